@@ -1,0 +1,212 @@
+/* common.c -- error messages, the allocator every allocation goes through
+ * (with the fault-injection switch the tests use), checked arithmetic, and
+ * the small public helpers (versions, status names, dtypes). */
+#include "common.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- version and status names (public) ---- */
+
+MHA_API unsigned mha_version_number(void) {
+    return MHA_VERSION_NUMBER;
+}
+
+MHA_API const char *mha_version_string(void) {
+    return MHA_VERSION_STRING;
+}
+
+MHA_API const char *mha_status_name(mha_status status) {
+    switch (status) {
+#define MHA_STATUS_NAME_(name, value, text) \
+    case name:                              \
+        return #name;
+        MHA_STATUS_LIST(MHA_STATUS_NAME_)
+#undef MHA_STATUS_NAME_
+    }
+    return "MHA_UNKNOWN_STATUS";
+}
+
+MHA_API const char *mha_status_text(mha_status status) {
+    switch (status) {
+#define MHA_STATUS_TEXT_(name, value, text) \
+    case name:                              \
+        return text;
+        MHA_STATUS_LIST(MHA_STATUS_TEXT_)
+#undef MHA_STATUS_TEXT_
+    }
+    return "unknown status";
+}
+
+MHA_API void mha_error_clear(mha_error *err) {
+    if (!err) return;
+    err->status = MHA_OK;
+    err->message[0] = '\0';
+}
+
+MHA_API size_t mha_dtype_size(mha_dtype dtype) {
+    switch (dtype) {
+    case MHA_DTYPE_FLOAT32:
+    case MHA_DTYPE_INT32:
+        return 4;
+    case MHA_DTYPE_UINT8:
+    case MHA_DTYPE_INT8:
+    case MHA_DTYPE_BOOL:
+        return 1;
+    case MHA_DTYPE_INT64:
+    case MHA_DTYPE_FLOAT64:
+        return 8;
+    case MHA_DTYPE_FLOAT16:
+    case MHA_DTYPE_BFLOAT16:
+        return 2;
+    case MHA_DTYPE_UNDEFINED:
+        break;
+    }
+    return 0;
+}
+
+MHA_API const char *mha_dtype_name(mha_dtype dtype) {
+    switch (dtype) {
+    case MHA_DTYPE_FLOAT32: return "float32";
+    case MHA_DTYPE_UINT8: return "uint8";
+    case MHA_DTYPE_INT8: return "int8";
+    case MHA_DTYPE_INT32: return "int32";
+    case MHA_DTYPE_INT64: return "int64";
+    case MHA_DTYPE_BOOL: return "bool";
+    case MHA_DTYPE_FLOAT16: return "float16";
+    case MHA_DTYPE_FLOAT64: return "float64";
+    case MHA_DTYPE_BFLOAT16: return "bfloat16";
+    case MHA_DTYPE_UNDEFINED: break;
+    }
+    return "undefined";
+}
+
+MHA_API int64_t mha_tensor_numel(const mha_tensor *t) {
+    if (!t || t->rank < 0 || t->rank > MHA_MAX_RANK) return -1;
+    int64_t n = 1;
+    for (int i = 0; i < t->rank; i++) {
+        if (t->shape[i] < 0 || !mha_mul_i64(n, t->shape[i], &n)) return -1;
+    }
+    return n;
+}
+
+/* ---- errors ---- */
+
+mha_status mha_failv(mha_error *err, mha_status st, const char *fmt, va_list ap) {
+    if (err) {
+        err->status = st;
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        /* one line: fold any newline a caller-supplied string carried */
+        for (char *p = err->message; *p; p++)
+            if (*p == '\n' || *p == '\r') *p = ' ';
+    }
+    return st;
+}
+
+mha_status mha_fail(mha_error *err, mha_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    mha_failv(err, st, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+void mha_error_prefix(mha_error *err, const char *fmt, ...) {
+    if (!err) return;
+    char old[MHA_ERROR_MESSAGE_MAX];
+    memcpy(old, err->message, sizeof old);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof err->message - 2) return;
+    size_t used = (size_t)n;
+    err->message[used++] = ':';
+    err->message[used++] = ' ';
+    size_t room = sizeof err->message - used - 1;
+    size_t len = strnlen(old, room);
+    memcpy(err->message + used, old, len);
+    err->message[used + len] = '\0';
+}
+
+/* ---- allocation ---- */
+
+/* Fault injection (tests only): process-wide counter. */
+static atomic_long alloc_counter;
+static atomic_long alloc_fail_at;   /* 0 = off */
+static atomic_int alloc_fail_persistent;
+
+void mha_alloc_fail_at(long n, int persistent) {
+    atomic_store(&alloc_counter, 0);
+    atomic_store(&alloc_fail_persistent, persistent);
+    atomic_store(&alloc_fail_at, n);
+}
+
+long mha_alloc_count(void) {
+    return atomic_load(&alloc_counter);
+}
+
+static int alloc_should_fail(void) {
+    long at = atomic_load_explicit(&alloc_fail_at, memory_order_relaxed);
+    long n = atomic_fetch_add(&alloc_counter, 1) + 1;
+    if (at <= 0) return 0;
+    return n == at || (n > at && atomic_load(&alloc_fail_persistent));
+}
+
+void mha_alloc_ctx_init(mha_alloc_ctx *ctx, const mha_allocator *user) {
+    memset(ctx, 0, sizeof *ctx);
+    if (user && user->alloc && user->free) ctx->user = *user;
+}
+
+void *mha_malloc(const mha_alloc_ctx *ctx, size_t size) {
+    if (alloc_should_fail()) return NULL;
+    if (size == 0) size = 1;
+    if (ctx && ctx->user.alloc) return ctx->user.alloc(ctx->user.user, size, 64);
+    void *p = NULL;
+    size_t rounded;
+    if (!mha_add_size(size, 63, &rounded)) return NULL;
+    rounded &= ~(size_t)63;
+    p = aligned_alloc(64, rounded);
+    return p;
+}
+
+void *mha_calloc(const mha_alloc_ctx *ctx, size_t n, size_t size) {
+    size_t total;
+    if (!mha_mul_size(n, size, &total)) return NULL;
+    void *p = mha_malloc(ctx, total);
+    if (p) memset(p, 0, total);
+    return p;
+}
+
+void mha_free(const mha_alloc_ctx *ctx, void *p) {
+    if (!p) return;
+    if (ctx && ctx->user.free) {
+        ctx->user.free(ctx->user.user, p);
+        return;
+    }
+    free(p);
+}
+
+char *mha_strdup(const mha_alloc_ctx *ctx, const char *s) {
+    if (!s) s = "";
+    size_t n = strlen(s) + 1;
+    char *d = mha_malloc(ctx, n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* ---- checked arithmetic ---- */
+
+int mha_mul_size(size_t a, size_t b, size_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+
+int mha_add_size(size_t a, size_t b, size_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+
+int mha_mul_i64(int64_t a, int64_t b, int64_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}

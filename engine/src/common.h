@@ -1,0 +1,53 @@
+/* common.h -- internal helpers shared by every engine module: error
+ * reporting into mha_error, the allocator every allocation goes through,
+ * checked size arithmetic. */
+#ifndef MHA_COMMON_H
+#define MHA_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mha/mha.h"
+
+#if defined(__GNUC__)
+#define MHA_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define MHA_INTERNAL __attribute__((visibility("hidden")))
+#else
+#define MHA_PRINTF(a, b)
+#define MHA_INTERNAL
+#endif
+
+/* Sets err (if not NULL) to st and a formatted one-line message; returns st.
+ * Usage: return mha_fail(err, MHA_ERR_SHAPE, "input '%s': ...", name); */
+mha_status mha_fail(mha_error *err, mha_status st, const char *fmt, ...)
+    MHA_PRINTF(3, 4);
+mha_status mha_failv(mha_error *err, mha_status st, const char *fmt, va_list ap);
+/* Prefixes the message already in err with "prefix: " (e.g. a file name). */
+void mha_error_prefix(mha_error *err, const char *fmt, ...) MHA_PRINTF(2, 3);
+
+/* The allocator of a runtime or model. NULL means malloc. Every allocation of
+ * the library goes through mha_malloc / mha_calloc / mha_free with one. The
+ * fault-injection hook (tests) lives behind it. */
+typedef struct mha_alloc_ctx {
+    mha_allocator user; /* alloc == NULL: use the C library */
+} mha_alloc_ctx;
+
+void mha_alloc_ctx_init(mha_alloc_ctx *ctx, const mha_allocator *user);
+void *mha_malloc(const mha_alloc_ctx *ctx, size_t size);          /* 64-byte aligned */
+void *mha_calloc(const mha_alloc_ctx *ctx, size_t n, size_t size); /* checked product */
+void mha_free(const mha_alloc_ctx *ctx, void *p);
+char *mha_strdup(const mha_alloc_ctx *ctx, const char *s);
+
+/* Test hook: when set to N > 0, the N-th allocation from now (process-wide,
+ * counted over every context) fails; persistent = every one after it too.
+ * Only for the fault-injection tests; not part of the public API. */
+void mha_alloc_fail_at(long n, int persistent);
+long mha_alloc_count(void);
+
+/* Checked arithmetic: return 0 on overflow. */
+int mha_mul_size(size_t a, size_t b, size_t *out);
+int mha_add_size(size_t a, size_t b, size_t *out);
+int mha_mul_i64(int64_t a, int64_t b, int64_t *out);
+
+#endif

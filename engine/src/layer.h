@@ -1,0 +1,76 @@
+/* layer.h -- the recognised attention layer: what the recogniser produces
+ * from an ONNX graph and what the executor runs. One struct for every form
+ * (bare Attention node, projected layer, PyTorch export, com.microsoft). */
+#ifndef MHA_LAYER_H
+#define MHA_LAYER_H
+
+#include "common.h"
+#include "onnx_ir.h"
+
+typedef struct layer_io {
+    char *name;
+    mha_io_role role;
+    mha_dtype dtype;
+    int rank;
+    int64_t dims[MHA_MAX_RANK]; /* -1 = dynamic */
+} layer_io;
+
+typedef struct layer {
+    const char *form;       /* static: "onnx-attention", "onnx-attention-layer",
+                               "torch-mha", "ms-mha", "ms-attention" */
+    int has_proj;           /* projections present (else bare Attention) */
+    int64_t d_model;        /* query input width (has_proj) */
+    int64_t d_kv;           /* key/value input width (has_proj) */
+    int64_t d_out;          /* output width (has_proj) */
+    int64_t q_heads, kv_heads, d_head, d_head_v;
+    float scale;            /* multiplies Q.K^T */
+    float softcap;          /* 0 = none */
+    int causal;             /* top-left aligned unless past/nonpad say otherwise */
+    int cross;              /* a separate key/value input */
+    int seq_first;          /* layer inputs/outputs are [S, B, D] instead of [B, S, D] */
+    int qkv_rank;           /* bare attention: 3 ([B,S,H*d]) or 4 ([B,H,S,d]) */
+    int kpm_true_means_ignore; /* MHA_ROLE_KEY_PADDING_MASK polarity */
+
+    /* Projection weights, row-major [in, out] so that y = x . W + b.
+     * Biases may be NULL. Owned (freed by layer_clear). */
+    float *wq, *bq;         /* [d_model, q_heads*d_head] */
+    float *wk, *bk;         /* [d_kv, kv_heads*d_head] */
+    float *wv, *bv;         /* [d_kv, kv_heads*d_head_v] */
+    float *wo, *bo;         /* [q_heads*d_head_v, d_out] */
+
+    layer_io *inputs;       /* graph inputs, graph order */
+    size_t n_inputs;
+    layer_io *outputs;      /* graph outputs, graph order */
+    size_t n_outputs;
+} layer;
+
+/* Finds the attention layer in g by meaning (folding constants and shapes,
+ * tracing Q/K/V to their projections) and fills *out. Refuses anything it
+ * cannot place with MHA_ERR_MODEL_UNSUPPORTED naming op type and node. */
+mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g,
+                           layer *out, mha_error *err);
+
+/* Trust, then verify: evaluates g with the reference interpreter on a small
+ * seeded random probe input and compares with layer_reference_forward.
+ * MHA_ERR_MODEL_VERIFY on a mismatch (message gives the max error). */
+mha_status layer_verify(const mha_alloc_ctx *a, const ir_graph *g,
+                        const layer *L, mha_error *err);
+
+void layer_clear(const mha_alloc_ctx *a, layer *L);
+size_t layer_weight_bytes(const layer *L);
+
+/* Output shapes for given input shapes, with every input checked (dtype,
+ * rank, dims against the layer and against each other). */
+mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs,
+                               size_t n_inputs, mha_tensor *outputs,
+                               size_t n_outputs, mha_error *err);
+
+/* Runs the layer single-threaded with the built-in scalar backend (no
+ * runtime needed): the reference the verifier and tests compare against.
+ * outputs[] must be allocated with the shapes from layer_output_shapes. */
+mha_status layer_reference_forward(const mha_alloc_ctx *a, const layer *L,
+                                   const mha_tensor *inputs, size_t n_inputs,
+                                   mha_tensor *outputs, size_t n_outputs,
+                                   mha_error *err);
+
+#endif

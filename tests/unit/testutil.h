@@ -1,0 +1,28 @@
+/* testutil.h -- small helpers shared by the cmocka unit tests: temporary
+ * folders, files, seeded random data. cmocka headers need these includes in
+ * this order, so every test includes this file first. */
+#ifndef MHA_TESTUTIL_H
+#define MHA_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* A fresh, empty folder MHA_TEST_TMP/<name> (created, old contents removed). */
+const char *tu_tmpdir(const char *name);
+/* path = dir + "/" + file, in a static rotating buffer (8 slots). */
+const char *tu_path(const char *dir, const char *file);
+int tu_write_file(const char *path, const void *data, size_t size);
+/* malloc'd contents (free it), NULL on error. */
+void *tu_read_file(const char *path, size_t *size);
+/* Uniform [-1, 1) floats from a splitmix64 stream. */
+void tu_fill_random(float *x, size_t n, uint64_t seed);
+uint64_t tu_rand_u64(uint64_t *state);
+/* max |a-b| / max(1, max |b|) -- relative to the reference's scale. */
+double tu_max_rel_err(const float *a, const float *b, size_t n);
+/* Runs a shell command, returns its exit status (or -1). */
+int tu_system(const char *fmt, ...);
+
+#endif
