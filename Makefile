@@ -56,3 +56,34 @@ clean:
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# ---- reliability: fuzzing and coverage (docs/RELIABILITY.md) ----
+BUILD_FUZZ ?= build-fuzz
+FUZZ_TARGETS := onnx_model npy tensor_proto external_data
+FUZZ_CORPUS = $(BUILD_FUZZ)/tests/fuzz/corpus
+.PHONY: fuzz-build test-fuzz
+
+# The libFuzzer targets: clang, ASan + UBSan, the engine instrumented.
+fuzz-build: deps
+	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+	  "-DMHA_SANITIZE=address;undefined" -DMHA_FUZZ=ON $(CMAKE_ARGS) >/dev/null
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+
+# Runs each target FUZZ_SECONDS on its corpus (seeds + what earlier runs
+# found), one after the other; prints execs/s and total execs per target.
+fuzz: fuzz-build
+	@sh tests/fuzz/build_corpus.sh tests/data tests/fuzz $(FUZZ_CORPUS)
+	@rc=0; for t in $(FUZZ_TARGETS); do \
+	  sh tests/fuzz/run_fuzz.sh $(BUILD_FUZZ)/bin/fuzz_$$t $$t $(FUZZ_SECONDS) \
+	    $(FUZZ_CORPUS) tests/fuzz/dicts || rc=1; \
+	done; exit $$rc
+
+# The fuzz part of `make test`: every target for 20 s (ctest label "fuzz");
+# fails on any crash, leak, hang or out-of-memory.
+test-fuzz: fuzz-build
+	cd $(BUILD_FUZZ) && ctest --output-on-failure -j $(JOBS) -L fuzz
+	@cat $(addprefix $(FUZZ_CORPUS)/artifacts/,$(addsuffix /summary.txt,$(FUZZ_TARGETS)))
+
+# Line and branch coverage of the parsers and validators (gcc + gcovr).
+coverage: deps
+	@./tools/coverage.sh

@@ -1,2 +1,210 @@
-/* scalar_kernels.c -- placeholder until the scalar backend lands. */
-#include "mha/plugin.h"
+/* scalar_kernels.c -- the reference backend: plain, obviously correct C for
+ * the GEMM and the attention of plugin.h, one output element (GEMM) or one
+ * output row (attention) at a time, every sum accumulated in double.
+ *
+ * Every other backend is tested against this file, so it favours being easy
+ * to check over being fast. It is compiled twice: into libmha as the
+ * built-in fallback (always present, entry 0 of the registry) and into the
+ * mha-plugin-scalar.so plugin (through plugins/common/plugin_entry.c).
+ *
+ * Numerics (why double): a reference should be more accurate than what it
+ * judges. Each GEMM element and each attention row is computed in double
+ * and rounded to float once at the end, so the float backends' error against
+ * it is their own error, not the sum of both. The reduction order of each
+ * element is fixed (k ascending; keys ascending), so the result of an
+ * element never depends on the range a call covers.
+ */
+#include "scalar/scalar_kernels.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common/backend_scores.h"
+#include "common/kernel_common.h"
+
+/* ------------------------------------------------------------------------ */
+/* GEMM                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Packed B is B transposed: [N][K] floats. SIZE_MAX when K*N overflows. */
+size_t scalar_gemm_packed_size(int64_t K, int64_t N) {
+    if (K < 0 || N < 0) return SIZE_MAX;
+    if (K == 0 || N == 0) return 0;
+    if ((uint64_t)K > SIZE_MAX / sizeof(float) / (uint64_t)N) return SIZE_MAX;
+    return (size_t)K * (size_t)N * sizeof(float);
+}
+
+/* B: [K, N] row-major with leading dimension ldb -> packed: [N][K]. */
+void scalar_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
+    float *bt = packed;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++) bt[n * K + k] = B[k * ldb + n];
+}
+
+/* A: [M, K] (lda), packed B^T: [N][K], bias: [N] or NULL, C: [M, N] (ldc).
+ * Writes C[m, n] for m in [m0,m1), n in [n0,n1). */
+void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n0,
+                       int64_t n1) {
+    if (a->K == 0) { /* C = bias; A and B may be NULL then */
+        for (int64_t m = m0; m < m1; m++)
+            for (int64_t n = n0; n < n1; n++) a->C[m * a->ldc + n] = a->bias ? a->bias[n] : 0.0f;
+        return;
+    }
+    const float *bt = a->B_packed;
+    for (int64_t m = m0; m < m1; m++) {
+        const float *arow = a->A + m * a->lda;
+        for (int64_t n = n0; n < n1; n++) {
+            /* pass 1: the dot product over k, ascending, in double */
+            double acc = 0.0;
+            const float *bcol = bt + n * a->K;
+            for (int64_t k = 0; k < a->K; k++) acc += (double)arow[k] * (double)bcol[k];
+            /* pass 2: bias, then one rounding to float */
+            if (a->bias) acc += (double)a->bias[n];
+            a->C[m * a->ldc + n] = (float)acc;
+        }
+    }
+}
+
+static int scalar_gemm(void *state, const mha_gemm_args *a) {
+    (void)state;
+    if (!kernel_gemm_args_ok(a)) return KERNEL_ERR_ARGS;
+    scalar_gemm_block(a, a->m0, a->m1, a->n0, a->n1);
+    return KERNEL_OK;
+}
+
+static size_t scalar_gemm_packed_size_fn(int64_t K, int64_t N) {
+    return scalar_gemm_packed_size(K, N);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Attention                                                                 */
+/* ------------------------------------------------------------------------ */
+
+size_t scalar_attention_row_doubles(const mha_attn_args *a) {
+    int64_t skv = a->Skv > 0 ? a->Skv : 0;
+    int64_t dv = a->dv > 0 ? a->dv : 0;
+    return (size_t)skv + (size_t)dv + 1;
+}
+
+/*
+ * One output row, two-pass softmax in double:
+ *   q = Q[b,h,i,:] [dk], K = K[b,g,:,:] [Skv, dk], V = V[b,g,:,:] [Skv, dv],
+ *   o = O[b,h,i,:] [dv]; scratch: s [Skv] then acc [dv] (doubles).
+ */
+void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t i,
+                          double *scratch) {
+    const int64_t g = h / (a->Hq / a->Hkv); /* GQA: the kv head this q head reads */
+    const float *q = a->q + b * a->q_sb + h * a->q_sh + i * a->q_ss;
+    const float *kb = a->k + b * a->k_sb + g * a->k_sh;
+    const float *vb = a->v + b * a->v_sb + g * a->v_sh;
+    float *o = a->o + b * a->o_sb + h * a->o_sh + i * a->o_ss;
+    const float *mrow = kernel_mask_row(a, b, h, i);
+    const int64_t end = kernel_row_key_end(a, b, i); /* keys >= end are masked */
+    double *s = scratch;       /* [Skv] scores; -inf = masked */
+    double *acc = scratch + (a->Skv > 0 ? a->Skv : 0); /* [dv] */
+
+    /* pass 1: scores s[j] = scale * q.k_j, softcap, + mask; and their max */
+    double smax = -INFINITY;
+    for (int64_t j = 0; j < end; j++) {
+        const float *kj = kb + j * a->k_ss;
+        double dot = 0.0;
+        for (int64_t d = 0; d < a->dk; d++) dot += (double)q[d] * (double)kj[d];
+        double sj = (double)a->scale * dot;
+        if (a->softcap > 0.0f) sj = (double)a->softcap * tanh(sj / (double)a->softcap);
+        if (mrow) {
+            float mv = mrow[j * a->m_sk];
+            sj = kernel_mask_hides(mv) ? -INFINITY : sj + (double)mv;
+        }
+        s[j] = sj;
+        if (sj > smax) smax = sj;
+    }
+
+    /* a row with every key masked gives zeros, never NaN */
+    if (smax == -INFINITY) {
+        memset(o, 0, (size_t)(a->dv > 0 ? a->dv : 0) * sizeof(float));
+        return;
+    }
+
+    /* pass 2: p_j = exp(s_j - max) and their sum (masked keys give 0) */
+    double sum = 0.0;
+    for (int64_t j = 0; j < end; j++) {
+        s[j] = s[j] == -INFINITY ? 0.0 : exp(s[j] - smax);
+        sum += s[j];
+    }
+
+    /* pass 3: o = sum_j p_j v_j / sum, keys ascending */
+    for (int64_t d = 0; d < a->dv; d++) acc[d] = 0.0;
+    for (int64_t j = 0; j < end; j++) {
+        if (s[j] == 0.0) continue;
+        const float *vj = vb + j * a->v_ss;
+        for (int64_t d = 0; d < a->dv; d++) acc[d] += s[j] * (double)vj[d];
+    }
+    for (int64_t d = 0; d < a->dv; d++) o[d] = (float)(acc[d] / sum);
+}
+
+static size_t scalar_attention_workspace_size(void *state, const mha_attn_args *a) {
+    (void)state;
+    if (!a) return 0;
+    return scalar_attention_row_doubles(a) * sizeof(double);
+}
+
+static int scalar_attention(void *state, const mha_attn_args *a, void *workspace,
+                            size_t workspace_size) {
+    (void)state;
+    if (!kernel_attn_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (a->b0 == a->b1 || a->h0 == a->h1 || a->q0 == a->q1) return KERNEL_OK;
+    if (!workspace || workspace_size < scalar_attention_workspace_size(state, a))
+        return KERNEL_ERR_WORKSPACE;
+    for (int64_t b = a->b0; b < a->b1; b++)
+        for (int64_t h = a->h0; h < a->h1; h++)
+            for (int64_t i = a->q0; i < a->q1; i++)
+                scalar_attention_row(a, b, h, i, workspace);
+    return KERNEL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Plugin table                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* The reference runs on any CPU: baseline x86-64 (or any C11 target). */
+static int scalar_probe(uint64_t cpu_features, const char **reason) {
+    (void)cpu_features;
+    (void)reason;
+    return MHA_SCORE_SCALAR;
+}
+
+static int scalar_init(const mha_plugin_services *services, void **state) {
+    (void)services;
+    if (state) *state = NULL;
+    return 0;
+}
+
+static void scalar_fini(void *state) {
+    (void)state;
+}
+
+static const mha_plugin scalar_plugin = {
+    .abi_major = MHA_PLUGIN_ABI_MAJOR,
+    .abi_minor = MHA_PLUGIN_ABI_MINOR,
+    .struct_size = sizeof(mha_plugin),
+    .name = "scalar",
+    .version = "0.1.0",
+    .description = "reference kernels: plain C, double accumulation",
+    .flags = 0,
+    .probe = scalar_probe,
+    .init = scalar_init,
+    .fini = scalar_fini,
+    .gemm_m_block = 1,
+    .gemm_n_block = 1,
+    .gemm_packed_size = scalar_gemm_packed_size_fn,
+    .gemm_pack_b = scalar_gemm_pack_b,
+    .gemm = scalar_gemm,
+    .attention_workspace_size = scalar_attention_workspace_size,
+    .attention = scalar_attention,
+    .get_proc = NULL,
+};
+
+const mha_plugin *mha_scalar_plugin_table(void) {
+    return &scalar_plugin;
+}

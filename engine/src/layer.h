@@ -17,7 +17,8 @@ typedef struct layer_io {
 
 typedef struct layer {
     const char *form;       /* static: "onnx-attention", "onnx-attention-layer",
-                               "torch-mha", "ms-mha", "ms-attention" */
+                               "torch-mha", "ms-mha", "ms-attention",
+                               "onnx-decomposed" (plain ops with 4D scores) */
     int has_proj;           /* projections present (else bare Attention) */
     int64_t d_model;        /* query input width (has_proj) */
     int64_t d_kv;           /* key/value input width (has_proj) */

@@ -41,6 +41,8 @@ typedef struct ir_node {
     size_t n_outputs;
     ir_attr *attrs;
     size_t n_attrs;
+    int index;          /* position of the node in the file (its NodeProto
+                           order, before sorting), for "Add node #12" */
 } ir_node;
 
 /* Static type info of a value from graph inputs/outputs/value_info. dims[i]

@@ -355,7 +355,8 @@ MHA_API mha_status mha_model_output_shapes(const mha_model *model,
 typedef struct mha_run_options {
     uint32_t struct_size;        /* set by _init */
     /* Checked between work units; a nonzero return ends the run with
-     * MHA_ERR_CANCELLED (outputs then hold partial results). */
+     * MHA_ERR_CANCELLED (outputs then hold partial results). Called only
+     * on the thread that called mha_run, never concurrently for one run. */
     int (*cancel)(void *user);
     void *cancel_user;
     int num_threads;             /* 0 = the runtime's; else at most that */
@@ -369,6 +370,13 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  allocated. opts may be NULL.
  *  Thread-safe: many threads may run on one runtime and one model at once.
  *  The result is bitwise identical for any thread count.
+ *  The runtime's pool serves one run at a time: a run that starts while
+ *  another run holds the pool computes on its calling thread alone (the
+ *  same bits, just not parallel). The calling thread always works too; it
+ *  flushes denormals to zero during the run (FTZ/DAZ, as the workers do)
+ *  and gets its floating-point mode back on return.
+ *  Dimensions the model declares for batch and sequence lengths are not
+ *  binding: any B, S_q, S_kv consistent across the inputs run.
  *  Errors: MHA_ERR_SHAPE, MHA_ERR_DTYPE, MHA_ERR_INVALID_ARGUMENT,
  *  MHA_ERR_NO_MEMORY, MHA_ERR_CANCELLED, MHA_ERR_FORKED (runtime created
  *  in the parent process), MHA_ERR_PLUGIN. */

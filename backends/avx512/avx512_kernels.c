@@ -1,0 +1,163 @@
+/* avx512_kernels.c -- the AVX-512F kernels: a 12 x 32 register-blocked GEMM
+ * micro-kernel over packed B panels, and the flash attention of
+ * common/flash_attention.h on 16-float vectors with a vectorised exp.
+ *
+ * Compiled with -mavx512f -mavx512dq -mavx512bw -mavx512vl -mfma: reached
+ * only after avx512_plugin.c's probe saw those features (and the OS saving
+ * ZMM state). Accumulation is in float with FMA, one chain per element (see
+ * the determinism notes of the two templates).
+ */
+#include "avx512/avx512_kernels.h"
+
+#include <float.h>
+#include <immintrin.h>
+#include <math.h>
+
+/* ------------------------------------------------------------------------ */
+/* Vector layer (the names the templates expect)                             */
+/* ------------------------------------------------------------------------ */
+
+#define VLEN 16
+typedef __m512 vf;
+
+static inline vf vf_zero(void) { return _mm512_setzero_ps(); }
+static inline vf vf_set1(float x) { return _mm512_set1_ps(x); }
+static inline vf vf_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline void vf_store(float *p, vf x) { _mm512_storeu_ps(p, x); }
+static inline __mmask16 vf_lanes(int64_t n) {
+    return n <= 0 ? 0 : n >= VLEN ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+}
+/* Lanes >= n read nothing and are 0. */
+static inline vf vf_load_part(const float *p, int64_t n) {
+    return _mm512_maskz_loadu_ps(vf_lanes(n), p);
+}
+static inline void vf_store_part(float *p, vf x, int64_t n) {
+    _mm512_mask_storeu_ps(p, vf_lanes(n), x);
+}
+static inline vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
+static inline vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+static inline vf vf_div(vf a, vf b) { return _mm512_div_ps(a, b); }
+static inline vf vf_max(vf a, vf b) { return _mm512_max_ps(a, b); }
+static inline vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+static inline float vf_hmax(vf x) { return _mm512_reduce_max_ps(x); }
+static inline float vf_hsum(vf x) { return _mm512_reduce_add_ps(x); }
+
+/*
+ * exp(x) for x in about [-87.3, 88]: x = n*ln2 + r with |r| <= ln2/2,
+ * exp(r) by its Taylor series to r^7 (truncation < 6e-9 relative), times
+ * 2^n by scalef. Inputs below -87.3 are clamped (the result, ~1e-38, is
+ * negligible next to the row max's 1); exp(0) is exactly 1.
+ */
+static inline vf vf_exp(vf x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.33654f));
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+    vf n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* r = x - n*ln2, ln2 split in a part exact in float and a correction */
+    vf r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    vf p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* tanh(x) = sign(x) * (1 - e) / (1 + e), e = exp(-2|x|) in (0, 1]. */
+static inline vf vf_tanh(vf x) {
+    const vf sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
+    vf ax = _mm512_andnot_ps(sign, x);
+    vf e = vf_exp(_mm512_mul_ps(ax, _mm512_set1_ps(-2.0f)));
+    vf t = _mm512_div_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), e),
+                         _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    return _mm512_or_ps(t, _mm512_and_ps(sign, x));
+}
+
+/* mv <= -FLT_MAX hides the key (-inf); otherwise s + mv. */
+static inline vf vf_hide_masked(vf s, vf mv) {
+    __mmask16 hidden = _mm512_cmp_ps_mask(mv, _mm512_set1_ps(-FLT_MAX), _CMP_LE_OQ);
+    return _mm512_mask_blend_ps(hidden, _mm512_add_ps(s, mv), _mm512_set1_ps(-INFINITY));
+}
+static inline vf vf_hide_tail(vf s, int64_t n) {
+    return _mm512_mask_blend_ps(vf_lanes(n), _mm512_set1_ps(-INFINITY), s);
+}
+static inline vf vf_exp_or_zero(vf s, vf m) {
+    __mmask16 live = _mm512_cmp_ps_mask(s, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    return _mm512_maskz_mov_ps(live, vf_exp(_mm512_sub_ps(s, m)));
+}
+
+/* ------------------------------------------------------------------------ */
+/* GEMM                                                                      */
+/* ------------------------------------------------------------------------ */
+
+#define GEMM_MR 12
+#define GEMM_NR 32
+#define GEMM_KC 256
+
+/*
+ * C[0:12, 0:32] (+)= ap . bp. ap: [kc][12] (A sliver), bp: [kc][32] (B
+ * panel rows), c: row-major, ldc. 24 accumulators + 2 B vectors + 1
+ * broadcast = 27 of the 32 ZMM registers; no loop in the MR or NR direction
+ * survives unrolling.
+ */
+static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, float *c,
+                                int64_t ldc, int accumulate) {
+    vf acc[GEMM_MR][2];
+    _Pragma("GCC unroll 12") for (int r = 0; r < GEMM_MR; r++) {
+        acc[r][0] = accumulate ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
+        acc[r][1] = accumulate ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
+    }
+    for (int64_t k = 0; k < kc; k++) {
+        vf b0 = _mm512_loadu_ps(bp + k * GEMM_NR);
+        vf b1 = _mm512_loadu_ps(bp + k * GEMM_NR + 16);
+        _Pragma("GCC unroll 12") for (int r = 0; r < GEMM_MR; r++) {
+            vf a = _mm512_set1_ps(ap[k * GEMM_MR + r]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
+    }
+    _Pragma("GCC unroll 12") for (int r = 0; r < GEMM_MR; r++) {
+        _mm512_storeu_ps(c + r * ldc, acc[r][0]);
+        _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);
+    }
+}
+
+#include "common/gemm_blocked.h"
+
+size_t avx512_gemm_packed_size(int64_t K, int64_t N) {
+    return gemm_blocked_packed_size(K, N);
+}
+
+void avx512_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
+    gemm_blocked_pack_b(K, N, B, ldb, packed);
+}
+
+int avx512_gemm(void *state, const mha_gemm_args *args) {
+    (void)state;
+    return gemm_blocked_run(args);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Attention                                                                 */
+/* ------------------------------------------------------------------------ */
+
+#define FA_MR 8  /* score tile: 8 rows x 2 vectors = 16 accumulators */
+#define FA_BR 32 /* query rows per block */
+#define FA_BC 32 /* keys per block */
+
+#include "common/flash_attention.h"
+
+size_t avx512_attention_workspace_size(void *state, const mha_attn_args *args) {
+    (void)state;
+    return fa_workspace_size(args);
+}
+
+int avx512_attention(void *state, const mha_attn_args *args, void *workspace,
+                     size_t workspace_size) {
+    (void)state;
+    return fa_attention_run(args, workspace, workspace_size);
+}

@@ -1,0 +1,20 @@
+/* avx512_kernels.h -- the kernel entry points of the avx512 backend, shared
+ * between avx512_kernels.c (compiled with the avx512 ISA flags) and
+ * avx512_plugin.c (the ISA-free table and probe). Hidden symbols: the plugin
+ * exports only mha_plugin_get. */
+#ifndef MHA_BACKENDS_AVX512_KERNELS_H
+#define MHA_BACKENDS_AVX512_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mha/plugin.h"
+
+size_t avx512_gemm_packed_size(int64_t K, int64_t N);
+void avx512_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed);
+int avx512_gemm(void *state, const mha_gemm_args *args);
+size_t avx512_attention_workspace_size(void *state, const mha_attn_args *args);
+int avx512_attention(void *state, const mha_attn_args *args, void *workspace,
+                     size_t workspace_size);
+
+#endif

@@ -1,0 +1,53 @@
+/* avx512_plugin.c -- the table and probe of the avx512 backend. Compiled
+ * WITHOUT ISA flags and without LTO: the host runs probe() before it knows
+ * whether this CPU has AVX-512, so no instruction here may need it. */
+#include "avx512/avx512_kernels.h"
+#include "common/backend_scores.h"
+#include "plugin_probe.h"
+
+/* The kernels are built with -mavx512f -mavx512dq -mavx512bw -mavx512vl
+ * -mfma, which also lets the compiler use AVX2; require all of them. */
+#define AVX512_REQUIRED                                                                   \
+    (MHA_CPU_AVX | MHA_CPU_AVX2 | MHA_CPU_FMA | MHA_CPU_AVX512F | MHA_CPU_AVX512DQ |      \
+     MHA_CPU_AVX512BW | MHA_CPU_AVX512VL)
+
+static int avx512_probe(uint64_t cpu_features, const char **reason) {
+    return plugin_probe_require(cpu_features, AVX512_REQUIRED, MHA_SCORE_AVX512, reason);
+}
+
+static int avx512_init(const mha_plugin_services *services, void **state) {
+    (void)services;
+    if (state) *state = NULL;
+    return 0;
+}
+
+static void avx512_fini(void *state) {
+    (void)state;
+}
+
+static const mha_plugin avx512_plugin = {
+    .abi_major = MHA_PLUGIN_ABI_MAJOR,
+    .abi_minor = MHA_PLUGIN_ABI_MINOR,
+    .struct_size = sizeof(mha_plugin),
+    .name = "avx512",
+    .version = "0.1.0",
+    .description = "AVX-512F: 12x32 GEMM micro-kernel, flash attention (16 lanes)",
+    .flags = 0,
+    .probe = avx512_probe,
+    .init = avx512_init,
+    .fini = avx512_fini,
+    .gemm_m_block = 12,
+    .gemm_n_block = 32,
+    .gemm_packed_size = avx512_gemm_packed_size,
+    .gemm_pack_b = avx512_gemm_pack_b,
+    .gemm = avx512_gemm,
+    .attention_workspace_size = avx512_attention_workspace_size,
+    .attention = avx512_attention,
+    .get_proc = NULL,
+};
+
+const mha_plugin *mha_avx512_plugin_table(void);
+
+const mha_plugin *mha_avx512_plugin_table(void) {
+    return &avx512_plugin;
+}

@@ -1,0 +1,362 @@
+/* flash_attention.h -- the tiled online-softmax ("flash") attention the SIMD
+ * backends share. Never forms the Sq x Skv score matrix: a block of FA_BR
+ * query rows walks the keys in blocks of FA_BC, keeping per row a running
+ * max m, a running sum l and an unnormalised output accumulator.
+ *
+ * A template by inclusion. The including kernel file defines first:
+ *   VLEN                      floats per vector
+ *   vf                        the vector type
+ *   vf_zero, vf_set1, vf_load, vf_store, vf_load_part(p, n), vf_store_part(p, v, n),
+ *   vf_add, vf_mul, vf_div, vf_max, vf_fma(a, b, c) = a*b + c,
+ *   vf_hmax, vf_hsum          horizontal, in a fixed order
+ *   vf_exp, vf_tanh           vectorised, exp(0) == 1 exactly
+ *   vf_hide_masked(s, mv)     mv <= -FLT_MAX ? -inf : s + mv   (per lane)
+ *   vf_hide_tail(s, n)        lanes >= n -> -inf
+ *   vf_exp_or_zero(s, m)      s == -inf ? 0 : exp(s - m)
+ *   FA_MR  rows of the score micro-tile (registers: FA_MR x FA_BC/VLEN)
+ *   FA_BR  query rows per block (a multiple of FA_MR)
+ *   FA_BC  keys per block (a multiple of VLEN)
+ *
+ * The algorithm in plain C, for one (b, h) and a block of query rows:
+ *
+ *   Kt = K[b,g]^T packed per key block; Vp = V[b,g] rows padded to dvp
+ *   for each row r: m = -inf; l = 0; acc[:] = 0
+ *   for j0 in 0, BC, 2BC, ... while j0 < (last key any row may see):
+ *     S[r, :] = Q[r, :] . Kt[:, j0:j0+BC]                  (micro-tile)
+ *     for each row r with keys left in this block:
+ *       s = scale*S[r, :]; softcap; + mask; -inf where masked
+ *       mb = max(s); if mb == -inf: continue       (row untouched by block)
+ *       mn = max(m, mb); c = exp(m - mn)           (0 while m == -inf)
+ *       p = exp(s - mn); l = l*c + sum(p)
+ *       acc = acc*c + p . Vp[j0:j0+BC, :]; m = mn
+ *   O[r, :] = l > 0 ? acc / l : 0                  (fully masked row -> 0)
+ *
+ * Determinism: every row's arithmetic is its own -- the same key blocks (at
+ * fixed multiples of FA_BC), the same lanes, the same reduction orders (d
+ * ascending in S; keys ascending in acc; vectors then lanes in l) -- and a
+ * block a row cannot see is skipped for that row, not processed as zeros.
+ * So row (b, h, i) is bitwise the same whatever range or block it is in.
+ */
+#ifndef MHA_BACKENDS_FLASH_ATTENTION_H
+#define MHA_BACKENDS_FLASH_ATTENTION_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common/kernel_common.h"
+
+#define FA_NCV (FA_BC / VLEN) /* vectors per key block */
+
+/* Workspace plan, in floats, each region 64-byte aligned. Kt and Vp hold a
+ * whole kv head (packed once per (b, g) per call and shared by the query
+ * blocks and by the q heads of a GQA group); the rest is per query block. */
+typedef struct fa_layout {
+    int64_t dvp;     /* dv rounded up to VLEN */
+    int64_t skv_pad; /* Skv rounded up to FA_BC */
+    size_t kt;       /* [skv_pad / BC][dk][BC]  K transposed per key block */
+    size_t vp;       /* [skv_pad][dvp]          V rows, zero padded */
+    size_t qp;       /* [dk][BR]                Q block transposed */
+    size_t s;        /* [BR][BC]                scores, then probabilities */
+    size_t acc;      /* [BR][dvp]               unnormalised outputs */
+    size_t ml;       /* [2][BR]                 running max, running sum */
+    size_t total;    /* floats */
+} fa_layout;
+
+static inline size_t fa_round16(size_t n) {
+    return (n + 15) & ~(size_t)15;
+}
+
+/* 0 when a size overflows (the caller then reports SIZE_MAX). */
+static inline int fa_plan(const mha_attn_args *a, fa_layout *L) {
+    if (a->dk < 0 || a->dv < 0 || a->Skv < 0) return 0;
+    if (a->dk > (INT64_C(1) << 30) || a->dv > (INT64_C(1) << 30) ||
+        a->Skv > (INT64_C(1) << 40))
+        return 0;
+    L->dvp = kernel_round_up(a->dv, VLEN);
+    L->skv_pad = kernel_round_up(a->Skv, FA_BC);
+    size_t dk = (size_t)a->dk, dvp = (size_t)L->dvp, skv = (size_t)L->skv_pad;
+    if (skv && (dk + dvp) > SIZE_MAX / 8 / skv) return 0;
+    size_t off = 0;
+    L->kt = off;
+    off += fa_round16(skv * dk);
+    L->vp = off;
+    off += fa_round16(skv * dvp);
+    L->qp = off;
+    off += fa_round16(dk * FA_BR);
+    L->s = off;
+    off += fa_round16((size_t)FA_BR * FA_BC);
+    L->acc = off;
+    off += fa_round16((size_t)FA_BR * dvp);
+    L->ml = off;
+    off += fa_round16(2 * (size_t)FA_BR);
+    L->total = off;
+    return 1;
+}
+
+static inline size_t fa_workspace_size(const mha_attn_args *a) {
+    fa_layout L;
+    if (!a || !fa_plan(a, &L)) return SIZE_MAX;
+    return L.total * sizeof(float) + 64; /* + slack to align the start */
+}
+
+/*
+ * Packs keys [0, nkeys) of one kv head. Shapes: K rows kb + j*k_ss [dk],
+ * V rows vb + j*v_ss [dv] -> kt [skv_pad/BC][dk][BC], vp [skv_pad][dvp];
+ * key columns past nkeys in the last block are zero.
+ */
+static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const float *kb,
+                              const float *vb, int64_t nkeys, float *kt, float *vp) {
+    const int64_t dk = a->dk, dv = a->dv, dvp = L->dvp;
+    const int64_t nblocks = (nkeys + FA_BC - 1) / FA_BC;
+    /* pass 1: K^T per key block, so the score tile loads BC keys of one d */
+    for (int64_t jb = 0; jb < nblocks; jb++) {
+        float *blk = kt + jb * dk * FA_BC;
+        int64_t jn = nkeys - jb * FA_BC < FA_BC ? nkeys - jb * FA_BC : FA_BC;
+        for (int64_t c = 0; c < jn; c++) {
+            const float *krow = kb + (jb * FA_BC + c) * a->k_ss;
+            for (int64_t d = 0; d < dk; d++) blk[d * FA_BC + c] = krow[d];
+        }
+        for (int64_t c = jn; c < FA_BC; c++)
+            for (int64_t d = 0; d < dk; d++) blk[d * FA_BC + c] = 0.0f;
+    }
+    /* pass 2: V rows, padded to dvp with zeros */
+    for (int64_t j = 0; j < nkeys; j++) {
+        float *row = vp + j * dvp;
+        memcpy(row, vb + j * a->v_ss, (size_t)dv * sizeof(float));
+        for (int64_t d = dv; d < dvp; d++) row[d] = 0.0f;
+    }
+}
+
+/* S[r, 0:BC] = sum_d qp[d][r] * kt[d][0:BC] for r < FA_MR: one FMA chain
+ * per element, d ascending. qp: [dk][FA_BR] at this tile's first row,
+ * kt: [dk][FA_BC], s: [FA_MR][FA_BC]. */
+static inline void fa_score_tile(int64_t dk, const float *qp, const float *kt, float *s) {
+    vf acc[FA_MR][FA_NCV];
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] = vf_zero();
+    for (int64_t d = 0; d < dk; d++) {
+        vf kv[FA_NCV];
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)
+            kv[c] = vf_load(kt + d * FA_BC + c * VLEN);
+        _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+            vf qb = vf_set1(qp[d * FA_BR + r]);
+            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)
+                acc[r][c] = vf_fma(qb, kv[c], acc[r][c]);
+        }
+    }
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)
+            vf_store(s + r * FA_BC + c * VLEN, acc[r][c]);
+}
+
+/* acc[0:W*VLEN] = acc*corr + sum_{j<nv} p[j] * vp[j][0:W*VLEN], keys
+ * ascending, W accumulators held in registers. vp rows are dvp apart. */
+#define FA_DEFINE_PV(W)                                                             \
+    static inline void fa_pv_##W(const float *p, int64_t nv, const float *vp,       \
+                                 int64_t dvp, float *acc, float corr) {             \
+        vf x[W];                                                                    \
+        _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) {                       \
+            x[w] = vf_load(acc + w * VLEN);                                         \
+            if (corr != 1.0f) x[w] = vf_mul(x[w], vf_set1(corr));                   \
+        }                                                                           \
+        for (int64_t j = 0; j < nv; j++) {                                          \
+            vf pj = vf_set1(p[j]);                                                  \
+            const float *vr = vp + j * dvp;                                         \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                     \
+                x[w] = vf_fma(pj, vf_load(vr + w * VLEN), x[w]);                    \
+        }                                                                           \
+        _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                         \
+            vf_store(acc + w * VLEN, x[w]);                                         \
+    }
+FA_DEFINE_PV(1)
+FA_DEFINE_PV(2)
+FA_DEFINE_PV(3)
+FA_DEFINE_PV(4)
+FA_DEFINE_PV(5)
+FA_DEFINE_PV(6)
+FA_DEFINE_PV(7)
+FA_DEFINE_PV(8)
+
+/* acc [dvp] = acc*corr + p[0:nv] . vp[0:nv][0:dvp], in register chunks of
+ * up to 8 vectors (the chunking is fixed by dvp alone). */
+static inline void fa_pv(const float *p, int64_t nv, const float *vp, int64_t dvp,
+                         float *acc, float corr) {
+    for (int64_t v0 = 0; v0 < dvp; v0 += 8 * VLEN) {
+        int64_t w = (dvp - v0) / VLEN;
+        if (w > 8) w = 8;
+        switch (w) {
+        case 1: fa_pv_1(p, nv, vp + v0, dvp, acc + v0, corr); break;
+        case 2: fa_pv_2(p, nv, vp + v0, dvp, acc + v0, corr); break;
+        case 3: fa_pv_3(p, nv, vp + v0, dvp, acc + v0, corr); break;
+        case 4: fa_pv_4(p, nv, vp + v0, dvp, acc + v0, corr); break;
+        case 5: fa_pv_5(p, nv, vp + v0, dvp, acc + v0, corr); break;
+        case 6: fa_pv_6(p, nv, vp + v0, dvp, acc + v0, corr); break;
+        case 7: fa_pv_7(p, nv, vp + v0, dvp, acc + v0, corr); break;
+        default: fa_pv_8(p, nv, vp + v0, dvp, acc + v0, corr); break;
+        }
+    }
+}
+
+/*
+ * One row of a query block meets one key block [j0, j0 + BC): the online
+ * softmax update. srow [BC]: raw dot products in, probabilities out;
+ * mrow: the mask row (keys at mrow[j * m_sk]) or NULL; nv in [1, BC]: keys
+ * of the block this row may see (the rest is hidden by causal / kv_len);
+ * m, l: running max and sum; acc [dvp]; vp: V rows of this key block.
+ */
+static inline void fa_row_update(const mha_attn_args *a, const float *mrow, int64_t j0,
+                                 int64_t nv, float *srow, float *m, float *l, float *acc,
+                                 const float *vp, int64_t dvp) {
+    vf x[FA_NCV];
+    const vf vscale = vf_set1(a->scale);
+
+    /* pass a: logits = scale * dot, softcap, + mask; hidden keys -> -inf */
+    _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+        int64_t lanes = nv - (int64_t)c * VLEN; /* visible lanes of this vector */
+        vf t = vf_mul(vf_load(srow + c * VLEN), vscale);
+        if (a->softcap > 0.0f)
+            t = vf_mul(vf_tanh(vf_mul(t, vf_set1(1.0f / a->softcap))), vf_set1(a->softcap));
+        if (mrow && lanes > 0) {
+            int64_t n = lanes < VLEN ? lanes : VLEN;
+            const float *mp = mrow + (j0 + (int64_t)c * VLEN) * a->m_sk;
+            vf mv;
+            if (a->m_sk == 1) {
+                mv = n == VLEN ? vf_load(mp) : vf_load_part(mp, n);
+            } else if (a->m_sk == 0) {
+                mv = vf_set1(mp[0]);
+            } else {
+                _Alignas(64) float tmp[VLEN];
+                for (int64_t t2 = 0; t2 < VLEN; t2++) tmp[t2] = t2 < n ? mp[t2 * a->m_sk] : 0.0f;
+                mv = vf_load(tmp);
+            }
+            t = vf_hide_masked(t, mv);
+        }
+        if (lanes < VLEN) t = vf_hide_tail(t, lanes);
+        x[c] = t;
+    }
+
+    /* pass b: the block max; a row that sees nothing here keeps its state */
+    vf vmax = x[0];
+    _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
+    float bmax = vf_hmax(vmax);
+    if (bmax == -INFINITY) return;
+    float m_new = bmax > *m ? bmax : *m;
+    float corr = 0.0f; /* acc and l are still 0 while m == -inf */
+    if (*m != -INFINITY) {
+        _Alignas(64) float e[VLEN];
+        vf_store(e, vf_exp(vf_set1(*m - m_new)));
+        corr = e[0];
+    }
+
+    /* pass c: probabilities and their sum (vectors, then lanes) */
+    const vf vm = vf_set1(m_new);
+    vf psum = vf_zero();
+    _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+        vf p = vf_exp_or_zero(x[c], vm);
+        vf_store(srow + c * VLEN, p);
+        psum = vf_add(psum, p);
+    }
+    *l = *l * corr + vf_hsum(psum);
+
+    /* pass d: acc = acc * corr + P . V over the visible keys */
+    fa_pv(srow, nv, vp, dvp, acc, corr);
+    *m = m_new;
+}
+
+/*
+ * Query rows [i0, i0 + br) of head (b, h), br <= FA_BR. kt / vp already
+ * hold the kv head g = h / (Hq / Hkv) for at least the keys these rows may
+ * see. Writes O[b, h, i0:i0+br, :].
+ */
+static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, float *ws,
+                                  int64_t b, int64_t h, int64_t i0, int64_t br) {
+    const int64_t dk = a->dk, dvp = L->dvp;
+    const float *qb = a->q + b * a->q_sb + h * a->q_sh;
+    float *kt = ws + L->kt, *vp = ws + L->vp, *qp = ws + L->qp, *s = ws + L->s;
+    float *acc = ws + L->acc, *mx = ws + L->ml, *ls = ws + L->ml + FA_BR;
+    int64_t row_end[FA_BR];
+
+    /* pass 0: Q block transposed [dk][BR] (rows past br zero), fresh state */
+    int64_t blk_end = 0;
+    for (int64_t r = 0; r < FA_BR; r++) {
+        row_end[r] = r < br ? kernel_row_key_end(a, b, i0 + r) : 0;
+        if (row_end[r] > blk_end) blk_end = row_end[r];
+        mx[r] = -INFINITY;
+        ls[r] = 0.0f;
+        for (int64_t d = 0; d < dvp; d++) acc[r * dvp + d] = 0.0f;
+        if (r < br) {
+            const float *qrow = qb + (i0 + r) * a->q_ss;
+            for (int64_t d = 0; d < dk; d++) qp[d * FA_BR + r] = qrow[d];
+        } else {
+            for (int64_t d = 0; d < dk; d++) qp[d * FA_BR + r] = 0.0f;
+        }
+    }
+
+    for (int64_t j0 = 0; j0 < blk_end; j0 += FA_BC) {
+        const float *ktb = kt + (j0 / FA_BC) * dk * FA_BC;
+
+        /* pass 1: scores of every row tile against this key block */
+        for (int64_t r0 = 0; r0 < br; r0 += FA_MR)
+            fa_score_tile(dk, qp + r0, ktb, s + r0 * FA_BC);
+
+        /* pass 2: per row, the online softmax update and P.V */
+        for (int64_t r = 0; r < br; r++) {
+            int64_t nv = row_end[r] - j0;
+            if (nv <= 0) continue;
+            if (nv > FA_BC) nv = FA_BC;
+            fa_row_update(a, kernel_mask_row(a, b, h, i0 + r), j0, nv, s + r * FA_BC, &mx[r],
+                          &ls[r], acc + r * dvp, vp + j0 * dvp, dvp);
+        }
+    }
+
+    /* pass 3: normalise; a row that saw no key is 0 */
+    float *ob = a->o + b * a->o_sb + h * a->o_sh;
+    for (int64_t r = 0; r < br; r++) {
+        float *orow = ob + (i0 + r) * a->o_ss;
+        if (ls[r] > 0.0f) {
+            vf vl = vf_set1(ls[r]);
+            int64_t d = 0;
+            for (; d + VLEN <= a->dv; d += VLEN)
+                vf_store(orow + d, vf_div(vf_load(acc + r * dvp + d), vl));
+            if (d < a->dv)
+                vf_store_part(orow + d, vf_div(vf_load(acc + r * dvp + d), vl), a->dv - d);
+        } else {
+            memset(orow, 0, (size_t)a->dv * sizeof(float));
+        }
+    }
+}
+
+/* The whole call: for each (b, h) in range, pack its kv head (unless the
+ * previous head of the same GQA group already did), then the query blocks. */
+static inline int fa_attention_run(const mha_attn_args *a, void *workspace,
+                                   size_t workspace_size) {
+    if (!kernel_attn_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (a->b0 == a->b1 || a->h0 == a->h1 || a->q0 == a->q1) return KERNEL_OK;
+    fa_layout L;
+    if (!fa_plan(a, &L)) return KERNEL_ERR_ARGS;
+    if (!workspace || workspace_size < L.total * sizeof(float) + 64) return KERNEL_ERR_WORKSPACE;
+    float *ws = (float *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+    const int64_t group = a->Hq / a->Hkv;
+
+    for (int64_t b = a->b0; b < a->b1; b++) {
+        /* keys any row of this call may see: row_end grows with i */
+        const int64_t nkeys = kernel_row_key_end(a, b, a->q1 - 1);
+        int64_t packed_g = -1;
+        for (int64_t h = a->h0; h < a->h1; h++) {
+            const int64_t g = h / group;
+            if (g != packed_g && nkeys > 0) {
+                fa_pack_kv(a, &L, a->k + b * a->k_sb + g * a->k_sh,
+                           a->v + b * a->v_sb + g * a->v_sh, nkeys, ws + L.kt, ws + L.vp);
+                packed_g = g;
+            }
+            for (int64_t i0 = a->q0; i0 < a->q1; i0 += FA_BR) {
+                int64_t br = a->q1 - i0 < FA_BR ? a->q1 - i0 : FA_BR;
+                fa_query_block(a, &L, ws, b, h, i0, br);
+            }
+        }
+    }
+    return KERNEL_OK;
+}
+
+#endif

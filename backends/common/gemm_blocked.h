@@ -1,0 +1,154 @@
+/* gemm_blocked.h -- the blocked GEMM driver the SIMD and openmp backends
+ * share, BLIS-style: B is packed once into panels of GEMM_NR columns, A is
+ * packed per tile into GEMM_MR-row slivers, and one register-blocked
+ * micro-kernel computes every GEMM_MR x GEMM_NR tile. Edges never reach the
+ * micro-kernel as special cases: the packing pads with zeros, and tiles that
+ * hang over the edge of C go through a small buffer.
+ *
+ * A template by inclusion: the including kernel file defines, before the
+ * #include,
+ *   GEMM_MR, GEMM_NR   tile size (rows of A, columns of B)
+ *   GEMM_KC            k-block (A sliver on the stack: GEMM_KC x GEMM_MR)
+ *   void gemm_ukernel(int64_t kc, const float *ap, const float *bp,
+ *                     float *c, int64_t ldc, int accumulate);
+ *       c[r, n] (+)= sum_{k<kc} ap[k*MR + r] * bp[k*NR + n], r < MR, n < NR,
+ *       the sum as ONE chain over k ascending starting from c (accumulate)
+ *       or from 0.
+ *
+ * Determinism: element C[m, n] is bias[n] + (chain over k = 0..K-1), the
+ * chain split at the fixed k-blocks [0,KC), [KC,2KC), ... and continued
+ * through memory (a store and reload do not round). Nothing depends on which
+ * tile or range the element was computed in, so any split of [m0,m1) x
+ * [n0,n1) gives bitwise-identical C.
+ *
+ * Plain-C version of what the loops compute:
+ *   for each MR-row tile mb of [m0,m1):
+ *     for k0 in 0, KC, 2KC, ...:
+ *       ap = A[mb:mb+MR, k0:k0+KC] packed [k][r], zero rows past M
+ *       for each panel p covering [n0,n1):
+ *         C[mb:mb+MR, panel p] (+)= ap . Bpacked[p][k0:k0+KC]   (micro-kernel)
+ *     C[mb:mb+MR, n0:n1] += bias[n0:n1]
+ */
+#ifndef MHA_BACKENDS_GEMM_BLOCKED_H
+#define MHA_BACKENDS_GEMM_BLOCKED_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "common/kernel_common.h"
+
+#if !defined(GEMM_MR) || !defined(GEMM_NR) || !defined(GEMM_KC)
+#error "define GEMM_MR, GEMM_NR and GEMM_KC before including gemm_blocked.h"
+#endif
+
+/* Packed B: ceil(N/NR) panels, each [K][NR] floats, columns past N zero.
+ * SIZE_MAX when the size overflows. */
+static inline size_t gemm_blocked_packed_size(int64_t K, int64_t N) {
+    if (K < 0 || N < 0) return SIZE_MAX;
+    uint64_t panels = (uint64_t)(N + GEMM_NR - 1) / GEMM_NR;
+    uint64_t floats_per_panel = (uint64_t)K * GEMM_NR;
+    if (panels && floats_per_panel > SIZE_MAX / sizeof(float) / panels) return SIZE_MAX;
+    return (size_t)(panels * floats_per_panel * sizeof(float));
+}
+
+/* B: [K, N] row-major (ldb) -> packed panels [N/NR][K][NR]. */
+static inline void gemm_blocked_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb,
+                                       void *packed) {
+    float *dst = packed;
+    int64_t panels = (N + GEMM_NR - 1) / GEMM_NR;
+    for (int64_t p = 0; p < panels; p++) {
+        int64_t n0 = p * GEMM_NR;
+        int64_t nn = N - n0 < GEMM_NR ? N - n0 : GEMM_NR;
+        for (int64_t k = 0; k < K; k++) {
+            float *row = dst + (p * K + k) * GEMM_NR;
+            memcpy(row, B + k * ldb + n0, (size_t)nn * sizeof(float));
+            for (int64_t c = nn; c < GEMM_NR; c++) row[c] = 0.0f; /* pad, not branch */
+        }
+    }
+}
+
+/*
+ * One row tile against panels [p_first, p_last]: rows [mb, mb + MR) of C
+ * (clipped to m1), the panels' columns clipped to [n0, n1). The A sliver is
+ * packed once per k-block and reused by every panel. Shapes: A [M, K]
+ * (lda), packed B panel p [K][NR], C [M, N] (ldc), bias [N] or NULL; K > 0.
+ */
+static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t p_first,
+                                     int64_t p_last) {
+    _Alignas(64) float ap[GEMM_KC * GEMM_MR];
+    _Alignas(64) float ct[GEMM_MR * GEMM_NR];
+    const int64_t mr = a->m1 - mb < GEMM_MR ? a->m1 - mb : GEMM_MR;
+
+    for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_KC) {
+        const int64_t kc = a->K - k0 < GEMM_KC ? a->K - k0 : GEMM_KC;
+
+        /* pass 1: pack the A sliver [kc][MR], zero rows past the range */
+        for (int64_t r = 0; r < GEMM_MR; r++) {
+            if (r < mr) {
+                const float *arow = a->A + (mb + r) * a->lda + k0;
+                for (int64_t k = 0; k < kc; k++) ap[k * GEMM_MR + r] = arow[k];
+            } else {
+                for (int64_t k = 0; k < kc; k++) ap[k * GEMM_MR + r] = 0.0f;
+            }
+        }
+
+        /* pass 2: the micro-kernel per panel, into C or (edge tile) into ct */
+        for (int64_t p = p_first; p <= p_last; p++) {
+            const int64_t cn0 = a->n0 > p * GEMM_NR ? a->n0 : p * GEMM_NR;
+            const int64_t cn1 = a->n1 < (p + 1) * GEMM_NR ? a->n1 : (p + 1) * GEMM_NR;
+            const float *bp = (const float *)a->B_packed + (p * a->K + k0) * GEMM_NR;
+            if (mr == GEMM_MR && cn0 == p * GEMM_NR && cn1 == (p + 1) * GEMM_NR) {
+                gemm_ukernel(kc, ap, bp, a->C + mb * a->ldc + p * GEMM_NR, a->ldc, k0 > 0);
+                continue;
+            }
+            if (k0 > 0)
+                for (int64_t r = 0; r < mr; r++)
+                    for (int64_t n = cn0; n < cn1; n++)
+                        ct[r * GEMM_NR + (n - p * GEMM_NR)] = a->C[(mb + r) * a->ldc + n];
+            gemm_ukernel(kc, ap, bp, ct, GEMM_NR, k0 > 0);
+            for (int64_t r = 0; r < mr; r++)
+                for (int64_t n = cn0; n < cn1; n++)
+                    a->C[(mb + r) * a->ldc + n] = ct[r * GEMM_NR + (n - p * GEMM_NR)];
+        }
+    }
+
+    /* pass 3: bias, added once after the whole k chain */
+    if (a->bias) {
+        const int64_t n0 = a->n0 > p_first * GEMM_NR ? a->n0 : p_first * GEMM_NR;
+        const int64_t n1 = a->n1 < (p_last + 1) * GEMM_NR ? a->n1 : (p_last + 1) * GEMM_NR;
+        for (int64_t r = 0; r < mr; r++)
+            for (int64_t n = n0; n < n1; n++) a->C[(mb + r) * a->ldc + n] += a->bias[n];
+    }
+}
+
+/* K == 0: C = bias (or 0) over the range. */
+static inline void gemm_blocked_k0(const mha_gemm_args *a) {
+    for (int64_t m = a->m0; m < a->m1; m++)
+        for (int64_t n = a->n0; n < a->n1; n++)
+            a->C[m * a->ldc + n] = a->bias ? a->bias[n] : 0.0f;
+}
+
+/* Panels [*p_first, *p_last] cover [n0, n1); the number of MR-row tiles. */
+static inline int64_t gemm_blocked_grid(const mha_gemm_args *a, int64_t *p_first,
+                                        int64_t *p_last) {
+    *p_first = a->n0 / GEMM_NR;
+    *p_last = (a->n1 - 1) / GEMM_NR;
+    return (a->m1 - a->m0 + GEMM_MR - 1) / GEMM_MR;
+}
+
+/* The whole range on the calling thread: row tiles outer, each packing its
+ * A sliver once and sweeping every panel of the range. */
+static inline int gemm_blocked_run(const mha_gemm_args *a) {
+    if (!kernel_gemm_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (a->m0 == a->m1 || a->n0 == a->n1) return KERNEL_OK;
+    if (a->K == 0) {
+        gemm_blocked_k0(a);
+        return KERNEL_OK;
+    }
+    int64_t p_first, p_last;
+    int64_t tiles = gemm_blocked_grid(a, &p_first, &p_last);
+    for (int64_t t = 0; t < tiles; t++) gemm_blocked_rows(a, a->m0 + t * GEMM_MR, p_first, p_last);
+    return KERNEL_OK;
+}
+
+#endif

@@ -1,0 +1,87 @@
+/* kernel_common.h -- plain-C helpers every backend's kernels share: checking
+ * the argument structs of plugin.h before touching memory, the key range a
+ * query row may see (causal + kv_len), and the "masked" test of a mask
+ * value. Header-only (static inline), ISA-neutral, so it can be compiled
+ * into any kernel file whatever its ISA flags. */
+#ifndef MHA_BACKENDS_KERNEL_COMMON_H
+#define MHA_BACKENDS_KERNEL_COMMON_H
+
+#include <float.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mha/plugin.h"
+
+/* Kernel status codes (0 = ok); the host maps nonzero to MHA_ERR_PLUGIN. */
+#define KERNEL_OK 0
+#define KERNEL_ERR_ARGS 1      /* inconsistent shapes, ranges or pointers */
+#define KERNEL_ERR_WORKSPACE 2 /* workspace smaller than workspace_size() */
+
+/* A mask value hides its key when it is -inf or the lowest float: the ABI
+ * says "masked = value <= -FLT_MAX" (so boolean masks converted with
+ * -FLT_MAX by some exporters behave like -inf). */
+static inline int kernel_mask_hides(float value) {
+    return value <= -FLT_MAX;
+}
+
+/* Checks a GEMM call: sizes >= 0, the range inside [0,M) x [0,N), the
+ * pointers it needs present and leading dimensions wide enough. */
+static inline int kernel_gemm_args_ok(const mha_gemm_args *a) {
+    if (!a || a->struct_size < sizeof(mha_gemm_args)) return 0;
+    if (a->M < 0 || a->N < 0 || a->K < 0) return 0;
+    if (a->m0 < 0 || a->m0 > a->m1 || a->m1 > a->M) return 0;
+    if (a->n0 < 0 || a->n0 > a->n1 || a->n1 > a->N) return 0;
+    if (a->m0 == a->m1 || a->n0 == a->n1) return 1; /* nothing to touch */
+    if (!a->C || a->ldc < a->N) return 0;
+    if (a->K > 0 && (!a->A || !a->B_packed || a->lda < a->K)) return 0;
+    return 1;
+}
+
+/* Checks an attention call: sizes >= 0, Hq a multiple of Hkv (GQA), the
+ * range inside [0,B) x [0,Hq) x [0,Sq) and the tensors it reads present. */
+static inline int kernel_attn_args_ok(const mha_attn_args *a) {
+    if (!a || a->struct_size < sizeof(mha_attn_args)) return 0;
+    if (a->B < 0 || a->Hq < 0 || a->Hkv < 0 || a->Sq < 0 || a->Skv < 0 ||
+        a->dk < 0 || a->dv < 0)
+        return 0;
+    if (a->b0 < 0 || a->b0 > a->b1 || a->b1 > a->B) return 0;
+    if (a->h0 < 0 || a->h0 > a->h1 || a->h1 > a->Hq) return 0;
+    if (a->q0 < 0 || a->q0 > a->q1 || a->q1 > a->Sq) return 0;
+    if (a->b0 == a->b1 || a->h0 == a->h1 || a->q0 == a->q1) return 1;
+    if (a->Hkv <= 0 || a->Hq % a->Hkv != 0) return 0;
+    if (!a->o || !a->q || !a->k || !a->v) return 0;
+    if (!(a->scale == a->scale) || !(a->softcap >= 0.0f)) return 0;
+    return 1;
+}
+
+/* Keys [0, end) may be visible to query row i of batch b; every key from
+ * `end` on is masked by the causal rule (j > i + offset[b]) or by kv_len.
+ * Shapes: causal_offset [B], kv_len [B] (either may be NULL). */
+static inline int64_t kernel_row_key_end(const mha_attn_args *a, int64_t b, int64_t i) {
+    int64_t end = a->Skv;
+    if (a->kv_len && a->kv_len[b] < end) end = a->kv_len[b];
+    if (a->causal) {
+        int64_t off = a->causal_offset ? a->causal_offset[b] : 0;
+        /* j <= i + off is visible; compare before adding to avoid overflow */
+        if (off < -i)
+            end = 0;
+        else if (off < end - i - 1)
+            end = i + off + 1;
+    }
+    return end < 0 ? 0 : end;
+}
+
+/* First element of row (b, h, i) of the mask, or NULL without a mask. The
+ * key axis is then mask[row + j * m_sk]. */
+static inline const float *kernel_mask_row(const mha_attn_args *a, int64_t b, int64_t h,
+                                           int64_t i) {
+    if (!a->mask) return NULL;
+    return a->mask + b * a->m_sb + h * a->m_sh + i * a->m_sq;
+}
+
+/* Rounds n up to a multiple of m (m > 0). */
+static inline int64_t kernel_round_up(int64_t n, int64_t m) {
+    return (n + m - 1) / m * m;
+}
+
+#endif

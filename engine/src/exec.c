@@ -1,0 +1,953 @@
+/* exec.c -- the forward pass of an attention layer on a backend plugin,
+ * split into pool units (see exec.h for the phases).
+ *
+ * Layout of the intermediates of one chunk of nb batch items (row-major,
+ * batch-major rows r = b*S + s whatever the input layout):
+ *
+ *   self:  proj [nb*Sq, Hq*dk | Hkv*dk | Hkv*dv]   Q | K | V side by side
+ *   cross: projq [nb*Sq, Hq*dk], projkv [nb*Skv, Hkv*dk | Hkv*dv]
+ *   att   [nb*Sq, Hq*dv]                          heads side by side
+ *
+ * Q of head h is the column block [h*dk, (h+1)*dk) of its buffer: the
+ * attention kernel reads it through strides (no transposes). Inputs given
+ * sequence-first ([S, B, D]) are read through strides too: one GEMM
+ * "segment" per batch item, whose rows are B*D floats apart.
+ *
+ *   mask = one additive float view of every mask input       (once per run)
+ *   for each chunk of nb batch items (so intermediates stay bounded):
+ *     phase 1, unit = GEMM tile:  proj = X . [Wq|Wk|Wv] + b
+ *     phase 2, unit = (query block, b, h), heaviest first if causal:
+ *              att[b, rows, h] = softmax(scale Q K^T + mask) V
+ *     phase 3, unit = GEMM tile:  Y = att . Wo + bo
+ * A self-parallel plugin gets each phase as one call instead. */
+#include "exec.h"
+
+#include "tensor.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define EXEC_DEFAULT_CHUNK_BYTES ((size_t)64 << 20)
+/* Preferred GEMM tile before it is split further for more threads. */
+#define EXEC_GEMM_TILE_M 64
+#define EXEC_GEMM_TILE_N 256
+/* Causal attention splits queries into blocks of at most this many rows, so
+ * the heavy late rows can be spread over threads. */
+#define EXEC_CAUSAL_Q_BLOCK 64
+
+static int64_t exec_min(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+
+static int64_t exec_max(int64_t a, int64_t b) {
+    return a > b ? a : b;
+}
+
+static int64_t exec_ceil_div(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
+
+static int64_t exec_round_up(int64_t a, int64_t m) {
+    return exec_ceil_div(a, m) * m;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Packing                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Packs the side-by-side concatenation of n_parts weight matrices
+ * w[i] [K, cols[i]] (and their biases, NULL = zeros) as one [K, N] matrix. */
+static mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t K,
+                                  int n_parts, const float *const *w, const int64_t *cols,
+                                  const float *const *bias, const char *what,
+                                  exec_gemm_weights *out, mha_error *err) {
+    int64_t N = 0;
+    int any_bias = 0;
+    for (int i = 0; i < n_parts; i++) {
+        if (!w[i] || cols[i] < 0)
+            return mha_fail(err, MHA_ERR_INTERNAL, "packing %s: weight part %d missing", what, i);
+        N += cols[i];
+        any_bias |= bias[i] != NULL;
+    }
+    if (K < 0) return mha_fail(err, MHA_ERR_INTERNAL, "packing %s: K = %lld", what, (long long)K);
+    out->K = K;
+    out->N = N;
+    size_t kn;
+    if (!mha_mul_size((size_t)K, (size_t)N, &kn) || !mha_mul_size(kn, sizeof(float), &kn))
+        return mha_fail(err, MHA_ERR_LIMIT, "packing %s: %lldx%lld weights too large", what,
+                        (long long)K, (long long)N);
+    size_t packed_size = p->gemm_packed_size(K, N);
+    if (packed_size == SIZE_MAX)
+        return mha_fail(err, MHA_ERR_LIMIT, "packing %s: backend '%s' cannot pack %lldx%lld", what,
+                        p->name, (long long)K, (long long)N);
+    out->packed = mha_malloc(a, packed_size ? packed_size : 1);
+    if (!out->packed)
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "packing %s: out of memory for %zu bytes", what,
+                        packed_size);
+    if (n_parts == 1) {
+        p->gemm_pack_b(K, N, w[0], N, out->packed);
+    } else {
+        float *cat = mha_malloc(a, kn);
+        if (!cat)
+            return mha_fail(err, MHA_ERR_NO_MEMORY, "packing %s: out of memory for %zu bytes", what,
+                            kn);
+        for (int64_t r = 0; r < K; r++) {
+            int64_t c0 = 0;
+            for (int i = 0; i < n_parts; i++) {
+                memcpy(cat + r * N + c0, w[i] + r * cols[i], (size_t)cols[i] * sizeof(float));
+                c0 += cols[i];
+            }
+        }
+        p->gemm_pack_b(K, N, cat, N, out->packed);
+        mha_free(a, cat);
+    }
+    if (any_bias) {
+        out->bias = mha_calloc(a, (size_t)(N ? N : 1), sizeof(float));
+        if (!out->bias)
+            return mha_fail(err, MHA_ERR_NO_MEMORY, "packing %s: out of memory for the bias", what);
+        int64_t c0 = 0;
+        for (int i = 0; i < n_parts; i++) {
+            if (bias[i]) memcpy(out->bias + c0, bias[i], (size_t)cols[i] * sizeof(float));
+            c0 += cols[i];
+        }
+    }
+    return MHA_OK;
+}
+
+static int64_t exec_layer_dv(const layer *L) {
+    return L->d_head_v > 0 ? L->d_head_v : L->d_head;
+}
+
+static int64_t exec_layer_dout(const layer *L) {
+    return L->d_out > 0 ? L->d_out : L->d_model;
+}
+
+mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
+                             exec_packed **out, mha_error *err) {
+    *out = NULL;
+    exec_packed *pk = mha_calloc(a, 1, sizeof *pk);
+    if (!pk) return mha_fail(err, MHA_ERR_NO_MEMORY, "packing weights: out of memory");
+    pk->plugin = plugin;
+    if (!L->has_proj) {
+        *out = pk;
+        return MHA_OK;
+    }
+    const int64_t dk = L->d_head, dv = exec_layer_dv(L);
+    const int64_t nq = L->q_heads * dk, nk = L->kv_heads * dk, nv = L->kv_heads * dv;
+    mha_status st;
+    if (!L->cross) {
+        const float *w[3] = {L->wq, L->wk, L->wv};
+        const float *b[3] = {L->bq, L->bk, L->bv};
+        const int64_t cols[3] = {nq, nk, nv};
+        pk->fused_qkv = 1;
+        st = exec_pack_parts(a, plugin, L->d_model, 3, w, cols, b, "W_q|W_k|W_v", &pk->qkv, err);
+    } else {
+        const float *wq[1] = {L->wq}, *bq[1] = {L->bq};
+        const int64_t cq[1] = {nq};
+        st = exec_pack_parts(a, plugin, L->d_model, 1, wq, cq, bq, "W_q", &pk->q, err);
+        if (st == MHA_OK) {
+            const float *w[2] = {L->wk, L->wv}, *b[2] = {L->bk, L->bv};
+            const int64_t cols[2] = {nk, nv};
+            st = exec_pack_parts(a, plugin, L->d_kv, 2, w, cols, b, "W_k|W_v", &pk->kv, err);
+        }
+    }
+    if (st == MHA_OK) {
+        const float *wo[1] = {L->wo}, *bo[1] = {L->bo};
+        const int64_t co[1] = {exec_layer_dout(L)};
+        st = exec_pack_parts(a, plugin, L->q_heads * dv, 1, wo, co, bo, "W_o", &pk->o, err);
+    }
+    if (st != MHA_OK) {
+        exec_packed_free(a, pk);
+        return st;
+    }
+    *out = pk;
+    return MHA_OK;
+}
+
+static void exec_weights_free(const mha_alloc_ctx *a, exec_gemm_weights *w) {
+    mha_free(a, w->packed);
+    mha_free(a, w->bias);
+    w->packed = NULL;
+    w->bias = NULL;
+}
+
+void exec_packed_free(const mha_alloc_ctx *a, exec_packed *pk) {
+    if (!pk) return;
+    exec_weights_free(a, &pk->qkv);
+    exec_weights_free(a, &pk->q);
+    exec_weights_free(a, &pk->kv);
+    exec_weights_free(a, &pk->o);
+    mha_free(a, pk);
+}
+
+static size_t exec_weights_bytes(const mha_plugin *p, const exec_gemm_weights *w) {
+    if (!w->packed) return 0;
+    size_t n = p->gemm_packed_size(w->K, w->N);
+    if (w->bias) n += (size_t)w->N * sizeof(float);
+    return n;
+}
+
+size_t exec_packed_bytes(const exec_packed *pk) {
+    if (!pk) return 0;
+    return sizeof *pk + exec_weights_bytes(pk->plugin, &pk->qkv) +
+           exec_weights_bytes(pk->plugin, &pk->q) + exec_weights_bytes(pk->plugin, &pk->kv) +
+           exec_weights_bytes(pk->plugin, &pk->o);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Services lent to a plugin                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Plugins may ask for alignments above the 64 bytes mha_malloc gives: every
+ * block is over-allocated and the raw pointer kept just before the aligned
+ * one, so one free() serves any alignment. */
+static void *exec_services_alloc(void *ctx, size_t size, size_t align) {
+    const exec_services *s = ctx;
+    if (align < 64) align = 64;
+    if (align > 4096 || (align & (align - 1))) return NULL;
+    size_t total;
+    if (!mha_add_size(size, align + sizeof(void *), &total)) return NULL;
+    char *raw = mha_malloc(s->alloc, total);
+    if (!raw) return NULL;
+    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + align - 1) & ~(uintptr_t)(align - 1);
+    ((void **)p)[-1] = raw;
+    return (void *)p;
+}
+
+static void exec_services_free(void *ctx, void *ptr) {
+    const exec_services *s = ctx;
+    if (ptr) mha_free(s->alloc, ((void **)ptr)[-1]);
+}
+
+static void exec_services_log(void *ctx, int level, const char *message) {
+    const exec_services *s = ctx;
+    if (s->log && level >= 0 && level <= (int)s->log_level)
+        s->log(s->log_user, (mha_log_level)level, message ? message : "");
+}
+
+void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log, void *log_user,
+                        mha_log_level log_level) {
+    memset(s, 0, sizeof *s);
+    s->alloc = a;
+    s->log = log;
+    s->log_user = log_user;
+    s->log_level = log_level;
+    s->table.struct_size = sizeof s->table;
+    s->table.ctx = s;
+    s->table.log = exec_services_log;
+    s->table.alloc = exec_services_alloc;
+    s->table.free = exec_services_free;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Masks                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Every mask of a run as one additive float tensor addressed with strides
+ * over [batch, head, query, key]; stride 0 broadcasts. */
+typedef struct exec_mask {
+    const float *data; /* NULL: no mask */
+    int64_t sb, sh, sq, sk;
+    float *owned;
+} exec_mask;
+
+/* A mask input seen as 4-D [B', H', Sq', Skv'] (each dim full or 1). */
+typedef struct exec_mask_view {
+    const mha_tensor *t;
+    int64_t dims[4];
+    int64_t strides[4];   /* elements; 0 where dims == 1 */
+    int attend_when_true; /* bool masks */
+} exec_mask_view;
+
+static void exec_mask_view_attn(const mha_tensor *t, exec_mask_view *v) {
+    v->t = t;
+    v->attend_when_true = 1;
+    int64_t stride = 1;
+    for (int i = 3; i >= 0; i--) {
+        int src = t->rank - (4 - i);
+        int64_t d = src >= 0 ? t->shape[src] : 1;
+        v->dims[i] = d;
+        v->strides[i] = d == 1 ? 0 : stride;
+        stride *= d;
+    }
+}
+
+static void exec_mask_view_padding(const mha_tensor *t, int true_means_ignore, exec_mask_view *v) {
+    /* [B', Skv] -> [B', 1, 1, Skv] */
+    v->t = t;
+    v->attend_when_true = !true_means_ignore;
+    v->dims[0] = t->shape[0];
+    v->dims[1] = 1;
+    v->dims[2] = 1;
+    v->dims[3] = t->shape[1];
+    v->strides[0] = t->shape[0] == 1 ? 0 : t->shape[1];
+    v->strides[1] = 0;
+    v->strides[2] = 0;
+    v->strides[3] = t->shape[1] == 1 ? 0 : 1;
+}
+
+static float exec_mask_value(const exec_mask_view *v, int64_t off) {
+    if (v->t->dtype == MHA_DTYPE_BOOL) {
+        int on = ((const uint8_t *)v->t->data)[off] != 0;
+        return on == v->attend_when_true ? 0.0f : -INFINITY;
+    }
+    return ((const float *)v->t->data)[off];
+}
+
+static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
+                                  exec_mask *m, mha_error *err) {
+    memset(m, 0, sizeof *m);
+    exec_mask_view views[2];
+    int n = 0;
+    if (bd->attn_mask) exec_mask_view_attn(bd->attn_mask, &views[n++]);
+    if (bd->key_padding)
+        exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, &views[n++]);
+    if (n == 0) return MHA_OK;
+
+    if (n == 1 && views[0].t->dtype == MHA_DTYPE_FLOAT32) {
+        /* a float mask is used as it is, through its strides */
+        m->data = views[0].t->data;
+        m->sb = views[0].strides[0];
+        m->sh = views[0].strides[1];
+        m->sq = views[0].strides[2];
+        m->sk = views[0].strides[3];
+        return MHA_OK;
+    }
+    /* bool masks become 0 / -inf; two masks are summed into one tensor of
+     * their common broadcast shape */
+    int64_t dims[4], strides[4], total = 1;
+    for (int i = 0; i < 4; i++) {
+        dims[i] = views[0].dims[i];
+        if (n == 2 && views[1].dims[i] > dims[i]) dims[i] = views[1].dims[i];
+    }
+    for (int i = 3; i >= 0; i--) {
+        strides[i] = dims[i] == 1 ? 0 : total;
+        if (!mha_mul_i64(total, dims[i], &total))
+            return mha_fail(err, MHA_ERR_LIMIT, "attention mask too large");
+    }
+    m->owned = mha_calloc(a, (size_t)(total ? total : 1), sizeof(float));
+    if (!m->owned)
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "attention mask: out of memory for %lld floats",
+                        (long long)total);
+    float *dst = m->owned;
+    for (int64_t i0 = 0; i0 < dims[0]; i0++)
+        for (int64_t i1 = 0; i1 < dims[1]; i1++)
+            for (int64_t i2 = 0; i2 < dims[2]; i2++)
+                for (int64_t i3 = 0; i3 < dims[3]; i3++) {
+                    float sum = 0.0f;
+                    for (int k = 0; k < n; k++) {
+                        const int64_t *s = views[k].strides;
+                        int64_t off = i0 * s[0] + i1 * s[1] + i2 * s[2] + i3 * s[3];
+                        sum += exec_mask_value(&views[k], off);
+                    }
+                    *dst++ = sum;
+                }
+    m->data = m->owned;
+    m->sb = strides[0];
+    m->sh = strides[1];
+    m->sq = strides[2];
+    m->sk = strides[3];
+    return MHA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Work plan                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* C[seg] = A[seg] . W (+ bias) for n_segs segments of M rows each; segment s
+ * reads rows A + s*a_seg (lda apart) and writes C + s*c_seg (ldc apart).
+ * Units are (segment, row tile, column tile), column tile fastest. */
+typedef struct exec_gemm_family {
+    const exec_gemm_weights *W;
+    const float *A;
+    int64_t lda, a_seg;
+    float *C;
+    int64_t ldc, c_seg;
+    int64_t M, n_segs;
+    int64_t m_tile, n_tile, m_tiles, n_tiles;
+    int64_t n_units;
+} exec_gemm_family;
+
+/* Attention over the chunk: args covers it all; units are (query block,
+ * batch item, head), heaviest query block first under a causal mask. */
+typedef struct exec_attn_plan {
+    mha_attn_args args;
+    int64_t q_block, n_qb;
+    int heaviest_first;
+    int64_t n_units;
+} exec_attn_plan;
+
+enum { EXEC_PHASE_PROJ, EXEC_PHASE_ATTN, EXEC_PHASE_OUT };
+
+typedef struct exec_state {
+    const exec_env *env;
+    const mha_plugin *plugin;
+    int threads;
+    int phase_kind[POOL_MAX_PHASES];
+    int n_phases;
+    exec_gemm_family proj[2];
+    int n_proj;
+    exec_attn_plan attn;
+    exec_gemm_family out;
+    char *workspace; /* threads x ws_stride bytes */
+    size_t ws_stride, ws_size, ws_capacity;
+} exec_state;
+
+/* Tiles are multiples of the plugin's blocks (so every range the plugin
+ * sees is aligned); they shrink until there are about two units per
+ * thread, or to the plugin's blocks. */
+static void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
+    const int64_t mb = p->gemm_m_block > 0 ? p->gemm_m_block : 1;
+    const int64_t nbk = p->gemm_n_block > 0 ? p->gemm_n_block : 1;
+    const int64_t M = f->M, N = f->W->N;
+    if (M <= 0 || N <= 0 || f->n_segs <= 0) {
+        f->m_tile = mb;
+        f->n_tile = nbk;
+        f->m_tiles = f->n_tiles = 0;
+        f->n_units = 0;
+        return;
+    }
+    int64_t mt = exec_min(exec_round_up(EXEC_GEMM_TILE_M, mb), exec_round_up(M, mb));
+    int64_t nt = exec_min(exec_round_up(EXEC_GEMM_TILE_N, nbk), exec_round_up(N, nbk));
+    const int64_t want = threads > 1 ? 2 * (int64_t)threads : 1;
+    for (;;) {
+        int64_t units = f->n_segs * exec_ceil_div(M, mt) * exec_ceil_div(N, nt);
+        if (units >= want) break;
+        if (nt > nbk && (nt >= 2 * mt || mt <= mb))
+            nt = exec_round_up(nt / 2, nbk);
+        else if (mt > mb)
+            mt = exec_round_up(mt / 2, mb);
+        else
+            break;
+    }
+    f->m_tile = mt;
+    f->n_tile = nt;
+    f->m_tiles = exec_ceil_div(M, mt);
+    f->n_tiles = exec_ceil_div(N, nt);
+    f->n_units = f->n_segs * f->m_tiles * f->n_tiles;
+}
+
+/* Query blocks: when batch x heads alone gives fewer than two units per
+ * thread, or under a causal mask (late rows see more keys; small blocks,
+ * heaviest first, balance them). The split never changes a row's result:
+ * plugins compute each row the same whatever range they are given. */
+static void exec_attn_plan_make(exec_attn_plan *pl, int threads) {
+    const mha_attn_args *a = &pl->args;
+    const int64_t BH = a->B * a->Hq, Sq = a->Sq;
+    int64_t n_qb = 1;
+    if (threads > 1 && Sq > 1) {
+        if (BH < 2 * (int64_t)threads) n_qb = exec_ceil_div(4 * (int64_t)threads, exec_max(BH, 1));
+        if (a->causal) n_qb = exec_max(n_qb, exec_ceil_div(Sq, EXEC_CAUSAL_Q_BLOCK));
+    }
+    n_qb = exec_max(1, exec_min(n_qb, Sq));
+    int64_t qb = exec_ceil_div(Sq, n_qb);
+    if (qb > 8) qb = exec_round_up(qb, 8); /* whole row groups for SIMD kernels */
+    if (qb < 1) qb = 1;
+    pl->q_block = qb;
+    pl->n_qb = Sq > 0 ? exec_ceil_div(Sq, qb) : 0;
+    pl->heaviest_first = a->causal != 0;
+    pl->n_units = BH * pl->n_qb;
+}
+
+/* Workspace for one attention call: for a pool, per worker, sized for the
+ * widest unit; for a self-parallel plugin, one for the whole range. */
+static mha_status exec_workspace_reserve(exec_state *s, const mha_alloc_ctx *a, int self_parallel,
+                                         mha_error *err) {
+    const mha_plugin *p = s->plugin;
+    if (!p->attention_workspace_size) {
+        s->ws_size = 0;
+        s->ws_stride = 0;
+        return MHA_OK;
+    }
+    mha_attn_args widest = s->attn.args;
+    int copies = 1;
+    if (!self_parallel) {
+        widest.b0 = 0;
+        widest.b1 = exec_min(1, widest.B);
+        widest.h0 = 0;
+        widest.h1 = exec_min(1, widest.Hq);
+        widest.q0 = 0;
+        widest.q1 = exec_min(s->attn.q_block, widest.Sq);
+        widest.num_threads = 1;
+        copies = s->threads;
+    } else {
+        widest.num_threads = s->threads;
+    }
+    size_t ws = p->attention_workspace_size(s->env->plugin_state, &widest);
+    size_t stride = (ws + 63) & ~(size_t)63;
+    size_t total;
+    if (!mha_mul_size(stride, (size_t)copies, &total))
+        return mha_fail(err, MHA_ERR_LIMIT, "attention workspace of %zu bytes x %d threads", ws,
+                        copies);
+    if (total > s->ws_capacity) {
+        mha_free(a, s->workspace);
+        s->workspace = NULL;
+        s->ws_capacity = 0;
+        s->workspace = mha_malloc(a, total);
+        if (!s->workspace)
+            return mha_fail(err, MHA_ERR_NO_MEMORY,
+                            "attention workspace: out of memory for %zu bytes", total);
+        s->ws_capacity = total;
+    }
+    s->ws_size = ws;
+    s->ws_stride = stride;
+    return MHA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Units                                                                     */
+/* ------------------------------------------------------------------------ */
+
+static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f, int64_t seg,
+                                 int64_t m0, int64_t m1, int64_t n0, int64_t n1, int num_threads,
+                                 mha_error *err) {
+    mha_gemm_args g;
+    memset(&g, 0, sizeof g);
+    g.struct_size = sizeof g;
+    g.M = f->M;
+    g.N = f->W->N;
+    g.K = f->W->K;
+    g.A = f->A + seg * f->a_seg;
+    g.lda = f->lda;
+    g.B_packed = f->W->packed;
+    g.bias = f->W->bias;
+    g.C = f->C + seg * f->c_seg;
+    g.ldc = f->ldc;
+    g.m0 = m0;
+    g.m1 = m1;
+    g.n0 = n0;
+    g.n1 = n1;
+    g.num_threads = num_threads;
+    if (s->plugin->gemm(s->env->plugin_state, &g) != 0)
+        return mha_fail(err, MHA_ERR_PLUGIN,
+                        "backend '%s': gemm failed on rows [%lld, %lld) columns [%lld, %lld) "
+                        "of a %lldx%lld . %lldx%lld product",
+                        s->plugin->name, (long long)m0, (long long)m1, (long long)n0, (long long)n1,
+                        (long long)g.M, (long long)g.K, (long long)g.K, (long long)g.N);
+    return MHA_OK;
+}
+
+static mha_status exec_gemm_unit(const exec_state *s, const exec_gemm_family *f, int64_t u,
+                                 mha_error *err) {
+    const int64_t per_seg = f->m_tiles * f->n_tiles;
+    const int64_t seg = u / per_seg, r = u % per_seg;
+    const int64_t mi = r / f->n_tiles, ni = r % f->n_tiles;
+    const int64_t m0 = mi * f->m_tile, n0 = ni * f->n_tile;
+    return exec_gemm_call(s, f, seg, m0, exec_min(f->M, m0 + f->m_tile), n0,
+                          exec_min(f->W->N, n0 + f->n_tile), 1, err);
+}
+
+static mha_status exec_attn_call(const exec_state *s, const mha_attn_args *a, int worker,
+                                 mha_error *err) {
+    void *ws = s->workspace ? s->workspace + (size_t)worker * s->ws_stride : NULL;
+    if (s->plugin->attention(s->env->plugin_state, a, ws, s->ws_size) != 0)
+        return mha_fail(err, MHA_ERR_PLUGIN,
+                        "backend '%s': attention failed on batch [%lld, %lld) heads [%lld, %lld) "
+                        "queries [%lld, %lld) (Sq %lld, Skv %lld, d_head %lld)",
+                        s->plugin->name, (long long)a->b0, (long long)a->b1, (long long)a->h0,
+                        (long long)a->h1, (long long)a->q0, (long long)a->q1, (long long)a->Sq,
+                        (long long)a->Skv, (long long)a->dk);
+    return MHA_OK;
+}
+
+static mha_status exec_attn_unit(const exec_state *s, int64_t u, int worker, mha_error *err) {
+    const exec_attn_plan *pl = &s->attn;
+    const int64_t BH = pl->args.B * pl->args.Hq;
+    int64_t qb = u / BH;
+    if (pl->heaviest_first) qb = pl->n_qb - 1 - qb;
+    const int64_t bh = u % BH;
+    mha_attn_args a = pl->args;
+    a.b0 = bh / a.Hq;
+    a.b1 = a.b0 + 1;
+    a.h0 = bh % a.Hq;
+    a.h1 = a.h0 + 1;
+    a.q0 = qb * pl->q_block;
+    a.q1 = exec_min(a.Sq, a.q0 + pl->q_block);
+    a.num_threads = 1;
+    return exec_attn_call(s, &a, worker, err);
+}
+
+static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
+    const exec_state *s = ctx;
+    switch (s->phase_kind[phase]) {
+    case EXEC_PHASE_PROJ:
+        if (u < s->proj[0].n_units) return exec_gemm_unit(s, &s->proj[0], u, err);
+        return exec_gemm_unit(s, &s->proj[1], u - s->proj[0].n_units, err);
+    case EXEC_PHASE_ATTN:
+        return exec_attn_unit(s, u, worker, err);
+    case EXEC_PHASE_OUT:
+        return exec_gemm_unit(s, &s->out, u, err);
+    }
+    return mha_fail(err, MHA_ERR_INTERNAL, "exec: unknown phase %d", phase);
+}
+
+static int exec_cancelled(const exec_env *env) {
+    return env->cancel && env->cancel(env->cancel_user);
+}
+
+/* A self-parallel plugin gets each phase as one call on this thread. */
+static mha_status exec_phases_self_parallel(exec_state *s, mha_error *err) {
+    mha_status st = MHA_OK;
+    for (int ph = 0; ph < s->n_phases && st == MHA_OK; ph++) {
+        if (exec_cancelled(s->env))
+            return mha_fail(err, MHA_ERR_CANCELLED,
+                            "run cancelled by the caller's cancel callback");
+        switch (s->phase_kind[ph]) {
+        case EXEC_PHASE_PROJ:
+        case EXEC_PHASE_OUT: {
+            int nf = s->phase_kind[ph] == EXEC_PHASE_PROJ ? s->n_proj : 1;
+            for (int i = 0; i < nf && st == MHA_OK; i++) {
+                const exec_gemm_family *f =
+                    s->phase_kind[ph] == EXEC_PHASE_PROJ ? &s->proj[i] : &s->out;
+                if (f->n_units == 0) continue;
+                for (int64_t seg = 0; seg < f->n_segs && st == MHA_OK; seg++)
+                    st = exec_gemm_call(s, f, seg, 0, f->M, 0, f->W->N, s->threads, err);
+            }
+            break;
+        }
+        case EXEC_PHASE_ATTN: {
+            if (s->attn.n_units == 0) break;
+            mha_attn_args a = s->attn.args;
+            a.num_threads = s->threads;
+            st = exec_attn_call(s, &a, 0, err);
+            break;
+        }
+        }
+    }
+    if (st == MHA_OK && exec_cancelled(s->env))
+        return mha_fail(err, MHA_ERR_CANCELLED, "run cancelled by the caller's cancel callback");
+    return st;
+}
+
+static mha_status exec_phases_run(exec_state *s, int self_parallel, mha_error *err) {
+    if (self_parallel) return exec_phases_self_parallel(s, err);
+    pool_job job;
+    memset(&job, 0, sizeof job);
+    job.fn = exec_unit;
+    job.ctx = s;
+    job.n_phases = s->n_phases;
+    for (int ph = 0; ph < s->n_phases; ph++) {
+        switch (s->phase_kind[ph]) {
+        case EXEC_PHASE_PROJ:
+            job.n_units[ph] = s->proj[0].n_units + s->proj[1].n_units;
+            break;
+        case EXEC_PHASE_ATTN:
+            job.n_units[ph] = s->attn.n_units;
+            break;
+        case EXEC_PHASE_OUT:
+            job.n_units[ph] = s->out.n_units;
+            break;
+        }
+    }
+    job.num_threads = s->threads;
+    job.cancel = s->env->cancel;
+    job.cancel_user = s->env->cancel_user;
+    return pool_run(s->env->pool, &job, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The two forms                                                             */
+/* ------------------------------------------------------------------------ */
+
+static void exec_attn_args_common(mha_attn_args *a, const layer *L, const exec_binding *bd,
+                                  int64_t nb) {
+    memset(a, 0, sizeof *a);
+    a->struct_size = sizeof *a;
+    a->B = nb;
+    a->Hq = L->q_heads;
+    a->Hkv = L->kv_heads;
+    a->Sq = bd->Sq;
+    a->Skv = bd->Skv;
+    a->dk = bd->dk;
+    a->dv = bd->dv;
+    a->scale = L->scale;
+    a->softcap = L->softcap;
+    a->causal = L->causal;
+    a->b0 = 0;
+    a->b1 = nb;
+    a->h0 = 0;
+    a->h1 = L->q_heads;
+    a->q0 = 0;
+    a->q1 = bd->Sq;
+    a->num_threads = 1;
+}
+
+static void exec_attn_set_mask(mha_attn_args *a, const exec_mask *m, int64_t b0) {
+    if (!m->data) return;
+    a->mask = m->data + b0 * m->sb;
+    a->m_sb = m->sb;
+    a->m_sh = m->sh;
+    a->m_sq = m->sq;
+    a->m_sk = m->sk;
+}
+
+/* A bare Attention node: one attention phase on the caller's tensors. */
+static mha_status exec_run_bare(exec_state *s, const layer *L, const exec_binding *bd,
+                                const exec_mask *m, float *y, int self_parallel, mha_error *err) {
+    const int64_t Hq = L->q_heads, Hkv = L->kv_heads, dk = bd->dk, dv = bd->dv;
+    const int64_t Sq = bd->Sq, Skv = bd->Skv;
+    mha_attn_args *a = &s->attn.args;
+    exec_attn_args_common(a, L, bd, bd->B);
+    a->q = bd->q->data;
+    a->k = bd->k->data;
+    a->v = bd->v->data;
+    a->o = y;
+    if (bd->q->rank == 3) { /* [B, S, H*d]: head h at columns h*d */
+        a->q_sb = Sq * Hq * dk, a->q_ss = Hq * dk, a->q_sh = dk;
+        a->k_sb = Skv * Hkv * dk, a->k_ss = Hkv * dk, a->k_sh = dk;
+        a->v_sb = Skv * Hkv * dv, a->v_ss = Hkv * dv, a->v_sh = dv;
+        a->o_sb = Sq * Hq * dv, a->o_ss = Hq * dv, a->o_sh = dv;
+    } else { /* [B, H, S, d] */
+        a->q_sb = Hq * Sq * dk, a->q_sh = Sq * dk, a->q_ss = dk;
+        a->k_sb = Hkv * Skv * dk, a->k_sh = Skv * dk, a->k_ss = dk;
+        a->v_sb = Hkv * Skv * dv, a->v_sh = Skv * dv, a->v_ss = dv;
+        a->o_sb = Hq * Sq * dv, a->o_sh = Sq * dv, a->o_ss = dv;
+    }
+    exec_attn_set_mask(a, m, 0);
+    if (Skv == 0) { /* every key masked: output rows are 0 */
+        memset(y, 0, (size_t)(bd->B * Hq * Sq * dv) * sizeof(float));
+        return MHA_OK;
+    }
+    exec_attn_plan_make(&s->attn, self_parallel ? 1 : s->threads);
+    s->phase_kind[0] = EXEC_PHASE_ATTN;
+    s->n_phases = 1;
+    mha_status st = exec_workspace_reserve(s, s->env->alloc, self_parallel, err);
+    if (st != MHA_OK) return st;
+    return exec_phases_run(s, self_parallel, err);
+}
+
+static void exec_family_rows(exec_gemm_family *f, const float *x, int64_t b0, int64_t nb, int64_t B,
+                             int64_t S, int64_t D, int seq_first) {
+    if (seq_first) { /* x is [S, B, D]: batch item b is rows b, b+B, ... */
+        f->A = x + b0 * D;
+        f->lda = B * D;
+        f->a_seg = D;
+        f->M = S;
+        f->n_segs = nb;
+    } else { /* x is [B, S, D]: the chunk's rows are contiguous */
+        f->A = x + b0 * S * D;
+        f->lda = D;
+        f->a_seg = 0;
+        f->M = nb * S;
+        f->n_segs = 1;
+    }
+}
+
+static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_binding *bd,
+                                     const exec_packed *pk, const exec_mask *m, float *y,
+                                     int self_parallel, mha_error *err) {
+    const mha_alloc_ctx *a = s->env->alloc;
+    const int64_t B = bd->B, Sq = bd->Sq, Skv = bd->Skv, dk = bd->dk, dv = bd->dv;
+    const int64_t Hq = L->q_heads, Hkv = L->kv_heads, d_out = bd->d_out;
+    const int64_t nq = Hq * dk, nkv = Hkv * (dk + dv), natt = Hq * dv;
+    const int self = !L->cross;
+    const int seq_first = L->seq_first != 0;
+    const int threads_plan = self_parallel ? 1 : s->threads;
+
+    /* floats of intermediates per batch item; chunk the batch to bound them */
+    size_t per_item, t1, t2;
+    int ok = 1;
+    if (self) {
+        ok = mha_mul_size((size_t)Sq, (size_t)(nq + nkv), &t1) &&
+             mha_mul_size((size_t)Sq, (size_t)natt, &t2) && mha_add_size(t1, t2, &per_item);
+    } else {
+        size_t t3;
+        ok = mha_mul_size((size_t)Sq, (size_t)nq, &t1) &&
+             mha_mul_size((size_t)Skv, (size_t)nkv, &t2) && mha_add_size(t1, t2, &t1) &&
+             mha_mul_size((size_t)Sq, (size_t)natt, &t3) && mha_add_size(t1, t3, &per_item);
+    }
+    if (!ok || !mha_mul_size(per_item, sizeof(float), &per_item))
+        return mha_fail(err, MHA_ERR_LIMIT,
+                        "intermediates of one batch item (Sq %lld, Skv %lld) "
+                        "overflow",
+                        (long long)Sq, (long long)Skv);
+    const size_t chunk_bytes = s->env->chunk_bytes ? s->env->chunk_bytes : EXEC_DEFAULT_CHUNK_BYTES;
+    int64_t nb = per_item ? (int64_t)(chunk_bytes / per_item) : B;
+    nb = exec_max(1, exec_min(nb, B));
+
+    float *proj = NULL, *projkv = NULL, *att = NULL;
+    mha_status st = MHA_OK;
+    size_t n_proj = (size_t)(nb * Sq * (self ? nq + nkv : nq));
+    size_t n_projkv = self ? 0 : (size_t)(nb * Skv * nkv);
+    size_t n_att = (size_t)(nb * Sq * natt);
+    proj = mha_calloc(a, n_proj ? n_proj : 1, sizeof(float));
+    projkv = self ? NULL : mha_calloc(a, n_projkv ? n_projkv : 1, sizeof(float));
+    att = mha_calloc(a, n_att ? n_att : 1, sizeof(float));
+    if (!proj || (!self && !projkv) || !att) {
+        st = mha_fail(err, MHA_ERR_NO_MEMORY,
+                      "intermediates for %lld batch items (Sq %lld, Skv %lld): out of memory",
+                      (long long)nb, (long long)Sq, (long long)Skv);
+        goto done;
+    }
+
+    const float *xq = bd->x_q->data, *xkv = bd->x_kv->data;
+    for (int64_t b0 = 0; b0 < B && st == MHA_OK; b0 += nb) {
+        const int64_t n = exec_min(nb, B - b0);
+        int ph = 0;
+
+        /* (1) projections */
+        memset(s->proj, 0, sizeof s->proj);
+        if (self) {
+            exec_gemm_family *f = &s->proj[0];
+            f->W = &pk->qkv;
+            exec_family_rows(f, xq, b0, n, B, Sq, L->d_model, seq_first);
+            f->C = proj;
+            f->ldc = nq + nkv;
+            f->c_seg = seq_first ? Sq * (nq + nkv) : 0;
+            exec_gemm_plan(f, s->plugin, threads_plan);
+            s->n_proj = 1;
+        } else {
+            exec_gemm_family *f = &s->proj[0];
+            f->W = &pk->q;
+            exec_family_rows(f, xq, b0, n, B, Sq, L->d_model, seq_first);
+            f->C = proj;
+            f->ldc = nq;
+            f->c_seg = seq_first ? Sq * nq : 0;
+            exec_gemm_plan(f, s->plugin, threads_plan);
+            f = &s->proj[1];
+            f->W = &pk->kv;
+            exec_family_rows(f, xkv, b0, n, B, Skv, L->d_kv, seq_first);
+            f->C = projkv;
+            f->ldc = nkv;
+            f->c_seg = seq_first ? Skv * nkv : 0;
+            exec_gemm_plan(f, s->plugin, threads_plan);
+            s->n_proj = 2;
+        }
+        s->phase_kind[ph++] = EXEC_PHASE_PROJ;
+
+        /* (2) attention, reading Q/K/V in place through strides */
+        mha_attn_args *at = &s->attn.args;
+        exec_attn_args_common(at, L, bd, n);
+        const int64_t ldq = self ? nq + nkv : nq, ldkv = self ? nq + nkv : nkv;
+        const float *kbase = self ? proj + nq : projkv;
+        at->q = proj;
+        at->q_sb = Sq * ldq, at->q_ss = ldq, at->q_sh = dk;
+        at->k = kbase;
+        at->k_sb = Skv * ldkv, at->k_ss = ldkv, at->k_sh = dk;
+        at->v = kbase + Hkv * dk;
+        at->v_sb = Skv * ldkv, at->v_ss = ldkv, at->v_sh = dv;
+        at->o = att;
+        at->o_sb = Sq * natt, at->o_ss = natt, at->o_sh = dv;
+        exec_attn_set_mask(at, m, b0);
+        if (Skv > 0) {
+            exec_attn_plan_make(&s->attn, threads_plan);
+            st = exec_workspace_reserve(s, a, self_parallel, err);
+            if (st != MHA_OK) break;
+            s->phase_kind[ph++] = EXEC_PHASE_ATTN;
+        } else {
+            /* no keys: every attention row is 0, Y rows are the bias */
+            memset(att, 0, n_att * sizeof(float));
+            s->attn.n_units = 0;
+        }
+
+        /* (3) output projection, written straight into Y */
+        exec_gemm_family *f = &s->out;
+        memset(f, 0, sizeof *f);
+        f->W = &pk->o;
+        f->A = att;
+        f->lda = natt;
+        if (seq_first) {
+            f->a_seg = Sq * natt;
+            f->M = Sq;
+            f->n_segs = n;
+            f->C = y + b0 * d_out;
+            f->ldc = B * d_out;
+            f->c_seg = d_out;
+        } else {
+            f->a_seg = 0;
+            f->M = n * Sq;
+            f->n_segs = 1;
+            f->C = y + b0 * Sq * d_out;
+            f->ldc = d_out;
+            f->c_seg = 0;
+        }
+        exec_gemm_plan(f, s->plugin, threads_plan);
+        s->phase_kind[ph++] = EXEC_PHASE_OUT;
+        s->n_phases = ph;
+
+        st = exec_phases_run(s, self_parallel, err);
+    }
+
+done:
+    mha_free(a, proj);
+    mha_free(a, projkv);
+    mha_free(a, att);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Entry                                                                     */
+/* ------------------------------------------------------------------------ */
+
+mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
+                    const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                    size_t n_outputs, mha_error *err) {
+    if (!env || !env->plugin || !L || (n_outputs && !outputs) || (n_inputs && !inputs))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run: NULL argument");
+    exec_binding bd;
+    mha_status st = layer_bind(L, inputs, n_inputs, n_outputs, &bd, err);
+    if (st != MHA_OK) return st;
+
+    mha_tensor *y = &outputs[bd.y_index];
+    const char *y_name = L->outputs[bd.y_index].name ? L->outputs[bd.y_index].name : "?";
+    int same = y->dtype == bd.y_shape.dtype && y->rank == bd.y_shape.rank;
+    for (int i = 0; same && i < y->rank; i++)
+        same = y->shape[i] == bd.y_shape.shape[i];
+    if (!same) {
+        char want[128], got[128];
+        return mha_fail(err, MHA_ERR_SHAPE, "output '%s': expected %s %s, got %s %s", y_name,
+                        mha_dtype_name(bd.y_shape.dtype),
+                        tensor_shape_str(bd.y_shape.rank, bd.y_shape.shape, want, sizeof want),
+                        mha_dtype_name(y->dtype),
+                        tensor_shape_str(y->rank, y->shape, got, sizeof got));
+    }
+    int64_t y_numel = mha_tensor_numel(y);
+    if (y_numel > 0 && !y->data)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output '%s': data is NULL", y_name);
+    if (L->has_proj && (!pk || pk->plugin != env->plugin))
+        return mha_fail(err, MHA_ERR_INTERNAL, "run: weights not packed for backend '%s'",
+                        env->plugin->name);
+    const mha_plugin *p = env->plugin;
+    if (!p->gemm || !p->attention || !p->gemm_packed_size || !p->gemm_pack_b)
+        return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s' lacks a kernel entry point", p->name);
+    if (bd.B == 0 || bd.Sq == 0 || y_numel == 0) return MHA_OK;
+
+    exec_state s;
+    memset(&s, 0, sizeof s);
+    s.env = env;
+    s.plugin = p;
+    s.threads = pool_size(env->pool);
+    if (env->num_threads > 0 && env->num_threads < s.threads) s.threads = env->num_threads;
+    const int self_parallel = (p->flags & MHA_PLUGIN_SELF_PARALLEL) != 0;
+    /* A self-parallel plugin runs its own threads while the pool idles;
+     * holding the pool keeps it to one parallel run at a time, as for pool
+     * jobs: a run that finds it busy goes single-threaded (same bits). */
+    int reserved = 0;
+    if (self_parallel && s.threads > 1) {
+        reserved = pool_try_reserve(env->pool);
+        if (!reserved) s.threads = 1;
+    }
+
+    exec_mask mask;
+    st = exec_mask_build(env->alloc, L, &bd, &mask, err);
+    if (st != MHA_OK) {
+        if (reserved) pool_release(env->pool);
+        return st;
+    }
+
+    /* Workers flush denormals; so does the caller while it works with them
+     * (one FP mode for every unit keeps the result thread-count independent). */
+    unsigned fp_saved = 0;
+    if (env->pool) fp_saved = pool_fp_flush_denormals();
+    if (L->has_proj)
+        st = exec_run_projected(&s, L, &bd, pk, &mask, y->data, self_parallel, err);
+    else
+        st = exec_run_bare(&s, L, &bd, &mask, y->data, self_parallel, err);
+    if (env->pool) pool_fp_restore(fp_saved);
+
+    if (reserved) pool_release(env->pool);
+    mha_free(env->alloc, s.workspace);
+    mha_free(env->alloc, mask.owned);
+    return st;
+}

@@ -1,0 +1,97 @@
+/* exec.h -- the forward pass of one attention layer: weights packed for a
+ * backend plugin, inputs bound to their roles and checked, and the run
+ * itself split into units for the thread pool.
+ *
+ * A layer with projections runs in three phases per chunk of batch items:
+ *   (1) projection GEMM tiles   X[B*S, D] . W -> Q|K|V buffer [B*S, N]
+ *   (2) attention units         (batch item, q head, query block)
+ *   (3) output GEMM tiles       concat[B*Sq, Hq*dv] . Wo -> Y
+ * A bare Attention node runs phase (2) alone, straight on the caller's
+ * tensors. Every unit writes a disjoint part of its output, so the result is
+ * bitwise the same for any thread count. */
+#ifndef MHA_EXEC_H
+#define MHA_EXEC_H
+
+#include "layer.h"
+#include "mha/plugin.h"
+#include "pool.h"
+
+/* One weight matrix packed for a plugin's GEMM: y = x . W + bias. */
+typedef struct exec_gemm_weights {
+    int64_t K, N; /* W is [K, N] */
+    void *packed; /* plugin->gemm_packed_size(K, N) bytes, or NULL */
+    float *bias;  /* [N] or NULL */
+} exec_gemm_weights;
+
+/* Every projection of a layer packed for one plugin. Self-attention packs
+ * Wq|Wk|Wv side by side into one GEMM; cross attention packs Wq alone and
+ * Wk|Wv side by side (they read different inputs). */
+typedef struct exec_packed {
+    const mha_plugin *plugin;
+    int fused_qkv;
+    exec_gemm_weights qkv; /* fused_qkv: [d_model, Hq*dk + Hkv*dk + Hkv*dv] */
+    exec_gemm_weights q;   /* cross: [d_model, Hq*dk] */
+    exec_gemm_weights kv;  /* cross: [d_kv, Hkv*dk + Hkv*dv] */
+    exec_gemm_weights o;   /* [Hq*dv, d_out] */
+} exec_packed;
+
+/* Packs L's weights with plugin->gemm_pack_b (nothing for a bare Attention
+ * layer). *out is freed with exec_packed_free. */
+mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
+                             exec_packed **out, mha_error *err);
+void exec_packed_free(const mha_alloc_ctx *a, exec_packed *pk); /* accepts NULL */
+size_t exec_packed_bytes(const exec_packed *pk);
+
+/* The services table lent to a plugin's init(): its allocator is `alloc`
+ * (any power-of-two alignment up to 4096), its logger forwards messages up
+ * to log_level. The struct must outlive the plugin's state. */
+typedef struct exec_services {
+    mha_plugin_services table;
+    const mha_alloc_ctx *alloc;
+    mha_log_fn log;
+    void *log_user;
+    mha_log_level log_level;
+} exec_services;
+
+void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log, void *log_user,
+                        mha_log_level log_level);
+
+/* The caller's tensors bound to their roles, with the sizes they imply. */
+typedef struct exec_binding {
+    const mha_tensor *x_q;         /* has_proj: query input */
+    const mha_tensor *x_kv;        /* has_proj: key/value input (x_q for self) */
+    const mha_tensor *q, *k, *v;   /* bare attention */
+    const mha_tensor *attn_mask;   /* NULL if absent */
+    const mha_tensor *key_padding; /* NULL if absent */
+    int64_t B, Sq, Skv;
+    int64_t dk, dv, d_out; /* effective head sizes and output width */
+    size_t y_index;        /* the output with role MHA_ROLE_OUTPUT */
+    mha_tensor y_shape;    /* its dtype, rank and shape (no data) */
+} exec_binding;
+
+/* Binds and checks every input against L (dtype, rank, widths, batch and
+ * sequence agreement between inputs, mask broadcastability). Messages name
+ * the input and both shapes. Defined in layer_util.c. */
+mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs, size_t n_outputs,
+                      exec_binding *bd, mha_error *err);
+
+typedef struct exec_env {
+    const mha_alloc_ctx *alloc; /* intermediates of the run */
+    const mha_plugin *plugin;
+    void *plugin_state;        /* from plugin->init */
+    pool *pool;                /* NULL: the calling thread alone */
+    int num_threads;           /* 0 = every thread of the pool */
+    int (*cancel)(void *user); /* polled between units; may be NULL */
+    void *cancel_user;
+    size_t chunk_bytes; /* bound on the intermediates; 0 = 64 MiB */
+} exec_env;
+
+/* Runs L forward. pk must have been packed for env->plugin. outputs must
+ * have exactly the dtype, rank and shape layer_output_shapes gives. With a
+ * pool, the calling thread sets FTZ/DAZ for the run (restored afterwards),
+ * as every worker does; without one, the FP environment is left alone. */
+mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
+                    const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                    size_t n_outputs, mha_error *err);
+
+#endif

@@ -1,0 +1,644 @@
+/* interp.c -- the reference interpreter's driver: the op table, the helpers
+ * every op shares (inputs, outputs, attributes, axes, broadcasting), one-node
+ * evaluation, whole-graph evaluation and constant folding. The ops
+ * themselves live in interp_shape.c, interp_elementwise.c, interp_math.c and
+ * interp_attention.c. */
+#include "interp_internal.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- the op table ---- */
+
+typedef struct interp_op_entry {
+    const char *op_type;
+    interp_op_fn fn;
+} interp_op_entry;
+
+static const interp_op_entry interp_ops[] = {
+    {"Identity", interp_op_identity},
+    {"Constant", interp_op_constant},
+    {"ConstantOfShape", interp_op_constant_of_shape},
+    {"Shape", interp_op_shape},
+    {"Size", interp_op_size},
+    {"Gather", interp_op_gather},
+    {"Unsqueeze", interp_op_unsqueeze},
+    {"Squeeze", interp_op_squeeze},
+    {"Concat", interp_op_concat},
+    {"Reshape", interp_op_reshape},
+    {"Transpose", interp_op_transpose},
+    {"Slice", interp_op_slice},
+    {"Split", interp_op_split},
+    {"Expand", interp_op_expand},
+    {"Range", interp_op_range},
+    {"Trilu", interp_op_trilu},
+    {"Flatten", interp_op_flatten},
+    {"Tile", interp_op_tile},
+    {"Cast", interp_op_cast},
+    {"CastLike", interp_op_cast_like},
+    {"Add", interp_op_add},
+    {"Sub", interp_op_sub},
+    {"Mul", interp_op_mul},
+    {"Div", interp_op_div},
+    {"Pow", interp_op_pow},
+    {"Sqrt", interp_op_sqrt},
+    {"Neg", interp_op_neg},
+    {"Reciprocal", interp_op_reciprocal},
+    {"Exp", interp_op_exp},
+    {"Log", interp_op_log},
+    {"Tanh", interp_op_tanh},
+    {"Erf", interp_op_erf},
+    {"Relu", interp_op_relu},
+    {"Sigmoid", interp_op_sigmoid},
+    {"Abs", interp_op_abs},
+    {"Max", interp_op_max},
+    {"Min", interp_op_min},
+    {"Equal", interp_op_equal},
+    {"Less", interp_op_less},
+    {"Greater", interp_op_greater},
+    {"LessOrEqual", interp_op_less_or_equal},
+    {"GreaterOrEqual", interp_op_greater_or_equal},
+    {"Not", interp_op_not},
+    {"And", interp_op_and},
+    {"Or", interp_op_or},
+    {"Xor", interp_op_xor},
+    {"Where", interp_op_where},
+    {"IsNaN", interp_op_isnan},
+    {"IsInf", interp_op_isinf},
+    {"MatMul", interp_op_matmul},
+    {"Gemm", interp_op_gemm},
+    {"Softmax", interp_op_softmax},
+    {"LogSoftmax", interp_op_log_softmax},
+    {"ReduceSum", interp_op_reduce_sum},
+    {"ReduceMean", interp_op_reduce_mean},
+    {"ReduceMax", interp_op_reduce_max},
+    {"Attention", interp_op_attention},
+};
+
+static int interp_default_domain(const char *domain) {
+    return domain == NULL || domain[0] == '\0' || strcmp(domain, "ai.onnx") == 0;
+}
+
+static interp_op_fn interp_find_op(const char *domain, const char *op_type) {
+    if (!interp_default_domain(domain) || op_type == NULL) return NULL;
+    for (size_t i = 0; i < sizeof interp_ops / sizeof interp_ops[0]; i++)
+        if (strcmp(interp_ops[i].op_type, op_type) == 0) return interp_ops[i].fn;
+    return NULL;
+}
+
+int interp_supports(const char *domain, const char *op_type) {
+    return interp_find_op(domain, op_type) != NULL;
+}
+
+/* ---- helpers shared by the ops ---- */
+
+mha_status interp_fail(const interp_ctx *c, mha_status st, const char *fmt, ...) {
+    char desc[160];
+    char msg[MHA_ERROR_MESSAGE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return mha_fail(c->err, st, "%s: %s", ir_node_desc(c->n, desc, sizeof desc), msg);
+}
+
+/* "expects 2 inputs" / "expects 1 to 3 inputs" / "expects at least 1 input" */
+static mha_status interp_count_fail(const interp_ctx *c, const char *what, size_t lo, size_t hi,
+                                    size_t have) {
+    if (lo == hi)
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "expects %zu %s, has %zu", lo, what, have);
+    if (hi == SIZE_MAX)
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "expects at least %zu %s, has %zu", lo, what,
+                           have);
+    return interp_fail(c, MHA_ERR_MODEL_FORMAT, "expects %zu to %zu %s, has %zu", lo, hi, what,
+                       have);
+}
+
+mha_status interp_check_arity(const interp_ctx *c, size_t min_in, size_t max_in, size_t min_out,
+                              size_t max_out) {
+    if (c->n_in < min_in || c->n_in > max_in)
+        return interp_count_fail(c, "inputs", min_in, max_in, c->n_in);
+    if (c->n_out < min_out || c->n_out > max_out)
+        return interp_count_fail(c, "outputs", min_out, max_out, c->n_out);
+    return MHA_OK;
+}
+
+const tensor *interp_in(const interp_ctx *c, size_t k) {
+    return k < c->n_in ? c->in[k] : NULL;
+}
+
+mha_status interp_in_req(const interp_ctx *c, size_t k, const tensor **t) {
+    *t = interp_in(c, k);
+    if (*t == NULL) return interp_fail(c, MHA_ERR_MODEL_FORMAT, "required input %zu is missing", k);
+    return MHA_OK;
+}
+
+const char *interp_shape(const tensor *t, char *buf) {
+    return tensor_shape_str(t->rank, t->dims, buf, INTERP_SHAPE_BUF);
+}
+
+mha_status interp_tensor_new(const interp_ctx *c, mha_dtype dt, int rank, const int64_t *dims,
+                             tensor **t) {
+    *t = NULL;
+    if (rank < 0 || rank > MHA_MAX_RANK)
+        return interp_fail(c, MHA_ERR_LIMIT, "result would have rank %d (limit %d)", rank,
+                           MHA_MAX_RANK);
+    size_t esize = mha_dtype_size(dt);
+    if (esize == 0) return interp_fail(c, MHA_ERR_DTYPE, "unsupported data type %d", (int)dt);
+    size_t bytes = esize;
+    for (int i = 0; i < rank; i++) {
+        char sb[INTERP_SHAPE_BUF];
+        if (dims[i] < 0)
+            return interp_fail(c, MHA_ERR_SHAPE, "result would have negative shape %s",
+                               tensor_shape_str(rank, dims, sb, sizeof sb));
+        if ((uint64_t)dims[i] > SIZE_MAX || !mha_mul_size(bytes, (size_t)dims[i], &bytes) ||
+            bytes > INTERP_MAX_TENSOR_BYTES)
+            return interp_fail(
+                c, MHA_ERR_LIMIT, "result of shape %s exceeds the interpreter's %zu-byte limit",
+                tensor_shape_str(rank, dims, sb, sizeof sb), (size_t)INTERP_MAX_TENSOR_BYTES);
+    }
+    mha_status st = tensor_new(c->a, dt, rank, dims, t, c->err);
+    if (st != MHA_OK) {
+        char desc[160];
+        mha_error_prefix(c->err, "%s", ir_node_desc(c->n, desc, sizeof desc));
+    }
+    return st;
+}
+
+mha_status interp_out_new(interp_ctx *c, size_t k, mha_dtype dt, int rank, const int64_t *dims,
+                          tensor **t) {
+    *t = NULL;
+    if (k >= c->n_out)
+        return interp_fail(c, MHA_ERR_INTERNAL, "output %zu beyond the node's %zu outputs", k,
+                           c->n_out);
+    mha_status st = interp_tensor_new(c, dt, rank, dims, t);
+    if (st != MHA_OK) return st;
+    tensor_free(c->out[k]);
+    c->out[k] = *t;
+    return MHA_OK;
+}
+
+int interp_has_attr(const interp_ctx *c, const char *name) {
+    return ir_node_attr(c->n, name) != NULL;
+}
+
+mha_status interp_attr_int(const interp_ctx *c, const char *name, int64_t dflt, int64_t *v) {
+    const ir_attr *at = ir_node_attr(c->n, name);
+    *v = dflt;
+    if (at == NULL) return MHA_OK;
+    if (at->type != IR_ATTR_INT)
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "attribute '%s' must be an int", name);
+    *v = at->i;
+    return MHA_OK;
+}
+
+mha_status interp_attr_float(const interp_ctx *c, const char *name, float dflt, float *v) {
+    const ir_attr *at = ir_node_attr(c->n, name);
+    *v = dflt;
+    if (at == NULL) return MHA_OK;
+    if (at->type == IR_ATTR_INT) { /* a float written as an int: accepted */
+        *v = (float)at->i;
+        return MHA_OK;
+    }
+    if (at->type != IR_ATTR_FLOAT)
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "attribute '%s' must be a float", name);
+    *v = at->f;
+    return MHA_OK;
+}
+
+mha_status interp_attr_ints(const interp_ctx *c, const char *name, const int64_t **ints,
+                            size_t *n) {
+    const ir_attr *at = ir_node_attr(c->n, name);
+    *ints = NULL;
+    *n = 0;
+    if (at == NULL) return MHA_OK;
+    if (at->type != IR_ATTR_INTS)
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "attribute '%s' must be a list of ints", name);
+    if (at->n > 0 && at->ints == NULL)
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "attribute '%s' has no data", name);
+    *ints = at->ints;
+    *n = at->n;
+    return MHA_OK;
+}
+
+mha_status interp_read_ints(const interp_ctx *c, const tensor *t, const char *what, int64_t *buf,
+                            size_t max, size_t *n) {
+    char sb[INTERP_SHAPE_BUF];
+    *n = 0;
+    if (t->dtype != MHA_DTYPE_INT64 && t->dtype != MHA_DTYPE_INT32)
+        return interp_fail(c, MHA_ERR_DTYPE, "%s must be int64 or int32, not %s", what,
+                           mha_dtype_name(t->dtype));
+    if (t->rank > 1)
+        return interp_fail(c, MHA_ERR_SHAPE, "%s must be 1-D, has shape %s", what,
+                           interp_shape(t, sb));
+    int64_t count = tensor_numel(t);
+    if (count < 0 || (uint64_t)count > max)
+        return interp_fail(c, MHA_ERR_SHAPE, "%s has %lld values, at most %zu allowed", what,
+                           (long long)count, max);
+    for (int64_t i = 0; i < count; i++)
+        buf[i] = tensor_get_i64(t, i);
+    *n = (size_t)count;
+    return MHA_OK;
+}
+
+mha_status interp_read_scalar_int(const interp_ctx *c, const tensor *t, const char *what,
+                                  int64_t *v) {
+    char sb[INTERP_SHAPE_BUF];
+    if (t->dtype != MHA_DTYPE_INT64 && t->dtype != MHA_DTYPE_INT32)
+        return interp_fail(c, MHA_ERR_DTYPE, "%s must be int64 or int32, not %s", what,
+                           mha_dtype_name(t->dtype));
+    if (tensor_numel(t) != 1)
+        return interp_fail(c, MHA_ERR_SHAPE, "%s must hold one value, has shape %s", what,
+                           interp_shape(t, sb));
+    *v = tensor_get_i64(t, 0);
+    return MHA_OK;
+}
+
+mha_status interp_axis(const interp_ctx *c, int64_t axis, int rank, const char *what, int *out) {
+    if (axis < -(int64_t)rank || axis >= rank)
+        return interp_fail(c, MHA_ERR_SHAPE, "%s %lld is out of range for rank %d", what,
+                           (long long)axis, rank);
+    *out = (int)(axis < 0 ? axis + rank : axis);
+    return MHA_OK;
+}
+
+int interp_is_float(mha_dtype dt) {
+    return dt == MHA_DTYPE_FLOAT32 || dt == MHA_DTYPE_FLOAT64 || dt == MHA_DTYPE_FLOAT16 ||
+           dt == MHA_DTYPE_BFLOAT16;
+}
+
+int interp_is_int(mha_dtype dt) {
+    return dt == MHA_DTYPE_INT64 || dt == MHA_DTYPE_INT32 || dt == MHA_DTYPE_INT8 ||
+           dt == MHA_DTYPE_UINT8;
+}
+
+void interp_set_i64(tensor *t, int64_t i, int64_t v) {
+    /* Narrowing goes through the unsigned type: defined modulo wrap-around,
+     * what C casts of out-of-range integers do on every compiler we use. */
+    switch (t->dtype) {
+    case MHA_DTYPE_INT64:
+        ((int64_t *)t->data)[i] = v;
+        break;
+    case MHA_DTYPE_INT32:
+        ((int32_t *)t->data)[i] = (int32_t)(uint32_t)(uint64_t)v;
+        break;
+    case MHA_DTYPE_INT8:
+        ((int8_t *)t->data)[i] = (int8_t)(uint8_t)(uint64_t)v;
+        break;
+    case MHA_DTYPE_UINT8:
+        ((uint8_t *)t->data)[i] = (uint8_t)(uint64_t)v;
+        break;
+    case MHA_DTYPE_BOOL:
+        ((uint8_t *)t->data)[i] = v != 0;
+        break;
+    default:
+        tensor_set_f64(t, i, (double)v);
+        break;
+    }
+}
+
+double interp_lowest(mha_dtype dt) {
+    switch (dt) {
+    case MHA_DTYPE_FLOAT16:
+        return -65504.0;
+    case MHA_DTYPE_BFLOAT16:
+        return -(double)mha_bf16_to_float(0x7f7f);
+    case MHA_DTYPE_FLOAT64:
+        return -DBL_MAX;
+    default:
+        return -(double)FLT_MAX;
+    }
+}
+
+mha_status interp_bcast_init(const interp_ctx *c, interp_bcast *b, int n_ops,
+                             const tensor *const *ops) {
+    memset(b, 0, sizeof *b);
+    b->n_ops = n_ops;
+    int rank = 0;
+    for (int k = 0; k < n_ops; k++)
+        if (ops[k]->rank > rank) rank = ops[k]->rank;
+    b->rank = rank;
+    /* Right-aligned: axis a of the output is axis a - (rank - r) of an
+     * operand of rank r; dims must agree or be 1. */
+    for (int a = 0; a < rank; a++) {
+        int64_t d = 1;
+        for (int k = 0; k < n_ops; k++) {
+            int ax = a - (rank - ops[k]->rank);
+            if (ax < 0) continue;
+            int64_t dk = ops[k]->dims[ax];
+            if (dk == 1) continue;
+            if (d != 1 && dk != d) {
+                char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
+                return interp_fail(c, MHA_ERR_SHAPE, "shapes %s and %s do not broadcast",
+                                   interp_shape(ops[0], s0), interp_shape(ops[k], s1));
+            }
+            d = dk;
+        }
+        b->dims[a] = d;
+    }
+    /* The product of the nonzero extents must fit (it bounds every stride
+     * below, also when an empty axis makes the element count 0). */
+    int64_t span = 1;
+    int empty = 0;
+    for (int a = 0; a < rank; a++) {
+        if (b->dims[a] == 0) empty = 1;
+        if (!mha_mul_i64(span, b->dims[a] ? b->dims[a] : 1, &span)) {
+            char sb[INTERP_SHAPE_BUF];
+            return interp_fail(c, MHA_ERR_LIMIT, "broadcast shape %s is too large",
+                               tensor_shape_str(rank, b->dims, sb, sizeof sb));
+        }
+    }
+    /* every operand extent is 1 or the output's: strides stay <= span */
+    for (int k = 0; k < n_ops; k++) {
+        int64_t stride = 1;
+        for (int a = rank - 1; a >= 0; a--) {
+            int ax = a - (rank - ops[k]->rank);
+            if (ax < 0 || ops[k]->dims[ax] == 1) {
+                b->strides[k][a] = 0;
+            } else {
+                b->strides[k][a] = stride;
+            }
+            if (ax >= 0) stride *= ops[k]->dims[ax];
+        }
+    }
+    b->numel = empty ? 0 : span;
+    return MHA_OK;
+}
+
+void interp_bcast_offsets(const interp_bcast *b, int64_t i, int64_t *off) {
+    for (int k = 0; k < b->n_ops; k++)
+        off[k] = 0;
+    for (int a = b->rank - 1; a >= 0; a--) {
+        int64_t d = b->dims[a];
+        int64_t idx = d ? i % d : 0;
+        i = d ? i / d : 0;
+        for (int k = 0; k < b->n_ops; k++)
+            off[k] += idx * b->strides[k][a];
+    }
+}
+
+/* ---- evaluating one node ---- */
+
+static int64_t interp_graph_opset(const ir_graph *g) {
+    return (g != NULL && g->opset > 0) ? g->opset : INTERP_DEFAULT_OPSET;
+}
+
+mha_status interp_eval_node(const mha_alloc_ctx *a, const ir_graph *g, const ir_node *n,
+                            tensor *const *in, tensor **out, mha_error *err) {
+    char desc[160];
+    for (size_t k = 0; k < n->n_outputs; k++)
+        out[k] = NULL;
+    interp_op_fn fn = interp_find_op(n->domain, n->op_type);
+    if (fn == NULL) {
+        if (!interp_default_domain(n->domain))
+            return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "%s: domain '%s' is not supported by the reference interpreter",
+                            ir_node_desc(n, desc, sizeof desc), n->domain);
+        return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: op is not supported by the reference interpreter",
+                        ir_node_desc(n, desc, sizeof desc));
+    }
+    interp_ctx c = {.a = a,
+                    .n = n,
+                    .opset = interp_graph_opset(g),
+                    .in = in,
+                    .n_in = n->n_inputs,
+                    .out = out,
+                    .n_out = n->n_outputs,
+                    .err = err};
+    mha_status st = fn(&c);
+    if (st == MHA_OK) {
+        /* Every output the node names must have been produced; those it
+         * omits ("" in the file) are dropped. */
+        for (size_t k = 0; k < n->n_outputs; k++) {
+            if (n->outputs[k] < 0) {
+                tensor_free(out[k]);
+                out[k] = NULL;
+            } else if (out[k] == NULL) {
+                st = interp_fail(&c, MHA_ERR_MODEL_UNSUPPORTED, "output %zu is not produced", k);
+                break;
+            }
+        }
+    }
+    if (st != MHA_OK) {
+        for (size_t k = 0; k < n->n_outputs; k++) {
+            tensor_free(out[k]);
+            out[k] = NULL;
+        }
+    }
+    return st;
+}
+
+/* ---- whole graphs ---- */
+
+void interp_values_free(const ir_graph *g, tensor **values) {
+    if (values == NULL || g == NULL) return;
+    for (size_t i = 0; i < g->n_values; i++)
+        tensor_free(values[i]);
+    mha_free(&g->alloc, values);
+}
+
+/* values[] with every initializer cloned in. The array itself belongs to
+ * the graph's allocator (interp_values_free has only the graph); the
+ * tensors to `a`, as each tensor records. */
+static mha_status interp_values_init(const mha_alloc_ctx *a, const ir_graph *g, tensor ***values,
+                                     mha_error *err) {
+    *values = NULL;
+    tensor **v = mha_calloc(&g->alloc, g->n_values ? g->n_values : 1, sizeof *v);
+    if (v == NULL)
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "out of memory for %zu graph values", g->n_values);
+    for (size_t i = 0; i < g->n_values; i++) {
+        const tensor *init = g->values[i].init;
+        if (init == NULL) continue;
+        mha_status st = tensor_new(a, init->dtype, init->rank, init->dims, &v[i], err);
+        if (st != MHA_OK) {
+            mha_error_prefix(err, "initializer '%s'", g->values[i].name);
+            interp_values_free(g, v);
+            return st;
+        }
+        if (init->nbytes) memcpy(v[i]->data, init->data, init->nbytes);
+    }
+    *values = v;
+    return MHA_OK;
+}
+
+/* Checks a bound graph input against its declared type and static dims. */
+static mha_status interp_check_input(const ir_value *val, const tensor *t, mha_error *err) {
+    char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
+    if (val->dtype != MHA_DTYPE_UNDEFINED && val->dtype != t->dtype)
+        return mha_fail(err, MHA_ERR_DTYPE, "input '%s': expected %s, got %s", val->name,
+                        mha_dtype_name(val->dtype), mha_dtype_name(t->dtype));
+    if (val->rank < 0) return MHA_OK;
+    int bad = val->rank != t->rank;
+    for (int i = 0; !bad && i < t->rank; i++)
+        if (val->dims[i] >= 0 && val->dims[i] != t->dims[i]) bad = 1;
+    if (bad)
+        return mha_fail(err, MHA_ERR_SHAPE, "input '%s': expected shape %s, got %s", val->name,
+                        tensor_shape_str(val->rank, val->dims, s0, sizeof s0),
+                        tensor_shape_str(t->rank, t->dims, s1, sizeof s1));
+    return MHA_OK;
+}
+
+/* Evaluates node ni with inputs from values[] and stores its outputs. */
+static mha_status interp_run_node(const mha_alloc_ctx *a, const ir_graph *g, size_t ni,
+                                  tensor **values, tensor **in, tensor **out, mha_error *err) {
+    const ir_node *n = &g->nodes[ni];
+    char desc[160];
+    for (size_t k = 0; k < n->n_inputs; k++) {
+        int id = n->inputs[k];
+        in[k] = NULL;
+        if (id < 0) continue;
+        if ((size_t)id >= g->n_values)
+            return mha_fail(err, MHA_ERR_MODEL_FORMAT, "%s: input %zu has invalid value id %d",
+                            ir_node_desc(n, desc, sizeof desc), k, id);
+        if (values[id] == NULL)
+            return mha_fail(err, MHA_ERR_MODEL_FORMAT, "%s: input '%s' has no value",
+                            ir_node_desc(n, desc, sizeof desc), g->values[id].name);
+        in[k] = values[id];
+    }
+    for (size_t k = 0; k < n->n_outputs; k++) {
+        int id = n->outputs[k];
+        if (id >= 0 && (size_t)id >= g->n_values)
+            return mha_fail(err, MHA_ERR_MODEL_FORMAT, "%s: output %zu has invalid value id %d",
+                            ir_node_desc(n, desc, sizeof desc), k, id);
+    }
+    mha_status st = interp_eval_node(a, g, n, in, out, err);
+    if (st != MHA_OK) return st;
+    for (size_t k = 0; k < n->n_outputs; k++) {
+        int id = n->outputs[k];
+        if (id < 0) continue;
+        tensor_free(values[id]); /* a value written twice keeps the last one */
+        values[id] = out[k];
+        out[k] = NULL;
+    }
+    return MHA_OK;
+}
+
+/* Scratch arrays for the largest node's inputs and outputs. */
+static mha_status interp_scratch(const ir_graph *g, tensor ***in, tensor ***out, mha_error *err) {
+    size_t max_in = 1, max_out = 1;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].n_inputs > max_in) max_in = g->nodes[i].n_inputs;
+        if (g->nodes[i].n_outputs > max_out) max_out = g->nodes[i].n_outputs;
+    }
+    *in = mha_calloc(&g->alloc, max_in, sizeof **in);
+    *out = mha_calloc(&g->alloc, max_out, sizeof **out);
+    if (*in == NULL || *out == NULL) {
+        mha_free(&g->alloc, *in);
+        mha_free(&g->alloc, *out);
+        *in = *out = NULL;
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "out of memory for node operands");
+    }
+    return MHA_OK;
+}
+
+mha_status interp_run(const mha_alloc_ctx *a, const ir_graph *g, const tensor *const *inputs,
+                      tensor ***values, mha_error *err) {
+    *values = NULL;
+    tensor **v = NULL, **in = NULL, **out = NULL;
+    mha_status st = interp_values_init(a, g, &v, err);
+    if (st != MHA_OK) return st;
+    for (size_t i = 0; i < g->n_inputs && st == MHA_OK; i++) {
+        int id = g->inputs[i];
+        if (id < 0 || (size_t)id >= g->n_values) {
+            st = mha_fail(err, MHA_ERR_MODEL_FORMAT, "graph input %zu has invalid value id %d", i,
+                          id);
+        } else if (inputs == NULL || inputs[i] == NULL) {
+            st = mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "graph input '%s' is not bound",
+                          g->values[id].name);
+        } else if ((st = interp_check_input(&g->values[id], inputs[i], err)) == MHA_OK) {
+            tensor_free(v[id]);
+            v[id] = NULL;
+            st = tensor_new(a, inputs[i]->dtype, inputs[i]->rank, inputs[i]->dims, &v[id], err);
+            if (st == MHA_OK && inputs[i]->nbytes)
+                memcpy(v[id]->data, inputs[i]->data, inputs[i]->nbytes);
+        }
+    }
+    if (st == MHA_OK) st = interp_scratch(g, &in, &out, err);
+    for (size_t ni = 0; ni < g->n_nodes && st == MHA_OK; ni++)
+        st = interp_run_node(a, g, ni, v, in, out, err);
+    mha_free(&g->alloc, in);
+    mha_free(&g->alloc, out);
+    if (st != MHA_OK) {
+        interp_values_free(g, v);
+        return st;
+    }
+    *values = v;
+    return MHA_OK;
+}
+
+/* Shape (or Size) of a value whose declared dims are all known. */
+static mha_status interp_fold_static_shape(const mha_alloc_ctx *a, const ir_graph *g,
+                                           const ir_node *n, tensor **values, tensor **in,
+                                           tensor **out, mha_error *err) {
+    int id = ir_node_input(n, 0);
+    if (id < 0 || (size_t)id >= g->n_values || n->n_inputs != 1) return MHA_OK;
+    const ir_value *val = &g->values[id];
+    if (val->rank < 0 || val->rank > MHA_MAX_RANK) return MHA_OK;
+    for (int i = 0; i < val->rank; i++)
+        if (val->dims[i] < 0) return MHA_OK;
+    /* A stand-in tensor with the declared dims: Shape reads only dims. */
+    tensor proxy = {.dtype = val->dtype != MHA_DTYPE_UNDEFINED ? val->dtype : MHA_DTYPE_FLOAT32,
+                    .rank = val->rank,
+                    .data = NULL,
+                    .alloc = a};
+    for (int i = 0; i < val->rank; i++)
+        proxy.dims[i] = val->dims[i];
+    in[0] = &proxy;
+    mha_status st = interp_eval_node(a, g, n, in, out, err);
+    in[0] = NULL;
+    if (st != MHA_OK) return st;
+    for (size_t k = 0; k < n->n_outputs; k++) {
+        int oid = n->outputs[k];
+        if (oid < 0 || (size_t)oid >= g->n_values) {
+            tensor_free(out[k]);
+        } else {
+            tensor_free(values[oid]);
+            values[oid] = out[k];
+        }
+        out[k] = NULL;
+    }
+    return MHA_OK;
+}
+
+mha_status interp_fold_constants(const mha_alloc_ctx *a, const ir_graph *g, tensor ***values,
+                                 mha_error *err) {
+    *values = NULL;
+    tensor **v = NULL, **in = NULL, **out = NULL;
+    mha_status st = interp_values_init(a, g, &v, err);
+    if (st == MHA_OK) st = interp_scratch(g, &in, &out, err);
+    for (size_t ni = 0; ni < g->n_nodes && st == MHA_OK; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        if (!interp_supports(n->domain, n->op_type)) continue;
+        int all_const = 1;
+        for (size_t k = 0; k < n->n_inputs; k++) {
+            int id = n->inputs[k];
+            if (id >= 0 && ((size_t)id >= g->n_values || v[id] == NULL)) all_const = 0;
+        }
+        if (all_const)
+            st = interp_run_node(a, g, ni, v, in, out, err);
+        else if (strcmp(n->op_type, "Shape") == 0 || strcmp(n->op_type, "Size") == 0)
+            st = interp_fold_static_shape(a, g, n, v, in, out, err);
+        else
+            continue;
+        /* Malformed constant operands are the model's error and fail the
+         * fold, naming the node; only what the interpreter cannot do is
+         * skipped. */
+        if (st == MHA_ERR_MODEL_UNSUPPORTED) {
+            /* An op variant the interpreter does not implement (an attribute
+             * it does not know, ...): the value stays unknown. */
+            if (err) mha_error_clear(err);
+            st = MHA_OK;
+        }
+    }
+    mha_free(&g->alloc, in);
+    mha_free(&g->alloc, out);
+    if (st != MHA_OK) {
+        interp_values_free(g, v);
+        return st;
+    }
+    *values = v;
+    return MHA_OK;
+}

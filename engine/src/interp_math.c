@@ -1,0 +1,382 @@
+/* interp_math.c -- the reference interpreter's contractions and row-wise
+ * ops: MatMul (numpy batched broadcasting, 1-D operands), Gemm, Softmax,
+ * LogSoftmax, ReduceSum, ReduceMean, ReduceMax. Floating types accumulate in
+ * double and round once when stored; integer MatMul / reductions
+ * accumulate in int64 with wrap-around. */
+#include "interp_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- MatMul ---- */
+
+/* Element i of a float tensor as double, with a fast path for float32 (the
+ * inner loops below run M*N*K times). */
+static inline double math_f64(const tensor *t, int64_t i) {
+    if (t->dtype == MHA_DTYPE_FLOAT32) return ((const float *)t->data)[i];
+    return tensor_get_f64(t, i);
+}
+
+mha_status interp_op_matmul(interp_ctx *c) {
+    const tensor *A, *B;
+    char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
+    mha_status st = interp_check_arity(c, 2, 2, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &A);
+    if (st == MHA_OK) st = interp_in_req(c, 1, &B);
+    if (st != MHA_OK) return st;
+    if (A->dtype != B->dtype)
+        return interp_fail(c, MHA_ERR_DTYPE, "operands are %s and %s", mha_dtype_name(A->dtype),
+                           mha_dtype_name(B->dtype));
+    int float_math = interp_is_float(A->dtype);
+    if (!float_math && !interp_is_int(A->dtype))
+        return interp_fail(c, MHA_ERR_DTYPE, "MatMul of %s is not supported",
+                           mha_dtype_name(A->dtype));
+    if (A->rank < 1 || B->rank < 1)
+        return interp_fail(c, MHA_ERR_SHAPE, "operands must have rank >= 1, have %s and %s",
+                           interp_shape(A, s0), interp_shape(B, s1));
+    /* A [..., M, K] (1-D A is [1, K]), B [..., K, N] (1-D B is [K, 1]); the
+     * batch dims broadcast; the unit dims of 1-D operands are dropped. */
+    int a_vec = A->rank == 1, b_vec = B->rank == 1;
+    int64_t M = a_vec ? 1 : A->dims[A->rank - 2], K = A->dims[A->rank - 1];
+    int64_t Kb = b_vec ? B->dims[0] : B->dims[B->rank - 2], N = b_vec ? 1 : B->dims[B->rank - 1];
+    if (K != Kb)
+        return interp_fail(c, MHA_ERR_SHAPE, "inner dimensions differ: %s times %s",
+                           interp_shape(A, s0), interp_shape(B, s1));
+    tensor ab = {.dtype = A->dtype, .rank = a_vec ? 0 : A->rank - 2};
+    tensor bb = {.dtype = B->dtype, .rank = b_vec ? 0 : B->rank - 2};
+    for (int a = 0; a < ab.rank; a++)
+        ab.dims[a] = A->dims[a];
+    for (int a = 0; a < bb.rank; a++)
+        bb.dims[a] = B->dims[a];
+    const tensor *ops[2] = {&ab, &bb};
+    interp_bcast b;
+    st = interp_bcast_init(c, &b, 2, ops);
+    if (st != MHA_OK) return st;
+    int64_t dims[MHA_MAX_RANK + 2];
+    int rank = b.rank;
+    for (int a = 0; a < b.rank; a++)
+        dims[a] = b.dims[a];
+    if (!a_vec) dims[rank++] = M;
+    if (!b_vec) dims[rank++] = N;
+    tensor *Y;
+    st = interp_out_new(c, 0, A->dtype, rank, dims, &Y);
+    if (st != MHA_OK) return st;
+    if (M * N == 0 || b.numel == 0) return MHA_OK;
+    /* one output row at a time: acc[n] = sum_k A[m,k] * B[k,n] */
+    double *acc = mha_malloc(c->a, (size_t)N * sizeof *acc);
+    int64_t *iacc = mha_malloc(c->a, (size_t)N * sizeof *iacc);
+    if (acc == NULL || iacc == NULL) {
+        mha_free(c->a, acc);
+        mha_free(c->a, iacc);
+        return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for a row of %lld", (long long)N);
+    }
+    for (int64_t bi = 0; bi < b.numel; bi++) {
+        int64_t off[2];
+        interp_bcast_offsets(&b, bi, off);
+        int64_t a0 = off[0] * M * K, b0 = off[1] * K * N, y0 = bi * M * N;
+        for (int64_t m = 0; m < M; m++) {
+            for (int64_t n = 0; n < N; n++) {
+                acc[n] = 0.0;
+                iacc[n] = 0;
+            }
+            for (int64_t k = 0; k < K; k++) {
+                if (A->dtype == MHA_DTYPE_FLOAT32) {
+                    /* the common case, on raw pointers (the verifier runs
+                     * whole projections through here) */
+                    double av = ((const float *)A->data)[a0 + m * K + k];
+                    const float *brow = (const float *)B->data + b0 + k * N;
+                    for (int64_t n = 0; n < N; n++)
+                        acc[n] += av * (double)brow[n];
+                } else if (float_math) {
+                    double av = math_f64(A, a0 + m * K + k);
+                    for (int64_t n = 0; n < N; n++)
+                        acc[n] += av * math_f64(B, b0 + k * N + n);
+                } else {
+                    uint64_t av = (uint64_t)tensor_get_i64(A, a0 + m * K + k);
+                    for (int64_t n = 0; n < N; n++)
+                        iacc[n] = (int64_t)((uint64_t)iacc[n] +
+                                            av * (uint64_t)tensor_get_i64(B, b0 + k * N + n));
+                }
+            }
+            for (int64_t n = 0; n < N; n++) {
+                if (float_math)
+                    tensor_set_f64(Y, y0 + m * N + n, acc[n]);
+                else
+                    interp_set_i64(Y, y0 + m * N + n, iacc[n]);
+            }
+        }
+    }
+    mha_free(c->a, acc);
+    mha_free(c->a, iacc);
+    return MHA_OK;
+}
+
+/* ---- Gemm ---- */
+
+mha_status interp_op_gemm(interp_ctx *c) {
+    const tensor *A, *B, *C;
+    int64_t trans_a, trans_b;
+    float alpha, beta;
+    char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
+    mha_status st = interp_check_arity(c, 2, 3, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &A);
+    if (st == MHA_OK) st = interp_in_req(c, 1, &B);
+    if (st == MHA_OK) st = interp_attr_int(c, "transA", 0, &trans_a);
+    if (st == MHA_OK) st = interp_attr_int(c, "transB", 0, &trans_b);
+    if (st == MHA_OK) st = interp_attr_float(c, "alpha", 1.0f, &alpha);
+    if (st == MHA_OK) st = interp_attr_float(c, "beta", 1.0f, &beta);
+    if (st != MHA_OK) return st;
+    C = interp_in(c, 2);
+    if (!interp_is_float(A->dtype) || B->dtype != A->dtype || (C && C->dtype != A->dtype))
+        return interp_fail(c, MHA_ERR_DTYPE, "operands must share one float type (A is %s)",
+                           mha_dtype_name(A->dtype));
+    if (A->rank != 2 || B->rank != 2)
+        return interp_fail(c, MHA_ERR_SHAPE, "A and B must be 2-D, are %s and %s",
+                           interp_shape(A, s0), interp_shape(B, s1));
+    /* Y [M, N] = alpha * op(A) [M, K] . op(B) [K, N] + beta * C (broadcast) */
+    int64_t M = trans_a ? A->dims[1] : A->dims[0], K = trans_a ? A->dims[0] : A->dims[1];
+    int64_t Kb = trans_b ? B->dims[1] : B->dims[0], N = trans_b ? B->dims[0] : B->dims[1];
+    if (K != Kb)
+        return interp_fail(c, MHA_ERR_SHAPE, "inner dimensions differ: %s%s times %s%s",
+                           interp_shape(A, s0), trans_a ? " (transposed)" : "", interp_shape(B, s1),
+                           trans_b ? " (transposed)" : "");
+    int64_t c_rows = 1, c_cols = 1;
+    if (C != NULL) {
+        /* unidirectional broadcast of C to [M, N] */
+        int ok = C->rank <= 2;
+        if (ok && C->rank == 2) {
+            c_rows = C->dims[0];
+            c_cols = C->dims[1];
+        } else if (ok && C->rank == 1) {
+            c_cols = C->dims[0];
+        }
+        ok = ok && (c_rows == 1 || c_rows == M) && (c_cols == 1 || c_cols == N);
+        if (!ok)
+            return interp_fail(c, MHA_ERR_SHAPE, "C of shape %s does not broadcast to %lldx%lld",
+                               interp_shape(C, s0), (long long)M, (long long)N);
+    }
+    int64_t dims[2] = {M, N};
+    tensor *Y;
+    st = interp_out_new(c, 0, A->dtype, 2, dims, &Y);
+    if (st != MHA_OK) return st;
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t n = 0; n < N; n++) {
+            double acc = 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                double av = math_f64(A, trans_a ? k * M + m : m * K + k);
+                double bv = math_f64(B, trans_b ? n * K + k : k * N + n);
+                acc += av * bv;
+            }
+            double y = (double)alpha * acc;
+            if (C != NULL) {
+                int64_t ci = (c_rows == 1 ? 0 : m) * c_cols + (c_cols == 1 ? 0 : n);
+                y += (double)beta * math_f64(C, ci);
+            }
+            tensor_set_f64(Y, m * N + n, y);
+        }
+    }
+    return MHA_OK;
+}
+
+/* ---- Softmax / LogSoftmax ---- */
+
+static mha_status math_softmax(interp_ctx *c, int log_form) {
+    const tensor *x;
+    int64_t axis_attr;
+    int axis;
+    mha_status st = interp_check_arity(c, 1, 1, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &x);
+    if (st == MHA_OK) st = interp_attr_int(c, "axis", c->opset >= 13 ? -1 : 1, &axis_attr);
+    if (st != MHA_OK) return st;
+    if (!interp_is_float(x->dtype))
+        return interp_fail(c, MHA_ERR_DTYPE, "input must be a float type, not %s",
+                           mha_dtype_name(x->dtype));
+    if (x->rank < 1) return interp_fail(c, MHA_ERR_SHAPE, "input must have rank >= 1");
+    st = interp_axis(c, axis_attr, x->rank, "axis", &axis);
+    if (st != MHA_OK) return st;
+    /* Rows of `len` elements `stride` apart: before opset 13 the input is
+     * coerced to 2-D [prod(d[:axis]), prod(d[axis:])] and each row is one
+     * softmax; from 13 on only the axis itself is normalised. */
+    int64_t outer = 1, len = 1, stride = 1;
+    for (int a = 0; a < axis; a++)
+        outer *= x->dims[a];
+    if (c->opset < 13) {
+        for (int a = axis; a < x->rank; a++)
+            len *= x->dims[a];
+    } else {
+        len = x->dims[axis];
+        for (int a = axis + 1; a < x->rank; a++)
+            stride *= x->dims[a];
+    }
+    tensor *y;
+    st = interp_out_new(c, 0, x->dtype, x->rank, x->dims, &y);
+    if (st != MHA_OK) return st;
+    for (int64_t o = 0; o < outer; o++) {
+        for (int64_t s = 0; s < stride; s++) {
+            int64_t base = o * len * stride + s;
+            double mx = -INFINITY;
+            for (int64_t j = 0; j < len; j++) {
+                double v = tensor_get_f64(x, base + j * stride);
+                if (v > mx || isnan(v)) mx = v;
+                if (isnan(v)) break;
+            }
+            /* Plain formula: a row of only -inf gives NaN, as the spec's
+             * exp(x - max) / sum does. */
+            double sum = 0.0;
+            for (int64_t j = 0; j < len; j++)
+                sum += exp(tensor_get_f64(x, base + j * stride) - mx);
+            for (int64_t j = 0; j < len; j++) {
+                double d = tensor_get_f64(x, base + j * stride) - mx;
+                tensor_set_f64(y, base + j * stride, log_form ? d - log(sum) : exp(d) / sum);
+            }
+        }
+    }
+    return MHA_OK;
+}
+
+mha_status interp_op_softmax(interp_ctx *c) {
+    return math_softmax(c, 0);
+}
+mha_status interp_op_log_softmax(interp_ctx *c) {
+    return math_softmax(c, 1);
+}
+
+/* ---- reductions ---- */
+
+typedef enum math_reduce_kind { MATH_SUM, MATH_MEAN, MATH_MAX } math_reduce_kind;
+
+static mha_status math_reduce(interp_ctx *c, math_reduce_kind kind, int64_t axes_input_opset) {
+    const tensor *x;
+    int64_t axes[MHA_MAX_RANK], keepdims, noop = 0;
+    size_t n_axes = 0;
+    int present = 0;
+    char sb[INTERP_SHAPE_BUF];
+    int input_axes = c->opset >= axes_input_opset;
+    mha_status st = interp_check_arity(c, 1, input_axes ? 2 : 1, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &x);
+    if (st == MHA_OK) st = interp_attr_int(c, "keepdims", 1, &keepdims);
+    if (st != MHA_OK) return st;
+    if (input_axes) {
+        const tensor *ta = interp_in(c, 1);
+        if (interp_has_attr(c, "axes"))
+            return interp_fail(c, MHA_ERR_MODEL_FORMAT,
+                               "the 'axes' attribute was replaced by an input in opset %lld",
+                               (long long)axes_input_opset);
+        st = interp_attr_int(c, "noop_with_empty_axes", 0, &noop);
+        if (st == MHA_OK && ta != NULL) {
+            present = 1;
+            st = interp_read_ints(c, ta, "axes", axes, MHA_MAX_RANK, &n_axes);
+        }
+    } else {
+        const int64_t *v;
+        st = interp_attr_ints(c, "axes", &v, &n_axes);
+        if (st == MHA_OK && n_axes > MHA_MAX_RANK)
+            st = interp_fail(c, MHA_ERR_SHAPE, "%zu axes given, at most %d allowed", n_axes,
+                             MHA_MAX_RANK);
+        for (size_t i = 0; st == MHA_OK && i < n_axes; i++)
+            axes[i] = v[i];
+        present = interp_has_attr(c, "axes");
+    }
+    if (st != MHA_OK) return st;
+    int float_math = interp_is_float(x->dtype);
+    if (!float_math && !interp_is_int(x->dtype))
+        return interp_fail(c, MHA_ERR_DTYPE, "input of type %s is not supported",
+                           mha_dtype_name(x->dtype));
+    int flags[MHA_MAX_RANK];
+    if ((!present || n_axes == 0) && noop) {
+        /* empty axes with noop_with_empty_axes: the input unchanged */
+        tensor *y;
+        st = interp_out_new(c, 0, x->dtype, x->rank, x->dims, &y);
+        if (st == MHA_OK && x->nbytes) memcpy(y->data, x->data, x->nbytes);
+        return st;
+    }
+    if (!present || n_axes == 0) {
+        for (int a = 0; a < x->rank; a++)
+            flags[a] = 1;
+    } else {
+        for (int a = 0; a < x->rank; a++)
+            flags[a] = 0;
+        for (size_t i = 0; i < n_axes; i++) {
+            int ax;
+            st = interp_axis(c, axes[i], x->rank, "axis", &ax);
+            if (st != MHA_OK) return st;
+            if (flags[ax])
+                return interp_fail(c, MHA_ERR_SHAPE, "axis %lld is repeated (input %s)",
+                                   (long long)axes[i], interp_shape(x, sb));
+            flags[ax] = 1;
+        }
+    }
+    /* Output: reduced axes become 1 (keepdims) or vanish. The accumulator
+     * uses the keepdims layout either way (same element order). */
+    int64_t kdims[MHA_MAX_RANK], dims[MHA_MAX_RANK];
+    int rank = 0;
+    int64_t count = 1;
+    for (int a = 0; a < x->rank; a++) {
+        kdims[a] = flags[a] ? 1 : x->dims[a];
+        if (flags[a]) count *= x->dims[a];
+        if (!flags[a] || keepdims) dims[rank++] = kdims[a];
+    }
+    tensor *y;
+    st = interp_out_new(c, 0, x->dtype, rank, dims, &y);
+    if (st != MHA_OK) return st;
+    int64_t n_out = tensor_numel(y), n_in = tensor_numel(x);
+    double *acc = mha_malloc(c->a, (size_t)(n_out ? n_out : 1) * sizeof *acc);
+    int64_t *iacc = mha_malloc(c->a, (size_t)(n_out ? n_out : 1) * sizeof *iacc);
+    if (acc == NULL || iacc == NULL) {
+        mha_free(c->a, acc);
+        mha_free(c->a, iacc);
+        return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for %lld accumulators",
+                           (long long)n_out);
+    }
+    for (int64_t o = 0; o < n_out; o++) {
+        acc[o] = kind == MATH_MAX ? -INFINITY : 0.0;
+        iacc[o] = kind == MATH_MAX ? INT64_MIN : 0;
+    }
+    for (int64_t i = 0; i < n_in; i++) {
+        /* output index of input element i: reduced axes pinned to 0 */
+        int64_t rem = i, o = 0, ostride = 1;
+        for (int a = x->rank - 1; a >= 0; a--) {
+            int64_t idx = rem % x->dims[a];
+            rem /= x->dims[a];
+            o += (flags[a] ? 0 : idx) * ostride;
+            ostride *= kdims[a];
+        }
+        if (float_math) {
+            double v = tensor_get_f64(x, i);
+            if (kind == MATH_MAX)
+                acc[o] = (isnan(v) || isnan(acc[o])) ? NAN : (v > acc[o] ? v : acc[o]);
+            else
+                acc[o] += v;
+        } else {
+            int64_t v = tensor_get_i64(x, i);
+            if (kind == MATH_MAX)
+                iacc[o] = v > iacc[o] ? v : iacc[o];
+            else
+                iacc[o] = (int64_t)((uint64_t)iacc[o] + (uint64_t)v);
+        }
+    }
+    for (int64_t o = 0; o < n_out; o++) {
+        if (float_math) {
+            double v = acc[o];
+            if (kind == MATH_MEAN) v = count ? v / (double)count : NAN;
+            tensor_set_f64(y, o, v);
+        } else {
+            int64_t v = iacc[o];
+            if (kind == MATH_MEAN) v = count ? v / count : 0;
+            interp_set_i64(y, o, v);
+        }
+    }
+    mha_free(c->a, acc);
+    mha_free(c->a, iacc);
+    return MHA_OK;
+}
+
+mha_status interp_op_reduce_sum(interp_ctx *c) {
+    return math_reduce(c, MATH_SUM, 13);
+}
+mha_status interp_op_reduce_mean(interp_ctx *c) {
+    return math_reduce(c, MATH_MEAN, 18);
+}
+mha_status interp_op_reduce_max(interp_ctx *c) {
+    return math_reduce(c, MATH_MAX, 18);
+}

@@ -1,0 +1,381 @@
+/* layer_util.c -- what every user of a recognised `layer` needs besides the
+ * recogniser: freeing it, its weight size, binding and checking the caller's
+ * inputs (and so the output shapes), and the single-threaded reference
+ * forward pass on the built-in scalar backend. */
+#include <stdio.h>
+#include <string.h>
+
+#include "exec.h"
+#include "layer.h"
+#include "registry.h"
+#include "tensor.h"
+
+void layer_clear(const mha_alloc_ctx *a, layer *L) {
+    if (!L) return;
+    float *weights[] = {L->wq, L->bq, L->wk, L->bk, L->wv, L->bv, L->wo, L->bo};
+    for (size_t i = 0; i < sizeof weights / sizeof weights[0]; i++)
+        mha_free(a, weights[i]);
+    for (size_t i = 0; L->inputs && i < L->n_inputs; i++)
+        mha_free(a, L->inputs[i].name);
+    for (size_t i = 0; L->outputs && i < L->n_outputs; i++)
+        mha_free(a, L->outputs[i].name);
+    mha_free(a, L->inputs);
+    mha_free(a, L->outputs);
+    memset(L, 0, sizeof *L);
+}
+
+static int64_t layer_dv(const layer *L) {
+    return L->d_head_v > 0 ? L->d_head_v : L->d_head;
+}
+
+static int64_t layer_dout(const layer *L) {
+    return L->d_out > 0 ? L->d_out : L->d_model;
+}
+
+size_t layer_weight_bytes(const layer *L) {
+    if (!L || !L->has_proj) return 0;
+    const int64_t dk = L->d_head, dv = layer_dv(L), d_out = layer_dout(L);
+    const int64_t nq = L->q_heads * dk, nk = L->kv_heads * dk, nv = L->kv_heads * dv;
+    const int64_t natt = L->q_heads * dv;
+    int64_t n = 0;
+    if (L->wq) n += L->d_model * nq;
+    if (L->bq) n += nq;
+    if (L->wk) n += L->d_kv * nk;
+    if (L->bk) n += nk;
+    if (L->wv) n += L->d_kv * nv;
+    if (L->bv) n += nv;
+    if (L->wo) n += natt * d_out;
+    if (L->bo) n += d_out;
+    return (size_t)n * sizeof(float);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Binding inputs to roles                                                   */
+/* ------------------------------------------------------------------------ */
+
+static const char *layer_io_name(const layer_io *io) {
+    return io->name && io->name[0] ? io->name : "(unnamed)";
+}
+
+/* "2x5x32" */
+static const char *layer_shape(const mha_tensor *t, char *buf, size_t n) {
+    return tensor_shape_str(t->rank, t->shape, buf, n);
+}
+
+/* Checks t against an expected rank and dims (-1 = any); msg names what. */
+static mha_status layer_expect_shape(const layer_io *io, const mha_tensor *t, int rank,
+                                     const int64_t *dims, const char *layout, mha_error *err) {
+    int ok = t->rank == rank;
+    for (int i = 0; ok && i < rank; i++)
+        ok = dims[i] < 0 || t->shape[i] == dims[i];
+    if (ok) return MHA_OK;
+    char got[128], want[128];
+    size_t used = 0;
+    want[0] = '\0';
+    for (int i = 0; i < rank && used < sizeof want; i++) {
+        int w = dims[i] < 0 ? snprintf(want + used, sizeof want - used, "%s?", i ? "x" : "")
+                            : snprintf(want + used, sizeof want - used, "%s%lld", i ? "x" : "",
+                                       (long long)dims[i]);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+    return mha_fail(err, MHA_ERR_SHAPE, "input '%s': expected shape %s (%s), got %s",
+                    layer_io_name(io), want, layout, layer_shape(t, got, sizeof got));
+}
+
+static mha_status layer_expect_float(const layer_io *io, const mha_tensor *t, mha_error *err) {
+    if (t->dtype == MHA_DTYPE_FLOAT32) return MHA_OK;
+    return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, expected float32",
+                    layer_io_name(io), mha_io_role_name(io->role), mha_dtype_name(t->dtype));
+}
+
+static mha_status layer_expect_mask_dtype(const layer_io *io, const mha_tensor *t, mha_error *err) {
+    if (t->dtype != MHA_DTYPE_BOOL && t->dtype != MHA_DTYPE_FLOAT32)
+        return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, expected bool or float32",
+                        layer_io_name(io), mha_io_role_name(io->role), mha_dtype_name(t->dtype));
+    if (io->dtype != MHA_DTYPE_UNDEFINED && io->dtype != t->dtype)
+        return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, the model declares %s",
+                        layer_io_name(io), mha_io_role_name(io->role), mha_dtype_name(t->dtype),
+                        mha_dtype_name(io->dtype));
+    return MHA_OK;
+}
+
+/* The additive mask broadcasts (right-aligned, numpy rules) to
+ * [B, Hq, Sq, Skv]. */
+static mha_status layer_check_attn_mask(const layer *L, const layer_io *io, const mha_tensor *t,
+                                        const exec_binding *bd, mha_error *err) {
+    mha_status st = layer_expect_mask_dtype(io, t, err);
+    if (st != MHA_OK) return st;
+    const int64_t target[4] = {bd->B, L->q_heads, bd->Sq, bd->Skv};
+    int ok = t->rank <= 4;
+    for (int i = 0; ok && i < t->rank; i++) {
+        int64_t d = t->shape[t->rank - 1 - i], want = target[3 - i];
+        ok = d == want || d == 1;
+    }
+    if (ok) return MHA_OK;
+    char got[128], want[128];
+    return mha_fail(err, MHA_ERR_SHAPE,
+                    "input '%s' (attn_mask): shape %s does not broadcast to "
+                    "[B, heads, Sq, Skv] = %s",
+                    layer_io_name(io), layer_shape(t, got, sizeof got),
+                    tensor_shape_str(4, target, want, sizeof want));
+}
+
+/* Key padding: [B, Skv] (B may broadcast from 1). */
+static mha_status layer_check_key_padding(const layer_io *io, const mha_tensor *t,
+                                          const exec_binding *bd, mha_error *err) {
+    mha_status st = layer_expect_mask_dtype(io, t, err);
+    if (st != MHA_OK) return st;
+    if (t->rank == 2 && (t->shape[0] == bd->B || t->shape[0] == 1) && t->shape[1] == bd->Skv)
+        return MHA_OK;
+    char got[128];
+    return mha_fail(err, MHA_ERR_SHAPE,
+                    "input '%s' (key_padding_mask): expected shape %lldx%lld ([B, Skv]), got %s",
+                    layer_io_name(io), (long long)bd->B, (long long)bd->Skv,
+                    layer_shape(t, got, sizeof got));
+}
+
+static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const layer_io *io_q,
+                                       const layer_io *io_kv, mha_error *err) {
+    const int sf = L->seq_first != 0;
+    const char *layout = sf ? "[S, B, d_model]" : "[B, S, d_model]";
+    mha_status st = layer_expect_float(io_q, bd->x_q, err);
+    if (st != MHA_OK) return st;
+    const int64_t want_q[3] = {-1, -1, L->d_model};
+    st = layer_expect_shape(io_q, bd->x_q, 3, want_q, layout, err);
+    if (st != MHA_OK) return st;
+    bd->B = bd->x_q->shape[sf ? 1 : 0];
+    bd->Sq = bd->x_q->shape[sf ? 0 : 1];
+    if (L->cross) {
+        if (!bd->x_kv)
+            return mha_fail(err, MHA_ERR_INTERNAL, "cross-attention layer has no key/value input");
+        st = layer_expect_float(io_kv, bd->x_kv, err);
+        if (st != MHA_OK) return st;
+        int64_t want_kv[3] = {-1, -1, L->d_kv};
+        want_kv[sf ? 1 : 0] = bd->B; /* the same batch as the query */
+        st = layer_expect_shape(
+            io_kv, bd->x_kv, 3, want_kv,
+            sf ? "[S_kv, B, d_kv] with the query's B" : "[B, S_kv, d_kv] with the query's B", err);
+        if (st != MHA_OK) return st;
+        bd->Skv = bd->x_kv->shape[sf ? 0 : 1];
+    } else {
+        if (bd->x_kv)
+            return mha_fail(err, MHA_ERR_INTERNAL,
+                            "self-attention layer has a separate key/value input '%s'",
+                            layer_io_name(io_kv));
+        bd->x_kv = bd->x_q;
+        bd->Skv = bd->Sq;
+    }
+    if (!L->wq || !L->wk || !L->wv || !L->wo)
+        return mha_fail(err, MHA_ERR_INTERNAL, "layer has projections but a weight is missing");
+    bd->y_shape.rank = 3;
+    bd->y_shape.shape[0] = sf ? bd->Sq : bd->B;
+    bd->y_shape.shape[1] = sf ? bd->B : bd->Sq;
+    bd->y_shape.shape[2] = bd->d_out;
+    return MHA_OK;
+}
+
+static mha_status layer_bind_bare(const layer *L, exec_binding *bd, const layer_io *io[3],
+                                  mha_error *err) {
+    const mha_tensor *t[3] = {bd->q, bd->k, bd->v};
+    for (int i = 0; i < 3; i++) {
+        mha_status st = layer_expect_float(io[i], t[i], err);
+        if (st != MHA_OK) return st;
+    }
+    const int64_t Hq = L->q_heads, Hkv = L->kv_heads, dk = bd->dk, dv = bd->dv;
+    const int rank = L->qkv_rank == 4 ? 4 : 3;
+    mha_status st;
+    if (rank == 3) {
+        const int64_t wq[3] = {-1, -1, Hq * dk};
+        st = layer_expect_shape(io[0], bd->q, 3, wq, "[B, Sq, q_heads*d_head]", err);
+        if (st != MHA_OK) return st;
+        bd->B = bd->q->shape[0];
+        bd->Sq = bd->q->shape[1];
+        const int64_t wk[3] = {bd->B, -1, Hkv * dk};
+        st = layer_expect_shape(io[1], bd->k, 3, wk, "[B, Skv, kv_heads*d_head] with Q's B", err);
+        if (st != MHA_OK) return st;
+        bd->Skv = bd->k->shape[1];
+        const int64_t wv[3] = {bd->B, bd->Skv, Hkv * dv};
+        st = layer_expect_shape(io[2], bd->v, 3, wv, "[B, Skv, kv_heads*d_head_v] with K's B, Skv",
+                                err);
+        if (st != MHA_OK) return st;
+        bd->y_shape.rank = 3;
+        bd->y_shape.shape[0] = bd->B;
+        bd->y_shape.shape[1] = bd->Sq;
+        bd->y_shape.shape[2] = Hq * dv;
+    } else {
+        const int64_t wq[4] = {-1, Hq, -1, dk};
+        st = layer_expect_shape(io[0], bd->q, 4, wq, "[B, q_heads, Sq, d_head]", err);
+        if (st != MHA_OK) return st;
+        bd->B = bd->q->shape[0];
+        bd->Sq = bd->q->shape[2];
+        const int64_t wk[4] = {bd->B, Hkv, -1, dk};
+        st = layer_expect_shape(io[1], bd->k, 4, wk, "[B, kv_heads, Skv, d_head] with Q's B", err);
+        if (st != MHA_OK) return st;
+        bd->Skv = bd->k->shape[2];
+        const int64_t wv[4] = {bd->B, Hkv, bd->Skv, dv};
+        st = layer_expect_shape(io[2], bd->v, 4, wv, "[B, kv_heads, Skv, d_head_v] with K's B, Skv",
+                                err);
+        if (st != MHA_OK) return st;
+        bd->y_shape.rank = 4;
+        bd->y_shape.shape[0] = bd->B;
+        bd->y_shape.shape[1] = Hq;
+        bd->y_shape.shape[2] = bd->Sq;
+        bd->y_shape.shape[3] = dv;
+    }
+    return MHA_OK;
+}
+
+mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs, size_t n_outputs,
+                      exec_binding *bd, mha_error *err) {
+    memset(bd, 0, sizeof *bd);
+    if (!L) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "no layer");
+    if (L->q_heads < 1 || L->kv_heads < 1 || L->q_heads % L->kv_heads || L->d_head < 1 ||
+        (L->has_proj && (L->d_model < 1 || (L->cross && L->d_kv < 1))))
+        return mha_fail(err, MHA_ERR_INTERNAL,
+                        "layer: inconsistent sizes (q_heads %lld, kv_heads %lld, d_head %lld)",
+                        (long long)L->q_heads, (long long)L->kv_heads, (long long)L->d_head);
+    if (n_inputs != L->n_inputs)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "the model has %zu inputs, %zu given",
+                        L->n_inputs, n_inputs);
+    if (n_outputs != L->n_outputs)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "the model has %zu outputs, %zu given",
+                        L->n_outputs, n_outputs);
+    if (n_inputs && !inputs) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "inputs is NULL");
+    bd->dk = L->d_head;
+    bd->dv = layer_dv(L);
+    bd->d_out = layer_dout(L);
+
+    const layer_io *io_role[MHA_ROLE_QK_OUTPUT + 1] = {0};
+    const mha_tensor *t_role[MHA_ROLE_QK_OUTPUT + 1] = {0};
+    for (size_t i = 0; i < n_inputs; i++) {
+        const layer_io *io = &L->inputs[i];
+        const mha_tensor *t = &inputs[i];
+        if (t->rank < 0 || t->rank > MHA_MAX_RANK)
+            return mha_fail(err, MHA_ERR_SHAPE, "input '%s': rank %d out of range",
+                            layer_io_name(io), t->rank);
+        int64_t numel = mha_tensor_numel(t);
+        if (numel < 0)
+            return mha_fail(err, MHA_ERR_SHAPE,
+                            "input '%s': a dimension is negative or the size overflows",
+                            layer_io_name(io));
+        if (numel > 0 && !t->data)
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "input '%s': data is NULL",
+                            layer_io_name(io));
+        if (io->rank > 0 && t->rank != io->rank) {
+            char got[128];
+            return mha_fail(err, MHA_ERR_SHAPE,
+                            "input '%s': rank %d (shape %s), the model "
+                            "declares rank %d",
+                            layer_io_name(io), t->rank, layer_shape(t, got, sizeof got), io->rank);
+        }
+        switch (io->role) {
+        case MHA_ROLE_QUERY:
+        case MHA_ROLE_KEY_VALUE:
+        case MHA_ROLE_Q:
+        case MHA_ROLE_K:
+        case MHA_ROLE_V:
+        case MHA_ROLE_ATTN_MASK:
+        case MHA_ROLE_KEY_PADDING_MASK:
+            if (io_role[io->role])
+                return mha_fail(err, MHA_ERR_INTERNAL, "layer: two inputs with role %s",
+                                mha_io_role_name(io->role));
+            io_role[io->role] = io;
+            t_role[io->role] = t;
+            break;
+        default:
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                            "input '%s' has role %s, which the executor does not run yet",
+                            layer_io_name(io), mha_io_role_name(io->role));
+        }
+    }
+    int have_y = 0;
+    for (size_t i = 0; i < n_outputs; i++) {
+        if (L->outputs[i].role != MHA_ROLE_OUTPUT || have_y)
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                            "output '%s' has role %s, which the executor does not produce yet",
+                            layer_io_name(&L->outputs[i]), mha_io_role_name(L->outputs[i].role));
+        bd->y_index = i;
+        have_y = 1;
+    }
+    if (!have_y) return mha_fail(err, MHA_ERR_INTERNAL, "layer has no output");
+    bd->y_shape.dtype = MHA_DTYPE_FLOAT32;
+
+    mha_status st;
+    if (L->has_proj) {
+        if (!t_role[MHA_ROLE_QUERY])
+            return mha_fail(err, MHA_ERR_INTERNAL, "layer has projections but no query input");
+        if (t_role[MHA_ROLE_Q] || t_role[MHA_ROLE_K] || t_role[MHA_ROLE_V])
+            return mha_fail(err, MHA_ERR_INTERNAL, "layer with projections has bare Q/K/V inputs");
+        bd->x_q = t_role[MHA_ROLE_QUERY];
+        bd->x_kv = t_role[MHA_ROLE_KEY_VALUE];
+        st = layer_bind_projected(L, bd, io_role[MHA_ROLE_QUERY], io_role[MHA_ROLE_KEY_VALUE], err);
+    } else {
+        if (!t_role[MHA_ROLE_Q] || !t_role[MHA_ROLE_K] || !t_role[MHA_ROLE_V])
+            return mha_fail(err, MHA_ERR_INTERNAL, "bare attention layer lacks a Q, K or V input");
+        if (t_role[MHA_ROLE_QUERY] || t_role[MHA_ROLE_KEY_VALUE])
+            return mha_fail(err, MHA_ERR_INTERNAL, "bare attention layer has a layer input");
+        bd->q = t_role[MHA_ROLE_Q];
+        bd->k = t_role[MHA_ROLE_K];
+        bd->v = t_role[MHA_ROLE_V];
+        const layer_io *io[3] = {io_role[MHA_ROLE_Q], io_role[MHA_ROLE_K], io_role[MHA_ROLE_V]};
+        st = layer_bind_bare(L, bd, io, err);
+    }
+    if (st != MHA_OK) return st;
+
+    if (t_role[MHA_ROLE_ATTN_MASK]) {
+        bd->attn_mask = t_role[MHA_ROLE_ATTN_MASK];
+        st = layer_check_attn_mask(L, io_role[MHA_ROLE_ATTN_MASK], bd->attn_mask, bd, err);
+        if (st != MHA_OK) return st;
+    }
+    if (t_role[MHA_ROLE_KEY_PADDING_MASK]) {
+        bd->key_padding = t_role[MHA_ROLE_KEY_PADDING_MASK];
+        st = layer_check_key_padding(io_role[MHA_ROLE_KEY_PADDING_MASK], bd->key_padding, bd, err);
+        if (st != MHA_OK) return st;
+    }
+    return MHA_OK;
+}
+
+mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs, size_t n_inputs,
+                               mha_tensor *outputs, size_t n_outputs, mha_error *err) {
+    exec_binding bd;
+    mha_status st = layer_bind(L, inputs, n_inputs, n_outputs, &bd, err);
+    if (st != MHA_OK) return st;
+    if (n_outputs && !outputs) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "outputs is NULL");
+    mha_tensor *y = &outputs[bd.y_index];
+    y->dtype = bd.y_shape.dtype;
+    y->rank = bd.y_shape.rank;
+    for (int i = 0; i < MHA_MAX_RANK; i++)
+        y->shape[i] = i < y->rank ? bd.y_shape.shape[i] : 0;
+    return MHA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reference forward pass                                                    */
+/* ------------------------------------------------------------------------ */
+
+mha_status layer_reference_forward(const mha_alloc_ctx *a, const layer *L, const mha_tensor *inputs,
+                                   size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
+                                   mha_error *err) {
+    const mha_plugin *p = mha_scalar_plugin_table();
+    if (!p) return mha_fail(err, MHA_ERR_BACKEND, "the built-in scalar backend is missing");
+    exec_services services;
+    exec_services_init(&services, a, NULL, NULL, MHA_LOG_ERROR);
+    void *state = NULL;
+    if (p->init && p->init(&services.table, &state) != 0)
+        return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s': init failed", p->name);
+    exec_packed *pk = NULL;
+    mha_status st = exec_pack_weights(a, L, p, &pk, err);
+    if (st == MHA_OK) {
+        exec_env env;
+        memset(&env, 0, sizeof env);
+        env.alloc = a;
+        env.plugin = p;
+        env.plugin_state = state;
+        env.num_threads = 1;
+        st = exec_run(&env, L, pk, inputs, n_inputs, outputs, n_outputs, err);
+    }
+    exec_packed_free(a, pk);
+    if (p->fini) p->fini(state);
+    return st;
+}

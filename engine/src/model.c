@@ -1,0 +1,139 @@
+/* model.c -- the mha_model object: what was recognised (info, inputs,
+ * outputs), freeing, and the per-plugin cache of packed weights. Loading
+ * from ONNX lives in model_load.c, so programs that build layers in memory
+ * do not pull in the importer. */
+#include "model.h"
+
+#include <string.h>
+
+mha_status model_create_from_layer(const mha_allocator *alloc, layer *L, mha_model **out,
+                                   mha_error *err) {
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, alloc);
+    if (!out) {
+        layer_clear(&a, L);
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "model: out is NULL");
+    }
+    *out = NULL;
+    mha_model *m = mha_calloc(&a, 1, sizeof *m);
+    if (!m) {
+        layer_clear(&a, L);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory");
+    }
+    m->alloc = a;
+    m->L = *L;
+    memset(L, 0, sizeof *L);
+    if (pthread_mutex_init(&m->pack_lock, NULL) != 0) {
+        layer_clear(&a, &m->L);
+        mha_free(&a, m);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "model: cannot create a mutex");
+    }
+    *out = m;
+    return MHA_OK;
+}
+
+MHA_API void mha_model_free(mha_model *m) {
+    if (!m) return;
+    mha_alloc_ctx a = m->alloc;
+    for (model_pack *p = m->packs, *next; p; p = next) {
+        next = p->next;
+        exec_packed_free(&a, p->packed);
+        mha_free(&a, p);
+    }
+    pthread_mutex_destroy(&m->pack_lock);
+    layer_clear(&a, &m->L);
+    mha_free(&a, m);
+}
+
+mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, const exec_packed **out,
+                            mha_error *err) {
+    /* The cache is the one mutable part of a model; it is guarded by the
+     * mutex, so a const model may still fill it. */
+    mha_model *m = (mha_model *)cm;
+    *out = NULL;
+    mha_status st = MHA_OK;
+    pthread_mutex_lock(&m->pack_lock);
+    model_pack *e = m->packs;
+    while (e && e->plugin != p)
+        e = e->next;
+    if (!e) {
+        e = mha_calloc(&m->alloc, 1, sizeof *e);
+        if (!e) {
+            st = mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
+        } else {
+            st = exec_pack_weights(&m->alloc, &m->L, p, &e->packed, err);
+            if (st == MHA_OK) {
+                e->plugin = p;
+                e->next = m->packs;
+                m->packs = e;
+            } else {
+                mha_free(&m->alloc, e);
+                e = NULL;
+            }
+        }
+    }
+    pthread_mutex_unlock(&m->pack_lock);
+    if (e) *out = e->packed;
+    return st;
+}
+
+size_t model_pack_count(const mha_model *cm) {
+    mha_model *m = (mha_model *)cm;
+    size_t n = 0;
+    pthread_mutex_lock(&m->pack_lock);
+    for (const model_pack *e = m->packs; e; e = e->next)
+        n++;
+    pthread_mutex_unlock(&m->pack_lock);
+    return n;
+}
+
+MHA_API mha_status mha_model_get_info(const mha_model *m, mha_model_info *out) {
+    if (!m || !out) return MHA_ERR_INVALID_ARGUMENT;
+    const layer *L = &m->L;
+    memset(out, 0, sizeof *out);
+    out->form = L->form ? L->form : "";
+    out->has_projections = L->has_proj;
+    out->d_model = L->has_proj ? L->d_model : 0;
+    out->d_kv = L->has_proj ? (L->cross ? L->d_kv : L->d_model) : 0;
+    out->q_heads = L->q_heads;
+    out->kv_heads = L->kv_heads;
+    out->d_head = L->d_head;
+    out->d_head_v = L->d_head_v > 0 ? L->d_head_v : L->d_head;
+    out->causal = L->causal;
+    out->scale = L->scale;
+    out->softcap = L->softcap;
+    out->cross = L->cross;
+    out->key_padding_true_means_ignore = L->kpm_true_means_ignore;
+    out->weight_bytes = layer_weight_bytes(L);
+    out->num_inputs = L->n_inputs;
+    out->num_outputs = L->n_outputs;
+    return MHA_OK;
+}
+
+static void model_io_info(const layer_io *io, mha_io_info *out) {
+    memset(out, 0, sizeof *out);
+    out->name = io->name ? io->name : "";
+    out->role = io->role;
+    out->dtype = io->dtype;
+    out->rank = io->rank;
+    for (int i = 0; i < io->rank && i < MHA_MAX_RANK; i++)
+        out->shape[i] = io->dims[i];
+}
+
+MHA_API mha_status mha_model_input(const mha_model *m, size_t i, mha_io_info *out) {
+    if (!m || !out || i >= m->L.n_inputs) return MHA_ERR_INVALID_ARGUMENT;
+    model_io_info(&m->L.inputs[i], out);
+    return MHA_OK;
+}
+
+MHA_API mha_status mha_model_output(const mha_model *m, size_t i, mha_io_info *out) {
+    if (!m || !out || i >= m->L.n_outputs) return MHA_ERR_INVALID_ARGUMENT;
+    model_io_info(&m->L.outputs[i], out);
+    return MHA_OK;
+}
+
+MHA_API void mha_model_options_init(mha_model_options *opts) {
+    if (!opts) return;
+    memset(opts, 0, sizeof *opts);
+    opts->struct_size = sizeof *opts;
+}

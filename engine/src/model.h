@@ -1,0 +1,42 @@
+/* model.h -- the inside of an mha_model: the recognised layer plus a cache
+ * of its weights packed for each backend plugin that ran it. Internal: the
+ * runtime (runtime.c) and the tests reach it; users see only mha.h. */
+#ifndef MHA_MODEL_H
+#define MHA_MODEL_H
+
+#include <pthread.h>
+
+#include "exec.h"
+#include "layer.h"
+
+typedef struct model_pack {
+    const mha_plugin *plugin;
+    exec_packed *packed;
+    struct model_pack *next;
+} model_pack;
+
+struct mha_model {
+    mha_alloc_ctx alloc;
+    layer L;
+    /* Immutable after loading except this cache: the mutex guards the list;
+     * an entry, once linked, never changes until the model is freed. */
+    pthread_mutex_t pack_lock;
+    model_pack *packs;
+};
+
+/* Makes a model from a layer built in memory (tests, tools). Takes
+ * ownership of *L (cleared on return, on success and on failure); its
+ * memory must come from the allocator `alloc` (NULL = malloc). */
+mha_status model_create_from_layer(const mha_allocator *alloc, layer *L, mha_model **out,
+                                   mha_error *err);
+
+/* The model's weights packed for plugin p: packed on the first call for p
+ * (under the model's mutex, so concurrent first runs pack once), then
+ * shared. The result lives as long as the model. */
+mha_status model_packed_for(const mha_model *m, const mha_plugin *p, const exec_packed **out,
+                            mha_error *err);
+
+/* Number of plugins the model holds packed weights for (tests). */
+size_t model_pack_count(const mha_model *m);
+
+#endif

@@ -1,0 +1,562 @@
+/* npy.c -- NumPy .npy files: the header (parse with every size checked
+ * against the file, and format), a row-chunk reader that maps large files
+ * read-only or falls back to pread(), and a row-appending atomic writer.
+ *
+ * The format (numpy/lib/format.py, versions 1.0, 2.0, 3.0):
+ *
+ *   "\x93NUMPY" major minor  header_len (u16 LE for 1.x, u32 LE for 2.x/3.x)
+ *   header text: a Python dict literal, e.g.
+ *       {'descr': '<f4', 'fortran_order': False, 'shape': (3, 10, 32), }
+ *   padded with spaces and a final '\n'; then the raw C-order data.
+ */
+#define _GNU_SOURCE
+#include "tensorfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const unsigned char npy_magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+
+/* ------------------------------------------------------------------------ */
+/* dtypes                                                                    */
+/* ------------------------------------------------------------------------ */
+
+const char *npy_dtype_descr(mha_dtype dtype) {
+    switch (dtype) {
+    case MHA_DTYPE_FLOAT32:
+        return "<f4";
+    case MHA_DTYPE_FLOAT64:
+        return "<f8";
+    case MHA_DTYPE_FLOAT16:
+        return "<f2";
+    case MHA_DTYPE_BOOL:
+        return "|b1";
+    case MHA_DTYPE_INT64:
+        return "<i8";
+    case MHA_DTYPE_INT32:
+        return "<i4";
+    case MHA_DTYPE_INT8:
+        return "|i1";
+    case MHA_DTYPE_UINT8:
+        return "|u1";
+    default:
+        return NULL;
+    }
+}
+
+/* descr -> dtype. '<' little-endian, '|' not applicable (one byte), '='
+ * native: this engine only runs on little-endian hosts. */
+static mha_dtype npy_dtype_from_descr(const char *d) {
+    if (strlen(d) != 3) return MHA_DTYPE_UNDEFINED;
+    char order = d[0];
+    int one_byte = d[2] == '1';
+    if (one_byte) {
+        if (order != '|' && order != '<' && order != '=') return MHA_DTYPE_UNDEFINED;
+    } else if (order != '<' && order != '=') {
+        return MHA_DTYPE_UNDEFINED;
+    }
+    switch (d[1]) {
+    case 'f':
+        return d[2] == '4'   ? MHA_DTYPE_FLOAT32
+               : d[2] == '8' ? MHA_DTYPE_FLOAT64
+               : d[2] == '2' ? MHA_DTYPE_FLOAT16
+                             : MHA_DTYPE_UNDEFINED;
+    case 'i':
+        return d[2] == '8'   ? MHA_DTYPE_INT64
+               : d[2] == '4' ? MHA_DTYPE_INT32
+               : d[2] == '1' ? MHA_DTYPE_INT8
+                             : MHA_DTYPE_UNDEFINED;
+    case 'u':
+        return d[2] == '1' ? MHA_DTYPE_UINT8 : MHA_DTYPE_UNDEFINED;
+    case 'b':
+        return d[2] == '1' ? MHA_DTYPE_BOOL : MHA_DTYPE_UNDEFINED;
+    default:
+        return MHA_DTYPE_UNDEFINED;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* header parsing                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* A cursor over the header text; `what` names the file in messages. */
+typedef struct npy_text {
+    const char *p, *end;
+    const char *what;
+    mha_error *err;
+} npy_text;
+
+static mha_status npy_text_fail(npy_text *t, const char *problem) {
+    return mha_fail(t->err, MHA_ERR_DATA_FORMAT, "%s: malformed .npy header: %s", t->what, problem);
+}
+
+static void npy_text_skip_space(npy_text *t) {
+    while (t->p < t->end && (*t->p == ' ' || *t->p == '\t' || *t->p == '\n' || *t->p == '\r'))
+        t->p++;
+}
+
+static int npy_text_take(npy_text *t, char c) {
+    npy_text_skip_space(t);
+    if (t->p < t->end && *t->p == c) {
+        t->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A quoted string ('...' or "...", no escapes: numpy never writes them in
+ * keys or descrs) into buf. */
+static mha_status npy_text_string(npy_text *t, char *buf, size_t cap) {
+    npy_text_skip_space(t);
+    if (t->p >= t->end || (*t->p != '\'' && *t->p != '"'))
+        return npy_text_fail(t, "expected a string");
+    char quote = *t->p++;
+    size_t n = 0;
+    while (t->p < t->end && *t->p != quote) {
+        if (*t->p == '\\' || n + 1 >= cap) return npy_text_fail(t, "unexpected string");
+        buf[n++] = *t->p++;
+    }
+    if (t->p >= t->end) return npy_text_fail(t, "unterminated string");
+    t->p++;
+    buf[n] = '\0';
+    return MHA_OK;
+}
+
+static mha_status npy_text_bool(npy_text *t, int *out) {
+    npy_text_skip_space(t);
+    size_t left = (size_t)(t->end - t->p);
+    if (left >= 4 && memcmp(t->p, "True", 4) == 0) {
+        t->p += 4;
+        *out = 1;
+        return MHA_OK;
+    }
+    if (left >= 5 && memcmp(t->p, "False", 5) == 0) {
+        t->p += 5;
+        *out = 0;
+        return MHA_OK;
+    }
+    return npy_text_fail(t, "fortran_order is neither True nor False");
+}
+
+/* A tuple of non-negative integers: (), (5,), (2, 3), (2, 3,). */
+static mha_status npy_text_shape(npy_text *t, int *rank, int64_t *dims) {
+    if (!npy_text_take(t, '(')) return npy_text_fail(t, "shape is not a tuple");
+    int n = 0;
+    for (;;) {
+        if (npy_text_take(t, ')')) break;
+        npy_text_skip_space(t);
+        if (t->p < t->end && *t->p == '-')
+            return mha_fail(t->err, MHA_ERR_DATA_FORMAT, "%s: negative dimension in the shape",
+                            t->what);
+        if (t->p >= t->end || *t->p < '0' || *t->p > '9')
+            return npy_text_fail(t, "shape holds something other than integers");
+        int64_t v = 0;
+        while (t->p < t->end && *t->p >= '0' && *t->p <= '9') {
+            if (!mha_mul_i64(v, 10, &v) || __builtin_add_overflow(v, (int64_t)(*t->p - '0'), &v))
+                return mha_fail(t->err, MHA_ERR_LIMIT, "%s: a dimension of the shape overflows",
+                                t->what);
+            t->p++;
+        }
+        if (n >= MHA_MAX_RANK)
+            return mha_fail(t->err, MHA_ERR_LIMIT, "%s: shape has more than %d dimensions", t->what,
+                            MHA_MAX_RANK);
+        dims[n++] = v;
+        if (npy_text_take(t, ',')) continue;
+        if (npy_text_take(t, ')')) break;
+        return npy_text_fail(t, "shape tuple is not closed");
+    }
+    *rank = n;
+    return MHA_OK;
+}
+
+mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, const char *what,
+                            npy_header *out, mha_error *err) {
+    const unsigned char *b = buf;
+    memset(out, 0, sizeof *out);
+    if (avail > file_size) avail = (size_t)file_size;
+
+    /* 1. magic, version, header length -- all against the file size */
+    if (avail < 6 || memcmp(b, npy_magic, 6) != 0)
+        return mha_fail(err, MHA_ERR_DATA_FORMAT, "%s: not a .npy file (bad magic)", what);
+    if (avail < 10)
+        return mha_fail(err, MHA_ERR_DATA_FORMAT, "%s: file ends inside the .npy preamble", what);
+    int major = b[6], minor = b[7];
+    if (major < 1 || major > 3 || minor != 0)
+        return mha_fail(err, MHA_ERR_DATA_FORMAT, "%s: unsupported .npy version %d.%d", what, major,
+                        minor);
+    size_t prefix = major == 1 ? 10 : 12;
+    if (avail < prefix)
+        return mha_fail(err, MHA_ERR_DATA_FORMAT, "%s: file ends inside the .npy preamble", what);
+    uint64_t hlen = major == 1 ? (uint64_t)b[8] | (uint64_t)b[9] << 8
+                               : (uint64_t)b[8] | (uint64_t)b[9] << 8 | (uint64_t)b[10] << 16 |
+                                     (uint64_t)b[11] << 24;
+    if (hlen > NPY_MAX_HEADER_BYTES)
+        return mha_fail(err, MHA_ERR_LIMIT,
+                        "%s: .npy header of %llu bytes exceeds the %d-byte limit", what,
+                        (unsigned long long)hlen, NPY_MAX_HEADER_BYTES);
+    if (prefix + hlen > file_size)
+        return mha_fail(err, MHA_ERR_DATA_FORMAT,
+                        "%s: header longer than the file (%llu header bytes, file of %llu)", what,
+                        (unsigned long long)hlen, (unsigned long long)file_size);
+    if (prefix + hlen > avail)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: header not fully read", what);
+
+    /* 2. the dict: exactly descr, fortran_order, shape, in any order */
+    npy_text t = {(const char *)b + prefix, (const char *)b + prefix + hlen, what, err};
+    char descr[32] = "";
+    int fortran = 0, have_descr = 0, have_fortran = 0, have_shape = 0;
+    mha_status st;
+    if (!npy_text_take(&t, '{')) return npy_text_fail(&t, "not a dict");
+    for (;;) {
+        if (npy_text_take(&t, '}')) break;
+        char key[32];
+        if ((st = npy_text_string(&t, key, sizeof key)) != MHA_OK) return st;
+        if (!npy_text_take(&t, ':')) return npy_text_fail(&t, "expected ':' after a key");
+        if (strcmp(key, "descr") == 0 && !have_descr) {
+            npy_text_skip_space(&t);
+            if (t.p < t.end && *t.p == '[')
+                return mha_fail(err, MHA_ERR_DTYPE, "%s: structured dtypes are not supported",
+                                what);
+            if ((st = npy_text_string(&t, descr, sizeof descr)) != MHA_OK) return st;
+            have_descr = 1;
+        } else if (strcmp(key, "fortran_order") == 0 && !have_fortran) {
+            if ((st = npy_text_bool(&t, &fortran)) != MHA_OK) return st;
+            have_fortran = 1;
+        } else if (strcmp(key, "shape") == 0 && !have_shape) {
+            if ((st = npy_text_shape(&t, &out->rank, out->dims)) != MHA_OK) return st;
+            have_shape = 1;
+        } else {
+            return npy_text_fail(&t, "unexpected or repeated key");
+        }
+        if (npy_text_take(&t, ',')) continue;
+        if (npy_text_take(&t, '}')) break;
+        return npy_text_fail(&t, "expected ',' or '}'");
+    }
+    npy_text_skip_space(&t);
+    while (t.p < t.end && *t.p == '\0')
+        t.p++; /* some writers pad with NULs */
+    if (t.p != t.end) return npy_text_fail(&t, "text after the dict");
+    if (!have_descr || !have_fortran || !have_shape)
+        return npy_text_fail(&t, "missing descr, fortran_order or shape");
+
+    /* 3. what the dict says */
+    if (fortran)
+        return mha_fail(err, MHA_ERR_DATA_FORMAT,
+                        "%s: fortran_order arrays are not supported (save in C order)", what);
+    out->dtype = npy_dtype_from_descr(descr);
+    if (out->dtype == MHA_DTYPE_UNDEFINED)
+        return mha_fail(err, MHA_ERR_DTYPE, "%s: unsupported dtype '%s'", what, descr);
+
+    char shape[160];
+    tensor_shape_str(out->rank, out->dims, shape, sizeof shape);
+    int64_t numel = 1;
+    for (int i = 0; i < out->rank; i++)
+        if (!mha_mul_i64(numel, out->dims[i], &numel))
+            return mha_fail(err, MHA_ERR_LIMIT, "%s: shape %s overflows", what, shape);
+    size_t esize = mha_dtype_size(out->dtype);
+    if ((uint64_t)numel > SIZE_MAX || !mha_mul_size((size_t)numel, esize, &out->data_bytes))
+        return mha_fail(err, MHA_ERR_LIMIT, "%s: shape %s overflows", what, shape);
+
+    /* 4. the data must be exactly what the shape needs */
+    out->version_major = major;
+    out->header_bytes = prefix + (size_t)hlen;
+    uint64_t held = file_size - out->header_bytes;
+    if (held < out->data_bytes)
+        return mha_fail(err, MHA_ERR_DATA_FORMAT,
+                        "%s: shape %s needs %zu bytes but the file holds %llu", what, shape,
+                        out->data_bytes, (unsigned long long)held);
+    if (held > out->data_bytes)
+        return mha_fail(err, MHA_ERR_DATA_FORMAT,
+                        "%s: shape %s needs %zu bytes but the file holds %llu (trailing data)",
+                        what, shape, out->data_bytes, (unsigned long long)held);
+    out->rows = out->rank == 0 ? 1 : out->dims[0];
+    out->row_bytes = out->rows > 0 ? out->data_bytes / (size_t)out->rows : 0;
+    if (out->rows == 0) { /* no data at all: a row still has a size */
+        size_t rb = esize;
+        for (int i = 1; i < out->rank; i++)
+            if (!mha_mul_size(rb, (size_t)out->dims[i], &rb))
+                return mha_fail(err, MHA_ERR_LIMIT, "%s: shape %s overflows", what, shape);
+        out->row_bytes = rb;
+    }
+    return MHA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* header formatting                                                         */
+/* ------------------------------------------------------------------------ */
+
+size_t npy_format_header(mha_dtype dtype, int rank, const int64_t *dims, void *buf, size_t cap) {
+    const char *descr = npy_dtype_descr(dtype);
+    if (!descr || rank < 0 || rank > MHA_MAX_RANK) return 0;
+    char text[512];
+    size_t n = (size_t)snprintf(text, sizeof text,
+                                "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
+    for (int i = 0; i < rank; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "%s%lld", i ? ", " : "",
+                              (long long)dims[i]);
+    n += (size_t)snprintf(text + n, sizeof text - n, "%s), }", rank == 1 ? "," : "");
+    /* version 1.0 unless the text needs a 4-byte length; pad with spaces so
+     * that the data starts at a multiple of 64 (aligned for any dtype and
+     * for SIMD loads from a mapping), ending in '\n' */
+    size_t prefix = n + 1 < 65536 - 64 ? 10 : 12;
+    size_t total = (prefix + n + 1 + 63) & ~(size_t)63;
+    if (total > cap) return 0;
+    unsigned char *b = buf;
+    size_t hlen = total - prefix;
+    memcpy(b, npy_magic, 6);
+    b[6] = prefix == 10 ? 1 : 2;
+    b[7] = 0;
+    b[8] = (unsigned char)(hlen & 0xff);
+    b[9] = (unsigned char)(hlen >> 8 & 0xff);
+    if (prefix == 12) {
+        b[10] = (unsigned char)(hlen >> 16 & 0xff);
+        b[11] = (unsigned char)(hlen >> 24 & 0xff);
+    }
+    memcpy(b + prefix, text, n);
+    memset(b + prefix + n, ' ', total - prefix - n - 1);
+    b[total - 1] = '\n';
+    return total;
+}
+
+/* ------------------------------------------------------------------------ */
+/* reader                                                                    */
+/* ------------------------------------------------------------------------ */
+
+struct npy_reader {
+    const mha_alloc_ctx *alloc;
+    char *path;
+    int fd;
+    npy_header h;
+    void *map; /* whole file, read-only, or NULL */
+    size_t map_len;
+    void *bounce; /* pread + conversion scratch */
+    size_t bounce_bytes;
+};
+
+/* Reads exactly n bytes at offset; a short file is an I/O error (the file
+ * was checked at open, so it shrank). */
+static mha_status npy_pread_all(int fd, void *dst, size_t n, uint64_t offset, const char *what,
+                                mha_error *err) {
+    unsigned char *p = dst;
+    while (n > 0) {
+        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
+        ssize_t got = pread(fd, p, chunk, (off_t)offset);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return mha_fail(err, MHA_ERR_IO, "%s: read failed: %s", what, strerror(errno));
+        }
+        if (got == 0)
+            return mha_fail(err, MHA_ERR_IO, "%s: file became shorter while being read", what);
+        p += got;
+        n -= (size_t)got;
+        offset += (uint64_t)got;
+    }
+    return MHA_OK;
+}
+
+mha_status npy_reader_open(const mha_alloc_ctx *a, const char *path, npy_mmap_mode mode,
+                           npy_reader **out, mha_error *err) {
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mha_fail(err, MHA_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        return mha_fail(err, MHA_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return mha_fail(err, MHA_ERR_IO, "%s: not a regular file", path);
+    }
+    uint64_t file_size = (uint64_t)sb.st_size;
+
+    /* The header is at most 12 + NPY_MAX_HEADER_BYTES bytes: read that much
+     * (or the whole file) onto the stack, then check it before allocating. */
+    unsigned char head[12 + NPY_MAX_HEADER_BYTES];
+    size_t want = file_size < sizeof head ? (size_t)file_size : sizeof head;
+    npy_header h;
+    mha_status st = npy_pread_all(fd, head, want, 0, path, err);
+    if (st == MHA_OK) st = npy_parse_header(head, want, file_size, path, &h, err);
+    if (st != MHA_OK) {
+        close(fd);
+        return st;
+    }
+
+    npy_reader *r = mha_calloc(a, 1, sizeof *r);
+    char *p = mha_strdup(a, path);
+    if (!r || !p) {
+        mha_free(a, r);
+        mha_free(a, p);
+        close(fd);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory opening the file", path);
+    }
+    r->alloc = a;
+    r->path = p;
+    r->fd = fd;
+    r->h = h;
+    int map = h.data_bytes > 0 && (mode == NPY_MMAP_ALWAYS ||
+                                   (mode == NPY_MMAP_AUTO && h.data_bytes >= NPY_MMAP_MIN_BYTES));
+    if (map && file_size <= SIZE_MAX) {
+        void *m = mmap(NULL, (size_t)file_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m != MAP_FAILED) { /* else: the pread path below serves every read */
+            r->map = m;
+            r->map_len = (size_t)file_size;
+        }
+    }
+    *out = r;
+    return MHA_OK;
+}
+
+const npy_header *npy_reader_header(const npy_reader *r) {
+    return &r->h;
+}
+
+const void *npy_reader_mapped_data(const npy_reader *r) {
+    return r->map ? (const unsigned char *)r->map + r->h.header_bytes : NULL;
+}
+
+mha_status npy_reader_read_rows(npy_reader *r, int64_t r0, int64_t r1, mha_dtype want, void *dst,
+                                size_t dst_bytes, mha_error *err) {
+    const npy_header *h = &r->h;
+    mha_dtype from = h->dtype;
+    if (want == MHA_DTYPE_UNDEFINED) want = from;
+    if (r0 < 0 || r1 < r0 || r1 > h->rows)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: rows [%lld, %lld) outside [0, %lld)",
+                        r->path, (long long)r0, (long long)r1, (long long)h->rows);
+    if (!tensorfile_can_convert(from, want))
+        return mha_fail(err, MHA_ERR_DTYPE, "%s: cannot convert %s to %s", r->path,
+                        mha_dtype_name(from), mha_dtype_name(want));
+    size_t esize = mha_dtype_size(from), wsize = mha_dtype_size(want);
+    size_t row_elems = h->row_bytes / esize;
+    size_t n = (size_t)(r1 - r0) * row_elems; /* fits: the file holds these */
+    size_t need;
+    if (!mha_mul_size(n, wsize, &need) || dst_bytes < need)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "%s: buffer of %zu bytes too small for rows [%lld, %lld)", r->path,
+                        dst_bytes, (long long)r0, (long long)r1);
+    if (n == 0) return MHA_OK;
+    uint64_t offset = h->header_bytes + (uint64_t)r0 * h->row_bytes;
+
+    if (r->map) {
+        tensorfile_convert((const unsigned char *)r->map + offset, from, dst, want, n);
+        return MHA_OK;
+    }
+    if (from == want) {
+        mha_status st = npy_pread_all(r->fd, dst, n * esize, offset, r->path, err);
+        if (st == MHA_OK && from == MHA_DTYPE_BOOL) tensorfile_convert(dst, from, dst, want, n);
+        return st;
+    }
+    /* pread a chunk into the bounce buffer, convert it into dst */
+    if (!r->bounce) {
+        r->bounce_bytes = (size_t)1 << 18;
+        r->bounce = mha_malloc(r->alloc, r->bounce_bytes);
+        if (!r->bounce)
+            return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory for a read buffer", r->path);
+    }
+    size_t per = r->bounce_bytes / esize;
+    unsigned char *d = dst;
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < per ? n - done : per;
+        mha_status st =
+            npy_pread_all(r->fd, r->bounce, k * esize, offset + done * esize, r->path, err);
+        if (st != MHA_OK) return st;
+        tensorfile_convert(r->bounce, from, d + done * wsize, want, k);
+        done += k;
+    }
+    return MHA_OK;
+}
+
+void npy_reader_close(npy_reader *r) {
+    if (!r) return;
+    if (r->map) munmap(r->map, r->map_len);
+    if (r->fd >= 0) close(r->fd);
+    mha_free(r->alloc, r->bounce);
+    mha_free(r->alloc, r->path);
+    mha_free(r->alloc, r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* writer                                                                    */
+/* ------------------------------------------------------------------------ */
+
+struct npy_writer {
+    const mha_alloc_ctx *alloc;
+    atomic_file *file;
+    int64_t rows, rows_written;
+    size_t row_bytes;
+};
+
+mha_status npy_writer_begin(const mha_alloc_ctx *a, const char *path, mha_dtype dtype, int rank,
+                            const int64_t *dims, npy_writer **out, mha_error *err) {
+    *out = NULL;
+    if (!npy_dtype_descr(dtype))
+        return mha_fail(err, MHA_ERR_DTYPE, "%s: %s cannot be written as .npy", path,
+                        mha_dtype_name(dtype));
+    if (rank < 0 || rank > MHA_MAX_RANK)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: rank %d", path, rank);
+    size_t row_bytes = mha_dtype_size(dtype);
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] < 0)
+            return mha_fail(err, MHA_ERR_SHAPE, "%s: negative dimension %lld", path,
+                            (long long)dims[i]);
+        if (i > 0 &&
+            ((uint64_t)dims[i] > SIZE_MAX || !mha_mul_size(row_bytes, (size_t)dims[i], &row_bytes)))
+            return mha_fail(err, MHA_ERR_LIMIT, "%s: shape overflows", path);
+    }
+    int64_t rows = rank == 0 ? 1 : dims[0];
+    size_t total;
+    if ((uint64_t)rows > SIZE_MAX || !mha_mul_size(row_bytes, (size_t)rows, &total))
+        return mha_fail(err, MHA_ERR_LIMIT, "%s: shape overflows", path);
+
+    unsigned char head[640];
+    size_t hn = npy_format_header(dtype, rank, dims, head, sizeof head);
+    if (hn == 0) return mha_fail(err, MHA_ERR_INTERNAL, "%s: cannot format the header", path);
+    npy_writer *w = mha_calloc(a, 1, sizeof *w);
+    if (!w) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    w->alloc = a;
+    w->rows = rows;
+    w->row_bytes = row_bytes;
+    mha_status st = atomic_file_begin(a, path, &w->file, err);
+    if (st == MHA_OK) st = atomic_file_write(w->file, head, hn, err);
+    if (st != MHA_OK) {
+        npy_writer_abort(w);
+        return st;
+    }
+    *out = w;
+    return MHA_OK;
+}
+
+mha_status npy_writer_write_rows(npy_writer *w, const void *data, int64_t rows, mha_error *err) {
+    if (rows < 0 || rows > w->rows - w->rows_written)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: writing %lld rows after %lld of %lld",
+                        atomic_file_path(w->file), (long long)rows, (long long)w->rows_written,
+                        (long long)w->rows);
+    mha_status st = atomic_file_write(w->file, data, (size_t)rows * w->row_bytes, err);
+    if (st == MHA_OK) w->rows_written += rows;
+    return st;
+}
+
+mha_status npy_writer_commit(npy_writer *w, mha_error *err) {
+    mha_status st;
+    if (w->rows_written != w->rows) {
+        st = mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: only %lld of %lld rows were written",
+                      atomic_file_path(w->file), (long long)w->rows_written, (long long)w->rows);
+        npy_writer_abort(w);
+        return st;
+    }
+    st = atomic_file_commit(w->file, err);
+    mha_free(w->alloc, w);
+    return st;
+}
+
+void npy_writer_abort(npy_writer *w) {
+    if (!w) return;
+    atomic_file_abort(w->file);
+    mha_free(w->alloc, w);
+}

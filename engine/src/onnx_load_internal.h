@@ -1,0 +1,91 @@
+/* onnx_load_internal.h -- what the three parts of the ONNX importer share:
+ * onnx_load_wire.c (file reading, the wire-format pre-scan, protobuf-c with
+ * our allocator), onnx_load_tensor.c (the one tensor loader, external data,
+ * sparse tensors, TensorProto files) and onnx_load.c (the graph). Private to
+ * the importer and its unit test. */
+#ifndef MHA_ONNX_LOAD_INTERNAL_H
+#define MHA_ONNX_LOAD_INTERNAL_H
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "onnx.pb-c.h"
+#include "onnx_ir.h"
+
+#define ONNX_DEFAULT_MAX_FILE_BYTES ((uint64_t)4 << 30)
+#define ONNX_DEFAULT_MAX_NESTING 64
+
+/* protobuf-c's allocator, routed through an mha_alloc_ctx so the tests'
+ * fault injection reaches protobuf-c's allocations too. `failed` records
+ * that an allocation failed, which tells an out-of-memory apart from a
+ * malformed message when unpack returns NULL. Must not move after init
+ * (pb.allocator_data points at the struct itself). */
+typedef struct onnx_pb_alloc {
+    ProtobufCAllocator pb;
+    const mha_alloc_ctx *alloc;
+    int failed;
+} onnx_pb_alloc;
+
+void onnx_pb_alloc_init(onnx_pb_alloc *pa, const mha_alloc_ctx *alloc);
+
+/* Reads a whole regular file into an mha_malloc'd buffer. Refuses an empty
+ * file, a non-regular file and one larger than max_bytes (MHA_ERR_LIMIT).
+ * Messages start with the path. */
+mha_status onnx_read_file(const mha_alloc_ctx *alloc, const char *path, uint64_t max_bytes,
+                          void **data, size_t *size, mha_error *err);
+
+/* Walks the protobuf wire format of a `root` message without building it,
+ * descending into every length-delimited field that our schema declares as
+ * a sub-message, and refuses: nesting deeper than max_depth (MHA_ERR_LIMIT),
+ * truncated varints, bad wire types, length prefixes past the end of the
+ * buffer or of the enclosing message (MHA_ERR_MODEL_FORMAT; messages give
+ * the byte offset). Also refuses what protobuf-c itself could not frame the
+ * same way (a length prefix over 5 bytes or above INT_MAX), so protobuf-c
+ * never sees a nesting the scan did not. Iterative: the C stack stays flat. */
+mha_status onnx_wire_prescan(const mha_alloc_ctx *alloc, const void *data, size_t size,
+                             const ProtobufCMessageDescriptor *root, int max_depth, mha_error *err);
+
+/* Pre-scan, then protobuf_c_message_unpack with `pa`. The caller frees *out
+ * with protobuf_c_message_free_unpacked(*out, &pa->pb). */
+mha_status onnx_unpack(const ProtobufCMessageDescriptor *root, const void *data, size_t size,
+                       int max_depth, onnx_pb_alloc *pa, ProtobufCMessage **out, mha_error *err);
+
+/* State shared by every tensor of one load. */
+typedef struct onnx_load_ctx {
+    const mha_alloc_ctx *alloc; /* the tensors' allocator (tensor.alloc points here) */
+    const char *base_dir;       /* folder external data resolves in; NULL: refused */
+    int dir_fd;                 /* base_dir opened on first use; -1 before */
+    uint64_t max_bytes;         /* cap on what a sparse tensor may densify to */
+} onnx_load_ctx;
+
+void onnx_load_ctx_init(onnx_load_ctx *lc, const mha_alloc_ctx *alloc, const char *base_dir,
+                        uint64_t max_bytes);
+void onnx_load_ctx_close(onnx_load_ctx *lc);
+
+/* The one tensor loader. `role` names the tensor's place for messages, e.g.
+ * "initializer" or "attribute 'value' of Constant node 'c'"; the message
+ * then reads "initializer 'W': data has 12 bytes, expected 24 (2x3 float32)".
+ * Checks dtype, rank, dims >= 0, the element count and byte size without
+ * overflow, the data length (raw_data, typed field or external data), and
+ * converts to a tensor. May take over raw_data's buffer (zero copy): `tp`
+ * is then left without raw_data. */
+mha_status onnx_tensor_load(onnx_load_ctx *lc, Onnx__TensorProto *tp, const char *role,
+                            tensor **out, mha_error *err);
+
+/* Densifies a SparseTensorProto (values [NNZ] + indices [NNZ] linear or
+ * [NNZ, rank]); both parts go through onnx_tensor_load; every index is
+ * bounds-checked. */
+mha_status onnx_sparse_load(onnx_load_ctx *lc, Onnx__SparseTensorProto *sp, const char *role,
+                            tensor **out, mha_error *err);
+
+/* Opens `rel` (relative, already checked for "/" and "..") for reading
+ * beneath the folder dir_fd: openat2 with RESOLVE_BENEATH |
+ * RESOLVE_NO_MAGICLINKS, or, when the kernel lacks openat2 or force_fallback
+ * is set, a walk of openat(O_NOFOLLOW) per component (which refuses every
+ * symlink). Returns the fd, or -1 with errno set (EXDEV or ELOOP for an
+ * escape). */
+int onnx_open_beneath(int dir_fd, const char *rel, int force_fallback);
+
+/* "float32", "string", "complex64", ... for any ONNX TensorProto.DataType. */
+const char *onnx_dtype_name(int32_t onnx_type);
+
+#endif

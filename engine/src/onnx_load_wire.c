@@ -1,0 +1,307 @@
+/* onnx_load_wire.c -- the protobuf layer of the ONNX importer: reading a
+ * model file, pre-scanning the wire format (protobuf-c recurses once per
+ * nested message with no limit, so a crafted file could exhaust the stack),
+ * and unpacking with protobuf-c through the engine's allocator. */
+#define _GNU_SOURCE
+#include "onnx_load_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- protobuf-c allocator ---- */
+
+static void *pb_alloc(void *data, size_t size) {
+    onnx_pb_alloc *pa = data;
+    void *p = mha_malloc(pa->alloc, size);
+    if (!p) pa->failed = 1;
+    return p;
+}
+
+static void pb_free(void *data, void *ptr) {
+    onnx_pb_alloc *pa = data;
+    mha_free(pa->alloc, ptr);
+}
+
+void onnx_pb_alloc_init(onnx_pb_alloc *pa, const mha_alloc_ctx *alloc) {
+    pa->pb.alloc = pb_alloc;
+    pa->pb.free = pb_free;
+    pa->pb.allocator_data = pa;
+    pa->alloc = alloc;
+    pa->failed = 0;
+}
+
+/* ---- file reading ---- */
+
+mha_status onnx_read_file(const mha_alloc_ctx *alloc, const char *path, uint64_t max_bytes,
+                          void **data, size_t *size, mha_error *err) {
+    *data = NULL;
+    *size = 0;
+    if (max_bytes == 0) max_bytes = ONNX_DEFAULT_MAX_FILE_BYTES;
+    /* O_NONBLOCK: a FIFO given as the model must not hang the open; it is
+     * refused as not a regular file just below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) return mha_fail(err, MHA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return mha_fail(err, MHA_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return mha_fail(err, MHA_ERR_IO, "%s: not a regular file", path);
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        return mha_fail(err, MHA_ERR_MODEL_FORMAT, "%s: empty file (0 bytes)", path);
+    }
+    if ((uint64_t)st.st_size > max_bytes || (uint64_t)st.st_size > SIZE_MAX) {
+        close(fd);
+        return mha_fail(err, MHA_ERR_LIMIT,
+                        "%s: file of %llu bytes exceeds the limit of %llu bytes", path,
+                        (unsigned long long)st.st_size, (unsigned long long)max_bytes);
+    }
+    size_t n = (size_t)st.st_size;
+    unsigned char *buf = mha_malloc(alloc, n);
+    if (!buf) {
+        close(fd);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory reading %zu bytes", path, n);
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : 0;
+            close(fd);
+            mha_free(alloc, buf);
+            if (r == 0)
+                return mha_fail(err, MHA_ERR_IO, "%s: file shrank while reading (%zu of %zu bytes)",
+                                path, got, n);
+            return mha_fail(err, MHA_ERR_IO, "%s: read failed at byte %zu: %s", path, got,
+                            strerror(e));
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *data = buf;
+    *size = n;
+    return MHA_OK;
+}
+
+/* ---- wire-format pre-scan ---- */
+
+/* protobuf-c makes one allocation per sub-message, string, bytes, packed
+ * array and unknown field. A file with more of those than this is refused
+ * before unpacking: 2-byte fields each costing a 100-200 byte struct (or a
+ * 64-byte aligned block) would otherwise blow a file up ~100x in memory.
+ * Real models stay far below (a node with its names and value_info needs
+ * ~10-20). */
+#define ONNX_MAX_ALLOCATING_FIELDS ((size_t)1 << 24)
+
+typedef struct wire_frame {
+    const ProtobufCMessageDescriptor *desc;
+    size_t end; /* offset one past the message's last byte */
+} wire_frame;
+
+/* Reads a varint of at most max_bytes bytes from buf[*pos, end). Returns 1 on
+ * success, 0 when it runs past end, -1 when it is longer than max_bytes. */
+static int wire_read_varint(const unsigned char *buf, size_t end, size_t *pos, int max_bytes,
+                            uint64_t *value) {
+    uint64_t v = 0;
+    for (int i = 0; i < max_bytes; i++) {
+        if (*pos >= end) return 0;
+        unsigned char c = buf[(*pos)++];
+        v |= (uint64_t)(c & 0x7f) << (7 * i);
+        if (!(c & 0x80)) {
+            *value = v;
+            return 1;
+        }
+    }
+    return -1;
+}
+
+static const char *wire_bound_name(size_t end, size_t size) {
+    return end == size ? "end of file" : "end of the enclosing message";
+}
+
+mha_status onnx_wire_prescan(const mha_alloc_ctx *alloc, const void *data, size_t size,
+                             const ProtobufCMessageDescriptor *root, int max_depth,
+                             mha_error *err) {
+    const unsigned char *buf = data;
+    if (max_depth <= 0) max_depth = ONNX_DEFAULT_MAX_NESTING;
+
+    /* The frame stack grows on the heap as the nesting deepens (bounded by
+     * max_depth), so a generous limit costs nothing for shallow files. */
+    size_t cap = 16;
+    wire_frame *stack = mha_malloc(alloc, cap * sizeof *stack);
+    if (!stack) return mha_fail(err, MHA_ERR_NO_MEMORY, "out of memory scanning the protobuf");
+    size_t depth = 1;
+    stack[0].desc = root;
+    stack[0].end = size;
+    size_t pos = 0, allocating = 1;
+    mha_status st = MHA_OK;
+
+    while (depth > 0) {
+        wire_frame *top = &stack[depth - 1];
+        if (pos == top->end) {
+            depth--;
+            continue;
+        }
+        size_t tag_at = pos;
+        uint64_t tag;
+        /* protobuf-c reads tags of at most 5 bytes */
+        int r = wire_read_varint(buf, top->end, &pos, 5, &tag);
+        if (r <= 0) {
+            st = mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                          r == 0 ? "truncated field tag at byte offset %zu (%s)"
+                                 : "field tag longer than 5 bytes at byte offset %zu (%s)",
+                          tag_at, r == 0 ? wire_bound_name(top->end, size) : top->desc->name);
+            break;
+        }
+        uint64_t field = tag >> 3;
+        unsigned wire = (unsigned)(tag & 7);
+        if (field == 0 || field > ((1u << 29) - 1)) {
+            st = mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                          "invalid field number %llu at byte offset %zu in %s",
+                          (unsigned long long)field, tag_at, top->desc->name);
+            break;
+        }
+        const ProtobufCFieldDescriptor *fd =
+            protobuf_c_message_descriptor_get_field(top->desc, (unsigned)field);
+        if ((wire == 2 || !fd) && ++allocating > ONNX_MAX_ALLOCATING_FIELDS) {
+            st = mha_fail(err, MHA_ERR_LIMIT,
+                          "more than %zu protobuf fields that need memory (at byte offset %zu)",
+                          ONNX_MAX_ALLOCATING_FIELDS, tag_at);
+            break;
+        }
+        switch (wire) {
+        case 0: { /* varint */
+            uint64_t v;
+            size_t at = pos;
+            r = wire_read_varint(buf, top->end, &pos, 10, &v);
+            if (r <= 0) {
+                st = mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                              r == 0 ? "truncated varint at byte offset %zu (field %llu of %s)"
+                                     : "varint longer than 10 bytes at byte offset %zu "
+                                       "(field %llu of %s)",
+                              at, (unsigned long long)field, top->desc->name);
+            }
+            break;
+        }
+        case 1:   /* fixed64 */
+        case 5: { /* fixed32 */
+            size_t need = wire == 1 ? 8 : 4;
+            if (top->end - pos < need)
+                st = mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                              "truncated %s field at byte offset %zu (field %llu of %s, %zu "
+                              "bytes before the %s)",
+                              wire == 1 ? "fixed64" : "fixed32", tag_at, (unsigned long long)field,
+                              top->desc->name, top->end - pos, wire_bound_name(top->end, size));
+            else
+                pos += need;
+            break;
+        }
+        case 2: { /* length-delimited */
+            uint64_t len;
+            size_t at = pos;
+            /* protobuf-c reads length prefixes of at most 5 bytes */
+            r = wire_read_varint(buf, top->end, &pos, 5, &len);
+            if (r <= 0) {
+                st = mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                              r == 0 ? "truncated length prefix at byte offset %zu "
+                                       "(field %llu of %s)"
+                                     : "length prefix longer than 5 bytes at byte offset %zu "
+                                       "(field %llu of %s)",
+                              at, (unsigned long long)field, top->desc->name);
+                break;
+            }
+            if (len > (uint64_t)INT_MAX) {
+                st = mha_fail(err, MHA_ERR_LIMIT,
+                              "field %llu of %s at byte offset %zu is %llu bytes; protobuf "
+                              "fields are limited to 2 GiB (store large tensors as external "
+                              "data)",
+                              (unsigned long long)field, top->desc->name, tag_at,
+                              (unsigned long long)len);
+                break;
+            }
+            if (len > top->end - pos) {
+                if (top->end == size)
+                    st = mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                                  "length past end of file at byte offset %zu (field %llu of "
+                                  "%s declares %llu bytes, %zu remain): truncated file?",
+                                  tag_at, (unsigned long long)field, top->desc->name,
+                                  (unsigned long long)len, top->end - pos);
+                else
+                    st = mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                                  "length past end of the enclosing message at byte offset %zu "
+                                  "(field %llu of %s declares %llu bytes, %zu remain)",
+                                  tag_at, (unsigned long long)field, top->desc->name,
+                                  (unsigned long long)len, top->end - pos);
+                break;
+            }
+            if (!fd || fd->type != PROTOBUF_C_TYPE_MESSAGE) {
+                pos += (size_t)len; /* bytes, string, packed numbers, unknown field */
+                break;
+            }
+            if (depth + 1 > (size_t)max_depth) {
+                st = mha_fail(err, MHA_ERR_LIMIT,
+                              "messages nested deeper than the limit of %d at byte offset %zu "
+                              "(field '%s' of %s)",
+                              max_depth, tag_at, fd->name, top->desc->name);
+                break;
+            }
+            if (depth == cap) {
+                wire_frame *bigger = mha_malloc(alloc, 2 * cap * sizeof *stack);
+                if (!bigger) {
+                    st = mha_fail(err, MHA_ERR_NO_MEMORY, "out of memory scanning the protobuf");
+                    break;
+                }
+                memcpy(bigger, stack, cap * sizeof *stack);
+                mha_free(alloc, stack);
+                stack = bigger;
+                cap *= 2;
+            }
+            stack[depth].desc = fd->descriptor;
+            stack[depth].end = pos + (size_t)len;
+            depth++;
+            break;
+        }
+        default:
+            /* 3 and 4 are the deprecated groups, which protobuf-c refuses too */
+            st = mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                          "unsupported wire type %u at byte offset %zu (field %llu of %s)", wire,
+                          tag_at, (unsigned long long)field, top->desc->name);
+            break;
+        }
+        if (st != MHA_OK) break;
+    }
+    mha_free(alloc, stack);
+    return st;
+}
+
+mha_status onnx_unpack(const ProtobufCMessageDescriptor *root, const void *data, size_t size,
+                       int max_depth, onnx_pb_alloc *pa, ProtobufCMessage **out, mha_error *err) {
+    *out = NULL;
+    mha_status st = onnx_wire_prescan(pa->alloc, data, size, root, max_depth, err);
+    if (st != MHA_OK) return st;
+    pa->failed = 0;
+    ProtobufCMessage *msg = protobuf_c_message_unpack(root, &pa->pb, size, data);
+    if (!msg) {
+        if (pa->failed)
+            return mha_fail(err, MHA_ERR_NO_MEMORY, "out of memory unpacking %s (%zu bytes)",
+                            root->name, size);
+        /* The framing passed the scan, so this is a field of the wrong wire
+         * type for our schema or a bad packed array. */
+        return mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                        "malformed protobuf: %s could not be decoded (a field has the wrong "
+                        "type)",
+                        root->name);
+    }
+    *out = msg;
+    return MHA_OK;
+}

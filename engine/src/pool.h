@@ -1,0 +1,89 @@
+/* pool.h -- the thread pool of a runtime: a fixed set of worker threads that
+ * run one job at a time together with the calling thread (worker 0).
+ *
+ * A job is a short list of phases; each phase is a range of unit indices
+ * [0, n_units). Every participating thread claims units from one atomic
+ * counter per phase until the range is exhausted, then waits at a barrier
+ * until every participant finished the phase (the next phase reads what the
+ * previous one wrote). Barriers and the wait for a new job spin briefly and
+ * then block on a condition variable, so idle workers cost nothing.
+ *
+ * The pool keeps no global state; all of it lives in the struct pool. */
+#ifndef MHA_POOL_H
+#define MHA_POOL_H
+
+#include <stdatomic.h>
+
+#include "common.h"
+
+#define POOL_MAX_PHASES 4
+#define POOL_MAX_THREADS 1024
+
+/* One unit of work. worker is in [0, threads used): index for per-worker
+ * scratch. A non-OK status stops the job (the remaining units are skipped)
+ * and becomes the job's status; err may receive the message (only the
+ * first failing unit's message is kept). */
+typedef mha_status (*pool_unit_fn)(void *ctx, int phase, int64_t unit, int worker, mha_error *err);
+
+typedef struct pool_job {
+    /* filled by the caller */
+    pool_unit_fn fn;
+    void *ctx;
+    int n_phases;                     /* 1..POOL_MAX_PHASES */
+    int64_t n_units[POOL_MAX_PHASES]; /* units per phase (may be 0) */
+    int num_threads;                  /* wanted, 0 = all; capped to the pool */
+    /* Polled on the calling thread only, between its units and at every
+     * phase end; nonzero ends the job with MHA_ERR_CANCELLED. May be NULL. */
+    int (*cancel)(void *user);
+    void *cancel_user;
+
+    /* filled by pool_run */
+    int threads_used; /* participants, the caller included */
+    int ran_alone;    /* the pool was busy: caller alone */
+
+    /* internal */
+    atomic_llong next_unit[POOL_MAX_PHASES];
+    atomic_int status;      /* MHA_OK until a unit fails */
+    atomic_int message_set; /* err holds a unit's message */
+    mha_error *err;
+} pool_job;
+
+typedef struct pool pool;
+
+/* Starts n_workers threads (0 is allowed: the caller then works alone) with
+ * the given stack size (0 = 1 MiB). Each worker sets FTZ/DAZ (flush
+ * denormals to zero) before its first unit. */
+mha_status pool_create(const mha_alloc_ctx *a, int n_workers, size_t stack_bytes, pool **out,
+                       mha_error *err);
+
+/* Stops and joins the workers, frees the pool. Accepts NULL. */
+void pool_destroy(pool *p);
+
+/* In a forked child the worker threads do not exist: frees the memory
+ * without joining or touching the (possibly locked) mutexes. */
+void pool_abandon(pool *p);
+
+/* Threads a job may use: n_workers + 1. */
+int pool_size(const pool *p);
+
+/* Runs job to completion on the calling thread plus up to
+ * job->num_threads - 1 workers. Serves one job at a time: when another
+ * thread's job holds the pool, this job runs on the calling thread alone
+ * (job->ran_alone = 1); results must not depend on that. p may be NULL
+ * (caller alone). Returns the job's status: MHA_OK, the first failing
+ * unit's status, or MHA_ERR_CANCELLED. */
+mha_status pool_run(pool *p, pool_job *job, mha_error *err);
+
+/* Takes the pool for work that is parallel in some other way (a
+ * self-parallel plugin's own threads), so only one parallel run is active
+ * at a time: 1 = taken (pool_release later, from the same thread), 0 =
+ * another job holds it (or p is NULL); the caller then runs one thread. */
+int pool_try_reserve(pool *p);
+void pool_release(pool *p);
+
+/* Sets FTZ and DAZ in the calling thread's FP control register; returns the
+ * previous value for fp_restore. A no-op (returning 0) off x86. */
+unsigned pool_fp_flush_denormals(void);
+void pool_fp_restore(unsigned saved);
+
+#endif

@@ -1,0 +1,583 @@
+/* registry.c -- the plugin registry: finds backend plugin files, checks
+ * their ABI, probes them against the CPU features, and picks one.
+ *
+ * Search order (first found wins for a name; never the current directory):
+ *   1. registry_options.plugin_path: a plugin file or a folder
+ *   2. MHA_PLUGIN_PATH, ':'-separated files or folders (empty items skipped:
+ *      unlike PATH, an empty item does NOT mean ".")
+ *   3. beside libmha, found with dladdr on a libmha function: <dir>/mha/plugins
+ *      and <dir>/../lib/mha/plugins (the second serves the `mha` command and
+ *      the tests, which link libmha statically into build/bin/)
+ *   4. the installed folder, MHA_PLUGIN_INSTALL_DIR
+ * In a folder, files named mha-plugin-*.so load in sorted (byte) order. A
+ * folder or file reached twice (same realpath) is scanned once.
+ *
+ * Loading one file, each step's failure recorded in the entry's reason and
+ * logged, never fatal for the others:
+ *   dlopen(RTLD_NOW|RTLD_LOCAL) -> dlsym("mha_plugin_get") -> call it with
+ *   MHA_PLUGIN_ABI_MAJOR -> non-NULL -> abi_major and struct_size (before
+ *   any other field) -> name and function pointers -> not a duplicate name
+ *   -> probe(cpu features) > 0.
+ * The built-in scalar backend is always entry 0, path "(built-in)".
+ *
+ * Plugins are never dlclose'd. Code and static data of a plugin are
+ * referenced from places the registry does not see (the plugin table the
+ * runtime holds, weights a model packed with the plugin's layout, threads of
+ * an OpenMP runtime the plugin started, TLS destructors), and unloading
+ * under any of them crashes later in a way that is hard to trace. dlopen of
+ * the same file again only bumps a reference count, so a process creating
+ * many registries does not map plugins many times.
+ */
+#define _GNU_SOURCE
+#include "registry.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <link.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define REGISTRY_BUILTIN_PATH "(built-in)"
+#define REGISTRY_FILE_PREFIX "mha-plugin-"
+#define REGISTRY_FILE_SUFFIX ".so"
+#define REGISTRY_NAME_MAX 32
+
+/* State while registry_create runs. */
+typedef struct reg_build {
+    registry *r;
+    size_t cap;                  /* capacity of r->entries */
+    const registry_options *opts;
+    char **seen;                 /* realpaths of folders and files visited */
+    size_t n_seen, cap_seen;
+} reg_build;
+
+/* ---- small helpers ---- */
+
+static void reg_log(const registry_options *o, mha_log_level level, const char *fmt, ...)
+    MHA_PRINTF(3, 4);
+
+static void reg_log(const registry_options *o, mha_log_level level, const char *fmt, ...) {
+    if (!o || !o->log || level > o->log_level) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    for (char *p = msg; *p; p++) /* one line */
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    o->log(o->log_user, level, msg);
+}
+
+/* Grows a pointer-sized array by doubling; 0 on allocation failure. */
+static int reg_grow(const mha_alloc_ctx *a, void **arr, size_t *cap, size_t need,
+                    size_t elem) {
+    if (need <= *cap) return 1;
+    size_t ncap = *cap ? *cap * 2 : 8;
+    while (ncap < need) ncap *= 2;
+    void *n = mha_calloc(a, ncap, elem);
+    if (!n) return 0;
+    if (*arr && *cap) memcpy(n, *arr, *cap * elem);
+    mha_free(a, *arr);
+    *arr = n;
+    *cap = ncap;
+    return 1;
+}
+
+/* Returns 1 if `real` was visited before; else remembers it and returns 0.
+ * -1 on allocation failure. */
+static int reg_seen_before(reg_build *b, const char *real) {
+    for (size_t i = 0; i < b->n_seen; i++)
+        if (strcmp(b->seen[i], real) == 0) return 1;
+    if (!reg_grow(&b->r->alloc, (void **)&b->seen, &b->cap_seen, b->n_seen + 1,
+                  sizeof(char *)))
+        return -1;
+    char *copy = mha_strdup(&b->r->alloc, real);
+    if (!copy) return -1;
+    b->seen[b->n_seen++] = copy;
+    return 0;
+}
+
+/* Appends a zeroed entry for `path`; NULL on allocation failure. */
+static plugin_entry *reg_add_entry(reg_build *b, const char *path) {
+    registry *r = b->r;
+    if (!reg_grow(&r->alloc, (void **)&r->entries, &b->cap, r->n_entries + 1,
+                  sizeof(plugin_entry)))
+        return NULL;
+    plugin_entry *e = &r->entries[r->n_entries];
+    memset(e, 0, sizeof *e);
+    e->path = mha_strdup(&r->alloc, path);
+    if (!e->path) return NULL;
+    r->n_entries++;
+    return e;
+}
+
+static void reg_set_reason(plugin_entry *e, const char *fmt, ...) MHA_PRINTF(2, 3);
+
+static void reg_set_reason(plugin_entry *e, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->reason, sizeof e->reason, fmt, ap);
+    va_end(ap);
+    for (char *p = e->reason; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+}
+
+/* A plugin name is short and [a-z0-9_]: it is typed on command lines and
+ * printed in messages. */
+static int reg_name_valid(const char *name) {
+    if (!name || !name[0]) return 0;
+    size_t n = 0;
+    for (const char *p = name; *p; p++, n++) {
+        if (n >= REGISTRY_NAME_MAX) return 0;
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_')) return 0;
+    }
+    return 1;
+}
+
+/* The first function pointer of the table that is NULL although the host
+ * needs it, or NULL when all are present. */
+static const char *reg_missing_function(const mha_plugin *p) {
+    if (!p->probe) return "probe";
+    if (!p->gemm_packed_size) return "gemm_packed_size";
+    if (!p->gemm_pack_b) return "gemm_pack_b";
+    if (!p->gemm) return "gemm";
+    if (!p->attention_workspace_size) return "attention_workspace_size";
+    if (!p->attention) return "attention";
+    return NULL;
+}
+
+/* ---- loading one file ---- */
+
+/* Checks the table a plugin returned, in ABI order: abi_major and
+ * struct_size first (the only fields every ABI version shares), then the
+ * rest. Returns 1 when valid; else sets e->reason. */
+static int reg_check_table(plugin_entry *e, const char *path, const mha_plugin *p) {
+    if (p->abi_major != MHA_PLUGIN_ABI_MAJOR) {
+        reg_set_reason(e, "%s: %s() returned a table of ABI major %u; this host speaks %u",
+                       path, MHA_PLUGIN_ENTRY_SYMBOL, p->abi_major, MHA_PLUGIN_ABI_MAJOR);
+        return 0;
+    }
+    if (p->struct_size < sizeof(mha_plugin)) {
+        reg_set_reason(e, "%s: %s() returned a table of %u bytes; ABI %u.0 needs %zu",
+                       path, MHA_PLUGIN_ENTRY_SYMBOL, p->struct_size, MHA_PLUGIN_ABI_MAJOR,
+                       sizeof(mha_plugin));
+        return 0;
+    }
+    if (!reg_name_valid(p->name)) {
+        reg_set_reason(e, "%s: plugin name is missing or not [a-z0-9_]{1,%d}", path,
+                       REGISTRY_NAME_MAX);
+        return 0;
+    }
+    const char *missing = reg_missing_function(p);
+    if (missing) {
+        reg_set_reason(e, "%s: plugin '%s' has no '%s' function", path, p->name, missing);
+        return 0;
+    }
+    if (p->gemm_m_block < 1 || p->gemm_n_block < 1) {
+        reg_set_reason(e, "%s: plugin '%s' has gemm blocks %lld x %lld (need >= 1)", path,
+                       p->name, (long long)p->gemm_m_block, (long long)p->gemm_n_block);
+        return 0;
+    }
+    return 1;
+}
+
+/* The earlier dlopen'ed entry that already holds `name`, or NULL. The
+ * built-in scalar does not count: a scalar plugin file is allowed beside it
+ * (and preferred on ties, see registry_select). */
+static const plugin_entry *reg_find_loaded(const registry *r, const char *name,
+                                           const plugin_entry *self) {
+    for (size_t i = 1; i < r->n_entries; i++) {
+        const plugin_entry *e = &r->entries[i];
+        if (e == self || !e->plugin || !e->name) continue;
+        if (strncmp(e->reason, "duplicate", 9) == 0) continue;
+        if (strcmp(e->name, name) == 0) return e;
+    }
+    return NULL;
+}
+
+/* Loads, checks and probes one file; problems go into the entry. Returns
+ * MHA_ERR_NO_MEMORY only (everything else is recorded, not returned). */
+static mha_status reg_load_file(reg_build *b, const char *path) {
+    registry *r = b->r;
+    plugin_entry *e = reg_add_entry(b, path);
+    if (!e) return MHA_ERR_NO_MEMORY;
+
+    /* 1. dlopen: resolve every symbol now so a broken file fails here */
+    dlerror();
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *why = dlerror();
+        reg_set_reason(e, "dlopen failed: %s", why ? why : path);
+        goto skipped;
+    }
+    e->dl_handle = h;
+
+    /* 2. the one exported entry symbol */
+    dlerror();
+    void *sym = dlsym(h, MHA_PLUGIN_ENTRY_SYMBOL);
+    if (!sym) {
+        reg_set_reason(e, "%s: no symbol '%s' (not an mha plugin)", path,
+                       MHA_PLUGIN_ENTRY_SYMBOL);
+        goto skipped;
+    }
+    mha_plugin_get_fn get;
+    memcpy(&get, &sym, sizeof get); /* object -> function pointer, as POSIX allows */
+
+    /* 3. ask for a table this host can read */
+    const mha_plugin *p = get(MHA_PLUGIN_ABI_MAJOR);
+    if (!p) {
+        reg_set_reason(e, "%s: %s(%u) returned NULL (plugin cannot serve this host's ABI)",
+                       path, MHA_PLUGIN_ENTRY_SYMBOL, MHA_PLUGIN_ABI_MAJOR);
+        goto skipped;
+    }
+    if (!reg_check_table(e, path, p)) goto skipped;
+
+    e->name = mha_strdup(&r->alloc, p->name);
+    e->version = mha_strdup(&r->alloc, p->version ? p->version : "");
+    if (!e->name || !e->version) return MHA_ERR_NO_MEMORY;
+    e->plugin = p;
+
+    /* 4. first of a name wins */
+    const plugin_entry *first = reg_find_loaded(r, p->name, e);
+    if (first) {
+        reg_set_reason(e, "duplicate: plugin '%s' already loaded from %s", p->name,
+                       first->path);
+        goto skipped;
+    }
+
+    /* 5. can it run on this CPU? */
+    const char *why = NULL;
+    int score = p->probe(r->cpu_features, &why);
+    if (score <= 0) {
+        reg_set_reason(e, "%s: probe of '%s' returned %d: %s", path, p->name, score,
+                       why ? why : "cannot run on this CPU");
+        e->score = 0;
+        goto skipped;
+    }
+    e->score = score;
+    e->usable = 1;
+    reg_log(b->opts, MHA_LOG_INFO, "plugin '%s' %s from %s: usable, score %d", e->name,
+            e->version, path, score);
+    return MHA_OK;
+
+skipped:
+    reg_log(b->opts, MHA_LOG_WARN, "plugin skipped: %s", e->reason);
+    return MHA_OK;
+}
+
+/* ---- scanning locations ---- */
+
+static int reg_cmp_str(const void *x, const void *y) {
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+static int reg_is_plugin_file_name(const char *n) {
+    size_t len = strlen(n), lp = strlen(REGISTRY_FILE_PREFIX), ls = strlen(REGISTRY_FILE_SUFFIX);
+    return len > lp + ls && strncmp(n, REGISTRY_FILE_PREFIX, lp) == 0 &&
+           strcmp(n + len - ls, REGISTRY_FILE_SUFFIX) == 0;
+}
+
+/* Loads every mha-plugin-*.so of folder `dir`, sorted. */
+static mha_status reg_scan_folder(reg_build *b, const char *dir) {
+    const mha_alloc_ctx *a = &b->r->alloc;
+    DIR *d = opendir(dir);
+    if (!d) {
+        reg_log(b->opts, MHA_LOG_WARN, "plugin folder %s: %s", dir, strerror(errno));
+        return MHA_OK;
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    mha_status st = MHA_OK;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!reg_is_plugin_file_name(de->d_name)) continue;
+        if (!reg_grow(a, (void **)&names, &cap, n + 1, sizeof(char *))) {
+            st = MHA_ERR_NO_MEMORY;
+            break;
+        }
+        names[n] = mha_strdup(a, de->d_name);
+        if (!names[n]) {
+            st = MHA_ERR_NO_MEMORY;
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    if (n) qsort(names, n, sizeof(char *), reg_cmp_str);
+
+    reg_log(b->opts, MHA_LOG_DEBUG, "plugin folder %s: %zu candidate file(s)", dir, n);
+    for (size_t i = 0; i < n && st == MHA_OK; i++) {
+        char path[PATH_MAX];
+        int len = snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (len < 0 || (size_t)len >= sizeof path) continue;
+        char real[PATH_MAX];
+        struct stat sb;
+        if (!realpath(path, real) || stat(real, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            plugin_entry *e = reg_add_entry(b, path);
+            if (!e) {
+                st = MHA_ERR_NO_MEMORY;
+                break;
+            }
+            reg_set_reason(e, "%s: not a readable regular file", path);
+            reg_log(b->opts, MHA_LOG_WARN, "plugin skipped: %s", e->reason);
+            continue;
+        }
+        int seen = reg_seen_before(b, real);
+        if (seen < 0) st = MHA_ERR_NO_MEMORY;
+        else if (!seen) st = reg_load_file(b, path);
+    }
+    for (size_t i = 0; i < n; i++) mha_free(a, names[i]);
+    mha_free(a, names);
+    return st;
+}
+
+/* A file or a folder. `origin` says where the location came from (for the
+ * messages); `required` records a missing location as an entry (explicit
+ * paths), otherwise it is only logged at debug level. */
+static mha_status reg_scan_location(reg_build *b, const char *loc, const char *origin,
+                                    int required) {
+    char real[PATH_MAX];
+    struct stat sb;
+    if (!realpath(loc, real) || stat(real, &sb) != 0) {
+        int e = errno;
+        if (required) {
+            plugin_entry *ent = reg_add_entry(b, loc);
+            if (!ent) return MHA_ERR_NO_MEMORY;
+            reg_set_reason(ent, "%s %s: %s", origin, loc, strerror(e));
+            reg_log(b->opts, MHA_LOG_WARN, "%s", ent->reason);
+        } else {
+            reg_log(b->opts, MHA_LOG_DEBUG, "%s %s: %s", origin, loc, strerror(e));
+        }
+        return MHA_OK;
+    }
+    int seen = reg_seen_before(b, real);
+    if (seen < 0) return MHA_ERR_NO_MEMORY;
+    if (seen) return MHA_OK;
+    if (S_ISDIR(sb.st_mode)) return reg_scan_folder(b, real); /* "bin/../lib" -> "lib" */
+    return reg_load_file(b, loc);
+}
+
+/* Folder of the object holding libmha's code: the shared libmha, or the
+ * executable that linked it statically. 0 when it cannot be found. */
+static int reg_self_dir(char *out, size_t size) {
+    char file[PATH_MAX];
+    Dl_info info;
+    void *addr;
+    mha_status (*self)(const mha_alloc_ctx *, const registry_options *, registry **,
+                       mha_error *) = registry_create;
+    memcpy(&addr, &self, sizeof addr);
+#if defined(__GLIBC__)
+    struct link_map *lm = NULL;
+    if (!dladdr1(addr, &info, (void **)&lm, RTLD_DL_LINKMAP)) return 0;
+    if (lm && lm->l_name && lm->l_name[0] == '\0') {
+        /* the main executable: dli_fname would be argv[0], which may be a
+         * bare name resolved through PATH -- never use it as a folder */
+        ssize_t n = readlink("/proc/self/exe", file, sizeof file - 1);
+        if (n <= 0) return 0;
+        file[n] = '\0';
+    } else
+#else
+    if (!dladdr(addr, &info)) return 0;
+#endif
+    {
+        if (!info.dli_fname || !strchr(info.dli_fname, '/')) return 0;
+        if (!realpath(info.dli_fname, file)) return 0;
+    }
+    char *slash = strrchr(file, '/');
+    if (!slash) return 0;
+    if (slash == file) slash[1] = '\0';
+    else *slash = '\0';
+    int n = snprintf(out, size, "%s", file);
+    return n > 0 && (size_t)n < size;
+}
+
+/* ---- public (internal) API ---- */
+
+static void reg_free_seen(reg_build *b) {
+    for (size_t i = 0; i < b->n_seen; i++) mha_free(&b->r->alloc, b->seen[i]);
+    mha_free(&b->r->alloc, b->seen);
+    b->seen = NULL;
+    b->n_seen = b->cap_seen = 0;
+}
+
+static mha_status reg_scan_all(reg_build *b, const registry_options *o) {
+    mha_status st;
+    /* 1. explicit path */
+    if (o->plugin_path && o->plugin_path[0]) {
+        st = reg_scan_location(b, o->plugin_path, "plugin_path", 1);
+        if (st) return st;
+    }
+    /* 2. MHA_PLUGIN_PATH */
+    const char *env = o->use_env ? getenv("MHA_PLUGIN_PATH") : NULL;
+    if (env) {
+        const char *p = env;
+        while (*p) {
+            const char *colon = strchr(p, ':');
+            size_t len = colon ? (size_t)(colon - p) : strlen(p);
+            if (len > 0 && len < PATH_MAX) {
+                char item[PATH_MAX];
+                memcpy(item, p, len);
+                item[len] = '\0';
+                st = reg_scan_location(b, item, "MHA_PLUGIN_PATH item", 0);
+                if (st) return st;
+            }
+            if (!colon) break;
+            p = colon + 1;
+        }
+    }
+    /* 3. beside libmha */
+    char self[PATH_MAX];
+    if (reg_self_dir(self, sizeof self)) {
+        char dir[PATH_MAX + 32];
+        snprintf(dir, sizeof dir, "%s/mha/plugins", self);
+        st = reg_scan_location(b, dir, "folder beside libmha", 0);
+        if (st) return st;
+        snprintf(dir, sizeof dir, "%s/../lib/mha/plugins", self);
+        st = reg_scan_location(b, dir, "folder beside libmha", 0);
+        if (st) return st;
+    } else {
+        reg_log(b->opts, MHA_LOG_DEBUG, "cannot locate libmha with dladdr; skipping its folder");
+    }
+    /* 4. the installed folder */
+#ifdef MHA_PLUGIN_INSTALL_DIR
+    st = reg_scan_location(b, MHA_PLUGIN_INSTALL_DIR, "installed plugin folder", 0);
+    if (st) return st;
+#endif
+    return MHA_OK;
+}
+
+mha_status registry_create(const mha_alloc_ctx *a, const registry_options *opts,
+                           registry **out, mha_error *err) {
+    if (!out) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "registry_create: out is NULL");
+    *out = NULL;
+    registry_options none;
+    if (!opts) {
+        memset(&none, 0, sizeof none);
+        opts = &none;
+    }
+    mha_alloc_ctx local;
+    if (!a) {
+        mha_alloc_ctx_init(&local, NULL);
+        a = &local;
+    }
+
+    /* CPU features, minus what the caller or MHA_CPU_MASK hides */
+    uint64_t hidden = opts->cpu_mask;
+    const char *env_mask = opts->use_env ? getenv("MHA_CPU_MASK") : NULL;
+    if (env_mask) {
+        int ok;
+        uint64_t m = cpu_parse_mask(env_mask, &ok);
+        if (!ok)
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                            "MHA_CPU_MASK='%.64s': expected hex bits (0x60) or feature names "
+                            "(avx512,avx2,fma,...)",
+                            env_mask);
+        hidden |= m;
+    }
+
+    registry *r = mha_calloc(a, 1, sizeof *r);
+    if (!r) return mha_fail(err, MHA_ERR_NO_MEMORY, "plugin registry: out of memory");
+    r->alloc = *a;
+    r->cpu_features = cpu_detect_features() & ~hidden;
+
+    reg_build b = {.r = r, .cap = 0, .opts = opts};
+    char fbuf[256];
+    reg_log(opts, MHA_LOG_DEBUG, "cpu features: %s",
+            cpu_features_str(r->cpu_features, fbuf, sizeof fbuf));
+
+    /* entry 0: the built-in scalar, always usable */
+    plugin_entry *e0 = reg_add_entry(&b, REGISTRY_BUILTIN_PATH);
+    mha_status st = MHA_OK;
+    if (!e0) {
+        st = MHA_ERR_NO_MEMORY;
+    } else {
+        const mha_plugin *sp = mha_scalar_plugin_table();
+        e0->plugin = sp;
+        e0->name = mha_strdup(a, sp->name);
+        e0->version = mha_strdup(a, sp->version);
+        const char *why = NULL;
+        e0->score = sp->probe(r->cpu_features, &why);
+        e0->usable = e0->score > 0;
+        if (!e0->name || !e0->version) st = MHA_ERR_NO_MEMORY;
+    }
+    if (st == MHA_OK) st = reg_scan_all(&b, opts);
+    reg_free_seen(&b);
+    if (st != MHA_OK) {
+        registry_free(r);
+        return mha_fail(err, st, "plugin registry: out of memory while loading plugins");
+    }
+    *out = r;
+    return MHA_OK;
+}
+
+/* "scalar (built-in, score 10), avx2 (score 30), avx512 (unusable)" */
+static void reg_list(const registry *r, char *buf, size_t size) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < r->n_entries; i++) {
+        const plugin_entry *e = &r->entries[i];
+        if (!e->name || strncmp(e->reason, "duplicate", 9) == 0) continue;
+        char item[96];
+        if (e->usable)
+            snprintf(item, sizeof item, "%s (%sscore %d)", e->name,
+                     e->dl_handle ? "" : "built-in, ", e->score);
+        else
+            snprintf(item, sizeof item, "%s (cannot run here)", e->name);
+        int n = snprintf(buf + used, size - used, "%s%s", used ? ", " : "", item);
+        if (n < 0 || (size_t)n >= size - used) {
+            buf[used] = '\0';
+            break;
+        }
+        used += (size_t)n;
+    }
+}
+
+mha_status registry_select(const registry *r, const char *name, const plugin_entry **out,
+                           mha_error *err) {
+    if (!r || !out) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "registry_select: NULL argument");
+    *out = NULL;
+    int is_auto = !name || !name[0] || strcmp(name, "auto") == 0;
+    const plugin_entry *best = NULL, *unusable = NULL;
+    for (size_t i = 0; i < r->n_entries; i++) {
+        const plugin_entry *e = &r->entries[i];
+        if (!e->plugin || !e->name) continue;
+        if (!is_auto && strcmp(e->name, name) != 0) continue;
+        if (!e->usable) {
+            if (!unusable) unusable = e;
+            continue;
+        }
+        /* higher score wins; on a tie a loaded file beats the built-in */
+        if (!best || e->score > best->score || (e->score == best->score && !best->dl_handle))
+            best = e;
+    }
+    if (best) {
+        *out = best;
+        return MHA_OK;
+    }
+    char list[384];
+    reg_list(r, list, sizeof list);
+    if (unusable)
+        return mha_fail(err, MHA_ERR_BACKEND, "backend '%s' cannot run here (%s); usable: %s",
+                        name, unusable->reason, list);
+    return mha_fail(err, MHA_ERR_BACKEND, "backend '%s' not found; found: %s",
+                    is_auto ? "auto" : name, list);
+}
+
+void registry_free(registry *r) {
+    if (!r) return;
+    mha_alloc_ctx a = r->alloc;
+    for (size_t i = 0; i < r->n_entries; i++) {
+        mha_free(&a, r->entries[i].path);
+        mha_free(&a, r->entries[i].name);
+        mha_free(&a, r->entries[i].version);
+        /* no dlclose: see the comment at the top of this file */
+    }
+    mha_free(&a, r->entries);
+    mha_free(&a, r);
+}

@@ -1,0 +1,275 @@
+/* runtime.c -- the mha_runtime object (registry + chosen backend + thread
+ * pool) and the run path of the public API: option defaults, output shapes,
+ * mha_run.
+ *
+ * Fork safety: a runtime remembers the process that created it. Its worker
+ * threads do not exist in a forked child, so a run there returns
+ * MHA_ERR_FORKED, and destroying it there frees memory without joining the
+ * threads (which would wait forever). */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "model.h"
+#include "pool.h"
+#include "registry.h"
+
+struct mha_runtime {
+    mha_alloc_ctx alloc;
+    registry *reg;
+    const plugin_entry *entry;
+    const mha_plugin *plugin;
+    void *plugin_state;
+    int plugin_ready;       /* init() succeeded: fini() is owed */
+    exec_services services; /* lent to the plugin; lives here */
+    pool *pool;
+    int num_threads;
+    pid_t pid; /* the process that created the runtime */
+    mha_log_fn log;
+    void *log_user;
+    mha_log_level log_level;
+};
+
+/* ---- small public helpers ---- */
+
+MHA_API const char *mha_io_role_name(mha_io_role role) {
+    switch (role) {
+    case MHA_ROLE_QUERY:
+        return "query";
+    case MHA_ROLE_KEY_VALUE:
+        return "key_value";
+    case MHA_ROLE_Q:
+        return "q";
+    case MHA_ROLE_K:
+        return "k";
+    case MHA_ROLE_V:
+        return "v";
+    case MHA_ROLE_ATTN_MASK:
+        return "attn_mask";
+    case MHA_ROLE_KEY_PADDING_MASK:
+        return "key_padding_mask";
+    case MHA_ROLE_PAST_KEY:
+        return "past_key";
+    case MHA_ROLE_PAST_VALUE:
+        return "past_value";
+    case MHA_ROLE_NONPAD_KV_SEQLEN:
+        return "nonpad_kv_seqlen";
+    case MHA_ROLE_OUTPUT:
+        return "output";
+    case MHA_ROLE_PRESENT_KEY:
+        return "present_key";
+    case MHA_ROLE_PRESENT_VALUE:
+        return "present_value";
+    case MHA_ROLE_QK_OUTPUT:
+        return "qk_output";
+    }
+    return "unknown";
+}
+
+MHA_API void mha_runtime_options_init(mha_runtime_options *opts) {
+    if (!opts) return;
+    memset(opts, 0, sizeof *opts);
+    opts->struct_size = sizeof *opts;
+    opts->log_level = MHA_LOG_WARN;
+}
+
+MHA_API void mha_run_options_init(mha_run_options *opts) {
+    if (!opts) return;
+    memset(opts, 0, sizeof *opts);
+    opts->struct_size = sizeof *opts;
+}
+
+static void runtime_log(const mha_runtime *rt, mha_log_level level, const char *fmt, ...)
+    MHA_PRINTF(3, 4);
+
+static void runtime_log(const mha_runtime *rt, mha_log_level level, const char *fmt, ...) {
+    if (!rt->log || level > rt->log_level) return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    rt->log(rt->log_user, level, msg);
+}
+
+/* CPUs this process may run on (the affinity mask, which containers and
+ * taskset narrow), else the online count. */
+static int runtime_online_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* ---- create / destroy ---- */
+
+MHA_API mha_status mha_runtime_create(const mha_runtime_options *opts, mha_runtime **out,
+                                      mha_error *err) {
+    if (!out) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "mha_runtime_create: out is NULL");
+    *out = NULL;
+    mha_runtime_options defaults;
+    if (!opts) {
+        mha_runtime_options_init(&defaults);
+        opts = &defaults;
+    }
+    if (opts->struct_size < sizeof *opts)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "runtime options: struct_size %u, expected %zu "
+                        "(call mha_runtime_options_init first)",
+                        opts->struct_size, sizeof *opts);
+    if (opts->num_threads < 0 || opts->num_threads > POOL_MAX_THREADS)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "runtime options: num_threads %d (allowed 0 = all CPUs, 1..%d)",
+                        opts->num_threads, POOL_MAX_THREADS);
+
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, opts->allocator);
+    mha_runtime *rt = mha_calloc(&a, 1, sizeof *rt);
+    if (!rt) return mha_fail(err, MHA_ERR_NO_MEMORY, "runtime: out of memory");
+    rt->alloc = a;
+    rt->pid = getpid();
+    rt->log = opts->log;
+    rt->log_user = opts->log_user;
+    rt->log_level = opts->log_level;
+    rt->num_threads = opts->num_threads ? opts->num_threads : runtime_online_cpus();
+    if (rt->num_threads > POOL_MAX_THREADS) rt->num_threads = POOL_MAX_THREADS;
+
+    const char *backend = opts->backend;
+    if (!backend && !opts->no_env) backend = getenv("MHA_BACKEND");
+
+    registry_options ro;
+    memset(&ro, 0, sizeof ro);
+    ro.plugin_path = opts->plugin_path;
+    ro.use_env = !opts->no_env;
+    ro.cpu_mask = opts->cpu_feature_mask;
+    ro.log = opts->log;
+    ro.log_user = opts->log_user;
+    ro.log_level = opts->log_level;
+    mha_status st = registry_create(&rt->alloc, &ro, &rt->reg, err);
+    if (st == MHA_OK) st = registry_select(rt->reg, backend, &rt->entry, err);
+    if (st == MHA_OK) {
+        rt->plugin = rt->entry->plugin;
+        exec_services_init(&rt->services, &rt->alloc, rt->log, rt->log_user, rt->log_level);
+        if (rt->plugin->init && rt->plugin->init(&rt->services.table, &rt->plugin_state) != 0)
+            st = mha_fail(err, MHA_ERR_PLUGIN, "backend '%s' (%s): init failed", rt->plugin->name,
+                          rt->entry->path);
+        else
+            rt->plugin_ready = 1;
+    }
+    if (st == MHA_OK)
+        st = pool_create(&rt->alloc, rt->num_threads - 1, opts->worker_stack_bytes, &rt->pool, err);
+    if (st != MHA_OK) {
+        mha_runtime_destroy(rt);
+        return st;
+    }
+    runtime_log(rt, MHA_LOG_INFO, "runtime: backend '%s' (%s, score %d), %d threads",
+                rt->plugin->name, rt->entry->path, rt->entry->score, rt->num_threads);
+    *out = rt;
+    return MHA_OK;
+}
+
+MHA_API void mha_runtime_destroy(mha_runtime *rt) {
+    if (!rt) return;
+    if (getpid() != rt->pid)
+        pool_abandon(rt->pool); /* the workers live only in the parent */
+    else
+        pool_destroy(rt->pool);
+    if (rt->plugin_ready && rt->plugin->fini) rt->plugin->fini(rt->plugin_state);
+    registry_free(rt->reg);
+    mha_alloc_ctx a = rt->alloc;
+    mha_free(&a, rt);
+}
+
+/* ---- queries ---- */
+
+MHA_API const char *mha_runtime_backend(const mha_runtime *rt) {
+    return rt && rt->plugin ? rt->plugin->name : "";
+}
+
+MHA_API int mha_runtime_num_threads(const mha_runtime *rt) {
+    return rt ? rt->num_threads : 0;
+}
+
+MHA_API size_t mha_runtime_plugin_count(const mha_runtime *rt) {
+    return rt && rt->reg ? rt->reg->n_entries : 0;
+}
+
+MHA_API mha_status mha_runtime_plugin(const mha_runtime *rt, size_t i, mha_plugin_info *out) {
+    if (!rt || !out || !rt->reg || i >= rt->reg->n_entries) return MHA_ERR_INVALID_ARGUMENT;
+    const plugin_entry *e = &rt->reg->entries[i];
+    memset(out, 0, sizeof *out);
+    out->name = e->name;
+    out->version = e->version;
+    out->path = e->path;
+    out->score = e->score;
+    out->usable = e->usable;
+    out->selected = e == rt->entry;
+    out->reason = e->reason;
+    return MHA_OK;
+}
+
+MHA_API uint64_t mha_runtime_cpu_features(const mha_runtime *rt) {
+    return rt && rt->reg ? rt->reg->cpu_features : 0;
+}
+
+/* ---- running ---- */
+
+MHA_API mha_status mha_model_output_shapes(const mha_model *model, const mha_tensor *inputs,
+                                           size_t num_inputs, mha_tensor *outputs,
+                                           size_t num_outputs, mha_error *err) {
+    if (!model)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "mha_model_output_shapes: model is NULL");
+    return layer_output_shapes(&model->L, inputs, num_inputs, outputs, num_outputs, err);
+}
+
+MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_tensor *inputs,
+                           size_t num_inputs, mha_tensor *outputs, size_t num_outputs,
+                           const mha_run_options *opts, mha_error *err) {
+    if (!rt || !model)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "mha_run: %s is NULL",
+                        !rt ? "runtime" : "model");
+    pid_t pid = getpid();
+    if (pid != rt->pid)
+        return mha_fail(err, MHA_ERR_FORKED,
+                        "runtime created in process %ld used in forked process %ld: create a "
+                        "new runtime in the child",
+                        (long)rt->pid, (long)pid);
+    mha_run_options defaults;
+    if (!opts) {
+        mha_run_options_init(&defaults);
+        opts = &defaults;
+    }
+    if (opts->struct_size < sizeof *opts)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "run options: struct_size %u, expected %zu (call mha_run_options_init "
+                        "first)",
+                        opts->struct_size, sizeof *opts);
+    if (opts->num_threads < 0)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run options: num_threads %d < 0",
+                        opts->num_threads);
+
+    const exec_packed *pk = NULL;
+    mha_status st = model_packed_for(model, rt->plugin, &pk, err);
+    if (st != MHA_OK) return st;
+
+    exec_env env;
+    memset(&env, 0, sizeof env);
+    env.alloc = &rt->alloc;
+    env.plugin = rt->plugin;
+    env.plugin_state = rt->plugin_state;
+    env.pool = rt->pool;
+    env.num_threads = opts->num_threads && opts->num_threads < rt->num_threads ? opts->num_threads
+                                                                               : rt->num_threads;
+    env.cancel = opts->cancel;
+    env.cancel_user = opts->cancel_user;
+    return exec_run(&env, &model->L, pk, inputs, num_inputs, outputs, num_outputs, err);
+}

@@ -1,0 +1,505 @@
+/* tensorfile.c -- whole tensors in files (.npy through npy.c, ONNX
+ * TensorProto .pb through the ONNX importer's one tensor loader), element
+ * conversions between file and model dtypes, and the atomic writer: every
+ * output goes to `.<name>.tmp.XXXXXX` beside its destination, is fsync'ed and
+ * renamed into place, so no failure leaves a file that looks complete. */
+#define _GNU_SOURCE
+#include "tensorfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "onnx_ir.h"
+
+/* ------------------------------------------------------------------------ */
+/* atomic files                                                              */
+/* ------------------------------------------------------------------------ */
+
+struct atomic_file {
+    const mha_alloc_ctx *alloc;
+    int fd;
+    char *path;      /* final name */
+    char *tmp_path;  /* .<name>.tmp.XXXXXX in the same folder */
+    char *dir;       /* the folder, for the fsync after rename */
+    uint64_t offset; /* append position */
+};
+
+static void atomic_file_free(atomic_file *f) {
+    mha_free(f->alloc, f->path);
+    mha_free(f->alloc, f->tmp_path);
+    mha_free(f->alloc, f->dir);
+    mha_free(f->alloc, f);
+}
+
+mha_status atomic_file_begin(const mha_alloc_ctx *a, const char *path, atomic_file **out,
+                             mha_error *err) {
+    *out = NULL;
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: not a file name", path);
+    size_t dir_len = slash ? (size_t)(slash - path) : 1;
+    const char *dir_src = slash ? path : ".";
+    if (slash && dir_len == 0) dir_len = 1; /* "/name": the root folder */
+
+    atomic_file *f = mha_calloc(a, 1, sizeof *f);
+    size_t tmp_cap = dir_len + strlen(base) + 16;
+    if (f) {
+        f->alloc = a;
+        f->fd = -1;
+        f->path = mha_strdup(a, path);
+        f->dir = mha_malloc(a, dir_len + 1);
+        f->tmp_path = mha_malloc(a, tmp_cap);
+    }
+    if (!f || !f->path || !f->dir || !f->tmp_path) {
+        if (f) atomic_file_free(f);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    }
+    memcpy(f->dir, dir_src, dir_len);
+    f->dir[dir_len] = '\0';
+    snprintf(f->tmp_path, tmp_cap, "%s/.%s.tmp.XXXXXX", f->dir, base);
+    f->fd = mkostemp(f->tmp_path, O_CLOEXEC);
+    if (f->fd < 0) {
+        int e = errno;
+        mha_fail(err, MHA_ERR_IO, "%s: cannot create a file in folder '%s': %s", path, f->dir,
+                 strerror(e));
+        atomic_file_free(f);
+        return MHA_ERR_IO;
+    }
+    *out = f;
+    return MHA_OK;
+}
+
+const char *atomic_file_path(const atomic_file *f) {
+    return f->path;
+}
+
+static mha_status atomic_file_put(atomic_file *f, const void *data, size_t n, uint64_t offset,
+                                  mha_error *err) {
+    const unsigned char *p = data;
+    while (n > 0) {
+        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
+        ssize_t w = pwrite(f->fd, p, chunk, (off_t)offset);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return mha_fail(err, MHA_ERR_IO, "%s: write failed: %s", f->path, strerror(errno));
+        }
+        if (w == 0) return mha_fail(err, MHA_ERR_IO, "%s: write made no progress", f->path);
+        p += w;
+        n -= (size_t)w;
+        offset += (uint64_t)w;
+    }
+    return MHA_OK;
+}
+
+mha_status atomic_file_write(atomic_file *f, const void *data, size_t n, mha_error *err) {
+    mha_status st = atomic_file_put(f, data, n, f->offset, err);
+    if (st == MHA_OK) f->offset += n;
+    return st;
+}
+
+mha_status atomic_file_pwrite(atomic_file *f, const void *data, size_t n, uint64_t offset,
+                              mha_error *err) {
+    return atomic_file_put(f, data, n, offset, err);
+}
+
+/* The process umask without changing it (umask() would race with other
+ * threads): /proc/self/status has it since Linux 4.7; else assume 022. */
+static mode_t atomic_file_umask(void) {
+    mode_t mask = 022;
+    FILE *s = fopen("/proc/self/status", "re");
+    if (!s) return mask;
+    char line[256];
+    while (fgets(line, sizeof line, s)) {
+        if (strncmp(line, "Umask:", 6) == 0) {
+            mask = (mode_t)strtoul(line + 6, NULL, 8) & 0777;
+            break;
+        }
+    }
+    fclose(s);
+    return mask;
+}
+
+mha_status atomic_file_commit(atomic_file *f, mha_error *err) {
+    mha_status st = MHA_OK;
+    fchmod(f->fd, 0666 & ~atomic_file_umask()); /* mkstemp made it 0600 */
+    if (fsync(f->fd) != 0)
+        st = mha_fail(err, MHA_ERR_IO, "%s: fsync failed: %s", f->path, strerror(errno));
+    if (close(f->fd) != 0 && st == MHA_OK)
+        st = mha_fail(err, MHA_ERR_IO, "%s: close failed: %s", f->path, strerror(errno));
+    f->fd = -1;
+    if (st == MHA_OK && rename(f->tmp_path, f->path) != 0)
+        st = mha_fail(err, MHA_ERR_IO, "%s: cannot rename the finished file into place: %s",
+                      f->path, strerror(errno));
+    if (st != MHA_OK) {
+        unlink(f->tmp_path);
+    } else {
+        /* make the rename itself durable; a folder that cannot be opened
+         * or synced does not undo a complete file */
+        int dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+    }
+    atomic_file_free(f);
+    return st;
+}
+
+void atomic_file_abort(atomic_file *f) {
+    if (!f) return;
+    if (f->fd >= 0) close(f->fd);
+    unlink(f->tmp_path);
+    atomic_file_free(f);
+}
+
+mha_status atomic_file_save(const mha_alloc_ctx *a, const char *path, const void *data, size_t n,
+                            mha_error *err) {
+    atomic_file *f;
+    mha_status st = atomic_file_begin(a, path, &f, err);
+    if (st != MHA_OK) return st;
+    st = atomic_file_write(f, data, n, err);
+    if (st != MHA_OK) {
+        atomic_file_abort(f);
+        return st;
+    }
+    return atomic_file_commit(f, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* conversions                                                               */
+/* ------------------------------------------------------------------------ */
+
+static int dtype_is_float(mha_dtype d) {
+    return d == MHA_DTYPE_FLOAT32 || d == MHA_DTYPE_FLOAT64 || d == MHA_DTYPE_FLOAT16 ||
+           d == MHA_DTYPE_BFLOAT16;
+}
+
+static int dtype_is_integer(mha_dtype d) {
+    return d == MHA_DTYPE_INT64 || d == MHA_DTYPE_INT32 || d == MHA_DTYPE_INT8 ||
+           d == MHA_DTYPE_UINT8 || d == MHA_DTYPE_BOOL;
+}
+
+int tensorfile_can_convert(mha_dtype from, mha_dtype to) {
+    if (mha_dtype_size(from) == 0 || mha_dtype_size(to) == 0) return 0;
+    if (from == to) return 1;
+    if (dtype_is_float(from) && dtype_is_float(to)) return to != MHA_DTYPE_BFLOAT16;
+    if (dtype_is_integer(from) && to == MHA_DTYPE_BOOL) return 1;
+    return 0;
+}
+
+static double convert_get(const void *src, mha_dtype d, size_t i) {
+    switch (d) {
+    case MHA_DTYPE_FLOAT32:
+        return ((const float *)src)[i];
+    case MHA_DTYPE_FLOAT64:
+        return ((const double *)src)[i];
+    case MHA_DTYPE_FLOAT16:
+        return mha_half_to_float(((const uint16_t *)src)[i]);
+    case MHA_DTYPE_BFLOAT16:
+        return mha_bf16_to_float(((const uint16_t *)src)[i]);
+    default:
+        return 0.0;
+    }
+}
+
+static int convert_nonzero(const void *src, mha_dtype d, size_t i) {
+    switch (d) {
+    case MHA_DTYPE_INT64:
+        return ((const int64_t *)src)[i] != 0;
+    case MHA_DTYPE_INT32:
+        return ((const int32_t *)src)[i] != 0;
+    case MHA_DTYPE_INT8:
+        return ((const int8_t *)src)[i] != 0;
+    case MHA_DTYPE_UINT8:
+    case MHA_DTYPE_BOOL:
+        return ((const uint8_t *)src)[i] != 0;
+    default:
+        return 0;
+    }
+}
+
+void tensorfile_convert(const void *src, mha_dtype from, void *dst, mha_dtype to, size_t n) {
+    if (to == MHA_DTYPE_BOOL) { /* also normalises bool bytes to 0 / 1 */
+        uint8_t *d = dst;
+        for (size_t i = 0; i < n; i++)
+            d[i] = (uint8_t)convert_nonzero(src, from, i);
+        return;
+    }
+    if (from == to) {
+        if (src != dst) memcpy(dst, src, n * mha_dtype_size(from));
+        return;
+    }
+    switch (to) {
+    case MHA_DTYPE_FLOAT32: {
+        float *d = dst;
+        for (size_t i = 0; i < n; i++)
+            d[i] = (float)convert_get(src, from, i);
+        break;
+    }
+    case MHA_DTYPE_FLOAT64: {
+        double *d = dst;
+        for (size_t i = 0; i < n; i++)
+            d[i] = convert_get(src, from, i);
+        break;
+    }
+    case MHA_DTYPE_FLOAT16: {
+        uint16_t *d = dst;
+        for (size_t i = 0; i < n; i++)
+            d[i] = mha_float_to_half((float)convert_get(src, from, i));
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* whole tensors                                                             */
+/* ------------------------------------------------------------------------ */
+
+tensorfile_format tensorfile_format_of(const char *path) {
+    size_t n = strlen(path);
+    if (n >= 4 && strcasecmp(path + n - 4, ".npy") == 0) return TENSORFILE_NPY;
+    if (n >= 3 && strcasecmp(path + n - 3, ".pb") == 0) return TENSORFILE_PB;
+    return TENSORFILE_UNKNOWN;
+}
+
+void tensorfile_free(tensorfile *tf) {
+    if (!tf) return;
+    const mha_alloc_ctx *a = tf->alloc;
+    npy_reader_close(tf->reader);
+    tensor_free(tf->pb);
+    mha_free(a, tf->owned);
+    mha_free(a, tf->name);
+    mha_free(a, tf);
+}
+
+static mha_status tensorfile_read_npy(tensorfile *tf, const char *path,
+                                      const tensorfile_read_options *o, mha_error *err) {
+    npy_reader *r;
+    mha_status st = npy_reader_open(tf->alloc, path, o->mmap_mode, &r, err);
+    if (st != MHA_OK) return st;
+    const npy_header hdr = *npy_reader_header(r); /* outlives the reader */
+    const npy_header *h = &hdr;
+    mha_dtype want = o->want == MHA_DTYPE_UNDEFINED ? h->dtype : o->want;
+    if (!tensorfile_can_convert(h->dtype, want)) {
+        npy_reader_close(r);
+        return mha_fail(err, MHA_ERR_DTYPE, "%s: holds %s data but %s is needed", path,
+                        mha_dtype_name(h->dtype), mha_dtype_name(want));
+    }
+    tf->t.dtype = want;
+    tf->t.rank = h->rank;
+    for (int i = 0; i < h->rank; i++)
+        tf->t.shape[i] = h->dims[i];
+
+    /* zero copy: the mapping already holds the elements as wanted (bools
+     * are copied so that they come out 0 / 1) */
+    const void *mapped = npy_reader_mapped_data(r);
+    if (mapped && want == h->dtype && want != MHA_DTYPE_BOOL &&
+        (uintptr_t)mapped % mha_dtype_size(want) == 0) {
+        tf->reader = r;
+        tf->t.data = (void *)(uintptr_t)mapped; /* read-only: mha_run only reads inputs */
+        return MHA_OK;
+    }
+    size_t n = h->data_bytes / mha_dtype_size(h->dtype), bytes;
+    if (!mha_mul_size(n, mha_dtype_size(want), &bytes)) {
+        npy_reader_close(r);
+        return mha_fail(err, MHA_ERR_LIMIT, "%s: too large", path);
+    }
+    tf->owned = mha_malloc(tf->alloc, bytes ? bytes : 1);
+    if (!tf->owned) {
+        npy_reader_close(r);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory for %zu bytes", path, bytes);
+    }
+    st = npy_reader_read_rows(r, 0, h->rows, want, tf->owned, bytes, err);
+    npy_reader_close(r);
+    tf->t.data = tf->owned;
+    return st;
+}
+
+/* Reads a whole regular file of at most max_bytes into an mha_malloc'd
+ * buffer, size checked before the allocation. */
+static mha_status tensorfile_slurp(const mha_alloc_ctx *a, const char *path, uint64_t max_bytes,
+                                   void **data, size_t *size, mha_error *err) {
+    *data = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mha_fail(err, MHA_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    mha_status st = MHA_OK;
+    if (fstat(fd, &sb) != 0)
+        st = mha_fail(err, MHA_ERR_IO, "%s: %s", path, strerror(errno));
+    else if (!S_ISREG(sb.st_mode))
+        st = mha_fail(err, MHA_ERR_IO, "%s: not a regular file", path);
+    else if ((uint64_t)sb.st_size > max_bytes)
+        st = mha_fail(err, MHA_ERR_LIMIT, "%s: file of %llu bytes exceeds the %llu-byte limit",
+                      path, (unsigned long long)sb.st_size, (unsigned long long)max_bytes);
+    if (st != MHA_OK) {
+        close(fd);
+        return st;
+    }
+    size_t n = (size_t)sb.st_size;
+    unsigned char *buf = mha_malloc(a, n ? n : 1);
+    if (!buf) {
+        close(fd);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory for %zu bytes", path, n);
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            st = r < 0
+                     ? mha_fail(err, MHA_ERR_IO, "%s: read failed: %s", path, strerror(errno))
+                     : mha_fail(err, MHA_ERR_IO, "%s: file became shorter while being read", path);
+            mha_free(a, buf);
+            close(fd);
+            return st;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *data = buf;
+    *size = n;
+    return MHA_OK;
+}
+
+static mha_status tensorfile_read_pb(tensorfile *tf, const char *path,
+                                     const tensorfile_read_options *o, mha_error *err) {
+    void *buf;
+    size_t size;
+    uint64_t max = o->max_pb_bytes ? o->max_pb_bytes : ((uint64_t)4 << 30);
+    mha_status st = tensorfile_slurp(tf->alloc, path, max, &buf, &size, err);
+    if (st != MHA_OK) return st;
+    char *name = NULL;
+    st = ir_load_tensor_proto(tf->alloc, buf, size, path, &tf->pb, &name, err);
+    mha_free(tf->alloc, buf);
+    if (st != MHA_OK) return st;
+    mha_free(tf->alloc, tf->name);
+    tf->name = name;
+    const tensor *p = tf->pb;
+    mha_dtype want = o->want == MHA_DTYPE_UNDEFINED ? p->dtype : o->want;
+    if (!tensorfile_can_convert(p->dtype, want))
+        return mha_fail(err, MHA_ERR_DTYPE, "%s: holds %s data but %s is needed", path,
+                        mha_dtype_name(p->dtype), mha_dtype_name(want));
+    tf->t.dtype = want;
+    tf->t.rank = p->rank;
+    for (int i = 0; i < p->rank; i++)
+        tf->t.shape[i] = p->dims[i];
+    size_t n = p->nbytes / mha_dtype_size(p->dtype);
+    if (want == p->dtype && want != MHA_DTYPE_BOOL) {
+        tf->t.data = p->data;
+        return MHA_OK;
+    }
+    size_t bytes = n * mha_dtype_size(want); /* n elements of <= 8 bytes exist already */
+    tf->owned = mha_malloc(tf->alloc, bytes ? bytes : 1);
+    if (!tf->owned)
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory for %zu bytes", path, bytes);
+    tensorfile_convert(p->data, p->dtype, tf->owned, want, n);
+    tf->t.data = tf->owned;
+    return MHA_OK;
+}
+
+mha_status tensorfile_read(const mha_alloc_ctx *a, const char *path,
+                           const tensorfile_read_options *opts, tensorfile **out, mha_error *err) {
+    *out = NULL;
+    tensorfile_read_options o = {0};
+    if (opts) o = *opts;
+    tensorfile_format fmt = tensorfile_format_of(path);
+    if (fmt == TENSORFILE_UNKNOWN)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "%s: unknown tensor file type (expected .npy or .pb)", path);
+    tensorfile *tf = mha_calloc(a, 1, sizeof *tf);
+    if (tf) {
+        tf->alloc = a;
+        tf->name = mha_strdup(a, "");
+    }
+    if (!tf || !tf->name) {
+        tensorfile_free(tf);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    }
+    mha_status st = fmt == TENSORFILE_NPY ? tensorfile_read_npy(tf, path, &o, err)
+                                          : tensorfile_read_pb(tf, path, &o, err);
+    if (st != MHA_OK) {
+        tensorfile_free(tf);
+        return st;
+    }
+    *out = tf;
+    return MHA_OK;
+}
+
+mha_status tensorfile_write_pending(const mha_alloc_ctx *a, const char *path, const mha_tensor *t,
+                                    const char *name, atomic_file **pending, mha_error *err) {
+    *pending = NULL;
+    tensorfile_format fmt = tensorfile_format_of(path);
+    if (fmt == TENSORFILE_UNKNOWN)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "%s: unknown tensor file type (expected .npy or .pb)", path);
+    int64_t numel = mha_tensor_numel(t);
+    size_t esize = mha_dtype_size(t->dtype), bytes;
+    if (numel < 0 || esize == 0 || !mha_mul_size((size_t)numel, esize, &bytes))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: invalid tensor to write", path);
+
+    if (fmt == TENSORFILE_NPY) {
+        unsigned char head[640];
+        size_t hn = npy_format_header(t->dtype, t->rank, t->shape, head, sizeof head);
+        if (hn == 0)
+            return mha_fail(err, MHA_ERR_DTYPE, "%s: %s cannot be written as .npy", path,
+                            mha_dtype_name(t->dtype));
+        atomic_file *f;
+        mha_status st = atomic_file_begin(a, path, &f, err);
+        if (st == MHA_OK) st = atomic_file_write(f, head, hn, err);
+        if (st == MHA_OK) st = atomic_file_write(f, t->data, bytes, err);
+        if (st != MHA_OK) {
+            if (f) atomic_file_abort(f);
+            return st;
+        }
+        *pending = f;
+        return MHA_OK;
+    }
+
+    /* .pb: the ONNX importer serializes; wrap the caller's data without
+     * copying it */
+    tensor view = {0};
+    view.dtype = t->dtype;
+    view.rank = t->rank;
+    for (int i = 0; i < t->rank; i++)
+        view.dims[i] = t->shape[i];
+    view.data = t->data;
+    view.nbytes = bytes;
+    view.owns_data = 0;
+    view.alloc = a;
+    void *buf = NULL;
+    size_t size = 0;
+    mha_status st = ir_save_tensor_proto(a, &view, name ? name : "", &buf, &size, err);
+    if (st != MHA_OK) {
+        mha_error_prefix(err, "%s", path);
+        return st;
+    }
+    atomic_file *f;
+    st = atomic_file_begin(a, path, &f, err);
+    if (st == MHA_OK) {
+        st = atomic_file_write(f, buf, size, err);
+        if (st != MHA_OK)
+            atomic_file_abort(f);
+        else
+            *pending = f;
+    }
+    mha_free(a, buf);
+    return st;
+}
+
+mha_status tensorfile_write(const mha_alloc_ctx *a, const char *path, const mha_tensor *t,
+                            const char *name, mha_error *err) {
+    atomic_file *f;
+    mha_status st = tensorfile_write_pending(a, path, t, name, &f, err);
+    if (st != MHA_OK) return st;
+    return atomic_file_commit(f, err);
+}

@@ -1,0 +1,176 @@
+/* verify.c -- layer_verify: trust, then verify. The recognised layer is run
+ * with the reference forward pass and the original graph with the reference
+ * interpreter, on the same small seeded random inputs, and their outputs
+ * must agree. Masks get random patterns that keep at least one attended key
+ * per query row (key 0, which a top-left causal mask never hides), so mask
+ * polarity, scale placement and head order all show in the output. When the
+ * graph has dynamic axes it is checked at two sets of sizes. */
+#include "recognize_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* max |got - want| relative to the output's scale (at least 1). */
+#define VERIFY_TOLERANCE 1e-4
+
+static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, uint64_t *seed) {
+    int64_t n = tensor_numel(t);
+    int64_t last = t->rank > 0 ? t->dims[t->rank - 1] : 1;
+    if (io->role == MHA_ROLE_KEY_PADDING_MASK && t->rank == 2) {
+        /* batch item b pads its last min(b + 1, Skv - 1) keys */
+        unsigned char *m = t->data;
+        int64_t skv = t->dims[1];
+        for (int64_t b = 0; b < t->dims[0]; b++) {
+            int64_t pad = b + 1 < skv - 1 ? b + 1 : skv - 1;
+            for (int64_t j = 0; j < skv; j++) {
+                int padded = j >= skv - pad;
+                m[b * skv + j] = (unsigned char)(L->kpm_true_means_ignore ? padded : !padded);
+            }
+        }
+        return;
+    }
+    if (t->dtype == MHA_DTYPE_BOOL) {
+        unsigned char *m = t->data;
+        for (int64_t i = 0; i < n; i++)
+            m[i] = (unsigned char)((i % last) == 0 || (rz_rand(seed) >> 62) != 0);
+        return;
+    }
+    float *x = t->data;
+    rz_fill_random(x, n, seed);
+    if (io->role == MHA_ROLE_ATTN_MASK)
+        for (int64_t i = 0; i < n; i++)
+            if ((i % last) != 0 && (rz_rand(seed) & 3) == 0) x[i] = -INFINITY;
+}
+
+static void verify_as_mha(const tensor *t, mha_tensor *m) {
+    memset(m, 0, sizeof *m);
+    m->dtype = t->dtype;
+    m->rank = t->rank;
+    for (int i = 0; i < t->rank; i++)
+        m->shape[i] = t->dims[i];
+    m->data = t->data;
+}
+
+static int verify_has_dynamic(const layer *L) {
+    for (size_t i = 0; i < L->n_inputs; i++)
+        for (int ax = 0; ax < L->inputs[i].rank; ax++)
+            if (L->inputs[i].dims[ax] < 0) return 1;
+    return 0;
+}
+
+static mha_status verify_once(const mha_alloc_ctx *a, const ir_graph *g, const layer *L,
+                              rz_sizes sz, uint64_t seed, mha_error *err) {
+    size_t ni = L->n_inputs, no = L->n_outputs;
+    int self = L->has_proj;
+    for (size_t i = 0; i < ni; i++)
+        if (L->inputs[i].role == MHA_ROLE_KEY_VALUE) self = 0;
+    mha_status st = MHA_OK;
+    int64_t(*dims)[MHA_MAX_RANK] = mha_calloc(a, ni ? ni : 1, sizeof *dims);
+    tensor **in = mha_calloc(a, ni ? ni : 1, sizeof *in);
+    mha_tensor *min = mha_calloc(a, ni ? ni : 1, sizeof *min);
+    mha_tensor *mout = mha_calloc(a, no ? no : 1, sizeof *mout);
+    float **outbuf = mha_calloc(a, no ? no : 1, sizeof *outbuf);
+    tensor **values = NULL;
+    if (!dims || !in || !min || !mout || !outbuf) {
+        st = mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+        goto done;
+    }
+    st = rz_probe_dims(L, self, &sz, dims, err);
+    for (size_t i = 0; i < ni && st == MHA_OK; i++) {
+        st = tensor_new(a, L->inputs[i].dtype, L->inputs[i].rank, dims[i], &in[i], err);
+        if (st != MHA_OK) break;
+        verify_fill_input(L, &L->inputs[i], in[i], &seed);
+        verify_as_mha(in[i], &min[i]);
+    }
+    if (st != MHA_OK) goto done;
+
+    st = interp_run(a, g, (const tensor *const *)in, &values, err);
+    if (st != MHA_OK) {
+        mha_error_prefix(err, "verify: evaluating the graph");
+        goto done;
+    }
+    st = layer_output_shapes(L, min, ni, mout, no, err);
+    for (size_t k = 0; k < no && st == MHA_OK; k++) {
+        int64_t n = mha_tensor_numel(&mout[k]);
+        outbuf[k] = mha_calloc(a, n > 0 ? (size_t)n : 1, sizeof(float));
+        if (!outbuf[k]) st = mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+        mout[k].data = outbuf[k];
+    }
+    if (st == MHA_OK) st = layer_reference_forward(a, L, min, ni, mout, no, err);
+    if (st != MHA_OK) {
+        mha_error_prefix(err, "verify: running the recognised layer");
+        goto done;
+    }
+
+    for (size_t k = 0; k < no && st == MHA_OK; k++) {
+        const tensor *want = values[g->outputs[k]];
+        const mha_tensor *got = &mout[k];
+        char s1[96], s2[96];
+        if (!want || want->dtype != MHA_DTYPE_FLOAT32 || got->dtype != MHA_DTYPE_FLOAT32 ||
+            want->rank != got->rank ||
+            memcmp(want->dims, got->shape, sizeof(int64_t) * (size_t)got->rank) != 0) {
+            st = mha_fail(err, MHA_ERR_MODEL_VERIFY,
+                          "verify: output '%s' is %s in the graph but %s from the recognised "
+                          "layer",
+                          L->outputs[k].name,
+                          want ? tensor_shape_str(want->rank, want->dims, s1, sizeof s1) : "?",
+                          tensor_shape_str(got->rank, got->shape, s2, sizeof s2));
+            break;
+        }
+        const float *w = want->data, *o = got->data;
+        int64_t n = tensor_numel(want);
+        double scale = 1.0, maxerr = 0.0;
+        int64_t at = 0;
+        for (int64_t i = 0; i < n; i++)
+            if (isfinite(w[i])) scale = fmax(scale, fabs((double)w[i]));
+        for (int64_t i = 0; i < n; i++) {
+            double e;
+            if (isnan(w[i]) || isnan(o[i]))
+                e = (isnan(w[i]) && isnan(o[i])) ? 0.0 : INFINITY;
+            else if (isinf(w[i]) || isinf(o[i]))
+                e = w[i] == o[i] ? 0.0 : INFINITY;
+            else
+                e = fabs((double)o[i] - (double)w[i]);
+            if (e > maxerr) {
+                maxerr = e;
+                at = i;
+            }
+        }
+        if (maxerr / scale > VERIFY_TOLERANCE)
+            st = mha_fail(err, MHA_ERR_MODEL_VERIFY,
+                          "verify: output '%s' of the recognised %s layer differs from the "
+                          "graph by %.3g (relative to output scale %.3g; tolerance %g) at "
+                          "element %lld (graph %g, layer %g); probe batch %lld, query length "
+                          "%lld, key length %lld",
+                          L->outputs[k].name, L->form ? L->form : "?", maxerr / scale, scale,
+                          VERIFY_TOLERANCE, (long long)at, (double)w[at], (double)o[at],
+                          (long long)sz.B, (long long)sz.Sq, (long long)sz.Skv);
+    }
+done:
+    if (values) interp_values_free(g, values);
+    for (size_t i = 0; in && i < ni; i++)
+        tensor_free(in[i]);
+    for (size_t k = 0; outbuf && k < no; k++)
+        mha_free(a, outbuf[k]);
+    mha_free(a, dims);
+    mha_free(a, in);
+    mha_free(a, min);
+    mha_free(a, mout);
+    mha_free(a, outbuf);
+    return st;
+}
+
+mha_status layer_verify(const mha_alloc_ctx *a, const ir_graph *g, const layer *L, mha_error *err) {
+    if (!g || !L) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "layer_verify: NULL argument");
+    if (L->n_inputs != g->n_inputs || L->n_outputs != g->n_outputs)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "layer_verify: the layer has %zu inputs / %zu outputs, the graph %zu / "
+                        "%zu",
+                        L->n_inputs, L->n_outputs, g->n_inputs, g->n_outputs);
+    rz_sizes first = {2, 3, 5};
+    mha_status st = verify_once(a, g, L, first, 0x7665726966790001ull, err);
+    if (st != MHA_OK || !verify_has_dynamic(L)) return st;
+    rz_sizes second = {3, 4, 2};
+    return verify_once(a, g, L, second, 0x7665726966790002ull, err);
+}

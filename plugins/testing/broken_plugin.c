@@ -1,0 +1,99 @@
+/* broken_plugin.c -- deliberately broken plugins for the loader tests
+ * (tests/unit/test_registry.c). One source, one fault per build, chosen by
+ * BROKEN_KIND:
+ *   1 nosym    exports no mha_plugin_get (only another symbol)
+ *   2 null     mha_plugin_get returns NULL
+ *   3 badabi   the table says ABI major MHA_PLUGIN_ABI_MAJOR + 1
+ *   4 small    the table's struct_size is too small for ABI 1.0
+ *   5 probe0   a valid table whose probe always returns 0
+ * The kernels are stubs that fail: none of these may ever be selected. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mha/plugin.h"
+
+#ifndef BROKEN_KIND
+#error "define BROKEN_KIND"
+#endif
+
+#define BROKEN_EXPORT __attribute__((visibility("default")))
+
+static int broken_probe(uint64_t cpu_features, const char **reason) {
+    (void)cpu_features;
+#if BROKEN_KIND == 5
+    if (reason) *reason = "testing: this probe always says no";
+    return 0;
+#else
+    (void)reason;
+    return 1000; /* would win "auto" if the loader let it through */
+#endif
+}
+
+static size_t broken_packed_size(int64_t K, int64_t N) {
+    (void)K;
+    (void)N;
+    return 0;
+}
+
+static void broken_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
+    (void)K, (void)N, (void)B, (void)ldb, (void)packed;
+}
+
+static int broken_gemm(void *state, const mha_gemm_args *args) {
+    (void)state, (void)args;
+    return 1;
+}
+
+static size_t broken_ws(void *state, const mha_attn_args *args) {
+    (void)state, (void)args;
+    return 0;
+}
+
+static int broken_attention(void *state, const mha_attn_args *args, void *ws, size_t n) {
+    (void)state, (void)args, (void)ws, (void)n;
+    return 1;
+}
+
+__attribute__((unused)) static const mha_plugin broken_table = {
+#if BROKEN_KIND == 3
+    .abi_major = MHA_PLUGIN_ABI_MAJOR + 1,
+#else
+    .abi_major = MHA_PLUGIN_ABI_MAJOR,
+#endif
+    .abi_minor = 0,
+#if BROKEN_KIND == 4
+    .struct_size = 16,
+#else
+    .struct_size = sizeof(mha_plugin),
+#endif
+    .name = "broken",
+    .version = "0.0.0",
+    .description = "loader fault test",
+    .probe = broken_probe,
+    .gemm_m_block = 1,
+    .gemm_n_block = 1,
+    .gemm_packed_size = broken_packed_size,
+    .gemm_pack_b = broken_pack_b,
+    .gemm = broken_gemm,
+    .attention_workspace_size = broken_ws,
+    .attention = broken_attention,
+};
+
+#if BROKEN_KIND == 1
+/* a plausible-looking but wrong name */
+BROKEN_EXPORT const mha_plugin *mha_plugin_get_v0(uint32_t host_abi_major);
+const mha_plugin *mha_plugin_get_v0(uint32_t host_abi_major) {
+    (void)host_abi_major;
+    return &broken_table;
+}
+#else
+BROKEN_EXPORT const mha_plugin *mha_plugin_get(uint32_t host_abi_major);
+const mha_plugin *mha_plugin_get(uint32_t host_abi_major) {
+    (void)host_abi_major;
+#if BROKEN_KIND == 2
+    return NULL;
+#else
+    return &broken_table;
+#endif
+}
+#endif

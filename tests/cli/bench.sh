@@ -1,0 +1,185 @@
+#!/bin/sh
+# bench.sh -- shell tests of `mha bench` (docs/BENCH.md): the JSON has every
+# documented key, the CSV a header and one row per configuration, the SVG
+# looks like a complete SVG, a deliberately inaccurate backend ("wrong", from
+# the testing plugin folder) is marked FAIL everywhere and makes the command
+# exit 1, usage errors exit 2, and files are written atomically. Tiny shapes
+# and --min-time 0.05 keep it to a few seconds.
+# Env: MHA (the mha binary), MHA_TEST_DATA, MHA_TEST_TMP.
+set -u
+
+: "${MHA:?set MHA to the mha binary}"
+: "${MHA_TEST_DATA:?set MHA_TEST_DATA to tests/data}"
+: "${MHA_TEST_TMP:=${TMPDIR:-/tmp}/mha-cli-bench.$$}"
+MODEL="$MHA_TEST_DATA/conformance/mha_self_d64_h4_b2_s16/model.onnx"
+TESTING_PLUGINS="$(cd "$(dirname "$MHA")/.." && pwd)/lib/mha/testing-plugins"
+T="$MHA_TEST_TMP"
+rm -rf "$T"
+mkdir -p "$T"
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); }
+bad() {
+    failed=$((failed + 1))
+    echo "FAIL: $*" >&2
+}
+check() { # check DESCRIPTION COMMAND...
+    desc="$1"
+    shift
+    if "$@"; then ok; else bad "$desc"; fi
+}
+# runs mha, records the exit status in $rc (stdout/stderr to files)
+run_mha() {
+    "$MHA" "$@" >"$T/out.txt" 2>"$T/err.txt"
+    rc=$?
+}
+no_tmp_left() { ! ls "$T" | grep -q '\.tmp\.'; }
+
+FAST="--min-time 0.05 --warmup 1"
+
+# ---- usage errors exit 2 ---------------------------------------------------
+for args in \
+    "bench" \
+    "bench $MODEL" \
+    "bench $MODEL --shape" \
+    "bench $MODEL --shape 2" \
+    "bench $MODEL --shape 2,x" \
+    "bench $MODEL --shape 0,16" \
+    "bench $MODEL --shape 2,16 --threads 0" \
+    "bench $MODEL --shape 2,16 --threads 1,,2" \
+    "bench $MODEL --shape 2,16 --backend Bad-Name" \
+    "bench $MODEL --shape 2,16 --scenario batch" \
+    "bench $MODEL --shape 2,16 --min-time -1" \
+    "bench $MODEL --shape 2,16 --warmup many" \
+    "bench $MODEL --shape 2,16 --no-such-option" \
+    "bench $MODEL $MODEL --shape 2,16"; do
+    # shellcheck disable=SC2086
+    run_mha $args
+    check "usage error exits 2: mha $args (got $rc)" [ "$rc" -eq 2 ]
+    check "usage error says why on stderr: mha $args" grep -q "mha bench:" "$T/err.txt"
+done
+run_mha bench --help
+check "--help exits 0" [ "$rc" -eq 0 ]
+check "--help prints the usage" grep -q "usage: mha bench MODEL --shape" "$T/out.txt"
+
+# ---- a model that cannot be read: exit 1, one clear line ------------------
+run_mha bench "$T/missing.onnx" --shape 2,16 $FAST
+check "missing model exits 1 (got $rc)" [ "$rc" -eq 1 ]
+check "missing model is named on stderr" grep -q "missing.onnx" "$T/err.txt"
+# self-attention: S_kv must equal S
+run_mha bench "$MODEL" --shape 2,16,9 $FAST --backend scalar --threads 1
+check "S_kv != S on a self-attention model exits 1 (got $rc)" [ "$rc" -eq 1 ]
+check "S_kv != S is explained" grep -q "S_kv must equal S" "$T/err.txt"
+
+# ---- offline: every file, every key -----------------------------------------
+run_mha bench "$MODEL" --shape 2,16 $FAST --backend scalar --threads 1,2 \
+    --json "$T/r.json" --csv "$T/r.csv" --plot "$T/r.svg"
+check "offline scalar run exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "the table has a header" grep -q "backend.*threads.*check.*max_rel_err.*median_ms.*p90_ms.*min_ms.*CV.*GFLOP/s.*RSS_MiB" "$T/out.txt"
+check "the table has a row per configuration" [ "$(grep -c '^scalar  *[12] ok' "$T/out.txt")" -eq 2 ]
+check "the context names the CPU and the build" grep -q "cpu: .*online CPUs; isa:" "$T/out.txt"
+check "the context names the denormal mode" grep -q "FTZ" "$T/out.txt"
+check "the FLOP count says which it is" grep -q "ARCHITECTURE.md section 1" "$T/out.txt"
+
+for key in schema model model_form layer scenario shape inputs seed flops_per_run flops_full \
+    flops_count settings context cpu_model isa online_cpus ftz_daz compiler c_flags build_type \
+    library_version git_commit date base_rss_mib results backend threads ran error \
+    accuracy_ok max_abs_err max_rel_err reps median_ms p90_ms p99_ms min_ms mean_ms cv gflops \
+    peak_rss_mib other_cpus own_cpus warnings all_ok; do
+    check "JSON has key $key" grep -q "\"$key\":" "$T/r.json"
+done
+check "JSON has one result per configuration" [ "$(grep -c '"backend":' "$T/r.json")" -eq 2 ]
+check "JSON says scalar passed" grep -q '"accuracy_ok": true' "$T/r.json"
+check "JSON all_ok is true" grep -q '"all_ok": true' "$T/r.json"
+check "JSON records the shape" grep -q '"shape": {"B": 2, "S": 16, "S_kv": 16' "$T/r.json"
+check "JSON starts with { and ends with }" sh -c "head -c1 '$T/r.json' | grep -q '{' && tail -n1 '$T/r.json' | grep -q '^}$'"
+check "JSON median_ms is a positive number" grep -Eq '"median_ms": [0-9.]+(e[-+][0-9]+)?,' "$T/r.json"
+
+check "CSV header" sh -c "head -n1 '$T/r.csv' | grep -q '^scenario,backend,threads,ran,accuracy_ok,max_abs_err,max_rel_err,reps,median_ms,p90_ms,p99_ms,min_ms'"
+check "CSV has a row per configuration" [ "$(grep -c '^offline,scalar,[12],1,1,' "$T/r.csv")" -eq 2 ]
+check "CSV rows have as many fields as the header" sh -c \
+    "awk -F, 'NR==1{n=NF} NF!=n{bad=1} END{exit bad}' '$T/r.csv'"
+
+check "SVG starts with the XML declaration" sh -c "head -n1 '$T/r.svg' | grep -q '^<?xml'"
+check "SVG has an svg root" grep -q '<svg xmlns="http://www.w3.org/2000/svg"' "$T/r.svg"
+check "SVG is closed" sh -c "tail -n1 '$T/r.svg' | grep -q '^</svg>$'"
+check "SVG has bars" [ "$(grep -c '<rect x=' "$T/r.svg")" -ge 2 ]
+check "SVG has a title with the model and shape" grep -q "mha_self_d64_h4_b2_s16/model.onnx, B=2 S=16 S_kv=16" "$T/r.svg"
+check "SVG has axis labels and a legend" sh -c "grep -q 'GFLOP/s' '$T/r.svg' && grep -q '>threads<' '$T/r.svg'"
+check "SVG text elements are balanced" sh -c \
+    "[ \$(grep -o '<text' '$T/r.svg' | wc -l) -eq \$(grep -o '</text>' '$T/r.svg' | wc -l) ]"
+check "no temporary file left behind" no_tmp_left
+
+# --quiet: no table, the files still written
+rm -f "$T/q.json"
+run_mha bench "$MODEL" --shape 1,4 $FAST --backend scalar --threads 1 --quiet --json "$T/q.json"
+check "--quiet exits 0" [ "$rc" -eq 0 ]
+check "--quiet prints no table" sh -c "! grep -q 'median_ms' '$T/out.txt'"
+check "--quiet still writes the JSON" grep -q '"all_ok": true' "$T/q.json"
+
+# ---- an inaccurate backend is caught ----------------------------------------
+if [ -f "$TESTING_PLUGINS/mha-plugin-wrong.so" ]; then
+    MHA_PLUGIN_PATH="$TESTING_PLUGINS" run_mha bench "$MODEL" --shape 2,16 $FAST \
+        --backend scalar,wrong --threads 1 --json "$T/w.json" --csv "$T/w.csv" --plot "$T/w.svg"
+    check "a FAILing backend makes the exit status 1 (got $rc)" [ "$rc" -eq 1 ]
+    check "the table marks wrong as FAIL" grep -q '^wrong  *1 FAIL' "$T/out.txt"
+    check "the table marks scalar ok" grep -q '^scalar  *1 ok' "$T/out.txt"
+    check "FAIL timings are shown in parentheses" grep -q '^wrong .*(' "$T/out.txt"
+    check "stderr says wrong failed the accuracy check" grep -q "wrong .*FAILED the accuracy check" "$T/err.txt"
+    check "JSON: wrong has accuracy_ok false" sh -c \
+        "sed -n '/\"backend\": \"wrong\"/,/}/p' '$T/w.json' | grep -q '\"accuracy_ok\": false'"
+    check "JSON: scalar has accuracy_ok true" sh -c \
+        "sed -n '/\"backend\": \"scalar\"/,/}/p' '$T/w.json' | grep -q '\"accuracy_ok\": true'"
+    check "JSON: all_ok false" grep -q '"all_ok": false' "$T/w.json"
+    check "CSV: wrong row has accuracy_ok 0" grep -q '^offline,wrong,1,1,0,' "$T/w.csv"
+    check "SVG: wrong drawn as FAIL" grep -q '>FAIL<' "$T/w.svg"
+    # --backend all sees it too once it is on the path
+    MHA_PLUGIN_PATH="$TESTING_PLUGINS" run_mha bench "$MODEL" --shape 1,4 --min-time 0 \
+        --warmup 0 --backend all --threads 1
+    check "--backend all includes the plugin on MHA_PLUGIN_PATH and fails (got $rc)" [ "$rc" -eq 1 ]
+    check "--backend all lists scalar and wrong" sh -c \
+        "grep -q '^scalar ' '$T/out.txt' && grep -q '^wrong .*FAIL' '$T/out.txt'"
+    # --plugin-path does the same as MHA_PLUGIN_PATH
+    run_mha bench "$MODEL" --shape 1,4 --min-time 0 --warmup 0 --backend wrong --threads 1 \
+        --plugin-path "$TESTING_PLUGINS"
+    check "--plugin-path finds wrong (got $rc)" sh -c "[ $rc -eq 1 ] && grep -q '^wrong .*FAIL' '$T/out.txt'"
+else
+    bad "testing plugin missing: $TESTING_PLUGINS/mha-plugin-wrong.so"
+fi
+
+# ---- a backend that does not exist: an ERROR row, exit 1 -------------------
+run_mha bench "$MODEL" --shape 1,4 --min-time 0 --warmup 0 --backend scalar,nosuchbackend \
+    --threads 1 --json "$T/e.json"
+check "a missing backend exits 1 (got $rc)" [ "$rc" -eq 1 ]
+check "a missing backend is an ERROR row" grep -q '^nosuchbackend  *1 ERROR' "$T/out.txt"
+check "JSON: the missing backend did not run" sh -c \
+    "sed -n '/\"backend\": \"nosuchbackend\"/,/}/p' '$T/e.json' | grep -q '\"ran\": false'"
+
+# ---- a file that cannot be written: exit 1, nothing half-written ----------
+run_mha bench "$MODEL" --shape 1,4 --min-time 0 --warmup 0 --backend scalar --threads 1 \
+    --json "$T/no/such/dir/r.json"
+check "an unwritable --json exits 1 (got $rc)" [ "$rc" -eq 1 ]
+check "an unwritable --json is named" grep -q "no/such/dir/r.json" "$T/err.txt"
+
+# ---- a configuration that takes too long is killed: exit 1, says so -------
+# (about 30 GFLOP of scalar reference: far more than the 1 s allowed)
+run_mha bench "$MHA_TEST_DATA/conformance/mha_self_d256_h8_b1_s32/model.onnx" --shape 32,1024 \
+    --backend scalar --threads 1 --timeout 1 --quiet
+check "--timeout ends a long run with exit 1 (got $rc)" [ "$rc" -eq 1 ]
+check "--timeout says it timed out" grep -q "timed out" "$T/err.txt"
+
+# ---- server scenario, kept short ---------------------------------------------
+run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backend scalar \
+    --threads 1 --clients 2 --json "$T/s.json" --csv "$T/s.csv"
+check "server scenario exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "server table header" grep -q "max_rate/s.*achieved/s.*p50_ms.*p99_ms" "$T/out.txt"
+for key in scenario max_rate_rps achieved_rps alone_ms server_found trials target_rps p50_ms p99_ms; do
+    check "server JSON has key $key" grep -q "\"$key\":" "$T/s.json"
+done
+check "server JSON says server" grep -q '"scenario": "server"' "$T/s.json"
+check "server JSON runs batch 1" grep -q '"shape": {"B": 1, "S": 4' "$T/s.json"
+check "server CSV row" grep -q '^server,scalar,1,1,1,' "$T/s.csv"
+
+echo "bench.sh: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

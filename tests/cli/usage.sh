@@ -1,0 +1,77 @@
+#!/bin/sh
+# usage.sh -- the `mha` command line: every subcommand has --help (exit 0,
+# text on stdout), and every malformed command line exits 2 with exactly
+# one line on stderr and nothing on stdout.
+# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
+set -eu
+: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
+T="$MHA_TEST_TMP"
+rm -rf "$T" && mkdir -p "$T"
+MODEL="$MHA_TEST_DATA/conformance/mha_self_d32_h2_b2_s8/model.onnx"
+INPUT="$MHA_TEST_DATA/conformance/mha_self_d32_h2_b2_s8/test_data_set_0/input_0.pb"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# expect STATUS WHAT CMD...: runs CMD, checks its exit status; a failure must
+# say one line on stderr and nothing on stdout.
+expect() {
+  want=$1 what=$2
+  shift 2
+  set +e
+  "$@" >"$T/out" 2>"$T/err"
+  got=$?
+  set -e
+  [ "$got" = "$want" ] || fail "$what: exit $got, wanted $want (stderr: $(cat "$T/err"))"
+  if [ "$want" != 0 ]; then
+    lines=$(wc -l <"$T/err")
+    [ "$lines" -eq 1 ] || fail "$what: $lines lines on stderr, wanted 1: $(cat "$T/err")"
+    [ ! -s "$T/out" ] || fail "$what: wrote to stdout: $(cat "$T/out")"
+  fi
+  echo "ok: $what (exit $got)"
+}
+
+echo "== --help of every subcommand"
+for cmd in run check info gen backends; do
+  expect 0 "mha $cmd --help" "$MHA" "$cmd" --help
+  grep -q "^Usage: mha $cmd" "$T/out" || fail "mha $cmd --help: no usage line"
+  expect 0 "mha help $cmd" "$MHA" help "$cmd"
+done
+expect 0 "mha --help" "$MHA" --help
+grep -q "run" "$T/out" || fail "mha --help does not list run"
+expect 0 "mha --version" "$MHA" --version
+
+echo "== usage errors exit 2 with one line"
+expect 2 "no command" "$MHA"
+expect 2 "unknown command" "$MHA" frobnicate
+grep -q "known commands: .*run.*check" "$T/err" || fail "unknown command does not list the known ones"
+expect 2 "help for an unknown command" "$MHA" help frobnicate
+expect 2 "run without a model" "$MHA" run
+expect 2 "run with an unknown option" "$MHA" run "$MODEL" --frobnicate
+expect 2 "run -o without a file" "$MHA" run "$MODEL" "$INPUT" -o
+expect 2 "run with -o and --out-dir" "$MHA" run "$MODEL" "$INPUT" -o "$T/y.npy" --out-dir "$T/d"
+expect 2 "run with an output of unknown type" "$MHA" run "$MODEL" "$INPUT" -o "$T/y.txt"
+expect 2 "run with an input of unknown type" "$MHA" run "$MODEL" "$T/x.txt"
+expect 2 "run --threads not a number" "$MHA" run "$MODEL" "$INPUT" --threads many
+expect 2 "run --threads negative" "$MHA" run "$MODEL" "$INPUT" --threads -1
+expect 2 "run --backend without a name" "$MHA" run "$MODEL" "$INPUT" --backend
+expect 2 "run with too many inputs" "$MHA" run "$MODEL" "$INPUT" "$INPUT"
+expect 2 "run with a missing input" "$MHA" run "$MODEL"
+expect 2 "run with too many outputs" "$MHA" run "$MODEL" "$INPUT" -o "$T/a.npy" "$T/b.npy"
+expect 2 "run binding one input twice" "$MHA" run "$MODEL" "query=$INPUT" "query=$INPUT"
+expect 2 "check without folders" "$MHA" check
+expect 2 "check --rtol not a number" "$MHA" check --rtol x "$T"
+expect 2 "info without a model" "$MHA" info
+expect 2 "info with two models" "$MHA" info "$MODEL" "$MODEL"
+expect 2 "backends with an argument" "$MHA" backends extra
+expect 2 "gen without -d" "$MHA" gen -H 2 -o "$T/m.onnx"
+expect 2 "gen without -o" "$MHA" gen -d 16 -H 2
+expect 2 "gen with D not a multiple of H" "$MHA" gen -d 10 -H 3 -o "$T/m.onnx"
+expect 2 "gen with kv heads not dividing H" "$MHA" gen -d 16 -H 4 --kv-heads 3 -o "$T/m.onnx"
+expect 2 "gen --data without --batch" "$MHA" gen -d 16 -H 2 -o "$T/m.onnx" --data "$T/x.npy" --seq 4
+expect 2 "gen --batch without --data" "$MHA" gen -d 16 -H 2 -o "$T/m.onnx" --batch 2
+expect 2 "gen --data not .npy" "$MHA" gen -d 16 -H 2 -o "$T/m.onnx" --data "$T/x.pb" --batch 1 --seq 1
+expect 2 "gen -d 0" "$MHA" gen -d 0 -H 1 -o "$T/m.onnx"
+[ ! -e "$T/m.onnx" ] || fail "a refused gen wrote a model"
+[ ! -e "$T/y.npy" ] && [ ! -e "$T/a.npy" ] || fail "a refused run wrote an output"
+
+echo "usage.sh: all passed"

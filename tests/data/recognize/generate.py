@@ -1,0 +1,216 @@
+#!/usr/bin/python3
+"""Small ONNX graphs for the recogniser's tests (tests/unit/test_recognize.c).
+Regenerate from the project root with Debian's python3-onnx:
+
+    /usr/bin/python3 tests/data/recognize/generate.py
+
+Graphs that must be REFUSED (MHA_ERR_MODEL_UNSUPPORTED naming op and node):
+  no_attention        MatMul + Add only
+  two_softmax         a decomposed layer with a second Softmax on its output
+  unknown_op_on_path  Sin between the Q projection and the scores
+  where_mask          the causal mask applied with Where instead of Add
+  softmax_axis        Softmax over the query axis
+  weight_input        the Q projection weight is a graph input
+  const_bias_mask     a constant non-causal bias added to the scores
+Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
+  interleaved_heads   head h uses projection columns d*H + h (not h*dh + d)
+  kpm_attend          bool key padding [B, S] with True = attend (Where), scale on K
+  gqa_expand          4 query heads over 2 kv heads, repeated with Expand
+  gqa_tile            the same repeated with Tile: q head h uses kv head h % 2
+  scale_after_mask    (Q.K^T + causal mask) * scale, no biases
+"""
+import math
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+D, H = 16, 4
+DH = D // H
+rng = np.random.default_rng(7)
+
+
+def init(name, arr):
+    return numpy_helper.from_array(np.asarray(arr), name)
+
+
+def weights(prefix, din, dout, bias=True):
+    w = (rng.standard_normal((din, dout)) / math.sqrt(din)).astype(np.float32)
+    out = [init(prefix + "_w", w)]
+    if bias:
+        out.append(init(prefix + "_b", (0.1 * rng.standard_normal(dout)).astype(np.float32)))
+    return out
+
+
+def proj(nodes, x, prefix, out, bias=True):
+    if bias:
+        nodes.append(helper.make_node("MatMul", [x, prefix + "_w"], [out + "_mm"], name=prefix + "_matmul"))
+        nodes.append(helper.make_node("Add", [out + "_mm", prefix + "_b"], [out], name=prefix + "_add"))
+    else:
+        nodes.append(helper.make_node("MatMul", [x, prefix + "_w"], [out], name=prefix + "_matmul"))
+
+
+def causal_mask(nodes, inits, x, out):
+    """-inf above the diagonal, built from the runtime sequence length."""
+    inits += [init("c_idx1", np.array([1], np.int64)), init("c_zero", np.array(0, np.int64)),
+              init("c_one", np.array(1, np.int64)), init("c_ax0", np.array([0], np.int64)),
+              init("c_ax1", np.array([1], np.int64)), init("c_ninf", np.array(-np.inf, np.float32)),
+              init("c_zf", np.array(0.0, np.float32))]
+    nodes += [helper.make_node("Shape", [x], ["c_shape"], name="c_shape"),
+              helper.make_node("Gather", ["c_shape", "c_idx1"], ["c_s1"], axis=0, name="c_gather"),
+              helper.make_node("Squeeze", ["c_s1", "c_ax0"], ["c_s"], name="c_squeeze"),
+              helper.make_node("Range", ["c_zero", "c_s", "c_one"], ["c_pos"], name="c_range"),
+              helper.make_node("Unsqueeze", ["c_pos", "c_ax1"], ["c_rows"], name="c_rows"),
+              helper.make_node("Unsqueeze", ["c_pos", "c_ax0"], ["c_cols"], name="c_cols"),
+              helper.make_node("Greater", ["c_cols", "c_rows"], ["c_future"], name="c_greater"),
+              helper.make_node("Where", ["c_future", "c_ninf", "c_zf"], [out], name="c_where")]
+
+
+def layer(variant):
+    """A decomposed self-attention layer [B, S, D] -> [B, S, D] with variations."""
+    nodes, inits = [], []
+    hq, hkv = H, H
+    if variant in ("gqa_expand", "gqa_tile"):
+        hkv = 2
+    bias = variant != "scale_after_mask"
+    inits += weights("q", D, hq * DH, bias) + weights("k", D, hkv * DH, bias)
+    inits += weights("v", D, hkv * DH, bias) + weights("o", hq * DH, D, bias)
+    proj(nodes, "x", "q", "q", bias)
+    proj(nodes, "x", "k", "k", bias)
+    proj(nodes, "x", "v", "v", bias)
+    # const_bias_mask has a [5, 5] bias: static sizes there
+    dims = [2, 5, D] if variant == "const_bias_mask" else ["batch", "seq", D]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)]
+    scale = np.array(1.0 / math.sqrt(DH), np.float32)
+    inits.append(init("scale", scale))
+    inits.append(init("sqrt_dh", np.array(math.sqrt(DH), np.float32)))
+
+    if variant == "interleaved_heads":
+        # columns c = d * H + h: reshape [B, S, dh, H], heads to axis 1
+        inits.append(init("shape_bsdh", np.array([0, 0, DH, H], np.int64)))
+        for t in "qkv":
+            nodes.append(helper.make_node("Reshape", [t, "shape_bsdh"], [t + "_4d"], name=t + "_reshape"))
+        nodes.append(helper.make_node("Transpose", ["q_4d"], ["q_t"], perm=[0, 3, 1, 2], name="q_transpose"))
+        nodes.append(helper.make_node("Transpose", ["k_4d"], ["k_t"], perm=[0, 3, 2, 1], name="k_transpose"))
+        nodes.append(helper.make_node("Transpose", ["v_4d"], ["v_t"], perm=[0, 3, 1, 2], name="v_transpose"))
+    elif variant == "gqa_expand":
+        inits.append(init("shape_q", np.array([0, 0, hq, DH], np.int64)))
+        inits.append(init("shape_kv5", np.array([0, 0, hkv, 1, DH], np.int64)))
+        inits.append(init("ones5", np.array([1, 1, 1, hq // hkv, 1], np.int64)))
+        inits.append(init("shape_kv4", np.array([0, 0, hq, DH], np.int64)))
+        nodes.append(helper.make_node("Reshape", ["q", "shape_q"], ["q_4d"], name="q_reshape"))
+        for t in "kv":
+            nodes.append(helper.make_node("Reshape", [t, "shape_kv5"], [t + "_5d"], name=t + "_reshape5"))
+            nodes.append(helper.make_node("Expand", [t + "_5d", "ones5"], [t + "_rep"], name=t + "_expand"))
+            nodes.append(helper.make_node("Reshape", [t + "_rep", "shape_kv4"], [t + "_4d"], name=t + "_reshape4"))
+        nodes.append(helper.make_node("Transpose", ["q_4d"], ["q_t"], perm=[0, 2, 1, 3], name="q_transpose"))
+        nodes.append(helper.make_node("Transpose", ["k_4d"], ["k_t"], perm=[0, 2, 3, 1], name="k_transpose"))
+        nodes.append(helper.make_node("Transpose", ["v_4d"], ["v_t"], perm=[0, 2, 1, 3], name="v_transpose"))
+    elif variant == "gqa_tile":
+        # Tile repeats the kv heads as a whole: q head h uses kv head h % Hkv
+        inits.append(init("shape_q", np.array([0, 0, hq, DH], np.int64)))
+        inits.append(init("shape_kv", np.array([0, 0, hkv, DH], np.int64)))
+        inits.append(init("reps", np.array([1, 1, hq // hkv, 1], np.int64)))
+        nodes.append(helper.make_node("Reshape", ["q", "shape_q"], ["q_4d"], name="q_reshape"))
+        for t in "kv":
+            nodes.append(helper.make_node("Reshape", [t, "shape_kv"], [t + "_kv4"], name=t + "_reshape"))
+            nodes.append(helper.make_node("Tile", [t + "_kv4", "reps"], [t + "_4d"], name=t + "_tile"))
+        nodes.append(helper.make_node("Transpose", ["q_4d"], ["q_t"], perm=[0, 2, 1, 3], name="q_transpose"))
+        nodes.append(helper.make_node("Transpose", ["k_4d"], ["k_t"], perm=[0, 2, 3, 1], name="k_transpose"))
+        nodes.append(helper.make_node("Transpose", ["v_4d"], ["v_t"], perm=[0, 2, 1, 3], name="v_transpose"))
+    else:
+        inits.append(init("shape_bshd", np.array([0, 0, H, DH], np.int64)))
+        for t in "qkv":
+            nodes.append(helper.make_node("Reshape", [t, "shape_bshd"], [t + "_4d"], name=t + "_reshape"))
+        nodes.append(helper.make_node("Transpose", ["q_4d"], ["q_t0"], perm=[0, 2, 1, 3], name="q_transpose"))
+        nodes.append(helper.make_node("Transpose", ["k_4d"], ["k_t0"], perm=[0, 2, 3, 1], name="k_transpose"))
+        nodes.append(helper.make_node("Transpose", ["v_4d"], ["v_t"], perm=[0, 2, 1, 3], name="v_transpose"))
+        if variant == "unknown_op_on_path":
+            nodes.append(helper.make_node("Sin", ["q_t0"], ["q_t"], name="q_sin"))
+        else:
+            nodes.append(helper.make_node("Identity", ["q_t0"], ["q_t"], name="q_identity"))
+        if variant == "kpm_attend":
+            nodes.append(helper.make_node("Div", ["k_t0", "sqrt_dh"], ["k_t"], name="k_scale"))
+        else:
+            nodes.append(helper.make_node("Identity", ["k_t0"], ["k_t"], name="k_identity"))
+
+    nodes.append(helper.make_node("MatMul", ["q_t", "k_t"], ["qk"], name="qk_matmul"))
+    if variant == "kpm_attend":
+        scores = "qk"
+    elif variant == "scale_after_mask":
+        scores = "qk"
+    else:
+        nodes.append(helper.make_node("Mul", ["qk", "scale"], ["qk_s"], name="qk_scale"))
+        scores = "qk_s"
+
+    if variant in ("where_mask", "scale_after_mask"):
+        causal_mask(nodes, inits, "x", "cmask")
+        if variant == "where_mask":
+            nodes.append(helper.make_node("IsInf", ["cmask"], ["cmask_b"], name="m_isinf"))
+            inits.append(init("ninf", np.array(-np.inf, np.float32)))
+            nodes.append(helper.make_node("Where", ["cmask_b", "ninf", scores], ["qk_m"], name="m_where_scores"))
+            scores = "qk_m"
+        else:
+            nodes.append(helper.make_node("Add", [scores, "cmask"], ["qk_m"], name="qk_mask"))
+            nodes.append(helper.make_node("Mul", ["qk_m", "scale"], ["qk_ms"], name="qk_scale_after"))
+            scores = "qk_ms"
+    if variant == "const_bias_mask":
+        inits.append(init("bias_ss", rng.standard_normal((1, 1, 5, 5)).astype(np.float32)))
+        nodes.append(helper.make_node("Add", [scores, "bias_ss"], ["qk_m"], name="qk_const_bias"))
+        scores = "qk_m"
+    if variant == "kpm_attend":
+        inputs.append(helper.make_tensor_value_info("keep", TensorProto.BOOL, ["batch", "seq"]))
+        inits += [init("kp_shape", np.array([0, 1, 1, -1], np.int64)),
+                  init("kp_zero", np.array(0.0, np.float32)), init("kp_ninf", np.array(-np.inf, np.float32))]
+        nodes.append(helper.make_node("Reshape", ["keep", "kp_shape"], ["keep4"], name="kp_reshape"))
+        nodes.append(helper.make_node("Where", ["keep4", "kp_zero", "kp_ninf"], ["kp_add"], name="kp_where"))
+        nodes.append(helper.make_node("Add", [scores, "kp_add"], ["qk_m"], name="qk_kpm"))
+        scores = "qk_m"
+
+    axis = -2 if variant == "softmax_axis" else -1
+    nodes.append(helper.make_node("Softmax", [scores], ["probs"], axis=axis, name="softmax"))
+    nodes.append(helper.make_node("MatMul", ["probs", "v_t"], ["ctx"], name="pv_matmul"))
+    if variant == "interleaved_heads":
+        nodes.append(helper.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 3, 1], name="ctx_transpose"))
+    else:
+        nodes.append(helper.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3], name="ctx_transpose"))
+    inits.append(init("shape_bsd", np.array([0, 0, hq * DH], np.int64)))
+    nodes.append(helper.make_node("Reshape", ["ctx_t", "shape_bsd"], ["attn"], name="ctx_reshape"))
+    out = "y"
+    if variant == "two_softmax":
+        out = "y0"
+    proj(nodes, "attn", "o", out, bias)
+    if variant == "two_softmax":
+        nodes.append(helper.make_node("Softmax", ["y0"], ["y"], axis=-1, name="extra_softmax"))
+    if variant == "weight_input":
+        inits = [i for i in inits if i.name != "q_w"]
+        inputs.append(helper.make_tensor_value_info("q_w", TensorProto.FLOAT, [D, D]))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)]
+    return helper.make_graph(nodes, variant, inputs, outputs, initializer=inits)
+
+
+def no_attention():
+    inits = weights("p", D, D)
+    nodes = []
+    proj(nodes, "x", "p", "y")
+    return helper.make_graph(nodes, "no_attention",
+                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", D])],
+                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", D])],
+                             initializer=inits)
+
+
+def save(graph, name):
+    model = helper.make_model(graph, producer_name="tests/data/recognize/generate.py",
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(HERE, name + ".onnx"))
+    print("wrote", name)
+
+
+save(no_attention(), "no_attention")
+for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "weight_input",
+          "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask"):
+    save(layer(v), v)

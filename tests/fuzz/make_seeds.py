@@ -1,0 +1,101 @@
+#!/usr/bin/python3
+"""make_seeds.py -- writes the committed seed inputs of tests/fuzz/seeds.
+
+A development-time helper (needs numpy; never run by the build or the
+tests; its output is committed):
+
+    /usr/bin/python3 tests/fuzz/make_seeds.py
+
+seeds/npy: small .npy files from numpy itself (every supported dtype,
+versions 1.0 / 2.0 / 3.0, empty and scalar shapes) plus a few numpy can
+write but the engine refuses (Fortran order, big-endian, complex).
+seeds/external_data: inputs of the external-data target, one per
+interesting location (format in entry_external_data.c).
+"""
+import io
+import os
+
+import numpy as np
+from numpy.lib import format as npf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def save(name, arr, version=None):
+    buf = io.BytesIO()
+    if version is None:
+        np.save(buf, arr, allow_pickle=False)
+    else:
+        npf.write_array(buf, arr, version=version, allow_pickle=False)
+    with open(os.path.join(HERE, "seeds", "npy", name), "wb") as f:
+        f.write(buf.getvalue())
+
+
+def npy_seeds():
+    os.makedirs(os.path.join(HERE, "seeds", "npy"), exist_ok=True)
+    rng = np.random.default_rng(8)
+    save("f4_2x3.npy", rng.uniform(-1, 1, (2, 3)).astype("<f4"))
+    save("f4_1x4x8.npy", rng.uniform(-1, 1, (1, 4, 8)).astype("<f4"))
+    save("f8_3.npy", rng.uniform(-1, 1, 3).astype("<f8"))
+    save("f2_2x2.npy", rng.uniform(-1, 1, (2, 2)).astype("<f2"))
+    save("b1_2x5.npy", rng.uniform(size=(2, 5)) > 0.5)
+    save("i8_4.npy", np.arange(4, dtype="<i8"))
+    save("i4_2x2.npy", np.arange(4, dtype="<i4").reshape(2, 2))
+    save("i1_3.npy", np.array([-1, 0, 1], dtype="i1"))
+    save("u1_3.npy", np.array([0, 7, 255], dtype="u1"))
+    save("f4_scalar.npy", np.array(1.5, dtype="<f4"))
+    save("f4_empty_0x3.npy", np.zeros((0, 3), dtype="<f4"))
+    save("f4_2x0x4.npy", np.zeros((2, 0, 4), dtype="<f4"))
+    save("f4_v2.npy", rng.uniform(-1, 1, (2, 2)).astype("<f4"), version=(2, 0))
+    save("f4_v3.npy", rng.uniform(-1, 1, (2, 2)).astype("<f4"), version=(3, 0))
+    save("f4_rank8.npy", np.zeros((1, 2, 1, 2, 1, 2, 1, 2), dtype="<f4"))
+    # refused by the engine
+    save("f4_fortran.npy", np.asfortranarray(rng.uniform(-1, 1, (2, 3)).astype("<f4")))
+    save("f4_big_endian.npy", rng.uniform(-1, 1, 3).astype(">f4"))
+    save("c8_2.npy", np.array([1 + 2j, 3 - 1j], dtype="<c8"))
+    save("f4_rank9.npy", np.zeros((1,) * 9, dtype="<f4"))
+
+
+def ext_seeds():
+    d = os.path.join(HERE, "seeds", "external_data")
+    os.makedirs(d, exist_ok=True)
+    # flags byte: bits 0-1 dtype (0 float32, 1 uint8, 2 int64, 3 float16),
+    # bit 2 data_location DEFAULT, bit 3 raw_data too, bit 4 2-D shape
+    seeds = {
+        "inside_f32": (0, "w.bin\n0\n16\n4"),
+        "inside_offset_u8": (1, "w.bin\n100\n8\n8"),
+        "inside_whole_i64": (2, "w.bin\n-\n256"),
+        "inside_sub_f16": (3, "sub/x.bin\n4\n8\n4"),
+        "inside_deeper": (1, "sub/deeper/y.bin\n0\n40\n40"),
+        "inside_dot": (1, "./w.bin\n0\n4\n4"),
+        "inside_link": (1, "link_in\n0\n4\n4"),
+        "inside_link_up": (1, "sub/link_up\n0\n4\n4"),
+        "empty_file": (1, "empty.bin\n0\n0\n0"),
+        "past_end": (0, "w.bin\n250\n16\n4"),
+        "offset_overflow": (1, "w.bin\n18446744073709551615\n1\n1"),
+        "length_mismatch": (0, "w.bin\n0\n15\n4"),
+        "negative_offset": (1, "w.bin\n-1\n1\n1"),
+        "escape_dotdot": (1, "../outside/secret.bin\n0\n16\n16"),
+        "escape_sub_dotdot": (1, "sub/../../sibling.bin\n0\n16\n16"),
+        "escape_link": (1, "link_out\n0\n16\n16"),
+        "escape_link_abs": (1, "link_abs\n0\n16\n16"),
+        "escape_dir_link": (1, "dir_out/secret.bin\n0\n16\n16"),
+        "escape_proc": (1, "proc_root/etc/passwd\n0\n4\n4"),
+        "absolute": (1, "/etc/passwd\n0\n4\n4"),
+        "loop": (1, "loop\n0\n4\n4"),
+        "fifo": (1, "fifo\n0\n4\n4"),
+        "folder": (1, "d.bin\n0\n4\n4"),
+        "missing": (1, "nothere.bin\n0\n4\n4"),
+        "no_location": (1, "-\n0\n4\n4"),
+        "not_external": (5, "w.bin\n0\n4\n4"),
+        "raw_and_external": (9, "w.bin\n0\n8\n8"),
+        "two_d": (17, "w.bin\n0\n8\n8"),
+    }
+    for name, (flags, text) in seeds.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(bytes([flags]) + text.encode())
+
+
+if __name__ == "__main__":
+    npy_seeds()
+    ext_seeds()

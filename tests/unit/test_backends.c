@@ -1,0 +1,582 @@
+/* test_backends.c -- every backend plugin found in MHA_PLUGIN_PATH (the
+ * build's plugin folder, loaded through the registry) against the built-in
+ * scalar reference, on randomised shapes:
+ *  - attention: head sizes 1, 3, 17, 64, 80, 128; sequence lengths 1, 7,
+ *    33, 513; batch 1-5; additive masks with broadcast strides holding -inf
+ *    and lowest-float entries and fully masked rows; causal with per-batch
+ *    offsets; kv_len; GQA; cross (Sq != Skv); softcap; strided layouts.
+ *    max |err| <= 1e-5 * max |scalar|, fully masked rows exactly 0.
+ *  - determinism: any split of the range (b, h, q) gives bitwise the same
+ *    output as one call; GEMM splits at the plugin's m/n blocks likewise;
+ *    the openmp plugin with num_threads 1 and 2 is bitwise identical.
+ *  - GEMM: odd M, N, K (K past one k-block), with and without bias, padded
+ *    leading dimensions.
+ *  - argument checks: bad ranges / GQA / small workspace return nonzero. */
+#include "testutil.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "registry.h"
+
+#define MAX_BACKENDS 16
+
+/* Sanitizer builds (clang 14 + glibc >= 2.34): LeakSanitizer crashes while
+ * scanning the dynamic TLS of the threads a dlopen'ed OpenMP runtime keeps
+ * (the openmp plugin's), a known LSan/glibc DTV-layout bug fixed in later
+ * LLVM. Leave TLS out of the leak scan; the one block glibc keeps only in
+ * TLS (the dlerror() state) then looks leaked, so suppress exactly that.
+ * Without a sanitizer nothing calls these. */
+const char *__lsan_default_options(void);
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_options(void) {
+    return "use_tls=0";
+}
+const char *__lsan_default_suppressions(void) {
+    return "leak:_dlerror_run\nleak:_dl_exception_create_format\n";
+}
+
+typedef struct backend {
+    const char *name;
+    const char *path;
+    const mha_plugin *p;
+    void *state;
+} backend;
+
+static registry *REG;
+static backend BK[MAX_BACKENDS];
+static int NBK;
+static const mha_plugin *REF; /* built-in scalar */
+static mha_alloc_ctx A;
+
+static void *svc_alloc(void *ctx, size_t size, size_t align) {
+    (void)ctx;
+    if (align < sizeof(void *)) align = sizeof(void *);
+    void *p = NULL;
+    return posix_memalign(&p, align, size ? size : 1) == 0 ? p : NULL;
+}
+static void svc_free(void *ctx, void *p) {
+    (void)ctx;
+    free(p);
+}
+static void svc_log(void *ctx, int level, const char *msg) {
+    (void)ctx, (void)level, (void)msg;
+}
+static const mha_plugin_services SVC = {sizeof(mha_plugin_services), NULL, svc_log, svc_alloc,
+                                        svc_free};
+
+static int setup(void **state) {
+    (void)state;
+    mha_alloc_ctx_init(&A, NULL);
+    /* ctest sets MHA_PLUGIN_PATH; run by hand, fall back to the build's folder */
+    if (!getenv("MHA_PLUGIN_PATH")) setenv("MHA_PLUGIN_PATH", MHA_PLUGIN_BUILD_DIR, 1);
+    registry_options o = {0};
+    o.use_env = 1;
+    mha_error err = {0};
+    if (registry_create(&A, &o, &REG, &err) != MHA_OK) {
+        fprintf(stderr, "registry_create: %s\n", err.message);
+        return -1;
+    }
+    REF = REG->entries[0].plugin;
+    for (size_t i = 1; i < REG->n_entries && NBK < MAX_BACKENDS; i++) {
+        plugin_entry *e = &REG->entries[i];
+        if (!e->usable) continue;
+        backend *b = &BK[NBK++];
+        b->name = e->name;
+        b->path = e->path;
+        b->p = e->plugin;
+        if (b->p->init && b->p->init(&SVC, &b->state) != 0) {
+            fprintf(stderr, "init of %s failed\n", b->name);
+            return -1;
+        }
+    }
+    fprintf(stderr, "backends under test:");
+    for (int i = 0; i < NBK; i++) fprintf(stderr, " %s", BK[i].name);
+    fprintf(stderr, "\n");
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    for (int i = 0; i < NBK; i++)
+        if (BK[i].p->fini) BK[i].p->fini(BK[i].state);
+    registry_free(REG);
+    return 0;
+}
+
+static const backend *find_backend(const char *name) {
+    for (int i = 0; i < NBK; i++)
+        if (strcmp(BK[i].name, name) == 0) return &BK[i];
+    return NULL;
+}
+
+/* The build makes these; all must load here (this CPU has AVX-512). */
+static void test_expected_backends_present(void **state) {
+    (void)state;
+    assert_non_null(find_backend("scalar"));
+    assert_non_null(find_backend("openmp"));
+    uint64_t f = cpu_detect_features();
+    if ((f & (MHA_CPU_AVX2 | MHA_CPU_FMA)) == (MHA_CPU_AVX2 | MHA_CPU_FMA))
+        assert_non_null(find_backend("avx2"));
+    if (f & MHA_CPU_AVX512F) assert_non_null(find_backend("avx512"));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Attention cases                                                           */
+/* ------------------------------------------------------------------------ */
+
+enum { MASK_NONE, MASK_FULL, MASK_BCAST_ROWS, MASK_KEYPAD, MASK_KEY_STRIDED, MASK_KEY_CONST };
+
+typedef struct attn_case {
+    int64_t B, Hq, Hkv, Sq, Skv, dk, dv;
+    int layout_bshd; /* 1: [B, S, H, d] (torch), 0: [B, H, S, d] */
+    int mask_kind;
+    int causal, use_offsets, use_kv_len;
+    float softcap;
+    uint64_t seed;
+} attn_case;
+
+typedef struct attn_data {
+    mha_attn_args a;
+    float *q, *k, *v, *mask;
+    int64_t *offs, *kvl;
+    size_t n_o;
+    int64_t mask_rows; /* rows fully masked on purpose: mask row of (b=0,h=0,i=0) */
+} attn_data;
+
+static void strides(int bshd, int64_t H, int64_t S, int64_t d, int64_t *sb, int64_t *sh,
+                    int64_t *ss) {
+    if (bshd) {
+        *sb = S * H * d, *sh = d, *ss = H * d;
+    } else {
+        *sb = H * S * d, *sh = S * d, *ss = d;
+    }
+}
+
+static void attn_make(const attn_case *c, attn_data *D) {
+    memset(D, 0, sizeof *D);
+    mha_attn_args *a = &D->a;
+    a->struct_size = sizeof *a;
+    a->B = c->B, a->Hq = c->Hq, a->Hkv = c->Hkv, a->Sq = c->Sq, a->Skv = c->Skv;
+    a->dk = c->dk, a->dv = c->dv;
+    size_t nq = (size_t)(c->B * c->Hq * c->Sq * c->dk);
+    size_t nk = (size_t)(c->B * c->Hkv * c->Skv * c->dk);
+    size_t nv = (size_t)(c->B * c->Hkv * c->Skv * c->dv);
+    D->n_o = (size_t)(c->B * c->Hq * c->Sq * c->dv);
+    D->q = malloc((nq + 1) * sizeof(float));
+    D->k = malloc((nk + 1) * sizeof(float));
+    D->v = malloc((nv + 1) * sizeof(float));
+    tu_fill_random(D->q, nq, c->seed * 3 + 1);
+    tu_fill_random(D->k, nk, c->seed * 3 + 2);
+    tu_fill_random(D->v, nv, c->seed * 3 + 3);
+    a->q = D->q, a->k = D->k, a->v = D->v;
+    strides(c->layout_bshd, c->Hq, c->Sq, c->dk, &a->q_sb, &a->q_sh, &a->q_ss);
+    strides(c->layout_bshd, c->Hkv, c->Skv, c->dk, &a->k_sb, &a->k_sh, &a->k_ss);
+    strides(c->layout_bshd, c->Hkv, c->Skv, c->dv, &a->v_sb, &a->v_sh, &a->v_ss);
+    strides(c->layout_bshd, c->Hq, c->Sq, c->dv, &a->o_sb, &a->o_sh, &a->o_ss);
+    /* scores large enough that softmax is not flat */
+    a->scale = 2.0f / sqrtf((float)(c->dk > 0 ? c->dk : 1));
+    a->softcap = c->softcap;
+    a->causal = c->causal;
+
+    uint64_t rs = c->seed * 7919 + 11;
+    if (c->mask_kind != MASK_NONE) {
+        size_t nm = (size_t)(c->B * c->Hq * c->Sq * c->Skv);
+        D->mask = malloc((nm + 1) * sizeof(float));
+        tu_fill_random(D->mask, nm, c->seed * 3 + 4);
+        for (size_t i = 0; i < nm; i++) {
+            uint64_t r = tu_rand_u64(&rs) % 16;
+            if (r == 0) D->mask[i] = -INFINITY;
+            else if (r == 1) D->mask[i] = -FLT_MAX;
+        }
+        a->mask = D->mask;
+        switch (c->mask_kind) {
+        case MASK_FULL: /* [B, H, Sq, Skv] */
+            a->m_sb = c->Hq * c->Sq * c->Skv, a->m_sh = c->Sq * c->Skv, a->m_sq = c->Skv;
+            a->m_sk = 1;
+            /* fully masked rows: (b, h, 0) for every b, h */
+            for (int64_t b = 0; b < c->B; b++)
+                for (int64_t h = 0; h < c->Hq; h++)
+                    for (int64_t j = 0; j < c->Skv; j++)
+                        D->mask[b * a->m_sb + h * a->m_sh + j] = (j & 1) ? -INFINITY : -FLT_MAX;
+            break;
+        case MASK_BCAST_ROWS: /* [1, 1, Sq, Skv] */
+            a->m_sb = 0, a->m_sh = 0, a->m_sq = c->Skv, a->m_sk = 1;
+            break;
+        case MASK_KEYPAD: /* [B, 1, 1, Skv] */
+            a->m_sb = c->Skv, a->m_sh = 0, a->m_sq = 0, a->m_sk = 1;
+            break;
+        case MASK_KEY_STRIDED: /* [1, 1, Skv, Sq] read transposed */
+            a->m_sb = 0, a->m_sh = 0, a->m_sq = 1, a->m_sk = c->Sq;
+            break;
+        case MASK_KEY_CONST: /* [B, H, Sq, 1] broadcast over keys */
+            a->m_sb = c->Hq * c->Sq, a->m_sh = c->Sq, a->m_sq = 1, a->m_sk = 0;
+            break;
+        }
+    }
+    if (c->use_offsets) {
+        D->offs = malloc((size_t)c->B * sizeof(int64_t));
+        for (int64_t b = 0; b < c->B; b++)
+            D->offs[b] = (int64_t)(tu_rand_u64(&rs) % (uint64_t)(c->Skv + 3)) - 2;
+        a->causal_offset = D->offs;
+    }
+    if (c->use_kv_len) {
+        D->kvl = malloc((size_t)c->B * sizeof(int64_t));
+        for (int64_t b = 0; b < c->B; b++)
+            D->kvl[b] = (int64_t)(tu_rand_u64(&rs) % (uint64_t)(c->Skv + 2));
+        a->kv_len = D->kvl;
+    }
+    a->b0 = 0, a->b1 = c->B, a->h0 = 0, a->h1 = c->Hq, a->q0 = 0, a->q1 = c->Sq;
+    a->num_threads = 1;
+}
+
+static void attn_free(attn_data *D) {
+    free(D->q), free(D->k), free(D->v), free(D->mask), free(D->offs), free(D->kvl);
+}
+
+/* Runs one call of plugin p over args a (its range) into o. */
+static int attn_call(const mha_plugin *p, void *st, mha_attn_args *a, float *o) {
+    a->o = o;
+    size_t ws = p->attention_workspace_size(st, a);
+    void *w = NULL;
+    if (posix_memalign(&w, 64, ws ? ws : 1) != 0) return -1;
+    int rc = p->attention(st, a, w, ws);
+    free(w);
+    return rc;
+}
+
+static void attn_full(const mha_plugin *p, void *st, attn_data *D, float *o, int nt) {
+    mha_attn_args a = D->a;
+    a.num_threads = nt;
+    for (size_t i = 0; i < D->n_o; i++) o[i] = NAN; /* every element must be written */
+    assert_int_equal(attn_call(p, st, &a, o), 0);
+}
+
+/* Calls over a random split of (b, h, q) into pieces. */
+static void attn_split(const mha_plugin *p, void *st, attn_data *D, float *o, uint64_t seed) {
+    uint64_t rs = seed;
+    for (size_t i = 0; i < D->n_o; i++) o[i] = NAN;
+    const mha_attn_args *f = &D->a;
+    for (int64_t b = 0; b < f->B; b++) {
+        int64_t h = 0;
+        while (h < f->Hq) {
+            int64_t hn = 1 + (int64_t)(tu_rand_u64(&rs) % (uint64_t)(f->Hq - h));
+            int64_t i = 0;
+            while (i < f->Sq) {
+                int64_t in = 1 + (int64_t)(tu_rand_u64(&rs) % (uint64_t)(f->Sq - i));
+                mha_attn_args a = *f;
+                a.b0 = b, a.b1 = b + 1, a.h0 = h, a.h1 = h + hn, a.q0 = i, a.q1 = i + in;
+                assert_int_equal(attn_call(p, st, &a, o), 0);
+                i += in;
+            }
+            h += hn;
+        }
+    }
+}
+
+static int64_t nonfinite_count(const float *x, size_t n) {
+    int64_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) c++;
+    return c;
+}
+
+/* Checks every backend against the reference on one case. */
+static void attn_check_case(const attn_case *c) {
+    attn_data D;
+    attn_make(c, &D);
+    float *ref = malloc((D.n_o + 1) * sizeof(float));
+    float *out = malloc((D.n_o + 1) * sizeof(float));
+    float *out2 = malloc((D.n_o + 1) * sizeof(float));
+    attn_full(REF, NULL, &D, ref, 1);
+    assert_int_equal(nonfinite_count(ref, D.n_o), 0);
+    double scale = 0.0;
+    for (size_t i = 0; i < D.n_o; i++) scale = fmax(scale, fabs(ref[i]));
+
+    for (int bi = 0; bi < NBK; bi++) {
+        const backend *bk = &BK[bi];
+        attn_full(bk->p, bk->state, &D, out, 1);
+        double err = 0.0;
+        for (size_t i = 0; i < D.n_o; i++) {
+            double d = fabs((double)out[i] - (double)ref[i]);
+            if (!(d <= err)) err = d; /* NaN propagates */
+        }
+        if (!(err <= 1e-5 * scale) || getenv("MHA_TEST_VERBOSE")) {
+            fprintf(stderr,
+                    "%s: B%lld Hq%lld Hkv%lld Sq%lld Skv%lld dk%lld dv%lld mask%d causal%d "
+                    "offs%d kvl%d cap%g bshd%d: err %g scale %g\n",
+                    bk->name, (long long)c->B, (long long)c->Hq, (long long)c->Hkv,
+                    (long long)c->Sq, (long long)c->Skv, (long long)c->dk, (long long)c->dv,
+                    c->mask_kind, c->causal, c->use_offsets, c->use_kv_len, (double)c->softcap,
+                    c->layout_bshd, err, scale);
+            if (!(err <= 1e-5 * scale)) fail();
+        }
+        /* fully masked rows (MASK_FULL puts them at i = 0) are exactly 0 */
+        if (c->mask_kind == MASK_FULL)
+            for (int64_t b = 0; b < c->B; b++)
+                for (int64_t h = 0; h < c->Hq; h++)
+                    for (int64_t d = 0; d < c->dv; d++)
+                        assert_true(out[b * D.a.o_sb + h * D.a.o_sh + d] == 0.0f);
+
+        /* determinism: a random split gives bitwise the same output */
+        attn_split(bk->p, bk->state, &D, out2, c->seed + 77);
+        assert_memory_equal(out, out2, D.n_o * sizeof(float));
+
+        /* self-parallel: 2 threads give bitwise the same output as 1 */
+        if (bk->p->flags & MHA_PLUGIN_SELF_PARALLEL) {
+            attn_full(bk->p, bk->state, &D, out2, 2);
+            assert_memory_equal(out, out2, D.n_o * sizeof(float));
+            attn_full(bk->p, bk->state, &D, out2, 3);
+            assert_memory_equal(out, out2, D.n_o * sizeof(float));
+        }
+    }
+    free(ref), free(out), free(out2);
+    attn_free(&D);
+}
+
+static int64_t pick(uint64_t *rs, const int64_t *v, size_t n) {
+    return v[tu_rand_u64(rs) % n];
+}
+
+static void test_attention_random(void **state) {
+    (void)state;
+    static const int64_t heads[] = {1, 3, 17, 64, 80, 128};
+    static const int64_t seqs[] = {1, 7, 33};
+    uint64_t rs = 12345;
+    for (int t = 0; t < 72; t++) {
+        attn_case c = {0};
+        c.seed = 1000 + (uint64_t)t;
+        c.B = 1 + (int64_t)(tu_rand_u64(&rs) % 5);
+        c.Hkv = 1 + (int64_t)(tu_rand_u64(&rs) % 3);
+        c.Hq = c.Hkv * (1 + (int64_t)(tu_rand_u64(&rs) % 3)); /* GQA when > Hkv */
+        c.dk = heads[t % 6];
+        c.dv = (t % 4 == 3) ? pick(&rs, heads, 6) : c.dk;
+        c.Sq = pick(&rs, seqs, 3);
+        c.Skv = (t % 3 == 0) ? pick(&rs, seqs, 3) : c.Sq; /* cross attention */
+        c.layout_bshd = (int)(tu_rand_u64(&rs) & 1);
+        c.mask_kind = (int)(tu_rand_u64(&rs) % 6);
+        c.causal = (t % 5 == 1) || (t % 5 == 2);
+        c.use_offsets = c.causal && (t & 1);
+        c.use_kv_len = (t % 7 == 3) || (t % 7 == 5);
+        c.softcap = (t % 6 == 4) ? 5.0f : 0.0f;
+        attn_check_case(&c);
+    }
+}
+
+/* A few long rows: several key blocks, online rescaling across them. */
+static void test_attention_long(void **state) {
+    (void)state;
+    attn_case cs[] = {
+        {.B = 1, .Hq = 2, .Hkv = 1, .Sq = 33, .Skv = 513, .dk = 64, .dv = 64, .mask_kind = MASK_KEYPAD,
+         .use_kv_len = 1, .seed = 1},
+        {.B = 1, .Hq = 1, .Hkv = 1, .Sq = 513, .Skv = 513, .dk = 17, .dv = 17, .causal = 1,
+         .use_offsets = 1, .seed = 2},
+        {.B = 2, .Hq = 2, .Hkv = 2, .Sq = 7, .Skv = 513, .dk = 128, .dv = 80, .softcap = 3.0f,
+         .mask_kind = MASK_FULL, .layout_bshd = 1, .seed = 3},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) attn_check_case(&cs[i]);
+}
+
+/* Edge shapes: no keys at all, every key hidden, d = 1. */
+static void test_attention_edges(void **state) {
+    (void)state;
+    attn_case cs[] = {
+        {.B = 2, .Hq = 2, .Hkv = 2, .Sq = 5, .Skv = 3, .dk = 1, .dv = 1, .causal = 1,
+         .use_offsets = 1, .seed = 9},
+        {.B = 3, .Hq = 4, .Hkv = 1, .Sq = 7, .Skv = 7, .dk = 3, .dv = 3, .use_kv_len = 1, .seed = 10},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) attn_check_case(&cs[i]);
+
+    /* kv_len 0 for every batch: all rows are zero, never NaN */
+    attn_case c = {.B = 2, .Hq = 2, .Hkv = 1, .Sq = 4, .Skv = 9, .dk = 17, .dv = 17, .seed = 5};
+    for (int bi = 0; bi < NBK; bi++) {
+        attn_data D;
+        attn_make(&c, &D);
+        int64_t zero[2] = {0, 0};
+        D.a.kv_len = zero;
+        float *o = malloc(D.n_o * sizeof(float));
+        attn_full(BK[bi].p, BK[bi].state, &D, o, 1);
+        for (size_t i = 0; i < D.n_o; i++) assert_true(o[i] == 0.0f);
+        free(o);
+        attn_free(&D);
+    }
+}
+
+/* Bad arguments are refused (nonzero), never crash. */
+static void test_attention_bad_args(void **state) {
+    (void)state;
+    attn_case c = {.B = 2, .Hq = 3, .Hkv = 1, .Sq = 4, .Skv = 4, .dk = 8, .dv = 8, .seed = 6};
+    attn_data D;
+    attn_make(&c, &D);
+    float *o = malloc(D.n_o * sizeof(float));
+    for (int bi = -1; bi < NBK; bi++) {
+        const mha_plugin *p = bi < 0 ? REF : BK[bi].p;
+        void *st = bi < 0 ? NULL : BK[bi].state;
+        mha_attn_args a = D.a;
+        a.o = o;
+        size_t ws = p->attention_workspace_size(st, &a);
+        void *w = malloc(ws + 64);
+        a.h1 = 4; /* past Hq */
+        assert_int_not_equal(p->attention(st, &a, w, ws), 0);
+        a = D.a, a.o = o, a.Hkv = 2; /* 3 q heads cannot share 2 kv heads */
+        assert_int_not_equal(p->attention(st, &a, w, ws), 0);
+        a = D.a, a.o = o, a.struct_size = 8;
+        assert_int_not_equal(p->attention(st, &a, w, ws), 0);
+        a = D.a, a.o = o;
+        if (ws > 0) assert_int_not_equal(p->attention(st, &a, w, ws - 1), 0);
+        free(w);
+    }
+    free(o);
+    attn_free(&D);
+}
+
+/* ------------------------------------------------------------------------ */
+/* GEMM                                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct gemm_data {
+    int64_t M, N, K, lda, ldc;
+    float *A, *B, *bias;
+} gemm_data;
+
+static void *pack_for(const mha_plugin *p, const gemm_data *g) {
+    size_t sz = p->gemm_packed_size(g->K, g->N);
+    assert_true(sz != SIZE_MAX);
+    void *packed = NULL;
+    assert_int_equal(posix_memalign(&packed, 64, sz ? sz : 1), 0);
+    p->gemm_pack_b(g->K, g->N, g->B, g->N, packed);
+    return packed;
+}
+
+static void gemm_call(const mha_plugin *p, void *st, const gemm_data *g, const void *packed,
+                      float *C, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int nt) {
+    mha_gemm_args a = {0};
+    a.struct_size = sizeof a;
+    a.M = g->M, a.N = g->N, a.K = g->K;
+    a.A = g->A, a.lda = g->lda, a.B_packed = packed, a.bias = g->bias;
+    a.C = C, a.ldc = g->ldc;
+    a.m0 = m0, a.m1 = m1, a.n0 = n0, a.n1 = n1;
+    a.num_threads = nt;
+    assert_int_equal(p->gemm(st, &a), 0);
+}
+
+/* Split points at multiples of `block`, random. */
+static int64_t next_cut(uint64_t *rs, int64_t at, int64_t end, int64_t block) {
+    int64_t left = (end - at + block - 1) / block;
+    int64_t steps = 1 + (int64_t)(tu_rand_u64(rs) % (uint64_t)left);
+    int64_t to = at + steps * block;
+    return to > end ? end : to;
+}
+
+static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t seed) {
+    gemm_data g = {.M = M, .N = N, .K = K, .lda = K + 3, .ldc = N + 5};
+    size_t nc = (size_t)(M * g.ldc);
+    g.A = malloc((size_t)(M * g.lda + 1) * sizeof(float));
+    g.B = malloc((size_t)(K * N + 1) * sizeof(float));
+    g.bias = with_bias ? malloc((size_t)(N + 1) * sizeof(float)) : NULL;
+    tu_fill_random(g.A, (size_t)(M * g.lda), seed);
+    tu_fill_random(g.B, (size_t)(K * N), seed + 1);
+    if (g.bias) tu_fill_random(g.bias, (size_t)N, seed + 2);
+    float *ref = calloc(nc + 1, sizeof(float));
+    float *c1 = calloc(nc + 1, sizeof(float));
+    float *c2 = calloc(nc + 1, sizeof(float));
+
+    void *rp = pack_for(REF, &g);
+    gemm_call(REF, NULL, &g, rp, ref, 0, M, 0, N, 1);
+    free(rp);
+    double scale = 0.0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) scale = fmax(scale, fabs(ref[m * g.ldc + n]));
+
+    uint64_t rs = seed * 31 + 7;
+    for (int bi = 0; bi < NBK; bi++) {
+        const backend *bk = &BK[bi];
+        void *packed = pack_for(bk->p, &g);
+        for (size_t i = 0; i < nc; i++) c1[i] = c2[i] = -7.0f; /* padding must survive */
+        gemm_call(bk->p, bk->state, &g, packed, c1, 0, M, 0, N, 1);
+        double err = 0.0;
+        for (int64_t m = 0; m < M; m++) {
+            for (int64_t n = 0; n < N; n++) {
+                double d = fabs((double)c1[m * g.ldc + n] - (double)ref[m * g.ldc + n]);
+                if (!(d <= err)) err = d;
+            }
+            for (int64_t n = N; n < g.ldc; n++) assert_true(c1[m * g.ldc + n] == -7.0f);
+        }
+        if (!(err <= 1e-5 * scale) || getenv("MHA_TEST_VERBOSE")) {
+            fprintf(stderr, "%s gemm M%lld N%lld K%lld bias%d: err %g scale %g\n", bk->name,
+                    (long long)M, (long long)N, (long long)K, with_bias, err, scale);
+            if (!(err <= 1e-5 * scale)) fail();
+        }
+        /* every tile split at the plugin's blocks: bitwise identical */
+        for (int rep = 0; rep < 3; rep++) {
+            for (int64_t m0 = 0; m0 < M;) {
+                int64_t m1 = next_cut(&rs, m0, M, bk->p->gemm_m_block);
+                for (int64_t n0 = 0; n0 < N;) {
+                    int64_t n1 = next_cut(&rs, n0, N, bk->p->gemm_n_block);
+                    gemm_call(bk->p, bk->state, &g, packed, c2, m0, m1, n0, n1, 1);
+                    n0 = n1;
+                }
+                m0 = m1;
+            }
+            assert_memory_equal(c1, c2, nc * sizeof(float));
+        }
+        if (bk->p->flags & MHA_PLUGIN_SELF_PARALLEL) {
+            for (int nt = 2; nt <= 3; nt++) {
+                memset(c2, 0, nc * sizeof(float));
+                for (size_t i = 0; i < nc; i++) c2[i] = -7.0f;
+                gemm_call(bk->p, bk->state, &g, packed, c2, 0, M, 0, N, nt);
+                assert_memory_equal(c1, c2, nc * sizeof(float));
+            }
+        }
+        free(packed);
+    }
+    free(g.A), free(g.B), free(g.bias), free(ref), free(c1), free(c2);
+}
+
+static void test_gemm_odd_sizes(void **state) {
+    (void)state;
+    static const int64_t dims[][3] = {
+        {1, 1, 1},   {1, 37, 5},  {13, 1, 7},  {5, 17, 3},   {12, 32, 64},  {25, 49, 300},
+        {37, 100, 257}, {64, 80, 128}, {7, 33, 513}, {100, 3, 17}, {3, 200, 1}, {6, 16, 256},
+    };
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        gemm_check(dims[i][0], dims[i][1], dims[i][2], (int)(i & 1), 100 + i);
+}
+
+/* K == 0: C = bias (or 0). Empty ranges touch nothing. Bad ranges fail. */
+static void test_gemm_edges(void **state) {
+    (void)state;
+    float bias[3] = {1.0f, -2.0f, 3.0f};
+    for (int bi = -1; bi < NBK; bi++) {
+        const mha_plugin *p = bi < 0 ? REF : BK[bi].p;
+        void *st = bi < 0 ? NULL : BK[bi].state;
+        float C[6];
+        for (int i = 0; i < 6; i++) C[i] = 99.0f;
+        mha_gemm_args a = {.struct_size = sizeof a, .M = 2, .N = 3, .K = 0, .bias = bias, .C = C,
+                           .ldc = 3, .m0 = 0, .m1 = 2, .n0 = 0, .n1 = 3, .num_threads = 1};
+        assert_int_equal(p->gemm(st, &a), 0);
+        for (int i = 0; i < 6; i++) assert_true(C[i] == bias[i % 3]);
+        a.m0 = 1, a.m1 = 1;
+        assert_int_equal(p->gemm(st, &a), 0);
+        a.m0 = 0, a.m1 = 3; /* past M */
+        assert_int_not_equal(p->gemm(st, &a), 0);
+        a.m1 = 2, a.ldc = 2; /* ldc < N */
+        assert_int_not_equal(p->gemm(st, &a), 0);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_expected_backends_present),
+        cmocka_unit_test(test_gemm_odd_sizes),
+        cmocka_unit_test(test_gemm_edges),
+        cmocka_unit_test(test_attention_edges),
+        cmocka_unit_test(test_attention_bad_args),
+        cmocka_unit_test(test_attention_random),
+        cmocka_unit_test(test_attention_long),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

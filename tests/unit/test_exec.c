@@ -1,0 +1,1028 @@
+/* test_exec.c -- the executor (exec.c, layer_util.c) against a naive
+ * triple-loop attention layer written here: hand-built layers (self, cross,
+ * GQA, causal, key padding, bool and float masks, sequence-first, bare 3D
+ * and 4D), bitwise identical results for 1, 2, 3 and 7 threads, batch
+ * chunking, NaN isolation, self-parallel plugins, cancellation, input checks
+ * and allocation failure at every point. */
+#include "testutil.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec.h"
+#include "layer.h"
+#include "pool.h"
+#include "registry.h"
+
+/* ------------------------------------------------------------------------ */
+/* A tiny plain-C kernel set ("testk"): float accumulation in a fixed order,
+ * GEMM blocks 4 x 8 so the executor's tile alignment is exercised. */
+/* ------------------------------------------------------------------------ */
+
+static atomic_int testk_gemm_calls, testk_attn_calls, testk_max_threads_seen;
+
+static size_t testk_packed_size(int64_t K, int64_t N) {
+    return (size_t)(K * N) * sizeof(float);
+}
+
+static void testk_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
+    float *p = packed;
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t n = 0; n < N; n++)
+            p[k * N + n] = B[k * ldb + n];
+}
+
+static int testk_gemm(void *state, const mha_gemm_args *g) {
+    (void)state;
+    atomic_fetch_add(&testk_gemm_calls, 1);
+    if (g->num_threads > atomic_load(&testk_max_threads_seen))
+        atomic_store(&testk_max_threads_seen, g->num_threads);
+    if (g->m0 % 4 || g->n0 % 8 || g->m1 > g->M || g->n1 > g->N) return 1;
+    const float *B = g->B_packed;
+    for (int64_t m = g->m0; m < g->m1; m++)
+        for (int64_t n = g->n0; n < g->n1; n++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < g->K; k++)
+                acc += g->A[m * g->lda + k] * B[k * g->N + n];
+            if (g->bias) acc += g->bias[n];
+            g->C[m * g->ldc + n] = acc;
+        }
+    return 0;
+}
+
+static size_t testk_ws(void *state, const mha_attn_args *a) {
+    (void)state;
+    return (size_t)(a->Skv + 1) * sizeof(float);
+}
+
+static int testk_attention(void *state, const mha_attn_args *a, void *ws, size_t ws_size) {
+    atomic_fetch_add(&testk_attn_calls, 1);
+    if (ws_size < testk_ws(state, a)) return 2;
+    float *s = ws;
+    for (int64_t b = a->b0; b < a->b1; b++)
+        for (int64_t h = a->h0; h < a->h1; h++)
+            for (int64_t i = a->q0; i < a->q1; i++) {
+                int64_t g = h / (a->Hq / a->Hkv);
+                const float *q = a->q + b * a->q_sb + h * a->q_sh + i * a->q_ss;
+                float *o = a->o + b * a->o_sb + h * a->o_sh + i * a->o_ss;
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < a->Skv; j++) {
+                    const float *k = a->k + b * a->k_sb + g * a->k_sh + j * a->k_ss;
+                    float dot = 0.0f;
+                    for (int64_t d = 0; d < a->dk; d++)
+                        dot += q[d] * k[d];
+                    float v = a->scale * dot;
+                    if (a->softcap > 0.0f) v = a->softcap * tanhf(v / a->softcap);
+                    if (a->mask) {
+                        float mv = a->mask[b * a->m_sb + h * a->m_sh + i * a->m_sq + j * a->m_sk];
+                        v = mv <= -FLT_MAX ? -INFINITY : v + mv;
+                    }
+                    if (a->causal && j > i) v = -INFINITY;
+                    s[j] = v;
+                    if (v > mx) mx = v;
+                }
+                if (mx == -INFINITY) {
+                    for (int64_t d = 0; d < a->dv; d++)
+                        o[d] = 0.0f;
+                    continue;
+                }
+                float sum = 0.0f;
+                for (int64_t j = 0; j < a->Skv; j++) {
+                    s[j] = s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
+                    sum += s[j];
+                }
+                for (int64_t d = 0; d < a->dv; d++) {
+                    float acc = 0.0f;
+                    for (int64_t j = 0; j < a->Skv; j++)
+                        acc += s[j] * a->v[b * a->v_sb + g * a->v_sh + j * a->v_ss + d];
+                    o[d] = acc / sum;
+                }
+            }
+    return 0;
+}
+
+static const mha_plugin testk_plugin = {
+    .abi_major = MHA_PLUGIN_ABI_MAJOR,
+    .abi_minor = MHA_PLUGIN_ABI_MINOR,
+    .struct_size = sizeof(mha_plugin),
+    .name = "testk",
+    .version = "0",
+    .gemm_m_block = 4,
+    .gemm_n_block = 8,
+    .gemm_packed_size = testk_packed_size,
+    .gemm_pack_b = testk_pack_b,
+    .gemm = testk_gemm,
+    .attention_workspace_size = testk_ws,
+    .attention = testk_attention,
+};
+
+/* the same kernels, declared self-parallel */
+static const mha_plugin testk_sp_plugin = {
+    .abi_major = MHA_PLUGIN_ABI_MAJOR,
+    .abi_minor = MHA_PLUGIN_ABI_MINOR,
+    .struct_size = sizeof(mha_plugin),
+    .name = "testk_sp",
+    .version = "0",
+    .flags = MHA_PLUGIN_SELF_PARALLEL,
+    .gemm_m_block = 4,
+    .gemm_n_block = 8,
+    .gemm_packed_size = testk_packed_size,
+    .gemm_pack_b = testk_pack_b,
+    .gemm = testk_gemm,
+    .attention_workspace_size = testk_ws,
+    .attention = testk_attention,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Test layers                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cfg {
+    int has_proj, cross, seq_first, causal, qkv_rank, bias;
+    int64_t B, Sq, Skv, D, Dkv, Dout, Hq, Hkv, dk, dv;
+    int attn_mask; /* 0 none, 1 bool, 2 float */
+    int am_rank;
+    int64_t am_shape[4];
+    int kpm; /* 0 none, 1 bool True = attend, 2 bool True = ignore */
+    float softcap;
+} cfg;
+
+typedef struct fixture {
+    cfg c;
+    layer L;
+    mha_tensor in[5];
+    size_t n_in;
+    mha_tensor out;
+    int64_t out_numel;
+} fixture;
+
+static int64_t max64(int64_t a, int64_t b) {
+    return a > b ? a : b;
+}
+
+static float *rand_floats(size_t n, uint64_t seed) {
+    float *p = mha_malloc(NULL, n ? n * sizeof(float) : 1);
+    tu_fill_random(p, n, seed);
+    return p;
+}
+
+static void add_io(layer_io *io, const char *name, mha_io_role role, mha_dtype dt, int rank) {
+    io->name = mha_strdup(NULL, name);
+    io->role = role;
+    io->dtype = dt;
+    io->rank = rank;
+    for (int i = 0; i < rank; i++)
+        io->dims[i] = -1;
+}
+
+static void set_tensor(mha_tensor *t, mha_dtype dt, int rank, const int64_t *shape, void *data) {
+    memset(t, 0, sizeof *t);
+    t->dtype = dt;
+    t->rank = rank;
+    for (int i = 0; i < rank; i++)
+        t->shape[i] = shape[i];
+    t->data = data;
+}
+
+static void fixture_make(fixture *f, const cfg *c, uint64_t seed) {
+    memset(f, 0, sizeof *f);
+    f->c = *c;
+    layer *L = &f->L;
+    L->form = c->has_proj ? "test-layer" : "test-attention";
+    L->has_proj = c->has_proj;
+    L->d_model = c->D;
+    L->d_kv = c->cross ? c->Dkv : c->D;
+    L->d_out = c->Dout;
+    L->q_heads = c->Hq;
+    L->kv_heads = c->Hkv;
+    L->d_head = c->dk;
+    L->d_head_v = c->dv;
+    L->scale = 1.0f / sqrtf((float)c->dk);
+    L->softcap = c->softcap;
+    L->causal = c->causal;
+    L->cross = c->cross;
+    L->seq_first = c->seq_first;
+    L->qkv_rank = c->qkv_rank;
+    L->kpm_true_means_ignore = c->kpm == 2;
+    const int64_t dkv = L->d_kv;
+    if (c->has_proj) {
+        L->wq = rand_floats((size_t)(c->D * c->Hq * c->dk), seed + 1);
+        L->wk = rand_floats((size_t)(dkv * c->Hkv * c->dk), seed + 2);
+        L->wv = rand_floats((size_t)(dkv * c->Hkv * c->dv), seed + 3);
+        L->wo = rand_floats((size_t)(c->Hq * c->dv * c->Dout), seed + 4);
+        if (c->bias) {
+            L->bq = rand_floats((size_t)(c->Hq * c->dk), seed + 5);
+            L->bk = rand_floats((size_t)(c->Hkv * c->dk), seed + 6);
+            L->bv = rand_floats((size_t)(c->Hkv * c->dv), seed + 7);
+            L->bo = rand_floats((size_t)c->Dout, seed + 8);
+        }
+    }
+    L->inputs = mha_calloc(NULL, 5, sizeof(layer_io));
+    L->outputs = mha_calloc(NULL, 1, sizeof(layer_io));
+    size_t n = 0;
+    const int sf = c->seq_first;
+    if (c->has_proj) {
+        int64_t sq[3] = {sf ? c->Sq : c->B, sf ? c->B : c->Sq, c->D};
+        add_io(&L->inputs[n], "query", MHA_ROLE_QUERY, MHA_DTYPE_FLOAT32, 3);
+        set_tensor(&f->in[n], MHA_DTYPE_FLOAT32, 3, sq,
+                   rand_floats((size_t)(c->B * c->Sq * c->D), seed + 10));
+        n++;
+        if (c->cross) {
+            int64_t skv[3] = {sf ? c->Skv : c->B, sf ? c->B : c->Skv, c->Dkv};
+            add_io(&L->inputs[n], "memory", MHA_ROLE_KEY_VALUE, MHA_DTYPE_FLOAT32, 3);
+            set_tensor(&f->in[n], MHA_DTYPE_FLOAT32, 3, skv,
+                       rand_floats((size_t)(c->B * c->Skv * c->Dkv), seed + 11));
+            n++;
+        }
+        int64_t so[3] = {sf ? c->Sq : c->B, sf ? c->B : c->Sq, c->Dout};
+        set_tensor(&f->out, MHA_DTYPE_FLOAT32, 3, so, NULL);
+    } else {
+        const char *names[3] = {"Q", "K", "V"};
+        const mha_io_role roles[3] = {MHA_ROLE_Q, MHA_ROLE_K, MHA_ROLE_V};
+        int64_t shapes[3][4];
+        if (c->qkv_rank == 3) {
+            int64_t s3[3][4] = {{c->B, c->Sq, c->Hq * c->dk, 0},
+                                {c->B, c->Skv, c->Hkv * c->dk, 0},
+                                {c->B, c->Skv, c->Hkv * c->dv, 0}};
+            memcpy(shapes, s3, sizeof s3);
+            int64_t so[3] = {c->B, c->Sq, c->Hq * c->dv};
+            set_tensor(&f->out, MHA_DTYPE_FLOAT32, 3, so, NULL);
+        } else {
+            int64_t s4[3][4] = {{c->B, c->Hq, c->Sq, c->dk},
+                                {c->B, c->Hkv, c->Skv, c->dk},
+                                {c->B, c->Hkv, c->Skv, c->dv}};
+            memcpy(shapes, s4, sizeof s4);
+            int64_t so[4] = {c->B, c->Hq, c->Sq, c->dv};
+            set_tensor(&f->out, MHA_DTYPE_FLOAT32, 4, so, NULL);
+        }
+        for (int i = 0; i < 3; i++) {
+            add_io(&L->inputs[n], names[i], roles[i], MHA_DTYPE_FLOAT32, c->qkv_rank);
+            set_tensor(&f->in[n], MHA_DTYPE_FLOAT32, c->qkv_rank, shapes[i], NULL);
+            f->in[n].data =
+                rand_floats((size_t)mha_tensor_numel(&f->in[n]), seed + 20 + (uint64_t)i);
+            n++;
+        }
+    }
+    if (c->attn_mask) {
+        mha_dtype dt = c->attn_mask == 1 ? MHA_DTYPE_BOOL : MHA_DTYPE_FLOAT32;
+        add_io(&L->inputs[n], "attn_mask", MHA_ROLE_ATTN_MASK, dt, c->am_rank);
+        set_tensor(&f->in[n], dt, c->am_rank, c->am_shape, NULL);
+        size_t numel = (size_t)mha_tensor_numel(&f->in[n]);
+        uint64_t s = seed + 30;
+        if (dt == MHA_DTYPE_BOOL) {
+            uint8_t *m = malloc(numel ? numel : 1);
+            for (size_t i = 0; i < numel; i++)
+                m[i] = (tu_rand_u64(&s) % 10) < 7;
+            f->in[n].data = m;
+        } else {
+            float *m = rand_floats(numel, seed + 31);
+            for (size_t i = 0; i < numel; i++)
+                if (tu_rand_u64(&s) % 10 < 2) m[i] = (i & 1) ? -INFINITY : -FLT_MAX;
+            f->in[n].data = m;
+        }
+        n++;
+    }
+    if (c->kpm) {
+        add_io(&L->inputs[n], "key_padding_mask", MHA_ROLE_KEY_PADDING_MASK, MHA_DTYPE_BOOL, 2);
+        int64_t shape[2] = {c->B, c->Skv};
+        uint8_t *m = malloc((size_t)(c->B * c->Skv));
+        /* right padding: batch item b has Skv - b % 3 real keys (at least 1) */
+        for (int64_t b = 0; b < c->B; b++)
+            for (int64_t j = 0; j < c->Skv; j++) {
+                int real = j < max64(1, c->Skv - b % 3);
+                m[b * c->Skv + j] = (uint8_t)(c->kpm == 1 ? real : !real);
+            }
+        set_tensor(&f->in[n], MHA_DTYPE_BOOL, 2, shape, m);
+        n++;
+    }
+    f->n_in = n;
+    L->n_inputs = n;
+    add_io(&L->outputs[0], "output", MHA_ROLE_OUTPUT, MHA_DTYPE_FLOAT32, f->out.rank);
+    L->n_outputs = 1;
+    f->out_numel = mha_tensor_numel(&f->out);
+}
+
+static void fixture_free(fixture *f) {
+    for (size_t i = 0; i < f->n_in; i++) {
+        if (f->in[i].dtype == MHA_DTYPE_BOOL)
+            free(f->in[i].data);
+        else
+            mha_free(NULL, f->in[i].data);
+    }
+    layer_clear(NULL, &f->L);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The naive layer: triple loops in double, straight from the definition.   */
+/* ------------------------------------------------------------------------ */
+
+static const mha_tensor *fixture_input(const fixture *f, mha_io_role role) {
+    for (size_t i = 0; i < f->n_in; i++)
+        if (f->L.inputs[i].role == role) return &f->in[i];
+    return NULL;
+}
+
+/* Additive mask term of score (b, h, i, j); *masked = 1 when the key is
+ * hidden (bool False / key padding / -inf / causal). */
+static double naive_mask(const fixture *f, int64_t b, int64_t h, int64_t i, int64_t j,
+                         int *masked) {
+    const cfg *c = &f->c;
+    double add = 0.0;
+    *masked = c->causal && j > i;
+    const mha_tensor *am = fixture_input(f, MHA_ROLE_ATTN_MASK);
+    if (am) {
+        const int64_t idx[4] = {b, h, i, j};
+        int64_t off = 0;
+        for (int k = 0; k < am->rank; k++) {
+            int64_t dim = am->shape[k];
+            int64_t ix = dim == 1 ? 0 : idx[4 - am->rank + k];
+            off = off * dim + ix;
+        }
+        if (am->dtype == MHA_DTYPE_BOOL) {
+            if (!((const uint8_t *)am->data)[off]) *masked = 1;
+        } else {
+            float v = ((const float *)am->data)[off];
+            if (v <= -FLT_MAX)
+                *masked = 1;
+            else
+                add += v;
+        }
+    }
+    const mha_tensor *kp = fixture_input(f, MHA_ROLE_KEY_PADDING_MASK);
+    if (kp) {
+        int v = ((const uint8_t *)kp->data)[b * c->Skv + j] != 0;
+        int attend = c->kpm == 1 ? v : !v;
+        if (!attend) *masked = 1;
+    }
+    return add;
+}
+
+static void naive_forward(const fixture *f, float *y) {
+    const cfg *c = &f->c;
+    const layer *L = &f->L;
+    const int64_t B = c->B, Sq = c->Sq, Skv = c->Skv, Hq = c->Hq, Hkv = c->Hkv;
+    const int64_t dk = c->dk, dv = c->dv, nq = Hq * dk, nk = Hkv * dk, nv = Hkv * dv;
+    double *q = calloc((size_t)(Sq * nq + 1), sizeof(double));
+    double *k = calloc((size_t)(Skv * nk + 1), sizeof(double));
+    double *v = calloc((size_t)(Skv * nv + 1), sizeof(double));
+    double *att = calloc((size_t)(Sq * Hq * dv + 1), sizeof(double));
+    double *s = calloc((size_t)(Skv + 1), sizeof(double));
+    for (int64_t b = 0; b < B; b++) {
+        /* Q, K, V of batch item b: [S, H*d] */
+        if (c->has_proj) {
+            const float *xq = fixture_input(f, MHA_ROLE_QUERY)->data;
+            const mha_tensor *tkv = fixture_input(f, MHA_ROLE_KEY_VALUE);
+            const float *xkv = tkv ? tkv->data : xq;
+            const int64_t D = c->D, Dkv = c->cross ? c->Dkv : c->D;
+            for (int64_t i = 0; i < Sq; i++) {
+                const float *x = xq + (c->seq_first ? (i * B + b) : (b * Sq + i)) * D;
+                for (int64_t n = 0; n < nq; n++) {
+                    double acc = L->bq ? L->bq[n] : 0.0;
+                    for (int64_t d = 0; d < D; d++)
+                        acc += (double)x[d] * L->wq[d * nq + n];
+                    q[i * nq + n] = acc;
+                }
+            }
+            for (int64_t j = 0; j < Skv; j++) {
+                const float *x = xkv + (c->seq_first ? (j * B + b) : (b * Skv + j)) * Dkv;
+                for (int64_t n = 0; n < nk; n++) {
+                    double acc = L->bk ? L->bk[n] : 0.0;
+                    for (int64_t d = 0; d < Dkv; d++)
+                        acc += (double)x[d] * L->wk[d * nk + n];
+                    k[j * nk + n] = acc;
+                }
+                for (int64_t n = 0; n < nv; n++) {
+                    double acc = L->bv ? L->bv[n] : 0.0;
+                    for (int64_t d = 0; d < Dkv; d++)
+                        acc += (double)x[d] * L->wv[d * nv + n];
+                    v[j * nv + n] = acc;
+                }
+            }
+        } else {
+            const float *tq = fixture_input(f, MHA_ROLE_Q)->data;
+            const float *tk = fixture_input(f, MHA_ROLE_K)->data;
+            const float *tv = fixture_input(f, MHA_ROLE_V)->data;
+            for (int64_t h = 0; h < Hq; h++)
+                for (int64_t i = 0; i < Sq; i++)
+                    for (int64_t d = 0; d < dk; d++)
+                        q[i * nq + h * dk + d] = c->qkv_rank == 3
+                                                     ? tq[(b * Sq + i) * nq + h * dk + d]
+                                                     : tq[((b * Hq + h) * Sq + i) * dk + d];
+            for (int64_t g = 0; g < Hkv; g++)
+                for (int64_t j = 0; j < Skv; j++) {
+                    for (int64_t d = 0; d < dk; d++)
+                        k[j * nk + g * dk + d] = c->qkv_rank == 3
+                                                     ? tk[(b * Skv + j) * nk + g * dk + d]
+                                                     : tk[((b * Hkv + g) * Skv + j) * dk + d];
+                    for (int64_t d = 0; d < dv; d++)
+                        v[j * nv + g * dv + d] = c->qkv_rank == 3
+                                                     ? tv[(b * Skv + j) * nv + g * dv + d]
+                                                     : tv[((b * Hkv + g) * Skv + j) * dv + d];
+                }
+        }
+        /* attention per head and query row */
+        for (int64_t h = 0; h < Hq; h++) {
+            const int64_t g = h / (Hq / Hkv);
+            for (int64_t i = 0; i < Sq; i++) {
+                double mx = -INFINITY;
+                for (int64_t j = 0; j < Skv; j++) {
+                    double dot = 0.0;
+                    for (int64_t d = 0; d < dk; d++)
+                        dot += q[i * nq + h * dk + d] * k[j * nk + g * dk + d];
+                    double sc = (double)L->scale * dot;
+                    if (c->softcap > 0) sc = c->softcap * tanh(sc / c->softcap);
+                    int masked;
+                    double add = naive_mask(f, b, h, i, j, &masked);
+                    s[j] = masked ? -INFINITY : sc + add;
+                    if (s[j] > mx) mx = s[j];
+                }
+                double sum = 0.0;
+                for (int64_t j = 0; j < Skv; j++) {
+                    s[j] = mx == -INFINITY || s[j] == -INFINITY ? 0.0 : exp(s[j] - mx);
+                    sum += s[j];
+                }
+                for (int64_t d = 0; d < dv; d++) {
+                    double acc = 0.0;
+                    for (int64_t j = 0; j < Skv; j++)
+                        acc += s[j] * v[j * nv + g * dv + d];
+                    att[(i * Hq + h) * dv + d] = sum > 0 ? acc / sum : 0.0;
+                }
+            }
+        }
+        /* output */
+        if (c->has_proj) {
+            for (int64_t i = 0; i < Sq; i++)
+                for (int64_t n = 0; n < c->Dout; n++) {
+                    double acc = L->bo ? L->bo[n] : 0.0;
+                    for (int64_t d = 0; d < Hq * dv; d++)
+                        acc += att[i * Hq * dv + d] * L->wo[d * c->Dout + n];
+                    y[(c->seq_first ? (i * B + b) : (b * Sq + i)) * c->Dout + n] = (float)acc;
+                }
+        } else {
+            for (int64_t h = 0; h < Hq; h++)
+                for (int64_t i = 0; i < Sq; i++)
+                    for (int64_t d = 0; d < dv; d++) {
+                        float val = (float)att[(i * Hq + h) * dv + d];
+                        if (c->qkv_rank == 3)
+                            y[(b * Sq + i) * Hq * dv + h * dv + d] = val;
+                        else
+                            y[((b * Hq + h) * Sq + i) * dv + d] = val;
+                    }
+        }
+    }
+    free(q);
+    free(k);
+    free(v);
+    free(att);
+    free(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running the executor                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct run_opts {
+    pool *pool;
+    int threads;
+    size_t chunk_bytes;
+    int (*cancel)(void *);
+    void *cancel_user;
+} run_opts;
+
+static mha_status run_exec_state(const mha_plugin *p, void *pstate, const run_opts *ro, fixture *f,
+                                 float *y, mha_error *err) {
+    exec_packed *pk = NULL;
+    mha_status st = exec_pack_weights(NULL, &f->L, p, &pk, err);
+    if (st != MHA_OK) return st;
+    exec_env env;
+    memset(&env, 0, sizeof env);
+    env.plugin = p;
+    env.plugin_state = pstate;
+    env.pool = ro ? ro->pool : NULL;
+    env.num_threads = ro ? ro->threads : 1;
+    env.chunk_bytes = ro ? ro->chunk_bytes : 0;
+    env.cancel = ro ? ro->cancel : NULL;
+    env.cancel_user = ro ? ro->cancel_user : NULL;
+    f->out.data = y;
+    st = exec_run(&env, &f->L, pk, f->in, f->n_in, &f->out, 1, err);
+    f->out.data = NULL;
+    exec_packed_free(NULL, pk);
+    return st;
+}
+
+static mha_status run_exec(const mha_plugin *p, const run_opts *ro, fixture *f, float *y,
+                           mha_error *err) {
+    return run_exec_state(p, NULL, ro, f, y, err);
+}
+
+static float *out_buffer(const fixture *f) {
+    float *y = malloc((size_t)(f->out_numel + 1) * sizeof(float));
+    for (int64_t i = 0; i < f->out_numel; i++)
+        y[i] = NAN; /* every element must be written */
+    return y;
+}
+
+/* The configurations every test walks through. */
+static cfg base_self(void) {
+    cfg c = {.has_proj = 1,
+             .bias = 1,
+             .B = 2,
+             .Sq = 5,
+             .Skv = 5,
+             .D = 16,
+             .Dout = 16,
+             .Hq = 2,
+             .Hkv = 2,
+             .dk = 8,
+             .dv = 8,
+             .qkv_rank = 3};
+    return c;
+}
+
+static cfg make_cfg(int which) {
+    cfg c = base_self();
+    switch (which) {
+    case 0:
+        break; /* self */
+    case 1:    /* cross, different widths, d_out != d_model */
+        c.cross = 1, c.Sq = 3, c.Skv = 7, c.D = 16, c.Dkv = 12, c.Dout = 20, c.Hq = 4, c.Hkv = 4,
+        c.dk = 4, c.dv = 4;
+        break;
+    case 2: /* GQA, causal */
+        c.Hq = 4, c.Hkv = 2, c.dk = 4, c.dv = 4, c.causal = 1, c.Sq = c.Skv = 9;
+        break;
+    case 3: /* key padding, True = ignore (PyTorch) */
+        c.kpm = 2, c.B = 3, c.Sq = c.Skv = 6;
+        break;
+    case 4: /* key padding True = attend, cross, no bias */
+        c.kpm = 1, c.cross = 1, c.Dkv = 16, c.Sq = 4, c.Skv = 6, c.B = 3, c.bias = 0;
+        break;
+    case 5: /* bool attn_mask [B, 1, Sq, Skv] */
+        c.attn_mask = 1, c.am_rank = 4, c.am_shape[0] = 2, c.am_shape[1] = 1, c.am_shape[2] = 5,
+        c.am_shape[3] = 5;
+        break;
+    case 6: /* float attn_mask [Sq, Skv] with -inf / lowest entries, plus key padding */
+        c.attn_mask = 2, c.am_rank = 2, c.am_shape[0] = 5, c.am_shape[1] = 5, c.kpm = 2;
+        break;
+    case 7: /* sequence-first self */
+        c.seq_first = 1, c.B = 3, c.Sq = c.Skv = 4;
+        break;
+    case 8: /* sequence-first cross, causal-free, GQA */
+        c.seq_first = 1, c.cross = 1, c.B = 2, c.Sq = 3, c.Skv = 5, c.Dkv = 8, c.Hq = 4, c.Hkv = 1,
+        c.dk = 4, c.dv = 4;
+        break;
+    case 9: /* bare 3D, float mask [Sq, Skv], dv != dk, softcap */
+        c.has_proj = 0, c.qkv_rank = 3, c.B = 2, c.Sq = 4, c.Skv = 6, c.Hq = 3, c.Hkv = 3, c.dk = 8,
+        c.dv = 10, c.attn_mask = 2, c.am_rank = 2, c.am_shape[0] = 4, c.am_shape[1] = 6,
+        c.softcap = 2.0f;
+        break;
+    case 10: /* bare 4D, GQA, bool mask [B, H, Sq, Skv], causal */
+        c.has_proj = 0, c.qkv_rank = 4, c.B = 2, c.Sq = 4, c.Skv = 6, c.Hq = 6, c.Hkv = 2, c.dk = 8,
+        c.dv = 8, c.attn_mask = 1, c.am_rank = 4, c.am_shape[0] = 2, c.am_shape[1] = 6,
+        c.am_shape[2] = 4, c.am_shape[3] = 6, c.causal = 1;
+        break;
+    case 11: /* bare 4D, rank-3 float mask [H, Sq, Skv] */
+        c.has_proj = 0, c.qkv_rank = 4, c.B = 1, c.Sq = 3, c.Skv = 5, c.Hq = 2, c.Hkv = 2, c.dk = 4,
+        c.dv = 4, c.attn_mask = 2, c.am_rank = 3, c.am_shape[0] = 2, c.am_shape[1] = 3,
+        c.am_shape[2] = 5;
+        break;
+    case 12: /* many rows: query blocks and several GEMM tiles */
+        c.B = 1, c.Sq = c.Skv = 70, c.D = 24, c.Dout = 24, c.Hq = 3, c.Hkv = 3, c.dk = 8, c.dv = 8,
+        c.causal = 1;
+        break;
+    }
+    return c;
+}
+
+#define N_CFGS 13
+
+#if defined(__SANITIZE_THREAD__)
+#define TEST_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_UNDER_TSAN 1
+#endif
+#endif
+
+/* The test kernels, the built-in scalar and every plugin built beside the
+ * tests (MHA_PLUGIN_PATH): avx2, avx512, openmp (self-parallel). */
+typedef struct backend_list {
+    registry *reg;
+    const mha_plugin *plugin[16];
+    void *state[16];
+    exec_services services;
+    int n;
+} backend_list;
+
+static void backends_open(backend_list *bl) {
+    memset(bl, 0, sizeof *bl);
+    exec_services_init(&bl->services, NULL, NULL, NULL, MHA_LOG_ERROR);
+    bl->plugin[bl->n++] = &testk_plugin;
+    registry_options ro = {.use_env = 1};
+    assert_int_equal(registry_create(NULL, &ro, &bl->reg, NULL), MHA_OK);
+    for (size_t i = 0; i < bl->reg->n_entries && bl->n < 16; i++) {
+        const plugin_entry *e = &bl->reg->entries[i];
+        if (!e->usable) continue;
+#if defined(TEST_UNDER_TSAN)
+        /* libgomp is not instrumented: TSan cannot see its barriers and
+         * reports races inside any OpenMP region. testk_sp still covers the
+         * executor's self-parallel path. */
+        if (e->plugin->flags & MHA_PLUGIN_SELF_PARALLEL) continue;
+#endif
+        if (e->plugin->init)
+            assert_int_equal(e->plugin->init(&bl->services.table, &bl->state[bl->n]), 0);
+        bl->plugin[bl->n++] = e->plugin;
+    }
+}
+
+static void backends_close(backend_list *bl) {
+    for (int i = 0; i < bl->n; i++)
+        if (bl->plugin[i]->fini && bl->plugin[i] != &testk_plugin)
+            bl->plugin[i]->fini(bl->state[i]);
+    registry_free(bl->reg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tests                                                                     */
+/* ------------------------------------------------------------------------ */
+
+static void test_forms_match_naive(void **state) {
+    (void)state;
+    backend_list bl;
+    backends_open(&bl);
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 3, 0, &pl, NULL), MHA_OK);
+    for (int w = 0; w < N_CFGS; w++) {
+        cfg c = make_cfg(w);
+        fixture f;
+        fixture_make(&f, &c, 100 + (uint64_t)w * 17);
+        float *ref = out_buffer(&f);
+        naive_forward(&f, ref);
+        for (int pi = 0; pi < bl.n; pi++) {
+            for (int t = 1; t <= 4; t += 3) {
+                run_opts ro = {.pool = pl, .threads = t};
+                float *y = out_buffer(&f);
+                mha_error err = {0};
+                mha_status st = run_exec_state(bl.plugin[pi], bl.state[pi], &ro, &f, y, &err);
+                if (st != MHA_OK) fail_msg("cfg %d %s: %s", w, bl.plugin[pi]->name, err.message);
+                double e = tu_max_rel_err(y, ref, (size_t)f.out_numel);
+                if (!(e < 1e-4))
+                    fail_msg("cfg %d %s threads %d: max rel err %g", w, bl.plugin[pi]->name, t, e);
+                free(y);
+            }
+        }
+        /* the reference forward (scalar plugin, no pool) */
+        float *y = out_buffer(&f);
+        f.out.data = y;
+        mha_error err = {0};
+        assert_int_equal(layer_reference_forward(NULL, &f.L, f.in, f.n_in, &f.out, 1, &err),
+                         MHA_OK);
+        f.out.data = NULL;
+        assert_true(tu_max_rel_err(y, ref, (size_t)f.out_numel) < 1e-5);
+        free(y);
+        free(ref);
+        fixture_free(&f);
+    }
+    pool_destroy(pl);
+    backends_close(&bl);
+}
+
+/* Thread counts 1, 2, 3 and 7 give bitwise identical outputs, with batch x
+ * heads below, equal to and above the thread count. */
+static void test_threads_bitwise(void **state) {
+    (void)state;
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 6, 0, &pl, NULL), MHA_OK);
+    cfg shapes[6];
+    shapes[0] = base_self();
+    shapes[0].B = 1, shapes[0].Hq = shapes[0].Hkv = 2, shapes[0].Sq = shapes[0].Skv = 37; /* BH 2 */
+    shapes[1] = base_self();
+    shapes[1].B = 1, shapes[1].Hq = shapes[1].Hkv = 7, shapes[1].dk = shapes[1].dv = 4,
+    shapes[1].D = shapes[1].Dout = 20, shapes[1].causal = 1,
+    shapes[1].Sq = shapes[1].Skv = 19; /* BH 7 */
+    shapes[2] = base_self();
+    shapes[2].B = 3, shapes[2].Hq = 4, shapes[2].Hkv = 2, shapes[2].dk = shapes[2].dv = 4,
+    shapes[2].Sq = shapes[2].Skv = 11, shapes[2].kpm = 2; /* BH 12 */
+    shapes[3] = make_cfg(8);                              /* seq-first cross GQA */
+    shapes[4] = make_cfg(10);                             /* bare 4D causal */
+    shapes[5] = make_cfg(9);                              /* bare 3D */
+    shapes[5].B = 1;
+    const int counts[4] = {1, 2, 3, 7};
+    backend_list bl;
+    backends_open(&bl);
+    fprintf(stderr, "backends checked:");
+    for (int i = 0; i < bl.n; i++)
+        fprintf(stderr, " %s", bl.plugin[i]->name);
+    fprintf(stderr, "\n");
+    for (int w = 0; w < 6; w++) {
+        fixture f;
+        fixture_make(&f, &shapes[w], 900 + (uint64_t)w);
+        for (int pi = 0; pi < bl.n; pi++) {
+            const mha_plugin *plugin = bl.plugin[pi];
+            void *pstate = bl.state[pi];
+            float *first = NULL;
+            for (int t = 0; t < 4; t++) {
+                run_opts rop = {.pool = pl, .threads = counts[t]};
+                float *y = out_buffer(&f);
+                mha_error err = {0};
+                if (run_exec_state(plugin, pstate, &rop, &f, y, &err) != MHA_OK)
+                    fail_msg("shape %d backend %s: %s", w, plugin->name, err.message);
+                if (!first) {
+                    first = y;
+                    continue;
+                }
+                if (memcmp(first, y, (size_t)f.out_numel * sizeof(float)) != 0)
+                    fail_msg("shape %d backend %s: %d threads differ from 1 thread", w,
+                             plugin->name, counts[t]);
+                free(y);
+            }
+            free(first);
+        }
+        fixture_free(&f);
+    }
+    backends_close(&bl);
+    pool_destroy(pl);
+}
+
+/* A tiny intermediate budget forces one batch item per chunk: same bits. */
+static void test_batch_chunks(void **state) {
+    (void)state;
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 2, 0, &pl, NULL), MHA_OK);
+    const int which[4] = {0, 4, 7, 8};
+    for (int w = 0; w < 4; w++) {
+        cfg c = make_cfg(which[w]);
+        c.B = 5;
+        if (c.kpm) c.kpm = 1;
+        fixture f;
+        fixture_make(&f, &c, 300 + (uint64_t)w);
+        float *a = out_buffer(&f), *b = out_buffer(&f);
+        run_opts whole = {.pool = pl, .threads = 3};
+        run_opts chunked = {.pool = pl, .threads = 3, .chunk_bytes = 1};
+        assert_int_equal(run_exec(&testk_plugin, &whole, &f, a, NULL), MHA_OK);
+        assert_int_equal(run_exec(&testk_plugin, &chunked, &f, b, NULL), MHA_OK);
+        assert_memory_equal(a, b, (size_t)f.out_numel * sizeof(float));
+        free(a);
+        free(b);
+        fixture_free(&f);
+    }
+    pool_destroy(pl);
+}
+
+/* NaN in one batch item's input changes only that item's output. */
+static void test_nan_stays_in_its_batch_item(void **state) {
+    (void)state;
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 2, 0, &pl, NULL), MHA_OK);
+    const int which[4] = {0, 1, 7, 10};
+    for (int w = 0; w < 4; w++) {
+        cfg c = make_cfg(which[w]);
+        c.B = 3;
+        if (c.am_rank == 4) c.am_shape[0] = 3;
+        fixture f;
+        fixture_make(&f, &c, 500 + (uint64_t)w);
+        float *clean = out_buffer(&f), *dirty = out_buffer(&f);
+        run_opts ro = {.pool = pl, .threads = 3};
+        assert_int_equal(run_exec(&testk_plugin, &ro, &f, clean, NULL), MHA_OK);
+        /* poison batch item 1 of the first input (query or Q) */
+        float *x = f.in[0].data;
+        int64_t per_item = mha_tensor_numel(&f.in[0]) / c.B;
+        if (c.seq_first)
+            x[1 * c.D + 2] = NAN; /* row (s 0, b 1) */
+        else
+            x[per_item + 2] = NAN;
+        assert_int_equal(run_exec(&testk_plugin, &ro, &f, dirty, NULL), MHA_OK);
+        for (int64_t i = 0; i < f.out_numel; i++) {
+            int64_t b;
+            if (c.has_proj)
+                b = c.seq_first ? (i / c.Dout) % c.B : i / (f.out_numel / c.B);
+            else
+                b = i / (f.out_numel / c.B);
+            if (b == 1) continue;
+            assert_false(isnan(dirty[i]));
+            assert_memory_equal(&clean[i], &dirty[i], sizeof(float));
+        }
+        free(clean);
+        free(dirty);
+        fixture_free(&f);
+    }
+    pool_destroy(pl);
+}
+
+/* A self-parallel plugin gets each phase as one call with the run's
+ * threads, on the calling thread; the result is the same. */
+static void test_self_parallel(void **state) {
+    (void)state;
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 6, 0, &pl, NULL), MHA_OK);
+    const int which[3] = {0, 1, 9};
+    for (int w = 0; w < 3; w++) {
+        cfg c = make_cfg(which[w]);
+        fixture f;
+        fixture_make(&f, &c, 700 + (uint64_t)w);
+        float *a = out_buffer(&f), *b = out_buffer(&f);
+        run_opts ro = {.pool = pl, .threads = 7};
+        assert_int_equal(run_exec(&testk_plugin, &ro, &f, a, NULL), MHA_OK);
+        atomic_store(&testk_gemm_calls, 0);
+        atomic_store(&testk_attn_calls, 0);
+        atomic_store(&testk_max_threads_seen, 0);
+        assert_int_equal(run_exec(&testk_sp_plugin, &ro, &f, b, NULL), MHA_OK);
+        assert_memory_equal(a, b, (size_t)f.out_numel * sizeof(float));
+        assert_int_equal(atomic_load(&testk_attn_calls), 1);
+        if (c.has_proj) {
+            /* one projection GEMM per input (fused QKV, or Q and KV) + the output */
+            assert_int_equal(atomic_load(&testk_gemm_calls), c.cross ? 3 : 2);
+            assert_int_equal(atomic_load(&testk_max_threads_seen), 7);
+        }
+        free(a);
+        free(b);
+        fixture_free(&f);
+    }
+    pool_destroy(pl);
+}
+
+static int cancel_after(void *user) {
+    atomic_int *n = user;
+    return atomic_fetch_sub(n, 1) <= 0;
+}
+
+static void test_cancel(void **state) {
+    (void)state;
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 2, 0, &pl, NULL), MHA_OK);
+    cfg c = make_cfg(12);
+    fixture f;
+    fixture_make(&f, &c, 42);
+    float *y = out_buffer(&f);
+    for (int after = 0; after < 3; after++) { /* fewer than the polls of any run */
+        for (int sp = 0; sp < 2; sp++) {
+            atomic_int budget;
+            atomic_init(&budget, after);
+            run_opts ro = {
+                .pool = pl, .threads = 3, .cancel = cancel_after, .cancel_user = &budget};
+            mha_error err = {0};
+            mha_status st = run_exec(sp ? &testk_sp_plugin : &testk_plugin, &ro, &f, y, &err);
+            assert_int_equal(st, MHA_ERR_CANCELLED);
+            assert_int_equal(err.status, MHA_ERR_CANCELLED);
+            assert_non_null(strstr(err.message, "cancel"));
+        }
+    }
+    /* a callback that never cancels lets the run finish */
+    atomic_int big;
+    atomic_init(&big, 1 << 30);
+    run_opts ro = {.pool = pl, .threads = 3, .cancel = cancel_after, .cancel_user = &big};
+    assert_int_equal(run_exec(&testk_plugin, &ro, &f, y, NULL), MHA_OK);
+    free(y);
+    fixture_free(&f);
+    pool_destroy(pl);
+}
+
+static void expect_shape_error(fixture *f, mha_status want, const char *needle) {
+    mha_tensor out;
+    mha_error err = {0};
+    mha_status st = layer_output_shapes(&f->L, f->in, f->n_in, &out, 1, &err);
+    if (st != want || !strstr(err.message, needle))
+        fail_msg("expected %s with '%s', got %s: %s", mha_status_name(want), needle,
+                 mha_status_name(st), err.message);
+}
+
+static void test_input_checks(void **state) {
+    (void)state;
+    cfg c = make_cfg(4); /* cross + key padding */
+    fixture f;
+    fixture_make(&f, &c, 7);
+    mha_tensor out;
+    mha_error err = {0};
+    assert_int_equal(layer_output_shapes(&f.L, f.in, f.n_in, &out, 1, &err), MHA_OK);
+    assert_int_equal(out.rank, 3);
+    assert_int_equal(out.shape[0], c.B);
+    assert_int_equal(out.shape[1], c.Sq);
+    assert_int_equal(out.shape[2], c.Dout);
+
+    f.in[0].dtype = MHA_DTYPE_FLOAT64;
+    expect_shape_error(&f, MHA_ERR_DTYPE, "'query'");
+    f.in[0].dtype = MHA_DTYPE_FLOAT32;
+    f.in[0].shape[2] = c.D + 1;
+    expect_shape_error(&f, MHA_ERR_SHAPE, "'query'");
+    f.in[0].shape[2] = c.D;
+    f.in[1].shape[0] = c.B + 1; /* memory batch differs from the query's */
+    expect_shape_error(&f, MHA_ERR_SHAPE, "'memory'");
+    f.in[1].shape[0] = c.B;
+    f.in[1].rank = 2;
+    expect_shape_error(&f, MHA_ERR_SHAPE, "'memory'");
+    f.in[1].rank = 3;
+    f.in[2].shape[1] = c.Skv + 1;
+    expect_shape_error(&f, MHA_ERR_SHAPE, "'key_padding_mask'");
+    f.in[2].shape[1] = c.Skv;
+    f.in[2].dtype = MHA_DTYPE_INT64;
+    expect_shape_error(&f, MHA_ERR_DTYPE, "'key_padding_mask'");
+    f.in[2].dtype = MHA_DTYPE_BOOL;
+    f.in[0].shape[1] = -3;
+    expect_shape_error(&f, MHA_ERR_SHAPE, "'query'");
+    f.in[0].shape[1] = c.Sq;
+    void *saved = f.in[0].data;
+    f.in[0].data = NULL;
+    expect_shape_error(&f, MHA_ERR_INVALID_ARGUMENT, "'query'");
+    f.in[0].data = saved;
+    assert_int_equal(layer_output_shapes(&f.L, f.in, f.n_in - 1, &out, 1, &err),
+                     MHA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "inputs"));
+
+    /* wrong output shape given to the run */
+    exec_packed *pk = NULL;
+    assert_int_equal(exec_pack_weights(NULL, &f.L, &testk_plugin, &pk, NULL), MHA_OK);
+    exec_env env = {.plugin = &testk_plugin};
+    float *y = out_buffer(&f);
+    f.out.data = y;
+    f.out.shape[2] += 1;
+    assert_int_equal(exec_run(&env, &f.L, pk, f.in, f.n_in, &f.out, 1, &err), MHA_ERR_SHAPE);
+    assert_non_null(strstr(err.message, "output 'output'"));
+    f.out.shape[2] -= 1;
+    f.out.data = NULL;
+    free(y);
+    exec_packed_free(NULL, pk);
+    fixture_free(&f);
+
+    /* masks that do not broadcast */
+    c = make_cfg(10);
+    fixture_make(&f, &c, 8);
+    f.in[3].shape[1] = 4; /* heads 6 */
+    expect_shape_error(&f, MHA_ERR_SHAPE, "does not broadcast");
+    f.in[3].shape[1] = 1;
+    assert_int_equal(layer_output_shapes(&f.L, f.in, f.n_in, &out, 1, &err), MHA_OK);
+    f.in[1].shape[2] = 7; /* K's Skv 7 but V's 6 */
+    expect_shape_error(&f, MHA_ERR_SHAPE, "'V'");
+    fixture_free(&f);
+}
+
+/* Empty batch / query / key sequences. */
+static void test_empty_sizes(void **state) {
+    (void)state;
+    cfg c = make_cfg(1);
+    c.Skv = 0; /* no keys: attention rows are 0, Y rows are the output bias */
+    fixture f;
+    fixture_make(&f, &c, 9);
+    float *y = out_buffer(&f);
+    assert_int_equal(run_exec(&testk_plugin, NULL, &f, y, NULL), MHA_OK);
+    for (int64_t i = 0; i < f.out_numel; i++)
+        assert_true(y[i] == f.L.bo[i % c.Dout]);
+    free(y);
+    fixture_free(&f);
+    c = make_cfg(0);
+    c.B = 0;
+    fixture_make(&f, &c, 10);
+    assert_int_equal(run_exec(&testk_plugin, NULL, &f, NULL, NULL), MHA_OK);
+    fixture_free(&f);
+}
+
+/* Every allocation of a run fails in turn: a clean NO_MEMORY each time
+ * (LeakSanitizer checks nothing leaks), then success. */
+static void test_allocation_failures(void **state) {
+    (void)state;
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 2, 0, &pl, NULL), MHA_OK);
+    const int which[3] = {6, 4, 1};
+    for (int w = 0; w < 3; w++) {
+        cfg c = make_cfg(which[w]);
+        fixture f;
+        fixture_make(&f, &c, 11);
+        float *y = out_buffer(&f);
+        int ok = 0;
+        for (long n = 1; n < 200 && !ok; n++) {
+            run_opts ro = {.pool = pl, .threads = 3};
+            mha_error err = {0};
+            mha_alloc_fail_at(n, 0);
+            mha_status st = run_exec(&testk_plugin, &ro, &f, y, &err);
+            mha_alloc_fail_at(0, 0);
+            if (st == MHA_OK) {
+                ok = 1;
+            } else {
+                assert_int_equal(st, MHA_ERR_NO_MEMORY);
+                assert_true(err.message[0] != '\0');
+            }
+        }
+        assert_true(ok);
+        free(y);
+        fixture_free(&f);
+    }
+    pool_destroy(pl);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forms_match_naive),
+        cmocka_unit_test(test_threads_bitwise),
+        cmocka_unit_test(test_batch_chunks),
+        cmocka_unit_test(test_nan_stays_in_its_batch_item),
+        cmocka_unit_test(test_self_parallel),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_input_checks),
+        cmocka_unit_test(test_empty_sizes),
+        cmocka_unit_test(test_allocation_failures),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

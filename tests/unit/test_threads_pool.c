@@ -1,0 +1,379 @@
+/* test_threads_pool.c -- the thread pool (pool.c): every unit claimed
+ * exactly once, phases separated by barriers, many jobs in a row with
+ * changing thread counts, failures and cancellation ending a job, a busy
+ * pool making a second caller run alone, FTZ/DAZ in the workers, and many
+ * create/destroy cycles. Runs under TSan (label "threads"). */
+#include "testutil.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
+#define MAX_UNITS 600
+
+typedef struct count_ctx {
+    atomic_int hits[POOL_MAX_PHASES][MAX_UNITS];
+    atomic_int done[POOL_MAX_PHASES]; /* units finished per phase */
+    int64_t n_units[POOL_MAX_PHASES];
+    atomic_int barrier_violations;
+    atomic_int bad_worker;
+    int max_worker;
+    int fail_phase; /* -1: none */
+    int64_t fail_unit;
+    atomic_int fp_bad;
+} count_ctx;
+
+static mha_status count_unit(void *vctx, int phase, int64_t unit, int worker, mha_error *err) {
+    count_ctx *c = vctx;
+    /* the previous phase must be complete before any unit of this one */
+    if (phase > 0 && atomic_load(&c->done[phase - 1]) != c->n_units[phase - 1])
+        atomic_fetch_add(&c->barrier_violations, 1);
+    if (worker < 0 || worker >= c->max_worker) atomic_fetch_add(&c->bad_worker, 1);
+#if defined(__x86_64__) || defined(__i386__)
+    if (worker > 0 && (_mm_getcsr() & 0x8040u) != 0x8040u) atomic_fetch_add(&c->fp_bad, 1);
+#endif
+    atomic_fetch_add(&c->hits[phase][unit], 1);
+    atomic_fetch_add(&c->done[phase], 1);
+    if (phase == c->fail_phase && unit == c->fail_unit)
+        return mha_fail(err, MHA_ERR_PLUGIN, "unit %lld of phase %d failed on purpose",
+                        (long long)unit, phase);
+    return MHA_OK;
+}
+
+static void count_ctx_init(count_ctx *c, int n_phases, const int64_t *n_units, int max_worker) {
+    memset(c, 0, sizeof *c);
+    for (int p = 0; p < n_phases; p++)
+        c->n_units[p] = n_units[p];
+    c->max_worker = max_worker;
+    c->fail_phase = -1;
+}
+
+static void job_init(pool_job *job, count_ctx *c, int n_phases, int threads) {
+    memset(job, 0, sizeof *job);
+    job->fn = count_unit;
+    job->ctx = c;
+    job->n_phases = n_phases;
+    for (int p = 0; p < n_phases; p++)
+        job->n_units[p] = c->n_units[p];
+    job->num_threads = threads;
+}
+
+static void check_counts(count_ctx *c, int n_phases) {
+    for (int p = 0; p < n_phases; p++)
+        for (int64_t u = 0; u < c->n_units[p]; u++)
+            if (atomic_load(&c->hits[p][u]) != 1)
+                fail_msg("phase %d unit %lld ran %d times", p, (long long)u,
+                         atomic_load(&c->hits[p][u]));
+    assert_int_equal(atomic_load(&c->barrier_violations), 0);
+    assert_int_equal(atomic_load(&c->bad_worker), 0);
+    assert_int_equal(atomic_load(&c->fp_bad), 0);
+}
+
+static void test_every_unit_once(void **state) {
+    (void)state;
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 5, 0, &p, NULL), MHA_OK);
+    assert_int_equal(pool_size(p), 6);
+    static count_ctx c;
+    const int64_t units[4] = {1, 37, 0, 500};
+    count_ctx_init(&c, 4, units, 6);
+    pool_job job;
+    job_init(&job, &c, 4, 0);
+    assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
+    assert_int_equal(job.threads_used, 6);
+    assert_int_equal(job.ran_alone, 0);
+    check_counts(&c, 4);
+    pool_destroy(p);
+}
+
+/* Many jobs in a row, thread counts 1..7 (capped to the pool's 6). */
+static void test_many_jobs(void **state) {
+    (void)state;
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 5, 64 * 1024, &p, NULL), MHA_OK);
+    static count_ctx c;
+    uint64_t rng = 1;
+    for (int j = 0; j < 1500; j++) {
+        int n_phases = 1 + (int)(tu_rand_u64(&rng) % POOL_MAX_PHASES);
+        int64_t units[POOL_MAX_PHASES];
+        for (int k = 0; k < n_phases; k++)
+            units[k] = (int64_t)(tu_rand_u64(&rng) % 40);
+        int threads = (int)(tu_rand_u64(&rng) % 8);
+        count_ctx_init(&c, n_phases, units, 6);
+        pool_job job;
+        job_init(&job, &c, n_phases, threads);
+        assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
+        int want = threads == 0 || threads > 6 ? 6 : threads;
+        assert_int_equal(job.threads_used, want);
+        check_counts(&c, n_phases);
+    }
+    pool_destroy(p);
+}
+
+/* A failing unit ends the job with its status and message; the pool then
+ * serves the next job normally. */
+static void test_failure_stops_job(void **state) {
+    (void)state;
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 3, 0, &p, NULL), MHA_OK);
+    static count_ctx c;
+    const int64_t units[3] = {50, 50, 50};
+    for (int threads = 1; threads <= 4; threads++) {
+        count_ctx_init(&c, 3, units, 4);
+        c.fail_phase = 1;
+        c.fail_unit = 7;
+        pool_job job;
+        job_init(&job, &c, 3, threads);
+        mha_error err = {0};
+        assert_int_equal(pool_run(p, &job, &err), MHA_ERR_PLUGIN);
+        assert_int_equal(err.status, MHA_ERR_PLUGIN);
+        assert_non_null(strstr(err.message, "unit 7 of phase 1"));
+        /* no unit of the last phase ran after the failure */
+        assert_int_equal(atomic_load(&c.done[2]), 0);
+        count_ctx_init(&c, 3, units, 4);
+        job_init(&job, &c, 3, threads);
+        assert_int_equal(pool_run(p, &job, &err), MHA_OK);
+        check_counts(&c, 3);
+    }
+    pool_destroy(p);
+}
+
+static int cancel_now(void *user) {
+    atomic_int *calls = user;
+    atomic_fetch_add(calls, 1);
+    return 1;
+}
+
+static void test_cancel(void **state) {
+    (void)state;
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 3, 0, &p, NULL), MHA_OK);
+    static count_ctx c;
+    const int64_t units[2] = {100, 100};
+    for (int threads = 1; threads <= 4; threads++) {
+        count_ctx_init(&c, 2, units, 4);
+        pool_job job;
+        job_init(&job, &c, 2, threads);
+        atomic_int calls;
+        atomic_init(&calls, 0);
+        job.cancel = cancel_now;
+        job.cancel_user = &calls;
+        mha_error err = {0};
+        assert_int_equal(pool_run(p, &job, &err), MHA_ERR_CANCELLED);
+        assert_int_equal(err.status, MHA_ERR_CANCELLED);
+        assert_true(atomic_load(&calls) >= 1);
+        /* the caller polls before its first unit; alone, it ran none (with
+         * workers, they may have run some before they saw the flag) */
+        if (threads == 1) assert_int_equal(atomic_load(&c.done[0]), 0);
+        assert_int_equal(atomic_load(&c.done[1]), 0);
+    }
+    pool_destroy(p);
+}
+
+/* While one caller's job holds the pool, a second caller runs alone. */
+typedef struct busy_ctx {
+    atomic_int started;
+    atomic_int second_done;
+} busy_ctx;
+
+static mha_status busy_unit(void *vctx, int phase, int64_t unit, int worker, mha_error *err) {
+    (void)phase, (void)worker, (void)err;
+    busy_ctx *b = vctx;
+    if (unit == 0) {
+        atomic_store(&b->started, 1);
+        while (!atomic_load(&b->second_done))
+            sched_yield();
+    }
+    return MHA_OK;
+}
+
+typedef struct busy_thread {
+    pool *p;
+    busy_ctx *b;
+    mha_status st;
+    int ran_alone;
+} busy_thread;
+
+static void *busy_first(void *arg) {
+    busy_thread *t = arg;
+    pool_job job;
+    memset(&job, 0, sizeof job);
+    job.fn = busy_unit;
+    job.ctx = t->b;
+    job.n_phases = 1;
+    job.n_units[0] = 4;
+    t->st = pool_run(t->p, &job, NULL);
+    t->ran_alone = job.ran_alone;
+    return NULL;
+}
+
+static void test_busy_pool_runs_alone(void **state) {
+    (void)state;
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 2, 0, &p, NULL), MHA_OK);
+    busy_ctx b;
+    atomic_init(&b.started, 0);
+    atomic_init(&b.second_done, 0);
+    busy_thread t = {.p = p, .b = &b, .st = MHA_ERR_INTERNAL};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, busy_first, &t), 0);
+    while (!atomic_load(&b.started))
+        sched_yield();
+    static count_ctx c;
+    const int64_t units[2] = {30, 30};
+    count_ctx_init(&c, 2, units, 1);
+    pool_job job;
+    job_init(&job, &c, 2, 0);
+    assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
+    assert_int_equal(job.ran_alone, 1);
+    assert_int_equal(job.threads_used, 1);
+    check_counts(&c, 2);
+    atomic_store(&b.second_done, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(t.st, MHA_OK);
+    pool_destroy(p);
+}
+
+/* A reservation (a self-parallel plugin's run) holds the pool like a job. */
+static void test_reserve(void **state) {
+    (void)state;
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 2, 0, &p, NULL), MHA_OK);
+    assert_true(pool_try_reserve(p));
+    busy_ctx b;
+    atomic_init(&b.started, 0);
+    atomic_init(&b.second_done, 1); /* busy_unit returns at once */
+    busy_thread t = {.p = p, .b = &b, .st = MHA_ERR_INTERNAL};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, busy_first, &t), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(t.st, MHA_OK);
+    assert_int_equal(t.ran_alone, 1);
+    pool_release(p);
+    assert_true(pool_try_reserve(p));
+    pool_release(p);
+    assert_false(pool_try_reserve(NULL));
+    pool_destroy(p);
+}
+
+/* No pool, or a pool without workers: the caller does everything. */
+static void test_no_workers(void **state) {
+    (void)state;
+    static count_ctx c;
+    const int64_t units[2] = {9, 3};
+    count_ctx_init(&c, 2, units, 1);
+    pool_job job;
+    job_init(&job, &c, 2, 4);
+    assert_int_equal(pool_run(NULL, &job, NULL), MHA_OK);
+    check_counts(&c, 2);
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 0, 0, &p, NULL), MHA_OK);
+    count_ctx_init(&c, 2, units, 1);
+    job_init(&job, &c, 2, 4);
+    assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
+    check_counts(&c, 2);
+    pool_destroy(p);
+    pool_destroy(NULL);
+    mha_error err = {0};
+    assert_int_equal(pool_create(NULL, -1, 0, &p, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_int_equal(pool_create(NULL, POOL_MAX_THREADS, 0, &p, &err), MHA_ERR_INVALID_ARGUMENT);
+    job.n_phases = 0;
+    assert_int_equal(pool_run(NULL, &job, &err), MHA_ERR_INTERNAL);
+}
+
+static void test_create_destroy_cycles(void **state) {
+    (void)state;
+    for (int i = 0; i < 200; i++) {
+        pool *p = NULL;
+        assert_int_equal(pool_create(NULL, 1 + i % 4, 0, &p, NULL), MHA_OK);
+        if (i % 3 == 0) {
+            static count_ctx c;
+            const int64_t units[1] = {8};
+            count_ctx_init(&c, 1, units, 5);
+            pool_job job;
+            job_init(&job, &c, 1, 0);
+            assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
+            check_counts(&c, 1);
+        }
+        pool_destroy(p);
+    }
+    /* allocation failure while creating */
+    for (long n = 1; n <= 2; n++) {
+        pool *p = NULL;
+        mha_alloc_fail_at(n, 0);
+        mha_status st = pool_create(NULL, 2, 0, &p, NULL);
+        mha_alloc_fail_at(0, 0);
+        assert_int_equal(st, MHA_ERR_NO_MEMORY);
+        assert_null(p);
+    }
+}
+
+/* Several callers sharing one pool at once: every job complete and
+ * correct, whether it got the pool or ran alone. */
+typedef struct shared_thread {
+    pool *p;
+    int fails;
+    int alone;
+} shared_thread;
+
+static void *shared_main(void *arg) {
+    shared_thread *t = arg;
+    count_ctx *c = malloc(sizeof *c);
+    uint64_t rng = (uint64_t)(uintptr_t)arg;
+    for (int j = 0; j < 150; j++) {
+        int64_t units[2] = {(int64_t)(tu_rand_u64(&rng) % 30), (int64_t)(tu_rand_u64(&rng) % 30)};
+        count_ctx_init(c, 2, units, 4);
+        pool_job job;
+        job_init(&job, c, 2, 0);
+        if (pool_run(t->p, &job, NULL) != MHA_OK) t->fails++;
+        t->alone += job.ran_alone;
+        for (int ph = 0; ph < 2; ph++)
+            for (int64_t u = 0; u < units[ph]; u++)
+                if (atomic_load(&c->hits[ph][u]) != 1) t->fails++;
+        if (atomic_load(&c->barrier_violations)) t->fails++;
+    }
+    free(c);
+    return NULL;
+}
+
+static void test_concurrent_callers(void **state) {
+    (void)state;
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 3, 0, &p, NULL), MHA_OK);
+    shared_thread t[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        t[i] = (shared_thread){.p = p};
+        assert_int_equal(pthread_create(&th[i], NULL, shared_main, &t[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(t[i].fails, 0);
+    }
+    pool_destroy(p);
+}
+
+int main(void) {
+    /* clang-format off */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_unit_once),
+        cmocka_unit_test(test_many_jobs),
+        cmocka_unit_test(test_failure_stops_job),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_busy_pool_runs_alone),
+        cmocka_unit_test(test_reserve),
+        cmocka_unit_test(test_no_workers),
+        cmocka_unit_test(test_create_destroy_cycles),
+        cmocka_unit_test(test_concurrent_callers),
+    };
+    /* clang-format on */
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,390 @@
+/* test_threads_runtime.c -- one runtime and one model shared by many
+ * threads (runs under TSan, label "threads"): 16 threads x many runs with
+ * mixed shapes, every result bitwise equal to a single-threaded run; 1,000
+ * create/destroy cycles (LeakSanitizer in the ASan build); cancellation in
+ * the middle of a batch; a forked child gets MHA_ERR_FORKED and destroys
+ * the runtime without hanging; the allocator and logger hooks. */
+#include "testutil.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model.h"
+
+#define N_THREADS 16
+#define N_SHAPES 24
+
+static const char *model_path(const char *name) {
+    static char buf[2][1024];
+    static int slot;
+    char *p = buf[slot++ & 1];
+    snprintf(p, 1024, "%s/conformance/%s/model.onnx", MHA_TEST_DATA, name);
+    return p;
+}
+
+static mha_model *load_model(const char *name) {
+    mha_model *m = NULL;
+    mha_error err = {0};
+    if (mha_model_load_file(model_path(name), NULL, &m, &err) != MHA_OK)
+        fail_msg("%s: %s", name, err.message);
+    return m;
+}
+
+static mha_runtime *runtime_new(int threads) {
+    mha_runtime_options o;
+    mha_runtime_options_init(&o);
+    o.num_threads = threads;
+    mha_runtime *rt = NULL;
+    mha_error err = {0};
+    if (mha_runtime_create(&o, &rt, &err) != MHA_OK) fail_msg("runtime: %s", err.message);
+    return rt;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Inputs of one shape for the cross + padding-mask model:
+ *   query [B, Sq, 32], memory [B, Skv, 32], key_padding_mask bool
+ *   [B, 1, Sq, Skv] (True = attend; the first key always attended). */
+/* ------------------------------------------------------------------------ */
+
+typedef struct shape_case {
+    int64_t B, Sq, Skv;
+    float *query, *memory;
+    uint8_t *mask;
+    mha_tensor in[3];
+    mha_tensor out;
+    float *expect; /* the single-threaded result */
+    size_t n_out;
+} shape_case;
+
+static void shape_make(shape_case *s, int idx) {
+    uint64_t r = 1000 + (uint64_t)idx;
+    s->B = 1 + (int64_t)(tu_rand_u64(&r) % 3);
+    s->Sq = 1 + (int64_t)(tu_rand_u64(&r) % 12);
+    s->Skv = 1 + (int64_t)(tu_rand_u64(&r) % 12);
+    size_t nq = (size_t)(s->B * s->Sq * 32), nkv = (size_t)(s->B * s->Skv * 32);
+    size_t nm = (size_t)(s->B * s->Sq * s->Skv);
+    s->query = malloc(nq * sizeof(float));
+    s->memory = malloc(nkv * sizeof(float));
+    s->mask = malloc(nm);
+    tu_fill_random(s->query, nq, r + 1);
+    tu_fill_random(s->memory, nkv, r + 2);
+    for (size_t i = 0; i < nm; i++)
+        s->mask[i] = (uint8_t)(i % (size_t)s->Skv == 0 || tu_rand_u64(&r) % 4 != 0);
+    s->in[0] = (mha_tensor){MHA_DTYPE_FLOAT32, 3, {s->B, s->Sq, 32}, s->query};
+    s->in[1] = (mha_tensor){MHA_DTYPE_FLOAT32, 3, {s->B, s->Skv, 32}, s->memory};
+    s->in[2] = (mha_tensor){MHA_DTYPE_BOOL, 4, {s->B, 1, s->Sq, s->Skv}, s->mask};
+    s->out = (mha_tensor){MHA_DTYPE_FLOAT32, 3, {s->B, s->Sq, 32}, NULL};
+    s->n_out = (size_t)(s->B * s->Sq * 32);
+    s->expect = malloc(s->n_out * sizeof(float));
+}
+
+static void shape_free(shape_case *s) {
+    free(s->query);
+    free(s->memory);
+    free(s->mask);
+    free(s->expect);
+}
+
+typedef struct worker_arg {
+    mha_runtime *rt;
+    mha_model *m;
+    shape_case *shapes;
+    int runs;
+    int seed;
+    int mismatches;
+    int failures;
+    char first_error[MHA_ERROR_MESSAGE_MAX];
+} worker_arg;
+
+static void *worker_main(void *p) {
+    worker_arg *w = p;
+    uint64_t r = (uint64_t)w->seed;
+    float *y = malloc(32 * 12 * 3 * sizeof(float));
+    mha_error err = {0}; /* one per thread */
+    for (int i = 0; i < w->runs; i++) {
+        shape_case *s = &w->shapes[tu_rand_u64(&r) % N_SHAPES];
+        mha_tensor out = s->out;
+        out.data = y;
+        mha_run_options ro;
+        mha_run_options_init(&ro);
+        ro.num_threads = (int)(tu_rand_u64(&r) % 4); /* 0 = all */
+        if (mha_run(w->rt, w->m, s->in, 3, &out, 1, &ro, &err) != MHA_OK) {
+            if (!w->failures++) memcpy(w->first_error, err.message, sizeof err.message);
+            continue;
+        }
+        if (memcmp(y, s->expect, s->n_out * sizeof(float)) != 0) w->mismatches++;
+    }
+    free(y);
+    return NULL;
+}
+
+static void test_many_threads_one_runtime(void **state) {
+    (void)state;
+    mha_runtime *rt = runtime_new(4);
+    mha_model *m = load_model("mha_cross_padmask_d32_h4_b2_q6_kv9");
+    static shape_case shapes[N_SHAPES];
+    for (int i = 0; i < N_SHAPES; i++)
+        shape_make(&shapes[i], i);
+
+    /* 16 threads start together on a fresh model: the weights are packed
+     * once, whoever comes first */
+    int runs = 200;
+    const char *env = getenv("MHA_TEST_RUNS_PER_THREAD");
+    if (env && atoi(env) > 0) runs = atoi(env);
+
+    /* the single-threaded results: the oracle */
+    mha_runtime *rt1 = runtime_new(1);
+    for (int i = 0; i < N_SHAPES; i++) {
+        mha_tensor out = shapes[i].out;
+        out.data = shapes[i].expect;
+        mha_error err = {0};
+        if (mha_run(rt1, m, shapes[i].in, 3, &out, 1, NULL, &err) != MHA_OK)
+            fail_msg("single-threaded run: %s", err.message);
+    }
+    mha_runtime_destroy(rt1);
+    mha_model_free(m);
+    m = load_model("mha_cross_padmask_d32_h4_b2_q6_kv9");
+
+    worker_arg args[N_THREADS];
+    pthread_t th[N_THREADS];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < N_THREADS; i++) {
+        args[i] = (worker_arg){.rt = rt, .m = m, .shapes = shapes, .runs = runs, .seed = 7 + i};
+        assert_int_equal(pthread_create(&th[i], NULL, worker_main, &args[i]), 0);
+    }
+    int mismatches = 0, failures = 0;
+    for (int i = 0; i < N_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        mismatches += args[i].mismatches;
+        failures += args[i].failures;
+        if (args[i].failures) fprintf(stderr, "thread %d: %s\n", i, args[i].first_error);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    fprintf(stderr, "%d threads x %d runs: %.2f s\n", N_THREADS, runs,
+            (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    assert_int_equal(failures, 0);
+    assert_int_equal(mismatches, 0);
+    assert_int_equal(model_pack_count(m), 1);
+    for (int i = 0; i < N_SHAPES; i++)
+        shape_free(&shapes[i]);
+    mha_model_free(m);
+    mha_runtime_destroy(rt);
+}
+
+static void test_create_destroy_cycles(void **state) {
+    (void)state;
+    for (int i = 0; i < 1000; i++) {
+        mha_runtime_options o;
+        mha_runtime_options_init(&o);
+        o.num_threads = 1 + i % 4;
+        o.backend = "scalar";
+        mha_runtime *rt = NULL;
+        mha_error err = {0};
+        if (mha_runtime_create(&o, &rt, &err) != MHA_OK) fail_msg("cycle %d: %s", i, err.message);
+        mha_runtime_destroy(rt);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Cancellation                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cancel_state {
+    atomic_int polls;
+    int cancel_at;
+    atomic_int polls_after_yes;
+} cancel_state;
+
+static int cancel_cb(void *user) {
+    cancel_state *c = user;
+    int n = atomic_fetch_add(&c->polls, 1) + 1;
+    if (n > c->cancel_at) atomic_fetch_add(&c->polls_after_yes, 1);
+    return n >= c->cancel_at;
+}
+
+static void test_cancel_mid_batch(void **state) {
+    (void)state;
+    mha_runtime *rt = runtime_new(3);
+    mha_model *m = load_model("mha_causal_d16_h2_b4_s64");
+    const int64_t B = 48, S = 64, D = 16;
+    size_t n = (size_t)(B * S * D);
+    float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+    tu_fill_random(x, n, 5);
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {B, S, D}, x};
+    mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {B, S, D}, y};
+
+    for (int at = 1; at <= 4; at++) {
+        cancel_state c;
+        atomic_init(&c.polls, 0);
+        atomic_init(&c.polls_after_yes, 0);
+        c.cancel_at = at;
+        mha_run_options ro;
+        mha_run_options_init(&ro);
+        ro.cancel = cancel_cb;
+        ro.cancel_user = &c;
+        mha_error err = {0};
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(mha_run(rt, m, &in, 1, &out, 1, &ro, &err), MHA_ERR_CANCELLED);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        assert_int_equal(err.status, MHA_ERR_CANCELLED);
+        /* the run stopped at the first "yes": no poll after it */
+        assert_int_equal(atomic_load(&c.polls), at);
+        assert_int_equal(atomic_load(&c.polls_after_yes), 0);
+        assert_true(s < 5.0);
+    }
+    /* the runtime is fine afterwards */
+    mha_error err = {0};
+    assert_int_equal(mha_run(rt, m, &in, 1, &out, 1, NULL, &err), MHA_OK);
+    free(x);
+    free(y);
+    mha_model_free(m);
+    mha_runtime_destroy(rt);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Fork                                                                      */
+/* ------------------------------------------------------------------------ */
+
+static void test_forked_child(void **state) {
+    (void)state;
+    mha_runtime *rt = runtime_new(4);
+    mha_model *m = load_model("mha_self_d16_h1_b1_s1");
+    float x[16], y[16];
+    tu_fill_random(x, 16, 3);
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {1, 1, 16}, x};
+    mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {1, 1, 16}, y};
+    mha_error err = {0};
+    assert_int_equal(mha_run(rt, m, &in, 1, &out, 1, NULL, &err), MHA_OK);
+
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(20); /* a hang in the child ends it with SIGALRM: a failure */
+        mha_error cerr = {0};
+        int ok = mha_run(rt, m, &in, 1, &out, 1, NULL, &cerr) == MHA_ERR_FORKED &&
+                 cerr.status == MHA_ERR_FORKED && strstr(cerr.message, "fork") != NULL;
+        mha_runtime_destroy(rt); /* must not wait for the parent's workers */
+        mha_model_free(m);
+        /* a runtime created in the child works (one thread: TSan cannot
+         * follow new threads after a multi-threaded fork) */
+        mha_runtime_options o;
+        mha_runtime_options_init(&o);
+        o.num_threads = 1;
+        o.backend = "scalar";
+        mha_runtime *rt2 = NULL;
+        mha_model *m2 = NULL;
+        if (ok && mha_runtime_create(&o, &rt2, &cerr) == MHA_OK &&
+            mha_model_load_file(model_path("mha_self_d16_h1_b1_s1"), NULL, &m2, &cerr) == MHA_OK)
+            ok = mha_run(rt2, m2, &in, 1, &out, 1, NULL, &cerr) == MHA_OK;
+        else
+            ok = 0;
+        mha_model_free(m2);
+        mha_runtime_destroy(rt2);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("child: %s %d", WIFEXITED(status) ? "exit" : "signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    /* the parent's runtime still runs */
+    assert_int_equal(mha_run(rt, m, &in, 1, &out, 1, NULL, &err), MHA_OK);
+    mha_model_free(m);
+    mha_runtime_destroy(rt);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hooks                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct counting_alloc {
+    atomic_long live, total;
+} counting_alloc;
+
+static void *count_alloc(void *user, size_t size, size_t align) {
+    counting_alloc *c = user;
+    void *p = NULL;
+    if (posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, size) != 0) return NULL;
+    atomic_fetch_add(&c->live, 1);
+    atomic_fetch_add(&c->total, 1);
+    return p;
+}
+
+static void count_free(void *user, void *p) {
+    counting_alloc *c = user;
+    if (!p) return;
+    atomic_fetch_sub(&c->live, 1);
+    free(p);
+}
+
+typedef struct log_capture {
+    pthread_mutex_t lock;
+    int n;
+    int saw_backend;
+} log_capture;
+
+static void capture_log(void *user, mha_log_level level, const char *msg) {
+    log_capture *l = user;
+    pthread_mutex_lock(&l->lock);
+    l->n++;
+    if (level == MHA_LOG_INFO && strstr(msg, "backend")) l->saw_backend = 1;
+    pthread_mutex_unlock(&l->lock);
+}
+
+static void test_allocator_and_logger(void **state) {
+    (void)state;
+    counting_alloc c;
+    atomic_init(&c.live, 0);
+    atomic_init(&c.total, 0);
+    mha_allocator a = {count_alloc, count_free, &c};
+    log_capture l = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+    mha_runtime_options o;
+    mha_runtime_options_init(&o);
+    o.num_threads = 3;
+    o.allocator = &a;
+    o.log = capture_log;
+    o.log_user = &l;
+    o.log_level = MHA_LOG_DEBUG;
+    mha_runtime *rt = NULL;
+    mha_error err = {0};
+    assert_int_equal(mha_runtime_create(&o, &rt, &err), MHA_OK);
+    assert_true(l.saw_backend);
+    mha_model_options mo;
+    mha_model_options_init(&mo);
+    mo.allocator = &a;
+    mha_model *m = NULL;
+    assert_int_equal(mha_model_load_file(model_path("mha_causal_d16_h2_b4_s64"), &mo, &m, &err),
+                     MHA_OK);
+    float x[2 * 9 * 16], y[2 * 9 * 16];
+    tu_fill_random(x, sizeof x / sizeof x[0], 9);
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {2, 9, 16}, x};
+    mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {2, 9, 16}, y};
+    long before = atomic_load(&c.total);
+    assert_int_equal(mha_run(rt, m, &in, 1, &out, 1, NULL, &err), MHA_OK);
+    assert_true(atomic_load(&c.total) > before); /* intermediates came from the hook */
+    mha_model_free(m);
+    mha_runtime_destroy(rt);
+    assert_int_equal(atomic_load(&c.live), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_many_threads_one_runtime),
+        cmocka_unit_test(test_create_destroy_cycles),
+        cmocka_unit_test(test_cancel_mid_batch),
+        cmocka_unit_test(test_forked_child),
+        cmocka_unit_test(test_allocator_and_logger),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,366 @@
+/* bench_inputs.c -- the seeded inputs `mha bench` feeds a model: every
+ * input's shape from its role and the requested batch / sequence lengths,
+ * random float32 values, masks that attend almost everywhere, and the
+ * outputs allocated to the shapes the model reports. The same seed gives
+ * the same bytes in every child process, so every backend sees the same
+ * inputs as the scalar reference. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_internal.h"
+
+uint64_t bench_rng_next(uint64_t *state) {
+    /* splitmix64 */
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double bench_rng_uniform(uint64_t *state) {
+    return (double)(bench_rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static int fail_msg(char *msg, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, size, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Sizes the shape of one input is made of. */
+typedef struct shape_plan {
+    int64_t B, Sq, S_new, S_past, Skv; /* Skv = S_past + S_new keys in all */
+    const mha_model_info *info;
+} shape_plan;
+
+/* Shape of input io under plan p into shape[]. Axes that carry batch or
+ * sequence lengths come from the request; width and head axes from the
+ * model (its static dims first, else what the layer info implies). */
+static int plan_input_shape(const mha_io_info *io, const shape_plan *p, int64_t *shape, char *msg,
+                            size_t msg_size) {
+    const mha_model_info *in = p->info;
+    int r = io->rank;
+    int64_t hq = in->q_heads, hkv = in->kv_heads, dk = in->d_head, dv = in->d_head_v;
+#define KEEP(axis, fallback) (io->shape[axis] >= 0 ? io->shape[axis] : (fallback))
+    switch (io->role) {
+    case MHA_ROLE_QUERY:
+    case MHA_ROLE_KEY_VALUE: {
+        int q = io->role == MHA_ROLE_QUERY;
+        if (r != 3) break;
+        shape[0] = p->B;
+        shape[1] = q ? p->Sq : p->S_new;
+        shape[2] = KEEP(2, q ? in->d_model : in->d_kv);
+        return 0;
+    }
+    case MHA_ROLE_Q:
+    case MHA_ROLE_K:
+    case MHA_ROLE_V:
+    case MHA_ROLE_PAST_KEY:
+    case MHA_ROLE_PAST_VALUE: {
+        int64_t heads = io->role == MHA_ROLE_Q ? hq : hkv;
+        int64_t d = (io->role == MHA_ROLE_V || io->role == MHA_ROLE_PAST_VALUE) ? dv : dk;
+        int64_t s = io->role == MHA_ROLE_Q                                               ? p->Sq
+                    : (io->role == MHA_ROLE_PAST_KEY || io->role == MHA_ROLE_PAST_VALUE) ? p->S_past
+                                                                                         : p->S_new;
+        if (r == 3) { /* [B, S, H*d] */
+            shape[0] = p->B;
+            shape[1] = s;
+            shape[2] = KEEP(2, heads * d);
+            return 0;
+        }
+        if (r == 4) { /* [B, H, S, d] */
+            shape[0] = p->B;
+            shape[1] = KEEP(1, heads);
+            shape[2] = s;
+            shape[3] = KEEP(3, d);
+            return 0;
+        }
+        break;
+    }
+    case MHA_ROLE_ATTN_MASK:
+        /* [..., Sq, Skv]; leading axes broadcast (1) unless the model fixes
+         * them */
+        if (r < 2) break;
+        for (int a = 0; a < r - 2; a++)
+            shape[a] = KEEP(a, 1);
+        shape[r - 2] = io->shape[r - 2] == 1 ? 1 : p->Sq; /* a static 1 broadcasts */
+        shape[r - 1] = io->shape[r - 1] == 1 ? 1 : p->Skv;
+        return 0;
+    case MHA_ROLE_KEY_PADDING_MASK:
+        if (r != 2) break;
+        shape[0] = p->B;
+        shape[1] = p->Skv;
+        return 0;
+    case MHA_ROLE_NONPAD_KV_SEQLEN:
+        if (r != 1) break;
+        shape[0] = p->B;
+        return 0;
+    default:
+        return fail_msg(msg, msg_size, "input '%s' has role %s, which is not an input role",
+                        io->name, mha_io_role_name(io->role));
+    }
+#undef KEEP
+    return fail_msg(msg, msg_size, "input '%s' (%s) has rank %d, which mha bench cannot shape",
+                    io->name, mha_io_role_name(io->role), r);
+}
+
+/* "A few masked keys": key 0 always attends (so no row is fully masked,
+ * causal or not); every other key is masked with probability 1/8. */
+static int mask_hides(uint64_t *rng, int64_t key) {
+    return key > 0 && (bench_rng_next(rng) & 7u) == 0;
+}
+
+static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t Skv, mha_tensor *t,
+                      uint64_t seed, char *msg, size_t msg_size) {
+    int64_t n = mha_tensor_numel(t);
+    size_t es = mha_dtype_size(t->dtype);
+    uint64_t rng = seed;
+    int64_t last = t->rank > 0 ? t->shape[t->rank - 1] : 1;
+    if (n < 0 || es == 0) return fail_msg(msg, msg_size, "input '%s': bad size", io->name);
+    t->data = calloc((size_t)n + 1, es); /* +1: a zero-size input still gets a pointer */
+    if (!t->data)
+        return fail_msg(msg, msg_size, "input '%s': out of memory for %lld elements", io->name,
+                        (long long)n);
+    switch (io->role) {
+    case MHA_ROLE_ATTN_MASK:
+        if (t->dtype == MHA_DTYPE_BOOL) { /* True = attend */
+            unsigned char *d = t->data;
+            for (int64_t e = 0; e < n; e++)
+                d[e] = mask_hides(&rng, e % last) ? 0 : 1;
+            return 0;
+        }
+        if (t->dtype == MHA_DTYPE_FLOAT32) { /* additive */
+            float *d = t->data;
+            for (int64_t e = 0; e < n; e++)
+                d[e] = mask_hides(&rng, e % last) ? -INFINITY : 0.0f;
+            return 0;
+        }
+        break;
+    case MHA_ROLE_KEY_PADDING_MASK: /* nothing is padding */
+        if (t->dtype == MHA_DTYPE_BOOL) {
+            memset(t->data, info->key_padding_true_means_ignore ? 0 : 1, (size_t)n);
+            return 0;
+        }
+        break;
+    case MHA_ROLE_NONPAD_KV_SEQLEN: /* every key valid */
+        if (t->dtype == MHA_DTYPE_INT64) {
+            int64_t *d = t->data;
+            for (int64_t e = 0; e < n; e++)
+                d[e] = Skv;
+            return 0;
+        }
+        if (t->dtype == MHA_DTYPE_INT32) {
+            int32_t *d = t->data;
+            for (int64_t e = 0; e < n; e++)
+                d[e] = (int32_t)Skv;
+            return 0;
+        }
+        break;
+    default:
+        if (t->dtype == MHA_DTYPE_FLOAT32) { /* uniform in [-1, 1) */
+            float *d = t->data;
+            for (int64_t e = 0; e < n; e++)
+                d[e] = (float)(2.0 * bench_rng_uniform(&rng) - 1.0);
+            return 0;
+        }
+        break;
+    }
+    free(t->data);
+    t->data = NULL;
+    return fail_msg(msg, msg_size,
+                    "input '%s' (%s) is %s: mha bench feeds only float32 data, "
+                    "bool or float32 masks and int32/int64 lengths",
+                    io->name, mha_io_role_name(io->role), mha_dtype_name(t->dtype));
+}
+
+static void probe_set_input(bench_probe *p, size_t i, const mha_io_info *io, const mha_tensor *t) {
+    bench_input_desc *d = &p->inputs[i];
+    snprintf(d->name, sizeof d->name, "%s", io->name ? io->name : "");
+    d->role = io->role;
+    d->dtype = t->dtype;
+    d->rank = t->rank;
+    memcpy(d->shape, t->shape, sizeof d->shape);
+}
+
+int bench_tensors_make(const mha_model *model, int64_t B, int64_t Sq, int64_t Skv, uint64_t seed,
+                       bench_tensors *t, bench_probe *probe, char *msg, size_t msg_size) {
+    mha_model_info info;
+    mha_error err;
+    mha_io_info ios[BENCH_MAX_INPUTS];
+    shape_plan plan;
+    int has_past = 0;
+    memset(t, 0, sizeof *t);
+    mha_error_clear(&err);
+    if (mha_model_get_info(model, &info) != MHA_OK)
+        return fail_msg(msg, msg_size, "cannot read the model's layer info");
+    if (info.num_inputs > BENCH_MAX_INPUTS || info.num_outputs > BENCH_MAX_OUTPUTS)
+        return fail_msg(msg, msg_size,
+                        "model has %zu inputs and %zu outputs; mha bench "
+                        "handles at most %d and %d",
+                        info.num_inputs, info.num_outputs, BENCH_MAX_INPUTS, BENCH_MAX_OUTPUTS);
+    for (size_t i = 0; i < info.num_inputs; i++) {
+        if (mha_model_input(model, i, &ios[i]) != MHA_OK)
+            return fail_msg(msg, msg_size, "cannot read model input %zu", i);
+        if (ios[i].role == MHA_ROLE_PAST_KEY || ios[i].role == MHA_ROLE_PAST_VALUE) has_past = 1;
+    }
+    if (info.has_projections && !info.cross && Skv != Sq)
+        return fail_msg(msg, msg_size,
+                        "the model is self-attention (its keys are its queries): "
+                        "S_kv must equal S, got S=%lld S_kv=%lld",
+                        (long long)Sq, (long long)Skv);
+    plan.info = &info;
+    plan.B = B;
+    plan.Sq = Sq;
+    plan.Skv = Skv;
+    if (has_past) { /* new keys = the queries; the rest of S_kv is the cache */
+        if (Skv < Sq)
+            return fail_msg(msg, msg_size,
+                            "the model has past key/value inputs: S_kv (keys in "
+                            "all, past + new) must be >= S, got S=%lld S_kv=%lld",
+                            (long long)Sq, (long long)Skv);
+        plan.S_new = Sq;
+        plan.S_past = Skv - Sq;
+    } else {
+        plan.S_new = Skv;
+        plan.S_past = 0;
+    }
+
+    t->n_inputs = info.num_inputs;
+    for (size_t i = 0; i < info.num_inputs; i++) {
+        mha_tensor *x = &t->inputs[i];
+        x->dtype = ios[i].dtype;
+        x->rank = ios[i].rank;
+        if (x->rank < 0 || x->rank > MHA_MAX_RANK) {
+            bench_tensors_free(t);
+            return fail_msg(msg, msg_size, "input '%s' has rank %d", ios[i].name, x->rank);
+        }
+        if (plan_input_shape(&ios[i], &plan, x->shape, msg, msg_size) != 0 ||
+            fill_input(&ios[i], &info, Skv, x, seed ^ (0xA0761D6478BD642Full * (i + 1)), msg,
+                       msg_size) != 0) {
+            bench_tensors_free(t);
+            return -1;
+        }
+    }
+
+    /* Output shapes; the model checks every input on the way. A layer whose
+     * inputs are sequence-first ([S, B, D]) refuses [B, S, D] when B != S:
+     * try that layout before giving up. */
+    t->n_outputs = info.num_outputs;
+    mha_status st =
+        mha_model_output_shapes(model, t->inputs, t->n_inputs, t->outputs, t->n_outputs, &err);
+    int seq_first = 0;
+    if (st == MHA_ERR_SHAPE && B != Sq) {
+        bench_tensors alt = *t;
+        for (size_t i = 0; i < t->n_inputs; i++) {
+            if ((ios[i].role == MHA_ROLE_QUERY || ios[i].role == MHA_ROLE_KEY_VALUE) &&
+                alt.inputs[i].rank == 3) {
+                int64_t s = alt.inputs[i].shape[0];
+                alt.inputs[i].shape[0] = alt.inputs[i].shape[1];
+                alt.inputs[i].shape[1] = s;
+            }
+        }
+        mha_error err2;
+        if (mha_model_output_shapes(model, alt.inputs, alt.n_inputs, alt.outputs, alt.n_outputs,
+                                    &err2) == MHA_OK) {
+            *t = alt;
+            st = MHA_OK;
+            seq_first = 1;
+        }
+    }
+    if (st != MHA_OK) {
+        bench_tensors_free(t);
+        return fail_msg(msg, msg_size, "%s (shape B=%lld S=%lld S_kv=%lld)",
+                        err.message[0] ? err.message : mha_status_text(st), (long long)B,
+                        (long long)Sq, (long long)Skv);
+    }
+    for (size_t i = 0; i < t->n_outputs; i++) {
+        int64_t n = mha_tensor_numel(&t->outputs[i]);
+        size_t es = mha_dtype_size(t->outputs[i].dtype);
+        t->outputs[i].data = (n >= 0 && es) ? calloc((size_t)n + 1, es) : NULL;
+        if (!t->outputs[i].data) {
+            bench_tensors_free(t);
+            return fail_msg(msg, msg_size, "output %zu: out of memory", i);
+        }
+    }
+
+    if (probe) {
+        snprintf(probe->form, sizeof probe->form, "%s", info.form ? info.form : "?");
+        probe->has_projections = info.has_projections;
+        probe->causal = info.causal;
+        probe->cross = info.cross;
+        probe->seq_first = seq_first;
+        probe->key_padding_true_means_ignore = info.key_padding_true_means_ignore;
+        probe->d_model = info.d_model;
+        probe->d_kv = info.d_kv;
+        probe->q_heads = info.q_heads;
+        probe->kv_heads = info.kv_heads;
+        probe->d_head = info.d_head;
+        probe->d_head_v = info.d_head_v;
+        probe->B = B;
+        probe->Sq = Sq;
+        probe->Skv = Skv;
+        probe->S_past = plan.S_past;
+        probe->n_inputs = (int)t->n_inputs;
+        probe->shape_note[0] = '\0';
+        for (size_t i = 0; i < t->n_inputs; i++) {
+            probe_set_input(probe, i, &ios[i], &t->inputs[i]);
+            /* the engine may accept another size than a fixed dimension of
+             * the file says; other runtimes will not: say so once */
+            for (int a = 0; a < t->inputs[i].rank && !probe->shape_note[0]; a++) {
+                if (ios[i].shape[a] >= 0 && ios[i].shape[a] != t->inputs[i].shape[a])
+                    snprintf(probe->shape_note, sizeof probe->shape_note,
+                             "input '%.64s' axis %d is fixed to %lld in the model; the bench "
+                             "runs %lld",
+                             ios[i].name, a, (long long)ios[i].shape[a],
+                             (long long)t->inputs[i].shape[a]);
+            }
+        }
+        probe->n_outputs = 0;
+        probe->n_ref_floats = 0;
+        probe->d_out = 0;
+        for (size_t i = 0; i < t->n_outputs; i++) {
+            mha_io_info oi;
+            if (mha_model_output(model, i, &oi) == MHA_OK && oi.role == MHA_ROLE_OUTPUT &&
+                t->outputs[i].rank > 0)
+                probe->d_out = t->outputs[i].shape[t->outputs[i].rank - 1];
+            if (t->outputs[i].dtype != MHA_DTYPE_FLOAT32) continue;
+            size_t n = (size_t)mha_tensor_numel(&t->outputs[i]);
+            probe->output_floats[probe->n_outputs++] = n;
+            probe->n_ref_floats += n;
+        }
+    }
+    return 0;
+}
+
+void bench_tensors_free(bench_tensors *t) {
+    for (size_t i = 0; i < BENCH_MAX_INPUTS; i++) {
+        free(t->inputs[i].data);
+        t->inputs[i].data = NULL;
+    }
+    bench_outputs_free(t->outputs, BENCH_MAX_OUTPUTS);
+}
+
+int bench_outputs_clone(const bench_tensors *t, mha_tensor *outputs) {
+    for (size_t i = 0; i < t->n_outputs; i++) {
+        int64_t n = mha_tensor_numel(&t->outputs[i]);
+        outputs[i] = t->outputs[i];
+        outputs[i].data = calloc((size_t)n + 1, mha_dtype_size(t->outputs[i].dtype));
+        if (!outputs[i].data) {
+            bench_outputs_free(outputs, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void bench_outputs_free(mha_tensor *outputs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(outputs[i].data);
+        outputs[i].data = NULL;
+    }
+}

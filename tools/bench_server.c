@@ -1,0 +1,264 @@
+/* bench_server.c -- the server scenario of `mha bench` (after MLPerf's):
+ * batch-1 requests arrive as a Poisson process at a target rate and are
+ * served by several client threads sharing one runtime. A request's latency
+ * runs from its scheduled arrival to its completion, so time spent waiting
+ * for a free client counts, as it would for a real caller.
+ *
+ * The search for the highest rate whose p99 latency stays within the bound:
+ *   r = 0.5 / (latency of one request alone)
+ *   while trial(r) meets the bound: good = r, r *= 2        (doubling)
+ *   if the first trial missed: halve until one meets it     (at most 4 times)
+ *   bisect between good and the first miss while they differ by > 10%
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench_internal.h"
+
+#define SERVER_MAX_REQUESTS 200000
+#define SERVER_MIN_REQUESTS 100 /* a p99 over fewer is little more than the max */
+#define SERVER_MAX_DOUBLINGS 16
+#define SERVER_MAX_HALVINGS 4
+#define SERVER_MAX_BISECTIONS 6
+
+typedef struct server_trial_state {
+    mha_runtime *rt;
+    const mha_model *model;
+    const bench_tensors *t;
+    const double *arrival; /* seconds after start, ascending */
+    size_t n;
+    double *latency_ms; /* [n] */
+    double start;       /* bench_now() time of arrival 0 */
+    atomic_size_t next;
+    atomic_int failed;
+    pthread_mutex_t lock; /* guards error and last_done */
+    char error[BENCH_ERROR_MAX];
+    double last_done;
+} server_trial_state;
+
+static void sleep_until(double when) {
+    double now = bench_now();
+    if (when <= now) return;
+    double d = when - now;
+    struct timespec ts;
+    ts.tv_sec = (time_t)d;
+    ts.tv_nsec = (long)((d - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* One client: takes the next request, waits for its arrival, serves it. */
+static void *server_client(void *arg) {
+    server_trial_state *s = arg;
+    mha_tensor outputs[BENCH_MAX_OUTPUTS];
+    mha_error err;
+    double last = 0.0;
+    if (bench_outputs_clone(s->t, outputs) != 0) {
+        pthread_mutex_lock(&s->lock);
+        snprintf(s->error, sizeof s->error, "server client: out of memory for outputs");
+        pthread_mutex_unlock(&s->lock);
+        atomic_store(&s->failed, 1);
+        return NULL;
+    }
+    for (;;) {
+        size_t i = atomic_fetch_add(&s->next, 1);
+        if (i >= s->n || atomic_load(&s->failed)) break;
+        double due = s->start + s->arrival[i];
+        sleep_until(due);
+        mha_status st = mha_run(s->rt, s->model, s->t->inputs, s->t->n_inputs, outputs,
+                                s->t->n_outputs, NULL, &err);
+        double done = bench_now();
+        if (st != MHA_OK) {
+            pthread_mutex_lock(&s->lock);
+            snprintf(s->error, sizeof s->error, "server request: %s", err.message);
+            pthread_mutex_unlock(&s->lock);
+            atomic_store(&s->failed, 1);
+            break;
+        }
+        s->latency_ms[i] = (done - due) * 1e3;
+        last = done;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (last > s->last_done) s->last_done = last;
+    pthread_mutex_unlock(&s->lock);
+    bench_outputs_free(outputs, s->t->n_outputs);
+    return NULL;
+}
+
+/* Serves Poisson arrivals at `rate` per second for about opts->server_time
+ * seconds (longer at low rates, to collect SERVER_MIN_REQUESTS). */
+static int server_trial(mha_runtime *rt, const mha_model *model, const bench_tensors *t,
+                        const bench_options *o, double rate, uint64_t seed, bench_trial *out,
+                        char *msg, size_t msg_size) {
+    double duration = o->server_time;
+    if (rate * duration < SERVER_MIN_REQUESTS)
+        duration = fmin(SERVER_MIN_REQUESTS / rate, 4.0 * o->server_time);
+    size_t cap = (size_t)fmin(rate * duration * 1.5 + 16.0, (double)SERVER_MAX_REQUESTS);
+    server_trial_state s;
+    pthread_t threads[256];
+    int started = 0;
+    uint64_t rng = seed;
+    bench_stats st;
+    memset(&s, 0, sizeof s);
+    s.arrival = NULL;
+    double *arrival = malloc(cap * sizeof *arrival);
+    s.latency_ms = malloc(cap * sizeof *s.latency_ms);
+    if (!arrival || !s.latency_ms) {
+        free(arrival);
+        free(s.latency_ms);
+        snprintf(msg, msg_size, "server: out of memory");
+        return -1;
+    }
+    /* exponential gaps of mean 1/rate */
+    for (double at = 0.0; s.n < cap;) {
+        at += -log(1.0 - bench_rng_uniform(&rng)) / rate;
+        if (at >= duration && s.n > 0) break;
+        arrival[s.n++] = at;
+    }
+    s.arrival = arrival;
+    s.rt = rt;
+    s.model = model;
+    s.t = t;
+    atomic_init(&s.next, 0);
+    atomic_init(&s.failed, 0);
+    pthread_mutex_init(&s.lock, NULL);
+    s.start = bench_now() + 0.002; /* let the clients start first */
+    for (int c = 0; c < o->clients && c < 256; c++) {
+        if (pthread_create(&threads[c], NULL, server_client, &s) != 0) break;
+        started++;
+    }
+    if (started == 0) {
+        snprintf(s.error, sizeof s.error, "server: cannot start client threads");
+        atomic_store(&s.failed, 1);
+    }
+    for (int c = 0; c < started; c++)
+        pthread_join(threads[c], NULL);
+    pthread_mutex_destroy(&s.lock);
+    if (atomic_load(&s.failed)) {
+        snprintf(msg, msg_size, "%s", s.error);
+        free(arrival);
+        free(s.latency_ms);
+        return -1;
+    }
+    bench_stats_compute(s.latency_ms, s.n, &st);
+    memset(out, 0, sizeof *out);
+    out->target_rps = rate;
+    out->requests = (long)s.n;
+    out->achieved_rps = s.last_done > s.start ? (double)s.n / (s.last_done - s.start) : 0.0;
+    out->p50_ms = st.median;
+    out->p90_ms = st.p90;
+    out->p99_ms = st.p99;
+    out->min_ms = st.min;
+    out->mean_ms = st.mean;
+    out->cv = st.cv;
+    out->ok = st.p99 <= o->p99_ms;
+    free(arrival);
+    free(s.latency_ms);
+    return 0;
+}
+
+/* One trial of the search at `rate` into the next slot of res->trials:
+ * 1 met the bound, 0 missed it, -1 no slot left, -2 failed (res->error). */
+static int search_trial(mha_runtime *rt, const mha_model *model, const bench_tensors *t,
+                        const bench_options *o, uint64_t seed, double rate, bench_result *res) {
+    if (res->n_trials >= BENCH_MAX_TRIALS) return -1;
+    bench_trial *tr = &res->trials[res->n_trials];
+    if (server_trial(rt, model, t, o, rate, seed + (uint64_t)res->n_trials, tr, res->error,
+                     sizeof res->error) != 0)
+        return -2;
+    res->n_trials++;
+    return tr->ok;
+}
+
+int bench_server_run(mha_runtime *rt, const mha_model *model, bench_tensors *t,
+                     const bench_options *o, bench_result *res) {
+    double alone[5];
+    mha_error err;
+    bench_stats st;
+    bench_cpu_sample s0, s1;
+    int have_cpu;
+    /* one request alone: where the search starts, and a floor for p99 */
+    for (int i = 0; i < 5; i++) {
+        double t0 = bench_now();
+        if (mha_run(rt, model, t->inputs, t->n_inputs, t->outputs, t->n_outputs, NULL, &err) !=
+            MHA_OK) {
+            snprintf(res->error, sizeof res->error, "server warm-up: %s", err.message);
+            return -1;
+        }
+        alone[i] = (bench_now() - t0) * 1e3;
+    }
+    bench_stats_compute(alone, 5, &st);
+    res->single_ms = st.median;
+    res->n_trials = 0;
+    res->server_found = 0;
+    if (st.median > o->p99_ms) return 0; /* no rate can meet the bound */
+
+    have_cpu = bench_cpu_sample_take(&s0) == 0;
+    double rate = 0.5 * 1e3 / fmax(st.median, 1e-3);
+    double good = 0.0, bad = 0.0;
+    int good_i = -1;
+    uint64_t seed = o->seed * 0x9E3779B97F4A7C15ull + 7;
+    for (int d = 0; d < SERVER_MAX_DOUBLINGS; d++) {
+        int ok = search_trial(rt, model, t, o, seed, rate, res);
+        if (ok == -2) return -1;
+        if (ok < 0) break;
+        if (ok == 0) {
+            bad = rate;
+            break;
+        }
+        good = rate;
+        good_i = res->n_trials - 1;
+        rate *= 2.0;
+    }
+    for (int h = 0; good == 0.0 && h < SERVER_MAX_HALVINGS; h++) {
+        rate *= 0.5;
+        int ok = search_trial(rt, model, t, o, seed, rate, res);
+        if (ok == -2) return -1;
+        if (ok < 0) break;
+        if (ok == 1) {
+            good = rate;
+            good_i = res->n_trials - 1;
+        } else {
+            bad = rate;
+        }
+    }
+    for (int k = 0; good > 0.0 && bad > good * 1.1 && k < SERVER_MAX_BISECTIONS; k++) {
+        double mid = 0.5 * (good + bad);
+        int ok = search_trial(rt, model, t, o, seed, mid, res);
+        if (ok == -2) return -1;
+        if (ok < 0) break;
+        if (ok) {
+            good = mid;
+            good_i = res->n_trials - 1;
+        } else {
+            bad = mid;
+        }
+    }
+    if (have_cpu && bench_cpu_sample_take(&s1) == 0)
+        res->other_cpus =
+            bench_cpu_other(&s0, &s1, (int)sysconf(_SC_NPROCESSORS_ONLN), &res->own_cpus);
+    if (good_i >= 0) {
+        const bench_trial *b = &res->trials[good_i];
+        res->server_found = 1;
+        res->max_rate_rps = b->target_rps;
+        res->achieved_rps = b->achieved_rps;
+        res->reps = b->requests;
+        res->median_ms = b->p50_ms;
+        res->p90_ms = b->p90_ms;
+        res->p99_ms = b->p99_ms;
+        res->min_ms = b->min_ms;
+        res->mean_ms = b->mean_ms;
+        res->cv = b->cv;
+    }
+    return 0;
+}

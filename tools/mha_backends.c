@@ -1,0 +1,132 @@
+/* mha_backends.c -- `mha backends [--json]`: every plugin the runtime found
+ * (name, version, path, probe score or why it is unusable) and the one
+ * `auto` picks on this CPU. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mha_cli.h"
+#include "registry.h"
+
+static const char backends_usage[] =
+    "Usage: mha backends [--json] [options]\n"
+    "\n"
+    "Lists every backend plugin the runtime found (searched: MHA_PLUGIN_PATH, the\n"
+    "folder beside libmha, the installed plugin folder; plus the built-in scalar),\n"
+    "with its version, path and probe score on this CPU, or why it is unusable, and\n"
+    "which one 'auto' picks. With --backend NAME (or $MHA_BACKEND) also checks that\n"
+    "NAME can be selected.\n"
+    "\n"
+    "  --json   one JSON object on stdout instead of the table\n";
+
+static void json_string(const char *s) {
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p < 0x20)
+            printf("\\u%04x", *p);
+        else
+            putchar(*p);
+    }
+    putchar('"');
+}
+
+int cli_cmd_backends(int argc, char **argv) {
+    cli_common c = {0};
+    c.cmd = "backends";
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = cli_common_option(&c, argc, argv, &i);
+        if (r < 0) return CLI_USAGE;
+        if (r) continue;
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+            continue;
+        }
+        return cli_usage_error(
+            &c, argv[i][0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", argv[i]);
+    }
+    if (c.help) return cli_print_usage(backends_usage);
+
+    /* what auto picks, whatever the environment says */
+    cli_common auto_c = c;
+    auto_c.backend = "auto";
+    mha_runtime *rt = NULL;
+    int rc = cli_runtime_create(&auto_c, &rt);
+    if (rc != CLI_OK) return rc;
+    const char *auto_name = mha_runtime_backend(rt);
+
+    /* what this command line (or $MHA_BACKEND) would select */
+    const char *wanted = c.backend ? c.backend : getenv("MHA_BACKEND");
+    mha_runtime *rt_sel = NULL;
+    mha_error sel_err;
+    mha_error_clear(&sel_err);
+    const char *selected = auto_name;
+    if (wanted && *wanted && strcmp(wanted, "auto") != 0) {
+        mha_runtime_options o;
+        mha_runtime_options_init(&o);
+        o.backend = wanted;
+        o.num_threads = 1;
+        if (mha_runtime_create(&o, &rt_sel, &sel_err) == MHA_OK)
+            selected = mha_runtime_backend(rt_sel);
+        else
+            selected = NULL;
+    }
+
+    char features[256];
+    cpu_features_str(mha_runtime_cpu_features(rt), features, sizeof features);
+    size_t n = mha_runtime_plugin_count(rt);
+    if (json) {
+        printf("{\"cpu_features\": ");
+        json_string(features);
+        printf(", \"auto\": ");
+        json_string(auto_name);
+        printf(", \"selected\": ");
+        if (selected)
+            json_string(selected);
+        else
+            printf("null");
+        printf(", \"plugins\": [");
+        for (size_t i = 0; i < n; i++) {
+            mha_plugin_info pi;
+            if (mha_runtime_plugin(rt, i, &pi) != MHA_OK) continue;
+            printf("%s{\"name\": ", i ? ", " : "");
+            if (pi.name)
+                json_string(pi.name);
+            else
+                printf("null");
+            printf(", \"version\": ");
+            if (pi.version)
+                json_string(pi.version);
+            else
+                printf("null");
+            printf(", \"path\": ");
+            json_string(pi.path);
+            printf(", \"score\": %d, \"usable\": %s, \"auto\": %s, \"reason\": ", pi.score,
+                   pi.usable ? "true" : "false", pi.selected ? "true" : "false");
+            json_string(pi.reason);
+            printf("}");
+        }
+        printf("]}\n");
+    } else {
+        printf("cpu features: %s\n", features);
+        printf("%-10s %-9s %6s  %-9s %s\n", "NAME", "VERSION", "SCORE", "STATUS", "PATH");
+        for (size_t i = 0; i < n; i++) {
+            mha_plugin_info pi;
+            if (mha_runtime_plugin(rt, i, &pi) != MHA_OK) continue;
+            printf("%-10s %-9s %6d  %-9s %s", pi.name ? pi.name : "-",
+                   pi.version ? pi.version : "-", pi.score, pi.usable ? "usable" : "unusable",
+                   pi.path ? pi.path : "-");
+            if (pi.reason && *pi.reason) printf("  (%s)", pi.reason);
+            printf("\n");
+        }
+        printf("auto picks: %s\n", auto_name);
+        if (selected && strcmp(selected, auto_name) != 0) printf("selected: %s\n", selected);
+    }
+    fflush(stdout);
+    if (!selected) rc = cli_fail_err(NULL, &sel_err);
+    mha_runtime_destroy(rt_sel);
+    mha_runtime_destroy(rt);
+    return rc;
+}

@@ -1,0 +1,753 @@
+/* mha_bench.c -- `mha bench`: the command line, and the processes that do
+ * the work.
+ *
+ *   parent   parses the options, forks, collects, reports; never loads the
+ *            model, so a child's peak RSS is (almost) its own
+ *   probe    loads the model, lists the usable backends, makes the seeded
+ *            inputs and runs the scalar reference; sends back a bench_probe
+ *            followed by the reference outputs (float32, model output order)
+ *   config   one per (backend, threads): loads the model, makes the same
+ *            inputs, checks the first output against the reference, then
+ *            times (offline) or searches the sustainable rate (server);
+ *            sends back a bench_result. Its peak RSS comes from wait4().
+ *
+ * Exit status: 0 every configuration ran and passed the accuracy check,
+ * 1 one failed (or could not run, or a file could not be written),
+ * 2 usage error. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench_internal.h"
+#include "mha_bench.h"
+
+static const char bench_usage[] =
+    "usage: mha bench MODEL --shape B,S[,S_kv] [options]\n"
+    "  --backend all|NAME,...   backends to time (default all usable; auto = what the\n"
+    "                           runtime would pick, MHA_BACKEND included)\n"
+    "  --threads LIST           thread counts, e.g. 1,2,4 (default 1 and the online CPUs)\n"
+    "  --warmup N               untimed runs first (default 3)\n"
+    "  --min-time SEC           time repetitions for at least SEC (default 2; >= 10 reps)\n"
+    "  --json FILE  --csv FILE  --plot FILE.svg   write the results (atomically)\n"
+    "  --scenario offline|server   throughput of whole batches (default), or\n"
+    "                           batch-1 requests at a Poisson rate (MLPerf server)\n"
+    "  --p99-ms X               server: p99 latency bound of the rate search (default 10)\n"
+    "  --server-time SEC        server: seconds per tried rate (default 0.5)\n"
+    "  --clients N              server: client threads sharing one runtime (default 4)\n"
+    "  --seed N                 seed of the random inputs (default 1)\n"
+    "  --plugin-path PATH       plugin file or folder searched first\n"
+    "  --timeout SEC            kill a configuration that takes longer (default 600)\n"
+    "  --quiet                  no progress and no table (warnings and errors still shown)\n"
+    "S_kv: keys attended in all (default S); with past key/value inputs the new\n"
+    "keys are the S queries and S_kv - S come from the cache. See docs/BENCH.md.\n";
+
+static int usage_error(const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "mha bench: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(mha bench --help for the options)\n");
+    return 2;
+}
+
+/* ---- option parsing ----------------------------------------------------- */
+
+static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_double(const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* "B,S[,S_kv]" */
+static int parse_shape(const char *s, bench_options *o) {
+    int64_t v[3];
+    int n = 0;
+    const char *p = s;
+    while (n < 3) {
+        char part[32];
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof part) return -1;
+        memcpy(part, p, len);
+        part[len] = '\0';
+        if (parse_i64(part, 1, INT32_MAX, &v[n]) != 0) return -1;
+        n++;
+        p += len;
+        if (*p == '\0') break;
+        p++;
+    }
+    if (*p != '\0' || n < 2) return -1;
+    o->B = v[0];
+    o->S = v[1];
+    o->S_kv = n == 3 ? v[2] : v[1];
+    return 0;
+}
+
+static int valid_backend_name(const char *s) {
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_')) return 0;
+    return 1;
+}
+
+static int parse_backends(const char *s, bench_options *o) {
+    o->n_backends = 0;
+    o->backend_all = 0;
+    if (strcmp(s, "all") == 0) {
+        o->backend_all = 1;
+        return 0;
+    }
+    const char *p = s;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= BENCH_NAME_MAX || o->n_backends >= BENCH_MAX_BACKENDS) return -1;
+        char *dst = o->backends[o->n_backends];
+        memcpy(dst, p, len);
+        dst[len] = '\0';
+        if (!valid_backend_name(dst) || strcmp(dst, "all") == 0) return -1;
+        if (strcmp(dst, "auto") == 0) o->has_auto = 1;
+        int dup = 0;
+        for (int i = 0; i < o->n_backends; i++)
+            dup |= strcmp(o->backends[i], dst) == 0;
+        if (!dup) o->n_backends++;
+        p += len;
+        if (*p == '\0') break;
+        p++;
+    }
+    return 0;
+}
+
+static int parse_threads(const char *s, bench_options *o) {
+    const char *p = s;
+    o->n_threads = 0;
+    for (;;) {
+        char part[16];
+        int64_t v;
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof part) return -1;
+        memcpy(part, p, len);
+        part[len] = '\0';
+        if (parse_i64(part, 1, 1024, &v) != 0) return -1;
+        int dup = 0;
+        for (int i = 0; i < o->n_threads; i++)
+            dup |= o->threads[i] == (int)v;
+        if (!dup) {
+            if (o->n_threads >= BENCH_MAX_THREADS) return -1;
+            o->threads[o->n_threads++] = (int)v;
+        }
+        p += len;
+        if (*p == '\0') break;
+        p++;
+    }
+    return 0;
+}
+
+/* Returns 0 ok, 2 usage error (printed), 3 --help printed. */
+static int parse_args(int argc, char **argv, bench_options *o) {
+    int have_shape = 0;
+    memset(o, 0, sizeof *o);
+    o->backend_all = 1;
+    o->warmup = 3;
+    o->min_time = 2.0;
+    o->scenario = BENCH_OFFLINE;
+    o->seed = 1;
+    o->p99_ms = 10.0;
+    o->server_time = 0.5;
+    o->clients = 4;
+    o->timeout = 600.0;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        char name[32];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(bench_usage, stdout);
+            return 3;
+        }
+        if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
+            o->quiet = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0 || strcmp(a, "--") == 0) {
+            if (strcmp(a, "--") == 0) {
+                if (++i >= argc) break;
+                a = argv[i];
+            } else if (a[0] == '-' && a[1] != '\0') {
+                return usage_error("unknown option '%s'", a);
+            }
+            if (o->model_path) return usage_error("more than one model given ('%s')", a);
+            o->model_path = a;
+            continue;
+        }
+        /* --name=value or --name value */
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        if (nlen >= sizeof name) return usage_error("unknown option '%s'", a);
+        memcpy(name, a, nlen);
+        name[nlen] = '\0';
+        if (eq) {
+            val = eq + 1;
+        } else {
+            if (i + 1 >= argc) return usage_error("option %s needs a value", name);
+            val = argv[++i];
+        }
+        if (strcmp(name, "--shape") == 0) {
+            if (parse_shape(val, o) != 0)
+                return usage_error("--shape wants B,S or B,S,S_kv (positive integers), "
+                                   "got '%s'",
+                                   val);
+            have_shape = 1;
+        } else if (strcmp(name, "--backend") == 0) {
+            if (parse_backends(val, o) != 0)
+                return usage_error("--backend wants 'all' or names like scalar,avx2 "
+                                   "([a-z0-9_]), got '%s'",
+                                   val);
+        } else if (strcmp(name, "--threads") == 0) {
+            if (parse_threads(val, o) != 0)
+                return usage_error("--threads wants a list like 1,2,4 (1..1024, at most %d), "
+                                   "got '%s'",
+                                   BENCH_MAX_THREADS, val);
+        } else if (strcmp(name, "--warmup") == 0) {
+            int64_t v;
+            if (parse_i64(val, 0, 1000000, &v) != 0)
+                return usage_error("--warmup wants a count >= 0, got '%s'", val);
+            o->warmup = (int)v;
+        } else if (strcmp(name, "--min-time") == 0) {
+            if (parse_double(val, 0.0, 86400.0, &o->min_time) != 0)
+                return usage_error("--min-time wants seconds >= 0, got '%s'", val);
+        } else if (strcmp(name, "--json") == 0) {
+            o->json_path = val;
+        } else if (strcmp(name, "--csv") == 0) {
+            o->csv_path = val;
+        } else if (strcmp(name, "--plot") == 0) {
+            o->plot_path = val;
+        } else if (strcmp(name, "--scenario") == 0) {
+            if (strcmp(val, "offline") == 0)
+                o->scenario = BENCH_OFFLINE;
+            else if (strcmp(val, "server") == 0)
+                o->scenario = BENCH_SERVER;
+            else
+                return usage_error("--scenario wants offline or server, got '%s'", val);
+        } else if (strcmp(name, "--seed") == 0) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(val, &end, 0);
+            if (errno || end == val || *end || val[0] == '-')
+                return usage_error("--seed wants a non-negative integer, got '%s'", val);
+            o->seed = v;
+        } else if (strcmp(name, "--timeout") == 0) {
+            if (parse_double(val, 1.0, 1e6, &o->timeout) != 0)
+                return usage_error("--timeout wants seconds >= 1, got '%s'", val);
+        } else if (strcmp(name, "--plugin-path") == 0) {
+            o->plugin_path = val;
+        } else if (strcmp(name, "--p99-ms") == 0) {
+            if (parse_double(val, 1e-3, 1e7, &o->p99_ms) != 0)
+                return usage_error("--p99-ms wants milliseconds > 0, got '%s'", val);
+        } else if (strcmp(name, "--server-time") == 0) {
+            if (parse_double(val, 0.01, 3600.0, &o->server_time) != 0)
+                return usage_error("--server-time wants seconds >= 0.01, got '%s'", val);
+        } else if (strcmp(name, "--clients") == 0) {
+            int64_t v;
+            if (parse_i64(val, 1, 256, &v) != 0)
+                return usage_error("--clients wants 1..256, got '%s'", val);
+            o->clients = (int)v;
+        } else {
+            return usage_error("unknown option '%s'", name);
+        }
+    }
+    if (!o->model_path) return usage_error("no model given");
+    if (!have_shape) return usage_error("--shape B,S[,S_kv] is required");
+    if (o->n_threads == 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        o->threads[o->n_threads++] = 1;
+        if (online > 1) o->threads[o->n_threads++] = (int)(online > 1024 ? 1024 : online);
+    }
+    return 0;
+}
+
+/* ---- pipe helpers ------------------------------------------------------- */
+
+static int write_full(int fd, const void *buf, size_t n) {
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_full(int fd, void *buf, size_t n) {
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Why a child ended without an answer, from its wait status. */
+static void describe_exit(int status, double timeout, char *buf, size_t size) {
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+        snprintf(buf, size, "timed out: the child process took more than %.0f s (--timeout)",
+                 timeout);
+    else if (WIFSIGNALED(status))
+        snprintf(buf, size, "the child process was killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else if (WIFEXITED(status))
+        snprintf(buf, size, "the child process exited with status %d without a result",
+                 WEXITSTATUS(status));
+    else
+        snprintf(buf, size, "the child process ended abnormally");
+}
+
+/* ---- children ----------------------------------------------------------- */
+
+static mha_status runtime_open(const bench_options *o, const char *backend, int threads,
+                               mha_runtime **rt, mha_error *err) {
+    mha_runtime_options ro;
+    mha_runtime_options_init(&ro);
+    ro.backend = backend;
+    ro.num_threads = threads;
+    ro.plugin_path = o->plugin_path;
+    return mha_runtime_create(&ro, rt, err);
+}
+
+static int64_t run_batch(const bench_options *o) {
+    return o->scenario == BENCH_SERVER ? 1 : o->B;
+}
+
+/* Threads of the reference run: the widest configuration, at most the
+ * online CPUs (the result is bitwise the same for any count). */
+static int reference_threads(const bench_options *o) {
+    int m = 1;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    for (int i = 0; i < o->n_threads; i++)
+        if (o->threads[i] > m) m = o->threads[i];
+    if (online >= 1 && m > online) m = (int)online;
+    return m;
+}
+
+/* The probe child: see the top of the file. Never returns. */
+static void probe_child(const bench_options *o, int fd) {
+    bench_probe p;
+    bench_tensors t;
+    mha_model *model = NULL;
+    mha_runtime *rt = NULL;
+    mha_error err;
+    float *ref = NULL;
+    mha_status st;
+    memset(&p, 0, sizeof p);
+    memset(&t, 0, sizeof t);
+    mha_error_clear(&err);
+
+    st = mha_model_load_file(o->model_path, NULL, &model, &err);
+    if (st != MHA_OK) {
+        snprintf(p.error, sizeof p.error, "%s", err.message[0] ? err.message : mha_status_text(st));
+        goto send;
+    }
+    st = runtime_open(o, "scalar", reference_threads(o), &rt, &err);
+    if (st != MHA_OK) {
+        snprintf(p.error, sizeof p.error, "scalar reference backend: %s", err.message);
+        goto send;
+    }
+    p.cpu_features = mha_runtime_cpu_features(rt);
+    if (o->has_auto) { /* what "auto" picks, with MHA_BACKEND honoured as it would be */
+        mha_runtime *rt_auto = NULL;
+        st = runtime_open(o, NULL, 1, &rt_auto, &err);
+        if (st != MHA_OK) {
+            snprintf(p.error, sizeof p.error, "backend auto: %s", err.message);
+            goto send;
+        }
+        snprintf(p.auto_backend, sizeof p.auto_backend, "%s", mha_runtime_backend(rt_auto));
+        mha_runtime_destroy(rt_auto);
+    }
+    for (size_t i = 0; i < mha_runtime_plugin_count(rt); i++) {
+        mha_plugin_info pi;
+        if (mha_runtime_plugin(rt, i, &pi) != MHA_OK || !pi.usable || !pi.name) continue;
+        int dup = 0;
+        for (int k = 0; k < p.n_backends; k++)
+            dup |= strcmp(p.backends[k], pi.name) == 0;
+        if (dup || p.n_backends >= BENCH_MAX_BACKENDS) continue;
+        snprintf(p.backends[p.n_backends++], BENCH_NAME_MAX, "%s", pi.name);
+    }
+    if (bench_tensors_make(model, run_batch(o), o->S, o->S_kv, o->seed, &t, &p, p.error,
+                           sizeof p.error) != 0)
+        goto send;
+    p.flops = bench_flops(&p, 1);
+    p.flops_full = bench_flops(&p, 0);
+    st = mha_run(rt, model, t.inputs, t.n_inputs, t.outputs, t.n_outputs, NULL, &err);
+    if (st != MHA_OK) {
+        snprintf(p.error, sizeof p.error, "scalar reference run: %s", err.message);
+        goto send;
+    }
+    ref = malloc((p.n_ref_floats + 1) * sizeof *ref);
+    if (!ref) {
+        snprintf(p.error, sizeof p.error, "out of memory for the reference output");
+        goto send;
+    }
+    {
+        size_t at = 0;
+        for (size_t i = 0; i < t.n_outputs; i++) {
+            if (t.outputs[i].dtype != MHA_DTYPE_FLOAT32) continue;
+            size_t n = (size_t)mha_tensor_numel(&t.outputs[i]);
+            memcpy(ref + at, t.outputs[i].data, n * sizeof *ref);
+            at += n;
+        }
+    }
+    p.ok = 1;
+send:
+    if (write_full(fd, &p, sizeof p) != 0 ||
+        (p.ok && write_full(fd, ref, p.n_ref_floats * sizeof *ref) != 0))
+        _exit(1);
+    _exit(p.ok ? 0 : 1);
+}
+
+/* Compares every float32 output of t with the reference; max_rel is the
+ * worst over the outputs of max|y - ref| / max|ref|. */
+static void check_accuracy(const bench_probe *p, const float *ref, const bench_tensors *t,
+                           bench_result *r) {
+    size_t at = 0;
+    int k = 0;
+    r->max_abs_err = 0.0;
+    r->max_rel_err = 0.0;
+    for (size_t i = 0; i < t->n_outputs && k < p->n_outputs; i++) {
+        if (t->outputs[i].dtype != MHA_DTYPE_FLOAT32) continue;
+        size_t n = p->output_floats[k++];
+        double abs_err, ref_max, rel;
+        bench_compare(t->outputs[i].data, ref + at, n, &abs_err, &ref_max);
+        at += n;
+        rel = ref_max > 0.0 ? abs_err / ref_max : abs_err;
+        if (abs_err > r->max_abs_err || isnan(abs_err)) r->max_abs_err = abs_err;
+        if (rel > r->max_rel_err || isnan(rel)) r->max_rel_err = rel;
+    }
+    r->accuracy_ok = r->max_rel_err <= BENCH_TOLERANCE_REL;
+}
+
+/* Warm-up, then repetitions until min_time (and at least BENCH_MIN_REPS). */
+static int time_offline(const bench_options *o, const bench_probe *p, mha_runtime *rt,
+                        const mha_model *model, bench_tensors *t, bench_result *r) {
+    mha_error err;
+    size_t cap = 1024, n = 0;
+    double *ms = malloc(cap * sizeof *ms);
+    bench_cpu_sample s0, s1;
+    bench_stats st;
+    int have_cpu;
+    if (!ms) {
+        snprintf(r->error, sizeof r->error, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < o->warmup; i++) {
+        if (mha_run(rt, model, t->inputs, t->n_inputs, t->outputs, t->n_outputs, NULL, &err) !=
+            MHA_OK) {
+            snprintf(r->error, sizeof r->error, "warm-up run: %s", err.message);
+            free(ms);
+            return -1;
+        }
+    }
+    have_cpu = bench_cpu_sample_take(&s0) == 0;
+    double start = bench_now();
+    for (;;) {
+        double t0 = bench_now();
+        mha_status rs =
+            mha_run(rt, model, t->inputs, t->n_inputs, t->outputs, t->n_outputs, NULL, &err);
+        double t1 = bench_now();
+        if (rs != MHA_OK) {
+            snprintf(r->error, sizeof r->error, "timed run: %s", err.message);
+            free(ms);
+            return -1;
+        }
+        if (n == cap) {
+            double *grown = realloc(ms, 2 * cap * sizeof *ms);
+            if (!grown) break;
+            ms = grown;
+            cap *= 2;
+        }
+        ms[n++] = (t1 - t0) * 1e3;
+        if (n >= BENCH_MAX_REPS) break;
+        if (n >= BENCH_MIN_REPS && t1 - start >= o->min_time) break;
+    }
+    if (have_cpu && bench_cpu_sample_take(&s1) == 0)
+        r->other_cpus = bench_cpu_other(&s0, &s1, (int)sysconf(_SC_NPROCESSORS_ONLN), &r->own_cpus);
+    bench_stats_compute(ms, n, &st);
+    free(ms);
+    r->reps = (long)n;
+    r->median_ms = st.median;
+    r->p90_ms = st.p90;
+    r->p99_ms = st.p99;
+    r->min_ms = st.min;
+    r->mean_ms = st.mean;
+    r->cv = st.cv;
+    r->gflops = st.median > 0.0 ? p->flops / (st.median * 1e-3) / 1e9 : 0.0;
+    return 0;
+}
+
+/* A configuration child: see the top of the file. Never returns. */
+static void config_child(const bench_options *o, const bench_probe *p, const float *ref,
+                         const char *backend, int threads, int fd) {
+    bench_result r;
+    bench_tensors t;
+    mha_model *model = NULL;
+    mha_runtime *rt = NULL;
+    mha_error err;
+    mha_status st;
+    memset(&r, 0, sizeof r);
+    memset(&t, 0, sizeof t);
+    mha_error_clear(&err);
+    snprintf(r.backend, sizeof r.backend, "%s", backend);
+    r.threads = threads;
+
+    st = mha_model_load_file(o->model_path, NULL, &model, &err);
+    if (st != MHA_OK) {
+        snprintf(r.error, sizeof r.error, "%s", err.message);
+        goto send;
+    }
+    if (bench_tensors_make(model, p->B, p->Sq, p->Skv, o->seed, &t, NULL, r.error,
+                           sizeof r.error) != 0)
+        goto send;
+    st = runtime_open(o, backend, threads, &rt, &err);
+    if (st != MHA_OK) {
+        snprintf(r.error, sizeof r.error, "%s", err.message);
+        goto send;
+    }
+    if (strcmp(mha_runtime_backend(rt), backend) != 0) {
+        snprintf(r.error, sizeof r.error, "asked for backend '%s', the runtime chose '%s'", backend,
+                 mha_runtime_backend(rt));
+        goto send;
+    }
+    /* accuracy first, on the same inputs as the reference */
+    st = mha_run(rt, model, t.inputs, t.n_inputs, t.outputs, t.n_outputs, NULL, &err);
+    if (st != MHA_OK) {
+        snprintf(r.error, sizeof r.error, "first run: %s", err.message);
+        goto send;
+    }
+    check_accuracy(p, ref, &t, &r);
+    if (o->scenario == BENCH_OFFLINE) {
+        if (time_offline(o, p, rt, model, &t, &r) != 0) goto send;
+    } else {
+        if (bench_server_run(rt, model, &t, o, &r) != 0) goto send;
+        r.gflops = p->flops * r.achieved_rps / 1e9;
+    }
+    r.ran = 1;
+send:
+    /* the peak RSS is taken by the parent (wait4) */
+    if (write_full(fd, &r, sizeof r) != 0) _exit(1);
+    _exit(0);
+}
+
+/* Forks fn(...) with a pipe to it; reads `size` bytes of answer into buf
+ * (then *extra_out of *extra_floats floats for the probe). The child's
+ * peak RSS in MiB goes to *rss_mib. 0 ok, -1 with msg. */
+typedef struct child_job {
+    int kind; /* 0 probe, 1 config */
+    const bench_options *o;
+    const bench_probe *p;
+    const float *ref;
+    const char *backend;
+    int threads;
+} child_job;
+
+static int run_child(const child_job *job, void *buf, size_t size, float **ref_out, double *rss_mib,
+                     char *msg, size_t msg_size) {
+    int fds[2];
+    pid_t pid;
+    int status = 0, got;
+    struct rusage ru;
+    fflush(NULL);
+    if (pipe(fds) != 0) {
+        snprintf(msg, msg_size, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    pid = fork();
+    if (pid < 0) {
+        snprintf(msg, msg_size, "fork: %s", strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        /* a hung backend must not hang the bench: SIGALRM ends the child */
+        alarm((unsigned)job->o->timeout);
+        if (job->kind == 0)
+            probe_child(job->o, fds[1]);
+        else
+            config_child(job->o, job->p, job->ref, job->backend, job->threads, fds[1]);
+        _exit(1); /* not reached */
+    }
+    close(fds[1]);
+    got = read_full(fds[0], buf, size) == 0;
+    if (got && ref_out) {
+        const bench_probe *p = buf;
+        *ref_out = NULL;
+        if (p->ok) {
+            *ref_out = malloc((p->n_ref_floats + 1) * sizeof **ref_out);
+            if (!*ref_out || read_full(fds[0], *ref_out, p->n_ref_floats * sizeof **ref_out))
+                got = 0;
+        }
+    }
+    close(fds[0]);
+    memset(&ru, 0, sizeof ru);
+    while (wait4(pid, &status, 0, &ru) < 0) {
+        if (errno != EINTR) break;
+    }
+    if (rss_mib) *rss_mib = (double)ru.ru_maxrss / 1024.0; /* KiB on Linux */
+    if (!got) {
+        describe_exit(status, job->o->timeout, msg, msg_size);
+        if (ref_out) {
+            free(*ref_out);
+            *ref_out = NULL;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the command -------------------------------------------------------- */
+
+static void progress(const bench_options *o, int k, int n, const bench_result *r) {
+    if (o->quiet) return;
+    fprintf(stderr, "[%d/%d] %s, %d thread%s: ", k, n, r->backend, r->threads,
+            r->threads == 1 ? "" : "s");
+    if (!r->ran)
+        fprintf(stderr, "ERROR %s\n", r->error);
+    else if (o->scenario == BENCH_OFFLINE)
+        fprintf(stderr, "%s (max_rel_err %.2g), median %.4g ms over %ld reps\n",
+                r->accuracy_ok ? "ok" : "FAIL", r->max_rel_err, r->median_ms, r->reps);
+    else
+        fprintf(stderr, "%s (max_rel_err %.2g), max rate %.4g req/s\n",
+                r->accuracy_ok ? "ok" : "FAIL", r->max_rel_err, r->max_rate_rps);
+}
+
+int mha_cmd_bench(int argc, char **argv) {
+    bench_options o;
+    bench_probe probe;
+    bench_context ctx;
+    bench_result *results = NULL;
+    float *ref = NULL;
+    char msg[BENCH_ERROR_MAX];
+    int n_results = 0, rc = 0;
+    int pr = parse_args(argc, argv, &o);
+    if (pr == 3) return 0;
+    if (pr != 0) return 2;
+
+    /* the probe: model info, backends, reference */
+    {
+        child_job job = {0, &o, NULL, NULL, NULL, 0};
+        memset(&probe, 0, sizeof probe);
+        if (!o.quiet) fprintf(stderr, "mha bench: reference run (scalar) on %s\n", o.model_path);
+        if (run_child(&job, &probe, sizeof probe, &ref, NULL, msg, sizeof msg) != 0) {
+            fprintf(stderr, "mha bench: %s: probing the model failed: %s\n", o.model_path, msg);
+            return 1;
+        }
+        if (!probe.ok) {
+            fprintf(stderr, "mha bench: %s: %s\n", o.model_path, probe.error);
+            free(ref);
+            return 1;
+        }
+    }
+    bench_context_fill(&ctx, probe.cpu_features);
+
+    /* the configurations: backends x threads ("auto" named by what it picks) */
+    if (o.has_auto) {
+        int k = 0;
+        for (int b = 0; b < o.n_backends; b++) {
+            const char *name =
+                strcmp(o.backends[b], "auto") == 0 ? probe.auto_backend : o.backends[b];
+            int dup = 0;
+            for (int j = 0; j < k; j++)
+                dup |= strcmp(o.backends[j], name) == 0;
+            if (!dup) memmove(o.backends[k++], name, strlen(name) + 1);
+        }
+        o.n_backends = k;
+    }
+    const char(*names)[BENCH_NAME_MAX] = o.backend_all ? probe.backends : o.backends;
+    int n_names = o.backend_all ? probe.n_backends : o.n_backends;
+    results = calloc((size_t)(n_names * o.n_threads) + 1, sizeof *results);
+    if (!results) {
+        fprintf(stderr, "mha bench: out of memory\n");
+        free(ref);
+        return 1;
+    }
+    for (int b = 0; b < n_names; b++) {
+        for (int k = 0; k < o.n_threads; k++) {
+            bench_result *r = &results[n_results++];
+            child_job job = {1, &o, &probe, ref, names[b], o.threads[k]};
+            double rss = 0.0;
+            if (run_child(&job, r, sizeof *r, NULL, &rss, msg, sizeof msg) != 0) {
+                memset(r, 0, sizeof *r);
+                snprintf(r->backend, sizeof r->backend, "%s", names[b]);
+                r->threads = o.threads[k];
+                snprintf(r->error, sizeof r->error, "%s", msg);
+            }
+            r->peak_rss_mib = rss;
+            if (!r->ran || !r->accuracy_ok) rc = 1;
+            progress(&o, n_results, n_names * o.n_threads, r);
+        }
+    }
+
+    bench_report rep = {&o, &probe, &ctx, results, n_results};
+    if (!o.quiet) bench_report_table(&rep, stdout);
+    fflush(stdout);
+    bench_report_warnings(&rep, stderr);
+    if (o.json_path && bench_report_json(&rep, o.json_path, msg, sizeof msg) != 0) {
+        fprintf(stderr, "mha bench: %s\n", msg);
+        rc = 1;
+    }
+    if (o.csv_path && bench_report_csv(&rep, o.csv_path, msg, sizeof msg) != 0) {
+        fprintf(stderr, "mha bench: %s\n", msg);
+        rc = 1;
+    }
+    if (o.plot_path && bench_report_svg(&rep, o.plot_path, msg, sizeof msg) != 0) {
+        fprintf(stderr, "mha bench: %s\n", msg);
+        rc = 1;
+    }
+    for (int i = 0; i < n_results; i++) {
+        if (!results[i].ran)
+            fprintf(stderr, "mha bench: %s with %d thread%s could not run: %s\n",
+                    results[i].backend, results[i].threads, results[i].threads == 1 ? "" : "s",
+                    results[i].error);
+        else if (!results[i].accuracy_ok)
+            fprintf(stderr,
+                    "mha bench: %s with %d thread%s FAILED the accuracy check: "
+                    "max_rel_err %.3g > %.0e\n",
+                    results[i].backend, results[i].threads, results[i].threads == 1 ? "" : "s",
+                    results[i].max_rel_err, BENCH_TOLERANCE_REL);
+    }
+    if (n_results == 0) {
+        fprintf(stderr, "mha bench: no backend to run\n");
+        rc = 1;
+    }
+    free(results);
+    free(ref);
+    return rc;
+}

@@ -1,0 +1,503 @@
+/* mha_check.c -- `mha check CASE_DIR...`: runs ONNX backend-test folders
+ * (model.onnx, test_data_set_<k>/input_<i>.pb, output_<i>.pb) and compares
+ * with the expected outputs under the tolerances of
+ * ../shared/conformance/check.py. Prints one line per failing case, then
+ * exactly "N passed, M failed". */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mha_cli.h"
+#include "tensorfile.h"
+
+static const char check_usage[] =
+    "Usage: mha check CASE_DIR... [options]\n"
+    "\n"
+    "Runs ONNX backend-test cases: CASE_DIR/model.onnx with\n"
+    "CASE_DIR/test_data_set_<k>/input_<i>.pb and the expected output_<i>.pb. A folder\n"
+    "without model.onnx stands for the case folders inside it.\n"
+    "\n"
+    "Tolerances: float32 |got - want| <= 1e-5 + 1e-4 |want|; float16 1e-3 + 1e-3 |want|;\n"
+    "float64 1e-9 + 1e-7 |want|. -inf or the lowest finite value in the expected output\n"
+    "matches either of them; NaN must meet NaN and +inf +inf; integers and bools must\n"
+    "be equal. A model the engine refuses fails with the engine's message.\n"
+    "\n"
+    "  --rtol R, --atol A   override the tolerances for every float type\n"
+    "  --list               also print one line per passing case\n"
+    "\n"
+    "Prints one line per failing case and finally 'N passed, M failed'. Exit status 0\n"
+    "only when at least one case ran and none failed.\n";
+
+/* ------------------------------------------------------------------------ */
+/* comparison                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct check_tol {
+    double rtol, atol; /* < 0: the dtype's default */
+} check_tol;
+
+static double check_get(const mha_tensor *t, size_t i) {
+    switch (t->dtype) {
+    case MHA_DTYPE_FLOAT32:
+        return ((const float *)t->data)[i];
+    case MHA_DTYPE_FLOAT64:
+        return ((const double *)t->data)[i];
+    case MHA_DTYPE_FLOAT16: {
+        float f;
+        tensorfile_convert((const uint16_t *)t->data + i, MHA_DTYPE_FLOAT16, &f, MHA_DTYPE_FLOAT32,
+                           1);
+        return f;
+    }
+    case MHA_DTYPE_BFLOAT16: {
+        float f;
+        tensorfile_convert((const uint16_t *)t->data + i, MHA_DTYPE_BFLOAT16, &f, MHA_DTYPE_FLOAT32,
+                           1);
+        return f;
+    }
+    default:
+        return 0.0;
+    }
+}
+
+static int check_is_float(mha_dtype d) {
+    return d == MHA_DTYPE_FLOAT32 || d == MHA_DTYPE_FLOAT64 || d == MHA_DTYPE_FLOAT16 ||
+           d == MHA_DTYPE_BFLOAT16;
+}
+
+/* "(0, 3, 1)" for flat index i of shape. */
+static const char *check_index_str(const mha_tensor *t, size_t i, char *buf, size_t n) {
+    size_t idx[MHA_MAX_RANK];
+    for (int d = t->rank - 1; d >= 0; d--) {
+        size_t dim = (size_t)t->shape[d];
+        idx[d] = dim ? i % dim : 0;
+        i = dim ? i / dim : 0;
+    }
+    size_t used = (size_t)snprintf(buf, n, "(");
+    for (int d = 0; d < t->rank && used < n; d++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%zu", d ? ", " : "", idx[d]);
+    if (used < n) snprintf(buf + used, n - used, ")");
+    return buf;
+}
+
+static const char *check_compare(const mha_tensor *want, const mha_tensor *got, check_tol tol,
+                                 char *buf, size_t n) {
+    char a[160], b[160];
+    if (want->dtype != got->dtype) {
+        snprintf(buf, n, "dtype %s != expected %s", mha_dtype_name(got->dtype),
+                 mha_dtype_name(want->dtype));
+        return buf;
+    }
+    int same = want->rank == got->rank;
+    for (int d = 0; same && d < want->rank; d++)
+        same = want->shape[d] == got->shape[d];
+    if (!same) {
+        snprintf(buf, n, "shape %s != expected %s",
+                 cli_shape_str(got->rank, got->shape, a, sizeof a),
+                 cli_shape_str(want->rank, want->shape, b, sizeof b));
+        return buf;
+    }
+    size_t count = (size_t)mha_tensor_numel(want), es = mha_dtype_size(want->dtype);
+    if (!check_is_float(want->dtype)) {
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < count; i++)
+            if (memcmp((const char *)want->data + i * es, (const char *)got->data + i * es, es)) {
+                if (!bad) first = i;
+                bad++;
+            }
+        if (!bad) return NULL;
+        snprintf(buf, n, "%zu/%zu elements differ, first at %s", bad, count,
+                 check_index_str(want, first, a, sizeof a));
+        return buf;
+    }
+    double rtol = 1e-4, atol = 1e-5, low = -FLT_MAX;
+    if (want->dtype == MHA_DTYPE_FLOAT16) {
+        rtol = 1e-3;
+        atol = 1e-3;
+        low = -65504.0;
+    } else if (want->dtype == MHA_DTYPE_FLOAT64) {
+        rtol = 1e-7;
+        atol = 1e-9;
+        low = -DBL_MAX;
+    } else if (want->dtype == MHA_DTYPE_BFLOAT16) {
+        rtol = 1e-2;
+        atol = 1e-2;
+        low = -3.3895313892515355e38;
+    }
+    if (tol.rtol >= 0) rtol = tol.rtol;
+    if (tol.atol >= 0) atol = tol.atol;
+
+    /* the worst element: a special-value mismatch beats any numeric one,
+     * numeric ones rank by how far past the tolerance they are */
+    size_t bad = 0, worst = 0;
+    double worst_excess = -1.0, max_err = 0.0;
+    for (size_t i = 0; i < count; i++) {
+        double e = check_get(want, i), g = check_get(got, i);
+        int ok;
+        double excess;
+        if (e <= low) { /* a masked score: -inf or the lowest finite value */
+            ok = g <= low;
+            excess = INFINITY;
+        } else if (isnan(e)) {
+            ok = isnan(g);
+            excess = INFINITY;
+        } else if (isinf(e)) {
+            ok = isinf(g) && g > 0;
+            excess = INFINITY;
+        } else {
+            double err = fabs(g - e);
+            ok = !isnan(g) && err <= atol + rtol * fabs(e);
+            excess = isnan(err) || isinf(err) ? INFINITY : err / (atol + rtol * fabs(e));
+            if (isfinite(err) && err > max_err) max_err = err;
+        }
+        if (!ok) {
+            if (excess > worst_excess) {
+                worst_excess = excess;
+                worst = i;
+            }
+            bad++;
+        }
+    }
+    if (!bad) return NULL;
+    snprintf(buf, n,
+             "%zu/%zu elements off (rtol %g, atol %g); max abs err %.3g; worst at %s: "
+             "expected %.9g, got %.9g",
+             bad, count, rtol, atol, max_err, check_index_str(want, worst, a, sizeof a),
+             check_get(want, worst), check_get(got, worst));
+    return buf;
+}
+
+const char *cli_compare_tensors(const mha_tensor *want, const mha_tensor *got, char *buf,
+                                size_t n) {
+    check_tol tol = {-1.0, -1.0};
+    return check_compare(want, got, tol, buf, n);
+}
+
+/* ------------------------------------------------------------------------ */
+/* folders                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct name_list {
+    char **v;
+    size_t n, cap;
+} name_list;
+
+static int name_list_add(name_list *l, const char *s) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (!v) return 0;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n] = strdup(s);
+    return l->v[l->n++] != NULL;
+}
+
+static void name_list_free(name_list *l) {
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int is_dir(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static int is_file(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Entries of dir (sorted by name) that are folders starting with prefix. */
+static int list_subdirs(const char *dir, const char *prefix, name_list *out) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    char p[4096];
+    int ok = 1;
+    while (ok && (e = readdir(d))) {
+        if (e->d_name[0] == '.' || strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (is_dir(p)) ok = name_list_add(out, e->d_name);
+    }
+    closedir(d);
+    if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, cmp_str);
+    return ok;
+}
+
+/* The highest k such that dir/<prefix>_0.pb ... <prefix>_<k-1>.pb all exist
+ * counts them; a gap is reported through *gap. Numbered files only. */
+static size_t count_numbered(const char *dir, const char *prefix, int *gap) {
+    DIR *d = opendir(dir);
+    size_t max_plus_one = 0, seen = 0;
+    *gap = 0;
+    if (!d) return 0;
+    struct dirent *e;
+    size_t pl = strlen(prefix);
+    while ((e = readdir(d))) {
+        const char *s = e->d_name;
+        if (strncmp(s, prefix, pl) != 0 || s[pl] != '_') continue;
+        char *end;
+        unsigned long k = strtoul(s + pl + 1, &end, 10);
+        if (end == s + pl + 1 || strcmp(end, ".pb") != 0) continue;
+        seen++;
+        if (k + 1 > max_plus_one) max_plus_one = k + 1;
+    }
+    closedir(d);
+    if (seen != max_plus_one) *gap = 1;
+    return max_plus_one;
+}
+
+/* ------------------------------------------------------------------------ */
+/* one case                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct check_ctx {
+    mha_runtime *rt;
+    mha_alloc_ctx alloc;
+    check_tol tol;
+    int list;
+    int passed, failed;
+} check_ctx;
+
+static void append(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void append(char *buf, size_t n, const char *fmt, ...) {
+    size_t used = strlen(buf);
+    if (used + 1 >= n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, n - used, fmt, ap);
+    va_end(ap);
+}
+
+/* Runs one data set; appends the reason to `why` when it fails. */
+static void check_dataset(check_ctx *cx, const mha_model *model, const char *dset, char *why,
+                          size_t why_n) {
+    mha_model_info mi;
+    mha_model_get_info(model, &mi);
+    size_t n_in = mi.num_inputs, n_out = mi.num_outputs;
+    int gap_in, gap_out;
+    size_t files_in = count_numbered(dset, "input", &gap_in);
+    size_t files_out = count_numbered(dset, "output", &gap_out);
+    const char *name = strrchr(dset, '/') ? strrchr(dset, '/') + 1 : dset;
+    if (gap_in || gap_out || files_in != n_in || files_out > n_out || files_out == 0) {
+        append(why, why_n,
+               "%s%s: %zu input and %zu output files for a model of %zu inputs and %zu "
+               "outputs",
+               *why ? " | " : "", name, files_in, files_out, n_in, n_out);
+        return;
+    }
+    tensorfile **tin = calloc(n_in + 1, sizeof *tin);
+    mha_tensor *ins = calloc(n_in + 1, sizeof *ins), *outs = calloc(n_out + 1, sizeof *outs);
+    mha_error err;
+    mha_error_clear(&err);
+    char path[4096], reason[1024];
+    if (!tin || !ins || !outs) {
+        append(why, why_n, "%sout of memory", *why ? " | " : "");
+        goto done;
+    }
+    for (size_t i = 0; i < n_in; i++) {
+        mha_io_info info;
+        mha_model_input(model, i, &info);
+        tensorfile_read_options o = {0};
+        o.want = info.dtype;
+        if (!cli_format(path, sizeof path, "%s/input_%zu.pb", dset, i)) {
+            append(why, why_n, "%s%s: path too long", *why ? " | " : "", name);
+            goto done;
+        }
+        if (tensorfile_read(&cx->alloc, path, &o, &tin[i], &err) != MHA_OK) {
+            append(why, why_n, "%s%s: %s", *why ? " | " : "", name, err.message);
+            goto done;
+        }
+        ins[i] = tin[i]->t;
+    }
+    if (mha_model_output_shapes(model, ins, n_in, outs, n_out, &err) != MHA_OK) {
+        append(why, why_n, "%s%s: %s", *why ? " | " : "", name, err.message);
+        goto done;
+    }
+    for (size_t i = 0; i < n_out; i++) {
+        int ok;
+        size_t bytes = cli_tensor_bytes(&outs[i], &ok);
+        outs[i].data = ok ? calloc(bytes ? bytes : 1, 1) : NULL;
+        if (!outs[i].data) {
+            append(why, why_n, "%s%s: output %zu too large", *why ? " | " : "", name, i);
+            goto done;
+        }
+    }
+    if (mha_run(cx->rt, model, ins, n_in, outs, n_out, NULL, &err) != MHA_OK) {
+        append(why, why_n, "%s%s: %s", *why ? " | " : "", name, err.message);
+        goto done;
+    }
+    for (size_t i = 0; i < files_out; i++) {
+        tensorfile *want = NULL;
+        if (!cli_format(path, sizeof path, "%s/output_%zu.pb", dset, i)) {
+            append(why, why_n, "%s%s: path too long", *why ? " | " : "", name);
+            continue;
+        }
+        if (tensorfile_read(&cx->alloc, path, NULL, &want, &err) != MHA_OK) {
+            append(why, why_n, "%s%s: %s", *why ? " | " : "", name, err.message);
+            continue;
+        }
+        const char *r = check_compare(&want->t, &outs[i], cx->tol, reason, sizeof reason);
+        if (r)
+            append(why, why_n, "%s%s: output_%zu.pb (%s): %s", *why ? " | " : "", name, i,
+                   want->name, r);
+        tensorfile_free(want);
+    }
+done:
+    for (size_t i = 0; tin && i < n_in; i++)
+        tensorfile_free(tin[i]);
+    for (size_t i = 0; outs && i < n_out; i++)
+        free(outs[i].data);
+    free(tin);
+    free(ins);
+    free(outs);
+}
+
+static void check_case(check_ctx *cx, const char *dir, const char *label) {
+    char why[4096] = "", path[4096];
+    mha_model *model = NULL;
+    mha_error err;
+    mha_error_clear(&err);
+    name_list sets = {0};
+    if (!cli_format(path, sizeof path, "%s/model.onnx", dir)) {
+        snprintf(why, sizeof why, "path too long");
+    } else if (mha_model_load_file(path, NULL, &model, &err) != MHA_OK) {
+        snprintf(why, sizeof why, "%s", err.message);
+    } else if (!list_subdirs(dir, "test_data_set_", &sets)) {
+        snprintf(why, sizeof why, "%s: cannot list the folder", dir);
+    } else if (sets.n == 0) {
+        snprintf(why, sizeof why, "no test_data_set_* folder");
+    } else {
+        for (size_t k = 0; k < sets.n; k++) {
+            if (!cli_format(path, sizeof path, "%s/%s", dir, sets.v[k])) continue;
+            check_dataset(cx, model, path, why, sizeof why);
+        }
+    }
+    if (*why) {
+        cx->failed++;
+        printf("FAIL %s: %s\n", label, why);
+    } else {
+        cx->passed++;
+        if (cx->list) printf("ok   %s\n", label);
+    }
+    fflush(stdout);
+    name_list_free(&sets);
+    mha_model_free(model);
+}
+
+/* A case folder, or a folder of case folders. */
+static void check_path(check_ctx *cx, const char *arg) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/model.onnx", arg);
+    if (is_file(p)) {
+        const char *label = strrchr(arg, '/');
+        label = label && label[1] ? label + 1 : arg;
+        check_case(cx, arg, label);
+        return;
+    }
+    struct stat sb;
+    int st = stat(arg, &sb);
+    if (st != 0 || !S_ISDIR(sb.st_mode)) {
+        cx->failed++;
+        printf("FAIL %s: %s\n", arg, st != 0 ? strerror(errno) : "not a case folder");
+        return;
+    }
+    name_list subs = {0};
+    list_subdirs(arg, "", &subs);
+    size_t found = 0;
+    for (size_t i = 0; i < subs.n; i++) {
+        snprintf(p, sizeof p, "%s/%s/model.onnx", arg, subs.v[i]);
+        if (!is_file(p)) continue;
+        snprintf(p, sizeof p, "%s/%s", arg, subs.v[i]);
+        check_case(cx, p, subs.v[i]);
+        found++;
+    }
+    if (!found) {
+        cx->failed++;
+        printf("FAIL %s: no model.onnx and no case folders\n", arg);
+    }
+    name_list_free(&subs);
+}
+
+int cli_cmd_check(int argc, char **argv) {
+    cli_common c = {0};
+    c.cmd = "check";
+    check_ctx cx = {0};
+    cx.tol.rtol = cx.tol.atol = -1.0;
+    const char **dirs = calloc((size_t)argc, sizeof *dirs);
+    size_t n_dirs = 0;
+    int rc = CLI_OK, options_done = 0;
+    if (!dirs) return cli_fail("out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!options_done && a[0] == '-' && a[1] != '\0') {
+            int r;
+            if (strcmp(a, "--") == 0) {
+                options_done = 1;
+                continue;
+            }
+            if ((r = cli_common_option(&c, argc, argv, &i)) != 0) {
+                if (r < 0) goto usage;
+                continue;
+            }
+            if (strcmp(a, "--list") == 0) {
+                cx.list = 1;
+                continue;
+            }
+            double *tol = NULL;
+            if ((r = cli_option_value(&c, argc, argv, &i, "--rtol", NULL, &v)) != 0)
+                tol = &cx.tol.rtol;
+            else if ((r = cli_option_value(&c, argc, argv, &i, "--atol", NULL, &v)) != 0)
+                tol = &cx.tol.atol;
+            if (r < 0) goto usage;
+            if (tol) {
+                char *end;
+                *tol = strtod(v, &end);
+                if (end == v || *end || !(*tol >= 0)) {
+                    cli_usage_error(&c, "%s wants a number >= 0, not '%s'", a, v);
+                    goto usage;
+                }
+                continue;
+            }
+            cli_usage_error(&c, "unknown option '%s'", a);
+            goto usage;
+        }
+        dirs[n_dirs++] = a;
+    }
+    if (c.help) {
+        free(dirs);
+        return cli_print_usage(check_usage);
+    }
+    if (n_dirs == 0) {
+        cli_usage_error(&c, "no case folder given");
+        goto usage;
+    }
+    mha_alloc_ctx_init(&cx.alloc, NULL);
+    if ((rc = cli_runtime_create(&c, &cx.rt)) != CLI_OK) {
+        free(dirs);
+        return rc;
+    }
+    for (size_t k = 0; k < n_dirs; k++)
+        check_path(&cx, dirs[k]);
+    printf("%d passed, %d failed\n", cx.passed, cx.failed);
+    mha_runtime_destroy(cx.rt);
+    free(dirs);
+    return cx.failed == 0 && cx.passed > 0 ? CLI_OK : CLI_FAIL;
+usage:
+    free(dirs);
+    return CLI_USAGE;
+}

@@ -1,0 +1,172 @@
+/* mha_cli.c -- the helpers every `mha` subcommand shares: the common
+ * options, usage and failure messages (one line each), runtime creation,
+ * shapes and clocks. */
+#define _GNU_SOURCE
+#include "mha_cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int cli_usage_error(const cli_common *c, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "mha %s: %s (see 'mha %s --help')\n", c->cmd, msg, c->cmd);
+    return CLI_USAGE;
+}
+
+int cli_fail(const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    for (char *p = msg; *p; p++) /* one line, whatever a message carried */
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    fprintf(stderr, "mha: %s\n", msg);
+    return CLI_FAIL;
+}
+
+int cli_fail_err(const char *file, const mha_error *err) {
+    const char *msg = err->message[0] ? err->message : mha_status_text(err->status);
+    if (!file || strstr(msg, file)) return cli_fail("%s", msg);
+    return cli_fail("%s: %s", file, msg);
+}
+
+int cli_print_usage(const char *usage) {
+    fputs(usage, stdout);
+    fputs("\nCommon options:\n"
+          "  --backend NAME|auto  backend plugin (default: $MHA_BACKEND, else auto)\n"
+          "  --threads N          threads, the calling one included (default: all CPUs)\n"
+          "  -v, --verbose        print the library's log lines on stderr\n"
+          "  -h, --help           this text\n"
+          "\nExit status: 0 success, 1 failure (one line on stderr), 2 usage error.\n",
+          stdout);
+    return CLI_OK;
+}
+
+int cli_option_value(const cli_common *c, int argc, char **argv, int *i, const char *name,
+                     const char *short_name, const char **value) {
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) == 0 && a[n] == '=') {
+        *value = a + n + 1;
+        return 1;
+    }
+    if (strcmp(a, name) != 0 && !(short_name && strcmp(a, short_name) == 0)) return 0;
+    if (*i + 1 >= argc) {
+        cli_usage_error(c, "%s needs a value", a);
+        return -1;
+    }
+    *value = argv[++*i];
+    return 1;
+}
+
+int cli_parse_int(const cli_common *c, const char *opt, const char *s, long long lo, long long hi,
+                  long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
+        cli_usage_error(c, "%s wants an integer in [%lld, %lld], not '%s'", opt, lo, hi, s);
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    const char *v;
+    int r;
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+        c->help = 1;
+        return 1;
+    }
+    if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+        c->verbose = 1;
+        return 1;
+    }
+    if ((r = cli_option_value(c, argc, argv, i, "--backend", NULL, &v)) != 0) {
+        if (r < 0) return -1;
+        if (!*v) {
+            cli_usage_error(c, "--backend wants a name or 'auto'");
+            return -1;
+        }
+        c->backend = v;
+        return 1;
+    }
+    if ((r = cli_option_value(c, argc, argv, i, "--threads", NULL, &v)) != 0) {
+        long long n;
+        if (r < 0 || !cli_parse_int(c, "--threads", v, 0, 4096, &n)) return -1;
+        c->threads = (int)n;
+        return 1;
+    }
+    return 0;
+}
+
+static void cli_log(void *user, mha_log_level level, const char *message) {
+    (void)user;
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    fprintf(stderr, "mha: %s: %s\n", names[(int)level & 3], message);
+}
+
+int cli_runtime_create(const cli_common *c, mha_runtime **rt) {
+    mha_runtime_options o;
+    mha_runtime_options_init(&o);
+    o.num_threads = c->threads;
+    o.backend = c->backend; /* "auto" given explicitly overrides $MHA_BACKEND */
+    if (c->verbose) {
+        o.log = cli_log;
+        o.log_level = MHA_LOG_INFO;
+    }
+    mha_error err;
+    mha_error_clear(&err);
+    if (mha_runtime_create(&o, rt, &err) != MHA_OK) return cli_fail_err(NULL, &err);
+    return CLI_OK;
+}
+
+const char *cli_shape_str(int rank, const int64_t *dims, char *buf, size_t n) {
+    size_t used = 0;
+    buf[0] = '\0';
+    if (rank == 0) {
+        snprintf(buf, n, "scalar");
+        return buf;
+    }
+    for (int i = 0; i < rank && used < n; i++) {
+        int w = dims[i] < 0
+                    ? snprintf(buf + used, n - used, "%s?", i ? "x" : "")
+                    : snprintf(buf + used, n - used, "%s%lld", i ? "x" : "", (long long)dims[i]);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+    return buf;
+}
+
+size_t cli_tensor_bytes(const mha_tensor *t, int *ok) {
+    int64_t n = mha_tensor_numel(t);
+    size_t es = mha_dtype_size(t->dtype), bytes;
+    *ok = n >= 0 && es > 0 && (uint64_t)n <= SIZE_MAX &&
+          !__builtin_mul_overflow((size_t)n, es, &bytes);
+    return *ok ? bytes : 0;
+}
+
+int cli_format(char *buf, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    return w >= 0 && (size_t)w < n;
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

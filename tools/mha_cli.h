@@ -1,0 +1,82 @@
+/* mha_cli.h -- what the subcommands of the `mha` command share: exit codes,
+ * the options every subcommand takes (--help, --backend, --threads,
+ * --verbose), one-line error reporting, and tensor helpers.
+ *
+ * Conventions: exit 0 on success, 2 on a usage error, 1 on any other
+ * failure, with exactly one line on stderr (`mha: FILE: problem`). stdout
+ * carries only what the subcommand was asked to print. */
+#ifndef MHA_CLI_H
+#define MHA_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mha/mha.h"
+
+#define CLI_OK 0
+#define CLI_FAIL 1
+#define CLI_USAGE 2
+
+/* Options every subcommand accepts. */
+typedef struct cli_common {
+    const char *cmd;     /* "run", "check", ... for messages */
+    const char *backend; /* NULL: $MHA_BACKEND, else auto */
+    int threads;         /* 0: every online CPU */
+    int verbose;         /* library log lines to stderr */
+    int help;
+} cli_common;
+
+/* The subcommands: argv[0] is the subcommand's name; each handles --help
+ * itself and returns the exit status. */
+int cli_cmd_run(int argc, char **argv);
+int cli_cmd_check(int argc, char **argv);
+int cli_cmd_info(int argc, char **argv);
+int cli_cmd_gen(int argc, char **argv);
+int cli_cmd_backends(int argc, char **argv);
+
+/* Tries argv[*i] as a common option (consuming its value); returns 1 if it
+ * was one, 0 if not, -1 after printing a usage error. */
+int cli_common_option(cli_common *c, int argc, char **argv, int *i);
+
+/* Matches argv[*i] against an option with a value: "--name VALUE",
+ * "--name=VALUE" or "-s VALUE" (short may be NULL). Returns 1 and sets
+ * *value, 0 when it is another argument, -1 after a usage error (missing
+ * value). */
+int cli_option_value(const cli_common *c, int argc, char **argv, int *i, const char *name,
+                     const char *short_name, const char **value);
+/* Parses a decimal integer in [lo, hi]; 0 and a usage error otherwise. */
+int cli_parse_int(const cli_common *c, const char *opt, const char *s, long long lo, long long hi,
+                  long long *out);
+
+/* Prints "mha CMD: <message>" on stderr and returns CLI_USAGE. */
+int cli_usage_error(const cli_common *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Prints "mha: <message>" (one line) and returns CLI_FAIL. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints a library error: "mha: FILE: message" (FILE left out when the
+ * message already names it). Returns CLI_FAIL. */
+int cli_fail_err(const char *file, const mha_error *err);
+/* Prints a command's usage text and the common options on stdout, returns
+ * CLI_OK. */
+int cli_print_usage(const char *usage);
+
+/* Creates the runtime the common options ask for. Prints the error. */
+int cli_runtime_create(const cli_common *c, mha_runtime **rt);
+
+/* "2x8x32" or "?x?x32" into buf. */
+const char *cli_shape_str(int rank, const int64_t *dims, char *buf, size_t n);
+/* Bytes of a tensor's data, 0 (and *ok = 0) if it overflows. */
+size_t cli_tensor_bytes(const mha_tensor *t, int *ok);
+
+/* snprintf that reports truncation: 1 when the whole text fit. */
+int cli_format(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Seconds on the monotonic clock. */
+double cli_now(void);
+
+/* Element comparison as ../shared/conformance/check.py does it: NULL when
+ * `got` matches `want`, else a one-line reason in buf (dtype, shape, or how
+ * many elements are off and the worst one). */
+const char *cli_compare_tensors(const mha_tensor *want, const mha_tensor *got, char *buf, size_t n);
+
+#endif

@@ -1,0 +1,382 @@
+/* mha_gen.c -- `mha gen`: writes a seeded random-weight attention layer as
+ * ONNX, in the form of tests/data/conformance/mha_self_*:
+ *
+ *   query [batch, seq, D]
+ *     -> MatMul(q_proj.weight [D, H*dh]) (+ Add q_proj.bias)      q_3d
+ *     -> MatMul(k_proj.weight [D, Hkv*dh]) (+ Add k_proj.bias)    k_3d
+ *     -> MatMul(v_proj.weight [D, Hkv*dh]) (+ Add v_proj.bias)    v_3d
+ *   Attention(q_3d, k_3d, v_3d; q_num_heads H, kv_num_heads Hkv[, is_causal])
+ *     -> MatMul(out_proj.weight [H*dh, D]) (+ Add out_proj.bias)  output [batch, seq, D]
+ *
+ * opset 23, IR version 11, weights ~ U(-1, 1) / sqrt(D) from a splitmix64
+ * stream seeded by --seed. Optionally also a seeded random float32 dataset
+ * [B, S, D] in U(-1, 1). Both files are written atomically. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mha_cli.h"
+#include "onnx.pb-c.h"
+#include "tensorfile.h"
+
+static const char gen_usage[] =
+    "Usage: mha gen -d D -H H [--kv-heads N] [--causal] [--no-bias] [--seed S]\n"
+    "               -o MODEL.onnx [--data FILE.npy --batch B --seq S]\n"
+    "\n"
+    "Writes a random-weight multi-head attention layer (ONNX opset 23: MatMul+Add\n"
+    "projections, an Attention node, MatMul+Add output projection) with input 'query'\n"
+    "[batch, seq, D] and output 'output'. Weights ~ U(-1, 1)/sqrt(D), seeded.\n"
+    "\n"
+    "  -d, --d-model D     model width (a multiple of H)\n"
+    "  -H, --heads H       query heads\n"
+    "  --kv-heads N        key/value heads (divides H; default H; fewer = GQA/MQA)\n"
+    "  --causal            causal (each position sees itself and earlier ones)\n"
+    "  --no-bias           projections without the Add of a bias\n"
+    "  --seed S            seed of the weights and the data (default 0)\n"
+    "  -o, --output FILE   the model file to write\n"
+    "  --data FILE.npy     also write a float32 dataset [B, S, D] in U(-1, 1)\n"
+    "  --batch B, --seq S  its batch size and sequence length\n";
+
+/* splitmix64: small, seedable, good enough for test weights. */
+static uint64_t gen_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [-scale, scale). */
+static void gen_fill(float *x, size_t n, float scale, uint64_t *s) {
+    for (size_t i = 0; i < n; i++) {
+        double u = (double)(gen_next(s) >> 11) * (1.0 / 9007199254740992.0); /* [0, 1) */
+        x[i] = (float)((2.0 * u - 1.0) * scale);
+    }
+}
+
+/* ---- building the ModelProto (every message lives in this arena) ---- */
+
+typedef struct gen_tensor {
+    Onnx__TensorProto proto;
+    int64_t dims[2];
+    float *data;
+} gen_tensor;
+
+typedef struct gen_node {
+    Onnx__NodeProto proto;
+    char *inputs[3];
+    char *outputs[1];
+    Onnx__AttributeProto attrs[3];
+    Onnx__AttributeProto *attr_ptrs[3];
+} gen_node;
+
+typedef struct gen_value {
+    Onnx__ValueInfoProto proto;
+    Onnx__TypeProto type;
+    Onnx__TypeProto__Tensor tensor_type;
+    Onnx__TensorShapeProto shape;
+    Onnx__TensorShapeProto__Dimension dims[3];
+    Onnx__TensorShapeProto__Dimension *dim_ptrs[3];
+} gen_value;
+
+typedef struct gen_model {
+    gen_tensor weights[8];
+    Onnx__TensorProto *weight_ptrs[8];
+    size_t n_weights;
+    gen_node nodes[9];
+    Onnx__NodeProto *node_ptrs[9];
+    size_t n_nodes;
+    gen_value input, output;
+    Onnx__ValueInfoProto *input_ptr, *output_ptr;
+    Onnx__OperatorSetIdProto opset;
+    Onnx__OperatorSetIdProto *opset_ptr;
+    Onnx__GraphProto graph;
+    Onnx__ModelProto model;
+} gen_model;
+
+static Onnx__TensorProto *gen_add_weight(gen_model *g, const char *name, int64_t rows, int64_t cols,
+                                         float scale, uint64_t *seed) {
+    gen_tensor *t = &g->weights[g->n_weights];
+    size_t n = (size_t)rows * (size_t)(cols > 0 ? cols : 1);
+    t->data = malloc(n * sizeof(float));
+    if (!t->data) return NULL;
+    gen_fill(t->data, n, scale, seed);
+    onnx__tensor_proto__init(&t->proto);
+    t->dims[0] = rows;
+    t->dims[1] = cols;
+    t->proto.n_dims = cols > 0 ? 2 : 1;
+    t->proto.dims = t->dims;
+    t->proto.has_data_type = 1;
+    t->proto.data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    t->proto.name = (char *)name;
+    t->proto.has_raw_data = 1; /* little-endian float32, as on this host */
+    t->proto.raw_data.len = n * sizeof(float);
+    t->proto.raw_data.data = (uint8_t *)t->data;
+    g->weight_ptrs[g->n_weights++] = &t->proto;
+    return &t->proto;
+}
+
+static gen_node *gen_add_node(gen_model *g, const char *op, const char *name, const char *in0,
+                              const char *in1, const char *in2, const char *out) {
+    gen_node *n = &g->nodes[g->n_nodes];
+    onnx__node_proto__init(&n->proto);
+    n->inputs[0] = (char *)in0;
+    n->inputs[1] = (char *)in1;
+    n->inputs[2] = (char *)in2;
+    n->outputs[0] = (char *)out;
+    n->proto.n_input = in2 ? 3 : 2;
+    n->proto.input = n->inputs;
+    n->proto.n_output = 1;
+    n->proto.output = n->outputs;
+    n->proto.name = (char *)name;
+    n->proto.op_type = (char *)op;
+    g->node_ptrs[g->n_nodes++] = &n->proto;
+    return n;
+}
+
+static void gen_add_int_attr(gen_node *n, const char *name, int64_t v) {
+    Onnx__AttributeProto *a = &n->attrs[n->proto.n_attribute];
+    onnx__attribute_proto__init(a);
+    a->name = (char *)name;
+    a->has_type = 1;
+    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+    a->has_i = 1;
+    a->i = v;
+    n->attr_ptrs[n->proto.n_attribute++] = a;
+    n->proto.attribute = n->attr_ptrs;
+}
+
+/* A float32 value [batch, seq, D] with symbolic batch and seq. */
+static Onnx__ValueInfoProto *gen_value_info(gen_value *v, const char *name, int64_t d) {
+    onnx__value_info_proto__init(&v->proto);
+    onnx__type_proto__init(&v->type);
+    onnx__type_proto__tensor__init(&v->tensor_type);
+    onnx__tensor_shape_proto__init(&v->shape);
+    static char *params[2] = {"batch", "seq"};
+    for (int i = 0; i < 3; i++) {
+        onnx__tensor_shape_proto__dimension__init(&v->dims[i]);
+        if (i < 2) {
+            v->dims[i].value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+            v->dims[i].dim_param = params[i];
+        } else {
+            v->dims[i].value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+            v->dims[i].dim_value = d;
+        }
+        v->dim_ptrs[i] = &v->dims[i];
+    }
+    v->shape.n_dim = 3;
+    v->shape.dim = v->dim_ptrs;
+    v->tensor_type.has_elem_type = 1;
+    v->tensor_type.elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    v->tensor_type.shape = &v->shape;
+    v->type.value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    v->type.tensor_type = &v->tensor_type;
+    v->proto.name = (char *)name;
+    v->proto.type = &v->type;
+    return &v->proto;
+}
+
+typedef struct gen_params {
+    long long d, heads, kv_heads, batch, seq;
+    unsigned long long seed;
+    int causal, bias;
+    const char *out, *data;
+} gen_params;
+
+static int gen_write_model(const gen_params *p) {
+    gen_model *g = calloc(1, sizeof *g);
+    if (!g) return cli_fail("out of memory");
+    int64_t D = p->d, dh = p->d / p->heads, dq = p->heads * dh, dkv = p->kv_heads * dh;
+    float scale = (float)(1.0 / sqrt((double)D));
+    uint64_t seed = p->seed;
+    int rc = CLI_OK;
+    struct {
+        const char *w, *b;
+        int64_t rows, cols;
+    } proj[4] = {{"q_proj.weight", "q_proj.bias", D, dq},
+                 {"k_proj.weight", "k_proj.bias", D, dkv},
+                 {"v_proj.weight", "v_proj.bias", D, dkv},
+                 {"out_proj.weight", "out_proj.bias", dq, D}};
+    for (int k = 0; k < 4 && rc == CLI_OK; k++) {
+        if (!gen_add_weight(g, proj[k].w, proj[k].rows, proj[k].cols, scale, &seed))
+            rc = cli_fail("out of memory for the weights");
+        else if (p->bias && !gen_add_weight(g, proj[k].b, proj[k].cols, 0, scale, &seed))
+            rc = cli_fail("out of memory for the weights");
+    }
+    if (rc == CLI_OK) {
+        /* the projections, the attention, the output projection */
+        static const char *names[3][5] = {
+            {"q_proj_matmul", "q_proj_add", "q_mm", "q_3d", "q"},
+            {"k_proj_matmul", "k_proj_add", "k_mm", "k_3d", "k"},
+            {"v_proj_matmul", "v_proj_add", "v_mm", "v_3d", "v"},
+        };
+        for (int k = 0; k < 3; k++) {
+            const char *mm_out = p->bias ? names[k][2] : names[k][3];
+            gen_add_node(g, "MatMul", names[k][0], "query", proj[k].w, NULL, mm_out);
+            if (p->bias)
+                gen_add_node(g, "Add", names[k][1], names[k][2], proj[k].b, NULL, names[k][3]);
+        }
+        gen_node *att =
+            gen_add_node(g, "Attention", "attention", "q_3d", "k_3d", "v_3d", "attn_out");
+        if (p->causal) gen_add_int_attr(att, "is_causal", 1);
+        gen_add_int_attr(att, "kv_num_heads", p->kv_heads);
+        gen_add_int_attr(att, "q_num_heads", p->heads);
+        gen_add_node(g, "MatMul", "out_proj_matmul", "attn_out", proj[3].w, NULL,
+                     p->bias ? "o_mm" : "output");
+        if (p->bias) gen_add_node(g, "Add", "out_proj_add", "o_mm", proj[3].b, NULL, "output");
+
+        char graph_name[128];
+        snprintf(graph_name, sizeof graph_name, "mha_gen_d%lld_h%lld_kv%lld%s_seed%llu", p->d,
+                 p->heads, p->kv_heads, p->causal ? "_causal" : "", p->seed);
+        onnx__graph_proto__init(&g->graph);
+        g->graph.name = graph_name;
+        g->graph.n_node = g->n_nodes;
+        g->graph.node = g->node_ptrs;
+        g->graph.n_initializer = g->n_weights;
+        g->graph.initializer = g->weight_ptrs;
+        g->input_ptr = gen_value_info(&g->input, "query", D);
+        g->output_ptr = gen_value_info(&g->output, "output", D);
+        g->graph.n_input = 1;
+        g->graph.input = &g->input_ptr;
+        g->graph.n_output = 1;
+        g->graph.output = &g->output_ptr;
+        onnx__operator_set_id_proto__init(&g->opset);
+        g->opset.domain = "";
+        g->opset.has_version = 1;
+        g->opset.version = 23;
+        g->opset_ptr = &g->opset;
+        onnx__model_proto__init(&g->model);
+        g->model.has_ir_version = 1;
+        g->model.ir_version = 11;
+        g->model.n_opset_import = 1;
+        g->model.opset_import = &g->opset_ptr;
+        g->model.producer_name = "mha gen";
+        g->model.producer_version = MHA_VERSION_STRING;
+        g->model.graph = &g->graph;
+
+        size_t size = onnx__model_proto__get_packed_size(&g->model);
+        uint8_t *buf = malloc(size ? size : 1);
+        if (!buf) {
+            rc = cli_fail("%s: out of memory for %zu bytes", p->out, size);
+        } else {
+            onnx__model_proto__pack(&g->model, buf);
+            mha_alloc_ctx a;
+            mha_alloc_ctx_init(&a, NULL);
+            mha_error err;
+            mha_error_clear(&err);
+            if (atomic_file_save(&a, p->out, buf, size, &err) != MHA_OK)
+                rc = cli_fail_err(p->out, &err);
+            free(buf);
+        }
+    }
+    for (size_t k = 0; k < g->n_weights; k++)
+        free(g->weights[k].data);
+    free(g);
+    return rc;
+}
+
+/* The dataset, row by row: [B, S, D] float32 in U(-1, 1). */
+static int gen_write_data(const gen_params *p) {
+    int64_t dims[3] = {p->batch, p->seq, p->d};
+    size_t row = (size_t)p->seq * (size_t)p->d;
+    float *x = malloc(row * sizeof *x);
+    if (!x) return cli_fail("%s: out of memory for a row of %zu floats", p->data, row);
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    mha_error err;
+    mha_error_clear(&err);
+    npy_writer *w;
+    uint64_t seed = p->seed ^ 0x5eed0da7a5eed0daull; /* not the weights' stream */
+    int rc = CLI_OK;
+    if (npy_writer_begin(&a, p->data, MHA_DTYPE_FLOAT32, 3, dims, &w, &err) != MHA_OK) {
+        free(x);
+        return cli_fail_err(p->data, &err);
+    }
+    for (long long b = 0; b < p->batch; b++) {
+        gen_fill(x, row, 1.0f, &seed);
+        if (npy_writer_write_rows(w, x, 1, &err) != MHA_OK) {
+            npy_writer_abort(w);
+            free(x);
+            return cli_fail_err(p->data, &err);
+        }
+    }
+    if (npy_writer_commit(w, &err) != MHA_OK) rc = cli_fail_err(p->data, &err);
+    free(x);
+    return rc;
+}
+
+int cli_cmd_gen(int argc, char **argv) {
+    cli_common c = {0};
+    c.cmd = "gen";
+    gen_params p = {0};
+    p.bias = 1;
+    p.kv_heads = -1;
+    int have_batch = 0, have_seq = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        int r;
+        if ((r = cli_common_option(&c, argc, argv, &i)) != 0) {
+            if (r < 0) return CLI_USAGE;
+            continue;
+        }
+        long long *num = NULL, lo = 1, hi = 1;
+        const char *opt = a;
+        if ((r = cli_option_value(&c, argc, argv, &i, "--d-model", "-d", &v)) != 0)
+            num = &p.d, hi = 8192;
+        else if ((r = cli_option_value(&c, argc, argv, &i, "--heads", "-H", &v)) != 0)
+            num = &p.heads, hi = 8192;
+        else if ((r = cli_option_value(&c, argc, argv, &i, "--kv-heads", NULL, &v)) != 0)
+            num = &p.kv_heads, hi = 8192;
+        else if ((r = cli_option_value(&c, argc, argv, &i, "--batch", NULL, &v)) != 0)
+            num = &p.batch, hi = 1ll << 31, have_batch = 1;
+        else if ((r = cli_option_value(&c, argc, argv, &i, "--seq", NULL, &v)) != 0)
+            num = &p.seq, hi = 1ll << 31, have_seq = 1;
+        else if ((r = cli_option_value(&c, argc, argv, &i, "--seed", NULL, &v)) != 0) {
+            long long s;
+            if (r < 0 || !cli_parse_int(&c, "--seed", v, 0, INT64_MAX, &s)) return CLI_USAGE;
+            p.seed = (unsigned long long)s;
+            continue;
+        } else if ((r = cli_option_value(&c, argc, argv, &i, "--output", "-o", &v)) != 0)
+            p.out = v;
+        else if ((r = cli_option_value(&c, argc, argv, &i, "--data", NULL, &v)) != 0)
+            p.data = v;
+        else if (strcmp(a, "--causal") == 0) {
+            p.causal = 1;
+            continue;
+        } else if (strcmp(a, "--no-bias") == 0) {
+            p.bias = 0;
+            continue;
+        } else if (a[0] == '-') {
+            return cli_usage_error(&c, "unknown option '%s'", a);
+        } else {
+            return cli_usage_error(&c, "unexpected argument '%s'", a);
+        }
+        if (r < 0) return CLI_USAGE;
+        if (num && !cli_parse_int(&c, opt, v, lo, hi, num)) return CLI_USAGE;
+    }
+    if (c.help) return cli_print_usage(gen_usage);
+    if (!p.d || !p.heads) return cli_usage_error(&c, "-d D and -H H are required");
+    if (!p.out) return cli_usage_error(&c, "-o MODEL.onnx is required");
+    if (p.kv_heads < 0) p.kv_heads = p.heads;
+    if (p.d % p.heads)
+        return cli_usage_error(&c, "d_model %lld is not a multiple of %lld heads", p.d, p.heads);
+    if (p.kv_heads > p.heads || p.heads % p.kv_heads)
+        return cli_usage_error(&c, "%lld kv heads do not divide %lld heads", p.kv_heads, p.heads);
+    if (p.data && (!have_batch || !have_seq))
+        return cli_usage_error(&c, "--data needs --batch and --seq");
+    if (!p.data && (have_batch || have_seq))
+        return cli_usage_error(&c, "--batch and --seq only go with --data");
+    if (p.data && tensorfile_format_of(p.data) != TENSORFILE_NPY)
+        return cli_usage_error(&c, "--data writes .npy files ('%s')", p.data);
+    if (p.data) {
+        size_t bytes;
+        if (__builtin_mul_overflow((size_t)p.batch * (size_t)p.seq, (size_t)p.d * 4, &bytes) ||
+            bytes > ((size_t)1 << 40))
+            return cli_usage_error(&c, "a %lldx%lldx%lld dataset is too large", p.batch, p.seq,
+                                   p.d);
+    }
+    int rc = gen_write_model(&p);
+    if (rc == CLI_OK && p.data) rc = gen_write_data(&p);
+    return rc;
+}

@@ -1,0 +1,135 @@
+/* mha_info.c -- `mha info MODEL`: what the engine recognised in an ONNX
+ * file: the form, widths, heads, masking, scale, the inputs and outputs with
+ * their roles, dtypes and shapes, and the weight bytes. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mha_cli.h"
+
+static const char info_usage[] =
+    "Usage: mha info MODEL [options]\n"
+    "\n"
+    "Loads MODEL (ONNX) and prints what was recognised: form, d_model, query and\n"
+    "key/value heads, head sizes, causal, scale, softcap, masks (and the polarity of\n"
+    "a key-padding mask), cross attention, every input and output with its role,\n"
+    "dtype and shape (? = dynamic), and the weight bytes.\n";
+
+static const char *yes_no(int v) {
+    return v ? "yes" : "no";
+}
+
+static void print_io(const char *kind, const mha_io_info *io) {
+    char shape[200] = "[";
+    size_t used = 1;
+    for (int d = 0; d < io->rank && used < sizeof shape; d++) {
+        int w = io->shape[d] < 0 ? snprintf(shape + used, sizeof shape - used, "%s?", d ? ", " : "")
+                                 : snprintf(shape + used, sizeof shape - used, "%s%lld",
+                                            d ? ", " : "", (long long)io->shape[d]);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+    if (io->rank < 0)
+        snprintf(shape, sizeof shape, "(unknown rank)");
+    else if (used < sizeof shape)
+        snprintf(shape + used, sizeof shape - used, "]");
+    printf("  %-6s %-20s %-18s %-8s %s\n", kind, io->name, mha_io_role_name(io->role),
+           mha_dtype_name(io->dtype), shape);
+}
+
+int cli_cmd_info(int argc, char **argv) {
+    cli_common c = {0};
+    c.cmd = "info";
+    const char *model_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] == '-' && a[1] != '\0') {
+            int r = cli_common_option(&c, argc, argv, &i);
+            if (r < 0) return CLI_USAGE;
+            if (r) continue;
+            return cli_usage_error(&c, "unknown option '%s'", a);
+        }
+        if (model_path) return cli_usage_error(&c, "one model at a time ('%s' is extra)", a);
+        model_path = a;
+    }
+    if (c.help) return cli_print_usage(info_usage);
+    if (!model_path) return cli_usage_error(&c, "no model given");
+
+    mha_model *m = NULL;
+    mha_error err;
+    mha_error_clear(&err);
+    if (mha_model_load_file(model_path, NULL, &m, &err) != MHA_OK)
+        return cli_fail_err(model_path, &err);
+    mha_model_info mi;
+    if (mha_model_get_info(m, &mi) != MHA_OK) {
+        mha_model_free(m);
+        return cli_fail("%s: no model information", model_path);
+    }
+
+    printf("model:        %s\n", model_path);
+    printf("form:         %s\n", mi.form ? mi.form : "?");
+    if (mi.has_projections) {
+        printf("d_model:      %lld\n", (long long)mi.d_model);
+        if (mi.cross || mi.d_kv != mi.d_model) printf("d_kv:         %lld\n", (long long)mi.d_kv);
+    } else {
+        printf("projections:  none (bare attention: Q, K, V are inputs)\n");
+    }
+    const char *grouping = mi.kv_heads == mi.q_heads ? "" : mi.kv_heads == 1 ? " (MQA)" : " (GQA)";
+    printf("heads:        %lld query, %lld key/value%s\n", (long long)mi.q_heads,
+           (long long)mi.kv_heads, grouping);
+    if (mi.d_head_v != mi.d_head)
+        printf("head size:    %lld (q, k), %lld (v)\n", (long long)mi.d_head,
+               (long long)mi.d_head_v);
+    else
+        printf("head size:    %lld\n", (long long)mi.d_head);
+    printf("causal:       %s\n", yes_no(mi.causal));
+    double dflt = mi.d_head > 0 ? 1.0 / sqrt((double)mi.d_head) : 0.0;
+    printf("scale:        %.9g%s\n", (double)mi.scale,
+           fabs((double)mi.scale - dflt) <= 1e-6 * dflt ? " (1/sqrt(head size))" : "");
+    if (mi.softcap > 0)
+        printf("softcap:      %g\n", (double)mi.softcap);
+    else
+        printf("softcap:      none\n");
+
+    /* masks come from the inputs' roles */
+    char masks[512] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < mi.num_inputs; i++) {
+        mha_io_info io;
+        if (mha_model_input(m, i, &io) != MHA_OK) continue;
+        const char *what = NULL;
+        char buf[200];
+        if (io.role == MHA_ROLE_ATTN_MASK) {
+            snprintf(buf, sizeof buf, "attention mask '%s' (%s)", io.name,
+                     io.dtype == MHA_DTYPE_BOOL ? "bool, true = attend" : "additive");
+            what = buf;
+        } else if (io.role == MHA_ROLE_KEY_PADDING_MASK) {
+            snprintf(buf, sizeof buf, "key padding mask '%s' (%s, true = %s)", io.name,
+                     mha_dtype_name(io.dtype),
+                     mi.key_padding_true_means_ignore ? "padding, ignored" : "real token");
+            what = buf;
+        } else if (io.role == MHA_ROLE_NONPAD_KV_SEQLEN) {
+            snprintf(buf, sizeof buf, "valid key lengths '%s'", io.name);
+            what = buf;
+        }
+        if (what && used < sizeof masks) {
+            int w = snprintf(masks + used, sizeof masks - used, "%s%s", used ? "; " : "", what);
+            if (w > 0) used += (size_t)w;
+        }
+    }
+    printf("masks:        %s\n", used ? masks : "none");
+    printf("cross:        %s\n", yes_no(mi.cross));
+    printf("weights:      %zu bytes (%.2f MiB)\n", mi.weight_bytes,
+           (double)mi.weight_bytes / (1024.0 * 1024.0));
+    printf("inputs and outputs:\n");
+    for (size_t i = 0; i < mi.num_inputs; i++) {
+        mha_io_info io;
+        if (mha_model_input(m, i, &io) == MHA_OK) print_io("input", &io);
+    }
+    for (size_t i = 0; i < mi.num_outputs; i++) {
+        mha_io_info io;
+        if (mha_model_output(m, i, &io) == MHA_OK) print_io("output", &io);
+    }
+    mha_model_free(m);
+    return CLI_OK;
+}

@@ -1,0 +1,372 @@
+/* mha_run.c -- `mha run MODEL [INPUT...] [-o OUTPUT... | --out-dir DIR]`:
+ * binds tensor files (.npy / .pb) to the model's inputs, runs the layer once
+ * and writes its outputs atomically (all of them, or none). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mha_cli.h"
+#include "tensorfile.h"
+
+static const char run_usage[] =
+    "Usage: mha run MODEL [INPUT...] [-o OUTPUT... | --out-dir DIR] [options]\n"
+    "\n"
+    "Runs the attention layer of MODEL (ONNX) once over the given inputs.\n"
+    "\n"
+    "  INPUT            a .npy or ONNX TensorProto .pb file per model input, in the\n"
+    "                   model's input order, or NAME=FILE to bind by input name.\n"
+    "                   float64 and float16 files are converted to the model's float\n"
+    "                   type; integer files to bool masks.\n"
+    "  -o, --output OUTPUT...\n"
+    "                   write the outputs, in order, to these files (.npy or .pb by\n"
+    "                   extension); every argument after -o up to the next option\n"
+    "                   is an output file. Fewer files than outputs: the rest are\n"
+    "                   not written.\n"
+    "  --out-dir DIR    write every output as DIR/output_<i>.pb (ONNX test-data\n"
+    "                   layout); DIR is created if missing.\n"
+    "  -q, --quiet      no summary on stderr\n"
+    "\n"
+    "Outputs appear only once every one of them is complete. The summary (rows,\n"
+    "seconds, rows/s) goes to stderr; stdout stays empty.\n";
+
+typedef struct run_state {
+    mha_runtime *rt;
+    mha_model *model;
+    mha_alloc_ctx alloc;
+    size_t n_in, n_out;
+    mha_io_info *in_info, *out_info;
+    const char **in_file; /* bound file per model input */
+    tensorfile **in_tf;
+    mha_tensor *ins, *outs;
+    atomic_file **pending;
+} run_state;
+
+static void run_state_free(run_state *s) {
+    for (size_t i = 0; s->in_tf && i < s->n_in; i++)
+        tensorfile_free(s->in_tf[i]);
+    for (size_t i = 0; s->outs && i < s->n_out; i++)
+        free(s->outs[i].data);
+    for (size_t i = 0; s->pending && i < s->n_out; i++)
+        atomic_file_abort(s->pending[i]);
+    free(s->in_info);
+    free(s->out_info);
+    free(s->in_file);
+    free(s->in_tf);
+    free(s->ins);
+    free(s->outs);
+    free(s->pending);
+    mha_model_free(s->model);
+    mha_runtime_destroy(s->rt);
+}
+
+/* "query, memory" into buf. */
+static const char *run_input_names(const run_state *s, char *buf, size_t n) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < s->n_in && used < n; i++) {
+        int w = snprintf(buf + used, n - used, "%s%s", i ? ", " : "", s->in_info[i].name);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+    return buf;
+}
+
+/* Binds the INPUT arguments to model inputs: NAME=FILE by name, the rest in
+ * order into the slots still free. */
+static int run_bind_inputs(const cli_common *c, run_state *s, const char **args, size_t n_args) {
+    char names[512];
+    for (size_t k = 0; k < n_args; k++) {
+        const char *a = args[k];
+        const char *eq = strchr(a, '=');
+        size_t slot = s->n_in;
+        const char *file = a;
+        if (eq) {
+            for (size_t i = 0; i < s->n_in; i++) {
+                const char *nm = s->in_info[i].name;
+                if (strlen(nm) == (size_t)(eq - a) && strncmp(nm, a, (size_t)(eq - a)) == 0) {
+                    slot = i;
+                    file = eq + 1;
+                    break;
+                }
+            }
+            if (slot < s->n_in && s->in_file[slot])
+                return cli_usage_error(c, "input '%s' is given twice", s->in_info[slot].name);
+        }
+        if (slot == s->n_in) {
+            for (size_t i = 0; i < s->n_in && slot == s->n_in; i++)
+                if (!s->in_file[i]) slot = i;
+            if (slot == s->n_in)
+                return cli_usage_error(
+                    c, "the model takes %zu input%s (%s) but %zu files were given", s->n_in,
+                    s->n_in == 1 ? "" : "s", run_input_names(s, names, sizeof names), n_args);
+        }
+        s->in_file[slot] = file;
+    }
+    for (size_t i = 0; i < s->n_in; i++)
+        if (!s->in_file[i])
+            return cli_usage_error(c, "input '%s' (%s) has no file; the model takes: %s",
+                                   s->in_info[i].name, mha_io_role_name(s->in_info[i].role),
+                                   run_input_names(s, names, sizeof names));
+    return CLI_OK;
+}
+
+/* Reads input i and checks it against what the model declares, so that a
+ * wrong file is reported by its name. */
+static int run_read_input(run_state *s, size_t i) {
+    const mha_io_info *info = &s->in_info[i];
+    const char *file = s->in_file[i];
+    tensorfile_read_options o = {0};
+    o.want = info->dtype;
+    mha_error err;
+    mha_error_clear(&err);
+    if (tensorfile_read(&s->alloc, file, &o, &s->in_tf[i], &err) != MHA_OK)
+        return cli_fail_err(file, &err);
+    const mha_tensor *t = &s->in_tf[i]->t;
+    char have[160], want[160];
+    cli_shape_str(t->rank, t->shape, have, sizeof have);
+    cli_shape_str(info->rank, info->shape, want, sizeof want);
+    if (info->rank >= 0 && t->rank != info->rank)
+        return cli_fail("%s: shape %s has rank %d but input '%s' wants rank %d [%s]", file, have,
+                        t->rank, info->name, info->rank, want);
+    /* Batch and sequence lengths a model declares are not binding (mha.h);
+     * the feature width of a sequence input is. The library checks the rest
+     * (masks against the sequences, heads) and names the input. */
+    int sequence = info->role == MHA_ROLE_QUERY || info->role == MHA_ROLE_KEY_VALUE ||
+                   info->role == MHA_ROLE_Q || info->role == MHA_ROLE_K ||
+                   info->role == MHA_ROLE_V || info->role == MHA_ROLE_PAST_KEY ||
+                   info->role == MHA_ROLE_PAST_VALUE;
+    int last = info->rank - 1;
+    if (sequence && last >= 0 && info->shape[last] >= 0 && t->shape[last] != info->shape[last])
+        return cli_fail(
+            "%s: shape %s does not fit input '%s' [%s]: the last dimension must be %lld", file,
+            have, info->name, want, (long long)info->shape[last]);
+    s->ins[i] = *t;
+    return CLI_OK;
+}
+
+/* A library message about the inputs names a model input ('query'); report
+ * it against that input's file. */
+static int run_fail_inputs(const run_state *s, const char *model_path, const mha_error *err) {
+    for (size_t i = 0; i < s->n_in; i++) {
+        char quoted[300];
+        snprintf(quoted, sizeof quoted, "'%s'", s->in_info[i].name);
+        if (strstr(err->message, quoted)) return cli_fail_err(s->in_file[i], err);
+    }
+    return cli_fail_err(model_path, err);
+}
+
+int cli_cmd_run(int argc, char **argv) {
+    cli_common c = {0};
+    c.cmd = "run";
+    const char *model_path = NULL, *out_dir = NULL;
+    const char **in_args = calloc((size_t)argc, sizeof *in_args);
+    const char **out_args = calloc((size_t)argc, sizeof *out_args);
+    size_t n_in_args = 0, n_out_args = 0;
+    int quiet = 0, in_outputs = 0, options_done = 0, rc = CLI_OK;
+    run_state s = {0};
+    if (!in_args || !out_args) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+
+    /* -- command line -- */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!options_done && a[0] == '-' && a[1] != '\0') {
+            int r;
+            in_outputs = 0;
+            if (strcmp(a, "--") == 0) {
+                options_done = 1;
+                continue;
+            }
+            if ((r = cli_common_option(&c, argc, argv, &i)) != 0) {
+                if (r < 0) {
+                    rc = CLI_USAGE;
+                    goto done;
+                }
+                continue;
+            }
+            if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) {
+                if (i + 1 >= argc || (argv[i + 1][0] == '-' && argv[i + 1][1] != '\0')) {
+                    rc = cli_usage_error(&c, "%s needs at least one file", a);
+                    goto done;
+                }
+                in_outputs = 1;
+                continue;
+            }
+            if (strncmp(a, "--output=", 9) == 0) {
+                out_args[n_out_args++] = a + 9;
+                continue;
+            }
+            if ((r = cli_option_value(&c, argc, argv, &i, "--out-dir", NULL, &v)) != 0) {
+                if (r < 0) {
+                    rc = CLI_USAGE;
+                    goto done;
+                }
+                out_dir = v;
+                continue;
+            }
+            if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+                quiet = 1;
+                continue;
+            }
+            rc = cli_usage_error(&c, "unknown option '%s'", a);
+            goto done;
+        }
+        if (in_outputs)
+            out_args[n_out_args++] = a;
+        else if (!model_path)
+            model_path = a;
+        else
+            in_args[n_in_args++] = a;
+    }
+    if (c.help) {
+        rc = cli_print_usage(run_usage);
+        goto done;
+    }
+    if (!model_path) {
+        rc = cli_usage_error(&c, "no model given");
+        goto done;
+    }
+    if (n_out_args && out_dir) {
+        rc = cli_usage_error(&c, "give either -o files or --out-dir, not both");
+        goto done;
+    }
+    for (size_t k = 0; k < n_out_args; k++)
+        if (tensorfile_format_of(out_args[k]) == TENSORFILE_UNKNOWN) {
+            rc = cli_usage_error(&c, "output '%s': unknown extension (use .npy or .pb)",
+                                 out_args[k]);
+            goto done;
+        }
+    for (size_t k = 0; k < n_in_args; k++)
+        if (tensorfile_format_of(in_args[k]) == TENSORFILE_UNKNOWN) {
+            rc = cli_usage_error(&c, "input '%s': unknown extension (use .npy or .pb)", in_args[k]);
+            goto done;
+        }
+
+    /* -- model and inputs -- */
+    mha_alloc_ctx_init(&s.alloc, NULL);
+    mha_error err;
+    mha_error_clear(&err);
+    double t_start = cli_now();
+    if (mha_model_load_file(model_path, NULL, &s.model, &err) != MHA_OK) {
+        rc = cli_fail_err(model_path, &err);
+        goto done;
+    }
+    mha_model_info mi;
+    mha_model_get_info(s.model, &mi);
+    s.n_in = mi.num_inputs;
+    s.n_out = mi.num_outputs;
+    s.in_info = calloc(s.n_in + 1, sizeof *s.in_info);
+    s.out_info = calloc(s.n_out + 1, sizeof *s.out_info);
+    s.in_file = calloc(s.n_in + 1, sizeof *s.in_file);
+    s.in_tf = calloc(s.n_in + 1, sizeof *s.in_tf);
+    s.ins = calloc(s.n_in + 1, sizeof *s.ins);
+    s.outs = calloc(s.n_out + 1, sizeof *s.outs);
+    s.pending = calloc(s.n_out + 1, sizeof *s.pending);
+    if (!s.in_info || !s.out_info || !s.in_file || !s.in_tf || !s.ins || !s.outs || !s.pending) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < s.n_in; i++)
+        mha_model_input(s.model, i, &s.in_info[i]);
+    for (size_t i = 0; i < s.n_out; i++)
+        mha_model_output(s.model, i, &s.out_info[i]);
+    if (n_out_args > s.n_out) {
+        rc = cli_usage_error(&c, "the model has %zu output%s but %zu -o files were given", s.n_out,
+                             s.n_out == 1 ? "" : "s", n_out_args);
+        goto done;
+    }
+    if ((rc = run_bind_inputs(&c, &s, in_args, n_in_args)) != CLI_OK) goto done;
+    for (size_t i = 0; i < s.n_in; i++)
+        if ((rc = run_read_input(&s, i)) != CLI_OK) goto done;
+
+    /* -- outputs: shapes from the model, storage from us -- */
+    if (mha_model_output_shapes(s.model, s.ins, s.n_in, s.outs, s.n_out, &err) != MHA_OK) {
+        rc = run_fail_inputs(&s, model_path, &err);
+        goto done;
+    }
+    for (size_t i = 0; i < s.n_out; i++) {
+        int ok;
+        size_t bytes = cli_tensor_bytes(&s.outs[i], &ok);
+        s.outs[i].data = ok ? calloc(bytes ? bytes : 1, 1) : NULL;
+        if (!s.outs[i].data) {
+            rc = cli_fail("%s: output '%s' of %zu bytes does not fit in memory", model_path,
+                          s.out_info[i].name, bytes);
+            goto done;
+        }
+    }
+
+    /* -- run -- */
+    if ((rc = cli_runtime_create(&c, &s.rt)) != CLI_OK) goto done;
+    double t0 = cli_now();
+    if (mha_run(s.rt, s.model, s.ins, s.n_in, s.outs, s.n_out, NULL, &err) != MHA_OK) {
+        rc = run_fail_inputs(&s, model_path, &err);
+        goto done;
+    }
+    double seconds = cli_now() - t0;
+
+    /* -- write every output to a temporary, then publish them all -- */
+    size_t n_write = out_dir ? s.n_out : n_out_args;
+    char path[4096];
+    if (out_dir && mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
+        rc = cli_fail("%s: cannot create the folder: %s", out_dir, strerror(errno));
+        goto done;
+    }
+    for (size_t i = 0; i < n_write; i++) {
+        int fits = out_dir ? cli_format(path, sizeof path, "%s/output_%zu.pb", out_dir, i)
+                           : cli_format(path, sizeof path, "%s", out_args[i]);
+        if (!fits) {
+            rc = cli_fail("%s: path too long", out_dir ? out_dir : out_args[i]);
+            goto done;
+        }
+        if (tensorfile_write_pending(&s.alloc, path, &s.outs[i], s.out_info[i].name, &s.pending[i],
+                                     &err) != MHA_OK) {
+            rc = cli_fail_err(path, &err);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < n_write; i++) {
+        atomic_file *f = s.pending[i];
+        s.pending[i] = NULL;
+        cli_format(path, sizeof path, "%s", atomic_file_path(f)); /* fit above */
+        if (atomic_file_commit(f, &err) != MHA_OK) {
+            rc = cli_fail_err(path, &err);
+            goto done;
+        }
+    }
+
+    if (!quiet) {
+        /* rows = batch items of the query; tokens = rows x query length */
+        const mha_tensor *q = s.n_in ? &s.ins[0] : NULL;
+        for (size_t i = 0; i < s.n_in; i++)
+            if (s.in_info[i].role == MHA_ROLE_QUERY || s.in_info[i].role == MHA_ROLE_Q) {
+                q = &s.ins[i];
+                break;
+            }
+        long long rows = q && q->rank >= 1 ? (long long)q->shape[0] : 1;
+        long long tokens = q && q->rank >= 3 ? rows * (long long)q->shape[q->rank - 2] : rows;
+        double per = seconds > 0 ? 1.0 / seconds : 0.0;
+        char where[4200] = "";
+        if (out_dir)
+            snprintf(where, sizeof where, "; wrote %zu file%s to %s", n_write,
+                     n_write == 1 ? "" : "s", out_dir);
+        else if (n_write)
+            snprintf(where, sizeof where, "; wrote %s%s", out_args[0], n_write > 1 ? ", ..." : "");
+        fprintf(stderr,
+                "mha run: %lld rows (%lld tokens) in %.3f s: %.1f rows/s, %.0f tokens/s; "
+                "backend %s, %d thread%s; %.3f s with I/O%s\n",
+                rows, tokens, seconds, (double)rows * per, (double)tokens * per,
+                mha_runtime_backend(s.rt), mha_runtime_num_threads(s.rt),
+                mha_runtime_num_threads(s.rt) == 1 ? "" : "s", cli_now() - t_start, where);
+    }
+
+done:
+    run_state_free(&s);
+    free(in_args);
+    free(out_args);
+    return rc;
+}
