@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mha_cli.h"
+#include "plugin_kit.h"
 #include "registry.h"
 
 static const char backends_usage[] =
@@ -17,7 +18,39 @@ static const char backends_usage[] =
     "which one 'auto' picks. With --backend NAME (or $MHA_BACKEND) also checks that\n"
     "NAME can be selected.\n"
     "\n"
-    "  --json   one JSON object on stdout instead of the table\n";
+    "  --json   one JSON object on stdout instead of the table\n"
+    "  --check  run the plugin test kit: every usable plugin (or the one named by\n"
+    "           --backend) against the built-in scalar reference on randomised\n"
+    "           attention and GEMM problems; prints 'N passed, M failed'\n";
+
+/* `mha backends --check`: the plugin test kit over the plugins found. */
+static int backends_check(const cli_common *c) {
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    registry_options ro;
+    memset(&ro, 0, sizeof ro);
+    ro.use_env = 1;
+    registry *reg = NULL;
+    mha_error err;
+    mha_error_clear(&err);
+    if (registry_create(&a, &ro, &reg, &err) != MHA_OK) return cli_fail_err(NULL, &err);
+    const char *only = c->backend ? c->backend : NULL;
+    int total_pass = 0, total_fail = 0, checked = 0;
+    for (size_t i = 0; i < reg->n_entries; i++) {
+        const plugin_entry *e = &reg->entries[i];
+        if (!e->usable || !e->plugin || !e->dl_handle) continue; /* built-in is the reference */
+        if (only && strcmp(only, "auto") != 0 && strcmp(only, e->name) != 0) continue;
+        int pass = 0, fail = 0;
+        plugin_kit_check(e->plugin, mha_scalar_plugin_table(), stdout, &pass, &fail);
+        printf("%-10s %d passed, %d failed  (%s)\n", e->name, pass, fail, e->path);
+        total_pass += pass, total_fail += fail, checked++;
+    }
+    registry_free(reg);
+    if (!checked) return cli_fail("no usable plugin%s%s to check", only ? " named " : "",
+                                  only ? only : "");
+    printf("%d passed, %d failed\n", total_pass, total_fail);
+    return total_fail ? CLI_FAIL : CLI_OK;
+}
 
 static void json_string(const char *s) {
     putchar('"');
@@ -35,7 +68,7 @@ static void json_string(const char *s) {
 int cli_cmd_backends(int argc, char **argv) {
     cli_common c = {0};
     c.cmd = "backends";
-    int json = 0;
+    int json = 0, check = 0;
     for (int i = 1; i < argc; i++) {
         int r = cli_common_option(&c, argc, argv, &i);
         if (r < 0) return CLI_USAGE;
@@ -44,10 +77,15 @@ int cli_cmd_backends(int argc, char **argv) {
             json = 1;
             continue;
         }
+        if (strcmp(argv[i], "--check") == 0) {
+            check = 1;
+            continue;
+        }
         return cli_usage_error(
             &c, argv[i][0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", argv[i]);
     }
     if (c.help) return cli_print_usage(backends_usage);
+    if (check) return backends_check(&c);
 
     /* what auto picks, whatever the environment says */
     cli_common auto_c = c;

@@ -45,4 +45,6 @@ so=$(find "$MHA_TEST_TMP/example" -name 'mha-plugin-*.so' | head -n 1)
 out=$(MHA_PLUGIN_PATH="$(dirname "$so")" "$MHA_TEST_TMP/consumer/consumer" "$model" example)
 echo "$out"
 echo "$out" | grep -q "backend example" || { echo "FAIL: example plugin not selected"; exit 1; }
+echo "== the plugin test kit on the example plugin"
+MHA_PLUGIN_PATH="$(dirname "$so")" "$prefix/bin/mha" backends --check --backend example | tail -n 1 | grep -q "^[0-9]* passed, 0 failed$" || { echo "FAIL: example plugin fails the kit"; exit 1; }
 echo "install: ok"

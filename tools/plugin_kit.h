@@ -1,0 +1,15 @@
+/* plugin_kit.h -- the plugin test kit (see plugin_kit.c). */
+#ifndef MHA_PLUGIN_KIT_H
+#define MHA_PLUGIN_KIT_H
+
+#include <stdio.h>
+
+#include "mha/plugin.h"
+
+/* Runs every kit problem on `plugin` against `reference` (the built-in
+ * scalar). Prints one line per failing problem to report; counts into
+ * *passed / *failed. Returns 0 when everything passed. */
+int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, FILE *report,
+                     int *passed, int *failed);
+
+#endif
