@@ -3,7 +3,7 @@
 # that are not there yet. Quiet when everything is installed.
 set -eu
 want="cmake make gcc clang pkg-config protobuf-c-compiler libprotobuf-c-dev libcmocka-dev
-libomp-14-dev libclang-rt-14-dev python3-numpy python3-onnx valgrind"
+libomp-14-dev libclang-rt-14-dev python3-numpy python3-onnx valgrind libopenmpi-dev openmpi-bin"
 if [ "${MHA_DEPS_EXTRA:-}" ]; then want="$want $MHA_DEPS_EXTRA"; fi
 missing=""
 for p in $want; do

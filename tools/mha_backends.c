@@ -65,6 +65,14 @@ static void json_string(const char *s) {
     putchar('"');
 }
 
+/* What the engine does in plain C around every backend's float32 kernels
+ * (engine/src/exec_ext.c): the kernels see only float32 tensors, a mask,
+ * key lengths and causal offsets. */
+static const char backends_scalar_path[] =
+    "qk_matmul_output, float16/bfloat16 conversion, KV-cache concatenation "
+    "(present_key/present_value), opset-25 windows and short attn_mask (as an additive mask), "
+    "com.microsoft integer masks";
+
 int cli_cmd_backends(int argc, char **argv) {
     cli_common c = {0};
     c.cmd = "backends";
@@ -146,7 +154,9 @@ int cli_cmd_backends(int argc, char **argv) {
             json_string(pi.reason);
             printf("}");
         }
-        printf("]}\n");
+        printf("], \"features_via_scalar_path\": ");
+        json_string(backends_scalar_path);
+        printf("}\n");
     } else {
         printf("cpu features: %s\n", features);
         printf("%-10s %-9s %6s  %-9s %s\n", "NAME", "VERSION", "SCORE", "STATUS", "PATH");
@@ -161,6 +171,7 @@ int cli_cmd_backends(int argc, char **argv) {
         }
         printf("auto picks: %s\n", auto_name);
         if (selected && strcmp(selected, auto_name) != 0) printf("selected: %s\n", selected);
+        printf("features via scalar path (engine, every backend): %s\n", backends_scalar_path);
     }
     fflush(stdout);
     if (!selected) rc = cli_fail_err(NULL, &sel_err);

@@ -1,5 +1,5 @@
 /* mha_gen.c -- `mha gen`: writes a seeded random-weight attention layer as
- * ONNX, in the form of tests/data/conformance/mha_self_*:
+ * ONNX, by default in the form of tests/data/conformance/mha_self_*:
  *
  *   query [batch, seq, D]
  *     -> MatMul(q_proj.weight [D, H*dh]) (+ Add q_proj.bias)      q_3d
@@ -8,9 +8,19 @@
  *   Attention(q_3d, k_3d, v_3d; q_num_heads H, kv_num_heads Hkv[, is_causal])
  *     -> MatMul(out_proj.weight [H*dh, D]) (+ Add out_proj.bias)  output [batch, seq, D]
  *
- * opset 23, IR version 11, weights ~ U(-1, 1) / sqrt(D) from a splitmix64
- * stream seeded by --seed. Optionally also a seeded random float32 dataset
- * [B, S, D] in U(-1, 1). Both files are written atomically. */
+ * opset 23, IR version 11 (--form attention23). The same layer -- same
+ * seed, same weights, same projections -- can be written with the middle
+ * step in two other forms, so engines can be compared on each:
+ *   --form ms_mha      com.microsoft MultiHeadAttention(q_3d, k_3d, v_3d;
+ *                      num_heads H, scale[, unidirectional]); opset 17
+ *   --form decomposed  plain opset-17 ops: Reshape to [B, S, H, dh],
+ *                      Transpose (K to [B, H, dh, S]), MatMul, Mul(scale),
+ *                      [Add of a causal -inf mask built from Shape / Range /
+ *                      Greater / Where], Softmax, MatMul, Transpose, Reshape
+ *
+ * Weights ~ U(-1, 1) / sqrt(D) from a splitmix64 stream seeded by --seed.
+ * Optionally also a seeded random float32 dataset [B, S, D] in U(-1, 1).
+ * Both files are written atomically. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +33,7 @@
 
 static const char gen_usage[] =
     "Usage: mha gen -d D -H H [--kv-heads N] [--causal] [--no-bias] [--seed S]\n"
+    "               [--form attention23|ms_mha|decomposed]\n"
     "               -o MODEL.onnx [--data FILE.npy --batch B --seq S]\n"
     "\n"
     "Writes a random-weight multi-head attention layer (ONNX opset 23: MatMul+Add\n"
@@ -35,6 +46,9 @@ static const char gen_usage[] =
     "  --causal            causal (each position sees itself and earlier ones)\n"
     "  --no-bias           projections without the Add of a bias\n"
     "  --seed S            seed of the weights and the data (default 0)\n"
+    "  --form F            the attention step: attention23 (ONNX Attention, opset 23;\n"
+    "                      default), ms_mha (com.microsoft MultiHeadAttention, opset 17)\n"
+    "                      or decomposed (MatMul/Softmax/... opset 17); same weights\n"
     "  -o, --output FILE   the model file to write\n"
     "  --data FILE.npy     also write a float32 dataset [B, S, D] in U(-1, 1)\n"
     "  --batch B, --seq S  its batch size and sequence length\n";
@@ -60,7 +74,7 @@ static void gen_fill(float *x, size_t n, float scale, uint64_t *s) {
 typedef struct gen_tensor {
     Onnx__TensorProto proto;
     int64_t dims[2];
-    float *data;
+    void *data; /* float32 or int64, owned */
 } gen_tensor;
 
 typedef struct gen_node {
@@ -69,7 +83,11 @@ typedef struct gen_node {
     char *outputs[1];
     Onnx__AttributeProto attrs[3];
     Onnx__AttributeProto *attr_ptrs[3];
+    int64_t ints[4]; /* storage of one INTS attribute (a Transpose perm) */
 } gen_node;
+
+#define GEN_MAX_WEIGHTS 24
+#define GEN_MAX_NODES 40
 
 typedef struct gen_value {
     Onnx__ValueInfoProto proto;
@@ -81,16 +99,16 @@ typedef struct gen_value {
 } gen_value;
 
 typedef struct gen_model {
-    gen_tensor weights[8];
-    Onnx__TensorProto *weight_ptrs[8];
+    gen_tensor weights[GEN_MAX_WEIGHTS];
+    Onnx__TensorProto *weight_ptrs[GEN_MAX_WEIGHTS];
     size_t n_weights;
-    gen_node nodes[9];
-    Onnx__NodeProto *node_ptrs[9];
+    gen_node nodes[GEN_MAX_NODES];
+    Onnx__NodeProto *node_ptrs[GEN_MAX_NODES];
     size_t n_nodes;
     gen_value input, output;
     Onnx__ValueInfoProto *input_ptr, *output_ptr;
-    Onnx__OperatorSetIdProto opset;
-    Onnx__OperatorSetIdProto *opset_ptr;
+    Onnx__OperatorSetIdProto opset[2];
+    Onnx__OperatorSetIdProto *opset_ptr[2];
     Onnx__GraphProto graph;
     Onnx__ModelProto model;
 } gen_model;
@@ -117,6 +135,45 @@ static Onnx__TensorProto *gen_add_weight(gen_model *g, const char *name, int64_t
     return &t->proto;
 }
 
+/* A constant initializer: int64 (rank 0 when n_dims == 0, else [n]) or a
+ * float32 scalar. */
+static int gen_add_i64(gen_model *g, const char *name, const int64_t *v, size_t n, int rank1) {
+    gen_tensor *t = &g->weights[g->n_weights];
+    t->data = malloc((n ? n : 1) * sizeof(int64_t));
+    if (!t->data) return 0;
+    memcpy(t->data, v, n * sizeof(int64_t));
+    onnx__tensor_proto__init(&t->proto);
+    t->dims[0] = (int64_t)n;
+    t->proto.n_dims = rank1 ? 1 : 0;
+    t->proto.dims = t->dims;
+    t->proto.has_data_type = 1;
+    t->proto.data_type = ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
+    t->proto.name = (char *)name;
+    t->proto.has_raw_data = 1; /* little-endian, as on this host */
+    t->proto.raw_data.len = n * sizeof(int64_t);
+    t->proto.raw_data.data = t->data;
+    g->weight_ptrs[g->n_weights++] = &t->proto;
+    return 1;
+}
+
+static int gen_add_f32_scalar(gen_model *g, const char *name, float v) {
+    gen_tensor *t = &g->weights[g->n_weights];
+    t->data = malloc(sizeof(float));
+    if (!t->data) return 0;
+    memcpy(t->data, &v, sizeof v);
+    onnx__tensor_proto__init(&t->proto);
+    t->proto.n_dims = 0;
+    t->proto.dims = t->dims;
+    t->proto.has_data_type = 1;
+    t->proto.data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    t->proto.name = (char *)name;
+    t->proto.has_raw_data = 1;
+    t->proto.raw_data.len = sizeof(float);
+    t->proto.raw_data.data = t->data;
+    g->weight_ptrs[g->n_weights++] = &t->proto;
+    return 1;
+}
+
 static gen_node *gen_add_node(gen_model *g, const char *op, const char *name, const char *in0,
                               const char *in1, const char *in2, const char *out) {
     gen_node *n = &g->nodes[g->n_nodes];
@@ -125,7 +182,7 @@ static gen_node *gen_add_node(gen_model *g, const char *op, const char *name, co
     n->inputs[1] = (char *)in1;
     n->inputs[2] = (char *)in2;
     n->outputs[0] = (char *)out;
-    n->proto.n_input = in2 ? 3 : 2;
+    n->proto.n_input = in2 ? 3 : in1 ? 2 : 1;
     n->proto.input = n->inputs;
     n->proto.n_output = 1;
     n->proto.output = n->outputs;
@@ -143,6 +200,32 @@ static void gen_add_int_attr(gen_node *n, const char *name, int64_t v) {
     a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
     a->has_i = 1;
     a->i = v;
+    n->attr_ptrs[n->proto.n_attribute++] = a;
+    n->proto.attribute = n->attr_ptrs;
+}
+
+static void gen_add_float_attr(gen_node *n, const char *name, float v) {
+    Onnx__AttributeProto *a = &n->attrs[n->proto.n_attribute];
+    onnx__attribute_proto__init(a);
+    a->name = (char *)name;
+    a->has_type = 1;
+    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+    a->has_f = 1;
+    a->f = v;
+    n->attr_ptrs[n->proto.n_attribute++] = a;
+    n->proto.attribute = n->attr_ptrs;
+}
+
+/* A Transpose perm (4 axes). */
+static void gen_add_perm_attr(gen_node *n, int64_t p0, int64_t p1, int64_t p2, int64_t p3) {
+    Onnx__AttributeProto *a = &n->attrs[n->proto.n_attribute];
+    onnx__attribute_proto__init(a);
+    n->ints[0] = p0, n->ints[1] = p1, n->ints[2] = p2, n->ints[3] = p3;
+    a->name = "perm";
+    a->has_type = 1;
+    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
+    a->n_ints = 4;
+    a->ints = n->ints;
     n->attr_ptrs[n->proto.n_attribute++] = a;
     n->proto.attribute = n->attr_ptrs;
 }
@@ -177,12 +260,65 @@ static Onnx__ValueInfoProto *gen_value_info(gen_value *v, const char *name, int6
     return &v->proto;
 }
 
+enum { GEN_FORM_ATTENTION23, GEN_FORM_MS_MHA, GEN_FORM_DECOMPOSED };
+
 typedef struct gen_params {
     long long d, heads, kv_heads, batch, seq;
     unsigned long long seed;
-    int causal, bias;
+    int causal, bias, form;
     const char *out, *data;
 } gen_params;
+
+/* The decomposed middle step: q_3d, k_3d, v_3d [B, S, H*dh] -> attn_out
+ * [B, S, H*dh] in plain opset-17 ops (as PyTorch-style exporters write it).
+ * 0 when out of memory. */
+static int gen_add_decomposed(gen_model *g, const gen_params *p, int64_t dh) {
+    const int64_t bshd[4] = {0, 0, p->heads, dh}, bsd[3] = {0, 0, p->heads * dh};
+    if (!gen_add_i64(g, "shape_bshd", bshd, 4, 1) || !gen_add_i64(g, "shape_bsd", bsd, 3, 1) ||
+        !gen_add_f32_scalar(g, "attn_scale", (float)(1.0 / sqrt((double)dh))))
+        return 0;
+    gen_add_node(g, "Reshape", "q_reshape", "q_3d", "shape_bshd", NULL, "q_4d");
+    gen_add_node(g, "Reshape", "k_reshape", "k_3d", "shape_bshd", NULL, "k_4d");
+    gen_add_node(g, "Reshape", "v_reshape", "v_3d", "shape_bshd", NULL, "v_4d");
+    /* q, v -> [B, H, S, dh]; k -> [B, H, dh, S] */
+    gen_add_perm_attr(gen_add_node(g, "Transpose", "q_transpose", "q_4d", NULL, NULL, "q_t"), 0,
+                      2, 1, 3);
+    gen_add_perm_attr(gen_add_node(g, "Transpose", "k_transpose", "k_4d", NULL, NULL, "k_t"), 0,
+                      2, 3, 1);
+    gen_add_perm_attr(gen_add_node(g, "Transpose", "v_transpose", "v_4d", NULL, NULL, "v_t"), 0,
+                      2, 1, 3);
+    gen_add_node(g, "MatMul", "qk_matmul", "q_t", "k_t", NULL, "qk");
+    gen_add_node(g, "Mul", "qk_scale", "qk", "attn_scale", NULL, "qk_s");
+    const char *scores = "qk_s";
+    if (p->causal) {
+        /* mask[i, j] = -inf where j > i, from the runtime sequence length */
+        const int64_t one_v[1] = {1}, zero_v[1] = {0};
+        if (!gen_add_i64(g, "seq_axis", one_v, 1, 1) || !gen_add_i64(g, "zero_i", zero_v, 1, 0) ||
+            !gen_add_i64(g, "one_i", one_v, 1, 0) || !gen_add_i64(g, "axis0", zero_v, 1, 1) ||
+            !gen_add_i64(g, "axis1", one_v, 1, 1) ||
+            !gen_add_f32_scalar(g, "neg_inf", -INFINITY) || !gen_add_f32_scalar(g, "zero_f", 0.0f))
+            return 0;
+        gen_add_node(g, "Shape", "mask_shape", "query", NULL, NULL, "x_shape");
+        gen_add_int_attr(gen_add_node(g, "Gather", "mask_gather", "x_shape", "seq_axis", NULL,
+                                      "seq_1d"),
+                         "axis", 0);
+        gen_add_node(g, "Squeeze", "mask_squeeze", "seq_1d", "axis0", NULL, "seq_len");
+        gen_add_node(g, "Range", "mask_range", "zero_i", "seq_len", "one_i", "pos");
+        gen_add_node(g, "Unsqueeze", "mask_rows", "pos", "axis1", NULL, "pos_rows");
+        gen_add_node(g, "Unsqueeze", "mask_cols", "pos", "axis0", NULL, "pos_cols");
+        gen_add_node(g, "Greater", "mask_greater", "pos_cols", "pos_rows", NULL, "future");
+        gen_add_node(g, "Where", "mask_where", "future", "neg_inf", "zero_f", "causal_mask");
+        gen_add_node(g, "Add", "qk_mask", "qk_s", "causal_mask", NULL, "qk_m");
+        scores = "qk_m";
+    }
+    gen_add_int_attr(gen_add_node(g, "Softmax", "softmax", scores, NULL, NULL, "probs"), "axis",
+                     -1);
+    gen_add_node(g, "MatMul", "pv_matmul", "probs", "v_t", NULL, "ctx");
+    gen_add_perm_attr(gen_add_node(g, "Transpose", "ctx_transpose", "ctx", NULL, NULL, "ctx_t"),
+                      0, 2, 1, 3);
+    gen_add_node(g, "Reshape", "ctx_reshape", "ctx_t", "shape_bsd", NULL, "attn_out");
+    return 1;
+}
 
 static int gen_write_model(const gen_params *p) {
     gen_model *g = calloc(1, sizeof *g);
@@ -217,18 +353,33 @@ static int gen_write_model(const gen_params *p) {
             if (p->bias)
                 gen_add_node(g, "Add", names[k][1], names[k][2], proj[k].b, NULL, names[k][3]);
         }
-        gen_node *att =
-            gen_add_node(g, "Attention", "attention", "q_3d", "k_3d", "v_3d", "attn_out");
-        if (p->causal) gen_add_int_attr(att, "is_causal", 1);
-        gen_add_int_attr(att, "kv_num_heads", p->kv_heads);
-        gen_add_int_attr(att, "q_num_heads", p->heads);
+        if (p->form == GEN_FORM_ATTENTION23) {
+            gen_node *att =
+                gen_add_node(g, "Attention", "attention", "q_3d", "k_3d", "v_3d", "attn_out");
+            if (p->causal) gen_add_int_attr(att, "is_causal", 1);
+            gen_add_int_attr(att, "kv_num_heads", p->kv_heads);
+            gen_add_int_attr(att, "q_num_heads", p->heads);
+        } else if (p->form == GEN_FORM_MS_MHA) {
+            gen_node *att = gen_add_node(g, "MultiHeadAttention", "mha", "q_3d", "k_3d", "v_3d",
+                                         "attn_out");
+            att->proto.domain = "com.microsoft";
+            gen_add_int_attr(att, "num_heads", p->heads);
+            gen_add_float_attr(att, "scale", (float)(1.0 / sqrt((double)dh)));
+            if (p->causal) gen_add_int_attr(att, "unidirectional", 1);
+        } else if (!gen_add_decomposed(g, p, dh)) {
+            rc = cli_fail("out of memory for the weights");
+        }
+    }
+    if (rc == CLI_OK) {
         gen_add_node(g, "MatMul", "out_proj_matmul", "attn_out", proj[3].w, NULL,
                      p->bias ? "o_mm" : "output");
         if (p->bias) gen_add_node(g, "Add", "out_proj_add", "o_mm", proj[3].b, NULL, "output");
 
         char graph_name[128];
-        snprintf(graph_name, sizeof graph_name, "mha_gen_d%lld_h%lld_kv%lld%s_seed%llu", p->d,
-                 p->heads, p->kv_heads, p->causal ? "_causal" : "", p->seed);
+        static const char *form_names[3] = {"attention23", "ms_mha", "decomposed"};
+        snprintf(graph_name, sizeof graph_name, "mha_gen_%s_d%lld_h%lld_kv%lld%s_seed%llu",
+                 form_names[p->form], p->d, p->heads, p->kv_heads, p->causal ? "_causal" : "",
+                 p->seed);
         onnx__graph_proto__init(&g->graph);
         g->graph.name = graph_name;
         g->graph.n_node = g->n_nodes;
@@ -241,16 +392,21 @@ static int gen_write_model(const gen_params *p) {
         g->graph.input = &g->input_ptr;
         g->graph.n_output = 1;
         g->graph.output = &g->output_ptr;
-        onnx__operator_set_id_proto__init(&g->opset);
-        g->opset.domain = "";
-        g->opset.has_version = 1;
-        g->opset.version = 23;
-        g->opset_ptr = &g->opset;
+        const int opset17 = p->form != GEN_FORM_ATTENTION23;
+        for (int i = 0; i < 2; i++) {
+            onnx__operator_set_id_proto__init(&g->opset[i]);
+            g->opset[i].has_version = 1;
+            g->opset_ptr[i] = &g->opset[i];
+        }
+        g->opset[0].domain = "";
+        g->opset[0].version = opset17 ? 17 : 23;
+        g->opset[1].domain = "com.microsoft";
+        g->opset[1].version = 1;
         onnx__model_proto__init(&g->model);
         g->model.has_ir_version = 1;
-        g->model.ir_version = 11;
-        g->model.n_opset_import = 1;
-        g->model.opset_import = &g->opset_ptr;
+        g->model.ir_version = opset17 ? 8 : 11;
+        g->model.n_opset_import = p->form == GEN_FORM_MS_MHA ? 2 : 1;
+        g->model.opset_import = g->opset_ptr;
         g->model.producer_name = "mha gen";
         g->model.producer_version = MHA_VERSION_STRING;
         g->model.graph = &g->graph;
@@ -341,6 +497,19 @@ int cli_cmd_gen(int argc, char **argv) {
             p.out = v;
         else if ((r = cli_option_value(&c, argc, argv, &i, "--data", NULL, &v)) != 0)
             p.data = v;
+        else if ((r = cli_option_value(&c, argc, argv, &i, "--form", NULL, &v)) != 0) {
+            if (r < 0) return CLI_USAGE;
+            if (strcmp(v, "attention23") == 0)
+                p.form = GEN_FORM_ATTENTION23;
+            else if (strcmp(v, "ms_mha") == 0)
+                p.form = GEN_FORM_MS_MHA;
+            else if (strcmp(v, "decomposed") == 0)
+                p.form = GEN_FORM_DECOMPOSED;
+            else
+                return cli_usage_error(&c, "--form wants attention23, ms_mha or decomposed, not '%s'",
+                                       v);
+            continue;
+        }
         else if (strcmp(a, "--causal") == 0) {
             p.causal = 1;
             continue;
@@ -363,6 +532,9 @@ int cli_cmd_gen(int argc, char **argv) {
         return cli_usage_error(&c, "d_model %lld is not a multiple of %lld heads", p.d, p.heads);
     if (p.kv_heads > p.heads || p.heads % p.kv_heads)
         return cli_usage_error(&c, "%lld kv heads do not divide %lld heads", p.kv_heads, p.heads);
+    if (p.form != GEN_FORM_ATTENTION23 && p.kv_heads != p.heads)
+        return cli_usage_error(&c, "--form %s writes as many kv heads as heads",
+                               p.form == GEN_FORM_MS_MHA ? "ms_mha" : "decomposed");
     if (p.data && (!have_batch || !have_seq))
         return cli_usage_error(&c, "--data needs --batch and --seq");
     if (!p.data && (have_batch || have_seq))

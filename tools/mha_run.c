@@ -1,6 +1,9 @@
 /* mha_run.c -- `mha run MODEL [INPUT...] [-o OUTPUT... | --out-dir DIR]`:
- * binds tensor files (.npy / .pb) to the model's inputs, runs the layer once
- * and writes its outputs atomically (all of them, or none). */
+ * parses the command line; when every input and output is a .npy file the
+ * run goes by chunks of rows (run_dataset.c: bounded memory, checkpoints,
+ * resume, shards, MPI), otherwise the layer runs once over whole tensors
+ * (.pb files, --out-dir) and its outputs are written atomically (all of
+ * them, or none). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -9,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "mha_cli.h"
+#include "run_dataset.h"
 #include "tensorfile.h"
 
 static const char run_usage[] =
@@ -27,10 +31,35 @@ static const char run_usage[] =
     "                   not written.\n"
     "  --out-dir DIR    write every output as DIR/output_<i>.pb (ONNX test-data\n"
     "                   layout); DIR is created if missing.\n"
-    "  -q, --quiet      no summary on stderr\n"
+    "  -q, --quiet      no progress bar and no summary on stderr\n"
     "\n"
-    "Outputs appear only once every one of them is complete. The summary (rows,\n"
-    "seconds, rows/s) goes to stderr; stdout stays empty.\n";
+    "Datasets (every input and output a .npy file; rows = the batch axis, axis 0):\n"
+    "  --batch-size N   rows per chunk (default 64): memory stays bounded by the\n"
+    "                   chunk whatever the dataset size; the result is bitwise the\n"
+    "                   same for any N. Inputs are memory-mapped, the next chunk\n"
+    "                   read ahead while this one computes.\n"
+    "  --lengths FILE.npy\n"
+    "                   one int64/int32 length per row: keys at positions >= the\n"
+    "                   length are ignored and the query rows there output 0 (a\n"
+    "                   row scores as it would alone at its true length). Also\n"
+    "                   feeds a bool key-padding mask input left without a file.\n"
+    "  --resume         continue an interrupted run from OUT.ckpt / OUT.partial\n"
+    "                   (refused when the model, inputs, backend or rows differ;\n"
+    "                   starts afresh when there is no checkpoint)\n"
+    "  --checkpoint-every SECONDS\n"
+    "                   fsync the partial outputs and record a checkpoint this\n"
+    "                   often (default 5; 0 = after every chunk)\n"
+    "  --shard I/N      only rows [I*B/N, (I+1)*B/N): writes a shard file whose\n"
+    "                   header names its rows, for 'mha merge'. Without --shard,\n"
+    "                   SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT choose it.\n"
+    "  --mpi            (mha-mpi only, under mpirun) each rank scores a row range\n"
+    "                   and all write one output file through MPI-IO\n"
+    "\n"
+    "Outputs appear only once every one of them is complete (OUT.partial until\n"
+    "then). SIGINT/SIGTERM stop after the current chunk and keep a checkpoint.\n"
+    "On a terminal a progress bar shows rows, rows/s and ETA. The summary (rows,\n"
+    "seconds, rows/s, rows with non-finite outputs) goes to stderr; stdout stays\n"
+    "empty.\n";
 
 typedef struct run_state {
     mha_runtime *rt;
@@ -62,54 +91,36 @@ static void run_state_free(run_state *s) {
     mha_runtime_destroy(s->rt);
 }
 
-/* "query, memory" into buf. */
-static const char *run_input_names(const run_state *s, char *buf, size_t n) {
-    size_t used = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < s->n_in && used < n; i++) {
-        int w = snprintf(buf + used, n - used, "%s%s", i ? ", " : "", s->in_info[i].name);
-        if (w < 0) break;
-        used += (size_t)w;
-    }
-    return buf;
+/* "I/N" with 0 <= I < N into ds. */
+static int run_parse_shard(const cli_common *c, const char *opt, const char *v, ds_options *ds) {
+    long long i = -1, n = 0;
+    int used = 0;
+    if (sscanf(v, "%lld/%lld%n", &i, &n, &used) != 2 || v[used] != '\0' || n < 1 || n > 1000000 ||
+        i < 0 || i >= n)
+        return cli_usage_error(c, "%s: '%s' is not I/N with 0 <= I < N", opt, v);
+    ds->shard_index = (int)i;
+    ds->shard_count = (int)n;
+    ds->dataset_options = 1;
+    return CLI_OK;
 }
 
-/* Binds the INPUT arguments to model inputs: NAME=FILE by name, the rest in
- * order into the slots still free. */
-static int run_bind_inputs(const cli_common *c, run_state *s, const char **args, size_t n_args) {
-    char names[512];
-    for (size_t k = 0; k < n_args; k++) {
-        const char *a = args[k];
-        const char *eq = strchr(a, '=');
-        size_t slot = s->n_in;
-        const char *file = a;
-        if (eq) {
-            for (size_t i = 0; i < s->n_in; i++) {
-                const char *nm = s->in_info[i].name;
-                if (strlen(nm) == (size_t)(eq - a) && strncmp(nm, a, (size_t)(eq - a)) == 0) {
-                    slot = i;
-                    file = eq + 1;
-                    break;
-                }
-            }
-            if (slot < s->n_in && s->in_file[slot])
-                return cli_usage_error(c, "input '%s' is given twice", s->in_info[slot].name);
-        }
-        if (slot == s->n_in) {
-            for (size_t i = 0; i < s->n_in && slot == s->n_in; i++)
-                if (!s->in_file[i]) slot = i;
-            if (slot == s->n_in)
-                return cli_usage_error(
-                    c, "the model takes %zu input%s (%s) but %zu files were given", s->n_in,
-                    s->n_in == 1 ? "" : "s", run_input_names(s, names, sizeof names), n_args);
-        }
-        s->in_file[slot] = file;
-    }
-    for (size_t i = 0; i < s->n_in; i++)
-        if (!s->in_file[i])
-            return cli_usage_error(c, "input '%s' (%s) has no file; the model takes: %s",
-                                   s->in_info[i].name, mha_io_role_name(s->in_info[i].role),
-                                   run_input_names(s, names, sizeof names));
+/* A SLURM job array picks the shard when --shard is absent: task ids run
+ * from SLURM_ARRAY_TASK_MIN (default 0), SLURM_ARRAY_TASK_COUNT of them. */
+static int run_shard_from_slurm(const cli_common *c, ds_options *ds) {
+    const char *id = getenv("SLURM_ARRAY_TASK_ID"), *count = getenv("SLURM_ARRAY_TASK_COUNT");
+    if (!id || !*id || !count || !*count) return CLI_OK;
+    const char *min = getenv("SLURM_ARRAY_TASK_MIN");
+    char *e1 = NULL, *e2 = NULL, *e3 = NULL;
+    long long i = strtoll(id, &e1, 10), n = strtoll(count, &e2, 10);
+    long long m = min && *min ? strtoll(min, &e3, 10) : 0;
+    if (*e1 || *e2 || (e3 && *e3) || n < 1 || i - m < 0 || i - m >= n)
+        return cli_usage_error(c,
+                               "SLURM_ARRAY_TASK_ID=%s, SLURM_ARRAY_TASK_COUNT=%s, "
+                               "SLURM_ARRAY_TASK_MIN=%s do not name a shard",
+                               id, count, min ? min : "(unset)");
+    ds->shard_index = (int)(i - m);
+    ds->shard_count = (int)n;
+    ds->dataset_options = 1;
     return CLI_OK;
 }
 
@@ -167,6 +178,10 @@ int cli_cmd_run(int argc, char **argv) {
     size_t n_in_args = 0, n_out_args = 0;
     int quiet = 0, in_outputs = 0, options_done = 0, rc = CLI_OK;
     run_state s = {0};
+    ds_options ds;
+    memset(&ds, 0, sizeof ds);
+    ds.batch_rows = DS_DEFAULT_BATCH_ROWS;
+    ds.checkpoint_seconds = DS_DEFAULT_CHECKPOINT_SECONDS;
     if (!in_args || !out_args) {
         rc = cli_fail("out of memory");
         goto done;
@@ -213,6 +228,53 @@ int cli_cmd_run(int argc, char **argv) {
                 quiet = 1;
                 continue;
             }
+            if (strcmp(a, "--resume") == 0) {
+                ds.resume = 1;
+                ds.dataset_options = 1;
+                continue;
+            }
+            if (strcmp(a, "--mpi") == 0) {
+                ds.mpi = 1;
+                continue;
+            }
+            if ((r = cli_option_value(&c, argc, argv, &i, "--batch-size", NULL, &v)) != 0) {
+                long long n = 0;
+                if (r < 0 || !cli_parse_int(&c, "--batch-size", v, 1, (long long)1 << 40, &n)) {
+                    rc = CLI_USAGE;
+                    goto done;
+                }
+                ds.batch_rows = n;
+                continue;
+            }
+            if ((r = cli_option_value(&c, argc, argv, &i, "--lengths", NULL, &v)) != 0) {
+                if (r < 0) {
+                    rc = CLI_USAGE;
+                    goto done;
+                }
+                ds.lengths_path = v;
+                ds.dataset_options = 1;
+                continue;
+            }
+            if ((r = cli_option_value(&c, argc, argv, &i, "--checkpoint-every", NULL, &v)) != 0) {
+                char *end = NULL;
+                double sec = r > 0 ? strtod(v, &end) : -1.0;
+                if (r < 0 || end == v || *end != '\0' || !(sec >= 0.0 && sec < 1e9)) {
+                    rc = r < 0 ? CLI_USAGE
+                               : cli_usage_error(&c, "--checkpoint-every: '%s' is not a number "
+                                                     "of seconds >= 0",
+                                                 v);
+                    goto done;
+                }
+                ds.checkpoint_seconds = sec;
+                continue;
+            }
+            if ((r = cli_option_value(&c, argc, argv, &i, "--shard", NULL, &v)) != 0) {
+                if (r < 0 || (rc = run_parse_shard(&c, "--shard", v, &ds)) != CLI_OK) {
+                    rc = CLI_USAGE;
+                    goto done;
+                }
+                continue;
+            }
             rc = cli_usage_error(&c, "unknown option '%s'", a);
             goto done;
         }
@@ -247,6 +309,43 @@ int cli_cmd_run(int argc, char **argv) {
             goto done;
         }
 
+    /* -- a dataset run when every file is .npy -- */
+    int all_npy = !out_dir;
+    for (size_t k = 0; k < n_out_args; k++)
+        all_npy &= tensorfile_format_of(out_args[k]) == TENSORFILE_NPY;
+    for (size_t k = 0; k < n_in_args; k++)
+        all_npy &= tensorfile_format_of(in_args[k]) == TENSORFILE_NPY;
+    if (all_npy && !ds.shard_count && !ds.mpi && (rc = run_shard_from_slurm(&c, &ds)) != CLI_OK)
+        goto done;
+    if (ds.shard_count && ds.mpi) {
+        rc = cli_usage_error(&c, "--shard and --mpi split the rows two ways: give one");
+        goto done;
+    }
+    if (ds.mpi && ds.resume) {
+        rc = cli_usage_error(&c, "--resume is not available with --mpi");
+        goto done;
+    }
+    if ((ds.dataset_options || ds.mpi) && !all_npy) {
+        rc = cli_usage_error(&c, "--lengths, --resume, --shard and --mpi need .npy inputs and "
+                                 ".npy outputs (-o)");
+        goto done;
+    }
+    if (ds.lengths_path && tensorfile_format_of(ds.lengths_path) != TENSORFILE_NPY) {
+        rc = cli_usage_error(&c, "--lengths '%s': expected a .npy file", ds.lengths_path);
+        goto done;
+    }
+    if (all_npy) {
+        ds.model_path = model_path;
+        ds.in_args = in_args;
+        ds.n_in_args = n_in_args;
+        ds.out_files = out_args;
+        ds.n_out_files = n_out_args;
+        ds.quiet = quiet;
+        rc = ds_run(&c, &ds);
+        if (rc != DS_ONE_SHOT) goto done;
+        rc = CLI_OK; /* cannot go by rows: run it in one piece below */
+    }
+
     /* -- model and inputs -- */
     mha_alloc_ctx_init(&s.alloc, NULL);
     mha_error err;
@@ -280,7 +379,8 @@ int cli_cmd_run(int argc, char **argv) {
                              s.n_out == 1 ? "" : "s", n_out_args);
         goto done;
     }
-    if ((rc = run_bind_inputs(&c, &s, in_args, n_in_args)) != CLI_OK) goto done;
+    if ((rc = ds_bind_inputs(&c, s.in_info, s.n_in, in_args, n_in_args, s.in_file, 0)) != CLI_OK)
+        goto done;
     for (size_t i = 0; i < s.n_in; i++)
         if ((rc = run_read_input(&s, i)) != CLI_OK) goto done;
 

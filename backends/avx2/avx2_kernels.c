@@ -159,9 +159,11 @@ int avx2_gemm(void *state, const mha_gemm_args *args) {
 /* Attention                                                                 */
 /* ------------------------------------------------------------------------ */
 
-#define FA_MR 6  /* score tile: 6 rows x 2 vectors = 12 accumulators */
+#define FA_MR 3  /* score tile: 3 rows x 4 vectors = 12 accumulators */
 #define FA_BR 24 /* query rows per block */
-#define FA_BC 16 /* keys per block */
+#define FA_BC 32 /* keys per block: 4 vectors amortise each row's softmax */
+#define FA_PVR 3 /* P.V tile: 3 rows x 4 vectors = 12 accumulators */
+#define FA_PVW 4
 
 #include "common/flash_attention.h"
 

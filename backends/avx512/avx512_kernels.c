@@ -145,9 +145,11 @@ int avx512_gemm(void *state, const mha_gemm_args *args) {
 /* Attention                                                                 */
 /* ------------------------------------------------------------------------ */
 
-#define FA_MR 8  /* score tile: 8 rows x 2 vectors = 16 accumulators */
-#define FA_BR 32 /* query rows per block */
-#define FA_BC 32 /* keys per block */
+#define FA_MR 6  /* score tile: 6 rows x 4 vectors = 24 accumulators */
+#define FA_BR 48 /* query rows per block */
+#define FA_BC 64 /* keys per block */
+#define FA_PVR 6 /* P.V tile: 6 rows x 4 vectors = 24 accumulators */
+#define FA_PVW 4
 
 #include "common/flash_attention.h"
 

@@ -16,6 +16,7 @@
  *   FA_MR  rows of the score micro-tile (registers: FA_MR x FA_BC/VLEN)
  *   FA_BR  query rows per block (a multiple of FA_MR)
  *   FA_BC  keys per block (a multiple of VLEN)
+ *   FA_PVR, FA_PVW (optional) rows and vectors of the P.V micro-tile
  *
  * The algorithm in plain C, for one (b, h) and a block of query rows:
  *
@@ -27,8 +28,9 @@
  *       s = scale*S[r, :]; softcap; + mask; -inf where masked
  *       mb = max(s); if mb == -inf: continue       (row untouched by block)
  *       mn = max(m, mb); c = exp(m - mn)           (0 while m == -inf)
- *       p = exp(s - mn); l = l*c + sum(p)
- *       acc = acc*c + p . Vp[j0:j0+BC, :]; m = mn
+ *       p = exp(s - mn); l = l*c + sum(p); m = mn
+ *     for each group of FA_PVR rows the block touched:   (micro-tile)
+ *       acc = acc*c + p . Vp[j0:j0+BC, :]
  *   O[r, :] = l > 0 ? acc / l : 0                  (fully masked row -> 0)
  *
  * Determinism: every row's arithmetic is its own -- the same key blocks (at
@@ -47,6 +49,12 @@
 #include "common/kernel_common.h"
 
 #define FA_NCV (FA_BC / VLEN) /* vectors per key block */
+#ifndef FA_PVR
+#define FA_PVR 4 /* rows of the P.V micro-tile */
+#endif
+#ifndef FA_PVW
+#define FA_PVW 4 /* vectors of d per P.V pass (FA_PVR x FA_PVW accumulators) */
+#endif
 
 /* Workspace plan, in floats, each region 64-byte aligned. Kt and Vp hold a
  * whole kv head (packed once per (b, g) per call and shared by the query
@@ -60,6 +68,8 @@ typedef struct fa_layout {
     size_t s;        /* [BR][BC]                scores, then probabilities */
     size_t acc;      /* [BR][dvp]               unnormalised outputs */
     size_t ml;       /* [2][BR]                 running max, running sum */
+    size_t pad;      /* [BC + dvp] zeros        probabilities / outputs of the
+                                                 rows that fill a short P.V group */
     size_t total;    /* floats */
 } fa_layout;
 
@@ -90,6 +100,8 @@ static inline int fa_plan(const mha_attn_args *a, fa_layout *L) {
     off += fa_round16((size_t)FA_BR * dvp);
     L->ml = off;
     off += fa_round16(2 * (size_t)FA_BR);
+    L->pad = off;
+    off += fa_round16((size_t)FA_BC + dvp);
     L->total = off;
     return 1;
 }
@@ -198,16 +210,81 @@ static inline void fa_pv(const float *p, int64_t nv, const float *vp, int64_t dv
     }
 }
 
+/* FA_PVR rows at once: acc_r[0:W*VLEN] = acc_r*corr[r] + sum_{j<nv}
+ * p_r[j] * vp[j][0:W*VLEN]. Each key's V vectors are loaded once for all the
+ * rows (FA_PVR x W accumulators in registers), so P.V runs at FMA speed
+ * instead of load speed. Every row's chain is exactly fa_pv's (acc*corr, then
+ * keys ascending; x*1 is exact), so a row gets the same bits whichever rows
+ * share its group. p[r] rows are FA_BC apart, acc[r] rows dvp apart. */
+#define FA_DEFINE_PV_ROWS(W)                                                        \
+    static inline void fa_pv_rows_##W(float *const *p, float *const *acc,           \
+                                      const float *corr, int64_t nv, const float *vp, \
+                                      int64_t dvp, int64_t v0) {                    \
+        vf x[FA_PVR][W];                                                            \
+        _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) {                  \
+            vf c = vf_set1(corr[r]);                                                \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                     \
+                x[r][w] = vf_mul(vf_load(acc[r] + v0 + w * VLEN), c);               \
+        }                                                                           \
+        for (int64_t j = 0; j < nv; j++) {                                          \
+            const float *vr = vp + j * dvp + v0;                                    \
+            vf vv[W];                                                               \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                     \
+                vv[w] = vf_load(vr + w * VLEN);                                     \
+            _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) {              \
+                vf pj = vf_set1(p[r][j]);                                           \
+                _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                 \
+                    x[r][w] = vf_fma(pj, vv[w], x[r][w]);                           \
+            }                                                                       \
+        }                                                                           \
+        _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++)                    \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                     \
+                vf_store(acc[r] + v0 + w * VLEN, x[r][w]);                          \
+    }
+FA_DEFINE_PV_ROWS(1)
+#if FA_PVW >= 2
+FA_DEFINE_PV_ROWS(2)
+#endif
+#if FA_PVW >= 3
+FA_DEFINE_PV_ROWS(3)
+#endif
+#if FA_PVW >= 4
+FA_DEFINE_PV_ROWS(4)
+#endif
+
+/* The group's P.V over every dvp chunk of up to FA_PVW vectors (the
+ * chunking depends on dvp alone). */
+static inline void fa_pv_group(float *const *p, float *const *acc, const float *corr,
+                               int64_t nv, const float *vp, int64_t dvp) {
+    for (int64_t v0 = 0; v0 < dvp; v0 += FA_PVW * VLEN) {
+        int64_t w = (dvp - v0) / VLEN;
+        if (w > FA_PVW) w = FA_PVW;
+        switch (w) {
+#if FA_PVW >= 4
+        case 4: fa_pv_rows_4(p, acc, corr, nv, vp, dvp, v0); break;
+#endif
+#if FA_PVW >= 3
+        case 3: fa_pv_rows_3(p, acc, corr, nv, vp, dvp, v0); break;
+#endif
+#if FA_PVW >= 2
+        case 2: fa_pv_rows_2(p, acc, corr, nv, vp, dvp, v0); break;
+#endif
+        default: fa_pv_rows_1(p, acc, corr, nv, vp, dvp, v0); break;
+        }
+    }
+}
+
 /*
  * One row of a query block meets one key block [j0, j0 + BC): the online
- * softmax update. srow [BC]: raw dot products in, probabilities out;
- * mrow: the mask row (keys at mrow[j * m_sk]) or NULL; nv in [1, BC]: keys
- * of the block this row may see (the rest is hidden by causal / kv_len);
- * m, l: running max and sum; acc [dvp]; vp: V rows of this key block.
+ * softmax update up to P.V. srow [BC]: raw dot products in, probabilities
+ * out; mrow: the mask row (keys at mrow[j * m_sk]) or NULL; nv in [1, BC]:
+ * keys of the block this row may see (the rest is hidden by causal /
+ * kv_len); m, l: running max and sum. Returns 0 when the block shows this
+ * row nothing (its state is untouched), else 1 with *corr the factor its
+ * accumulator must be scaled by before acc += P . V.
  */
-static inline void fa_row_update(const mha_attn_args *a, const float *mrow, int64_t j0,
-                                 int64_t nv, float *srow, float *m, float *l, float *acc,
-                                 const float *vp, int64_t dvp) {
+static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int64_t j0,
+                                 int64_t nv, float *srow, float *m, float *l, float *corr_out) {
     vf x[FA_NCV];
     const vf vscale = vf_set1(a->scale);
 
@@ -240,7 +317,7 @@ static inline void fa_row_update(const mha_attn_args *a, const float *mrow, int6
     vf vmax = x[0];
     _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
     float bmax = vf_hmax(vmax);
-    if (bmax == -INFINITY) return;
+    if (bmax == -INFINITY) return 0;
     float m_new = bmax > *m ? bmax : *m;
     float corr = 0.0f; /* acc and l are still 0 while m == -inf */
     if (*m != -INFINITY) {
@@ -258,10 +335,9 @@ static inline void fa_row_update(const mha_attn_args *a, const float *mrow, int6
         psum = vf_add(psum, p);
     }
     *l = *l * corr + vf_hsum(psum);
-
-    /* pass d: acc = acc * corr + P . V over the visible keys */
-    fa_pv(srow, nv, vp, dvp, acc, corr);
     *m = m_new;
+    *corr_out = corr;
+    return 1;
 }
 
 /*
@@ -275,7 +351,11 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     const float *qb = a->q + b * a->q_sb + h * a->q_sh;
     float *kt = ws + L->kt, *vp = ws + L->vp, *qp = ws + L->qp, *s = ws + L->s;
     float *acc = ws + L->acc, *mx = ws + L->ml, *ls = ws + L->ml + FA_BR;
-    int64_t row_end[FA_BR];
+    float *pad = ws + L->pad;
+    int64_t row_end[FA_BR], live[FA_BR], live_nv[FA_BR];
+    float corr[FA_BR];
+
+    for (int64_t t = 0; t < FA_BC + dvp; t++) pad[t] = 0.0f;
 
     /* pass 0: Q block transposed [dk][BR] (rows past br zero), fresh state */
     int64_t blk_end = 0;
@@ -300,17 +380,51 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         for (int64_t r0 = 0; r0 < br; r0 += FA_MR)
             fa_score_tile(dk, qp + r0, ktb, s + r0 * FA_BC);
 
-        /* pass 2: per row, the online softmax update and P.V */
+        /* pass 2: per row, the online softmax update; the rows the block
+         * shows something join the P.V list */
+        int64_t n_live = 0;
         for (int64_t r = 0; r < br; r++) {
             int64_t nv = row_end[r] - j0;
             if (nv <= 0) continue;
             if (nv > FA_BC) nv = FA_BC;
-            fa_row_update(a, kernel_mask_row(a, b, h, i0 + r), j0, nv, s + r * FA_BC, &mx[r],
-                          &ls[r], acc + r * dvp, vp + j0 * dvp, dvp);
+            if (fa_row_softmax(a, kernel_mask_row(a, b, h, i0 + r), j0, nv, s + r * FA_BC,
+                               &mx[r], &ls[r], &corr[n_live])) {
+                live[n_live] = r;
+                live_nv[n_live] = nv;
+                n_live++;
+            }
+        }
+
+        /* pass 3: acc = acc*corr + P.V, FA_PVR live rows at a time over the
+         * keys they all see, then each row alone over the rest of its keys
+         * (same chain order either way); a short group is filled with zero
+         * rows */
+        const float *vpb = vp + j0 * dvp;
+        for (int64_t g0 = 0; g0 < n_live; g0 += FA_PVR) {
+            float *prow[FA_PVR], *arow[FA_PVR];
+            float gcorr[FA_PVR];
+            int64_t nv_all = FA_BC;
+            for (int64_t t = 0; t < FA_PVR; t++) {
+                if (g0 + t < n_live) {
+                    prow[t] = s + live[g0 + t] * FA_BC;
+                    arow[t] = acc + live[g0 + t] * dvp;
+                    gcorr[t] = corr[g0 + t];
+                    if (live_nv[g0 + t] < nv_all) nv_all = live_nv[g0 + t];
+                } else {
+                    prow[t] = pad;
+                    arow[t] = pad + FA_BC;
+                    gcorr[t] = 1.0f;
+                }
+            }
+            fa_pv_group(prow, arow, gcorr, nv_all, vpb, dvp);
+            for (int64_t t = 0; t < FA_PVR && g0 + t < n_live; t++)
+                if (live_nv[g0 + t] > nv_all)
+                    fa_pv(prow[t] + nv_all, live_nv[g0 + t] - nv_all, vpb + nv_all * dvp, dvp,
+                          arow[t], 1.0f);
         }
     }
 
-    /* pass 3: normalise; a row that saw no key is 0 */
+    /* pass 4: normalise; a row that saw no key is 0 */
     float *ob = a->o + b * a->o_sb + h * a->o_sh;
     for (int64_t r = 0; r < br; r++) {
         float *orow = ob + (i0 + r) * a->o_ss;

@@ -8,7 +8,9 @@
  * A template by inclusion: the including kernel file defines, before the
  * #include,
  *   GEMM_MR, GEMM_NR   tile size (rows of A, columns of B)
- *   GEMM_KC            k-block (A sliver on the stack: GEMM_KC x GEMM_MR)
+ *   GEMM_KC            k-block (B panel block kc x NR meant for L1)
+ *   GEMM_MC            optional: rows packed per block (a multiple of MR;
+ *                      default 4 MR; the A block MC x KC lives on the stack)
  *   void gemm_ukernel(int64_t kc, const float *ap, const float *bp,
  *                     float *c, int64_t ldc, int accumulate);
  *       c[r, n] (+)= sum_{k<kc} ap[k*MR + r] * bp[k*NR + n], r < MR, n < NR,
@@ -22,12 +24,13 @@
  * [n0,n1) gives bitwise-identical C.
  *
  * Plain-C version of what the loops compute:
- *   for each MR-row tile mb of [m0,m1):
+ *   for each MC-row block mb of [m0,m1):
  *     for k0 in 0, KC, 2KC, ...:
- *       ap = A[mb:mb+MR, k0:k0+KC] packed [k][r], zero rows past M
+ *       ap[t] = A[mb+t*MR : +MR, k0:k0+KC] packed [k][r], zero rows past M
  *       for each panel p covering [n0,n1):
- *         C[mb:mb+MR, panel p] (+)= ap . Bpacked[p][k0:k0+KC]   (micro-kernel)
- *     C[mb:mb+MR, n0:n1] += bias[n0:n1]
+ *         for each sliver t of the block:
+ *           C[rows of t, panel p] (+)= ap[t] . Bpacked[p][k0:k0+KC]  (micro-kernel)
+ *     C[mb:mb+MC, n0:n1] += bias[n0:n1]
  */
 #ifndef MHA_BACKENDS_GEMM_BLOCKED_H
 #define MHA_BACKENDS_GEMM_BLOCKED_H
@@ -39,6 +42,9 @@
 
 #if !defined(GEMM_MR) || !defined(GEMM_NR) || !defined(GEMM_KC)
 #error "define GEMM_MR, GEMM_NR and GEMM_KC before including gemm_blocked.h"
+#endif
+#ifndef GEMM_MC
+#define GEMM_MC (4 * GEMM_MR) /* rows packed per block (a multiple of GEMM_MR) */
 #endif
 
 /* Packed B: ceil(N/NR) panels, each [K][NR] floats, columns past N zero.
@@ -68,47 +74,61 @@ static inline void gemm_blocked_pack_b(int64_t K, int64_t N, const float *B, int
 }
 
 /*
- * One row tile against panels [p_first, p_last]: rows [mb, mb + MR) of C
- * (clipped to m1), the panels' columns clipped to [n0, n1). The A sliver is
- * packed once per k-block and reused by every panel. Shapes: A [M, K]
+ * One row block against panels [p_first, p_last]: rows [mb, mb + GEMM_MC)
+ * of C (clipped to m1), the panels' columns clipped to [n0, n1). Per
+ * k-block the block's A rows are packed once as GEMM_MC / MR slivers; then
+ * each B panel [kc][NR] (kc*NR floats, sized to stay in L1) meets every
+ * sliver of the block before the next panel is touched, so B streams from
+ * memory once per row block and A slivers come from L1/L2. Shapes: A [M, K]
  * (lda), packed B panel p [K][NR], C [M, N] (ldc), bias [N] or NULL; K > 0.
  */
 static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t p_first,
                                      int64_t p_last) {
-    _Alignas(64) float ap[GEMM_KC * GEMM_MR];
+    _Alignas(64) float ap[GEMM_MC * GEMM_KC];
     _Alignas(64) float ct[GEMM_MR * GEMM_NR];
-    const int64_t mr = a->m1 - mb < GEMM_MR ? a->m1 - mb : GEMM_MR;
+    const int64_t rows = a->m1 - mb < GEMM_MC ? a->m1 - mb : GEMM_MC;
+    const int64_t tiles = (rows + GEMM_MR - 1) / GEMM_MR;
 
     for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_KC) {
         const int64_t kc = a->K - k0 < GEMM_KC ? a->K - k0 : GEMM_KC;
 
-        /* pass 1: pack the A sliver [kc][MR], zero rows past the range */
-        for (int64_t r = 0; r < GEMM_MR; r++) {
-            if (r < mr) {
-                const float *arow = a->A + (mb + r) * a->lda + k0;
-                for (int64_t k = 0; k < kc; k++) ap[k * GEMM_MR + r] = arow[k];
-            } else {
-                for (int64_t k = 0; k < kc; k++) ap[k * GEMM_MR + r] = 0.0f;
+        /* pass 1: pack the A slivers [tile][kc][MR], zero rows past the range */
+        for (int64_t t = 0; t < tiles; t++) {
+            float *dst = ap + t * kc * GEMM_MR;
+            for (int64_t r = 0; r < GEMM_MR; r++) {
+                if (t * GEMM_MR + r < rows) {
+                    const float *arow = a->A + (mb + t * GEMM_MR + r) * a->lda + k0;
+                    for (int64_t k = 0; k < kc; k++) dst[k * GEMM_MR + r] = arow[k];
+                } else {
+                    for (int64_t k = 0; k < kc; k++) dst[k * GEMM_MR + r] = 0.0f;
+                }
             }
         }
 
-        /* pass 2: the micro-kernel per panel, into C or (edge tile) into ct */
+        /* pass 2: per panel, the micro-kernel per sliver, into C or (edge
+         * tile) through ct */
         for (int64_t p = p_first; p <= p_last; p++) {
             const int64_t cn0 = a->n0 > p * GEMM_NR ? a->n0 : p * GEMM_NR;
             const int64_t cn1 = a->n1 < (p + 1) * GEMM_NR ? a->n1 : (p + 1) * GEMM_NR;
+            const int full_n = cn0 == p * GEMM_NR && cn1 == (p + 1) * GEMM_NR;
             const float *bp = (const float *)a->B_packed + (p * a->K + k0) * GEMM_NR;
-            if (mr == GEMM_MR && cn0 == p * GEMM_NR && cn1 == (p + 1) * GEMM_NR) {
-                gemm_ukernel(kc, ap, bp, a->C + mb * a->ldc + p * GEMM_NR, a->ldc, k0 > 0);
-                continue;
-            }
-            if (k0 > 0)
+            for (int64_t t = 0; t < tiles; t++) {
+                const int64_t m = mb + t * GEMM_MR;
+                const int64_t mr = rows - t * GEMM_MR < GEMM_MR ? rows - t * GEMM_MR : GEMM_MR;
+                const float *as = ap + t * kc * GEMM_MR;
+                if (mr == GEMM_MR && full_n) {
+                    gemm_ukernel(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0);
+                    continue;
+                }
+                if (k0 > 0)
+                    for (int64_t r = 0; r < mr; r++)
+                        for (int64_t n = cn0; n < cn1; n++)
+                            ct[r * GEMM_NR + (n - p * GEMM_NR)] = a->C[(m + r) * a->ldc + n];
+                gemm_ukernel(kc, as, bp, ct, GEMM_NR, k0 > 0);
                 for (int64_t r = 0; r < mr; r++)
                     for (int64_t n = cn0; n < cn1; n++)
-                        ct[r * GEMM_NR + (n - p * GEMM_NR)] = a->C[(mb + r) * a->ldc + n];
-            gemm_ukernel(kc, ap, bp, ct, GEMM_NR, k0 > 0);
-            for (int64_t r = 0; r < mr; r++)
-                for (int64_t n = cn0; n < cn1; n++)
-                    a->C[(mb + r) * a->ldc + n] = ct[r * GEMM_NR + (n - p * GEMM_NR)];
+                        a->C[(m + r) * a->ldc + n] = ct[r * GEMM_NR + (n - p * GEMM_NR)];
+            }
         }
     }
 
@@ -116,7 +136,7 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
     if (a->bias) {
         const int64_t n0 = a->n0 > p_first * GEMM_NR ? a->n0 : p_first * GEMM_NR;
         const int64_t n1 = a->n1 < (p_last + 1) * GEMM_NR ? a->n1 : (p_last + 1) * GEMM_NR;
-        for (int64_t r = 0; r < mr; r++)
+        for (int64_t r = 0; r < rows; r++)
             for (int64_t n = n0; n < n1; n++) a->C[(mb + r) * a->ldc + n] += a->bias[n];
     }
 }
@@ -128,16 +148,16 @@ static inline void gemm_blocked_k0(const mha_gemm_args *a) {
             a->C[m * a->ldc + n] = a->bias ? a->bias[n] : 0.0f;
 }
 
-/* Panels [*p_first, *p_last] cover [n0, n1); the number of MR-row tiles. */
+/* Panels [*p_first, *p_last] cover [n0, n1); the number of MC-row blocks. */
 static inline int64_t gemm_blocked_grid(const mha_gemm_args *a, int64_t *p_first,
                                         int64_t *p_last) {
     *p_first = a->n0 / GEMM_NR;
     *p_last = (a->n1 - 1) / GEMM_NR;
-    return (a->m1 - a->m0 + GEMM_MR - 1) / GEMM_MR;
+    return (a->m1 - a->m0 + GEMM_MC - 1) / GEMM_MC;
 }
 
-/* The whole range on the calling thread: row tiles outer, each packing its
- * A sliver once and sweeping every panel of the range. */
+/* The whole range on the calling thread: row blocks outer, each packing its
+ * A slivers once per k-block and sweeping every panel of the range. */
 static inline int gemm_blocked_run(const mha_gemm_args *a) {
     if (!kernel_gemm_args_ok(a)) return KERNEL_ERR_ARGS;
     if (a->m0 == a->m1 || a->n0 == a->n1) return KERNEL_OK;
@@ -147,7 +167,7 @@ static inline int gemm_blocked_run(const mha_gemm_args *a) {
     }
     int64_t p_first, p_last;
     int64_t tiles = gemm_blocked_grid(a, &p_first, &p_last);
-    for (int64_t t = 0; t < tiles; t++) gemm_blocked_rows(a, a->m0 + t * GEMM_MR, p_first, p_last);
+    for (int64_t t = 0; t < tiles; t++) gemm_blocked_rows(a, a->m0 + t * GEMM_MC, p_first, p_last);
     return KERNEL_OK;
 }
 

@@ -32,6 +32,7 @@
 #define GEMM_MR OPENMP_GEMM_MR
 #define GEMM_NR OPENMP_GEMM_NR
 #define GEMM_KC 256
+#define GEMM_MC GEMM_MR /* units are (panel, row tile): one sliver per block */
 
 /*
  * C[0:4, 0:8] (+)= ap . bp. ap: [kc][4], bp: [kc][8], c: row-major (ldc).
@@ -85,7 +86,7 @@ int openmp_gemm(void *state, const mha_gemm_args *a) {
     for (int64_t u = 0; u < units; u++)
         {
         const int64_t p = p_first + u / tiles;
-        gemm_blocked_rows(a, a->m0 + (u % tiles) * GEMM_MR, p, p);
+        gemm_blocked_rows(a, a->m0 + (u % tiles) * GEMM_MC, p, p);
     }
     return KERNEL_OK;
 }

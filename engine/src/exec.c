@@ -22,6 +22,7 @@
  * A self-parallel plugin gets each phase as one call instead. */
 #include "exec.h"
 
+#include "exec_ext.h"
 #include "tensor.h"
 
 #include <math.h>
@@ -29,9 +30,14 @@
 #include <string.h>
 
 #define EXEC_DEFAULT_CHUNK_BYTES ((size_t)64 << 20)
-/* Preferred GEMM tile before it is split further for more threads. */
-#define EXEC_GEMM_TILE_M 64
-#define EXEC_GEMM_TILE_N 256
+/* Preferred GEMM tile before it is split further for more threads: a few
+ * row blocks of the plugin by every column. The plugin packs a tile's A rows
+ * once per k-block and reuses them across all its columns, so splitting N
+ * costs a repack of A per column tile; M is split first, N only when M alone
+ * gives too few units (small batches). 48 rows keep the units small enough
+ * that claiming them from one counter balances two or more threads. */
+#define EXEC_GEMM_TILE_M 48
+#define EXEC_GEMM_TILE_N INT64_MAX
 /* Causal attention splits queries into blocks of at most this many rows, so
  * the heavy late rows can be spread over threads. */
 #define EXEC_CAUSAL_Q_BLOCK 64
@@ -409,7 +415,7 @@ static void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads
         return;
     }
     int64_t mt = exec_min(exec_round_up(EXEC_GEMM_TILE_M, mb), exec_round_up(M, mb));
-    int64_t nt = exec_min(exec_round_up(EXEC_GEMM_TILE_N, nbk), exec_round_up(N, nbk));
+    int64_t nt = exec_round_up(exec_min(EXEC_GEMM_TILE_N, N), nbk);
     const int64_t want = threads > 1 ? 2 * (int64_t)threads : 1;
     for (;;) {
         int64_t units = f->n_segs * exec_ceil_div(M, mt) * exec_ceil_div(N, nt);
@@ -689,6 +695,7 @@ static mha_status exec_run_bare(exec_state *s, const layer *L, const exec_bindin
     const int64_t Sq = bd->Sq, Skv = bd->Skv;
     mha_attn_args *a = &s->attn.args;
     exec_attn_args_common(a, L, bd, bd->B);
+    a->kv_len = s->env->kv_lengths;
     a->q = bd->q->data;
     a->k = bd->k->data;
     a->v = bd->v->data;
@@ -819,6 +826,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         /* (2) attention, reading Q/K/V in place through strides */
         mha_attn_args *at = &s->attn.args;
         exec_attn_args_common(at, L, bd, n);
+        at->kv_len = s->env->kv_lengths ? s->env->kv_lengths + b0 : NULL; /* [n] of [B] */
         const int64_t ldq = self ? nq + nkv : nq, ldkv = self ? nq + nkv : nkv;
         const float *kbase = self ? proj + nq : projkv;
         at->q = proj;
@@ -876,6 +884,45 @@ done:
     return st;
 }
 
+/* One attention phase over prepared arguments (exec_ext.c: KV cache, key
+ * lengths, windows, float16 -- everything already float32 and in place). The
+ * same units, workspace and threading as a bare layer. */
+mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *args,
+                                   mha_error *err) {
+    if (!env || !env->plugin || !args)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run: NULL argument");
+    const mha_plugin *p = env->plugin;
+    if (!p->attention)
+        return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s' lacks a kernel entry point", p->name);
+    if (args->B == 0 || args->Hq == 0 || args->Sq == 0 || args->Skv == 0) return MHA_OK;
+    exec_state s;
+    memset(&s, 0, sizeof s);
+    s.env = env;
+    s.plugin = p;
+    s.threads = pool_size(env->pool);
+    if (env->num_threads > 0 && env->num_threads < s.threads) s.threads = env->num_threads;
+    const int self_parallel = (p->flags & MHA_PLUGIN_SELF_PARALLEL) != 0;
+    int reserved = 0;
+    if (self_parallel && s.threads > 1) {
+        reserved = pool_try_reserve(env->pool);
+        if (!reserved) s.threads = 1;
+    }
+    unsigned fp_saved = 0;
+    if (env->pool) fp_saved = pool_fp_flush_denormals();
+    s.attn.args = *args;
+    s.attn.args.struct_size = sizeof s.attn.args;
+    s.attn.args.num_threads = 1;
+    exec_attn_plan_make(&s.attn, self_parallel ? 1 : s.threads);
+    s.phase_kind[0] = EXEC_PHASE_ATTN;
+    s.n_phases = 1;
+    mha_status st = exec_workspace_reserve(&s, env->alloc, self_parallel, err);
+    if (st == MHA_OK) st = exec_phases_run(&s, self_parallel, err);
+    if (env->pool) pool_fp_restore(fp_saved);
+    if (reserved) pool_release(env->pool);
+    mha_free(env->alloc, s.workspace);
+    return st;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Entry                                                                     */
 /* ------------------------------------------------------------------------ */
@@ -885,6 +932,9 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
                     size_t n_outputs, mha_error *err) {
     if (!env || !env->plugin || !L || (n_outputs && !outputs) || (n_inputs && !inputs))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run: NULL argument");
+    /* KV cache, key lengths, windows, float16, extra outputs: exec_ext.c */
+    if (exec_ext_wanted(L, inputs, n_inputs))
+        return exec_ext_run(env, L, pk, inputs, n_inputs, outputs, n_outputs, err);
     exec_binding bd;
     mha_status st = layer_bind(L, inputs, n_inputs, n_outputs, &bd, err);
     if (st != MHA_OK) return st;
@@ -911,6 +961,11 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     const mha_plugin *p = env->plugin;
     if (!p->gemm || !p->attention || !p->gemm_packed_size || !p->gemm_pack_b)
         return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s' lacks a kernel entry point", p->name);
+    for (int64_t b = 0; env->kv_lengths && b < bd.B; b++)
+        if (env->kv_lengths[b] < 0)
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                            "run options: kv_lengths[%lld] = %lld is negative", (long long)b,
+                            (long long)env->kv_lengths[b]);
     if (bd.B == 0 || bd.Sq == 0 || y_numel == 0) return MHA_OK;
 
     exec_state s;

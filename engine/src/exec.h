@@ -67,6 +67,11 @@ typedef struct exec_binding {
     int64_t dk, dv, d_out; /* effective head sizes and output width */
     size_t y_index;        /* the output with role MHA_ROLE_OUTPUT */
     mha_tensor y_shape;    /* its dtype, rank and shape (no data) */
+    /* ---- appended (issue 7): KV cache, key lengths, extra outputs ---- */
+    const mha_tensor *past_key, *past_value; /* [B, Hkv, P, dk|dv], or NULL */
+    const mha_tensor *kv_lengths;            /* [B] int64/int32 valid keys, or NULL */
+    int64_t P, T;                            /* past length; total keys T = P + Skv */
+    int64_t present_key_index, present_value_index, qk_index; /* outputs; -1 = absent */
 } exec_binding;
 
 /* Binds and checks every input against L (dtype, rank, widths, batch and
@@ -84,6 +89,7 @@ typedef struct exec_env {
     int (*cancel)(void *user); /* polled between units; may be NULL */
     void *cancel_user;
     size_t chunk_bytes; /* bound on the intermediates; 0 = 64 MiB */
+    const int64_t *kv_lengths; /* [B] valid keys per batch item, or NULL */
 } exec_env;
 
 /* Runs L forward. pk must have been packed for env->plugin. outputs must

@@ -81,7 +81,21 @@ static int interp_default_domain(const char *domain) {
     return domain == NULL || domain[0] == '\0' || strcmp(domain, "ai.onnx") == 0;
 }
 
+/* ONNX Runtime's contrib ops the engine imports (interp_msft.c). */
+static const struct {
+    const char *op_type;
+    interp_op_fn fn;
+} interp_msft_ops[] = {
+    {"MultiHeadAttention", interp_op_ms_multihead_attention},
+    {"Attention", interp_op_ms_attention},
+};
+
 static interp_op_fn interp_find_op(const char *domain, const char *op_type) {
+    if (op_type != NULL && domain != NULL && strcmp(domain, "com.microsoft") == 0) {
+        for (size_t i = 0; i < sizeof interp_msft_ops / sizeof interp_msft_ops[0]; i++)
+            if (strcmp(interp_msft_ops[i].op_type, op_type) == 0) return interp_msft_ops[i].fn;
+        return NULL;
+    }
     if (!interp_default_domain(domain) || op_type == NULL) return NULL;
     for (size_t i = 0; i < sizeof interp_ops / sizeof interp_ops[0]; i++)
         if (strcmp(interp_ops[i].op_type, op_type) == 0) return interp_ops[i].fn;

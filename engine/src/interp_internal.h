@@ -163,5 +163,8 @@ mha_status interp_op_reduce_mean(interp_ctx *c);
 mha_status interp_op_reduce_max(interp_ctx *c);
 
 mha_status interp_op_attention(interp_ctx *c);
+/* com.microsoft (interp_msft.c) */
+mha_status interp_op_ms_multihead_attention(interp_ctx *c);
+mha_status interp_op_ms_attention(interp_ctx *c);
 
 #endif

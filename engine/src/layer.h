@@ -43,6 +43,24 @@ typedef struct layer {
     size_t n_inputs;
     layer_io *outputs;      /* graph outputs, graph order */
     size_t n_outputs;
+
+    /* ---- appended for the whole ONNX Attention operator (issue 7) ---- */
+    mha_dtype dtype;        /* float type of the data inputs and outputs:
+                               float32 (UNDEFINED means float32 too), float16
+                               or bfloat16; computed in float32 inside */
+    int qk_mode;            /* qk_matmul_output_mode 0..3, for the output with
+                               role MHA_ROLE_QK_OUTPUT: 0 scale*Q.K^T, 1 after
+                               softcap, 2 after the mask, 3 after softmax */
+    int has_left_window, has_right_window; /* opset 25 windows present */
+    int64_t left_window;    /* keys j < frontier - left_window are hidden */
+    int64_t right_window;   /* keys j > frontier + right_window are hidden */
+    int kv_len_moves_causal; /* MHA_ROLE_NONPAD_KV_SEQLEN also sets the causal
+                                frontier (ONNX: offset = len - Sq); 0 for
+                                com.microsoft mask_index key lengths */
+    int mask_pads_keys;     /* an attn_mask shorter than the total key length
+                               is padded with -inf (ONNX), not broadcast */
+    int int_mask_attend_nonzero; /* integer masks (com.microsoft mask_index):
+                                    nonzero = attend */
 } layer;
 
 /* Finds the attention layer in g by meaning (folding constants and shapes,

@@ -83,16 +83,28 @@ static mha_status layer_expect_shape(const layer_io *io, const mha_tensor *t, in
                     layer_io_name(io), want, layout, layer_shape(t, got, sizeof got));
 }
 
-static mha_status layer_expect_float(const layer_io *io, const mha_tensor *t, mha_error *err) {
-    if (t->dtype == MHA_DTYPE_FLOAT32) return MHA_OK;
-    return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, expected float32",
-                    layer_io_name(io), mha_io_role_name(io->role), mha_dtype_name(t->dtype));
+/* The float type of the layer's data inputs and outputs. */
+static mha_dtype layer_data_dtype(const layer *L) {
+    return L->dtype == MHA_DTYPE_UNDEFINED ? MHA_DTYPE_FLOAT32 : L->dtype;
 }
 
-static mha_status layer_expect_mask_dtype(const layer_io *io, const mha_tensor *t, mha_error *err) {
-    if (t->dtype != MHA_DTYPE_BOOL && t->dtype != MHA_DTYPE_FLOAT32)
-        return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, expected bool or float32",
-                        layer_io_name(io), mha_io_role_name(io->role), mha_dtype_name(t->dtype));
+static mha_status layer_expect_float(const layer *L, const layer_io *io, const mha_tensor *t,
+                                     mha_error *err) {
+    if (t->dtype == layer_data_dtype(L)) return MHA_OK;
+    return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, expected %s", layer_io_name(io),
+                    mha_io_role_name(io->role), mha_dtype_name(t->dtype),
+                    mha_dtype_name(layer_data_dtype(L)));
+}
+
+static mha_status layer_expect_mask_dtype(const layer *L, const layer_io *io, const mha_tensor *t,
+                                          mha_error *err) {
+    int ok = t->dtype == MHA_DTYPE_BOOL || t->dtype == layer_data_dtype(L) ||
+             (L->int_mask_attend_nonzero &&
+              (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64));
+    if (!ok)
+        return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, expected bool or %s",
+                        layer_io_name(io), mha_io_role_name(io->role), mha_dtype_name(t->dtype),
+                        mha_dtype_name(layer_data_dtype(L)));
     if (io->dtype != MHA_DTYPE_UNDEFINED && io->dtype != t->dtype)
         return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, the model declares %s",
                         layer_io_name(io), mha_io_role_name(io->role), mha_dtype_name(t->dtype),
@@ -101,16 +113,24 @@ static mha_status layer_expect_mask_dtype(const layer_io *io, const mha_tensor *
 }
 
 /* The additive mask broadcasts (right-aligned, numpy rules) to
- * [B, Hq, Sq, Skv]. */
+ * [B, Hq, Sq, T] (T = past + new keys). With mask_pads_keys (ONNX
+ * Attention) its key axis may be shorter than T: the missing keys are
+ * masked. */
 static mha_status layer_check_attn_mask(const layer *L, const layer_io *io, const mha_tensor *t,
                                         const exec_binding *bd, mha_error *err) {
-    mha_status st = layer_expect_mask_dtype(io, t, err);
+    mha_status st = layer_expect_mask_dtype(L, io, t, err);
     if (st != MHA_OK) return st;
-    const int64_t target[4] = {bd->B, L->q_heads, bd->Sq, bd->Skv};
+    const int64_t target[4] = {bd->B, L->q_heads, bd->Sq, bd->T};
+    if (L->int_mask_attend_nonzero && t->rank == 3 &&
+        (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64)) {
+        /* com.microsoft mask_index [B, S, T]: batch first, not right-aligned */
+        const int64_t want[3] = {bd->B, bd->Sq, bd->T};
+        return layer_expect_shape(io, t, 3, want, "mask_index [B, S, T]", err);
+    }
     int ok = t->rank <= 4;
     for (int i = 0; ok && i < t->rank; i++) {
         int64_t d = t->shape[t->rank - 1 - i], want = target[3 - i];
-        ok = d == want || d == 1;
+        ok = d == want || d == 1 || (i == 0 && L->mask_pads_keys && d <= want);
     }
     if (ok) return MHA_OK;
     char got[128], want[128];
@@ -122,9 +142,9 @@ static mha_status layer_check_attn_mask(const layer *L, const layer_io *io, cons
 }
 
 /* Key padding: [B, Skv] (B may broadcast from 1). */
-static mha_status layer_check_key_padding(const layer_io *io, const mha_tensor *t,
+static mha_status layer_check_key_padding(const layer *L, const layer_io *io, const mha_tensor *t,
                                           const exec_binding *bd, mha_error *err) {
-    mha_status st = layer_expect_mask_dtype(io, t, err);
+    mha_status st = layer_expect_mask_dtype(L, io, t, err);
     if (st != MHA_OK) return st;
     if (t->rank == 2 && (t->shape[0] == bd->B || t->shape[0] == 1) && t->shape[1] == bd->Skv)
         return MHA_OK;
@@ -139,7 +159,7 @@ static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const l
                                        const layer_io *io_kv, mha_error *err) {
     const int sf = L->seq_first != 0;
     const char *layout = sf ? "[S, B, d_model]" : "[B, S, d_model]";
-    mha_status st = layer_expect_float(io_q, bd->x_q, err);
+    mha_status st = layer_expect_float(L, io_q, bd->x_q, err);
     if (st != MHA_OK) return st;
     const int64_t want_q[3] = {-1, -1, L->d_model};
     st = layer_expect_shape(io_q, bd->x_q, 3, want_q, layout, err);
@@ -149,7 +169,7 @@ static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const l
     if (L->cross) {
         if (!bd->x_kv)
             return mha_fail(err, MHA_ERR_INTERNAL, "cross-attention layer has no key/value input");
-        st = layer_expect_float(io_kv, bd->x_kv, err);
+        st = layer_expect_float(L, io_kv, bd->x_kv, err);
         if (st != MHA_OK) return st;
         int64_t want_kv[3] = {-1, -1, L->d_kv};
         want_kv[sf ? 1 : 0] = bd->B; /* the same batch as the query */
@@ -179,7 +199,7 @@ static mha_status layer_bind_bare(const layer *L, exec_binding *bd, const layer_
                                   mha_error *err) {
     const mha_tensor *t[3] = {bd->q, bd->k, bd->v};
     for (int i = 0; i < 3; i++) {
-        mha_status st = layer_expect_float(io[i], t[i], err);
+        mha_status st = layer_expect_float(L, io[i], t[i], err);
         if (st != MHA_OK) return st;
     }
     const int64_t Hq = L->q_heads, Hkv = L->kv_heads, dk = bd->dk, dv = bd->dv;
@@ -222,6 +242,50 @@ static mha_status layer_bind_bare(const layer *L, exec_binding *bd, const layer_
         bd->y_shape.shape[1] = Hq;
         bd->y_shape.shape[2] = bd->Sq;
         bd->y_shape.shape[3] = dv;
+    }
+    return MHA_OK;
+}
+
+/* past_key / past_value [B, Hkv, P, dk|dv] (bare layers only), the total
+ * key length T, and the [B] key lengths. */
+static mha_status layer_bind_cache(const layer *L, exec_binding *bd, const layer_io *const *io_role,
+                                   const mha_tensor *const *t_role, mha_error *err) {
+    const mha_tensor *pk = t_role[MHA_ROLE_PAST_KEY], *pv = t_role[MHA_ROLE_PAST_VALUE];
+    bd->P = 0;
+    if (pk || pv) {
+        if (!pk || !pv || L->has_proj)
+            return mha_fail(err, MHA_ERR_INTERNAL,
+                            "layer: past_key and past_value come together, on a bare layer");
+        mha_status st = layer_expect_float(L, io_role[MHA_ROLE_PAST_KEY], pk, err);
+        if (st == MHA_OK) st = layer_expect_float(L, io_role[MHA_ROLE_PAST_VALUE], pv, err);
+        if (st != MHA_OK) return st;
+        const int64_t wk[4] = {bd->B, L->kv_heads, -1, bd->dk};
+        st = layer_expect_shape(io_role[MHA_ROLE_PAST_KEY], pk, 4, wk,
+                                "[B, kv_heads, past, d_head] with Q's B", err);
+        if (st != MHA_OK) return st;
+        const int64_t wv[4] = {bd->B, L->kv_heads, pk->shape[2], bd->dv};
+        st = layer_expect_shape(io_role[MHA_ROLE_PAST_VALUE], pv, 4, wv,
+                                "[B, kv_heads, past, d_head_v] with past_key's past", err);
+        if (st != MHA_OK) return st;
+        bd->past_key = pk;
+        bd->past_value = pv;
+        bd->P = pk->shape[2];
+    }
+    if (bd->P > INT64_MAX - bd->Skv)
+        return mha_fail(err, MHA_ERR_LIMIT, "past %lld + new %lld keys overflow", (long long)bd->P,
+                        (long long)bd->Skv);
+    bd->T = bd->P + bd->Skv;
+    const mha_tensor *len = t_role[MHA_ROLE_NONPAD_KV_SEQLEN];
+    if (len) {
+        const layer_io *io = io_role[MHA_ROLE_NONPAD_KV_SEQLEN];
+        if (len->dtype != MHA_DTYPE_INT64 && len->dtype != MHA_DTYPE_INT32)
+            return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, expected int64",
+                            layer_io_name(io), mha_io_role_name(io->role),
+                            mha_dtype_name(len->dtype));
+        const int64_t wl[1] = {bd->B};
+        mha_status st = layer_expect_shape(io, len, 1, wl, "[B]", err);
+        if (st != MHA_OK) return st;
+        bd->kv_lengths = len;
     }
     return MHA_OK;
 }
@@ -277,6 +341,9 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         case MHA_ROLE_V:
         case MHA_ROLE_ATTN_MASK:
         case MHA_ROLE_KEY_PADDING_MASK:
+        case MHA_ROLE_PAST_KEY:
+        case MHA_ROLE_PAST_VALUE:
+        case MHA_ROLE_NONPAD_KV_SEQLEN:
             if (io_role[io->role])
                 return mha_fail(err, MHA_ERR_INTERNAL, "layer: two inputs with role %s",
                                 mha_io_role_name(io->role));
@@ -290,16 +357,28 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         }
     }
     int have_y = 0;
+    bd->present_key_index = bd->present_value_index = bd->qk_index = -1;
     for (size_t i = 0; i < n_outputs; i++) {
-        if (L->outputs[i].role != MHA_ROLE_OUTPUT || have_y)
+        const mha_io_role role = L->outputs[i].role;
+        int64_t *extra = role == MHA_ROLE_PRESENT_KEY     ? &bd->present_key_index
+                         : role == MHA_ROLE_PRESENT_VALUE ? &bd->present_value_index
+                         : role == MHA_ROLE_QK_OUTPUT     ? &bd->qk_index
+                                                          : NULL;
+        int ok = role == MHA_ROLE_OUTPUT ? !have_y : (extra && *extra < 0 && !L->has_proj);
+        if (!ok)
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
-                            "output '%s' has role %s, which the executor does not produce yet",
-                            layer_io_name(&L->outputs[i]), mha_io_role_name(L->outputs[i].role));
-        bd->y_index = i;
-        have_y = 1;
+                            "output '%s' has role %s, which the executor does not produce for "
+                            "this layer",
+                            layer_io_name(&L->outputs[i]), mha_io_role_name(role));
+        if (extra) {
+            *extra = (int64_t)i;
+        } else {
+            bd->y_index = i;
+            have_y = 1;
+        }
     }
     if (!have_y) return mha_fail(err, MHA_ERR_INTERNAL, "layer has no output");
-    bd->y_shape.dtype = MHA_DTYPE_FLOAT32;
+    bd->y_shape.dtype = layer_data_dtype(L);
 
     mha_status st;
     if (L->has_proj) {
@@ -323,6 +402,8 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     }
     if (st != MHA_OK) return st;
 
+    st = layer_bind_cache(L, bd, io_role, t_role, err);
+    if (st != MHA_OK) return st;
     if (t_role[MHA_ROLE_ATTN_MASK]) {
         bd->attn_mask = t_role[MHA_ROLE_ATTN_MASK];
         st = layer_check_attn_mask(L, io_role[MHA_ROLE_ATTN_MASK], bd->attn_mask, bd, err);
@@ -330,7 +411,8 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     }
     if (t_role[MHA_ROLE_KEY_PADDING_MASK]) {
         bd->key_padding = t_role[MHA_ROLE_KEY_PADDING_MASK];
-        st = layer_check_key_padding(io_role[MHA_ROLE_KEY_PADDING_MASK], bd->key_padding, bd, err);
+        st = layer_check_key_padding(L, io_role[MHA_ROLE_KEY_PADDING_MASK], bd->key_padding, bd,
+                                     err);
         if (st != MHA_OK) return st;
     }
     return MHA_OK;
@@ -347,6 +429,20 @@ mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs, size_t 
     y->rank = bd.y_shape.rank;
     for (int i = 0; i < MHA_MAX_RANK; i++)
         y->shape[i] = i < y->rank ? bd.y_shape.shape[i] : 0;
+    /* present_key [B, Hkv, T, dk], present_value [B, Hkv, T, dv],
+     * qk_matmul_output [B, Hq, Sq, T] */
+    const int64_t extra_index[3] = {bd.present_key_index, bd.present_value_index, bd.qk_index};
+    const int64_t extra_dims[3][4] = {{bd.B, L->kv_heads, bd.T, bd.dk},
+                                      {bd.B, L->kv_heads, bd.T, bd.dv},
+                                      {bd.B, L->q_heads, bd.Sq, bd.T}};
+    for (int e = 0; e < 3; e++) {
+        if (extra_index[e] < 0) continue;
+        mha_tensor *t = &outputs[extra_index[e]];
+        t->dtype = bd.y_shape.dtype;
+        t->rank = 4;
+        for (int i = 0; i < MHA_MAX_RANK; i++)
+            t->shape[i] = i < 4 ? extra_dims[e][i] : 0;
+    }
     return MHA_OK;
 }
 

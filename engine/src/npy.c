@@ -174,6 +174,32 @@ static mha_status npy_text_shape(npy_text *t, int *rank, int64_t *dims) {
     return MHA_OK;
 }
 
+#define NPY_SHARD_NOTE "# mha-shard rows "
+
+/* "# mha-shard rows R0:R1 of TOTAL" (any other comment is ignored). */
+static mha_status npy_parse_shard_note(const char *c, size_t n, const char *what, npy_header *out,
+                                       mha_error *err) {
+    const size_t tag = sizeof NPY_SHARD_NOTE - 1;
+    while (n > 0 && (c[n - 1] == ' ' || c[n - 1] == '\r' || c[n - 1] == '\t'))
+        n--; /* the header's padding */
+    if (n < tag || memcmp(c, NPY_SHARD_NOTE, tag) != 0) return MHA_OK;
+    char text[128];
+    size_t k = n - tag < sizeof text - 1 ? n - tag : sizeof text - 1;
+    memcpy(text, c + tag, k);
+    text[k] = '\0';
+    long long r0, r1, total;
+    int used = 0;
+    if (sscanf(text, "%lld:%lld of %lld%n", &r0, &r1, &total, &used) != 3 || r0 < 0 || r1 < r0 ||
+        total < r1 || text[used] != '\0')
+        return mha_fail(err, MHA_ERR_DATA_FORMAT, "%s: malformed shard note '%.*s'", what, (int)n,
+                        c);
+    out->is_shard = 1;
+    out->shard_r0 = r0;
+    out->shard_r1 = r1;
+    out->shard_total = total;
+    return MHA_OK;
+}
+
 mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, const char *what,
                             npy_header *out, mha_error *err) {
     const unsigned char *b = buf;
@@ -238,6 +264,16 @@ mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, c
         return npy_text_fail(&t, "expected ',' or '}'");
     }
     npy_text_skip_space(&t);
+    if (t.p < t.end && *t.p == '#') {
+        /* a Python comment up to the end of the line: numpy ignores it; the
+         * shards of a split run carry their row range in one */
+        const char *c = t.p;
+        while (t.p < t.end && *t.p != '\n')
+            t.p++;
+        if ((st = npy_parse_shard_note(c, (size_t)(t.p - c), what, out, err)) != MHA_OK)
+            return st;
+        npy_text_skip_space(&t);
+    }
     while (t.p < t.end && *t.p == '\0')
         t.p++; /* some writers pad with NULs */
     if (t.p != t.end) return npy_text_fail(&t, "text after the dict");
@@ -275,6 +311,11 @@ mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, c
                         "%s: shape %s needs %zu bytes but the file holds %llu (trailing data)",
                         what, shape, out->data_bytes, (unsigned long long)held);
     out->rows = out->rank == 0 ? 1 : out->dims[0];
+    if (out->is_shard && (out->rank == 0 || out->shard_r1 - out->shard_r0 != out->rows))
+        return mha_fail(err, MHA_ERR_DATA_FORMAT,
+                        "%s: shard note says rows %lld:%lld but the shape %s holds %lld", what,
+                        (long long)out->shard_r0, (long long)out->shard_r1, shape,
+                        (long long)out->rows);
     out->row_bytes = out->rows > 0 ? out->data_bytes / (size_t)out->rows : 0;
     if (out->rows == 0) { /* no data at all: a row still has a size */
         size_t rb = esize;
@@ -290,7 +331,24 @@ mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, c
 /* header formatting                                                         */
 /* ------------------------------------------------------------------------ */
 
+static size_t npy_format_header_note(mha_dtype dtype, int rank, const int64_t *dims,
+                                     const char *note, void *buf, size_t cap);
+
 size_t npy_format_header(mha_dtype dtype, int rank, const int64_t *dims, void *buf, size_t cap) {
+    return npy_format_header_note(dtype, rank, dims, "", buf, cap);
+}
+
+size_t npy_format_header_shard(mha_dtype dtype, int rank, const int64_t *dims, int64_t r0,
+                               int64_t r1, int64_t total, void *buf, size_t cap) {
+    if (rank < 1 || r0 < 0 || r1 < r0 || total < r1 || dims[0] != r1 - r0) return 0;
+    char note[96];
+    snprintf(note, sizeof note, "  " NPY_SHARD_NOTE "%lld:%lld of %lld", (long long)r0,
+             (long long)r1, (long long)total);
+    return npy_format_header_note(dtype, rank, dims, note, buf, cap);
+}
+
+static size_t npy_format_header_note(mha_dtype dtype, int rank, const int64_t *dims,
+                                     const char *note, void *buf, size_t cap) {
     const char *descr = npy_dtype_descr(dtype);
     if (!descr || rank < 0 || rank > MHA_MAX_RANK) return 0;
     char text[512];
@@ -299,7 +357,8 @@ size_t npy_format_header(mha_dtype dtype, int rank, const int64_t *dims, void *b
     for (int i = 0; i < rank; i++)
         n += (size_t)snprintf(text + n, sizeof text - n, "%s%lld", i ? ", " : "",
                               (long long)dims[i]);
-    n += (size_t)snprintf(text + n, sizeof text - n, "%s), }", rank == 1 ? "," : "");
+    n += (size_t)snprintf(text + n, sizeof text - n, "%s), }%s", rank == 1 ? "," : "", note);
+    if (n >= sizeof text) return 0;
     /* version 1.0 unless the text needs a 4-byte length; pad with spaces so
      * that the data starts at a multiple of 64 (aligned for any dtype and
      * for SIMD loads from a mapping), ending in '\n' */
@@ -472,6 +531,32 @@ mha_status npy_reader_read_rows(npy_reader *r, int64_t r0, int64_t r1, mha_dtype
     return MHA_OK;
 }
 
+const void *npy_reader_mapped_rows(const npy_reader *r, int64_t r0, int64_t r1) {
+    if (!r->map || r0 < 0 || r1 < r0 || r1 > r->h.rows) return NULL;
+    return (const unsigned char *)r->map + r->h.header_bytes + (size_t)r0 * r->h.row_bytes;
+}
+
+void npy_reader_advise(npy_reader *r, int64_t r0, int64_t r1, npy_advice advice) {
+    if (r0 < 0 || r1 <= r0 || r1 > r->h.rows) return;
+    uint64_t start = r->h.header_bytes + (uint64_t)r0 * r->h.row_bytes;
+    uint64_t end = r->h.header_bytes + (uint64_t)r1 * r->h.row_bytes;
+    if (!r->map) {
+        posix_fadvise(r->fd, (off_t)start, (off_t)(end - start),
+                      advice == NPY_ADVICE_WILLNEED ? POSIX_FADV_WILLNEED : POSIX_FADV_DONTNEED);
+        return;
+    }
+    /* whole pages: a page shared with a neighbouring chunk that is dropped
+     * is just faulted in again from the page cache (the mapping is
+     * read-only, nothing is lost) */
+    const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t a0 = start / page * page;
+    uint64_t a1 = (end + page - 1) / page * page;
+    if (a1 > r->map_len) a1 = r->map_len;
+    if (a1 <= a0) return;
+    madvise((unsigned char *)r->map + a0, (size_t)(a1 - a0),
+            advice == NPY_ADVICE_WILLNEED ? MADV_WILLNEED : MADV_DONTNEED);
+}
+
 void npy_reader_close(npy_reader *r) {
     if (!r) return;
     if (r->map) munmap(r->map, r->map_len);
@@ -492,9 +577,10 @@ struct npy_writer {
     size_t row_bytes;
 };
 
-mha_status npy_writer_begin(const mha_alloc_ctx *a, const char *path, mha_dtype dtype, int rank,
-                            const int64_t *dims, npy_writer **out, mha_error *err) {
-    *out = NULL;
+/* Checks a shape for writing: *rows = dims[0] (1 for rank 0), *row_bytes
+ * the bytes of one row. */
+static mha_status npy_writer_shape(const char *path, mha_dtype dtype, int rank, const int64_t *dims,
+                                   int64_t *rows_out, size_t *row_bytes_out, mha_error *err) {
     if (!npy_dtype_descr(dtype))
         return mha_fail(err, MHA_ERR_DTYPE, "%s: %s cannot be written as .npy", path,
                         mha_dtype_name(dtype));
@@ -513,6 +599,89 @@ mha_status npy_writer_begin(const mha_alloc_ctx *a, const char *path, mha_dtype 
     size_t total;
     if ((uint64_t)rows > SIZE_MAX || !mha_mul_size(row_bytes, (size_t)rows, &total))
         return mha_fail(err, MHA_ERR_LIMIT, "%s: shape overflows", path);
+    *rows_out = rows;
+    *row_bytes_out = row_bytes;
+    return MHA_OK;
+}
+
+mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
+                                    const char *partial_path, mha_dtype dtype, int rank,
+                                    const int64_t *dims, int64_t shard_r0, int64_t shard_total,
+                                    int64_t rows_done, npy_writer **out, mha_error *err) {
+    *out = NULL;
+    int64_t rows = 0;
+    size_t row_bytes = 0;
+    mha_status st = npy_writer_shape(path, dtype, rank, dims, &rows, &row_bytes, err);
+    if (st != MHA_OK) return st;
+    if (rows_done < 0 || rows_done > rows)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: resuming after %lld of %lld rows",
+                        partial_path, (long long)rows_done, (long long)rows);
+    unsigned char head[640];
+    size_t hn = shard_total > 0 ? npy_format_header_shard(dtype, rank, dims, shard_r0,
+                                                          shard_r0 + rows, shard_total, head,
+                                                          sizeof head)
+                                : npy_format_header(dtype, rank, dims, head, sizeof head);
+    if (hn == 0) return mha_fail(err, MHA_ERR_INTERNAL, "%s: cannot format the header", path);
+    if (rows_done > 0) {
+        /* the partial file must have been started with this very header;
+         * checked before it is touched, so a mismatch leaves it as it was */
+        unsigned char have[sizeof head];
+        int fd = open(partial_path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return mha_fail(err, MHA_ERR_IO, "%s: %s", partial_path, strerror(errno));
+        st = npy_pread_all(fd, have, hn, 0, partial_path, err);
+        close(fd);
+        if (st != MHA_OK) return st;
+        if (memcmp(have, head, hn) != 0)
+            return mha_fail(err, MHA_ERR_DATA_FORMAT,
+                            "%s: the partial file's header does not match this run's output",
+                            partial_path);
+    }
+    npy_writer *w = mha_calloc(a, 1, sizeof *w);
+    if (!w) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    w->alloc = a;
+    w->rows = rows;
+    w->row_bytes = row_bytes;
+    w->rows_written = rows_done;
+    uint64_t keep = rows_done > 0 ? hn + (uint64_t)rows_done * row_bytes : 0;
+    st = atomic_file_begin_fixed(a, path, partial_path, keep, &w->file, err);
+    if (st == MHA_OK && rows_done == 0) {
+        st = atomic_file_write(w->file, head, hn, err);
+        if (st != MHA_OK) {
+            npy_writer_abort(w);
+            return st;
+        }
+    }
+    if (st != MHA_OK) {
+        mha_free(a, w);
+        return st;
+    }
+    *out = w;
+    return MHA_OK;
+}
+
+mha_status npy_writer_sync(npy_writer *w, uint64_t *bytes, mha_error *err) {
+    mha_status st = atomic_file_sync(w->file, err);
+    if (st == MHA_OK && bytes) *bytes = atomic_file_offset(w->file);
+    return st;
+}
+
+int64_t npy_writer_rows_written(const npy_writer *w) {
+    return w->rows_written;
+}
+
+void npy_writer_detach(npy_writer *w) {
+    if (!w) return;
+    atomic_file_detach(w->file);
+    mha_free(w->alloc, w);
+}
+
+mha_status npy_writer_begin(const mha_alloc_ctx *a, const char *path, mha_dtype dtype, int rank,
+                            const int64_t *dims, npy_writer **out, mha_error *err) {
+    *out = NULL;
+    int64_t rows = 0;
+    size_t row_bytes = 0;
+    mha_status shape_st = npy_writer_shape(path, dtype, rank, dims, &rows, &row_bytes, err);
+    if (shape_st != MHA_OK) return shape_st;
 
     unsigned char head[640];
     size_t hn = npy_format_header(dtype, rank, dims, head, sizeof head);

@@ -10,9 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Attributes of Attention (opsets 23/24) this engine understands. */
+/* Attributes of Attention (opsets 23 to 25) this engine understands. */
 static const char *const rz_attention_attrs[] = {
-    "is_causal", "kv_num_heads", "q_num_heads", "qk_matmul_output_mode", "scale", "softcap"};
+    "is_causal", "kv_num_heads",      "q_num_heads",      "qk_matmul_output_mode", "scale",
+    "softcap",   "softmax_precision", "left_window_size", "right_window_size"};
 
 /* "<node>: <feature><rest>", e.g. "Attention node 'a': past_key inputs are ..." */
 static mha_status rz_refuse(rz_ctx *z, int node, const char *rest, const char *feature) {
@@ -21,22 +22,44 @@ static mha_status rz_refuse(rz_ctx *z, int node, const char *rest, const char *f
                     rz_node_desc(z, node, d, sizeof d), feature, rest);
 }
 
-/* Features of Attention that belong to later work: refused by name. */
-static mha_status rz_check_attention_features(rz_ctx *z, int node) {
+/* An operator of ONNX Runtime's com.microsoft domain. */
+static int rz_is_ms_op(const ir_node *n, const char *op) {
+    return n && strcmp(n->domain, "com.microsoft") == 0 && strcmp(n->op_type, op) == 0;
+}
+
+static int rz_is_float_type(mha_dtype dt) {
+    return dt == MHA_DTYPE_FLOAT32 || dt == MHA_DTYPE_FLOAT16 || dt == MHA_DTYPE_BFLOAT16;
+}
+
+/* Features of Attention. A bare node (Q, K, V graph inputs) serves all of
+ * them; a node between projections serves the float32 layer without KV
+ * cache, lengths or extra outputs (refused by name). */
+static mha_status rz_check_attention_features(rz_ctx *z, int node, int bare) {
     const ir_node *n = &z->g->nodes[node];
-    if (ir_node_input(n, 4) >= 0 || ir_node_input(n, 5) >= 0)
-        return rz_refuse(z, node, " inputs (KV cache) are not supported yet",
-                         "past_key / past_value");
-    if (ir_node_input(n, 6) >= 0)
-        return rz_refuse(z, node, " input is not supported yet", "nonpad_kv_seqlen");
-    for (size_t k = 1; k < n->n_outputs; k++) {
-        if (n->outputs[k] < 0) continue;
-        if (k == 3) return rz_refuse(z, node, " output is not supported yet", "qk_matmul_output");
-        return rz_refuse(z, node, " outputs (KV cache) are not supported yet",
-                         "present_key / present_value");
+    if (!bare) {
+        if (ir_node_input(n, 4) >= 0 || ir_node_input(n, 5) >= 0)
+            return rz_refuse(z, node,
+                             " inputs (KV cache) between projections are not supported; "
+                             "a bare Attention node serves them",
+                             "past_key / past_value");
+        if (ir_node_input(n, 6) >= 0)
+            return rz_refuse(z, node,
+                             " input between projections is not supported; a bare "
+                             "Attention node serves it",
+                             "nonpad_kv_seqlen");
+        for (size_t k = 1; k < n->n_outputs; k++) {
+            if (n->outputs[k] < 0) continue;
+            if (k == 3)
+                return rz_refuse(z, node,
+                                 " output between projections is not supported; a bare "
+                                 "Attention node serves it",
+                                 "qk_matmul_output");
+            return rz_refuse(z, node,
+                             " outputs (KV cache) between projections are not supported; a "
+                             "bare Attention node serves them",
+                             "present_key / present_value");
+        }
     }
-    if (ir_node_attr(n, "softmax_precision"))
-        return rz_refuse(z, node, " attribute is not supported yet", "softmax_precision");
     for (size_t i = 0; i < n->n_attrs; i++) {
         int known = 0;
         for (size_t k = 0; k < sizeof rz_attention_attrs / sizeof rz_attention_attrs[0]; k++)
@@ -48,15 +71,31 @@ static mha_status rz_check_attention_features(rz_ctx *z, int node) {
                             rz_node_desc(z, node, d, sizeof d), n->attrs[i].name);
         }
     }
+    int64_t mode = ir_attr_int(n, "qk_matmul_output_mode", 0);
+    int64_t left = ir_attr_int(n, "left_window_size", -1);
+    int64_t right = ir_attr_int(n, "right_window_size", -1);
+    char d[160];
+    if (mode < 0 || mode > 3)
+        return mha_fail(z->err, MHA_ERR_MODEL_FORMAT, "%s: qk_matmul_output_mode %lld is not 0..3",
+                        rz_node_desc(z, node, d, sizeof d), (long long)mode);
+    if (left < -1 || right < -1)
+        return mha_fail(z->err, MHA_ERR_MODEL_FORMAT,
+                        "%s: left_window_size %lld / right_window_size %lld must be >= -1",
+                        rz_node_desc(z, node, d, sizeof d), (long long)left, (long long)right);
+    if (!bare && (left >= 0 || right >= 0))
+        return rz_refuse(z, node,
+                         " between projections are not supported; a bare Attention node "
+                         "serves them",
+                         "left_window_size / right_window_size");
     for (size_t k = 0; k < 3 && k < n->n_inputs; k++) {
         int v = n->inputs[k];
         mha_dtype dt = v >= 0 ? z->g->values[v].dtype : MHA_DTYPE_UNDEFINED;
-        if (dt != MHA_DTYPE_FLOAT32 && dt != MHA_DTYPE_UNDEFINED) {
-            char d[160];
-            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                            "%s: %s inputs are not supported yet (only float32)",
-                            rz_node_desc(z, node, d, sizeof d), mha_dtype_name(dt));
-        }
+        if (dt == MHA_DTYPE_UNDEFINED || dt == MHA_DTYPE_FLOAT32) continue;
+        if (bare && rz_is_float_type(dt)) continue;
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: %s inputs are not supported here (float32%s)",
+                        rz_node_desc(z, node, d, sizeof d), mha_dtype_name(dt),
+                        bare ? ", float16 or bfloat16" : " between projections");
     }
     return MHA_OK;
 }
@@ -86,10 +125,13 @@ static mha_status rz_fill_io(rz_ctx *z, layer *L) {
                 return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                                 "graph %s '%s' has no declared shape (or a rank above %d)",
                                 pass ? "output" : "input", v->name, MHA_MAX_RANK);
-            if (v->dtype != MHA_DTYPE_FLOAT32 && v->dtype != MHA_DTYPE_BOOL)
+            int ok = rz_is_float_type(v->dtype) ||
+                     (!pass && (v->dtype == MHA_DTYPE_BOOL || v->dtype == MHA_DTYPE_INT64 ||
+                                v->dtype == MHA_DTYPE_INT32));
+            if (!ok)
                 return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                                "graph %s '%s' is %s: only float32 (and bool masks) are "
-                                "supported for now",
+                                "graph %s '%s' is %s: float32, float16 and bfloat16 data, "
+                                "bool or integer masks and int64 lengths are supported",
                                 pass ? "output" : "input", v->name, mha_dtype_name(v->dtype));
         }
     }
@@ -100,19 +142,34 @@ static int rz_graph_input_index(const rz_ctx *z, int v) {
     return (v >= 0 && z->g->values[v].producer < 0) ? z->g->values[v].graph_input : -1;
 }
 
-/* A bare Attention node: Q, K, V (and attn_mask) are graph inputs. */
+/* A bare Attention node: Q, K, V and the optional attn_mask, past_key,
+ * past_value, nonpad_kv_seqlen are graph inputs; Y and the optional
+ * present_key, present_value, qk_matmul_output are graph outputs. */
 static mha_status rz_recognize_bare(rz_ctx *z, int node, layer *L) {
     const ir_graph *g = z->g;
     const ir_node *n = &g->nodes[node];
     char d[160];
-    int ids[4] = {ir_node_input(n, 0), ir_node_input(n, 1), ir_node_input(n, 2),
-                  ir_node_input(n, 3)};
-    static const mha_io_role roles[4] = {MHA_ROLE_Q, MHA_ROLE_K, MHA_ROLE_V, MHA_ROLE_ATTN_MASK};
-    static const char *const names[4] = {"Q", "K", "V", "attn_mask"};
+    enum { N_IN = 7, N_OUT = 4 };
+    int ids[N_IN];
+    for (int k = 0; k < N_IN; k++)
+        ids[k] = ir_node_input(n, (size_t)k);
+    static const mha_io_role roles[N_IN] = {MHA_ROLE_Q,
+                                            MHA_ROLE_K,
+                                            MHA_ROLE_V,
+                                            MHA_ROLE_ATTN_MASK,
+                                            MHA_ROLE_PAST_KEY,
+                                            MHA_ROLE_PAST_VALUE,
+                                            MHA_ROLE_NONPAD_KV_SEQLEN};
+    static const char *const names[N_IN] = {
+        "Q", "K", "V", "attn_mask", "past_key", "past_value", "nonpad_kv_seqlen"};
+    static const mha_io_role out_roles[N_OUT] = {MHA_ROLE_OUTPUT, MHA_ROLE_PRESENT_KEY,
+                                                 MHA_ROLE_PRESENT_VALUE, MHA_ROLE_QK_OUTPUT};
+    static const char *const out_names[N_OUT] = {"Y", "present_key", "present_value",
+                                                 "qk_matmul_output"};
     unsigned char *used = mha_calloc(z->a, g->n_inputs ? g->n_inputs : 1, 1);
     if (!used) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
     mha_status st = MHA_OK;
-    for (int k = 0; k < 4 && st == MHA_OK; k++) {
+    for (int k = 0; k < N_IN && st == MHA_OK; k++) {
         if (ids[k] < 0) {
             if (k < 3)
                 st = mha_fail(z->err, MHA_ERR_MODEL_FORMAT, "%s: input %s is missing",
@@ -129,7 +186,7 @@ static mha_status rz_recognize_bare(rz_ctx *z, int node, layer *L) {
         }
         if (used[gi]) {
             st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                          "%s: graph input '%s' feeds two of Q, K, V, attn_mask",
+                          "%s: graph input '%s' feeds two inputs of the node",
                           rz_node_desc(z, node, d, sizeof d), g->values[ids[k]].name);
             break;
         }
@@ -142,26 +199,71 @@ static mha_status rz_recognize_bare(rz_ctx *z, int node, layer *L) {
                           g->values[g->inputs[i]].name, rz_node_desc(z, node, d, sizeof d));
     mha_free(z->a, used);
     if (st != MHA_OK) return st;
-    if (g->n_outputs != 1 || n->n_outputs < 1 || g->outputs[0] != n->outputs[0])
-        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "%s: its output Y must be the graph's only output",
+    if ((ids[4] < 0) != (ids[5] < 0))
+        return mha_fail(z->err, MHA_ERR_MODEL_FORMAT,
+                        "%s: past_key and past_value must be given together",
                         rz_node_desc(z, node, d, sizeof d));
+    /* every graph output is one output of the node, each at most once */
+    if (n->n_outputs < 1 || n->outputs[0] < 0)
+        return mha_fail(z->err, MHA_ERR_MODEL_FORMAT, "%s: output Y is missing",
+                        rz_node_desc(z, node, d, sizeof d));
+    int seen[N_OUT] = {0};
+    for (size_t i = 0; i < g->n_outputs; i++) {
+        int k = 0;
+        while (k < N_OUT &&
+               !((size_t)k < n->n_outputs && n->outputs[k] >= 0 && n->outputs[k] == g->outputs[i]))
+            k++;
+        if (k == N_OUT || seen[k])
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "%s: graph output '%s' is not one of its outputs (Y, present_key, "
+                            "present_value, qk_matmul_output)",
+                            rz_node_desc(z, node, d, sizeof d), g->values[g->outputs[i]].name);
+        seen[k] = 1;
+        L->outputs[i].role = out_roles[k];
+    }
+    if (!seen[0])
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: its output %s must be a graph output",
+                        rz_node_desc(z, node, d, sizeof d), out_names[0]);
 
     const ir_value *q = &g->values[ids[0]], *k = &g->values[ids[1]], *v = &g->values[ids[2]];
-    if (q->dtype != MHA_DTYPE_FLOAT32 || k->dtype != MHA_DTYPE_FLOAT32 ||
-        v->dtype != MHA_DTYPE_FLOAT32)
-        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED, "%s: Q, K and V must be float32 for now",
-                        rz_node_desc(z, node, d, sizeof d));
+    if (!rz_is_float_type(q->dtype) || k->dtype != q->dtype || v->dtype != q->dtype)
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: Q, K and V must share one type of float32, float16, bfloat16 "
+                        "(got %s, %s, %s)",
+                        rz_node_desc(z, node, d, sizeof d), mha_dtype_name(q->dtype),
+                        mha_dtype_name(k->dtype), mha_dtype_name(v->dtype));
+    for (size_t i = 0; i < g->n_outputs; i++)
+        if (L->outputs[i].dtype != q->dtype)
+            return mha_fail(z->err, MHA_ERR_MODEL_FORMAT, "%s: output '%s' is %s, Q is %s",
+                            rz_node_desc(z, node, d, sizeof d), L->outputs[i].name,
+                            mha_dtype_name(L->outputs[i].dtype), mha_dtype_name(q->dtype));
+    for (int kk = 4; kk < 6; kk++) {
+        if (ids[kk] < 0) continue;
+        const ir_value *pv = &g->values[ids[kk]];
+        if (pv->dtype != q->dtype || pv->rank != 4)
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "%s: %s '%s' must be 4D %s (got %s rank %d)",
+                            rz_node_desc(z, node, d, sizeof d), names[kk], pv->name,
+                            mha_dtype_name(q->dtype), mha_dtype_name(pv->dtype), pv->rank);
+    }
+    if (ids[6] >= 0) {
+        const ir_value *nv = &g->values[ids[6]];
+        if ((nv->dtype != MHA_DTYPE_INT64 && nv->dtype != MHA_DTYPE_INT32) || nv->rank != 1)
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "%s: nonpad_kv_seqlen '%s' must be int64 [batch] (got %s rank %d)",
+                            rz_node_desc(z, node, d, sizeof d), nv->name, mha_dtype_name(nv->dtype),
+                            nv->rank);
+    }
     if (q->rank != k->rank || q->rank != v->rank || (q->rank != 3 && q->rank != 4))
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "%s: Q, K, V must all be 3D or all 4D (ranks %d, %d, %d)",
                         rz_node_desc(z, node, d, sizeof d), q->rank, k->rank, v->rank);
     if (ids[3] >= 0) {
         const ir_value *m = &g->values[ids[3]];
-        if ((m->dtype != MHA_DTYPE_BOOL && m->dtype != MHA_DTYPE_FLOAT32) || m->rank < 2 ||
-            m->rank > 4)
+        if ((m->dtype != MHA_DTYPE_BOOL && m->dtype != q->dtype) || m->rank < 1 || m->rank > 4)
             return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                            "%s: attn_mask '%s' must be bool or float32 of rank 2 to 4 "
+                            "%s: attn_mask '%s' must be bool or the type of Q, of rank 1 to 4 "
                             "(got %s rank %d)",
                             rz_node_desc(z, node, d, sizeof d), m->name, mha_dtype_name(m->dtype),
                             m->rank);
@@ -212,6 +314,17 @@ static mha_status rz_recognize_bare(rz_ctx *z, int node, layer *L) {
     L->causal = ir_attr_int(n, "is_causal", 0) != 0;
     L->cross = 0;
     L->seq_first = 0;
+    L->dtype = q->dtype;
+    L->qk_mode = (int)ir_attr_int(n, "qk_matmul_output_mode", 0);
+    L->left_window = ir_attr_int(n, "left_window_size", -1);
+    L->right_window = ir_attr_int(n, "right_window_size", -1);
+    L->has_left_window = L->left_window >= 0;
+    L->has_right_window = L->right_window >= 0;
+    /* beyond any sequence length: the same window, and no overflow later */
+    if (L->left_window > ((int64_t)1 << 40)) L->left_window = (int64_t)1 << 40;
+    if (L->right_window > ((int64_t)1 << 40)) L->right_window = (int64_t)1 << 40;
+    L->kv_len_moves_causal = 1;
+    L->mask_pads_keys = 1;
     return MHA_OK;
 }
 
@@ -273,6 +386,222 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     return MHA_OK;
 }
 
+/* A float32 initializer of the given rank (dims checked by the caller). */
+static const tensor *rz_const_f32(const rz_ctx *z, int v, int rank) {
+    if (v < 0) return NULL;
+    const tensor *t = z->g->values[v].init;
+    return (t && t->dtype == MHA_DTYPE_FLOAT32 && t->rank == rank) ? t : NULL;
+}
+
+/* The only data consumer of value v, or -1. */
+static int rz_sole_consumer(const rz_ctx *z, int v) {
+    int found = -1;
+    for (size_t i = 0; i < z->g->n_nodes; i++) {
+        const ir_node *n = &z->g->nodes[i];
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] == v) {
+                if (found >= 0 && found != (int)i) return -2;
+                found = (int)i;
+            }
+    }
+    return found;
+}
+
+/* com.microsoft Attention, as ONNX Runtime's transformer optimizer writes
+ * it: input X [B, S, D] a graph input, weights [D, 3 * H*dh] (or
+ * qkv_hidden_sizes) and bias initializers, mask_index an optional graph
+ * input, then either the graph output directly or one MatMul (+ Add) output
+ * projection with initializer weights. */
+static mha_status rz_recognize_ms_attention(rz_ctx *z, int node, layer *L) {
+    const ir_graph *g = z->g;
+    const ir_node *n = &g->nodes[node];
+    char d[160];
+    rz_node_desc(z, node, d, sizeof d);
+    const int x = ir_node_input(n, 0), mk = ir_node_input(n, 3);
+    const tensor *W = rz_const_f32(z, ir_node_input(n, 1), 2);
+    const tensor *bias = rz_const_f32(z, ir_node_input(n, 2), 1);
+    const int64_t H = ir_attr_int(n, "num_heads", 0);
+    if (x < 0 || rz_graph_input_index(z, x) < 0)
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED, "%s: its input must be a graph input",
+                        d);
+    const ir_value *xv = &g->values[x];
+    if (xv->rank != 3 || xv->dims[2] <= 0 || xv->dtype != MHA_DTYPE_FLOAT32)
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: input '%s' must be float32 [batch, seq, D] with a static D", d,
+                        xv->name);
+    const int64_t D = xv->dims[2];
+    if (!W || W->dims[0] != D || (ir_node_input(n, 2) >= 0 && !bias))
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: weights must be a float32 [%lld, N] initializer (and bias a float32 "
+                        "[N] one)",
+                        d, (long long)D);
+    const int64_t N = W->dims[1];
+    int64_t hq = N / 3, hk = hq, hv = N - 2 * hq;
+    const ir_attr *sizes = ir_node_attr(n, "qkv_hidden_sizes");
+    if (sizes) {
+        if (sizes->n != 3 || !sizes->ints)
+            return mha_fail(z->err, MHA_ERR_MODEL_FORMAT, "%s: qkv_hidden_sizes needs 3 values", d);
+        hq = sizes->ints[0], hk = sizes->ints[1], hv = sizes->ints[2];
+    }
+    if (hq != hk || hq <= 0 || hv <= 0 || hq % H || hv % H || hq + hk + hv != N ||
+        (bias && bias->dims[0] != N))
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: weights [%lld, %lld] do not split into Q, K, V widths %lld, %lld, "
+                        "%lld of %lld heads",
+                        d, (long long)D, (long long)N, (long long)hq, (long long)hk, (long long)hv,
+                        (long long)H);
+    /* the output: the graph's, or through one MatMul (+ Add) projection */
+    if (g->n_outputs != 1)
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "the graph has %zu outputs; one expected", g->n_outputs);
+    const tensor *Wo = NULL, *bo = NULL;
+    int y = n->outputs[0];
+    if (y != g->outputs[0]) {
+        int mm = rz_sole_consumer(z, y);
+        const ir_node *m = mm >= 0 ? &g->nodes[mm] : NULL;
+        Wo = m && rz_is_op(m, "MatMul") && m->n_inputs == 2 && m->inputs[0] == y
+                 ? rz_const_f32(z, m->inputs[1], 2)
+                 : NULL;
+        if (!Wo || Wo->dims[0] != hv)
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "%s: its output must be the graph output or feed one MatMul with "
+                            "float32 [%lld, d_out] initializer weights",
+                            d, (long long)hv);
+        y = m->outputs[0];
+        if (y != g->outputs[0]) {
+            int ad = rz_sole_consumer(z, y);
+            const ir_node *a = ad >= 0 ? &g->nodes[ad] : NULL;
+            int other = a && rz_is_op(a, "Add") && a->n_inputs == 2
+                            ? (a->inputs[0] == y ? a->inputs[1] : a->inputs[0])
+                            : -1;
+            bo = rz_const_f32(z, other, 1);
+            if (!bo || bo->dims[0] != Wo->dims[1] || a->outputs[0] != g->outputs[0])
+                return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                                "%s: the output projection must be MatMul (+ Add of a float32 "
+                                "[%lld] initializer) ending at the graph output",
+                                d, (long long)Wo->dims[1]);
+        }
+    }
+    /* roles: X the query; mask_index by its rank */
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        int v = g->inputs[i];
+        if (v == x) {
+            L->inputs[i].role = MHA_ROLE_QUERY;
+        } else if (v == mk) {
+            const ir_value *mv = &g->values[v];
+            int ok = (mv->dtype == MHA_DTYPE_INT32 || mv->dtype == MHA_DTYPE_INT64) &&
+                     mv->rank >= 1 && mv->rank <= 3;
+            if (!ok)
+                return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                                "%s: mask_index '%s' must be int32 [B] (key lengths), [B, T] or "
+                                "[B, S, T] (0/1); got %s rank %d",
+                                d, mv->name, mha_dtype_name(mv->dtype), mv->rank);
+            L->inputs[i].role = mv->rank == 1   ? MHA_ROLE_NONPAD_KV_SEQLEN
+                                : mv->rank == 2 ? MHA_ROLE_KEY_PADDING_MASK
+                                                : MHA_ROLE_ATTN_MASK;
+        } else {
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "graph input '%s' does not feed %s as input or mask_index",
+                            g->values[v].name, d);
+        }
+    }
+    const int64_t dh = hq / H, dv = hv / H, dout = Wo ? Wo->dims[1] : hv;
+    L->form = "ms-attention";
+    L->has_proj = 1;
+    L->d_model = D, L->d_kv = D, L->d_out = dout;
+    L->q_heads = H, L->kv_heads = H, L->d_head = dh, L->d_head_v = dv;
+    const ir_attr *sa = ir_node_attr(n, "scale");
+    L->scale = sa ? sa->f : (float)(1.0 / sqrt((double)dh));
+    L->causal = ir_attr_int(n, "unidirectional", 0) != 0;
+    L->int_mask_attend_nonzero = 1;
+    L->kv_len_moves_causal = 0;
+    L->wq = mha_calloc(z->a, (size_t)(D * hq), sizeof(float));
+    L->wk = mha_calloc(z->a, (size_t)(D * hq), sizeof(float));
+    L->wv = mha_calloc(z->a, (size_t)(D * hv), sizeof(float));
+    L->wo = mha_calloc(z->a, (size_t)(hv * dout), sizeof(float));
+    if (bias) {
+        L->bq = mha_calloc(z->a, (size_t)hq, sizeof(float));
+        L->bk = mha_calloc(z->a, (size_t)hq, sizeof(float));
+        L->bv = mha_calloc(z->a, (size_t)hv, sizeof(float));
+    }
+    if (bo) L->bo = mha_calloc(z->a, (size_t)dout, sizeof(float));
+    if (!L->wq || !L->wk || !L->wv || !L->wo || (bias && (!L->bq || !L->bk || !L->bv)) ||
+        (bo && !L->bo))
+        return mha_fail(z->err, MHA_ERR_NO_MEMORY, "%s: out of memory copying weights", d);
+    const float *w = W->data;
+    for (int64_t r = 0; r < D; r++) {
+        memcpy(L->wq + r * hq, w + r * N, (size_t)hq * sizeof(float));
+        memcpy(L->wk + r * hq, w + r * N + hq, (size_t)hq * sizeof(float));
+        memcpy(L->wv + r * hv, w + r * N + 2 * hq, (size_t)hv * sizeof(float));
+    }
+    if (bias) {
+        const float *b = bias->data;
+        memcpy(L->bq, b, (size_t)hq * sizeof(float));
+        memcpy(L->bk, b + hq, (size_t)hq * sizeof(float));
+        memcpy(L->bv, b + 2 * hq, (size_t)hv * sizeof(float));
+    }
+    if (Wo) {
+        memcpy(L->wo, Wo->data, (size_t)(hv * dout) * sizeof(float));
+    } else { /* no output projection: Y is the attention output itself */
+        for (int64_t i = 0; i < hv; i++)
+            L->wo[i * dout + i] = 1.0f;
+    }
+    if (bo) memcpy(L->bo, bo->data, (size_t)dout * sizeof(float));
+    return MHA_OK;
+}
+
+/* com.microsoft MultiHeadAttention: the unpacked form between projections
+ * (query, key, value [B, S, H*d] computed by MatMul(+Add)); Attention: the
+ * packed-weight form (rz_recognize_ms_attention). What else they can carry
+ * is refused by name. */
+static mha_status rz_check_ms_features(rz_ctx *z, int node) {
+    const ir_node *n = &z->g->nodes[node];
+    static const char *const mha_attrs[] = {"num_heads", "scale", "unidirectional",
+                                            "mask_filter_value"};
+    static const char *const att_attrs[] = {"num_heads", "scale", "unidirectional",
+                                            "mask_filter_value", "qkv_hidden_sizes"};
+    const int is_mha = rz_is_ms_op(n, "MultiHeadAttention");
+    const char *const *known = is_mha ? mha_attrs : att_attrs;
+    const size_t n_known = is_mha ? 4 : 5;
+    char d[160];
+    for (size_t i = 0; i < n->n_attrs; i++) {
+        int ok = 0;
+        for (size_t k = 0; k < n_known; k++)
+            if (strcmp(n->attrs[i].name, known[k]) == 0) ok = 1;
+        if (!ok)
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "%s: attribute '%s' is not supported",
+                            rz_node_desc(z, node, d, sizeof d), n->attrs[i].name);
+    }
+    if (ir_attr_int(n, "num_heads", 0) <= 0)
+        return mha_fail(z->err, MHA_ERR_MODEL_FORMAT, "%s: num_heads must be > 0",
+                        rz_node_desc(z, node, d, sizeof d));
+    if (is_mha) {
+        static const char *const names[] = {"bias", "key_padding_mask", "attention_bias",
+                                            "past_key", "past_value"};
+        for (size_t k = 3; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0)
+                return rz_refuse(z, node,
+                                 " input is not supported (MatMul + Add projections "
+                                 "around query, key, value are)",
+                                 k - 3 < 5 ? names[k - 3] : "optional");
+        for (size_t k = 1; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0)
+                return rz_refuse(z, node, " outputs are not supported",
+                                 "present_key / present_value");
+    } else {
+        static const char *const names[] = {"past", "attention_bias", "past_sequence_length"};
+        for (size_t k = 4; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0)
+                return rz_refuse(z, node, " input is not supported",
+                                 k - 4 < 3 ? names[k - 4] : "optional");
+        for (size_t k = 1; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0)
+                return rz_refuse(z, node, " output is not supported", "present");
+    }
+    return MHA_OK;
+}
+
 mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err) {
     if (!g || !out)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "layer_recognize: NULL argument");
@@ -293,20 +622,22 @@ mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out
     int core = -1, n_cores = 0;
     for (size_t i = 0; i < g->n_nodes; i++) {
         const ir_node *n = &g->nodes[i];
-        if (strcmp(n->domain, "com.microsoft") == 0) {
+        const int ms = strcmp(n->domain, "com.microsoft") == 0;
+        if (ms && !rz_is_ms_op(n, "MultiHeadAttention") && !rz_is_ms_op(n, "Attention")) {
             st = mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
-                          "%s: com.microsoft operators are not supported yet",
+                          "%s: of the com.microsoft operators only MultiHeadAttention and "
+                          "Attention are supported",
                           ir_node_desc(n, d1, sizeof d1));
             goto done;
         }
-        if (n->domain[0] != '\0' && strcmp(n->domain, "ai.onnx") != 0) {
+        if (!ms && n->domain[0] != '\0' && strcmp(n->domain, "ai.onnx") != 0) {
             st = mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
                           "%s: operator domain '%s' is not "
                           "supported",
                           ir_node_desc(n, d1, sizeof d1), n->domain);
             goto done;
         }
-        if (!rz_is_op(n, "Attention") && !rz_is_op(n, "Softmax")) continue;
+        if (!rz_is_op(n, "Attention") && !rz_is_op(n, "Softmax") && !ms) continue;
         if (n_cores++ == 0) {
             core = (int)i;
             continue;
@@ -325,8 +656,21 @@ mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out
         goto done;
     }
     st = rz_analyse_deps(&z);
+    const int ms_core = strcmp(g->nodes[core].domain, "com.microsoft") == 0;
+    if (st == MHA_OK && ms_core) {
+        st = rz_check_ms_features(&z, core);
+        if (st == MHA_OK) st = rz_fill_io(&z, out);
+        if (st == MHA_OK && rz_is_ms_op(&g->nodes[core], "Attention"))
+            st = rz_recognize_ms_attention(&z, core, out);
+        else if (st == MHA_OK) {
+            st = rz_parse_attention_core(&z, core);
+            if (st == MHA_OK) st = rz_recognize_projected(&z, out);
+        }
+        goto done;
+    }
     if (st == MHA_OK && rz_is_op(&g->nodes[core], "Attention"))
-        st = rz_check_attention_features(&z, core);
+        st = rz_check_attention_features(
+            &z, core, rz_graph_input_index(&z, ir_node_input(&g->nodes[core], 0)) >= 0);
     if (st == MHA_OK) st = rz_fill_io(&z, out);
     if (st != MHA_OK) goto done;
     if (rz_is_op(&g->nodes[core], "Attention")) {

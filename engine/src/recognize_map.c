@@ -57,6 +57,9 @@ static int rz_layer_is_self(const layer *L) {
     return 1;
 }
 
+/* Largest probe input, in elements (64 MiB of float32). */
+#define RZ_PROBE_MAX_ELEMENTS ((int64_t)1 << 24)
+
 static mha_status rz_probe_with(rz_ctx *z, const layer *L, rz_sizes sz) {
     const ir_graph *g = z->g;
     mha_status st = MHA_OK;
@@ -71,6 +74,21 @@ static mha_status rz_probe_with(rz_ctx *z, const layer *L, rz_sizes sz) {
     uint64_t seed = 0x6d68612d70726f62ull; /* fixed: recognition is deterministic */
     for (size_t i = 0; i < g->n_inputs && st == MHA_OK; i++) {
         const layer_io *io = &L->inputs[i];
+        /* The probe runs the whole graph in the reference interpreter: a
+         * model whose fixed input shapes are huge cannot be probed within
+         * bounded memory (and a crafted file must not make us try). */
+        int64_t numel = 1;
+        for (int d = 0; d < io->rank; d++)
+            if (!mha_mul_i64(numel, dims[i][d], &numel) || numel > RZ_PROBE_MAX_ELEMENTS) {
+                char shape[96];
+                st = mha_fail(z->err, MHA_ERR_LIMIT,
+                              "input '%s' has the fixed shape %s: too large to probe the graph "
+                              "(limit %lld elements)",
+                              io->name, tensor_shape_str(io->rank, dims[i], shape, sizeof shape),
+                              (long long)RZ_PROBE_MAX_ELEMENTS);
+                break;
+            }
+        if (st != MHA_OK) break;
         st = tensor_new(z->a, io->dtype, io->rank, dims[i], &z->inputs[i], z->err);
         if (st != MHA_OK) break;
         if (io->dtype == MHA_DTYPE_FLOAT32)
@@ -523,8 +541,9 @@ static mha_status rz_attention_views(rz_ctx *z, rz_views *vs, int64_t *hq_out, i
         Hq = Q->dims[1], Sq = Q->dims[2], dh = Q->dims[3];
         Hkv = K->dims[1], Skv = K->dims[2], dv = V->dims[3];
     } else {
-        Hq = ir_attr_int(n, "q_num_heads", 0);
-        Hkv = ir_attr_int(n, "kv_num_heads", 0);
+        int ms = strcmp(n->domain, "com.microsoft") == 0; /* MultiHeadAttention */
+        Hq = ir_attr_int(n, ms ? "num_heads" : "q_num_heads", 0);
+        Hkv = ir_attr_int(n, ms ? "num_heads" : "kv_num_heads", 0);
         if (Hq <= 0 || Hkv <= 0 || Q->dims[2] % Hq || K->dims[2] % Hkv || V->dims[2] % Hkv)
             return rz_unsupported(z,
                                   "3D inputs need q_num_heads / kv_num_heads dividing the "
@@ -978,10 +997,11 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
         const ir_node *n = &z->g->nodes[c->node];
         const ir_attr *sa = ir_node_attr(n, "scale");
         double base = sa ? (double)sa->f : 1.0 / sqrt((double)vs.dh);
-        L->form = "onnx-attention-layer";
+        int ms = strcmp(n->domain, "com.microsoft") == 0; /* MultiHeadAttention */
+        L->form = ms ? "ms-mha" : "onnx-attention-layer";
         L->scale = (float)(base * fqk);
         L->softcap = ir_attr_float(n, "softcap", 0.0f);
-        L->causal = ir_attr_int(n, "is_causal", 0) != 0;
+        L->causal = ir_attr_int(n, ms ? "unidirectional" : "is_causal", 0) != 0;
         if (L->softcap != 0.0f && fqk != 1.0)
             st = rz_unsupported(z, "softcap with scalar factors on Q or K is not supported");
     } else {

@@ -26,7 +26,16 @@ static rz_sym rz_axis_symbol(const layer_io *io, int axis) {
     }
     case MHA_ROLE_KEY_PADDING_MASK:
         return axis == 0 ? RZ_SYM_B : RZ_SYM_SKV;
+    case MHA_ROLE_NONPAD_KV_SEQLEN:
+        return axis == 0 ? RZ_SYM_B : RZ_SYM_FIXED;
+    case MHA_ROLE_PAST_KEY:
+    case MHA_ROLE_PAST_VALUE:
+        /* [B, kv_heads, past, d]: the past gets the key length's size */
+        return axis == 0 ? RZ_SYM_B : axis == 2 ? RZ_SYM_SKV : RZ_SYM_FIXED;
     case MHA_ROLE_ATTN_MASK:
+        /* com.microsoft integer masks are [B, S, T], not right-aligned */
+        if ((io->dtype == MHA_DTYPE_INT32 || io->dtype == MHA_DTYPE_INT64) && r == 3)
+            return axis == 0 ? RZ_SYM_B : axis == 1 ? RZ_SYM_SQ : RZ_SYM_SKV;
         /* Broadcast against [B, H, Sq, Skv] from the right. */
         if (from_end == 0) return RZ_SYM_SKV;
         if (from_end == 1) return RZ_SYM_SQ;

@@ -248,7 +248,9 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
         mha_run_options_init(&defaults);
         opts = &defaults;
     }
-    if (opts->struct_size < sizeof *opts)
+    /* kv_lengths was appended: callers built before it pass a smaller size */
+    const size_t run_opts_v0 = offsetof(mha_run_options, kv_lengths);
+    if (opts->struct_size < run_opts_v0)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "run options: struct_size %u, expected %zu (call mha_run_options_init "
                         "first)",
@@ -271,5 +273,6 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
                                                                                : rt->num_threads;
     env.cancel = opts->cancel;
     env.cancel_user = opts->cancel_user;
+    if (opts->struct_size >= sizeof *opts) env.kv_lengths = opts->kv_lengths;
     return exec_run(&env, &model->L, pk, inputs, num_inputs, outputs, num_outputs, err);
 }

@@ -76,6 +76,74 @@ mha_status atomic_file_begin(const mha_alloc_ctx *a, const char *path, atomic_fi
     return MHA_OK;
 }
 
+mha_status atomic_file_begin_fixed(const mha_alloc_ctx *a, const char *path, const char *tmp_path,
+                                   uint64_t keep_bytes, atomic_file **out, mha_error *err) {
+    *out = NULL;
+    const char *slash = strrchr(path, '/');
+    size_t dir_len = slash ? (size_t)(slash - path) : 1;
+    if (slash && dir_len == 0) dir_len = 1;
+    atomic_file *f = mha_calloc(a, 1, sizeof *f);
+    if (f) {
+        f->alloc = a;
+        f->fd = -1;
+        f->path = mha_strdup(a, path);
+        f->tmp_path = mha_strdup(a, tmp_path);
+        f->dir = mha_malloc(a, dir_len + 1);
+    }
+    if (!f || !f->path || !f->tmp_path || !f->dir) {
+        if (f) atomic_file_free(f);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    }
+    memcpy(f->dir, slash ? path : ".", dir_len);
+    f->dir[dir_len] = '\0';
+    /* 0600 like mkstemp's temporaries; commit gives it the usual mode */
+    /* resuming: the file must exist (never create an empty one) */
+    int flags = O_RDWR | O_CLOEXEC | (keep_bytes == 0 ? O_CREAT | O_TRUNC : 0);
+    f->fd = open(tmp_path, flags, 0600);
+    if (f->fd < 0) {
+        mha_fail(err, MHA_ERR_IO, "%s: cannot open the partial file: %s", tmp_path,
+                 strerror(errno));
+        atomic_file_free(f);
+        return MHA_ERR_IO;
+    }
+    struct stat sb;
+    mha_status st = MHA_OK;
+    if (fstat(f->fd, &sb) != 0)
+        st = mha_fail(err, MHA_ERR_IO, "%s: %s", tmp_path, strerror(errno));
+    else if ((uint64_t)sb.st_size < keep_bytes)
+        st = mha_fail(err, MHA_ERR_IO,
+                      "%s: partial file holds %llu bytes, fewer than the %llu its checkpoint "
+                      "records",
+                      tmp_path, (unsigned long long)sb.st_size, (unsigned long long)keep_bytes);
+    else if (ftruncate(f->fd, (off_t)keep_bytes) != 0)
+        st = mha_fail(err, MHA_ERR_IO, "%s: cannot truncate to %llu bytes: %s", tmp_path,
+                      (unsigned long long)keep_bytes, strerror(errno));
+    if (st != MHA_OK) {
+        close(f->fd);
+        atomic_file_free(f);
+        return st;
+    }
+    f->offset = keep_bytes;
+    *out = f;
+    return MHA_OK;
+}
+
+mha_status atomic_file_sync(atomic_file *f, mha_error *err) {
+    if (fsync(f->fd) != 0)
+        return mha_fail(err, MHA_ERR_IO, "%s: fsync failed: %s", f->tmp_path, strerror(errno));
+    return MHA_OK;
+}
+
+void atomic_file_detach(atomic_file *f) {
+    if (!f) return;
+    if (f->fd >= 0) close(f->fd);
+    atomic_file_free(f);
+}
+
+uint64_t atomic_file_offset(const atomic_file *f) {
+    return f->offset;
+}
+
 const char *atomic_file_path(const atomic_file *f) {
     return f->path;
 }

@@ -52,6 +52,23 @@ void atomic_file_abort(atomic_file *f);
 /* The final path (for messages). */
 const char *atomic_file_path(const atomic_file *f);
 
+/* Resumable variant for long runs: the temporary has a fixed name
+ * (tmp_path, e.g. "OUT.partial") so that it survives an interruption and a
+ * later run can continue it. keep_bytes = 0 creates (or empties) it;
+ * keep_bytes > 0 reopens it, truncates it to exactly keep_bytes (dropping
+ * whatever was written after the last checkpoint) and appends from there:
+ * MHA_ERR_IO when it is missing or shorter than that. Commit and abort work
+ * as for atomic_file_begin (abort unlinks tmp_path). */
+mha_status atomic_file_begin_fixed(const mha_alloc_ctx *a, const char *path, const char *tmp_path,
+                                   uint64_t keep_bytes, atomic_file **out, mha_error *err);
+/* fsync of what was written so far (data before a checkpoint records it). */
+mha_status atomic_file_sync(atomic_file *f, mha_error *err);
+/* Closes the file and frees f but keeps the temporary on disk (an
+ * interrupted run that will be resumed). Accepts NULL. */
+void atomic_file_detach(atomic_file *f);
+/* Bytes appended so far (the append position). */
+uint64_t atomic_file_offset(const atomic_file *f);
+
 /* Writes a whole buffer atomically to path. */
 mha_status atomic_file_save(const mha_alloc_ctx *a, const char *path, const void *data, size_t n,
                             mha_error *err);
@@ -69,6 +86,11 @@ typedef struct npy_header {
     size_t data_bytes;   /* numel * element size */
     int64_t rows;        /* dims[0], or 1 for rank 0 */
     size_t row_bytes;    /* data_bytes / rows (elements of one row * size) */
+    /* A shard of a split run (see npy_format_header_shard): the file holds
+     * rows [shard_r0, shard_r1) of a dataset of shard_total rows. numpy
+     * reads such a file as a plain array (the note is a header comment). */
+    int is_shard;
+    int64_t shard_r0, shard_r1, shard_total;
 } npy_header;
 
 /* Parses the first `avail` bytes of a .npy file whose total size is
@@ -86,6 +108,12 @@ mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, c
  * buf; total length padded to a multiple of 64 as numpy does. Returns the
  * length, or 0 when dtype has no .npy descr or cap is too small. */
 size_t npy_format_header(mha_dtype dtype, int rank, const int64_t *dims, void *buf, size_t cap);
+
+/* The same with a comment after the dict naming the rows a shard holds:
+ * "{...}  # mha-shard rows R0:R1 of TOTAL". dims[0] must be r1 - r0. numpy
+ * ignores the comment; npy_parse_header fills is_shard and the range. */
+size_t npy_format_header_shard(mha_dtype dtype, int rank, const int64_t *dims, int64_t r0,
+                               int64_t r1, int64_t total, void *buf, size_t cap);
 
 /* The numpy descr of a dtype ("<f4", "|b1", ...), NULL when none. */
 const char *npy_dtype_descr(mha_dtype dtype);
@@ -119,6 +147,16 @@ const void *npy_reader_mapped_data(const npy_reader *r);
  * that shrank since open. */
 mha_status npy_reader_read_rows(npy_reader *r, int64_t r0, int64_t r1, mha_dtype want, void *dst,
                                 size_t dst_bytes, mha_error *err);
+/* Rows [r0, r1) as stored, straight from the mapping (zero-copy), or NULL
+ * when the file is not mapped or the range is bad. Valid until close. */
+const void *npy_reader_mapped_rows(const npy_reader *r, int64_t r0, int64_t r1);
+/* Tells the kernel about rows [r0, r1): NPY_ADVICE_WILLNEED starts reading
+ * them in the background (the next chunk while this one computes);
+ * NPY_ADVICE_DONTNEED drops their pages from this process (a chunk done
+ * with), so a mapped dataset costs no resident memory beyond the chunks in
+ * flight. Only a hint: errors are ignored. */
+typedef enum npy_advice { NPY_ADVICE_WILLNEED, NPY_ADVICE_DONTNEED } npy_advice;
+void npy_reader_advise(npy_reader *r, int64_t r0, int64_t r1, npy_advice advice);
 void npy_reader_close(npy_reader *r); /* accepts NULL */
 
 /* ------------------------------------------------------------------------ */
@@ -134,6 +172,24 @@ mha_status npy_writer_begin(const mha_alloc_ctx *a, const char *path, mha_dtype 
 /* Appends `rows` rows (rows * row_bytes bytes of `data`). Writing more rows
  * than the shape has is refused. */
 mha_status npy_writer_write_rows(npy_writer *w, const void *data, int64_t rows, mha_error *err);
+/* Resumable writer (dataset runs): rows go to the fixed file partial_path
+ * (see atomic_file_begin_fixed), committed to path at the end. With
+ * rows_done = 0 it starts afresh; with rows_done > 0 it reopens the partial
+ * file, checks that its header is exactly the one this shape (and shard
+ * note) gives and that it holds at least rows_done rows, truncates it to
+ * rows_done rows and appends from there. shard_total > 0 writes the shard
+ * note of rows [shard_r0, shard_r0 + dims[0]) (see npy_format_header_shard);
+ * 0 writes a plain header. */
+mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
+                                    const char *partial_path, mha_dtype dtype, int rank,
+                                    const int64_t *dims, int64_t shard_r0, int64_t shard_total,
+                                    int64_t rows_done, npy_writer **out, mha_error *err);
+/* fsyncs what was written; *bytes (may be NULL) gets the file's length,
+ * header included: what a checkpoint records. */
+mha_status npy_writer_sync(npy_writer *w, uint64_t *bytes, mha_error *err);
+int64_t npy_writer_rows_written(const npy_writer *w);
+/* Closes the file, keeps the partial file, frees w. Accepts NULL. */
+void npy_writer_detach(npy_writer *w);
 /* Checks every row was written, then commits the file (see
  * atomic_file_commit). Frees w either way. */
 mha_status npy_writer_commit(npy_writer *w, mha_error *err);

@@ -14,18 +14,37 @@
 /* max |got - want| relative to the output's scale (at least 1). */
 #define VERIFY_TOLERANCE 1e-4
 
-static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, uint64_t *seed) {
+static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int64_t Sq,
+                              int64_t skv_hint, uint64_t *seed) {
     int64_t n = tensor_numel(t);
     int64_t last = t->rank > 0 ? t->dims[t->rank - 1] : 1;
+    if (io->role == MHA_ROLE_NONPAD_KV_SEQLEN) {
+        /* key lengths: batch item b keeps Skv - b keys (at least Sq and 1,
+         * so the bottom-right frontier is exercised without empty rows) */
+        int64_t skv = skv_hint;
+        for (int64_t b = 0; b < n; b++) {
+            int64_t len = skv - b;
+            if (len < Sq) len = Sq;
+            if (len > skv) len = skv;
+            if (len < 1) len = 1;
+            tensor_set_f64(t, b, (double)len);
+        }
+        return;
+    }
+    if (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64) {
+        /* an integer 0/1 mask (com.microsoft): key 0 always attended */
+        for (int64_t i = 0; i < n; i++)
+            tensor_set_f64(t, i, ((i % last) == 0 || (rz_rand(seed) >> 62) != 0) ? 1.0 : 0.0);
+        return;
+    }
     if (io->role == MHA_ROLE_KEY_PADDING_MASK && t->rank == 2) {
         /* batch item b pads its last min(b + 1, Skv - 1) keys */
-        unsigned char *m = t->data;
         int64_t skv = t->dims[1];
         for (int64_t b = 0; b < t->dims[0]; b++) {
             int64_t pad = b + 1 < skv - 1 ? b + 1 : skv - 1;
             for (int64_t j = 0; j < skv; j++) {
                 int padded = j >= skv - pad;
-                m[b * skv + j] = (unsigned char)(L->kpm_true_means_ignore ? padded : !padded);
+                tensor_set_f64(t, b * skv + j, (L->kpm_true_means_ignore ? padded : !padded));
             }
         }
         return;
@@ -36,11 +55,14 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, uin
             m[i] = (unsigned char)((i % last) == 0 || (rz_rand(seed) >> 62) != 0);
         return;
     }
-    float *x = t->data;
-    rz_fill_random(x, n, seed);
-    if (io->role == MHA_ROLE_ATTN_MASK)
-        for (int64_t i = 0; i < n; i++)
-            if ((i % last) != 0 && (rz_rand(seed) & 3) == 0) x[i] = -INFINITY;
+    /* floats of any width: random values, rounded to the tensor's type */
+    for (int64_t i = 0; i < n; i++) {
+        float x;
+        rz_fill_random(&x, 1, seed);
+        if (io->role == MHA_ROLE_ATTN_MASK && (i % last) != 0 && (rz_rand(seed) & 3) == 0)
+            x = -INFINITY;
+        tensor_set_f64(t, i, (double)x);
+    }
 }
 
 static void verify_as_mha(const tensor *t, mha_tensor *m) {
@@ -80,7 +102,7 @@ static mha_status verify_once(const mha_alloc_ctx *a, const ir_graph *g, const l
     for (size_t i = 0; i < ni && st == MHA_OK; i++) {
         st = tensor_new(a, L->inputs[i].dtype, L->inputs[i].rank, dims[i], &in[i], err);
         if (st != MHA_OK) break;
-        verify_fill_input(L, &L->inputs[i], in[i], &seed);
+        verify_fill_input(L, &L->inputs[i], in[i], sz.Sq, sz.Skv, &seed);
         verify_as_mha(in[i], &min[i]);
     }
     if (st != MHA_OK) goto done;
@@ -93,7 +115,8 @@ static mha_status verify_once(const mha_alloc_ctx *a, const ir_graph *g, const l
     st = layer_output_shapes(L, min, ni, mout, no, err);
     for (size_t k = 0; k < no && st == MHA_OK; k++) {
         int64_t n = mha_tensor_numel(&mout[k]);
-        outbuf[k] = mha_calloc(a, n > 0 ? (size_t)n : 1, sizeof(float));
+        size_t es = mha_dtype_size(mout[k].dtype);
+        outbuf[k] = mha_calloc(a, n > 0 ? (size_t)n : 1, es ? es : sizeof(float));
         if (!outbuf[k]) st = mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
         mout[k].data = outbuf[k];
     }
@@ -107,8 +130,7 @@ static mha_status verify_once(const mha_alloc_ctx *a, const ir_graph *g, const l
         const tensor *want = values[g->outputs[k]];
         const mha_tensor *got = &mout[k];
         char s1[96], s2[96];
-        if (!want || want->dtype != MHA_DTYPE_FLOAT32 || got->dtype != MHA_DTYPE_FLOAT32 ||
-            want->rank != got->rank ||
+        if (!want || want->dtype != got->dtype || want->rank != got->rank ||
             memcmp(want->dims, got->shape, sizeof(int64_t) * (size_t)got->rank) != 0) {
             st = mha_fail(err, MHA_ERR_MODEL_VERIFY,
                           "verify: output '%s' is %s in the graph but %s from the recognised "
@@ -118,34 +140,49 @@ static mha_status verify_once(const mha_alloc_ctx *a, const ir_graph *g, const l
                           tensor_shape_str(got->rank, got->shape, s2, sizeof s2));
             break;
         }
-        const float *w = want->data, *o = got->data;
+        /* the graph and the layer round to a narrow type independently:
+         * allow a few of its units in the last place */
+        double tol = want->dtype == MHA_DTYPE_FLOAT16    ? 4e-3
+                     : want->dtype == MHA_DTYPE_BFLOAT16 ? 3e-2
+                                                         : VERIFY_TOLERANCE;
+        tensor gt;
+        memset(&gt, 0, sizeof gt);
+        gt.dtype = got->dtype;
+        gt.rank = got->rank;
+        gt.data = got->data;
         int64_t n = tensor_numel(want);
-        double scale = 1.0, maxerr = 0.0;
+        double scale = 1.0, maxerr = 0.0, w_at = 0.0, o_at = 0.0;
         int64_t at = 0;
-        for (int64_t i = 0; i < n; i++)
-            if (isfinite(w[i])) scale = fmax(scale, fabs((double)w[i]));
         for (int64_t i = 0; i < n; i++) {
-            double e;
-            if (isnan(w[i]) || isnan(o[i]))
-                e = (isnan(w[i]) && isnan(o[i])) ? 0.0 : INFINITY;
-            else if (isinf(w[i]) || isinf(o[i]))
-                e = w[i] == o[i] ? 0.0 : INFINITY;
+            double w = tensor_get_f64(want, i);
+            if (isfinite(w)) scale = fmax(scale, fabs(w));
+        }
+        for (int64_t i = 0; i < n; i++) {
+            double w = tensor_get_f64(want, i), o = tensor_get_f64(&gt, i), e;
+            if (isnan(w) || isnan(o))
+                e = (isnan(w) && isnan(o)) ? 0.0 : INFINITY;
+            else if (isinf(w) || isinf(o))
+                e = w == o ? 0.0 : INFINITY;
             else
-                e = fabs((double)o[i] - (double)w[i]);
+                e = fabs(o - w);
             if (e > maxerr) {
                 maxerr = e;
                 at = i;
             }
         }
-        if (maxerr / scale > VERIFY_TOLERANCE)
+        if (n > 0) {
+            w_at = tensor_get_f64(want, at);
+            o_at = tensor_get_f64(&gt, at);
+        }
+        if (maxerr / scale > tol)
             st = mha_fail(err, MHA_ERR_MODEL_VERIFY,
                           "verify: output '%s' of the recognised %s layer differs from the "
                           "graph by %.3g (relative to output scale %.3g; tolerance %g) at "
                           "element %lld (graph %g, layer %g); probe batch %lld, query length "
                           "%lld, key length %lld",
-                          L->outputs[k].name, L->form ? L->form : "?", maxerr / scale, scale,
-                          VERIFY_TOLERANCE, (long long)at, (double)w[at], (double)o[at],
-                          (long long)sz.B, (long long)sz.Sq, (long long)sz.Skv);
+                          L->outputs[k].name, L->form ? L->form : "?", maxerr / scale, scale, tol,
+                          (long long)at, w_at, o_at, (long long)sz.B, (long long)sz.Sq,
+                          (long long)sz.Skv);
     }
 done:
     if (values) interp_values_free(g, values);

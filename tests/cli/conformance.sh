@@ -1,7 +1,9 @@
 #!/bin/sh
-# conformance.sh -- `mha check` over the whole-layer conformance cases
-# (tests/data/conformance/mha_*, expected outputs from ONNX Runtime) and the
-# PyTorch exports (tests/data/torch-export): every case passes. Then that
+# conformance.sh -- `mha check` over every conformance case
+# (tests/data/conformance, expected outputs from ONNX Runtime), the PyTorch
+# exports (tests/data/torch-export) and the project's own opset-25 and
+# com.microsoft cases, with every backend this machine can run: every case
+# passes. Then that
 # `mha check` does report what it should (a perturbed expected output, a
 # broken model, a folder without cases), and that `mha run --out-dir`, the
 # command ../shared/conformance/check.py drives, writes what `check` computes.
@@ -14,17 +16,39 @@ C="$MHA_TEST_DATA/conformance"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-echo "== mha check: conformance mha_* and torch-export"
-set +e
-"$MHA" check "$C"/mha_* "$MHA_TEST_DATA/torch-export" >"$T/check.txt" 2>"$T/check.err"
-rc=$?
-set -e
-cat "$T/check.txt"
-last=$(tail -n 1 "$T/check.txt")
-want=$(( $(ls -d "$C"/mha_* | wc -l) + $(ls -d "$MHA_TEST_DATA"/torch-export/*/ | wc -l) ))
-[ "$last" = "$want passed, 0 failed" ] || fail "wanted '$want passed, 0 failed', got '$last' ($(cat "$T/check.err"))"
-[ "$rc" = 0 ] || fail "mha check exit $rc with nothing failed"
-echo "ok: $last"
+# Every case folder: the conformance cases (all of them: bare Attention with
+# KV cache, key lengths, qk_matmul_output, float16; whole layers), the
+# PyTorch exports, and the cases made by this project's own generators
+# (opset-25 windows, com.microsoft forms) when present.
+case_dirs="$C $MHA_TEST_DATA/torch-export"
+for extra in opset25 msft; do
+  [ -d "$MHA_TEST_DATA/$extra" ] && case_dirs="$case_dirs $MHA_TEST_DATA/$extra"
+done
+want=0
+for d in $case_dirs; do
+  want=$((want + $(find "$d" -mindepth 2 -maxdepth 2 -name model.onnx | wc -l)))
+done
+
+# Each backend this machine can run (unusable ones are named and skipped).
+"$MHA" backends >"$T/backends.txt"
+for backend in scalar avx2 avx512 openmp; do
+  if ! grep -Eq "^$backend +[^ ]+ +[0-9]+ +usable" "$T/backends.txt"; then
+    echo "skip: backend $backend is not usable on this machine"
+    continue
+  fi
+  echo "== mha check --backend $backend: every case"
+  set +e
+  # shellcheck disable=SC2086
+  "$MHA" check --backend "$backend" $case_dirs >"$T/check.txt" 2>"$T/check.err"
+  rc=$?
+  set -e
+  grep '^FAIL' "$T/check.txt" || true
+  last=$(tail -n 1 "$T/check.txt")
+  [ "$last" = "$want passed, 0 failed" ] ||
+    fail "$backend: wanted '$want passed, 0 failed', got '$last' ($(cat "$T/check.err"))"
+  [ "$rc" = 0 ] || fail "$backend: mha check exit $rc with nothing failed"
+  echo "ok: $backend: $last"
+done
 
 echo "== mha check reports failures"
 # a case whose expected output is off by a little in one element

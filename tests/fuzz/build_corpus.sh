@@ -1,7 +1,8 @@
 #!/bin/sh
 # build_corpus.sh -- builds the seed corpora of the fuzz targets from the
 # project's own files:
-#   onnx_model     tests/data/**/model.onnx (up to 256 KiB each)
+#   onnx_model     tests/data/**/model.onnx (up to 256 KiB each) and
+#                  tests/fuzz/seeds/onnx_model/*.onnx (mask forms, make_seeds.py)
 #   tensor_proto   tests/data/**/*.pb
 #   npy            tests/fuzz/seeds/npy/*.npy (numpy-written, make_seeds.py)
 #   external_data  tests/fuzz/seeds/external_data/*
@@ -30,6 +31,7 @@ find "$data" -name '*.pb' | sort | while read -r f; do
     rel=${f#"$data"/}
     cp "$f" "$seeds/tensor_proto/$(printf '%s' "$rel" | tr '/' '_')"
 done
+cp "$fuzz"/seeds/onnx_model/*.onnx "$seeds/onnx_model/"
 cp "$fuzz"/seeds/npy/*.npy "$seeds/npy/"
 cp "$fuzz"/seeds/external_data/* "$seeds/external_data/"
 for t in onnx_model tensor_proto npy external_data; do

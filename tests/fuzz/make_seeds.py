@@ -11,6 +11,9 @@ versions 1.0 / 2.0 / 3.0, empty and scalar shapes) plus a few numpy can
 write but the engine refuses (Fortran order, big-endian, complex).
 seeds/external_data: inputs of the external-data target, one per
 interesting location (format in entry_external_data.c).
+seeds/onnx_model: small self-attention layers with a Softmax core and the
+mask forms tests/data lacks (float additive, bool attend, bool ignore, key
+padding), for the recogniser's mask placement (needs onnx).
 """
 import io
 import os
@@ -96,6 +99,87 @@ def ext_seeds():
             f.write(bytes([flags]) + text.encode())
 
 
+def softmax_layer(name, mask):
+    """x [2, 5, 8] -> 2 heads of 4 -> y [2, 5, 8], a Softmax core with the
+    given mask form: None, "float" [5, 5] additive, "bool_attend" [2, 1, 5, 5]
+    (True = attend), "bool_ignore" [5, 5] (True = masked, torch's
+    convention), "kpm" [2, 5] (True = padding)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    B, S, D, H = 2, 5, 8, 2
+    dh = D // H
+    rng = np.random.default_rng(len(name))
+    inits = []
+
+    def const(n, arr):
+        inits.append(numpy_helper.from_array(np.asarray(arr), n))
+        return n
+
+    for p in "qkvo":
+        const("W" + p, rng.uniform(-0.5, 0.5, (D, D)).astype(np.float32))
+        const("b" + p, rng.uniform(-0.1, 0.1, D).astype(np.float32))
+    const("heads", np.array([B, S, H, dh], dtype=np.int64))
+    const("flat", np.array([B, S, D], dtype=np.int64))
+    const("scale", np.array(1.0 / np.sqrt(dh), dtype=np.float32))
+    const("zero", np.array(0.0, dtype=np.float32))
+    const("neginf", np.array(-np.inf, dtype=np.float32))
+    const("axes12", np.array([1, 2], dtype=np.int64))
+    nodes = []
+
+    def node(op, ins, out, **attrs):
+        nodes.append(helper.make_node(op, ins, [out], **attrs))
+        return out
+
+    def proj(p):
+        mm = node("MatMul", ["x", "W" + p], p + "_mm")
+        return node("Add", [mm, "b" + p], p + "_lin")
+
+    q = node("Transpose", [node("Reshape", [proj("q"), "heads"], "q_h")], "q_t", perm=[0, 2, 1, 3])
+    k = node("Transpose", [node("Reshape", [proj("k"), "heads"], "k_h")], "k_t", perm=[0, 2, 3, 1])
+    v = node("Transpose", [node("Reshape", [proj("v"), "heads"], "v_h")], "v_t", perm=[0, 2, 1, 3])
+    scores = node("Mul", [node("MatMul", [q, k], "qk"), "scale"], "scores")
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [B, S, D])]
+    if mask == "float":
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, [S, S]))
+        scores = node("Add", [scores, "mask"], "masked")
+    elif mask == "bool_attend":
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, [B, 1, S, S]))
+        bias = node("Where", ["mask", "zero", "neginf"], "bias")
+        scores = node("Add", [scores, bias], "masked")
+    elif mask == "bool_ignore":
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, [S, S]))
+        bias = node("Where", ["mask", "neginf", "zero"], "bias")
+        scores = node("Add", [scores, bias], "masked")
+    elif mask == "kpm":
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, [B, S]))
+        wide = node("Unsqueeze", ["mask", "axes12"], "mask4")
+        bias = node("Where", [wide, "neginf", "zero"], "bias")
+        scores = node("Add", [scores, bias], "masked")
+    probs = node("Softmax", [scores], "probs", axis=-1)
+    ctx = node("Transpose", [node("MatMul", [probs, v], "ctx_h")], "ctx_t", perm=[0, 2, 1, 3])
+    flat = node("Reshape", [ctx, "flat"], "ctx")
+    node("Add", [node("MatMul", [flat, "Wo"], "o_mm"), "bo"], "y")
+    graph = helper.make_graph(nodes, name, inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [B, S, D])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    d = os.path.join(HERE, "seeds", "onnx_model")
+    os.makedirs(d, exist_ok=True)
+    onnx.save(model, os.path.join(d, name + ".onnx"))
+
+
+def model_seeds():
+    softmax_layer("softmax_nomask", None)
+    softmax_layer("softmax_float_mask", "float")
+    softmax_layer("softmax_bool_attend_mask", "bool_attend")
+    softmax_layer("softmax_bool_ignore_mask", "bool_ignore")
+    softmax_layer("softmax_key_padding_mask", "kpm")
+
+
 if __name__ == "__main__":
     npy_seeds()
     ext_seeds()
+    model_seeds()

@@ -1574,7 +1574,10 @@ static void test_unsupported_and_outputs(void **state) {
     (void)state;
     assert_true(interp_supports("", "MatMul"));
     assert_true(interp_supports("ai.onnx", "Attention"));
-    assert_false(interp_supports("com.microsoft", "Attention"));
+    assert_true(interp_supports("com.microsoft", "Attention"));
+    assert_true(interp_supports("com.microsoft", "MultiHeadAttention"));
+    assert_false(interp_supports("com.microsoft", "GroupQueryAttention"));
+    assert_false(interp_supports("com.microsoft", "MatMul"));
     assert_false(interp_supports("", "Conv"));
     tnode t;
     tensor *in[2] = {tf(1, D(1), F(1)), NULL}, *out[2] = {0};
@@ -1582,9 +1585,13 @@ static void test_unsupported_and_outputs(void **state) {
     assert_int_equal(eval(13, &t, in, out), MHA_ERR_MODEL_UNSUPPORTED);
     assert_non_null(strstr(last_err.message, "Conv"));
     assert_non_null(strstr(last_err.message, "'t'"));
-    tn_init(&t, "MultiHeadAttention", 1, 1);
+    tn_init(&t, "GroupQueryAttention", 1, 1);
     t.n.domain = (char *)"com.microsoft";
     assert_int_equal(eval(13, &t, in, out), MHA_ERR_MODEL_UNSUPPORTED);
+    /* a known com.microsoft op checks its operands like any other */
+    tn_init(&t, "MultiHeadAttention", 1, 1);
+    t.n.domain = (char *)"com.microsoft";
+    assert_int_equal(eval(13, &t, in, out), MHA_ERR_MODEL_FORMAT);
     /* an omitted output ("") is dropped; too many outputs is an error */
     tn_init(&t, "Split", 1, 2);
     t.outs[1] = -1;

@@ -208,15 +208,42 @@ static void test_peer_forms(void **state) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_layer_case("peer-forms", &cases[i]);
-    static const char *const ms[] = {"ms_mha_d32_h4", "ms_mha_d32_h4_causal"};
-    for (size_t i = 0; i < 2; i++) {
-        layer L;
-        mha_error err;
-        assert_int_equal(recognise("peer-forms", ms[i], &L, &err, NULL), MHA_ERR_MODEL_UNSUPPORTED);
-        assert_non_null(strstr(err.message, "MultiHeadAttention"));
-        assert_non_null(strstr(err.message, "com.microsoft"));
-        assert_non_null(strstr(err.message, "'mha'"));
-    }
+}
+
+/* com.microsoft forms: MultiHeadAttention between projections (the peer's
+ * and our own), Attention with packed weights and its mask_index forms. */
+static void test_msft_forms(void **state) {
+    (void)state;
+    static const layer_case peer[] = {
+        {"ms_mha_d32_h4", 32, 4, 4, 8, 0, 0, -1, 0, 0, "ms-mha"},
+        {"ms_mha_d32_h4_causal", 32, 4, 4, 8, 1, 0, -1, 0, 0, "ms-mha"},
+    };
+    for (size_t i = 0; i < sizeof peer / sizeof peer[0]; i++)
+        run_layer_case("peer-forms", &peer[i]);
+    static const layer_case own[] = {
+        {"ms_mha_d32_h4_b2_s5", 32, 4, 4, 8, 0, 0, -1, 0, 0, "ms-mha"},
+        {"ms_mha_causal_d32_h4_b2_s6", 32, 4, 4, 8, 1, 0, -1, 0, 0, "ms-mha"},
+        {"ms_attention_d32_h4_b2_s5", 32, 4, 4, 8, 0, 0, -1, 0, 0, "ms-attention"},
+        {"ms_attention_noproj_causal_d16_h2_b2_s6", 16, 2, 2, 8, 1, 0, -1, 0, 0, "ms-attention"},
+        {"ms_attention_keylen_d32_h4_b3_s6", 32, 4, 4, 8, 0, 0, 1, MHA_ROLE_NONPAD_KV_SEQLEN, 0,
+         "ms-attention"},
+        {"ms_attention_keymask_d32_h4_b2_s7", 32, 4, 4, 8, 0, 0, 1, MHA_ROLE_KEY_PADDING_MASK, 0,
+         "ms-attention"},
+        {"ms_attention_mask3d_d16_h2_b2_s5", 16, 2, 2, 8, 0, 0, 1, MHA_ROLE_ATTN_MASK, 0,
+         "ms-attention"},
+        {"ms_attention_keylen_causal_d16_h4_b2_s6", 16, 4, 4, 4, 1, 0, 1, MHA_ROLE_NONPAD_KV_SEQLEN,
+         0, "ms-attention"},
+    };
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        run_layer_case("msft", &own[i]);
+    /* Attention's mask_index: integer masks, key lengths that do not move
+     * the causal frontier */
+    layer L;
+    mha_error err;
+    assert_int_equal(recognise("msft", "ms_attention_keylen_d32_h4_b3_s6", &L, &err, NULL), MHA_OK);
+    assert_int_equal(L.int_mask_attend_nonzero, 1);
+    assert_int_equal(L.kv_len_moves_causal, 0);
+    layer_clear(&g_alloc, &L);
 }
 
 /* ---- bare ONNX Attention nodes ---- */
@@ -291,49 +318,146 @@ static void test_onnx_attention_in_scope(void **state) {
     }
 }
 
-static void test_onnx_attention_out_of_scope(void **state) {
+/* Every output of a case against its output_<k>.pb, any float type:
+ * |got - want| <= atol + rtol |want| (float16 1e-3 / 1e-3), and a hidden
+ * score (-inf or the lowest value) matches either. */
+static void check_all_outputs(const char *family, const char *name, const layer *L) {
+    mha_error err;
+    mha_error_clear(&err);
+    tensor *in[8] = {0}, *want[4] = {0};
+    mha_tensor min[8], mout[4];
+    assert_true(L->n_inputs <= 8 && L->n_outputs <= 4);
+    for (size_t i = 0; i < L->n_inputs + L->n_outputs; i++) {
+        int is_in = i < L->n_inputs;
+        size_t k = is_in ? i : i - L->n_inputs;
+        char file[64];
+        snprintf(file, sizeof file, "test_data_set_0/%s_%zu.pb", is_in ? "input" : "output", k);
+        size_t size = 0;
+        void *data = tu_read_file(case_path(family, name, file), &size);
+        assert_non_null(data);
+        tensor **dst = is_in ? &in[k] : &want[k];
+        mha_status st = ir_load_tensor_proto(&g_alloc, data, size, file, dst, NULL, &err);
+        free(data);
+        if (st != MHA_OK) fail_msg("%s/%s: %s", name, file, err.message);
+        if (!is_in) continue;
+        memset(&min[k], 0, sizeof min[k]);
+        min[k].dtype = in[k]->dtype;
+        min[k].rank = in[k]->rank;
+        for (int d = 0; d < in[k]->rank; d++)
+            min[k].shape[d] = in[k]->dims[d];
+        min[k].data = in[k]->data;
+    }
+    mha_status st = layer_output_shapes(L, min, L->n_inputs, mout, L->n_outputs, &err);
+    if (st != MHA_OK) fail_msg("%s: output shapes: %s", name, err.message);
+    void *buf[4] = {0};
+    for (size_t k = 0; k < L->n_outputs; k++) {
+        buf[k] = calloc((size_t)mha_tensor_numel(&mout[k]) + 1, mha_dtype_size(mout[k].dtype));
+        mout[k].data = buf[k];
+    }
+    st = layer_reference_forward(&g_alloc, L, min, L->n_inputs, mout, L->n_outputs, &err);
+    if (st != MHA_OK) fail_msg("%s: reference forward: %s", name, err.message);
+    for (size_t k = 0; k < L->n_outputs; k++) {
+        assert_int_equal(mout[k].dtype, want[k]->dtype);
+        assert_int_equal(mha_tensor_numel(&mout[k]), tensor_numel(want[k]));
+        tensor got;
+        memset(&got, 0, sizeof got);
+        got.dtype = mout[k].dtype;
+        got.data = mout[k].data;
+        int half = want[k]->dtype == MHA_DTYPE_FLOAT16;
+        double rtol = half ? 1e-3 : 1e-4, atol = half ? 1e-3 : 1e-5;
+        double low = half ? -65504.0 : -3.4028234663852886e38;
+        for (int64_t i = 0; i < tensor_numel(want[k]); i++) {
+            double w = tensor_get_f64(want[k], i), g = tensor_get_f64(&got, i);
+            if (w <= low && g <= low) continue;
+            if (!(fabs(g - w) <= atol + rtol * fabs(w)))
+                fail_msg("%s: output %zu element %lld is %g, expected %g", name, k, (long long)i, g,
+                         w);
+        }
+        tensor_free(want[k]);
+        free(buf[k]);
+    }
+    for (size_t i = 0; i < L->n_inputs; i++)
+        tensor_free(in[i]);
+}
+
+/* The whole operator: KV cache, key lengths, qk_matmul_output modes,
+ * float16 -- recognised with the right roles and facts, verified, and every
+ * output reproduced. */
+static void test_onnx_attention_whole_operator(void **state) {
     (void)state;
     static const struct {
-        const char *name, *feature;
+        const char *name;
+        mha_dtype dtype;
+        int qk_mode, past, nonpad, present, qk;
     } cases[] = {
-        {"onnx_attention_23_fullymasked_qk_matmul_output_mode3_zero", "qk_matmul_output"},
-        {"onnx_attention_24_qk_matmul_output_mode3_softmax_precision", "qk_matmul_output"},
-        {"onnx_attention_3d_gqa_with_past_and_present", "past_key"},
-        {"onnx_attention_3d_with_past_and_present", "past_key"},
-        {"onnx_attention_3d_with_past_and_present_qk_matmul", "past_key"},
-        {"onnx_attention_3d_with_past_and_present_qk_matmul_bias", "past_key"},
-        {"onnx_attention_3d_with_past_and_present_qk_matmul_softmax", "past_key"},
-        {"onnx_attention_4d_causal_nonpad_attn_mask_composition", "nonpad_kv_seqlen"},
-        {"onnx_attention_4d_causal_nonpad_negative_offset_structural_empty", "nonpad_kv_seqlen"},
-        {"onnx_attention_4d_diff_heads_with_past_and_present", "past_key"},
-        {"onnx_attention_4d_diff_heads_with_past_and_present_mask3d", "past_key"},
-        {"onnx_attention_4d_fp16", "float16"},
-        {"onnx_attention_4d_gqa_causal_nonpad_decode", "nonpad_kv_seqlen"},
-        {"onnx_attention_4d_gqa_causal_nonpad_decode_fp16", "nonpad_kv_seqlen"},
-        {"onnx_attention_4d_gqa_with_past_and_present_fp16", "past_key"},
-        {"onnx_attention_4d_with_past_and_present", "past_key"},
-        {"onnx_attention_4d_with_past_and_present_qk_matmul", "past_key"},
-        {"onnx_attention_4d_with_past_and_present_qk_matmul_bias", "past_key"},
-        {"onnx_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask", "past_key"},
-        {"onnx_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal", "past_key"},
-        {"onnx_attention_4d_with_past_and_present_qk_matmul_bias_4d_mask", "past_key"},
-        {"onnx_attention_4d_with_qk_matmul", "qk_matmul_output"},
-        {"onnx_attention_4d_with_qk_matmul_softcap", "qk_matmul_output"},
-        {"onnx_attention_4d_with_qk_matmul_softmax", "qk_matmul_output"},
+        {"onnx_attention_23_fullymasked_qk_matmul_output_mode3_zero", MHA_DTYPE_FLOAT32, 3, 0, 0, 0,
+         1},
+        {"onnx_attention_24_qk_matmul_output_mode3_softmax_precision", MHA_DTYPE_FLOAT16, 3, 0, 0,
+         0, 1},
+        {"onnx_attention_3d_gqa_with_past_and_present", MHA_DTYPE_FLOAT32, 0, 1, 0, 1, 0},
+        {"onnx_attention_3d_with_past_and_present", MHA_DTYPE_FLOAT32, 0, 1, 0, 1, 0},
+        {"onnx_attention_3d_with_past_and_present_qk_matmul", MHA_DTYPE_FLOAT32, 0, 1, 0, 1, 1},
+        {"onnx_attention_3d_with_past_and_present_qk_matmul_bias", MHA_DTYPE_FLOAT32, 2, 1, 0, 1,
+         1},
+        {"onnx_attention_3d_with_past_and_present_qk_matmul_softmax", MHA_DTYPE_FLOAT32, 3, 1, 0, 1,
+         1},
+        {"onnx_attention_4d_causal_nonpad_attn_mask_composition", MHA_DTYPE_FLOAT32, 0, 0, 1, 0, 0},
+        {"onnx_attention_4d_causal_nonpad_negative_offset_structural_empty", MHA_DTYPE_FLOAT32, 0,
+         0, 1, 0, 0},
+        {"onnx_attention_4d_diff_heads_with_past_and_present", MHA_DTYPE_FLOAT32, 0, 1, 0, 1, 0},
+        {"onnx_attention_4d_diff_heads_with_past_and_present_mask3d", MHA_DTYPE_FLOAT32, 0, 1, 0, 1,
+         0},
+        {"onnx_attention_4d_fp16", MHA_DTYPE_FLOAT16, 0, 0, 0, 0, 0},
+        {"onnx_attention_4d_gqa_causal_nonpad_decode", MHA_DTYPE_FLOAT32, 0, 0, 1, 0, 0},
+        {"onnx_attention_4d_gqa_causal_nonpad_decode_fp16", MHA_DTYPE_FLOAT16, 0, 0, 1, 0, 0},
+        {"onnx_attention_4d_gqa_with_past_and_present_fp16", MHA_DTYPE_FLOAT16, 0, 1, 0, 1, 0},
+        {"onnx_attention_4d_with_past_and_present", MHA_DTYPE_FLOAT32, 0, 1, 0, 1, 0},
+        {"onnx_attention_4d_with_past_and_present_qk_matmul", MHA_DTYPE_FLOAT32, 0, 1, 0, 1, 1},
+        {"onnx_attention_4d_with_past_and_present_qk_matmul_bias", MHA_DTYPE_FLOAT32, 2, 1, 0, 1,
+         1},
+        {"onnx_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask", MHA_DTYPE_FLOAT32, 2, 1,
+         0, 1, 1},
+        {"onnx_attention_4d_with_past_and_present_qk_matmul_bias_3d_mask_causal", MHA_DTYPE_FLOAT32,
+         2, 1, 0, 1, 1},
+        {"onnx_attention_4d_with_past_and_present_qk_matmul_bias_4d_mask", MHA_DTYPE_FLOAT32, 2, 1,
+         0, 1, 1},
+        {"onnx_attention_4d_with_qk_matmul", MHA_DTYPE_FLOAT32, 0, 0, 0, 0, 1},
+        {"onnx_attention_4d_with_qk_matmul_softcap", MHA_DTYPE_FLOAT32, 1, 0, 0, 0, 1},
+        {"onnx_attention_4d_with_qk_matmul_softmax", MHA_DTYPE_FLOAT32, 3, 0, 0, 0, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         layer L;
         mha_error err;
-        mha_status st = recognise("conformance", cases[i].name, &L, &err, NULL);
-        if (st != MHA_ERR_MODEL_UNSUPPORTED)
-            fail_msg("%s: expected a refusal, got %s (%s)", cases[i].name, mha_status_name(st),
-                     err.message);
-        if (!strstr(err.message, cases[i].feature) || !strstr(err.message, "Attention"))
-            fail_msg("%s: message does not name '%s': %s", cases[i].name, cases[i].feature,
-                     err.message);
-        /* the refused layer is left empty */
-        assert_null(L.inputs);
-        assert_null(L.wq);
+        ir_graph *g = NULL;
+        mha_status st = recognise("conformance", cases[i].name, &L, &err, &g);
+        if (st != MHA_OK) fail_msg("%s: %s", cases[i].name, err.message);
+        assert_string_equal(L.form, "onnx-attention");
+        assert_int_equal(L.dtype, cases[i].dtype);
+        assert_int_equal(L.has_left_window, 0);
+        assert_int_equal(L.has_right_window, 0);
+        int n_past = 0, n_nonpad = 0, n_present = 0, n_qk = 0;
+        for (size_t k = 0; k < L.n_inputs; k++) {
+            n_past +=
+                L.inputs[k].role == MHA_ROLE_PAST_KEY || L.inputs[k].role == MHA_ROLE_PAST_VALUE;
+            n_nonpad += L.inputs[k].role == MHA_ROLE_NONPAD_KV_SEQLEN;
+        }
+        assert_int_equal(L.outputs[0].role, MHA_ROLE_OUTPUT);
+        for (size_t k = 0; k < L.n_outputs; k++) {
+            n_present += L.outputs[k].role == MHA_ROLE_PRESENT_KEY ||
+                         L.outputs[k].role == MHA_ROLE_PRESENT_VALUE;
+            n_qk += L.outputs[k].role == MHA_ROLE_QK_OUTPUT;
+        }
+        assert_int_equal(n_past, 2 * cases[i].past);
+        assert_int_equal(n_nonpad, cases[i].nonpad);
+        assert_int_equal(n_present, 2 * cases[i].present);
+        assert_int_equal(n_qk, cases[i].qk);
+        if (cases[i].qk) assert_int_equal(L.qk_mode, cases[i].qk_mode);
+        if (cases[i].nonpad) assert_int_equal(L.kv_len_moves_causal, 1);
+        st = layer_verify(&g_alloc, g, &L, &err);
+        if (st != MHA_OK) fail_msg("%s: verify: %s", cases[i].name, err.message);
+        check_all_outputs("conformance", cases[i].name, &L);
+        layer_clear(&g_alloc, &L);
+        ir_free(g);
     }
 }
 
@@ -379,10 +503,8 @@ static void test_unusual_plumbing(void **state) {
         int64_t q_heads, kv_heads;
         int causal, has_bias, kpm;
     } cases[] = {
-        {"interleaved_heads", 4, 4, 0, 1, 0},
-        {"kpm_attend", 4, 4, 0, 1, 1},
-        {"gqa_expand", 4, 2, 0, 1, 0},
-        {"gqa_tile", 4, 2, 0, 1, 0},
+        {"interleaved_heads", 4, 4, 0, 1, 0}, {"kpm_attend", 4, 4, 0, 1, 1},
+        {"gqa_expand", 4, 2, 0, 1, 0},        {"gqa_tile", 4, 2, 0, 1, 0},
         {"scale_after_mask", 4, 4, 1, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -565,7 +687,8 @@ int main(void) {
         cmocka_unit_test(test_torch_exports),
         cmocka_unit_test(test_peer_forms),
         cmocka_unit_test(test_onnx_attention_in_scope),
-        cmocka_unit_test(test_onnx_attention_out_of_scope),
+        cmocka_unit_test(test_onnx_attention_whole_operator),
+        cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_unusual_plumbing),
         cmocka_unit_test(test_verify_catches_corruption),

@@ -314,7 +314,8 @@ typedef struct mha_io_info {
 /** What was recognised. Strings live as long as the model. */
 typedef struct mha_model_info {
     const char *form;        /* "onnx-attention", "onnx-attention-layer",
-                                "torch-mha", "ms-mha", "ms-attention" */
+                                "torch-mha", "onnx-decomposed", "ms-mha",
+                                "ms-attention" */
     int has_projections;     /* 0 for a bare Attention node */
     int64_t d_model;         /* query input width (0 for bare attention) */
     int64_t d_kv;            /* key/value input width */
@@ -360,6 +361,15 @@ typedef struct mha_run_options {
     int (*cancel)(void *user);
     void *cancel_user;
     int num_threads;             /* 0 = the runtime's; else at most that */
+    /* Appended in 0.1 (read only when struct_size covers it).
+     * Valid keys per batch item, [B] (B of this call's inputs), or NULL:
+     * keys j >= kv_lengths[b] of item b are ignored as if masked, the way a
+     * key-padding mask would (a length of 0 gives output rows of 0 before
+     * the output projection). Lengths above S_kv mean every key. Lets a
+     * batch of right-padded sequences score each item exactly as it would
+     * alone at its true length. MHA_ERR_INVALID_ARGUMENT for a negative
+     * length. The array must stay valid during the call. */
+    const int64_t *kv_lengths;
 } mha_run_options;
 
 MHA_API void mha_run_options_init(mha_run_options *opts);

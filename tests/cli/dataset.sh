@@ -1,0 +1,175 @@
+#!/bin/sh
+# dataset.sh -- `mha run` at dataset scale: chunked runs give the one-shot
+# file bitwise for any --batch-size; kill -9 or SIGINT mid-run then
+# --resume gives the same bytes (and a changed input refuses to resume);
+# shards + `mha merge` give the same bytes (also via SLURM_ARRAY_*);
+# `mpirun -n 2 mha-mpi run --mpi` gives the same bytes; rows with --lengths
+# equal the same rows run alone at their true length, zero past it.
+# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
+set -eu
+: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_TMP:?}"
+T="$MHA_TEST_TMP"
+rm -rf "$T" && mkdir -p "$T"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# npy FILE DESCR SHAPE: a .npy header (version 1.0, 128 bytes) for SHAPE;
+# the caller appends the data
+npy() {
+  text="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
+  len=${#text}
+  { printf '\223NUMPY\001\000v\000%s' "$text"
+    head -c $((118 - len - 1)) /dev/zero | tr '\000' ' '
+    printf '\n'; } >"$1"
+}
+# bytes FILE OFFSET COUNT: COUNT bytes of FILE from OFFSET
+bytes() { tail -c +$(($2 + 1)) "$1" | head -c "$3"; }
+# le64 N: N as 8 little-endian bytes (N < 256)
+le64() { printf "\\$(printf '%03o' "$1")\\000\\000\\000\\000\\000\\000\\000"; }
+
+B=23 S=9 D=32
+"$MHA" gen -d $D -H 4 --kv-heads 2 --seed 5 -o "$T/m.onnx" --data "$T/x.npy" --batch $B --seq $S
+ROW=$((S * D * 4))
+
+echo "== chunks: any --batch-size gives the one-shot bits"
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ref.npy" --batch-size 1000 2>"$T/stderr"
+grep -q "^mha run: $B rows .* 0 rows with non-finite outputs" "$T/stderr" || fail "summary: $(cat "$T/stderr")"
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ref.pb" --quiet # the whole-tensor path
+bytes "$T/ref.npy" 128 $((B * ROW)) >"$T/ref.raw"
+tail -c $((B * ROW)) "$T/ref.pb" | cmp -s - "$T/ref.raw" || fail "chunked run differs from the one-shot .pb run"
+for bs in 1 4 7 22; do
+  "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/y$bs.npy" --batch-size $bs --quiet
+  cmp -s "$T/ref.npy" "$T/y$bs.npy" || fail "--batch-size $bs differs"
+done
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/yt1.npy" --batch-size 5 --threads 1 --quiet
+cmp -s "$T/ref.npy" "$T/yt1.npy" || fail "--threads 1 differs"
+[ -z "$(ls -A "$T" | grep -e '\.partial$' -e '\.ckpt$' -e '\.tmp\.')" ] || fail "left temporaries: $(ls "$T")"
+echo "ok: batch sizes 1 4 7 22 1000 and one shot agree bitwise"
+
+echo "== kill -9 between a chunk's write and its checkpoint, then --resume"
+set +e
+MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 4 \
+  --checkpoint-every 0 --quiet 2>/dev/null
+rc=$?
+set -e
+[ $rc -ne 0 ] || fail "the crash hook did not kill the run"
+[ ! -e "$T/k.npy" ] && [ -s "$T/k.npy.partial" ] && [ -s "$T/k.npy.ckpt" ] || fail "after kill -9: $(ls "$T")"
+grep -q "^done 8$" "$T/k.npy.ckpt" || fail "checkpoint: $(cat "$T/k.npy.ckpt")"
+[ "$(wc -c <"$T/k.npy.partial")" -eq $((128 + 12 * ROW)) ] || fail "partial should hold 12 rows (past the checkpoint)"
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 3 --resume --quiet
+cmp -s "$T/ref.npy" "$T/k.npy" || fail "resumed file differs"
+[ ! -e "$T/k.npy.partial" ] && [ ! -e "$T/k.npy.ckpt" ] || fail "resume left the partial or checkpoint"
+echo "ok: truncated to the checkpoint and finished byte-identical"
+
+echo "== a real kill -9 at a random moment, then --resume"
+MHA_TEST_DATASET_DELAY_MS=40 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/r.npy" --batch-size 2 \
+  --checkpoint-every 0 --quiet 2>/dev/null &
+pid=$!
+sleep 0.2
+kill -9 $pid 2>/dev/null || true
+wait $pid 2>/dev/null || true
+[ ! -e "$T/r.npy" ] || fail "a killed run published its output"
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/r.npy" --resume --quiet 2>/dev/null
+cmp -s "$T/ref.npy" "$T/r.npy" || fail "resumed after kill -9 differs"
+echo "ok: kill -9 + --resume"
+
+echo "== SIGINT stops after the chunk with a checkpoint; a changed input refuses --resume"
+MHA_TEST_DATASET_DELAY_MS=40 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/i.npy" --batch-size 2 \
+  --quiet 2>"$T/stderr" &
+pid=$!
+sleep 0.2
+kill -INT $pid
+set +e
+wait $pid
+rc=$?
+set -e
+[ $rc -eq 1 ] || fail "SIGINT: exit $rc"
+grep -q "interrupted by SIGINT after .* rows; checkpoint .*i.npy.ckpt" "$T/stderr" || fail "SIGINT: $(cat "$T/stderr")"
+[ ! -e "$T/i.npy" ] && [ -s "$T/i.npy.ckpt" ] || fail "SIGINT left: $(ls "$T")"
+set +e
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/i.npy" --resume --backend scalar 2>"$T/stderr"
+rc=$?
+set -e
+[ $rc -eq 1 ] && grep -q "cannot resume: the checkpoint has 'backend" "$T/stderr" || fail "another backend resumed: $(cat "$T/stderr")"
+cp "$T/x.npy" "$T/x2.npy"
+set +e
+"$MHA" run "$T/m.onnx" "$T/x2.npy" -o "$T/i.npy" --resume 2>"$T/stderr"
+rc=$?
+set -e
+[ $rc -eq 1 ] && grep -q "cannot resume" "$T/stderr" || fail "another input resumed: $(cat "$T/stderr")"
+[ -s "$T/i.npy.ckpt" ] && [ -s "$T/i.npy.partial" ] || fail "a refused resume removed the checkpoint"
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/i.npy" --resume --quiet
+cmp -s "$T/ref.npy" "$T/i.npy" || fail "resumed after SIGINT differs"
+echo "ok: SIGINT + --resume; mismatches refused"
+
+echo "== shards + merge"
+for i in 0 1 2; do
+  "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/s$i.npy" --shard $i/3 --batch-size 3 --quiet
+done
+"$MHA" merge "$T/merged.npy" "$T/s2.npy" "$T/s0.npy" "$T/s1.npy" --quiet
+cmp -s "$T/ref.npy" "$T/merged.npy" || fail "merged shards differ"
+set +e
+"$MHA" merge "$T/bad.npy" "$T/s0.npy" "$T/s2.npy" 2>"$T/stderr"; rc1=$?
+"$MHA" merge "$T/bad.npy" "$T/s0.npy" "$T/s1.npy" "$T/s1.npy" "$T/s2.npy" 2>"$T/stderr2"; rc2=$?
+"$MHA" merge "$T/bad.npy" "$T/ref.npy" 2>"$T/stderr3"; rc3=$?
+set -e
+[ $rc1 -eq 1 ] && grep -q "rows 7:15 of 23 are in no shard" "$T/stderr" || fail "missing shard: $(cat "$T/stderr")"
+[ $rc2 -eq 1 ] && grep -q "overlapping" "$T/stderr2" || fail "overlap: $(cat "$T/stderr2")"
+[ $rc3 -eq 1 ] && grep -q "not a shard file" "$T/stderr3" || fail "not a shard: $(cat "$T/stderr3")"
+[ ! -e "$T/bad.npy" ] || fail "a failed merge wrote its output"
+for i in 0 1 2; do
+  SLURM_ARRAY_TASK_ID=$((i + 1)) SLURM_ARRAY_TASK_MIN=1 SLURM_ARRAY_TASK_COUNT=3 \
+    "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/slurm$i.npy" --quiet
+  cmp -s "$T/s$i.npy" "$T/slurm$i.npy" || fail "SLURM task $i differs from --shard $i/3"
+done
+echo "ok: shards merge byte-identical; gaps and overlaps refused; SLURM array picks the shard"
+
+echo "== MPI"
+MPI_BIN="$(dirname "$MHA")/mha-mpi"
+if [ -x "$MPI_BIN" ] && command -v mpirun >/dev/null 2>&1; then
+  mpirun --oversubscribe --allow-run-as-root -n 2 "$MPI_BIN" run --mpi "$T/m.onnx" "$T/x.npy" \
+    -o "$T/mpi.npy" --batch-size 4 --threads 1 --quiet
+  cmp -s "$T/ref.npy" "$T/mpi.npy" || fail "mpirun -n 2 differs"
+  mpirun --oversubscribe --allow-run-as-root -n 3 "$MPI_BIN" run --mpi "$T/m.onnx" "$T/x.npy" \
+    -o "$T/mpi3.npy" --batch-size 5 --threads 1 --quiet
+  cmp -s "$T/ref.npy" "$T/mpi3.npy" || fail "mpirun -n 3 differs"
+  echo "ok: mpirun -n 2 and -n 3 byte-identical"
+else
+  echo "SKIP: no mha-mpi or mpirun (install libopenmpi-dev openmpi-bin)"
+fi
+
+echo "== --lengths: a padded row equals the row alone at its length"
+npy "$T/len.npy" '<i8' "($B,)"
+for b in $(seq 0 $((B - 1))); do le64 $(( (b * 5 + 3) % (S + 1) )) >>"$T/len.npy"; done
+"$MHA" run "$T/m.onnx" "$T/x.npy" --lengths "$T/len.npy" -o "$T/yl.npy" --batch-size 4 --quiet
+"$MHA" run "$T/m.onnx" "$T/x.npy" --lengths "$T/len.npy" -o "$T/yl1.npy" --batch-size 1000 --quiet
+cmp -s "$T/yl.npy" "$T/yl1.npy" || fail "--lengths: chunked differs from one chunk"
+checked=0
+for b in 0 1 2 5 9 13 22; do
+  L=$(( (b * 5 + 3) % (S + 1) ))
+  if [ $L -gt 0 ]; then
+    npy "$T/row.npy" '<f4' "(1, $L, $D)"
+    bytes "$T/x.npy" $((128 + b * ROW)) $((L * D * 4)) >>"$T/row.npy"
+    "$MHA" run "$T/m.onnx" "$T/row.npy" -o "$T/rowy.npy" --quiet
+    bytes "$T/rowy.npy" 128 $((L * D * 4)) >"$T/alone.raw"
+    bytes "$T/yl.npy" $((128 + b * ROW)) $((L * D * 4)) >"$T/padded.raw"
+    cmp -s "$T/alone.raw" "$T/padded.raw" || fail "--lengths: row $b (length $L) differs from the row alone"
+  fi
+  head -c $(((S - L) * D * 4)) /dev/zero >"$T/zeros.raw"
+  bytes "$T/yl.npy" $((128 + b * ROW + L * D * 4)) $(((S - L) * D * 4)) | cmp -s - "$T/zeros.raw" ||
+    fail "--lengths: row $b is not zero past its length $L"
+  checked=$((checked + 1))
+done
+echo "ok: $checked rows with --lengths equal the rows alone, zero past their length"
+
+echo "== usage"
+set +e
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/u.pb" --resume 2>/dev/null; rc1=$?
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/u.npy" --shard 3/3 2>/dev/null; rc2=$?
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/u.npy" --batch-size 0 2>/dev/null; rc3=$?
+"$MHA" merge 2>/dev/null; rc4=$?
+set -e
+[ $rc1 -eq 2 ] && [ $rc2 -eq 2 ] && [ $rc3 -eq 2 ] && [ $rc4 -eq 2 ] || fail "usage errors: $rc1 $rc2 $rc3 $rc4"
+echo "ok: usage errors exit 2"
+
+echo "dataset.sh: all passed"

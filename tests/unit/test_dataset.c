@@ -1,0 +1,277 @@
+/* test_dataset.c -- what dataset runs (`mha run` by chunks, tools/
+ * run_dataset.c) rely on in the library: a row's result does not depend on
+ * the rest of its batch (so any chunk size gives the one-shot bits); the
+ * kv_lengths run option scores each padded row exactly as that row alone
+ * at its true length; the resumable .npy writer truncates to a checkpoint
+ * and continues; shard headers round-trip. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mha/mha.h"
+#include "tensorfile.h"
+
+static mha_model *load_case(const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/conformance/%s/model.onnx", MHA_TEST_DATA, name);
+    mha_model *m = NULL;
+    mha_error err;
+    mha_error_clear(&err);
+    mha_status st = mha_model_load_file(path, NULL, &m, &err);
+    if (st != MHA_OK) fail_msg("%s: %s", path, err.message);
+    return m;
+}
+
+static mha_runtime *make_runtime(const char *backend, int threads) {
+    mha_runtime_options o;
+    mha_runtime_options_init(&o);
+    o.backend = backend;
+    o.num_threads = threads;
+    mha_runtime *rt = NULL;
+    mha_error err;
+    mha_error_clear(&err);
+    if (mha_runtime_create(&o, &rt, &err) != MHA_OK) fail_msg("runtime: %s", err.message);
+    return rt;
+}
+
+/* A self-attention layer with input [B, S, D] -> output [B, S, D]. */
+static void run_self(mha_runtime *rt, const mha_model *m, const float *x, int64_t B, int64_t S,
+                     int64_t D, const int64_t *kv_lengths, float *y) {
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {B, S, D}, (void *)x};
+    mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {B, S, D}, y};
+    mha_run_options o;
+    mha_run_options_init(&o);
+    o.kv_lengths = kv_lengths;
+    mha_error err;
+    mha_error_clear(&err);
+    mha_status st = mha_run(rt, m, &in, 1, &out, 1, &o, &err);
+    if (st != MHA_OK) fail_msg("run: %s", err.message);
+}
+
+static const char *const self_cases[] = {"mha_self_d64_h4_b2_s16", "mha_causal_d64_h8_b2_s24",
+                                         "mha_gqa_causal_d64_h8_kv2_b1_s20"};
+static const char *const backends[] = {NULL, "scalar"};
+
+/* Rows computed in one batch, one by one and in chunks of 4 are the same
+ * bits: what makes any --batch-size give the one-shot file. */
+static void test_rows_do_not_depend_on_the_batch(void **state) {
+    (void)state;
+    const int64_t B = 9, S = 13, D = 64;
+    for (size_t bk = 0; bk < sizeof backends / sizeof backends[0]; bk++) {
+        mha_runtime *rt = make_runtime(backends[bk], 2);
+        for (size_t c = 0; c < sizeof self_cases / sizeof self_cases[0]; c++) {
+            mha_model *m = load_case(self_cases[c]);
+            size_t n = (size_t)(B * S * D);
+            float *x = malloc(n * sizeof *x), *all = malloc(n * sizeof *x),
+                  *part = malloc(n * sizeof *x);
+            assert_non_null(x);
+            assert_non_null(all);
+            assert_non_null(part);
+            tu_fill_random(x, n, 11 + c);
+            run_self(rt, m, x, B, S, D, NULL, all);
+            for (int64_t b = 0; b < B; b++) /* one by one */
+                run_self(rt, m, x + b * S * D, 1, S, D, NULL, part + b * S * D);
+            assert_memory_equal(all, part, n * sizeof *x);
+            for (int64_t b = 0; b < B; b += 4) { /* chunks of 4, the last of 1 */
+                int64_t k = B - b < 4 ? B - b : 4;
+                run_self(rt, m, x + b * S * D, k, S, D, NULL, part + b * S * D);
+            }
+            assert_memory_equal(all, part, n * sizeof *x);
+            free(x);
+            free(all);
+            free(part);
+            mha_model_free(m);
+        }
+        mha_runtime_destroy(rt);
+    }
+}
+
+/* Padded rows with kv_lengths equal each row run alone at its length:
+ * query rows [0, len) bitwise; and a chunk offset into the lengths array
+ * (as run_dataset.c passes lengths + r) keeps them aligned. */
+static void test_kv_lengths_equal_rows_alone(void **state) {
+    (void)state;
+    const int64_t B = 6, S = 12, D = 64;
+    const int64_t len[6] = {12, 1, 7, 0, 5, 11};
+    for (size_t bk = 0; bk < sizeof backends / sizeof backends[0]; bk++) {
+        mha_runtime *rt = make_runtime(backends[bk], 2);
+        for (size_t c = 0; c < sizeof self_cases / sizeof self_cases[0]; c++) {
+            mha_model *m = load_case(self_cases[c]);
+            size_t n = (size_t)(B * S * D);
+            float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *x),
+                  *y2 = malloc(n * sizeof *x), *alone = malloc((size_t)(S * D) * sizeof *x);
+            assert_non_null(x);
+            assert_non_null(y);
+            assert_non_null(y2);
+            assert_non_null(alone);
+            tu_fill_random(x, n, 21 + c);
+            run_self(rt, m, x, B, S, D, len, y);
+            for (int64_t b = 0; b < B; b++) {
+                if (len[b] == 0) continue;
+                run_self(rt, m, x + b * S * D, 1, len[b], D, NULL, alone);
+                assert_memory_equal(y + b * S * D, alone, (size_t)(len[b] * D) * sizeof *x);
+            }
+            /* rows 2..5 as a chunk, lengths pointer offset by 2 */
+            run_self(rt, m, x + 2 * S * D, 4, S, D, len + 2, y2 + 2 * S * D);
+            assert_memory_equal(y + 2 * S * D, y2 + 2 * S * D, (size_t)(4 * S * D) * sizeof *x);
+            for (size_t i = 0; i < n; i++)
+                assert_true(isfinite(y[i])); /* length 0: no NaN */
+            free(x);
+            free(y);
+            free(y2);
+            free(alone);
+            mha_model_free(m);
+        }
+        mha_runtime_destroy(rt);
+    }
+}
+
+static void test_kv_lengths_checked(void **state) {
+    (void)state;
+    mha_runtime *rt = make_runtime(NULL, 1);
+    mha_model *m = load_case("mha_self_d32_h2_b2_s8");
+    float x[2 * 8 * 32], y[2 * 8 * 32], y_old[2 * 8 * 32];
+    tu_fill_random(x, 2 * 8 * 32, 5);
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {2, 8, 32}, x};
+    mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {2, 8, 32}, y};
+    int64_t bad[2] = {3, -1};
+    mha_run_options o;
+    mha_run_options_init(&o);
+    o.kv_lengths = bad;
+    mha_error err;
+    mha_error_clear(&err);
+    assert_int_equal(mha_run(rt, m, &in, 1, &out, 1, &o, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "kv_lengths[1]"));
+    /* a caller built before kv_lengths existed passes the old, smaller size:
+     * still accepted, and the field it does not have is not read */
+    run_self(rt, m, x, 2, 8, 32, NULL, y);
+    o.struct_size = (uint32_t)offsetof(mha_run_options, kv_lengths);
+    out.data = y_old;
+    assert_int_equal(mha_run(rt, m, &in, 1, &out, 1, &o, &err), MHA_OK);
+    assert_memory_equal(y, y_old, sizeof y);
+    o.struct_size = 4;
+    assert_int_equal(mha_run(rt, m, &in, 1, &out, 1, &o, &err), MHA_ERR_INVALID_ARGUMENT);
+    mha_model_free(m);
+    mha_runtime_destroy(rt);
+}
+
+/* Writes rows 0..2, checkpoints, writes rows 3..4 (lost in a "crash"),
+ * resumes from the checkpoint and finishes: the file equals one written in
+ * one go. */
+static void test_partial_writer_resumes_from_checkpoint(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("dataset_partial");
+    char out[1024], partial[1024], whole[1024];
+    snprintf(out, sizeof out, "%s/y.npy", dir);
+    snprintf(partial, sizeof partial, "%s/y.npy.partial", dir);
+    snprintf(whole, sizeof whole, "%s/whole.npy", dir);
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    mha_error err;
+    mha_error_clear(&err);
+    float data[8][6];
+    tu_fill_random(&data[0][0], 48, 3);
+    const int64_t dims[3] = {8, 2, 3};
+
+    npy_writer *w = NULL;
+    if (npy_writer_begin(&a, whole, MHA_DTYPE_FLOAT32, 3, dims, &w, &err) != MHA_OK)
+        fail_msg("%s", err.message);
+    assert_int_equal(npy_writer_write_rows(w, data, 8, &err), MHA_OK);
+    assert_int_equal(npy_writer_commit(w, &err), MHA_OK);
+
+    assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0,
+                                              0, &w, &err),
+                     MHA_OK);
+    assert_int_equal(npy_writer_write_rows(w, data[0], 3, &err), MHA_OK);
+    uint64_t bytes = 0;
+    assert_int_equal(npy_writer_sync(w, &bytes, &err), MHA_OK);
+    assert_int_equal(bytes, 128 + 3 * 24);
+    assert_int_equal(npy_writer_write_rows(w, data[3], 2, &err), MHA_OK);
+    npy_writer_detach(w); /* the partial file stays, 5 rows long */
+    struct stat sb;
+    assert_int_equal(stat(partial, &sb), 0);
+    assert_int_equal(sb.st_size, 128 + 5 * 24);
+    assert_int_equal(access(out, F_OK), -1);
+
+    /* a different shape is refused, the partial file kept */
+    const int64_t other[3] = {8, 3, 2};
+    assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, other, 0, 0,
+                                              3, &w, &err),
+                     MHA_ERR_DATA_FORMAT);
+    /* more rows than the partial file holds is refused */
+    assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0,
+                                              7, &w, &err),
+                     MHA_ERR_IO);
+    assert_int_equal(stat(partial, &sb), 0);
+
+    assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0,
+                                              3, &w, &err),
+                     MHA_OK);
+    assert_int_equal(npy_writer_rows_written(w), 3);
+    assert_int_equal(npy_writer_write_rows(w, data[3], 5, &err), MHA_OK);
+    assert_int_equal(npy_writer_commit(w, &err), MHA_OK);
+    assert_int_equal(access(partial, F_OK), -1);
+    size_t na = 0, nb = 0;
+    void *fa = tu_read_file(out, &na), *fb = tu_read_file(whole, &nb);
+    assert_non_null(fa);
+    assert_non_null(fb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(fa, fb, na);
+    free(fa);
+    free(fb);
+}
+
+static void test_shard_header_round_trips(void **state) {
+    (void)state;
+    unsigned char buf[640];
+    const int64_t dims[3] = {4, 5, 6};
+    size_t n = npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 10, 14, 40, buf, sizeof buf);
+    assert_true(n > 0 && n % 64 == 0);
+    npy_header h;
+    mha_error err;
+    mha_error_clear(&err);
+    uint64_t file = n + 4 * 5 * 6 * 4;
+    assert_int_equal(npy_parse_header(buf, n, file, "s.npy", &h, &err), MHA_OK);
+    assert_true(h.is_shard);
+    assert_int_equal(h.shard_r0, 10);
+    assert_int_equal(h.shard_r1, 14);
+    assert_int_equal(h.shard_total, 40);
+    assert_int_equal(h.rows, 4);
+    /* the range must match dims[0] */
+    assert_int_equal(
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 10, 15, 40, buf, sizeof buf), 0);
+    /* a plain header is no shard; another comment is ignored */
+    n = npy_format_header(MHA_DTYPE_FLOAT32, 3, dims, buf, sizeof buf);
+    assert_int_equal(npy_parse_header(buf, n, file, "p.npy", &h, &err), MHA_OK);
+    assert_false(h.is_shard);
+    char text[] = "\x93NUMPY\x01\x00\x76\x00{'descr': '<f4', 'fortran_order': False, 'shape': "
+                  "(4, 5, 6), }  # mha-shard rows 1:9 of 40";
+    size_t tl = strlen(text + 10) + 10; /* the \x00 in the preamble */
+    unsigned char h2[128];
+    memset(h2, ' ', sizeof h2);
+    memcpy(h2, text, 10);
+    memcpy(h2 + 10, text + 10, tl - 10);
+    h2[127] = '\n';
+    assert_int_equal(npy_parse_header(h2, 128, 128 + 480, "bad.npy", &h, &err),
+                     MHA_ERR_DATA_FORMAT);
+    assert_non_null(strstr(err.message, "shard note says rows 1:9"));
+    memcpy(h2 + 10 + (tl - 10) - 21, "# just a comment here", 21);
+    assert_int_equal(npy_parse_header(h2, 128, 128 + 480, "c.npy", &h, &err), MHA_OK);
+    assert_false(h.is_shard);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rows_do_not_depend_on_the_batch),
+        cmocka_unit_test(test_kv_lengths_equal_rows_alone),
+        cmocka_unit_test(test_kv_lengths_checked),
+        cmocka_unit_test(test_partial_writer_resumes_from_checkpoint),
+        cmocka_unit_test(test_shard_header_round_trips),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

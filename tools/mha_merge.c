@@ -1,0 +1,193 @@
+/* mha_merge.c -- `mha merge OUT SHARD...`: checks that the shard files of a
+ * split run (each a .npy whose header note names its rows, written by
+ * `mha run --shard I/N`) agree in dtype and row shape, cover every row of
+ * the dataset exactly once, and writes their rows in order into OUT (one
+ * plain .npy, atomically): byte for byte what an unsplit run writes. */
+#define _GNU_SOURCE
+#include "mha_merge.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mha_cli.h"
+#include "tensorfile.h"
+
+static const char merge_usage[] =
+    "Usage: mha merge OUT.npy SHARD.npy...\n"
+    "\n"
+    "Joins the shard files of a split run ('mha run --shard I/N', or a SLURM job\n"
+    "array) into OUT.npy. Every shard's header names the rows it holds; the shards\n"
+    "must have the same dtype and row shape and cover every row exactly once (any\n"
+    "order on the command line). OUT appears only when it is complete.\n"
+    "\n"
+    "  -q, --quiet      no summary on stderr\n";
+
+/* Bytes copied per read/write while merging. */
+#define MERGE_COPY_BYTES ((size_t)16 << 20)
+
+typedef struct merge_shard {
+    const char *path;
+    npy_reader *reader;
+    npy_header h;
+} merge_shard;
+
+static int merge_by_first_row(const void *a, const void *b) {
+    const merge_shard *x = a, *y = b;
+    return x->h.shard_r0 < y->h.shard_r0 ? -1 : x->h.shard_r0 > y->h.shard_r0;
+}
+
+/* Every shard agrees with the first on dtype, rank, row shape and total;
+ * sorted by first row, they tile [0, total). */
+static int merge_check(merge_shard *sh, size_t n) {
+    char a[160], b[160];
+    for (size_t k = 0; k < n; k++) {
+        const npy_header *h = &sh[k].h, *h0 = &sh[0].h;
+        if (!h->is_shard)
+            return cli_fail("%s: not a shard file (its header names no rows; write shards "
+                            "with 'mha run --shard I/N')",
+                            sh[k].path);
+        int same = h->dtype == h0->dtype && h->rank == h0->rank;
+        for (int d = 1; same && d < h->rank; d++)
+            same = h->dims[d] == h0->dims[d];
+        if (!same)
+            return cli_fail("%s: %s rows of [%s] do not match %s: %s rows of [%s]", sh[k].path,
+                            mha_dtype_name(h->dtype), cli_shape_str(h->rank, h->dims, a, sizeof a),
+                            sh[0].path, mha_dtype_name(h0->dtype),
+                            cli_shape_str(h0->rank, h0->dims, b, sizeof b));
+        if (h->shard_total != h0->shard_total)
+            return cli_fail("%s: a shard of %lld rows, but %s is a shard of %lld rows",
+                            sh[k].path, (long long)h->shard_total, sh[0].path,
+                            (long long)h0->shard_total);
+    }
+    qsort(sh, n, sizeof *sh, merge_by_first_row);
+    int64_t next = 0;
+    for (size_t k = 0; k < n; k++) {
+        const npy_header *h = &sh[k].h;
+        if (h->shard_r0 < next)
+            return cli_fail("%s holds rows %lld:%lld, overlapping %s (rows %lld:%lld)", sh[k].path,
+                            (long long)h->shard_r0, (long long)h->shard_r1, sh[k - 1].path,
+                            (long long)sh[k - 1].h.shard_r0, (long long)sh[k - 1].h.shard_r1);
+        if (h->shard_r0 > next)
+            return cli_fail("rows %lld:%lld of %lld are in no shard given (missing shard?)",
+                            (long long)next, (long long)h->shard_r0, (long long)h->shard_total);
+        next = h->shard_r1;
+    }
+    if (next != sh[0].h.shard_total)
+        return cli_fail("rows %lld:%lld of %lld are in no shard given (missing shard?)",
+                        (long long)next, (long long)sh[0].h.shard_total,
+                        (long long)sh[0].h.shard_total);
+    return CLI_OK;
+}
+
+int mha_cmd_merge(int argc, char **argv) {
+    cli_common c = {0};
+    c.cmd = "merge";
+    const char *out_path = NULL;
+    merge_shard *sh = calloc((size_t)argc, sizeof *sh);
+    size_t n = 0;
+    int quiet = 0, options_done = 0, rc = CLI_OK;
+    void *buf = NULL;
+    npy_writer *w = NULL;
+    mha_alloc_ctx alloc;
+    mha_alloc_ctx_init(&alloc, NULL);
+    mha_error err;
+    mha_error_clear(&err);
+    if (!sh) return cli_fail("out of memory");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!options_done && a[0] == '-' && a[1] != '\0') {
+            int r;
+            if (strcmp(a, "--") == 0) {
+                options_done = 1;
+                continue;
+            }
+            if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+                quiet = 1;
+                continue;
+            }
+            if ((r = cli_common_option(&c, argc, argv, &i)) != 0) {
+                if (r < 0) {
+                    rc = CLI_USAGE;
+                    goto done;
+                }
+                continue;
+            }
+            rc = cli_usage_error(&c, "unknown option '%s'", a);
+            goto done;
+        }
+        if (!out_path)
+            out_path = a;
+        else
+            sh[n++].path = a;
+    }
+    if (c.help) {
+        rc = cli_print_usage(merge_usage);
+        goto done;
+    }
+    if (!out_path || n == 0) {
+        rc = cli_usage_error(&c, "give the output file and at least one shard");
+        goto done;
+    }
+    if (tensorfile_format_of(out_path) != TENSORFILE_NPY) {
+        rc = cli_usage_error(&c, "output '%s': expected a .npy file", out_path);
+        goto done;
+    }
+    double t0 = cli_now();
+    for (size_t k = 0; k < n; k++)
+        if (npy_reader_open(&alloc, sh[k].path, NPY_MMAP_NEVER, &sh[k].reader, &err) != MHA_OK) {
+            rc = cli_fail_err(sh[k].path, &err);
+            goto done;
+        } else {
+            sh[k].h = *npy_reader_header(sh[k].reader);
+        }
+    if ((rc = merge_check(sh, n)) != CLI_OK) goto done;
+
+    /* the full file: the shards' rows in order under a plain header */
+    const npy_header *h0 = &sh[0].h;
+    int64_t dims[MHA_MAX_RANK];
+    memcpy(dims, h0->dims, sizeof dims);
+    dims[0] = h0->shard_total;
+    if (npy_writer_begin(&alloc, out_path, h0->dtype, h0->rank, dims, &w, &err) != MHA_OK) {
+        rc = cli_fail_err(out_path, &err);
+        goto done;
+    }
+    int64_t per = h0->row_bytes ? (int64_t)(MERGE_COPY_BYTES / h0->row_bytes) : 1;
+    if (per < 1) per = 1;
+    size_t buf_bytes = (size_t)per * h0->row_bytes;
+    buf = malloc(buf_bytes ? buf_bytes : 1);
+    if (!buf) {
+        rc = cli_fail("out of memory for a %zu-byte copy buffer", buf_bytes);
+        goto done;
+    }
+    for (size_t k = 0; k < n; k++)
+        for (int64_t r = 0; r < sh[k].h.rows; r += per) {
+            int64_t m = sh[k].h.rows - r < per ? sh[k].h.rows - r : per;
+            if (npy_reader_read_rows(sh[k].reader, r, r + m, MHA_DTYPE_UNDEFINED, buf, buf_bytes,
+                                     &err) != MHA_OK) {
+                rc = cli_fail_err(sh[k].path, &err);
+                goto done;
+            }
+            if (npy_writer_write_rows(w, buf, m, &err) != MHA_OK) {
+                rc = cli_fail_err(out_path, &err);
+                goto done;
+            }
+        }
+    npy_writer *done_w = w;
+    w = NULL;
+    if (npy_writer_commit(done_w, &err) != MHA_OK) {
+        rc = cli_fail_err(out_path, &err);
+        goto done;
+    }
+    if (!quiet)
+        fprintf(stderr, "mha merge: %lld rows from %zu shard%s into %s in %.3f s\n",
+                (long long)h0->shard_total, n, n == 1 ? "" : "s", out_path, cli_now() - t0);
+
+done:
+    npy_writer_abort(w);
+    for (size_t k = 0; k < n; k++)
+        npy_reader_close(sh[k].reader);
+    free(sh);
+    free(buf);
+    return rc;
+}

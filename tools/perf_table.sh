@@ -1,0 +1,204 @@
+#!/bin/sh
+# perf_table.sh -- the performance table of docs/PERFORMANCE.md, in one run:
+# mha (every SIMD backend, 1 and 2 threads) against ONNX Runtime (pinned
+# onnxruntime-node, each of the three model forms) on the five reference
+# workloads, plus the peak RSS of a long sequence (W3 at S = 8192).
+#
+#   tools/perf_table.sh [--mha PATH] [--min-time SEC] [--threads 1,2]
+#                       [--workloads W1,W2,...] [--out FILE.md] [--keep DIR]
+#
+# Per workload it writes the layer with `mha gen --form attention23|ms_mha|
+# decomposed` (same seed, same weights), runs `mha bench --json` on the
+# attention23 file (every backend x thread count), then ONNX Runtime on each
+# form at each thread count right after it (alternating engines workload by
+# workload, so both see the same machine state), and prints a markdown table:
+# median ms, GFLOP/s, % of the AVX-512 peak, ORT's best form and time, the
+# ratio ORT / mha, peak RSS, and how busy the rest of the machine was.
+# ONNX Runtime is installed on first use exactly as tools/ort_compare.sh does
+# (same pinned version, same cache folder).
+#
+# Peaks (this machine, Zen 5, measured with ../shared/peer/peak.c): AVX-512
+# FMA 222 GFLOP/s on one core, 441 on two; AVX2 half that. Override with
+# MHA_PEAK1 / MHA_PEAK2 (GFLOP/s) on another machine.
+# Exit: 0 done, 1 a failure, 2 usage error.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+ORT_VERSION=$(sed -n 's/^ORT_VERSION=\(.*\)$/\1/p' "$here/ort_compare.sh")
+[ -n "$ORT_VERSION" ] || ORT_VERSION=1.30.0
+
+usage() {
+    echo "usage: $0 [--mha PATH] [--min-time SEC] [--threads 1,2] [--workloads W1,..] [--out FILE.md] [--keep DIR]" >&2
+    exit 2
+}
+die() {
+    echo "perf_table: $*" >&2
+    exit 1
+}
+
+mha="${MHA:-}" min_time=2 threads="1,2" workloads="W1,W2,W3,W4,W5" out="" keep=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --mha) [ $# -ge 2 ] || usage; mha=$2; shift 2 ;;
+    --min-time) [ $# -ge 2 ] || usage; min_time=$2; shift 2 ;;
+    --threads) [ $# -ge 2 ] || usage; threads=$2; shift 2 ;;
+    --workloads) [ $# -ge 2 ] || usage; workloads=$2; shift 2 ;;
+    --out) [ $# -ge 2 ] || usage; out=$2; shift 2 ;;
+    --keep) [ $# -ge 2 ] || usage; keep=$2; shift 2 ;;
+    -h | --help) usage ;;
+    *) echo "perf_table: unknown argument $1" >&2; usage ;;
+    esac
+done
+if [ -z "$mha" ]; then
+    if [ -x "$here/../build/bin/mha" ]; then mha="$here/../build/bin/mha"; else mha=$(command -v mha || true); fi
+fi
+[ -n "$mha" ] && [ -x "$mha" ] || die "cannot find the mha binary (build it, or pass --mha PATH)"
+command -v node >/dev/null 2>&1 || die "node is needed (apt-get install nodejs npm)"
+
+# ---- ONNX Runtime, pinned, installed once (as tools/ort_compare.sh) --------
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/mha-ort"
+ort_pkg="$cache/node_modules/onnxruntime-node/package.json"
+if ! grep -q "\"version\": \"$ORT_VERSION\"" "$ort_pkg" 2>/dev/null; then
+    command -v npm >/dev/null 2>&1 || die "npm is needed to install onnxruntime-node"
+    echo "perf_table: installing onnxruntime-node@$ORT_VERSION into $cache" >&2
+    mkdir -p "$cache"
+    [ -f "$cache/package.json" ] ||
+        printf '{\n  "name": "mha-ort",\n  "private": true,\n  "description": "ONNX Runtime for tools/ort_compare.sh"\n}\n' >"$cache/package.json"
+    (cd "$cache" && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund \
+        --save-exact "onnxruntime-node@$ORT_VERSION" >&2) || die "npm install onnxruntime-node@$ORT_VERSION failed"
+fi
+NODE_PATH="$cache/node_modules"
+export NODE_PATH
+
+if [ -n "$keep" ]; then
+    work=$keep
+    mkdir -p "$work"
+else
+    work=$(mktemp -d "${TMPDIR:-/tmp}/mha-perf-table.XXXXXX")
+    trap 'rm -rf "$work"' EXIT INT TERM
+fi
+
+# name B S D H causal: the reference workloads (self-attention, float32)
+workload_spec() {
+    case "$1" in
+    W1) echo "32 128 768 12 0" ;;
+    W2) echo "1 32 768 12 0" ;;
+    W3) echo "1 2048 512 8 0" ;;
+    W4) echo "8 256 512 8 0" ;;
+    W5) echo "1 4096 1024 16 1" ;;
+    *) die "unknown workload $1 (W1..W5)" ;;
+    esac
+}
+
+cpu_busy() { # "user+nice+system+irq+softirq+steal total" jiffies of all CPUs
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
+}
+
+start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+old_ifs=$IFS
+IFS=,
+for w in $workloads; do
+    IFS=$old_ifs
+    set -- $(workload_spec "$w")
+    B=$1 S=$2 D=$3 H=$4 causal=$5
+    copt=""
+    [ "$causal" = 1 ] && copt="--causal"
+    for form in attention23 ms_mha decomposed; do
+        "$mha" gen -d "$D" -H "$H" $copt --seed 0 --form "$form" -o "$work/$w.$form.onnx" ||
+            die "mha gen --form $form failed for $w"
+    done
+    # scalar is timed on the small workload only (it is the reference of
+    # every accuracy check anyway; on the big ones it would take minutes),
+    # openmp on all but the longest one (W5: about a minute of its own)
+    backends="avx512,avx2,openmp"
+    [ "$w" = W2 ] && backends="avx512,avx2,openmp,scalar"
+    [ "$w" = W5 ] && backends="avx512,avx2"
+    echo "perf_table: $w (B $B, S $S, D $D, H $H$([ "$causal" = 1 ] && echo ", causal")): mha bench ..." >&2
+    rc=0
+    "$mha" bench "$work/$w.attention23.onnx" --shape "$B,$S" --backend "$backends" \
+        --threads "$threads" --min-time "$min_time" --json "$work/$w.mha.json" --quiet || rc=$?
+    [ -f "$work/$w.mha.json" ] || die "mha bench failed on $w (exit $rc)"
+    [ "$rc" -eq 0 ] || echo "perf_table: warning: mha bench exited $rc on $w" >&2
+    IFS=,
+    for t in $threads; do
+        IFS=$old_ifs
+        for form in attention23 ms_mha decomposed; do
+            echo "perf_table: $w: onnxruntime $form, $t thread(s) ..." >&2
+            b0=$(cpu_busy)
+            line=$(node "$here/ort_bench.js" --model "$work/$w.$form.onnx" --spec "$work/$w.mha.json" \
+                --threads "$t" --min-time "$min_time") || line="failed"
+            b1=$(cpu_busy)
+            echo "$w $t $form $line busy0=${b0% *} total0=${b0#* } busy1=${b1% *} total1=${b1#* }" >>"$work/ort.txt"
+        done
+        IFS=,
+    done
+    IFS=,
+done
+IFS=$old_ifs
+
+# ---- memory: W3's layer at S = 8192 (linear in S: no S x S buffer) --------
+echo "perf_table: peak RSS of W3 at S=8192 ..." >&2
+"$mha" gen -d 512 -H 8 --seed 0 -o "$work/rss.onnx" || die "mha gen failed"
+"$mha" bench "$work/rss.onnx" --shape 1,8192 --backend avx512 --threads 1,2 --warmup 0 \
+    --min-time 0 --json "$work/rss.json" --quiet || echo "perf_table: warning: the RSS bench exited nonzero" >&2
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---- the table ------------------------------------------------------------
+table=$(MHA_PT_WORK="$work" MHA_PT_WORKLOADS="$workloads" MHA_PT_START="$start" \
+    MHA_PT_LOAD="$load_before -> $load_after" MHA_PT_ORT="$ORT_VERSION" node -e '
+const fs = require("fs");
+const work = process.env.MHA_PT_WORK;
+const peak = { 1: Number(process.env.MHA_PEAK1 || 222), 2: Number(process.env.MHA_PEAK2 || 441) };
+const ort = {};
+for (const l of fs.readFileSync(work + "/ort.txt", "utf8").split("\n")) {
+  const f = l.split(" ");
+  if (f.length < 4) continue;
+  const kv = {};
+  for (const x of f.slice(3)) { const i = x.indexOf("="); if (i > 0) kv[x.slice(0, i)] = x.slice(i + 1); }
+  const key = f[0] + "/" + f[1];
+  (ort[key] = ort[key] || []).push({ form: f[2], ms: Number(kv.median_ms) || NaN });
+}
+const fx = (v, d) => (Number.isFinite(v) ? v.toFixed(d) : "-");
+const rows = [];
+rows.push("| workload | threads | backend | median ms | GFLOP/s | % of peak | ORT best (form) ms | ORT / mha | peak RSS MiB | other_cpus |");
+rows.push("|---|---|---|---|---|---|---|---|---|---|");
+const names = { W1: "W1 B32 S128 D768 H12", W2: "W2 B1 S32 D768 H12", W3: "W3 B1 S2048 D512 H8",
+  W4: "W4 B8 S256 D512 H8", W5: "W5 B1 S4096 D1024 H16 causal" };
+for (const w of process.env.MHA_PT_WORKLOADS.split(",")) {
+  const j = JSON.parse(fs.readFileSync(`${work}/${w}.mha.json`, "utf8"));
+  const byT = {};
+  for (const r of j.results) (byT[r.threads] = byT[r.threads] || []).push(r);
+  for (const t of Object.keys(byT).sort()) {
+    const o = (ort[w + "/" + t] || []).filter((x) => Number.isFinite(x.ms));
+    o.sort((a, b) => a.ms - b.ms);
+    const best = o[0];
+    const ortAll = (ort[w + "/" + t] || []).map((x) => `${x.form} ${fx(x.ms, 2)}`).join(", ");
+    for (const r of byT[t]) {
+      if (!r.ran) { rows.push(`| ${names[w]} | ${t} | ${r.backend} | ERROR: ${r.error} | | | | | | |`); continue; }
+      const p = (r.backend === "avx2" ? 0.5 : 1) * peak[t] ;
+      const pct = r.backend === "avx512" || r.backend === "avx2" ? fx(100 * r.gflops / p, 0) + (r.backend === "avx2" ? " (of AVX2)" : "") : "-";
+      const ok = r.accuracy_ok ? "" : " FAIL";
+      rows.push(`| ${names[w]} | ${t} | ${r.backend}${ok} | ${fx(r.median_ms, 2)} | ${fx(r.gflops, 1)} | ${pct} | ` +
+        (best ? `${fx(best.ms, 2)} (${best.form})` : "-") + ` | ${best ? fx(best.ms / r.median_ms, 2) + "x" : "-"} | ` +
+        `${fx(r.peak_rss_mib, 1)} | ${fx(r.other_cpus, 2)} |`);
+    }
+    rows.push(`| | ${t} | ORT, every form | ${ortAll} | | | | | | |`);
+  }
+}
+let rss = "";
+try {
+  const j = JSON.parse(fs.readFileSync(`${work}/rss.json`, "utf8"));
+  rss = "\n\nMemory, W3 layer at S = 8192 (B 1, D 512, 8 heads; the scores alone would be 8 x 8192^2 floats = 2 GiB):\n\n" +
+    "| backend | threads | median ms | GFLOP/s | peak RSS MiB |\n|---|---|---|---|---|\n" +
+    j.results.map((r) => `| ${r.backend} | ${r.threads} | ${fx(r.median_ms, 1)} | ${fx(r.gflops, 1)} | ${fx(r.peak_rss_mib, 1)} |`).join("\n");
+} catch (e) { rss = "\n\n(RSS run failed: " + e.message + ")"; }
+console.log(`Run ${process.env.MHA_PT_START}, ONNX Runtime ${process.env.MHA_PT_ORT} (onnxruntime-node, best of attention23 / ms_mha / decomposed), ` +
+  `load average (1/5/15 min) before -> after: ${process.env.MHA_PT_LOAD}. Peaks: ${peak[1]} / ${peak[2]} GFLOP/s (AVX-512, 1 / 2 cores), AVX2 half.\n`);
+console.log(rows.join("\n") + rss);
+') || die "could not build the table"
+if [ -n "$out" ]; then
+    printf '%s\n' "$table" >"$out"
+    echo "perf_table: wrote $out" >&2
+fi
+printf '%s\n' "$table"

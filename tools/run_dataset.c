@@ -1,0 +1,1099 @@
+/* run_dataset.c -- `mha run` at dataset scale (see run_dataset.h).
+ *
+ * Rows are the batch axis: axis 0 of every batch-first input. Inputs whose
+ * axis 0 is the batch (query, key/value, Q/K/V, past key/value, a [B, Skv]
+ * key-padding mask, a [B, H, Sq, Skv] mask, [B] lengths) are cut into
+ * chunks of --batch-size rows together; the rest is passed whole. Per
+ * chunk [r, r+n):
+ *
+ *   prefetch rows [r+n, r+2n) of every mapped input (madvise WILLNEED)
+ *   inputs  = mapped rows (zero-copy) or rows converted into a buffer
+ *   mha_run(inputs -> outputs [n, ...]), kv_lengths = lengths[r..r+n)
+ *   zero the query rows past each length; count rows with NaN/Inf
+ *   append outputs to OUT.partial; drop the input rows (DONTNEED)
+ *   every --checkpoint-every seconds: fsync the partials, then write
+ *   OUT.ckpt (atomically) with the rows done and the bytes of each output
+ *
+ * The engine computes a row the same whatever else is in its batch (GEMM
+ * rows do not depend on how M is split, attention units are per batch
+ * item), so any chunk size gives the bits of a one-shot run; a resumed run
+ * appends exactly what the uninterrupted one would have written.
+ *
+ * A checkpoint is written only after the data it counts is fsynced, so
+ * after kill -9 the partial file holds at least what the checkpoint says;
+ * --resume truncates it to that length and continues. SIGINT / SIGTERM stop
+ * after the current chunk with a fresh checkpoint. */
+#define _GNU_SOURCE
+#include "run_dataset.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model.h"
+#include "tensorfile.h"
+
+#ifdef MHA_WITH_MPI
+#include <mpi.h>
+#endif
+
+int ds_have_mpi(void) {
+#ifdef MHA_WITH_MPI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* ------------------------------------------------------------------------ */
+/* Signals: stop after the current chunk                                     */
+/* ------------------------------------------------------------------------ */
+
+static volatile sig_atomic_t ds_stop_signal;
+
+static void ds_on_signal(int sig) {
+    ds_stop_signal = sig;
+}
+
+static void ds_signals_install(struct sigaction *old_int, struct sigaction *old_term) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = ds_on_signal;
+    sigemptyset(&sa.sa_mask);
+    ds_stop_signal = 0;
+    sigaction(SIGINT, &sa, old_int);
+    sigaction(SIGTERM, &sa, old_term);
+}
+
+static void ds_signals_restore(const struct sigaction *old_int, const struct sigaction *old_term) {
+    sigaction(SIGINT, old_int, NULL);
+    sigaction(SIGTERM, old_term, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* State                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct ds_input {
+    const char *file;     /* NULL: generated from --lengths */
+    npy_reader *reader;   /* .npy file */
+    npy_header h;
+    int batch_major;      /* axis 0 is the batch: read by chunks */
+    int zero_copy;        /* mapped and stored as the model wants it */
+    mha_dtype dtype;      /* the model's dtype for it */
+    size_t row_bytes;     /* one row in the model's dtype */
+    void *buf;            /* chunk rows (batch-major) or the whole tensor */
+} ds_input;
+
+typedef struct ds_output {
+    const char *file;     /* NULL: computed but not written */
+    char *partial;        /* FILE.partial */
+    npy_writer *writer;
+    mha_tensor chunk;     /* dtype, rank and shape of one full chunk */
+    int64_t dims[MHA_MAX_RANK]; /* of the file */
+    size_t row_bytes;
+    void *buf;
+    uint64_t bytes_done;  /* at the last checkpoint */
+} ds_output;
+
+typedef struct ds_state {
+    const ds_options *o;
+    mha_alloc_ctx alloc;
+    mha_model *model;
+    mha_model_info mi;
+    mha_runtime *rt;
+    size_t n_in, n_out;
+    mha_io_info *in_info, *out_info;
+    ds_input *in;
+    ds_output *out;
+    mha_tensor *ins, *outs;
+    int64_t B;            /* rows of the dataset */
+    int64_t lo, hi;       /* this run's rows */
+    int64_t done;         /* rows of [lo, hi) written */
+    int64_t *lengths;     /* [B] or NULL */
+    size_t y_index;       /* the MHA_ROLE_OUTPUT output */
+    int sharded;
+    char *ckpt_path;      /* FIRST_OUTPUT.ckpt, NULL without outputs */
+    char *fingerprint;    /* what must match for a resume */
+    long long nonfinite_rows;
+    int rank, size;       /* MPI; 0 and 1 otherwise */
+    int have_ckpt;        /* a checkpoint on disk describes the partials */
+    int keep_partials;    /* leave OUT.partial for a later --resume */
+} ds_state;
+
+static void *ds_calloc(size_t n, size_t size) {
+    return calloc(n ? n : 1, size ? size : 1);
+}
+
+static char *ds_strcat2(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    char *s = malloc(na + nb + 1);
+    if (!s) return NULL;
+    memcpy(s, a, na);
+    memcpy(s + na, b, nb + 1);
+    return s;
+}
+
+static void ds_state_free(ds_state *s, int keep_partials) {
+    for (size_t i = 0; s->in && i < s->n_in; i++) {
+        npy_reader_close(s->in[i].reader);
+        free(s->in[i].buf);
+    }
+    for (size_t i = 0; s->out && i < s->n_out; i++) {
+        if (keep_partials)
+            npy_writer_detach(s->out[i].writer);
+        else
+            npy_writer_abort(s->out[i].writer);
+        free(s->out[i].partial);
+        free(s->out[i].buf);
+    }
+    free(s->in);
+    free(s->out);
+    free(s->ins);
+    free(s->outs);
+    free(s->in_info);
+    free(s->out_info);
+    free(s->lengths);
+    free(s->ckpt_path);
+    free(s->fingerprint);
+    mha_runtime_destroy(s->rt);
+    mha_model_free(s->model);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Inputs                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static int ds_role_is_sequence(mha_io_role r) {
+    return r == MHA_ROLE_QUERY || r == MHA_ROLE_KEY_VALUE || r == MHA_ROLE_Q || r == MHA_ROLE_K ||
+           r == MHA_ROLE_V || r == MHA_ROLE_PAST_KEY || r == MHA_ROLE_PAST_VALUE;
+}
+
+/* Whether axis 0 of input i (shape h) is the batch of B rows. */
+static int ds_is_batch_major(mha_io_role role, const npy_header *h, int64_t B) {
+    if (h->rank < 1 || h->dims[0] != B) return 0;
+    switch (role) {
+    case MHA_ROLE_KEY_PADDING_MASK:
+        return h->rank == 2;
+    case MHA_ROLE_NONPAD_KV_SEQLEN:
+        return h->rank == 1;
+    case MHA_ROLE_ATTN_MASK:
+        return h->rank == 4;
+    default:
+        return ds_role_is_sequence(role);
+    }
+}
+
+/* "query, memory" into buf. */
+static const char *ds_input_names(const mha_io_info *info, size_t n_in, char *buf, size_t n) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n_in && used < n; i++) {
+        int w = snprintf(buf + used, n - used, "%s%s", i ? ", " : "", info[i].name);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+    return buf;
+}
+
+/* An input --lengths can stand in for: a bool [B, Skv] key-padding mask or
+ * [B] lengths. */
+static int ds_generated_from_lengths(const mha_io_info *info) {
+    return (info->role == MHA_ROLE_KEY_PADDING_MASK && info->dtype == MHA_DTYPE_BOOL &&
+            info->rank == 2) ||
+           (info->role == MHA_ROLE_NONPAD_KV_SEQLEN && info->rank == 1 &&
+            (info->dtype == MHA_DTYPE_INT64 || info->dtype == MHA_DTYPE_INT32));
+}
+
+/* Binds the INPUT arguments to model inputs: NAME=FILE by name, the rest in
+ * order into the slots still free. With --lengths, a key-padding mask or
+ * lengths input left without a file is made from the lengths. */
+int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
+                   const char *const *args, size_t n_args, const char **in_file,
+                   int lengths_given) {
+    char names[512];
+    for (size_t k = 0; k < n_args; k++) {
+        const char *a = args[k];
+        const char *eq = strchr(a, '=');
+        size_t slot = n_in;
+        const char *file = a;
+        if (eq) {
+            for (size_t i = 0; i < n_in; i++) {
+                const char *nm = info[i].name;
+                if (strlen(nm) == (size_t)(eq - a) && strncmp(nm, a, (size_t)(eq - a)) == 0) {
+                    slot = i;
+                    file = eq + 1;
+                    break;
+                }
+            }
+            if (slot < n_in && in_file[slot])
+                return cli_usage_error(c, "input '%s' is given twice", info[slot].name);
+        }
+        if (slot == n_in) {
+            for (size_t i = 0; i < n_in && slot == n_in; i++)
+                if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i])))
+                    slot = i;
+            if (slot == n_in)
+                return cli_usage_error(c, "the model takes %zu input%s (%s) but %zu files were given",
+                                       n_in, n_in == 1 ? "" : "s",
+                                       ds_input_names(info, n_in, names, sizeof names), n_args);
+        }
+        in_file[slot] = file;
+    }
+    for (size_t i = 0; i < n_in; i++)
+        if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i])))
+            return cli_usage_error(c, "input '%s' (%s) has no file; the model takes: %s",
+                                   info[i].name, mha_io_role_name(info[i].role),
+                                   ds_input_names(info, n_in, names, sizeof names));
+    return CLI_OK;
+}
+
+/* Opens input i and checks it against what the model declares (rank and
+ * feature width), so a wrong file is reported by its name. */
+static int ds_open_input(ds_state *s, size_t i) {
+    ds_input *in = &s->in[i];
+    const mha_io_info *info = &s->in_info[i];
+    mha_error err;
+    mha_error_clear(&err);
+    if (npy_reader_open(&s->alloc, in->file, NPY_MMAP_AUTO, &in->reader, &err) != MHA_OK)
+        return cli_fail_err(in->file, &err);
+    in->h = *npy_reader_header(in->reader);
+    if (!tensorfile_can_convert(in->h.dtype, info->dtype))
+        return cli_fail("%s: %s data cannot be used as input '%s' (%s)", in->file,
+                        mha_dtype_name(in->h.dtype), info->name, mha_dtype_name(info->dtype));
+    in->dtype = info->dtype;
+    char have[160], want[160];
+    cli_shape_str(in->h.rank, in->h.dims, have, sizeof have);
+    cli_shape_str(info->rank, info->shape, want, sizeof want);
+    if (info->rank >= 0 && in->h.rank != info->rank)
+        return cli_fail("%s: shape %s has rank %d but input '%s' wants rank %d [%s]", in->file,
+                        have, in->h.rank, info->name, info->rank, want);
+    int last = info->rank - 1;
+    if (ds_role_is_sequence(info->role) && last >= 0 && info->shape[last] >= 0 &&
+        in->h.dims[last] != info->shape[last])
+        return cli_fail(
+            "%s: shape %s does not fit input '%s' [%s]: the last dimension must be %lld", in->file,
+            have, info->name, want, (long long)info->shape[last]);
+    return CLI_OK;
+}
+
+/* --lengths FILE.npy: one int32/int64 per row, each in [0, S]. */
+static int ds_read_lengths(ds_state *s, int64_t S) {
+    const char *path = s->o->lengths_path;
+    mha_error err;
+    mha_error_clear(&err);
+    tensorfile *tf = NULL;
+    if (tensorfile_read(&s->alloc, path, NULL, &tf, &err) != MHA_OK)
+        return cli_fail_err(path, &err);
+    const mha_tensor *t = &tf->t;
+    int rc = CLI_OK;
+    if (t->dtype != MHA_DTYPE_INT64 && t->dtype != MHA_DTYPE_INT32) {
+        rc = cli_fail("%s: lengths must be int64 or int32, not %s", path, mha_dtype_name(t->dtype));
+    } else if (t->rank != 1 || t->shape[0] != s->B) {
+        char have[160];
+        cli_shape_str(t->rank, t->shape, have, sizeof have);
+        rc = cli_fail("%s: shape %s: lengths must be one per row, shape [%lld]", path, have,
+                      (long long)s->B);
+    } else if (!(s->lengths = ds_calloc((size_t)s->B, sizeof *s->lengths))) {
+        rc = cli_fail("%s: out of memory", path);
+    } else {
+        for (int64_t b = 0; b < s->B && rc == CLI_OK; b++) {
+            int64_t v = t->dtype == MHA_DTYPE_INT64 ? ((const int64_t *)t->data)[b]
+                                                    : ((const int32_t *)t->data)[b];
+            if (v < 0 || v > S)
+                rc = cli_fail("%s: row %lld has length %lld, outside [0, %lld]", path,
+                              (long long)b, (long long)v, (long long)S);
+            s->lengths[b] = v;
+        }
+    }
+    tensorfile_free(tf);
+    return rc;
+}
+
+/* Points ins[i] at rows [r, r+n) of every input (whole inputs stay). */
+static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
+    mha_error err;
+    mha_error_clear(&err);
+    for (size_t i = 0; i < s->n_in; i++) {
+        ds_input *in = &s->in[i];
+        mha_tensor *t = &s->ins[i];
+        if (!in->file) { /* made from --lengths */
+            const mha_io_info *info = &s->in_info[i];
+            t->dtype = info->dtype;
+            t->shape[0] = n;
+            t->data = in->buf;
+            if (info->role == MHA_ROLE_KEY_PADDING_MASK) {
+                /* [n, Skv]; true = attend unless the model says otherwise */
+                uint8_t *m = in->buf;
+                uint8_t pad = s->mi.key_padding_true_means_ignore ? 1 : 0;
+                for (int64_t b = 0; b < n; b++)
+                    for (int64_t j = 0; j < skv; j++)
+                        m[b * skv + j] = j < s->lengths[r + b] ? (uint8_t)!pad : pad;
+            } else if (info->dtype == MHA_DTYPE_INT64) {
+                memcpy(in->buf, s->lengths + r, (size_t)n * sizeof(int64_t));
+            } else {
+                for (int64_t b = 0; b < n; b++)
+                    ((int32_t *)in->buf)[b] = (int32_t)s->lengths[r + b];
+            }
+            continue;
+        }
+        if (!in->batch_major) continue;
+        t->shape[0] = n;
+        if (in->zero_copy) {
+            t->data = (void *)npy_reader_mapped_rows(in->reader, r, r + n);
+            continue;
+        }
+        if (npy_reader_read_rows(in->reader, r, r + n, in->dtype, in->buf,
+                                 (size_t)n * in->row_bytes, &err) != MHA_OK)
+            return cli_fail_err(in->file, &err);
+        t->data = in->buf;
+    }
+    return CLI_OK;
+}
+
+static void ds_advise(ds_state *s, int64_t r0, int64_t r1, npy_advice advice) {
+    if (r1 > s->hi) r1 = s->hi;
+    if (r0 >= r1) return;
+    for (size_t i = 0; i < s->n_in; i++)
+        if (s->in[i].reader && s->in[i].batch_major)
+            npy_reader_advise(s->in[i].reader, r0, r1, advice);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checkpoints                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* FNV-1a of a whole file (the model: small next to the dataset). */
+static int ds_hash_file(const char *path, uint64_t *out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    uint64_t h = 1469598103934665603ull;
+    unsigned char buf[1 << 16];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < got; i++) {
+            h ^= buf[i];
+            h *= 1099511628211ull;
+        }
+    int ok = !ferror(f);
+    fclose(f);
+    *out = h;
+    return ok;
+}
+
+/* "PATH size N mtime S.NS" of a file. */
+static int ds_file_id(const char *path, char *buf, size_t n) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return 0;
+    return cli_format(buf, n, "%s size %lld mtime %lld.%09ld", path, (long long)sb.st_size,
+                      (long long)sb.st_mtim.tv_sec, (long)sb.st_mtim.tv_nsec);
+}
+
+/* Everything that must be the same for a resumed run to append exactly
+ * what this one would: model (and its bytes), inputs, lengths, backend
+ * (kernels differ in their last bits), row range, outputs. The chunk size
+ * and thread count do not change a bit of the result, so they may differ. */
+static int ds_make_fingerprint(ds_state *s) {
+    size_t cap = 4096 + (s->n_in + s->n_out) * 4200;
+    char *fp = malloc(cap), line[4200];
+    if (!fp) return cli_fail("out of memory");
+    size_t used = 0;
+    uint64_t hash = 0;
+#define DS_APPEND(...)                                                                      \
+    do {                                                                                    \
+        int w_ = snprintf(fp + used, cap - used, __VA_ARGS__);                              \
+        if (w_ < 0 || (size_t)w_ >= cap - used) {                                           \
+            free(fp);                                                                       \
+            return cli_fail("%s: checkpoint text too long", s->ckpt_path);                  \
+        }                                                                                   \
+        used += (size_t)w_;                                                                 \
+    } while (0)
+    if (!ds_file_id(s->o->model_path, line, sizeof line) || !ds_hash_file(s->o->model_path, &hash)) {
+        free(fp);
+        return cli_fail("%s: cannot read the model again: %s", s->o->model_path, strerror(errno));
+    }
+    DS_APPEND("mha-checkpoint 1\nmodel %s fnv1a %016llx\n", line, (unsigned long long)hash);
+    for (size_t i = 0; i < s->n_in; i++) {
+        if (!s->in[i].file) {
+            DS_APPEND("input %s from lengths\n", s->in_info[i].name);
+            continue;
+        }
+        if (!ds_file_id(s->in[i].file, line, sizeof line)) {
+            free(fp);
+            return cli_fail("%s: %s", s->in[i].file, strerror(errno));
+        }
+        DS_APPEND("input %s %s\n", s->in_info[i].name, line);
+    }
+    if (s->o->lengths_path) {
+        if (!ds_file_id(s->o->lengths_path, line, sizeof line)) {
+            free(fp);
+            return cli_fail("%s: %s", s->o->lengths_path, strerror(errno));
+        }
+        DS_APPEND("lengths %s\n", line);
+    }
+    DS_APPEND("backend %s\nrows %lld:%lld of %lld\n", mha_runtime_backend(s->rt), (long long)s->lo,
+              (long long)s->hi, (long long)s->B);
+    for (size_t i = 0; i < s->n_out; i++)
+        if (s->out[i].file) DS_APPEND("output %zu %s\n", i, s->out[i].file);
+#undef DS_APPEND
+    s->fingerprint = fp;
+    return CLI_OK;
+}
+
+/* fsyncs every partial output, then records the rows done (atomically). */
+static int ds_checkpoint(ds_state *s) {
+    mha_error err;
+    mha_error_clear(&err);
+    for (size_t i = 0; i < s->n_out; i++)
+        if (s->out[i].writer &&
+            npy_writer_sync(s->out[i].writer, &s->out[i].bytes_done, &err) != MHA_OK)
+            return cli_fail_err(s->out[i].partial, &err);
+    size_t cap = strlen(s->fingerprint) + 64 + s->n_out * 48;
+    char *text = malloc(cap);
+    if (!text) return cli_fail("out of memory");
+    size_t used = (size_t)snprintf(text, cap, "%sdone %lld\n", s->fingerprint, (long long)s->done);
+    for (size_t i = 0; i < s->n_out; i++)
+        if (s->out[i].writer)
+            used += (size_t)snprintf(text + used, cap - used, "bytes %zu %llu\n", i,
+                                     (unsigned long long)s->out[i].bytes_done);
+    mha_status st = atomic_file_save(&s->alloc, s->ckpt_path, text, used, &err);
+    free(text);
+    if (st != MHA_OK) return cli_fail_err(s->ckpt_path, &err);
+    return CLI_OK;
+}
+
+/* Reads OUT.ckpt for --resume: the fingerprint must match line for line;
+ * sets s->done and each output's bytes_done. *found = 0 when there is no
+ * checkpoint (the run starts afresh). */
+static int ds_checkpoint_load(ds_state *s, int *found) {
+    *found = 0;
+    FILE *f = fopen(s->ckpt_path, "r");
+    if (!f) {
+        if (errno == ENOENT) return CLI_OK;
+        return cli_fail("%s: %s", s->ckpt_path, strerror(errno));
+    }
+    char *text = NULL;
+    size_t cap = 0, len = 0;
+    char buf[4096];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (len + got + 1 > cap) {
+            size_t ncap = (len + got + 1) * 2;
+            char *t = realloc(text, ncap);
+            if (!t) {
+                free(text);
+                fclose(f);
+                return cli_fail("out of memory");
+            }
+            text = t;
+            cap = ncap;
+        }
+        memcpy(text + len, buf, got);
+        len += got;
+    }
+    fclose(f);
+    if (!text) return cli_fail("%s: empty checkpoint", s->ckpt_path);
+    text[len] = '\0';
+
+    /* compare line by line up to "done" */
+    const char *want = s->fingerprint, *have = text;
+    while (*want) {
+        const char *we = strchr(want, '\n'), *he = strchr(have, '\n');
+        size_t wl = we ? (size_t)(we - want) : strlen(want);
+        size_t hl = he ? (size_t)(he - have) : strlen(have);
+        if (wl != hl || memcmp(want, have, wl) != 0) {
+            int rc = cli_fail("%s: cannot resume: the checkpoint has '%.*s' where this run has "
+                              "'%.*s' (remove the .ckpt and .partial files to start over)",
+                              s->ckpt_path, (int)(hl > 300 ? 300 : hl), have,
+                              (int)(wl > 300 ? 300 : wl), want);
+            free(text);
+            return rc;
+        }
+        want += wl + (we ? 1 : 0);
+        have += hl + (he ? 1 : 0);
+    }
+    long long done = -1;
+    int pos = 0;
+    if (sscanf(have, "done %lld\n%n", &done, &pos) != 1 || done < 0 || done > s->hi - s->lo) {
+        free(text);
+        return cli_fail("%s: malformed checkpoint (no valid 'done' line)", s->ckpt_path);
+    }
+    have += pos;
+    for (size_t i = 0; i < s->n_out; i++) {
+        if (!s->out[i].file) continue;
+        size_t idx;
+        unsigned long long bytes;
+        int p2 = 0;
+        if (sscanf(have, "bytes %zu %llu\n%n", &idx, &bytes, &p2) != 2 || idx != i) {
+            free(text);
+            return cli_fail("%s: malformed checkpoint (output %zu has no 'bytes' line)",
+                            s->ckpt_path, i);
+        }
+        s->out[i].bytes_done = bytes;
+        have += p2;
+    }
+    free(text);
+    s->done = done;
+    *found = 1;
+    return CLI_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Progress                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct ds_progress {
+    int on;
+    double t0, last;
+    int64_t rows0; /* rows done before this process started (resume) */
+} ds_progress;
+
+static void ds_progress_draw(ds_progress *p, int64_t done, int64_t total, int final) {
+    if (!p->on) return;
+    double now = cli_now();
+    if (!final && now - p->last < 0.1) return; /* at most ~10 redraws a second */
+    p->last = now;
+    double dt = now - p->t0;
+    double rate = dt > 0 ? (double)(done - p->rows0) / dt : 0.0;
+    double eta = rate > 0 ? (double)(total - done) / rate : 0.0;
+    int width = 30, fill = total > 0 ? (int)((double)width * (double)done / (double)total) : width;
+    char bar[64];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    fprintf(stderr, "\r[%s] %lld/%lld rows %.1f rows/s ETA %d:%02d:%02d   ", bar, (long long)done,
+            (long long)total, rate, (int)(eta / 3600), (int)(eta / 60) % 60, (int)eta % 60);
+    if (final) fprintf(stderr, "\r%*s\r", 80, "");
+    fflush(stderr);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Outputs                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Zeroes the query rows of chunk output y past each row's length (query
+ * position i is padding when i >= length; only for Sq == Skv, where a
+ * query position is a key position) and counts rows holding NaN or Inf. */
+static void ds_finish_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64_t skv) {
+    mha_tensor *y = &s->outs[s->y_index];
+    if (y->dtype != MHA_DTYPE_FLOAT32 || y->rank < 1 || n == 0) return;
+    size_t per_row = (size_t)(mha_tensor_numel(y) / n);
+    float *data = y->data;
+    if (s->lengths && sq == skv && (y->rank == 3 || y->rank == 4)) {
+        /* [n, Sq, w] or bare attention [n, H, Sq, dv] */
+        int64_t heads = y->rank == 4 ? y->shape[1] : 1;
+        int64_t width = y->shape[y->rank - 1];
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t h = 0; h < heads; h++)
+                for (int64_t i = s->lengths[r + b]; i < sq; i++)
+                    memset(data + (size_t)b * per_row + (size_t)((h * sq + i) * width), 0,
+                           (size_t)width * sizeof(float));
+    }
+    for (int64_t b = 0; b < n; b++) {
+        const float *row = data + (size_t)b * per_row;
+        for (size_t k = 0; k < per_row; k++)
+            if (!isfinite(row[k])) {
+                s->nonfinite_rows++;
+                break;
+            }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Setup shared by the file and MPI modes                                    */
+/* ------------------------------------------------------------------------ */
+
+static int ds_setup(const cli_common *c, ds_state *s) {
+    const ds_options *o = s->o;
+    mha_error err;
+    mha_error_clear(&err);
+    mha_alloc_ctx_init(&s->alloc, NULL);
+    if (mha_model_load_file(o->model_path, NULL, &s->model, &err) != MHA_OK)
+        return cli_fail_err(o->model_path, &err);
+    mha_model_get_info(s->model, &s->mi);
+    if (s->model->L.seq_first && !o->dataset_options && !o->mpi) return DS_ONE_SHOT;
+    if (s->model->L.seq_first)
+        return cli_fail("%s: the model takes sequence-first inputs [S, B, D]; dataset runs "
+                        "need the batch on axis 0 (use a .pb output to run it in one piece)",
+                        o->model_path);
+    s->n_in = s->mi.num_inputs;
+    s->n_out = s->mi.num_outputs;
+    if (o->n_out_files > s->n_out)
+        return cli_usage_error(c, "the model has %zu output%s but %zu -o files were given",
+                               s->n_out, s->n_out == 1 ? "" : "s", o->n_out_files);
+    s->in_info = ds_calloc(s->n_in, sizeof *s->in_info);
+    s->out_info = ds_calloc(s->n_out, sizeof *s->out_info);
+    s->in = ds_calloc(s->n_in, sizeof *s->in);
+    s->out = ds_calloc(s->n_out, sizeof *s->out);
+    s->ins = ds_calloc(s->n_in, sizeof *s->ins);
+    s->outs = ds_calloc(s->n_out, sizeof *s->outs);
+    const char **files = ds_calloc(s->n_in, sizeof *files);
+    if (!s->in_info || !s->out_info || !s->in || !s->out || !s->ins || !s->outs || !files) {
+        free(files);
+        return cli_fail("out of memory");
+    }
+    for (size_t i = 0; i < s->n_in; i++)
+        mha_model_input(s->model, i, &s->in_info[i]);
+    for (size_t i = 0; i < s->n_out; i++) {
+        mha_model_output(s->model, i, &s->out_info[i]);
+        if (s->out_info[i].role == MHA_ROLE_OUTPUT) s->y_index = i;
+        s->out[i].file = i < o->n_out_files ? o->out_files[i] : NULL;
+    }
+    int rc = ds_bind_inputs(c, s->in_info, s->n_in, o->in_args, o->n_in_args, files,
+                            o->lengths_path != NULL);
+    for (size_t i = 0; i < s->n_in; i++)
+        s->in[i].file = files[i];
+    free(files);
+    if (rc != CLI_OK) return rc;
+    for (size_t i = 0; i < s->n_in; i++)
+        if (s->in[i].file && (rc = ds_open_input(s, i)) != CLI_OK) return rc;
+
+    /* rows: the batch of the query (or of the first file) */
+    size_t qi = s->n_in;
+    for (size_t i = 0; i < s->n_in && qi == s->n_in; i++)
+        if (s->in[i].file &&
+            (s->in_info[i].role == MHA_ROLE_QUERY || s->in_info[i].role == MHA_ROLE_Q))
+            qi = i;
+    for (size_t i = 0; i < s->n_in && qi == s->n_in; i++)
+        if (s->in[i].file) qi = i;
+    if (qi == s->n_in || s->in[qi].h.rank < 1)
+        return cli_fail("%s: no input with a batch axis to split into rows", o->model_path);
+    s->B = s->in[qi].h.dims[0];
+    /* sequence lengths, for --lengths and a generated mask */
+    int64_t sq = s->in[qi].h.rank == 4 ? s->in[qi].h.dims[2]
+                 : s->in[qi].h.rank >= 2 ? s->in[qi].h.dims[1] : 1;
+    int64_t skv = sq;
+    for (size_t i = 0; i < s->n_in; i++) {
+        const npy_header *h = &s->in[i].h;
+        if (s->in[i].file && (s->in_info[i].role == MHA_ROLE_KEY_VALUE ||
+                              s->in_info[i].role == MHA_ROLE_K))
+            skv = h->rank == 4 ? h->dims[2] : h->rank >= 2 ? h->dims[1] : skv;
+    }
+    if (o->lengths_path && (rc = ds_read_lengths(s, skv)) != CLI_OK) return rc;
+
+    /* which inputs are chunked; buffers for those not read in place */
+    int64_t bs = o->batch_rows;
+    for (size_t i = 0; i < s->n_in; i++) {
+        ds_input *in = &s->in[i];
+        const mha_io_info *info = &s->in_info[i];
+        mha_tensor *t = &s->ins[i];
+        size_t esize = mha_dtype_size(info->dtype);
+        if (!in->file) { /* generated per chunk from --lengths */
+            in->batch_major = 1;
+            t->dtype = info->dtype;
+            t->rank = info->rank;
+            t->shape[0] = bs;
+            if (info->rank == 2) t->shape[1] = skv;
+            in->row_bytes = esize * (info->rank == 2 ? (size_t)skv : 1);
+            if (!(in->buf = ds_calloc((size_t)bs, in->row_bytes))) return cli_fail("out of memory");
+            continue;
+        }
+        t->dtype = info->dtype;
+        t->rank = in->h.rank;
+        memcpy(t->shape, in->h.dims, sizeof t->shape);
+        in->batch_major = ds_is_batch_major(info->role, &in->h, s->B);
+        in->row_bytes = in->h.row_bytes / mha_dtype_size(in->h.dtype) * esize;
+        if (in->batch_major) {
+            in->zero_copy = npy_reader_mapped_data(in->reader) && in->h.dtype == info->dtype &&
+                            info->dtype != MHA_DTYPE_BOOL;
+            if (!in->zero_copy && !(in->buf = ds_calloc((size_t)bs, in->row_bytes)))
+                return cli_fail("%s: out of memory for %lld rows of %zu bytes", in->file,
+                                (long long)bs, in->row_bytes);
+        } else {
+            size_t bytes = (size_t)in->h.rows * in->row_bytes;
+            if (!(in->buf = ds_calloc(bytes, 1)))
+                return cli_fail("%s: out of memory for %zu bytes", in->file, bytes);
+            if (npy_reader_read_rows(in->reader, 0, in->h.rows, info->dtype, in->buf, bytes,
+                                     &err) != MHA_OK)
+                return cli_fail_err(in->file, &err);
+            t->data = in->buf;
+        }
+    }
+    return cli_runtime_create(c, &s->rt);
+}
+
+/* Output shapes of a full chunk of n rows; every output must have the
+ * batch on axis 0. Allocates the chunk buffers. */
+static int ds_setup_outputs(ds_state *s, int64_t n, int64_t file_rows, int64_t skv) {
+    mha_error err;
+    mha_error_clear(&err);
+    /* the shapes come from real chunk tensors (the checks want data) */
+    int rc = ds_bind_chunk(s, s->lo + n <= s->B ? s->lo : s->B - n, n, skv);
+    if (rc != CLI_OK) return rc;
+    if (mha_model_output_shapes(s->model, s->ins, s->n_in, s->outs, s->n_out, &err) != MHA_OK) {
+        for (size_t i = 0; i < s->n_in; i++) {
+            char quoted[300];
+            snprintf(quoted, sizeof quoted, "'%s'", s->in_info[i].name);
+            if (s->in[i].file && strstr(err.message, quoted))
+                return cli_fail_err(s->in[i].file, &err);
+        }
+        return cli_fail_err(s->o->model_path, &err);
+    }
+    for (size_t i = 0; i < s->n_out; i++) {
+        ds_output *out = &s->out[i];
+        mha_tensor *t = &s->outs[i];
+        if (t->rank < 1 || t->shape[0] != n) {
+            if (!s->o->dataset_options && !s->o->mpi) return DS_ONE_SHOT;
+            char shape[160];
+            cli_shape_str(t->rank, t->shape, shape, sizeof shape);
+            return cli_fail("%s: output '%s' [%s] has no batch axis: it cannot be written by "
+                            "rows (use a .pb output to run in one piece)",
+                            s->o->model_path, s->out_info[i].name, shape);
+        }
+        int ok;
+        size_t bytes = cli_tensor_bytes(t, &ok);
+        out->row_bytes = n ? bytes / (size_t)n : 0;
+        out->chunk = *t;
+        memcpy(out->dims, t->shape, sizeof out->dims);
+        out->dims[0] = file_rows;
+        if (!ok || !(out->buf = ds_calloc(bytes, 1)))
+            return cli_fail("%s: output '%s' of %zu bytes per chunk does not fit in memory",
+                            s->o->model_path, s->out_info[i].name, bytes);
+        t->data = out->buf;
+    }
+    return CLI_OK;
+}
+
+/* Runs rows [r, r+n) into the chunk outputs. */
+static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64_t skv) {
+    int rc = ds_bind_chunk(s, r, n, skv);
+    if (rc != CLI_OK) return rc;
+    for (size_t i = 0; i < s->n_out; i++)
+        s->outs[i].shape[0] = n;
+    mha_run_options ro;
+    mha_run_options_init(&ro);
+    ro.kv_lengths = s->lengths ? s->lengths + r : NULL;
+    mha_error err;
+    mha_error_clear(&err);
+    if (mha_run(s->rt, s->model, s->ins, s->n_in, s->outs, s->n_out, &ro, &err) != MHA_OK) {
+        for (size_t i = 0; i < s->n_in; i++) {
+            char quoted[300];
+            snprintf(quoted, sizeof quoted, "'%s'", s->in_info[i].name);
+            if (s->in[i].file && strstr(err.message, quoted))
+                return cli_fail_err(s->in[i].file, &err);
+        }
+        return cli_fail_err(s->o->model_path, &err);
+    }
+    ds_finish_chunk(s, r, n, sq, skv);
+    return CLI_OK;
+}
+
+/* Sq and Skv of the layer inputs (for padding rows). */
+static void ds_seq_lengths(const ds_state *s, int64_t *sq, int64_t *skv) {
+    *sq = *skv = -1;
+    for (size_t i = 0; i < s->n_in; i++) {
+        const npy_header *h = &s->in[i].h;
+        if (!s->in[i].file || h->rank < 2) continue;
+        int64_t len = h->rank == 4 ? h->dims[2] : h->dims[1];
+        mha_io_role role = s->in_info[i].role;
+        if (role == MHA_ROLE_QUERY || role == MHA_ROLE_Q) {
+            *sq = len;
+            if (*skv < 0) *skv = len;
+        }
+        if (role == MHA_ROLE_KEY_VALUE || role == MHA_ROLE_K) *skv = len;
+    }
+}
+
+static void ds_summary(const ds_state *s, long long rows, double seconds, double t_start,
+                       long long nonfinite) {
+    int64_t sq, skv;
+    ds_seq_lengths(s, &sq, &skv);
+    long long tokens = rows * (sq > 0 ? sq : 1);
+    double per = seconds > 0 ? 1.0 / seconds : 0.0;
+    char where[4200] = "";
+    size_t n_write = s->o->n_out_files;
+    if (n_write)
+        snprintf(where, sizeof where, "; wrote %s%s", s->o->out_files[0], n_write > 1 ? ", ..." : "");
+    char ranks[48] = "";
+    if (s->size > 1) snprintf(ranks, sizeof ranks, " on each of %d MPI ranks", s->size);
+    fprintf(stderr,
+            "mha run: %lld rows (%lld tokens) in %.3f s: %.1f rows/s, %.0f tokens/s; "
+            "%lld rows with non-finite outputs; backend %s, %d thread%s%s; %.3f s with I/O%s\n",
+            rows, tokens, seconds, (double)rows * per, (double)tokens * per, nonfinite,
+            mha_runtime_backend(s->rt), mha_runtime_num_threads(s->rt),
+            mha_runtime_num_threads(s->rt) == 1 ? "" : "s", ranks, cli_now() - t_start, where);
+}
+
+/* ------------------------------------------------------------------------ */
+/* File mode: whole run, a shard, resume                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Test hooks of tests/cli/dataset.sh (never set in normal use):
+ * MHA_TEST_DATASET_DELAY_MS sleeps after each chunk (so a signal lands
+ * mid-run); MHA_TEST_DATASET_CRASH_ROWS=N kills the process with SIGKILL
+ * right after the chunk that reaches N rows is written but before its
+ * checkpoint. */
+static long ds_test_env(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? strtol(v, NULL, 10) : 0;
+}
+
+static int ds_run_files(const cli_common *c, ds_state *s) {
+    const ds_options *o = s->o;
+    double t_start = cli_now();
+    int rc = ds_setup(c, s);
+    if (rc != CLI_OK) return rc;
+
+    /* this run's rows */
+    s->lo = 0;
+    s->hi = s->B;
+    if (o->shard_count > 0) {
+        s->sharded = 1;
+        s->lo = s->B * o->shard_index / o->shard_count;
+        s->hi = s->B * (o->shard_index + 1) / o->shard_count;
+    }
+    int64_t bs = o->batch_rows;
+    int64_t first = s->hi - s->lo < bs ? s->hi - s->lo : bs;
+    if (first == 0) first = bs < s->B ? bs : s->B; /* an empty shard still has a shape */
+    if (first == 0 && !o->dataset_options) return DS_ONE_SHOT;
+    if (first == 0) return cli_fail("%s: the dataset has no rows", o->model_path);
+    int64_t sq, skv;
+    ds_seq_lengths(s, &sq, &skv);
+    if ((rc = ds_setup_outputs(s, first, s->hi - s->lo, skv)) != CLI_OK) return rc;
+    for (size_t i = 0; i < s->n_out; i++) /* chunk buffers: bs rows */
+        if (first < bs) {
+            free(s->out[i].buf);
+            s->out[i].buf = ds_calloc((size_t)bs, s->out[i].row_bytes);
+            if (!s->out[i].buf) return cli_fail("out of memory");
+            s->outs[i].data = s->out[i].buf;
+        }
+
+    if (o->n_out_files) {
+        s->ckpt_path = ds_strcat2(o->out_files[0], ".ckpt");
+        if (!s->ckpt_path) return cli_fail("out of memory");
+        if ((rc = ds_make_fingerprint(s)) != CLI_OK) return rc;
+    }
+    int found = 0;
+    if (o->resume && s->ckpt_path && (rc = ds_checkpoint_load(s, &found)) != CLI_OK) return rc;
+    if (o->resume && !found && !o->quiet)
+        fprintf(stderr, "mha run: no checkpoint %s: starting from the first row\n",
+                s->ckpt_path ? s->ckpt_path : "(no output)");
+    if (!found && s->ckpt_path) unlink(s->ckpt_path); /* a stale one must not count */
+    s->have_ckpt = found;
+    mha_error err;
+    mha_error_clear(&err);
+    for (size_t i = 0; i < s->n_out; i++) {
+        ds_output *out = &s->out[i];
+        if (!out->file) continue;
+        if (!(out->partial = ds_strcat2(out->file, ".partial"))) return cli_fail("out of memory");
+        if (npy_writer_begin_partial(&s->alloc, out->file, out->partial, out->chunk.dtype,
+                                     out->chunk.rank, out->dims, s->lo, s->sharded ? s->B : 0,
+                                     found ? s->done : 0, &out->writer, &err) != MHA_OK)
+            return cli_fail_err(out->partial, &err);
+    }
+
+    struct sigaction old_int, old_term;
+    ds_signals_install(&old_int, &old_term);
+    ds_progress prog = {0};
+    prog.on = !o->quiet && isatty(STDERR_FILENO);
+    prog.t0 = prog.last = cli_now();
+    prog.rows0 = s->done;
+    const long delay_ms = ds_test_env("MHA_TEST_DATASET_DELAY_MS");
+    const long crash_rows = ds_test_env("MHA_TEST_DATASET_CRASH_ROWS");
+    double t0 = cli_now(), last_ckpt = t0;
+    int64_t rows_here = 0;
+    ds_advise(s, s->lo + s->done, s->lo + s->done + bs, NPY_ADVICE_WILLNEED);
+    while (s->lo + s->done < s->hi && rc == CLI_OK) {
+        const int64_t r = s->lo + s->done;
+        const int64_t n = s->hi - r < bs ? s->hi - r : bs;
+        ds_advise(s, r + n, r + 2 * n, NPY_ADVICE_WILLNEED); /* read ahead while computing */
+        if ((rc = ds_compute_chunk(s, r, n, sq, skv)) != CLI_OK) break;
+        for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++)
+            if (s->out[i].writer &&
+                npy_writer_write_rows(s->out[i].writer, s->out[i].buf, n, &err) != MHA_OK)
+                rc = cli_fail_err(s->out[i].partial, &err);
+        if (rc != CLI_OK) break;
+        ds_advise(s, r, r + n, NPY_ADVICE_DONTNEED);
+        s->done += n;
+        rows_here += n;
+        if (crash_rows > 0 && s->done >= crash_rows) raise(SIGKILL);
+        if (delay_ms > 0) {
+            struct timespec ts = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        ds_progress_draw(&prog, s->done, s->hi - s->lo, 0);
+        double now = cli_now();
+        int finished = s->lo + s->done >= s->hi;
+        if (s->ckpt_path && !finished &&
+            (ds_stop_signal || now - last_ckpt >= o->checkpoint_seconds)) {
+            rc = ds_checkpoint(s);
+            s->have_ckpt = rc == CLI_OK;
+            last_ckpt = now;
+        }
+        if (ds_stop_signal && !finished) break;
+    }
+    int stopped = rc == CLI_OK && s->lo + s->done < s->hi;
+    ds_signals_restore(&old_int, &old_term);
+    ds_progress_draw(&prog, s->done, s->hi - s->lo, 1);
+    if (stopped) {
+        int sig = (int)ds_stop_signal;
+        if (s->ckpt_path)
+            rc = cli_fail("interrupted by %s after %lld of %lld rows; checkpoint %s: run the "
+                          "same command with --resume to continue",
+                          sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)s->done,
+                          (long long)(s->hi - s->lo), s->ckpt_path);
+        else
+            rc = cli_fail("interrupted by %s after %lld of %lld rows (no output to keep)",
+                          sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)s->done,
+                          (long long)(s->hi - s->lo));
+        s->keep_partials = s->ckpt_path != NULL;
+        return rc;
+    }
+    if (rc != CLI_OK) {
+        /* a failure, not an interruption: keep what a checkpoint can resume */
+        s->keep_partials = s->have_ckpt;
+        return rc;
+    }
+    for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++) {
+        if (!s->out[i].writer) continue;
+        npy_writer *w = s->out[i].writer;
+        s->out[i].writer = NULL;
+        if (npy_writer_commit(w, &err) != MHA_OK) rc = cli_fail_err(s->out[i].file, &err);
+    }
+    if (rc == CLI_OK && s->ckpt_path) unlink(s->ckpt_path);
+    if (rc == CLI_OK && !o->quiet)
+        ds_summary(s, (long long)rows_here, cli_now() - t0, t_start, s->nonfinite_rows);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* MPI mode: each rank a row range, one output file through MPI-IO           */
+/* ------------------------------------------------------------------------ */
+
+#ifdef MHA_WITH_MPI
+static int ds_mpi_fail(int rc) {
+    /* a rank that fails cannot leave the others waiting in a collective */
+    if (rc != CLI_OK) MPI_Abort(MPI_COMM_WORLD, rc);
+    return rc;
+}
+
+static int ds_run_mpi(const cli_common *c, ds_state *s) {
+    const ds_options *o = s->o;
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) MPI_Init(NULL, NULL);
+    MPI_Comm_rank(MPI_COMM_WORLD, &s->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &s->size);
+    double t_start = cli_now();
+    int rc = ds_mpi_fail(ds_setup(c, s));
+    s->lo = s->B * s->rank / s->size;
+    s->hi = s->B * (s->rank + 1) / s->size;
+    int64_t bs = o->batch_rows;
+    int64_t first = bs < s->B ? bs : s->B;
+    if (first == 0) ds_mpi_fail(cli_fail("%s: the dataset has no rows", o->model_path));
+    int64_t sq, skv;
+    ds_seq_lengths(s, &sq, &skv);
+    rc = ds_mpi_fail(ds_setup_outputs(s, first, s->B, skv));
+    for (size_t i = 0; i < s->n_out; i++) /* chunk buffers: bs rows */
+        if (first < bs) {
+            free(s->out[i].buf);
+            if (!(s->out[i].buf = ds_calloc((size_t)bs, s->out[i].row_bytes)))
+                ds_mpi_fail(cli_fail("out of memory"));
+            s->outs[i].data = s->out[i].buf;
+        }
+
+    /* open every output collectively; rank 0 writes the headers */
+    MPI_File *fh = ds_calloc(s->n_out, sizeof *fh);
+    uint64_t *head_bytes = ds_calloc(s->n_out, sizeof *head_bytes);
+    if (!fh || !head_bytes) ds_mpi_fail(cli_fail("out of memory"));
+    for (size_t i = 0; i < s->n_out; i++) {
+        ds_output *out = &s->out[i];
+        if (!out->file) continue;
+        if (!(out->partial = ds_strcat2(out->file, ".partial"))) ds_mpi_fail(cli_fail("out of memory"));
+        if (MPI_File_open(MPI_COMM_WORLD, out->partial, MPI_MODE_CREATE | MPI_MODE_WRONLY,
+                          MPI_INFO_NULL, &fh[i]) != MPI_SUCCESS)
+            ds_mpi_fail(cli_fail("%s: MPI_File_open failed", out->partial));
+        MPI_File_set_size(fh[i], 0);
+        unsigned char head[640];
+        size_t hn = npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims, head,
+                                      sizeof head);
+        if (hn == 0) ds_mpi_fail(cli_fail("%s: cannot format the header", out->file));
+        head_bytes[i] = hn;
+        if (s->rank == 0 &&
+            MPI_File_write_at(fh[i], 0, head, (int)hn, MPI_BYTE, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            ds_mpi_fail(cli_fail("%s: writing the header failed", out->partial));
+    }
+
+    /* every rank makes the same number of collective writes */
+    long long mine = (s->hi - s->lo + bs - 1) / bs, rounds = 0;
+    MPI_Allreduce(&mine, &rounds, 1, MPI_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
+    ds_progress prog = {0};
+    prog.on = s->rank == 0 && !o->quiet && isatty(STDERR_FILENO);
+    prog.t0 = prog.last = cli_now();
+    double t0 = MPI_Wtime();
+    for (long long k = 0; k < rounds; k++) {
+        const int64_t r = s->lo + k * bs;
+        const int64_t n = r < s->hi ? (s->hi - r < bs ? s->hi - r : bs) : 0;
+        if (n > 0) {
+            ds_advise(s, r + n, r + 2 * n, NPY_ADVICE_WILLNEED);
+            ds_mpi_fail(ds_compute_chunk(s, r, n, sq, skv));
+        }
+        for (size_t i = 0; i < s->n_out; i++) {
+            if (!s->out[i].file) continue;
+            size_t bytes = (size_t)n * s->out[i].row_bytes;
+            if (bytes > (size_t)2147483647)
+                ds_mpi_fail(cli_fail("%s: a chunk of %zu bytes is too large for one MPI write; "
+                                     "lower --batch-size",
+                                     s->out[i].file, bytes));
+            MPI_Offset off = (MPI_Offset)(head_bytes[i] + (uint64_t)r * s->out[i].row_bytes);
+            if (MPI_File_write_at_all(fh[i], n > 0 ? off : 0, s->out[i].buf, (int)bytes, MPI_BYTE,
+                                      MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                ds_mpi_fail(cli_fail("%s: MPI_File_write_at_all failed", s->out[i].partial));
+        }
+        if (n > 0) {
+            ds_advise(s, r, r + n, NPY_ADVICE_DONTNEED);
+            s->done += n;
+        }
+        ds_progress_draw(&prog, s->done, s->hi - s->lo, 0);
+    }
+    ds_progress_draw(&prog, s->done, s->hi - s->lo, 1);
+    for (size_t i = 0; i < s->n_out; i++) {
+        if (!s->out[i].file) continue;
+        MPI_File_sync(fh[i]);
+        MPI_File_close(&fh[i]);
+    }
+    double seconds = MPI_Wtime() - t0;
+    long long rows = s->done, all_rows = 0, bad = s->nonfinite_rows, all_bad = 0;
+    MPI_Reduce(&rows, &all_rows, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
+    MPI_Reduce(&bad, &all_bad, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (s->rank == 0)
+        for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++)
+            if (s->out[i].file && rename(s->out[i].partial, s->out[i].file) != 0)
+                rc = cli_fail("%s: cannot rename the finished file into place: %s",
+                              s->out[i].file, strerror(errno));
+    if (rc == CLI_OK && s->rank == 0 && !o->quiet)
+        ds_summary(s, all_rows, seconds, t_start, all_bad);
+    free(fh);
+    free(head_bytes);
+    ds_state_free(s, 1);
+    s->rt = NULL;
+    s->model = NULL;
+    MPI_Finalize();
+    return rc;
+}
+#endif
+
+int ds_run(const cli_common *c, const ds_options *o) {
+    ds_state s;
+    memset(&s, 0, sizeof s);
+    s.o = o;
+    s.size = 1;
+    if (o->mpi) {
+#ifdef MHA_WITH_MPI
+        return ds_run_mpi(c, &s);
+#else
+        return cli_usage_error(c, "--mpi: this mha was built without MPI; run mha-mpi under "
+                                  "mpirun instead");
+#endif
+    }
+    int rc = ds_run_files(c, &s);
+    ds_state_free(&s, s.keep_partials);
+    return rc;
+}
