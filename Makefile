@@ -26,11 +26,13 @@ build: deps $(BUILD)/CMakeCache.txt
 run: build
 	@./tools/default-job.sh $(BUILD)
 
-# Every test: the release build, then ASan+UBSan, then TSan for the pool.
+# Every test: the release build, then ASan+UBSan, then TSan for the pool,
+# then each libFuzzer target for 20 s.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	$(MAKE) --no-print-directory test-asan
 	$(MAKE) --no-print-directory test-tsan
+	$(MAKE) --no-print-directory test-fuzz
 	@echo "make test: all suites passed"
 
 test-fast: build

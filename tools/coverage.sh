@@ -44,7 +44,8 @@ grep 'replayed' "$cov/fuzz-replay.log" | sed 's/^/  /'
 filter='engine/src/(onnx_load[a-z_]*|npy|tensorfile|recognize[a-z_]*)\.c$'
 out=$cov/coverage
 mkdir -p "$out"
-gcovr_args="-r $root --object-directory $root/$cov --filter $filter --exclude-unreachable-branches"
+# search only this build's .gcda files (other coverage builds may sit beside it)
+gcovr_args="-r $root --object-directory $root/$cov --filter $filter --exclude-unreachable-branches $root/$cov"
 # shellcheck disable=SC2086
 gcovr $gcovr_args --txt "$out/lines.txt"
 # shellcheck disable=SC2086

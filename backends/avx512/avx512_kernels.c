@@ -97,6 +97,7 @@ static inline vf vf_exp_or_zero(vf s, vf m) {
 #define GEMM_MR 12
 #define GEMM_NR 32
 #define GEMM_KC 256
+#define GEMM_MC (8 * GEMM_MR)
 
 /*
  * C[0:12, 0:32] (+)= ap . bp. ap: [kc][12] (A sliver), bp: [kc][32] (B

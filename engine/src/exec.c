@@ -36,11 +36,14 @@
  * costs a repack of A per column tile; M is split first, N only when M alone
  * gives too few units (small batches). 48 rows keep the units small enough
  * that claiming them from one counter balances two or more threads. */
-#define EXEC_GEMM_TILE_M 48
+#define EXEC_GEMM_TILE_M 96
 #define EXEC_GEMM_TILE_N INT64_MAX
 /* Causal attention splits queries into blocks of at most this many rows, so
  * the heavy late rows can be spread over threads. */
 #define EXEC_CAUSAL_Q_BLOCK 64
+/* pool_scratch_take slots: a run's intermediates, its attention workspace */
+#define EXEC_SCRATCH_INTERMEDIATES 0
+#define EXEC_SCRATCH_WORKSPACE 1
 
 static int64_t exec_min(int64_t a, int64_t b) {
     return a < b ? a : b;
@@ -487,10 +490,10 @@ static mha_status exec_workspace_reserve(exec_state *s, const mha_alloc_ctx *a, 
         return mha_fail(err, MHA_ERR_LIMIT, "attention workspace of %zu bytes x %d threads", ws,
                         copies);
     if (total > s->ws_capacity) {
-        mha_free(a, s->workspace);
+        pool_scratch_give(s->env->pool, a, EXEC_SCRATCH_WORKSPACE, s->workspace);
         s->workspace = NULL;
         s->ws_capacity = 0;
-        s->workspace = mha_malloc(a, total);
+        s->workspace = pool_scratch_take(s->env->pool, a, EXEC_SCRATCH_WORKSPACE, total);
         if (!s->workspace)
             return mha_fail(err, MHA_ERR_NO_MEMORY,
                             "attention workspace: out of memory for %zu bytes", total);
@@ -778,10 +781,25 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     size_t n_proj = (size_t)(nb * Sq * (self ? nq + nkv : nq));
     size_t n_projkv = self ? 0 : (size_t)(nb * Skv * nkv);
     size_t n_att = (size_t)(nb * Sq * natt);
-    proj = mha_calloc(a, n_proj ? n_proj : 1, sizeof(float));
-    projkv = self ? NULL : mha_calloc(a, n_projkv ? n_projkv : 1, sizeof(float));
-    att = mha_calloc(a, n_att ? n_att : 1, sizeof(float));
-    if (!proj || (!self && !projkv) || !att) {
+    /* One buffer for the three, kept by the pool between runs (no page
+     * faults per run); each part starts on a 64-byte boundary. Every
+     * element is written (GEMM C ranges cover it, attention writes every
+     * row, Skv = 0 clears att) before it is read, so it is not zeroed. */
+    const size_t r_proj = (n_proj + 15) / 16 * 16, r_projkv = (n_projkv + 15) / 16 * 16;
+    size_t n_all = 0;
+    if (!mha_add_size(r_proj, r_projkv, &n_all) || !mha_add_size(n_all, n_att, &n_all) ||
+        !mha_mul_size(n_all, sizeof(float), &n_all)) {
+        return mha_fail(err, MHA_ERR_LIMIT,
+                        "intermediates for %lld batch items (Sq %lld, Skv %lld) overflow",
+                        (long long)nb, (long long)Sq, (long long)Skv);
+    }
+    float *scratch = pool_scratch_take(s->env->pool, a, EXEC_SCRATCH_INTERMEDIATES, n_all);
+    if (scratch) {
+        proj = scratch;
+        projkv = self ? NULL : scratch + r_proj;
+        att = scratch + r_proj + r_projkv;
+    }
+    if (!scratch) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY,
                       "intermediates for %lld batch items (Sq %lld, Skv %lld): out of memory",
                       (long long)nb, (long long)Sq, (long long)Skv);
@@ -878,9 +896,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     }
 
 done:
-    mha_free(a, proj);
-    mha_free(a, projkv);
-    mha_free(a, att);
+    pool_scratch_give(s->env->pool, a, EXEC_SCRATCH_INTERMEDIATES, scratch);
     return st;
 }
 
@@ -919,7 +935,7 @@ mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *arg
     if (st == MHA_OK) st = exec_phases_run(&s, self_parallel, err);
     if (env->pool) pool_fp_restore(fp_saved);
     if (reserved) pool_release(env->pool);
-    mha_free(env->alloc, s.workspace);
+    pool_scratch_give(env->pool, env->alloc, EXEC_SCRATCH_WORKSPACE, s.workspace);
     return st;
 }
 
@@ -1002,7 +1018,7 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     if (env->pool) pool_fp_restore(fp_saved);
 
     if (reserved) pool_release(env->pool);
-    mha_free(env->alloc, s.workspace);
+    pool_scratch_give(env->pool, env->alloc, EXEC_SCRATCH_WORKSPACE, s.workspace);
     mha_free(env->alloc, mask.owned);
     return st;
 }

@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -61,7 +62,17 @@ struct pool {
 
     atomic_int barrier_arrived;
     atomic_uint barrier_gen;
+
+    /* pool_scratch_take/give: each a buffer whose first POOL_SCRATCH_HEADER
+     * bytes hold its usable size, or NULL */
+    _Atomic(void *) scratch[POOL_SCRATCH_SLOTS];
 };
+
+#define POOL_SCRATCH_HEADER 64 /* keeps the usable part 64-byte aligned */
+/* Smaller buffers are not kept: the C library reuses freed heap memory of
+ * that size without new page faults, and a run that still allocates keeps
+ * its allocation-failure paths reachable. */
+#define POOL_SCRATCH_KEEP_MIN ((size_t)1 << 20)
 
 #define POOL_ACTIVE_BITS 16
 #define POOL_ACTIVE_MASK ((1ull << POOL_ACTIVE_BITS) - 1)
@@ -88,6 +99,40 @@ void pool_fp_restore(unsigned saved) {
 #else
     (void)saved;
 #endif
+}
+
+/* ---- scratch kept between runs ---- */
+
+void *pool_scratch_take(pool *p, const mha_alloc_ctx *a, int slot, size_t bytes) {
+    if (!p || slot < 0 || slot >= POOL_SCRATCH_SLOTS) return mha_malloc(a, bytes ? bytes : 1);
+    char *buf = atomic_exchange_explicit(&p->scratch[slot], NULL, memory_order_acq_rel);
+    if (buf) {
+        size_t have;
+        memcpy(&have, buf, sizeof have);
+        if (have >= bytes) return buf + POOL_SCRATCH_HEADER;
+        mha_free(&p->alloc, buf);
+    }
+    if (bytes > SIZE_MAX - POOL_SCRATCH_HEADER) return NULL;
+    buf = mha_malloc(&p->alloc, POOL_SCRATCH_HEADER + bytes);
+    if (!buf) return NULL;
+    memcpy(buf, &bytes, sizeof bytes);
+    return buf + POOL_SCRATCH_HEADER;
+}
+
+void pool_scratch_give(pool *p, const mha_alloc_ctx *a, int slot, void *ptr) {
+    if (!ptr) return;
+    if (!p || slot < 0 || slot >= POOL_SCRATCH_SLOTS) {
+        mha_free(a, ptr);
+        return;
+    }
+    void *buf = (char *)ptr - POOL_SCRATCH_HEADER;
+    size_t have;
+    memcpy(&have, buf, sizeof have);
+    void *expected = NULL;
+    if (have < POOL_SCRATCH_KEEP_MIN ||
+        !atomic_compare_exchange_strong_explicit(&p->scratch[slot], &expected, buf,
+                                                 memory_order_acq_rel, memory_order_acquire))
+        mha_free(&p->alloc, buf);
 }
 
 /* ---- barrier ---- */
@@ -279,6 +324,8 @@ static void pool_stop_workers(struct pool *p) {
 
 static void pool_free_memory(struct pool *p) {
     mha_alloc_ctx a = p->alloc;
+    for (int i = 0; i < POOL_SCRATCH_SLOTS; i++)
+        mha_free(&a, atomic_exchange(&p->scratch[i], NULL));
     mha_free(&a, p->workers);
     mha_free(&a, p);
 }
@@ -326,6 +373,8 @@ mha_status pool_create(const mha_alloc_ctx *a, int n_workers, size_t stack_bytes
     atomic_init(&p->stop, 0);
     atomic_init(&p->barrier_arrived, 0);
     atomic_init(&p->barrier_gen, 0);
+    for (int i = 0; i < POOL_SCRATCH_SLOTS; i++)
+        atomic_init(&p->scratch[i], NULL);
     if (n_workers == 0) {
         *out = p;
         return MHA_OK;

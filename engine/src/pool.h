@@ -86,4 +86,18 @@ void pool_release(pool *p);
 unsigned pool_fp_flush_denormals(void);
 void pool_fp_restore(unsigned saved);
 
+/* Scratch memory kept by the pool between runs, so a run does not map,
+ * fault in and unmap its intermediates every time (W1's 50 MB of Q|K|V and
+ * attention output cost ~12k page faults per run before). Slot s holds at
+ * most one buffer; take hands it out (NULL slot: a new one) when it has at
+ * least bytes, else frees it and allocates; give puts it back (or frees it
+ * when another run refilled the slot meanwhile). Thread-safe: concurrent
+ * runs each get their own buffer. Buffers under 1 MiB are freed, not kept
+ * (malloc serves those without page faults). Contents are undefined (not zeroed);
+ * 64-byte aligned. p may be NULL (plain allocation with a, give frees).
+ * The buffers are freed by pool_destroy / pool_abandon. */
+#define POOL_SCRATCH_SLOTS 2
+void *pool_scratch_take(pool *p, const mha_alloc_ctx *a, int slot, size_t bytes);
+void pool_scratch_give(pool *p, const mha_alloc_ctx *a, int slot, void *buf);
+
 #endif

@@ -104,6 +104,32 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
                                 io->name, mha_io_role_name(io->role), ax);
         }
     }
+    /* The probe runs the whole graph in the reference interpreter (for the
+     * recogniser and the verifier alike): a model whose fixed shapes are huge
+     * cannot be probed in bounded memory and time, and a crafted file must
+     * not make us try. Bound every input and the score matrix. */
+    for (size_t i = 0; i < L->n_inputs; i++) {
+        const layer_io *io = &L->inputs[i];
+        int64_t numel = 1;
+        for (int ax = 0; ax < io->rank; ax++)
+            if (!mha_mul_i64(numel, dims[i][ax], &numel) || numel > RZ_PROBE_MAX_ELEMENTS) {
+                char shape[96];
+                return mha_fail(err, MHA_ERR_LIMIT,
+                                "input '%s' has the fixed shape %s: too large to probe the graph "
+                                "(limit %lld elements)",
+                                io->name, tensor_shape_str(io->rank, dims[i], shape, sizeof shape),
+                                (long long)RZ_PROBE_MAX_ELEMENTS);
+            }
+    }
+    int64_t heads = L->q_heads > 0 ? L->q_heads : 1, scores = 1;
+    if (!mha_mul_i64(scores, sz->B, &scores) || !mha_mul_i64(scores, heads, &scores) ||
+        !mha_mul_i64(scores, sz->Sq, &scores) || !mha_mul_i64(scores, sz->Skv, &scores) ||
+        scores > RZ_PROBE_MAX_SCORES)
+        return mha_fail(err, MHA_ERR_LIMIT,
+                        "fixed sizes batch %lld, query length %lld, key length %lld: the score "
+                        "matrix is too large to probe the graph (limit %lld elements)",
+                        (long long)sz->B, (long long)sz->Sq, (long long)sz->Skv,
+                        (long long)RZ_PROBE_MAX_SCORES);
     return MHA_OK;
 }
 

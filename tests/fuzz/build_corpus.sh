@@ -6,7 +6,9 @@
 #   tensor_proto   tests/data/**/*.pb
 #   npy            tests/fuzz/seeds/npy/*.npy (numpy-written, make_seeds.py)
 #   external_data  tests/fuzz/seeds/external_data/*
-# plus, for every target, its regression inputs (tests/fuzz/regressions/<t>).
+# plus, for every target, the committed minimized corpus
+# (tests/fuzz/corpus/<t>, merge_corpus.sh) and its regression inputs
+# (tests/fuzz/regressions/<t>).
 #
 # usage: build_corpus.sh <tests/data> <tests/fuzz> <out>
 # Writes <out>/seeds/<target>/ (replaced each time). The fuzzers add what
@@ -35,6 +37,10 @@ cp "$fuzz"/seeds/onnx_model/*.onnx "$seeds/onnx_model/"
 cp "$fuzz"/seeds/npy/*.npy "$seeds/npy/"
 cp "$fuzz"/seeds/external_data/* "$seeds/external_data/"
 for t in onnx_model tensor_proto npy external_data; do
+    for f in "$fuzz/corpus/$t"/*; do
+        [ -f "$f" ] || continue
+        cp "$f" "$seeds/$t/corpus-$(basename "$f")"
+    done
     for f in "$fuzz/regressions/$t"/*; do
         [ -f "$f" ] || continue
         case $(basename "$f") in README*) continue ;; esac

@@ -63,7 +63,8 @@ static struct {
 static uint8_t w_bin[256], x_bin[64], y_bin[40];
 
 static void make_pattern(uint8_t *p, size_t n, unsigned seed) {
-    for (size_t i = 0; i < n; i++) p[i] = (uint8_t)((i * 37u + seed * 11u) & 0x7f);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)((i * 37u + seed * 11u) & 0x7f);
 }
 
 static void put_file(const char *path, const void *data, size_t n) {
@@ -301,10 +302,9 @@ int fuzz_external_data_one(const uint8_t *data, size_t size) {
             FUZZ_CHECK(got[i] != SENTINEL, "byte %zu of W came from outside the model folder", i);
         /* not marked EXTERNAL: only the inline raw_data may have been used */
         if (flags & 4)
-            FUZZ_CHECK(t->nbytes == 0 ||
-                           (t->nbytes == sizeof raw && memcmp(got, raw, sizeof raw) == 0),
-                       "W is not EXTERNAL yet holds %zu bytes that are not its raw_data",
-                       t->nbytes);
+            FUZZ_CHECK(
+                t->nbytes == 0 || (t->nbytes == sizeof raw && memcmp(got, raw, sizeof raw) == 0),
+                "W is not EXTERNAL yet holds %zu bytes that are not its raw_data", t->nbytes);
         /* the bytes are those of the file the resolver names, at the offset */
         else if (t->nbytes > 0) {
             FUZZ_CHECK(has_loc, "W loaded without a location");

@@ -46,8 +46,7 @@ static void check_header(const npy_header *h, size_t size) {
                h->header_bytes);
     FUZZ_CHECK(h->rows == (h->rank == 0 ? 1 : h->dims[0]), "rows %lld", (long long)h->rows);
     FUZZ_CHECK((uint64_t)h->rows * h->row_bytes == h->data_bytes || h->rows == 0,
-               "rows %lld x row_bytes %zu != %zu", (long long)h->rows, h->row_bytes,
-               h->data_bytes);
+               "rows %lld x row_bytes %zu != %zu", (long long)h->rows, h->row_bytes, h->data_bytes);
 }
 
 /* Reads the file with the given options and checks the result against the
@@ -64,15 +63,14 @@ static void read_and_check(const char *path, const uint8_t *data, size_t size, i
     mha_error err;
     mha_error_clear(&err);
     mha_status st = tensorfile_read(&a, path, &o, &tf, &err);
-    int convertible = parsed_ok && (want == MHA_DTYPE_UNDEFINED ||
-                                    tensorfile_can_convert(h->dtype, want));
+    int convertible =
+        parsed_ok && (want == MHA_DTYPE_UNDEFINED || tensorfile_can_convert(h->dtype, want));
     if (st != MHA_OK) {
         fuzz_check_error("tensorfile_read", st, &err);
         FUZZ_CHECK(tf == NULL, "a failed read left a tensor");
         FUZZ_CHECK(strstr(err.message, path) != NULL, "message does not name the file: %s",
                    err.message);
-        FUZZ_CHECK(!convertible, "the parser accepts the file, the reader says: %s",
-                   err.message);
+        FUZZ_CHECK(!convertible, "the parser accepts the file, the reader says: %s", err.message);
         return;
     }
     FUZZ_CHECK(convertible, "the reader accepts a file the parser refuses or cannot convert");
@@ -142,13 +140,12 @@ int fuzz_npy_one(const uint8_t *data, size_t size) {
         st = npy_reader_read_rows(r, r0, r1, MHA_DTYPE_UNDEFINED, dst, bytes, &err);
         FUZZ_CHECK(st == MHA_OK, "npy_reader_read_rows: %s", err.message);
         if (h.dtype != MHA_DTYPE_BOOL)
-            FUZZ_CHECK(bytes == 0 || memcmp(dst, data + h.header_bytes +
-                                                     (size_t)r0 * h.row_bytes, bytes) == 0,
+            FUZZ_CHECK(bytes == 0 || memcmp(dst, data + h.header_bytes + (size_t)r0 * h.row_bytes,
+                                            bytes) == 0,
                        "rows [%lld, %lld) differ from the file", (long long)r0, (long long)r1);
         /* a range past the end is refused cleanly */
         st = npy_reader_read_rows(r, r0, r1 + 1, MHA_DTYPE_UNDEFINED, dst, bytes, &err);
-        FUZZ_CHECK(st == MHA_ERR_INVALID_ARGUMENT, "rows past the end: %s",
-                   mha_status_name(st));
+        FUZZ_CHECK(st == MHA_ERR_INVALID_ARGUMENT, "rows past the end: %s", mha_status_name(st));
         free(dst);
         npy_reader_close(r);
     }

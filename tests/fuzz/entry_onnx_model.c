@@ -30,11 +30,10 @@ static void check_tensor(const tensor *t, const char *what) {
     int64_t numel = 1;
     for (int i = 0; i < t->rank; i++) {
         FUZZ_CHECK(t->dims[i] >= 0, "%s: dim %d is %lld", what, i, (long long)t->dims[i]);
-        FUZZ_CHECK(!__builtin_mul_overflow(numel, t->dims[i], &numel), "%s: numel overflows",
-                   what);
+        FUZZ_CHECK(!__builtin_mul_overflow(numel, t->dims[i], &numel), "%s: numel overflows", what);
     }
-    FUZZ_CHECK((uint64_t)numel * esize == t->nbytes, "%s: %zu bytes for %lld elements of %zu",
-               what, t->nbytes, (long long)numel, esize);
+    FUZZ_CHECK((uint64_t)numel * esize == t->nbytes, "%s: %zu bytes for %lld elements of %zu", what,
+               t->nbytes, (long long)numel, esize);
     FUZZ_CHECK(t->nbytes == 0 || t->data, "%s: no data", what);
     if (t->dtype == MHA_DTYPE_BOOL)
         for (size_t i = 0; i < t->nbytes; i++)
@@ -100,7 +99,8 @@ static void check_graph(const ir_graph *g) {
         FUZZ_CHECK(val->graph_input == (int)k, "graph input '%s': index %d, expected %zu",
                    val->name, val->graph_input, k);
     }
-    for (size_t k = 0; k < g->n_outputs; k++) check_value_id(g, g->outputs[k], 0, "graph output");
+    for (size_t k = 0; k < g->n_outputs; k++)
+        check_value_id(g, g->outputs[k], 0, "graph output");
 }
 
 static mha_runtime *fuzz_runtime(void) {
@@ -127,26 +127,46 @@ static void fill_input(mha_tensor *t, int64_t n, uint64_t seed) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         double u = (double)(s >> 11) / 9007199254740992.0 * 2.0 - 1.0;
         switch (t->dtype) {
-        case MHA_DTYPE_FLOAT32: ((float *)t->data)[i] = (float)u; break;
-        case MHA_DTYPE_FLOAT64: ((double *)t->data)[i] = u; break;
-        case MHA_DTYPE_FLOAT16: ((uint16_t *)t->data)[i] = mha_float_to_half((float)u); break;
-        case MHA_DTYPE_BFLOAT16: ((uint16_t *)t->data)[i] = mha_float_to_bf16((float)u); break;
-        case MHA_DTYPE_BOOL: ((uint8_t *)t->data)[i] = 1; break;
-        case MHA_DTYPE_INT64: ((int64_t *)t->data)[i] = 1; break;
-        case MHA_DTYPE_INT32: ((int32_t *)t->data)[i] = 1; break;
-        default: memset((char *)t->data + (size_t)i * mha_dtype_size(t->dtype), 0,
-                        mha_dtype_size(t->dtype));
+        case MHA_DTYPE_FLOAT32:
+            ((float *)t->data)[i] = (float)u;
+            break;
+        case MHA_DTYPE_FLOAT64:
+            ((double *)t->data)[i] = u;
+            break;
+        case MHA_DTYPE_FLOAT16:
+            ((uint16_t *)t->data)[i] = mha_float_to_half((float)u);
+            break;
+        case MHA_DTYPE_BFLOAT16:
+            ((uint16_t *)t->data)[i] = mha_float_to_bf16((float)u);
+            break;
+        case MHA_DTYPE_BOOL:
+            ((uint8_t *)t->data)[i] = 1;
+            break;
+        case MHA_DTYPE_INT64:
+            ((int64_t *)t->data)[i] = 1;
+            break;
+        case MHA_DTYPE_INT32:
+            ((int32_t *)t->data)[i] = 1;
+            break;
+        default:
+            memset((char *)t->data + (size_t)i * mha_dtype_size(t->dtype), 0,
+                   mha_dtype_size(t->dtype));
         }
     }
 }
 
 static double element_f64(const mha_tensor *t, int64_t i) {
     switch (t->dtype) {
-    case MHA_DTYPE_FLOAT32: return ((const float *)t->data)[i];
-    case MHA_DTYPE_FLOAT64: return ((const double *)t->data)[i];
-    case MHA_DTYPE_FLOAT16: return mha_half_to_float(((const uint16_t *)t->data)[i]);
-    case MHA_DTYPE_BFLOAT16: return mha_bf16_to_float(((const uint16_t *)t->data)[i]);
-    default: return 0.0;
+    case MHA_DTYPE_FLOAT32:
+        return ((const float *)t->data)[i];
+    case MHA_DTYPE_FLOAT64:
+        return ((const double *)t->data)[i];
+    case MHA_DTYPE_FLOAT16:
+        return mha_half_to_float(((const uint16_t *)t->data)[i]);
+    case MHA_DTYPE_BFLOAT16:
+        return mha_bf16_to_float(((const uint16_t *)t->data)[i]);
+    default:
+        return 0.0;
     }
 }
 
@@ -171,7 +191,8 @@ static void run_model(const mha_model *m) {
         }
         in[i].dtype = info.dtype;
         in[i].rank = info.rank;
-        for (int d = 0; d < info.rank; d++) in[i].shape[d] = info.shape[d] < 0 ? 2 : info.shape[d];
+        for (int d = 0; d < info.rank; d++)
+            in[i].shape[d] = info.shape[d] < 0 ? 2 : info.shape[d];
         int64_t n = mha_tensor_numel(&in[i]);
         if (n < 0 || n > FUZZ_MAX_RUN_ELEMENTS) {
             ok = 0;

@@ -33,17 +33,15 @@ void fuzz_check_failed(const char *file, int line, const char *fmt, ...) {
 
 void fuzz_check_error(const char *what, mha_status st, const mha_error *err) {
     FUZZ_CHECK(st != MHA_OK, "%s: expected a failure", what);
-    FUZZ_CHECK(strcmp(mha_status_name(st), "MHA_UNKNOWN_STATUS") != 0,
-               "%s: unknown status %d", what, (int)st);
-    FUZZ_CHECK(st != MHA_ERR_INTERNAL, "%s: internal error on input data: %s", what,
-               err->message);
-    FUZZ_CHECK(err->status == st, "%s: returned %s but err says %s (%s)", what,
-               mha_status_name(st), mha_status_name(err->status), err->message);
+    FUZZ_CHECK(strcmp(mha_status_name(st), "MHA_UNKNOWN_STATUS") != 0, "%s: unknown status %d",
+               what, (int)st);
+    FUZZ_CHECK(st != MHA_ERR_INTERNAL, "%s: internal error on input data: %s", what, err->message);
+    FUZZ_CHECK(err->status == st, "%s: returned %s but err says %s (%s)", what, mha_status_name(st),
+               mha_status_name(err->status), err->message);
     size_t n = strnlen(err->message, sizeof err->message);
     FUZZ_CHECK(n > 0 && n < sizeof err->message, "%s: %s without a message", what,
                mha_status_name(st));
-    FUZZ_CHECK(!strchr(err->message, '\n'), "%s: message is not one line: %s", what,
-               err->message);
+    FUZZ_CHECK(!strchr(err->message, '\n'), "%s: message is not one line: %s", what, err->message);
 }
 
 void fuzz_note(const char *what, mha_status st, const mha_error *err) {

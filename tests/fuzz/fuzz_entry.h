@@ -48,9 +48,9 @@ extern const size_t fuzz_target_count;
 /* Prints "fuzz check failed at file:line: what" and aborts. */
 void fuzz_check_failed(const char *file, int line, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
-#define FUZZ_CHECK(cond, ...)                                          \
-    do {                                                               \
-        if (!(cond)) fuzz_check_failed(__FILE__, __LINE__, __VA_ARGS__); \
+#define FUZZ_CHECK(cond, ...)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) fuzz_check_failed(__FILE__, __LINE__, __VA_ARGS__);                           \
     } while (0)
 
 /* A failed call must leave a clean error: st a known status other than

@@ -93,14 +93,16 @@ static int drop_element(mutator *m, void **array, size_t *count, size_t i) {
 
 #define N_OF(array) (sizeof(array) / sizeof((array)[0]))
 
+/* clang-format off */
 static char *const op_types[] = {
     "MatMul", "Add", "Mul", "Div", "Sub", "Softmax", "Transpose", "Reshape", "Attention",
     "MultiHeadAttention", "Gemm", "Identity", "Cast", "Where", "Concat", "Split", "Slice",
     "Unsqueeze", "Squeeze", "Shape", "Gather", "Sqrt", "Neg", "Expand", "Trilu", "Constant",
     "ConstantOfShape", "Equal", "Not", "LogSoftmax", "ReduceMax", "Tanh", "Flatten", "Tile"};
+/* clang-format on */
 static char *const domains[] = {"", "com.microsoft", "ai.onnx", "org.other"};
-static const int64_t ints[] = {-3, -2, -1, 0, 1, 2, 3, 4, 5, 8, 16, 64, 1000000,
-                               INT64_MAX, INT64_MIN, (int64_t)1 << 31};
+static const int64_t ints[] = {-3, -2, -1, 0,  1,       2,         3,         4,
+                               5,  8,  16, 64, 1000000, INT64_MAX, INT64_MIN, (int64_t)1 << 31};
 static const int32_t dtypes[] = {1, 2, 3, 6, 7, 9, 10, 11, 16, 8, 0, 5};
 static const int64_t opsets[] = {1, 11, 13, 14, 17, 21, 23, 24, 25, 1000};
 
@@ -113,15 +115,24 @@ static int64_t pick_int(mutator *m, int64_t old) {
 
 static float pick_float(mutator *m, float old) {
     switch (pick(m, 9)) {
-    case 0: return 0.0f;
-    case 1: return 1.0f;
-    case 2: return -1.0f;
-    case 3: return old * 2.0f;
-    case 4: return old / 2.0f;
-    case 5: return INFINITY;
-    case 6: return NAN;
-    case 7: return 1e30f;
-    default: return -old;
+    case 0:
+        return 0.0f;
+    case 1:
+        return 1.0f;
+    case 2:
+        return -1.0f;
+    case 3:
+        return old * 2.0f;
+    case 4:
+        return old / 2.0f;
+    case 5:
+        return INFINITY;
+    case 6:
+        return NAN;
+    case 7:
+        return 1e30f;
+    default:
+        return -old;
     }
 }
 
@@ -148,8 +159,7 @@ static int mutate_node(mutator *m, Onnx__NodeProto *n) {
         return set_ptr(m, (void **)&n->domain, domains[pick(m, N_OF(domains))]);
     case 2:
         if (!n->n_input) return 0;
-        return set_ptr(m, (void **)&n->input[pick(m, n->n_input)],
-                       m->names[pick(m, m->n_names)]);
+        return set_ptr(m, (void **)&n->input[pick(m, n->n_input)], m->names[pick(m, m->n_names)]);
     case 3: { /* swap two inputs */
         if (n->n_input < 2) return 0;
         size_t a = pick(m, n->n_input), b = pick(m, n->n_input);
@@ -162,8 +172,7 @@ static int mutate_node(mutator *m, Onnx__NodeProto *n) {
         return 0;
     case 5:
         if (!n->n_output) return 0;
-        return set_ptr(m, (void **)&n->output[pick(m, n->n_output)],
-                       m->names[pick(m, m->n_names)]);
+        return set_ptr(m, (void **)&n->output[pick(m, n->n_output)], m->names[pick(m, m->n_names)]);
     case 6:
         if (!n->n_attribute) return 0;
         return drop_element(m, (void **)n->attribute, &n->n_attribute, pick(m, n->n_attribute));
@@ -261,8 +270,7 @@ static int mutate_once(mutator *m, Onnx__ModelProto *model) {
         if (pick(m, 2) && g->n_initializer)
             return drop_element(m, (void **)g->initializer, &g->n_initializer,
                                 pick(m, g->n_initializer));
-        if (g->n_input)
-            return drop_element(m, (void **)g->input, &g->n_input, pick(m, g->n_input));
+        if (g->n_input) return drop_element(m, (void **)g->input, &g->n_input, pick(m, g->n_input));
         return 0;
     }
 }
@@ -287,7 +295,8 @@ size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsi
     }
     collect_names(&m, model->graph);
     int changed = 0;
-    for (size_t k = 1 + pick(&m, 3); k > 0; k--) changed |= mutate_once(&m, model);
+    for (size_t k = 1 + pick(&m, 3); k > 0; k--)
+        changed |= mutate_once(&m, model);
 
     size_t out = 0;
     size_t n = onnx__model_proto__get_packed_size(model);

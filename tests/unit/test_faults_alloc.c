@@ -76,16 +76,15 @@ static sweep_stats sweep(const sweep_op *op, int persistent) {
         }
         if (st != MHA_ERR_NO_MEMORY || err.status != st || err.message[0] == '\0')
             fail_msg("%s: allocation %ld of %s failing gave %s (err %s): '%s'", op->name, n,
-                     persistent ? "all" : "one", mha_status_name(st),
-                     mha_status_name(err.status), err.message);
+                     persistent ? "all" : "one", mha_status_name(st), mha_status_name(err.status),
+                     err.message);
         if (strchr(err.message, '\n')) fail_msg("%s: message not one line", op->name);
         if (strstr(err.message, "unpacking")) s.unpack_hits++;
         op->check_failed(op->ctx);
         s.failures++;
     }
-    print_message("%-28s %-10s %5ld allocations, %5ld clean failures, %ld absorbed\n",
-                  op->name, persistent ? "persistent" : "once", s.points, s.failures,
-                  s.absorbed);
+    print_message("%-28s %-10s %5ld allocations, %5ld clean failures, %ld absorbed\n", op->name,
+                  persistent ? "persistent" : "once", s.points, s.failures, s.absorbed);
     return s;
 }
 
@@ -105,7 +104,7 @@ static void sweep_both(const sweep_op *op, sweep_stats *once, sweep_stats *all) 
 typedef struct load_ctx {
     char path[1024];
     mha_model *model;
-    mha_model_info want;   /* from a load without faults */
+    mha_model_info want; /* from a load without faults */
     mha_model_options opts;
 } load_ctx;
 
@@ -149,8 +148,7 @@ static void sweep_model_load(const char *case_dir) {
     c.want.form = form;
     mha_model_free(m);
 
-    sweep_op op = {"mha_model_load_file", load_run, load_check_and_release, load_check_failed,
-                   &c};
+    sweep_op op = {"mha_model_load_file", load_run, load_check_and_release, load_check_failed, &c};
     sweep_stats once, all;
     sweep_both(&op, &once, &all);
     /* protobuf-c's own allocations must reach the engine's allocator */
@@ -244,15 +242,16 @@ typedef struct run_ctx {
     mha_model *model;
     tensorfile *in_files[MAX_IO];
     mha_tensor in[MAX_IO], out[MAX_IO];
-    void *baseline[MAX_IO];  /* outputs of a run without faults */
+    void *baseline[MAX_IO]; /* outputs of a run without faults */
     size_t out_bytes[MAX_IO];
     size_t n_in, n_out;
-    tensorfile *expect;      /* output_0.pb */
+    tensorfile *expect; /* output_0.pb */
 } run_ctx;
 
 static mha_status run_run(void *vc, mha_error *err) {
     run_ctx *c = vc;
-    for (size_t i = 0; i < c->n_out; i++) memset(c->out[i].data, 0xff, c->out_bytes[i]);
+    for (size_t i = 0; i < c->n_out; i++)
+        memset(c->out[i].data, 0xff, c->out_bytes[i]);
     return mha_run(c->rt, c->model, c->in, c->n_in, c->out, c->n_out, NULL, err);
 }
 
@@ -278,8 +277,8 @@ static void run_setup(run_ctx *c, const char *case_dir, int threads) {
     c->n_out = info.num_outputs;
     assert_true(c->n_in <= MAX_IO && c->n_out <= MAX_IO);
     for (size_t i = 0; i < c->n_in; i++) {
-        snprintf(path, sizeof path, "%s/%s/test_data_set_0/input_%zu.pb", MHA_TEST_DATA,
-                 case_dir, i);
+        snprintf(path, sizeof path, "%s/%s/test_data_set_0/input_%zu.pb", MHA_TEST_DATA, case_dir,
+                 i);
         mha_io_info io;
         assert_int_equal(mha_model_input(c->model, i, &io), MHA_OK);
         tensorfile_read_options o = {0};
@@ -316,7 +315,8 @@ static void run_check_expected(run_ctx *c) {
 }
 
 static void run_teardown(run_ctx *c) {
-    for (size_t i = 0; i < c->n_in; i++) tensorfile_free(c->in_files[i]);
+    for (size_t i = 0; i < c->n_in; i++)
+        tensorfile_free(c->in_files[i]);
     for (size_t i = 0; i < c->n_out; i++) {
         free(c->out[i].data);
         free(c->baseline[i]);
@@ -347,7 +347,8 @@ static void sweep_run(const char *case_dir, int threads) {
         if (st != MHA_ERR_NO_MEMORY) fail_msg("first run, allocation %ld: %s", n, err.message);
     }
     run_check_expected(&c);
-    for (size_t i = 0; i < c.n_out; i++) memcpy(c.baseline[i], c.out[i].data, c.out_bytes[i]);
+    for (size_t i = 0; i < c.n_out; i++)
+        memcpy(c.baseline[i], c.out[i].data, c.out_bytes[i]);
 
     sweep_op op = {"mha_run", run_run, run_check_and_release, run_check_failed, &c};
     sweep_both(&op, NULL, NULL);
@@ -459,12 +460,9 @@ static void test_tensor_files(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_load_mha_model),
-        cmocka_unit_test(test_load_torch_model),
-        cmocka_unit_test(test_runtime_create),
-        cmocka_unit_test(test_run_single_thread),
-        cmocka_unit_test(test_run_threads),
-        cmocka_unit_test(test_tensor_files),
+        cmocka_unit_test(test_load_mha_model), cmocka_unit_test(test_load_torch_model),
+        cmocka_unit_test(test_runtime_create), cmocka_unit_test(test_run_single_thread),
+        cmocka_unit_test(test_run_threads),    cmocka_unit_test(test_tensor_files),
     };
     mha_alloc_ctx_init(&alloc, NULL);
     clock_t t0 = clock();

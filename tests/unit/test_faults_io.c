@@ -40,19 +40,19 @@
 /* ------------------------------------------------------------------------ */
 
 enum {
-    OP_READ = 1,   /* read, pread */
-    OP_WRITE = 2,  /* write, pwrite */
+    OP_READ = 1,  /* read, pread */
+    OP_WRITE = 2, /* write, pwrite */
     OP_FSYNC = 4
 };
 
 static struct fault {
-    int ops;          /* which calls are affected; 0 = none (disarmed) */
-    long skip;        /* let this many affected calls through first */
-    long fail;        /* then fail this many (-1: all the rest) */
-    int err;          /* with this errno; 0: "end of file" (return 0) */
-    size_t cap;       /* > 0: every affected transfer moves at most cap bytes */
-    long seen;        /* affected calls so far */
-    long failed;      /* calls made to fail */
+    int ops;     /* which calls are affected; 0 = none (disarmed) */
+    long skip;   /* let this many affected calls through first */
+    long fail;   /* then fail this many (-1: all the rest) */
+    int err;     /* with this errno; 0: "end of file" (return 0) */
+    size_t cap;  /* > 0: every affected transfer moves at most cap bytes */
+    long seen;   /* affected calls so far */
+    long failed; /* calls made to fail */
 } fault;
 
 static void fault_arm(int ops, long skip, long fail, int err, size_t cap) {
@@ -322,8 +322,7 @@ static void test_read_pb(void **state) {
 static void test_read_model(void **state) {
     (void)state;
     char path[1024];
-    snprintf(path, sizeof path, "%s/conformance/mha_self_d16_h1_b1_s1/model.onnx",
-             MHA_TEST_DATA);
+    snprintf(path, sizeof path, "%s/conformance/mha_self_d16_h1_b1_s1/model.onnx", MHA_TEST_DATA);
     reader r = {"ir_load_file", path, read_model};
     read_faults(&r);
 }
@@ -648,16 +647,11 @@ int main(void) {
     dir = tu_tmpdir("faults_io");
     tu_fill_random(out_data, sizeof out_data / sizeof out_data[0], 4);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_read_npy),
-        cmocka_unit_test(test_read_pb),
-        cmocka_unit_test(test_read_model),
-        cmocka_unit_test(test_read_external_data),
-        cmocka_unit_test(test_read_file_shrinks),
-        cmocka_unit_test(test_write_npy),
-        cmocka_unit_test(test_write_pb),
-        cmocka_unit_test(test_write_npy_streaming),
-        cmocka_unit_test(test_write_rename_fails),
-        cmocka_unit_test(test_write_full_filesystem),
+        cmocka_unit_test(test_read_npy),           cmocka_unit_test(test_read_pb),
+        cmocka_unit_test(test_read_model),         cmocka_unit_test(test_read_external_data),
+        cmocka_unit_test(test_read_file_shrinks),  cmocka_unit_test(test_write_npy),
+        cmocka_unit_test(test_write_pb),           cmocka_unit_test(test_write_npy_streaming),
+        cmocka_unit_test(test_write_rename_fails), cmocka_unit_test(test_write_full_filesystem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

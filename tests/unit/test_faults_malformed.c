@@ -228,7 +228,8 @@ static void test_sparse_refused(void **state) {
 
     sparse_init(&c);
     c.sp.n_dims = MHA_MAX_RANK + 1;
-    for (int i = 0; i <= MHA_MAX_RANK; i++) c.dense_dims[i] = 1;
+    for (int i = 0; i <= MHA_MAX_RANK; i++)
+        c.dense_dims[i] = 1;
     expect_refused(&c.p, MHA_ERR_LIMIT, "rank 9 exceeds");
     sparse_init(&c);
     c.dense_dims[1] = -3;
@@ -568,8 +569,7 @@ static void test_tensorfile_write_arguments(void **state) {
     assert_int_equal(tensorfile_write(&alloc, tu_path(dir, "a.txt"), &t, "", &err),
                      MHA_ERR_INVALID_ARGUMENT);
     t.dtype = MHA_DTYPE_BFLOAT16;
-    assert_int_equal(tensorfile_write(&alloc, tu_path(dir, "a.npy"), &t, "", &err),
-                     MHA_ERR_DTYPE);
+    assert_int_equal(tensorfile_write(&alloc, tu_path(dir, "a.npy"), &t, "", &err), MHA_ERR_DTYPE);
     assert_int_equal(tu_system("ls -A '%s' | grep -q .", dir), 1);
 
     /* reading a folder or a missing file */

@@ -4,8 +4,9 @@
  * without libFuzzer, and under ASan in `make test-asan`.
  *
  * Replayed, per target: every file of tests/fuzz/regressions/<target>/
- * (each a former crash, hang or broken invariant), the committed seeds in
- * tests/fuzz/seeds/<target>/, and a few of the project's own models and
+ * (each a former crash, hang or broken invariant), the committed seeds
+ * (tests/fuzz/seeds/<target>/) and minimized corpus
+ * (tests/fuzz/corpus/<target>/), and a few of the project's own models and
  * TensorProto files. With MHA_FUZZ_REPLAY=dir[:dir...] set, every file of
  * <dir>/<target>/ is replayed too (tools/coverage.sh replays the fuzz
  * corpora that way). An entry that finds a broken invariant aborts. */
@@ -78,6 +79,8 @@ static void replay_target(const char *name, const char *const *data_files) {
     int regressions = replay_dir(t, dir);
     snprintf(dir, sizeof dir, "%s/seeds/%s", MHA_FUZZ_DIR, name);
     int seeds = replay_dir(t, dir);
+    snprintf(dir, sizeof dir, "%s/corpus/%s", MHA_FUZZ_DIR, name);
+    seeds += replay_dir(t, dir);
     int data = 0;
     for (size_t i = 0; data_files && data_files[i]; i++) {
         char path[4096];
@@ -87,8 +90,9 @@ static void replay_target(const char *name, const char *const *data_files) {
         data += ok;
     }
     int extra = replay_env_dirs(t);
-    print_message("%s: replayed %d regression, %d seed, %d data and %d corpus inputs\n", name,
-                  regressions, seeds, data, extra);
+    print_message("%s: replayed %d regression, %d committed seed and corpus, %d data and %d "
+                  "more inputs\n",
+                  name, regressions, seeds, data, extra);
 }
 
 static void test_replay_onnx_model(void **state) {
@@ -97,8 +101,7 @@ static void test_replay_onnx_model(void **state) {
         "conformance/mha_self_d16_h1_b1_s1/model.onnx",
         "conformance/mha_cross_d48_h3_b2_q5_kv12/model.onnx",
         "conformance/onnx_attention_4d_attn_mask_bool_4d/model.onnx",
-        "torch-export/torch_mha_keypad_d16_h2_b2_s5/model.onnx",
-        NULL};
+        "torch-export/torch_mha_keypad_d16_h2_b2_s5/model.onnx", NULL};
     replay_target("onnx_model", models);
 }
 
@@ -112,8 +115,7 @@ static void test_replay_tensor_proto(void **state) {
     static const char *const files[] = {
         "conformance/mha_self_d16_h1_b1_s1/test_data_set_0/input_0.pb",
         "conformance/onnx_attention_4d_fp16/test_data_set_0/input_0.pb",
-        "conformance/onnx_attention_4d_attn_mask_bool_4d/test_data_set_0/input_3.pb",
-        NULL};
+        "conformance/onnx_attention_4d_attn_mask_bool_4d/test_data_set_0/input_3.pb", NULL};
     replay_target("tensor_proto", files);
 }
 
