@@ -46,8 +46,8 @@ static int backends_check(const cli_common *c) {
         total_pass += pass, total_fail += fail, checked++;
     }
     registry_free(reg);
-    if (!checked) return cli_fail("no usable plugin%s%s to check", only ? " named " : "",
-                                  only ? only : "");
+    if (!checked)
+        return cli_fail("no usable plugin%s%s to check", only ? " named " : "", only ? only : "");
     printf("%d passed, %d failed\n", total_pass, total_fail);
     return total_fail ? CLI_FAIL : CLI_OK;
 }

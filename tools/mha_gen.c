@@ -281,12 +281,12 @@ static int gen_add_decomposed(gen_model *g, const gen_params *p, int64_t dh) {
     gen_add_node(g, "Reshape", "k_reshape", "k_3d", "shape_bshd", NULL, "k_4d");
     gen_add_node(g, "Reshape", "v_reshape", "v_3d", "shape_bshd", NULL, "v_4d");
     /* q, v -> [B, H, S, dh]; k -> [B, H, dh, S] */
-    gen_add_perm_attr(gen_add_node(g, "Transpose", "q_transpose", "q_4d", NULL, NULL, "q_t"), 0,
-                      2, 1, 3);
-    gen_add_perm_attr(gen_add_node(g, "Transpose", "k_transpose", "k_4d", NULL, NULL, "k_t"), 0,
-                      2, 3, 1);
-    gen_add_perm_attr(gen_add_node(g, "Transpose", "v_transpose", "v_4d", NULL, NULL, "v_t"), 0,
-                      2, 1, 3);
+    gen_add_perm_attr(gen_add_node(g, "Transpose", "q_transpose", "q_4d", NULL, NULL, "q_t"), 0, 2,
+                      1, 3);
+    gen_add_perm_attr(gen_add_node(g, "Transpose", "k_transpose", "k_4d", NULL, NULL, "k_t"), 0, 2,
+                      3, 1);
+    gen_add_perm_attr(gen_add_node(g, "Transpose", "v_transpose", "v_4d", NULL, NULL, "v_t"), 0, 2,
+                      1, 3);
     gen_add_node(g, "MatMul", "qk_matmul", "q_t", "k_t", NULL, "qk");
     gen_add_node(g, "Mul", "qk_scale", "qk", "attn_scale", NULL, "qk_s");
     const char *scores = "qk_s";
@@ -295,13 +295,13 @@ static int gen_add_decomposed(gen_model *g, const gen_params *p, int64_t dh) {
         const int64_t one_v[1] = {1}, zero_v[1] = {0};
         if (!gen_add_i64(g, "seq_axis", one_v, 1, 1) || !gen_add_i64(g, "zero_i", zero_v, 1, 0) ||
             !gen_add_i64(g, "one_i", one_v, 1, 0) || !gen_add_i64(g, "axis0", zero_v, 1, 1) ||
-            !gen_add_i64(g, "axis1", one_v, 1, 1) ||
-            !gen_add_f32_scalar(g, "neg_inf", -INFINITY) || !gen_add_f32_scalar(g, "zero_f", 0.0f))
+            !gen_add_i64(g, "axis1", one_v, 1, 1) || !gen_add_f32_scalar(g, "neg_inf", -INFINITY) ||
+            !gen_add_f32_scalar(g, "zero_f", 0.0f))
             return 0;
         gen_add_node(g, "Shape", "mask_shape", "query", NULL, NULL, "x_shape");
-        gen_add_int_attr(gen_add_node(g, "Gather", "mask_gather", "x_shape", "seq_axis", NULL,
-                                      "seq_1d"),
-                         "axis", 0);
+        gen_add_int_attr(
+            gen_add_node(g, "Gather", "mask_gather", "x_shape", "seq_axis", NULL, "seq_1d"), "axis",
+            0);
         gen_add_node(g, "Squeeze", "mask_squeeze", "seq_1d", "axis0", NULL, "seq_len");
         gen_add_node(g, "Range", "mask_range", "zero_i", "seq_len", "one_i", "pos");
         gen_add_node(g, "Unsqueeze", "mask_rows", "pos", "axis1", NULL, "pos_rows");
@@ -314,8 +314,8 @@ static int gen_add_decomposed(gen_model *g, const gen_params *p, int64_t dh) {
     gen_add_int_attr(gen_add_node(g, "Softmax", "softmax", scores, NULL, NULL, "probs"), "axis",
                      -1);
     gen_add_node(g, "MatMul", "pv_matmul", "probs", "v_t", NULL, "ctx");
-    gen_add_perm_attr(gen_add_node(g, "Transpose", "ctx_transpose", "ctx", NULL, NULL, "ctx_t"),
-                      0, 2, 1, 3);
+    gen_add_perm_attr(gen_add_node(g, "Transpose", "ctx_transpose", "ctx", NULL, NULL, "ctx_t"), 0,
+                      2, 1, 3);
     gen_add_node(g, "Reshape", "ctx_reshape", "ctx_t", "shape_bsd", NULL, "attn_out");
     return 1;
 }
@@ -360,8 +360,8 @@ static int gen_write_model(const gen_params *p) {
             gen_add_int_attr(att, "kv_num_heads", p->kv_heads);
             gen_add_int_attr(att, "q_num_heads", p->heads);
         } else if (p->form == GEN_FORM_MS_MHA) {
-            gen_node *att = gen_add_node(g, "MultiHeadAttention", "mha", "q_3d", "k_3d", "v_3d",
-                                         "attn_out");
+            gen_node *att =
+                gen_add_node(g, "MultiHeadAttention", "mha", "q_3d", "k_3d", "v_3d", "attn_out");
             att->proto.domain = "com.microsoft";
             gen_add_int_attr(att, "num_heads", p->heads);
             gen_add_float_attr(att, "scale", (float)(1.0 / sqrt((double)dh)));
@@ -506,11 +506,10 @@ int cli_cmd_gen(int argc, char **argv) {
             else if (strcmp(v, "decomposed") == 0)
                 p.form = GEN_FORM_DECOMPOSED;
             else
-                return cli_usage_error(&c, "--form wants attention23, ms_mha or decomposed, not '%s'",
-                                       v);
+                return cli_usage_error(
+                    &c, "--form wants attention23, ms_mha or decomposed, not '%s'", v);
             continue;
-        }
-        else if (strcmp(a, "--causal") == 0) {
+        } else if (strcmp(a, "--causal") == 0) {
             p.causal = 1;
             continue;
         } else if (strcmp(a, "--no-bias") == 0) {

@@ -56,9 +56,8 @@ static int merge_check(merge_shard *sh, size_t n) {
                             sh[0].path, mha_dtype_name(h0->dtype),
                             cli_shape_str(h0->rank, h0->dims, b, sizeof b));
         if (h->shard_total != h0->shard_total)
-            return cli_fail("%s: a shard of %lld rows, but %s is a shard of %lld rows",
-                            sh[k].path, (long long)h->shard_total, sh[0].path,
-                            (long long)h0->shard_total);
+            return cli_fail("%s: a shard of %lld rows, but %s is a shard of %lld rows", sh[k].path,
+                            (long long)h->shard_total, sh[0].path, (long long)h0->shard_total);
     }
     qsort(sh, n, sizeof *sh, merge_by_first_row);
     int64_t next = 0;

@@ -260,8 +260,9 @@ int cli_cmd_run(int argc, char **argv) {
                 double sec = r > 0 ? strtod(v, &end) : -1.0;
                 if (r < 0 || end == v || *end != '\0' || !(sec >= 0.0 && sec < 1e9)) {
                     rc = r < 0 ? CLI_USAGE
-                               : cli_usage_error(&c, "--checkpoint-every: '%s' is not a number "
-                                                     "of seconds >= 0",
+                               : cli_usage_error(&c,
+                                                 "--checkpoint-every: '%s' is not a number "
+                                                 "of seconds >= 0",
                                                  v);
                     goto done;
                 }

@@ -54,7 +54,8 @@ static void kit_fill(float *x, size_t n, uint64_t *s) {
 /* max |a - b| relative to max(1, max |ref|); +inf when a has a NaN. */
 static double kit_err(const float *a, const float *ref, size_t n) {
     double scale = 1.0, err = 0.0;
-    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs((double)ref[i]));
+    for (size_t i = 0; i < n; i++)
+        scale = fmax(scale, fabs((double)ref[i]));
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - (double)ref[i]);
         if (d != d) return INFINITY;
@@ -90,8 +91,10 @@ static int kit_attn_run(const kit_plugin *kp, mha_attn_args *a, float *o, size_t
 /* Returns 1 when the plugin passes this problem; writes why not into why. */
 static int kit_attn_case(const kit_plugin *kp, const kit_plugin *ref, const kit_attn *c,
                          uint64_t seed, char *why, size_t why_size) {
-    size_t nq = (size_t)(c->B * c->Hq * c->Sq * c->dk), nk = (size_t)(c->B * c->Hkv * c->Skv * c->dk);
-    size_t nv = (size_t)(c->B * c->Hkv * c->Skv * c->dv), no = (size_t)(c->B * c->Hq * c->Sq * c->dv);
+    size_t nq = (size_t)(c->B * c->Hq * c->Sq * c->dk),
+           nk = (size_t)(c->B * c->Hkv * c->Skv * c->dk);
+    size_t nv = (size_t)(c->B * c->Hkv * c->Skv * c->dv),
+           no = (size_t)(c->B * c->Hq * c->Sq * c->dv);
     size_t nm = (size_t)(c->B * c->Sq * c->Skv);
     float *q = malloc(nq * 4 + 4), *k = malloc(nk * 4 + 4), *v = malloc(nv * 4 + 4);
     float *m = malloc(nm * 4 + 4), *o_ref = malloc(no * 4 + 4), *o = malloc(no * 4 + 4);
@@ -109,9 +112,10 @@ static int kit_attn_case(const kit_plugin *kp, const kit_plugin *ref, const kit_
     /* A mask with -inf and lowest-float entries and one fully masked row. */
     for (size_t i = 0; i < nm; i++) {
         uint64_t r = kit_rand(&s) % 8;
-        m[i] = r == 0 ? -INFINITY : r == 1 ? -FLT_MAX : (float)(r) * 0.25f - 1.0f;
+        m[i] = r == 0 ? -INFINITY : r == 1 ? -FLT_MAX : (float)(r)*0.25f - 1.0f;
     }
-    for (int64_t j = 0; j < c->Skv; j++) m[j] = -INFINITY; /* row (b0, i0): all masked */
+    for (int64_t j = 0; j < c->Skv; j++)
+        m[j] = -INFINITY; /* row (b0, i0): all masked */
     for (int64_t b = 0; b < c->B; b++) {
         offs[b] = (int64_t)(kit_rand(&s) % 3) - 1 + (c->Skv - c->Sq);
         lens[b] = 1 + (int64_t)(kit_rand(&s) % (uint64_t)c->Skv);
@@ -218,8 +222,8 @@ static int kit_gemm_case(const kit_plugin *kp, const kit_plugin *ref, int64_t M,
                 if (kp->p->gemm(kp->state, &g) != 0) goto call_failed;
             }
         if (memcmp(c_split, c, nc * sizeof *c) != 0) {
-            snprintf(why, why_size, "gemm %lldx%lldx%lld depends on the tile split",
-                     (long long)M, (long long)N, (long long)K);
+            snprintf(why, why_size, "gemm %lldx%lldx%lld depends on the tile split", (long long)M,
+                     (long long)N, (long long)K);
             goto done;
         }
     }
@@ -242,17 +246,25 @@ int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, FILE
         (*failed)++;
         return 1;
     }
-    static const int64_t heads[][2] = {{1, 1}, {3, 3}, {17, 17}, {64, 64}, {80, 80}, {128, 128},
-                                       {8, 10}};
+    static const int64_t heads[][2] = {{1, 1},   {3, 3},     {17, 17}, {64, 64},
+                                       {80, 80}, {128, 128}, {8, 10}};
     static const int64_t seqs[][2] = {{1, 1}, {7, 7}, {33, 20}, {5, 33}};
     char why[160];
     uint64_t seed = 1;
     for (size_t h = 0; h < sizeof heads / sizeof heads[0]; h++)
         for (size_t s = 0; s < sizeof seqs / sizeof seqs[0]; s++) {
             int variant = (int)((h * 4 + s) % 6);
-            kit_attn c = {1 + (int64_t)(s % 3), variant == 3 ? 4 : 2, 2, seqs[s][0], seqs[s][1],
-                          heads[h][0], heads[h][1], variant != 0, variant == 1 || variant == 4,
-                          variant == 2 || variant == 4, variant == 5};
+            kit_attn c = {1 + (int64_t)(s % 3),
+                          variant == 3 ? 4 : 2,
+                          2,
+                          seqs[s][0],
+                          seqs[s][1],
+                          heads[h][0],
+                          heads[h][1],
+                          variant != 0,
+                          variant == 1 || variant == 4,
+                          variant == 2 || variant == 4,
+                          variant == 5};
             if (kit_attn_case(&kp, &ref, &c, seed++, why, sizeof why)) {
                 (*passed)++;
             } else {
@@ -265,12 +277,12 @@ int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, FILE
                         c.masked, c.causal, c.kvlen, c.softcap, why);
             }
         }
-    static const int64_t gemms[][3] = {{1, 1, 1}, {7, 13, 5}, {33, 65, 17}, {64, 96, 128},
-                                       {50, 200, 64}};
+    static const int64_t gemms[][3] = {
+        {1, 1, 1}, {7, 13, 5}, {33, 65, 17}, {64, 96, 128}, {50, 200, 64}};
     for (size_t i = 0; i < sizeof gemms / sizeof gemms[0]; i++)
         for (int bias = 0; bias < 2; bias++) {
-            if (kit_gemm_case(&kp, &ref, gemms[i][0], gemms[i][1], gemms[i][2], bias, seed++,
-                              why, sizeof why)) {
+            if (kit_gemm_case(&kp, &ref, gemms[i][0], gemms[i][1], gemms[i][2], bias, seed++, why,
+                              sizeof why)) {
                 (*passed)++;
             } else {
                 (*failed)++;

@@ -81,25 +81,25 @@ static void ds_signals_restore(const struct sigaction *old_int, const struct sig
 /* ------------------------------------------------------------------------ */
 
 typedef struct ds_input {
-    const char *file;     /* NULL: generated from --lengths */
-    npy_reader *reader;   /* .npy file */
+    const char *file;   /* NULL: generated from --lengths */
+    npy_reader *reader; /* .npy file */
     npy_header h;
-    int batch_major;      /* axis 0 is the batch: read by chunks */
-    int zero_copy;        /* mapped and stored as the model wants it */
-    mha_dtype dtype;      /* the model's dtype for it */
-    size_t row_bytes;     /* one row in the model's dtype */
-    void *buf;            /* chunk rows (batch-major) or the whole tensor */
+    int batch_major;  /* axis 0 is the batch: read by chunks */
+    int zero_copy;    /* mapped and stored as the model wants it */
+    mha_dtype dtype;  /* the model's dtype for it */
+    size_t row_bytes; /* one row in the model's dtype */
+    void *buf;        /* chunk rows (batch-major) or the whole tensor */
 } ds_input;
 
 typedef struct ds_output {
-    const char *file;     /* NULL: computed but not written */
-    char *partial;        /* FILE.partial */
+    const char *file; /* NULL: computed but not written */
+    char *partial;    /* FILE.partial */
     npy_writer *writer;
-    mha_tensor chunk;     /* dtype, rank and shape of one full chunk */
+    mha_tensor chunk;           /* dtype, rank and shape of one full chunk */
     int64_t dims[MHA_MAX_RANK]; /* of the file */
     size_t row_bytes;
     void *buf;
-    uint64_t bytes_done;  /* at the last checkpoint */
+    uint64_t bytes_done; /* at the last checkpoint */
 } ds_output;
 
 typedef struct ds_state {
@@ -113,18 +113,18 @@ typedef struct ds_state {
     ds_input *in;
     ds_output *out;
     mha_tensor *ins, *outs;
-    int64_t B;            /* rows of the dataset */
-    int64_t lo, hi;       /* this run's rows */
-    int64_t done;         /* rows of [lo, hi) written */
-    int64_t *lengths;     /* [B] or NULL */
-    size_t y_index;       /* the MHA_ROLE_OUTPUT output */
+    int64_t B;        /* rows of the dataset */
+    int64_t lo, hi;   /* this run's rows */
+    int64_t done;     /* rows of [lo, hi) written */
+    int64_t *lengths; /* [B] or NULL */
+    size_t y_index;   /* the MHA_ROLE_OUTPUT output */
     int sharded;
-    char *ckpt_path;      /* FIRST_OUTPUT.ckpt, NULL without outputs */
-    char *fingerprint;    /* what must match for a resume */
+    char *ckpt_path;   /* FIRST_OUTPUT.ckpt, NULL without outputs */
+    char *fingerprint; /* what must match for a resume */
     long long nonfinite_rows;
-    int rank, size;       /* MPI; 0 and 1 otherwise */
-    int have_ckpt;        /* a checkpoint on disk describes the partials */
-    int keep_partials;    /* leave OUT.partial for a later --resume */
+    int rank, size;    /* MPI; 0 and 1 otherwise */
+    int have_ckpt;     /* a checkpoint on disk describes the partials */
+    int keep_partials; /* leave OUT.partial for a later --resume */
 } ds_state;
 
 static void *ds_calloc(size_t n, size_t size) {
@@ -240,9 +240,9 @@ int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
                 if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i])))
                     slot = i;
             if (slot == n_in)
-                return cli_usage_error(c, "the model takes %zu input%s (%s) but %zu files were given",
-                                       n_in, n_in == 1 ? "" : "s",
-                                       ds_input_names(info, n_in, names, sizeof names), n_args);
+                return cli_usage_error(
+                    c, "the model takes %zu input%s (%s) but %zu files were given", n_in,
+                    n_in == 1 ? "" : "s", ds_input_names(info, n_in, names, sizeof names), n_args);
         }
         in_file[slot] = file;
     }
@@ -307,8 +307,8 @@ static int ds_read_lengths(ds_state *s, int64_t S) {
             int64_t v = t->dtype == MHA_DTYPE_INT64 ? ((const int64_t *)t->data)[b]
                                                     : ((const int32_t *)t->data)[b];
             if (v < 0 || v > S)
-                rc = cli_fail("%s: row %lld has length %lld, outside [0, %lld]", path,
-                              (long long)b, (long long)v, (long long)S);
+                rc = cli_fail("%s: row %lld has length %lld, outside [0, %lld]", path, (long long)b,
+                              (long long)v, (long long)S);
             s->lengths[b] = v;
         }
     }
@@ -405,16 +405,17 @@ static int ds_make_fingerprint(ds_state *s) {
     if (!fp) return cli_fail("out of memory");
     size_t used = 0;
     uint64_t hash = 0;
-#define DS_APPEND(...)                                                                      \
-    do {                                                                                    \
-        int w_ = snprintf(fp + used, cap - used, __VA_ARGS__);                              \
-        if (w_ < 0 || (size_t)w_ >= cap - used) {                                           \
-            free(fp);                                                                       \
-            return cli_fail("%s: checkpoint text too long", s->ckpt_path);                  \
-        }                                                                                   \
-        used += (size_t)w_;                                                                 \
+#define DS_APPEND(...)                                                                             \
+    do {                                                                                           \
+        int w_ = snprintf(fp + used, cap - used, __VA_ARGS__);                                     \
+        if (w_ < 0 || (size_t)w_ >= cap - used) {                                                  \
+            free(fp);                                                                              \
+            return cli_fail("%s: checkpoint text too long", s->ckpt_path);                         \
+        }                                                                                          \
+        used += (size_t)w_;                                                                        \
     } while (0)
-    if (!ds_file_id(s->o->model_path, line, sizeof line) || !ds_hash_file(s->o->model_path, &hash)) {
+    if (!ds_file_id(s->o->model_path, line, sizeof line) ||
+        !ds_hash_file(s->o->model_path, &hash)) {
         free(fp);
         return cli_fail("%s: cannot read the model again: %s", s->o->model_path, strerror(errno));
     }
@@ -666,13 +667,14 @@ static int ds_setup(const cli_common *c, ds_state *s) {
         return cli_fail("%s: no input with a batch axis to split into rows", o->model_path);
     s->B = s->in[qi].h.dims[0];
     /* sequence lengths, for --lengths and a generated mask */
-    int64_t sq = s->in[qi].h.rank == 4 ? s->in[qi].h.dims[2]
-                 : s->in[qi].h.rank >= 2 ? s->in[qi].h.dims[1] : 1;
+    int64_t sq = s->in[qi].h.rank == 4   ? s->in[qi].h.dims[2]
+                 : s->in[qi].h.rank >= 2 ? s->in[qi].h.dims[1]
+                                         : 1;
     int64_t skv = sq;
     for (size_t i = 0; i < s->n_in; i++) {
         const npy_header *h = &s->in[i].h;
-        if (s->in[i].file && (s->in_info[i].role == MHA_ROLE_KEY_VALUE ||
-                              s->in_info[i].role == MHA_ROLE_K))
+        if (s->in[i].file &&
+            (s->in_info[i].role == MHA_ROLE_KEY_VALUE || s->in_info[i].role == MHA_ROLE_K))
             skv = h->rank == 4 ? h->dims[2] : h->rank >= 2 ? h->dims[1] : skv;
     }
     if (o->lengths_path && (rc = ds_read_lengths(s, skv)) != CLI_OK) return rc;
@@ -809,7 +811,8 @@ static void ds_summary(const ds_state *s, long long rows, double seconds, double
     char where[4200] = "";
     size_t n_write = s->o->n_out_files;
     if (n_write)
-        snprintf(where, sizeof where, "; wrote %s%s", s->o->out_files[0], n_write > 1 ? ", ..." : "");
+        snprintf(where, sizeof where, "; wrote %s%s", s->o->out_files[0],
+                 n_write > 1 ? ", ..." : "");
     char ranks[48] = "";
     if (s->size > 1) snprintf(ranks, sizeof ranks, " on each of %d MPI ranks", s->size);
     fprintf(stderr,
@@ -1005,14 +1008,15 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
     for (size_t i = 0; i < s->n_out; i++) {
         ds_output *out = &s->out[i];
         if (!out->file) continue;
-        if (!(out->partial = ds_strcat2(out->file, ".partial"))) ds_mpi_fail(cli_fail("out of memory"));
+        if (!(out->partial = ds_strcat2(out->file, ".partial")))
+            ds_mpi_fail(cli_fail("out of memory"));
         if (MPI_File_open(MPI_COMM_WORLD, out->partial, MPI_MODE_CREATE | MPI_MODE_WRONLY,
                           MPI_INFO_NULL, &fh[i]) != MPI_SUCCESS)
             ds_mpi_fail(cli_fail("%s: MPI_File_open failed", out->partial));
         MPI_File_set_size(fh[i], 0);
         unsigned char head[640];
-        size_t hn = npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims, head,
-                                      sizeof head);
+        size_t hn =
+            npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims, head, sizeof head);
         if (hn == 0) ds_mpi_fail(cli_fail("%s: cannot format the header", out->file));
         head_bytes[i] = hn;
         if (s->rank == 0 &&
@@ -1066,8 +1070,8 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
     if (s->rank == 0)
         for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++)
             if (s->out[i].file && rename(s->out[i].partial, s->out[i].file) != 0)
-                rc = cli_fail("%s: cannot rename the finished file into place: %s",
-                              s->out[i].file, strerror(errno));
+                rc = cli_fail("%s: cannot rename the finished file into place: %s", s->out[i].file,
+                              strerror(errno));
     if (rc == CLI_OK && s->rank == 0 && !o->quiet)
         ds_summary(s, all_rows, seconds, t_start, all_bad);
     free(fh);

@@ -23,14 +23,14 @@ typedef struct ds_options {
     size_t n_in_args;
     const char *const *out_files; /* -o files, outputs in order (.npy) */
     size_t n_out_files;
-    int64_t batch_rows;         /* rows per chunk (> 0) */
-    const char *lengths_path;   /* --lengths FILE.npy or NULL */
-    int resume;                 /* --resume */
+    int64_t batch_rows;           /* rows per chunk (> 0) */
+    const char *lengths_path;     /* --lengths FILE.npy or NULL */
+    int resume;                   /* --resume */
     int shard_index, shard_count; /* --shard i/N; shard_count 0 = none */
-    int mpi;                    /* --mpi (mha-mpi only) */
-    int quiet;                  /* no progress bar, no summary */
-    double checkpoint_seconds;  /* 0 = after every chunk */
-    int dataset_options;        /* any of --lengths, --resume, --shard given */
+    int mpi;                      /* --mpi (mha-mpi only) */
+    int quiet;                    /* no progress bar, no summary */
+    double checkpoint_seconds;    /* 0 = after every chunk */
+    int dataset_options;          /* any of --lengths, --resume, --shard given */
 } ds_options;
 
 /* ds_run's answer when the model cannot be run by rows (sequence-first
@@ -47,8 +47,7 @@ int ds_run(const cli_common *c, const ds_options *o);
  * lengths_given, a bool key-padding mask or lengths input may stay without
  * a file (it is made from --lengths). Prints usage errors. */
 int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
-                   const char *const *args, size_t n_args, const char **in_file,
-                   int lengths_given);
+                   const char *const *args, size_t n_args, const char **in_file, int lengths_given);
 
 /* Whether this binary was built with MPI (mha-mpi). */
 int ds_have_mpi(void);

@@ -20,8 +20,8 @@ MHA_API const char *mha_version_string(void) {
 
 MHA_API const char *mha_status_name(mha_status status) {
     switch (status) {
-#define MHA_STATUS_NAME_(name, value, text) \
-    case name:                              \
+#define MHA_STATUS_NAME_(name, value, text)                                                        \
+    case name:                                                                                     \
         return #name;
         MHA_STATUS_LIST(MHA_STATUS_NAME_)
 #undef MHA_STATUS_NAME_
@@ -31,8 +31,8 @@ MHA_API const char *mha_status_name(mha_status status) {
 
 MHA_API const char *mha_status_text(mha_status status) {
     switch (status) {
-#define MHA_STATUS_TEXT_(name, value, text) \
-    case name:                              \
+#define MHA_STATUS_TEXT_(name, value, text)                                                        \
+    case name:                                                                                     \
         return text;
         MHA_STATUS_LIST(MHA_STATUS_TEXT_)
 #undef MHA_STATUS_TEXT_
@@ -69,16 +69,26 @@ MHA_API size_t mha_dtype_size(mha_dtype dtype) {
 
 MHA_API const char *mha_dtype_name(mha_dtype dtype) {
     switch (dtype) {
-    case MHA_DTYPE_FLOAT32: return "float32";
-    case MHA_DTYPE_UINT8: return "uint8";
-    case MHA_DTYPE_INT8: return "int8";
-    case MHA_DTYPE_INT32: return "int32";
-    case MHA_DTYPE_INT64: return "int64";
-    case MHA_DTYPE_BOOL: return "bool";
-    case MHA_DTYPE_FLOAT16: return "float16";
-    case MHA_DTYPE_FLOAT64: return "float64";
-    case MHA_DTYPE_BFLOAT16: return "bfloat16";
-    case MHA_DTYPE_UNDEFINED: break;
+    case MHA_DTYPE_FLOAT32:
+        return "float32";
+    case MHA_DTYPE_UINT8:
+        return "uint8";
+    case MHA_DTYPE_INT8:
+        return "int8";
+    case MHA_DTYPE_INT32:
+        return "int32";
+    case MHA_DTYPE_INT64:
+        return "int64";
+    case MHA_DTYPE_BOOL:
+        return "bool";
+    case MHA_DTYPE_FLOAT16:
+        return "float16";
+    case MHA_DTYPE_FLOAT64:
+        return "float64";
+    case MHA_DTYPE_BFLOAT16:
+        return "bfloat16";
+    case MHA_DTYPE_UNDEFINED:
+        break;
     }
     return "undefined";
 }
@@ -135,7 +145,7 @@ void mha_error_prefix(mha_error *err, const char *fmt, ...) {
 
 /* Fault injection (tests only): process-wide counter. */
 static atomic_long alloc_counter;
-static atomic_long alloc_fail_at;   /* 0 = off */
+static atomic_long alloc_fail_at; /* 0 = off */
 static atomic_int alloc_fail_persistent;
 
 void mha_alloc_fail_at(long n, int persistent) {

@@ -20,8 +20,7 @@
 
 /* Sets err (if not NULL) to st and a formatted one-line message; returns st.
  * Usage: return mha_fail(err, MHA_ERR_SHAPE, "input '%s': ...", name); */
-mha_status mha_fail(mha_error *err, mha_status st, const char *fmt, ...)
-    MHA_PRINTF(3, 4);
+mha_status mha_fail(mha_error *err, mha_status st, const char *fmt, ...) MHA_PRINTF(3, 4);
 mha_status mha_failv(mha_error *err, mha_status st, const char *fmt, va_list ap);
 /* Prefixes the message already in err with "prefix: " (e.g. a file name). */
 void mha_error_prefix(mha_error *err, const char *fmt, ...) MHA_PRINTF(2, 3);
@@ -34,7 +33,7 @@ typedef struct mha_alloc_ctx {
 } mha_alloc_ctx;
 
 void mha_alloc_ctx_init(mha_alloc_ctx *ctx, const mha_allocator *user);
-void *mha_malloc(const mha_alloc_ctx *ctx, size_t size);          /* 64-byte aligned */
+void *mha_malloc(const mha_alloc_ctx *ctx, size_t size);           /* 64-byte aligned */
 void *mha_calloc(const mha_alloc_ctx *ctx, size_t n, size_t size); /* checked product */
 void mha_free(const mha_alloc_ctx *ctx, void *p);
 char *mha_strdup(const mha_alloc_ctx *ctx, const char *s);

@@ -18,9 +18,8 @@
 #endif
 
 /* Every AVX-512 bit of plugin.h, hidden together by the name "avx512". */
-#define CPU_AVX512_ALL                                                              \
-    (MHA_CPU_AVX512F | MHA_CPU_AVX512DQ | MHA_CPU_AVX512BW | MHA_CPU_AVX512VL |     \
-     MHA_CPU_AVX512BF16)
+#define CPU_AVX512_ALL                                                                             \
+    (MHA_CPU_AVX512F | MHA_CPU_AVX512DQ | MHA_CPU_AVX512BW | MHA_CPU_AVX512VL | MHA_CPU_AVX512BF16)
 
 #if CPU_X86
 /* XCR0: which register states the OS saves (bit 1 SSE, 2 AVX upper halves,
@@ -124,7 +123,8 @@ uint64_t cpu_parse_mask(const char *s, int *ok) {
     if (!ok) ok = &dummy;
     *ok = 0;
     if (!s) return 0;
-    while (isspace((unsigned char)*s)) s++;
+    while (isspace((unsigned char)*s))
+        s++;
 
     /* hex: "0x60" (the MHA_CPU_* bits) */
     if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
@@ -136,7 +136,8 @@ uint64_t cpu_parse_mask(const char *s, int *ok) {
             int c = tolower((unsigned char)*p);
             v = (v << 4) | (uint64_t)(isdigit(c) ? c - '0' : c - 'a' + 10);
         }
-        while (isspace((unsigned char)*p)) p++;
+        while (isspace((unsigned char)*p))
+            p++;
         if (digits == 0 || *p) return 0;
         *ok = 1;
         return v;
@@ -146,10 +147,12 @@ uint64_t cpu_parse_mask(const char *s, int *ok) {
     uint64_t mask = 0;
     const char *p = s;
     while (*p) {
-        while (*p == ',' || isspace((unsigned char)*p)) p++;
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
         if (!*p) break;
         const char *start = p;
-        while (*p && *p != ',' && !isspace((unsigned char)*p)) p++;
+        while (*p && *p != ',' && !isspace((unsigned char)*p))
+            p++;
         int found;
         uint64_t bits = cpu_lookup_name(start, (size_t)(p - start), &found);
         if (!found) return 0;

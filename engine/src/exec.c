@@ -38,8 +38,8 @@
  * that claiming them from one counter balances two or more threads. */
 #define EXEC_GEMM_TILE_M 96
 #define EXEC_GEMM_TILE_N INT64_MAX
-/* Causal attention splits queries into blocks of at most this many rows, so
- * the heavy late rows can be spread over threads. */
+/* Causal attention, when it splits queries at all, uses blocks of at least
+ * this many rows, so the heavy late rows can be spread over threads. */
 #define EXEC_CAUSAL_Q_BLOCK 64
 /* pool_scratch_take slots: a run's intermediates, its attention workspace */
 #define EXEC_SCRATCH_INTERMEDIATES 0
@@ -447,7 +447,13 @@ static void exec_attn_plan_make(exec_attn_plan *pl, int threads) {
     int64_t n_qb = 1;
     if (threads > 1 && Sq > 1) {
         if (BH < 2 * (int64_t)threads) n_qb = exec_ceil_div(4 * (int64_t)threads, exec_max(BH, 1));
-        if (a->causal) n_qb = exec_max(n_qb, exec_ceil_div(Sq, EXEC_CAUSAL_Q_BLOCK));
+        /* Causal units differ in cost, so want about 8 per thread. But each
+         * unit repacks its head's K and V up to its last key (W5, 64-row
+         * blocks: ~40 % more time at 2 threads), so a head is split only
+         * when batch x heads alone gives too few units. */
+        if (a->causal && BH < 8 * (int64_t)threads)
+            n_qb = exec_max(n_qb, exec_min(exec_ceil_div(8 * (int64_t)threads, exec_max(BH, 1)),
+                                           exec_ceil_div(Sq, EXEC_CAUSAL_Q_BLOCK)));
     }
     n_qb = exec_max(1, exec_min(n_qb, Sq));
     int64_t qb = exec_ceil_div(Sq, n_qb);

@@ -88,7 +88,7 @@ typedef struct exec_env {
     int num_threads;           /* 0 = every thread of the pool */
     int (*cancel)(void *user); /* polled between units; may be NULL */
     void *cancel_user;
-    size_t chunk_bytes; /* bound on the intermediates; 0 = 64 MiB */
+    size_t chunk_bytes;        /* bound on the intermediates; 0 = 64 MiB */
     const int64_t *kv_lengths; /* [B] valid keys per batch item, or NULL */
 } exec_env;
 

@@ -12,9 +12,8 @@
  * the model's default-domain opset. MHA_ERR_MODEL_UNSUPPORTED names the op
  * when it is not implemented; MHA_ERR_SHAPE / MHA_ERR_MODEL_FORMAT for bad
  * operands (never crashes on them). */
-mha_status interp_eval_node(const mha_alloc_ctx *a, const ir_graph *g,
-                            const ir_node *n, tensor *const *in, tensor **out,
-                            mha_error *err);
+mha_status interp_eval_node(const mha_alloc_ctx *a, const ir_graph *g, const ir_node *n,
+                            tensor *const *in, tensor **out, mha_error *err);
 
 /* Whether interp_eval_node implements op_type in domain. */
 int interp_supports(const char *domain, const char *op_type);
@@ -22,9 +21,8 @@ int interp_supports(const char *domain, const char *op_type);
 /* Evaluates the whole graph. inputs[i] binds to g->inputs[i] (borrowed).
  * values receives g->n_values tensor pointers (owned by the caller, free
  * with interp_values_free); initializers are cloned, graph inputs cloned. */
-mha_status interp_run(const mha_alloc_ctx *a, const ir_graph *g,
-                      const tensor *const *inputs, tensor ***values,
-                      mha_error *err);
+mha_status interp_run(const mha_alloc_ctx *a, const ir_graph *g, const tensor *const *inputs,
+                      tensor ***values, mha_error *err);
 void interp_values_free(const ir_graph *g, tensor **values);
 
 /* Constant folding: evaluates every node all of whose inputs are constant
@@ -32,7 +30,7 @@ void interp_values_free(const ir_graph *g, tensor **values);
  * value whose dims are fully known from shapes[value id]). values[] as in
  * interp_run, NULL where not constant. Never fails on an op it does not
  * know: that value simply stays NULL. */
-mha_status interp_fold_constants(const mha_alloc_ctx *a, const ir_graph *g,
-                                 tensor ***values, mha_error *err);
+mha_status interp_fold_constants(const mha_alloc_ctx *a, const ir_graph *g, tensor ***values,
+                                 mha_error *err);
 
 #endif

@@ -16,80 +16,76 @@ typedef struct layer_io {
 } layer_io;
 
 typedef struct layer {
-    const char *form;       /* static: "onnx-attention", "onnx-attention-layer",
-                               "torch-mha", "ms-mha", "ms-attention",
-                               "onnx-decomposed" (plain ops with 4D scores) */
-    int has_proj;           /* projections present (else bare Attention) */
-    int64_t d_model;        /* query input width (has_proj) */
-    int64_t d_kv;           /* key/value input width (has_proj) */
-    int64_t d_out;          /* output width (has_proj) */
+    const char *form; /* static: "onnx-attention", "onnx-attention-layer",
+                         "torch-mha", "ms-mha", "ms-attention",
+                         "onnx-decomposed" (plain ops with 4D scores) */
+    int has_proj;     /* projections present (else bare Attention) */
+    int64_t d_model;  /* query input width (has_proj) */
+    int64_t d_kv;     /* key/value input width (has_proj) */
+    int64_t d_out;    /* output width (has_proj) */
     int64_t q_heads, kv_heads, d_head, d_head_v;
-    float scale;            /* multiplies Q.K^T */
-    float softcap;          /* 0 = none */
-    int causal;             /* top-left aligned unless past/nonpad say otherwise */
-    int cross;              /* a separate key/value input */
-    int seq_first;          /* layer inputs/outputs are [S, B, D] instead of [B, S, D] */
-    int qkv_rank;           /* bare attention: 3 ([B,S,H*d]) or 4 ([B,H,S,d]) */
+    float scale;               /* multiplies Q.K^T */
+    float softcap;             /* 0 = none */
+    int causal;                /* top-left aligned unless past/nonpad say otherwise */
+    int cross;                 /* a separate key/value input */
+    int seq_first;             /* layer inputs/outputs are [S, B, D] instead of [B, S, D] */
+    int qkv_rank;              /* bare attention: 3 ([B,S,H*d]) or 4 ([B,H,S,d]) */
     int kpm_true_means_ignore; /* MHA_ROLE_KEY_PADDING_MASK polarity */
 
     /* Projection weights, row-major [in, out] so that y = x . W + b.
      * Biases may be NULL. Owned (freed by layer_clear). */
-    float *wq, *bq;         /* [d_model, q_heads*d_head] */
-    float *wk, *bk;         /* [d_kv, kv_heads*d_head] */
-    float *wv, *bv;         /* [d_kv, kv_heads*d_head_v] */
-    float *wo, *bo;         /* [q_heads*d_head_v, d_out] */
+    float *wq, *bq; /* [d_model, q_heads*d_head] */
+    float *wk, *bk; /* [d_kv, kv_heads*d_head] */
+    float *wv, *bv; /* [d_kv, kv_heads*d_head_v] */
+    float *wo, *bo; /* [q_heads*d_head_v, d_out] */
 
-    layer_io *inputs;       /* graph inputs, graph order */
+    layer_io *inputs; /* graph inputs, graph order */
     size_t n_inputs;
-    layer_io *outputs;      /* graph outputs, graph order */
+    layer_io *outputs; /* graph outputs, graph order */
     size_t n_outputs;
 
     /* ---- appended for the whole ONNX Attention operator (issue 7) ---- */
-    mha_dtype dtype;        /* float type of the data inputs and outputs:
-                               float32 (UNDEFINED means float32 too), float16
-                               or bfloat16; computed in float32 inside */
-    int qk_mode;            /* qk_matmul_output_mode 0..3, for the output with
-                               role MHA_ROLE_QK_OUTPUT: 0 scale*Q.K^T, 1 after
-                               softcap, 2 after the mask, 3 after softmax */
+    mha_dtype dtype;                       /* float type of the data inputs and outputs:
+                                              float32 (UNDEFINED means float32 too), float16
+                                              or bfloat16; computed in float32 inside */
+    int qk_mode;                           /* qk_matmul_output_mode 0..3, for the output with
+                                              role MHA_ROLE_QK_OUTPUT: 0 scale*Q.K^T, 1 after
+                                              softcap, 2 after the mask, 3 after softmax */
     int has_left_window, has_right_window; /* opset 25 windows present */
-    int64_t left_window;    /* keys j < frontier - left_window are hidden */
-    int64_t right_window;   /* keys j > frontier + right_window are hidden */
-    int kv_len_moves_causal; /* MHA_ROLE_NONPAD_KV_SEQLEN also sets the causal
-                                frontier (ONNX: offset = len - Sq); 0 for
-                                com.microsoft mask_index key lengths */
-    int mask_pads_keys;     /* an attn_mask shorter than the total key length
-                               is padded with -inf (ONNX), not broadcast */
-    int int_mask_attend_nonzero; /* integer masks (com.microsoft mask_index):
-                                    nonzero = attend */
+    int64_t left_window;                   /* keys j < frontier - left_window are hidden */
+    int64_t right_window;                  /* keys j > frontier + right_window are hidden */
+    int kv_len_moves_causal;               /* MHA_ROLE_NONPAD_KV_SEQLEN also sets the causal
+                                              frontier (ONNX: offset = len - Sq); 0 for
+                                              com.microsoft mask_index key lengths */
+    int mask_pads_keys;                    /* an attn_mask shorter than the total key length
+                                              is padded with -inf (ONNX), not broadcast */
+    int int_mask_attend_nonzero;           /* integer masks (com.microsoft mask_index):
+                                              nonzero = attend */
 } layer;
 
 /* Finds the attention layer in g by meaning (folding constants and shapes,
  * tracing Q/K/V to their projections) and fills *out. Refuses anything it
  * cannot place with MHA_ERR_MODEL_UNSUPPORTED naming op type and node. */
-mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g,
-                           layer *out, mha_error *err);
+mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err);
 
 /* Trust, then verify: evaluates g with the reference interpreter on a small
  * seeded random probe input and compares with layer_reference_forward.
  * MHA_ERR_MODEL_VERIFY on a mismatch (message gives the max error). */
-mha_status layer_verify(const mha_alloc_ctx *a, const ir_graph *g,
-                        const layer *L, mha_error *err);
+mha_status layer_verify(const mha_alloc_ctx *a, const ir_graph *g, const layer *L, mha_error *err);
 
 void layer_clear(const mha_alloc_ctx *a, layer *L);
 size_t layer_weight_bytes(const layer *L);
 
 /* Output shapes for given input shapes, with every input checked (dtype,
  * rank, dims against the layer and against each other). */
-mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs,
-                               size_t n_inputs, mha_tensor *outputs,
-                               size_t n_outputs, mha_error *err);
+mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs, size_t n_inputs,
+                               mha_tensor *outputs, size_t n_outputs, mha_error *err);
 
 /* Runs the layer single-threaded with the built-in scalar backend (no
  * runtime needed): the reference the verifier and tests compare against.
  * outputs[] must be allocated with the shapes from layer_output_shapes. */
-mha_status layer_reference_forward(const mha_alloc_ctx *a, const layer *L,
-                                   const mha_tensor *inputs, size_t n_inputs,
-                                   mha_tensor *outputs, size_t n_outputs,
+mha_status layer_reference_forward(const mha_alloc_ctx *a, const layer *L, const mha_tensor *inputs,
+                                   size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
                                    mha_error *err);
 
 #endif

@@ -270,8 +270,7 @@ mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, c
         const char *c = t.p;
         while (t.p < t.end && *t.p != '\n')
             t.p++;
-        if ((st = npy_parse_shard_note(c, (size_t)(t.p - c), what, out, err)) != MHA_OK)
-            return st;
+        if ((st = npy_parse_shard_note(c, (size_t)(t.p - c), what, out, err)) != MHA_OK) return st;
         npy_text_skip_space(&t);
     }
     while (t.p < t.end && *t.p == '\0')
@@ -617,10 +616,10 @@ mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: resuming after %lld of %lld rows",
                         partial_path, (long long)rows_done, (long long)rows);
     unsigned char head[640];
-    size_t hn = shard_total > 0 ? npy_format_header_shard(dtype, rank, dims, shard_r0,
-                                                          shard_r0 + rows, shard_total, head,
-                                                          sizeof head)
-                                : npy_format_header(dtype, rank, dims, head, sizeof head);
+    size_t hn = shard_total > 0
+                    ? npy_format_header_shard(dtype, rank, dims, shard_r0, shard_r0 + rows,
+                                              shard_total, head, sizeof head)
+                    : npy_format_header(dtype, rank, dims, head, sizeof head);
     if (hn == 0) return mha_fail(err, MHA_ERR_INTERNAL, "%s: cannot format the header", path);
     if (rows_done > 0) {
         /* the partial file must have been started with this very header;

@@ -51,9 +51,9 @@
 /* State while registry_create runs. */
 typedef struct reg_build {
     registry *r;
-    size_t cap;                  /* capacity of r->entries */
+    size_t cap; /* capacity of r->entries */
     const registry_options *opts;
-    char **seen;                 /* realpaths of folders and files visited */
+    char **seen; /* realpaths of folders and files visited */
     size_t n_seen, cap_seen;
 } reg_build;
 
@@ -75,11 +75,11 @@ static void reg_log(const registry_options *o, mha_log_level level, const char *
 }
 
 /* Grows a pointer-sized array by doubling; 0 on allocation failure. */
-static int reg_grow(const mha_alloc_ctx *a, void **arr, size_t *cap, size_t need,
-                    size_t elem) {
+static int reg_grow(const mha_alloc_ctx *a, void **arr, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return 1;
     size_t ncap = *cap ? *cap * 2 : 8;
-    while (ncap < need) ncap *= 2;
+    while (ncap < need)
+        ncap *= 2;
     void *n = mha_calloc(a, ncap, elem);
     if (!n) return 0;
     if (*arr && *cap) memcpy(n, *arr, *cap * elem);
@@ -94,8 +94,7 @@ static int reg_grow(const mha_alloc_ctx *a, void **arr, size_t *cap, size_t need
 static int reg_seen_before(reg_build *b, const char *real) {
     for (size_t i = 0; i < b->n_seen; i++)
         if (strcmp(b->seen[i], real) == 0) return 1;
-    if (!reg_grow(&b->r->alloc, (void **)&b->seen, &b->cap_seen, b->n_seen + 1,
-                  sizeof(char *)))
+    if (!reg_grow(&b->r->alloc, (void **)&b->seen, &b->cap_seen, b->n_seen + 1, sizeof(char *)))
         return -1;
     char *copy = mha_strdup(&b->r->alloc, real);
     if (!copy) return -1;
@@ -106,8 +105,7 @@ static int reg_seen_before(reg_build *b, const char *real) {
 /* Appends a zeroed entry for `path`; NULL on allocation failure. */
 static plugin_entry *reg_add_entry(reg_build *b, const char *path) {
     registry *r = b->r;
-    if (!reg_grow(&r->alloc, (void **)&r->entries, &b->cap, r->n_entries + 1,
-                  sizeof(plugin_entry)))
+    if (!reg_grow(&r->alloc, (void **)&r->entries, &b->cap, r->n_entries + 1, sizeof(plugin_entry)))
         return NULL;
     plugin_entry *e = &r->entries[r->n_entries];
     memset(e, 0, sizeof *e);
@@ -159,13 +157,13 @@ static const char *reg_missing_function(const mha_plugin *p) {
  * rest. Returns 1 when valid; else sets e->reason. */
 static int reg_check_table(plugin_entry *e, const char *path, const mha_plugin *p) {
     if (p->abi_major != MHA_PLUGIN_ABI_MAJOR) {
-        reg_set_reason(e, "%s: %s() returned a table of ABI major %u; this host speaks %u",
-                       path, MHA_PLUGIN_ENTRY_SYMBOL, p->abi_major, MHA_PLUGIN_ABI_MAJOR);
+        reg_set_reason(e, "%s: %s() returned a table of ABI major %u; this host speaks %u", path,
+                       MHA_PLUGIN_ENTRY_SYMBOL, p->abi_major, MHA_PLUGIN_ABI_MAJOR);
         return 0;
     }
     if (p->struct_size < sizeof(mha_plugin)) {
-        reg_set_reason(e, "%s: %s() returned a table of %u bytes; ABI %u.0 needs %zu",
-                       path, MHA_PLUGIN_ENTRY_SYMBOL, p->struct_size, MHA_PLUGIN_ABI_MAJOR,
+        reg_set_reason(e, "%s: %s() returned a table of %u bytes; ABI %u.0 needs %zu", path,
+                       MHA_PLUGIN_ENTRY_SYMBOL, p->struct_size, MHA_PLUGIN_ABI_MAJOR,
                        sizeof(mha_plugin));
         return 0;
     }
@@ -180,8 +178,8 @@ static int reg_check_table(plugin_entry *e, const char *path, const mha_plugin *
         return 0;
     }
     if (p->gemm_m_block < 1 || p->gemm_n_block < 1) {
-        reg_set_reason(e, "%s: plugin '%s' has gemm blocks %lld x %lld (need >= 1)", path,
-                       p->name, (long long)p->gemm_m_block, (long long)p->gemm_n_block);
+        reg_set_reason(e, "%s: plugin '%s' has gemm blocks %lld x %lld (need >= 1)", path, p->name,
+                       (long long)p->gemm_m_block, (long long)p->gemm_n_block);
         return 0;
     }
     return 1;
@@ -222,8 +220,7 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
     dlerror();
     void *sym = dlsym(h, MHA_PLUGIN_ENTRY_SYMBOL);
     if (!sym) {
-        reg_set_reason(e, "%s: no symbol '%s' (not an mha plugin)", path,
-                       MHA_PLUGIN_ENTRY_SYMBOL);
+        reg_set_reason(e, "%s: no symbol '%s' (not an mha plugin)", path, MHA_PLUGIN_ENTRY_SYMBOL);
         goto skipped;
     }
     mha_plugin_get_fn get;
@@ -232,8 +229,8 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
     /* 3. ask for a table this host can read */
     const mha_plugin *p = get(MHA_PLUGIN_ABI_MAJOR);
     if (!p) {
-        reg_set_reason(e, "%s: %s(%u) returned NULL (plugin cannot serve this host's ABI)",
-                       path, MHA_PLUGIN_ENTRY_SYMBOL, MHA_PLUGIN_ABI_MAJOR);
+        reg_set_reason(e, "%s: %s(%u) returned NULL (plugin cannot serve this host's ABI)", path,
+                       MHA_PLUGIN_ENTRY_SYMBOL, MHA_PLUGIN_ABI_MAJOR);
         goto skipped;
     }
     if (!reg_check_table(e, path, p)) goto skipped;
@@ -246,8 +243,7 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
     /* 4. first of a name wins */
     const plugin_entry *first = reg_find_loaded(r, p->name, e);
     if (first) {
-        reg_set_reason(e, "duplicate: plugin '%s' already loaded from %s", p->name,
-                       first->path);
+        reg_set_reason(e, "duplicate: plugin '%s' already loaded from %s", p->name, first->path);
         goto skipped;
     }
 
@@ -262,8 +258,8 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
     }
     e->score = score;
     e->usable = 1;
-    reg_log(b->opts, MHA_LOG_INFO, "plugin '%s' %s from %s: usable, score %d", e->name,
-            e->version, path, score);
+    reg_log(b->opts, MHA_LOG_INFO, "plugin '%s' %s from %s: usable, score %d", e->name, e->version,
+            path, score);
     return MHA_OK;
 
 skipped:
@@ -329,10 +325,13 @@ static mha_status reg_scan_folder(reg_build *b, const char *dir) {
             continue;
         }
         int seen = reg_seen_before(b, real);
-        if (seen < 0) st = MHA_ERR_NO_MEMORY;
-        else if (!seen) st = reg_load_file(b, path);
+        if (seen < 0)
+            st = MHA_ERR_NO_MEMORY;
+        else if (!seen)
+            st = reg_load_file(b, path);
     }
-    for (size_t i = 0; i < n; i++) mha_free(a, names[i]);
+    for (size_t i = 0; i < n; i++)
+        mha_free(a, names[i]);
     mha_free(a, names);
     return st;
 }
@@ -369,8 +368,8 @@ static int reg_self_dir(char *out, size_t size) {
     char file[PATH_MAX];
     Dl_info info;
     void *addr;
-    mha_status (*self)(const mha_alloc_ctx *, const registry_options *, registry **,
-                       mha_error *) = registry_create;
+    mha_status (*self)(const mha_alloc_ctx *, const registry_options *, registry **, mha_error *) =
+        registry_create;
     memcpy(&addr, &self, sizeof addr);
 #if defined(__GLIBC__)
     struct link_map *lm = NULL;
@@ -391,8 +390,10 @@ static int reg_self_dir(char *out, size_t size) {
     }
     char *slash = strrchr(file, '/');
     if (!slash) return 0;
-    if (slash == file) slash[1] = '\0';
-    else *slash = '\0';
+    if (slash == file)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
     int n = snprintf(out, size, "%s", file);
     return n > 0 && (size_t)n < size;
 }
@@ -400,7 +401,8 @@ static int reg_self_dir(char *out, size_t size) {
 /* ---- public (internal) API ---- */
 
 static void reg_free_seen(reg_build *b) {
-    for (size_t i = 0; i < b->n_seen; i++) mha_free(&b->r->alloc, b->seen[i]);
+    for (size_t i = 0; i < b->n_seen; i++)
+        mha_free(&b->r->alloc, b->seen[i]);
     mha_free(&b->r->alloc, b->seen);
     b->seen = NULL;
     b->n_seen = b->cap_seen = 0;
@@ -452,8 +454,8 @@ static mha_status reg_scan_all(reg_build *b, const registry_options *o) {
     return MHA_OK;
 }
 
-mha_status registry_create(const mha_alloc_ctx *a, const registry_options *opts,
-                           registry **out, mha_error *err) {
+mha_status registry_create(const mha_alloc_ctx *a, const registry_options *opts, registry **out,
+                           mha_error *err) {
     if (!out) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "registry_create: out is NULL");
     *out = NULL;
     registry_options none;
@@ -540,7 +542,8 @@ static void reg_list(const registry *r, char *buf, size_t size) {
 
 mha_status registry_select(const registry *r, const char *name, const plugin_entry **out,
                            mha_error *err) {
-    if (!r || !out) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "registry_select: NULL argument");
+    if (!r || !out)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "registry_select: NULL argument");
     *out = NULL;
     int is_auto = !name || !name[0] || strcmp(name, "auto") == 0;
     const plugin_entry *best = NULL, *unusable = NULL;
@@ -563,8 +566,8 @@ mha_status registry_select(const registry *r, const char *name, const plugin_ent
     char list[384];
     reg_list(r, list, sizeof list);
     if (unusable)
-        return mha_fail(err, MHA_ERR_BACKEND, "backend '%s' cannot run here (%s); usable: %s",
-                        name, unusable->reason, list);
+        return mha_fail(err, MHA_ERR_BACKEND, "backend '%s' cannot run here (%s); usable: %s", name,
+                        unusable->reason, list);
     return mha_fail(err, MHA_ERR_BACKEND, "backend '%s' not found; found: %s",
                     is_auto ? "auto" : name, list);
 }

@@ -18,14 +18,14 @@ uint64_t cpu_parse_mask(const char *s, int *ok);
 const char *cpu_features_str(uint64_t features, char *buf, size_t size);
 
 typedef struct plugin_entry {
-    char *path;            /* "(built-in)" for the built-in scalar */
-    char *name;            /* NULL if not a valid plugin */
+    char *path; /* "(built-in)" for the built-in scalar */
+    char *name; /* NULL if not a valid plugin */
     char *version;
     const mha_plugin *plugin; /* NULL if not a valid plugin */
-    void *dl_handle;       /* dlopen handle, NULL for built-in */
-    int score;             /* probe result */
+    void *dl_handle;          /* dlopen handle, NULL for built-in */
+    int score;                /* probe result */
     int usable;
-    char reason[256];      /* why skipped / unusable, "" if usable */
+    char reason[256]; /* why skipped / unusable, "" if usable */
 } plugin_entry;
 
 typedef struct registry {
@@ -36,9 +36,9 @@ typedef struct registry {
 } registry;
 
 typedef struct registry_options {
-    const char *plugin_path;   /* file or folder searched first, or NULL */
-    int use_env;               /* read MHA_PLUGIN_PATH / MHA_CPU_MASK */
-    uint64_t cpu_mask;         /* features hidden */
+    const char *plugin_path; /* file or folder searched first, or NULL */
+    int use_env;             /* read MHA_PLUGIN_PATH / MHA_CPU_MASK */
+    uint64_t cpu_mask;       /* features hidden */
     mha_log_fn log;
     void *log_user;
     mha_log_level log_level;
@@ -47,13 +47,13 @@ typedef struct registry_options {
 /* Scans every location, loads and probes each plugin. Problems with single
  * files are logged and recorded in their entry's reason, never fatal. The
  * built-in scalar backend is always the first entry. */
-mha_status registry_create(const mha_alloc_ctx *a, const registry_options *opts,
-                           registry **out, mha_error *err);
+mha_status registry_create(const mha_alloc_ctx *a, const registry_options *opts, registry **out,
+                           mha_error *err);
 /* name NULL / "" / "auto": the usable entry with the highest score (a
  * dlopen'ed "scalar" beats the built-in on ties). Else the usable entry
  * with that name. MHA_ERR_BACKEND with a list of what exists otherwise. */
-mha_status registry_select(const registry *r, const char *name,
-                           const plugin_entry **out, mha_error *err);
+mha_status registry_select(const registry *r, const char *name, const plugin_entry **out,
+                           mha_error *err);
 /* Does not dlclose (plugins stay loaded for the process's life: code of a
  * plugin may still be referenced by packed-weight caches of models). */
 void registry_free(registry *r);

@@ -12,8 +12,7 @@ mha_status tensor_new(const mha_alloc_ctx *a, mha_dtype dt, int rank, const int6
     size_t esize = mha_dtype_size(dt);
     if (esize == 0) return mha_fail(err, MHA_ERR_DTYPE, "unsupported data type %d", (int)dt);
     if (rank < 0 || rank > MHA_MAX_RANK)
-        return mha_fail(err, MHA_ERR_LIMIT, "rank %d exceeds the limit of %d", rank,
-                        MHA_MAX_RANK);
+        return mha_fail(err, MHA_ERR_LIMIT, "rank %d exceeds the limit of %d", rank, MHA_MAX_RANK);
     size_t numel = 1;
     for (int i = 0; i < rank; i++) {
         if (dims[i] < 0)
@@ -28,7 +27,8 @@ mha_status tensor_new(const mha_alloc_ctx *a, mha_dtype dt, int rank, const int6
     if (!t) return mha_fail(err, MHA_ERR_NO_MEMORY, "out of memory allocating a tensor");
     t->dtype = dt;
     t->rank = rank;
-    for (int i = 0; i < rank; i++) t->dims[i] = dims[i];
+    for (int i = 0; i < rank; i++)
+        t->dims[i] = dims[i];
     t->nbytes = nbytes;
     t->alloc = a;
     t->owns_data = 1;
@@ -56,33 +56,49 @@ mha_status tensor_clone(const tensor *src, tensor **out, mha_error *err) {
 
 int64_t tensor_numel(const tensor *t) {
     int64_t n = 1;
-    for (int i = 0; i < t->rank; i++) n *= t->dims[i];
+    for (int i = 0; i < t->rank; i++)
+        n *= t->dims[i];
     return n;
 }
 
 double tensor_get_f64(const tensor *t, int64_t i) {
     switch (t->dtype) {
-    case MHA_DTYPE_FLOAT32: return ((const float *)t->data)[i];
-    case MHA_DTYPE_FLOAT64: return ((const double *)t->data)[i];
-    case MHA_DTYPE_FLOAT16: return mha_half_to_float(((const uint16_t *)t->data)[i]);
-    case MHA_DTYPE_BFLOAT16: return mha_bf16_to_float(((const uint16_t *)t->data)[i]);
-    case MHA_DTYPE_INT64: return (double)((const int64_t *)t->data)[i];
-    case MHA_DTYPE_INT32: return ((const int32_t *)t->data)[i];
-    case MHA_DTYPE_INT8: return ((const int8_t *)t->data)[i];
-    case MHA_DTYPE_UINT8: return ((const uint8_t *)t->data)[i];
-    case MHA_DTYPE_BOOL: return ((const uint8_t *)t->data)[i] ? 1.0 : 0.0;
-    case MHA_DTYPE_UNDEFINED: break;
+    case MHA_DTYPE_FLOAT32:
+        return ((const float *)t->data)[i];
+    case MHA_DTYPE_FLOAT64:
+        return ((const double *)t->data)[i];
+    case MHA_DTYPE_FLOAT16:
+        return mha_half_to_float(((const uint16_t *)t->data)[i]);
+    case MHA_DTYPE_BFLOAT16:
+        return mha_bf16_to_float(((const uint16_t *)t->data)[i]);
+    case MHA_DTYPE_INT64:
+        return (double)((const int64_t *)t->data)[i];
+    case MHA_DTYPE_INT32:
+        return ((const int32_t *)t->data)[i];
+    case MHA_DTYPE_INT8:
+        return ((const int8_t *)t->data)[i];
+    case MHA_DTYPE_UINT8:
+        return ((const uint8_t *)t->data)[i];
+    case MHA_DTYPE_BOOL:
+        return ((const uint8_t *)t->data)[i] ? 1.0 : 0.0;
+    case MHA_DTYPE_UNDEFINED:
+        break;
     }
     return 0.0;
 }
 
 int64_t tensor_get_i64(const tensor *t, int64_t i) {
     switch (t->dtype) {
-    case MHA_DTYPE_INT64: return ((const int64_t *)t->data)[i];
-    case MHA_DTYPE_INT32: return ((const int32_t *)t->data)[i];
-    case MHA_DTYPE_INT8: return ((const int8_t *)t->data)[i];
-    case MHA_DTYPE_UINT8: return ((const uint8_t *)t->data)[i];
-    case MHA_DTYPE_BOOL: return ((const uint8_t *)t->data)[i] != 0;
+    case MHA_DTYPE_INT64:
+        return ((const int64_t *)t->data)[i];
+    case MHA_DTYPE_INT32:
+        return ((const int32_t *)t->data)[i];
+    case MHA_DTYPE_INT8:
+        return ((const int8_t *)t->data)[i];
+    case MHA_DTYPE_UINT8:
+        return ((const uint8_t *)t->data)[i];
+    case MHA_DTYPE_BOOL:
+        return ((const uint8_t *)t->data)[i] != 0;
     default: {
         double d = tensor_get_f64(t, i);
         if (!(d == d)) return 0;
@@ -95,18 +111,38 @@ int64_t tensor_get_i64(const tensor *t, int64_t i) {
 
 void tensor_set_f64(tensor *t, int64_t i, double v) {
     switch (t->dtype) {
-    case MHA_DTYPE_FLOAT32: ((float *)t->data)[i] = (float)v; break;
-    case MHA_DTYPE_FLOAT64: ((double *)t->data)[i] = v; break;
-    case MHA_DTYPE_FLOAT16: ((uint16_t *)t->data)[i] = mha_float_to_half((float)v); break;
-    case MHA_DTYPE_BFLOAT16: ((uint16_t *)t->data)[i] = mha_float_to_bf16((float)v); break;
-    case MHA_DTYPE_INT64:
-        ((int64_t *)t->data)[i] = (v != v) ? 0 : v >= 9.2e18 ? INT64_MAX : v <= -9.2e18 ? INT64_MIN : (int64_t)v;
+    case MHA_DTYPE_FLOAT32:
+        ((float *)t->data)[i] = (float)v;
         break;
-    case MHA_DTYPE_INT32: ((int32_t *)t->data)[i] = (v != v || fabs(v) > 2.1e9) ? 0 : (int32_t)v; break;
-    case MHA_DTYPE_INT8: ((int8_t *)t->data)[i] = (v != v || fabs(v) > 127) ? 0 : (int8_t)v; break;
-    case MHA_DTYPE_UINT8: ((uint8_t *)t->data)[i] = (v != v || v < 0 || v > 255) ? 0 : (uint8_t)v; break;
-    case MHA_DTYPE_BOOL: ((uint8_t *)t->data)[i] = v != 0.0; break;
-    case MHA_DTYPE_UNDEFINED: break;
+    case MHA_DTYPE_FLOAT64:
+        ((double *)t->data)[i] = v;
+        break;
+    case MHA_DTYPE_FLOAT16:
+        ((uint16_t *)t->data)[i] = mha_float_to_half((float)v);
+        break;
+    case MHA_DTYPE_BFLOAT16:
+        ((uint16_t *)t->data)[i] = mha_float_to_bf16((float)v);
+        break;
+    case MHA_DTYPE_INT64:
+        ((int64_t *)t->data)[i] = (v != v)       ? 0
+                                  : v >= 9.2e18  ? INT64_MAX
+                                  : v <= -9.2e18 ? INT64_MIN
+                                                 : (int64_t)v;
+        break;
+    case MHA_DTYPE_INT32:
+        ((int32_t *)t->data)[i] = (v != v || fabs(v) > 2.1e9) ? 0 : (int32_t)v;
+        break;
+    case MHA_DTYPE_INT8:
+        ((int8_t *)t->data)[i] = (v != v || fabs(v) > 127) ? 0 : (int8_t)v;
+        break;
+    case MHA_DTYPE_UINT8:
+        ((uint8_t *)t->data)[i] = (v != v || v < 0 || v > 255) ? 0 : (uint8_t)v;
+        break;
+    case MHA_DTYPE_BOOL:
+        ((uint8_t *)t->data)[i] = v != 0.0;
+        break;
+    case MHA_DTYPE_UNDEFINED:
+        break;
     }
 }
 
@@ -119,9 +155,9 @@ const char *tensor_shape_str(int rank, const int64_t *dims, char *buf, size_t n)
         return buf;
     }
     for (int i = 0; i < rank && used < n; i++) {
-        int w = dims[i] < 0 ? snprintf(buf + used, n - used, "%s?", i ? "x" : "")
-                            : snprintf(buf + used, n - used, "%s%lld", i ? "x" : "",
-                                       (long long)dims[i]);
+        int w = dims[i] < 0
+                    ? snprintf(buf + used, n - used, "%s?", i ? "x" : "")
+                    : snprintf(buf + used, n - used, "%s%lld", i ? "x" : "", (long long)dims[i]);
         if (w < 0) break;
         used += (size_t)w;
     }
@@ -165,7 +201,7 @@ uint16_t mha_float_to_half(float f) {
     if (absx >= 0x7f800000u) /* inf or nan */
         return (uint16_t)(sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 : 0));
     if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* overflow -> inf */
-    if (absx < 0x38800000u) { /* subnormal or zero in half */
+    if (absx < 0x38800000u) {                                  /* subnormal or zero in half */
         if (absx < 0x33000000u) return (uint16_t)sign;
         uint32_t e = absx >> 23;
         uint32_t m = (absx & 0x7fffff) | 0x800000;

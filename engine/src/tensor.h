@@ -9,17 +9,17 @@ typedef struct tensor {
     mha_dtype dtype;
     int rank;
     int64_t dims[MHA_MAX_RANK];
-    void *data;       /* numel * mha_dtype_size(dtype) bytes; may be NULL if numel == 0 */
+    void *data; /* numel * mha_dtype_size(dtype) bytes; may be NULL if numel == 0 */
     size_t nbytes;
-    int owns_data;    /* data freed with the tensor's alloc ctx */
+    int owns_data; /* data freed with the tensor's alloc ctx */
     const mha_alloc_ctx *alloc;
 } tensor;
 
 /* Creates a tensor with zeroed, owned storage. Checks dims >= 0, rank <=
  * MHA_MAX_RANK and that the byte size fits (MHA_ERR_LIMIT otherwise). */
-mha_status tensor_new(const mha_alloc_ctx *a, mha_dtype dt, int rank,
-                      const int64_t *dims, tensor **out, mha_error *err);
-void tensor_free(tensor *t);     /* accepts NULL */
+mha_status tensor_new(const mha_alloc_ctx *a, mha_dtype dt, int rank, const int64_t *dims,
+                      tensor **out, mha_error *err);
+void tensor_free(tensor *t); /* accepts NULL */
 mha_status tensor_clone(const tensor *src, tensor **out, mha_error *err);
 int64_t tensor_numel(const tensor *t);
 /* Reads element i as double / int64 whatever the dtype (float16/bfloat16 included). */

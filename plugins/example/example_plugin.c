@@ -38,7 +38,8 @@ static size_t example_packed_size(int64_t K, int64_t N) {
 
 static void example_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
     float *dst = packed;
-    for (int64_t k = 0; k < K; k++) memcpy(dst + k * N, B + k * ldb, (size_t)N * sizeof(float));
+    for (int64_t k = 0; k < K; k++)
+        memcpy(dst + k * N, B + k * ldb, (size_t)N * sizeof(float));
 }
 
 /* C[m, n] = sum_k A[m, k] B[k, n] + bias[n], summed in double in k order. */
@@ -48,7 +49,8 @@ static int example_gemm(void *state, const mha_gemm_args *g) {
     for (int64_t m = g->m0; m < g->m1; m++)
         for (int64_t n = g->n0; n < g->n1; n++) {
             double acc = g->bias ? g->bias[n] : 0.0;
-            for (int64_t k = 0; k < g->K; k++) acc += (double)g->A[m * g->lda + k] * B[k * g->N + n];
+            for (int64_t k = 0; k < g->K; k++)
+                acc += (double)g->A[m * g->lda + k] * B[k * g->N + n];
             g->C[m * g->ldc + n] = (float)acc;
         }
     return 0;
@@ -75,7 +77,8 @@ static void example_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t i,
     for (int64_t j = 0; j < last; j++) {
         const float *k = a->k + b * a->k_sb + g * a->k_sh + j * a->k_ss;
         double dot = 0.0;
-        for (int64_t d = 0; d < a->dk; d++) dot += (double)q[d] * k[d];
+        for (int64_t d = 0; d < a->dk; d++)
+            dot += (double)q[d] * k[d];
         double x = (double)(a->scale * (float)dot);
         if (a->softcap > 0) x = a->softcap * tanh(x / a->softcap);
         if (a->mask) {
@@ -85,10 +88,12 @@ static void example_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t i,
         s[j] = x;
         if (x > best) best = x;
     }
-    for (int64_t d = 0; d < a->dv; d++) o[d] = 0.0f;
+    for (int64_t d = 0; d < a->dv; d++)
+        o[d] = 0.0f;
     if (best == -INFINITY) return; /* every key masked: a zero row */
     double sum = 0.0;
-    for (int64_t j = 0; j < last; j++) sum += (s[j] = exp(s[j] - best));
+    for (int64_t j = 0; j < last; j++)
+        sum += (s[j] = exp(s[j] - best));
     for (int64_t d = 0; d < a->dv; d++) {
         double acc = 0.0;
         for (int64_t j = 0; j < last; j++)
@@ -102,7 +107,8 @@ static int example_attention(void *state, const mha_attn_args *a, void *ws, size
     if (ws_size < example_workspace(NULL, a) || a->Hkv <= 0 || a->Hq % a->Hkv) return -1;
     for (int64_t b = a->b0; b < a->b1; b++)
         for (int64_t h = a->h0; h < a->h1; h++)
-            for (int64_t i = a->q0; i < a->q1; i++) example_row(a, b, h, i, ws);
+            for (int64_t i = a->q0; i < a->q1; i++)
+                example_row(a, b, h, i, ws);
     return 0;
 }
 

@@ -108,8 +108,9 @@ static const int64_t opsets[] = {1, 11, 13, 14, 17, 21, 23, 24, 25, 1000};
 
 static int64_t pick_int(mutator *m, int64_t old) {
     size_t k = pick(m, N_OF(ints) + 2);
-    if (k == N_OF(ints)) return old + 1;
-    if (k == N_OF(ints) + 1) return old - 1;
+    /* wrap instead of overflowing (the harness must itself be free of UB) */
+    if (k == N_OF(ints)) return (int64_t)((uint64_t)old + 1u);
+    if (k == N_OF(ints) + 1) return (int64_t)((uint64_t)old - 1u);
     return ints[k];
 }
 

@@ -42,18 +42,21 @@ int main(int argc, char **argv) {
         mha_model_input(model, i, &io);
         in[i].dtype = io.dtype;
         in[i].rank = io.rank;
-        for (int d = 0; d < io.rank; d++) in[i].shape[d] = io.shape[d] < 0 ? 2 : io.shape[d];
+        for (int d = 0; d < io.rank; d++)
+            in[i].shape[d] = io.shape[d] < 0 ? 2 : io.shape[d];
         int64_t n = mha_tensor_numel(&in[i]);
         in[i].data = calloc((size_t)n, mha_dtype_size(io.dtype));
         if (io.dtype == MHA_DTYPE_BOOL)
-            for (int64_t k = 0; k < n; k++) ((unsigned char *)in[i].data)[k] = 1;
+            for (int64_t k = 0; k < n; k++)
+                ((unsigned char *)in[i].data)[k] = 1;
     }
     if (mha_model_output_shapes(model, in, nin, out, nout, &err) != MHA_OK) goto fail;
     for (size_t i = 0; i < nout; i++)
         out[i].data = calloc((size_t)mha_tensor_numel(&out[i]), mha_dtype_size(out[i].dtype));
     if (mha_run(rt, model, in, nin, out, nout, NULL, &err) != MHA_OK) goto fail;
     double sum = 0;
-    for (int64_t k = 0; k < mha_tensor_numel(&out[0]); k++) sum += ((float *)out[0].data)[k];
+    for (int64_t k = 0; k < mha_tensor_numel(&out[0]); k++)
+        sum += ((float *)out[0].data)[k];
     printf("ran %s: output checksum %.6f\n", argv[1], sum);
     rc = 0;
 fail:

@@ -94,7 +94,8 @@ static int setup(void **state) {
         }
     }
     fprintf(stderr, "backends under test:");
-    for (int i = 0; i < NBK; i++) fprintf(stderr, " %s", BK[i].name);
+    for (int i = 0; i < NBK; i++)
+        fprintf(stderr, " %s", BK[i].name);
     fprintf(stderr, "\n");
     return 0;
 }
@@ -189,8 +190,10 @@ static void attn_make(const attn_case *c, attn_data *D) {
         tu_fill_random(D->mask, nm, c->seed * 3 + 4);
         for (size_t i = 0; i < nm; i++) {
             uint64_t r = tu_rand_u64(&rs) % 16;
-            if (r == 0) D->mask[i] = -INFINITY;
-            else if (r == 1) D->mask[i] = -FLT_MAX;
+            if (r == 0)
+                D->mask[i] = -INFINITY;
+            else if (r == 1)
+                D->mask[i] = -FLT_MAX;
         }
         a->mask = D->mask;
         switch (c->mask_kind) {
@@ -251,14 +254,16 @@ static int attn_call(const mha_plugin *p, void *st, mha_attn_args *a, float *o) 
 static void attn_full(const mha_plugin *p, void *st, attn_data *D, float *o, int nt) {
     mha_attn_args a = D->a;
     a.num_threads = nt;
-    for (size_t i = 0; i < D->n_o; i++) o[i] = NAN; /* every element must be written */
+    for (size_t i = 0; i < D->n_o; i++)
+        o[i] = NAN; /* every element must be written */
     assert_int_equal(attn_call(p, st, &a, o), 0);
 }
 
 /* Calls over a random split of (b, h, q) into pieces. */
 static void attn_split(const mha_plugin *p, void *st, attn_data *D, float *o, uint64_t seed) {
     uint64_t rs = seed;
-    for (size_t i = 0; i < D->n_o; i++) o[i] = NAN;
+    for (size_t i = 0; i < D->n_o; i++)
+        o[i] = NAN;
     const mha_attn_args *f = &D->a;
     for (int64_t b = 0; b < f->B; b++) {
         int64_t h = 0;
@@ -294,7 +299,8 @@ static void attn_check_case(const attn_case *c) {
     attn_full(REF, NULL, &D, ref, 1);
     assert_int_equal(nonfinite_count(ref, D.n_o), 0);
     double scale = 0.0;
-    for (size_t i = 0; i < D.n_o; i++) scale = fmax(scale, fabs(ref[i]));
+    for (size_t i = 0; i < D.n_o; i++)
+        scale = fmax(scale, fabs(ref[i]));
 
     for (int bi = 0; bi < NBK; bi++) {
         const backend *bk = &BK[bi];
@@ -370,25 +376,68 @@ static void test_attention_random(void **state) {
 static void test_attention_long(void **state) {
     (void)state;
     attn_case cs[] = {
-        {.B = 1, .Hq = 2, .Hkv = 1, .Sq = 33, .Skv = 513, .dk = 64, .dv = 64, .mask_kind = MASK_KEYPAD,
-         .use_kv_len = 1, .seed = 1},
-        {.B = 1, .Hq = 1, .Hkv = 1, .Sq = 513, .Skv = 513, .dk = 17, .dv = 17, .causal = 1,
-         .use_offsets = 1, .seed = 2},
-        {.B = 2, .Hq = 2, .Hkv = 2, .Sq = 7, .Skv = 513, .dk = 128, .dv = 80, .softcap = 3.0f,
-         .mask_kind = MASK_FULL, .layout_bshd = 1, .seed = 3},
+        {.B = 1,
+         .Hq = 2,
+         .Hkv = 1,
+         .Sq = 33,
+         .Skv = 513,
+         .dk = 64,
+         .dv = 64,
+         .mask_kind = MASK_KEYPAD,
+         .use_kv_len = 1,
+         .seed = 1},
+        {.B = 1,
+         .Hq = 1,
+         .Hkv = 1,
+         .Sq = 513,
+         .Skv = 513,
+         .dk = 17,
+         .dv = 17,
+         .causal = 1,
+         .use_offsets = 1,
+         .seed = 2},
+        {.B = 2,
+         .Hq = 2,
+         .Hkv = 2,
+         .Sq = 7,
+         .Skv = 513,
+         .dk = 128,
+         .dv = 80,
+         .softcap = 3.0f,
+         .mask_kind = MASK_FULL,
+         .layout_bshd = 1,
+         .seed = 3},
     };
-    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) attn_check_case(&cs[i]);
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        attn_check_case(&cs[i]);
 }
 
 /* Edge shapes: no keys at all, every key hidden, d = 1. */
 static void test_attention_edges(void **state) {
     (void)state;
     attn_case cs[] = {
-        {.B = 2, .Hq = 2, .Hkv = 2, .Sq = 5, .Skv = 3, .dk = 1, .dv = 1, .causal = 1,
-         .use_offsets = 1, .seed = 9},
-        {.B = 3, .Hq = 4, .Hkv = 1, .Sq = 7, .Skv = 7, .dk = 3, .dv = 3, .use_kv_len = 1, .seed = 10},
+        {.B = 2,
+         .Hq = 2,
+         .Hkv = 2,
+         .Sq = 5,
+         .Skv = 3,
+         .dk = 1,
+         .dv = 1,
+         .causal = 1,
+         .use_offsets = 1,
+         .seed = 9},
+        {.B = 3,
+         .Hq = 4,
+         .Hkv = 1,
+         .Sq = 7,
+         .Skv = 7,
+         .dk = 3,
+         .dv = 3,
+         .use_kv_len = 1,
+         .seed = 10},
     };
-    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) attn_check_case(&cs[i]);
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        attn_check_case(&cs[i]);
 
     /* kv_len 0 for every batch: all rows are zero, never NaN */
     attn_case c = {.B = 2, .Hq = 2, .Hkv = 1, .Sq = 4, .Skv = 9, .dk = 17, .dv = 17, .seed = 5};
@@ -399,7 +448,8 @@ static void test_attention_edges(void **state) {
         D.a.kv_len = zero;
         float *o = malloc(D.n_o * sizeof(float));
         attn_full(BK[bi].p, BK[bi].state, &D, o, 1);
-        for (size_t i = 0; i < D.n_o; i++) assert_true(o[i] == 0.0f);
+        for (size_t i = 0; i < D.n_o; i++)
+            assert_true(o[i] == 0.0f);
         free(o);
         attn_free(&D);
     }
@@ -489,13 +539,15 @@ static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t 
     free(rp);
     double scale = 0.0;
     for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) scale = fmax(scale, fabs(ref[m * g.ldc + n]));
+        for (int64_t n = 0; n < N; n++)
+            scale = fmax(scale, fabs(ref[m * g.ldc + n]));
 
     uint64_t rs = seed * 31 + 7;
     for (int bi = 0; bi < NBK; bi++) {
         const backend *bk = &BK[bi];
         void *packed = pack_for(bk->p, &g);
-        for (size_t i = 0; i < nc; i++) c1[i] = c2[i] = -7.0f; /* padding must survive */
+        for (size_t i = 0; i < nc; i++)
+            c1[i] = c2[i] = -7.0f; /* padding must survive */
         gemm_call(bk->p, bk->state, &g, packed, c1, 0, M, 0, N, 1);
         double err = 0.0;
         for (int64_t m = 0; m < M; m++) {
@@ -503,7 +555,8 @@ static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t 
                 double d = fabs((double)c1[m * g.ldc + n] - (double)ref[m * g.ldc + n]);
                 if (!(d <= err)) err = d;
             }
-            for (int64_t n = N; n < g.ldc; n++) assert_true(c1[m * g.ldc + n] == -7.0f);
+            for (int64_t n = N; n < g.ldc; n++)
+                assert_true(c1[m * g.ldc + n] == -7.0f);
         }
         if (!(err <= 1e-5 * scale) || getenv("MHA_TEST_VERBOSE")) {
             fprintf(stderr, "%s gemm M%lld N%lld K%lld bias%d: err %g scale %g\n", bk->name,
@@ -526,7 +579,8 @@ static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t 
         if (bk->p->flags & MHA_PLUGIN_SELF_PARALLEL) {
             for (int nt = 2; nt <= 3; nt++) {
                 memset(c2, 0, nc * sizeof(float));
-                for (size_t i = 0; i < nc; i++) c2[i] = -7.0f;
+                for (size_t i = 0; i < nc; i++)
+                    c2[i] = -7.0f;
                 gemm_call(bk->p, bk->state, &g, packed, c2, 0, M, 0, N, nt);
                 assert_memory_equal(c1, c2, nc * sizeof(float));
             }
@@ -539,8 +593,8 @@ static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t 
 static void test_gemm_odd_sizes(void **state) {
     (void)state;
     static const int64_t dims[][3] = {
-        {1, 1, 1},   {1, 37, 5},  {13, 1, 7},  {5, 17, 3},   {12, 32, 64},  {25, 49, 300},
-        {37, 100, 257}, {64, 80, 128}, {7, 33, 513}, {100, 3, 17}, {3, 200, 1}, {6, 16, 256},
+        {1, 1, 1},      {1, 37, 5},    {13, 1, 7},   {5, 17, 3},   {12, 32, 64}, {25, 49, 300},
+        {37, 100, 257}, {64, 80, 128}, {7, 33, 513}, {100, 3, 17}, {3, 200, 1},  {6, 16, 256},
     };
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
         gemm_check(dims[i][0], dims[i][1], dims[i][2], (int)(i & 1), 100 + i);
@@ -554,11 +608,23 @@ static void test_gemm_edges(void **state) {
         const mha_plugin *p = bi < 0 ? REF : BK[bi].p;
         void *st = bi < 0 ? NULL : BK[bi].state;
         float C[6];
-        for (int i = 0; i < 6; i++) C[i] = 99.0f;
-        mha_gemm_args a = {.struct_size = sizeof a, .M = 2, .N = 3, .K = 0, .bias = bias, .C = C,
-                           .ldc = 3, .m0 = 0, .m1 = 2, .n0 = 0, .n1 = 3, .num_threads = 1};
+        for (int i = 0; i < 6; i++)
+            C[i] = 99.0f;
+        mha_gemm_args a = {.struct_size = sizeof a,
+                           .M = 2,
+                           .N = 3,
+                           .K = 0,
+                           .bias = bias,
+                           .C = C,
+                           .ldc = 3,
+                           .m0 = 0,
+                           .m1 = 2,
+                           .n0 = 0,
+                           .n1 = 3,
+                           .num_threads = 1};
         assert_int_equal(p->gemm(st, &a), 0);
-        for (int i = 0; i < 6; i++) assert_true(C[i] == bias[i % 3]);
+        for (int i = 0; i < 6; i++)
+            assert_true(C[i] == bias[i % 3]);
         a.m0 = 1, a.m1 = 1;
         assert_int_equal(p->gemm(st, &a), 0);
         a.m0 = 0, a.m1 = 3; /* past M */

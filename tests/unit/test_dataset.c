@@ -184,9 +184,9 @@ static void test_partial_writer_resumes_from_checkpoint(void **state) {
     assert_int_equal(npy_writer_write_rows(w, data, 8, &err), MHA_OK);
     assert_int_equal(npy_writer_commit(w, &err), MHA_OK);
 
-    assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0,
-                                              0, &w, &err),
-                     MHA_OK);
+    assert_int_equal(
+        npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0, 0, &w, &err),
+        MHA_OK);
     assert_int_equal(npy_writer_write_rows(w, data[0], 3, &err), MHA_OK);
     uint64_t bytes = 0;
     assert_int_equal(npy_writer_sync(w, &bytes, &err), MHA_OK);
@@ -200,18 +200,18 @@ static void test_partial_writer_resumes_from_checkpoint(void **state) {
 
     /* a different shape is refused, the partial file kept */
     const int64_t other[3] = {8, 3, 2};
-    assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, other, 0, 0,
-                                              3, &w, &err),
-                     MHA_ERR_DATA_FORMAT);
+    assert_int_equal(
+        npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, other, 0, 0, 3, &w, &err),
+        MHA_ERR_DATA_FORMAT);
     /* more rows than the partial file holds is refused */
-    assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0,
-                                              7, &w, &err),
-                     MHA_ERR_IO);
+    assert_int_equal(
+        npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0, 7, &w, &err),
+        MHA_ERR_IO);
     assert_int_equal(stat(partial, &sb), 0);
 
-    assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0,
-                                              3, &w, &err),
-                     MHA_OK);
+    assert_int_equal(
+        npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0, 3, &w, &err),
+        MHA_OK);
     assert_int_equal(npy_writer_rows_written(w), 3);
     assert_int_equal(npy_writer_write_rows(w, data[3], 5, &err), MHA_OK);
     assert_int_equal(npy_writer_commit(w, &err), MHA_OK);

@@ -120,12 +120,11 @@ static void test_cpu_parse_mask(void **state) {
     assert_int_equal(ok, 1);
     assert_int_equal(cpu_parse_mask("  0XfF ", &ok), 0xff);
     assert_int_equal(ok, 1);
-    uint64_t all512 = MHA_CPU_AVX512F | MHA_CPU_AVX512DQ | MHA_CPU_AVX512BW |
-                      MHA_CPU_AVX512VL | MHA_CPU_AVX512BF16;
+    uint64_t all512 = MHA_CPU_AVX512F | MHA_CPU_AVX512DQ | MHA_CPU_AVX512BW | MHA_CPU_AVX512VL |
+                      MHA_CPU_AVX512BF16;
     assert_int_equal(cpu_parse_mask("avx512", &ok), all512);
     assert_int_equal(ok, 1);
-    assert_int_equal(cpu_parse_mask("AVX512, avx2", &ok),
-                     all512 | MHA_CPU_AVX2 | MHA_CPU_FMA);
+    assert_int_equal(cpu_parse_mask("AVX512, avx2", &ok), all512 | MHA_CPU_AVX2 | MHA_CPU_FMA);
     assert_int_equal(ok, 1);
     assert_int_equal(cpu_parse_mask("avx512bw,sse4.1", &ok), MHA_CPU_AVX512BW | MHA_CPU_SSE41);
     assert_int_equal(ok, 1);
@@ -147,8 +146,9 @@ static void test_cpu_parse_mask(void **state) {
 static void test_cpu_features_str(void **state) {
     (void)state;
     char buf[256];
-    assert_string_equal(cpu_features_str(MHA_CPU_SSE2 | MHA_CPU_AVX2 | MHA_CPU_FMA, buf, sizeof buf),
-                        "sse2 fma avx2");
+    assert_string_equal(
+        cpu_features_str(MHA_CPU_SSE2 | MHA_CPU_AVX2 | MHA_CPU_FMA, buf, sizeof buf),
+        "sse2 fma avx2");
     assert_string_equal(cpu_features_str(0, buf, sizeof buf), "(none)");
     char small[10];
     cpu_features_str(MHA_CPU_SSE2 | MHA_CPU_AVX | MHA_CPU_AVX2, small, sizeof small);
@@ -413,9 +413,10 @@ static void test_select_by_name(void **state) {
 static void test_plugins_export_one_symbol(void **state) {
     (void)state;
     static const char *names[] = {"scalar", "avx2", "avx512", "openmp"};
-    static const char *hidden[] = {"scalar_attention_row", "avx2_gemm", "avx512_attention",
-                                   "openmp_gemm", "mha_scalar_plugin_table",
-                                   "mha_avx2_plugin_table", "gemm_blocked_rows"};
+    static const char *hidden[] = {"scalar_attention_row",    "avx2_gemm",
+                                   "avx512_attention",        "openmp_gemm",
+                                   "mha_scalar_plugin_table", "mha_avx2_plugin_table",
+                                   "gemm_blocked_rows"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char path[1024];
         snprintf(path, sizeof path, "%s/mha-plugin-%s.so", MHA_PLUGIN_BUILD_DIR, names[i]);

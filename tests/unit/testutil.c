@@ -65,7 +65,8 @@ void tu_fill_random(float *x, size_t n, uint64_t seed) {
 
 double tu_max_rel_err(const float *a, const float *b, size_t n) {
     double scale = 1.0, err = 0.0;
-    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs((double)b[i]));
+    for (size_t i = 0; i < n; i++)
+        scale = fmax(scale, fabs((double)b[i]));
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - (double)b[i]);
         if (d != d) return INFINITY;

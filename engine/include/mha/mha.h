@@ -48,8 +48,7 @@ extern "C" {
 #define MHA_VERSION_MAJOR 0
 #define MHA_VERSION_MINOR 1
 #define MHA_VERSION_PATCH 0
-#define MHA_VERSION_NUMBER \
-    (MHA_VERSION_MAJOR * 10000 + MHA_VERSION_MINOR * 100 + MHA_VERSION_PATCH)
+#define MHA_VERSION_NUMBER (MHA_VERSION_MAJOR * 10000 + MHA_VERSION_MINOR * 100 + MHA_VERSION_PATCH)
 #define MHA_VERSION_STRING "0.1.0"
 
 /** The version of the library actually linked (compare with
@@ -63,22 +62,22 @@ MHA_API const char *mha_version_string(void);
 /* ------------------------------------------------------------------------ */
 
 /* Every status, once: X(enum name, value, short description). */
-#define MHA_STATUS_LIST(X)                                                    \
-    X(MHA_OK, 0, "success")                                                   \
-    X(MHA_ERR_INVALID_ARGUMENT, 1, "invalid argument")                        \
-    X(MHA_ERR_NO_MEMORY, 2, "out of memory")                                  \
-    X(MHA_ERR_IO, 3, "input/output error")                                    \
-    X(MHA_ERR_MODEL_FORMAT, 4, "malformed model file")                        \
-    X(MHA_ERR_MODEL_UNSUPPORTED, 5, "model graph cannot be placed")           \
-    X(MHA_ERR_MODEL_VERIFY, 6, "recognised layer disagrees with the graph")   \
-    X(MHA_ERR_SHAPE, 7, "tensor shape mismatch")                              \
-    X(MHA_ERR_DTYPE, 8, "unsupported or mismatched data type")                \
-    X(MHA_ERR_LIMIT, 9, "a size limit was exceeded")                          \
-    X(MHA_ERR_BACKEND, 10, "backend not found or unusable")                   \
-    X(MHA_ERR_PLUGIN, 11, "plugin failed")                                    \
-    X(MHA_ERR_CANCELLED, 12, "cancelled")                                     \
-    X(MHA_ERR_FORKED, 13, "runtime used in a forked child process")           \
-    X(MHA_ERR_DATA_FORMAT, 14, "malformed tensor data file")                  \
+#define MHA_STATUS_LIST(X)                                                                         \
+    X(MHA_OK, 0, "success")                                                                        \
+    X(MHA_ERR_INVALID_ARGUMENT, 1, "invalid argument")                                             \
+    X(MHA_ERR_NO_MEMORY, 2, "out of memory")                                                       \
+    X(MHA_ERR_IO, 3, "input/output error")                                                         \
+    X(MHA_ERR_MODEL_FORMAT, 4, "malformed model file")                                             \
+    X(MHA_ERR_MODEL_UNSUPPORTED, 5, "model graph cannot be placed")                                \
+    X(MHA_ERR_MODEL_VERIFY, 6, "recognised layer disagrees with the graph")                        \
+    X(MHA_ERR_SHAPE, 7, "tensor shape mismatch")                                                   \
+    X(MHA_ERR_DTYPE, 8, "unsupported or mismatched data type")                                     \
+    X(MHA_ERR_LIMIT, 9, "a size limit was exceeded")                                               \
+    X(MHA_ERR_BACKEND, 10, "backend not found or unusable")                                        \
+    X(MHA_ERR_PLUGIN, 11, "plugin failed")                                                         \
+    X(MHA_ERR_CANCELLED, 12, "cancelled")                                                          \
+    X(MHA_ERR_FORKED, 13, "runtime used in a forked child process")                                \
+    X(MHA_ERR_DATA_FORMAT, 14, "malformed tensor data file")                                       \
     X(MHA_ERR_INTERNAL, 15, "internal error")
 
 typedef enum mha_status {
@@ -134,9 +133,9 @@ MHA_API const char *mha_dtype_name(mha_dtype dtype);
  *  Bool elements are one byte, 0 or 1. */
 typedef struct mha_tensor {
     mha_dtype dtype;
-    int rank;                     /* 0..MHA_MAX_RANK */
-    int64_t shape[MHA_MAX_RANK];  /* each >= 0 */
-    void *data;                   /* rank 0 means one element */
+    int rank;                    /* 0..MHA_MAX_RANK */
+    int64_t shape[MHA_MAX_RANK]; /* each >= 0 */
+    void *data;                  /* rank 0 means one element */
 } mha_tensor;
 
 /** Number of elements (product of the shape), or -1 if it overflows or a
@@ -176,24 +175,24 @@ typedef void (*mha_log_fn)(void *user, mha_log_level level, const char *message)
 typedef struct mha_runtime mha_runtime;
 
 typedef struct mha_runtime_options {
-    uint32_t struct_size;        /* sizeof(mha_runtime_options); set by _init */
-    int num_threads;             /* 0 = number of online CPUs; the caller's
-                                    thread counts as one of them */
-    const char *backend;         /* "auto" (NULL), or a plugin name such as
-                                    "scalar", "avx2", "avx512", "openmp" */
-    const char *plugin_path;     /* a plugin file or folder searched first;
-                                    NULL = none. Then MHA_PLUGIN_PATH (':'-separated),
-                                    then the folder beside libmha, then the
-                                    installed plugin folder. Never the CWD. */
-    int no_env;                  /* nonzero: ignore MHA_BACKEND, MHA_PLUGIN_PATH
-                                    and MHA_CPU_MASK */
-    uint64_t cpu_feature_mask;   /* features hidden from plugin probes
-                                    (MHA_CPU_* bits of plugin.h); 0 = none */
-    size_t worker_stack_bytes;   /* 0 = 1 MiB */
+    uint32_t struct_size;           /* sizeof(mha_runtime_options); set by _init */
+    int num_threads;                /* 0 = number of online CPUs; the caller's
+                                       thread counts as one of them */
+    const char *backend;            /* "auto" (NULL), or a plugin name such as
+                                       "scalar", "avx2", "avx512", "openmp" */
+    const char *plugin_path;        /* a plugin file or folder searched first;
+                                       NULL = none. Then MHA_PLUGIN_PATH (':'-separated),
+                                       then the folder beside libmha, then the
+                                       installed plugin folder. Never the CWD. */
+    int no_env;                     /* nonzero: ignore MHA_BACKEND, MHA_PLUGIN_PATH
+                                       and MHA_CPU_MASK */
+    uint64_t cpu_feature_mask;      /* features hidden from plugin probes
+                                       (MHA_CPU_* bits of plugin.h); 0 = none */
+    size_t worker_stack_bytes;      /* 0 = 1 MiB */
     const mha_allocator *allocator; /* NULL = malloc; copied */
-    mha_log_fn log;              /* NULL = silent */
+    mha_log_fn log;                 /* NULL = silent */
     void *log_user;
-    mha_log_level log_level;     /* highest level passed to log */
+    mha_log_level log_level; /* highest level passed to log */
 } mha_runtime_options;
 
 /** Fills *opts with the defaults. Always call it before setting fields. */
@@ -208,8 +207,8 @@ MHA_API void mha_runtime_options_init(mha_runtime_options *opts);
  *  on this CPU (the message lists what was found), MHA_ERR_NO_MEMORY, and
  *  MHA_ERR_INVALID_ARGUMENT. A built-in scalar backend always exists.
  *  Thread-safe (no shared state between runtimes). */
-MHA_API mha_status mha_runtime_create(const mha_runtime_options *opts,
-                                      mha_runtime **out, mha_error *err);
+MHA_API mha_status mha_runtime_create(const mha_runtime_options *opts, mha_runtime **out,
+                                      mha_error *err);
 
 /** Stops the workers and frees the runtime. Accepts NULL. Must not be
  *  called while another thread runs on this runtime. Safe in a forked
@@ -224,21 +223,20 @@ MHA_API int mha_runtime_num_threads(const mha_runtime *rt);
 
 /** What the registry knows of one plugin file (see mha_runtime_plugin). */
 typedef struct mha_plugin_info {
-    const char *name;     /* NULL if the file could not be read as a plugin */
+    const char *name; /* NULL if the file could not be read as a plugin */
     const char *version;
-    const char *path;     /* "(built-in)" for the built-in scalar fallback */
-    int score;            /* probe score; 0 = unusable here */
+    const char *path; /* "(built-in)" for the built-in scalar fallback */
+    int score;        /* probe score; 0 = unusable here */
     int usable;
-    int selected;         /* the runtime's backend */
-    const char *reason;   /* why unusable or skipped; "" otherwise */
+    int selected;       /* the runtime's backend */
+    const char *reason; /* why unusable or skipped; "" otherwise */
 } mha_plugin_info;
 
 /** Number of plugin entries the runtime saw (usable or not). */
 MHA_API size_t mha_runtime_plugin_count(const mha_runtime *rt);
 /** Entry i (0-based). Strings stay valid while rt lives.
  *  MHA_ERR_INVALID_ARGUMENT when i is out of range. */
-MHA_API mha_status mha_runtime_plugin(const mha_runtime *rt, size_t i,
-                                      mha_plugin_info *out);
+MHA_API mha_status mha_runtime_plugin(const mha_runtime *rt, size_t i, mha_plugin_info *out);
 
 /** The CPU feature bits (MHA_CPU_* of plugin.h) this runtime detected, after
  *  the mask. */
@@ -251,12 +249,12 @@ MHA_API uint64_t mha_runtime_cpu_features(const mha_runtime *rt);
 typedef struct mha_model mha_model;
 
 typedef struct mha_model_options {
-    uint32_t struct_size;         /* sizeof(mha_model_options); set by _init */
+    uint32_t struct_size;           /* sizeof(mha_model_options); set by _init */
     const mha_allocator *allocator; /* NULL = malloc; used for the model's life */
-    int skip_verify;              /* nonzero: skip the reference check of the
-                                     recognised layer against the graph */
-    uint64_t max_file_bytes;      /* 0 = 4 GiB */
-    int max_nesting_depth;        /* protobuf nesting limit; 0 = 64 */
+    int skip_verify;                /* nonzero: skip the reference check of the
+                                       recognised layer against the graph */
+    uint64_t max_file_bytes;        /* 0 = 4 GiB */
+    int max_nesting_depth;          /* protobuf nesting limit; 0 = 64 */
 } mha_model_options;
 
 MHA_API void mha_model_options_init(mha_model_options *opts);
@@ -268,33 +266,31 @@ MHA_API void mha_model_options_init(mha_model_options *opts);
  *  bad external data), MHA_ERR_MODEL_UNSUPPORTED (the graph cannot be
  *  placed: the message names the op type and node), MHA_ERR_MODEL_VERIFY,
  *  MHA_ERR_LIMIT, MHA_ERR_NO_MEMORY. Thread-safe. */
-MHA_API mha_status mha_model_load_file(const char *path,
-                                       const mha_model_options *opts,
+MHA_API mha_status mha_model_load_file(const char *path, const mha_model_options *opts,
                                        mha_model **out, mha_error *err);
 
 /** The same from bytes in memory. base_dir is the folder external data is
  *  resolved in; NULL refuses external data. The bytes are not kept. */
-MHA_API mha_status mha_model_load_memory(const void *data, size_t size,
-                                         const char *base_dir,
-                                         const mha_model_options *opts,
-                                         mha_model **out, mha_error *err);
+MHA_API mha_status mha_model_load_memory(const void *data, size_t size, const char *base_dir,
+                                         const mha_model_options *opts, mha_model **out,
+                                         mha_error *err);
 
 /** Frees a model. Accepts NULL. No run may be using it. */
 MHA_API void mha_model_free(mha_model *model);
 
 /** Roles of the model's inputs. */
 typedef enum mha_io_role {
-    MHA_ROLE_QUERY = 0,      /* layer input: query sequence [B, Sq, D] */
-    MHA_ROLE_KEY_VALUE,      /* layer input: memory for cross attention */
-    MHA_ROLE_Q,              /* bare Attention: Q, K, V */
+    MHA_ROLE_QUERY = 0, /* layer input: query sequence [B, Sq, D] */
+    MHA_ROLE_KEY_VALUE, /* layer input: memory for cross attention */
+    MHA_ROLE_Q,         /* bare Attention: Q, K, V */
     MHA_ROLE_K,
     MHA_ROLE_V,
-    MHA_ROLE_ATTN_MASK,      /* bool (True = attend) or float additive */
+    MHA_ROLE_ATTN_MASK,        /* bool (True = attend) or float additive */
     MHA_ROLE_KEY_PADDING_MASK, /* bool [B, Skv]; see mha_model_info */
     MHA_ROLE_PAST_KEY,
     MHA_ROLE_PAST_VALUE,
     MHA_ROLE_NONPAD_KV_SEQLEN,
-    MHA_ROLE_OUTPUT,         /* outputs: Y */
+    MHA_ROLE_OUTPUT, /* outputs: Y */
     MHA_ROLE_PRESENT_KEY,
     MHA_ROLE_PRESENT_VALUE,
     MHA_ROLE_QK_OUTPUT
@@ -313,31 +309,28 @@ typedef struct mha_io_info {
 
 /** What was recognised. Strings live as long as the model. */
 typedef struct mha_model_info {
-    const char *form;        /* "onnx-attention", "onnx-attention-layer",
-                                "torch-mha", "onnx-decomposed", "ms-mha",
-                                "ms-attention" */
-    int has_projections;     /* 0 for a bare Attention node */
-    int64_t d_model;         /* query input width (0 for bare attention) */
-    int64_t d_kv;            /* key/value input width */
+    const char *form;    /* "onnx-attention", "onnx-attention-layer",
+                            "torch-mha", "onnx-decomposed", "ms-mha",
+                            "ms-attention" */
+    int has_projections; /* 0 for a bare Attention node */
+    int64_t d_model;     /* query input width (0 for bare attention) */
+    int64_t d_kv;        /* key/value input width */
     int64_t q_heads, kv_heads;
     int64_t d_head, d_head_v;
     int causal;
-    float scale;             /* as applied to Q.K^T */
-    float softcap;           /* 0 = none */
-    int cross;               /* separate key/value input */
+    float scale;                       /* as applied to Q.K^T */
+    float softcap;                     /* 0 = none */
+    int cross;                         /* separate key/value input */
     int key_padding_true_means_ignore; /* for MHA_ROLE_KEY_PADDING_MASK */
     size_t weight_bytes;
     size_t num_inputs, num_outputs;
 } mha_model_info;
 
-MHA_API mha_status mha_model_get_info(const mha_model *model,
-                                      mha_model_info *out);
+MHA_API mha_status mha_model_get_info(const mha_model *model, mha_model_info *out);
 /** Input i / output i, in graph order. MHA_ERR_INVALID_ARGUMENT if out of
  *  range. */
-MHA_API mha_status mha_model_input(const mha_model *model, size_t i,
-                                   mha_io_info *out);
-MHA_API mha_status mha_model_output(const mha_model *model, size_t i,
-                                    mha_io_info *out);
+MHA_API mha_status mha_model_input(const mha_model *model, size_t i, mha_io_info *out);
+MHA_API mha_status mha_model_output(const mha_model *model, size_t i, mha_io_info *out);
 
 /* ------------------------------------------------------------------------ */
 /* Running                                                                   */
@@ -347,20 +340,18 @@ MHA_API mha_status mha_model_output(const mha_model *model, size_t i,
  *  given inputs, and checks the inputs as mha_run would:
  *  MHA_ERR_SHAPE / MHA_ERR_DTYPE / MHA_ERR_INVALID_ARGUMENT with the input
  *  name and shapes in the message. Thread-safe. */
-MHA_API mha_status mha_model_output_shapes(const mha_model *model,
-                                           const mha_tensor *inputs,
-                                           size_t num_inputs,
-                                           mha_tensor *outputs,
+MHA_API mha_status mha_model_output_shapes(const mha_model *model, const mha_tensor *inputs,
+                                           size_t num_inputs, mha_tensor *outputs,
                                            size_t num_outputs, mha_error *err);
 
 typedef struct mha_run_options {
-    uint32_t struct_size;        /* set by _init */
+    uint32_t struct_size; /* set by _init */
     /* Checked between work units; a nonzero return ends the run with
      * MHA_ERR_CANCELLED (outputs then hold partial results). Called only
      * on the thread that called mha_run, never concurrently for one run. */
     int (*cancel)(void *user);
     void *cancel_user;
-    int num_threads;             /* 0 = the runtime's; else at most that */
+    int num_threads; /* 0 = the runtime's; else at most that */
     /* Appended in 0.1 (read only when struct_size covers it).
      * Valid keys per batch item, [B] (B of this call's inputs), or NULL:
      * keys j >= kv_lengths[b] of item b are ignored as if masked, the way a
@@ -390,9 +381,8 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  Errors: MHA_ERR_SHAPE, MHA_ERR_DTYPE, MHA_ERR_INVALID_ARGUMENT,
  *  MHA_ERR_NO_MEMORY, MHA_ERR_CANCELLED, MHA_ERR_FORKED (runtime created
  *  in the parent process), MHA_ERR_PLUGIN. */
-MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model,
-                           const mha_tensor *inputs, size_t num_inputs,
-                           mha_tensor *outputs, size_t num_outputs,
+MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_tensor *inputs,
+                           size_t num_inputs, mha_tensor *outputs, size_t num_outputs,
                            const mha_run_options *opts, mha_error *err);
 
 #ifdef __cplusplus

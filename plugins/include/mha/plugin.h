@@ -129,14 +129,14 @@ typedef struct mha_attn_args {
     float *o;
     int64_t o_sb, o_sh, o_ss;
     float scale;
-    float softcap;               /* 0 = none */
-    const float *mask;           /* additive, or NULL */
+    float softcap;     /* 0 = none */
+    const float *mask; /* additive, or NULL */
     int64_t m_sb, m_sh, m_sq, m_sk;
     int causal;
-    const int64_t *causal_offset; /* [B]; NULL means 0 for every batch */
-    const int64_t *kv_len;        /* [B] valid keys per batch, or NULL */
+    const int64_t *causal_offset;   /* [B]; NULL means 0 for every batch */
+    const int64_t *kv_len;          /* [B] valid keys per batch, or NULL */
     int64_t b0, b1, h0, h1, q0, q1; /* the part to compute */
-    int num_threads;              /* self-parallel plugins only; else 1 */
+    int num_threads;                /* self-parallel plugins only; else 1 */
 } mha_attn_args;
 
 typedef struct mha_plugin {
@@ -146,7 +146,7 @@ typedef struct mha_plugin {
     const char *name;     /* short, [a-z0-9_]: "scalar", "avx2", ... */
     const char *version;
     const char *description;
-    uint32_t flags;       /* MHA_PLUGIN_* */
+    uint32_t flags; /* MHA_PLUGIN_* */
 
     /** 0 = cannot run with these features; else a score (higher = better).
      *  May set *reason to a static string saying why 0. */
@@ -159,8 +159,7 @@ typedef struct mha_plugin {
     int64_t gemm_m_block; /* host splits M at multiples of this */
     int64_t gemm_n_block; /* host splits N at multiples of this */
     size_t (*gemm_packed_size)(int64_t K, int64_t N);
-    void (*gemm_pack_b)(int64_t K, int64_t N, const float *B, int64_t ldb,
-                        void *packed);
+    void (*gemm_pack_b)(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed);
     int (*gemm)(void *state, const mha_gemm_args *args); /* 0 = ok */
 
     /* Attention: workspace bytes one call over the given args needs (the host
