@@ -16,6 +16,10 @@
  *       c[r, n] (+)= sum_{k<kc} ap[k*MR + r] * bp[k*NR + n], r < MR, n < NR,
  *       the sum as ONE chain over k ascending starting from c (accumulate)
  *       or from 0.
+ *   optional: GEMM_HAVE_UKERNEL_ROWS and
+ *   void gemm_ukernel_rows(kc, ap, bp, c, ldc, accumulate, int64_t mr):
+ *       the same for rows r < mr only (0 < mr < MR; c has only mr rows),
+ *       each element the same chain; used for full-width short slivers.
  *
  * Determinism: element C[m, n] is bias[n] + (chain over k = 0..K-1), the
  * chain split at the fixed k-blocks [0,KC), [KC,2KC), ... and continued
@@ -120,6 +124,13 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
                     gemm_ukernel(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0);
                     continue;
                 }
+#ifdef GEMM_HAVE_UKERNEL_ROWS
+                if (full_n) { /* a short sliver: fewer rows computed, none copied */
+                    gemm_ukernel_rows(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc,
+                                      k0 > 0, mr);
+                    continue;
+                }
+#endif
                 if (k0 > 0)
                     for (int64_t r = 0; r < mr; r++)
                         for (int64_t n = cn0; n < cn1; n++)

@@ -34,8 +34,10 @@
  * row blocks of the plugin by every column. The plugin packs a tile's A rows
  * once per k-block and reuses them across all its columns, so splitting N
  * costs a repack of A per column tile; M is split first, N only when M alone
- * gives too few units (small batches). 48 rows keep the units small enough
- * that claiming them from one counter balances two or more threads. */
+ * gives too few units (small batches). 96 rows match the row block of the
+ * avx512 and avx2 kernels (each B panel is reused by all 96 rows, halving
+ * B's traffic against 48) and still give W1's [4096 x 2304] GEMM 43 units,
+ * enough for claiming from one counter to balance two or more threads. */
 #define EXEC_GEMM_TILE_M 96
 #define EXEC_GEMM_TILE_N INT64_MAX
 /* Causal attention, when it splits queries at all, uses blocks of at least
