@@ -288,6 +288,15 @@ mha_status interp_op_attention(interp_ctx *c) {
 
     /* ---- per query row: scores, mask, softmax, weighted sum ---- */
     size_t T = (size_t)p.T;
+    /* T can be huge while K holds no element (a zero-sized batch or head
+     * axis): bound the per-row buffers like any result. */
+    if (T > INTERP_MAX_TENSOR_BYTES / (3 * sizeof(double))) {
+        tensor_free(Ktmp);
+        tensor_free(Vtmp);
+        return interp_fail(c, MHA_ERR_LIMIT,
+                           "%zu keys per query row exceed the interpreter's %zu-byte limit", T,
+                           (size_t)INTERP_MAX_TENSOR_BYTES);
+    }
     double *score = mha_malloc(c->a, (T ? T : 1) * sizeof(double) * 3);
     unsigned char *masked = mha_malloc(c->a, T ? T : 1);
     if (score == NULL || masked == NULL) {
