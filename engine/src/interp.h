@@ -26,8 +26,8 @@ mha_status interp_run(const mha_alloc_ctx *a, const ir_graph *g, const tensor *c
 void interp_values_free(const ir_graph *g, tensor **values);
 
 /* Constant folding: evaluates every node all of whose inputs are constant
- * (initializers, Constant nodes, and -- when `shapes` is given -- Shape of a
- * value whose dims are fully known from shapes[value id]). values[] as in
+ * (initializers, Constant nodes, and Shape / Size of a value whose declared
+ * dims in the graph are fully known). values[] as in
  * interp_run, NULL where not constant. Never fails on an op it does not
  * know: that value simply stays NULL. */
 mha_status interp_fold_constants(const mha_alloc_ctx *a, const ir_graph *g, tensor ***values,
