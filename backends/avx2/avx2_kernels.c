@@ -20,10 +20,18 @@
 #define VLEN 8
 typedef __m256 vf;
 
-static inline vf vf_zero(void) { return _mm256_setzero_ps(); }
-static inline vf vf_set1(float x) { return _mm256_set1_ps(x); }
-static inline vf vf_load(const float *p) { return _mm256_loadu_ps(p); }
-static inline void vf_store(float *p, vf x) { _mm256_storeu_ps(p, x); }
+static inline vf vf_zero(void) {
+    return _mm256_setzero_ps();
+}
+static inline vf vf_set1(float x) {
+    return _mm256_set1_ps(x);
+}
+static inline vf vf_load(const float *p) {
+    return _mm256_loadu_ps(p);
+}
+static inline void vf_store(float *p, vf x) {
+    _mm256_storeu_ps(p, x);
+}
 /* All-ones in lanes < n (n clamped to [0, 8]), as maskload/maskstore want. */
 static inline __m256i vf_lanes(int64_t n) {
     int32_t k = n <= 0 ? 0 : n >= VLEN ? VLEN : (int32_t)n;
@@ -36,11 +44,21 @@ static inline vf vf_load_part(const float *p, int64_t n) {
 static inline void vf_store_part(float *p, vf x, int64_t n) {
     _mm256_maskstore_ps(p, vf_lanes(n), x);
 }
-static inline vf vf_add(vf a, vf b) { return _mm256_add_ps(a, b); }
-static inline vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
-static inline vf vf_div(vf a, vf b) { return _mm256_div_ps(a, b); }
-static inline vf vf_max(vf a, vf b) { return _mm256_max_ps(a, b); }
-static inline vf vf_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+static inline vf vf_add(vf a, vf b) {
+    return _mm256_add_ps(a, b);
+}
+static inline vf vf_mul(vf a, vf b) {
+    return _mm256_mul_ps(a, b);
+}
+static inline vf vf_div(vf a, vf b) {
+    return _mm256_div_ps(a, b);
+}
+static inline vf vf_max(vf a, vf b) {
+    return _mm256_max_ps(a, b);
+}
+static inline vf vf_fma(vf a, vf b, vf c) {
+    return _mm256_fmadd_ps(a, b, c);
+}
 
 /* Horizontal reductions, always the same tree: halves, then pairs. */
 static inline float vf_hmax(vf x) {
@@ -77,8 +95,8 @@ static inline vf vf_exp(vf x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
-                                                      _mm256_set1_epi32(127)), 23);
+    __m256i bits =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
@@ -121,8 +139,8 @@ static inline vf vf_exp_or_zero(vf s, vf m) {
  * rows), c: row-major, ldc. 12 accumulators + 2 B vectors + 1 broadcast =
  * 15 of the 16 YMM registers.
  */
-static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, float *c,
-                                int64_t ldc, int accumulate) {
+static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                                int accumulate) {
     vf acc[GEMM_MR][2];
     _Pragma("GCC unroll 6") for (int r = 0; r < GEMM_MR; r++) {
         acc[r][0] = accumulate ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
@@ -150,28 +168,28 @@ static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, fl
  * tail costs a third of a full tile, not a whole one. Each element is the
  * same one FMA chain over k as in gemm_ukernel.
  */
-#define AVX2_GEMM_UKERNEL_ROWS(R)                                                             \
-    static inline void gemm_ukernel_##R(int64_t kc, const float *ap, const float *bp, float *c, \
-                                        int64_t ldc, int accumulate, int64_t mr) {            \
-        vf acc[R][2];                                                                         \
-        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {                                 \
-            int live = accumulate && r < mr;                                                  \
-            acc[r][0] = live ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();            \
-            acc[r][1] = live ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();        \
-        }                                                                                     \
-        for (int64_t k = 0; k < kc; k++) {                                                    \
-            vf b0 = _mm256_loadu_ps(bp + k * GEMM_NR);                                        \
-            vf b1 = _mm256_loadu_ps(bp + k * GEMM_NR + 8);                                    \
-            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {                             \
-                vf a = _mm256_broadcast_ss(ap + k * GEMM_MR + r);                             \
-                acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);                                \
-                acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);                                \
-            }                                                                                 \
-        }                                                                                     \
-        for (int r = 0; r < R && r < mr; r++) {                                               \
-            _mm256_storeu_ps(c + r * ldc, acc[r][0]);                                         \
-            _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);                                     \
-        }                                                                                     \
+#define AVX2_GEMM_UKERNEL_ROWS(R)                                                                  \
+    static inline void gemm_ukernel_##R(int64_t kc, const float *ap, const float *bp, float *c,    \
+                                        int64_t ldc, int accumulate, int64_t mr) {                 \
+        vf acc[R][2];                                                                              \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {                                      \
+            int live = accumulate && r < mr;                                                       \
+            acc[r][0] = live ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();                 \
+            acc[r][1] = live ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();             \
+        }                                                                                          \
+        for (int64_t k = 0; k < kc; k++) {                                                         \
+            vf b0 = _mm256_loadu_ps(bp + k * GEMM_NR);                                             \
+            vf b1 = _mm256_loadu_ps(bp + k * GEMM_NR + 8);                                         \
+            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {                                  \
+                vf a = _mm256_broadcast_ss(ap + k * GEMM_MR + r);                                  \
+                acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);                                     \
+                acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);                                     \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < R && r < mr; r++) {                                                    \
+            _mm256_storeu_ps(c + r * ldc, acc[r][0]);                                              \
+            _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);                                          \
+        }                                                                                          \
     }
 AVX2_GEMM_UKERNEL_ROWS(2)
 AVX2_GEMM_UKERNEL_ROWS(4)
@@ -221,8 +239,7 @@ size_t avx2_attention_workspace_size(void *state, const mha_attn_args *args) {
     return fa_workspace_size(args);
 }
 
-int avx2_attention(void *state, const mha_attn_args *args, void *workspace,
-                   size_t workspace_size) {
+int avx2_attention(void *state, const mha_attn_args *args, void *workspace, size_t workspace_size) {
     (void)state;
     return fa_attention_run(args, workspace, workspace_size);
 }

@@ -20,10 +20,18 @@
 #define VLEN 16
 typedef __m512 vf;
 
-static inline vf vf_zero(void) { return _mm512_setzero_ps(); }
-static inline vf vf_set1(float x) { return _mm512_set1_ps(x); }
-static inline vf vf_load(const float *p) { return _mm512_loadu_ps(p); }
-static inline void vf_store(float *p, vf x) { _mm512_storeu_ps(p, x); }
+static inline vf vf_zero(void) {
+    return _mm512_setzero_ps();
+}
+static inline vf vf_set1(float x) {
+    return _mm512_set1_ps(x);
+}
+static inline vf vf_load(const float *p) {
+    return _mm512_loadu_ps(p);
+}
+static inline void vf_store(float *p, vf x) {
+    _mm512_storeu_ps(p, x);
+}
 static inline __mmask16 vf_lanes(int64_t n) {
     return n <= 0 ? 0 : n >= VLEN ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
 }
@@ -34,13 +42,27 @@ static inline vf vf_load_part(const float *p, int64_t n) {
 static inline void vf_store_part(float *p, vf x, int64_t n) {
     _mm512_mask_storeu_ps(p, vf_lanes(n), x);
 }
-static inline vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
-static inline vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
-static inline vf vf_div(vf a, vf b) { return _mm512_div_ps(a, b); }
-static inline vf vf_max(vf a, vf b) { return _mm512_max_ps(a, b); }
-static inline vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
-static inline float vf_hmax(vf x) { return _mm512_reduce_max_ps(x); }
-static inline float vf_hsum(vf x) { return _mm512_reduce_add_ps(x); }
+static inline vf vf_add(vf a, vf b) {
+    return _mm512_add_ps(a, b);
+}
+static inline vf vf_mul(vf a, vf b) {
+    return _mm512_mul_ps(a, b);
+}
+static inline vf vf_div(vf a, vf b) {
+    return _mm512_div_ps(a, b);
+}
+static inline vf vf_max(vf a, vf b) {
+    return _mm512_max_ps(a, b);
+}
+static inline vf vf_fma(vf a, vf b, vf c) {
+    return _mm512_fmadd_ps(a, b, c);
+}
+static inline float vf_hmax(vf x) {
+    return _mm512_reduce_max_ps(x);
+}
+static inline float vf_hsum(vf x) {
+    return _mm512_reduce_add_ps(x);
+}
 
 /*
  * exp(x) for x in about [-87.3, 88]: x = n*ln2 + r with |r| <= ln2/2,
@@ -108,8 +130,8 @@ static inline vf vf_exp_or_zero(vf s, vf m) {
  * broadcast = 27 of the 32 ZMM registers; no loop in the MR or NR direction
  * survives unrolling.
  */
-static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, float *c,
-                                int64_t ldc, int accumulate) {
+static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                                int accumulate) {
     vf acc[GEMM_MR][2];
     _Pragma("GCC unroll 12") for (int r = 0; r < GEMM_MR; r++) {
         acc[r][0] = accumulate ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
@@ -138,28 +160,28 @@ static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, fl
  * same one FMA chain over k as in gemm_ukernel, so results do not depend on
  * which kernel computed them.
  */
-#define AVX512_GEMM_UKERNEL_ROWS(R)                                                           \
-    static inline void gemm_ukernel_##R(int64_t kc, const float *ap, const float *bp, float *c, \
-                                        int64_t ldc, int accumulate, int64_t mr) {            \
-        vf acc[R][2];                                                                         \
-        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                \
-            int live = accumulate && r < mr;                                                  \
-            acc[r][0] = live ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();            \
-            acc[r][1] = live ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();       \
-        }                                                                                     \
-        for (int64_t k = 0; k < kc; k++) {                                                    \
-            vf b0 = _mm512_loadu_ps(bp + k * GEMM_NR);                                        \
-            vf b1 = _mm512_loadu_ps(bp + k * GEMM_NR + 16);                                   \
-            _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                            \
-                vf a = _mm512_set1_ps(ap[k * GEMM_MR + r]);                                   \
-                acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);                                \
-                acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);                                \
-            }                                                                                 \
-        }                                                                                     \
-        for (int r = 0; r < R && r < mr; r++) {                                               \
-            _mm512_storeu_ps(c + r * ldc, acc[r][0]);                                         \
-            _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);                                    \
-        }                                                                                     \
+#define AVX512_GEMM_UKERNEL_ROWS(R)                                                                \
+    static inline void gemm_ukernel_##R(int64_t kc, const float *ap, const float *bp, float *c,    \
+                                        int64_t ldc, int accumulate, int64_t mr) {                 \
+        vf acc[R][2];                                                                              \
+        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                     \
+            int live = accumulate && r < mr;                                                       \
+            acc[r][0] = live ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                 \
+            acc[r][1] = live ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();            \
+        }                                                                                          \
+        for (int64_t k = 0; k < kc; k++) {                                                         \
+            vf b0 = _mm512_loadu_ps(bp + k * GEMM_NR);                                             \
+            vf b1 = _mm512_loadu_ps(bp + k * GEMM_NR + 16);                                        \
+            _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                 \
+                vf a = _mm512_set1_ps(ap[k * GEMM_MR + r]);                                        \
+                acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);                                     \
+                acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);                                     \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < R && r < mr; r++) {                                                    \
+            _mm512_storeu_ps(c + r * ldc, acc[r][0]);                                              \
+            _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);                                         \
+        }                                                                                          \
     }
 AVX512_GEMM_UKERNEL_ROWS(4)
 AVX512_GEMM_UKERNEL_ROWS(8)

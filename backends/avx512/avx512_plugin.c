@@ -7,8 +7,8 @@
 
 /* The kernels are built with -mavx512f -mavx512dq -mavx512bw -mavx512vl
  * -mfma, which also lets the compiler use AVX2; require all of them. */
-#define AVX512_REQUIRED                                                                   \
-    (MHA_CPU_AVX | MHA_CPU_AVX2 | MHA_CPU_FMA | MHA_CPU_AVX512F | MHA_CPU_AVX512DQ |      \
+#define AVX512_REQUIRED                                                                            \
+    (MHA_CPU_AVX | MHA_CPU_AVX2 | MHA_CPU_FMA | MHA_CPU_AVX512F | MHA_CPU_AVX512DQ |               \
      MHA_CPU_AVX512BW | MHA_CPU_AVX512VL)
 
 static int avx512_probe(uint64_t cpu_features, const char **reason) {

@@ -80,8 +80,7 @@ static inline size_t fa_round16(size_t n) {
 /* 0 when a size overflows (the caller then reports SIZE_MAX). */
 static inline int fa_plan(const mha_attn_args *a, fa_layout *L) {
     if (a->dk < 0 || a->dv < 0 || a->Skv < 0) return 0;
-    if (a->dk > (INT64_C(1) << 30) || a->dv > (INT64_C(1) << 30) ||
-        a->Skv > (INT64_C(1) << 40))
+    if (a->dk > (INT64_C(1) << 30) || a->dv > (INT64_C(1) << 30) || a->Skv > (INT64_C(1) << 40))
         return 0;
     L->dvp = kernel_round_up(a->dv, VLEN);
     L->skv_pad = kernel_round_up(a->Skv, FA_BC);
@@ -127,16 +126,19 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
         int64_t jn = nkeys - jb * FA_BC < FA_BC ? nkeys - jb * FA_BC : FA_BC;
         for (int64_t c = 0; c < jn; c++) {
             const float *krow = kb + (jb * FA_BC + c) * a->k_ss;
-            for (int64_t d = 0; d < dk; d++) blk[d * FA_BC + c] = krow[d];
+            for (int64_t d = 0; d < dk; d++)
+                blk[d * FA_BC + c] = krow[d];
         }
         for (int64_t c = jn; c < FA_BC; c++)
-            for (int64_t d = 0; d < dk; d++) blk[d * FA_BC + c] = 0.0f;
+            for (int64_t d = 0; d < dk; d++)
+                blk[d * FA_BC + c] = 0.0f;
     }
     /* pass 2: V rows, padded to dvp with zeros */
     for (int64_t j = 0; j < nkeys; j++) {
         float *row = vp + j * dvp;
         memcpy(row, vb + j * a->v_ss, (size_t)dv * sizeof(float));
-        for (int64_t d = dv; d < dvp; d++) row[d] = 0.0f;
+        for (int64_t d = dv; d < dvp; d++)
+            row[d] = 0.0f;
     }
 }
 
@@ -149,12 +151,12 @@ static inline void fa_score_tile(int64_t dk, const float *qp, const float *kt, f
         _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] = vf_zero();
     for (int64_t d = 0; d < dk; d++) {
         vf kv[FA_NCV];
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)
-            kv[c] = vf_load(kt + d * FA_BC + c * VLEN);
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) kv[c] =
+            vf_load(kt + d * FA_BC + c * VLEN);
         _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
             vf qb = vf_set1(qp[d * FA_BR + r]);
-            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)
-                acc[r][c] = vf_fma(qb, kv[c], acc[r][c]);
+            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] =
+                vf_fma(qb, kv[c], acc[r][c]);
         }
     }
     _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
@@ -164,22 +166,21 @@ static inline void fa_score_tile(int64_t dk, const float *qp, const float *kt, f
 
 /* acc[0:W*VLEN] = acc*corr + sum_{j<nv} p[j] * vp[j][0:W*VLEN], keys
  * ascending, W accumulators held in registers. vp rows are dvp apart. */
-#define FA_DEFINE_PV(W)                                                             \
-    static inline void fa_pv_##W(const float *p, int64_t nv, const float *vp,       \
-                                 int64_t dvp, float *acc, float corr) {             \
-        vf x[W];                                                                    \
-        _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) {                       \
-            x[w] = vf_load(acc + w * VLEN);                                         \
-            if (corr != 1.0f) x[w] = vf_mul(x[w], vf_set1(corr));                   \
-        }                                                                           \
-        for (int64_t j = 0; j < nv; j++) {                                          \
-            vf pj = vf_set1(p[j]);                                                  \
-            const float *vr = vp + j * dvp;                                         \
-            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                     \
-                x[w] = vf_fma(pj, vf_load(vr + w * VLEN), x[w]);                    \
-        }                                                                           \
-        _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                         \
-            vf_store(acc + w * VLEN, x[w]);                                         \
+#define FA_DEFINE_PV(W)                                                                            \
+    static inline void fa_pv_##W(const float *p, int64_t nv, const float *vp, int64_t dvp,         \
+                                 float *acc, float corr) {                                         \
+        vf x[W];                                                                                   \
+        _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) {                                      \
+            x[w] = vf_load(acc + w * VLEN);                                                        \
+            if (corr != 1.0f) x[w] = vf_mul(x[w], vf_set1(corr));                                  \
+        }                                                                                          \
+        for (int64_t j = 0; j < nv; j++) {                                                         \
+            vf pj = vf_set1(p[j]);                                                                 \
+            const float *vr = vp + j * dvp;                                                        \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[w] =                             \
+                vf_fma(pj, vf_load(vr + w * VLEN), x[w]);                                          \
+        }                                                                                          \
+        _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) vf_store(acc + w * VLEN, x[w]);        \
     }
 FA_DEFINE_PV(1)
 FA_DEFINE_PV(2)
@@ -192,20 +193,36 @@ FA_DEFINE_PV(8)
 
 /* acc [dvp] = acc*corr + p[0:nv] . vp[0:nv][0:dvp], in register chunks of
  * up to 8 vectors (the chunking is fixed by dvp alone). */
-static inline void fa_pv(const float *p, int64_t nv, const float *vp, int64_t dvp,
-                         float *acc, float corr) {
+static inline void fa_pv(const float *p, int64_t nv, const float *vp, int64_t dvp, float *acc,
+                         float corr) {
     for (int64_t v0 = 0; v0 < dvp; v0 += 8 * VLEN) {
         int64_t w = (dvp - v0) / VLEN;
         if (w > 8) w = 8;
         switch (w) {
-        case 1: fa_pv_1(p, nv, vp + v0, dvp, acc + v0, corr); break;
-        case 2: fa_pv_2(p, nv, vp + v0, dvp, acc + v0, corr); break;
-        case 3: fa_pv_3(p, nv, vp + v0, dvp, acc + v0, corr); break;
-        case 4: fa_pv_4(p, nv, vp + v0, dvp, acc + v0, corr); break;
-        case 5: fa_pv_5(p, nv, vp + v0, dvp, acc + v0, corr); break;
-        case 6: fa_pv_6(p, nv, vp + v0, dvp, acc + v0, corr); break;
-        case 7: fa_pv_7(p, nv, vp + v0, dvp, acc + v0, corr); break;
-        default: fa_pv_8(p, nv, vp + v0, dvp, acc + v0, corr); break;
+        case 1:
+            fa_pv_1(p, nv, vp + v0, dvp, acc + v0, corr);
+            break;
+        case 2:
+            fa_pv_2(p, nv, vp + v0, dvp, acc + v0, corr);
+            break;
+        case 3:
+            fa_pv_3(p, nv, vp + v0, dvp, acc + v0, corr);
+            break;
+        case 4:
+            fa_pv_4(p, nv, vp + v0, dvp, acc + v0, corr);
+            break;
+        case 5:
+            fa_pv_5(p, nv, vp + v0, dvp, acc + v0, corr);
+            break;
+        case 6:
+            fa_pv_6(p, nv, vp + v0, dvp, acc + v0, corr);
+            break;
+        case 7:
+            fa_pv_7(p, nv, vp + v0, dvp, acc + v0, corr);
+            break;
+        default:
+            fa_pv_8(p, nv, vp + v0, dvp, acc + v0, corr);
+            break;
         }
     }
 }
@@ -216,30 +233,28 @@ static inline void fa_pv(const float *p, int64_t nv, const float *vp, int64_t dv
  * instead of load speed. Every row's chain is exactly fa_pv's (acc*corr, then
  * keys ascending; x*1 is exact), so a row gets the same bits whichever rows
  * share its group. p[r] rows are FA_BC apart, acc[r] rows dvp apart. */
-#define FA_DEFINE_PV_ROWS(W)                                                        \
-    static inline void fa_pv_rows_##W(float *const *p, float *const *acc,           \
-                                      const float *corr, int64_t nv, const float *vp, \
-                                      int64_t dvp, int64_t v0) {                    \
-        vf x[FA_PVR][W];                                                            \
-        _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) {                  \
-            vf c = vf_set1(corr[r]);                                                \
-            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                     \
-                x[r][w] = vf_mul(vf_load(acc[r] + v0 + w * VLEN), c);               \
-        }                                                                           \
-        for (int64_t j = 0; j < nv; j++) {                                          \
-            const float *vr = vp + j * dvp + v0;                                    \
-            vf vv[W];                                                               \
-            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                     \
-                vv[w] = vf_load(vr + w * VLEN);                                     \
-            _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) {              \
-                vf pj = vf_set1(p[r][j]);                                           \
-                _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                 \
-                    x[r][w] = vf_fma(pj, vv[w], x[r][w]);                           \
-            }                                                                       \
-        }                                                                           \
-        _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++)                    \
-            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                     \
-                vf_store(acc[r] + v0 + w * VLEN, x[r][w]);                          \
+#define FA_DEFINE_PV_ROWS(W)                                                                       \
+    static inline void fa_pv_rows_##W(float *const *p, float *const *acc, const float *corr,       \
+                                      int64_t nv, const float *vp, int64_t dvp, int64_t v0) {      \
+        vf x[FA_PVR][W];                                                                           \
+        _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) {                                 \
+            vf c = vf_set1(corr[r]);                                                               \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[r][w] =                          \
+                vf_mul(vf_load(acc[r] + v0 + w * VLEN), c);                                        \
+        }                                                                                          \
+        for (int64_t j = 0; j < nv; j++) {                                                         \
+            const float *vr = vp + j * dvp + v0;                                                   \
+            vf vv[W];                                                                              \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) vv[w] = vf_load(vr + w * VLEN);    \
+            _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) {                             \
+                vf pj = vf_set1(p[r][j]);                                                          \
+                _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[r][w] =                      \
+                    vf_fma(pj, vv[w], x[r][w]);                                                    \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++)                                   \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                                    \
+                vf_store(acc[r] + v0 + w * VLEN, x[r][w]);                                         \
     }
 FA_DEFINE_PV_ROWS(1)
 #if FA_PVW >= 2
@@ -254,22 +269,30 @@ FA_DEFINE_PV_ROWS(4)
 
 /* The group's P.V over every dvp chunk of up to FA_PVW vectors (the
  * chunking depends on dvp alone). */
-static inline void fa_pv_group(float *const *p, float *const *acc, const float *corr,
-                               int64_t nv, const float *vp, int64_t dvp) {
+static inline void fa_pv_group(float *const *p, float *const *acc, const float *corr, int64_t nv,
+                               const float *vp, int64_t dvp) {
     for (int64_t v0 = 0; v0 < dvp; v0 += FA_PVW * VLEN) {
         int64_t w = (dvp - v0) / VLEN;
         if (w > FA_PVW) w = FA_PVW;
         switch (w) {
 #if FA_PVW >= 4
-        case 4: fa_pv_rows_4(p, acc, corr, nv, vp, dvp, v0); break;
+        case 4:
+            fa_pv_rows_4(p, acc, corr, nv, vp, dvp, v0);
+            break;
 #endif
 #if FA_PVW >= 3
-        case 3: fa_pv_rows_3(p, acc, corr, nv, vp, dvp, v0); break;
+        case 3:
+            fa_pv_rows_3(p, acc, corr, nv, vp, dvp, v0);
+            break;
 #endif
 #if FA_PVW >= 2
-        case 2: fa_pv_rows_2(p, acc, corr, nv, vp, dvp, v0); break;
+        case 2:
+            fa_pv_rows_2(p, acc, corr, nv, vp, dvp, v0);
+            break;
 #endif
-        default: fa_pv_rows_1(p, acc, corr, nv, vp, dvp, v0); break;
+        default:
+            fa_pv_rows_1(p, acc, corr, nv, vp, dvp, v0);
+            break;
         }
     }
 }
@@ -283,8 +306,8 @@ static inline void fa_pv_group(float *const *p, float *const *acc, const float *
  * row nothing (its state is untouched), else 1 with *corr the factor its
  * accumulator must be scaled by before acc += P . V.
  */
-static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int64_t j0,
-                                 int64_t nv, float *srow, float *m, float *l, float *corr_out) {
+static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int64_t j0, int64_t nv,
+                                 float *srow, float *m, float *l, float *corr_out) {
     vf x[FA_NCV];
     const vf vscale = vf_set1(a->scale);
 
@@ -304,7 +327,8 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int6
                 mv = vf_set1(mp[0]);
             } else {
                 _Alignas(64) float tmp[VLEN];
-                for (int64_t t2 = 0; t2 < VLEN; t2++) tmp[t2] = t2 < n ? mp[t2 * a->m_sk] : 0.0f;
+                for (int64_t t2 = 0; t2 < VLEN; t2++)
+                    tmp[t2] = t2 < n ? mp[t2 * a->m_sk] : 0.0f;
                 mv = vf_load(tmp);
             }
             t = vf_hide_masked(t, mv);
@@ -345,8 +369,8 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int6
  * hold the kv head g = h / (Hq / Hkv) for at least the keys these rows may
  * see. Writes O[b, h, i0:i0+br, :].
  */
-static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, float *ws,
-                                  int64_t b, int64_t h, int64_t i0, int64_t br) {
+static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, float *ws, int64_t b,
+                                  int64_t h, int64_t i0, int64_t br) {
     const int64_t dk = a->dk, dvp = L->dvp;
     const float *qb = a->q + b * a->q_sb + h * a->q_sh;
     float *kt = ws + L->kt, *vp = ws + L->vp, *qp = ws + L->qp, *s = ws + L->s;
@@ -355,7 +379,8 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     int64_t row_end[FA_BR], live[FA_BR], live_nv[FA_BR];
     float corr[FA_BR];
 
-    for (int64_t t = 0; t < FA_BC + dvp; t++) pad[t] = 0.0f;
+    for (int64_t t = 0; t < FA_BC + dvp; t++)
+        pad[t] = 0.0f;
 
     /* pass 0: Q block transposed [dk][BR] (rows past br zero), fresh state */
     int64_t blk_end = 0;
@@ -364,12 +389,15 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         if (row_end[r] > blk_end) blk_end = row_end[r];
         mx[r] = -INFINITY;
         ls[r] = 0.0f;
-        for (int64_t d = 0; d < dvp; d++) acc[r * dvp + d] = 0.0f;
+        for (int64_t d = 0; d < dvp; d++)
+            acc[r * dvp + d] = 0.0f;
         if (r < br) {
             const float *qrow = qb + (i0 + r) * a->q_ss;
-            for (int64_t d = 0; d < dk; d++) qp[d * FA_BR + r] = qrow[d];
+            for (int64_t d = 0; d < dk; d++)
+                qp[d * FA_BR + r] = qrow[d];
         } else {
-            for (int64_t d = 0; d < dk; d++) qp[d * FA_BR + r] = 0.0f;
+            for (int64_t d = 0; d < dk; d++)
+                qp[d * FA_BR + r] = 0.0f;
         }
     }
 
@@ -387,8 +415,8 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             int64_t nv = row_end[r] - j0;
             if (nv <= 0) continue;
             if (nv > FA_BC) nv = FA_BC;
-            if (fa_row_softmax(a, kernel_mask_row(a, b, h, i0 + r), j0, nv, s + r * FA_BC,
-                               &mx[r], &ls[r], &corr[n_live])) {
+            if (fa_row_softmax(a, kernel_mask_row(a, b, h, i0 + r), j0, nv, s + r * FA_BC, &mx[r],
+                               &ls[r], &corr[n_live])) {
                 live[n_live] = r;
                 live_nv[n_live] = nv;
                 n_live++;
@@ -443,8 +471,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 
 /* The whole call: for each (b, h) in range, pack its kv head (unless the
  * previous head of the same GQA group already did), then the query blocks. */
-static inline int fa_attention_run(const mha_attn_args *a, void *workspace,
-                                   size_t workspace_size) {
+static inline int fa_attention_run(const mha_attn_args *a, void *workspace, size_t workspace_size) {
     if (!kernel_attn_args_ok(a)) return KERNEL_ERR_ARGS;
     if (a->b0 == a->b1 || a->h0 == a->h1 || a->q0 == a->q1) return KERNEL_OK;
     fa_layout L;

@@ -72,7 +72,8 @@ static inline void gemm_blocked_pack_b(int64_t K, int64_t N, const float *B, int
         for (int64_t k = 0; k < K; k++) {
             float *row = dst + (p * K + k) * GEMM_NR;
             memcpy(row, B + k * ldb + n0, (size_t)nn * sizeof(float));
-            for (int64_t c = nn; c < GEMM_NR; c++) row[c] = 0.0f; /* pad, not branch */
+            for (int64_t c = nn; c < GEMM_NR; c++)
+                row[c] = 0.0f; /* pad, not branch */
         }
     }
 }
@@ -102,9 +103,11 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
             for (int64_t r = 0; r < GEMM_MR; r++) {
                 if (t * GEMM_MR + r < rows) {
                     const float *arow = a->A + (mb + t * GEMM_MR + r) * a->lda + k0;
-                    for (int64_t k = 0; k < kc; k++) dst[k * GEMM_MR + r] = arow[k];
+                    for (int64_t k = 0; k < kc; k++)
+                        dst[k * GEMM_MR + r] = arow[k];
                 } else {
-                    for (int64_t k = 0; k < kc; k++) dst[k * GEMM_MR + r] = 0.0f;
+                    for (int64_t k = 0; k < kc; k++)
+                        dst[k * GEMM_MR + r] = 0.0f;
                 }
             }
         }
@@ -126,8 +129,8 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
                 }
 #ifdef GEMM_HAVE_UKERNEL_ROWS
                 if (full_n) { /* a short sliver: fewer rows computed, none copied */
-                    gemm_ukernel_rows(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc,
-                                      k0 > 0, mr);
+                    gemm_ukernel_rows(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0,
+                                      mr);
                     continue;
                 }
 #endif
@@ -148,7 +151,8 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
         const int64_t n0 = a->n0 > p_first * GEMM_NR ? a->n0 : p_first * GEMM_NR;
         const int64_t n1 = a->n1 < (p_last + 1) * GEMM_NR ? a->n1 : (p_last + 1) * GEMM_NR;
         for (int64_t r = 0; r < rows; r++)
-            for (int64_t n = n0; n < n1; n++) a->C[(mb + r) * a->ldc + n] += a->bias[n];
+            for (int64_t n = n0; n < n1; n++)
+                a->C[(mb + r) * a->ldc + n] += a->bias[n];
     }
 }
 
@@ -160,8 +164,7 @@ static inline void gemm_blocked_k0(const mha_gemm_args *a) {
 }
 
 /* Panels [*p_first, *p_last] cover [n0, n1); the number of MC-row blocks. */
-static inline int64_t gemm_blocked_grid(const mha_gemm_args *a, int64_t *p_first,
-                                        int64_t *p_last) {
+static inline int64_t gemm_blocked_grid(const mha_gemm_args *a, int64_t *p_first, int64_t *p_last) {
     *p_first = a->n0 / GEMM_NR;
     *p_last = (a->n1 - 1) / GEMM_NR;
     return (a->m1 - a->m0 + GEMM_MC - 1) / GEMM_MC;
@@ -178,7 +181,8 @@ static inline int gemm_blocked_run(const mha_gemm_args *a) {
     }
     int64_t p_first, p_last;
     int64_t tiles = gemm_blocked_grid(a, &p_first, &p_last);
-    for (int64_t t = 0; t < tiles; t++) gemm_blocked_rows(a, a->m0 + t * GEMM_MC, p_first, p_last);
+    for (int64_t t = 0; t < tiles; t++)
+        gemm_blocked_rows(a, a->m0 + t * GEMM_MC, p_first, p_last);
     return KERNEL_OK;
 }
 

@@ -41,8 +41,7 @@ static inline int kernel_gemm_args_ok(const mha_gemm_args *a) {
  * range inside [0,B) x [0,Hq) x [0,Sq) and the tensors it reads present. */
 static inline int kernel_attn_args_ok(const mha_attn_args *a) {
     if (!a || a->struct_size < sizeof(mha_attn_args)) return 0;
-    if (a->B < 0 || a->Hq < 0 || a->Hkv < 0 || a->Sq < 0 || a->Skv < 0 ||
-        a->dk < 0 || a->dv < 0)
+    if (a->B < 0 || a->Hq < 0 || a->Hkv < 0 || a->Sq < 0 || a->Skv < 0 || a->dk < 0 || a->dv < 0)
         return 0;
     if (a->b0 < 0 || a->b0 > a->b1 || a->b1 > a->B) return 0;
     if (a->h0 < 0 || a->h0 > a->h1 || a->h1 > a->Hq) return 0;

@@ -39,20 +39,23 @@
  * Multiply and add stay separate (the file is built with -ffp-contract=off),
  * one chain per element, k ascending.
  */
-static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, float *c,
-                                int64_t ldc, int accumulate) {
+static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                                int accumulate) {
     float acc[GEMM_MR][GEMM_NR];
     for (int r = 0; r < GEMM_MR; r++)
-        for (int n = 0; n < GEMM_NR; n++) acc[r][n] = accumulate ? c[r * ldc + n] : 0.0f;
+        for (int n = 0; n < GEMM_NR; n++)
+            acc[r][n] = accumulate ? c[r * ldc + n] : 0.0f;
     for (int64_t k = 0; k < kc; k++) {
         const float *b = bp + k * GEMM_NR;
         for (int r = 0; r < GEMM_MR; r++) {
             const float x = ap[k * GEMM_MR + r];
-            for (int n = 0; n < GEMM_NR; n++) acc[r][n] += x * b[n];
+            for (int n = 0; n < GEMM_NR; n++)
+                acc[r][n] += x * b[n];
         }
     }
     for (int r = 0; r < GEMM_MR; r++)
-        for (int n = 0; n < GEMM_NR; n++) c[r * ldc + n] = acc[r][n];
+        for (int n = 0; n < GEMM_NR; n++)
+            c[r * ldc + n] = acc[r][n];
 }
 
 #include "common/gemm_blocked.h"
@@ -83,8 +86,7 @@ int openmp_gemm(void *state, const mha_gemm_args *a) {
     const int64_t units = (p_last - p_first + 1) * tiles;
     const int nt = openmp_threads(a->num_threads);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t u = 0; u < units; u++)
-        {
+    for (int64_t u = 0; u < units; u++) {
         const int64_t p = p_first + u / tiles;
         gemm_blocked_rows(a, a->m0 + (u % tiles) * GEMM_MC, p, p);
     }
@@ -103,37 +105,59 @@ int openmp_gemm(void *state, const mha_gemm_args *a) {
 typedef float vf __attribute__((vector_size(16)));
 typedef int32_t vi __attribute__((vector_size(16)));
 
-static inline vf vf_set1(float x) { return (vf){x, x, x, x}; }
-static inline vf vf_zero(void) { return vf_set1(0.0f); }
+static inline vf vf_set1(float x) {
+    return (vf){x, x, x, x};
+}
+static inline vf vf_zero(void) {
+    return vf_set1(0.0f);
+}
 static inline vf vf_load(const float *p) {
     vf r;
     memcpy(&r, p, sizeof r);
     return r;
 }
-static inline void vf_store(float *p, vf x) { memcpy(p, &x, sizeof x); }
+static inline void vf_store(float *p, vf x) {
+    memcpy(p, &x, sizeof x);
+}
 static inline vf vf_load_part(const float *p, int64_t n) {
     vf r = vf_zero();
-    for (int64_t i = 0; i < n && i < VLEN; i++) r[i] = p[i];
+    for (int64_t i = 0; i < n && i < VLEN; i++)
+        r[i] = p[i];
     return r;
 }
 static inline void vf_store_part(float *p, vf x, int64_t n) {
-    for (int64_t i = 0; i < n && i < VLEN; i++) p[i] = x[i];
+    for (int64_t i = 0; i < n && i < VLEN; i++)
+        p[i] = x[i];
 }
-static inline vf vf_add(vf a, vf b) { return a + b; }
-static inline vf vf_mul(vf a, vf b) { return a * b; }
-static inline vf vf_div(vf a, vf b) { return a / b; }
-static inline vf vf_fma(vf a, vf b, vf c) { return a * b + c; }
+static inline vf vf_add(vf a, vf b) {
+    return a + b;
+}
+static inline vf vf_mul(vf a, vf b) {
+    return a * b;
+}
+static inline vf vf_div(vf a, vf b) {
+    return a / b;
+}
+static inline vf vf_fma(vf a, vf b, vf c) {
+    return a * b + c;
+}
 /* Lane select by a comparison mask (all ones = take a). */
 static inline vf vf_select(vi m, vf a, vf b) {
     return (vf)((m & (vi)a) | (~m & (vi)b));
 }
-static inline vf vf_max(vf a, vf b) { return vf_select(a > b, a, b); }
-static inline vf vf_min(vf a, vf b) { return vf_select(a < b, a, b); }
+static inline vf vf_max(vf a, vf b) {
+    return vf_select(a > b, a, b);
+}
+static inline vf vf_min(vf a, vf b) {
+    return vf_select(a < b, a, b);
+}
 static inline float vf_hmax(vf x) {
     float a = x[0] > x[1] ? x[0] : x[1], b = x[2] > x[3] ? x[2] : x[3];
     return a > b ? a : b;
 }
-static inline float vf_hsum(vf x) { return (x[0] + x[1]) + (x[2] + x[3]); }
+static inline float vf_hsum(vf x) {
+    return (x[0] + x[1]) + (x[2] + x[3]);
+}
 
 /* exp as in the SIMD backends: x = n*ln2 + r, Taylor to r^7, 2^n in the
  * exponent bits; n rounded to nearest by the 1.5*2^23 shift. */
@@ -200,8 +224,7 @@ size_t openmp_attention_workspace_size(void *state, const mha_attn_args *a) {
  * flash call (it packs its kv head into its thread's slice). A row's result
  * does not depend on the unit it is in, so any thread count gives the same
  * bits. */
-int openmp_attention(void *state, const mha_attn_args *a, void *workspace,
-                     size_t workspace_size) {
+int openmp_attention(void *state, const mha_attn_args *a, void *workspace, size_t workspace_size) {
     if (!kernel_attn_args_ok(a)) return KERNEL_ERR_ARGS;
     if (a->b0 == a->b1 || a->h0 == a->h1 || a->q0 == a->q1) return KERNEL_OK;
     const size_t slice = openmp_attention_slice(a);

@@ -39,16 +39,17 @@ size_t scalar_gemm_packed_size(int64_t K, int64_t N) {
 void scalar_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
     float *bt = packed;
     for (int64_t n = 0; n < N; n++)
-        for (int64_t k = 0; k < K; k++) bt[n * K + k] = B[k * ldb + n];
+        for (int64_t k = 0; k < K; k++)
+            bt[n * K + k] = B[k * ldb + n];
 }
 
 /* A: [M, K] (lda), packed B^T: [N][K], bias: [N] or NULL, C: [M, N] (ldc).
  * Writes C[m, n] for m in [m0,m1), n in [n0,n1). */
-void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n0,
-                       int64_t n1) {
+void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     if (a->K == 0) { /* C = bias; A and B may be NULL then */
         for (int64_t m = m0; m < m1; m++)
-            for (int64_t n = n0; n < n1; n++) a->C[m * a->ldc + n] = a->bias ? a->bias[n] : 0.0f;
+            for (int64_t n = n0; n < n1; n++)
+                a->C[m * a->ldc + n] = a->bias ? a->bias[n] : 0.0f;
         return;
     }
     const float *bt = a->B_packed;
@@ -58,7 +59,8 @@ void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n
             /* pass 1: the dot product over k, ascending, in double */
             double acc = 0.0;
             const float *bcol = bt + n * a->K;
-            for (int64_t k = 0; k < a->K; k++) acc += (double)arow[k] * (double)bcol[k];
+            for (int64_t k = 0; k < a->K; k++)
+                acc += (double)arow[k] * (double)bcol[k];
             /* pass 2: bias, then one rounding to float */
             if (a->bias) acc += (double)a->bias[n];
             a->C[m * a->ldc + n] = (float)acc;
@@ -100,8 +102,8 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
     const float *vb = a->v + b * a->v_sb + g * a->v_sh;
     float *o = a->o + b * a->o_sb + h * a->o_sh + i * a->o_ss;
     const float *mrow = kernel_mask_row(a, b, h, i);
-    const int64_t end = kernel_row_key_end(a, b, i); /* keys >= end are masked */
-    double *s = scratch;       /* [Skv] scores; -inf = masked */
+    const int64_t end = kernel_row_key_end(a, b, i);   /* keys >= end are masked */
+    double *s = scratch;                               /* [Skv] scores; -inf = masked */
     double *acc = scratch + (a->Skv > 0 ? a->Skv : 0); /* [dv] */
 
     /* pass 1: scores s[j] = scale * q.k_j, softcap, + mask; and their max */
@@ -109,7 +111,8 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
     for (int64_t j = 0; j < end; j++) {
         const float *kj = kb + j * a->k_ss;
         double dot = 0.0;
-        for (int64_t d = 0; d < a->dk; d++) dot += (double)q[d] * (double)kj[d];
+        for (int64_t d = 0; d < a->dk; d++)
+            dot += (double)q[d] * (double)kj[d];
         double sj = (double)a->scale * dot;
         if (a->softcap > 0.0f) sj = (double)a->softcap * tanh(sj / (double)a->softcap);
         if (mrow) {
@@ -134,13 +137,16 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
     }
 
     /* pass 3: o = sum_j p_j v_j / sum, keys ascending */
-    for (int64_t d = 0; d < a->dv; d++) acc[d] = 0.0;
+    for (int64_t d = 0; d < a->dv; d++)
+        acc[d] = 0.0;
     for (int64_t j = 0; j < end; j++) {
         if (s[j] == 0.0) continue;
         const float *vj = vb + j * a->v_ss;
-        for (int64_t d = 0; d < a->dv; d++) acc[d] += s[j] * (double)vj[d];
+        for (int64_t d = 0; d < a->dv; d++)
+            acc[d] += s[j] * (double)vj[d];
     }
-    for (int64_t d = 0; d < a->dv; d++) o[d] = (float)(acc[d] / sum);
+    for (int64_t d = 0; d < a->dv; d++)
+        o[d] = (float)(acc[d] / sum);
 }
 
 static size_t scalar_attention_workspace_size(void *state, const mha_attn_args *a) {

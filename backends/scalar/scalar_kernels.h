@@ -15,15 +15,13 @@
 size_t scalar_gemm_packed_size(int64_t K, int64_t N);
 void scalar_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed);
 /* C[m, n] for m in [m0,m1), n in [n0,n1); args already checked. */
-void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n0,
-                       int64_t n1);
+void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 
 /* Doubles of scratch one attention row needs: scores [Skv] + accumulator [dv]. */
 size_t scalar_attention_row_doubles(const mha_attn_args *a);
 /* Output row O[b, h, i, :]; args already checked; scratch holds
  * scalar_attention_row_doubles(a) doubles. */
-void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t i,
-                          double *scratch);
+void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t i, double *scratch);
 
 const mha_plugin *mha_scalar_plugin_table(void);
 

@@ -911,8 +911,7 @@ done:
 /* One attention phase over prepared arguments (exec_ext.c: KV cache, key
  * lengths, windows, float16 -- everything already float32 and in place). The
  * same units, workspace and threading as a bare layer. */
-mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *args,
-                                   mha_error *err) {
+mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *args, mha_error *err) {
     if (!env || !env->plugin || !args)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run: NULL argument");
     const mha_plugin *p = env->plugin;
