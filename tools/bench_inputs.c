@@ -12,18 +12,6 @@
 
 #include "bench_internal.h"
 
-uint64_t bench_rng_next(uint64_t *state) {
-    /* splitmix64 */
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-double bench_rng_uniform(uint64_t *state) {
-    return (double)(bench_rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
-}
-
 static int fail_msg(char *msg, size_t size, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -112,7 +100,7 @@ static int plan_input_shape(const mha_io_info *io, const shape_plan *p, int64_t 
 /* "A few masked keys": key 0 always attends (so no row is fully masked,
  * causal or not); every other key is masked with probability 1/8. */
 static int mask_hides(uint64_t *rng, int64_t key) {
-    return key > 0 && (bench_rng_next(rng) & 7u) == 0;
+    return key > 0 && (cli_rng_next(rng) & 7u) == 0;
 }
 
 static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t Skv, mha_tensor *t,
@@ -165,7 +153,7 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
         if (t->dtype == MHA_DTYPE_FLOAT32) { /* uniform in [-1, 1) */
             float *d = t->data;
             for (int64_t e = 0; e < n; e++)
-                d[e] = (float)(2.0 * bench_rng_uniform(&rng) - 1.0);
+                d[e] = (float)(2.0 * cli_rng_uniform(&rng) - 1.0);
             return 0;
         }
         break;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "mha/mha.h"
+#include "mha_cli.h"
 
 #define BENCH_NAME_MAX 64
 #define BENCH_IO_NAME_MAX 256 /* graph input names: kept whole for ort_bench.js */
@@ -137,12 +138,9 @@ typedef struct bench_context {
     double base_rss_mib; /* the bench parent's RSS when it forks */
 } bench_context;
 
-/* ---- bench_rng / inputs (bench_inputs.c) -------------------------------- */
-
-/* splitmix64: a small seeded generator; the same seed gives the same inputs
- * in every child. */
-uint64_t bench_rng_next(uint64_t *state);
-double bench_rng_uniform(uint64_t *state); /* [0, 1) */
+/* ---- inputs (bench_inputs.c) ---------------------------------------------- */
+/* Random values come from cli_rng_* (mha_cli.h): the same seed gives the
+ * same inputs in every child. */
 
 /* The tensors of one run: inputs bound to the model, outputs allocated. */
 typedef struct bench_tensors {

@@ -121,7 +121,7 @@ static int server_trial(mha_runtime *rt, const mha_model *model, const bench_ten
     }
     /* exponential gaps of mean 1/rate */
     for (double at = 0.0; s.n < cap;) {
-        at += -log(1.0 - bench_rng_uniform(&rng)) / rate;
+        at += -log(1.0 - cli_rng_uniform(&rng)) / rate;
         if (at >= duration && s.n > 0) break;
         arrival[s.n++] = at;
     }

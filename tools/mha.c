@@ -1,18 +1,12 @@
 /* mha.c -- the `mha` command: finds the subcommand and hands it the rest of
  * the command line (argv[0] becomes the subcommand's name). Adding a
- * subcommand is its own tools/mha_<name>.c and one line in `commands`;
- * bench and merge are compiled in when their files exist (tools/
- * CMakeLists.txt defines MHA_CLI_HAVE_<NAME>). */
+ * subcommand is its own tools/mha_<name>.c and one line in `commands`. */
 #include <stdio.h>
 #include <string.h>
 
-#include "mha_cli.h"
-#ifdef MHA_CLI_HAVE_BENCH
 #include "mha_bench.h"
-#endif
-#ifdef MHA_CLI_HAVE_MERGE
+#include "mha_cli.h"
 #include "mha_merge.h"
-#endif
 
 typedef struct cli_command {
     const char *name;
@@ -24,12 +18,8 @@ static const cli_command commands[] = {
     {"run", "run a model over tensor files (.npy / .pb)", cli_cmd_run},
     {"check", "run ONNX test-case folders: 'N passed, M failed'", cli_cmd_check},
     {"info", "describe what was recognised in a model", cli_cmd_info},
-#ifdef MHA_CLI_HAVE_BENCH
     {"bench", "time backends and thread counts on a model", mha_cmd_bench},
-#endif
-#ifdef MHA_CLI_HAVE_MERGE
     {"merge", "merge the outputs of split runs", mha_cmd_merge},
-#endif
     {"backends", "list the backend plugins and which auto picks", cli_cmd_backends},
     {"gen", "write a random-weight attention layer (and data)", cli_cmd_gen},
 };

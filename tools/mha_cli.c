@@ -68,6 +68,17 @@ int cli_option_value(const cli_common *c, int argc, char **argv, int *i, const c
     return 1;
 }
 
+uint64_t cli_rng_next(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+double cli_rng_uniform(uint64_t *state) {
+    return (double)(cli_rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
+}
+
 int cli_parse_int(const cli_common *c, const char *opt, const char *s, long long lo, long long hi,
                   long long *out) {
     char *end;

@@ -44,6 +44,11 @@ int cli_common_option(cli_common *c, int argc, char **argv, int *i);
  * value). */
 int cli_option_value(const cli_common *c, int argc, char **argv, int *i, const char *name,
                      const char *short_name, const char **value);
+/* splitmix64: the command's one seeded generator (model weights, datasets,
+ * bench inputs, the plugin test kit); the same seed gives the same stream. */
+uint64_t cli_rng_next(uint64_t *state);
+double cli_rng_uniform(uint64_t *state); /* [0, 1) */
+
 /* Parses a decimal integer in [lo, hi]; 0 and a usage error otherwise. */
 int cli_parse_int(const cli_common *c, const char *opt, const char *s, long long lo, long long hi,
                   long long *out);

@@ -53,20 +53,10 @@ static const char gen_usage[] =
     "  --data FILE.npy     also write a float32 dataset [B, S, D] in U(-1, 1)\n"
     "  --batch B, --seq S  its batch size and sequence length\n";
 
-/* splitmix64: small, seedable, good enough for test weights. */
-static uint64_t gen_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Uniform in [-scale, scale). */
 static void gen_fill(float *x, size_t n, float scale, uint64_t *s) {
-    for (size_t i = 0; i < n; i++) {
-        double u = (double)(gen_next(s) >> 11) * (1.0 / 9007199254740992.0); /* [0, 1) */
-        x[i] = (float)((2.0 * u - 1.0) * scale);
-    }
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)((2.0 * cli_rng_uniform(s) - 1.0) * scale);
 }
 
 /* ---- building the ModelProto (every message lives in this arena) ---- */

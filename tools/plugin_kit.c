@@ -10,6 +10,8 @@
  *     host's scheduling stays deterministic. */
 #include "plugin_kit.h"
 
+#include "mha_cli.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -39,16 +41,9 @@ static void kit_log(void *ctx, int level, const char *msg) {
 static const mha_plugin_services kit_services = {sizeof(mha_plugin_services), NULL, kit_log,
                                                  kit_alloc, kit_free};
 
-static uint64_t kit_rand(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static void kit_fill(float *x, size_t n, uint64_t *s) {
     for (size_t i = 0; i < n; i++)
-        x[i] = (float)((double)(kit_rand(s) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+        x[i] = (float)(cli_rng_uniform(s) * 2.0 - 1.0);
 }
 
 /* max |a - b| relative to max(1, max |ref|); +inf when a has a NaN. */
@@ -111,14 +106,14 @@ static int kit_attn_case(const kit_plugin *kp, const kit_plugin *ref, const kit_
     kit_fill(v, nv, &s);
     /* A mask with -inf and lowest-float entries and one fully masked row. */
     for (size_t i = 0; i < nm; i++) {
-        uint64_t r = kit_rand(&s) % 8;
+        uint64_t r = cli_rng_next(&s) % 8;
         m[i] = r == 0 ? -INFINITY : r == 1 ? -FLT_MAX : (float)(r)*0.25f - 1.0f;
     }
     for (int64_t j = 0; j < c->Skv; j++)
         m[j] = -INFINITY; /* row (b0, i0): all masked */
     for (int64_t b = 0; b < c->B; b++) {
-        offs[b] = (int64_t)(kit_rand(&s) % 3) - 1 + (c->Skv - c->Sq);
-        lens[b] = 1 + (int64_t)(kit_rand(&s) % (uint64_t)c->Skv);
+        offs[b] = (int64_t)(cli_rng_next(&s) % 3) - 1 + (c->Skv - c->Sq);
+        lens[b] = 1 + (int64_t)(cli_rng_next(&s) % (uint64_t)c->Skv);
     }
 
     mha_attn_args a;
