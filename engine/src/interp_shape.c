@@ -19,6 +19,22 @@ static void shape_strides(int rank, const int64_t *dims, int64_t *strides) {
     }
 }
 
+/* y[i_0..i_r] = x[base + sum_a i_a * step[a]] over y's dims: the strided
+ * gather Transpose (permuted strides) and Slice (start offset, stepped
+ * strides) both are. Offsets are in elements. */
+static void shape_gather(const tensor *x, tensor *y, int64_t base, const int64_t *step) {
+    size_t es = mha_dtype_size(x->dtype);
+    int64_t total = tensor_numel(y);
+    for (int64_t i = 0; i < total; i++) {
+        int64_t rem = i, off = base;
+        for (int a = y->rank - 1; a >= 0; a--) {
+            off += (rem % y->dims[a]) * step[a];
+            rem /= y->dims[a];
+        }
+        memcpy((char *)y->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
+    }
+}
+
 static int64_t shape_prod(const int64_t *dims, int from, int to) {
     int64_t p = 1;
     for (int a = from; a < to; a++)
@@ -451,24 +467,16 @@ mha_status interp_op_transpose(interp_ctx *c) {
         for (int a = 0; a < x->rank; a++)
             perm[a] = x->rank - 1 - a;
     }
-    int64_t dims[MHA_MAX_RANK], xs[MHA_MAX_RANK];
-    for (int a = 0; a < x->rank; a++)
-        dims[a] = x->dims[perm[a]];
+    int64_t dims[MHA_MAX_RANK], xs[MHA_MAX_RANK], step[MHA_MAX_RANK];
     shape_strides(x->rank, x->dims, xs);
+    for (int a = 0; a < x->rank; a++) {
+        dims[a] = x->dims[perm[a]];
+        step[a] = xs[perm[a]]; /* y axis a walks x axis perm[a] */
+    }
     tensor *y;
     st = interp_out_new(c, 0, x->dtype, x->rank, dims, &y);
     if (st != MHA_OK) return st;
-    size_t es = mha_dtype_size(x->dtype);
-    int64_t total = tensor_numel(y);
-    /* y[i0..ir] = x[index with axis perm[a] = ia] */
-    for (int64_t i = 0; i < total; i++) {
-        int64_t rem = i, off = 0;
-        for (int a = x->rank - 1; a >= 0; a--) {
-            off += (rem % dims[a]) * xs[perm[a]];
-            rem /= dims[a];
-        }
-        memcpy((char *)y->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
-    }
+    shape_gather(x, y, 0, step);
     return MHA_OK;
 }
 
@@ -558,21 +566,16 @@ mha_status interp_op_slice(interp_ctx *c) {
         step[a] = k;
         dims[a] = cnt;
     }
-    int64_t xs[MHA_MAX_RANK];
+    int64_t xs[MHA_MAX_RANK], xstep[MHA_MAX_RANK], base = 0;
     shape_strides(x->rank, x->dims, xs);
+    for (int a = 0; a < x->rank; a++) {
+        base += first[a] * xs[a];
+        xstep[a] = step[a] * xs[a];
+    }
     tensor *y;
     st = interp_out_new(c, 0, x->dtype, x->rank, dims, &y);
     if (st != MHA_OK) return st;
-    size_t es = mha_dtype_size(x->dtype);
-    int64_t total = tensor_numel(y);
-    for (int64_t i = 0; i < total; i++) {
-        int64_t rem = i, off = 0;
-        for (int a = x->rank - 1; a >= 0; a--) {
-            off += (first[a] + (rem % dims[a]) * step[a]) * xs[a];
-            rem /= dims[a];
-        }
-        memcpy((char *)y->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
-    }
+    shape_gather(x, y, base, xstep);
     return MHA_OK;
 }
 
