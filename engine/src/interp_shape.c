@@ -566,11 +566,16 @@ mha_status interp_op_slice(interp_ctx *c) {
         step[a] = k;
         dims[a] = cnt;
     }
-    int64_t xs[MHA_MAX_RANK], xstep[MHA_MAX_RANK], base = 0;
+    /* An axis that yields one element never steps (its step may be huge), and
+     * an empty result reads nothing: only real offsets are formed, so they
+     * stay inside x. */
+    int64_t xs[MHA_MAX_RANK], xstep[MHA_MAX_RANK], base = 0, count = 1;
     shape_strides(x->rank, x->dims, xs);
+    for (int a = 0; a < x->rank; a++)
+        count *= dims[a] > 0 ? 1 : 0;
     for (int a = 0; a < x->rank; a++) {
-        base += first[a] * xs[a];
-        xstep[a] = step[a] * xs[a];
+        base += count ? first[a] * xs[a] : 0;
+        xstep[a] = dims[a] > 1 ? step[a] * xs[a] : 0;
     }
     tensor *y;
     st = interp_out_new(c, 0, x->dtype, x->rank, dims, &y);
