@@ -129,9 +129,9 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
             for (int64_t d = 0; d < dk; d++)
                 blk[d * FA_BC + c] = krow[d];
         }
-        for (int64_t c = jn; c < FA_BC; c++)
+        if (jn < FA_BC)
             for (int64_t d = 0; d < dk; d++)
-                blk[d * FA_BC + c] = 0.0f;
+                memset(blk + d * FA_BC + jn, 0, (size_t)(FA_BC - jn) * sizeof(float));
     }
     /* pass 2: V rows, padded to dvp with zeros */
     for (int64_t j = 0; j < nkeys; j++) {
@@ -142,26 +142,84 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
     }
 }
 
-/* S[r, 0:BC] = sum_d qp[d][r] * kt[d][0:BC] for r < FA_MR: one FMA chain
- * per element, d ascending. qp: [dk][FA_BR] at this tile's first row,
- * kt: [dk][FA_BC], s: [FA_MR][FA_BC]. */
-static inline void fa_score_tile(int64_t dk, const float *qp, const float *kt, float *s) {
-    vf acc[FA_MR][FA_NCV];
-    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] = vf_zero();
-    for (int64_t d = 0; d < dk; d++) {
-        vf kv[FA_NCV];
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) kv[c] =
-            vf_load(kt + d * FA_BC + c * VLEN);
-        _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
-            vf qb = vf_set1(qp[d * FA_BR + r]);
-            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] =
-                vf_fma(qb, kv[c], acc[r][c]);
-        }
+/* S[r, 0:BC] = sum_d qp[d][r] * kt[d][0:BC] for r < R (R <= FA_MR): one
+ * FMA chain per element, d ascending, so a row's scores are the same bits
+ * whatever R its tile had. qp: [dk][FA_BR] at this tile's first row, kt:
+ * [dk][FA_BC], s: [R][FA_BC]. The full tile is R = FA_MR; the narrower ones
+ * serve the last rows of a short block (a decode step's single query does
+ * one row of work, not FA_MR). */
+#define FA_DEFINE_SCORE(NAME, R)                                                                     \
+    static inline void NAME(int64_t dk, const float *qp, const float *kt, float *s) {              \
+        vf acc[R][FA_NCV];                                                                         \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
+            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] = vf_zero();        \
+        for (int64_t d = 0; d < dk; d++) {                                                         \
+            vf kv[FA_NCV];                                                                         \
+            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) kv[c] =                       \
+                vf_load(kt + d * FA_BC + c * VLEN);                                                \
+            _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                 \
+                vf qb = vf_set1(qp[d * FA_BR + r]);                                                \
+                _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] =               \
+                    vf_fma(qb, kv[c], acc[r][c]);                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
+            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)                               \
+                vf_store(s + r * FA_BC + c * VLEN, acc[r][c]);                                     \
     }
-    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)
-            vf_store(s + r * FA_BC + c * VLEN, acc[r][c]);
+FA_DEFINE_SCORE(fa_score_tile_full, FA_MR)
+#if FA_MR > 1
+FA_DEFINE_SCORE(fa_score_tile_1, 1)
+#endif
+#if FA_MR > 2
+FA_DEFINE_SCORE(fa_score_tile_2, 2)
+#endif
+#if FA_MR > 3
+FA_DEFINE_SCORE(fa_score_tile_3, 3)
+#endif
+#if FA_MR > 4
+FA_DEFINE_SCORE(fa_score_tile_4, 4)
+#endif
+#if FA_MR > 5
+FA_DEFINE_SCORE(fa_score_tile_5, 5)
+#endif
+#if FA_MR > 6
+#error "flash_attention.h: FA_MR above 6 needs more score tile variants"
+#endif
+
+/* Rows [0, nr) of a score tile, nr <= FA_MR. */
+static inline void fa_score_rows(int64_t dk, const float *qp, const float *kt, float *s,
+                                 int64_t nr) {
+    switch (nr >= FA_MR ? FA_MR : nr) {
+#if FA_MR > 1
+    case 1:
+        fa_score_tile_1(dk, qp, kt, s);
+        return;
+#endif
+#if FA_MR > 2
+    case 2:
+        fa_score_tile_2(dk, qp, kt, s);
+        return;
+#endif
+#if FA_MR > 3
+    case 3:
+        fa_score_tile_3(dk, qp, kt, s);
+        return;
+#endif
+#if FA_MR > 4
+    case 4:
+        fa_score_tile_4(dk, qp, kt, s);
+        return;
+#endif
+#if FA_MR > 5
+    case 5:
+        fa_score_tile_5(dk, qp, kt, s);
+        return;
+#endif
+    default:
+        fa_score_tile_full(dk, qp, kt, s);
+        return;
+    }
 }
 
 /* acc[0:W*VLEN] = acc*corr + sum_{j<nv} p[j] * vp[j][0:W*VLEN], keys
@@ -382,23 +440,19 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     for (int64_t t = 0; t < FA_BC + dvp; t++)
         pad[t] = 0.0f;
 
-    /* pass 0: Q block transposed [dk][BR] (rows past br zero), fresh state */
+    /* pass 0: Q block transposed [dk][BR], fresh state, for the rows the
+     * block has only (a short block -- one query of a decode step -- costs
+     * what it uses; the score tiles read no row past br) */
     int64_t blk_end = 0;
-    for (int64_t r = 0; r < FA_BR; r++) {
-        row_end[r] = r < br ? kernel_row_key_end(a, b, i0 + r) : 0;
+    for (int64_t r = 0; r < br; r++) {
+        row_end[r] = kernel_row_key_end(a, b, i0 + r);
         if (row_end[r] > blk_end) blk_end = row_end[r];
         mx[r] = -INFINITY;
         ls[r] = 0.0f;
-        for (int64_t d = 0; d < dvp; d++)
-            acc[r * dvp + d] = 0.0f;
-        if (r < br) {
-            const float *qrow = qb + (i0 + r) * a->q_ss;
-            for (int64_t d = 0; d < dk; d++)
-                qp[d * FA_BR + r] = qrow[d];
-        } else {
-            for (int64_t d = 0; d < dk; d++)
-                qp[d * FA_BR + r] = 0.0f;
-        }
+        memset(acc + r * dvp, 0, (size_t)dvp * sizeof(float));
+        const float *qrow = qb + (i0 + r) * a->q_ss;
+        for (int64_t d = 0; d < dk; d++)
+            qp[d * FA_BR + r] = qrow[d];
     }
 
     for (int64_t j0 = 0; j0 < blk_end; j0 += FA_BC) {
@@ -406,7 +460,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 
         /* pass 1: scores of every row tile against this key block */
         for (int64_t r0 = 0; r0 < br; r0 += FA_MR)
-            fa_score_tile(dk, qp + r0, ktb, s + r0 * FA_BC);
+            fa_score_rows(dk, qp + r0, ktb, s + r0 * FA_BC, br - r0);
 
         /* pass 2: per row, the online softmax update; the rows the block
          * shows something join the P.V list */
@@ -429,6 +483,13 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
          * rows */
         const float *vpb = vp + j0 * dvp;
         for (int64_t g0 = 0; g0 < n_live; g0 += FA_PVR) {
+            if (2 * (n_live - g0) <= FA_PVR) {
+                /* a short last group: each row alone beats padding */
+                for (int64_t t = g0; t < n_live; t++)
+                    fa_pv(s + live[t] * FA_BC, live_nv[t], vpb, dvp, acc + live[t] * dvp,
+                          corr[t]);
+                break;
+            }
             float *prow[FA_PVR], *arow[FA_PVR];
             float gcorr[FA_PVR];
             int64_t nv_all = FA_BC;
