@@ -75,14 +75,14 @@ static inline float vf_hsum(vf x) {
 }
 
 /*
- * exp(x) for x in about [-87.3, 88]: x = n*ln2 + r with |r| <= ln2/2,
+ * exp(x) for x <= 0 (every caller passes a difference to a max, or -2|x|):
+ * x = n*ln2 + r with |r| <= ln2/2,
  * exp(r) by its Taylor series to r^7 (truncation < 6e-9 relative), times
- * 2^n built in the exponent bits (n in [-126, 127] after the clamp, so the
+ * 2^n built in the exponent bits (n in [-126, 0] after the clamp, so the
  * result stays a normal float). exp(0) is exactly 1.
  */
 static inline vf vf_exp(vf x) {
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.33654f));
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
     vf n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vf r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);

@@ -65,14 +65,14 @@ static inline float vf_hsum(vf x) {
 }
 
 /*
- * exp(x) for x in about [-87.3, 88]: x = n*ln2 + r with |r| <= ln2/2,
+ * exp(x) for x <= 0 (every caller passes a difference to a max, or -2|x|):
+ * x = n*ln2 + r with |r| <= ln2/2,
  * exp(r) by its Taylor series to r^7 (truncation < 6e-9 relative), times
  * 2^n by scalef. Inputs below -87.3 are clamped (the result, ~1e-38, is
  * negligible next to the row max's 1); exp(0) is exactly 1.
  */
 static inline vf vf_exp(vf x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.33654f));
-    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
     vf n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     /* r = x - n*ln2, ln2 split in a part exact in float and a correction */

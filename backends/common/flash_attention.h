@@ -9,7 +9,8 @@
  *   vf_zero, vf_set1, vf_load, vf_store, vf_load_part(p, n), vf_store_part(p, v, n),
  *   vf_add, vf_mul, vf_div, vf_max, vf_fma(a, b, c) = a*b + c,
  *   vf_hmax, vf_hsum          horizontal, in a fixed order
- *   vf_exp, vf_tanh           vectorised, exp(0) == 1 exactly
+ *   vf_exp, vf_tanh           vectorised, exp(0) == 1 exactly; vf_exp is only
+ *                             ever given x <= 0 (s - max, or -2|x| in tanh)
  *   vf_hide_masked(s, mv)     mv <= -FLT_MAX ? -inf : s + mv   (per lane)
  *   vf_hide_tail(s, n)        lanes >= n -> -inf
  *   vf_exp_or_zero(s, m)      s == -inf ? 0 : exp(s - m)
@@ -401,8 +402,12 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int6
     float bmax = vf_hmax(vmax);
     if (bmax == -INFINITY) return 0;
     float m_new = bmax > *m ? bmax : *m;
-    float corr = 0.0f; /* acc and l are still 0 while m == -inf */
-    if (*m != -INFINITY) {
+    /* acc and l are still 0 while m == -inf; an unchanged max (most blocks
+     * after the first few) needs no exp: exp(0) is exactly 1 */
+    float corr = 0.0f;
+    if (*m == m_new) {
+        corr = 1.0f;
+    } else if (*m != -INFINITY) {
         _Alignas(64) float e[VLEN];
         vf_store(e, vf_exp(vf_set1(*m - m_new)));
         corr = e[0];

@@ -148,9 +148,6 @@ static inline vf vf_select(vi m, vf a, vf b) {
 static inline vf vf_max(vf a, vf b) {
     return vf_select(a > b, a, b);
 }
-static inline vf vf_min(vf a, vf b) {
-    return vf_select(a < b, a, b);
-}
 static inline float vf_hmax(vf x) {
     float a = x[0] > x[1] ? x[0] : x[1], b = x[2] > x[3] ? x[2] : x[3];
     return a > b ? a : b;
@@ -159,11 +156,10 @@ static inline float vf_hsum(vf x) {
     return (x[0] + x[1]) + (x[2] + x[3]);
 }
 
-/* exp as in the SIMD backends: x = n*ln2 + r, Taylor to r^7, 2^n in the
+/* exp as in the SIMD backends, for x <= 0: x = n*ln2 + r, Taylor to r^7, 2^n in the
  * exponent bits; n rounded to nearest by the 1.5*2^23 shift. */
 static inline vf vf_exp(vf x) {
     x = vf_max(x, vf_set1(-87.33654f));
-    x = vf_min(x, vf_set1(88.0f));
     const vf shift = vf_set1(12582912.0f);
     vf n = (x * vf_set1(1.44269504088896341f) + shift) - shift;
     vf r = x - n * vf_set1(0.693359375f);
