@@ -38,6 +38,9 @@
 /* Iterations of the pause loop before a waiter blocks: about 10-50 us. */
 #define POOL_SPIN_ITERATIONS 2000
 #define POOL_DEFAULT_STACK ((size_t)1 << 20)
+/* Kernels keep their packing buffers on the stack (plugin.h: up to 256 KiB);
+ * a smaller worker stack than this is raised to it. */
+#define POOL_MIN_STACK ((size_t)512 << 10)
 
 typedef struct pool_worker {
     struct pool *pool;
@@ -383,6 +386,7 @@ mha_status pool_create(const mha_alloc_ctx *a, int n_workers, size_t stack_bytes
     /* An explicit stack size: the C library's default (often 8 MiB of
      * address space per thread) is not what an embedding program chose. */
     size_t stack = stack_bytes ? stack_bytes : POOL_DEFAULT_STACK;
+    if (stack < POOL_MIN_STACK) stack = POOL_MIN_STACK;
     if (stack < (size_t)PTHREAD_STACK_MIN) stack = (size_t)PTHREAD_STACK_MIN;
     long page = sysconf(_SC_PAGESIZE);
     if (page > 0) stack = (stack + (size_t)page - 1) / (size_t)page * (size_t)page;

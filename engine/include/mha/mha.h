@@ -188,7 +188,8 @@ typedef struct mha_runtime_options {
                                        and MHA_CPU_MASK */
     uint64_t cpu_feature_mask;      /* features hidden from plugin probes
                                        (MHA_CPU_* bits of plugin.h); 0 = none */
-    size_t worker_stack_bytes;      /* 0 = 1 MiB */
+    size_t worker_stack_bytes;      /* 0 = 1 MiB; less than 512 KiB is raised
+                                       to 512 KiB (kernels use up to 256 KiB) */
     const mha_allocator *allocator; /* NULL = malloc; copied */
     mha_log_fn log;                 /* NULL = silent */
     void *log_user;
@@ -373,7 +374,8 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  The result is bitwise identical for any thread count.
  *  The runtime's pool serves one run at a time: a run that starts while
  *  another run holds the pool computes on its calling thread alone (the
- *  same bits, just not parallel). The calling thread always works too; it
+ *  same bits, just not parallel). The calling thread always works too (it
+ *  needs 512 KiB of free stack: kernels use up to 256 KiB of it); it
  *  flushes denormals to zero during the run (FTZ/DAZ, as the workers do)
  *  and gets its floating-point mode back on return.
  *  Dimensions the model declares for batch and sequence lengths are not

@@ -21,7 +21,9 @@
  *  - Kernels never allocate, print, spawn threads or keep thread-local state
  *    on the hot path. Scratch memory comes from the host, sized by
  *    attention_workspace_size(). Logging and allocation outside kernels go
- *    through the services table given to init().
+ *    through the services table given to init(). A kernel call may use up
+ *    to 256 KiB of the calling thread's stack (the host's threads have at
+ *    least 512 KiB).
  *  - A plugin flagged MHA_PLUGIN_SELF_PARALLEL is given whole problems on one
  *    host thread (the host pool idles) and `num_threads` in the arguments; it
  *    must set its width per parallel region (e.g. OpenMP num_threads(n)),
