@@ -259,6 +259,20 @@ static void attn_full(const mha_plugin *p, void *st, attn_data *D, float *o, int
     assert_int_equal(attn_call(p, st, &a, o), 0);
 }
 
+/* One call per query row (every block one row long: the narrowest score
+ * tile and the per-row P.V path), all heads of a batch item at once. */
+static void attn_rows(const mha_plugin *p, void *st, attn_data *D, float *o) {
+    for (size_t i = 0; i < D->n_o; i++)
+        o[i] = NAN;
+    const mha_attn_args *f = &D->a;
+    for (int64_t b = 0; b < f->B; b++)
+        for (int64_t i = 0; i < f->Sq; i++) {
+            mha_attn_args a = *f;
+            a.b0 = b, a.b1 = b + 1, a.h0 = 0, a.h1 = f->Hq, a.q0 = i, a.q1 = i + 1;
+            assert_int_equal(attn_call(p, st, &a, o), 0);
+        }
+}
+
 /* Calls over a random split of (b, h, q) into pieces. */
 static void attn_split(const mha_plugin *p, void *st, attn_data *D, float *o, uint64_t seed) {
     uint64_t rs = seed;
@@ -329,6 +343,9 @@ static void attn_check_case(const attn_case *c) {
 
         /* determinism: a random split gives bitwise the same output */
         attn_split(bk->p, bk->state, &D, out2, c->seed + 77);
+        assert_memory_equal(out, out2, D.n_o * sizeof(float));
+        /* ... and so does one query row per call */
+        attn_rows(bk->p, bk->state, &D, out2);
         assert_memory_equal(out, out2, D.n_o * sizeof(float));
 
         /* self-parallel: 2 threads give bitwise the same output as 1 */
