@@ -377,6 +377,11 @@ typedef struct exec_gemm_family {
     int64_t ldc, c_seg;
     int64_t M, n_segs;
     int64_t m_tile, n_tile, m_tiles, n_tiles;
+    /* The last tail_tiles row tiles (of the last segment) go out as
+     * tail_split column pieces each, after every other unit: the threads
+     * that finish the body early share the end instead of one of them
+     * computing a whole last tile alone. */
+    int64_t tail_tiles, tail_split, tail_n_tile;
     int64_t n_units;
 } exec_gemm_family;
 
@@ -416,6 +421,9 @@ static void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads
         f->m_tile = mb;
         f->n_tile = nbk;
         f->m_tiles = f->n_tiles = 0;
+        f->tail_tiles = 0;
+        f->tail_split = 1;
+        f->tail_n_tile = nbk;
         f->n_units = 0;
         return;
     }
@@ -437,6 +445,22 @@ static void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads
     f->m_tiles = exec_ceil_div(M, mt);
     f->n_tiles = exec_ceil_div(N, nt);
     f->n_units = f->n_segs * f->m_tiles * f->n_tiles;
+    f->tail_tiles = 0;
+    f->tail_split = 1;
+    f->tail_n_tile = nt;
+    /* Whole-width row tiles, several per thread: split the last `threads`
+     * of them into `threads` column pieces (W4's 2048 rows are 22 tiles;
+     * without this one thread computes 11 of them, the other 10 and a
+     * third of one, and waits). */
+    if (threads > 1 && f->n_tiles == 1 && f->m_tiles >= 2 * (int64_t)threads) {
+        const int64_t piece = exec_round_up(exec_ceil_div(N, threads), nbk);
+        if (piece < N) {
+            f->tail_tiles = threads;
+            f->tail_n_tile = piece;
+            f->tail_split = exec_ceil_div(N, piece);
+            f->n_units += f->tail_tiles * (f->tail_split - 1);
+        }
+    }
 }
 
 /* Query blocks: when batch x heads alone gives fewer than two units per
@@ -548,6 +572,14 @@ static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f,
 static mha_status exec_gemm_unit(const exec_state *s, const exec_gemm_family *f, int64_t u,
                                  mha_error *err) {
     const int64_t per_seg = f->m_tiles * f->n_tiles;
+    const int64_t body = f->n_segs * per_seg - f->tail_tiles * f->n_tiles;
+    if (u >= body) { /* a column piece of one of the last row tiles */
+        const int64_t t = u - body;
+        const int64_t mi = f->m_tiles - f->tail_tiles + t / f->tail_split;
+        const int64_t m0 = mi * f->m_tile, n0 = (t % f->tail_split) * f->tail_n_tile;
+        return exec_gemm_call(s, f, f->n_segs - 1, m0, exec_min(f->M, m0 + f->m_tile), n0,
+                              exec_min(f->W->N, n0 + f->tail_n_tile), 1, err);
+    }
     const int64_t seg = u / per_seg, r = u % per_seg;
     const int64_t mi = r / f->n_tiles, ni = r % f->n_tiles;
     const int64_t m0 = mi * f->m_tile, n0 = ni * f->n_tile;
