@@ -41,7 +41,8 @@ static int backends_check(const cli_common *c) {
         if (!e->usable || !e->plugin || !e->dl_handle) continue; /* built-in is the reference */
         if (only && strcmp(only, "auto") != 0 && strcmp(only, e->name) != 0) continue;
         int pass = 0, fail = 0;
-        plugin_kit_check(e->plugin, mha_scalar_plugin_table(), stdout, &pass, &fail);
+        plugin_kit_check(e->plugin, mha_scalar_plugin_table(), reg->cpu_features, stdout, &pass,
+                         &fail);
         printf("%-10s %d passed, %d failed  (%s)\n", e->name, pass, fail, e->path);
         total_pass += pass, total_fail += fail, checked++;
     }

@@ -38,8 +38,6 @@ static void kit_log(void *ctx, int level, const char *msg) {
     (void)msg;
 }
 
-static const mha_plugin_services kit_services = {sizeof(mha_plugin_services), NULL, kit_log,
-                                                 kit_alloc, kit_free};
 
 static void kit_fill(float *x, size_t n, uint64_t *s) {
     for (size_t i = 0; i < n; i++)
@@ -231,8 +229,10 @@ done:
     return ok;
 }
 
-int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, FILE *report,
-                     int *passed, int *failed) {
+int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, uint64_t cpu_features,
+                     FILE *report, int *passed, int *failed) {
+    const mha_plugin_services kit_services = {sizeof(mha_plugin_services), NULL, kit_log, kit_alloc,
+                                              kit_free, cpu_features};
     kit_plugin kp = {plugin, NULL}, ref = {reference, NULL};
     *passed = *failed = 0;
     if (plugin->init(&kit_services, &kp.state) != 0 ||

@@ -2,14 +2,16 @@
 #ifndef MHA_PLUGIN_KIT_H
 #define MHA_PLUGIN_KIT_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "mha/plugin.h"
 
 /* Runs every kit problem on `plugin` against `reference` (the built-in
- * scalar). Prints one line per failing problem to report; counts into
- * *passed / *failed. Returns 0 when everything passed. */
-int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, FILE *report,
-                     int *passed, int *failed);
+ * scalar), both initialised with services that report cpu_features (the
+ * host's, after its mask). Prints one line per failing problem to report;
+ * counts into *passed / *failed. Returns 0 when everything passed. */
+int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, uint64_t cpu_features,
+                     FILE *report, int *passed, int *failed);
 
 #endif

@@ -238,7 +238,7 @@ static void exec_services_log(void *ctx, int level, const char *message) {
 }
 
 void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log, void *log_user,
-                        mha_log_level log_level) {
+                        mha_log_level log_level, uint64_t cpu_features) {
     memset(s, 0, sizeof *s);
     s->alloc = a;
     s->log = log;
@@ -249,6 +249,7 @@ void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log
     s->table.log = exec_services_log;
     s->table.alloc = exec_services_alloc;
     s->table.free = exec_services_free;
+    s->table.cpu_features = cpu_features;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -54,7 +54,7 @@ typedef struct exec_services {
 } exec_services;
 
 void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log, void *log_user,
-                        mha_log_level log_level);
+                        mha_log_level log_level, uint64_t cpu_features);
 
 /* The caller's tensors bound to their roles, with the sizes they imply. */
 typedef struct exec_binding {

@@ -456,7 +456,7 @@ mha_status layer_reference_forward(const mha_alloc_ctx *a, const layer *L, const
     const mha_plugin *p = mha_scalar_plugin_table();
     if (!p) return mha_fail(err, MHA_ERR_BACKEND, "the built-in scalar backend is missing");
     exec_services services;
-    exec_services_init(&services, a, NULL, NULL, MHA_LOG_ERROR);
+    exec_services_init(&services, a, NULL, NULL, MHA_LOG_ERROR, 0);
     void *state = NULL;
     if (p->init && p->init(&services.table, &state) != 0)
         return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s': init failed", p->name);

@@ -158,7 +158,8 @@ MHA_API mha_status mha_runtime_create(const mha_runtime_options *opts, mha_runti
     if (st == MHA_OK) st = registry_select(rt->reg, backend, &rt->entry, err);
     if (st == MHA_OK) {
         rt->plugin = rt->entry->plugin;
-        exec_services_init(&rt->services, &rt->alloc, rt->log, rt->log_user, rt->log_level);
+        exec_services_init(&rt->services, &rt->alloc, rt->log, rt->log_user, rt->log_level,
+                           rt->reg->cpu_features);
         if (rt->plugin->init && rt->plugin->init(&rt->services.table, &rt->plugin_state) != 0)
             st = mha_fail(err, MHA_ERR_PLUGIN, "backend '%s' (%s): init failed", rt->plugin->name,
                           rt->entry->path);

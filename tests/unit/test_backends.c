@@ -65,8 +65,8 @@ static void svc_free(void *ctx, void *p) {
 static void svc_log(void *ctx, int level, const char *msg) {
     (void)ctx, (void)level, (void)msg;
 }
-static const mha_plugin_services SVC = {sizeof(mha_plugin_services), NULL, svc_log, svc_alloc,
-                                        svc_free};
+static mha_plugin_services SVC = {sizeof(mha_plugin_services), NULL, svc_log, svc_alloc, svc_free,
+                                  0};
 
 static int setup(void **state) {
     (void)state;
@@ -81,6 +81,7 @@ static int setup(void **state) {
         return -1;
     }
     REF = REG->entries[0].plugin;
+    SVC.cpu_features = REG->cpu_features; /* the kernels the host would pick */
     for (size_t i = 1; i < REG->n_entries && NBK < MAX_BACKENDS; i++) {
         plugin_entry *e = &REG->entries[i];
         if (!e->usable) continue;

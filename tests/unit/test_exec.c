@@ -620,7 +620,7 @@ typedef struct backend_list {
 
 static void backends_open(backend_list *bl) {
     memset(bl, 0, sizeof *bl);
-    exec_services_init(&bl->services, NULL, NULL, NULL, MHA_LOG_ERROR);
+    exec_services_init(&bl->services, NULL, NULL, NULL, MHA_LOG_ERROR, cpu_detect_features());
     bl->plugin[bl->n++] = &testk_plugin;
     registry_options ro = {.use_env = 1};
     assert_int_equal(registry_create(NULL, &ro, &bl->reg, NULL), MHA_OK);

@@ -48,7 +48,7 @@ extern "C" {
 #endif
 
 #define MHA_PLUGIN_ABI_MAJOR 1u
-#define MHA_PLUGIN_ABI_MINOR 0u
+#define MHA_PLUGIN_ABI_MINOR 1u
 #define MHA_PLUGIN_ENTRY_SYMBOL "mha_plugin_get"
 
 /* CPU features, detected by the host (CPUID leaf 1 and 7, plus XGETBV for
@@ -81,6 +81,11 @@ typedef struct mha_plugin_services {
     void (*log)(void *ctx, int level, const char *message);
     void *(*alloc)(void *ctx, size_t size, size_t align);
     void (*free)(void *ctx, void *ptr);
+    /* ABI 1.1: the CPU features (MHA_CPU_*) the host gave probe(), after
+     * its mask; a plugin with kernels for several ISAs picks among them by
+     * this, never by its own CPUID (MHA_CPU_MASK must hold). Read it only
+     * when struct_size covers it; 0 = not told: use the baseline. */
+    uint64_t cpu_features;
 } mha_plugin_services;
 
 /**
