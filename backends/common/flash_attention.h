@@ -22,6 +22,7 @@
  * The algorithm in plain C, for one (b, h) and a block of query rows:
  *
  *   Kt = K[b,g]^T packed per key block; Vp = V[b,g] rows padded to dvp
+ *   (V itself when dv is whole vectors)
  *   for each row r: m = -inf; l = 0; acc[:] = 0
  *   for j0 in 0, BC, 2BC, ... while j0 < (last key any row may see):
  *     S[r, :] = Q[r, :] . Kt[:, j0:j0+BC]                  (micro-tile)
@@ -115,7 +116,8 @@ static inline size_t fa_workspace_size(const mha_attn_args *a) {
 /*
  * Packs keys [0, nkeys) of one kv head. Shapes: K rows kb + j*k_ss [dk],
  * V rows vb + j*v_ss [dv] -> kt [skv_pad/BC][dk][BC], vp [skv_pad][dvp];
- * key columns past nkeys in the last block are zero.
+ * key columns past nkeys in the last block are zero. vp NULL: V is read in
+ * place (dv is whole vectors), only K is packed.
  */
 static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const float *kb,
                               const float *vb, int64_t nkeys, float *kt, float *vp) {
@@ -135,7 +137,7 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
                 memset(blk + d * FA_BC + jn, 0, (size_t)(FA_BC - jn) * sizeof(float));
     }
     /* pass 2: V rows, padded to dvp with zeros */
-    for (int64_t j = 0; j < nkeys; j++) {
+    for (int64_t j = 0; vp && j < nkeys; j++) {
         float *row = vp + j * dvp;
         memcpy(row, vb + j * a->v_ss, (size_t)dv * sizeof(float));
         for (int64_t d = dv; d < dvp; d++)
@@ -224,9 +226,9 @@ static inline void fa_score_rows(int64_t dk, const float *qp, const float *kt, f
 }
 
 /* acc[0:W*VLEN] = acc*corr + sum_{j<nv} p[j] * vp[j][0:W*VLEN], keys
- * ascending, W accumulators held in registers. vp rows are dvp apart. */
+ * ascending, W accumulators held in registers. vp rows are vs apart. */
 #define FA_DEFINE_PV(W)                                                                            \
-    static inline void fa_pv_##W(const float *p, int64_t nv, const float *vp, int64_t dvp,         \
+    static inline void fa_pv_##W(const float *p, int64_t nv, const float *vp, int64_t vs,          \
                                  float *acc, float corr) {                                         \
         vf x[W];                                                                                   \
         _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) {                                      \
@@ -235,7 +237,7 @@ static inline void fa_score_rows(int64_t dk, const float *qp, const float *kt, f
         }                                                                                          \
         for (int64_t j = 0; j < nv; j++) {                                                         \
             vf pj = vf_set1(p[j]);                                                                 \
-            const float *vr = vp + j * dvp;                                                        \
+            const float *vr = vp + j * vs;                                                         \
             _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[w] =                             \
                 vf_fma(pj, vf_load(vr + w * VLEN), x[w]);                                          \
         }                                                                                          \
@@ -250,37 +252,37 @@ FA_DEFINE_PV(6)
 FA_DEFINE_PV(7)
 FA_DEFINE_PV(8)
 
-/* acc [dvp] = acc*corr + p[0:nv] . vp[0:nv][0:dvp], in register chunks of
- * up to 8 vectors (the chunking is fixed by dvp alone). */
-static inline void fa_pv(const float *p, int64_t nv, const float *vp, int64_t dvp, float *acc,
-                         float corr) {
+/* acc [dvp] = acc*corr + p[0:nv] . vp[0:nv][0:dvp] (vp rows vs apart), in
+ * register chunks of up to 8 vectors (the chunking is fixed by dvp alone). */
+static inline void fa_pv(const float *p, int64_t nv, const float *vp, int64_t vs, int64_t dvp,
+                         float *acc, float corr) {
     for (int64_t v0 = 0; v0 < dvp; v0 += 8 * VLEN) {
         int64_t w = (dvp - v0) / VLEN;
         if (w > 8) w = 8;
         switch (w) {
         case 1:
-            fa_pv_1(p, nv, vp + v0, dvp, acc + v0, corr);
+            fa_pv_1(p, nv, vp + v0, vs, acc + v0, corr);
             break;
         case 2:
-            fa_pv_2(p, nv, vp + v0, dvp, acc + v0, corr);
+            fa_pv_2(p, nv, vp + v0, vs, acc + v0, corr);
             break;
         case 3:
-            fa_pv_3(p, nv, vp + v0, dvp, acc + v0, corr);
+            fa_pv_3(p, nv, vp + v0, vs, acc + v0, corr);
             break;
         case 4:
-            fa_pv_4(p, nv, vp + v0, dvp, acc + v0, corr);
+            fa_pv_4(p, nv, vp + v0, vs, acc + v0, corr);
             break;
         case 5:
-            fa_pv_5(p, nv, vp + v0, dvp, acc + v0, corr);
+            fa_pv_5(p, nv, vp + v0, vs, acc + v0, corr);
             break;
         case 6:
-            fa_pv_6(p, nv, vp + v0, dvp, acc + v0, corr);
+            fa_pv_6(p, nv, vp + v0, vs, acc + v0, corr);
             break;
         case 7:
-            fa_pv_7(p, nv, vp + v0, dvp, acc + v0, corr);
+            fa_pv_7(p, nv, vp + v0, vs, acc + v0, corr);
             break;
         default:
-            fa_pv_8(p, nv, vp + v0, dvp, acc + v0, corr);
+            fa_pv_8(p, nv, vp + v0, vs, acc + v0, corr);
             break;
         }
     }
@@ -291,10 +293,10 @@ static inline void fa_pv(const float *p, int64_t nv, const float *vp, int64_t dv
  * rows (FA_PVR x W accumulators in registers), so P.V runs at FMA speed
  * instead of load speed. Every row's chain is exactly fa_pv's (acc*corr, then
  * keys ascending; x*1 is exact), so a row gets the same bits whichever rows
- * share its group. p[r] rows are FA_BC apart, acc[r] rows dvp apart. */
+ * share its group. p[r] rows are FA_BC apart, vp rows vs apart. */
 #define FA_DEFINE_PV_ROWS(W)                                                                       \
     static inline void fa_pv_rows_##W(float *const *p, float *const *acc, const float *corr,       \
-                                      int64_t nv, const float *vp, int64_t dvp, int64_t v0) {      \
+                                      int64_t nv, const float *vp, int64_t vs, int64_t v0) {       \
         vf x[FA_PVR][W];                                                                           \
         _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) {                                 \
             vf c = vf_set1(corr[r]);                                                               \
@@ -302,7 +304,7 @@ static inline void fa_pv(const float *p, int64_t nv, const float *vp, int64_t dv
                 vf_mul(vf_load(acc[r] + v0 + w * VLEN), c);                                        \
         }                                                                                          \
         for (int64_t j = 0; j < nv; j++) {                                                         \
-            const float *vr = vp + j * dvp + v0;                                                   \
+            const float *vr = vp + j * vs + v0;                                                    \
             vf vv[W];                                                                              \
             _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) vv[w] = vf_load(vr + w * VLEN);    \
             _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) {                             \
@@ -329,28 +331,28 @@ FA_DEFINE_PV_ROWS(4)
 /* The group's P.V over every dvp chunk of up to FA_PVW vectors (the
  * chunking depends on dvp alone). */
 static inline void fa_pv_group(float *const *p, float *const *acc, const float *corr, int64_t nv,
-                               const float *vp, int64_t dvp) {
+                               const float *vp, int64_t vs, int64_t dvp) {
     for (int64_t v0 = 0; v0 < dvp; v0 += FA_PVW * VLEN) {
         int64_t w = (dvp - v0) / VLEN;
         if (w > FA_PVW) w = FA_PVW;
         switch (w) {
 #if FA_PVW >= 4
         case 4:
-            fa_pv_rows_4(p, acc, corr, nv, vp, dvp, v0);
+            fa_pv_rows_4(p, acc, corr, nv, vp, vs, v0);
             break;
 #endif
 #if FA_PVW >= 3
         case 3:
-            fa_pv_rows_3(p, acc, corr, nv, vp, dvp, v0);
+            fa_pv_rows_3(p, acc, corr, nv, vp, vs, v0);
             break;
 #endif
 #if FA_PVW >= 2
         case 2:
-            fa_pv_rows_2(p, acc, corr, nv, vp, dvp, v0);
+            fa_pv_rows_2(p, acc, corr, nv, vp, vs, v0);
             break;
 #endif
         default:
-            fa_pv_rows_1(p, acc, corr, nv, vp, dvp, v0);
+            fa_pv_rows_1(p, acc, corr, nv, vp, vs, v0);
             break;
         }
     }
@@ -428,15 +430,17 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int6
 }
 
 /*
- * Query rows [i0, i0 + br) of head (b, h), br <= FA_BR. kt / vp already
- * hold the kv head g = h / (Hq / Hkv) for at least the keys these rows may
- * see. Writes O[b, h, i0:i0+br, :].
+ * Query rows [i0, i0 + br) of head (b, h), br <= FA_BR. kt already holds
+ * the kv head g = h / (Hq / Hkv) for at least the keys these rows may see;
+ * its V rows are at vp, vs floats apart (the packed copy, or V itself).
+ * Writes O[b, h, i0:i0+br, :].
  */
-static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, float *ws, int64_t b,
-                                  int64_t h, int64_t i0, int64_t br) {
+static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, float *ws,
+                                  const float *vp, int64_t vs, int64_t b, int64_t h, int64_t i0,
+                                  int64_t br) {
     const int64_t dk = a->dk, dvp = L->dvp;
     const float *qb = a->q + b * a->q_sb + h * a->q_sh;
-    float *kt = ws + L->kt, *vp = ws + L->vp, *qp = ws + L->qp, *s = ws + L->s;
+    float *kt = ws + L->kt, *qp = ws + L->qp, *s = ws + L->s;
     float *acc = ws + L->acc, *mx = ws + L->ml, *ls = ws + L->ml + FA_BR;
     float *pad = ws + L->pad;
     int64_t row_end[FA_BR], live[FA_BR], live_nv[FA_BR];
@@ -486,12 +490,12 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
          * keys they all see, then each row alone over the rest of its keys
          * (same chain order either way); a short group is filled with zero
          * rows */
-        const float *vpb = vp + j0 * dvp;
+        const float *vpb = vp + j0 * vs;
         for (int64_t g0 = 0; g0 < n_live; g0 += FA_PVR) {
             if (2 * (n_live - g0) <= FA_PVR) {
                 /* a short last group: each row alone beats padding */
                 for (int64_t t = g0; t < n_live; t++)
-                    fa_pv(s + live[t] * FA_BC, live_nv[t], vpb, dvp, acc + live[t] * dvp,
+                    fa_pv(s + live[t] * FA_BC, live_nv[t], vpb, vs, dvp, acc + live[t] * dvp,
                           corr[t]);
                 break;
             }
@@ -510,11 +514,11 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                     gcorr[t] = 1.0f;
                 }
             }
-            fa_pv_group(prow, arow, gcorr, nv_all, vpb, dvp);
+            fa_pv_group(prow, arow, gcorr, nv_all, vpb, vs, dvp);
             for (int64_t t = 0; t < FA_PVR && g0 + t < n_live; t++)
                 if (live_nv[g0 + t] > nv_all)
-                    fa_pv(prow[t] + nv_all, live_nv[g0 + t] - nv_all, vpb + nv_all * dvp, dvp,
-                          arow[t], 1.0f);
+                    fa_pv(prow[t] + nv_all, live_nv[g0 + t] - nv_all, vpb + nv_all * vs, vs,
+                          dvp, arow[t], 1.0f);
         }
     }
 
@@ -545,6 +549,10 @@ static inline int fa_attention_run(const mha_attn_args *a, void *workspace, size
     if (!workspace || workspace_size < L.total * sizeof(float) + 64) return KERNEL_ERR_WORKSPACE;
     float *ws = (float *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
     const int64_t group = a->Hq / a->Hkv;
+    /* V rows of whole vectors are read where they are (a copy would only
+     * cost memory traffic: a decode step's one query reads every V row
+     * once); otherwise they are copied padded to dvp */
+    const int v_in_place = L.dvp == a->dv;
 
     for (int64_t b = a->b0; b < a->b1; b++) {
         /* keys any row of this call may see: row_end grows with i */
@@ -552,14 +560,17 @@ static inline int fa_attention_run(const mha_attn_args *a, void *workspace, size
         int64_t packed_g = -1;
         for (int64_t h = a->h0; h < a->h1; h++) {
             const int64_t g = h / group;
+            const float *vb = a->v + b * a->v_sb + g * a->v_sh;
             if (g != packed_g && nkeys > 0) {
-                fa_pack_kv(a, &L, a->k + b * a->k_sb + g * a->k_sh,
-                           a->v + b * a->v_sb + g * a->v_sh, nkeys, ws + L.kt, ws + L.vp);
+                fa_pack_kv(a, &L, a->k + b * a->k_sb + g * a->k_sh, vb, nkeys, ws + L.kt,
+                           v_in_place ? NULL : ws + L.vp);
                 packed_g = g;
             }
+            const float *vp = v_in_place ? vb : ws + L.vp;
+            const int64_t vs = v_in_place ? a->v_ss : L.dvp;
             for (int64_t i0 = a->q0; i0 < a->q1; i0 += FA_BR) {
                 int64_t br = a->q1 - i0 < FA_BR ? a->q1 - i0 : FA_BR;
-                fa_query_block(a, &L, ws, b, h, i0, br);
+                fa_query_block(a, &L, ws, vp, vs, b, h, i0, br);
             }
         }
     }
