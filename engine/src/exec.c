@@ -391,6 +391,7 @@ typedef struct exec_gemm_family {
 typedef struct exec_attn_plan {
     mha_attn_args args;
     int64_t q_block, n_qb;
+    int64_t h_block, n_hb; /* heads per unit, head groups per batch item */
     int heaviest_first;
     int64_t n_units;
 } exec_attn_plan;
@@ -489,7 +490,24 @@ static void exec_attn_plan_make(exec_attn_plan *pl, int threads) {
     pl->q_block = qb;
     pl->n_qb = Sq > 0 ? exec_ceil_div(Sq, qb) : 0;
     pl->heaviest_first = a->causal != 0;
-    pl->n_units = BH * pl->n_qb;
+    /* Tiny heads (a few queries and keys: short-sequence batch scoring)
+     * cost less than a unit's overhead (claim, call, per-call setup), so
+     * a unit then takes several heads of one batch item -- as long as
+     * there are still 8 units per thread. */
+    int64_t hb = 1;
+    if (pl->n_qb == 1 && a->Hq > 1) {
+        const double head_flops = 2.0 * (double)Sq * (double)a->Skv * (double)(a->dk + a->dv);
+        const double unit_flops = 262144.0; /* ~1 us of a SIMD core */
+        if (head_flops < unit_flops) {
+            hb = exec_min(a->Hq, (int64_t)(unit_flops / (head_flops > 1.0 ? head_flops : 1.0)));
+            while (hb > 1 && a->B * exec_ceil_div(a->Hq, hb) < 8 * (int64_t)threads)
+                hb /= 2;
+            hb = exec_max(hb, 1);
+        }
+    }
+    pl->h_block = hb;
+    pl->n_hb = exec_ceil_div(a->Hq, hb);
+    pl->n_units = a->B * pl->n_hb * pl->n_qb;
 }
 
 /* Workspace for one attention call: for a pool, per worker, sized for the
@@ -508,7 +526,7 @@ static mha_status exec_workspace_reserve(exec_state *s, const mha_alloc_ctx *a, 
         widest.b0 = 0;
         widest.b1 = exec_min(1, widest.B);
         widest.h0 = 0;
-        widest.h1 = exec_min(1, widest.Hq);
+        widest.h1 = exec_min(s->attn.h_block, widest.Hq);
         widest.q0 = 0;
         widest.q1 = exec_min(s->attn.q_block, widest.Sq);
         widest.num_threads = 1;
@@ -603,15 +621,15 @@ static mha_status exec_attn_call(const exec_state *s, const mha_attn_args *a, in
 
 static mha_status exec_attn_unit(const exec_state *s, int64_t u, int worker, mha_error *err) {
     const exec_attn_plan *pl = &s->attn;
-    const int64_t BH = pl->args.B * pl->args.Hq;
-    int64_t qb = u / BH;
+    const int64_t per_qb = pl->args.B * pl->n_hb;
+    int64_t qb = u / per_qb;
     if (pl->heaviest_first) qb = pl->n_qb - 1 - qb;
-    const int64_t bh = u % BH;
+    const int64_t bg = u % per_qb;
     mha_attn_args a = pl->args;
-    a.b0 = bh / a.Hq;
+    a.b0 = bg / pl->n_hb;
     a.b1 = a.b0 + 1;
-    a.h0 = bh % a.Hq;
-    a.h1 = a.h0 + 1;
+    a.h0 = (bg % pl->n_hb) * pl->h_block;
+    a.h1 = exec_min(a.Hq, a.h0 + pl->h_block);
     a.q0 = qb * pl->q_block;
     a.q1 = exec_min(a.Sq, a.q0 + pl->q_block);
     a.num_threads = 1;
