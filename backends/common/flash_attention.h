@@ -23,21 +23,22 @@
  *
  *   Kt = K[b,g]^T packed per key block; Vp = V[b,g] rows padded to dvp
  *   (V itself when dv is whole vectors)
- *   for each row r: m = -inf; l = 0; acc[:] = 0
+ *   for each row r: m = -inf; l[:] = 0 (one per lane); acc[:] = 0
  *   for j0 in 0, BC, 2BC, ... while j0 < (last key any row may see):
  *     S[r, :] = Q[r, :] . Kt[:, j0:j0+BC]                  (micro-tile)
  *     for each row r with keys left in this block:
  *       s = scale*S[r, :]; softcap; + mask; -inf where masked
  *       mb = max(s); if mb == -inf: continue       (row untouched by block)
  *       mn = max(m, mb); c = exp(m - mn)           (0 while m == -inf)
- *       p = exp(s - mn); l = l*c + sum(p); m = mn
+ *       p = exp(s - mn); l = l*c + (p summed over the block's vectors,
+ *                                   lane by lane); m = mn
  *     for each group of FA_PVR rows the block touched:   (micro-tile)
  *       acc = acc*c + p . Vp[j0:j0+BC, :]
- *   O[r, :] = l > 0 ? acc / l : 0                  (fully masked row -> 0)
+ *   O[r, :] = sum(l) > 0 ? acc / sum(l) : 0      (fully masked row -> 0)
  *
  * Determinism: every row's arithmetic is its own -- the same key blocks (at
  * fixed multiples of FA_BC), the same lanes, the same reduction orders (d
- * ascending in S; keys ascending in acc; vectors then lanes in l) -- and a
+ * ascending in S; keys ascending in acc; per lane across blocks, then lanes, in l) -- and a
  * block a row cannot see is skipped for that row, not processed as zeros.
  * So row (b, h, i) is bitwise the same whatever range or block it is in.
  */
@@ -69,7 +70,8 @@ typedef struct fa_layout {
     size_t qp;       /* [dk][BR]                Q block transposed */
     size_t s;        /* [BR][BC]                scores, then probabilities */
     size_t acc;      /* [BR][dvp]               unnormalised outputs */
-    size_t ml;       /* [2][BR]                 running max, running sum */
+    size_t ml;       /* [BR]                    running max */
+    size_t lv;       /* [BR][VLEN]              running sum, per lane */
     size_t pad;      /* [BC + dvp] zeros        probabilities / outputs of the
                                                  rows that fill a short P.V group */
     size_t total;    /* floats */
@@ -100,7 +102,9 @@ static inline int fa_plan(const mha_attn_args *a, fa_layout *L) {
     L->acc = off;
     off += fa_round16((size_t)FA_BR * dvp);
     L->ml = off;
-    off += fa_round16(2 * (size_t)FA_BR);
+    off += fa_round16((size_t)FA_BR);
+    L->lv = off;
+    off += fa_round16((size_t)FA_BR * VLEN);
     L->pad = off;
     off += fa_round16((size_t)FA_BC + dvp);
     L->total = off;
@@ -363,12 +367,13 @@ static inline void fa_pv_group(float *const *p, float *const *acc, const float *
  * softmax update up to P.V. srow [BC]: raw dot products in, probabilities
  * out; mrow: the mask row (keys at mrow[j * m_sk]) or NULL; nv in [1, BC]:
  * keys of the block this row may see (the rest is hidden by causal /
- * kv_len); m, l: running max and sum. Returns 0 when the block shows this
- * row nothing (its state is untouched), else 1 with *corr the factor its
- * accumulator must be scaled by before acc += P . V.
+ * kv_len); m: running max; lv [VLEN]: running sum kept per lane (reduced
+ * once, at the end: no horizontal sum per block). Returns 0 when the block
+ * shows this row nothing (its state is untouched), else 1 with *corr the
+ * factor its accumulator must be scaled by before acc += P . V.
  */
 static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int64_t j0, int64_t nv,
-                                 float *srow, float *m, float *l, float *corr_out) {
+                                 float *srow, float *m, float *lv, float *corr_out) {
     vf x[FA_NCV];
     const vf vscale = vf_set1(a->scale);
 
@@ -423,7 +428,7 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int6
         vf_store(srow + c * VLEN, p);
         psum = vf_add(psum, p);
     }
-    *l = *l * corr + vf_hsum(psum);
+    vf_store(lv, vf_fma(vf_load(lv), vf_set1(corr), psum));
     *m = m_new;
     *corr_out = corr;
     return 1;
@@ -441,7 +446,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     const int64_t dk = a->dk, dvp = L->dvp;
     const float *qb = a->q + b * a->q_sb + h * a->q_sh;
     float *kt = ws + L->kt, *qp = ws + L->qp, *s = ws + L->s;
-    float *acc = ws + L->acc, *mx = ws + L->ml, *ls = ws + L->ml + FA_BR;
+    float *acc = ws + L->acc, *mx = ws + L->ml, *lv = ws + L->lv;
     float *pad = ws + L->pad;
     int64_t row_end[FA_BR], live[FA_BR], live_nv[FA_BR];
     float corr[FA_BR];
@@ -457,7 +462,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         row_end[r] = kernel_row_key_end(a, b, i0 + r);
         if (row_end[r] > blk_end) blk_end = row_end[r];
         mx[r] = -INFINITY;
-        ls[r] = 0.0f;
+        vf_store(lv + r * VLEN, vf_zero());
         memset(acc + r * dvp, 0, (size_t)dvp * sizeof(float));
         const float *qrow = qb + (i0 + r) * a->q_ss;
         for (int64_t d = 0; d < dk; d++)
@@ -479,7 +484,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             if (nv <= 0) continue;
             if (nv > FA_BC) nv = FA_BC;
             if (fa_row_softmax(a, kernel_mask_row(a, b, h, i0 + r), j0, nv, s + r * FA_BC, &mx[r],
-                               &ls[r], &corr[n_live])) {
+                               lv + r * VLEN, &corr[n_live])) {
                 live[n_live] = r;
                 live_nv[n_live] = nv;
                 n_live++;
@@ -526,8 +531,9 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     float *ob = a->o + b * a->o_sb + h * a->o_sh;
     for (int64_t r = 0; r < br; r++) {
         float *orow = ob + (i0 + r) * a->o_ss;
-        if (ls[r] > 0.0f) {
-            vf vl = vf_set1(ls[r]);
+        const float l = vf_hsum(vf_load(lv + r * VLEN));
+        if (l > 0.0f) {
+            vf vl = vf_set1(l);
             int64_t d = 0;
             for (; d + VLEN <= a->dv; d += VLEN)
                 vf_store(orow + d, vf_div(vf_load(acc + r * dvp + d), vl));
