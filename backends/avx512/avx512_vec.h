@@ -1,0 +1,111 @@
+/* avx512_vec.h -- the vector layer of the AVX-512 kernels: 16-float vectors
+ * under the names common/flash_attention.h and the GEMM micro-kernels expect
+ * (vf, VLEN, vf_load, vf_fma, vf_exp, ...). Shared by avx512_kernels.c and
+ * the openmp backend's AVX-512 variant, so both run the same arithmetic.
+ *
+ * Include only from a file compiled with -mavx512f -mavx512dq -mavx512bw
+ * -mavx512vl -mfma, reached after a probe or an init() saw those features. */
+#ifndef MHA_BACKENDS_AVX512_VEC_H
+#define MHA_BACKENDS_AVX512_VEC_H
+
+#include <float.h>
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+#define VLEN 16
+typedef __m512 vf;
+
+static inline vf vf_zero(void) {
+    return _mm512_setzero_ps();
+}
+static inline vf vf_set1(float x) {
+    return _mm512_set1_ps(x);
+}
+static inline vf vf_load(const float *p) {
+    return _mm512_loadu_ps(p);
+}
+static inline void vf_store(float *p, vf x) {
+    _mm512_storeu_ps(p, x);
+}
+static inline __mmask16 vf_lanes(int64_t n) {
+    return n <= 0 ? 0 : n >= VLEN ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+}
+/* Lanes >= n read nothing and are 0. */
+static inline vf vf_load_part(const float *p, int64_t n) {
+    return _mm512_maskz_loadu_ps(vf_lanes(n), p);
+}
+static inline void vf_store_part(float *p, vf x, int64_t n) {
+    _mm512_mask_storeu_ps(p, vf_lanes(n), x);
+}
+static inline vf vf_add(vf a, vf b) {
+    return _mm512_add_ps(a, b);
+}
+static inline vf vf_mul(vf a, vf b) {
+    return _mm512_mul_ps(a, b);
+}
+static inline vf vf_div(vf a, vf b) {
+    return _mm512_div_ps(a, b);
+}
+static inline vf vf_max(vf a, vf b) {
+    return _mm512_max_ps(a, b);
+}
+static inline vf vf_fma(vf a, vf b, vf c) {
+    return _mm512_fmadd_ps(a, b, c);
+}
+static inline float vf_hmax(vf x) {
+    return _mm512_reduce_max_ps(x);
+}
+static inline float vf_hsum(vf x) {
+    return _mm512_reduce_add_ps(x);
+}
+
+/*
+ * exp(x) for x <= 0 (every caller passes a difference to a max, or -2|x|):
+ * x = n*ln2 + r with |r| <= ln2/2,
+ * exp(r) by its Taylor series to r^7 (truncation < 6e-9 relative), times
+ * 2^n by scalef. Inputs below -87.3 are clamped (the result, ~1e-38, is
+ * negligible next to the row max's 1); exp(0) is exactly 1.
+ */
+static inline vf vf_exp(vf x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.33654f));
+    vf n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* r = x - n*ln2, ln2 split in a part exact in float and a correction */
+    vf r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    vf p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* tanh(x) = sign(x) * (1 - e) / (1 + e), e = exp(-2|x|) in (0, 1]. */
+static inline vf vf_tanh(vf x) {
+    const vf sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
+    vf ax = _mm512_andnot_ps(sign, x);
+    vf e = vf_exp(_mm512_mul_ps(ax, _mm512_set1_ps(-2.0f)));
+    vf t = _mm512_div_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), e),
+                         _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    return _mm512_or_ps(t, _mm512_and_ps(sign, x));
+}
+
+/* mv <= -FLT_MAX hides the key (-inf); otherwise s + mv. */
+static inline vf vf_hide_masked(vf s, vf mv) {
+    __mmask16 hidden = _mm512_cmp_ps_mask(mv, _mm512_set1_ps(-FLT_MAX), _CMP_LE_OQ);
+    return _mm512_mask_blend_ps(hidden, _mm512_add_ps(s, mv), _mm512_set1_ps(-INFINITY));
+}
+static inline vf vf_hide_tail(vf s, int64_t n) {
+    return _mm512_mask_blend_ps(vf_lanes(n), _mm512_set1_ps(-INFINITY), s);
+}
+static inline vf vf_exp_or_zero(vf s, vf m) {
+    __mmask16 live = _mm512_cmp_ps_mask(s, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    return _mm512_maskz_mov_ps(live, vf_exp(_mm512_sub_ps(s, m)));
+}
+
+#endif
