@@ -18,6 +18,9 @@
  *   FA_BR  query rows per block (a multiple of FA_MR)
  *   FA_BC  keys per block (a multiple of VLEN)
  *   FA_PVR, FA_PVW (optional) rows and vectors of the P.V micro-tile
+ *   FA_HAVE_TRANSPOSE (optional) and
+ *   vf_transpose_tile(src, lds, dst, ldd): dst[i*ldd + j] = src[j*lds + i]
+ *                             for i, j < VLEN (K's packing; else scalar)
  *
  * The algorithm in plain C, for one (b, h) and a block of query rows:
  *
@@ -127,11 +130,27 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
                               const float *vb, int64_t nkeys, float *kt, float *vp) {
     const int64_t dk = a->dk, dv = a->dv, dvp = L->dvp;
     const int64_t nblocks = (nkeys + FA_BC - 1) / FA_BC;
-    /* pass 1: K^T per key block, so the score tile loads BC keys of one d */
+    /* pass 1: K^T per key block, so the score tile loads BC keys of one d
+     * (VLEN x VLEN tiles transposed in registers where the backend can; a
+     * decode step's one query otherwise spends most of its time here) */
     for (int64_t jb = 0; jb < nblocks; jb++) {
         float *blk = kt + jb * dk * FA_BC;
         int64_t jn = nkeys - jb * FA_BC < FA_BC ? nkeys - jb * FA_BC : FA_BC;
-        for (int64_t c = 0; c < jn; c++) {
+        int64_t c0 = 0;
+#ifdef FA_HAVE_TRANSPOSE
+        const int64_t dk_tiles = dk / VLEN * VLEN;
+        for (; c0 + VLEN <= jn; c0 += VLEN) {
+            const float *ksrc = kb + (jb * FA_BC + c0) * a->k_ss;
+            for (int64_t d = 0; d < dk_tiles; d += VLEN)
+                vf_transpose_tile(ksrc + d, a->k_ss, blk + d * FA_BC + c0, FA_BC);
+            for (int64_t c = c0; c < c0 + VLEN; c++) {
+                const float *krow = kb + (jb * FA_BC + c) * a->k_ss;
+                for (int64_t d = dk_tiles; d < dk; d++)
+                    blk[d * FA_BC + c] = krow[d];
+            }
+        }
+#endif
+        for (int64_t c = c0; c < jn; c++) {
             const float *krow = kb + (jb * FA_BC + c) * a->k_ss;
             for (int64_t d = 0; d < dk; d++)
                 blk[d * FA_BC + c] = krow[d];
