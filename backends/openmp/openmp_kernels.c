@@ -4,17 +4,24 @@
  * region (never omp_set_num_threads: that is process-global and would
  * change other OpenMP users of the process).
  *
- * Baseline ISA only (no -m flags), so it runs wherever the scalar does:
- *  - GEMM: the blocked driver of common/gemm_blocked.h with a plain-C
- *    4 x 8 micro-kernel the compiler vectorises with SSE2; threads take
- *    (panel, row tile) units.
- *  - attention: the flash attention of common/flash_attention.h on a
- *    portable 4-float vector type (GCC vector extensions; SSE2 code on
- *    x86-64), threads take (batch, head, 32-row query chunk) units, each
- *    with its own workspace slice.
+ * This file is compiled once per ISA variant, with exactly one of
+ * OPENMP_VARIANT_BASELINE / _AVX2 / _AVX512 defined and that variant's -m
+ * flags (backends/CMakeLists.txt). The variant's header (openmp_isa_*.h)
+ * gives the vector layer, the GEMM micro-kernel and the flash attention
+ * parameters; the drivers below are the same for all three:
+ *  - GEMM: the blocked driver of common/gemm_blocked.h; threads take
+ *    (row block of GEMM_MC rows, group of B panels) units, whole-width row
+ *    blocks while there are enough of them, so A is packed once per block.
+ *  - attention: the flash attention of common/flash_attention.h; threads
+ *    take (batch, head, query chunk) units, whole heads while there are
+ *    enough of them, so K and V are packed once per head.
+ * The variant defines one kernel set, openmp_kernels_<isa>, which init()
+ * picks (openmp_plugin.c); the baseline object also holds the packing of B,
+ * whose layout (32-column panels) every variant shares.
+ *
  * Each unit writes a disjoint part of the output and every element's
- * reduction order is fixed, so the result is bitwise the same for any
- * num_threads.
+ * reduction order is fixed by the variant alone, so a variant's result is
+ * bitwise the same for any split of the range and any num_threads.
  */
 #include "openmp/openmp_kernels.h"
 
@@ -23,43 +30,82 @@
 #include <omp.h>
 #include <string.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define OPENMP_X86 1
+#endif
+
+#if defined(OPENMP_VARIANT_AVX512)
+#include "openmp/openmp_isa_avx512.h"
+#elif defined(OPENMP_VARIANT_AVX2)
+#include "openmp/openmp_isa_avx2.h"
+#elif defined(OPENMP_VARIANT_BASELINE)
+#include "openmp/openmp_isa_baseline.h"
+#else
+#error "define one of OPENMP_VARIANT_BASELINE, OPENMP_VARIANT_AVX2, OPENMP_VARIANT_AVX512"
+#endif
+
 #include "common/kernel_common.h"
+
+#if GEMM_NR != OPENMP_GEMM_NR || OPENMP_GEMM_M_BLOCK % GEMM_MR != 0 || GEMM_MC % GEMM_MR != 0
+#error "every openmp variant shares the 32-column panel layout and the 12-row m block"
+#endif
+
+#include "common/flash_attention.h"
+#include "common/gemm_blocked.h"
+
+static int openmp_threads(int n) {
+    return n > 0 ? n : 1;
+}
+
+static int64_t openmp_ceil_div(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Floating-point environment of the team                                    */
+/* ------------------------------------------------------------------------ */
+
+/* The host runs a call with denormals flushed (FTZ/DAZ) on its own thread,
+ * but OpenMP's threads keep whatever they had. Each thread of a region takes
+ * the calling thread's MXCSR controls for the region and restores its own
+ * after: rows computed by any thread then round alike (so results stay
+ * bitwise independent of num_threads even when denormals appear) and run
+ * at the caller's speed, and other OpenMP users of the process see their
+ * threads unchanged. */
+static unsigned openmp_fp_controls(void) {
+#ifdef OPENMP_X86
+    return _mm_getcsr();
+#else
+    return 0;
+#endif
+}
+
+static unsigned openmp_fp_enter(unsigned caller) {
+#ifdef OPENMP_X86
+    const unsigned mine = _mm_getcsr();
+    /* bits 0-5 are sticky exception flags, the rest controls */
+    _mm_setcsr((caller & ~0x3Fu) | (mine & 0x3Fu));
+    return mine;
+#else
+    (void)caller;
+    return 0;
+#endif
+}
+
+static void openmp_fp_leave(unsigned mine) {
+#ifdef OPENMP_X86
+    _mm_setcsr(mine);
+#else
+    (void)mine;
+#endif
+}
 
 /* ------------------------------------------------------------------------ */
 /* GEMM                                                                      */
 /* ------------------------------------------------------------------------ */
 
-#define GEMM_MR OPENMP_GEMM_MR
-#define GEMM_NR OPENMP_GEMM_NR
-#define GEMM_KC 256
-#define GEMM_MC GEMM_MR /* units are (panel, row tile): one sliver per block */
-
-/*
- * C[0:4, 0:8] (+)= ap . bp. ap: [kc][4], bp: [kc][8], c: row-major (ldc).
- * Multiply and add stay separate (the file is built with -ffp-contract=off),
- * one chain per element, k ascending.
- */
-static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
-                                int accumulate) {
-    float acc[GEMM_MR][GEMM_NR];
-    for (int r = 0; r < GEMM_MR; r++)
-        for (int n = 0; n < GEMM_NR; n++)
-            acc[r][n] = accumulate ? c[r * ldc + n] : 0.0f;
-    for (int64_t k = 0; k < kc; k++) {
-        const float *b = bp + k * GEMM_NR;
-        for (int r = 0; r < GEMM_MR; r++) {
-            const float x = ap[k * GEMM_MR + r];
-            for (int n = 0; n < GEMM_NR; n++)
-                acc[r][n] += x * b[n];
-        }
-    }
-    for (int r = 0; r < GEMM_MR; r++)
-        for (int n = 0; n < GEMM_NR; n++)
-            c[r * ldc + n] = acc[r][n];
-}
-
-#include "common/gemm_blocked.h"
-
+#ifdef OPENMP_VARIANT_BASELINE
 size_t openmp_gemm_packed_size(int64_t K, int64_t N) {
     return gemm_blocked_packed_size(K, N);
 }
@@ -67,28 +113,80 @@ size_t openmp_gemm_packed_size(int64_t K, int64_t N) {
 void openmp_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
     gemm_blocked_pack_b(K, N, B, ldb, packed);
 }
+#endif
 
-static int openmp_threads(int n) {
-    return n > 0 ? n : 1;
+/*
+ * The units of a GEMM range: `body` whole-width row blocks, then the last
+ * blocks cut into `split` column pieces of `piece` panels each.
+ *   one thread:              every block whole (no split);
+ *   blocks >= 2 x threads:   the last `threads` blocks in `threads` pieces,
+ *                            so the threads that finish early share the end
+ *                            instead of one of them computing a block alone;
+ *   fewer blocks (a decode step's few rows): every block in enough pieces
+ *                            for about 2 units per thread.
+ * A piece packs its rows of A again, so no more pieces than balance needs:
+ * W2 (32 rows) at 2 threads ran ~7 % slower with 4 pieces per thread.
+ */
+typedef struct openmp_gemm_plan {
+    int64_t p_first, panels; /* the range's panels */
+    int64_t blocks, body;    /* row blocks; whole-width ones first */
+    int64_t split, piece;    /* pieces per split block, panels per piece */
+    int64_t units;
+} openmp_gemm_plan;
+
+static void openmp_gemm_plan_make(const mha_gemm_args *a, int nt, openmp_gemm_plan *pl) {
+    int64_t p_last;
+    pl->blocks = gemm_blocked_grid(a, &pl->p_first, &p_last);
+    pl->panels = p_last - pl->p_first + 1;
+    pl->body = pl->blocks;
+    pl->split = 1;
+    pl->piece = pl->panels;
+    if (nt > 1) {
+        int64_t want = nt;
+        if (pl->blocks >= 2 * (int64_t)nt) {
+            pl->body = pl->blocks - nt;
+        } else {
+            pl->body = 0;
+            want = openmp_ceil_div(2 * (int64_t)nt, pl->blocks);
+        }
+        pl->piece = openmp_ceil_div(pl->panels, want < pl->panels ? want : pl->panels);
+        pl->split = openmp_ceil_div(pl->panels, pl->piece);
+    }
+    pl->units = pl->body + (pl->blocks - pl->body) * pl->split;
 }
 
-/* Units: (panel, row tile) pairs of the range, panel-major. */
-int openmp_gemm(void *state, const mha_gemm_args *a) {
-    (void)state;
+/* Unit u of the plan: one row block against its panels. */
+static void openmp_gemm_unit(const mha_gemm_args *a, const openmp_gemm_plan *pl, int64_t u) {
+    int64_t block = u, p0 = pl->p_first, p1 = pl->p_first + pl->panels - 1;
+    if (u >= pl->body) {
+        const int64_t t = u - pl->body;
+        block = pl->body + t / pl->split;
+        p0 = pl->p_first + (t % pl->split) * pl->piece;
+        if (p0 + pl->piece - 1 < p1) p1 = p0 + pl->piece - 1;
+    }
+    gemm_blocked_rows(a, a->m0 + block * GEMM_MC, p0, p1);
+}
+
+static int openmp_gemm(const mha_gemm_args *a) {
     if (!kernel_gemm_args_ok(a)) return KERNEL_ERR_ARGS;
     if (a->m0 == a->m1 || a->n0 == a->n1) return KERNEL_OK;
     if (a->K == 0) {
         gemm_blocked_k0(a);
         return KERNEL_OK;
     }
-    int64_t p_first, p_last;
-    const int64_t tiles = gemm_blocked_grid(a, &p_first, &p_last);
-    const int64_t units = (p_last - p_first + 1) * tiles;
     const int nt = openmp_threads(a->num_threads);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
-    for (int64_t u = 0; u < units; u++) {
-        const int64_t p = p_first + u / tiles;
-        gemm_blocked_rows(a, a->m0 + (u % tiles) * GEMM_MC, p, p);
+    openmp_gemm_plan pl;
+    openmp_gemm_plan_make(a, nt, &pl);
+    const unsigned fp = openmp_fp_controls();
+    /* dynamic: units are big (a block of 96 rows), and a thread slowed by
+     * another process should not hold the others up */
+#pragma omp parallel num_threads(nt) if (nt > 1 && pl.units > 1)
+    {
+        const unsigned mine = openmp_fp_enter(fp);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < pl.units; u++)
+            openmp_gemm_unit(a, &pl, u);
+        openmp_fp_leave(mine);
     }
     return KERNEL_OK;
 }
@@ -97,109 +195,6 @@ int openmp_gemm(void *state, const mha_gemm_args *a) {
 /* Attention                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* Vector layer for the flash template: 4 floats, written with GCC vector
- * extensions so it needs no ISA flag (SSE2 is the x86-64 baseline; other
- * targets get their own baseline or scalar code). Multiply and add stay
- * separate (-ffp-contract=off); horizontal reductions use a fixed order. */
-#define VLEN 4
-typedef float vf __attribute__((vector_size(16)));
-typedef int32_t vi __attribute__((vector_size(16)));
-
-static inline vf vf_set1(float x) {
-    return (vf){x, x, x, x};
-}
-static inline vf vf_zero(void) {
-    return vf_set1(0.0f);
-}
-static inline vf vf_load(const float *p) {
-    vf r;
-    memcpy(&r, p, sizeof r);
-    return r;
-}
-static inline void vf_store(float *p, vf x) {
-    memcpy(p, &x, sizeof x);
-}
-static inline vf vf_load_part(const float *p, int64_t n) {
-    vf r = vf_zero();
-    for (int64_t i = 0; i < n && i < VLEN; i++)
-        r[i] = p[i];
-    return r;
-}
-static inline void vf_store_part(float *p, vf x, int64_t n) {
-    for (int64_t i = 0; i < n && i < VLEN; i++)
-        p[i] = x[i];
-}
-static inline vf vf_add(vf a, vf b) {
-    return a + b;
-}
-static inline vf vf_mul(vf a, vf b) {
-    return a * b;
-}
-static inline vf vf_div(vf a, vf b) {
-    return a / b;
-}
-static inline vf vf_fma(vf a, vf b, vf c) {
-    return a * b + c;
-}
-/* Lane select by a comparison mask (all ones = take a). */
-static inline vf vf_select(vi m, vf a, vf b) {
-    return (vf)((m & (vi)a) | (~m & (vi)b));
-}
-static inline vf vf_max(vf a, vf b) {
-    return vf_select(a > b, a, b);
-}
-static inline float vf_hmax(vf x) {
-    float a = x[0] > x[1] ? x[0] : x[1], b = x[2] > x[3] ? x[2] : x[3];
-    return a > b ? a : b;
-}
-static inline float vf_hsum(vf x) {
-    return (x[0] + x[1]) + (x[2] + x[3]);
-}
-
-/* exp as in the SIMD backends, for x <= 0: x = n*ln2 + r, Taylor to r^7, 2^n in the
- * exponent bits; n rounded to nearest by the 1.5*2^23 shift. */
-static inline vf vf_exp(vf x) {
-    x = vf_max(x, vf_set1(-87.33654f));
-    const vf shift = vf_set1(12582912.0f);
-    vf n = (x * vf_set1(1.44269504088896341f) + shift) - shift;
-    vf r = x - n * vf_set1(0.693359375f);
-    r = r - n * vf_set1(-2.12194440e-4f);
-    vf p = vf_set1(1.0f / 5040.0f);
-    p = p * r + vf_set1(1.0f / 720.0f);
-    p = p * r + vf_set1(1.0f / 120.0f);
-    p = p * r + vf_set1(1.0f / 24.0f);
-    p = p * r + vf_set1(1.0f / 6.0f);
-    p = p * r + vf_set1(0.5f);
-    p = p * r + vf_set1(1.0f);
-    p = p * r + vf_set1(1.0f);
-    vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
-    return p * (vf)bits;
-}
-static inline vf vf_tanh(vf x) {
-    const vi sign = (vi)vf_set1(-0.0f);
-    vf ax = (vf)((vi)x & ~sign);
-    vf e = vf_exp(ax * vf_set1(-2.0f));
-    vf t = (vf_set1(1.0f) - e) / (vf_set1(1.0f) + e);
-    return (vf)((vi)t | ((vi)x & sign));
-}
-static inline vf vf_hide_masked(vf s, vf mv) {
-    return vf_select(mv <= vf_set1(-FLT_MAX), vf_set1(-INFINITY), s + mv);
-}
-static inline vf vf_hide_tail(vf s, int64_t n) {
-    int32_t k = n <= 0 ? 0 : n >= VLEN ? VLEN : (int32_t)n;
-    vi lane = {0, 1, 2, 3};
-    return vf_select(lane < (vi){k, k, k, k}, s, vf_set1(-INFINITY));
-}
-static inline vf vf_exp_or_zero(vf s, vf m) {
-    return vf_select(s != vf_set1(-INFINITY), vf_exp(s - m), vf_zero());
-}
-
-#define FA_MR 4  /* score tile: 4 rows x 2 vectors */
-#define FA_BR 32 /* query rows per block = per parallel unit */
-#define FA_BC 8  /* keys per block */
-
-#include "common/flash_attention.h"
-
 /* One workspace slice per thread, each what one unit needs. */
 static size_t openmp_attention_slice(const mha_attn_args *a) {
     size_t one = fa_workspace_size(a);
@@ -207,8 +202,7 @@ static size_t openmp_attention_slice(const mha_attn_args *a) {
     return (one + 63) & ~(size_t)63;
 }
 
-size_t openmp_attention_workspace_size(void *state, const mha_attn_args *a) {
-    (void)state;
+static size_t openmp_attention_workspace_size(const mha_attn_args *a) {
     if (!a) return 0;
     size_t slice = openmp_attention_slice(a);
     size_t nt = (size_t)openmp_threads(a->num_threads);
@@ -216,34 +210,81 @@ size_t openmp_attention_workspace_size(void *state, const mha_attn_args *a) {
     return nt * slice;
 }
 
-/* Units: (b, h, FA_BR-row query chunk) of the range, each run as its own
- * flash call (it packs its kv head into its thread's slice). A row's result
- * does not depend on the unit it is in, so any thread count gives the same
- * bits. */
-int openmp_attention(void *state, const mha_attn_args *a, void *workspace, size_t workspace_size) {
+/*
+ * Query rows per unit: a whole head while batch x heads gives two units per
+ * thread (each unit packs its head's K and V, so splitting a head costs a
+ * repack); else chunks for about 4 units per thread. Under a causal mask
+ * later rows see more keys, so heads are cut into up to 8 units per thread
+ * (heaviest first, dynamic) -- still only when batch x heads alone is too
+ * few. Chunks are whole query blocks (FA_BR rows).
+ */
+static int64_t openmp_attention_chunk(const mha_attn_args *a, int nt) {
+    const int64_t rows = a->q1 - a->q0;
+    const int64_t bh = (a->b1 - a->b0) * (a->h1 - a->h0);
+    int64_t n = 1;
+    if (nt > 1 && rows > 1) {
+        if (bh < 2 * (int64_t)nt) n = openmp_ceil_div(4 * (int64_t)nt, bh);
+        if (a->causal && bh < 8 * (int64_t)nt) {
+            int64_t c = openmp_ceil_div(8 * (int64_t)nt, bh);
+            int64_t blocks = openmp_ceil_div(rows, FA_BR);
+            if (c > blocks) c = blocks;
+            if (c > n) n = c;
+        }
+    }
+    if (n > rows) n = rows;
+    return kernel_round_up(openmp_ceil_div(rows, n), FA_BR);
+}
+
+/* Units: (query chunk, b, h) of the range, chunk-major with the last chunk
+ * first under a causal mask, each run as its own flash call (it packs its kv
+ * head into its thread's slice). A row's result does not depend on the unit
+ * it is in, so any thread count gives the same bits. */
+static int openmp_attention(const mha_attn_args *a, void *workspace, size_t workspace_size) {
     if (!kernel_attn_args_ok(a)) return KERNEL_ERR_ARGS;
     if (a->b0 == a->b1 || a->h0 == a->h1 || a->q0 == a->q1) return KERNEL_OK;
     const size_t slice = openmp_attention_slice(a);
     if (slice == SIZE_MAX) return KERNEL_ERR_ARGS;
-    if (!workspace || workspace_size < openmp_attention_workspace_size(state, a))
+    if (!workspace || workspace_size < openmp_attention_workspace_size(a))
         return KERNEL_ERR_WORKSPACE;
-    const int64_t nh = a->h1 - a->h0;
-    const int64_t nchunks = (a->q1 - a->q0 + FA_BR - 1) / FA_BR;
-    const int64_t units = (a->b1 - a->b0) * nh * nchunks;
     const int nt = openmp_threads(a->num_threads);
+    if (nt == 1) return fa_attention_run(a, workspace, slice); /* shares GQA packing too */
+
+    const int64_t nh = a->h1 - a->h0, bh = (a->b1 - a->b0) * nh;
+    const int64_t chunk = openmp_attention_chunk(a, nt);
+    const int64_t nchunks = openmp_ceil_div(a->q1 - a->q0, chunk);
+    const int64_t units = bh * nchunks;
+    const unsigned fp = openmp_fp_controls();
     int failed = 0;
     /* dynamic: under a causal mask later chunks see more keys */
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1) reduction(| : failed)
-    for (int64_t u = 0; u < units; u++) {
-        mha_attn_args sub = *a;
-        sub.b0 = a->b0 + u / (nh * nchunks);
-        sub.b1 = sub.b0 + 1;
-        sub.h0 = a->h0 + (u / nchunks) % nh;
-        sub.h1 = sub.h0 + 1;
-        sub.q0 = a->q0 + (u % nchunks) * FA_BR;
-        sub.q1 = sub.q0 + FA_BR < a->q1 ? sub.q0 + FA_BR : a->q1;
-        char *mine = (char *)workspace + (size_t)omp_get_thread_num() * slice;
-        failed |= fa_attention_run(&sub, mine, slice) != KERNEL_OK;
+#pragma omp parallel num_threads(nt) if (units > 1)
+    {
+        const unsigned mine = openmp_fp_enter(fp);
+        char *ws = (char *)workspace + (size_t)omp_get_thread_num() * slice;
+#pragma omp for schedule(dynamic, 1) reduction(| : failed)
+        for (int64_t u = 0; u < units; u++) {
+            int64_t c = u / bh;
+            if (a->causal) c = nchunks - 1 - c;
+            mha_attn_args sub = *a;
+            sub.b0 = a->b0 + (u % bh) / nh;
+            sub.b1 = sub.b0 + 1;
+            sub.h0 = a->h0 + (u % bh) % nh;
+            sub.h1 = sub.h0 + 1;
+            sub.q0 = a->q0 + c * chunk;
+            sub.q1 = sub.q0 + chunk < a->q1 ? sub.q0 + chunk : a->q1;
+            failed |= fa_attention_run(&sub, ws, slice) != KERNEL_OK;
+        }
+        openmp_fp_leave(mine);
     }
     return failed ? KERNEL_ERR_ARGS : KERNEL_OK;
 }
+
+/* ------------------------------------------------------------------------ */
+/* The variant's kernel set                                                  */
+/* ------------------------------------------------------------------------ */
+
+const openmp_kernels OMP_ISA_NAME(openmp_kernels) = {
+    .isa = OMP_ISA_STRING,
+    .gemm = openmp_gemm,
+    .attention_workspace_size = openmp_attention_workspace_size,
+    .attention = openmp_attention,
+};

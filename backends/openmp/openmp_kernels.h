@@ -1,6 +1,10 @@
-/* openmp_kernels.h -- the kernel entry points of the openmp backend, shared
- * between openmp_kernels.c (compiled with -fopenmp, baseline ISA) and
- * openmp_plugin.c (the table and probe). Hidden symbols. */
+/* openmp_kernels.h -- what the openmp backend's table (openmp_plugin.c,
+ * ISA-free) knows of its kernels. openmp_kernels.c is compiled once per ISA
+ * variant (baseline, AVX2+FMA, AVX-512; see openmp_isa_*.h), and each
+ * variant defines one static const kernel set, openmp_kernels_<isa>. init()
+ * picks one of them from the host's CPU features and hands it out as the
+ * plugin state, so every later call runs the variant chosen once. Hidden
+ * symbols: the plugin exports only mha_plugin_get. */
 #ifndef MHA_BACKENDS_OPENMP_KERNELS_H
 #define MHA_BACKENDS_OPENMP_KERNELS_H
 
@@ -9,14 +13,39 @@
 
 #include "mha/plugin.h"
 
-#define OPENMP_GEMM_MR 4
-#define OPENMP_GEMM_NR 8
+/* The packed-B layout is shared by every variant (gemm_pack_b and
+ * gemm_packed_size take no state, and weights packed once must serve
+ * whichever variant init() picks): panels of 32 columns, which each
+ * variant's micro-kernel covers in whole registers (AVX-512 2 x 16, AVX2
+ * 4 x 8, baseline 4 passes of 2 x 4 floats). */
+#define OPENMP_GEMM_NR 32
+/* The host splits M at multiples of this: a multiple of every variant's
+ * micro-kernel rows (AVX-512 12, AVX2 3, baseline 6), so no split leaves a
+ * short sliver in the middle of a range. */
+#define OPENMP_GEMM_M_BLOCK 12
 
+/* One variant's kernels. The entry points take no state: the state is the
+ * kernel set itself. */
+typedef struct openmp_kernels {
+    const char *isa; /* "avx512", "avx2" or "baseline" */
+    int (*gemm)(const mha_gemm_args *args);
+    size_t (*attention_workspace_size)(const mha_attn_args *args);
+    int (*attention)(const mha_attn_args *args, void *workspace, size_t workspace_size);
+} openmp_kernels;
+
+/* Only the baseline exists on every target; the other two are built on
+ * x86 (OPENMP_HAVE_ISA_VARIANTS in openmp_plugin.c). */
+extern const openmp_kernels openmp_kernels_baseline;
+extern const openmp_kernels openmp_kernels_avx2;
+extern const openmp_kernels openmp_kernels_avx512;
+
+/* The shared packed-B layout, from the baseline object (plain C: packing
+ * runs before any variant is chosen, possibly on any CPU). */
 size_t openmp_gemm_packed_size(int64_t K, int64_t N);
 void openmp_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed);
-int openmp_gemm(void *state, const mha_gemm_args *args);
-size_t openmp_attention_workspace_size(void *state, const mha_attn_args *args);
-int openmp_attention(void *state, const mha_attn_args *args, void *workspace,
-                     size_t workspace_size);
+
+/* get_proc("isa") returns this: the variant a state (from init()) runs,
+ * "avx512", "avx2" or "baseline". */
+typedef const char *(*openmp_isa_fn)(void *state);
 
 #endif

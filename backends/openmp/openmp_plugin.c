@@ -1,13 +1,29 @@
-/* openmp_plugin.c -- the table and probe of the openmp backend. Compiled
- * without ISA flags and without LTO, like every plugin's probe. The kernels
- * need only the baseline ISA, so the probe accepts any x86-64 (SSE2) CPU.
+/* openmp_plugin.c -- the table, probe and init of the openmp backend.
+ * Compiled without ISA flags and without LTO, like every plugin's probe.
+ * The baseline kernels need only SSE2, so the probe accepts any x86-64 CPU;
+ * init() then picks, from the CPU features the host lends it (ABI 1.1,
+ * after MHA_CPU_MASK), the best of the three kernel variants built into
+ * this object: AVX-512, AVX2+FMA or baseline. The plugin state is a pointer
+ * to that variant's static const kernel set, so there is nothing to free
+ * and no mutable global; get_proc("isa") says which variant a state runs.
+ * The choice never comes from this plugin's own CPUID: a masked feature
+ * must stay unused.
  *
  * Flags MHA_PLUGIN_SELF_PARALLEL: the host gives it whole problems on one
  * thread and the worker count in args->num_threads, so only one parallel
  * layer (OpenMP's) is ever active. */
+#include <stddef.h>
+#include <string.h>
+
 #include "common/backend_scores.h"
 #include "openmp/openmp_kernels.h"
 #include "plugin_probe.h"
+
+/* What each variant's -m flags let the compiler use (the AVX-512 object may
+ * contain AVX2 and FMA code too). */
+#define OPENMP_AVX2_NEEDS (MHA_CPU_AVX | MHA_CPU_AVX2 | MHA_CPU_FMA)
+#define OPENMP_AVX512_NEEDS                                                                        \
+    (OPENMP_AVX2_NEEDS | MHA_CPU_AVX512F | MHA_CPU_AVX512DQ | MHA_CPU_AVX512BW | MHA_CPU_AVX512VL)
 
 static int openmp_probe(uint64_t cpu_features, const char **reason) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -19,14 +35,71 @@ static int openmp_probe(uint64_t cpu_features, const char **reason) {
 #endif
 }
 
+/* The features the host told init(), or 0 (baseline) from an ABI 1.0 host,
+ * whose services table ends before cpu_features. */
+static uint64_t openmp_host_features(const mha_plugin_services *s) {
+    const size_t need = offsetof(mha_plugin_services, cpu_features) + sizeof s->cpu_features;
+    if (!s || s->struct_size < need) return 0;
+    return s->cpu_features;
+}
+
+static const openmp_kernels *openmp_pick(uint64_t features) {
+#if defined(OPENMP_HAVE_ISA_VARIANTS)
+    if ((features & OPENMP_AVX512_NEEDS) == OPENMP_AVX512_NEEDS) return &openmp_kernels_avx512;
+    if ((features & OPENMP_AVX2_NEEDS) == OPENMP_AVX2_NEEDS) return &openmp_kernels_avx2;
+#else
+    (void)features;
+#endif
+    return &openmp_kernels_baseline;
+}
+
+/* A state from init(); NULL (a host that never called init) runs the
+ * baseline, which works everywhere. */
+static const openmp_kernels *openmp_state(void *state) {
+    return state ? (const openmp_kernels *)state : &openmp_kernels_baseline;
+}
+
 static int openmp_init(const mha_plugin_services *services, void **state) {
-    (void)services;
-    if (state) *state = NULL;
+    if (!state) return 1;
+    const openmp_kernels *k = openmp_pick(openmp_host_features(services));
+    *state = (void *)k;
+    if (services && services->log) {
+        char msg[64] = "openmp: ";
+        strncat(msg, k->isa, sizeof msg - strlen(msg) - 1);
+        strncat(msg, " kernels", sizeof msg - strlen(msg) - 1);
+        services->log(services->ctx, MHA_PLUGIN_LOG_DEBUG, msg);
+    }
     return 0;
 }
 
 static void openmp_fini(void *state) {
-    (void)state;
+    (void)state; /* a static table: nothing to free */
+}
+
+static int openmp_gemm(void *state, const mha_gemm_args *args) {
+    return openmp_state(state)->gemm(args);
+}
+
+static size_t openmp_attention_workspace_size(void *state, const mha_attn_args *args) {
+    return openmp_state(state)->attention_workspace_size(args);
+}
+
+static int openmp_attention(void *state, const mha_attn_args *args, void *workspace,
+                            size_t workspace_size) {
+    return openmp_state(state)->attention(args, workspace, workspace_size);
+}
+
+/* get_proc("isa"): an openmp_isa_fn, const char *(*)(void *state). */
+static const char *openmp_isa(void *state) {
+    return openmp_state(state)->isa;
+}
+
+static void *openmp_get_proc(const char *name) {
+    if (name && strcmp(name, "isa") == 0) {
+        openmp_isa_fn fn = openmp_isa;
+        return (void *)fn;
+    }
+    return NULL;
 }
 
 static const mha_plugin openmp_plugin = {
@@ -34,20 +107,21 @@ static const mha_plugin openmp_plugin = {
     .abi_minor = MHA_PLUGIN_ABI_MINOR,
     .struct_size = sizeof(mha_plugin),
     .name = "openmp",
-    .version = "0.1.0",
-    .description = "OpenMP-parallel, baseline ISA: 4x8 GEMM tiles, flash attention (4 lanes)",
+    .version = "0.2.0",
+    .description = "OpenMP-parallel, kernels picked at init for the host's ISA: AVX-512 (12x32 "
+                   "GEMM tiles), AVX2+FMA (3x32) or baseline (6x32); get_proc(\"isa\") names it",
     .flags = MHA_PLUGIN_SELF_PARALLEL,
     .probe = openmp_probe,
     .init = openmp_init,
     .fini = openmp_fini,
-    .gemm_m_block = OPENMP_GEMM_MR,
+    .gemm_m_block = OPENMP_GEMM_M_BLOCK,
     .gemm_n_block = OPENMP_GEMM_NR,
     .gemm_packed_size = openmp_gemm_packed_size,
     .gemm_pack_b = openmp_gemm_pack_b,
     .gemm = openmp_gemm,
     .attention_workspace_size = openmp_attention_workspace_size,
     .attention = openmp_attention,
-    .get_proc = NULL,
+    .get_proc = openmp_get_proc,
 };
 
 const mha_plugin *mha_openmp_plugin_table(void);
