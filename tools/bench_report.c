@@ -24,59 +24,6 @@ static const char *scenario_name(const bench_options *o) {
     return o->scenario == BENCH_SERVER ? "server" : "offline";
 }
 
-static int fail_msg(char *msg, size_t size, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, size, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-/* ---- atomic files ------------------------------------------------------- */
-
-typedef struct out_file {
-    FILE *f;
-    const char *path;
-    char tmp[4096];
-} out_file;
-
-static int out_open(out_file *o, const char *path, char *msg, size_t msg_size) {
-    mode_t mask = umask(0);
-    umask(mask);
-    o->path = path;
-    o->f = NULL;
-    if (snprintf(o->tmp, sizeof o->tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof o->tmp)
-        return fail_msg(msg, msg_size, "%s: path too long", path);
-    int fd = mkstemp(o->tmp);
-    if (fd < 0) return fail_msg(msg, msg_size, "cannot write %s: %s", path, strerror(errno));
-    (void)fchmod(fd, 0666 & ~mask); /* mkstemp makes 0600; give the usual mode */
-    o->f = fdopen(fd, "w");
-    if (!o->f) {
-        close(fd);
-        unlink(o->tmp);
-        return fail_msg(msg, msg_size, "cannot write %s: %s", path, strerror(errno));
-    }
-    return 0;
-}
-
-static int out_commit(out_file *o, char *msg, size_t msg_size) {
-    int bad = fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0;
-    int err = errno;
-    if (fclose(o->f) != 0 && !bad) {
-        bad = 1;
-        err = errno;
-    }
-    if (!bad && rename(o->tmp, o->path) != 0) {
-        bad = 1;
-        err = errno;
-    }
-    if (bad) {
-        unlink(o->tmp);
-        return fail_msg(msg, msg_size, "cannot write %s: %s", o->path, strerror(err));
-    }
-    return 0;
-}
-
 /* ---- shared text -------------------------------------------------------- */
 
 /* The last two components of a path ("case/model.onnx"): model files are
@@ -348,10 +295,10 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
     const bench_options *o = r->opts;
     const bench_probe *p = r->probe;
     const bench_context *c = r->ctx;
-    out_file of;
+    cli_out_file of;
     FILE *f;
     int all_ok = r->n_results > 0;
-    if (out_open(&of, path, msg, msg_size) != 0) return -1;
+    if (cli_out_open(&of, path, msg, msg_size) != 0) return -1;
     f = of.f;
     for (int i = 0; i < r->n_results; i++)
         all_ok &= r->results[i].ran && r->results[i].accuracy_ok;
@@ -429,7 +376,7 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
     fputs(nw ? "\n  ],\n" : "],\n", f);
     json_kv_bool(f, "  ", "all_ok", all_ok, 0);
     fputs("}\n", f);
-    return out_commit(&of, msg, msg_size);
+    return cli_out_commit(&of, msg, msg_size);
 }
 
 /* ---- CSV ----------------------------------------------------------------- */
@@ -453,9 +400,9 @@ static void csv_num(FILE *f, double v, int have) {
 }
 
 int bench_report_csv(const bench_report *r, const char *path, char *msg, size_t msg_size) {
-    out_file of;
+    cli_out_file of;
     FILE *f;
-    if (out_open(&of, path, msg, msg_size) != 0) return -1;
+    if (cli_out_open(&of, path, msg, msg_size) != 0) return -1;
     f = of.f;
     fputs("scenario,backend,threads,ran,accuracy_ok,max_abs_err,max_rel_err,reps,median_ms,"
           "p90_ms,p99_ms,min_ms,mean_ms,cv,gflops,peak_rss_mib,other_cpus,max_rate_rps,"
@@ -487,7 +434,7 @@ int bench_report_csv(const bench_report *r, const char *path, char *msg, size_t 
         csv_str(f, x->ran ? "" : x->error);
         fputc('\n', f);
     }
-    return out_commit(&of, msg, msg_size);
+    return cli_out_commit(&of, msg, msg_size);
 }
 
 /* ---- SVG ----------------------------------------------------------------- */
@@ -582,9 +529,9 @@ int bench_report_svg(const bench_report *r, const char *path, char *msg, size_t 
     double width = left + plot_w + right, height = top_m + plot_h + bottom;
     double y0 = top_m + plot_h; /* the baseline */
 
-    out_file of;
+    cli_out_file of;
     FILE *f;
-    if (out_open(&of, path, msg, msg_size) != 0) return -1;
+    if (cli_out_open(&of, path, msg, msg_size) != 0) return -1;
     f = of.f;
 
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -743,5 +690,5 @@ int bench_report_svg(const bench_report *r, const char *path, char *msg, size_t 
                 lx + 20, yy + 25);
     }
     fputs("</svg>\n", f);
-    return out_commit(&of, msg, msg_size);
+    return cli_out_commit(&of, msg, msg_size);
 }

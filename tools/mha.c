@@ -21,6 +21,7 @@ static const cli_command commands[] = {
     {"bench", "time backends and thread counts on a model", mha_cmd_bench},
     {"merge", "merge the outputs of split runs", mha_cmd_merge},
     {"backends", "list the backend plugins and which auto picks", cli_cmd_backends},
+    {"peak", "measure this machine's FMA peak now (per ISA, per thread count)", mha_cmd_peak},
     {"gen", "write a random-weight attention layer (and data)", cli_cmd_gen},
 };
 #define NUM_COMMANDS (sizeof commands / sizeof commands[0])

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int cli_usage_error(const cli_common *c, const char *fmt, ...) {
     char msg[1024];
@@ -180,4 +182,53 @@ double cli_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- files written whole or not at all ---------------------------------- */
+
+static int cli_fail_msg(char *msg, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int cli_fail_msg(char *msg, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, size, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int cli_out_open(cli_out_file *o, const char *path, char *msg, size_t msg_size) {
+    mode_t mask = umask(0);
+    umask(mask);
+    o->path = path;
+    o->f = NULL;
+    if (snprintf(o->tmp, sizeof o->tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof o->tmp)
+        return cli_fail_msg(msg, msg_size, "%s: path too long", path);
+    int fd = mkstemp(o->tmp);
+    if (fd < 0) return cli_fail_msg(msg, msg_size, "cannot write %s: %s", path, strerror(errno));
+    (void)fchmod(fd, 0666 & ~mask); /* mkstemp makes 0600; give the usual mode */
+    o->f = fdopen(fd, "w");
+    if (!o->f) {
+        close(fd);
+        unlink(o->tmp);
+        return cli_fail_msg(msg, msg_size, "cannot write %s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+int cli_out_commit(cli_out_file *o, char *msg, size_t msg_size) {
+    int bad = fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0;
+    int err = errno;
+    if (fclose(o->f) != 0 && !bad) {
+        bad = 1;
+        err = errno;
+    }
+    if (!bad && rename(o->tmp, o->path) != 0) {
+        bad = 1;
+        err = errno;
+    }
+    if (bad) {
+        unlink(o->tmp);
+        return cli_fail_msg(msg, msg_size, "cannot write %s: %s", o->path, strerror(err));
+    }
+    return 0;
 }

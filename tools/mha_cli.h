@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "mha/mha.h"
 
@@ -33,6 +34,7 @@ int cli_cmd_check(int argc, char **argv);
 int cli_cmd_info(int argc, char **argv);
 int cli_cmd_gen(int argc, char **argv);
 int cli_cmd_backends(int argc, char **argv);
+int mha_cmd_peak(int argc, char **argv); /* mha_peak.c */
 
 /* Tries argv[*i] as a common option (consuming its value); returns 1 if it
  * was one, 0 if not, -1 after printing a usage error. */
@@ -75,6 +77,18 @@ size_t cli_tensor_bytes(const mha_tensor *t, int *ok);
 
 /* snprintf that reports truncation: 1 when the whole text fit. */
 int cli_format(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* A file written whole or not at all: text goes to a temporary file beside
+ * `path` (mode as a new file would get), renamed over it by cli_out_commit
+ * after fsync; on any failure the temporary file is removed and msg says
+ * which file and why. Both return 0 or -1. */
+typedef struct cli_out_file {
+    FILE *f;
+    const char *path;
+    char tmp[4096];
+} cli_out_file;
+int cli_out_open(cli_out_file *o, const char *path, char *msg, size_t msg_size);
+int cli_out_commit(cli_out_file *o, char *msg, size_t msg_size);
 
 /* Seconds on the monotonic clock. */
 double cli_now(void);

@@ -17,9 +17,13 @@
 # ONNX Runtime is installed on first use exactly as tools/ort_compare.sh does
 # (same pinned version, same cache folder).
 #
-# Peaks (this machine, Zen 5, measured with ../shared/peer/peak.c): AVX-512
-# FMA 222 GFLOP/s on one core, 441 on two; AVX2 half that. Override with
-# MHA_PEAK1 / MHA_PEAK2 (GFLOP/s) on another machine.
+# Peaks: `mha peak` measures the FMA throughput (AVX-512 and AVX2, per thread
+# count) right before the workloads and again after them; "% of peak" is
+# against the first measurement, because a shared machine's boost clock
+# moves (this one measured 222 / 441 GFLOP/s on one day, 270 / 535 on
+# another). The table also gives the figures of the performance issue
+# (222 / 441) for comparison. MHA_PEAK1 / MHA_PEAK2 (GFLOP/s) override the
+# measured AVX-512 peaks (AVX2: half).
 # Exit: 0 done, 1 a failure, 2 usage error.
 set -eu
 
@@ -96,6 +100,8 @@ cpu_busy() { # "user+nice+system+irq+softirq+steal total" jiffies of all CPUs
 
 start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "perf_table: mha peak (before) ..." >&2
+"$mha" peak --threads "$threads" --json "$work/peak0.json" >&2 || die "mha peak failed"
 old_ifs=$IFS
 IFS=,
 for w in $workloads; do
@@ -109,11 +115,9 @@ for w in $workloads; do
             die "mha gen --form $form failed for $w"
     done
     # scalar is timed on the small workload only (it is the reference of
-    # every accuracy check anyway; on the big ones it would take minutes),
-    # openmp on all but the longest one (W5: about a minute of its own)
+    # every accuracy check anyway; on the big ones it would take minutes)
     backends="avx512,avx2,openmp"
     [ "$w" = W2 ] && backends="avx512,avx2,openmp,scalar"
-    [ "$w" = W5 ] && backends="avx512,avx2"
     echo "perf_table: $w (B $B, S $S, D $D, H $H$([ "$causal" = 1 ] && echo ", causal")): mha bench ..." >&2
     rc=0
     "$mha" bench "$work/$w.attention23.onnx" --shape "$B,$S" --backend "$backends" \
@@ -143,13 +147,22 @@ echo "perf_table: peak RSS of W3 at S=8192 ..." >&2
 "$mha" bench "$work/rss.onnx" --shape 1,8192 --backend avx512 --threads 1,2 --warmup 0 \
     --min-time 0 --json "$work/rss.json" --quiet || echo "perf_table: warning: the RSS bench exited nonzero" >&2
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "perf_table: mha peak (after) ..." >&2
+"$mha" peak --threads "$threads" --json "$work/peak1.json" >&2 || die "mha peak failed"
 
 # ---- the table ------------------------------------------------------------
 table=$(MHA_PT_WORK="$work" MHA_PT_WORKLOADS="$workloads" MHA_PT_START="$start" \
     MHA_PT_LOAD="$load_before -> $load_after" MHA_PT_ORT="$ORT_VERSION" node -e '
 const fs = require("fs");
 const work = process.env.MHA_PT_WORK;
-const peak = { 1: Number(process.env.MHA_PEAK1 || 222), 2: Number(process.env.MHA_PEAK2 || 441) };
+const pk0 = JSON.parse(fs.readFileSync(work + "/peak0.json", "utf8"));
+const pk1 = JSON.parse(fs.readFileSync(work + "/peak1.json", "utf8"));
+const nominal = { 1: 222, 2: 441 }; /* the figures of the performance issue */
+const peakOf = (isa, t) => {
+  const env = process.env["MHA_PEAK" + t];
+  if (env) return (isa === "avx2" ? 0.5 : 1) * Number(env);
+  return pk0[isa] && pk0[isa][t] ? pk0[isa][t] : NaN;
+};
 const ort = {};
 for (const l of fs.readFileSync(work + "/ort.txt", "utf8").split("\n")) {
   const f = l.split(" ");
@@ -161,8 +174,8 @@ for (const l of fs.readFileSync(work + "/ort.txt", "utf8").split("\n")) {
 }
 const fx = (v, d) => (Number.isFinite(v) ? v.toFixed(d) : "-");
 const rows = [];
-rows.push("| workload | threads | backend | median ms | GFLOP/s | % of peak | ORT best (form) ms | ORT / mha | peak RSS MiB | other_cpus |");
-rows.push("|---|---|---|---|---|---|---|---|---|---|");
+rows.push("| workload | threads | backend | median ms | GFLOP/s | % of peak (measured) | % of 222 / 441 | ORT best (form) ms | ORT / mha | peak RSS MiB | other_cpus |");
+rows.push("|---|---|---|---|---|---|---|---|---|---|---|");
 const names = { W1: "W1 B32 S128 D768 H12", W2: "W2 B1 S32 D768 H12", W3: "W3 B1 S2048 D512 H8",
   W4: "W4 B8 S256 D512 H8", W5: "W5 B1 S4096 D1024 H16 causal" };
 for (const w of process.env.MHA_PT_WORKLOADS.split(",")) {
@@ -175,15 +188,19 @@ for (const w of process.env.MHA_PT_WORKLOADS.split(",")) {
     const best = o[0];
     const ortAll = (ort[w + "/" + t] || []).map((x) => `${x.form} ${fx(x.ms, 2)}`).join(", ");
     for (const r of byT[t]) {
-      if (!r.ran) { rows.push(`| ${names[w]} | ${t} | ${r.backend} | ERROR: ${r.error} | | | | | | |`); continue; }
-      const p = (r.backend === "avx2" ? 0.5 : 1) * peak[t] ;
-      const pct = r.backend === "avx512" || r.backend === "avx2" ? fx(100 * r.gflops / p, 0) + (r.backend === "avx2" ? " (of AVX2)" : "") : "-";
+      if (!r.ran) { rows.push(`| ${names[w]} | ${t} | ${r.backend} | ERROR: ${r.error} | | | | | | | |`); continue; }
+      /* avx2 against the AVX2 peak; avx512 and openmp (its AVX-512 kernels
+       * on this machine) against the AVX-512 one; scalar: none */
+      const isa = r.backend === "avx2" ? "avx2" : r.backend === "scalar" ? "" : "avx512";
+      const of2 = isa === "avx2" ? " (of AVX2)" : "";
+      const pct = isa ? fx(100 * r.gflops / peakOf(isa, t), 0) + of2 : "-";
+      const pctN = isa ? fx(100 * r.gflops / ((isa === "avx2" ? 0.5 : 1) * nominal[t]), 0) + of2 : "-";
       const ok = r.accuracy_ok ? "" : " FAIL";
-      rows.push(`| ${names[w]} | ${t} | ${r.backend}${ok} | ${fx(r.median_ms, 2)} | ${fx(r.gflops, 1)} | ${pct} | ` +
+      rows.push(`| ${names[w]} | ${t} | ${r.backend}${ok} | ${fx(r.median_ms, 2)} | ${fx(r.gflops, 1)} | ${pct} | ${pctN} | ` +
         (best ? `${fx(best.ms, 2)} (${best.form})` : "-") + ` | ${best ? fx(best.ms / r.median_ms, 2) + "x" : "-"} | ` +
         `${fx(r.peak_rss_mib, 1)} | ${fx(r.other_cpus, 2)} |`);
     }
-    rows.push(`| | ${t} | ORT, every form | ${ortAll} | | | | | | |`);
+    rows.push(`| | ${t} | ORT, every form | ${ortAll} | | | | | | | |`);
   }
 }
 let rss = "";
@@ -194,7 +211,14 @@ try {
     j.results.map((r) => `| ${r.backend} | ${r.threads} | ${fx(r.median_ms, 1)} | ${fx(r.gflops, 1)} | ${fx(r.peak_rss_mib, 1)} |`).join("\n");
 } catch (e) { rss = "\n\n(RSS run failed: " + e.message + ")"; }
 console.log(`Run ${process.env.MHA_PT_START}, ONNX Runtime ${process.env.MHA_PT_ORT} (onnxruntime-node, best of attention23 / ms_mha / decomposed), ` +
-  `load average (1/5/15 min) before -> after: ${process.env.MHA_PT_LOAD}. Peaks: ${peak[1]} / ${peak[2]} GFLOP/s (AVX-512, 1 / 2 cores), AVX2 half.\n`);
+  `load average (1/5/15 min) before -> after: ${process.env.MHA_PT_LOAD}.\n\n` +
+  `Peaks measured by \`mha peak\` (GFLOP/s, 1 / 2 threads): before the workloads AVX-512 ` +
+  `${fx(pk0.avx512 && pk0.avx512[1], 1)} / ${fx(pk0.avx512 && pk0.avx512[2], 1)}, AVX2 ` +
+  `${fx(pk0.avx2 && pk0.avx2[1], 1)} / ${fx(pk0.avx2 && pk0.avx2[2], 1)}; after them AVX-512 ` +
+  `${fx(pk1.avx512 && pk1.avx512[1], 1)} / ${fx(pk1.avx512 && pk1.avx512[2], 1)}, AVX2 ` +
+  `${fx(pk1.avx2 && pk1.avx2[1], 1)} / ${fx(pk1.avx2 && pk1.avx2[2], 1)}. ` +
+  `"% of peak (measured)" is against the first; "% of 222 / 441" against the figures of the performance issue.` +
+  (process.env.MHA_PEAK1 || process.env.MHA_PEAK2 ? ` (Overridden: MHA_PEAK1=${process.env.MHA_PEAK1 || "-"}, MHA_PEAK2=${process.env.MHA_PEAK2 || "-"}.)` : "") + "\n");
 console.log(rows.join("\n") + rss);
 ') || die "could not build the table"
 if [ -n "$out" ]; then

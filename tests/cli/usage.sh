@@ -31,7 +31,7 @@ expect() {
 }
 
 echo "== --help of every subcommand"
-for cmd in run check info gen backends; do
+for cmd in run check info gen backends peak; do
   expect 0 "mha $cmd --help" "$MHA" "$cmd" --help
   grep -q "^Usage: mha $cmd" "$T/out" || fail "mha $cmd --help: no usage line"
   expect 0 "mha help $cmd" "$MHA" help "$cmd"
@@ -71,6 +71,17 @@ expect 2 "gen --data without --batch" "$MHA" gen -d 16 -H 2 -o "$T/m.onnx" --dat
 expect 2 "gen --batch without --data" "$MHA" gen -d 16 -H 2 -o "$T/m.onnx" --batch 2
 expect 2 "gen --data not .npy" "$MHA" gen -d 16 -H 2 -o "$T/m.onnx" --data "$T/x.pb" --batch 1 --seq 1
 expect 2 "gen -d 0" "$MHA" gen -d 0 -H 1 -o "$T/m.onnx"
+expect 2 "peak --reps 0" "$MHA" peak --reps 0
+expect 2 "peak --threads x" "$MHA" peak --threads 1,x
+expect 2 "peak --seconds missing" "$MHA" peak --seconds
+expect 2 "peak unknown option" "$MHA" peak --bogus 1
+expect 1 "peak --json into a missing folder" "$MHA" peak --threads 1 --reps 1 --seconds 0.02 \
+  --json "$T/no/such/dir/p.json"
+# a short measurement: one figure per usable ISA, JSON with the same numbers
+expect 0 "peak, short" "$MHA" peak --threads 1 --reps 1 --seconds 0.02 --json "$T/peak.json"
+grep -Eq '^(avx512|avx2) +1 +[0-9]+\.[0-9]' "$T/out" || fail "peak: no figure printed: $(cat "$T/out")"
+grep -q '"1": [0-9]' "$T/peak.json" || fail "peak: JSON without figures: $(cat "$T/peak.json")"
+ls "$T"/peak.json.tmp.* >/dev/null 2>&1 && fail "peak: temporary file left behind"
 [ ! -e "$T/m.onnx" ] || fail "a refused gen wrote a model"
 [ ! -e "$T/y.npy" ] && [ ! -e "$T/a.npy" ] || fail "a refused run wrote an output"
 

@@ -1,0 +1,282 @@
+/* mha_peak.c -- `mha peak`: the FP32 FMA throughput this machine reaches right
+ * now, per ISA and thread count, so "% of peak" in benchmark tables is
+ * measured against the same clock the timings ran at (a shared machine's
+ * boost clock moves: the same core measured 222 and 270 GFLOP/s on two days).
+ *
+ * Each thread runs independent FMA chains held in registers (16 ZMM or 12 YMM
+ * accumulators: more than FMA latency x FMA ports, so the loop is bound by
+ * throughput, not latency); no memory is touched. FLOP = 2 per lane per FMA.
+ * A measurement is the wall time from a common start to the last thread's
+ * end; the figure is the median of --reps measurements.
+ *
+ * The command is built without ISA flags: the kernels carry target
+ * attributes and run only when the CPU reports the ISA. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mha_cli.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define PEAK_X86 1
+#endif
+
+#define PEAK_MAX_THREADS 256
+#define PEAK_MAX_REPS 99
+
+typedef uint64_t (*peak_kernel)(uint64_t iters, float seed, float *sink);
+
+#ifdef PEAK_X86
+/* acc = acc * x + y converges to y / (1 - x) = 1: no overflow, no denormal. */
+__attribute__((target("avx512f,fma"))) static uint64_t peak_avx512(uint64_t iters, float seed,
+                                                                   float *sink) {
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++)
+        acc[i] = _mm512_set1_ps(seed + 0.01f * (float)i);
+    const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(0.001f);
+    for (uint64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < 16; i++)
+        s = _mm512_add_ps(s, acc[i]);
+    *sink = _mm512_reduce_add_ps(s);
+    return iters * 16u * 16u * 2u;
+}
+
+__attribute__((target("avx2,fma"))) static uint64_t peak_avx2(uint64_t iters, float seed,
+                                                              float *sink) {
+    __m256 acc[12];
+    for (int i = 0; i < 12; i++)
+        acc[i] = _mm256_set1_ps(seed + 0.01f * (float)i);
+    const __m256 x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(0.001f);
+    for (uint64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++)
+            acc[i] = _mm256_fmadd_ps(acc[i], x, y);
+    }
+    __m256 s = acc[0];
+    for (int i = 1; i < 12; i++)
+        s = _mm256_add_ps(s, acc[i]);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, s);
+    float t = 0.0f;
+    for (int i = 0; i < 8; i++)
+        t += lanes[i];
+    *sink = t;
+    return iters * 12u * 8u * 2u;
+}
+#endif
+
+typedef struct peak_shared {
+    atomic_int go; /* 1: start; the threads spin until then */
+    peak_kernel kernel;
+    uint64_t iters;
+} peak_shared;
+
+typedef struct peak_thread {
+    peak_shared *sh;
+    int index;
+    uint64_t flop;
+    float sink;
+} peak_thread;
+
+static void *peak_thread_main(void *arg) {
+    peak_thread *t = arg;
+    while (!atomic_load_explicit(&t->sh->go, memory_order_acquire))
+        ;
+    t->flop = t->sh->kernel(t->sh->iters, 1.0f + (float)t->index, &t->sink);
+    return NULL;
+}
+
+/* GFLOP/s of one measurement with n threads; negative when a thread could
+ * not be started (the ones that did are released with no work). */
+static double peak_measure(peak_kernel kernel, int n, uint64_t iters) {
+    peak_shared sh;
+    atomic_init(&sh.go, 0);
+    sh.kernel = kernel;
+    sh.iters = iters;
+    peak_thread th[PEAK_MAX_THREADS];
+    pthread_t tid[PEAK_MAX_THREADS];
+    int started = 0;
+    for (int i = 0; i < n; i++) {
+        th[i].sh = &sh;
+        th[i].index = i;
+        th[i].flop = 0;
+        if (pthread_create(&tid[i], NULL, peak_thread_main, &th[i]) != 0) break;
+        started++;
+    }
+    if (started < n) sh.iters = 0;
+    double t0 = cli_now();
+    atomic_store_explicit(&sh.go, 1, memory_order_release);
+    uint64_t flop = 0;
+    for (int i = 0; i < started; i++) {
+        pthread_join(tid[i], NULL);
+        flop += th[i].flop;
+    }
+    double dt = cli_now() - t0;
+    if (started < n) return -1.0;
+    return dt > 0.0 ? (double)flop / dt * 1e-9 : -1.0;
+}
+
+static int peak_cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static const char *peak_usage =
+    "Usage: mha peak [--threads LIST] [--seconds S] [--reps N] [--json FILE]\n"
+    "\n"
+    "Measures the FP32 FMA throughput of this machine now: register-only FMA\n"
+    "chains per thread, AVX-512 and AVX2 (each when the CPU has it), for each\n"
+    "thread count. Prints the median and the range of --reps measurements.\n"
+    "\n"
+    "  --threads LIST   thread counts, e.g. 1,2 (default 1 and the online CPUs)\n"
+    "  --seconds S      length of one measurement (default 0.3)\n"
+    "  --reps N         measurements per figure, the median is reported (default 5)\n"
+    "  --json FILE      also write {\"avx512\": {\"1\": GF, ...}, \"avx2\": {...}}\n"
+    "\n"
+    "Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.\n";
+
+static int peak_usage_error(const char *what, const char *value) {
+    fprintf(stderr, "mha peak: %s%s%s (see 'mha peak --help')\n", what, value ? ": " : "",
+            value ? value : "");
+    return CLI_USAGE;
+}
+
+int mha_cmd_peak(int argc, char **argv) {
+    int threads[16], n_threads = 0, reps = 5;
+    double seconds = 0.3;
+    const char *json = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return cli_print_usage(peak_usage);
+        if (i + 1 >= argc) return peak_usage_error("unknown option or missing value", a);
+        const char *v = argv[++i];
+        if (strcmp(a, "--threads") == 0) {
+            char buf[256];
+            if (strlen(v) >= sizeof buf) return peak_usage_error("--threads list too long", NULL);
+            strcpy(buf, v);
+            n_threads = 0;
+            for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+                 tok = strtok_r(NULL, ",", &save)) {
+                char *end = NULL;
+                errno = 0;
+                long t = strtol(tok, &end, 10);
+                if (errno || !end || *end || t < 1 || t > PEAK_MAX_THREADS || n_threads >= 16)
+                    return peak_usage_error("--threads: not a list of up to 16 counts in [1, 256]",
+                                            v);
+                threads[n_threads++] = (int)t;
+            }
+        } else if (strcmp(a, "--seconds") == 0) {
+            char *end = NULL;
+            seconds = strtod(v, &end);
+            if (!end || *end || !(seconds >= 0.01 && seconds <= 60.0))
+                return peak_usage_error("--seconds: not in [0.01, 60]", v);
+        } else if (strcmp(a, "--reps") == 0) {
+            char *end = NULL;
+            long r = strtol(v, &end, 10);
+            if (!end || *end || r < 1 || r > PEAK_MAX_REPS)
+                return peak_usage_error("--reps: not in [1, 99]", v);
+            reps = (int)r;
+        } else if (strcmp(a, "--json") == 0) {
+            json = v;
+        } else {
+            return peak_usage_error("unknown option", a);
+        }
+    }
+    if (n_threads == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        threads[n_threads++] = 1;
+        if (cpus > 1) threads[n_threads++] = (int)(cpus > PEAK_MAX_THREADS ? PEAK_MAX_THREADS : cpus);
+    }
+
+    struct {
+        const char *name;
+        peak_kernel kernel;
+        int usable;
+        double gflops[16];
+    } isa[2];
+    int n_isa = 0;
+#ifdef PEAK_X86
+    __builtin_cpu_init();
+    isa[n_isa].name = "avx512";
+    isa[n_isa].kernel = peak_avx512;
+    isa[n_isa++].usable = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    isa[n_isa].name = "avx2";
+    isa[n_isa].kernel = peak_avx2;
+    isa[n_isa++].usable = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    if (n_isa == 0) return cli_fail("peak: no FMA kernel for this architecture");
+
+    /* the JSON file is opened first: a path that cannot be written fails
+     * before minutes of measuring, and nothing is printed */
+    cli_out_file of;
+    char msg[512];
+    if (json && cli_out_open(&of, json, msg, sizeof msg) != 0) return cli_fail("%s", msg);
+
+    printf("isa      threads   GFLOP/s  (median of %d; min-max)\n", reps);
+    for (int k = 0; k < n_isa; k++) {
+        if (!isa[k].usable) {
+            printf("%-8s  not supported by this CPU\n", isa[k].name);
+            continue;
+        }
+        /* calibrate: iterations for about `seconds` on one thread */
+        uint64_t iters = 1u << 16;
+        for (;;) {
+            double t0 = cli_now();
+            float sink;
+            isa[k].kernel(iters, 1.0f, &sink);
+            double dt = cli_now() - t0;
+            if (dt >= 0.02 || iters >= (UINT64_C(1) << 40)) {
+                double want = (double)iters * seconds / (dt > 1e-6 ? dt : 1e-6);
+                iters = want < 1.0 ? 1u : (uint64_t)want;
+                break;
+            }
+            iters *= 4;
+        }
+        for (int t = 0; t < n_threads; t++) {
+            double v[PEAK_MAX_REPS];
+            for (int r = 0; r < reps; r++) {
+                v[r] = peak_measure(isa[k].kernel, threads[t], iters);
+                if (v[r] < 0.0) {
+                    if (json) {
+                        fclose(of.f);
+                        unlink(of.tmp);
+                    }
+                    return cli_fail("peak: could not start %d threads", threads[t]);
+                }
+            }
+            qsort(v, (size_t)reps, sizeof v[0], peak_cmp);
+            isa[k].gflops[t] = v[reps / 2];
+            printf("%-8s %7d %9.1f  (%.1f-%.1f)\n", isa[k].name, threads[t], v[reps / 2], v[0],
+                   v[reps - 1]);
+            fflush(stdout);
+        }
+    }
+
+    if (json) {
+        fprintf(of.f, "{");
+        int first_isa = 1;
+        for (int k = 0; k < n_isa; k++) {
+            if (!isa[k].usable) continue;
+            fprintf(of.f, "%s\"%s\": {", first_isa ? "" : ", ", isa[k].name);
+            first_isa = 0;
+            for (int t = 0; t < n_threads; t++)
+                fprintf(of.f, "%s\"%d\": %.1f", t ? ", " : "", threads[t], isa[k].gflops[t]);
+            fprintf(of.f, "}");
+        }
+        fprintf(of.f, "}\n");
+        if (cli_out_commit(&of, msg, sizeof msg) != 0) return cli_fail("%s", msg);
+    }
+    return CLI_OK;
+}
