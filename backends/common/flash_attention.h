@@ -477,12 +477,25 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
      * block has only (a short block -- one query of a decode step -- costs
      * what it uses; the score tiles read no row past br) */
     int64_t blk_end = 0;
+    int64_t r_tr = 0; /* rows [0, r_tr) transposed by whole VLEN x VLEN tiles */
+#ifdef FA_HAVE_TRANSPOSE
+    const int64_t dk_tiles = dk / VLEN * VLEN;
+    for (; r_tr + VLEN <= br; r_tr += VLEN) {
+        const float *qsrc = qb + (i0 + r_tr) * a->q_ss;
+        for (int64_t d = 0; d < dk_tiles; d += VLEN)
+            vf_transpose_tile(qsrc + d, a->q_ss, qp + d * FA_BR + r_tr, FA_BR);
+        for (int64_t r = r_tr; r < r_tr + VLEN; r++)
+            for (int64_t d = dk_tiles; d < dk; d++)
+                qp[d * FA_BR + r] = qsrc[(r - r_tr) * a->q_ss + d];
+    }
+#endif
     for (int64_t r = 0; r < br; r++) {
         row_end[r] = kernel_row_key_end(a, b, i0 + r);
         if (row_end[r] > blk_end) blk_end = row_end[r];
         mx[r] = -INFINITY;
         vf_store(lv + r * VLEN, vf_zero());
         memset(acc + r * dvp, 0, (size_t)dvp * sizeof(float));
+        if (r < r_tr) continue;
         const float *qrow = qb + (i0 + r) * a->q_ss;
         for (int64_t d = 0; d < dk; d++)
             qp[d * FA_BR + r] = qrow[d];
