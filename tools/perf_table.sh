@@ -18,10 +18,10 @@
 # (same pinned version, same cache folder).
 #
 # Peaks: `mha peak` measures the FMA throughput (AVX-512 and AVX2, per thread
-# count) right before the workloads and again after them; "% of peak" is
-# against the first measurement, because a shared machine's boost clock
-# moves (this one measured 222 / 441 GFLOP/s on one day, 270 / 535 on
-# another). The table also gives the figures of the performance issue
+# count) right before each workload; that workload's "% of peak" is against
+# it, because a shared machine's boost clock moves (this one measured
+# 222 / 441 GFLOP/s on one day, 270 / 535 on another, and a few percent
+# between the start and the end of one run). The table also gives the figures of the performance issue
 # (222 / 441) for comparison. MHA_PEAK1 / MHA_PEAK2 (GFLOP/s) override the
 # measured AVX-512 peaks (AVX2: half).
 # Exit: 0 done, 1 a failure, 2 usage error.
@@ -100,8 +100,7 @@ cpu_busy() { # "user+nice+system+irq+softirq+steal total" jiffies of all CPUs
 
 start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "perf_table: mha peak (before) ..." >&2
-"$mha" peak --threads "$threads" --json "$work/peak0.json" >&2 || die "mha peak failed"
+
 old_ifs=$IFS
 IFS=,
 for w in $workloads; do
@@ -118,6 +117,9 @@ for w in $workloads; do
     # every accuracy check anyway; on the big ones it would take minutes)
     backends="avx512,avx2,openmp"
     [ "$w" = W2 ] && backends="avx512,avx2,openmp,scalar"
+    echo "perf_table: $w: mha peak ..." >&2
+    "$mha" peak --threads "$threads" --reps 3 --seconds 0.2 --json "$work/$w.peak.json" >/dev/null ||
+        die "mha peak failed"
     echo "perf_table: $w (B $B, S $S, D $D, H $H$([ "$causal" = 1 ] && echo ", causal")): mha bench ..." >&2
     rc=0
     "$mha" bench "$work/$w.attention23.onnx" --shape "$B,$S" --backend "$backends" \
@@ -147,21 +149,20 @@ echo "perf_table: peak RSS of W3 at S=8192 ..." >&2
 "$mha" bench "$work/rss.onnx" --shape 1,8192 --backend avx512 --threads 1,2 --warmup 0 \
     --min-time 0 --json "$work/rss.json" --quiet || echo "perf_table: warning: the RSS bench exited nonzero" >&2
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "perf_table: mha peak (after) ..." >&2
-"$mha" peak --threads "$threads" --json "$work/peak1.json" >&2 || die "mha peak failed"
 
 # ---- the table ------------------------------------------------------------
 table=$(MHA_PT_WORK="$work" MHA_PT_WORKLOADS="$workloads" MHA_PT_START="$start" \
     MHA_PT_LOAD="$load_before -> $load_after" MHA_PT_ORT="$ORT_VERSION" node -e '
 const fs = require("fs");
 const work = process.env.MHA_PT_WORK;
-const pk0 = JSON.parse(fs.readFileSync(work + "/peak0.json", "utf8"));
-const pk1 = JSON.parse(fs.readFileSync(work + "/peak1.json", "utf8"));
 const nominal = { 1: 222, 2: 441 }; /* the figures of the performance issue */
-const peakOf = (isa, t) => {
+const pk = {};
+for (const w of process.env.MHA_PT_WORKLOADS.split(","))
+  pk[w] = JSON.parse(fs.readFileSync(`${work}/${w}.peak.json`, "utf8"));
+const peakOf = (w, isa, t) => {
   const env = process.env["MHA_PEAK" + t];
   if (env) return (isa === "avx2" ? 0.5 : 1) * Number(env);
-  return pk0[isa] && pk0[isa][t] ? pk0[isa][t] : NaN;
+  return pk[w][isa] && pk[w][isa][t] ? pk[w][isa][t] : NaN;
 };
 const ort = {};
 for (const l of fs.readFileSync(work + "/ort.txt", "utf8").split("\n")) {
@@ -193,7 +194,7 @@ for (const w of process.env.MHA_PT_WORKLOADS.split(",")) {
        * on this machine) against the AVX-512 one; scalar: none */
       const isa = r.backend === "avx2" ? "avx2" : r.backend === "scalar" ? "" : "avx512";
       const of2 = isa === "avx2" ? " (of AVX2)" : "";
-      const pct = isa ? fx(100 * r.gflops / peakOf(isa, t), 0) + of2 : "-";
+      const pct = isa ? fx(100 * r.gflops / peakOf(w, isa, t), 0) + of2 : "-";
       const pctN = isa ? fx(100 * r.gflops / ((isa === "avx2" ? 0.5 : 1) * nominal[t]), 0) + of2 : "-";
       const ok = r.accuracy_ok ? "" : " FAIL";
       rows.push(`| ${names[w]} | ${t} | ${r.backend}${ok} | ${fx(r.median_ms, 2)} | ${fx(r.gflops, 1)} | ${pct} | ${pctN} | ` +
@@ -212,12 +213,11 @@ try {
 } catch (e) { rss = "\n\n(RSS run failed: " + e.message + ")"; }
 console.log(`Run ${process.env.MHA_PT_START}, ONNX Runtime ${process.env.MHA_PT_ORT} (onnxruntime-node, best of attention23 / ms_mha / decomposed), ` +
   `load average (1/5/15 min) before -> after: ${process.env.MHA_PT_LOAD}.\n\n` +
-  `Peaks measured by \`mha peak\` (GFLOP/s, 1 / 2 threads): before the workloads AVX-512 ` +
-  `${fx(pk0.avx512 && pk0.avx512[1], 1)} / ${fx(pk0.avx512 && pk0.avx512[2], 1)}, AVX2 ` +
-  `${fx(pk0.avx2 && pk0.avx2[1], 1)} / ${fx(pk0.avx2 && pk0.avx2[2], 1)}; after them AVX-512 ` +
-  `${fx(pk1.avx512 && pk1.avx512[1], 1)} / ${fx(pk1.avx512 && pk1.avx512[2], 1)}, AVX2 ` +
-  `${fx(pk1.avx2 && pk1.avx2[1], 1)} / ${fx(pk1.avx2 && pk1.avx2[2], 1)}. ` +
-  `"% of peak (measured)" is against the first; "% of 222 / 441" against the figures of the performance issue.` +
+  "Peaks measured by `mha peak` right before each workload (GFLOP/s, AVX-512 1 / 2 threads; AVX2 1 / 2): " +
+  process.env.MHA_PT_WORKLOADS.split(",").map((w) => `${w} ` +
+    `${fx(pk[w].avx512 && pk[w].avx512[1], 1)} / ${fx(pk[w].avx512 && pk[w].avx512[2], 1)}; ` +
+    `${fx(pk[w].avx2 && pk[w].avx2[1], 1)} / ${fx(pk[w].avx2 && pk[w].avx2[2], 1)}`).join(", ") +
+  `. "% of peak (measured)" is against the peak measured before that workload; "% of 222 / 441" against the figures of the performance issue.` +
   (process.env.MHA_PEAK1 || process.env.MHA_PEAK2 ? ` (Overridden: MHA_PEAK1=${process.env.MHA_PEAK1 || "-"}, MHA_PEAK2=${process.env.MHA_PEAK2 || "-"}.)` : "") + "\n");
 console.log(rows.join("\n") + rss);
 ') || die "could not build the table"
