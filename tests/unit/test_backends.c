@@ -52,21 +52,7 @@ static int NBK;
 static const mha_plugin *REF; /* built-in scalar */
 static mha_alloc_ctx A;
 
-static void *svc_alloc(void *ctx, size_t size, size_t align) {
-    (void)ctx;
-    if (align < sizeof(void *)) align = sizeof(void *);
-    void *p = NULL;
-    return posix_memalign(&p, align, size ? size : 1) == 0 ? p : NULL;
-}
-static void svc_free(void *ctx, void *p) {
-    (void)ctx;
-    free(p);
-}
-static void svc_log(void *ctx, int level, const char *msg) {
-    (void)ctx, (void)level, (void)msg;
-}
-static mha_plugin_services SVC = {sizeof(mha_plugin_services), NULL, svc_log, svc_alloc, svc_free,
-                                  0};
+static mha_plugin_services SVC;
 
 static int setup(void **state) {
     (void)state;
@@ -81,7 +67,7 @@ static int setup(void **state) {
         return -1;
     }
     REF = REG->entries[0].plugin;
-    SVC.cpu_features = REG->cpu_features; /* the kernels the host would pick */
+    SVC = tu_plugin_services(REG->cpu_features); /* the kernels the host would pick */
     for (size_t i = 1; i < REG->n_entries && NBK < MAX_BACKENDS; i++) {
         plugin_entry *e = &REG->entries[i];
         if (!e->usable) continue;

@@ -600,14 +600,6 @@ static cfg make_cfg(int which) {
 
 #define N_CFGS 13
 
-#if defined(__SANITIZE_THREAD__)
-#define TEST_UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TEST_UNDER_TSAN 1
-#endif
-#endif
-
 /* The test kernels, the built-in scalar and every plugin built beside the
  * tests (MHA_PLUGIN_PATH): avx2, avx512, openmp (self-parallel). */
 typedef struct backend_list {

@@ -31,14 +31,6 @@
 
 #include "registry.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define TEST_UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TEST_UNDER_TSAN 1
-#endif
-#endif
-
 /* Sanitizer builds: as in test_backends.c, LSan must not scan the dynamic
  * TLS of the threads the dlopen'ed OpenMP runtime keeps (clang 14 + glibc
  * >= 2.34 crash there); the dlerror() block only TLS holds is suppressed. */
@@ -63,19 +55,6 @@ static const mha_plugin *OMP; /* the openmp plugin */
 static const mha_plugin *REF; /* the built-in scalar */
 static openmp_isa_fn ISA;
 
-static void *svc_alloc(void *ctx, size_t size, size_t align) {
-    (void)ctx;
-    if (align < sizeof(void *)) align = sizeof(void *);
-    void *p = NULL;
-    return posix_memalign(&p, align, size ? size : 1) == 0 ? p : NULL;
-}
-static void svc_free(void *ctx, void *p) {
-    (void)ctx;
-    free(p);
-}
-static void svc_log(void *ctx, int level, const char *msg) {
-    (void)ctx, (void)level, (void)msg;
-}
 
 static int setup(void **state) {
     (void)state;
@@ -112,7 +91,7 @@ static int teardown(void **state) {
 /* init() with a services table reporting `features`, truncated to
  * struct_size bytes as an older host's would be. */
 static void *omp_init(uint64_t features, uint32_t struct_size) {
-    mha_plugin_services s = {sizeof s, NULL, svc_log, svc_alloc, svc_free, features};
+    mha_plugin_services s = tu_plugin_services(features);
     s.struct_size = struct_size;
     void *st = NULL;
     assert_int_equal(OMP->init(&s, &st), 0);

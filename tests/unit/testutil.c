@@ -85,3 +85,24 @@ int tu_system(const char *fmt, ...) {
     if (rc == -1 || !WIFEXITED(rc)) return -1;
     return WEXITSTATUS(rc);
 }
+
+static void *tu_svc_alloc(void *ctx, size_t size, size_t align) {
+    (void)ctx;
+    if (align < sizeof(void *)) align = sizeof(void *);
+    void *p = NULL;
+    return posix_memalign(&p, align, size ? size : 1) == 0 ? p : NULL;
+}
+
+static void tu_svc_free(void *ctx, void *p) {
+    (void)ctx;
+    free(p);
+}
+
+static void tu_svc_log(void *ctx, int level, const char *msg) {
+    (void)ctx, (void)level, (void)msg;
+}
+
+mha_plugin_services tu_plugin_services(uint64_t cpu_features) {
+    mha_plugin_services s = {sizeof s, NULL, tu_svc_log, tu_svc_alloc, tu_svc_free, cpu_features};
+    return s;
+}

@@ -10,6 +10,17 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "mha/plugin.h"
+
+/* TEST_UNDER_TSAN: defined in ThreadSanitizer builds (gcc or clang). */
+#if defined(__SANITIZE_THREAD__)
+#define TEST_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_UNDER_TSAN 1
+#endif
+#endif
+
 /* A fresh, empty folder MHA_TEST_TMP/<name> (created, old contents removed). */
 const char *tu_tmpdir(const char *name);
 /* path = dir + "/" + file, in a static rotating buffer (8 slots). */
@@ -24,5 +35,8 @@ uint64_t tu_rand_u64(uint64_t *state);
 double tu_max_rel_err(const float *a, const float *b, size_t n);
 /* Runs a shell command, returns its exit status (or -1). */
 int tu_system(const char *fmt, ...);
+/* Services for a plugin's init() in tests: malloc-backed alloc / free (any
+ * alignment), a silent log, and the CPU features the plugin may use. */
+mha_plugin_services tu_plugin_services(uint64_t cpu_features);
 
 #endif
