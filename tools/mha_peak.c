@@ -197,7 +197,8 @@ int mha_cmd_peak(int argc, char **argv) {
     if (n_threads == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         threads[n_threads++] = 1;
-        if (cpus > 1) threads[n_threads++] = (int)(cpus > PEAK_MAX_THREADS ? PEAK_MAX_THREADS : cpus);
+        if (cpus > 1)
+            threads[n_threads++] = (int)(cpus > PEAK_MAX_THREADS ? PEAK_MAX_THREADS : cpus);
     }
 
     struct {

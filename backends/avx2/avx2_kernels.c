@@ -123,7 +123,8 @@ int avx2_gemm(void *state, const mha_gemm_args *args) {
 /* ------------------------------------------------------------------------ */
 
 #include "avx2/avx2_transpose.h"
-#define FA_HAVE_TRANSPOSE 1 /* K is packed by register transposes */
+/* K and the Q block are packed by register transposes */
+#define FA_HAVE_TRANSPOSE 1
 #define FA_MR 3  /* score tile: 3 rows x 4 vectors = 12 accumulators */
 #define FA_BR 24 /* query rows per block */
 #define FA_BC 32 /* keys per block: 4 vectors amortise each row's softmax */

@@ -45,7 +45,8 @@ int avx512_gemm(void *state, const mha_gemm_args *args) {
 /* ------------------------------------------------------------------------ */
 
 #include "avx512/avx512_transpose.h"
-#define FA_HAVE_TRANSPOSE 1 /* K is packed by register transposes */
+/* K and the Q block are packed by register transposes */
+#define FA_HAVE_TRANSPOSE 1
 #define FA_MR 6  /* score tile: 6 rows x 4 vectors = 24 accumulators */
 #define FA_BR 48 /* query rows per block */
 #define FA_BC 64 /* keys per block */

@@ -120,6 +120,29 @@ static inline size_t fa_workspace_size(const mha_attn_args *a) {
     return L.total * sizeof(float) + 64; /* + slack to align the start */
 }
 
+/* dst[d * ldd + j] = src[j * lds + d] for j < n, d < dk: n rows of dk
+ * floats become columns (K per key block, the Q block). Whole groups of VLEN
+ * rows go through the backend's register transpose when it has one (a
+ * decode step's one query otherwise spends most of its time packing K);
+ * the rest is copied element by element. A pure copy: no rounding. */
+static inline void fa_transpose_rows(const float *src, int64_t lds, int64_t n, int64_t dk,
+                                     float *dst, int64_t ldd) {
+    int64_t j0 = 0;
+#ifdef FA_HAVE_TRANSPOSE
+    const int64_t dk_tiles = dk / VLEN * VLEN;
+    for (; j0 + VLEN <= n; j0 += VLEN) {
+        for (int64_t d = 0; d < dk_tiles; d += VLEN)
+            vf_transpose_tile(src + j0 * lds + d, lds, dst + d * ldd + j0, ldd);
+        for (int64_t j = j0; j < j0 + VLEN; j++)
+            for (int64_t d = dk_tiles; d < dk; d++)
+                dst[d * ldd + j] = src[j * lds + d];
+    }
+#endif
+    for (int64_t j = j0; j < n; j++)
+        for (int64_t d = 0; d < dk; d++)
+            dst[d * ldd + j] = src[j * lds + d];
+}
+
 /*
  * Packs keys [0, nkeys) of one kv head. Shapes: K rows kb + j*k_ss [dk],
  * V rows vb + j*v_ss [dv] -> kt [skv_pad/BC][dk][BC], vp [skv_pad][dvp];
@@ -130,31 +153,11 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
                               const float *vb, int64_t nkeys, float *kt, float *vp) {
     const int64_t dk = a->dk, dv = a->dv, dvp = L->dvp;
     const int64_t nblocks = (nkeys + FA_BC - 1) / FA_BC;
-    /* pass 1: K^T per key block, so the score tile loads BC keys of one d
-     * (VLEN x VLEN tiles transposed in registers where the backend can; a
-     * decode step's one query otherwise spends most of its time here) */
+    /* pass 1: K^T per key block, so the score tile loads BC keys of one d */
     for (int64_t jb = 0; jb < nblocks; jb++) {
         float *blk = kt + jb * dk * FA_BC;
         int64_t jn = nkeys - jb * FA_BC < FA_BC ? nkeys - jb * FA_BC : FA_BC;
-        int64_t c0 = 0;
-#ifdef FA_HAVE_TRANSPOSE
-        const int64_t dk_tiles = dk / VLEN * VLEN;
-        for (; c0 + VLEN <= jn; c0 += VLEN) {
-            const float *ksrc = kb + (jb * FA_BC + c0) * a->k_ss;
-            for (int64_t d = 0; d < dk_tiles; d += VLEN)
-                vf_transpose_tile(ksrc + d, a->k_ss, blk + d * FA_BC + c0, FA_BC);
-            for (int64_t c = c0; c < c0 + VLEN; c++) {
-                const float *krow = kb + (jb * FA_BC + c) * a->k_ss;
-                for (int64_t d = dk_tiles; d < dk; d++)
-                    blk[d * FA_BC + c] = krow[d];
-            }
-        }
-#endif
-        for (int64_t c = c0; c < jn; c++) {
-            const float *krow = kb + (jb * FA_BC + c) * a->k_ss;
-            for (int64_t d = 0; d < dk; d++)
-                blk[d * FA_BC + c] = krow[d];
-        }
+        fa_transpose_rows(kb + jb * FA_BC * a->k_ss, a->k_ss, jn, dk, blk, FA_BC);
         if (jn < FA_BC)
             for (int64_t d = 0; d < dk; d++)
                 memset(blk + d * FA_BC + jn, 0, (size_t)(FA_BC - jn) * sizeof(float));
@@ -174,7 +177,7 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
  * [dk][FA_BC], s: [R][FA_BC]. The full tile is R = FA_MR; the narrower ones
  * serve the last rows of a short block (a decode step's single query does
  * one row of work, not FA_MR). */
-#define FA_DEFINE_SCORE(NAME, R)                                                                     \
+#define FA_DEFINE_SCORE(NAME, R)                                                                   \
     static inline void NAME(int64_t dk, const float *qp, const float *kt, float *s) {              \
         vf acc[R][FA_NCV];                                                                         \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
@@ -477,28 +480,13 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
      * block has only (a short block -- one query of a decode step -- costs
      * what it uses; the score tiles read no row past br) */
     int64_t blk_end = 0;
-    int64_t r_tr = 0; /* rows [0, r_tr) transposed by whole VLEN x VLEN tiles */
-#ifdef FA_HAVE_TRANSPOSE
-    const int64_t dk_tiles = dk / VLEN * VLEN;
-    for (; r_tr + VLEN <= br; r_tr += VLEN) {
-        const float *qsrc = qb + (i0 + r_tr) * a->q_ss;
-        for (int64_t d = 0; d < dk_tiles; d += VLEN)
-            vf_transpose_tile(qsrc + d, a->q_ss, qp + d * FA_BR + r_tr, FA_BR);
-        for (int64_t r = r_tr; r < r_tr + VLEN; r++)
-            for (int64_t d = dk_tiles; d < dk; d++)
-                qp[d * FA_BR + r] = qsrc[(r - r_tr) * a->q_ss + d];
-    }
-#endif
+    fa_transpose_rows(qb + i0 * a->q_ss, a->q_ss, br, dk, qp, FA_BR);
     for (int64_t r = 0; r < br; r++) {
         row_end[r] = kernel_row_key_end(a, b, i0 + r);
         if (row_end[r] > blk_end) blk_end = row_end[r];
         mx[r] = -INFINITY;
         vf_store(lv + r * VLEN, vf_zero());
         memset(acc + r * dvp, 0, (size_t)dvp * sizeof(float));
-        if (r < r_tr) continue;
-        const float *qrow = qb + (i0 + r) * a->q_ss;
-        for (int64_t d = 0; d < dk; d++)
-            qp[d * FA_BR + r] = qrow[d];
     }
 
     for (int64_t j0 = 0; j0 < blk_end; j0 += FA_BC) {
@@ -554,8 +542,8 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             fa_pv_group(prow, arow, gcorr, nv_all, vpb, vs, dvp);
             for (int64_t t = 0; t < FA_PVR && g0 + t < n_live; t++)
                 if (live_nv[g0 + t] > nv_all)
-                    fa_pv(prow[t] + nv_all, live_nv[g0 + t] - nv_all, vpb + nv_all * vs, vs,
-                          dvp, arow[t], 1.0f);
+                    fa_pv(prow[t] + nv_all, live_nv[g0 + t] - nv_all, vpb + nv_all * vs, vs, dvp,
+                          arow[t], 1.0f);
         }
     }
 

@@ -55,7 +55,6 @@ static const mha_plugin *OMP; /* the openmp plugin */
 static const mha_plugin *REF; /* the built-in scalar */
 static openmp_isa_fn ISA;
 
-
 static int setup(void **state) {
     (void)state;
     /* ctest sets MHA_PLUGIN_PATH; run by hand, fall back to the build's folder */
