@@ -137,6 +137,18 @@ class BertSelfAttention(nn.Module):
         return self.dense(context)
 
 
+class BertAttentionBlock(BertSelfAttention):
+    """BertAttention as a whole: the self-attention, then BertSelfOutput's
+    post-LN, LayerNorm(dense(context) + input)."""
+
+    def __init__(self, d_model, heads, mask_fill):
+        super().__init__(d_model, heads, mask_fill)
+        self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
+
+    def forward(self, hidden_states, attention_mask):
+        return self.LayerNorm(super().forward(hidden_states, attention_mask) + hidden_states)
+
+
 class DistilBertAttention(nn.Module):
     """Q divided by sqrt(d) before the product; the padding mask applied with
     masked_fill(mask == 0, finfo.min) after expand_as."""
@@ -236,6 +248,23 @@ class GPT2Attention(nn.Module):
         value = self._split_heads(value)
         out = self._attn(query, key, value, attention_mask)
         return self.c_proj(self._merge_heads(out))
+
+
+class GPT2CachedAttention(GPT2Attention):
+    """A step with layer_past: the past K/V [B, H, P, d] concatenated before
+    the new ones, so the causal slice [k-q:k, :k] selects the last q rows;
+    the present K/V are outputs too. The padding mask covers past and new
+    keys ([B, P + q])."""
+
+    def forward(self, hidden_states, past_key, past_value, attention_mask):
+        attention_mask = attention_mask[:, None, None, :].to(dtype=hidden_states.dtype)
+        attention_mask = (1.0 - attention_mask) * torch.finfo(hidden_states.dtype).min
+        query, key, value = self.c_attn(hidden_states).split(self.split_size, dim=2)
+        query = self._split_heads(query)
+        key = torch.cat((past_key, self._split_heads(key)), dim=-2)
+        value = torch.cat((past_value, self._split_heads(value)), dim=-2)
+        out = self._attn(query, key, value, attention_mask)
+        return self.c_proj(self._merge_heads(out)), key, value
 
 
 # ---------------------------------------------------------------------------
@@ -485,6 +514,43 @@ class LlamaAttention(nn.Module):
         return self.o_proj(out)
 
 
+class LlamaCachedAttention(LlamaAttention):
+    """A step with a KV cache: positions (and so RoPE) start at the past
+    length P; the cache holds K after RoPE and before repeat_kv ([B, KV, P,
+    d]); the causal mask is finfo.min where key index > cache position, the
+    padding mask covers past and new keys; the present K/V are outputs."""
+
+    def forward(self, hidden_states, past_key, past_value, attention_mask):
+        bsz, q_len, _ = hidden_states.size()
+        past_len = past_key.shape[2]
+        q = self.q_proj(hidden_states).view(bsz, q_len, self.heads, self.d_head).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        cache_position = torch.arange(past_len, past_len + q_len, dtype=torch.long)
+        cos, sin = self.rotary(v, cache_position.unsqueeze(0).expand(bsz, -1))
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        q = (q * cos) + (rotate_half(q) * sin)
+        k = (k * cos) + (rotate_half(k) * sin)
+        k = torch.cat([past_key, k], dim=-2)
+        v = torch.cat([past_value, v], dim=-2)
+        present_key, present_value = k, v
+        k = repeat_kv(k, self.heads // self.kv_heads)
+        v = repeat_kv(v, self.heads // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d_head)
+
+        target_length = attention_mask.shape[-1]
+        min_dtype = torch.finfo(w.dtype).min
+        mask = torch.full((q_len, target_length), fill_value=min_dtype, dtype=w.dtype)
+        mask = mask * (torch.arange(target_length) > cache_position.reshape(-1, 1))
+        mask = mask[None, None, :, :].expand(bsz, 1, -1, -1)
+        padding = mask + attention_mask[:, None, None, :].to(w.dtype)
+        mask = mask.masked_fill(padding == 0, min_dtype)
+        w = w + mask
+        w = nn.functional.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(w, v).transpose(1, 2).contiguous().reshape(bsz, q_len, -1)
+        return self.o_proj(out), present_key, present_value
+
+
 # ---------------------------------------------------------------------------
 # T5
 # ---------------------------------------------------------------------------
@@ -583,6 +649,12 @@ class BloomAttention(nn.Module):
         base = torch.tensor(2 ** (-(2 ** -(math.log2(closest_power_of_2) - 3))), dtype=torch.float32)
         powers = torch.arange(1, 1 + closest_power_of_2, dtype=torch.int32)
         slopes = torch.pow(base, powers)
+        if closest_power_of_2 != self.heads:  # the ALiBi recipe for other head counts
+            extra_base = torch.tensor(2 ** (-(2 ** -(math.log2(2 * closest_power_of_2) - 3))),
+                                      dtype=torch.float32)
+            remaining = min(closest_power_of_2, self.heads - closest_power_of_2)
+            extra_powers = torch.arange(1, 1 + 2 * remaining, 2, dtype=torch.int32)
+            slopes = torch.cat([slopes, torch.pow(extra_base, extra_powers)], dim=0)
         arange_tensor = ((attention_mask.cumsum(dim=-1) - 1) * attention_mask)[:, None, :]
         alibi = slopes[..., None] * arange_tensor
         return alibi.reshape(batch_size * self.heads, 1, seq_length).to(dtype)
@@ -719,6 +791,13 @@ class DecoderSelfAttention(BartStyleAttention):
         if attention_mask is not None:
             mask = mask + expand_mask(attention_mask, hidden_states.dtype, tgt_len)
         return self.attend(hidden_states, None, [mask])
+
+
+class EncoderSelfAttention(BartStyleAttention):
+    """Whisper's encoder and CLIP's vision tower: no mask at all."""
+
+    def forward(self, hidden_states):
+        return self.attend(hidden_states, None, [])
 
 
 class CrossAttention(BartStyleAttention):
@@ -911,6 +990,38 @@ def self_case(name, module, seed, d_model, seq, lengths, mask_dtype, opsets):
                      {k: v for k, v in SELF.items() if k in names}, opset)
 
 
+def cached_cases():
+    """Steps with a KV cache: inputs hidden_states [B, q, D], past_key and
+    past_value [B, KV, P, d], attention_mask [B, P + q] (left padding, as
+    batched generation pads); outputs the layer's output and the present
+    K/V [B, KV, P + q, d]. Data set 0: batch 2, P 5, q 3 (a prompt chunk);
+    data set 1: batch 3, P 7, q 1 (one decoded token)."""
+    names = ["hidden_states", "past_key", "past_value", "attention_mask"]
+    axes = {"hidden_states": {0: "batch", 1: "seq"}, "past_key": {0: "batch", 2: "past"},
+            "past_value": {0: "batch", 2: "past"}, "attention_mask": {0: "batch", 1: "total"},
+            "output": {0: "batch", 1: "seq"}, "present_key": {0: "batch", 2: "total"},
+            "present_value": {0: "batch", 2: "total"}}
+    for name, module, seed, d_model, opsets in (
+            ("gpt2_kvcache", GPT2CachedAttention(32, 4), 22, 32, (14, 17)),
+            ("llama_kvcache", LlamaCachedAttention(64, 8, 2), 43, 64, (15, 18))):
+        randomize(module, seed)
+        kv_heads = getattr(module, "kv_heads", module.heads)
+        g = torch.Generator().manual_seed(seed + 1)
+        datasets = []
+        for batch, past, q_len, pads in ((2, 5, 3, [0, 2]), (3, 7, 1, [0, 3, 6])):
+            mask = torch.ones(batch, past + q_len, dtype=torch.int64)
+            for b, pad in enumerate(pads):
+                mask[b, :pad] = 0
+            datasets.append((
+                torch.randn(batch, q_len, d_model, generator=g),
+                torch.randn(batch, kv_heads, past, module.d_head, generator=g) * 1.5,
+                torch.randn(batch, kv_heads, past, module.d_head, generator=g),
+                mask))
+        for opset in opsets:
+            export_torch(f"{name}_op{opset}", module, datasets, names,
+                         ["output", "present_key", "present_value"], axes, opset)
+
+
 def torch_cases():
     self_case("bert_extmask", BertSelfAttention(32, 4, FMIN), 10, 32, 7, [7, 4],
               torch.int64, (14, 17))
@@ -918,6 +1029,8 @@ def torch_cases():
               torch.float32, (15, 18))
     self_case("electra_boolmask", BertSelfAttention(32, 2, FMIN), 12, 32, 8, [8, 5],
               torch.bool, (16, 17))
+    self_case("bert_attnblock", BertAttentionBlock(32, 4, FMIN), 14, 32, 6, [6, 4],
+              torch.int64, (15, 18))
     self_case("distilbert_maskedfill", DistilBertAttention(32, 4), 13, 32, 7, [5, 7],
               torch.int64, (14, 16))
     self_case("gpt2_causal", GPT2Attention(32, 4), 20, 32, 8, None, None, (14, 18))
@@ -948,6 +1061,7 @@ def torch_cases():
                      {"hidden_states": {0: "batch"}, "attention_mask": {0: "batch"},
                       "output": {0: "batch"}}, opset)
     self_case("bloom_alibi", BloomAttention(32, 4), 60, 32, 8, [8, 5], torch.int64, (14, 17))
+    self_case("bloom_alibi_h6", BloomAttention(48, 6), 62, 48, 7, [7, 4], torch.int64, (16, 18))
     self_case("mpt_alibi", MPTAttention(64, 8), 61, 64, 7, [7, 6], torch.int64, (15, 18))
     self_case("whisper_decself", DecoderSelfAttention(32, 4, k_bias=False), 70, 32, 6, None,
               None, (14, 17))
@@ -955,9 +1069,15 @@ def torch_cases():
               torch.int64, (16, 18))
     self_case("clip_text", CLIPTextAttention(32, 4, k_bias=True), 72, 32, 7, [7, 5],
               torch.int64, (14, 17))
+    self_case("whisper_encself", EncoderSelfAttention(32, 4, k_bias=False), 76, 32, 9, None,
+              None, (16, 17))
+    self_case("clip_vision", EncoderSelfAttention(48, 6, k_bias=True), 77, 48, 5, None, None,
+              (15, 18))
     self_case("vit_qkv", ViTAttention(48, 4, qkv_bias=True), 80, 48, 9, None, None, (14, 17))
     self_case("deit_h3noqkvbias", ViTAttention(48, 3, qkv_bias=False), 81, 48, 5, None, None,
               (15, 18))
+
+    cached_cases()
 
     # cross-attention: decoder states [B, T, D] on encoder states [B, S, D];
     # data set 1 has batch 3, T + 2 queries and S - 2 keys
