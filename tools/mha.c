@@ -1,6 +1,7 @@
 /* mha.c -- the `mha` command: finds the subcommand and hands it the rest of
  * the command line (argv[0] becomes the subcommand's name). Adding a
  * subcommand is its own tools/mha_<name>.c and one line in `commands`. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -80,5 +81,13 @@ int main(int argc, char **argv) {
     }
     const cli_command *cmd = find_command(name);
     if (!cmd) return unknown_command(name);
-    return cmd->main(argc - 1, argv + 1);
+    int rc = cmd->main(argc - 1, argv + 1);
+    if (rc > CLI_SIGNALED(0) && rc < CLI_SIGNALED(65)) {
+        /* stopped by a signal after cleaning up: end by that signal, so a
+         * shell sees 128 + N and stops a loop around the command */
+        fflush(NULL);
+        signal(rc - CLI_SIGNALED(0), SIG_DFL);
+        raise(rc - CLI_SIGNALED(0));
+    }
+    return rc;
 }

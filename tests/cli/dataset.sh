@@ -43,7 +43,7 @@ for bs in 1 4 7 22; do
 done
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/yt1.npy" --batch-size 5 --threads 1 --quiet
 cmp -s "$T/ref.npy" "$T/yt1.npy" || fail "--threads 1 differs"
-[ -z "$(ls -A "$T" | grep -e '\.partial$' -e '\.ckpt$' -e '\.tmp\.')" ] || fail "left temporaries: $(ls "$T")"
+[ -z "$(ls -A "$T" | grep -e '\.partial\.' -e '\.ckpt$' -e '\.tmp\.' -e '\.lock$')" ] || fail "left temporaries: $(ls -A "$T")"
 echo "ok: batch sizes 1 4 7 22 1000 and one shot agree bitwise"
 
 echo "== kill -9 between a chunk's write and its checkpoint, then --resume"
@@ -53,12 +53,14 @@ MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" -
 rc=$?
 set -e
 [ $rc -ne 0 ] || fail "the crash hook did not kill the run"
-[ ! -e "$T/k.npy" ] && [ -s "$T/k.npy.partial" ] && [ -s "$T/k.npy.ckpt" ] || fail "after kill -9: $(ls "$T")"
+partial=$(ls "$T"/k.npy.partial.*)
+[ ! -e "$T/k.npy" ] && [ -s "$partial" ] && [ -s "$T/k.npy.ckpt" ] || fail "after kill -9: $(ls "$T")"
 grep -q "^done 8$" "$T/k.npy.ckpt" || fail "checkpoint: $(cat "$T/k.npy.ckpt")"
-[ "$(wc -c <"$T/k.npy.partial")" -eq $((128 + 12 * ROW)) ] || fail "partial should hold 12 rows (past the checkpoint)"
+grep -q "^partial 0 $partial$" "$T/k.npy.ckpt" || fail "the checkpoint does not name $partial: $(cat "$T/k.npy.ckpt")"
+[ "$(wc -c <"$partial")" -eq $((128 + 12 * ROW)) ] || fail "partial should hold 12 rows (past the checkpoint)"
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 3 --resume --quiet
 cmp -s "$T/ref.npy" "$T/k.npy" || fail "resumed file differs"
-[ ! -e "$T/k.npy.partial" ] && [ ! -e "$T/k.npy.ckpt" ] || fail "resume left the partial or checkpoint"
+[ ! -e "$partial" ] && [ ! -e "$T/k.npy.ckpt" ] && [ ! -e "$T/k.npy.lock" ] || fail "resume left the partial, checkpoint or lock: $(ls "$T")"
 echo "ok: truncated to the checkpoint and finished byte-identical"
 
 echo "== a real kill -9 at a random moment, then --resume"
@@ -83,7 +85,7 @@ set +e
 wait $pid
 rc=$?
 set -e
-[ $rc -eq 1 ] || fail "SIGINT: exit $rc"
+[ $rc -eq 130 ] || fail "SIGINT: exit $rc, wanted 130 (128 + SIGINT)"
 grep -q "interrupted by SIGINT after .* rows; checkpoint .*i.npy.ckpt" "$T/stderr" || fail "SIGINT: $(cat "$T/stderr")"
 [ ! -e "$T/i.npy" ] && [ -s "$T/i.npy.ckpt" ] || fail "SIGINT left: $(ls "$T")"
 set +e
@@ -97,7 +99,7 @@ set +e
 rc=$?
 set -e
 [ $rc -eq 1 ] && grep -q "cannot resume" "$T/stderr" || fail "another input resumed: $(cat "$T/stderr")"
-[ -s "$T/i.npy.ckpt" ] && [ -s "$T/i.npy.partial" ] || fail "a refused resume removed the checkpoint"
+[ -s "$T/i.npy.ckpt" ] && [ -s "$(ls "$T"/i.npy.partial.*)" ] || fail "a refused resume removed the checkpoint"
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/i.npy" --resume --quiet
 cmp -s "$T/ref.npy" "$T/i.npy" || fail "resumed after SIGINT differs"
 echo "ok: SIGINT + --resume; mismatches refused"

@@ -88,16 +88,22 @@ static void test_atomic_file_failures_leave_nothing(void **state) {
     assert_int_equal(atomic_file_begin(&alloc, tu_path(dir, "no/such/x.bin"), &f, &err),
                      MHA_ERR_IO);
     assert_null(f);
-    assert_non_null(strstr(err.message, "no/such/x.bin: cannot create a file in folder"));
+    assert_non_null(strstr(err.message, "no/such/x.bin: the folder '"));
+    assert_non_null(strstr(err.message, "/no/such' does not exist"));
     assert_int_equal(atomic_file_begin(&alloc, tu_path(dir, ""), &f, &err),
                      MHA_ERR_INVALID_ARGUMENT);
     assert_int_equal(atomic_file_begin(&alloc, "..", &f, &err), MHA_ERR_INVALID_ARGUMENT);
-    /* rename onto a folder fails at commit: the temporary is removed */
+    /* a folder is refused at once; one that appears meanwhile makes the
+     * rename fail at commit: the temporary is removed */
     const char *sub = tu_path(dir, "sub");
-    assert_int_equal(mkdir(sub, 0755), 0);
-    assert_int_equal(tu_system("touch '%s/keep'", sub), 0);
     assert_int_equal(atomic_file_begin(&alloc, sub, &f, &err), MHA_OK);
     assert_int_equal(atomic_file_write(f, "x", 1, &err), MHA_OK);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_int_equal(tu_system("touch '%s/keep'", sub), 0);
+    atomic_file *g = (atomic_file *)0x1;
+    assert_int_equal(atomic_file_begin(&alloc, sub, &g, &err), MHA_ERR_IO);
+    assert_null(g);
+    assert_non_null(strstr(err.message, "is a folder"));
     assert_int_equal(atomic_file_commit(f, &err), MHA_ERR_IO);
     assert_non_null(strstr(err.message, "cannot rename"));
     assert_int_equal(folder_entries(dir), 1);
