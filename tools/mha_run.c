@@ -425,17 +425,6 @@ int cli_cmd_run(int argc, char **argv) {
         rc = run_fail_inputs(&s, model_path, &err);
         goto done;
     }
-    for (size_t i = 0; i < s.n_out; i++) {
-        int ok;
-        size_t bytes = cli_tensor_bytes(&s.outs[i], &ok);
-        s.outs[i].data = ok ? calloc(bytes ? bytes : 1, 1) : NULL;
-        if (!s.outs[i].data) {
-            rc = cli_fail("%s: output '%s' of %zu bytes does not fit in memory", model_path,
-                          s.out_info[i].name, bytes);
-            goto done;
-        }
-    }
-
     /* -- every output can be written as asked (the 2 GiB of a .pb) -- */
     size_t n_write = out_dir ? s.n_out : n_out_args;
     char path[4096];
@@ -449,6 +438,17 @@ int cli_cmd_run(int argc, char **argv) {
         if (tensorfile_check_output(path, s.outs[i].dtype, s.outs[i].rank, s.outs[i].shape, &err) !=
             MHA_OK) {
             rc = cli_fail_err(path, &err);
+            goto done;
+        }
+    }
+
+    for (size_t i = 0; i < s.n_out; i++) {
+        int ok;
+        size_t bytes = cli_tensor_bytes(&s.outs[i], &ok);
+        s.outs[i].data = ok ? calloc(bytes ? bytes : 1, 1) : NULL;
+        if (!s.outs[i].data) {
+            rc = cli_fail("%s: output '%s' of %zu bytes does not fit in memory", model_path,
+                          s.out_info[i].name, bytes);
             goto done;
         }
     }

@@ -1201,8 +1201,8 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
         if (s->rank == 0) {
             mha_error err;
             mha_error_clear(&err);
-            if (atomic_file_begin_partial(&s->alloc, out->file, NULL, 0, &partial[i], &err) !=
-                MHA_OK)
+            if (atomic_file_begin_partial(&s->alloc, out->file, NULL, 0, NULL, 0, &partial[i],
+                                          &err) != MHA_OK)
                 ds_mpi_fail(cli_fail_err(out->file, &err));
             if (!atomic_file_tmp_path(partial[i]))
                 ds_mpi_fail(cli_fail("%s: --mpi writes through MPI-IO: give a regular file, not "

@@ -325,8 +325,22 @@ static mha_status af_reopen_partial(atomic_file *f, const char *reuse, mha_error
     return MHA_OK;
 }
 
+/* Whether the file at fd starts with the n bytes of head. */
+static int af_starts_with(int fd, const void *head, size_t n) {
+    unsigned char buf[1024];
+    for (size_t done = 0; done < n;) {
+        size_t chunk = n - done < sizeof buf ? n - done : sizeof buf;
+        ssize_t r = pread(fd, buf, chunk, (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || memcmp(buf, (const unsigned char *)head + done, (size_t)r) != 0) return 0;
+        done += (size_t)r;
+    }
+    return 1;
+}
+
 mha_status atomic_file_begin_partial(const mha_alloc_ctx *a, const char *path, const char *reuse,
-                                     uint64_t keep_bytes, atomic_file **out, mha_error *err) {
+                                     uint64_t keep_bytes, const void *head, size_t head_bytes,
+                                     atomic_file **out, mha_error *err) {
     *out = NULL;
     atomic_dest d;
     mha_status st = atomic_dest_resolve(a, path, &d, err);
@@ -356,6 +370,9 @@ mha_status atomic_file_begin_partial(const mha_alloc_ctx *a, const char *path, c
     const char *tmp = f->tmp_path ? f->tmp_path : path;
     if (st == MHA_OK && fstat(f->fd, &sb) != 0)
         st = mha_fail(err, MHA_ERR_IO, "%s: %s", tmp, strerror(errno));
+    else if (st == MHA_OK && reuse && head && !af_starts_with(f->fd, head, head_bytes))
+        st = mha_fail(err, MHA_ERR_DATA_FORMAT,
+                      "%s: the partial file's header does not match this run's output", tmp);
     else if (st == MHA_OK && (uint64_t)sb.st_size < keep_bytes)
         st = mha_fail(err, MHA_ERR_IO,
                       "%s: partial file holds %llu bytes, fewer than the %llu its checkpoint "

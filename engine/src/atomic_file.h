@@ -81,14 +81,17 @@ const char *atomic_file_tmp_path(const atomic_file *f);
  * the one an interrupted run made (reuse = its path, as
  * atomic_file_tmp_path gave it): reopened without following a symlink, and
  * only when it is a regular file of this user with one link, named like a
- * partial file of this very target; then truncated to exactly keep_bytes
+ * partial file of this very target, starting with the head_bytes of head
+ * (MHA_ERR_DATA_FORMAT otherwise; head may be NULL); then truncated to
+ * exactly keep_bytes
  * (dropping whatever was written after the last checkpoint) and appended
  * to. MHA_ERR_IO when it is missing, foreign or shorter than keep_bytes;
  * A stream destination is written directly (atomic_file_tmp_path gives
  * NULL) and cannot be resumed: MHA_ERR_INVALID_ARGUMENT with reuse. Commit
  * and abort work as for atomic_file_begin. */
 mha_status atomic_file_begin_partial(const mha_alloc_ctx *a, const char *path, const char *reuse,
-                                     uint64_t keep_bytes, atomic_file **out, mha_error *err);
+                                     uint64_t keep_bytes, const void *head, size_t head_bytes,
+                                     atomic_file **out, mha_error *err);
 /* fsync of what was written so far (data before a checkpoint records it). */
 mha_status atomic_file_sync(atomic_file *f, mha_error *err);
 /* Closes the file and frees f but keeps the temporary on disk (an

@@ -623,22 +623,6 @@ mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
     if (hn == 0) return mha_fail(err, MHA_ERR_INTERNAL, "%s: cannot format the header", path);
     if (rows_done > 0 && !partial_path)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: resuming needs the partial file", path);
-    if (rows_done > 0) {
-        /* the partial file must have been started with this very header;
-         * checked before it is touched, so a mismatch leaves it as it was
-         * (never through a symlink: atomic_file_begin_partial checks the
-         * rest) */
-        unsigned char have[sizeof head];
-        int fd = open(partial_path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-        if (fd < 0) return mha_fail(err, MHA_ERR_IO, "%s: %s", partial_path, strerror(errno));
-        st = npy_pread_all(fd, have, hn, 0, partial_path, err);
-        close(fd);
-        if (st != MHA_OK) return st;
-        if (memcmp(have, head, hn) != 0)
-            return mha_fail(err, MHA_ERR_DATA_FORMAT,
-                            "%s: the partial file's header does not match this run's output",
-                            partial_path);
-    }
     npy_writer *w = mha_calloc(a, 1, sizeof *w);
     if (!w) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
     w->alloc = a;
@@ -646,8 +630,10 @@ mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
     w->row_bytes = row_bytes;
     w->rows_written = rows_done;
     uint64_t keep = rows_done > 0 ? hn + (uint64_t)rows_done * row_bytes : 0;
-    st = atomic_file_begin_partial(a, path, rows_done > 0 ? partial_path : NULL, keep, &w->file,
-                                   err);
+    /* resuming: the partial file must have been started with this very
+     * header (checked before it is truncated) */
+    st = atomic_file_begin_partial(a, path, rows_done > 0 ? partial_path : NULL, keep, head, hn,
+                                   &w->file, err);
     if (st == MHA_OK && rows_done == 0) {
         st = atomic_file_write(w->file, head, hn, err);
         if (st != MHA_OK) {
