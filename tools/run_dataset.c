@@ -494,8 +494,9 @@ static int ds_checkpoint(ds_state *s) {
         if (s->in[i].file && s->in[i].batch_major)
             used += (size_t)snprintf(text + used, cap - used, "rows-hash %zu %016llx\n", i,
                                      (unsigned long long)s->in[i].rows_hash);
-    mha_status st = used < cap ? atomic_file_save(&s->alloc, s->ckpt_path, text, used, &err)
-                               : mha_fail(&err, MHA_ERR_INTERNAL, "checkpoint text too long");
+    mha_status st = used < cap
+                        ? atomic_file_save_nofollow(&s->alloc, s->ckpt_path, text, used, &err)
+                        : mha_fail(&err, MHA_ERR_INTERNAL, "checkpoint text too long");
     free(text);
     if (st != MHA_OK) return cli_fail_err(s->ckpt_path, &err);
     return CLI_OK;

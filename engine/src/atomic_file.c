@@ -53,7 +53,7 @@ static char *af_join(const mha_alloc_ctx *a, const char *dir, const char *name,
 
 /* Follows symlinks from path to the name they end at (which may not exist).
  * *missing = 1 when nothing is there. */
-static mha_status af_follow_links(const mha_alloc_ctx *a, const char *path, char **out,
+static mha_status af_follow_links(const mha_alloc_ctx *a, const char *path, int follow, char **out,
                                   struct stat *sb, int *missing, mha_error *err) {
     *out = NULL;
     *missing = 0;
@@ -69,7 +69,7 @@ static mha_status af_follow_links(const mha_alloc_ctx *a, const char *path, char
             mha_free(a, cur);
             return st;
         }
-        if (!S_ISLNK(sb->st_mode)) break;
+        if (!S_ISLNK(sb->st_mode) || !follow) break;
         if (hops == AF_MAX_LINKS) {
             mha_free(a, cur);
             return mha_fail(err, MHA_ERR_IO, "%s: too many levels of symbolic links", path);
@@ -122,10 +122,12 @@ static mha_status af_check_folder(const char *path, const char *dir, mha_error *
     return MHA_OK;
 }
 
-mha_status atomic_dest_resolve(const mha_alloc_ctx *a, const char *path, atomic_dest *out,
-                               mha_error *err) {
+/* atomic_dest_resolve; with follow = 0 a symlink at path is itself the
+ * target (replaced by the rename, never followed). */
+static mha_status af_resolve(const mha_alloc_ctx *a, const char *path, int follow, atomic_dest *out,
+                             mha_error *err) {
     memset(out, 0, sizeof *out);
-    if (strcmp(path, "-") == 0) {
+    if (follow && strcmp(path, "-") == 0) {
         out->kind = ATOMIC_DEST_STREAM;
         out->target = mha_strdup(a, "-");
         out->canonical = mha_strdup(a, "-");
@@ -141,7 +143,7 @@ mha_status atomic_dest_resolve(const mha_alloc_ctx *a, const char *path, atomic_
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: not a file name", path);
     struct stat sb;
     int missing;
-    mha_status st = af_follow_links(a, path, &out->target, &sb, &missing, err);
+    mha_status st = af_follow_links(a, path, follow, &out->target, &sb, &missing, err);
     if (st != MHA_OK) return st;
     char *dir = af_dirname(a, out->target);
     if (!dir) {
@@ -149,10 +151,10 @@ mha_status atomic_dest_resolve(const mha_alloc_ctx *a, const char *path, atomic_
         return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
     }
     out->exists = !missing;
-    if (missing || S_ISREG(sb.st_mode)) {
+    if (missing || S_ISREG(sb.st_mode) || S_ISLNK(sb.st_mode)) { /* a link: follow = 0 */
         out->kind = ATOMIC_DEST_FILE;
         st = af_check_folder(path, dir, err);
-    } else if (S_ISFIFO(sb.st_mode) || S_ISCHR(sb.st_mode)) {
+    } else if (follow && (S_ISFIFO(sb.st_mode) || S_ISCHR(sb.st_mode))) {
         out->kind = ATOMIC_DEST_STREAM;
         out->shareable = S_ISCHR(sb.st_mode);
         if (access(out->target, W_OK) != 0)
@@ -161,7 +163,8 @@ mha_status atomic_dest_resolve(const mha_alloc_ctx *a, const char *path, atomic_
         st = mha_fail(err, MHA_ERR_IO, "%s: is %s, not a file that can be written", path,
                       S_ISDIR(sb.st_mode)    ? "a folder"
                       : S_ISSOCK(sb.st_mode) ? "a socket"
-                                             : "a block device");
+                      : S_ISBLK(sb.st_mode)  ? "a block device"
+                                             : "a FIFO or device");
     }
     if (st == MHA_OK) {
         /* one spelling of the place: the real folder plus the name */
@@ -178,6 +181,11 @@ mha_status atomic_dest_resolve(const mha_alloc_ctx *a, const char *path, atomic_
     mha_free(a, dir);
     if (st != MHA_OK) atomic_dest_clear(a, out);
     return st;
+}
+
+mha_status atomic_dest_resolve(const mha_alloc_ctx *a, const char *path, atomic_dest *out,
+                               mha_error *err) {
+    return af_resolve(a, path, 1, out, err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -241,11 +249,11 @@ static mha_status af_open_stream(atomic_file *f, mha_error *err) {
     return MHA_OK;
 }
 
-mha_status atomic_file_begin(const mha_alloc_ctx *a, const char *path, atomic_file **out,
-                             mha_error *err) {
+static mha_status af_begin(const mha_alloc_ctx *a, const char *path, int follow, atomic_file **out,
+                           mha_error *err) {
     *out = NULL;
     atomic_dest d;
-    mha_status st = atomic_dest_resolve(a, path, &d, err);
+    mha_status st = af_resolve(a, path, follow, &d, err);
     if (st != MHA_OK) return st;
     atomic_file *f;
     if ((st = af_new(a, path, &d, &f, err)) != MHA_OK) return st;
@@ -256,6 +264,11 @@ mha_status atomic_file_begin(const mha_alloc_ctx *a, const char *path, atomic_fi
     }
     *out = f;
     return MHA_OK;
+}
+
+mha_status atomic_file_begin(const mha_alloc_ctx *a, const char *path, atomic_file **out,
+                             mha_error *err) {
+    return af_begin(a, path, 1, out, err);
 }
 
 /* Whether name is `<head><random part>`, the random part as mkstemp makes
@@ -506,10 +519,11 @@ void atomic_file_abort(atomic_file *f) {
     atomic_file_free(f);
 }
 
-mha_status atomic_file_save(const mha_alloc_ctx *a, const char *path, const void *data, size_t n,
-                            mha_error *err) {
+/* Both saves: the whole buffer through af_begin. */
+static mha_status af_save(const mha_alloc_ctx *a, const char *path, int follow, const void *data,
+                          size_t n, mha_error *err) {
     atomic_file *f;
-    mha_status st = atomic_file_begin(a, path, &f, err);
+    mha_status st = af_begin(a, path, follow, &f, err);
     if (st != MHA_OK) return st;
     st = atomic_file_write(f, data, n, err);
     if (st != MHA_OK) {
@@ -517,6 +531,16 @@ mha_status atomic_file_save(const mha_alloc_ctx *a, const char *path, const void
         return st;
     }
     return atomic_file_commit(f, err);
+}
+
+mha_status atomic_file_save(const mha_alloc_ctx *a, const char *path, const void *data, size_t n,
+                            mha_error *err) {
+    return af_save(a, path, 1, data, n, err);
+}
+
+mha_status atomic_file_save_nofollow(const mha_alloc_ctx *a, const char *path, const void *data,
+                                     size_t n, mha_error *err) {
+    return af_save(a, path, 0, data, n, err);
 }
 
 /* ------------------------------------------------------------------------ */

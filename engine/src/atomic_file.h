@@ -103,6 +103,12 @@ uint64_t atomic_file_offset(const atomic_file *f);
 /* Writes a whole buffer atomically to path. */
 mha_status atomic_file_save(const mha_alloc_ctx *a, const char *path, const void *data, size_t n,
                             mha_error *err);
+/* The same for a file the program keeps for itself (a checkpoint): a
+ * symlink at path is replaced, never followed, and anything but a regular
+ * file there is refused, so a link planted in a shared folder cannot
+ * redirect it. */
+mha_status atomic_file_save_nofollow(const mha_alloc_ctx *a, const char *path, const void *data,
+                                     size_t n, mha_error *err);
 
 /* Removes what earlier writers of path left after kill -9: the regular
  * files of this user named `.<name>.tmp.XXXXXX` or `<name>.partial.XXXXXX`

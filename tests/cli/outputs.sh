@@ -97,6 +97,15 @@ expect 1 "a planted lock link" "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/q.npy"
 grep -q "q.npy.lock: it is a symbolic link" "$T/err" || fail "lock link: $(cat "$T/err")"
 [ "$(cat "$T/victim")" = victim ] && [ ! -e "$T/q.npy" ] || fail "the lock link was followed"
 rm -f "$T/q.npy.lock" "$T/p.npy.partial" "$T/.p.pb.tmp.XXXXXX"
+# a link put in place of the checkpoint while the run goes: replaced, not followed
+MHA_TEST_DATASET_DELAY_MS=100 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/v.npy" --batch-size 1 \
+  --checkpoint-every 0 --quiet &
+pid=$!
+sleep 0.25
+ln -sf victim "$T/v.npy.ckpt"
+wait $pid || fail "the run with a checkpoint link failed"
+[ "$(cat "$T/victim")" = victim ] || fail "a checkpoint was written through a planted link"
+[ ! -L "$T/v.npy.ckpt" ] && [ ! -e "$T/v.npy.ckpt" ] && cmp -s "$T/v.npy" "$T/ref.npy" || fail "checkpoint link: $(ls -l "$T")"
 # a checkpoint naming a link, or a file that is no partial of the output
 MHA_TEST_DATASET_CRASH_ROWS=2 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 1 \
   --checkpoint-every 0 --quiet 2>/dev/null && fail "the crash hook did not kill the run"
