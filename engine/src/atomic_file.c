@@ -61,7 +61,7 @@ static mha_status af_follow_links(const mha_alloc_ctx *a, const char *path, int 
     if (!cur) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
     for (int hops = 0;; hops++) {
         if (lstat(cur, sb) != 0) {
-            if (errno == ENOENT) {
+            if (errno == ENOENT || errno == ENOTDIR) { /* the folder check says why */
                 *missing = 1;
                 break;
             }
