@@ -41,7 +41,8 @@ static int print_help(void) {
     printf("\nEvery command takes --backend NAME|auto, --threads N and --help.\n"
            "Environment: MHA_BACKEND (default backend), MHA_PLUGIN_PATH (extra plugin\n"
            "folders), MHA_CPU_MASK (hide CPU features from plugin probes).\n"
-           "Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.\n");
+           "Exit status: 0 success, 1 failure (one line on stderr), 2 usage error,\n"
+           "128 + N stopped by signal N (130: SIGINT).\n");
     return CLI_OK;
 }
 

@@ -51,7 +51,8 @@ int cli_print_usage(const char *usage) {
           "  --threads N          threads, the calling one included (default: all CPUs)\n"
           "  -v, --verbose        print the library's log lines on stderr\n"
           "  -h, --help           this text\n"
-          "\nExit status: 0 success, 1 failure (one line on stderr), 2 usage error.\n",
+          "\nExit status: 0 success, 1 failure (one line on stderr), 2 usage error,\n"
+          "128 + N stopped by signal N (130: SIGINT).\n",
           stdout);
     return CLI_OK;
 }
