@@ -122,15 +122,40 @@ static mha_status af_check_folder(const char *path, const char *dir, mha_error *
     return MHA_OK;
 }
 
+/* The descriptor a path names when it names one this process already has
+ * open: "-" (standard output), /dev/stdout, /dev/stderr, /dev/fd/N,
+ * /proc/self/fd/N. Written through that descriptor: following the link
+ * would reach the file behind it and replace it, losing what was already
+ * written there (a report printed before a --json /dev/stdout). -1 for
+ * any other path. */
+int atomic_dest_descriptor(const char *path) {
+    if (strcmp(path, "-") == 0 || strcmp(path, "/dev/stdout") == 0) return STDOUT_FILENO;
+    if (strcmp(path, "/dev/stderr") == 0) return STDERR_FILENO;
+    const char *n = strncmp(path, "/dev/fd/", 8) == 0          ? path + 8
+                    : strncmp(path, "/proc/self/fd/", 14) == 0 ? path + 14
+                                                               : NULL;
+    if (!n || *n < '0' || *n > '9') return -1;
+    char *end;
+    long fd = strtol(n, &end, 10);
+    return *end == '\0' && fd <= INT_MAX ? (int)fd : -1;
+}
+
 /* atomic_dest_resolve; with follow = 0 a symlink at path is itself the
  * target (replaced by the rename, never followed). */
 static mha_status af_resolve(const mha_alloc_ctx *a, const char *path, int follow, atomic_dest *out,
                              mha_error *err) {
     memset(out, 0, sizeof *out);
-    if (follow && strcmp(path, "-") == 0) {
+    int std_fd = follow ? atomic_dest_descriptor(path) : -1;
+    if (std_fd >= 0) {
+        int fl = fcntl(std_fd, F_GETFL);
+        if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY)
+            return mha_fail(err, MHA_ERR_IO, "%s: descriptor %d is not open for writing", path,
+                            std_fd);
+        char name[32];
+        snprintf(name, sizeof name, "descriptor %d", std_fd);
         out->kind = ATOMIC_DEST_STREAM;
-        out->target = mha_strdup(a, "-");
-        out->canonical = mha_strdup(a, "-");
+        out->target = mha_strdup(a, path);
+        out->canonical = mha_strdup(a, name);
         out->exists = 1;
         if (!out->target || !out->canonical) {
             atomic_dest_clear(a, out);
@@ -240,8 +265,9 @@ static mha_status af_create_temporary(atomic_file *f, int partial, mha_error *er
 
 /* Opens a stream destination for writing. */
 static mha_status af_open_stream(atomic_file *f, mha_error *err) {
-    if (strcmp(f->target, "-") == 0)
-        f->fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+    int std_fd = atomic_dest_descriptor(f->target);
+    if (std_fd >= 0)
+        f->fd = fcntl(std_fd, F_DUPFD_CLOEXEC, 3);
     else
         f->fd = open(f->target, O_WRONLY | O_NOCTTY | O_CLOEXEC);
     if (f->fd < 0)

@@ -10,8 +10,11 @@
  *     file that looks complete;
  *   - a symbolic link: followed to its target, which is written (atomically
  *     as above when it is a regular file or missing); the link stays;
- *   - "-" (standard output), a FIFO, a character device: written directly,
- *     never removed or replaced;
+ *   - "-" (standard output), /dev/stdout, /dev/stderr, /dev/fd/N: written
+ *     through that open descriptor (never by following the link to the
+ *     file behind it, which would replace that file);
+ *   - a FIFO, a character device: written directly, never removed or
+ *     replaced;
  *   - a folder, a socket, a block device: refused.
  *
  * Thread-safety: the objects are not locked; use one per thread. */
@@ -47,6 +50,9 @@ typedef struct atomic_dest {
 mha_status atomic_dest_resolve(const mha_alloc_ctx *a, const char *path, atomic_dest *out,
                                mha_error *err);
 void atomic_dest_clear(const mha_alloc_ctx *a, atomic_dest *d); /* frees the strings */
+/* The descriptor path names when it names one the process has open ("-",
+ * /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N); -1 otherwise. */
+int atomic_dest_descriptor(const char *path);
 
 /* ------------------------------------------------------------------------ */
 /* Files written whole or not at all                                         */

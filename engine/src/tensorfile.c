@@ -118,7 +118,7 @@ tensorfile_format tensorfile_format_of(const char *path) {
 tensorfile_format tensorfile_output_format(const char *path) {
     tensorfile_format f = tensorfile_format_of(path);
     if (f != TENSORFILE_UNKNOWN) return f;
-    if (strcmp(path, "-") == 0) return TENSORFILE_NPY;
+    if (atomic_dest_descriptor(path) >= 0) return TENSORFILE_NPY;
     struct stat sb;
     if (stat(path, &sb) == 0 && (S_ISFIFO(sb.st_mode) || S_ISCHR(sb.st_mode)))
         return TENSORFILE_NPY;

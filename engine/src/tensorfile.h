@@ -169,9 +169,9 @@ typedef enum tensorfile_format {
 
 /* By extension, case-insensitive. */
 tensorfile_format tensorfile_format_of(const char *path);
-/* The format an output is written in: by extension; "-" (standard output)
- * and a FIFO or character device without a known extension (/dev/stdout,
- * /dev/null) take .npy. */
+/* The format an output is written in: by extension; an open descriptor
+ * ("-", /dev/stdout, /dev/fd/N) and a FIFO or character device (/dev/null)
+ * without a known extension take .npy. */
 tensorfile_format tensorfile_output_format(const char *path);
 
 /* The data of a .pb output is one TensorProto field: at most 2 GiB - 1. */

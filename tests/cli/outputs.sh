@@ -40,6 +40,8 @@ B=6 S=5 D=16
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ref.npy" --quiet
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ref.pb" --quiet
 
+PRESENT="${MHA_TEST_DATA:?}/conformance/onnx_attention_3d_with_past_and_present"
+
 echo "== a symlink destination is written through to its target"
 mkdir "$T/real"
 echo old >"$T/real/y.npy"
@@ -63,6 +65,15 @@ echo "== -, FIFOs and character devices are written directly, never replaced"
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o - --quiet >"$T/stdout.npy"
 cmp -s "$T/stdout.npy" "$T/ref.npy" || fail "-o - differs from the file"
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o - --quiet --batch-size 1 | cmp -s - "$T/ref.npy" || fail "-o - into a pipe, by rows"
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o /dev/stdout --quiet >"$T/devstdout.npy"
+cmp -s "$T/devstdout.npy" "$T/ref.npy" || fail "-o /dev/stdout into a file differs"
+# a report printed before --json /dev/stdout stays: the descriptor is written,
+# the file behind it not replaced
+"$MHA" peak --threads 1 --seconds 0.01 --reps 1 --json /dev/stdout >"$T/peak.txt"
+head -1 "$T/peak.txt" | grep -q '^isa' && tail -1 "$T/peak.txt" | grep -q '^{' ||
+  fail "peak --json /dev/stdout: $(cat "$T/peak.txt")"
+expect 2 "- and /dev/stdout together" "$MHA" run "$PRESENT/model.onnx" "$PRESENT"/test_data_set_0/input_*.pb -o - /dev/stdout
+grep -q "are the same file" "$T/err" || fail "- and /dev/stdout: $(cat "$T/err")"
 mkfifo "$T/fifo"
 cat "$T/fifo" >"$T/from_fifo.npy" &
 reader=$!
@@ -82,7 +93,7 @@ mkdir "$T/dir.npy"
 expect 1 "a folder as output" "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/dir.npy"
 grep -q "dir.npy: is a folder" "$T/err" && [ -d "$T/dir.npy" ] || fail "a folder: $(cat "$T/err")"
 [ -z "$(leftovers "$T")" ] || fail "left: $(leftovers "$T")"
-echo "ok: stdout, a FIFO, /dev/null and a link to it written directly; a folder refused"
+echo "ok: stdout (- and /dev/stdout), a FIFO, /dev/null and a link to it written directly; a folder refused"
 
 echo "== a symlink planted at a temporary's or a lock's name is not followed"
 echo victim >"$T/victim"
@@ -146,7 +157,6 @@ grep -q "no output given" "$T/err" || fail "no -o: $(cat "$T/err")"
 echo "ok: missing folders named by run, gen, merge, bench and peak before any work; no -o refused"
 
 echo "== one output, one writer"
-PRESENT="${MHA_TEST_DATA:?}/conformance/onnx_attention_3d_with_past_and_present"
 set -- "$PRESENT"/test_data_set_0/input_*.pb
 expect 2 "-o a a a" "$MHA" run "$PRESENT/model.onnx" "$@" -o "$T/a.npy" "$T/a.npy" "$T/a.npy"
 grep -q "are the same file" "$T/err" && [ -z "$(ls "$T" | grep '^a\.npy')" ] || fail "-o a a a: $(cat "$T/err"); left $(ls "$T")"

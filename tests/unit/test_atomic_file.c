@@ -65,10 +65,20 @@ static void test_resolve_kinds(void **state) {
     mha_error err;
     atomic_dest d, e;
 
+    /* descriptors the process has open: written through, never followed */
     assert_int_equal(atomic_dest_resolve(&alloc, "-", &d, &err), MHA_OK);
     assert_int_equal(d.kind, ATOMIC_DEST_STREAM);
     assert_false(d.shareable);
+    assert_int_equal(atomic_dest_resolve(&alloc, "/dev/stdout", &e, &err), MHA_OK);
+    assert_int_equal(e.kind, ATOMIC_DEST_STREAM);
+    assert_string_equal(d.canonical, e.canonical);
     atomic_dest_clear(&alloc, &d);
+    atomic_dest_clear(&alloc, &e);
+    assert_int_equal(atomic_dest_descriptor("/proc/self/fd/2"), 2);
+    assert_int_equal(atomic_dest_descriptor("/dev/fd/"), -1);
+    assert_int_equal(atomic_dest_descriptor("/dev/fd/1x"), -1);
+    assert_int_equal(atomic_dest_resolve(&alloc, "/dev/fd/987", &d, &err), MHA_ERR_IO);
+    assert_non_null(strstr(err.message, "descriptor 987 is not open for writing"));
 
     /* a chain of links ends at the file; both name the same place */
     assert_int_equal(atomic_dest_resolve(&alloc, chain, &d, &err), MHA_OK);
