@@ -6,8 +6,9 @@
 # before any work (run, gen, merge, bench, peak); duplicate outputs and a
 # second run on the same output are refused; no -o is refused; a .pb over
 # 2 GiB is refused before computing; what kill -9 left is cleaned by the next
-# run; merge removes its temporary on SIGTERM (exit 143). (Dataset runs
-# stopped by a signal: dataset.sh.)
+# run; merge removes its temporary on SIGTERM (exit 143); bench's JSON and
+# SVG stay well-formed whatever bytes a name holds. (Dataset runs stopped by
+# a signal: dataset.sh.)
 # Env: MHA (the binary), MHA_TEST_TMP.
 set -eu
 : "${MHA:?set MHA to the mha binary}" "${MHA_TEST_TMP:?}"
@@ -245,5 +246,16 @@ merge_signalled KILL
 [ "$(wc -c <"$T/merged.npy")" -eq $((128 + 2 * N * W * 4)) ] || fail "merged size"
 rm -f "$T/merged.npy" "$T/big0.npy" "$T/big1.npy"
 echo "ok: merge cleans up after SIGTERM (exit 143) and after kill -9"
+
+echo "== JSON and SVG stay well-formed when a name is not UTF-8"
+bad=$(printf 'm\377\300\355\240\200.onnx') # a stray byte, an overlong lead, a surrogate
+cp "$T/m.onnx" "$T/$bad"
+"$MHA" bench "$T/$bad" --shape 1,4 --min-time 0.05 --warmup 1 --backend scalar --threads 1 \
+  --quiet --json "$T/u.json" --plot "$T/u.svg" || fail "bench of a non-UTF-8 name failed"
+/usr/bin/python3 -c 'import json, sys, xml.etree.ElementTree as E
+d = json.load(open(sys.argv[1], encoding="utf-8"))
+assert d["model"].endswith("m\ufffd\ufffd\ufffd\ufffd\ufffd.onnx"), d["model"]
+E.parse(sys.argv[2])' "$T/u.json" "$T/u.svg" || fail "the JSON or SVG is not well-formed"
+echo "ok: invalid bytes become U+FFFD"
 
 echo "outputs.sh: all passed"
