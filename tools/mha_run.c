@@ -199,6 +199,29 @@ static int run_claim_outputs(const cli_common *c, const char **out_args, size_t 
     return rc;
 }
 
+/* --out-dir once the number of outputs is known: the folder made (before
+ * the work, as `mkdir -p` would be) and DIR/output_<i>.pb claimed like -o
+ * files. */
+static int run_claim_out_dir(const cli_common *c, const char *out_dir, size_t n,
+                             cli_outputs *claimed) {
+    if (mkdir(out_dir, 0777) != 0 && errno != EEXIST)
+        return cli_fail("%s: cannot create the folder: %s", out_dir, strerror(errno));
+    char **paths = calloc(n ? n : 1, sizeof *paths);
+    int rc = paths ? CLI_OK : cli_fail("out of memory");
+    for (size_t i = 0; i < n && rc == CLI_OK; i++) {
+        size_t len = strlen(out_dir) + 32;
+        if (!(paths[i] = malloc(len)))
+            rc = cli_fail("out of memory");
+        else
+            snprintf(paths[i], len, "%s/output_%zu.pb", out_dir, i);
+    }
+    if (rc == CLI_OK) rc = cli_outputs_claim(c, (const char *const *)paths, n, 1, claimed);
+    for (size_t i = 0; paths && i < n; i++)
+        free(paths[i]);
+    free(paths);
+    return rc;
+}
+
 int cli_cmd_run(int argc, char **argv) {
     cli_common c = {0};
     c.cmd = "run";
@@ -448,6 +471,7 @@ int cli_cmd_run(int argc, char **argv) {
             goto done;
         }
     }
+    if (out_dir && (rc = run_claim_out_dir(&c, out_dir, n_write, &claimed)) != CLI_OK) goto done;
 
     for (size_t i = 0; i < s.n_out; i++) {
         int ok;
@@ -470,17 +494,12 @@ int cli_cmd_run(int argc, char **argv) {
     double seconds = cli_now() - t0;
 
     /* -- write every output to a temporary, then publish them all -- */
-    if (out_dir && mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
-        rc = cli_fail("%s: cannot create the folder: %s", out_dir, strerror(errno));
-        goto done;
-    }
     for (size_t i = 0; i < n_write; i++) {
-        if (out_dir) {
+        if (out_dir)
             cli_format(path, sizeof path, "%s/output_%zu.pb", out_dir, i); /* fit above */
-        } else {
+        else
             cli_format(path, sizeof path, "%s", out_args[i]);
-            atomic_file_clean_stale(&s.alloc, path, NULL, 0); /* what kill -9 left */
-        }
+        atomic_file_clean_stale(&s.alloc, path, NULL, 0); /* what kill -9 left; ours: locked */
         if (tensorfile_write_pending(&s.alloc, path, &s.outs[i], s.out_info[i].name, &s.pending[i],
                                      &err) != MHA_OK) {
             rc = cli_fail_err(path, &err);

@@ -153,6 +153,13 @@ if [ "$(id -u)" -ne 0 ]; then # root writes into read-only folders anyway
   grep -q "cannot create files in the folder '$T/ro'" "$T/err" || fail "read-only: $(cat "$T/err")"
   chmod 755 "$T/ro"
 fi
+expect 1 "--out-dir in a missing folder" "$MHA" run "$T/m.onnx" "$T/x.npy" --out-dir "$T/nodir/od"
+grep -q "the folder '$T/nodir' does not exist" "$T/err" || fail "--out-dir: $(cat "$T/err")"
+mkdir "$T/od" && ln -s ../victim "$T/od/output_0.pb.lock" # --out-dir files are locked too
+expect 1 "--out-dir with a planted lock link" "$MHA" run "$T/m.onnx" "$T/x.npy" --out-dir "$T/od"
+grep -q "output_0.pb.lock: it is a symbolic link" "$T/err" && [ ! -e "$T/od/output_0.pb" ] ||
+  fail "--out-dir lock: $(cat "$T/err")"
+rm -rf "$T/od"
 expect 2 "run without -o" "$MHA" run "$T/m.onnx" "$T/x.npy"
 grep -q "no output given" "$T/err" || fail "no -o: $(cat "$T/err")"
 echo "ok: missing folders named by run, gen, merge, bench and peak before any work; no -o refused"
