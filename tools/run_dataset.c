@@ -594,7 +594,7 @@ static int ds_checkpoint_load(ds_state *s, int *found) {
     for (size_t i = 0; i < s->n_in && rc == CLI_OK; i++) {
         if (!s->in[i].file || !s->in[i].batch_major) continue;
         size_t idx;
-        unsigned long long h;
+        unsigned long long h = 0;
         int p2 = 0;
         if (sscanf(have, "rows-hash %zu %llx\n%n", &idx, &h, &p2) != 2 || idx != i)
             rc = cli_fail("%s: malformed checkpoint (input %zu has no 'rows-hash' line)",
