@@ -141,6 +141,10 @@ expect 1 "gen into a missing folder" "$MHA" gen -d 8 -H 2 -o "$T/m2.onnx" --data
 grep -q "nodir' does not exist" "$T/err" && [ ! -e "$T/m2.onnx" ] || fail "gen wrote the model first: $(cat "$T/err")"
 expect 1 "merge into a missing folder" "$MHA" merge "$T/nodir/y.npy" "$T/ref.npy"
 grep -q "nodir' does not exist" "$T/err" || fail "merge: $(cat "$T/err")"
+cp "$T/ref.npy" "$T/keep.npy"
+expect 2 "merge into one of its shards" "$MHA" merge "$T/keep.npy" "$T/keep.npy"
+grep -q "is also the shard" "$T/err" && cmp -s "$T/keep.npy" "$T/ref.npy" || fail "merge over a shard: $(cat "$T/err")"
+rm -f "$T/keep.npy"
 for opt in --json --csv --plot; do
   expect 1 "bench $opt into a missing folder" "$MHA" bench "$T/m.onnx" --shape 1,4 $opt "$T/nodir/b.out"
   grep -q "nodir' does not exist" "$T/err" && ! grep -q "reference run" "$T/err" || fail "bench $opt: $(cat "$T/err")"
