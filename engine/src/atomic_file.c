@@ -652,13 +652,20 @@ mha_status atomic_lock_acquire(const mha_alloc_ctx *a, const char *path, atomic_
                           l->lock_path);
             break;
         }
-        if (flock(l->fd, LOCK_EX | LOCK_NB) != 0) {
-            st = errno == EWOULDBLOCK
+        int locked = flock(l->fd, LOCK_EX | LOCK_NB) == 0, e = errno;
+        if (!locked && (e == ENOLCK || e == ENOSYS || e == EOPNOTSUPP)) {
+            /* a file system without locks (some network mounts): the run
+             * goes on unprotected rather than not at all */
+            atomic_lock_release(l); /* removes the lock file */
+            return MHA_OK;
+        }
+        if (!locked) {
+            st = e == EWOULDBLOCK
                      ? mha_fail(err, MHA_ERR_IO,
                                 "%s: another process is writing this output (%s is locked)", path,
                                 l->lock_path)
                      : mha_fail(err, MHA_ERR_IO, "%s: cannot lock %s: %s", path, l->lock_path,
-                                strerror(errno));
+                                strerror(e));
             break;
         }
         if (lstat(l->lock_path, &psb) == 0 && psb.st_dev == fsb.st_dev &&

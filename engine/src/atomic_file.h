@@ -134,8 +134,9 @@ typedef struct atomic_lock atomic_lock;
  * so that a second process writing the same output is refused at once:
  * MHA_ERR_IO "another process is writing this output". The lock file is
  * opened without following a symlink and removed on release; one left by
- * kill -9 is simply reused. A stream destination needs no lock: *out =
- * NULL and MHA_OK. */
+ * kill -9 is simply reused. A stream destination needs no lock, nor can a
+ * file system without flock (ENOLCK, ENOSYS, EOPNOTSUPP: some network
+ * mounts) give one: *out = NULL and MHA_OK. */
 mha_status atomic_lock_acquire(const mha_alloc_ctx *a, const char *path, atomic_lock **out,
                                mha_error *err);
 /* Removes the lock file and releases the lock. Accepts NULL. */

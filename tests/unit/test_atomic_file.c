@@ -3,7 +3,10 @@
  * folders refused, the missing folder named), the partial files of a
  * resumable run (created exclusively, reopened only when plainly ours), the
  * lock per output, and the cleaning of what kill -9 left. */
+#define _GNU_SOURCE
 #include "testutil.h"
+
+#include <dlfcn.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -15,6 +18,19 @@
 #include "atomic_file.h"
 
 static mha_alloc_ctx alloc;
+
+/* The engine, linked statically into this test, calls this flock: an errno
+ * to fail with, or 0 for the C library's. */
+static int flock_fails_with;
+
+int flock(int fd, int operation) {
+    if (flock_fails_with) {
+        errno = flock_fails_with;
+        return -1;
+    }
+    int (*real)(int, int) = (int (*)(int, int))dlsym(RTLD_NEXT, "flock");
+    return real(fd, operation);
+}
 
 /* buf (1200 bytes) = dir + "/" + name */
 static void path_in(char *buf, const char *dir, const char *name) {
@@ -298,6 +314,18 @@ static void test_lock_per_output(void **state) {
     assert_int_equal(atomic_lock_acquire(&alloc, out, &l1, &err), MHA_ERR_IO);
     assert_non_null(strstr(err.message, "it is a symbolic link"));
     assert_text(tu_path(dir, "victim"), "victim");
+    /* a file system without locks: no lock, no lock file, no refusal; any
+     * other failure is one */
+    assert_int_equal(unlink(lock_path), 0);
+    flock_fails_with = ENOLCK;
+    l1 = (atomic_lock *)0x1;
+    assert_int_equal(atomic_lock_acquire(&alloc, out, &l1, &err), MHA_OK);
+    assert_null(l1);
+    assert_int_equal(access(lock_path, F_OK), -1);
+    flock_fails_with = EIO;
+    assert_int_equal(atomic_lock_acquire(&alloc, out, &l1, &err), MHA_ERR_IO);
+    assert_non_null(strstr(err.message, "cannot lock"));
+    flock_fails_with = 0;
     /* a stream needs none */
     l1 = (atomic_lock *)0x1;
     assert_int_equal(atomic_lock_acquire(&alloc, "-", &l1, &err), MHA_OK);
