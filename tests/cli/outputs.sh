@@ -78,7 +78,10 @@ grep -q "are the same file" "$T/err" || fail "- and /dev/stdout: $(cat "$T/err")
 mkfifo "$T/fifo"
 cat "$T/fifo" >"$T/from_fifo.npy" &
 reader=$!
-"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/fifo" --quiet --batch-size 2
+if ! "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/fifo" --quiet --batch-size 2; then
+  : >"$T/fifo" # the reader must not wait for ever
+  fail "a run into a FIFO failed"
+fi
 wait $reader
 [ -p "$T/fifo" ] || fail "the FIFO was replaced"
 cmp -s "$T/from_fifo.npy" "$T/ref.npy" || fail "what came through the FIFO differs"
