@@ -387,15 +387,18 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
             }
         if (retry) st = rz_run_probe(z, L, 2, 3, 5);
     }
+    /* PyTorch's multi_head_attention_forward folds heads into the batch
+     * axis ([B*H, S, d] scores); a 4D score MatMul is a hand-written or
+     * converter-made decomposition. Both mean the same layer. (Read now:
+     * placing the masks probes again, maybe at sizes the graph refuses.) */
+    int score_rank = 0;
+    if (st == MHA_OK && c->kind == RZ_CORE_SOFTMAX) {
+        const tensor *S = z->probe[g->nodes[c->score_mm].outputs[0]];
+        score_rank = S ? S->rank : 0;
+    }
     if (st == MHA_OK) st = rz_build_projected(z, L);
     if (st != MHA_OK) return st;
-    if (c->kind == RZ_CORE_SOFTMAX) {
-        /* PyTorch's multi_head_attention_forward folds heads into the batch
-         * axis ([B*H, S, d] scores); a 4D score MatMul is a hand-written or
-         * converter-made decomposition. Both mean the same layer. */
-        const tensor *S = z->probe[g->nodes[c->score_mm].outputs[0]];
-        L->form = S && S->rank == 3 ? "torch-mha" : "onnx-decomposed";
-    }
+    if (c->kind == RZ_CORE_SOFTMAX) L->form = score_rank == 3 ? "torch-mha" : "onnx-decomposed";
     return MHA_OK;
 }
 
