@@ -267,17 +267,26 @@ typedef struct exec_mask {
     float *owned;
 } exec_mask;
 
-/* A mask input seen as 4-D [B', H', Sq', Skv'] (each dim full or 1). */
+/* A term of the mask seen as 4-D [B', H', Sq', Skv'] (each dim full or 1):
+ * a mask input, the layer's constant bias, or the sliding window. */
+typedef enum exec_mask_kind {
+    EXEC_MASK_TENSOR = 0, /* bool 0 / -inf by polarity, or float additive */
+    EXEC_MASK_VALUED,     /* key padding m -> the layer's kpm_add (any dtype) */
+    EXEC_MASK_WINDOW      /* -inf where j < i - left_window */
+} exec_mask_kind;
+
 typedef struct exec_mask_view {
+    exec_mask_kind kind;
     const mha_tensor *t;
     int64_t dims[4];
     int64_t strides[4];   /* elements; 0 where dims == 1 */
     int attend_when_true; /* bool masks */
 } exec_mask_view;
 
-static void exec_mask_view_attn(const mha_tensor *t, exec_mask_view *v) {
+static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, exec_mask_view *v) {
+    v->kind = EXEC_MASK_TENSOR;
     v->t = t;
-    v->attend_when_true = 1;
+    v->attend_when_true = attend_when_true;
     int64_t stride = 1;
     for (int i = 3; i >= 0; i--) {
         int src = t->rank - (4 - i);
@@ -288,8 +297,10 @@ static void exec_mask_view_attn(const mha_tensor *t, exec_mask_view *v) {
     }
 }
 
-static void exec_mask_view_padding(const mha_tensor *t, int true_means_ignore, exec_mask_view *v) {
+static void exec_mask_view_padding(const mha_tensor *t, int true_means_ignore, int valued,
+                                   exec_mask_view *v) {
     /* [B', Skv] -> [B', 1, 1, Skv] */
+    v->kind = valued ? EXEC_MASK_VALUED : EXEC_MASK_TENSOR;
     v->t = t;
     v->attend_when_true = !true_means_ignore;
     v->dims[0] = t->shape[0];
@@ -302,7 +313,32 @@ static void exec_mask_view_padding(const mha_tensor *t, int true_means_ignore, e
     v->strides[3] = t->shape[1] == 1 ? 0 : 1;
 }
 
-static float exec_mask_value(const exec_mask_view *v, int64_t off) {
+static double exec_mask_raw(const mha_tensor *t, int64_t off) {
+    switch (t->dtype) {
+    case MHA_DTYPE_BOOL:
+        return ((const uint8_t *)t->data)[off] != 0;
+    case MHA_DTYPE_INT32:
+        return ((const int32_t *)t->data)[off];
+    case MHA_DTYPE_INT64:
+        return (double)((const int64_t *)t->data)[off];
+    default:
+        return ((const float *)t->data)[off];
+    }
+}
+
+/* The additive of view v at (query i, key j), element off of its tensor. */
+static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t i,
+                             int64_t j) {
+    if (v->kind == EXEC_MASK_WINDOW) return j < i - L->left_window ? -INFINITY : 0.0f;
+    if (v->kind == EXEC_MASK_VALUED) {
+        /* the graph's own arithmetic: (1 - m) * c is c0 + (c1 - c0) * m */
+        const float *add = L->kpm_add;
+        double m = exec_mask_raw(v->t, off);
+        if (L->kpm_affine && v->t->dtype == MHA_DTYPE_FLOAT32 && isfinite(add[0]) &&
+            isfinite(add[1]))
+            return add[0] + (add[1] - add[0]) * (float)m;
+        return add[m != 0.0];
+    }
     if (v->t->dtype == MHA_DTYPE_BOOL) {
         int on = ((const uint8_t *)v->t->data)[off] != 0;
         return on == v->attend_when_true ? 0.0f : -INFINITY;
@@ -313,14 +349,35 @@ static float exec_mask_value(const exec_mask_view *v, int64_t off) {
 static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
                                   exec_mask *m, mha_error *err) {
     memset(m, 0, sizeof *m);
-    exec_mask_view views[2];
+    exec_mask_view views[4];
+    mha_tensor bias;
     int n = 0;
-    if (bd->attn_mask) exec_mask_view_attn(bd->attn_mask, &views[n++]);
+    if (bd->attn_mask) exec_mask_view_attn(bd->attn_mask, !L->attn_bool_ignore_true, &views[n++]);
     if (bd->key_padding)
-        exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, &views[n++]);
+        exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued,
+                               &views[n++]);
+    if (L->bias) {
+        /* [bias_heads, Sq, Skv], fixed lengths (layer_bind checked them) */
+        memset(&bias, 0, sizeof bias);
+        bias.dtype = MHA_DTYPE_FLOAT32;
+        bias.rank = 3;
+        bias.shape[0] = L->bias_heads;
+        bias.shape[1] = L->bias_sq;
+        bias.shape[2] = L->bias_skv;
+        bias.data = L->bias;
+        exec_mask_view_attn(&bias, 1, &views[n++]);
+    }
+    if (L->has_proj && L->has_left_window) {
+        exec_mask_view *w = &views[n++];
+        memset(w, 0, sizeof *w);
+        w->kind = EXEC_MASK_WINDOW;
+        w->dims[0] = w->dims[1] = 1;
+        w->dims[2] = bd->Sq;
+        w->dims[3] = bd->Skv;
+    }
     if (n == 0) return MHA_OK;
 
-    if (n == 1 && views[0].t->dtype == MHA_DTYPE_FLOAT32) {
+    if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32) {
         /* a float mask is used as it is, through its strides */
         m->data = views[0].t->data;
         m->sb = views[0].strides[0];
@@ -329,12 +386,14 @@ static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const 
         m->sk = views[0].strides[3];
         return MHA_OK;
     }
-    /* bool masks become 0 / -inf; two masks are summed into one tensor of
-     * their common broadcast shape */
+    /* bool masks become 0 / -inf, valued key padding its additive; several
+     * terms are summed into one tensor of their common broadcast shape (a
+     * key padding row alone stays a [B, 1, 1, Skv] row) */
     int64_t dims[4], strides[4], total = 1;
     for (int i = 0; i < 4; i++) {
         dims[i] = views[0].dims[i];
-        if (n == 2 && views[1].dims[i] > dims[i]) dims[i] = views[1].dims[i];
+        for (int k = 1; k < n; k++)
+            if (views[k].dims[i] > dims[i]) dims[i] = views[k].dims[i];
     }
     for (int i = 3; i >= 0; i--) {
         strides[i] = dims[i] == 1 ? 0 : total;
@@ -354,7 +413,7 @@ static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const 
                     for (int k = 0; k < n; k++) {
                         const int64_t *s = views[k].strides;
                         int64_t off = i0 * s[0] + i1 * s[1] + i2 * s[2] + i3 * s[3];
-                        sum += exec_mask_value(&views[k], off);
+                        sum += exec_mask_value(L, &views[k], off, i2, i3);
                     }
                     *dst++ = sum;
                 }

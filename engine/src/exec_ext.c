@@ -96,7 +96,8 @@ static const mha_tensor *ext_role_input(const layer *L, const mha_tensor *inputs
 int exec_ext_wanted(const layer *L, const mha_tensor *inputs, size_t n_inputs) {
     if (!L) return 0;
     if (ext_dtype(L) != MHA_DTYPE_FLOAT32) return 1;
-    if (L->has_left_window || L->has_right_window) return 1;
+    /* a projected layer's window is a term of exec.c's mask */
+    if (!L->has_proj && (L->has_left_window || L->has_right_window)) return 1;
     for (size_t i = 0; i < L->n_inputs; i++) {
         mha_io_role r = L->inputs[i].role;
         if (r == MHA_ROLE_PAST_KEY || r == MHA_ROLE_PAST_VALUE || r == MHA_ROLE_NONPAD_KV_SEQLEN)

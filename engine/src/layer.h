@@ -62,7 +62,22 @@ typedef struct layer {
     int int_mask_attend_nonzero;           /* integer masks (com.microsoft mask_index):
                                               nonzero = attend */
 
-    /* ---- appended for the model families (issue 14) ---- */
+    /* ---- appended for the model families' forms (issue 14) ---- */
+    int kpm_valued;            /* the key padding input m [B, Skv] (bool, integer or float)
+                                  adds kpm_add[m != 0] to the scores of key j -- or, with
+                                  kpm_affine and a float m, kpm_add[0] + (kpm_add[1] -
+                                  kpm_add[0]) * m (the extended mask (1 - m) * c) */
+    int kpm_affine;            /* see kpm_valued */
+    float kpm_add[2];          /* the additive for m == 0 and m == 1 (finite or -inf) */
+    int attn_bool_ignore_true; /* a bool attn_mask hides True (nn.MultiheadAttention) */
+    float *bias;               /* constant additive bias [bias_heads, bias_sq, bias_skv]
+                                  on the scaled scores (T5), or NULL; owned */
+    int64_t bias_heads;        /* 1 (every head) or q_heads */
+    int64_t bias_sq, bias_skv; /* the only query / key lengths the layer accepts then */
+    int need_weights;          /* output MHA_ROLE_OUTPUT #2: head-averaged probabilities */
+    unsigned idioms;           /* LAYER_IDIOM_* found by the recogniser (mha info) */
+
+    /* ---- appended for rotary embeddings and ALiBi (issue 14) ---- */
     int rotary;                     /* MHA_ROTARY_NONE / _HALF / _INTERLEAVED (plugin.h):
                                        Q and K rotated after their projections */
     int64_t rotary_dim;             /* even, <= d_head: the dims of each head that turn */
@@ -77,6 +92,19 @@ typedef struct layer {
     int alibi_relative;             /* 0: score += slope * j (BLOOM);
                                        1: score += slope * (j - i) (ALiBi paper, MPT) */
 } layer;
+
+/* What the recogniser met on the way (named by mha info). */
+enum {
+    LAYER_IDIOM_WHERE_MASK = 1u << 0,    /* masked_fill / torch.where on the scores */
+    LAYER_IDIOM_EXT_MASK = 1u << 1,      /* key padding from an extended mask (1 - m) * c */
+    LAYER_IDIOM_SOFTMAX_CAST = 1u << 2,  /* Casts around the Softmax (float32 softmax) */
+    LAYER_IDIOM_SCORE_RESHAPE = 1u << 3, /* reshapes of the scores between mask terms */
+    LAYER_IDIOM_POS_BIAS = 1u << 4,      /* a constant per-head position bias */
+    LAYER_IDIOM_WINDOW = 1u << 5,        /* a sliding window with the causal mask */
+    LAYER_IDIOM_QK_FACTORS = 1u << 6,    /* scale factors on Q and K (before the product) */
+    LAYER_IDIOM_FUSED_QKV = 1u << 7,     /* one projection split into Q, K, V */
+    LAYER_IDIOM_HEAD_WEIGHTS = 1u << 8   /* head-averaged attention weights as an output */
+};
 
 /* Finds the attention layer in g by meaning (folding constants and shapes,
  * tracing Q/K/V to their projections) and fills *out. Refuses anything it

@@ -13,17 +13,9 @@
 
 void layer_clear(const mha_alloc_ctx *a, layer *L) {
     if (!L) return;
-    float *weights[] = {L->wq,
-                        L->bq,
-                        L->wk,
-                        L->bk,
-                        L->wv,
-                        L->bv,
-                        L->wo,
-                        L->bo,
-                        L->rotary_cos,
-                        L->rotary_sin,
-                        L->rotary_inv_freq,
+    float *weights[] = {L->wq,          L->bq,         L->wk,         L->bk,
+                        L->wv,          L->bv,         L->wo,         L->bo,
+                        L->bias,        L->rotary_cos, L->rotary_sin, L->rotary_inv_freq,
                         L->alibi_slopes};
     for (size_t i = 0; i < sizeof weights / sizeof weights[0]; i++)
         mha_free(a, weights[i]);
@@ -120,9 +112,10 @@ static mha_status layer_expect_float(const layer *L, const layer_io *io, const m
 
 static mha_status layer_expect_mask_dtype(const layer *L, const layer_io *io, const mha_tensor *t,
                                           mha_error *err) {
-    int ok = t->dtype == MHA_DTYPE_BOOL || t->dtype == layer_data_dtype(L) ||
-             (L->int_mask_attend_nonzero &&
-              (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64));
+    int ok =
+        t->dtype == MHA_DTYPE_BOOL || t->dtype == layer_data_dtype(L) ||
+        ((L->int_mask_attend_nonzero || (L->kpm_valued && io->role == MHA_ROLE_KEY_PADDING_MASK)) &&
+         (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64));
     if (!ok)
         return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, expected bool or %s",
                         layer_io_name(io), mha_io_role_name(io->role), mha_dtype_name(t->dtype),
@@ -441,6 +434,12 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         st = layer_check_attn_mask(L, io_role[MHA_ROLE_ATTN_MASK], bd->attn_mask, bd, err);
         if (st != MHA_OK) return st;
     }
+    if (L->bias && (bd->Sq != L->bias_sq || bd->Skv != L->bias_skv))
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "query length %lld, key length %lld: the model's constant position "
+                        "bias is for query length %lld, key length %lld only",
+                        (long long)bd->Sq, (long long)bd->Skv, (long long)L->bias_sq,
+                        (long long)L->bias_skv);
     if (t_role[MHA_ROLE_KEY_PADDING_MASK]) {
         bd->key_padding = t_role[MHA_ROLE_KEY_PADDING_MASK];
         st = layer_check_key_padding(L, io_role[MHA_ROLE_KEY_PADDING_MASK], bd->key_padding, bd,

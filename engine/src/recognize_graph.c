@@ -26,6 +26,13 @@ static int rz_is_layout_op(const ir_node *n) {
     return 0;
 }
 
+/* Layout ops that keep the elements in their flat order (only the shape
+ * changes): on the scores path they leave every score where it was. */
+static int rz_is_flat_layout_op(const ir_node *n) {
+    return rz_is_op(n, "Reshape") || rz_is_op(n, "Squeeze") || rz_is_op(n, "Unsqueeze") ||
+           rz_is_op(n, "Flatten");
+}
+
 const char *rz_node_desc(const rz_ctx *z, int node, char *buf, size_t size) {
     if (node < 0 || (size_t)node >= z->g->n_nodes) {
         snprintf(buf, size, "(no node)");
@@ -425,8 +432,12 @@ static int rz_reaches_scores_walk(const rz_ctx *z, int v, int depth, int *budget
     if (rz_is_op(n, "MatMul"))
         return n->n_inputs == 2 && n->inputs[0] >= 0 && n->inputs[1] >= 0 &&
                z->deps[n->inputs[0]] != 0 && z->deps[n->inputs[1]] != 0;
-    if ((rz_is_op(n, "Identity") || rz_is_op(n, "Cast")) && n->n_inputs >= 1)
+    if ((rz_is_op(n, "Identity") || rz_is_op(n, "Cast") || rz_is_flat_layout_op(n)) &&
+        n->n_inputs >= 1)
         return rz_reaches_scores_walk(z, n->inputs[0], depth + 1, budget);
+    if (rz_is_op(n, "Where") && n->n_inputs == 3)
+        return rz_reaches_scores_walk(z, n->inputs[1], depth + 1, budget) ||
+               rz_reaches_scores_walk(z, n->inputs[2], depth + 1, budget);
     if ((rz_is_op(n, "Mul") || rz_is_op(n, "Div") || rz_is_op(n, "Add")) && n->n_inputs == 2)
         return rz_reaches_scores_walk(z, n->inputs[0], depth + 1, budget) ||
                rz_reaches_scores_walk(z, n->inputs[1], depth + 1, budget);
@@ -531,23 +542,66 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
             cur = p->inputs[r0 ? 0 : 1];
             continue;
         }
+        if (rz_is_op(p, "Where") && p->n_inputs == 3 && p->inputs[0] >= 0 && p->inputs[1] >= 0 &&
+            p->inputs[2] >= 0) {
+            /* masked_fill / torch.where: the scores on one side, a fill value
+             * on the other, a condition computed apart from the scores */
+            int r1 = rz_reaches_scores(z, p->inputs[1]);
+            int r2 = rz_reaches_scores(z, p->inputs[2]);
+            if (r1 == r2 || rz_reaches_scores(z, p->inputs[0]))
+                return rz_refuse_node(z, pid,
+                                      "a Where on the scores must choose between the scores "
+                                      "and a fill value computed apart from them",
+                                      "scores");
+            if (c->n_masks == RZ_MAX_MASK_TERMS)
+                return rz_refuse_node(z, pid, "too many mask terms", "scores");
+            rz_mask_term *t = &c->masks[c->n_masks++];
+            t->kind = RZ_TERM_WHERE;
+            t->cond = p->inputs[0];
+            t->value = p->inputs[r1 ? 2 : 1];
+            t->fill_when = r1 ? 0 : 1;
+            t->above = c->n_score_steps;
+            t->add_node = pid;
+            cur = p->inputs[r1 ? 1 : 2];
+            continue;
+        }
         int in_slot = 0;
         if ((rz_is_op(p, "Mul") || rz_is_op(p, "Div")) && p->n_inputs == 2 && p->inputs[0] >= 0 &&
             z->deps[p->inputs[0]] == 0)
             in_slot = 1;
         rz_step s;
-        if (rz_is_op(p, "Split") || rz_is_layout_op(p) || !rz_classify_step(z, pid, in_slot, 1, &s))
+        int flat = rz_is_flat_layout_op(p);
+        if (rz_is_op(p, "Split") || (rz_is_layout_op(p) && !flat) ||
+            !rz_classify_step(z, pid, in_slot, 1, &s))
             return rz_refuse_node(z, pid,
-                                  "between Q.K^T and Softmax only scalar factors and "
-                                  "additive masks are supported",
+                                  "between Q.K^T and Softmax only scalar factors, reshapes, "
+                                  "additive masks and masked fills are supported",
                                   "scores");
+        if (flat) {
+            mha_status st = rz_check_plumbing(z, pid, 0, "scores");
+            if (st != MHA_OK) return st;
+        }
         c->score_steps[c->n_score_steps++] = s;
         cur = p->inputs[s.data_in];
     }
-    /* Softmax -> the P.V MatMul. */
-    int pv, slot;
-    mha_status st = rz_single_consumer(z, sm->outputs[0], "attention", &pv, &slot);
-    if (st != MHA_OK) return st;
+    /* Softmax -> the P.V MatMul, through casts back to the data type
+     * (softmax computed in float32). */
+    int pv, slot, p_v = sm->outputs[0];
+    mha_status st;
+    for (int hops = 0;; hops++) {
+        st = rz_single_consumer(z, p_v, "attention", &pv, &slot);
+        if (st != MHA_OK) return st;
+        const ir_node *cn = pv >= 0 ? &z->g->nodes[pv] : NULL;
+        if (!cn || hops == RZ_MAX_STEPS || slot != 0 || cn->n_outputs < 1 ||
+            !(rz_is_op(cn, "Cast") || rz_is_op(cn, "Identity")))
+            break;
+        c->p_steps[c->n_p_steps].node = pv;
+        c->p_steps[c->n_p_steps].kind = RZ_STEP_IDENTITY;
+        c->p_steps[c->n_p_steps].data_in = 0;
+        c->p_steps[c->n_p_steps].data_out = 0;
+        c->n_p_steps++;
+        p_v = cn->outputs[0];
+    }
     if (pv < 0 || !rz_is_op(&z->g->nodes[pv], "MatMul") || slot != 0) {
         if (pv < 0)
             return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,

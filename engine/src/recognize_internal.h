@@ -75,10 +75,17 @@ typedef struct rz_view {
     int64_t s_row, s_col;
 } rz_view;
 
+/* A term on the scores: an Add of a mask (scores + value), or a Where that
+ * replaces masked scores by a fill value (masked_fill, torch.where). */
+typedef enum rz_term_kind { RZ_TERM_ADD = 0, RZ_TERM_WHERE } rz_term_kind;
+
 typedef struct rz_mask_term {
-    int value; /* the added value */
-    int above; /* number of score-path factor steps applied after it */
-    int add_node;
+    rz_term_kind kind;
+    int value;     /* the added value, or the Where's fill value */
+    int cond;      /* Where: its condition */
+    int fill_when; /* Where: the condition value (0 or 1) that selects the fill */
+    int above;     /* number of score-path factor steps applied after it */
+    int add_node;  /* the Add or Where */
 } rz_mask_term;
 
 typedef struct rz_core {
@@ -90,6 +97,8 @@ typedef struct rz_core {
     int mask_input;                    /* Attention core: the attn_mask graph input value, or -1 */
     rz_step score_steps[RZ_MAX_STEPS]; /* Softmax input back to the QK MatMul */
     int n_score_steps;
+    rz_step p_steps[RZ_MAX_STEPS]; /* Softmax output to the P.V MatMul (casts) */
+    int n_p_steps;
     rz_mask_term masks[RZ_MAX_MASK_TERMS];
     int n_masks;
     rz_chain qchain, kchain, vchain; /* projection output -> operand */

@@ -470,14 +470,19 @@ static mha_status rz_softmax_views(rz_ctx *z, rz_views *vs) {
     if (!A || !Bm || !V || !S || !O || A->rank < 2 || Bm->rank < 2 || V->rank < 2 || S->rank < 2 ||
         O->rank != S->rank)
         return rz_unsupported(z, "the attention MatMuls need operands of rank 2 or more");
+    /* the scores may be reshaped on their way (flat order kept): the
+     * Softmax must still run over whole rows of keys */
     const ir_node *sm = &z->g->nodes[c->node];
+    const tensor *SI = rz_val(z, sm->inputs[0]);
     int64_t axis = ir_attr_int(sm, "axis", z->g->opset >= 13 ? -1 : 1);
-    if (axis < 0) axis += S->rank;
-    if (axis != S->rank - 1)
+    if (!SI || SI->rank < 1) return rz_unsupported(z, "the Softmax input has no shape");
+    if (axis < 0) axis += SI->rank;
+    if (axis != SI->rank - 1 || SI->dims[SI->rank - 1] != S->dims[S->rank - 1] ||
+        tensor_numel(SI) != tensor_numel(S))
         return rz_unsupported(z,
                               "%s over axis %lld of rank %lld scores: only the last axis "
-                              "is supported",
-                              "Softmax", (long long)axis, (long long)S->rank);
+                              "(the keys) is supported",
+                              "Softmax", (long long)axis, (long long)SI->rank);
     int nb = S->rank - 2;
     const int64_t *bs = S->dims;
     if (memcmp(O->dims, S->dims, sizeof(int64_t) * (size_t)nb) != 0)
@@ -945,6 +950,7 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
     L->d_head = vs.dh;
     L->d_head_v = vs.dv;
     L->cross = c->qp.x_input != c->kp.x_input;
+    if (c->qp.node == c->kp.node || c->kp.node == c->vp.node) L->idioms |= LAYER_IDIOM_FUSED_QKV;
     L->seq_first = 0;
     st = rz_gather(z, &q, H.rep, H.hq, 1.0, &L->wq, &L->bq);
     if (st == MHA_OK) st = rz_gather(z, &k, H.kv_rep, H.hkv, 1.0, &L->wk, &L->bk);
@@ -987,6 +993,21 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
         if (L->softcap != 0.0f && fqk != 1.0)
             st = rz_unsupported(z, "softcap with scalar factors on Q or K is not supported");
     } else {
+        /* casts after the Softmax must keep float32 (softmax in float32) */
+        rz_chain pc;
+        double pf;
+        pc.n = c->n_p_steps;
+        memcpy(pc.steps, c->p_steps, sizeof(rz_step) * (size_t)c->n_p_steps);
+        st = rz_chain_factor(z, &pc, &pf);
+        if (st != MHA_OK) goto done;
+        if (c->n_p_steps) L->idioms |= LAYER_IDIOM_SOFTMAX_CAST;
+        for (int i = 0; i < c->n_score_steps; i++) {
+            const ir_node *sn = &z->g->nodes[c->score_steps[i].node];
+            if (c->score_steps[i].kind == RZ_STEP_IDENTITY && rz_is_op(sn, "Cast"))
+                L->idioms |= LAYER_IDIOM_SOFTMAX_CAST;
+            if (c->score_steps[i].kind == RZ_STEP_LAYOUT) L->idioms |= LAYER_IDIOM_SCORE_RESHAPE;
+        }
+        if (q.factor != 1.0 && k.factor != 1.0) L->idioms |= LAYER_IDIOM_QK_FACTORS;
         double fs = 1.0;
         for (int i = 0; i < c->n_score_steps; i++) {
             rz_chain one;

@@ -471,10 +471,10 @@ static void test_refusals(void **state) {
         {"no_attention", "no attention", "neither an Attention node nor a Softmax"},
         {"two_softmax", "Softmax", "'extra_softmax'"},
         {"unknown_op_on_path", "Sin", "'q_sin'"},
-        {"where_mask", "Where", "'m_where_scores'"},
         {"softmax_axis", "Softmax", "axis"},
         {"weight_input", "MatMul", "'q_matmul'"},
-        {"const_bias_mask", "Add", "'qk_const_bias'"},
+        {"where_fill_zero", "'m_where_zero'", "does not hide them"},
+        {"dyn_bias", "'qk_dyn_bias'", "computed from the sequence length"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];
@@ -496,16 +496,74 @@ static void test_refusals(void **state) {
     }
 }
 
+/* The roles and readings the family idioms must get. kpm: 0 none, 1 bool
+ * True = attend, 2 valued (additive for m = 0 / 1 below, affine or step). */
+typedef struct plumbing_case {
+    const char *name;
+    int64_t q_heads, kv_heads;
+    int causal, has_bias, kpm;
+    float add0, add1;
+    int affine;
+    int attn_ignore_true; /* a bool attn_mask input, True = hidden */
+    int64_t window;       /* -1: none */
+    int pos_bias;         /* a constant per-head bias */
+    unsigned idioms;      /* LAYER_IDIOM_* that must be named */
+} plumbing_case;
+
+static void check_plumbing(const plumbing_case *c, const layer *L) {
+    assert_string_equal(L->form, "onnx-decomposed");
+    assert_int_equal(L->d_model, 16);
+    assert_int_equal(L->q_heads, c->q_heads);
+    assert_int_equal(L->kv_heads, c->kv_heads);
+    assert_int_equal(L->d_head, 4);
+    assert_int_equal(L->causal, c->causal);
+    assert_int_equal(L->bq != NULL, c->has_bias);
+    expect_close(L->scale, 0.5, "scale", c->name);
+    if (c->kpm) {
+        assert_int_equal(L->n_inputs, 2);
+        assert_int_equal(L->inputs[1].role, MHA_ROLE_KEY_PADDING_MASK);
+        assert_int_equal(L->kpm_true_means_ignore, 0);
+        assert_int_equal(L->kpm_valued, c->kpm == 2);
+        if (c->kpm == 2) {
+            expect_close(L->kpm_add[0], c->add0, "kpm_add[0]", c->name);
+            expect_close(L->kpm_add[1], c->add1, "kpm_add[1]", c->name);
+            assert_int_equal(L->kpm_affine, c->affine);
+        }
+    }
+    if (c->attn_ignore_true) {
+        assert_int_equal(L->inputs[1].role, MHA_ROLE_ATTN_MASK);
+        assert_int_equal(L->attn_bool_ignore_true, 1);
+    }
+    assert_int_equal(L->has_left_window, c->window >= 0);
+    if (c->window >= 0) assert_int_equal(L->left_window, c->window);
+    assert_int_equal(L->bias != NULL, c->pos_bias);
+    if (c->pos_bias) {
+        assert_int_equal(L->bias_heads, c->q_heads);
+        assert_int_equal(L->bias_sq, 5);
+        assert_int_equal(L->bias_skv, 5);
+    }
+    if ((L->idioms & c->idioms) != c->idioms)
+        fail_msg("%s: idioms 0x%x, expected at least 0x%x", c->name, L->idioms, c->idioms);
+}
+
 static void test_unusual_plumbing(void **state) {
     (void)state;
-    static const struct {
-        const char *name;
-        int64_t q_heads, kv_heads;
-        int causal, has_bias, kpm;
-    } cases[] = {
-        {"interleaved_heads", 4, 4, 0, 1, 0}, {"kpm_attend", 4, 4, 0, 1, 1},
-        {"gqa_expand", 4, 2, 0, 1, 0},        {"gqa_tile", 4, 2, 0, 1, 0},
-        {"scale_after_mask", 4, 4, 1, 0, 0},
+    static const plumbing_case cases[] = {
+        {"interleaved_heads", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
+        {"kpm_attend", 4, 4, 0, 1, 1, 0, 0, 0, 0, -1, 0, 0},
+        {"gqa_expand", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
+        {"gqa_tile", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
+        {"scale_after_mask", 4, 4, 1, 0, 0, 0, 0, 0, 0, -1, 0, 0},
+        {"where_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, -1, 0, LAYER_IDIOM_WHERE_MASK},
+        {"const_bias_mask", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 1, LAYER_IDIOM_POS_BIAS},
+        {"ext_mask_i64", 4, 4, 0, 1, 2, -3.40282347e38f, 0, 0, 0, -1, 0, LAYER_IDIOM_EXT_MASK},
+        {"ext_mask_10000", 4, 4, 0, 1, 2, -10000.0f, 0, 1, 0, -1, 0, LAYER_IDIOM_EXT_MASK},
+        {"fill_mask_eq0", 4, 4, 0, 1, 2, -3.40282347e38f, 0, 0, 0, -1, 0,
+         LAYER_IDIOM_EXT_MASK | LAYER_IDIOM_WHERE_MASK},
+        {"bool_ignore_mask", 4, 4, 0, 1, 0, 0, 0, 0, 1, -1, 0, 0},
+        {"window_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, 2, 0, LAYER_IDIOM_WINDOW},
+        {"softmax_casts", 4, 4, 1, 1, 0, 0, 0, 0, 0, -1, 0,
+         LAYER_IDIOM_SOFTMAX_CAST | LAYER_IDIOM_SCORE_RESHAPE},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];
@@ -516,19 +574,7 @@ static void test_unusual_plumbing(void **state) {
         mha_error_clear(&err);
         mha_status st = layer_recognize(&g_alloc, g, &L, &err);
         if (st != MHA_OK) fail_msg("%s: %s", cases[i].name, err.message);
-        assert_string_equal(L.form, "onnx-decomposed");
-        assert_int_equal(L.d_model, 16);
-        assert_int_equal(L.q_heads, cases[i].q_heads);
-        assert_int_equal(L.kv_heads, cases[i].kv_heads);
-        assert_int_equal(L.d_head, 4);
-        assert_int_equal(L.causal, cases[i].causal);
-        assert_int_equal(L.bq != NULL, cases[i].has_bias);
-        expect_close(L.scale, 0.5, "scale", cases[i].name);
-        if (cases[i].kpm) {
-            assert_int_equal(L.n_inputs, 2);
-            assert_int_equal(L.inputs[1].role, MHA_ROLE_KEY_PADDING_MASK);
-            assert_int_equal(L.kpm_true_means_ignore, 0);
-        }
+        check_plumbing(&cases[i], &L);
         st = layer_verify(&g_alloc, g, &L, &err);
         if (st != MHA_OK) fail_msg("%s: verify: %s", cases[i].name, err.message);
         layer_clear(&g_alloc, &L);
