@@ -353,7 +353,8 @@ class GPTJAttention(nn.Module):
         super().__init__()
         self.heads, self.d_head, self.rotary_dim = heads, d_model // heads, rotary_dim
         self.register_buffer("bias", causal_tril(max_positions), persistent=False)
-        self.register_buffer("scale_attn", torch.sqrt(torch.tensor(self.d_head, dtype=torch.float32)),
+        self.register_buffer("scale_attn",
+                             torch.sqrt(torch.tensor(self.d_head, dtype=torch.float32)),
                              persistent=False)
         sinusoid = torch.einsum("i,j->ij", torch.arange(max_positions, dtype=torch.float32),
                                 inverse_frequencies(rotary_dim))
@@ -610,7 +611,9 @@ class T5Attention(nn.Module):
         def unshape(t):
             return t.transpose(1, 2).contiguous().view(batch_size, -1, self.heads * self.d_head)
 
-        q, k, v = shape(self.q(hidden_states)), shape(self.k(hidden_states)), shape(self.v(hidden_states))
+        q = shape(self.q(hidden_states))
+        k = shape(self.k(hidden_states))
+        v = shape(self.v(hidden_states))
         scores = torch.matmul(q, k.transpose(3, 2))
         if hasattr(self, "folded_bias"):
             position_bias = self.folded_bias
@@ -621,7 +624,8 @@ class T5Attention(nn.Module):
         ext = mask[:, None, None, :].to(dtype=scores.dtype)
         if self.is_decoder:
             seq_ids = torch.arange(seq_length)
-            causal = seq_ids[None, None, :].repeat(batch_size, seq_length, 1) <= seq_ids[None, :, None]
+            causal = (seq_ids[None, None, :].repeat(batch_size, seq_length, 1)
+                      <= seq_ids[None, :, None])
             ext = causal.to(scores.dtype)[:, None, :, :] * ext
         position_bias = position_bias + (1.0 - ext) * torch.finfo(scores.dtype).min
         scores += position_bias
@@ -651,7 +655,8 @@ class BloomAttention(nn.Module):
     def build_alibi(self, attention_mask, dtype):
         batch_size, seq_length = attention_mask.shape
         closest_power_of_2 = 2 ** math.floor(math.log2(self.heads))
-        base = torch.tensor(2 ** (-(2 ** -(math.log2(closest_power_of_2) - 3))), dtype=torch.float32)
+        base = torch.tensor(2 ** (-(2 ** -(math.log2(closest_power_of_2) - 3))),
+                            dtype=torch.float32)
         powers = torch.arange(1, 1 + closest_power_of_2, dtype=torch.int32)
         slopes = torch.pow(base, powers)
         if closest_power_of_2 != self.heads:  # the ALiBi recipe for other head counts
@@ -682,7 +687,8 @@ class BloomAttention(nn.Module):
         probs = probs.view(batch_size * self.heads, q_length, q_length)
         context = torch.bmm(probs, value)
         context = context.view(batch_size, self.heads, q_length, self.d_head)
-        context = context.permute(0, 2, 1, 3).reshape(batch_size, q_length, self.heads * self.d_head)
+        context = context.permute(0, 2, 1, 3)
+        context = context.reshape(batch_size, q_length, self.heads * self.d_head)
         return self.dense(context)
 
 
@@ -985,7 +991,8 @@ def self_case(name, module, seed, d_model, seq, lengths, mask_dtype, opsets):
     randomize(module, seed)
     names = ["hidden_states"] + (["attention_mask"] if lengths is not None else [])
     datasets = []
-    for k, (batch, n, lens) in enumerate(((2, seq, lengths), (3, seq + 3, second_lengths(seq + 3)))):
+    shapes = ((2, seq, lengths), (3, seq + 3, second_lengths(seq + 3)))
+    for k, (batch, n, lens) in enumerate(shapes):
         args = (x_input(seed + 1 + k, batch, n, d_model),)
         if lengths is not None:
             args += (padding_mask(batch, n, lens, mask_dtype),)
@@ -1101,7 +1108,8 @@ def torch_cases():
         datasets = []
         for k, (batch, tq, sk, lens) in enumerate(((2, t, s, lengths),
                                                    (3, t + 2, s - 2, second_lengths(s - 2)))):
-            args = (x_input(seed + 1 + 2 * k, batch, tq, d), x_input(seed + 2 + 2 * k, batch, sk, d))
+            args = (x_input(seed + 1 + 2 * k, batch, tq, d),
+                    x_input(seed + 2 + 2 * k, batch, sk, d))
             if lengths is not None:
                 args += (padding_mask(batch, sk, lens),)
             datasets.append(args)
