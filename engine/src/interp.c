@@ -49,6 +49,8 @@ static const interp_op_entry interp_ops[] = {
     {"Exp", interp_op_exp},
     {"Log", interp_op_log},
     {"Tanh", interp_op_tanh},
+    {"Cos", interp_op_cos},
+    {"Sin", interp_op_sin},
     {"Erf", interp_op_erf},
     {"Relu", interp_op_relu},
     {"Sigmoid", interp_op_sigmoid},

@@ -457,6 +457,7 @@ static mha_status rz_parse_operands(rz_ctx *z) {
     rz_proj *projs[3] = {&c->qp, &c->kp, &c->vp};
     for (int i = 0; i < 3; i++) {
         mha_status st = rz_walk_back(z, ops[i], 1, names[i], chains[i]);
+        if (st == MHA_OK && i < 2) st = rz_rotary_pass(z, i, names[i], chains[i]);
         if (st == MHA_OK) st = rz_parse_in_proj(z, chains[i]->src, names[i], projs[i]);
         if (st != MHA_OK) return st;
     }

@@ -105,6 +105,9 @@ typedef struct rz_core {
     rz_chain ochain;                 /* o_v -> output projection input */
     rz_chain ychain;                 /* output projection output -> graph output */
     rz_proj qp, kp, vp, op;
+    /* rotary embedding on Q (0) and K (1): the value rotated and the
+     * rotation's output (recognize_rotary.c) */
+    int rot_on[2], rot_x[2], rot_y[2];
 } rz_core;
 
 typedef struct rz_ctx {
@@ -179,6 +182,15 @@ void rz_free_probe(rz_ctx *z);
 /* Scalar factors of a chain (product). */
 mha_status rz_chain_factor(rz_ctx *z, const rz_chain *ch, double *f);
 mha_status rz_build_projected(rz_ctx *z, layer *L);
+
+/* ---- recognize_rotary.c: rotary position embeddings on Q and K ---- */
+/* Phase 1: when ch (side 0 = Q, 1 = K) starts at a value that mixes two
+ * data paths, and they meet again in one tensor, the chain goes on below
+ * it (recorded in z->core.rot_*). A no-op otherwise. */
+mha_status rz_rotary_pass(rz_ctx *z, int side, const char *what, rz_chain *ch);
+/* Phase 3 (after the probe): the rotation's kind, dims and tables into L,
+ * or a refusal saying what the subgraph is not. */
+mha_status rz_rotary_build(rz_ctx *z, layer *L);
 
 /* ---- recognize_mask.c ---- */
 /* Places the additive mask terms of a Softmax core: causal, key padding or

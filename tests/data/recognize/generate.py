@@ -12,6 +12,7 @@ Graphs that must be REFUSED (MHA_ERR_MODEL_UNSUPPORTED naming op and node):
   weight_input        the Q projection weight is a graph input
   where_fill_zero     masked_fill of the scores with 0 (does not hide the keys)
   dyn_bias            a bias computed from the sequence length, dynamic axes
+  rotary_q_only       a rotate-half rotary embedding on Q alone (K is not turned)
 Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   where_mask          the causal mask applied with Where instead of Add (GPT-2)
   const_bias_mask     a constant per-head bias on the scores, static sizes (T5)
@@ -143,6 +144,24 @@ def layer(variant):
         nodes.append(helper.make_node("Transpose", ["v_4d"], ["v_t"], perm=[0, 2, 1, 3], name="v_transpose"))
         if variant == "unknown_op_on_path":
             nodes.append(helper.make_node("Sin", ["q_t0"], ["q_t"], name="q_sin"))
+        elif variant == "rotary_q_only":
+            # q * cos + rotate_half(q) * sin, tables gathered by position
+            positions(nodes, inits, "x", "r")
+            freqs = np.outer(np.arange(16), 10000.0 ** (-np.arange(0, DH, 2) / DH))
+            emb = np.concatenate([freqs, freqs], axis=-1)
+            inits += [init("r_cos", np.cos(emb).astype(np.float32)),
+                      init("r_sin", np.sin(emb).astype(np.float32)),
+                      init("r_lo_s", np.array([0], np.int64)), init("r_mid", np.array([DH // 2], np.int64)),
+                      init("r_end", np.array([DH], np.int64)), init("r_last", np.array([-1], np.int64))]
+            nodes += [helper.make_node("Gather", ["r_cos", "r_pos"], ["r_cv"], axis=0, name="r_gather_cos"),
+                      helper.make_node("Gather", ["r_sin", "r_pos"], ["r_sv"], axis=0, name="r_gather_sin"),
+                      helper.make_node("Slice", ["q_t0", "r_lo_s", "r_mid", "r_last"], ["q_lo"], name="q_lo"),
+                      helper.make_node("Slice", ["q_t0", "r_mid", "r_end", "r_last"], ["q_hi"], name="q_hi"),
+                      helper.make_node("Neg", ["q_hi"], ["q_nhi"], name="q_neg"),
+                      helper.make_node("Concat", ["q_nhi", "q_lo"], ["q_half"], axis=-1, name="q_rotate_half"),
+                      helper.make_node("Mul", ["q_t0", "r_cv"], ["q_ra"], name="q_mul_cos"),
+                      helper.make_node("Mul", ["q_half", "r_sv"], ["q_rb"], name="q_mul_sin"),
+                      helper.make_node("Add", ["q_ra", "q_rb"], ["q_t"], name="q_rot_add")]
         else:
             nodes.append(helper.make_node("Identity", ["q_t0"], ["q_t"], name="q_identity"))
         if variant == "kpm_attend":
@@ -289,5 +308,5 @@ save(no_attention(), "no_attention")
 for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "weight_input",
           "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask",
           "where_fill_zero", "dyn_bias", "ext_mask_i64", "ext_mask_10000", "fill_mask_eq0",
-          "bool_ignore_mask", "window_mask", "softmax_casts"):
+          "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only"):
     save(layer(v), v)
