@@ -51,6 +51,7 @@ static const interp_op_entry interp_ops[] = {
     {"Tanh", interp_op_tanh},
     {"Cos", interp_op_cos},
     {"Sin", interp_op_sin},
+    {"CumSum", interp_op_cumsum},
     {"Erf", interp_op_erf},
     {"Relu", interp_op_relu},
     {"Sigmoid", interp_op_sigmoid},

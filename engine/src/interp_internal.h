@@ -136,6 +136,7 @@ mha_status interp_op_exp(interp_ctx *c);
 mha_status interp_op_log(interp_ctx *c);
 mha_status interp_op_tanh(interp_ctx *c);
 mha_status interp_op_cos(interp_ctx *c);
+mha_status interp_op_cumsum(interp_ctx *c);
 mha_status interp_op_sin(interp_ctx *c);
 mha_status interp_op_erf(interp_ctx *c);
 mha_status interp_op_relu(interp_ctx *c);

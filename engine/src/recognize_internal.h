@@ -192,6 +192,13 @@ mha_status rz_rotary_pass(rz_ctx *z, int side, const char *what, rz_chain *ch);
  * or a refusal saying what the subgraph is not. */
 mha_status rz_rotary_build(rz_ctx *z, layer *L);
 
+/* ---- recognize_alibi.c: ALiBi from the term on the scores ---- */
+/* raw [n_slots, sq, skv]: the additive on the scaled scores (hidden keys
+ * <= -1e30), head[n] the query head of slot n. 1: it is ALiBi (slopes and
+ * form into L); 0: it is not; -1: out of memory (z->err set). */
+int rz_alibi_take(rz_ctx *z, layer *L, const double *raw, int64_t n_slots, int64_t sq, int64_t skv,
+                  const int64_t *head);
+
 /* ---- recognize_mask.c ---- */
 /* Places the additive mask terms of a Softmax core: causal, key padding or
  * an attention mask input. head_of_slot / batch_of_slot after head

@@ -394,6 +394,10 @@ static mha_status rz_take_bias(rz_ctx *z, layer *L, const rz_eff *base, const in
                                const int64_t *head) {
     char d[160];
     const int add = z->core.masks[0].add_node;
+    /* a bias of the key position per head: ALiBi (recognize_alibi.c) */
+    const int alibi = rz_alibi_take(z, L, base->raw, base->n_slots, base->sq, base->skv, head);
+    if (alibi < 0) return MHA_ERR_NO_MEMORY;
+    if (alibi > 0) return MHA_OK;
     if (rz_has_dynamic_seq(L))
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "%s: the scores get a bias that is neither a mask nor zero, and the "

@@ -323,6 +323,38 @@ static void test_arith(void **state) {
     free_all(in, 2);
 }
 
+/* CumSum along an axis: inclusive, exclusive, reversed; integers too (BLOOM
+ * makes positions as cumsum(mask) - 1); a bool input is refused. */
+static void test_cumsum(void **state) {
+    (void)state;
+    tnode t;
+    tn_init(&t, "CumSum", 2, 1);
+    tensor *in[2] = {tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6)), ti0(1)};
+    tensor *y = run1(14, &t, in);
+    expect_f(y, 2, D(2, 3), F(1, 3, 6, 4, 9, 15), 0);
+    tensor_free(y);
+    tn_int(&t, "exclusive", 1);
+    y = run1(14, &t, in);
+    expect_f(y, 2, D(2, 3), F(0, 1, 3, 0, 4, 9), 0);
+    tensor_free(y);
+    tn_int(&t, "reverse", 1);
+    y = run1(14, &t, in);
+    expect_f(y, 2, D(2, 3), F(5, 3, 0, 11, 6, 0), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    tn_init(&t, "CumSum", 2, 1);
+    in[0] = ti(2, D(2, 3), I(1, 1, 0, 1, 0, 1));
+    in[1] = ti0(0);
+    y = run1(14, &t, in);
+    expect_i(y, 2, D(2, 3), I(1, 1, 0, 2, 1, 1));
+    tensor_free(y);
+    free_all(in, 2);
+    tn_init(&t, "CumSum", 2, 1);
+    in[0] = tb(1, D(2), (const uint8_t[]){1, 0});
+    in[1] = ti0(0);
+    run_err(14, &t, in, 2, MHA_ERR_DTYPE);
+}
+
 static void test_unary(void **state) {
     (void)state;
     static const struct {
@@ -2174,6 +2206,7 @@ int main(void) {
         cmocka_unit_test(test_add_broadcast),
         cmocka_unit_test(test_arith),
         cmocka_unit_test(test_unary),
+        cmocka_unit_test(test_cumsum),
         cmocka_unit_test(test_max_min),
         cmocka_unit_test(test_compare_logic),
         cmocka_unit_test(test_cast),

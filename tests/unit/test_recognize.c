@@ -740,6 +740,62 @@ static void test_rotary_families(void **state) {
     }
 }
 
+/* ---- ALiBi ---- */
+
+/* One slope per head as the file computes it, the form (key position or
+ * relative), PyTorch's output (family cases); negated or dropped slopes are
+ * caught by the verifier. family NULL: name is a file of recognize/. */
+static void check_alibi(const char *family, const char *name, int relative, const float *want) {
+    layer L;
+    mha_error err;
+    ir_graph *g = NULL;
+    if (family) {
+        recognise_ok(family, name, &L, &g);
+    } else {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/recognize/%s", MHA_TEST_DATA, name);
+        g = load_graph(path);
+        mha_error_clear(&err);
+        if (layer_recognize(&g_alloc, g, &L, &err) != MHA_OK) fail_msg("%s: %s", name, err.message);
+    }
+    assert_non_null(L.alibi_slopes);
+    assert_int_equal(L.alibi_relative, relative);
+    assert_int_equal(L.rotary, MHA_ROTARY_NONE);
+    assert_null(L.bias);
+    for (int64_t h = 0; h < L.q_heads; h++)
+        if (L.alibi_slopes[h] != want[h])
+            fail_msg("%s: slope %lld is %.9g, the file's %.9g", name, (long long)h,
+                     (double)L.alibi_slopes[h], (double)want[h]);
+    assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+    if (family) check_against_expected(family, name, &L);
+    for (int64_t h = 0; h < L.q_heads; h++)
+        L.alibi_slopes[h] = -L.alibi_slopes[h];
+    expect_verify_fails(g, &L, "slopes negated");
+    for (int64_t h = 0; h < L.q_heads; h++)
+        L.alibi_slopes[h] = -L.alibi_slopes[h];
+    float *slopes = L.alibi_slopes;
+    L.alibi_slopes = NULL;
+    expect_verify_fails(g, &L, "ALiBi dropped");
+    L.alibi_slopes = slopes;
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
+}
+
+static void test_alibi(void **state) {
+    (void)state;
+    /* MPT, 8 heads: 1 / 2^(h + 1), from a [1, H, 1, max] buffer of
+     * slope * (j - max + 1) sliced to the keys: the key-position form */
+    float want[8];
+    for (int h = 0; h < 8; h++)
+        want[h] = exp2f(-(float)(h + 1));
+    check_alibi("families", "mpt_alibi_op15", 0, want);
+    /* the paper's slope * (j - i) from runtime positions, 4 heads: the
+     * relative form */
+    for (int h = 0; h < 4; h++)
+        want[h] = exp2f(-8.0f * (float)(h + 1) / 4.0f);
+    check_alibi(NULL, "alibi_relative.onnx", 1, want);
+}
+
 /* ---- allocation failures: a clean status at every point, no leak ---- */
 
 static void test_allocation_failures(void **state) {
@@ -797,6 +853,7 @@ int main(void) {
         cmocka_unit_test(test_onnx_attention_in_scope),
         cmocka_unit_test(test_onnx_attention_whole_operator),
         cmocka_unit_test(test_rotary_families),
+        cmocka_unit_test(test_alibi),
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_unusual_plumbing),

@@ -11,7 +11,7 @@ Graphs that must be REFUSED (MHA_ERR_MODEL_UNSUPPORTED naming op and node):
   softmax_axis        Softmax over the query axis
   weight_input        the Q projection weight is a graph input
   where_fill_zero     masked_fill of the scores with 0 (does not hide the keys)
-  dyn_bias            a bias computed from the sequence length, dynamic axes
+  dyn_bias            a bias computed from the sequence length (j * j), dynamic axes
   rotary_q_only       a rotate-half rotary embedding on Q alone (K is not turned)
 Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   where_mask          the causal mask applied with Where instead of Add (GPT-2)
@@ -28,6 +28,8 @@ Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   gqa_expand          4 query heads over 2 kv heads, repeated with Expand
   gqa_tile            the same repeated with Tile: q head h uses kv head h % 2
   scale_after_mask    (Q.K^T + causal mask) * scale, no biases
+  alibi_relative      ALiBi as the paper writes it: slope_h * (j - i) from the runtime
+                      positions added to the scaled scores, causal
 """
 import math
 import os
@@ -195,11 +197,28 @@ def layer(variant):
         inits.append(init("zero_f", np.array(0.0, np.float32)))
         nodes.append(helper.make_node("Where", ["cmask_b", "zero_f", scores], ["qk_m"], name="m_where_zero"))
         scores = "qk_m"
+    if variant == "alibi_relative":
+        # slope_h * (j - i), slopes 2^(-8 (h + 1) / H), then the causal mask
+        positions(nodes, inits, "x", "ab")
+        slopes = np.array([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)], np.float32)
+        inits.append(init("ab_slopes", slopes.reshape(H, 1, 1)))
+        nodes += [helper.make_node("Cast", ["ab_pos"], ["ab_posf"], to=TensorProto.FLOAT, name="ab_cast"),
+                  helper.make_node("Unsqueeze", ["ab_posf", "ab_ax1"], ["ab_rows"], name="ab_rows"),
+                  helper.make_node("Unsqueeze", ["ab_posf", "ab_ax0"], ["ab_cols"], name="ab_cols"),
+                  helper.make_node("Sub", ["ab_cols", "ab_rows"], ["ab_dist"], name="ab_sub"),
+                  helper.make_node("Mul", ["ab_slopes", "ab_dist"], ["ab_bias"], name="ab_mul"),
+                  helper.make_node("Add", [scores, "ab_bias"], ["qk_ab"], name="qk_alibi")]
+        scores = "qk_ab"
+        causal_mask(nodes, inits, "x", "cmask")
+        nodes.append(helper.make_node("Add", [scores, "cmask"], ["qk_abm"], name="qk_causal"))
+        scores = "qk_abm"
     if variant == "dyn_bias":
-        # bias[i, j] = j (a float of the key position): not a mask
+        # bias[i, j] = j * j (a float of the key position): not a mask, and
+        # not ALiBi (which is linear in j)
         positions(nodes, inits, "x", "db")
         nodes += [helper.make_node("Cast", ["db_pos"], ["db_posf"], to=TensorProto.FLOAT, name="db_cast"),
-                  helper.make_node("Add", [scores, "db_posf"], ["qk_m"], name="qk_dyn_bias")]
+                  helper.make_node("Mul", ["db_posf", "db_posf"], ["db_sq"], name="db_square"),
+                  helper.make_node("Add", [scores, "db_sq"], ["qk_m"], name="qk_dyn_bias")]
         scores = "qk_m"
     if variant in ("ext_mask_i64", "ext_mask_10000", "fill_mask_eq0"):
         mt = TensorProto.FLOAT if variant == "ext_mask_10000" else TensorProto.INT64
@@ -308,5 +327,5 @@ save(no_attention(), "no_attention")
 for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "weight_input",
           "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask",
           "where_fill_zero", "dyn_bias", "ext_mask_i64", "ext_mask_10000", "fill_mask_eq0",
-          "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only"):
+          "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative"):
     save(layer(v), v)
