@@ -385,10 +385,11 @@ static inline void fa_pv_group(float *const *p, float *const *acc, const float *
     }
 }
 
-/* ALiBi of one query row: score += slope * (j - origin). */
+/* ALiBi of one query row: score += slope * (p_j - origin). */
 typedef struct fa_alibi {
     float slope;
     int64_t origin;
+    const float *pos; /* key positions [Skv], or NULL: j */
 } fa_alibi;
 
 /* 0, 1, 2, ...: the lane offsets of a vector of keys */
@@ -420,10 +421,18 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, cons
         if (a->softcap > 0.0f)
             t = vf_mul(vf_tanh(vf_mul(t, vf_set1(1.0f / a->softcap))), vf_set1(a->softcap));
         if (al) {
-            /* key distances j - origin of the vector's lanes, exact in float
-             * (|j - origin| < 2^24) */
-            const vf dist = vf_add(vf_set1((float)(j0 + (int64_t)c * VLEN - al->origin)),
-                                   vf_load(fa_lane_index));
+            /* key distances p_j - origin of the vector's lanes, exact in
+             * float (|p_j - origin| < 2^24); p_j = j, or the host's
+             * positions (lanes past the keys read none) */
+            const int64_t jc = j0 + (int64_t)c * VLEN;
+            vf dist;
+            if (al->pos) {
+                const int64_t n = lanes < VLEN ? (lanes > 0 ? lanes : 0) : VLEN;
+                dist = vf_add(n == VLEN ? vf_load(al->pos + jc) : vf_load_part(al->pos + jc, n),
+                              vf_set1((float)-al->origin));
+            } else {
+                dist = vf_add(vf_set1((float)(jc - al->origin)), vf_load(fa_lane_index));
+            }
             t = vf_fma(vf_set1(al->slope), dist, t);
         }
         if (mrow && lanes > 0) {
@@ -509,6 +518,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         if (slopes) {
             alibi[r].slope = slopes[h];
             alibi[r].origin = kernel_alibi_origin(a, b, i0 + r);
+            alibi[r].pos = kernel_alibi_pos(a, b);
         }
         if (row_end[r] > blk_end) blk_end = row_end[r];
         mx[r] = -INFINITY;

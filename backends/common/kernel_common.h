@@ -43,6 +43,11 @@ static inline const float *kernel_alibi_slopes(const mha_attn_args *a) {
     return a->struct_size >= MHA_ATTN_ARGS_SIZE_1_2 ? a->alibi_slopes : NULL;
 }
 
+/* ALiBi key positions of batch item b [Skv], or NULL (key j is at j). */
+static inline const float *kernel_alibi_pos(const mha_attn_args *a, int64_t b) {
+    return a->alibi_pos ? a->alibi_pos + b * a->alibi_pos_sb : NULL;
+}
+
 /* The key position ALiBi measures from in row i of batch item b: 0, or the
  * query's own position i + causal_offset[b] in the relative form. */
 static inline int64_t kernel_alibi_origin(const mha_attn_args *a, int64_t b, int64_t i) {

@@ -108,6 +108,7 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
     const float *slopes = kernel_alibi_slopes(a);
     const double slope = slopes ? (double)slopes[h] : 0.0;
     const int64_t origin = kernel_alibi_origin(a, b, i);
+    const float *kpos = slopes ? kernel_alibi_pos(a, b) : NULL;
 
     /* pass 1: scores s[j] = scale * q.k_j, softcap, + ALiBi, + mask; and
      * their max */
@@ -119,7 +120,7 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
             dot += (double)q[d] * (double)kj[d];
         double sj = (double)a->scale * dot;
         if (a->softcap > 0.0f) sj = (double)a->softcap * tanh(sj / (double)a->softcap);
-        if (slopes) sj += slope * (double)(j - origin);
+        if (slopes) sj += slope * ((kpos ? (double)kpos[j] : (double)j) - (double)origin);
         if (mrow) {
             float mv = mrow[j * a->m_sk];
             sj = kernel_mask_hides(mv) ? -INFINITY : sj + (double)mv;

@@ -27,6 +27,7 @@
 #include "registry.h"
 #include "tensor.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -425,6 +426,36 @@ static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const 
     return MHA_OK;
 }
 
+/* BLOOM's ALiBi positions, [B, Skv]: key j of batch item b is at the
+ * number of keys its key padding lets through before it (cumsum(m) - 1); a
+ * hidden key gets 0 (its score is hidden anyway). NULL unless the layer
+ * counts positions so and has a key padding input. */
+static mha_status exec_alibi_positions(const mha_alloc_ctx *a, const layer *L,
+                                       const exec_binding *bd, float **out, mha_error *err) {
+    *out = NULL;
+    if (!L->alibi_slopes || !L->alibi_pos_from_mask || !bd->key_padding) return MHA_OK;
+    exec_mask_view v;
+    exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued, &v);
+    const int64_t B = bd->B, S = bd->Skv;
+    size_t n;
+    if (!mha_mul_size((size_t)B, (size_t)S, &n))
+        return mha_fail(err, MHA_ERR_LIMIT, "ALiBi positions of %lld x %lld keys", (long long)B,
+                        (long long)S);
+    float *pos = mha_malloc(a, (n ? n : 1) * sizeof(float));
+    if (!pos) return mha_fail(err, MHA_ERR_NO_MEMORY, "ALiBi positions: out of memory");
+    for (int64_t b = 0; b < B; b++) {
+        int64_t seen = 0;
+        for (int64_t j = 0; j < S; j++) {
+            const int64_t off = b * v.strides[0] + j * v.strides[3];
+            const int attend = !(exec_mask_value(L, &v, off, 0, j) <= -FLT_MAX);
+            seen += attend;
+            pos[b * S + j] = attend ? (float)(seen - 1) : 0.0f;
+        }
+    }
+    *out = pos;
+    return MHA_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Work plan                                                                 */
 /* ------------------------------------------------------------------------ */
@@ -482,7 +513,8 @@ typedef struct exec_state {
     exec_rope_plan rope;
     exec_attn_plan attn;
     exec_gemm_family out;
-    char *workspace; /* threads x ws_stride bytes */
+    const float *alibi_pos; /* [B, Skv] ALiBi key positions of the run, or NULL */
+    char *workspace;        /* threads x ws_stride bytes */
     size_t ws_stride, ws_size, ws_capacity;
 } exec_state;
 
@@ -878,6 +910,8 @@ static mha_status exec_run_bare(exec_state *s, const layer *L, const exec_bindin
     const int64_t Sq = bd->Sq, Skv = bd->Skv;
     mha_attn_args *a = &s->attn.args;
     exec_attn_args_common(a, L, bd, bd->B);
+    a->alibi_pos = s->alibi_pos;
+    a->alibi_pos_sb = bd->Skv;
     a->kv_len = s->env->kv_lengths;
     a->q = bd->q->data;
     a->k = bd->k->data;
@@ -1101,6 +1135,8 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         /* (2) attention, reading Q/K/V in place through strides */
         mha_attn_args *at = &s->attn.args;
         exec_attn_args_common(at, L, bd, n);
+        at->alibi_pos = s->alibi_pos ? s->alibi_pos + b0 * Skv : NULL; /* [n] of [B] rows */
+        at->alibi_pos_sb = Skv;
         at->kv_len = s->env->kv_lengths ? s->env->kv_lengths + b0 : NULL; /* [n] of [B] */
         at->q = proj;
         at->q_sb = Sq * ldq, at->q_ss = ldq, at->q_sh = dk;
@@ -1278,12 +1314,16 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     }
 
     exec_mask mask;
+    float *alibi_pos = NULL;
     st = exec_mask_build(env->alloc, L, &bd, &mask, err);
+    if (st == MHA_OK) st = exec_alibi_positions(env->alloc, L, &bd, &alibi_pos, err);
     if (st != MHA_OK) {
         if (reserved) pool_release(env->pool);
         mha_free(env->alloc, rope.owned);
+        mha_free(env->alloc, mask.owned);
         return st;
     }
+    s.alibi_pos = alibi_pos;
 
     /* Workers flush denormals; so does the caller while it works with them
      * (one FP mode for every unit keeps the result thread-count independent). */
@@ -1299,5 +1339,6 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     pool_scratch_give(env->pool, env->alloc, EXEC_SCRATCH_WORKSPACE, s.workspace);
     mha_free(env->alloc, mask.owned);
     mha_free(env->alloc, rope.owned);
+    mha_free(env->alloc, alibi_pos);
     return st;
 }

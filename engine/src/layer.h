@@ -89,8 +89,11 @@ typedef struct layer {
                                        positions past the tables are computed per run
                                        as the model does, cos(float(p * inv_freq)) */
     float *alibi_slopes;            /* [q_heads] or NULL, owned: ALiBi */
-    int alibi_relative;             /* 0: score += slope * j (BLOOM);
-                                       1: score += slope * (j - i) (ALiBi paper, MPT) */
+    int alibi_relative;             /* 0: score += slope * j (BLOOM, MPT);
+                                       1: score += slope * (j - i) (the ALiBi paper) */
+    int alibi_pos_from_mask;        /* key j is at the count of keys the key padding
+                                       input lets through before it (BLOOM's
+                                       cumsum(mask) - 1), not at j */
 } layer;
 
 /* What the recogniser met on the way (named by mha info). */

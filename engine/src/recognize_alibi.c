@@ -13,7 +13,13 @@
  * 1) (c the same in every row: computed as slope * j too, the constant
  * dropped), the paper slope * (j - i) (c = -slope * i: the relative form).
  * The layer then computes it on the fly in the attention kernels; the
- * verifier checks it at two probe sizes. */
+ * verifier checks it at two probe sizes.
+ *
+ * BLOOM counts positions over the keys its padding mask lets through
+ * (cumsum(mask) - 1): with a mask of holes its term is not slope * j. The
+ * mask placement (recognize_mask.c) then matches the term against slope *
+ * (counted position - j) on top of the mask's own effect, with the slopes
+ * read here from the run with every key attended. */
 #include <math.h>
 #include <string.h>
 
@@ -52,15 +58,11 @@ static int rz_alibi_close(double got, double want) {
     return fabs(got - want) <= RZ_ALIBI_TOL * fmax(1.0, fmax(fabs(got), fabs(want)));
 }
 
-int rz_alibi_take(rz_ctx *z, layer *L, const double *raw, int64_t n_slots, int64_t sq, int64_t skv,
-                  const int64_t *head) {
-    const int64_t H = L->q_heads;
+int rz_alibi_slopes(rz_ctx *z, const double *raw, int64_t n_slots, int64_t sq, int64_t skv,
+                    const int64_t *head, int64_t H, double *slope, int *relative) {
     if (H < 1 || sq < 1 || skv < 2 || n_slots < H) return 0;
-    double *slope = mha_calloc(z->a, rz_count(H), sizeof *slope);
     unsigned char *seen = mha_calloc(z->a, rz_count(H), 1);
-    if (!slope || !seen) {
-        mha_free(z->a, slope);
-        mha_free(z->a, seen);
+    if (!seen) {
         mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
         return -1;
     }
@@ -97,19 +99,32 @@ int rz_alibi_take(rz_ctx *z, layer *L, const double *raw, int64_t n_slots, int64
     }
     for (int64_t h = 0; h < H && ok; h++)
         ok = seen[h];
-    if (ok && moves) {
+    mha_free(z->a, seen);
+    if (relative) *relative = !key_form && rel_form;
+    return ok && moves ? 1 : 0;
+}
+
+int rz_alibi_take(rz_ctx *z, layer *L, const double *raw, int64_t n_slots, int64_t sq, int64_t skv,
+                  const int64_t *head) {
+    const int64_t H = L->q_heads;
+    double *slope = mha_calloc(z->a, rz_count(H), sizeof *slope);
+    if (!slope) {
+        mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
+        return -1;
+    }
+    int relative = 0;
+    int found = rz_alibi_slopes(z, raw, n_slots, sq, skv, head, H, slope, &relative);
+    if (found > 0) {
         L->alibi_slopes = mha_malloc(z->a, (size_t)H * sizeof(float));
         if (!L->alibi_slopes) {
-            mha_free(z->a, slope);
-            mha_free(z->a, seen);
             mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
-            return -1;
+            found = -1;
+        } else {
+            for (int64_t h = 0; h < H; h++)
+                L->alibi_slopes[h] = (float)slope[h];
+            L->alibi_relative = relative;
         }
-        for (int64_t h = 0; h < H; h++)
-            L->alibi_slopes[h] = (float)slope[h];
-        L->alibi_relative = !key_form && rel_form;
     }
     mha_free(z->a, slope);
-    mha_free(z->a, seen);
-    return ok && moves ? 1 : 0;
+    return found;
 }

@@ -198,6 +198,9 @@ mha_status rz_rotary_build(rz_ctx *z, layer *L);
  * form into L); 0: it is not; -1: out of memory (z->err set). */
 int rz_alibi_take(rz_ctx *z, layer *L, const double *raw, int64_t n_slots, int64_t sq, int64_t skv,
                   const int64_t *head);
+/* The same reading without a layer: slope [H] and the form. */
+int rz_alibi_slopes(rz_ctx *z, const double *raw, int64_t n_slots, int64_t sq, int64_t skv,
+                    const int64_t *head, int64_t H, double *slope, int *relative);
 
 /* ---- recognize_mask.c ---- */
 /* Places the additive mask terms of a Softmax core: causal, key padding or

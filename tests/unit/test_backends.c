@@ -5,7 +5,8 @@
  *    33, 513; batch 1-5; additive masks with broadcast strides holding -inf
  *    and lowest-float entries and fully masked rows; causal with per-batch
  *    offsets; kv_len; GQA; cross (Sq != Skv); softcap; strided layouts;
- *    ALiBi slopes (key position and relative forms, with causal offsets).
+ *    ALiBi slopes (key position and relative forms, with causal offsets,
+ *    positions given per key as BLOOM counts them).
  *    max |err| <= 1e-5 * max |scalar|, fully masked rows exactly 0.
  *  - rotary embedding (ABI 1.2): rotate-half and interleaved, partial
  *    rotary, per-batch position offsets, strided layouts; max |err| <=
@@ -129,13 +130,14 @@ typedef struct attn_case {
     int mask_kind;
     int causal, use_offsets, use_kv_len;
     float softcap;
-    int alibi; /* 0 none, 1 slope * j, 2 slope * (j - i - offset) */
+    int alibi;     /* 0 none, 1 slope * j, 2 slope * (j - i - offset) */
+    int alibi_pos; /* key positions given (BLOOM: counted over attended keys) */
     uint64_t seed;
 } attn_case;
 
 typedef struct attn_data {
     mha_attn_args a;
-    float *q, *k, *v, *mask, *slopes;
+    float *q, *k, *v, *mask, *slopes, *pos;
     int64_t *offs, *kvl;
     size_t n_o;
     int64_t mask_rows; /* rows fully masked on purpose: mask row of (b=0,h=0,i=0) */
@@ -233,13 +235,24 @@ static void attn_make(const attn_case *c, attn_data *D) {
         a->alibi_slopes = D->slopes;
         a->alibi_relative = c->alibi == 2;
     }
+    if (c->alibi && c->alibi_pos) {
+        /* positions among kept keys, one key in four skipped */
+        D->pos = malloc((size_t)(c->B * c->Skv + 1) * sizeof(float));
+        for (int64_t b = 0; b < c->B; b++) {
+            int64_t seen = 0;
+            for (int64_t j = 0; j < c->Skv; j++)
+                D->pos[b * c->Skv + j] = tu_rand_u64(&rs) % 4 ? (float)seen++ : 0.0f;
+        }
+        a->alibi_pos = D->pos;
+        a->alibi_pos_sb = c->Skv;
+    }
     a->b0 = 0, a->b1 = c->B, a->h0 = 0, a->h1 = c->Hq, a->q0 = 0, a->q1 = c->Sq;
     a->num_threads = 1;
 }
 
 static void attn_free(attn_data *D) {
     free(D->q), free(D->k), free(D->v), free(D->mask), free(D->offs), free(D->kvl);
-    free(D->slopes);
+    free(D->slopes), free(D->pos);
 }
 
 /* Runs one call of plugin p over args a (its range) into o. */
@@ -329,11 +342,11 @@ static void attn_check_case(const attn_case *c) {
         if (!(err <= 1e-5 * scale) || getenv("MHA_TEST_VERBOSE")) {
             fprintf(stderr,
                     "%s: B%lld Hq%lld Hkv%lld Sq%lld Skv%lld dk%lld dv%lld mask%d causal%d "
-                    "offs%d kvl%d cap%g bshd%d alibi%d: err %g scale %g\n",
+                    "offs%d kvl%d cap%g bshd%d alibi%d/%d: err %g scale %g\n",
                     bk->name, (long long)c->B, (long long)c->Hq, (long long)c->Hkv,
                     (long long)c->Sq, (long long)c->Skv, (long long)c->dk, (long long)c->dv,
                     c->mask_kind, c->causal, c->use_offsets, c->use_kv_len, (double)c->softcap,
-                    c->layout_bshd, c->alibi, err, scale);
+                    c->layout_bshd, c->alibi, c->alibi_pos, err, scale);
             if (!(err <= 1e-5 * scale)) fail();
         }
         /* fully masked rows (MASK_FULL puts them at i = 0) are exactly 0 */
@@ -388,6 +401,7 @@ static void test_attention_random(void **state) {
         c.use_kv_len = (t % 7 == 3) || (t % 7 == 5);
         c.softcap = (t % 6 == 4) ? 5.0f : 0.0f;
         c.alibi = (t % 8 == 2) ? 1 : (t % 8 == 6) ? 2 : 0;
+        c.alibi_pos = c.alibi && (t % 16 >= 8);
         attn_check_case(&c);
     }
 }
@@ -451,6 +465,17 @@ static void test_attention_long(void **state) {
          .mask_kind = MASK_KEYPAD,
          .alibi = 1,
          .seed = 5},
+        {.B = 2,
+         .Hq = 6,
+         .Hkv = 6,
+         .Sq = 70,
+         .Skv = 70,
+         .dk = 64,
+         .dv = 64,
+         .causal = 1,
+         .alibi = 1,
+         .alibi_pos = 1,
+         .seed = 6},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         attn_check_case(&cs[i]);

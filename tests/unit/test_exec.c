@@ -158,6 +158,8 @@ typedef struct cfg {
     int64_t rope_rows;  /* positions in the layer's tables (0: none) */
     int rope_inv;       /* inverse frequencies too (positions past the tables) */
     int alibi;          /* 0 none, 1 slope * j, 2 slope * (j - i) */
+    int alibi_counted;  /* key j at the count of unpadded keys before it (BLOOM); the key
+                           padding then has holes */
 } cfg;
 
 typedef struct fixture {
@@ -241,6 +243,7 @@ static void fixture_make(fixture *f, const cfg *c, uint64_t seed) {
         for (int64_t h = 0; h < c->Hq; h++)
             L->alibi_slopes[h] = exp2f(-8.0f * (float)(h + 1) / (float)c->Hq);
         L->alibi_relative = c->alibi == 2;
+        L->alibi_pos_from_mask = c->alibi_counted;
     }
     const int64_t dkv = L->d_kv;
     if (c->has_proj) {
@@ -324,10 +327,12 @@ static void fixture_make(fixture *f, const cfg *c, uint64_t seed) {
         add_io(&L->inputs[n], "key_padding_mask", MHA_ROLE_KEY_PADDING_MASK, MHA_DTYPE_BOOL, 2);
         int64_t shape[2] = {c->B, c->Skv};
         uint8_t *m = malloc((size_t)(c->B * c->Skv));
-        /* right padding: batch item b has Skv - b % 3 real keys (at least 1) */
+        /* right padding: batch item b has Skv - b % 3 real keys (at least 1);
+         * with alibi_counted, holes: key j > 0 is padding when (j + b) % 3 == 1 */
         for (int64_t b = 0; b < c->B; b++)
             for (int64_t j = 0; j < c->Skv; j++) {
-                int real = j < max64(1, c->Skv - b % 3);
+                int real =
+                    c->alibi_counted ? j == 0 || (j + b) % 3 != 1 : j < max64(1, c->Skv - b % 3);
                 m[b * c->Skv + j] = (uint8_t)(c->kpm == 1 ? real : !real);
             }
         set_tensor(&f->in[n], MHA_DTYPE_BOOL, 2, shape, m);
@@ -501,8 +506,18 @@ static void naive_forward(const fixture *f, float *y) {
                         dot += q[i * nq + h * dk + d] * k[j * nk + g * dk + d];
                     double sc = (double)L->scale * dot;
                     if (c->softcap > 0) sc = c->softcap * tanh(sc / c->softcap);
-                    if (c->alibi)
-                        sc += (double)L->alibi_slopes[h] * (double)(c->alibi == 2 ? j - i : j);
+                    if (c->alibi) {
+                        double pj = (double)j; /* BLOOM: unpadded keys before j */
+                        if (c->alibi_counted) {
+                            pj = -1.0;
+                            for (int64_t kk = 0; kk <= j; kk++) {
+                                int pad; /* (a row past the causal frontier of every key) */
+                                naive_mask(f, b, h, Skv, kk, &pad);
+                                pj += !pad;
+                            }
+                        }
+                        sc += (double)L->alibi_slopes[h] * (c->alibi == 2 ? pj - (double)i : pj);
+                    }
                     int masked;
                     double add = naive_mask(f, b, h, i, j, &masked);
                     s[j] = masked ? -INFINITY : sc + add;
@@ -675,6 +690,11 @@ static cfg make_cfg(int which) {
         c.B = 3, c.Sq = c.Skv = 7, c.Hq = 4, c.Hkv = 4, c.dk = 4, c.dv = 4, c.causal = 1;
         c.kpm = 1, c.alibi = 1;
         break;
+    case 17: /* BLOOM-like: ALiBi positions counted over the unpadded keys, padding with
+              * holes, causal */
+        c.B = 3, c.Sq = c.Skv = 8, c.Hq = 4, c.Hkv = 4, c.dk = 4, c.dv = 4, c.causal = 1;
+        c.kpm = 1, c.alibi = 1, c.alibi_counted = 1;
+        break;
     case 16: /* cross, relative ALiBi and a partial rotary whose tables are too short */
         c.cross = 1, c.Dkv = 12, c.Sq = 5, c.Skv = 8, c.alibi = 2;
         c.rotary = MHA_ROTARY_HALF, c.rotary_dim = 6, c.rope_rows = 3, c.rope_inv = 1;
@@ -683,7 +703,7 @@ static cfg make_cfg(int which) {
     return c;
 }
 
-#define N_CFGS 17
+#define N_CFGS 18
 
 /* The test kernels, the built-in scalar and every plugin built beside the
  * tests (MHA_PLUGIN_PATH): avx2, avx512, openmp (self-parallel). */

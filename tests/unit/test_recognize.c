@@ -745,7 +745,8 @@ static void test_rotary_families(void **state) {
 /* One slope per head as the file computes it, the form (key position or
  * relative), PyTorch's output (family cases); negated or dropped slopes are
  * caught by the verifier. family NULL: name is a file of recognize/. */
-static void check_alibi(const char *family, const char *name, int relative, const float *want) {
+static void check_alibi(const char *family, const char *name, int relative, int counted,
+                        const float *want) {
     layer L;
     mha_error err;
     ir_graph *g = NULL;
@@ -760,6 +761,7 @@ static void check_alibi(const char *family, const char *name, int relative, cons
     }
     assert_non_null(L.alibi_slopes);
     assert_int_equal(L.alibi_relative, relative);
+    assert_int_equal(L.alibi_pos_from_mask, counted);
     assert_int_equal(L.rotary, MHA_ROTARY_NONE);
     assert_null(L.bias);
     for (int64_t h = 0; h < L.q_heads; h++)
@@ -788,12 +790,17 @@ static void test_alibi(void **state) {
     float want[8];
     for (int h = 0; h < 8; h++)
         want[h] = exp2f(-(float)(h + 1));
-    check_alibi("families", "mpt_alibi_op15", 0, want);
+    check_alibi("families", "mpt_alibi_op15", 0, 0, want);
+    /* BLOOM, 4 heads: 2^(-2 (h + 1)), positions cumsum(mask) - 1 */
+    const float six[6] = {0.25f, 0.0625f, 0.015625f, 0.00390625f, 0.5f, 0.125f};
+    check_alibi("families", "bloom_alibi_op14", 0, 1, six);
+    /* BLOOM, 6 heads: those 4, then the recipe's 2^-1 and 2^-3 */
+    check_alibi("families", "bloom_alibi_h6_op16", 0, 1, six);
     /* the paper's slope * (j - i) from runtime positions, 4 heads: the
      * relative form */
     for (int h = 0; h < 4; h++)
         want[h] = exp2f(-8.0f * (float)(h + 1) / 4.0f);
-    check_alibi(NULL, "alibi_relative.onnx", 1, want);
+    check_alibi(NULL, "alibi_relative.onnx", 1, 0, want);
 }
 
 /* ---- allocation failures: a clean status at every point, no leak ---- */

@@ -47,7 +47,7 @@
  *
  *   1.0  GEMM, attention
  *   1.1  services.cpu_features
- *   1.2  mha_attn_args.alibi_slopes / alibi_relative; mha_plugin.rotary
+ *   1.2  mha_attn_args.alibi_slopes / alibi_relative / alibi_pos; mha_plugin.rotary
  *        (optional, may be NULL) with mha_rotary_args
  */
 #ifndef MHA_PLUGIN_H
@@ -127,7 +127,8 @@ typedef struct mha_gemm_args {
  *     g = h / (Hq / Hkv)                                (GQA: shared kv head)
  *     s[j] = scale * dot(Q[b,h,i,:], K[b,g,j,:])        j in [0, Skv)
  *     if softcap > 0: s[j] = softcap * tanh(s[j] / softcap)
- *     if alibi:       s[j] += slope[h] * (j - r)        (ABI 1.2; r = 0, or
+ *     if alibi:       s[j] += slope[h] * (p_j - r)      (ABI 1.2; p_j = j or
+ *                                      alibi_pos[b, j]; r = 0, or
  *                                      i + causal_offset[b] when relative)
  *     if mask:        s[j] += mask[b,h,i,j]             (via the strides)
  *     masked when: mask value <= -FLT_MAX (-inf or the lowest float),
@@ -144,6 +145,8 @@ typedef struct mha_gemm_args {
  * MPT slope * (j - i) up to a constant per row; softmax does not see a
  * constant per row, so both forms give the same probabilities, but the
  * kernels compute the one the model names so the float rounding matches.
+ * BLOOM counts a key's position among the attended keys of its batch item
+ * (cumsum(mask) - 1): the host passes those positions in alibi_pos.
  */
 typedef struct mha_attn_args {
     uint32_t struct_size;
@@ -167,7 +170,10 @@ typedef struct mha_attn_args {
     int num_threads;                /* self-parallel plugins only; else 1 */
     /* ---- ABI 1.2: read only when struct_size >= MHA_ATTN_ARGS_SIZE_1_2 ---- */
     const float *alibi_slopes; /* [Hq] ALiBi slope of each query head, or NULL */
-    int alibi_relative;        /* 0: + slope * j; 1: + slope * (j - i - causal_offset[b]) */
+    int alibi_relative;        /* 0: + slope * p_j; 1: + slope * (p_j - i - causal_offset[b]) */
+    const float *alibi_pos;    /* key positions p_j [B, Skv] (row b at b * alibi_pos_sb, keys
+                                  contiguous), or NULL: p_j = j */
+    int64_t alibi_pos_sb;
 } mha_attn_args;
 
 /* Rotary position embedding kinds (ABI 1.2). With half = rotary_dim / 2 and
@@ -250,7 +256,7 @@ typedef struct mha_plugin {
 #define MHA_PLUGIN_SIZE_1_2 (offsetof(mha_plugin, rotary) + sizeof(void (*)(void)))
 #define MHA_ATTN_ARGS_SIZE_1_0 offsetof(mha_attn_args, alibi_slopes)
 #define MHA_ATTN_ARGS_SIZE_1_1 MHA_ATTN_ARGS_SIZE_1_0
-#define MHA_ATTN_ARGS_SIZE_1_2 (offsetof(mha_attn_args, alibi_relative) + sizeof(int))
+#define MHA_ATTN_ARGS_SIZE_1_2 (offsetof(mha_attn_args, alibi_pos_sb) + sizeof(int64_t))
 #define MHA_SERVICES_SIZE_1_0 offsetof(mha_plugin_services, cpu_features)
 #define MHA_SERVICES_SIZE_1_1 (offsetof(mha_plugin_services, cpu_features) + sizeof(uint64_t))
 
