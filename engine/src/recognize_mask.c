@@ -540,8 +540,6 @@ static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor
         }
         if (good) break;
     }
-    mha_free(z->a, slope);
-    rd->slope = NULL;
     if (st == MHA_OK && good && cand == RZ_CAND_KPM_VALUED && M->dtype == MHA_DTYPE_FLOAT32) {
         /* float m between 0 and 1: interpolated ((1 - m) * c) or a step (m != 0) */
         rz_fill_mask(M, cand, 0x6672616374ull, neutral, 1);
@@ -557,6 +555,8 @@ static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor
         }
     }
     rz_eff_free(z, &e);
+    mha_free(z->a, slope);
+    rd->slope = NULL;
     if (st == MHA_OK) {
         /* the base run again: the caller reads the pattern from it */
         rz_fill_mask(M, cand, 0, neutral, 0);

@@ -484,6 +484,8 @@ static void test_refusals(void **state) {
         {"where_fill_zero", "'m_where_zero'", "does not hide them"},
         {"dyn_bias", "'qk_dyn_bias'", "computed from the sequence length"},
         {"rotary_q_only", "'q_rot_add'", "only one of Q and K is rotated"},
+        /* fractional m would count fractional positions (and once crashed) */
+        {"alibi_counted_float", "'ac_fill'", "changes the scores"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];
@@ -801,6 +803,8 @@ static void test_alibi(void **state) {
     for (int h = 0; h < 4; h++)
         want[h] = exp2f(-8.0f * (float)(h + 1) / 4.0f);
     check_alibi(NULL, "alibi_relative.onnx", 1, 0, want);
+    /* BLOOM's form written with the onnx helper: counted positions */
+    check_alibi(NULL, "alibi_counted.onnx", 0, 1, want);
 }
 
 /* ---- allocation failures: a clean status at every point, no leak ---- */

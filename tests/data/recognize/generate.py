@@ -30,6 +30,11 @@ Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   scale_after_mask    (Q.K^T + causal mask) * scale, no biases
   alibi_relative      ALiBi as the paper writes it: slope_h * (j - i) from the runtime
                       positions added to the scaled scores, causal
+  alibi_counted       BLOOM's ALiBi: slope_h * (cumsum(m) - 1) * m from an int64 padding
+                      mask m [B, S], then masked_fill(m == 0, finfo.min)
+Graphs that must be refused too:
+  alibi_counted_float the same with a float mask m (fractional m would count
+                      fractional positions)
 """
 import math
 import os
@@ -212,6 +217,25 @@ def layer(variant):
         causal_mask(nodes, inits, "x", "cmask")
         nodes.append(helper.make_node("Add", [scores, "cmask"], ["qk_abm"], name="qk_causal"))
         scores = "qk_abm"
+    if variant in ("alibi_counted", "alibi_counted_float"):
+        mt = TensorProto.FLOAT if variant == "alibi_counted_float" else TensorProto.INT64
+        inputs.append(helper.make_tensor_value_info("m", mt, ["batch", "seq"]))
+        slopes = np.array([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)], np.float32)
+        inits += [init("ac_slopes", slopes.reshape(1, H, 1, 1)), init("ac_axis", np.array(1, np.int64)),
+                  init("ac_one", np.array(1.0, np.float32)), init("ac_zero", np.array(0.0, np.float32)),
+                  init("ac_axes", np.array([1, 2], np.int64)),
+                  init("ac_min", np.array(np.finfo(np.float32).min, np.float32))]
+        nodes += [helper.make_node("Cast", ["m"], ["ac_mf"], to=TensorProto.FLOAT, name="ac_cast"),
+                  helper.make_node("CumSum", ["ac_mf", "ac_axis"], ["ac_cum"], name="ac_cumsum"),
+                  helper.make_node("Sub", ["ac_cum", "ac_one"], ["ac_cm1"], name="ac_sub"),
+                  helper.make_node("Mul", ["ac_cm1", "ac_mf"], ["ac_pos"], name="ac_pos"),
+                  helper.make_node("Unsqueeze", ["ac_pos", "ac_axes"], ["ac_pos4"], name="ac_unsqueeze"),
+                  helper.make_node("Mul", ["ac_slopes", "ac_pos4"], ["ac_bias"], name="ac_mul"),
+                  helper.make_node("Add", [scores, "ac_bias"], ["qk_ac"], name="qk_alibi_counted"),
+                  helper.make_node("Unsqueeze", ["ac_mf", "ac_axes"], ["ac_m4"], name="ac_m4"),
+                  helper.make_node("Equal", ["ac_m4", "ac_zero"], ["ac_pad"], name="ac_equal"),
+                  helper.make_node("Where", ["ac_pad", "ac_min", "qk_ac"], ["qk_acm"], name="ac_fill")]
+        scores = "qk_acm"
     if variant == "dyn_bias":
         # bias[i, j] = j * j (a float of the key position): not a mask, and
         # not ALiBi (which is linear in j)
@@ -327,5 +351,6 @@ save(no_attention(), "no_attention")
 for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "weight_input",
           "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask",
           "where_fill_zero", "dyn_bias", "ext_mask_i64", "ext_mask_10000", "fill_mask_eq0",
-          "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative"):
+          "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative", "alibi_counted",
+          "alibi_counted_float"):
     save(layer(v), v)
