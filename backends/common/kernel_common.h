@@ -76,7 +76,7 @@ static inline int kernel_attn_args_ok(const mha_attn_args *a) {
  * range inside [0,B) x [0,H) x [0,S), the tables and x present, and every
  * position of the range inside the tables. */
 static inline int kernel_rotary_args_ok(const mha_rotary_args *a) {
-    if (!a || a->struct_size < sizeof(mha_rotary_args)) return 0;
+    if (!a || a->struct_size < MHA_ROTARY_ARGS_SIZE_1_2) return 0;
     if (a->B < 0 || a->H < 0 || a->S < 0 || a->d < 0 || a->n_pos < 0) return 0;
     if (a->b0 < 0 || a->b0 > a->b1 || a->b1 > a->B) return 0;
     if (a->h0 < 0 || a->h0 > a->h1 || a->h1 > a->H) return 0;

@@ -159,6 +159,7 @@ _Static_assert(MHA_PLUGIN_SIZE_1_0 == 136, "mha_plugin 1.0/1.1 is frozen at 136 
 _Static_assert(MHA_PLUGIN_SIZE_1_2 == 144, "mha_plugin 1.2 is frozen at 144 bytes");
 _Static_assert(MHA_ATTN_ARGS_SIZE_1_0 == 320, "mha_attn_args 1.0/1.1 is frozen at 320 bytes");
 _Static_assert(MHA_ATTN_ARGS_SIZE_1_2 == 352, "mha_attn_args 1.2 is frozen at 352 bytes");
+_Static_assert(MHA_ROTARY_ARGS_SIZE_1_2 == 172, "mha_rotary_args 1.2 is frozen at 172 bytes");
 _Static_assert(MHA_SERVICES_SIZE_1_0 == 40, "mha_plugin_services 1.0 is frozen at 40 bytes");
 _Static_assert(MHA_SERVICES_SIZE_1_1 == 48, "mha_plugin_services 1.1 is frozen at 48 bytes");
 #endif

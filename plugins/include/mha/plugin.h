@@ -141,10 +141,10 @@ typedef struct mha_gemm_args {
  * the last axis (d) is contiguous. Mask strides may be 0 to broadcast.
  *
  * ALiBi (ABI 1.2) is computed on the fly from the slopes, never as an
- * Sq x Skv tensor. BLOOM adds slope * j (key position), the ALiBi paper and
- * MPT slope * (j - i) up to a constant per row; softmax does not see a
- * constant per row, so both forms give the same probabilities, but the
- * kernels compute the one the model names so the float rounding matches.
+ * Sq x Skv tensor. BLOOM adds slope * j (key position; MPT the same minus a
+ * constant), the ALiBi paper slope * (j - i); they differ by a constant per
+ * row, which softmax does not see, but the kernels compute the form the
+ * model names so the float rounding matches.
  * BLOOM counts a key's position among the attended keys of its batch item
  * (cumsum(mask) - 1): the host passes those positions in alibi_pos.
  */
@@ -257,6 +257,7 @@ typedef struct mha_plugin {
 #define MHA_ATTN_ARGS_SIZE_1_0 offsetof(mha_attn_args, alibi_slopes)
 #define MHA_ATTN_ARGS_SIZE_1_1 MHA_ATTN_ARGS_SIZE_1_0
 #define MHA_ATTN_ARGS_SIZE_1_2 (offsetof(mha_attn_args, alibi_pos_sb) + sizeof(int64_t))
+#define MHA_ROTARY_ARGS_SIZE_1_2 (offsetof(mha_rotary_args, num_threads) + sizeof(int))
 #define MHA_SERVICES_SIZE_1_0 offsetof(mha_plugin_services, cpu_features)
 #define MHA_SERVICES_SIZE_1_1 (offsetof(mha_plugin_services, cpu_features) + sizeof(uint64_t))
 
