@@ -256,14 +256,6 @@ void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log
 /* Masks                                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* Every mask of a run as one additive float tensor addressed with strides
- * over [batch, head, query, key]; stride 0 broadcasts. */
-typedef struct exec_mask {
-    const float *data; /* NULL: no mask */
-    int64_t sb, sh, sq, sk;
-    float *owned;
-} exec_mask;
-
 /* A term of the mask seen as 4-D [B', H', Sq', Skv'] (each dim full or 1):
  * a mask input, the layer's constant bias, or the sliding window. */
 typedef enum exec_mask_kind {
@@ -343,8 +335,8 @@ static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t of
     return ((const float *)v->t->data)[off];
 }
 
-static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
-                                  exec_mask *m, mha_error *err) {
+mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
+                           exec_mask *m, mha_error *err) {
     memset(m, 0, sizeof *m);
     exec_mask_view views[4];
     mha_tensor bias;

@@ -74,7 +74,9 @@ typedef struct layer {
                                   on the scaled scores (T5), or NULL; owned */
     int64_t bias_heads;        /* 1 (every head) or q_heads */
     int64_t bias_sq, bias_skv; /* the only query / key lengths the layer accepts then */
-    int need_weights;          /* output MHA_ROLE_OUTPUT #2: head-averaged probabilities */
+    int need_weights;          /* an MHA_ROLE_ATTN_WEIGHTS output: 1 the probabilities
+                                  averaged over the heads [B, Sq, Skv], 2 those of every
+                                  head [B, Hq, Sq, Skv] */
     unsigned idioms;           /* LAYER_IDIOM_* found by the recogniser (mha info) */
 } layer;
 

@@ -311,8 +311,8 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     bd->dv = layer_dv(L);
     bd->d_out = layer_dout(L);
 
-    const layer_io *io_role[MHA_ROLE_QK_OUTPUT + 1] = {0};
-    const mha_tensor *t_role[MHA_ROLE_QK_OUTPUT + 1] = {0};
+    const layer_io *io_role[MHA_ROLE_ATTN_WEIGHTS + 1] = {0};
+    const mha_tensor *t_role[MHA_ROLE_ATTN_WEIGHTS + 1] = {0};
     for (size_t i = 0; i < n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
         const mha_tensor *t = &inputs[i];
@@ -358,14 +358,18 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         }
     }
     int have_y = 0;
-    bd->present_key_index = bd->present_value_index = bd->qk_index = -1;
+    bd->present_key_index = bd->present_value_index = bd->qk_index = bd->weights_index = -1;
     for (size_t i = 0; i < n_outputs; i++) {
         const mha_io_role role = L->outputs[i].role;
         int64_t *extra = role == MHA_ROLE_PRESENT_KEY     ? &bd->present_key_index
                          : role == MHA_ROLE_PRESENT_VALUE ? &bd->present_value_index
                          : role == MHA_ROLE_QK_OUTPUT     ? &bd->qk_index
+                         : role == MHA_ROLE_ATTN_WEIGHTS  ? &bd->weights_index
                                                           : NULL;
-        int ok = role == MHA_ROLE_OUTPUT ? !have_y : (extra && *extra < 0 && !L->has_proj);
+        /* the cache and the scores of bare layers; the averaged weights of
+         * projected ones */
+        int served = role == MHA_ROLE_ATTN_WEIGHTS ? L->has_proj && L->need_weights : !L->has_proj;
+        int ok = role == MHA_ROLE_OUTPUT ? !have_y : (extra && *extra < 0 && served);
         if (!ok)
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                             "output '%s' has role %s, which the executor does not produce for "
@@ -442,6 +446,17 @@ mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs, size_t 
     const int64_t extra_dims[3][4] = {{bd.B, L->kv_heads, bd.T, bd.dk},
                                       {bd.B, L->kv_heads, bd.T, bd.dv},
                                       {bd.B, L->q_heads, bd.Sq, bd.T}};
+    if (bd.weights_index >= 0) { /* [B, Sq, Skv] averaged, or [B, Hq, Sq, Skv] */
+        mha_tensor *t = &outputs[bd.weights_index];
+        const int per_head = L->need_weights == 2;
+        memset(t->shape, 0, sizeof t->shape);
+        t->dtype = MHA_DTYPE_FLOAT32;
+        t->rank = 3 + per_head;
+        t->shape[0] = bd.B;
+        if (per_head) t->shape[1] = L->q_heads;
+        t->shape[1 + per_head] = bd.Sq;
+        t->shape[2 + per_head] = bd.Skv;
+    }
     for (int e = 0; e < 3; e++) {
         if (extra_index[e] < 0) continue;
         mha_tensor *t = &outputs[extra_index[e]];

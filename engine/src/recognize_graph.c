@@ -499,6 +499,75 @@ mha_status rz_parse_attention_core(rz_ctx *z, int node) {
     return rz_parse_operands(z);
 }
 
+/* The consumer of the probabilities P that leads to P.V (MatMul input 0,
+ * or a Cast / Identity before it), when P has two consumers. */
+static mha_status rz_pv_consumer(rz_ctx *z, int p, int *node, int *slot) {
+    *node = -1;
+    *slot = -1;
+    for (size_t ni = 0; ni < z->g->n_nodes; ni++) {
+        const ir_node *n = &z->g->nodes[ni];
+        if (n->n_inputs < 1 || n->inputs[0] != p) continue;
+        if (rz_is_op(n, "MatMul") || rz_is_op(n, "Cast") || rz_is_op(n, "Identity")) {
+            *node = (int)ni;
+            *slot = 0;
+        }
+    }
+    return MHA_OK;
+}
+
+/* need_weights: P feeds P.V and a second chain of layout ops -- with one
+ * ReduceMean, or a ReduceSum and constant factors, for the mean over the
+ * heads; without, the probabilities of every head -- ending at a graph
+ * output (what the chain means, the verifier confirms). *out is that
+ * output, or -1 when P has one consumer; *reduced whether it averages. */
+static mha_status rz_parse_weights_branch(rz_ctx *z, int p, int *out, int *reduced) {
+    const ir_graph *g = z->g;
+    int other = -1, count = 0;
+    *out = -1;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        if (rz_is_shape_op(n)) continue;
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] == p) {
+                count++;
+                if (!(rz_is_op(n, "MatMul") || rz_is_op(n, "Cast") || rz_is_op(n, "Identity")))
+                    other = (int)ni;
+            }
+    }
+    if (count != 2 || other < 0) return MHA_OK; /* the usual single chain, checked later */
+    int cur = p, node = other;
+    char d[160];
+    *reduced = 0;
+    for (int hops = 0; node >= 0; hops++) {
+        const ir_node *n = &g->nodes[node];
+        int reduce = rz_is_op(n, "ReduceMean") || rz_is_op(n, "ReduceSum");
+        int factor = (rz_is_op(n, "Mul") || rz_is_op(n, "Div")) && n->n_inputs == 2 &&
+                     n->inputs[1] >= 0 && z->deps[n->inputs[1]] == 0;
+        int ok = hops < RZ_MAX_STEPS && n->n_outputs >= 1 && n->outputs[0] >= 0 &&
+                 n->n_inputs >= 1 && n->inputs[0] == cur &&
+                 (rz_is_layout_op(n) || (reduce && !*reduced) || factor);
+        if (!ok)
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "%s: the attention probabilities feed it besides P.V; only they "
+                            "(layout ops) or their mean over the heads (one ReduceMean, or "
+                            "ReduceSum and constant factors) may be a second output",
+                            rz_node_desc(z, node, d, sizeof d));
+        mha_status st = rz_check_plumbing(z, node, 0, "attention weights");
+        if (st != MHA_OK) return st;
+        *reduced |= reduce;
+        cur = n->outputs[0];
+        int slot;
+        st = rz_single_consumer(z, cur, "attention weights", &node, &slot);
+        if (st != MHA_OK) return st;
+    }
+    if (!rz_is_graph_output(z, cur))
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "the attention probabilities reach '%s', not a graph output",
+                        rz_value_name(z, cur));
+    *out = cur;
+    return MHA_OK;
+}
+
 mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
     rz_core *c = &z->core;
     const ir_node *sm = &z->g->nodes[node];
@@ -585,11 +654,15 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
         cur = p->inputs[s.data_in];
     }
     /* Softmax -> the P.V MatMul, through casts back to the data type
-     * (softmax computed in float32). */
+     * (softmax computed in float32); maybe also to a graph output of the
+     * probabilities averaged over heads (need_weights). */
     int pv, slot, p_v = sm->outputs[0];
-    mha_status st;
+    c->weights_out = -1;
+    mha_status st = rz_parse_weights_branch(z, p_v, &c->weights_out, &c->weights_mean);
+    if (st != MHA_OK) return st;
     for (int hops = 0;; hops++) {
-        st = rz_single_consumer(z, p_v, "attention", &pv, &slot);
+        st = hops == 0 && c->weights_out >= 0 ? rz_pv_consumer(z, p_v, &pv, &slot)
+                                              : rz_single_consumer(z, p_v, "attention", &pv, &slot);
         if (st != MHA_OK) return st;
         const ir_node *cn = pv >= 0 ? &z->g->nodes[pv] : NULL;
         if (!cn || hops == RZ_MAX_STEPS || slot != 0 || cn->n_outputs < 1 ||

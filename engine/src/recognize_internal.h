@@ -99,6 +99,8 @@ typedef struct rz_core {
     int n_score_steps;
     rz_step p_steps[RZ_MAX_STEPS]; /* Softmax output to the P.V MatMul (casts) */
     int n_p_steps;
+    int weights_out;  /* graph output of the probabilities (need_weights), or -1 */
+    int weights_mean; /* ... averaged over the heads */
     rz_mask_term masks[RZ_MAX_MASK_TERMS];
     int n_masks;
     rz_chain qchain, kchain, vchain; /* projection output -> operand */

@@ -294,7 +294,10 @@ typedef enum mha_io_role {
     MHA_ROLE_OUTPUT, /* outputs: Y */
     MHA_ROLE_PRESENT_KEY,
     MHA_ROLE_PRESENT_VALUE,
-    MHA_ROLE_QK_OUTPUT
+    MHA_ROLE_QK_OUTPUT,
+    MHA_ROLE_ATTN_WEIGHTS /* output: the softmax probabilities averaged over the query
+                             heads, [B, Sq, Skv], or of every head, [B, q_heads, Sq, Skv]
+                             (nn.MultiheadAttention's need_weights=True) */
 } mha_io_role;
 
 MHA_API const char *mha_io_role_name(mha_io_role role);
