@@ -68,6 +68,7 @@ static const interp_op_entry interp_ops[] = {
     {"IsNaN", interp_op_isnan},
     {"IsInf", interp_op_isinf},
     {"MatMul", interp_op_matmul},
+    {"Einsum", interp_op_einsum},
     {"Gemm", interp_op_gemm},
     {"Softmax", interp_op_softmax},
     {"LogSoftmax", interp_op_log_softmax},

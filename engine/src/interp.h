@@ -33,4 +33,19 @@ void interp_values_free(const ir_graph *g, tensor **values);
 mha_status interp_fold_constants(const mha_alloc_ctx *a, const ir_graph *g, tensor ***values,
                                  mha_error *err);
 
+/* An Einsum equation of explicit letters ("abc,cde->abde"): the letters of
+ * each operand and of the output, in axis order, NUL-terminated. */
+#define INTERP_EINSUM_MAX_IN 4
+typedef struct interp_einsum {
+    char in[INTERP_EINSUM_MAX_IN][MHA_MAX_RANK + 1];
+    int rank_in[INTERP_EINSUM_MAX_IN];
+    int n_in;
+    char out[MHA_MAX_RANK + 1];
+    int rank_out;
+} interp_einsum;
+
+/* 1 when eq is such an equation (no ellipsis, an explicit output whose
+ * letters all come from the operands, no letter twice in one term). */
+int interp_einsum_parse(const char *eq, interp_einsum *e);
+
 #endif

@@ -160,6 +160,12 @@ mha_status rz_parse_out_proj(rz_ctx *z, int node, int v, rz_proj *p, rz_chain *y
 mha_status rz_parse_softmax_core(rz_ctx *z, int softmax_node);
 mha_status rz_parse_attention_core(rz_ctx *z, int attention_node);
 const char *rz_node_desc(const rz_ctx *z, int node, char *buf, size_t size);
+/* The parsed equation of an Einsum node (0 if not one, or not readable). */
+int rz_einsum_of(const ir_node *n, interp_einsum *e);
+/* An Einsum projection X . W (W constant): the number k of X's trailing
+ * axes contracted with W's leading ones (W is [prod k axes, rest] as a
+ * matrix); 0 if n is not one. */
+int rz_einsum_proj_k(const rz_ctx *z, const ir_node *n);
 
 /* ---- recognize_probe.c: probe shapes and inputs (shared with verify.c) ---- */
 /* Concrete dims for every input of L (roles and static dims decide which
