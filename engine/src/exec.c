@@ -272,13 +272,19 @@ typedef struct exec_mask_view {
     int attend_when_true; /* bool masks */
 } exec_mask_view;
 
-static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, exec_mask_view *v) {
+/* An attention mask right-aligned to [B, H, Sq, Skv] -- or, batch_first
+ * and 3-D, [B, Sq, Skv] as [B, 1, Sq, Skv]. */
+static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, int batch_first,
+                                exec_mask_view *v) {
     v->kind = EXEC_MASK_TENSOR;
     v->t = t;
     v->attend_when_true = attend_when_true;
     int64_t stride = 1;
     for (int i = 3; i >= 0; i--) {
-        int src = t->rank - (4 - i);
+        int src = batch_first && t->rank == 3 ? (i == 1   ? -1
+                                                 : i == 0 ? 0
+                                                          : i - 1)
+                                              : t->rank - (4 - i);
         int64_t d = src >= 0 ? t->shape[src] : 1;
         v->dims[i] = d;
         v->strides[i] = d == 1 ? 0 : stride;
@@ -341,7 +347,12 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     exec_mask_view views[4];
     mha_tensor bias;
     int n = 0;
-    if (bd->attn_mask) exec_mask_view_attn(bd->attn_mask, !L->attn_bool_ignore_true, &views[n++]);
+    if (bd->attn_mask) {
+        exec_mask_view_attn(bd->attn_mask, !L->attn_bool_ignore_true, L->attn_mask_batch_first,
+                            &views[n]);
+        if (L->attn_valued) views[n].kind = EXEC_MASK_VALUED;
+        n++;
+    }
     if (bd->key_padding)
         exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued,
                                &views[n++]);
@@ -354,7 +365,7 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         bias.shape[1] = L->bias_sq;
         bias.shape[2] = L->bias_skv;
         bias.data = L->bias;
-        exec_mask_view_attn(&bias, 1, &views[n++]);
+        exec_mask_view_attn(&bias, 1, 0, &views[n++]);
     }
     if (L->has_proj && L->has_left_window) {
         exec_mask_view *w = &views[n++];

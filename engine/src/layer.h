@@ -77,6 +77,9 @@ typedef struct layer {
     int need_weights;          /* an MHA_ROLE_ATTN_WEIGHTS output: 1 the probabilities
                                   averaged over the heads [B, Sq, Skv], 2 those of every
                                   head [B, Hq, Sq, Skv] */
+    int attn_valued;           /* the attn_mask input adds kpm_add as a valued key padding
+                                  input does (any type; Keras (1 - m) * -1e9) */
+    int attn_mask_batch_first; /* a 3-D attn_mask is [B, Sq, Skv], not right-aligned */
     unsigned idioms;           /* LAYER_IDIOM_* found by the recogniser (mha info) */
 } layer;
 

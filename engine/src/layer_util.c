@@ -100,7 +100,8 @@ static mha_status layer_expect_mask_dtype(const layer *L, const layer_io *io, co
                                           mha_error *err) {
     int ok =
         t->dtype == MHA_DTYPE_BOOL || t->dtype == layer_data_dtype(L) ||
-        ((L->int_mask_attend_nonzero || (L->kpm_valued && io->role == MHA_ROLE_KEY_PADDING_MASK)) &&
+        ((L->int_mask_attend_nonzero || (L->kpm_valued && io->role == MHA_ROLE_KEY_PADDING_MASK) ||
+          (L->attn_valued && io->role == MHA_ROLE_ATTN_MASK)) &&
          (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64));
     if (!ok)
         return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, expected bool or %s",
@@ -127,6 +128,14 @@ static mha_status layer_check_attn_mask(const layer *L, const layer_io *io, cons
         /* com.microsoft mask_index [B, S, T]: batch first, not right-aligned */
         const int64_t want[3] = {bd->B, bd->Sq, bd->T};
         return layer_expect_shape(io, t, 3, want, "mask_index [B, S, T]", err);
+    }
+    if (L->attn_mask_batch_first && t->rank == 3) { /* [B, Sq, Skv], each may be 1 */
+        const int64_t want[3] = {bd->B, bd->Sq, bd->T};
+        int fits = 1;
+        for (int i = 0; i < 3; i++)
+            fits = fits && (t->shape[i] == want[i] || t->shape[i] == 1);
+        if (fits) return MHA_OK;
+        return layer_expect_shape(io, t, 3, want, "attn_mask [B, Sq, Skv]", err);
     }
     int ok = t->rank <= 4;
     for (int i = 0; ok && i < t->rank; i++) {

@@ -174,11 +174,30 @@ typedef enum rz_cand {
     RZ_CAND_ATTN_BOOL,      /* bool, True = attend, broadcast to [B, H, Sq, Skv] */
     RZ_CAND_ATTN_BOOL_IGN,  /* bool, True = hidden (nn.MultiheadAttention) */
     RZ_CAND_ATTN_FLOAT,     /* float additive */
+    RZ_CAND_ATTN_VALUED,    /* any type, broadcast: m -> an additive (Keras (1 - m) * c) */
     RZ_CAND_COUNT
 } rz_cand;
 
-/* Strides of M broadcast against [B, H, Sq, Skv]; 0 if it does not. */
-static int rz_attn_strides(const tensor *M, const int64_t *target, int64_t *stride) {
+static int rz_cand_valued(rz_cand c) {
+    return c == RZ_CAND_KPM_VALUED || c == RZ_CAND_ATTN_VALUED;
+}
+
+/* Strides of M broadcast against [B, H, Sq, Skv]; 0 if it does not. A
+ * batch-first 3-D M is [B, Sq, Skv] (Keras), else M is right-aligned. */
+static int rz_attn_strides(const tensor *M, const int64_t *target, int batch_first,
+                           int64_t *stride) {
+    if (batch_first) {
+        const int ax[3] = {0, 2, 3};
+        int64_t st = 1;
+        if (M->rank != 3) return 0;
+        stride[1] = 0;
+        for (int k = 2; k >= 0; k--) {
+            if (M->dims[k] != 1 && M->dims[k] != target[ax[k]]) return 0;
+            stride[ax[k]] = M->dims[k] == 1 ? 0 : st;
+            st *= M->dims[k];
+        }
+        return 1;
+    }
     if (M->rank < 2 || M->rank > 4) return 0;
     int64_t st = 1;
     for (int ax = 3; ax >= 0; ax--) {
@@ -194,21 +213,24 @@ static int rz_attn_strides(const tensor *M, const int64_t *target, int64_t *stri
     return 1;
 }
 
-static int rz_cand_fits(const tensor *M, rz_cand cand, const int64_t *target) {
+static int rz_cand_fits(const tensor *M, rz_cand cand, const int64_t *target, int bf) {
     int64_t stride[4];
+    int any_type = M->dtype == MHA_DTYPE_BOOL || M->dtype == MHA_DTYPE_INT64 ||
+                   M->dtype == MHA_DTYPE_INT32 || M->dtype == MHA_DTYPE_FLOAT32;
     int kpm_shape = M->rank == 2 && M->dims[0] == target[0] && M->dims[1] == target[3];
     switch (cand) {
     case RZ_CAND_KPM_IGNORE:
     case RZ_CAND_KPM_ATTEND:
         return M->dtype == MHA_DTYPE_BOOL && kpm_shape;
     case RZ_CAND_KPM_VALUED:
-        return kpm_shape && (M->dtype == MHA_DTYPE_BOOL || M->dtype == MHA_DTYPE_INT64 ||
-                             M->dtype == MHA_DTYPE_INT32 || M->dtype == MHA_DTYPE_FLOAT32);
+        return kpm_shape && any_type && !bf;
     case RZ_CAND_ATTN_BOOL:
     case RZ_CAND_ATTN_BOOL_IGN:
-        return M->dtype == MHA_DTYPE_BOOL && rz_attn_strides(M, target, stride);
+        return M->dtype == MHA_DTYPE_BOOL && rz_attn_strides(M, target, bf, stride);
     case RZ_CAND_ATTN_FLOAT:
-        return M->dtype == MHA_DTYPE_FLOAT32 && rz_attn_strides(M, target, stride);
+        return M->dtype == MHA_DTYPE_FLOAT32 && rz_attn_strides(M, target, bf, stride);
+    case RZ_CAND_ATTN_VALUED:
+        return any_type && rz_attn_strides(M, target, bf, stride);
     default:
         return 0;
     }
@@ -224,7 +246,7 @@ static void rz_fill_mask(tensor *M, rz_cand cand, uint64_t seed, int neutral, in
     for (int64_t i = 0; i < n; i++) {
         uint64_t r = seed ? rz_rand(&s) : 0;
         double u = (double)(r >> 11) * (1.0 / 9007199254740992.0);
-        if (cand == RZ_CAND_KPM_VALUED) {
+        if (rz_cand_valued(cand)) {
             double m = seed ? (fractions ? u : (double)(r >> 63)) : (double)neutral;
             tensor_set_f64(M, i, m);
         } else if (M->dtype == MHA_DTYPE_BOOL) {
@@ -245,9 +267,16 @@ static void rz_fill_mask(tensor *M, rz_cand cand, uint64_t seed, int neutral, in
 /* What the candidate reading of M adds at (b, h, i, j). */
 typedef struct rz_reading {
     rz_cand cand;
-    double add[2]; /* KPM_VALUED: additive for m == 0, m == 1 */
-    int affine;    /* KPM_VALUED: float m in between is interpolated */
+    int batch_first; /* a 3-D attention mask is [B, Sq, Skv] */
+    double add[2];   /* valued: additive for m == 0, m == 1 */
+    int affine;      /* valued: float m in between is interpolated */
 } rz_reading;
+
+static double rz_valued(const rz_reading *rd, double m) {
+    if (rd->affine && isfinite(rd->add[0]) && isfinite(rd->add[1]))
+        return rd->add[0] + (rd->add[1] - rd->add[0]) * m;
+    return rd->add[m != 0.0];
+}
 
 static double rz_reading_value(const rz_reading *rd, const tensor *M, const int64_t *stride,
                                int64_t b, int64_t h, int64_t i, int64_t j, int64_t skv) {
@@ -257,16 +286,13 @@ static double rz_reading_value(const rz_reading *rd, const tensor *M, const int6
         int on = ((const unsigned char *)M->data)[b * skv + j] != 0;
         return on == (rd->cand == RZ_CAND_KPM_IGNORE) ? -INFINITY : 0.0;
     }
-    case RZ_CAND_KPM_VALUED: {
-        double m = tensor_get_f64(M, b * skv + j);
-        if (rd->affine && isfinite(rd->add[0]) && isfinite(rd->add[1]))
-            return rd->add[0] + (rd->add[1] - rd->add[0]) * m;
-        return rd->add[m != 0.0];
-    }
+    case RZ_CAND_KPM_VALUED:
+        return rz_valued(rd, tensor_get_f64(M, b * skv + j));
     default:
         break;
     }
     int64_t off = b * stride[0] + h * stride[1] + i * stride[2] + j * stride[3];
+    if (rd->cand == RZ_CAND_ATTN_VALUED) return rz_valued(rd, tensor_get_f64(M, off));
     if (rd->cand == RZ_CAND_ATTN_FLOAT) return ((const float *)M->data)[off];
     int on = ((const unsigned char *)M->data)[off] != 0;
     return on == (rd->cand == RZ_CAND_ATTN_BOOL) ? 0.0 : -INFINITY;
@@ -283,7 +309,7 @@ static int rz_eff_matches(const rz_eff *e, const rz_eff *base, const tensor *M,
                           const rz_reading *rd, const int64_t *target, const int64_t *bat,
                           const int64_t *head) {
     int64_t stride[4] = {0, 0, 0, 0};
-    if (rd->cand >= RZ_CAND_ATTN_BOOL) rz_attn_strides(M, target, stride);
+    if (rd->cand >= RZ_CAND_ATTN_BOOL) rz_attn_strides(M, target, rd->batch_first, stride);
     for (int64_t n = 0; n < e->n_slots; n++)
         for (int64_t i = 0; i < e->sq; i++)
             for (int64_t j = 0; j < e->skv; j++) {
@@ -458,7 +484,7 @@ static mha_status rz_read_values(rz_ctx *z, tensor *M, const double *cf, const r
                                  int neutral, rz_reading *rd) {
     rz_eff other;
     memset(&other, 0, sizeof other);
-    rz_fill_mask(M, RZ_CAND_KPM_VALUED, 0, !neutral, 0);
+    rz_fill_mask(M, rd->cand, 0, !neutral, 0);
     mha_status st = rz_rerun(z);
     if (st == MHA_OK) st = rz_eff_eval(z, cf, &other);
     if (st == MHA_OK) {
@@ -475,11 +501,12 @@ static mha_status rz_read_values(rz_ctx *z, tensor *M, const double *cf, const r
 
 /* Tries reading mask input M as cand; *ok when every probe agrees. */
 static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor *M, rz_cand cand,
-                                   int neutral, const int64_t *target, const int64_t *bat,
+                                   int neutral, int bf, const int64_t *target, const int64_t *bat,
                                    const int64_t *head, rz_reading *rd, rz_eff *base, int *ok) {
     *ok = 0;
     memset(rd, 0, sizeof *rd);
     rd->cand = cand;
+    rd->batch_first = bf;
     rz_fill_mask(M, cand, 0, neutral, 0);
     mha_status st = rz_rerun(z);
     if (st == MHA_OK) st = rz_eff_eval(z, cf, base);
@@ -489,7 +516,7 @@ static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor
     rz_pattern p = rz_eff_pattern(base, &w, &vals);
     if (p == RZ_PAT_OTHER && rz_has_dynamic_seq(L)) return MHA_OK;
     (void)vals;
-    if (cand == RZ_CAND_KPM_VALUED) {
+    if (rz_cand_valued(cand)) {
         st = rz_read_values(z, M, cf, base, neutral, rd);
         if (st != MHA_OK) return st;
         if (rd->add[!neutral] == 0.0) return MHA_OK; /* m does nothing here */
@@ -504,7 +531,7 @@ static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor
         if (st != MHA_OK) break;
         good = rz_eff_matches(&e, base, M, rd, target, bat, head);
     }
-    if (st == MHA_OK && good && cand == RZ_CAND_KPM_VALUED && M->dtype == MHA_DTYPE_FLOAT32) {
+    if (st == MHA_OK && good && rz_cand_valued(cand) && M->dtype == MHA_DTYPE_FLOAT32) {
         /* float m between 0 and 1: interpolated ((1 - m) * c) or a step (m != 0) */
         rz_fill_mask(M, cand, 0x6672616374ull, neutral, 1);
         st = rz_rerun(z);
@@ -599,14 +626,17 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     const tensor *S = z->probe[z->g->nodes[c->score_mm].outputs[0]];
     int64_t target[4] = {z->B, n_slots / (z->B ? z->B : 1), S->dims[S->rank - 2],
                          S->dims[S->rank - 1]};
-    for (int k = 0; k < 2 * RZ_CAND_COUNT && st == MHA_OK; k++) {
-        /* KPM_VALUED is tried with m = 1 meaning "attend", then m = 0 */
+    for (int k = 0; k < 4 * RZ_CAND_COUNT && st == MHA_OK; k++) {
+        /* valued readings are tried with m = 1 meaning "attend", then m = 0;
+         * a 3-D mask batch-first ([B, Sq, Skv]), then right-aligned */
         rz_cand cand = (rz_cand)(k % RZ_CAND_COUNT);
-        int neutral = k < RZ_CAND_COUNT;
-        if ((!neutral && cand != RZ_CAND_KPM_VALUED) || !rz_cand_fits(M, cand, target)) continue;
+        int neutral = (k / RZ_CAND_COUNT) % 2 == 0, bf = k < 2 * RZ_CAND_COUNT;
+        if ((!neutral && !rz_cand_valued(cand)) || (bf && M->rank != 3) ||
+            !rz_cand_fits(M, cand, target, bf))
+            continue;
         rz_reading rd;
         int ok;
-        st = rz_try_candidate(z, L, cf, M, cand, neutral, target, bat, head, &rd, &base, &ok);
+        st = rz_try_candidate(z, L, cf, M, cand, neutral, bf, target, bat, head, &rd, &base, &ok);
         if (st != MHA_OK || !ok) continue;
         st = rz_take_base(z, L, &base, bat, head, &pat, &window, &biased);
         rz_eff_free(z, &base);
@@ -615,10 +645,11 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
         if (cand == RZ_CAND_KPM_IGNORE || cand == RZ_CAND_KPM_ATTEND) {
             io->role = MHA_ROLE_KEY_PADDING_MASK;
             L->kpm_true_means_ignore = cand == RZ_CAND_KPM_IGNORE;
-        } else if (cand == RZ_CAND_KPM_VALUED) {
-            io->role = MHA_ROLE_KEY_PADDING_MASK;
+        } else if (rz_cand_valued(cand)) {
+            io->role = cand == RZ_CAND_KPM_VALUED ? MHA_ROLE_KEY_PADDING_MASK : MHA_ROLE_ATTN_MASK;
             L->kpm_true_means_ignore = !neutral;
-            L->kpm_valued = 1;
+            L->kpm_valued = cand == RZ_CAND_KPM_VALUED;
+            L->attn_valued = cand == RZ_CAND_ATTN_VALUED;
             L->kpm_affine = rd.affine;
             for (int v = 0; v < 2; v++)
                 L->kpm_add[v] = rz_as_float_additive(rd.add[v]);
@@ -627,6 +658,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
             io->role = MHA_ROLE_ATTN_MASK;
             L->attn_bool_ignore_true = cand == RZ_CAND_ATTN_BOOL_IGN;
         }
+        L->attn_mask_batch_first = io->role == MHA_ROLE_ATTN_MASK && bf;
         if (biased) return MHA_OK;
         st = rz_recheck_pattern(z, L, cf, mi, &rd, neutral, sq0, &pat, &window);
         if (st == MHA_OK) rz_set_pattern(L, pat, window);
