@@ -13,6 +13,7 @@
 # heads and head size as the corpus wrote them (cases.tsv).
 # Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
+export LC_ALL=C # sort and comm agree on the order
 : "${MHA:?set MHA to the mha binary}"
 F="${MHA_TEST_DATA:?}/families" T="${MHA_TEST_TMP:?}"
 fail() { echo "FAIL: $*" >&2; exit 1; }

@@ -137,6 +137,18 @@ class BertSelfAttention(nn.Module):
         return self.dense(context)
 
 
+class BertAttentionBlock(BertSelfAttention):
+    """BertAttention as a whole: the self-attention, then BertSelfOutput's
+    post-LN, LayerNorm(dense(context) + input)."""
+
+    def __init__(self, d_model, heads, mask_fill):
+        super().__init__(d_model, heads, mask_fill)
+        self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
+
+    def forward(self, hidden_states, attention_mask):
+        return self.LayerNorm(super().forward(hidden_states, attention_mask) + hidden_states)
+
+
 class DistilBertAttention(nn.Module):
     """Q divided by sqrt(d) before the product; the padding mask applied with
     masked_fill(mask == 0, finfo.min) after expand_as."""
@@ -238,6 +250,23 @@ class GPT2Attention(nn.Module):
         return self.c_proj(self._merge_heads(out))
 
 
+class GPT2CachedAttention(GPT2Attention):
+    """A step with layer_past: the past K/V [B, H, P, d] concatenated before
+    the new ones, so the causal slice [k-q:k, :k] selects the last q rows;
+    the present K/V are outputs too. The padding mask covers past and new
+    keys ([B, P + q])."""
+
+    def forward(self, hidden_states, past_key, past_value, attention_mask):
+        attention_mask = attention_mask[:, None, None, :].to(dtype=hidden_states.dtype)
+        attention_mask = (1.0 - attention_mask) * torch.finfo(hidden_states.dtype).min
+        query, key, value = self.c_attn(hidden_states).split(self.split_size, dim=2)
+        query = self._split_heads(query)
+        key = torch.cat((past_key, self._split_heads(key)), dim=-2)
+        value = torch.cat((past_value, self._split_heads(value)), dim=-2)
+        out = self._attn(query, key, value, attention_mask)
+        return self.c_proj(self._merge_heads(out)), key, value
+
+
 # ---------------------------------------------------------------------------
 # GPT-NeoX / Pythia, GPT-J, Falcon
 # ---------------------------------------------------------------------------
@@ -324,7 +353,8 @@ class GPTJAttention(nn.Module):
         super().__init__()
         self.heads, self.d_head, self.rotary_dim = heads, d_model // heads, rotary_dim
         self.register_buffer("bias", causal_tril(max_positions), persistent=False)
-        self.register_buffer("scale_attn", torch.sqrt(torch.tensor(self.d_head, dtype=torch.float32)),
+        self.register_buffer("scale_attn",
+                             torch.sqrt(torch.tensor(self.d_head, dtype=torch.float32)),
                              persistent=False)
         sinusoid = torch.einsum("i,j->ij", torch.arange(max_positions, dtype=torch.float32),
                                 inverse_frequencies(rotary_dim))
@@ -485,6 +515,43 @@ class LlamaAttention(nn.Module):
         return self.o_proj(out)
 
 
+class LlamaCachedAttention(LlamaAttention):
+    """A step with a KV cache: positions (and so RoPE) start at the past
+    length P; the cache holds K after RoPE and before repeat_kv ([B, KV, P,
+    d]); the causal mask is finfo.min where key index > cache position, the
+    padding mask covers past and new keys; the present K/V are outputs."""
+
+    def forward(self, hidden_states, past_key, past_value, attention_mask):
+        bsz, q_len, _ = hidden_states.size()
+        past_len = past_key.shape[2]
+        q = self.q_proj(hidden_states).view(bsz, q_len, self.heads, self.d_head).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        cache_position = torch.arange(past_len, past_len + q_len, dtype=torch.long)
+        cos, sin = self.rotary(v, cache_position.unsqueeze(0).expand(bsz, -1))
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        q = (q * cos) + (rotate_half(q) * sin)
+        k = (k * cos) + (rotate_half(k) * sin)
+        k = torch.cat([past_key, k], dim=-2)
+        v = torch.cat([past_value, v], dim=-2)
+        present_key, present_value = k, v
+        k = repeat_kv(k, self.heads // self.kv_heads)
+        v = repeat_kv(v, self.heads // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d_head)
+
+        target_length = attention_mask.shape[-1]
+        min_dtype = torch.finfo(w.dtype).min
+        mask = torch.full((q_len, target_length), fill_value=min_dtype, dtype=w.dtype)
+        mask = mask * (torch.arange(target_length) > cache_position.reshape(-1, 1))
+        mask = mask[None, None, :, :].expand(bsz, 1, -1, -1)
+        padding = mask + attention_mask[:, None, None, :].to(w.dtype)
+        mask = mask.masked_fill(padding == 0, min_dtype)
+        w = w + mask
+        w = nn.functional.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(w, v).transpose(1, 2).contiguous().reshape(bsz, q_len, -1)
+        return self.o_proj(out), present_key, present_value
+
+
 # ---------------------------------------------------------------------------
 # T5
 # ---------------------------------------------------------------------------
@@ -535,7 +602,7 @@ class T5Attention(nn.Module):
         values = self.relative_attention_bias(buckets)
         return values.permute([2, 0, 1]).unsqueeze(0)
 
-    def forward(self, hidden_states, mask):
+    def forward(self, hidden_states, mask=None):
         batch_size, seq_length = hidden_states.shape[:2]
 
         def shape(t):
@@ -544,13 +611,21 @@ class T5Attention(nn.Module):
         def unshape(t):
             return t.transpose(1, 2).contiguous().view(batch_size, -1, self.heads * self.d_head)
 
-        q, k, v = shape(self.q(hidden_states)), shape(self.k(hidden_states)), shape(self.v(hidden_states))
+        q = shape(self.q(hidden_states))
+        k = shape(self.k(hidden_states))
+        v = shape(self.v(hidden_states))
         scores = torch.matmul(q, k.transpose(3, 2))
-        position_bias = self.compute_bias(seq_length, seq_length)
+        if hasattr(self, "folded_bias"):
+            position_bias = self.folded_bias
+        else:
+            position_bias = self.compute_bias(seq_length, seq_length)
+        if mask is None:
+            mask = torch.ones(batch_size, seq_length, dtype=torch.int64)
         ext = mask[:, None, None, :].to(dtype=scores.dtype)
         if self.is_decoder:
             seq_ids = torch.arange(seq_length)
-            causal = seq_ids[None, None, :].repeat(batch_size, seq_length, 1) <= seq_ids[None, :, None]
+            causal = (seq_ids[None, None, :].repeat(batch_size, seq_length, 1)
+                      <= seq_ids[None, :, None])
             ext = causal.to(scores.dtype)[:, None, :, :] * ext
         position_bias = position_bias + (1.0 - ext) * torch.finfo(scores.dtype).min
         scores += position_bias
@@ -580,9 +655,16 @@ class BloomAttention(nn.Module):
     def build_alibi(self, attention_mask, dtype):
         batch_size, seq_length = attention_mask.shape
         closest_power_of_2 = 2 ** math.floor(math.log2(self.heads))
-        base = torch.tensor(2 ** (-(2 ** -(math.log2(closest_power_of_2) - 3))), dtype=torch.float32)
+        base = torch.tensor(2 ** (-(2 ** -(math.log2(closest_power_of_2) - 3))),
+                            dtype=torch.float32)
         powers = torch.arange(1, 1 + closest_power_of_2, dtype=torch.int32)
         slopes = torch.pow(base, powers)
+        if closest_power_of_2 != self.heads:  # the ALiBi recipe for other head counts
+            extra_base = torch.tensor(2 ** (-(2 ** -(math.log2(2 * closest_power_of_2) - 3))),
+                                      dtype=torch.float32)
+            remaining = min(closest_power_of_2, self.heads - closest_power_of_2)
+            extra_powers = torch.arange(1, 1 + 2 * remaining, 2, dtype=torch.int32)
+            slopes = torch.cat([slopes, torch.pow(extra_base, extra_powers)], dim=0)
         arange_tensor = ((attention_mask.cumsum(dim=-1) - 1) * attention_mask)[:, None, :]
         alibi = slopes[..., None] * arange_tensor
         return alibi.reshape(batch_size * self.heads, 1, seq_length).to(dtype)
@@ -605,7 +687,8 @@ class BloomAttention(nn.Module):
         probs = probs.view(batch_size * self.heads, q_length, q_length)
         context = torch.bmm(probs, value)
         context = context.view(batch_size, self.heads, q_length, self.d_head)
-        context = context.permute(0, 2, 1, 3).reshape(batch_size, q_length, self.heads * self.d_head)
+        context = context.permute(0, 2, 1, 3)
+        context = context.reshape(batch_size, q_length, self.heads * self.d_head)
         return self.dense(context)
 
 
@@ -721,6 +804,13 @@ class DecoderSelfAttention(BartStyleAttention):
         return self.attend(hidden_states, None, [mask])
 
 
+class EncoderSelfAttention(BartStyleAttention):
+    """Whisper's encoder and CLIP's vision tower: no mask at all."""
+
+    def forward(self, hidden_states):
+        return self.attend(hidden_states, None, [])
+
+
 class CrossAttention(BartStyleAttention):
     """Decoder states attend to encoder states (another length); the
     encoder's padding mask when given."""
@@ -823,21 +913,26 @@ PREFIXES = []  # case-name prefixes from the command line (empty: every case)
 FACTS = {}  # case -> (opset, d_model, heads, kv_heads, d_head), for cases.tsv
 
 
-def write_case(name, model, inputs, outputs, facts):
-    """inputs/outputs: lists of (graph name, numpy array) in graph order;
-    facts: (d_model, heads, kv_heads, d_head) of the layer as written."""
+def write_case(name, model, datasets, facts):
+    """datasets: one (inputs, outputs) per test_data_set_K, each a list of
+    (graph name, numpy array) in graph order; facts: (d_model, heads,
+    kv_heads, d_head) of the layer as written."""
     opset = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")][0]
     FACTS[name] = (opset,) + tuple(facts)
     if PREFIXES and not any(name.startswith(p) for p in PREFIXES):
         return
     out = os.path.join(HERE, name)
     shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(os.path.join(out, "test_data_set_0"))
+    os.makedirs(out)
     onnx.save(model, os.path.join(out, "model.onnx"))
-    for kind, items in (("input", inputs), ("output", outputs)):
-        for i, (tname, arr) in enumerate(items):
-            with open(os.path.join(out, "test_data_set_0", f"{kind}_{i}.pb"), "wb") as f:
-                f.write(numpy_helper.from_array(np.ascontiguousarray(arr), tname).SerializeToString())
+    for k, (inputs, outputs) in enumerate(datasets):
+        folder = os.path.join(out, f"test_data_set_{k}")
+        os.makedirs(folder)
+        for kind, items in (("input", inputs), ("output", outputs)):
+            for i, (tname, arr) in enumerate(items):
+                tensor = numpy_helper.from_array(np.ascontiguousarray(arr), tname)
+                with open(os.path.join(folder, f"{kind}_{i}.pb"), "wb") as f:
+                    f.write(tensor.SerializeToString())
     print("wrote", name)
 
 
@@ -851,14 +946,15 @@ def module_facts(module, d_model):
     return d_model, module.heads, getattr(module, "kv_heads", module.heads), d_head
 
 
-def export_torch(name, module, args, input_names, output_names, dynamic_axes, opset):
-    """Exports `module` at `opset` (18: exported at 17 then rewritten) and
-    writes the case with PyTorch's outputs."""
+def export_torch(name, module, datasets, input_names, output_names, dynamic_axes, opset):
+    """Exports `module` at `opset` (18: exported at 17 then rewritten) with
+    the first argument tuple of `datasets`, and writes the case with
+    PyTorch's outputs for each of them."""
     path = os.path.join(HERE, ".export.onnx")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        expected = module(*args)
-        torch.onnx.export(module, args, path, input_names=input_names,
+        expected = [module(*args) for args in datasets]
+        torch.onnx.export(module, datasets[0], path, input_names=input_names,
                           output_names=output_names, dynamic_axes=dynamic_axes,
                           opset_version=min(opset, 17), do_constant_folding=True)
     model = onnx.load(path)
@@ -867,124 +963,181 @@ def export_torch(name, module, args, input_names, output_names, dynamic_axes, op
         model = to_opset18(model)
     else:
         onnx.checker.check_model(model, full_check=True)
-    if not isinstance(expected, tuple):
-        expected = (expected,)
-    write_case(name, model,
-               [(n, a.numpy()) for n, a in zip(input_names, args)],
-               [(n, e.detach().numpy()) for n, e in zip(output_names, expected)],
-               module_facts(module, args[0].shape[-1]))
+    sets = []
+    for args, outs in zip(datasets, expected):
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        sets.append(([(n, a.numpy()) for n, a in zip(input_names, args)],
+                     [(n, o.detach().numpy()) for n, o in zip(output_names, outs)]))
+    write_case(name, model, sets, module_facts(module, datasets[0][0].shape[-1]))
 
 
 def x_input(seed, batch, seq, d_model):
     return torch.randn(batch, seq, d_model, generator=torch.Generator().manual_seed(seed))
 
 
+def second_lengths(seq):
+    """Padding of the second data set (batch 3): full, half, two tokens."""
+    return [seq, max(1, seq // 2), 2]
+
+
 SELF = {"hidden_states": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
         "output": {0: "batch", 1: "seq"}}
 
 
-def self_case(name, module, seed, d_model, batch, seq, lengths, mask_dtype, opsets):
+def self_case(name, module, seed, d_model, seq, lengths, mask_dtype, opsets):
     """A self-attention layer with inputs hidden_states [B, S, D] and (when
-    lengths is not None) attention_mask [B, S] of mask_dtype."""
+    lengths is not None) attention_mask [B, S] of mask_dtype. Data set 0 is
+    batch 2 of `seq` tokens with `lengths`; data set 1 batch 3 of seq + 3."""
     randomize(module, seed)
-    x = x_input(seed + 1, batch, seq, d_model)
-    args, names = (x,), ["hidden_states"]
-    if lengths is not None:
-        args += (padding_mask(batch, seq, lengths, mask_dtype),)
-        names.append("attention_mask")
+    names = ["hidden_states"] + (["attention_mask"] if lengths is not None else [])
+    datasets = []
+    shapes = ((2, seq, lengths), (3, seq + 3, second_lengths(seq + 3)))
+    for k, (batch, n, lens) in enumerate(shapes):
+        args = (x_input(seed + 1 + k, batch, n, d_model),)
+        if lengths is not None:
+            args += (padding_mask(batch, n, lens, mask_dtype),)
+        datasets.append(args)
     for opset in opsets:
-        export_torch(f"{name}_op{opset}", module, args, names, ["output"],
-                     {k: v for k, v in SELF.items() if k in names or k == "output"}, opset)
+        export_torch(f"{name}_op{opset}", module, datasets, names, ["output"],
+                     {k: v for k, v in SELF.items() if k in names}, opset)
+
+
+def cached_cases():
+    """Steps with a KV cache: inputs hidden_states [B, q, D], past_key and
+    past_value [B, KV, P, d], attention_mask [B, P + q] (left padding, as
+    batched generation pads); outputs the layer's output and the present
+    K/V [B, KV, P + q, d]. Data set 0: batch 2, P 5, q 3 (a prompt chunk);
+    data set 1: batch 3, P 7, q 1 (one decoded token)."""
+    names = ["hidden_states", "past_key", "past_value", "attention_mask"]
+    axes = {"hidden_states": {0: "batch", 1: "seq"}, "past_key": {0: "batch", 2: "past"},
+            "past_value": {0: "batch", 2: "past"}, "attention_mask": {0: "batch", 1: "total"},
+            "output": {0: "batch", 1: "seq"}, "present_key": {0: "batch", 2: "total"},
+            "present_value": {0: "batch", 2: "total"}}
+    for name, module, seed, d_model, opsets in (
+            ("gpt2_kvcache", GPT2CachedAttention(32, 4), 22, 32, (14, 17)),
+            ("llama_kvcache", LlamaCachedAttention(64, 8, 2), 43, 64, (15, 18))):
+        randomize(module, seed)
+        kv_heads = getattr(module, "kv_heads", module.heads)
+        g = torch.Generator().manual_seed(seed + 1)
+        datasets = []
+        for batch, past, q_len, pads in ((2, 5, 3, [0, 2]), (3, 7, 1, [0, 3, 6])):
+            mask = torch.ones(batch, past + q_len, dtype=torch.int64)
+            for b, pad in enumerate(pads):
+                mask[b, :pad] = 0
+            datasets.append((
+                torch.randn(batch, q_len, d_model, generator=g),
+                torch.randn(batch, kv_heads, past, module.d_head, generator=g) * 1.5,
+                torch.randn(batch, kv_heads, past, module.d_head, generator=g),
+                mask))
+        for opset in opsets:
+            export_torch(f"{name}_op{opset}", module, datasets, names,
+                         ["output", "present_key", "present_value"], axes, opset)
 
 
 def torch_cases():
-    self_case("bert_extmask", BertSelfAttention(32, 4, FMIN), 10, 32, 2, 7, [7, 4],
+    self_case("bert_extmask", BertSelfAttention(32, 4, FMIN), 10, 32, 7, [7, 4],
               torch.int64, (14, 17))
-    self_case("roberta_m10000", BertSelfAttention(48, 6, -10000.0), 11, 48, 2, 6, [3, 6],
+    self_case("roberta_m10000", BertSelfAttention(48, 6, -10000.0), 11, 48, 6, [3, 6],
               torch.float32, (15, 18))
-    self_case("electra_boolmask", BertSelfAttention(32, 2, FMIN), 12, 32, 2, 8, [8, 5],
+    self_case("electra_boolmask", BertSelfAttention(32, 2, FMIN), 12, 32, 8, [8, 5],
               torch.bool, (16, 17))
-    self_case("distilbert_maskedfill", DistilBertAttention(32, 4), 13, 32, 2, 7, [5, 7],
+    self_case("bert_attnblock", BertAttentionBlock(32, 4, FMIN), 14, 32, 6, [6, 4],
+              torch.int64, (15, 18))
+    self_case("distilbert_maskedfill", DistilBertAttention(32, 4), 13, 32, 7, [5, 7],
               torch.int64, (14, 16))
-    self_case("gpt2_causal", GPT2Attention(32, 4), 20, 32, 2, 8, None, None,
-              (14, 18))
-    self_case("gpt2_causalpad", GPT2Attention(48, 4), 21, 48, 2, 7, [7, 5], torch.int64,
-              (15, 17))
-    self_case("gptneox_rot25", GPTNeoXAttention(64, 4, 0.25), 30, 64, 2, 9, [9, 6], torch.int64,
+    self_case("gpt2_causal", GPT2Attention(32, 4), 20, 32, 8, None, None, (14, 18))
+    self_case("gpt2_causalpad", GPT2Attention(48, 4), 21, 48, 7, [7, 5], torch.int64, (15, 17))
+    self_case("gptneox_rot25", GPTNeoXAttention(64, 4, 0.25), 30, 64, 9, [9, 6], torch.int64,
               (14, 17))
-    self_case("pythia_rotfull", GPTNeoXAttention(32, 4, 1.0), 31, 32, 2, 6, None, None,
-              (16, 18))
-    self_case("gptj_interleaved", GPTJAttention(64, 4, 8), 32, 64, 2, 7, [7, 4], torch.int64,
+    self_case("pythia_rotfull", GPTNeoXAttention(32, 4, 1.0), 31, 32, 6, None, None, (16, 18))
+    self_case("gptj_interleaved", GPTJAttention(64, 4, 8), 32, 64, 7, [7, 4], torch.int64,
               (14, 17))
-    self_case("falcon_mqa", FalconAttention(64, 8), 33, 64, 2, 8, None, None, (15, 18))
-    self_case("llama_gqa", LlamaAttention(64, 8, 2), 40, 64, 2, 8, [8, 6], torch.int64, (14, 17))
-    self_case("mistral_window", LlamaAttention(32, 4, 2, sliding_window=3), 41, 32, 2, 9, [9, 7],
+    self_case("falcon_mqa", FalconAttention(64, 8), 33, 64, 8, None, None, (15, 18))
+    self_case("llama_gqa", LlamaAttention(64, 8, 2), 40, 64, 8, [8, 6], torch.int64, (14, 17))
+    self_case("mistral_window", LlamaAttention(32, 4, 2, sliding_window=3), 41, 32, 9, [9, 7],
               torch.int64, (15, 18))
-    self_case("qwen2_qkvbias", LlamaAttention(48, 6, 2, qkv_bias=True), 42, 48, 2, 7, [7, 5],
+    self_case("qwen2_qkvbias", LlamaAttention(48, 6, 2, qkv_bias=True), 42, 48, 7, [7, 5],
               torch.int64, (16, 17))
-    self_case("t5_encoder_relbias", T5Attention(32, 4, 8, False), 50, 32, 2, 9, [9, 6],
+    self_case("t5_encoder_relbias", T5Attention(32, 4, 8, False), 50, 32, 9, [9, 6],
               torch.int64, (14, 17))
-    self_case("t5_decoder_relbias", T5Attention(32, 4, 8, True), 51, 32, 2, 8, [8, 6],
+    self_case("t5_decoder_relbias", T5Attention(32, 4, 8, True), 51, 32, 8, [8, 6],
               torch.int64, (15, 18))
-    # sequence length fixed in the export: the bucket arithmetic folds to a
-    # constant [1, H, S, S] bias added to the scores
+    # the sequence length fixed, and the bias computed for it ahead of time:
+    # what constant folding of the bucket arithmetic leaves, a constant
+    # [1, H, S, S] added to the scores; no padding mask (the bias alone);
+    # only the batch varies
     module = randomize(T5Attention(48, 6, 8, False), 52)
-    x = x_input(53, 2, 7, 48)
-    m = padding_mask(2, 7, [7, 5])
+    with torch.no_grad():
+        module.register_buffer("folded_bias", module.compute_bias(7, 7), persistent=False)
+    datasets = [(x_input(53, 2, 7, 48),), (x_input(54, 3, 7, 48),)]
     for opset in (14, 16):
-        export_torch(f"t5_constbias_op{opset}", module, (x, m), ["hidden_states", "attention_mask"],
-                     ["output"], {"hidden_states": {0: "batch"}, "attention_mask": {0: "batch"},
-                                  "output": {0: "batch"}}, opset)
-    self_case("bloom_alibi", BloomAttention(32, 4), 60, 32, 2, 8, [8, 5], torch.int64, (14, 17))
-    self_case("mpt_alibi", MPTAttention(64, 8), 61, 64, 2, 7, [7, 6], torch.int64, (15, 18))
-    self_case("whisper_decself", DecoderSelfAttention(32, 4, k_bias=False), 70, 32, 2, 6, None,
+        export_torch(f"t5_constbias_op{opset}", module, datasets, ["hidden_states"], ["output"],
+                     {"hidden_states": {0: "batch"}, "output": {0: "batch"}}, opset)
+    self_case("bloom_alibi", BloomAttention(32, 4), 60, 32, 8, [8, 5], torch.int64, (14, 17))
+    self_case("bloom_alibi_h6", BloomAttention(48, 6), 62, 48, 7, [7, 4], torch.int64, (16, 18))
+    self_case("mpt_alibi", MPTAttention(64, 8), 61, 64, 7, [7, 6], torch.int64, (15, 18))
+    self_case("whisper_decself", DecoderSelfAttention(32, 4, k_bias=False), 70, 32, 6, None,
               None, (14, 17))
-    self_case("bart_decself", DecoderSelfAttention(48, 4, k_bias=True), 71, 48, 2, 7, [7, 4],
+    self_case("bart_decself", DecoderSelfAttention(48, 4, k_bias=True), 71, 48, 7, [7, 4],
               torch.int64, (16, 18))
-    self_case("clip_text", CLIPTextAttention(32, 4, k_bias=True), 72, 32, 2, 7, [7, 5],
+    self_case("clip_text", CLIPTextAttention(32, 4, k_bias=True), 72, 32, 7, [7, 5],
               torch.int64, (14, 17))
-    self_case("vit_qkv", ViTAttention(48, 4, qkv_bias=True), 80, 48, 2, 9, None, None, (14, 17))
-    self_case("deit_h3noqkvbias", ViTAttention(48, 3, qkv_bias=False), 81, 48, 2, 5, None, None,
+    self_case("whisper_encself", EncoderSelfAttention(32, 4, k_bias=False), 76, 32, 9, None,
+              None, (16, 17))
+    self_case("clip_vision", EncoderSelfAttention(48, 6, k_bias=True), 77, 48, 5, None, None,
+              (15, 18))
+    self_case("vit_qkv", ViTAttention(48, 4, qkv_bias=True), 80, 48, 9, None, None, (14, 17))
+    self_case("deit_h3noqkvbias", ViTAttention(48, 3, qkv_bias=False), 81, 48, 5, None, None,
               (15, 18))
 
-    # cross-attention: decoder states [B, T, D] on encoder states [B, S, D]
-    cross_axes = {"hidden_states": {0: "batch", 1: "tgt"}, "encoder_hidden_states":
-                  {0: "batch", 1: "src"}, "encoder_attention_mask": {0: "batch", 1: "src"},
+    cached_cases()
+
+    # cross-attention: decoder states [B, T, D] on encoder states [B, S, D];
+    # data set 1 has batch 3, T + 2 queries and S - 2 keys
+    cross_axes = {"hidden_states": {0: "batch", 1: "tgt"},
+                  "encoder_hidden_states": {0: "batch", 1: "src"},
+                  "encoder_attention_mask": {0: "batch", 1: "src"},
                   "output": {0: "batch", 1: "tgt"}}
     for name, module, seed, d, t, s, lengths, opsets in (
             ("whisper_cross", CrossAttention(32, 4, k_bias=False), 73, 32, 5, 9, None, (15, 18)),
             ("bart_crosspad", CrossAttention(48, 6, k_bias=True), 74, 48, 6, 9, [9, 6], (14, 17)),
             ("marian_crosspad", CrossAttention(32, 2, k_bias=True), 75, 32, 7, 5, [4, 5], (16,))):
         randomize(module, seed)
-        args = (x_input(seed + 1, 2, t, d), x_input(seed + 2, 2, s, d))
         names = ["hidden_states", "encoder_hidden_states"]
-        if lengths is not None:
-            args += (padding_mask(2, s, lengths),)
-            names.append("encoder_attention_mask")
+        names += ["encoder_attention_mask"] if lengths is not None else []
+        datasets = []
+        for k, (batch, tq, sk, lens) in enumerate(((2, t, s, lengths),
+                                                   (3, t + 2, s - 2, second_lengths(s - 2)))):
+            args = (x_input(seed + 1 + 2 * k, batch, tq, d),
+                    x_input(seed + 2 + 2 * k, batch, sk, d))
+            if lengths is not None:
+                args += (padding_mask(batch, sk, lens),)
+            datasets.append(args)
         for opset in opsets:
-            export_torch(f"{name}_op{opset}", module, args, names, ["output"],
-                         {k: v for k, v in cross_axes.items() if k in names or k == "output"},
-                         opset)
+            export_torch(f"{name}_op{opset}", module, datasets, names, ["output"],
+                         {k: v for k, v in cross_axes.items() if k in names}, opset)
 
     # nn.MultiheadAttention with need_weights=True: two outputs
     module = randomize(TorchMHAWeights(32, 4, average=True), 90)
-    x = x_input(91, 2, 6, 32)
     g = torch.Generator().manual_seed(92)
-    attn_mask = torch.rand(6, 6, generator=g) < 0.4
-    attn_mask.fill_diagonal_(False)  # every query keeps a key
+    datasets = []
+    for k, (batch, seq) in enumerate(((2, 6), (3, 9))):
+        attn_mask = torch.rand(seq, seq, generator=g) < 0.4
+        attn_mask.fill_diagonal_(False)  # every query keeps a key
+        datasets.append((x_input(91 + k, batch, seq, 32), attn_mask))
     for opset in (14, 17):
-        export_torch(f"torchmha_boolmask_weights_op{opset}", module, (x, attn_mask),
+        export_torch(f"torchmha_boolmask_weights_op{opset}", module, datasets,
                      ["x", "attn_mask"], ["output", "weights"],
                      {"x": {0: "batch", 1: "seq"}, "attn_mask": {0: "seq", 1: "seq"},
-                      "output": {0: "batch", 1: "seq"}, "weights": {0: "batch", 1: "seq", 2: "seq"}},
-                     opset)
+                      "output": {0: "batch", 1: "seq"},
+                      "weights": {0: "batch", 1: "seq", 2: "seq"}}, opset)
     # an odd head count keeps nn.MultiheadAttention off its fused fast path,
     # which the exporter cannot write
     module = randomize(TorchMHAWeights(48, 3, average=False), 93)
-    x = x_input(94, 2, 7, 48)
-    kpm = padding_mask(2, 7, [7, 4], torch.int64) == 0  # True = padding
+    datasets = [(x_input(94 + k, batch, seq, 48), padding_mask(batch, seq, lens) == 0)
+                for k, (batch, seq, lens) in enumerate(((2, 7, [7, 4]), (3, 10, [10, 6, 2])))]
     for opset in (15, 18):
-        export_torch(f"torchmha_keypad_headweights_op{opset}", module, (x, kpm),
+        export_torch(f"torchmha_keypad_headweights_op{opset}", module, datasets,
                      ["x", "key_padding_mask"], ["output", "weights"],
                      {"x": {0: "batch", 1: "seq"}, "key_padding_mask": {0: "batch", 1: "seq"},
                       "output": {0: "batch", 1: "seq"},
@@ -1003,6 +1156,12 @@ def name_nodes(nodes, scope):
     return nodes
 
 
+def split_heads(t, heads):
+    """[B, S, H*d] -> [B, H, S, d]"""
+    batch, n, width = t.shape
+    return t.reshape(batch, n, heads, width // heads).transpose(0, 2, 1, 3)
+
+
 def softmax64(s):
     s = s - s.max(axis=-1, keepdims=True)
     e = np.exp(s)
@@ -1019,8 +1178,8 @@ def sdpa_case(name, opset, seed, d_model, heads, seq, mask_kind):
     d_head = d_model // heads
     w = {n: (rng.standard_normal((d_model, d_model)) * 1.3 / math.sqrt(d_model)).astype(np.float32)
          for n in ("wq", "wk", "wv", "wo")}
-    b = {n: (rng.standard_normal(d_model) * 0.5).astype(np.float32) for n in ("bq", "bk", "bv", "bo")}
-    x = rng.standard_normal((2, seq, d_model)).astype(np.float32)
+    b = {n: (rng.standard_normal(d_model) * 0.5).astype(np.float32)
+         for n in ("bq", "bk", "bv", "bo")}
     inits = [numpy_helper.from_array(a, n) for n, a in list(w.items()) + list(b.items())]
     inits += [numpy_helper.from_array(np.array([0, 0, heads, d_head], np.int64), "heads_shape"),
               numpy_helper.from_array(np.array([0, 0, d_model], np.int64), "merged_shape")]
@@ -1050,7 +1209,6 @@ def sdpa_case(name, opset, seed, d_model, heads, seq, mask_kind):
         helper.make_node("MatMul", ["q_scaled", "k_t_scaled"], ["qk"]),
         const("zero", 0.0), const("minus_inf", -np.inf)]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", d_model])]
-    feeds = [("x", x)]
     if mask_kind == "causal":
         nodes += [
             helper.make_node("Shape", ["k"], ["k_shape"]),
@@ -1062,14 +1220,10 @@ def sdpa_case(name, opset, seed, d_model, heads, seq, mask_kind):
             helper.make_node("Trilu", ["ones"], ["lower"], upper=0),
             helper.make_node("Equal", ["lower", "zero"], ["above"]),
             helper.make_node("Where", ["above", "minus_inf", "zero"], ["mask_add"])]
-        keep = np.tril(np.ones((seq, seq), bool))
     else:  # a bool attn_mask input [B, 1, S, S], True = attend
         nodes += [helper.make_node("Where", ["attn_mask", "zero", "minus_inf"], ["mask_add"])]
-        keep = rng.random((2, 1, seq, seq)) < 0.6
-        keep |= np.eye(seq, dtype=bool)[None, None]
         inputs.append(helper.make_tensor_value_info("attn_mask", TensorProto.BOOL,
                                                     ["batch", 1, "seq", "seq"]))
-        feeds.append(("attn_mask", keep))
     nodes += [
         helper.make_node("Add", ["qk", "mask_add"], ["scores"]),
         helper.make_node("Softmax", ["scores"], ["probs"], axis=-1),
@@ -1085,62 +1239,67 @@ def sdpa_case(name, opset, seed, d_model, heads, seq, mask_kind):
                               producer_name="pytorch", producer_version="2.1.0")
     model.ir_version = 8
 
-    # float64 reference
+    # data sets of batch 2 x seq and batch 3 x (seq + 3); float64 reference
     f = {k: v.astype(np.float64) for k, v in {**w, **b}.items()}
-    xs = x.astype(np.float64)
+    datasets = []
+    for batch, n in ((2, seq), (3, seq + 3)):
+        x = rng.standard_normal((batch, n, d_model)).astype(np.float32)
+        feeds = [("x", x)]
+        if mask_kind == "causal":
+            keep = np.tril(np.ones((n, n), bool))
+        else:
+            keep = rng.random((batch, 1, n, n)) < 0.6
+            keep |= np.eye(n, dtype=bool)[None, None]
+            feeds.append(("attn_mask", keep))
+        q, k, v = (split_heads(x.astype(np.float64) @ f[f"w{p}"] + f[f"b{p}"], heads)
+                   for p in "qkv")
+        scores = np.where(keep, q @ k.transpose(0, 1, 3, 2) / math.sqrt(d_head), -np.inf)
+        ctx = (softmax64(scores) @ v).transpose(0, 2, 1, 3).reshape(batch, n, d_model)
+        y = ctx @ f["wo"] + f["bo"]
+        datasets.append((feeds, [("output", y.astype(np.float32))]))
+    write_case(name, model, datasets, (d_model, heads, heads, d_head))
 
-    def heads_of(t):
-        return t.reshape(2, seq, heads, d_head).transpose(0, 2, 1, 3)
 
-    q, k, v = (heads_of(xs @ f[f"w{p}"] + f[f"b{p}"]) for p in "qkv")
-    s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d_head)
-    s = np.where(keep, s, -np.inf)
-    ctx = (softmax64(s) @ v).transpose(0, 2, 1, 3).reshape(2, seq, d_model)
-    y = ctx @ f["wo"] + f["bo"]
-    write_case(name, model, feeds, [("output", y.astype(np.float32))],
-               (d_model, heads, heads, d_head))
-
-
-def keras_case(name, opset, seed, d_model, heads, key_dim, t, s, with_mask):
+def keras_case(name, opset, seed, d_model, heads, key_dim, t, s, cross):
     """Keras MultiHeadAttention(query, value) as tf2onnx writes it: EinsumDense
     projections 'abc,cde->abde' with kernels [D, H, d] and biases [H, d];
     the query multiplied by 1/sqrt(key_dim); scores 'aecd,abcd->acbe'
     (key, query); the mask [B, T, S] given a head axis and turned into an
     adder (1 - m) * -1e9 by the masked softmax; 'acbe,aecd->abcd' for P.V;
-    the output EinsumDense 'abcd,cde->abe' with kernel [H, d, D]."""
+    the output EinsumDense 'abcd,cde->abe' with kernel [H, d, D]. Cross:
+    inputs query [B, T, D], value [B, S, D] and the mask; else one input
+    `query` for all three (self-attention, no mask)."""
     rng = np.random.default_rng(seed)
     ker = {p: (rng.standard_normal((d_model, heads, key_dim)) * 1.3 / math.sqrt(d_model))
            .astype(np.float32) for p in "qkv"}
     bias = {p: (rng.standard_normal((heads, key_dim)) * 0.5).astype(np.float32) for p in "qkv"}
-    ko = (rng.standard_normal((heads, key_dim, d_model)) * 1.3 / math.sqrt(heads * key_dim)).astype(np.float32)
+    ko = (rng.standard_normal((heads, key_dim, d_model)) * 1.3 / math.sqrt(heads * key_dim))
+    ko = ko.astype(np.float32)
     bo = (rng.standard_normal(d_model) * 0.5).astype(np.float32)
-    query = rng.standard_normal((2, t, d_model)).astype(np.float32)
-    value = rng.standard_normal((2, s, d_model)).astype(np.float32)
     inits = [numpy_helper.from_array(ker[p], f"mha/{p}/kernel") for p in "qkv"]
     inits += [numpy_helper.from_array(bias[p], f"mha/{p}/bias") for p in "qkv"]
-    inits += [numpy_helper.from_array(ko, "mha/out/kernel"), numpy_helper.from_array(bo, "mha/out/bias"),
+    inits += [numpy_helper.from_array(ko, "mha/out/kernel"),
+              numpy_helper.from_array(bo, "mha/out/bias"),
               numpy_helper.from_array(np.array(1.0 / math.sqrt(key_dim), np.float32), "mha/scale"),
               numpy_helper.from_array(np.array(1.0, np.float32), "mha/one"),
               numpy_helper.from_array(np.array(-1e9, np.float32), "mha/large_negative"),
               numpy_helper.from_array(np.array([1], np.int64), "mha/head_axis")]
     nodes = []
-    for p, src in (("q", "query"), ("k", "value"), ("v", "value")):
+    source = "value" if cross else "query"
+    for p, src in (("q", "query"), ("k", source), ("v", source)):
         nodes += [helper.make_node("Einsum", [src, f"mha/{p}/kernel"], [f"{p}_e"],
                                    equation="abc,cde->abde"),
                   helper.make_node("Add", [f"{p}_e", f"mha/{p}/bias"], [p])]
     nodes += [helper.make_node("Mul", ["q", "mha/scale"], ["q_scaled"]),
-              helper.make_node("Einsum", ["k", "q_scaled"], ["scores"], equation="aecd,abcd->acbe")]
-    inputs = [helper.make_tensor_value_info("query", TensorProto.FLOAT, ["batch", "tgt", d_model]),
-              helper.make_tensor_value_info("value", TensorProto.FLOAT, ["batch", "src", d_model])]
-    feeds = [("query", query), ("value", value)]
-    keep = np.ones((2, t, s), bool)
+              helper.make_node("Einsum", ["k", "q_scaled"], ["scores"],
+                               equation="aecd,abcd->acbe")]
+    inputs = [helper.make_tensor_value_info("query", TensorProto.FLOAT, ["batch", "tgt", d_model])]
     probs_in = "scores"
-    if with_mask:
-        keep = rng.random((2, t, s)) < 0.7
-        keep[:, :, 0] = True
-        inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.BOOL,
-                                                    ["batch", "tgt", "src"]))
-        feeds.append(("attention_mask", keep))
+    if cross:
+        inputs += [helper.make_tensor_value_info("value", TensorProto.FLOAT,
+                                                 ["batch", "src", d_model]),
+                   helper.make_tensor_value_info("attention_mask", TensorProto.BOOL,
+                                                 ["batch", "tgt", "src"])]
         nodes += [helper.make_node("Unsqueeze", ["attention_mask", "mha/head_axis"], ["mask4"]),
                   helper.make_node("Cast", ["mask4"], ["mask_f"], to=TensorProto.FLOAT),
                   helper.make_node("Sub", ["mha/one", "mask_f"], ["inv"]),
@@ -1149,26 +1308,41 @@ def keras_case(name, opset, seed, d_model, heads, key_dim, t, s, with_mask):
         probs_in = "scores_masked"
     nodes += [helper.make_node("Softmax", [probs_in], ["probs"], axis=-1),
               helper.make_node("Einsum", ["probs", "v"], ["ctx"], equation="acbe,aecd->abcd"),
-              helper.make_node("Einsum", ["ctx", "mha/out/kernel"], ["out_e"], equation="abcd,cde->abe"),
+              helper.make_node("Einsum", ["ctx", "mha/out/kernel"], ["out_e"],
+                               equation="abcd,cde->abe"),
               helper.make_node("Add", ["out_e", "mha/out/bias"], ["output"])]
     used = {i for n in nodes for i in n.input}
     inits = [t for t in inits if t.name in used]
     graph = helper.make_graph(name_nodes(nodes, "model/multi_head_attention"), name, inputs, [
-        helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", "tgt", d_model])], inits)
+        helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", "tgt", d_model])],
+        inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="tf2onnx", producer_version="1.16.1")
     model.ir_version = 8
 
-    f64 = lambda a: a.astype(np.float64)  # noqa: E731
-    q = np.einsum("abc,cde->abde", f64(query), f64(ker["q"])) + f64(bias["q"])
-    k = np.einsum("abc,cde->abde", f64(value), f64(ker["k"])) + f64(bias["k"])
-    v = np.einsum("abc,cde->abde", f64(value), f64(ker["v"])) + f64(bias["v"])
-    sc = np.einsum("aecd,abcd->acbe", k, q / math.sqrt(key_dim))
-    sc = sc + (1.0 - keep[:, None].astype(np.float64)) * -1e9
-    ctx = np.einsum("acbe,aecd->abcd", softmax64(sc), v)
-    y = np.einsum("abcd,cde->abe", ctx, f64(ko)) + f64(bo)
-    write_case(name, model, feeds, [("output", y.astype(np.float32))],
-               (d_model, heads, heads, key_dim))
+    # data sets of batch 2 (T, S) and batch 3 (T + 3, S + 1); float64 reference
+    f = {k: v.astype(np.float64) for k, v in
+         list(ker.items()) + [("b" + p, bias[p]) for p in "qkv"] + [("ko", ko), ("bo", bo)]}
+    datasets = []
+    for batch, tq, sk in ((2, t, s), (3, t + 3, s + 1)):
+        sk = sk if cross else tq
+        query = rng.standard_normal((batch, tq, d_model)).astype(np.float32)
+        value = rng.standard_normal((batch, sk, d_model)).astype(np.float32) if cross else query
+        keep = np.ones((batch, tq, sk), bool)
+        feeds = [("query", query)]
+        if cross:
+            keep = rng.random((batch, tq, sk)) < 0.7
+            keep[:, :, 0] = True
+            feeds += [("value", value), ("attention_mask", keep)]
+        q = np.einsum("abc,cde->abde", query.astype(np.float64), f["q"]) + f["bq"]
+        k = np.einsum("abc,cde->abde", value.astype(np.float64), f["k"]) + f["bk"]
+        v = np.einsum("abc,cde->abde", value.astype(np.float64), f["v"]) + f["bv"]
+        scores = np.einsum("aecd,abcd->acbe", k, q / math.sqrt(key_dim))
+        scores = scores + (1.0 - keep[:, None].astype(np.float64)) * -1e9
+        ctx = np.einsum("acbe,aecd->abcd", softmax64(scores), v)
+        y = np.einsum("abcd,cde->abe", ctx, f["ko"]) + f["bo"]
+        datasets.append((feeds, [("output", y.astype(np.float32))]))
+    write_case(name, model, datasets, (d_model, heads, heads, key_dim))
 
 
 def helper_cases():
