@@ -261,7 +261,8 @@ void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log
 typedef enum exec_mask_kind {
     EXEC_MASK_TENSOR = 0, /* bool 0 / -inf by polarity, or float additive */
     EXEC_MASK_VALUED,     /* key padding m -> the layer's kpm_add (any dtype) */
-    EXEC_MASK_WINDOW      /* -inf where j < i - left_window */
+    EXEC_MASK_WINDOW,     /* -inf where j < i - left_window */
+    EXEC_MASK_RELATIVE    /* the layer's bias[h][j - i + len - 1] (T5) */
 } exec_mask_kind;
 
 typedef struct exec_mask_view {
@@ -321,10 +322,13 @@ static double exec_mask_raw(const mha_tensor *t, int64_t off) {
     }
 }
 
-/* The additive of view v at (query i, key j), element off of its tensor. */
-static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t i,
-                             int64_t j) {
+/* The additive of view v at (head h, query i, key j), element off of its
+ * tensor. */
+static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t h,
+                             int64_t i, int64_t j) {
     if (v->kind == EXEC_MASK_WINDOW) return j < i - L->left_window ? -INFINITY : 0.0f;
+    if (v->kind == EXEC_MASK_RELATIVE)
+        return L->bias[h * (2 * L->bias_rel_len - 1) + (j - i + L->bias_rel_len - 1)];
     if (v->kind == EXEC_MASK_VALUED) {
         /* the graph's own arithmetic: (1 - m) * c is c0 + (c1 - c0) * m */
         const float *add = L->kpm_add;
@@ -356,7 +360,16 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     if (bd->key_padding)
         exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued,
                                &views[n++]);
-    if (L->bias) {
+    if (L->bias && L->bias_rel_len > 0) {
+        /* [1, heads, Sq, Skv] from the diagonals (layer_bind checked the lengths) */
+        exec_mask_view *r = &views[n++];
+        memset(r, 0, sizeof *r);
+        r->kind = EXEC_MASK_RELATIVE;
+        r->dims[0] = 1;
+        r->dims[1] = L->bias_heads;
+        r->dims[2] = bd->Sq;
+        r->dims[3] = bd->Skv;
+    } else if (L->bias) {
         /* [bias_heads, Sq, Skv], fixed lengths (layer_bind checked them) */
         memset(&bias, 0, sizeof bias);
         bias.dtype = MHA_DTYPE_FLOAT32;
@@ -413,7 +426,7 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
                     for (int k = 0; k < n; k++) {
                         const int64_t *s = views[k].strides;
                         int64_t off = i0 * s[0] + i1 * s[1] + i2 * s[2] + i3 * s[3];
-                        sum += exec_mask_value(L, &views[k], off, i2, i3);
+                        sum += exec_mask_value(L, &views[k], off, i1, i2, i3);
                     }
                     *dst++ = sum;
                 }

@@ -24,6 +24,11 @@ int interp_supports(const char *domain, const char *op_type);
 mha_status interp_run(const mha_alloc_ctx *a, const ir_graph *g, const tensor *const *inputs,
                       tensor ***values, mha_error *err);
 void interp_values_free(const ir_graph *g, tensor **values);
+/* interp_run for only the nodes the values targets[0..n_targets) depend on
+ * (every other value stays NULL): a part of the graph that reads only the
+ * inputs' shapes runs at any size without the cost of the rest. */
+mha_status interp_run_for(const mha_alloc_ctx *a, const ir_graph *g, const tensor *const *inputs,
+                          const int *targets, size_t n_targets, tensor ***values, mha_error *err);
 
 /* Constant folding: evaluates every node all of whose inputs are constant
  * (initializers, Constant nodes, and Shape / Size of a value whose declared

@@ -74,6 +74,9 @@ typedef struct layer {
                                   on the scaled scores (T5), or NULL; owned */
     int64_t bias_heads;        /* 1 (every head) or q_heads */
     int64_t bias_sq, bias_skv; /* the only query / key lengths the layer accepts then */
+    int64_t bias_rel_len;      /* > 0: bias is relative instead, [bias_heads, 2 len - 1]:
+                                  score (i, j) of head h gets bias[h][j - i + len - 1], for
+                                  query and key lengths up to len (T5) */
     int need_weights;          /* an MHA_ROLE_ATTN_WEIGHTS output: 1 the probabilities
                                   averaged over the heads [B, Sq, Skv], 2 those of every
                                   head [B, Hq, Sq, Skv] */

@@ -423,7 +423,12 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         st = layer_check_attn_mask(L, io_role[MHA_ROLE_ATTN_MASK], bd->attn_mask, bd, err);
         if (st != MHA_OK) return st;
     }
-    if (L->bias && (bd->Sq != L->bias_sq || bd->Skv != L->bias_skv))
+    if (L->bias && L->bias_rel_len > 0 && (bd->Sq > L->bias_rel_len || bd->Skv > L->bias_rel_len))
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "query length %lld, key length %lld: the model's relative position bias "
+                        "is tabulated for lengths up to %lld",
+                        (long long)bd->Sq, (long long)bd->Skv, (long long)L->bias_rel_len);
+    if (L->bias && L->bias_rel_len == 0 && (bd->Sq != L->bias_sq || bd->Skv != L->bias_skv))
         return mha_fail(err, MHA_ERR_SHAPE,
                         "query length %lld, key length %lld: the model's constant position "
                         "bias is for query length %lld, key length %lld only",

@@ -42,7 +42,12 @@ static void model_describe(const layer *L, char *buf, size_t size) {
                     (double)L->kpm_add[1], L->kpm_affine ? " (linear in m)" : "");
     if (L->attn_bool_ignore_true) model_idiom(buf, size, "bool attention mask, true = hidden");
     if (f & LAYER_IDIOM_WHERE_MASK) model_idiom(buf, size, "mask applied by Where (masked fill)");
-    if (L->bias)
+    if (L->bias && L->bias_rel_len > 0)
+        model_idiom(buf, size,
+                    "relative position bias per head and key - query distance (lengths up to "
+                    "%lld)",
+                    (long long)L->bias_rel_len);
+    else if (L->bias)
         model_idiom(buf, size, "constant position bias [%lld heads, %lld, %lld]",
                     (long long)L->bias_heads, (long long)L->bias_sq, (long long)L->bias_skv);
     if (L->kv_heads != L->q_heads)

@@ -189,10 +189,28 @@ mha_status rz_chain_factor(rz_ctx *z, const rz_chain *ch, double *f);
 mha_status rz_build_projected(rz_ctx *z, layer *L);
 
 /* ---- recognize_mask.c ---- */
+/* What the mask terms put on the scores [n_slots, sq, skv]. */
+typedef struct rz_eff {
+    int64_t n_slots, sq, skv;
+    double *raw; /* the additive that lands on each score; <= -1e30 hides it */
+} rz_eff;
+void rz_eff_free(rz_ctx *z, rz_eff *e);
+int rz_is_masked_value(double v);
+/* The terms' effect from values vals; target (or NULL) the scores' shape. */
+mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, const tensor *target,
+                          rz_eff *e);
 /* Places the additive mask terms of a Softmax core: causal, key padding or
  * an attention mask input. head_of_slot / batch_of_slot after head
  * assembly. */
 mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *batch_of_slot,
                           const int64_t *head_of_slot, int64_t n_slots);
+
+/* ---- recognize_relbias.c ---- */
+/* A bias on 4-D scores that depends on the head and the key - query
+ * distance only (T5's bucketed relative positions), computed from the
+ * sequence length: tabulated into L->bias by running the part of the graph
+ * that computes it at a long length. mi: the mask input (holding its
+ * neutral fill), or -1; cf: the factor after each term. */
+mha_status rz_relbias_take(rz_ctx *z, layer *L, const double *cf, int mi, const int64_t *head);
 
 #endif

@@ -26,17 +26,12 @@
 /* At or below this, a term hides its key. */
 #define RZ_MASKED (-1e30)
 
-typedef struct rz_eff {
-    int64_t n_slots, sq, skv;
-    double *raw; /* [n_slots * sq * skv]: the additive that lands on each score */
-} rz_eff;
-
-static void rz_eff_free(rz_ctx *z, rz_eff *e) {
+void rz_eff_free(rz_ctx *z, rz_eff *e) {
     mha_free(z->a, e->raw);
     memset(e, 0, sizeof *e);
 }
 
-static int rz_is_masked_value(double v) {
+int rz_is_masked_value(double v) {
     return v <= RZ_MASKED;
 }
 
@@ -79,13 +74,15 @@ static int rz_is_float_tensor(const tensor *t) {
     return t && (t->dtype == MHA_DTYPE_FLOAT32 || t->dtype == MHA_DTYPE_FLOAT64);
 }
 
-/* The effective terms from the current probe values. The terms were
- * collected from the Softmax back to Q.K^T, so they apply in reverse order;
- * the score path only reshapes (flat order kept), so flat index i of a
- * term's output is score i. */
-static mha_status rz_eff_eval(rz_ctx *z, const double *cf, rz_eff *e) {
+/* The effective terms from values vals (the probe's, or a part of the
+ * graph run apart). The terms were collected from the Softmax back to
+ * Q.K^T, so they apply in reverse order; the score path only reshapes (flat
+ * order kept), so flat index i of a term's output is score i. target, when
+ * given, is the shape of the scores and of every term's output. */
+mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, const tensor *target,
+                          rz_eff *e) {
     const rz_core *c = &z->core;
-    const tensor *S = z->probe[z->g->nodes[c->score_mm].outputs[0]];
+    const tensor *S = target ? target : vals[z->g->nodes[c->score_mm].outputs[0]];
     char d[160];
     rz_eff_free(z, e);
     int r = S->rank;
@@ -98,9 +95,9 @@ static mha_status rz_eff_eval(rz_ctx *z, const double *cf, rz_eff *e) {
     for (int t = c->n_masks - 1; t >= 0; t--) {
         const rz_mask_term *term = &c->masks[t];
         const ir_node *n = &z->g->nodes[term->add_node];
-        const tensor *T = n->n_outputs > 0 ? z->probe[n->outputs[0]] : NULL;
-        const tensor *M = z->probe[term->value];
-        const tensor *C = term->kind == RZ_TERM_WHERE ? z->probe[term->cond] : NULL;
+        const tensor *T = target ? target : n->n_outputs > 0 ? vals[n->outputs[0]] : NULL;
+        const tensor *M = vals[term->value];
+        const tensor *C = term->kind == RZ_TERM_WHERE ? vals[term->cond] : NULL;
         int64_t ms[MHA_MAX_RANK], cs[MHA_MAX_RANK];
         int ok = T && tensor_numel(T) == numel && rz_is_float_tensor(M) &&
                  rz_bcast_strides(M, T, ms) &&
@@ -130,6 +127,10 @@ static mha_status rz_eff_eval(rz_ctx *z, const double *cf, rz_eff *e) {
         }
     }
     return MHA_OK;
+}
+
+static mha_status rz_eff_eval(rz_ctx *z, const double *cf, rz_eff *e) {
+    return rz_eff_eval_in(z, cf, z->probe, NULL, e);
 }
 
 typedef enum rz_pattern {
@@ -417,16 +418,10 @@ static mha_status rz_recheck_pattern(rz_ctx *z, const layer *L, const double *cf
 /* A constant bias: base's values per head (the same for every batch item),
  * for the probe's sequence lengths -- which must be the file's own. */
 static mha_status rz_take_bias(rz_ctx *z, layer *L, const rz_eff *base, const int64_t *bat,
-                               const int64_t *head) {
+                               const int64_t *head, const double *cf, int mi) {
     char d[160];
     const int add = z->core.masks[0].add_node;
-    if (rz_has_dynamic_seq(L))
-        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "%s: the scores get a bias that is neither a mask nor zero, and the "
-                        "sequence axes are dynamic: a position bias computed from the "
-                        "sequence length is not supported (a constant one with static "
-                        "sequence axes is)",
-                        rz_node_desc(z, add, d, sizeof d));
+    if (rz_has_dynamic_seq(L)) return rz_relbias_take(z, L, cf, mi, head);
     const int64_t H = L->q_heads, per = base->sq * base->skv;
     L->bias = mha_calloc(z->a, rz_count(H * per), sizeof(float));
     unsigned char *seen = mha_calloc(z->a, rz_count(H), 1);
@@ -464,7 +459,8 @@ static mha_status rz_take_bias(rz_ctx *z, layer *L, const rz_eff *base, const in
 
 /* Reads base's pattern into L: a mask, or (static lengths) a bias. */
 static mha_status rz_take_base(rz_ctx *z, layer *L, const rz_eff *base, const int64_t *bat,
-                               const int64_t *head, rz_pattern *pat, int64_t *window, int *biased) {
+                               const int64_t *head, const double *cf, int mi, rz_pattern *pat,
+                               int64_t *window, int *biased) {
     int vals;
     *pat = rz_eff_pattern(base, window, &vals);
     *biased = vals || *pat == RZ_PAT_OTHER;
@@ -474,7 +470,7 @@ static mha_status rz_take_base(rz_ctx *z, layer *L, const rz_eff *base, const in
     }
     /* the bias carries the hidden keys too, unless they are causal */
     if (*pat == RZ_PAT_CAUSAL) L->causal = 1;
-    return rz_take_bias(z, L, base, bat, head);
+    return rz_take_bias(z, L, base, bat, head, cf, mi);
 }
 
 /* KPM_VALUED: the additive for m == 0 and m == 1, read where no other
@@ -614,7 +610,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     int biased;
     if (mi < 0) {
         st = rz_eff_eval(z, cf, &base);
-        if (st == MHA_OK) st = rz_take_base(z, L, &base, bat, head, &pat, &window, &biased);
+        if (st == MHA_OK) st = rz_take_base(z, L, &base, bat, head, cf, -1, &pat, &window, &biased);
         rz_eff_free(z, &base);
         if (st != MHA_OK || biased) return st;
         st = rz_recheck_pattern(z, L, cf, -1, NULL, 0, sq0, &pat, &window);
@@ -638,7 +634,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
         int ok;
         st = rz_try_candidate(z, L, cf, M, cand, neutral, bf, target, bat, head, &rd, &base, &ok);
         if (st != MHA_OK || !ok) continue;
-        st = rz_take_base(z, L, &base, bat, head, &pat, &window, &biased);
+        st = rz_take_base(z, L, &base, bat, head, cf, mi, &pat, &window, &biased);
         rz_eff_free(z, &base);
         if (st != MHA_OK) return st;
         layer_io *io = &L->inputs[mi];
