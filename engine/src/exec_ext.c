@@ -258,6 +258,9 @@ static void ext_qk_row(const layer *L, const ext_bare *x, int64_t b, int64_t h, 
         if (L->qk_mode >= 1 && L->softcap > 0.0f)
             v = (double)L->softcap * tanh(v / (double)L->softcap);
         if (L->qk_mode >= 2) {
+            if (L->alibi_slopes) /* the bias comes before the mask, as in the kernels */
+                v += (double)L->alibi_slopes[h] *
+                     (double)(j - (L->alibi_relative ? i + x->offset[b] : 0));
             float mv = mrow ? mrow[j] : 0.0f;
             v = (j >= end || mv <= -FLT_MAX) ? -INFINITY : v + (double)mv;
         }
@@ -394,6 +397,8 @@ static mha_status ext_run_bare(const exec_env *env, const layer *L, const exec_b
         }
         at.causal = L->causal;
         at.causal_offset = x.offset;
+        at.alibi_slopes = L->alibi_slopes;
+        at.alibi_relative = L->alibi_relative;
         at.kv_len = x.kv_len;
         at.b1 = x.B, at.h1 = x.Hq, at.q1 = x.Sq;
         at.num_threads = 1;

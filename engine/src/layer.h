@@ -84,6 +84,24 @@ typedef struct layer {
                                   input does (any type; Keras (1 - m) * -1e9) */
     int attn_mask_batch_first; /* a 3-D attn_mask is [B, Sq, Skv], not right-aligned */
     unsigned idioms;           /* LAYER_IDIOM_* found by the recogniser (mha info) */
+
+    /* ---- appended for rotary embeddings and ALiBi (issue 14) ---- */
+    int rotary;                     /* MHA_ROTARY_NONE / _HALF / _INTERLEAVED (plugin.h):
+                                       Q and K rotated after their projections */
+    int64_t rotary_dim;             /* even, <= d_head: the dims of each head that turn */
+    int64_t rotary_n_pos;           /* rows of the tables */
+    float *rotary_cos, *rotary_sin; /* [rotary_n_pos, rotary_dim / 2], owned: the model's
+                                       own values (its cos / sin caches, or computed
+                                       at load from its inverse frequencies) */
+    float *rotary_inv_freq;         /* [rotary_dim / 2] or NULL, owned: when present,
+                                       positions past the tables are computed per run
+                                       as the model does, cos(float(p * inv_freq)) */
+    float *alibi_slopes;            /* [q_heads] or NULL, owned: ALiBi */
+    int alibi_relative;             /* 0: score += slope * j (BLOOM, MPT);
+                                       1: score += slope * (j - i) (the ALiBi paper) */
+    int alibi_pos_from_mask;        /* key j is at the count of keys the key padding
+                                       input lets through before it (BLOOM's
+                                       cumsum(mask) - 1), not at j */
 } layer;
 
 /* What the recogniser met on the way (named by mha info). */
@@ -110,6 +128,13 @@ mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out
 mha_status layer_verify(const mha_alloc_ctx *a, const ir_graph *g, const layer *L, mha_error *err);
 
 void layer_clear(const mha_alloc_ctx *a, layer *L);
+
+/* Rotary tables of positions [p0, p0 + n) from the inverse frequencies
+ * inv_freq [half], as PyTorch models compute them in float32: the angle
+ * float(p) * inv_freq[t] rounded to float, then its cos and sin (rounded
+ * once). cos, sin: [n, half]. */
+void layer_rotary_fill(const float *inv_freq, int64_t half, int64_t p0, int64_t n, float *cos,
+                       float *sin);
 size_t layer_weight_bytes(const layer *L);
 
 /* Output shapes for given input shapes, with every input checked (dtype,

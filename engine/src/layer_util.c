@@ -2,6 +2,7 @@
  * recogniser: freeing it, its weight size, binding and checking the caller's
  * inputs (and so the output shapes), and the single-threaded reference
  * forward pass on the built-in scalar backend. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,7 +13,10 @@
 
 void layer_clear(const mha_alloc_ctx *a, layer *L) {
     if (!L) return;
-    float *weights[] = {L->wq, L->bq, L->wk, L->bk, L->wv, L->bv, L->wo, L->bo, L->bias};
+    float *weights[] = {L->wq,          L->bq,         L->wk,         L->bk,
+                        L->wv,          L->bv,         L->wo,         L->bo,
+                        L->bias,        L->rotary_cos, L->rotary_sin, L->rotary_inv_freq,
+                        L->alibi_slopes};
     for (size_t i = 0; i < sizeof weights / sizeof weights[0]; i++)
         mha_free(a, weights[i]);
     for (size_t i = 0; L->inputs && i < L->n_inputs; i++)
@@ -22,6 +26,16 @@ void layer_clear(const mha_alloc_ctx *a, layer *L) {
     mha_free(a, L->inputs);
     mha_free(a, L->outputs);
     memset(L, 0, sizeof *L);
+}
+
+void layer_rotary_fill(const float *inv_freq, int64_t half, int64_t p0, int64_t n, float *cos_out,
+                       float *sin_out) {
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t t = 0; t < half; t++) {
+            const float angle = (float)(p0 + p) * inv_freq[t];
+            cos_out[p * half + t] = (float)cos((double)angle);
+            sin_out[p * half + t] = (float)sin((double)angle);
+        }
 }
 
 static int64_t layer_dv(const layer *L) {
@@ -309,6 +323,16 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         return mha_fail(err, MHA_ERR_INTERNAL,
                         "layer: inconsistent sizes (q_heads %lld, kv_heads %lld, d_head %lld)",
                         (long long)L->q_heads, (long long)L->kv_heads, (long long)L->d_head);
+    if (L->rotary != MHA_ROTARY_NONE &&
+        ((L->rotary != MHA_ROTARY_HALF && L->rotary != MHA_ROTARY_INTERLEAVED) || !L->has_proj ||
+         L->rotary_dim < 2 || L->rotary_dim % 2 || L->rotary_dim > L->d_head ||
+         L->rotary_n_pos < 0 || (L->rotary_n_pos > 0 && (!L->rotary_cos || !L->rotary_sin)) ||
+         (L->rotary_n_pos == 0 && !L->rotary_inv_freq)))
+        return mha_fail(err, MHA_ERR_INTERNAL,
+                        "layer: rotary embedding of kind %d over %lld of %lld dims, %lld table "
+                        "rows, is inconsistent",
+                        L->rotary, (long long)L->rotary_dim, (long long)L->d_head,
+                        (long long)L->rotary_n_pos);
     if (n_inputs != L->n_inputs)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "the model has %zu inputs, %zu given",
                         L->n_inputs, n_inputs);

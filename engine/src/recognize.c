@@ -405,6 +405,7 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
         score_rank = S ? S->rank : 0;
     }
     if (st == MHA_OK) st = rz_build_projected(z, L);
+    if (st == MHA_OK) st = rz_rotary_build(z, L);
     if (st != MHA_OK) return st;
     if (c->kind == RZ_CORE_SOFTMAX) L->form = score_rank == 3 ? "torch-mha" : "onnx-decomposed";
     return MHA_OK;

@@ -497,6 +497,7 @@ static mha_status rz_parse_operands(rz_ctx *z) {
     rz_proj *projs[3] = {&c->qp, &c->kp, &c->vp};
     for (int i = 0; i < 3; i++) {
         mha_status st = rz_walk_back(z, ops[i], 1, names[i], chains[i]);
+        if (st == MHA_OK && i < 2) st = rz_rotary_pass(z, i, names[i], chains[i]);
         if (st == MHA_OK) st = rz_parse_in_proj(z, chains[i]->src, names[i], projs[i]);
         if (st != MHA_OK) return st;
     }
@@ -696,8 +697,9 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
         cur = p->inputs[s.data_in];
     }
     /* Softmax -> the P.V MatMul, through casts back to the data type
-     * (softmax computed in float32); maybe also to a graph output of the
-     * probabilities averaged over heads (need_weights). */
+     * (softmax computed in float32) and reshapes that keep the flat order
+     * (BLOOM's [B, H, S, S] probabilities viewed as [B*H, S, S]); maybe also
+     * to a graph output of the probabilities (need_weights). */
     int pv, slot, p_v = sm->outputs[0];
     c->weights_out = -1;
     mha_status st = rz_parse_weights_branch(z, p_v, &c->weights_out, &c->weights_mean);
@@ -707,11 +709,16 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
                                               : rz_single_consumer(z, p_v, "attention", &pv, &slot);
         if (st != MHA_OK) return st;
         const ir_node *cn = pv >= 0 ? &z->g->nodes[pv] : NULL;
+        const int flat = cn && rz_is_flat_layout_op(cn);
         if (!cn || hops == RZ_MAX_STEPS || slot != 0 || cn->n_outputs < 1 ||
-            !(rz_is_op(cn, "Cast") || rz_is_op(cn, "Identity")))
+            !(rz_is_op(cn, "Cast") || rz_is_op(cn, "Identity") || flat))
             break;
+        if (flat) {
+            st = rz_check_plumbing(z, pv, 0, "attention");
+            if (st != MHA_OK) return st;
+        }
         c->p_steps[c->n_p_steps].node = pv;
-        c->p_steps[c->n_p_steps].kind = RZ_STEP_IDENTITY;
+        c->p_steps[c->n_p_steps].kind = flat ? RZ_STEP_LAYOUT : RZ_STEP_IDENTITY;
         c->p_steps[c->n_p_steps].data_in = 0;
         c->p_steps[c->n_p_steps].data_out = 0;
         c->n_p_steps++;

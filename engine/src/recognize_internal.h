@@ -107,6 +107,9 @@ typedef struct rz_core {
     rz_chain ochain;                 /* o_v -> output projection input */
     rz_chain ychain;                 /* output projection output -> graph output */
     rz_proj qp, kp, vp, op;
+    /* rotary embedding on Q (0) and K (1): the value rotated and the
+     * rotation's output (recognize_rotary.c) */
+    int rot_on[2], rot_x[2], rot_y[2];
 } rz_core;
 
 typedef struct rz_ctx {
@@ -187,6 +190,25 @@ void rz_free_probe(rz_ctx *z);
 /* Scalar factors of a chain (product). */
 mha_status rz_chain_factor(rz_ctx *z, const rz_chain *ch, double *f);
 mha_status rz_build_projected(rz_ctx *z, layer *L);
+
+/* ---- recognize_rotary.c: rotary position embeddings on Q and K ---- */
+/* Phase 1: when ch (side 0 = Q, 1 = K) starts at a value that mixes two
+ * data paths, and they meet again in one tensor, the chain goes on below
+ * it (recorded in z->core.rot_*). A no-op otherwise. */
+mha_status rz_rotary_pass(rz_ctx *z, int side, const char *what, rz_chain *ch);
+/* Phase 3 (after the probe): the rotation's kind, dims and tables into L,
+ * or a refusal saying what the subgraph is not. */
+mha_status rz_rotary_build(rz_ctx *z, layer *L);
+
+/* ---- recognize_alibi.c: ALiBi from the term on the scores ---- */
+/* raw [n_slots, sq, skv]: the additive on the scaled scores (hidden keys
+ * <= -1e30), head[n] the query head of slot n. 1: it is ALiBi (slopes and
+ * form into L); 0: it is not; -1: out of memory (z->err set). */
+int rz_alibi_take(rz_ctx *z, layer *L, const double *raw, int64_t n_slots, int64_t sq, int64_t skv,
+                  const int64_t *head);
+/* The same reading without a layer: slope [H] and the form. */
+int rz_alibi_slopes(rz_ctx *z, const double *raw, int64_t n_slots, int64_t sq, int64_t skv,
+                    const int64_t *head, int64_t H, double *slope, int *relative);
 
 /* ---- recognize_mask.c ---- */
 /* What the mask terms put on the scores [n_slots, sq, skv]. */

@@ -448,7 +448,23 @@ static mha_status rz_view_alloc(rz_ctx *z, rz_view *v, int64_t n_slots) {
 
 /* Matrix offsets of operand t for every batch index of the broadcast batch
  * shape bs[0..nb) (numpy broadcasting, as MatMul does). */
+static int rz_bcast_bases_numpy(const tensor *t, const int64_t *bs, int nb, int64_t mat,
+                                int64_t *base);
+
+/* As numpy broadcasting, or -- when t's batch axes hold exactly the slots
+ * in another grouping ([B*H] against [B, H]: the scores of a baddbmm next
+ * to the P.V of 4-D heads) -- slot n at matrix n. */
 static int rz_bcast_bases(const tensor *t, const int64_t *bs, int nb, int64_t mat, int64_t *base) {
+    if (rz_bcast_bases_numpy(t, bs, nb, mat, base)) return 1;
+    const int64_t n_slots = rz_prod(bs, nb);
+    if (t->rank < 2 || rz_prod(t->dims, t->rank - 2) != n_slots) return 0;
+    for (int64_t n = 0; n < n_slots; n++)
+        base[n] = n * mat;
+    return 1;
+}
+
+static int rz_bcast_bases_numpy(const tensor *t, const int64_t *bs, int nb, int64_t mat,
+                                int64_t *base) {
     int tb = t->rank - 2;
     if (tb > nb) return 0;
     int64_t n_slots = rz_prod(bs, nb);
@@ -568,8 +584,13 @@ static mha_status rz_softmax_views(rz_ctx *z, rz_views *vs) {
     const tensor *A = rz_val(z, c->q_v), *Bm = rz_val(z, c->k_v), *V = rz_val(z, c->v_v);
     const tensor *S = rz_val(z, z->g->nodes[c->score_mm].outputs[0]), *O = rz_val(z, c->o_v);
     if (!A || !Bm || !V || !S || !O || A->rank < 2 || Bm->rank < 2 || V->rank < 2 || S->rank < 2 ||
-        O->rank != S->rank)
+        O->rank < 2)
         return rz_unsupported(z, "the attention MatMuls need operands of rank 2 or more");
+    /* scores of folded heads [B*H, Sq, Skv] may meet P.V of [B, H, ..]
+     * (GPT-NeoX's baddbmm): the slots are the wider grouping's */
+    const tensor *grouping = O->rank > S->rank ? O : S;
+    if (O->rank != S->rank && rz_prod(O->dims, O->rank - 2) != rz_prod(S->dims, S->rank - 2))
+        return rz_unsupported(z, "%s broadcasts the probabilities to more heads", "the P.V MatMul");
     /* the scores may be reshaped on their way (flat order kept): the
      * Softmax must still run over whole rows of keys */
     const ir_node *sm = &z->g->nodes[c->node];
@@ -583,11 +604,11 @@ static mha_status rz_softmax_views(rz_ctx *z, rz_views *vs) {
                               "%s over axis %lld of rank %lld scores: only the last axis "
                               "(the keys) is supported",
                               "Softmax", (long long)axis, (long long)SI->rank);
-    int nb = S->rank - 2;
-    const int64_t *bs = S->dims;
-    if (memcmp(O->dims, S->dims, sizeof(int64_t) * (size_t)nb) != 0)
+    int nb = grouping->rank - 2;
+    const int64_t *bs = grouping->dims;
+    if (O->rank == S->rank && memcmp(O->dims, S->dims, sizeof(int64_t) * (size_t)nb) != 0)
         return rz_unsupported(z, "%s broadcasts the probabilities to more heads", "the P.V MatMul");
-    int64_t Sq = S->dims[nb], Skv = S->dims[nb + 1];
+    int64_t Sq = S->dims[S->rank - 2], Skv = S->dims[S->rank - 1];
     vs->dh = A->dims[A->rank - 1];
     vs->dv = V->dims[V->rank - 1];
     int64_t n_slots = rz_prod(bs, nb);

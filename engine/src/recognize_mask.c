@@ -268,9 +268,11 @@ static void rz_fill_mask(tensor *M, rz_cand cand, uint64_t seed, int neutral, in
 /* What the candidate reading of M adds at (b, h, i, j). */
 typedef struct rz_reading {
     rz_cand cand;
-    int batch_first; /* a 3-D attention mask is [B, Sq, Skv] */
-    double add[2];   /* valued: additive for m == 0, m == 1 */
-    int affine;      /* valued: float m in between is interpolated */
+    int batch_first;     /* a 3-D attention mask is [B, Sq, Skv] */
+    double add[2];       /* valued: additive for m == 0, m == 1 */
+    int affine;          /* valued: float m in between is interpolated */
+    int alibi_counted;   /* key padding also moves ALiBi positions (BLOOM) */
+    const double *slope; /* [H] ALiBi slopes seen with every key attended, or NULL */
 } rz_reading;
 
 static double rz_valued(const rz_reading *rd, double m) {
@@ -305,20 +307,27 @@ static int rz_close(double got, double want) {
     return fabs(got - want) <= 1e-5 * (1.0 + fabs(want));
 }
 
-/* Whether e is base plus the reading of M at every score. */
+/* Whether e is base plus the reading of M at every score. With
+ * rd->alibi_counted (key padding only), an attended key j also moves by
+ * slope * (p_j - j), p_j the keys the reading lets through before j:
+ * BLOOM's ALiBi positions cumsum(mask) - 1. */
 static int rz_eff_matches(const rz_eff *e, const rz_eff *base, const tensor *M,
                           const rz_reading *rd, const int64_t *target, const int64_t *bat,
                           const int64_t *head) {
     int64_t stride[4] = {0, 0, 0, 0};
     if (rd->cand >= RZ_CAND_ATTN_BOOL) rz_attn_strides(M, target, rd->batch_first, stride);
     for (int64_t n = 0; n < e->n_slots; n++)
-        for (int64_t i = 0; i < e->sq; i++)
+        for (int64_t i = 0; i < e->sq; i++) {
+            int64_t p = 0; /* attended keys so far */
             for (int64_t j = 0; j < e->skv; j++) {
                 int64_t idx = (n * e->sq + i) * e->skv + j;
-                double want =
-                    base->raw[idx] + rz_reading_value(rd, M, stride, bat[n], head[n], i, j, e->skv);
+                double r = rz_reading_value(rd, M, stride, bat[n], head[n], i, j, e->skv);
+                double want = base->raw[idx] + r;
+                if (rd->alibi_counted && !rz_is_masked_value(r))
+                    want += rd->slope[head[n]] * (double)(p++ - j);
                 if (!rz_close(e->raw[idx], want)) return 0;
             }
+        }
     return 1;
 }
 
@@ -421,6 +430,12 @@ static mha_status rz_take_bias(rz_ctx *z, layer *L, const rz_eff *base, const in
                                const int64_t *head, const double *cf, int mi) {
     char d[160];
     const int add = z->core.masks[0].add_node;
+    /* a bias of the key position per head: ALiBi (recognize_alibi.c); of
+     * the key - query distance: a relative position bias
+     * (recognize_relbias.c) */
+    const int alibi = rz_alibi_take(z, L, base->raw, base->n_slots, base->sq, base->skv, head);
+    if (alibi < 0) return MHA_ERR_NO_MEMORY;
+    if (alibi > 0) return MHA_OK;
     if (rz_has_dynamic_seq(L)) return rz_relbias_take(z, L, cf, mi, head);
     const int64_t H = L->q_heads, per = base->sq * base->skv;
     L->bias = mha_calloc(z->a, rz_count(H * per), sizeof(float));
@@ -519,14 +534,39 @@ static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor
     }
     rz_eff e;
     memset(&e, 0, sizeof e);
-    int good = 1;
-    for (uint64_t trial = 1; good && trial <= 3; trial++) {
-        rz_fill_mask(M, cand, 0x6d61736b00ull + trial, neutral, 0);
-        st = rz_rerun(z);
-        if (st == MHA_OK) st = rz_eff_eval(z, cf, &e);
-        if (st != MHA_OK) break;
-        good = rz_eff_matches(&e, base, M, rd, target, bat, head);
+    /* key padding over ALiBi: the slopes with every key attended, in case
+     * the mask moves the positions too (BLOOM) */
+    double *slope = NULL;
+    if (cand <= RZ_CAND_KPM_VALUED && p != RZ_PAT_OTHER) {
+        slope = mha_calloc(z->a, rz_count(L->q_heads), sizeof *slope);
+        if (!slope) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
+        int found = rz_alibi_slopes(z, base->raw, base->n_slots, base->sq, base->skv, head,
+                                    L->q_heads, slope, NULL);
+        if (found < 0) {
+            mha_free(z->a, slope);
+            return MHA_ERR_NO_MEMORY;
+        }
+        if (!found) {
+            mha_free(z->a, slope);
+            slope = NULL;
+        }
+        rd->slope = slope;
     }
+    int good = 1;
+    for (int counted = 0; counted <= (slope != NULL) && st == MHA_OK; counted++) {
+        rd->alibi_counted = counted;
+        good = 1;
+        for (uint64_t trial = 1; good && trial <= 3; trial++) {
+            rz_fill_mask(M, cand, 0x6d61736b00ull + trial, neutral, 0);
+            st = rz_rerun(z);
+            if (st == MHA_OK) st = rz_eff_eval(z, cf, &e);
+            if (st != MHA_OK) break;
+            good = rz_eff_matches(&e, base, M, rd, target, bat, head);
+        }
+        if (good) break;
+    }
+    mha_free(z->a, slope);
+    rd->slope = NULL;
     if (st == MHA_OK && good && rz_cand_valued(cand) && M->dtype == MHA_DTYPE_FLOAT32) {
         /* float m between 0 and 1: interpolated ((1 - m) * c) or a step (m != 0) */
         rz_fill_mask(M, cand, 0x6672616374ull, neutral, 1);
@@ -638,6 +678,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
         rz_eff_free(z, &base);
         if (st != MHA_OK) return st;
         layer_io *io = &L->inputs[mi];
+        L->alibi_pos_from_mask = rd.alibi_counted && L->alibi_slopes;
         if (cand == RZ_CAND_KPM_IGNORE || cand == RZ_CAND_KPM_ATTEND) {
             io->role = MHA_ROLE_KEY_PADDING_MASK;
             L->kpm_true_means_ignore = cand == RZ_CAND_KPM_IGNORE;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "layer.h"
+#include "mha/plugin.h"
 #include "onnx_ir.h"
 
 static mha_alloc_ctx g_alloc;
@@ -46,6 +47,13 @@ static mha_status recognise(const char *family, const char *name, layer *L, mha_
     else
         ir_free(g);
     return st;
+}
+
+/* recognise() that must succeed. */
+static void recognise_ok(const char *family, const char *name, layer *L, ir_graph **g) {
+    mha_error err;
+    mha_status st = recognise(family, name, L, &err, g);
+    if (st != MHA_OK) fail_msg("%s: %s", name, err.message);
 }
 
 /* Runs L with the reference forward pass on the case's test_data_set_0
@@ -429,8 +437,8 @@ static void test_onnx_attention_whole_operator(void **state) {
         layer L;
         mha_error err;
         ir_graph *g = NULL;
-        mha_status st = recognise("conformance", cases[i].name, &L, &err, &g);
-        if (st != MHA_OK) fail_msg("%s: %s", cases[i].name, err.message);
+        recognise_ok("conformance", cases[i].name, &L, &g);
+        mha_status st;
         assert_string_equal(L.form, "onnx-attention");
         assert_int_equal(L.dtype, cases[i].dtype);
         assert_int_equal(L.has_left_window, 0);
@@ -475,6 +483,7 @@ static void test_refusals(void **state) {
         {"weight_input", "MatMul", "'q_matmul'"},
         {"where_fill_zero", "'m_where_zero'", "does not hide them"},
         {"dyn_bias", "'qk_dyn_bias'", "more than the head and the key - query distance"},
+        {"rotary_q_only", "'q_rot_add'", "only one of Q and K is rotated"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];
@@ -691,6 +700,122 @@ static void test_verify_catches_corruption(void **state) {
     ir_free(g);
 }
 
+/* ---- rotary embeddings as the families export them ---- */
+
+/* The kind, the dims that turn and the model's own tables (its cos / sin
+ * cache, or its inverse frequencies); the layer reproduces PyTorch's output;
+ * a wrong pairing, a wrong angle or a dropped rotation is caught. */
+static void test_rotary_families(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        int kind;
+        int64_t rotary_dim, n_pos;
+        int inv_freq; /* tables made from inverse frequencies */
+    } cases[] = {
+        {"llama_gqa_op14", MHA_ROTARY_HALF, 8, 2048, 1},
+        {"qwen2_qkvbias_op16", MHA_ROTARY_HALF, 8, 2048, 1},
+        {"gptneox_rot25_op14", MHA_ROTARY_HALF, 4, 16, 0}, /* a quarter of 16 dims */
+        {"pythia_rotfull_op16", MHA_ROTARY_HALF, 8, 16, 0},
+        {"gptj_interleaved_op14", MHA_ROTARY_INTERLEAVED, 8, 16, 0}, /* 8 of 16 dims */
+        {"falcon_mqa_op15", MHA_ROTARY_HALF, 8, 16, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        layer L;
+        mha_error err;
+        ir_graph *g = NULL;
+        recognise_ok("families", cases[i].name, &L, &g);
+        if (L.rotary != cases[i].kind || L.rotary_dim != cases[i].rotary_dim ||
+            L.rotary_n_pos != cases[i].n_pos || (L.rotary_inv_freq != NULL) != cases[i].inv_freq)
+            fail_msg("%s: rotary kind %d dims %lld positions %lld inv_freq %d", cases[i].name,
+                     L.rotary, (long long)L.rotary_dim, (long long)L.rotary_n_pos,
+                     L.rotary_inv_freq != NULL);
+        assert_null(L.alibi_slopes);
+        assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+        check_against_expected("families", cases[i].name, &L);
+        /* the other pairing */
+        L.rotary = L.rotary == MHA_ROTARY_HALF ? MHA_ROTARY_INTERLEAVED : MHA_ROTARY_HALF;
+        expect_verify_fails(g, &L, "rotary pairs swapped");
+        L.rotary = cases[i].kind;
+        /* position 1 turned the other way */
+        const int64_t half = L.rotary_dim / 2;
+        for (int64_t t = 0; t < half; t++)
+            L.rotary_sin[half + t] = -L.rotary_sin[half + t];
+        expect_verify_fails(g, &L, "an angle negated");
+        for (int64_t t = 0; t < half; t++)
+            L.rotary_sin[half + t] = -L.rotary_sin[half + t];
+        assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+        L.rotary = MHA_ROTARY_NONE;
+        expect_verify_fails(g, &L, "rotation dropped");
+        L.rotary = cases[i].kind;
+        layer_clear(&g_alloc, &L);
+        ir_free(g);
+    }
+}
+
+/* ---- ALiBi ---- */
+
+/* One slope per head as the file computes it, the form (key position or
+ * relative), PyTorch's output (family cases); negated or dropped slopes are
+ * caught by the verifier. family NULL: name is a file of recognize/. */
+static void check_alibi(const char *family, const char *name, int relative, int counted,
+                        const float *want) {
+    layer L;
+    mha_error err;
+    ir_graph *g = NULL;
+    if (family) {
+        recognise_ok(family, name, &L, &g);
+    } else {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/recognize/%s", MHA_TEST_DATA, name);
+        g = load_graph(path);
+        mha_error_clear(&err);
+        if (layer_recognize(&g_alloc, g, &L, &err) != MHA_OK) fail_msg("%s: %s", name, err.message);
+    }
+    assert_non_null(L.alibi_slopes);
+    assert_int_equal(L.alibi_relative, relative);
+    assert_int_equal(L.alibi_pos_from_mask, counted);
+    assert_int_equal(L.rotary, MHA_ROTARY_NONE);
+    assert_null(L.bias);
+    for (int64_t h = 0; h < L.q_heads; h++)
+        if (L.alibi_slopes[h] != want[h])
+            fail_msg("%s: slope %lld is %.9g, the file's %.9g", name, (long long)h,
+                     (double)L.alibi_slopes[h], (double)want[h]);
+    assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+    if (family) check_against_expected(family, name, &L);
+    for (int64_t h = 0; h < L.q_heads; h++)
+        L.alibi_slopes[h] = -L.alibi_slopes[h];
+    expect_verify_fails(g, &L, "slopes negated");
+    for (int64_t h = 0; h < L.q_heads; h++)
+        L.alibi_slopes[h] = -L.alibi_slopes[h];
+    float *slopes = L.alibi_slopes;
+    L.alibi_slopes = NULL;
+    expect_verify_fails(g, &L, "ALiBi dropped");
+    L.alibi_slopes = slopes;
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
+}
+
+static void test_alibi(void **state) {
+    (void)state;
+    /* MPT, 8 heads: 1 / 2^(h + 1), from a [1, H, 1, max] buffer of
+     * slope * (j - max + 1) sliced to the keys: the key-position form */
+    float want[8];
+    for (int h = 0; h < 8; h++)
+        want[h] = exp2f(-(float)(h + 1));
+    check_alibi("families", "mpt_alibi_op15", 0, 0, want);
+    /* BLOOM, 4 heads: 2^(-2 (h + 1)), positions cumsum(mask) - 1 */
+    const float six[6] = {0.25f, 0.0625f, 0.015625f, 0.00390625f, 0.5f, 0.125f};
+    check_alibi("families", "bloom_alibi_op14", 0, 1, six);
+    /* BLOOM, 6 heads: those 4, then the recipe's 2^-1 and 2^-3 */
+    check_alibi("families", "bloom_alibi_h6_op16", 0, 1, six);
+    /* the paper's slope * (j - i) from runtime positions, 4 heads: the
+     * relative form */
+    for (int h = 0; h < 4; h++)
+        want[h] = exp2f(-8.0f * (float)(h + 1) / 4.0f);
+    check_alibi(NULL, "alibi_relative.onnx", 1, 0, want);
+}
+
 /* ---- allocation failures: a clean status at every point, no leak ---- */
 
 static void test_allocation_failures(void **state) {
@@ -747,6 +872,8 @@ int main(void) {
         cmocka_unit_test(test_peer_forms),
         cmocka_unit_test(test_onnx_attention_in_scope),
         cmocka_unit_test(test_onnx_attention_whole_operator),
+        cmocka_unit_test(test_rotary_families),
+        cmocka_unit_test(test_alibi),
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_unusual_plumbing),

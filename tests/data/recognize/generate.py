@@ -11,7 +11,9 @@ Graphs that must be REFUSED (MHA_ERR_MODEL_UNSUPPORTED naming op and node):
   softmax_axis        Softmax over the query axis
   weight_input        the Q projection weight is a graph input
   where_fill_zero     masked_fill of the scores with 0 (does not hide the keys)
-  dyn_bias            a bias of the key position j alone (not of j - i), dynamic axes
+  dyn_bias            a bias of the key position computed from the sequence length (j * j),
+                      dynamic axes: neither ALiBi (linear in j) nor a function of j - i
+  rotary_q_only       a rotate-half rotary embedding on Q alone (K is not turned)
 Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   where_mask          the causal mask applied with Where instead of Add (GPT-2)
   const_bias_mask     a constant per-head bias on the scores, static sizes (T5)
@@ -29,6 +31,8 @@ Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   gqa_expand          4 query heads over 2 kv heads, repeated with Expand
   gqa_tile            the same repeated with Tile: q head h uses kv head h % 2
   scale_after_mask    (Q.K^T + causal mask) * scale, no biases
+  alibi_relative      ALiBi as the paper writes it: slope_h * (j - i) from the runtime
+                      positions added to the scaled scores, causal
 """
 import math
 import os
@@ -147,6 +151,24 @@ def layer(variant):
         nodes.append(helper.make_node("Transpose", ["v_4d"], ["v_t"], perm=[0, 2, 1, 3], name="v_transpose"))
         if variant == "unknown_op_on_path":
             nodes.append(helper.make_node("Sin", ["q_t0"], ["q_t"], name="q_sin"))
+        elif variant == "rotary_q_only":
+            # q * cos + rotate_half(q) * sin, tables gathered by position
+            positions(nodes, inits, "x", "r")
+            freqs = np.outer(np.arange(16), 10000.0 ** (-np.arange(0, DH, 2) / DH))
+            emb = np.concatenate([freqs, freqs], axis=-1)
+            inits += [init("r_cos", np.cos(emb).astype(np.float32)),
+                      init("r_sin", np.sin(emb).astype(np.float32)),
+                      init("r_lo_s", np.array([0], np.int64)), init("r_mid", np.array([DH // 2], np.int64)),
+                      init("r_end", np.array([DH], np.int64)), init("r_last", np.array([-1], np.int64))]
+            nodes += [helper.make_node("Gather", ["r_cos", "r_pos"], ["r_cv"], axis=0, name="r_gather_cos"),
+                      helper.make_node("Gather", ["r_sin", "r_pos"], ["r_sv"], axis=0, name="r_gather_sin"),
+                      helper.make_node("Slice", ["q_t0", "r_lo_s", "r_mid", "r_last"], ["q_lo"], name="q_lo"),
+                      helper.make_node("Slice", ["q_t0", "r_mid", "r_end", "r_last"], ["q_hi"], name="q_hi"),
+                      helper.make_node("Neg", ["q_hi"], ["q_nhi"], name="q_neg"),
+                      helper.make_node("Concat", ["q_nhi", "q_lo"], ["q_half"], axis=-1, name="q_rotate_half"),
+                      helper.make_node("Mul", ["q_t0", "r_cv"], ["q_ra"], name="q_mul_cos"),
+                      helper.make_node("Mul", ["q_half", "r_sv"], ["q_rb"], name="q_mul_sin"),
+                      helper.make_node("Add", ["q_ra", "q_rb"], ["q_t"], name="q_rot_add")]
         else:
             nodes.append(helper.make_node("Identity", ["q_t0"], ["q_t"], name="q_identity"))
         if variant == "kpm_attend":
@@ -180,11 +202,28 @@ def layer(variant):
         inits.append(init("zero_f", np.array(0.0, np.float32)))
         nodes.append(helper.make_node("Where", ["cmask_b", "zero_f", scores], ["qk_m"], name="m_where_zero"))
         scores = "qk_m"
+    if variant == "alibi_relative":
+        # slope_h * (j - i), slopes 2^(-8 (h + 1) / H), then the causal mask
+        positions(nodes, inits, "x", "ab")
+        slopes = np.array([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)], np.float32)
+        inits.append(init("ab_slopes", slopes.reshape(H, 1, 1)))
+        nodes += [helper.make_node("Cast", ["ab_pos"], ["ab_posf"], to=TensorProto.FLOAT, name="ab_cast"),
+                  helper.make_node("Unsqueeze", ["ab_posf", "ab_ax1"], ["ab_rows"], name="ab_rows"),
+                  helper.make_node("Unsqueeze", ["ab_posf", "ab_ax0"], ["ab_cols"], name="ab_cols"),
+                  helper.make_node("Sub", ["ab_cols", "ab_rows"], ["ab_dist"], name="ab_sub"),
+                  helper.make_node("Mul", ["ab_slopes", "ab_dist"], ["ab_bias"], name="ab_mul"),
+                  helper.make_node("Add", [scores, "ab_bias"], ["qk_ab"], name="qk_alibi")]
+        scores = "qk_ab"
+        causal_mask(nodes, inits, "x", "cmask")
+        nodes.append(helper.make_node("Add", [scores, "cmask"], ["qk_abm"], name="qk_causal"))
+        scores = "qk_abm"
     if variant == "dyn_bias":
-        # bias[i, j] = j (a float of the key position): not a mask
+        # bias[i, j] = j * j (a float of the key position): not a mask, and
+        # not ALiBi (which is linear in j)
         positions(nodes, inits, "x", "db")
         nodes += [helper.make_node("Cast", ["db_pos"], ["db_posf"], to=TensorProto.FLOAT, name="db_cast"),
-                  helper.make_node("Add", [scores, "db_posf"], ["qk_m"], name="qk_dyn_bias")]
+                  helper.make_node("Mul", ["db_posf", "db_posf"], ["db_sq"], name="db_square"),
+                  helper.make_node("Add", [scores, "db_sq"], ["qk_m"], name="qk_dyn_bias")]
         scores = "qk_m"
     if variant == "rel_bias":
         positions(nodes, inits, "x", "rb", grid=True)
@@ -304,5 +343,6 @@ save(no_attention(), "no_attention")
 for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "weight_input",
           "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask",
           "where_fill_zero", "dyn_bias", "ext_mask_i64", "ext_mask_10000", "fill_mask_eq0",
-          "bool_ignore_mask", "window_mask", "softmax_casts", "rel_bias"):
+          "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative",
+          "rel_bias"):
     save(layer(v), v)
