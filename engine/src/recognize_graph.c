@@ -547,11 +547,16 @@ static mha_status rz_pv_consumer(rz_ctx *z, int p, int *node, int *slot) {
     *slot = -1;
     for (size_t ni = 0; ni < z->g->n_nodes; ni++) {
         const ir_node *n = &z->g->nodes[ni];
-        if (n->n_inputs < 1 || n->inputs[0] != p) continue;
-        if (rz_is_op(n, "MatMul") || rz_is_op(n, "Einsum") || rz_is_op(n, "Cast") ||
-            rz_is_op(n, "Identity")) {
+        int at = n->n_inputs >= 1 && n->inputs[0] == p   ? 0
+                 : n->n_inputs >= 2 && n->inputs[1] == p ? 1
+                                                         : -1;
+        if (at < 0) continue;
+        /* an Einsum may take P second */
+        if ((at == 0 &&
+             (rz_is_op(n, "MatMul") || rz_is_op(n, "Cast") || rz_is_op(n, "Identity"))) ||
+            rz_is_op(n, "Einsum")) {
             *node = (int)ni;
-            *slot = 0;
+            *slot = at;
         }
     }
     return MHA_OK;
