@@ -260,20 +260,13 @@ void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log
 /* Masks                                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* Every mask of a run as one additive float tensor addressed with strides
- * over [batch, head, query, key]; stride 0 broadcasts. */
-typedef struct exec_mask {
-    const float *data; /* NULL: no mask */
-    int64_t sb, sh, sq, sk;
-    float *owned;
-} exec_mask;
-
 /* A term of the mask seen as 4-D [B', H', Sq', Skv'] (each dim full or 1):
  * a mask input, the layer's constant bias, or the sliding window. */
 typedef enum exec_mask_kind {
     EXEC_MASK_TENSOR = 0, /* bool 0 / -inf by polarity, or float additive */
     EXEC_MASK_VALUED,     /* key padding m -> the layer's kpm_add (any dtype) */
-    EXEC_MASK_WINDOW      /* -inf where j < i - left_window */
+    EXEC_MASK_WINDOW,     /* -inf where j < i - left_window */
+    EXEC_MASK_RELATIVE    /* the layer's bias[h][j - i + len - 1] (T5) */
 } exec_mask_kind;
 
 typedef struct exec_mask_view {
@@ -284,13 +277,19 @@ typedef struct exec_mask_view {
     int attend_when_true; /* bool masks */
 } exec_mask_view;
 
-static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, exec_mask_view *v) {
+/* An attention mask right-aligned to [B, H, Sq, Skv] -- or, batch_first
+ * and 3-D, [B, Sq, Skv] as [B, 1, Sq, Skv]. */
+static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, int batch_first,
+                                exec_mask_view *v) {
     v->kind = EXEC_MASK_TENSOR;
     v->t = t;
     v->attend_when_true = attend_when_true;
     int64_t stride = 1;
     for (int i = 3; i >= 0; i--) {
-        int src = t->rank - (4 - i);
+        int src = batch_first && t->rank == 3 ? (i == 1   ? -1
+                                                 : i == 0 ? 0
+                                                          : i - 1)
+                                              : t->rank - (4 - i);
         int64_t d = src >= 0 ? t->shape[src] : 1;
         v->dims[i] = d;
         v->strides[i] = d == 1 ? 0 : stride;
@@ -327,10 +326,13 @@ static double exec_mask_raw(const mha_tensor *t, int64_t off) {
     }
 }
 
-/* The additive of view v at (query i, key j), element off of its tensor. */
-static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t i,
-                             int64_t j) {
+/* The additive of view v at (head h, query i, key j), element off of its
+ * tensor. */
+static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t h,
+                             int64_t i, int64_t j) {
     if (v->kind == EXEC_MASK_WINDOW) return j < i - L->left_window ? -INFINITY : 0.0f;
+    if (v->kind == EXEC_MASK_RELATIVE)
+        return L->bias[h * (2 * L->bias_rel_len - 1) + (j - i + L->bias_rel_len - 1)];
     if (v->kind == EXEC_MASK_VALUED) {
         /* the graph's own arithmetic: (1 - m) * c is c0 + (c1 - c0) * m */
         const float *add = L->kpm_add;
@@ -347,17 +349,31 @@ static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t of
     return ((const float *)v->t->data)[off];
 }
 
-static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
-                                  exec_mask *m, mha_error *err) {
+mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
+                           exec_mask *m, mha_error *err) {
     memset(m, 0, sizeof *m);
     exec_mask_view views[4];
     mha_tensor bias;
     int n = 0;
-    if (bd->attn_mask) exec_mask_view_attn(bd->attn_mask, !L->attn_bool_ignore_true, &views[n++]);
+    if (bd->attn_mask) {
+        exec_mask_view_attn(bd->attn_mask, !L->attn_bool_ignore_true, L->attn_mask_batch_first,
+                            &views[n]);
+        if (L->attn_valued) views[n].kind = EXEC_MASK_VALUED;
+        n++;
+    }
     if (bd->key_padding)
         exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued,
                                &views[n++]);
-    if (L->bias) {
+    if (L->bias && L->bias_rel_len > 0) {
+        /* [1, heads, Sq, Skv] from the diagonals (layer_bind checked the lengths) */
+        exec_mask_view *r = &views[n++];
+        memset(r, 0, sizeof *r);
+        r->kind = EXEC_MASK_RELATIVE;
+        r->dims[0] = 1;
+        r->dims[1] = L->bias_heads;
+        r->dims[2] = bd->Sq;
+        r->dims[3] = bd->Skv;
+    } else if (L->bias) {
         /* [bias_heads, Sq, Skv], fixed lengths (layer_bind checked them) */
         memset(&bias, 0, sizeof bias);
         bias.dtype = MHA_DTYPE_FLOAT32;
@@ -366,7 +382,7 @@ static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const 
         bias.shape[1] = L->bias_sq;
         bias.shape[2] = L->bias_skv;
         bias.data = L->bias;
-        exec_mask_view_attn(&bias, 1, &views[n++]);
+        exec_mask_view_attn(&bias, 1, 0, &views[n++]);
     }
     if (L->has_proj && L->has_left_window) {
         exec_mask_view *w = &views[n++];
@@ -414,7 +430,7 @@ static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const 
                     for (int k = 0; k < n; k++) {
                         const int64_t *s = views[k].strides;
                         int64_t off = i0 * s[0] + i1 * s[1] + i2 * s[2] + i3 * s[3];
-                        sum += exec_mask_value(L, &views[k], off, i2, i3);
+                        sum += exec_mask_value(L, &views[k], off, i1, i2, i3);
                     }
                     *dst++ = sum;
                 }
@@ -447,7 +463,7 @@ static mha_status exec_alibi_positions(const mha_alloc_ctx *a, const layer *L,
         int64_t seen = 0;
         for (int64_t j = 0; j < S; j++) {
             const int64_t off = b * v.strides[0] + j * v.strides[3];
-            const int attend = !(exec_mask_value(L, &v, off, 0, j) <= -FLT_MAX);
+            const int attend = !(exec_mask_value(L, &v, off, 0, 0, j) <= -FLT_MAX);
             seen += attend;
             pos[b * S + j] = attend ? (float)(seen - 1) : 0.0f;
         }

@@ -74,7 +74,15 @@ typedef struct layer {
                                   on the scaled scores (T5), or NULL; owned */
     int64_t bias_heads;        /* 1 (every head) or q_heads */
     int64_t bias_sq, bias_skv; /* the only query / key lengths the layer accepts then */
-    int need_weights;          /* output MHA_ROLE_OUTPUT #2: head-averaged probabilities */
+    int64_t bias_rel_len;      /* > 0: bias is relative instead, [bias_heads, 2 len - 1]:
+                                  score (i, j) of head h gets bias[h][j - i + len - 1], for
+                                  query and key lengths up to len (T5) */
+    int need_weights;          /* an MHA_ROLE_ATTN_WEIGHTS output: 1 the probabilities
+                                  averaged over the heads [B, Sq, Skv], 2 those of every
+                                  head [B, Hq, Sq, Skv] */
+    int attn_valued;           /* the attn_mask input adds kpm_add as a valued key padding
+                                  input does (any type; Keras (1 - m) * -1e9) */
+    int attn_mask_batch_first; /* a 3-D attn_mask is [B, Sq, Skv], not right-aligned */
     unsigned idioms;           /* LAYER_IDIOM_* found by the recogniser (mha info) */
 
     /* ---- appended for rotary embeddings and ALiBi (issue 14) ---- */

@@ -114,7 +114,8 @@ static mha_status layer_expect_mask_dtype(const layer *L, const layer_io *io, co
                                           mha_error *err) {
     int ok =
         t->dtype == MHA_DTYPE_BOOL || t->dtype == layer_data_dtype(L) ||
-        ((L->int_mask_attend_nonzero || (L->kpm_valued && io->role == MHA_ROLE_KEY_PADDING_MASK)) &&
+        ((L->int_mask_attend_nonzero || (L->kpm_valued && io->role == MHA_ROLE_KEY_PADDING_MASK) ||
+          (L->attn_valued && io->role == MHA_ROLE_ATTN_MASK)) &&
          (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64));
     if (!ok)
         return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, expected bool or %s",
@@ -141,6 +142,14 @@ static mha_status layer_check_attn_mask(const layer *L, const layer_io *io, cons
         /* com.microsoft mask_index [B, S, T]: batch first, not right-aligned */
         const int64_t want[3] = {bd->B, bd->Sq, bd->T};
         return layer_expect_shape(io, t, 3, want, "mask_index [B, S, T]", err);
+    }
+    if (L->attn_mask_batch_first && t->rank == 3) { /* [B, Sq, Skv], each may be 1 */
+        const int64_t want[3] = {bd->B, bd->Sq, bd->T};
+        int fits = 1;
+        for (int i = 0; i < 3; i++)
+            fits = fits && (t->shape[i] == want[i] || t->shape[i] == 1);
+        if (fits) return MHA_OK;
+        return layer_expect_shape(io, t, 3, want, "attn_mask [B, Sq, Skv]", err);
     }
     int ok = t->rank <= 4;
     for (int i = 0; ok && i < t->rank; i++) {
@@ -335,8 +344,8 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     bd->dv = layer_dv(L);
     bd->d_out = layer_dout(L);
 
-    const layer_io *io_role[MHA_ROLE_QK_OUTPUT + 1] = {0};
-    const mha_tensor *t_role[MHA_ROLE_QK_OUTPUT + 1] = {0};
+    const layer_io *io_role[MHA_ROLE_ATTN_WEIGHTS + 1] = {0};
+    const mha_tensor *t_role[MHA_ROLE_ATTN_WEIGHTS + 1] = {0};
     for (size_t i = 0; i < n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
         const mha_tensor *t = &inputs[i];
@@ -382,14 +391,18 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         }
     }
     int have_y = 0;
-    bd->present_key_index = bd->present_value_index = bd->qk_index = -1;
+    bd->present_key_index = bd->present_value_index = bd->qk_index = bd->weights_index = -1;
     for (size_t i = 0; i < n_outputs; i++) {
         const mha_io_role role = L->outputs[i].role;
         int64_t *extra = role == MHA_ROLE_PRESENT_KEY     ? &bd->present_key_index
                          : role == MHA_ROLE_PRESENT_VALUE ? &bd->present_value_index
                          : role == MHA_ROLE_QK_OUTPUT     ? &bd->qk_index
+                         : role == MHA_ROLE_ATTN_WEIGHTS  ? &bd->weights_index
                                                           : NULL;
-        int ok = role == MHA_ROLE_OUTPUT ? !have_y : (extra && *extra < 0 && !L->has_proj);
+        /* the cache and the scores of bare layers; the averaged weights of
+         * projected ones */
+        int served = role == MHA_ROLE_ATTN_WEIGHTS ? L->has_proj && L->need_weights : !L->has_proj;
+        int ok = role == MHA_ROLE_OUTPUT ? !have_y : (extra && *extra < 0 && served);
         if (!ok)
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                             "output '%s' has role %s, which the executor does not produce for "
@@ -434,7 +447,12 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         st = layer_check_attn_mask(L, io_role[MHA_ROLE_ATTN_MASK], bd->attn_mask, bd, err);
         if (st != MHA_OK) return st;
     }
-    if (L->bias && (bd->Sq != L->bias_sq || bd->Skv != L->bias_skv))
+    if (L->bias && L->bias_rel_len > 0 && (bd->Sq > L->bias_rel_len || bd->Skv > L->bias_rel_len))
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "query length %lld, key length %lld: the model's relative position bias "
+                        "is tabulated for lengths up to %lld",
+                        (long long)bd->Sq, (long long)bd->Skv, (long long)L->bias_rel_len);
+    if (L->bias && L->bias_rel_len == 0 && (bd->Sq != L->bias_sq || bd->Skv != L->bias_skv))
         return mha_fail(err, MHA_ERR_SHAPE,
                         "query length %lld, key length %lld: the model's constant position "
                         "bias is for query length %lld, key length %lld only",
@@ -466,6 +484,17 @@ mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs, size_t 
     const int64_t extra_dims[3][4] = {{bd.B, L->kv_heads, bd.T, bd.dk},
                                       {bd.B, L->kv_heads, bd.T, bd.dv},
                                       {bd.B, L->q_heads, bd.Sq, bd.T}};
+    if (bd.weights_index >= 0) { /* [B, Sq, Skv] averaged, or [B, Hq, Sq, Skv] */
+        mha_tensor *t = &outputs[bd.weights_index];
+        const int per_head = L->need_weights == 2;
+        memset(t->shape, 0, sizeof t->shape);
+        t->dtype = MHA_DTYPE_FLOAT32;
+        t->rank = 3 + per_head;
+        t->shape[0] = bd.B;
+        if (per_head) t->shape[1] = L->q_heads;
+        t->shape[1 + per_head] = bd.Sq;
+        t->shape[2 + per_head] = bd.Skv;
+    }
     for (int e = 0; e < 3; e++) {
         if (extra_index[e] < 0) continue;
         mha_tensor *t = &outputs[extra_index[e]];

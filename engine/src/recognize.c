@@ -333,10 +333,18 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     const ir_graph *g = z->g;
     rz_core *c = &z->core;
     char d[160];
-    if (g->n_outputs != 1)
+    const int weights = c->kind == RZ_CORE_SOFTMAX && c->weights_out >= 0;
+    if (g->n_outputs != 1 + (size_t)weights)
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "the graph has %zu outputs; a projected attention layer has one",
+                        "the graph has %zu outputs; a projected attention layer has one (and "
+                        "the head-averaged attention weights)",
                         g->n_outputs);
+    for (size_t i = 0; weights && i < g->n_outputs; i++)
+        if (g->outputs[i] == c->weights_out) L->outputs[i].role = MHA_ROLE_ATTN_WEIGHTS;
+    if (weights) {
+        L->need_weights = c->weights_mean ? 1 : 2;
+        L->idioms |= LAYER_IDIOM_HEAD_WEIGHTS;
+    }
     unsigned char *used = mha_calloc(z->a, g->n_inputs ? g->n_inputs : 1, 1);
     if (!used) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
     used[c->qp.x_input] = 1;

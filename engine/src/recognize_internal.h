@@ -99,6 +99,8 @@ typedef struct rz_core {
     int n_score_steps;
     rz_step p_steps[RZ_MAX_STEPS]; /* Softmax output to the P.V MatMul (casts) */
     int n_p_steps;
+    int weights_out;  /* graph output of the probabilities (need_weights), or -1 */
+    int weights_mean; /* ... averaged over the heads */
     rz_mask_term masks[RZ_MAX_MASK_TERMS];
     int n_masks;
     rz_chain qchain, kchain, vchain; /* projection output -> operand */
@@ -161,6 +163,12 @@ mha_status rz_parse_out_proj(rz_ctx *z, int node, int v, rz_proj *p, rz_chain *y
 mha_status rz_parse_softmax_core(rz_ctx *z, int softmax_node);
 mha_status rz_parse_attention_core(rz_ctx *z, int attention_node);
 const char *rz_node_desc(const rz_ctx *z, int node, char *buf, size_t size);
+/* The parsed equation of an Einsum node (0 if not one, or not readable). */
+int rz_einsum_of(const ir_node *n, interp_einsum *e);
+/* An Einsum projection X . W (W constant): the number k of X's trailing
+ * axes contracted with W's leading ones (W is [prod k axes, rest] as a
+ * matrix); 0 if n is not one. */
+int rz_einsum_proj_k(const rz_ctx *z, const ir_node *n);
 
 /* ---- recognize_probe.c: probe shapes and inputs (shared with verify.c) ---- */
 /* Concrete dims for every input of L (roles and static dims decide which
@@ -203,10 +211,28 @@ int rz_alibi_slopes(rz_ctx *z, const double *raw, int64_t n_slots, int64_t sq, i
                     const int64_t *head, int64_t H, double *slope, int *relative);
 
 /* ---- recognize_mask.c ---- */
+/* What the mask terms put on the scores [n_slots, sq, skv]. */
+typedef struct rz_eff {
+    int64_t n_slots, sq, skv;
+    double *raw; /* the additive that lands on each score; <= -1e30 hides it */
+} rz_eff;
+void rz_eff_free(rz_ctx *z, rz_eff *e);
+int rz_is_masked_value(double v);
+/* The terms' effect from values vals; target (or NULL) the scores' shape. */
+mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, const tensor *target,
+                          rz_eff *e);
 /* Places the additive mask terms of a Softmax core: causal, key padding or
  * an attention mask input. head_of_slot / batch_of_slot after head
  * assembly. */
 mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *batch_of_slot,
                           const int64_t *head_of_slot, int64_t n_slots);
+
+/* ---- recognize_relbias.c ---- */
+/* A bias on 4-D scores that depends on the head and the key - query
+ * distance only (T5's bucketed relative positions), computed from the
+ * sequence length: tabulated into L->bias by running the part of the graph
+ * that computes it at a long length. mi: the mask input (holding its
+ * neutral fill), or -1; cf: the factor after each term. */
+mha_status rz_relbias_take(rz_ctx *z, layer *L, const double *cf, int mi, const int64_t *head);
 
 #endif

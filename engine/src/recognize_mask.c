@@ -26,17 +26,12 @@
 /* At or below this, a term hides its key. */
 #define RZ_MASKED (-1e30)
 
-typedef struct rz_eff {
-    int64_t n_slots, sq, skv;
-    double *raw; /* [n_slots * sq * skv]: the additive that lands on each score */
-} rz_eff;
-
-static void rz_eff_free(rz_ctx *z, rz_eff *e) {
+void rz_eff_free(rz_ctx *z, rz_eff *e) {
     mha_free(z->a, e->raw);
     memset(e, 0, sizeof *e);
 }
 
-static int rz_is_masked_value(double v) {
+int rz_is_masked_value(double v) {
     return v <= RZ_MASKED;
 }
 
@@ -79,13 +74,15 @@ static int rz_is_float_tensor(const tensor *t) {
     return t && (t->dtype == MHA_DTYPE_FLOAT32 || t->dtype == MHA_DTYPE_FLOAT64);
 }
 
-/* The effective terms from the current probe values. The terms were
- * collected from the Softmax back to Q.K^T, so they apply in reverse order;
- * the score path only reshapes (flat order kept), so flat index i of a
- * term's output is score i. */
-static mha_status rz_eff_eval(rz_ctx *z, const double *cf, rz_eff *e) {
+/* The effective terms from values vals (the probe's, or a part of the
+ * graph run apart). The terms were collected from the Softmax back to
+ * Q.K^T, so they apply in reverse order; the score path only reshapes (flat
+ * order kept), so flat index i of a term's output is score i. target, when
+ * given, is the shape of the scores and of every term's output. */
+mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, const tensor *target,
+                          rz_eff *e) {
     const rz_core *c = &z->core;
-    const tensor *S = z->probe[z->g->nodes[c->score_mm].outputs[0]];
+    const tensor *S = target ? target : vals[z->g->nodes[c->score_mm].outputs[0]];
     char d[160];
     rz_eff_free(z, e);
     int r = S->rank;
@@ -98,9 +95,9 @@ static mha_status rz_eff_eval(rz_ctx *z, const double *cf, rz_eff *e) {
     for (int t = c->n_masks - 1; t >= 0; t--) {
         const rz_mask_term *term = &c->masks[t];
         const ir_node *n = &z->g->nodes[term->add_node];
-        const tensor *T = n->n_outputs > 0 ? z->probe[n->outputs[0]] : NULL;
-        const tensor *M = z->probe[term->value];
-        const tensor *C = term->kind == RZ_TERM_WHERE ? z->probe[term->cond] : NULL;
+        const tensor *T = target ? target : n->n_outputs > 0 ? vals[n->outputs[0]] : NULL;
+        const tensor *M = vals[term->value];
+        const tensor *C = term->kind == RZ_TERM_WHERE ? vals[term->cond] : NULL;
         int64_t ms[MHA_MAX_RANK], cs[MHA_MAX_RANK];
         int ok = T && tensor_numel(T) == numel && rz_is_float_tensor(M) &&
                  rz_bcast_strides(M, T, ms) &&
@@ -130,6 +127,10 @@ static mha_status rz_eff_eval(rz_ctx *z, const double *cf, rz_eff *e) {
         }
     }
     return MHA_OK;
+}
+
+static mha_status rz_eff_eval(rz_ctx *z, const double *cf, rz_eff *e) {
+    return rz_eff_eval_in(z, cf, z->probe, NULL, e);
 }
 
 typedef enum rz_pattern {
@@ -174,11 +175,30 @@ typedef enum rz_cand {
     RZ_CAND_ATTN_BOOL,      /* bool, True = attend, broadcast to [B, H, Sq, Skv] */
     RZ_CAND_ATTN_BOOL_IGN,  /* bool, True = hidden (nn.MultiheadAttention) */
     RZ_CAND_ATTN_FLOAT,     /* float additive */
+    RZ_CAND_ATTN_VALUED,    /* any type, broadcast: m -> an additive (Keras (1 - m) * c) */
     RZ_CAND_COUNT
 } rz_cand;
 
-/* Strides of M broadcast against [B, H, Sq, Skv]; 0 if it does not. */
-static int rz_attn_strides(const tensor *M, const int64_t *target, int64_t *stride) {
+static int rz_cand_valued(rz_cand c) {
+    return c == RZ_CAND_KPM_VALUED || c == RZ_CAND_ATTN_VALUED;
+}
+
+/* Strides of M broadcast against [B, H, Sq, Skv]; 0 if it does not. A
+ * batch-first 3-D M is [B, Sq, Skv] (Keras), else M is right-aligned. */
+static int rz_attn_strides(const tensor *M, const int64_t *target, int batch_first,
+                           int64_t *stride) {
+    if (batch_first) {
+        const int ax[3] = {0, 2, 3};
+        int64_t st = 1;
+        if (M->rank != 3) return 0;
+        stride[1] = 0;
+        for (int k = 2; k >= 0; k--) {
+            if (M->dims[k] != 1 && M->dims[k] != target[ax[k]]) return 0;
+            stride[ax[k]] = M->dims[k] == 1 ? 0 : st;
+            st *= M->dims[k];
+        }
+        return 1;
+    }
     if (M->rank < 2 || M->rank > 4) return 0;
     int64_t st = 1;
     for (int ax = 3; ax >= 0; ax--) {
@@ -194,21 +214,24 @@ static int rz_attn_strides(const tensor *M, const int64_t *target, int64_t *stri
     return 1;
 }
 
-static int rz_cand_fits(const tensor *M, rz_cand cand, const int64_t *target) {
+static int rz_cand_fits(const tensor *M, rz_cand cand, const int64_t *target, int bf) {
     int64_t stride[4];
+    int any_type = M->dtype == MHA_DTYPE_BOOL || M->dtype == MHA_DTYPE_INT64 ||
+                   M->dtype == MHA_DTYPE_INT32 || M->dtype == MHA_DTYPE_FLOAT32;
     int kpm_shape = M->rank == 2 && M->dims[0] == target[0] && M->dims[1] == target[3];
     switch (cand) {
     case RZ_CAND_KPM_IGNORE:
     case RZ_CAND_KPM_ATTEND:
         return M->dtype == MHA_DTYPE_BOOL && kpm_shape;
     case RZ_CAND_KPM_VALUED:
-        return kpm_shape && (M->dtype == MHA_DTYPE_BOOL || M->dtype == MHA_DTYPE_INT64 ||
-                             M->dtype == MHA_DTYPE_INT32 || M->dtype == MHA_DTYPE_FLOAT32);
+        return kpm_shape && any_type && !bf;
     case RZ_CAND_ATTN_BOOL:
     case RZ_CAND_ATTN_BOOL_IGN:
-        return M->dtype == MHA_DTYPE_BOOL && rz_attn_strides(M, target, stride);
+        return M->dtype == MHA_DTYPE_BOOL && rz_attn_strides(M, target, bf, stride);
     case RZ_CAND_ATTN_FLOAT:
-        return M->dtype == MHA_DTYPE_FLOAT32 && rz_attn_strides(M, target, stride);
+        return M->dtype == MHA_DTYPE_FLOAT32 && rz_attn_strides(M, target, bf, stride);
+    case RZ_CAND_ATTN_VALUED:
+        return any_type && rz_attn_strides(M, target, bf, stride);
     default:
         return 0;
     }
@@ -224,7 +247,7 @@ static void rz_fill_mask(tensor *M, rz_cand cand, uint64_t seed, int neutral, in
     for (int64_t i = 0; i < n; i++) {
         uint64_t r = seed ? rz_rand(&s) : 0;
         double u = (double)(r >> 11) * (1.0 / 9007199254740992.0);
-        if (cand == RZ_CAND_KPM_VALUED) {
+        if (rz_cand_valued(cand)) {
             double m = seed ? (fractions ? u : (double)(r >> 63)) : (double)neutral;
             tensor_set_f64(M, i, m);
         } else if (M->dtype == MHA_DTYPE_BOOL) {
@@ -245,11 +268,18 @@ static void rz_fill_mask(tensor *M, rz_cand cand, uint64_t seed, int neutral, in
 /* What the candidate reading of M adds at (b, h, i, j). */
 typedef struct rz_reading {
     rz_cand cand;
-    double add[2];       /* KPM_VALUED: additive for m == 0, m == 1 */
-    int affine;          /* KPM_VALUED: float m in between is interpolated */
+    int batch_first;     /* a 3-D attention mask is [B, Sq, Skv] */
+    double add[2];       /* valued: additive for m == 0, m == 1 */
+    int affine;          /* valued: float m in between is interpolated */
     int alibi_counted;   /* key padding also moves ALiBi positions (BLOOM) */
     const double *slope; /* [H] ALiBi slopes seen with every key attended, or NULL */
 } rz_reading;
+
+static double rz_valued(const rz_reading *rd, double m) {
+    if (rd->affine && isfinite(rd->add[0]) && isfinite(rd->add[1]))
+        return rd->add[0] + (rd->add[1] - rd->add[0]) * m;
+    return rd->add[m != 0.0];
+}
 
 static double rz_reading_value(const rz_reading *rd, const tensor *M, const int64_t *stride,
                                int64_t b, int64_t h, int64_t i, int64_t j, int64_t skv) {
@@ -259,16 +289,13 @@ static double rz_reading_value(const rz_reading *rd, const tensor *M, const int6
         int on = ((const unsigned char *)M->data)[b * skv + j] != 0;
         return on == (rd->cand == RZ_CAND_KPM_IGNORE) ? -INFINITY : 0.0;
     }
-    case RZ_CAND_KPM_VALUED: {
-        double m = tensor_get_f64(M, b * skv + j);
-        if (rd->affine && isfinite(rd->add[0]) && isfinite(rd->add[1]))
-            return rd->add[0] + (rd->add[1] - rd->add[0]) * m;
-        return rd->add[m != 0.0];
-    }
+    case RZ_CAND_KPM_VALUED:
+        return rz_valued(rd, tensor_get_f64(M, b * skv + j));
     default:
         break;
     }
     int64_t off = b * stride[0] + h * stride[1] + i * stride[2] + j * stride[3];
+    if (rd->cand == RZ_CAND_ATTN_VALUED) return rz_valued(rd, tensor_get_f64(M, off));
     if (rd->cand == RZ_CAND_ATTN_FLOAT) return ((const float *)M->data)[off];
     int on = ((const unsigned char *)M->data)[off] != 0;
     return on == (rd->cand == RZ_CAND_ATTN_BOOL) ? 0.0 : -INFINITY;
@@ -288,7 +315,7 @@ static int rz_eff_matches(const rz_eff *e, const rz_eff *base, const tensor *M,
                           const rz_reading *rd, const int64_t *target, const int64_t *bat,
                           const int64_t *head) {
     int64_t stride[4] = {0, 0, 0, 0};
-    if (rd->cand >= RZ_CAND_ATTN_BOOL) rz_attn_strides(M, target, stride);
+    if (rd->cand >= RZ_CAND_ATTN_BOOL) rz_attn_strides(M, target, rd->batch_first, stride);
     for (int64_t n = 0; n < e->n_slots; n++)
         for (int64_t i = 0; i < e->sq; i++) {
             int64_t p = 0; /* attended keys so far */
@@ -354,6 +381,9 @@ static mha_status rz_recheck_pattern(rz_ctx *z, const layer *L, const double *cf
     int64_t seen_sq = sq0;
     mha_status st = MHA_OK;
     for (int k = 0; k < 3 && st == MHA_OK; k++) {
+        /* the long sizes look for a window, which only a causal mask has
+         * (they cost a probe of 17 tokens: seconds for d_model 4096) */
+        if (k > 0 && *pat != RZ_PAT_CAUSAL && *pat != RZ_PAT_WINDOW) break;
         if (k == 2 && seen_sq >= sizes[1][0]) break;
         st = rz_run_probe(z, L, 1, sizes[k][0], self ? sizes[k][0] : sizes[k][1]);
         if (k > 0 && st != MHA_OK && st != MHA_ERR_NO_MEMORY && st != MHA_ERR_LIMIT) {
@@ -400,20 +430,16 @@ static mha_status rz_recheck_pattern(rz_ctx *z, const layer *L, const double *cf
 /* A constant bias: base's values per head (the same for every batch item),
  * for the probe's sequence lengths -- which must be the file's own. */
 static mha_status rz_take_bias(rz_ctx *z, layer *L, const rz_eff *base, const int64_t *bat,
-                               const int64_t *head) {
+                               const int64_t *head, const double *cf, int mi) {
     char d[160];
     const int add = z->core.masks[0].add_node;
-    /* a bias of the key position per head: ALiBi (recognize_alibi.c) */
+    /* a bias of the key position per head: ALiBi (recognize_alibi.c); of
+     * the key - query distance: a relative position bias
+     * (recognize_relbias.c) */
     const int alibi = rz_alibi_take(z, L, base->raw, base->n_slots, base->sq, base->skv, head);
     if (alibi < 0) return MHA_ERR_NO_MEMORY;
     if (alibi > 0) return MHA_OK;
-    if (rz_has_dynamic_seq(L))
-        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "%s: the scores get a bias that is neither a mask nor zero, and the "
-                        "sequence axes are dynamic: a position bias computed from the "
-                        "sequence length is not supported (a constant one with static "
-                        "sequence axes is)",
-                        rz_node_desc(z, add, d, sizeof d));
+    if (rz_has_dynamic_seq(L)) return rz_relbias_take(z, L, cf, mi, head);
     const int64_t H = L->q_heads, per = base->sq * base->skv;
     L->bias = mha_calloc(z->a, rz_count(H * per), sizeof(float));
     unsigned char *seen = mha_calloc(z->a, rz_count(H), 1);
@@ -451,7 +477,8 @@ static mha_status rz_take_bias(rz_ctx *z, layer *L, const rz_eff *base, const in
 
 /* Reads base's pattern into L: a mask, or (static lengths) a bias. */
 static mha_status rz_take_base(rz_ctx *z, layer *L, const rz_eff *base, const int64_t *bat,
-                               const int64_t *head, rz_pattern *pat, int64_t *window, int *biased) {
+                               const int64_t *head, const double *cf, int mi, rz_pattern *pat,
+                               int64_t *window, int *biased) {
     int vals;
     *pat = rz_eff_pattern(base, window, &vals);
     *biased = vals || *pat == RZ_PAT_OTHER;
@@ -461,7 +488,7 @@ static mha_status rz_take_base(rz_ctx *z, layer *L, const rz_eff *base, const in
     }
     /* the bias carries the hidden keys too, unless they are causal */
     if (*pat == RZ_PAT_CAUSAL) L->causal = 1;
-    return rz_take_bias(z, L, base, bat, head);
+    return rz_take_bias(z, L, base, bat, head, cf, mi);
 }
 
 /* KPM_VALUED: the additive for m == 0 and m == 1, read where no other
@@ -471,7 +498,7 @@ static mha_status rz_read_values(rz_ctx *z, tensor *M, const double *cf, const r
                                  int neutral, rz_reading *rd) {
     rz_eff other;
     memset(&other, 0, sizeof other);
-    rz_fill_mask(M, RZ_CAND_KPM_VALUED, 0, !neutral, 0);
+    rz_fill_mask(M, rd->cand, 0, !neutral, 0);
     mha_status st = rz_rerun(z);
     if (st == MHA_OK) st = rz_eff_eval(z, cf, &other);
     if (st == MHA_OK) {
@@ -488,11 +515,12 @@ static mha_status rz_read_values(rz_ctx *z, tensor *M, const double *cf, const r
 
 /* Tries reading mask input M as cand; *ok when every probe agrees. */
 static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor *M, rz_cand cand,
-                                   int neutral, const int64_t *target, const int64_t *bat,
+                                   int neutral, int bf, const int64_t *target, const int64_t *bat,
                                    const int64_t *head, rz_reading *rd, rz_eff *base, int *ok) {
     *ok = 0;
     memset(rd, 0, sizeof *rd);
     rd->cand = cand;
+    rd->batch_first = bf;
     rz_fill_mask(M, cand, 0, neutral, 0);
     mha_status st = rz_rerun(z);
     if (st == MHA_OK) st = rz_eff_eval(z, cf, base);
@@ -502,7 +530,7 @@ static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor
     rz_pattern p = rz_eff_pattern(base, &w, &vals);
     if (p == RZ_PAT_OTHER && rz_has_dynamic_seq(L)) return MHA_OK;
     (void)vals;
-    if (cand == RZ_CAND_KPM_VALUED) {
+    if (rz_cand_valued(cand)) {
         st = rz_read_values(z, M, cf, base, neutral, rd);
         if (st != MHA_OK) return st;
         if (rd->add[!neutral] == 0.0) return MHA_OK; /* m does nothing here */
@@ -540,7 +568,7 @@ static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor
         }
         if (good) break;
     }
-    if (st == MHA_OK && good && cand == RZ_CAND_KPM_VALUED && M->dtype == MHA_DTYPE_FLOAT32) {
+    if (st == MHA_OK && good && rz_cand_valued(cand) && M->dtype == MHA_DTYPE_FLOAT32) {
         /* float m between 0 and 1: interpolated ((1 - m) * c) or a step (m != 0) */
         rz_fill_mask(M, cand, 0x6672616374ull, neutral, 1);
         st = rz_rerun(z);
@@ -625,7 +653,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     int biased;
     if (mi < 0) {
         st = rz_eff_eval(z, cf, &base);
-        if (st == MHA_OK) st = rz_take_base(z, L, &base, bat, head, &pat, &window, &biased);
+        if (st == MHA_OK) st = rz_take_base(z, L, &base, bat, head, cf, -1, &pat, &window, &biased);
         rz_eff_free(z, &base);
         if (st != MHA_OK || biased) return st;
         st = rz_recheck_pattern(z, L, cf, -1, NULL, 0, sq0, &pat, &window);
@@ -637,16 +665,19 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     const tensor *S = z->probe[z->g->nodes[c->score_mm].outputs[0]];
     int64_t target[4] = {z->B, n_slots / (z->B ? z->B : 1), S->dims[S->rank - 2],
                          S->dims[S->rank - 1]};
-    for (int k = 0; k < 2 * RZ_CAND_COUNT && st == MHA_OK; k++) {
-        /* KPM_VALUED is tried with m = 1 meaning "attend", then m = 0 */
+    for (int k = 0; k < 4 * RZ_CAND_COUNT && st == MHA_OK; k++) {
+        /* valued readings are tried with m = 1 meaning "attend", then m = 0;
+         * a 3-D mask batch-first ([B, Sq, Skv]), then right-aligned */
         rz_cand cand = (rz_cand)(k % RZ_CAND_COUNT);
-        int neutral = k < RZ_CAND_COUNT;
-        if ((!neutral && cand != RZ_CAND_KPM_VALUED) || !rz_cand_fits(M, cand, target)) continue;
+        int neutral = (k / RZ_CAND_COUNT) % 2 == 0, bf = k < 2 * RZ_CAND_COUNT;
+        if ((!neutral && !rz_cand_valued(cand)) || (bf && M->rank != 3) ||
+            !rz_cand_fits(M, cand, target, bf))
+            continue;
         rz_reading rd;
         int ok;
-        st = rz_try_candidate(z, L, cf, M, cand, neutral, target, bat, head, &rd, &base, &ok);
+        st = rz_try_candidate(z, L, cf, M, cand, neutral, bf, target, bat, head, &rd, &base, &ok);
         if (st != MHA_OK || !ok) continue;
-        st = rz_take_base(z, L, &base, bat, head, &pat, &window, &biased);
+        st = rz_take_base(z, L, &base, bat, head, cf, mi, &pat, &window, &biased);
         rz_eff_free(z, &base);
         if (st != MHA_OK) return st;
         layer_io *io = &L->inputs[mi];
@@ -654,10 +685,11 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
         if (cand == RZ_CAND_KPM_IGNORE || cand == RZ_CAND_KPM_ATTEND) {
             io->role = MHA_ROLE_KEY_PADDING_MASK;
             L->kpm_true_means_ignore = cand == RZ_CAND_KPM_IGNORE;
-        } else if (cand == RZ_CAND_KPM_VALUED) {
-            io->role = MHA_ROLE_KEY_PADDING_MASK;
+        } else if (rz_cand_valued(cand)) {
+            io->role = cand == RZ_CAND_KPM_VALUED ? MHA_ROLE_KEY_PADDING_MASK : MHA_ROLE_ATTN_MASK;
             L->kpm_true_means_ignore = !neutral;
-            L->kpm_valued = 1;
+            L->kpm_valued = cand == RZ_CAND_KPM_VALUED;
+            L->attn_valued = cand == RZ_CAND_ATTN_VALUED;
             L->kpm_affine = rd.affine;
             for (int v = 0; v < 2; v++)
                 L->kpm_add[v] = rz_as_float_additive(rd.add[v]);
@@ -666,6 +698,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
             io->role = MHA_ROLE_ATTN_MASK;
             L->attn_bool_ignore_true = cand == RZ_CAND_ATTN_BOOL_IGN;
         }
+        L->attn_mask_batch_first = io->role == MHA_ROLE_ATTN_MASK && bf;
         if (biased) return MHA_OK;
         st = rz_recheck_pattern(z, L, cf, mi, &rd, neutral, sq0, &pat, &window);
         if (st == MHA_OK) rz_set_pattern(L, pat, window);

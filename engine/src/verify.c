@@ -47,6 +47,14 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
         }
         return;
     }
+    if (io->role == MHA_ROLE_ATTN_MASK && L->attn_valued) {
+        /* 0 / 1 (the attending value for key 0 always) */
+        for (int64_t i = 0; i < n; i++) {
+            int attend = (i % last) == 0 || (rz_rand(seed) >> 62) != 0;
+            tensor_set_f64(t, i, attend != L->kpm_true_means_ignore ? 1.0 : 0.0);
+        }
+        return;
+    }
     if (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64) {
         /* an integer 0/1 mask (com.microsoft): key 0 always attended */
         for (int64_t i = 0; i < n; i++)

@@ -1206,6 +1206,56 @@ static void test_matmul(void **state) {
     run_err(13, &t, in, 2, MHA_ERR_SHAPE);
 }
 
+/* Einsum as Keras writes it: projections, scores, P.V, the output. */
+static void test_einsum(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[2], *y;
+    tn_init(&t, "Einsum", 2, 1);
+    ir_attr *eq = tn_attr(&t, "equation", IR_ATTR_STRING);
+    /* a projection [1, 2, 2] x [2, 1, 2] -> [1, 2, 1, 2] */
+    eq->s = (char *)"abc,cde->abde";
+    in[0] = tf(3, D(1, 2, 2), F(1, 2, 3, 4));
+    in[1] = tf(3, D(2, 1, 2), F(1, 0, 0, 1));
+    y = run1(14, &t, in);
+    expect_f(y, 4, D(1, 2, 1, 2), F(1, 2, 3, 4), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    /* K first, the output transposed: S[a, c, b, e] = sum_d K[a,e,c,d] Q[a,b,c,d] */
+    eq->s = (char *)"aecd,abcd->acbe";
+    in[0] = tf(4, D(1, 2, 1, 2), F(1, 0, 0, 1));
+    in[1] = tf(4, D(1, 1, 1, 2), F(3, 5));
+    y = run1(14, &t, in);
+    expect_f(y, 4, D(1, 1, 1, 2), F(3, 5), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    /* two contracted letters: [1, 1, 2, 1] x [2, 1, 3] -> [1, 1, 3] */
+    eq->s = (char *)"abcd,cde->abe";
+    in[0] = tf(4, D(1, 1, 2, 1), F(1, 2));
+    in[1] = tf(3, D(2, 1, 3), F(1, 2, 3, 10, 20, 30));
+    y = run1(14, &t, in);
+    expect_f(y, 3, D(1, 1, 3), F(21, 42, 63), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    /* refused: an ellipsis, an implicit output, letters of two sizes, a rank
+     * that differs from the term */
+    static const char *const bad[] = {"...c,cd->...d", "ab,bc", "ab,bc->ac", "abc,cd->abd"};
+    static const mha_status bad_st[] = {MHA_ERR_MODEL_UNSUPPORTED, MHA_ERR_MODEL_UNSUPPORTED,
+                                        MHA_ERR_SHAPE, MHA_ERR_SHAPE};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        eq->s = (char *)bad[i];
+        in[0] = tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6));
+        in[1] = tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6));
+        run_err(14, &t, in, 2, bad_st[i]);
+    }
+    interp_einsum e;
+    assert_int_equal(interp_einsum_parse("abc,cde->abde", &e), 1);
+    assert_int_equal(e.n_in, 2);
+    assert_string_equal(e.out, "abde");
+    assert_int_equal(interp_einsum_parse("aab,b->a", &e), 0); /* a letter twice */
+    assert_int_equal(interp_einsum_parse("ab,b->z", &e), 0);  /* z from nowhere */
+}
+
 static void test_gemm(void **state) {
     (void)state;
     tnode t;
@@ -2222,6 +2272,7 @@ int main(void) {
         cmocka_unit_test(test_expand_range_tile),
         cmocka_unit_test(test_trilu),
         cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_einsum),
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_reduce),

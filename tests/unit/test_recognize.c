@@ -482,7 +482,7 @@ static void test_refusals(void **state) {
         {"softmax_axis", "Softmax", "axis"},
         {"weight_input", "MatMul", "'q_matmul'"},
         {"where_fill_zero", "'m_where_zero'", "does not hide them"},
-        {"dyn_bias", "'qk_dyn_bias'", "computed from the sequence length"},
+        {"dyn_bias", "'qk_dyn_bias'", "more than the head and the key - query distance"},
         {"rotary_q_only", "'q_rot_add'", "only one of Q and K is rotated"},
         /* fractional m would count fractional positions (and once crashed) */
         {"alibi_counted_float", "'ac_fill'", "changes the scores"},
@@ -517,7 +517,7 @@ typedef struct plumbing_case {
     int affine;
     int attn_ignore_true; /* a bool attn_mask input, True = hidden */
     int64_t window;       /* -1: none */
-    int pos_bias;         /* a constant per-head bias */
+    int pos_bias;         /* a per-head bias: 1 constant [H, 5, 5], 2 relative (j - i) */
     unsigned idioms;      /* LAYER_IDIOM_* that must be named */
 } plumbing_case;
 
@@ -547,8 +547,20 @@ static void check_plumbing(const plumbing_case *c, const layer *L) {
     }
     assert_int_equal(L->has_left_window, c->window >= 0);
     if (c->window >= 0) assert_int_equal(L->left_window, c->window);
-    assert_int_equal(L->bias != NULL, c->pos_bias);
-    if (c->pos_bias) {
+    assert_int_equal(L->bias != NULL, c->pos_bias != 0);
+    assert_int_equal(L->bias_rel_len > 0, c->pos_bias == 2);
+    if (c->pos_bias == 2) { /* tabulated up to 512: a longer input is refused */
+        float one = 0.0f;
+        mha_tensor x = {.dtype = MHA_DTYPE_FLOAT32, .rank = 3, .shape = {1, 513, 16}, .data = &one};
+        mha_tensor y;
+        mha_error err;
+        mha_error_clear(&err);
+        assert_int_equal(layer_output_shapes(L, &x, 1, &y, 1, &err), MHA_ERR_SHAPE);
+        assert_non_null(strstr(err.message, "up to 512"));
+        x.shape[1] = 512;
+        assert_int_equal(layer_output_shapes(L, &x, 1, &y, 1, &err), MHA_OK);
+    }
+    if (c->pos_bias == 1) {
         assert_int_equal(L->bias_heads, c->q_heads);
         assert_int_equal(L->bias_sq, 5);
         assert_int_equal(L->bias_skv, 5);
@@ -575,6 +587,7 @@ static void test_unusual_plumbing(void **state) {
         {"window_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, 2, 0, LAYER_IDIOM_WINDOW},
         {"softmax_casts", 4, 4, 1, 1, 0, 0, 0, 0, 0, -1, 0,
          LAYER_IDIOM_SOFTMAX_CAST | LAYER_IDIOM_SCORE_RESHAPE},
+        {"rel_bias", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 2, LAYER_IDIOM_POS_BIAS},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];

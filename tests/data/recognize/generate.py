@@ -11,7 +11,8 @@ Graphs that must be REFUSED (MHA_ERR_MODEL_UNSUPPORTED naming op and node):
   softmax_axis        Softmax over the query axis
   weight_input        the Q projection weight is a graph input
   where_fill_zero     masked_fill of the scores with 0 (does not hide the keys)
-  dyn_bias            a bias computed from the sequence length (j * j), dynamic axes
+  dyn_bias            a bias of the key position computed from the sequence length (j * j),
+                      dynamic axes: neither ALiBi (linear in j) nor a function of j - i
   rotary_q_only       a rotate-half rotary embedding on Q alone (K is not turned)
 Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   where_mask          the causal mask applied with Where instead of Add (GPT-2)
@@ -21,6 +22,8 @@ Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   fill_mask_eq0       masked_fill(m == 0, finfo.min), m int64 [B, S] (DistilBERT)
   bool_ignore_mask    bool [S, S] attention mask, True = hidden (nn.MultiheadAttention)
   window_mask         causal finfo.min mask with a sliding window of 3 keys (Mistral)
+  rel_bias            a per-head bias of the clipped distance j - i gathered from a
+                      table, dynamic axes (T5's relative position bias)
   softmax_casts       Casts to float32 around the Softmax, the scores reshaped on the
                       way ([B, H, S, S] -> [B*H, S, S] -> back) (LLaMA, CLIP)
   interleaved_heads   head h uses projection columns d*H + h (not h*dh + d)
@@ -69,8 +72,9 @@ def proj(nodes, x, prefix, out, bias=True):
         nodes.append(helper.make_node("MatMul", [x, prefix + "_w"], [out], name=prefix + "_matmul"))
 
 
-def positions(nodes, inits, x, p):
-    """p_pos = Range(0, S) of input x [B, S, D]; p_ax0 / p_ax1 = axes [0] / [1]."""
+def positions(nodes, inits, x, p, grid=False):
+    """p_pos = Range(0, S) of input x [B, S, D]; p_ax0 / p_ax1 = axes [0] / [1];
+    with grid, p_rows [S, 1] (query i) and p_cols [1, S] (key j) too."""
     inits += [init(p + "_idx1", np.array([1], np.int64)), init(p + "_zero", np.array(0, np.int64)),
               init(p + "_one", np.array(1, np.int64)), init(p + "_ax0", np.array([0], np.int64)),
               init(p + "_ax1", np.array([1], np.int64))]
@@ -78,15 +82,16 @@ def positions(nodes, inits, x, p):
               helper.make_node("Gather", [p + "_shape", p + "_idx1"], [p + "_s1"], axis=0, name=p + "_gather"),
               helper.make_node("Squeeze", [p + "_s1", p + "_ax0"], [p + "_s"], name=p + "_squeeze"),
               helper.make_node("Range", [p + "_zero", p + "_s", p + "_one"], [p + "_pos"], name=p + "_range")]
+    if grid:
+        nodes += [helper.make_node("Unsqueeze", [p + "_pos", p + "_ax1"], [p + "_rows"], name=p + "_rows"),
+                  helper.make_node("Unsqueeze", [p + "_pos", p + "_ax0"], [p + "_cols"], name=p + "_cols")]
 
 
 def causal_mask(nodes, inits, x, out):
     """-inf above the diagonal, built from the runtime sequence length."""
-    positions(nodes, inits, x, "c")
+    positions(nodes, inits, x, "c", grid=True)
     inits += [init("c_ninf", np.array(-np.inf, np.float32)), init("c_zf", np.array(0.0, np.float32))]
-    nodes += [helper.make_node("Unsqueeze", ["c_pos", "c_ax1"], ["c_rows"], name="c_rows"),
-              helper.make_node("Unsqueeze", ["c_pos", "c_ax0"], ["c_cols"], name="c_cols"),
-              helper.make_node("Greater", ["c_cols", "c_rows"], ["c_future"], name="c_greater"),
+    nodes += [helper.make_node("Greater", ["c_cols", "c_rows"], ["c_future"], name="c_greater"),
               helper.make_node("Where", ["c_future", "c_ninf", "c_zf"], [out], name="c_where")]
 
 
@@ -244,6 +249,19 @@ def layer(variant):
                   helper.make_node("Mul", ["db_posf", "db_posf"], ["db_sq"], name="db_square"),
                   helper.make_node("Add", [scores, "db_sq"], ["qk_m"], name="qk_dyn_bias")]
         scores = "qk_m"
+    if variant == "rel_bias":
+        positions(nodes, inits, "x", "rb", grid=True)
+        inits += [init("rb_hi", np.array(3, np.int64)), init("rb_lo", np.array(-3, np.int64)),
+                  init("rb_table", rng.standard_normal((7, H)).astype(np.float32))]
+        nodes += [helper.make_node("Sub", ["rb_cols", "rb_rows"], ["rb_rel"], name="rb_sub"),
+                  helper.make_node("Min", ["rb_rel", "rb_hi"], ["rb_min"], name="rb_min"),
+                  helper.make_node("Max", ["rb_min", "rb_lo"], ["rb_clip"], name="rb_max"),
+                  helper.make_node("Add", ["rb_clip", "rb_hi"], ["rb_idx"], name="rb_shift"),
+                  helper.make_node("Gather", ["rb_table", "rb_idx"], ["rb_ssh"], axis=0, name="rb_gather"),
+                  helper.make_node("Transpose", ["rb_ssh"], ["rb_hss"], perm=[2, 0, 1], name="rb_transpose"),
+                  helper.make_node("Unsqueeze", ["rb_hss", "rb_ax0"], ["rb_bias"], name="rb_unsqueeze"),
+                  helper.make_node("Add", [scores, "rb_bias"], ["qk_m"], name="rb_add")]
+        scores = "qk_m"
     if variant in ("ext_mask_i64", "ext_mask_10000", "fill_mask_eq0"):
         mt = TensorProto.FLOAT if variant == "ext_mask_10000" else TensorProto.INT64
         inputs.append(helper.make_tensor_value_info("m", mt, ["batch", "seq"]))
@@ -268,12 +286,10 @@ def layer(variant):
         scores = "qk_m"
     if variant == "window_mask":
         # allowed iff j <= i and i - j < 3, else finfo.min (added)
-        positions(nodes, inits, "x", "w")
+        positions(nodes, inits, "x", "w", grid=True)
         inits += [init("w_w", np.array(3, np.int64)), init("w_zf", np.array(0.0, np.float32)),
                   init("w_min", np.array(np.finfo(np.float32).min, np.float32))]
-        nodes += [helper.make_node("Unsqueeze", ["w_pos", "w_ax1"], ["w_rows"], name="w_rows"),
-                  helper.make_node("Unsqueeze", ["w_pos", "w_ax0"], ["w_cols"], name="w_cols"),
-                  helper.make_node("Greater", ["w_cols", "w_rows"], ["w_future"], name="w_greater"),
+        nodes += [helper.make_node("Greater", ["w_cols", "w_rows"], ["w_future"], name="w_greater"),
                   helper.make_node("Sub", ["w_rows", "w_cols"], ["w_dist"], name="w_sub"),
                   helper.make_node("GreaterOrEqual", ["w_dist", "w_w"], ["w_far"], name="w_ge"),
                   helper.make_node("Or", ["w_future", "w_far"], ["w_hide"], name="w_or"),
@@ -351,6 +367,6 @@ save(no_attention(), "no_attention")
 for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "weight_input",
           "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask",
           "where_fill_zero", "dyn_bias", "ext_mask_i64", "ext_mask_10000", "fill_mask_eq0",
-          "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative", "alibi_counted",
-          "alibi_counted_float"):
+          "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative",
+          "rel_bias", "alibi_counted", "alibi_counted_float"):
     save(layer(v), v)
