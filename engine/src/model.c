@@ -3,6 +3,7 @@
  * from ONNX lives in model_load.c, so programs that build layers in memory
  * do not pull in the importer. */
 #include "model.h"
+#include "mha/plugin.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -65,6 +66,17 @@ static void model_describe(const layer *L, char *buf, size_t size) {
     if (L->need_weights)
         model_idiom(buf, size, "attention weights output (%s)",
                     L->need_weights == 1 ? "mean over heads" : "every head");
+    if (L->rotary)
+        model_idiom(buf, size, "rotary embedding (%s pairs) on %lld of %lld head dims, %s",
+                    L->rotary == MHA_ROTARY_INTERLEAVED ? "interleaved" : "rotate-half",
+                    (long long)L->rotary_dim, (long long)L->d_head,
+                    L->rotary_inv_freq ? "angles from the model's inverse frequencies"
+                                       : "the model's cos / sin tables");
+    if (L->alibi_slopes)
+        model_idiom(buf, size, "ALiBi, slope %g to %g, %s%s", (double)L->alibi_slopes[0],
+                    (double)L->alibi_slopes[L->q_heads - 1],
+                    L->alibi_relative ? "slope * (j - i)" : "slope * key position",
+                    L->alibi_pos_from_mask ? " counted over the unpadded keys" : "");
 }
 
 mha_status model_create_from_layer(const mha_allocator *alloc, layer *L, mha_model **out,

@@ -524,6 +524,15 @@ static void test_model_idioms(void **state) {
         {"recognize/bool_ignore_mask.onnx", "bool attention mask, true = hidden"},
         {"recognize/softmax_casts.onnx", "float32 softmax between Casts"},
         {"recognize/interleaved_heads.onnx", "projection bias on QKV"},
+        {"families/gptj_interleaved_op14/model.onnx",
+         "rotary embedding (interleaved pairs) on 8 of 16 head dims, the model's cos / sin "
+         "tables"},
+        {"families/llama_gqa_op14/model.onnx",
+         "rotary embedding (rotate-half pairs) on 8 of 8 head dims, angles from the model's "
+         "inverse frequencies"},
+        {"recognize/alibi_relative.onnx", "ALiBi, slope 0.25 to 0.00390625, slope * (j - i)"},
+        {"families/bloom_alibi_op14/model.onnx",
+         "ALiBi, slope 0.25 to 0.00390625, slope * key position counted over the unpadded keys"},
     };
     for (size_t i = 0; i < sizeof idiom_cases / sizeof idiom_cases[0]; i++) {
         mha_model *m = NULL;
