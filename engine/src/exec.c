@@ -1004,8 +1004,15 @@ static mha_status exec_rope_tables_get(const mha_alloc_ctx *a, const layer *L, i
     if (!t->owned)
         return mha_fail(err, MHA_ERR_NO_MEMORY, "rotary tables of %lld positions: out of memory",
                         (long long)n);
+    /* the layer's rows as they are, the positions past them computed */
     float *cs = t->owned, *sn = t->owned + (size_t)n * (size_t)half;
-    layer_rotary_fill(L->rotary_inv_freq, half, 0, n, cs, sn);
+    const int64_t have =
+        L->rotary_n_pos > 0 && L->rotary_cos && L->rotary_sin ? L->rotary_n_pos : 0;
+    if (have) {
+        memcpy(cs, L->rotary_cos, (size_t)(have * half) * sizeof(float));
+        memcpy(sn, L->rotary_sin, (size_t)(have * half) * sizeof(float));
+    }
+    layer_rotary_fill(L->rotary_inv_freq, half, have, n - have, cs + have * half, sn + have * half);
     t->cos = cs;
     t->sin = sn;
     t->n_pos = n;

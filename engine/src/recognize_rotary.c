@@ -36,8 +36,8 @@
 #define RZ_ROT_MAX_FRONTIER 32
 #define RZ_ROT_MAX_EXPANSIONS 256
 /* Positions tabled at load when the model gives inverse frequencies (later
- * positions are made per run): 1 MiB of tables for 64 pairs. */
-#define RZ_ROT_LOAD_POSITIONS 2048
+ * ones are made per run): 2 MiB of tables for 64 pairs. */
+#define RZ_ROT_LOAD_POSITIONS 4096
 
 static int rz_rot_producer(const rz_ctx *z, int v) {
     return (v >= 0 && (size_t)v < z->g->n_values) ? z->g->values[v].producer : -1;

@@ -715,8 +715,8 @@ static void test_rotary_families(void **state) {
         int64_t rotary_dim, n_pos;
         int inv_freq; /* tables made from inverse frequencies */
     } cases[] = {
-        {"llama_gqa_op14", MHA_ROTARY_HALF, 8, 2048, 1},
-        {"qwen2_qkvbias_op16", MHA_ROTARY_HALF, 8, 2048, 1},
+        {"llama_gqa_op14", MHA_ROTARY_HALF, 8, 4096, 1},
+        {"qwen2_qkvbias_op16", MHA_ROTARY_HALF, 8, 4096, 1},
         {"gptneox_rot25_op14", MHA_ROTARY_HALF, 4, 16, 0}, /* a quarter of 16 dims */
         {"pythia_rotfull_op16", MHA_ROTARY_HALF, 8, 16, 0},
         {"gptj_interleaved_op14", MHA_ROTARY_INTERLEAVED, 8, 16, 0}, /* 8 of 16 dims */
