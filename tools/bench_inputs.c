@@ -129,12 +129,31 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
             return 0;
         }
         break;
-    case MHA_ROLE_KEY_PADDING_MASK: /* nothing is padding */
-        if (t->dtype == MHA_DTYPE_BOOL) {
-            memset(t->data, info->key_padding_true_means_ignore ? 0 : 1, (size_t)n);
+    case MHA_ROLE_KEY_PADDING_MASK: { /* nothing is padding: bool, integer or float 0 / 1 */
+        const int attend = info->key_padding_true_means_ignore ? 0 : 1;
+        for (int64_t e = 0; e < n; e++)
+            switch (t->dtype) {
+            case MHA_DTYPE_BOOL:
+                ((unsigned char *)t->data)[e] = (unsigned char)attend;
+                break;
+            case MHA_DTYPE_INT64:
+                ((int64_t *)t->data)[e] = attend;
+                break;
+            case MHA_DTYPE_INT32:
+                ((int32_t *)t->data)[e] = attend;
+                break;
+            case MHA_DTYPE_FLOAT32:
+                ((float *)t->data)[e] = (float)attend;
+                break;
+            default:
+                e = n;
+                break;
+            }
+        if (t->dtype == MHA_DTYPE_BOOL || t->dtype == MHA_DTYPE_INT64 ||
+            t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_FLOAT32)
             return 0;
-        }
         break;
+    }
     case MHA_ROLE_NONPAD_KV_SEQLEN: /* every key valid */
         if (t->dtype == MHA_DTYPE_INT64) {
             int64_t *d = t->data;

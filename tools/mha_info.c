@@ -118,6 +118,8 @@ int cli_cmd_info(int argc, char **argv) {
         }
     }
     printf("masks:        %s\n", used ? masks : "none");
+    const char *idioms = mha_model_idioms(m);
+    printf("idioms:       %s\n", idioms && idioms[0] ? idioms : "none");
     printf("cross:        %s\n", yes_no(mi.cross));
     printf("weights:      %zu bytes (%.2f MiB)\n", mi.weight_bytes,
            (double)mi.weight_bytes / (1024.0 * 1024.0));

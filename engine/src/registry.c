@@ -150,6 +150,42 @@ static const char *reg_missing_function(const mha_plugin *p) {
     return NULL;
 }
 
+/* ---- ABI minor versions ---- */
+
+/* The frozen sizes on LP64 targets, written out: a change here breaks every
+ * plugin built before it. */
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(MHA_PLUGIN_SIZE_1_0 == 136, "mha_plugin 1.0/1.1 is frozen at 136 bytes");
+_Static_assert(MHA_PLUGIN_SIZE_1_2 == 144, "mha_plugin 1.2 is frozen at 144 bytes");
+_Static_assert(MHA_ATTN_ARGS_SIZE_1_0 == 320, "mha_attn_args 1.0/1.1 is frozen at 320 bytes");
+_Static_assert(MHA_ATTN_ARGS_SIZE_1_2 == 352, "mha_attn_args 1.2 is frozen at 352 bytes");
+_Static_assert(MHA_ROTARY_ARGS_SIZE_1_2 == 172, "mha_rotary_args 1.2 is frozen at 172 bytes");
+_Static_assert(MHA_SERVICES_SIZE_1_0 == 40, "mha_plugin_services 1.0 is frozen at 40 bytes");
+_Static_assert(MHA_SERVICES_SIZE_1_1 == 48, "mha_plugin_services 1.1 is frozen at 48 bytes");
+#endif
+
+/* The smallest table a plugin declaring `minor` may return: the frozen size
+ * of that minor version; a newer minor than this host's must hold at least
+ * everything this host reads. */
+static size_t reg_frozen_size(uint32_t minor) {
+    return minor >= 2 ? MHA_PLUGIN_SIZE_1_2 : MHA_PLUGIN_SIZE_1_0;
+}
+
+/* What the table covers, as a minor version of this host's ABI. */
+static uint32_t reg_table_minor(const mha_plugin *p) {
+    if (!p || p->struct_size < MHA_PLUGIN_SIZE_1_0) return 0;
+    uint32_t m = p->abi_minor < MHA_PLUGIN_ABI_MINOR ? p->abi_minor : MHA_PLUGIN_ABI_MINOR;
+    return (m >= 2 && p->struct_size < MHA_PLUGIN_SIZE_1_2) ? 1u : m;
+}
+
+uint32_t registry_plugin_minor(const mha_plugin *p) {
+    return reg_table_minor(p);
+}
+
+registry_rotary_fn registry_plugin_rotary(const mha_plugin *p) {
+    return reg_table_minor(p) >= 2 ? p->rotary : NULL;
+}
+
 /* ---- loading one file ---- */
 
 /* Checks the table a plugin returned, in ABI order: abi_major and
@@ -161,10 +197,13 @@ static int reg_check_table(plugin_entry *e, const char *path, const mha_plugin *
                        MHA_PLUGIN_ENTRY_SYMBOL, p->abi_major, MHA_PLUGIN_ABI_MAJOR);
         return 0;
     }
-    if (p->struct_size < sizeof(mha_plugin)) {
-        reg_set_reason(e, "%s: %s() returned a table of %u bytes; ABI %u.0 needs %zu", path,
+    /* every table holds ABI 1.0; the minor it declares says how much more */
+    const size_t need =
+        p->struct_size < MHA_PLUGIN_SIZE_1_0 ? MHA_PLUGIN_SIZE_1_0 : reg_frozen_size(p->abi_minor);
+    if (p->struct_size < need) {
+        reg_set_reason(e, "%s: %s() returned a table of %u bytes; ABI %u.%u needs %zu", path,
                        MHA_PLUGIN_ENTRY_SYMBOL, p->struct_size, MHA_PLUGIN_ABI_MAJOR,
-                       sizeof(mha_plugin));
+                       p->struct_size < MHA_PLUGIN_SIZE_1_0 ? 0u : p->abi_minor, need);
         return 0;
     }
     if (!reg_name_valid(p->name)) {

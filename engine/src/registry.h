@@ -58,6 +58,15 @@ mha_status registry_select(const registry *r, const char *name, const plugin_ent
  * plugin may still be referenced by packed-weight caches of models). */
 void registry_free(registry *r);
 
+/* The ABI minor version the host may use a plugin table at: the one it
+ * declares, capped at this host's and at what its struct_size covers (a
+ * plugin below 1.2 is given no ALiBi slopes and no rotary calls). */
+uint32_t registry_plugin_minor(const mha_plugin *p);
+/* The plugin's rotary entry, or NULL (below 1.2, or it has none): the
+ * host then rotates with the built-in scalar's. */
+typedef int (*registry_rotary_fn)(void *state, const mha_rotary_args *args);
+registry_rotary_fn registry_plugin_rotary(const mha_plugin *p);
+
 /* The built-in scalar backend (backends/scalar), compiled into libmha. */
 const mha_plugin *mha_scalar_plugin_table(void);
 

@@ -68,6 +68,8 @@ MHA_API const char *mha_io_role_name(mha_io_role role) {
         return "present_value";
     case MHA_ROLE_QK_OUTPUT:
         return "qk_output";
+    case MHA_ROLE_ATTN_WEIGHTS:
+        return "attn_weights";
     }
     return "unknown";
 }

@@ -6,6 +6,8 @@
  *   3 badabi   the table says ABI major MHA_PLUGIN_ABI_MAJOR + 1
  *   4 small    the table's struct_size is too small for ABI 1.0
  *   5 probe0   a valid table whose probe always returns 0
+ *   6 short12  declares ABI 1.2 in a table of the frozen 1.1 size (it would
+ *              be read past its end for the 1.2 fields)
  * The kernels are stubs that fail: none of these may ever be selected. */
 #include <stddef.h>
 #include <stdint.h>
@@ -60,9 +62,15 @@ __attribute__((unused)) static const mha_plugin broken_table = {
 #else
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
 #endif
+#if BROKEN_KIND == 6
+    .abi_minor = 2,
+#else
     .abi_minor = 0,
+#endif
 #if BROKEN_KIND == 4
     .struct_size = 16,
+#elif BROKEN_KIND == 6
+    .struct_size = MHA_PLUGIN_SIZE_1_1,
 #else
     .struct_size = sizeof(mha_plugin),
 #endif

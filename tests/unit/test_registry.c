@@ -3,7 +3,8 @@
  *  - the feature bits agree with /proc/cpuinfo; mask parsing (hex, names,
  *    errors) and the printable list;
  *  - a folder holding deliberately broken plugins (plugins/testing: no entry
- *    symbol, NULL table, wrong ABI major, too-small table, probe 0) plus a
+ *    symbol, NULL table, wrong ABI major, too-small table, probe 0, a 1.2
+ *    declaration in a 1.1-sized table) plus a
  *    garbage file, a non-plugin name and a folder named like a plugin: each
  *    broken one is recorded with a reason naming its path and the symbol,
  *    logged, and the good plugins still load;
@@ -161,7 +162,7 @@ static void test_cpu_features_str(void **state) {
  * a file whose name does not match and a folder named like a plugin. */
 static const char *make_mixed_folder(void) {
     const char *dir = tu_tmpdir("registry_mixed");
-    static const char *broken[] = {"nosym", "null", "badabi", "small", "probe0"};
+    static const char *broken[] = {"nosym", "null", "badabi", "small", "probe0", "short12"};
     for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
         char src[1024], dst[64];
         snprintf(src, sizeof src, "%s/mha-plugin-test-%s.so", TEST_PLUGIN_DIR, broken[i]);
@@ -209,6 +210,7 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
         {"/mha-plugin-test-badabi.so", "ABI major 2"},
         {"/mha-plugin-test-small.so", "16 bytes"},
         {"/mha-plugin-test-probe0.so", "testing: this probe always says no"},
+        {"/mha-plugin-test-short12.so", "ABI 1.2 needs 144"},
         {"/mha-plugin-dir.so", "not a readable regular file"},
     };
     for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++) {
@@ -230,7 +232,7 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
     assert_non_null(p0->name);
     assert_string_equal(p0->name, "broken");
     assert_int_equal(p0->score, 0);
-    assert_true(sink.warnings >= 7);
+    assert_true(sink.warnings >= 8);
 
     /* the good ones still load: avx2 from this folder (a symlink, first),
      * the rest from the folder beside the test binary (build/lib/mha/plugins) */
@@ -251,13 +253,41 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
     registry_free(r);
 }
 
-static void test_explicit_file_and_missing_path(void **state) {
-    (void)state;
+/* ABI minor versions: a plugin built for 1.1 (the "wrong" test plugin, its
+ * table the frozen 1.1 size, smaller than this host's) loads and is usable,
+ * is taken at 1.1 and has no rotary entry; the 1.2 plugins have theirs. */
+/* A registry whose explicit plugin_path is `path`. */
+static registry *registry_with_path(const char *path) {
     registry_options o = {0};
-    o.plugin_path = TEST_PLUGIN_DIR "/mha-plugin-test-badabi.so";
+    o.plugin_path = path;
     registry *r = NULL;
     mha_error err = {0};
     assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    return r;
+}
+
+static void test_older_minor_versions_load(void **state) {
+    (void)state;
+    registry *r = registry_with_path(TEST_PLUGIN_DIR "/mha-plugin-wrong.so");
+    const plugin_entry *w = usable_by_name(r, "wrong");
+    if (!w) fail_msg("the ABI 1.1 plugin did not load: %s", r->entries[1].reason);
+    assert_int_equal(w->plugin->abi_minor, 1);
+    assert_true(w->plugin->struct_size < sizeof(mha_plugin));
+    assert_int_equal(registry_plugin_minor(w->plugin), 1);
+    assert_null(registry_plugin_rotary(w->plugin));
+    const plugin_entry *sc = usable_by_name(r, "scalar");
+    assert_int_equal(registry_plugin_minor(sc->plugin), 2);
+    assert_non_null(registry_plugin_rotary(sc->plugin));
+    const plugin_entry *avx2 = usable_by_name(r, "avx2");
+    if (avx2) assert_non_null(registry_plugin_rotary(avx2->plugin));
+    registry_free(r);
+}
+
+static void test_explicit_file_and_missing_path(void **state) {
+    (void)state;
+    registry_options o = {0};
+    mha_error err = {0};
+    registry *r = registry_with_path(TEST_PLUGIN_DIR "/mha-plugin-test-badabi.so");
     assert_true(r->n_entries >= 2);
     assert_non_null(strstr(r->entries[1].reason, "ABI major"));
     registry_free(r);
@@ -457,6 +487,7 @@ static void test_allocation_failures(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_older_minor_versions_load),
         cmocka_unit_test(test_cpu_detect_matches_cpuinfo),
         cmocka_unit_test(test_cpu_parse_mask),
         cmocka_unit_test(test_cpu_features_str),

@@ -294,7 +294,10 @@ typedef enum mha_io_role {
     MHA_ROLE_OUTPUT, /* outputs: Y */
     MHA_ROLE_PRESENT_KEY,
     MHA_ROLE_PRESENT_VALUE,
-    MHA_ROLE_QK_OUTPUT
+    MHA_ROLE_QK_OUTPUT,
+    MHA_ROLE_ATTN_WEIGHTS /* output: the softmax probabilities averaged over the query
+                             heads, [B, Sq, Skv], or of every head, [B, q_heads, Sq, Skv]
+                             (nn.MultiheadAttention's need_weights=True) */
 } mha_io_role;
 
 MHA_API const char *mha_io_role_name(mha_io_role role);
@@ -328,6 +331,13 @@ typedef struct mha_model_info {
 } mha_model_info;
 
 MHA_API mha_status mha_model_get_info(const mha_model *model, mha_model_info *out);
+/** The idioms the recogniser found on its way to the layer, as one line of
+ *  "; "-separated phrases (mask kinds, biases, grouped-query heads, fused
+ *  projections, a float32 softmax between Casts, ...), e.g. "key padding from
+ *  an extended mask (1 - m) * -3.40282e+38; GQA 8 query / 2 key/value heads".
+ *  "" when there is nothing to name, NULL for a NULL model. Lives as long as
+ *  the model. Thread-safe. */
+MHA_API const char *mha_model_idioms(const mha_model *model);
 /** Input i / output i, in graph order. MHA_ERR_INVALID_ARGUMENT if out of
  *  range. */
 MHA_API mha_status mha_model_input(const mha_model *model, size_t i, mha_io_info *out);

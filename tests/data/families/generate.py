@@ -984,14 +984,15 @@ SELF = {"hidden_states": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 
         "output": {0: "batch", 1: "seq"}}
 
 
-def self_case(name, module, seed, d_model, seq, lengths, mask_dtype, opsets):
+def self_case(name, module, seed, d_model, seq, lengths, mask_dtype, opsets, lengths1=None):
     """A self-attention layer with inputs hidden_states [B, S, D] and (when
     lengths is not None) attention_mask [B, S] of mask_dtype. Data set 0 is
-    batch 2 of `seq` tokens with `lengths`; data set 1 batch 3 of seq + 3."""
+    batch 2 of `seq` tokens with `lengths`; data set 1 batch 3 of seq + 3
+    (with lengths1, or second_lengths)."""
     randomize(module, seed)
     names = ["hidden_states"] + (["attention_mask"] if lengths is not None else [])
     datasets = []
-    shapes = ((2, seq, lengths), (3, seq + 3, second_lengths(seq + 3)))
+    shapes = ((2, seq, lengths), (3, seq + 3, lengths1 or second_lengths(seq + 3)))
     for k, (batch, n, lens) in enumerate(shapes):
         args = (x_input(seed + 1 + k, batch, n, d_model),)
         if lengths is not None:
@@ -1054,8 +1055,10 @@ def torch_cases():
               (14, 17))
     self_case("falcon_mqa", FalconAttention(64, 8), 33, 64, 8, None, None, (15, 18))
     self_case("llama_gqa", LlamaAttention(64, 8, 2), 40, 64, 8, [8, 6], torch.int64, (14, 17))
+    # a window of 3 shows a query row past 2 pad tokens only padding: pad at
+    # most 2, so every query keeps a key (see README)
     self_case("mistral_window", LlamaAttention(32, 4, 2, sliding_window=3), 41, 32, 9, [9, 7],
-              torch.int64, (15, 18))
+              torch.int64, (15, 18), lengths1=[12, 11, 10])
     self_case("qwen2_qkvbias", LlamaAttention(48, 6, 2, qkv_bias=True), 42, 48, 7, [7, 5],
               torch.int64, (16, 17))
     self_case("t5_encoder_relbias", T5Attention(32, 4, 8, False), 50, 32, 9, [9, 6],
