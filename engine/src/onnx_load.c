@@ -669,13 +669,44 @@ static mha_status add_graph_outputs(builder *b, Onnx__GraphProto *gp) {
     return MHA_OK;
 }
 
+/* The versions this engine reads. IR 13 is what ONNX 1.20 writes (opset 25);
+ * a later IR version may change the meaning of fields we read. Opset 9 is
+ * the oldest whose operator semantics the interpreter implements and tests
+ * (multidirectional broadcasting, the attribute forms of Slice, Split,
+ * Squeeze, Softmax's 2-D coercion); 25 is the newest (Attention's window
+ * attributes). com.microsoft has only ever had version 1. */
+#define ONNX_IR_VERSION_MAX 13
+#define ONNX_OPSET_MIN 9
+#define ONNX_OPSET_MAX 25
+#define ONNX_MS_OPSET_MAX 1
+
+static mha_status check_versions(builder *b, const Onnx__ModelProto *m) {
+    const ir_graph *g = b->g;
+    if (m->has_ir_version && (m->ir_version <= 0 || m->ir_version > ONNX_IR_VERSION_MAX))
+        return mha_fail(b->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "IR version %lld is not supported (this engine reads IR versions 1 to "
+                        "%d)",
+                        (long long)m->ir_version, ONNX_IR_VERSION_MAX);
+    if (g->opset > 0 && (g->opset < ONNX_OPSET_MIN || g->opset > ONNX_OPSET_MAX))
+        return mha_fail(b->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "the model imports opset %lld of the default ONNX domain; this engine "
+                        "supports opsets %d to %d",
+                        (long long)g->opset, ONNX_OPSET_MIN, ONNX_OPSET_MAX);
+    if (g->ms_opset > ONNX_MS_OPSET_MAX)
+        return mha_fail(b->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "the model imports opset %lld of domain 'com.microsoft'; this engine "
+                        "supports version %d",
+                        (long long)g->ms_opset, ONNX_MS_OPSET_MAX);
+    return MHA_OK;
+}
+
 static mha_status read_opsets(builder *b, const Onnx__ModelProto *m) {
     ir_graph *g = b->g;
     if (m->n_opset_import == 0) {
         /* IR versions 1 and 2 predate opset_import and mean opset 1 */
         if (m->has_ir_version && m->ir_version < 3) {
             g->opset = 1;
-            return MHA_OK;
+            return check_versions(b, m);
         }
         return mha_fail(b->err, MHA_ERR_MODEL_FORMAT,
                         "the model imports no operator set (opset_import is empty)");
@@ -695,7 +726,7 @@ static mha_status read_opsets(builder *b, const Onnx__ModelProto *m) {
                             "opset import of domain '%s' has no valid version", dom);
         *slot = op->version;
     }
-    return MHA_OK;
+    return check_versions(b, m);
 }
 
 static mha_status build_graph(builder *b, Onnx__ModelProto *m) {
