@@ -177,9 +177,11 @@ static int reg_check_table(plugin_entry *e, const char *path, const mha_plugin *
         reg_set_reason(e, "%s: plugin '%s' has no '%s' function", path, p->name, missing);
         return 0;
     }
-    if (p->gemm_m_block < 1 || p->gemm_n_block < 1) {
-        reg_set_reason(e, "%s: plugin '%s' has gemm blocks %lld x %lld (need >= 1)", path, p->name,
-                       (long long)p->gemm_m_block, (long long)p->gemm_n_block);
+    if (p->gemm_m_block < 1 || p->gemm_n_block < 1 || p->gemm_m_block > MHA_PLUGIN_GEMM_BLOCK_MAX ||
+        p->gemm_n_block > MHA_PLUGIN_GEMM_BLOCK_MAX) {
+        reg_set_reason(e, "%s: plugin '%s' has gemm blocks %lld x %lld (need 1..%d)", path, p->name,
+                       (long long)p->gemm_m_block, (long long)p->gemm_n_block,
+                       MHA_PLUGIN_GEMM_BLOCK_MAX);
         return 0;
     }
     return 1;

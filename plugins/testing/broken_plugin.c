@@ -6,6 +6,8 @@
  *   3 badabi   the table says ABI major MHA_PLUGIN_ABI_MAJOR + 1
  *   4 small    the table's struct_size is too small for ABI 1.0
  *   5 probe0   a valid table whose probe always returns 0
+ *   6 hugeblock  gemm_m_block INT64_MAX (host tiles would wrap, then divide
+ *                by zero)
  * The kernels are stubs that fail: none of these may ever be selected. */
 #include <stddef.h>
 #include <stdint.h>
@@ -70,7 +72,11 @@ __attribute__((unused)) static const mha_plugin broken_table = {
     .version = "0.0.0",
     .description = "loader fault test",
     .probe = broken_probe,
+#if BROKEN_KIND == 6
+    .gemm_m_block = INT64_MAX,
+#else
     .gemm_m_block = 1,
+#endif
     .gemm_n_block = 1,
     .gemm_packed_size = broken_packed_size,
     .gemm_pack_b = broken_pack_b,

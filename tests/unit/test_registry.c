@@ -3,10 +3,9 @@
  *  - the feature bits agree with /proc/cpuinfo; mask parsing (hex, names,
  *    errors) and the printable list;
  *  - a folder holding deliberately broken plugins (plugins/testing: no entry
- *    symbol, NULL table, wrong ABI major, too-small table, probe 0) plus a
- *    garbage file, a non-plugin name and a folder named like a plugin: each
- *    broken one is recorded with a reason naming its path and the symbol,
- *    logged, and the good plugins still load;
+ *    symbol, NULL table, wrong ABI major, too-small table, probe 0, GEMM blocks of INT64_MAX) plus
+ * a garbage file, a non-plugin name and a folder named like a plugin: each broken one is recorded
+ * with a reason naming its path and the symbol, logged, and the good plugins still load;
  *  - search order and duplicates (first wins, later ones recorded), explicit
  *    file, missing explicit path, empty MHA_PLUGIN_PATH items never meaning
  *    the current directory;
@@ -161,7 +160,7 @@ static void test_cpu_features_str(void **state) {
  * a file whose name does not match and a folder named like a plugin. */
 static const char *make_mixed_folder(void) {
     const char *dir = tu_tmpdir("registry_mixed");
-    static const char *broken[] = {"nosym", "null", "badabi", "small", "probe0"};
+    static const char *broken[] = {"nosym", "null", "badabi", "small", "probe0", "hugeblock"};
     for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
         char src[1024], dst[64];
         snprintf(src, sizeof src, "%s/mha-plugin-test-%s.so", TEST_PLUGIN_DIR, broken[i]);
@@ -209,6 +208,7 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
         {"/mha-plugin-test-badabi.so", "ABI major 2"},
         {"/mha-plugin-test-small.so", "16 bytes"},
         {"/mha-plugin-test-probe0.so", "testing: this probe always says no"},
+        {"/mha-plugin-test-hugeblock.so", "gemm blocks 9223372036854775807 x 1 (need 1..4096)"},
         {"/mha-plugin-dir.so", "not a readable regular file"},
     };
     for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++) {
@@ -230,7 +230,7 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
     assert_non_null(p0->name);
     assert_string_equal(p0->name, "broken");
     assert_int_equal(p0->score, 0);
-    assert_true(sink.warnings >= 7);
+    assert_true(sink.warnings >= 8);
 
     /* the good ones still load: avx2 from this folder (a symlink, first),
      * the rest from the folder beside the test binary (build/lib/mha/plugins) */
