@@ -3,8 +3,9 @@
  *
  * Search order (first found wins for a name; never the current directory):
  *   1. registry_options.plugin_path: a plugin file or a folder
- *   2. MHA_PLUGIN_PATH, ':'-separated files or folders (empty items skipped:
- *      unlike PATH, an empty item does NOT mean ".")
+ *   2. MHA_PLUGIN_PATH (secure_getenv: ignored in setuid/setgid programs),
+ *      ':'-separated files or folders (empty items skipped: unlike PATH, an
+ *      empty item does NOT mean ".")
  *   3. beside libmha, found with dladdr on a libmha function: <dir>/mha/plugins
  *      and <dir>/../lib/mha/plugins (the second serves the `mha` command and
  *      the tests, which link libmha statically into build/bin/)
@@ -14,10 +15,11 @@
  *
  * Loading one file, each step's failure recorded in the entry's reason and
  * logged, never fatal for the others:
- *   dlopen(RTLD_NOW|RTLD_LOCAL) -> dlsym("mha_plugin_get") -> call it with
- *   MHA_PLUGIN_ABI_MAJOR -> non-NULL -> abi_major and struct_size (before
- *   any other field) -> name and function pointers -> not a duplicate name
- *   -> probe(cpu features) > 0.
+ *   the file and its folders owned by root or this user and writable by
+ *   no one else (reg_path_trusted) -> dlopen(RTLD_NOW|RTLD_LOCAL) ->
+ *   dlsym("mha_plugin_get") -> call it with MHA_PLUGIN_ABI_MAJOR ->
+ *   non-NULL -> abi_major and struct_size (before any other field) -> name
+ *   and function pointers -> not a duplicate name -> probe(cpu features) > 0.
  * The built-in scalar backend is always entry 0, path "(built-in)".
  *
  * Plugins are never dlclose'd. Code and static data of a plugin are
@@ -150,6 +152,54 @@ static const char *reg_missing_function(const mha_plugin *p) {
     return NULL;
 }
 
+static void reg_set_reason(plugin_entry *e, const char *fmt, ...) MHA_PRINTF(2, 3);
+
+/* ---- trust ---- */
+
+/* A plugin runs with the process's rights, so whoever can replace the file,
+ * or rename entries in any folder on its path, owns the process. As sudo
+ * does for its plugins and ld.so for a setuid program's libraries: the file
+ * and every folder up to / must belong to root or to this user and be
+ * writable by nobody else -- except a folder with the sticky bit (/tmp),
+ * where others cannot remove or rename what they do not own. Returns 1 when
+ * `real` (a realpath) passes; else sets e's reason, naming the path that
+ * failed. */
+static int reg_path_trusted(plugin_entry *e, const char *real) {
+    char path[PATH_MAX];
+    size_t len = strlen(real);
+    if (len == 0 || len >= sizeof path || real[0] != '/') {
+        reg_set_reason(e, "%s: not an absolute path", real);
+        return 0;
+    }
+    memcpy(path, real, len + 1);
+    uid_t me = geteuid();
+    for (int is_file = 1;; is_file = 0) {
+        struct stat sb;
+        if (lstat(path, &sb) != 0) {
+            reg_set_reason(e, "%s: %s", path, strerror(errno));
+            return 0;
+        }
+        const char *what = is_file ? "plugin file" : "folder of the plugin";
+        if (sb.st_uid != 0 && sb.st_uid != me) {
+            reg_set_reason(e, "%s %s is owned by uid %u, neither root nor this user: refused", what,
+                           path, (unsigned)sb.st_uid);
+            return 0;
+        }
+        int sticky_dir = S_ISDIR(sb.st_mode) && (sb.st_mode & S_ISVTX);
+        if ((sb.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_dir) {
+            reg_set_reason(e, "%s %s is writable by %s: refused", what, path,
+                           (sb.st_mode & S_IWOTH) ? "everyone" : "its group");
+            return 0;
+        }
+        if (strcmp(path, "/") == 0) return 1;
+        char *slash = strrchr(path, '/');
+        if (slash == path)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
+    }
+}
+
 /* ---- loading one file ---- */
 
 /* Checks the table a plugin returned, in ABI order: abi_major and
@@ -207,6 +257,14 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
     registry *r = b->r;
     plugin_entry *e = reg_add_entry(b, path);
     if (!e) return MHA_ERR_NO_MEMORY;
+
+    /* 0. nobody else can have written it */
+    char real[PATH_MAX];
+    if (!realpath(path, real)) {
+        reg_set_reason(e, "%s: %s", path, strerror(errno));
+        goto skipped;
+    }
+    if (!reg_path_trusted(e, real)) goto skipped;
 
     /* 1. dlopen: resolve every symbol now so a broken file fails here */
     dlerror();
@@ -418,7 +476,9 @@ static mha_status reg_scan_all(reg_build *b, const registry_options *o) {
         if (st) return st;
     }
     /* 2. MHA_PLUGIN_PATH */
-    const char *env = o->use_env ? getenv("MHA_PLUGIN_PATH") : NULL;
+    /* secure_getenv: a setuid or setgid program never takes plugin folders
+     * from whoever started it */
+    const char *env = o->use_env ? secure_getenv("MHA_PLUGIN_PATH") : NULL;
     if (env) {
         const char *p = env;
         while (*p) {
@@ -473,7 +533,7 @@ mha_status registry_create(const mha_alloc_ctx *a, const registry_options *opts,
 
     /* CPU features, minus what the caller or MHA_CPU_MASK hides */
     uint64_t hidden = opts->cpu_mask;
-    const char *env_mask = opts->use_env ? getenv("MHA_CPU_MASK") : NULL;
+    const char *env_mask = opts->use_env ? secure_getenv("MHA_CPU_MASK") : NULL;
     if (env_mask) {
         int ok;
         uint64_t m = cpu_parse_mask(env_mask, &ok);

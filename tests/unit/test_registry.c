@@ -9,6 +9,8 @@
  *  - search order and duplicates (first wins, later ones recorded), explicit
  *    file, missing explicit path, empty MHA_PLUGIN_PATH items never meaning
  *    the current directory;
+ *  - trust: plugin files and folders writable by group or others, or owned
+ *    by another user, are refused before dlopen, naming the path;
  *  - selection: auto picks avx512 here, avx2 with AVX-512 hidden (by
  *    cpu_mask and by MHA_CPU_MASK), openmp with AVX2 hidden too, scalar by
  *    name, errors naming what exists;
@@ -270,6 +272,75 @@ static void test_explicit_file_and_missing_path(void **state) {
     registry_free(r);
 }
 
+/* Plugins others could have written are refused, naming the path that is
+ * writable or foreign; a sticky world-writable folder (/tmp-like) is not a
+ * reason by itself. Each case scans one folder holding a copy of the avx2
+ * plugin. */
+static const plugin_entry *scan_one(registry **r, const char *dir) {
+    registry_options o = {0};
+    o.plugin_path = dir;
+    mha_error err = {0};
+    assert_int_equal(registry_create(&A, &o, r, &err), MHA_OK);
+    return entry_by_path_end(*r, "/mha-plugin-trust.so");
+}
+
+static void expect_untrusted(const char *dir, const char *needle_path, const char *needle) {
+    registry *r = NULL;
+    const plugin_entry *e = scan_one(&r, dir);
+    assert_non_null(e);
+    assert_false(e->usable);
+    assert_null(e->dl_handle); /* refused before dlopen: its code never ran */
+    if (!strstr(e->reason, needle) || !strstr(e->reason, needle_path))
+        fail_msg("reason '%s' lacks '%s' or '%s'", e->reason, needle, needle_path);
+    registry_free(r);
+}
+
+static void test_untrusted_plugins_refused(void **state) {
+    (void)state;
+    const char *base = tu_tmpdir("registry_trust");
+    char dir[1024], file[1100];
+    snprintf(dir, sizeof dir, "%s/plugins", base);
+    snprintf(file, sizeof file, "%s/mha-plugin-trust.so", dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    assert_int_equal(tu_system("cp '%s' '%s'", MHA_PLUGIN_BUILD_DIR "/mha-plugin-avx2.so", file),
+                     0);
+    char real_dir[4096];
+    assert_non_null(realpath(dir, real_dir));
+
+    /* trusted: loads (a duplicate of the build's avx2, which is fine) */
+    registry *r = NULL;
+    const plugin_entry *e = scan_one(&r, dir);
+    assert_non_null(e);
+    assert_non_null(e->dl_handle);
+    registry_free(r);
+
+    assert_int_equal(chmod(file, 0757), 0);
+    expect_untrusted(dir, "mha-plugin-trust.so", "plugin file");
+    expect_untrusted(dir, "mha-plugin-trust.so", "writable by everyone");
+    assert_int_equal(chmod(file, 0775), 0);
+    expect_untrusted(dir, "mha-plugin-trust.so", "writable by its group");
+    assert_int_equal(chmod(file, 0755), 0);
+
+    assert_int_equal(chmod(dir, 0777), 0);
+    expect_untrusted(dir, real_dir, "folder of the plugin");
+    /* the same folder with the sticky bit: others cannot replace the file */
+    assert_int_equal(chmod(dir, 01777), 0);
+    e = scan_one(&r, dir);
+    assert_non_null(e);
+    if (!e->dl_handle) fail_msg("refused in a sticky folder: %s", e->reason);
+    registry_free(r);
+    assert_int_equal(chmod(dir, 0755), 0);
+
+    /* owned by someone else (only root can give a file away) */
+    if (geteuid() == 0) {
+        assert_int_equal(chown(file, 65534, 65534), 0);
+        expect_untrusted(dir, "mha-plugin-trust.so", "owned by uid 65534");
+        assert_int_equal(chown(file, 0, 0), 0);
+    } else {
+        print_message("not root: the foreign-owner case is not exercised\n");
+    }
+}
+
 /* An empty MHA_PLUGIN_PATH item is not ".": plant a broken plugin in the
  * current directory and check it is never looked at. */
 static void test_never_the_current_directory(void **state) {
@@ -463,6 +534,7 @@ int main(void) {
         cmocka_unit_test(test_broken_plugins_are_skipped_with_reasons),
         cmocka_unit_test(test_explicit_file_and_missing_path),
         cmocka_unit_test(test_never_the_current_directory),
+        cmocka_unit_test(test_untrusted_plugins_refused),
         cmocka_unit_test(test_beside_libmha),
         cmocka_unit_test(test_auto_selection_follows_scores),
         cmocka_unit_test(test_select_by_name),
