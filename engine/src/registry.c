@@ -36,13 +36,17 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <link.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define REGISTRY_BUILTIN_PATH "(built-in)"
@@ -55,6 +59,7 @@ typedef struct reg_build {
     registry *r;
     size_t cap; /* capacity of r->entries */
     const registry_options *opts;
+    int isolate; /* probe each file in a child process first */
     char **seen; /* realpaths of folders and files visited */
     size_t n_seen, cap_seen;
 } reg_build;
@@ -200,6 +205,101 @@ static int reg_path_trusted(plugin_entry *e, const char *real) {
     }
 }
 
+/* ---- probing in a child process ---- */
+
+#define REG_PREFLIGHT_TIMEOUT_MS 10000
+
+/* 1 when this process runs one thread: fork() then copies everything the
+ * child needs, and no lock (the loader's, malloc's) can be held by a
+ * thread that does not exist in the child. */
+static int reg_single_threaded(void) {
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f) return 0;
+    char line[256];
+    int threads = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &threads) == 1) break;
+    fclose(f);
+    return threads == 1;
+}
+
+/* Opens `path` and calls its probe in a child process, which reports back
+ * through a pipe only once the probe returned. Returns 1 when it did (or
+ * when no child can be made: the file is then loaded as before); else
+ * records why in e and returns 0 -- the file is never opened here. A crash
+ * in a plugin's constructor, mha_plugin_get or probe thus costs only that
+ * plugin. The child calls nothing of the library and leaves with _exit (no
+ * atexit handlers, no stdio flush of the parent's buffers). */
+static int reg_preflight(plugin_entry *e, const char *path, uint64_t features) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return 1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return 1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        /* a crash must end the child: the caller's handlers (a test
+         * framework's longjmp, a sanitizer's report) would carry on running
+         * the caller's code in the child */
+        static const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS};
+        for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
+            signal(fatal[i], SIG_DFL);
+        void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        void *sym = h ? dlsym(h, MHA_PLUGIN_ENTRY_SYMBOL) : NULL;
+        if (sym) {
+            mha_plugin_get_fn get;
+            memcpy(&get, &sym, sizeof get);
+            const mha_plugin *p = get(MHA_PLUGIN_ABI_MAJOR);
+            /* the full table checks run later in the parent; here only what
+             * calling probe needs */
+            if (p && p->abi_major == MHA_PLUGIN_ABI_MAJOR && p->struct_size >= sizeof(mha_plugin) &&
+                p->probe) {
+                const char *why = NULL;
+                (void)p->probe(features, &why);
+            }
+        }
+        const char done = 1;
+        ssize_t w = write(fds[1], &done, 1);
+        _exit(w == 1 ? 0 : 1);
+    }
+    close(fds[1]);
+    struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+    int ready;
+    do
+        ready = poll(&pfd, 1, REG_PREFLIGHT_TIMEOUT_MS);
+    while (ready < 0 && errno == EINTR);
+    char done = 0;
+    ssize_t got = ready > 0 ? read(fds[0], &done, 1) : 0;
+    close(fds[0]);
+    if (ready == 0) kill(pid, SIGKILL);
+    int status = 0;
+    pid_t w;
+    do
+        w = waitpid(pid, &status, 0);
+    while (w < 0 && errno == EINTR);
+    if (got == 1 && done == 1) return 1;
+    if (ready == 0)
+        reg_set_reason(e,
+                       "%s: opening and probing it in a child process did not return within %d s",
+                       path, REG_PREFLIGHT_TIMEOUT_MS / 1000);
+    else if (w == pid && WIFSIGNALED(status))
+        reg_set_reason(e,
+                       "%s: opening and probing it in a child process did not return: killed by "
+                       "signal %d (%s)",
+                       path, WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else if (w == pid && WIFEXITED(status))
+        reg_set_reason(e,
+                       "%s: opening and probing it in a child process did not return: exit "
+                       "status %d",
+                       path, WEXITSTATUS(status));
+    else
+        reg_set_reason(e, "%s: opening and probing it in a child process did not return", path);
+    return 0;
+}
+
 /* ---- loading one file ---- */
 
 /* Checks the table a plugin returned, in ABI order: abi_major and
@@ -265,6 +365,7 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
         goto skipped;
     }
     if (!reg_path_trusted(e, real)) goto skipped;
+    if (b->isolate && !reg_preflight(e, path, r->cpu_features)) goto skipped;
 
     /* 1. dlopen: resolve every symbol now so a broken file fails here */
     dlerror();
@@ -339,7 +440,18 @@ static int reg_is_plugin_file_name(const char *n) {
            strcmp(n + len - ls, REGISTRY_FILE_SUFFIX) == 0;
 }
 
-/* Loads every mha-plugin-*.so of folder `dir`, sorted. */
+/* With registry_options.only_name set (and not "auto"): 1 when the file
+ * name is mha-plugin-<only_name>.so. Always 1 without it. */
+static int reg_file_wanted(const registry_options *o, const char *n) {
+    const char *only = o->only_name;
+    if (!only || !only[0] || strcmp(only, "auto") == 0) return 1;
+    size_t lp = strlen(REGISTRY_FILE_PREFIX), lo = strlen(only);
+    return strncmp(n, REGISTRY_FILE_PREFIX, lp) == 0 && strncmp(n + lp, only, lo) == 0 &&
+           strcmp(n + lp + lo, REGISTRY_FILE_SUFFIX) == 0;
+}
+
+/* Loads every mha-plugin-*.so of folder `dir` (only the wanted one when a
+ * name was given), sorted. */
 static mha_status reg_scan_folder(reg_build *b, const char *dir) {
     const mha_alloc_ctx *a = &b->r->alloc;
     DIR *d = opendir(dir);
@@ -352,7 +464,7 @@ static mha_status reg_scan_folder(reg_build *b, const char *dir) {
     mha_status st = MHA_OK;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (!reg_is_plugin_file_name(de->d_name)) continue;
+        if (!reg_is_plugin_file_name(de->d_name) || !reg_file_wanted(b->opts, de->d_name)) continue;
         if (!reg_grow(a, (void **)&names, &cap, n + 1, sizeof(char *))) {
             st = MHA_ERR_NO_MEMORY;
             break;
@@ -550,7 +662,7 @@ mha_status registry_create(const mha_alloc_ctx *a, const registry_options *opts,
     r->alloc = *a;
     r->cpu_features = cpu_detect_features() & ~hidden;
 
-    reg_build b = {.r = r, .cap = 0, .opts = opts};
+    reg_build b = {.r = r, .cap = 0, .opts = opts, .isolate = reg_single_threaded()};
     char fbuf[256];
     reg_log(opts, MHA_LOG_DEBUG, "cpu features: %s",
             cpu_features_str(r->cpu_features, fbuf, sizeof fbuf));

@@ -8,7 +8,9 @@
  *   5 probe0   a valid table whose probe always returns 0
  *   6 hugeblock  gemm_m_block INT64_MAX (host tiles would wrap, then divide
  *                by zero)
+ *   7 crashprobe its probe dies of SIGSEGV (the host probes in a child)
  * The kernels are stubs that fail: none of these may ever be selected. */
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +24,9 @@
 
 static int broken_probe(uint64_t cpu_features, const char **reason) {
     (void)cpu_features;
+#if BROKEN_KIND == 7
+    raise(SIGSEGV);
+#endif
 #if BROKEN_KIND == 5
     if (reason) *reason = "testing: this probe always says no";
     return 0;

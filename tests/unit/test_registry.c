@@ -9,6 +9,8 @@
  *  - search order and duplicates (first wins, later ones recorded), explicit
  *    file, missing explicit path, empty MHA_PLUGIN_PATH items never meaning
  *    the current directory;
+ *  - a probe that crashes costs only its plugin; a named backend opens only
+ *    its own file;
  *  - trust: plugin files and folders writable by group or others, or owned
  *    by another user, are refused before dlopen, naming the path;
  *  - selection: auto picks avx512 here, avx2 with AVX-512 hidden (by
@@ -341,6 +343,66 @@ static void test_untrusted_plugins_refused(void **state) {
     }
 }
 
+/* A plugin whose probe crashes is recorded as unusable (probed in a child
+ * process); the others still load and auto still selects. */
+static void test_crashing_probe_isolated(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("registry_crash");
+    assert_int_equal(symlink(TEST_PLUGIN_DIR "/mha-plugin-test-crashprobe.so",
+                             tu_path(dir, "mha-plugin-test-crashprobe.so")),
+                     0);
+    registry_options o = {0};
+    o.plugin_path = dir;
+    registry *r = NULL;
+    mha_error err = {0};
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    const plugin_entry *e = entry_by_path_end(r, "/mha-plugin-test-crashprobe.so");
+    assert_non_null(e);
+    assert_false(e->usable);
+    assert_null(e->dl_handle); /* never opened in this process */
+    if (!strstr(e->reason, "child process did not return") ||
+        !strstr(e->reason, "mha-plugin-test-crashprobe.so"))
+        fail_msg("reason: %s", e->reason);
+    const plugin_entry *sel = NULL;
+    assert_int_equal(registry_select(r, NULL, &sel, &err), MHA_OK);
+    assert_non_null(usable_by_name(r, "avx2"));
+    registry_free(r);
+}
+
+/* With a backend name, folders are searched for that plugin's file only:
+ * the broken and crashing plugins planted beside it are never opened. */
+static void test_named_backend_opens_only_its_file(void **state) {
+    (void)state;
+    const char *dir = make_mixed_folder();
+    assert_int_equal(symlink(TEST_PLUGIN_DIR "/mha-plugin-test-crashprobe.so",
+                             tu_path(dir, "mha-plugin-test-crashprobe.so")),
+                     0);
+    registry_options o = {0};
+    o.plugin_path = dir;
+    o.only_name = "scalar";
+    registry *r = NULL;
+    mha_error err = {0};
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    for (size_t i = 1; i < r->n_entries; i++)
+        if (!strstr(r->entries[i].path, "mha-plugin-scalar.so"))
+            fail_msg("opened %s for backend 'scalar'", r->entries[i].path);
+    const plugin_entry *sel = NULL;
+    assert_int_equal(registry_select(r, "scalar", &sel, &err), MHA_OK);
+    registry_free(r);
+
+    o.only_name = "avx2";
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    assert_non_null(entry_by_path_end(r, "/mha-plugin-avx2.so"));
+    assert_null(entry_by_path_end(r, "/mha-plugin-test-crashprobe.so"));
+    assert_null(entry_by_path_end(r, "/mha-plugin-openmp.so"));
+    registry_free(r);
+
+    o.only_name = "auto"; /* every file */
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    assert_non_null(entry_by_path_end(r, "/mha-plugin-test-crashprobe.so"));
+    registry_free(r);
+}
+
 /* An empty MHA_PLUGIN_PATH item is not ".": plant a broken plugin in the
  * current directory and check it is never looked at. */
 static void test_never_the_current_directory(void **state) {
@@ -535,6 +597,8 @@ int main(void) {
         cmocka_unit_test(test_explicit_file_and_missing_path),
         cmocka_unit_test(test_never_the_current_directory),
         cmocka_unit_test(test_untrusted_plugins_refused),
+        cmocka_unit_test(test_crashing_probe_isolated),
+        cmocka_unit_test(test_named_backend_opens_only_its_file),
         cmocka_unit_test(test_beside_libmha),
         cmocka_unit_test(test_auto_selection_follows_scores),
         cmocka_unit_test(test_select_by_name),
