@@ -193,7 +193,10 @@ void mha_error_prefix(mha_error *err, const char *fmt, ...) {
 
 /* ---- allocation ---- */
 
-/* Fault injection (tests only): process-wide counter. */
+#ifdef MHA_TEST_HOOKS
+/* Fault injection, compiled into test builds only (mha_static_testing): a
+ * process-wide counter, which the shipped library -- no global state --
+ * must not have. */
 static atomic_long alloc_counter;
 static atomic_long alloc_fail_at; /* 0 = off */
 static atomic_int alloc_fail_persistent;
@@ -214,6 +217,11 @@ static int alloc_should_fail(void) {
     if (at <= 0) return 0;
     return n == at || (n > at && atomic_load(&alloc_fail_persistent));
 }
+#else
+static int alloc_should_fail(void) {
+    return 0;
+}
+#endif
 
 void mha_alloc_ctx_init(mha_alloc_ctx *ctx, const mha_allocator *user) {
     memset(ctx, 0, sizeof *ctx);

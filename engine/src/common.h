@@ -48,11 +48,13 @@ void *mha_calloc(const mha_alloc_ctx *ctx, size_t n, size_t size); /* checked pr
 void mha_free(const mha_alloc_ctx *ctx, void *p);
 char *mha_strdup(const mha_alloc_ctx *ctx, const char *s);
 
-/* Test hook: when set to N > 0, the N-th allocation from now (process-wide,
- * counted over every context) fails; persistent = every one after it too.
- * Only for the fault-injection tests; not part of the public API. */
+#ifdef MHA_TEST_HOOKS
+/* Test hook, in test builds only (mha_static_testing): when set to N > 0,
+ * the N-th allocation from now (process-wide, counted over every context)
+ * fails; persistent = every one after it too. */
 void mha_alloc_fail_at(long n, int persistent);
 long mha_alloc_count(void);
+#endif
 
 /* Checked arithmetic: return 0 on overflow. */
 int mha_mul_size(size_t a, size_t b, size_t *out);

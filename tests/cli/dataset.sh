@@ -7,7 +7,7 @@
 # equal the same rows run alone at their true length, zero past it.
 # Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
-: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_TMP:?}"
+: "${MHA:?set MHA to the mha binary}" "${MHA_TESTHOOKS:?set MHA_TESTHOOKS to the mha-testhooks binary}" "${MHA_TEST_TMP:?}"
 T="$MHA_TEST_TMP"
 rm -rf "$T" && mkdir -p "$T"
 
@@ -48,7 +48,7 @@ echo "ok: batch sizes 1 4 7 22 1000 and one shot agree bitwise"
 
 echo "== kill -9 between a chunk's write and its checkpoint, then --resume"
 set +e
-MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 4 \
+MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 4 \
   --checkpoint-every 0 --quiet 2>/dev/null
 rc=$?
 set -e
@@ -62,7 +62,7 @@ cmp -s "$T/ref.npy" "$T/k.npy" || fail "resumed file differs"
 echo "ok: truncated to the checkpoint and finished byte-identical"
 
 echo "== a real kill -9 at a random moment, then --resume"
-MHA_TEST_DATASET_DELAY_MS=40 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/r.npy" --batch-size 2 \
+MHA_TEST_DATASET_DELAY_MS=40 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/r.npy" --batch-size 2 \
   --checkpoint-every 0 --quiet 2>/dev/null &
 pid=$!
 sleep 0.2
@@ -74,7 +74,7 @@ cmp -s "$T/ref.npy" "$T/r.npy" || fail "resumed after kill -9 differs"
 echo "ok: kill -9 + --resume"
 
 echo "== SIGINT stops after the chunk with a checkpoint; a changed input refuses --resume"
-MHA_TEST_DATASET_DELAY_MS=40 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/i.npy" --batch-size 2 \
+MHA_TEST_DATASET_DELAY_MS=40 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/i.npy" --batch-size 2 \
   --quiet 2>"$T/stderr" &
 pid=$!
 sleep 0.2
