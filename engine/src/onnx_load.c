@@ -113,6 +113,11 @@ typedef struct builder {
     int *slots;                    /* open-addressing name table: value id + 1, 0 = empty */
     size_t n_slots;                /* a power of two */
     unsigned char *declared_input; /* per value: named by a graph input */
+    unsigned char *unread_init;    /* per value: an initializer no node reads, its
+                                      external data checked but not read */
+    const char **used;             /* names read by a node or a graph output: an
+                                      open-addressing set, NULL = empty slot */
+    size_t n_used_slots;           /* a power of two */
 } builder;
 
 static mha_status oom(builder *b) {
@@ -231,6 +236,40 @@ static mha_status value_set_init(builder *b, int v, tensor *t) {
     return MHA_OK;
 }
 
+/* The set of names some node reads or the graph outputs, so initializers
+ * nobody reads are not read from external data (a small model naming a huge
+ * file for a weight it never uses). */
+static size_t used_slot(const builder *b, const char *name) {
+    size_t mask = b->n_used_slots - 1, i = name_hash(name) & mask;
+    while (b->used[i] && strcmp(b->used[i], name) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static mha_status collect_used_names(builder *b, const Onnx__GraphProto *gp) {
+    size_t n = gp->n_output;
+    for (size_t i = 0; i < gp->n_node; i++)
+        n += gp->node[i]->n_input;
+    b->n_used_slots = 16;
+    while (b->n_used_slots < 2 * n)
+        b->n_used_slots *= 2;
+    b->used = mha_calloc(&b->g->alloc, b->n_used_slots, sizeof *b->used);
+    if (!b->used) return oom(b);
+    for (size_t i = 0; i < gp->n_output; i++)
+        if (gp->output[i]->name && *gp->output[i]->name)
+            b->used[used_slot(b, gp->output[i]->name)] = gp->output[i]->name;
+    for (size_t i = 0; i < gp->n_node; i++)
+        for (size_t k = 0; k < gp->node[i]->n_input; k++) {
+            const char *in = gp->node[i]->input[k];
+            if (in && *in) b->used[used_slot(b, in)] = in;
+        }
+    return MHA_OK;
+}
+
+static int name_used(const builder *b, const char *name) {
+    return b->used[used_slot(b, name)] != NULL;
+}
+
 static mha_status add_initializers(builder *b, Onnx__GraphProto *gp) {
     mha_status st;
     for (size_t i = 0; i < gp->n_initializer; i++) {
@@ -241,8 +280,20 @@ static mha_status add_initializers(builder *b, Onnx__GraphProto *gp) {
         int v;
         if ((st = value_add(b, name, "an initializer", &v)) != MHA_OK) return st;
         tensor *t = NULL;
-        if ((st = onnx_tensor_load(b->lc, tp, "initializer", &t, b->err)) != MHA_OK) return st;
-        value_set_init(b, v, t);
+        b->lc->skip_external_read = !name_used(b, name);
+        st = onnx_tensor_load(b->lc, tp, "initializer", &t, b->err);
+        b->lc->skip_external_read = 0;
+        if (st != MHA_OK) return st;
+        if (t) {
+            value_set_init(b, v, t);
+        } else { /* unread: the value keeps its declared type only */
+            ir_value *val = &b->g->values[v];
+            b->unread_init[v] = 1;
+            val->dtype = (mha_dtype)tp->data_type;
+            val->rank = (int)tp->n_dims;
+            for (size_t d = 0; d < tp->n_dims; d++)
+                val->dims[d] = tp->dims[d];
+        }
     }
     for (size_t i = 0; i < gp->n_sparse_initializer; i++) {
         Onnx__SparseTensorProto *sp = gp->sparse_initializer[i];
@@ -273,7 +324,7 @@ static mha_status add_graph_inputs(builder *b, Onnx__GraphProto *gp) {
         if (!*name)
             return mha_fail(b->err, MHA_ERR_MODEL_FORMAT, "graph input #%zu has no name", i);
         int v = name_lookup(b, name);
-        if (v >= 0 && !b->declared_input[v] && g->values[v].init) {
+        if (v >= 0 && !b->declared_input[v] && (g->values[v].init || b->unread_init[v])) {
             b->declared_input[v] = 1; /* an initializer with a default: a constant */
             continue;
         }
@@ -746,11 +797,13 @@ static mha_status build_graph(builder *b, Onnx__ModelProto *m) {
     b->cap_values = cap;
     g->values = mha_calloc(a, cap ? cap : 1, sizeof *g->values);
     b->declared_input = mha_calloc(a, cap ? cap : 1, 1);
+    b->unread_init = mha_calloc(a, cap ? cap : 1, 1);
     b->n_slots = 16;
     while (b->n_slots < 2 * cap)
         b->n_slots *= 2;
     b->slots = mha_calloc(a, b->n_slots, sizeof *b->slots);
-    if (!g->values || !b->declared_input || !b->slots) return oom(b);
+    if (!g->values || !b->declared_input || !b->unread_init || !b->slots) return oom(b);
+    if ((st = collect_used_names(b, gp)) != MHA_OK) return st;
 
     if ((st = add_initializers(b, gp)) != MHA_OK) return st;
     if ((st = add_graph_inputs(b, gp)) != MHA_OK) return st;
@@ -785,6 +838,8 @@ static mha_status load_common(ir_graph *g, const void *data, size_t size, void *
     onnx_load_ctx_close(&lc);
     mha_free(&g->alloc, b.slots);
     mha_free(&g->alloc, b.declared_input);
+    mha_free(&g->alloc, b.unread_init);
+    mha_free(&g->alloc, b.used);
     protobuf_c_message_free_unpacked(msg, &pa.pb);
     return st;
 }
