@@ -240,12 +240,28 @@ void *mha_malloc(const mha_alloc_ctx *ctx, size_t size) {
     return p;
 }
 
-void *mha_calloc(const mha_alloc_ctx *ctx, size_t n, size_t size) {
+void *mha_malloc_small(const mha_alloc_ctx *ctx, size_t size) {
+    if (alloc_should_fail()) return NULL;
+    if (size == 0) size = 1;
+    if (ctx && ctx->user.alloc) return ctx->user.alloc(ctx->user.user, size, 16);
+    return malloc(size);
+}
+
+static void *calloc_with(void *(*alloc)(const mha_alloc_ctx *, size_t), const mha_alloc_ctx *ctx,
+                         size_t n, size_t size) {
     size_t total;
     if (!mha_mul_size(n, size, &total)) return NULL;
-    void *p = mha_malloc(ctx, total);
+    void *p = alloc(ctx, total);
     if (p) memset(p, 0, total);
     return p;
+}
+
+void *mha_calloc(const mha_alloc_ctx *ctx, size_t n, size_t size) {
+    return calloc_with(mha_malloc, ctx, n, size);
+}
+
+void *mha_calloc_small(const mha_alloc_ctx *ctx, size_t n, size_t size) {
+    return calloc_with(mha_malloc_small, ctx, n, size);
 }
 
 void mha_free(const mha_alloc_ctx *ctx, void *p) {
@@ -260,7 +276,7 @@ void mha_free(const mha_alloc_ctx *ctx, void *p) {
 char *mha_strdup(const mha_alloc_ctx *ctx, const char *s) {
     if (!s) s = "";
     size_t n = strlen(s) + 1;
-    char *d = mha_malloc(ctx, n);
+    char *d = mha_malloc_small(ctx, n);
     if (d) memcpy(d, s, n);
     return d;
 }

@@ -46,7 +46,13 @@ void mha_alloc_ctx_init(mha_alloc_ctx *ctx, const mha_allocator *user);
 void *mha_malloc(const mha_alloc_ctx *ctx, size_t size);           /* 64-byte aligned */
 void *mha_calloc(const mha_alloc_ctx *ctx, size_t n, size_t size); /* checked product */
 void mha_free(const mha_alloc_ctx *ctx, void *p);
-char *mha_strdup(const mha_alloc_ctx *ctx, const char *s);
+char *mha_strdup(const mha_alloc_ctx *ctx, const char *s); /* mha_malloc_small'd */
+/* For small pieces no kernel reads with SIMD loads (names, protobuf-c's
+ * structs): the C library's own alignment (16), no rounding to 64 bytes --
+ * a 5-byte name costs ~32 bytes instead of ~128, which is what a file of
+ * many tiny fields multiplies. Freed with mha_free. */
+void *mha_malloc_small(const mha_alloc_ctx *ctx, size_t size);
+void *mha_calloc_small(const mha_alloc_ctx *ctx, size_t n, size_t size); /* checked product */
 
 #ifdef MHA_TEST_HOOKS
 /* Test hook, in test builds only (mha_static_testing): when set to N > 0,

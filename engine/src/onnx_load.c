@@ -376,7 +376,7 @@ static int attr_infer_type(const Onnx__AttributeProto *ap) {
 }
 
 static char *bytes_dup(const mha_alloc_ctx *a, const ProtobufCBinaryData *bd) {
-    char *s = mha_malloc(a, bd->len + 1);
+    char *s = mha_malloc_small(a, bd->len + 1);
     if (!s) return NULL;
     if (bd->len) memcpy(s, bd->data, bd->len);
     s[bd->len] = '\0';
@@ -428,21 +428,21 @@ static mha_status convert_attr(builder *b, const ir_node *n, Onnx__AttributeProt
         return st;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS:
         at->type = IR_ATTR_FLOATS;
-        at->floats = mha_calloc(a, ap->n_floats ? ap->n_floats : 1, sizeof *at->floats);
+        at->floats = mha_calloc_small(a, ap->n_floats ? ap->n_floats : 1, sizeof *at->floats);
         if (!at->floats) return oom(b);
         if (ap->n_floats) memcpy(at->floats, ap->floats, ap->n_floats * sizeof *at->floats);
         at->n = ap->n_floats;
         return MHA_OK;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS:
         at->type = IR_ATTR_INTS;
-        at->ints = mha_calloc(a, ap->n_ints ? ap->n_ints : 1, sizeof *at->ints);
+        at->ints = mha_calloc_small(a, ap->n_ints ? ap->n_ints : 1, sizeof *at->ints);
         if (!at->ints) return oom(b);
         if (ap->n_ints) memcpy(at->ints, ap->ints, ap->n_ints * sizeof *at->ints);
         at->n = ap->n_ints;
         return MHA_OK;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS:
         at->type = IR_ATTR_STRINGS;
-        at->strings = mha_calloc(a, ap->n_strings ? ap->n_strings : 1, sizeof *at->strings);
+        at->strings = mha_calloc_small(a, ap->n_strings ? ap->n_strings : 1, sizeof *at->strings);
         if (!at->strings) return oom(b);
         at->n = ap->n_strings;
         for (size_t k = 0; k < ap->n_strings; k++) {
@@ -516,9 +516,9 @@ static mha_status add_nodes(builder *b, Onnx__GraphProto *gp) {
                             "for it",
                             desc);
 
-        n->inputs = mha_calloc(a, np->n_input ? np->n_input : 1, sizeof *n->inputs);
-        n->outputs = mha_calloc(a, np->n_output ? np->n_output : 1, sizeof *n->outputs);
-        n->attrs = mha_calloc(a, np->n_attribute ? np->n_attribute : 1, sizeof *n->attrs);
+        n->inputs = mha_calloc_small(a, np->n_input ? np->n_input : 1, sizeof *n->inputs);
+        n->outputs = mha_calloc_small(a, np->n_output ? np->n_output : 1, sizeof *n->outputs);
+        n->attrs = mha_calloc_small(a, np->n_attribute ? np->n_attribute : 1, sizeof *n->attrs);
         if (!n->inputs || !n->outputs || !n->attrs) return oom(b);
         n->n_inputs = np->n_input;
         n->n_outputs = np->n_output;

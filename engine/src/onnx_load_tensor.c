@@ -509,11 +509,11 @@ mha_status onnx_tensor_load(onnx_load_ctx *lc, Onnx__TensorProto *tp, const char
             return mha_fail(err, MHA_ERR_MODEL_FORMAT,
                             "%s: raw_data has %zu bytes, expected %zu (%s %s)", label,
                             tp->raw_data.len, nbytes, shape, mha_dtype_name(dt));
-        if (nbytes > 0) {
+        if (nbytes > 0 && ((uintptr_t)tp->raw_data.data & 63) == 0) {
             /* Adopt protobuf-c's copy of raw_data instead of copying it again:
-             * it came from the same allocator (see onnx_pb_alloc), 64-byte
-             * aligned, and is exactly nbytes long. Halves peak memory for
-             * big initializers. */
+             * it came from the same allocator (see onnx_pb_alloc), is exactly
+             * nbytes long and, when large, 64-byte aligned (short ones are
+             * copied below). Halves peak memory for big initializers. */
             st = tensor_shell(lc->alloc, dt, rank, dims, nbytes, tp->raw_data.data, &t, err);
             if (st != MHA_OK) return st;
             tp->raw_data.data = NULL;
@@ -525,6 +525,10 @@ mha_status onnx_tensor_load(onnx_load_ctx *lc, Onnx__TensorProto *tp, const char
             if (st != MHA_OK) {
                 mha_error_prefix(err, "%s", label);
                 return st;
+            }
+            if (nbytes > 0) {
+                memcpy(t->data, tp->raw_data.data, nbytes);
+                bytes_from_little_endian(t->data, nbytes, esize);
             }
         }
     } else {

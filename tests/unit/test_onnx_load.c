@@ -738,7 +738,8 @@ static void test_wire_errors(void **state) {
     assert_non_null(strstr(err.message, "malformed protobuf"));
 
     /* 2^24 + 1 empty producer_name fields: 32 MiB that protobuf-c would turn
-     * into 2^24 allocations; refused by the scan before any is made */
+     * into 2^24 allocations (~550 MiB); refused by the scan's memory bound
+     * before any is made */
     size_t n = ((size_t)1 << 24) + 1;
     unsigned char *many = malloc(2 * n);
     assert_non_null(many);
@@ -748,9 +749,75 @@ static void test_wire_errors(void **state) {
     }
     mha_alloc_fail_at(0, 0);
     assert_int_equal(ir_load_memory(NULL, many, 2 * n, NULL, NULL, &g, &err), MHA_ERR_LIMIT);
-    assert_non_null(strstr(err.message, "protobuf fields that need memory"));
+    assert_non_null(strstr(err.message, "would take more than 320 MiB of memory to unpack"));
     assert_true(mha_alloc_count() < 10);
     free(many);
+}
+
+/* ModelProto bytes: graph (field 7) holding n copies of `item` (bytes each)
+ * after an opset import; *size set. */
+static unsigned char *graph_of_items(const unsigned char *item, size_t bytes, size_t n,
+                                     size_t *size) {
+    size_t inner = n * bytes, cap = inner + 32, at;
+    unsigned char *buf = malloc(cap);
+    assert_non_null(buf);
+    static const unsigned char head[] = {0x08, 0x08, 0x42, 0x02, 0x10, 0x11}; /* ir 8, opset 17 */
+    memcpy(buf, head, sizeof head);
+    at = sizeof head;
+    buf[at++] = 0x3a; /* graph, then its length as a varint */
+    size_t v = inner;
+    while (v >= 0x80) {
+        buf[at++] = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    buf[at++] = (unsigned char)v;
+    for (size_t i = 0; i < n; i++, at += bytes)
+        memcpy(buf + at, item, bytes);
+    *size = at;
+    return buf;
+}
+
+/* Memory per byte of input: files of tiny messages are refused by the wire
+ * scan, before protobuf-c allocates anything and within a fraction of a
+ * second, with the limit in the message. */
+static void test_amplification_limits(void **state) {
+    (void)state;
+    ir_graph *g = NULL;
+    mha_error err;
+    size_t size;
+    /* 2^18 + 1 empty NodeProtos (512 KiB) */
+    static const unsigned char empty_node[] = {0x0a, 0x00};
+    unsigned char *nodes = graph_of_items(empty_node, 2, ((size_t)1 << 18) + 1, &size);
+    mha_alloc_fail_at(0, 0);
+    mha_error_clear(&err);
+    assert_int_equal(ir_load_memory(NULL, nodes, size, NULL, NULL, &g, &err), MHA_ERR_LIMIT);
+    if (!strstr(err.message, "more than 262144 nodes")) fail_msg("%s", err.message);
+    assert_true(mha_alloc_count() < 10);
+    free(nodes);
+    /* a chain of 300000 Relu nodes, 26 bytes each (7.8 MB): the node bound */
+    static const unsigned char relu[] = {0x0a, 0x18, 0x0a, 0x07, 'v', '1', '2', '3', '4',
+                                         '5',  '6',  0x12, 0x07, 'w', '1', '2', '3', '4',
+                                         '5',  '6',  0x22, 0x04, 'R', 'e', 'l', 'u'};
+    unsigned char *chain = graph_of_items(relu, sizeof relu, 300000, &size);
+    mha_alloc_fail_at(0, 0);
+    assert_int_equal(ir_load_memory(NULL, chain, size, NULL, NULL, &g, &err), MHA_ERR_LIMIT);
+    assert_true(mha_alloc_count() < 10);
+    free(chain);
+    /* 12 M empty value_info entries (24 MiB; ~1 GiB for protobuf-c): the
+     * memory bound, 64 MiB + 8 per byte */
+    static const unsigned char empty_vi[] = {0x6a, 0x00};
+    unsigned char *vis = graph_of_items(empty_vi, 2, (size_t)12 << 20, &size);
+    mha_alloc_fail_at(0, 0);
+    assert_int_equal(ir_load_memory(NULL, vis, size, NULL, NULL, &g, &err), MHA_ERR_LIMIT);
+    if (!strstr(err.message, "would take more than 256 MiB of memory to unpack"))
+        fail_msg("%s", err.message);
+    assert_true(mha_alloc_count() < 10);
+    free(vis);
+    /* ... while 100000 of them (200 KiB, under the 64 MiB base) load */
+    vis = graph_of_items(empty_vi, 2, 100000, &size);
+    assert_int_equal(ir_load_memory(NULL, vis, size, NULL, NULL, &g, &err), MHA_ERR_MODEL_FORMAT);
+    assert_non_null(strstr(err.message, "declares no outputs"));
+    free(vis);
 }
 
 /* Builds ModelProto bytes nested `levels` sub-messages deep:
@@ -1561,6 +1628,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_tensor_typed_fields, arena_teardown),
         cmocka_unit_test_teardown(test_external_data, arena_teardown),
         cmocka_unit_test_teardown(test_external_data_bounded, arena_teardown),
+        cmocka_unit_test(test_amplification_limits),
         cmocka_unit_test_teardown(test_sparse_initializers, arena_teardown),
         cmocka_unit_test_teardown(test_graph_structure, arena_teardown),
         cmocka_unit_test_teardown(test_graph_errors, arena_teardown),
