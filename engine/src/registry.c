@@ -71,14 +71,12 @@ static void reg_log(const registry_options *o, mha_log_level level, const char *
 
 static void reg_log(const registry_options *o, mha_log_level level, const char *fmt, ...) {
     if (!o || !o->log || level > o->log_level) return;
-    char msg[1024];
+    char raw[1024], msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    for (char *p = msg; *p; p++) /* one line */
-        if (*p == '\n' || *p == '\r') *p = ' ';
-    o->log(o->log_user, level, msg);
+    o->log(o->log_user, level, mha_text_escape(msg, sizeof msg, raw)); /* one line, no controls */
 }
 
 /* Grows a pointer-sized array by doubling; 0 on allocation failure. */
@@ -125,12 +123,12 @@ static plugin_entry *reg_add_entry(reg_build *b, const char *path) {
 static void reg_set_reason(plugin_entry *e, const char *fmt, ...) MHA_PRINTF(2, 3);
 
 static void reg_set_reason(plugin_entry *e, const char *fmt, ...) {
+    char raw[sizeof e->reason];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->reason, sizeof e->reason, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    for (char *p = e->reason; *p; p++)
-        if (*p == '\n' || *p == '\r') *p = ' ';
+    mha_text_escape(e->reason, sizeof e->reason, raw); /* paths are printed by `mha backends` */
 }
 
 /* A plugin name is short and [a-z0-9_]: it is typed on command lines and
