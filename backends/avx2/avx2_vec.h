@@ -78,7 +78,7 @@ static inline float vf_hsum(vf x) {
  * result stays a normal float). exp(0) is exactly 1.
  */
 static inline vf vf_exp(vf x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.33654f));
+    x = _mm256_max_ps(_mm256_set1_ps(-87.33654f), x); /* NaN stays NaN */
     vf n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     vf r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
@@ -113,6 +113,10 @@ static inline vf vf_hide_masked(vf s, vf mv) {
 }
 static inline vf vf_hide_tail(vf s, int64_t n) {
     return _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), s, _mm256_castsi256_ps(vf_lanes(n)));
+}
+/* Lanes that are NaN or +inf, as bits: such a score poisons its row. */
+static inline unsigned vf_bad_bits(vf x) {
+    return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_set1_ps(INFINITY), _CMP_NLT_UQ));
 }
 static inline vf vf_exp_or_zero(vf s, vf m) {
     vf live = _mm256_cmp_ps(s, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ);

@@ -68,7 +68,7 @@ static inline float vf_hsum(vf x) {
  * negligible next to the row max's 1); exp(0) is exactly 1.
  */
 static inline vf vf_exp(vf x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.33654f));
+    x = _mm512_max_ps(_mm512_set1_ps(-87.33654f), x); /* NaN stays NaN */
     vf n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     /* r = x - n*ln2, ln2 split in a part exact in float and a correction */
@@ -102,6 +102,10 @@ static inline vf vf_hide_masked(vf s, vf mv) {
 }
 static inline vf vf_hide_tail(vf s, int64_t n) {
     return _mm512_mask_blend_ps(vf_lanes(n), _mm512_set1_ps(-INFINITY), s);
+}
+/* Lanes that are NaN or +inf, as bits: such a score poisons its row. */
+static inline unsigned vf_bad_bits(vf x) {
+    return (unsigned)_mm512_cmp_ps_mask(x, _mm512_set1_ps(INFINITY), _CMP_NLT_UQ);
 }
 static inline vf vf_exp_or_zero(vf s, vf m) {
     __mmask16 live = _mm512_cmp_ps_mask(s, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);

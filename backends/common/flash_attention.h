@@ -14,6 +14,7 @@
  *   vf_hide_masked(s, mv)     mv <= -FLT_MAX ? -inf : s + mv   (per lane)
  *   vf_hide_tail(s, n)        lanes >= n -> -inf
  *   vf_exp_or_zero(s, m)      s == -inf ? 0 : exp(s - m)
+ *   vf_bad_bits(s)            bit per lane that is NaN or +inf
  *   FA_MR  rows of the score micro-tile (registers: FA_MR x FA_BC/VLEN)
  *   FA_BR  query rows per block (a multiple of FA_MR)
  *   FA_BC  keys per block (a multiple of VLEN)
@@ -31,13 +32,16 @@
  *     S[r, :] = Q[r, :] . Kt[:, j0:j0+BC]                  (micro-tile)
  *     for each row r with keys left in this block:
  *       s = scale*S[r, :]; softcap; + mask; -inf where masked
+ *       if any s is NaN or +inf: the row is poisoned (its output is NaN)
  *       mb = max(s); if mb == -inf: continue       (row untouched by block)
  *       mn = max(m, mb); c = exp(m - mn)           (0 while m == -inf)
  *       p = exp(s - mn); l = l*c + (p summed over the block's vectors,
  *                                   lane by lane); m = mn
  *     for each group of FA_PVR rows the block touched:   (micro-tile)
  *       acc = acc*c + p . Vp[j0:j0+BC, :]
- *   O[r, :] = sum(l) > 0 ? acc / sum(l) : 0      (fully masked row -> 0)
+ *   O[r, :] = poisoned ? NaN : sum(l) > 0 ? acc / sum(l) : 0
+ *                                     (fully masked row -> 0, as ONNX says;
+ *                                      NaN scores -> NaN, never hidden)
  *
  * Determinism: every row's arithmetic is its own -- the same key blocks (at
  * fixed multiples of FA_BC), the same lanes, the same reduction orders (d
@@ -392,11 +396,14 @@ static inline void fa_pv_group(float *const *p, float *const *acc, const float *
  * kv_len); m: running max; lv [VLEN]: running sum kept per lane (reduced
  * once, at the end: no horizontal sum per block). Returns 0 when the block
  * shows this row nothing (its state is untouched), else 1 with *corr the
- * factor its accumulator must be scaled by before acc += P . V.
+ * factor its accumulator must be scaled by before acc += P . V. A visible
+ * score that is NaN or +inf (the reference's exp(s - max) is NaN for both)
+ * sets *poisoned and returns 0: the max and exp below would hide it.
  */
 static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int64_t j0, int64_t nv,
-                                 float *srow, float *m, float *lv, float *corr_out) {
+                                 float *srow, float *m, float *lv, float *corr_out, int *poisoned) {
     vf x[FA_NCV];
+    unsigned bad = 0;
     const vf vscale = vf_set1(a->scale);
 
     /* pass a: logits = scale * dot, softcap, + mask; hidden keys -> -inf */
@@ -422,7 +429,12 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int6
             t = vf_hide_masked(t, mv);
         }
         if (lanes < VLEN) t = vf_hide_tail(t, lanes);
+        bad |= vf_bad_bits(t);
         x[c] = t;
+    }
+    if (bad) {
+        *poisoned = 1;
+        return 0;
     }
 
     /* pass b: the block max; a row that sees nothing here keeps its state */
@@ -471,6 +483,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     float *acc = ws + L->acc, *mx = ws + L->ml, *lv = ws + L->lv;
     float *pad = ws + L->pad;
     int64_t row_end[FA_BR], live[FA_BR], live_nv[FA_BR];
+    int poisoned[FA_BR];
     float corr[FA_BR];
 
     for (int64_t t = 0; t < FA_BC + dvp; t++)
@@ -485,6 +498,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         row_end[r] = kernel_row_key_end(a, b, i0 + r);
         if (row_end[r] > blk_end) blk_end = row_end[r];
         mx[r] = -INFINITY;
+        poisoned[r] = 0;
         vf_store(lv + r * VLEN, vf_zero());
         memset(acc + r * dvp, 0, (size_t)dvp * sizeof(float));
     }
@@ -501,10 +515,10 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         int64_t n_live = 0;
         for (int64_t r = 0; r < br; r++) {
             int64_t nv = row_end[r] - j0;
-            if (nv <= 0) continue;
+            if (nv <= 0 || poisoned[r]) continue;
             if (nv > FA_BC) nv = FA_BC;
             if (fa_row_softmax(a, kernel_mask_row(a, b, h, i0 + r), j0, nv, s + r * FA_BC, &mx[r],
-                               lv + r * VLEN, &corr[n_live])) {
+                               lv + r * VLEN, &corr[n_live], &poisoned[r])) {
                 live[n_live] = r;
                 live_nv[n_live] = nv;
                 n_live++;
@@ -547,12 +561,15 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         }
     }
 
-    /* pass 4: normalise; a row that saw no key is 0 */
+    /* pass 4: normalise; a row that saw no key is 0, a poisoned row NaN */
     float *ob = a->o + b * a->o_sb + h * a->o_sh;
     for (int64_t r = 0; r < br; r++) {
         float *orow = ob + (i0 + r) * a->o_ss;
         const float l = vf_hsum(vf_load(lv + r * VLEN));
-        if (l > 0.0f) {
+        if (poisoned[r]) {
+            for (int64_t d = 0; d < a->dv; d++)
+                orow[d] = NAN;
+        } else if (l > 0.0f) {
             vf vl = vf_set1(l);
             int64_t d = 0;
             for (; d + VLEN <= a->dv; d += VLEN)

@@ -79,7 +79,7 @@ static inline float vf_hsum(vf x) {
 /* exp as in the SIMD backends, for x <= 0: x = n*ln2 + r, Taylor to r^7, 2^n in the
  * exponent bits; n rounded to nearest by the 1.5*2^23 shift. */
 static inline vf vf_exp(vf x) {
-    x = vf_max(x, vf_set1(-87.33654f));
+    x = vf_max(vf_set1(-87.33654f), x); /* NaN stays NaN */
     const vf shift = vf_set1(12582912.0f);
     vf n = (x * vf_set1(1.44269504088896341f) + shift) - shift;
     vf r = x - n * vf_set1(0.693359375f);
@@ -109,6 +109,11 @@ static inline vf vf_hide_tail(vf s, int64_t n) {
     int32_t k = n <= 0 ? 0 : n >= VLEN ? VLEN : (int32_t)n;
     vi lane = {0, 1, 2, 3};
     return vf_select(lane < (vi){k, k, k, k}, s, vf_set1(-INFINITY));
+}
+/* Lanes that are NaN or +inf, as bits: such a score poisons its row. */
+static inline unsigned vf_bad_bits(vf x) {
+    vi bad = ~(x < vf_set1(INFINITY)); /* false for NaN and +inf */
+    return (unsigned)((bad[0] & 1) | (bad[1] & 2) | (bad[2] & 4) | (bad[3] & 8));
 }
 static inline vf vf_exp_or_zero(vf s, vf m) {
     return vf_select(s != vf_set1(-INFINITY), vf_exp(s - m), vf_zero());

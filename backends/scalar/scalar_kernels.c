@@ -106,8 +106,11 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
     double *s = scratch;                               /* [Skv] scores; -inf = masked */
     double *acc = scratch + (a->Skv > 0 ? a->Skv : 0); /* [dv] */
 
-    /* pass 1: scores s[j] = scale * q.k_j, softcap, + mask; and their max */
+    /* pass 1: scores s[j] = scale * q.k_j, softcap, + mask; and their max.
+     * NaN never wins `sj > smax`, so keys that are not masked are counted
+     * apart: a row of NaN scores is not a fully masked row. */
     double smax = -INFINITY;
+    int64_t n_live = 0;
     for (int64_t j = 0; j < end; j++) {
         const float *kj = kb + j * a->k_ss;
         double dot = 0.0;
@@ -121,15 +124,17 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
         }
         s[j] = sj;
         if (sj > smax) smax = sj;
+        if (sj != -INFINITY) n_live++;
     }
 
     /* a row with every key masked gives zeros, never NaN */
-    if (smax == -INFINITY) {
+    if (n_live == 0) {
         memset(o, 0, (size_t)(a->dv > 0 ? a->dv : 0) * sizeof(float));
         return;
     }
 
-    /* pass 2: p_j = exp(s_j - max) and their sum (masked keys give 0) */
+    /* pass 2: p_j = exp(s_j - max) and their sum (masked keys give 0); a
+     * NaN score, or a +inf one (inf - inf), makes the whole row NaN */
     double sum = 0.0;
     for (int64_t j = 0; j < end; j++) {
         s[j] = s[j] == -INFINITY ? 0.0 : exp(s[j] - smax);

@@ -248,6 +248,7 @@ static void ext_qk_row(const layer *L, const ext_bare *x, int64_t b, int64_t h, 
         if (f < end) end = f;
     }
     double mx = -INFINITY;
+    int live = 0;
     for (int64_t j = 0; j < x->T; j++) {
         const float *krow = x->kc + ((b * x->Hkv + g) * x->T + j) * x->dk;
         double dot = 0.0;
@@ -262,15 +263,17 @@ static void ext_qk_row(const layer *L, const ext_bare *x, int64_t b, int64_t h, 
         }
         s[j] = v;
         if (v > mx) mx = v;
+        if (v != -INFINITY) live = 1; /* NaN is live: never a masked row */
     }
     if (L->qk_mode == 3) {
+        /* every key masked: 0; a NaN or +inf score: the row is NaN */
         double sum = 0.0;
         for (int64_t j = 0; j < x->T; j++) {
-            s[j] = (mx == -INFINITY || s[j] == -INFINITY) ? 0.0 : exp(s[j] - mx);
+            s[j] = s[j] == -INFINITY ? 0.0 : exp(s[j] - mx);
             sum += s[j];
         }
         for (int64_t j = 0; j < x->T; j++)
-            s[j] = sum > 0.0 ? s[j] / sum : 0.0;
+            s[j] = live ? s[j] / sum : 0.0;
     }
     for (int64_t j = 0; j < x->T; j++)
         ext_store(out, x->dt, out_off + j, (float)s[j]);

@@ -87,6 +87,7 @@ static mha_status msft_attend(interp_ctx *c, const msft_problem *p, tensor *out)
             for (int64_t i = 0; i < p->S; i++) {
                 const double *qi = p->q + ((b * p->H + h) * p->S + i) * p->dh;
                 double mx = -INFINITY;
+                int live = 0;
                 for (int64_t j = 0; j < p->T; j++) {
                     double bias;
                     if (!msft_visible(p, b, h, i, j, &bias)) {
@@ -99,10 +100,12 @@ static mha_status msft_attend(interp_ctx *c, const msft_problem *p, tensor *out)
                         dot += qi[d] * kj[d];
                     s[j] = p->scale * dot + bias;
                     if (s[j] > mx) mx = s[j];
+                    if (s[j] != -INFINITY) live = 1; /* NaN is live: never a masked row */
                 }
+                /* every key masked: 0; a NaN or +inf score: the row is NaN */
                 double sum = 0.0;
                 for (int64_t j = 0; j < p->T; j++) {
-                    s[j] = (mx == -INFINITY || s[j] == -INFINITY) ? 0.0 : exp(s[j] - mx);
+                    s[j] = s[j] == -INFINITY ? 0.0 : exp(s[j] - mx);
                     sum += s[j];
                 }
                 for (int64_t e = 0; e < p->dv; e++) {
@@ -111,7 +114,7 @@ static mha_status msft_attend(interp_ctx *c, const msft_problem *p, tensor *out)
                         if (s[j] != 0.0)
                             acc += s[j] * p->v[((b * p->H + h) * p->T + j) * p->dv + e];
                     tensor_set_f64(out, (b * p->S + i) * (p->H * p->dv) + h * p->dv + e,
-                                   sum > 0.0 ? acc / sum : 0.0);
+                                   live ? acc / sum : 0.0);
                 }
             }
     mha_free(c->a, s);

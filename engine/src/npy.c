@@ -477,8 +477,16 @@ const npy_header *npy_reader_header(const npy_reader *r) {
     return &r->h;
 }
 
+/* Zero copy only where the elements sit at a multiple of their size: a
+ * header of odd length (any writer may pad it so) would hand the kernels
+ * misaligned floats. Such a file is read through the copying path. */
+static int npy_reader_map_aligned(const npy_reader *r) {
+    size_t esize = mha_dtype_size(r->h.dtype);
+    return r->map && esize > 0 && r->h.header_bytes % esize == 0;
+}
+
 const void *npy_reader_mapped_data(const npy_reader *r) {
-    return r->map ? (const unsigned char *)r->map + r->h.header_bytes : NULL;
+    return npy_reader_map_aligned(r) ? (const unsigned char *)r->map + r->h.header_bytes : NULL;
 }
 
 mha_status npy_reader_read_rows(npy_reader *r, int64_t r0, int64_t r1, mha_dtype want, void *dst,
@@ -533,7 +541,7 @@ mha_status npy_reader_read_rows(npy_reader *r, int64_t r0, int64_t r1, mha_dtype
 }
 
 const void *npy_reader_mapped_rows(const npy_reader *r, int64_t r0, int64_t r1) {
-    if (!r->map || r0 < 0 || r1 < r0 || r1 > r->h.rows) return NULL;
+    if (!npy_reader_map_aligned(r) || r0 < 0 || r1 < r0 || r1 > r->h.rows) return NULL;
     return (const unsigned char *)r->map + r->h.header_bytes + (size_t)r0 * r->h.row_bytes;
 }
 

@@ -262,29 +262,46 @@ int tensorfile_can_convert(mha_dtype from, mha_dtype to) {
     return 0;
 }
 
+/* Element i of src, which may sit at any address (a mapped file's data
+ * need not be aligned to the element size): every load is a memcpy of
+ * `size` bytes into `v`. */
+static void convert_load(const void *src, size_t i, size_t size, void *v) {
+    memcpy(v, (const unsigned char *)src + i * size, size);
+}
+
 static double convert_get(const void *src, mha_dtype d, size_t i) {
+    float f;
+    double x;
+    uint16_t u;
     switch (d) {
     case MHA_DTYPE_FLOAT32:
-        return ((const float *)src)[i];
+        convert_load(src, i, sizeof f, &f);
+        return f;
     case MHA_DTYPE_FLOAT64:
-        return ((const double *)src)[i];
+        convert_load(src, i, sizeof x, &x);
+        return x;
     case MHA_DTYPE_FLOAT16:
-        return mha_half_to_float(((const uint16_t *)src)[i]);
+        convert_load(src, i, sizeof u, &u);
+        return mha_half_to_float(u);
     case MHA_DTYPE_BFLOAT16:
-        return mha_bf16_to_float(((const uint16_t *)src)[i]);
+        convert_load(src, i, sizeof u, &u);
+        return mha_bf16_to_float(u);
     default:
         return 0.0;
     }
 }
 
 static int convert_nonzero(const void *src, mha_dtype d, size_t i) {
+    int64_t l;
+    int32_t w;
     switch (d) {
     case MHA_DTYPE_INT64:
-        return ((const int64_t *)src)[i] != 0;
+        convert_load(src, i, sizeof l, &l);
+        return l != 0;
     case MHA_DTYPE_INT32:
-        return ((const int32_t *)src)[i] != 0;
+        convert_load(src, i, sizeof w, &w);
+        return w != 0;
     case MHA_DTYPE_INT8:
-        return ((const int8_t *)src)[i] != 0;
     case MHA_DTYPE_UINT8:
     case MHA_DTYPE_BOOL:
         return ((const uint8_t *)src)[i] != 0;

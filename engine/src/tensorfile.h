@@ -136,8 +136,9 @@ typedef struct npy_reader npy_reader;
 mha_status npy_reader_open(const mha_alloc_ctx *a, const char *path, npy_mmap_mode mode,
                            npy_reader **out, mha_error *err);
 const npy_header *npy_reader_header(const npy_reader *r);
-/* The mapped data when the reader mapped the file, else NULL. Read-only;
- * valid until npy_reader_close. */
+/* The mapped data when the reader mapped the file and the data starts at a
+ * multiple of its element size, else NULL. Read-only; valid until
+ * npy_reader_close. */
 const void *npy_reader_mapped_data(const npy_reader *r);
 /* Reads rows [r0, r1) of the outer dimension into dst (dst_bytes long),
  * converting each element to `want` (MHA_DTYPE_UNDEFINED = as stored; see
@@ -148,7 +149,8 @@ const void *npy_reader_mapped_data(const npy_reader *r);
 mha_status npy_reader_read_rows(npy_reader *r, int64_t r0, int64_t r1, mha_dtype want, void *dst,
                                 size_t dst_bytes, mha_error *err);
 /* Rows [r0, r1) as stored, straight from the mapping (zero-copy), or NULL
- * when the file is not mapped or the range is bad. Valid until close. */
+ * when the file is not mapped, its data is misaligned (as for
+ * npy_reader_mapped_data) or the range is bad. Valid until close. */
 const void *npy_reader_mapped_rows(const npy_reader *r, int64_t r0, int64_t r1);
 /* Tells the kernel about rows [r0, r1): NPY_ADVICE_WILLNEED starts reading
  * them in the background (the next chunk while this one computes);

@@ -45,15 +45,24 @@ for variant in plain causal; do
     printf '\000\000\300\177' | dd of="$T/xnan.npy" bs=1 seek=$off conv=notrunc 2>/dev/null
     for threads in 1 2; do
       "$MHA" run "$T/$variant.onnx" "$T/x.npy" -o "$T/y.npy" --threads $threads --quiet
-      "$MHA" run "$T/$variant.onnx" "$T/xnan.npy" -o "$T/ynan.npy" --threads $threads --quiet
+      "$MHA" run "$T/$variant.onnx" "$T/xnan.npy" -o "$T/ynan.npy" --threads $threads 2>"$T/run.err"
+      # the summary counts sequences (batch items) with a non-finite output
+      grep -q "; 1 rows with non-finite outputs;" "$T/run.err" ||
+        fail "$variant: the summary does not count the poisoned item: $(cat "$T/run.err")"
       k=0
       while [ $k -lt $B ]; do
         slice "$T/y.npy" $k >"$T/a.bin"
         slice "$T/ynan.npy" $k >"$T/b.bin"
         [ "$(wc -c <"$T/b.bin")" -eq "$item" ] || fail "short output slice"
         if [ $k -eq $poisoned ]; then
+          # every row that sees token 1 is NaN, its own row included (all of
+          # its scores are NaN: never taken for a fully masked row): all S
+          # rows, or rows 1..S-1 under the causal mask
           n=$(nans "$T/ynan.npy" $k)
-          [ "$n" -gt 0 ] || fail "$variant, $threads threads: item $k got a NaN input but no NaN output"
+          want=$((S * D))
+          [ "$variant" = causal ] && want=$(((S - 1) * D))
+          [ "$n" -eq "$want" ] ||
+            fail "$variant, $threads threads: item $k: $n NaN outputs, wanted $want"
           [ "$(nans "$T/y.npy" $k)" -eq 0 ] || fail "$variant: NaN without a NaN input"
         else
           cmp -s "$T/a.bin" "$T/b.bin" ||

@@ -459,6 +459,96 @@ static void test_attention_edges(void **state) {
     }
 }
 
+/* NaN and +inf scores are never taken for masked keys: a row whose scores
+ * hold NaN (a NaN query, key or mask value) or +inf (a +inf mask value)
+ * is NaN in every backend, as the reference's exp(s - max) makes it; rows
+ * that never see the poisoned key stay finite, and a fully masked row
+ * stays 0. Key counts cross vector and key-block edges. */
+static void nan_case_check(const attn_case *c, void (*poison)(attn_data *D),
+                           const unsigned char *want_nan_row) {
+    const backend *all[MAX_BACKENDS + 1];
+    all[0] = NULL; /* the reference */
+    for (int i = 0; i < NBK; i++)
+        all[i + 1] = &BK[i];
+    const size_t rows = (size_t)(c->B * c->Hq * c->Sq);
+    for (int bi = 0; bi <= NBK; bi++) {
+        attn_data D;
+        attn_make(c, &D);
+        poison(&D);
+        float *o = malloc(D.n_o * sizeof(float));
+        if (all[bi])
+            attn_full(all[bi]->p, all[bi]->state, &D, o, 1);
+        else
+            attn_full(REF, NULL, &D, o, 1);
+        for (size_t r = 0; r < rows; r++) {
+            /* [B, H, S, dv] layout: row r is the dv floats at r * dv */
+            for (int64_t d = 0; d < c->dv; d++) {
+                float x = o[r * (size_t)c->dv + (size_t)d];
+                if (want_nan_row[r] ? !isnan(x) : !isfinite(x))
+                    fail_msg("%s: row %zu element %lld is %g, wanted %s",
+                             all[bi] ? all[bi]->name : "scalar", r, (long long)d, (double)x,
+                             want_nan_row[r] ? "NaN" : "finite");
+            }
+        }
+        free(o);
+        attn_free(&D);
+    }
+}
+
+enum { NAN_B = 2, NAN_H = 2, NAN_SQ = 5, NAN_SKV = 83, NAN_D = 19 };
+static void poison_query(attn_data *D) { /* all of q[0, 1, 3, :] */
+    for (int64_t d = 0; d < NAN_D; d++)
+        D->q[((0 * NAN_H + 1) * NAN_SQ + 3) * NAN_D + d] = NAN;
+}
+static void poison_key(attn_data *D) { /* one element of k[1, 0, 70, :] */
+    D->k[((1 * 1 + 0) * NAN_SKV + 70) * NAN_D + 4] = NAN;
+}
+static void poison_mask(attn_data *D) { /* mask[0, 0, 2, 66] NaN, mask[1, 1, 4, 5] +inf */
+    D->mask[((0 * NAN_H + 0) * NAN_SQ + 2) * NAN_SKV + 66] = NAN;
+    D->mask[((1 * NAN_H + 1) * NAN_SQ + 4) * NAN_SKV + 5] = INFINITY;
+}
+
+static void test_attention_nan_rows(void **state) {
+    (void)state;
+    attn_case c = {.B = NAN_B,
+                   .Hq = NAN_H,
+                   .Hkv = 1,
+                   .Sq = NAN_SQ,
+                   .Skv = NAN_SKV,
+                   .dk = NAN_D,
+                   .dv = NAN_D,
+                   .seed = 21};
+    unsigned char want[NAN_B * NAN_H * NAN_SQ];
+    size_t rows = sizeof want;
+
+    /* a NaN query row: that row only, with and without softcap */
+    memset(want, 0, rows);
+    want[(0 * NAN_H + 1) * NAN_SQ + 3] = 1;
+    nan_case_check(&c, poison_query, want);
+    c.softcap = 3.0f;
+    nan_case_check(&c, poison_query, want);
+    c.softcap = 0.0f;
+
+    /* a NaN in one key: every row of that batch item (both heads read kv
+     * head 0); causal rows that stop before key 70 stay finite */
+    memset(want, 1, rows);
+    memset(want, 0, (size_t)(NAN_H * NAN_SQ));
+    nan_case_check(&c, poison_key, want);
+    c.causal = 1;
+    c.use_offsets = 0;
+    memset(want, 0, rows); /* causal, top-left: row i sees keys 0..i < 70 */
+    nan_case_check(&c, poison_key, want);
+    c.causal = 0;
+
+    /* NaN and +inf mask values poison their rows; the [B, H, Sq, Skv] mask
+     * also masks row (b, h, 0) fully, which stays finite (0) */
+    c.mask_kind = MASK_FULL;
+    memset(want, 0, rows);
+    want[(0 * NAN_H + 0) * NAN_SQ + 2] = 1;
+    want[(1 * NAN_H + 1) * NAN_SQ + 4] = 1;
+    nan_case_check(&c, poison_mask, want);
+}
+
 /* Bad arguments are refused (nonzero), never crash. */
 static void test_attention_bad_args(void **state) {
     (void)state;
@@ -645,6 +735,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_edges),
         cmocka_unit_test(test_attention_edges),
         cmocka_unit_test(test_attention_bad_args),
+        cmocka_unit_test(test_attention_nan_rows),
         cmocka_unit_test(test_attention_random),
         cmocka_unit_test(test_attention_long),
     };

@@ -1611,6 +1611,36 @@ static void test_unsupported_and_outputs(void **state) {
     free_all(in, 2);
 }
 
+/* com.microsoft MultiHeadAttention: a query row whose scores are all NaN
+ * gives a NaN output row (never the 0 of a fully masked row), while a row
+ * whose keys are all masked (key length 0) gives 0. B 2, S 2, T 3, H 1, dh 2. */
+static void test_msft_nan_rows(void **state) {
+    (void)state;
+    tnode t;
+    tn_init(&t, "MultiHeadAttention", 5, 1);
+    t.n.domain = (char *)"com.microsoft";
+    tn_int(&t, "num_heads", 1);
+    t.ins[3] = -1; /* no bias */
+    float q[8], k[12], v[12];
+    tu_fill_random(q, 8, 3);
+    tu_fill_random(k, 12, 4);
+    tu_fill_random(v, 12, 5);
+    q[2] = q[3] = NAN; /* batch 0, query 1 */
+    tensor *in[5] = {tf(3, D(2, 2, 2), q), tf(3, D(2, 3, 2), k), tf(3, D(2, 3, 2), v), NULL,
+                     mk(MHA_DTYPE_INT32, 1, D(2))};
+    ((int32_t *)in[4]->data)[0] = 3;
+    ((int32_t *)in[4]->data)[1] = 0; /* batch 1: every key masked */
+    tensor *out[1] = {0};
+    assert_int_equal(eval(1, &t, in, out), MHA_OK);
+    const float *y = out[0]->data; /* [2, 2, 2] */
+    assert_true(isfinite(y[0]) && isfinite(y[1]));
+    assert_true(isnan(y[2]) && isnan(y[3]));
+    for (int e = 4; e < 8; e++)
+        assert_true(y[e] == 0.0f);
+    free_all(out, 1);
+    free_all(in, 5);
+}
+
 /* Allocation failure at every point of a few ops: a status, no crash. */
 static void test_alloc_failure(void **state) {
     (void)state;
@@ -2155,6 +2185,7 @@ int main(void) {
         cmocka_unit_test(test_attention_3d),
         cmocka_unit_test(test_attention_errors),
         cmocka_unit_test(test_unsupported_and_outputs),
+        cmocka_unit_test(test_msft_nan_rows),
         cmocka_unit_test(test_alloc_failure),
         cmocka_unit_test(test_fuzz_ops),
         cmocka_unit_test(test_graph_run_and_fold),

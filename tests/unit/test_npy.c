@@ -217,6 +217,65 @@ static void test_float64_and_float16_to_float32(void **state) {
     }
 }
 
+/* Data that starts at an odd offset (a header whose length another writer
+ * chose freely): every read gives the values, and nothing hands out a
+ * misaligned pointer -- zero copy is refused for it (the kernels would load
+ * misaligned floats, undefined behaviour that UBSan reports), conversions
+ * load byte-wise. */
+static void test_misaligned_data(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("npy_misaligned");
+    const float f[3] = {1.5f, -2.0f, 3.25f};
+    const uint16_t h[3] = {0x3e00, 0xc000, 0x4280}; /* 1.5 -2 3.25 */
+    const int64_t l[3] = {0, 7, -1};
+    const struct {
+        const char *descr;
+        const void *data;
+        size_t esize;
+        mha_dtype want;
+    } cs[] = {{"<f4", f, 4, MHA_DTYPE_FLOAT32},
+              {"<f2", h, 2, MHA_DTYPE_FLOAT32},
+              {"<f2", h, 2, MHA_DTYPE_FLOAT16},
+              {"<i8", l, 8, MHA_DTYPE_BOOL}};
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        /* 10 + 61 header bytes: the data starts at byte 71 */
+        char text[64];
+        int tl = snprintf(text, sizeof text,
+                          "{'descr': '%s', 'fortran_order': False, 'shape': (3,)}", cs[k].descr);
+        assert_true(tl > 0 && tl < 60);
+        memset(text + tl, ' ', (size_t)(60 - tl));
+        text[60] = '\n';
+        text[61] = '\0';
+        unsigned char buf[128];
+        size_t n = make_npy(buf, sizeof buf, 1, text, -1, cs[k].data, 3 * cs[k].esize);
+        assert_int_equal(n - 3 * cs[k].esize, 71);
+        const char *path = tu_path(dir, "odd.npy");
+        write_bytes(path, buf, n);
+        for (int mode = NPY_MMAP_AUTO; mode <= NPY_MMAP_ALWAYS; mode++) {
+            mha_error err;
+            npy_reader *r;
+            assert_int_equal(npy_reader_open(&alloc, path, (npy_mmap_mode)mode, &r, &err), MHA_OK);
+            assert_null(npy_reader_mapped_data(r));
+            assert_null(npy_reader_mapped_rows(r, 0, 1));
+            npy_reader_close(r);
+            tensorfile_read_options o = {cs[k].want, (npy_mmap_mode)mode, 0};
+            tensorfile *tf;
+            assert_int_equal(tensorfile_read(&alloc, path, &o, &tf, &err), MHA_OK);
+            assert_int_equal((uintptr_t)tf->t.data % mha_dtype_size(cs[k].want), 0);
+            if (cs[k].want == MHA_DTYPE_FLOAT32) {
+                const float *y = tf->t.data;
+                assert_true(y[0] == 1.5f && y[1] == -2.0f && y[2] == 3.25f);
+            } else if (cs[k].want == MHA_DTYPE_FLOAT16) {
+                assert_memory_equal(tf->t.data, h, sizeof h);
+            } else {
+                const uint8_t *y = tf->t.data;
+                assert_true(y[0] == 0 && y[1] == 1 && y[2] == 1);
+            }
+            tensorfile_free(tf);
+        }
+    }
+}
+
 static void test_bool_and_int_masks(void **state) {
     (void)state;
     const char *dir = tu_tmpdir("npy_bool");
@@ -632,6 +691,7 @@ int main(void) {
         cmocka_unit_test(test_header_format_matches_numpy),
         cmocka_unit_test(test_reads_other_writers),
         cmocka_unit_test(test_float64_and_float16_to_float32),
+        cmocka_unit_test(test_misaligned_data),
         cmocka_unit_test(test_bool_and_int_masks),
         cmocka_unit_test(test_read_rows_chunks),
         cmocka_unit_test(test_file_shrinks_after_open),
