@@ -241,8 +241,9 @@ static void exec_services_free(void *ctx, void *ptr) {
 
 static void exec_services_log(void *ctx, int level, const char *message) {
     const exec_services *s = ctx;
+    char safe[1024]; /* a plugin's text: one line, no control characters */
     if (s->log && level >= 0 && level <= (int)s->log_level)
-        s->log(s->log_user, (mha_log_level)level, message ? message : "");
+        s->log(s->log_user, (mha_log_level)level, mha_text_escape(safe, sizeof safe, message));
 }
 
 void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log, void *log_user,

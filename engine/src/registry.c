@@ -395,7 +395,8 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
     if (!reg_check_table(e, path, p)) goto skipped;
 
     e->name = mha_strdup(&r->alloc, p->name);
-    e->version = mha_strdup(&r->alloc, p->version ? p->version : "");
+    char version[64]; /* free text from the plugin, printed by `mha backends` */
+    e->version = mha_strdup(&r->alloc, mha_text_escape(version, sizeof version, p->version));
     if (!e->name || !e->version) return MHA_ERR_NO_MEMORY;
     e->plugin = p;
 
