@@ -221,12 +221,32 @@ static int reg_single_threaded(void) {
     return threads == 1;
 }
 
-/* Opens `path` and calls its probe in a child process, which reports back
+/* Services for init() in the probing child: memory from the C library,
+ * log lines dropped (the child says nothing). */
+static void reg_child_log(void *ctx, int level, const char *message) {
+    (void)ctx, (void)level, (void)message;
+}
+
+static void *reg_child_alloc(void *ctx, size_t size, size_t align) {
+    (void)ctx;
+    if (align < 64) align = 64;
+    size_t rounded;
+    if ((align & (align - 1)) || !mha_add_size(size ? size : 1, align - 1, &rounded)) return NULL;
+    return aligned_alloc(align, rounded & ~(align - 1));
+}
+
+static void reg_child_free(void *ctx, void *ptr) {
+    (void)ctx;
+    free(ptr);
+}
+
+/* Opens `path` and calls its probe (and, when the probe accepts, init and
+ * fini) in a child process, which reports back
  * through a pipe only once the probe returned. Returns 1 when it did (or
  * when no child can be made: the file is then loaded as before); else
  * records why in e and returns 0 -- the file is never opened here. A crash
- * in a plugin's constructor, mha_plugin_get or probe thus costs only that
- * plugin. The child calls nothing of the library and leaves with _exit (no
+ * in a plugin's constructor, mha_plugin_get, probe or init thus costs only
+ * that plugin. The child calls nothing of the library and leaves with _exit (no
  * atexit handlers, no stdio flush of the parent's buffers). */
 static int reg_preflight(plugin_entry *e, const char *path, uint64_t features) {
     int fds[2];
@@ -256,7 +276,15 @@ static int reg_preflight(plugin_entry *e, const char *path, uint64_t features) {
             if (p && p->abi_major == MHA_PLUGIN_ABI_MAJOR && p->struct_size >= sizeof(mha_plugin) &&
                 p->probe) {
                 const char *why = NULL;
-                (void)p->probe(features, &why);
+                void *state = NULL;
+                mha_plugin_services svc = {.struct_size = sizeof svc,
+                                           .log = reg_child_log,
+                                           .alloc = reg_child_alloc,
+                                           .free = reg_child_free,
+                                           .cpu_features = features};
+                if (p->probe(features, &why) > 0 && p->init && p->init(&svc, &state) == 0 &&
+                    p->fini)
+                    p->fini(state);
             }
         }
         const char done = 1;

@@ -9,6 +9,7 @@
  *   6 hugeblock  gemm_m_block INT64_MAX (host tiles would wrap, then divide
  *                by zero)
  *   7 crashprobe its probe dies of SIGSEGV (the host probes in a child)
+ *   8 crashinit  probes well (score 1000) but its init dies of SIGSEGV
  * The kernels are stubs that fail: none of these may ever be selected. */
 #include <signal.h>
 #include <stddef.h>
@@ -35,6 +36,14 @@ static int broken_probe(uint64_t cpu_features, const char **reason) {
     return 1000; /* would win "auto" if the loader let it through */
 #endif
 }
+
+#if BROKEN_KIND == 8
+static int broken_init(const mha_plugin_services *services, void **state) {
+    (void)services, (void)state;
+    raise(SIGSEGV);
+    return 1;
+}
+#endif
 
 static size_t broken_packed_size(int64_t K, int64_t N) {
     (void)K;
@@ -77,6 +86,9 @@ __attribute__((unused)) static const mha_plugin broken_table = {
     .version = "0.0.0",
     .description = "loader fault test",
     .probe = broken_probe,
+#if BROKEN_KIND == 8
+    .init = broken_init,
+#endif
 #if BROKEN_KIND == 6
     .gemm_m_block = INT64_MAX,
 #else

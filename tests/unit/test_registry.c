@@ -9,8 +9,8 @@
  *  - search order and duplicates (first wins, later ones recorded), explicit
  *    file, missing explicit path, empty MHA_PLUGIN_PATH items never meaning
  *    the current directory;
- *  - a probe that crashes costs only its plugin; a named backend opens only
- *    its own file;
+ *  - a probe or init that crashes costs only its plugin; a named backend
+ *    opens only its own file;
  *  - trust: plugin files and folders writable by group or others, or owned
  *    by another user, are refused before dlopen, naming the path;
  *  - selection: auto picks avx512 here, avx2 with AVX-512 hidden (by
@@ -343,28 +343,38 @@ static void test_untrusted_plugins_refused(void **state) {
     }
 }
 
-/* A plugin whose probe crashes is recorded as unusable (probed in a child
- * process); the others still load and auto still selects. */
+/* Plugins whose probe or init crashes are recorded as unusable (opened,
+ * probed and initialised in a child process first); the others still load,
+ * and auto does not pick the one whose probe scored 1000 before its init
+ * crashed. */
 static void test_crashing_probe_isolated(void **state) {
     (void)state;
     const char *dir = tu_tmpdir("registry_crash");
-    assert_int_equal(symlink(TEST_PLUGIN_DIR "/mha-plugin-test-crashprobe.so",
-                             tu_path(dir, "mha-plugin-test-crashprobe.so")),
-                     0);
+    static const char *const crashing[] = {"crashprobe", "crashinit"};
+    for (size_t i = 0; i < 2; i++) {
+        char src[1024], dst[64];
+        snprintf(src, sizeof src, "%s/mha-plugin-test-%s.so", TEST_PLUGIN_DIR, crashing[i]);
+        snprintf(dst, sizeof dst, "mha-plugin-test-%s.so", crashing[i]);
+        assert_int_equal(symlink(src, tu_path(dir, dst)), 0);
+    }
     registry_options o = {0};
     o.plugin_path = dir;
     registry *r = NULL;
     mha_error err = {0};
     assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
-    const plugin_entry *e = entry_by_path_end(r, "/mha-plugin-test-crashprobe.so");
-    assert_non_null(e);
-    assert_false(e->usable);
-    assert_null(e->dl_handle); /* never opened in this process */
-    if (!strstr(e->reason, "child process did not return") ||
-        !strstr(e->reason, "mha-plugin-test-crashprobe.so"))
-        fail_msg("reason: %s", e->reason);
+    for (size_t i = 0; i < 2; i++) {
+        char file[64];
+        snprintf(file, sizeof file, "/mha-plugin-test-%s.so", crashing[i]);
+        const plugin_entry *e = entry_by_path_end(r, file);
+        assert_non_null(e);
+        assert_false(e->usable);
+        assert_null(e->dl_handle); /* never opened in this process */
+        if (!strstr(e->reason, "child process did not return") || !strstr(e->reason, file + 1))
+            fail_msg("reason: %s", e->reason);
+    }
     const plugin_entry *sel = NULL;
     assert_int_equal(registry_select(r, NULL, &sel, &err), MHA_OK);
+    assert_string_not_equal(sel->name, "broken");
     assert_non_null(usable_by_name(r, "avx2"));
     registry_free(r);
 }
