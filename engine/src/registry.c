@@ -4,8 +4,8 @@
  * Search order (first found wins for a name; never the current directory):
  *   1. registry_options.plugin_path: a plugin file or a folder
  *   2. MHA_PLUGIN_PATH (secure_getenv: ignored in setuid/setgid programs),
- *      ':'-separated files or folders (empty items skipped: unlike PATH, an
- *      empty item does NOT mean ".")
+ *      ':'-separated absolute files or folders (empty and relative items
+ *      skipped: unlike PATH, an empty item does NOT mean ".")
  *   3. beside libmha, found with dladdr on a libmha function: <dir>/mha/plugins
  *      and <dir>/../lib/mha/plugins (the second serves the `mha` command and
  *      the tests, which link libmha statically into build/bin/)
@@ -627,8 +627,17 @@ static mha_status reg_scan_all(reg_build *b, const registry_options *o) {
                 char item[PATH_MAX];
                 memcpy(item, p, len);
                 item[len] = '\0';
-                st = reg_scan_location(b, item, "MHA_PLUGIN_PATH item", 0);
-                if (st) return st;
+                /* a relative item would resolve in the current directory,
+                 * which is never searched */
+                if (item[0] != '/') {
+                    reg_log(o, MHA_LOG_WARN,
+                            "MHA_PLUGIN_PATH item '%s' is not an absolute path: ignored (plugins "
+                            "are never loaded relative to the current directory)",
+                            item);
+                } else {
+                    st = reg_scan_location(b, item, "MHA_PLUGIN_PATH item", 0);
+                    if (st) return st;
+                }
             }
             if (!colon) break;
             p = colon + 1;

@@ -413,8 +413,8 @@ static void test_named_backend_opens_only_its_file(void **state) {
     registry_free(r);
 }
 
-/* An empty MHA_PLUGIN_PATH item is not ".": plant a broken plugin in the
- * current directory and check it is never looked at. */
+/* An empty or relative MHA_PLUGIN_PATH item is not ".": plant a broken
+ * plugin in the current directory and check it is never looked at. */
 static void test_never_the_current_directory(void **state) {
     (void)state;
     const char *dir = tu_tmpdir("registry_cwd");
@@ -423,14 +423,25 @@ static void test_never_the_current_directory(void **state) {
     char old[4096];
     assert_non_null(getcwd(old, sizeof old));
     assert_int_equal(chdir(dir), 0);
-    setenv("MHA_PLUGIN_PATH", "::", 1);
-    registry_options o = {0};
-    o.use_env = 1;
-    registry *r = NULL;
-    mha_error err = {0};
-    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
-    assert_null(entry_by_path_end(r, "mha-plugin-cwd.so"));
-    registry_free(r);
+    /* empty items, and relative ones (which would resolve here), are skipped */
+    static const char *const paths[] = {"::", ".", "./:", "mha-plugin-cwd.so", "../registry_cwd"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        setenv("MHA_PLUGIN_PATH", paths[i], 1);
+        static log_sink sink;
+        memset(&sink, 0, sizeof sink);
+        registry_options o = {0};
+        o.use_env = 1;
+        o.log = sink_log;
+        o.log_user = &sink;
+        o.log_level = MHA_LOG_WARN;
+        registry *r = NULL;
+        mha_error err = {0};
+        assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+        if (entry_by_path_end(r, "mha-plugin-cwd.so")) fail_msg("MHA_PLUGIN_PATH=%s", paths[i]);
+        if (i > 0 && !strstr(sink.text, "is not an absolute path: ignored"))
+            fail_msg("MHA_PLUGIN_PATH=%s: no warning: %s", paths[i], sink.text);
+        registry_free(r);
+    }
     assert_int_equal(chdir(old), 0);
     unsetenv("MHA_PLUGIN_PATH");
 }
