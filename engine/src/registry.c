@@ -248,7 +248,7 @@ static void reg_child_free(void *ctx, void *ptr) {
  * in a plugin's constructor, mha_plugin_get, probe or init thus costs only
  * that plugin. The child calls nothing of the library and leaves with _exit (no
  * atexit handlers, no stdio flush of the parent's buffers). */
-static int reg_preflight(plugin_entry *e, const char *path, uint64_t features) {
+static int reg_preflight(plugin_entry *e, const char *path, uint64_t features, int timeout_ms) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) return 1;
     pid_t pid = fork();
@@ -295,7 +295,7 @@ static int reg_preflight(plugin_entry *e, const char *path, uint64_t features) {
     struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
     int ready;
     do
-        ready = poll(&pfd, 1, REG_PREFLIGHT_TIMEOUT_MS);
+        ready = poll(&pfd, 1, timeout_ms);
     while (ready < 0 && errno == EINTR);
     char done = 0;
     ssize_t got = ready > 0 ? read(fds[0], &done, 1) : 0;
@@ -309,8 +309,9 @@ static int reg_preflight(plugin_entry *e, const char *path, uint64_t features) {
     if (got == 1 && done == 1) return 1;
     if (ready == 0)
         reg_set_reason(e,
-                       "%s: opening and probing it in a child process did not return within %d s",
-                       path, REG_PREFLIGHT_TIMEOUT_MS / 1000);
+                       "%s: opening and probing it in a child process did not return within %d ms "
+                       "(killed)",
+                       path, timeout_ms);
     else if (w == pid && WIFSIGNALED(status))
         reg_set_reason(e,
                        "%s: opening and probing it in a child process did not return: killed by "
@@ -391,7 +392,10 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
         goto skipped;
     }
     if (!reg_path_trusted(e, real)) goto skipped;
-    if (b->isolate && !reg_preflight(e, path, r->cpu_features)) goto skipped;
+    if (b->isolate && !reg_preflight(e, path, r->cpu_features,
+                                     b->opts->probe_timeout_ms > 0 ? b->opts->probe_timeout_ms
+                                                                   : REG_PREFLIGHT_TIMEOUT_MS))
+        goto skipped;
 
     /* 1. dlopen: resolve every symbol now so a broken file fails here */
     dlerror();

@@ -42,8 +42,9 @@ typedef struct registry_options {
      * other plugin file is opened or probed (explicitly named files still
      * are). */
     const char *only_name;
-    int use_env;       /* read MHA_PLUGIN_PATH / MHA_CPU_MASK */
-    uint64_t cpu_mask; /* features hidden */
+    int probe_timeout_ms; /* the probing child's time to answer; 0 = 10 s */
+    int use_env;          /* read MHA_PLUGIN_PATH / MHA_CPU_MASK */
+    uint64_t cpu_mask;    /* features hidden */
     mha_log_fn log;
     void *log_user;
     mha_log_level log_level;

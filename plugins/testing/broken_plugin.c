@@ -10,10 +10,12 @@
  *                by zero)
  *   7 crashprobe its probe dies of SIGSEGV (the host probes in a child)
  *   8 crashinit  probes well (score 1000) but its init dies of SIGSEGV
+ *   9 hangprobe  its probe never returns
  * The kernels are stubs that fail: none of these may ever be selected. */
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "mha/plugin.h"
 
@@ -27,6 +29,10 @@ static int broken_probe(uint64_t cpu_features, const char **reason) {
     (void)cpu_features;
 #if BROKEN_KIND == 7
     raise(SIGSEGV);
+#endif
+#if BROKEN_KIND == 9
+    for (;;)
+        pause();
 #endif
 #if BROKEN_KIND == 5
     if (reason) *reason = "testing: this probe always says no";

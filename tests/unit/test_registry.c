@@ -379,6 +379,29 @@ static void test_crashing_probe_isolated(void **state) {
     registry_free(r);
 }
 
+/* A probe that never returns: the child is killed after the timeout and
+ * the plugin recorded as unusable; registry_create returns. */
+static void test_hanging_probe_times_out(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("registry_hang");
+    assert_int_equal(symlink(MHA_PLUGIN_BUILD_DIR
+                             "/../testing-plugins-hang/mha-plugin-test-hangprobe.so",
+                             tu_path(dir, "mha-plugin-test-hangprobe.so")),
+                     0);
+    registry_options o = {0};
+    o.plugin_path = dir;
+    o.probe_timeout_ms = 300;
+    registry *r = NULL;
+    mha_error err = {0};
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    const plugin_entry *e = entry_by_path_end(r, "/mha-plugin-test-hangprobe.so");
+    assert_non_null(e);
+    assert_false(e->usable);
+    assert_null(e->dl_handle);
+    if (!strstr(e->reason, "did not return within 300 ms (killed)")) fail_msg("%s", e->reason);
+    registry_free(r);
+}
+
 /* With a backend name, folders are searched for that plugin's file only:
  * the broken and crashing plugins planted beside it are never opened. */
 static void test_named_backend_opens_only_its_file(void **state) {
@@ -619,6 +642,7 @@ int main(void) {
         cmocka_unit_test(test_never_the_current_directory),
         cmocka_unit_test(test_untrusted_plugins_refused),
         cmocka_unit_test(test_crashing_probe_isolated),
+        cmocka_unit_test(test_hanging_probe_times_out),
         cmocka_unit_test(test_named_backend_opens_only_its_file),
         cmocka_unit_test(test_beside_libmha),
         cmocka_unit_test(test_auto_selection_follows_scores),
