@@ -658,17 +658,14 @@ static void progress(const bench_options *o, int k, int n, const bench_result *r
                 r->accuracy_ok ? "ok" : "FAIL", r->max_rel_err, r->max_rate_rps);
 }
 
-int mha_cmd_bench(int argc, char **argv) {
-    bench_options o;
+/* The bench once its options are parsed and its output files claimed. */
+static int bench_run(bench_options o) {
     bench_probe probe;
     bench_context ctx;
     bench_result *results = NULL;
     float *ref = NULL;
     char msg[BENCH_ERROR_MAX];
     int n_results = 0, rc = 0;
-    int pr = parse_args(argc, argv, &o);
-    if (pr == 3) return 0;
-    if (pr != 0) return 2;
 
     /* the probe: model info, backends, reference */
     {
@@ -759,5 +756,23 @@ int mha_cmd_bench(int argc, char **argv) {
     }
     free(results);
     free(ref);
+    return rc;
+}
+
+int mha_cmd_bench(int argc, char **argv) {
+    bench_options o;
+    int pr = parse_args(argc, argv, &o);
+    if (pr == 3) return 0;
+    if (pr != 0) return 2;
+    /* the result files are checked (a missing folder named) and locked
+     * before minutes of timing, not after */
+    const char *outs[3] = {o.json_path, o.csv_path, o.plot_path};
+    cli_common c = {0};
+    c.cmd = "bench";
+    cli_outputs claimed;
+    int rc = cli_outputs_claim(&c, outs, 3, 1, &claimed);
+    if (rc != CLI_OK) return rc;
+    rc = bench_run(o);
+    cli_outputs_release(&claimed);
     return rc;
 }
