@@ -183,6 +183,10 @@ static int reg_path_trusted(plugin_entry *e, const char *real) {
             return 0;
         }
         const char *what = is_file ? "plugin file" : "folder of the plugin";
+        if (is_file && !S_ISREG(sb.st_mode)) { /* dlopen of a FIFO would wait forever */
+            reg_set_reason(e, "%s: not a regular file", path);
+            return 0;
+        }
         if (sb.st_uid != 0 && sb.st_uid != me) {
             reg_set_reason(e, "%s %s is owned by uid %u, neither root nor this user: refused", what,
                            path, (unsigned)sb.st_uid);

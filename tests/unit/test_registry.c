@@ -266,6 +266,15 @@ static void test_explicit_file_and_missing_path(void **state) {
     assert_non_null(strstr(r->entries[1].reason, "ABI major"));
     registry_free(r);
 
+    /* an explicit FIFO is refused before dlopen, which would wait on it */
+    const char *fifo = tu_path(tu_tmpdir("registry_fifo"), "mha-plugin-fifo.so");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    o.plugin_path = fifo;
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    assert_non_null(strstr(r->entries[1].reason, "not a regular file"));
+    assert_null(r->entries[1].dl_handle);
+    registry_free(r);
+
     o.plugin_path = "/nonexistent/mha-plugins";
     assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
     assert_string_equal(r->entries[1].path, "/nonexistent/mha-plugins");
