@@ -12,11 +12,14 @@
 
 #include "bench_internal.h"
 
+/* The message names the model's inputs: escaped for the terminal. */
 static int fail_msg(char *msg, size_t size, const char *fmt, ...) {
+    char raw[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, size, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    cli_escape(raw, msg, size);
     return -1;
 }
 
@@ -187,7 +190,7 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
 
 static void probe_set_input(bench_probe *p, size_t i, const mha_io_info *io, const mha_tensor *t) {
     bench_input_desc *d = &p->inputs[i];
-    snprintf(d->name, sizeof d->name, "%s", io->name ? io->name : "");
+    cli_escape(io->name, d->name, sizeof d->name); /* printed in the report */
     d->role = io->role;
     d->dtype = t->dtype;
     d->rank = t->rank;
@@ -323,7 +326,7 @@ int bench_tensors_make(const mha_model *model, int64_t B, int64_t Sq, int64_t Sk
                     snprintf(probe->shape_note, sizeof probe->shape_note,
                              "input '%.64s' axis %d is fixed to %lld in the model; the bench "
                              "runs %lld",
-                             ios[i].name, a, (long long)ios[i].shape[a],
+                             probe->inputs[i].name, a, (long long)ios[i].shape[a],
                              (long long)t->inputs[i].shape[a]);
             }
         }

@@ -5,6 +5,7 @@
 #include "mha_cli.h"
 
 #include "atomic_file.h"
+#include "common.h" /* mha_text_escape: the library's escaping, one copy */
 
 #include <errno.h>
 #include <signal.h>
@@ -22,7 +23,9 @@ int cli_usage_error(const cli_common *c, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "mha %s: %s (see 'mha %s --help')\n", c->cmd, msg, c->cmd);
+    char safe[1024];
+    fprintf(stderr, "mha %s: %s (see 'mha %s --help')\n", c->cmd,
+            cli_escape(msg, safe, sizeof safe), c->cmd);
     return CLI_USAGE;
 }
 
@@ -32,10 +35,14 @@ int cli_fail(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    for (char *p = msg; *p; p++) /* one line, whatever a message carried */
-        if (*p == '\n' || *p == '\r') *p = ' ';
-    fprintf(stderr, "mha: %s\n", msg);
+    /* one line, and no byte of a model's names a terminal would act on */
+    char safe[2048];
+    fprintf(stderr, "mha: %s\n", cli_escape(msg, safe, sizeof safe));
     return CLI_FAIL;
+}
+
+const char *cli_escape(const char *s, char *buf, size_t n) {
+    return mha_text_escape(buf, n, s);
 }
 
 int cli_fail_err(const char *file, const mha_error *err) {
@@ -131,7 +138,8 @@ int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
 static void cli_log(void *user, mha_log_level level, const char *message) {
     (void)user;
     static const char *names[] = {"error", "warning", "info", "debug"};
-    fprintf(stderr, "mha: %s: %s\n", names[(int)level & 3], message);
+    char safe[2048];
+    fprintf(stderr, "mha: %s: %s\n", names[(int)level & 3], cli_escape(message, safe, sizeof safe));
 }
 
 int cli_runtime_create(const cli_common *c, mha_runtime **rt) {

@@ -64,6 +64,10 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints a library error: "mha: FILE: message" (FILE left out when the
  * message already names it). Returns CLI_FAIL. */
 int cli_fail_err(const char *file, const mha_error *err);
+/* s with control characters and invalid UTF-8 written as \xNN (see
+ * mha_text_escape), into buf: for names from a model or a folder printed on
+ * a terminal. Returns buf. */
+const char *cli_escape(const char *s, char *buf, size_t n);
 /* Prints a command's usage text and the common options on stdout, returns
  * CLI_OK. */
 int cli_print_usage(const char *usage);

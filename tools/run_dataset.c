@@ -915,14 +915,20 @@ static void ds_summary(const ds_state *s, long long rows, double seconds, double
 /* File mode: whole run, a shard, resume                                     */
 /* ------------------------------------------------------------------------ */
 
-/* Test hooks of tests/cli/dataset.sh (never set in normal use):
- * MHA_TEST_DATASET_DELAY_MS sleeps after each chunk (so a signal lands
- * mid-run); MHA_TEST_DATASET_CRASH_ROWS=N kills the process with SIGKILL
- * right after the chunk that reaches N rows is written but before its
- * checkpoint. */
+/* Test hooks of tests/cli/dataset.sh, compiled into the test build only
+ * (mha-testhooks, MHA_TEST_HOOKS; the shipped `mha` reads no such
+ * variable): MHA_TEST_DATASET_DELAY_MS sleeps after each chunk (so a
+ * signal lands mid-run); MHA_TEST_DATASET_CRASH_ROWS=N kills the process
+ * with SIGKILL right after the chunk that reaches N rows is written but
+ * before its checkpoint. */
 static long ds_test_env(const char *name) {
+#ifdef MHA_TEST_HOOKS
     const char *v = getenv(name);
     return v && *v ? strtol(v, NULL, 10) : 0;
+#else
+    (void)name;
+    return 0;
+#endif
 }
 
 /* Whether output i is already in place and complete: a regular file with

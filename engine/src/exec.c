@@ -96,10 +96,18 @@ static mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, i
     if (packed_size == SIZE_MAX)
         return mha_fail(err, MHA_ERR_LIMIT, "packing %s: backend '%s' cannot pack %lldx%lld", what,
                         p->name, (long long)K, (long long)N);
+    /* the packed panels hold every weight: fewer bytes than K x N floats
+     * would let pack_b write past the buffer */
+    if (packed_size < kn)
+        return mha_fail(err, MHA_ERR_PLUGIN,
+                        "packing %s: backend '%s' reports %zu packed bytes for %lldx%lld float "
+                        "weights (%zu bytes)",
+                        what, p->name, packed_size, (long long)K, (long long)N, kn);
     out->packed = mha_malloc(a, packed_size ? packed_size : 1);
     if (!out->packed)
-        return mha_fail(err, MHA_ERR_NO_MEMORY, "packing %s: out of memory for %zu bytes", what,
-                        packed_size);
+        return mha_fail(err, MHA_ERR_NO_MEMORY,
+                        "packing %s: out of memory for the %zu bytes backend '%s' asks for", what,
+                        packed_size, p->name);
     if (n_parts == 1) {
         p->gemm_pack_b(K, N, w[0], N, out->packed);
     } else {
@@ -237,8 +245,9 @@ static void exec_services_free(void *ctx, void *ptr) {
 
 static void exec_services_log(void *ctx, int level, const char *message) {
     const exec_services *s = ctx;
+    char safe[1024]; /* a plugin's text: one line, no control characters */
     if (s->log && level >= 0 && level <= (int)s->log_level)
-        s->log(s->log_user, (mha_log_level)level, message ? message : "");
+        s->log(s->log_user, (mha_log_level)level, mha_text_escape(safe, sizeof safe, message));
 }
 
 void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log, void *log_user,
@@ -657,11 +666,14 @@ static mha_status exec_workspace_reserve(exec_state *s, const mha_alloc_ctx *a, 
         widest.num_threads = s->threads;
     }
     size_t ws = p->attention_workspace_size(s->env->plugin_state, &widest);
-    size_t stride = (ws + 63) & ~(size_t)63;
-    size_t total;
-    if (!mha_mul_size(stride, (size_t)copies, &total))
-        return mha_fail(err, MHA_ERR_LIMIT, "attention workspace of %zu bytes x %d threads", ws,
-                        copies);
+    size_t stride, total;
+    if (!mha_add_size(ws, 63, &stride) ||
+        !mha_mul_size(stride & ~(size_t)63, (size_t)copies, &total))
+        return mha_fail(err, MHA_ERR_PLUGIN,
+                        "backend '%s' asks for an attention workspace of %zu bytes x %d "
+                        "threads, more than memory can hold",
+                        p->name, ws, copies);
+    stride &= ~(size_t)63;
     if (total > s->ws_capacity) {
         pool_scratch_give(s->env->pool, a, EXEC_SCRATCH_WORKSPACE, s->workspace);
         s->workspace = NULL;
@@ -1299,6 +1311,10 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     const mha_plugin *p = env->plugin;
     if (!p->gemm || !p->attention || !p->gemm_packed_size || !p->gemm_pack_b)
         return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s' lacks a kernel entry point", p->name);
+    if (p->gemm_m_block > MHA_PLUGIN_GEMM_BLOCK_MAX || p->gemm_n_block > MHA_PLUGIN_GEMM_BLOCK_MAX)
+        return mha_fail(
+            err, MHA_ERR_PLUGIN, "backend '%s' has gemm blocks %lld x %lld (need 1..%d)", p->name,
+            (long long)p->gemm_m_block, (long long)p->gemm_n_block, MHA_PLUGIN_GEMM_BLOCK_MAX);
     for (int64_t b = 0; env->kv_lengths && b < bd.B; b++)
         if (env->kv_lengths[b] < 0)
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,

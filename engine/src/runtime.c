@@ -151,6 +151,7 @@ MHA_API mha_status mha_runtime_create(const mha_runtime_options *opts, mha_runti
     registry_options ro;
     memset(&ro, 0, sizeof ro);
     ro.plugin_path = opts->plugin_path;
+    ro.only_name = backend; /* a named backend: no other plugin is opened */
     ro.use_env = !opts->no_env;
     ro.cpu_mask = opts->cpu_feature_mask;
     ro.log = opts->log;

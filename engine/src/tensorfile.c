@@ -223,7 +223,9 @@ static mha_status tensorfile_slurp(const mha_alloc_ctx *a, const char *path, uin
                                    void **data, size_t *size, mha_error *err) {
     *data = NULL;
     *size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO given as an input must not hang the open; it is
+     * refused as not a regular file after the fstat. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) return mha_fail(err, MHA_ERR_IO, "%s: %s", path, strerror(errno));
     struct stat sb;
     mha_status st = MHA_OK;

@@ -9,7 +9,7 @@
 # equal the same rows run alone at their true length, zero past it.
 # Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
-: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_TMP:?}"
+: "${MHA:?set MHA to the mha binary}" "${MHA_TESTHOOKS:?set MHA_TESTHOOKS to the mha-testhooks binary}" "${MHA_TEST_TMP:?}"
 T="$MHA_TEST_TMP"
 rm -rf "$T" && mkdir -p "$T"
 
@@ -50,7 +50,7 @@ echo "ok: batch sizes 1 4 7 22 1000 and one shot agree bitwise"
 
 echo "== kill -9 between a chunk's write and its checkpoint, then --resume"
 set +e
-MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 4 \
+MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 4 \
   --checkpoint-every 0 --quiet 2>/dev/null
 rc=$?
 set -e
@@ -66,7 +66,7 @@ cmp -s "$T/ref.npy" "$T/k.npy" || fail "resumed file differs"
 echo "ok: truncated to the checkpoint and finished byte-identical"
 
 echo "== a real kill -9 at a random moment, then --resume"
-MHA_TEST_DATASET_DELAY_MS=40 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/r.npy" --batch-size 2 \
+MHA_TEST_DATASET_DELAY_MS=40 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/r.npy" --batch-size 2 \
   --checkpoint-every 0 --quiet 2>/dev/null &
 pid=$!
 sleep 0.2
@@ -80,7 +80,7 @@ echo "ok: kill -9 + --resume"
 echo "== SIGTERM / SIGINT stop after the chunk with a checkpoint, exit 128 + N; a changed input refuses --resume"
 # interrupt SIG OUT: a slow run into OUT stopped by SIG mid-run; exit status in $rc
 interrupt() {
-  MHA_TEST_DATASET_DELAY_MS=40 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$2" --batch-size 2 \
+  MHA_TEST_DATASET_DELAY_MS=40 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$2" --batch-size 2 \
     --quiet 2>"$T/stderr" &
   pid=$!
   sleep 0.2
@@ -115,7 +115,7 @@ cmp -s "$T/ref.npy" "$T/i.npy" || fail "resumed after SIGINT differs"
 echo "ok: SIGTERM (143) and SIGINT (130) + --resume; mismatches refused"
 
 echo "== --resume compares the rows already scored by content, not by size and time"
-MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/h.npy" --batch-size 4 \
+MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/h.npy" --batch-size 4 \
   --checkpoint-every 0 --quiet 2>/dev/null && fail "the crash hook did not kill the run"
 grep -q "^done 8$" "$T/h.npy.ckpt" || fail "checkpoint: $(cat "$T/h.npy.ckpt")"
 cp -p "$T/x.npy" "$T/x.keep"
@@ -144,7 +144,7 @@ cp -p "$T/x.keep" "$T/x.npy"
 echo "ok: a different dataset of the same size and time refused; later rows read as they are"
 
 echo "== a stale checkpoint after a finished run: --resume says the output is complete"
-MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/st.npy" --batch-size 4 \
+MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/st.npy" --batch-size 4 \
   --checkpoint-every 0 --quiet 2>/dev/null && fail "the crash hook did not kill the run"
 cp "$T/st.npy.ckpt" "$T/st.saved"
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/st.npy" --resume --quiet

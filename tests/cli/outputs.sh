@@ -11,7 +11,7 @@
 # a signal: dataset.sh.)
 # Env: MHA (the binary), MHA_TEST_TMP.
 set -eu
-: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_TMP:?}"
+: "${MHA:?set MHA to the mha binary}" "${MHA_TESTHOOKS:?set MHA_TESTHOOKS to the mha-testhooks binary}" "${MHA_TEST_TMP:?}"
 T="$MHA_TEST_TMP"
 rm -rf "$T" && mkdir -p "$T"
 
@@ -113,7 +113,7 @@ grep -q "q.npy.lock: it is a symbolic link" "$T/err" || fail "lock link: $(cat "
 [ "$(cat "$T/victim")" = victim ] && [ ! -e "$T/q.npy" ] || fail "the lock link was followed"
 rm -f "$T/q.npy.lock" "$T/p.npy.partial" "$T/.p.pb.tmp.XXXXXX"
 # a link put in place of the checkpoint while the run goes: replaced, not followed
-MHA_TEST_DATASET_DELAY_MS=100 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/v.npy" --batch-size 1 \
+MHA_TEST_DATASET_DELAY_MS=100 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/v.npy" --batch-size 1 \
   --checkpoint-every 0 --quiet &
 pid=$!
 sleep 0.25
@@ -122,7 +122,7 @@ wait $pid || fail "the run with a checkpoint link failed"
 [ "$(cat "$T/victim")" = victim ] || fail "a checkpoint was written through a planted link"
 [ ! -L "$T/v.npy.ckpt" ] && [ ! -e "$T/v.npy.ckpt" ] && cmp -s "$T/v.npy" "$T/ref.npy" || fail "checkpoint link: $(ls -l "$T")"
 # a checkpoint naming a link, or a file that is no partial of the output
-MHA_TEST_DATASET_CRASH_ROWS=2 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 1 \
+MHA_TEST_DATASET_CRASH_ROWS=2 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 1 \
   --checkpoint-every 0 --quiet 2>/dev/null && fail "the crash hook did not kill the run"
 partial=$(ls "$T"/k.npy.partial.*)
 mv "$partial" "$T/saved.partial"
@@ -183,7 +183,7 @@ grep -q "are the same file" "$T/err" && [ ! -e "$T/a.pb" ] && [ ! -e "$T/b.pb" ]
 "$MHA" run "$PRESENT/model.onnx" "$@" -o "$T/a.pb" "$T/b.pb" "$T/c.pb" --quiet
 [ -s "$T/a.pb" ] && [ -s "$T/b.pb" ] && [ -s "$T/c.pb" ] || fail "three distinct outputs"
 rm -f "$T/alias.pb"
-MHA_TEST_DATASET_DELAY_MS=100 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/shared.npy" --batch-size 1 \
+MHA_TEST_DATASET_DELAY_MS=100 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/shared.npy" --batch-size 1 \
   --quiet 2>"$T/first.err" &
 first=$!
 sleep 0.2
@@ -212,7 +212,7 @@ touch "$T/.z.pb.tmp.Ab12Cd" "$T/.z.pb.tmp.keep-me" "$T/.other.pb.tmp.Ab12Cd"
 [ ! -e "$T/.z.pb.tmp.Ab12Cd" ] || fail "a stale temporary of z.pb stayed"
 [ -e "$T/.z.pb.tmp.keep-me" ] && [ -e "$T/.other.pb.tmp.Ab12Cd" ] || fail "a file not z.pb's temporary was removed"
 rm -f "$T/.z.pb.tmp.keep-me" "$T/.other.pb.tmp.Ab12Cd"
-MHA_TEST_DATASET_CRASH_ROWS=3 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/c.npy" --batch-size 1 \
+MHA_TEST_DATASET_CRASH_ROWS=3 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/c.npy" --batch-size 1 \
   --checkpoint-every 0 --quiet 2>/dev/null && fail "the crash hook did not kill the run"
 [ -n "$(leftovers "$T")" ] || fail "kill -9 left nothing to clean (the test tests nothing)"
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/c.npy" --quiet # afresh: the old partial goes

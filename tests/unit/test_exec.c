@@ -882,6 +882,68 @@ static void test_batch_chunks(void **state) {
     pool_destroy(pl);
 }
 
+/* ---- plugins reporting sizes the host must not trust ---- */
+
+static size_t liar_ws_huge(void *state, const mha_attn_args *a) {
+    (void)state, (void)a;
+    return SIZE_MAX - 8; /* + 63 for alignment would wrap to a tiny buffer */
+}
+
+static size_t liar_packed_small(int64_t K, int64_t N) {
+    return (size_t)(K * N); /* a quarter of the floats it must hold */
+}
+
+static size_t liar_packed_huge(int64_t K, int64_t N) {
+    (void)K, (void)N;
+    return SIZE_MAX - 1;
+}
+
+/* A copy of testk with one size replaced; every run must be refused with a
+ * message naming the backend, before any kernel sees the size. */
+static void expect_refused_plugin(mha_plugin *p, const char *needle) {
+    cfg c = base_self();
+    fixture f;
+    fixture_make(&f, &c, 77);
+    float *y = out_buffer(&f);
+    mha_error err;
+    mha_error_clear(&err);
+    int attn_before = atomic_load(&testk_attn_calls);
+    mha_status st = run_exec(p, NULL, &f, y, &err);
+    if (st == MHA_OK || !strstr(err.message, needle) || !strstr(err.message, "liar"))
+        fail_msg("expected a refusal with '%s', got %s: %s", needle, mha_status_name(st),
+                 err.message);
+    assert_int_equal(atomic_load(&testk_attn_calls), attn_before);
+    free(y);
+    fixture_free(&f);
+}
+
+static void test_plugin_sizes_checked(void **state) {
+    (void)state;
+    /* blocks of INT64_MAX: tile sizes are rounded up to them (a wrap, then a
+     * division by zero) */
+    const struct {
+        size_t (*ws)(void *, const mha_attn_args *);
+        size_t (*packed)(int64_t, int64_t);
+        int64_t m_block, n_block;
+        const char *needle;
+    } cases[] = {
+        {liar_ws_huge, NULL, 4, 8, "attention workspace of 18446744073709551607 bytes"},
+        {NULL, liar_packed_small, 4, 8, "packed bytes"},
+        {NULL, liar_packed_huge, 4, 8, "out of memory"},
+        {NULL, NULL, INT64_MAX, 8, "gemm blocks 9223372036854775807 x 8"},
+        {NULL, NULL, 4, INT64_MAX, "gemm blocks 4 x 9223372036854775807"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mha_plugin p = testk_plugin;
+        p.name = "liar";
+        if (cases[i].ws) p.attention_workspace_size = cases[i].ws;
+        if (cases[i].packed) p.gemm_packed_size = cases[i].packed;
+        p.gemm_m_block = cases[i].m_block;
+        p.gemm_n_block = cases[i].n_block;
+        expect_refused_plugin(&p, cases[i].needle);
+    }
+}
+
 /* NaN in one batch item's input changes only that item's output. */
 static void test_nan_stays_in_its_batch_item(void **state) {
     (void)state;
@@ -1158,6 +1220,7 @@ int main(void) {
         cmocka_unit_test(test_forms_match_naive),
         cmocka_unit_test(test_threads_bitwise),
         cmocka_unit_test(test_batch_chunks),
+        cmocka_unit_test(test_plugin_sizes_checked),
         cmocka_unit_test(test_nan_stays_in_its_batch_item),
         cmocka_unit_test(test_self_parallel),
         cmocka_unit_test(test_cancel),

@@ -233,7 +233,10 @@ typedef struct mha_plugin_info {
     const char *reason; /* why unusable or skipped; "" otherwise */
 } mha_plugin_info;
 
-/** Number of plugin entries the runtime saw (usable or not). */
+/** Number of plugin entries the runtime saw (usable or not). A runtime made
+ *  with a backend name opens only that plugin's file (mha-plugin-NAME.so),
+ *  so it lists the built-in scalar and that file; one made with "auto" (or
+ *  no name) lists every plugin found. */
 MHA_API size_t mha_runtime_plugin_count(const mha_runtime *rt);
 /** Entry i (0-based). Strings stay valid while rt lives.
  *  MHA_ERR_INVALID_ARGUMENT when i is out of range. */

@@ -211,6 +211,13 @@ typedef struct mha_rotary_args {
     int num_threads;                /* self-parallel plugins only; else 1 */
 } mha_rotary_args;
 
+/* The host refuses a plugin whose GEMM blocks lie outside 1..this (a
+ * register block is a few dozen rows or columns; a block this large means
+ * the table is wrong). Workspace and packed sizes are checked too: a
+ * packed size below K x N floats, or a size whose rounding would wrap, is
+ * refused before anything is allocated. */
+#define MHA_PLUGIN_GEMM_BLOCK_MAX 4096
+
 typedef struct mha_plugin {
     uint32_t abi_major;   /* MHA_PLUGIN_ABI_MAJOR */
     uint32_t abi_minor;   /* MHA_PLUGIN_ABI_MINOR */
@@ -228,8 +235,8 @@ typedef struct mha_plugin {
     void (*fini)(void *state);
 
     /* GEMM: B is packed once per model (weights), then reused. */
-    int64_t gemm_m_block; /* host splits M at multiples of this */
-    int64_t gemm_n_block; /* host splits N at multiples of this */
+    int64_t gemm_m_block; /* host splits M at multiples of this, 1..MHA_PLUGIN_GEMM_BLOCK_MAX */
+    int64_t gemm_n_block; /* host splits N at multiples of this, 1..MHA_PLUGIN_GEMM_BLOCK_MAX */
     size_t (*gemm_packed_size)(int64_t K, int64_t N);
     void (*gemm_pack_b)(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed);
     int (*gemm)(void *state, const mha_gemm_args *args); /* 0 = ok */
