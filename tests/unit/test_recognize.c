@@ -604,6 +604,29 @@ static void test_unusual_plumbing(void **state) {
     }
 }
 
+/* An attention mask and a key padding mask on one layer, each read by its
+ * own polarity (True = hidden in both, as nn.MultiheadAttention). */
+static void test_two_masks(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/recognize/two_masks.onnx", MHA_TEST_DATA);
+    ir_graph *g = load_graph(path);
+    layer L;
+    mha_error err;
+    mha_error_clear(&err);
+    mha_status st = layer_recognize(&g_alloc, g, &L, &err);
+    if (st != MHA_OK) fail_msg("two_masks: %s", err.message);
+    assert_int_equal(L.n_inputs, 3);
+    assert_int_equal(L.inputs[1].role, MHA_ROLE_ATTN_MASK);
+    assert_int_equal(L.inputs[2].role, MHA_ROLE_KEY_PADDING_MASK);
+    assert_int_equal(L.attn_bool_ignore_true, 1);
+    assert_int_equal(L.kpm_true_means_ignore, 1);
+    st = layer_verify(&g_alloc, g, &L, &err);
+    if (st != MHA_OK) fail_msg("two_masks: verify: %s", err.message);
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
+}
+
 /* ---- the verifier catches a wrong layer ---- */
 
 static void expect_verify_fails(ir_graph *g, const layer *L, const char *what) {
@@ -877,6 +900,7 @@ int main(void) {
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_unusual_plumbing),
+        cmocka_unit_test(test_two_masks),
         cmocka_unit_test(test_verify_catches_corruption),
         cmocka_unit_test(test_allocation_failures),
     };

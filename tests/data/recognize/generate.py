@@ -22,6 +22,8 @@ Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   fill_mask_eq0       masked_fill(m == 0, finfo.min), m int64 [B, S] (DistilBERT)
   bool_ignore_mask    bool [S, S] attention mask, True = hidden (nn.MultiheadAttention)
   window_mask         causal finfo.min mask with a sliding window of 3 keys (Mistral)
+  two_masks           a bool [S, S] attention mask and a bool [B, S] key padding mask,
+                      True = hidden in both (nn.MultiheadAttention with both)
   rel_bias            a per-head bias of the clipped distance j - i gathered from a
                       table, dynamic axes (T5's relative position bias)
   softmax_casts       Casts to float32 around the Softmax, the scores reshaped on the
@@ -254,6 +256,17 @@ def layer(variant):
             nodes.append(helper.make_node("Mul", ["m_inv", "em_fill"], ["m_add"], name="em_mul"))
             nodes.append(helper.make_node("Add", [scores, "m_add"], ["qk_m"], name="em_add"))
         scores = "qk_m"
+    if variant == "two_masks":
+        inputs.append(helper.make_tensor_value_info("am", TensorProto.BOOL, ["seq", "seq"]))
+        inputs.append(helper.make_tensor_value_info("kpm", TensorProto.BOOL, ["batch", "seq"]))
+        inits += [init("tm_ninf", np.array(-np.inf, np.float32)), init("tm_zero", np.array(0.0, np.float32)),
+                  init("tm_axes", np.array([1, 2], np.int64))]
+        nodes += [helper.make_node("Where", ["am", "tm_ninf", "tm_zero"], ["tm_am"], name="tm_am_where"),
+                  helper.make_node("Unsqueeze", ["kpm", "tm_axes"], ["tm_kpm4"], name="tm_unsqueeze"),
+                  helper.make_node("Where", ["tm_kpm4", "tm_ninf", "tm_zero"], ["tm_kp"], name="tm_kp_where"),
+                  helper.make_node("Add", ["tm_am", "tm_kp"], ["tm_both"], name="tm_sum"),
+                  helper.make_node("Add", [scores, "tm_both"], ["qk_m"], name="tm_add")]
+        scores = "qk_m"
     if variant == "bool_ignore_mask":
         inputs.append(helper.make_tensor_value_info("am", TensorProto.BOOL, ["seq", "seq"]))
         inits += [init("bi_ninf", np.array(-np.inf, np.float32)), init("bi_zero", np.array(0.0, np.float32))]
@@ -344,5 +357,5 @@ for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "we
           "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask",
           "where_fill_zero", "dyn_bias", "ext_mask_i64", "ext_mask_10000", "fill_mask_eq0",
           "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative",
-          "rel_bias"):
+          "rel_bias", "two_masks"):
     save(layer(v), v)
