@@ -21,6 +21,8 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 /* At or below this, a term hides its key. */
@@ -624,6 +626,19 @@ static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor
     return st;
 }
 
+/* Frees base and refuses "<the first mask node>: <message>". */
+static mha_status rz_mask_refusal(rz_ctx *z, rz_eff *base, const char *fmt, ...) MHA_PRINTF(3, 4);
+static mha_status rz_mask_refusal(rz_ctx *z, rz_eff *base, const char *fmt, ...) {
+    char d[160], msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    rz_eff_free(z, base);
+    return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED, "%s: %s",
+                    rz_node_desc(z, z->core.masks[0].add_node, d, sizeof d), msg);
+}
+
 /* Tries the readings of mask input M in turn; *ok with the first every
  * probe agrees with (f->rd, f->neutral; *base the run at its neutral fill). */
 static mha_status rz_find_reading(rz_ctx *z, layer *L, const double *cf, tensor *M,
@@ -748,14 +763,11 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
         found[f].mi = mis[f];
         int ok = 0;
         st = rz_find_reading(z, L, cf, z->inputs[mis[f]], target, bat, head, &found[f], &base, &ok);
-        if (st == MHA_OK && !ok) {
-            rz_eff_free(z, &base);
-            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                            "%s: mask input '%s' changes the scores, but not as a key padding "
-                            "mask or an attention mask would",
-                            rz_node_desc(z, c->masks[0].add_node, d, sizeof d),
-                            L->inputs[mis[f]].name);
-        }
+        if (st == MHA_OK && !ok)
+            return rz_mask_refusal(z, &base,
+                                   "mask input '%s' changes the scores, but not as a key padding "
+                                   "mask or an attention mask would",
+                                   L->inputs[mis[f]].name);
     }
     if (st == MHA_OK && count == 2) {
         /* both at once: their effects add up, and they play two roles */
@@ -777,14 +789,11 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
             if (st == MHA_OK) good = rz_eff_matches_both(&e, &base, Ms, rds, target, bat, head);
         }
         rz_eff_free(z, &e);
-        if (st == MHA_OK && !good) {
-            rz_eff_free(z, &base);
-            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                            "%s: mask inputs '%s' and '%s' do not act as one attention mask and "
-                            "one key padding mask added together",
-                            rz_node_desc(z, c->masks[0].add_node, d, sizeof d),
-                            L->inputs[mis[0]].name, L->inputs[mis[1]].name);
-        }
+        if (st == MHA_OK && !good)
+            return rz_mask_refusal(z, &base,
+                                   "mask inputs '%s' and '%s' do not act as one attention mask "
+                                   "and one key padding mask added together",
+                                   L->inputs[mis[0]].name, L->inputs[mis[1]].name);
         for (int f = 0; f < 2 && st == MHA_OK; f++)
             rz_fill_mask(Ms[f], rds[f].cand, 0, found[f].neutral, 0);
         if (st == MHA_OK) st = rz_rerun(z);
