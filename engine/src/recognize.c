@@ -398,6 +398,15 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
                 (combo >> k) & 1 ? MHA_ROLE_ATTN_MASK : MHA_ROLE_KEY_PADDING_MASK;
         st = rz_run_probe(z, L, 2, 3, 5);
     }
+    /* a 3-D mask whose dynamic first axis is not the batch: PyTorch's
+     * [B * heads, Sq, Skv], probed as [1, Sq, Skv] until the heads are known */
+    for (size_t i = 0; st == MHA_ERR_SHAPE && i < g->n_inputs; i++) {
+        layer_io *io = &L->inputs[i];
+        if (io->role != MHA_ROLE_ATTN_MASK || io->rank != 3 || io->dims[0] >= 0) continue;
+        L->attn_mask_batch_first = 3;
+        st = rz_run_probe(z, L, 2, 3, 5);
+        if (st != MHA_OK) L->attn_mask_batch_first = 0;
+    }
     /* PyTorch's multi_head_attention_forward folds heads into the batch
      * axis ([B*H, S, d] scores); a 4D score MatMul is a hand-written or
      * converter-made decomposition. Both mean the same layer. (Read now:

@@ -186,9 +186,20 @@ static int rz_cand_valued(rz_cand c) {
 }
 
 /* Strides of M broadcast against [B, H, Sq, Skv]; 0 if it does not. A
- * batch-first 3-D M is [B, Sq, Skv] (Keras), else M is right-aligned. */
+ * 3-D M is [B, Sq, Skv] with batch_first 1 (Keras), [B*H, Sq, Skv] with 2
+ * (PyTorch), else M is right-aligned. */
 static int rz_attn_strides(const tensor *M, const int64_t *target, int batch_first,
                            int64_t *stride) {
+    if (batch_first == 2) {
+        if (M->rank != 3 || M->dims[0] != target[0] * target[1]) return 0;
+        for (int k = 1; k < 3; k++)
+            if (M->dims[k] != 1 && M->dims[k] != target[k + 1]) return 0;
+        stride[3] = M->dims[2] == 1 ? 0 : 1;
+        stride[2] = M->dims[1] == 1 ? 0 : M->dims[2];
+        stride[1] = M->dims[1] * M->dims[2];
+        stride[0] = target[1] * stride[1];
+        return 1;
+    }
     if (batch_first) {
         const int ax[3] = {0, 2, 3};
         int64_t st = 1;
@@ -270,7 +281,7 @@ static void rz_fill_mask(tensor *M, rz_cand cand, uint64_t seed, int neutral, in
 /* What the candidate reading of M adds at (b, h, i, j). */
 typedef struct rz_reading {
     rz_cand cand;
-    int batch_first;     /* a 3-D attention mask is [B, Sq, Skv] */
+    int batch_first;     /* a 3-D attention mask is [B, Sq, Skv] (1), [B*H, Sq, Skv] (2) */
     double add[2];       /* valued: additive for m == 0, m == 1 */
     int affine;          /* valued: float m in between is interpolated */
     int alibi_counted;   /* key padding also moves ALiBi positions (BLOOM) */
@@ -651,6 +662,7 @@ static mha_status rz_find_reading(rz_ctx *z, layer *L, const double *cf, tensor 
          * a 3-D mask batch-first ([B, Sq, Skv]), then right-aligned */
         rz_cand cand = (rz_cand)(k % RZ_CAND_COUNT);
         int neutral = (k / RZ_CAND_COUNT) % 2 == 0, bf = k < 2 * RZ_CAND_COUNT;
+        if (bf && L->attn_mask_batch_first == 2) bf = 2; /* probed as [B*H, Sq, Skv] */
         if ((!neutral && !rz_cand_valued(cand)) || (bf && M->rank != 3) ||
             !rz_cand_fits(M, cand, target, bf))
             continue;
@@ -751,6 +763,13 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
         return st;
     }
 
+    /* a 3-D mask first probed as [1, Sq, Skv] (its first axis is not the
+     * batch): now that the heads are known, as PyTorch's [B * heads, ...] */
+    if (L->attn_mask_batch_first == 3) {
+        L->attn_mask_batch_first = 2;
+        st = rz_run_probe(z, L, z->B, z->Sq, z->Skv);
+        if (st != MHA_OK) return st;
+    }
     /* each input in turn, the other one at its current fill (zeros, which
      * attend everywhere for PyTorch's bool masks, or its neutral fill once
      * read) */

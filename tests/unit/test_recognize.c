@@ -517,6 +517,7 @@ typedef struct plumbing_case {
     int64_t window;       /* -1: none */
     int pos_bias;         /* a per-head bias: 1 constant [H, 5, 5], 2 relative (j - i) */
     unsigned idioms;      /* LAYER_IDIOM_* that must be named */
+    int mask_layout;      /* attn_mask_batch_first: 2 for [B * H, Sq, Skv] */
 } plumbing_case;
 
 static void check_plumbing(const plumbing_case *c, const layer *L) {
@@ -563,6 +564,7 @@ static void check_plumbing(const plumbing_case *c, const layer *L) {
         assert_int_equal(L->bias_sq, 5);
         assert_int_equal(L->bias_skv, 5);
     }
+    assert_int_equal(L->attn_mask_batch_first, c->mask_layout);
     if ((L->idioms & c->idioms) != c->idioms)
         fail_msg("%s: idioms 0x%x, expected at least 0x%x", c->name, L->idioms, c->idioms);
 }
@@ -570,22 +572,23 @@ static void check_plumbing(const plumbing_case *c, const layer *L) {
 static void test_unusual_plumbing(void **state) {
     (void)state;
     static const plumbing_case cases[] = {
-        {"interleaved_heads", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
-        {"kpm_attend", 4, 4, 0, 1, 1, 0, 0, 0, 0, -1, 0, 0},
-        {"gqa_expand", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
-        {"gqa_tile", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
-        {"scale_after_mask", 4, 4, 1, 0, 0, 0, 0, 0, 0, -1, 0, 0},
-        {"where_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, -1, 0, LAYER_IDIOM_WHERE_MASK},
-        {"const_bias_mask", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 1, LAYER_IDIOM_POS_BIAS},
-        {"ext_mask_i64", 4, 4, 0, 1, 2, -3.40282347e38f, 0, 0, 0, -1, 0, LAYER_IDIOM_EXT_MASK},
-        {"ext_mask_10000", 4, 4, 0, 1, 2, -10000.0f, 0, 1, 0, -1, 0, LAYER_IDIOM_EXT_MASK},
+        {"interleaved_heads", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0, 0},
+        {"kpm_attend", 4, 4, 0, 1, 1, 0, 0, 0, 0, -1, 0, 0, 0},
+        {"gqa_expand", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0, 0},
+        {"gqa_tile", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0, 0},
+        {"scale_after_mask", 4, 4, 1, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0},
+        {"where_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, -1, 0, LAYER_IDIOM_WHERE_MASK, 0},
+        {"const_bias_mask", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 1, LAYER_IDIOM_POS_BIAS, 0},
+        {"ext_mask_i64", 4, 4, 0, 1, 2, -3.40282347e38f, 0, 0, 0, -1, 0, LAYER_IDIOM_EXT_MASK, 0},
+        {"ext_mask_10000", 4, 4, 0, 1, 2, -10000.0f, 0, 1, 0, -1, 0, LAYER_IDIOM_EXT_MASK, 0},
         {"fill_mask_eq0", 4, 4, 0, 1, 2, -3.40282347e38f, 0, 0, 0, -1, 0,
-         LAYER_IDIOM_EXT_MASK | LAYER_IDIOM_WHERE_MASK},
-        {"bool_ignore_mask", 4, 4, 0, 1, 0, 0, 0, 0, 1, -1, 0, 0},
-        {"window_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, 2, 0, LAYER_IDIOM_WINDOW},
+         LAYER_IDIOM_EXT_MASK | LAYER_IDIOM_WHERE_MASK, 0},
+        {"bool_ignore_mask", 4, 4, 0, 1, 0, 0, 0, 0, 1, -1, 0, 0, 0},
+        {"window_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, 2, 0, LAYER_IDIOM_WINDOW, 0},
         {"softmax_casts", 4, 4, 1, 1, 0, 0, 0, 0, 0, -1, 0,
-         LAYER_IDIOM_SOFTMAX_CAST | LAYER_IDIOM_SCORE_RESHAPE},
-        {"rel_bias", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 2, LAYER_IDIOM_POS_BIAS},
+         LAYER_IDIOM_SOFTMAX_CAST | LAYER_IDIOM_SCORE_RESHAPE, 0},
+        {"rel_bias", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 2, LAYER_IDIOM_POS_BIAS, 0},
+        {"bh_mask", 4, 4, 0, 1, 0, 0, 0, 0, 1, -1, 0, 0, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];

@@ -24,6 +24,7 @@ Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   window_mask         causal finfo.min mask with a sliding window of 3 keys (Mistral)
   two_masks           a bool [S, S] attention mask and a bool [B, S] key padding mask,
                       True = hidden in both (nn.MultiheadAttention with both)
+  bh_mask             a bool [B * H, S, S] attention mask, True = hidden (PyTorch's 3-D form)
   rel_bias            a per-head bias of the clipped distance j - i gathered from a
                       table, dynamic axes (T5's relative position bias)
   softmax_casts       Casts to float32 around the Softmax, the scores reshaped on the
@@ -267,6 +268,20 @@ def layer(variant):
                   helper.make_node("Add", ["tm_am", "tm_kp"], ["tm_both"], name="tm_sum"),
                   helper.make_node("Add", [scores, "tm_both"], ["qk_m"], name="tm_add")]
         scores = "qk_m"
+    if variant == "bh_mask":
+        inputs.append(helper.make_tensor_value_info("am", TensorProto.BOOL, ["batch_heads", "seq", "seq"]))
+        inits += [init("bh_ninf", np.array(-np.inf, np.float32)), init("bh_zero", np.array(0.0, np.float32))]
+        # the scores as [B * H, S, S] around the Add, as PyTorch's 3-D layout
+        inits += [init("bh_m1", np.array([-1], np.int64)), init("bh_2", np.array([2], np.int64)),
+                  init("bh_4", np.array([4], np.int64))]
+        nodes += [helper.make_node("Where", ["am", "bh_ninf", "bh_zero"], ["bh_add"], name="bh_where"),
+                  helper.make_node("Shape", [scores], ["bh_shape"], name="bh_shape"),
+                  helper.make_node("Slice", ["bh_shape", "bh_2", "bh_4"], ["bh_ss"], name="bh_slice"),
+                  helper.make_node("Concat", ["bh_m1", "bh_ss"], ["bh_3d"], axis=0, name="bh_concat"),
+                  helper.make_node("Reshape", [scores, "bh_3d"], ["bh_s3"], name="bh_to3d"),
+                  helper.make_node("Add", ["bh_s3", "bh_add"], ["bh_m3"], name="bh_add_scores"),
+                  helper.make_node("Reshape", ["bh_m3", "bh_shape"], ["qk_m"], name="bh_to4d")]
+        scores = "qk_m"
     if variant == "bool_ignore_mask":
         inputs.append(helper.make_tensor_value_info("am", TensorProto.BOOL, ["seq", "seq"]))
         inits += [init("bi_ninf", np.array(-np.inf, np.float32)), init("bi_zero", np.array(0.0, np.float32))]
@@ -357,5 +372,5 @@ for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "we
           "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask",
           "where_fill_zero", "dyn_bias", "ext_mask_i64", "ext_mask_10000", "fill_mask_eq0",
           "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative",
-          "rel_bias", "two_masks"):
+          "rel_bias", "two_masks", "bh_mask"):
     save(layer(v), v)
