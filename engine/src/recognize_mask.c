@@ -64,11 +64,15 @@ static int64_t rz_bcast_offset(const tensor *T, const int64_t *stride, int64_t i
 }
 
 /* An additive as the engine adds it: -inf stays -inf (the engine's masked
- * key, whose all-masked row gives 0), any other hiding value is the lowest
- * float (finfo.min: an all-masked row averages every key, as the graph). */
+ * key, whose all-masked row gives 0); any other hiding value (finfo.min,
+ * -1e30) becomes the float just above the lowest one. The kernels hide a
+ * mask value <= -FLT_MAX outright; this one they add, so a row whose every
+ * key is hidden so averages its keys as the graph's softmax does (all
+ * scores absorbed into the same value), while in any other row its keys
+ * still get exp(-3.4e38) = 0. */
 static float rz_as_float_additive(double v) {
     if (v == -INFINITY) return -INFINITY;
-    if (rz_is_masked_value(v) || v < -(double)FLT_MAX) return -FLT_MAX;
+    if (rz_is_masked_value(v) || v < -(double)FLT_MAX) return nextafterf(-FLT_MAX, 0.0f);
     return (float)v;
 }
 

@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "interp.h"
 #include "layer.h"
 #include "mha/plugin.h"
 #include "onnx_ir.h"
+#include "tensor.h"
 
 static mha_alloc_ctx g_alloc;
 
@@ -630,6 +632,56 @@ static void test_two_masks(void **state) {
     ir_free(g);
 }
 
+/* A batch item whose every key is padding, with the extended mask
+ * (1 - m) * finfo.min: the graph's softmax averages all keys (the scores
+ * are absorbed into one value); the layer must do the same, not hide them. */
+static void test_fully_masked_row(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/recognize/ext_mask_i64.onnx", MHA_TEST_DATA);
+    ir_graph *g = load_graph(path);
+    layer L;
+    mha_error err;
+    mha_error_clear(&err);
+    if (layer_recognize(&g_alloc, g, &L, &err) != MHA_OK) fail_msg("%s", err.message);
+    const int64_t xd[3] = {2, 3, 16}, md[2] = {2, 3};
+    tensor *in[2] = {NULL, NULL};
+    assert_int_equal(tensor_new(&g_alloc, MHA_DTYPE_FLOAT32, 3, xd, &in[0], &err), MHA_OK);
+    assert_int_equal(tensor_new(&g_alloc, MHA_DTYPE_INT64, 2, md, &in[1], &err), MHA_OK);
+    float *x = in[0]->data;
+    for (int64_t i = 0; i < 2 * 3 * 16; i++)
+        x[i] = (float)((i * 37 % 23) - 11) / 8.0f;
+    int64_t *m = in[1]->data;
+    for (int64_t j = 0; j < 3; j++) {
+        m[j] = 1;     /* item 0 attends everywhere */
+        m[3 + j] = 0; /* item 1 is all padding */
+    }
+    tensor **values = NULL;
+    assert_int_equal(interp_run(&g_alloc, g, (const tensor *const *)in, &values, &err), MHA_OK);
+    mha_tensor min[2], mout;
+    for (int k = 0; k < 2; k++) {
+        memset(&min[k], 0, sizeof min[k]);
+        min[k].dtype = in[k]->dtype;
+        min[k].rank = in[k]->rank;
+        for (int d = 0; d < in[k]->rank; d++)
+            min[k].shape[d] = in[k]->dims[d];
+        min[k].data = in[k]->data;
+    }
+    assert_int_equal(layer_output_shapes(&L, min, 2, &mout, 1, &err), MHA_OK);
+    float y[2 * 3 * 16];
+    mout.data = y;
+    if (layer_reference_forward(&g_alloc, &L, min, 2, &mout, 1, &err) != MHA_OK)
+        fail_msg("%s", err.message);
+    const tensor *want = values[g->outputs[0]];
+    double e = tu_max_rel_err(y, want->data, 2 * 3 * 16);
+    if (!(e <= 1e-4)) fail_msg("the all-padding item differs from the graph by %g", e);
+    interp_values_free(g, values);
+    tensor_free(in[0]);
+    tensor_free(in[1]);
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
+}
+
 /* ---- the verifier catches a wrong layer ---- */
 
 static void expect_verify_fails(ir_graph *g, const layer *L, const char *what) {
@@ -904,6 +956,7 @@ int main(void) {
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_unusual_plumbing),
         cmocka_unit_test(test_two_masks),
+        cmocka_unit_test(test_fully_masked_row),
         cmocka_unit_test(test_verify_catches_corruption),
         cmocka_unit_test(test_allocation_failures),
     };
