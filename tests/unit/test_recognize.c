@@ -609,18 +609,26 @@ static void test_unusual_plumbing(void **state) {
     }
 }
 
+/* tests/data/recognize/<name>.onnx loaded and recognised (or the test fails). */
+static ir_graph *recognize_model(const char *name, layer *L) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/recognize/%s.onnx", MHA_TEST_DATA, name);
+    ir_graph *g = load_graph(path);
+    mha_error err;
+    mha_error_clear(&err);
+    if (layer_recognize(&g_alloc, g, L, &err) != MHA_OK) fail_msg("%s: %s", name, err.message);
+    return g;
+}
+
 /* An attention mask and a key padding mask on one layer, each read by its
  * own polarity (True = hidden in both, as nn.MultiheadAttention). */
 static void test_two_masks(void **state) {
     (void)state;
-    char path[1024];
-    snprintf(path, sizeof path, "%s/recognize/two_masks.onnx", MHA_TEST_DATA);
-    ir_graph *g = load_graph(path);
     layer L;
     mha_error err;
     mha_error_clear(&err);
-    mha_status st = layer_recognize(&g_alloc, g, &L, &err);
-    if (st != MHA_OK) fail_msg("two_masks: %s", err.message);
+    ir_graph *g = recognize_model("two_masks", &L);
+    mha_status st;
     assert_int_equal(L.n_inputs, 3);
     assert_int_equal(L.inputs[1].role, MHA_ROLE_ATTN_MASK);
     assert_int_equal(L.inputs[2].role, MHA_ROLE_KEY_PADDING_MASK);
@@ -637,13 +645,10 @@ static void test_two_masks(void **state) {
  * are absorbed into one value); the layer must do the same, not hide them. */
 static void test_fully_masked_row(void **state) {
     (void)state;
-    char path[1024];
-    snprintf(path, sizeof path, "%s/recognize/ext_mask_i64.onnx", MHA_TEST_DATA);
-    ir_graph *g = load_graph(path);
     layer L;
     mha_error err;
     mha_error_clear(&err);
-    if (layer_recognize(&g_alloc, g, &L, &err) != MHA_OK) fail_msg("%s", err.message);
+    ir_graph *g = recognize_model("ext_mask_i64", &L);
     const int64_t xd[3] = {2, 3, 16}, md[2] = {2, 3};
     tensor *in[2] = {NULL, NULL};
     assert_int_equal(tensor_new(&g_alloc, MHA_DTYPE_FLOAT32, 3, xd, &in[0], &err), MHA_OK);
