@@ -486,6 +486,8 @@ static void test_refusals(void **state) {
         {"where_fill_zero", "'m_where_zero'", "does not hide them"},
         {"dyn_bias", "'qk_dyn_bias'", "more than the head and the key - query distance"},
         {"rotary_q_only", "'q_rot_add'", "only one of Q and K is rotated"},
+        {"kv_cache_concat", "'k_cache_concat'", "cache input ('past_k')"},
+        {"residual_block", "'residual_add'", "residual connection"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];

@@ -14,6 +14,8 @@ Graphs that must be REFUSED (MHA_ERR_MODEL_UNSUPPORTED naming op and node):
   dyn_bias            a bias of the key position computed from the sequence length (j * j),
                       dynamic axes: neither ALiBi (linear in j) nor a function of j - i
   rotary_q_only       a rotate-half rotary embedding on Q alone (K is not turned)
+  kv_cache_concat     the new keys appended to a past-key input (a KV cache between projections)
+  residual_block      the layer's input added to its output (the block around the layer)
 Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   where_mask          the causal mask applied with Where instead of Add (GPT-2)
   const_bias_mask     a constant per-head bias on the scores, static sizes (T5)
@@ -150,7 +152,13 @@ def layer(variant):
         for t in "qkv":
             nodes.append(helper.make_node("Reshape", [t, "shape_bshd"], [t + "_4d"], name=t + "_reshape"))
         nodes.append(helper.make_node("Transpose", ["q_4d"], ["q_t0"], perm=[0, 2, 1, 3], name="q_transpose"))
-        nodes.append(helper.make_node("Transpose", ["k_4d"], ["k_t0"], perm=[0, 2, 3, 1], name="k_transpose"))
+        k4 = "k_4d"
+        if variant == "kv_cache_concat":
+            # the new keys appended to a past input [B, P, H, d]
+            inputs.append(helper.make_tensor_value_info("past_k", TensorProto.FLOAT, ["batch", "past", H, DH]))
+            nodes.append(helper.make_node("Concat", ["past_k", "k_4d"], ["k_all"], axis=1, name="k_cache_concat"))
+            k4 = "k_all"
+        nodes.append(helper.make_node("Transpose", [k4], ["k_t0"], perm=[0, 2, 3, 1], name="k_transpose"))
         nodes.append(helper.make_node("Transpose", ["v_4d"], ["v_t"], perm=[0, 2, 1, 3], name="v_transpose"))
         if variant == "unknown_op_on_path":
             nodes.append(helper.make_node("Sin", ["q_t0"], ["q_t"], name="q_sin"))
@@ -336,11 +344,13 @@ def layer(variant):
     inits.append(init("shape_bsd", np.array([0, 0, hq * DH], np.int64)))
     nodes.append(helper.make_node("Reshape", ["ctx_t", "shape_bsd"], ["attn"], name="ctx_reshape"))
     out = "y"
-    if variant == "two_softmax":
+    if variant in ("two_softmax", "residual_block"):
         out = "y0"
     proj(nodes, "attn", "o", out, bias)
     if variant == "two_softmax":
         nodes.append(helper.make_node("Softmax", ["y0"], ["y"], axis=-1, name="extra_softmax"))
+    if variant == "residual_block":
+        nodes.append(helper.make_node("Add", ["y0", "x"], ["y"], name="residual_add"))
     if variant == "weight_input":
         inits = [i for i in inits if i.name != "q_w"]
         inputs.append(helper.make_tensor_value_info("q_w", TensorProto.FLOAT, [D, D]))
@@ -372,5 +382,5 @@ for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "we
           "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask",
           "where_fill_zero", "dyn_bias", "ext_mask_i64", "ext_mask_10000", "fill_mask_eq0",
           "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative",
-          "rel_bias", "two_masks", "bh_mask"):
+          "rel_bias", "two_masks", "bh_mask", "kv_cache_concat", "residual_block"):
     save(layer(v), v)
