@@ -289,10 +289,19 @@ typedef struct exec_mask_view {
 /* An attention mask right-aligned to [B, H, Sq, Skv] -- or, batch_first
  * and 3-D, [B, Sq, Skv] as [B, 1, Sq, Skv]. */
 static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, int batch_first,
-                                exec_mask_view *v) {
+                                int64_t heads, exec_mask_view *v) {
     v->kind = EXEC_MASK_TENSOR;
     v->t = t;
     v->attend_when_true = attend_when_true;
+    if (batch_first == 2 && t->rank == 3) { /* [B*H, Sq, Skv] as [B, H, Sq, Skv] */
+        v->dims[0] = t->shape[0] / heads, v->dims[1] = heads;
+        v->dims[2] = t->shape[1], v->dims[3] = t->shape[2];
+        v->strides[3] = t->shape[2] == 1 ? 0 : 1;
+        v->strides[2] = t->shape[1] == 1 ? 0 : t->shape[2];
+        v->strides[1] = t->shape[1] * t->shape[2];
+        v->strides[0] = heads * v->strides[1];
+        return;
+    }
     int64_t stride = 1;
     for (int i = 3; i >= 0; i--) {
         int src = batch_first && t->rank == 3 ? (i == 1   ? -1
@@ -366,7 +375,7 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     int n = 0;
     if (bd->attn_mask) {
         exec_mask_view_attn(bd->attn_mask, !L->attn_bool_ignore_true, L->attn_mask_batch_first,
-                            &views[n]);
+                            L->q_heads, &views[n]);
         if (L->attn_valued) views[n].kind = EXEC_MASK_VALUED;
         n++;
     }
@@ -391,7 +400,7 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         bias.shape[1] = L->bias_sq;
         bias.shape[2] = L->bias_skv;
         bias.data = L->bias;
-        exec_mask_view_attn(&bias, 1, 0, &views[n++]);
+        exec_mask_view_attn(&bias, 1, 0, 1, &views[n++]);
     }
     if (L->has_proj && L->has_left_window) {
         exec_mask_view *w = &views[n++];

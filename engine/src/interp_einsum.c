@@ -10,6 +10,10 @@
 
 #include <string.h>
 
+/* Products one Einsum may evaluate (outputs x terms of each sum): the
+ * probe's projections and attention products stay far below it. */
+#define INTERP_EINSUM_MAX_WORK ((int64_t)1 << 32)
+
 /* Letter slot 0..51 of 'a'..'z', 'A'..'Z', or -1. */
 static int einsum_slot(char ch) {
     if (ch >= 'a' && ch <= 'z') return ch - 'a';
@@ -108,12 +112,21 @@ mha_status interp_op_einsum(interp_ctx *c) {
         char ch = (char)(s < 26 ? 'a' + s : 'A' + (s - 26));
         if (size[s] >= 0 && !strchr(e.out, ch)) sum_slots[n_sum++] = s;
     }
+    /* the work: every output element sums n_acc products; a product of
+     * letters that is not a real contraction (e.g. "ab,cd->") can ask for
+     * far more than a reference evaluation should do */
+    int64_t n_out = 1, n_acc = 1, work = 1;
+    for (int k = 0; k < e.rank_out; k++)
+        if (!mha_mul_i64(n_out, dims[k], &n_out)) n_out = INT64_MAX;
+    for (int k = 0; k < n_sum; k++)
+        if (!mha_mul_i64(n_acc, size[sum_slots[k]], &n_acc)) n_acc = INT64_MAX;
+    if (!mha_mul_i64(n_out, n_acc, &work) || work > INTERP_EINSUM_MAX_WORK)
+        return interp_fail(c, MHA_ERR_LIMIT,
+                           "'%s' needs %lld outputs x %lld products (limit %lld in all)", at->s,
+                           (long long)n_out, (long long)n_acc, (long long)INTERP_EINSUM_MAX_WORK);
     tensor *Y;
     st = interp_out_new(c, 0, MHA_DTYPE_FLOAT32, e.rank_out, dims, &Y);
     if (st != MHA_OK) return st;
-    int64_t n_out = tensor_numel(Y), n_acc = 1;
-    for (int k = 0; k < n_sum; k++)
-        n_acc *= size[sum_slots[k]];
     if (n_acc == 0) return MHA_OK; /* an empty sum: zeros */
     float *y = Y->data;
     for (int64_t o = 0; o < n_out; o++) {

@@ -82,7 +82,9 @@ typedef struct layer {
                                   head [B, Hq, Sq, Skv] */
     int attn_valued;           /* the attn_mask input adds kpm_add as a valued key padding
                                   input does (any type; Keras (1 - m) * -1e9) */
-    int attn_mask_batch_first; /* a 3-D attn_mask is [B, Sq, Skv], not right-aligned */
+    int attn_mask_batch_first; /* a 3-D attn_mask is, instead of right-aligned: 1 [B, Sq,
+                                  Skv] (Keras), 2 [B * q_heads, Sq, Skv] (PyTorch); 3 only
+                                  while recognising: probed as [1, Sq, Skv] */
     unsigned idioms;           /* LAYER_IDIOM_* found by the recogniser (mha info) */
 
     /* ---- appended for rotary embeddings and ALiBi (issue 14) ---- */

@@ -143,13 +143,18 @@ static mha_status layer_check_attn_mask(const layer *L, const layer_io *io, cons
         const int64_t want[3] = {bd->B, bd->Sq, bd->T};
         return layer_expect_shape(io, t, 3, want, "mask_index [B, S, T]", err);
     }
-    if (L->attn_mask_batch_first && t->rank == 3) { /* [B, Sq, Skv], each may be 1 */
-        const int64_t want[3] = {bd->B, bd->Sq, bd->T};
+    if (L->attn_mask_batch_first && t->rank == 3) { /* [B | B*H, Sq, Skv], Sq, Skv may be 1 */
+        const int64_t want[3] = {L->attn_mask_batch_first == 2 ? bd->B * L->q_heads : bd->B, bd->Sq,
+                                 bd->T};
         int fits = 1;
         for (int i = 0; i < 3; i++)
-            fits = fits && (t->shape[i] == want[i] || t->shape[i] == 1);
+            fits = fits && (t->shape[i] == want[i] || (i > 0 && t->shape[i] == 1) ||
+                            (i == 0 && t->shape[i] == 1 && L->attn_mask_batch_first == 1));
         if (fits) return MHA_OK;
-        return layer_expect_shape(io, t, 3, want, "attn_mask [B, Sq, Skv]", err);
+        return layer_expect_shape(io, t, 3, want,
+                                  L->attn_mask_batch_first == 2 ? "attn_mask [B*heads, Sq, Skv]"
+                                                                : "attn_mask [B, Sq, Skv]",
+                                  err);
     }
     int ok = t->rank <= 4;
     for (int i = 0; ok && i < t->rank; i++) {

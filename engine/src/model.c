@@ -39,9 +39,11 @@ static void model_describe(const layer *L, char *buf, size_t size) {
     if (L->attn_valued)
         model_idiom(buf, size,
                     "attention mask%s read through its values: m = 0 adds %g, m = 1 adds %g%s",
-                    L->attn_mask_batch_first ? " [B, Sq, Skv]" : "", (double)L->kpm_add[0],
+                    L->attn_mask_batch_first == 1 ? " [B, Sq, Skv]" : "", (double)L->kpm_add[0],
                     (double)L->kpm_add[1], L->kpm_affine ? " (linear in m)" : "");
     if (L->attn_bool_ignore_true) model_idiom(buf, size, "bool attention mask, true = hidden");
+    if (L->attn_mask_batch_first == 2)
+        model_idiom(buf, size, "attention mask [B * heads, Sq, Skv]");
     if (f & LAYER_IDIOM_WHERE_MASK) model_idiom(buf, size, "mask applied by Where (masked fill)");
     if (L->bias && L->bias_rel_len > 0)
         model_idiom(buf, size,

@@ -385,15 +385,27 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     /* Different sizes so that no two axes can be confused. A 2-D mask
      * input is first taken as [B, Skv] key padding; when the graph does not
      * run so, as an [Sq, Skv] attention mask (nn.MultiheadAttention). */
+    int two_d[2], n_two_d = 0;
+    for (size_t i = 0; i < g->n_inputs && c->mask_input < 0; i++)
+        if (L->inputs[i].role == MHA_ROLE_KEY_PADDING_MASK && n_two_d < 2)
+            two_d[n_two_d++] = (int)i;
     st = rz_run_probe(z, L, 2, 3, 5);
-    if (st == MHA_ERR_SHAPE) {
-        int retry = 0;
-        for (size_t i = 0; i < g->n_inputs; i++)
-            if (L->inputs[i].role == MHA_ROLE_KEY_PADDING_MASK && c->mask_input < 0) {
-                L->inputs[i].role = MHA_ROLE_ATTN_MASK;
-                retry = 1;
-            }
-        if (retry) st = rz_run_probe(z, L, 2, 3, 5);
+    /* then every other choice for up to two such inputs (nn.MultiheadAttention
+     * with both an attn_mask and a key_padding_mask) */
+    for (int combo = 1; st == MHA_ERR_SHAPE && combo < (1 << n_two_d); combo++) {
+        for (int k = 0; k < n_two_d; k++)
+            L->inputs[two_d[k]].role =
+                (combo >> k) & 1 ? MHA_ROLE_ATTN_MASK : MHA_ROLE_KEY_PADDING_MASK;
+        st = rz_run_probe(z, L, 2, 3, 5);
+    }
+    /* a 3-D mask whose dynamic first axis is not the batch: PyTorch's
+     * [B * heads, Sq, Skv], probed as [1, Sq, Skv] until the heads are known */
+    for (size_t i = 0; st == MHA_ERR_SHAPE && i < g->n_inputs; i++) {
+        layer_io *io = &L->inputs[i];
+        if (io->role != MHA_ROLE_ATTN_MASK || io->rank != 3 || io->dims[0] >= 0) continue;
+        L->attn_mask_batch_first = 3;
+        st = rz_run_probe(z, L, 2, 3, 5);
+        if (st != MHA_OK) L->attn_mask_batch_first = 0;
     }
     /* PyTorch's multi_head_attention_forward folds heads into the batch
      * axis ([B*H, S, d] scores); a 4D score MatMul is a hand-written or

@@ -377,6 +377,21 @@ mha_status rz_parse_in_proj(rz_ctx *z, int v, const char *what, rz_proj *p) {
         p->in_v = n->inputs[0];
         p->w_v = n->inputs[1];
     } else {
+        /* a KV cache: the new keys / values appended to a past graph input */
+        int past = -1;
+        for (size_t k = 0; rz_is_op(n, "Concat") && k < n->n_inputs; k++) {
+            int iv = n->inputs[k];
+            if (iv >= 0 && z->g->values[iv].producer < 0 && z->g->values[iv].graph_input >= 0)
+                past = iv;
+        }
+        if (past >= 0) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "appends the new %s to a cache input ('%s'): a KV cache between "
+                     "projections is not supported (a bare Attention node serves one)",
+                     strcmp(what, "V") == 0 ? "values" : "keys", rz_value_name(z, past));
+            return rz_refuse_node(z, pid, msg, what);
+        }
         return rz_refuse_node(z, pid,
                               "not a projection (MatMul/Gemm [+ Add]), layout op or scalar "
                               "factor",
@@ -456,11 +471,24 @@ mha_status rz_parse_out_proj(rz_ctx *z, int node, int v, rz_proj *p, rz_chain *y
     int stop;
     st = rz_walk_forward(z, p->out_v, what, ych, &stop);
     if (st != MHA_OK) return st;
-    if (stop >= 0)
+    if (stop >= 0) {
+        /* the block around the layer: a residual Add of a graph input */
+        const ir_node *sn = &z->g->nodes[stop];
+        for (size_t k = 0; rz_is_op(sn, "Add") && k < sn->n_inputs; k++) {
+            int iv = sn->inputs[k];
+            if (iv >= 0 && iv != ych->dst && z->deps[iv] != 0)
+                return rz_refuse_node(z, stop,
+                                      "adds the attention output to another data value (a "
+                                      "residual connection): the block around the attention "
+                                      "layer (residual, normalisation) is not supported, "
+                                      "only the layer itself",
+                                      what);
+        }
         return rz_refuse_node(z, stop,
                               "after the output projection only layout ops and scalar "
                               "factors may lead to the graph output",
                               what);
+    }
     return MHA_OK;
 }
 

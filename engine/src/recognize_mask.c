@@ -21,6 +21,8 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 /* At or below this, a term hides its key. */
@@ -62,11 +64,15 @@ static int64_t rz_bcast_offset(const tensor *T, const int64_t *stride, int64_t i
 }
 
 /* An additive as the engine adds it: -inf stays -inf (the engine's masked
- * key, whose all-masked row gives 0), any other hiding value is the lowest
- * float (finfo.min: an all-masked row averages every key, as the graph). */
+ * key, whose all-masked row gives 0); any other hiding value (finfo.min,
+ * -1e30) becomes the float just above the lowest one. The kernels hide a
+ * mask value <= -FLT_MAX outright; this one they add, so a row whose every
+ * key is hidden so averages its keys as the graph's softmax does (all
+ * scores absorbed into the same value), while in any other row its keys
+ * still get exp(-3.4e38) = 0. */
 static float rz_as_float_additive(double v) {
     if (v == -INFINITY) return -INFINITY;
-    if (rz_is_masked_value(v) || v < -(double)FLT_MAX) return -FLT_MAX;
+    if (rz_is_masked_value(v) || v < -(double)FLT_MAX) return nextafterf(-FLT_MAX, 0.0f);
     return (float)v;
 }
 
@@ -184,9 +190,20 @@ static int rz_cand_valued(rz_cand c) {
 }
 
 /* Strides of M broadcast against [B, H, Sq, Skv]; 0 if it does not. A
- * batch-first 3-D M is [B, Sq, Skv] (Keras), else M is right-aligned. */
+ * 3-D M is [B, Sq, Skv] with batch_first 1 (Keras), [B*H, Sq, Skv] with 2
+ * (PyTorch), else M is right-aligned. */
 static int rz_attn_strides(const tensor *M, const int64_t *target, int batch_first,
                            int64_t *stride) {
+    if (batch_first == 2) {
+        if (M->rank != 3 || M->dims[0] != target[0] * target[1]) return 0;
+        for (int k = 1; k < 3; k++)
+            if (M->dims[k] != 1 && M->dims[k] != target[k + 1]) return 0;
+        stride[3] = M->dims[2] == 1 ? 0 : 1;
+        stride[2] = M->dims[1] == 1 ? 0 : M->dims[2];
+        stride[1] = M->dims[1] * M->dims[2];
+        stride[0] = target[1] * stride[1];
+        return 1;
+    }
     if (batch_first) {
         const int ax[3] = {0, 2, 3};
         int64_t st = 1;
@@ -268,7 +285,7 @@ static void rz_fill_mask(tensor *M, rz_cand cand, uint64_t seed, int neutral, in
 /* What the candidate reading of M adds at (b, h, i, j). */
 typedef struct rz_reading {
     rz_cand cand;
-    int batch_first;     /* a 3-D attention mask is [B, Sq, Skv] */
+    int batch_first;     /* a 3-D attention mask is [B, Sq, Skv] (1), [B*H, Sq, Skv] (2) */
     double add[2];       /* valued: additive for m == 0, m == 1 */
     int affine;          /* valued: float m in between is interpolated */
     int alibi_counted;   /* key padding also moves ALiBi positions (BLOOM) */
@@ -331,6 +348,34 @@ static int rz_eff_matches(const rz_eff *e, const rz_eff *base, const tensor *M,
     return 1;
 }
 
+/* Two mask inputs at once: e must be base plus both readings (a key
+ * hidden by either stays hidden). */
+static int rz_eff_matches_both(const rz_eff *e, const rz_eff *base, tensor *const *Ms,
+                               const rz_reading *rds, const int64_t *target, const int64_t *bat,
+                               const int64_t *head) {
+    int64_t stride[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+    for (int k = 0; k < 2; k++)
+        if (rds[k].cand >= RZ_CAND_ATTN_BOOL)
+            rz_attn_strides(Ms[k], target, rds[k].batch_first, stride[k]);
+    for (int64_t n = 0; n < e->n_slots; n++)
+        for (int64_t i = 0; i < e->sq; i++)
+            for (int64_t j = 0; j < e->skv; j++) {
+                double want = base->raw[(n * e->sq + i) * e->skv + j];
+                for (int k = 0; k < 2; k++)
+                    want +=
+                        rz_reading_value(&rds[k], Ms[k], stride[k], bat[n], head[n], i, j, e->skv);
+                if (!rz_close(e->raw[(n * e->sq + i) * e->skv + j], want)) return 0;
+            }
+    return 1;
+}
+
+/* A mask input and how it was read. */
+typedef struct rz_found {
+    int mi; /* graph input */
+    rz_reading rd;
+    int neutral; /* the fill that attends everywhere (see rz_fill_mask) */
+} rz_found;
+
 static int rz_has_dynamic_dims(const layer *L) {
     for (size_t i = 0; i < L->n_inputs; i++)
         for (int ax = 0; ax < L->inputs[i].rank; ax++)
@@ -370,8 +415,8 @@ static void rz_set_pattern(layer *L, rz_pattern p, int64_t window) {
  * enough to show a sliding window of up to 15 keys. A window too wide to
  * show at a smaller size looks causal there: the pattern seen at the larger
  * size wins then (*pat, *window updated). */
-static mha_status rz_recheck_pattern(rz_ctx *z, const layer *L, const double *cf, int mi,
-                                     const rz_reading *rd, int neutral, int64_t sq0,
+static mha_status rz_recheck_pattern(rz_ctx *z, const layer *L, const double *cf,
+                                     const rz_found *found, int n_found, int64_t sq0,
                                      rz_pattern *pat, int64_t *window) {
     if (!rz_has_dynamic_dims(L)) return MHA_OK;
     const int self = rz_layer_self(L);
@@ -391,8 +436,9 @@ static mha_status rz_recheck_pattern(rz_ctx *z, const layer *L, const double *cf
             st = MHA_OK;
             continue;
         }
-        if (st == MHA_OK && mi >= 0) {
-            rz_fill_mask(z->inputs[mi], rd->cand, 0, neutral, 0);
+        if (st == MHA_OK && n_found > 0) {
+            for (int f = 0; f < n_found; f++)
+                rz_fill_mask(z->inputs[found[f].mi], found[f].rd.cand, 0, found[f].neutral, 0);
             st = rz_rerun(z);
         }
         rz_eff e;
@@ -595,6 +641,65 @@ static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor
     return st;
 }
 
+/* Frees base and refuses "<the first mask node>: <message>". */
+static mha_status rz_mask_refusal(rz_ctx *z, rz_eff *base, const char *fmt, ...) MHA_PRINTF(3, 4);
+static mha_status rz_mask_refusal(rz_ctx *z, rz_eff *base, const char *fmt, ...) {
+    char d[160], msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    rz_eff_free(z, base);
+    return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED, "%s: %s",
+                    rz_node_desc(z, z->core.masks[0].add_node, d, sizeof d), msg);
+}
+
+/* Tries the readings of mask input M in turn; *ok with the first every
+ * probe agrees with (f->rd, f->neutral; *base the run at its neutral fill). */
+static mha_status rz_find_reading(rz_ctx *z, layer *L, const double *cf, tensor *M,
+                                  const int64_t *target, const int64_t *bat, const int64_t *head,
+                                  rz_found *f, rz_eff *base, int *ok) {
+    mha_status st = MHA_OK;
+    *ok = 0;
+    for (int k = 0; k < 4 * RZ_CAND_COUNT && st == MHA_OK && !*ok; k++) {
+        /* valued readings are tried with m = 1 meaning "attend", then m = 0;
+         * a 3-D mask batch-first ([B, Sq, Skv]), then right-aligned */
+        rz_cand cand = (rz_cand)(k % RZ_CAND_COUNT);
+        int neutral = (k / RZ_CAND_COUNT) % 2 == 0, bf = k < 2 * RZ_CAND_COUNT;
+        if (bf && L->attn_mask_batch_first == 2) bf = 2; /* probed as [B*H, Sq, Skv] */
+        if ((!neutral && !rz_cand_valued(cand)) || (bf && M->rank != 3) ||
+            !rz_cand_fits(M, cand, target, bf))
+            continue;
+        st = rz_try_candidate(z, L, cf, M, cand, neutral, bf, target, bat, head, &f->rd, base, ok);
+        f->neutral = neutral;
+    }
+    return st;
+}
+
+/* The input's role and the layer fields of its reading. */
+static void rz_assign_reading(layer *L, const rz_found *f) {
+    layer_io *io = &L->inputs[f->mi];
+    const rz_cand cand = f->rd.cand;
+    if (f->rd.alibi_counted && L->alibi_slopes) L->alibi_pos_from_mask = 1;
+    if (cand == RZ_CAND_KPM_IGNORE || cand == RZ_CAND_KPM_ATTEND) {
+        io->role = MHA_ROLE_KEY_PADDING_MASK;
+        L->kpm_true_means_ignore = cand == RZ_CAND_KPM_IGNORE;
+    } else if (rz_cand_valued(cand)) {
+        io->role = cand == RZ_CAND_KPM_VALUED ? MHA_ROLE_KEY_PADDING_MASK : MHA_ROLE_ATTN_MASK;
+        L->kpm_true_means_ignore = !f->neutral;
+        L->kpm_valued = cand == RZ_CAND_KPM_VALUED;
+        L->attn_valued = cand == RZ_CAND_ATTN_VALUED;
+        L->kpm_affine = f->rd.affine;
+        for (int v = 0; v < 2; v++)
+            L->kpm_add[v] = rz_as_float_additive(f->rd.add[v]);
+        L->idioms |= LAYER_IDIOM_EXT_MASK;
+    } else {
+        io->role = MHA_ROLE_ATTN_MASK;
+        L->attn_bool_ignore_true = cand == RZ_CAND_ATTN_BOOL_IGN;
+    }
+    if (io->role == MHA_ROLE_ATTN_MASK) L->attn_mask_batch_first = f->rd.batch_first;
+}
+
 mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t *head,
                           int64_t n_slots) {
     const rz_core *c = &z->core;
@@ -632,15 +737,16 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
                         "%s: the added term depends on the query / key values, it is not a "
                         "mask",
                         rz_node_desc(z, c->masks[0].add_node, d, sizeof d));
-    int mi = -1, count = 0;
+    int mis[2] = {-1, -1}, count = 0;
     for (int i = 0; i < RZ_MAX_INPUTS; i++)
         if (deps & ((uint64_t)1 << i)) {
-            mi = i;
+            if (count < 2) mis[count] = i;
             count++;
         }
-    if (count > 1)
+    if (count > 2)
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "%s: the mask combines %d graph inputs (one is supported)",
+                        "%s: the mask combines %d graph inputs (two are supported: an attention "
+                        "mask and a key padding mask)",
                         rz_node_desc(z, c->masks[0].add_node, d, sizeof d), count);
 
     rz_eff base;
@@ -651,63 +757,77 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     rz_pattern pat;
     int64_t window;
     int biased;
-    if (mi < 0) {
+    if (count == 0) {
         st = rz_eff_eval(z, cf, &base);
         if (st == MHA_OK) st = rz_take_base(z, L, &base, bat, head, cf, -1, &pat, &window, &biased);
         rz_eff_free(z, &base);
         if (st != MHA_OK || biased) return st;
-        st = rz_recheck_pattern(z, L, cf, -1, NULL, 0, sq0, &pat, &window);
+        st = rz_recheck_pattern(z, L, cf, NULL, 0, sq0, &pat, &window);
         if (st == MHA_OK) rz_set_pattern(L, pat, window);
         return st;
     }
 
-    tensor *M = z->inputs[mi];
+    /* a 3-D mask first probed as [1, Sq, Skv] (its first axis is not the
+     * batch): now that the heads are known, as PyTorch's [B * heads, ...] */
+    if (L->attn_mask_batch_first == 3) {
+        L->attn_mask_batch_first = 2;
+        st = rz_run_probe(z, L, z->B, z->Sq, z->Skv);
+        if (st != MHA_OK) return st;
+    }
+    /* each input in turn, the other one at its current fill (zeros, which
+     * attend everywhere for PyTorch's bool masks, or its neutral fill once
+     * read) */
     const tensor *S = z->probe[z->g->nodes[c->score_mm].outputs[0]];
     int64_t target[4] = {z->B, n_slots / (z->B ? z->B : 1), S->dims[S->rank - 2],
                          S->dims[S->rank - 1]};
-    for (int k = 0; k < 4 * RZ_CAND_COUNT && st == MHA_OK; k++) {
-        /* valued readings are tried with m = 1 meaning "attend", then m = 0;
-         * a 3-D mask batch-first ([B, Sq, Skv]), then right-aligned */
-        rz_cand cand = (rz_cand)(k % RZ_CAND_COUNT);
-        int neutral = (k / RZ_CAND_COUNT) % 2 == 0, bf = k < 2 * RZ_CAND_COUNT;
-        if ((!neutral && !rz_cand_valued(cand)) || (bf && M->rank != 3) ||
-            !rz_cand_fits(M, cand, target, bf))
-            continue;
-        rz_reading rd;
-        int ok;
-        st = rz_try_candidate(z, L, cf, M, cand, neutral, bf, target, bat, head, &rd, &base, &ok);
-        if (st != MHA_OK || !ok) continue;
-        st = rz_take_base(z, L, &base, bat, head, cf, mi, &pat, &window, &biased);
-        rz_eff_free(z, &base);
-        if (st != MHA_OK) return st;
-        layer_io *io = &L->inputs[mi];
-        L->alibi_pos_from_mask = rd.alibi_counted && L->alibi_slopes;
-        if (cand == RZ_CAND_KPM_IGNORE || cand == RZ_CAND_KPM_ATTEND) {
-            io->role = MHA_ROLE_KEY_PADDING_MASK;
-            L->kpm_true_means_ignore = cand == RZ_CAND_KPM_IGNORE;
-        } else if (rz_cand_valued(cand)) {
-            io->role = cand == RZ_CAND_KPM_VALUED ? MHA_ROLE_KEY_PADDING_MASK : MHA_ROLE_ATTN_MASK;
-            L->kpm_true_means_ignore = !neutral;
-            L->kpm_valued = cand == RZ_CAND_KPM_VALUED;
-            L->attn_valued = cand == RZ_CAND_ATTN_VALUED;
-            L->kpm_affine = rd.affine;
-            for (int v = 0; v < 2; v++)
-                L->kpm_add[v] = rz_as_float_additive(rd.add[v]);
-            L->idioms |= LAYER_IDIOM_EXT_MASK;
-        } else {
-            io->role = MHA_ROLE_ATTN_MASK;
-            L->attn_bool_ignore_true = cand == RZ_CAND_ATTN_BOOL_IGN;
-        }
-        L->attn_mask_batch_first = io->role == MHA_ROLE_ATTN_MASK && bf;
-        if (biased) return MHA_OK;
-        st = rz_recheck_pattern(z, L, cf, mi, &rd, neutral, sq0, &pat, &window);
-        if (st == MHA_OK) rz_set_pattern(L, pat, window);
-        return st;
+    rz_found found[2];
+    memset(found, 0, sizeof found);
+    for (int f = 0; f < count && st == MHA_OK; f++) {
+        found[f].mi = mis[f];
+        int ok = 0;
+        st = rz_find_reading(z, L, cf, z->inputs[mis[f]], target, bat, head, &found[f], &base, &ok);
+        if (st == MHA_OK && !ok)
+            return rz_mask_refusal(z, &base,
+                                   "mask input '%s' changes the scores, but not as a key padding "
+                                   "mask or an attention mask would",
+                                   L->inputs[mis[f]].name);
     }
+    if (st == MHA_OK && count == 2) {
+        /* both at once: their effects add up, and they play two roles */
+        int valued = rz_cand_valued(found[0].rd.cand) && rz_cand_valued(found[1].rd.cand);
+        int kpm0 = found[0].rd.cand <= RZ_CAND_KPM_VALUED,
+            kpm1 = found[1].rd.cand <= RZ_CAND_KPM_VALUED;
+        int good =
+            !valued && kpm0 != kpm1 && !found[0].rd.alibi_counted && !found[1].rd.alibi_counted;
+        rz_eff e;
+        memset(&e, 0, sizeof e);
+        tensor *Ms[2] = {z->inputs[mis[0]], z->inputs[mis[1]]};
+        rz_reading rds[2] = {found[0].rd, found[1].rd};
+        for (uint64_t trial = 1; good && st == MHA_OK && trial <= 2; trial++) {
+            for (int f = 0; f < 2; f++)
+                rz_fill_mask(Ms[f], rds[f].cand, 0x626f7468ull + 2 * trial + (uint64_t)f,
+                             found[f].neutral, 0);
+            st = rz_rerun(z);
+            if (st == MHA_OK) st = rz_eff_eval(z, cf, &e);
+            if (st == MHA_OK) good = rz_eff_matches_both(&e, &base, Ms, rds, target, bat, head);
+        }
+        rz_eff_free(z, &e);
+        if (st == MHA_OK && !good)
+            return rz_mask_refusal(z, &base,
+                                   "mask inputs '%s' and '%s' do not act as one attention mask "
+                                   "and one key padding mask added together",
+                                   L->inputs[mis[0]].name, L->inputs[mis[1]].name);
+        for (int f = 0; f < 2 && st == MHA_OK; f++)
+            rz_fill_mask(Ms[f], rds[f].cand, 0, found[f].neutral, 0);
+        if (st == MHA_OK) st = rz_rerun(z);
+    }
+    if (st == MHA_OK) st = rz_take_base(z, L, &base, bat, head, cf, mis[0], &pat, &window, &biased);
     rz_eff_free(z, &base);
     if (st != MHA_OK) return st;
-    return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                    "%s: mask input '%s' changes the scores, but not as a key padding mask "
-                    "or an attention mask would",
-                    rz_node_desc(z, c->masks[0].add_node, d, sizeof d), L->inputs[mi].name);
+    for (int f = 0; f < count; f++)
+        rz_assign_reading(L, &found[f]);
+    if (biased) return MHA_OK;
+    st = rz_recheck_pattern(z, L, cf, found, count, sq0, &pat, &window);
+    if (st == MHA_OK) rz_set_pattern(L, pat, window);
+    return st;
 }

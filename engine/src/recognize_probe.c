@@ -95,6 +95,12 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
             }
             rz_sym s = rz_axis_symbol(io, ax);
             int64_t *slot = rz_sym_slot(sz, s);
+            if (io->role == MHA_ROLE_ATTN_MASK && io->rank == 3 && ax == 0 &&
+                L->attn_mask_batch_first >= 2) {
+                /* [B * q_heads, ...] once the heads are known, 1 before */
+                dims[i][ax] = L->attn_mask_batch_first == 2 ? sz->B * L->q_heads : 1;
+                continue;
+            }
             if (slot)
                 dims[i][ax] = *slot;
             else if (s == RZ_SYM_ONE)

@@ -1248,6 +1248,11 @@ static void test_einsum(void **state) {
         in[1] = tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6));
         run_err(14, &t, in, 2, bad_st[i]);
     }
+    /* an outer sum of 2^20 x 2^20 products per output: refused, not run */
+    eq->s = (char *)"ab,cd->a";
+    in[0] = mk(MHA_DTYPE_FLOAT32, 2, D(1, 1 << 20));
+    in[1] = mk(MHA_DTYPE_FLOAT32, 2, D(1 << 10, 1 << 10));
+    run_err(14, &t, in, 2, MHA_ERR_LIMIT);
     interp_einsum e;
     assert_int_equal(interp_einsum_parse("abc,cde->abde", &e), 1);
     assert_int_equal(e.n_in, 2);

@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "interp.h"
 #include "layer.h"
 #include "mha/plugin.h"
 #include "onnx_ir.h"
+#include "tensor.h"
 
 static mha_alloc_ctx g_alloc;
 
@@ -486,6 +488,8 @@ static void test_refusals(void **state) {
         {"rotary_q_only", "'q_rot_add'", "only one of Q and K is rotated"},
         /* fractional m would count fractional positions (and once crashed) */
         {"alibi_counted_float", "'ac_fill'", "changes the scores"},
+        {"kv_cache_concat", "'k_cache_concat'", "cache input ('past_k')"},
+        {"residual_block", "'residual_add'", "residual connection"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];
@@ -519,6 +523,7 @@ typedef struct plumbing_case {
     int64_t window;       /* -1: none */
     int pos_bias;         /* a per-head bias: 1 constant [H, 5, 5], 2 relative (j - i) */
     unsigned idioms;      /* LAYER_IDIOM_* that must be named */
+    int mask_layout;      /* attn_mask_batch_first: 2 for [B * H, Sq, Skv] */
 } plumbing_case;
 
 static void check_plumbing(const plumbing_case *c, const layer *L) {
@@ -565,6 +570,7 @@ static void check_plumbing(const plumbing_case *c, const layer *L) {
         assert_int_equal(L->bias_sq, 5);
         assert_int_equal(L->bias_skv, 5);
     }
+    assert_int_equal(L->attn_mask_batch_first, c->mask_layout);
     if ((L->idioms & c->idioms) != c->idioms)
         fail_msg("%s: idioms 0x%x, expected at least 0x%x", c->name, L->idioms, c->idioms);
 }
@@ -572,22 +578,23 @@ static void check_plumbing(const plumbing_case *c, const layer *L) {
 static void test_unusual_plumbing(void **state) {
     (void)state;
     static const plumbing_case cases[] = {
-        {"interleaved_heads", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
-        {"kpm_attend", 4, 4, 0, 1, 1, 0, 0, 0, 0, -1, 0, 0},
-        {"gqa_expand", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
-        {"gqa_tile", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
-        {"scale_after_mask", 4, 4, 1, 0, 0, 0, 0, 0, 0, -1, 0, 0},
-        {"where_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, -1, 0, LAYER_IDIOM_WHERE_MASK},
-        {"const_bias_mask", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 1, LAYER_IDIOM_POS_BIAS},
-        {"ext_mask_i64", 4, 4, 0, 1, 2, -3.40282347e38f, 0, 0, 0, -1, 0, LAYER_IDIOM_EXT_MASK},
-        {"ext_mask_10000", 4, 4, 0, 1, 2, -10000.0f, 0, 1, 0, -1, 0, LAYER_IDIOM_EXT_MASK},
+        {"interleaved_heads", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0, 0},
+        {"kpm_attend", 4, 4, 0, 1, 1, 0, 0, 0, 0, -1, 0, 0, 0},
+        {"gqa_expand", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0, 0},
+        {"gqa_tile", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0, 0},
+        {"scale_after_mask", 4, 4, 1, 0, 0, 0, 0, 0, 0, -1, 0, 0, 0},
+        {"where_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, -1, 0, LAYER_IDIOM_WHERE_MASK, 0},
+        {"const_bias_mask", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 1, LAYER_IDIOM_POS_BIAS, 0},
+        {"ext_mask_i64", 4, 4, 0, 1, 2, -3.40282347e38f, 0, 0, 0, -1, 0, LAYER_IDIOM_EXT_MASK, 0},
+        {"ext_mask_10000", 4, 4, 0, 1, 2, -10000.0f, 0, 1, 0, -1, 0, LAYER_IDIOM_EXT_MASK, 0},
         {"fill_mask_eq0", 4, 4, 0, 1, 2, -3.40282347e38f, 0, 0, 0, -1, 0,
-         LAYER_IDIOM_EXT_MASK | LAYER_IDIOM_WHERE_MASK},
-        {"bool_ignore_mask", 4, 4, 0, 1, 0, 0, 0, 0, 1, -1, 0, 0},
-        {"window_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, 2, 0, LAYER_IDIOM_WINDOW},
+         LAYER_IDIOM_EXT_MASK | LAYER_IDIOM_WHERE_MASK, 0},
+        {"bool_ignore_mask", 4, 4, 0, 1, 0, 0, 0, 0, 1, -1, 0, 0, 0},
+        {"window_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, 2, 0, LAYER_IDIOM_WINDOW, 0},
         {"softmax_casts", 4, 4, 1, 1, 0, 0, 0, 0, 0, -1, 0,
-         LAYER_IDIOM_SOFTMAX_CAST | LAYER_IDIOM_SCORE_RESHAPE},
-        {"rel_bias", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 2, LAYER_IDIOM_POS_BIAS},
+         LAYER_IDIOM_SOFTMAX_CAST | LAYER_IDIOM_SCORE_RESHAPE, 0},
+        {"rel_bias", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 2, LAYER_IDIOM_POS_BIAS, 0},
+        {"bh_mask", 4, 4, 0, 1, 0, 0, 0, 0, 1, -1, 0, 0, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];
@@ -604,6 +611,84 @@ static void test_unusual_plumbing(void **state) {
         layer_clear(&g_alloc, &L);
         ir_free(g);
     }
+}
+
+/* tests/data/recognize/<name>.onnx loaded and recognised (or the test fails). */
+static ir_graph *recognize_model(const char *name, layer *L) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/recognize/%s.onnx", MHA_TEST_DATA, name);
+    ir_graph *g = load_graph(path);
+    mha_error err;
+    mha_error_clear(&err);
+    if (layer_recognize(&g_alloc, g, L, &err) != MHA_OK) fail_msg("%s: %s", name, err.message);
+    return g;
+}
+
+/* An attention mask and a key padding mask on one layer, each read by its
+ * own polarity (True = hidden in both, as nn.MultiheadAttention). */
+static void test_two_masks(void **state) {
+    (void)state;
+    layer L;
+    mha_error err;
+    mha_error_clear(&err);
+    ir_graph *g = recognize_model("two_masks", &L);
+    mha_status st;
+    assert_int_equal(L.n_inputs, 3);
+    assert_int_equal(L.inputs[1].role, MHA_ROLE_ATTN_MASK);
+    assert_int_equal(L.inputs[2].role, MHA_ROLE_KEY_PADDING_MASK);
+    assert_int_equal(L.attn_bool_ignore_true, 1);
+    assert_int_equal(L.kpm_true_means_ignore, 1);
+    st = layer_verify(&g_alloc, g, &L, &err);
+    if (st != MHA_OK) fail_msg("two_masks: verify: %s", err.message);
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
+}
+
+/* A batch item whose every key is padding, with the extended mask
+ * (1 - m) * finfo.min: the graph's softmax averages all keys (the scores
+ * are absorbed into one value); the layer must do the same, not hide them. */
+static void test_fully_masked_row(void **state) {
+    (void)state;
+    layer L;
+    mha_error err;
+    mha_error_clear(&err);
+    ir_graph *g = recognize_model("ext_mask_i64", &L);
+    const int64_t xd[3] = {2, 3, 16}, md[2] = {2, 3};
+    tensor *in[2] = {NULL, NULL};
+    assert_int_equal(tensor_new(&g_alloc, MHA_DTYPE_FLOAT32, 3, xd, &in[0], &err), MHA_OK);
+    assert_int_equal(tensor_new(&g_alloc, MHA_DTYPE_INT64, 2, md, &in[1], &err), MHA_OK);
+    float *x = in[0]->data;
+    for (int64_t i = 0; i < 2 * 3 * 16; i++)
+        x[i] = (float)((i * 37 % 23) - 11) / 8.0f;
+    int64_t *m = in[1]->data;
+    for (int64_t j = 0; j < 3; j++) {
+        m[j] = 1;     /* item 0 attends everywhere */
+        m[3 + j] = 0; /* item 1 is all padding */
+    }
+    tensor **values = NULL;
+    assert_int_equal(interp_run(&g_alloc, g, (const tensor *const *)in, &values, &err), MHA_OK);
+    mha_tensor min[2], mout;
+    for (int k = 0; k < 2; k++) {
+        memset(&min[k], 0, sizeof min[k]);
+        min[k].dtype = in[k]->dtype;
+        min[k].rank = in[k]->rank;
+        for (int d = 0; d < in[k]->rank; d++)
+            min[k].shape[d] = in[k]->dims[d];
+        min[k].data = in[k]->data;
+    }
+    assert_int_equal(layer_output_shapes(&L, min, 2, &mout, 1, &err), MHA_OK);
+    float y[2 * 3 * 16];
+    mout.data = y;
+    if (layer_reference_forward(&g_alloc, &L, min, 2, &mout, 1, &err) != MHA_OK)
+        fail_msg("%s", err.message);
+    const tensor *want = values[g->outputs[0]];
+    double e = tu_max_rel_err(y, want->data, 2 * 3 * 16);
+    if (!(e <= 1e-4)) fail_msg("the all-padding item differs from the graph by %g", e);
+    interp_values_free(g, values);
+    tensor_free(in[0]);
+    tensor_free(in[1]);
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
 }
 
 /* ---- the verifier catches a wrong layer ---- */
@@ -881,6 +966,8 @@ int main(void) {
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_unusual_plumbing),
+        cmocka_unit_test(test_two_masks),
+        cmocka_unit_test(test_fully_masked_row),
         cmocka_unit_test(test_verify_catches_corruption),
         cmocka_unit_test(test_allocation_failures),
     };

@@ -14,6 +14,8 @@ Graphs that must be REFUSED (MHA_ERR_MODEL_UNSUPPORTED naming op and node):
   dyn_bias            a bias of the key position computed from the sequence length (j * j),
                       dynamic axes: neither ALiBi (linear in j) nor a function of j - i
   rotary_q_only       a rotate-half rotary embedding on Q alone (K is not turned)
+  kv_cache_concat     the new keys appended to a past-key input (a KV cache between projections)
+  residual_block      the layer's input added to its output (the block around the layer)
 Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   where_mask          the causal mask applied with Where instead of Add (GPT-2)
   const_bias_mask     a constant per-head bias on the scores, static sizes (T5)
@@ -22,6 +24,9 @@ Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   fill_mask_eq0       masked_fill(m == 0, finfo.min), m int64 [B, S] (DistilBERT)
   bool_ignore_mask    bool [S, S] attention mask, True = hidden (nn.MultiheadAttention)
   window_mask         causal finfo.min mask with a sliding window of 3 keys (Mistral)
+  two_masks           a bool [S, S] attention mask and a bool [B, S] key padding mask,
+                      True = hidden in both (nn.MultiheadAttention with both)
+  bh_mask             a bool [B * H, S, S] attention mask, True = hidden (PyTorch's 3-D form)
   rel_bias            a per-head bias of the clipped distance j - i gathered from a
                       table, dynamic axes (T5's relative position bias)
   softmax_casts       Casts to float32 around the Softmax, the scores reshaped on the
@@ -152,7 +157,13 @@ def layer(variant):
         for t in "qkv":
             nodes.append(helper.make_node("Reshape", [t, "shape_bshd"], [t + "_4d"], name=t + "_reshape"))
         nodes.append(helper.make_node("Transpose", ["q_4d"], ["q_t0"], perm=[0, 2, 1, 3], name="q_transpose"))
-        nodes.append(helper.make_node("Transpose", ["k_4d"], ["k_t0"], perm=[0, 2, 3, 1], name="k_transpose"))
+        k4 = "k_4d"
+        if variant == "kv_cache_concat":
+            # the new keys appended to a past input [B, P, H, d]
+            inputs.append(helper.make_tensor_value_info("past_k", TensorProto.FLOAT, ["batch", "past", H, DH]))
+            nodes.append(helper.make_node("Concat", ["past_k", "k_4d"], ["k_all"], axis=1, name="k_cache_concat"))
+            k4 = "k_all"
+        nodes.append(helper.make_node("Transpose", [k4], ["k_t0"], perm=[0, 2, 3, 1], name="k_transpose"))
         nodes.append(helper.make_node("Transpose", ["v_4d"], ["v_t"], perm=[0, 2, 1, 3], name="v_transpose"))
         if variant == "unknown_op_on_path":
             nodes.append(helper.make_node("Sin", ["q_t0"], ["q_t"], name="q_sin"))
@@ -278,6 +289,31 @@ def layer(variant):
             nodes.append(helper.make_node("Mul", ["m_inv", "em_fill"], ["m_add"], name="em_mul"))
             nodes.append(helper.make_node("Add", [scores, "m_add"], ["qk_m"], name="em_add"))
         scores = "qk_m"
+    if variant == "two_masks":
+        inputs.append(helper.make_tensor_value_info("am", TensorProto.BOOL, ["seq", "seq"]))
+        inputs.append(helper.make_tensor_value_info("kpm", TensorProto.BOOL, ["batch", "seq"]))
+        inits += [init("tm_ninf", np.array(-np.inf, np.float32)), init("tm_zero", np.array(0.0, np.float32)),
+                  init("tm_axes", np.array([1, 2], np.int64))]
+        nodes += [helper.make_node("Where", ["am", "tm_ninf", "tm_zero"], ["tm_am"], name="tm_am_where"),
+                  helper.make_node("Unsqueeze", ["kpm", "tm_axes"], ["tm_kpm4"], name="tm_unsqueeze"),
+                  helper.make_node("Where", ["tm_kpm4", "tm_ninf", "tm_zero"], ["tm_kp"], name="tm_kp_where"),
+                  helper.make_node("Add", ["tm_am", "tm_kp"], ["tm_both"], name="tm_sum"),
+                  helper.make_node("Add", [scores, "tm_both"], ["qk_m"], name="tm_add")]
+        scores = "qk_m"
+    if variant == "bh_mask":
+        inputs.append(helper.make_tensor_value_info("am", TensorProto.BOOL, ["batch_heads", "seq", "seq"]))
+        inits += [init("bh_ninf", np.array(-np.inf, np.float32)), init("bh_zero", np.array(0.0, np.float32))]
+        # the scores as [B * H, S, S] around the Add, as PyTorch's 3-D layout
+        inits += [init("bh_m1", np.array([-1], np.int64)), init("bh_2", np.array([2], np.int64)),
+                  init("bh_4", np.array([4], np.int64))]
+        nodes += [helper.make_node("Where", ["am", "bh_ninf", "bh_zero"], ["bh_add"], name="bh_where"),
+                  helper.make_node("Shape", [scores], ["bh_shape"], name="bh_shape"),
+                  helper.make_node("Slice", ["bh_shape", "bh_2", "bh_4"], ["bh_ss"], name="bh_slice"),
+                  helper.make_node("Concat", ["bh_m1", "bh_ss"], ["bh_3d"], axis=0, name="bh_concat"),
+                  helper.make_node("Reshape", [scores, "bh_3d"], ["bh_s3"], name="bh_to3d"),
+                  helper.make_node("Add", ["bh_s3", "bh_add"], ["bh_m3"], name="bh_add_scores"),
+                  helper.make_node("Reshape", ["bh_m3", "bh_shape"], ["qk_m"], name="bh_to4d")]
+        scores = "qk_m"
     if variant == "bool_ignore_mask":
         inputs.append(helper.make_tensor_value_info("am", TensorProto.BOOL, ["seq", "seq"]))
         inits += [init("bi_ninf", np.array(-np.inf, np.float32)), init("bi_zero", np.array(0.0, np.float32))]
@@ -332,11 +368,13 @@ def layer(variant):
     inits.append(init("shape_bsd", np.array([0, 0, hq * DH], np.int64)))
     nodes.append(helper.make_node("Reshape", ["ctx_t", "shape_bsd"], ["attn"], name="ctx_reshape"))
     out = "y"
-    if variant == "two_softmax":
+    if variant in ("two_softmax", "residual_block"):
         out = "y0"
     proj(nodes, "attn", "o", out, bias)
     if variant == "two_softmax":
         nodes.append(helper.make_node("Softmax", ["y0"], ["y"], axis=-1, name="extra_softmax"))
+    if variant == "residual_block":
+        nodes.append(helper.make_node("Add", ["y0", "x"], ["y"], name="residual_add"))
     if variant == "weight_input":
         inits = [i for i in inits if i.name != "q_w"]
         inputs.append(helper.make_tensor_value_info("q_w", TensorProto.FLOAT, [D, D]))
@@ -368,5 +406,6 @@ for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "we
           "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask",
           "where_fill_zero", "dyn_bias", "ext_mask_i64", "ext_mask_10000", "fill_mask_eq0",
           "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative",
-          "rel_bias", "alibi_counted", "alibi_counted_float"):
+          "rel_bias", "alibi_counted", "alibi_counted_float", "two_masks", "bh_mask",
+          "kv_cache_concat", "residual_block"):
     save(layer(v), v)
