@@ -68,6 +68,8 @@ MHA_API const char *mha_io_role_name(mha_io_role role) {
         return "present_value";
     case MHA_ROLE_QK_OUTPUT:
         return "qk_output";
+    case MHA_ROLE_TOKEN_IDS:
+        return "token_ids";
     }
     return "unknown";
 }
@@ -229,7 +231,25 @@ MHA_API mha_status mha_model_output_shapes(const mha_model *model, const mha_ten
                                            size_t num_outputs, mha_error *err) {
     if (!model)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "mha_model_output_shapes: model is NULL");
+    if (model->plan)
+        return plan_output_shapes(model->plan, inputs, num_inputs, outputs, num_outputs, err);
     return layer_output_shapes(&model->L, inputs, num_inputs, outputs, num_outputs, err);
+}
+
+/* An attention step of a plan, on the runtime's backend and pool. */
+typedef struct runtime_plan_ctx {
+    const exec_env *env;
+    const model_pack *pk;
+} runtime_plan_ctx;
+
+static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const mha_tensor *inputs,
+                                     size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
+                                     mha_error *err) {
+    const runtime_plan_ctx *pc = user;
+    exec_env env = *pc->env;
+    env.kv_lengths = NULL; /* key lengths belong to the model's inputs, not a layer's */
+    return exec_run(&env, &P->layers[li].L, pc->pk->layer_packed[li], inputs, n_inputs, outputs,
+                    n_outputs, err);
 }
 
 MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_tensor *inputs,
@@ -260,7 +280,7 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run options: num_threads %d < 0",
                         opts->num_threads);
 
-    const exec_packed *pk = NULL;
+    const model_pack *pk = NULL;
     mha_status st = model_packed_for(model, rt->plugin, &pk, err);
     if (st != MHA_OK) return st;
 
@@ -275,5 +295,10 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
     env.cancel = opts->cancel;
     env.cancel_user = opts->cancel_user;
     if (opts->struct_size >= sizeof *opts) env.kv_lengths = opts->kv_lengths;
-    return exec_run(&env, &model->L, pk, inputs, num_inputs, outputs, num_outputs, err);
+    if (model->plan) {
+        runtime_plan_ctx pc = {&env, pk};
+        return plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, runtime_plan_layer,
+                        &pc, err);
+    }
+    return exec_run(&env, &model->L, pk->packed, inputs, num_inputs, outputs, num_outputs, err);
 }

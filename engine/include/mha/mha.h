@@ -294,7 +294,9 @@ typedef enum mha_io_role {
     MHA_ROLE_OUTPUT, /* outputs: Y */
     MHA_ROLE_PRESENT_KEY,
     MHA_ROLE_PRESENT_VALUE,
-    MHA_ROLE_QK_OUTPUT
+    MHA_ROLE_QK_OUTPUT,
+    /* appended for whole models (a plan of steps) */
+    MHA_ROLE_TOKEN_IDS /* integer ids that index an embedding table [B, S] */
 } mha_io_role;
 
 MHA_API const char *mha_io_role_name(mha_io_role role);

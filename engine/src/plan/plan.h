@@ -1,0 +1,112 @@
+/* plan.h -- a whole model as an ordered plan of steps over the values of
+ * its ONNX graph: one fused attention step per recognised attention layer,
+ * and an interpreted step (the reference interpreter) for every other node.
+ *
+ * Data flows one way: the importer's graph goes in, the recogniser is asked
+ * about each attention layer carved out of it (partition.c), the plan is
+ * checked against the reference interpreter of the whole graph (verify.c),
+ * and the run (run.c) hands each attention step to a callback, so the plan
+ * never reaches into the executor or the backends. */
+#ifndef MHA_PLAN_H
+#define MHA_PLAN_H
+
+#include "interp.h"
+#include "layer.h"
+
+typedef enum plan_step_kind {
+    PLAN_STEP_ATTENTION = 1, /* a recognised layer: plan_layer */
+    PLAN_STEP_INTERP         /* one node of the graph, interpreted */
+} plan_step_kind;
+
+/* One attention layer found in the graph. A refused one (recognised == 0)
+ * keeps its nodes in the interpreted stream and says why. */
+typedef struct plan_layer {
+    int core_node;    /* the Softmax / Attention node, graph index */
+    int recognised;   /* 1: L is valid and the nodes below run as one step */
+    char reason[256]; /* why it was not recognised (recognised == 0) */
+    layer L;
+    int *in_values; /* graph value id of each input of L, [L.n_inputs] */
+    int out_value;  /* graph value id of the layer's output Y */
+    int *nodes;     /* graph nodes the step replaces, graph order */
+    size_t n_nodes;
+    double flops; /* at the first probe's sizes */
+} plan_layer;
+
+typedef struct plan_step {
+    plan_step_kind kind;
+    int index;    /* ATTENTION: into plan.layers; INTERP: graph node */
+    double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
+} plan_step;
+
+/* An axis of a graph output: fixed, or the size of an input's axis. */
+typedef struct plan_dim_rule {
+    int64_t fixed; /* >= 0: this size */
+    int input;     /* else: graph input index ... */
+    int axis;      /* ... and its axis */
+} plan_dim_rule;
+
+/* Sizes a probe gives to each symbolic axis of the graph's inputs. */
+#define PLAN_PROBES 2
+/* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */
+#define PLAN_MAX_SYMS 4
+
+typedef struct plan {
+    mha_alloc_ctx alloc;
+    ir_graph *g;     /* owned: nodes of interpreted steps, initializers */
+    tensor **consts; /* [n_values]: folded constants (owned), NULL elsewhere */
+    plan_layer *layers;
+    size_t n_layers;
+    plan_step *steps;
+    size_t n_steps;
+    int *last_step;                           /* [n_values]: last step reading the value, -1 none */
+    plan_dim_rule (*out_rules)[MHA_MAX_RANK]; /* [n_outputs] */
+    int (*in_syms)[MHA_MAX_RANK]; /* [g->n_inputs]: symbolic axis id of each axis, -1 fixed */
+    int n_syms;
+    int64_t probe_sizes[PLAN_PROBES][PLAN_MAX_SYMS]; /* symbolic axis k -> size, per probe */
+    layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
+} plan;
+
+/* Runs one recognised layer on float buffers: inputs as L's inputs,
+ * outputs[0] allocated with layer_output_shapes' shape. */
+typedef mha_status (*plan_layer_fn)(void *user, const plan *P, size_t layer_index,
+                                    const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                                    size_t n_outputs, mha_error *err);
+
+/* Number of attention cores of g (Softmax nodes, Attention nodes of the
+ * default and com.microsoft domains). */
+size_t plan_count_cores(const ir_graph *g);
+
+/* Builds the plan of g, taking ownership of g (freed on failure too, *g
+ * cleared). Every attention layer is carved out, recognised and checked
+ * with layer_verify; refused ones are interpreted. Unless skip_verify, the
+ * whole plan is then verified against the reference interpreter of g. */
+mha_status plan_build(const mha_alloc_ctx *a, ir_graph **g, int skip_verify, plan **out,
+                      mha_error *err);
+void plan_free(plan *P);
+
+/* Checks the inputs against the graph's (count, dtype, rank, fixed dims)
+ * and fills the outputs' dtype, rank and shape. */
+mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_inputs,
+                              mha_tensor *outputs, size_t n_outputs, mha_error *err);
+
+/* Runs the plan: interpreted steps here, attention steps through fn.
+ * Outputs as plan_output_shapes gives them. */
+mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                    size_t n_outputs, plan_layer_fn fn, void *user, mha_error *err);
+
+/* Verification (verify.c): runs the plan with the reference layer forward
+ * and the whole graph with the reference interpreter on each probe input,
+ * MHA_ERR_MODEL_VERIFY with the max error on a mismatch. */
+mha_status plan_verify(const plan *P, mha_error *err);
+
+/* Probe inputs (probe.c): seeded values for the graph inputs at probe p
+ * (token ids inside the embedding tables they index, masks 0 / 1). */
+mha_status plan_probe_inputs(const plan *P, int p, tensor **in, mha_error *err);
+void plan_free_tensors(const mha_alloc_ctx *a, tensor **t, size_t n);
+
+/* Weight bytes of the plan: float weights of recognised layers plus
+ * initializers read by interpreted steps. */
+size_t plan_weight_bytes(const plan *P);
+double plan_flops(const plan *P, double *interp_flops);
+
+#endif

@@ -1,0 +1,89 @@
+/* verify.c -- trust, then verify, for a whole plan: on each probe input the
+ * plan (attention steps through the scalar reference layer forward) and
+ * the reference interpreter of the original graph must agree on every
+ * graph output, or the model is refused with the largest error. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "plan_internal.h"
+
+/* Relative to the output's scale (max |value|, at least 1): float32
+ * through many layers against the interpreter's double sums. */
+#define PLAN_VERIFY_TOLERANCE 1e-4
+
+static mha_status verify_reference_layer(void *user, const plan *P, size_t li,
+                                         const mha_tensor *inputs, size_t n_inputs,
+                                         mha_tensor *outputs, size_t n_outputs, mha_error *err) {
+    (void)user;
+    return layer_reference_forward(&P->alloc, &P->layers[li].L, inputs, n_inputs, outputs,
+                                   n_outputs, err);
+}
+
+/* Largest error of got against want relative to want's scale (its largest
+ * finite magnitude, at least 1); INFINITY when shapes or the places of
+ * NaN / Inf differ. One pass: the scale divides at the end. */
+static double verify_error(const tensor *want, const tensor *got, int64_t *at) {
+    *at = 0;
+    if (!want || !got || want->dtype != got->dtype || want->rank != got->rank ||
+        memcmp(want->dims, got->dims, sizeof(int64_t) * (size_t)want->rank) != 0)
+        return INFINITY;
+    double scale = 1.0, worst = 0.0;
+    for (int64_t i = 0, n = tensor_numel(want); i < n; i++) {
+        double w = tensor_get_f64(want, i), o = tensor_get_f64(got, i);
+        int w_finite = isfinite(w) != 0, o_finite = isfinite(o) != 0;
+        double e;
+        if (w_finite && o_finite) {
+            scale = fabs(w) > scale ? fabs(w) : scale;
+            e = fabs(o - w);
+        } else {
+            /* NaN matches NaN, an infinity the same infinity */
+            e = (w == o || (w != w && o != o)) ? 0.0 : INFINITY;
+        }
+        if (e > worst) {
+            worst = e;
+            *at = i;
+        }
+    }
+    return worst / scale;
+}
+
+mha_status plan_verify(const plan *P, mha_error *err) {
+    const ir_graph *g = P->g;
+    mha_status st = MHA_OK;
+    for (int p = 0; p < PLAN_PROBES && st == MHA_OK; p++) {
+        tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
+        tensor **want = NULL, **got = NULL;
+        if (!in) return mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+        st = plan_probe_inputs(P, p, in, err);
+        if (st == MHA_OK) {
+            st = interp_run(&P->alloc, g, (const tensor *const *)in, &want, err);
+            if (st != MHA_OK) mha_error_prefix(err, "verify: evaluating the graph");
+        }
+        if (st == MHA_OK) {
+            st = plan_exec(P, in, verify_reference_layer, NULL, 0, &got, err);
+            if (st != MHA_OK) mha_error_prefix(err, "verify: running the plan");
+        }
+        for (size_t k = 0; k < g->n_outputs && st == MHA_OK; k++) {
+            int v = g->outputs[k];
+            int64_t at;
+            double e = verify_error(want[v], got[v], &at);
+            if (e > PLAN_VERIFY_TOLERANCE) {
+                char shape[96];
+                st = mha_fail(
+                    err, MHA_ERR_MODEL_VERIFY,
+                    "verify: output '%s' of the plan differs from the graph by %.3g "
+                    "(relative to its scale; tolerance %g) at element %lld of %s "
+                    "(probe %d)",
+                    g->values[v].name, e, PLAN_VERIFY_TOLERANCE, (long long)at,
+                    want[v] ? tensor_shape_str(want[v]->rank, want[v]->dims, shape, sizeof shape)
+                            : "?",
+                    p);
+            }
+        }
+        if (want) interp_values_free(g, want);
+        if (got) plan_values_free(P, in, got);
+        plan_free_tensors(&P->alloc, in, g->n_inputs);
+    }
+    return st;
+}

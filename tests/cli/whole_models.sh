@@ -1,0 +1,38 @@
+#!/bin/sh
+# whole_models.sh -- whole transformer models (tests/data/models, written in
+# PyTorch by make_models.py, outputs from PyTorch; conformance.sh checks
+# them with every backend) load as plans: a perturbed expected output is
+# caught, `mha info` says it is a plan with token-id inputs.
+# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
+set -eu
+: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
+T="$MHA_TEST_TMP"
+rm -rf "$T" && mkdir -p "$T"
+M="$MHA_TEST_DATA/models"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+want=$(find "$M" -mindepth 2 -maxdepth 2 -name model.onnx | wc -l)
+[ "$want" -ge 2 ] || fail "expected at least 2 whole models in $M, found $want"
+
+echo "== a perturbed expected output fails"
+case_dir="$T/cases/bert"
+mkdir -p "$case_dir"
+cp -r "$M/bert_postln_l2_d64_h4/." "$case_dir/"
+out="$case_dir/test_data_set_0/output_0.pb"
+size=$(wc -c <"$out")
+# the high byte of the last float of raw_data (it ends the message)
+printf '\102' | dd of="$out" bs=1 seek=$((size - 1)) conv=notrunc 2>/dev/null
+set +e
+"$MHA" check "$T/cases" >"$T/perturbed.txt" 2>&1
+rc=$?
+set -e
+[ "$rc" = 1 ] || fail "perturbed case: exit $rc, wanted 1 ($(cat "$T/perturbed.txt"))"
+grep -q '^FAIL bert' "$T/perturbed.txt" || fail "perturbed case not reported: $(cat "$T/perturbed.txt")"
+echo "ok: perturbed output reported"
+
+echo "== mha info on a whole model"
+"$MHA" info "$M/bert_postln_l2_d64_h4/model.onnx" >"$T/info.txt"
+grep -q '^form: *plan' "$T/info.txt" || fail "info: no plan form: $(cat "$T/info.txt")"
+grep -q 'input_ids .*token_ids .*int64' "$T/info.txt" || fail "info: input_ids role: $(cat "$T/info.txt")"
+echo "ok: info"
