@@ -37,6 +37,63 @@ static void print_io(const char *kind, const mha_io_info *io) {
            mha_dtype_name(io->dtype), shape);
 }
 
+/* A whole model: its attention layers, then the steps, interpreted ones
+ * summed per op type with their share of the FLOPs. */
+static void print_plan(const mha_model *m) {
+    size_t n_layers = mha_model_num_layers(m), n_steps = mha_model_num_steps(m);
+    if (n_steps == 0) return;
+    printf("attention layers: %zu\n", n_layers);
+    for (size_t i = 0; i < n_layers; i++) {
+        mha_layer_info li;
+        if (mha_model_layer(m, i, &li) != MHA_OK) continue;
+        if (li.recognised)
+            printf("  layer %-3zu %-28s fused, %s\n", i, li.core, li.form);
+        else
+            printf("  layer %-3zu %-28s interpreted: %s\n", i, li.core, li.reason);
+    }
+    double total = 0.0, interp = 0.0;
+    size_t n_attn = 0, n_interp = 0;
+    for (size_t i = 0; i < n_steps; i++) {
+        mha_step_info si;
+        if (mha_model_step(m, i, &si) != MHA_OK) continue;
+        total += si.flops;
+        if (strcmp(si.kind, "attention") == 0) {
+            n_attn++;
+        } else {
+            interp += si.flops;
+            n_interp++;
+        }
+    }
+    printf("plan:         %zu steps: %zu attention, %zu interpreted nodes\n", n_steps, n_attn,
+           n_interp);
+    printf("interpreted:  %.1f %% of the FLOPs (GEMMs and attention, at the probe's sizes)\n",
+           total > 0.0 ? 100.0 * interp / total : 0.0);
+    /* interpreted op types, in order of first appearance */
+    for (size_t i = 0; i < n_steps; i++) {
+        mha_step_info si, sj;
+        if (mha_model_step(m, i, &si) != MHA_OK || strcmp(si.kind, "interpreted") != 0) continue;
+        int first = 1;
+        for (size_t j = 0; j < i && first; j++)
+            if (mha_model_step(m, j, &sj) == MHA_OK && strcmp(sj.kind, "interpreted") == 0 &&
+                strcmp(sj.op, si.op) == 0)
+                first = 0;
+        if (!first) continue;
+        size_t count = 0;
+        double flops = 0.0;
+        for (size_t j = i; j < n_steps; j++)
+            if (mha_model_step(m, j, &sj) == MHA_OK && strcmp(sj.kind, "interpreted") == 0 &&
+                strcmp(sj.op, si.op) == 0) {
+                count++;
+                flops += sj.flops;
+            }
+        if (flops > 0.0)
+            printf("  %-16s x%-4zu %5.1f %% of the FLOPs\n", si.op, count,
+                   total > 0.0 ? 100.0 * flops / total : 0.0);
+        else
+            printf("  %-16s x%zu\n", si.op, count);
+    }
+}
+
 int cli_cmd_info(int argc, char **argv) {
     cli_common c = {0};
     c.cmd = "info";
@@ -130,6 +187,7 @@ int cli_cmd_info(int argc, char **argv) {
         mha_io_info io;
         if (mha_model_output(m, i, &io) == MHA_OK) print_io("output", &io);
     }
+    print_plan(m);
     mha_model_free(m);
     return CLI_OK;
 }

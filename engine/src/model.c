@@ -203,3 +203,46 @@ MHA_API void mha_model_options_init(mha_model_options *opts) {
     memset(opts, 0, sizeof *opts);
     opts->struct_size = sizeof *opts;
 }
+
+/* ---- the plan, described ---- */
+
+MHA_API size_t mha_model_num_steps(const mha_model *m) {
+    return m && m->plan ? m->plan->n_steps : 0;
+}
+
+MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *out) {
+    if (!m || !m->plan || !out || i >= m->plan->n_steps) return MHA_ERR_INVALID_ARGUMENT;
+    const plan *P = m->plan;
+    const plan_step *s = &P->steps[i];
+    memset(out, 0, sizeof *out);
+    out->flops = s->flops;
+    if (s->kind == PLAN_STEP_ATTENTION) {
+        const plan_layer *pl = &P->layers[s->index];
+        out->kind = "attention";
+        out->op = pl->L.form ? pl->L.form : "";
+        out->name = P->g->nodes[pl->core_node].name;
+        out->num_nodes = pl->n_nodes;
+    } else {
+        const ir_node *n = &P->g->nodes[s->index];
+        out->kind = "interpreted";
+        out->op = n->op_type;
+        out->name = n->name;
+        out->num_nodes = 1;
+    }
+    return MHA_OK;
+}
+
+MHA_API size_t mha_model_num_layers(const mha_model *m) {
+    return m && m->plan ? m->plan->n_layers : 0;
+}
+
+MHA_API mha_status mha_model_layer(const mha_model *m, size_t i, mha_layer_info *out) {
+    if (!m || !m->plan || !out || i >= m->plan->n_layers) return MHA_ERR_INVALID_ARGUMENT;
+    const plan_layer *pl = &m->plan->layers[i];
+    memset(out, 0, sizeof *out);
+    out->recognised = pl->recognised;
+    out->form = pl->recognised && pl->L.form ? pl->L.form : "";
+    out->core = m->plan->g->nodes[pl->core_node].name;
+    out->reason = pl->recognised ? "" : pl->reason;
+    return MHA_OK;
+}

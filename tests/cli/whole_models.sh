@@ -36,3 +36,14 @@ echo "== mha info on a whole model"
 grep -q '^form: *plan' "$T/info.txt" || fail "info: no plan form: $(cat "$T/info.txt")"
 grep -q 'input_ids .*token_ids .*int64' "$T/info.txt" || fail "info: input_ids role: $(cat "$T/info.txt")"
 echo "ok: info"
+
+echo "== mha info prints the plan"
+grep -q '^attention layers: 2' "$T/info.txt" || fail "info: no layer count: $(cat "$T/info.txt")"
+[ "$(grep -c 'fused, ' "$T/info.txt")" = 2 ] || fail "info: BERT layers not fused: $(cat "$T/info.txt")"
+grep -q '^plan: .* 2 attention' "$T/info.txt" || fail "info: no plan line: $(cat "$T/info.txt")"
+# a layer the recogniser refuses is interpreted, with the reason
+"$MHA" info "$M/gpt2_preln_causal_l2_d64_h4/model.onnx" >"$T/info2.txt"
+grep -q 'interpreted: Where node' "$T/info2.txt" ||
+  fail "info: refused layer without its reason: $(cat "$T/info2.txt")"
+grep -q '^interpreted: *100.0 %' "$T/info2.txt" || fail "info: FLOP share: $(cat "$T/info2.txt")"
+echo "ok: plan printed"
