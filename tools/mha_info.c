@@ -51,23 +51,29 @@ static void print_plan(const mha_model *m) {
         else
             printf("  layer %-3zu %-28s interpreted: %s\n", i, li.core, li.reason);
     }
-    double total = 0.0, interp = 0.0;
-    size_t n_attn = 0, n_interp = 0;
+    double total = 0.0, interp = 0.0, gemm = 0.0;
+    size_t n_attn = 0, n_gemm = 0, n_interp = 0;
     for (size_t i = 0; i < n_steps; i++) {
         mha_step_info si;
         if (mha_model_step(m, i, &si) != MHA_OK) continue;
         total += si.flops;
         if (strcmp(si.kind, "attention") == 0) {
             n_attn++;
+        } else if (strcmp(si.kind, "gemm") == 0) {
+            gemm += si.flops;
+            n_gemm++;
         } else {
             interp += si.flops;
             n_interp++;
         }
     }
-    printf("plan:         %zu steps: %zu attention, %zu interpreted nodes\n", n_steps, n_attn,
-           n_interp);
-    printf("interpreted:  %.1f %% of the FLOPs (GEMMs and attention, at the probe's sizes)\n",
-           total > 0.0 ? 100.0 * interp / total : 0.0);
+    printf("plan:         %zu steps: %zu attention, %zu GEMM, %zu interpreted nodes\n", n_steps,
+           n_attn, n_gemm, n_interp);
+    printf(
+        "FLOPs:        %.1f %% attention layers, %.1f %% GEMM steps, %.1f %% interpreted (at the "
+        "probe's sizes)\n",
+        total > 0.0 ? 100.0 * (total - gemm - interp) / total : 0.0,
+        total > 0.0 ? 100.0 * gemm / total : 0.0, total > 0.0 ? 100.0 * interp / total : 0.0);
     /* interpreted op types, in order of first appearance */
     for (size_t i = 0; i < n_steps; i++) {
         mha_step_info si, sj;

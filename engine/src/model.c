@@ -50,6 +50,9 @@ static void model_pack_free(const mha_alloc_ctx *a, const mha_model *m, model_pa
     for (size_t i = 0; p->layer_packed && i < m->plan->n_layers; i++)
         exec_packed_free(a, p->layer_packed[i]);
     mha_free(a, p->layer_packed);
+    for (size_t i = 0; p->gemm_packed && i < m->plan->n_gemms; i++)
+        exec_weights_free(a, &p->gemm_packed[i]);
+    mha_free(a, p->gemm_packed);
     mha_free(a, p);
 }
 
@@ -59,11 +62,20 @@ static mha_status model_pack_all(const mha_model *m, const mha_plugin *p, model_
     if (!m->plan) return exec_pack_weights(&m->alloc, &m->L, p, &e->packed, err);
     const plan *P = m->plan;
     e->layer_packed = mha_calloc(&m->alloc, P->n_layers ? P->n_layers : 1, sizeof *e->layer_packed);
-    if (!e->layer_packed)
+    e->gemm_packed = mha_calloc(&m->alloc, P->n_gemms ? P->n_gemms : 1, sizeof *e->gemm_packed);
+    if (!e->layer_packed || !e->gemm_packed)
         return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
     for (size_t i = 0; i < P->n_layers; i++) {
         if (!P->layers[i].recognised) continue;
         mha_status st = exec_pack_weights(&m->alloc, &P->layers[i].L, p, &e->layer_packed[i], err);
+        if (st != MHA_OK) return st;
+    }
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        const plan_gemm *g = &P->gemms[i];
+        const float *w[1] = {g->W}, *b[1] = {g->bias};
+        int64_t cols[1] = {g->N};
+        mha_status st = exec_pack_parts(&m->alloc, p, g->K, 1, w, cols, b, "a GEMM step",
+                                        &e->gemm_packed[i], err);
         if (st != MHA_OK) return st;
     }
     return MHA_OK;
@@ -222,6 +234,12 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
         out->op = pl->L.form ? pl->L.form : "";
         out->name = P->g->nodes[pl->core_node].name;
         out->num_nodes = pl->n_nodes;
+    } else if (s->kind == PLAN_STEP_GEMM) {
+        const plan_gemm *g = &P->gemms[s->index];
+        out->kind = "gemm";
+        out->op = g->bias ? "gemm+bias" : "gemm";
+        out->name = P->g->nodes[g->node].name;
+        out->num_nodes = g->bias_node >= 0 ? 2 : 1;
     } else {
         const ir_node *n = &P->g->nodes[s->index];
         out->kind = "interpreted";

@@ -13,8 +13,9 @@
 
 typedef struct model_pack {
     const mha_plugin *plugin;
-    exec_packed *packed;        /* the one layer (plan == NULL) */
-    exec_packed **layer_packed; /* plan: per plan layer, NULL for refused ones */
+    exec_packed *packed;            /* the one layer (plan == NULL) */
+    exec_packed **layer_packed;     /* plan: per plan layer, NULL for refused ones */
+    exec_gemm_weights *gemm_packed; /* plan: per GEMM step */
     struct model_pack *next;
 } model_pack;
 

@@ -252,6 +252,13 @@ static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const
                     n_outputs, err);
 }
 
+static mha_status runtime_plan_gemm(void *user, const plan *P, size_t gi, const float *A, int64_t M,
+                                    float *C, mha_error *err) {
+    const runtime_plan_ctx *pc = user;
+    (void)P;
+    return exec_gemm_run(pc->env, &pc->pk->gemm_packed[gi], A, M, C, err);
+}
+
 MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_tensor *inputs,
                            size_t num_inputs, mha_tensor *outputs, size_t num_outputs,
                            const mha_run_options *opts, mha_error *err) {
@@ -297,8 +304,8 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
     if (opts->struct_size >= sizeof *opts) env.kv_lengths = opts->kv_lengths;
     if (model->plan) {
         runtime_plan_ctx pc = {&env, pk};
-        return plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, runtime_plan_layer,
-                        &pc, err);
+        plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc};
+        return plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, &be, err);
     }
     return exec_run(&env, &model->L, pk->packed, inputs, num_inputs, outputs, num_outputs, err);
 }

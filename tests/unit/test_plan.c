@@ -1,16 +1,20 @@
 /* test_plan.c -- whole models as plans (engine/src/plan): the partition
  * finds every attention layer of a BERT-style graph and hands it to the
- * recogniser; the steps never run a node twice; values are freed after
+ * recogniser; MatMuls / Gemms with constant weights become GEMM steps (bias
+ * fused) that match the plain GEMM; the steps never run a node twice; values are freed after
  * their last step; output shapes follow the input axes; probe inputs stay
  * in range; the plan verifier catches a layer that computes something else;
  * a refused layer is interpreted with its reason. */
 #include "testutil.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "exec.h"
 #include "onnx_ir.h"
 #include "plan/plan_internal.h"
+#include "registry.h"
 
 static mha_alloc_ctx g_alloc;
 
@@ -77,14 +81,81 @@ static void test_refused_layer_is_interpreted(void **state) {
         assert_non_null(strstr(P->layers[i].reason, "Where"));
     }
     for (size_t s = 0; s < P->n_steps; s++)
-        assert_int_equal(P->steps[s].kind, PLAN_STEP_INTERP);
+        assert_int_not_equal(P->steps[s].kind, PLAN_STEP_ATTENTION);
+    plan_free(P);
+}
+
+/* BERT: W1 and W2 of both layers (MatMul + bias Add fused) and the pooler
+ * (a Gemm with transB, its bias as C) become GEMM steps. */
+static void test_gemm_steps(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    assert_int_equal(P->n_gemms, 5);
+    int ffn_in = 0, ffn_out = 0, pooler = 0;
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        const plan_gemm *g = &P->gemms[i];
+        assert_non_null(g->bias);
+        const char *op = P->g->nodes[g->node].op_type;
+        if (strcmp(op, "MatMul") == 0) assert_true(g->bias_node >= 0);
+        ffn_in += g->K == 64 && g->N == 128;
+        ffn_out += g->K == 128 && g->N == 64;
+        pooler += strcmp(op, "Gemm") == 0 && g->W_owned != NULL;
+    }
+    assert_int_equal(ffn_in, 2);
+    assert_int_equal(ffn_out, 2);
+    assert_int_equal(pooler, 1);
+    plan_free(P);
+}
+
+/* exec_gemm_run on the built-in scalar backend matches the plain GEMM of
+ * the verifier, and is bitwise the same with 1 and 2 threads. */
+static void test_exec_gemm_matches_reference(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    const plan_gemm *g = &P->gemms[0];
+    const mha_plugin *p = mha_scalar_plugin_table();
+    exec_gemm_weights W;
+    memset(&W, 0, sizeof W);
+    const float *w[1] = {g->W}, *b[1] = {g->bias};
+    int64_t cols[1] = {g->N};
+    mha_error err;
+    assert_int_equal(exec_pack_parts(NULL, p, g->K, 1, w, cols, b, "W", &W, &err), MHA_OK);
+    const int64_t M = 133; /* more than two row tiles, a ragged last one */
+    float *A = malloc(sizeof(float) * (size_t)(M * g->K));
+    float *want = malloc(sizeof(float) * (size_t)(M * g->N));
+    float *got1 = calloc((size_t)(M * g->N), sizeof(float));
+    float *got2 = calloc((size_t)(M * g->N), sizeof(float));
+    assert_non_null(A);
+    tu_fill_random(A, (size_t)(M * g->K), 7);
+    assert_int_equal(plan_reference_backend.gemm(NULL, P, 0, A, M, want, &err), MHA_OK);
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 1, 0, &pl, &err), MHA_OK);
+    exec_env env;
+    memset(&env, 0, sizeof env);
+    env.plugin = p;
+    env.pool = pl;
+    env.num_threads = 1;
+    assert_int_equal(exec_gemm_run(&env, &W, A, M, got1, &err), MHA_OK);
+    env.num_threads = 2;
+    assert_int_equal(exec_gemm_run(&env, &W, A, M, got2, &err), MHA_OK);
+    assert_memory_equal(got1, got2, sizeof(float) * (size_t)(M * g->N));
+    assert_true(tu_max_rel_err(got1, want, (size_t)(M * g->N)) < 1e-5);
+    /* unpacked weights are refused, not silently zero */
+    exec_gemm_weights none = {g->K, g->N, NULL, NULL};
+    assert_int_equal(exec_gemm_run(&env, &none, A, M, got1, &err), MHA_ERR_INTERNAL);
+    pool_destroy(pl);
+    exec_weights_free(NULL, &W);
+    free(A);
+    free(want);
+    free(got1);
+    free(got2);
     plan_free(P);
 }
 
 static mha_status reference_layer(void *user, const plan *P, size_t li, const mha_tensor *in,
                                   size_t n_in, mha_tensor *out, size_t n_out, mha_error *err) {
     (*(int *)user)++;
-    return layer_reference_forward(&P->alloc, &P->layers[li].L, in, n_in, out, n_out, err);
+    return plan_reference_backend.attention(NULL, P, li, in, n_in, out, n_out, err);
 }
 
 static void test_values_freed_after_last_step(void **state) {
@@ -95,7 +166,8 @@ static void test_values_freed_after_last_step(void **state) {
     assert_int_equal(plan_probe_inputs(P, 1, in, &err), MHA_OK);
     tensor **values = NULL;
     int calls = 0;
-    assert_int_equal(plan_exec(P, in, reference_layer, &calls, 0, &values, &err), MHA_OK);
+    plan_backend be = {reference_layer, plan_reference_backend.gemm, &calls};
+    assert_int_equal(plan_exec(P, in, &be, 0, &values, &err), MHA_OK);
     assert_int_equal(calls, 2);
     /* what is left: outputs, inputs, initializers and folded constants */
     for (size_t v = 0; v < P->g->n_values; v++) {
@@ -183,6 +255,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partition_finds_every_layer),
         cmocka_unit_test(test_refused_layer_is_interpreted),
+        cmocka_unit_test(test_gemm_steps),
+        cmocka_unit_test(test_exec_gemm_matches_reference),
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_output_shapes_follow_inputs),
         cmocka_unit_test(test_probe_inputs_in_range),

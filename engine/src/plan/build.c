@@ -51,6 +51,9 @@ void plan_free(plan *P) {
         mha_free(&a, P->layers[i].nodes);
     }
     mha_free(&a, P->layers);
+    for (size_t i = 0; P->gemms && i < P->n_gemms; i++)
+        mha_free(&a, P->gemms[i].W_owned);
+    mha_free(&a, P->gemms);
     if (P->g && P->consts)
         for (size_t v = 0; v < P->g->n_values; v++)
             tensor_free(P->consts[v]);
@@ -143,7 +146,7 @@ static mha_status build_shapes(plan *P, plan_shape *shp, mha_error *err) {
         tensor **values = NULL;
         if (!in) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         mha_status st = plan_probe_inputs(P, p, in, err);
-        if (st == MHA_OK) st = plan_exec(P, in, NULL, NULL, 1, &values, err);
+        if (st == MHA_OK) st = plan_exec(P, in, NULL, 1, &values, err);
         if (st != MHA_OK) mha_error_prefix(err, "evaluating the graph on a probe input");
         for (size_t v = 0; v < g->n_values && st == MHA_OK; v++) {
             const tensor *t = values[v];
@@ -185,12 +188,21 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
             pl->flops += build_node_flops(P, shp, &g->nodes[pl->nodes[k]]);
         }
     }
+    /* GEMMs: the MatMul / Gemm makes the step, its bias Add has none */
+    for (size_t gi = 0; gi < P->n_gemms; gi++) {
+        owner[P->gemms[gi].node] = -10 - (int)gi;
+        if (P->gemms[gi].bias_node >= 0) owner[P->gemms[gi].bias_node] = -2;
+    }
     P->n_steps = 0;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
-        if (build_is_folded(P, n)) continue;
+        if (build_is_folded(P, n) || owner[ni] == -2) continue;
         plan_step *s = &P->steps[P->n_steps];
-        if (owner[ni] >= 0) {
+        if (owner[ni] <= -10) {
+            s->kind = PLAN_STEP_GEMM;
+            s->index = -10 - owner[ni];
+            s->flops = shp ? build_node_flops(P, shp, n) : 0.0;
+        } else if (owner[ni] >= 0) {
             const plan_layer *pl = &P->layers[owner[ni]];
             int last = 0;
             for (size_t k = 0; k < n->n_outputs; k++)
@@ -213,8 +225,10 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     for (size_t s = 0; s < P->n_steps; s++) {
         const plan_step *st = &P->steps[s];
         size_t n = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].L.n_inputs
+                   : st->kind == PLAN_STEP_GEMM    ? 1
                                                    : g->nodes[st->index].n_inputs;
         const int *r = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].in_values
+                       : st->kind == PLAN_STEP_GEMM    ? &P->gemms[st->index].in_value
                                                        : g->nodes[st->index].inputs;
         for (size_t k = 0; k < n; k++)
             if (r[k] >= 0) P->last_step[r[k]] = (int)s;
@@ -316,6 +330,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, pl
     if (st == MHA_OK) st = build_shapes(P, shp, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);
     if (st == MHA_OK) st = plan_partition(P, &u, shp, err);
+    if (st == MHA_OK) st = plan_find_gemms(P, &u, shp, err);
     if (st == MHA_OK) st = build_steps(P, shp, err);
     if (st == MHA_OK) st = build_io(P, shp, err);
     if (st == MHA_OK && !skip_verify) st = plan_verify(P, err);
@@ -333,6 +348,8 @@ size_t plan_weight_bytes(const plan *P) {
     size_t bytes = 0;
     for (size_t i = 0; i < P->n_layers; i++)
         if (P->layers[i].recognised) bytes += layer_weight_bytes(&P->layers[i].L);
+    for (size_t i = 0; i < P->n_gemms; i++)
+        bytes += (size_t)(P->gemms[i].K + 1) * (size_t)P->gemms[i].N * sizeof(float);
     unsigned char *read = mha_calloc(&P->alloc, P->g->n_values ? P->g->n_values : 1, 1);
     if (!read) return bytes;
     for (size_t s = 0; s < P->n_steps; s++) {

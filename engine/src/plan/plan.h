@@ -15,7 +15,8 @@
 
 typedef enum plan_step_kind {
     PLAN_STEP_ATTENTION = 1, /* a recognised layer: plan_layer */
-    PLAN_STEP_INTERP         /* one node of the graph, interpreted */
+    PLAN_STEP_INTERP,        /* one node of the graph, interpreted */
+    PLAN_STEP_GEMM           /* MatMul / Gemm with constant weights (+ bias): plan_gemm */
 } plan_step_kind;
 
 /* One attention layer found in the graph. A refused one (recognised == 0)
@@ -32,9 +33,21 @@ typedef struct plan_layer {
     double flops; /* at the first probe's sizes */
 } plan_layer;
 
+/* y = x . W + bias over the last axis of x: a MatMul with a constant
+ * [K, N] weight (and the Add of a constant [N] bias after it), or a Gemm. */
+typedef struct plan_gemm {
+    int node;      /* the MatMul / Gemm */
+    int bias_node; /* the fused Add, or -1 */
+    int in_value, out_value;
+    int64_t K, N;
+    const float *W;    /* [K, N]: the initializer's data, or W_owned */
+    float *W_owned;    /* Gemm with transB: the transposed copy */
+    const float *bias; /* [N] or NULL */
+} plan_gemm;
+
 typedef struct plan_step {
     plan_step_kind kind;
-    int index;    /* ATTENTION: into plan.layers; INTERP: graph node */
+    int index;    /* ATTENTION: into plan.layers; GEMM: plan.gemms; INTERP: graph node */
     double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
 } plan_step;
 
@@ -56,6 +69,8 @@ typedef struct plan {
     tensor **consts; /* [n_values]: folded constants (owned), NULL elsewhere */
     plan_layer *layers;
     size_t n_layers;
+    plan_gemm *gemms;
+    size_t n_gemms;
     plan_step *steps;
     size_t n_steps;
     int *last_step;                           /* [n_values]: last step reading the value, -1 none */
@@ -66,11 +81,16 @@ typedef struct plan {
     layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
 } plan;
 
-/* Runs one recognised layer on float buffers: inputs as L's inputs,
- * outputs[0] allocated with layer_output_shapes' shape. */
-typedef mha_status (*plan_layer_fn)(void *user, const plan *P, size_t layer_index,
-                                    const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
-                                    size_t n_outputs, mha_error *err);
+/* What runs the fused steps: the runtime's executor, or the reference.
+ * attention: one recognised layer, inputs as L's, outputs[0] allocated with
+ * layer_output_shapes' shape; gemm: C [M, N] = A [M, K] . W + bias. */
+typedef struct plan_backend {
+    mha_status (*attention)(void *user, const plan *P, size_t layer_index, const mha_tensor *inputs,
+                            size_t n_inputs, mha_tensor *outputs, size_t n_outputs, mha_error *err);
+    mha_status (*gemm)(void *user, const plan *P, size_t gemm_index, const float *A, int64_t M,
+                       float *C, mha_error *err);
+    void *user;
+} plan_backend;
 
 /* Number of attention cores of g (Softmax nodes, Attention nodes of the
  * default and com.microsoft domains). */
@@ -89,10 +109,14 @@ void plan_free(plan *P);
 mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_inputs,
                               mha_tensor *outputs, size_t n_outputs, mha_error *err);
 
-/* Runs the plan: interpreted steps here, attention steps through fn.
+/* Runs the plan: interpreted steps here, fused steps through be.
  * Outputs as plan_output_shapes gives them. */
 mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
-                    size_t n_outputs, plan_layer_fn fn, void *user, mha_error *err);
+                    size_t n_outputs, const plan_backend *be, mha_error *err);
+
+/* The reference backend (verify.c): the scalar layer forward and a plain
+ * GEMM. */
+extern const plan_backend plan_reference_backend;
 
 /* Verification (verify.c): runs the plan with the reference layer forward
  * and the whole graph with the reference interpreter on each probe input,

@@ -37,9 +37,12 @@ static inline const tensor *plan_const(const plan *P, int v) {
 /* Runs the steps of P on graph inputs `in` ([g->n_inputs], borrowed).
  * keep_all: *values receives every value (free with plan_values_free);
  * else values are freed after their last step and *values keeps only the
- * graph outputs. fn runs attention steps (NULL when the plan has none). */
-mha_status plan_exec(const plan *P, tensor *const *in, plan_layer_fn fn, void *user, int keep_all,
+ * graph outputs. be runs fused steps (NULL when the plan has none). */
+mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                      tensor ***values, mha_error *err);
+
+/* Finds the GEMM steps among the nodes no layer owns (gemm.c). */
+mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err);
 /* Frees what plan_exec computed (never initializers, constants or inputs). */
 void plan_values_free(const plan *P, tensor *const *in, tensor **values);
 

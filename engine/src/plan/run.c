@@ -48,12 +48,12 @@ static mha_status run_interp(const plan *P, int ni, tensor **values, tensor **in
     return MHA_OK;
 }
 
-static mha_status run_attention(const plan *P, size_t li, tensor **values, plan_layer_fn fn,
-                                void *user, mha_error *err) {
+static mha_status run_attention(const plan *P, size_t li, tensor **values, const plan_backend *be,
+                                mha_error *err) {
     const plan_layer *pl = &P->layers[li];
     const layer *L = &pl->L;
     mha_tensor min[RUN_MAX_LAYER_INPUTS], mout;
-    if (L->n_inputs > RUN_MAX_LAYER_INPUTS || L->n_outputs != 1 || !fn)
+    if (L->n_inputs > RUN_MAX_LAYER_INPUTS || L->n_outputs != 1 || !be)
         return mha_fail(err, MHA_ERR_INTERNAL, "plan: attention step %zu cannot run", li);
     for (size_t i = 0; i < L->n_inputs; i++) {
         const tensor *t = values[pl->in_values[i]];
@@ -67,7 +67,7 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, plan_
     if (st == MHA_OK) st = tensor_new(&P->alloc, mout.dtype, mout.rank, mout.shape, &y, err);
     if (st == MHA_OK) {
         mout.data = y->data;
-        st = fn(user, P, li, min, L->n_inputs, &mout, 1, err);
+        st = be->attention(be->user, P, li, min, L->n_inputs, &mout, 1, err);
     }
     if (st != MHA_OK) {
         tensor_free(y);
@@ -77,8 +77,36 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, plan_
     return MHA_OK;
 }
 
+/* A GEMM over the last axis of its float32 input. */
+static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan_backend *be,
+                           mha_error *err) {
+    const plan_gemm *pg = &P->gemms[gi];
+    const tensor *A = values[pg->in_value];
+    char d[160];
+    if (!A || !be || A->dtype != MHA_DTYPE_FLOAT32 || A->rank < 1 || A->dims[A->rank - 1] != pg->K)
+        return mha_fail(err, MHA_ERR_SHAPE, "plan: %s: input is not float32 [..., %lld]",
+                        ir_node_desc(&P->g->nodes[pg->node], d, sizeof d), (long long)pg->K);
+    int64_t dims[MHA_MAX_RANK];
+    memcpy(dims, A->dims, sizeof dims);
+    dims[A->rank - 1] = pg->N;
+    tensor *y = NULL;
+    mha_status st = tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, A->rank, dims, &y, err);
+    int64_t M = pg->K > 0 ? tensor_numel(A) / pg->K : 0;
+    if (st == MHA_OK) st = be->gemm(be->user, P, gi, (const float *)A->data, M, y->data, err);
+    if (st != MHA_OK) {
+        tensor_free(y);
+        return st;
+    }
+    values[pg->out_value] = y;
+    return MHA_OK;
+}
+
 /* The values step s reads: the node's inputs, or the layer's. */
 static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
+    if (s->kind == PLAN_STEP_GEMM) {
+        *n = 1;
+        return &P->gemms[s->index].in_value;
+    }
     if (s->kind == PLAN_STEP_ATTENTION) {
         *n = P->layers[s->index].L.n_inputs;
         return P->layers[s->index].in_values;
@@ -87,7 +115,7 @@ static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     return P->g->nodes[s->index].inputs;
 }
 
-mha_status plan_exec(const plan *P, tensor *const *in, plan_layer_fn fn, void *user, int keep_all,
+mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                      tensor ***values_out, mha_error *err) {
     const ir_graph *g = P->g;
     *values_out = NULL;
@@ -111,7 +139,9 @@ mha_status plan_exec(const plan *P, tensor *const *in, plan_layer_fn fn, void *u
     for (size_t s = 0; s < P->n_steps && st == MHA_OK; s++) {
         const plan_step *step = &P->steps[s];
         if (step->kind == PLAN_STEP_ATTENTION)
-            st = run_attention(P, (size_t)step->index, values, fn, user, err);
+            st = run_attention(P, (size_t)step->index, values, be, err);
+        else if (step->kind == PLAN_STEP_GEMM)
+            st = run_gemm(P, (size_t)step->index, values, be, err);
         else
             st = run_interp(P, step->index, values, nin, nout, err);
         if (st != MHA_OK || keep_all) continue;
@@ -202,7 +232,7 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
 }
 
 mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
-                    size_t n_outputs, plan_layer_fn fn, void *user, mha_error *err) {
+                    size_t n_outputs, const plan_backend *be, mha_error *err) {
     const ir_graph *g = P->g;
     mha_tensor want[RUN_MAX_OUTPUTS];
     if (n_outputs > RUN_MAX_OUTPUTS)
@@ -242,7 +272,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
         t->alloc = &P->alloc;
         in[i] = t;
     }
-    st = plan_exec(P, in, fn, user, 0, &values, err);
+    st = plan_exec(P, in, be, 0, &values, err);
     for (size_t k = 0; k < n_outputs && st == MHA_OK; k++) {
         const tensor *y = values[g->outputs[k]];
         size_t bytes = (size_t)mha_tensor_numel(&want[k]) * mha_dtype_size(want[k].dtype);
