@@ -7,6 +7,7 @@
  * a refused layer is interpreted with its reason. */
 #include "testutil.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,51 @@ static void test_gemm_steps(void **state) {
     assert_int_equal(ffn_in, 2);
     assert_int_equal(ffn_out, 2);
     assert_int_equal(pooler, 1);
+    plan_free(P);
+}
+
+static int has_op(const plan_ew_prog *p, plan_ew_code code) {
+    for (int i = 0; i < p->n_ops; i++)
+        if (p->ops[i].code == code) return 1;
+    return 0;
+}
+
+/* The elementwise runs after GEMMs become epilogues: GELU (erf in BERT,
+ * tanh in GPT-2) after W1, the residual add after W2, tanh after the
+ * pooler; applied, the erf GELU program is x/2 (1 + erf(x/sqrt 2)). */
+static void test_gemm_epilogues(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    int gelu = 0, residual = 0, pooler_tanh = 0;
+    const plan_ew_prog *gelu_prog = NULL;
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        const plan_gemm *g = &P->gemms[i];
+        if (g->N == 128 && has_op(&g->epilogue, PLAN_EW_ERF)) {
+            gelu++;
+            gelu_prog = &g->epilogue;
+            assert_int_equal(g->epilogue.ext_value, -1);
+        }
+        if (g->N == 64 && g->K == 128 && g->epilogue.ext_value >= 0) residual++;
+        if (g->W_owned && has_op(&g->epilogue, PLAN_EW_TANH)) pooler_tanh++;
+    }
+    assert_int_equal(gelu, 2);
+    assert_int_equal(residual, 2);
+    assert_int_equal(pooler_tanh, 1);
+    float x[300];
+    for (int i = 0; i < 300; i++)
+        x[i] = (float)(i - 150) / 37.0f;
+    float y[300];
+    memcpy(y, x, sizeof x);
+    plan_ew_apply(gelu_prog, y, NULL, 300, 100);
+    for (int i = 0; i < 300; i++)
+        assert_float_equal(y[i], 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0))), 1e-6);
+    plan_free(P);
+    P = build(GPT2, 1);
+    int tanh_gelu = 0;
+    for (size_t i = 0; i < P->n_gemms; i++)
+        tanh_gelu += has_op(&P->gemms[i].epilogue, PLAN_EW_TANH) &&
+                     has_op(&P->gemms[i].epilogue, PLAN_EW_POW);
+    assert_int_equal(tanh_gelu, 2);
     plan_free(P);
 }
 
@@ -256,6 +302,7 @@ int main(void) {
         cmocka_unit_test(test_partition_finds_every_layer),
         cmocka_unit_test(test_refused_layer_is_interpreted),
         cmocka_unit_test(test_gemm_steps),
+        cmocka_unit_test(test_gemm_epilogues),
         cmocka_unit_test(test_exec_gemm_matches_reference),
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_output_shapes_follow_inputs),

@@ -51,8 +51,10 @@ void plan_free(plan *P) {
         mha_free(&a, P->layers[i].nodes);
     }
     mha_free(&a, P->layers);
-    for (size_t i = 0; P->gemms && i < P->n_gemms; i++)
+    for (size_t i = 0; P->gemms && i < P->n_gemms; i++) {
         mha_free(&a, P->gemms[i].W_owned);
+        mha_free(&a, P->gemms[i].ep_nodes);
+    }
     mha_free(&a, P->gemms);
     if (P->g && P->consts)
         for (size_t v = 0; v < P->g->n_values; v++)
@@ -192,6 +194,8 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     for (size_t gi = 0; gi < P->n_gemms; gi++) {
         owner[P->gemms[gi].node] = -10 - (int)gi;
         if (P->gemms[gi].bias_node >= 0) owner[P->gemms[gi].bias_node] = -2;
+        for (size_t k = 0; k < P->gemms[gi].n_ep_nodes; k++)
+            owner[P->gemms[gi].ep_nodes[k]] = -2;
     }
     P->n_steps = 0;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
@@ -225,10 +229,10 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     for (size_t s = 0; s < P->n_steps; s++) {
         const plan_step *st = &P->steps[s];
         size_t n = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].L.n_inputs
-                   : st->kind == PLAN_STEP_GEMM    ? 1
+                   : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].n_reads
                                                    : g->nodes[st->index].n_inputs;
         const int *r = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].in_values
-                       : st->kind == PLAN_STEP_GEMM    ? &P->gemms[st->index].in_value
+                       : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].reads
                                                        : g->nodes[st->index].inputs;
         for (size_t k = 0; k < n; k++)
             if (r[k] >= 0) P->last_step[r[k]] = (int)s;

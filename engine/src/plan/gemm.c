@@ -1,6 +1,7 @@
 /* gemm.c -- GEMM steps: every MatMul with a constant [K, N] float32 weight
  * (and the Add of a constant [N] bias right after it, fused), and every
- * Gemm with constant B and C, that no attention layer owns. Its input is
+ * Gemm with constant B and C, that no attention layer owns, each with the
+ * elementwise epilogue that follows it (epilogue.c). Its input is
  * float32 with K as the last axis on both probes; a Gemm with transB gets a
  * transposed copy of B. Everything else stays interpreted. */
 #include <string.h>
@@ -55,9 +56,11 @@ static int gemm_bias_add(const plan *P, const plan_uses *u, const plan_shape *sh
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
     unsigned char *taken = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
+    int *reg = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *reg);
     P->gemms = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *P->gemms);
-    if (!taken || !P->gemms) {
+    if (!taken || !reg || !P->gemms) {
         mha_free(&P->alloc, taken);
+        mha_free(&P->alloc, reg);
         return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     }
     for (size_t li = 0; li < P->n_layers; li++)
@@ -114,8 +117,27 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, m
             pg.W = W->data;
         }
         taken[ni] = 1;
+        pg.reads[pg.n_reads++] = pg.in_value;
+        int ep_nodes[PLAN_EW_MAX_OPS], last;
+        size_t n_ep = 0;
+        if (plan_ew_compile(P, u, shp, taken, (int)ni, pg.out_value, pg.N, reg, &pg.epilogue, &last,
+                            ep_nodes, &n_ep)) {
+            pg.ep_nodes = mha_calloc(&P->alloc, n_ep, sizeof *pg.ep_nodes);
+            if (!pg.ep_nodes) {
+                mha_free(&P->alloc, pg.W_owned);
+                st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+                break;
+            }
+            memcpy(pg.ep_nodes, ep_nodes, n_ep * sizeof *ep_nodes);
+            pg.n_ep_nodes = n_ep;
+            for (size_t k = 0; k < n_ep; k++)
+                taken[ep_nodes[k]] = 1;
+            pg.out_value = last;
+            if (pg.epilogue.ext_value >= 0) pg.reads[pg.n_reads++] = pg.epilogue.ext_value;
+        }
         P->gemms[P->n_gemms++] = pg;
     }
     mha_free(&P->alloc, taken);
+    mha_free(&P->alloc, reg);
     return st;
 }

@@ -33,6 +33,52 @@ typedef struct plan_layer {
     double flops; /* at the first probe's sizes */
 } plan_layer;
 
+/* An elementwise program (epilogue.c) run on a GEMM's output: registers
+ * hold blocks of elements, register 0 the GEMM's result. */
+#define PLAN_EW_MAX_OPS 24
+#define PLAN_EW_MAX_REGS 25
+
+typedef enum plan_ew_code {
+    PLAN_EW_SQRT = 1, /* unary, in the order of epilogue.c's table */
+    PLAN_EW_ERF,
+    PLAN_EW_TANH,
+    PLAN_EW_RELU,
+    PLAN_EW_SIGMOID,
+    PLAN_EW_NEG,
+    PLAN_EW_EXP,
+    PLAN_EW_ADD, /* binary, likewise */
+    PLAN_EW_SUB,
+    PLAN_EW_MUL,
+    PLAN_EW_DIV,
+    PLAN_EW_POW
+} plan_ew_code;
+
+typedef enum plan_ew_kind {
+    PLAN_EW_REG = 1, /* a register */
+    PLAN_EW_SCALAR,  /* a constant */
+    PLAN_EW_VECTOR,  /* a constant [N] along the last axis */
+    PLAN_EW_EXT      /* the external tensor of the output's shape (a residual) */
+} plan_ew_kind;
+
+typedef struct plan_ew_arg {
+    plan_ew_kind kind;
+    int reg;
+    float scalar;
+    const float *vec;
+} plan_ew_arg;
+
+typedef struct plan_ew_op {
+    plan_ew_code code;
+    int dst;
+    plan_ew_arg a, b;
+} plan_ew_op;
+
+typedef struct plan_ew_prog {
+    int n_ops, n_regs;
+    plan_ew_op ops[PLAN_EW_MAX_OPS];
+    int ext_value; /* graph value of the external operand, or -1 */
+} plan_ew_prog;
+
 /* y = x . W + bias over the last axis of x: a MatMul with a constant
  * [K, N] weight (and the Add of a constant [N] bias after it), or a Gemm. */
 typedef struct plan_gemm {
@@ -43,6 +89,11 @@ typedef struct plan_gemm {
     const float *W;    /* [K, N]: the initializer's data, or W_owned */
     float *W_owned;    /* Gemm with transB: the transposed copy */
     const float *bias; /* [N] or NULL */
+    int reads[2];      /* values the step reads: in_value, epilogue.ext_value */
+    size_t n_reads;
+    plan_ew_prog epilogue; /* n_ops 0: none */
+    int *ep_nodes;         /* the graph nodes the epilogue computes */
+    size_t n_ep_nodes;
 } plan_gemm;
 
 typedef struct plan_step {

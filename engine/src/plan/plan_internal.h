@@ -41,6 +41,17 @@ static inline const tensor *plan_const(const plan *P, int v) {
 mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                      tensor ***values, mha_error *err);
 
+/* The elementwise run after value y (epilogue.c): 1 and *prog, *out (its
+ * last value), nodes[] (room for PLAN_EW_MAX_OPS) when there is one. N is
+ * the size of the last axis. taken: nodes already in other steps;
+ * reg_scratch: [n_values]. An external operand is produced before y's
+ * producer (the step runs there). */
+int plan_ew_compile(const plan *P, const plan_uses *u, const plan_shape *shp,
+                    const unsigned char *taken, int start_node, int y, int64_t N, int *reg_scratch,
+                    plan_ew_prog *prog, int *out, int *nodes, size_t *n_nodes);
+/* Runs prog in place on x [count] (rows of N); ext: the external operand. */
+void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t count, int64_t N);
+
 /* Finds the GEMM steps among the nodes no layer owns (gemm.c). */
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err);
 /* Frees what plan_exec computed (never initializers, constants or inputs). */

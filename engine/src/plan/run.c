@@ -93,6 +93,19 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
     mha_status st = tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, A->rank, dims, &y, err);
     int64_t M = pg->K > 0 ? tensor_numel(A) / pg->K : 0;
     if (st == MHA_OK) st = be->gemm(be->user, P, gi, (const float *)A->data, M, y->data, err);
+    if (st == MHA_OK && pg->epilogue.n_ops > 0) {
+        /* the epilogue on the host, right after the product */
+        const tensor *ext = pg->epilogue.ext_value >= 0 ? values[pg->epilogue.ext_value] : NULL;
+        if (pg->epilogue.ext_value >= 0 &&
+            (!ext || ext->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(ext) != tensor_numel(y)))
+            st = mha_fail(err, MHA_ERR_SHAPE,
+                          "plan: %s: the epilogue's operand has %lld elements, "
+                          "the product %lld",
+                          ir_node_desc(&P->g->nodes[pg->node], d, sizeof d),
+                          ext ? (long long)tensor_numel(ext) : -1LL, (long long)tensor_numel(y));
+        else
+            plan_ew_apply(&pg->epilogue, y->data, ext ? ext->data : NULL, tensor_numel(y), pg->N);
+    }
     if (st != MHA_OK) {
         tensor_free(y);
         return st;
@@ -104,8 +117,8 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
 /* The values step s reads: the node's inputs, or the layer's. */
 static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     if (s->kind == PLAN_STEP_GEMM) {
-        *n = 1;
-        return &P->gemms[s->index].in_value;
+        *n = P->gemms[s->index].n_reads;
+        return P->gemms[s->index].reads;
     }
     if (s->kind == PLAN_STEP_ATTENTION) {
         *n = P->layers[s->index].L.n_inputs;
