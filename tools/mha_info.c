@@ -52,7 +52,7 @@ static void print_plan(const mha_model *m) {
             printf("  layer %-3zu %-28s interpreted: %s\n", i, li.core, li.reason);
     }
     double total = 0.0, interp = 0.0, gemm = 0.0;
-    size_t n_attn = 0, n_gemm = 0, n_interp = 0;
+    size_t n_attn = 0, n_gemm = 0, n_norm = 0, n_interp = 0;
     for (size_t i = 0; i < n_steps; i++) {
         mha_step_info si;
         if (mha_model_step(m, i, &si) != MHA_OK) continue;
@@ -62,13 +62,15 @@ static void print_plan(const mha_model *m) {
         } else if (strcmp(si.kind, "gemm") == 0) {
             gemm += si.flops;
             n_gemm++;
+        } else if (strcmp(si.kind, "norm") == 0) {
+            n_norm++;
         } else {
             interp += si.flops;
             n_interp++;
         }
     }
-    printf("plan:         %zu steps: %zu attention, %zu GEMM, %zu interpreted nodes\n", n_steps,
-           n_attn, n_gemm, n_interp);
+    printf("plan:         %zu steps: %zu attention, %zu GEMM, %zu norm, %zu interpreted nodes\n",
+           n_steps, n_attn, n_gemm, n_norm, n_interp);
     printf(
         "FLOPs:        %.1f %% attention layers, %.1f %% GEMM steps, %.1f %% interpreted (at the "
         "probe's sizes)\n",

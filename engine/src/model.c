@@ -234,6 +234,12 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
         out->op = pl->L.form ? pl->L.form : "";
         out->name = P->g->nodes[pl->core_node].name;
         out->num_nodes = pl->n_nodes;
+    } else if (s->kind == PLAN_STEP_NORM) {
+        const plan_norm *nm = &P->norms[s->index];
+        out->kind = "norm";
+        out->op = nm->gamma ? "layernorm" : "layernorm (no affine)";
+        out->name = P->g->nodes[nm->nodes[0]].name;
+        out->num_nodes = nm->n_nodes;
     } else if (s->kind == PLAN_STEP_GEMM) {
         const plan_gemm *g = &P->gemms[s->index];
         out->kind = "gemm";

@@ -40,7 +40,7 @@ echo "ok: info"
 echo "== mha info prints the plan"
 grep -q '^attention layers: 2' "$T/info.txt" || fail "info: no layer count: $(cat "$T/info.txt")"
 [ "$(grep -c 'fused, ' "$T/info.txt")" = 2 ] || fail "info: BERT layers not fused: $(cat "$T/info.txt")"
-grep -q '^plan: .* 2 attention, 5 GEMM' "$T/info.txt" || fail "info: no plan line: $(cat "$T/info.txt")"
+grep -q '^plan: .* 2 attention, 5 GEMM, 5 norm' "$T/info.txt" || fail "info: no plan line: $(cat "$T/info.txt")"
 # a layer the recogniser refuses is interpreted, with the reason
 "$MHA" info "$M/gpt2_preln_causal_l2_d64_h4/model.onnx" >"$T/info2.txt"
 grep -q 'interpreted: Where node' "$T/info2.txt" ||

@@ -153,6 +153,48 @@ static void test_gemm_epilogues(void **state) {
     plan_free(P);
 }
 
+/* The decomposed LayerNorms (embeddings, two per layer) become norm steps
+ * with their gamma, beta and eps; a row comes out with mean beta and the
+ * spread gamma gives it. */
+static void test_norm_steps(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    assert_int_equal(P->n_norms, 5);
+    size_t steps = 0;
+    for (size_t s = 0; s < P->n_steps; s++)
+        steps += P->steps[s].kind == PLAN_STEP_NORM;
+    assert_int_equal(steps, 5);
+    for (size_t i = 0; i < P->n_norms; i++) {
+        const plan_norm *nm = &P->norms[i];
+        assert_int_equal(nm->D, 64);
+        assert_non_null(nm->gamma);
+        assert_non_null(nm->beta);
+        assert_float_equal(nm->eps, 1e-12, 1e-15);
+        assert_int_equal(nm->n_nodes, 9); /* 2 ReduceMean, Sub, Pow, Add, Sqrt, Div, Mul, Add */
+    }
+    plan_norm one = P->norms[0];
+    float gamma[64], beta[64], x[2 * 64], y[2 * 64];
+    for (int i = 0; i < 64; i++) {
+        gamma[i] = 2.0f;
+        beta[i] = 0.5f;
+    }
+    one.gamma = gamma;
+    one.beta = beta;
+    tu_fill_random(x, 128, 3);
+    for (int i = 0; i < 64; i++)
+        x[64 + i] = 7.0f; /* a constant row: all beta */
+    plan_norm_rows(&one, x, y, 2);
+    double mean = 0.0, sq = 0.0;
+    for (int i = 0; i < 64; i++) {
+        mean += y[i];
+        sq += (y[i] - 0.5) * (y[i] - 0.5);
+        assert_float_equal(y[64 + i], 0.5, 1e-6);
+    }
+    assert_float_equal(mean / 64.0, 0.5, 1e-5);
+    assert_float_equal(sq / 64.0, 4.0, 1e-3);
+    plan_free(P);
+}
+
 /* exec_gemm_run on the built-in scalar backend matches the plain GEMM of
  * the verifier, and is bitwise the same with 1 and 2 threads. */
 static void test_exec_gemm_matches_reference(void **state) {
@@ -303,6 +345,7 @@ int main(void) {
         cmocka_unit_test(test_refused_layer_is_interpreted),
         cmocka_unit_test(test_gemm_steps),
         cmocka_unit_test(test_gemm_epilogues),
+        cmocka_unit_test(test_norm_steps),
         cmocka_unit_test(test_exec_gemm_matches_reference),
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_output_shapes_follow_inputs),

@@ -56,6 +56,7 @@ void plan_free(plan *P) {
         mha_free(&a, P->gemms[i].ep_nodes);
     }
     mha_free(&a, P->gemms);
+    mha_free(&a, P->norms);
     if (P->g && P->consts)
         for (size_t v = 0; v < P->g->n_values; v++)
             tensor_free(P->consts[v]);
@@ -197,12 +198,23 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
         for (size_t k = 0; k < P->gemms[gi].n_ep_nodes; k++)
             owner[P->gemms[gi].ep_nodes[k]] = -2;
     }
+    /* norms: the last of their nodes makes the step */
+    for (size_t i = 0; i < P->n_norms; i++) {
+        const plan_norm *nm = &P->norms[i];
+        for (size_t k = 0; k < nm->n_nodes; k++)
+            owner[nm->nodes[k]] = -2;
+        owner[nm->nodes[nm->n_nodes - 1]] = -1000 - (int)i;
+    }
     P->n_steps = 0;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
         if (build_is_folded(P, n) || owner[ni] == -2) continue;
         plan_step *s = &P->steps[P->n_steps];
-        if (owner[ni] <= -10) {
+        if (owner[ni] <= -1000) {
+            s->kind = PLAN_STEP_NORM;
+            s->index = -1000 - owner[ni];
+            s->flops = 0.0;
+        } else if (owner[ni] <= -10) {
             s->kind = PLAN_STEP_GEMM;
             s->index = -10 - owner[ni];
             s->flops = shp ? build_node_flops(P, shp, n) : 0.0;
@@ -230,9 +242,11 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
         const plan_step *st = &P->steps[s];
         size_t n = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].L.n_inputs
                    : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].n_reads
+                   : st->kind == PLAN_STEP_NORM    ? 1
                                                    : g->nodes[st->index].n_inputs;
         const int *r = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].in_values
                        : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].reads
+                       : st->kind == PLAN_STEP_NORM    ? &P->norms[st->index].in_value
                                                        : g->nodes[st->index].inputs;
         for (size_t k = 0; k < n; k++)
             if (r[k] >= 0) P->last_step[r[k]] = (int)s;
@@ -306,6 +320,21 @@ static mha_status build_io(plan *P, const plan_shape *shp, mha_error *err) {
     return MHA_OK;
 }
 
+/* GEMMs first (their epilogues take the residual adds), then norms, over
+ * the nodes no attention layer owns. */
+static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err) {
+    const ir_graph *g = P->g;
+    unsigned char *taken = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
+    if (!taken) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    for (size_t li = 0; li < P->n_layers; li++)
+        for (size_t k = 0; P->layers[li].recognised && k < P->layers[li].n_nodes; k++)
+            taken[P->layers[li].nodes[k]] = 1;
+    mha_status st = plan_find_gemms(P, u, shp, taken, err);
+    if (st == MHA_OK) st = plan_find_norms(P, u, shp, taken, err);
+    mha_free(&P->alloc, taken);
+    return st;
+}
+
 mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, plan **out,
                       mha_error *err) {
     *out = NULL;
@@ -334,7 +363,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, pl
     if (st == MHA_OK) st = build_shapes(P, shp, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);
     if (st == MHA_OK) st = plan_partition(P, &u, shp, err);
-    if (st == MHA_OK) st = plan_find_gemms(P, &u, shp, err);
+    if (st == MHA_OK) st = build_fused(P, &u, shp, err);
     if (st == MHA_OK) st = build_steps(P, shp, err);
     if (st == MHA_OK) st = build_io(P, shp, err);
     if (st == MHA_OK && !skip_verify) st = plan_verify(P, err);

@@ -53,19 +53,15 @@ static int gemm_bias_add(const plan *P, const plan_uses *u, const plan_shape *sh
     return ai;
 }
 
-mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err) {
+mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
+                           mha_error *err) {
     const ir_graph *g = P->g;
-    unsigned char *taken = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
     int *reg = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *reg);
     P->gemms = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *P->gemms);
-    if (!taken || !reg || !P->gemms) {
-        mha_free(&P->alloc, taken);
+    if (!reg || !P->gemms) {
         mha_free(&P->alloc, reg);
         return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     }
-    for (size_t li = 0; li < P->n_layers; li++)
-        for (size_t k = 0; P->layers[li].recognised && k < P->layers[li].n_nodes; k++)
-            taken[P->layers[li].nodes[k]] = 1;
     mha_status st = MHA_OK;
     for (size_t ni = 0; ni < g->n_nodes && st == MHA_OK; ni++) {
         const ir_node *n = &g->nodes[ni];
@@ -137,7 +133,6 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, m
         }
         P->gemms[P->n_gemms++] = pg;
     }
-    mha_free(&P->alloc, taken);
     mha_free(&P->alloc, reg);
     return st;
 }

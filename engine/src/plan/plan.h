@@ -16,7 +16,8 @@
 typedef enum plan_step_kind {
     PLAN_STEP_ATTENTION = 1, /* a recognised layer: plan_layer */
     PLAN_STEP_INTERP,        /* one node of the graph, interpreted */
-    PLAN_STEP_GEMM           /* MatMul / Gemm with constant weights (+ bias): plan_gemm */
+    PLAN_STEP_GEMM,          /* MatMul / Gemm with constant weights (+ bias): plan_gemm */
+    PLAN_STEP_NORM           /* LayerNorm over the last axis: plan_norm */
 } plan_step_kind;
 
 /* One attention layer found in the graph. A refused one (recognised == 0)
@@ -96,6 +97,17 @@ typedef struct plan_gemm {
     size_t n_ep_nodes;
 } plan_gemm;
 
+/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis. */
+#define PLAN_NORM_MAX_NODES 10
+typedef struct plan_norm {
+    int in_value, out_value;
+    int64_t D;
+    float eps;
+    const float *gamma, *beta;      /* [D] or NULL */
+    int nodes[PLAN_NORM_MAX_NODES]; /* the graph nodes it computes, the last makes the step */
+    size_t n_nodes;
+} plan_norm;
+
 typedef struct plan_step {
     plan_step_kind kind;
     int index;    /* ATTENTION: into plan.layers; GEMM: plan.gemms; INTERP: graph node */
@@ -122,6 +134,8 @@ typedef struct plan {
     size_t n_layers;
     plan_gemm *gemms;
     size_t n_gemms;
+    plan_norm *norms;
+    size_t n_norms;
     plan_step *steps;
     size_t n_steps;
     int *last_step;                           /* [n_values]: last step reading the value, -1 none */

@@ -52,8 +52,15 @@ int plan_ew_compile(const plan *P, const plan_uses *u, const plan_shape *shp,
 /* Runs prog in place on x [count] (rows of N); ext: the external operand. */
 void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t count, int64_t N);
 
+/* Finds the norm steps among the nodes not taken (norm.c); marks theirs. */
+mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
+                           mha_error *err);
+/* y [rows, D] = the norm of x [rows, D]. */
+void plan_norm_rows(const plan_norm *nm, const float *x, float *y, int64_t rows);
+
 /* Finds the GEMM steps among the nodes no layer owns (gemm.c). */
-mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err);
+mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
+                           mha_error *err);
 /* Frees what plan_exec computed (never initializers, constants or inputs). */
 void plan_values_free(const plan *P, tensor *const *in, tensor **values);
 

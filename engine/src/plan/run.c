@@ -114,8 +114,27 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
     return MHA_OK;
 }
 
+/* A LayerNorm over the rows of its float32 input. */
+static mha_status run_norm(const plan *P, size_t i, tensor **values, mha_error *err) {
+    const plan_norm *nm = &P->norms[i];
+    const tensor *x = values[nm->in_value];
+    if (!x || x->dtype != MHA_DTYPE_FLOAT32 || x->rank < 1 || x->dims[x->rank - 1] != nm->D)
+        return mha_fail(err, MHA_ERR_SHAPE, "plan: norm step %zu: input is not float32 [..., %lld]",
+                        i, (long long)nm->D);
+    tensor *y = NULL;
+    mha_status st = tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, x->rank, x->dims, &y, err);
+    if (st != MHA_OK) return st;
+    plan_norm_rows(nm, x->data, y->data, nm->D > 0 ? tensor_numel(x) / nm->D : 0);
+    values[nm->out_value] = y;
+    return MHA_OK;
+}
+
 /* The values step s reads: the node's inputs, or the layer's. */
 static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
+    if (s->kind == PLAN_STEP_NORM) {
+        *n = 1;
+        return &P->norms[s->index].in_value;
+    }
     if (s->kind == PLAN_STEP_GEMM) {
         *n = P->gemms[s->index].n_reads;
         return P->gemms[s->index].reads;
@@ -155,6 +174,8 @@ mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, i
             st = run_attention(P, (size_t)step->index, values, be, err);
         else if (step->kind == PLAN_STEP_GEMM)
             st = run_gemm(P, (size_t)step->index, values, be, err);
+        else if (step->kind == PLAN_STEP_NORM)
+            st = run_norm(P, (size_t)step->index, values, err);
         else
             st = run_interp(P, step->index, values, nin, nout, err);
         if (st != MHA_OK || keep_all) continue;
