@@ -25,14 +25,22 @@ static mha_status verify_reference_gemm(void *user, const plan *P, size_t gi, co
                                         int64_t M, float *C, mha_error *err) {
     const plan_gemm *g = &P->gemms[gi];
     (void)user;
-    (void)err;
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < g->N; n++) {
-            double acc = g->bias ? (double)g->bias[n] : 0.0;
-            for (int64_t k = 0; k < g->K; k++)
-                acc += (double)A[m * g->K + k] * (double)g->W[k * g->N + n];
-            C[m * g->N + n] = (float)acc;
+    double *acc = mha_calloc(&P->alloc, (size_t)(g->N > 0 ? g->N : 1), sizeof *acc);
+    if (!acc) return mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+    /* row by row, W read in its own order */
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t n = 0; n < g->N; n++)
+            acc[n] = g->bias ? (double)g->bias[n] : 0.0;
+        for (int64_t k = 0; k < g->K; k++) {
+            const double a = A[m * g->K + k];
+            const float *w = g->W + k * g->N;
+            for (int64_t n = 0; n < g->N; n++)
+                acc[n] += a * (double)w[n];
         }
+        for (int64_t n = 0; n < g->N; n++)
+            C[m * g->N + n] = (float)acc[n];
+    }
+    mha_free(&P->alloc, acc);
     return MHA_OK;
 }
 

@@ -220,6 +220,23 @@ def main():
     save_case(outdir, "gpt2_preln_causal_l2_d64_h4", gpt, [ids], ["input_ids"], ["logits"],
               {"input_ids": bs, "logits": bs}, 15)
 
+    # MiniLM: BERT's architecture, narrower and deeper for its width
+    # (3 layers here, d 48, 6 heads of 8, FFN 192), opset 16
+    global D, HEADS, FFN, LAYERS
+    D, HEADS, FFN, LAYERS = 48, 6, 192, 3
+    mini = Bert()
+    randomize(mini, 14)
+    ids = torch.randint(0, VOCAB, (3, 5), generator=g)
+    mask = torch.ones(3, 5, dtype=torch.long)
+    mask[0, 3:] = 0
+    mask[2, 1:] = 0
+    seg = torch.zeros(3, 5, dtype=torch.long)
+    save_case(outdir, "minilm_postln_l3_d48_h6", mini, [ids, mask, seg],
+              ["input_ids", "attention_mask", "token_type_ids"], ["last_hidden_state", "pooler_output"],
+              {"input_ids": bs, "attention_mask": bs, "token_type_ids": bs,
+               "last_hidden_state": bs, "pooler_output": {0: "batch"}}, 16)
+    D, HEADS, FFN, LAYERS = 64, 4, 128, 2
+
     vit = Vit()
     randomize(vit, 13)
     px = torch.randn(2, 3, 16, 16, generator=g)
