@@ -69,6 +69,7 @@ static const interp_op_entry interp_ops[] = {
     {"IsInf", interp_op_isinf},
     {"MatMul", interp_op_matmul},
     {"Gemm", interp_op_gemm},
+    {"Conv", interp_op_conv},
     {"Softmax", interp_op_softmax},
     {"LogSoftmax", interp_op_log_softmax},
     {"ReduceSum", interp_op_reduce_sum},

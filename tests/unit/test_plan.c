@@ -86,6 +86,25 @@ static void test_refused_layer_is_interpreted(void **state) {
     plan_free(P);
 }
 
+/* ViT: nn.MultiheadAttention (batch first) reads the shape of its input X
+ * outside the layer too (to put the output back in batch-first order);
+ * the partition hands the layer to the recogniser anyway (the shape of X
+ * is known outside), and the patch-embedding Conv is interpreted. */
+static void test_partition_shape_of_x_read_outside(void **state) {
+    (void)state;
+    plan *P = build("vit_preln_l2_d64_h4_p4", 0);
+    assert_int_equal(P->n_layers, 2);
+    for (size_t i = 0; i < 2; i++)
+        if (!P->layers[i].recognised)
+            assert_null(strstr(P->layers[i].reason, "inside it is also read"));
+    int conv = 0;
+    for (size_t s = 0; s < P->n_steps; s++)
+        conv += P->steps[s].kind == PLAN_STEP_INTERP &&
+                strcmp(P->g->nodes[P->steps[s].index].op_type, "Conv") == 0;
+    assert_int_equal(conv, 1);
+    plan_free(P);
+}
+
 /* BERT: W1 and W2 of both layers (MatMul + bias Add fused) and the pooler
  * (a Gemm with transB, its bias as C) become GEMM steps. */
 static void test_gemm_steps(void **state) {
@@ -343,6 +362,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partition_finds_every_layer),
         cmocka_unit_test(test_refused_layer_is_interpreted),
+        cmocka_unit_test(test_partition_shape_of_x_read_outside),
         cmocka_unit_test(test_gemm_steps),
         cmocka_unit_test(test_gemm_epilogues),
         cmocka_unit_test(test_norm_steps),

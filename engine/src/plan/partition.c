@@ -29,6 +29,7 @@ typedef struct part_ctx {
     unsigned char *mark; /* [n_values] scratch */
     int *stack;          /* [n_values] scratch */
     int *owner;          /* [n_nodes]: recognised layer owning the node, -1 */
+    char why_buf[200];   /* a refusal naming values and nodes */
     mha_error *err;
 } part_ctx;
 
@@ -167,6 +168,12 @@ static int part_find_x(part_ctx *c, int core, int pv, int x[2], const char **why
     return nx;
 }
 
+/* Whether node n of the last carved layer computes from X's data (not
+ * only its shape, not only constants): those the attention step replaces. */
+static int part_reads_data(const part_ctx *c, const ir_node *n) {
+    return n->n_outputs > 0 && n->outputs[0] >= 0 && (c->mark[n->outputs[0]] & 4) != 0;
+}
+
 /* A graph of the layer's nodes alone; arrays owned, contents borrowed. */
 static void part_sub_free(const mha_alloc_ctx *a, ir_graph *s) {
     mha_free(a, s->values);
@@ -199,18 +206,25 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     if (y < 0) return MHA_OK;
     int nx = part_find_x(c, core, pv, x, why);
     if (nx == 0) return MHA_OK;
-    /* descendants of X */
+    /* descendants of X (bit 1); those that read its data, not only its
+     * shape (bit 4): the shape-only ones may be read outside the layer too,
+     * so they stay interpreted steps as well */
     unsigned char *dsc = c->mark;
     memset(dsc, 0, g->n_values);
     for (int i = 0; i < nx; i++)
-        dsc[x[i]] = 1;
+        dsc[x[i]] = 1 | 4;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
-        int any = 0;
+        unsigned char any = 0;
         for (size_t k = 0; k < n->n_inputs; k++)
-            any |= n->inputs[k] >= 0 && dsc[n->inputs[k]];
+            if (n->inputs[k] >= 0) any |= dsc[n->inputs[k]] & (1 | 4);
+        /* the shape of X itself is known outside the layer; the shape of
+         * a value inside is not */
+        if (part_is_shape(n) && n->n_inputs == 1 &&
+            (n->inputs[0] == x[0] || (nx == 2 && n->inputs[0] == x[1])))
+            any &= 1;
         for (size_t k = 0; any && k < n->n_outputs; k++)
-            if (n->outputs[k] >= 0) dsc[n->outputs[k]] = 1;
+            if (n->outputs[k] >= 0) dsc[n->outputs[k]] = any;
     }
     /* ancestors of Y among them (or constant); 2 marks "visited" */
     int *bound = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *bound);
@@ -241,14 +255,20 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     for (size_t ni = 0; ni < g->n_nodes && !*why; ni++) {
         if (!in_set[ni]) continue;
         const ir_node *n = &g->nodes[ni];
-        if (c->owner[ni] >= 0 && !(n->n_outputs && P->consts[n->outputs[0]]))
+        if (c->owner[ni] >= 0 && part_reads_data(c, n))
             *why = "its nodes overlap another attention layer";
         for (size_t k = 0; k < n->n_outputs && !*why; k++) {
             int o = n->outputs[k];
-            if (o < 0 || o == y || P->consts[o]) continue;
+            if (o < 0 || o == y || !(dsc[o] & 4)) continue;
             if (part_is_output(g, o)) *why = "a value inside it is a graph output";
             for (int e = c->u->first[o]; e < c->u->first[o + 1] && !*why; e++)
-                if (!in_set[c->u->node[e]]) *why = "a value inside it is read outside it";
+                if (!in_set[c->u->node[e]]) {
+                    char d[160];
+                    snprintf(c->why_buf, sizeof c->why_buf,
+                             "value '%.60s' inside it is also read by %.80s", g->values[o].name,
+                             ir_node_desc(&g->nodes[c->u->node[e]], d, sizeof d));
+                    *why = c->why_buf;
+                }
         }
     }
     if (*why) goto done;
@@ -309,7 +329,7 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
     const ir_graph *g = P->g;
     const mha_alloc_ctx *a = &P->alloc;
     size_t n_cores = plan_count_cores(g);
-    part_ctx c = {P, u, shp, NULL, NULL, NULL, err};
+    part_ctx c = {P, u, shp, NULL, NULL, NULL, "", err};
     c.mark = mha_calloc(a, g->n_values ? g->n_values : 1, 1);
     c.stack = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *c.stack);
     c.owner = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, sizeof *c.owner);
@@ -354,17 +374,18 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
         }
         part_sub_free(a, &sub);
         if (st != MHA_OK || !pl->recognised) continue;
-        /* the nodes the step replaces: the layer's, but for the constants */
+        /* the nodes the step replaces: the layer's, but for constants and
+         * shape computations */
         size_t cnt = 0;
         for (size_t ni = 0; ni < g->n_nodes; ni++)
-            cnt += in_set[ni] && !(g->nodes[ni].n_outputs && P->consts[g->nodes[ni].outputs[0]]);
+            cnt += in_set[ni] && part_reads_data(&c, &g->nodes[ni]);
         pl->nodes = mha_calloc(a, cnt ? cnt : 1, sizeof *pl->nodes);
         if (!pl->nodes) {
             st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
             continue;
         }
         for (size_t ni = 0; ni < g->n_nodes; ni++)
-            if (in_set[ni] && !(g->nodes[ni].n_outputs && P->consts[g->nodes[ni].outputs[0]])) {
+            if (in_set[ni] && part_reads_data(&c, &g->nodes[ni])) {
                 pl->nodes[pl->n_nodes++] = (int)ni;
                 c.owner[ni] = (int)(P->n_layers - 1);
             }
