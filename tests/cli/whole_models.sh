@@ -49,3 +49,32 @@ grep -q 'interpreted: Where node' "$T/info2.txt" ||
 grep -q '^FLOPs: *0.0 % attention layers, [1-9][0-9.]* % GEMM steps' "$T/info2.txt" ||
   fail "info: FLOP shares: $(cat "$T/info2.txt")"
 echo "ok: plan printed"
+
+echo "== mha run over .npy token ids with an attention mask"
+B="$M/bert_postln_l2_d64_h4"
+D="$B/dataset"
+bind="input_ids=$D/input_ids.npy attention_mask=$D/attention_mask.npy token_type_ids=$D/token_type_ids.npy"
+# shellcheck disable=SC2086
+"$MHA" run -q "$B/model.onnx" $bind -o "$T/y_all.npy" "$T/pool_all.npy" ||
+  fail "run: whole model over token ids"
+# streamed in chunks of 2 rows (the last one short): the same bytes
+# shellcheck disable=SC2086
+"$MHA" run -q "$B/model.onnx" $bind -o "$T/y_2.npy" "$T/pool_2.npy" --batch-size 2 ||
+  fail "run: streamed"
+cmp "$T/y_all.npy" "$T/y_2.npy" || fail "run: streamed hidden states differ"
+cmp "$T/pool_all.npy" "$T/pool_2.npy" || fail "run: streamed pooled outputs differ"
+# [5, 6, 64] float32 after a 128-byte header
+[ "$(wc -c <"$T/y_all.npy")" = $((128 + 5 * 6 * 64 * 4)) ] || fail "run: output size"
+echo "ok: run streams token ids"
+# a token id outside the embedding table is an error naming the node
+cp "$D/input_ids.npy" "$T/bad_ids.npy"
+printf '\177' | dd of="$T/bad_ids.npy" bs=1 seek=$((128 + 7)) conv=notrunc 2>/dev/null
+set +e
+"$MHA" run -q "$B/model.onnx" "input_ids=$T/bad_ids.npy" "attention_mask=$D/attention_mask.npy" \
+  "token_type_ids=$D/token_type_ids.npy" -o "$T/y_bad.npy" 2>"$T/bad.err"
+rc=$?
+set -e
+[ "$rc" = 1 ] || fail "run: out-of-range id: exit $rc, wanted 1"
+grep -q 'Gather' "$T/bad.err" || fail "run: out-of-range id: $(cat "$T/bad.err")"
+[ ! -e "$T/y_bad.npy" ] || fail "run: a failed run left an output"
+echo "ok: an id out of range fails cleanly"

@@ -214,6 +214,17 @@ def main():
               {"input_ids": bs, "attention_mask": bs, "token_type_ids": bs,
                "last_hidden_state": bs, "pooler_output": {0: "batch"}}, 14)
 
+    # a small dataset of token ids for `mha run` (5 rows, padded ones too)
+    ds = os.path.join(outdir, "bert_postln_l2_d64_h4", "dataset")
+    os.makedirs(ds, exist_ok=True)
+    ids = torch.randint(0, VOCAB, (5, 6), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(5, 6, dtype=torch.long)
+    mask[1, 4:] = 0
+    mask[3, 2:] = 0
+    np.save(os.path.join(ds, "input_ids.npy"), ids.numpy())
+    np.save(os.path.join(ds, "attention_mask.npy"), mask.numpy())
+    np.save(os.path.join(ds, "token_type_ids.npy"), (torch.arange(6) >= 3).long().expand(5, 6).numpy())
+
     gpt = Gpt2()
     randomize(gpt, 12)
     ids = torch.randint(0, VOCAB, (2, 9), generator=g)
