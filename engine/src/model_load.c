@@ -67,9 +67,11 @@ static mha_status model_from_graph(const mha_model_options *opts, const mha_allo
     }
     plan *P = NULL;
     mha_status pst = plan_build(a, g, skip_verify, &P, err);
-    if (pst == MHA_OK && cores == 1 && !P->layers[0].recognised) {
-        plan_free(P);
-        pst = MHA_ERR_MODEL_UNSUPPORTED;
+    if (pst == MHA_OK && cores == 1 && !P->layers[0].recognised) pst = MHA_ERR_MODEL_UNSUPPORTED;
+    if (pst == MHA_OK) pst = plan_release_weights(P, err);
+    if (pst != MHA_OK) {
+        plan_free(P); /* NULL when plan_build failed */
+        P = NULL;
     }
     if (pst != MHA_OK && cores == 1) {
         if (err) *err = layer_err;

@@ -290,6 +290,42 @@ static void test_values_freed_after_last_step(void **state) {
     plan_free(P);
 }
 
+/* Releasing the weights only attention layers read frees initializers and
+ * leaves a plan that computes the same bytes. */
+static void test_release_weights(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    tensor *in[3] = {0}, **before = NULL, **after = NULL;
+    mha_error err;
+    assert_int_equal(P->g->n_outputs, 2);
+    assert_int_equal(plan_probe_inputs(P, 0, in, &err), MHA_OK);
+    assert_int_equal(plan_exec(P, in, &plan_reference_backend, 0, &before, &err), MHA_OK);
+    /* the outputs, kept; the rest of that run freed before the release */
+    tensor *want[2];
+    for (size_t k = 0; k < 2; k++)
+        assert_int_equal(tensor_clone(before[P->g->outputs[k]], &want[k], &err), MHA_OK);
+    plan_values_free(P, in, before);
+    size_t inits0 = 0, inits1 = 0;
+    for (size_t v = 0; v < P->g->n_values; v++)
+        inits0 += P->g->values[v].init != NULL;
+    assert_int_equal(plan_release_weights(P, &err), MHA_OK);
+    for (size_t v = 0; v < P->g->n_values; v++)
+        inits1 += P->g->values[v].init != NULL;
+    /* Wq, bq, Wk, bk, Wv, bv, Wo, bo of two layers at least */
+    assert_true(inits1 + 16 <= inits0);
+    assert_int_equal(plan_exec(P, in, &plan_reference_backend, 0, &after, &err), MHA_OK);
+    for (size_t k = 0; k < 2; k++) {
+        const tensor *a = want[k], *b = after[P->g->outputs[k]];
+        assert_int_equal(a->nbytes, b->nbytes);
+        assert_memory_equal(a->data, b->data, a->nbytes);
+        tensor_free(want[k]);
+    }
+    plan_values_free(P, in, after);
+    for (int i = 0; i < 3; i++)
+        tensor_free(in[i]);
+    plan_free(P);
+}
+
 static void test_output_shapes_follow_inputs(void **state) {
     (void)state;
     plan *P = build(BERT, 1);
@@ -368,6 +404,7 @@ int main(void) {
         cmocka_unit_test(test_norm_steps),
         cmocka_unit_test(test_exec_gemm_matches_reference),
         cmocka_unit_test(test_values_freed_after_last_step),
+        cmocka_unit_test(test_release_weights),
         cmocka_unit_test(test_output_shapes_follow_inputs),
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),

@@ -335,6 +335,38 @@ static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp
     return st;
 }
 
+mha_status plan_release_weights(plan *P, mha_error *err) {
+    ir_graph *g = P->g;
+    unsigned char *owned = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
+    unsigned char *needed = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, 1);
+    if (!owned || !needed) {
+        mha_free(&P->alloc, owned);
+        mha_free(&P->alloc, needed);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    }
+    for (size_t li = 0; li < P->n_layers; li++)
+        for (size_t k = 0; P->layers[li].recognised && k < P->layers[li].n_nodes; k++)
+            owned[P->layers[li].nodes[k]] = 1;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        if (owned[ni] || build_is_folded(P, n)) continue;
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0) needed[n->inputs[k]] = 1;
+    }
+    for (size_t k = 0; k < g->n_outputs; k++)
+        needed[g->outputs[k]] = 1;
+    for (size_t v = 0; v < g->n_values; v++) {
+        if (needed[v]) continue;
+        tensor_free(g->values[v].init);
+        g->values[v].init = NULL;
+        tensor_free(P->consts[v]);
+        P->consts[v] = NULL;
+    }
+    mha_free(&P->alloc, owned);
+    mha_free(&P->alloc, needed);
+    return MHA_OK;
+}
+
 mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, plan **out,
                       mha_error *err) {
     *out = NULL;

@@ -169,6 +169,13 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **g, int skip_verify, pla
                       mha_error *err);
 void plan_free(plan *P);
 
+/* After plan_build: frees the initializers and folded constants that only
+ * recognised attention layers read (each keeps its own copy), so a model
+ * does not hold those weights twice. What interpreted, GEMM and norm steps
+ * read stays (GEMM weights are packed lazily, once per backend). The whole
+ * graph cannot be evaluated afterwards: plan_verify comes first. */
+mha_status plan_release_weights(plan *P, mha_error *err);
+
 /* Checks the inputs against the graph's (count, dtype, rank, fixed dims)
  * and fills the outputs' dtype, rank and shape. */
 mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_inputs,

@@ -74,16 +74,41 @@ static double verify_error(const tensor *want, const tensor *got, int64_t *at) {
     return worst / scale;
 }
 
+/* The reference: the same graph with every node interpreted (folded
+ * constants aside), initializers borrowed rather than copied -- what
+ * interp_run computes, without a second copy of the weights. */
+static mha_status verify_reference_plan(const plan *P, plan *R, mha_error *err) {
+    const ir_graph *g = P->g;
+    *R = *P;
+    R->steps = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *R->steps);
+    if (!R->steps) return mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+    R->n_steps = 0;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        int folded = n->n_outputs > 0;
+        for (size_t k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0 && !plan_const(P, n->outputs[k])) folded = 0;
+        if (folded) continue;
+        R->steps[R->n_steps].kind = PLAN_STEP_INTERP;
+        R->steps[R->n_steps++].index = (int)ni;
+    }
+    return MHA_OK;
+}
+
 mha_status plan_verify(const plan *P, mha_error *err) {
     const ir_graph *g = P->g;
-    mha_status st = MHA_OK;
+    plan R;
+    mha_status st = verify_reference_plan(P, &R, err);
     for (int p = 0; p < PLAN_PROBES && st == MHA_OK; p++) {
         tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
         tensor **want = NULL, **got = NULL;
-        if (!in) return mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+        if (!in) {
+            st = mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+            break;
+        }
         st = plan_probe_inputs(P, p, in, err);
         if (st == MHA_OK) {
-            st = interp_run(&P->alloc, g, (const tensor *const *)in, &want, err);
+            st = plan_exec(&R, in, NULL, 1, &want, err);
             if (st != MHA_OK) mha_error_prefix(err, "verify: evaluating the graph");
         }
         if (st == MHA_OK) {
@@ -107,9 +132,10 @@ mha_status plan_verify(const plan *P, mha_error *err) {
                     p);
             }
         }
-        if (want) interp_values_free(g, want);
+        if (want) plan_values_free(&R, in, want);
         if (got) plan_values_free(P, in, got);
         plan_free_tensors(&P->alloc, in, g->n_inputs);
     }
+    mha_free(&P->alloc, R.steps);
     return st;
 }
