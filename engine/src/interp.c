@@ -74,6 +74,7 @@ static const interp_op_entry interp_ops[] = {
     {"LogSoftmax", interp_op_log_softmax},
     {"ReduceSum", interp_op_reduce_sum},
     {"ReduceMean", interp_op_reduce_mean},
+    {"LayerNormalization", interp_op_layer_normalization},
     {"ReduceMax", interp_op_reduce_max},
     {"Attention", interp_op_attention},
 };

@@ -161,6 +161,7 @@ mha_status interp_op_softmax(interp_ctx *c);
 mha_status interp_op_log_softmax(interp_ctx *c);
 mha_status interp_op_reduce_sum(interp_ctx *c);
 mha_status interp_op_reduce_mean(interp_ctx *c);
+mha_status interp_op_layer_normalization(interp_ctx *c);
 mha_status interp_op_reduce_max(interp_ctx *c);
 
 mha_status interp_op_attention(interp_ctx *c);

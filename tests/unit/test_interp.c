@@ -1613,6 +1613,40 @@ static void test_conv(void **state) {
     free_all(in, 2);
 }
 
+/* LayerNormalization over the last axis, with Scale, B and the Mean /
+ * InvStdDev outputs; over the last two axes; a Scale that does not fit. */
+static void test_layer_normalization(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3] = {0}, *out[3] = {0};
+    tn_init(&t, "LayerNormalization", 3, 3);
+    tn_float(&t, "epsilon", 0.0f);
+    in[0] = tf(2, D(2, 2), F(1, 3, 5, 9));
+    in[1] = tf(1, D(2), F(2, 10));
+    in[2] = tf(1, D(2), F(0.5, -1));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    /* row 0: mean 2, var 1: [-1 1] -> [-2+0.5, 10-1]; row 1: mean 7, var 4:
+     * [-1 1] -> same */
+    expect_f(out[0], 2, D(2, 2), F(-1.5, 9, -1.5, 9), 1e-6);
+    expect_f(out[1], 2, D(2, 1), F(2, 7), 1e-6);
+    expect_f(out[2], 2, D(2, 1), F(1, 0.5), 1e-6);
+    free_all(out, 3);
+    free_all(in, 3);
+    /* axis -2 of [1, 2, 2]: one group of four */
+    tn_init(&t, "LayerNormalization", 2, 1);
+    tn_int(&t, "axis", -2);
+    tn_float(&t, "epsilon", 0.0f);
+    in[0] = tf(3, D(1, 2, 2), F(1, 3, 1, 3));
+    in[1] = tf(1, D(1), F(1));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 3, D(1, 2, 2), F(-1, 1, -1, 1), 1e-6);
+    free_all(out, 1);
+    tensor_free(in[1]);
+    in[1] = tf(1, D(3), F(1, 1, 1));
+    assert_int_equal(eval(17, &t, in, out), MHA_ERR_SHAPE);
+    free_all(in, 2);
+}
+
 /* ---- driver behaviour ---- */
 
 static void test_unsupported_and_outputs(void **state) {
@@ -2230,6 +2264,7 @@ int main(void) {
         cmocka_unit_test(test_attention_3d),
         cmocka_unit_test(test_attention_errors),
         cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_layer_normalization),
         cmocka_unit_test(test_unsupported_and_outputs),
         cmocka_unit_test(test_msft_nan_rows),
         cmocka_unit_test(test_alloc_failure),

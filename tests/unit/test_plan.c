@@ -22,7 +22,7 @@ static mha_alloc_ctx g_alloc;
 #define BERT "bert_postln_l2_d64_h4"
 #define GPT2 "gpt2_preln_causal_l2_d64_h4"
 
-static plan *build(const char *name, int skip_verify) {
+static plan *build_n(const char *name, int skip_verify, size_t cores) {
     char path[1024];
     snprintf(path, sizeof path, "%s/models/%s/model.onnx", MHA_TEST_DATA, name);
     ir_graph *g = NULL;
@@ -30,12 +30,16 @@ static plan *build(const char *name, int skip_verify) {
     mha_error_clear(&err);
     if (ir_load_file(&g_alloc, path, NULL, &g, &err) != MHA_OK)
         fail_msg("loading %s: %s", path, err.message);
-    assert_int_equal(plan_count_cores(g), 2);
+    assert_int_equal(plan_count_cores(g), cores);
     plan *P = NULL;
     if (plan_build(&g_alloc, &g, skip_verify, &P, &err) != MHA_OK)
         fail_msg("plan of %s: %s", name, err.message);
     assert_null(g); /* the plan owns the graph */
     return P;
+}
+
+static plan *build(const char *name, int skip_verify) {
+    return build_n(name, skip_verify, 2);
 }
 
 static void test_partition_finds_every_layer(void **state) {
@@ -192,6 +196,17 @@ static void test_norm_steps(void **state) {
         assert_int_equal(nm->n_nodes, 9); /* 2 ReduceMean, Sub, Pow, Add, Sqrt, Div, Mul, Add */
     }
     plan_norm one = P->norms[0];
+    {
+        /* the LayerNormalization op (opset 17): one node a step */
+        plan *Q = build_n("minilm_postln_l3_d48_h6", 1, 3);
+        assert_int_equal(Q->n_norms, 7);
+        for (size_t i = 0; i < Q->n_norms; i++) {
+            assert_int_equal(Q->norms[i].n_nodes, 1);
+            assert_string_equal(Q->g->nodes[Q->norms[i].nodes[0]].op_type, "LayerNormalization");
+            assert_int_equal(Q->norms[i].D, 48);
+        }
+        plan_free(Q);
+    }
     float gamma[64], beta[64], x[2 * 64], y[2 * 64];
     for (int i = 0; i < 64; i++) {
         gamma[i] = 2.0f;

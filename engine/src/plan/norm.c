@@ -1,5 +1,6 @@
-/* norm.c -- norm steps: the LayerNorm PyTorch writes in plain ops (opset
- * 14-16) over the last axis of a float32 value x,
+/* norm.c -- norm steps: the LayerNormalization op (opset 17) and the
+ * LayerNorm PyTorch writes in plain ops (opset 14-16) over the last axis of
+ * a float32 value x,
  *
  *     m = ReduceMean(x)   d = x - m   v = ReduceMean(d ^ 2)
  *     n = d / Sqrt(v + eps)   [y = n * gamma]   [y = y + beta]
@@ -128,6 +129,40 @@ static int norm_try(norm_match *m, const plan_shape *shp, int ni, plan_norm *out
     return 1;
 }
 
+/* The LayerNormalization op (opset 17) over the last axis, constant Scale
+ * (and B), its Mean / InvStdDev outputs absent or unread. */
+static int norm_try_op(norm_match *m, const plan_shape *shp, int ni, plan_norm *out) {
+    const plan *P = m->P;
+    const ir_graph *g = P->g;
+    const ir_node *n = &g->nodes[ni];
+    if (n->n_inputs < 2 || n->inputs[0] < 0 || n->n_outputs < 1 || n->outputs[0] < 0) return 0;
+    const plan_shape *xs = &shp[n->inputs[0]];
+    if (xs->rank < 1 || xs->dtype != MHA_DTYPE_FLOAT32) return 0;
+    int64_t D = xs->dims[0][xs->rank - 1], axis = ir_attr_int(n, "axis", -1);
+    if (D != xs->dims[1][xs->rank - 1] || (axis != -1 && axis != xs->rank - 1)) return 0;
+    for (size_t k = 1; k < n->n_outputs; k++) {
+        int o = n->outputs[k];
+        if (o < 0) continue;
+        if (m->u->first[o + 1] != m->u->first[o]) return 0;
+        for (size_t j = 0; j < g->n_outputs; j++)
+            if (g->outputs[j] == o) return 0;
+    }
+    const float *scale = norm_const(P, n->inputs[1], D);
+    const float *bias =
+        n->n_inputs > 2 && n->inputs[2] >= 0 ? norm_const(P, n->inputs[2], D) : NULL;
+    if (!scale || (n->n_inputs > 2 && n->inputs[2] >= 0 && !bias)) return 0;
+    memset(out, 0, sizeof *out);
+    out->in_value = n->inputs[0];
+    out->out_value = n->outputs[0];
+    out->D = D;
+    out->eps = ir_attr_float(n, "epsilon", 1e-5f);
+    out->gamma = scale;
+    out->beta = bias;
+    out->nodes[0] = ni;
+    out->n_nodes = 1;
+    return 1;
+}
+
 mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err) {
     const ir_graph *g = P->g;
@@ -136,10 +171,15 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
     norm_match m = {P, u, taken, {0}, 0};
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
+        plan_norm *nm = &P->norms[P->n_norms];
+        if (!taken[ni] && norm_is(n, "LayerNormalization") && norm_try_op(&m, shp, (int)ni, nm)) {
+            taken[ni] = 1;
+            P->n_norms++;
+            continue;
+        }
         if (taken[ni] || !norm_is(n, "ReduceMean") || n->n_inputs < 1 || n->inputs[0] < 0 ||
             n->n_outputs != 1 || n->outputs[0] < 0)
             continue;
-        plan_norm *nm = &P->norms[P->n_norms];
         if (!norm_try(&m, shp, (int)ni, nm)) continue;
         for (size_t k = 0; k < nm->n_nodes; k++)
             taken[nm->nodes[k]] = 1;

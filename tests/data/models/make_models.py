@@ -232,7 +232,8 @@ def main():
               {"input_ids": bs, "logits": bs}, 15)
 
     # MiniLM: BERT's architecture, narrower and deeper for its width
-    # (3 layers here, d 48, 6 heads of 8, FFN 192), opset 16
+    # (3 layers here, d 48, 6 heads of 8, FFN 192), opset 17: the
+    # LayerNormalization op
     global D, HEADS, FFN, LAYERS
     D, HEADS, FFN, LAYERS = 48, 6, 192, 3
     mini = Bert()
@@ -245,7 +246,7 @@ def main():
     save_case(outdir, "minilm_postln_l3_d48_h6", mini, [ids, mask, seg],
               ["input_ids", "attention_mask", "token_type_ids"], ["last_hidden_state", "pooler_output"],
               {"input_ids": bs, "attention_mask": bs, "token_type_ids": bs,
-               "last_hidden_state": bs, "pooler_output": {0: "batch"}}, 16)
+               "last_hidden_state": bs, "pooler_output": {0: "batch"}}, 17)
     D, HEADS, FFN, LAYERS = 64, 4, 128, 2
 
     vit = Vit()
