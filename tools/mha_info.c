@@ -37,6 +37,8 @@ static void print_io(const char *kind, const mha_io_info *io) {
            mha_dtype_name(io->dtype), shape);
 }
 
+static void print_step_kinds(const mha_model *m, size_t n_steps, const char *kind, double total);
+
 /* A whole model: its attention layers, then the steps, interpreted ones
  * summed per op type with their share of the FLOPs. */
 static void print_plan(const mha_model *m) {
@@ -76,29 +78,42 @@ static void print_plan(const mha_model *m) {
         "probe's sizes)\n",
         total > 0.0 ? 100.0 * (total - gemm - interp) / total : 0.0,
         total > 0.0 ? 100.0 * gemm / total : 0.0, total > 0.0 ? 100.0 * interp / total : 0.0);
-    /* interpreted op types, in order of first appearance */
+    /* GEMM and norm steps by what they fuse, then interpreted op types, in
+     * order of first appearance */
+    for (int pass = 0; pass < 2; pass++)
+        print_step_kinds(m, n_steps, pass ? "interpreted" : "fused", total);
+}
+
+static int step_is(const mha_step_info *s, const char *kind) {
+    int fused = strcmp(s->kind, "gemm") == 0 || strcmp(s->kind, "norm") == 0;
+    return strcmp(kind, "fused") == 0 ? fused : strcmp(s->kind, kind) == 0;
+}
+
+static void print_step_kinds(const mha_model *m, size_t n_steps, const char *kind, double total) {
+    if (strcmp(kind, "fused") == 0) printf("fused steps:\n");
+    if (strcmp(kind, "interpreted") == 0) printf("interpreted nodes:\n");
     for (size_t i = 0; i < n_steps; i++) {
         mha_step_info si, sj;
-        if (mha_model_step(m, i, &si) != MHA_OK || strcmp(si.kind, "interpreted") != 0) continue;
+        if (mha_model_step(m, i, &si) != MHA_OK || !step_is(&si, kind)) continue;
         int first = 1;
         for (size_t j = 0; j < i && first; j++)
-            if (mha_model_step(m, j, &sj) == MHA_OK && strcmp(sj.kind, "interpreted") == 0 &&
+            if (mha_model_step(m, j, &sj) == MHA_OK && step_is(&sj, kind) &&
                 strcmp(sj.op, si.op) == 0)
                 first = 0;
         if (!first) continue;
         size_t count = 0;
         double flops = 0.0;
         for (size_t j = i; j < n_steps; j++)
-            if (mha_model_step(m, j, &sj) == MHA_OK && strcmp(sj.kind, "interpreted") == 0 &&
+            if (mha_model_step(m, j, &sj) == MHA_OK && step_is(&sj, kind) &&
                 strcmp(sj.op, si.op) == 0) {
                 count++;
                 flops += sj.flops;
             }
         if (flops > 0.0)
-            printf("  %-16s x%-4zu %5.1f %% of the FLOPs\n", si.op, count,
+            printf("  %-32s x%-4zu %5.1f %% of the FLOPs\n", si.op, count,
                    total > 0.0 ? 100.0 * flops / total : 0.0);
         else
-            printf("  %-16s x%zu\n", si.op, count);
+            printf("  %-32s x%zu\n", si.op, count);
     }
 }
 

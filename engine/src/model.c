@@ -243,7 +243,7 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
     } else if (s->kind == PLAN_STEP_GEMM) {
         const plan_gemm *g = &P->gemms[s->index];
         out->kind = "gemm";
-        out->op = g->bias ? "gemm+bias" : "gemm";
+        out->op = g->desc;
         out->name = P->g->nodes[g->node].name;
         out->num_nodes = g->bias_node >= 0 ? 2 : 1;
     } else {

@@ -41,6 +41,9 @@ echo "== mha info prints the plan"
 grep -q '^attention layers: 2' "$T/info.txt" || fail "info: no layer count: $(cat "$T/info.txt")"
 [ "$(grep -c 'fused, ' "$T/info.txt")" = 2 ] || fail "info: BERT layers not fused: $(cat "$T/info.txt")"
 grep -q '^plan: .* 2 attention, 5 GEMM, 5 norm' "$T/info.txt" || fail "info: no plan line: $(cat "$T/info.txt")"
+# what the GEMM steps fuse: the erf GELU after W1, the residual after W2
+grep -q 'gemm+bias+Div+Erf+Add+Mul+Mul  *x2' "$T/info.txt" || fail "info: GELU epilogue: $(cat "$T/info.txt")"
+grep -q 'gemm+bias+residual  *x2' "$T/info.txt" || fail "info: residual epilogue: $(cat "$T/info.txt")"
 # a layer the recogniser refuses is interpreted, with the reason
 "$MHA" info "$M/gpt2_preln_causal_l2_d64_h4/model.onnx" >"$T/info2.txt"
 grep -q 'interpreted: Where node' "$T/info2.txt" ||

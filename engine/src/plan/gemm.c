@@ -4,6 +4,7 @@
  * elementwise epilogue that follows it (epilogue.c). Its input is
  * float32 with K as the last axis on both probes; a Gemm with transB gets a
  * transposed copy of B. Everything else stays interpreted. */
+#include <stdio.h>
 #include <string.h>
 
 #include "plan_internal.h"
@@ -51,6 +52,22 @@ static int gemm_bias_add(const plan *P, const plan_uses *u, const plan_shape *sh
     *bias = gemm_bias(plan_const(P, other), N);
     if (!*bias || !gemm_same_shape(&shp[a->outputs[0]], &shp[o])) return -1;
     return ai;
+}
+
+/* "gemm", "+bias", then the epilogue's op types in order, "residual" for
+ * the external operand's Add. */
+static void gemm_describe(const ir_graph *g, plan_gemm *pg) {
+    size_t used = 0;
+    int w = snprintf(pg->desc, sizeof pg->desc, "gemm%s", pg->bias ? "+bias" : "");
+    used = w > 0 ? (size_t)w : 0;
+    for (size_t k = 0; k < pg->n_ep_nodes && used < sizeof pg->desc; k++) {
+        const ir_node *n = &g->nodes[pg->ep_nodes[k]];
+        int ext = 0;
+        for (size_t j = 0; j < n->n_inputs; j++)
+            ext |= n->inputs[j] >= 0 && n->inputs[j] == pg->epilogue.ext_value;
+        w = snprintf(pg->desc + used, sizeof pg->desc - used, "+%s", ext ? "residual" : n->op_type);
+        used += w > 0 ? (size_t)w : 0;
+    }
 }
 
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
@@ -131,6 +148,7 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, u
             pg.out_value = last;
             if (pg.epilogue.ext_value >= 0) pg.reads[pg.n_reads++] = pg.epilogue.ext_value;
         }
+        gemm_describe(g, &pg);
         P->gemms[P->n_gemms++] = pg;
     }
     mha_free(&P->alloc, reg);

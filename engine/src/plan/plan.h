@@ -93,6 +93,7 @@ typedef struct plan_gemm {
     int reads[2];      /* values the step reads: in_value, epilogue.ext_value */
     size_t n_reads;
     plan_ew_prog epilogue; /* n_ops 0: none */
+    char desc[96];         /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
     int *ep_nodes;         /* the graph nodes the epilogue computes */
     size_t n_ep_nodes;
 } plan_gemm;
