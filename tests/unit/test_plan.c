@@ -408,6 +408,46 @@ static void test_verify_catches_a_wrong_layer(void **state) {
     plan_free(P);
 }
 
+/* Allocation failures while loading a whole model, at points spread over
+ * the whole load (a full sweep of its thousands of allocations would take
+ * minutes): each is a clean MHA_ERR_NO_MEMORY with no model, or -- a
+ * once-only failure something retried around -- a model that still loads;
+ * nothing leaks (LeakSanitizer in the ASan build). */
+static void test_load_alloc_failures(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/%s/model.onnx", MHA_TEST_DATA, BERT);
+    mha_error err;
+    mha_model *m = NULL;
+    mha_alloc_fail_at(1L << 40, 0); /* counts without failing */
+    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    long total = mha_alloc_count();
+    mha_alloc_fail_at(0, 0);
+    mha_model_free(m);
+    assert_true(total > 100);
+    print_message("loading %s: %ld allocations\n", BERT, total);
+    const long points = 400;
+    for (int persistent = 0; persistent < 2; persistent++)
+        for (long i = 0; i < points; i++) {
+            long n = 1 + i * (total - 1) / (points - 1);
+            mha_error_clear(&err);
+            m = (mha_model *)&err; /* must be overwritten */
+            mha_alloc_fail_at(n, persistent);
+            mha_status st = mha_model_load_file(path, NULL, &m, &err);
+            mha_alloc_fail_at(0, 0);
+            if (st == MHA_OK) {
+                assert_false(persistent);
+                assert_non_null(m);
+                mha_model_free(m);
+                continue;
+            }
+            if (st != MHA_ERR_NO_MEMORY)
+                fail_msg("allocation %ld of %ld failing (%s) gave %s: %s", n, total,
+                         persistent ? "all" : "once", mha_status_name(st), err.message);
+            assert_null(m);
+        }
+}
+
 int main(void) {
     mha_alloc_ctx_init(&g_alloc, NULL);
     const struct CMUnitTest tests[] = {
@@ -423,6 +463,7 @@ int main(void) {
         cmocka_unit_test(test_output_shapes_follow_inputs),
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),
+        cmocka_unit_test(test_load_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
