@@ -1,7 +1,8 @@
 /* exec_gemm.c -- one GEMM of a model's plan on the runtime's backend:
  * C [M, N] = A [M, K] . W (+ bias), W packed once by the plugin. The
  * product is cut into tiles of rows x columns at multiples of the plugin's
- * blocks, one pool unit each: every tile writes its own part of C, so the
+ * blocks, one pool unit each, the host's elementwise epilogue run on each
+ * tile while it is in cache: every tile writes its own part of C, so the
  * result is bitwise the same for any thread count. */
 #include <string.h>
 
@@ -13,6 +14,7 @@ typedef struct gemm_job {
     const float *A;
     float *C;
     int64_t M, m_tile, n_tile, n_tiles;
+    const exec_gemm_epilogue *ep;
 } gemm_job;
 
 static int64_t gemm_round_up(int64_t x, int64_t block) {
@@ -55,11 +57,13 @@ static mha_status gemm_unit(void *ctx, int phase, int64_t u, int worker, mha_err
     int64_t m0 = (u / j->n_tiles) * j->m_tile, n0 = (u % j->n_tiles) * j->n_tile;
     int64_t m1 = m0 + j->m_tile < j->M ? m0 + j->m_tile : j->M;
     int64_t n1 = n0 + j->n_tile < j->W->N ? n0 + j->n_tile : j->W->N;
-    return gemm_call(j, m0, m1, n0, n1, 1, err);
+    mha_status st = gemm_call(j, m0, m1, n0, n1, 1, err);
+    if (st == MHA_OK && j->ep) j->ep->fn(j->ep->user, j->C, j->W->N, m0, m1, n0, n1);
+    return st;
 }
 
 mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const float *A, int64_t M,
-                         float *C, mha_error *err) {
+                         float *C, const exec_gemm_epilogue *ep, mha_error *err) {
     const mha_plugin *p = env->plugin;
     if (!W->packed && W->K > 0 && W->N > 0)
         return mha_fail(err, MHA_ERR_INTERNAL, "exec: a %lldx%lld GEMM without packed weights",
@@ -67,11 +71,12 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
     if (M <= 0 || W->N <= 0) return MHA_OK;
     int threads = env->pool ? pool_size(env->pool) : 1;
     if (env->num_threads > 0 && env->num_threads < threads) threads = env->num_threads;
-    gemm_job j = {env, W, A, C, M, 0, 0, 0};
+    gemm_job j = {env, W, A, C, M, 0, 0, 0, ep && ep->fn ? ep : NULL};
     if (p->flags & MHA_PLUGIN_SELF_PARALLEL) {
         int reserved = pool_try_reserve(env->pool);
         mha_status st = gemm_call(&j, 0, M, 0, W->N, reserved ? threads : 1, err);
         if (reserved) pool_release(env->pool);
+        if (st == MHA_OK && j.ep) j.ep->fn(j.ep->user, C, W->N, 0, M, 0, W->N);
         return st;
     }
     const int64_t mb = p->gemm_m_block > 0 ? p->gemm_m_block : 1;

@@ -252,11 +252,14 @@ static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const
                     n_outputs, err);
 }
 
-static mha_status runtime_plan_gemm(void *user, const plan *P, size_t gi, const float *A, int64_t M,
-                                    float *C, mha_error *err) {
+static mha_status
+runtime_plan_gemm(void *user, const plan *P, size_t gi, const float *A, int64_t M, float *C,
+                  void (*ep_fn)(void *, float *, int64_t, int64_t, int64_t, int64_t, int64_t),
+                  void *ep_user, mha_error *err) {
     const runtime_plan_ctx *pc = user;
+    exec_gemm_epilogue ep = {ep_fn, ep_user};
     (void)P;
-    return exec_gemm_run(pc->env, &pc->pk->gemm_packed[gi], A, M, C, err);
+    return exec_gemm_run(pc->env, &pc->pk->gemm_packed[gi], A, M, C, ep_fn ? &ep : NULL, err);
 }
 
 MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_tensor *inputs,

@@ -163,7 +163,7 @@ static void test_gemm_epilogues(void **state) {
         x[i] = (float)(i - 150) / 37.0f;
     float y[300];
     memcpy(y, x, sizeof x);
-    plan_ew_apply(gelu_prog, y, NULL, 300, 100);
+    plan_ew_apply(gelu_prog, y, NULL, 300, 100, 0);
     for (int i = 0; i < 300; i++)
         assert_float_equal(y[i], 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0))), 1e-6);
     plan_free(P);
@@ -249,7 +249,7 @@ static void test_exec_gemm_matches_reference(void **state) {
     float *got2 = calloc((size_t)(M * g->N), sizeof(float));
     assert_non_null(A);
     tu_fill_random(A, (size_t)(M * g->K), 7);
-    assert_int_equal(plan_reference_backend.gemm(NULL, P, 0, A, M, want, &err), MHA_OK);
+    assert_int_equal(plan_reference_backend.gemm(NULL, P, 0, A, M, want, NULL, NULL, &err), MHA_OK);
     pool *pl = NULL;
     assert_int_equal(pool_create(NULL, 1, 0, &pl, &err), MHA_OK);
     exec_env env;
@@ -257,14 +257,14 @@ static void test_exec_gemm_matches_reference(void **state) {
     env.plugin = p;
     env.pool = pl;
     env.num_threads = 1;
-    assert_int_equal(exec_gemm_run(&env, &W, A, M, got1, &err), MHA_OK);
+    assert_int_equal(exec_gemm_run(&env, &W, A, M, got1, NULL, &err), MHA_OK);
     env.num_threads = 2;
-    assert_int_equal(exec_gemm_run(&env, &W, A, M, got2, &err), MHA_OK);
+    assert_int_equal(exec_gemm_run(&env, &W, A, M, got2, NULL, &err), MHA_OK);
     assert_memory_equal(got1, got2, sizeof(float) * (size_t)(M * g->N));
     assert_true(tu_max_rel_err(got1, want, (size_t)(M * g->N)) < 1e-5);
     /* unpacked weights are refused, not silently zero */
     exec_gemm_weights none = {g->K, g->N, NULL, NULL};
-    assert_int_equal(exec_gemm_run(&env, &none, A, M, got1, &err), MHA_ERR_INTERNAL);
+    assert_int_equal(exec_gemm_run(&env, &none, A, M, got1, NULL, &err), MHA_ERR_INTERNAL);
     pool_destroy(pl);
     exec_weights_free(NULL, &W);
     free(A);

@@ -142,7 +142,7 @@ int plan_ew_compile(const plan *P, const plan_uses *u, const plan_shape *shp,
 #define EW_BLOCK 256
 
 static void ew_load(const plan_ew_arg *a, float (*r)[EW_BLOCK], const float *ext, int64_t e0,
-                    int64_t n, int64_t N, float *tmp) {
+                    int64_t n, int64_t N, int64_t col0, float *tmp) {
     switch (a->kind) {
     case PLAN_EW_REG:
         memcpy(tmp, r[a->reg], sizeof(float) * (size_t)n);
@@ -153,7 +153,7 @@ static void ew_load(const plan_ew_arg *a, float (*r)[EW_BLOCK], const float *ext
         break;
     case PLAN_EW_VECTOR:
         for (int64_t i = 0; i < n; i++)
-            tmp[i] = a->vec[(e0 + i) % N];
+            tmp[i] = a->vec[(col0 + e0 + i) % N];
         break;
     case PLAN_EW_EXT:
         memcpy(tmp, ext + e0, sizeof(float) * (size_t)n);
@@ -161,7 +161,8 @@ static void ew_load(const plan_ew_arg *a, float (*r)[EW_BLOCK], const float *ext
     }
 }
 
-void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t count, int64_t N) {
+void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t count, int64_t N,
+                   int64_t col0) {
     float r[PLAN_EW_MAX_REGS][EW_BLOCK], a[EW_BLOCK], b[EW_BLOCK];
     for (int64_t e0 = 0; e0 < count; e0 += EW_BLOCK) {
         int64_t n = count - e0 < EW_BLOCK ? count - e0 : EW_BLOCK;
@@ -169,8 +170,8 @@ void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t
         for (int k = 0; k < prog->n_ops; k++) {
             const plan_ew_op *op = &prog->ops[k];
             float *d = r[op->dst];
-            ew_load(&op->a, r, ext, e0, n, N, a);
-            if (op->code >= PLAN_EW_ADD) ew_load(&op->b, r, ext, e0, n, N, b);
+            ew_load(&op->a, r, ext, e0, n, N, col0, a);
+            if (op->code >= PLAN_EW_ADD) ew_load(&op->b, r, ext, e0, n, N, col0, b);
             switch (op->code) {
             case PLAN_EW_ADD:
                 for (int64_t i = 0; i < n; i++)

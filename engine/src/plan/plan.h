@@ -149,12 +149,18 @@ typedef struct plan {
 
 /* What runs the fused steps: the runtime's executor, or the reference.
  * attention: one recognised layer, inputs as L's, outputs[0] allocated with
- * layer_output_shapes' shape; gemm: C [M, N] = A [M, K] . W + bias. */
+ * layer_output_shapes' shape; gemm: C [M, N] = A [M, K] . W + bias, then
+ * the step's epilogue through ep_fn (NULL: none). */
 typedef struct plan_backend {
     mha_status (*attention)(void *user, const plan *P, size_t layer_index, const mha_tensor *inputs,
                             size_t n_inputs, mha_tensor *outputs, size_t n_outputs, mha_error *err);
+    /* ep_fn(ep_user, C, N, m0, m1, n0, n1) after each tile of C (or once
+     * for all of it), on the thread that computed it */
     mha_status (*gemm)(void *user, const plan *P, size_t gemm_index, const float *A, int64_t M,
-                       float *C, mha_error *err);
+                       float *C,
+                       void (*ep_fn)(void *ep_user, float *C, int64_t N, int64_t m0, int64_t m1,
+                                     int64_t n0, int64_t n1),
+                       void *ep_user, mha_error *err);
     void *user;
 } plan_backend;
 

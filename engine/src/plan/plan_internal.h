@@ -49,8 +49,10 @@ mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, i
 int plan_ew_compile(const plan *P, const plan_uses *u, const plan_shape *shp,
                     const unsigned char *taken, int start_node, int y, int64_t N, int *reg_scratch,
                     plan_ew_prog *prog, int *out, int *nodes, size_t *n_nodes);
-/* Runs prog in place on x [count] (rows of N); ext: the external operand. */
-void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t count, int64_t N);
+/* Runs prog in place on x [count], elements of one row of N starting at
+ * column col0; ext: the external operand at the same elements. */
+void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t count, int64_t N,
+                   int64_t col0);
 
 /* Finds the norm steps among the nodes not taken (norm.c); marks theirs. */
 mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,

@@ -77,6 +77,19 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
     return MHA_OK;
 }
 
+/* The epilogue of a GEMM step on a tile of its output, row by row. */
+typedef struct run_ep {
+    const plan_ew_prog *prog;
+    const float *ext; /* the external operand, the output's shape, or NULL */
+} run_ep;
+
+static void run_ep_tile(void *user, float *C, int64_t N, int64_t m0, int64_t m1, int64_t n0,
+                        int64_t n1) {
+    const run_ep *e = user;
+    for (int64_t m = m0; m < m1; m++)
+        plan_ew_apply(e->prog, C + m * N + n0, e->ext ? e->ext + m * N + n0 : NULL, n1 - n0, N, n0);
+}
+
 /* A GEMM over the last axis of its float32 input. */
 static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan_backend *be,
                            mha_error *err) {
@@ -92,20 +105,21 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
     tensor *y = NULL;
     mha_status st = tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, A->rank, dims, &y, err);
     int64_t M = pg->K > 0 ? tensor_numel(A) / pg->K : 0;
-    if (st == MHA_OK) st = be->gemm(be->user, P, gi, (const float *)A->data, M, y->data, err);
-    if (st == MHA_OK && pg->epilogue.n_ops > 0) {
-        /* the epilogue on the host, right after the product */
-        const tensor *ext = pg->epilogue.ext_value >= 0 ? values[pg->epilogue.ext_value] : NULL;
-        if (pg->epilogue.ext_value >= 0 &&
-            (!ext || ext->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(ext) != tensor_numel(y)))
+    /* the epilogue runs on the host, tile by tile, right after the product */
+    run_ep ep = {&pg->epilogue, NULL};
+    if (st == MHA_OK && pg->epilogue.ext_value >= 0) {
+        const tensor *ext = values[pg->epilogue.ext_value];
+        if (!ext || ext->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(ext) != tensor_numel(y))
             st = mha_fail(err, MHA_ERR_SHAPE,
-                          "plan: %s: the epilogue's operand has %lld elements, "
-                          "the product %lld",
+                          "plan: %s: the epilogue's operand has %lld elements, the product %lld",
                           ir_node_desc(&P->g->nodes[pg->node], d, sizeof d),
                           ext ? (long long)tensor_numel(ext) : -1LL, (long long)tensor_numel(y));
         else
-            plan_ew_apply(&pg->epilogue, y->data, ext ? ext->data : NULL, tensor_numel(y), pg->N);
+            ep.ext = ext->data;
     }
+    if (st == MHA_OK)
+        st = be->gemm(be->user, P, gi, (const float *)A->data, M, y->data,
+                      pg->epilogue.n_ops > 0 ? run_ep_tile : NULL, &ep, err);
     if (st != MHA_OK) {
         tensor_free(y);
         return st;
