@@ -1,5 +1,6 @@
 # mha -- the two commands of the quick start are `make run` and `make test`.
-# Both install what is missing (apt-get), configure with CMake and build.
+# Both install what is missing (apt-get), configure with CMake and build:
+# `make run` only what the build needs, `make test` the test tools too.
 
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
@@ -8,18 +9,34 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build run test test-fast test-asan test-tsan fuzz bench perf coverage clean format
+PREFIX     ?= /usr/local
+
+.PHONY: all deps deps-build build build-tests install run test test-fast test-asan test-tsan fuzz bench perf coverage clean format
 
 all: build
 
+# build: compiler, CMake, protobuf-c; test (deps): clang, cmocka, valgrind, ...
+deps-build:
+	@./tools/install-deps.sh build
 deps:
-	@./tools/install-deps.sh
+	@./tools/install-deps.sh test
 
-$(BUILD)/CMakeCache.txt: | deps
+$(BUILD)/CMakeCache.txt: | deps-build
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
 
-build: deps $(BUILD)/CMakeCache.txt
+# The library, plugins and command (the tests too when cmocka is installed).
+build: deps-build $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
+
+# The same build with the tests switched on (after `make deps`).
+build-tests: deps $(BUILD)/CMakeCache.txt
+	cmake -S . -B $(BUILD) -DMHA_BUILD_TESTS=ON >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Installs the library, headers, plugins, command, CMake and pkg-config
+# files and man pages under PREFIX (default /usr/local): see README.md.
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 # The built-in default job: a layer like the original transformer's
 # (d_model 512, 8 heads) made with `mha gen`, a sample dataset, `mha run`.
@@ -28,14 +45,14 @@ run: build
 
 # Every test: the release build, then ASan+UBSan, then TSan for the pool,
 # then each libFuzzer target for 20 s.
-test: build
+test: build-tests
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	$(MAKE) --no-print-directory test-asan
 	$(MAKE) --no-print-directory test-tsan
 	$(MAKE) --no-print-directory test-fuzz
 	@echo "make test: all suites passed"
 
-test-fast: build
+test-fast: build-tests
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 test-asan: deps

@@ -12,11 +12,14 @@
 
 #include "bench_internal.h"
 
+/* The message names the model's inputs: escaped for the terminal. */
 static int fail_msg(char *msg, size_t size, const char *fmt, ...) {
+    char raw[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, size, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    cli_escape(raw, msg, size);
     return -1;
 }
 
@@ -129,12 +132,31 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
             return 0;
         }
         break;
-    case MHA_ROLE_KEY_PADDING_MASK: /* nothing is padding */
-        if (t->dtype == MHA_DTYPE_BOOL) {
-            memset(t->data, info->key_padding_true_means_ignore ? 0 : 1, (size_t)n);
+    case MHA_ROLE_KEY_PADDING_MASK: { /* nothing is padding: bool, integer or float 0 / 1 */
+        const int attend = info->key_padding_true_means_ignore ? 0 : 1;
+        for (int64_t e = 0; e < n; e++)
+            switch (t->dtype) {
+            case MHA_DTYPE_BOOL:
+                ((unsigned char *)t->data)[e] = (unsigned char)attend;
+                break;
+            case MHA_DTYPE_INT64:
+                ((int64_t *)t->data)[e] = attend;
+                break;
+            case MHA_DTYPE_INT32:
+                ((int32_t *)t->data)[e] = attend;
+                break;
+            case MHA_DTYPE_FLOAT32:
+                ((float *)t->data)[e] = (float)attend;
+                break;
+            default:
+                e = n;
+                break;
+            }
+        if (t->dtype == MHA_DTYPE_BOOL || t->dtype == MHA_DTYPE_INT64 ||
+            t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_FLOAT32)
             return 0;
-        }
         break;
+    }
     case MHA_ROLE_NONPAD_KV_SEQLEN: /* every key valid */
         if (t->dtype == MHA_DTYPE_INT64) {
             int64_t *d = t->data;
@@ -168,7 +190,7 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
 
 static void probe_set_input(bench_probe *p, size_t i, const mha_io_info *io, const mha_tensor *t) {
     bench_input_desc *d = &p->inputs[i];
-    snprintf(d->name, sizeof d->name, "%s", io->name ? io->name : "");
+    cli_escape(io->name, d->name, sizeof d->name); /* printed in the report */
     d->role = io->role;
     d->dtype = t->dtype;
     d->rank = t->rank;
@@ -304,7 +326,7 @@ int bench_tensors_make(const mha_model *model, int64_t B, int64_t Sq, int64_t Sk
                     snprintf(probe->shape_note, sizeof probe->shape_note,
                              "input '%.64s' axis %d is fixed to %lld in the model; the bench "
                              "runs %lld",
-                             ios[i].name, a, (long long)ios[i].shape[a],
+                             probe->inputs[i].name, a, (long long)ios[i].shape[a],
                              (long long)t->inputs[i].shape[a]);
             }
         }

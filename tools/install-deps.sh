@@ -1,9 +1,22 @@
 #!/bin/sh
-# Installs, with apt-get, the Debian packages the build and the tests need
-# that are not there yet. Quiet when everything is installed.
+# install-deps.sh [build|test] -- installs, with apt-get, the Debian packages
+# that are not there yet. `build` (what `make build` and `make run` need):
+# the compiler, CMake and protobuf-c. `test` (what `make test` needs besides):
+# clang with its sanitizer and fuzzer runtimes, cmocka, valgrind, Open MPI for
+# the MPI test, numpy and onnx for the corpus generators. Quiet when
+# everything is installed. MHA_DEPS_EXTRA adds packages to either list.
 set -eu
-want="cmake make gcc clang pkg-config protobuf-c-compiler libprotobuf-c-dev libcmocka-dev
-libomp-14-dev libclang-rt-14-dev python3-numpy python3-onnx valgrind libopenmpi-dev openmpi-bin"
+build="cmake make gcc pkg-config protobuf-c-compiler libprotobuf-c-dev"
+test="clang libcmocka-dev libomp-14-dev libclang-rt-14-dev python3-numpy python3-onnx valgrind
+libopenmpi-dev openmpi-bin groff-base"
+case "${1:-test}" in
+build) want="$build" ;;
+test) want="$build $test" ;;
+*)
+  echo "usage: install-deps.sh [build|test]" >&2
+  exit 2
+  ;;
+esac
 if [ "${MHA_DEPS_EXTRA:-}" ]; then want="$want $MHA_DEPS_EXTRA"; fi
 missing=""
 for p in $want; do

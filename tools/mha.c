@@ -1,6 +1,7 @@
 /* mha.c -- the `mha` command: finds the subcommand and hands it the rest of
  * the command line (argv[0] becomes the subcommand's name). Adding a
  * subcommand is its own tools/mha_<name>.c and one line in `commands`. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,7 +41,8 @@ static int print_help(void) {
     printf("\nEvery command takes --backend NAME|auto, --threads N and --help.\n"
            "Environment: MHA_BACKEND (default backend), MHA_PLUGIN_PATH (extra plugin\n"
            "folders), MHA_CPU_MASK (hide CPU features from plugin probes).\n"
-           "Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.\n");
+           "Exit status: 0 success, 1 failure (one line on stderr), 2 usage error,\n"
+           "128 + N stopped by signal N (130: SIGINT).\n");
     return CLI_OK;
 }
 
@@ -80,5 +82,13 @@ int main(int argc, char **argv) {
     }
     const cli_command *cmd = find_command(name);
     if (!cmd) return unknown_command(name);
-    return cmd->main(argc - 1, argv + 1);
+    int rc = cmd->main(argc - 1, argv + 1);
+    if (rc > CLI_SIGNALED(0) && rc < CLI_SIGNALED(65)) {
+        /* stopped by a signal after cleaning up: end by that signal, so a
+         * shell sees 128 + N and stops a loop around the command */
+        fflush(NULL);
+        signal(rc - CLI_SIGNALED(0), SIG_DFL);
+        raise(rc - CLI_SIGNALED(0));
+    }
+    return rc;
 }

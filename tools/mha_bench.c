@@ -375,6 +375,25 @@ static void probe_child(const bench_options *o, int fd) {
         snprintf(p.error, sizeof p.error, "%s", err.message[0] ? err.message : mha_status_text(st));
         goto send;
     }
+    /* every usable plugin: a runtime made for "auto" opens them all (one
+     * made for "scalar" opens only scalar's file); first, while this
+     * process has one thread and plugins are probed in child processes */
+    mha_runtime *rt_all = NULL;
+    st = runtime_open(o, "auto", 1, &rt_all, &err);
+    if (st != MHA_OK) {
+        snprintf(p.error, sizeof p.error, "listing the backends: %s", err.message);
+        goto send;
+    }
+    for (size_t i = 0; i < mha_runtime_plugin_count(rt_all); i++) {
+        mha_plugin_info pi;
+        if (mha_runtime_plugin(rt_all, i, &pi) != MHA_OK || !pi.usable || !pi.name) continue;
+        int dup = 0;
+        for (int k = 0; k < p.n_backends; k++)
+            dup |= strcmp(p.backends[k], pi.name) == 0;
+        if (dup || p.n_backends >= BENCH_MAX_BACKENDS) continue;
+        snprintf(p.backends[p.n_backends++], BENCH_NAME_MAX, "%s", pi.name);
+    }
+    mha_runtime_destroy(rt_all);
     st = runtime_open(o, "scalar", reference_threads(o), &rt, &err);
     if (st != MHA_OK) {
         snprintf(p.error, sizeof p.error, "scalar reference backend: %s", err.message);
@@ -390,15 +409,6 @@ static void probe_child(const bench_options *o, int fd) {
         }
         snprintf(p.auto_backend, sizeof p.auto_backend, "%s", mha_runtime_backend(rt_auto));
         mha_runtime_destroy(rt_auto);
-    }
-    for (size_t i = 0; i < mha_runtime_plugin_count(rt); i++) {
-        mha_plugin_info pi;
-        if (mha_runtime_plugin(rt, i, &pi) != MHA_OK || !pi.usable || !pi.name) continue;
-        int dup = 0;
-        for (int k = 0; k < p.n_backends; k++)
-            dup |= strcmp(p.backends[k], pi.name) == 0;
-        if (dup || p.n_backends >= BENCH_MAX_BACKENDS) continue;
-        snprintf(p.backends[p.n_backends++], BENCH_NAME_MAX, "%s", pi.name);
     }
     if (bench_tensors_make(model, run_batch(o), o->S, o->S_kv, o->seed, &t, &p, p.error,
                            sizeof p.error) != 0)
@@ -648,17 +658,14 @@ static void progress(const bench_options *o, int k, int n, const bench_result *r
                 r->accuracy_ok ? "ok" : "FAIL", r->max_rel_err, r->max_rate_rps);
 }
 
-int mha_cmd_bench(int argc, char **argv) {
-    bench_options o;
+/* The bench once its options are parsed and its output files claimed. */
+static int bench_run(bench_options o) {
     bench_probe probe;
     bench_context ctx;
     bench_result *results = NULL;
     float *ref = NULL;
     char msg[BENCH_ERROR_MAX];
     int n_results = 0, rc = 0;
-    int pr = parse_args(argc, argv, &o);
-    if (pr == 3) return 0;
-    if (pr != 0) return 2;
 
     /* the probe: model info, backends, reference */
     {
@@ -749,5 +756,23 @@ int mha_cmd_bench(int argc, char **argv) {
     }
     free(results);
     free(ref);
+    return rc;
+}
+
+int mha_cmd_bench(int argc, char **argv) {
+    bench_options o;
+    int pr = parse_args(argc, argv, &o);
+    if (pr == 3) return 0;
+    if (pr != 0) return 2;
+    /* the result files are checked (a missing folder named) and locked
+     * before minutes of timing, not after */
+    const char *outs[3] = {o.json_path, o.csv_path, o.plot_path};
+    cli_common c = {0};
+    c.cmd = "bench";
+    cli_outputs claimed;
+    int rc = cli_outputs_claim(&c, outs, 3, 1, &claimed);
+    if (rc != CLI_OK) return rc;
+    rc = bench_run(o);
+    cli_outputs_release(&claimed);
     return rc;
 }

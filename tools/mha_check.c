@@ -387,12 +387,14 @@ static void check_case(check_ctx *cx, const char *dir, const char *label) {
             check_dataset(cx, model, path, why, sizeof why);
         }
     }
+    char safe_label[1024], safe_why[2048];
+    cli_escape(label, safe_label, sizeof safe_label);
     if (*why) {
         cx->failed++;
-        printf("FAIL %s: %s\n", label, why);
+        printf("FAIL %s: %s\n", safe_label, cli_escape(why, safe_why, sizeof safe_why));
     } else {
         cx->passed++;
-        if (cx->list) printf("ok   %s\n", label);
+        if (cx->list) printf("ok   %s\n", safe_label);
     }
     fflush(stdout);
     name_list_free(&sets);

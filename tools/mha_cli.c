@@ -4,7 +4,11 @@
 #define _GNU_SOURCE
 #include "mha_cli.h"
 
+#include "atomic_file.h"
+#include "common.h" /* mha_text_escape: the library's escaping, one copy */
+
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +23,9 @@ int cli_usage_error(const cli_common *c, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "mha %s: %s (see 'mha %s --help')\n", c->cmd, msg, c->cmd);
+    char safe[1024];
+    fprintf(stderr, "mha %s: %s (see 'mha %s --help')\n", c->cmd,
+            cli_escape(msg, safe, sizeof safe), c->cmd);
     return CLI_USAGE;
 }
 
@@ -29,10 +35,14 @@ int cli_fail(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    for (char *p = msg; *p; p++) /* one line, whatever a message carried */
-        if (*p == '\n' || *p == '\r') *p = ' ';
-    fprintf(stderr, "mha: %s\n", msg);
+    /* one line, and no byte of a model's names a terminal would act on */
+    char safe[2048];
+    fprintf(stderr, "mha: %s\n", cli_escape(msg, safe, sizeof safe));
     return CLI_FAIL;
+}
+
+const char *cli_escape(const char *s, char *buf, size_t n) {
+    return mha_text_escape(buf, n, s);
 }
 
 int cli_fail_err(const char *file, const mha_error *err) {
@@ -48,7 +58,8 @@ int cli_print_usage(const char *usage) {
           "  --threads N          threads, the calling one included (default: all CPUs)\n"
           "  -v, --verbose        print the library's log lines on stderr\n"
           "  -h, --help           this text\n"
-          "\nExit status: 0 success, 1 failure (one line on stderr), 2 usage error.\n",
+          "\nExit status: 0 success, 1 failure (one line on stderr), 2 usage error,\n"
+          "128 + N stopped by signal N (130: SIGINT).\n",
           stdout);
     return CLI_OK;
 }
@@ -127,7 +138,8 @@ int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
 static void cli_log(void *user, mha_log_level level, const char *message) {
     (void)user;
     static const char *names[] = {"error", "warning", "info", "debug"};
-    fprintf(stderr, "mha: %s: %s\n", names[(int)level & 3], message);
+    char safe[2048];
+    fprintf(stderr, "mha: %s: %s\n", names[(int)level & 3], cli_escape(message, safe, sizeof safe));
 }
 
 int cli_runtime_create(const cli_common *c, mha_runtime **rt) {
@@ -197,38 +209,110 @@ static int cli_fail_msg(char *msg, size_t size, const char *fmt, ...) {
 }
 
 int cli_out_open(cli_out_file *o, const char *path, char *msg, size_t msg_size) {
-    mode_t mask = umask(0);
-    umask(mask);
+    memset(o, 0, sizeof *o);
     o->path = path;
-    o->f = NULL;
-    if (snprintf(o->tmp, sizeof o->tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof o->tmp)
-        return cli_fail_msg(msg, msg_size, "%s: path too long", path);
-    int fd = mkstemp(o->tmp);
-    if (fd < 0) return cli_fail_msg(msg, msg_size, "cannot write %s: %s", path, strerror(errno));
-    (void)fchmod(fd, 0666 & ~mask); /* mkstemp makes 0600; give the usual mode */
-    o->f = fdopen(fd, "w");
-    if (!o->f) {
-        close(fd);
-        unlink(o->tmp);
-        return cli_fail_msg(msg, msg_size, "cannot write %s: %s", path, strerror(errno));
-    }
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    mha_error err;
+    mha_error_clear(&err);
+    atomic_dest d;
+    if (atomic_dest_resolve(&a, path, &d, &err) != MHA_OK)
+        return cli_fail_msg(msg, msg_size, "%s", err.message);
+    atomic_dest_clear(&a, &d);
+    o->f = open_memstream(&o->buf, &o->len);
+    if (!o->f) return cli_fail_msg(msg, msg_size, "cannot write %s: %s", path, strerror(errno));
     return 0;
 }
 
+void cli_out_discard(cli_out_file *o) {
+    if (o->f) fclose(o->f);
+    free(o->buf);
+    memset(o, 0, sizeof *o);
+}
+
 int cli_out_commit(cli_out_file *o, char *msg, size_t msg_size) {
-    int bad = fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0;
-    int err = errno;
-    if (fclose(o->f) != 0 && !bad) {
-        bad = 1;
-        err = errno;
-    }
-    if (!bad && rename(o->tmp, o->path) != 0) {
-        bad = 1;
-        err = errno;
-    }
+    const char *path = o->path;
+    int bad = fflush(o->f) != 0 || ferror(o->f);
+    bad |= fclose(o->f) != 0;
+    o->f = NULL;
     if (bad) {
-        unlink(o->tmp);
-        return cli_fail_msg(msg, msg_size, "cannot write %s: %s", o->path, strerror(err));
+        cli_out_discard(o);
+        return cli_fail_msg(msg, msg_size, "cannot write %s: out of memory", path);
     }
-    return 0;
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    mha_error err;
+    mha_error_clear(&err);
+    int rc = 0;
+    if (atomic_file_save(&a, path, o->buf, o->len, &err) != MHA_OK)
+        rc = cli_fail_msg(msg, msg_size, "%s", err.message);
+    cli_out_discard(o);
+    return rc;
+}
+
+/* ---- outputs claimed before the work ------------------------------------ */
+
+int cli_outputs_claim(const cli_common *c, const char *const *paths, size_t n, int lock,
+                      cli_outputs *out) {
+    memset(out, 0, sizeof *out);
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    mha_error err;
+    mha_error_clear(&err);
+    atomic_dest *d = calloc(n ? n : 1, sizeof *d);
+    out->locks = calloc(n ? n : 1, sizeof *out->locks);
+    out->n = n;
+    int rc = d && out->locks ? CLI_OK : cli_fail("out of memory");
+    for (size_t i = 0; i < n && rc == CLI_OK; i++)
+        if (paths[i] && atomic_dest_resolve(&a, paths[i], &d[i], &err) != MHA_OK)
+            rc = cli_fail_err(paths[i], &err);
+    for (size_t i = 0; i < n && rc == CLI_OK; i++)
+        for (size_t j = 0; j < i && rc == CLI_OK && paths[i]; j++)
+            if (paths[j] && !d[i].shareable && strcmp(d[i].canonical, d[j].canonical) == 0)
+                rc = cli_usage_error(c,
+                                     "'%s' and '%s' are the same file: give each output its "
+                                     "own file",
+                                     paths[j], paths[i]);
+    for (size_t i = 0; i < n && rc == CLI_OK; i++)
+        if (lock && paths[i] && atomic_lock_acquire(&a, paths[i], &out->locks[i], &err) != MHA_OK)
+            rc = cli_fail_err(paths[i], &err);
+    for (size_t i = 0; d && i < n; i++)
+        atomic_dest_clear(&a, &d[i]);
+    free(d);
+    if (rc != CLI_OK) cli_outputs_release(out);
+    return rc;
+}
+
+void cli_outputs_release(cli_outputs *o) {
+    for (size_t i = 0; o->locks && i < o->n; i++)
+        atomic_lock_release(o->locks[i]);
+    free(o->locks);
+    memset(o, 0, sizeof *o);
+}
+
+/* ---- signals ------------------------------------------------------------- */
+
+static volatile sig_atomic_t cli_caught_signal;
+
+static void cli_on_signal(int sig) {
+    cli_caught_signal = sig;
+}
+
+void cli_signals_catch(cli_signals *saved) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = cli_on_signal;
+    sigemptyset(&sa.sa_mask);
+    cli_caught_signal = 0;
+    sigaction(SIGINT, &sa, &saved->old_int);
+    sigaction(SIGTERM, &sa, &saved->old_term);
+}
+
+int cli_signal_caught(void) {
+    return (int)cli_caught_signal;
+}
+
+void cli_signals_restore(cli_signals *saved) {
+    sigaction(SIGINT, &saved->old_int, NULL);
+    sigaction(SIGTERM, &saved->old_term, NULL);
 }

@@ -8,6 +8,7 @@
 #ifndef MHA_CLI_H
 #define MHA_CLI_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -63,6 +64,10 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints a library error: "mha: FILE: message" (FILE left out when the
  * message already names it). Returns CLI_FAIL. */
 int cli_fail_err(const char *file, const mha_error *err);
+/* s with control characters and invalid UTF-8 written as \xNN (see
+ * mha_text_escape), into buf: for names from a model or a folder printed on
+ * a terminal. Returns buf. */
+const char *cli_escape(const char *s, char *buf, size_t n);
 /* Prints a command's usage text and the common options on stdout, returns
  * CLI_OK. */
 int cli_print_usage(const char *usage);
@@ -78,17 +83,52 @@ size_t cli_tensor_bytes(const mha_tensor *t, int *ok);
 /* snprintf that reports truncation: 1 when the whole text fit. */
 int cli_format(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* A file written whole or not at all: text goes to a temporary file beside
- * `path` (mode as a new file would get), renamed over it by cli_out_commit
- * after fsync; on any failure the temporary file is removed and msg says
- * which file and why. Both return 0 or -1. */
+/* A text file written whole or not at all: cli_out_open checks that path
+ * can be written (before the work, so a bad path fails at once) and gives a
+ * memory stream; cli_out_commit writes what was printed through the atomic
+ * writer (a temporary beside the target renamed into place; "-", FIFOs and
+ * devices written directly); cli_out_discard drops it. On failure msg says
+ * which file and why. open and commit return 0 or -1. */
 typedef struct cli_out_file {
     FILE *f;
     const char *path;
-    char tmp[4096];
+    char *buf;
+    size_t len;
 } cli_out_file;
 int cli_out_open(cli_out_file *o, const char *path, char *msg, size_t msg_size);
 int cli_out_commit(cli_out_file *o, char *msg, size_t msg_size);
+void cli_out_discard(cli_out_file *o);
+
+/* The output files of a subcommand, claimed before any work starts: every
+ * path resolved and checked (a missing or read-only folder is named), no
+ * file named twice (character devices such as /dev/null excepted), and
+ * each locked (lock = 1) so that a second process writing the same output
+ * is refused. NULL paths are skipped. Returns CLI_OK, CLI_USAGE (a file given twice) or
+ * CLI_FAIL, with the one line printed. Release when the files are written
+ * (or abandoned). */
+struct atomic_lock;
+typedef struct cli_outputs {
+    size_t n;
+    struct atomic_lock **locks;
+} cli_outputs;
+int cli_outputs_claim(const cli_common *c, const char *const *paths, size_t n, int lock,
+                      cli_outputs *out);
+void cli_outputs_release(cli_outputs *o);
+
+/* SIGINT and SIGTERM recorded instead of ending the process, so that a long
+ * loop stops at a safe point (a checkpoint, removing a temporary):
+ * cli_signals_catch installs the handler, cli_signal_caught gives the
+ * signal number (0: none), cli_signals_restore puts the old handlers back.
+ * A subcommand stopped by signal N returns CLI_SIGNALED(N); main then ends
+ * by that signal, so the shell sees 128 + N (130 for SIGINT) and a loop
+ * around the command stops as it would for any interrupted program. */
+#define CLI_SIGNALED(sig) (128 + (sig))
+typedef struct cli_signals {
+    struct sigaction old_int, old_term;
+} cli_signals;
+void cli_signals_catch(cli_signals *saved);
+int cli_signal_caught(void);
+void cli_signals_restore(cli_signals *saved);
 
 /* Seconds on the monotonic clock. */
 double cli_now(void);

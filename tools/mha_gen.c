@@ -528,7 +528,7 @@ int cli_cmd_gen(int argc, char **argv) {
         return cli_usage_error(&c, "--data needs --batch and --seq");
     if (!p.data && (have_batch || have_seq))
         return cli_usage_error(&c, "--batch and --seq only go with --data");
-    if (p.data && tensorfile_format_of(p.data) != TENSORFILE_NPY)
+    if (p.data && tensorfile_output_format(p.data) != TENSORFILE_NPY)
         return cli_usage_error(&c, "--data writes .npy files ('%s')", p.data);
     if (p.data) {
         size_t bytes;
@@ -537,7 +537,13 @@ int cli_cmd_gen(int argc, char **argv) {
             return cli_usage_error(&c, "a %lldx%lldx%lld dataset is too large", p.batch, p.seq,
                                    p.d);
     }
-    int rc = gen_write_model(&p);
+    /* both files checked, distinct and locked before either is written */
+    const char *outs[2] = {p.out, p.data};
+    cli_outputs claimed;
+    int rc = cli_outputs_claim(&c, outs, 2, 1, &claimed);
+    if (rc != CLI_OK) return rc;
+    rc = gen_write_model(&p);
     if (rc == CLI_OK && p.data) rc = gen_write_data(&p);
+    cli_outputs_release(&claimed);
     return rc;
 }

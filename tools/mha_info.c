@@ -33,8 +33,9 @@ static void print_io(const char *kind, const mha_io_info *io) {
         snprintf(shape, sizeof shape, "(unknown rank)");
     else if (used < sizeof shape)
         snprintf(shape + used, sizeof shape - used, "]");
-    printf("  %-6s %-20s %-18s %-8s %s\n", kind, io->name, mha_io_role_name(io->role),
-           mha_dtype_name(io->dtype), shape);
+    char name[256];
+    printf("  %-6s %-20s %-18s %-8s %s\n", kind, cli_escape(io->name, name, sizeof name),
+           mha_io_role_name(io->role), mha_dtype_name(io->dtype), shape);
 }
 
 static void print_step_kinds(const mha_model *m, size_t n_steps, const char *kind, double total);
@@ -146,7 +147,8 @@ int cli_cmd_info(int argc, char **argv) {
         return cli_fail("%s: no model information", model_path);
     }
 
-    printf("model:        %s\n", model_path);
+    char safe_path[1024];
+    printf("model:        %s\n", cli_escape(model_path, safe_path, sizeof safe_path));
     printf("form:         %s\n", mi.form ? mi.form : "?");
     if (mi.has_projections) {
         printf("d_model:      %lld\n", (long long)mi.d_model);
@@ -178,18 +180,19 @@ int cli_cmd_info(int argc, char **argv) {
         mha_io_info io;
         if (mha_model_input(m, i, &io) != MHA_OK) continue;
         const char *what = NULL;
-        char buf[200];
+        char buf[400], name[256];
+        cli_escape(io.name, name, sizeof name);
         if (io.role == MHA_ROLE_ATTN_MASK) {
-            snprintf(buf, sizeof buf, "attention mask '%s' (%s)", io.name,
+            snprintf(buf, sizeof buf, "attention mask '%s' (%s)", name,
                      io.dtype == MHA_DTYPE_BOOL ? "bool, true = attend" : "additive");
             what = buf;
         } else if (io.role == MHA_ROLE_KEY_PADDING_MASK) {
-            snprintf(buf, sizeof buf, "key padding mask '%s' (%s, true = %s)", io.name,
+            snprintf(buf, sizeof buf, "key padding mask '%s' (%s, true = %s)", name,
                      mha_dtype_name(io.dtype),
                      mi.key_padding_true_means_ignore ? "padding, ignored" : "real token");
             what = buf;
         } else if (io.role == MHA_ROLE_NONPAD_KV_SEQLEN) {
-            snprintf(buf, sizeof buf, "valid key lengths '%s'", io.name);
+            snprintf(buf, sizeof buf, "valid key lengths '%s'", name);
             what = buf;
         }
         if (what && used < sizeof masks) {
@@ -198,6 +201,8 @@ int cli_cmd_info(int argc, char **argv) {
         }
     }
     printf("masks:        %s\n", used ? masks : "none");
+    const char *idioms = mha_model_idioms(m);
+    printf("idioms:       %s\n", idioms && idioms[0] ? idioms : "none");
     printf("cross:        %s\n", yes_no(mi.cross));
     printf("weights:      %zu bytes (%.2f MiB)\n", mi.weight_bytes,
            (double)mi.weight_bytes / (1024.0 * 1024.0));

@@ -6,9 +6,11 @@
 #define _GNU_SOURCE
 #include "mha_merge.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mha_cli.h"
 #include "tensorfile.h"
@@ -19,7 +21,9 @@ static const char merge_usage[] =
     "Joins the shard files of a split run ('mha run --shard I/N', or a SLURM job\n"
     "array) into OUT.npy. Every shard's header names the rows it holds; the shards\n"
     "must have the same dtype and row shape and cover every row exactly once (any\n"
-    "order on the command line). OUT appears only when it is complete.\n"
+    "order on the command line). OUT appears only when it is complete: SIGINT or\n"
+    "SIGTERM remove the temporary file, and one left by kill -9 is removed by the\n"
+    "next merge into the same OUT.\n"
     "\n"
     "  -q, --quiet      no summary on stderr\n";
 
@@ -85,7 +89,9 @@ int mha_cmd_merge(int argc, char **argv) {
     const char *out_path = NULL;
     merge_shard *sh = calloc((size_t)argc, sizeof *sh);
     size_t n = 0;
-    int quiet = 0, options_done = 0, rc = CLI_OK;
+    int quiet = 0, options_done = 0, rc = CLI_OK, catching = 0;
+    cli_outputs claimed = {0};
+    cli_signals sigs;
     void *buf = NULL;
     npy_writer *w = NULL;
     mha_alloc_ctx alloc;
@@ -132,6 +138,18 @@ int mha_cmd_merge(int argc, char **argv) {
         rc = cli_usage_error(&c, "output '%s': expected a .npy file", out_path);
         goto done;
     }
+    /* the output checked and locked first; what a merge killed with -9
+     * left of it is removed (the lock says no other merge is writing it) */
+    if ((rc = cli_outputs_claim(&c, &out_path, 1, 1, &claimed)) != CLI_OK) goto done;
+    struct stat out_sb, shard_sb;
+    for (size_t k = 0; k < n && stat(out_path, &out_sb) == 0; k++)
+        if (stat(sh[k].path, &shard_sb) == 0 && shard_sb.st_dev == out_sb.st_dev &&
+            shard_sb.st_ino == out_sb.st_ino) {
+            rc =
+                cli_usage_error(&c, "the output '%s' is also the shard '%s'", out_path, sh[k].path);
+            goto done;
+        }
+    atomic_file_clean_stale(&alloc, out_path, NULL, 0);
     double t0 = cli_now();
     for (size_t k = 0; k < n; k++)
         if (npy_reader_open(&alloc, sh[k].path, NPY_MMAP_NEVER, &sh[k].reader, &err) != MHA_OK) {
@@ -159,9 +177,19 @@ int mha_cmd_merge(int argc, char **argv) {
         rc = cli_fail("out of memory for a %zu-byte copy buffer", buf_bytes);
         goto done;
     }
+    /* SIGINT / SIGTERM stop between two copies: the temporary is removed */
+    cli_signals_catch(&sigs);
+    catching = 1;
     for (size_t k = 0; k < n; k++)
         for (int64_t r = 0; r < sh[k].h.rows; r += per) {
             int64_t m = sh[k].h.rows - r < per ? sh[k].h.rows - r : per;
+            if (cli_signal_caught()) {
+                int sig = cli_signal_caught();
+                cli_fail("%s: interrupted by %s; nothing written", out_path,
+                         sig == SIGINT ? "SIGINT" : "SIGTERM");
+                rc = CLI_SIGNALED(sig);
+                goto done;
+            }
             if (npy_reader_read_rows(sh[k].reader, r, r + m, MHA_DTYPE_UNDEFINED, buf, buf_bytes,
                                      &err) != MHA_OK) {
                 rc = cli_fail_err(sh[k].path, &err);
@@ -184,6 +212,8 @@ int mha_cmd_merge(int argc, char **argv) {
 
 done:
     npy_writer_abort(w);
+    if (catching) cli_signals_restore(&sigs);
+    cli_outputs_release(&claimed);
     for (size_t k = 0; k < n; k++)
         npy_reader_close(sh[k].reader);
     free(sh);

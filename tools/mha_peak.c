@@ -250,10 +250,7 @@ int mha_cmd_peak(int argc, char **argv) {
             for (int r = 0; r < reps; r++) {
                 v[r] = peak_measure(isa[k].kernel, threads[t], iters);
                 if (v[r] < 0.0) {
-                    if (json) {
-                        fclose(of.f);
-                        unlink(of.tmp);
-                    }
+                    if (json) cli_out_discard(&of);
                     return cli_fail("peak: could not start %d threads", threads[t]);
                 }
             }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "mha_cli.h"
 #include "run_dataset.h"
@@ -29,7 +30,11 @@ static const char run_usage[] =
     "                   write the outputs, in order, to these files (.npy or .pb by\n"
     "                   extension); every argument after -o up to the next option\n"
     "                   is an output file. Fewer files than outputs: the rest are\n"
-    "                   not written.\n"
+    "                   not written. Required (-o /dev/null discards). A symlink is\n"
+    "                   written through to its target; -, a FIFO or a device is\n"
+    "                   written directly (.npy). A file given twice, a folder that\n"
+    "                   is missing or not writable, or an output another run is\n"
+    "                   writing is refused before any work.\n"
     "  --out-dir DIR    write every output as DIR/output_<i>.pb (ONNX test-data\n"
     "                   layout); DIR is created if missing.\n"
     "  -q, --quiet      no progress bar and no summary on stderr\n"
@@ -44,9 +49,11 @@ static const char run_usage[] =
     "                   length are ignored and the query rows there output 0 (a\n"
     "                   row scores as it would alone at its true length). Also\n"
     "                   feeds a bool key-padding mask input left without a file.\n"
-    "  --resume         continue an interrupted run from OUT.ckpt / OUT.partial\n"
-    "                   (refused when the model, inputs, backend or rows differ;\n"
-    "                   starts afresh when there is no checkpoint)\n"
+    "  --resume         continue an interrupted run from OUT.ckpt and the partial\n"
+    "                   files it names (refused when the model, inputs -- the rows\n"
+    "                   already scored, by content --, backend or rows differ;\n"
+    "                   starts afresh when there is no checkpoint; says so when\n"
+    "                   the output is already complete)\n"
     "  --checkpoint-every SECONDS\n"
     "                   fsync the partial outputs and record a checkpoint this\n"
     "                   often (default 5; 0 = after every chunk)\n"
@@ -56,8 +63,9 @@ static const char run_usage[] =
     "  --mpi            (mha-mpi only, under mpirun) each rank scores a row range\n"
     "                   and all write one output file through MPI-IO\n"
     "\n"
-    "Outputs appear only once every one of them is complete (OUT.partial until\n"
-    "then). SIGINT/SIGTERM stop after the current chunk and keep a checkpoint.\n"
+    "Outputs appear only once every one of them is complete (OUT.partial.XXXXXX\n"
+    "until then). SIGINT/SIGTERM stop after the current chunk, keep a checkpoint\n"
+    "and exit 128 + N (130 for SIGINT).\n"
     "On a terminal a progress bar shows rows, rows/s and ETA. The summary (rows,\n"
     "seconds, rows/s, rows with non-finite outputs) goes to stderr; stdout stays\n"
     "empty.\n";
@@ -170,6 +178,51 @@ static int run_fail_inputs(const run_state *s, const char *model_path, const mha
     return cli_fail_err(model_path, err);
 }
 
+/* Checks every output before the work: -o files resolved, distinct and
+ * locked (not under --mpi, where every rank runs this; rank 0 alone creates
+ * the files); --out-dir an existing writable folder, or one that can be
+ * created. */
+static int run_claim_outputs(const cli_common *c, const char **out_args, size_t n_out_args,
+                             const char *out_dir, int mpi, cli_outputs *claimed) {
+    if (!out_dir) return cli_outputs_claim(c, out_args, n_out_args, !mpi, claimed);
+    struct stat sb;
+    if (stat(out_dir, &sb) == 0) {
+        if (!S_ISDIR(sb.st_mode)) return cli_fail("%s: --out-dir: not a folder", out_dir);
+        if (access(out_dir, W_OK | X_OK) != 0)
+            return cli_fail("%s: --out-dir: cannot create files in the folder: %s", out_dir,
+                            strerror(errno));
+        return CLI_OK;
+    }
+    /* missing: its parent folder must take it (named in the message) */
+    const char *const one[1] = {out_dir};
+    int rc = cli_outputs_claim(c, one, 1, 0, claimed);
+    cli_outputs_release(claimed);
+    return rc;
+}
+
+/* --out-dir once the number of outputs is known: the folder made (before
+ * the work, as `mkdir -p` would be) and DIR/output_<i>.pb claimed like -o
+ * files. */
+static int run_claim_out_dir(const cli_common *c, const char *out_dir, size_t n,
+                             cli_outputs *claimed) {
+    if (mkdir(out_dir, 0777) != 0 && errno != EEXIST)
+        return cli_fail("%s: cannot create the folder: %s", out_dir, strerror(errno));
+    char **paths = calloc(n ? n : 1, sizeof *paths);
+    int rc = paths ? CLI_OK : cli_fail("out of memory");
+    for (size_t i = 0; i < n && rc == CLI_OK; i++) {
+        size_t len = strlen(out_dir) + 32;
+        if (!(paths[i] = malloc(len)))
+            rc = cli_fail("out of memory");
+        else
+            snprintf(paths[i], len, "%s/output_%zu.pb", out_dir, i);
+    }
+    if (rc == CLI_OK) rc = cli_outputs_claim(c, (const char *const *)paths, n, 1, claimed);
+    for (size_t i = 0; paths && i < n; i++)
+        free(paths[i]);
+    free(paths);
+    return rc;
+}
+
 int cli_cmd_run(int argc, char **argv) {
     cli_common c = {0};
     c.cmd = "run";
@@ -179,6 +232,7 @@ int cli_cmd_run(int argc, char **argv) {
     size_t n_in_args = 0, n_out_args = 0;
     int quiet = 0, in_outputs = 0, options_done = 0, rc = CLI_OK;
     run_state s = {0};
+    cli_outputs claimed = {0};
     ds_options ds;
     memset(&ds, 0, sizeof ds);
     ds.batch_rows = DS_DEFAULT_BATCH_ROWS;
@@ -299,8 +353,15 @@ int cli_cmd_run(int argc, char **argv) {
         rc = cli_usage_error(&c, "give either -o files or --out-dir, not both");
         goto done;
     }
+    if (!n_out_args && !out_dir) {
+        /* computing a whole dataset to throw it away is almost always a
+         * forgotten -o; saying so beats minutes of work with nothing to show */
+        rc = cli_usage_error(&c, "no output given: -o FILE... writes the outputs (-o /dev/null "
+                                 "discards them; 'mha bench' times a model)");
+        goto done;
+    }
     for (size_t k = 0; k < n_out_args; k++)
-        if (tensorfile_format_of(out_args[k]) == TENSORFILE_UNKNOWN) {
+        if (tensorfile_output_format(out_args[k]) == TENSORFILE_UNKNOWN) {
             rc = cli_usage_error(&c, "output '%s': unknown extension (use .npy or .pb)",
                                  out_args[k]);
             goto done;
@@ -311,10 +372,14 @@ int cli_cmd_run(int argc, char **argv) {
             goto done;
         }
 
+    /* -- outputs checked, distinct and locked before any work -- */
+    if ((rc = run_claim_outputs(&c, out_args, n_out_args, out_dir, ds.mpi, &claimed)) != CLI_OK)
+        goto done;
+
     /* -- a dataset run when every file is .npy -- */
     int all_npy = !out_dir;
     for (size_t k = 0; k < n_out_args; k++)
-        all_npy &= tensorfile_format_of(out_args[k]) == TENSORFILE_NPY;
+        all_npy &= tensorfile_output_format(out_args[k]) == TENSORFILE_NPY;
     for (size_t k = 0; k < n_in_args; k++)
         all_npy &= tensorfile_format_of(in_args[k]) == TENSORFILE_NPY;
     if (all_npy && !ds.shard_count && !ds.mpi && (rc = run_shard_from_slurm(&c, &ds)) != CLI_OK)
@@ -391,6 +456,24 @@ int cli_cmd_run(int argc, char **argv) {
         rc = run_fail_inputs(&s, model_path, &err);
         goto done;
     }
+    /* -- every output can be written as asked (the 2 GiB of a .pb) -- */
+    size_t n_write = out_dir ? s.n_out : n_out_args;
+    char path[4096];
+    for (size_t i = 0; i < n_write; i++) {
+        int fits = out_dir ? cli_format(path, sizeof path, "%s/output_%zu.pb", out_dir, i)
+                           : cli_format(path, sizeof path, "%s", out_args[i]);
+        if (!fits) {
+            rc = cli_fail("%s: path too long", out_dir ? out_dir : out_args[i]);
+            goto done;
+        }
+        if (tensorfile_check_output(path, s.outs[i].dtype, s.outs[i].rank, s.outs[i].shape, &err) !=
+            MHA_OK) {
+            rc = cli_fail_err(path, &err);
+            goto done;
+        }
+    }
+    if (out_dir && (rc = run_claim_out_dir(&c, out_dir, n_write, &claimed)) != CLI_OK) goto done;
+
     for (size_t i = 0; i < s.n_out; i++) {
         int ok;
         size_t bytes = cli_tensor_bytes(&s.outs[i], &ok);
@@ -412,19 +495,12 @@ int cli_cmd_run(int argc, char **argv) {
     double seconds = cli_now() - t0;
 
     /* -- write every output to a temporary, then publish them all -- */
-    size_t n_write = out_dir ? s.n_out : n_out_args;
-    char path[4096];
-    if (out_dir && mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
-        rc = cli_fail("%s: cannot create the folder: %s", out_dir, strerror(errno));
-        goto done;
-    }
     for (size_t i = 0; i < n_write; i++) {
-        int fits = out_dir ? cli_format(path, sizeof path, "%s/output_%zu.pb", out_dir, i)
-                           : cli_format(path, sizeof path, "%s", out_args[i]);
-        if (!fits) {
-            rc = cli_fail("%s: path too long", out_dir ? out_dir : out_args[i]);
-            goto done;
-        }
+        if (out_dir)
+            cli_format(path, sizeof path, "%s/output_%zu.pb", out_dir, i); /* fit above */
+        else
+            cli_format(path, sizeof path, "%s", out_args[i]);
+        atomic_file_clean_stale(&s.alloc, path, NULL, 0); /* what kill -9 left; ours: locked */
         if (tensorfile_write_pending(&s.alloc, path, &s.outs[i], s.out_info[i].name, &s.pending[i],
                                      &err) != MHA_OK) {
             rc = cli_fail_err(path, &err);
@@ -468,6 +544,7 @@ int cli_cmd_run(int argc, char **argv) {
 
 done:
     run_state_free(&s);
+    cli_outputs_release(&claimed);
     free(in_args);
     free(out_args);
     return rc;

@@ -7,7 +7,9 @@
  *   - attention and GEMM results within 1e-5 of the scalar output's scale;
  *   - fully masked rows give zeros, never NaN;
  *   - results do not depend on how the range is split (bitwise), so the
- *     host's scheduling stays deterministic. */
+ *     host's scheduling stays deterministic;
+ *   - from plugin ABI 1.2 on: ALiBi (key position, relative, positions
+ *     given per key) in attention, and the rotary entry when it has one. */
 #include "plugin_kit.h"
 
 #include "mha_cli.h"
@@ -38,7 +40,6 @@ static void kit_log(void *ctx, int level, const char *msg) {
     (void)msg;
 }
 
-
 static void kit_fill(float *x, size_t n, uint64_t *s) {
     for (size_t i = 0; i < n; i++)
         x[i] = (float)(cli_rng_uniform(s) * 2.0 - 1.0);
@@ -68,7 +69,13 @@ typedef struct kit_plugin {
 typedef struct kit_attn {
     int64_t B, Hq, Hkv, Sq, Skv, dk, dv;
     int masked, causal, kvlen, softcap;
+    int alibi; /* ABI 1.2: 0 none, 1 slope * j, 2 slope * (j - i), 3 positions given */
 } kit_attn;
+
+/* The plugin speaks ABI 1.2 or later (and its table covers it). */
+static int kit_minor2(const mha_plugin *p) {
+    return p->abi_minor >= 2 && p->struct_size >= MHA_PLUGIN_SIZE_1_2;
+}
 
 static int kit_attn_run(const kit_plugin *kp, mha_attn_args *a, float *o, size_t on) {
     memset(o, 0, on * sizeof *o);
@@ -92,9 +99,10 @@ static int kit_attn_case(const kit_plugin *kp, const kit_plugin *ref, const kit_
     float *q = malloc(nq * 4 + 4), *k = malloc(nk * 4 + 4), *v = malloc(nv * 4 + 4);
     float *m = malloc(nm * 4 + 4), *o_ref = malloc(no * 4 + 4), *o = malloc(no * 4 + 4);
     float *o_split = malloc(no * 4 + 4);
+    float *pos = malloc((size_t)(c->B * c->Skv) * 4 + 4), slopes[8];
     int64_t offs[8], lens[8];
     int ok = 0;
-    if (!q || !k || !v || !m || !o_ref || !o || !o_split || c->B > 8) {
+    if (!q || !k || !v || !m || !o_ref || !o || !o_split || !pos || c->B > 8 || c->Hq > 8) {
         snprintf(why, why_size, "out of memory");
         goto done;
     }
@@ -131,6 +139,20 @@ static int kit_attn_case(const kit_plugin *kp, const kit_plugin *ref, const kit_
     a.kv_len = c->kvlen ? lens : NULL;
     a.b0 = 0, a.b1 = c->B, a.h0 = 0, a.h1 = c->Hq, a.q0 = 0, a.q1 = c->Sq;
     a.num_threads = 1;
+    if (c->alibi) {
+        for (int64_t h = 0; h < c->Hq; h++)
+            slopes[h] = ldexpf(1.0f, -(int)(h + 1));
+        a.alibi_slopes = slopes;
+        a.alibi_relative = c->alibi == 2;
+        if (c->alibi == 3) { /* BLOOM: positions among the kept keys, holes between */
+            for (int64_t b = 0; b < c->B; b++) {
+                int64_t seen = 0;
+                for (int64_t j = 0; j < c->Skv; j++)
+                    pos[b * c->Skv + j] = cli_rng_next(&s) % 4 ? (float)seen++ : 0.0f;
+            }
+            a.alibi_pos = pos, a.alibi_pos_sb = c->Skv;
+        }
+    }
 
     if (kit_attn_run(ref, &a, o_ref, no) != 0 || kit_attn_run(kp, &a, o, no) != 0) {
         snprintf(why, why_size, "attention call failed");
@@ -166,7 +188,71 @@ static int kit_attn_case(const kit_plugin *kp, const kit_plugin *ref, const kit_
     }
     ok = 1;
 done:
-    free(q), free(k), free(v), free(m), free(o_ref), free(o), free(o_split);
+    free(q), free(k), free(v), free(m), free(o_ref), free(o), free(o_split), free(pos);
+    return ok;
+}
+
+/* ABI 1.2 rotary entry: x [B, H, S, d] turned in place against the
+ * reference, whole and one row per call (bitwise equal). kind and rd as in
+ * mha_rotary_args; tables of theta 10000; a position offset per item. */
+static int kit_rotary_case(const kit_plugin *kp, const kit_plugin *ref, int kind, int64_t d,
+                           int64_t rd, uint64_t seed, char *why, size_t why_size) {
+    const int64_t B = 2, H = 3, S = 9, half = rd / 2, n_pos = S + 4;
+    const size_t nx = (size_t)(B * H * S * d);
+    float *x = malloc(nx * 4), *x_ref = malloc(nx * 4), *x_split = malloc(nx * 4);
+    float *tab = malloc((size_t)(2 * n_pos * half) * 4);
+    int64_t offs[2] = {0, 4};
+    int ok = 0;
+    if (!x || !x_ref || !x_split || !tab) {
+        snprintf(why, why_size, "out of memory");
+        goto done;
+    }
+    uint64_t s = seed;
+    kit_fill(x_ref, nx, &s);
+    memcpy(x, x_ref, nx * 4);
+    memcpy(x_split, x_ref, nx * 4);
+    for (int64_t p = 0; p < n_pos; p++)
+        for (int64_t t = 0; t < half; t++) {
+            double ang = (double)p * pow(10000.0, -2.0 * (double)t / (double)rd);
+            tab[p * half + t] = (float)cos(ang);
+            tab[(n_pos + p) * half + t] = (float)sin(ang);
+        }
+    mha_rotary_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.B = B, a.H = H, a.S = S, a.d = d;
+    a.x_sb = H * S * d, a.x_sh = S * d, a.x_ss = d;
+    a.kind = kind, a.rotary_dim = rd;
+    a.cos = tab, a.sin = tab + n_pos * half, a.n_pos = n_pos, a.pos_offset = offs;
+    a.b1 = B, a.h1 = H, a.s1 = S, a.num_threads = 1;
+    a.x = x_ref;
+    if (ref->p->rotary(ref->state, &a) != 0) goto call_failed;
+    a.x = x;
+    if (kp->p->rotary(kp->state, &a) != 0) goto call_failed;
+    double e = kit_err(x, x_ref, nx);
+    if (!(e <= KIT_TOL)) {
+        snprintf(why, why_size, "rotary kind %d, %lld of %lld dims: max error %.3g > %.0e", kind,
+                 (long long)rd, (long long)d, e, KIT_TOL);
+        goto done;
+    }
+    a.x = x_split;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < S; i++) {
+                mha_rotary_args u = a;
+                u.b0 = b, u.b1 = b + 1, u.h0 = h, u.h1 = h + 1, u.s0 = i, u.s1 = i + 1;
+                if (kp->p->rotary(kp->state, &u) != 0) goto call_failed;
+            }
+    if (memcmp(x_split, x, nx * 4) != 0) {
+        snprintf(why, why_size, "rotary result depends on how the range is split");
+        goto done;
+    }
+    ok = 1;
+    goto done;
+call_failed:
+    snprintf(why, why_size, "rotary call failed");
+done:
+    free(x), free(x_ref), free(x_split), free(tab);
     return ok;
 }
 
@@ -231,8 +317,8 @@ done:
 
 int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, uint64_t cpu_features,
                      FILE *report, int *passed, int *failed) {
-    const mha_plugin_services kit_services = {sizeof(mha_plugin_services), NULL, kit_log, kit_alloc,
-                                              kit_free, cpu_features};
+    const mha_plugin_services kit_services = {
+        sizeof(mha_plugin_services), NULL, kit_log, kit_alloc, kit_free, cpu_features};
     kit_plugin kp = {plugin, NULL}, ref = {reference, NULL};
     *passed = *failed = 0;
     if (plugin->init(&kit_services, &kp.state) != 0 ||
@@ -259,19 +345,35 @@ int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, uint
                           variant != 0,
                           variant == 1 || variant == 4,
                           variant == 2 || variant == 4,
-                          variant == 5};
+                          variant == 5,
+                          kit_minor2(plugin) ? (int)((h + s) % 4) : 0};
             if (kit_attn_case(&kp, &ref, &c, seed++, why, sizeof why)) {
                 (*passed)++;
             } else {
                 (*failed)++;
                 fprintf(report,
                         "  %s: attention B%lld Hq%lld Hkv%lld Sq%lld Skv%lld dk%lld dv%lld "
-                        "mask%d causal%d kvlen%d softcap%d: %s\n",
+                        "mask%d causal%d kvlen%d softcap%d alibi%d: %s\n",
                         plugin->name, (long long)c.B, (long long)c.Hq, (long long)c.Hkv,
                         (long long)c.Sq, (long long)c.Skv, (long long)c.dk, (long long)c.dv,
-                        c.masked, c.causal, c.kvlen, c.softcap, why);
+                        c.masked, c.causal, c.kvlen, c.softcap, c.alibi, why);
             }
         }
+    /* the rotary entry is optional (NULL: the host rotates for the plugin) */
+    static const int64_t rot[][3] = {{MHA_ROTARY_HALF, 64, 64},
+                                     {MHA_ROTARY_HALF, 80, 20},
+                                     {MHA_ROTARY_INTERLEAVED, 16, 16},
+                                     {MHA_ROTARY_INTERLEAVED, 256, 64}};
+    for (size_t i = 0; kit_minor2(plugin) && plugin->rotary && i < sizeof rot / sizeof rot[0];
+         i++) {
+        if (kit_rotary_case(&kp, &ref, (int)rot[i][0], rot[i][1], rot[i][2], seed++, why,
+                            sizeof why)) {
+            (*passed)++;
+        } else {
+            (*failed)++;
+            fprintf(report, "  %s: %s\n", plugin->name, why);
+        }
+    }
     static const int64_t gemms[][3] = {
         {1, 1, 1}, {7, 13, 5}, {33, 65, 17}, {64, 96, 128}, {50, 200, 64}};
     for (size_t i = 0; i < sizeof gemms / sizeof gemms[0]; i++)

@@ -10,9 +10,11 @@
  *   inputs  = mapped rows (zero-copy) or rows converted into a buffer
  *   mha_run(inputs -> outputs [n, ...]), kv_lengths = lengths[r..r+n)
  *   zero the query rows past each length; count rows with NaN/Inf
- *   append outputs to OUT.partial; drop the input rows (DONTNEED)
+ *   append outputs to their partial files (OUT.partial.XXXXXX, made
+ *   exclusively); drop the input rows (DONTNEED)
  *   every --checkpoint-every seconds: fsync the partials, then write
- *   OUT.ckpt (atomically) with the rows done and the bytes of each output
+ *   OUT.ckpt (atomically) with the rows done, the bytes and partial file of
+ *   each output and the hash of the input rows done
  *
  * The engine computes a row the same whatever else is in its batch (GEMM
  * rows do not depend on how M is split, attention units are per batch
@@ -21,12 +23,18 @@
  *
  * A checkpoint is written only after the data it counts is fsynced, so
  * after kill -9 the partial file holds at least what the checkpoint says;
- * --resume truncates it to that length and continues. SIGINT / SIGTERM stop
- * after the current chunk with a fresh checkpoint. */
+ * --resume checks that the rows already scored hash as recorded (a dataset
+ * replaced by another of the same size and time is refused), truncates the
+ * partial file to that length and continues. SIGINT / SIGTERM stop after
+ * the current chunk with a fresh checkpoint and exit 128 + N. A last
+ * checkpoint saying every row is done precedes the renames, so a stale one
+ * after a finished run resumes to "already complete". Outputs written
+ * directly (standard output, a FIFO, a device) keep no checkpoint. */
 #define _GNU_SOURCE
 #include "run_dataset.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -52,31 +60,6 @@ int ds_have_mpi(void) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* Signals: stop after the current chunk                                     */
-/* ------------------------------------------------------------------------ */
-
-static volatile sig_atomic_t ds_stop_signal;
-
-static void ds_on_signal(int sig) {
-    ds_stop_signal = sig;
-}
-
-static void ds_signals_install(struct sigaction *old_int, struct sigaction *old_term) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = ds_on_signal;
-    sigemptyset(&sa.sa_mask);
-    ds_stop_signal = 0;
-    sigaction(SIGINT, &sa, old_int);
-    sigaction(SIGTERM, &sa, old_term);
-}
-
-static void ds_signals_restore(const struct sigaction *old_int, const struct sigaction *old_term) {
-    sigaction(SIGINT, old_int, NULL);
-    sigaction(SIGTERM, old_term, NULL);
-}
-
-/* ------------------------------------------------------------------------ */
 /* State                                                                     */
 /* ------------------------------------------------------------------------ */
 
@@ -84,16 +67,19 @@ typedef struct ds_input {
     const char *file;   /* NULL: generated from --lengths */
     npy_reader *reader; /* .npy file */
     npy_header h;
-    int batch_major;  /* axis 0 is the batch: read by chunks */
-    int zero_copy;    /* mapped and stored as the model wants it */
-    mha_dtype dtype;  /* the model's dtype for it */
-    size_t row_bytes; /* one row in the model's dtype */
-    void *buf;        /* chunk rows (batch-major) or the whole tensor */
+    int batch_major;         /* axis 0 is the batch: read by chunks */
+    int zero_copy;           /* mapped and stored as the model wants it */
+    mha_dtype dtype;         /* the model's dtype for it */
+    size_t row_bytes;        /* one row in the model's dtype */
+    void *buf;               /* chunk rows (batch-major) or the whole tensor */
+    uint64_t rows_hash;      /* of the rows read so far (batch-major files) */
+    uint64_t ckpt_rows_hash; /* what the checkpoint recorded for them */
 } ds_input;
 
 typedef struct ds_output {
-    const char *file; /* NULL: computed but not written */
-    char *partial;    /* FILE.partial */
+    const char *file;     /* NULL: computed but not written */
+    char *resume_partial; /* the partial file a checkpoint names */
+    int stream;           /* written directly ("-", FIFO, device): no partial */
     npy_writer *writer;
     mha_tensor chunk;           /* dtype, rank and shape of one full chunk */
     int64_t dims[MHA_MAX_RANK]; /* of the file */
@@ -124,7 +110,7 @@ typedef struct ds_state {
     long long nonfinite_rows;
     int rank, size;    /* MPI; 0 and 1 otherwise */
     int have_ckpt;     /* a checkpoint on disk describes the partials */
-    int keep_partials; /* leave OUT.partial for a later --resume */
+    int keep_partials; /* leave the partial files for a later --resume */
 } ds_state;
 
 static void *ds_calloc(size_t n, size_t size) {
@@ -150,7 +136,7 @@ static void ds_state_free(ds_state *s, int keep_partials) {
             npy_writer_detach(s->out[i].writer);
         else
             npy_writer_abort(s->out[i].writer);
-        free(s->out[i].partial);
+        free(s->out[i].resume_partial);
         free(s->out[i].buf);
     }
     free(s->in);
@@ -369,36 +355,66 @@ static void ds_advise(ds_state *s, int64_t r0, int64_t r1, npy_advice advice) {
 /* Checkpoints                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* FNV-1a of a whole file (the model: small next to the dataset). */
+/* The checkpoint's hash: 8 bytes at a time, a multiply and a shift per
+ * word (several GB/s, far below the cost of scoring the rows). It guards
+ * against a dataset that changed between runs, not against an adversary. */
+static uint64_t ds_hash_bytes(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    const uint64_t k = 0x9e3779b97f4a7c15ull;
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * k;
+        h ^= h >> 29;
+    }
+    uint64_t tail = (uint64_t)n << 56; /* the length keeps "ab" and "ab\0" apart */
+    for (size_t i = 0; i < n; i++)
+        tail |= (uint64_t)p[i] << (8 * i);
+    h = (h ^ tail) * k;
+    return h ^ (h >> 29);
+}
+
+#define DS_HASH_SEED 0x6d68612d636b7074ull /* "mha-ckpt" */
+
+/* The hash of a whole file, streamed (the model). */
 static int ds_hash_file(const char *path, uint64_t *out) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = DS_HASH_SEED;
     unsigned char buf[1 << 16];
     size_t got;
     while ((got = fread(buf, 1, sizeof buf, f)) > 0)
-        for (size_t i = 0; i < got; i++) {
-            h ^= buf[i];
-            h *= 1099511628211ull;
-        }
+        h = ds_hash_bytes(h, buf, got);
     int ok = !ferror(f);
     fclose(f);
     *out = h;
     return ok;
 }
 
-/* "PATH size N mtime S.NS" of a file. */
+/* Hashes rows [0, n) of input i as the model sees them (rows of row_bytes
+ * at data), one row at a time so that any chunking gives the same value. */
+static void ds_hash_rows(ds_input *in, const void *data, int64_t n) {
+    const unsigned char *p = data;
+    for (int64_t b = 0; b < n; b++)
+        in->rows_hash = ds_hash_bytes(in->rows_hash, p + (size_t)b * in->row_bytes, in->row_bytes);
+}
+
+/* "PATH size N" of a file. The content decides whether a run may be
+ * resumed (the hashes), so a touched or copied file with the same bytes
+ * still resumes, and a different one with the same size and time (cp -p,
+ * rsync -t) does not. */
 static int ds_file_id(const char *path, char *buf, size_t n) {
     struct stat sb;
     if (stat(path, &sb) != 0) return 0;
-    return cli_format(buf, n, "%s size %lld mtime %lld.%09ld", path, (long long)sb.st_size,
-                      (long long)sb.st_mtim.tv_sec, (long)sb.st_mtim.tv_nsec);
+    return cli_format(buf, n, "%s size %lld", path, (long long)sb.st_size);
 }
 
 /* Everything that must be the same for a resumed run to append exactly
- * what this one would: model (and its bytes), inputs, lengths, backend
- * (kernels differ in their last bits), row range, outputs. The chunk size
- * and thread count do not change a bit of the result, so they may differ. */
+ * what this one would: model (its bytes), inputs (their sizes here; the
+ * bytes of inputs read whole; the rows already scored are hashed per
+ * checkpoint), lengths, backend (kernels differ in their last bits), row
+ * range, outputs. The chunk size and thread count do not change a bit of
+ * the result, so they may differ. */
 static int ds_make_fingerprint(ds_state *s) {
     size_t cap = 4096 + (s->n_in + s->n_out) * 4200;
     char *fp = malloc(cap), line[4200];
@@ -419,24 +435,32 @@ static int ds_make_fingerprint(ds_state *s) {
         free(fp);
         return cli_fail("%s: cannot read the model again: %s", s->o->model_path, strerror(errno));
     }
-    DS_APPEND("mha-checkpoint 1\nmodel %s fnv1a %016llx\n", line, (unsigned long long)hash);
+    DS_APPEND("mha-checkpoint 2\nmodel %s hash %016llx\n", line, (unsigned long long)hash);
     for (size_t i = 0; i < s->n_in; i++) {
-        if (!s->in[i].file) {
+        const ds_input *in = &s->in[i];
+        if (!in->file) {
             DS_APPEND("input %s from lengths\n", s->in_info[i].name);
             continue;
         }
-        if (!ds_file_id(s->in[i].file, line, sizeof line)) {
+        if (!ds_file_id(in->file, line, sizeof line)) {
             free(fp);
-            return cli_fail("%s: %s", s->in[i].file, strerror(errno));
+            return cli_fail("%s: %s", in->file, strerror(errno));
         }
-        DS_APPEND("input %s %s\n", s->in_info[i].name, line);
+        if (in->batch_major) {
+            DS_APPEND("input %s %s by rows\n", s->in_info[i].name, line);
+        } else {
+            uint64_t h = ds_hash_bytes(DS_HASH_SEED, in->buf, (size_t)in->h.rows * in->row_bytes);
+            DS_APPEND("input %s %s hash %016llx\n", s->in_info[i].name, line,
+                      (unsigned long long)h);
+        }
     }
     if (s->o->lengths_path) {
         if (!ds_file_id(s->o->lengths_path, line, sizeof line)) {
             free(fp);
             return cli_fail("%s: %s", s->o->lengths_path, strerror(errno));
         }
-        DS_APPEND("lengths %s\n", line);
+        hash = ds_hash_bytes(DS_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
+        DS_APPEND("lengths %s hash %016llx\n", line, (unsigned long long)hash);
     }
     DS_APPEND("backend %s\nrows %lld:%lld of %lld\n", mha_runtime_backend(s->rt), (long long)s->lo,
               (long long)s->hi, (long long)s->B);
@@ -447,60 +471,85 @@ static int ds_make_fingerprint(ds_state *s) {
     return CLI_OK;
 }
 
-/* fsyncs every partial output, then records the rows done (atomically). */
+/* fsyncs every partial output, then records the rows done (atomically):
+ * the fingerprint, "done N", per output its bytes and its partial file,
+ * per input read by rows the hash of the rows done. */
 static int ds_checkpoint(ds_state *s) {
     mha_error err;
     mha_error_clear(&err);
     for (size_t i = 0; i < s->n_out; i++)
         if (s->out[i].writer &&
             npy_writer_sync(s->out[i].writer, &s->out[i].bytes_done, &err) != MHA_OK)
-            return cli_fail_err(s->out[i].partial, &err);
-    size_t cap = strlen(s->fingerprint) + 64 + s->n_out * 48;
+            return cli_fail_err(npy_writer_partial_path(s->out[i].writer), &err);
+    size_t cap = strlen(s->fingerprint) + 64 + s->n_out * 4200 + s->n_in * 48;
     char *text = malloc(cap);
     if (!text) return cli_fail("out of memory");
     size_t used = (size_t)snprintf(text, cap, "%sdone %lld\n", s->fingerprint, (long long)s->done);
     for (size_t i = 0; i < s->n_out; i++)
         if (s->out[i].writer)
-            used += (size_t)snprintf(text + used, cap - used, "bytes %zu %llu\n", i,
-                                     (unsigned long long)s->out[i].bytes_done);
-    mha_status st = atomic_file_save(&s->alloc, s->ckpt_path, text, used, &err);
+            used += (size_t)snprintf(text + used, cap - used, "bytes %zu %llu\npartial %zu %s\n", i,
+                                     (unsigned long long)s->out[i].bytes_done, i,
+                                     npy_writer_partial_path(s->out[i].writer));
+    for (size_t i = 0; i < s->n_in; i++)
+        if (s->in[i].file && s->in[i].batch_major)
+            used += (size_t)snprintf(text + used, cap - used, "rows-hash %zu %016llx\n", i,
+                                     (unsigned long long)s->in[i].rows_hash);
+    mha_status st = used < cap
+                        ? atomic_file_save_nofollow(&s->alloc, s->ckpt_path, text, used, &err)
+                        : mha_fail(&err, MHA_ERR_INTERNAL, "checkpoint text too long");
     free(text);
     if (st != MHA_OK) return cli_fail_err(s->ckpt_path, &err);
     return CLI_OK;
 }
 
+/* The whole of a checkpoint file (never through a symlink), NUL-ended.
+ * NULL with *missing = 1 when there is none; NULL after printing an
+ * error otherwise. */
+static char *ds_checkpoint_read(const char *path, int *missing) {
+    *missing = 0;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            *missing = 1;
+        else
+            cli_fail("%s: %s", path,
+                     errno == ELOOP ? "a symbolic link, not a checkpoint" : strerror(errno));
+        return NULL;
+    }
+    struct stat sb;
+    char *text = NULL;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > (1 << 24)) {
+        cli_fail("%s: not a checkpoint file", path);
+    } else if (!(text = malloc((size_t)sb.st_size + 1))) {
+        cli_fail("out of memory");
+    } else {
+        size_t got = 0;
+        while (got < (size_t)sb.st_size) {
+            ssize_t r = read(fd, text + got, (size_t)sb.st_size - got);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+        text[got] = '\0';
+        if (got == 0) {
+            cli_fail("%s: empty checkpoint", path);
+            free(text);
+            text = NULL;
+        }
+    }
+    close(fd);
+    return text;
+}
+
 /* Reads OUT.ckpt for --resume: the fingerprint must match line for line;
- * sets s->done and each output's bytes_done. *found = 0 when there is no
- * checkpoint (the run starts afresh). */
+ * sets s->done, each output's bytes_done and partial file and each input's
+ * hash of the rows done (checked by ds_verify_rows). *found = 0 when there
+ * is no checkpoint (the run starts afresh). */
 static int ds_checkpoint_load(ds_state *s, int *found) {
     *found = 0;
-    FILE *f = fopen(s->ckpt_path, "r");
-    if (!f) {
-        if (errno == ENOENT) return CLI_OK;
-        return cli_fail("%s: %s", s->ckpt_path, strerror(errno));
-    }
-    char *text = NULL;
-    size_t cap = 0, len = 0;
-    char buf[4096];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (len + got + 1 > cap) {
-            size_t ncap = (len + got + 1) * 2;
-            char *t = realloc(text, ncap);
-            if (!t) {
-                free(text);
-                fclose(f);
-                return cli_fail("out of memory");
-            }
-            text = t;
-            cap = ncap;
-        }
-        memcpy(text + len, buf, got);
-        len += got;
-    }
-    fclose(f);
-    if (!text) return cli_fail("%s: empty checkpoint", s->ckpt_path);
-    text[len] = '\0';
+    int missing;
+    char *text = ds_checkpoint_read(s->ckpt_path, &missing);
+    if (!text) return missing ? CLI_OK : CLI_FAIL;
 
     /* compare line by line up to "done" */
     const char *want = s->fingerprint, *have = text;
@@ -510,7 +559,7 @@ static int ds_checkpoint_load(ds_state *s, int *found) {
         size_t hl = he ? (size_t)(he - have) : strlen(have);
         if (wl != hl || memcmp(want, have, wl) != 0) {
             int rc = cli_fail("%s: cannot resume: the checkpoint has '%.*s' where this run has "
-                              "'%.*s' (remove the .ckpt and .partial files to start over)",
+                              "'%.*s' (remove the .ckpt file to start over)",
                               s->ckpt_path, (int)(hl > 300 ? 300 : hl), have,
                               (int)(wl > 300 ? 300 : wl), want);
             free(text);
@@ -520,28 +569,67 @@ static int ds_checkpoint_load(ds_state *s, int *found) {
         have += hl + (he ? 1 : 0);
     }
     long long done = -1;
-    int pos = 0;
-    if (sscanf(have, "done %lld\n%n", &done, &pos) != 1 || done < 0 || done > s->hi - s->lo) {
-        free(text);
-        return cli_fail("%s: malformed checkpoint (no valid 'done' line)", s->ckpt_path);
-    }
+    int pos = 0, rc = CLI_OK;
+    if (sscanf(have, "done %lld\n%n", &done, &pos) != 1 || done < 0 || done > s->hi - s->lo)
+        rc = cli_fail("%s: malformed checkpoint (no valid 'done' line)", s->ckpt_path);
     have += pos;
-    for (size_t i = 0; i < s->n_out; i++) {
+    for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++) {
         if (!s->out[i].file) continue;
-        size_t idx;
+        size_t idx, idx2;
         unsigned long long bytes;
-        int p2 = 0;
-        if (sscanf(have, "bytes %zu %llu\n%n", &idx, &bytes, &p2) != 2 || idx != i) {
-            free(text);
-            return cli_fail("%s: malformed checkpoint (output %zu has no 'bytes' line)",
-                            s->ckpt_path, i);
+        int p2 = 0, p3 = 0, p4 = 0;
+        if (sscanf(have, "bytes %zu %llu\n%n", &idx, &bytes, &p2) != 2 || idx != i ||
+            sscanf(have + p2, "partial %zu %n%*[^\n]%n\n", &idx2, &p3, &p4) != 1 || idx2 != i ||
+            p4 <= p3) {
+            rc = cli_fail("%s: malformed checkpoint (output %zu has no 'bytes' and 'partial' "
+                          "lines)",
+                          s->ckpt_path, i);
+            break;
         }
         s->out[i].bytes_done = bytes;
+        s->out[i].resume_partial = strndup(have + p2 + p3, (size_t)(p4 - p3));
+        if (!s->out[i].resume_partial) rc = cli_fail("out of memory");
+        have += p2 + p4 + (have[p2 + p4] == '\n');
+    }
+    for (size_t i = 0; i < s->n_in && rc == CLI_OK; i++) {
+        if (!s->in[i].file || !s->in[i].batch_major) continue;
+        size_t idx;
+        unsigned long long h = 0;
+        int p2 = 0;
+        if (sscanf(have, "rows-hash %zu %llx\n%n", &idx, &h, &p2) != 2 || idx != i)
+            rc = cli_fail("%s: malformed checkpoint (input %zu has no 'rows-hash' line)",
+                          s->ckpt_path, i);
+        s->in[i].ckpt_rows_hash = h;
         have += p2;
     }
     free(text);
+    if (rc != CLI_OK) return rc;
     s->done = done;
     *found = 1;
+    return CLI_OK;
+}
+
+/* On resume: the rows already scored must be the rows the checkpoint was
+ * made from. Reads them again (the one pass over the done part a resume
+ * costs) and compares their hash; leaves each input's running hash where
+ * the next chunk continues it. */
+static int ds_verify_rows(ds_state *s, int64_t bs, int64_t skv) {
+    for (int64_t r = s->lo; r < s->lo + s->done;) {
+        int64_t n = s->lo + s->done - r < bs ? s->lo + s->done - r : bs;
+        int rc = ds_bind_chunk(s, r, n, skv);
+        if (rc != CLI_OK) return rc;
+        for (size_t i = 0; i < s->n_in; i++)
+            if (s->in[i].file && s->in[i].batch_major) ds_hash_rows(&s->in[i], s->ins[i].data, n);
+        ds_advise(s, r, r + n, NPY_ADVICE_DONTNEED);
+        r += n;
+    }
+    for (size_t i = 0; i < s->n_in; i++)
+        if (s->in[i].file && s->in[i].batch_major && s->in[i].rows_hash != s->in[i].ckpt_rows_hash)
+            return cli_fail("%s: cannot resume: rows %lld:%lld, already scored, are not the rows "
+                            "the checkpoint %s was made from (the file changed); remove the "
+                            ".ckpt file to start over",
+                            s->in[i].file, (long long)s->lo, (long long)(s->lo + s->done),
+                            s->ckpt_path);
     return CLI_OK;
 }
 
@@ -827,14 +915,114 @@ static void ds_summary(const ds_state *s, long long rows, double seconds, double
 /* File mode: whole run, a shard, resume                                     */
 /* ------------------------------------------------------------------------ */
 
-/* Test hooks of tests/cli/dataset.sh (never set in normal use):
- * MHA_TEST_DATASET_DELAY_MS sleeps after each chunk (so a signal lands
- * mid-run); MHA_TEST_DATASET_CRASH_ROWS=N kills the process with SIGKILL
- * right after the chunk that reaches N rows is written but before its
- * checkpoint. */
+/* Test hooks of tests/cli/dataset.sh, compiled into the test build only
+ * (mha-testhooks, MHA_TEST_HOOKS; the shipped `mha` reads no such
+ * variable): MHA_TEST_DATASET_DELAY_MS sleeps after each chunk (so a
+ * signal lands mid-run); MHA_TEST_DATASET_CRASH_ROWS=N kills the process
+ * with SIGKILL right after the chunk that reaches N rows is written but
+ * before its checkpoint. */
 static long ds_test_env(const char *name) {
+#ifdef MHA_TEST_HOOKS
     const char *v = getenv(name);
     return v && *v ? strtol(v, NULL, 10) : 0;
+#else
+    (void)name;
+    return 0;
+#endif
+}
+
+/* Whether output i is already in place and complete: a regular file with
+ * this run's header and the size all its rows make (a finished run whose
+ * checkpoint was left behind). */
+static int ds_output_complete(const ds_state *s, size_t i) {
+    const ds_output *out = &s->out[i];
+    unsigned char head[640], have[640];
+    size_t hn = s->sharded ? npy_format_header_shard(out->chunk.dtype, out->chunk.rank, out->dims,
+                                                     s->lo, s->hi, s->B, head, sizeof head)
+                           : npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims, head,
+                                               sizeof head);
+    int fd = hn ? open(out->file, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
+    if (fd < 0) return 0;
+    struct stat sb;
+    int ok = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+             (uint64_t)sb.st_size == hn + (uint64_t)(s->hi - s->lo) * out->row_bytes &&
+             pread(fd, have, hn, 0) == (ssize_t)hn && memcmp(have, head, hn) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Opens the writers: afresh, or (found: a checkpoint was loaded) on the
+ * partial files it names. An output whose partial file is gone because an
+ * earlier run finished it counts in *complete. */
+static int ds_open_writers(ds_state *s, int found, size_t *complete) {
+    mha_error err;
+    mha_error_clear(&err);
+    *complete = 0;
+    for (size_t i = 0; i < s->n_out; i++) {
+        ds_output *out = &s->out[i];
+        if (!out->file) continue;
+        struct stat sb;
+        if (found && lstat(out->resume_partial, &sb) != 0 && errno == ENOENT) {
+            if (ds_output_complete(s, i)) {
+                (*complete)++;
+                continue;
+            }
+            return cli_fail("%s: cannot resume: its partial file %s is gone (remove the .ckpt "
+                            "file to start over)",
+                            s->ckpt_path, out->resume_partial);
+        }
+        if (npy_writer_begin_partial(&s->alloc, out->file, found ? out->resume_partial : NULL,
+                                     out->chunk.dtype, out->chunk.rank, out->dims, s->lo,
+                                     s->sharded ? s->B : 0, found ? s->done : 0, &out->writer,
+                                     &err) != MHA_OK)
+            return cli_fail_err(found ? out->resume_partial : out->file, &err);
+    }
+    return CLI_OK;
+}
+
+/* Before the writers: which outputs are streams (no checkpoint then), the
+ * checkpoint of a resume, and what kill -9 left behind (temporaries of
+ * these outputs no checkpoint names; mha_run.c holds their locks, so no
+ * other run is writing them). */
+static int ds_prepare_outputs(const cli_common *c, ds_state *s, int *found) {
+    const ds_options *o = s->o;
+    int streamed = 0, rc;
+    *found = 0;
+    for (size_t i = 0; i < s->n_out; i++) {
+        ds_output *out = &s->out[i];
+        atomic_dest d;
+        mha_error err;
+        mha_error_clear(&err);
+        if (!out->file) continue;
+        if (atomic_dest_resolve(&s->alloc, out->file, &d, &err) != MHA_OK)
+            return cli_fail_err(out->file, &err);
+        out->stream = d.kind == ATOMIC_DEST_STREAM;
+        streamed |= out->stream;
+        atomic_dest_clear(&s->alloc, &d);
+        if (out->stream && o->resume)
+            return cli_usage_error(c,
+                                   "--resume: output '%s' is written directly (standard "
+                                   "output, a FIFO or a device) and keeps no checkpoint",
+                                   out->file);
+    }
+    if (o->n_out_files && !streamed) {
+        s->ckpt_path = ds_strcat2(o->out_files[0], ".ckpt");
+        if (!s->ckpt_path) return cli_fail("out of memory");
+        if ((rc = ds_make_fingerprint(s)) != CLI_OK) return rc;
+    }
+    if (o->resume && s->ckpt_path && (rc = ds_checkpoint_load(s, found)) != CLI_OK) return rc;
+    if (o->resume && !*found && !o->quiet)
+        fprintf(stderr, "mha run: no checkpoint %s: starting from the first row\n",
+                s->ckpt_path ? s->ckpt_path : "(no output)");
+    if (!*found && s->ckpt_path) unlink(s->ckpt_path); /* a stale one must not count */
+    for (size_t i = 0; i < s->n_out; i++) {
+        const char *keep = s->out[i].resume_partial;
+        if (s->out[i].file && !s->out[i].stream)
+            atomic_file_clean_stale(&s->alloc, s->out[i].file, &keep, keep ? 1 : 0);
+    }
+    if (s->ckpt_path) atomic_file_clean_stale(&s->alloc, s->ckpt_path, NULL, 0);
+    s->have_ckpt = *found;
+    return CLI_OK;
 }
 
 static int ds_run_files(const cli_common *c, ds_state *s) {
@@ -867,32 +1055,27 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
             s->outs[i].data = s->out[i].buf;
         }
 
-    if (o->n_out_files) {
-        s->ckpt_path = ds_strcat2(o->out_files[0], ".ckpt");
-        if (!s->ckpt_path) return cli_fail("out of memory");
-        if ((rc = ds_make_fingerprint(s)) != CLI_OK) return rc;
-    }
     int found = 0;
-    if (o->resume && s->ckpt_path && (rc = ds_checkpoint_load(s, &found)) != CLI_OK) return rc;
-    if (o->resume && !found && !o->quiet)
-        fprintf(stderr, "mha run: no checkpoint %s: starting from the first row\n",
-                s->ckpt_path ? s->ckpt_path : "(no output)");
-    if (!found && s->ckpt_path) unlink(s->ckpt_path); /* a stale one must not count */
-    s->have_ckpt = found;
-    mha_error err;
-    mha_error_clear(&err);
-    for (size_t i = 0; i < s->n_out; i++) {
-        ds_output *out = &s->out[i];
-        if (!out->file) continue;
-        if (!(out->partial = ds_strcat2(out->file, ".partial"))) return cli_fail("out of memory");
-        if (npy_writer_begin_partial(&s->alloc, out->file, out->partial, out->chunk.dtype,
-                                     out->chunk.rank, out->dims, s->lo, s->sharded ? s->B : 0,
-                                     found ? s->done : 0, &out->writer, &err) != MHA_OK)
-            return cli_fail_err(out->partial, &err);
+    size_t complete = 0, n_files = 0;
+    if ((rc = ds_prepare_outputs(c, s, &found)) != CLI_OK) return rc;
+    if (found && (rc = ds_verify_rows(s, bs, skv)) != CLI_OK) return rc;
+    if ((rc = ds_open_writers(s, found, &complete)) != CLI_OK) return rc;
+    for (size_t i = 0; i < s->n_out; i++)
+        n_files += s->out[i].file != NULL;
+    if (found && complete == n_files) {
+        unlink(s->ckpt_path);
+        if (!o->quiet)
+            fprintf(stderr,
+                    "mha run: %s: already complete (an earlier run finished it); removed the "
+                    "stale checkpoint %s\n",
+                    o->out_files[0], s->ckpt_path);
+        return CLI_OK;
     }
 
-    struct sigaction old_int, old_term;
-    ds_signals_install(&old_int, &old_term);
+    cli_signals sigs;
+    cli_signals_catch(&sigs);
+    mha_error err;
+    mha_error_clear(&err);
     ds_progress prog = {0};
     prog.on = !o->quiet && isatty(STDERR_FILENO);
     prog.t0 = prog.last = cli_now();
@@ -907,10 +1090,12 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
         const int64_t n = s->hi - r < bs ? s->hi - r : bs;
         ds_advise(s, r + n, r + 2 * n, NPY_ADVICE_WILLNEED); /* read ahead while computing */
         if ((rc = ds_compute_chunk(s, r, n, sq, skv)) != CLI_OK) break;
+        for (size_t i = 0; i < s->n_in; i++) /* what the checkpoint will vouch for */
+            if (s->in[i].file && s->in[i].batch_major) ds_hash_rows(&s->in[i], s->ins[i].data, n);
         for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++)
             if (s->out[i].writer &&
                 npy_writer_write_rows(s->out[i].writer, s->out[i].buf, n, &err) != MHA_OK)
-                rc = cli_fail_err(s->out[i].partial, &err);
+                rc = cli_fail_err(s->out[i].file, &err);
         if (rc != CLI_OK) break;
         ds_advise(s, r, r + n, NPY_ADVICE_DONTNEED);
         s->done += n;
@@ -924,45 +1109,54 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
         double now = cli_now();
         int finished = s->lo + s->done >= s->hi;
         if (s->ckpt_path && !finished &&
-            (ds_stop_signal || now - last_ckpt >= o->checkpoint_seconds)) {
+            (cli_signal_caught() || now - last_ckpt >= o->checkpoint_seconds)) {
             rc = ds_checkpoint(s);
             s->have_ckpt = rc == CLI_OK;
             last_ckpt = now;
         }
-        if (ds_stop_signal && !finished) break;
+        if (cli_signal_caught() && !finished) break;
     }
     int stopped = rc == CLI_OK && s->lo + s->done < s->hi;
-    ds_signals_restore(&old_int, &old_term);
+    int sig = cli_signal_caught();
     ds_progress_draw(&prog, s->done, s->hi - s->lo, 1);
     if (stopped) {
-        int sig = (int)ds_stop_signal;
+        cli_signals_restore(&sigs);
+        const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
         if (s->ckpt_path)
-            rc = cli_fail("interrupted by %s after %lld of %lld rows; checkpoint %s: run the "
-                          "same command with --resume to continue",
-                          sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)s->done,
-                          (long long)(s->hi - s->lo), s->ckpt_path);
+            cli_fail("interrupted by %s after %lld of %lld rows; checkpoint %s: run the same "
+                     "command with --resume to continue",
+                     name, (long long)s->done, (long long)(s->hi - s->lo), s->ckpt_path);
         else
-            rc = cli_fail("interrupted by %s after %lld of %lld rows (no output to keep)",
-                          sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)s->done,
-                          (long long)(s->hi - s->lo));
+            cli_fail("interrupted by %s after %lld of %lld rows (no checkpoint: %s)", name,
+                     (long long)s->done, (long long)(s->hi - s->lo),
+                     o->n_out_files ? "an output is written directly" : "no output to keep");
         s->keep_partials = s->ckpt_path != NULL;
-        return rc;
+        return CLI_SIGNALED(sig);
     }
     if (rc != CLI_OK) {
         /* a failure, not an interruption: keep what a checkpoint can resume */
+        cli_signals_restore(&sigs);
         s->keep_partials = s->have_ckpt;
         return rc;
     }
+    /* Every row is in the partial files: record that first, so that an
+     * interruption between the renames below leaves a checkpoint from
+     * which --resume finishes them (or says the outputs are complete). */
+    if (s->ckpt_path && (rc = ds_checkpoint(s)) == CLI_OK) s->have_ckpt = 1;
     for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++) {
         if (!s->out[i].writer) continue;
         npy_writer *w = s->out[i].writer;
         s->out[i].writer = NULL;
         if (npy_writer_commit(w, &err) != MHA_OK) rc = cli_fail_err(s->out[i].file, &err);
     }
-    if (rc == CLI_OK && s->ckpt_path) unlink(s->ckpt_path);
-    if (rc == CLI_OK && !o->quiet)
-        ds_summary(s, (long long)rows_here, cli_now() - t0, t_start, s->nonfinite_rows);
-    return rc;
+    cli_signals_restore(&sigs);
+    if (rc != CLI_OK) {
+        s->keep_partials = s->have_ckpt;
+        return rc;
+    }
+    if (s->ckpt_path) unlink(s->ckpt_path);
+    if (!o->quiet) ds_summary(s, (long long)rows_here, cli_now() - t0, t_start, s->nonfinite_rows);
+    return CLI_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1004,16 +1198,30 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
     /* open every output collectively; rank 0 writes the headers */
     MPI_File *fh = ds_calloc(s->n_out, sizeof *fh);
     uint64_t *head_bytes = ds_calloc(s->n_out, sizeof *head_bytes);
-    if (!fh || !head_bytes) ds_mpi_fail(cli_fail("out of memory"));
+    atomic_file **partial = ds_calloc(s->n_out, sizeof *partial); /* rank 0's */
+    if (!fh || !head_bytes || !partial) ds_mpi_fail(cli_fail("out of memory"));
     for (size_t i = 0; i < s->n_out; i++) {
         ds_output *out = &s->out[i];
         if (!out->file) continue;
-        if (!(out->partial = ds_strcat2(out->file, ".partial")))
-            ds_mpi_fail(cli_fail("out of memory"));
-        if (MPI_File_open(MPI_COMM_WORLD, out->partial, MPI_MODE_CREATE | MPI_MODE_WRONLY,
-                          MPI_INFO_NULL, &fh[i]) != MPI_SUCCESS)
-            ds_mpi_fail(cli_fail("%s: MPI_File_open failed", out->partial));
-        MPI_File_set_size(fh[i], 0);
+        /* rank 0 creates the partial file exclusively and names it to all */
+        char name[4096] = "";
+        if (s->rank == 0) {
+            mha_error err;
+            mha_error_clear(&err);
+            if (atomic_file_begin_partial(&s->alloc, out->file, NULL, 0, NULL, 0, &partial[i],
+                                          &err) != MHA_OK)
+                ds_mpi_fail(cli_fail_err(out->file, &err));
+            if (!atomic_file_tmp_path(partial[i]))
+                ds_mpi_fail(cli_fail("%s: --mpi writes through MPI-IO: give a regular file, not "
+                                     "standard output, a FIFO or a device",
+                                     out->file));
+            if (!cli_format(name, sizeof name, "%s", atomic_file_tmp_path(partial[i])))
+                ds_mpi_fail(cli_fail("%s: path too long", out->file));
+        }
+        MPI_Bcast(name, (int)sizeof name, MPI_CHAR, 0, MPI_COMM_WORLD);
+        if (MPI_File_open(MPI_COMM_WORLD, name, MPI_MODE_WRONLY, MPI_INFO_NULL, &fh[i]) !=
+            MPI_SUCCESS)
+            ds_mpi_fail(cli_fail("%s: MPI_File_open failed", name));
         unsigned char head[640];
         size_t hn =
             npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims, head, sizeof head);
@@ -1021,7 +1229,7 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
         head_bytes[i] = hn;
         if (s->rank == 0 &&
             MPI_File_write_at(fh[i], 0, head, (int)hn, MPI_BYTE, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            ds_mpi_fail(cli_fail("%s: writing the header failed", out->partial));
+            ds_mpi_fail(cli_fail("%s: writing the header failed", name));
     }
 
     /* every rank makes the same number of collective writes */
@@ -1048,7 +1256,7 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
             MPI_Offset off = (MPI_Offset)(head_bytes[i] + (uint64_t)r * s->out[i].row_bytes);
             if (MPI_File_write_at_all(fh[i], n > 0 ? off : 0, s->out[i].buf, (int)bytes, MPI_BYTE,
                                       MPI_STATUS_IGNORE) != MPI_SUCCESS)
-                ds_mpi_fail(cli_fail("%s: MPI_File_write_at_all failed", s->out[i].partial));
+                ds_mpi_fail(cli_fail("%s: MPI_File_write_at_all failed", s->out[i].file));
         }
         if (n > 0) {
             ds_advise(s, r, r + n, NPY_ADVICE_DONTNEED);
@@ -1067,15 +1275,21 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
     MPI_Reduce(&rows, &all_rows, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
     MPI_Reduce(&bad, &all_bad, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
     MPI_Barrier(MPI_COMM_WORLD);
-    if (s->rank == 0)
-        for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++)
-            if (s->out[i].file && rename(s->out[i].partial, s->out[i].file) != 0)
-                rc = cli_fail("%s: cannot rename the finished file into place: %s", s->out[i].file,
-                              strerror(errno));
+    for (size_t i = 0; i < s->n_out; i++) { /* rank 0: fsync and rename into place */
+        mha_error err;
+        mha_error_clear(&err);
+        atomic_file *f = partial[i];
+        partial[i] = NULL;
+        if (f && rc == CLI_OK && atomic_file_commit(f, &err) != MHA_OK)
+            rc = cli_fail_err(s->out[i].file, &err);
+        else if (f && rc != CLI_OK)
+            atomic_file_abort(f);
+    }
     if (rc == CLI_OK && s->rank == 0 && !o->quiet)
         ds_summary(s, all_rows, seconds, t_start, all_bad);
     free(fh);
     free(head_bytes);
+    free(partial);
     ds_state_free(s, 1);
     s->rt = NULL;
     s->model = NULL;

@@ -142,3 +142,14 @@ int avx2_attention(void *state, const mha_attn_args *args, void *workspace, size
     (void)state;
     return fa_attention_run(args, workspace, workspace_size);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Rotary embedding                                                          */
+/* ------------------------------------------------------------------------ */
+
+#include "common/rotary.h"
+
+int avx2_rotary(void *state, const mha_rotary_args *args) {
+    (void)state;
+    return rotary_run(args);
+}

@@ -15,5 +15,6 @@ void avx2_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *p
 int avx2_gemm(void *state, const mha_gemm_args *args);
 size_t avx2_attention_workspace_size(void *state, const mha_attn_args *args);
 int avx2_attention(void *state, const mha_attn_args *args, void *workspace, size_t workspace_size);
+int avx2_rotary(void *state, const mha_rotary_args *args);
 
 #endif

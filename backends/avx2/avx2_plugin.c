@@ -41,6 +41,7 @@ static const mha_plugin avx2_plugin = {
     .attention_workspace_size = avx2_attention_workspace_size,
     .attention = avx2_attention,
     .get_proc = NULL,
+    .rotary = avx2_rotary,
 };
 
 const mha_plugin *mha_avx2_plugin_table(void);

@@ -65,3 +65,14 @@ int avx512_attention(void *state, const mha_attn_args *args, void *workspace,
     (void)state;
     return fa_attention_run(args, workspace, workspace_size);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Rotary embedding                                                          */
+/* ------------------------------------------------------------------------ */
+
+#include "common/rotary.h"
+
+int avx512_rotary(void *state, const mha_rotary_args *args) {
+    (void)state;
+    return rotary_run(args);
+}

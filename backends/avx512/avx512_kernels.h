@@ -16,5 +16,6 @@ int avx512_gemm(void *state, const mha_gemm_args *args);
 size_t avx512_attention_workspace_size(void *state, const mha_attn_args *args);
 int avx512_attention(void *state, const mha_attn_args *args, void *workspace,
                      size_t workspace_size);
+int avx512_rotary(void *state, const mha_rotary_args *args);
 
 #endif

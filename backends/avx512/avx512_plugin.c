@@ -44,6 +44,7 @@ static const mha_plugin avx512_plugin = {
     .attention_workspace_size = avx512_attention_workspace_size,
     .attention = avx512_attention,
     .get_proc = NULL,
+    .rotary = avx512_rotary,
 };
 
 const mha_plugin *mha_avx512_plugin_table(void);

@@ -31,7 +31,8 @@
  *   for j0 in 0, BC, 2BC, ... while j0 < (last key any row may see):
  *     S[r, :] = Q[r, :] . Kt[:, j0:j0+BC]                  (micro-tile)
  *     for each row r with keys left in this block:
- *       s = scale*S[r, :]; softcap; + mask; -inf where masked
+ *       s = scale*S[r, :]; softcap; + slope*(j - origin); + mask;
+ *       -inf where masked
  *       if any s is NaN or +inf: the row is poisoned (its output is NaN)
  *       mb = max(s); if mb == -inf: continue       (row untouched by block)
  *       mn = max(m, mb); c = exp(m - mn)           (0 while m == -inf)
@@ -388,10 +389,22 @@ static inline void fa_pv_group(float *const *p, float *const *acc, const float *
     }
 }
 
+/* ALiBi of one query row: score += slope * (p_j - origin). */
+typedef struct fa_alibi {
+    float slope;
+    int64_t origin;
+    const float *pos; /* key positions [Skv], or NULL: j */
+} fa_alibi;
+
+/* 0, 1, 2, ...: the lane offsets of a vector of keys */
+static _Alignas(64) const
+    float fa_lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
 /*
  * One row of a query block meets one key block [j0, j0 + BC): the online
  * softmax update up to P.V. srow [BC]: raw dot products in, probabilities
- * out; mrow: the mask row (keys at mrow[j * m_sk]) or NULL; nv in [1, BC]:
+ * out; mrow: the mask row (keys at mrow[j * m_sk]) or NULL; al: the row's
+ * ALiBi or NULL; nv in [1, BC]:
  * keys of the block this row may see (the rest is hidden by causal /
  * kv_len); m: running max; lv [VLEN]: running sum kept per lane (reduced
  * once, at the end: no horizontal sum per block). Returns 0 when the block
@@ -400,18 +413,35 @@ static inline void fa_pv_group(float *const *p, float *const *acc, const float *
  * score that is NaN or +inf (the reference's exp(s - max) is NaN for both)
  * sets *poisoned and returns 0: the max and exp below would hide it.
  */
-static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, int64_t j0, int64_t nv,
-                                 float *srow, float *m, float *lv, float *corr_out, int *poisoned) {
+static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, const fa_alibi *al,
+                                 int64_t j0, int64_t nv, float *srow, float *m, float *lv,
+                                 float *corr_out, int *poisoned) {
     vf x[FA_NCV];
     unsigned bad = 0;
     const vf vscale = vf_set1(a->scale);
 
-    /* pass a: logits = scale * dot, softcap, + mask; hidden keys -> -inf */
+    /* pass a: logits = scale * dot, softcap, + ALiBi, + mask; hidden keys
+     * -> -inf */
     _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
         int64_t lanes = nv - (int64_t)c * VLEN; /* visible lanes of this vector */
         vf t = vf_mul(vf_load(srow + c * VLEN), vscale);
         if (a->softcap > 0.0f)
             t = vf_mul(vf_tanh(vf_mul(t, vf_set1(1.0f / a->softcap))), vf_set1(a->softcap));
+        if (al) {
+            /* key distances p_j - origin of the vector's lanes, exact in
+             * float (|p_j - origin| < 2^24); p_j = j, or the host's
+             * positions (lanes past the keys read none) */
+            const int64_t jc = j0 + (int64_t)c * VLEN;
+            vf dist;
+            if (al->pos) {
+                const int64_t n = lanes < VLEN ? (lanes > 0 ? lanes : 0) : VLEN;
+                dist = vf_add(n == VLEN ? vf_load(al->pos + jc) : vf_load_part(al->pos + jc, n),
+                              vf_set1((float)-al->origin));
+            } else {
+                dist = vf_add(vf_set1((float)(jc - al->origin)), vf_load(fa_lane_index));
+            }
+            t = vf_fma(vf_set1(al->slope), dist, t);
+        }
         if (mrow && lanes > 0) {
             int64_t n = lanes < VLEN ? lanes : VLEN;
             const float *mp = mrow + (j0 + (int64_t)c * VLEN) * a->m_sk;
@@ -485,6 +515,8 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     int64_t row_end[FA_BR], live[FA_BR], live_nv[FA_BR];
     int poisoned[FA_BR];
     float corr[FA_BR];
+    fa_alibi alibi[FA_BR];
+    const float *slopes = kernel_alibi_slopes(a);
 
     for (int64_t t = 0; t < FA_BC + dvp; t++)
         pad[t] = 0.0f;
@@ -496,6 +528,11 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     fa_transpose_rows(qb + i0 * a->q_ss, a->q_ss, br, dk, qp, FA_BR);
     for (int64_t r = 0; r < br; r++) {
         row_end[r] = kernel_row_key_end(a, b, i0 + r);
+        if (slopes) {
+            alibi[r].slope = slopes[h];
+            alibi[r].origin = kernel_alibi_origin(a, b, i0 + r);
+            alibi[r].pos = kernel_alibi_pos(a, b);
+        }
         if (row_end[r] > blk_end) blk_end = row_end[r];
         mx[r] = -INFINITY;
         poisoned[r] = 0;
@@ -517,8 +554,9 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             int64_t nv = row_end[r] - j0;
             if (nv <= 0 || poisoned[r]) continue;
             if (nv > FA_BC) nv = FA_BC;
-            if (fa_row_softmax(a, kernel_mask_row(a, b, h, i0 + r), j0, nv, s + r * FA_BC, &mx[r],
-                               lv + r * VLEN, &corr[n_live], &poisoned[r])) {
+            if (fa_row_softmax(a, kernel_mask_row(a, b, h, i0 + r), slopes ? &alibi[r] : NULL, j0,
+                               nv, s + r * FA_BC, &mx[r], lv + r * VLEN, &corr[n_live],
+                               &poisoned[r])) {
                 live[n_live] = r;
                 live_nv[n_live] = nv;
                 n_live++;

@@ -37,10 +37,29 @@ static inline int kernel_gemm_args_ok(const mha_gemm_args *a) {
     return 1;
 }
 
+/* The ALiBi slopes [Hq] of an attention call, or NULL: an ABI 1.0 / 1.1
+ * host writes a shorter struct without them (no ALiBi then). */
+static inline const float *kernel_alibi_slopes(const mha_attn_args *a) {
+    return a->struct_size >= MHA_ATTN_ARGS_SIZE_1_2 ? a->alibi_slopes : NULL;
+}
+
+/* ALiBi key positions of batch item b [Skv], or NULL (key j is at j). */
+static inline const float *kernel_alibi_pos(const mha_attn_args *a, int64_t b) {
+    return a->alibi_pos ? a->alibi_pos + b * a->alibi_pos_sb : NULL;
+}
+
+/* The key position ALiBi measures from in row i of batch item b: 0, or the
+ * query's own position i + causal_offset[b] in the relative form. */
+static inline int64_t kernel_alibi_origin(const mha_attn_args *a, int64_t b, int64_t i) {
+    if (!a->alibi_relative) return 0;
+    return i + (a->causal_offset ? a->causal_offset[b] : 0);
+}
+
 /* Checks an attention call: sizes >= 0, Hq a multiple of Hkv (GQA), the
- * range inside [0,B) x [0,Hq) x [0,Sq) and the tensors it reads present. */
+ * range inside [0,B) x [0,Hq) x [0,Sq) and the tensors it reads present.
+ * Any host ABI from 1.0 on is served (later fields are read by size). */
 static inline int kernel_attn_args_ok(const mha_attn_args *a) {
-    if (!a || a->struct_size < sizeof(mha_attn_args)) return 0;
+    if (!a || a->struct_size < MHA_ATTN_ARGS_SIZE_1_0) return 0;
     if (a->B < 0 || a->Hq < 0 || a->Hkv < 0 || a->Sq < 0 || a->Skv < 0 || a->dk < 0 || a->dv < 0)
         return 0;
     if (a->b0 < 0 || a->b0 > a->b1 || a->b1 > a->B) return 0;
@@ -50,6 +69,26 @@ static inline int kernel_attn_args_ok(const mha_attn_args *a) {
     if (a->Hkv <= 0 || a->Hq % a->Hkv != 0) return 0;
     if (!a->o || !a->q || !a->k || !a->v) return 0;
     if (!(a->scale == a->scale) || !(a->softcap >= 0.0f)) return 0;
+    return 1;
+}
+
+/* Checks a rotary call: a known kind, an even rotary_dim in [2, d], the
+ * range inside [0,B) x [0,H) x [0,S), the tables and x present, and every
+ * position of the range inside the tables. */
+static inline int kernel_rotary_args_ok(const mha_rotary_args *a) {
+    if (!a || a->struct_size < MHA_ROTARY_ARGS_SIZE_1_2) return 0;
+    if (a->B < 0 || a->H < 0 || a->S < 0 || a->d < 0 || a->n_pos < 0) return 0;
+    if (a->b0 < 0 || a->b0 > a->b1 || a->b1 > a->B) return 0;
+    if (a->h0 < 0 || a->h0 > a->h1 || a->h1 > a->H) return 0;
+    if (a->s0 < 0 || a->s0 > a->s1 || a->s1 > a->S) return 0;
+    if (a->b0 == a->b1 || a->h0 == a->h1 || a->s0 == a->s1) return 1;
+    if (a->kind != MHA_ROTARY_HALF && a->kind != MHA_ROTARY_INTERLEAVED) return 0;
+    if (a->rotary_dim < 2 || a->rotary_dim % 2 || a->rotary_dim > a->d) return 0;
+    if (!a->x || !a->cos || !a->sin) return 0;
+    for (int64_t b = a->b0; b < a->b1; b++) {
+        const int64_t off = a->pos_offset ? a->pos_offset[b] : 0;
+        if (off < 0 || off > a->n_pos || a->s1 > a->n_pos - off) return 0;
+    }
     return 1;
 }
 

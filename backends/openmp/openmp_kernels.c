@@ -53,6 +53,7 @@
 
 #include "common/flash_attention.h"
 #include "common/gemm_blocked.h"
+#include "common/rotary.h"
 
 static int openmp_threads(int n) {
     return n > 0 ? n : 1;
@@ -279,6 +280,32 @@ static int openmp_attention(const mha_attn_args *a, void *workspace, size_t work
 }
 
 /* ------------------------------------------------------------------------ */
+/* Rotary embedding                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Units are (batch item, head): each rotates its rows alone, so any thread
+ * count gives the same bits. Memory-bound and small next to the GEMMs, so a
+ * region only when there are units for every thread. */
+static int openmp_rotary(const mha_rotary_args *a) {
+    if (!kernel_rotary_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (a->b0 == a->b1 || a->h0 == a->h1 || a->s0 == a->s1) return KERNEL_OK;
+    const int nt = openmp_threads(a->num_threads);
+    const int64_t nh = a->h1 - a->h0, units = (a->b1 - a->b0) * nh;
+    const unsigned fp = openmp_fp_controls();
+#pragma omp parallel num_threads(nt) if (nt > 1 && units >= nt)
+    {
+        const unsigned mine = openmp_fp_enter(fp);
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < units; u++) {
+            const int64_t h = a->h0 + u % nh;
+            rotary_rows(a, a->b0 + u / nh, h, h + 1);
+        }
+        openmp_fp_leave(mine);
+    }
+    return KERNEL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The variant's kernel set                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -287,4 +314,5 @@ const openmp_kernels OMP_ISA_NAME(openmp_kernels) = {
     .gemm = openmp_gemm,
     .attention_workspace_size = openmp_attention_workspace_size,
     .attention = openmp_attention,
+    .rotary = openmp_rotary,
 };

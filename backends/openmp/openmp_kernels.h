@@ -31,6 +31,7 @@ typedef struct openmp_kernels {
     int (*gemm)(const mha_gemm_args *args);
     size_t (*attention_workspace_size)(const mha_attn_args *args);
     int (*attention)(const mha_attn_args *args, void *workspace, size_t workspace_size);
+    int (*rotary)(const mha_rotary_args *args); /* ABI 1.2 */
 } openmp_kernels;
 
 /* Only the baseline exists on every target; the other two are built on

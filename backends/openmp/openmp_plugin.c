@@ -89,6 +89,10 @@ static int openmp_attention(void *state, const mha_attn_args *args, void *worksp
     return openmp_state(state)->attention(args, workspace, workspace_size);
 }
 
+static int openmp_rotary(void *state, const mha_rotary_args *args) {
+    return openmp_state(state)->rotary(args);
+}
+
 /* get_proc("isa"): an openmp_isa_fn, const char *(*)(void *state). */
 static const char *openmp_isa(void *state) {
     return openmp_state(state)->isa;
@@ -122,6 +126,7 @@ static const mha_plugin openmp_plugin = {
     .attention_workspace_size = openmp_attention_workspace_size,
     .attention = openmp_attention,
     .get_proc = openmp_get_proc,
+    .rotary = openmp_rotary,
 };
 
 const mha_plugin *mha_openmp_plugin_table(void);

@@ -105,10 +105,14 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
     const int64_t end = kernel_row_key_end(a, b, i);   /* keys >= end are masked */
     double *s = scratch;                               /* [Skv] scores; -inf = masked */
     double *acc = scratch + (a->Skv > 0 ? a->Skv : 0); /* [dv] */
+    const float *slopes = kernel_alibi_slopes(a);
+    const double slope = slopes ? (double)slopes[h] : 0.0;
+    const int64_t origin = kernel_alibi_origin(a, b, i);
+    const float *kpos = slopes ? kernel_alibi_pos(a, b) : NULL;
 
-    /* pass 1: scores s[j] = scale * q.k_j, softcap, + mask; and their max.
-     * NaN never wins `sj > smax`, so keys that are not masked are counted
-     * apart: a row of NaN scores is not a fully masked row. */
+    /* pass 1: scores s[j] = scale * q.k_j, softcap, + ALiBi, + mask; and
+     * their max. NaN never wins `sj > smax`, so keys that are not masked are
+     * counted apart: a row of NaN scores is not a fully masked row. */
     double smax = -INFINITY;
     int64_t n_live = 0;
     for (int64_t j = 0; j < end; j++) {
@@ -118,6 +122,7 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
             dot += (double)q[d] * (double)kj[d];
         double sj = (double)a->scale * dot;
         if (a->softcap > 0.0f) sj = (double)a->softcap * tanh(sj / (double)a->softcap);
+        if (slopes) sj += slope * ((kpos ? (double)kpos[j] : (double)j) - (double)origin);
         if (mrow) {
             float mv = mrow[j * a->m_sk];
             sj = kernel_mask_hides(mv) ? -INFINITY : sj + (double)mv;
@@ -175,6 +180,40 @@ static int scalar_attention(void *state, const mha_attn_args *a, void *workspace
 }
 
 /* ------------------------------------------------------------------------ */
+/* Rotary embedding                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* One row x [d] at table row cs = cos / sin + pos * half: each rotated pair
+ * computed in double and rounded once. */
+static void scalar_rotary_row(const mha_rotary_args *a, float *x, const float *cs,
+                              const float *sn) {
+    const int64_t half = a->rotary_dim / 2;
+    const int64_t step = a->kind == MHA_ROTARY_INTERLEAVED ? 1 : half; /* x2 after x1 */
+    for (int64_t t = 0; t < half; t++) {
+        float *p1 = a->kind == MHA_ROTARY_INTERLEAVED ? x + 2 * t : x + t;
+        float *p2 = p1 + step;
+        const double x1 = (double)*p1, x2 = (double)*p2, c = (double)cs[t], s = (double)sn[t];
+        *p1 = (float)(x1 * c - x2 * s);
+        *p2 = (float)(x2 * c + x1 * s);
+    }
+}
+
+static int scalar_rotary(void *state, const mha_rotary_args *a) {
+    (void)state;
+    if (!kernel_rotary_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (a->b0 == a->b1 || a->h0 == a->h1 || a->s0 == a->s1) return KERNEL_OK;
+    const int64_t half = a->rotary_dim / 2;
+    for (int64_t b = a->b0; b < a->b1; b++) {
+        const int64_t off = a->pos_offset ? a->pos_offset[b] : 0;
+        for (int64_t h = a->h0; h < a->h1; h++)
+            for (int64_t s = a->s0; s < a->s1; s++)
+                scalar_rotary_row(a, a->x + b * a->x_sb + h * a->x_sh + s * a->x_ss,
+                                  a->cos + (s + off) * half, a->sin + (s + off) * half);
+    }
+    return KERNEL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Plugin table                                                              */
 /* ------------------------------------------------------------------------ */
 
@@ -214,6 +253,7 @@ static const mha_plugin scalar_plugin = {
     .attention_workspace_size = scalar_attention_workspace_size,
     .attention = scalar_attention,
     .get_proc = NULL,
+    .rotary = scalar_rotary,
 };
 
 const mha_plugin *mha_scalar_plugin_table(void) {

@@ -104,13 +104,69 @@ MHA_API int64_t mha_tensor_numel(const mha_tensor *t) {
 
 /* ---- errors ---- */
 
+/* Length of the well-formed UTF-8 sequence at s (2..4), or 0 when the
+ * bytes there are not one (overlong forms, surrogates, past U+10FFFF). */
+static size_t utf8_sequence_length(const unsigned char *s) {
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF; /* range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else
+        return 0;
+    if (s[1] < lo || s[1] > hi) return 0;
+    for (size_t k = 2; k < len; k++)
+        if (s[k] < 0x80 || s[k] > 0xBF) return 0;
+    return len;
+}
+
+char *mha_text_escape(char *dst, size_t dst_size, const char *src) {
+    if (!dst || dst_size == 0) return dst;
+    const unsigned char *s = (const unsigned char *)(src ? src : "");
+    size_t used = 0;
+    while (*s) {
+        char piece[16];
+        size_t take = 1, plen;
+        if (*s == '\n' || *s == '\r' || *s == '\t') {
+            piece[0] = ' ';
+            plen = 1;
+        } else if (*s < 0x20 || *s == 0x7F) {
+            plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x", *s);
+        } else if (*s < 0x80) {
+            piece[0] = (char)*s;
+            plen = 1;
+        } else if ((take = utf8_sequence_length(s)) == 0) {
+            take = 1;
+            plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x", *s);
+        } else if (s[0] == 0xC2 && s[1] <= 0x9F) {
+            plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x\\x%02x", s[0], s[1]);
+        } else {
+            memcpy(piece, s, take);
+            plen = take;
+        }
+        if (used + plen >= dst_size) break;
+        memcpy(dst + used, piece, plen);
+        used += plen;
+        s += take;
+    }
+    dst[used] = '\0';
+    return dst;
+}
+
 mha_status mha_failv(mha_error *err, mha_status st, const char *fmt, va_list ap) {
     if (err) {
         err->status = st;
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        /* one line: fold any newline a caller-supplied string carried */
-        for (char *p = err->message; *p; p++)
-            if (*p == '\n' || *p == '\r') *p = ' ';
+        char raw[MHA_ERROR_MESSAGE_MAX];
+        vsnprintf(raw, sizeof raw, fmt, ap);
+        mha_text_escape(err->message, sizeof err->message, raw);
     }
     return st;
 }
@@ -125,25 +181,22 @@ mha_status mha_fail(mha_error *err, mha_status st, const char *fmt, ...) {
 
 void mha_error_prefix(mha_error *err, const char *fmt, ...) {
     if (!err) return;
-    char old[MHA_ERROR_MESSAGE_MAX];
-    memcpy(old, err->message, sizeof old);
+    char prefix[MHA_ERROR_MESSAGE_MAX], joined[MHA_ERROR_MESSAGE_MAX];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(err->message, sizeof err->message, fmt, ap);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof err->message - 2) return;
-    size_t used = (size_t)n;
-    err->message[used++] = ':';
-    err->message[used++] = ' ';
-    size_t room = sizeof err->message - used - 1;
-    size_t len = strnlen(old, room);
-    memcpy(err->message + used, old, len);
-    err->message[used + len] = '\0';
+    /* a prefix filling the buffer leaves only the prefix */
+    if (snprintf(joined, sizeof joined, "%s: %s", prefix, err->message) < 0) joined[0] = '\0';
+    mha_text_escape(err->message, sizeof err->message, joined);
 }
 
 /* ---- allocation ---- */
 
-/* Fault injection (tests only): process-wide counter. */
+#ifdef MHA_TEST_HOOKS
+/* Fault injection, compiled into test builds only (mha_static_testing): a
+ * process-wide counter, which the shipped library -- no global state --
+ * must not have. */
 static atomic_long alloc_counter;
 static atomic_long alloc_fail_at; /* 0 = off */
 static atomic_int alloc_fail_persistent;
@@ -164,6 +217,11 @@ static int alloc_should_fail(void) {
     if (at <= 0) return 0;
     return n == at || (n > at && atomic_load(&alloc_fail_persistent));
 }
+#else
+static int alloc_should_fail(void) {
+    return 0;
+}
+#endif
 
 void mha_alloc_ctx_init(mha_alloc_ctx *ctx, const mha_allocator *user) {
     memset(ctx, 0, sizeof *ctx);
@@ -182,12 +240,28 @@ void *mha_malloc(const mha_alloc_ctx *ctx, size_t size) {
     return p;
 }
 
-void *mha_calloc(const mha_alloc_ctx *ctx, size_t n, size_t size) {
+void *mha_malloc_small(const mha_alloc_ctx *ctx, size_t size) {
+    if (alloc_should_fail()) return NULL;
+    if (size == 0) size = 1;
+    if (ctx && ctx->user.alloc) return ctx->user.alloc(ctx->user.user, size, 16);
+    return malloc(size);
+}
+
+static void *calloc_with(void *(*alloc)(const mha_alloc_ctx *, size_t), const mha_alloc_ctx *ctx,
+                         size_t n, size_t size) {
     size_t total;
     if (!mha_mul_size(n, size, &total)) return NULL;
-    void *p = mha_malloc(ctx, total);
+    void *p = alloc(ctx, total);
     if (p) memset(p, 0, total);
     return p;
+}
+
+void *mha_calloc(const mha_alloc_ctx *ctx, size_t n, size_t size) {
+    return calloc_with(mha_malloc, ctx, n, size);
+}
+
+void *mha_calloc_small(const mha_alloc_ctx *ctx, size_t n, size_t size) {
+    return calloc_with(mha_malloc_small, ctx, n, size);
 }
 
 void mha_free(const mha_alloc_ctx *ctx, void *p) {
@@ -202,7 +276,7 @@ void mha_free(const mha_alloc_ctx *ctx, void *p) {
 char *mha_strdup(const mha_alloc_ctx *ctx, const char *s) {
     if (!s) s = "";
     size_t n = strlen(s) + 1;
-    char *d = mha_malloc(ctx, n);
+    char *d = mha_malloc_small(ctx, n);
     if (d) memcpy(d, s, n);
     return d;
 }

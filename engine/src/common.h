@@ -25,6 +25,16 @@ mha_status mha_failv(mha_error *err, mha_status st, const char *fmt, va_list ap)
 /* Prefixes the message already in err with "prefix: " (e.g. a file name). */
 void mha_error_prefix(mha_error *err, const char *fmt, ...) MHA_PRINTF(2, 3);
 
+/* Copies src into dst (dst_size bytes, always NUL-terminated, truncated
+ * between characters) so that no byte a terminal acts on survives: C0
+ * controls and DEL, C1 controls written as UTF-8 (U+0080..U+009F, U+009B is
+ * CSI) and bytes that are not well-formed UTF-8 (a lone 0x9b is CSI on an
+ * 8-bit terminal) become "\xNN"; newline, CR and tab become a space
+ * (messages are one line). Printable ASCII and valid UTF-8 pass unchanged,
+ * so escaping twice changes nothing. Returns dst. Names in a model are
+ * untrusted text: every message that may carry one goes through this. */
+char *mha_text_escape(char *dst, size_t dst_size, const char *src);
+
 /* The allocator of a runtime or model. NULL means malloc. Every allocation of
  * the library goes through mha_malloc / mha_calloc / mha_free with one. The
  * fault-injection hook (tests) lives behind it. */
@@ -36,13 +46,21 @@ void mha_alloc_ctx_init(mha_alloc_ctx *ctx, const mha_allocator *user);
 void *mha_malloc(const mha_alloc_ctx *ctx, size_t size);           /* 64-byte aligned */
 void *mha_calloc(const mha_alloc_ctx *ctx, size_t n, size_t size); /* checked product */
 void mha_free(const mha_alloc_ctx *ctx, void *p);
-char *mha_strdup(const mha_alloc_ctx *ctx, const char *s);
+char *mha_strdup(const mha_alloc_ctx *ctx, const char *s); /* mha_malloc_small'd */
+/* For small pieces no kernel reads with SIMD loads (names, protobuf-c's
+ * structs): the C library's own alignment (16), no rounding to 64 bytes --
+ * a 5-byte name costs ~32 bytes instead of ~128, which is what a file of
+ * many tiny fields multiplies. Freed with mha_free. */
+void *mha_malloc_small(const mha_alloc_ctx *ctx, size_t size);
+void *mha_calloc_small(const mha_alloc_ctx *ctx, size_t n, size_t size); /* checked product */
 
-/* Test hook: when set to N > 0, the N-th allocation from now (process-wide,
- * counted over every context) fails; persistent = every one after it too.
- * Only for the fault-injection tests; not part of the public API. */
+#ifdef MHA_TEST_HOOKS
+/* Test hook, in test builds only (mha_static_testing): when set to N > 0,
+ * the N-th allocation from now (process-wide, counted over every context)
+ * fails; persistent = every one after it too. */
 void mha_alloc_fail_at(long n, int persistent);
 long mha_alloc_count(void);
+#endif
 
 /* Checked arithmetic: return 0 on overflow. */
 int mha_mul_size(size_t a, size_t b, size_t *out);

@@ -16,6 +16,7 @@
  *   mask = one additive float view of every mask input       (once per run)
  *   for each chunk of nb batch items (so intermediates stay bounded):
  *     phase 1, unit = GEMM tile:  proj = X . [Wq|Wk|Wv] + b
+ *     (rotary layers) unit = (b, Q or K, row block): rotate Q and K in place
  *     phase 2, unit = (query block, b, h), heaviest first if causal:
  *              att[b, rows, h] = softmax(scale Q K^T + mask) V
  *     phase 3, unit = GEMM tile:  Y = att . Wo + bo
@@ -23,10 +24,13 @@
 #include "exec.h"
 
 #include "exec_ext.h"
+#include "registry.h"
 #include "tensor.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #define EXEC_DEFAULT_CHUNK_BYTES ((size_t)64 << 20)
@@ -91,10 +95,18 @@ mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t 
     if (packed_size == SIZE_MAX)
         return mha_fail(err, MHA_ERR_LIMIT, "packing %s: backend '%s' cannot pack %lldx%lld", what,
                         p->name, (long long)K, (long long)N);
+    /* the packed panels hold every weight: fewer bytes than K x N floats
+     * would let pack_b write past the buffer */
+    if (packed_size < kn)
+        return mha_fail(err, MHA_ERR_PLUGIN,
+                        "packing %s: backend '%s' reports %zu packed bytes for %lldx%lld float "
+                        "weights (%zu bytes)",
+                        what, p->name, packed_size, (long long)K, (long long)N, kn);
     out->packed = mha_malloc(a, packed_size ? packed_size : 1);
     if (!out->packed)
-        return mha_fail(err, MHA_ERR_NO_MEMORY, "packing %s: out of memory for %zu bytes", what,
-                        packed_size);
+        return mha_fail(err, MHA_ERR_NO_MEMORY,
+                        "packing %s: out of memory for the %zu bytes backend '%s' asks for", what,
+                        packed_size, p->name);
     if (n_parts == 1) {
         p->gemm_pack_b(K, N, w[0], N, out->packed);
     } else {
@@ -232,8 +244,9 @@ static void exec_services_free(void *ctx, void *ptr) {
 
 static void exec_services_log(void *ctx, int level, const char *message) {
     const exec_services *s = ctx;
+    char safe[1024]; /* a plugin's text: one line, no control characters */
     if (s->log && level >= 0 && level <= (int)s->log_level)
-        s->log(s->log_user, (mha_log_level)level, message ? message : "");
+        s->log(s->log_user, (mha_log_level)level, mha_text_escape(safe, sizeof safe, message));
 }
 
 void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log, void *log_user,
@@ -255,28 +268,36 @@ void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log
 /* Masks                                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* Every mask of a run as one additive float tensor addressed with strides
- * over [batch, head, query, key]; stride 0 broadcasts. */
-typedef struct exec_mask {
-    const float *data; /* NULL: no mask */
-    int64_t sb, sh, sq, sk;
-    float *owned;
-} exec_mask;
+/* A term of the mask seen as 4-D [B', H', Sq', Skv'] (each dim full or 1):
+ * a mask input, the layer's constant bias, or the sliding window. */
+typedef enum exec_mask_kind {
+    EXEC_MASK_TENSOR = 0, /* bool 0 / -inf by polarity, or float additive */
+    EXEC_MASK_VALUED,     /* key padding m -> the layer's kpm_add (any dtype) */
+    EXEC_MASK_WINDOW,     /* -inf where j < i - left_window */
+    EXEC_MASK_RELATIVE    /* the layer's bias[h][j - i + len - 1] (T5) */
+} exec_mask_kind;
 
-/* A mask input seen as 4-D [B', H', Sq', Skv'] (each dim full or 1). */
 typedef struct exec_mask_view {
+    exec_mask_kind kind;
     const mha_tensor *t;
     int64_t dims[4];
     int64_t strides[4];   /* elements; 0 where dims == 1 */
     int attend_when_true; /* bool masks */
 } exec_mask_view;
 
-static void exec_mask_view_attn(const mha_tensor *t, exec_mask_view *v) {
+/* An attention mask right-aligned to [B, H, Sq, Skv] -- or, batch_first
+ * and 3-D, [B, Sq, Skv] as [B, 1, Sq, Skv]. */
+static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, int batch_first,
+                                exec_mask_view *v) {
+    v->kind = EXEC_MASK_TENSOR;
     v->t = t;
-    v->attend_when_true = 1;
+    v->attend_when_true = attend_when_true;
     int64_t stride = 1;
     for (int i = 3; i >= 0; i--) {
-        int src = t->rank - (4 - i);
+        int src = batch_first && t->rank == 3 ? (i == 1   ? -1
+                                                 : i == 0 ? 0
+                                                          : i - 1)
+                                              : t->rank - (4 - i);
         int64_t d = src >= 0 ? t->shape[src] : 1;
         v->dims[i] = d;
         v->strides[i] = d == 1 ? 0 : stride;
@@ -284,8 +305,10 @@ static void exec_mask_view_attn(const mha_tensor *t, exec_mask_view *v) {
     }
 }
 
-static void exec_mask_view_padding(const mha_tensor *t, int true_means_ignore, exec_mask_view *v) {
+static void exec_mask_view_padding(const mha_tensor *t, int true_means_ignore, int valued,
+                                   exec_mask_view *v) {
     /* [B', Skv] -> [B', 1, 1, Skv] */
+    v->kind = valued ? EXEC_MASK_VALUED : EXEC_MASK_TENSOR;
     v->t = t;
     v->attend_when_true = !true_means_ignore;
     v->dims[0] = t->shape[0];
@@ -298,7 +321,35 @@ static void exec_mask_view_padding(const mha_tensor *t, int true_means_ignore, e
     v->strides[3] = t->shape[1] == 1 ? 0 : 1;
 }
 
-static float exec_mask_value(const exec_mask_view *v, int64_t off) {
+static double exec_mask_raw(const mha_tensor *t, int64_t off) {
+    switch (t->dtype) {
+    case MHA_DTYPE_BOOL:
+        return ((const uint8_t *)t->data)[off] != 0;
+    case MHA_DTYPE_INT32:
+        return ((const int32_t *)t->data)[off];
+    case MHA_DTYPE_INT64:
+        return (double)((const int64_t *)t->data)[off];
+    default:
+        return ((const float *)t->data)[off];
+    }
+}
+
+/* The additive of view v at (head h, query i, key j), element off of its
+ * tensor. */
+static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t h,
+                             int64_t i, int64_t j) {
+    if (v->kind == EXEC_MASK_WINDOW) return j < i - L->left_window ? -INFINITY : 0.0f;
+    if (v->kind == EXEC_MASK_RELATIVE)
+        return L->bias[h * (2 * L->bias_rel_len - 1) + (j - i + L->bias_rel_len - 1)];
+    if (v->kind == EXEC_MASK_VALUED) {
+        /* the graph's own arithmetic: (1 - m) * c is c0 + (c1 - c0) * m */
+        const float *add = L->kpm_add;
+        double m = exec_mask_raw(v->t, off);
+        if (L->kpm_affine && v->t->dtype == MHA_DTYPE_FLOAT32 && isfinite(add[0]) &&
+            isfinite(add[1]))
+            return add[0] + (add[1] - add[0]) * (float)m;
+        return add[m != 0.0];
+    }
     if (v->t->dtype == MHA_DTYPE_BOOL) {
         int on = ((const uint8_t *)v->t->data)[off] != 0;
         return on == v->attend_when_true ? 0.0f : -INFINITY;
@@ -306,17 +357,52 @@ static float exec_mask_value(const exec_mask_view *v, int64_t off) {
     return ((const float *)v->t->data)[off];
 }
 
-static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
-                                  exec_mask *m, mha_error *err) {
+mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
+                           exec_mask *m, mha_error *err) {
     memset(m, 0, sizeof *m);
-    exec_mask_view views[2];
+    exec_mask_view views[4];
+    mha_tensor bias;
     int n = 0;
-    if (bd->attn_mask) exec_mask_view_attn(bd->attn_mask, &views[n++]);
+    if (bd->attn_mask) {
+        exec_mask_view_attn(bd->attn_mask, !L->attn_bool_ignore_true, L->attn_mask_batch_first,
+                            &views[n]);
+        if (L->attn_valued) views[n].kind = EXEC_MASK_VALUED;
+        n++;
+    }
     if (bd->key_padding)
-        exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, &views[n++]);
+        exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued,
+                               &views[n++]);
+    if (L->bias && L->bias_rel_len > 0) {
+        /* [1, heads, Sq, Skv] from the diagonals (layer_bind checked the lengths) */
+        exec_mask_view *r = &views[n++];
+        memset(r, 0, sizeof *r);
+        r->kind = EXEC_MASK_RELATIVE;
+        r->dims[0] = 1;
+        r->dims[1] = L->bias_heads;
+        r->dims[2] = bd->Sq;
+        r->dims[3] = bd->Skv;
+    } else if (L->bias) {
+        /* [bias_heads, Sq, Skv], fixed lengths (layer_bind checked them) */
+        memset(&bias, 0, sizeof bias);
+        bias.dtype = MHA_DTYPE_FLOAT32;
+        bias.rank = 3;
+        bias.shape[0] = L->bias_heads;
+        bias.shape[1] = L->bias_sq;
+        bias.shape[2] = L->bias_skv;
+        bias.data = L->bias;
+        exec_mask_view_attn(&bias, 1, 0, &views[n++]);
+    }
+    if (L->has_proj && L->has_left_window) {
+        exec_mask_view *w = &views[n++];
+        memset(w, 0, sizeof *w);
+        w->kind = EXEC_MASK_WINDOW;
+        w->dims[0] = w->dims[1] = 1;
+        w->dims[2] = bd->Sq;
+        w->dims[3] = bd->Skv;
+    }
     if (n == 0) return MHA_OK;
 
-    if (n == 1 && views[0].t->dtype == MHA_DTYPE_FLOAT32) {
+    if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32) {
         /* a float mask is used as it is, through its strides */
         m->data = views[0].t->data;
         m->sb = views[0].strides[0];
@@ -325,12 +411,14 @@ static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const 
         m->sk = views[0].strides[3];
         return MHA_OK;
     }
-    /* bool masks become 0 / -inf; two masks are summed into one tensor of
-     * their common broadcast shape */
+    /* bool masks become 0 / -inf, valued key padding its additive; several
+     * terms are summed into one tensor of their common broadcast shape (a
+     * key padding row alone stays a [B, 1, 1, Skv] row) */
     int64_t dims[4], strides[4], total = 1;
     for (int i = 0; i < 4; i++) {
         dims[i] = views[0].dims[i];
-        if (n == 2 && views[1].dims[i] > dims[i]) dims[i] = views[1].dims[i];
+        for (int k = 1; k < n; k++)
+            if (views[k].dims[i] > dims[i]) dims[i] = views[k].dims[i];
     }
     for (int i = 3; i >= 0; i--) {
         strides[i] = dims[i] == 1 ? 0 : total;
@@ -350,7 +438,7 @@ static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const 
                     for (int k = 0; k < n; k++) {
                         const int64_t *s = views[k].strides;
                         int64_t off = i0 * s[0] + i1 * s[1] + i2 * s[2] + i3 * s[3];
-                        sum += exec_mask_value(&views[k], off);
+                        sum += exec_mask_value(L, &views[k], off, i1, i2, i3);
                     }
                     *dst++ = sum;
                 }
@@ -359,6 +447,36 @@ static mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const 
     m->sh = strides[1];
     m->sq = strides[2];
     m->sk = strides[3];
+    return MHA_OK;
+}
+
+/* BLOOM's ALiBi positions, [B, Skv]: key j of batch item b is at the
+ * number of keys its key padding lets through before it (cumsum(m) - 1); a
+ * hidden key gets 0 (its score is hidden anyway). NULL unless the layer
+ * counts positions so and has a key padding input. */
+static mha_status exec_alibi_positions(const mha_alloc_ctx *a, const layer *L,
+                                       const exec_binding *bd, float **out, mha_error *err) {
+    *out = NULL;
+    if (!L->alibi_slopes || !L->alibi_pos_from_mask || !bd->key_padding) return MHA_OK;
+    exec_mask_view v;
+    exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued, &v);
+    const int64_t B = bd->B, S = bd->Skv;
+    size_t n;
+    if (!mha_mul_size((size_t)B, (size_t)S, &n))
+        return mha_fail(err, MHA_ERR_LIMIT, "ALiBi positions of %lld x %lld keys", (long long)B,
+                        (long long)S);
+    float *pos = mha_malloc(a, (n ? n : 1) * sizeof(float));
+    if (!pos) return mha_fail(err, MHA_ERR_NO_MEMORY, "ALiBi positions: out of memory");
+    for (int64_t b = 0; b < B; b++) {
+        int64_t seen = 0;
+        for (int64_t j = 0; j < S; j++) {
+            const int64_t off = b * v.strides[0] + j * v.strides[3];
+            const int attend = !(exec_mask_value(L, &v, off, 0, 0, j) <= -FLT_MAX);
+            seen += attend;
+            pos[b * S + j] = attend ? (float)(seen - 1) : 0.0f;
+        }
+    }
+    *out = pos;
     return MHA_OK;
 }
 
@@ -395,7 +513,18 @@ typedef struct exec_attn_plan {
     int64_t n_units;
 } exec_attn_plan;
 
-enum { EXEC_PHASE_PROJ, EXEC_PHASE_ATTN, EXEC_PHASE_OUT };
+/* Rotary embedding of Q and K of the chunk, in place: units are (batch
+ * item, Q or K, block of rows). args[0] rotates Q, args[1] K; each covers
+ * the whole chunk. */
+typedef struct exec_rope_plan {
+    mha_rotary_args args[2];
+    registry_rotary_fn fn; /* the plugin's, or the built-in scalar's */
+    void *fn_state;
+    int64_t s_block[2], n_sb[2];
+    int64_t n_units;
+} exec_rope_plan;
+
+enum { EXEC_PHASE_PROJ, EXEC_PHASE_ROPE, EXEC_PHASE_ATTN, EXEC_PHASE_OUT };
 
 typedef struct exec_state {
     const exec_env *env;
@@ -405,9 +534,11 @@ typedef struct exec_state {
     int n_phases;
     exec_gemm_family proj[2];
     int n_proj;
+    exec_rope_plan rope;
     exec_attn_plan attn;
     exec_gemm_family out;
-    char *workspace; /* threads x ws_stride bytes */
+    const float *alibi_pos; /* [B, Skv] ALiBi key positions of the run, or NULL */
+    char *workspace;        /* threads x ws_stride bytes */
     size_t ws_stride, ws_size, ws_capacity;
 } exec_state;
 
@@ -534,11 +665,14 @@ static mha_status exec_workspace_reserve(exec_state *s, const mha_alloc_ctx *a, 
         widest.num_threads = s->threads;
     }
     size_t ws = p->attention_workspace_size(s->env->plugin_state, &widest);
-    size_t stride = (ws + 63) & ~(size_t)63;
-    size_t total;
-    if (!mha_mul_size(stride, (size_t)copies, &total))
-        return mha_fail(err, MHA_ERR_LIMIT, "attention workspace of %zu bytes x %d threads", ws,
-                        copies);
+    size_t stride, total;
+    if (!mha_add_size(ws, 63, &stride) ||
+        !mha_mul_size(stride & ~(size_t)63, (size_t)copies, &total))
+        return mha_fail(err, MHA_ERR_PLUGIN,
+                        "backend '%s' asks for an attention workspace of %zu bytes x %d "
+                        "threads, more than memory can hold",
+                        p->name, ws, copies);
+    stride &= ~(size_t)63;
     if (total > s->ws_capacity) {
         pool_scratch_give(s->env->pool, a, EXEC_SCRATCH_WORKSPACE, s->workspace);
         s->workspace = NULL;
@@ -605,17 +739,26 @@ static mha_status exec_gemm_unit(const exec_state *s, const exec_gemm_family *f,
                           exec_min(f->W->N, n0 + f->n_tile), 1, err);
 }
 
+/* A kernel call over batch [r[0], r[1]) heads [r[2], r[3]) rows [r[4], r[5])
+ * failed: the message names the backend, the kernel, the range and `shape`. */
+static mha_status exec_kernel_failed(const exec_state *s, const char *kernel, const char *rows,
+                                     const int64_t r[6], const char *shape, mha_error *err) {
+    return mha_fail(err, MHA_ERR_PLUGIN,
+                    "backend '%s': %s failed on batch [%lld, %lld) heads [%lld, %lld) %s "
+                    "[%lld, %lld) (%s)",
+                    s->plugin->name, kernel, (long long)r[0], (long long)r[1], (long long)r[2],
+                    (long long)r[3], rows, (long long)r[4], (long long)r[5], shape);
+}
+
 static mha_status exec_attn_call(const exec_state *s, const mha_attn_args *a, int worker,
                                  mha_error *err) {
     void *ws = s->workspace ? s->workspace + (size_t)worker * s->ws_stride : NULL;
-    if (s->plugin->attention(s->env->plugin_state, a, ws, s->ws_size) != 0)
-        return mha_fail(err, MHA_ERR_PLUGIN,
-                        "backend '%s': attention failed on batch [%lld, %lld) heads [%lld, %lld) "
-                        "queries [%lld, %lld) (Sq %lld, Skv %lld, d_head %lld)",
-                        s->plugin->name, (long long)a->b0, (long long)a->b1, (long long)a->h0,
-                        (long long)a->h1, (long long)a->q0, (long long)a->q1, (long long)a->Sq,
-                        (long long)a->Skv, (long long)a->dk);
-    return MHA_OK;
+    if (s->plugin->attention(s->env->plugin_state, a, ws, s->ws_size) == 0) return MHA_OK;
+    const int64_t r[6] = {a->b0, a->b1, a->h0, a->h1, a->q0, a->q1};
+    char shape[96];
+    snprintf(shape, sizeof shape, "Sq %lld, Skv %lld, d_head %lld", (long long)a->Sq,
+             (long long)a->Skv, (long long)a->dk);
+    return exec_kernel_failed(s, "attention", "queries", r, shape, err);
 }
 
 static mha_status exec_attn_unit(const exec_state *s, int64_t u, int worker, mha_error *err) {
@@ -635,12 +778,38 @@ static mha_status exec_attn_unit(const exec_state *s, int64_t u, int worker, mha
     return exec_attn_call(s, &a, worker, err);
 }
 
+static mha_status exec_rope_call(const exec_state *s, const mha_rotary_args *a, mha_error *err) {
+    if (s->rope.fn(s->rope.fn_state, a) == 0) return MHA_OK;
+    const int64_t r[6] = {a->b0, a->b1, a->h0, a->h1, a->s0, a->s1};
+    char shape[96];
+    snprintf(shape, sizeof shape, "S %lld, d_head %lld, rotary_dim %lld", (long long)a->S,
+             (long long)a->d, (long long)a->rotary_dim);
+    return exec_kernel_failed(s, "rotary embedding", "rows", r, shape, err);
+}
+
+/* Unit u: Q units first ((b, row block), b-major), then K's. */
+static mha_status exec_rope_unit(const exec_state *s, int64_t u, mha_error *err) {
+    const exec_rope_plan *pl = &s->rope;
+    const int64_t nq_units = pl->args[0].B * pl->n_sb[0];
+    const int which = u >= nq_units;
+    if (which) u -= nq_units;
+    mha_rotary_args a = pl->args[which];
+    a.b0 = u / pl->n_sb[which];
+    a.b1 = a.b0 + 1;
+    a.s0 = (u % pl->n_sb[which]) * pl->s_block[which];
+    a.s1 = exec_min(a.S, a.s0 + pl->s_block[which]);
+    a.num_threads = 1;
+    return exec_rope_call(s, &a, err);
+}
+
 static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
     const exec_state *s = ctx;
     switch (s->phase_kind[phase]) {
     case EXEC_PHASE_PROJ:
         if (u < s->proj[0].n_units) return exec_gemm_unit(s, &s->proj[0], u, err);
         return exec_gemm_unit(s, &s->proj[1], u - s->proj[0].n_units, err);
+    case EXEC_PHASE_ROPE:
+        return exec_rope_unit(s, u, err);
     case EXEC_PHASE_ATTN:
         return exec_attn_unit(s, u, worker, err);
     case EXEC_PHASE_OUT:
@@ -673,6 +842,13 @@ static mha_status exec_phases_self_parallel(exec_state *s, mha_error *err) {
             }
             break;
         }
+        case EXEC_PHASE_ROPE:
+            for (int w = 0; w < 2 && st == MHA_OK; w++) {
+                mha_rotary_args a = s->rope.args[w];
+                a.num_threads = s->threads;
+                st = exec_rope_call(s, &a, err);
+            }
+            break;
         case EXEC_PHASE_ATTN: {
             if (s->attn.n_units == 0) break;
             mha_attn_args a = s->attn.args;
@@ -698,6 +874,9 @@ static mha_status exec_phases_run(exec_state *s, int self_parallel, mha_error *e
         switch (s->phase_kind[ph]) {
         case EXEC_PHASE_PROJ:
             job.n_units[ph] = s->proj[0].n_units + s->proj[1].n_units;
+            break;
+        case EXEC_PHASE_ROPE:
+            job.n_units[ph] = s->rope.n_units;
             break;
         case EXEC_PHASE_ATTN:
             job.n_units[ph] = s->attn.n_units;
@@ -738,6 +917,8 @@ static void exec_attn_args_common(mha_attn_args *a, const layer *L, const exec_b
     a->q0 = 0;
     a->q1 = bd->Sq;
     a->num_threads = 1;
+    a->alibi_slopes = L->alibi_slopes;
+    a->alibi_relative = L->alibi_relative;
 }
 
 static void exec_attn_set_mask(mha_attn_args *a, const exec_mask *m, int64_t b0) {
@@ -756,6 +937,8 @@ static mha_status exec_run_bare(exec_state *s, const layer *L, const exec_bindin
     const int64_t Sq = bd->Sq, Skv = bd->Skv;
     mha_attn_args *a = &s->attn.args;
     exec_attn_args_common(a, L, bd, bd->B);
+    a->alibi_pos = s->alibi_pos;
+    a->alibi_pos_sb = bd->Skv;
     a->kv_len = s->env->kv_lengths;
     a->q = bd->q->data;
     a->k = bd->k->data;
@@ -802,9 +985,83 @@ static void exec_family_rows(exec_gemm_family *f, const float *x, int64_t b0, in
     }
 }
 
+/* The rotary tables of a run: positions [0, n_pos). */
+typedef struct exec_rope_tables {
+    const float *cos, *sin; /* [n_pos, rotary_dim / 2] */
+    int64_t n_pos;
+    float *owned; /* a run's own tables, or NULL */
+} exec_rope_tables;
+
+/* The layer's tables when they reach position n - 1; else, from the model's
+ * inverse frequencies, tables for this run made as the model makes them. */
+static mha_status exec_rope_tables_get(const mha_alloc_ctx *a, const layer *L, int64_t n,
+                                       exec_rope_tables *t, mha_error *err) {
+    memset(t, 0, sizeof *t);
+    if (n <= L->rotary_n_pos) {
+        t->cos = L->rotary_cos;
+        t->sin = L->rotary_sin;
+        t->n_pos = L->rotary_n_pos;
+        return MHA_OK;
+    }
+    if (!L->rotary_inv_freq)
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "sequence of %lld positions: the model's rotary tables end at %lld",
+                        (long long)n, (long long)L->rotary_n_pos);
+    const int64_t half = L->rotary_dim / 2;
+    size_t count;
+    if (!mha_mul_size((size_t)n, (size_t)half, &count) || !mha_mul_size(count, 2, &count))
+        return mha_fail(err, MHA_ERR_LIMIT, "rotary tables of %lld positions", (long long)n);
+    t->owned = mha_malloc(a, count * sizeof(float));
+    if (!t->owned)
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "rotary tables of %lld positions: out of memory",
+                        (long long)n);
+    /* the layer's rows as they are, the positions past them computed */
+    float *cs = t->owned, *sn = t->owned + (size_t)n * (size_t)half;
+    const int64_t have =
+        L->rotary_n_pos > 0 && L->rotary_cos && L->rotary_sin ? L->rotary_n_pos : 0;
+    if (have) {
+        memcpy(cs, L->rotary_cos, (size_t)(have * half) * sizeof(float));
+        memcpy(sn, L->rotary_sin, (size_t)(have * half) * sizeof(float));
+    }
+    layer_rotary_fill(L->rotary_inv_freq, half, have, n - have, cs + have * half, sn + have * half);
+    t->cos = cs;
+    t->sin = sn;
+    t->n_pos = n;
+    return MHA_OK;
+}
+
+/* Plans the rotation of Q [n, Hq, Sq, dk] and K [n, Hkv, Skv, dk] of a
+ * chunk, both read through strides in the projection buffers. */
+static void exec_rope_plan_make(exec_rope_plan *pl, const layer *L, const exec_rope_tables *t,
+                                int64_t n, int64_t dk, float *const x[2], const int64_t S[2],
+                                const int64_t ld[2], int threads) {
+    const int64_t H[2] = {L->q_heads, L->kv_heads};
+    pl->n_units = 0;
+    for (int w = 0; w < 2; w++) {
+        mha_rotary_args *a = &pl->args[w];
+        memset(a, 0, sizeof *a);
+        a->struct_size = sizeof *a;
+        a->B = n, a->H = H[w], a->S = S[w], a->d = dk;
+        a->x = x[w];
+        a->x_sb = S[w] * ld[w], a->x_sh = dk, a->x_ss = ld[w];
+        a->kind = L->rotary;
+        a->rotary_dim = L->rotary_dim;
+        a->cos = t->cos, a->sin = t->sin, a->n_pos = t->n_pos;
+        a->b1 = n, a->h1 = H[w], a->s1 = S[w];
+        a->num_threads = 1;
+        /* whole rows of every head per unit; rows split only for too few */
+        const int64_t want = threads > 1 ? 2 * (int64_t)threads : 1;
+        int64_t nsb = exec_min(S[w], exec_ceil_div(want, exec_max(2 * n, 1)));
+        pl->s_block[w] = nsb > 0 ? exec_ceil_div(S[w], nsb) : 1;
+        pl->n_sb[w] = S[w] > 0 ? exec_ceil_div(S[w], pl->s_block[w]) : 0;
+        pl->n_units += n * pl->n_sb[w];
+    }
+}
+
 static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_binding *bd,
-                                     const exec_packed *pk, const exec_mask *m, float *y,
-                                     int self_parallel, mha_error *err) {
+                                     const exec_packed *pk, const exec_mask *m,
+                                     const exec_rope_tables *rope, float *y, int self_parallel,
+                                     mha_error *err) {
     const mha_alloc_ctx *a = s->env->alloc;
     const int64_t B = bd->B, Sq = bd->Sq, Skv = bd->Skv, dk = bd->dk, dv = bd->dv;
     const int64_t Hq = L->q_heads, Hkv = L->kv_heads, d_out = bd->d_out;
@@ -898,13 +1155,23 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
             s->n_proj = 2;
         }
         s->phase_kind[ph++] = EXEC_PHASE_PROJ;
+        const int64_t ldq = self ? nq + nkv : nq, ldkv = self ? nq + nkv : nkv;
+        float *kbase = self ? proj + nq : projkv;
+
+        /* (1b) rotary embedding of Q and K, in place */
+        if (L->rotary) {
+            float *const x[2] = {proj, kbase};
+            const int64_t S[2] = {Sq, Skv}, ld[2] = {ldq, ldkv};
+            exec_rope_plan_make(&s->rope, L, rope, n, dk, x, S, ld, threads_plan);
+            s->phase_kind[ph++] = EXEC_PHASE_ROPE;
+        }
 
         /* (2) attention, reading Q/K/V in place through strides */
         mha_attn_args *at = &s->attn.args;
         exec_attn_args_common(at, L, bd, n);
+        at->alibi_pos = s->alibi_pos ? s->alibi_pos + b0 * Skv : NULL; /* [n] of [B] rows */
+        at->alibi_pos_sb = Skv;
         at->kv_len = s->env->kv_lengths ? s->env->kv_lengths + b0 : NULL; /* [n] of [B] */
-        const int64_t ldq = self ? nq + nkv : nq, ldkv = self ? nq + nkv : nkv;
-        const float *kbase = self ? proj + nq : projkv;
         at->q = proj;
         at->q_sb = Sq * ldq, at->q_ss = ldq, at->q_sh = dk;
         at->k = kbase;
@@ -958,6 +1225,14 @@ done:
     return st;
 }
 
+/* A plugin below ABI 1.2 would ignore the slopes: refuse, naming it. */
+static mha_status exec_fail_no_alibi(const mha_plugin *p, mha_error *err) {
+    return mha_fail(err, MHA_ERR_BACKEND,
+                    "backend '%s' is a plugin of ABI 1.%u, which has no ALiBi: this layer needs a "
+                    "backend of plugin ABI 1.2 or later (scalar, avx2, avx512 and openmp are)",
+                    p->name, registry_plugin_minor(p));
+}
+
 /* One attention phase over prepared arguments (exec_ext.c: KV cache, key
  * lengths, windows, float16 -- everything already float32 and in place). The
  * same units, workspace and threading as a bare layer. */
@@ -967,6 +1242,7 @@ mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *arg
     const mha_plugin *p = env->plugin;
     if (!p->attention)
         return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s' lacks a kernel entry point", p->name);
+    if (args->alibi_slopes && registry_plugin_minor(p) < 2) return exec_fail_no_alibi(p, err);
     if (args->B == 0 || args->Hq == 0 || args->Sq == 0 || args->Skv == 0) return MHA_OK;
     exec_state s;
     memset(&s, 0, sizeof s);
@@ -1034,17 +1310,35 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     const mha_plugin *p = env->plugin;
     if (!p->gemm || !p->attention || !p->gemm_packed_size || !p->gemm_pack_b)
         return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s' lacks a kernel entry point", p->name);
+    if (p->gemm_m_block > MHA_PLUGIN_GEMM_BLOCK_MAX || p->gemm_n_block > MHA_PLUGIN_GEMM_BLOCK_MAX)
+        return mha_fail(
+            err, MHA_ERR_PLUGIN, "backend '%s' has gemm blocks %lld x %lld (need 1..%d)", p->name,
+            (long long)p->gemm_m_block, (long long)p->gemm_n_block, MHA_PLUGIN_GEMM_BLOCK_MAX);
     for (int64_t b = 0; env->kv_lengths && b < bd.B; b++)
         if (env->kv_lengths[b] < 0)
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                             "run options: kv_lengths[%lld] = %lld is negative", (long long)b,
                             (long long)env->kv_lengths[b]);
+    if (L->alibi_slopes && registry_plugin_minor(p) < 2) return exec_fail_no_alibi(p, err);
     if (bd.B == 0 || bd.Sq == 0 || y_numel == 0) return MHA_OK;
 
     exec_state s;
     memset(&s, 0, sizeof s);
     s.env = env;
     s.plugin = p;
+    /* rotary: the plugin's kernel from ABI 1.2 on, else the reference's */
+    exec_rope_tables rope;
+    memset(&rope, 0, sizeof rope);
+    if (L->rotary) {
+        s.rope.fn = registry_plugin_rotary(p);
+        s.rope.fn_state = env->plugin_state;
+        if (!s.rope.fn) {
+            s.rope.fn = mha_scalar_plugin_table()->rotary;
+            s.rope.fn_state = NULL;
+        }
+        st = exec_rope_tables_get(env->alloc, L, exec_max(bd.Sq, bd.Skv), &rope, err);
+        if (st != MHA_OK) return st;
+    }
     s.threads = pool_size(env->pool);
     if (env->num_threads > 0 && env->num_threads < s.threads) s.threads = env->num_threads;
     const int self_parallel = (p->flags & MHA_PLUGIN_SELF_PARALLEL) != 0;
@@ -1058,18 +1352,23 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     }
 
     exec_mask mask;
+    float *alibi_pos = NULL;
     st = exec_mask_build(env->alloc, L, &bd, &mask, err);
+    if (st == MHA_OK) st = exec_alibi_positions(env->alloc, L, &bd, &alibi_pos, err);
     if (st != MHA_OK) {
         if (reserved) pool_release(env->pool);
+        mha_free(env->alloc, rope.owned);
+        mha_free(env->alloc, mask.owned);
         return st;
     }
+    s.alibi_pos = alibi_pos;
 
     /* Workers flush denormals; so does the caller while it works with them
      * (one FP mode for every unit keeps the result thread-count independent). */
     unsigned fp_saved = 0;
     if (env->pool) fp_saved = pool_fp_flush_denormals();
     if (L->has_proj)
-        st = exec_run_projected(&s, L, &bd, pk, &mask, y->data, self_parallel, err);
+        st = exec_run_projected(&s, L, &bd, pk, &mask, &rope, y->data, self_parallel, err);
     else
         st = exec_run_bare(&s, L, &bd, &mask, y->data, self_parallel, err);
     if (env->pool) pool_fp_restore(fp_saved);
@@ -1077,5 +1376,7 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     if (reserved) pool_release(env->pool);
     pool_scratch_give(env->pool, env->alloc, EXEC_SCRATCH_WORKSPACE, s.workspace);
     mha_free(env->alloc, mask.owned);
+    mha_free(env->alloc, rope.owned);
+    mha_free(env->alloc, alibi_pos);
     return st;
 }

@@ -72,6 +72,8 @@ typedef struct exec_binding {
     const mha_tensor *kv_lengths;            /* [B] int64/int32 valid keys, or NULL */
     int64_t P, T;                            /* past length; total keys T = P + Skv */
     int64_t present_key_index, present_value_index, qk_index; /* outputs; -1 = absent */
+    /* ---- appended (issue 14) ---- */
+    int64_t weights_index; /* output of the head-averaged probabilities; -1 = absent */
 } exec_binding;
 
 /* Binds and checks every input against L (dtype, rank, widths, batch and

@@ -96,7 +96,8 @@ static const mha_tensor *ext_role_input(const layer *L, const mha_tensor *inputs
 int exec_ext_wanted(const layer *L, const mha_tensor *inputs, size_t n_inputs) {
     if (!L) return 0;
     if (ext_dtype(L) != MHA_DTYPE_FLOAT32) return 1;
-    if (L->has_left_window || L->has_right_window) return 1;
+    /* a projected layer's window is a term of exec.c's mask */
+    if (!L->has_proj && (L->has_left_window || L->has_right_window)) return 1;
     for (size_t i = 0; i < L->n_inputs; i++) {
         mha_io_role r = L->inputs[i].role;
         if (r == MHA_ROLE_PAST_KEY || r == MHA_ROLE_PAST_VALUE || r == MHA_ROLE_NONPAD_KV_SEQLEN)
@@ -258,6 +259,9 @@ static void ext_qk_row(const layer *L, const ext_bare *x, int64_t b, int64_t h, 
         if (L->qk_mode >= 1 && L->softcap > 0.0f)
             v = (double)L->softcap * tanh(v / (double)L->softcap);
         if (L->qk_mode >= 2) {
+            if (L->alibi_slopes) /* the bias comes before the mask, as in the kernels */
+                v += (double)L->alibi_slopes[h] *
+                     (double)(j - (L->alibi_relative ? i + x->offset[b] : 0));
             float mv = mrow ? mrow[j] : 0.0f;
             v = (j >= end || mv <= -FLT_MAX) ? -INFINITY : v + (double)mv;
         }
@@ -396,6 +400,8 @@ static mha_status ext_run_bare(const exec_env *env, const layer *L, const exec_b
         }
         at.causal = L->causal;
         at.causal_offset = x.offset;
+        at.alibi_slopes = L->alibi_slopes;
+        at.alibi_relative = L->alibi_relative;
         at.kv_len = x.kv_len;
         at.b1 = x.B, at.h1 = x.Hq, at.q1 = x.Sq;
         at.num_threads = 1;
@@ -438,6 +444,92 @@ done:
 /* ------------------------------------------------------------------------ */
 /* A layer with projections (com.microsoft Attention)                        */
 /* ------------------------------------------------------------------------ */
+
+/* need_weights: W[b, i, j] = mean over the query heads h of softmax_j(scale
+ * q_hi . k_gj + mask), g = h / (Hq / Hkv) -- the probabilities the kernel
+ * uses but does not keep. Q and K are projected again here, in plain C, one
+ * batch item at a time:
+ *   q [Sq, Hq*dk] = X_q[b] Wq + bq,  k [Skv, Hkv*dk] = X_kv[b] Wk + bk
+ * then per head and query row: scores, hidden keys, softmax, accumulate. */
+static void ext_project_rows(const float *x, int64_t row0, int64_t row_step, int64_t rows,
+                             int64_t din, const float *w, const float *bias, int64_t n,
+                             float *out) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + (row0 + r * row_step) * din;
+        float *o = out + r * n;
+        for (int64_t c = 0; c < n; c++)
+            o[c] = bias ? bias[c] : 0.0f;
+        for (int64_t k = 0; k < din; k++) {
+            const float xv = xr[k], *wr = w + k * n;
+            for (int64_t c = 0; c < n; c++)
+                o[c] += xv * wr[c];
+        }
+    }
+}
+
+static mha_status ext_head_weights(const exec_env *env, const layer *L, const mha_tensor *inputs,
+                                   size_t n_inputs, size_t n_outputs, mha_tensor *wt,
+                                   mha_error *err) {
+    const mha_alloc_ctx *a = env->alloc;
+    exec_binding bd;
+    exec_mask m;
+    memset(&m, 0, sizeof m);
+    mha_status st = layer_bind(L, inputs, n_inputs, n_outputs, &bd, err);
+    if (st == MHA_OK) st = exec_mask_build(a, L, &bd, &m, err);
+    if (st != MHA_OK) return st;
+    const int64_t B = bd.B, Sq = bd.Sq, Skv = bd.Skv, dk = bd.dk;
+    const int64_t Hq = L->q_heads, Hkv = L->kv_heads, G = Hq / Hkv, nq = Hq * dk, nk = Hkv * dk;
+    const int sf = L->seq_first != 0;
+    float *q = mha_calloc(a, (size_t)(Sq * nq > 0 ? Sq * nq : 1), sizeof(float));
+    float *k = mha_calloc(a, (size_t)(Skv * nk > 0 ? Skv * nk : 1), sizeof(float));
+    float *s = mha_calloc(a, (size_t)(Skv > 0 ? Skv : 1), sizeof(float));
+    if (!q || !k || !s) st = mha_fail(err, MHA_ERR_NO_MEMORY, "attention weights: out of memory");
+    float *w = wt->data;
+    if (st == MHA_OK) memset(w, 0, (size_t)mha_tensor_numel(wt) * sizeof(float));
+    for (int64_t b = 0; b < B && st == MHA_OK; b++) {
+        /* rows of item b: [B, S, D] contiguous, or [S, B, D] B rows apart */
+        ext_project_rows(bd.x_q->data, sf ? b : b * Sq, sf ? B : 1, Sq, L->d_model, L->wq, L->bq,
+                         nq, q);
+        ext_project_rows(bd.x_kv->data, sf ? b : b * Skv, sf ? B : 1, Skv,
+                         L->cross ? L->d_kv : L->d_model, L->wk, L->bk, nk, k);
+        int64_t len = env->kv_lengths && env->kv_lengths[b] < Skv ? env->kv_lengths[b] : Skv;
+        for (int64_t h = 0; h < Hq; h++)
+            for (int64_t i = 0; i < Sq; i++) {
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < Skv; j++) {
+                    const float *qi = q + i * nq + h * dk, *kj = k + j * nk + (h / G) * dk;
+                    float dot = 0.0f;
+                    for (int64_t e = 0; e < dk; e++)
+                        dot += qi[e] * kj[e];
+                    float v = L->scale * dot;
+                    if (m.data) {
+                        float mv = m.data[b * m.sb + h * m.sh + i * m.sq + j * m.sk];
+                        v = mv <= -FLT_MAX ? -INFINITY : v + mv;
+                    }
+                    if ((L->causal && j > i) || j >= len) v = -INFINITY;
+                    s[j] = v;
+                    if (v > mx) mx = v;
+                }
+                if (mx == -INFINITY) continue; /* every key hidden: weights 0 */
+                double sum = 0.0;
+                for (int64_t j = 0; j < Skv; j++) {
+                    s[j] = s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
+                    sum += s[j];
+                }
+                /* averaged: W[b, i, :]; per head: W[b, h, i, :] */
+                const int per_head = L->need_weights == 2;
+                float *row = w + ((per_head ? b * Hq + h : b) * Sq + i) * Skv;
+                const double f = per_head ? 1.0 / sum : 1.0 / sum / (double)Hq;
+                for (int64_t j = 0; j < Skv; j++)
+                    row[j] += (float)(s[j] * f);
+            }
+    }
+    mha_free(a, q);
+    mha_free(a, k);
+    mha_free(a, s);
+    mha_free(a, m.owned);
+    return st;
+}
 
 /* Integer masks become bool (nonzero = attend; [B, S, T] as [B, 1, S, T]),
  * key lengths [B] become the run's kv_lengths; then the float32 core runs
@@ -504,13 +596,27 @@ static mha_status ext_run_projected(const exec_env *env, const layer *L, const e
         m++;
     }
     if (st == MHA_OK) {
+        /* the kernel computes Y; the averaged weights are computed apart */
         layer core = *L;
         core.inputs = io;
         core.n_inputs = m;
         core.int_mask_attend_nonzero = 0;
+        core.need_weights = 0;
+        size_t y = 0, wi = n_outputs;
+        for (size_t k = 0; k < n_outputs; k++) {
+            if (L->outputs[k].role == MHA_ROLE_OUTPUT) y = k;
+            if (L->outputs[k].role == MHA_ROLE_ATTN_WEIGHTS) wi = k;
+        }
+        if (wi < n_outputs) {
+            core.outputs = &L->outputs[y];
+            core.n_outputs = 1;
+        }
         exec_env e = *env;
         if (lens) e.kv_lengths = lens;
-        st = exec_run(&e, &core, pk, in, m, outputs, n_outputs, err);
+        st = exec_run(&e, &core, pk, in, m, wi < n_outputs ? &outputs[y] : outputs, core.n_outputs,
+                      err);
+        if (st == MHA_OK && wi < n_outputs)
+            st = ext_head_weights(&e, L, inputs, n_inputs, n_outputs, &outputs[wi], err);
     }
 done:
     for (size_t i = 0; bools && i < n_inputs; i++)

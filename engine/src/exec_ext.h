@@ -23,6 +23,19 @@ mha_status exec_ext_run(const exec_env *env, const layer *L, const exec_packed *
                         const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
                         size_t n_outputs, mha_error *err);
 
+/* Every mask of a run as one additive float tensor addressed with strides
+ * over [batch, head, query, key]; stride 0 broadcasts. */
+typedef struct exec_mask {
+    const float *data; /* NULL: no mask */
+    int64_t sb, sh, sq, sk;
+    float *owned; /* freed by the caller with mha_free */
+} exec_mask;
+
+/* Defined in exec.c: the mask inputs, the layer's constant bias and (with
+ * projections) its sliding window summed into one additive view. */
+mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
+                           exec_mask *m, mha_error *err);
+
 /* Defined in exec.c: one attention phase over args (b/h/q ranges covering
  * the whole problem) with env's plugin, pool and threads. */
 mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *args, mha_error *err);

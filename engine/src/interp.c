@@ -49,6 +49,9 @@ static const interp_op_entry interp_ops[] = {
     {"Exp", interp_op_exp},
     {"Log", interp_op_log},
     {"Tanh", interp_op_tanh},
+    {"Cos", interp_op_cos},
+    {"Sin", interp_op_sin},
+    {"CumSum", interp_op_cumsum},
     {"Erf", interp_op_erf},
     {"Relu", interp_op_relu},
     {"Sigmoid", interp_op_sigmoid},
@@ -68,6 +71,7 @@ static const interp_op_entry interp_ops[] = {
     {"IsNaN", interp_op_isnan},
     {"IsInf", interp_op_isinf},
     {"MatMul", interp_op_matmul},
+    {"Einsum", interp_op_einsum},
     {"Gemm", interp_op_gemm},
     {"Conv", interp_op_conv},
     {"Softmax", interp_op_softmax},
@@ -550,12 +554,49 @@ static mha_status interp_scratch(const ir_graph *g, tensor ***in, tensor ***out,
     return MHA_OK;
 }
 
+/* need[ni] for the nodes the targets depend on (all nodes without
+ * targets). The nodes are in topological order: one backward sweep. */
+static unsigned char *interp_needed_nodes(const ir_graph *g, const int *targets, size_t n_targets) {
+    unsigned char *need = mha_calloc(&g->alloc, g->n_nodes ? g->n_nodes : 1, 1);
+    unsigned char *want = mha_calloc(&g->alloc, g->n_values ? g->n_values : 1, 1);
+    if (need == NULL || want == NULL) {
+        mha_free(&g->alloc, need);
+        mha_free(&g->alloc, want);
+        return NULL;
+    }
+    for (size_t t = 0; t < n_targets; t++)
+        if (targets[t] >= 0 && (size_t)targets[t] < g->n_values) want[targets[t]] = 1;
+    for (size_t ni = g->n_nodes; ni-- > 0;) {
+        const ir_node *n = &g->nodes[ni];
+        int hit = targets == NULL;
+        for (size_t k = 0; k < n->n_outputs && !hit; k++)
+            hit = n->outputs[k] >= 0 && (size_t)n->outputs[k] < g->n_values && want[n->outputs[k]];
+        if (!hit) continue;
+        need[ni] = 1;
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0 && (size_t)n->inputs[k] < g->n_values) want[n->inputs[k]] = 1;
+    }
+    mha_free(&g->alloc, want);
+    return need;
+}
+
 mha_status interp_run(const mha_alloc_ctx *a, const ir_graph *g, const tensor *const *inputs,
                       tensor ***values, mha_error *err) {
+    return interp_run_for(a, g, inputs, NULL, 0, values, err);
+}
+
+mha_status interp_run_for(const mha_alloc_ctx *a, const ir_graph *g, const tensor *const *inputs,
+                          const int *targets, size_t n_targets, tensor ***values, mha_error *err) {
     *values = NULL;
     tensor **v = NULL, **in = NULL, **out = NULL;
+    unsigned char *need = interp_needed_nodes(g, targets, n_targets);
+    if (need == NULL)
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "out of memory for %zu nodes", g->n_nodes);
     mha_status st = interp_values_init(a, g, &v, err);
-    if (st != MHA_OK) return st;
+    if (st != MHA_OK) {
+        mha_free(&g->alloc, need);
+        return st;
+    }
     for (size_t i = 0; i < g->n_inputs && st == MHA_OK; i++) {
         int id = g->inputs[i];
         if (id < 0 || (size_t)id >= g->n_values) {
@@ -574,9 +615,10 @@ mha_status interp_run(const mha_alloc_ctx *a, const ir_graph *g, const tensor *c
     }
     if (st == MHA_OK) st = interp_scratch(g, &in, &out, err);
     for (size_t ni = 0; ni < g->n_nodes && st == MHA_OK; ni++)
-        st = interp_run_node(a, g, ni, v, in, out, err);
+        if (need[ni]) st = interp_run_node(a, g, ni, v, in, out, err);
     mha_free(&g->alloc, in);
     mha_free(&g->alloc, out);
+    mha_free(&g->alloc, need);
     if (st != MHA_OK) {
         interp_values_free(g, v);
         return st;

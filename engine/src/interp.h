@@ -24,6 +24,11 @@ int interp_supports(const char *domain, const char *op_type);
 mha_status interp_run(const mha_alloc_ctx *a, const ir_graph *g, const tensor *const *inputs,
                       tensor ***values, mha_error *err);
 void interp_values_free(const ir_graph *g, tensor **values);
+/* interp_run for only the nodes the values targets[0..n_targets) depend on
+ * (every other value stays NULL): a part of the graph that reads only the
+ * inputs' shapes runs at any size without the cost of the rest. */
+mha_status interp_run_for(const mha_alloc_ctx *a, const ir_graph *g, const tensor *const *inputs,
+                          const int *targets, size_t n_targets, tensor ***values, mha_error *err);
 
 /* Constant folding: evaluates every node all of whose inputs are constant
  * (initializers, Constant nodes, and Shape / Size of a value whose declared
@@ -32,5 +37,20 @@ void interp_values_free(const ir_graph *g, tensor **values);
  * know: that value simply stays NULL. */
 mha_status interp_fold_constants(const mha_alloc_ctx *a, const ir_graph *g, tensor ***values,
                                  mha_error *err);
+
+/* An Einsum equation of explicit letters ("abc,cde->abde"): the letters of
+ * each operand and of the output, in axis order, NUL-terminated. */
+#define INTERP_EINSUM_MAX_IN 4
+typedef struct interp_einsum {
+    char in[INTERP_EINSUM_MAX_IN][MHA_MAX_RANK + 1];
+    int rank_in[INTERP_EINSUM_MAX_IN];
+    int n_in;
+    char out[MHA_MAX_RANK + 1];
+    int rank_out;
+} interp_einsum;
+
+/* 1 when eq is such an equation (no ellipsis, an explicit output whose
+ * letters all come from the operands, no letter twice in one term). */
+int interp_einsum_parse(const char *eq, interp_einsum *e);
 
 #endif

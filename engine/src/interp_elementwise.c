@@ -206,6 +206,8 @@ typedef enum elem_unary_kind {
     ELEM_LOG,
     ELEM_TANH,
     ELEM_ERF,
+    ELEM_COS,
+    ELEM_SIN,
     ELEM_RELU,
     ELEM_SIGMOID,
     ELEM_ABS
@@ -227,6 +229,10 @@ static double elem_float_unary(elem_unary_kind kind, double x) {
         return tanh(x);
     case ELEM_ERF:
         return erf(x);
+    case ELEM_COS: /* rotary tables (float32 in, rounded once) */
+        return cos(x);
+    case ELEM_SIN:
+        return sin(x);
     case ELEM_RELU:
         return x > 0 ? x : (isnan(x) ? x : 0.0);
     case ELEM_SIGMOID:
@@ -295,6 +301,12 @@ mha_status interp_op_tanh(interp_ctx *c) {
 }
 mha_status interp_op_erf(interp_ctx *c) {
     return elem_unary_op(c, ELEM_ERF, 0);
+}
+mha_status interp_op_cos(interp_ctx *c) {
+    return elem_unary_op(c, ELEM_COS, 0);
+}
+mha_status interp_op_sin(interp_ctx *c) {
+    return elem_unary_op(c, ELEM_SIN, 0);
 }
 mha_status interp_op_relu(interp_ctx *c) {
     return elem_unary_op(c, ELEM_RELU, 1);

@@ -135,6 +135,9 @@ mha_status interp_op_reciprocal(interp_ctx *c);
 mha_status interp_op_exp(interp_ctx *c);
 mha_status interp_op_log(interp_ctx *c);
 mha_status interp_op_tanh(interp_ctx *c);
+mha_status interp_op_cos(interp_ctx *c);
+mha_status interp_op_cumsum(interp_ctx *c);
+mha_status interp_op_sin(interp_ctx *c);
 mha_status interp_op_erf(interp_ctx *c);
 mha_status interp_op_relu(interp_ctx *c);
 mha_status interp_op_sigmoid(interp_ctx *c);
@@ -155,6 +158,7 @@ mha_status interp_op_isnan(interp_ctx *c);
 mha_status interp_op_isinf(interp_ctx *c);
 
 mha_status interp_op_matmul(interp_ctx *c);
+mha_status interp_op_einsum(interp_ctx *c);
 mha_status interp_op_gemm(interp_ctx *c);
 mha_status interp_op_conv(interp_ctx *c);
 mha_status interp_op_softmax(interp_ctx *c);

@@ -380,3 +380,56 @@ mha_status interp_op_reduce_mean(interp_ctx *c) {
 mha_status interp_op_reduce_max(interp_ctx *c) {
     return math_reduce(c, MATH_MAX, 18);
 }
+
+/* ---- CumSum ---- */
+
+/* Running sums along one axis (exclusive: the element itself left out;
+ * reverse: from the end), in double for floats and int64 for integers.
+ * BLOOM makes its ALiBi positions with it: cumsum(mask) - 1. */
+mha_status interp_op_cumsum(interp_ctx *c) {
+    const tensor *x, *ta;
+    int64_t exclusive, reverse, axis;
+    int ax;
+    mha_status st = interp_check_arity(c, 2, 2, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &x);
+    if (st == MHA_OK) st = interp_in_req(c, 1, &ta);
+    if (st == MHA_OK) st = interp_attr_int(c, "exclusive", 0, &exclusive);
+    if (st == MHA_OK) st = interp_attr_int(c, "reverse", 0, &reverse);
+    if (st == MHA_OK) st = interp_read_scalar_int(c, ta, "axis", &axis);
+    if (st == MHA_OK) st = interp_axis(c, axis, x->rank, "axis", &ax);
+    if (st != MHA_OK) return st;
+    const int is_float = interp_is_float(x->dtype);
+    if (!is_float && x->dtype != MHA_DTYPE_INT32 && x->dtype != MHA_DTYPE_INT64)
+        return interp_fail(c, MHA_ERR_DTYPE, "input of type %s (float or int32 / int64 only)",
+                           mha_dtype_name(x->dtype));
+    tensor *y;
+    st = interp_out_new(c, 0, x->dtype, x->rank, x->dims, &y);
+    if (st != MHA_OK) return st;
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < ax; i++)
+        outer *= x->dims[i];
+    for (int i = ax + 1; i < x->rank; i++)
+        inner *= x->dims[i];
+    const int64_t n = x->dims[ax];
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+            double facc = 0.0;
+            int64_t iacc = 0;
+            for (int64_t k = 0; k < n; k++) {
+                const int64_t kk = reverse ? n - 1 - k : k;
+                const int64_t at = (o * n + kk) * inner + in;
+                if (is_float) {
+                    const double v = tensor_get_f64(x, at);
+                    if (!exclusive) facc += v;
+                    tensor_set_f64(y, at, facc);
+                    if (exclusive) facc += v;
+                } else {
+                    const int64_t v = tensor_get_i64(x, at);
+                    if (!exclusive) iacc = (int64_t)((uint64_t)iacc + (uint64_t)v);
+                    interp_set_i64(y, at, iacc);
+                    if (exclusive) iacc = (int64_t)((uint64_t)iacc + (uint64_t)v);
+                }
+            }
+        }
+    return MHA_OK;
+}

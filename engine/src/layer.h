@@ -61,7 +61,61 @@ typedef struct layer {
                                               is padded with -inf (ONNX), not broadcast */
     int int_mask_attend_nonzero;           /* integer masks (com.microsoft mask_index):
                                               nonzero = attend */
+
+    /* ---- appended for the model families' forms (issue 14) ---- */
+    int kpm_valued;            /* the key padding input m [B, Skv] (bool, integer or float)
+                                  adds kpm_add[m != 0] to the scores of key j -- or, with
+                                  kpm_affine and a float m, kpm_add[0] + (kpm_add[1] -
+                                  kpm_add[0]) * m (the extended mask (1 - m) * c) */
+    int kpm_affine;            /* see kpm_valued */
+    float kpm_add[2];          /* the additive for m == 0 and m == 1 (finite or -inf) */
+    int attn_bool_ignore_true; /* a bool attn_mask hides True (nn.MultiheadAttention) */
+    float *bias;               /* constant additive bias [bias_heads, bias_sq, bias_skv]
+                                  on the scaled scores (T5), or NULL; owned */
+    int64_t bias_heads;        /* 1 (every head) or q_heads */
+    int64_t bias_sq, bias_skv; /* the only query / key lengths the layer accepts then */
+    int64_t bias_rel_len;      /* > 0: bias is relative instead, [bias_heads, 2 len - 1]:
+                                  score (i, j) of head h gets bias[h][j - i + len - 1], for
+                                  query and key lengths up to len (T5) */
+    int need_weights;          /* an MHA_ROLE_ATTN_WEIGHTS output: 1 the probabilities
+                                  averaged over the heads [B, Sq, Skv], 2 those of every
+                                  head [B, Hq, Sq, Skv] */
+    int attn_valued;           /* the attn_mask input adds kpm_add as a valued key padding
+                                  input does (any type; Keras (1 - m) * -1e9) */
+    int attn_mask_batch_first; /* a 3-D attn_mask is [B, Sq, Skv], not right-aligned */
+    unsigned idioms;           /* LAYER_IDIOM_* found by the recogniser (mha info) */
+
+    /* ---- appended for rotary embeddings and ALiBi (issue 14) ---- */
+    int rotary;                     /* MHA_ROTARY_NONE / _HALF / _INTERLEAVED (plugin.h):
+                                       Q and K rotated after their projections */
+    int64_t rotary_dim;             /* even, <= d_head: the dims of each head that turn */
+    int64_t rotary_n_pos;           /* rows of the tables */
+    float *rotary_cos, *rotary_sin; /* [rotary_n_pos, rotary_dim / 2], owned: the model's
+                                       own values (its cos / sin caches, or computed
+                                       at load from its inverse frequencies) */
+    float *rotary_inv_freq;         /* [rotary_dim / 2] or NULL, owned: when present,
+                                       positions past the tables are computed per run
+                                       as the model does, cos(float(p * inv_freq)) */
+    float *alibi_slopes;            /* [q_heads] or NULL, owned: ALiBi */
+    int alibi_relative;             /* 0: score += slope * j (BLOOM, MPT);
+                                       1: score += slope * (j - i) (the ALiBi paper) */
+    int alibi_pos_from_mask;        /* key j is at the count of keys the key padding
+                                       input lets through before it (BLOOM's
+                                       cumsum(mask) - 1), not at j */
 } layer;
+
+/* What the recogniser met on the way (named by mha info). */
+enum {
+    LAYER_IDIOM_WHERE_MASK = 1u << 0,    /* masked_fill / torch.where on the scores */
+    LAYER_IDIOM_EXT_MASK = 1u << 1,      /* key padding from an extended mask (1 - m) * c */
+    LAYER_IDIOM_SOFTMAX_CAST = 1u << 2,  /* Casts around the Softmax (float32 softmax) */
+    LAYER_IDIOM_SCORE_RESHAPE = 1u << 3, /* reshapes of the scores between mask terms */
+    LAYER_IDIOM_POS_BIAS = 1u << 4,      /* a constant per-head position bias */
+    LAYER_IDIOM_WINDOW = 1u << 5,        /* a sliding window with the causal mask */
+    LAYER_IDIOM_QK_FACTORS = 1u << 6,    /* scale factors on Q and K (before the product) */
+    LAYER_IDIOM_FUSED_QKV = 1u << 7,     /* one projection split into Q, K, V */
+    LAYER_IDIOM_HEAD_WEIGHTS = 1u << 8   /* head-averaged attention weights as an output */
+};
 
 /* Finds the attention layer in g by meaning (folding constants and shapes,
  * tracing Q/K/V to their projections) and fills *out. Refuses anything it
@@ -74,6 +128,13 @@ mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out
 mha_status layer_verify(const mha_alloc_ctx *a, const ir_graph *g, const layer *L, mha_error *err);
 
 void layer_clear(const mha_alloc_ctx *a, layer *L);
+
+/* Rotary tables of positions [p0, p0 + n) from the inverse frequencies
+ * inv_freq [half], as PyTorch models compute them in float32: the angle
+ * float(p) * inv_freq[t] rounded to float, then its cos and sin (rounded
+ * once). cos, sin: [n, half]. */
+void layer_rotary_fill(const float *inv_freq, int64_t half, int64_t p0, int64_t n, float *cos,
+                       float *sin);
 size_t layer_weight_bytes(const layer *L);
 
 /* Output shapes for given input shapes, with every input checked (dtype,

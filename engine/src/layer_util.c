@@ -2,6 +2,7 @@
  * recogniser: freeing it, its weight size, binding and checking the caller's
  * inputs (and so the output shapes), and the single-threaded reference
  * forward pass on the built-in scalar backend. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,7 +13,10 @@
 
 void layer_clear(const mha_alloc_ctx *a, layer *L) {
     if (!L) return;
-    float *weights[] = {L->wq, L->bq, L->wk, L->bk, L->wv, L->bv, L->wo, L->bo};
+    float *weights[] = {L->wq,          L->bq,         L->wk,         L->bk,
+                        L->wv,          L->bv,         L->wo,         L->bo,
+                        L->bias,        L->rotary_cos, L->rotary_sin, L->rotary_inv_freq,
+                        L->alibi_slopes};
     for (size_t i = 0; i < sizeof weights / sizeof weights[0]; i++)
         mha_free(a, weights[i]);
     for (size_t i = 0; L->inputs && i < L->n_inputs; i++)
@@ -22,6 +26,16 @@ void layer_clear(const mha_alloc_ctx *a, layer *L) {
     mha_free(a, L->inputs);
     mha_free(a, L->outputs);
     memset(L, 0, sizeof *L);
+}
+
+void layer_rotary_fill(const float *inv_freq, int64_t half, int64_t p0, int64_t n, float *cos_out,
+                       float *sin_out) {
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t t = 0; t < half; t++) {
+            const float angle = (float)(p0 + p) * inv_freq[t];
+            cos_out[p * half + t] = (float)cos((double)angle);
+            sin_out[p * half + t] = (float)sin((double)angle);
+        }
 }
 
 static int64_t layer_dv(const layer *L) {
@@ -98,9 +112,11 @@ static mha_status layer_expect_float(const layer *L, const layer_io *io, const m
 
 static mha_status layer_expect_mask_dtype(const layer *L, const layer_io *io, const mha_tensor *t,
                                           mha_error *err) {
-    int ok = t->dtype == MHA_DTYPE_BOOL || t->dtype == layer_data_dtype(L) ||
-             (L->int_mask_attend_nonzero &&
-              (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64));
+    int ok =
+        t->dtype == MHA_DTYPE_BOOL || t->dtype == layer_data_dtype(L) ||
+        ((L->int_mask_attend_nonzero || (L->kpm_valued && io->role == MHA_ROLE_KEY_PADDING_MASK) ||
+          (L->attn_valued && io->role == MHA_ROLE_ATTN_MASK)) &&
+         (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64));
     if (!ok)
         return mha_fail(err, MHA_ERR_DTYPE, "input '%s' (%s): dtype %s, expected bool or %s",
                         layer_io_name(io), mha_io_role_name(io->role), mha_dtype_name(t->dtype),
@@ -126,6 +142,14 @@ static mha_status layer_check_attn_mask(const layer *L, const layer_io *io, cons
         /* com.microsoft mask_index [B, S, T]: batch first, not right-aligned */
         const int64_t want[3] = {bd->B, bd->Sq, bd->T};
         return layer_expect_shape(io, t, 3, want, "mask_index [B, S, T]", err);
+    }
+    if (L->attn_mask_batch_first && t->rank == 3) { /* [B, Sq, Skv], each may be 1 */
+        const int64_t want[3] = {bd->B, bd->Sq, bd->T};
+        int fits = 1;
+        for (int i = 0; i < 3; i++)
+            fits = fits && (t->shape[i] == want[i] || t->shape[i] == 1);
+        if (fits) return MHA_OK;
+        return layer_expect_shape(io, t, 3, want, "attn_mask [B, Sq, Skv]", err);
     }
     int ok = t->rank <= 4;
     for (int i = 0; ok && i < t->rank; i++) {
@@ -299,6 +323,16 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         return mha_fail(err, MHA_ERR_INTERNAL,
                         "layer: inconsistent sizes (q_heads %lld, kv_heads %lld, d_head %lld)",
                         (long long)L->q_heads, (long long)L->kv_heads, (long long)L->d_head);
+    if (L->rotary != MHA_ROTARY_NONE &&
+        ((L->rotary != MHA_ROTARY_HALF && L->rotary != MHA_ROTARY_INTERLEAVED) || !L->has_proj ||
+         L->rotary_dim < 2 || L->rotary_dim % 2 || L->rotary_dim > L->d_head ||
+         L->rotary_n_pos < 0 || (L->rotary_n_pos > 0 && (!L->rotary_cos || !L->rotary_sin)) ||
+         (L->rotary_n_pos == 0 && !L->rotary_inv_freq)))
+        return mha_fail(err, MHA_ERR_INTERNAL,
+                        "layer: rotary embedding of kind %d over %lld of %lld dims, %lld table "
+                        "rows, is inconsistent",
+                        L->rotary, (long long)L->rotary_dim, (long long)L->d_head,
+                        (long long)L->rotary_n_pos);
     if (n_inputs != L->n_inputs)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "the model has %zu inputs, %zu given",
                         L->n_inputs, n_inputs);
@@ -310,8 +344,8 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     bd->dv = layer_dv(L);
     bd->d_out = layer_dout(L);
 
-    const layer_io *io_role[MHA_ROLE_QK_OUTPUT + 1] = {0};
-    const mha_tensor *t_role[MHA_ROLE_QK_OUTPUT + 1] = {0};
+    const layer_io *io_role[MHA_ROLE_ATTN_WEIGHTS + 1] = {0};
+    const mha_tensor *t_role[MHA_ROLE_ATTN_WEIGHTS + 1] = {0};
     for (size_t i = 0; i < n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
         const mha_tensor *t = &inputs[i];
@@ -357,14 +391,18 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         }
     }
     int have_y = 0;
-    bd->present_key_index = bd->present_value_index = bd->qk_index = -1;
+    bd->present_key_index = bd->present_value_index = bd->qk_index = bd->weights_index = -1;
     for (size_t i = 0; i < n_outputs; i++) {
         const mha_io_role role = L->outputs[i].role;
         int64_t *extra = role == MHA_ROLE_PRESENT_KEY     ? &bd->present_key_index
                          : role == MHA_ROLE_PRESENT_VALUE ? &bd->present_value_index
                          : role == MHA_ROLE_QK_OUTPUT     ? &bd->qk_index
+                         : role == MHA_ROLE_ATTN_WEIGHTS  ? &bd->weights_index
                                                           : NULL;
-        int ok = role == MHA_ROLE_OUTPUT ? !have_y : (extra && *extra < 0 && !L->has_proj);
+        /* the cache and the scores of bare layers; the averaged weights of
+         * projected ones */
+        int served = role == MHA_ROLE_ATTN_WEIGHTS ? L->has_proj && L->need_weights : !L->has_proj;
+        int ok = role == MHA_ROLE_OUTPUT ? !have_y : (extra && *extra < 0 && served);
         if (!ok)
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                             "output '%s' has role %s, which the executor does not produce for "
@@ -409,6 +447,17 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         st = layer_check_attn_mask(L, io_role[MHA_ROLE_ATTN_MASK], bd->attn_mask, bd, err);
         if (st != MHA_OK) return st;
     }
+    if (L->bias && L->bias_rel_len > 0 && (bd->Sq > L->bias_rel_len || bd->Skv > L->bias_rel_len))
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "query length %lld, key length %lld: the model's relative position bias "
+                        "is tabulated for lengths up to %lld",
+                        (long long)bd->Sq, (long long)bd->Skv, (long long)L->bias_rel_len);
+    if (L->bias && L->bias_rel_len == 0 && (bd->Sq != L->bias_sq || bd->Skv != L->bias_skv))
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "query length %lld, key length %lld: the model's constant position "
+                        "bias is for query length %lld, key length %lld only",
+                        (long long)bd->Sq, (long long)bd->Skv, (long long)L->bias_sq,
+                        (long long)L->bias_skv);
     if (t_role[MHA_ROLE_KEY_PADDING_MASK]) {
         bd->key_padding = t_role[MHA_ROLE_KEY_PADDING_MASK];
         st = layer_check_key_padding(L, io_role[MHA_ROLE_KEY_PADDING_MASK], bd->key_padding, bd,
@@ -435,6 +484,17 @@ mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs, size_t 
     const int64_t extra_dims[3][4] = {{bd.B, L->kv_heads, bd.T, bd.dk},
                                       {bd.B, L->kv_heads, bd.T, bd.dv},
                                       {bd.B, L->q_heads, bd.Sq, bd.T}};
+    if (bd.weights_index >= 0) { /* [B, Sq, Skv] averaged, or [B, Hq, Sq, Skv] */
+        mha_tensor *t = &outputs[bd.weights_index];
+        const int per_head = L->need_weights == 2;
+        memset(t->shape, 0, sizeof t->shape);
+        t->dtype = MHA_DTYPE_FLOAT32;
+        t->rank = 3 + per_head;
+        t->shape[0] = bd.B;
+        if (per_head) t->shape[1] = L->q_heads;
+        t->shape[1 + per_head] = bd.Sq;
+        t->shape[2 + per_head] = bd.Skv;
+    }
     for (int e = 0; e < 3; e++) {
         if (extra_index[e] < 0) continue;
         mha_tensor *t = &outputs[extra_index[e]];

@@ -3,8 +3,81 @@
  * from ONNX lives in model_load.c, so programs that build layers in memory
  * do not pull in the importer. */
 #include "model.h"
+#include "mha/plugin.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+
+/* Appends "; phrase" (printf-style) to the idioms line, as far as it fits. */
+static void model_idiom(char *buf, size_t size, const char *fmt, ...) MHA_PRINTF(3, 4);
+static void model_idiom(char *buf, size_t size, const char *fmt, ...) {
+    size_t used = strlen(buf);
+    if (used + 3 >= size) return;
+    if (used) {
+        memcpy(buf + used, "; ", 3);
+        used += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, size - used, fmt, ap);
+    va_end(ap);
+}
+
+/* The layer's idioms as mha info names them. */
+static void model_describe(const layer *L, char *buf, size_t size) {
+    buf[0] = '\0';
+    const unsigned f = L->idioms;
+    if (L->causal && !L->has_left_window) model_idiom(buf, size, "causal mask");
+    if (L->causal && L->has_left_window)
+        model_idiom(buf, size, "causal mask with a sliding window of %lld keys",
+                    (long long)L->left_window + 1);
+    if (L->kpm_valued)
+        model_idiom(buf, size, "key padding from %s mask: m = 0 adds %g, m = 1 adds %g%s",
+                    f & LAYER_IDIOM_EXT_MASK ? "an extended" : "a", (double)L->kpm_add[0],
+                    (double)L->kpm_add[1], L->kpm_affine ? " (linear in m)" : "");
+    if (L->attn_valued)
+        model_idiom(buf, size,
+                    "attention mask%s read through its values: m = 0 adds %g, m = 1 adds %g%s",
+                    L->attn_mask_batch_first ? " [B, Sq, Skv]" : "", (double)L->kpm_add[0],
+                    (double)L->kpm_add[1], L->kpm_affine ? " (linear in m)" : "");
+    if (L->attn_bool_ignore_true) model_idiom(buf, size, "bool attention mask, true = hidden");
+    if (f & LAYER_IDIOM_WHERE_MASK) model_idiom(buf, size, "mask applied by Where (masked fill)");
+    if (L->bias && L->bias_rel_len > 0)
+        model_idiom(buf, size,
+                    "relative position bias per head and key - query distance (lengths up to "
+                    "%lld)",
+                    (long long)L->bias_rel_len);
+    else if (L->bias)
+        model_idiom(buf, size, "constant position bias [%lld heads, %lld, %lld]",
+                    (long long)L->bias_heads, (long long)L->bias_sq, (long long)L->bias_skv);
+    if (L->kv_heads != L->q_heads)
+        model_idiom(buf, size, "%s %lld query / %lld key/value heads",
+                    L->kv_heads == 1 ? "MQA" : "GQA", (long long)L->q_heads,
+                    (long long)L->kv_heads);
+    if (L->has_proj && (L->bq || L->bk || L->bv))
+        model_idiom(buf, size, "projection bias on %s%s%s", L->bq ? "Q" : "", L->bk ? "K" : "",
+                    L->bv ? "V" : "");
+    if (L->has_proj && !L->bk && (L->bq || L->bv)) model_idiom(buf, size, "K without bias");
+    if (f & LAYER_IDIOM_FUSED_QKV) model_idiom(buf, size, "one fused projection split into Q/K/V");
+    if (f & LAYER_IDIOM_QK_FACTORS) model_idiom(buf, size, "scale factors on both Q and K");
+    if (f & LAYER_IDIOM_SOFTMAX_CAST) model_idiom(buf, size, "float32 softmax between Casts");
+    if (f & LAYER_IDIOM_SCORE_RESHAPE) model_idiom(buf, size, "scores reshaped around the mask");
+    if (L->need_weights)
+        model_idiom(buf, size, "attention weights output (%s)",
+                    L->need_weights == 1 ? "mean over heads" : "every head");
+    if (L->rotary)
+        model_idiom(buf, size, "rotary embedding (%s pairs) on %lld of %lld head dims, %s",
+                    L->rotary == MHA_ROTARY_INTERLEAVED ? "interleaved" : "rotate-half",
+                    (long long)L->rotary_dim, (long long)L->d_head,
+                    L->rotary_inv_freq ? "angles from the model's inverse frequencies"
+                                       : "the model's cos / sin tables");
+    if (L->alibi_slopes)
+        model_idiom(buf, size, "ALiBi, slope %g to %g, %s%s", (double)L->alibi_slopes[0],
+                    (double)L->alibi_slopes[L->q_heads - 1],
+                    L->alibi_relative ? "slope * (j - i)" : "slope * key position",
+                    L->alibi_pos_from_mask ? " counted over the unpadded keys" : "");
+}
 
 mha_status model_create_from_layer(const mha_allocator *alloc, layer *L, mha_model **out,
                                    mha_error *err) {
@@ -22,6 +95,7 @@ mha_status model_create_from_layer(const mha_allocator *alloc, layer *L, mha_mod
     }
     m->alloc = a;
     m->L = *L;
+    model_describe(&m->L, m->idioms, sizeof m->idioms);
     memset(L, 0, sizeof *L);
     if (pthread_mutex_init(&m->pack_lock, NULL) != 0) {
         layer_clear(&a, &m->L);
@@ -178,6 +252,10 @@ MHA_API mha_status mha_model_get_info(const mha_model *m, mha_model_info *out) {
     out->num_inputs = L->n_inputs;
     out->num_outputs = L->n_outputs;
     return MHA_OK;
+}
+
+MHA_API const char *mha_model_idioms(const mha_model *m) {
+    return m ? m->idioms : NULL;
 }
 
 static void model_io_info(const layer_io *io, mha_io_info *out) {

@@ -27,6 +27,7 @@ struct mha_model {
      * an entry, once linked, never changes until the model is freed. */
     pthread_mutex_t pack_lock;
     model_pack *packs;
+    char idioms[768]; /* mha_model_idioms, written at creation */
 };
 
 /* Makes a model from a layer built in memory (tests, tools). Takes

@@ -420,7 +420,9 @@ static mha_status npy_pread_all(int fd, void *dst, size_t n, uint64_t offset, co
 mha_status npy_reader_open(const mha_alloc_ctx *a, const char *path, npy_mmap_mode mode,
                            npy_reader **out, mha_error *err) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO given as an input must not hang the open; it is
+     * refused as not a regular file after the fstat. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) return mha_fail(err, MHA_ERR_IO, "%s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
@@ -621,28 +623,16 @@ mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
     mha_status st = npy_writer_shape(path, dtype, rank, dims, &rows, &row_bytes, err);
     if (st != MHA_OK) return st;
     if (rows_done < 0 || rows_done > rows)
-        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: resuming after %lld of %lld rows",
-                        partial_path, (long long)rows_done, (long long)rows);
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: resuming after %lld of %lld rows", path,
+                        (long long)rows_done, (long long)rows);
     unsigned char head[640];
     size_t hn = shard_total > 0
                     ? npy_format_header_shard(dtype, rank, dims, shard_r0, shard_r0 + rows,
                                               shard_total, head, sizeof head)
                     : npy_format_header(dtype, rank, dims, head, sizeof head);
     if (hn == 0) return mha_fail(err, MHA_ERR_INTERNAL, "%s: cannot format the header", path);
-    if (rows_done > 0) {
-        /* the partial file must have been started with this very header;
-         * checked before it is touched, so a mismatch leaves it as it was */
-        unsigned char have[sizeof head];
-        int fd = open(partial_path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return mha_fail(err, MHA_ERR_IO, "%s: %s", partial_path, strerror(errno));
-        st = npy_pread_all(fd, have, hn, 0, partial_path, err);
-        close(fd);
-        if (st != MHA_OK) return st;
-        if (memcmp(have, head, hn) != 0)
-            return mha_fail(err, MHA_ERR_DATA_FORMAT,
-                            "%s: the partial file's header does not match this run's output",
-                            partial_path);
-    }
+    if (rows_done > 0 && !partial_path)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: resuming needs the partial file", path);
     npy_writer *w = mha_calloc(a, 1, sizeof *w);
     if (!w) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
     w->alloc = a;
@@ -650,7 +640,10 @@ mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
     w->row_bytes = row_bytes;
     w->rows_written = rows_done;
     uint64_t keep = rows_done > 0 ? hn + (uint64_t)rows_done * row_bytes : 0;
-    st = atomic_file_begin_fixed(a, path, partial_path, keep, &w->file, err);
+    /* resuming: the partial file must have been started with this very
+     * header (checked before it is truncated) */
+    st = atomic_file_begin_partial(a, path, rows_done > 0 ? partial_path : NULL, keep, head, hn,
+                                   &w->file, err);
     if (st == MHA_OK && rows_done == 0) {
         st = atomic_file_write(w->file, head, hn, err);
         if (st != MHA_OK) {
@@ -670,6 +663,10 @@ mha_status npy_writer_sync(npy_writer *w, uint64_t *bytes, mha_error *err) {
     mha_status st = atomic_file_sync(w->file, err);
     if (st == MHA_OK && bytes) *bytes = atomic_file_offset(w->file);
     return st;
+}
+
+const char *npy_writer_partial_path(const npy_writer *w) {
+    return atomic_file_tmp_path(w->file);
 }
 
 int64_t npy_writer_rows_written(const npy_writer *w) {

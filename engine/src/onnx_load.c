@@ -113,6 +113,11 @@ typedef struct builder {
     int *slots;                    /* open-addressing name table: value id + 1, 0 = empty */
     size_t n_slots;                /* a power of two */
     unsigned char *declared_input; /* per value: named by a graph input */
+    unsigned char *unread_init;    /* per value: an initializer no node reads, its
+                                      external data checked but not read */
+    const char **used;             /* names read by a node or a graph output: an
+                                      open-addressing set, NULL = empty slot */
+    size_t n_used_slots;           /* a power of two */
 } builder;
 
 static mha_status oom(builder *b) {
@@ -231,6 +236,40 @@ static mha_status value_set_init(builder *b, int v, tensor *t) {
     return MHA_OK;
 }
 
+/* The set of names some node reads or the graph outputs, so initializers
+ * nobody reads are not read from external data (a small model naming a huge
+ * file for a weight it never uses). */
+static size_t used_slot(const builder *b, const char *name) {
+    size_t mask = b->n_used_slots - 1, i = name_hash(name) & mask;
+    while (b->used[i] && strcmp(b->used[i], name) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static mha_status collect_used_names(builder *b, const Onnx__GraphProto *gp) {
+    size_t n = gp->n_output;
+    for (size_t i = 0; i < gp->n_node; i++)
+        n += gp->node[i]->n_input;
+    b->n_used_slots = 16;
+    while (b->n_used_slots < 2 * n)
+        b->n_used_slots *= 2;
+    b->used = mha_calloc(&b->g->alloc, b->n_used_slots, sizeof *b->used);
+    if (!b->used) return oom(b);
+    for (size_t i = 0; i < gp->n_output; i++)
+        if (gp->output[i]->name && *gp->output[i]->name)
+            b->used[used_slot(b, gp->output[i]->name)] = gp->output[i]->name;
+    for (size_t i = 0; i < gp->n_node; i++)
+        for (size_t k = 0; k < gp->node[i]->n_input; k++) {
+            const char *in = gp->node[i]->input[k];
+            if (in && *in) b->used[used_slot(b, in)] = in;
+        }
+    return MHA_OK;
+}
+
+static int name_used(const builder *b, const char *name) {
+    return b->used[used_slot(b, name)] != NULL;
+}
+
 static mha_status add_initializers(builder *b, Onnx__GraphProto *gp) {
     mha_status st;
     for (size_t i = 0; i < gp->n_initializer; i++) {
@@ -241,8 +280,20 @@ static mha_status add_initializers(builder *b, Onnx__GraphProto *gp) {
         int v;
         if ((st = value_add(b, name, "an initializer", &v)) != MHA_OK) return st;
         tensor *t = NULL;
-        if ((st = onnx_tensor_load(b->lc, tp, "initializer", &t, b->err)) != MHA_OK) return st;
-        value_set_init(b, v, t);
+        b->lc->skip_external_read = !name_used(b, name);
+        st = onnx_tensor_load(b->lc, tp, "initializer", &t, b->err);
+        b->lc->skip_external_read = 0;
+        if (st != MHA_OK) return st;
+        if (t) {
+            value_set_init(b, v, t);
+        } else { /* unread: the value keeps its declared type only */
+            ir_value *val = &b->g->values[v];
+            b->unread_init[v] = 1;
+            val->dtype = (mha_dtype)tp->data_type;
+            val->rank = (int)tp->n_dims;
+            for (size_t d = 0; d < tp->n_dims; d++)
+                val->dims[d] = tp->dims[d];
+        }
     }
     for (size_t i = 0; i < gp->n_sparse_initializer; i++) {
         Onnx__SparseTensorProto *sp = gp->sparse_initializer[i];
@@ -273,7 +324,7 @@ static mha_status add_graph_inputs(builder *b, Onnx__GraphProto *gp) {
         if (!*name)
             return mha_fail(b->err, MHA_ERR_MODEL_FORMAT, "graph input #%zu has no name", i);
         int v = name_lookup(b, name);
-        if (v >= 0 && !b->declared_input[v] && g->values[v].init) {
+        if (v >= 0 && !b->declared_input[v] && (g->values[v].init || b->unread_init[v])) {
             b->declared_input[v] = 1; /* an initializer with a default: a constant */
             continue;
         }
@@ -325,7 +376,7 @@ static int attr_infer_type(const Onnx__AttributeProto *ap) {
 }
 
 static char *bytes_dup(const mha_alloc_ctx *a, const ProtobufCBinaryData *bd) {
-    char *s = mha_malloc(a, bd->len + 1);
+    char *s = mha_malloc_small(a, bd->len + 1);
     if (!s) return NULL;
     if (bd->len) memcpy(s, bd->data, bd->len);
     s[bd->len] = '\0';
@@ -377,21 +428,21 @@ static mha_status convert_attr(builder *b, const ir_node *n, Onnx__AttributeProt
         return st;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS:
         at->type = IR_ATTR_FLOATS;
-        at->floats = mha_calloc(a, ap->n_floats ? ap->n_floats : 1, sizeof *at->floats);
+        at->floats = mha_calloc_small(a, ap->n_floats ? ap->n_floats : 1, sizeof *at->floats);
         if (!at->floats) return oom(b);
         if (ap->n_floats) memcpy(at->floats, ap->floats, ap->n_floats * sizeof *at->floats);
         at->n = ap->n_floats;
         return MHA_OK;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS:
         at->type = IR_ATTR_INTS;
-        at->ints = mha_calloc(a, ap->n_ints ? ap->n_ints : 1, sizeof *at->ints);
+        at->ints = mha_calloc_small(a, ap->n_ints ? ap->n_ints : 1, sizeof *at->ints);
         if (!at->ints) return oom(b);
         if (ap->n_ints) memcpy(at->ints, ap->ints, ap->n_ints * sizeof *at->ints);
         at->n = ap->n_ints;
         return MHA_OK;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS:
         at->type = IR_ATTR_STRINGS;
-        at->strings = mha_calloc(a, ap->n_strings ? ap->n_strings : 1, sizeof *at->strings);
+        at->strings = mha_calloc_small(a, ap->n_strings ? ap->n_strings : 1, sizeof *at->strings);
         if (!at->strings) return oom(b);
         at->n = ap->n_strings;
         for (size_t k = 0; k < ap->n_strings; k++) {
@@ -465,9 +516,9 @@ static mha_status add_nodes(builder *b, Onnx__GraphProto *gp) {
                             "for it",
                             desc);
 
-        n->inputs = mha_calloc(a, np->n_input ? np->n_input : 1, sizeof *n->inputs);
-        n->outputs = mha_calloc(a, np->n_output ? np->n_output : 1, sizeof *n->outputs);
-        n->attrs = mha_calloc(a, np->n_attribute ? np->n_attribute : 1, sizeof *n->attrs);
+        n->inputs = mha_calloc_small(a, np->n_input ? np->n_input : 1, sizeof *n->inputs);
+        n->outputs = mha_calloc_small(a, np->n_output ? np->n_output : 1, sizeof *n->outputs);
+        n->attrs = mha_calloc_small(a, np->n_attribute ? np->n_attribute : 1, sizeof *n->attrs);
         if (!n->inputs || !n->outputs || !n->attrs) return oom(b);
         n->n_inputs = np->n_input;
         n->n_outputs = np->n_output;
@@ -669,13 +720,44 @@ static mha_status add_graph_outputs(builder *b, Onnx__GraphProto *gp) {
     return MHA_OK;
 }
 
+/* The versions this engine reads. IR 13 is what ONNX 1.20 writes (opset 25);
+ * a later IR version may change the meaning of fields we read. Opset 9 is
+ * the oldest whose operator semantics the interpreter implements and tests
+ * (multidirectional broadcasting, the attribute forms of Slice, Split,
+ * Squeeze, Softmax's 2-D coercion); 25 is the newest (Attention's window
+ * attributes). com.microsoft has only ever had version 1. */
+#define ONNX_IR_VERSION_MAX 13
+#define ONNX_OPSET_MIN 9
+#define ONNX_OPSET_MAX 25
+#define ONNX_MS_OPSET_MAX 1
+
+static mha_status check_versions(builder *b, const Onnx__ModelProto *m) {
+    const ir_graph *g = b->g;
+    if (m->has_ir_version && (m->ir_version <= 0 || m->ir_version > ONNX_IR_VERSION_MAX))
+        return mha_fail(b->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "IR version %lld is not supported (this engine reads IR versions 1 to "
+                        "%d)",
+                        (long long)m->ir_version, ONNX_IR_VERSION_MAX);
+    if (g->opset > 0 && (g->opset < ONNX_OPSET_MIN || g->opset > ONNX_OPSET_MAX))
+        return mha_fail(b->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "the model imports opset %lld of the default ONNX domain; this engine "
+                        "supports opsets %d to %d",
+                        (long long)g->opset, ONNX_OPSET_MIN, ONNX_OPSET_MAX);
+    if (g->ms_opset > ONNX_MS_OPSET_MAX)
+        return mha_fail(b->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "the model imports opset %lld of domain 'com.microsoft'; this engine "
+                        "supports version %d",
+                        (long long)g->ms_opset, ONNX_MS_OPSET_MAX);
+    return MHA_OK;
+}
+
 static mha_status read_opsets(builder *b, const Onnx__ModelProto *m) {
     ir_graph *g = b->g;
     if (m->n_opset_import == 0) {
         /* IR versions 1 and 2 predate opset_import and mean opset 1 */
         if (m->has_ir_version && m->ir_version < 3) {
             g->opset = 1;
-            return MHA_OK;
+            return check_versions(b, m);
         }
         return mha_fail(b->err, MHA_ERR_MODEL_FORMAT,
                         "the model imports no operator set (opset_import is empty)");
@@ -695,7 +777,7 @@ static mha_status read_opsets(builder *b, const Onnx__ModelProto *m) {
                             "opset import of domain '%s' has no valid version", dom);
         *slot = op->version;
     }
-    return MHA_OK;
+    return check_versions(b, m);
 }
 
 static mha_status build_graph(builder *b, Onnx__ModelProto *m) {
@@ -715,11 +797,13 @@ static mha_status build_graph(builder *b, Onnx__ModelProto *m) {
     b->cap_values = cap;
     g->values = mha_calloc(a, cap ? cap : 1, sizeof *g->values);
     b->declared_input = mha_calloc(a, cap ? cap : 1, 1);
+    b->unread_init = mha_calloc(a, cap ? cap : 1, 1);
     b->n_slots = 16;
     while (b->n_slots < 2 * cap)
         b->n_slots *= 2;
     b->slots = mha_calloc(a, b->n_slots, sizeof *b->slots);
-    if (!g->values || !b->declared_input || !b->slots) return oom(b);
+    if (!g->values || !b->declared_input || !b->unread_init || !b->slots) return oom(b);
+    if ((st = collect_used_names(b, gp)) != MHA_OK) return st;
 
     if ((st = add_initializers(b, gp)) != MHA_OK) return st;
     if ((st = add_graph_inputs(b, gp)) != MHA_OK) return st;
@@ -754,6 +838,8 @@ static mha_status load_common(ir_graph *g, const void *data, size_t size, void *
     onnx_load_ctx_close(&lc);
     mha_free(&g->alloc, b.slots);
     mha_free(&g->alloc, b.declared_input);
+    mha_free(&g->alloc, b.unread_init);
+    mha_free(&g->alloc, b.used);
     protobuf_c_message_free_unpacked(msg, &pa.pb);
     return st;
 }

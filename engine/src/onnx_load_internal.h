@@ -54,7 +54,11 @@ typedef struct onnx_load_ctx {
     const mha_alloc_ctx *alloc; /* the tensors' allocator (tensor.alloc points here) */
     const char *base_dir;       /* folder external data resolves in; NULL: refused */
     int dir_fd;                 /* base_dir opened on first use; -1 before */
-    uint64_t max_bytes;         /* cap on what a sparse tensor may densify to */
+    uint64_t max_bytes;         /* cap on what a sparse tensor may densify to, and on
+                                   the external data of the whole load together */
+    uint64_t external_bytes;    /* external data read so far */
+    int skip_external_read;     /* check external data (location, file, bounds) but read
+                                   nothing: onnx_tensor_load then gives *out = NULL */
 } onnx_load_ctx;
 
 void onnx_load_ctx_init(onnx_load_ctx *lc, const mha_alloc_ctx *alloc, const char *base_dir,
@@ -67,7 +71,9 @@ void onnx_load_ctx_close(onnx_load_ctx *lc);
  * Checks dtype, rank, dims >= 0, the element count and byte size without
  * overflow, the data length (raw_data, typed field or external data), and
  * converts to a tensor. May take over raw_data's buffer (zero copy): `tp`
- * is then left without raw_data. */
+ * is then left without raw_data. External data counts against
+ * lc->max_bytes (with every other external tensor of the load); with
+ * lc->skip_external_read an external tensor is checked and *out left NULL. */
 mha_status onnx_tensor_load(onnx_load_ctx *lc, Onnx__TensorProto *tp, const char *role,
                             tensor **out, mha_error *err);
 

@@ -72,6 +72,8 @@ void onnx_load_ctx_init(onnx_load_ctx *lc, const mha_alloc_ctx *alloc, const cha
     lc->base_dir = base_dir;
     lc->dir_fd = -1;
     lc->max_bytes = max_bytes ? max_bytes : ONNX_DEFAULT_MAX_FILE_BYTES;
+    lc->external_bytes = 0;
+    lc->skip_external_read = 0;
 }
 
 void onnx_load_ctx_close(onnx_load_ctx *lc) {
@@ -240,6 +242,14 @@ static mha_status tensor_read_external(onnx_load_ctx *lc, const Onnx__TensorProt
                         "%s: external data length %lld bytes, expected %zu for the tensor's "
                         "shape and type",
                         label, (long long)length, nbytes);
+    /* the same bound as the model file, for all external tensors together:
+     * a small model cannot make the loader read (or allocate) more */
+    if (!lc->skip_external_read && (uint64_t)nbytes > lc->max_bytes - lc->external_bytes)
+        return mha_fail(err, MHA_ERR_LIMIT,
+                        "%s: external data '%s' of %zu bytes takes the model's external data "
+                        "past the limit of %llu bytes (after %llu bytes)",
+                        label, loc, nbytes, (unsigned long long)lc->max_bytes,
+                        (unsigned long long)lc->external_bytes);
 
     if (lc->dir_fd < 0) {
         lc->dir_fd = open(lc->base_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -274,6 +284,11 @@ static mha_status tensor_read_external(onnx_load_ctx *lc, const Onnx__TensorProt
                         "file's end (%lld bytes)",
                         label, loc, (long long)offset, (long long)length, (long long)sb.st_size);
     }
+    if (lc->skip_external_read) { /* checked, not wanted: nothing read */
+        close(fd);
+        *out = NULL;
+        return MHA_OK;
+    }
     tensor *t = NULL;
     st = tensor_new(lc->alloc, dt, rank, dims, &t, err);
     if (st != MHA_OK) {
@@ -281,6 +296,7 @@ static mha_status tensor_read_external(onnx_load_ctx *lc, const Onnx__TensorProt
         mha_error_prefix(err, "%s", label);
         return st;
     }
+    lc->external_bytes += nbytes;
     size_t got = 0;
     while (got < nbytes) {
         ssize_t r =
@@ -493,11 +509,11 @@ mha_status onnx_tensor_load(onnx_load_ctx *lc, Onnx__TensorProto *tp, const char
             return mha_fail(err, MHA_ERR_MODEL_FORMAT,
                             "%s: raw_data has %zu bytes, expected %zu (%s %s)", label,
                             tp->raw_data.len, nbytes, shape, mha_dtype_name(dt));
-        if (nbytes > 0) {
+        if (nbytes > 0 && ((uintptr_t)tp->raw_data.data & 63) == 0) {
             /* Adopt protobuf-c's copy of raw_data instead of copying it again:
-             * it came from the same allocator (see onnx_pb_alloc), 64-byte
-             * aligned, and is exactly nbytes long. Halves peak memory for
-             * big initializers. */
+             * it came from the same allocator (see onnx_pb_alloc), is exactly
+             * nbytes long and, when large, 64-byte aligned (short ones are
+             * copied below). Halves peak memory for big initializers. */
             st = tensor_shell(lc->alloc, dt, rank, dims, nbytes, tp->raw_data.data, &t, err);
             if (st != MHA_OK) return st;
             tp->raw_data.data = NULL;
@@ -509,6 +525,10 @@ mha_status onnx_tensor_load(onnx_load_ctx *lc, Onnx__TensorProto *tp, const char
             if (st != MHA_OK) {
                 mha_error_prefix(err, "%s", label);
                 return st;
+            }
+            if (nbytes > 0) {
+                memcpy(t->data, tp->raw_data.data, nbytes);
+                bytes_from_little_endian(t->data, nbytes, esize);
             }
         }
     } else {

@@ -14,9 +14,14 @@
 
 /* ---- protobuf-c allocator ---- */
 
+/* protobuf-c's structs, names and short arrays need no 64-byte alignment;
+ * large blocks (raw_data, which tensors adopt) keep it. */
+#define PB_SMALL_BYTES 256
+
 static void *pb_alloc(void *data, size_t size) {
     onnx_pb_alloc *pa = data;
-    void *p = mha_malloc(pa->alloc, size);
+    void *p =
+        size < PB_SMALL_BYTES ? mha_malloc_small(pa->alloc, size) : mha_malloc(pa->alloc, size);
     if (!p) pa->failed = 1;
     return p;
 }
@@ -103,6 +108,23 @@ mha_status onnx_read_file(const mha_alloc_ctx *alloc, const char *path, uint64_t
  * ~10-20). */
 #define ONNX_MAX_ALLOCATING_FIELDS ((size_t)1 << 24)
 
+/* Bounds on what a file may make the importer build, checked on the wire
+ * before protobuf-c allocates anything:
+ * - nodes: the largest transformer exports have some 10^4 (a few dozen per
+ *   layer); a graph of more is refused rather than built, recognised and
+ *   verified node by node;
+ * - memory: what protobuf-c will allocate for the file, estimated field by
+ *   field (struct sizes, strings, arrays, allocator overhead), may be at
+ *   most ONNX_MEMORY_BASE + ONNX_MEMORY_PER_BYTE x the file's size. 8 per
+ *   byte admits the densest legitimate encoding (int64 values written as
+ *   1-byte varints) and refuses files of tiny messages (an empty NodeProto
+ *   is 2 bytes on the wire, ~150 in memory). The graph the importer then
+ *   builds costs about as much again. */
+#define ONNX_MAX_NODES ((size_t)1 << 18)
+#define ONNX_MEMORY_BASE ((uint64_t)64 << 20)
+#define ONNX_MEMORY_PER_BYTE 8
+#define ONNX_ALLOC_OVERHEAD 32 /* malloc's header and rounding, a pointer slot */
+
 typedef struct wire_frame {
     const ProtobufCMessageDescriptor *desc;
     size_t end; /* offset one past the message's last byte */
@@ -125,6 +147,57 @@ static int wire_read_varint(const unsigned char *buf, size_t end, size_t *pos, i
     return -1;
 }
 
+/* Bytes of one C scalar of a protobuf-c field type. */
+static size_t wire_scalar_size(ProtobufCType t) {
+    switch (t) {
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return 8;
+    default:
+        return 4;
+    }
+}
+
+/* What protobuf-c allocates for the field whose tag was just read (its
+ * payload starts at pos): a sub-message's struct, a string's or bytes'
+ * copy, a packed array's elements (a 1-byte varint becomes 8 bytes of
+ * int64), one element of a repeated scalar, an unknown field's copy. An
+ * estimate from above, for the memory bound; lengths past `end` are
+ * refused by the caller, so a bad one only costs a little. */
+static uint64_t wire_field_memory(const ProtobufCFieldDescriptor *fd, unsigned wire,
+                                  const unsigned char *buf, size_t end, size_t pos) {
+    uint64_t len = 0;
+    if (wire == 2) {
+        size_t p = pos;
+        if (wire_read_varint(buf, end, &p, 5, &len) <= 0 || len > end - p) len = 0;
+    }
+    if (!fd) return sizeof(ProtobufCMessageUnknownField) + len + ONNX_ALLOC_OVERHEAD;
+    uint64_t slot = fd->label == PROTOBUF_C_LABEL_REPEATED ? sizeof(void *) : 0;
+    if (wire != 2) /* a scalar: in the struct, or one element of a repeated array */
+        return slot ? wire_scalar_size(fd->type) : 0;
+    switch (fd->type) {
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return ((const ProtobufCMessageDescriptor *)fd->descriptor)->sizeof_message +
+               ONNX_ALLOC_OVERHEAD + slot;
+    case PROTOBUF_C_TYPE_STRING:
+    case PROTOBUF_C_TYPE_BYTES:
+        return len + 1 + ONNX_ALLOC_OVERHEAD + slot;
+    case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_FIXED32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_DOUBLE:
+    case PROTOBUF_C_TYPE_FIXED64:
+    case PROTOBUF_C_TYPE_SFIXED64: /* a packed array as wide as on the wire */
+        return len + ONNX_ALLOC_OVERHEAD;
+    default: /* a packed array of varints: at most one element per byte */
+        return len * wire_scalar_size(fd->type) + ONNX_ALLOC_OVERHEAD;
+    }
+}
+
 static const char *wire_bound_name(size_t end, size_t size) {
     return end == size ? "end of file" : "end of the enclosing message";
 }
@@ -143,7 +216,9 @@ mha_status onnx_wire_prescan(const mha_alloc_ctx *alloc, const void *data, size_
     size_t depth = 1;
     stack[0].desc = root;
     stack[0].end = size;
-    size_t pos = 0, allocating = 1;
+    size_t pos = 0, allocating = 1, nodes = 0;
+    uint64_t memory = root->sizeof_message + ONNX_ALLOC_OVERHEAD;
+    const uint64_t memory_max = ONNX_MEMORY_BASE + ONNX_MEMORY_PER_BYTE * (uint64_t)size;
     mha_status st = MHA_OK;
 
     while (depth > 0) {
@@ -177,6 +252,16 @@ mha_status onnx_wire_prescan(const mha_alloc_ctx *alloc, const void *data, size_
             st = mha_fail(err, MHA_ERR_LIMIT,
                           "more than %zu protobuf fields that need memory (at byte offset %zu)",
                           ONNX_MAX_ALLOCATING_FIELDS, tag_at);
+            break;
+        }
+        memory += wire_field_memory(fd, wire, buf, top->end, pos);
+        if (memory > memory_max) {
+            st = mha_fail(err, MHA_ERR_LIMIT,
+                          "the file would take more than %llu MiB of memory to unpack (%zu bytes "
+                          "of many small fields, at byte offset %zu; the limit is %llu MiB + %d "
+                          "bytes per byte of file)",
+                          (unsigned long long)(memory_max >> 20), size, tag_at,
+                          (unsigned long long)(ONNX_MEMORY_BASE >> 20), ONNX_MEMORY_PER_BYTE);
             break;
         }
         switch (wire) {
@@ -265,6 +350,13 @@ mha_status onnx_wire_prescan(const mha_alloc_ctx *alloc, const void *data, size_
                 mha_free(alloc, stack);
                 stack = bigger;
                 cap *= 2;
+            }
+            if (fd->descriptor == &onnx__node_proto__descriptor && ++nodes > ONNX_MAX_NODES) {
+                st = mha_fail(err, MHA_ERR_LIMIT,
+                              "more than %zu nodes (at byte offset %zu): refused before "
+                              "building the graph",
+                              ONNX_MAX_NODES, tag_at);
+                break;
             }
             stack[depth].desc = fd->descriptor;
             stack[depth].end = pos + (size_t)len;

@@ -333,10 +333,18 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     const ir_graph *g = z->g;
     rz_core *c = &z->core;
     char d[160];
-    if (g->n_outputs != 1)
+    const int weights = c->kind == RZ_CORE_SOFTMAX && c->weights_out >= 0;
+    if (g->n_outputs != 1 + (size_t)weights)
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "the graph has %zu outputs; a projected attention layer has one",
+                        "the graph has %zu outputs; a projected attention layer has one (and "
+                        "the head-averaged attention weights)",
                         g->n_outputs);
+    for (size_t i = 0; weights && i < g->n_outputs; i++)
+        if (g->outputs[i] == c->weights_out) L->outputs[i].role = MHA_ROLE_ATTN_WEIGHTS;
+    if (weights) {
+        L->need_weights = c->weights_mean ? 1 : 2;
+        L->idioms |= LAYER_IDIOM_HEAD_WEIGHTS;
+    }
     unsigned char *used = mha_calloc(z->a, g->n_inputs ? g->n_inputs : 1, 1);
     if (!used) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
     used[c->qp.x_input] = 1;
@@ -357,7 +365,9 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     }
     for (int t = 0; t < c->n_masks; t++)
         for (size_t i = 0; i < g->n_inputs; i++)
-            if (!used[i] && (z->deps[c->masks[t].value] & ((uint64_t)1 << i))) {
+            if (!used[i] && ((z->deps[c->masks[t].value] |
+                              (c->masks[t].kind == RZ_TERM_WHERE ? z->deps[c->masks[t].cond] : 0)) &
+                             ((uint64_t)1 << i))) {
                 /* provisional: recognize_mask.c decides by probing */
                 used[i] = 1;
                 L->inputs[i].role =
@@ -372,17 +382,32 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     mha_free(z->a, used);
     if (st != MHA_OK) return st;
     L->has_proj = 1;
-    /* Different sizes so that no two axes can be confused. */
+    /* Different sizes so that no two axes can be confused. A 2-D mask
+     * input is first taken as [B, Skv] key padding; when the graph does not
+     * run so, as an [Sq, Skv] attention mask (nn.MultiheadAttention). */
     st = rz_run_probe(z, L, 2, 3, 5);
-    if (st == MHA_OK) st = rz_build_projected(z, L);
-    if (st != MHA_OK) return st;
-    if (c->kind == RZ_CORE_SOFTMAX) {
-        /* PyTorch's multi_head_attention_forward folds heads into the batch
-         * axis ([B*H, S, d] scores); a 4D score MatMul is a hand-written or
-         * converter-made decomposition. Both mean the same layer. */
-        const tensor *S = z->probe[g->nodes[c->score_mm].outputs[0]];
-        L->form = S && S->rank == 3 ? "torch-mha" : "onnx-decomposed";
+    if (st == MHA_ERR_SHAPE) {
+        int retry = 0;
+        for (size_t i = 0; i < g->n_inputs; i++)
+            if (L->inputs[i].role == MHA_ROLE_KEY_PADDING_MASK && c->mask_input < 0) {
+                L->inputs[i].role = MHA_ROLE_ATTN_MASK;
+                retry = 1;
+            }
+        if (retry) st = rz_run_probe(z, L, 2, 3, 5);
     }
+    /* PyTorch's multi_head_attention_forward folds heads into the batch
+     * axis ([B*H, S, d] scores); a 4D score MatMul is a hand-written or
+     * converter-made decomposition. Both mean the same layer. (Read now:
+     * placing the masks probes again, maybe at sizes the graph refuses.) */
+    int score_rank = 0;
+    if (st == MHA_OK && c->kind == RZ_CORE_SOFTMAX) {
+        const tensor *S = z->probe[g->nodes[c->score_mm].outputs[0]];
+        score_rank = S ? S->rank : 0;
+    }
+    if (st == MHA_OK) st = rz_build_projected(z, L);
+    if (st == MHA_OK) st = rz_rotary_build(z, L);
+    if (st != MHA_OK) return st;
+    if (c->kind == RZ_CORE_SOFTMAX) L->form = score_rank == 3 ? "torch-mha" : "onnx-decomposed";
     return MHA_OK;
 }
 

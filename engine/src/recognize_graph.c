@@ -26,6 +26,53 @@ static int rz_is_layout_op(const ir_node *n) {
     return 0;
 }
 
+/* Layout ops that keep the elements in their flat order (only the shape
+ * changes): on the scores path they leave every score where it was. */
+static int rz_is_flat_layout_op(const ir_node *n) {
+    return rz_is_op(n, "Reshape") || rz_is_op(n, "Squeeze") || rz_is_op(n, "Unsqueeze") ||
+           rz_is_op(n, "Flatten");
+}
+
+/* The equation of an Einsum node, parsed; 0 when it is not one we read. */
+int rz_einsum_of(const ir_node *n, interp_einsum *e) {
+    if (!rz_is_op(n, "Einsum")) return 0;
+    const ir_attr *at = ir_node_attr(n, "equation");
+    return at && at->type == IR_ATTR_STRING && interp_einsum_parse(at->s, e) &&
+           (size_t)e->n_in == n->n_inputs;
+}
+
+int rz_einsum_proj_k(const rz_ctx *z, const ir_node *n) {
+    interp_einsum e;
+    if (!rz_einsum_of(n, &e) || e.n_in != 2 || n->inputs[0] < 0 || n->inputs[1] < 0 ||
+        z->deps[n->inputs[1]] != 0 || z->deps[n->inputs[0]] == 0)
+        return 0;
+    const char *x = e.in[0], *w = e.in[1];
+    int rx = e.rank_in[0], rw = e.rank_in[1], k = 0;
+    while (k < rx && k < rw && strchr(w, x[rx - 1 - k])) /* contracted letters shared */
+        k++;
+    if (k == 0 || k == rw) return 0;
+    /* X's last k letters are W's first k, in order; out = X[:-k] W[k:] */
+    if (memcmp(x + rx - k, w, (size_t)k) != 0 || e.rank_out != rx - k + rw - k) return 0;
+    if (memcmp(e.out, x, (size_t)(rx - k)) != 0 || strcmp(e.out + rx - k, w + k) != 0) return 0;
+    for (int i = 0; i < rx - k; i++)
+        if (strchr(w, x[i])) return 0;
+    return k;
+}
+
+/* A product of two data values: MatMul, or a two-operand Einsum. */
+static int rz_is_product(const rz_ctx *z, const ir_node *n) {
+    interp_einsum e;
+    int two = n->n_inputs == 2 && n->inputs[0] >= 0 && n->inputs[1] >= 0;
+    if (!two || z->deps[n->inputs[0]] == 0 || z->deps[n->inputs[1]] == 0) return 0;
+    return rz_is_op(n, "MatMul") || (rz_einsum_of(n, &e) && e.n_in == 2);
+}
+
+/* A projection: MatMul, Gemm, or an Einsum with a constant second operand
+ * that is a MatMul of reshaped operands. */
+static int rz_is_proj_op(const rz_ctx *z, const ir_node *n) {
+    return rz_is_op(n, "MatMul") || rz_is_op(n, "Gemm") || rz_einsum_proj_k(z, n) > 0;
+}
+
 const char *rz_node_desc(const rz_ctx *z, int node, char *buf, size_t size) {
     if (node < 0 || (size_t)node >= z->g->n_nodes) {
         snprintf(buf, size, "(no node)");
@@ -300,11 +347,13 @@ mha_status rz_parse_in_proj(rz_ctx *z, int v, const char *what, rz_proj *p) {
             return rz_refuse_node(z, p->bias_node,
                                   "the bias is added to a value that is not a projection", what);
         n = &z->g->nodes[pid];
-        if (!rz_is_op(n, "MatMul") && !rz_is_op(n, "Gemm"))
+        if (!rz_is_proj_op(z, n))
             return rz_refuse_node(z, pid,
-                                  "expected the projection (MatMul or Gemm) before the bias", what);
+                                  "expected the projection (MatMul, Gemm or Einsum) before the "
+                                  "bias",
+                                  what);
     }
-    if (rz_is_op(n, "MatMul") || rz_is_op(n, "Gemm")) {
+    if (rz_is_proj_op(z, n)) {
         int is_gemm = rz_is_op(n, "Gemm");
         if (n->n_inputs < 2 || n->inputs[0] < 0 || n->inputs[1] < 0)
             return rz_refuse_node(z, pid, "missing inputs", what);
@@ -363,9 +412,9 @@ mha_status rz_parse_out_proj(rz_ctx *z, int node, int v, rz_proj *p, rz_chain *y
                         "output projection",
                         rz_value_name(z, v));
     const ir_node *n = &z->g->nodes[node];
-    if (!rz_is_op(n, "MatMul") && !rz_is_op(n, "Gemm"))
+    if (!rz_is_proj_op(z, n))
         return rz_refuse_node(z, node,
-                              "expected the output projection (MatMul or Gemm with a "
+                              "expected the output projection (MatMul, Gemm or Einsum with a "
                               "constant weight), a layout op or a scalar factor",
                               what);
     if (n->n_inputs < 2 || n->inputs[0] != v || n->inputs[1] < 0 || z->deps[n->inputs[1]] != 0)
@@ -422,11 +471,13 @@ static int rz_reaches_scores_walk(const rz_ctx *z, int v, int depth, int *budget
     if (depth > RZ_MAX_STEPS || v < 0 || --*budget < 0) return 0;
     const ir_node *n = rz_producer(z, v);
     if (!n) return 0;
-    if (rz_is_op(n, "MatMul"))
-        return n->n_inputs == 2 && n->inputs[0] >= 0 && n->inputs[1] >= 0 &&
-               z->deps[n->inputs[0]] != 0 && z->deps[n->inputs[1]] != 0;
-    if ((rz_is_op(n, "Identity") || rz_is_op(n, "Cast")) && n->n_inputs >= 1)
+    if (rz_is_op(n, "MatMul") || rz_is_op(n, "Einsum")) return rz_is_product(z, n);
+    if ((rz_is_op(n, "Identity") || rz_is_op(n, "Cast") || rz_is_flat_layout_op(n)) &&
+        n->n_inputs >= 1)
         return rz_reaches_scores_walk(z, n->inputs[0], depth + 1, budget);
+    if (rz_is_op(n, "Where") && n->n_inputs == 3)
+        return rz_reaches_scores_walk(z, n->inputs[1], depth + 1, budget) ||
+               rz_reaches_scores_walk(z, n->inputs[2], depth + 1, budget);
     if ((rz_is_op(n, "Mul") || rz_is_op(n, "Div") || rz_is_op(n, "Add")) && n->n_inputs == 2)
         return rz_reaches_scores_walk(z, n->inputs[0], depth + 1, budget) ||
                rz_reaches_scores_walk(z, n->inputs[1], depth + 1, budget);
@@ -446,6 +497,7 @@ static mha_status rz_parse_operands(rz_ctx *z) {
     rz_proj *projs[3] = {&c->qp, &c->kp, &c->vp};
     for (int i = 0; i < 3; i++) {
         mha_status st = rz_walk_back(z, ops[i], 1, names[i], chains[i]);
+        if (st == MHA_OK && i < 2) st = rz_rotary_pass(z, i, names[i], chains[i]);
         if (st == MHA_OK) st = rz_parse_in_proj(z, chains[i]->src, names[i], projs[i]);
         if (st != MHA_OK) return st;
     }
@@ -488,6 +540,82 @@ mha_status rz_parse_attention_core(rz_ctx *z, int node) {
     return rz_parse_operands(z);
 }
 
+/* The consumer of the probabilities P that leads to P.V (MatMul input 0,
+ * or a Cast / Identity before it), when P has two consumers. */
+static mha_status rz_pv_consumer(rz_ctx *z, int p, int *node, int *slot) {
+    *node = -1;
+    *slot = -1;
+    for (size_t ni = 0; ni < z->g->n_nodes; ni++) {
+        const ir_node *n = &z->g->nodes[ni];
+        int at = n->n_inputs >= 1 && n->inputs[0] == p   ? 0
+                 : n->n_inputs >= 2 && n->inputs[1] == p ? 1
+                                                         : -1;
+        if (at < 0) continue;
+        /* an Einsum may take P second */
+        if ((at == 0 &&
+             (rz_is_op(n, "MatMul") || rz_is_op(n, "Cast") || rz_is_op(n, "Identity"))) ||
+            rz_is_op(n, "Einsum")) {
+            *node = (int)ni;
+            *slot = at;
+        }
+    }
+    return MHA_OK;
+}
+
+/* need_weights: P feeds P.V and a second chain of layout ops -- with one
+ * ReduceMean, or a ReduceSum and constant factors, for the mean over the
+ * heads; without, the probabilities of every head -- ending at a graph
+ * output (what the chain means, the verifier confirms). *out is that
+ * output, or -1 when P has one consumer; *reduced whether it averages. */
+static mha_status rz_parse_weights_branch(rz_ctx *z, int p, int *out, int *reduced) {
+    const ir_graph *g = z->g;
+    int other = -1, count = 0;
+    *out = -1;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        if (rz_is_shape_op(n)) continue;
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] == p) {
+                count++;
+                if (!(rz_is_op(n, "MatMul") || rz_is_op(n, "Einsum") || rz_is_op(n, "Cast") ||
+                      rz_is_op(n, "Identity")))
+                    other = (int)ni;
+            }
+    }
+    if (count != 2 || other < 0) return MHA_OK; /* the usual single chain, checked later */
+    int cur = p, node = other;
+    char d[160];
+    *reduced = 0;
+    for (int hops = 0; node >= 0; hops++) {
+        const ir_node *n = &g->nodes[node];
+        int reduce = rz_is_op(n, "ReduceMean") || rz_is_op(n, "ReduceSum");
+        int factor = (rz_is_op(n, "Mul") || rz_is_op(n, "Div")) && n->n_inputs == 2 &&
+                     n->inputs[1] >= 0 && z->deps[n->inputs[1]] == 0;
+        int ok = hops < RZ_MAX_STEPS && n->n_outputs >= 1 && n->outputs[0] >= 0 &&
+                 n->n_inputs >= 1 && n->inputs[0] == cur &&
+                 (rz_is_layout_op(n) || (reduce && !*reduced) || factor);
+        if (!ok)
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "%s: the attention probabilities feed it besides P.V; only they "
+                            "(layout ops) or their mean over the heads (one ReduceMean, or "
+                            "ReduceSum and constant factors) may be a second output",
+                            rz_node_desc(z, node, d, sizeof d));
+        mha_status st = rz_check_plumbing(z, node, 0, "attention weights");
+        if (st != MHA_OK) return st;
+        *reduced |= reduce;
+        cur = n->outputs[0];
+        int slot;
+        st = rz_single_consumer(z, cur, "attention weights", &node, &slot);
+        if (st != MHA_OK) return st;
+    }
+    if (!rz_is_graph_output(z, cur))
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "the attention probabilities reach '%s', not a graph output",
+                        rz_value_name(z, cur));
+    *out = cur;
+    return MHA_OK;
+}
+
 mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
     rz_core *c = &z->core;
     const ir_node *sm = &z->g->nodes[node];
@@ -508,7 +636,7 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
                             "%s: its input '%s' is not computed from Q.K^T",
                             rz_node_desc(z, node, d, sizeof d), rz_value_name(z, cur));
         const ir_node *p = &z->g->nodes[pid];
-        if (rz_is_op(p, "MatMul") && rz_reaches_scores(z, cur)) {
+        if (rz_is_product(z, p) && rz_reaches_scores(z, cur)) {
             c->score_mm = pid;
             break;
         }
@@ -531,24 +659,81 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
             cur = p->inputs[r0 ? 0 : 1];
             continue;
         }
+        if (rz_is_op(p, "Where") && p->n_inputs == 3 && p->inputs[0] >= 0 && p->inputs[1] >= 0 &&
+            p->inputs[2] >= 0) {
+            /* masked_fill / torch.where: the scores on one side, a fill value
+             * on the other, a condition computed apart from the scores */
+            int r1 = rz_reaches_scores(z, p->inputs[1]);
+            int r2 = rz_reaches_scores(z, p->inputs[2]);
+            if (r1 == r2 || rz_reaches_scores(z, p->inputs[0]))
+                return rz_refuse_node(z, pid,
+                                      "a Where on the scores must choose between the scores "
+                                      "and a fill value computed apart from them",
+                                      "scores");
+            if (c->n_masks == RZ_MAX_MASK_TERMS)
+                return rz_refuse_node(z, pid, "too many mask terms", "scores");
+            rz_mask_term *t = &c->masks[c->n_masks++];
+            t->kind = RZ_TERM_WHERE;
+            t->cond = p->inputs[0];
+            t->value = p->inputs[r1 ? 2 : 1];
+            t->fill_when = r1 ? 0 : 1;
+            t->above = c->n_score_steps;
+            t->add_node = pid;
+            cur = p->inputs[r1 ? 1 : 2];
+            continue;
+        }
         int in_slot = 0;
         if ((rz_is_op(p, "Mul") || rz_is_op(p, "Div")) && p->n_inputs == 2 && p->inputs[0] >= 0 &&
             z->deps[p->inputs[0]] == 0)
             in_slot = 1;
         rz_step s;
-        if (rz_is_op(p, "Split") || rz_is_layout_op(p) || !rz_classify_step(z, pid, in_slot, 1, &s))
+        int flat = rz_is_flat_layout_op(p);
+        if (rz_is_op(p, "Split") || (rz_is_layout_op(p) && !flat) ||
+            !rz_classify_step(z, pid, in_slot, 1, &s))
             return rz_refuse_node(z, pid,
-                                  "between Q.K^T and Softmax only scalar factors and "
-                                  "additive masks are supported",
+                                  "between Q.K^T and Softmax only scalar factors, reshapes, "
+                                  "additive masks and masked fills are supported",
                                   "scores");
+        if (flat) {
+            mha_status st = rz_check_plumbing(z, pid, 0, "scores");
+            if (st != MHA_OK) return st;
+        }
         c->score_steps[c->n_score_steps++] = s;
         cur = p->inputs[s.data_in];
     }
-    /* Softmax -> the P.V MatMul. */
-    int pv, slot;
-    mha_status st = rz_single_consumer(z, sm->outputs[0], "attention", &pv, &slot);
+    /* Softmax -> the P.V MatMul, through casts back to the data type
+     * (softmax computed in float32) and reshapes that keep the flat order
+     * (BLOOM's [B, H, S, S] probabilities viewed as [B*H, S, S]); maybe also
+     * to a graph output of the probabilities (need_weights). */
+    int pv, slot, p_v = sm->outputs[0];
+    c->weights_out = -1;
+    mha_status st = rz_parse_weights_branch(z, p_v, &c->weights_out, &c->weights_mean);
     if (st != MHA_OK) return st;
-    if (pv < 0 || !rz_is_op(&z->g->nodes[pv], "MatMul") || slot != 0) {
+    for (int hops = 0;; hops++) {
+        st = hops == 0 && c->weights_out >= 0 ? rz_pv_consumer(z, p_v, &pv, &slot)
+                                              : rz_single_consumer(z, p_v, "attention", &pv, &slot);
+        if (st != MHA_OK) return st;
+        const ir_node *cn = pv >= 0 ? &z->g->nodes[pv] : NULL;
+        const int flat = cn && rz_is_flat_layout_op(cn);
+        if (!cn || hops == RZ_MAX_STEPS || slot != 0 || cn->n_outputs < 1 ||
+            !(rz_is_op(cn, "Cast") || rz_is_op(cn, "Identity") || flat))
+            break;
+        if (flat) {
+            st = rz_check_plumbing(z, pv, 0, "attention");
+            if (st != MHA_OK) return st;
+        }
+        c->p_steps[c->n_p_steps].node = pv;
+        c->p_steps[c->n_p_steps].kind = flat ? RZ_STEP_LAYOUT : RZ_STEP_IDENTITY;
+        c->p_steps[c->n_p_steps].data_in = 0;
+        c->p_steps[c->n_p_steps].data_out = 0;
+        c->n_p_steps++;
+        p_v = cn->outputs[0];
+    }
+    /* P.V: a MatMul with P first, or a two-operand Einsum */
+    int pv_ok =
+        pv >= 0 && ((rz_is_op(&z->g->nodes[pv], "MatMul") && slot == 0) ||
+                    (rz_is_product(z, &z->g->nodes[pv]) && rz_is_op(&z->g->nodes[pv], "Einsum")));
+    if (!pv_ok) {
         if (pv < 0)
             return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                             "%s: its output is not multiplied by V",
@@ -560,7 +745,15 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
     c->pv_mm = pv;
     c->q_v = qk->inputs[0];
     c->k_v = qk->inputs[1];
-    c->v_v = ir_node_input(pvn, 1);
+    c->v_v = ir_node_input(pvn, 1 - slot);
+    interp_einsum e;
+    if (rz_einsum_of(qk, &e)) {
+        /* Q is the operand with the scores' query letter (output axis -2) */
+        if (e.rank_out < 2 || strchr(e.in[0], e.out[e.rank_out - 2]) == NULL) {
+            c->q_v = qk->inputs[1];
+            c->k_v = qk->inputs[0];
+        }
+    }
     c->o_v = pvn->n_outputs > 0 ? pvn->outputs[0] : -1;
     if (c->v_v < 0 || z->deps[c->v_v] == 0 || c->o_v < 0)
         return rz_refuse_node(z, pv, "V must be computed from a graph input", "attention");

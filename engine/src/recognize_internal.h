@@ -75,10 +75,17 @@ typedef struct rz_view {
     int64_t s_row, s_col;
 } rz_view;
 
+/* A term on the scores: an Add of a mask (scores + value), or a Where that
+ * replaces masked scores by a fill value (masked_fill, torch.where). */
+typedef enum rz_term_kind { RZ_TERM_ADD = 0, RZ_TERM_WHERE } rz_term_kind;
+
 typedef struct rz_mask_term {
-    int value; /* the added value */
-    int above; /* number of score-path factor steps applied after it */
-    int add_node;
+    rz_term_kind kind;
+    int value;     /* the added value, or the Where's fill value */
+    int cond;      /* Where: its condition */
+    int fill_when; /* Where: the condition value (0 or 1) that selects the fill */
+    int above;     /* number of score-path factor steps applied after it */
+    int add_node;  /* the Add or Where */
 } rz_mask_term;
 
 typedef struct rz_core {
@@ -90,12 +97,19 @@ typedef struct rz_core {
     int mask_input;                    /* Attention core: the attn_mask graph input value, or -1 */
     rz_step score_steps[RZ_MAX_STEPS]; /* Softmax input back to the QK MatMul */
     int n_score_steps;
+    rz_step p_steps[RZ_MAX_STEPS]; /* Softmax output to the P.V MatMul (casts) */
+    int n_p_steps;
+    int weights_out;  /* graph output of the probabilities (need_weights), or -1 */
+    int weights_mean; /* ... averaged over the heads */
     rz_mask_term masks[RZ_MAX_MASK_TERMS];
     int n_masks;
     rz_chain qchain, kchain, vchain; /* projection output -> operand */
     rz_chain ochain;                 /* o_v -> output projection input */
     rz_chain ychain;                 /* output projection output -> graph output */
     rz_proj qp, kp, vp, op;
+    /* rotary embedding on Q (0) and K (1): the value rotated and the
+     * rotation's output (recognize_rotary.c) */
+    int rot_on[2], rot_x[2], rot_y[2];
 } rz_core;
 
 typedef struct rz_ctx {
@@ -149,6 +163,12 @@ mha_status rz_parse_out_proj(rz_ctx *z, int node, int v, rz_proj *p, rz_chain *y
 mha_status rz_parse_softmax_core(rz_ctx *z, int softmax_node);
 mha_status rz_parse_attention_core(rz_ctx *z, int attention_node);
 const char *rz_node_desc(const rz_ctx *z, int node, char *buf, size_t size);
+/* The parsed equation of an Einsum node (0 if not one, or not readable). */
+int rz_einsum_of(const ir_node *n, interp_einsum *e);
+/* An Einsum projection X . W (W constant): the number k of X's trailing
+ * axes contracted with W's leading ones (W is [prod k axes, rest] as a
+ * matrix); 0 if n is not one. */
+int rz_einsum_proj_k(const rz_ctx *z, const ir_node *n);
 
 /* ---- recognize_probe.c: probe shapes and inputs (shared with verify.c) ---- */
 /* Concrete dims for every input of L (roles and static dims decide which
@@ -171,11 +191,48 @@ void rz_free_probe(rz_ctx *z);
 mha_status rz_chain_factor(rz_ctx *z, const rz_chain *ch, double *f);
 mha_status rz_build_projected(rz_ctx *z, layer *L);
 
+/* ---- recognize_rotary.c: rotary position embeddings on Q and K ---- */
+/* Phase 1: when ch (side 0 = Q, 1 = K) starts at a value that mixes two
+ * data paths, and they meet again in one tensor, the chain goes on below
+ * it (recorded in z->core.rot_*). A no-op otherwise. */
+mha_status rz_rotary_pass(rz_ctx *z, int side, const char *what, rz_chain *ch);
+/* Phase 3 (after the probe): the rotation's kind, dims and tables into L,
+ * or a refusal saying what the subgraph is not. */
+mha_status rz_rotary_build(rz_ctx *z, layer *L);
+
+/* ---- recognize_alibi.c: ALiBi from the term on the scores ---- */
+/* raw [n_slots, sq, skv]: the additive on the scaled scores (hidden keys
+ * <= -1e30), head[n] the query head of slot n. 1: it is ALiBi (slopes and
+ * form into L); 0: it is not; -1: out of memory (z->err set). */
+int rz_alibi_take(rz_ctx *z, layer *L, const double *raw, int64_t n_slots, int64_t sq, int64_t skv,
+                  const int64_t *head);
+/* The same reading without a layer: slope [H] and the form. */
+int rz_alibi_slopes(rz_ctx *z, const double *raw, int64_t n_slots, int64_t sq, int64_t skv,
+                    const int64_t *head, int64_t H, double *slope, int *relative);
+
 /* ---- recognize_mask.c ---- */
+/* What the mask terms put on the scores [n_slots, sq, skv]. */
+typedef struct rz_eff {
+    int64_t n_slots, sq, skv;
+    double *raw; /* the additive that lands on each score; <= -1e30 hides it */
+} rz_eff;
+void rz_eff_free(rz_ctx *z, rz_eff *e);
+int rz_is_masked_value(double v);
+/* The terms' effect from values vals; target (or NULL) the scores' shape. */
+mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, const tensor *target,
+                          rz_eff *e);
 /* Places the additive mask terms of a Softmax core: causal, key padding or
  * an attention mask input. head_of_slot / batch_of_slot after head
  * assembly. */
 mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *batch_of_slot,
                           const int64_t *head_of_slot, int64_t n_slots);
+
+/* ---- recognize_relbias.c ---- */
+/* A bias on 4-D scores that depends on the head and the key - query
+ * distance only (T5's bucketed relative positions), computed from the
+ * sequence length: tabulated into L->bias by running the part of the graph
+ * that computes it at a long length. mi: the mask input (holding its
+ * neutral fill), or -1; cf: the factor after each term. */
+mha_status rz_relbias_take(rz_ctx *z, layer *L, const double *cf, int mi, const int64_t *head);
 
 #endif

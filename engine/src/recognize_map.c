@@ -116,6 +116,16 @@ static int64_t rz_prod(const int64_t *d, int n) {
     return p;
 }
 
+/* Whether t's trailing axes multiply to exactly n (a matrix of rows by n
+ * columns in flat order: [.., n] or an Einsum's [.., heads, d]). */
+static int rz_trailing_is(const tensor *t, int64_t n) {
+    if (!t || t->rank < 1 || n <= 0) return 0;
+    int64_t p = 1;
+    for (int ax = t->rank - 1; ax >= 0 && p < n; ax--)
+        p *= t->dims[ax];
+    return p == n;
+}
+
 /* A tensor shaped like `like` whose elements are their own flat indices. */
 static mha_status rz_index_tensor(rz_ctx *z, const tensor *like, tensor **out) {
     mha_status st = tensor_new(z->a, MHA_DTYPE_INT64, like->rank, like->dims, out, z->err);
@@ -244,7 +254,10 @@ static mha_status rz_proj_weights(rz_ctx *z, const rz_proj *p, const char *what,
     const ir_node *n = &z->g->nodes[p->node];
     const tensor *W = rz_val(z, p->w_v);
     char d[160];
-    if (!W || W->dtype != MHA_DTYPE_FLOAT32 || W->rank != 2)
+    /* an Einsum projection's weight is a matrix of its first k axes by the
+     * rest (row-major data as it is) */
+    const int ek = rz_einsum_proj_k(z, n);
+    if (!W || W->dtype != MHA_DTYPE_FLOAT32 || (ek ? W->rank <= ek : W->rank != 2))
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "%s (%s projection): the weight must be a float32 matrix",
                         rz_node_desc(z, p->node, d, sizeof d), what);
@@ -255,6 +268,10 @@ static mha_status rz_proj_weights(rz_ctx *z, const rz_proj *p, const char *what,
     if (p->bias_node >= 0) beta = 1.0;
     s->din = transB ? W->dims[1] : W->dims[0];
     s->n = transB ? W->dims[0] : W->dims[1];
+    if (ek) {
+        s->din = rz_prod(W->dims, ek);
+        s->n = rz_prod(W->dims + ek, W->rank - ek);
+    }
     if (s->din <= 0 || s->n <= 0)
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "%s (%s projection): the weight is empty",
@@ -268,8 +285,9 @@ static mha_status rz_proj_weights(rz_ctx *z, const rz_proj *p, const char *what,
                 (float)(alpha * (transB ? src[c * s->din + r] : src[r * s->n + c]));
     if (p->b_v < 0) return MHA_OK;
     const tensor *bt = rz_val(z, p->b_v);
+    /* [n], or shaped like an Einsum projection's trailing output axes */
     int ok = bt && bt->dtype == MHA_DTYPE_FLOAT32 && bt->rank >= 1 &&
-             bt->dims[bt->rank - 1] == s->n && tensor_numel(bt) == s->n;
+             (bt->dims[bt->rank - 1] == s->n || ek) && tensor_numel(bt) == s->n;
     if (!ok)
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "%s (%s projection): the bias must be float32 with %lld values along "
@@ -346,7 +364,7 @@ static mha_status rz_trace_side(rz_ctx *z, const rz_proj *p, const rz_chain *ch,
     if (st != MHA_OK) return st;
     const tensor *P = rz_val(z, p->out_v);
     tensor *enc = NULL, *op = NULL;
-    if (!P || P->rank < 1 || P->dims[P->rank - 1] != s->n || tensor_numel(P) != R * s->n) {
+    if (!P || !rz_trailing_is(P, s->n) || tensor_numel(P) != R * s->n) {
         mha_free(z->a, xrow);
         return rz_unsupported(z, "the %s projection output has an unexpected shape", what);
     }
@@ -430,7 +448,23 @@ static mha_status rz_view_alloc(rz_ctx *z, rz_view *v, int64_t n_slots) {
 
 /* Matrix offsets of operand t for every batch index of the broadcast batch
  * shape bs[0..nb) (numpy broadcasting, as MatMul does). */
+static int rz_bcast_bases_numpy(const tensor *t, const int64_t *bs, int nb, int64_t mat,
+                                int64_t *base);
+
+/* As numpy broadcasting, or -- when t's batch axes hold exactly the slots
+ * in another grouping ([B*H] against [B, H]: the scores of a baddbmm next
+ * to the P.V of 4-D heads) -- slot n at matrix n. */
 static int rz_bcast_bases(const tensor *t, const int64_t *bs, int nb, int64_t mat, int64_t *base) {
+    if (rz_bcast_bases_numpy(t, bs, nb, mat, base)) return 1;
+    const int64_t n_slots = rz_prod(bs, nb);
+    if (t->rank < 2 || rz_prod(t->dims, t->rank - 2) != n_slots) return 0;
+    for (int64_t n = 0; n < n_slots; n++)
+        base[n] = n * mat;
+    return 1;
+}
+
+static int rz_bcast_bases_numpy(const tensor *t, const int64_t *bs, int nb, int64_t mat,
+                                int64_t *base) {
     int tb = t->rank - 2;
     if (tb > nb) return 0;
     int64_t n_slots = rz_prod(bs, nb);
@@ -463,26 +497,118 @@ static void rz_views_free(rz_ctx *z, rz_views *vs) {
     rz_view_free(z, &vs->o);
 }
 
+/* Stride of letter ch in tensor t whose axes are `letters` (0 if absent:
+ * an Einsum operand without a batch letter is shared along it). */
+static int64_t rz_letter_stride(const tensor *t, const char *letters, char ch) {
+    const char *at = strchr(letters, ch);
+    if (!at || ch == '\0') return 0;
+    int64_t st = 1;
+    for (int ax = t->rank - 1; ax > (int)(at - letters); ax--)
+        st *= t->dims[ax];
+    return st;
+}
+
+/* The one letter of `a` that is not in `b`, or 0 if not exactly one. */
+static char rz_letter_apart(const char *a, const char *b) {
+    char found = 0;
+    for (const char *p = a; *p; p++)
+        if (!strchr(b, *p)) {
+            if (found) return 0;
+            found = *p;
+        }
+    return found;
+}
+
+/* Views of an Einsum core: the scores S = einsum(Q, K) end with (query,
+ * key) axes, their other axes are the slots; P.V = einsum(P, V) names P's
+ * axes with its own letters. Every operand is read through the strides of
+ * its letters. */
+static mha_status rz_einsum_views(rz_ctx *z, rz_views *vs) {
+    const rz_core *c = &z->core;
+    const ir_node *qk = &z->g->nodes[c->score_mm], *pv = &z->g->nodes[c->pv_mm];
+    interp_einsum es, ep;
+    if (!rz_einsum_of(qk, &es) || !rz_einsum_of(pv, &ep))
+        return rz_unsupported(z, "Q.K^T and P.V must both be MatMul or both Einsum");
+    const tensor *Q = rz_val(z, c->q_v), *K = rz_val(z, c->k_v), *V = rz_val(z, c->v_v);
+    const tensor *S = rz_val(z, qk->outputs[0]), *O = rz_val(z, c->o_v);
+    const int qi = qk->inputs[0] == c->q_v ? 0 : 1, vi = pv->inputs[0] == c->v_v ? 0 : 1;
+    const char *lq = es.in[qi], *lk = es.in[1 - qi], *ls = es.out;
+    const char *lp = ep.in[1 - vi], *lv = ep.in[vi], *lo = ep.out;
+    const int rs = es.rank_out;
+    char ck = rz_letter_apart(lq, ls); /* the contracted head feature */
+    char fv = rz_letter_apart(lv, lp); /* V's feature */
+    int ok = Q && K && V && S && O && rs >= 2 && S->rank == rs && ep.rank_in[1 - vi] == rs && ck &&
+             fv && strchr(lk, ck) && !strchr(lq, ls[rs - 1]) && !strchr(lk, ls[rs - 2]) &&
+             strchr(lq, ls[rs - 2]) && strchr(lk, ls[rs - 1]) && strchr(lv, lp[rs - 1]) &&
+             strchr(lo, lp[rs - 2]) && strchr(lo, fv) && !strchr(lo, lp[rs - 1]);
+    for (int a = 0; ok && a < rs - 2; a++) /* slot letters reach the output */
+        ok = strchr(lo, lp[a]) != NULL;
+    if (!ok)
+        return rz_unsupported(z, "the Einsum equations '%s' and '%s' are not Q.K^T and P.V", ls,
+                              lo);
+    const int64_t Sq = S->dims[rs - 2], Skv = S->dims[rs - 1];
+    vs->dh = Q->dims[strchr(lq, ck) - lq];
+    vs->dv = V->dims[strchr(lv, fv) - lv];
+    int64_t n_slots = rz_prod(S->dims, rs - 2);
+    rz_view *views[4] = {&vs->q, &vs->k, &vs->v, &vs->o};
+    mha_status st = MHA_OK;
+    for (int i = 0; i < 4 && st == MHA_OK; i++)
+        st = rz_view_alloc(z, views[i], n_slots);
+    if (st != MHA_OK) return st;
+    vs->q.rows = Sq, vs->q.cols = vs->dh;
+    vs->q.s_row = rz_letter_stride(Q, lq, ls[rs - 2]), vs->q.s_col = rz_letter_stride(Q, lq, ck);
+    vs->k.rows = Skv, vs->k.cols = vs->dh;
+    vs->k.s_row = rz_letter_stride(K, lk, ls[rs - 1]), vs->k.s_col = rz_letter_stride(K, lk, ck);
+    vs->v.rows = Skv, vs->v.cols = vs->dv;
+    vs->v.s_row = rz_letter_stride(V, lv, lp[rs - 1]), vs->v.s_col = rz_letter_stride(V, lv, fv);
+    vs->o.rows = Sq, vs->o.cols = vs->dv;
+    vs->o.s_row = rz_letter_stride(O, lo, lp[rs - 2]), vs->o.s_col = rz_letter_stride(O, lo, fv);
+    for (int64_t n = 0; n < n_slots; n++) {
+        int64_t rem = n;
+        for (int a = rs - 3; a >= 0; a--) {
+            int64_t idx = rem % S->dims[a];
+            rem /= S->dims[a];
+            vs->q.base[n] += idx * rz_letter_stride(Q, lq, ls[a]);
+            vs->k.base[n] += idx * rz_letter_stride(K, lk, ls[a]);
+            vs->v.base[n] += idx * rz_letter_stride(V, lv, lp[a]);
+            vs->o.base[n] += idx * rz_letter_stride(O, lo, lp[a]);
+        }
+    }
+    return MHA_OK;
+}
+
 static mha_status rz_softmax_views(rz_ctx *z, rz_views *vs) {
     const rz_core *c = &z->core;
+    if (rz_is_op(&z->g->nodes[c->score_mm], "Einsum") || rz_is_op(&z->g->nodes[c->pv_mm], "Einsum"))
+        return rz_einsum_views(z, vs);
     const tensor *A = rz_val(z, c->q_v), *Bm = rz_val(z, c->k_v), *V = rz_val(z, c->v_v);
     const tensor *S = rz_val(z, z->g->nodes[c->score_mm].outputs[0]), *O = rz_val(z, c->o_v);
     if (!A || !Bm || !V || !S || !O || A->rank < 2 || Bm->rank < 2 || V->rank < 2 || S->rank < 2 ||
-        O->rank != S->rank)
+        O->rank < 2)
         return rz_unsupported(z, "the attention MatMuls need operands of rank 2 or more");
+    /* scores of folded heads [B*H, Sq, Skv] may meet P.V of [B, H, ..]
+     * (GPT-NeoX's baddbmm): the slots are the wider grouping's */
+    const tensor *grouping = O->rank > S->rank ? O : S;
+    if (O->rank != S->rank && rz_prod(O->dims, O->rank - 2) != rz_prod(S->dims, S->rank - 2))
+        return rz_unsupported(z, "%s broadcasts the probabilities to more heads", "the P.V MatMul");
+    /* the scores may be reshaped on their way (flat order kept): the
+     * Softmax must still run over whole rows of keys */
     const ir_node *sm = &z->g->nodes[c->node];
+    const tensor *SI = rz_val(z, sm->inputs[0]);
     int64_t axis = ir_attr_int(sm, "axis", z->g->opset >= 13 ? -1 : 1);
-    if (axis < 0) axis += S->rank;
-    if (axis != S->rank - 1)
+    if (!SI || SI->rank < 1) return rz_unsupported(z, "the Softmax input has no shape");
+    if (axis < 0) axis += SI->rank;
+    if (axis != SI->rank - 1 || SI->dims[SI->rank - 1] != S->dims[S->rank - 1] ||
+        tensor_numel(SI) != tensor_numel(S))
         return rz_unsupported(z,
                               "%s over axis %lld of rank %lld scores: only the last axis "
-                              "is supported",
-                              "Softmax", (long long)axis, (long long)S->rank);
-    int nb = S->rank - 2;
-    const int64_t *bs = S->dims;
-    if (memcmp(O->dims, S->dims, sizeof(int64_t) * (size_t)nb) != 0)
+                              "(the keys) is supported",
+                              "Softmax", (long long)axis, (long long)SI->rank);
+    int nb = grouping->rank - 2;
+    const int64_t *bs = grouping->dims;
+    if (O->rank == S->rank && memcmp(O->dims, S->dims, sizeof(int64_t) * (size_t)nb) != 0)
         return rz_unsupported(z, "%s broadcasts the probabilities to more heads", "the P.V MatMul");
-    int64_t Sq = S->dims[nb], Skv = S->dims[nb + 1];
+    int64_t Sq = S->dims[S->rank - 2], Skv = S->dims[S->rank - 1];
     vs->dh = A->dims[A->rank - 1];
     vs->dv = V->dims[V->rank - 1];
     int64_t n_slots = rz_prod(bs, nb);
@@ -636,7 +762,7 @@ static mha_status rz_trace_output(rz_ctx *z, const rz_view *ov, const int64_t *b
         mha_free(z->a, inv);
         return st;
     }
-    if (zt->rank < 1 || zt->dims[zt->rank - 1] != o->dz) {
+    if (!rz_trailing_is(zt, o->dz)) {
         st = rz_unsupported(z, "the output projection input is not %lld wide", (long long)o->dz);
     } else {
         o->rows = tensor_numel(zt) / o->dz;
@@ -690,8 +816,7 @@ static mha_status rz_trace_output(rz_ctx *z, const rz_view *ov, const int64_t *b
 
     /* Y rows must land on graph output [b, s, :] in order. */
     const tensor *Y = rz_val(z, c->op.out_v);
-    int64_t yrows =
-        Y && Y->rank >= 1 && Y->dims[Y->rank - 1] == o->dout ? tensor_numel(Y) / o->dout : -1;
+    int64_t yrows = Y && rz_trailing_is(Y, o->dout) ? tensor_numel(Y) / o->dout : -1;
     if (yrows != o->rows)
         return rz_unsupported(z, "the %s projection output has %lld rows, its input %lld", "output",
                               (long long)yrows, (long long)o->rows);
@@ -945,6 +1070,7 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
     L->d_head = vs.dh;
     L->d_head_v = vs.dv;
     L->cross = c->qp.x_input != c->kp.x_input;
+    if (c->qp.node == c->kp.node || c->kp.node == c->vp.node) L->idioms |= LAYER_IDIOM_FUSED_QKV;
     L->seq_first = 0;
     st = rz_gather(z, &q, H.rep, H.hq, 1.0, &L->wq, &L->bq);
     if (st == MHA_OK) st = rz_gather(z, &k, H.kv_rep, H.hkv, 1.0, &L->wk, &L->bk);
@@ -987,6 +1113,21 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
         if (L->softcap != 0.0f && fqk != 1.0)
             st = rz_unsupported(z, "softcap with scalar factors on Q or K is not supported");
     } else {
+        /* casts after the Softmax must keep float32 (softmax in float32) */
+        rz_chain pc;
+        double pf;
+        pc.n = c->n_p_steps;
+        memcpy(pc.steps, c->p_steps, sizeof(rz_step) * (size_t)c->n_p_steps);
+        st = rz_chain_factor(z, &pc, &pf);
+        if (st != MHA_OK) goto done;
+        if (c->n_p_steps) L->idioms |= LAYER_IDIOM_SOFTMAX_CAST;
+        for (int i = 0; i < c->n_score_steps; i++) {
+            const ir_node *sn = &z->g->nodes[c->score_steps[i].node];
+            if (c->score_steps[i].kind == RZ_STEP_IDENTITY && rz_is_op(sn, "Cast"))
+                L->idioms |= LAYER_IDIOM_SOFTMAX_CAST;
+            if (c->score_steps[i].kind == RZ_STEP_LAYOUT) L->idioms |= LAYER_IDIOM_SCORE_RESHAPE;
+        }
+        if (q.factor != 1.0 && k.factor != 1.0) L->idioms |= LAYER_IDIOM_QK_FACTORS;
         double fs = 1.0;
         for (int i = 0; i < c->n_score_steps; i++) {
             rz_chain one;

@@ -36,10 +36,12 @@ static rz_sym rz_axis_symbol(const layer_io *io, int axis) {
         /* com.microsoft integer masks are [B, S, T], not right-aligned */
         if ((io->dtype == MHA_DTYPE_INT32 || io->dtype == MHA_DTYPE_INT64) && r == 3)
             return axis == 0 ? RZ_SYM_B : axis == 1 ? RZ_SYM_SQ : RZ_SYM_SKV;
-        /* Broadcast against [B, H, Sq, Skv] from the right. */
+        /* Broadcast against [B, H, Sq, Skv] from the right -- but a dynamic
+         * first axis of a 3-D mask is the batch (Keras [B, Sq, Skv]) */
         if (from_end == 0) return RZ_SYM_SKV;
         if (from_end == 1) return RZ_SYM_SQ;
         if (from_end == 3) return RZ_SYM_B;
+        if (r == 3 && io->dims[0] < 0) return RZ_SYM_B;
         return RZ_SYM_ONE;
     default:
         return RZ_SYM_FIXED;

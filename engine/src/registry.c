@@ -3,8 +3,9 @@
  *
  * Search order (first found wins for a name; never the current directory):
  *   1. registry_options.plugin_path: a plugin file or a folder
- *   2. MHA_PLUGIN_PATH, ':'-separated files or folders (empty items skipped:
- *      unlike PATH, an empty item does NOT mean ".")
+ *   2. MHA_PLUGIN_PATH (secure_getenv: ignored in setuid/setgid programs),
+ *      ':'-separated absolute files or folders (empty and relative items
+ *      skipped: unlike PATH, an empty item does NOT mean ".")
  *   3. beside libmha, found with dladdr on a libmha function: <dir>/mha/plugins
  *      and <dir>/../lib/mha/plugins (the second serves the `mha` command and
  *      the tests, which link libmha statically into build/bin/)
@@ -14,10 +15,11 @@
  *
  * Loading one file, each step's failure recorded in the entry's reason and
  * logged, never fatal for the others:
- *   dlopen(RTLD_NOW|RTLD_LOCAL) -> dlsym("mha_plugin_get") -> call it with
- *   MHA_PLUGIN_ABI_MAJOR -> non-NULL -> abi_major and struct_size (before
- *   any other field) -> name and function pointers -> not a duplicate name
- *   -> probe(cpu features) > 0.
+ *   the file and its folders owned by root or this user and writable by
+ *   no one else (reg_path_trusted) -> dlopen(RTLD_NOW|RTLD_LOCAL) ->
+ *   dlsym("mha_plugin_get") -> call it with MHA_PLUGIN_ABI_MAJOR ->
+ *   non-NULL -> abi_major and struct_size (before any other field) -> name
+ *   and function pointers -> not a duplicate name -> probe(cpu features) > 0.
  * The built-in scalar backend is always entry 0, path "(built-in)".
  *
  * Plugins are never dlclose'd. Code and static data of a plugin are
@@ -34,13 +36,17 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <link.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define REGISTRY_BUILTIN_PATH "(built-in)"
@@ -53,6 +59,7 @@ typedef struct reg_build {
     registry *r;
     size_t cap; /* capacity of r->entries */
     const registry_options *opts;
+    int isolate; /* probe each file in a child process first */
     char **seen; /* realpaths of folders and files visited */
     size_t n_seen, cap_seen;
 } reg_build;
@@ -64,14 +71,12 @@ static void reg_log(const registry_options *o, mha_log_level level, const char *
 
 static void reg_log(const registry_options *o, mha_log_level level, const char *fmt, ...) {
     if (!o || !o->log || level > o->log_level) return;
-    char msg[1024];
+    char raw[1024], msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    for (char *p = msg; *p; p++) /* one line */
-        if (*p == '\n' || *p == '\r') *p = ' ';
-    o->log(o->log_user, level, msg);
+    o->log(o->log_user, level, mha_text_escape(msg, sizeof msg, raw)); /* one line, no controls */
 }
 
 /* Grows a pointer-sized array by doubling; 0 on allocation failure. */
@@ -118,12 +123,12 @@ static plugin_entry *reg_add_entry(reg_build *b, const char *path) {
 static void reg_set_reason(plugin_entry *e, const char *fmt, ...) MHA_PRINTF(2, 3);
 
 static void reg_set_reason(plugin_entry *e, const char *fmt, ...) {
+    char raw[sizeof e->reason];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->reason, sizeof e->reason, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    for (char *p = e->reason; *p; p++)
-        if (*p == '\n' || *p == '\r') *p = ' ';
+    mha_text_escape(e->reason, sizeof e->reason, raw); /* paths are printed by `mha backends` */
 }
 
 /* A plugin name is short and [a-z0-9_]: it is typed on command lines and
@@ -150,6 +155,218 @@ static const char *reg_missing_function(const mha_plugin *p) {
     return NULL;
 }
 
+/* ---- ABI minor versions ---- */
+
+/* The frozen sizes on LP64 targets, written out: a change here breaks every
+ * plugin built before it. */
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(MHA_PLUGIN_SIZE_1_0 == 136, "mha_plugin 1.0/1.1 is frozen at 136 bytes");
+_Static_assert(MHA_PLUGIN_SIZE_1_2 == 144, "mha_plugin 1.2 is frozen at 144 bytes");
+_Static_assert(MHA_ATTN_ARGS_SIZE_1_0 == 320, "mha_attn_args 1.0/1.1 is frozen at 320 bytes");
+_Static_assert(MHA_ATTN_ARGS_SIZE_1_2 == 352, "mha_attn_args 1.2 is frozen at 352 bytes");
+_Static_assert(MHA_ROTARY_ARGS_SIZE_1_2 == 172, "mha_rotary_args 1.2 is frozen at 172 bytes");
+_Static_assert(MHA_SERVICES_SIZE_1_0 == 40, "mha_plugin_services 1.0 is frozen at 40 bytes");
+_Static_assert(MHA_SERVICES_SIZE_1_1 == 48, "mha_plugin_services 1.1 is frozen at 48 bytes");
+#endif
+
+/* The smallest table a plugin declaring `minor` may return: the frozen size
+ * of that minor version; a newer minor than this host's must hold at least
+ * everything this host reads. */
+static size_t reg_frozen_size(uint32_t minor) {
+    return minor >= 2 ? MHA_PLUGIN_SIZE_1_2 : MHA_PLUGIN_SIZE_1_0;
+}
+
+/* What the table covers, as a minor version of this host's ABI. */
+static uint32_t reg_table_minor(const mha_plugin *p) {
+    if (!p || p->struct_size < MHA_PLUGIN_SIZE_1_0) return 0;
+    uint32_t m = p->abi_minor < MHA_PLUGIN_ABI_MINOR ? p->abi_minor : MHA_PLUGIN_ABI_MINOR;
+    return (m >= 2 && p->struct_size < MHA_PLUGIN_SIZE_1_2) ? 1u : m;
+}
+
+uint32_t registry_plugin_minor(const mha_plugin *p) {
+    return reg_table_minor(p);
+}
+
+registry_rotary_fn registry_plugin_rotary(const mha_plugin *p) {
+    return reg_table_minor(p) >= 2 ? p->rotary : NULL;
+}
+
+static void reg_set_reason(plugin_entry *e, const char *fmt, ...) MHA_PRINTF(2, 3);
+
+/* ---- trust ---- */
+
+/* A plugin runs with the process's rights, so whoever can replace the file,
+ * or rename entries in any folder on its path, owns the process. As sudo
+ * does for its plugins and ld.so for a setuid program's libraries: the file
+ * and every folder up to / must belong to root or to this user and be
+ * writable by nobody else -- except a folder with the sticky bit (/tmp),
+ * where others cannot remove or rename what they do not own. Returns 1 when
+ * `real` (a realpath) passes; else sets e's reason, naming the path that
+ * failed. */
+static int reg_path_trusted(plugin_entry *e, const char *real) {
+    char path[PATH_MAX];
+    size_t len = strlen(real);
+    if (len == 0 || len >= sizeof path || real[0] != '/') {
+        reg_set_reason(e, "%s: not an absolute path", real);
+        return 0;
+    }
+    memcpy(path, real, len + 1);
+    uid_t me = geteuid();
+    for (int is_file = 1;; is_file = 0) {
+        struct stat sb;
+        if (lstat(path, &sb) != 0) {
+            reg_set_reason(e, "%s: %s", path, strerror(errno));
+            return 0;
+        }
+        const char *what = is_file ? "plugin file" : "folder of the plugin";
+        if (is_file && !S_ISREG(sb.st_mode)) { /* dlopen of a FIFO would wait forever */
+            reg_set_reason(e, "%s: not a regular file", path);
+            return 0;
+        }
+        if (sb.st_uid != 0 && sb.st_uid != me) {
+            reg_set_reason(e, "%s %s is owned by uid %u, neither root nor this user: refused", what,
+                           path, (unsigned)sb.st_uid);
+            return 0;
+        }
+        int sticky_dir = S_ISDIR(sb.st_mode) && (sb.st_mode & S_ISVTX);
+        if ((sb.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_dir) {
+            reg_set_reason(e, "%s %s is writable by %s: refused", what, path,
+                           (sb.st_mode & S_IWOTH) ? "everyone" : "its group");
+            return 0;
+        }
+        if (strcmp(path, "/") == 0) return 1;
+        char *slash = strrchr(path, '/');
+        if (slash == path)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
+    }
+}
+
+/* ---- probing in a child process ---- */
+
+#define REG_PREFLIGHT_TIMEOUT_MS 10000
+
+/* 1 when this process runs one thread: fork() then copies everything the
+ * child needs, and no lock (the loader's, malloc's) can be held by a
+ * thread that does not exist in the child. */
+static int reg_single_threaded(void) {
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f) return 0;
+    char line[256];
+    int threads = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &threads) == 1) break;
+    fclose(f);
+    return threads == 1;
+}
+
+/* Services for init() in the probing child: memory from the C library,
+ * log lines dropped (the child says nothing). */
+static void reg_child_log(void *ctx, int level, const char *message) {
+    (void)ctx, (void)level, (void)message;
+}
+
+static void *reg_child_alloc(void *ctx, size_t size, size_t align) {
+    (void)ctx;
+    if (align < 64) align = 64;
+    size_t rounded;
+    if ((align & (align - 1)) || !mha_add_size(size ? size : 1, align - 1, &rounded)) return NULL;
+    return aligned_alloc(align, rounded & ~(align - 1));
+}
+
+static void reg_child_free(void *ctx, void *ptr) {
+    (void)ctx;
+    free(ptr);
+}
+
+/* Opens `path` and calls its probe (and, when the probe accepts, init and
+ * fini) in a child process, which reports back
+ * through a pipe only once the probe returned. Returns 1 when it did (or
+ * when no child can be made: the file is then loaded as before); else
+ * records why in e and returns 0 -- the file is never opened here. A crash
+ * in a plugin's constructor, mha_plugin_get, probe or init thus costs only
+ * that plugin. The child calls nothing of the library and leaves with _exit (no
+ * atexit handlers, no stdio flush of the parent's buffers). */
+static int reg_preflight(plugin_entry *e, const char *path, uint64_t features, int timeout_ms) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return 1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return 1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        /* a crash must end the child: the caller's handlers (a test
+         * framework's longjmp, a sanitizer's report) would carry on running
+         * the caller's code in the child */
+        static const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS};
+        for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
+            signal(fatal[i], SIG_DFL);
+        void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        void *sym = h ? dlsym(h, MHA_PLUGIN_ENTRY_SYMBOL) : NULL;
+        if (sym) {
+            mha_plugin_get_fn get;
+            memcpy(&get, &sym, sizeof get);
+            const mha_plugin *p = get(MHA_PLUGIN_ABI_MAJOR);
+            /* the full table checks run later in the parent; here only what
+             * calling probe needs */
+            if (p && p->abi_major == MHA_PLUGIN_ABI_MAJOR && p->struct_size >= MHA_PLUGIN_SIZE_1_0 &&
+                p->probe) {
+                const char *why = NULL;
+                void *state = NULL;
+                mha_plugin_services svc = {.struct_size = sizeof svc,
+                                           .log = reg_child_log,
+                                           .alloc = reg_child_alloc,
+                                           .free = reg_child_free,
+                                           .cpu_features = features};
+                if (p->probe(features, &why) > 0 && p->init && p->init(&svc, &state) == 0 &&
+                    p->fini)
+                    p->fini(state);
+            }
+        }
+        const char done = 1;
+        ssize_t w = write(fds[1], &done, 1);
+        _exit(w == 1 ? 0 : 1);
+    }
+    close(fds[1]);
+    struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+    int ready;
+    do
+        ready = poll(&pfd, 1, timeout_ms);
+    while (ready < 0 && errno == EINTR);
+    char done = 0;
+    ssize_t got = ready > 0 ? read(fds[0], &done, 1) : 0;
+    close(fds[0]);
+    if (ready == 0) kill(pid, SIGKILL);
+    int status = 0;
+    pid_t w;
+    do
+        w = waitpid(pid, &status, 0);
+    while (w < 0 && errno == EINTR);
+    if (got == 1 && done == 1) return 1;
+    if (ready == 0)
+        reg_set_reason(e,
+                       "%s: opening and probing it in a child process did not return within %d ms "
+                       "(killed)",
+                       path, timeout_ms);
+    else if (w == pid && WIFSIGNALED(status))
+        reg_set_reason(e,
+                       "%s: opening and probing it in a child process did not return: killed by "
+                       "signal %d (%s)",
+                       path, WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else if (w == pid && WIFEXITED(status))
+        reg_set_reason(e,
+                       "%s: opening and probing it in a child process did not return: exit "
+                       "status %d",
+                       path, WEXITSTATUS(status));
+    else
+        reg_set_reason(e, "%s: opening and probing it in a child process did not return", path);
+    return 0;
+}
+
 /* ---- loading one file ---- */
 
 /* Checks the table a plugin returned, in ABI order: abi_major and
@@ -161,10 +378,13 @@ static int reg_check_table(plugin_entry *e, const char *path, const mha_plugin *
                        MHA_PLUGIN_ENTRY_SYMBOL, p->abi_major, MHA_PLUGIN_ABI_MAJOR);
         return 0;
     }
-    if (p->struct_size < sizeof(mha_plugin)) {
-        reg_set_reason(e, "%s: %s() returned a table of %u bytes; ABI %u.0 needs %zu", path,
+    /* every table holds ABI 1.0; the minor it declares says how much more */
+    const size_t need =
+        p->struct_size < MHA_PLUGIN_SIZE_1_0 ? MHA_PLUGIN_SIZE_1_0 : reg_frozen_size(p->abi_minor);
+    if (p->struct_size < need) {
+        reg_set_reason(e, "%s: %s() returned a table of %u bytes; ABI %u.%u needs %zu", path,
                        MHA_PLUGIN_ENTRY_SYMBOL, p->struct_size, MHA_PLUGIN_ABI_MAJOR,
-                       sizeof(mha_plugin));
+                       p->struct_size < MHA_PLUGIN_SIZE_1_0 ? 0u : p->abi_minor, need);
         return 0;
     }
     if (!reg_name_valid(p->name)) {
@@ -177,9 +397,11 @@ static int reg_check_table(plugin_entry *e, const char *path, const mha_plugin *
         reg_set_reason(e, "%s: plugin '%s' has no '%s' function", path, p->name, missing);
         return 0;
     }
-    if (p->gemm_m_block < 1 || p->gemm_n_block < 1) {
-        reg_set_reason(e, "%s: plugin '%s' has gemm blocks %lld x %lld (need >= 1)", path, p->name,
-                       (long long)p->gemm_m_block, (long long)p->gemm_n_block);
+    if (p->gemm_m_block < 1 || p->gemm_n_block < 1 || p->gemm_m_block > MHA_PLUGIN_GEMM_BLOCK_MAX ||
+        p->gemm_n_block > MHA_PLUGIN_GEMM_BLOCK_MAX) {
+        reg_set_reason(e, "%s: plugin '%s' has gemm blocks %lld x %lld (need 1..%d)", path, p->name,
+                       (long long)p->gemm_m_block, (long long)p->gemm_n_block,
+                       MHA_PLUGIN_GEMM_BLOCK_MAX);
         return 0;
     }
     return 1;
@@ -205,6 +427,18 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
     registry *r = b->r;
     plugin_entry *e = reg_add_entry(b, path);
     if (!e) return MHA_ERR_NO_MEMORY;
+
+    /* 0. nobody else can have written it */
+    char real[PATH_MAX];
+    if (!realpath(path, real)) {
+        reg_set_reason(e, "%s: %s", path, strerror(errno));
+        goto skipped;
+    }
+    if (!reg_path_trusted(e, real)) goto skipped;
+    if (b->isolate && !reg_preflight(e, path, r->cpu_features,
+                                     b->opts->probe_timeout_ms > 0 ? b->opts->probe_timeout_ms
+                                                                   : REG_PREFLIGHT_TIMEOUT_MS))
+        goto skipped;
 
     /* 1. dlopen: resolve every symbol now so a broken file fails here */
     dlerror();
@@ -236,7 +470,8 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
     if (!reg_check_table(e, path, p)) goto skipped;
 
     e->name = mha_strdup(&r->alloc, p->name);
-    e->version = mha_strdup(&r->alloc, p->version ? p->version : "");
+    char version[64]; /* free text from the plugin, printed by `mha backends` */
+    e->version = mha_strdup(&r->alloc, mha_text_escape(version, sizeof version, p->version));
     if (!e->name || !e->version) return MHA_ERR_NO_MEMORY;
     e->plugin = p;
 
@@ -279,7 +514,18 @@ static int reg_is_plugin_file_name(const char *n) {
            strcmp(n + len - ls, REGISTRY_FILE_SUFFIX) == 0;
 }
 
-/* Loads every mha-plugin-*.so of folder `dir`, sorted. */
+/* With registry_options.only_name set (and not "auto"): 1 when the file
+ * name is mha-plugin-<only_name>.so. Always 1 without it. */
+static int reg_file_wanted(const registry_options *o, const char *n) {
+    const char *only = o->only_name;
+    if (!only || !only[0] || strcmp(only, "auto") == 0) return 1;
+    size_t lp = strlen(REGISTRY_FILE_PREFIX), lo = strlen(only);
+    return strncmp(n, REGISTRY_FILE_PREFIX, lp) == 0 && strncmp(n + lp, only, lo) == 0 &&
+           strcmp(n + lp + lo, REGISTRY_FILE_SUFFIX) == 0;
+}
+
+/* Loads every mha-plugin-*.so of folder `dir` (only the wanted one when a
+ * name was given), sorted. */
 static mha_status reg_scan_folder(reg_build *b, const char *dir) {
     const mha_alloc_ctx *a = &b->r->alloc;
     DIR *d = opendir(dir);
@@ -292,7 +538,7 @@ static mha_status reg_scan_folder(reg_build *b, const char *dir) {
     mha_status st = MHA_OK;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (!reg_is_plugin_file_name(de->d_name)) continue;
+        if (!reg_is_plugin_file_name(de->d_name) || !reg_file_wanted(b->opts, de->d_name)) continue;
         if (!reg_grow(a, (void **)&names, &cap, n + 1, sizeof(char *))) {
             st = MHA_ERR_NO_MEMORY;
             break;
@@ -416,7 +662,9 @@ static mha_status reg_scan_all(reg_build *b, const registry_options *o) {
         if (st) return st;
     }
     /* 2. MHA_PLUGIN_PATH */
-    const char *env = o->use_env ? getenv("MHA_PLUGIN_PATH") : NULL;
+    /* secure_getenv: a setuid or setgid program never takes plugin folders
+     * from whoever started it */
+    const char *env = o->use_env ? secure_getenv("MHA_PLUGIN_PATH") : NULL;
     if (env) {
         const char *p = env;
         while (*p) {
@@ -426,8 +674,17 @@ static mha_status reg_scan_all(reg_build *b, const registry_options *o) {
                 char item[PATH_MAX];
                 memcpy(item, p, len);
                 item[len] = '\0';
-                st = reg_scan_location(b, item, "MHA_PLUGIN_PATH item", 0);
-                if (st) return st;
+                /* a relative item would resolve in the current directory,
+                 * which is never searched */
+                if (item[0] != '/') {
+                    reg_log(o, MHA_LOG_WARN,
+                            "MHA_PLUGIN_PATH item '%s' is not an absolute path: ignored (plugins "
+                            "are never loaded relative to the current directory)",
+                            item);
+                } else {
+                    st = reg_scan_location(b, item, "MHA_PLUGIN_PATH item", 0);
+                    if (st) return st;
+                }
             }
             if (!colon) break;
             p = colon + 1;
@@ -471,7 +728,7 @@ mha_status registry_create(const mha_alloc_ctx *a, const registry_options *opts,
 
     /* CPU features, minus what the caller or MHA_CPU_MASK hides */
     uint64_t hidden = opts->cpu_mask;
-    const char *env_mask = opts->use_env ? getenv("MHA_CPU_MASK") : NULL;
+    const char *env_mask = opts->use_env ? secure_getenv("MHA_CPU_MASK") : NULL;
     if (env_mask) {
         int ok;
         uint64_t m = cpu_parse_mask(env_mask, &ok);
@@ -488,7 +745,7 @@ mha_status registry_create(const mha_alloc_ctx *a, const registry_options *opts,
     r->alloc = *a;
     r->cpu_features = cpu_detect_features() & ~hidden;
 
-    reg_build b = {.r = r, .cap = 0, .opts = opts};
+    reg_build b = {.r = r, .cap = 0, .opts = opts, .isolate = reg_single_threaded()};
     char fbuf[256];
     reg_log(opts, MHA_LOG_DEBUG, "cpu features: %s",
             cpu_features_str(r->cpu_features, fbuf, sizeof fbuf));

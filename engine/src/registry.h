@@ -37,8 +37,14 @@ typedef struct registry {
 
 typedef struct registry_options {
     const char *plugin_path; /* file or folder searched first, or NULL */
-    int use_env;             /* read MHA_PLUGIN_PATH / MHA_CPU_MASK */
-    uint64_t cpu_mask;       /* features hidden */
+    /* The backend the caller will select, or NULL / "" / "auto" for any.
+     * With a name, folders are searched for mha-plugin-<name>.so only: no
+     * other plugin file is opened or probed (explicitly named files still
+     * are). */
+    const char *only_name;
+    int probe_timeout_ms; /* the probing child's time to answer; 0 = 10 s */
+    int use_env;          /* read MHA_PLUGIN_PATH / MHA_CPU_MASK */
+    uint64_t cpu_mask;    /* features hidden */
     mha_log_fn log;
     void *log_user;
     mha_log_level log_level;
@@ -46,7 +52,10 @@ typedef struct registry_options {
 
 /* Scans every location, loads and probes each plugin. Problems with single
  * files are logged and recorded in their entry's reason, never fatal. The
- * built-in scalar backend is always the first entry. */
+ * built-in scalar backend is always the first entry. While the process has
+ * one thread (fork is only safe then), each file is first opened and
+ * probed in a child process: a plugin whose constructor or probe crashes
+ * or hangs is recorded as unusable instead of taking the caller down. */
 mha_status registry_create(const mha_alloc_ctx *a, const registry_options *opts, registry **out,
                            mha_error *err);
 /* name NULL / "" / "auto": the usable entry with the highest score (a
@@ -57,6 +66,15 @@ mha_status registry_select(const registry *r, const char *name, const plugin_ent
 /* Does not dlclose (plugins stay loaded for the process's life: code of a
  * plugin may still be referenced by packed-weight caches of models). */
 void registry_free(registry *r);
+
+/* The ABI minor version the host may use a plugin table at: the one it
+ * declares, capped at this host's and at what its struct_size covers (a
+ * plugin below 1.2 is given no ALiBi slopes and no rotary calls). */
+uint32_t registry_plugin_minor(const mha_plugin *p);
+/* The plugin's rotary entry, or NULL (below 1.2, or it has none): the
+ * host then rotates with the built-in scalar's. */
+typedef int (*registry_rotary_fn)(void *state, const mha_rotary_args *args);
+registry_rotary_fn registry_plugin_rotary(const mha_plugin *p);
 
 /* The built-in scalar backend (backends/scalar), compiled into libmha. */
 const mha_plugin *mha_scalar_plugin_table(void);

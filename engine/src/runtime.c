@@ -68,6 +68,8 @@ MHA_API const char *mha_io_role_name(mha_io_role role) {
         return "present_value";
     case MHA_ROLE_QK_OUTPUT:
         return "qk_output";
+    case MHA_ROLE_ATTN_WEIGHTS:
+        return "attn_weights";
     case MHA_ROLE_TOKEN_IDS:
         return "token_ids";
     }
@@ -151,6 +153,7 @@ MHA_API mha_status mha_runtime_create(const mha_runtime_options *opts, mha_runti
     registry_options ro;
     memset(&ro, 0, sizeof ro);
     ro.plugin_path = opts->plugin_path;
+    ro.only_name = backend; /* a named backend: no other plugin is opened */
     ro.use_env = !opts->no_env;
     ro.cpu_mask = opts->cpu_feature_mask;
     ro.log = opts->log;

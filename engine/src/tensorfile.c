@@ -1,8 +1,7 @@
 /* tensorfile.c -- whole tensors in files (.npy through npy.c, ONNX
- * TensorProto .pb through the ONNX importer's one tensor loader), element
- * conversions between file and model dtypes, and the atomic writer: every
- * output goes to `.<name>.tmp.XXXXXX` beside its destination, is fsync'ed and
- * renamed into place, so no failure leaves a file that looks complete. */
+ * TensorProto .pb through the ONNX importer's one tensor loader) and element
+ * conversions between file and model dtypes. Every output goes through the
+ * atomic writer (atomic_file.c). */
 #define _GNU_SOURCE
 #include "tensorfile.h"
 
@@ -16,229 +15,6 @@
 #include <unistd.h>
 
 #include "onnx_ir.h"
-
-/* ------------------------------------------------------------------------ */
-/* atomic files                                                              */
-/* ------------------------------------------------------------------------ */
-
-struct atomic_file {
-    const mha_alloc_ctx *alloc;
-    int fd;
-    char *path;      /* final name */
-    char *tmp_path;  /* .<name>.tmp.XXXXXX in the same folder */
-    char *dir;       /* the folder, for the fsync after rename */
-    uint64_t offset; /* append position */
-};
-
-static void atomic_file_free(atomic_file *f) {
-    mha_free(f->alloc, f->path);
-    mha_free(f->alloc, f->tmp_path);
-    mha_free(f->alloc, f->dir);
-    mha_free(f->alloc, f);
-}
-
-mha_status atomic_file_begin(const mha_alloc_ctx *a, const char *path, atomic_file **out,
-                             mha_error *err) {
-    *out = NULL;
-    const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
-    if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
-        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: not a file name", path);
-    size_t dir_len = slash ? (size_t)(slash - path) : 1;
-    const char *dir_src = slash ? path : ".";
-    if (slash && dir_len == 0) dir_len = 1; /* "/name": the root folder */
-
-    atomic_file *f = mha_calloc(a, 1, sizeof *f);
-    size_t tmp_cap = dir_len + strlen(base) + 16;
-    if (f) {
-        f->alloc = a;
-        f->fd = -1;
-        f->path = mha_strdup(a, path);
-        f->dir = mha_malloc(a, dir_len + 1);
-        f->tmp_path = mha_malloc(a, tmp_cap);
-    }
-    if (!f || !f->path || !f->dir || !f->tmp_path) {
-        if (f) atomic_file_free(f);
-        return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
-    }
-    memcpy(f->dir, dir_src, dir_len);
-    f->dir[dir_len] = '\0';
-    snprintf(f->tmp_path, tmp_cap, "%s/.%s.tmp.XXXXXX", f->dir, base);
-    f->fd = mkostemp(f->tmp_path, O_CLOEXEC);
-    if (f->fd < 0) {
-        int e = errno;
-        mha_fail(err, MHA_ERR_IO, "%s: cannot create a file in folder '%s': %s", path, f->dir,
-                 strerror(e));
-        atomic_file_free(f);
-        return MHA_ERR_IO;
-    }
-    *out = f;
-    return MHA_OK;
-}
-
-mha_status atomic_file_begin_fixed(const mha_alloc_ctx *a, const char *path, const char *tmp_path,
-                                   uint64_t keep_bytes, atomic_file **out, mha_error *err) {
-    *out = NULL;
-    const char *slash = strrchr(path, '/');
-    size_t dir_len = slash ? (size_t)(slash - path) : 1;
-    if (slash && dir_len == 0) dir_len = 1;
-    atomic_file *f = mha_calloc(a, 1, sizeof *f);
-    if (f) {
-        f->alloc = a;
-        f->fd = -1;
-        f->path = mha_strdup(a, path);
-        f->tmp_path = mha_strdup(a, tmp_path);
-        f->dir = mha_malloc(a, dir_len + 1);
-    }
-    if (!f || !f->path || !f->tmp_path || !f->dir) {
-        if (f) atomic_file_free(f);
-        return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
-    }
-    memcpy(f->dir, slash ? path : ".", dir_len);
-    f->dir[dir_len] = '\0';
-    /* 0600 like mkstemp's temporaries; commit gives it the usual mode */
-    /* resuming: the file must exist (never create an empty one) */
-    int flags = O_RDWR | O_CLOEXEC | (keep_bytes == 0 ? O_CREAT | O_TRUNC : 0);
-    f->fd = open(tmp_path, flags, 0600);
-    if (f->fd < 0) {
-        mha_fail(err, MHA_ERR_IO, "%s: cannot open the partial file: %s", tmp_path,
-                 strerror(errno));
-        atomic_file_free(f);
-        return MHA_ERR_IO;
-    }
-    struct stat sb;
-    mha_status st = MHA_OK;
-    if (fstat(f->fd, &sb) != 0)
-        st = mha_fail(err, MHA_ERR_IO, "%s: %s", tmp_path, strerror(errno));
-    else if ((uint64_t)sb.st_size < keep_bytes)
-        st = mha_fail(err, MHA_ERR_IO,
-                      "%s: partial file holds %llu bytes, fewer than the %llu its checkpoint "
-                      "records",
-                      tmp_path, (unsigned long long)sb.st_size, (unsigned long long)keep_bytes);
-    else if (ftruncate(f->fd, (off_t)keep_bytes) != 0)
-        st = mha_fail(err, MHA_ERR_IO, "%s: cannot truncate to %llu bytes: %s", tmp_path,
-                      (unsigned long long)keep_bytes, strerror(errno));
-    if (st != MHA_OK) {
-        close(f->fd);
-        atomic_file_free(f);
-        return st;
-    }
-    f->offset = keep_bytes;
-    *out = f;
-    return MHA_OK;
-}
-
-mha_status atomic_file_sync(atomic_file *f, mha_error *err) {
-    if (fsync(f->fd) != 0)
-        return mha_fail(err, MHA_ERR_IO, "%s: fsync failed: %s", f->tmp_path, strerror(errno));
-    return MHA_OK;
-}
-
-void atomic_file_detach(atomic_file *f) {
-    if (!f) return;
-    if (f->fd >= 0) close(f->fd);
-    atomic_file_free(f);
-}
-
-uint64_t atomic_file_offset(const atomic_file *f) {
-    return f->offset;
-}
-
-const char *atomic_file_path(const atomic_file *f) {
-    return f->path;
-}
-
-static mha_status atomic_file_put(atomic_file *f, const void *data, size_t n, uint64_t offset,
-                                  mha_error *err) {
-    const unsigned char *p = data;
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
-        ssize_t w = pwrite(f->fd, p, chunk, (off_t)offset);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return mha_fail(err, MHA_ERR_IO, "%s: write failed: %s", f->path, strerror(errno));
-        }
-        if (w == 0) return mha_fail(err, MHA_ERR_IO, "%s: write made no progress", f->path);
-        p += w;
-        n -= (size_t)w;
-        offset += (uint64_t)w;
-    }
-    return MHA_OK;
-}
-
-mha_status atomic_file_write(atomic_file *f, const void *data, size_t n, mha_error *err) {
-    mha_status st = atomic_file_put(f, data, n, f->offset, err);
-    if (st == MHA_OK) f->offset += n;
-    return st;
-}
-
-mha_status atomic_file_pwrite(atomic_file *f, const void *data, size_t n, uint64_t offset,
-                              mha_error *err) {
-    return atomic_file_put(f, data, n, offset, err);
-}
-
-/* The process umask without changing it (umask() would race with other
- * threads): /proc/self/status has it since Linux 4.7; else assume 022. */
-static mode_t atomic_file_umask(void) {
-    mode_t mask = 022;
-    FILE *s = fopen("/proc/self/status", "re");
-    if (!s) return mask;
-    char line[256];
-    while (fgets(line, sizeof line, s)) {
-        if (strncmp(line, "Umask:", 6) == 0) {
-            mask = (mode_t)strtoul(line + 6, NULL, 8) & 0777;
-            break;
-        }
-    }
-    fclose(s);
-    return mask;
-}
-
-mha_status atomic_file_commit(atomic_file *f, mha_error *err) {
-    mha_status st = MHA_OK;
-    fchmod(f->fd, 0666 & ~atomic_file_umask()); /* mkstemp made it 0600 */
-    if (fsync(f->fd) != 0)
-        st = mha_fail(err, MHA_ERR_IO, "%s: fsync failed: %s", f->path, strerror(errno));
-    if (close(f->fd) != 0 && st == MHA_OK)
-        st = mha_fail(err, MHA_ERR_IO, "%s: close failed: %s", f->path, strerror(errno));
-    f->fd = -1;
-    if (st == MHA_OK && rename(f->tmp_path, f->path) != 0)
-        st = mha_fail(err, MHA_ERR_IO, "%s: cannot rename the finished file into place: %s",
-                      f->path, strerror(errno));
-    if (st != MHA_OK) {
-        unlink(f->tmp_path);
-    } else {
-        /* make the rename itself durable; a folder that cannot be opened
-         * or synced does not undo a complete file */
-        int dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-    }
-    atomic_file_free(f);
-    return st;
-}
-
-void atomic_file_abort(atomic_file *f) {
-    if (!f) return;
-    if (f->fd >= 0) close(f->fd);
-    unlink(f->tmp_path);
-    atomic_file_free(f);
-}
-
-mha_status atomic_file_save(const mha_alloc_ctx *a, const char *path, const void *data, size_t n,
-                            mha_error *err) {
-    atomic_file *f;
-    mha_status st = atomic_file_begin(a, path, &f, err);
-    if (st != MHA_OK) return st;
-    st = atomic_file_write(f, data, n, err);
-    if (st != MHA_OK) {
-        atomic_file_abort(f);
-        return st;
-    }
-    return atomic_file_commit(f, err);
-}
 
 /* ------------------------------------------------------------------------ */
 /* conversions                                                               */
@@ -356,6 +132,38 @@ tensorfile_format tensorfile_format_of(const char *path) {
     return TENSORFILE_UNKNOWN;
 }
 
+tensorfile_format tensorfile_output_format(const char *path) {
+    tensorfile_format f = tensorfile_format_of(path);
+    if (f != TENSORFILE_UNKNOWN) return f;
+    if (atomic_dest_descriptor(path) >= 0) return TENSORFILE_NPY;
+    struct stat sb;
+    if (stat(path, &sb) == 0 && (S_ISFIFO(sb.st_mode) || S_ISCHR(sb.st_mode)))
+        return TENSORFILE_NPY;
+    return TENSORFILE_UNKNOWN;
+}
+
+mha_status tensorfile_check_output(const char *path, mha_dtype dtype, int rank,
+                                   const int64_t *shape, mha_error *err) {
+    tensorfile_format fmt = tensorfile_output_format(path);
+    if (fmt == TENSORFILE_UNKNOWN)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "%s: unknown tensor file type (expected .npy or .pb)", path);
+    if (fmt == TENSORFILE_NPY && !npy_dtype_descr(dtype))
+        return mha_fail(err, MHA_ERR_DTYPE, "%s: %s cannot be written as .npy", path,
+                        mha_dtype_name(dtype));
+    uint64_t bytes = mha_dtype_size(dtype);
+    for (int i = 0; i < rank; i++) {
+        if (shape[i] < 0) return MHA_OK; /* not known yet: checked when written */
+        if (__builtin_mul_overflow(bytes, (uint64_t)shape[i], &bytes)) bytes = UINT64_MAX;
+    }
+    if (fmt == TENSORFILE_PB && bytes > TENSORFILE_PB_MAX_DATA_BYTES)
+        return mha_fail(err, MHA_ERR_LIMIT,
+                        "%s: %llu bytes of %s exceed the 2 GiB a .pb file (one TensorProto) can "
+                        "hold; write it as .npy",
+                        path, (unsigned long long)bytes, mha_dtype_name(dtype));
+    return MHA_OK;
+}
+
 void tensorfile_free(tensorfile *tf) {
     if (!tf) return;
     const mha_alloc_ctx *a = tf->alloc;
@@ -415,7 +223,9 @@ static mha_status tensorfile_slurp(const mha_alloc_ctx *a, const char *path, uin
                                    void **data, size_t *size, mha_error *err) {
     *data = NULL;
     *size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO given as an input must not hang the open; it is
+     * refused as not a regular file after the fstat. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) return mha_fail(err, MHA_ERR_IO, "%s: %s", path, strerror(errno));
     struct stat sb;
     mha_status st = MHA_OK;
@@ -523,7 +333,7 @@ mha_status tensorfile_read(const mha_alloc_ctx *a, const char *path,
 mha_status tensorfile_write_pending(const mha_alloc_ctx *a, const char *path, const mha_tensor *t,
                                     const char *name, atomic_file **pending, mha_error *err) {
     *pending = NULL;
-    tensorfile_format fmt = tensorfile_format_of(path);
+    tensorfile_format fmt = tensorfile_output_format(path);
     if (fmt == TENSORFILE_UNKNOWN)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "%s: unknown tensor file type (expected .npy or .pb)", path);

@@ -1,14 +1,16 @@
 /* tensorfile.h -- tensors in files: NumPy .npy (read whole or by row
  * chunks, written whole or row by row) and ONNX TensorProto .pb (the ONNX
- * test-data format), plus the atomic writer every output file goes through.
+ * test-data format). Every output file goes through the atomic writer of
+ * atomic_file.h.
  *
  * Reading never trusts the file: every size in a header is checked against
  * the file's real size before anything is allocated, and every message
  * names the file and the problem ("x.npy: header longer than the file").
  *
- * Writing is atomic: data goes to `.<name>.tmp.XXXXXX` in the destination
- * folder, is fsync'ed and then renamed into place, so a failed or
- * interrupted run never leaves a file that looks complete.
+ * Writing is atomic: data goes to a temporary in the destination folder,
+ * is fsync'ed and then renamed into place, so a failed or interrupted run
+ * never leaves a file that looks complete (standard output, FIFOs and
+ * devices are written directly).
  *
  * The streaming half (npy_reader / npy_writer) is what a dataset larger than
  * memory needs: open once, read rows [r0, r1) of the outer dimension into a
@@ -19,6 +21,7 @@
 #ifndef MHA_TENSORFILE_H
 #define MHA_TENSORFILE_H
 
+#include "atomic_file.h"
 #include "common.h"
 #include "tensor.h"
 
@@ -26,52 +29,6 @@
 #define NPY_MAX_HEADER_BYTES 10240
 /* Whole-file .npy reads map files with at least this many data bytes. */
 #define NPY_MMAP_MIN_BYTES ((size_t)1 << 20)
-
-/* ------------------------------------------------------------------------ */
-/* Atomic output files                                                       */
-/* ------------------------------------------------------------------------ */
-
-typedef struct atomic_file atomic_file;
-
-/* Creates `.<name>.tmp.XXXXXX` beside `path` (mkstemp). MHA_ERR_IO naming
- * the folder when it is missing or not writable. */
-mha_status atomic_file_begin(const mha_alloc_ctx *a, const char *path, atomic_file **out,
-                             mha_error *err);
-/* Appends n bytes (short writes and EINTR retried; ENOSPC reported). */
-mha_status atomic_file_write(atomic_file *f, const void *data, size_t n, mha_error *err);
-/* Overwrites n bytes at offset (used to patch a header); does not move the
- * append position. */
-mha_status atomic_file_pwrite(atomic_file *f, const void *data, size_t n, uint64_t offset,
-                              mha_error *err);
-/* fsync, gives the file the usual 0666 & ~umask mode, renames it to the
- * final path and frees f. On any failure the temporary is unlinked and f
- * freed too: after commit f is gone either way. */
-mha_status atomic_file_commit(atomic_file *f, mha_error *err);
-/* Unlinks the temporary and frees f. Accepts NULL. */
-void atomic_file_abort(atomic_file *f);
-/* The final path (for messages). */
-const char *atomic_file_path(const atomic_file *f);
-
-/* Resumable variant for long runs: the temporary has a fixed name
- * (tmp_path, e.g. "OUT.partial") so that it survives an interruption and a
- * later run can continue it. keep_bytes = 0 creates (or empties) it;
- * keep_bytes > 0 reopens it, truncates it to exactly keep_bytes (dropping
- * whatever was written after the last checkpoint) and appends from there:
- * MHA_ERR_IO when it is missing or shorter than that. Commit and abort work
- * as for atomic_file_begin (abort unlinks tmp_path). */
-mha_status atomic_file_begin_fixed(const mha_alloc_ctx *a, const char *path, const char *tmp_path,
-                                   uint64_t keep_bytes, atomic_file **out, mha_error *err);
-/* fsync of what was written so far (data before a checkpoint records it). */
-mha_status atomic_file_sync(atomic_file *f, mha_error *err);
-/* Closes the file and frees f but keeps the temporary on disk (an
- * interrupted run that will be resumed). Accepts NULL. */
-void atomic_file_detach(atomic_file *f);
-/* Bytes appended so far (the append position). */
-uint64_t atomic_file_offset(const atomic_file *f);
-
-/* Writes a whole buffer atomically to path. */
-mha_status atomic_file_save(const mha_alloc_ctx *a, const char *path, const void *data, size_t n,
-                            mha_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* .npy header                                                               */
@@ -174,18 +131,22 @@ mha_status npy_writer_begin(const mha_alloc_ctx *a, const char *path, mha_dtype 
 /* Appends `rows` rows (rows * row_bytes bytes of `data`). Writing more rows
  * than the shape has is refused. */
 mha_status npy_writer_write_rows(npy_writer *w, const void *data, int64_t rows, mha_error *err);
-/* Resumable writer (dataset runs): rows go to the fixed file partial_path
- * (see atomic_file_begin_fixed), committed to path at the end. With
- * rows_done = 0 it starts afresh; with rows_done > 0 it reopens the partial
- * file, checks that its header is exactly the one this shape (and shard
- * note) gives and that it holds at least rows_done rows, truncates it to
- * rows_done rows and appends from there. shard_total > 0 writes the shard
- * note of rows [shard_r0, shard_r0 + dims[0]) (see npy_format_header_shard);
- * 0 writes a plain header. */
+/* Resumable writer (dataset runs): rows go to a partial file beside path
+ * (see atomic_file_begin_partial), committed to path at the end. With
+ * partial_path = NULL and rows_done = 0 it starts afresh in a new partial
+ * file (npy_writer_partial_path names it, for the checkpoint); with the
+ * path of the partial file an interrupted run left and rows_done > 0 it
+ * reopens that file, checks that its header is exactly the one this shape
+ * (and shard note) gives and that it holds at least rows_done rows,
+ * truncates it to rows_done rows and appends from there. shard_total > 0
+ * writes the shard note of rows [shard_r0, shard_r0 + dims[0]) (see
+ * npy_format_header_shard); 0 writes a plain header. */
 mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
                                     const char *partial_path, mha_dtype dtype, int rank,
                                     const int64_t *dims, int64_t shard_r0, int64_t shard_total,
                                     int64_t rows_done, npy_writer **out, mha_error *err);
+/* The partial file being written (NULL when path is a stream). */
+const char *npy_writer_partial_path(const npy_writer *w);
 /* fsyncs what was written; *bytes (may be NULL) gets the file's length,
  * header included: what a checkpoint records. */
 mha_status npy_writer_sync(npy_writer *w, uint64_t *bytes, mha_error *err);
@@ -210,6 +171,20 @@ typedef enum tensorfile_format {
 
 /* By extension, case-insensitive. */
 tensorfile_format tensorfile_format_of(const char *path);
+/* The format an output is written in: by extension; an open descriptor
+ * ("-", /dev/stdout, /dev/fd/N) and a FIFO or character device (/dev/null)
+ * without a known extension take .npy. */
+tensorfile_format tensorfile_output_format(const char *path);
+
+/* The data of a .pb output is one TensorProto field: at most 2 GiB - 1. */
+#define TENSORFILE_PB_MAX_DATA_BYTES ((uint64_t)2147483647)
+
+/* Checks, before anything is computed, that a tensor of this dtype and
+ * shape can be written to path: a known output format, a dtype the format
+ * stores, and for .pb data within TENSORFILE_PB_MAX_DATA_BYTES
+ * (MHA_ERR_LIMIT naming the file, the size and the way out). */
+mha_status tensorfile_check_output(const char *path, mha_dtype dtype, int rank,
+                                   const int64_t *shape, mha_error *err);
 
 /* Whether elements of dtype `from` can be converted to `to`: the same
  * dtype; any float type (float16/32/64, bfloat16) to float16/32/64; any

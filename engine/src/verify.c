@@ -31,17 +31,15 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
         }
         return;
     }
-    if (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64) {
-        /* an integer 0/1 mask (com.microsoft): key 0 always attended */
-        for (int64_t i = 0; i < n; i++)
-            tensor_set_f64(t, i, ((i % last) == 0 || (rz_rand(seed) >> 62) != 0) ? 1.0 : 0.0);
-        return;
-    }
     if (io->role == MHA_ROLE_KEY_PADDING_MASK && t->rank == 2) {
         /* batch item b pads its last min(b + 1, Skv - 1) keys */
         int64_t skv = t->dims[1];
         for (int64_t b = 0; b < t->dims[0]; b++) {
             int64_t pad = b + 1 < skv - 1 ? b + 1 : skv - 1;
+            /* a sliding window shows the last row only its last keys: keep
+             * one of them */
+            if (L->has_left_window && pad > L->left_window)
+                pad = L->left_window > 0 ? L->left_window : 0;
             for (int64_t j = 0; j < skv; j++) {
                 int padded = j >= skv - pad;
                 tensor_set_f64(t, b * skv + j, (L->kpm_true_means_ignore ? padded : !padded));
@@ -49,10 +47,26 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
         }
         return;
     }
-    if (t->dtype == MHA_DTYPE_BOOL) {
-        unsigned char *m = t->data;
+    if (io->role == MHA_ROLE_ATTN_MASK && L->attn_valued) {
+        /* 0 / 1 (the attending value for key 0 always) */
+        for (int64_t i = 0; i < n; i++) {
+            int attend = (i % last) == 0 || (rz_rand(seed) >> 62) != 0;
+            tensor_set_f64(t, i, attend != L->kpm_true_means_ignore ? 1.0 : 0.0);
+        }
+        return;
+    }
+    if (t->dtype == MHA_DTYPE_INT32 || t->dtype == MHA_DTYPE_INT64) {
+        /* an integer 0/1 mask (com.microsoft): key 0 always attended */
         for (int64_t i = 0; i < n; i++)
-            m[i] = (unsigned char)((i % last) == 0 || (rz_rand(seed) >> 62) != 0);
+            tensor_set_f64(t, i, ((i % last) == 0 || (rz_rand(seed) >> 62) != 0) ? 1.0 : 0.0);
+        return;
+    }
+    if (t->dtype == MHA_DTYPE_BOOL) {
+        /* True = attend, or True = hidden (attn_bool_ignore_true) */
+        unsigned char *m = t->data;
+        const int flip = io->role == MHA_ROLE_ATTN_MASK && L->attn_bool_ignore_true;
+        for (int64_t i = 0; i < n; i++)
+            m[i] = (unsigned char)(((i % last) == 0 || (rz_rand(seed) >> 62) != 0) != flip);
         return;
     }
     /* floats of any width: random values, rounded to the tensor's type */

@@ -1,6 +1,8 @@
 /* example_plugin.c -- a complete backend plugin written outside the
  * project, as a template for your own: plain C kernels, one exported
- * symbol, a probe, init/fini with the host's services. It scores 1, below
+ * symbol, a probe, init/fini with the host's services. It speaks plugin ABI
+ * 1.2: its attention adds ALiBi; it has no rotary entry (optional), so the
+ * host rotates Q and K with its own reference code. It scores 1, below
  * every in-tree backend, so `auto` never picks it; select it by name
  * (`--backend example`). Check it with `mha backends --check --backend
  * example` (the plugin test kit). */
@@ -73,6 +75,10 @@ static void example_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t i,
         int64_t off = a->causal_offset ? a->causal_offset[b] : 0;
         if (i + off + 1 < last) last = i + off + 1;
     }
+    /* ALiBi (plugin ABI 1.2): an older host's struct ends before the slopes */
+    const float *slopes = a->struct_size >= MHA_ATTN_ARGS_SIZE_1_2 ? a->alibi_slopes : NULL;
+    const int64_t origin = a->alibi_relative ? i + (a->causal_offset ? a->causal_offset[b] : 0) : 0;
+    const float *kpos = slopes && a->alibi_pos ? a->alibi_pos + b * a->alibi_pos_sb : NULL;
     double best = -INFINITY;
     for (int64_t j = 0; j < last; j++) {
         const float *k = a->k + b * a->k_sb + g * a->k_sh + j * a->k_ss;
@@ -81,6 +87,8 @@ static void example_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t i,
             dot += (double)q[d] * k[d];
         double x = (double)(a->scale * (float)dot);
         if (a->softcap > 0) x = a->softcap * tanh(x / a->softcap);
+        if (slopes)
+            x += (double)slopes[h] * ((kpos ? (double)kpos[j] : (double)j) - (double)origin);
         if (a->mask) {
             float mv = a->mask[b * a->m_sb + h * a->m_sh + i * a->m_sq + j * a->m_sk];
             x = mv <= -FLT_MAX ? -INFINITY : x + mv;

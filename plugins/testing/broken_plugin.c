@@ -6,9 +6,18 @@
  *   3 badabi   the table says ABI major MHA_PLUGIN_ABI_MAJOR + 1
  *   4 small    the table's struct_size is too small for ABI 1.0
  *   5 probe0   a valid table whose probe always returns 0
+ *   6 short12    declares ABI 1.2 in a table of the frozen 1.1 size (it would
+ *                be read past its end for the 1.2 fields)
+ *   7 hugeblock  gemm_m_block INT64_MAX (host tiles would wrap, then divide
+ *                by zero)
+ *   8 crashprobe its probe dies of SIGSEGV (the host probes in a child)
+ *   9 crashinit  probes well (score 1000) but its init dies of SIGSEGV
+ *  10 hangprobe  its probe never returns
  * The kernels are stubs that fail: none of these may ever be selected. */
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "mha/plugin.h"
 
@@ -20,6 +29,13 @@
 
 static int broken_probe(uint64_t cpu_features, const char **reason) {
     (void)cpu_features;
+#if BROKEN_KIND == 8
+    raise(SIGSEGV);
+#endif
+#if BROKEN_KIND == 10
+    for (;;)
+        pause();
+#endif
 #if BROKEN_KIND == 5
     if (reason) *reason = "testing: this probe always says no";
     return 0;
@@ -28,6 +44,14 @@ static int broken_probe(uint64_t cpu_features, const char **reason) {
     return 1000; /* would win "auto" if the loader let it through */
 #endif
 }
+
+#if BROKEN_KIND == 9
+static int broken_init(const mha_plugin_services *services, void **state) {
+    (void)services, (void)state;
+    raise(SIGSEGV);
+    return 1;
+}
+#endif
 
 static size_t broken_packed_size(int64_t K, int64_t N) {
     (void)K;
@@ -60,9 +84,15 @@ __attribute__((unused)) static const mha_plugin broken_table = {
 #else
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
 #endif
+#if BROKEN_KIND == 6
+    .abi_minor = 2,
+#else
     .abi_minor = 0,
+#endif
 #if BROKEN_KIND == 4
     .struct_size = 16,
+#elif BROKEN_KIND == 6
+    .struct_size = MHA_PLUGIN_SIZE_1_1,
 #else
     .struct_size = sizeof(mha_plugin),
 #endif
@@ -70,7 +100,14 @@ __attribute__((unused)) static const mha_plugin broken_table = {
     .version = "0.0.0",
     .description = "loader fault test",
     .probe = broken_probe,
+#if BROKEN_KIND == 9
+    .init = broken_init,
+#endif
+#if BROKEN_KIND == 7
+    .gemm_m_block = INT64_MAX,
+#else
     .gemm_m_block = 1,
+#endif
     .gemm_n_block = 1,
     .gemm_packed_size = broken_packed_size,
     .gemm_pack_b = broken_pack_b,

@@ -153,10 +153,12 @@ static int wrong_attention(void *state, const mha_attn_args *a, void *workspace,
     return 0;
 }
 
+/* Built as an ABI 1.1 plugin (the frozen 1.1 table size): the host must
+ * still load it, and give it no ALiBi or rotary work. */
 static const mha_plugin wrong_table = {
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
-    .abi_minor = MHA_PLUGIN_ABI_MINOR,
-    .struct_size = sizeof(mha_plugin),
+    .abi_minor = 1,
+    .struct_size = MHA_PLUGIN_SIZE_1_1,
     .name = "wrong",
     .version = "1.0.0",
     .description = "test plugin: correct kernels with attention output off by 1e-2",

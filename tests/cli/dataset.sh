@@ -1,13 +1,15 @@
 #!/bin/sh
 # dataset.sh -- `mha run` at dataset scale: chunked runs give the one-shot
 # file bitwise for any --batch-size; kill -9 or SIGINT mid-run then
-# --resume gives the same bytes (and a changed input refuses to resume);
+# --resume gives the same bytes (and a changed input refuses to resume, by
+# content: cp -p of another dataset too; a stale checkpoint of a finished
+# run says the output is complete);
 # shards + `mha merge` give the same bytes (also via SLURM_ARRAY_*);
 # `mpirun -n 2 mha-mpi run --mpi` gives the same bytes; rows with --lengths
 # equal the same rows run alone at their true length, zero past it.
 # Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
-: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_TMP:?}"
+: "${MHA:?set MHA to the mha binary}" "${MHA_TESTHOOKS:?set MHA_TESTHOOKS to the mha-testhooks binary}" "${MHA_TEST_TMP:?}"
 T="$MHA_TEST_TMP"
 rm -rf "$T" && mkdir -p "$T"
 
@@ -43,26 +45,28 @@ for bs in 1 4 7 22; do
 done
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/yt1.npy" --batch-size 5 --threads 1 --quiet
 cmp -s "$T/ref.npy" "$T/yt1.npy" || fail "--threads 1 differs"
-[ -z "$(ls -A "$T" | grep -e '\.partial$' -e '\.ckpt$' -e '\.tmp\.')" ] || fail "left temporaries: $(ls "$T")"
+[ -z "$(ls -A "$T" | grep -e '\.partial\.' -e '\.ckpt$' -e '\.tmp\.' -e '\.lock$')" ] || fail "left temporaries: $(ls -A "$T")"
 echo "ok: batch sizes 1 4 7 22 1000 and one shot agree bitwise"
 
 echo "== kill -9 between a chunk's write and its checkpoint, then --resume"
 set +e
-MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 4 \
+MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 4 \
   --checkpoint-every 0 --quiet 2>/dev/null
 rc=$?
 set -e
 [ $rc -ne 0 ] || fail "the crash hook did not kill the run"
-[ ! -e "$T/k.npy" ] && [ -s "$T/k.npy.partial" ] && [ -s "$T/k.npy.ckpt" ] || fail "after kill -9: $(ls "$T")"
+partial=$(ls "$T"/k.npy.partial.*)
+[ ! -e "$T/k.npy" ] && [ -s "$partial" ] && [ -s "$T/k.npy.ckpt" ] || fail "after kill -9: $(ls "$T")"
 grep -q "^done 8$" "$T/k.npy.ckpt" || fail "checkpoint: $(cat "$T/k.npy.ckpt")"
-[ "$(wc -c <"$T/k.npy.partial")" -eq $((128 + 12 * ROW)) ] || fail "partial should hold 12 rows (past the checkpoint)"
+grep -q "^partial 0 $partial$" "$T/k.npy.ckpt" || fail "the checkpoint does not name $partial: $(cat "$T/k.npy.ckpt")"
+[ "$(wc -c <"$partial")" -eq $((128 + 12 * ROW)) ] || fail "partial should hold 12 rows (past the checkpoint)"
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/k.npy" --batch-size 3 --resume --quiet
 cmp -s "$T/ref.npy" "$T/k.npy" || fail "resumed file differs"
-[ ! -e "$T/k.npy.partial" ] && [ ! -e "$T/k.npy.ckpt" ] || fail "resume left the partial or checkpoint"
+[ ! -e "$partial" ] && [ ! -e "$T/k.npy.ckpt" ] && [ ! -e "$T/k.npy.lock" ] || fail "resume left the partial, checkpoint or lock: $(ls "$T")"
 echo "ok: truncated to the checkpoint and finished byte-identical"
 
 echo "== a real kill -9 at a random moment, then --resume"
-MHA_TEST_DATASET_DELAY_MS=40 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/r.npy" --batch-size 2 \
+MHA_TEST_DATASET_DELAY_MS=40 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/r.npy" --batch-size 2 \
   --checkpoint-every 0 --quiet 2>/dev/null &
 pid=$!
 sleep 0.2
@@ -73,17 +77,25 @@ wait $pid 2>/dev/null || true
 cmp -s "$T/ref.npy" "$T/r.npy" || fail "resumed after kill -9 differs"
 echo "ok: kill -9 + --resume"
 
-echo "== SIGINT stops after the chunk with a checkpoint; a changed input refuses --resume"
-MHA_TEST_DATASET_DELAY_MS=40 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/i.npy" --batch-size 2 \
-  --quiet 2>"$T/stderr" &
-pid=$!
-sleep 0.2
-kill -INT $pid
-set +e
-wait $pid
-rc=$?
-set -e
-[ $rc -eq 1 ] || fail "SIGINT: exit $rc"
+echo "== SIGTERM / SIGINT stop after the chunk with a checkpoint, exit 128 + N; a changed input refuses --resume"
+# interrupt SIG OUT: a slow run into OUT stopped by SIG mid-run; exit status in $rc
+interrupt() {
+  MHA_TEST_DATASET_DELAY_MS=40 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$2" --batch-size 2 \
+    --quiet 2>"$T/stderr" &
+  pid=$!
+  sleep 0.2
+  kill -"$1" $pid
+  set +e
+  wait $pid
+  rc=$?
+  set -e
+}
+interrupt TERM "$T/t.npy"
+[ $rc -eq 143 ] && grep -q "interrupted by SIGTERM" "$T/stderr" || fail "SIGTERM: exit $rc, wanted 143: $(cat "$T/stderr")"
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/t.npy" --resume --quiet
+cmp -s "$T/ref.npy" "$T/t.npy" || fail "resumed after SIGTERM differs"
+interrupt INT "$T/i.npy"
+[ $rc -eq 130 ] || fail "SIGINT: exit $rc, wanted 130 (128 + SIGINT)"
 grep -q "interrupted by SIGINT after .* rows; checkpoint .*i.npy.ckpt" "$T/stderr" || fail "SIGINT: $(cat "$T/stderr")"
 [ ! -e "$T/i.npy" ] && [ -s "$T/i.npy.ckpt" ] || fail "SIGINT left: $(ls "$T")"
 set +e
@@ -97,10 +109,51 @@ set +e
 rc=$?
 set -e
 [ $rc -eq 1 ] && grep -q "cannot resume" "$T/stderr" || fail "another input resumed: $(cat "$T/stderr")"
-[ -s "$T/i.npy.ckpt" ] && [ -s "$T/i.npy.partial" ] || fail "a refused resume removed the checkpoint"
+[ -s "$T/i.npy.ckpt" ] && [ -s "$(ls "$T"/i.npy.partial.*)" ] || fail "a refused resume removed the checkpoint"
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/i.npy" --resume --quiet
 cmp -s "$T/ref.npy" "$T/i.npy" || fail "resumed after SIGINT differs"
-echo "ok: SIGINT + --resume; mismatches refused"
+echo "ok: SIGTERM (143) and SIGINT (130) + --resume; mismatches refused"
+
+echo "== --resume compares the rows already scored by content, not by size and time"
+MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/h.npy" --batch-size 4 \
+  --checkpoint-every 0 --quiet 2>/dev/null && fail "the crash hook did not kill the run"
+grep -q "^done 8$" "$T/h.npy.ckpt" || fail "checkpoint: $(cat "$T/h.npy.ckpt")"
+cp -p "$T/x.npy" "$T/x.keep"
+# flip FILE ROW: one byte of ROW changed, size and time kept
+flip() {
+  printf '\377' | dd of="$1" bs=1 seek=$((128 + $2 * ROW + 5)) conv=notrunc 2>/dev/null
+  touch -r "$T/x.keep" "$1"
+}
+cp -p "$T/x.npy" "$T/other.npy"
+flip "$T/other.npy" 2
+cp -p "$T/other.npy" "$T/x.npy" # another dataset, same size and time, same inode
+set +e
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/h.npy" --resume 2>"$T/stderr"
+rc=$?
+set -e
+[ $rc -eq 1 ] && grep -q "x.npy: cannot resume: rows 0:8, already scored, are not the rows" "$T/stderr" ||
+  fail "cp -p of another dataset resumed: $(cat "$T/stderr")"
+# a change in rows not scored yet mixes nothing: the result is a fresh run's
+cp -p "$T/x.keep" "$T/x.npy"
+flip "$T/x.npy" 20
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/h.npy" --resume --quiet
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/h_fresh.npy" --quiet
+cmp -s "$T/h.npy" "$T/h_fresh.npy" || fail "resumed over changed later rows differs from a fresh run"
+cmp -s "$T/h.npy" "$T/ref.npy" && fail "the changed row made no difference (nothing tested)"
+cp -p "$T/x.keep" "$T/x.npy"
+echo "ok: a different dataset of the same size and time refused; later rows read as they are"
+
+echo "== a stale checkpoint after a finished run: --resume says the output is complete"
+MHA_TEST_DATASET_CRASH_ROWS=10 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$T/st.npy" --batch-size 4 \
+  --checkpoint-every 0 --quiet 2>/dev/null && fail "the crash hook did not kill the run"
+cp "$T/st.npy.ckpt" "$T/st.saved"
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/st.npy" --resume --quiet
+cp "$T/st.saved" "$T/st.npy.ckpt" # as if the run had died before removing it
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/st.npy" --resume 2>"$T/stderr" ||
+  fail "a stale checkpoint: $(cat "$T/stderr")"
+grep -q "st.npy: already complete" "$T/stderr" || fail "a stale checkpoint: $(cat "$T/stderr")"
+[ ! -e "$T/st.npy.ckpt" ] && cmp -s "$T/st.npy" "$T/ref.npy" || fail "after a stale checkpoint: $(ls "$T")"
+echo "ok: already complete, the stale checkpoint removed"
 
 echo "== shards + merge"
 for i in 0 1 2; do

@@ -20,6 +20,16 @@ ls "$libdir"/libmha.so* >/dev/null
 ls "$libdir"/mha/plugins/mha-plugin-*.so >/dev/null
 [ -f "$libdir/cmake/mha/mhaConfig.cmake" ] || { echo "FAIL: no CMake package"; exit 1; }
 [ -f "$libdir/pkgconfig/mha.pc" ] || { echo "FAIL: no pkg-config file"; exit 1; }
+for p in mha mha-run mha-check mha-info mha-bench; do
+  [ -f "$prefix/share/man/man1/$p.1" ] || { echo "FAIL: man page $p.1 not installed"; exit 1; }
+done
+# the SONAME carries major.minor while the major version is 0 (the CMake
+# version file's SameMinorVersion rule)
+soname=$(objdump -p "$libdir/libmha.so" | awk '$1 == "SONAME" { print $2 }')
+case "$soname" in
+libmha.so.0.[0-9]*) ;;
+*) echo "FAIL: SONAME '$soname' is not libmha.so.0.MINOR"; exit 1 ;;
+esac
 
 echo "== consumer through find_package(mha)"
 cmake -S "$MHA_SOURCE_DIR/tests/install" -B "$MHA_TEST_TMP/consumer" \

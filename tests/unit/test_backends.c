@@ -4,8 +4,14 @@
  *  - attention: head sizes 1, 3, 17, 64, 80, 128; sequence lengths 1, 7,
  *    33, 513; batch 1-5; additive masks with broadcast strides holding -inf
  *    and lowest-float entries and fully masked rows; causal with per-batch
- *    offsets; kv_len; GQA; cross (Sq != Skv); softcap; strided layouts.
+ *    offsets; kv_len; GQA; cross (Sq != Skv); softcap; strided layouts;
+ *    ALiBi slopes (key position and relative forms, with causal offsets,
+ *    positions given per key as BLOOM counts them).
  *    max |err| <= 1e-5 * max |scalar|, fully masked rows exactly 0.
+ *  - rotary embedding (ABI 1.2): rotate-half and interleaved, partial
+ *    rotary, per-batch position offsets, strided layouts; max |err| <=
+ *    1e-6 * max |scalar|; positions past the tables and odd rotary_dim
+ *    refused.
  *  - determinism: any split of the range (b, h, q) gives bitwise the same
  *    output as one call; GEMM splits at the plugin's m/n blocks likewise;
  *    the openmp plugin with num_threads 1 and 2 is bitwise identical.
@@ -124,12 +130,14 @@ typedef struct attn_case {
     int mask_kind;
     int causal, use_offsets, use_kv_len;
     float softcap;
+    int alibi;     /* 0 none, 1 slope * j, 2 slope * (j - i - offset) */
+    int alibi_pos; /* key positions given (BLOOM: counted over attended keys) */
     uint64_t seed;
 } attn_case;
 
 typedef struct attn_data {
     mha_attn_args a;
-    float *q, *k, *v, *mask;
+    float *q, *k, *v, *mask, *slopes, *pos;
     int64_t *offs, *kvl;
     size_t n_o;
     int64_t mask_rows; /* rows fully masked on purpose: mask row of (b=0,h=0,i=0) */
@@ -219,12 +227,32 @@ static void attn_make(const attn_case *c, attn_data *D) {
             D->kvl[b] = (int64_t)(tu_rand_u64(&rs) % (uint64_t)(c->Skv + 2));
         a->kv_len = D->kvl;
     }
+    if (c->alibi) {
+        /* the geometric slopes of the ALiBi paper, 2^(-8 (h + 1) / Hq) */
+        D->slopes = malloc((size_t)c->Hq * sizeof(float));
+        for (int64_t h = 0; h < c->Hq; h++)
+            D->slopes[h] = exp2f(-8.0f * (float)(h + 1) / (float)c->Hq);
+        a->alibi_slopes = D->slopes;
+        a->alibi_relative = c->alibi == 2;
+    }
+    if (c->alibi && c->alibi_pos) {
+        /* positions among kept keys, one key in four skipped */
+        D->pos = malloc((size_t)(c->B * c->Skv + 1) * sizeof(float));
+        for (int64_t b = 0; b < c->B; b++) {
+            int64_t seen = 0;
+            for (int64_t j = 0; j < c->Skv; j++)
+                D->pos[b * c->Skv + j] = tu_rand_u64(&rs) % 4 ? (float)seen++ : 0.0f;
+        }
+        a->alibi_pos = D->pos;
+        a->alibi_pos_sb = c->Skv;
+    }
     a->b0 = 0, a->b1 = c->B, a->h0 = 0, a->h1 = c->Hq, a->q0 = 0, a->q1 = c->Sq;
     a->num_threads = 1;
 }
 
 static void attn_free(attn_data *D) {
     free(D->q), free(D->k), free(D->v), free(D->mask), free(D->offs), free(D->kvl);
+    free(D->slopes), free(D->pos);
 }
 
 /* Runs one call of plugin p over args a (its range) into o. */
@@ -314,11 +342,11 @@ static void attn_check_case(const attn_case *c) {
         if (!(err <= 1e-5 * scale) || getenv("MHA_TEST_VERBOSE")) {
             fprintf(stderr,
                     "%s: B%lld Hq%lld Hkv%lld Sq%lld Skv%lld dk%lld dv%lld mask%d causal%d "
-                    "offs%d kvl%d cap%g bshd%d: err %g scale %g\n",
+                    "offs%d kvl%d cap%g bshd%d alibi%d/%d: err %g scale %g\n",
                     bk->name, (long long)c->B, (long long)c->Hq, (long long)c->Hkv,
                     (long long)c->Sq, (long long)c->Skv, (long long)c->dk, (long long)c->dv,
                     c->mask_kind, c->causal, c->use_offsets, c->use_kv_len, (double)c->softcap,
-                    c->layout_bshd, err, scale);
+                    c->layout_bshd, c->alibi, c->alibi_pos, err, scale);
             if (!(err <= 1e-5 * scale)) fail();
         }
         /* fully masked rows (MASK_FULL puts them at i = 0) are exactly 0 */
@@ -372,6 +400,8 @@ static void test_attention_random(void **state) {
         c.use_offsets = c.causal && (t & 1);
         c.use_kv_len = (t % 7 == 3) || (t % 7 == 5);
         c.softcap = (t % 6 == 4) ? 5.0f : 0.0f;
+        c.alibi = (t % 8 == 2) ? 1 : (t % 8 == 6) ? 2 : 0;
+        c.alibi_pos = c.alibi && (t % 16 >= 8);
         attn_check_case(&c);
     }
 }
@@ -411,6 +441,41 @@ static void test_attention_long(void **state) {
          .mask_kind = MASK_FULL,
          .layout_bshd = 1,
          .seed = 3},
+        /* ALiBi over many key blocks: relative with KV-cache offsets, and
+         * BLOOM's key-position form behind a padding mask */
+        {.B = 2,
+         .Hq = 4,
+         .Hkv = 2,
+         .Sq = 33,
+         .Skv = 513,
+         .dk = 64,
+         .dv = 64,
+         .causal = 1,
+         .use_offsets = 1,
+         .alibi = 2,
+         .seed = 4},
+        {.B = 1,
+         .Hq = 3,
+         .Hkv = 3,
+         .Sq = 129,
+         .Skv = 129,
+         .dk = 32,
+         .dv = 32,
+         .causal = 1,
+         .mask_kind = MASK_KEYPAD,
+         .alibi = 1,
+         .seed = 5},
+        {.B = 2,
+         .Hq = 6,
+         .Hkv = 6,
+         .Sq = 70,
+         .Skv = 70,
+         .dk = 64,
+         .dv = 64,
+         .causal = 1,
+         .alibi = 1,
+         .alibi_pos = 1,
+         .seed = 6},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         attn_check_case(&cs[i]);
@@ -578,6 +643,224 @@ static void test_attention_bad_args(void **state) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Rotary embedding                                                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct rot_case {
+    int64_t B, H, S, d, rotary_dim;
+    int kind, layout_bshd, use_offsets;
+    uint64_t seed;
+} rot_case;
+
+typedef struct rot_data {
+    mha_rotary_args a;
+    float *x0;  /* the input, [B, H, S, d] in the case's layout */
+    float *tab; /* cos then sin, [n_pos, half] each */
+    int64_t *offs;
+    size_t n_x;
+} rot_data;
+
+static void rot_make(const rot_case *c, rot_data *D) {
+    memset(D, 0, sizeof *D);
+    mha_rotary_args *a = &D->a;
+    a->struct_size = sizeof *a;
+    a->B = c->B, a->H = c->H, a->S = c->S, a->d = c->d;
+    D->n_x = (size_t)(c->B * c->H * c->S * c->d);
+    D->x0 = malloc((D->n_x + 1) * sizeof(float));
+    tu_fill_random(D->x0, D->n_x, c->seed);
+    strides(c->layout_bshd, c->H, c->S, c->d, &a->x_sb, &a->x_sh, &a->x_ss);
+    a->kind = c->kind;
+    a->rotary_dim = c->rotary_dim;
+    uint64_t rs = c->seed * 13 + 5;
+    int64_t max_off = 0;
+    if (c->use_offsets) {
+        D->offs = malloc((size_t)c->B * sizeof(int64_t));
+        for (int64_t b = 0; b < c->B; b++) {
+            D->offs[b] = (int64_t)(tu_rand_u64(&rs) % 40);
+            if (D->offs[b] > max_off) max_off = D->offs[b];
+        }
+        a->pos_offset = D->offs;
+    }
+    /* tables as a model makes them: theta 10000, angle p / theta^(2t / rd) */
+    const int64_t half = c->rotary_dim / 2;
+    a->n_pos = c->S + max_off;
+    D->tab = malloc((size_t)(2 * a->n_pos * half + 1) * sizeof(float));
+    for (int64_t p = 0; p < a->n_pos; p++)
+        for (int64_t t = 0; t < half; t++) {
+            double ang = (double)p * pow(10000.0, -2.0 * (double)t / (double)c->rotary_dim);
+            D->tab[p * half + t] = (float)cos(ang);
+            D->tab[(a->n_pos + p) * half + t] = (float)sin(ang);
+        }
+    a->cos = D->tab;
+    a->sin = D->tab + a->n_pos * half;
+    a->b1 = c->B, a->h1 = c->H, a->s1 = c->S;
+    a->num_threads = 1;
+}
+
+/* One rotary call of plugin p over args a (its range) on x. */
+static int rot_call(const mha_plugin *p, void *st, const mha_rotary_args *a0, float *x, int nt) {
+    mha_rotary_args a = *a0;
+    a.x = x;
+    a.num_threads = nt;
+    return p->rotary(st, &a);
+}
+
+static void rot_check_case(const rot_case *c) {
+    rot_data D;
+    rot_make(c, &D);
+    const size_t bytes = (D.n_x + 1) * sizeof(float);
+    float *ref = malloc(bytes), *out = malloc(bytes), *out2 = malloc(bytes);
+    memcpy(ref, D.x0, bytes);
+    assert_int_equal(rot_call(REF, NULL, &D.a, ref, 1), 0);
+    double scale = 0.0, moved = 0.0;
+    for (size_t i = 0; i < D.n_x; i++) {
+        scale = fmax(scale, fabs(ref[i]));
+        moved = fmax(moved, fabs(ref[i] - D.x0[i]));
+    }
+    assert_true(moved > 0.0); /* something turned */
+    /* dims from rotary_dim on are untouched */
+    for (int64_t b = 0; b < c->B; b++)
+        for (int64_t h = 0; h < c->H; h++)
+            for (int64_t t = 0; t < c->S; t++)
+                for (int64_t e = c->rotary_dim; e < c->d; e++) {
+                    int64_t o = b * D.a.x_sb + h * D.a.x_sh + t * D.a.x_ss + e;
+                    assert_true(ref[o] == D.x0[o]);
+                }
+    for (int bi = 0; bi < NBK; bi++) {
+        const backend *bk = &BK[bi];
+        assert_non_null(bk->p->rotary); /* every in-tree backend has its own */
+        memcpy(out, D.x0, bytes);
+        assert_int_equal(rot_call(bk->p, bk->state, &D.a, out, 1), 0);
+        double err = 0.0;
+        for (size_t i = 0; i < D.n_x; i++) {
+            double d = fabs((double)out[i] - (double)ref[i]);
+            if (!(d <= err)) err = d;
+        }
+        if (!(err <= 1e-6 * scale) || getenv("MHA_TEST_VERBOSE")) {
+            fprintf(stderr, "%s rotary B%lld H%lld S%lld d%lld rd%lld kind%d offs%d: err %g\n",
+                    bk->name, (long long)c->B, (long long)c->H, (long long)c->S, (long long)c->d,
+                    (long long)c->rotary_dim, c->kind, c->use_offsets, err);
+            if (!(err <= 1e-6 * scale)) fail();
+        }
+        /* any split of (b, h, s): bitwise the same */
+        uint64_t rs = c->seed + 99;
+        memcpy(out2, D.x0, bytes);
+        for (int64_t b = 0; b < c->B; b++)
+            for (int64_t h = 0; h < c->H;) {
+                int64_t hn = 1 + (int64_t)(tu_rand_u64(&rs) % (uint64_t)(c->H - h));
+                for (int64_t t = 0; t < c->S;) {
+                    int64_t tn = 1 + (int64_t)(tu_rand_u64(&rs) % (uint64_t)(c->S - t));
+                    mha_rotary_args a = D.a;
+                    a.b0 = b, a.b1 = b + 1, a.h0 = h, a.h1 = h + hn, a.s0 = t, a.s1 = t + tn;
+                    assert_int_equal(rot_call(bk->p, bk->state, &a, out2, 1), 0);
+                    t += tn;
+                }
+                h += hn;
+            }
+        assert_memory_equal(out, out2, D.n_x * sizeof(float));
+        if (bk->p->flags & MHA_PLUGIN_SELF_PARALLEL)
+            for (int nt = 2; nt <= 3; nt++) {
+                memcpy(out2, D.x0, bytes);
+                assert_int_equal(rot_call(bk->p, bk->state, &D.a, out2, nt), 0);
+                assert_memory_equal(out, out2, D.n_x * sizeof(float));
+            }
+    }
+    free(ref), free(out), free(out2);
+    free(D.x0), free(D.tab), free(D.offs);
+}
+
+static void test_rotary(void **state) {
+    (void)state;
+    static const rot_case cs[] = {
+        {.B = 2, .H = 3, .S = 7, .d = 64, .rotary_dim = 64, .kind = MHA_ROTARY_HALF, .seed = 1},
+        {.B = 1,
+         .H = 2,
+         .S = 33,
+         .d = 64,
+         .rotary_dim = 64,
+         .kind = MHA_ROTARY_INTERLEAVED,
+         .layout_bshd = 1,
+         .seed = 2},
+        /* partial rotary: Pythia (a quarter), GPT-J (rotary_dim 64 of 256) */
+        {.B = 3,
+         .H = 4,
+         .S = 9,
+         .d = 80,
+         .rotary_dim = 20,
+         .kind = MHA_ROTARY_HALF,
+         .use_offsets = 1,
+         .seed = 3},
+        {.B = 2,
+         .H = 2,
+         .S = 17,
+         .d = 256,
+         .rotary_dim = 64,
+         .kind = MHA_ROTARY_INTERLEAVED,
+         .use_offsets = 1,
+         .layout_bshd = 1,
+         .seed = 4},
+        /* odd sizes: half of 3 pairs, one row */
+        {.B = 1,
+         .H = 1,
+         .S = 1,
+         .d = 7,
+         .rotary_dim = 6,
+         .kind = MHA_ROTARY_HALF,
+         .use_offsets = 1,
+         .seed = 5},
+        {.B = 4,
+         .H = 5,
+         .S = 65,
+         .d = 128,
+         .rotary_dim = 128,
+         .kind = MHA_ROTARY_HALF,
+         .use_offsets = 1,
+         .seed = 6},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        rot_check_case(&cs[i]);
+}
+
+/* Bad rotary arguments are refused (nonzero): odd or too wide rotary_dim,
+ * an unknown kind, positions past the tables, a range past H. */
+static void test_rotary_bad_args(void **state) {
+    (void)state;
+    rot_case c = {.B = 2,
+                  .H = 2,
+                  .S = 5,
+                  .d = 8,
+                  .rotary_dim = 8,
+                  .kind = MHA_ROTARY_HALF,
+                  .use_offsets = 1,
+                  .seed = 7};
+    rot_data D;
+    rot_make(&c, &D);
+    for (int bi = -1; bi < NBK; bi++) {
+        const mha_plugin *p = bi < 0 ? REF : BK[bi].p;
+        void *st = bi < 0 ? NULL : BK[bi].state;
+        mha_rotary_args a = D.a;
+        assert_int_equal(rot_call(p, st, &a, D.x0, 1), 0);
+        a.rotary_dim = 7;
+        assert_int_not_equal(rot_call(p, st, &a, D.x0, 1), 0);
+        a = D.a, a.rotary_dim = 10;
+        assert_int_not_equal(rot_call(p, st, &a, D.x0, 1), 0);
+        a = D.a, a.kind = 3;
+        assert_int_not_equal(rot_call(p, st, &a, D.x0, 1), 0);
+        a = D.a, a.n_pos = D.a.n_pos - 1; /* the last row of some item falls off */
+        int64_t big = 0;
+        for (int64_t b = 0; b < c.B; b++)
+            if (D.offs[b] > big) big = D.offs[b];
+        a.n_pos = c.S + big - 1;
+        assert_int_not_equal(rot_call(p, st, &a, D.x0, 1), 0);
+        a = D.a, a.h1 = 3;
+        assert_int_not_equal(rot_call(p, st, &a, D.x0, 1), 0);
+        a = D.a, a.struct_size = 8;
+        assert_int_not_equal(rot_call(p, st, &a, D.x0, 1), 0);
+    }
+    free(D.x0), free(D.tab), free(D.offs);
+}
+
+/* ------------------------------------------------------------------------ */
 /* GEMM                                                                      */
 /* ------------------------------------------------------------------------ */
 
@@ -738,6 +1021,8 @@ int main(void) {
         cmocka_unit_test(test_attention_nan_rows),
         cmocka_unit_test(test_attention_random),
         cmocka_unit_test(test_attention_long),
+        cmocka_unit_test(test_rotary),
+        cmocka_unit_test(test_rotary_bad_args),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -168,7 +168,7 @@ static void test_partial_writer_resumes_from_checkpoint(void **state) {
     const char *dir = tu_tmpdir("dataset_partial");
     char out[1024], partial[1024], whole[1024];
     snprintf(out, sizeof out, "%s/y.npy", dir);
-    snprintf(partial, sizeof partial, "%s/y.npy.partial", dir);
+
     snprintf(whole, sizeof whole, "%s/whole.npy", dir);
     mha_alloc_ctx a;
     mha_alloc_ctx_init(&a, NULL);
@@ -185,8 +185,14 @@ static void test_partial_writer_resumes_from_checkpoint(void **state) {
     assert_int_equal(npy_writer_commit(w, &err), MHA_OK);
 
     assert_int_equal(
-        npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0, 0, &w, &err),
+        npy_writer_begin_partial(&a, out, NULL, MHA_DTYPE_FLOAT32, 3, dims, 0, 0, 0, &w, &err),
         MHA_OK);
+    /* a new partial file of its own name, beside the output */
+    snprintf(partial, sizeof partial, "%s", npy_writer_partial_path(w));
+    char head[1100];
+    snprintf(head, sizeof head, "%s/y.npy.partial.", dir);
+    assert_int_equal(strncmp(partial, head, strlen(head)), 0);
+    assert_int_equal(strlen(partial), strlen(head) + 6);
     assert_int_equal(npy_writer_write_rows(w, data[0], 3, &err), MHA_OK);
     uint64_t bytes = 0;
     assert_int_equal(npy_writer_sync(w, &bytes, &err), MHA_OK);

@@ -1,7 +1,9 @@
 /* test_exec.c -- the executor (exec.c, layer_util.c) against a naive
  * triple-loop attention layer written here: hand-built layers (self, cross,
  * GQA, causal, key padding, bool and float masks, sequence-first, bare 3D
- * and 4D), bitwise identical results for 1, 2, 3 and 7 threads, batch
+ * and 4D, rotary embeddings from tables or inverse frequencies, ALiBi), an
+ * ABI 1.1 plugin (no rotary entry: the host rotates; ALiBi refused, naming
+ * it), bitwise identical results for 1, 2, 3 and 7 threads, batch
  * chunking, NaN isolation, self-parallel plugins, cancellation, input checks
  * and allocation failure at every point. */
 #include "testutil.h"
@@ -105,10 +107,12 @@ static int testk_attention(void *state, const mha_attn_args *a, void *ws, size_t
     return 0;
 }
 
+/* An ABI 1.1 plugin (the frozen 1.1 table): the host rotates Q and K for it
+ * and refuses it ALiBi layers. */
 static const mha_plugin testk_plugin = {
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
-    .abi_minor = MHA_PLUGIN_ABI_MINOR,
-    .struct_size = sizeof(mha_plugin),
+    .abi_minor = 1,
+    .struct_size = MHA_PLUGIN_SIZE_1_1,
     .name = "testk",
     .version = "0",
     .gemm_m_block = 4,
@@ -123,8 +127,8 @@ static const mha_plugin testk_plugin = {
 /* the same kernels, declared self-parallel */
 static const mha_plugin testk_sp_plugin = {
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
-    .abi_minor = MHA_PLUGIN_ABI_MINOR,
-    .struct_size = sizeof(mha_plugin),
+    .abi_minor = 1,
+    .struct_size = MHA_PLUGIN_SIZE_1_1,
     .name = "testk_sp",
     .version = "0",
     .flags = MHA_PLUGIN_SELF_PARALLEL,
@@ -149,6 +153,13 @@ typedef struct cfg {
     int64_t am_shape[4];
     int kpm; /* 0 none, 1 bool True = attend, 2 bool True = ignore */
     float softcap;
+    int rotary;         /* MHA_ROTARY_* */
+    int64_t rotary_dim; /* of dk */
+    int64_t rope_rows;  /* positions in the layer's tables (0: none) */
+    int rope_inv;       /* inverse frequencies too (positions past the tables) */
+    int alibi;          /* 0 none, 1 slope * j, 2 slope * (j - i) */
+    int alibi_counted;  /* key j at the count of unpadded keys before it (BLOOM); the key
+                           padding then has holes */
 } cfg;
 
 typedef struct fixture {
@@ -208,6 +219,32 @@ static void fixture_make(fixture *f, const cfg *c, uint64_t seed) {
     L->seq_first = c->seq_first;
     L->qkv_rank = c->qkv_rank;
     L->kpm_true_means_ignore = c->kpm == 2;
+    if (c->rotary) {
+        /* theta 10000 as LLaMA; tables made the way the model makes them */
+        const int64_t half = c->rotary_dim / 2;
+        L->rotary = c->rotary;
+        L->rotary_dim = c->rotary_dim;
+        float *inv = mha_malloc(NULL, (size_t)half * sizeof(float));
+        for (int64_t t = 0; t < half; t++)
+            inv[t] = powf(10000.0f, -2.0f * (float)t / (float)c->rotary_dim);
+        if (c->rope_rows > 0) {
+            L->rotary_n_pos = c->rope_rows;
+            L->rotary_cos = mha_malloc(NULL, (size_t)(c->rope_rows * half) * sizeof(float));
+            L->rotary_sin = mha_malloc(NULL, (size_t)(c->rope_rows * half) * sizeof(float));
+            layer_rotary_fill(inv, half, 0, c->rope_rows, L->rotary_cos, L->rotary_sin);
+        }
+        if (c->rope_inv)
+            L->rotary_inv_freq = inv;
+        else
+            mha_free(NULL, inv);
+    }
+    if (c->alibi) {
+        L->alibi_slopes = mha_malloc(NULL, (size_t)c->Hq * sizeof(float));
+        for (int64_t h = 0; h < c->Hq; h++)
+            L->alibi_slopes[h] = exp2f(-8.0f * (float)(h + 1) / (float)c->Hq);
+        L->alibi_relative = c->alibi == 2;
+        L->alibi_pos_from_mask = c->alibi_counted;
+    }
     const int64_t dkv = L->d_kv;
     if (c->has_proj) {
         L->wq = rand_floats((size_t)(c->D * c->Hq * c->dk), seed + 1);
@@ -290,10 +327,12 @@ static void fixture_make(fixture *f, const cfg *c, uint64_t seed) {
         add_io(&L->inputs[n], "key_padding_mask", MHA_ROLE_KEY_PADDING_MASK, MHA_DTYPE_BOOL, 2);
         int64_t shape[2] = {c->B, c->Skv};
         uint8_t *m = malloc((size_t)(c->B * c->Skv));
-        /* right padding: batch item b has Skv - b % 3 real keys (at least 1) */
+        /* right padding: batch item b has Skv - b % 3 real keys (at least 1);
+         * with alibi_counted, holes: key j > 0 is padding when (j + b) % 3 == 1 */
         for (int64_t b = 0; b < c->B; b++)
             for (int64_t j = 0; j < c->Skv; j++) {
-                int real = j < max64(1, c->Skv - b % 3);
+                int real =
+                    c->alibi_counted ? j == 0 || (j + b) % 3 != 1 : j < max64(1, c->Skv - b % 3);
                 m[b * c->Skv + j] = (uint8_t)(c->kpm == 1 ? real : !real);
             }
         set_tensor(&f->in[n], MHA_DTYPE_BOOL, 2, shape, m);
@@ -361,6 +400,34 @@ static double naive_mask(const fixture *f, int64_t b, int64_t h, int64_t i, int6
     return add;
 }
 
+/* Rotates the head vectors of S rows of x [S, H*dk] (row stride ld) as
+ * the model defines it, in double: the angle of position p and pair t is
+ * float(p) * inv_freq[t] (its cos / sin from the layer's tables where they
+ * reach, which hold the same values). */
+static void naive_rotary(const layer *L, double *x, int64_t S, int64_t H, int64_t dk, int64_t ld) {
+    const int64_t half = L->rotary_dim / 2;
+    for (int64_t p = 0; p < S; p++)
+        for (int64_t h = 0; h < H; h++) {
+            double *r = x + p * ld + h * dk;
+            for (int64_t t = 0; t < half; t++) {
+                double c, sn;
+                if (p < L->rotary_n_pos) {
+                    c = L->rotary_cos[p * half + t];
+                    sn = L->rotary_sin[p * half + t];
+                } else {
+                    const float ang = (float)p * L->rotary_inv_freq[t];
+                    c = (double)(float)cos((double)ang);
+                    sn = (double)(float)sin((double)ang);
+                }
+                double *x1 = L->rotary == MHA_ROTARY_INTERLEAVED ? r + 2 * t : r + t;
+                double *x2 = L->rotary == MHA_ROTARY_INTERLEAVED ? x1 + 1 : x1 + half;
+                const double a = *x1, b = *x2;
+                *x1 = a * c - b * sn;
+                *x2 = b * c + a * sn;
+            }
+        }
+}
+
 static void naive_forward(const fixture *f, float *y) {
     const cfg *c = &f->c;
     const layer *L = &f->L;
@@ -424,6 +491,10 @@ static void naive_forward(const fixture *f, float *y) {
                                                      : tv[((b * Hkv + g) * Skv + j) * dv + d];
                 }
         }
+        if (L->rotary) {
+            naive_rotary(L, q, Sq, Hq, dk, nq);
+            naive_rotary(L, k, Skv, Hkv, dk, nk);
+        }
         /* attention per head and query row */
         for (int64_t h = 0; h < Hq; h++) {
             const int64_t g = h / (Hq / Hkv);
@@ -435,6 +506,18 @@ static void naive_forward(const fixture *f, float *y) {
                         dot += q[i * nq + h * dk + d] * k[j * nk + g * dk + d];
                     double sc = (double)L->scale * dot;
                     if (c->softcap > 0) sc = c->softcap * tanh(sc / c->softcap);
+                    if (c->alibi) {
+                        double pj = (double)j; /* BLOOM: unpadded keys before j */
+                        if (c->alibi_counted) {
+                            pj = -1.0;
+                            for (int64_t kk = 0; kk <= j; kk++) {
+                                int pad; /* (a row past the causal frontier of every key) */
+                                naive_mask(f, b, h, Skv, kk, &pad);
+                                pj += !pad;
+                            }
+                        }
+                        sc += (double)L->alibi_slopes[h] * (c->alibi == 2 ? pj - (double)i : pj);
+                    }
                     int masked;
                     double add = naive_mask(f, b, h, i, j, &masked);
                     s[j] = masked ? -INFINITY : sc + add;
@@ -594,11 +677,33 @@ static cfg make_cfg(int which) {
         c.B = 1, c.Sq = c.Skv = 70, c.D = 24, c.Dout = 24, c.Hq = 3, c.Hkv = 3, c.dk = 8, c.dv = 8,
         c.causal = 1;
         break;
+    case 13: /* LLaMA-like: rotate-half over every dim, GQA, causal, tables just long enough */
+        c.Hq = 4, c.Hkv = 2, c.dk = 4, c.dv = 4, c.causal = 1, c.Sq = c.Skv = 9;
+        c.rotary = MHA_ROTARY_HALF, c.rotary_dim = 4, c.rope_rows = 9;
+        break;
+    case 14: /* GPT-J-like: interleaved over half the dims, sequence-first, no tables at
+              * all (every position from the inverse frequencies) */
+        c.seq_first = 1, c.B = 3, c.Sq = c.Skv = 6, c.causal = 1;
+        c.rotary = MHA_ROTARY_INTERLEAVED, c.rotary_dim = 4, c.rope_inv = 1;
+        break;
+    case 15: /* BLOOM-like: ALiBi on the key position, causal, key padding */
+        c.B = 3, c.Sq = c.Skv = 7, c.Hq = 4, c.Hkv = 4, c.dk = 4, c.dv = 4, c.causal = 1;
+        c.kpm = 1, c.alibi = 1;
+        break;
+    case 17: /* BLOOM-like: ALiBi positions counted over the unpadded keys, padding with
+              * holes, causal */
+        c.B = 3, c.Sq = c.Skv = 8, c.Hq = 4, c.Hkv = 4, c.dk = 4, c.dv = 4, c.causal = 1;
+        c.kpm = 1, c.alibi = 1, c.alibi_counted = 1;
+        break;
+    case 16: /* cross, relative ALiBi and a partial rotary whose tables are too short */
+        c.cross = 1, c.Dkv = 12, c.Sq = 5, c.Skv = 8, c.alibi = 2;
+        c.rotary = MHA_ROTARY_HALF, c.rotary_dim = 6, c.rope_rows = 3, c.rope_inv = 1;
+        break;
     }
     return c;
 }
 
-#define N_CFGS 13
+#define N_CFGS 18
 
 /* The test kernels, the built-in scalar and every plugin built beside the
  * tests (MHA_PLUGIN_PATH): avx2, avx512, openmp (self-parallel). */
@@ -660,6 +765,14 @@ static void test_forms_match_naive(void **state) {
                 float *y = out_buffer(&f);
                 mha_error err = {0};
                 mha_status st = run_exec_state(bl.plugin[pi], bl.state[pi], &ro, &f, y, &err);
+                if (c.alibi && bl.plugin[pi]->abi_minor < 2) {
+                    /* an ABI 1.1 plugin would drop the slopes: refused, named */
+                    assert_int_equal(st, MHA_ERR_BACKEND);
+                    if (!strstr(err.message, bl.plugin[pi]->name) || !strstr(err.message, "1.2"))
+                        fail_msg("cfg %d: '%s'", w, err.message);
+                    free(y);
+                    continue;
+                }
                 if (st != MHA_OK) fail_msg("cfg %d %s: %s", w, bl.plugin[pi]->name, err.message);
                 double e = tu_max_rel_err(y, ref, (size_t)f.out_numel);
                 if (!(e < 1e-4))
@@ -689,7 +802,7 @@ static void test_threads_bitwise(void **state) {
     (void)state;
     pool *pl = NULL;
     assert_int_equal(pool_create(NULL, 6, 0, &pl, NULL), MHA_OK);
-    cfg shapes[6];
+    cfg shapes[8];
     shapes[0] = base_self();
     shapes[0].B = 1, shapes[0].Hq = shapes[0].Hkv = 2, shapes[0].Sq = shapes[0].Skv = 37; /* BH 2 */
     shapes[1] = base_self();
@@ -703,6 +816,9 @@ static void test_threads_bitwise(void **state) {
     shapes[4] = make_cfg(10);                             /* bare 4D causal */
     shapes[5] = make_cfg(9);                              /* bare 3D */
     shapes[5].B = 1;
+    shapes[6] = make_cfg(16); /* rotary + ALiBi */
+    shapes[7] = make_cfg(14); /* rotary, sequence-first */
+    shapes[7].B = 1, shapes[7].Sq = shapes[7].Skv = 40;
     const int counts[4] = {1, 2, 3, 7};
     backend_list bl;
     backends_open(&bl);
@@ -710,11 +826,12 @@ static void test_threads_bitwise(void **state) {
     for (int i = 0; i < bl.n; i++)
         fprintf(stderr, " %s", bl.plugin[i]->name);
     fprintf(stderr, "\n");
-    for (int w = 0; w < 6; w++) {
+    for (int w = 0; w < 8; w++) {
         fixture f;
         fixture_make(&f, &shapes[w], 900 + (uint64_t)w);
         for (int pi = 0; pi < bl.n; pi++) {
             const mha_plugin *plugin = bl.plugin[pi];
+            if (shapes[w].alibi && plugin->abi_minor < 2) continue; /* refused: see above */
             void *pstate = bl.state[pi];
             float *first = NULL;
             for (int t = 0; t < 4; t++) {
@@ -745,8 +862,8 @@ static void test_batch_chunks(void **state) {
     (void)state;
     pool *pl = NULL;
     assert_int_equal(pool_create(NULL, 2, 0, &pl, NULL), MHA_OK);
-    const int which[4] = {0, 4, 7, 8};
-    for (int w = 0; w < 4; w++) {
+    const int which[5] = {0, 4, 7, 8, 14};
+    for (int w = 0; w < 5; w++) {
         cfg c = make_cfg(which[w]);
         c.B = 5;
         if (c.kpm) c.kpm = 1;
@@ -763,6 +880,68 @@ static void test_batch_chunks(void **state) {
         fixture_free(&f);
     }
     pool_destroy(pl);
+}
+
+/* ---- plugins reporting sizes the host must not trust ---- */
+
+static size_t liar_ws_huge(void *state, const mha_attn_args *a) {
+    (void)state, (void)a;
+    return SIZE_MAX - 8; /* + 63 for alignment would wrap to a tiny buffer */
+}
+
+static size_t liar_packed_small(int64_t K, int64_t N) {
+    return (size_t)(K * N); /* a quarter of the floats it must hold */
+}
+
+static size_t liar_packed_huge(int64_t K, int64_t N) {
+    (void)K, (void)N;
+    return SIZE_MAX - 1;
+}
+
+/* A copy of testk with one size replaced; every run must be refused with a
+ * message naming the backend, before any kernel sees the size. */
+static void expect_refused_plugin(mha_plugin *p, const char *needle) {
+    cfg c = base_self();
+    fixture f;
+    fixture_make(&f, &c, 77);
+    float *y = out_buffer(&f);
+    mha_error err;
+    mha_error_clear(&err);
+    int attn_before = atomic_load(&testk_attn_calls);
+    mha_status st = run_exec(p, NULL, &f, y, &err);
+    if (st == MHA_OK || !strstr(err.message, needle) || !strstr(err.message, "liar"))
+        fail_msg("expected a refusal with '%s', got %s: %s", needle, mha_status_name(st),
+                 err.message);
+    assert_int_equal(atomic_load(&testk_attn_calls), attn_before);
+    free(y);
+    fixture_free(&f);
+}
+
+static void test_plugin_sizes_checked(void **state) {
+    (void)state;
+    /* blocks of INT64_MAX: tile sizes are rounded up to them (a wrap, then a
+     * division by zero) */
+    const struct {
+        size_t (*ws)(void *, const mha_attn_args *);
+        size_t (*packed)(int64_t, int64_t);
+        int64_t m_block, n_block;
+        const char *needle;
+    } cases[] = {
+        {liar_ws_huge, NULL, 4, 8, "attention workspace of 18446744073709551607 bytes"},
+        {NULL, liar_packed_small, 4, 8, "packed bytes"},
+        {NULL, liar_packed_huge, 4, 8, "out of memory"},
+        {NULL, NULL, INT64_MAX, 8, "gemm blocks 9223372036854775807 x 8"},
+        {NULL, NULL, 4, INT64_MAX, "gemm blocks 4 x 9223372036854775807"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mha_plugin p = testk_plugin;
+        p.name = "liar";
+        if (cases[i].ws) p.attention_workspace_size = cases[i].ws;
+        if (cases[i].packed) p.gemm_packed_size = cases[i].packed;
+        p.gemm_m_block = cases[i].m_block;
+        p.gemm_n_block = cases[i].n_block;
+        expect_refused_plugin(&p, cases[i].needle);
+    }
 }
 
 /* NaN in one batch item's input changes only that item's output. */
@@ -1004,11 +1183,44 @@ static void test_allocation_failures(void **state) {
     pool_destroy(pl);
 }
 
+/* A rotary layer whose tables end before the sequence, with no inverse
+ * frequencies to go on, is refused (never rotated with garbage); with them
+ * the same sequence runs. */
+static void test_rotary_tables_end(void **state) {
+    (void)state;
+    cfg c = make_cfg(13);
+    c.Sq = c.Skv = 10; /* one past the 9 rows */
+    fixture f;
+    fixture_make(&f, &c, 77);
+    float *y = out_buffer(&f);
+    mha_error err = {0};
+    assert_int_equal(layer_reference_forward(NULL, &f.L, f.in, f.n_in, &f.out, 0, &err),
+                     MHA_ERR_INVALID_ARGUMENT);
+    f.out.data = y;
+    assert_int_equal(layer_reference_forward(NULL, &f.L, f.in, f.n_in, &f.out, 1, &err),
+                     MHA_ERR_SHAPE);
+    assert_non_null(strstr(err.message, "rotary tables end at 9"));
+    fixture_free(&f);
+    c.rope_inv = 1;
+    fixture_make(&f, &c, 77);
+    float *ref = out_buffer(&f);
+    naive_forward(&f, ref);
+    f.out.data = y;
+    assert_int_equal(layer_reference_forward(NULL, &f.L, f.in, f.n_in, &f.out, 1, &err), MHA_OK);
+    f.out.data = NULL;
+    assert_true(tu_max_rel_err(y, ref, (size_t)f.out_numel) < 1e-5);
+    free(ref);
+    free(y);
+    fixture_free(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rotary_tables_end),
         cmocka_unit_test(test_forms_match_naive),
         cmocka_unit_test(test_threads_bitwise),
         cmocka_unit_test(test_batch_chunks),
+        cmocka_unit_test(test_plugin_sizes_checked),
         cmocka_unit_test(test_nan_stays_in_its_batch_item),
         cmocka_unit_test(test_self_parallel),
         cmocka_unit_test(test_cancel),

@@ -394,14 +394,11 @@ static void test_opsets(void **state) {
     (void)state;
     model_parts p;
     model_init(&p);
-    /* IR version 1 and 2 files predate opset_import: opset 1 */
+    /* IR version 1 and 2 files predate opset_import: opset 1, older than
+     * any opset the interpreter implements */
     p.model.n_opset_import = 0;
     p.model.ir_version = 2;
-    ir_graph *g;
-    mha_error err;
-    assert_int_equal(model_load(&p, NULL, 0, &g, &err), MHA_OK);
-    assert_int_equal(g->opset, 1);
-    ir_free(g);
+    expect_refused(&p, MHA_ERR_MODEL_UNSUPPORTED, "imports opset 1 of the default ONNX domain");
     p.model.ir_version = 3;
     expect_refused(&p, MHA_ERR_MODEL_FORMAT, "imports no operator set");
     /* a version that is not positive */
@@ -411,6 +408,51 @@ static void test_opsets(void **state) {
     p.opset.domain = "com.microsoft";
     p.opset.has_version = 0;
     expect_refused(&p, MHA_ERR_MODEL_FORMAT, "domain 'com.microsoft' has no valid version");
+}
+
+/* Opset and IR versions outside what the engine implements are refused with
+ * the range it supports; the ends of the range load. */
+static void test_version_range(void **state) {
+    (void)state;
+    model_parts p;
+    model_init(&p);
+    static const int64_t bad_opsets[] = {1, 7, 8, 26, 99, 1000000000, INT64_MAX};
+    for (size_t i = 0; i < sizeof bad_opsets / sizeof bad_opsets[0]; i++) {
+        p.opset.version = bad_opsets[i];
+        char want[96];
+        snprintf(want, sizeof want,
+                 "imports opset %lld of the default ONNX domain; this engine "
+                 "supports opsets 9 to 25",
+                 (long long)bad_opsets[i]);
+        expect_refused(&p, MHA_ERR_MODEL_UNSUPPORTED, want);
+    }
+    static const int64_t good_opsets[] = {9, 17, 25};
+    for (size_t i = 0; i < sizeof good_opsets / sizeof good_opsets[0]; i++) {
+        p.opset.version = good_opsets[i];
+        ir_graph *g;
+        mha_error err;
+        assert_int_equal(model_load(&p, NULL, 0, &g, &err), MHA_OK);
+        assert_int_equal(g->opset, good_opsets[i]);
+        ir_free(g);
+    }
+    p.opset.version = 17;
+    static const int64_t bad_ir[] = {14, 999, -1, 0};
+    for (size_t i = 0; i < sizeof bad_ir / sizeof bad_ir[0]; i++) {
+        p.model.ir_version = bad_ir[i];
+        char want[64];
+        snprintf(want, sizeof want, "IR version %lld is not supported", (long long)bad_ir[i]);
+        expect_refused(&p, MHA_ERR_MODEL_UNSUPPORTED, want);
+    }
+    p.model.ir_version = 13;
+    ir_graph *g;
+    mha_error err;
+    assert_int_equal(model_load(&p, NULL, 0, &g, &err), MHA_OK);
+    ir_free(g);
+    /* com.microsoft has only version 1 */
+    p.model.ir_version = 8;
+    p.opset.domain = "com.microsoft";
+    p.opset.version = 2;
+    expect_refused(&p, MHA_ERR_MODEL_UNSUPPORTED, "opset 2 of domain 'com.microsoft'");
 }
 
 static void test_declared_rank(void **state) {
@@ -626,6 +668,7 @@ int main(void) {
         cmocka_unit_test(test_sparse_attribute),
         cmocka_unit_test(test_attribute_kinds),
         cmocka_unit_test(test_opsets),
+        cmocka_unit_test(test_version_range),
         cmocka_unit_test(test_declared_rank),
         cmocka_unit_test(test_external_folder_missing),
         cmocka_unit_test(test_model_path_without_folder),

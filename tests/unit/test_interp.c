@@ -323,6 +323,38 @@ static void test_arith(void **state) {
     free_all(in, 2);
 }
 
+/* CumSum along an axis: inclusive, exclusive, reversed; integers too (BLOOM
+ * makes positions as cumsum(mask) - 1); a bool input is refused. */
+static void test_cumsum(void **state) {
+    (void)state;
+    tnode t;
+    tn_init(&t, "CumSum", 2, 1);
+    tensor *in[2] = {tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6)), ti0(1)};
+    tensor *y = run1(14, &t, in);
+    expect_f(y, 2, D(2, 3), F(1, 3, 6, 4, 9, 15), 0);
+    tensor_free(y);
+    tn_int(&t, "exclusive", 1);
+    y = run1(14, &t, in);
+    expect_f(y, 2, D(2, 3), F(0, 1, 3, 0, 4, 9), 0);
+    tensor_free(y);
+    tn_int(&t, "reverse", 1);
+    y = run1(14, &t, in);
+    expect_f(y, 2, D(2, 3), F(5, 3, 0, 11, 6, 0), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    tn_init(&t, "CumSum", 2, 1);
+    in[0] = ti(2, D(2, 3), I(1, 1, 0, 1, 0, 1));
+    in[1] = ti0(0);
+    y = run1(14, &t, in);
+    expect_i(y, 2, D(2, 3), I(1, 1, 0, 2, 1, 1));
+    tensor_free(y);
+    free_all(in, 2);
+    tn_init(&t, "CumSum", 2, 1);
+    in[0] = tb(1, D(2), (const uint8_t[]){1, 0});
+    in[1] = ti0(0);
+    run_err(14, &t, in, 2, MHA_ERR_DTYPE);
+}
+
 static void test_unary(void **state) {
     (void)state;
     static const struct {
@@ -337,6 +369,8 @@ static void test_unary(void **state) {
         {"Log", {1, 2.71828183f, 0, 10}, {0, 1, -INFINITY, 2.30258509f}},
         {"Tanh", {0, 1, -1, 20}, {0, 0.76159416f, -0.76159416f, 1}},
         {"Erf", {0, 1, -1, 0.5f}, {0, 0.84270079f, -0.84270079f, 0.52049988f}},
+        {"Cos", {0, 1, -2, 100}, {1, 0.54030231f, -0.41614684f, 0.86231887f}},
+        {"Sin", {0, 1, -2, 100}, {0, 0.84147098f, -0.90929743f, -0.50636564f}},
         {"Relu", {-1, 0, 2, -0.5f}, {0, 0, 2, 0}},
         {"Sigmoid", {0, 1, -1, -100}, {0.5f, 0.73105858f, 0.26894142f, 3.7200760e-44f}},
         {"Abs", {-1, 0, 2, -0.5f}, {1, 0, 2, 0.5f}},
@@ -1170,6 +1204,56 @@ static void test_matmul(void **state) {
     in[0] = tf0(1);
     in[1] = tf0(1);
     run_err(13, &t, in, 2, MHA_ERR_SHAPE);
+}
+
+/* Einsum as Keras writes it: projections, scores, P.V, the output. */
+static void test_einsum(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[2], *y;
+    tn_init(&t, "Einsum", 2, 1);
+    ir_attr *eq = tn_attr(&t, "equation", IR_ATTR_STRING);
+    /* a projection [1, 2, 2] x [2, 1, 2] -> [1, 2, 1, 2] */
+    eq->s = (char *)"abc,cde->abde";
+    in[0] = tf(3, D(1, 2, 2), F(1, 2, 3, 4));
+    in[1] = tf(3, D(2, 1, 2), F(1, 0, 0, 1));
+    y = run1(14, &t, in);
+    expect_f(y, 4, D(1, 2, 1, 2), F(1, 2, 3, 4), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    /* K first, the output transposed: S[a, c, b, e] = sum_d K[a,e,c,d] Q[a,b,c,d] */
+    eq->s = (char *)"aecd,abcd->acbe";
+    in[0] = tf(4, D(1, 2, 1, 2), F(1, 0, 0, 1));
+    in[1] = tf(4, D(1, 1, 1, 2), F(3, 5));
+    y = run1(14, &t, in);
+    expect_f(y, 4, D(1, 1, 1, 2), F(3, 5), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    /* two contracted letters: [1, 1, 2, 1] x [2, 1, 3] -> [1, 1, 3] */
+    eq->s = (char *)"abcd,cde->abe";
+    in[0] = tf(4, D(1, 1, 2, 1), F(1, 2));
+    in[1] = tf(3, D(2, 1, 3), F(1, 2, 3, 10, 20, 30));
+    y = run1(14, &t, in);
+    expect_f(y, 3, D(1, 1, 3), F(21, 42, 63), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    /* refused: an ellipsis, an implicit output, letters of two sizes, a rank
+     * that differs from the term */
+    static const char *const bad[] = {"...c,cd->...d", "ab,bc", "ab,bc->ac", "abc,cd->abd"};
+    static const mha_status bad_st[] = {MHA_ERR_MODEL_UNSUPPORTED, MHA_ERR_MODEL_UNSUPPORTED,
+                                        MHA_ERR_SHAPE, MHA_ERR_SHAPE};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        eq->s = (char *)bad[i];
+        in[0] = tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6));
+        in[1] = tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6));
+        run_err(14, &t, in, 2, bad_st[i]);
+    }
+    interp_einsum e;
+    assert_int_equal(interp_einsum_parse("abc,cde->abde", &e), 1);
+    assert_int_equal(e.n_in, 2);
+    assert_string_equal(e.out, "abde");
+    assert_int_equal(interp_einsum_parse("aab,b->a", &e), 0); /* a letter twice */
+    assert_int_equal(interp_einsum_parse("ab,b->z", &e), 0);  /* z from nowhere */
 }
 
 static void test_gemm(void **state) {
@@ -2078,25 +2162,65 @@ static const struct {
     const char *op;
     int n_in, n_out, int_inputs;
 } fuzz_ops[] = {
-    {"Identity", 1, 1, 0},   {"Constant", 0, 1, 0},    {"ConstantOfShape", 1, 1, 1},
-    {"Shape", 1, 1, 0},      {"Size", 1, 1, 0},        {"Gather", 2, 1, 2},
-    {"Unsqueeze", 2, 1, 2},  {"Squeeze", 2, 1, 2},     {"Concat", 3, 1, 0},
-    {"Reshape", 2, 1, 2},    {"Transpose", 1, 1, 0},   {"Slice", 5, 1, 30},
-    {"Split", 2, 3, 2},      {"Expand", 2, 1, 2},      {"Range", 3, 1, 7},
-    {"Trilu", 2, 1, 2},      {"Flatten", 1, 1, 0},     {"Tile", 2, 1, 2},
-    {"Cast", 1, 1, 0},       {"CastLike", 2, 1, 0},    {"Add", 2, 1, 0},
-    {"Sub", 2, 1, 0},        {"Mul", 2, 1, 0},         {"Div", 2, 1, 0},
-    {"Pow", 2, 1, 0},        {"Sqrt", 1, 1, 0},        {"Neg", 1, 1, 0},
-    {"Reciprocal", 1, 1, 0}, {"Exp", 1, 1, 0},         {"Log", 1, 1, 0},
-    {"Tanh", 1, 1, 0},       {"Erf", 1, 1, 0},         {"Relu", 1, 1, 0},
-    {"Sigmoid", 1, 1, 0},    {"Abs", 1, 1, 0},         {"Max", 3, 1, 0},
-    {"Min", 2, 1, 0},        {"Equal", 2, 1, 0},       {"Less", 2, 1, 0},
-    {"Greater", 2, 1, 0},    {"LessOrEqual", 2, 1, 0}, {"GreaterOrEqual", 2, 1, 0},
-    {"Not", 1, 1, 128},      {"And", 2, 1, 128},       {"Or", 2, 1, 128},
-    {"Xor", 2, 1, 128},      {"Where", 3, 1, 128},     {"IsNaN", 1, 1, 0},
-    {"IsInf", 1, 1, 0},      {"MatMul", 2, 1, 0},      {"Gemm", 3, 1, 0},
-    {"Softmax", 1, 1, 0},    {"LogSoftmax", 1, 1, 0},  {"ReduceSum", 2, 1, 2},
-    {"ReduceMean", 1, 1, 0}, {"ReduceMax", 2, 1, 2},   {"Attention", 4, 4, 64},
+    {"Identity", 1, 1, 0},
+    {"Constant", 0, 1, 0},
+    {"ConstantOfShape", 1, 1, 1},
+    {"Shape", 1, 1, 0},
+    {"Size", 1, 1, 0},
+    {"Gather", 2, 1, 2},
+    {"Unsqueeze", 2, 1, 2},
+    {"Squeeze", 2, 1, 2},
+    {"Concat", 3, 1, 0},
+    {"Reshape", 2, 1, 2},
+    {"Transpose", 1, 1, 0},
+    {"Slice", 5, 1, 30},
+    {"Split", 2, 3, 2},
+    {"Expand", 2, 1, 2},
+    {"Range", 3, 1, 7},
+    {"Trilu", 2, 1, 2},
+    {"Flatten", 1, 1, 0},
+    {"Tile", 2, 1, 2},
+    {"Cast", 1, 1, 0},
+    {"CastLike", 2, 1, 0},
+    {"Add", 2, 1, 0},
+    {"Sub", 2, 1, 0},
+    {"Mul", 2, 1, 0},
+    {"Div", 2, 1, 0},
+    {"Pow", 2, 1, 0},
+    {"Sqrt", 1, 1, 0},
+    {"Neg", 1, 1, 0},
+    {"Reciprocal", 1, 1, 0},
+    {"Exp", 1, 1, 0},
+    {"Log", 1, 1, 0},
+    {"Tanh", 1, 1, 0},
+    {"Erf", 1, 1, 0},
+    {"Cos", 1, 1, 0},
+    {"Sin", 1, 1, 0},
+    {"Relu", 1, 1, 0},
+    {"Sigmoid", 1, 1, 0},
+    {"Abs", 1, 1, 0},
+    {"Max", 3, 1, 0},
+    {"Min", 2, 1, 0},
+    {"Equal", 2, 1, 0},
+    {"Less", 2, 1, 0},
+    {"Greater", 2, 1, 0},
+    {"LessOrEqual", 2, 1, 0},
+    {"GreaterOrEqual", 2, 1, 0},
+    {"Not", 1, 1, 128},
+    {"And", 2, 1, 128},
+    {"Or", 2, 1, 128},
+    {"Xor", 2, 1, 128},
+    {"Where", 3, 1, 128},
+    {"IsNaN", 1, 1, 0},
+    {"IsInf", 1, 1, 0},
+    {"MatMul", 2, 1, 0},
+    {"Gemm", 3, 1, 0},
+    {"Softmax", 1, 1, 0},
+    {"LogSoftmax", 1, 1, 0},
+    {"ReduceSum", 2, 1, 2},
+    {"ReduceMean", 1, 1, 0},
+    {"ReduceMax", 2, 1, 2},
+    {"Attention", 4, 4, 64},
 };
 
 static const char *const fuzz_attr_names[] = {"axis",
@@ -2241,6 +2365,7 @@ int main(void) {
         cmocka_unit_test(test_add_broadcast),
         cmocka_unit_test(test_arith),
         cmocka_unit_test(test_unary),
+        cmocka_unit_test(test_cumsum),
         cmocka_unit_test(test_max_min),
         cmocka_unit_test(test_compare_logic),
         cmocka_unit_test(test_cast),
@@ -2256,6 +2381,7 @@ int main(void) {
         cmocka_unit_test(test_expand_range_tile),
         cmocka_unit_test(test_trilu),
         cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_einsum),
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_reduce),

@@ -510,6 +510,44 @@ static void test_runtime_queries(void **state) {
     unsetenv("MHA_BACKEND");
 }
 
+/* mha_model_idioms names what the recogniser met (issue 14). */
+static void test_model_idioms(void **state) {
+    (void)state;
+    static const struct {
+        const char *file, *want;
+    } idiom_cases[] = {
+        {"recognize/ext_mask_i64.onnx",
+         "key padding from an extended mask: m = 0 adds -3.40282e+38"},
+        {"recognize/window_mask.onnx", "causal mask with a sliding window of 3 keys"},
+        {"recognize/gqa_expand.onnx", "GQA 4 query / 2 key/value heads"},
+        {"recognize/const_bias_mask.onnx", "constant position bias [4 heads, 5, 5]"},
+        {"recognize/bool_ignore_mask.onnx", "bool attention mask, true = hidden"},
+        {"recognize/softmax_casts.onnx", "float32 softmax between Casts"},
+        {"recognize/interleaved_heads.onnx", "projection bias on QKV"},
+        {"families/gptj_interleaved_op14/model.onnx",
+         "rotary embedding (interleaved pairs) on 8 of 16 head dims, the model's cos / sin "
+         "tables"},
+        {"families/llama_gqa_op14/model.onnx",
+         "rotary embedding (rotate-half pairs) on 8 of 8 head dims, angles from the model's "
+         "inverse frequencies"},
+        {"recognize/alibi_relative.onnx", "ALiBi, slope 0.25 to 0.00390625, slope * (j - i)"},
+        {"families/bloom_alibi_op14/model.onnx",
+         "ALiBi, slope 0.25 to 0.00390625, slope * key position counted over the unpadded keys"},
+    };
+    for (size_t i = 0; i < sizeof idiom_cases / sizeof idiom_cases[0]; i++) {
+        mha_model *m = NULL;
+        mha_error err = {0};
+        if (mha_model_load_file(data_path(idiom_cases[i].file), NULL, &m, &err) != MHA_OK)
+            fail_msg("%s: %s", idiom_cases[i].file, err.message);
+        const char *got = mha_model_idioms(m);
+        assert_non_null(got);
+        if (!strstr(got, idiom_cases[i].want))
+            fail_msg("%s: idioms '%s' lack '%s'", idiom_cases[i].file, got, idiom_cases[i].want);
+        mha_model_free(m);
+    }
+    assert_null(mha_model_idioms(NULL));
+}
+
 int main(void) {
     /* clang-format off */
     const struct CMUnitTest tests[] = {
@@ -518,6 +556,7 @@ int main(void) {
         cmocka_unit_test(test_run_errors),
         cmocka_unit_test(test_model_from_layer),
         cmocka_unit_test(test_runtime_queries),
+        cmocka_unit_test(test_model_idioms),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -452,7 +452,8 @@ static void test_writer_missing_and_readonly_folder(void **state) {
     assert_int_equal(npy_writer_begin(&alloc, missing, MHA_DTYPE_FLOAT32, 1, dims, &w, &err),
                      MHA_ERR_IO);
     assert_null(w);
-    assert_non_null(strstr(err.message, "nope/y.npy: cannot create a file in folder"));
+    assert_non_null(strstr(err.message, "nope/y.npy: the folder '"));
+    assert_non_null(strstr(err.message, "/nope' does not exist"));
     assert_int_equal(tensorfile_write(&alloc, missing, &t, NULL, &err), MHA_ERR_IO);
     assert_true(folder_is_empty(dir));
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -737,7 +738,8 @@ static void test_wire_errors(void **state) {
     assert_non_null(strstr(err.message, "malformed protobuf"));
 
     /* 2^24 + 1 empty producer_name fields: 32 MiB that protobuf-c would turn
-     * into 2^24 allocations; refused by the scan before any is made */
+     * into 2^24 allocations (~550 MiB); refused by the scan's memory bound
+     * before any is made */
     size_t n = ((size_t)1 << 24) + 1;
     unsigned char *many = malloc(2 * n);
     assert_non_null(many);
@@ -747,9 +749,75 @@ static void test_wire_errors(void **state) {
     }
     mha_alloc_fail_at(0, 0);
     assert_int_equal(ir_load_memory(NULL, many, 2 * n, NULL, NULL, &g, &err), MHA_ERR_LIMIT);
-    assert_non_null(strstr(err.message, "protobuf fields that need memory"));
+    assert_non_null(strstr(err.message, "would take more than 320 MiB of memory to unpack"));
     assert_true(mha_alloc_count() < 10);
     free(many);
+}
+
+/* ModelProto bytes: graph (field 7) holding n copies of `item` (bytes each)
+ * after an opset import; *size set. */
+static unsigned char *graph_of_items(const unsigned char *item, size_t bytes, size_t n,
+                                     size_t *size) {
+    size_t inner = n * bytes, cap = inner + 32, at;
+    unsigned char *buf = malloc(cap);
+    assert_non_null(buf);
+    static const unsigned char head[] = {0x08, 0x08, 0x42, 0x02, 0x10, 0x11}; /* ir 8, opset 17 */
+    memcpy(buf, head, sizeof head);
+    at = sizeof head;
+    buf[at++] = 0x3a; /* graph, then its length as a varint */
+    size_t v = inner;
+    while (v >= 0x80) {
+        buf[at++] = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    buf[at++] = (unsigned char)v;
+    for (size_t i = 0; i < n; i++, at += bytes)
+        memcpy(buf + at, item, bytes);
+    *size = at;
+    return buf;
+}
+
+/* Memory per byte of input: files of tiny messages are refused by the wire
+ * scan, before protobuf-c allocates anything and within a fraction of a
+ * second, with the limit in the message. */
+static void test_amplification_limits(void **state) {
+    (void)state;
+    ir_graph *g = NULL;
+    mha_error err;
+    size_t size;
+    /* 2^18 + 1 empty NodeProtos (512 KiB) */
+    static const unsigned char empty_node[] = {0x0a, 0x00};
+    unsigned char *nodes = graph_of_items(empty_node, 2, ((size_t)1 << 18) + 1, &size);
+    mha_alloc_fail_at(0, 0);
+    mha_error_clear(&err);
+    assert_int_equal(ir_load_memory(NULL, nodes, size, NULL, NULL, &g, &err), MHA_ERR_LIMIT);
+    if (!strstr(err.message, "more than 262144 nodes")) fail_msg("%s", err.message);
+    assert_true(mha_alloc_count() < 10);
+    free(nodes);
+    /* a chain of 300000 Relu nodes, 26 bytes each (7.8 MB): the node bound */
+    static const unsigned char relu[] = {0x0a, 0x18, 0x0a, 0x07, 'v', '1', '2', '3', '4',
+                                         '5',  '6',  0x12, 0x07, 'w', '1', '2', '3', '4',
+                                         '5',  '6',  0x22, 0x04, 'R', 'e', 'l', 'u'};
+    unsigned char *chain = graph_of_items(relu, sizeof relu, 300000, &size);
+    mha_alloc_fail_at(0, 0);
+    assert_int_equal(ir_load_memory(NULL, chain, size, NULL, NULL, &g, &err), MHA_ERR_LIMIT);
+    assert_true(mha_alloc_count() < 10);
+    free(chain);
+    /* 12 M empty value_info entries (24 MiB; ~1 GiB for protobuf-c): the
+     * memory bound, 64 MiB + 8 per byte */
+    static const unsigned char empty_vi[] = {0x6a, 0x00};
+    unsigned char *vis = graph_of_items(empty_vi, 2, (size_t)12 << 20, &size);
+    mha_alloc_fail_at(0, 0);
+    assert_int_equal(ir_load_memory(NULL, vis, size, NULL, NULL, &g, &err), MHA_ERR_LIMIT);
+    if (!strstr(err.message, "would take more than 256 MiB of memory to unpack"))
+        fail_msg("%s", err.message);
+    assert_true(mha_alloc_count() < 10);
+    free(vis);
+    /* ... while 100000 of them (200 KiB, under the 64 MiB base) load */
+    vis = graph_of_items(empty_vi, 2, 100000, &size);
+    assert_int_equal(ir_load_memory(NULL, vis, size, NULL, NULL, &g, &err), MHA_ERR_MODEL_FORMAT);
+    assert_non_null(strstr(err.message, "declares no outputs"));
+    free(vis);
 }
 
 /* Builds ModelProto bytes nested `levels` sub-messages deep:
@@ -1092,6 +1160,90 @@ static void test_external_data(void **state) {
     assert_int_equal(onnx_open_beneath(dfd, "linkdir/w.bin", 1), -1);
     assert_int_equal(errno, ELOOP);
     close(dfd);
+}
+
+/* External data is bounded like the model file (all external tensors of a
+ * load together), and an initializer no node reads is checked but never
+ * read: a small model naming a 6 GiB sparse file loads (or is refused) in
+ * well under a second without touching the file's data. */
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* base_model plus external initializers named names[i] (float32 [count]
+ * from huge.bin at offset 0); reader non-NULL: Identity nodes read them. */
+static const char *write_huge_model(const char *dir, const char *file, const char *const *names,
+                                    size_t n, int64_t count, int read) {
+    gb b = base_model();
+    char len[32];
+    snprintf(len, sizeof len, "%lld", (long long)count * 4);
+    for (size_t i = 0; i < n; i++) {
+        Onnx__TensorProto *t = mk_tensor(names[i], 1, 1, &count, NULL, 0);
+        tensor_external(t, "huge.bin", "0", len);
+        gb_init(&b, t);
+        if (read) {
+            char out[64];
+            snprintf(out, sizeof out, "%s_copy", names[i]);
+            gb_node(&b, "Identity", NULL, names[i], out);
+            gb_output(&b, out);
+        }
+    }
+    size_t size;
+    void *buf = gb_pack(&b, &size);
+    const char *path = tu_path(dir, file);
+    assert_int_equal(tu_write_file(path, buf, size), 0);
+    return path;
+}
+
+static void test_external_data_bounded(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("onnx_external_huge");
+    const int64_t huge = (int64_t)6 << 30;
+    int fd = open(tu_path(dir, "huge.bin"), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)huge), 0); /* sparse: no disk used */
+    close(fd);
+    static const char *const one[] = {"Huge"};
+    ir_graph *g = NULL;
+    mha_error err;
+
+    /* nobody reads it: loads at once, W still loaded, Huge not */
+    const char *unread = write_huge_model(dir, "unread.onnx", one, 1, huge / 4, 0);
+    double t0 = now_seconds();
+    mha_error_clear(&err);
+    if (ir_load_file(NULL, unread, NULL, &g, &err) != MHA_OK) fail_msg("%s", err.message);
+    double t_unread = now_seconds() - t0;
+    assert_null(g->values[value_id(g, "Huge")].init);
+    assert_int_equal(g->values[value_id(g, "Huge")].dims[0], huge / 4);
+    assert_non_null(g->values[value_id(g, "W")].init);
+    ir_free(g);
+    /* an unread initializer is still checked: past the file's end refused */
+    const char *past = write_huge_model(dir, "past.onnx", one, 1, huge / 4 + 1, 0);
+    expect_file_fail(past, NULL, MHA_ERR_MODEL_FORMAT, "runs past the file's end");
+
+    /* read by a node: over the 4 GiB default limit, refused before reading */
+    const char *read = write_huge_model(dir, "read.onnx", one, 1, huge / 4, 1);
+    t0 = now_seconds();
+    expect_file_fail(read, NULL, MHA_ERR_LIMIT, "past the limit of 4294967296 bytes");
+    double t_read = now_seconds() - t0;
+    print_message("6 GiB external initializer: unread %.3f s, read refused %.3f s\n", t_unread,
+                  t_read);
+    assert_true(t_unread < 1.0 && t_read < 1.0);
+
+    /* the limit covers every external tensor together: one of 60000 bytes fits a
+     * 100 KiB limit alone, not both */
+    static const char *const two[] = {"A", "B"};
+    ir_load_options small = {.max_file_bytes = 100 << 10};
+    const char *a_only = write_huge_model(dir, "a.onnx", two, 1, 15000, 1);
+    mha_error_clear(&err);
+    assert_int_equal(ir_load_file(NULL, a_only, &small, &g, &err), MHA_OK);
+    ir_free(g);
+    const char *both = write_huge_model(dir, "both.onnx", two, 2, 15000, 1);
+    expect_file_fail(both, &small, MHA_ERR_LIMIT, "initializer 'B'");
+    expect_file_fail(both, &small, MHA_ERR_LIMIT, "past the limit of 102400 bytes (after 60000");
+    unlink(tu_path(dir, "huge.bin"));
 }
 
 /* ---- sparse initializers ---- */
@@ -1475,6 +1627,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_tensor_errors, arena_teardown),
         cmocka_unit_test_teardown(test_tensor_typed_fields, arena_teardown),
         cmocka_unit_test_teardown(test_external_data, arena_teardown),
+        cmocka_unit_test_teardown(test_external_data_bounded, arena_teardown),
+        cmocka_unit_test(test_amplification_limits),
         cmocka_unit_test_teardown(test_sparse_initializers, arena_teardown),
         cmocka_unit_test_teardown(test_graph_structure, arena_teardown),
         cmocka_unit_test_teardown(test_graph_errors, arena_teardown),

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "layer.h"
+#include "mha/plugin.h"
 #include "onnx_ir.h"
 
 static mha_alloc_ctx g_alloc;
@@ -46,6 +47,13 @@ static mha_status recognise(const char *family, const char *name, layer *L, mha_
     else
         ir_free(g);
     return st;
+}
+
+/* recognise() that must succeed. */
+static void recognise_ok(const char *family, const char *name, layer *L, ir_graph **g) {
+    mha_error err;
+    mha_status st = recognise(family, name, L, &err, g);
+    if (st != MHA_OK) fail_msg("%s: %s", name, err.message);
 }
 
 /* Runs L with the reference forward pass on the case's test_data_set_0
@@ -429,8 +437,8 @@ static void test_onnx_attention_whole_operator(void **state) {
         layer L;
         mha_error err;
         ir_graph *g = NULL;
-        mha_status st = recognise("conformance", cases[i].name, &L, &err, &g);
-        if (st != MHA_OK) fail_msg("%s: %s", cases[i].name, err.message);
+        recognise_ok("conformance", cases[i].name, &L, &g);
+        mha_status st;
         assert_string_equal(L.form, "onnx-attention");
         assert_int_equal(L.dtype, cases[i].dtype);
         assert_int_equal(L.has_left_window, 0);
@@ -471,10 +479,13 @@ static void test_refusals(void **state) {
         {"no_attention", "no attention", "neither an Attention node nor a Softmax"},
         {"two_softmax", "Softmax", "'extra_softmax'"},
         {"unknown_op_on_path", "Sin", "'q_sin'"},
-        {"where_mask", "Where", "'m_where_scores'"},
         {"softmax_axis", "Softmax", "axis"},
         {"weight_input", "MatMul", "'q_matmul'"},
-        {"const_bias_mask", "Add", "'qk_const_bias'"},
+        {"where_fill_zero", "'m_where_zero'", "does not hide them"},
+        {"dyn_bias", "'qk_dyn_bias'", "more than the head and the key - query distance"},
+        {"rotary_q_only", "'q_rot_add'", "only one of Q and K is rotated"},
+        /* fractional m would count fractional positions (and once crashed) */
+        {"alibi_counted_float", "'ac_fill'", "changes the scores"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];
@@ -496,16 +507,87 @@ static void test_refusals(void **state) {
     }
 }
 
+/* The roles and readings the family idioms must get. kpm: 0 none, 1 bool
+ * True = attend, 2 valued (additive for m = 0 / 1 below, affine or step). */
+typedef struct plumbing_case {
+    const char *name;
+    int64_t q_heads, kv_heads;
+    int causal, has_bias, kpm;
+    float add0, add1;
+    int affine;
+    int attn_ignore_true; /* a bool attn_mask input, True = hidden */
+    int64_t window;       /* -1: none */
+    int pos_bias;         /* a per-head bias: 1 constant [H, 5, 5], 2 relative (j - i) */
+    unsigned idioms;      /* LAYER_IDIOM_* that must be named */
+} plumbing_case;
+
+static void check_plumbing(const plumbing_case *c, const layer *L) {
+    assert_string_equal(L->form, "onnx-decomposed");
+    assert_int_equal(L->d_model, 16);
+    assert_int_equal(L->q_heads, c->q_heads);
+    assert_int_equal(L->kv_heads, c->kv_heads);
+    assert_int_equal(L->d_head, 4);
+    assert_int_equal(L->causal, c->causal);
+    assert_int_equal(L->bq != NULL, c->has_bias);
+    expect_close(L->scale, 0.5, "scale", c->name);
+    if (c->kpm) {
+        assert_int_equal(L->n_inputs, 2);
+        assert_int_equal(L->inputs[1].role, MHA_ROLE_KEY_PADDING_MASK);
+        assert_int_equal(L->kpm_true_means_ignore, 0);
+        assert_int_equal(L->kpm_valued, c->kpm == 2);
+        if (c->kpm == 2) {
+            expect_close(L->kpm_add[0], c->add0, "kpm_add[0]", c->name);
+            expect_close(L->kpm_add[1], c->add1, "kpm_add[1]", c->name);
+            assert_int_equal(L->kpm_affine, c->affine);
+        }
+    }
+    if (c->attn_ignore_true) {
+        assert_int_equal(L->inputs[1].role, MHA_ROLE_ATTN_MASK);
+        assert_int_equal(L->attn_bool_ignore_true, 1);
+    }
+    assert_int_equal(L->has_left_window, c->window >= 0);
+    if (c->window >= 0) assert_int_equal(L->left_window, c->window);
+    assert_int_equal(L->bias != NULL, c->pos_bias != 0);
+    assert_int_equal(L->bias_rel_len > 0, c->pos_bias == 2);
+    if (c->pos_bias == 2) { /* tabulated up to 512: a longer input is refused */
+        float one = 0.0f;
+        mha_tensor x = {.dtype = MHA_DTYPE_FLOAT32, .rank = 3, .shape = {1, 513, 16}, .data = &one};
+        mha_tensor y;
+        mha_error err;
+        mha_error_clear(&err);
+        assert_int_equal(layer_output_shapes(L, &x, 1, &y, 1, &err), MHA_ERR_SHAPE);
+        assert_non_null(strstr(err.message, "up to 512"));
+        x.shape[1] = 512;
+        assert_int_equal(layer_output_shapes(L, &x, 1, &y, 1, &err), MHA_OK);
+    }
+    if (c->pos_bias == 1) {
+        assert_int_equal(L->bias_heads, c->q_heads);
+        assert_int_equal(L->bias_sq, 5);
+        assert_int_equal(L->bias_skv, 5);
+    }
+    if ((L->idioms & c->idioms) != c->idioms)
+        fail_msg("%s: idioms 0x%x, expected at least 0x%x", c->name, L->idioms, c->idioms);
+}
+
 static void test_unusual_plumbing(void **state) {
     (void)state;
-    static const struct {
-        const char *name;
-        int64_t q_heads, kv_heads;
-        int causal, has_bias, kpm;
-    } cases[] = {
-        {"interleaved_heads", 4, 4, 0, 1, 0}, {"kpm_attend", 4, 4, 0, 1, 1},
-        {"gqa_expand", 4, 2, 0, 1, 0},        {"gqa_tile", 4, 2, 0, 1, 0},
-        {"scale_after_mask", 4, 4, 1, 0, 0},
+    static const plumbing_case cases[] = {
+        {"interleaved_heads", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
+        {"kpm_attend", 4, 4, 0, 1, 1, 0, 0, 0, 0, -1, 0, 0},
+        {"gqa_expand", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
+        {"gqa_tile", 4, 2, 0, 1, 0, 0, 0, 0, 0, -1, 0, 0},
+        {"scale_after_mask", 4, 4, 1, 0, 0, 0, 0, 0, 0, -1, 0, 0},
+        {"where_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, -1, 0, LAYER_IDIOM_WHERE_MASK},
+        {"const_bias_mask", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 1, LAYER_IDIOM_POS_BIAS},
+        {"ext_mask_i64", 4, 4, 0, 1, 2, -3.40282347e38f, 0, 0, 0, -1, 0, LAYER_IDIOM_EXT_MASK},
+        {"ext_mask_10000", 4, 4, 0, 1, 2, -10000.0f, 0, 1, 0, -1, 0, LAYER_IDIOM_EXT_MASK},
+        {"fill_mask_eq0", 4, 4, 0, 1, 2, -3.40282347e38f, 0, 0, 0, -1, 0,
+         LAYER_IDIOM_EXT_MASK | LAYER_IDIOM_WHERE_MASK},
+        {"bool_ignore_mask", 4, 4, 0, 1, 0, 0, 0, 0, 1, -1, 0, 0},
+        {"window_mask", 4, 4, 1, 1, 0, 0, 0, 0, 0, 2, 0, LAYER_IDIOM_WINDOW},
+        {"softmax_casts", 4, 4, 1, 1, 0, 0, 0, 0, 0, -1, 0,
+         LAYER_IDIOM_SOFTMAX_CAST | LAYER_IDIOM_SCORE_RESHAPE},
+        {"rel_bias", 4, 4, 0, 1, 0, 0, 0, 0, 0, -1, 2, LAYER_IDIOM_POS_BIAS},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[1024];
@@ -516,19 +598,7 @@ static void test_unusual_plumbing(void **state) {
         mha_error_clear(&err);
         mha_status st = layer_recognize(&g_alloc, g, &L, &err);
         if (st != MHA_OK) fail_msg("%s: %s", cases[i].name, err.message);
-        assert_string_equal(L.form, "onnx-decomposed");
-        assert_int_equal(L.d_model, 16);
-        assert_int_equal(L.q_heads, cases[i].q_heads);
-        assert_int_equal(L.kv_heads, cases[i].kv_heads);
-        assert_int_equal(L.d_head, 4);
-        assert_int_equal(L.causal, cases[i].causal);
-        assert_int_equal(L.bq != NULL, cases[i].has_bias);
-        expect_close(L.scale, 0.5, "scale", cases[i].name);
-        if (cases[i].kpm) {
-            assert_int_equal(L.n_inputs, 2);
-            assert_int_equal(L.inputs[1].role, MHA_ROLE_KEY_PADDING_MASK);
-            assert_int_equal(L.kpm_true_means_ignore, 0);
-        }
+        check_plumbing(&cases[i], &L);
         st = layer_verify(&g_alloc, g, &L, &err);
         if (st != MHA_OK) fail_msg("%s: verify: %s", cases[i].name, err.message);
         layer_clear(&g_alloc, &L);
@@ -632,6 +702,124 @@ static void test_verify_catches_corruption(void **state) {
     ir_free(g);
 }
 
+/* ---- rotary embeddings as the families export them ---- */
+
+/* The kind, the dims that turn and the model's own tables (its cos / sin
+ * cache, or its inverse frequencies); the layer reproduces PyTorch's output;
+ * a wrong pairing, a wrong angle or a dropped rotation is caught. */
+static void test_rotary_families(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        int kind;
+        int64_t rotary_dim, n_pos;
+        int inv_freq; /* tables made from inverse frequencies */
+    } cases[] = {
+        {"llama_gqa_op14", MHA_ROTARY_HALF, 8, 4096, 1},
+        {"qwen2_qkvbias_op16", MHA_ROTARY_HALF, 8, 4096, 1},
+        {"gptneox_rot25_op14", MHA_ROTARY_HALF, 4, 16, 0}, /* a quarter of 16 dims */
+        {"pythia_rotfull_op16", MHA_ROTARY_HALF, 8, 16, 0},
+        {"gptj_interleaved_op14", MHA_ROTARY_INTERLEAVED, 8, 16, 0}, /* 8 of 16 dims */
+        {"falcon_mqa_op15", MHA_ROTARY_HALF, 8, 16, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        layer L;
+        mha_error err;
+        ir_graph *g = NULL;
+        recognise_ok("families", cases[i].name, &L, &g);
+        if (L.rotary != cases[i].kind || L.rotary_dim != cases[i].rotary_dim ||
+            L.rotary_n_pos != cases[i].n_pos || (L.rotary_inv_freq != NULL) != cases[i].inv_freq)
+            fail_msg("%s: rotary kind %d dims %lld positions %lld inv_freq %d", cases[i].name,
+                     L.rotary, (long long)L.rotary_dim, (long long)L.rotary_n_pos,
+                     L.rotary_inv_freq != NULL);
+        assert_null(L.alibi_slopes);
+        assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+        check_against_expected("families", cases[i].name, &L);
+        /* the other pairing */
+        L.rotary = L.rotary == MHA_ROTARY_HALF ? MHA_ROTARY_INTERLEAVED : MHA_ROTARY_HALF;
+        expect_verify_fails(g, &L, "rotary pairs swapped");
+        L.rotary = cases[i].kind;
+        /* position 1 turned the other way */
+        const int64_t half = L.rotary_dim / 2;
+        for (int64_t t = 0; t < half; t++)
+            L.rotary_sin[half + t] = -L.rotary_sin[half + t];
+        expect_verify_fails(g, &L, "an angle negated");
+        for (int64_t t = 0; t < half; t++)
+            L.rotary_sin[half + t] = -L.rotary_sin[half + t];
+        assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+        L.rotary = MHA_ROTARY_NONE;
+        expect_verify_fails(g, &L, "rotation dropped");
+        L.rotary = cases[i].kind;
+        layer_clear(&g_alloc, &L);
+        ir_free(g);
+    }
+}
+
+/* ---- ALiBi ---- */
+
+/* One slope per head as the file computes it, the form (key position or
+ * relative), PyTorch's output (family cases); negated or dropped slopes are
+ * caught by the verifier. family NULL: name is a file of recognize/. */
+static void check_alibi(const char *family, const char *name, int relative, int counted,
+                        const float *want) {
+    layer L;
+    mha_error err;
+    ir_graph *g = NULL;
+    if (family) {
+        recognise_ok(family, name, &L, &g);
+    } else {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/recognize/%s", MHA_TEST_DATA, name);
+        g = load_graph(path);
+        mha_error_clear(&err);
+        if (layer_recognize(&g_alloc, g, &L, &err) != MHA_OK) fail_msg("%s: %s", name, err.message);
+    }
+    assert_non_null(L.alibi_slopes);
+    assert_int_equal(L.alibi_relative, relative);
+    assert_int_equal(L.alibi_pos_from_mask, counted);
+    assert_int_equal(L.rotary, MHA_ROTARY_NONE);
+    assert_null(L.bias);
+    for (int64_t h = 0; h < L.q_heads; h++)
+        if (L.alibi_slopes[h] != want[h])
+            fail_msg("%s: slope %lld is %.9g, the file's %.9g", name, (long long)h,
+                     (double)L.alibi_slopes[h], (double)want[h]);
+    assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+    if (family) check_against_expected(family, name, &L);
+    for (int64_t h = 0; h < L.q_heads; h++)
+        L.alibi_slopes[h] = -L.alibi_slopes[h];
+    expect_verify_fails(g, &L, "slopes negated");
+    for (int64_t h = 0; h < L.q_heads; h++)
+        L.alibi_slopes[h] = -L.alibi_slopes[h];
+    float *slopes = L.alibi_slopes;
+    L.alibi_slopes = NULL;
+    expect_verify_fails(g, &L, "ALiBi dropped");
+    L.alibi_slopes = slopes;
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
+}
+
+static void test_alibi(void **state) {
+    (void)state;
+    /* MPT, 8 heads: 1 / 2^(h + 1), from a [1, H, 1, max] buffer of
+     * slope * (j - max + 1) sliced to the keys: the key-position form */
+    float want[8];
+    for (int h = 0; h < 8; h++)
+        want[h] = exp2f(-(float)(h + 1));
+    check_alibi("families", "mpt_alibi_op15", 0, 0, want);
+    /* BLOOM, 4 heads: 2^(-2 (h + 1)), positions cumsum(mask) - 1 */
+    const float six[6] = {0.25f, 0.0625f, 0.015625f, 0.00390625f, 0.5f, 0.125f};
+    check_alibi("families", "bloom_alibi_op14", 0, 1, six);
+    /* BLOOM, 6 heads: those 4, then the recipe's 2^-1 and 2^-3 */
+    check_alibi("families", "bloom_alibi_h6_op16", 0, 1, six);
+    /* the paper's slope * (j - i) from runtime positions, 4 heads: the
+     * relative form */
+    for (int h = 0; h < 4; h++)
+        want[h] = exp2f(-8.0f * (float)(h + 1) / 4.0f);
+    check_alibi(NULL, "alibi_relative.onnx", 1, 0, want);
+    /* BLOOM's form written with the onnx helper: counted positions */
+    check_alibi(NULL, "alibi_counted.onnx", 0, 1, want);
+}
+
 /* ---- allocation failures: a clean status at every point, no leak ---- */
 
 static void test_allocation_failures(void **state) {
@@ -688,6 +876,8 @@ int main(void) {
         cmocka_unit_test(test_peer_forms),
         cmocka_unit_test(test_onnx_attention_in_scope),
         cmocka_unit_test(test_onnx_attention_whole_operator),
+        cmocka_unit_test(test_rotary_families),
+        cmocka_unit_test(test_alibi),
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_unusual_plumbing),

@@ -3,13 +3,18 @@
  *  - the feature bits agree with /proc/cpuinfo; mask parsing (hex, names,
  *    errors) and the printable list;
  *  - a folder holding deliberately broken plugins (plugins/testing: no entry
- *    symbol, NULL table, wrong ABI major, too-small table, probe 0) plus a
+ *    symbol, NULL table, wrong ABI major, too-small table, probe 0, a 1.2
+ *    declaration in a 1.1-sized table, GEMM blocks of INT64_MAX) plus a
  *    garbage file, a non-plugin name and a folder named like a plugin: each
  *    broken one is recorded with a reason naming its path and the symbol,
  *    logged, and the good plugins still load;
  *  - search order and duplicates (first wins, later ones recorded), explicit
  *    file, missing explicit path, empty MHA_PLUGIN_PATH items never meaning
  *    the current directory;
+ *  - a probe or init that crashes costs only its plugin; a named backend
+ *    opens only its own file;
+ *  - trust: plugin files and folders writable by group or others, or owned
+ *    by another user, are refused before dlopen, naming the path;
  *  - selection: auto picks avx512 here, avx2 with AVX-512 hidden (by
  *    cpu_mask and by MHA_CPU_MASK), openmp with AVX2 hidden too, scalar by
  *    name, errors naming what exists;
@@ -161,7 +166,7 @@ static void test_cpu_features_str(void **state) {
  * a file whose name does not match and a folder named like a plugin. */
 static const char *make_mixed_folder(void) {
     const char *dir = tu_tmpdir("registry_mixed");
-    static const char *broken[] = {"nosym", "null", "badabi", "small", "probe0"};
+    static const char *broken[] = {"nosym", "null", "badabi", "small", "probe0", "short12", "hugeblock"};
     for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
         char src[1024], dst[64];
         snprintf(src, sizeof src, "%s/mha-plugin-test-%s.so", TEST_PLUGIN_DIR, broken[i]);
@@ -209,6 +214,8 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
         {"/mha-plugin-test-badabi.so", "ABI major 2"},
         {"/mha-plugin-test-small.so", "16 bytes"},
         {"/mha-plugin-test-probe0.so", "testing: this probe always says no"},
+        {"/mha-plugin-test-short12.so", "ABI 1.2 needs 144"},
+        {"/mha-plugin-test-hugeblock.so", "gemm blocks 9223372036854775807 x 1 (need 1..4096)"},
         {"/mha-plugin-dir.so", "not a readable regular file"},
     };
     for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++) {
@@ -230,7 +237,7 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
     assert_non_null(p0->name);
     assert_string_equal(p0->name, "broken");
     assert_int_equal(p0->score, 0);
-    assert_true(sink.warnings >= 7);
+    assert_true(sink.warnings >= 8);
 
     /* the good ones still load: avx2 from this folder (a symlink, first),
      * the rest from the folder beside the test binary (build/lib/mha/plugins) */
@@ -251,15 +258,52 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
     registry_free(r);
 }
 
-static void test_explicit_file_and_missing_path(void **state) {
-    (void)state;
+/* ABI minor versions: a plugin built for 1.1 (the "wrong" test plugin, its
+ * table the frozen 1.1 size, smaller than this host's) loads and is usable,
+ * is taken at 1.1 and has no rotary entry; the 1.2 plugins have theirs. */
+/* A registry whose explicit plugin_path is `path`. */
+static registry *registry_with_path(const char *path) {
     registry_options o = {0};
-    o.plugin_path = TEST_PLUGIN_DIR "/mha-plugin-test-badabi.so";
+    o.plugin_path = path;
     registry *r = NULL;
     mha_error err = {0};
     assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    return r;
+}
+
+static void test_older_minor_versions_load(void **state) {
+    (void)state;
+    registry *r = registry_with_path(TEST_PLUGIN_DIR "/mha-plugin-wrong.so");
+    const plugin_entry *w = usable_by_name(r, "wrong");
+    if (!w) fail_msg("the ABI 1.1 plugin did not load: %s", r->entries[1].reason);
+    assert_int_equal(w->plugin->abi_minor, 1);
+    assert_true(w->plugin->struct_size < sizeof(mha_plugin));
+    assert_int_equal(registry_plugin_minor(w->plugin), 1);
+    assert_null(registry_plugin_rotary(w->plugin));
+    const plugin_entry *sc = usable_by_name(r, "scalar");
+    assert_int_equal(registry_plugin_minor(sc->plugin), 2);
+    assert_non_null(registry_plugin_rotary(sc->plugin));
+    const plugin_entry *avx2 = usable_by_name(r, "avx2");
+    if (avx2) assert_non_null(registry_plugin_rotary(avx2->plugin));
+    registry_free(r);
+}
+
+static void test_explicit_file_and_missing_path(void **state) {
+    (void)state;
+    registry_options o = {0};
+    mha_error err = {0};
+    registry *r = registry_with_path(TEST_PLUGIN_DIR "/mha-plugin-test-badabi.so");
     assert_true(r->n_entries >= 2);
     assert_non_null(strstr(r->entries[1].reason, "ABI major"));
+    registry_free(r);
+
+    /* an explicit FIFO is refused before dlopen, which would wait on it */
+    const char *fifo = tu_path(tu_tmpdir("registry_fifo"), "mha-plugin-fifo.so");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    o.plugin_path = fifo;
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    assert_non_null(strstr(r->entries[1].reason, "not a regular file"));
+    assert_null(r->entries[1].dl_handle);
     registry_free(r);
 
     o.plugin_path = "/nonexistent/mha-plugins";
@@ -270,8 +314,170 @@ static void test_explicit_file_and_missing_path(void **state) {
     registry_free(r);
 }
 
-/* An empty MHA_PLUGIN_PATH item is not ".": plant a broken plugin in the
- * current directory and check it is never looked at. */
+/* Plugins others could have written are refused, naming the path that is
+ * writable or foreign; a sticky world-writable folder (/tmp-like) is not a
+ * reason by itself. Each case scans one folder holding a copy of the avx2
+ * plugin. */
+static const plugin_entry *scan_one(registry **r, const char *dir) {
+    registry_options o = {0};
+    o.plugin_path = dir;
+    mha_error err = {0};
+    assert_int_equal(registry_create(&A, &o, r, &err), MHA_OK);
+    return entry_by_path_end(*r, "/mha-plugin-trust.so");
+}
+
+static void expect_untrusted(const char *dir, const char *needle_path, const char *needle) {
+    registry *r = NULL;
+    const plugin_entry *e = scan_one(&r, dir);
+    assert_non_null(e);
+    assert_false(e->usable);
+    assert_null(e->dl_handle); /* refused before dlopen: its code never ran */
+    if (!strstr(e->reason, needle) || !strstr(e->reason, needle_path))
+        fail_msg("reason '%s' lacks '%s' or '%s'", e->reason, needle, needle_path);
+    registry_free(r);
+}
+
+static void test_untrusted_plugins_refused(void **state) {
+    (void)state;
+    const char *base = tu_tmpdir("registry_trust");
+    char dir[1024], file[1100];
+    snprintf(dir, sizeof dir, "%s/plugins", base);
+    snprintf(file, sizeof file, "%s/mha-plugin-trust.so", dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    assert_int_equal(tu_system("cp '%s' '%s'", MHA_PLUGIN_BUILD_DIR "/mha-plugin-avx2.so", file),
+                     0);
+    char real_dir[4096];
+    assert_non_null(realpath(dir, real_dir));
+
+    /* trusted: loads (a duplicate of the build's avx2, which is fine) */
+    registry *r = NULL;
+    const plugin_entry *e = scan_one(&r, dir);
+    assert_non_null(e);
+    assert_non_null(e->dl_handle);
+    registry_free(r);
+
+    assert_int_equal(chmod(file, 0757), 0);
+    expect_untrusted(dir, "mha-plugin-trust.so", "plugin file");
+    expect_untrusted(dir, "mha-plugin-trust.so", "writable by everyone");
+    assert_int_equal(chmod(file, 0775), 0);
+    expect_untrusted(dir, "mha-plugin-trust.so", "writable by its group");
+    assert_int_equal(chmod(file, 0755), 0);
+
+    assert_int_equal(chmod(dir, 0777), 0);
+    expect_untrusted(dir, real_dir, "folder of the plugin");
+    /* the same folder with the sticky bit: others cannot replace the file */
+    assert_int_equal(chmod(dir, 01777), 0);
+    e = scan_one(&r, dir);
+    assert_non_null(e);
+    if (!e->dl_handle) fail_msg("refused in a sticky folder: %s", e->reason);
+    registry_free(r);
+    assert_int_equal(chmod(dir, 0755), 0);
+
+    /* owned by someone else (only root can give a file away) */
+    if (geteuid() == 0) {
+        assert_int_equal(chown(file, 65534, 65534), 0);
+        expect_untrusted(dir, "mha-plugin-trust.so", "owned by uid 65534");
+        assert_int_equal(chown(file, 0, 0), 0);
+    } else {
+        print_message("not root: the foreign-owner case is not exercised\n");
+    }
+}
+
+/* Plugins whose probe or init crashes are recorded as unusable (opened,
+ * probed and initialised in a child process first); the others still load,
+ * and auto does not pick the one whose probe scored 1000 before its init
+ * crashed. */
+static void test_crashing_probe_isolated(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("registry_crash");
+    static const char *const crashing[] = {"crashprobe", "crashinit"};
+    for (size_t i = 0; i < 2; i++) {
+        char src[1024], dst[64];
+        snprintf(src, sizeof src, "%s/mha-plugin-test-%s.so", TEST_PLUGIN_DIR, crashing[i]);
+        snprintf(dst, sizeof dst, "mha-plugin-test-%s.so", crashing[i]);
+        assert_int_equal(symlink(src, tu_path(dir, dst)), 0);
+    }
+    registry_options o = {0};
+    o.plugin_path = dir;
+    registry *r = NULL;
+    mha_error err = {0};
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    for (size_t i = 0; i < 2; i++) {
+        char file[64];
+        snprintf(file, sizeof file, "/mha-plugin-test-%s.so", crashing[i]);
+        const plugin_entry *e = entry_by_path_end(r, file);
+        assert_non_null(e);
+        assert_false(e->usable);
+        assert_null(e->dl_handle); /* never opened in this process */
+        if (!strstr(e->reason, "child process did not return") || !strstr(e->reason, file + 1))
+            fail_msg("reason: %s", e->reason);
+    }
+    const plugin_entry *sel = NULL;
+    assert_int_equal(registry_select(r, NULL, &sel, &err), MHA_OK);
+    assert_string_not_equal(sel->name, "broken");
+    assert_non_null(usable_by_name(r, "avx2"));
+    registry_free(r);
+}
+
+/* A probe that never returns: the child is killed after the timeout and
+ * the plugin recorded as unusable; registry_create returns. */
+static void test_hanging_probe_times_out(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("registry_hang");
+    assert_int_equal(symlink(MHA_PLUGIN_BUILD_DIR
+                             "/../testing-plugins-hang/mha-plugin-test-hangprobe.so",
+                             tu_path(dir, "mha-plugin-test-hangprobe.so")),
+                     0);
+    registry_options o = {0};
+    o.plugin_path = dir;
+    o.probe_timeout_ms = 300;
+    registry *r = NULL;
+    mha_error err = {0};
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    const plugin_entry *e = entry_by_path_end(r, "/mha-plugin-test-hangprobe.so");
+    assert_non_null(e);
+    assert_false(e->usable);
+    assert_null(e->dl_handle);
+    if (!strstr(e->reason, "did not return within 300 ms (killed)")) fail_msg("%s", e->reason);
+    registry_free(r);
+}
+
+/* With a backend name, folders are searched for that plugin's file only:
+ * the broken and crashing plugins planted beside it are never opened. */
+static void test_named_backend_opens_only_its_file(void **state) {
+    (void)state;
+    const char *dir = make_mixed_folder();
+    assert_int_equal(symlink(TEST_PLUGIN_DIR "/mha-plugin-test-crashprobe.so",
+                             tu_path(dir, "mha-plugin-test-crashprobe.so")),
+                     0);
+    registry_options o = {0};
+    o.plugin_path = dir;
+    o.only_name = "scalar";
+    registry *r = NULL;
+    mha_error err = {0};
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    for (size_t i = 1; i < r->n_entries; i++)
+        if (!strstr(r->entries[i].path, "mha-plugin-scalar.so"))
+            fail_msg("opened %s for backend 'scalar'", r->entries[i].path);
+    const plugin_entry *sel = NULL;
+    assert_int_equal(registry_select(r, "scalar", &sel, &err), MHA_OK);
+    registry_free(r);
+
+    o.only_name = "avx2";
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    assert_non_null(entry_by_path_end(r, "/mha-plugin-avx2.so"));
+    assert_null(entry_by_path_end(r, "/mha-plugin-test-crashprobe.so"));
+    assert_null(entry_by_path_end(r, "/mha-plugin-openmp.so"));
+    registry_free(r);
+
+    o.only_name = "auto"; /* every file */
+    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+    assert_non_null(entry_by_path_end(r, "/mha-plugin-test-crashprobe.so"));
+    registry_free(r);
+}
+
+/* An empty or relative MHA_PLUGIN_PATH item is not ".": plant a broken
+ * plugin in the current directory and check it is never looked at. */
 static void test_never_the_current_directory(void **state) {
     (void)state;
     const char *dir = tu_tmpdir("registry_cwd");
@@ -280,14 +486,25 @@ static void test_never_the_current_directory(void **state) {
     char old[4096];
     assert_non_null(getcwd(old, sizeof old));
     assert_int_equal(chdir(dir), 0);
-    setenv("MHA_PLUGIN_PATH", "::", 1);
-    registry_options o = {0};
-    o.use_env = 1;
-    registry *r = NULL;
-    mha_error err = {0};
-    assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
-    assert_null(entry_by_path_end(r, "mha-plugin-cwd.so"));
-    registry_free(r);
+    /* empty items, and relative ones (which would resolve here), are skipped */
+    static const char *const paths[] = {"::", ".", "./:", "mha-plugin-cwd.so", "../registry_cwd"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        setenv("MHA_PLUGIN_PATH", paths[i], 1);
+        static log_sink sink;
+        memset(&sink, 0, sizeof sink);
+        registry_options o = {0};
+        o.use_env = 1;
+        o.log = sink_log;
+        o.log_user = &sink;
+        o.log_level = MHA_LOG_WARN;
+        registry *r = NULL;
+        mha_error err = {0};
+        assert_int_equal(registry_create(&A, &o, &r, &err), MHA_OK);
+        if (entry_by_path_end(r, "mha-plugin-cwd.so")) fail_msg("MHA_PLUGIN_PATH=%s", paths[i]);
+        if (i > 0 && !strstr(sink.text, "is not an absolute path: ignored"))
+            fail_msg("MHA_PLUGIN_PATH=%s: no warning: %s", paths[i], sink.text);
+        registry_free(r);
+    }
     assert_int_equal(chdir(old), 0);
     unsetenv("MHA_PLUGIN_PATH");
 }
@@ -457,12 +674,17 @@ static void test_allocation_failures(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_older_minor_versions_load),
         cmocka_unit_test(test_cpu_detect_matches_cpuinfo),
         cmocka_unit_test(test_cpu_parse_mask),
         cmocka_unit_test(test_cpu_features_str),
         cmocka_unit_test(test_broken_plugins_are_skipped_with_reasons),
         cmocka_unit_test(test_explicit_file_and_missing_path),
         cmocka_unit_test(test_never_the_current_directory),
+        cmocka_unit_test(test_untrusted_plugins_refused),
+        cmocka_unit_test(test_crashing_probe_isolated),
+        cmocka_unit_test(test_hanging_probe_times_out),
+        cmocka_unit_test(test_named_backend_opens_only_its_file),
         cmocka_unit_test(test_beside_libmha),
         cmocka_unit_test(test_auto_selection_follows_scores),
         cmocka_unit_test(test_select_by_name),

@@ -88,16 +88,22 @@ static void test_atomic_file_failures_leave_nothing(void **state) {
     assert_int_equal(atomic_file_begin(&alloc, tu_path(dir, "no/such/x.bin"), &f, &err),
                      MHA_ERR_IO);
     assert_null(f);
-    assert_non_null(strstr(err.message, "no/such/x.bin: cannot create a file in folder"));
+    assert_non_null(strstr(err.message, "no/such/x.bin: the folder '"));
+    assert_non_null(strstr(err.message, "/no/such' does not exist"));
     assert_int_equal(atomic_file_begin(&alloc, tu_path(dir, ""), &f, &err),
                      MHA_ERR_INVALID_ARGUMENT);
     assert_int_equal(atomic_file_begin(&alloc, "..", &f, &err), MHA_ERR_INVALID_ARGUMENT);
-    /* rename onto a folder fails at commit: the temporary is removed */
+    /* a folder is refused at once; one that appears meanwhile makes the
+     * rename fail at commit: the temporary is removed */
     const char *sub = tu_path(dir, "sub");
-    assert_int_equal(mkdir(sub, 0755), 0);
-    assert_int_equal(tu_system("touch '%s/keep'", sub), 0);
     assert_int_equal(atomic_file_begin(&alloc, sub, &f, &err), MHA_OK);
     assert_int_equal(atomic_file_write(f, "x", 1, &err), MHA_OK);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_int_equal(tu_system("touch '%s/keep'", sub), 0);
+    atomic_file *g = (atomic_file *)0x1;
+    assert_int_equal(atomic_file_begin(&alloc, sub, &g, &err), MHA_ERR_IO);
+    assert_null(g);
+    assert_non_null(strstr(err.message, "is a folder"));
     assert_int_equal(atomic_file_commit(f, &err), MHA_ERR_IO);
     assert_non_null(strstr(err.message, "cannot rename"));
     assert_int_equal(folder_entries(dir), 1);
@@ -112,6 +118,29 @@ static void test_atomic_file_failures_leave_nothing(void **state) {
 }
 
 /* ---- formats and conversions ---- */
+
+/* Outputs: streams without an extension take .npy; the 2 GiB of a .pb is
+ * known from the shape alone, before any data exists. */
+static void test_output_format_and_limits(void **state) {
+    (void)state;
+    assert_int_equal(tensorfile_output_format("y.pb"), TENSORFILE_PB);
+    assert_int_equal(tensorfile_output_format("-"), TENSORFILE_NPY);
+    assert_int_equal(tensorfile_output_format("/dev/stdout"), TENSORFILE_NPY);
+    assert_int_equal(tensorfile_output_format("/dev/null"), TENSORFILE_NPY);
+    assert_int_equal(tensorfile_output_format("no-such-file"), TENSORFILE_UNKNOWN);
+    assert_int_equal(tensorfile_format_of("-"), TENSORFILE_UNKNOWN); /* inputs: by extension */
+    mha_error err;
+    const int64_t fits[3] = {1, 1 << 20, 511}, over[3] = {1, 1 << 20, 512};
+    assert_int_equal(tensorfile_check_output("y.pb", MHA_DTYPE_FLOAT32, 3, fits, &err), MHA_OK);
+    assert_int_equal(tensorfile_check_output("y.pb", MHA_DTYPE_FLOAT32, 3, over, &err),
+                     MHA_ERR_LIMIT);
+    assert_non_null(strstr(err.message, "y.pb: 2147483648 bytes of float32 exceed the 2 GiB"));
+    assert_int_equal(tensorfile_check_output("y.npy", MHA_DTYPE_FLOAT32, 3, over, &err), MHA_OK);
+    const int64_t unknown[2] = {-1, 1 << 30}; /* not known yet: checked when written */
+    assert_int_equal(tensorfile_check_output("y.pb", MHA_DTYPE_FLOAT32, 2, unknown, &err), MHA_OK);
+    assert_int_equal(tensorfile_check_output("y.txt", MHA_DTYPE_FLOAT32, 3, fits, &err),
+                     MHA_ERR_INVALID_ARGUMENT);
+}
 
 static void test_format_by_extension(void **state) {
     (void)state;
@@ -382,6 +411,7 @@ int main(void) {
         cmocka_unit_test(test_atomic_file_commit_and_abort),
         cmocka_unit_test(test_atomic_file_failures_leave_nothing),
         cmocka_unit_test(test_format_by_extension),
+        cmocka_unit_test(test_output_format_and_limits),
         cmocka_unit_test(test_conversions),
         cmocka_unit_test(test_pb_roundtrip),
         cmocka_unit_test(test_pb_conformance_files),

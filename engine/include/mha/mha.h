@@ -233,7 +233,10 @@ typedef struct mha_plugin_info {
     const char *reason; /* why unusable or skipped; "" otherwise */
 } mha_plugin_info;
 
-/** Number of plugin entries the runtime saw (usable or not). */
+/** Number of plugin entries the runtime saw (usable or not). A runtime made
+ *  with a backend name opens only that plugin's file (mha-plugin-NAME.so),
+ *  so it lists the built-in scalar and that file; one made with "auto" (or
+ *  no name) lists every plugin found. */
 MHA_API size_t mha_runtime_plugin_count(const mha_runtime *rt);
 /** Entry i (0-based). Strings stay valid while rt lives.
  *  MHA_ERR_INVALID_ARGUMENT when i is out of range. */
@@ -295,6 +298,9 @@ typedef enum mha_io_role {
     MHA_ROLE_PRESENT_KEY,
     MHA_ROLE_PRESENT_VALUE,
     MHA_ROLE_QK_OUTPUT,
+    MHA_ROLE_ATTN_WEIGHTS, /* output: the softmax probabilities averaged over the query
+                              heads, [B, Sq, Skv], or of every head, [B, q_heads, Sq, Skv]
+                              (nn.MultiheadAttention's need_weights=True) */
     /* appended for whole models (a plan of steps) */
     MHA_ROLE_TOKEN_IDS /* integer ids that index an embedding table [B, S] */
 } mha_io_role;
@@ -330,6 +336,13 @@ typedef struct mha_model_info {
 } mha_model_info;
 
 MHA_API mha_status mha_model_get_info(const mha_model *model, mha_model_info *out);
+/** The idioms the recogniser found on its way to the layer, as one line of
+ *  "; "-separated phrases (mask kinds, biases, grouped-query heads, fused
+ *  projections, a float32 softmax between Casts, ...), e.g. "key padding from
+ *  an extended mask (1 - m) * -3.40282e+38; GQA 8 query / 2 key/value heads".
+ *  "" when there is nothing to name, NULL for a NULL model. Lives as long as
+ *  the model. Thread-safe. */
+MHA_API const char *mha_model_idioms(const mha_model *model);
 /** Input i / output i, in graph order. MHA_ERR_INVALID_ARGUMENT if out of
  *  range. */
 MHA_API mha_status mha_model_input(const mha_model *model, size_t i, mha_io_info *out);
@@ -342,11 +355,11 @@ MHA_API mha_status mha_model_output(const mha_model *model, size_t i, mha_io_inf
 
 /** One step of a plan, in run order. Strings live as long as the model. */
 typedef struct mha_step_info {
-    const char *kind;  /* "attention" (a recognised layer, fused) or "interpreted" */
-    const char *op;    /* attention: the layer's form; interpreted: the node's op type */
-    const char *name;  /* the graph node (attention: its Softmax / Attention node) */
-    double flops;      /* at the verification probe's sizes: compare, do not add up */
-    size_t num_nodes;  /* graph nodes the step computes */
+    const char *kind; /* "attention" (a recognised layer, fused) or "interpreted" */
+    const char *op;   /* attention: the layer's form; interpreted: the node's op type */
+    const char *name; /* the graph node (attention: its Softmax / Attention node) */
+    double flops;     /* at the verification probe's sizes: compare, do not add up */
+    size_t num_nodes; /* graph nodes the step computes */
 } mha_step_info;
 
 /** One attention layer found in the graph, recognised or not. */

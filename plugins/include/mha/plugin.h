@@ -35,7 +35,20 @@
  *    thread count.
  *
  * Versioning: minor versions only append fields to mha_plugin and to the
- * argument structs; the host checks struct_size before reading a later field.
+ * argument structs. Each minor version's sizes are frozen (MHA_*_SIZE_1_x
+ * below): the host accepts a table whose struct_size is at least the frozen
+ * size of the minor version it declares, and reads a later field only when
+ * struct_size covers it; a plugin reads a later field of an argument struct
+ * only when the struct_size the host wrote covers it (an older host leaves
+ * it out: treat it as absent). The host gives a plugin only the work its
+ * declared minor version knows about: a plugin declaring 1.0 or 1.1 never
+ * gets ALiBi slopes (the host refuses such a layer on it, naming the plugin)
+ * and never a rotary call (the host rotates Q and K with its reference code).
+ *
+ *   1.0  GEMM, attention
+ *   1.1  services.cpu_features
+ *   1.2  mha_attn_args.alibi_slopes / alibi_relative / alibi_pos; mha_plugin.rotary
+ *        (optional, may be NULL) with mha_rotary_args
  */
 #ifndef MHA_PLUGIN_H
 #define MHA_PLUGIN_H
@@ -48,7 +61,7 @@ extern "C" {
 #endif
 
 #define MHA_PLUGIN_ABI_MAJOR 1u
-#define MHA_PLUGIN_ABI_MINOR 1u
+#define MHA_PLUGIN_ABI_MINOR 2u
 #define MHA_PLUGIN_ENTRY_SYMBOL "mha_plugin_get"
 
 /* CPU features, detected by the host (CPUID leaf 1 and 7, plus XGETBV for
@@ -114,6 +127,9 @@ typedef struct mha_gemm_args {
  *     g = h / (Hq / Hkv)                                (GQA: shared kv head)
  *     s[j] = scale * dot(Q[b,h,i,:], K[b,g,j,:])        j in [0, Skv)
  *     if softcap > 0: s[j] = softcap * tanh(s[j] / softcap)
+ *     if alibi:       s[j] += slope[h] * (p_j - r)      (ABI 1.2; p_j = j or
+ *                                      alibi_pos[b, j]; r = 0, or
+ *                                      i + causal_offset[b] when relative)
  *     if mask:        s[j] += mask[b,h,i,j]             (via the strides)
  *     masked when: mask value <= -FLT_MAX (-inf or the lowest float),
  *                  causal and j > i + causal_offset[b],
@@ -123,6 +139,14 @@ typedef struct mha_gemm_args {
  *
  * Every tensor is addressed by element strides per axis (batch, head, seq);
  * the last axis (d) is contiguous. Mask strides may be 0 to broadcast.
+ *
+ * ALiBi (ABI 1.2) is computed on the fly from the slopes, never as an
+ * Sq x Skv tensor. BLOOM adds slope * j (key position; MPT the same minus a
+ * constant), the ALiBi paper slope * (j - i); they differ by a constant per
+ * row, which softmax does not see, but the kernels compute the form the
+ * model names so the float rounding matches.
+ * BLOOM counts a key's position among the attended keys of its batch item
+ * (cumsum(mask) - 1): the host passes those positions in alibi_pos.
  */
 typedef struct mha_attn_args {
     uint32_t struct_size;
@@ -144,7 +168,55 @@ typedef struct mha_attn_args {
     const int64_t *kv_len;          /* [B] valid keys per batch, or NULL */
     int64_t b0, b1, h0, h1, q0, q1; /* the part to compute */
     int num_threads;                /* self-parallel plugins only; else 1 */
+    /* ---- ABI 1.2: read only when struct_size >= MHA_ATTN_ARGS_SIZE_1_2 ---- */
+    const float *alibi_slopes; /* [Hq] ALiBi slope of each query head, or NULL */
+    int alibi_relative;        /* 0: + slope * p_j; 1: + slope * (p_j - i - causal_offset[b]) */
+    const float *alibi_pos;    /* key positions p_j [B, Skv] (row b at b * alibi_pos_sb, keys
+                                  contiguous), or NULL: p_j = j */
+    int64_t alibi_pos_sb;
 } mha_attn_args;
+
+/* Rotary position embedding kinds (ABI 1.2). With half = rotary_dim / 2 and
+ * t in [0, half), the pair (x1, x2) of a row at position p turns by the
+ * angle whose cos / sin are cos[p, t] / sin[p, t]:
+ *   MHA_ROTARY_HALF         x1 = x[t],  x2 = x[t + half]     (rotate-half:
+ *                                          GPT-NeoX, LLaMA, Mistral, Qwen)
+ *   MHA_ROTARY_INTERLEAVED  x1 = x[2t], x2 = x[2t + 1]       (GPT-J)
+ *   x1' = x1 * cos - x2 * sin,  x2' = x2 * cos + x1 * sin
+ * Dimensions from rotary_dim on are left alone (partial rotary). */
+#define MHA_ROTARY_NONE 0
+#define MHA_ROTARY_HALF 1
+#define MHA_ROTARY_INTERLEAVED 2
+
+/**
+ * Rotary embedding applied in place to rows [s0, s1) of heads [h0, h1) of
+ * batch items [b0, b1) of x [B, H, S, d] (element strides per batch, head
+ * and sequence axis; d contiguous). Row s of batch item b is at position
+ * s + pos_offset[b] (pos_offset NULL: 0), which must lie in [0, n_pos).
+ * cos and sin are [n_pos, rotary_dim / 2] tables the host computed once from
+ * the model's own constants. A row's result never depends on the range.
+ */
+typedef struct mha_rotary_args {
+    uint32_t struct_size;
+    int64_t B, H, S, d;
+    float *x;
+    int64_t x_sb, x_sh, x_ss;
+    int kind;           /* MHA_ROTARY_HALF or MHA_ROTARY_INTERLEAVED */
+    int64_t rotary_dim; /* even, 2 <= rotary_dim <= d */
+    const float *cos;   /* [n_pos, rotary_dim / 2] */
+    const float *sin;   /* [n_pos, rotary_dim / 2] */
+    int64_t n_pos;
+    const int64_t *pos_offset;      /* [B], or NULL */
+    int64_t b0, b1, h0, h1, s0, s1; /* the part to rotate */
+    int num_threads;                /* self-parallel plugins only; else 1 */
+} mha_rotary_args;
+
+/* The host refuses a plugin whose GEMM blocks lie outside 1..this (a
+ * register block is a few dozen rows or columns; a block this large means
+ * the table is wrong). Workspace and packed sizes are checked too: a
+ * packed size below K x N floats, or a size whose rounding would wrap, is
+ * refused before anything is allocated. */
+#define MHA_PLUGIN_GEMM_BLOCK_MAX 4096
 
 typedef struct mha_plugin {
     uint32_t abi_major;   /* MHA_PLUGIN_ABI_MAJOR */
@@ -163,8 +235,8 @@ typedef struct mha_plugin {
     void (*fini)(void *state);
 
     /* GEMM: B is packed once per model (weights), then reused. */
-    int64_t gemm_m_block; /* host splits M at multiples of this */
-    int64_t gemm_n_block; /* host splits N at multiples of this */
+    int64_t gemm_m_block; /* host splits M at multiples of this, 1..MHA_PLUGIN_GEMM_BLOCK_MAX */
+    int64_t gemm_n_block; /* host splits N at multiples of this, 1..MHA_PLUGIN_GEMM_BLOCK_MAX */
     size_t (*gemm_packed_size)(int64_t K, int64_t N);
     void (*gemm_pack_b)(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed);
     int (*gemm)(void *state, const mha_gemm_args *args); /* 0 = ok */
@@ -177,7 +249,24 @@ typedef struct mha_plugin {
 
     /** Extras by name; NULL when unknown. May itself be NULL. */
     void *(*get_proc)(const char *name);
+
+    /* ---- ABI 1.2 ---- */
+    /** Rotary embedding in place (mha_rotary_args). Optional: NULL makes
+     *  the host use its reference code. 0 = ok. */
+    int (*rotary)(void *state, const mha_rotary_args *args);
 } mha_plugin;
+
+/* Frozen sizes of each minor version. They never change: later versions only
+ * append. mha_plugin of 1.1 is that of 1.0 (1.1 appended to the services). */
+#define MHA_PLUGIN_SIZE_1_0 offsetof(mha_plugin, rotary)
+#define MHA_PLUGIN_SIZE_1_1 MHA_PLUGIN_SIZE_1_0
+#define MHA_PLUGIN_SIZE_1_2 (offsetof(mha_plugin, rotary) + sizeof(void (*)(void)))
+#define MHA_ATTN_ARGS_SIZE_1_0 offsetof(mha_attn_args, alibi_slopes)
+#define MHA_ATTN_ARGS_SIZE_1_1 MHA_ATTN_ARGS_SIZE_1_0
+#define MHA_ATTN_ARGS_SIZE_1_2 (offsetof(mha_attn_args, alibi_pos_sb) + sizeof(int64_t))
+#define MHA_ROTARY_ARGS_SIZE_1_2 (offsetof(mha_rotary_args, num_threads) + sizeof(int))
+#define MHA_SERVICES_SIZE_1_0 offsetof(mha_plugin_services, cpu_features)
+#define MHA_SERVICES_SIZE_1_1 (offsetof(mha_plugin_services, cpu_features) + sizeof(uint64_t))
 
 typedef const mha_plugin *(*mha_plugin_get_fn)(uint32_t host_abi_major);
 

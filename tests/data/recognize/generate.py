@@ -8,16 +8,36 @@ Graphs that must be REFUSED (MHA_ERR_MODEL_UNSUPPORTED naming op and node):
   no_attention        MatMul + Add only
   two_softmax         a decomposed layer with a second Softmax on its output
   unknown_op_on_path  Sin between the Q projection and the scores
-  where_mask          the causal mask applied with Where instead of Add
   softmax_axis        Softmax over the query axis
   weight_input        the Q projection weight is a graph input
-  const_bias_mask     a constant non-causal bias added to the scores
+  where_fill_zero     masked_fill of the scores with 0 (does not hide the keys)
+  dyn_bias            a bias of the key position computed from the sequence length (j * j),
+                      dynamic axes: neither ALiBi (linear in j) nor a function of j - i
+  rotary_q_only       a rotate-half rotary embedding on Q alone (K is not turned)
 Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
+  where_mask          the causal mask applied with Where instead of Add (GPT-2)
+  const_bias_mask     a constant per-head bias on the scores, static sizes (T5)
+  ext_mask_i64        int64 [B, S] mask as (1 - m) * finfo.min added (BERT)
+  ext_mask_10000      float [B, S] mask as (1 - m) * -10000 added (older BERT)
+  fill_mask_eq0       masked_fill(m == 0, finfo.min), m int64 [B, S] (DistilBERT)
+  bool_ignore_mask    bool [S, S] attention mask, True = hidden (nn.MultiheadAttention)
+  window_mask         causal finfo.min mask with a sliding window of 3 keys (Mistral)
+  rel_bias            a per-head bias of the clipped distance j - i gathered from a
+                      table, dynamic axes (T5's relative position bias)
+  softmax_casts       Casts to float32 around the Softmax, the scores reshaped on the
+                      way ([B, H, S, S] -> [B*H, S, S] -> back) (LLaMA, CLIP)
   interleaved_heads   head h uses projection columns d*H + h (not h*dh + d)
   kpm_attend          bool key padding [B, S] with True = attend (Where), scale on K
   gqa_expand          4 query heads over 2 kv heads, repeated with Expand
   gqa_tile            the same repeated with Tile: q head h uses kv head h % 2
   scale_after_mask    (Q.K^T + causal mask) * scale, no biases
+  alibi_relative      ALiBi as the paper writes it: slope_h * (j - i) from the runtime
+                      positions added to the scaled scores, causal
+  alibi_counted       BLOOM's ALiBi: slope_h * (cumsum(m) - 1) * m from an int64 padding
+                      mask m [B, S], then masked_fill(m == 0, finfo.min)
+Graphs that must be refused too:
+  alibi_counted_float the same with a float mask m (fractional m would count
+                      fractional positions)
 """
 import math
 import os
@@ -52,19 +72,26 @@ def proj(nodes, x, prefix, out, bias=True):
         nodes.append(helper.make_node("MatMul", [x, prefix + "_w"], [out], name=prefix + "_matmul"))
 
 
+def positions(nodes, inits, x, p, grid=False):
+    """p_pos = Range(0, S) of input x [B, S, D]; p_ax0 / p_ax1 = axes [0] / [1];
+    with grid, p_rows [S, 1] (query i) and p_cols [1, S] (key j) too."""
+    inits += [init(p + "_idx1", np.array([1], np.int64)), init(p + "_zero", np.array(0, np.int64)),
+              init(p + "_one", np.array(1, np.int64)), init(p + "_ax0", np.array([0], np.int64)),
+              init(p + "_ax1", np.array([1], np.int64))]
+    nodes += [helper.make_node("Shape", [x], [p + "_shape"], name=p + "_shape"),
+              helper.make_node("Gather", [p + "_shape", p + "_idx1"], [p + "_s1"], axis=0, name=p + "_gather"),
+              helper.make_node("Squeeze", [p + "_s1", p + "_ax0"], [p + "_s"], name=p + "_squeeze"),
+              helper.make_node("Range", [p + "_zero", p + "_s", p + "_one"], [p + "_pos"], name=p + "_range")]
+    if grid:
+        nodes += [helper.make_node("Unsqueeze", [p + "_pos", p + "_ax1"], [p + "_rows"], name=p + "_rows"),
+                  helper.make_node("Unsqueeze", [p + "_pos", p + "_ax0"], [p + "_cols"], name=p + "_cols")]
+
+
 def causal_mask(nodes, inits, x, out):
     """-inf above the diagonal, built from the runtime sequence length."""
-    inits += [init("c_idx1", np.array([1], np.int64)), init("c_zero", np.array(0, np.int64)),
-              init("c_one", np.array(1, np.int64)), init("c_ax0", np.array([0], np.int64)),
-              init("c_ax1", np.array([1], np.int64)), init("c_ninf", np.array(-np.inf, np.float32)),
-              init("c_zf", np.array(0.0, np.float32))]
-    nodes += [helper.make_node("Shape", [x], ["c_shape"], name="c_shape"),
-              helper.make_node("Gather", ["c_shape", "c_idx1"], ["c_s1"], axis=0, name="c_gather"),
-              helper.make_node("Squeeze", ["c_s1", "c_ax0"], ["c_s"], name="c_squeeze"),
-              helper.make_node("Range", ["c_zero", "c_s", "c_one"], ["c_pos"], name="c_range"),
-              helper.make_node("Unsqueeze", ["c_pos", "c_ax1"], ["c_rows"], name="c_rows"),
-              helper.make_node("Unsqueeze", ["c_pos", "c_ax0"], ["c_cols"], name="c_cols"),
-              helper.make_node("Greater", ["c_cols", "c_rows"], ["c_future"], name="c_greater"),
+    positions(nodes, inits, x, "c", grid=True)
+    inits += [init("c_ninf", np.array(-np.inf, np.float32)), init("c_zf", np.array(0.0, np.float32))]
+    nodes += [helper.make_node("Greater", ["c_cols", "c_rows"], ["c_future"], name="c_greater"),
               helper.make_node("Where", ["c_future", "c_ninf", "c_zf"], [out], name="c_where")]
 
 
@@ -129,6 +156,24 @@ def layer(variant):
         nodes.append(helper.make_node("Transpose", ["v_4d"], ["v_t"], perm=[0, 2, 1, 3], name="v_transpose"))
         if variant == "unknown_op_on_path":
             nodes.append(helper.make_node("Sin", ["q_t0"], ["q_t"], name="q_sin"))
+        elif variant == "rotary_q_only":
+            # q * cos + rotate_half(q) * sin, tables gathered by position
+            positions(nodes, inits, "x", "r")
+            freqs = np.outer(np.arange(16), 10000.0 ** (-np.arange(0, DH, 2) / DH))
+            emb = np.concatenate([freqs, freqs], axis=-1)
+            inits += [init("r_cos", np.cos(emb).astype(np.float32)),
+                      init("r_sin", np.sin(emb).astype(np.float32)),
+                      init("r_lo_s", np.array([0], np.int64)), init("r_mid", np.array([DH // 2], np.int64)),
+                      init("r_end", np.array([DH], np.int64)), init("r_last", np.array([-1], np.int64))]
+            nodes += [helper.make_node("Gather", ["r_cos", "r_pos"], ["r_cv"], axis=0, name="r_gather_cos"),
+                      helper.make_node("Gather", ["r_sin", "r_pos"], ["r_sv"], axis=0, name="r_gather_sin"),
+                      helper.make_node("Slice", ["q_t0", "r_lo_s", "r_mid", "r_last"], ["q_lo"], name="q_lo"),
+                      helper.make_node("Slice", ["q_t0", "r_mid", "r_end", "r_last"], ["q_hi"], name="q_hi"),
+                      helper.make_node("Neg", ["q_hi"], ["q_nhi"], name="q_neg"),
+                      helper.make_node("Concat", ["q_nhi", "q_lo"], ["q_half"], axis=-1, name="q_rotate_half"),
+                      helper.make_node("Mul", ["q_t0", "r_cv"], ["q_ra"], name="q_mul_cos"),
+                      helper.make_node("Mul", ["q_half", "r_sv"], ["q_rb"], name="q_mul_sin"),
+                      helper.make_node("Add", ["q_ra", "q_rb"], ["q_t"], name="q_rot_add")]
         else:
             nodes.append(helper.make_node("Identity", ["q_t0"], ["q_t"], name="q_identity"))
         if variant == "kpm_attend":
@@ -156,8 +201,112 @@ def layer(variant):
             nodes.append(helper.make_node("Add", [scores, "cmask"], ["qk_m"], name="qk_mask"))
             nodes.append(helper.make_node("Mul", ["qk_m", "scale"], ["qk_ms"], name="qk_scale_after"))
             scores = "qk_ms"
+    if variant == "where_fill_zero":
+        causal_mask(nodes, inits, "x", "cmask")
+        nodes.append(helper.make_node("IsInf", ["cmask"], ["cmask_b"], name="m_isinf"))
+        inits.append(init("zero_f", np.array(0.0, np.float32)))
+        nodes.append(helper.make_node("Where", ["cmask_b", "zero_f", scores], ["qk_m"], name="m_where_zero"))
+        scores = "qk_m"
+    if variant == "alibi_relative":
+        # slope_h * (j - i), slopes 2^(-8 (h + 1) / H), then the causal mask
+        positions(nodes, inits, "x", "ab")
+        slopes = np.array([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)], np.float32)
+        inits.append(init("ab_slopes", slopes.reshape(H, 1, 1)))
+        nodes += [helper.make_node("Cast", ["ab_pos"], ["ab_posf"], to=TensorProto.FLOAT, name="ab_cast"),
+                  helper.make_node("Unsqueeze", ["ab_posf", "ab_ax1"], ["ab_rows"], name="ab_rows"),
+                  helper.make_node("Unsqueeze", ["ab_posf", "ab_ax0"], ["ab_cols"], name="ab_cols"),
+                  helper.make_node("Sub", ["ab_cols", "ab_rows"], ["ab_dist"], name="ab_sub"),
+                  helper.make_node("Mul", ["ab_slopes", "ab_dist"], ["ab_bias"], name="ab_mul"),
+                  helper.make_node("Add", [scores, "ab_bias"], ["qk_ab"], name="qk_alibi")]
+        scores = "qk_ab"
+        causal_mask(nodes, inits, "x", "cmask")
+        nodes.append(helper.make_node("Add", [scores, "cmask"], ["qk_abm"], name="qk_causal"))
+        scores = "qk_abm"
+    if variant in ("alibi_counted", "alibi_counted_float"):
+        mt = TensorProto.FLOAT if variant == "alibi_counted_float" else TensorProto.INT64
+        inputs.append(helper.make_tensor_value_info("m", mt, ["batch", "seq"]))
+        slopes = np.array([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)], np.float32)
+        inits += [init("ac_slopes", slopes.reshape(1, H, 1, 1)), init("ac_axis", np.array(1, np.int64)),
+                  init("ac_one", np.array(1.0, np.float32)), init("ac_zero", np.array(0.0, np.float32)),
+                  init("ac_axes", np.array([1, 2], np.int64)),
+                  init("ac_min", np.array(np.finfo(np.float32).min, np.float32))]
+        nodes += [helper.make_node("Cast", ["m"], ["ac_mf"], to=TensorProto.FLOAT, name="ac_cast"),
+                  helper.make_node("CumSum", ["ac_mf", "ac_axis"], ["ac_cum"], name="ac_cumsum"),
+                  helper.make_node("Sub", ["ac_cum", "ac_one"], ["ac_cm1"], name="ac_sub"),
+                  helper.make_node("Mul", ["ac_cm1", "ac_mf"], ["ac_pos"], name="ac_pos"),
+                  helper.make_node("Unsqueeze", ["ac_pos", "ac_axes"], ["ac_pos4"], name="ac_unsqueeze"),
+                  helper.make_node("Mul", ["ac_slopes", "ac_pos4"], ["ac_bias"], name="ac_mul"),
+                  helper.make_node("Add", [scores, "ac_bias"], ["qk_ac"], name="qk_alibi_counted"),
+                  helper.make_node("Unsqueeze", ["ac_mf", "ac_axes"], ["ac_m4"], name="ac_m4"),
+                  helper.make_node("Equal", ["ac_m4", "ac_zero"], ["ac_pad"], name="ac_equal"),
+                  helper.make_node("Where", ["ac_pad", "ac_min", "qk_ac"], ["qk_acm"], name="ac_fill")]
+        scores = "qk_acm"
+    if variant == "dyn_bias":
+        # bias[i, j] = j * j (a float of the key position): not a mask, and
+        # not ALiBi (which is linear in j)
+        positions(nodes, inits, "x", "db")
+        nodes += [helper.make_node("Cast", ["db_pos"], ["db_posf"], to=TensorProto.FLOAT, name="db_cast"),
+                  helper.make_node("Mul", ["db_posf", "db_posf"], ["db_sq"], name="db_square"),
+                  helper.make_node("Add", [scores, "db_sq"], ["qk_m"], name="qk_dyn_bias")]
+        scores = "qk_m"
+    if variant == "rel_bias":
+        positions(nodes, inits, "x", "rb", grid=True)
+        inits += [init("rb_hi", np.array(3, np.int64)), init("rb_lo", np.array(-3, np.int64)),
+                  init("rb_table", rng.standard_normal((7, H)).astype(np.float32))]
+        nodes += [helper.make_node("Sub", ["rb_cols", "rb_rows"], ["rb_rel"], name="rb_sub"),
+                  helper.make_node("Min", ["rb_rel", "rb_hi"], ["rb_min"], name="rb_min"),
+                  helper.make_node("Max", ["rb_min", "rb_lo"], ["rb_clip"], name="rb_max"),
+                  helper.make_node("Add", ["rb_clip", "rb_hi"], ["rb_idx"], name="rb_shift"),
+                  helper.make_node("Gather", ["rb_table", "rb_idx"], ["rb_ssh"], axis=0, name="rb_gather"),
+                  helper.make_node("Transpose", ["rb_ssh"], ["rb_hss"], perm=[2, 0, 1], name="rb_transpose"),
+                  helper.make_node("Unsqueeze", ["rb_hss", "rb_ax0"], ["rb_bias"], name="rb_unsqueeze"),
+                  helper.make_node("Add", [scores, "rb_bias"], ["qk_m"], name="rb_add")]
+        scores = "qk_m"
+    if variant in ("ext_mask_i64", "ext_mask_10000", "fill_mask_eq0"):
+        mt = TensorProto.FLOAT if variant == "ext_mask_10000" else TensorProto.INT64
+        inputs.append(helper.make_tensor_value_info("m", mt, ["batch", "seq"]))
+        fill = -10000.0 if variant == "ext_mask_10000" else float(np.finfo(np.float32).min)
+        inits += [init("em_axes", np.array([1, 2], np.int64)), init("em_one", np.array(1.0, np.float32)),
+                  init("em_fill", np.array(fill, np.float32)), init("em_zero_i", np.array(0, np.int64))]
+        nodes.append(helper.make_node("Unsqueeze", ["m", "em_axes"], ["m4"], name="em_unsqueeze"))
+        if variant == "fill_mask_eq0":
+            nodes.append(helper.make_node("Equal", ["m4", "em_zero_i"], ["m_pad"], name="em_equal"))
+            nodes.append(helper.make_node("Where", ["m_pad", "em_fill", scores], ["qk_m"], name="em_fill_where"))
+        else:
+            nodes.append(helper.make_node("Cast", ["m4"], ["m4f"], to=TensorProto.FLOAT, name="em_cast"))
+            nodes.append(helper.make_node("Sub", ["em_one", "m4f"], ["m_inv"], name="em_sub"))
+            nodes.append(helper.make_node("Mul", ["m_inv", "em_fill"], ["m_add"], name="em_mul"))
+            nodes.append(helper.make_node("Add", [scores, "m_add"], ["qk_m"], name="em_add"))
+        scores = "qk_m"
+    if variant == "bool_ignore_mask":
+        inputs.append(helper.make_tensor_value_info("am", TensorProto.BOOL, ["seq", "seq"]))
+        inits += [init("bi_ninf", np.array(-np.inf, np.float32)), init("bi_zero", np.array(0.0, np.float32))]
+        nodes.append(helper.make_node("Where", ["am", "bi_ninf", "bi_zero"], ["am_add"], name="bi_where"))
+        nodes.append(helper.make_node("Add", [scores, "am_add"], ["qk_m"], name="bi_add"))
+        scores = "qk_m"
+    if variant == "window_mask":
+        # allowed iff j <= i and i - j < 3, else finfo.min (added)
+        positions(nodes, inits, "x", "w", grid=True)
+        inits += [init("w_w", np.array(3, np.int64)), init("w_zf", np.array(0.0, np.float32)),
+                  init("w_min", np.array(np.finfo(np.float32).min, np.float32))]
+        nodes += [helper.make_node("Greater", ["w_cols", "w_rows"], ["w_future"], name="w_greater"),
+                  helper.make_node("Sub", ["w_rows", "w_cols"], ["w_dist"], name="w_sub"),
+                  helper.make_node("GreaterOrEqual", ["w_dist", "w_w"], ["w_far"], name="w_ge"),
+                  helper.make_node("Or", ["w_future", "w_far"], ["w_hide"], name="w_or"),
+                  helper.make_node("Where", ["w_hide", "w_min", "w_zf"], ["w_add"], name="w_where"),
+                  helper.make_node("Add", [scores, "w_add"], ["qk_m"], name="w_add_scores")]
+        scores = "qk_m"
+    if variant == "softmax_casts":
+        causal_mask(nodes, inits, "x", "cmask")
+        inits += [init("sc_bh", np.array([-1, 0, 0], np.int64))]
+        nodes.append(helper.make_node("Shape", [scores], ["sc_shape4"], name="sc_shape"))
+        nodes.append(helper.make_node("Reshape", [scores, "sc_bh"], ["qk_3d"], name="sc_to3d"))
+        nodes.append(helper.make_node("Reshape", ["qk_3d", "sc_shape4"], ["qk_4d"], name="sc_to4d"))
+        nodes.append(helper.make_node("Add", ["qk_4d", "cmask"], ["qk_m"], name="sc_mask"))
+        nodes.append(helper.make_node("Cast", ["qk_m"], ["qk_f"], to=TensorProto.FLOAT, name="sc_cast_in"))
+        scores = "qk_f"
     if variant == "const_bias_mask":
-        inits.append(init("bias_ss", rng.standard_normal((1, 1, 5, 5)).astype(np.float32)))
+        inits.append(init("bias_ss", rng.standard_normal((1, H, 5, 5)).astype(np.float32)))
         nodes.append(helper.make_node("Add", [scores, "bias_ss"], ["qk_m"], name="qk_const_bias"))
         scores = "qk_m"
     if variant == "kpm_attend":
@@ -171,7 +320,11 @@ def layer(variant):
 
     axis = -2 if variant == "softmax_axis" else -1
     nodes.append(helper.make_node("Softmax", [scores], ["probs"], axis=axis, name="softmax"))
-    nodes.append(helper.make_node("MatMul", ["probs", "v_t"], ["ctx"], name="pv_matmul"))
+    probs = "probs"
+    if variant == "softmax_casts":
+        nodes.append(helper.make_node("Cast", ["probs"], ["probs_c"], to=TensorProto.FLOAT, name="sc_cast_out"))
+        probs = "probs_c"
+    nodes.append(helper.make_node("MatMul", [probs, "v_t"], ["ctx"], name="pv_matmul"))
     if variant == "interleaved_heads":
         nodes.append(helper.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 3, 1], name="ctx_transpose"))
     else:
@@ -212,5 +365,8 @@ def save(graph, name):
 
 save(no_attention(), "no_attention")
 for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "weight_input",
-          "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask"):
+          "const_bias_mask", "interleaved_heads", "kpm_attend", "gqa_expand", "gqa_tile", "scale_after_mask",
+          "where_fill_zero", "dyn_bias", "ext_mask_i64", "ext_mask_10000", "fill_mask_eq0",
+          "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative",
+          "rel_bias", "alibi_counted", "alibi_counted_float"):
     save(layer(v), v)
