@@ -104,7 +104,8 @@ class GptBlock(nn.Module):
         q, k, v = (t.view(b, s, HEADS, D // HEADS).transpose(1, 2) for t in (q, k, v))
         w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(D // HEADS)
         causal = self.bias[:, :, :s, :s]
-        w = torch.where(causal.bool(), w, torch.tensor(-1e4, dtype=w.dtype))
+        # as Hugging Face's GPT-2 does: the most negative float hides a key
+        w = torch.where(causal.bool(), w, torch.tensor(torch.finfo(w.dtype).min, dtype=w.dtype))
         y = torch.matmul(torch.softmax(w, dim=-1), v)
         return self.c_proj(y.transpose(1, 2).reshape(b, s, D))
 
