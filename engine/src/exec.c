@@ -73,10 +73,9 @@ static int64_t exec_round_up(int64_t a, int64_t m) {
 
 /* Packs the side-by-side concatenation of n_parts weight matrices
  * w[i] [K, cols[i]] (and their biases, NULL = zeros) as one [K, N] matrix. */
-static mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t K,
-                                  int n_parts, const float *const *w, const int64_t *cols,
-                                  const float *const *bias, const char *what,
-                                  exec_gemm_weights *out, mha_error *err) {
+mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t K, int n_parts,
+                           const float *const *w, const int64_t *cols, const float *const *bias,
+                           const char *what, exec_gemm_weights *out, mha_error *err) {
     int64_t N = 0;
     int any_bias = 0;
     for (int i = 0; i < n_parts; i++) {
@@ -188,7 +187,7 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
     return MHA_OK;
 }
 
-static void exec_weights_free(const mha_alloc_ctx *a, exec_gemm_weights *w) {
+void exec_weights_free(const mha_alloc_ctx *a, exec_gemm_weights *w) {
     mha_free(a, w->packed);
     mha_free(a, w->bias);
     w->packed = NULL;

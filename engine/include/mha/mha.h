@@ -298,9 +298,11 @@ typedef enum mha_io_role {
     MHA_ROLE_PRESENT_KEY,
     MHA_ROLE_PRESENT_VALUE,
     MHA_ROLE_QK_OUTPUT,
-    MHA_ROLE_ATTN_WEIGHTS /* output: the softmax probabilities averaged over the query
-                             heads, [B, Sq, Skv], or of every head, [B, q_heads, Sq, Skv]
-                             (nn.MultiheadAttention's need_weights=True) */
+    MHA_ROLE_ATTN_WEIGHTS, /* output: the softmax probabilities averaged over the query
+                              heads, [B, Sq, Skv], or of every head, [B, q_heads, Sq, Skv]
+                              (nn.MultiheadAttention's need_weights=True) */
+    /* appended for whole models (a plan of steps) */
+    MHA_ROLE_TOKEN_IDS /* integer ids that index an embedding table [B, S] */
 } mha_io_role;
 
 MHA_API const char *mha_io_role_name(mha_io_role role);
@@ -345,6 +347,35 @@ MHA_API const char *mha_model_idioms(const mha_model *model);
  *  range. */
 MHA_API mha_status mha_model_input(const mha_model *model, size_t i, mha_io_info *out);
 MHA_API mha_status mha_model_output(const mha_model *model, size_t i, mha_io_info *out);
+
+/* ---- whole models: the plan (appended) ----
+ * A graph with several attention layers (or one layer with the rest of a
+ * transformer around it) loads as a plan of steps: form "plan" in
+ * mha_model_info. A one-layer model has no steps and no layers here. */
+
+/** One step of a plan, in run order. Strings live as long as the model. */
+typedef struct mha_step_info {
+    const char *kind; /* "attention" (a recognised layer, fused) or "interpreted" */
+    const char *op;   /* attention: the layer's form; interpreted: the node's op type */
+    const char *name; /* the graph node (attention: its Softmax / Attention node) */
+    double flops;     /* at the verification probe's sizes: compare, do not add up */
+    size_t num_nodes; /* graph nodes the step computes */
+} mha_step_info;
+
+/** One attention layer found in the graph, recognised or not. */
+typedef struct mha_layer_info {
+    int recognised;     /* 1: runs as one fused attention step */
+    const char *form;   /* recognised: the layer's form, else "" */
+    const char *core;   /* the Softmax / Attention node's name */
+    const char *reason; /* not recognised: why (its nodes are interpreted), else "" */
+} mha_layer_info;
+
+/** Number of steps / attention layers of a plan (0 for a one-layer model).
+ *  Thread-safe (the model is immutable). */
+MHA_API size_t mha_model_num_steps(const mha_model *model);
+MHA_API mha_status mha_model_step(const mha_model *model, size_t i, mha_step_info *out);
+MHA_API size_t mha_model_num_layers(const mha_model *model);
+MHA_API mha_status mha_model_layer(const mha_model *model, size_t i, mha_layer_info *out);
 
 /* ------------------------------------------------------------------------ */
 /* Running                                                                   */
