@@ -372,9 +372,11 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  allocated. opts may be NULL.
  *  Thread-safe: many threads may run on one runtime and one model at once.
  *  The result is bitwise identical for any thread count.
- *  The runtime's pool serves one run at a time: a run that starts while
- *  another run holds the pool computes on its calling thread alone (the
- *  same bits, just not parallel). The calling thread always works too (it
+ *  Concurrent runs share the runtime's workers: each calling thread works
+ *  its own run and idle workers help whichever runs have work left, never
+ *  more threads computing than the runtime has (callers first), so N
+ *  callers on an N-thread runtime each run on one core. The calling thread
+ *  always works too (it
  *  needs 512 KiB of free stack: kernels use up to 256 KiB of it); it
  *  flushes denormals to zero during the run (FTZ/DAZ, as the workers do)
  *  and gets its floating-point mode back on return.
