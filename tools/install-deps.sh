@@ -6,7 +6,7 @@
 # the MPI test, numpy and onnx for the corpus generators. Quiet when
 # everything is installed. MHA_DEPS_EXTRA adds packages to either list.
 set -eu
-build="cmake make gcc pkg-config protobuf-c-compiler libprotobuf-c-dev"
+build="cmake make gcc pkg-config protobuf-c-compiler libprotobuf-c-dev libmicrohttpd-dev"
 test="clang libcmocka-dev libomp-14-dev libclang-rt-14-dev python3-numpy python3-onnx valgrind
 libopenmpi-dev openmpi-bin groff-base"
 case "${1:-test}" in
