@@ -125,6 +125,12 @@ void bench_report_table(const bench_report *r, FILE *out) {
                 "  shape %s, offline: whole batches, %d warm-up runs, >= %.3g s and >= %d "
                 "reps, seed %llu\n",
                 shape, o->warmup, o->min_time, BENCH_MIN_REPS, (unsigned long long)o->seed);
+    else if (o->max_batch > 0)
+        fprintf(out,
+                "  shape %s, server: batch-1 requests, Poisson arrivals, request queue (max "
+                "batch %d, delay %.3g ms), p99 bound %.3g ms, %.3g s per rate, seed %llu\n",
+                shape, o->max_batch, o->batch_delay_ms, o->p99_ms, o->server_time,
+                (unsigned long long)o->seed);
     else
         fprintf(out,
                 "  shape %s, server: batch-1 requests, Poisson arrivals, %d clients, "
