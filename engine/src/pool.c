@@ -27,12 +27,15 @@
  * attached (helpers > 0), and the caller unpublishes it only once helpers
  * is 0, both under the mutex.
  *
- * Sleeping: every wait spins a short while on atomics, then sleeps on the
- * one condition variable with `sleepers` raised. A thread that changes
- * state a sleeper waits for (a new job, a phase opened, a job over, a
- * helper detached, a core freed) does so with a sequentially consistent
- * atomic and then broadcasts under the mutex if sleepers > 0, so no wake-up
- * is lost. */
+ * Sleeping: every wait spins a short while on atomics, then sleeps on a
+ * condition variable with its `sleepers` count raised: idle workers on one
+ * (woken by a new job or a phase opened, and only while a core is free),
+ * callers on the other (woken by a phase opened or a helper detached). A
+ * thread that changes state a sleeper waits for does so with a
+ * sequentially consistent atomic and then broadcasts under the mutex if
+ * sleepers > 0, so no wake-up is lost. A caller leaving pool_run frees a
+ * core without waking anyone: between two runs of one caller that would
+ * wake a worker for nothing; the next phase opened anywhere wakes it. */
 #include "pool.h"
 
 #include <errno.h>
@@ -61,6 +64,11 @@ typedef struct pool_worker {
     pthread_t thread;
 } pool_worker;
 
+typedef struct pool_waitq {
+    pthread_cond_t cond;
+    atomic_int sleepers;
+} pool_waitq;
+
 struct pool {
     mha_alloc_ctx alloc;
     int n_workers;
@@ -70,12 +78,12 @@ struct pool {
     pthread_mutex_t busy; /* held by a reservation (pool_try_reserve) */
 
     pthread_mutex_t mutex; /* guards the job list and every sleep */
-    pthread_cond_t cond;
-    pool_job *jobs; /* published jobs, oldest first */
+    pool_waitq idle;       /* workers with nothing to join */
+    pool_waitq callers;    /* callers waiting for a phase to end or helpers to leave */
+    pool_job *jobs;        /* published jobs, oldest first */
     atomic_int n_jobs;
     atomic_uint work_gen; /* moves when work appears: a job, a phase */
     atomic_int working;   /* threads computing (see above) */
-    atomic_int sleepers;  /* threads asleep on cond */
     atomic_int stop;
 
     /* pool_scratch_take/give: each a buffer whose first POOL_SCRATCH_HEADER
@@ -150,19 +158,25 @@ void pool_scratch_give(pool *p, const mha_alloc_ctx *a, int slot, void *ptr) {
 /* ---- waking and sleeping ---- */
 
 /* Called after a sequentially consistent change a sleeper may wait for. */
-static void pool_wake(struct pool *p) {
-    if (atomic_load(&p->sleepers) == 0) return;
+static void pool_wake(struct pool *p, pool_waitq *q) {
+    if (atomic_load(&q->sleepers) == 0) return;
     pthread_mutex_lock(&p->mutex);
-    pthread_cond_broadcast(&p->cond);
+    pthread_cond_broadcast(&q->cond);
     pthread_mutex_unlock(&p->mutex);
 }
 
-/* Sleeps until done(p, arg) holds; p->mutex is held by the caller. */
-static void pool_sleep_locked(struct pool *p, int (*done)(struct pool *, void *), void *arg) {
-    atomic_fetch_add(&p->sleepers, 1);
+/* Idle workers, if a core is free for them. */
+static void pool_wake_workers(struct pool *p) {
+    if (atomic_load(&p->working) < p->n_workers + 1) pool_wake(p, &p->idle);
+}
+
+/* Sleeps on q until done(p, arg) holds; p->mutex is held by the caller. */
+static void pool_sleep_locked(struct pool *p, pool_waitq *q, int (*done)(struct pool *, void *),
+                              void *arg) {
+    atomic_fetch_add(&q->sleepers, 1);
     while (!done(p, arg))
-        pthread_cond_wait(&p->cond, &p->mutex);
-    atomic_fetch_sub(&p->sleepers, 1);
+        pthread_cond_wait(&q->cond, &p->mutex);
+    atomic_fetch_sub(&q->sleepers, 1);
 }
 
 /* ---- running a job ---- */
@@ -208,7 +222,8 @@ static void pool_job_next_phase(struct pool *p, pool_job *job, int ph) {
     atomic_store(&job->phase, next);
     if (p) {
         atomic_fetch_add(&p->work_gen, 1);
-        pool_wake(p);
+        pool_wake(p, &p->callers);
+        pool_wake_workers(p);
     }
 }
 
@@ -273,10 +288,10 @@ static void pool_work_own(struct pool *p, pool_job *job) {
         }
         if (atomic_load(&job->phase) != ph) continue;
         atomic_fetch_sub(&p->working, 1);
-        pool_wake(p);
+        pool_wake_workers(p); /* this core is free while the caller sleeps */
         pthread_mutex_lock(&p->mutex);
         void *arg[2] = {job, &ph};
-        pool_sleep_locked(p, pool_phase_moved, arg);
+        pool_sleep_locked(p, &p->callers, pool_phase_moved, arg);
         pthread_mutex_unlock(&p->mutex);
         atomic_fetch_add(&p->working, 1);
     }
@@ -340,7 +355,7 @@ static void *pool_worker_main(void *arg) {
             pthread_mutex_lock(&p->mutex);
             job->slot_used[slot / 64] &= ~((uint64_t)1 << (slot % 64));
             atomic_fetch_sub(&job->helpers, 1);
-            if (atomic_load(&p->sleepers) > 0) pthread_cond_broadcast(&p->cond);
+            if (atomic_load(&p->callers.sleepers) > 0) pthread_cond_broadcast(&p->callers.cond);
             continue;
         }
         /* Nothing to join: spin a while (the next job of a caller running
@@ -356,7 +371,7 @@ static void *pool_worker_main(void *arg) {
             pool_cpu_relax();
         }
         pthread_mutex_lock(&p->mutex);
-        if (!moved) pool_sleep_locked(p, pool_worker_may_go, NULL);
+        if (!moved) pool_sleep_locked(p, &p->idle, pool_worker_may_go, NULL);
     }
     pthread_mutex_unlock(&p->mutex);
     return NULL;
@@ -405,7 +420,8 @@ mha_status pool_run(pool *p, pool_job *job, mha_error *err) {
         *at = job;
         atomic_fetch_add(&p->n_jobs, 1);
         atomic_fetch_add(&p->work_gen, 1);
-        if (atomic_load(&p->sleepers) > 0) pthread_cond_broadcast(&p->cond);
+        if (atomic_load(&p->idle.sleepers) > 0 && atomic_load(&p->working) < p->n_workers + 1)
+            pthread_cond_broadcast(&p->idle.cond);
         pthread_mutex_unlock(&p->mutex);
 
         pool_work_own(p, job);
@@ -416,7 +432,8 @@ mha_status pool_run(pool *p, pool_job *job, mha_error *err) {
             spins++;
         }
         pthread_mutex_lock(&p->mutex);
-        if (atomic_load(&job->helpers) > 0) pool_sleep_locked(p, pool_helpers_gone, job);
+        if (atomic_load(&job->helpers) > 0)
+            pool_sleep_locked(p, &p->callers, pool_helpers_gone, job);
         if (job->prev)
             job->prev->next = job->next;
         else
@@ -425,10 +442,7 @@ mha_status pool_run(pool *p, pool_job *job, mha_error *err) {
         atomic_fetch_sub(&p->n_jobs, 1);
         pthread_mutex_unlock(&p->mutex);
     }
-    if (p) {
-        atomic_fetch_sub(&p->working, 1);
-        pool_wake(p); /* a core is free: a worker may help another caller */
-    }
+    if (p) atomic_fetch_sub(&p->working, 1); /* no wake-up: see the top of the file */
     job->ran_alone = job->helped == 0;
     job->err = NULL;
     mha_status st = (mha_status)atomic_load(&job->status);
@@ -451,7 +465,7 @@ void pool_release(pool *p) {
     if (!p) return;
     atomic_fetch_sub(&p->working, p->n_workers + 1);
     pthread_mutex_unlock(&p->busy);
-    pool_wake(p);
+    pool_wake_workers(p);
 }
 
 /* ---- life cycle ---- */
@@ -463,7 +477,7 @@ int pool_size(const pool *p) {
 static void pool_stop_workers(struct pool *p) {
     pthread_mutex_lock(&p->mutex);
     atomic_store_explicit(&p->stop, 1, memory_order_release);
-    pthread_cond_broadcast(&p->cond);
+    pthread_cond_broadcast(&p->idle.cond);
     pthread_mutex_unlock(&p->mutex);
     for (int i = 0; i < p->n_started; i++)
         pthread_join(p->workers[i].thread, NULL);
@@ -483,7 +497,8 @@ void pool_destroy(pool *p) {
     pool_stop_workers(p);
     pthread_mutex_destroy(&p->busy);
     pthread_mutex_destroy(&p->mutex);
-    pthread_cond_destroy(&p->cond);
+    pthread_cond_destroy(&p->idle.cond);
+    pthread_cond_destroy(&p->callers.cond);
     pool_free_memory(p);
 }
 
@@ -513,12 +528,14 @@ mha_status pool_create(const mha_alloc_ctx *a, int n_workers, size_t stack_bytes
     }
     pthread_mutex_init(&p->busy, NULL);
     pthread_mutex_init(&p->mutex, NULL);
-    pthread_cond_init(&p->cond, NULL);
+    pthread_cond_init(&p->idle.cond, NULL);
+    pthread_cond_init(&p->callers.cond, NULL);
+    atomic_init(&p->idle.sleepers, 0);
+    atomic_init(&p->callers.sleepers, 0);
     p->jobs = NULL;
     atomic_init(&p->n_jobs, 0);
     atomic_init(&p->work_gen, 0);
     atomic_init(&p->working, 0);
-    atomic_init(&p->sleepers, 0);
     atomic_init(&p->stop, 0);
     for (int i = 0; i < POOL_SCRATCH_SLOTS; i++)
         atomic_init(&p->scratch[i], NULL);
