@@ -5,9 +5,9 @@
 # 4xx for bad bodies, /metrics, and SIGTERM draining an accepted request.
 # Every step is bounded in time. Exit 77 (skipped) when `mha serve` was
 # built without libmicrohttpd or curl is missing.
-# Env: MHA, MHA_TEST_TMP.
+# Env: MHA, MHA_TEST_TMP, MHA_SOURCE_DIR (tools/serve_load.py).
 set -eu
-: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_TMP:?}"
+: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_TMP:?}" "${MHA_SOURCE_DIR:?}"
 fail() { echo "FAIL: $*" >&2; [ -n "${SRV:-}" ] && kill -9 "$SRV" 2>/dev/null; exit 1; }
 if ! "$MHA" serve --help >/dev/null 2>&1; then echo "skip: mha serve not built"; exit 77; fi
 if ! command -v curl >/dev/null; then echo "skip: curl not installed"; exit 77; fi
@@ -82,6 +82,15 @@ for want in 'mha_http_requests_total{code="200"} 3' 'mha_http_requests_total{cod
   grep -qxF "$want" "$T/metrics" || fail "metrics: no line '$want'"
 done
 echo "ok: /metrics"
+
+# the open-loop load generator, briefly: every request gets an answer
+# (most are refused here: room for 2 and a 1.5 s batching delay)
+python3 "$MHA_SOURCE_DIR/tools/serve_load.py" --url "$U/run" --body "$T/x.npy" --rate 40 \
+  --duration 1 --connections 8 --json "$T/load.json" >"$T/load.txt" ||
+  fail "serve_load.py: $(cat "$T/load.txt")"
+grep -q "unanswered 0, twice 0" "$T/load.txt" || fail "load: $(cat "$T/load.txt")"
+grep -q "'503'" "$T/load.txt" || fail "load: no 503 under overload: $(cat "$T/load.txt")"
+echo "ok: serve_load.py: $(cat "$T/load.txt")"
 
 # SIGTERM while a request waits in the queue: it is answered, then exit 0
 (post "$T/x.npy" "$T/last.npy" >"$T/code_last") &
