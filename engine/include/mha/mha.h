@@ -379,8 +379,8 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  its own run and idle workers help whichever runs have work left, never
  *  more threads computing than the runtime has (callers first), so N
  *  callers on an N-thread runtime each run on one core. The calling thread
- *  always works too (it
- *  needs 512 KiB of free stack: kernels use up to 256 KiB of it); it
+ *  always works too (it needs 512 KiB of free stack: kernels use up to
+ *  256 KiB of it); it
  *  flushes denormals to zero during the run (FTZ/DAZ, as the workers do)
  *  and gets its floating-point mode back on return.
  *  Dimensions the model declares for batch and sequence lengths are not
@@ -436,7 +436,9 @@ MHA_API void mha_queue_options_init(mha_queue_options *opts);
 /** Creates a queue serving `model` on `rt` and starts its dispatcher
  *  threads. The model must take one query sequence (self-attention, input
  *  role MHA_ROLE_QUERY and no other input); anything else is
- *  MHA_ERR_MODEL_UNSUPPORTED. rt and model must outlive the queue.
+ *  MHA_ERR_MODEL_UNSUPPORTED. rt and model must outlive the queue. The
+ *  queue's memory (requests, batch buffers) comes from malloc, not the
+ *  runtime's allocator.
  *  Errors: MHA_ERR_INVALID_ARGUMENT (bad options), MHA_ERR_NO_MEMORY,
  *  MHA_ERR_MODEL_UNSUPPORTED. Thread-safe. */
 MHA_API mha_status mha_queue_create(mha_runtime *rt, const mha_model *model,
