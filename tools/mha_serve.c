@@ -56,6 +56,8 @@ static const char serve_usage[] =
     "  --max-delay-ms X       how long a batch waits for company (default 1)\n"
     "  --max-tokens N         batch size x longest sequence at most (default 4096)\n"
     "  --capacity N           requests waiting at most, then 503 (default 256)\n"
+    "  --max-queue-ms X       also 503 when the work waiting would take longer than X ms\n"
+    "                         (at the recent cost per token; default 0: off)\n"
     "  --dispatchers N        batches computed at once (default 1)\n"
     "  --deadline-ms X        a request not started by then gets 504 (default: none)\n"
     "  --max-body-bytes N     largest request body (default 16777216)\n"
@@ -353,7 +355,7 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
 typedef struct serve_options {
     const char *host, *port_file;
     long long port, max_batch, max_tokens, capacity, dispatchers, max_body, max_conn;
-    double max_delay_ms, deadline_ms;
+    double max_delay_ms, deadline_ms, max_queue_ms;
 } serve_options;
 
 static int serve_parse_ms(const cli_common *c, const char *opt, const char *v, double *out) {
@@ -405,6 +407,8 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
             o->port_file = v;
         } else if ((r = cli_option_value(c, argc, argv, &i, "--max-delay-ms", NULL, &v)) != 0) {
             if (r < 0 || serve_parse_ms(c, "--max-delay-ms", v, &o->max_delay_ms)) return CLI_USAGE;
+        } else if ((r = cli_option_value(c, argc, argv, &i, "--max-queue-ms", NULL, &v)) != 0) {
+            if (r < 0 || serve_parse_ms(c, "--max-queue-ms", v, &o->max_queue_ms)) return CLI_USAGE;
         } else if ((r = cli_option_value(c, argc, argv, &i, "--deadline-ms", NULL, &v)) != 0) {
             if (r < 0 || serve_parse_ms(c, "--deadline-ms", v, &o->deadline_ms)) return CLI_USAGE;
         } else {
@@ -472,6 +476,7 @@ int mha_cmd_serve(int argc, char **argv) {
     qo.max_delay_ms = o.max_delay_ms;
     qo.capacity = (int)o.capacity;
     qo.num_dispatchers = (int)o.dispatchers;
+    qo.max_queue_ms = o.max_queue_ms;
     rc = CLI_FAIL;
     struct MHD_Daemon *d = NULL;
     if (mha_queue_create(rt, m, &qo, &s.queue, &err) != MHA_OK) {

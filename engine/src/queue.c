@@ -84,6 +84,10 @@ struct mha_queue {
     int accepting;
     int stopping; /* dispatchers leave once the list is empty */
     mha_queue_stats stats;
+    /* max_queue_ms: tokens waiting or running, and the cost of one token
+     * (milliseconds, a moving average over the batches; 0 until one ran) */
+    int64_t tokens_ahead;
+    double ms_per_token;
     int n_dispatchers;
     queue_dispatcher *dispatchers;
 };
@@ -136,12 +140,20 @@ static void list_remove(mha_queue *q, mha_request *r) {
     q->stats.depth--;
 }
 
+/* The time the work ahead would take, over max_queue_ms? (mutex held) */
+static int queue_too_late(const mha_queue *q) {
+    if (q->opts.max_queue_ms <= 0 || q->ms_per_token <= 0) return 0;
+    double ahead = (double)q->tokens_ahead * q->ms_per_token / q->opts.num_dispatchers;
+    return ahead > q->opts.max_queue_ms;
+}
+
 /* Marks r done with st (queue->mutex held) and counts it; the caller then
  * calls request_finish outside the mutex. */
 static void request_complete_locked(mha_queue *q, mha_request *r, mha_status st,
                                     const char *message) {
     r->status = st;
     r->finished = queue_now();
+    q->tokens_ahead -= r->S;
     if (message) snprintf(r->message, sizeof r->message, "%s", message);
     atomic_store_explicit(&r->state, REQ_DONE, memory_order_release);
     switch (st) {
@@ -237,7 +249,7 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     mha_status st = MHA_OK;
     if (!q->accepting)
         st = MHA_ERR_SHUTDOWN;
-    else if (q->stats.depth >= q->opts.capacity)
+    else if (q->stats.depth >= q->opts.capacity || queue_too_late(q))
         st = MHA_ERR_QUEUE_FULL;
     if (st != MHA_OK) {
         if (st == MHA_ERR_QUEUE_FULL) q->stats.rejected_full++;
@@ -247,6 +259,10 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
         request_unref(r);
         if (st == MHA_ERR_SHUTDOWN)
             return mha_fail(err, st, "queue submit: the queue is shut down");
+        if (depth < q->opts.capacity)
+            return mha_fail(err, st,
+                            "queue submit: the %d requests ahead would take more than %g ms", depth,
+                            q->opts.max_queue_ms);
         return mha_fail(err, st, "queue submit: %d requests are waiting, the capacity", depth);
     }
     atomic_store(&r->state, REQ_WAITING);
@@ -258,6 +274,7 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     q->tail = r;
     q->stats.depth++;
     q->stats.submitted++;
+    q->tokens_ahead += S;
     pthread_cond_signal(&q->work_cond);
     pthread_mutex_unlock(&q->mutex);
     *out = r;
@@ -472,8 +489,17 @@ static void *queue_dispatcher_main(void *arg) {
         mha_error err;
         err.status = MHA_OK;
         err.message[0] = '\0';
+        double t0 = queue_now();
         mha_status st = queue_run_batch(q, d, n, &err);
+        double ms = (queue_now() - t0) * 1e3;
+        int64_t tokens = 0;
+        for (int i = 0; i < n; i++)
+            tokens += d->batch[i]->S;
         pthread_mutex_lock(&q->mutex);
+        if (st == MHA_OK) { /* a moving average: the cost follows the load */
+            double per = ms / (double)tokens;
+            q->ms_per_token = q->ms_per_token > 0 ? 0.75 * q->ms_per_token + 0.25 * per : per;
+        }
         for (int i = 0; i < n; i++) {
             mha_request *r = d->batch[i];
             if (atomic_load(&r->cancel_asked))
@@ -562,11 +588,12 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
     }
     if (o.max_batch < 1 || o.max_batch > 4096 || o.max_batch_tokens < 1 ||
         !(o.max_delay_ms >= 0 && o.max_delay_ms <= 60000) || o.capacity < 1 ||
-        o.num_dispatchers < 1 || o.num_dispatchers > 64 || o.num_threads < 0)
+        o.num_dispatchers < 1 || o.num_dispatchers > 64 || o.num_threads < 0 ||
+        !(o.max_queue_ms >= 0))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue create: options out of range (max_batch 1..4096, "
                         "max_batch_tokens >= 1, max_delay_ms 0..60000, capacity >= 1, "
-                        "num_dispatchers 1..64, num_threads >= 0)");
+                        "num_dispatchers 1..64, num_threads >= 0, max_queue_ms >= 0)");
     mha_queue *q = mha_calloc(NULL, 1, sizeof *q);
     if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
     q->rt = rt;

@@ -309,6 +309,56 @@ static void test_cancel_deadline_shutdown(void **state) {
     mha_model_free(m);
 }
 
+/* A queue bounded in time: once a batch has priced a token, a request is
+ * refused when the work already waiting would take longer than
+ * max_queue_ms (here far less than any request), while an empty queue
+ * still accepts. */
+static void test_time_bound(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(0);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.max_batch = 2;
+    o.max_delay_ms = 10000.0; /* a lone request waits for a second one */
+    o.max_queue_ms = 1e-9;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    float x[16 * 64];
+    tu_fill_random(x, 16 * 64, 4);
+    mha_status st;
+    /* no cost known yet: a full batch of two is accepted and runs at once */
+    mha_request *a = submit_one(q, x, 16, 64, 0, &st);
+    mha_request *b = submit_one(q, x, 16, 64, 0, &st);
+    assert_int_equal(st, MHA_OK);
+    assert_int_equal(mha_request_wait(a, -1, NULL), MHA_OK);
+    assert_int_equal(mha_request_wait(b, -1, NULL), MHA_OK);
+    /* an empty queue accepts; behind it, the next one is refused at once */
+    mha_request *c = submit_one(q, x, 16, 64, 0, &st);
+    assert_int_equal(st, MHA_OK);
+    mha_error err = {0};
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {16, 64}, x};
+    mha_request *d = NULL;
+    assert_int_equal(mha_queue_submit(q, &in, NULL, &d, &err), MHA_ERR_QUEUE_FULL);
+    assert_non_null(strstr(err.message, "would take more than"));
+    mha_queue_stats s;
+    mha_queue_get_stats(q, &s);
+    assert_int_equal(s.rejected_full, 1);
+    assert_int_equal(s.depth, 1);
+    uint64_t drained = 0;
+    mha_queue_shutdown(q, 1, &drained, NULL);
+    assert_int_equal(drained, 1);
+    assert_int_equal(mha_request_wait(c, -1, NULL), MHA_OK);
+    mha_request_free(a);
+    mha_request_free(b);
+    mha_request_free(c);
+    mha_queue_destroy(q);
+    o.max_queue_ms = -1;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_ERR_INVALID_ARGUMENT);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Many submitters, random cancels and deadlines, shutdown mid-stream         */
 /* ------------------------------------------------------------------------ */
@@ -486,6 +536,7 @@ int main(void) {
         cmocka_unit_test(test_batched_equals_alone),
         cmocka_unit_test(test_full_then_drain),
         cmocka_unit_test(test_cancel_deadline_shutdown),
+        cmocka_unit_test(test_time_bound),
         cmocka_unit_test(test_many_submitters),
         cmocka_unit_test(test_refusals),
     };

@@ -429,6 +429,11 @@ typedef struct mha_queue_options {
                                  default 1 (a batch uses every thread of the runtime) */
     int num_threads;          /* threads per batch run; 0 = the runtime's */
     size_t stack_bytes;       /* stack of each dispatcher thread; 0 = 2 MiB */
+    double max_queue_ms;      /* 0 = off; else submit also refuses (MHA_ERR_QUEUE_FULL)
+                                 when the tokens ahead of the request would take longer
+                                 than this to compute, at the cost per token the last
+                                 batches took: a queue bounded in time, so that under
+                                 overload the accepted requests keep their latency */
 } mha_queue_options;
 
 MHA_API void mha_queue_options_init(mha_queue_options *opts);
@@ -467,7 +472,8 @@ MHA_API void mha_submit_options_init(mha_submit_options *opts);
  *  success *out is a request the caller owns and releases with
  *  mha_request_free (also when a callback is used). opts may be NULL.
  *  Fails at once, with no request made, with: MHA_ERR_QUEUE_FULL (capacity
- *  requests are waiting: back-pressure, try later or refuse),
+ *  requests are waiting, or the work ahead exceeds max_queue_ms:
+ *  back-pressure, try later or refuse),
  *  MHA_ERR_SHUTDOWN (the queue no longer accepts), MHA_ERR_SHAPE,
  *  MHA_ERR_DTYPE, MHA_ERR_INVALID_ARGUMENT, MHA_ERR_NO_MEMORY.
  *  Thread-safe: any number of threads may submit at once. */
