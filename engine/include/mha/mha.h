@@ -412,6 +412,9 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
  *    about a tenth of the latency target is a good start.
  *  - The queue is bounded: submit fails at once with MHA_ERR_QUEUE_FULL, so
  *    an overloaded server refuses (HTTP 503) rather than building a backlog.
+ *    Bound it in time as well as in count: max_queue_ms of about half the
+ *    latency target keeps the accepted requests' latency under overload
+ *    (the excess is refused at once instead of waiting in line).
  *  - `mha serve MODEL` is an HTTP face on this queue. */
 
 typedef struct mha_queue mha_queue;
