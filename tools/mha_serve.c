@@ -294,7 +294,11 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
         pthread_mutex_unlock(&s->mutex);
         if (strcmp(method, "POST") == 0 && strcmp(url, "/run") == 0) {
             const char *len = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-            if (len && strtoull(len, NULL, 10) > s->max_body) call->too_big = 1;
+            /* refused before the body is sent (no "100 Continue") */
+            if (len && strtoull(len, NULL, 10) > s->max_body) {
+                call->too_big = 1;
+                return serve_run(conn, s, call);
+            }
         }
         return MHD_YES;
     }
@@ -305,7 +309,10 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
             size_t n = *upload_size;
             *upload_size = 0;
             if (call->too_big || n > s->max_body - call->size) {
-                call->too_big = 1; /* read and dropped, then answered 413 */
+                /* a chunked body over the limit: read, dropped, answered
+                 * 413 at its end (clients wait for the answer after the
+                 * body; one given earlier is lost to many of them) */
+                call->too_big = 1;
                 return MHD_YES;
             }
             if (call->size + n > call->cap) {

@@ -68,7 +68,15 @@ printf 'not npy' >"$T/bad"
 grep -q "not a .npy" "$T/r" || fail "400 without the reason: $(cat "$T/r")"
 [ "$(post "$T/x.npy" "$T/r" application/json)" = 415 ] || fail "JSON content type: wanted 415"
 head -c 200000 /dev/zero >"$T/big"
-[ "$(post "$T/big" "$T/r")" = 413 ] || fail "a body over the limit: wanted 413"
+# refused from its Content-Length, before the body is sent (the client
+# asks first with "Expect: 100-continue" and waits up to 20 s for leave)
+sent=$($C -o "$T/r" -w '%{http_code} %{size_upload}' -H "Content-Type: application/x-npy" \
+  -H "Expect: 100-continue" --expect100-timeout 20 --data-binary @"$T/big" "$U/run")
+[ "$sent" = "413 0" ] || fail "a body over the limit: wanted 413 before the upload, got $sent"
+# a chunked body has no length: read to its end, then refused
+code=$($C -o "$T/r" -w '%{http_code}' -H "Content-Type: application/x-npy" \
+  -H "Transfer-Encoding: chunked" --data-binary @"$T/big" "$U/run")
+[ "$code" = 413 ] || fail "a chunked body over the limit: wanted 413, got $code"
 "$MHA" gen -d 32 -H 4 -o "$T/other.onnx" --data "$T/x32.npy" --batch 1 --seq 3 >/dev/null
 [ "$(post "$T/x32.npy" "$T/r")" = 400 ] || fail "a sequence of the wrong width: wanted 400"
 [ "$($C -o /dev/null -w '%{http_code}' "$U/run")" = 405 ] || fail "GET /run: wanted 405"
