@@ -188,6 +188,7 @@ run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backen
 check "queued server scenario exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
 check "queued server says so" grep -q "request queue (max batch 8, delay 0.5 ms), p99 bound 2e+03 ms" "$T/out.txt"
 check "queued server found a rate" grep -q '"server_found": true' "$T/q.json"
+check "queued server JSON names the batching" grep -q '"max_batch": 8, "batch_delay_ms": 0.5' "$T/q.json"
 run_mha bench "$MODEL" --shape 1,4 --scenario server --max-batch -1
 check "--max-batch -1 is a usage error (got $rc)" [ "$rc" -eq 2 ]
 
