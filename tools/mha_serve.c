@@ -4,7 +4,8 @@
  *
  *   POST /run      body: one sequence as .npy (float32 [S, D] or [1, S, D],
  *                  Content-Type application/x-npy or application/octet-stream)
- *                  -> 200, the output as .npy of the same rank
+ *                  or as JSON nested arrays (application/json, serve_json.c)
+ *                  -> 200, the output the same way, of the same rank
  *   GET  /health   -> 200 "ok" (503 "draining" once shutting down)
  *   GET  /metrics  -> Prometheus text: requests by code, batch sizes, queue
  *                  depth, latency histogram
@@ -32,6 +33,7 @@
 #include <microhttpd.h>
 
 #include "mha_cli.h"
+#include "serve_json.h"
 #include "tensorfile.h"
 
 static const char serve_usage[] =
@@ -42,8 +44,10 @@ static const char serve_usage[] =
     "padded batch, each result bitwise what the request gives alone.\n"
     "\n"
     "  POST /run       body: one sequence as .npy, float32 [S, D] or [1, S, D]\n"
-    "                  (Content-Type: application/x-npy); answer: the output\n"
-    "                  as .npy, same rank. 400 bad body, 413 body too large,\n"
+    "                  (Content-Type: application/x-npy), or as JSON nested arrays\n"
+    "                  [[x, ...], ...] (application/json; for small requests);\n"
+    "                  answer: the output the same way, same rank (JSON numbers\n"
+    "                  have 9 digits: the float32 exactly). 400 bad body, 413 too large,\n"
     "                  415 other content types, 503 queue full or shutting\n"
     "                  down (Retry-After: 1), 504 deadline passed\n"
     "  GET  /health    200 \"ok\", 503 while draining\n"
@@ -222,58 +226,87 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn, serve_state *s
 }
 
 /* POST /run once the whole body is in. */
+/* The answer to a completed request: its output as .npy, or as JSON when
+ * the request came as JSON. */
+static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s, serve_call *call,
+                                    mha_request *req, int json) {
+    const mha_tensor *y = mha_request_output(req);
+    mha_request_info info;
+    mha_request_get_info(req, &info);
+    size_t n = 0;
+    char *out = NULL;
+    if (json) {
+        out = serve_json_format(y, &n);
+    } else {
+        size_t data = (size_t)mha_tensor_numel(y) * sizeof(float);
+        char head[256];
+        size_t hn = npy_format_header(MHA_DTYPE_FLOAT32, y->rank, y->shape, head, sizeof head);
+        out = hn ? malloc(hn + data) : NULL;
+        if (out) {
+            memcpy(out, head, hn);
+            memcpy(out + hn, y->data, data);
+            n = hn + data;
+        }
+    }
+    if (!out) return serve_text(conn, s, call, 500, "error: out of memory for the answer");
+    return serve_reply(conn, s, call, 200, json ? "application/json" : "application/x-npy", out, n,
+                       MHD_RESPMEM_MUST_FREE, info.batch_size);
+}
+
+/* POST /run once the whole body is in. */
 static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, serve_call *call) {
     if (call->too_big)
         return serve_text(conn, s, call, 413, "error: the body is larger than %zu bytes",
                           s->max_body);
     const char *type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
-    if (type && strncmp(type, "application/x-npy", 17) != 0 &&
+    int json = type && strncmp(type, "application/json", 16) == 0;
+    if (type && !json && strncmp(type, "application/x-npy", 17) != 0 &&
         strncmp(type, "application/octet-stream", 24) != 0)
         return serve_text(conn, s, call, 415,
-                          "error: Content-Type '%s': send the sequence as application/x-npy", type);
-    npy_header h;
+                          "error: Content-Type '%s': send the sequence as application/x-npy "
+                          "or application/json",
+                          type);
     mha_error err;
     mha_error_clear(&err);
-    if (npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
-        return serve_text(conn, s, call, 400, "error: %s", err.message);
-    if (h.dtype != MHA_DTYPE_FLOAT32)
-        return serve_text(conn, s, call, 400, "error: the sequence must be float32, not %s",
-                          mha_dtype_name(h.dtype));
-    mha_tensor in = {MHA_DTYPE_FLOAT32, h.rank, {0}, call->body + h.header_bytes};
-    memcpy(in.shape, h.dims, sizeof in.shape);
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 0, {0}, NULL};
+    float *parsed = NULL;
+    if (json) {
+        int64_t dims[SERVE_JSON_MAX_RANK];
+        if (serve_json_parse(call->body ? call->body : "", call->size, &parsed, &in.rank, dims,
+                             err.message, sizeof err.message) != 0)
+            return serve_text(conn, s, call, 400, "error: %s", err.message);
+        memcpy(in.shape, dims, sizeof dims);
+        in.data = parsed;
+    } else {
+        npy_header h;
+        if (npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
+            return serve_text(conn, s, call, 400, "error: %s", err.message);
+        if (h.dtype != MHA_DTYPE_FLOAT32)
+            return serve_text(conn, s, call, 400, "error: the sequence must be float32, not %s",
+                              mha_dtype_name(h.dtype));
+        in.rank = h.rank;
+        memcpy(in.shape, h.dims, sizeof in.shape);
+        in.data = call->body + h.header_bytes;
+    }
     mha_submit_options so;
     mha_submit_options_init(&so);
     so.deadline_ms = s->deadline_ms;
     mha_request *req = NULL;
     mha_status st = mha_queue_submit(s->queue, &in, &so, &req, &err);
+    free(parsed); /* the queue keeps a copy */
     if (st == MHA_ERR_QUEUE_FULL || st == MHA_ERR_SHUTDOWN)
         return serve_text(conn, s, call, 503, "error: %s", err.message);
     if (st != MHA_OK) return serve_text(conn, s, call, 400, "error: %s", err.message);
     st = mha_request_wait(req, -1, &err);
     enum MHD_Result ret;
-    if (st == MHA_OK) {
-        const mha_tensor *y = mha_request_output(req);
-        mha_request_info info;
-        mha_request_get_info(req, &info);
-        size_t data = (size_t)mha_tensor_numel(y) * sizeof(float);
-        char head[256];
-        size_t hn = npy_format_header(MHA_DTYPE_FLOAT32, y->rank, y->shape, head, sizeof head);
-        char *out = hn ? malloc(hn + data) : NULL;
-        if (!out) {
-            ret = serve_text(conn, s, call, 500, "error: out of memory for the answer");
-        } else {
-            memcpy(out, head, hn);
-            memcpy(out + hn, y->data, data);
-            ret = serve_reply(conn, s, call, 200, "application/x-npy", out, hn + data,
-                              MHD_RESPMEM_MUST_FREE, info.batch_size);
-        }
-    } else if (st == MHA_ERR_DEADLINE) {
+    if (st == MHA_OK)
+        ret = serve_answer(conn, s, call, req, json);
+    else if (st == MHA_ERR_DEADLINE)
         ret = serve_text(conn, s, call, 504, "error: %s", err.message);
-    } else if (st == MHA_ERR_SHUTDOWN || st == MHA_ERR_CANCELLED) {
+    else if (st == MHA_ERR_SHUTDOWN || st == MHA_ERR_CANCELLED)
         ret = serve_text(conn, s, call, 503, "error: %s", err.message);
-    } else {
+    else
         ret = serve_text(conn, s, call, 500, "error: %s", err.message);
-    }
     mha_request_free(req);
     return ret;
 }

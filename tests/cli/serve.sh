@@ -2,7 +2,8 @@
 # serve.sh -- `mha serve` on loopback (127.0.0.1 only, a port the system
 # picks), driven by curl: /health, POST /run answered with what `mha run`
 # gives, batching of concurrent requests, 503 when the queue is full, clear
-# 4xx for bad bodies, /metrics, and SIGTERM draining an accepted request.
+# 4xx for bad bodies, JSON bodies, /metrics, and SIGTERM draining an
+# accepted request.
 # Every step is bounded in time. Exit 77 (skipped) when `mha serve` was
 # built without libmicrohttpd or curl is missing.
 # Env: MHA, MHA_TEST_TMP, MHA_SOURCE_DIR (tools/serve_load.py).
@@ -66,7 +67,7 @@ echo "ok: concurrent requests batched, the excess refused with 503"
 printf 'not npy' >"$T/bad"
 [ "$(post "$T/bad" "$T/r")" = 400 ] || fail "a bad body: wanted 400"
 grep -q "not a .npy" "$T/r" || fail "400 without the reason: $(cat "$T/r")"
-[ "$(post "$T/x.npy" "$T/r" application/json)" = 415 ] || fail "JSON content type: wanted 415"
+[ "$(post "$T/x.npy" "$T/r" text/plain)" = 415 ] || fail "a text body: wanted 415"
 head -c 200000 /dev/zero >"$T/big"
 # refused from its Content-Length, before the body is sent (the client
 # asks first with "Expect: 100-continue" and waits up to 20 s for leave)
@@ -90,6 +91,31 @@ for want in 'mha_http_requests_total{code="200"} 3' 'mha_http_requests_total{cod
   grep -qxF "$want" "$T/metrics" || fail "metrics: no line '$want'"
 done
 echo "ok: /metrics"
+
+# JSON in and out (small requests): the same numbers as .npy, bitwise
+python3 - "$T/x.npy" >"$T/x.json" <<'PY'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+hl = struct.unpack("<H", b[8:10])[0]
+v = struct.unpack("<512f", b[10 + hl:])
+print("[" + ",".join("[" + ",".join(repr(v[i * 64 + j]) for j in range(64)) + "]"
+                     for i in range(8)) + "]")
+PY
+code=$(post "$T/x.json" "$T/y.json" application/json)
+[ "$code" = 200 ] || fail "JSON POST /run: $code $(cat "$T/y.json")"
+python3 - "$T/y.json" "$T/ref.npy" <<'PY' || fail "the JSON answer differs from mha run's output"
+import json, struct, sys
+y = json.load(open(sys.argv[1]))
+b = open(sys.argv[2], "rb").read()
+hl = struct.unpack("<H", b[8:10])[0]
+ref = struct.unpack("<512f", b[10 + hl:])
+got = [struct.unpack("<f", struct.pack("<f", x))[0] for row in y for x in row]
+sys.exit(0 if len(y) == 8 and got == list(ref) else 1)
+PY
+printf '[[1,2],[3]]' >"$T/ragged.json"
+[ "$(post "$T/ragged.json" "$T/r" application/json)" = 400 ] || fail "ragged JSON: wanted 400"
+grep -q "rows of different lengths" "$T/r" || fail "ragged JSON without the reason: $(cat "$T/r")"
+echo "ok: JSON bodies"
 
 # the open-loop load generator, briefly: every request gets an answer
 # (most are refused here: room for 2 and a 1.5 s batching delay)
