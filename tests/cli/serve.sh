@@ -9,7 +9,9 @@
 # Env: MHA, MHA_TEST_TMP, MHA_SOURCE_DIR (tools/serve_load.py).
 set -eu
 : "${MHA:?set MHA to the mha binary}" "${MHA_TEST_TMP:?}" "${MHA_SOURCE_DIR:?}"
-fail() { echo "FAIL: $*" >&2; [ -n "${SRV:-}" ] && kill -9 "$SRV" 2>/dev/null; exit 1; }
+# SRV is timeout's pid: SIGTERM reaches the server through it (a SIGKILL
+# would leave the server running); timeout -k kills it 5 s later if needed
+fail() { echo "FAIL: $*" >&2; [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null; exit 1; }
 if ! "$MHA" serve --help >/dev/null 2>&1; then echo "skip: mha serve not built"; exit 77; fi
 if ! command -v curl >/dev/null; then echo "skip: curl not installed"; exit 77; fi
 T="$MHA_TEST_TMP"
@@ -20,7 +22,7 @@ rm -rf "$T" && mkdir -p "$T"
 
 # A long batching delay and room for two waiting requests: concurrent
 # requests meet in one batch, a third finds the queue full.
-timeout 120 "$MHA" serve "$T/m.onnx" --port 0 --port-file "$T/port" --capacity 2 \
+timeout -k 5 120 "$MHA" serve "$T/m.onnx" --port 0 --port-file "$T/port" --capacity 2 \
   --max-batch 16 --max-delay-ms 1500 --max-body-bytes 100000 >"$T/out" 2>"$T/err" &
 SRV=$!
 i=0
