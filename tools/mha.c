@@ -24,6 +24,9 @@ static const cli_command commands[] = {
     {"backends", "list the backend plugins and which auto picks", cli_cmd_backends},
     {"peak", "measure this machine's FMA peak now (per ISA, per thread count)", mha_cmd_peak},
     {"gen", "write a random-weight attention layer (and data)", cli_cmd_gen},
+#ifdef MHA_HAVE_SERVE
+    {"serve", "serve a model over HTTP with dynamic batching", mha_cmd_serve},
+#endif
 };
 #define NUM_COMMANDS (sizeof commands / sizeof commands[0])
 

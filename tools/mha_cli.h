@@ -35,7 +35,8 @@ int cli_cmd_check(int argc, char **argv);
 int cli_cmd_info(int argc, char **argv);
 int cli_cmd_gen(int argc, char **argv);
 int cli_cmd_backends(int argc, char **argv);
-int mha_cmd_peak(int argc, char **argv); /* mha_peak.c */
+int mha_cmd_peak(int argc, char **argv);  /* mha_peak.c */
+int mha_cmd_serve(int argc, char **argv); /* mha_serve.c (with libmicrohttpd) */
 
 /* Tries argv[*i] as a common option (consuming its value); returns 1 if it
  * was one, 0 if not, -1 after printing a usage error. */
