@@ -26,6 +26,8 @@ typedef struct cli_common {
     int threads;         /* 0: every online CPU */
     int verbose;         /* library log lines to stderr */
     int help;
+    int no_backend; /* set by commands that run no model (gen, merge): --backend
+                       and --threads are then unknown options */
 } cli_common;
 
 /* The subcommands: argv[0] is the subcommand's name; each handles --help
@@ -72,6 +74,8 @@ const char *cli_escape(const char *s, char *buf, size_t n);
 /* Prints a command's usage text and the common options on stdout, returns
  * CLI_OK. */
 int cli_print_usage(const char *usage);
+/* The same for a command without --backend / --threads (gen, merge, peak). */
+int cli_print_usage_basic(const char *usage);
 
 /* Creates the runtime the common options ask for. Prints the error. */
 int cli_runtime_create(const cli_common *c, mha_runtime **rt);
