@@ -905,6 +905,74 @@ static void test_alibi(void **state) {
     check_alibi(NULL, "alibi_counted.onnx", 0, 1, want);
 }
 
+/* ---- left padding under a finite causal mask ---- */
+
+/* A query row whose every visible key is padding: the file's softmax
+ * averages the keys whose total term stays finite. The form is read from
+ * the graph (terms added: a padded future key overflows to -inf; merged:
+ * none does), and so is the causal term (GPT-J divides finfo.min by its
+ * scale); the layer reproduces PyTorch, and the verifier, which pads one
+ * probe item on the left for such layers, catches the kernels' -inf. */
+static void test_finite_causal_left_padding(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        int form;
+        int scaled_fill; /* the causal term is finfo.min over the scale */
+    } cases[] = {
+        {"gpt2_leftpad_op15", 1, 0},
+        {"llama_leftpad_op17", 2, 0},
+        {"gptj_leftpad_op16", 1, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        layer L;
+        mha_error err;
+        ir_graph *g = NULL;
+        recognise_ok("families", cases[i].name, &L, &g);
+        assert_true(L.causal);
+        if (L.causal_finite != cases[i].form)
+            fail_msg("%s: causal_finite %d, want %d", cases[i].name, L.causal_finite,
+                     cases[i].form);
+        /* finfo.min(float32) / sqrt(8), or the padding's own finfo.min */
+        const float want = cases[i].scaled_fill ? (float)(-3.4028234663852886e38 / sqrt(8.0))
+                                                : nextafterf(-3.4028234663852886e38f, 0.0f);
+        if (fabsf(L.causal_fill - want) > 1e-6f * fabsf(want))
+            fail_msg("%s: causal term %.9g, want %.9g", cases[i].name, (double)L.causal_fill,
+                     (double)want);
+        assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+        check_against_expected("families", cases[i].name, &L);
+        const int form = L.causal_finite;
+        L.causal_finite = 0;
+        expect_verify_fails(g, &L, "the kernels' -inf causal mask");
+        L.causal_finite = form == 1 ? 2 : 1;
+        expect_verify_fails(g, &L, "the other way to combine the terms");
+        L.causal_finite = form;
+        layer_clear(&g_alloc, &L);
+        ir_free(g);
+    }
+}
+
+/* A relative bias sliced from a buffer of the model's maximum length (MPT's
+ * non-causal ALiBi, -|j - i| * slope from [1, H, 16, 16]) is kept for the
+ * lengths the file computes: up to 16. */
+static void test_relative_bias_from_buffer(void **state) {
+    (void)state;
+    layer L;
+    mha_error err;
+    ir_graph *g = NULL;
+    recognise_ok("families", "mpt_bidir_alibi_op16", &L, &g);
+    assert_non_null(L.bias);
+    assert_null(L.alibi_slopes);
+    assert_int_equal(L.bias_rel_len, 16);
+    /* head 0's slope is 2^-2 (4 heads, alibi_bias_max 8): distance 3 */
+    assert_true(fabsf(L.bias[16 - 1 + 3] + 0.75f) < 1e-6f);
+    assert_true(fabsf(L.bias[16 - 1 - 3] + 0.75f) < 1e-6f);
+    assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+    check_against_expected("families", "mpt_bidir_alibi_op16", &L);
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
+}
+
 /* ---- allocation failures: a clean status at every point, no leak ---- */
 
 static void test_allocation_failures(void **state) {
@@ -963,6 +1031,8 @@ int main(void) {
         cmocka_unit_test(test_onnx_attention_whole_operator),
         cmocka_unit_test(test_rotary_families),
         cmocka_unit_test(test_alibi),
+        cmocka_unit_test(test_finite_causal_left_padding),
+        cmocka_unit_test(test_relative_bias_from_buffer),
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_unusual_plumbing),
