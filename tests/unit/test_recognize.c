@@ -473,11 +473,14 @@ static void test_onnx_attention_whole_operator(void **state) {
 
 /* ---- graphs that cannot be placed, and unusual ones that can ---- */
 
+/* A refused model and two parts its message must contain. */
+typedef struct refusal_case {
+    const char *name, *want1, *want2;
+} refusal_case;
+
 static void test_refusals(void **state) {
     (void)state;
-    static const struct {
-        const char *name, *want1, *want2;
-    } cases[] = {
+    static const refusal_case cases[] = {
         {"no_attention", "no attention", "neither an Attention node nor a Softmax"},
         {"two_softmax", "Softmax", "'extra_softmax'"},
         {"unknown_op_on_path", "Sin", "'q_sin'"},
@@ -508,6 +511,20 @@ static void test_refusals(void **state) {
         assert_int_equal(err.status, MHA_ERR_MODEL_UNSUPPORTED);
         assert_null(strchr(err.message, '\n'));
         ir_free(g);
+    }
+    /* family cases still refused: the message says what the graph does */
+    static const refusal_case families[] = {
+        {"llama_posids_op17", "Add node '/Add'", "graph inputs 'hidden_states', 'position_ids'"},
+        {"llama_cossin_op16", "'cos', 'sin'", "positions or cos / sin tables are graph inputs"},
+        {"whisper_crosscache_op15", "reads graph input 'past_key'", "K given already projected"},
+    };
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
+        layer L;
+        mha_error err;
+        mha_status st = recognise("families", families[i].name, &L, &err, NULL);
+        if (st != MHA_ERR_MODEL_UNSUPPORTED || !strstr(err.message, families[i].want1) ||
+            !strstr(err.message, families[i].want2))
+            fail_msg("%s: %s: %s", families[i].name, mha_status_name(st), err.message);
     }
 }
 
