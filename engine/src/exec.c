@@ -285,6 +285,7 @@ typedef struct exec_mask_view {
     int64_t dims[4];
     int64_t strides[4];   /* elements; 0 where dims == 1 */
     int attend_when_true; /* bool masks */
+    float hide;           /* EXEC_MASK_WINDOW: the term on a key outside the window */
 } exec_mask_view;
 
 /* An attention mask right-aligned to [B, H, Sq, Skv] -- or, batch_first
@@ -349,7 +350,7 @@ static double exec_mask_raw(const mha_tensor *t, int64_t off) {
  * tensor. */
 static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t h,
                              int64_t i, int64_t j) {
-    if (v->kind == EXEC_MASK_WINDOW) return j < i - L->left_window ? -INFINITY : 0.0f;
+    if (v->kind == EXEC_MASK_WINDOW) return j < i - L->left_window ? v->hide : 0.0f;
     if (v->kind == EXEC_MASK_CAUSAL) return j > i ? L->causal_fill : 0.0f;
     if (v->kind == EXEC_MASK_RELATIVE)
         return L->bias[h * (2 * L->bias_rel_len - 1) + (j - i + L->bias_rel_len - 1)];
@@ -385,8 +386,8 @@ static void exec_mask_view_computed(exec_mask_kind kind, int64_t heads, const ex
  * -inf: only when some query row sees nothing but padding (key 0 of a batch
  * item hidden; later rows see it too), where the two part ways. */
 static int exec_fold_causal(const layer *L, const exec_binding *bd, const exec_mask_view *kpm) {
-    if (!L->causal || !L->causal_finite || !kpm || L->has_left_window || L->bias ||
-        bd->Sq != bd->Skv)
+    if (!L->causal || !L->causal_finite || !kpm || (L->has_left_window && L->causal_finite != 2) ||
+        L->bias || bd->Sq != bd->Skv)
         return 0;
     for (int64_t b = 0; b < kpm->dims[0]; b++) {
         const float v = exec_mask_value(L, kpm, b * kpm->strides[0], 0, 0, 0);
@@ -430,8 +431,12 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         bias.data = L->bias;
         exec_mask_view_attn(&bias, 1, 0, 1, &views[n++]);
     }
-    if (L->has_proj && L->has_left_window)
-        exec_mask_view_computed(EXEC_MASK_WINDOW, 1, bd, &views[n++]);
+    if (L->has_proj && L->has_left_window) {
+        /* with the causal term folded in (merged terms), the window's
+         * finfo.min as well */
+        exec_mask_view_computed(EXEC_MASK_WINDOW, 1, bd, &views[n]);
+        views[n++].hide = m->causal_folded ? L->causal_fill : -INFINITY;
+    }
     if (n == 0) return MHA_OK;
 
     if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32) {

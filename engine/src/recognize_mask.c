@@ -871,13 +871,14 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     if (st != MHA_OK) return st;
     for (int f = 0; f < count; f++)
         rz_assign_reading(L, &found[f]);
-    if (count == 1 && pat == RZ_PAT_CAUSAL && !L->bias) {
+    if (count == 1 && (pat == RZ_PAT_CAUSAL || pat == RZ_PAT_WINDOW) && !L->bias) {
         st = rz_causal_finite(z, L, cf, &found[0]);
         if (st != MHA_OK) return st;
     }
     if (biased) return MHA_OK;
     st = rz_recheck_pattern(z, L, cf, found, count, sq0, &pat, &window);
     if (st == MHA_OK) rz_set_pattern(L, pat, window);
-    if (L->has_left_window) L->causal_finite = 0; /* not with a window (exec_fold_causal) */
+    /* a window only with merged terms (exec_fold_causal) */
+    if (L->has_left_window && L->causal_finite != 2) L->causal_finite = 0;
     return st;
 }

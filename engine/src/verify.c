@@ -42,7 +42,7 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
             finite_causal_pad |=
                 L->kpm_valued && L->kpm_add[v] <= -1e30f && isfinite(L->kpm_add[v]);
         /* (a position bias other than ALiBi is not folded: exec_fold_causal) */
-        finite_causal_pad &= L->causal && !L->has_left_window && !L->bias;
+        finite_causal_pad &= L->causal && !L->bias;
         for (int64_t b = 0; b < t->dims[0]; b++) {
             int64_t pad = b + 1 < skv - 1 ? b + 1 : skv - 1;
             /* a sliding window shows the last row only its last keys: keep

@@ -937,9 +937,10 @@ static void test_finite_causal_left_padding(void **state) {
         int form;
         int scaled_fill; /* the causal term is finfo.min over the scale */
     } cases[] = {
-        {"gpt2_leftpad_op15", 1, 0},  {"llama_leftpad_op17", 2, 0}, {"gptj_leftpad_op16", 1, 1},
-        {"bloom_leftpad_op17", 2, 0}, /* masked_fill of causal | padding, ALiBi */
-        {"mpt_leftpad_op14", 2, 0},   /* masked_fill of each, ALiBi */
+        {"gpt2_leftpad_op15", 1, 0},    {"llama_leftpad_op17", 2, 0}, {"gptj_leftpad_op16", 1, 1},
+        {"bloom_leftpad_op17", 2, 0},   /* masked_fill of causal | padding, ALiBi */
+        {"mpt_leftpad_op14", 2, 0},     /* masked_fill of each, ALiBi */
+        {"mistral_leftpad_op18", 2, 0}, /* with a sliding window of finfo.min */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         layer L;

@@ -1305,7 +1305,8 @@ def round_two_cases():
             ("llama_leftpad", LlamaAttention(32, 4, 2), 48, 32, 17),
             ("gptj_leftpad", GPTJAttention(32, 4, 4), 34, 32, 16),
             ("bloom_leftpad", BloomAttention(32, 4), 65, 32, 17),
-            ("mpt_leftpad", MPTAttention(32, 4), 66, 32, 14)):
+            ("mpt_leftpad", MPTAttention(32, 4), 66, 32, 14),
+            ("mistral_leftpad", LlamaAttention(32, 4, 2, sliding_window=3), 49, 32, 18)):
         randomize(module, seed)
         datasets = []
         for k, (batch, seq, pads) in enumerate(((2, 7, [0, 3]), (3, 9, [0, 2, 6]))):
