@@ -274,7 +274,8 @@ typedef enum exec_mask_kind {
     EXEC_MASK_TENSOR = 0, /* bool 0 / -inf by polarity, or float additive */
     EXEC_MASK_VALUED,     /* key padding m -> the layer's kpm_add (any dtype) */
     EXEC_MASK_WINDOW,     /* -inf where j < i - left_window */
-    EXEC_MASK_RELATIVE    /* the layer's bias[h][j - i + len - 1] (T5) */
+    EXEC_MASK_RELATIVE,   /* the layer's bias[h][j - i + len - 1] (T5) */
+    EXEC_MASK_CAUSAL      /* the file's finite causal term where j > i (causal_finite) */
 } exec_mask_kind;
 
 typedef struct exec_mask_view {
@@ -283,6 +284,7 @@ typedef struct exec_mask_view {
     int64_t dims[4];
     int64_t strides[4];   /* elements; 0 where dims == 1 */
     int attend_when_true; /* bool masks */
+    float hide;           /* EXEC_MASK_WINDOW: the term on a key outside the window */
 } exec_mask_view;
 
 /* An attention mask right-aligned to [B, H, Sq, Skv] -- or, batch_first
@@ -347,7 +349,8 @@ static double exec_mask_raw(const mha_tensor *t, int64_t off) {
  * tensor. */
 static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t h,
                              int64_t i, int64_t j) {
-    if (v->kind == EXEC_MASK_WINDOW) return j < i - L->left_window ? -INFINITY : 0.0f;
+    if (v->kind == EXEC_MASK_WINDOW) return j < i - L->left_window ? v->hide : 0.0f;
+    if (v->kind == EXEC_MASK_CAUSAL) return j > i ? L->causal_fill : 0.0f;
     if (v->kind == EXEC_MASK_RELATIVE)
         return L->bias[h * (2 * L->bias_rel_len - 1) + (j - i + L->bias_rel_len - 1)];
     if (v->kind == EXEC_MASK_VALUED) {
@@ -366,6 +369,32 @@ static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t of
     return ((const float *)v->t->data)[off];
 }
 
+/* A view computed per element, no tensor: [1, heads, Sq, Skv]. */
+static void exec_mask_view_computed(exec_mask_kind kind, int64_t heads, const exec_binding *bd,
+                                    exec_mask_view *v) {
+    memset(v, 0, sizeof *v);
+    v->kind = kind;
+    v->dims[0] = 1;
+    v->dims[1] = heads;
+    v->dims[2] = bd->Sq;
+    v->dims[3] = bd->Skv;
+}
+
+/* Whether the causal mask goes into the mask tensor this run, as the finite
+ * term the file adds (layer.h causal_finite), instead of the kernels' own
+ * -inf: only when some query row sees nothing but padding (key 0 of a batch
+ * item hidden; later rows see it too), where the two part ways. */
+static int exec_fold_causal(const layer *L, const exec_binding *bd, const exec_mask_view *kpm) {
+    if (!L->causal || !L->causal_finite || !kpm || (L->has_left_window && L->causal_finite != 2) ||
+        L->bias || bd->Sq != bd->Skv)
+        return 0;
+    for (int64_t b = 0; b < kpm->dims[0]; b++) {
+        const float v = exec_mask_value(L, kpm, b * kpm->strides[0], 0, 0, 0);
+        if (v <= -1e30f && v > -INFINITY) return 1;
+    }
+    return 0;
+}
+
 mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
                            exec_mask *m, mha_error *err) {
     memset(m, 0, sizeof *m);
@@ -378,18 +407,18 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         if (L->attn_valued) views[n].kind = EXEC_MASK_VALUED;
         n++;
     }
-    if (bd->key_padding)
-        exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued,
-                               &views[n++]);
+    const exec_mask_view *kpm = NULL;
+    if (bd->key_padding) {
+        exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued, &views[n]);
+        kpm = &views[n++];
+    }
+    if (exec_fold_causal(L, bd, kpm)) {
+        exec_mask_view_computed(EXEC_MASK_CAUSAL, 1, bd, &views[n++]);
+        m->causal_folded = 1;
+    }
     if (L->bias && L->bias_rel_len > 0) {
         /* [1, heads, Sq, Skv] from the diagonals (layer_bind checked the lengths) */
-        exec_mask_view *r = &views[n++];
-        memset(r, 0, sizeof *r);
-        r->kind = EXEC_MASK_RELATIVE;
-        r->dims[0] = 1;
-        r->dims[1] = L->bias_heads;
-        r->dims[2] = bd->Sq;
-        r->dims[3] = bd->Skv;
+        exec_mask_view_computed(EXEC_MASK_RELATIVE, L->bias_heads, bd, &views[n++]);
     } else if (L->bias) {
         /* [bias_heads, Sq, Skv], fixed lengths (layer_bind checked them) */
         memset(&bias, 0, sizeof bias);
@@ -402,12 +431,10 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         exec_mask_view_attn(&bias, 1, 0, 1, &views[n++]);
     }
     if (L->has_proj && L->has_left_window) {
-        exec_mask_view *w = &views[n++];
-        memset(w, 0, sizeof *w);
-        w->kind = EXEC_MASK_WINDOW;
-        w->dims[0] = w->dims[1] = 1;
-        w->dims[2] = bd->Sq;
-        w->dims[3] = bd->Skv;
+        /* with the causal term folded in (merged terms), the window's
+         * finfo.min as well */
+        exec_mask_view_computed(EXEC_MASK_WINDOW, 1, bd, &views[n]);
+        views[n++].hide = m->causal_folded ? L->causal_fill : -INFINITY;
     }
     if (n == 0) return MHA_OK;
 
@@ -449,6 +476,10 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
                         int64_t off = i0 * s[0] + i1 * s[1] + i2 * s[2] + i3 * s[3];
                         sum += exec_mask_value(L, &views[k], off, i1, i2, i3);
                     }
+                    /* terms merged into one finfo.min (causal_finite 2) do
+                     * not overflow to -inf together */
+                    if (m->causal_folded && L->causal_finite == 2 && sum < -FLT_MAX)
+                        sum = L->causal_fill;
                     *dst++ = sum;
                 }
     m->data = m->owned;
@@ -932,6 +963,7 @@ static void exec_attn_args_common(mha_attn_args *a, const layer *L, const exec_b
 
 static void exec_attn_set_mask(mha_attn_args *a, const exec_mask *m, int64_t b0) {
     if (!m->data) return;
+    if (m->causal_folded) a->causal = 0; /* in the mask this run */
     a->mask = m->data + b0 * m->sb;
     a->m_sb = m->sb;
     a->m_sh = m->sh;

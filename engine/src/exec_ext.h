@@ -28,7 +28,9 @@ mha_status exec_ext_run(const exec_env *env, const layer *L, const exec_packed *
 typedef struct exec_mask {
     const float *data; /* NULL: no mask */
     int64_t sb, sh, sq, sk;
-    float *owned; /* freed by the caller with mha_free */
+    float *owned;      /* freed by the caller with mha_free */
+    int causal_folded; /* the causal mask is in data (as the file's finite term), the
+                          kernels run without theirs */
 } exec_mask;
 
 /* Defined in exec.c: the mask inputs, the layer's constant bias and (with

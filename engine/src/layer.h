@@ -104,6 +104,19 @@ typedef struct layer {
     int alibi_pos_from_mask;        /* key j is at the count of keys the key padding
                                        input lets through before it (BLOOM's
                                        cumsum(mask) - 1), not at j */
+
+    /* ---- appended for left padding under a finite causal mask (issue 14) ---- */
+    int causal_finite; /* the file hides future keys with a huge finite value (finfo.min),
+                          not -inf, so a query row whose every visible key is padding
+                          averages the keys whose total term stays finite, future ones
+                          included: 1 the causal and padding terms add up (GPT-2:
+                          torch.where then + (1 - m) * finfo.min; a padded future key
+                          overflows to -inf), 2 they merge into one finfo.min (LLaMA's
+                          masked_fill of the causal mask: every key stays finite);
+                          0 hidden outright */
+    float causal_fill; /* causal_finite: the term on a future key's scaled score (GPT-J
+                          divides finfo.min by its scale: then such keys win over the
+                          padding) */
 } layer;
 
 /* What the recogniser met on the way (named by mha info). */

@@ -320,11 +320,26 @@ mha_status rz_parse_in_proj(rz_ctx *z, int v, const char *what, rz_proj *p) {
     int pid = rz_producer_id(z, v);
     if (pid < 0) {
         const ir_value *val = &z->g->values[v];
-        if (val->graph_input >= 0)
+        if (val->graph_input >= 0) {
+            /* name the node that reads it: K / V given already projected
+             * (a cached cross-attention) end here */
+            int reader = -1;
+            for (size_t n = 0; n < z->g->n_nodes && reader < 0; n++)
+                for (size_t k = 0; k < z->g->nodes[n].n_inputs; k++)
+                    if (z->g->nodes[n].inputs[k] == v) reader = (int)n;
+            if (reader >= 0) {
+                char d[160];
+                return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                                "%s on the %s path reads graph input '%s' with no projection "
+                                "before it (MatMul or Gemm with a constant weight): %s given "
+                                "already projected is not supported",
+                                rz_node_desc(z, reader, d, sizeof d), what, val->name, what);
+            }
             return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                             "the %s path starts at graph input '%s' without a projection "
                             "(MatMul or Gemm with a constant weight)",
                             what, val->name);
+        }
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "the %s path starts at constant '%s': no projection found", what,
                         val->name);

@@ -700,6 +700,51 @@ static void rz_assign_reading(layer *L, const rz_found *f) {
     if (io->role == MHA_ROLE_ATTN_MASK) L->attn_mask_batch_first = f->rd.batch_first;
 }
 
+/* Left padding under a causal mask the file writes with finfo.min (GPT-2's
+ * torch.where, LLaMA's triu merged with the padding): a query row whose
+ * every visible key is padding gets only huge finite terms, and the file's
+ * softmax then averages every key whose term did not overflow to -inf,
+ * future keys included. Which ones, read at the probe on row 0, key 1 (a
+ * future key) with the first key of every batch item hidden, then the
+ * first two: sets L->causal_finite (layer.h). M is left at its neutral fill. */
+static mha_status rz_causal_finite(rz_ctx *z, layer *L, const double *cf, const rz_found *f) {
+    tensor *M = z->inputs[f->mi];
+    const rz_cand cand = f->rd.cand;
+    L->causal_finite = 0;
+    if (cand > RZ_CAND_KPM_VALUED || M->rank < 1) return MHA_OK;
+    const int64_t skv = M->dims[M->rank - 1];
+    double v[2] = {0.0, 0.0};
+    rz_eff e;
+    memset(&e, 0, sizeof e);
+    mha_status st = MHA_OK;
+    for (int hidden = 1; hidden <= 2 && st == MHA_OK; hidden++) {
+        for (int64_t k = 0, n = tensor_numel(M); k < n; k++) {
+            const int hide = k % skv < hidden;
+            if (rz_cand_valued(cand))
+                tensor_set_f64(M, k, hide ? !f->neutral : f->neutral);
+            else
+                ((unsigned char *)M->data)[k] =
+                    (unsigned char)((cand == RZ_CAND_KPM_IGNORE) == hide);
+        }
+        st = rz_rerun(z);
+        if (st == MHA_OK) st = rz_eff_eval(z, cf, &e);
+        if (st == MHA_OK && e.sq == skv && e.skv == skv && skv >= 3) v[hidden - 1] = e.raw[1];
+    }
+    rz_eff_free(z, &e);
+    if (st != MHA_OK) return st;
+    rz_fill_mask(M, cand, 0, f->neutral, 0);
+    st = rz_rerun(z);
+    /* as float32: a term below -FLT_MAX is -inf there */
+    if (st == MHA_OK && rz_is_masked_value(v[0]) && v[0] >= -(double)FLT_MAX) {
+        L->causal_finite = rz_is_masked_value(v[1]) && v[1] >= -(double)FLT_MAX ? 2 : 1;
+        /* finfo.min itself as the padding's own value (rz_as_float_additive),
+         * so that the two compare equal as in the file */
+        L->causal_fill =
+            v[0] <= -(double)FLT_MAX * (1.0 - 1e-6) ? rz_as_float_additive(v[0]) : (float)v[0];
+    }
+    return st;
+}
+
 mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t *head,
                           int64_t n_slots) {
     const rz_core *c = &z->core;
@@ -826,8 +871,14 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     if (st != MHA_OK) return st;
     for (int f = 0; f < count; f++)
         rz_assign_reading(L, &found[f]);
+    if (count == 1 && (pat == RZ_PAT_CAUSAL || pat == RZ_PAT_WINDOW) && !L->bias) {
+        st = rz_causal_finite(z, L, cf, &found[0]);
+        if (st != MHA_OK) return st;
+    }
     if (biased) return MHA_OK;
     st = rz_recheck_pattern(z, L, cf, found, count, sq0, &pat, &window);
     if (st == MHA_OK) rz_set_pattern(L, pat, window);
+    /* a window only with merged terms (exec_fold_causal) */
+    if (L->has_left_window && L->causal_finite != 2) L->causal_finite = 0;
     return st;
 }

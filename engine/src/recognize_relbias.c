@@ -54,6 +54,29 @@ static mha_status rz_relbias_eval(rz_ctx *z, const layer *L, int mi, int64_t len
     return st;
 }
 
+/* The mask terms' effect e at query and key length len: the graph's part
+ * that computes them run there, then placed on [1, H, len, len] scores. */
+static mha_status rz_relbias_at(rz_ctx *z, const layer *L, const double *cf, int mi, int64_t H,
+                                int64_t len, rz_eff *e) {
+    char d[160];
+    const int add = z->core.masks[0].add_node;
+    tensor **vals = NULL;
+    mha_status st = rz_relbias_eval(z, L, mi, len, &vals);
+    if (st != MHA_OK) {
+        mha_error_prefix(z->err, "%s: evaluating the position bias at length %lld",
+                         rz_node_desc(z, add, d, sizeof d), (long long)len);
+        return st;
+    }
+    tensor target;
+    memset(&target, 0, sizeof target);
+    target.dtype = MHA_DTYPE_FLOAT32;
+    target.rank = 4;
+    target.dims[0] = 1, target.dims[1] = H, target.dims[2] = len, target.dims[3] = len;
+    st = rz_eff_eval_in(z, cf, vals, &target, e);
+    interp_values_free(z->g, vals);
+    return st;
+}
+
 mha_status rz_relbias_take(rz_ctx *z, layer *L, const double *cf, int mi, const int64_t *head) {
     const rz_core *c = &z->core;
     char d[160];
@@ -67,23 +90,35 @@ mha_status rz_relbias_take(rz_ctx *z, layer *L, const double *cf, int mi, const 
                         "from the sequence length; only a relative position bias on 4-D "
                         "[batch, heads, query, key] scores is supported",
                         rz_node_desc(z, add, d, sizeof d));
-    const int64_t H = S->dims[1], len = RZ_RELBIAS_LEN, w = 2 * len - 1;
-    tensor **vals = NULL;
-    mha_status st = rz_relbias_eval(z, L, mi, len, &vals);
-    if (st != MHA_OK) {
-        mha_error_prefix(z->err, "%s: evaluating the position bias at length %lld",
-                         rz_node_desc(z, add, d, sizeof d), (long long)len);
-        return st;
-    }
-    tensor target;
-    memset(&target, 0, sizeof target);
-    target.dtype = MHA_DTYPE_FLOAT32;
-    target.rank = 4;
-    target.dims[0] = 1, target.dims[1] = H, target.dims[2] = len, target.dims[3] = len;
+    const int64_t H = S->dims[1];
+    int64_t len = RZ_RELBIAS_LEN;
     rz_eff e;
     memset(&e, 0, sizeof e);
-    st = rz_eff_eval_in(z, cf, vals, &target, &e);
-    interp_values_free(z->g, vals);
+    mha_status st = rz_relbias_at(z, L, cf, mi, H, len, &e);
+    if (st == MHA_ERR_MODEL_UNSUPPORTED) {
+        /* A bias sliced from a buffer of the model's maximum length (MPT's
+         * attn_bias) exists only up to that length, and so does the file:
+         * keep the longest length it computes. The probe's lengths ran. */
+        int64_t lo = S->dims[2] > S->dims[3] ? S->dims[2] : S->dims[3], hi = len;
+        while (hi - lo > 1) {
+            const int64_t mid = lo + (hi - lo) / 2;
+            rz_eff_free(z, &e);
+            st = rz_relbias_at(z, L, cf, mi, H, mid, &e);
+            if (st == MHA_OK)
+                lo = mid;
+            else if (st == MHA_ERR_MODEL_UNSUPPORTED)
+                hi = mid;
+            else
+                break;
+        }
+        if (st == MHA_OK || st == MHA_ERR_MODEL_UNSUPPORTED) {
+            rz_eff_free(z, &e);
+            len = lo;
+            st = rz_relbias_at(z, L, cf, mi, H, len, &e);
+            if (st == MHA_OK) mha_error_clear(z->err);
+        }
+    }
+    const int64_t w = 2 * len - 1;
     float *table = NULL;
     unsigned char *seen = NULL;
     if (st == MHA_OK) {

@@ -84,10 +84,39 @@ static int rz_rot_dominator(const rz_ctx *z, int y) {
     return -1;
 }
 
+/* An Add mixing the path with values of more than one graph input, none
+ * of them the one tensor rotated: the form of a rotary embedding whose
+ * positions (position_ids) or cos / sin tables are graph inputs. Names the
+ * inputs; with one input behind it, the projection parser refuses it. */
+static mha_status rz_rot_inputs_refusal(rz_ctx *z, int pid, const char *what) {
+    const ir_node *n = &z->g->nodes[pid];
+    uint64_t deps = 0;
+    for (size_t k = 0; k < n->n_inputs; k++)
+        if (n->inputs[k] >= 0) deps |= z->deps[n->inputs[k]];
+    char names[240] = "";
+    size_t used = 0;
+    int count = 0;
+    for (size_t i = 0; i < z->g->n_inputs && i < 64; i++) {
+        if (!(deps & ((uint64_t)1 << i))) continue;
+        int w = snprintf(names + used, sizeof names - used, "%s'%s'", count ? ", " : "",
+                         z->g->values[z->g->inputs[i]].name);
+        if (w > 0 && (size_t)w < sizeof names - used) used += (size_t)w;
+        count++;
+    }
+    if (count < 2) return MHA_OK;
+    char d[160];
+    return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                    "%s on the %s path adds values computed from graph inputs %s: a rotary "
+                    "embedding whose positions or cos / sin tables are graph inputs is not "
+                    "supported (positions must come from the sequence length)",
+                    rz_node_desc(z, pid, d, sizeof d), what, names);
+}
+
 mha_status rz_rotary_pass(rz_ctx *z, int side, const char *what, rz_chain *ch) {
     const int pid = rz_rot_producer(z, ch->src);
     if (pid < 0 || !rz_rot_candidate(z, &z->g->nodes[pid])) return MHA_OK;
     const int x = rz_rot_dominator(z, ch->src);
+    if (x < 0 && rz_is_op(&z->g->nodes[pid], "Add")) return rz_rot_inputs_refusal(z, pid, what);
     if (x < 0) return MHA_OK; /* the projection parser refuses the node */
     rz_chain lower;
     mha_status st = rz_walk_back(z, x, 1, what, &lower);

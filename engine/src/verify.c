@@ -32,16 +32,26 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
         return;
     }
     if (io->role == MHA_ROLE_KEY_PADDING_MASK && t->rank == 2) {
-        /* batch item b pads its last min(b + 1, Skv - 1) keys */
+        /* batch item b pads its last min(b + 1, Skv - 1) keys; when a
+         * causal layer's padding hides with a finite value, the last item
+         * pads its first keys instead, so that its first query rows see
+         * only padding (where finite and -inf causal masks part ways) */
         int64_t skv = t->dims[1];
+        int finite_causal_pad = 0;
+        for (int v = 0; v < 2; v++)
+            finite_causal_pad |=
+                L->kpm_valued && L->kpm_add[v] <= -1e30f && isfinite(L->kpm_add[v]);
+        /* (a position bias other than ALiBi is not folded: exec_fold_causal) */
+        finite_causal_pad &= L->causal && !L->bias;
         for (int64_t b = 0; b < t->dims[0]; b++) {
             int64_t pad = b + 1 < skv - 1 ? b + 1 : skv - 1;
             /* a sliding window shows the last row only its last keys: keep
              * one of them */
             if (L->has_left_window && pad > L->left_window)
                 pad = L->left_window > 0 ? L->left_window : 0;
+            const int left = finite_causal_pad && b > 0 && b == t->dims[0] - 1;
             for (int64_t j = 0; j < skv; j++) {
-                int padded = j >= skv - pad;
+                int padded = left ? j < pad : j >= skv - pad;
                 tensor_set_f64(t, b * skv + j, (L->kpm_true_means_ignore ? padded : !padded));
             }
         }

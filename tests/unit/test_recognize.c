@@ -473,11 +473,14 @@ static void test_onnx_attention_whole_operator(void **state) {
 
 /* ---- graphs that cannot be placed, and unusual ones that can ---- */
 
+/* A refused model and two parts its message must contain. */
+typedef struct refusal_case {
+    const char *name, *want1, *want2;
+} refusal_case;
+
 static void test_refusals(void **state) {
     (void)state;
-    static const struct {
-        const char *name, *want1, *want2;
-    } cases[] = {
+    static const refusal_case cases[] = {
         {"no_attention", "no attention", "neither an Attention node nor a Softmax"},
         {"two_softmax", "Softmax", "'extra_softmax'"},
         {"unknown_op_on_path", "Sin", "'q_sin'"},
@@ -508,6 +511,20 @@ static void test_refusals(void **state) {
         assert_int_equal(err.status, MHA_ERR_MODEL_UNSUPPORTED);
         assert_null(strchr(err.message, '\n'));
         ir_free(g);
+    }
+    /* family cases still refused: the message says what the graph does */
+    static const refusal_case families[] = {
+        {"llama_posids_op17", "Add node '/Add'", "graph inputs 'hidden_states', 'position_ids'"},
+        {"llama_cossin_op16", "'cos', 'sin'", "positions or cos / sin tables are graph inputs"},
+        {"whisper_crosscache_op15", "reads graph input 'past_key'", "K given already projected"},
+    };
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
+        layer L;
+        mha_error err;
+        mha_status st = recognise("families", families[i].name, &L, &err, NULL);
+        if (st != MHA_ERR_MODEL_UNSUPPORTED || !strstr(err.message, families[i].want1) ||
+            !strstr(err.message, families[i].want2))
+            fail_msg("%s: %s: %s", families[i].name, mha_status_name(st), err.message);
     }
 }
 
@@ -905,6 +922,75 @@ static void test_alibi(void **state) {
     check_alibi(NULL, "alibi_counted.onnx", 0, 1, want);
 }
 
+/* ---- left padding under a finite causal mask ---- */
+
+/* A query row whose every visible key is padding: the file's softmax
+ * averages the keys whose total term stays finite. The form is read from
+ * the graph (terms added: a padded future key overflows to -inf; merged:
+ * none does), and so is the causal term (GPT-J divides finfo.min by its
+ * scale); the layer reproduces PyTorch, and the verifier, which pads one
+ * probe item on the left for such layers, catches the kernels' -inf. */
+static void test_finite_causal_left_padding(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        int form;
+        int scaled_fill; /* the causal term is finfo.min over the scale */
+    } cases[] = {
+        {"gpt2_leftpad_op15", 1, 0},    {"llama_leftpad_op17", 2, 0}, {"gptj_leftpad_op16", 1, 1},
+        {"bloom_leftpad_op17", 2, 0},   /* masked_fill of causal | padding, ALiBi */
+        {"mpt_leftpad_op14", 2, 0},     /* masked_fill of each, ALiBi */
+        {"mistral_leftpad_op18", 2, 0}, /* with a sliding window of finfo.min */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        layer L;
+        mha_error err;
+        ir_graph *g = NULL;
+        recognise_ok("families", cases[i].name, &L, &g);
+        assert_true(L.causal);
+        if (L.causal_finite != cases[i].form)
+            fail_msg("%s: causal_finite %d, want %d", cases[i].name, L.causal_finite,
+                     cases[i].form);
+        /* finfo.min(float32) / sqrt(8), or the padding's own finfo.min */
+        const float want = cases[i].scaled_fill ? (float)(-3.4028234663852886e38 / sqrt(8.0))
+                                                : nextafterf(-3.4028234663852886e38f, 0.0f);
+        if (fabsf(L.causal_fill - want) > 1e-6f * fabsf(want))
+            fail_msg("%s: causal term %.9g, want %.9g", cases[i].name, (double)L.causal_fill,
+                     (double)want);
+        assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+        check_against_expected("families", cases[i].name, &L);
+        const int form = L.causal_finite;
+        L.causal_finite = 0;
+        expect_verify_fails(g, &L, "the kernels' -inf causal mask");
+        L.causal_finite = form == 1 ? 2 : 1;
+        expect_verify_fails(g, &L, "the other way to combine the terms");
+        L.causal_finite = form;
+        layer_clear(&g_alloc, &L);
+        ir_free(g);
+    }
+}
+
+/* A relative bias sliced from a buffer of the model's maximum length (MPT's
+ * non-causal ALiBi, -|j - i| * slope from [1, H, 16, 16]) is kept for the
+ * lengths the file computes: up to 16. */
+static void test_relative_bias_from_buffer(void **state) {
+    (void)state;
+    layer L;
+    mha_error err;
+    ir_graph *g = NULL;
+    recognise_ok("families", "mpt_bidir_alibi_op16", &L, &g);
+    assert_non_null(L.bias);
+    assert_null(L.alibi_slopes);
+    assert_int_equal(L.bias_rel_len, 16);
+    /* head 0's slope is 2^-2 (4 heads, alibi_bias_max 8): distance 3 */
+    assert_true(fabsf(L.bias[16 - 1 + 3] + 0.75f) < 1e-6f);
+    assert_true(fabsf(L.bias[16 - 1 - 3] + 0.75f) < 1e-6f);
+    assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+    check_against_expected("families", "mpt_bidir_alibi_op16", &L);
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
+}
+
 /* ---- allocation failures: a clean status at every point, no leak ---- */
 
 static void test_allocation_failures(void **state) {
@@ -963,6 +1049,8 @@ int main(void) {
         cmocka_unit_test(test_onnx_attention_whole_operator),
         cmocka_unit_test(test_rotary_families),
         cmocka_unit_test(test_alibi),
+        cmocka_unit_test(test_finite_causal_left_padding),
+        cmocka_unit_test(test_relative_bias_from_buffer),
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_unusual_plumbing),

@@ -503,12 +503,18 @@ class LlamaAttention(nn.Module):
         position_ids = torch.arange(q_len, dtype=torch.long).unsqueeze(0).expand(bsz, -1)
         cos, sin = self.rotary(v, position_ids)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        return self.rotated_attention(q, k, v, cos, sin, attention_mask, hidden_states.dtype,
+                                      bsz, q_len)
+
+    def rotated_attention(self, q, k, v, cos, sin, attention_mask, dtype, bsz, q_len):
+        """From the heads [B, H or KV, S, d] and the cos / sin [B, 1, S, d]
+        on: RoPE, repeat_kv, the masked float32 softmax, o_proj."""
         q = (q * cos) + (rotate_half(q) * sin)
         k = (k * cos) + (rotate_half(k) * sin)
         k = repeat_kv(k, self.heads // self.kv_heads)
         v = repeat_kv(v, self.heads // self.kv_heads)
         w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d_head)
-        w = w + self.causal_mask(attention_mask, hidden_states.dtype, q_len)
+        w = w + self.causal_mask(attention_mask, dtype, q_len)
         w = nn.functional.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
         out = torch.matmul(w, v)
         out = out.transpose(1, 2).contiguous().reshape(bsz, q_len, -1)
@@ -652,6 +658,9 @@ class BloomAttention(nn.Module):
         self.query_key_value = nn.Linear(d_model, 3 * d_model)
         self.dense = nn.Linear(d_model, d_model)
 
+    def apply_mask(self, scores, masked):
+        return torch.masked_fill(scores, masked, torch.finfo(scores.dtype).min)
+
     def build_alibi(self, attention_mask, dtype):
         batch_size, seq_length = attention_mask.shape
         closest_power_of_2 = 2 ** math.floor(math.log2(self.heads))
@@ -682,7 +691,7 @@ class BloomAttention(nn.Module):
         scores = scores.view(batch_size, self.heads, q_length, q_length)
         causal = torch.ones((q_length, q_length), dtype=torch.bool).triu(diagonal=1)
         masked = causal[None, None, :, :] | ~attention_mask.bool()[:, None, None, :]
-        scores = torch.masked_fill(scores, masked, torch.finfo(scores.dtype).min)
+        scores = self.apply_mask(scores, masked)
         probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
         probs = probs.view(batch_size * self.heads, q_length, q_length)
         context = torch.bmm(probs, value)
@@ -1148,6 +1157,168 @@ def torch_cases():
 
 
 # ---------------------------------------------------------------------------
+# round two: more of the forms the families' own code writes
+# ---------------------------------------------------------------------------
+
+
+class LlamaCosSin(LlamaAttention):
+    """Newer LLaMA layers take the rotary tables (cos, sin) [B, S, d] from
+    the model as inputs (position_embeddings)."""
+
+    def forward(self, hidden_states, attention_mask, cos, sin):
+        return self.attend(hidden_states, attention_mask, cos, sin)
+
+    def attend(self, hidden_states, attention_mask, cos, sin):
+        bsz, q_len, _ = hidden_states.size()
+        q = self.q_proj(hidden_states).view(bsz, q_len, self.heads, self.d_head).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        return self.rotated_attention(q, k, v, cos.unsqueeze(1), sin.unsqueeze(1),
+                                      attention_mask, hidden_states.dtype, bsz, q_len)
+
+
+class LlamaPositionIds(LlamaCosSin):
+    """LLaMA as a Hugging Face layer export writes it: position_ids [B, S]
+    is a graph input (the caller's positions; arange in both data sets)."""
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        cos, sin = self.rotary(hidden_states, position_ids)
+        return self.attend(hidden_states, attention_mask, cos, sin)
+
+
+class ViTClassToken(ViTAttention):
+    """ViT's first block as a module: the learned class token prepended to
+    the patch embeddings (cat of cls.expand(B, -1, -1)), then attention over
+    N + 1 tokens."""
+
+    def __init__(self, dim, heads):
+        super().__init__(dim, heads, qkv_bias=True)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x):
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        return super().forward(x)
+
+
+class WhisperCrossCached(BartStyleAttention):
+    """Whisper's decoder cross-attention on a step with a cache: the encoder
+    K/V were projected on the first step and come in as past_key/past_value
+    [B, H, S, d]; only Q is projected."""
+
+    def forward(self, hidden_states, past_key, past_value):
+        bsz, tgt_len, _ = hidden_states.size()
+        q = self._shape(self.q_proj(hidden_states) * self.scaling, tgt_len, bsz)
+        proj_shape = (bsz * self.heads, -1, self.d_head)
+        q = q.view(*proj_shape)
+        k = past_key.reshape(*proj_shape)
+        v = past_value.reshape(*proj_shape)
+        w = nn.functional.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)
+        out = torch.bmm(w, v).view(bsz, self.heads, tgt_len, self.d_head).transpose(1, 2)
+        return self.out_proj(out.reshape(bsz, tgt_len, self.embed_dim))
+
+
+class MPTBidirectional(MPTAttention):
+    """MPT with alibi_bias built for a non-causal model: slope x -|j - i|
+    over [1, H, S, S] (the prefix-LM / encoder form), padding by
+    masked_fill, no causal mask."""
+
+    def __init__(self, d_model, heads, max_seq_len=16, alibi_bias_max=8):
+        super().__init__(d_model, heads, max_seq_len, alibi_bias_max)
+        n = 2 ** math.ceil(math.log2(heads))
+        m = torch.arange(1, n + 1, dtype=torch.float32) * (alibi_bias_max / n)
+        slopes = (1.0 / torch.pow(2, m)).view(1, heads, 1, 1)
+        j = torch.arange(1 - max_seq_len, 1, dtype=torch.float32).view(1, 1, 1, max_seq_len)
+        i = torch.arange(1 - max_seq_len, 1, dtype=torch.float32).view(1, 1, max_seq_len, 1)
+        self.register_buffer("attn_bias", -torch.abs(j - i) * slopes, persistent=False)
+
+    def forward(self, x, attention_mask):
+        b, s, _ = x.shape
+        query, key, value = self.Wqkv(x).chunk(3, dim=2)
+        q = query.view(b, s, self.heads, self.d_head).permute(0, 2, 1, 3)
+        k = key.view(b, s, self.heads, self.d_head).permute(0, 2, 3, 1)
+        v = value.view(b, s, self.heads, self.d_head).permute(0, 2, 1, 3)
+        w = q.matmul(k) * self.softmax_scale
+        w = w + self.attn_bias[:, :, -s:, -s:]
+        w = w.masked_fill(~attention_mask.bool().view((b, 1, 1, s)), torch.finfo(w.dtype).min)
+        out = torch.softmax(w, dim=-1).matmul(v).permute(0, 2, 1, 3).reshape(b, s, -1)
+        return self.out_proj(out)
+
+
+class BloomFloatMask(BloomAttention):
+    """BLOOM with the mask applied as an additive float (0 / finfo.min) of
+    causal | padding instead of masked_fill."""
+
+    def apply_mask(self, scores, masked):
+        return scores + masked.to(scores.dtype) * torch.finfo(scores.dtype).min
+
+
+def round_two_cases():
+    """Variants of the families above in other forms their code takes; the
+    inputs beyond hidden_states and attention_mask are named per case."""
+    seq_axes = {0: "batch", 1: "seq"}
+    # position_ids: arange per row, as a plain forward passes it
+    module = randomize(LlamaPositionIds(64, 8, 2), 44)
+    datasets = []
+    for k, (batch, seq, lens) in enumerate(((2, 8, [8, 6]), (3, 11, [11, 5, 2]))):
+        datasets.append((x_input(45 + k, batch, seq, 64), padding_mask(batch, seq, lens),
+                         torch.arange(seq, dtype=torch.long).unsqueeze(0).expand(batch, -1)))
+    export_torch("llama_posids_op17", module, datasets,
+                 ["hidden_states", "attention_mask", "position_ids"], ["output"],
+                 {"hidden_states": seq_axes, "attention_mask": seq_axes,
+                  "position_ids": seq_axes, "output": seq_axes}, 17)
+    # cos/sin tables from the model
+    module = randomize(LlamaCosSin(32, 4, 2), 46)
+    datasets = []
+    for k, (batch, seq, lens) in enumerate(((2, 7, [7, 5]), (3, 10, [10, 5, 2]))):
+        pos = torch.arange(seq, dtype=torch.long).unsqueeze(0).expand(batch, -1)
+        cos, sin = module.rotary(torch.zeros(1), pos)
+        datasets.append((x_input(47 + k, batch, seq, 32), padding_mask(batch, seq, lens),
+                         cos, sin))
+    export_torch("llama_cossin_op16", module, datasets,
+                 ["hidden_states", "attention_mask", "cos", "sin"], ["output"],
+                 {"hidden_states": seq_axes, "attention_mask": seq_axes, "cos": seq_axes,
+                  "sin": seq_axes, "output": seq_axes}, 16)
+    # ViT with the class token prepended in the graph
+    module = randomize(ViTClassToken(48, 4), 82)
+    datasets = [(x_input(83, 2, 8, 48),), (x_input(84, 3, 4, 48),)]
+    export_torch("vit_clstoken_op17", module, datasets, ["patches"], ["output"],
+                 {"patches": {0: "batch", 1: "patches"}, "output": {0: "batch", 1: "tokens"}},
+                 17)
+    # Whisper cross-attention with the encoder K/V cached
+    module = randomize(WhisperCrossCached(32, 4, k_bias=False), 78)
+    g = torch.Generator().manual_seed(79)
+    datasets = [(torch.randn(batch, t, 32, generator=g),
+                 torch.randn(batch, 4, s, 8, generator=g) * 1.5,
+                 torch.randn(batch, 4, s, 8, generator=g)) for batch, t, s in ((2, 1, 9), (3, 2, 6))]
+    export_torch("whisper_crosscache_op15", module, datasets,
+                 ["hidden_states", "past_key", "past_value"], ["output"],
+                 {"hidden_states": seq_axes, "past_key": {0: "batch", 2: "src"},
+                  "past_value": {0: "batch", 2: "src"}, "output": seq_axes}, 15)
+    self_case("mpt_bidir_alibi", MPTBidirectional(32, 4), 63, 32, 7, [7, 5], torch.int64, (16,))
+    self_case("bloom_floatmask", BloomFloatMask(32, 4), 64, 32, 8, [8, 6], torch.int64, (15,))
+
+    # left padding (batched generation pads on the left): the first query
+    # rows see only padding keys, hidden by finite finfo.min, and PyTorch's
+    # softmax averages every key it did not push to -inf
+    for name, module, seed, d_model, opset in (
+            ("gpt2_leftpad", GPT2Attention(32, 4), 23, 32, 15),
+            ("llama_leftpad", LlamaAttention(32, 4, 2), 48, 32, 17),
+            ("gptj_leftpad", GPTJAttention(32, 4, 4), 34, 32, 16),
+            ("bloom_leftpad", BloomAttention(32, 4), 65, 32, 17),
+            ("mpt_leftpad", MPTAttention(32, 4), 66, 32, 14),
+            ("mistral_leftpad", LlamaAttention(32, 4, 2, sliding_window=3), 49, 32, 18)):
+        randomize(module, seed)
+        datasets = []
+        for k, (batch, seq, pads) in enumerate(((2, 7, [0, 3]), (3, 9, [0, 2, 6]))):
+            mask = torch.ones(batch, seq, dtype=torch.int64)
+            for b, pad in enumerate(pads):
+                mask[b, :pad] = 0
+            datasets.append((x_input(seed + 1 + k, batch, seq, d_model), mask))
+        export_torch(f"{name}_op{opset}", module, datasets, ["hidden_states", "attention_mask"],
+                     ["output"], SELF, opset)
+
+
+# ---------------------------------------------------------------------------
 # graphs of other exporters, built with the onnx helper
 # ---------------------------------------------------------------------------
 
@@ -1361,6 +1532,7 @@ def main():
     torch.manual_seed(0)
     PREFIXES.extend(sys.argv[1:])
     torch_cases()
+    round_two_cases()
     helper_cases()
     with open(os.path.join(HERE, "cases.tsv"), "w") as f:
         f.write("# case\topset\td_model\theads\tkv_heads\td_head  (written by generate.py)\n")
