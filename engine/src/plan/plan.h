@@ -122,6 +122,10 @@ typedef struct plan_dim_rule {
     int axis;      /* ... and its axis */
 } plan_dim_rule;
 
+/* Largest probe input, in elements (16 MiB of float32), as the
+ * recogniser's probes: a declared fixed shape never sizes one alone. */
+#define PLAN_PROBE_MAX_ELEMENTS ((int64_t)1 << 22)
+
 /* Sizes a probe gives to each symbolic axis of the graph's inputs. */
 #define PLAN_PROBES 2
 /* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */

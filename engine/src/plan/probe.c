@@ -87,8 +87,19 @@ mha_status plan_probe_inputs(const plan *P, int p, tensor **in, mha_error *err) 
     for (size_t i = 0; i < g->n_inputs; i++) {
         const ir_value *v = &g->values[g->inputs[i]];
         int64_t dims[MHA_MAX_RANK];
-        for (int d = 0; d < v->rank; d++)
+        /* fixed dims come from the file: a probe input is bounded (as the
+         * recogniser's are), never sized by a declared shape alone */
+        int64_t numel = 1;
+        int over = 0;
+        for (int d = 0; d < v->rank; d++) {
             dims[d] = P->in_syms[i][d] >= 0 ? P->probe_sizes[p][P->in_syms[i][d]] : v->dims[d];
+            if (!mha_mul_i64(numel, dims[d] > 0 ? dims[d] : 0, &numel)) over = 1;
+        }
+        if (over || numel > PLAN_PROBE_MAX_ELEMENTS)
+            return mha_fail(err, MHA_ERR_LIMIT,
+                            "input '%s': a probe of its declared shape would hold over %lld "
+                            "elements (the probe limit)",
+                            v->name, (long long)PLAN_PROBE_MAX_ELEMENTS);
         mha_status st = tensor_new(&P->alloc, v->dtype, v->rank, dims, &in[i], err);
         if (st != MHA_OK) return st;
         int64_t n = tensor_numel(in[i]);
