@@ -1232,6 +1232,72 @@ static void test_bf16_rounding(void **state) {
     bf16_backends_free(bb + 1, nb - 1);
 }
 
+/* Attention in bfloat16 on one case: every bfloat16 backend against the
+ * scalar bfloat16 reference. Both round q, k, v and p to bfloat16, but p at
+ * different points (the reference after the row's final max, the flash
+ * kernels after a running max), each within 2^-8 of the exact p: the
+ * outputs differ by at most 2^-7 max|v| (plus the float32 error the float32
+ * test allows). bfloat16 must differ from float32 and be split-invariant. */
+static void attn_bf16_case(const attn_case *c) {
+    attn_data D;
+    attn_make(c, &D);
+    float *ref = malloc((D.n_o + 1) * sizeof(float)), *f32 = malloc((D.n_o + 1) * sizeof(float));
+    float *out = malloc((D.n_o + 1) * sizeof(float)), *out2 = malloc((D.n_o + 1) * sizeof(float));
+    attn_full(REF, NULL, &D, f32, 1);
+    D.a.precision = MHA_PRECISION_BFLOAT16;
+    attn_full(REF, NULL, &D, ref, 1);
+    double scale = 0.0, vmax = 0.0, diff32 = 0.0;
+    for (size_t i = 0; i < D.n_o; i++) {
+        scale = fmax(scale, fabs(ref[i]));
+        diff32 = fmax(diff32, fabs((double)ref[i] - (double)f32[i]));
+    }
+    for (int64_t b = 0; b < c->B; b++)
+        for (int64_t g = 0; g < c->Hkv; g++)
+            for (int64_t j = 0; j < c->Skv; j++)
+                for (int64_t d = 0; d < c->dv; d++)
+                    vmax = fmax(vmax, fabs(D.v[b * D.a.v_sb + g * D.a.v_sh + j * D.a.v_ss + d]));
+    assert_true(diff32 > 0.0 && diff32 <= ldexp(1.0, -6) * vmax);
+    const double tol = ldexp(1.0, -7) * vmax + 1e-5 * scale;
+
+    bf16_backend bb[MAX_BACKENDS + 1];
+    const int nb = bf16_backends(bb, MAX_BACKENDS + 1);
+    for (int bi = 0; bi < nb; bi++) {
+        attn_full(bb[bi].p, bb[bi].state, &D, out, 1);
+        double err = 0.0, from32 = 0.0;
+        for (size_t i = 0; i < D.n_o; i++) {
+            const double d = fabs((double)out[i] - (double)ref[i]);
+            if (!(d <= err)) err = d;
+            from32 = fmax(from32, fabs((double)out[i] - (double)f32[i]));
+        }
+        if (!(err <= tol) || getenv("MHA_TEST_VERBOSE")) {
+            fprintf(stderr, "%s bf16 attention Sq%lld Skv%lld dk%lld: err %g tol %g (f32 %g)\n",
+                    bb[bi].label, (long long)c->Sq, (long long)c->Skv, (long long)c->dk, err, tol,
+                    from32);
+            if (!(err <= tol)) fail();
+        }
+        assert_true(from32 > 0.0); /* the precision was honoured */
+        attn_split(bb[bi].p, bb[bi].state, &D, out2, c->seed + 5);
+        assert_memory_equal(out, out2, D.n_o * sizeof(float));
+    }
+    bf16_backends_free(bb, nb);
+    free(ref), free(f32), free(out), free(out2);
+    attn_free(&D);
+}
+
+static void test_attention_bf16(void **state) {
+    (void)state;
+    /* B Hq Hkv Sq Skv dk dv, bshd, mask, causal offsets kv_len, softcap, alibi pos, seed:
+     * GQA; long cross rows with causal offsets and key padding; ALiBi with
+     * fully masked rows in [B, S, H, d] */
+    const attn_case cs[] = {
+        {2, 4, 2, 33, 33, 64, 64, 0, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 71},
+        {1, 2, 2, 7, 513, 80, 17, 0, MASK_KEYPAD, 1, 1, 0, 0.0f, 0, 0, 72},
+        {3, 3, 1, 130, 200, 128, 128, 1, MASK_FULL, 0, 0, 1, 0.0f, 2, 0, 73},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        attn_bf16_case(&cs[i]);
+}
+
 /* Who serves bfloat16: the scalar reference and avx512 declare it; a
  * plugin that does not (avx2) is not asked; a 1.2-sized table never is. */
 static void test_bf16_declared(void **state) {
@@ -1274,12 +1340,19 @@ static void test_bf16_declared(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bf16_declared),      cmocka_unit_test(test_bf16_rounding),
-        cmocka_unit_test(test_gemm_bf16),          cmocka_unit_test(test_expected_backends_present),
-        cmocka_unit_test(test_gemm_odd_sizes),     cmocka_unit_test(test_gemm_edges),
-        cmocka_unit_test(test_attention_edges),    cmocka_unit_test(test_attention_bad_args),
-        cmocka_unit_test(test_attention_nan_rows), cmocka_unit_test(test_attention_random),
-        cmocka_unit_test(test_attention_long),     cmocka_unit_test(test_rotary),
+        cmocka_unit_test(test_bf16_declared),
+        cmocka_unit_test(test_bf16_rounding),
+        cmocka_unit_test(test_gemm_bf16),
+        cmocka_unit_test(test_attention_bf16),
+        cmocka_unit_test(test_expected_backends_present),
+        cmocka_unit_test(test_gemm_odd_sizes),
+        cmocka_unit_test(test_gemm_edges),
+        cmocka_unit_test(test_attention_edges),
+        cmocka_unit_test(test_attention_bad_args),
+        cmocka_unit_test(test_attention_nan_rows),
+        cmocka_unit_test(test_attention_random),
+        cmocka_unit_test(test_attention_long),
+        cmocka_unit_test(test_rotary),
         cmocka_unit_test(test_rotary_bad_args),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
