@@ -162,9 +162,16 @@ static inline int fa_bf16(const mha_attn_args *a) {
     return kernel_attn_precision(a) == MHA_PRECISION_BFLOAT16;
 }
 
-/* x[0:n] rounded to bfloat16 in place (operands of Q.K^T and P.V). */
+/* x[0:n] rounded to bfloat16 in place (operands of Q.K^T and P.V): whole
+ * vectors through the backend's vf_round_bf16 when it has one (the same
+ * rounding), the rest one by one. */
 static inline void fa_round_bf16(float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++)
+    int64_t i = 0;
+#ifdef FA_HAVE_ROUND_BF16
+    for (; i + VLEN <= n; i += VLEN)
+        vf_store(x + i, vf_round_bf16(vf_load(x + i)));
+#endif
+    for (; i < n; i++)
         x[i] = bf16_round(x[i]);
 }
 

@@ -123,6 +123,11 @@ MHA_API void mha_model_free(mha_model *m) {
 
 mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, const exec_packed **out,
                             mha_error *err) {
+    return model_packed_for_prec(cm, p, NULL, MHA_PRECISION_FLOAT32, out, err);
+}
+
+mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void *plugin_state,
+                                 int precision, const exec_packed **out, mha_error *err) {
     /* The cache is the one mutable part of a model; it is guarded by the
      * mutex, so a const model may still fill it. */
     mha_model *m = (mha_model *)cm;
@@ -130,16 +135,18 @@ mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, const exec
     mha_status st = MHA_OK;
     pthread_mutex_lock(&m->pack_lock);
     model_pack *e = m->packs;
-    while (e && e->plugin != p)
+    while (e && (e->plugin != p || e->precision != precision))
         e = e->next;
     if (!e) {
         e = mha_calloc(&m->alloc, 1, sizeof *e);
         if (!e) {
             st = mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
         } else {
-            st = exec_pack_weights(&m->alloc, &m->L, p, &e->packed, err);
+            st = exec_pack_weights_prec(&m->alloc, &m->L, p, plugin_state, precision, &e->packed,
+                                        err);
             if (st == MHA_OK) {
                 e->plugin = p;
+                e->precision = precision;
                 e->next = m->packs;
                 m->packs = e;
             } else {

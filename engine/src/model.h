@@ -11,6 +11,7 @@
 
 typedef struct model_pack {
     const mha_plugin *plugin;
+    int precision; /* MHA_PRECISION_*: a model may hold both packings */
     exec_packed *packed;
     struct model_pack *next;
 } model_pack;
@@ -36,6 +37,10 @@ mha_status model_create_from_layer(const mha_allocator *alloc, layer *L, mha_mod
  * shared. The result lives as long as the model. */
 mha_status model_packed_for(const mha_model *m, const mha_plugin *p, const exec_packed **out,
                             mha_error *err);
+/* The same for a compute precision (MHA_PRECISION_*); plugin_state is the
+ * runtime's state of p, which the ABI 1.3 packing gets. */
+mha_status model_packed_for_prec(const mha_model *m, const mha_plugin *p, void *plugin_state,
+                                 int precision, const exec_packed **out, mha_error *err);
 
 /* Number of plugins the model holds packed weights for (tests). */
 size_t model_pack_count(const mha_model *m);

@@ -263,8 +263,18 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run options: num_threads %d < 0",
                         opts->num_threads);
 
+    /* precision was appended after kv_lengths */
+    int precision = MHA_PRECISION_FLOAT32;
+    if (opts->struct_size >= offsetof(mha_run_options, precision) + sizeof(int))
+        precision = opts->precision;
+    if (precision != MHA_PRECISION_FLOAT32 && precision != MHA_PRECISION_BFLOAT16)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "run options: precision %d (expected MHA_PRECISION_FLOAT32 or "
+                        "MHA_PRECISION_BFLOAT16)",
+                        precision);
+
     const exec_packed *pk = NULL;
-    mha_status st = model_packed_for(model, rt->plugin, &pk, err);
+    mha_status st = model_packed_for_prec(model, rt->plugin, rt->plugin_state, precision, &pk, err);
     if (st != MHA_OK) return st;
 
     exec_env env;
@@ -277,6 +287,8 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
                                                                                : rt->num_threads;
     env.cancel = opts->cancel;
     env.cancel_user = opts->cancel_user;
-    if (opts->struct_size >= sizeof *opts) env.kv_lengths = opts->kv_lengths;
+    if (opts->struct_size >= offsetof(mha_run_options, kv_lengths) + sizeof(void *))
+        env.kv_lengths = opts->kv_lengths;
+    env.precision = precision;
     return exec_run(&env, &model->L, pk, inputs, num_inputs, outputs, num_outputs, err);
 }
