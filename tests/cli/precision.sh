@@ -52,4 +52,14 @@ mha run "$ONE/model.onnx" "$IN" -o "$T/x.npy" --backend avx2 --precision bfloat1
 [ "$rc" -eq 1 ] && grep -q "'avx2' does not serve precision bfloat16" "$T/err.txt" ||
   fail "run does not refuse bfloat16 on avx2 by name (rc $rc)"
 echo "ok: run --precision"
+# ---- peak: the bfloat16 dot-product peak beside the float32 FMA peak
+if grep -q '\<avx512_bf16\>' /proc/cpuinfo; then
+  mha peak --threads 1 --seconds 0.01 --reps 1 --json "$T/peak.json"
+  [ "$rc" -eq 0 ] || fail "peak: $(cat "$T/err.txt")"
+  grep -Eq '^avx512bf16 +1 +[0-9.]+' "$T/out.txt" || fail "peak has no avx512bf16 line: $(cat "$T/out.txt")"
+  grep -Eq '"avx512bf16": \{"1": [0-9.]+\}' "$T/peak.json" || fail "peak JSON: $(cat "$T/peak.json")"
+  echo "ok: peak measures VDPBF16PS"
+else
+  echo "skip: this CPU has no AVX512-BF16 (peak's bfloat16 line not checked)"
+fi
 echo "precision.sh: all passed"
