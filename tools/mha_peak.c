@@ -37,45 +37,36 @@
 typedef uint64_t (*peak_kernel)(uint64_t iters, float seed, float *sink);
 
 #ifdef PEAK_X86
-/* acc = acc * x + y converges to y / (1 - x) = 1: no overflow, no denormal. */
-__attribute__((target("avx512f,fma"))) static uint64_t peak_avx512(uint64_t iters, float seed,
-                                                                   float *sink) {
-    __m512 acc[16];
-    for (int i = 0; i < 16; i++)
-        acc[i] = _mm512_set1_ps(seed + 0.01f * (float)i);
-    const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(0.001f);
-    for (uint64_t it = 0; it < iters; it++) {
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++)
-            acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+/* A kernel of 16 ZMM accumulator chains acc[i] = OP, held in registers;
+ * FLOP per lane per OP; the constants OP reads are declared by the
+ * trailing declarations. */
+#define PEAK_AVX512_KERNEL(NAME, TARGET, OP, FLOP, ...)                                            \
+    __attribute__((target(TARGET))) static uint64_t NAME(uint64_t iters, float seed,               \
+                                                         float *sink) {                            \
+        __m512 acc[16];                                                                            \
+        for (int i = 0; i < 16; i++)                                                               \
+            acc[i] = _mm512_set1_ps(seed + 0.01f * (float)i);                                      \
+        __VA_ARGS__                                                                                \
+        for (uint64_t it = 0; it < iters; it++) {                                                  \
+            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) acc[i] = OP;                     \
+        }                                                                                          \
+        __m512 s = acc[0];                                                                         \
+        for (int i = 1; i < 16; i++)                                                               \
+            s = _mm512_add_ps(s, acc[i]);                                                          \
+        *sink = _mm512_reduce_add_ps(s);                                                           \
+        return iters * 16u * 16u * (FLOP);                                                         \
     }
-    __m512 s = acc[0];
-    for (int i = 1; i < 16; i++)
-        s = _mm512_add_ps(s, acc[i]);
-    *sink = _mm512_reduce_add_ps(s);
-    return iters * 16u * 16u * 2u;
-}
 
-/* acc += 0.5 * 1 - 0.5 * 1 per lane: the products cancel, acc stays put. */
-__attribute__((target("avx512f,avx512bf16"))) static uint64_t
-peak_avx512bf16(uint64_t iters, float seed, float *sink) {
-    __m512 acc[16];
-    for (int i = 0; i < 16; i++)
-        acc[i] = _mm512_set1_ps(seed + 0.01f * (float)i);
-    /* pairs (lo, hi) of bfloat16: (0.5, -0.5) and (1, 1) */
-    const __m512bh a = (__m512bh)_mm512_set1_epi32((int)0xBF003F00u);
-    const __m512bh b = (__m512bh)_mm512_set1_epi32(0x3F803F80);
-    for (uint64_t it = 0; it < iters; it++) {
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++)
-            acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
-    }
-    __m512 s = acc[0];
-    for (int i = 1; i < 16; i++)
-        s = _mm512_add_ps(s, acc[i]);
-    *sink = _mm512_reduce_add_ps(s);
-    return iters * 16u * 16u * 4u;
-}
+/* acc = acc * x + y converges to y / (1 - x) = 1: no overflow, no denormal. */
+PEAK_AVX512_KERNEL(peak_avx512, "avx512f,fma", _mm512_fmadd_ps(acc[i], x, y), 2u,
+                   const __m512 x = _mm512_set1_ps(0.999f);
+                   const __m512 y = _mm512_set1_ps(0.001f);)
+
+/* acc += 0.5 * 1 - 0.5 * 1 per lane (bfloat16 pairs (0.5, -0.5) and (1, 1)):
+ * the products cancel, acc stays put. */
+PEAK_AVX512_KERNEL(peak_avx512bf16, "avx512f,avx512bf16", _mm512_dpbf16_ps(acc[i], a, b), 4u,
+                   const __m512bh a = (__m512bh)_mm512_set1_epi32((int)0xBF003F00u);
+                   const __m512bh b = (__m512bh)_mm512_set1_epi32(0x3F803F80);)
 
 __attribute__((target("avx2,fma"))) static uint64_t peak_avx2(uint64_t iters, float seed,
                                                               float *sink) {
