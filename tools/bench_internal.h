@@ -58,10 +58,13 @@ typedef struct bench_options {
     const char *plugin_path;
     double timeout; /* seconds a child may take before it is killed */
     /* server scenario */
-    double p99_ms;      /* latency bound of the rate search */
-    double server_time; /* seconds per tried rate */
-    int clients;        /* client threads sharing one runtime */
-    int precision;      /* MHA_PRECISION_* of every timed run (the reference: float32) */
+    double p99_ms;         /* latency bound of the rate search */
+    double server_time;    /* seconds per tried rate */
+    int clients;           /* client threads sharing one runtime */
+    int max_batch;         /* 0: each client calls mha_run; else requests go
+                              through an mha_queue batching up to this many */
+    double batch_delay_ms; /* the queue's max_delay_ms */
+    int precision;         /* MHA_PRECISION_* of every timed run (the reference: float32) */
 } bench_options;
 
 /* The accuracy bound of runs in `precision`. */

@@ -125,6 +125,12 @@ void bench_report_table(const bench_report *r, FILE *out) {
                 "  shape %s, offline: whole batches, %d warm-up runs, >= %.3g s and >= %d "
                 "reps, seed %llu\n",
                 shape, o->warmup, o->min_time, BENCH_MIN_REPS, (unsigned long long)o->seed);
+    else if (o->max_batch > 0)
+        fprintf(out,
+                "  shape %s, server: batch-1 requests, Poisson arrivals, request queue (max "
+                "batch %d, delay %.3g ms), p99 bound %.3g ms, %.3g s per rate, seed %llu\n",
+                shape, o->max_batch, o->batch_delay_ms, o->p99_ms, o->server_time,
+                (unsigned long long)o->seed);
     else
         fprintf(out,
                 "  shape %s, server: batch-1 requests, Poisson arrivals, %d clients, "
@@ -376,7 +382,9 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
         json_num(f, o->p99_ms);
         fputs(", \"server_time_s\": ", f);
         json_num(f, o->server_time);
-        fprintf(f, ", \"clients\": %d", o->clients);
+        fprintf(f, ", \"clients\": %d, \"max_batch\": %d, \"batch_delay_ms\": ", o->clients,
+                o->max_batch);
+        json_num(f, o->batch_delay_ms);
     }
     fputs("},\n", f);
     fputs("  \"context\": {\n", f);
@@ -604,6 +612,11 @@ int bench_report_svg(const bench_report *r, const char *path, char *msg, size_t 
                      r->ctx->git_commit, r->ctx->compiler, r->ctx->build_type, r->ctx->date);
         else if (line == 1)
             snprintf(sub, sizeof sub, "ISA: %s", r->ctx->isa);
+        else if (server && o->max_batch > 0)
+            snprintf(sub, sizeof sub,
+                     "batch-1 requests, Poisson arrivals, request queue (max batch %d); "
+                     "p99 latency bound %.3g ms",
+                     o->max_batch, o->p99_ms);
         else if (server)
             snprintf(sub, sizeof sub,
                      "batch-1 requests, Poisson arrivals, %d clients; "

@@ -95,11 +95,77 @@ static void *server_client(void *arg) {
     return NULL;
 }
 
+/* With a request queue (--max-batch): one thread submits every request at
+ * its arrival time (open loop: no client to wait for) and a completion
+ * callback records its latency; the queue's dispatcher forms the batches. A
+ * request the queue refuses (full) counts as infinitely late. */
+typedef struct server_queued {
+    server_trial_state *s;
+    size_t i;
+    double due;
+    atomic_int *left; /* requests not completed yet */
+} server_queued;
+
+static void server_queued_done(void *user, mha_request *req) {
+    server_queued *q = user;
+    server_trial_state *s = q->s;
+    double done = bench_now();
+    mha_request_info info;
+    mha_request_get_info(req, &info);
+    if (info.status != MHA_OK) {
+        pthread_mutex_lock(&s->lock);
+        snprintf(s->error, sizeof s->error, "server request: %s", mha_status_text(info.status));
+        pthread_mutex_unlock(&s->lock);
+        atomic_store(&s->failed, 1);
+    }
+    s->latency_ms[q->i] = (done - q->due) * 1e3;
+    pthread_mutex_lock(&s->lock);
+    if (done > s->last_done) s->last_done = done;
+    pthread_mutex_unlock(&s->lock);
+    mha_request_free(req);
+    atomic_fetch_sub(q->left, 1);
+}
+
+static void server_submit_all(server_trial_state *s, mha_queue *queue) {
+    server_queued *slots = calloc(s->n, sizeof *slots);
+    if (!slots) {
+        snprintf(s->error, sizeof s->error, "server: out of memory");
+        atomic_store(&s->failed, 1);
+        return;
+    }
+    atomic_int left;
+    atomic_init(&left, (int)s->n);
+    for (size_t i = 0; i < s->n; i++) {
+        server_queued *q = &slots[i];
+        *q = (server_queued){s, i, s->start + s->arrival[i], &left};
+        sleep_until(q->due);
+        mha_submit_options so;
+        mha_submit_options_init(&so);
+        so.done = server_queued_done;
+        so.done_user = q;
+        mha_request *req = NULL;
+        mha_error err;
+        mha_status st = mha_queue_submit(queue, &s->t->inputs[0], &so, &req, &err);
+        if (st == MHA_ERR_QUEUE_FULL) {
+            s->latency_ms[i] = INFINITY;
+            atomic_fetch_sub(&left, 1);
+        } else if (st != MHA_OK) {
+            snprintf(s->error, sizeof s->error, "server submit: %s", err.message);
+            atomic_store(&s->failed, 1);
+            atomic_fetch_sub(&left, (int)(s->n - i));
+            break;
+        }
+    }
+    while (atomic_load(&left) > 0)
+        sleep_until(bench_now() + 1e-4);
+    free(slots);
+}
+
 /* Serves Poisson arrivals at `rate` per second for about opts->server_time
  * seconds (longer at low rates, to collect SERVER_MIN_REQUESTS). */
-static int server_trial(mha_runtime *rt, const mha_model *model, const bench_tensors *t,
-                        const bench_options *o, double rate, uint64_t seed, bench_trial *out,
-                        char *msg, size_t msg_size) {
+static int server_trial(mha_runtime *rt, const mha_model *model, mha_queue *queue,
+                        const bench_tensors *t, const bench_options *o, double rate, uint64_t seed,
+                        bench_trial *out, char *msg, size_t msg_size) {
     double duration = o->server_time;
     if (rate * duration < SERVER_MIN_REQUESTS)
         duration = fmin(SERVER_MIN_REQUESTS / rate, 4.0 * o->server_time);
@@ -133,7 +199,11 @@ static int server_trial(mha_runtime *rt, const mha_model *model, const bench_ten
     atomic_init(&s.failed, 0);
     pthread_mutex_init(&s.lock, NULL);
     s.start = bench_now() + 0.002; /* let the clients start first */
-    for (int c = 0; c < o->clients && c < 256; c++) {
+    if (queue) {
+        server_submit_all(&s, queue);
+        started = -1;
+    }
+    for (int c = 0; !queue && c < o->clients && c < 256; c++) {
         if (pthread_create(&threads[c], NULL, server_client, &s) != 0) break;
         started++;
     }
@@ -169,24 +239,26 @@ static int server_trial(mha_runtime *rt, const mha_model *model, const bench_ten
 
 /* One trial of the search at `rate` into the next slot of res->trials:
  * 1 met the bound, 0 missed it, -1 no slot left, -2 failed (res->error). */
-static int search_trial(mha_runtime *rt, const mha_model *model, const bench_tensors *t,
-                        const bench_options *o, uint64_t seed, double rate, bench_result *res) {
+static int search_trial(mha_runtime *rt, const mha_model *model, mha_queue *queue,
+                        const bench_tensors *t, const bench_options *o, uint64_t seed, double rate,
+                        bench_result *res) {
     if (res->n_trials >= BENCH_MAX_TRIALS) return -1;
     bench_trial *tr = &res->trials[res->n_trials];
-    if (server_trial(rt, model, t, o, rate, seed + (uint64_t)res->n_trials, tr, res->error,
+    if (server_trial(rt, model, queue, t, o, rate, seed + (uint64_t)res->n_trials, tr, res->error,
                      sizeof res->error) != 0)
         return -2;
     res->n_trials++;
     return tr->ok;
 }
 
+static int bench_server_search(mha_runtime *rt, const mha_model *model, mha_queue *queue,
+                               bench_tensors *t, const bench_options *o, bench_result *res);
+
 int bench_server_run(mha_runtime *rt, const mha_model *model, bench_tensors *t,
                      const bench_options *o, bench_result *res) {
     double alone[5];
     mha_error err;
     bench_stats st;
-    bench_cpu_sample s0, s1;
-    int have_cpu;
     /* one request alone: where the search starts, and a floor for p99 */
     for (int i = 0; i < 5; i++) {
         double t0 = bench_now();
@@ -203,13 +275,36 @@ int bench_server_run(mha_runtime *rt, const mha_model *model, bench_tensors *t,
     res->server_found = 0;
     if (st.median > o->p99_ms) return 0; /* no rate can meet the bound */
 
+    mha_queue *queue = NULL;
+    if (o->max_batch > 0) {
+        mha_queue_options qo;
+        mha_queue_options_init(&qo);
+        qo.max_batch = o->max_batch;
+        qo.max_delay_ms = o->batch_delay_ms;
+        qo.max_batch_tokens = (int64_t)o->max_batch * t->inputs[0].shape[1];
+        qo.capacity = 4096;
+        if (mha_queue_create(rt, model, &qo, &queue, &err) != MHA_OK) {
+            snprintf(res->error, sizeof res->error, "server queue: %s", err.message);
+            return -1;
+        }
+    }
+    int rc = bench_server_search(rt, model, queue, t, o, res);
+    mha_queue_destroy(queue);
+    return rc;
+}
+
+/* The rate search (see the top of this file). */
+static int bench_server_search(mha_runtime *rt, const mha_model *model, mha_queue *queue,
+                               bench_tensors *t, const bench_options *o, bench_result *res) {
+    bench_cpu_sample s0, s1;
+    int have_cpu;
     have_cpu = bench_cpu_sample_take(&s0) == 0;
-    double rate = 0.5 * 1e3 / fmax(st.median, 1e-3);
+    double rate = 0.5 * 1e3 / fmax(res->single_ms, 1e-3);
     double good = 0.0, bad = 0.0;
     int good_i = -1;
     uint64_t seed = o->seed * 0x9E3779B97F4A7C15ull + 7;
     for (int d = 0; d < SERVER_MAX_DOUBLINGS; d++) {
-        int ok = search_trial(rt, model, t, o, seed, rate, res);
+        int ok = search_trial(rt, model, queue, t, o, seed, rate, res);
         if (ok == -2) return -1;
         if (ok < 0) break;
         if (ok == 0) {
@@ -222,7 +317,7 @@ int bench_server_run(mha_runtime *rt, const mha_model *model, bench_tensors *t,
     }
     for (int h = 0; good == 0.0 && h < SERVER_MAX_HALVINGS; h++) {
         rate *= 0.5;
-        int ok = search_trial(rt, model, t, o, seed, rate, res);
+        int ok = search_trial(rt, model, queue, t, o, seed, rate, res);
         if (ok == -2) return -1;
         if (ok < 0) break;
         if (ok == 1) {
@@ -234,7 +329,7 @@ int bench_server_run(mha_runtime *rt, const mha_model *model, bench_tensors *t,
     }
     for (int k = 0; good > 0.0 && bad > good * 1.1 && k < SERVER_MAX_BISECTIONS; k++) {
         double mid = 0.5 * (good + bad);
-        int ok = search_trial(rt, model, t, o, seed, mid, res);
+        int ok = search_trial(rt, model, queue, t, o, seed, mid, res);
         if (ok == -2) return -1;
         if (ok < 0) break;
         if (ok) {

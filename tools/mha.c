@@ -24,6 +24,9 @@ static const cli_command commands[] = {
     {"backends", "list the backend plugins and which auto picks", cli_cmd_backends},
     {"peak", "measure this machine's FMA peak now (per ISA, per thread count)", mha_cmd_peak},
     {"gen", "write a random-weight attention layer (and data)", cli_cmd_gen},
+#ifdef MHA_HAVE_SERVE
+    {"serve", "serve a model over HTTP with dynamic batching", mha_cmd_serve},
+#endif
 };
 #define NUM_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -82,6 +85,13 @@ int main(int argc, char **argv) {
     }
     const cli_command *cmd = find_command(name);
     if (!cmd) return unknown_command(name);
+    /* `mha COMMAND --version` answers like `mha --version` (options end at
+     * a "--") */
+    for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("mha %s (library %s)\n", MHA_VERSION_STRING, mha_version_string());
+            return CLI_OK;
+        }
     int rc = cmd->main(argc - 1, argv + 1);
     if (rc > CLI_SIGNALED(0) && rc < CLI_SIGNALED(65)) {
         /* stopped by a signal after cleaning up: end by that signal, so a

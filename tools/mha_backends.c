@@ -69,6 +69,19 @@ static void json_string(const char *s) {
 /* What the engine does in plain C around every backend's float32 kernels
  * (engine/src/exec_ext.c): the kernels see only float32 tensors, a mask,
  * key lengths and causal offsets. */
+/* Entry i is the built-in and a usable plugin file of the same name was
+ * loaded too (a tie in score goes to the file). */
+static int backends_is_shadowed(mha_runtime *rt, size_t i, const mha_plugin_info *pi) {
+    if (!pi->name || !pi->path || strcmp(pi->path, "(built-in)") != 0) return 0;
+    size_t n = mha_runtime_plugin_count(rt);
+    for (size_t k = 0; k < n; k++) {
+        mha_plugin_info o;
+        if (k == i || mha_runtime_plugin(rt, k, &o) != MHA_OK) continue;
+        if (o.usable && o.name && strcmp(o.name, pi->name) == 0) return 1;
+    }
+    return 0;
+}
+
 static const char backends_scalar_path[] =
     "qk_matmul_output, float16/bfloat16 conversion, KV-cache concatenation "
     "(present_key/present_value), opset-25 windows and short attn_mask (as an additive mask), "
@@ -159,17 +172,27 @@ int cli_cmd_backends(int argc, char **argv) {
         json_string(backends_scalar_path);
         printf("}\n");
     } else {
+        const char *shadowed = NULL;
         printf("cpu features: %s\n", features);
         printf("%-10s %-9s %6s  %-9s %s\n", "NAME", "VERSION", "SCORE", "STATUS", "PATH");
         for (size_t i = 0; i < n; i++) {
             mha_plugin_info pi;
             if (mha_runtime_plugin(rt, i, &pi) != MHA_OK) continue;
+            /* the built-in scalar stands in only when no plugin file of that
+             * name loads: beside one, it is a fallback (said below the
+             * table), not a second "scalar" to choose from */
+            if (pi.usable && backends_is_shadowed(rt, i, &pi)) {
+                shadowed = pi.name;
+                continue;
+            }
             printf("%-10s %-9s %6d  %-9s %s", pi.name ? pi.name : "-",
                    pi.version ? pi.version : "-", pi.score, pi.usable ? "usable" : "unusable",
                    pi.path ? pi.path : "-");
             if (pi.reason && *pi.reason) printf("  (%s)", pi.reason);
             printf("\n");
         }
+        if (shadowed)
+            printf("built-in %s: the fallback when no %s plugin file loads\n", shadowed, shadowed);
         printf("auto picks: %s\n", auto_name);
         if (selected && strcmp(selected, auto_name) != 0) printf("selected: %s\n", selected);
         printf("features via scalar path (engine, every backend): %s\n", backends_scalar_path);

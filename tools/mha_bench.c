@@ -48,6 +48,9 @@ static const char bench_usage[] =
     "  --clients N              server: client threads sharing one runtime (default 4)\n"
     "  --precision float32|bfloat16   compute precision of the timed runs (default\n"
     "                           float32); errors are against the float32 reference\n"
+    "  --max-batch N            server: submit through the library's request queue,\n"
+    "                           batching up to N requests (default 0: no queue)\n"
+    "  --batch-delay-ms X       server: how long a batch waits for company (default 1)\n"
     "  --seed N                 seed of the random inputs (default 1)\n"
     "  --plugin-path PATH       plugin file or folder searched first\n"
     "  --timeout SEC            kill a configuration that takes longer (default 600)\n"
@@ -180,6 +183,7 @@ static int parse_args(int argc, char **argv, bench_options *o) {
     o->p99_ms = 10.0;
     o->server_time = 0.5;
     o->clients = 4;
+    o->batch_delay_ms = 1.0;
     o->timeout = 600.0;
 
     for (int i = 1; i < argc; i++) {
@@ -284,6 +288,14 @@ static int parse_args(int argc, char **argv, bench_options *o) {
             if (parse_i64(val, 1, 256, &v) != 0)
                 return usage_error("--clients wants 1..256, got '%s'", val);
             o->clients = (int)v;
+        } else if (strcmp(name, "--max-batch") == 0) {
+            int64_t v;
+            if (parse_i64(val, 0, 4096, &v) != 0)
+                return usage_error("--max-batch wants 0..4096, got '%s'", val);
+            o->max_batch = (int)v;
+        } else if (strcmp(name, "--batch-delay-ms") == 0) {
+            if (parse_double(val, 0.0, 60000.0, &o->batch_delay_ms) != 0)
+                return usage_error("--batch-delay-ms wants milliseconds >= 0, got '%s'", val);
         } else {
             return usage_error("unknown option '%s'", name);
         }

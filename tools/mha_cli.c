@@ -51,6 +51,10 @@ int cli_fail_err(const char *file, const mha_error *err) {
     return cli_fail("%s: %s", file, msg);
 }
 
+static const char cli_exit_text[] =
+    "\nExit status: 0 success, 1 failure (one line on stderr), 2 usage error,\n"
+    "128 + N stopped by signal N (130: SIGINT).\n";
+
 int cli_print_usage(const char *usage) {
     fputs(usage, stdout);
     fputs("\nCommon options:\n"
@@ -58,9 +62,19 @@ int cli_print_usage(const char *usage) {
           "  --threads N          threads, the calling one included (default: all CPUs)\n"
           "  -v, --verbose        print the library's log lines on stderr\n"
           "  -h, --help           this text\n"
-          "\nExit status: 0 success, 1 failure (one line on stderr), 2 usage error,\n"
-          "128 + N stopped by signal N (130: SIGINT).\n",
+          "  --version            the version of mha and libmha\n",
           stdout);
+    fputs(cli_exit_text, stdout);
+    return CLI_OK;
+}
+
+int cli_print_usage_basic(const char *usage) {
+    fputs(usage, stdout);
+    fputs("\nCommon options:\n"
+          "  -h, --help           this text\n"
+          "  --version            the version of mha and libmha\n",
+          stdout);
+    fputs(cli_exit_text, stdout);
     return CLI_OK;
 }
 
@@ -117,6 +131,7 @@ int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
         c->verbose = 1;
         return 1;
     }
+    if (c->no_backend) return 0;
     if ((r = cli_option_value(c, argc, argv, i, "--backend", NULL, &v)) != 0) {
         if (r < 0) return -1;
         if (!*v) {

@@ -26,7 +26,9 @@ typedef struct cli_common {
     int threads;         /* 0: every online CPU */
     int verbose;         /* library log lines to stderr */
     int help;
-    int precision; /* --precision (run, check, bench): MHA_PRECISION_* */
+    int precision;  /* --precision (run, check, bench): MHA_PRECISION_* */
+    int no_backend; /* set by commands that run no model (gen, merge): --backend
+                       and --threads are then unknown options */
 } cli_common;
 
 /* The subcommands: argv[0] is the subcommand's name; each handles --help
@@ -36,7 +38,8 @@ int cli_cmd_check(int argc, char **argv);
 int cli_cmd_info(int argc, char **argv);
 int cli_cmd_gen(int argc, char **argv);
 int cli_cmd_backends(int argc, char **argv);
-int mha_cmd_peak(int argc, char **argv); /* mha_peak.c */
+int mha_cmd_peak(int argc, char **argv);  /* mha_peak.c */
+int mha_cmd_serve(int argc, char **argv); /* mha_serve.c (with libmicrohttpd) */
 
 /* Tries argv[*i] as a common option (consuming its value); returns 1 if it
  * was one, 0 if not, -1 after printing a usage error. */
@@ -77,6 +80,8 @@ const char *cli_escape(const char *s, char *buf, size_t n);
 /* Prints a command's usage text and the common options on stdout, returns
  * CLI_OK. */
 int cli_print_usage(const char *usage);
+/* The same for a command without --backend / --threads (gen, merge, peak). */
+int cli_print_usage_basic(const char *usage);
 
 /* Creates the runtime the common options ask for. Prints the error. */
 int cli_runtime_create(const cli_common *c, mha_runtime **rt);

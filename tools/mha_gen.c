@@ -454,6 +454,7 @@ static int gen_write_data(const gen_params *p) {
 
 int cli_cmd_gen(int argc, char **argv) {
     cli_common c = {0};
+    c.no_backend = 1; /* runs no model */
     c.cmd = "gen";
     gen_params p = {0};
     p.bias = 1;
@@ -513,7 +514,7 @@ int cli_cmd_gen(int argc, char **argv) {
         if (r < 0) return CLI_USAGE;
         if (num && !cli_parse_int(&c, opt, v, lo, hi, num)) return CLI_USAGE;
     }
-    if (c.help) return cli_print_usage(gen_usage);
+    if (c.help) return cli_print_usage_basic(gen_usage);
     if (!p.d || !p.heads) return cli_usage_error(&c, "-d D and -H H are required");
     if (!p.out) return cli_usage_error(&c, "-o MODEL.onnx is required");
     if (p.kv_heads < 0) p.kv_heads = p.heads;

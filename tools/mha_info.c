@@ -38,6 +38,86 @@ static void print_io(const char *kind, const mha_io_info *io) {
            mha_io_role_name(io->role), mha_dtype_name(io->dtype), shape);
 }
 
+static void print_step_kinds(const mha_model *m, size_t n_steps, const char *kind, double total);
+
+/* A whole model: its attention layers, then the steps, interpreted ones
+ * summed per op type with their share of the FLOPs. */
+static void print_plan(const mha_model *m) {
+    size_t n_layers = mha_model_num_layers(m), n_steps = mha_model_num_steps(m);
+    if (n_steps == 0) return;
+    printf("attention layers: %zu\n", n_layers);
+    for (size_t i = 0; i < n_layers; i++) {
+        mha_layer_info li;
+        if (mha_model_layer(m, i, &li) != MHA_OK) continue;
+        if (li.recognised)
+            printf("  layer %-3zu %-28s fused, %s\n", i, li.core, li.form);
+        else
+            printf("  layer %-3zu %-28s interpreted: %s\n", i, li.core, li.reason);
+    }
+    double total = 0.0, interp = 0.0, gemm = 0.0;
+    size_t n_attn = 0, n_gemm = 0, n_norm = 0, n_interp = 0;
+    for (size_t i = 0; i < n_steps; i++) {
+        mha_step_info si;
+        if (mha_model_step(m, i, &si) != MHA_OK) continue;
+        total += si.flops;
+        if (strcmp(si.kind, "attention") == 0) {
+            n_attn++;
+        } else if (strcmp(si.kind, "gemm") == 0) {
+            gemm += si.flops;
+            n_gemm++;
+        } else if (strcmp(si.kind, "norm") == 0) {
+            n_norm++;
+        } else {
+            interp += si.flops;
+            n_interp++;
+        }
+    }
+    printf("plan:         %zu steps: %zu attention, %zu GEMM, %zu norm, %zu interpreted nodes\n",
+           n_steps, n_attn, n_gemm, n_norm, n_interp);
+    printf(
+        "FLOPs:        %.1f %% attention layers, %.1f %% GEMM steps, %.1f %% interpreted (at the "
+        "probe's sizes)\n",
+        total > 0.0 ? 100.0 * (total - gemm - interp) / total : 0.0,
+        total > 0.0 ? 100.0 * gemm / total : 0.0, total > 0.0 ? 100.0 * interp / total : 0.0);
+    /* GEMM and norm steps by what they fuse, then interpreted op types, in
+     * order of first appearance */
+    for (int pass = 0; pass < 2; pass++)
+        print_step_kinds(m, n_steps, pass ? "interpreted" : "fused", total);
+}
+
+static int step_is(const mha_step_info *s, const char *kind) {
+    int fused = strcmp(s->kind, "gemm") == 0 || strcmp(s->kind, "norm") == 0;
+    return strcmp(kind, "fused") == 0 ? fused : strcmp(s->kind, kind) == 0;
+}
+
+static void print_step_kinds(const mha_model *m, size_t n_steps, const char *kind, double total) {
+    if (strcmp(kind, "fused") == 0) printf("fused steps:\n");
+    if (strcmp(kind, "interpreted") == 0) printf("interpreted nodes:\n");
+    for (size_t i = 0; i < n_steps; i++) {
+        mha_step_info si, sj;
+        if (mha_model_step(m, i, &si) != MHA_OK || !step_is(&si, kind)) continue;
+        int first = 1;
+        for (size_t j = 0; j < i && first; j++)
+            if (mha_model_step(m, j, &sj) == MHA_OK && step_is(&sj, kind) &&
+                strcmp(sj.op, si.op) == 0)
+                first = 0;
+        if (!first) continue;
+        size_t count = 0;
+        double flops = 0.0;
+        for (size_t j = i; j < n_steps; j++)
+            if (mha_model_step(m, j, &sj) == MHA_OK && step_is(&sj, kind) &&
+                strcmp(sj.op, si.op) == 0) {
+                count++;
+                flops += sj.flops;
+            }
+        if (flops > 0.0)
+            printf("  %-32s x%-4zu %5.1f %% of the FLOPs\n", si.op, count,
+                   total > 0.0 ? 100.0 * flops / total : 0.0);
+        else
+            printf("  %-32s x%zu\n", si.op, count);
+    }
+}
+
 int cli_cmd_info(int argc, char **argv) {
     cli_common c = {0};
     c.cmd = "info";
@@ -135,6 +215,7 @@ int cli_cmd_info(int argc, char **argv) {
         mha_io_info io;
         if (mha_model_output(m, i, &io) == MHA_OK) print_io("output", &io);
     }
+    print_plan(m);
     mha_model_free(m);
     return CLI_OK;
 }

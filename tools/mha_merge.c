@@ -16,7 +16,7 @@
 #include "tensorfile.h"
 
 static const char merge_usage[] =
-    "Usage: mha merge OUT.npy SHARD.npy...\n"
+    "Usage: mha merge -o OUT.npy SHARD.npy...    (or: mha merge OUT.npy SHARD.npy...)\n"
     "\n"
     "Joins the shard files of a split run ('mha run --shard I/N', or a SLURM job\n"
     "array) into OUT.npy. Every shard's header names the rows it holds; the shards\n"
@@ -25,6 +25,7 @@ static const char merge_usage[] =
     "SIGTERM remove the temporary file, and one left by kill -9 is removed by the\n"
     "next merge into the same OUT.\n"
     "\n"
+    "  -o, --output OUT.npy   the merged file (without -o: the first file named)\n"
     "  -q, --quiet      no summary on stderr\n";
 
 /* Bytes copied per read/write while merging. */
@@ -85,6 +86,7 @@ static int merge_check(merge_shard *sh, size_t n) {
 
 int mha_cmd_merge(int argc, char **argv) {
     cli_common c = {0};
+    c.no_backend = 1; /* runs no model */
     c.cmd = "merge";
     const char *out_path = NULL;
     merge_shard *sh = calloc((size_t)argc, sizeof *sh);
@@ -111,6 +113,16 @@ int mha_cmd_merge(int argc, char **argv) {
                 quiet = 1;
                 continue;
             }
+            const char *v;
+            if ((r = cli_option_value(&c, argc, argv, &i, "--output", "-o", &v)) != 0) {
+                if (r > 0 && out_path) cli_usage_error(&c, "-o is given twice");
+                if (r < 0 || out_path) {
+                    rc = CLI_USAGE;
+                    goto done;
+                }
+                out_path = v;
+                continue;
+            }
             if ((r = cli_common_option(&c, argc, argv, &i)) != 0) {
                 if (r < 0) {
                     rc = CLI_USAGE;
@@ -121,13 +133,15 @@ int mha_cmd_merge(int argc, char **argv) {
             rc = cli_usage_error(&c, "unknown option '%s'", a);
             goto done;
         }
-        if (!out_path)
-            out_path = a;
-        else
-            sh[n++].path = a;
+        sh[n++].path = a;
+    }
+    /* without -o, the first file named is the output (mha merge OUT SHARD...) */
+    if (!out_path && n > 0) {
+        out_path = sh[0].path;
+        memmove(sh, sh + 1, --n * sizeof *sh);
     }
     if (c.help) {
-        rc = cli_print_usage(merge_usage);
+        rc = cli_print_usage_basic(merge_usage);
         goto done;
     }
     if (!out_path || n == 0) {

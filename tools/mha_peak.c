@@ -161,9 +161,7 @@ static const char *peak_usage =
     "  --seconds S      length of one measurement (default 0.3)\n"
     "  --reps N         measurements per figure, the median is reported (default 5)\n"
     "  --json FILE      also write {\"avx512\": {\"1\": GF, ...}, \"avx512bf16\": {...},\n"
-    "                   \"avx2\": {...}}\n"
-    "\n"
-    "Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.\n";
+    "                   \"avx2\": {...}}\n";
 
 static int peak_usage_error(const char *what, const char *value) {
     fprintf(stderr, "mha peak: %s%s%s (see 'mha peak --help')\n", what, value ? ": " : "",
@@ -177,7 +175,8 @@ int mha_cmd_peak(int argc, char **argv) {
     const char *json = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) return cli_print_usage(peak_usage);
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
+            return cli_print_usage_basic(peak_usage);
         if (i + 1 >= argc) return peak_usage_error("unknown option or missing value", a);
         const char *v = argv[++i];
         if (strcmp(a, "--threads") == 0) {

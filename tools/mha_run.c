@@ -19,7 +19,8 @@
 static const char run_usage[] =
     "Usage: mha run MODEL [INPUT...] [-o OUTPUT... | --out-dir DIR] [options]\n"
     "\n"
-    "Runs the attention layer of MODEL (ONNX) once over the given inputs.\n"
+    "Runs MODEL (ONNX: an attention layer, or a whole model as a plan of steps)\n"
+    "once over the given inputs.\n"
     "\n"
     "  INPUT            a .npy or ONNX TensorProto .pb file per model input, in the\n"
     "                   model's input order, or NAME=FILE to bind by input name.\n"

@@ -79,27 +79,34 @@ static const char *exec_precision_name(int precision) {
                                                  : "(unknown)";
 }
 
-/* Bytes of the packed [K, N] in the pack's precision: float32 through the
- * 1.0 entry, another through the plugin's 1.3 entry. */
-static size_t exec_packed_size(const exec_packed *pk, void *state, int64_t K, int64_t N) {
-    if (pk->precision == MHA_PRECISION_FLOAT32) return pk->plugin->gemm_packed_size(K, N);
-    return pk->plugin->gemm_packed_size_prec(state, pk->precision, K, N);
+/* Bytes of a packed [K, N] in `precision`: float32 through the 1.0 entry,
+ * another through the plugin's 1.3 entry (with its state). */
+static size_t exec_packed_size_prec(const mha_plugin *p, void *state, int precision, int64_t K,
+                                    int64_t N) {
+    if (precision == MHA_PRECISION_FLOAT32) return p->gemm_packed_size(K, N);
+    return p->gemm_packed_size_prec(state, precision, K, N);
 }
 
-static int exec_pack_b(const exec_packed *pk, void *state, int64_t K, int64_t N, const float *B,
-                       void *packed) {
-    if (pk->precision == MHA_PRECISION_FLOAT32) {
-        pk->plugin->gemm_pack_b(K, N, B, N, packed);
+static int exec_pack_b_prec(const mha_plugin *p, void *state, int precision, int64_t K, int64_t N,
+                            const float *B, void *packed) {
+    if (precision == MHA_PRECISION_FLOAT32) {
+        p->gemm_pack_b(K, N, B, N, packed);
         return 0;
     }
-    return pk->plugin->gemm_pack_b_prec(state, pk->precision, K, N, B, N, packed);
+    return p->gemm_pack_b_prec(state, precision, K, N, B, N, packed);
 }
 
-static mha_status exec_pack_parts(const mha_alloc_ctx *a, const exec_packed *pk, void *state,
-                                  int64_t K, int n_parts, const float *const *w,
-                                  const int64_t *cols, const float *const *bias, const char *what,
-                                  exec_gemm_weights *out, mha_error *err) {
-    const mha_plugin *p = pk->plugin;
+mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t K, int n_parts,
+                           const float *const *w, const int64_t *cols, const float *const *bias,
+                           const char *what, exec_gemm_weights *out, mha_error *err) {
+    return exec_pack_parts_prec(a, p, NULL, MHA_PRECISION_FLOAT32, K, n_parts, w, cols, bias, what,
+                                out, err);
+}
+
+mha_status exec_pack_parts_prec(const mha_alloc_ctx *a, const mha_plugin *p, void *state,
+                                int precision, int64_t K, int n_parts, const float *const *w,
+                                const int64_t *cols, const float *const *bias, const char *what,
+                                exec_gemm_weights *out, mha_error *err) {
     int64_t N = 0;
     int any_bias = 0;
     for (int i = 0; i < n_parts; i++) {
@@ -115,9 +122,9 @@ static mha_status exec_pack_parts(const mha_alloc_ctx *a, const exec_packed *pk,
     if (!mha_mul_size((size_t)K, (size_t)N, &kn) || !mha_mul_size(kn, sizeof(float), &kn))
         return mha_fail(err, MHA_ERR_LIMIT, "packing %s: %lldx%lld weights too large", what,
                         (long long)K, (long long)N);
-    size_t packed_size = exec_packed_size(pk, state, K, N);
+    size_t packed_size = exec_packed_size_prec(p, state, precision, K, N);
     /* bfloat16 packs 2 bytes a weight */
-    if (pk->precision == MHA_PRECISION_BFLOAT16) kn /= 2;
+    if (precision == MHA_PRECISION_BFLOAT16) kn /= 2;
     if (packed_size == SIZE_MAX)
         return mha_fail(err, MHA_ERR_LIMIT, "packing %s: backend '%s' cannot pack %lldx%lld", what,
                         p->name, (long long)K, (long long)N);
@@ -136,7 +143,7 @@ static mha_status exec_pack_parts(const mha_alloc_ctx *a, const exec_packed *pk,
                         packed_size, p->name);
     int rc = 0;
     if (n_parts == 1) {
-        rc = exec_pack_b(pk, state, K, N, w[0], out->packed);
+        rc = exec_pack_b_prec(p, state, precision, K, N, w[0], out->packed);
     } else {
         float *cat = mha_malloc(a, (size_t)K * (size_t)N * sizeof(float));
         if (!cat)
@@ -149,7 +156,7 @@ static mha_status exec_pack_parts(const mha_alloc_ctx *a, const exec_packed *pk,
                 c0 += cols[i];
             }
         }
-        rc = exec_pack_b(pk, state, K, N, cat, out->packed);
+        rc = exec_pack_b_prec(p, state, precision, K, N, cat, out->packed);
         mha_free(a, cat);
     }
     if (rc != 0)
@@ -206,21 +213,25 @@ mha_status exec_pack_weights_prec(const mha_alloc_ctx *a, const layer *L, const 
         const float *b[3] = {L->bq, L->bk, L->bv};
         const int64_t cols[3] = {nq, nk, nv};
         pk->fused_qkv = 1;
-        st = exec_pack_parts(a, pk, state, L->d_model, 3, w, cols, b, "W_q|W_k|W_v", &pk->qkv, err);
+        st = exec_pack_parts_prec(a, plugin, state, precision, L->d_model, 3, w, cols, b,
+                                  "W_q|W_k|W_v", &pk->qkv, err);
     } else {
         const float *wq[1] = {L->wq}, *bq[1] = {L->bq};
         const int64_t cq[1] = {nq};
-        st = exec_pack_parts(a, pk, state, L->d_model, 1, wq, cq, bq, "W_q", &pk->q, err);
+        st = exec_pack_parts_prec(a, plugin, state, precision, L->d_model, 1, wq, cq, bq, "W_q",
+                                  &pk->q, err);
         if (st == MHA_OK) {
             const float *w[2] = {L->wk, L->wv}, *b[2] = {L->bk, L->bv};
             const int64_t cols[2] = {nk, nv};
-            st = exec_pack_parts(a, pk, state, L->d_kv, 2, w, cols, b, "W_k|W_v", &pk->kv, err);
+            st = exec_pack_parts_prec(a, plugin, state, precision, L->d_kv, 2, w, cols, b,
+                                      "W_k|W_v", &pk->kv, err);
         }
     }
     if (st == MHA_OK) {
         const float *wo[1] = {L->wo}, *bo[1] = {L->bo};
         const int64_t co[1] = {exec_layer_dout(L)};
-        st = exec_pack_parts(a, pk, state, L->q_heads * dv, 1, wo, co, bo, "W_o", &pk->o, err);
+        st = exec_pack_parts_prec(a, plugin, state, precision, L->q_heads * dv, 1, wo, co, bo,
+                                  "W_o", &pk->o, err);
     }
     if (st != MHA_OK) {
         exec_packed_free(a, pk);
@@ -230,7 +241,7 @@ mha_status exec_pack_weights_prec(const mha_alloc_ctx *a, const layer *L, const 
     return MHA_OK;
 }
 
-static void exec_weights_free(const mha_alloc_ctx *a, exec_gemm_weights *w) {
+void exec_weights_free(const mha_alloc_ctx *a, exec_gemm_weights *w) {
     mha_free(a, w->packed);
     mha_free(a, w->bias);
     w->packed = NULL;

@@ -103,6 +103,35 @@ typedef struct exec_env {
     int precision;             /* MHA_PRECISION_*: of every GEMM and attention call */
 } exec_env;
 
+/* Packs the side-by-side concatenation of n_parts weight matrices
+ * w[i] [K, cols[i]] (and their biases, NULL = zeros) as one [K, N] matrix;
+ * free with exec_weights_free. */
+mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t K, int n_parts,
+                           const float *const *w, const int64_t *cols, const float *const *bias,
+                           const char *what, exec_gemm_weights *out, mha_error *err);
+/* The same in a compute precision (MHA_PRECISION_*) through the plugin's
+ * ABI 1.3 packing with its state; float32 is exec_pack_parts. */
+mha_status exec_pack_parts_prec(const mha_alloc_ctx *a, const mha_plugin *p, void *state,
+                                int precision, int64_t K, int n_parts, const float *const *w,
+                                const int64_t *cols, const float *const *bias, const char *what,
+                                exec_gemm_weights *out, mha_error *err);
+void exec_weights_free(const mha_alloc_ctx *a, exec_gemm_weights *w);
+
+/* The host's epilogue of a GEMM tile: rows [m0, m1), columns [n0, n1) of
+ * C (leading dimension N), called right after the tile is computed, on the
+ * thread that computed it. */
+typedef struct exec_gemm_epilogue {
+    void (*fn)(void *user, float *C, int64_t N, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
+    void *user;
+} exec_gemm_epilogue;
+
+/* One GEMM on given buffers (exec_gemm.c): C [M, N] = A [M, K] . W + bias,
+ * split into row x column tiles over the pool (a self-parallel plugin gets
+ * it whole), each tile followed by ep (NULL = none). Each tile writes its
+ * own part of C. */
+mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const float *A, int64_t M,
+                         float *C, const exec_gemm_epilogue *ep, mha_error *err);
+
 /* Runs L forward. pk must have been packed for env->plugin. outputs must
  * have exactly the dtype, rank and shape layer_output_shapes gives. With a
  * pool, the calling thread sets FTZ/DAZ for the run (restored afterwards),

@@ -73,10 +73,12 @@ static const interp_op_entry interp_ops[] = {
     {"MatMul", interp_op_matmul},
     {"Einsum", interp_op_einsum},
     {"Gemm", interp_op_gemm},
+    {"Conv", interp_op_conv},
     {"Softmax", interp_op_softmax},
     {"LogSoftmax", interp_op_log_softmax},
     {"ReduceSum", interp_op_reduce_sum},
     {"ReduceMean", interp_op_reduce_mean},
+    {"LayerNormalization", interp_op_layer_normalization},
     {"ReduceMax", interp_op_reduce_max},
     {"Attention", interp_op_attention},
 };

@@ -160,10 +160,12 @@ mha_status interp_op_isinf(interp_ctx *c);
 mha_status interp_op_matmul(interp_ctx *c);
 mha_status interp_op_einsum(interp_ctx *c);
 mha_status interp_op_gemm(interp_ctx *c);
+mha_status interp_op_conv(interp_ctx *c);
 mha_status interp_op_softmax(interp_ctx *c);
 mha_status interp_op_log_softmax(interp_ctx *c);
 mha_status interp_op_reduce_sum(interp_ctx *c);
 mha_status interp_op_reduce_mean(interp_ctx *c);
+mha_status interp_op_layer_normalization(interp_ctx *c);
 mha_status interp_op_reduce_max(interp_ctx *c);
 
 mha_status interp_op_attention(interp_ctx *c);

@@ -1,6 +1,7 @@
-/* model.h -- the inside of an mha_model: the recognised layer plus a cache
- * of its weights packed for each backend plugin that ran it. Internal: the
- * runtime (runtime.c) and the tests reach it; users see only mha.h. */
+/* model.h -- the inside of an mha_model: the recognised layer (a one-layer
+ * graph) or the plan of a whole model, plus a cache of the weights packed
+ * for each backend plugin that ran it. Internal: the runtime (runtime.c)
+ * and the tests reach it; users see only mha.h. */
 #ifndef MHA_MODEL_H
 #define MHA_MODEL_H
 
@@ -8,17 +9,21 @@
 
 #include "exec.h"
 #include "layer.h"
+#include "plan/plan.h"
 
 typedef struct model_pack {
     const mha_plugin *plugin;
-    int precision; /* MHA_PRECISION_*: a model may hold both packings */
-    exec_packed *packed;
+    int precision;                  /* MHA_PRECISION_*: a model may hold both packings */
+    exec_packed *packed;            /* the one layer (plan == NULL) */
+    exec_packed **layer_packed;     /* plan: per plan layer, NULL for refused ones */
+    exec_gemm_weights *gemm_packed; /* plan: per GEMM step */
     struct model_pack *next;
 } model_pack;
 
 struct mha_model {
     mha_alloc_ctx alloc;
-    layer L;
+    layer L;    /* the one layer, unless plan is set */
+    plan *plan; /* a whole model: steps over the graph, NULL for one layer */
     /* Immutable after loading except this cache: the mutex guards the list;
      * an entry, once linked, never changes until the model is freed. */
     pthread_mutex_t pack_lock;
@@ -32,15 +37,19 @@ struct mha_model {
 mha_status model_create_from_layer(const mha_allocator *alloc, layer *L, mha_model **out,
                                    mha_error *err);
 
+/* Makes a model from a plan (takes ownership of P, freed on failure). */
+mha_status model_create_from_plan(const mha_allocator *alloc, plan *P, mha_model **out,
+                                  mha_error *err);
+
 /* The model's weights packed for plugin p: packed on the first call for p
  * (under the model's mutex, so concurrent first runs pack once), then
  * shared. The result lives as long as the model. */
-mha_status model_packed_for(const mha_model *m, const mha_plugin *p, const exec_packed **out,
+mha_status model_packed_for(const mha_model *m, const mha_plugin *p, const model_pack **out,
                             mha_error *err);
 /* The same for a compute precision (MHA_PRECISION_*); plugin_state is the
  * runtime's state of p, which the ABI 1.3 packing gets. */
 mha_status model_packed_for_prec(const mha_model *m, const mha_plugin *p, void *plugin_state,
-                                 int precision, const exec_packed **out, mha_error *err);
+                                 int precision, const model_pack **out, mha_error *err);
 
 /* Number of plugins the model holds packed weights for (tests). */
 size_t model_pack_count(const mha_model *m);

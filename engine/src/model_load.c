@@ -5,6 +5,7 @@
 
 #include "model.h"
 #include "onnx_ir.h"
+#include "plan/plan.h"
 
 static mha_status model_load_options(const mha_model_options *opts, mha_alloc_ctx *a,
                                      ir_load_options *ir_opts, int *skip_verify, mha_error *err) {
@@ -27,21 +28,60 @@ static mha_status model_load_options(const mha_model_options *opts, mha_alloc_ct
     return MHA_OK;
 }
 
-/* Recognise + verify g, then wrap the layer in a model. `where` names the
- * file for messages that do not carry it yet. */
-static mha_status model_from_graph(const mha_model_options *opts, const mha_alloc_ctx *a,
-                                   const ir_graph *g, int skip_verify, const char *where,
-                                   mha_model **out, mha_error *err) {
+/* Recognise + verify g as one layer, then wrap the layer in a model. */
+static mha_status model_from_layer_graph(const mha_model_options *opts, const mha_alloc_ctx *a,
+                                         const ir_graph *g, int skip_verify, mha_model **out,
+                                         mha_error *err) {
     layer L;
     memset(&L, 0, sizeof L);
     mha_status st = layer_recognize(a, g, &L, err);
     if (st == MHA_OK && !skip_verify) st = layer_verify(a, g, &L, err);
     if (st != MHA_OK) {
         layer_clear(a, &L);
-        if (where && where[0]) mha_error_prefix(err, "%s", where);
         return st;
     }
     return model_create_from_layer(opts ? opts->allocator : NULL, &L, out, err);
+}
+
+/* A graph with one attention core is a layer as before (same behaviour,
+ * same speed); one that is not just the layer (embeddings, feed-forward
+ * around it) becomes a plan if the plan recognises its layer, else the
+ * layer's refusal stands. A graph with several cores is a plan. Takes
+ * ownership of *g. `where` names the file for messages. */
+static mha_status model_from_graph(const mha_model_options *opts, const mha_alloc_ctx *a,
+                                   ir_graph **g, int skip_verify, const char *where,
+                                   mha_model **out, mha_error *err) {
+    size_t cores = plan_count_cores(*g);
+    mha_error layer_err;
+    mha_error_clear(&layer_err);
+    mha_status st = MHA_ERR_MODEL_UNSUPPORTED;
+    if (cores <= 1) {
+        st = model_from_layer_graph(opts, a, *g, skip_verify, out, &layer_err);
+        if (st == MHA_OK || st != MHA_ERR_MODEL_UNSUPPORTED || cores == 0) {
+            ir_free(*g);
+            *g = NULL;
+            if (err && st != MHA_OK) *err = layer_err;
+            if (st != MHA_OK && where && where[0]) mha_error_prefix(err, "%s", where);
+            return st;
+        }
+    }
+    plan *P = NULL;
+    mha_status pst = plan_build(a, g, skip_verify, &P, err);
+    if (pst == MHA_OK && cores == 1 && !P->layers[0].recognised) pst = MHA_ERR_MODEL_UNSUPPORTED;
+    if (pst == MHA_OK) pst = plan_release_weights(P, err);
+    if (pst != MHA_OK) {
+        plan_free(P); /* NULL when plan_build failed */
+        P = NULL;
+    }
+    if (pst != MHA_OK && cores == 1) {
+        if (err) *err = layer_err;
+        pst = st;
+    }
+    if (pst != MHA_OK) {
+        if (where && where[0]) mha_error_prefix(err, "%s", where);
+        return pst;
+    }
+    return model_create_from_plan(opts ? opts->allocator : NULL, P, out, err);
 }
 
 MHA_API mha_status mha_model_load_file(const char *path, const mha_model_options *opts,
@@ -57,9 +97,7 @@ MHA_API mha_status mha_model_load_file(const char *path, const mha_model_options
     ir_graph *g = NULL;
     st = ir_load_file(&a, path, &ir_opts, &g, err);
     if (st != MHA_OK) return st;
-    st = model_from_graph(opts, &a, g, skip_verify, path, out, err);
-    ir_free(g);
-    return st;
+    return model_from_graph(opts, &a, &g, skip_verify, path, out, err);
 }
 
 MHA_API mha_status mha_model_load_memory(const void *data, size_t size, const char *base_dir,
@@ -77,7 +115,5 @@ MHA_API mha_status mha_model_load_memory(const void *data, size_t size, const ch
     ir_graph *g = NULL;
     st = ir_load_memory(&a, data, size, base_dir, &ir_opts, &g, err);
     if (st != MHA_OK) return st;
-    st = model_from_graph(opts, &a, g, skip_verify, "<memory>", out, err);
-    ir_free(g);
-    return st;
+    return model_from_graph(opts, &a, &g, skip_verify, "<memory>", out, err);
 }

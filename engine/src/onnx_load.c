@@ -814,8 +814,38 @@ static mha_status build_graph(builder *b, Onnx__ModelProto *m) {
 
 /* Unpacks and builds. `owned` (may be NULL) is the file buffer holding
  * `data`, released right after unpacking to lower the peak memory. */
+/* Files that are plainly something else are named as such, before the
+ * protobuf decoder says "wire type 3 at byte offset 0": a known magic
+ * number, or a first byte that cannot begin any protobuf message (field 0,
+ * or the group / reserved wire types 3, 4, 6, 7). */
+static const char *onnx_not_a_model(const unsigned char *p, size_t n) {
+    static const struct {
+        const char *magic;
+        size_t len;
+        const char *what;
+    } kinds[] = {
+        {"\223NUMPY", 6, "a .npy file"}, {"PK\003\004", 4, "a zip archive (.npz, .pt, ...)"},
+        {"\211HDF", 4, "an HDF5 file"},  {"\177ELF", 4, "an ELF binary"},
+        {"\037\213", 2, "a gzip file"},  {"{", 1, "text (JSON?)"},
+        {"<", 1, "text (XML or HTML?)"},
+    };
+    if (n == 0) return NULL;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        if (n >= kinds[k].len && memcmp(p, kinds[k].magic, kinds[k].len) == 0) return kinds[k].what;
+    unsigned wire = p[0] & 7u;
+    int field0 = (p[0] >> 3) == 0 && !(p[0] & 0x80);
+    if (field0 || wire == 3 || wire == 4 || wire == 6 || wire == 7)
+        return "its first byte starts no protobuf field";
+    return NULL;
+}
+
 static mha_status load_common(ir_graph *g, const void *data, size_t size, void *owned,
                               const char *base_dir, const ir_load_options *opts, mha_error *err) {
+    const char *other = onnx_not_a_model(data, size);
+    if (other) {
+        mha_free(&g->alloc, owned);
+        return mha_fail(err, MHA_ERR_MODEL_FORMAT, "not an ONNX model: %s", other);
+    }
     int depth =
         opts && opts->max_nesting_depth > 0 ? opts->max_nesting_depth : ONNX_DEFAULT_MAX_NESTING;
     uint64_t max_bytes =

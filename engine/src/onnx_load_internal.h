@@ -19,6 +19,11 @@
  * that an allocation failed, which tells an out-of-memory apart from a
  * malformed message when unpack returns NULL. Must not move after init
  * (pb.allocator_data points at the struct itself). */
+/* protobuf-c's blocks below this size come from mha_malloc_small (no 64-byte
+ * alignment: names, small structs); larger ones from mha_malloc (64-byte
+ * aligned, so that tensors may adopt raw_data). */
+#define ONNX_PB_SMALL_BYTES 256
+
 typedef struct onnx_pb_alloc {
     ProtobufCAllocator pb;
     const mha_alloc_ctx *alloc;

@@ -509,11 +509,14 @@ mha_status onnx_tensor_load(onnx_load_ctx *lc, Onnx__TensorProto *tp, const char
             return mha_fail(err, MHA_ERR_MODEL_FORMAT,
                             "%s: raw_data has %zu bytes, expected %zu (%s %s)", label,
                             tp->raw_data.len, nbytes, shape, mha_dtype_name(dt));
-        if (nbytes > 0 && ((uintptr_t)tp->raw_data.data & 63) == 0) {
+        if (nbytes >= ONNX_PB_SMALL_BYTES && ((uintptr_t)tp->raw_data.data & 63) == 0) {
             /* Adopt protobuf-c's copy of raw_data instead of copying it again:
              * it came from the same allocator (see onnx_pb_alloc), is exactly
-             * nbytes long and, when large, 64-byte aligned (short ones are
-             * copied below). Halves peak memory for big initializers. */
+             * nbytes long and, being large, 64-byte aligned. Short ones are
+             * copied below -- by their size, never by where the heap happened
+             * to put them, so that a load's allocations are the same every
+             * time (the allocation-failure tests count on it). Halves peak
+             * memory for big initializers. */
             st = tensor_shell(lc->alloc, dt, rank, dims, nbytes, tp->raw_data.data, &t, err);
             if (st != MHA_OK) return st;
             tp->raw_data.data = NULL;

@@ -15,13 +15,13 @@
 /* ---- protobuf-c allocator ---- */
 
 /* protobuf-c's structs, names and short arrays need no 64-byte alignment;
- * large blocks (raw_data, which tensors adopt) keep it. */
-#define PB_SMALL_BYTES 256
+ * large blocks (raw_data, which tensors adopt) keep it
+ * (ONNX_PB_SMALL_BYTES). */
 
 static void *pb_alloc(void *data, size_t size) {
     onnx_pb_alloc *pa = data;
-    void *p =
-        size < PB_SMALL_BYTES ? mha_malloc_small(pa->alloc, size) : mha_malloc(pa->alloc, size);
+    void *p = size < ONNX_PB_SMALL_BYTES ? mha_malloc_small(pa->alloc, size)
+                                         : mha_malloc(pa->alloc, size);
     if (!p) pa->failed = 1;
     return p;
 }

@@ -1,25 +1,41 @@
 /* pool.c -- the thread pool of a runtime (see pool.h).
  *
- * Design (after ggml's CPU threadpool): all state lives in one struct pool;
- * the thread that calls pool_run is worker 0 and works like the others; one
- * atomic counter per phase hands out unit indices; a barrier ends each phase.
+ * Design (after ggml's CPU threadpool, extended to several callers): all
+ * state lives in one struct pool; the thread that calls pool_run works its
+ * own job as worker 0; one atomic counter per phase hands out unit indices
+ * and a second counts finished units, so any thread may join or leave a
+ * job between units and the phase ends when its last unit is done.
  *
- *   pool_run(job):                       worker i (1..n-1):
- *     try-lock busy, else run alone        wait until job_word changes
- *     publish job, wake workers            if i < active: for each phase:
- *     for each phase:                          claim units, barrier
- *        claim units, barrier              back to waiting
- *     unlock busy
+ *   pool_run(job):                        worker:
+ *     working++ ; publish job              pick a published job with units
+ *     loop: claim units of the current       left, if working < size
+ *       phase; when none are left, wait      (attach: working++, take an index)
+ *       for the phase to end (the thread     claim units of its current phase
+ *       that finishes its last unit opens     until none are left or callers
+ *       the next one)                         need the core back; detach
+ *     wait for the helpers to detach;      none to pick: spin briefly, sleep
+ *     unpublish ; working--
  *
- * job_word packs (job generation << 16 | active thread count) in one atomic,
- * so a worker reads both at once: a worker that does not take part in a job
- * never dereferences the job (whose storage belongs to the caller and may be
- * gone by then). A worker that takes part cannot miss its job, because the
- * caller waits for it at the job's final barrier.
+ * `working` counts the threads computing: callers inside pool_run (minus
+ * those asleep waiting for a helper's last unit) and attached workers. A
+ * worker attaches only while working < pool_size, and detaches between
+ * units when working > pool_size, so two callers on a two-core pool run
+ * one thread each and a lone caller gets every worker: no core is shared
+ * by two spinning threads.
  *
- * Waiting (for a job, at a barrier) spins a short while, then sleeps on a
- * condition variable. The state changes that end a wait are made while
- * holding the mutex, so no wake-up is ever lost. */
+ * A job's storage belongs to its caller: a worker touches it only while
+ * attached (helpers > 0), and the caller unpublishes it only once helpers
+ * is 0, both under the mutex.
+ *
+ * Sleeping: every wait spins a short while on atomics, then sleeps on a
+ * condition variable with its `sleepers` count raised: idle workers on one
+ * (woken by a new job or a phase opened, and only while a core is free),
+ * callers on the other (woken by a phase opened or a helper detached). A
+ * thread that changes state a sleeper waits for does so with a
+ * sequentially consistent atomic and then broadcasts under the mutex if
+ * sleepers > 0, so no wake-up is lost. A caller leaving pool_run frees a
+ * core without waking anyone: between two runs of one caller that would
+ * wake a worker for nothing; the next phase opened anywhere wakes it. */
 #include "pool.h"
 
 #include <errno.h>
@@ -48,23 +64,27 @@ typedef struct pool_worker {
     pthread_t thread;
 } pool_worker;
 
+typedef struct pool_waitq {
+    pthread_cond_t cond;
+    atomic_int sleepers;
+} pool_waitq;
+
 struct pool {
     mha_alloc_ctx alloc;
     int n_workers;
     int n_started;
     pool_worker *workers;
 
-    pthread_mutex_t busy; /* held by the job being served */
+    pthread_mutex_t busy; /* held by a reservation (pool_try_reserve) */
 
-    pthread_mutex_t mutex; /* guards the sleeping side of every wait */
-    pthread_cond_t job_cond;
-    pthread_cond_t barrier_cond;
-    atomic_ullong job_word; /* generation << 16 | active threads */
-    _Atomic(pool_job *) job;
+    pthread_mutex_t mutex; /* guards the job list and every sleep */
+    pool_waitq idle;       /* workers with nothing to join */
+    pool_waitq callers;    /* callers waiting for a phase to end or helpers to leave */
+    pool_job *jobs;        /* published jobs, oldest first */
+    atomic_int n_jobs;
+    atomic_uint work_gen; /* moves when work appears: a job, a phase */
+    atomic_int working;   /* threads computing (see above) */
     atomic_int stop;
-
-    atomic_int barrier_arrived;
-    atomic_uint barrier_gen;
 
     /* pool_scratch_take/give: each a buffer whose first POOL_SCRATCH_HEADER
      * bytes hold its usable size, or NULL */
@@ -76,9 +96,6 @@ struct pool {
  * that size without new page faults, and a run that still allocates keeps
  * its allocation-failure paths reachable. */
 #define POOL_SCRATCH_KEEP_MIN ((size_t)1 << 20)
-
-#define POOL_ACTIVE_BITS 16
-#define POOL_ACTIVE_MASK ((1ull << POOL_ACTIVE_BITS) - 1)
 
 static void pool_cpu_relax(void) {
 #if defined(POOL_X86)
@@ -138,32 +155,28 @@ void pool_scratch_give(pool *p, const mha_alloc_ctx *a, int slot, void *ptr) {
         mha_free(&p->alloc, buf);
 }
 
-/* ---- barrier ---- */
+/* ---- waking and sleeping ---- */
 
-/* Every one of n participants calls this; it returns once all n arrived.
- * The last to arrive resets the count (before the generation moves on, so a
- * fast thread re-entering the next barrier counts from zero) and wakes the
- * others. */
-static void pool_barrier(struct pool *p, int n) {
-    if (n <= 1) return;
-    unsigned gen = atomic_load_explicit(&p->barrier_gen, memory_order_acquire);
-    int arrived = atomic_fetch_add_explicit(&p->barrier_arrived, 1, memory_order_acq_rel);
-    if (arrived == n - 1) {
-        atomic_store_explicit(&p->barrier_arrived, 0, memory_order_relaxed);
-        pthread_mutex_lock(&p->mutex);
-        atomic_fetch_add_explicit(&p->barrier_gen, 1, memory_order_acq_rel);
-        pthread_cond_broadcast(&p->barrier_cond);
-        pthread_mutex_unlock(&p->mutex);
-        return;
-    }
-    for (int i = 0; i < POOL_SPIN_ITERATIONS; i++) {
-        if (atomic_load_explicit(&p->barrier_gen, memory_order_acquire) != gen) return;
-        pool_cpu_relax();
-    }
+/* Called after a sequentially consistent change a sleeper may wait for. */
+static void pool_wake(struct pool *p, pool_waitq *q) {
+    if (atomic_load(&q->sleepers) == 0) return;
     pthread_mutex_lock(&p->mutex);
-    while (atomic_load_explicit(&p->barrier_gen, memory_order_acquire) == gen)
-        pthread_cond_wait(&p->barrier_cond, &p->mutex);
+    pthread_cond_broadcast(&q->cond);
     pthread_mutex_unlock(&p->mutex);
+}
+
+/* Idle workers, if a core is free for them. */
+static void pool_wake_workers(struct pool *p) {
+    if (atomic_load(&p->working) < p->n_workers + 1) pool_wake(p, &p->idle);
+}
+
+/* Sleeps on q until done(p, arg) holds; p->mutex is held by the caller. */
+static void pool_sleep_locked(struct pool *p, pool_waitq *q, int (*done)(struct pool *, void *),
+                              void *arg) {
+    atomic_fetch_add(&q->sleepers, 1);
+    while (!done(p, arg))
+        pthread_cond_wait(&q->cond, &p->mutex);
+    atomic_fetch_sub(&q->sleepers, 1);
 }
 
 /* ---- running a job ---- */
@@ -190,34 +203,136 @@ static int pool_job_cancel_requested(pool_job *job) {
     return 0;
 }
 
-static void pool_run_units(pool_job *job, int phase, int worker) {
-    const int64_t n = job->n_units[phase];
-    mha_error unit_err;
-    while (atomic_load_explicit(&job->status, memory_order_relaxed) == MHA_OK) {
-        if (worker == 0 && pool_job_cancel_requested(job)) return;
-        int64_t u =
-            (int64_t)atomic_fetch_add_explicit(&job->next_unit[phase], 1, memory_order_relaxed);
-        if (u >= n) return;
-        unit_err.status = MHA_OK;
-        unit_err.message[0] = '\0';
-        mha_status st = job->fn(job->ctx, phase, u, worker, &unit_err);
-        if (st != MHA_OK) {
-            pool_job_fail(job, st, &unit_err);
-            return;
-        }
+/* Phase ph has units left to claim (a failed job has none: what is left is
+ * claimed only to be skipped, by whoever is there). */
+static int pool_job_claimable(pool_job *job) {
+    int ph = atomic_load(&job->phase);
+    return ph < job->n_phases &&
+           atomic_load_explicit(&job->next_unit[ph], memory_order_relaxed) < job->n_units[ph];
+}
+
+/* Opens the phase after ph (its units were all done), skipping empty
+ * phases; a failed job ends at once. The store publishes every finished
+ * unit's writes to whoever claims from the next phase. */
+static void pool_job_next_phase(struct pool *p, pool_job *job, int ph) {
+    int next = ph + 1;
+    if (atomic_load(&job->status) != MHA_OK) next = job->n_phases;
+    while (next < job->n_phases && job->n_units[next] == 0)
+        next++;
+    atomic_store(&job->phase, next);
+    if (p) {
+        atomic_fetch_add(&p->work_gen, 1);
+        pool_wake(p, &p->callers);
+        pool_wake_workers(p);
     }
 }
 
-/* One participant's share of a job: every phase, each ended by a barrier
- * (the last one tells the caller that every worker is done with the job). */
-static void pool_work_job(struct pool *p, pool_job *job, int worker, int active) {
-    /* Read once: after the final barrier the job's storage may already be
-     * reused by the caller, so the loop must not look at it again. */
-    const int n_phases = job->n_phases;
-    for (int phase = 0; phase < n_phases; phase++) {
-        pool_run_units(job, phase, worker);
-        if (worker == 0 && atomic_load(&job->status) == MHA_OK) pool_job_cancel_requested(job);
-        pool_barrier(p, active);
+/* Claims and runs units of job's current phase until none is left.
+ * Returns 1 when the phase ran out of units (it may still be finishing on
+ * other threads), 0 when the job is over, -1 when a helper should leave
+ * (callers want the cores back). */
+static int pool_work_phase(struct pool *p, pool_job *job, int worker) {
+    const int ph = atomic_load(&job->phase);
+    if (ph >= job->n_phases) return 0;
+    const int64_t n = job->n_units[ph];
+    mha_error unit_err;
+    for (;;) {
+        if (worker == 0 && atomic_load_explicit(&job->status, memory_order_relaxed) == MHA_OK)
+            pool_job_cancel_requested(job);
+        int64_t u =
+            (int64_t)atomic_fetch_add_explicit(&job->next_unit[ph], 1, memory_order_relaxed);
+        if (u >= n) return 1;
+        if (atomic_load_explicit(&job->status, memory_order_relaxed) == MHA_OK) {
+            unit_err.status = MHA_OK;
+            unit_err.message[0] = '\0';
+            mha_status st = job->fn(job->ctx, ph, u, worker, &unit_err);
+            if (st != MHA_OK) pool_job_fail(job, st, &unit_err);
+        }
+        /* acq_rel: the thread that finishes the phase sees every unit's writes */
+        if (atomic_fetch_add_explicit(&job->done_units[ph], 1, memory_order_acq_rel) + 1 == n) {
+            pool_job_next_phase(p, job, ph);
+            return 1;
+        }
+        if (worker != 0 && p &&
+            atomic_load_explicit(&p->working, memory_order_relaxed) > p->n_workers + 1)
+            return -1;
+    }
+}
+
+static int pool_phase_moved(struct pool *p, void *arg) {
+    (void)p;
+    void **a = arg;
+    return atomic_load(&((pool_job *)a[0])->phase) != *(int *)a[1];
+}
+
+/* The caller's side: works its job to the end, waiting for helpers'
+ * last units between phases (spinning, then asleep and not counted as
+ * working, so a worker may use the core meanwhile). The cancel callback is
+ * polled before each unit the caller claims, whenever a phase it worked on
+ * ran out of units, and once the job is over. */
+static void pool_work_own(struct pool *p, pool_job *job) {
+    int end_polled = 0;
+    for (;;) {
+        int ph = atomic_load(&job->phase);
+        if (ph >= job->n_phases) break;
+        pool_work_phase(p, job, 0);
+        if (atomic_load(&job->status) == MHA_OK) pool_job_cancel_requested(job);
+        if (atomic_load(&job->phase) >= job->n_phases) {
+            end_polled = 1;
+            break;
+        }
+        int spins = 0;
+        while (atomic_load(&job->phase) == ph && spins < POOL_SPIN_ITERATIONS) {
+            pool_cpu_relax();
+            spins++;
+        }
+        if (atomic_load(&job->phase) != ph) continue;
+        atomic_fetch_sub(&p->working, 1);
+        pool_wake_workers(p); /* this core is free while the caller sleeps */
+        pthread_mutex_lock(&p->mutex);
+        void *arg[2] = {job, &ph};
+        pool_sleep_locked(p, &p->callers, pool_phase_moved, arg);
+        pthread_mutex_unlock(&p->mutex);
+        atomic_fetch_add(&p->working, 1);
+    }
+    if (!end_polled && atomic_load(&job->status) == MHA_OK) pool_job_cancel_requested(job);
+}
+
+/* A published job a worker may join now, oldest first; p->mutex held. */
+static pool_job *pool_pick_locked(struct pool *p) {
+    if (atomic_load(&p->working) >= p->n_workers + 1) return NULL;
+    for (pool_job *j = p->jobs; j; j = j->next)
+        if (atomic_load(&j->helpers) + 1 < j->threads_used && pool_job_claimable(j)) return j;
+    return NULL;
+}
+
+static int pool_worker_may_go(struct pool *p, void *arg) {
+    (void)arg;
+    return atomic_load(&p->stop) || pool_pick_locked(p) != NULL;
+}
+
+static int pool_slot_take(pool_job *job) {
+    for (int i = 1; i < job->threads_used; i++)
+        if (!(job->slot_used[i / 64] >> (i % 64) & 1)) {
+            job->slot_used[i / 64] |= (uint64_t)1 << (i % 64);
+            return i;
+        }
+    return -1; /* not reached: helpers + 1 < threads_used */
+}
+
+/* A worker's share of one job: phase after phase, staying through short
+ * waits for a phase to end. p->mutex is not held. */
+static void pool_help(struct pool *p, pool_job *job, int slot) {
+    for (;;) {
+        int ph = atomic_load(&job->phase);
+        int r = pool_work_phase(p, job, slot);
+        if (r <= 0) return;
+        int spins = 0;
+        while (atomic_load(&job->phase) == ph && spins < POOL_SPIN_ITERATIONS) {
+            pool_cpu_relax();
+            spins++;
+        }
+        if (atomic_load(&job->phase) == ph) return; /* a long unit elsewhere: look around */
     }
 }
 
@@ -225,75 +340,110 @@ static void *pool_worker_main(void *arg) {
     pool_worker *w = arg;
     struct pool *p = w->pool;
     pool_fp_flush_denormals();
-    unsigned long long seen_gen = 0;
+    pthread_mutex_lock(&p->mutex);
     for (;;) {
-        unsigned long long word = 0;
-        int spins = 0;
-        for (;;) {
-            if (atomic_load_explicit(&p->stop, memory_order_acquire)) return NULL;
-            word = atomic_load_explicit(&p->job_word, memory_order_acquire);
-            if ((word >> POOL_ACTIVE_BITS) != seen_gen) break;
-            if (spins < POOL_SPIN_ITERATIONS) {
-                spins++;
-                pool_cpu_relax();
-                continue;
-            }
-            pthread_mutex_lock(&p->mutex);
-            while (!atomic_load_explicit(&p->stop, memory_order_acquire) &&
-                   (atomic_load_explicit(&p->job_word, memory_order_acquire) >> POOL_ACTIVE_BITS) ==
-                       seen_gen)
-                pthread_cond_wait(&p->job_cond, &p->mutex);
+        if (atomic_load(&p->stop)) break;
+        pool_job *job = pool_pick_locked(p);
+        if (job) {
+            int slot = pool_slot_take(job);
+            atomic_fetch_add(&job->helpers, 1);
+            job->helped++;
+            atomic_fetch_add(&p->working, 1);
             pthread_mutex_unlock(&p->mutex);
+            pool_help(p, job, slot);
+            atomic_fetch_sub(&p->working, 1);
+            pthread_mutex_lock(&p->mutex);
+            job->slot_used[slot / 64] &= ~((uint64_t)1 << (slot % 64));
+            atomic_fetch_sub(&job->helpers, 1);
+            if (atomic_load(&p->callers.sleepers) > 0) pthread_cond_broadcast(&p->callers.cond);
+            continue;
         }
-        seen_gen = word >> POOL_ACTIVE_BITS;
-        int active = (int)(word & POOL_ACTIVE_MASK);
-        if (w->id < active) {
-            pool_job *job = atomic_load_explicit(&p->job, memory_order_acquire);
-            pool_work_job(p, job, w->id, active);
+        /* Nothing to join: spin a while (the next job of a caller running
+         * job after job comes within microseconds), then sleep. */
+        unsigned gen = atomic_load(&p->work_gen);
+        pthread_mutex_unlock(&p->mutex);
+        int moved = 0;
+        for (int i = 0; i < POOL_SPIN_ITERATIONS && !moved; i++) {
+            if (atomic_load_explicit(&p->working, memory_order_relaxed) >= p->n_workers + 1)
+                break; /* the cores are taken: no reason to spin */
+            moved = atomic_load_explicit(&p->work_gen, memory_order_relaxed) != gen ||
+                    atomic_load_explicit(&p->stop, memory_order_relaxed);
+            pool_cpu_relax();
         }
+        pthread_mutex_lock(&p->mutex);
+        if (!moved) pool_sleep_locked(p, &p->idle, pool_worker_may_go, NULL);
     }
+    pthread_mutex_unlock(&p->mutex);
+    return NULL;
+}
+
+static int pool_helpers_gone(struct pool *p, void *arg) {
+    (void)p;
+    return atomic_load(&((pool_job *)arg)->helpers) == 0;
 }
 
 mha_status pool_run(pool *p, pool_job *job, mha_error *err) {
     if (!job || !job->fn || job->n_phases < 1 || job->n_phases > POOL_MAX_PHASES)
         return mha_fail(err, MHA_ERR_INTERNAL, "pool_run: malformed job");
-    for (int i = 0; i < job->n_phases; i++)
+    for (int i = 0; i < job->n_phases; i++) {
         atomic_init(&job->next_unit[i], 0);
+        atomic_init(&job->done_units[i], 0);
+    }
+    int first = 0;
+    while (first < job->n_phases && job->n_units[first] == 0)
+        first++;
+    atomic_init(&job->phase, first);
     atomic_init(&job->status, MHA_OK);
     atomic_init(&job->message_set, 0);
+    atomic_init(&job->helpers, 0);
+    memset(job->slot_used, 0, sizeof job->slot_used);
+    job->helped = 0;
+    job->next = job->prev = NULL;
     job->err = err;
-    job->ran_alone = 0;
 
-    int active = p ? p->n_workers + 1 : 1;
-    if (job->num_threads > 0 && job->num_threads < active) active = job->num_threads;
-    int locked = 0;
-    if (active > 1) {
-        if (pthread_mutex_trylock(&p->busy) == 0) {
-            locked = 1;
-        } else {
-            active = 1;
-            job->ran_alone = 1;
-        }
-    }
-    job->threads_used = active;
+    int cap = p ? p->n_workers + 1 : 1;
+    if (job->num_threads > 0 && job->num_threads < cap) cap = job->num_threads;
+    job->threads_used = cap;
 
-    if (!locked) {
-        for (int phase = 0; phase < job->n_phases; phase++) {
-            pool_run_units(job, phase, 0);
-            if (atomic_load(&job->status) == MHA_OK) pool_job_cancel_requested(job);
-        }
+    /* polled once before anything runs, so a job cancelled already costs nothing */
+    pool_job_cancel_requested(job);
+    if (p) atomic_fetch_add(&p->working, 1);
+    if (cap <= 1 || atomic_load(&job->status) != MHA_OK) {
+        pool_work_own(p, job);
     } else {
-        atomic_store_explicit(&p->job, job, memory_order_release);
         pthread_mutex_lock(&p->mutex);
-        unsigned long long word = atomic_load_explicit(&p->job_word, memory_order_relaxed);
-        unsigned long long gen = (word >> POOL_ACTIVE_BITS) + 1;
-        atomic_store_explicit(&p->job_word, (gen << POOL_ACTIVE_BITS) | (unsigned)active,
-                              memory_order_release);
-        pthread_cond_broadcast(&p->job_cond);
+        pool_job **at = &p->jobs; /* appended: the list stays oldest first */
+        while (*at) {
+            job->prev = *at;
+            at = &(*at)->next;
+        }
+        *at = job;
+        atomic_fetch_add(&p->n_jobs, 1);
+        atomic_fetch_add(&p->work_gen, 1);
+        if (atomic_load(&p->idle.sleepers) > 0 && atomic_load(&p->working) < p->n_workers + 1)
+            pthread_cond_broadcast(&p->idle.cond);
         pthread_mutex_unlock(&p->mutex);
-        pool_work_job(p, job, 0, active);
-        pthread_mutex_unlock(&p->busy);
+
+        pool_work_own(p, job);
+
+        int spins = 0;
+        while (atomic_load(&job->helpers) > 0 && spins < POOL_SPIN_ITERATIONS) {
+            pool_cpu_relax();
+            spins++;
+        }
+        pthread_mutex_lock(&p->mutex);
+        if (atomic_load(&job->helpers) > 0)
+            pool_sleep_locked(p, &p->callers, pool_helpers_gone, job);
+        if (job->prev)
+            job->prev->next = job->next;
+        else
+            p->jobs = job->next;
+        if (job->next) job->next->prev = job->prev;
+        atomic_fetch_sub(&p->n_jobs, 1);
+        pthread_mutex_unlock(&p->mutex);
     }
+    if (p) atomic_fetch_sub(&p->working, 1); /* no wake-up: see the top of the file */
+    job->ran_alone = job->helped == 0;
     job->err = NULL;
     mha_status st = (mha_status)atomic_load(&job->status);
     if (st != MHA_OK && !atomic_load(&job->message_set))
@@ -302,11 +452,20 @@ mha_status pool_run(pool *p, pool_job *job, mha_error *err) {
 }
 
 int pool_try_reserve(pool *p) {
-    return p && pthread_mutex_trylock(&p->busy) == 0;
+    if (!p || pthread_mutex_trylock(&p->busy) != 0) return 0;
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&p->working, &idle, p->n_workers + 1)) {
+        pthread_mutex_unlock(&p->busy);
+        return 0;
+    }
+    return 1;
 }
 
 void pool_release(pool *p) {
-    if (p) pthread_mutex_unlock(&p->busy);
+    if (!p) return;
+    atomic_fetch_sub(&p->working, p->n_workers + 1);
+    pthread_mutex_unlock(&p->busy);
+    pool_wake_workers(p);
 }
 
 /* ---- life cycle ---- */
@@ -318,7 +477,7 @@ int pool_size(const pool *p) {
 static void pool_stop_workers(struct pool *p) {
     pthread_mutex_lock(&p->mutex);
     atomic_store_explicit(&p->stop, 1, memory_order_release);
-    pthread_cond_broadcast(&p->job_cond);
+    pthread_cond_broadcast(&p->idle.cond);
     pthread_mutex_unlock(&p->mutex);
     for (int i = 0; i < p->n_started; i++)
         pthread_join(p->workers[i].thread, NULL);
@@ -338,8 +497,8 @@ void pool_destroy(pool *p) {
     pool_stop_workers(p);
     pthread_mutex_destroy(&p->busy);
     pthread_mutex_destroy(&p->mutex);
-    pthread_cond_destroy(&p->job_cond);
-    pthread_cond_destroy(&p->barrier_cond);
+    pthread_cond_destroy(&p->idle.cond);
+    pthread_cond_destroy(&p->callers.cond);
     pool_free_memory(p);
 }
 
@@ -369,13 +528,15 @@ mha_status pool_create(const mha_alloc_ctx *a, int n_workers, size_t stack_bytes
     }
     pthread_mutex_init(&p->busy, NULL);
     pthread_mutex_init(&p->mutex, NULL);
-    pthread_cond_init(&p->job_cond, NULL);
-    pthread_cond_init(&p->barrier_cond, NULL);
-    atomic_init(&p->job_word, 0);
-    atomic_init(&p->job, NULL);
+    pthread_cond_init(&p->idle.cond, NULL);
+    pthread_cond_init(&p->callers.cond, NULL);
+    atomic_init(&p->idle.sleepers, 0);
+    atomic_init(&p->callers.sleepers, 0);
+    p->jobs = NULL;
+    atomic_init(&p->n_jobs, 0);
+    atomic_init(&p->work_gen, 0);
+    atomic_init(&p->working, 0);
     atomic_init(&p->stop, 0);
-    atomic_init(&p->barrier_arrived, 0);
-    atomic_init(&p->barrier_gen, 0);
     for (int i = 0; i < POOL_SCRATCH_SLOTS; i++)
         atomic_init(&p->scratch[i], NULL);
     if (n_workers == 0) {

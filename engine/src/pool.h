@@ -1,12 +1,20 @@
-/* pool.h -- the thread pool of a runtime: a fixed set of worker threads that
- * run one job at a time together with the calling thread (worker 0).
+/* pool.h -- the thread pool of a runtime: a fixed set of worker threads
+ * that help the callers of pool_run with their jobs.
  *
  * A job is a short list of phases; each phase is a range of unit indices
- * [0, n_units). Every participating thread claims units from one atomic
- * counter per phase until the range is exhausted, then waits at a barrier
- * until every participant finished the phase (the next phase reads what the
- * previous one wrote). Barriers and the wait for a new job spin briefly and
- * then block on a condition variable, so idle workers cost nothing.
+ * [0, n_units). The calling thread works its own job; idle workers join any
+ * published job that still has units to hand out, so several callers'
+ * jobs share the workers at once. Units are claimed from one atomic counter
+ * per phase; a phase ends when its last unit is done (a count of finished
+ * units, not a barrier of participants), and only then are the next
+ * phase's units handed out (the next phase reads what the previous one
+ * wrote).
+ *
+ * Cores are not oversubscribed: the pool counts the threads working
+ * (callers inside pool_run and workers helping them) and a worker joins a
+ * job only while that count is below pool_size; it leaves a job between
+ * units when callers took the cores meanwhile. Waits spin briefly, then
+ * block on a condition variable, so idle workers cost nothing.
  *
  * The pool keeps no global state; all of it lives in the struct pool. */
 #ifndef MHA_POOL_H
@@ -32,20 +40,30 @@ typedef struct pool_job {
     int n_phases;                     /* 1..POOL_MAX_PHASES */
     int64_t n_units[POOL_MAX_PHASES]; /* units per phase (may be 0) */
     int num_threads;                  /* wanted, 0 = all; capped to the pool */
-    /* Polled on the calling thread only, between its units and at every
-     * phase end; nonzero ends the job with MHA_ERR_CANCELLED. May be NULL. */
+    /* Polled on the calling thread only: before the job starts, before
+     * each unit it claims, when a phase it worked on runs out of units, and
+     * once the job is over (how often in all depends on how many units
+     * the workers took); nonzero ends the job with MHA_ERR_CANCELLED. May
+     * be NULL. */
     int (*cancel)(void *user);
     void *cancel_user;
 
     /* filled by pool_run */
-    int threads_used; /* participants, the caller included */
-    int ran_alone;    /* the pool was busy: caller alone */
+    int threads_used; /* most participants at once (worker indices are below it) */
+    int ran_alone;    /* no worker helped (the cores were taken, or nothing to share) */
 
-    /* internal */
+    /* internal: the claim state, read by every participant */
+    atomic_int phase; /* current phase; n_phases once the job is over */
     atomic_llong next_unit[POOL_MAX_PHASES];
+    atomic_llong done_units[POOL_MAX_PHASES];
     atomic_int status;      /* MHA_OK until a unit fails */
     atomic_int message_set; /* err holds a unit's message */
     mha_error *err;
+    /* internal: guarded by the pool's mutex */
+    struct pool_job *next, *prev;              /* the pool's list of published jobs */
+    atomic_int helpers;                        /* workers attached now (read unlocked to spin) */
+    int helped;                                /* workers that ever attached */
+    uint64_t slot_used[POOL_MAX_THREADS / 64]; /* worker indices taken by helpers */
 } pool_job;
 
 typedef struct pool pool;
@@ -67,17 +85,20 @@ void pool_abandon(pool *p);
 int pool_size(const pool *p);
 
 /* Runs job to completion on the calling thread plus up to
- * job->num_threads - 1 workers. Serves one job at a time: when another
- * thread's job holds the pool, this job runs on the calling thread alone
- * (job->ran_alone = 1); results must not depend on that. p may be NULL
- * (caller alone). Returns the job's status: MHA_OK, the first failing
+ * job->num_threads - 1 workers at once, as many as are idle: jobs of
+ * concurrent callers are served together, each caller working its own job
+ * and the workers helping wherever units remain. Which thread runs which
+ * unit varies from run to run; results must not depend on it. p may be
+ * NULL (caller alone). Returns the job's status: MHA_OK, the first failing
  * unit's status, or MHA_ERR_CANCELLED. */
 mha_status pool_run(pool *p, pool_job *job, mha_error *err);
 
 /* Takes the pool for work that is parallel in some other way (a
- * self-parallel plugin's own threads), so only one parallel run is active
- * at a time: 1 = taken (pool_release later, from the same thread), 0 =
- * another job holds it (or p is NULL); the caller then runs one thread. */
+ * self-parallel plugin's own threads), so only one such run is active at a
+ * time and the workers stay out of the way meanwhile (the reservation
+ * counts as every core working): 1 = taken (pool_release later, from the
+ * same thread), 0 = another reservation holds it, or other callers are
+ * working (or p is NULL); the caller then runs one thread. */
 int pool_try_reserve(pool *p);
 void pool_release(pool *p);
 

@@ -70,6 +70,8 @@ MHA_API const char *mha_io_role_name(mha_io_role role) {
         return "qk_output";
     case MHA_ROLE_ATTN_WEIGHTS:
         return "attn_weights";
+    case MHA_ROLE_TOKEN_IDS:
+        return "token_ids";
     }
     return "unknown";
 }
@@ -232,7 +234,35 @@ MHA_API mha_status mha_model_output_shapes(const mha_model *model, const mha_ten
                                            size_t num_outputs, mha_error *err) {
     if (!model)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "mha_model_output_shapes: model is NULL");
+    if (model->plan)
+        return plan_output_shapes(model->plan, inputs, num_inputs, outputs, num_outputs, err);
     return layer_output_shapes(&model->L, inputs, num_inputs, outputs, num_outputs, err);
+}
+
+/* An attention step of a plan, on the runtime's backend and pool. */
+typedef struct runtime_plan_ctx {
+    const exec_env *env;
+    const model_pack *pk;
+} runtime_plan_ctx;
+
+static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const mha_tensor *inputs,
+                                     size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
+                                     mha_error *err) {
+    const runtime_plan_ctx *pc = user;
+    exec_env env = *pc->env;
+    env.kv_lengths = NULL; /* key lengths belong to the model's inputs, not a layer's */
+    return exec_run(&env, &P->layers[li].L, pc->pk->layer_packed[li], inputs, n_inputs, outputs,
+                    n_outputs, err);
+}
+
+static mha_status
+runtime_plan_gemm(void *user, const plan *P, size_t gi, const float *A, int64_t M, float *C,
+                  void (*ep_fn)(void *, float *, int64_t, int64_t, int64_t, int64_t, int64_t),
+                  void *ep_user, mha_error *err) {
+    const runtime_plan_ctx *pc = user;
+    exec_gemm_epilogue ep = {ep_fn, ep_user};
+    (void)P;
+    return exec_gemm_run(pc->env, &pc->pk->gemm_packed[gi], A, M, C, ep_fn ? &ep : NULL, err);
 }
 
 MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_tensor *inputs,
@@ -273,7 +303,7 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
                         "MHA_PRECISION_BFLOAT16)",
                         precision);
 
-    const exec_packed *pk = NULL;
+    const model_pack *pk = NULL;
     mha_status st = model_packed_for_prec(model, rt->plugin, rt->plugin_state, precision, &pk, err);
     if (st != MHA_OK) return st;
 
@@ -290,5 +320,10 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
     if (opts->struct_size >= offsetof(mha_run_options, kv_lengths) + sizeof(void *))
         env.kv_lengths = opts->kv_lengths;
     env.precision = precision;
-    return exec_run(&env, &model->L, pk, inputs, num_inputs, outputs, num_outputs, err);
+    if (model->plan) {
+        runtime_plan_ctx pc = {&env, pk};
+        plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc};
+        return plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, &be, err);
+    }
+    return exec_run(&env, &model->L, pk->packed, inputs, num_inputs, outputs, num_outputs, err);
 }

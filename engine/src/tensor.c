@@ -47,6 +47,15 @@ void tensor_free(tensor *t) {
     mha_free(t->alloc, t);
 }
 
+void tensor_as_mha(const tensor *t, mha_tensor *out) {
+    memset(out, 0, sizeof *out);
+    out->dtype = t->dtype;
+    out->rank = t->rank;
+    for (int i = 0; i < t->rank; i++)
+        out->shape[i] = t->dims[i];
+    out->data = t->data;
+}
+
 mha_status tensor_clone(const tensor *src, tensor **out, mha_error *err) {
     mha_status st = tensor_new(src->alloc, src->dtype, src->rank, src->dims, out, err);
     if (st != MHA_OK) return st;

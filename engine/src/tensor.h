@@ -26,6 +26,8 @@ int64_t tensor_numel(const tensor *t);
 double tensor_get_f64(const tensor *t, int64_t i);
 int64_t tensor_get_i64(const tensor *t, int64_t i);
 void tensor_set_f64(tensor *t, int64_t i, double v);
+/* The public view of t (shares its data). */
+void tensor_as_mha(const tensor *t, mha_tensor *out);
 /* "2x3x4" into buf. */
 const char *tensor_shape_str(int rank, const int64_t *dims, char *buf, size_t n);
 

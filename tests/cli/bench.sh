@@ -200,5 +200,16 @@ check "server JSON says server" grep -q '"scenario": "server"' "$T/s.json"
 check "server JSON runs batch 1" grep -q '"shape": {"B": 1, "S": 4' "$T/s.json"
 check "server CSV row" grep -q '^server,scalar,1,1,1,' "$T/s.csv"
 
+# the same through the library's request queue (open loop, batches); a
+# loose bound, so that a slow (sanitizer) build still finds a rate
+run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backend scalar \
+    --threads 1 --max-batch 8 --batch-delay-ms 0.5 --p99-ms 2000 --json "$T/q.json"
+check "queued server scenario exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "queued server says so" grep -q "request queue (max batch 8, delay 0.5 ms), p99 bound 2e+03 ms" "$T/out.txt"
+check "queued server found a rate" grep -q '"server_found": true' "$T/q.json"
+check "queued server JSON names the batching" grep -q '"max_batch": 8, "batch_delay_ms": 0.5' "$T/q.json"
+run_mha bench "$MODEL" --shape 1,4 --scenario server --max-batch -1
+check "--max-batch -1 is a usage error (got $rc)" [ "$rc" -eq 2 ]
+
 echo "bench.sh: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -161,6 +161,9 @@ for i in 0 1 2; do
 done
 "$MHA" merge "$T/merged.npy" "$T/s2.npy" "$T/s0.npy" "$T/s1.npy" --quiet
 cmp -s "$T/ref.npy" "$T/merged.npy" || fail "merged shards differ"
+# the -o form, shards first
+"$MHA" merge "$T/s1.npy" "$T/s0.npy" -o "$T/merged-o.npy" "$T/s2.npy" --quiet
+cmp -s "$T/ref.npy" "$T/merged-o.npy" || fail "merge -o: merged shards differ"
 set +e
 "$MHA" merge "$T/bad.npy" "$T/s0.npy" "$T/s2.npy" 2>"$T/stderr"; rc1=$?
 "$MHA" merge "$T/bad.npy" "$T/s0.npy" "$T/s1.npy" "$T/s1.npy" "$T/s2.npy" 2>"$T/stderr2"; rc2=$?

@@ -41,6 +41,14 @@ mha check "$ONE" --precision float16
 [ "$rc" -eq 2 ] || fail "an unknown precision is not a usage error (rc $rc)"
 echo "ok: check refuses what it should"
 
+# whole models (plans of GEMM steps and attention layers) in bfloat16 too
+M="$MHA_TEST_DATA/models"
+mha check "$M" --backend avx512 --precision bfloat16
+[ "$rc" -eq 0 ] || fail "whole models in bfloat16: $(tail -n 3 "$T/out.txt")"
+mha check "$M" --backend avx512 --precision bfloat16 --rtol 1e-4 --atol 1e-5
+[ "$rc" -eq 1 ] || fail "whole models: bfloat16 passed the float32 tolerance (not used?)"
+echo "ok: whole models in bfloat16"
+
 # ---- run
 IN="$ONE/test_data_set_0/input_0.pb"
 mha run "$ONE/model.onnx" "$IN" -o "$T/f32.npy" --backend avx512

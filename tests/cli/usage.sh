@@ -82,6 +82,25 @@ expect 0 "peak, short" "$MHA" peak --threads 1 --reps 1 --seconds 0.02 --json "$
 grep -Eq '^(avx512|avx2) +1 +[0-9]+\.[0-9]' "$T/out" || fail "peak: no figure printed: $(cat "$T/out")"
 grep -q '"1": [0-9]' "$T/peak.json" || fail "peak: JSON without figures: $(cat "$T/peak.json")"
 ls "$T"/peak.json.tmp.* >/dev/null 2>&1 && fail "peak: temporary file left behind"
+# --version answers in every command, like `mha --version`
+for cmd in run check info bench merge backends peak gen; do
+  expect 0 "$cmd --version" "$MHA" $cmd --version
+  grep -q "^mha [0-9]" "$T/out" || fail "$cmd --version printed: $(cat "$T/out")"
+done
+# commands that run no model neither take nor list --backend / --threads
+expect 2 "gen --backend" "$MHA" gen --backend scalar -d 16 -H 2 -o "$T/m.onnx"
+expect 2 "merge --threads" "$MHA" merge --threads 2 "$T/o.npy" "$T/s.npy"
+for cmd in gen merge peak; do
+  expect 0 "$cmd --help" "$MHA" $cmd --help
+  ! grep -q -- "--backend" "$T/out" || fail "$cmd --help lists --backend"
+  [ "$(grep -c "^Exit status" "$T/out")" -eq 1 ] || fail "$cmd --help: not one exit-status line"
+done
+[ "$(grep -c -- "^  --threads" "$T/out")" -eq 1 ] || fail "peak --help lists --threads twice"
+# `mha backends` names each backend once (the built-in scalar is a footnote
+# when a scalar plugin file is loaded)
+expect 0 "backends" "$MHA" backends
+dups=$(awk 'NR > 2 && $4 ~ /usable/ { print $1 }' "$T/out" | sort | uniq -d)
+[ -z "$dups" ] || fail "backends lists $dups twice: $(cat "$T/out")"
 [ ! -e "$T/m.onnx" ] || fail "a refused gen wrote a model"
 [ ! -e "$T/y.npy" ] && [ ! -e "$T/a.npy" ] || fail "a refused run wrote an output"
 

@@ -1657,6 +1657,85 @@ static void test_attention_errors(void **state) {
     free_all(in, 3);
 }
 
+/* ---- Conv ---- */
+
+/* 2-D Conv: a 2x2 kernel over a 3x3 image; with bias, stride 2 and
+ * padding 1; two groups; what it refuses. */
+static void test_conv(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3] = {0}, *out[1] = {0};
+    tn_init(&t, "Conv", 3, 1);
+    in[0] = tf(4, D(1, 1, 3, 3), F(1, 2, 3, 4, 5, 6, 7, 8, 9));
+    in[1] = tf(4, D(1, 1, 2, 2), F(1, 0, 0, 1));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 4, D(1, 1, 2, 2), F(6, 8, 12, 14), 0);
+    free_all(out, 1);
+    /* stride 2, pads 1 on every side, bias 10: windows centred on the
+     * corners of the padded image */
+    in[2] = tf(1, D(1), F(10));
+    tn_ints(&t, "strides", D(2, 2), 2);
+    tn_ints(&t, "pads", D(1, 1, 1, 1), 4);
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 4, D(1, 1, 2, 2), F(11, 13, 17, 24), 0);
+    free_all(out, 1);
+    free_all(in, 3);
+    /* two groups of one channel, kernel 1x1: each output channel scales
+     * its own input channel */
+    tn_init(&t, "Conv", 2, 1);
+    tn_int(&t, "group", 2);
+    in[0] = tf(4, D(1, 2, 1, 2), F(1, 2, 3, 4));
+    in[1] = tf(4, D(2, 1, 1, 1), F(10, 100));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 4, D(1, 2, 1, 2), F(10, 20, 300, 400), 0);
+    free_all(out, 1);
+    free_all(in, 2);
+    /* 1-D convolution and channels that do not fit are refused */
+    tn_init(&t, "Conv", 2, 1);
+    in[0] = tf(3, D(1, 1, 3), F(1, 2, 3));
+    in[1] = tf(3, D(1, 1, 2), F(1, 1));
+    assert_int_equal(eval(17, &t, in, out), MHA_ERR_MODEL_UNSUPPORTED);
+    free_all(in, 2);
+    in[0] = tf(4, D(1, 3, 1, 1), F(1, 2, 3));
+    in[1] = tf(4, D(1, 2, 1, 1), F(1, 1));
+    assert_int_equal(eval(17, &t, in, out), MHA_ERR_SHAPE);
+    free_all(in, 2);
+}
+
+/* LayerNormalization over the last axis, with Scale, B and the Mean /
+ * InvStdDev outputs; over the last two axes; a Scale that does not fit. */
+static void test_layer_normalization(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3] = {0}, *out[3] = {0};
+    tn_init(&t, "LayerNormalization", 3, 3);
+    tn_float(&t, "epsilon", 0.0f);
+    in[0] = tf(2, D(2, 2), F(1, 3, 5, 9));
+    in[1] = tf(1, D(2), F(2, 10));
+    in[2] = tf(1, D(2), F(0.5, -1));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    /* row 0: mean 2, var 1: [-1 1] -> [-2+0.5, 10-1]; row 1: mean 7, var 4:
+     * [-1 1] -> same */
+    expect_f(out[0], 2, D(2, 2), F(-1.5, 9, -1.5, 9), 1e-6);
+    expect_f(out[1], 2, D(2, 1), F(2, 7), 1e-6);
+    expect_f(out[2], 2, D(2, 1), F(1, 0.5), 1e-6);
+    free_all(out, 3);
+    free_all(in, 3);
+    /* axis -2 of [1, 2, 2]: one group of four */
+    tn_init(&t, "LayerNormalization", 2, 1);
+    tn_int(&t, "axis", -2);
+    tn_float(&t, "epsilon", 0.0f);
+    in[0] = tf(3, D(1, 2, 2), F(1, 3, 1, 3));
+    in[1] = tf(1, D(1), F(1));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 3, D(1, 2, 2), F(-1, 1, -1, 1), 1e-6);
+    free_all(out, 1);
+    tensor_free(in[1]);
+    in[1] = tf(1, D(3), F(1, 1, 1));
+    assert_int_equal(eval(17, &t, in, out), MHA_ERR_SHAPE);
+    free_all(in, 2);
+}
+
 /* ---- driver behaviour ---- */
 
 static void test_unsupported_and_outputs(void **state) {
@@ -1667,12 +1746,12 @@ static void test_unsupported_and_outputs(void **state) {
     assert_true(interp_supports("com.microsoft", "MultiHeadAttention"));
     assert_false(interp_supports("com.microsoft", "GroupQueryAttention"));
     assert_false(interp_supports("com.microsoft", "MatMul"));
-    assert_false(interp_supports("", "Conv"));
+    assert_false(interp_supports("", "LSTM"));
     tnode t;
     tensor *in[2] = {tf(1, D(1), F(1)), NULL}, *out[2] = {0};
-    tn_init(&t, "Conv", 1, 1);
+    tn_init(&t, "LSTM", 1, 1);
     assert_int_equal(eval(13, &t, in, out), MHA_ERR_MODEL_UNSUPPORTED);
-    assert_non_null(strstr(last_err.message, "Conv"));
+    assert_non_null(strstr(last_err.message, "LSTM"));
     assert_non_null(strstr(last_err.message, "'t'"));
     tn_init(&t, "GroupQueryAttention", 1, 1);
     t.n.domain = (char *)"com.microsoft";
@@ -2315,6 +2394,8 @@ int main(void) {
         cmocka_unit_test(test_attention_causal_past_gqa),
         cmocka_unit_test(test_attention_3d),
         cmocka_unit_test(test_attention_errors),
+        cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_layer_normalization),
         cmocka_unit_test(test_unsupported_and_outputs),
         cmocka_unit_test(test_msft_nan_rows),
         cmocka_unit_test(test_alloc_failure),

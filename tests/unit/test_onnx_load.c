@@ -702,6 +702,32 @@ static void test_random_bytes(void **state) {
     }
 }
 
+/* Files that are something else are named as such ("not an ONNX model"),
+ * not as a protobuf wire error at byte 0. */
+static void test_not_a_model(void **state) {
+    (void)state;
+    static const struct {
+        const char *bytes;
+        size_t n;
+        const char *what;
+    } cs[] = {
+        {"\223NUMPY\001\000v\000{'descr': '<f4'", 24, "a .npy file"},
+        {"PK\003\004\024\000\000\000", 8, "a zip archive"},
+        {"{\"graph\": 1}", 12, "text (JSON?)"},
+        {"# a README\n", 11, "its first byte starts no protobuf field"},
+        {"\000\000\000\000", 4, "its first byte starts no protobuf field"},
+    };
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        ir_graph *g = NULL;
+        mha_error err;
+        assert_int_equal(ir_load_memory(NULL, cs[k].bytes, cs[k].n, NULL, NULL, &g, &err),
+                         MHA_ERR_MODEL_FORMAT);
+        assert_null(g);
+        if (!strstr(err.message, "not an ONNX model") || !strstr(err.message, cs[k].what))
+            fail_msg("case %zu: '%s'", k, err.message);
+    }
+}
+
 static void test_wire_errors(void **state) {
     (void)state;
     ir_graph *g = NULL;
@@ -719,8 +745,9 @@ static void test_wire_errors(void **state) {
                      MHA_ERR_MODEL_FORMAT);
     assert_non_null(strstr(err.message, "truncated varint at byte offset 1"));
 
-    /* a group (wire type 3) */
-    const unsigned char group[] = {0x0b, 0x0c};
+    /* a group (wire type 3) after a valid first field (one in the first
+     * byte is "not an ONNX model", test_not_a_model) */
+    const unsigned char group[] = {0x08, 0x07, 0x0b, 0x0c};
     assert_int_equal(ir_load_memory(NULL, group, sizeof group, NULL, NULL, &g, &err),
                      MHA_ERR_MODEL_FORMAT);
     assert_non_null(strstr(err.message, "wire type 3"));
@@ -1622,6 +1649,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_file_errors, arena_teardown),
         cmocka_unit_test_teardown(test_truncated_models, arena_teardown),
         cmocka_unit_test_teardown(test_random_bytes, arena_teardown),
+        cmocka_unit_test_teardown(test_not_a_model, arena_teardown),
         cmocka_unit_test_teardown(test_wire_errors, arena_teardown),
         cmocka_unit_test_teardown(test_nesting_limit, arena_teardown),
         cmocka_unit_test_teardown(test_tensor_errors, arena_teardown),

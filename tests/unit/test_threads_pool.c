@@ -1,8 +1,10 @@
 /* test_threads_pool.c -- the thread pool (pool.c): every unit claimed
  * exactly once, phases separated by barriers, many jobs in a row with
- * changing thread counts, failures and cancellation ending a job, a busy
- * pool making a second caller run alone, FTZ/DAZ in the workers, and many
- * create/destroy cycles. Runs under TSan (label "threads"). */
+ * changing thread counts, failures and cancellation ending a job, idle
+ * workers helping a second caller while the first one's job is stuck,
+ * workers staying out when callers take every core, FTZ/DAZ in the
+ * workers, and many create/destroy cycles. Runs under TSan (label
+ * "threads"). */
 #include "testutil.h"
 
 #include <pthread.h>
@@ -10,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pool.h"
 
@@ -88,8 +91,8 @@ static void test_every_unit_once(void **state) {
     pool_job job;
     job_init(&job, &c, 4, 0);
     assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
+    /* workers join when they wake up in time: whether any did varies */
     assert_int_equal(job.threads_used, 6);
-    assert_int_equal(job.ran_alone, 0);
     check_counts(&c, 4);
     pool_destroy(p);
 }
@@ -178,7 +181,12 @@ static void test_cancel(void **state) {
     pool_destroy(p);
 }
 
-/* While one caller's job holds the pool, a second caller runs alone. */
+/* Concurrent callers share the workers: while a first caller's job is
+ * stuck in one long unit, a second caller's job gets the idle workers. The
+ * second job's unit 0 waits until another thread ran one of its units (a
+ * pool serving one job at a time would leave it waiting, and the test
+ * would fail after its time limit); units 1.. record which thread ran
+ * them. */
 typedef struct busy_ctx {
     atomic_int started;
     atomic_int second_done;
@@ -198,6 +206,7 @@ static mha_status busy_unit(void *vctx, int phase, int64_t unit, int worker, mha
 typedef struct busy_thread {
     pool *p;
     busy_ctx *b;
+    int num_threads;
     mha_status st;
     int ran_alone;
 } busy_thread;
@@ -210,36 +219,86 @@ static void *busy_first(void *arg) {
     job.ctx = t->b;
     job.n_phases = 1;
     job.n_units[0] = 4;
+    job.num_threads = t->num_threads;
     t->st = pool_run(t->p, &job, NULL);
     t->ran_alone = job.ran_alone;
     return NULL;
 }
 
-static void test_busy_pool_runs_alone(void **state) {
-    (void)state;
+typedef struct helped_ctx {
+    atomic_int by_helper; /* units run by a worker index > 0 */
+    atomic_int timed_out;
+    int wait_seconds; /* unit 0's limit */
+} helped_ctx;
+
+static mha_status helped_unit(void *vctx, int phase, int64_t unit, int worker, mha_error *err) {
+    (void)phase, (void)err;
+    helped_ctx *h = vctx;
+    if (worker > 0) atomic_fetch_add(&h->by_helper, 1);
+    if (unit == 0 && worker == 0) {
+        struct timespec t0, now;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (!atomic_load(&h->by_helper)) {
+            sched_yield();
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec - t0.tv_sec >= h->wait_seconds) {
+                atomic_store(&h->timed_out, 1);
+                break;
+            }
+        }
+    }
+    return MHA_OK;
+}
+
+static void run_second_caller(int n_workers, int first_threads, int *ran_alone, int *by_helper) {
     pool *p = NULL;
-    assert_int_equal(pool_create(NULL, 2, 0, &p, NULL), MHA_OK);
+    assert_int_equal(pool_create(NULL, n_workers, 0, &p, NULL), MHA_OK);
     busy_ctx b;
     atomic_init(&b.started, 0);
     atomic_init(&b.second_done, 0);
-    busy_thread t = {.p = p, .b = &b, .st = MHA_ERR_INTERNAL};
+    busy_thread t = {.p = p, .b = &b, .num_threads = first_threads, .st = MHA_ERR_INTERNAL};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, busy_first, &t), 0);
     while (!atomic_load(&b.started))
         sched_yield();
-    static count_ctx c;
-    const int64_t units[2] = {30, 30};
-    count_ctx_init(&c, 2, units, 1);
+    helped_ctx h;
+    atomic_init(&h.by_helper, 0);
+    atomic_init(&h.timed_out, 0);
+    h.wait_seconds = first_threads == 1 ? 1 : 30;
     pool_job job;
-    job_init(&job, &c, 2, 0);
+    memset(&job, 0, sizeof job);
+    job.fn = helped_unit;
+    job.ctx = &h;
+    job.n_phases = 1;
+    job.n_units[0] = 64;
     assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
-    assert_int_equal(job.ran_alone, 1);
-    assert_int_equal(job.threads_used, 1);
-    check_counts(&c, 2);
     atomic_store(&b.second_done, 1);
     pthread_join(th, NULL);
     assert_int_equal(t.st, MHA_OK);
     pool_destroy(p);
+    *ran_alone = job.ran_alone;
+    *by_helper = atomic_load(&h.by_helper);
+    assert_int_equal(atomic_load(&h.timed_out), first_threads == 1 && n_workers == 1);
+}
+
+static void test_second_caller_gets_help(void **state) {
+    (void)state;
+    int alone, by_helper;
+    /* 3 threads, the first caller on one of them: the workers help */
+    run_second_caller(2, 0, &alone, &by_helper);
+    assert_int_equal(alone, 0);
+    assert_true(by_helper > 0);
+}
+
+/* Two callers on a two-thread pool already fill both cores: the worker
+ * stays out of the second job instead of competing for a core (the second
+ * caller's unit 0 waits out its time limit for a helper that never comes). */
+static void test_full_cores_no_helper(void **state) {
+    (void)state;
+    int alone, by_helper;
+    run_second_caller(1, 1, &alone, &by_helper);
+    assert_int_equal(alone, 1);
+    assert_int_equal(by_helper, 0);
 }
 
 /* A reservation (a self-parallel plugin's run) holds the pool like a job. */
@@ -368,7 +427,8 @@ int main(void) {
         cmocka_unit_test(test_many_jobs),
         cmocka_unit_test(test_failure_stops_job),
         cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_busy_pool_runs_alone),
+        cmocka_unit_test(test_second_caller_gets_help),
+        cmocka_unit_test(test_full_cores_no_helper),
         cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_no_workers),
         cmocka_unit_test(test_create_destroy_cycles),

@@ -221,6 +221,10 @@ static void test_cancel_mid_batch(void **state) {
     mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {B, S, D}, x};
     mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {B, S, D}, y};
 
+    /* How often the caller polls depends on how many units the workers
+     * took from it (pool.h): a run that ends before the at-th poll is
+     * complete and says so; one that saw the "yes" stops there. The first
+     * poll comes before any unit, so at = 1 always cancels. */
     for (int at = 1; at <= 4; at++) {
         cancel_state c;
         atomic_init(&c.polls, 0);
@@ -233,12 +237,17 @@ static void test_cancel_mid_batch(void **state) {
         mha_error err = {0};
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        assert_int_equal(mha_run(rt, m, &in, 1, &out, 1, &ro, &err), MHA_ERR_CANCELLED);
+        mha_status st = mha_run(rt, m, &in, 1, &out, 1, &ro, &err);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-        assert_int_equal(err.status, MHA_ERR_CANCELLED);
-        /* the run stopped at the first "yes": no poll after it */
-        assert_int_equal(atomic_load(&c.polls), at);
+        if (at == 1 || st != MHA_OK) {
+            assert_int_equal(st, MHA_ERR_CANCELLED);
+            assert_int_equal(err.status, MHA_ERR_CANCELLED);
+            /* the run stopped at the first "yes": no poll after it */
+            assert_int_equal(atomic_load(&c.polls), at);
+        } else {
+            assert_true(atomic_load(&c.polls) < at);
+        }
         assert_int_equal(atomic_load(&c.polls_after_yes), 0);
         assert_true(s < 5.0);
     }

@@ -78,7 +78,10 @@ MHA_API const char *mha_version_string(void);
     X(MHA_ERR_CANCELLED, 12, "cancelled")                                                          \
     X(MHA_ERR_FORKED, 13, "runtime used in a forked child process")                                \
     X(MHA_ERR_DATA_FORMAT, 14, "malformed tensor data file")                                       \
-    X(MHA_ERR_INTERNAL, 15, "internal error")
+    X(MHA_ERR_INTERNAL, 15, "internal error")                                                      \
+    X(MHA_ERR_QUEUE_FULL, 16, "request queue full")                                                \
+    X(MHA_ERR_DEADLINE, 17, "deadline passed before the request ran")                              \
+    X(MHA_ERR_SHUTDOWN, 18, "request queue shut down")
 
 typedef enum mha_status {
 #define MHA_STATUS_ENUM_(name, value, text) name = value,
@@ -298,9 +301,11 @@ typedef enum mha_io_role {
     MHA_ROLE_PRESENT_KEY,
     MHA_ROLE_PRESENT_VALUE,
     MHA_ROLE_QK_OUTPUT,
-    MHA_ROLE_ATTN_WEIGHTS /* output: the softmax probabilities averaged over the query
-                             heads, [B, Sq, Skv], or of every head, [B, q_heads, Sq, Skv]
-                             (nn.MultiheadAttention's need_weights=True) */
+    MHA_ROLE_ATTN_WEIGHTS, /* output: the softmax probabilities averaged over the query
+                              heads, [B, Sq, Skv], or of every head, [B, q_heads, Sq, Skv]
+                              (nn.MultiheadAttention's need_weights=True) */
+    /* appended for whole models (a plan of steps) */
+    MHA_ROLE_TOKEN_IDS /* integer ids that index an embedding table [B, S] */
 } mha_io_role;
 
 MHA_API const char *mha_io_role_name(mha_io_role role);
@@ -345,6 +350,35 @@ MHA_API const char *mha_model_idioms(const mha_model *model);
  *  range. */
 MHA_API mha_status mha_model_input(const mha_model *model, size_t i, mha_io_info *out);
 MHA_API mha_status mha_model_output(const mha_model *model, size_t i, mha_io_info *out);
+
+/* ---- whole models: the plan (appended) ----
+ * A graph with several attention layers (or one layer with the rest of a
+ * transformer around it) loads as a plan of steps: form "plan" in
+ * mha_model_info. A one-layer model has no steps and no layers here. */
+
+/** One step of a plan, in run order. Strings live as long as the model. */
+typedef struct mha_step_info {
+    const char *kind; /* "attention" (a recognised layer, fused) or "interpreted" */
+    const char *op;   /* attention: the layer's form; interpreted: the node's op type */
+    const char *name; /* the graph node (attention: its Softmax / Attention node) */
+    double flops;     /* at the verification probe's sizes: compare, do not add up */
+    size_t num_nodes; /* graph nodes the step computes */
+} mha_step_info;
+
+/** One attention layer found in the graph, recognised or not. */
+typedef struct mha_layer_info {
+    int recognised;     /* 1: runs as one fused attention step */
+    const char *form;   /* recognised: the layer's form, else "" */
+    const char *core;   /* the Softmax / Attention node's name */
+    const char *reason; /* not recognised: why (its nodes are interpreted), else "" */
+} mha_layer_info;
+
+/** Number of steps / attention layers of a plan (0 for a one-layer model).
+ *  Thread-safe (the model is immutable). */
+MHA_API size_t mha_model_num_steps(const mha_model *model);
+MHA_API mha_status mha_model_step(const mha_model *model, size_t i, mha_step_info *out);
+MHA_API size_t mha_model_num_layers(const mha_model *model);
+MHA_API mha_status mha_model_layer(const mha_model *model, size_t i, mha_layer_info *out);
 
 /* ------------------------------------------------------------------------ */
 /* Running                                                                   */
@@ -401,10 +435,12 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  allocated. opts may be NULL.
  *  Thread-safe: many threads may run on one runtime and one model at once.
  *  The result is bitwise identical for any thread count.
- *  The runtime's pool serves one run at a time: a run that starts while
- *  another run holds the pool computes on its calling thread alone (the
- *  same bits, just not parallel). The calling thread always works too (it
- *  needs 512 KiB of free stack: kernels use up to 256 KiB of it); it
+ *  Concurrent runs share the runtime's workers: each calling thread works
+ *  its own run and idle workers help whichever runs have work left, never
+ *  more threads computing than the runtime has (callers first), so N
+ *  callers on an N-thread runtime each run on one core. The calling thread
+ *  always works too (it needs 512 KiB of free stack: kernels use up to
+ *  256 KiB of it); it
  *  flushes denormals to zero during the run (FTZ/DAZ, as the workers do)
  *  and gets its floating-point mode back on return.
  *  Dimensions the model declares for batch and sequence lengths are not
@@ -415,6 +451,170 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
 MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_tensor *inputs,
                            size_t num_inputs, mha_tensor *outputs, size_t num_outputs,
                            const mha_run_options *opts, mha_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Serving: a request queue with dynamic batching                            */
+/* ------------------------------------------------------------------------ */
+
+/* Guidance for servers:
+ *  - One runtime for the process (num_threads 0: every CPU) and one model
+ *    per file; both are shared by every request thread.
+ *  - Many threads calling mha_run at once share the runtime's threads: each
+ *    caller computes its own run and idle workers help, so N callers on an
+ *    N-thread runtime each use one core and nothing spins. That is the
+ *    right shape for long requests (hundreds of tokens and more).
+ *  - Short requests (a few dozen tokens) spend much of their time reading
+ *    the weights: a batch of them reads the weights once. An mha_queue
+ *    groups requests that arrive within max_delay_ms into one padded batch
+ *    (each item with its own key length, so each result is bitwise what the
+ *    request gives alone with mha_run), bounded by max_batch requests and
+ *    max_batch_tokens (batch size x longest sequence). A max_delay_ms of
+ *    about a tenth of the latency target is a good start.
+ *  - The queue is bounded: submit fails at once with MHA_ERR_QUEUE_FULL, so
+ *    an overloaded server refuses (HTTP 503) rather than building a backlog.
+ *    Bound it in time as well as in count: max_queue_ms of about half the
+ *    latency target keeps the accepted requests' latency under overload
+ *    (the excess is refused at once instead of waiting in line).
+ *  - `mha serve MODEL` is an HTTP face on this queue. */
+
+typedef struct mha_queue mha_queue;
+typedef struct mha_request mha_request;
+
+typedef struct mha_queue_options {
+    uint32_t struct_size;     /* sizeof(mha_queue_options); set by _init */
+    int max_batch;            /* requests per batch at most; default 16; 1 = no batching */
+    int64_t max_batch_tokens; /* batch size x longest sequence at most; default 4096 (a
+                                 longer single request still runs, alone) */
+    double max_delay_ms;      /* how long a batch's first request waits for company;
+                                 default 1 ms; 0 = take what is there */
+    int capacity;             /* requests waiting at most; default 1024 */
+    int num_dispatchers;      /* batches computed at once (threads the queue starts);
+                                 default 1 (a batch uses every thread of the runtime) */
+    int num_threads;          /* threads per batch run; 0 = the runtime's */
+    size_t stack_bytes;       /* stack of each dispatcher thread; 0 = 2 MiB */
+    double max_queue_ms;      /* 0 = off; else submit also refuses (MHA_ERR_QUEUE_FULL)
+                                 when the tokens ahead of the request would take longer
+                                 than this to compute, at the cost per token the last
+                                 batches took: a queue bounded in time, so that under
+                                 overload the accepted requests keep their latency */
+} mha_queue_options;
+
+MHA_API void mha_queue_options_init(mha_queue_options *opts);
+
+/** Creates a queue serving `model` on `rt` and starts its dispatcher
+ *  threads. The model must take one query sequence (self-attention, input
+ *  role MHA_ROLE_QUERY and no other input); anything else is
+ *  MHA_ERR_MODEL_UNSUPPORTED. rt and model must outlive the queue. The
+ *  queue's memory (requests, batch buffers) comes from malloc, not the
+ *  runtime's allocator.
+ *  Errors: MHA_ERR_INVALID_ARGUMENT (bad options), MHA_ERR_NO_MEMORY,
+ *  MHA_ERR_MODEL_UNSUPPORTED. Thread-safe. */
+MHA_API mha_status mha_queue_create(mha_runtime *rt, const mha_model *model,
+                                    const mha_queue_options *opts, mha_queue **out, mha_error *err);
+
+/** Called once when a request completes (whatever its status), on a
+ *  dispatcher thread, or on the thread of mha_request_cancel /
+ *  mha_queue_shutdown for a request that never ran. Keep it short: it
+ *  delays the next batch. It may read the request and call
+ *  mha_request_free on it; it must not call mha_queue_shutdown or
+ *  mha_queue_destroy. */
+typedef void (*mha_request_done_fn)(void *user, mha_request *req);
+
+typedef struct mha_submit_options {
+    uint32_t struct_size;     /* set by _init */
+    double deadline_ms;       /* from now; a request not started by then completes
+                                 with MHA_ERR_DEADLINE; 0 = none */
+    mha_request_done_fn done; /* NULL: use mha_request_wait */
+    void *done_user;
+} mha_submit_options;
+
+MHA_API void mha_submit_options_init(mha_submit_options *opts);
+
+/** Queues one sequence: a float32 tensor [S, d_model] or [1, S, d_model],
+ *  S >= 1. The data is copied: the caller may reuse `input` at once. On
+ *  success *out is a request the caller owns and releases with
+ *  mha_request_free (also when a callback is used). opts may be NULL.
+ *  Fails at once, with no request made, with: MHA_ERR_QUEUE_FULL (capacity
+ *  requests are waiting, or the work ahead exceeds max_queue_ms:
+ *  back-pressure, try later or refuse),
+ *  MHA_ERR_SHUTDOWN (the queue no longer accepts), MHA_ERR_SHAPE,
+ *  MHA_ERR_DTYPE, MHA_ERR_INVALID_ARGUMENT, MHA_ERR_NO_MEMORY.
+ *  Thread-safe: any number of threads may submit at once. */
+MHA_API mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input,
+                                    const mha_submit_options *opts, mha_request **out,
+                                    mha_error *err);
+
+/** Blocks until the request completed and returns its status: MHA_OK (the
+ *  output is ready), MHA_ERR_CANCELLED (mha_request_cancel),
+ *  MHA_ERR_DEADLINE, MHA_ERR_SHUTDOWN (cancelled by mha_queue_shutdown
+ *  without draining), or the run's error (the batch failed; err has its
+ *  message). timeout_ms < 0 waits forever; when the time runs out first
+ *  the request is still pending and the return is MHA_ERR_LIMIT.
+ *  Thread-safe; any number of threads may wait on one request. */
+MHA_API mha_status mha_request_wait(mha_request *req, double timeout_ms, mha_error *err);
+
+/** Asks for the request to be dropped. A request still waiting completes
+ *  at once with MHA_ERR_CANCELLED (its callback runs on this thread); one
+ *  already in a running batch completes with MHA_ERR_CANCELLED when the
+ *  batch ends, its result discarded (a batch whose every request was
+ *  cancelled stops early). Returns 1 if the request will complete as
+ *  cancelled, 0 if it had already completed. Thread-safe. */
+MHA_API int mha_request_cancel(mha_request *req);
+
+/** What happened to a request. Fields are meaningful once it completed. */
+typedef struct mha_request_info {
+    int done;          /* 1 once completed */
+    mha_status status; /* as mha_request_wait returns */
+    int batch_size;    /* requests in the batch it ran in; 0 if it never ran */
+    int64_t seq_len;   /* its S */
+    double queue_ms;   /* submit -> its batch started (or it completed) */
+    double run_ms;     /* its batch's run */
+} mha_request_info;
+
+MHA_API void mha_request_get_info(const mha_request *req, mha_request_info *out);
+
+/** The output of a completed request with status MHA_OK: float32, shaped
+ *  like the input ([S, d_out] or [1, S, d_out]), owned by the request (valid
+ *  until mha_request_free); NULL otherwise. */
+MHA_API const mha_tensor *mha_request_output(const mha_request *req);
+
+/** Releases the caller's hold on a request; call it exactly once per
+ *  request (in its callback is fine). A request still pending is cancelled
+ *  and its memory released once it completes (its callback, if any, still
+ *  runs once). Accepts NULL. Thread-safe with respect to the queue. */
+MHA_API void mha_request_free(mha_request *req);
+
+/** Counters since the queue was created. */
+typedef struct mha_queue_stats {
+    uint64_t submitted;     /* accepted by submit */
+    uint64_t rejected_full; /* MHA_ERR_QUEUE_FULL */
+    uint64_t completed_ok;
+    uint64_t failed; /* completed with a run error */
+    uint64_t cancelled;
+    uint64_t expired; /* MHA_ERR_DEADLINE */
+    uint64_t shut;    /* cancelled by a shutdown without draining */
+    uint64_t batches; /* batch runs */
+    uint64_t batched; /* requests that ran in them (mean batch = batched / batches) */
+    int depth;        /* waiting now */
+    int running;      /* in batches running now */
+} mha_queue_stats;
+
+MHA_API void mha_queue_get_stats(mha_queue *q, mha_queue_stats *out);
+
+/** Stops accepting (submit then fails with MHA_ERR_SHUTDOWN) and empties the
+ *  queue: drain = 1 computes every waiting request, drain = 0 completes
+ *  each with MHA_ERR_SHUTDOWN (batches already running finish either way).
+ *  Returns when no request is waiting or running. *drained and *cancelled
+ *  (either may be NULL) receive how many requests this call let run and
+ *  how many it cancelled. Thread-safe; a second call returns at once with
+ *  zero counts. Must not be called from a completion callback. */
+MHA_API void mha_queue_shutdown(mha_queue *q, int drain, uint64_t *drained, uint64_t *cancelled);
+
+/** Shuts down without draining (if not done yet), joins the dispatcher
+ *  threads and frees the queue. Requests still held by the caller stay
+ *  valid until mha_request_free. Accepts NULL. No other call on q may run
+ *  or follow. */
+MHA_API void mha_queue_destroy(mha_queue *q);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,73 @@
+/* interp_norm.c -- LayerNormalization (opset 17) for the reference
+ * interpreter: over the axes [axis, rank) of X,
+ *     Y = (X - mean) / sqrt(var + epsilon) * Scale + B
+ * with the optional Mean and InvStdDev outputs (X's shape with those axes
+ * set to 1). Scale and B hold the normalized shape's elements (or one).
+ * Computed in double, whatever stash_type says (it only asks for at least
+ * float32). */
+#include <math.h>
+
+#include "interp_internal.h"
+
+mha_status interp_op_layer_normalization(interp_ctx *c) {
+    const tensor *X, *S, *Bias;
+    int64_t axis_attr;
+    float eps;
+    int axis;
+    char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
+    mha_status st = interp_check_arity(c, 2, 3, 1, 3);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &X);
+    if (st == MHA_OK) st = interp_in_req(c, 1, &S);
+    if (st == MHA_OK) st = interp_attr_int(c, "axis", -1, &axis_attr);
+    if (st == MHA_OK) st = interp_attr_float(c, "epsilon", 1e-5f, &eps);
+    if (st != MHA_OK) return st;
+    Bias = interp_in(c, 2);
+    if (!interp_is_float(X->dtype) || S->dtype != X->dtype || (Bias && Bias->dtype != X->dtype))
+        return interp_fail(c, MHA_ERR_DTYPE, "X, Scale and B must share one float type (X is %s)",
+                           mha_dtype_name(X->dtype));
+    if (X->rank < 1) return interp_fail(c, MHA_ERR_SHAPE, "X must have an axis");
+    st = interp_axis(c, axis_attr, X->rank, "axis", &axis);
+    if (st != MHA_OK) return st;
+    int64_t outer = 1, inner = 1;
+    for (int a = 0; a < X->rank; a++)
+        if (a < axis)
+            outer *= X->dims[a];
+        else
+            inner *= X->dims[a];
+    int64_t ns = tensor_numel(S), nb = Bias ? tensor_numel(Bias) : 1;
+    if ((ns != inner && ns != 1) || (nb != inner && nb != 1))
+        return interp_fail(
+            c, MHA_ERR_SHAPE, "Scale %s and B %s must hold the %lld normalized elements (or one)",
+            interp_shape(S, s0), Bias ? interp_shape(Bias, s1) : "(none)", (long long)inner);
+    tensor *Y, *M = NULL, *R = NULL;
+    int64_t stat_dims[MHA_MAX_RANK];
+    for (int a = 0; a < X->rank; a++)
+        stat_dims[a] = a < axis ? X->dims[a] : 1;
+    st = interp_out_new(c, 0, X->dtype, X->rank, X->dims, &Y);
+    if (st == MHA_OK && c->n_out > 1 && c->n->outputs[1] >= 0)
+        st = interp_out_new(c, 1, MHA_DTYPE_FLOAT32, X->rank, stat_dims, &M);
+    if (st == MHA_OK && c->n_out > 2 && c->n->outputs[2] >= 0)
+        st = interp_out_new(c, 2, MHA_DTYPE_FLOAT32, X->rank, stat_dims, &R);
+    if (st != MHA_OK) return st;
+    for (int64_t o = 0; o < outer; o++) {
+        double mean = 0.0, var = 0.0;
+        for (int64_t i = 0; i < inner; i++)
+            mean += tensor_get_f64(X, o * inner + i);
+        mean /= inner > 0 ? (double)inner : 1.0;
+        for (int64_t i = 0; i < inner; i++) {
+            double d = tensor_get_f64(X, o * inner + i) - mean;
+            var += d * d;
+        }
+        var /= inner > 0 ? (double)inner : 1.0;
+        double inv = 1.0 / sqrt(var + (double)eps);
+        for (int64_t i = 0; i < inner; i++) {
+            double y = (tensor_get_f64(X, o * inner + i) - mean) * inv *
+                       tensor_get_f64(S, ns == 1 ? 0 : i);
+            if (Bias) y += tensor_get_f64(Bias, nb == 1 ? 0 : i);
+            tensor_set_f64(Y, o * inner + i, y);
+        }
+        if (M) tensor_set_f64(M, o, mean);
+        if (R) tensor_set_f64(R, o, inv);
+    }
+    return MHA_OK;
+}

@@ -1,0 +1,440 @@
+/* build.c -- plan_build: a whole graph into a plan. Constants are folded
+ * once, the graph is run on two probe inputs to learn every value's shape
+ * (which axes follow which input axis), the attention layers are carved out
+ * and recognised (partition.c), the remaining nodes become interpreted
+ * steps, each value gets the last step that reads it, and the plan is
+ * verified against the reference interpreter (verify.c). */
+#include <string.h>
+
+#include "plan_internal.h"
+
+mha_status plan_uses_build(const mha_alloc_ctx *a, const ir_graph *g, plan_uses *u,
+                           mha_error *err) {
+    memset(u, 0, sizeof *u);
+    size_t total = 0;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        total += g->nodes[i].n_inputs;
+    u->first = mha_calloc(a, g->n_values + 1, sizeof *u->first);
+    u->node = mha_calloc(a, total ? total : 1, sizeof *u->node);
+    int *fill = mha_calloc(a, g->n_values + 1, sizeof *fill);
+    if (!u->first || !u->node || !fill) {
+        mha_free(a, fill);
+        plan_uses_free(a, u);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    }
+    for (size_t i = 0; i < g->n_nodes; i++)
+        for (size_t k = 0; k < g->nodes[i].n_inputs; k++)
+            if (g->nodes[i].inputs[k] >= 0) u->first[g->nodes[i].inputs[k] + 1]++;
+    for (size_t v = 0; v < g->n_values; v++)
+        u->first[v + 1] += u->first[v];
+    for (size_t i = 0; i < g->n_nodes; i++)
+        for (size_t k = 0; k < g->nodes[i].n_inputs; k++) {
+            int v = g->nodes[i].inputs[k];
+            if (v >= 0) u->node[u->first[v] + fill[v]++] = (int)i;
+        }
+    mha_free(a, fill);
+    return MHA_OK;
+}
+
+void plan_uses_free(const mha_alloc_ctx *a, plan_uses *u) {
+    mha_free(a, u->first);
+    mha_free(a, u->node);
+    memset(u, 0, sizeof *u);
+}
+
+void plan_free(plan *P) {
+    if (!P) return;
+    mha_alloc_ctx a = P->alloc;
+    for (size_t i = 0; i < P->n_layers; i++) {
+        layer_clear(&a, &P->layers[i].L);
+        mha_free(&a, P->layers[i].in_values);
+        mha_free(&a, P->layers[i].nodes);
+    }
+    mha_free(&a, P->layers);
+    for (size_t i = 0; P->gemms && i < P->n_gemms; i++) {
+        mha_free(&a, P->gemms[i].W_owned);
+        mha_free(&a, P->gemms[i].ep_nodes);
+    }
+    mha_free(&a, P->gemms);
+    mha_free(&a, P->norms);
+    if (P->g && P->consts)
+        for (size_t v = 0; v < P->g->n_values; v++)
+            tensor_free(P->consts[v]);
+    mha_free(&a, P->consts);
+    mha_free(&a, P->steps);
+    mha_free(&a, P->last_step);
+    mha_free(&a, P->out_rules);
+    mha_free(&a, P->in_syms);
+    for (int pass = 0; pass < 2; pass++) {
+        layer_io *io = pass ? P->outputs : P->inputs;
+        size_t n = P->g ? (pass ? P->g->n_outputs : P->g->n_inputs) : 0;
+        for (size_t i = 0; io && i < n; i++)
+            mha_free(&a, io[i].name);
+        mha_free(&a, io);
+    }
+    ir_free(P->g);
+    mha_free(&a, P);
+}
+
+/* Folds every node whose inputs are all known at load. */
+static mha_status build_fold(plan *P, mha_error *err) {
+    const ir_graph *g = P->g;
+    tensor *in[64], *out[16];
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        int known = n->n_inputs <= 64 && n->n_outputs <= 16 && n->n_outputs > 0 &&
+                    interp_supports(n->domain, n->op_type);
+        for (size_t k = 0; known && k < n->n_inputs; k++) {
+            in[k] = n->inputs[k] >= 0 ? (tensor *)plan_const(P, n->inputs[k]) : NULL;
+            if (n->inputs[k] >= 0 && !in[k]) known = 0;
+        }
+        if (!known) continue;
+        memset(out, 0, sizeof out);
+        mha_status st = interp_eval_node(&P->alloc, g, n, in, out, err);
+        if (st == MHA_ERR_MODEL_UNSUPPORTED) {
+            mha_error_clear(err);
+            continue;
+        }
+        if (st != MHA_OK) return st;
+        for (size_t k = 0; k < n->n_outputs; k++) {
+            int v = n->outputs[k];
+            if (v >= 0 && !P->consts[v] && !g->values[v].init)
+                P->consts[v] = out[k];
+            else
+                tensor_free(out[k]);
+        }
+    }
+    return MHA_OK;
+}
+
+static int build_is_folded(const plan *P, const ir_node *n) {
+    for (size_t k = 0; k < n->n_outputs; k++)
+        if (n->outputs[k] >= 0 && !plan_const(P, n->outputs[k])) return 0;
+    return n->n_outputs > 0;
+}
+
+/* FLOPs of a node at the first probe: 2.M.N.K for MatMul / Gemm, the
+ * multiply-adds of a Conv; 0 for the rest. */
+static double build_node_flops(const plan *P, const plan_shape *shp, const ir_node *n) {
+    if (n->n_inputs < 2 || n->n_outputs < 1 || n->outputs[0] < 0 || n->inputs[0] < 0 ||
+        n->inputs[1] < 0)
+        return 0.0;
+    const plan_shape *y = &shp[n->outputs[0]], *A = &shp[n->inputs[0]], *W = &shp[n->inputs[1]];
+    if (y->rank < 1 || A->rank < 1 || W->rank < 1) return 0.0;
+    double out = 1.0;
+    for (int d = 0; d < y->rank; d++)
+        out *= (double)y->dims[0][d];
+    if (strcmp(n->op_type, "MatMul") == 0) return 2.0 * out * (double)A->dims[0][A->rank - 1];
+    if (strcmp(n->op_type, "Gemm") == 0) {
+        int ta = ir_attr_int(n, "transA", 0) != 0;
+        return A->rank == 2 ? 2.0 * out * (double)A->dims[0][ta ? 0 : 1] : 0.0;
+    }
+    if (strcmp(n->op_type, "Conv") == 0) {
+        double k = 1.0;
+        for (int d = 1; d < W->rank; d++)
+            k *= (double)W->dims[0][d];
+        return 2.0 * out * k;
+    }
+    (void)P;
+    return 0.0;
+}
+
+/* Shapes of every value on both probes. */
+static mha_status build_shapes(plan *P, plan_shape *shp, mha_error *err) {
+    const ir_graph *g = P->g;
+    for (size_t v = 0; v < g->n_values; v++)
+        shp[v].rank = -1;
+    for (int p = 0; p < PLAN_PROBES; p++) {
+        tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
+        tensor **values = NULL;
+        if (!in) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+        mha_status st = plan_probe_inputs(P, p, in, err);
+        if (st == MHA_OK) st = plan_exec(P, in, NULL, 1, &values, err);
+        if (st != MHA_OK) mha_error_prefix(err, "evaluating the graph on a probe input");
+        for (size_t v = 0; v < g->n_values && st == MHA_OK; v++) {
+            const tensor *t = values[v];
+            if (!t) continue;
+            if (p == 0) {
+                shp[v].dtype = t->dtype;
+                shp[v].rank = t->rank;
+            } else if (shp[v].rank != t->rank) {
+                shp[v].rank = -1;
+                continue;
+            }
+            for (int d = 0; d < t->rank; d++)
+                shp[v].dims[p][d] = t->dims[d];
+        }
+        if (values) plan_values_free(P, in, values);
+        plan_free_tensors(&P->alloc, in, g->n_inputs);
+        if (st != MHA_OK) return st;
+    }
+    return MHA_OK;
+}
+
+/* Steps in graph order: an attention step where its output is made. */
+static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
+    const ir_graph *g = P->g;
+    int *owner = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *owner);
+    mha_free(&P->alloc, P->steps);
+    P->steps = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *P->steps);
+    if (!owner || !P->steps) {
+        mha_free(&P->alloc, owner);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    }
+    for (size_t ni = 0; ni < g->n_nodes; ni++)
+        owner[ni] = -1;
+    for (size_t li = 0; li < P->n_layers; li++) {
+        plan_layer *pl = &P->layers[li];
+        pl->flops = 0.0;
+        for (size_t k = 0; pl->recognised && k < pl->n_nodes; k++) {
+            owner[pl->nodes[k]] = (int)li;
+            pl->flops += build_node_flops(P, shp, &g->nodes[pl->nodes[k]]);
+        }
+    }
+    /* GEMMs: the MatMul / Gemm makes the step, its bias Add has none */
+    for (size_t gi = 0; gi < P->n_gemms; gi++) {
+        owner[P->gemms[gi].node] = -10 - (int)gi;
+        if (P->gemms[gi].bias_node >= 0) owner[P->gemms[gi].bias_node] = -2;
+        for (size_t k = 0; k < P->gemms[gi].n_ep_nodes; k++)
+            owner[P->gemms[gi].ep_nodes[k]] = -2;
+    }
+    /* norms: the last of their nodes makes the step */
+    for (size_t i = 0; i < P->n_norms; i++) {
+        const plan_norm *nm = &P->norms[i];
+        for (size_t k = 0; k < nm->n_nodes; k++)
+            owner[nm->nodes[k]] = -2;
+        owner[nm->nodes[nm->n_nodes - 1]] = -1000 - (int)i;
+    }
+    P->n_steps = 0;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        if (build_is_folded(P, n) || owner[ni] == -2) continue;
+        plan_step *s = &P->steps[P->n_steps];
+        if (owner[ni] <= -1000) {
+            s->kind = PLAN_STEP_NORM;
+            s->index = -1000 - owner[ni];
+            s->flops = 0.0;
+        } else if (owner[ni] <= -10) {
+            s->kind = PLAN_STEP_GEMM;
+            s->index = -10 - owner[ni];
+            s->flops = shp ? build_node_flops(P, shp, n) : 0.0;
+        } else if (owner[ni] >= 0) {
+            const plan_layer *pl = &P->layers[owner[ni]];
+            int last = 0;
+            for (size_t k = 0; k < n->n_outputs; k++)
+                last |= n->outputs[k] == pl->out_value;
+            if (!last) continue;
+            s->kind = PLAN_STEP_ATTENTION;
+            s->index = owner[ni];
+            s->flops = pl->flops;
+        } else {
+            s->kind = PLAN_STEP_INTERP;
+            s->index = (int)ni;
+            s->flops = shp ? build_node_flops(P, shp, n) : 0.0;
+        }
+        P->n_steps++;
+    }
+    mha_free(&P->alloc, owner);
+    /* lifetimes */
+    for (size_t v = 0; v < g->n_values; v++)
+        P->last_step[v] = -1;
+    for (size_t s = 0; s < P->n_steps; s++) {
+        const plan_step *st = &P->steps[s];
+        size_t n = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].L.n_inputs
+                   : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].n_reads
+                   : st->kind == PLAN_STEP_NORM    ? 1
+                                                   : g->nodes[st->index].n_inputs;
+        const int *r = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].in_values
+                       : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].reads
+                       : st->kind == PLAN_STEP_NORM    ? &P->norms[st->index].in_value
+                                                       : g->nodes[st->index].inputs;
+        for (size_t k = 0; k < n; k++)
+            if (r[k] >= 0) P->last_step[r[k]] = (int)s;
+    }
+    for (size_t k = 0; k < g->n_outputs; k++)
+        P->last_step[g->outputs[k]] = (int)P->n_steps;
+    return MHA_OK;
+}
+
+/* Roles of the graph inputs: token ids index an embedding table, other
+ * integer or bool inputs are masks, float inputs are data. */
+static mha_status build_io(plan *P, const plan_shape *shp, mha_error *err) {
+    const ir_graph *g = P->g;
+    P->inputs = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *P->inputs);
+    P->outputs = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof *P->outputs);
+    P->out_rules = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof *P->out_rules);
+    if (!P->inputs || !P->outputs || !P->out_rules)
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    for (int pass = 0; pass < 2; pass++) {
+        size_t n = pass ? g->n_outputs : g->n_inputs;
+        for (size_t i = 0; i < n; i++) {
+            int v = pass ? g->outputs[i] : g->inputs[i];
+            layer_io *io = pass ? &P->outputs[i] : &P->inputs[i];
+            io->name = mha_strdup(&P->alloc, g->values[v].name);
+            if (!io->name) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+            io->dtype = shp[v].rank >= 0 ? shp[v].dtype : g->values[v].dtype;
+            io->rank = shp[v].rank;
+            if (io->rank < 0)
+                return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                                "graph output '%s' was not computed", g->values[v].name);
+            for (int d = 0; d < io->rank; d++)
+                io->dims[d] = shp[v].dims[0][d] == shp[v].dims[1][d] ? shp[v].dims[0][d] : -1;
+            if (pass) {
+                io->role = MHA_ROLE_OUTPUT;
+                continue;
+            }
+            if (io->dtype == MHA_DTYPE_INT64 || io->dtype == MHA_DTYPE_INT32) {
+                int gathered = 0;
+                for (size_t ni = 0; ni < g->n_nodes; ni++)
+                    gathered |= strcmp(g->nodes[ni].op_type, "Gather") == 0 &&
+                                g->nodes[ni].n_inputs == 2 && g->nodes[ni].inputs[1] == v;
+                io->role = gathered ? MHA_ROLE_TOKEN_IDS : MHA_ROLE_ATTN_MASK;
+            } else {
+                io->role = io->dtype == MHA_DTYPE_BOOL ? MHA_ROLE_ATTN_MASK : MHA_ROLE_QUERY;
+            }
+        }
+    }
+    /* each output axis: fixed, or the size of an input axis */
+    for (size_t k = 0; k < g->n_outputs; k++) {
+        const plan_shape *s = &shp[g->outputs[k]];
+        for (int d = 0; d < s->rank; d++) {
+            plan_dim_rule *r = &P->out_rules[k][d];
+            r->fixed = s->dims[0][d] == s->dims[1][d] ? s->dims[0][d] : -1;
+            for (size_t i = 0; r->fixed < 0 && r->input == 0 && i < g->n_inputs; i++) {
+                const plan_shape *is = &shp[g->inputs[i]];
+                for (int a = 0; a < is->rank; a++)
+                    if (P->in_syms[i][a] >= 0 && is->dims[0][a] == s->dims[0][d] &&
+                        is->dims[1][a] == s->dims[1][d]) {
+                        r->input = (int)i + 1;
+                        r->axis = a;
+                        break;
+                    }
+            }
+            if (r->fixed < 0 && r->input == 0)
+                return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                                "graph output '%s': axis %d follows no input axis",
+                                g->values[g->outputs[k]].name, d);
+            if (r->fixed < 0) r->input--;
+        }
+    }
+    return MHA_OK;
+}
+
+/* GEMMs first (their epilogues take the residual adds), then norms, over
+ * the nodes no attention layer owns. */
+static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err) {
+    const ir_graph *g = P->g;
+    unsigned char *taken = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
+    if (!taken) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    for (size_t li = 0; li < P->n_layers; li++)
+        for (size_t k = 0; P->layers[li].recognised && k < P->layers[li].n_nodes; k++)
+            taken[P->layers[li].nodes[k]] = 1;
+    mha_status st = plan_find_gemms(P, u, shp, taken, err);
+    if (st == MHA_OK) st = plan_find_norms(P, u, shp, taken, err);
+    mha_free(&P->alloc, taken);
+    return st;
+}
+
+mha_status plan_release_weights(plan *P, mha_error *err) {
+    ir_graph *g = P->g;
+    unsigned char *owned = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
+    unsigned char *needed = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, 1);
+    if (!owned || !needed) {
+        mha_free(&P->alloc, owned);
+        mha_free(&P->alloc, needed);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    }
+    for (size_t li = 0; li < P->n_layers; li++)
+        for (size_t k = 0; P->layers[li].recognised && k < P->layers[li].n_nodes; k++)
+            owned[P->layers[li].nodes[k]] = 1;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        if (owned[ni] || build_is_folded(P, n)) continue;
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0) needed[n->inputs[k]] = 1;
+    }
+    for (size_t k = 0; k < g->n_outputs; k++)
+        needed[g->outputs[k]] = 1;
+    for (size_t v = 0; v < g->n_values; v++) {
+        if (needed[v]) continue;
+        tensor_free(g->values[v].init);
+        g->values[v].init = NULL;
+        tensor_free(P->consts[v]);
+        P->consts[v] = NULL;
+    }
+    mha_free(&P->alloc, owned);
+    mha_free(&P->alloc, needed);
+    return MHA_OK;
+}
+
+mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, plan **out,
+                      mha_error *err) {
+    *out = NULL;
+    plan *P = mha_calloc(a, 1, sizeof *P);
+    if (!P) {
+        ir_free(*gp);
+        *gp = NULL;
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    }
+    P->alloc = *a;
+    P->g = *gp;
+    *gp = NULL;
+    const ir_graph *g = P->g;
+    plan_uses u;
+    memset(&u, 0, sizeof u);
+    plan_shape *shp = NULL;
+    mha_status st = MHA_OK;
+    P->consts = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *P->consts);
+    P->last_step = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *P->last_step);
+    shp = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *shp);
+    if (!P->consts || !P->last_step || !shp)
+        st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    if (st == MHA_OK) st = build_fold(P, err);
+    if (st == MHA_OK) st = plan_probe_sizes(P, err);
+    if (st == MHA_OK) st = build_steps(P, NULL, err); /* every node interpreted */
+    if (st == MHA_OK) st = build_shapes(P, shp, err);
+    if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);
+    if (st == MHA_OK) st = plan_partition(P, &u, shp, err);
+    if (st == MHA_OK) st = build_fused(P, &u, shp, err);
+    if (st == MHA_OK) st = build_steps(P, shp, err);
+    if (st == MHA_OK) st = build_io(P, shp, err);
+    if (st == MHA_OK && !skip_verify) st = plan_verify(P, err);
+    plan_uses_free(a, &u);
+    mha_free(a, shp);
+    if (st != MHA_OK) {
+        plan_free(P);
+        return st;
+    }
+    *out = P;
+    return MHA_OK;
+}
+
+size_t plan_weight_bytes(const plan *P) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < P->n_layers; i++)
+        if (P->layers[i].recognised) bytes += layer_weight_bytes(&P->layers[i].L);
+    for (size_t i = 0; i < P->n_gemms; i++)
+        bytes += (size_t)(P->gemms[i].K + 1) * (size_t)P->gemms[i].N * sizeof(float);
+    unsigned char *read = mha_calloc(&P->alloc, P->g->n_values ? P->g->n_values : 1, 1);
+    if (!read) return bytes;
+    for (size_t s = 0; s < P->n_steps; s++) {
+        if (P->steps[s].kind != PLAN_STEP_INTERP) continue;
+        const ir_node *n = &P->g->nodes[P->steps[s].index];
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0) read[n->inputs[k]] = 1;
+    }
+    for (size_t v = 0; v < P->g->n_values; v++)
+        if (read[v] && plan_const(P, (int)v)) bytes += plan_const(P, (int)v)->nbytes;
+    mha_free(&P->alloc, read);
+    return bytes;
+}
+
+double plan_flops(const plan *P, double *interp_flops) {
+    double all = 0.0, in = 0.0;
+    for (size_t s = 0; s < P->n_steps; s++) {
+        all += P->steps[s].flops;
+        if (P->steps[s].kind == PLAN_STEP_INTERP) in += P->steps[s].flops;
+    }
+    if (interp_flops) *interp_flops = in;
+    return all;
+}

@@ -1,0 +1,156 @@
+/* gemm.c -- GEMM steps: every MatMul with a constant [K, N] float32 weight
+ * (and the Add of a constant [N] bias right after it, fused), and every
+ * Gemm with constant B and C, that no attention layer owns, each with the
+ * elementwise epilogue that follows it (epilogue.c). Its input is
+ * float32 with K as the last axis on both probes; a Gemm with transB gets a
+ * transposed copy of B. Everything else stays interpreted. */
+#include <stdio.h>
+#include <string.h>
+
+#include "plan_internal.h"
+
+static int gemm_is_f32(const tensor *t, int rank) {
+    return t && t->dtype == MHA_DTYPE_FLOAT32 && (rank < 0 || t->rank == rank);
+}
+
+/* Same dtype, rank and dims on both probes. */
+static int gemm_same_shape(const plan_shape *a, const plan_shape *b) {
+    if (a->rank < 0 || a->rank != b->rank || a->dtype != b->dtype) return 0;
+    for (int p = 0; p < PLAN_PROBES; p++)
+        if (memcmp(a->dims[p], b->dims[p], sizeof(int64_t) * (size_t)a->rank) != 0) return 0;
+    return 1;
+}
+
+/* A constant float32 vector of N elements (leading axes of size 1). */
+static const float *gemm_bias(const tensor *t, int64_t N) {
+    if (!gemm_is_f32(t, -1) || t->rank < 1 || tensor_numel(t) != N || t->dims[t->rank - 1] != N)
+        return NULL;
+    return t->data;
+}
+
+/* The input of a GEMM: float32, last axis K on every probe. */
+static int gemm_input_ok(const plan_shape *s, int64_t K, int want_rank) {
+    if (s->rank < 1 || s->dtype != MHA_DTYPE_FLOAT32) return 0;
+    if (want_rank > 0 && s->rank != want_rank) return 0;
+    for (int p = 0; p < PLAN_PROBES; p++)
+        if (s->dims[p][s->rank - 1] != K) return 0;
+    return 1;
+}
+
+/* The Add that adds a constant bias to MatMul output o, or -1. */
+static int gemm_bias_add(const plan *P, const plan_uses *u, const plan_shape *shp,
+                         const unsigned char *taken, int o, int64_t N, const float **bias) {
+    const ir_graph *g = P->g;
+    if (u->first[o + 1] - u->first[o] != 1) return -1;
+    for (size_t k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] == o) return -1;
+    int ai = u->node[u->first[o]];
+    const ir_node *a = &g->nodes[ai];
+    if (taken[ai] || strcmp(a->op_type, "Add") != 0 || a->n_inputs != 2 || a->outputs[0] < 0)
+        return -1;
+    int other = a->inputs[0] == o ? a->inputs[1] : a->inputs[0];
+    *bias = gemm_bias(plan_const(P, other), N);
+    if (!*bias || !gemm_same_shape(&shp[a->outputs[0]], &shp[o])) return -1;
+    return ai;
+}
+
+/* "gemm", "+bias", then the epilogue's op types in order, "residual" for
+ * the external operand's Add. */
+static void gemm_describe(const ir_graph *g, plan_gemm *pg) {
+    size_t used = 0;
+    int w = snprintf(pg->desc, sizeof pg->desc, "gemm%s", pg->bias ? "+bias" : "");
+    used = w > 0 ? (size_t)w : 0;
+    for (size_t k = 0; k < pg->n_ep_nodes && used < sizeof pg->desc; k++) {
+        const ir_node *n = &g->nodes[pg->ep_nodes[k]];
+        int ext = 0;
+        for (size_t j = 0; j < n->n_inputs; j++)
+            ext |= n->inputs[j] >= 0 && n->inputs[j] == pg->epilogue.ext_value;
+        w = snprintf(pg->desc + used, sizeof pg->desc - used, "+%s", ext ? "residual" : n->op_type);
+        used += w > 0 ? (size_t)w : 0;
+    }
+}
+
+mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
+                           mha_error *err) {
+    const ir_graph *g = P->g;
+    int *reg = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *reg);
+    P->gemms = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *P->gemms);
+    if (!reg || !P->gemms) {
+        mha_free(&P->alloc, reg);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    }
+    mha_status st = MHA_OK;
+    for (size_t ni = 0; ni < g->n_nodes && st == MHA_OK; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        int mm = strcmp(n->op_type, "MatMul") == 0, gm = strcmp(n->op_type, "Gemm") == 0;
+        if (taken[ni] || (!mm && !gm) || n->n_inputs < 2 || n->n_outputs < 1 || n->outputs[0] < 0 ||
+            n->inputs[0] < 0 || plan_const(P, n->outputs[0]))
+            continue;
+        const tensor *W = plan_const(P, n->inputs[1]);
+        if (!gemm_is_f32(W, 2)) continue;
+        plan_gemm pg;
+        memset(&pg, 0, sizeof pg);
+        pg.node = (int)ni;
+        pg.bias_node = -1;
+        pg.in_value = n->inputs[0];
+        pg.out_value = n->outputs[0];
+        int trans_b = gm && ir_attr_int(n, "transB", 0) != 0;
+        pg.K = W->dims[trans_b ? 1 : 0];
+        pg.N = W->dims[trans_b ? 0 : 1];
+        if (gm) {
+            const tensor *C =
+                n->n_inputs > 2 && n->inputs[2] >= 0 ? plan_const(P, n->inputs[2]) : NULL;
+            if (ir_attr_int(n, "transA", 0) != 0 || ir_attr_float(n, "alpha", 1.0f) != 1.0f ||
+                (C && ir_attr_float(n, "beta", 1.0f) != 1.0f) ||
+                (n->n_inputs > 2 && n->inputs[2] >= 0 && !(pg.bias = gemm_bias(C, pg.N))) ||
+                !gemm_input_ok(&shp[pg.in_value], pg.K, 2))
+                continue;
+        } else {
+            if (!gemm_input_ok(&shp[pg.in_value], pg.K, 0) || shp[pg.in_value].rank < 2) continue;
+            int add = gemm_bias_add(P, u, shp, taken, pg.out_value, pg.N, &pg.bias);
+            if (add >= 0) {
+                pg.bias_node = add;
+                pg.out_value = g->nodes[add].outputs[0];
+                taken[add] = 1;
+            }
+        }
+        if (trans_b) {
+            int64_t kn = pg.K * pg.N; /* both dims of a loaded tensor: no overflow */
+            pg.W_owned = mha_calloc(&P->alloc, (size_t)(kn > 0 ? kn : 1), sizeof(float));
+            if (!pg.W_owned) {
+                st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+                break;
+            }
+            const float *b = W->data;
+            for (int64_t k = 0; k < pg.K; k++)
+                for (int64_t c = 0; c < pg.N; c++)
+                    pg.W_owned[k * pg.N + c] = b[c * pg.K + k];
+            pg.W = pg.W_owned;
+        } else {
+            pg.W = W->data;
+        }
+        taken[ni] = 1;
+        pg.reads[pg.n_reads++] = pg.in_value;
+        int ep_nodes[PLAN_EW_MAX_OPS], last;
+        size_t n_ep = 0;
+        if (plan_ew_compile(P, u, shp, taken, (int)ni, pg.out_value, pg.N, reg, &pg.epilogue, &last,
+                            ep_nodes, &n_ep)) {
+            pg.ep_nodes = mha_calloc(&P->alloc, n_ep, sizeof *pg.ep_nodes);
+            if (!pg.ep_nodes) {
+                mha_free(&P->alloc, pg.W_owned);
+                st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+                break;
+            }
+            memcpy(pg.ep_nodes, ep_nodes, n_ep * sizeof *ep_nodes);
+            pg.n_ep_nodes = n_ep;
+            for (size_t k = 0; k < n_ep; k++)
+                taken[ep_nodes[k]] = 1;
+            pg.out_value = last;
+            if (pg.epilogue.ext_value >= 0) pg.reads[pg.n_reads++] = pg.epilogue.ext_value;
+        }
+        gemm_describe(g, &pg);
+        P->gemms[P->n_gemms++] = pg;
+    }
+    mha_free(&P->alloc, reg);
+    return st;
+}

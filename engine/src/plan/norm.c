@@ -1,0 +1,211 @@
+/* norm.c -- norm steps: the LayerNormalization op (opset 17) and the
+ * LayerNorm PyTorch writes in plain ops (opset 14-16) over the last axis of
+ * a float32 value x,
+ *
+ *     m = ReduceMean(x)   d = x - m   v = ReduceMean(d ^ 2)
+ *     n = d / Sqrt(v + eps)   [y = n * gamma]   [y = y + beta]
+ *
+ * (operands of Add / Mul in either order, gamma / beta constant [D]),
+ * found by data flow and run natively on float rows: mean and variance in
+ * double, one pass per row each. Every value inside must be read only
+ * inside. */
+#include <math.h>
+#include <string.h>
+
+#include "plan_internal.h"
+
+typedef struct norm_match {
+    const plan *P;
+    const plan_uses *u;
+    const unsigned char *taken;
+    int nodes[PLAN_NORM_MAX_NODES];
+    size_t n;
+} norm_match;
+
+static int norm_is(const ir_node *n, const char *op) {
+    return strcmp(n->op_type, op) == 0;
+}
+
+/* The one consumer of v (no graph output, not taken), or NULL. */
+static const ir_node *norm_next(norm_match *m, int v, const char *op) {
+    const ir_graph *g = m->P->g;
+    if (v < 0 || m->u->first[v + 1] - m->u->first[v] != 1) return NULL;
+    for (size_t k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] == v) return NULL;
+    int ni = m->u->node[m->u->first[v]];
+    const ir_node *n = &g->nodes[ni];
+    if (m->taken[ni] || !norm_is(n, op) || n->n_outputs != 1 || n->outputs[0] < 0) return NULL;
+    m->nodes[m->n++] = ni;
+    return n;
+}
+
+/* The other operand of a binary node whose one operand is v. */
+static int norm_other(const ir_node *n, int v) {
+    if (n->n_inputs != 2) return -1;
+    return n->inputs[0] == v ? n->inputs[1] : n->inputs[1] == v ? n->inputs[0] : -1;
+}
+
+static const float *norm_const(const plan *P, int v, int64_t numel) {
+    const tensor *t = plan_const(P, v);
+    if (!t || t->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(t) != numel) return NULL;
+    if (numel > 1 && t->dims[t->rank - 1] != numel) return NULL;
+    return t->data;
+}
+
+/* ReduceMean over the last axis only, keeping it. */
+static int norm_mean_last(const plan *P, const ir_node *n, int rank) {
+    if (!norm_is(n, "ReduceMean") || ir_attr_int(n, "keepdims", 1) != 1) return 0;
+    const ir_attr *ax = ir_node_attr(n, "axes");
+    int64_t a;
+    if (ax && ax->type == IR_ATTR_INTS && ax->n == 1) {
+        a = ax->ints[0];
+    } else {
+        const tensor *t = n->n_inputs > 1 ? plan_const(P, n->inputs[1]) : NULL;
+        if (!t || tensor_numel(t) != 1) return 0;
+        a = tensor_get_i64(t, 0);
+    }
+    return a == -1 || a == rank - 1;
+}
+
+static int norm_try(norm_match *m, const plan_shape *shp, int ni, plan_norm *out) {
+    const plan *P = m->P;
+    const ir_graph *g = P->g;
+    const ir_node *r1 = &g->nodes[ni];
+    int x = r1->inputs[0];
+    const plan_shape *xs = &shp[x];
+    if (xs->rank < 1 || xs->dtype != MHA_DTYPE_FLOAT32 || plan_const(P, x)) return 0;
+    int64_t D = xs->dims[0][xs->rank - 1];
+    if (D != xs->dims[1][xs->rank - 1] || !norm_mean_last(P, r1, xs->rank)) return 0;
+    m->n = 0;
+    m->nodes[m->n++] = ni;
+    const ir_node *sub = norm_next(m, r1->outputs[0], "Sub");
+    if (!sub || sub->inputs[0] != x || sub->inputs[1] != r1->outputs[0]) return 0;
+    int d = sub->outputs[0];
+    /* d feeds exactly a Pow (the variance) and a Div (the result) */
+    if (m->u->first[d + 1] - m->u->first[d] != 2) return 0;
+    const ir_node *pw = NULL, *dv = NULL;
+    for (int e = m->u->first[d]; e < m->u->first[d + 1]; e++) {
+        const ir_node *n = &g->nodes[m->u->node[e]];
+        if (m->taken[m->u->node[e]]) return 0;
+        if (norm_is(n, "Pow") && n->inputs[0] == d) pw = n;
+        if (norm_is(n, "Div") && n->inputs[0] == d) dv = n;
+    }
+    const float *two = pw ? norm_const(P, pw->inputs[1], 1) : NULL;
+    if (!pw || !dv || !two || *two != 2.0f) return 0;
+    m->nodes[m->n++] = (int)(pw - g->nodes);
+    const ir_node *r2 = norm_next(m, pw->outputs[0], "ReduceMean");
+    if (!r2 || !norm_mean_last(P, r2, xs->rank)) return 0;
+    const ir_node *add = norm_next(m, r2->outputs[0], "Add");
+    const float *eps = add ? norm_const(P, norm_other(add, r2->outputs[0]), 1) : NULL;
+    if (!eps) return 0;
+    const ir_node *sq = norm_next(m, add->outputs[0], "Sqrt");
+    if (!sq) return 0;
+    const ir_node *dv2 = norm_next(m, sq->outputs[0], "Div");
+    if (dv2 != dv || dv->inputs[1] != sq->outputs[0]) return 0;
+    memset(out, 0, sizeof *out);
+    out->in_value = x;
+    out->out_value = dv->outputs[0];
+    out->D = D;
+    out->eps = *eps;
+    /* the affine part, when it is there */
+    size_t keep = m->n;
+    const ir_node *mul = norm_next(m, out->out_value, "Mul");
+    const float *gamma = mul ? norm_const(P, norm_other(mul, out->out_value), D) : NULL;
+    if (gamma) {
+        out->gamma = gamma;
+        out->out_value = mul->outputs[0];
+        keep = m->n;
+        const ir_node *ad = norm_next(m, out->out_value, "Add");
+        const float *beta = ad ? norm_const(P, norm_other(ad, out->out_value), D) : NULL;
+        if (beta) {
+            out->beta = beta;
+            out->out_value = ad->outputs[0];
+            keep = m->n;
+        }
+    }
+    m->n = keep;
+    memcpy(out->nodes, m->nodes, m->n * sizeof *m->nodes);
+    out->n_nodes = m->n;
+    return 1;
+}
+
+/* The LayerNormalization op (opset 17) over the last axis, constant Scale
+ * (and B), its Mean / InvStdDev outputs absent or unread. */
+static int norm_try_op(norm_match *m, const plan_shape *shp, int ni, plan_norm *out) {
+    const plan *P = m->P;
+    const ir_graph *g = P->g;
+    const ir_node *n = &g->nodes[ni];
+    if (n->n_inputs < 2 || n->inputs[0] < 0 || n->n_outputs < 1 || n->outputs[0] < 0) return 0;
+    const plan_shape *xs = &shp[n->inputs[0]];
+    if (xs->rank < 1 || xs->dtype != MHA_DTYPE_FLOAT32) return 0;
+    int64_t D = xs->dims[0][xs->rank - 1], axis = ir_attr_int(n, "axis", -1);
+    if (D != xs->dims[1][xs->rank - 1] || (axis != -1 && axis != xs->rank - 1)) return 0;
+    for (size_t k = 1; k < n->n_outputs; k++) {
+        int o = n->outputs[k];
+        if (o < 0) continue;
+        if (m->u->first[o + 1] != m->u->first[o]) return 0;
+        for (size_t j = 0; j < g->n_outputs; j++)
+            if (g->outputs[j] == o) return 0;
+    }
+    const float *scale = norm_const(P, n->inputs[1], D);
+    const float *bias =
+        n->n_inputs > 2 && n->inputs[2] >= 0 ? norm_const(P, n->inputs[2], D) : NULL;
+    if (!scale || (n->n_inputs > 2 && n->inputs[2] >= 0 && !bias)) return 0;
+    memset(out, 0, sizeof *out);
+    out->in_value = n->inputs[0];
+    out->out_value = n->outputs[0];
+    out->D = D;
+    out->eps = ir_attr_float(n, "epsilon", 1e-5f);
+    out->gamma = scale;
+    out->beta = bias;
+    out->nodes[0] = ni;
+    out->n_nodes = 1;
+    return 1;
+}
+
+mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
+                           mha_error *err) {
+    const ir_graph *g = P->g;
+    P->norms = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *P->norms);
+    if (!P->norms) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    norm_match m = {P, u, taken, {0}, 0};
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        plan_norm *nm = &P->norms[P->n_norms];
+        if (!taken[ni] && norm_is(n, "LayerNormalization") && norm_try_op(&m, shp, (int)ni, nm)) {
+            taken[ni] = 1;
+            P->n_norms++;
+            continue;
+        }
+        if (taken[ni] || !norm_is(n, "ReduceMean") || n->n_inputs < 1 || n->inputs[0] < 0 ||
+            n->n_outputs != 1 || n->outputs[0] < 0)
+            continue;
+        if (!norm_try(&m, shp, (int)ni, nm)) continue;
+        for (size_t k = 0; k < nm->n_nodes; k++)
+            taken[nm->nodes[k]] = 1;
+        P->n_norms++;
+    }
+    return MHA_OK;
+}
+
+void plan_norm_rows(const plan_norm *nm, const float *x, float *y, int64_t rows) {
+    const int64_t D = nm->D;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * D;
+        float *yr = y + r * D;
+        double mean = 0.0, var = 0.0;
+        for (int64_t i = 0; i < D; i++)
+            mean += xr[i];
+        mean /= (double)D;
+        for (int64_t i = 0; i < D; i++)
+            var += ((double)xr[i] - mean) * ((double)xr[i] - mean);
+        var /= (double)D;
+        const float inv = (float)(1.0 / sqrt(var + (double)nm->eps)), mu = (float)mean;
+        for (int64_t i = 0; i < D; i++) {
+            float v = (xr[i] - mu) * inv;
+            if (nm->gamma) v *= nm->gamma[i];
+            if (nm->beta) v += nm->beta[i];
+            yr[i] = v;
+        }
+    }
+}

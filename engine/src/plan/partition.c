@@ -1,0 +1,399 @@
+/* partition.c -- carving each attention layer out of a whole graph.
+ *
+ * For each attention core (a Softmax, an Attention node):
+ *   Y = the output of its output projection: forward from the core through
+ *       layout ops and the P.V MatMul to the first MatMul / Gemm with a
+ *       constant weight, plus its bias Add;
+ *   X = the data input of its input projections: backward from the core
+ *       (Shape / Size not followed) to the MatMuls / Gemms with constant
+ *       weights (one X for self attention, two for cross attention);
+ *   nodes = ancestors of Y that descend from X (Shape of X included) or
+ *       are computable from constants alone; inputs = X plus every other
+ *       value those nodes read from outside (a mask prepared once for all
+ *       layers, a position bias handed from layer to layer).
+ * The nodes become a graph of their own, handed to the existing layer
+ * recogniser and verifier unchanged; a layer they refuse stays with the
+ * interpreter, with the reason kept for `mha info`. */
+#include <stdio.h>
+#include <string.h>
+
+#include "plan_internal.h"
+
+/* Longest walk from a core to its output projection. */
+#define PART_MAX_WALK 64
+
+typedef struct part_ctx {
+    plan *P;
+    const plan_uses *u;
+    const plan_shape *shp;
+    unsigned char *mark; /* [n_values] scratch */
+    int *stack;          /* [n_values] scratch */
+    int *owner;          /* [n_nodes]: recognised layer owning the node, -1 */
+    char why_buf[200];   /* a refusal naming values and nodes */
+    mha_error *err;
+} part_ctx;
+
+static int part_is(const ir_node *n, const char *op) {
+    return strcmp(n->op_type, op) == 0;
+}
+
+static int part_is_shape(const ir_node *n) {
+    return part_is(n, "Shape") || part_is(n, "Size");
+}
+
+static int part_is_core(const ir_node *n) {
+    if (strcmp(n->domain, "com.microsoft") == 0)
+        return part_is(n, "Attention") || part_is(n, "MultiHeadAttention");
+    if (n->domain[0] != '\0' && strcmp(n->domain, "ai.onnx") != 0) return 0;
+    return part_is(n, "Softmax") || part_is(n, "Attention");
+}
+
+size_t plan_count_cores(const ir_graph *g) {
+    size_t n = 0;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        n += part_is_core(&g->nodes[i]) != 0;
+    return n;
+}
+
+static int part_is_output(const ir_graph *g, int v) {
+    for (size_t k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] == v) return 1;
+    return 0;
+}
+
+/* A MatMul / Gemm reading `v` as data and a constant as weights. */
+static int part_is_proj(const plan *P, const ir_node *n, int v) {
+    return (part_is(n, "MatMul") || part_is(n, "Gemm")) && n->n_inputs >= 2 && n->inputs[0] == v &&
+           plan_const(P, n->inputs[1]) != NULL;
+}
+
+/* The single consumer of v that reads its data (Shape / Size aside), or -1. */
+static int part_data_consumer(const part_ctx *c, int v, int *count) {
+    int found = -1;
+    *count = 0;
+    for (int k = c->u->first[v]; k < c->u->first[v + 1]; k++) {
+        const ir_node *n = &c->P->g->nodes[c->u->node[k]];
+        if (part_is_shape(n)) continue;
+        if (found != c->u->node[k]) (*count)++;
+        found = c->u->node[k];
+    }
+    return found;
+}
+
+/* Forward from the core to Y; *pv is the P.V MatMul (Softmax cores). */
+static int part_find_y(part_ctx *c, int core, int *pv, const char **why) {
+    const plan *P = c->P;
+    const ir_node *cn = &P->g->nodes[core];
+    int v = cn->n_outputs ? cn->outputs[0] : -1;
+    int passed_pv = !part_is(cn, "Softmax");
+    *pv = -1;
+    for (int step = 0; step < PART_MAX_WALK && v >= 0; step++) {
+        int count;
+        int ni = part_data_consumer(c, v, &count);
+        if (part_is_output(P->g, v) || count != 1) {
+            *why = "the attention output does not go through a single chain to an output "
+                   "projection";
+            return -1;
+        }
+        const ir_node *n = &P->g->nodes[ni];
+        if (part_is_proj(P, n, v)) {
+            int y = n->outputs[0], add_count;
+            int add = y >= 0 ? part_data_consumer(c, y, &add_count) : -1;
+            if (part_is(n, "MatMul") && add >= 0 && add_count == 1 && !part_is_output(P->g, y)) {
+                const ir_node *an = &P->g->nodes[add];
+                if (part_is(an, "Add") && an->n_inputs == 2 &&
+                    plan_const(P, an->inputs[an->inputs[0] == y ? 1 : 0]) != NULL)
+                    y = an->outputs[0];
+            }
+            return y;
+        }
+        if (part_is(n, "MatMul") && !passed_pv && n->inputs[0] == v) {
+            passed_pv = 1;
+            *pv = ni;
+        } else if (part_is(n, "MatMul") || part_is(n, "Gemm") || part_is_core(n) ||
+                   n->n_outputs < 1) {
+            *why = "no output projection (MatMul or Gemm with constant weights) after the "
+                   "attention";
+            return -1;
+        }
+        v = n->outputs[0];
+    }
+    *why = "no output projection found after the attention";
+    return -1;
+}
+
+/* Backward from the core to the data inputs of its input projections. */
+static int part_find_x(part_ctx *c, int core, int pv, int x[2], const char **why) {
+    const plan *P = c->P;
+    const ir_graph *g = P->g;
+    const ir_node *cn = &g->nodes[core];
+    int nx = 0, top = 0;
+    memset(c->mark, 0, g->n_values);
+    if (strcmp(cn->domain, "com.microsoft") == 0 && part_is(cn, "Attention")) {
+        /* the projections are inside the node */
+        x[0] = cn->inputs[0];
+        return 1;
+    }
+    for (size_t k = 0; k < cn->n_inputs; k++)
+        if (cn->inputs[k] >= 0) c->stack[top++] = cn->inputs[k];
+    if (pv >= 0 && g->nodes[pv].inputs[1] >= 0) c->stack[top++] = g->nodes[pv].inputs[1];
+    while (top > 0) {
+        int v = c->stack[--top];
+        if (c->mark[v]) continue;
+        c->mark[v] = 1;
+        const ir_value *val = &g->values[v];
+        if (plan_const(P, v) || val->producer < 0) continue;
+        const ir_node *n = &g->nodes[val->producer];
+        if (part_is_shape(n)) continue;
+        if (part_is_core(n)) {
+            *why = "its inputs come from another attention core without a projection between";
+            return 0;
+        }
+        if (n->n_inputs >= 1 && part_is_proj(P, n, n->inputs[0])) {
+            int in = n->inputs[0], seen = 0;
+            for (int i = 0; i < nx; i++)
+                seen |= x[i] == in;
+            if (!seen && nx == 2) {
+                *why = "its projections read more than two inputs";
+                return 0;
+            }
+            if (!seen) x[nx++] = in;
+            continue;
+        }
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0 && !c->mark[n->inputs[k]] && top < (int)g->n_values)
+                c->stack[top++] = n->inputs[k];
+    }
+    if (nx == 0) *why = "no input projection (MatMul or Gemm with constant weights) before it";
+    return nx;
+}
+
+/* Whether node n of the last carved layer computes from X's data (not
+ * only its shape, not only constants): those the attention step replaces. */
+static int part_reads_data(const part_ctx *c, const ir_node *n) {
+    return n->n_outputs > 0 && n->outputs[0] >= 0 && (c->mark[n->outputs[0]] & 4) != 0;
+}
+
+/* A graph of the layer's nodes alone; arrays owned, contents borrowed. */
+static void part_sub_free(const mha_alloc_ctx *a, ir_graph *s) {
+    mha_free(a, s->values);
+    mha_free(a, s->nodes);
+    mha_free(a, s->inputs);
+    mha_free(a, s->outputs);
+}
+
+/* Declared type of a boundary value from the probes: an axis whose size
+ * differs between them is dynamic. */
+static void part_declare(const plan_shape *sh, ir_value *v) {
+    v->dtype = sh->dtype;
+    v->rank = sh->rank;
+    for (int d = 0; d < MHA_MAX_RANK; d++) {
+        v->dim_params[d] = NULL;
+        v->dims[d] = 0;
+    }
+    for (int d = 0; d < sh->rank; d++)
+        v->dims[d] = sh->dims[0][d] == sh->dims[1][d] ? sh->dims[0][d] : -1;
+}
+
+/* Carves the layer of core `core` into pl and its nodes into in_set[]. */
+static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned char *in_set,
+                             ir_graph *sub, const char **why) {
+    plan *P = c->P;
+    const ir_graph *g = P->g;
+    const mha_alloc_ctx *a = &P->alloc;
+    int pv, x[2];
+    int y = part_find_y(c, core, &pv, why);
+    if (y < 0) return MHA_OK;
+    int nx = part_find_x(c, core, pv, x, why);
+    if (nx == 0) return MHA_OK;
+    /* descendants of X (bit 1); those that read its data, not only its
+     * shape (bit 4): the shape-only ones may be read outside the layer too,
+     * so they stay interpreted steps as well */
+    unsigned char *dsc = c->mark;
+    memset(dsc, 0, g->n_values);
+    for (int i = 0; i < nx; i++)
+        dsc[x[i]] = 1 | 4;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        unsigned char any = 0;
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0) any |= dsc[n->inputs[k]] & (1 | 4);
+        /* the shape of X itself is known outside the layer; the shape of
+         * a value inside is not */
+        if (part_is_shape(n) && n->n_inputs == 1 &&
+            (n->inputs[0] == x[0] || (nx == 2 && n->inputs[0] == x[1])))
+            any &= 1;
+        for (size_t k = 0; any && k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0) dsc[n->outputs[k]] = any;
+    }
+    /* ancestors of Y among them (or constant); 2 marks "visited" */
+    int *bound = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *bound);
+    if (!bound) return mha_fail(c->err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    size_t nb = 0;
+    for (int i = 0; i < nx; i++)
+        bound[nb++] = x[i];
+    int top = 0;
+    c->stack[top++] = y;
+    while (top > 0) {
+        int v = c->stack[--top];
+        if (dsc[v] & 2) continue;
+        dsc[v] |= 2;
+        if (v == x[0] || (nx == 2 && v == x[1]) || g->values[v].init) continue;
+        int p = g->values[v].producer;
+        if (p >= 0 && ((dsc[v] & 1) || P->consts[v])) {
+            in_set[p] = 1;
+            const ir_node *n = &g->nodes[p];
+            for (size_t k = 0; k < n->n_inputs; k++)
+                if (n->inputs[k] >= 0 && !(dsc[n->inputs[k]] & 2) && top < (int)g->n_values)
+                    c->stack[top++] = n->inputs[k];
+        } else {
+            bound[nb++] = v;
+        }
+    }
+    /* nothing computed inside may be needed outside, but Y */
+    mha_status st = MHA_OK;
+    for (size_t ni = 0; ni < g->n_nodes && !*why; ni++) {
+        if (!in_set[ni]) continue;
+        const ir_node *n = &g->nodes[ni];
+        if (c->owner[ni] >= 0 && part_reads_data(c, n))
+            *why = "its nodes overlap another attention layer";
+        for (size_t k = 0; k < n->n_outputs && !*why; k++) {
+            int o = n->outputs[k];
+            if (o < 0 || o == y || !(dsc[o] & 4)) continue;
+            if (part_is_output(g, o)) *why = "a value inside it is a graph output";
+            for (int e = c->u->first[o]; e < c->u->first[o + 1] && !*why; e++)
+                if (!in_set[c->u->node[e]]) {
+                    char d[160];
+                    snprintf(c->why_buf, sizeof c->why_buf,
+                             "value '%.60s' inside it is also read by %.80s", g->values[o].name,
+                             ir_node_desc(&g->nodes[c->u->node[e]], d, sizeof d));
+                    *why = c->why_buf;
+                }
+        }
+    }
+    if (*why) goto done;
+    /* the layer's own graph */
+    memset(sub, 0, sizeof *sub);
+    sub->alloc = g->alloc;
+    sub->opset = g->opset;
+    sub->ms_opset = g->ms_opset;
+    sub->path = g->path;
+    sub->values = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *sub->values);
+    sub->nodes = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, sizeof *sub->nodes);
+    sub->inputs = mha_calloc(a, nb ? nb : 1, sizeof *sub->inputs);
+    sub->outputs = mha_calloc(a, 1, sizeof *sub->outputs);
+    if (!sub->values || !sub->nodes || !sub->inputs || !sub->outputs) {
+        st = mha_fail(c->err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+        goto done;
+    }
+    memcpy(sub->values, g->values, g->n_values * sizeof *sub->values);
+    sub->n_values = g->n_values;
+    for (size_t v = 0; v < g->n_values; v++) {
+        sub->values[v].producer = -1;
+        sub->values[v].graph_input = -1;
+        sub->values[v].init = NULL; /* only what the layer reads, below */
+    }
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        if (!in_set[ni]) continue;
+        const ir_node *n = &g->nodes[ni];
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0) sub->values[n->inputs[k]].init = g->values[n->inputs[k]].init;
+        for (size_t k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0) sub->values[n->outputs[k]].producer = (int)sub->n_nodes;
+        sub->nodes[sub->n_nodes++] = *n;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        ir_value *v = &sub->values[bound[i]];
+        if (c->shp[bound[i]].rank < 0) {
+            *why = "an input of it was not computed by the probe";
+            goto done;
+        }
+        part_declare(&c->shp[bound[i]], v);
+        v->graph_input = (int)i;
+        v->producer = -1;
+        v->init = NULL;
+        sub->inputs[sub->n_inputs++] = bound[i];
+    }
+    part_declare(&c->shp[y], &sub->values[y]);
+    sub->outputs[0] = y;
+    sub->n_outputs = 1;
+    pl->in_values = bound;
+    bound = NULL;
+    pl->out_value = y;
+done:
+    mha_free(a, bound);
+    return st;
+}
+
+mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err) {
+    const ir_graph *g = P->g;
+    const mha_alloc_ctx *a = &P->alloc;
+    size_t n_cores = plan_count_cores(g);
+    part_ctx c = {P, u, shp, NULL, NULL, NULL, "", err};
+    c.mark = mha_calloc(a, g->n_values ? g->n_values : 1, 1);
+    c.stack = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *c.stack);
+    c.owner = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, sizeof *c.owner);
+    unsigned char *in_set = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, 1);
+    P->layers = mha_calloc(a, n_cores ? n_cores : 1, sizeof *P->layers);
+    mha_status st = MHA_OK;
+    if (!c.mark || !c.stack || !c.owner || !in_set || !P->layers) {
+        st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+        goto done;
+    }
+    for (size_t ni = 0; ni < g->n_nodes; ni++)
+        c.owner[ni] = -1;
+    for (size_t core = 0; core < g->n_nodes && st == MHA_OK; core++) {
+        if (!part_is_core(&g->nodes[core])) continue;
+        plan_layer *pl = &P->layers[P->n_layers++];
+        pl->core_node = (int)core;
+        pl->out_value = -1;
+        memset(in_set, 0, g->n_nodes);
+        ir_graph sub;
+        memset(&sub, 0, sizeof sub);
+        const char *why = NULL;
+        st = part_carve(&c, (int)core, pl, in_set, &sub, &why);
+        if (st == MHA_OK && !why) {
+            mha_error e;
+            mha_error_clear(&e);
+            mha_status rs = layer_recognize(a, &sub, &pl->L, &e);
+            if (rs == MHA_OK) rs = layer_verify(a, &sub, &pl->L, &e);
+            if (rs == MHA_OK && pl->L.n_outputs != 1) {
+                rs = MHA_ERR_MODEL_UNSUPPORTED;
+                snprintf(e.message, sizeof e.message, "the layer has %zu outputs", pl->L.n_outputs);
+            }
+            if (rs == MHA_ERR_NO_MEMORY) {
+                st = mha_fail(err, rs, "%s", e.message);
+            } else if (rs != MHA_OK) {
+                layer_clear(a, &pl->L);
+                snprintf(pl->reason, sizeof pl->reason, "%.250s", e.message);
+            } else {
+                pl->recognised = 1;
+            }
+        } else if (why) {
+            snprintf(pl->reason, sizeof pl->reason, "%s", why);
+        }
+        part_sub_free(a, &sub);
+        if (st != MHA_OK || !pl->recognised) continue;
+        /* the nodes the step replaces: the layer's, but for constants and
+         * shape computations */
+        size_t cnt = 0;
+        for (size_t ni = 0; ni < g->n_nodes; ni++)
+            cnt += in_set[ni] && part_reads_data(&c, &g->nodes[ni]);
+        pl->nodes = mha_calloc(a, cnt ? cnt : 1, sizeof *pl->nodes);
+        if (!pl->nodes) {
+            st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+            continue;
+        }
+        for (size_t ni = 0; ni < g->n_nodes; ni++)
+            if (in_set[ni] && part_reads_data(&c, &g->nodes[ni])) {
+                pl->nodes[pl->n_nodes++] = (int)ni;
+                c.owner[ni] = (int)(P->n_layers - 1);
+            }
+    }
+done:
+    mha_free(a, c.mark);
+    mha_free(a, c.stack);
+    mha_free(a, c.owner);
+    mha_free(a, in_set);
+    return st;
+}

@@ -1,0 +1,215 @@
+/* plan.h -- a whole model as an ordered plan of steps over the values of
+ * its ONNX graph: one fused attention step per recognised attention layer,
+ * and an interpreted step (the reference interpreter) for every other node.
+ *
+ * Data flows one way: the importer's graph goes in, the recogniser is asked
+ * about each attention layer carved out of it (partition.c), the plan is
+ * checked against the reference interpreter of the whole graph (verify.c),
+ * and the run (run.c) hands each attention step to a callback, so the plan
+ * never reaches into the executor or the backends. */
+#ifndef MHA_PLAN_H
+#define MHA_PLAN_H
+
+#include "interp.h"
+#include "layer.h"
+
+typedef enum plan_step_kind {
+    PLAN_STEP_ATTENTION = 1, /* a recognised layer: plan_layer */
+    PLAN_STEP_INTERP,        /* one node of the graph, interpreted */
+    PLAN_STEP_GEMM,          /* MatMul / Gemm with constant weights (+ bias): plan_gemm */
+    PLAN_STEP_NORM           /* LayerNorm over the last axis: plan_norm */
+} plan_step_kind;
+
+/* One attention layer found in the graph. A refused one (recognised == 0)
+ * keeps its nodes in the interpreted stream and says why. */
+typedef struct plan_layer {
+    int core_node;    /* the Softmax / Attention node, graph index */
+    int recognised;   /* 1: L is valid and the nodes below run as one step */
+    char reason[256]; /* why it was not recognised (recognised == 0) */
+    layer L;
+    int *in_values; /* graph value id of each input of L, [L.n_inputs] */
+    int out_value;  /* graph value id of the layer's output Y */
+    int *nodes;     /* graph nodes the step replaces, graph order */
+    size_t n_nodes;
+    double flops; /* at the first probe's sizes */
+} plan_layer;
+
+/* An elementwise program (epilogue.c) run on a GEMM's output: registers
+ * hold blocks of elements, register 0 the GEMM's result. */
+#define PLAN_EW_MAX_OPS 24
+#define PLAN_EW_MAX_REGS 25
+
+typedef enum plan_ew_code {
+    PLAN_EW_SQRT = 1, /* unary, in the order of epilogue.c's table */
+    PLAN_EW_ERF,
+    PLAN_EW_TANH,
+    PLAN_EW_RELU,
+    PLAN_EW_SIGMOID,
+    PLAN_EW_NEG,
+    PLAN_EW_EXP,
+    PLAN_EW_ADD, /* binary, likewise */
+    PLAN_EW_SUB,
+    PLAN_EW_MUL,
+    PLAN_EW_DIV,
+    PLAN_EW_POW
+} plan_ew_code;
+
+typedef enum plan_ew_kind {
+    PLAN_EW_REG = 1, /* a register */
+    PLAN_EW_SCALAR,  /* a constant */
+    PLAN_EW_VECTOR,  /* a constant [N] along the last axis */
+    PLAN_EW_EXT      /* the external tensor of the output's shape (a residual) */
+} plan_ew_kind;
+
+typedef struct plan_ew_arg {
+    plan_ew_kind kind;
+    int reg;
+    float scalar;
+    const float *vec;
+} plan_ew_arg;
+
+typedef struct plan_ew_op {
+    plan_ew_code code;
+    int dst;
+    plan_ew_arg a, b;
+} plan_ew_op;
+
+typedef struct plan_ew_prog {
+    int n_ops, n_regs;
+    plan_ew_op ops[PLAN_EW_MAX_OPS];
+    int ext_value; /* graph value of the external operand, or -1 */
+} plan_ew_prog;
+
+/* y = x . W + bias over the last axis of x: a MatMul with a constant
+ * [K, N] weight (and the Add of a constant [N] bias after it), or a Gemm. */
+typedef struct plan_gemm {
+    int node;      /* the MatMul / Gemm */
+    int bias_node; /* the fused Add, or -1 */
+    int in_value, out_value;
+    int64_t K, N;
+    const float *W;    /* [K, N]: the initializer's data, or W_owned */
+    float *W_owned;    /* Gemm with transB: the transposed copy */
+    const float *bias; /* [N] or NULL */
+    int reads[2];      /* values the step reads: in_value, epilogue.ext_value */
+    size_t n_reads;
+    plan_ew_prog epilogue; /* n_ops 0: none */
+    char desc[96];         /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
+    int *ep_nodes;         /* the graph nodes the epilogue computes */
+    size_t n_ep_nodes;
+} plan_gemm;
+
+/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis. */
+#define PLAN_NORM_MAX_NODES 10
+typedef struct plan_norm {
+    int in_value, out_value;
+    int64_t D;
+    float eps;
+    const float *gamma, *beta;      /* [D] or NULL */
+    int nodes[PLAN_NORM_MAX_NODES]; /* the graph nodes it computes, the last makes the step */
+    size_t n_nodes;
+} plan_norm;
+
+typedef struct plan_step {
+    plan_step_kind kind;
+    int index;    /* ATTENTION: into plan.layers; GEMM: plan.gemms; INTERP: graph node */
+    double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
+} plan_step;
+
+/* An axis of a graph output: fixed, or the size of an input's axis. */
+typedef struct plan_dim_rule {
+    int64_t fixed; /* >= 0: this size */
+    int input;     /* else: graph input index ... */
+    int axis;      /* ... and its axis */
+} plan_dim_rule;
+
+/* Sizes a probe gives to each symbolic axis of the graph's inputs. */
+#define PLAN_PROBES 2
+/* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */
+#define PLAN_MAX_SYMS 4
+
+typedef struct plan {
+    mha_alloc_ctx alloc;
+    ir_graph *g;     /* owned: nodes of interpreted steps, initializers */
+    tensor **consts; /* [n_values]: folded constants (owned), NULL elsewhere */
+    plan_layer *layers;
+    size_t n_layers;
+    plan_gemm *gemms;
+    size_t n_gemms;
+    plan_norm *norms;
+    size_t n_norms;
+    plan_step *steps;
+    size_t n_steps;
+    int *last_step;                           /* [n_values]: last step reading the value, -1 none */
+    plan_dim_rule (*out_rules)[MHA_MAX_RANK]; /* [n_outputs] */
+    int (*in_syms)[MHA_MAX_RANK]; /* [g->n_inputs]: symbolic axis id of each axis, -1 fixed */
+    int n_syms;
+    int64_t probe_sizes[PLAN_PROBES][PLAN_MAX_SYMS]; /* symbolic axis k -> size, per probe */
+    layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
+} plan;
+
+/* What runs the fused steps: the runtime's executor, or the reference.
+ * attention: one recognised layer, inputs as L's, outputs[0] allocated with
+ * layer_output_shapes' shape; gemm: C [M, N] = A [M, K] . W + bias, then
+ * the step's epilogue through ep_fn (NULL: none). */
+typedef struct plan_backend {
+    mha_status (*attention)(void *user, const plan *P, size_t layer_index, const mha_tensor *inputs,
+                            size_t n_inputs, mha_tensor *outputs, size_t n_outputs, mha_error *err);
+    /* ep_fn(ep_user, C, N, m0, m1, n0, n1) after each tile of C (or once
+     * for all of it), on the thread that computed it */
+    mha_status (*gemm)(void *user, const plan *P, size_t gemm_index, const float *A, int64_t M,
+                       float *C,
+                       void (*ep_fn)(void *ep_user, float *C, int64_t N, int64_t m0, int64_t m1,
+                                     int64_t n0, int64_t n1),
+                       void *ep_user, mha_error *err);
+    void *user;
+} plan_backend;
+
+/* Number of attention cores of g (Softmax nodes, Attention nodes of the
+ * default and com.microsoft domains). */
+size_t plan_count_cores(const ir_graph *g);
+
+/* Builds the plan of g, taking ownership of g (freed on failure too, *g
+ * cleared). Every attention layer is carved out, recognised and checked
+ * with layer_verify; refused ones are interpreted. Unless skip_verify, the
+ * whole plan is then verified against the reference interpreter of g. */
+mha_status plan_build(const mha_alloc_ctx *a, ir_graph **g, int skip_verify, plan **out,
+                      mha_error *err);
+void plan_free(plan *P);
+
+/* After plan_build: frees the initializers and folded constants that only
+ * recognised attention layers read (each keeps its own copy), so a model
+ * does not hold those weights twice. What interpreted, GEMM and norm steps
+ * read stays (GEMM weights are packed lazily, once per backend). The whole
+ * graph cannot be evaluated afterwards: plan_verify comes first. */
+mha_status plan_release_weights(plan *P, mha_error *err);
+
+/* Checks the inputs against the graph's (count, dtype, rank, fixed dims)
+ * and fills the outputs' dtype, rank and shape. */
+mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_inputs,
+                              mha_tensor *outputs, size_t n_outputs, mha_error *err);
+
+/* Runs the plan: interpreted steps here, fused steps through be.
+ * Outputs as plan_output_shapes gives them. */
+mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                    size_t n_outputs, const plan_backend *be, mha_error *err);
+
+/* The reference backend (verify.c): the scalar layer forward and a plain
+ * GEMM. */
+extern const plan_backend plan_reference_backend;
+
+/* Verification (verify.c): runs the plan with the reference layer forward
+ * and the whole graph with the reference interpreter on each probe input,
+ * MHA_ERR_MODEL_VERIFY with the max error on a mismatch. */
+mha_status plan_verify(const plan *P, mha_error *err);
+
+/* Probe inputs (probe.c): seeded values for the graph inputs at probe p
+ * (token ids inside the embedding tables they index, masks 0 / 1). */
+mha_status plan_probe_inputs(const plan *P, int p, tensor **in, mha_error *err);
+void plan_free_tensors(const mha_alloc_ctx *a, tensor **t, size_t n);
+
+/* Weight bytes of the plan: float weights of recognised layers plus
+ * initializers read by interpreted steps. */
+size_t plan_weight_bytes(const plan *P);
+double plan_flops(const plan *P, double *interp_flops);
+
+#endif

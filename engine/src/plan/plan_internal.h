@@ -1,0 +1,76 @@
+/* plan_internal.h -- what the files of plan/ share: the graph's consumer
+ * lists, the shapes every value takes on the two probes, and the step
+ * runner that keeps every value (for those shapes). Not used outside
+ * plan/. */
+#ifndef MHA_PLAN_INTERNAL_H
+#define MHA_PLAN_INTERNAL_H
+
+#include "plan.h"
+
+/* Bounds of the fixed-size arrays of a run. */
+#define RUN_MAX_LAYER_INPUTS 16
+#define RUN_MAX_OUTPUTS 64
+
+/* Shape of a value on each probe; rank -1 when never computed. */
+typedef struct plan_shape {
+    mha_dtype dtype;
+    int rank;
+    int64_t dims[PLAN_PROBES][MHA_MAX_RANK];
+} plan_shape;
+
+/* Consumers of each value, in compressed rows: the nodes reading value v
+ * are node[first[v] .. first[v + 1]). */
+typedef struct plan_uses {
+    int *first; /* [n_values + 1] */
+    int *node;
+} plan_uses;
+
+mha_status plan_uses_build(const mha_alloc_ctx *a, const ir_graph *g, plan_uses *u, mha_error *err);
+void plan_uses_free(const mha_alloc_ctx *a, plan_uses *u);
+
+/* Whether the value is known at load (initializer or folded constant). */
+static inline const tensor *plan_const(const plan *P, int v) {
+    if (v < 0) return NULL;
+    return P->g->values[v].init ? P->g->values[v].init : P->consts[v];
+}
+
+/* Runs the steps of P on graph inputs `in` ([g->n_inputs], borrowed).
+ * keep_all: *values receives every value (free with plan_values_free);
+ * else values are freed after their last step and *values keeps only the
+ * graph outputs. be runs fused steps (NULL when the plan has none). */
+mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
+                     tensor ***values, mha_error *err);
+
+/* The elementwise run after value y (epilogue.c): 1 and *prog, *out (its
+ * last value), nodes[] (room for PLAN_EW_MAX_OPS) when there is one. N is
+ * the size of the last axis. taken: nodes already in other steps;
+ * reg_scratch: [n_values]. An external operand is produced before y's
+ * producer (the step runs there). */
+int plan_ew_compile(const plan *P, const plan_uses *u, const plan_shape *shp,
+                    const unsigned char *taken, int start_node, int y, int64_t N, int *reg_scratch,
+                    plan_ew_prog *prog, int *out, int *nodes, size_t *n_nodes);
+/* Runs prog in place on x [count], elements of one row of N starting at
+ * column col0; ext: the external operand at the same elements. */
+void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t count, int64_t N,
+                   int64_t col0);
+
+/* Finds the norm steps among the nodes not taken (norm.c); marks theirs. */
+mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
+                           mha_error *err);
+/* y [rows, D] = the norm of x [rows, D]. */
+void plan_norm_rows(const plan_norm *nm, const float *x, float *y, int64_t rows);
+
+/* Finds the GEMM steps among the nodes no layer owns (gemm.c). */
+mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
+                           mha_error *err);
+/* Frees what plan_exec computed (never initializers, constants or inputs). */
+void plan_values_free(const plan *P, tensor *const *in, tensor **values);
+
+/* Partition (partition.c): carves the attention layers out of P->g, given
+ * the shapes of the probes, into P->layers. */
+mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err);
+
+/* The symbolic axes of the graph inputs (probe.c): fills P->probe_sizes. */
+mha_status plan_probe_sizes(plan *P, mha_error *err);
+
+#endif

@@ -1,0 +1,117 @@
+/* probe.c -- the probe inputs of a whole model: each symbolic axis of the
+ * graph inputs (batch, sequence, ...) gets a small size per probe, different
+ * between probes so that what depends on it shows; token ids stay inside
+ * the embedding tables they index, integer masks are 0 / 1, mostly 1. */
+#include <string.h>
+
+#include "plan_internal.h"
+
+mha_status plan_probe_sizes(plan *P, mha_error *err) {
+    const ir_graph *g = P->g;
+    P->in_syms = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *P->in_syms);
+    if (!P->in_syms) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    const char *names[PLAN_MAX_SYMS] = {0};
+    P->n_syms = 0;
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        const ir_value *v = &g->values[g->inputs[i]];
+        if (v->rank < 0 || v->rank > MHA_MAX_RANK || v->dtype == MHA_DTYPE_UNDEFINED)
+            return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "graph input '%s' has no declared type and shape", v->name);
+        for (int d = 0; d < MHA_MAX_RANK; d++)
+            P->in_syms[i][d] = -1;
+        for (int d = 0; d < v->rank; d++) {
+            if (v->dims[d] >= 0) continue;
+            int k = -1;
+            for (int s = 0; s < P->n_syms && v->dim_params[d]; s++)
+                if (names[s] && strcmp(names[s], v->dim_params[d]) == 0) k = s;
+            if (k < 0) {
+                if (P->n_syms == PLAN_MAX_SYMS)
+                    return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                                    "graph input '%s': more than %d symbolic axes over the "
+                                    "inputs",
+                                    v->name, PLAN_MAX_SYMS);
+                k = P->n_syms++;
+                names[k] = v->dim_params[d];
+            }
+            P->in_syms[i][d] = k;
+        }
+    }
+    /* Probe 0: 2, 3, 4, 5; probe 1: 3, 5, 7, 9 -- no two axes alike. */
+    for (int k = 0; k < PLAN_MAX_SYMS; k++) {
+        P->probe_sizes[0][k] = 2 + k;
+        P->probe_sizes[1][k] = 3 + 2 * k;
+    }
+    return MHA_OK;
+}
+
+static uint64_t probe_rand(uint64_t *s) {
+    /* splitmix64 */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Rows of the smallest constant table the integer input v indexes through
+ * Gather (following Cast / Reshape / Unsqueeze / Squeeze / Flatten /
+ * Identity), or 0 when it indexes none. */
+static int64_t probe_index_bound(const plan *P, int v, int depth) {
+    const ir_graph *g = P->g;
+    int64_t bound = 0;
+    if (depth > 8) return 0;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        if (n->n_inputs < 1) continue;
+        if (strcmp(n->op_type, "Gather") == 0 && n->n_inputs == 2 && n->inputs[1] == v) {
+            const tensor *table = plan_const(P, n->inputs[0]);
+            int64_t axis = ir_attr_int(n, "axis", 0);
+            if (!table || table->rank < 1) continue;
+            if (axis < 0) axis += table->rank;
+            if (axis < 0 || axis >= table->rank) continue;
+            int64_t rows = table->dims[axis];
+            if (bound == 0 || rows < bound) bound = rows;
+        } else if (n->inputs[0] == v && n->n_outputs >= 1 &&
+                   (strcmp(n->op_type, "Cast") == 0 || strcmp(n->op_type, "Reshape") == 0 ||
+                    strcmp(n->op_type, "Unsqueeze") == 0 || strcmp(n->op_type, "Squeeze") == 0 ||
+                    strcmp(n->op_type, "Flatten") == 0 || strcmp(n->op_type, "Identity") == 0)) {
+            int64_t b = probe_index_bound(P, n->outputs[0], depth + 1);
+            if (b > 0 && (bound == 0 || b < bound)) bound = b;
+        }
+    }
+    return bound;
+}
+
+mha_status plan_probe_inputs(const plan *P, int p, tensor **in, mha_error *err) {
+    const ir_graph *g = P->g;
+    uint64_t seed = 0x706c616e70726f62ull + (uint64_t)p;
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        const ir_value *v = &g->values[g->inputs[i]];
+        int64_t dims[MHA_MAX_RANK];
+        for (int d = 0; d < v->rank; d++)
+            dims[d] = P->in_syms[i][d] >= 0 ? P->probe_sizes[p][P->in_syms[i][d]] : v->dims[d];
+        mha_status st = tensor_new(&P->alloc, v->dtype, v->rank, dims, &in[i], err);
+        if (st != MHA_OK) return st;
+        int64_t n = tensor_numel(in[i]);
+        int is_int = v->dtype == MHA_DTYPE_INT64 || v->dtype == MHA_DTYPE_INT32;
+        int64_t bound = is_int ? probe_index_bound(P, g->inputs[i], 0) : 0;
+        for (int64_t e = 0; e < n; e++) {
+            uint64_t r = probe_rand(&seed);
+            double x;
+            if (bound > 0)
+                x = (double)(r % (uint64_t)bound);
+            else if (is_int || v->dtype == MHA_DTYPE_BOOL)
+                x = (r & 3) != 0; /* masks: 1 three times in four */
+            else
+                x = (double)(r >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+            tensor_set_f64(in[i], e, x);
+        }
+    }
+    return MHA_OK;
+}
+
+void plan_free_tensors(const mha_alloc_ctx *a, tensor **t, size_t n) {
+    if (!t) return;
+    for (size_t i = 0; i < n; i++)
+        tensor_free(t[i]);
+    mha_free(a, t);
+}

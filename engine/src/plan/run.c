@@ -1,0 +1,340 @@
+/* run.c -- running a plan: the steps in order over the graph's values,
+ * interpreted nodes through the reference interpreter, attention steps
+ * through the caller's function; each value is freed after the last step
+ * that reads it. Also the input checks and output shapes of a run. */
+#include <string.h>
+
+#include "plan_internal.h"
+
+/* Whether values[v] belongs to this run (not an initializer, a folded
+ * constant or a caller's input). */
+static int run_owns(const plan *P, tensor *const *in, tensor *const *values, int v) {
+    const ir_value *val = &P->g->values[v];
+    if (!values[v] || values[v] == val->init || values[v] == P->consts[v]) return 0;
+    if (val->graph_input >= 0 && val->producer < 0 && in[val->graph_input] == values[v]) return 0;
+    return 1;
+}
+
+void plan_values_free(const plan *P, tensor *const *in, tensor **values) {
+    if (!values) return;
+    for (size_t v = 0; v < P->g->n_values; v++)
+        if (run_owns(P, in, values, (int)v)) tensor_free(values[v]);
+    mha_free(&P->alloc, values);
+}
+
+static mha_status run_interp(const plan *P, int ni, tensor **values, tensor **in, tensor **out,
+                             mha_error *err) {
+    const ir_graph *g = P->g;
+    const ir_node *n = &g->nodes[ni];
+    char d[160];
+    for (size_t k = 0; k < n->n_inputs; k++) {
+        int id = n->inputs[k];
+        in[k] = id >= 0 ? values[id] : NULL;
+        if (id >= 0 && !in[k])
+            return mha_fail(err, MHA_ERR_INTERNAL, "plan: %s: input '%s' has no value",
+                            ir_node_desc(n, d, sizeof d), g->values[id].name);
+    }
+    mha_status st = interp_eval_node(&P->alloc, g, n, in, out, err);
+    if (st != MHA_OK) return st;
+    for (size_t k = 0; k < n->n_outputs; k++) {
+        int id = n->outputs[k];
+        if (id >= 0 && !values[id]) {
+            values[id] = out[k];
+        } else {
+            tensor_free(out[k]);
+        }
+        out[k] = NULL;
+    }
+    return MHA_OK;
+}
+
+static mha_status run_attention(const plan *P, size_t li, tensor **values, const plan_backend *be,
+                                mha_error *err) {
+    const plan_layer *pl = &P->layers[li];
+    const layer *L = &pl->L;
+    mha_tensor min[RUN_MAX_LAYER_INPUTS], mout;
+    if (L->n_inputs > RUN_MAX_LAYER_INPUTS || L->n_outputs != 1 || !be)
+        return mha_fail(err, MHA_ERR_INTERNAL, "plan: attention step %zu cannot run", li);
+    for (size_t i = 0; i < L->n_inputs; i++) {
+        const tensor *t = values[pl->in_values[i]];
+        if (!t)
+            return mha_fail(err, MHA_ERR_INTERNAL, "plan: attention step %zu: input %zu missing",
+                            li, i);
+        tensor_as_mha(t, &min[i]);
+    }
+    mha_status st = layer_output_shapes(L, min, L->n_inputs, &mout, 1, err);
+    tensor *y = NULL;
+    if (st == MHA_OK) st = tensor_new(&P->alloc, mout.dtype, mout.rank, mout.shape, &y, err);
+    if (st == MHA_OK) {
+        mout.data = y->data;
+        st = be->attention(be->user, P, li, min, L->n_inputs, &mout, 1, err);
+    }
+    if (st != MHA_OK) {
+        tensor_free(y);
+        return st;
+    }
+    values[pl->out_value] = y;
+    return MHA_OK;
+}
+
+/* The epilogue of a GEMM step on a tile of its output, row by row. */
+typedef struct run_ep {
+    const plan_ew_prog *prog;
+    const float *ext; /* the external operand, the output's shape, or NULL */
+} run_ep;
+
+static void run_ep_tile(void *user, float *C, int64_t N, int64_t m0, int64_t m1, int64_t n0,
+                        int64_t n1) {
+    const run_ep *e = user;
+    for (int64_t m = m0; m < m1; m++)
+        plan_ew_apply(e->prog, C + m * N + n0, e->ext ? e->ext + m * N + n0 : NULL, n1 - n0, N, n0);
+}
+
+/* A GEMM over the last axis of its float32 input. */
+static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan_backend *be,
+                           mha_error *err) {
+    const plan_gemm *pg = &P->gemms[gi];
+    const tensor *A = values[pg->in_value];
+    char d[160];
+    if (!A || !be || A->dtype != MHA_DTYPE_FLOAT32 || A->rank < 1 || A->dims[A->rank - 1] != pg->K)
+        return mha_fail(err, MHA_ERR_SHAPE, "plan: %s: input is not float32 [..., %lld]",
+                        ir_node_desc(&P->g->nodes[pg->node], d, sizeof d), (long long)pg->K);
+    int64_t dims[MHA_MAX_RANK];
+    memcpy(dims, A->dims, sizeof dims);
+    dims[A->rank - 1] = pg->N;
+    tensor *y = NULL;
+    mha_status st = tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, A->rank, dims, &y, err);
+    int64_t M = pg->K > 0 ? tensor_numel(A) / pg->K : 0;
+    /* the epilogue runs on the host, tile by tile, right after the product */
+    run_ep ep = {&pg->epilogue, NULL};
+    if (st == MHA_OK && pg->epilogue.ext_value >= 0) {
+        const tensor *ext = values[pg->epilogue.ext_value];
+        if (!ext || ext->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(ext) != tensor_numel(y))
+            st = mha_fail(err, MHA_ERR_SHAPE,
+                          "plan: %s: the epilogue's operand has %lld elements, the product %lld",
+                          ir_node_desc(&P->g->nodes[pg->node], d, sizeof d),
+                          ext ? (long long)tensor_numel(ext) : -1LL, (long long)tensor_numel(y));
+        else
+            ep.ext = ext->data;
+    }
+    if (st == MHA_OK)
+        st = be->gemm(be->user, P, gi, (const float *)A->data, M, y->data,
+                      pg->epilogue.n_ops > 0 ? run_ep_tile : NULL, &ep, err);
+    if (st != MHA_OK) {
+        tensor_free(y);
+        return st;
+    }
+    values[pg->out_value] = y;
+    return MHA_OK;
+}
+
+/* A LayerNorm over the rows of its float32 input. */
+static mha_status run_norm(const plan *P, size_t i, tensor **values, mha_error *err) {
+    const plan_norm *nm = &P->norms[i];
+    const tensor *x = values[nm->in_value];
+    if (!x || x->dtype != MHA_DTYPE_FLOAT32 || x->rank < 1 || x->dims[x->rank - 1] != nm->D)
+        return mha_fail(err, MHA_ERR_SHAPE, "plan: norm step %zu: input is not float32 [..., %lld]",
+                        i, (long long)nm->D);
+    tensor *y = NULL;
+    mha_status st = tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, x->rank, x->dims, &y, err);
+    if (st != MHA_OK) return st;
+    plan_norm_rows(nm, x->data, y->data, nm->D > 0 ? tensor_numel(x) / nm->D : 0);
+    values[nm->out_value] = y;
+    return MHA_OK;
+}
+
+/* The values step s reads: the node's inputs, or the layer's. */
+static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
+    if (s->kind == PLAN_STEP_NORM) {
+        *n = 1;
+        return &P->norms[s->index].in_value;
+    }
+    if (s->kind == PLAN_STEP_GEMM) {
+        *n = P->gemms[s->index].n_reads;
+        return P->gemms[s->index].reads;
+    }
+    if (s->kind == PLAN_STEP_ATTENTION) {
+        *n = P->layers[s->index].L.n_inputs;
+        return P->layers[s->index].in_values;
+    }
+    *n = P->g->nodes[s->index].n_inputs;
+    return P->g->nodes[s->index].inputs;
+}
+
+mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
+                     tensor ***values_out, mha_error *err) {
+    const ir_graph *g = P->g;
+    *values_out = NULL;
+    size_t max_io = 1;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].n_inputs > max_io) max_io = g->nodes[i].n_inputs;
+        if (g->nodes[i].n_outputs > max_io) max_io = g->nodes[i].n_outputs;
+    }
+    tensor **values = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *values);
+    tensor **nin = mha_calloc(&P->alloc, max_io, sizeof *nin);
+    tensor **nout = mha_calloc(&P->alloc, max_io, sizeof *nout);
+    mha_status st = MHA_OK;
+    if (!values || !nin || !nout) {
+        st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory for %zu values", g->n_values);
+        goto done;
+    }
+    for (size_t v = 0; v < g->n_values; v++)
+        values[v] = (tensor *)plan_const(P, (int)v);
+    for (size_t i = 0; i < g->n_inputs; i++)
+        values[g->inputs[i]] = in[i];
+    for (size_t s = 0; s < P->n_steps && st == MHA_OK; s++) {
+        const plan_step *step = &P->steps[s];
+        if (step->kind == PLAN_STEP_ATTENTION)
+            st = run_attention(P, (size_t)step->index, values, be, err);
+        else if (step->kind == PLAN_STEP_GEMM)
+            st = run_gemm(P, (size_t)step->index, values, be, err);
+        else if (step->kind == PLAN_STEP_NORM)
+            st = run_norm(P, (size_t)step->index, values, err);
+        else
+            st = run_interp(P, step->index, values, nin, nout, err);
+        if (st != MHA_OK || keep_all) continue;
+        /* lifetimes: what this step read for the last time, and what it
+         * wrote that nobody reads */
+        size_t n;
+        const int *reads = run_step_reads(P, step, &n);
+        for (size_t k = 0; k < n; k++) {
+            int v = reads[k];
+            if (v >= 0 && P->last_step[v] == (int)s && run_owns(P, in, values, v)) {
+                tensor_free(values[v]);
+                values[v] = NULL;
+            }
+        }
+        if (step->kind == PLAN_STEP_INTERP) {
+            const ir_node *nd = &g->nodes[step->index];
+            for (size_t k = 0; k < nd->n_outputs; k++) {
+                int v = nd->outputs[k];
+                if (v >= 0 && P->last_step[v] < 0 && run_owns(P, in, values, v)) {
+                    tensor_free(values[v]);
+                    values[v] = NULL;
+                }
+            }
+        }
+    }
+done:
+    mha_free(&P->alloc, nin);
+    mha_free(&P->alloc, nout);
+    if (st != MHA_OK) {
+        plan_values_free(P, in, values);
+        return st;
+    }
+    *values_out = values;
+    return MHA_OK;
+}
+
+mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_inputs,
+                              mha_tensor *outputs, size_t n_outputs, mha_error *err) {
+    const ir_graph *g = P->g;
+    char s0[96], s1[96];
+    if (n_inputs != g->n_inputs || n_outputs != g->n_outputs)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "the model has %zu inputs and %zu outputs, %zu and %zu given", g->n_inputs,
+                        g->n_outputs, n_inputs, n_outputs);
+    if ((n_inputs && !inputs) || (n_outputs && !outputs))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "inputs or outputs is NULL");
+    int64_t sym[PLAN_MAX_SYMS];
+    for (int k = 0; k < PLAN_MAX_SYMS; k++)
+        sym[k] = -1;
+    for (size_t i = 0; i < n_inputs; i++) {
+        const ir_value *v = &g->values[g->inputs[i]];
+        const mha_tensor *t = &inputs[i];
+        if (t->dtype != v->dtype)
+            return mha_fail(err, MHA_ERR_DTYPE, "input '%s': expected %s, got %s", v->name,
+                            mha_dtype_name(v->dtype), mha_dtype_name(t->dtype));
+        int bad = t->rank != v->rank;
+        for (int d = 0; !bad && d < v->rank; d++) {
+            int k = P->in_syms[i][d];
+            if (t->shape[d] < 0)
+                bad = 1;
+            else if (k < 0)
+                bad = t->shape[d] != v->dims[d];
+            else if (sym[k] >= 0 && sym[k] != t->shape[d])
+                return mha_fail(err, MHA_ERR_SHAPE,
+                                "input '%s': axis %d is %lld but %lld in an input before it "
+                                "(the same symbolic axis)",
+                                v->name, d, (long long)t->shape[d], (long long)sym[k]);
+            else
+                sym[k] = t->shape[d];
+        }
+        if (bad)
+            return mha_fail(err, MHA_ERR_SHAPE, "input '%s': expected shape %s, got %s", v->name,
+                            tensor_shape_str(v->rank, v->dims, s0, sizeof s0),
+                            tensor_shape_str(t->rank, t->shape, s1, sizeof s1));
+        if (t->rank && mha_tensor_numel(t) > 0 && !t->data)
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "input '%s': data is NULL", v->name);
+    }
+    for (size_t k = 0; k < n_outputs; k++) {
+        const layer_io *io = &P->outputs[k];
+        outputs[k].dtype = io->dtype;
+        outputs[k].rank = io->rank;
+        for (int d = 0; d < io->rank; d++) {
+            const plan_dim_rule *r = &P->out_rules[k][d];
+            outputs[k].shape[d] = r->fixed >= 0 ? r->fixed : inputs[r->input].shape[r->axis];
+        }
+    }
+    return MHA_OK;
+}
+
+mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                    size_t n_outputs, const plan_backend *be, mha_error *err) {
+    const ir_graph *g = P->g;
+    mha_tensor want[RUN_MAX_OUTPUTS];
+    if (n_outputs > RUN_MAX_OUTPUTS)
+        return mha_fail(err, MHA_ERR_LIMIT, "the model has %zu outputs (at most %d)", n_outputs,
+                        RUN_MAX_OUTPUTS);
+    mha_status st = plan_output_shapes(P, inputs, n_inputs, want, n_outputs, err);
+    for (size_t k = 0; k < n_outputs && st == MHA_OK; k++) {
+        char s0[96], s1[96];
+        if (outputs[k].dtype != want[k].dtype || outputs[k].rank != want[k].rank ||
+            memcmp(outputs[k].shape, want[k].shape, sizeof(int64_t) * (size_t)want[k].rank) != 0)
+            st = mha_fail(err, MHA_ERR_SHAPE, "output '%s': must be %s %s, got %s %s",
+                          P->outputs[k].name, mha_dtype_name(want[k].dtype),
+                          tensor_shape_str(want[k].rank, want[k].shape, s0, sizeof s0),
+                          mha_dtype_name(outputs[k].dtype),
+                          tensor_shape_str(outputs[k].rank, outputs[k].shape, s1, sizeof s1));
+        else if (mha_tensor_numel(&want[k]) > 0 && !outputs[k].data)
+            st = mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output '%s': data is NULL",
+                          P->outputs[k].name);
+    }
+    if (st != MHA_OK) return st;
+    /* the caller's inputs, borrowed as tensors the interpreter reads */
+    tensor *in_t = mha_calloc(&P->alloc, n_inputs ? n_inputs : 1, sizeof *in_t);
+    tensor **in = mha_calloc(&P->alloc, n_inputs ? n_inputs : 1, sizeof *in);
+    tensor **values = NULL;
+    if (!in_t || !in) {
+        st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n_inputs; i++) {
+        tensor *t = &in_t[i];
+        t->dtype = inputs[i].dtype;
+        t->rank = inputs[i].rank;
+        for (int d = 0; d < t->rank; d++)
+            t->dims[d] = inputs[i].shape[d];
+        t->data = (void *)inputs[i].data;
+        t->nbytes = (size_t)mha_tensor_numel(&inputs[i]) * mha_dtype_size(t->dtype);
+        t->alloc = &P->alloc;
+        in[i] = t;
+    }
+    st = plan_exec(P, in, be, 0, &values, err);
+    for (size_t k = 0; k < n_outputs && st == MHA_OK; k++) {
+        const tensor *y = values[g->outputs[k]];
+        size_t bytes = (size_t)mha_tensor_numel(&want[k]) * mha_dtype_size(want[k].dtype);
+        if (!y || y->dtype != want[k].dtype || y->rank != want[k].rank ||
+            memcmp(y->dims, want[k].shape, sizeof(int64_t) * (size_t)y->rank) != 0)
+            st = mha_fail(err, MHA_ERR_SHAPE,
+                          "output '%s': the graph computed a shape other than its rule gives",
+                          P->outputs[k].name);
+        else if (bytes)
+            memcpy(outputs[k].data, y->data, bytes);
+    }
+done:
+    if (values) plan_values_free(P, in, values);
+    mha_free(&P->alloc, in_t);
+    mha_free(&P->alloc, in);
+    return st;
+}

@@ -1,0 +1,144 @@
+/* verify.c -- trust, then verify, for a whole plan: on each probe input the
+ * plan (attention steps through the scalar reference layer forward) and
+ * the reference interpreter of the original graph must agree on every
+ * graph output, or the model is refused with the largest error. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "plan_internal.h"
+
+/* Relative to the output's scale (max |value|, at least 1): float32
+ * through many layers against the interpreter's double sums. */
+#define PLAN_VERIFY_TOLERANCE 1e-4
+
+static mha_status verify_reference_layer(void *user, const plan *P, size_t li,
+                                         const mha_tensor *inputs, size_t n_inputs,
+                                         mha_tensor *outputs, size_t n_outputs, mha_error *err) {
+    (void)user;
+    return layer_reference_forward(&P->alloc, &P->layers[li].L, inputs, n_inputs, outputs,
+                                   n_outputs, err);
+}
+
+/* C = A . W + bias, each sum in double: the plain GEMM beside the fast ones. */
+static mha_status
+verify_reference_gemm(void *user, const plan *P, size_t gi, const float *A, int64_t M, float *C,
+                      void (*ep_fn)(void *, float *, int64_t, int64_t, int64_t, int64_t, int64_t),
+                      void *ep_user, mha_error *err) {
+    const plan_gemm *g = &P->gemms[gi];
+    (void)user;
+    double *acc = mha_calloc(&P->alloc, (size_t)(g->N > 0 ? g->N : 1), sizeof *acc);
+    if (!acc) return mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+    /* row by row, W read in its own order */
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t n = 0; n < g->N; n++)
+            acc[n] = g->bias ? (double)g->bias[n] : 0.0;
+        for (int64_t k = 0; k < g->K; k++) {
+            const double a = A[m * g->K + k];
+            const float *w = g->W + k * g->N;
+            for (int64_t n = 0; n < g->N; n++)
+                acc[n] += a * (double)w[n];
+        }
+        for (int64_t n = 0; n < g->N; n++)
+            C[m * g->N + n] = (float)acc[n];
+    }
+    mha_free(&P->alloc, acc);
+    if (ep_fn) ep_fn(ep_user, C, g->N, 0, M, 0, g->N);
+    return MHA_OK;
+}
+
+const plan_backend plan_reference_backend = {verify_reference_layer, verify_reference_gemm, NULL};
+
+/* Largest error of got against want relative to want's scale (its largest
+ * finite magnitude, at least 1); INFINITY when shapes or the places of
+ * NaN / Inf differ. One pass: the scale divides at the end. */
+static double verify_error(const tensor *want, const tensor *got, int64_t *at) {
+    *at = 0;
+    if (!want || !got || want->dtype != got->dtype || want->rank != got->rank ||
+        memcmp(want->dims, got->dims, sizeof(int64_t) * (size_t)want->rank) != 0)
+        return INFINITY;
+    double scale = 1.0, worst = 0.0;
+    for (int64_t i = 0, n = tensor_numel(want); i < n; i++) {
+        double w = tensor_get_f64(want, i), o = tensor_get_f64(got, i);
+        int w_finite = isfinite(w) != 0, o_finite = isfinite(o) != 0;
+        double e;
+        if (w_finite && o_finite) {
+            scale = fabs(w) > scale ? fabs(w) : scale;
+            e = fabs(o - w);
+        } else {
+            /* NaN matches NaN, an infinity the same infinity */
+            e = (w == o || (w != w && o != o)) ? 0.0 : INFINITY;
+        }
+        if (e > worst) {
+            worst = e;
+            *at = i;
+        }
+    }
+    return worst / scale;
+}
+
+/* The reference: the same graph with every node interpreted (folded
+ * constants aside), initializers borrowed rather than copied -- what
+ * interp_run computes, without a second copy of the weights. */
+static mha_status verify_reference_plan(const plan *P, plan *R, mha_error *err) {
+    const ir_graph *g = P->g;
+    *R = *P;
+    R->steps = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *R->steps);
+    if (!R->steps) return mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+    R->n_steps = 0;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        int folded = n->n_outputs > 0;
+        for (size_t k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0 && !plan_const(P, n->outputs[k])) folded = 0;
+        if (folded) continue;
+        R->steps[R->n_steps].kind = PLAN_STEP_INTERP;
+        R->steps[R->n_steps++].index = (int)ni;
+    }
+    return MHA_OK;
+}
+
+mha_status plan_verify(const plan *P, mha_error *err) {
+    const ir_graph *g = P->g;
+    plan R;
+    mha_status st = verify_reference_plan(P, &R, err);
+    for (int p = 0; p < PLAN_PROBES && st == MHA_OK; p++) {
+        tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
+        tensor **want = NULL, **got = NULL;
+        if (!in) {
+            st = mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+            break;
+        }
+        st = plan_probe_inputs(P, p, in, err);
+        if (st == MHA_OK) {
+            st = plan_exec(&R, in, NULL, 1, &want, err);
+            if (st != MHA_OK) mha_error_prefix(err, "verify: evaluating the graph");
+        }
+        if (st == MHA_OK) {
+            st = plan_exec(P, in, &plan_reference_backend, 0, &got, err);
+            if (st != MHA_OK) mha_error_prefix(err, "verify: running the plan");
+        }
+        for (size_t k = 0; k < g->n_outputs && st == MHA_OK; k++) {
+            int v = g->outputs[k];
+            int64_t at;
+            double e = verify_error(want[v], got[v], &at);
+            if (e > PLAN_VERIFY_TOLERANCE) {
+                char shape[96];
+                st = mha_fail(
+                    err, MHA_ERR_MODEL_VERIFY,
+                    "verify: output '%s' of the plan differs from the graph by %.3g "
+                    "(relative to its scale; tolerance %g) at element %lld of %s "
+                    "(probe %d)",
+                    g->values[v].name, e, PLAN_VERIFY_TOLERANCE, (long long)at,
+                    want[v] ? tensor_shape_str(want[v]->rank, want[v]->dims, shape, sizeof shape)
+                            : "?",
+                    p);
+            }
+        }
+        if (want) plan_values_free(&R, in, want);
+        if (got) plan_values_free(P, in, got);
+        plan_free_tensors(&P->alloc, in, g->n_inputs);
+    }
+    mha_free(&P->alloc, R.steps);
+    return st;
+}

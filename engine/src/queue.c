@@ -1,0 +1,714 @@
+/* queue.c -- the request queue with dynamic batching (mha.h, "Serving").
+ *
+ * Requests (one sequence each, copied at submit) wait in a FIFO list. Each
+ * dispatcher thread forms a batch and runs it through mha_run:
+ *
+ *   wait until a request waits (or shutdown)
+ *   wait until the batch is full, or max_delay_ms after the oldest
+ *     request's arrival, or shutdown
+ *   take requests oldest first while count < max_batch and
+ *     count x longest <= max_batch_tokens (the first is always taken);
+ *     a request past its deadline completes with MHA_ERR_DEADLINE instead
+ *   X[b, 0:S_b, :] = request b's rows, zero rows after; kv_lengths[b] = S_b
+ *   mha_run(X) -> Y; request b's output = Y[b, 0:S_b, :]
+ *
+ * Right padding with per-item key lengths gives each request what it gets
+ * alone: its queries see only its own S_b keys (the padded keys are
+ * ignored, a causal layer never sees later positions anyway), and every
+ * row of the projections is computed on its own (engine: each unit writes
+ * a disjoint part of the output, with the same arithmetic whatever the
+ * batch). The padded rows' outputs are thrown away.
+ *
+ * Life of a request: WAITING (in the list) -> RUNNING (in a batch) -> DONE.
+ * Two references keep it: the caller's (mha_request_free) and the queue's
+ * (dropped after completion and its callback), so either side may let go
+ * first. One mutex per queue guards the list, the states and the counters;
+ * completions (callbacks) run outside it. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "common.h"
+
+enum { REQ_WAITING, REQ_RUNNING, REQ_DONE };
+
+struct mha_request {
+    mha_queue *queue;
+    struct mha_request *next, *prev; /* the waiting list */
+    /* REQ_*: changed under queue->mutex; DONE is stored last (release) and
+     * never changes again, so a done request is read without the queue
+     * (which may be gone by then) */
+    atomic_int state;
+    atomic_int cancel_asked;
+    atomic_int refs;
+    mha_status status;
+    char message[MHA_ERROR_MESSAGE_MAX];
+    int64_t S;
+    int input_rank;
+    float *x;        /* [S, d_in] */
+    mha_tensor y;    /* [S, d_out] or [1, S, d_out] once done OK */
+    double submit;   /* monotonic seconds */
+    double deadline; /* 0 = none */
+    double started, finished;
+    int batch_size;
+    mha_request_done_fn done;
+    void *done_user;
+    pthread_cond_t cond; /* waiters of mha_request_wait */
+};
+
+typedef struct queue_dispatcher {
+    mha_queue *queue;
+    pthread_t thread;
+    /* the batch buffers, grown as needed and kept */
+    float *x, *y;
+    size_t x_cap, y_cap; /* floats */
+    int64_t *lengths;
+    mha_request **batch;
+} queue_dispatcher;
+
+struct mha_queue {
+    mha_runtime *rt;
+    const mha_model *model;
+    mha_queue_options opts;
+    int64_t d_in, d_out;
+
+    pthread_mutex_t mutex;
+    pthread_cond_t work_cond; /* dispatchers: a request arrived, or shutdown */
+    pthread_cond_t idle_cond; /* shutdown: nothing waits or runs any more */
+    mha_request *head, *tail;
+    int accepting;
+    int stopping; /* dispatchers leave once the list is empty */
+    mha_queue_stats stats;
+    /* max_queue_ms: tokens waiting or running, and the cost of one token
+     * (milliseconds, a moving average over the batches; 0 until one ran) */
+    int64_t tokens_ahead;
+    double ms_per_token;
+    int n_dispatchers;
+    queue_dispatcher *dispatchers;
+};
+
+static double queue_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* ---- options ---- */
+
+void mha_queue_options_init(mha_queue_options *opts) {
+    if (!opts) return;
+    memset(opts, 0, sizeof *opts);
+    opts->struct_size = sizeof *opts;
+    opts->max_batch = 16;
+    opts->max_batch_tokens = 4096;
+    opts->max_delay_ms = 1.0;
+    opts->capacity = 1024;
+    opts->num_dispatchers = 1;
+}
+
+void mha_submit_options_init(mha_submit_options *opts) {
+    if (!opts) return;
+    memset(opts, 0, sizeof *opts);
+    opts->struct_size = sizeof *opts;
+}
+
+/* ---- requests ---- */
+
+static void request_unref(mha_request *r) {
+    if (atomic_fetch_sub(&r->refs, 1) != 1) return;
+    pthread_cond_destroy(&r->cond);
+    mha_free(NULL, r->x);
+    mha_free(NULL, r->y.data);
+    mha_free(NULL, r);
+}
+
+static void list_remove(mha_queue *q, mha_request *r) {
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        q->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        q->tail = r->prev;
+    r->next = r->prev = NULL;
+    q->stats.depth--;
+}
+
+/* The time the work ahead would take, over max_queue_ms? (mutex held) */
+static int queue_too_late(const mha_queue *q) {
+    if (q->opts.max_queue_ms <= 0 || q->ms_per_token <= 0) return 0;
+    double ahead = (double)q->tokens_ahead * q->ms_per_token / q->opts.num_dispatchers;
+    return ahead > q->opts.max_queue_ms;
+}
+
+/* Marks r done with st (queue->mutex held) and counts it; the caller then
+ * calls request_finish outside the mutex. */
+static void request_complete_locked(mha_queue *q, mha_request *r, mha_status st,
+                                    const char *message) {
+    r->status = st;
+    r->finished = queue_now();
+    q->tokens_ahead -= r->S;
+    if (message) snprintf(r->message, sizeof r->message, "%s", message);
+    atomic_store_explicit(&r->state, REQ_DONE, memory_order_release);
+    switch (st) {
+    case MHA_OK:
+        q->stats.completed_ok++;
+        break;
+    case MHA_ERR_CANCELLED:
+        q->stats.cancelled++;
+        break;
+    case MHA_ERR_DEADLINE:
+        q->stats.expired++;
+        break;
+    case MHA_ERR_SHUTDOWN:
+        q->stats.shut++;
+        break;
+    default:
+        q->stats.failed++;
+        break;
+    }
+    pthread_cond_broadcast(&r->cond);
+}
+
+/* The callback, then the queue's reference goes. */
+static void request_finish(mha_request *r) {
+    if (r->done) r->done(r->done_user, r);
+    request_unref(r);
+}
+
+mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_submit_options *opts,
+                            mha_request **out, mha_error *err) {
+    if (out) *out = NULL;
+    if (!q || !input || !out)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: NULL argument");
+    if (opts && opts->struct_size < sizeof *opts)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "queue submit: options not initialised (mha_submit_options_init)");
+    if (input->dtype != MHA_DTYPE_FLOAT32)
+        return mha_fail(err, MHA_ERR_DTYPE, "queue submit: the sequence must be float32, not %s",
+                        mha_dtype_name(input->dtype));
+    int rank = input->rank;
+    if ((rank != 2 && rank != 3) || (rank == 3 && input->shape[0] != 1))
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "queue submit: one sequence is [S, %lld] or [1, S, %lld] (rank %d given)",
+                        (long long)q->d_in, (long long)q->d_in, rank);
+    int64_t S = input->shape[rank - 2], D = input->shape[rank - 1];
+    if (D != q->d_in || S < 1)
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "queue submit: sequence of %lld x %lld, the model wants S >= 1 x %lld",
+                        (long long)S, (long long)D, (long long)q->d_in);
+    if (!input->data)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: input data is NULL");
+    size_t nx, ny;
+    if (!mha_mul_size((size_t)S, (size_t)q->d_in, &nx) ||
+        !mha_mul_size((size_t)S, (size_t)q->d_out, &ny) || nx > SIZE_MAX / sizeof(float) ||
+        ny > SIZE_MAX / sizeof(float))
+        return mha_fail(err, MHA_ERR_LIMIT, "queue submit: a sequence of %lld is too long",
+                        (long long)S);
+    if (opts && opts->deadline_ms < 0)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: negative deadline");
+
+    mha_request *r = mha_calloc(NULL, 1, sizeof *r);
+    float *x = r ? mha_malloc(NULL, nx * sizeof(float)) : NULL;
+    float *y = x ? mha_malloc(NULL, ny * sizeof(float)) : NULL;
+    if (!y) {
+        mha_free(NULL, x);
+        mha_free(NULL, r);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "queue submit: out of memory for %lld rows",
+                        (long long)S);
+    }
+    memcpy(x, input->data, nx * sizeof(float));
+    r->queue = q;
+    r->S = S;
+    r->input_rank = rank;
+    r->x = x;
+    r->y.dtype = MHA_DTYPE_FLOAT32;
+    r->y.rank = rank;
+    if (rank == 3) r->y.shape[0] = 1;
+    r->y.shape[rank - 2] = S;
+    r->y.shape[rank - 1] = q->d_out;
+    r->y.data = y;
+    r->submit = queue_now();
+    if (opts && opts->deadline_ms > 0) r->deadline = r->submit + opts->deadline_ms * 1e-3;
+    if (opts) {
+        r->done = opts->done;
+        r->done_user = opts->done_user;
+    }
+    atomic_init(&r->refs, 2); /* the caller's and the queue's */
+    pthread_cond_init(&r->cond, NULL);
+    atomic_init(&r->cancel_asked, 0);
+    atomic_init(&r->state, REQ_WAITING);
+
+    pthread_mutex_lock(&q->mutex);
+    mha_status st = MHA_OK;
+    if (!q->accepting)
+        st = MHA_ERR_SHUTDOWN;
+    else if (q->stats.depth >= q->opts.capacity || queue_too_late(q))
+        st = MHA_ERR_QUEUE_FULL;
+    if (st != MHA_OK) {
+        if (st == MHA_ERR_QUEUE_FULL) q->stats.rejected_full++;
+        int depth = q->stats.depth;
+        pthread_mutex_unlock(&q->mutex);
+        atomic_store(&r->refs, 1);
+        request_unref(r);
+        if (st == MHA_ERR_SHUTDOWN)
+            return mha_fail(err, st, "queue submit: the queue is shut down");
+        if (depth < q->opts.capacity)
+            return mha_fail(err, st,
+                            "queue submit: the %d requests ahead would take more than %g ms", depth,
+                            q->opts.max_queue_ms);
+        return mha_fail(err, st, "queue submit: %d requests are waiting, the capacity", depth);
+    }
+    atomic_store(&r->state, REQ_WAITING);
+    r->prev = q->tail;
+    if (q->tail)
+        q->tail->next = r;
+    else
+        q->head = r;
+    q->tail = r;
+    q->stats.depth++;
+    q->stats.submitted++;
+    q->tokens_ahead += S;
+    pthread_cond_signal(&q->work_cond);
+    pthread_mutex_unlock(&q->mutex);
+    *out = r;
+    return MHA_OK;
+}
+
+static int request_done(const mha_request *r) {
+    return atomic_load_explicit(&((mha_request *)r)->state, memory_order_acquire) == REQ_DONE;
+}
+
+mha_status mha_request_wait(mha_request *r, double timeout_ms, mha_error *err) {
+    if (!r) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "request wait: NULL request");
+    mha_queue *q = r->queue;
+    if (request_done(r)) goto done;
+    pthread_mutex_lock(&q->mutex);
+    if (timeout_ms < 0) {
+        while (r->state != REQ_DONE)
+            pthread_cond_wait(&r->cond, &q->mutex);
+    } else {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        double end = (double)until.tv_sec + 1e-9 * (double)until.tv_nsec + timeout_ms * 1e-3;
+        until.tv_sec = (time_t)end;
+        until.tv_nsec = (long)((end - (double)until.tv_sec) * 1e9);
+        while (r->state != REQ_DONE)
+            if (pthread_cond_timedwait(&r->cond, &q->mutex, &until) == ETIMEDOUT) break;
+    }
+    pthread_mutex_unlock(&q->mutex);
+    if (!request_done(r))
+        return mha_fail(err, MHA_ERR_LIMIT, "request wait: timed out, still pending");
+done:;
+    mha_status st = r->status;
+    if (st != MHA_OK)
+        return mha_fail(err, st, "%s", r->message[0] ? r->message : mha_status_text(st));
+    return MHA_OK;
+}
+
+int mha_request_cancel(mha_request *r) {
+    if (!r || request_done(r)) return 0;
+    mha_queue *q = r->queue;
+    pthread_mutex_lock(&q->mutex);
+    int will = atomic_load(&r->state) != REQ_DONE;
+    int now = atomic_load(&r->state) == REQ_WAITING;
+    atomic_store(&r->cancel_asked, 1);
+    if (now) {
+        list_remove(q, r);
+        request_complete_locked(q, r, MHA_ERR_CANCELLED, "request cancelled while waiting");
+        if (q->stats.depth == 0 && q->stats.running == 0) pthread_cond_broadcast(&q->idle_cond);
+    }
+    pthread_mutex_unlock(&q->mutex);
+    if (now) request_finish(r);
+    return will;
+}
+
+void mha_request_get_info(const mha_request *r, mha_request_info *out) {
+    if (!out) return;
+    memset(out, 0, sizeof *out);
+    if (!r) return;
+    out->seq_len = r->S;
+    if (!request_done(r)) return; /* the rest is written by the queue until then */
+    out->done = 1;
+    out->status = r->status;
+    out->batch_size = r->batch_size;
+    double start = r->started > 0 ? r->started : r->finished;
+    out->queue_ms = (start - r->submit) * 1e3;
+    out->run_ms = r->started > 0 ? (r->finished - r->started) * 1e3 : 0.0;
+}
+
+const mha_tensor *mha_request_output(const mha_request *r) {
+    return r && request_done(r) && r->status == MHA_OK ? &r->y : NULL;
+}
+
+void mha_request_free(mha_request *r) {
+    if (!r) return;
+    mha_request_cancel(r);
+    request_unref(r);
+}
+
+/* ---- dispatching ---- */
+
+static int queue_cancel_batch(void *user) {
+    queue_dispatcher *d = user;
+    for (int i = 0; d->batch[i]; i++)
+        if (!atomic_load_explicit(&d->batch[i]->cancel_asked, memory_order_relaxed)) return 0;
+    return 1;
+}
+
+/* Waits for and takes the next batch into d->batch (NULL-terminated);
+ * returns its size, 0 when the dispatcher should stop. Requests found past
+ * their deadline are completed into *expired (a list through next). */
+static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **expired) {
+    pthread_mutex_lock(&q->mutex);
+    for (;;) {
+        while (!q->head && !q->stopping)
+            pthread_cond_wait(&q->work_cond, &q->mutex);
+        if (!q->head) {
+            pthread_mutex_unlock(&q->mutex);
+            return 0;
+        }
+        /* wait for company: until the batch would be full or the oldest
+         * request waited max_delay_ms */
+        double until = q->head->submit + q->opts.max_delay_ms * 1e-3;
+        while (q->head && !q->stopping && q->stats.depth < q->opts.max_batch &&
+               queue_now() < until) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            double end = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec + (until - queue_now());
+            ts.tv_sec = (time_t)end;
+            ts.tv_nsec = (long)((end - (double)ts.tv_sec) * 1e9);
+            pthread_cond_timedwait(&q->work_cond, &q->mutex, &ts);
+        }
+        if (q->head) break; /* another dispatcher (or a cancel) may have emptied it */
+    }
+    double now = queue_now();
+    int n = 0;
+    int64_t longest = 0;
+    mha_request *r = q->head;
+    while (r && n < q->opts.max_batch) {
+        mha_request *next = r->next;
+        if (r->deadline > 0 && now > r->deadline) {
+            list_remove(q, r);
+            request_complete_locked(q, r, MHA_ERR_DEADLINE,
+                                    "request deadline passed while it waited in the queue");
+            r->next = *expired;
+            *expired = r;
+            r = next;
+            continue;
+        }
+        int64_t l = r->S > longest ? r->S : longest;
+        if (n > 0 && (int64_t)(n + 1) * l > q->opts.max_batch_tokens) break;
+        longest = l;
+        list_remove(q, r);
+        atomic_store(&r->state, REQ_RUNNING);
+        r->started = now;
+        d->batch[n++] = r;
+        r = next;
+    }
+    d->batch[n] = NULL;
+    q->stats.running += n;
+    if (n > 0) {
+        q->stats.batches++;
+        q->stats.batched += (uint64_t)n;
+    }
+    for (int i = 0; i < n; i++)
+        d->batch[i]->batch_size = n;
+    /* more requests than this batch took: wake another dispatcher */
+    if (q->head) pthread_cond_signal(&q->work_cond);
+    pthread_mutex_unlock(&q->mutex);
+    return n > 0 ? n : -1;
+}
+
+static int dispatcher_grow(float **buf, size_t *cap, size_t want) {
+    if (want <= *cap) return 1;
+    float *b = mha_malloc(NULL, want * sizeof(float));
+    if (!b) return 0;
+    mha_free(NULL, *buf);
+    *buf = b;
+    *cap = want;
+    return 1;
+}
+
+/* Runs d->batch[0..n): pads, runs, copies each request's rows out. */
+static mha_status queue_run_batch(mha_queue *q, queue_dispatcher *d, int n, mha_error *err) {
+    int64_t L = 0;
+    for (int i = 0; i < n; i++)
+        if (d->batch[i]->S > L) L = d->batch[i]->S;
+    size_t row_in = (size_t)q->d_in, row_out = (size_t)q->d_out;
+    size_t want_x = (size_t)n * (size_t)L * row_in, want_y = (size_t)n * (size_t)L * row_out;
+    if (!dispatcher_grow(&d->x, &d->x_cap, want_x) || !dispatcher_grow(&d->y, &d->y_cap, want_y))
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "queue: out of memory for a batch of %d x %lld", n,
+                        (long long)L);
+    for (int i = 0; i < n; i++) {
+        const mha_request *r = d->batch[i];
+        float *dst = d->x + (size_t)i * (size_t)L * row_in;
+        memcpy(dst, r->x, (size_t)r->S * row_in * sizeof(float));
+        memset(dst + (size_t)r->S * row_in, 0, (size_t)(L - r->S) * row_in * sizeof(float));
+        d->lengths[i] = r->S;
+    }
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {n, L, q->d_in}, d->x};
+    mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {n, L, q->d_out}, d->y};
+    mha_run_options ro;
+    mha_run_options_init(&ro);
+    ro.num_threads = q->opts.num_threads;
+    ro.cancel = queue_cancel_batch;
+    ro.cancel_user = d;
+    /* every item's length, even for a batch of one: the same run either way */
+    ro.kv_lengths = d->lengths;
+    mha_status st = mha_run(q->rt, q->model, &in, 1, &out, 1, &ro, err);
+    if (st != MHA_OK) return st;
+    for (int i = 0; i < n; i++) {
+        mha_request *r = d->batch[i];
+        memcpy(r->y.data, d->y + (size_t)i * (size_t)L * row_out,
+               (size_t)r->S * row_out * sizeof(float));
+    }
+    return MHA_OK;
+}
+
+static void *queue_dispatcher_main(void *arg) {
+    queue_dispatcher *d = arg;
+    mha_queue *q = d->queue;
+    for (;;) {
+        mha_request *expired = NULL;
+        int n = queue_take_batch(q, d, &expired);
+        while (expired) {
+            mha_request *next = expired->next;
+            expired->next = NULL;
+            request_finish(expired);
+            expired = next;
+        }
+        if (n == 0) break;
+        if (n < 0) continue;
+        mha_error err;
+        err.status = MHA_OK;
+        err.message[0] = '\0';
+        double t0 = queue_now();
+        mha_status st = queue_run_batch(q, d, n, &err);
+        double ms = (queue_now() - t0) * 1e3;
+        int64_t tokens = 0;
+        for (int i = 0; i < n; i++)
+            tokens += d->batch[i]->S;
+        pthread_mutex_lock(&q->mutex);
+        if (st == MHA_OK) { /* a moving average: the cost follows the load */
+            double per = ms / (double)tokens;
+            q->ms_per_token = q->ms_per_token > 0 ? 0.75 * q->ms_per_token + 0.25 * per : per;
+        }
+        for (int i = 0; i < n; i++) {
+            mha_request *r = d->batch[i];
+            if (atomic_load(&r->cancel_asked))
+                request_complete_locked(q, r, MHA_ERR_CANCELLED,
+                                        "request cancelled while its batch ran");
+            else
+                request_complete_locked(q, r, st, st == MHA_OK ? NULL : err.message);
+        }
+        q->stats.running -= n;
+        if (q->stats.depth == 0 && q->stats.running == 0) pthread_cond_broadcast(&q->idle_cond);
+        pthread_mutex_unlock(&q->mutex);
+        for (int i = 0; i < n; i++)
+            request_finish(d->batch[i]);
+    }
+    return NULL;
+}
+
+/* ---- life cycle ---- */
+
+static mha_status queue_check_model(mha_queue *q, mha_error *err) {
+    mha_model_info info;
+    mha_status st = mha_model_get_info(q->model, &info);
+    if (st != MHA_OK) return mha_fail(err, st, "queue: cannot read the model's description");
+    mha_io_info in, out;
+    if (info.num_inputs != 1 || info.num_outputs < 1 ||
+        mha_model_input(q->model, 0, &in) != MHA_OK ||
+        mha_model_output(q->model, 0, &out) != MHA_OK || in.role != MHA_ROLE_QUERY ||
+        in.rank != 3 || in.dtype != MHA_DTYPE_FLOAT32 || in.shape[2] <= 0)
+        return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "queue: the model must take one float32 query sequence [B, S, D] and "
+                        "nothing else (self-attention); it has %zu inputs",
+                        info.num_inputs);
+    q->d_in = in.shape[2];
+    /* the output width, from the shapes a one-token sequence gives */
+    float probe = 0.0f;
+    mha_tensor x = {MHA_DTYPE_FLOAT32, 3, {1, 1, q->d_in}, &probe};
+    mha_tensor y[8];
+    size_t n_out = info.num_outputs < 8 ? info.num_outputs : 8;
+    memset(y, 0, sizeof y);
+    st = mha_model_output_shapes(q->model, &x, 1, y, n_out, err);
+    if (st != MHA_OK) return st;
+    if (y[0].dtype != MHA_DTYPE_FLOAT32 || y[0].rank != 3)
+        return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "queue: the model's output is not a float32 [B, S, D] tensor");
+    q->d_out = y[0].shape[2];
+    return MHA_OK;
+}
+
+static void queue_free_memory(mha_queue *q) {
+    for (int i = 0; q->dispatchers && i < q->opts.num_dispatchers; i++) {
+        mha_free(NULL, q->dispatchers[i].x);
+        mha_free(NULL, q->dispatchers[i].y);
+        mha_free(NULL, q->dispatchers[i].lengths);
+        mha_free(NULL, q->dispatchers[i].batch);
+    }
+    mha_free(NULL, q->dispatchers);
+    pthread_mutex_destroy(&q->mutex);
+    pthread_cond_destroy(&q->work_cond);
+    pthread_cond_destroy(&q->idle_cond);
+    mha_free(NULL, q);
+}
+
+static void queue_join(mha_queue *q) {
+    pthread_mutex_lock(&q->mutex);
+    q->stopping = 1;
+    q->accepting = 0;
+    pthread_cond_broadcast(&q->work_cond);
+    pthread_mutex_unlock(&q->mutex);
+    for (int i = 0; i < q->n_dispatchers; i++)
+        pthread_join(q->dispatchers[i].thread, NULL);
+    q->n_dispatchers = 0;
+}
+
+mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_queue_options *opts,
+                            mha_queue **out, mha_error *err) {
+    if (out) *out = NULL;
+    if (!rt || !model || !out)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue create: NULL argument");
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    if (opts) {
+        if (opts->struct_size < sizeof *opts)
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                            "queue create: options not initialised (mha_queue_options_init)");
+        o = *opts;
+    }
+    if (o.max_batch < 1 || o.max_batch > 4096 || o.max_batch_tokens < 1 ||
+        !(o.max_delay_ms >= 0 && o.max_delay_ms <= 60000) || o.capacity < 1 ||
+        o.num_dispatchers < 1 || o.num_dispatchers > 64 || o.num_threads < 0 ||
+        !(o.max_queue_ms >= 0))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "queue create: options out of range (max_batch 1..4096, "
+                        "max_batch_tokens >= 1, max_delay_ms 0..60000, capacity >= 1, "
+                        "num_dispatchers 1..64, num_threads >= 0, max_queue_ms >= 0)");
+    mha_queue *q = mha_calloc(NULL, 1, sizeof *q);
+    if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
+    q->rt = rt;
+    q->model = model;
+    q->opts = o;
+    q->accepting = 1;
+    pthread_mutex_init(&q->mutex, NULL);
+    pthread_cond_init(&q->work_cond, NULL);
+    pthread_cond_init(&q->idle_cond, NULL);
+    mha_status st = queue_check_model(q, err);
+    if (st != MHA_OK) {
+        queue_free_memory(q);
+        return st;
+    }
+    q->dispatchers = mha_calloc(NULL, (size_t)o.num_dispatchers, sizeof *q->dispatchers);
+    for (int i = 0; q->dispatchers && i < o.num_dispatchers; i++) {
+        queue_dispatcher *d = &q->dispatchers[i];
+        d->queue = q;
+        d->lengths = mha_calloc(NULL, (size_t)o.max_batch, sizeof *d->lengths);
+        d->batch = mha_calloc(NULL, (size_t)o.max_batch + 1, sizeof *d->batch);
+        if (!d->lengths || !d->batch) {
+            queue_free_memory(q);
+            return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
+        }
+    }
+    if (!q->dispatchers) {
+        queue_free_memory(q);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
+    }
+
+    /* Dispatchers call mha_run, whose calling thread needs kernel stack
+     * (mha.h: 512 KiB free); they block every signal, as pool workers do. */
+    size_t stack = o.stack_bytes ? o.stack_bytes : ((size_t)2 << 20);
+    if (stack < ((size_t)1 << 20)) stack = (size_t)1 << 20;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, stack);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = 0;
+    for (int i = 0; i < o.num_dispatchers; i++) {
+        rc = pthread_create(&q->dispatchers[i].thread, &attr, queue_dispatcher_main,
+                            &q->dispatchers[i]);
+        if (rc != 0) break;
+        q->n_dispatchers++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        queue_join(q);
+        queue_free_memory(q);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: cannot start a dispatcher: %s",
+                        strerror(rc));
+    }
+    *out = q;
+    return MHA_OK;
+}
+
+void mha_queue_get_stats(mha_queue *q, mha_queue_stats *out) {
+    if (!out) return;
+    memset(out, 0, sizeof *out);
+    if (!q) return;
+    pthread_mutex_lock(&q->mutex);
+    *out = q->stats;
+    pthread_mutex_unlock(&q->mutex);
+}
+
+void mha_queue_shutdown(mha_queue *q, int drain, uint64_t *drained, uint64_t *cancelled) {
+    if (drained) *drained = 0;
+    if (cancelled) *cancelled = 0;
+    if (!q) return;
+    pthread_mutex_lock(&q->mutex);
+    if (!q->accepting) {
+        pthread_mutex_unlock(&q->mutex);
+        return;
+    }
+    q->accepting = 0;
+    mha_request *gone = NULL;
+    uint64_t n_cancelled = 0;
+    uint64_t n_drained = (uint64_t)q->stats.depth;
+    if (!drain) {
+        n_drained = 0;
+        while (q->head) {
+            mha_request *r = q->head;
+            list_remove(q, r);
+            request_complete_locked(q, r, MHA_ERR_SHUTDOWN,
+                                    "request cancelled: the queue shut down");
+            r->next = gone;
+            gone = r;
+            n_cancelled++;
+        }
+    }
+    pthread_cond_broadcast(&q->work_cond);
+    pthread_mutex_unlock(&q->mutex);
+    while (gone) {
+        mha_request *next = gone->next;
+        gone->next = NULL;
+        request_finish(gone);
+        gone = next;
+    }
+    /* the dispatchers run what is left (and wait no longer for company) */
+    pthread_mutex_lock(&q->mutex);
+    q->stopping = 1;
+    pthread_cond_broadcast(&q->work_cond);
+    while (q->stats.depth > 0 || q->stats.running > 0)
+        pthread_cond_wait(&q->idle_cond, &q->mutex);
+    pthread_mutex_unlock(&q->mutex);
+    if (drained) *drained = n_drained;
+    if (cancelled) *cancelled = n_cancelled;
+}
+
+void mha_queue_destroy(mha_queue *q) {
+    if (!q) return;
+    mha_queue_shutdown(q, 0, NULL, NULL);
+    queue_join(q);
+    queue_free_memory(q);
+}

@@ -1,0 +1,157 @@
+#!/bin/sh
+# serve.sh -- `mha serve` on loopback (127.0.0.1 only, a port the system
+# picks), driven by curl: /health, POST /run answered with what `mha run`
+# gives, batching of concurrent requests, 503 when the queue is full, clear
+# 4xx for bad bodies, JSON bodies, /metrics, and SIGTERM draining an
+# accepted request.
+# Every step is bounded in time. Exit 77 (skipped) when `mha serve` was
+# built without libmicrohttpd or curl is missing.
+# Env: MHA, MHA_TEST_TMP, MHA_SOURCE_DIR (tools/serve_load.py).
+set -eu
+: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_TMP:?}" "${MHA_SOURCE_DIR:?}"
+# SRV is timeout's pid: SIGTERM reaches the server through it (a SIGKILL
+# would leave the server running); timeout -k kills it 5 s later if needed
+fail() { echo "FAIL: $*" >&2; [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null; exit 1; }
+if ! "$MHA" serve --help >/dev/null 2>&1; then echo "skip: mha serve not built"; exit 77; fi
+if ! command -v curl >/dev/null; then echo "skip: curl not installed"; exit 77; fi
+T="$MHA_TEST_TMP"
+rm -rf "$T" && mkdir -p "$T"
+
+"$MHA" gen -d 64 -H 4 --causal -o "$T/m.onnx" --data "$T/x.npy" --batch 1 --seq 8 >/dev/null
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ref.npy" >/dev/null 2>&1
+
+# A long batching delay and room for two waiting requests: concurrent
+# requests meet in one batch, a third finds the queue full.
+timeout -k 5 120 "$MHA" serve "$T/m.onnx" --port 0 --port-file "$T/port" --capacity 2 \
+  --max-batch 16 --max-delay-ms 1500 --max-body-bytes 100000 >"$T/out" 2>"$T/err" &
+SRV=$!
+i=0
+while [ ! -s "$T/port" ]; do
+  i=$((i + 1)); [ $i -le 200 ] || fail "no port file after 20 s: $(cat "$T/err")"
+  kill -0 $SRV 2>/dev/null || fail "the server died: $(cat "$T/err")"
+  sleep 0.1
+done
+PORT=$(cat "$T/port")
+U="http://127.0.0.1:$PORT"
+grep -q "http://127.0.0.1:$PORT/" "$T/out" || fail "not on 127.0.0.1: $(cat "$T/out")"
+C="curl -s -m 20"
+
+[ "$($C "$U/health")" = ok ] || fail "/health"
+
+post() { # post BODYFILE OUTFILE [CONTENT-TYPE] -> prints the status code
+  $C -o "$2" -w '%{http_code}' -H "Content-Type: ${3:-application/x-npy}" \
+    --data-binary @"$1" "$U/run"
+}
+code=$(post "$T/x.npy" "$T/y.npy")
+[ "$code" = 200 ] || fail "POST /run: $code $(cat "$T/y.npy")"
+cmp -s "$T/y.npy" "$T/ref.npy" || fail "the answer differs from mha run's output"
+echo "ok: POST /run equals mha run"
+
+# three at once: two wait together for company, the third is refused
+for k in 1 2 3; do (post "$T/x.npy" "$T/c$k.npy" >"$T/code$k") & done
+wait_codes() {
+  i=0
+  while [ "$(cat "$T"/code1 "$T"/code2 "$T"/code3 2>/dev/null | wc -c)" -lt 9 ]; do
+    i=$((i + 1)); [ $i -le 300 ] || fail "concurrent requests unanswered after 30 s"
+    sleep 0.1
+  done
+}
+wait_codes
+codes=$(cat "$T/code1" "$T/code2" "$T/code3" | fold -w3 | sort | tr '\n' ' ')
+[ "$codes" = "200 200 503 " ] || fail "three at once with capacity 2: $codes"
+for k in 1 2 3; do
+  [ "$(cat "$T/code$k")" = 200 ] || continue
+  cmp -s "$T/c$k.npy" "$T/ref.npy" || fail "a batched answer differs from mha run's output"
+done
+echo "ok: concurrent requests batched, the excess refused with 503"
+
+# clear 4xx answers
+printf 'not npy' >"$T/bad"
+[ "$(post "$T/bad" "$T/r")" = 400 ] || fail "a bad body: wanted 400"
+grep -q "not a .npy" "$T/r" || fail "400 without the reason: $(cat "$T/r")"
+[ "$(post "$T/x.npy" "$T/r" text/plain)" = 415 ] || fail "a text body: wanted 415"
+head -c 200000 /dev/zero >"$T/big"
+# refused from its Content-Length, before the body is sent (the client
+# asks first with "Expect: 100-continue" and waits up to 20 s for leave)
+sent=$($C -o "$T/r" -w '%{http_code} %{size_upload}' -H "Content-Type: application/x-npy" \
+  -H "Expect: 100-continue" --expect100-timeout 20 --data-binary @"$T/big" "$U/run")
+[ "$sent" = "413 0" ] || fail "a body over the limit: wanted 413 before the upload, got $sent"
+# a chunked body has no length: read to its end, then refused
+code=$($C -o "$T/r" -w '%{http_code}' -H "Content-Type: application/x-npy" \
+  -H "Transfer-Encoding: chunked" --data-binary @"$T/big" "$U/run")
+[ "$code" = 413 ] || fail "a chunked body over the limit: wanted 413, got $code"
+"$MHA" gen -d 32 -H 4 -o "$T/other.onnx" --data "$T/x32.npy" --batch 1 --seq 3 >/dev/null
+[ "$(post "$T/x32.npy" "$T/r")" = 400 ] || fail "a sequence of the wrong width: wanted 400"
+[ "$($C -o /dev/null -w '%{http_code}' "$U/run")" = 405 ] || fail "GET /run: wanted 405"
+[ "$($C -o /dev/null -w '%{http_code}' "$U/nowhere")" = 404 ] || fail "unknown path: wanted 404"
+echo "ok: 400, 413, 415, 405, 404"
+
+$C "$U/metrics" >"$T/metrics"
+for want in 'mha_http_requests_total{code="200"} 3' 'mha_http_requests_total{code="503"} 1' \
+  'mha_request_batch_size_bucket{le="1"} 1' 'mha_request_batch_size_bucket{le="2"} 3' \
+  'mha_queue_depth 0' 'mha_request_duration_seconds_count 3'; do
+  grep -qxF "$want" "$T/metrics" || fail "metrics: no line '$want'"
+done
+echo "ok: /metrics"
+
+# JSON in and out (small requests): the same numbers as .npy, bitwise
+python3 - "$T/x.npy" >"$T/x.json" <<'PY'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+hl = struct.unpack("<H", b[8:10])[0]
+v = struct.unpack("<512f", b[10 + hl:])
+print("[" + ",".join("[" + ",".join(repr(v[i * 64 + j]) for j in range(64)) + "]"
+                     for i in range(8)) + "]")
+PY
+code=$(post "$T/x.json" "$T/y.json" application/json)
+[ "$code" = 200 ] || fail "JSON POST /run: $code $(cat "$T/y.json")"
+python3 - "$T/y.json" "$T/ref.npy" <<'PY' || fail "the JSON answer differs from mha run's output"
+import json, struct, sys
+y = json.load(open(sys.argv[1]))
+b = open(sys.argv[2], "rb").read()
+hl = struct.unpack("<H", b[8:10])[0]
+ref = struct.unpack("<512f", b[10 + hl:])
+got = [struct.unpack("<f", struct.pack("<f", x))[0] for row in y for x in row]
+sys.exit(0 if len(y) == 8 and got == list(ref) else 1)
+PY
+printf '[[1,2],[3]]' >"$T/ragged.json"
+[ "$(post "$T/ragged.json" "$T/r" application/json)" = 400 ] || fail "ragged JSON: wanted 400"
+grep -q "rows of different lengths" "$T/r" || fail "ragged JSON without the reason: $(cat "$T/r")"
+echo "ok: JSON bodies"
+
+# the open-loop load generator, briefly: every request gets an answer
+# (most are refused here: room for 2 and a 1.5 s batching delay)
+python3 "$MHA_SOURCE_DIR/tools/serve_load.py" --url "$U/run" --body "$T/x.npy" --rate 40 \
+  --duration 1 --connections 8 --json "$T/load.json" >"$T/load.txt" ||
+  fail "serve_load.py: $(cat "$T/load.txt")"
+grep -q "unanswered 0, twice 0" "$T/load.txt" || fail "load: $(cat "$T/load.txt")"
+grep -q "'503'" "$T/load.txt" || fail "load: no 503 under overload: $(cat "$T/load.txt")"
+echo "ok: serve_load.py: $(cat "$T/load.txt")"
+
+# SIGTERM while a request waits in the queue: it is answered, then exit 0
+(post "$T/x.npy" "$T/last.npy" >"$T/code_last") &
+POSTER=$!
+i=0
+until $C "$U/metrics" | grep -q '^mha_queue_depth 1$'; do
+  i=$((i + 1)); [ $i -le 100 ] || fail "the last request never reached the queue"
+  sleep 0.05
+done
+kill -TERM $SRV
+wait $POSTER || true
+[ "$(cat "$T/code_last")" = 200 ] || fail "a request accepted before SIGTERM: $(cat "$T/code_last")"
+cmp -s "$T/last.npy" "$T/ref.npy" || fail "the drained answer differs"
+set +e
+wait $SRV
+rc=$?
+set -e
+SRV=
+[ $rc = 0 ] || fail "the server exited $rc after SIGTERM: $(cat "$T/err")"
+grep -q "drained 1 waiting" "$T/err" || fail "no drain report: $(cat "$T/err")"
+echo "ok: SIGTERM drains"
+
+set +e
+"$MHA" serve "$T/m.onnx" --host not-an-address >/dev/null 2>&1
+[ $? = 2 ] || fail "a bad --host: wanted exit 2"
+"$MHA" serve >/dev/null 2>&1
+[ $? = 2 ] || fail "no model: wanted exit 2"
+echo "ok: usage errors"

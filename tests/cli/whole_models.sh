@@ -1,0 +1,87 @@
+#!/bin/sh
+# whole_models.sh -- whole transformer models (tests/data/models, written in
+# PyTorch by make_models.py, outputs from PyTorch; conformance.sh checks
+# them with every backend) load as plans: a perturbed expected output is
+# caught, `mha info` says it is a plan with token-id inputs.
+# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
+set -eu
+: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
+T="$MHA_TEST_TMP"
+rm -rf "$T" && mkdir -p "$T"
+M="$MHA_TEST_DATA/models"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+want=$(find "$M" -mindepth 2 -maxdepth 2 -name model.onnx | wc -l)
+[ "$want" -ge 2 ] || fail "expected at least 2 whole models in $M, found $want"
+
+echo "== a perturbed expected output fails"
+case_dir="$T/cases/bert"
+mkdir -p "$case_dir"
+cp -r "$M/bert_postln_l2_d64_h4/." "$case_dir/"
+out="$case_dir/test_data_set_0/output_0.pb"
+size=$(wc -c <"$out")
+# the high byte of the last float of raw_data (it ends the message)
+printf '\102' | dd of="$out" bs=1 seek=$((size - 1)) conv=notrunc 2>/dev/null
+set +e
+"$MHA" check "$T/cases" >"$T/perturbed.txt" 2>&1
+rc=$?
+set -e
+[ "$rc" = 1 ] || fail "perturbed case: exit $rc, wanted 1 ($(cat "$T/perturbed.txt"))"
+grep -q '^FAIL bert' "$T/perturbed.txt" || fail "perturbed case not reported: $(cat "$T/perturbed.txt")"
+echo "ok: perturbed output reported"
+
+echo "== mha info on a whole model"
+"$MHA" info "$M/bert_postln_l2_d64_h4/model.onnx" >"$T/info.txt"
+grep -q '^form: *plan' "$T/info.txt" || fail "info: no plan form: $(cat "$T/info.txt")"
+grep -q 'input_ids .*token_ids .*int64' "$T/info.txt" || fail "info: input_ids role: $(cat "$T/info.txt")"
+echo "ok: info"
+
+echo "== mha info prints the plan"
+grep -q '^attention layers: 2' "$T/info.txt" || fail "info: no layer count: $(cat "$T/info.txt")"
+[ "$(grep -c 'fused, ' "$T/info.txt")" = 2 ] || fail "info: BERT layers not fused: $(cat "$T/info.txt")"
+grep -q '^plan: .* 2 attention, 5 GEMM, 5 norm' "$T/info.txt" || fail "info: no plan line: $(cat "$T/info.txt")"
+# what the GEMM steps fuse: the erf GELU after W1, the residual after W2
+grep -q 'gemm+bias+Div+Erf+Add+Mul+Mul  *x2' "$T/info.txt" || fail "info: GELU epilogue: $(cat "$T/info.txt")"
+grep -q 'gemm+bias+residual  *x2' "$T/info.txt" || fail "info: residual epilogue: $(cat "$T/info.txt")"
+# a causal decoder: both layers fused, causal
+"$MHA" info "$M/gpt2_preln_causal_l2_d64_h4/model.onnx" >"$T/info2.txt"
+[ "$(grep -c 'fused, ' "$T/info2.txt")" = 2 ] || fail "info: GPT-2 layers not fused: $(cat "$T/info2.txt")"
+grep -q '^causal: *yes' "$T/info2.txt" || fail "info: GPT-2 not causal: $(cat "$T/info2.txt")"
+# a layer the recogniser refuses (today the ViT's) is interpreted, with the
+# reason, and the plan says what share of the FLOPs the interpreter carries
+"$MHA" info "$M/vit_preln_l2_d64_h4_p4/model.onnx" >"$T/info3.txt"
+if grep -q 'interpreted: ' "$T/info3.txt"; then
+  grep -q '^FLOPs: .* [1-9][0-9.]* % interpreted' "$T/info3.txt" ||
+    fail "info: interpreted FLOP share: $(cat "$T/info3.txt")"
+fi
+echo "ok: plan printed"
+
+echo "== mha run over .npy token ids with an attention mask"
+B="$M/bert_postln_l2_d64_h4"
+D="$B/dataset"
+bind="input_ids=$D/input_ids.npy attention_mask=$D/attention_mask.npy token_type_ids=$D/token_type_ids.npy"
+# shellcheck disable=SC2086
+"$MHA" run -q "$B/model.onnx" $bind -o "$T/y_all.npy" "$T/pool_all.npy" ||
+  fail "run: whole model over token ids"
+# streamed in chunks of 2 rows (the last one short): the same bytes
+# shellcheck disable=SC2086
+"$MHA" run -q "$B/model.onnx" $bind -o "$T/y_2.npy" "$T/pool_2.npy" --batch-size 2 ||
+  fail "run: streamed"
+cmp "$T/y_all.npy" "$T/y_2.npy" || fail "run: streamed hidden states differ"
+cmp "$T/pool_all.npy" "$T/pool_2.npy" || fail "run: streamed pooled outputs differ"
+# [5, 6, 64] float32 after a 128-byte header
+[ "$(wc -c <"$T/y_all.npy")" = $((128 + 5 * 6 * 64 * 4)) ] || fail "run: output size"
+echo "ok: run streams token ids"
+# a token id outside the embedding table is an error naming the node
+cp "$D/input_ids.npy" "$T/bad_ids.npy"
+printf '\177' | dd of="$T/bad_ids.npy" bs=1 seek=$((128 + 7)) conv=notrunc 2>/dev/null
+set +e
+"$MHA" run -q "$B/model.onnx" "input_ids=$T/bad_ids.npy" "attention_mask=$D/attention_mask.npy" \
+  "token_type_ids=$D/token_type_ids.npy" -o "$T/y_bad.npy" 2>"$T/bad.err"
+rc=$?
+set -e
+[ "$rc" = 1 ] || fail "run: out-of-range id: exit $rc, wanted 1"
+grep -q 'Gather' "$T/bad.err" || fail "run: out-of-range id: $(cat "$T/bad.err")"
+[ ! -e "$T/y_bad.npy" ] || fail "run: a failed run left an output"
+echo "ok: an id out of range fails cleanly"

@@ -1,0 +1,477 @@
+/* test_plan.c -- whole models as plans (engine/src/plan): the partition
+ * finds every attention layer of a BERT-style graph and hands it to the
+ * recogniser (and a layer it refuses is interpreted); MatMuls / Gemms with constant weights become
+ * GEMM steps (bias fused) that match the plain GEMM; the steps never run a node twice; values are
+ * freed after their last step; output shapes follow the input axes; probe inputs stay in range; the
+ * plan verifier catches a layer that computes something else; a refused layer is interpreted with
+ * its reason. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec.h"
+#include "onnx_ir.h"
+#include "plan/plan_internal.h"
+#include "registry.h"
+
+static mha_alloc_ctx g_alloc;
+
+#define BERT "bert_postln_l2_d64_h4"
+#define GPT2 "gpt2_preln_causal_l2_d64_h4"
+
+static plan *build_n(const char *name, int skip_verify, size_t cores) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/%s/model.onnx", MHA_TEST_DATA, name);
+    ir_graph *g = NULL;
+    mha_error err;
+    mha_error_clear(&err);
+    if (ir_load_file(&g_alloc, path, NULL, &g, &err) != MHA_OK)
+        fail_msg("loading %s: %s", path, err.message);
+    assert_int_equal(plan_count_cores(g), cores);
+    plan *P = NULL;
+    if (plan_build(&g_alloc, &g, skip_verify, &P, &err) != MHA_OK)
+        fail_msg("plan of %s: %s", name, err.message);
+    assert_null(g); /* the plan owns the graph */
+    return P;
+}
+
+static plan *build(const char *name, int skip_verify) {
+    return build_n(name, skip_verify, 2);
+}
+
+static void test_partition_finds_every_layer(void **state) {
+    (void)state;
+    plan *P = build(BERT, 0);
+    assert_int_equal(P->n_layers, 2);
+    size_t attention_steps = 0;
+    for (size_t s = 0; s < P->n_steps; s++)
+        attention_steps += P->steps[s].kind == PLAN_STEP_ATTENTION;
+    assert_int_equal(attention_steps, 2);
+    for (size_t i = 0; i < 2; i++) {
+        const plan_layer *pl = &P->layers[i];
+        assert_true(pl->recognised);
+        assert_int_equal(pl->L.d_model, 64);
+        assert_int_equal(pl->L.q_heads, 4);
+        assert_int_equal(pl->L.d_head, 16);
+        /* X and the extended mask prepared once outside the layers */
+        assert_int_equal(pl->L.n_inputs, 2);
+        assert_int_equal(pl->L.inputs[1].role, MHA_ROLE_ATTN_MASK);
+        assert_true(pl->n_nodes > 10);
+    }
+    /* both layers read the same mask value, computed by interpreted steps */
+    assert_int_equal(P->layers[0].in_values[1], P->layers[1].in_values[1]);
+    /* layer 1 reads what follows layer 0, never layer 0's own output */
+    assert_int_not_equal(P->layers[1].in_values[0], P->layers[0].out_value);
+    /* no node runs twice: interpreted nodes are no layer's */
+    for (size_t s = 0; s < P->n_steps; s++) {
+        if (P->steps[s].kind != PLAN_STEP_INTERP) continue;
+        for (size_t i = 0; i < P->n_layers; i++)
+            for (size_t k = 0; k < P->layers[i].n_nodes; k++)
+                assert_int_not_equal(P->steps[s].index, P->layers[i].nodes[k]);
+    }
+    plan_free(P);
+}
+
+/* GPT-2: fused QKV, a causal mask from a tril buffer through Where with
+ * the most negative float: both layers fused and causal. */
+static void test_causal_decoder_layers(void **state) {
+    (void)state;
+    plan *P = build(GPT2, 0);
+    assert_int_equal(P->n_layers, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_true(P->layers[i].recognised);
+        assert_true(P->layers[i].L.causal);
+        assert_int_equal(P->layers[i].L.n_inputs, 1); /* the mask comes from the buffer */
+    }
+    plan_free(P);
+}
+
+/* ViT: nn.MultiheadAttention (batch first) reads the shape of its input X
+ * outside the layer too (to put the output back in batch-first order);
+ * the partition hands the layer to the recogniser anyway (the shape of X
+ * is known outside), and the patch-embedding Conv is interpreted. */
+static void test_partition_shape_of_x_read_outside(void **state) {
+    (void)state;
+    plan *P = build("vit_preln_l2_d64_h4_p4", 0);
+    assert_int_equal(P->n_layers, 2);
+    for (size_t i = 0; i < 2; i++)
+        if (!P->layers[i].recognised) {
+            assert_null(strstr(P->layers[i].reason, "inside it is also read"));
+            /* a refused layer: its nodes run interpreted, none is a step's */
+            assert_true(P->layers[i].reason[0] != '\0');
+            assert_int_equal(P->layers[i].n_nodes, 0);
+        }
+    int conv = 0;
+    for (size_t s = 0; s < P->n_steps; s++)
+        conv += P->steps[s].kind == PLAN_STEP_INTERP &&
+                strcmp(P->g->nodes[P->steps[s].index].op_type, "Conv") == 0;
+    assert_int_equal(conv, 1);
+    plan_free(P);
+}
+
+/* BERT: W1 and W2 of both layers (MatMul + bias Add fused) and the pooler
+ * (a Gemm with transB, its bias as C) become GEMM steps. */
+static void test_gemm_steps(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    assert_int_equal(P->n_gemms, 5);
+    int ffn_in = 0, ffn_out = 0, pooler = 0;
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        const plan_gemm *g = &P->gemms[i];
+        assert_non_null(g->bias);
+        const char *op = P->g->nodes[g->node].op_type;
+        if (strcmp(op, "MatMul") == 0) assert_true(g->bias_node >= 0);
+        ffn_in += g->K == 64 && g->N == 128;
+        ffn_out += g->K == 128 && g->N == 64;
+        pooler += strcmp(op, "Gemm") == 0 && g->W_owned != NULL;
+    }
+    assert_int_equal(ffn_in, 2);
+    assert_int_equal(ffn_out, 2);
+    assert_int_equal(pooler, 1);
+    plan_free(P);
+}
+
+static int has_op(const plan_ew_prog *p, plan_ew_code code) {
+    for (int i = 0; i < p->n_ops; i++)
+        if (p->ops[i].code == code) return 1;
+    return 0;
+}
+
+/* The elementwise runs after GEMMs become epilogues: GELU (erf in BERT,
+ * tanh in GPT-2) after W1, the residual add after W2, tanh after the
+ * pooler; applied, the erf GELU program is x/2 (1 + erf(x/sqrt 2)). */
+static void test_gemm_epilogues(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    int gelu = 0, residual = 0, pooler_tanh = 0;
+    const plan_ew_prog *gelu_prog = NULL;
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        const plan_gemm *g = &P->gemms[i];
+        if (g->N == 128 && has_op(&g->epilogue, PLAN_EW_ERF)) {
+            gelu++;
+            gelu_prog = &g->epilogue;
+            assert_int_equal(g->epilogue.ext_value, -1);
+        }
+        if (g->N == 64 && g->K == 128 && g->epilogue.ext_value >= 0) residual++;
+        if (g->W_owned && has_op(&g->epilogue, PLAN_EW_TANH)) pooler_tanh++;
+    }
+    assert_int_equal(gelu, 2);
+    assert_int_equal(residual, 2);
+    assert_int_equal(pooler_tanh, 1);
+    float x[300];
+    for (int i = 0; i < 300; i++)
+        x[i] = (float)(i - 150) / 37.0f;
+    float y[300];
+    memcpy(y, x, sizeof x);
+    plan_ew_apply(gelu_prog, y, NULL, 300, 100, 0);
+    for (int i = 0; i < 300; i++)
+        assert_float_equal(y[i], 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0))), 1e-6);
+    plan_free(P);
+    P = build(GPT2, 1);
+    int tanh_gelu = 0;
+    for (size_t i = 0; i < P->n_gemms; i++)
+        tanh_gelu += has_op(&P->gemms[i].epilogue, PLAN_EW_TANH) &&
+                     has_op(&P->gemms[i].epilogue, PLAN_EW_POW);
+    assert_int_equal(tanh_gelu, 2);
+    plan_free(P);
+}
+
+/* The decomposed LayerNorms (embeddings, two per layer) become norm steps
+ * with their gamma, beta and eps; a row comes out with mean beta and the
+ * spread gamma gives it. */
+static void test_norm_steps(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    assert_int_equal(P->n_norms, 5);
+    size_t steps = 0;
+    for (size_t s = 0; s < P->n_steps; s++)
+        steps += P->steps[s].kind == PLAN_STEP_NORM;
+    assert_int_equal(steps, 5);
+    for (size_t i = 0; i < P->n_norms; i++) {
+        const plan_norm *nm = &P->norms[i];
+        assert_int_equal(nm->D, 64);
+        assert_non_null(nm->gamma);
+        assert_non_null(nm->beta);
+        assert_float_equal(nm->eps, 1e-12, 1e-15);
+        assert_int_equal(nm->n_nodes, 9); /* 2 ReduceMean, Sub, Pow, Add, Sqrt, Div, Mul, Add */
+    }
+    plan_norm one = P->norms[0];
+    {
+        /* the LayerNormalization op (opset 17): one node a step */
+        plan *Q = build_n("minilm_postln_l3_d48_h6", 1, 3);
+        assert_int_equal(Q->n_norms, 7);
+        for (size_t i = 0; i < Q->n_norms; i++) {
+            assert_int_equal(Q->norms[i].n_nodes, 1);
+            assert_string_equal(Q->g->nodes[Q->norms[i].nodes[0]].op_type, "LayerNormalization");
+            assert_int_equal(Q->norms[i].D, 48);
+        }
+        plan_free(Q);
+    }
+    float gamma[64], beta[64], x[2 * 64], y[2 * 64];
+    for (int i = 0; i < 64; i++) {
+        gamma[i] = 2.0f;
+        beta[i] = 0.5f;
+    }
+    one.gamma = gamma;
+    one.beta = beta;
+    tu_fill_random(x, 128, 3);
+    for (int i = 0; i < 64; i++)
+        x[64 + i] = 7.0f; /* a constant row: all beta */
+    plan_norm_rows(&one, x, y, 2);
+    double mean = 0.0, sq = 0.0;
+    for (int i = 0; i < 64; i++) {
+        mean += y[i];
+        sq += (y[i] - 0.5) * (y[i] - 0.5);
+        assert_float_equal(y[64 + i], 0.5, 1e-6);
+    }
+    assert_float_equal(mean / 64.0, 0.5, 1e-5);
+    assert_float_equal(sq / 64.0, 4.0, 1e-3);
+    plan_free(P);
+}
+
+/* exec_gemm_run on the built-in scalar backend matches the plain GEMM of
+ * the verifier, and is bitwise the same with 1 and 2 threads. */
+static void test_exec_gemm_matches_reference(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    const plan_gemm *g = &P->gemms[0];
+    const mha_plugin *p = mha_scalar_plugin_table();
+    exec_gemm_weights W;
+    memset(&W, 0, sizeof W);
+    const float *w[1] = {g->W}, *b[1] = {g->bias};
+    int64_t cols[1] = {g->N};
+    mha_error err;
+    assert_int_equal(exec_pack_parts(NULL, p, g->K, 1, w, cols, b, "W", &W, &err), MHA_OK);
+    const int64_t M = 133; /* more than two row tiles, a ragged last one */
+    float *A = malloc(sizeof(float) * (size_t)(M * g->K));
+    float *want = malloc(sizeof(float) * (size_t)(M * g->N));
+    float *got1 = calloc((size_t)(M * g->N), sizeof(float));
+    float *got2 = calloc((size_t)(M * g->N), sizeof(float));
+    assert_non_null(A);
+    tu_fill_random(A, (size_t)(M * g->K), 7);
+    assert_int_equal(plan_reference_backend.gemm(NULL, P, 0, A, M, want, NULL, NULL, &err), MHA_OK);
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 1, 0, &pl, &err), MHA_OK);
+    exec_env env;
+    memset(&env, 0, sizeof env);
+    env.plugin = p;
+    env.pool = pl;
+    env.num_threads = 1;
+    assert_int_equal(exec_gemm_run(&env, &W, A, M, got1, NULL, &err), MHA_OK);
+    env.num_threads = 2;
+    assert_int_equal(exec_gemm_run(&env, &W, A, M, got2, NULL, &err), MHA_OK);
+    assert_memory_equal(got1, got2, sizeof(float) * (size_t)(M * g->N));
+    assert_true(tu_max_rel_err(got1, want, (size_t)(M * g->N)) < 1e-5);
+    /* unpacked weights are refused, not silently zero */
+    exec_gemm_weights none = {.K = g->K, .N = g->N, .packed = NULL, .bias = NULL};
+    assert_int_equal(exec_gemm_run(&env, &none, A, M, got1, NULL, &err), MHA_ERR_INTERNAL);
+    pool_destroy(pl);
+    exec_weights_free(NULL, &W);
+    free(A);
+    free(want);
+    free(got1);
+    free(got2);
+    plan_free(P);
+}
+
+static mha_status reference_layer(void *user, const plan *P, size_t li, const mha_tensor *in,
+                                  size_t n_in, mha_tensor *out, size_t n_out, mha_error *err) {
+    (*(int *)user)++;
+    return plan_reference_backend.attention(NULL, P, li, in, n_in, out, n_out, err);
+}
+
+static void test_values_freed_after_last_step(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    tensor *in[3] = {0};
+    mha_error err;
+    assert_int_equal(plan_probe_inputs(P, 1, in, &err), MHA_OK);
+    tensor **values = NULL;
+    int calls = 0;
+    plan_backend be = {reference_layer, plan_reference_backend.gemm, &calls};
+    assert_int_equal(plan_exec(P, in, &be, 0, &values, &err), MHA_OK);
+    assert_int_equal(calls, 2);
+    /* what is left: outputs, inputs, initializers and folded constants */
+    for (size_t v = 0; v < P->g->n_values; v++) {
+        if (!values[v] || values[v] == plan_const(P, (int)v)) continue;
+        int keep = P->g->values[v].graph_input >= 0;
+        for (size_t k = 0; k < P->g->n_outputs; k++)
+            keep |= P->g->outputs[k] == (int)v;
+        if (!keep) fail_msg("value '%s' outlived its last step", P->g->values[v].name);
+    }
+    plan_values_free(P, in, values);
+    for (int i = 0; i < 3; i++)
+        tensor_free(in[i]);
+    plan_free(P);
+}
+
+/* Releasing the weights only attention layers read frees initializers and
+ * leaves a plan that computes the same bytes. */
+static void test_release_weights(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    tensor *in[3] = {0}, **before = NULL, **after = NULL;
+    mha_error err;
+    assert_int_equal(P->g->n_outputs, 2);
+    assert_int_equal(plan_probe_inputs(P, 0, in, &err), MHA_OK);
+    assert_int_equal(plan_exec(P, in, &plan_reference_backend, 0, &before, &err), MHA_OK);
+    /* the outputs, kept; the rest of that run freed before the release */
+    tensor *want[2];
+    for (size_t k = 0; k < 2; k++)
+        assert_int_equal(tensor_clone(before[P->g->outputs[k]], &want[k], &err), MHA_OK);
+    plan_values_free(P, in, before);
+    size_t inits0 = 0, inits1 = 0;
+    for (size_t v = 0; v < P->g->n_values; v++)
+        inits0 += P->g->values[v].init != NULL;
+    assert_int_equal(plan_release_weights(P, &err), MHA_OK);
+    for (size_t v = 0; v < P->g->n_values; v++)
+        inits1 += P->g->values[v].init != NULL;
+    /* Wq, bq, Wk, bk, Wv, bv, Wo, bo of two layers at least */
+    assert_true(inits1 + 16 <= inits0);
+    assert_int_equal(plan_exec(P, in, &plan_reference_backend, 0, &after, &err), MHA_OK);
+    for (size_t k = 0; k < 2; k++) {
+        const tensor *a = want[k], *b = after[P->g->outputs[k]];
+        assert_int_equal(a->nbytes, b->nbytes);
+        assert_memory_equal(a->data, b->data, a->nbytes);
+        tensor_free(want[k]);
+    }
+    plan_values_free(P, in, after);
+    for (int i = 0; i < 3; i++)
+        tensor_free(in[i]);
+    plan_free(P);
+}
+
+static void test_output_shapes_follow_inputs(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    int64_t ids[3 * 6] = {0};
+    mha_tensor in[3], out[2];
+    for (int i = 0; i < 3; i++) {
+        memset(&in[i], 0, sizeof in[i]);
+        in[i].dtype = MHA_DTYPE_INT64;
+        in[i].rank = 2;
+        in[i].shape[0] = 3;
+        in[i].shape[1] = 6;
+        in[i].data = ids;
+    }
+    mha_error err;
+    assert_int_equal(plan_output_shapes(P, in, 3, out, 2, &err), MHA_OK);
+    assert_int_equal(out[0].rank, 3);
+    assert_int_equal(out[0].shape[0], 3);
+    assert_int_equal(out[0].shape[1], 6);
+    assert_int_equal(out[0].shape[2], 64);
+    assert_int_equal(out[1].rank, 2);
+    assert_int_equal(out[1].shape[0], 3);
+    assert_int_equal(out[1].shape[1], 64);
+    /* the mask's sequence axis must be the ids' */
+    in[1].shape[1] = 5;
+    assert_int_equal(plan_output_shapes(P, in, 3, out, 2, &err), MHA_ERR_SHAPE);
+    in[1].shape[1] = 6;
+    in[2].dtype = MHA_DTYPE_FLOAT32;
+    assert_int_equal(plan_output_shapes(P, in, 3, out, 2, &err), MHA_ERR_DTYPE);
+    plan_free(P);
+}
+
+static void test_probe_inputs_in_range(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    for (int p = 0; p < PLAN_PROBES; p++) {
+        tensor *in[3] = {0};
+        mha_error err;
+        assert_int_equal(plan_probe_inputs(P, p, in, &err), MHA_OK);
+        const int64_t bound[3] = {100, 2, 2}; /* vocabulary, mask, segments */
+        int64_t seen_max[3] = {0, 0, 0};
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(in[i]->dims[0], P->probe_sizes[p][0]);
+            assert_int_equal(in[i]->dims[1], P->probe_sizes[p][1]);
+            for (int64_t e = 0; e < tensor_numel(in[i]); e++) {
+                int64_t x = tensor_get_i64(in[i], e);
+                assert_true(x >= 0 && x < bound[i]);
+                if (x > seen_max[i]) seen_max[i] = x;
+            }
+            tensor_free(in[i]);
+        }
+        assert_true(seen_max[0] > 1); /* ids are not just a mask */
+    }
+    plan_free(P);
+}
+
+static void test_verify_catches_a_wrong_layer(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    mha_error err;
+    mha_error_clear(&err);
+    assert_int_equal(plan_verify(P, &err), MHA_OK);
+    P->layers[1].L.wo[5] += 0.25f; /* layer 1 computes something else */
+    assert_int_equal(plan_verify(P, &err), MHA_ERR_MODEL_VERIFY);
+    assert_non_null(strstr(err.message, "differs from the graph"));
+    plan_free(P);
+}
+
+/* Allocation failures while loading a whole model, at points spread over
+ * the whole load (a full sweep of its thousands of allocations would take
+ * minutes): each is a clean MHA_ERR_NO_MEMORY with no model, or -- a
+ * once-only failure something retried around -- a model that still loads;
+ * nothing leaks (LeakSanitizer in the ASan build). */
+static void test_load_alloc_failures(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/%s/model.onnx", MHA_TEST_DATA, BERT);
+    mha_error err;
+    mha_model *m = NULL;
+    mha_alloc_fail_at(1L << 40, 0); /* counts without failing */
+    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    long total = mha_alloc_count();
+    mha_alloc_fail_at(0, 0);
+    mha_model_free(m);
+    assert_true(total > 100);
+    print_message("loading %s: %ld allocations\n", BERT, total);
+    const long points = 400;
+    for (int persistent = 0; persistent < 2; persistent++)
+        for (long i = 0; i < points; i++) {
+            /* up to 99 % of the way: the number of allocations of a load
+             * varies by a few between loads of the same file (one layer
+             * too: 440 to 444 for a conformance case), so the last points
+             * may lie past the end of a shorter load */
+            long n = 1 + i * (total * 99 / 100 - 1) / (points - 1);
+            mha_error_clear(&err);
+            m = (mha_model *)&err; /* must be overwritten */
+            mha_alloc_fail_at(n, persistent);
+            mha_status st = mha_model_load_file(path, NULL, &m, &err);
+            mha_alloc_fail_at(0, 0);
+            if (st == MHA_OK) {
+                if (persistent)
+                    fail_msg("allocation %ld of %ld failing for good: loaded", n, total);
+                assert_non_null(m);
+                mha_model_free(m);
+                continue;
+            }
+            if (st != MHA_ERR_NO_MEMORY)
+                fail_msg("allocation %ld of %ld failing (%s) gave %s: %s", n, total,
+                         persistent ? "all" : "once", mha_status_name(st), err.message);
+            assert_null(m);
+        }
+}
+
+int main(void) {
+    mha_alloc_ctx_init(&g_alloc, NULL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_partition_finds_every_layer),
+        cmocka_unit_test(test_causal_decoder_layers),
+        cmocka_unit_test(test_partition_shape_of_x_read_outside),
+        cmocka_unit_test(test_gemm_steps),
+        cmocka_unit_test(test_gemm_epilogues),
+        cmocka_unit_test(test_norm_steps),
+        cmocka_unit_test(test_exec_gemm_matches_reference),
+        cmocka_unit_test(test_values_freed_after_last_step),
+        cmocka_unit_test(test_release_weights),
+        cmocka_unit_test(test_output_shapes_follow_inputs),
+        cmocka_unit_test(test_probe_inputs_in_range),
+        cmocka_unit_test(test_verify_catches_a_wrong_layer),
+        cmocka_unit_test(test_load_alloc_failures),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

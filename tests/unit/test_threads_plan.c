@@ -1,0 +1,144 @@
+/* test_threads_plan.c -- one whole model (a plan) and one runtime shared by
+ * several threads (runs under TSan, label "threads"): the first runs race
+ * to pack the weights and pack them once; every thread's results, shape
+ * after shape, are bitwise those of a run alone. */
+#include "testutil.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+#define N_THREADS 4
+#define N_RUNS 6
+
+typedef struct job {
+    const mha_model *m;
+    mha_runtime *rt;
+    int64_t B, S;
+    int64_t *ids, *mask, *seg;
+    mha_tensor in[3], out[2];
+} job;
+
+/* Inputs of shape [B, S]: ids in range of the 100-row table, the last
+ * tokens of odd rows padded, segments 0 then 1. */
+static void job_init(job *j, const mha_model *m, mha_runtime *rt, int64_t B, int64_t S) {
+    memset(j, 0, sizeof *j);
+    j->m = m;
+    j->rt = rt;
+    j->B = B;
+    j->S = S;
+    size_t n = (size_t)(B * S);
+    j->ids = malloc(n * sizeof(int64_t));
+    j->mask = malloc(n * sizeof(int64_t));
+    j->seg = malloc(n * sizeof(int64_t));
+    assert_non_null(j->ids);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t s = 0; s < S; s++) {
+            j->ids[b * S + s] = (b * 31 + s * 7) % 100;
+            j->mask[b * S + s] = (b % 2 == 1 && s >= S - 2) ? 0 : 1;
+            j->seg[b * S + s] = s >= S / 2;
+        }
+    int64_t *data[3] = {j->ids, j->mask, j->seg};
+    for (int i = 0; i < 3; i++) {
+        j->in[i].dtype = MHA_DTYPE_INT64;
+        j->in[i].rank = 2;
+        j->in[i].shape[0] = B;
+        j->in[i].shape[1] = S;
+        j->in[i].data = data[i];
+    }
+    mha_error err;
+    assert_int_equal(mha_model_output_shapes(m, j->in, 3, j->out, 2, &err), MHA_OK);
+    for (int k = 0; k < 2; k++) {
+        j->out[k].data = calloc((size_t)mha_tensor_numel(&j->out[k]), sizeof(float));
+        assert_non_null(j->out[k].data);
+    }
+}
+
+static void job_free(job *j) {
+    free(j->ids);
+    free(j->mask);
+    free(j->seg);
+    for (int k = 0; k < 2; k++)
+        free(j->out[k].data);
+}
+
+static size_t job_bytes(const job *j, int k) {
+    return (size_t)mha_tensor_numel(&j->out[k]) * sizeof(float);
+}
+
+typedef struct worker {
+    job jobs[N_RUNS];
+    const job *want; /* [N_RUNS], computed alone */
+    int ok;
+} worker;
+
+static void *worker_main(void *arg) {
+    worker *w = arg;
+    w->ok = 1;
+    for (int r = 0; r < N_RUNS; r++) {
+        job *j = &w->jobs[r];
+        mha_error err;
+        if (mha_run(j->rt, j->m, j->in, 3, j->out, 2, NULL, &err) != MHA_OK) {
+            w->ok = 0;
+            continue;
+        }
+        for (int k = 0; k < 2; k++)
+            if (memcmp(j->out[k].data, w->want[r].out[k].data, job_bytes(j, k)) != 0) w->ok = 0;
+    }
+    return NULL;
+}
+
+static void test_plan_shared_by_threads(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/bert_postln_l2_d64_h4/model.onnx", MHA_TEST_DATA);
+    mha_model *m = NULL;
+    mha_error err;
+    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    mha_runtime_options o;
+    mha_runtime_options_init(&o);
+    o.num_threads = 2;
+    mha_runtime *rt = NULL;
+    assert_int_equal(mha_runtime_create(&o, &rt, &err), MHA_OK);
+
+    /* the reference results: a second model, run alone, one shape at a time */
+    mha_model *alone = NULL;
+    assert_int_equal(mha_model_load_file(path, NULL, &alone, &err), MHA_OK);
+    job want[N_RUNS];
+    for (int r = 0; r < N_RUNS; r++) {
+        job_init(&want[r], alone, rt, 1 + r % 3, 3 + r);
+        assert_int_equal(mha_run(rt, alone, want[r].in, 3, want[r].out, 2, NULL, &err), MHA_OK);
+    }
+
+    worker w[N_THREADS];
+    pthread_t t[N_THREADS];
+    for (int i = 0; i < N_THREADS; i++) {
+        for (int r = 0; r < N_RUNS; r++)
+            job_init(&w[i].jobs[r], m, rt, 1 + r % 3, 3 + r);
+        w[i].want = want;
+        assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+    }
+    for (int i = 0; i < N_THREADS; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_true(w[i].ok);
+        for (int r = 0; r < N_RUNS; r++)
+            job_free(&w[i].jobs[r]);
+    }
+    /* the racing first runs packed the weights once */
+    assert_int_equal(model_pack_count(m), 1);
+    for (int r = 0; r < N_RUNS; r++)
+        job_free(&want[r]);
+    mha_model_free(alone);
+    mha_model_free(m);
+    mha_runtime_destroy(rt);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plan_shared_by_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

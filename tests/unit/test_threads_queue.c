@@ -1,0 +1,545 @@
+/* test_threads_queue.c -- the request queue (queue.c): batched results
+ * bitwise equal to each request run alone, back-pressure when full,
+ * cancels, deadlines, shutdown that drains or cancels (and says which),
+ * many submitters with random cancels and deadlines, bad inputs and
+ * models. Runs under TSan (label "threads"). */
+#include "testutil.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <mha/mha.h>
+
+#define MAX_S 40
+
+static const char *conformance_model(const char *name) {
+    static char buf[1024];
+    snprintf(buf, sizeof buf, "%s/%s/model.onnx", MHA_TEST_DATA, name);
+    return buf;
+}
+
+static mha_model *load(const char *path) {
+    mha_model *m = NULL;
+    mha_error err = {0};
+    if (mha_model_load_file(path, NULL, &m, &err) != MHA_OK) fail_msg("%s: %s", path, err.message);
+    return m;
+}
+
+static mha_runtime *runtime_new(int threads) {
+    mha_runtime_options o;
+    mha_runtime_options_init(&o);
+    o.num_threads = threads;
+    mha_runtime *rt = NULL;
+    mha_error err = {0};
+    if (mha_runtime_create(&o, &rt, &err) != MHA_OK) fail_msg("runtime: %s", err.message);
+    return rt;
+}
+
+/* A d_model 64, 4-head layer from `mha gen` (causal or not): wide enough
+ * for the SIMD kernels' blocked paths. */
+static mha_model *gen_model(int causal) {
+    const char *dir = tu_tmpdir(causal ? "queue_gen_causal" : "queue_gen");
+    const char *path = tu_path(dir, "layer.onnx");
+    if (tu_system("%s/mha gen -d 64 -H 4 %s --seed 3 -o %s", MHA_TEST_BIN_DIR,
+                  causal ? "--causal" : "", path) != 0)
+        fail_msg("mha gen failed");
+    return load(path);
+}
+
+/* The reference: the sequence run alone with mha_run, [1, S, D]. */
+static float *run_alone(mha_runtime *rt, const mha_model *m, const float *x, int64_t S, int64_t D) {
+    float *y = malloc((size_t)(S * D) * sizeof(float));
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {1, S, D}, (void *)x};
+    mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {1, S, D}, y};
+    mha_error err = {0};
+    if (mha_run(rt, m, &in, 1, &out, 1, NULL, &err) != MHA_OK) fail_msg("run: %s", err.message);
+    return y;
+}
+
+static mha_queue *queue_new(mha_runtime *rt, const mha_model *m, int max_batch, double delay_ms,
+                            int capacity) {
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.max_batch = max_batch;
+    o.max_delay_ms = delay_ms;
+    o.capacity = capacity;
+    mha_queue *q = NULL;
+    mha_error err = {0};
+    if (mha_queue_create(rt, m, &o, &q, &err) != MHA_OK) fail_msg("queue: %s", err.message);
+    return q;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bitwise equality: batched (padded, per-item lengths) vs alone              */
+/* ------------------------------------------------------------------------ */
+
+static void check_batched_equals_alone(mha_model *m, int64_t D, int threads) {
+    mha_runtime *rt = runtime_new(threads);
+    /* a long delay and a full-size batch: the requests below form batches */
+    mha_queue *q = queue_new(rt, m, 8, 300.0, 64);
+    enum { N = 24 };
+    float *x[N], *ref[N];
+    int64_t S[N];
+    mha_request *req[N];
+    uint64_t rng = 11;
+    for (int i = 0; i < N; i++) {
+        S[i] = 1 + (int64_t)(tu_rand_u64(&rng) % MAX_S);
+        x[i] = malloc((size_t)(S[i] * D) * sizeof(float));
+        tu_fill_random(x[i], (size_t)(S[i] * D), 100 + (uint64_t)i);
+        ref[i] = run_alone(rt, m, x[i], S[i], D);
+    }
+    for (int i = 0; i < N; i++) {
+        /* rank 2 and rank 3 sequences alike */
+        mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {S[i], D}, x[i]};
+        if (i % 2) in = (mha_tensor){MHA_DTYPE_FLOAT32, 3, {1, S[i], D}, x[i]};
+        mha_error err = {0};
+        if (mha_queue_submit(q, &in, NULL, &req[i], &err) != MHA_OK)
+            fail_msg("submit %d: %s", i, err.message);
+    }
+    int biggest = 0;
+    for (int i = 0; i < N; i++) {
+        mha_error err = {0};
+        if (mha_request_wait(req[i], -1, &err) != MHA_OK) fail_msg("wait %d: %s", i, err.message);
+        const mha_tensor *y = mha_request_output(req[i]);
+        assert_non_null(y);
+        assert_int_equal(y->rank, i % 2 ? 3 : 2);
+        assert_int_equal(y->shape[y->rank - 2], S[i]);
+        if (memcmp(y->data, ref[i], (size_t)(S[i] * D) * sizeof(float)) != 0)
+            fail_msg("request %d (S %lld): batched result differs from the run alone", i,
+                     (long long)S[i]);
+        mha_request_info info;
+        mha_request_get_info(req[i], &info);
+        assert_int_equal(info.done, 1);
+        if (info.batch_size > biggest) biggest = info.batch_size;
+        mha_request_free(req[i]);
+        free(x[i]);
+        free(ref[i]);
+    }
+    /* the test is about batches: some request ran in a full one */
+    assert_int_equal(biggest, 8);
+    mha_queue_stats st;
+    mha_queue_get_stats(q, &st);
+    assert_int_equal(st.completed_ok, N);
+    assert_true(st.batches < N);
+    mha_queue_destroy(q);
+    mha_runtime_destroy(rt);
+}
+
+static void test_batched_equals_alone(void **state) {
+    (void)state;
+    for (int causal = 0; causal <= 1; causal++) {
+        mha_model *m = gen_model(causal);
+        check_batched_equals_alone(m, 64, 0);
+        check_batched_equals_alone(m, 64, 1);
+        mha_model_free(m);
+    }
+    mha_model *m = load(conformance_model("conformance/mha_causal_d16_h2_b4_s64"));
+    check_batched_equals_alone(m, 16, 0);
+    mha_model_free(m);
+    m = load(conformance_model("torch-export/torch_mha_self_d32_h4_b2_s6_op17"));
+    check_batched_equals_alone(m, 32, 0);
+    mha_model_free(m);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Back-pressure, cancel, deadline, shutdown                                 */
+/* ------------------------------------------------------------------------ */
+
+static mha_request *submit_one(mha_queue *q, const float *x, int64_t S, int64_t D,
+                               double deadline_ms, mha_status *st) {
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {S, D}, (void *)x};
+    mha_submit_options so;
+    mha_submit_options_init(&so);
+    so.deadline_ms = deadline_ms;
+    mha_request *r = NULL;
+    mha_error err = {0};
+    *st = mha_queue_submit(q, &in, &so, &r, &err);
+    if (*st != MHA_OK) assert_int_equal(err.status, *st);
+    return r;
+}
+
+static void test_full_then_drain(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(0);
+    /* the dispatcher waits 10 s for a batch of 16: the 4 stay queued */
+    mha_queue *q = queue_new(rt, m, 16, 10000.0, 4);
+    float x[8 * 64];
+    tu_fill_random(x, 8 * 64, 1);
+    mha_request *r[4];
+    mha_status st;
+    for (int i = 0; i < 4; i++) {
+        r[i] = submit_one(q, x, 8, 64, 0, &st);
+        assert_int_equal(st, MHA_OK);
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_null(submit_one(q, x, 8, 64, 0, &st));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(st, MHA_ERR_QUEUE_FULL);
+    assert_true(t1.tv_sec - t0.tv_sec < 2); /* at once, not after the delay */
+    mha_queue_stats s;
+    mha_queue_get_stats(q, &s);
+    assert_int_equal(s.depth, 4);
+    assert_int_equal(s.rejected_full, 1);
+    uint64_t drained = 99, cancelled = 99;
+    mha_queue_shutdown(q, 1, &drained, &cancelled);
+    assert_int_equal(drained, 4);
+    assert_int_equal(cancelled, 0);
+    float *ref = run_alone(rt, m, x, 8, 64);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(mha_request_wait(r[i], 0, NULL), MHA_OK);
+        assert_memory_equal(mha_request_output(r[i])->data, ref, sizeof x);
+        mha_request_free(r[i]);
+    }
+    free(ref);
+    assert_null(submit_one(q, x, 8, 64, 0, &st));
+    assert_int_equal(st, MHA_ERR_SHUTDOWN);
+    mha_queue_shutdown(q, 1, &drained, &cancelled); /* again: nothing to do */
+    assert_int_equal(drained, 0);
+    mha_queue_destroy(q);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
+typedef struct done_count {
+    atomic_int calls;
+    atomic_int ok, cancelled, expired, shut, other;
+} done_count;
+
+static void count_done(void *user, mha_request *r) {
+    done_count *c = user;
+    mha_request_info info;
+    mha_request_get_info(r, &info);
+    if (!info.done) atomic_fetch_add(&c->other, 1000); /* a callback before completion */
+    atomic_fetch_add(&c->calls, 1);
+    switch (info.status) {
+    case MHA_OK:
+        atomic_fetch_add(&c->ok, 1);
+        break;
+    case MHA_ERR_CANCELLED:
+        atomic_fetch_add(&c->cancelled, 1);
+        break;
+    case MHA_ERR_DEADLINE:
+        atomic_fetch_add(&c->expired, 1);
+        break;
+    case MHA_ERR_SHUTDOWN:
+        atomic_fetch_add(&c->shut, 1);
+        break;
+    default:
+        atomic_fetch_add(&c->other, 1);
+    }
+    mha_request_free(r); /* freeing in the callback is allowed */
+}
+
+static void test_cancel_deadline_shutdown(void **state) {
+    (void)state;
+    mha_model *m = gen_model(1);
+    mha_runtime *rt = runtime_new(0);
+    mha_queue *q = queue_new(rt, m, 16, 10000.0, 64);
+    float x[4 * 64];
+    tu_fill_random(x, 4 * 64, 2);
+    mha_status st;
+    /* cancel while waiting: completes at once */
+    mha_request *a = submit_one(q, x, 4, 64, 0, &st);
+    assert_int_equal(mha_request_cancel(a), 1);
+    mha_error err = {0};
+    assert_int_equal(mha_request_wait(a, -1, &err), MHA_ERR_CANCELLED);
+    assert_int_equal(err.status, MHA_ERR_CANCELLED);
+    assert_null(mha_request_output(a));
+    assert_int_equal(mha_request_cancel(a), 0); /* already done */
+    mha_request_free(a);
+    /* a wait that times out leaves the request pending */
+    mha_request *b = submit_one(q, x, 4, 64, 0, &st);
+    assert_int_equal(mha_request_wait(b, 20, &err), MHA_ERR_LIMIT);
+    /* destroying the queue cancels it; the request outlives the queue */
+    mha_queue_destroy(q);
+    assert_int_equal(mha_request_wait(b, -1, &err), MHA_ERR_SHUTDOWN);
+    mha_request_free(b); /* after its queue is gone */
+
+    /* a deadline that passes while the batch waits for company */
+    q = queue_new(rt, m, 16, 200.0, 64);
+    mha_request *c = submit_one(q, x, 4, 64, 5, &st);
+    mha_request *d = submit_one(q, x, 4, 64, 0, &st);
+    assert_int_equal(mha_request_wait(c, -1, &err), MHA_ERR_DEADLINE);
+    assert_int_equal(mha_request_wait(d, -1, &err), MHA_OK);
+    mha_request_info info;
+    mha_request_get_info(c, &info);
+    assert_int_equal(info.batch_size, 0);
+    mha_queue_stats s;
+    mha_queue_get_stats(q, &s);
+    assert_int_equal(s.expired, 1);
+    assert_int_equal(s.completed_ok, 1);
+    mha_request_free(c);
+    mha_request_free(d);
+
+    /* shutdown without draining: the waiting ones complete as shut down,
+     * each callback once; free before completion is fine too */
+    done_count cnt;
+    memset(&cnt, 0, sizeof cnt);
+    mha_queue_destroy(q);
+    q = queue_new(rt, m, 16, 10000.0, 64);
+    for (int i = 0; i < 10; i++) {
+        mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {4, 64}, x};
+        mha_submit_options so;
+        mha_submit_options_init(&so);
+        so.done = count_done;
+        so.done_user = &cnt;
+        mha_request *r = NULL;
+        assert_int_equal(mha_queue_submit(q, &in, &so, &r, NULL), MHA_OK);
+        (void)r; /* freed by the callback */
+    }
+    mha_request *e = submit_one(q, x, 4, 64, 0, &st);
+    mha_request_free(e); /* still pending: cancelled, memory released on completion */
+    uint64_t drained = 99, cancelled = 99;
+    mha_queue_shutdown(q, 0, &drained, &cancelled);
+    assert_int_equal(drained, 0);
+    assert_int_equal(cancelled, 10);
+    assert_int_equal(atomic_load(&cnt.calls), 10);
+    assert_int_equal(atomic_load(&cnt.shut), 10);
+    mha_queue_get_stats(q, &s);
+    assert_int_equal(s.cancelled, 1);
+    assert_int_equal(s.shut, 10);
+    mha_queue_destroy(q);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
+/* A queue bounded in time: once a batch has priced a token, a request is
+ * refused when the work already waiting would take longer than
+ * max_queue_ms (here far less than any request), while an empty queue
+ * still accepts. */
+static void test_time_bound(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(0);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.max_batch = 2;
+    o.max_delay_ms = 10000.0; /* a lone request waits for a second one */
+    o.max_queue_ms = 1e-9;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    float x[16 * 64];
+    tu_fill_random(x, 16 * 64, 4);
+    mha_status st;
+    /* no cost known yet: a full batch of two is accepted and runs at once */
+    mha_request *a = submit_one(q, x, 16, 64, 0, &st);
+    mha_request *b = submit_one(q, x, 16, 64, 0, &st);
+    assert_int_equal(st, MHA_OK);
+    assert_int_equal(mha_request_wait(a, -1, NULL), MHA_OK);
+    assert_int_equal(mha_request_wait(b, -1, NULL), MHA_OK);
+    /* an empty queue accepts; behind it, the next one is refused at once */
+    mha_request *c = submit_one(q, x, 16, 64, 0, &st);
+    assert_int_equal(st, MHA_OK);
+    mha_error err = {0};
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {16, 64}, x};
+    mha_request *d = NULL;
+    assert_int_equal(mha_queue_submit(q, &in, NULL, &d, &err), MHA_ERR_QUEUE_FULL);
+    assert_non_null(strstr(err.message, "would take more than"));
+    mha_queue_stats s;
+    mha_queue_get_stats(q, &s);
+    assert_int_equal(s.rejected_full, 1);
+    assert_int_equal(s.depth, 1);
+    uint64_t drained = 0;
+    mha_queue_shutdown(q, 1, &drained, NULL);
+    assert_int_equal(drained, 1);
+    assert_int_equal(mha_request_wait(c, -1, NULL), MHA_OK);
+    mha_request_free(a);
+    mha_request_free(b);
+    mha_request_free(c);
+    mha_queue_destroy(q);
+    o.max_queue_ms = -1;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_ERR_INVALID_ARGUMENT);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Many submitters, random cancels and deadlines, shutdown mid-stream         */
+/* ------------------------------------------------------------------------ */
+
+typedef struct stress_shared {
+    mha_queue *q;
+    const float *x;              /* [MAX_S, 64] */
+    const float *ref[MAX_S + 1]; /* ref[S]: the first S rows run alone */
+    done_count cnt;
+    atomic_int accepted, refused_full, refused_shut, mismatches, bad;
+    int per_thread;
+} stress_shared;
+
+typedef struct stress_thread {
+    stress_shared *sh;
+    uint64_t seed;
+} stress_thread;
+
+static void *stress_main(void *arg) {
+    stress_thread *t = arg;
+    stress_shared *sh = t->sh;
+    uint64_t rng = t->seed;
+    for (int i = 0; i < sh->per_thread; i++) {
+        int64_t S = 1 + (int64_t)(tu_rand_u64(&rng) % MAX_S);
+        int what = (int)(tu_rand_u64(&rng) % 8);
+        mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {S, 64}, (void *)sh->x};
+        mha_submit_options so;
+        mha_submit_options_init(&so);
+        if (what == 1) so.deadline_ms = 0.05;
+        mha_request *r = NULL;
+        mha_error err = {0};
+        mha_status st = mha_queue_submit(sh->q, &in, &so, &r, &err);
+        if (st == MHA_ERR_QUEUE_FULL) {
+            atomic_fetch_add(&sh->refused_full, 1);
+            continue;
+        }
+        if (st == MHA_ERR_SHUTDOWN) {
+            atomic_fetch_add(&sh->refused_shut, 1);
+            continue;
+        }
+        if (st != MHA_OK) {
+            atomic_fetch_add(&sh->bad, 1);
+            continue;
+        }
+        atomic_fetch_add(&sh->accepted, 1);
+        if (what == 2) mha_request_cancel(r);
+        st = mha_request_wait(r, -1, &err);
+        if (st == MHA_OK) {
+            const mha_tensor *y = mha_request_output(r);
+            if (!y || memcmp(y->data, sh->ref[S], (size_t)(S * 64) * sizeof(float)) != 0)
+                atomic_fetch_add(&sh->mismatches, 1);
+        } else if (st != MHA_ERR_CANCELLED && st != MHA_ERR_DEADLINE && st != MHA_ERR_SHUTDOWN) {
+            atomic_fetch_add(&sh->bad, 1);
+        }
+        done_count *c = &sh->cnt;
+        atomic_fetch_add(&c->calls, 1);
+        if (st == MHA_OK) atomic_fetch_add(&c->ok, 1);
+        mha_request_free(r);
+    }
+    return NULL;
+}
+
+static void test_many_submitters(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(0);
+    float *x = malloc((size_t)MAX_S * 64 * sizeof(float));
+    tu_fill_random(x, (size_t)MAX_S * 64, 9);
+    static stress_shared sh;
+    memset(&sh, 0, sizeof sh);
+    sh.x = x;
+    for (int64_t S = 1; S <= MAX_S; S++)
+        sh.ref[S] = run_alone(rt, m, x, S, 64);
+#if defined(TEST_UNDER_TSAN)
+    sh.per_thread = 60;
+#else
+    sh.per_thread = 300;
+#endif
+    for (int round = 0; round < 2; round++) {
+        mha_queue_options o;
+        mha_queue_options_init(&o);
+        o.max_batch = 8;
+        o.max_delay_ms = 0.5;
+        o.capacity = 16; /* small: some submits find it full */
+        o.num_dispatchers = round + 1;
+        mha_error err = {0};
+        assert_int_equal(mha_queue_create(rt, m, &o, &sh.q, &err), MHA_OK);
+        memset(&sh.cnt, 0, sizeof sh.cnt);
+        atomic_store(&sh.accepted, 0);
+        enum { T = 8 };
+        pthread_t th[T];
+        stress_thread st[T];
+        for (int i = 0; i < T; i++) {
+            st[i] = (stress_thread){&sh, 1000 + (uint64_t)i + 100 * (uint64_t)round};
+            assert_int_equal(pthread_create(&th[i], NULL, stress_main, &st[i]), 0);
+        }
+        /* round 1 shuts down while the submitters are busy (mid-batch) */
+        if (round == 1) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            uint64_t drained, cancelled;
+            mha_queue_shutdown(sh.q, 0, &drained, &cancelled);
+        }
+        for (int i = 0; i < T; i++)
+            pthread_join(th[i], NULL);
+        mha_queue_stats s;
+        mha_queue_get_stats(sh.q, &s);
+        /* every accepted request answered exactly once */
+        assert_int_equal(atomic_load(&sh.cnt.calls), atomic_load(&sh.accepted));
+        assert_int_equal(s.submitted, (uint64_t)atomic_load(&sh.accepted));
+        assert_int_equal(s.completed_ok + s.cancelled + s.expired + s.shut + s.failed, s.submitted);
+        assert_int_equal(s.failed, 0);
+        assert_int_equal(s.depth, 0);
+        assert_int_equal(s.running, 0);
+        assert_int_equal(s.completed_ok, (uint64_t)atomic_load(&sh.cnt.ok));
+        mha_queue_destroy(sh.q);
+    }
+    assert_int_equal(atomic_load(&sh.mismatches), 0);
+    assert_int_equal(atomic_load(&sh.bad), 0);
+    for (int64_t S = 1; S <= MAX_S; S++)
+        free((void *)sh.ref[S]);
+    free(x);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Refusals                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void test_refusals(void **state) {
+    (void)state;
+    mha_runtime *rt = runtime_new(1);
+    mha_error err = {0};
+    mha_queue *q = NULL;
+    mha_model *cross = load(conformance_model("torch-export/torch_mha_cross_d16_h2_b1_q3_kv8"));
+    assert_int_equal(mha_queue_create(rt, cross, NULL, &q, &err), MHA_ERR_MODEL_UNSUPPORTED);
+    assert_null(q);
+    mha_model_free(cross);
+    mha_model *m = load(conformance_model("torch-export/torch_mha_self_d32_h4_b2_s6_op17"));
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.max_batch = 0;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_INVALID_ARGUMENT);
+    mha_queue_options_init(&o);
+    o.max_delay_ms = -1;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_int_equal(mha_queue_create(rt, m, NULL, &q, &err), MHA_OK);
+    float x[3 * 32] = {0};
+    mha_request *r = NULL;
+    mha_tensor bad_d = {MHA_DTYPE_FLOAT32, 2, {3, 31}, x};
+    assert_int_equal(mha_queue_submit(q, &bad_d, NULL, &r, &err), MHA_ERR_SHAPE);
+    mha_tensor two = {MHA_DTYPE_FLOAT32, 3, {2, 3, 32}, x};
+    assert_int_equal(mha_queue_submit(q, &two, NULL, &r, &err), MHA_ERR_SHAPE);
+    mha_tensor empty = {MHA_DTYPE_FLOAT32, 2, {0, 32}, x};
+    assert_int_equal(mha_queue_submit(q, &empty, NULL, &r, &err), MHA_ERR_SHAPE);
+    mha_tensor f16 = {MHA_DTYPE_FLOAT16, 2, {3, 32}, x};
+    assert_int_equal(mha_queue_submit(q, &f16, NULL, &r, &err), MHA_ERR_DTYPE);
+    mha_tensor nodata = {MHA_DTYPE_FLOAT32, 2, {3, 32}, NULL};
+    assert_int_equal(mha_queue_submit(q, &nodata, NULL, &r, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_null(r);
+    assert_string_equal(mha_status_name(MHA_ERR_QUEUE_FULL), "MHA_ERR_QUEUE_FULL");
+    assert_string_equal(mha_status_name(MHA_ERR_DEADLINE), "MHA_ERR_DEADLINE");
+    assert_string_equal(mha_status_name(MHA_ERR_SHUTDOWN), "MHA_ERR_SHUTDOWN");
+    mha_queue_destroy(q);
+    mha_queue_destroy(NULL);
+    mha_request_free(NULL);
+    mha_model_free(m);
+    mha_runtime_destroy(rt);
+}
+
+int main(void) {
+    /* clang-format off */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batched_equals_alone),
+        cmocka_unit_test(test_full_then_drain),
+        cmocka_unit_test(test_cancel_deadline_shutdown),
+        cmocka_unit_test(test_time_bound),
+        cmocka_unit_test(test_many_submitters),
+        cmocka_unit_test(test_refusals),
+    };
+    /* clang-format on */
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,604 @@
+/* mha_serve.c -- `mha serve MODEL`: an HTTP/1.1 endpoint on the request
+ * queue of libmha (mha_queue_*, dynamic batching), built on GNU
+ * libmicrohttpd (the HTTP parsing is the library's, not ours).
+ *
+ *   POST /run      body: one sequence as .npy (float32 [S, D] or [1, S, D],
+ *                  Content-Type application/x-npy or application/octet-stream)
+ *                  or as JSON nested arrays (application/json, serve_json.c)
+ *                  -> 200, the output the same way, of the same rank
+ *   GET  /health   -> 200 "ok" (503 "draining" once shutting down)
+ *   GET  /metrics  -> Prometheus text: requests by code, batch sizes, queue
+ *                  depth, latency histogram
+ *
+ * Threads: libmicrohttpd runs one thread per connection (bounded by
+ * --max-connections); a handler copies the body into the queue, blocks in
+ * mha_request_wait and answers. The queue's dispatcher threads do the
+ * computing. SIGTERM / SIGINT: stop accepting connections, drain the queue
+ * (every accepted request is answered), stop, exit 0. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <microhttpd.h>
+
+#include "mha_cli.h"
+#include "serve_json.h"
+#include "tensorfile.h"
+
+static const char serve_usage[] =
+    "Usage: mha serve MODEL [options]\n"
+    "\n"
+    "Serves MODEL (a self-attention layer: one query input) over HTTP/1.1 with\n"
+    "dynamic batching: requests arriving within --max-delay-ms are run as one\n"
+    "padded batch, each result bitwise what the request gives alone.\n"
+    "\n"
+    "  POST /run       body: one sequence as .npy, float32 [S, D] or [1, S, D]\n"
+    "                  (Content-Type: application/x-npy), or as JSON nested arrays\n"
+    "                  [[x, ...], ...] (application/json; for small requests);\n"
+    "                  answer: the output the same way, same rank (JSON numbers\n"
+    "                  have 9 digits: the float32 exactly). 400 bad body, 413 too large,\n"
+    "                  415 other content types, 503 queue full or shutting\n"
+    "                  down (Retry-After: 1), 504 deadline passed\n"
+    "  GET  /health    200 \"ok\", 503 while draining\n"
+    "  GET  /metrics   Prometheus text format\n"
+    "\n"
+    "  --host ADDR            address to bind (default 127.0.0.1; IPv4 or IPv6)\n"
+    "  --port N               port (default 8080; 0 = any free port)\n"
+    "  --port-file FILE       write the bound port there once listening\n"
+    "  --max-batch N          requests per batch at most (default 16; 1 = no batching)\n"
+    "  --max-delay-ms X       how long a batch waits for company (default 1)\n"
+    "  --max-tokens N         batch size x longest sequence at most (default 4096)\n"
+    "  --capacity N           requests waiting at most, then 503 (default 256)\n"
+    "  --max-queue-ms X       also 503 when the work waiting would take longer than X ms\n"
+    "                         (at the recent cost per token; default 0: off)\n"
+    "  --dispatchers N        batches computed at once (default 1)\n"
+    "  --deadline-ms X        a request not started by then gets 504 (default: none)\n"
+    "  --max-body-bytes N     largest request body (default 16777216)\n"
+    "  --max-connections N    connections at once (default 256)\n"
+    "\n"
+    "SIGTERM or SIGINT drains: no new connections, every accepted request is\n"
+    "answered, then the command exits 0.\n";
+
+/* Latency histogram bounds, seconds (Prometheus `le` labels). */
+static const double serve_latency_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02,
+                                              0.05,   0.1,   0.2,   0.5,   1.0,  2.0};
+#define SERVE_N_LATENCY (sizeof serve_latency_bounds / sizeof serve_latency_bounds[0])
+static const int serve_batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128};
+#define SERVE_N_BATCH (sizeof serve_batch_bounds / sizeof serve_batch_bounds[0])
+#define SERVE_N_CODES 8
+static const int serve_codes[SERVE_N_CODES] = {200, 400, 404, 405, 413, 415, 503, 504};
+
+typedef struct serve_state {
+    mha_queue *queue;
+    double deadline_ms;
+    size_t max_body;
+    int draining;
+    int in_flight;                       /* HTTP requests begun and not yet completed */
+    pthread_mutex_t mutex;               /* guards the metrics below, draining, in_flight */
+    pthread_cond_t idle;                 /* in_flight fell to 0 */
+    uint64_t by_code[SERVE_N_CODES + 1]; /* the last: other codes (500) */
+    uint64_t latency_count[SERVE_N_LATENCY + 1];
+    double latency_sum;
+    uint64_t batch_count[SERVE_N_BATCH + 1];
+} serve_state;
+
+/* One HTTP request in flight (libmicrohttpd's per-connection pointer). */
+typedef struct serve_call {
+    char *body;
+    size_t size, cap;
+    int too_big;
+    double start;
+} serve_call;
+
+static void serve_count(serve_state *s, int code, double seconds, int batch_size) {
+    pthread_mutex_lock(&s->mutex);
+    size_t i = 0;
+    while (i < SERVE_N_CODES && serve_codes[i] != code)
+        i++;
+    s->by_code[i]++;
+    if (code == 200) {
+        size_t b = 0;
+        while (b < SERVE_N_LATENCY && seconds > serve_latency_bounds[b])
+            b++;
+        s->latency_count[b]++;
+        s->latency_sum += seconds;
+        size_t k = 0;
+        while (k < SERVE_N_BATCH && batch_size > serve_batch_bounds[k])
+            k++;
+        s->batch_count[k]++;
+    }
+    pthread_mutex_unlock(&s->mutex);
+}
+
+static enum MHD_Result serve_reply(struct MHD_Connection *conn, serve_state *s, serve_call *call,
+                                   int code, const char *type, void *body, size_t size,
+                                   enum MHD_ResponseMemoryMode mode, int batch_size) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(size, body, mode);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    if (code == 503) MHD_add_response_header(r, "Retry-After", "1");
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)code, r);
+    MHD_destroy_response(r);
+    if (call) serve_count(s, code, cli_now() - call->start, batch_size);
+    return ret;
+}
+
+static enum MHD_Result serve_text(struct MHD_Connection *conn, serve_state *s, serve_call *call,
+                                  int code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static enum MHD_Result serve_text(struct MHD_Connection *conn, serve_state *s, serve_call *call,
+                                  int code, const char *fmt, ...) {
+    char msg[MHA_ERROR_MESSAGE_MAX + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg - 1, fmt, ap);
+    va_end(ap);
+    strcat(msg, "\n");
+    return serve_reply(conn, s, call, code, "text/plain; charset=utf-8", msg, strlen(msg),
+                       MHD_RESPMEM_MUST_COPY, 0);
+}
+
+static enum MHD_Result serve_metrics(struct MHD_Connection *conn, serve_state *s) {
+    mha_queue_stats q;
+    mha_queue_get_stats(s->queue, &q);
+    size_t cap = 8192;
+    char *t = malloc(cap);
+    if (!t) return MHD_NO;
+    size_t n = 0;
+#define OUT(...)                                                                                   \
+    do {                                                                                           \
+        int w_ = snprintf(t + n, cap - n, __VA_ARGS__);                                            \
+        if (w_ > 0) n += (size_t)w_ < cap - n ? (size_t)w_ : cap - n - 1;                          \
+    } while (0)
+    pthread_mutex_lock(&s->mutex);
+    OUT("# HELP mha_http_requests_total HTTP requests to /run by status code.\n"
+        "# TYPE mha_http_requests_total counter\n");
+    for (size_t i = 0; i <= SERVE_N_CODES; i++)
+        if (i < SERVE_N_CODES)
+            OUT("mha_http_requests_total{code=\"%d\"} %llu\n", serve_codes[i],
+                (unsigned long long)s->by_code[i]);
+        else
+            OUT("mha_http_requests_total{code=\"500\"} %llu\n", (unsigned long long)s->by_code[i]);
+    uint64_t errors = 0;
+    for (size_t i = 1; i <= SERVE_N_CODES; i++)
+        errors += s->by_code[i];
+    OUT("# HELP mha_http_errors_total /run requests answered with a code other than 200.\n"
+        "# TYPE mha_http_errors_total counter\nmha_http_errors_total %llu\n",
+        (unsigned long long)errors);
+    OUT("# HELP mha_request_duration_seconds Time from the request's arrival to its answer "
+        "(200 only).\n# TYPE mha_request_duration_seconds histogram\n");
+    uint64_t cum = 0;
+    for (size_t b = 0; b < SERVE_N_LATENCY; b++) {
+        cum += s->latency_count[b];
+        OUT("mha_request_duration_seconds_bucket{le=\"%g\"} %llu\n", serve_latency_bounds[b],
+            (unsigned long long)cum);
+    }
+    cum += s->latency_count[SERVE_N_LATENCY];
+    OUT("mha_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+        "mha_request_duration_seconds_sum %.6f\nmha_request_duration_seconds_count %llu\n",
+        (unsigned long long)cum, s->latency_sum, (unsigned long long)cum);
+    OUT("# HELP mha_request_batch_size Requests in the batch each answered request ran in.\n"
+        "# TYPE mha_request_batch_size histogram\n");
+    cum = 0;
+    uint64_t total = 0;
+    for (size_t k = 0; k < SERVE_N_BATCH; k++) {
+        cum += s->batch_count[k];
+        OUT("mha_request_batch_size_bucket{le=\"%d\"} %llu\n", serve_batch_bounds[k],
+            (unsigned long long)cum);
+    }
+    total = cum + s->batch_count[SERVE_N_BATCH];
+    OUT("mha_request_batch_size_bucket{le=\"+Inf\"} %llu\nmha_request_batch_size_count %llu\n",
+        (unsigned long long)total, (unsigned long long)total);
+    pthread_mutex_unlock(&s->mutex);
+    const struct {
+        const char *name, *type, *help;
+        unsigned long long value;
+    } queue_metrics[] = {
+        {"mha_queue_depth", "gauge", "Requests waiting for a batch.", (unsigned long long)q.depth},
+        {"mha_queue_running", "gauge", "Requests in batches being computed.",
+         (unsigned long long)q.running},
+        {"mha_batches_total", "counter", "Batch runs.", (unsigned long long)q.batches},
+        {"mha_batched_requests_total", "counter", "Requests that ran in batches.",
+         (unsigned long long)q.batched},
+        {"mha_queue_rejected_total", "counter", "Requests refused because the queue was full.",
+         (unsigned long long)q.rejected_full},
+        {"mha_queue_expired_total", "counter", "Requests whose deadline passed in the queue.",
+         (unsigned long long)q.expired},
+    };
+    for (size_t i = 0; i < sizeof queue_metrics / sizeof queue_metrics[0]; i++)
+        OUT("# HELP %s %s\n# TYPE %s %s\n%s %llu\n", queue_metrics[i].name, queue_metrics[i].help,
+            queue_metrics[i].name, queue_metrics[i].type, queue_metrics[i].name,
+            queue_metrics[i].value);
+#undef OUT
+    return serve_reply(conn, s, NULL, 200, "text/plain; version=0.0.4", t, n, MHD_RESPMEM_MUST_FREE,
+                       0);
+}
+
+/* POST /run once the whole body is in. */
+/* The answer to a completed request: its output as .npy, or as JSON when
+ * the request came as JSON. */
+static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s, serve_call *call,
+                                    mha_request *req, int json) {
+    const mha_tensor *y = mha_request_output(req);
+    mha_request_info info;
+    mha_request_get_info(req, &info);
+    size_t n = 0;
+    char *out = NULL;
+    if (json) {
+        out = serve_json_format(y, &n);
+    } else {
+        size_t data = (size_t)mha_tensor_numel(y) * sizeof(float);
+        char head[256];
+        size_t hn = npy_format_header(MHA_DTYPE_FLOAT32, y->rank, y->shape, head, sizeof head);
+        out = hn ? malloc(hn + data) : NULL;
+        if (out) {
+            memcpy(out, head, hn);
+            memcpy(out + hn, y->data, data);
+            n = hn + data;
+        }
+    }
+    if (!out) return serve_text(conn, s, call, 500, "error: out of memory for the answer");
+    return serve_reply(conn, s, call, 200, json ? "application/json" : "application/x-npy", out, n,
+                       MHD_RESPMEM_MUST_FREE, info.batch_size);
+}
+
+/* POST /run once the whole body is in. */
+static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, serve_call *call) {
+    if (call->too_big)
+        return serve_text(conn, s, call, 413, "error: the body is larger than %zu bytes",
+                          s->max_body);
+    const char *type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+    int json = type && strncmp(type, "application/json", 16) == 0;
+    if (type && !json && strncmp(type, "application/x-npy", 17) != 0 &&
+        strncmp(type, "application/octet-stream", 24) != 0)
+        return serve_text(conn, s, call, 415,
+                          "error: Content-Type '%s': send the sequence as application/x-npy "
+                          "or application/json",
+                          type);
+    mha_error err;
+    mha_error_clear(&err);
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 0, {0}, NULL};
+    float *parsed = NULL;
+    if (json) {
+        int64_t dims[SERVE_JSON_MAX_RANK];
+        if (serve_json_parse(call->body ? call->body : "", call->size, &parsed, &in.rank, dims,
+                             err.message, sizeof err.message) != 0)
+            return serve_text(conn, s, call, 400, "error: %s", err.message);
+        memcpy(in.shape, dims, sizeof dims);
+        in.data = parsed;
+    } else {
+        npy_header h;
+        if (npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
+            return serve_text(conn, s, call, 400, "error: %s", err.message);
+        if (h.dtype != MHA_DTYPE_FLOAT32)
+            return serve_text(conn, s, call, 400, "error: the sequence must be float32, not %s",
+                              mha_dtype_name(h.dtype));
+        in.rank = h.rank;
+        memcpy(in.shape, h.dims, sizeof in.shape);
+        in.data = call->body + h.header_bytes;
+    }
+    mha_submit_options so;
+    mha_submit_options_init(&so);
+    so.deadline_ms = s->deadline_ms;
+    mha_request *req = NULL;
+    mha_status st = mha_queue_submit(s->queue, &in, &so, &req, &err);
+    free(parsed); /* the queue keeps a copy */
+    if (st == MHA_ERR_QUEUE_FULL || st == MHA_ERR_SHUTDOWN)
+        return serve_text(conn, s, call, 503, "error: %s", err.message);
+    if (st != MHA_OK) return serve_text(conn, s, call, 400, "error: %s", err.message);
+    st = mha_request_wait(req, -1, &err);
+    enum MHD_Result ret;
+    if (st == MHA_OK)
+        ret = serve_answer(conn, s, call, req, json);
+    else if (st == MHA_ERR_DEADLINE)
+        ret = serve_text(conn, s, call, 504, "error: %s", err.message);
+    else if (st == MHA_ERR_SHUTDOWN || st == MHA_ERR_CANCELLED)
+        ret = serve_text(conn, s, call, 503, "error: %s", err.message);
+    else
+        ret = serve_text(conn, s, call, 500, "error: %s", err.message);
+    mha_request_free(req);
+    return ret;
+}
+
+static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_size, void **con_cls) {
+    (void)version;
+    serve_state *s = cls;
+    serve_call *call = *con_cls;
+    if (!call) { /* the headers are in: start the call */
+        call = calloc(1, sizeof *call);
+        if (!call) return MHD_NO;
+        call->start = cli_now();
+        *con_cls = call;
+        pthread_mutex_lock(&s->mutex);
+        s->in_flight++;
+        pthread_mutex_unlock(&s->mutex);
+        if (strcmp(method, "POST") == 0 && strcmp(url, "/run") == 0) {
+            const char *len = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+            /* refused before the body is sent (no "100 Continue") */
+            if (len && strtoull(len, NULL, 10) > s->max_body) {
+                call->too_big = 1;
+                return serve_run(conn, s, call);
+            }
+        }
+        return MHD_YES;
+    }
+    if (strcmp(url, "/run") == 0) {
+        if (strcmp(method, "POST") != 0)
+            return serve_text(conn, s, call, 405, "error: /run takes POST");
+        if (*upload_size) { /* a piece of the body */
+            size_t n = *upload_size;
+            *upload_size = 0;
+            if (call->too_big || n > s->max_body - call->size) {
+                /* a chunked body over the limit: read, dropped, answered
+                 * 413 at its end (clients wait for the answer after the
+                 * body; one given earlier is lost to many of them) */
+                call->too_big = 1;
+                return MHD_YES;
+            }
+            if (call->size + n > call->cap) {
+                size_t cap = call->cap ? call->cap : 65536;
+                while (cap < call->size + n)
+                    cap *= 2;
+                char *b = realloc(call->body, cap);
+                if (!b) return MHD_NO;
+                call->body = b;
+                call->cap = cap;
+            }
+            memcpy(call->body + call->size, upload_data, n);
+            call->size += n;
+            return MHD_YES;
+        }
+        return serve_run(conn, s, call);
+    }
+    if (strcmp(url, "/health") == 0 || strcmp(url, "/metrics") == 0) {
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            return serve_text(conn, s, NULL, 405, "error: %s takes GET", url);
+        if (url[1] == 'm') return serve_metrics(conn, s);
+        pthread_mutex_lock(&s->mutex);
+        int draining = s->draining;
+        pthread_mutex_unlock(&s->mutex);
+        return draining ? serve_text(conn, s, NULL, 503, "draining")
+                        : serve_text(conn, s, NULL, 200, "ok");
+    }
+    return serve_text(conn, s, NULL, 404, "error: no %s here (POST /run, GET /health, /metrics)",
+                      url);
+}
+
+static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                            enum MHD_RequestTerminationCode code) {
+    (void)conn, (void)code;
+    serve_state *s = cls;
+    serve_call *call = *con_cls;
+    if (call) {
+        free(call->body);
+        free(call);
+        *con_cls = NULL;
+        pthread_mutex_lock(&s->mutex);
+        if (--s->in_flight == 0) pthread_cond_broadcast(&s->idle);
+        pthread_mutex_unlock(&s->mutex);
+    }
+}
+
+typedef struct serve_options {
+    const char *host, *port_file;
+    long long port, max_batch, max_tokens, capacity, dispatchers, max_body, max_conn;
+    double max_delay_ms, deadline_ms, max_queue_ms;
+} serve_options;
+
+static int serve_parse_ms(const cli_common *c, const char *opt, const char *v, double *out) {
+    char *end = NULL;
+    double d = strtod(v, &end);
+    if (!end || *end || !(d >= 0 && d <= 600000))
+        return cli_usage_error(c, "%s wants milliseconds in [0, 600000], got '%s'", opt, v);
+    *out = d;
+    return 0;
+}
+
+static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options *o,
+                            const char **model) {
+    struct {
+        const char *name;
+        long long lo, hi, *dst;
+    } ints[] = {{"--port", 0, 65535, &o->port},
+                {"--max-batch", 1, 4096, &o->max_batch},
+                {"--max-tokens", 1, 1LL << 40, &o->max_tokens},
+                {"--capacity", 1, 1 << 24, &o->capacity},
+                {"--dispatchers", 1, 64, &o->dispatchers},
+                {"--max-body-bytes", 64, 1LL << 40, &o->max_body},
+                {"--max-connections", 1, 65536, &o->max_conn}};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (a[0] != '-' || a[1] == '\0') {
+            if (*model) return cli_usage_error(c, "one model at a time ('%s' is extra)", a);
+            *model = a;
+            continue;
+        }
+        int r = cli_common_option(c, argc, argv, &i);
+        if (r < 0) return CLI_USAGE;
+        if (r) continue;
+        int matched = 0;
+        for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !matched; k++) {
+            r = cli_option_value(c, argc, argv, &i, ints[k].name, NULL, &v);
+            if (r < 0) return CLI_USAGE;
+            if (r == 0) continue;
+            matched = 1;
+            if (!cli_parse_int(c, ints[k].name, v, ints[k].lo, ints[k].hi, ints[k].dst))
+                return CLI_USAGE;
+        }
+        if (matched) continue;
+        if ((r = cli_option_value(c, argc, argv, &i, "--host", NULL, &v)) != 0) {
+            if (r < 0) return CLI_USAGE;
+            o->host = v;
+        } else if ((r = cli_option_value(c, argc, argv, &i, "--port-file", NULL, &v)) != 0) {
+            if (r < 0) return CLI_USAGE;
+            o->port_file = v;
+        } else if ((r = cli_option_value(c, argc, argv, &i, "--max-delay-ms", NULL, &v)) != 0) {
+            if (r < 0 || serve_parse_ms(c, "--max-delay-ms", v, &o->max_delay_ms)) return CLI_USAGE;
+        } else if ((r = cli_option_value(c, argc, argv, &i, "--max-queue-ms", NULL, &v)) != 0) {
+            if (r < 0 || serve_parse_ms(c, "--max-queue-ms", v, &o->max_queue_ms)) return CLI_USAGE;
+        } else if ((r = cli_option_value(c, argc, argv, &i, "--deadline-ms", NULL, &v)) != 0) {
+            if (r < 0 || serve_parse_ms(c, "--deadline-ms", v, &o->deadline_ms)) return CLI_USAGE;
+        } else {
+            return cli_usage_error(c, "unknown option '%s'", a);
+        }
+    }
+    return CLI_OK;
+}
+
+int mha_cmd_serve(int argc, char **argv) {
+    cli_common c = {0};
+    c.cmd = "serve";
+    serve_options o = {.host = "127.0.0.1",
+                       .port = 8080,
+                       .max_batch = 16,
+                       .max_tokens = 4096,
+                       .capacity = 256,
+                       .dispatchers = 1,
+                       .max_body = 16 << 20,
+                       .max_conn = 256,
+                       .max_delay_ms = 1.0};
+    const char *model_path = NULL;
+    int rc = serve_parse_args(&c, argc, argv, &o, &model_path);
+    if (rc != CLI_OK) return rc;
+    if (c.help) return cli_print_usage(serve_usage);
+    if (!model_path) return cli_usage_error(&c, "no model given");
+
+    /* the address first: a typo is a usage error, before any loading */
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    memset(&a4, 0, sizeof a4);
+    memset(&a6, 0, sizeof a6);
+    int ipv6 = 0;
+    if (inet_pton(AF_INET, o.host, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t)o.port);
+    } else if (inet_pton(AF_INET6, o.host, &a6.sin6_addr) == 1) {
+        ipv6 = 1;
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((uint16_t)o.port);
+    } else {
+        return cli_usage_error(&c, "--host wants a numeric IPv4 or IPv6 address, got '%s'", o.host);
+    }
+
+    mha_model *m = NULL;
+    mha_runtime *rt = NULL;
+    mha_error err;
+    mha_error_clear(&err);
+    if (mha_model_load_file(model_path, NULL, &m, &err) != MHA_OK)
+        return cli_fail_err(model_path, &err);
+    if (cli_runtime_create(&c, &rt) != CLI_OK) {
+        mha_model_free(m);
+        return CLI_FAIL;
+    }
+    serve_state s;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.mutex, NULL);
+    pthread_cond_init(&s.idle, NULL);
+    s.deadline_ms = o.deadline_ms;
+    s.max_body = (size_t)o.max_body;
+    mha_queue_options qo;
+    mha_queue_options_init(&qo);
+    qo.max_batch = (int)o.max_batch;
+    qo.max_batch_tokens = o.max_tokens;
+    qo.max_delay_ms = o.max_delay_ms;
+    qo.capacity = (int)o.capacity;
+    qo.num_dispatchers = (int)o.dispatchers;
+    qo.max_queue_ms = o.max_queue_ms;
+    rc = CLI_FAIL;
+    struct MHD_Daemon *d = NULL;
+    if (mha_queue_create(rt, m, &qo, &s.queue, &err) != MHA_OK) {
+        cli_fail_err(model_path, &err);
+        goto done;
+    }
+
+    /* Signals are taken by sigwait below: block them before any thread
+     * starts, so every thread inherits the mask. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+                     (ipv6 ? MHD_USE_IPv6 : 0);
+    d = MHD_start_daemon(
+        flags, (uint16_t)o.port, NULL, NULL, serve_handle, &s, MHD_OPTION_SOCK_ADDR,
+        ipv6 ? (struct sockaddr *)&a6 : (struct sockaddr *)&a4, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)o.max_conn, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)256 << 10, MHD_OPTION_NOTIFY_COMPLETED, serve_completed, &s, MHD_OPTION_END);
+    if (!d) {
+        cli_fail("serve: cannot listen on %s port %lld: %s", o.host, o.port, strerror(errno));
+        goto done;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    unsigned port = di ? di->port : (unsigned)o.port;
+    if (o.port_file) {
+        char msg[512];
+        cli_out_file pf;
+        if (cli_out_open(&pf, o.port_file, msg, sizeof msg) != 0) {
+            cli_fail("%s", msg);
+            goto done;
+        }
+        fprintf(pf.f, "%u\n", port);
+        if (cli_out_commit(&pf, msg, sizeof msg) != 0) {
+            cli_fail("%s", msg);
+            goto done;
+        }
+    }
+    printf("mha serve: %s on http://%s%s%s:%u/ (backend %s, %d threads, max batch %lld, "
+           "max delay %g ms)\n",
+           model_path, ipv6 ? "[" : "", o.host, ipv6 ? "]" : "", port, mha_runtime_backend(rt),
+           mha_runtime_num_threads(rt), o.max_batch, o.max_delay_ms);
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    pthread_mutex_lock(&s.mutex);
+    s.draining = 1;
+    pthread_mutex_unlock(&s.mutex);
+    MHD_quiesce_daemon(d); /* no new connections */
+    uint64_t drained = 0, cancelled = 0;
+    mha_queue_shutdown(s.queue, 1, &drained, &cancelled);
+    /* every handler has its answer now; let them send it (a stopping
+     * daemon closes connections), at most 10 s */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&s.mutex);
+    while (s.in_flight > 0)
+        if (pthread_cond_timedwait(&s.idle, &s.mutex, &until) != 0) break;
+    pthread_mutex_unlock(&s.mutex);
+    MHD_stop_daemon(d); /* joins the connection threads */
+    d = NULL;
+    mha_queue_stats qs;
+    mha_queue_get_stats(s.queue, &qs);
+    fprintf(stderr,
+            "mha serve: %s: drained %llu waiting requests; %llu answered, %llu refused (queue "
+            "full), %llu past their deadline\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)drained,
+            (unsigned long long)qs.completed_ok, (unsigned long long)qs.rejected_full,
+            (unsigned long long)qs.expired);
+    rc = CLI_OK;
+done:
+    if (d) MHD_stop_daemon(d);
+    mha_queue_destroy(s.queue);
+    pthread_mutex_destroy(&s.mutex);
+    pthread_cond_destroy(&s.idle);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+    return rc;
+}
