@@ -27,7 +27,14 @@
 #define BENCH_MAX_TRIALS 40
 #define BENCH_MIN_REPS 10
 #define BENCH_MAX_REPS 1000000
-#define BENCH_TOLERANCE_REL 1e-4   /* max |y - ref| / max |ref| */
+#define BENCH_TOLERANCE_REL 1e-4 /* max |y - ref| / max |ref| */
+/* The same bound in bfloat16 (--precision bfloat16), against the float32
+ * scalar reference: rounding an operand to bfloat16 (8 significant bits)
+ * moves it by at most 2^-8, a product by at most 2^-7; a layer chains three
+ * such products (the projections, Q.K^T and P.V, the output projection),
+ * so 3 x 2^-7 bounds the relative error of sums whose terms share a sign
+ * (cancellation relative to max |ref| only lowers it). */
+#define BENCH_TOLERANCE_REL_BF16 (3.0 / 128.0)
 #define BENCH_CV_WARN 0.05         /* coefficient of variation */
 #define BENCH_OTHER_CPUS_WARN 0.05 /* CPUs kept busy by other processes */
 
@@ -57,7 +64,13 @@ typedef struct bench_options {
     int max_batch;         /* 0: each client calls mha_run; else requests go
                               through an mha_queue batching up to this many */
     double batch_delay_ms; /* the queue's max_delay_ms */
+    int precision;         /* MHA_PRECISION_* of every timed run (the reference: float32) */
 } bench_options;
+
+/* The accuracy bound of runs in `precision`. */
+static inline double bench_tolerance(int precision) {
+    return precision == MHA_PRECISION_BFLOAT16 ? BENCH_TOLERANCE_REL_BF16 : BENCH_TOLERANCE_REL;
+}
 
 /* One model input as the bench feeds it. */
 typedef struct bench_input_desc {
@@ -110,6 +123,7 @@ typedef struct bench_result {
     char error[BENCH_ERROR_MAX];
     int accuracy_ok;
     double max_abs_err, max_rel_err;
+    double mean_rel_err; /* mean |y - ref| / max |ref| over the elements */
     /* offline: times of whole runs; server: request latencies at the
      * highest rate that met the bound (reps = its requests) */
     long reps;

@@ -142,13 +142,16 @@ void bench_report_table(const bench_report *r, FILE *out) {
     fprintf(out, "  denormals: %s\n", c->ftz_daz);
     fprintf(out, "  build: %s, %s, flags \"%s\"; libmha %s, git %s; %s\n", c->compiler,
             c->build_type, c->c_flags, c->library_version, c->git_commit, c->date);
-    fprintf(out, "  accuracy: max |y - scalar| / max |scalar| must be <= %.0e\n\n",
-            BENCH_TOLERANCE_REL);
+    fprintf(out,
+            "  precision: %s; accuracy: max |y - scalar float32| / max |scalar| must be <= "
+            "%.3g\n\n",
+            o->precision == MHA_PRECISION_BFLOAT16 ? "bfloat16" : "float32",
+            bench_tolerance(o->precision));
 
     if (o->scenario == BENCH_OFFLINE)
-        fprintf(out, "%-12s %7s %-5s %11s %10s %10s %10s %7s %10s %8s\n", "backend", "threads",
-                "check", "max_rel_err", "median_ms", "p90_ms", "min_ms", "CV", "GFLOP/s",
-                "RSS_MiB");
+        fprintf(out, "%-12s %7s %-5s %11s %10s %10s %10s %7s %10s %8s %12s\n", "backend", "threads",
+                "check", "max_rel_err", "median_ms", "p90_ms", "min_ms", "CV", "GFLOP/s", "RSS_MiB",
+                "mean_rel_err");
     else
         fprintf(out, "%-12s %7s %-5s %11s %11s %11s %9s %9s %9s %8s\n", "backend", "threads",
                 "check", "max_rel_err", "max_rate/s", "achieved/s", "p50_ms", "p99_ms", "alone_ms",
@@ -165,11 +168,11 @@ void bench_report_table(const bench_report *r, FILE *out) {
         if (o->scenario == BENCH_OFFLINE) {
             char cv[32];
             snprintf(cv, sizeof cv, "%.1f%%", 100.0 * x->cv);
-            fprintf(out, "%-12s %7d %-5s %11.2e %10s %10s %10s %7s %10s %8.1f\n", x->backend,
+            fprintf(out, "%-12s %7d %-5s %11.2e %10s %10s %10s %7s %10s %8.1f %12.2e\n", x->backend,
                     x->threads, bad ? "FAIL" : "ok", x->max_rel_err,
                     fmt_val(a, sizeof a, x->median_ms, bad), fmt_val(b, sizeof b, x->p90_ms, bad),
                     fmt_val(d, sizeof d, x->min_ms, bad), cv, fmt_val(e, sizeof e, x->gflops, bad),
-                    x->peak_rss_mib);
+                    x->peak_rss_mib, x->mean_rel_err);
         } else if (!x->server_found) {
             fprintf(out, "%-12s %7d %-5s %11.2e %11s %11s %9s %9s %9s %8.1f\n", x->backend,
                     x->threads, bad ? "FAIL" : "ok", x->max_rel_err, "none", "-", "-", "-",
@@ -186,9 +189,9 @@ void bench_report_table(const bench_report *r, FILE *out) {
     if (any_fail)
         fprintf(out,
                 "\nFAIL: the backend's output differs from the scalar reference by more "
-                "than %.0e (relative);\n(...) are its timings, shown for the record, not valid "
+                "than %.3g (relative);\n(...) are its timings, shown for the record, not valid "
                 "results.\n",
-                BENCH_TOLERANCE_REL);
+                bench_tolerance(o->precision));
     if (o->scenario == BENCH_SERVER)
         fprintf(out,
                 "\nmax_rate/s: the highest arrival rate tried whose p99 latency stayed "
@@ -283,6 +286,7 @@ static void json_result(FILE *f, const bench_options *o, const bench_result *x, 
     json_kv_bool(f, in, "accuracy_ok", x->ran && x->accuracy_ok, 1);
     json_kv_num(f, in, "max_abs_err", x->max_abs_err + nan_if, 1);
     json_kv_num(f, in, "max_rel_err", x->max_rel_err + nan_if, 1);
+    json_kv_num(f, in, "mean_rel_err", x->mean_rel_err + nan_if, 1);
     json_kv_int(f, in, "reps", x->reps, 1);
     int have_lat = x->ran && (o->scenario == BENCH_OFFLINE || x->server_found);
     double lat_nan = have_lat ? 0.0 : NAN;
@@ -370,7 +374,9 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
     fprintf(f, "\"warmup\": %d, \"min_time_s\": ", o->warmup);
     json_num(f, o->min_time);
     fprintf(f, ", \"min_reps\": %d, \"tolerance_rel\": ", BENCH_MIN_REPS);
-    json_num(f, BENCH_TOLERANCE_REL);
+    json_num(f, bench_tolerance(o->precision));
+    fprintf(f, ", \"precision\": \"%s\"",
+            o->precision == MHA_PRECISION_BFLOAT16 ? "bfloat16" : "float32");
     if (o->scenario == BENCH_SERVER) {
         fputs(", \"p99_bound_ms\": ", f);
         json_num(f, o->p99_ms);

@@ -30,6 +30,10 @@ static const char check_usage[] =
     "be equal. A model the engine refuses fails with the engine's message.\n"
     "\n"
     "  --rtol R, --atol A   override the tolerances for every float type\n"
+    "  --precision float32|bfloat16   compute precision; bfloat16 is judged by\n"
+    "                       |got - want| <= 3 * 2^-7 max |want| per float32 output\n"
+    "                       (three chained products of operands rounded to 8\n"
+    "                       significant bits, 2^-7 each; docs/PERFORMANCE.md)\n"
     "  --list               also print one line per passing case\n"
     "\n"
     "Prints one line per failing case and finally 'N passed, M failed'. Exit status 0\n"
@@ -41,7 +45,12 @@ static const char check_usage[] =
 
 typedef struct check_tol {
     double rtol, atol; /* < 0: the dtype's default */
+    double of_max;     /* > 0 (bfloat16 compute): atol = of_max * max |want|, rtol 0 */
 } check_tol;
+
+/* The bound of a bfloat16 run against float32 expectations (as mha
+ * bench's): three chained products, each operand within 2^-8. */
+#define CHECK_BF16_OF_MAX (3.0 / 128.0)
 
 static double check_get(const mha_tensor *t, size_t i) {
     switch (t->dtype) {
@@ -130,6 +139,15 @@ static const char *check_compare(const mha_tensor *want, const mha_tensor *got, 
         atol = 1e-2;
         low = -3.3895313892515355e38;
     }
+    if (tol.of_max > 0) {
+        double m = 0.0;
+        for (size_t i = 0; i < count; i++) {
+            const double e = fabs(check_get(want, i));
+            if (isfinite(e) && e > m && check_get(want, i) > low) m = e;
+        }
+        rtol = 0.0;
+        atol = tol.of_max * m;
+    }
     if (tol.rtol >= 0) rtol = tol.rtol;
     if (tol.atol >= 0) atol = tol.atol;
 
@@ -175,7 +193,7 @@ static const char *check_compare(const mha_tensor *want, const mha_tensor *got, 
 
 const char *cli_compare_tensors(const mha_tensor *want, const mha_tensor *got, char *buf,
                                 size_t n) {
-    check_tol tol = {-1.0, -1.0};
+    check_tol tol = {-1.0, -1.0, 0.0};
     return check_compare(want, got, tol, buf, n);
 }
 
@@ -271,7 +289,30 @@ typedef struct check_ctx {
     check_tol tol;
     int list;
     int passed, failed;
+    mha_run_options run; /* its precision */
+    double max_rel;      /* bfloat16: worst |got - want| / max |want| of an output */
+    double rel_sum;      /* ... and the sum over elements, for the mean */
+    size_t rel_n;
 } check_ctx;
+
+/* Adds a float32 output's errors relative to its max |want| (finite
+ * elements) to the context's statistics. */
+static void check_rel_stats(check_ctx *cx, const mha_tensor *want, const mha_tensor *got) {
+    if (want->dtype != MHA_DTYPE_FLOAT32 || got->dtype != MHA_DTYPE_FLOAT32) return;
+    const size_t n = (size_t)mha_tensor_numel(want);
+    const float *w = want->data, *g = got->data;
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(w[i]) && w[i] > -FLT_MAX && fabs(w[i]) > m) m = fabs(w[i]);
+    if (m == 0.0) return;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(w[i]) || w[i] <= -FLT_MAX) continue;
+        const double r = fabs((double)g[i] - (double)w[i]) / m;
+        cx->max_rel = isnan(r) || r > cx->max_rel ? r : cx->max_rel;
+        cx->rel_sum += r;
+        cx->rel_n++;
+    }
+}
 
 static void append(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void append(char *buf, size_t n, const char *fmt, ...) {
@@ -337,7 +378,7 @@ static void check_dataset(check_ctx *cx, const mha_model *model, const char *dse
             goto done;
         }
     }
-    if (mha_run(cx->rt, model, ins, n_in, outs, n_out, NULL, &err) != MHA_OK) {
+    if (mha_run(cx->rt, model, ins, n_in, outs, n_out, &cx->run, &err) != MHA_OK) {
         append(why, why_n, "%s%s: %s", *why ? " | " : "", name, err.message);
         goto done;
     }
@@ -352,6 +393,9 @@ static void check_dataset(check_ctx *cx, const mha_model *model, const char *dse
             continue;
         }
         const char *r = check_compare(&want->t, &outs[i], cx->tol, reason, sizeof reason);
+        if (cx->run.precision != MHA_PRECISION_FLOAT32 && want->t.rank == outs[i].rank &&
+            mha_tensor_numel(&want->t) == mha_tensor_numel(&outs[i]))
+            check_rel_stats(cx, &want->t, &outs[i]);
         if (r)
             append(why, why_n, "%s%s: output_%zu.pb (%s): %s", *why ? " | " : "", name, i,
                    want->name, r);
@@ -452,7 +496,8 @@ int cli_cmd_check(int argc, char **argv) {
                 options_done = 1;
                 continue;
             }
-            if ((r = cli_common_option(&c, argc, argv, &i)) != 0) {
+            if ((r = cli_common_option(&c, argc, argv, &i)) != 0 ||
+                (r = cli_precision_option(&c, argc, argv, &i)) != 0) {
                 if (r < 0) goto usage;
                 continue;
             }
@@ -489,6 +534,8 @@ int cli_cmd_check(int argc, char **argv) {
         goto usage;
     }
     mha_alloc_ctx_init(&cx.alloc, NULL);
+    cx.run = cli_run_options(&c);
+    if (c.precision == MHA_PRECISION_BFLOAT16) cx.tol.of_max = CHECK_BF16_OF_MAX;
     if ((rc = cli_runtime_create(&c, &cx.rt)) != CLI_OK) {
         free(dirs);
         return rc;
@@ -496,6 +543,10 @@ int cli_cmd_check(int argc, char **argv) {
     for (size_t k = 0; k < n_dirs; k++)
         check_path(&cx, dirs[k]);
     printf("%d passed, %d failed\n", cx.passed, cx.failed);
+    if (c.precision == MHA_PRECISION_BFLOAT16)
+        printf("bfloat16 against the expected float32 outputs: max relative error %.3g, mean "
+               "%.3g (relative to each output's max |want|; bound %.3g)\n",
+               cx.max_rel, cx.rel_n ? cx.rel_sum / (double)cx.rel_n : 0.0, CHECK_BF16_OF_MAX);
     mha_runtime_destroy(cx.rt);
     free(dirs);
     return cx.failed == 0 && cx.passed > 0 ? CLI_OK : CLI_FAIL;

@@ -150,6 +150,28 @@ int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
     return 0;
 }
 
+int cli_precision_option(cli_common *c, int argc, char **argv, int *i) {
+    const char *v;
+    int r = cli_option_value(c, argc, argv, i, "--precision", NULL, &v);
+    if (r <= 0) return r;
+    if (strcmp(v, "float32") == 0) {
+        c->precision = MHA_PRECISION_FLOAT32;
+    } else if (strcmp(v, "bfloat16") == 0) {
+        c->precision = MHA_PRECISION_BFLOAT16;
+    } else {
+        cli_usage_error(c, "--precision wants float32 or bfloat16, not '%s'", v);
+        return -1;
+    }
+    return 1;
+}
+
+mha_run_options cli_run_options(const cli_common *c) {
+    mha_run_options ro;
+    mha_run_options_init(&ro);
+    ro.precision = c->precision;
+    return ro;
+}
+
 static void cli_log(void *user, mha_log_level level, const char *message) {
     (void)user;
     static const char *names[] = {"error", "warning", "info", "debug"};

@@ -26,6 +26,7 @@ typedef struct cli_common {
     int threads;         /* 0: every online CPU */
     int verbose;         /* library log lines to stderr */
     int help;
+    int precision;  /* --precision (run, check, bench): MHA_PRECISION_* */
     int no_backend; /* set by commands that run no model (gen, merge): --backend
                        and --threads are then unknown options */
 } cli_common;
@@ -43,6 +44,11 @@ int mha_cmd_serve(int argc, char **argv); /* mha_serve.c (with libmicrohttpd) */
 /* Tries argv[*i] as a common option (consuming its value); returns 1 if it
  * was one, 0 if not, -1 after printing a usage error. */
 int cli_common_option(cli_common *c, int argc, char **argv, int *i);
+/* The same for --precision float32|bfloat16 (the subcommands that run a
+ * model take it); sets c->precision. */
+int cli_precision_option(cli_common *c, int argc, char **argv, int *i);
+/* Run options carrying c's precision. */
+mha_run_options cli_run_options(const cli_common *c);
 
 /* Matches argv[*i] against an option with a value: "--name VALUE",
  * "--name=VALUE" or "-s VALUE" (short may be NULL). Returns 1 and sets

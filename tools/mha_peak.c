@@ -6,6 +6,9 @@
  * Each thread runs independent FMA chains held in registers (16 ZMM or 12 YMM
  * accumulators: more than FMA latency x FMA ports, so the loop is bound by
  * throughput, not latency); no memory is touched. FLOP = 2 per lane per FMA.
+ * The bfloat16 peak (avx512bf16, the compute mode --precision bfloat16)
+ * runs VDPBF16PS the same way: 16 accumulators, each instruction 2 products
+ * per lane, FLOP = 4 per lane per instruction.
  * A measurement is the wall time from a common start to the last thread's
  * end; the figure is the median of --reps measurements.
  *
@@ -34,24 +37,36 @@
 typedef uint64_t (*peak_kernel)(uint64_t iters, float seed, float *sink);
 
 #ifdef PEAK_X86
-/* acc = acc * x + y converges to y / (1 - x) = 1: no overflow, no denormal. */
-__attribute__((target("avx512f,fma"))) static uint64_t peak_avx512(uint64_t iters, float seed,
-                                                                   float *sink) {
-    __m512 acc[16];
-    for (int i = 0; i < 16; i++)
-        acc[i] = _mm512_set1_ps(seed + 0.01f * (float)i);
-    const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(0.001f);
-    for (uint64_t it = 0; it < iters; it++) {
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++)
-            acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+/* A kernel of 16 ZMM accumulator chains acc[i] = OP, held in registers;
+ * FLOP per lane per OP; the constants OP reads are declared by the
+ * trailing declarations. */
+#define PEAK_AVX512_KERNEL(NAME, TARGET, OP, FLOP, ...)                                            \
+    __attribute__((target(TARGET))) static uint64_t NAME(uint64_t iters, float seed,               \
+                                                         float *sink) {                            \
+        __m512 acc[16];                                                                            \
+        for (int i = 0; i < 16; i++)                                                               \
+            acc[i] = _mm512_set1_ps(seed + 0.01f * (float)i);                                      \
+        __VA_ARGS__                                                                                \
+        for (uint64_t it = 0; it < iters; it++) {                                                  \
+            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) acc[i] = OP;                     \
+        }                                                                                          \
+        __m512 s = acc[0];                                                                         \
+        for (int i = 1; i < 16; i++)                                                               \
+            s = _mm512_add_ps(s, acc[i]);                                                          \
+        *sink = _mm512_reduce_add_ps(s);                                                           \
+        return iters * 16u * 16u * (FLOP);                                                         \
     }
-    __m512 s = acc[0];
-    for (int i = 1; i < 16; i++)
-        s = _mm512_add_ps(s, acc[i]);
-    *sink = _mm512_reduce_add_ps(s);
-    return iters * 16u * 16u * 2u;
-}
+
+/* acc = acc * x + y converges to y / (1 - x) = 1: no overflow, no denormal. */
+PEAK_AVX512_KERNEL(peak_avx512, "avx512f,fma", _mm512_fmadd_ps(acc[i], x, y), 2u,
+                   const __m512 x = _mm512_set1_ps(0.999f);
+                   const __m512 y = _mm512_set1_ps(0.001f);)
+
+/* acc += 0.5 * 1 - 0.5 * 1 per lane (bfloat16 pairs (0.5, -0.5) and (1, 1)):
+ * the products cancel, acc stays put. */
+PEAK_AVX512_KERNEL(peak_avx512bf16, "avx512f,avx512bf16", _mm512_dpbf16_ps(acc[i], a, b), 4u,
+                   const __m512bh a = (__m512bh)_mm512_set1_epi32((int)0xBF003F00u);
+                   const __m512bh b = (__m512bh)_mm512_set1_epi32(0x3F803F80);)
 
 __attribute__((target("avx2,fma"))) static uint64_t peak_avx2(uint64_t iters, float seed,
                                                               float *sink) {
@@ -138,12 +153,15 @@ static const char *peak_usage =
     "\n"
     "Measures the FP32 FMA throughput of this machine now: register-only FMA\n"
     "chains per thread, AVX-512 and AVX2 (each when the CPU has it), for each\n"
-    "thread count. Prints the median and the range of --reps measurements.\n"
+    "thread count; and the bfloat16 dot-product peak (VDPBF16PS, avx512bf16: the\n"
+    "bound of --precision bfloat16). Prints the median and the range of --reps\n"
+    "measurements.\n"
     "\n"
     "  --threads LIST   thread counts, e.g. 1,2 (default 1 and the online CPUs)\n"
     "  --seconds S      length of one measurement (default 0.3)\n"
     "  --reps N         measurements per figure, the median is reported (default 5)\n"
-    "  --json FILE      also write {\"avx512\": {\"1\": GF, ...}, \"avx2\": {...}}\n";
+    "  --json FILE      also write {\"avx512\": {\"1\": GF, ...}, \"avx512bf16\": {...},\n"
+    "                   \"avx2\": {...}}\n";
 
 static int peak_usage_error(const char *what, const char *value) {
     fprintf(stderr, "mha peak: %s%s%s (see 'mha peak --help')\n", what, value ? ": " : "",
@@ -205,13 +223,16 @@ int mha_cmd_peak(int argc, char **argv) {
         peak_kernel kernel;
         int usable;
         double gflops[16];
-    } isa[2];
+    } isa[3];
     int n_isa = 0;
 #ifdef PEAK_X86
     __builtin_cpu_init();
     isa[n_isa].name = "avx512";
     isa[n_isa].kernel = peak_avx512;
     isa[n_isa++].usable = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    isa[n_isa].name = "avx512bf16";
+    isa[n_isa].kernel = peak_avx512bf16;
+    isa[n_isa++].usable = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
     isa[n_isa].name = "avx2";
     isa[n_isa].kernel = peak_avx2;
     isa[n_isa++].usable = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -224,10 +245,10 @@ int mha_cmd_peak(int argc, char **argv) {
     char msg[512];
     if (json && cli_out_open(&of, json, msg, sizeof msg) != 0) return cli_fail("%s", msg);
 
-    printf("isa      threads   GFLOP/s  (median of %d; min-max)\n", reps);
+    printf("isa        threads   GFLOP/s  (median of %d; min-max)\n", reps);
     for (int k = 0; k < n_isa; k++) {
         if (!isa[k].usable) {
-            printf("%-8s  not supported by this CPU\n", isa[k].name);
+            printf("%-10s  not supported by this CPU\n", isa[k].name);
             continue;
         }
         /* calibrate: iterations for about `seconds` on one thread */
@@ -255,7 +276,7 @@ int mha_cmd_peak(int argc, char **argv) {
             }
             qsort(v, (size_t)reps, sizeof v[0], peak_cmp);
             isa[k].gflops[t] = v[reps / 2];
-            printf("%-8s %7d %9.1f  (%.1f-%.1f)\n", isa[k].name, threads[t], v[reps / 2], v[0],
+            printf("%-10s %7d %9.1f  (%.1f-%.1f)\n", isa[k].name, threads[t], v[reps / 2], v[0],
                    v[reps - 1]);
             fflush(stdout);
         }

@@ -252,7 +252,8 @@ int cli_cmd_run(int argc, char **argv) {
                 options_done = 1;
                 continue;
             }
-            if ((r = cli_common_option(&c, argc, argv, &i)) != 0) {
+            if ((r = cli_common_option(&c, argc, argv, &i)) != 0 ||
+                (r = cli_precision_option(&c, argc, argv, &i)) != 0) {
                 if (r < 0) {
                     rc = CLI_USAGE;
                     goto done;
@@ -488,7 +489,8 @@ int cli_cmd_run(int argc, char **argv) {
     /* -- run -- */
     if ((rc = cli_runtime_create(&c, &s.rt)) != CLI_OK) goto done;
     double t0 = cli_now();
-    if (mha_run(s.rt, s.model, s.ins, s.n_in, s.outs, s.n_out, NULL, &err) != MHA_OK) {
+    const mha_run_options ro = cli_run_options(&c);
+    if (mha_run(s.rt, s.model, s.ins, s.n_in, s.outs, s.n_out, &ro, &err) != MHA_OK) {
         rc = run_fail_inputs(&s, model_path, &err);
         goto done;
     }

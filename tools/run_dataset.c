@@ -90,6 +90,7 @@ typedef struct ds_output {
 
 typedef struct ds_state {
     const ds_options *o;
+    int precision; /* MHA_PRECISION_* of every chunk */
     mha_alloc_ctx alloc;
     mha_model *model;
     mha_model_info mi;
@@ -859,6 +860,7 @@ static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
     mha_run_options ro;
     mha_run_options_init(&ro);
     ro.kv_lengths = s->lengths ? s->lengths + r : NULL;
+    ro.precision = s->precision;
     mha_error err;
     mha_error_clear(&err);
     if (mha_run(s->rt, s->model, s->ins, s->n_in, s->outs, s->n_out, &ro, &err) != MHA_OK) {
@@ -1302,6 +1304,7 @@ int ds_run(const cli_common *c, const ds_options *o) {
     ds_state s;
     memset(&s, 0, sizeof s);
     s.o = o;
+    s.precision = c->precision;
     s.size = 1;
     if (o->mpi) {
 #ifdef MHA_WITH_MPI

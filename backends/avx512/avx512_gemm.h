@@ -29,15 +29,26 @@
  * element is the same one FMA chain over k ascending whatever R computed it,
  * so results do not depend on the kernel.
  */
+/* The R x 32 accumulators of a micro-kernel: from C (accumulate, rows
+ * r < mr) or zero; and back to C's rows r < mr. */
+#define AVX512_GEMM_ACC_LOAD(R)                                                                    \
+    vf acc[R][2];                                                                                  \
+    _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                         \
+        int live = accumulate && r < mr;                                                           \
+        acc[r][0] = live ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                     \
+        acc[r][1] = live ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();                \
+    }
+#define AVX512_GEMM_ACC_STORE(R)                                                                   \
+    _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                         \
+        if (r >= mr) break;                                                                        \
+        _mm512_storeu_ps(c + r * ldc, acc[r][0]);                                                  \
+        _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);                                             \
+    }
+
 #define AVX512_GEMM_UKERNEL_ROWS(R)                                                                \
     static inline void gemm_ukernel_##R(int64_t kc, const float *ap, const float *bp, float *c,    \
                                         int64_t ldc, int accumulate, int64_t mr) {                 \
-        vf acc[R][2];                                                                              \
-        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                     \
-            int live = accumulate && r < mr;                                                       \
-            acc[r][0] = live ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                 \
-            acc[r][1] = live ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();            \
-        }                                                                                          \
+        AVX512_GEMM_ACC_LOAD(R)                                                                    \
         for (int64_t k = 0; k < kc; k++) {                                                         \
             vf b0 = _mm512_loadu_ps(bp + k * GEMM_NR);                                             \
             vf b1 = _mm512_loadu_ps(bp + k * GEMM_NR + 16);                                        \
@@ -47,11 +58,7 @@
                 acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);                                     \
             }                                                                                      \
         }                                                                                          \
-        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                     \
-            if (r >= mr) break;                                                                    \
-            _mm512_storeu_ps(c + r * ldc, acc[r][0]);                                              \
-            _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);                                         \
-        }                                                                                          \
+        AVX512_GEMM_ACC_STORE(R)                                                                   \
     }
 AVX512_GEMM_UKERNEL_ROWS(4)
 AVX512_GEMM_UKERNEL_ROWS(8)

@@ -35,9 +35,38 @@ void avx512_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void 
     gemm_blocked_pack_b(K, N, B, ldb, packed);
 }
 
-int avx512_gemm(void *state, const mha_gemm_args *args) {
+/* The bfloat16 form: packed B is the pairs of common/gemm_bf16.h whichever
+ * kernel init() chose (VDPBF16PS or its emulation), so a model packed once
+ * serves both. */
+#include "avx512/avx512_gemm_bf16.h"
+
+#include "common/gemm_bf16.h"
+
+size_t avx512_gemm_packed_size_prec(void *state, int precision, int64_t K, int64_t N) {
     (void)state;
-    return gemm_blocked_run(args);
+    if (precision == MHA_PRECISION_FLOAT32) return gemm_blocked_packed_size(K, N);
+    return precision == MHA_PRECISION_BFLOAT16 ? gemm_bf16_packed_size(K, N) : SIZE_MAX;
+}
+
+int avx512_gemm_pack_b_prec(void *state, int precision, int64_t K, int64_t N, const float *B,
+                            int64_t ldb, void *packed) {
+    (void)state;
+    if (precision == MHA_PRECISION_FLOAT32)
+        gemm_blocked_pack_b(K, N, B, ldb, packed);
+    else if (precision == MHA_PRECISION_BFLOAT16)
+        gemm_bf16_pack_b(K, N, B, ldb, packed);
+    else
+        return KERNEL_ERR_ARGS;
+    return KERNEL_OK;
+}
+
+int avx512_gemm(void *state, const mha_gemm_args *args) {
+    if (!kernel_gemm_args_ok(args)) return KERNEL_ERR_ARGS;
+    const int precision = kernel_gemm_precision(args);
+    if (precision == MHA_PRECISION_FLOAT32) return gemm_blocked_run(args);
+    if (precision != MHA_PRECISION_BFLOAT16) return KERNEL_ERR_ARGS;
+    const avx512_state *s = state;
+    return s && s->has_dpbf16 ? avx512_gemm_bf16_dpbf16(args) : gemm_bf16_run(args);
 }
 
 /* ------------------------------------------------------------------------ */

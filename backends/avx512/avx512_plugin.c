@@ -15,9 +15,19 @@ static int avx512_probe(uint64_t cpu_features, const char **reason) {
     return plugin_probe_require(cpu_features, AVX512_REQUIRED, MHA_SCORE_AVX512, reason);
 }
 
+/* The two states init() chooses between: read-only, shared by every
+ * runtime (the plugin keeps no mutable global state). */
+static const avx512_state avx512_with_dpbf16 = {.has_dpbf16 = 1};
+static const avx512_state avx512_baseline = {.has_dpbf16 = 0};
+
+/* The ISA is chosen once here, from the features the host detected (and
+ * masked), never from the plugin's own CPUID. */
 static int avx512_init(const mha_plugin_services *services, void **state) {
-    (void)services;
-    if (state) *state = NULL;
+    if (!state) return 0;
+    uint64_t f = 0;
+    if (services && services->struct_size >= MHA_SERVICES_SIZE_1_1) f = services->cpu_features;
+    const avx512_state *s = (f & MHA_CPU_AVX512BF16) ? &avx512_with_dpbf16 : &avx512_baseline;
+    *state = (void *)(uintptr_t)s;
     return 0;
 }
 
@@ -31,7 +41,8 @@ static const mha_plugin avx512_plugin = {
     .struct_size = sizeof(mha_plugin),
     .name = "avx512",
     .version = "0.1.0",
-    .description = "AVX-512F: 12x32 GEMM micro-kernel, flash attention (16 lanes)",
+    .description = "AVX-512F: 12x32 GEMM micro-kernel (float32; bfloat16 by VDPBF16PS or its "
+                   "emulation), flash attention (16 lanes)",
     .flags = 0,
     .probe = avx512_probe,
     .init = avx512_init,
@@ -45,6 +56,10 @@ static const mha_plugin avx512_plugin = {
     .attention = avx512_attention,
     .get_proc = NULL,
     .rotary = avx512_rotary,
+    .precisions =
+        MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32) | MHA_PRECISION_BIT(MHA_PRECISION_BFLOAT16),
+    .gemm_packed_size_prec = avx512_gemm_packed_size_prec,
+    .gemm_pack_b_prec = avx512_gemm_pack_b_prec,
 };
 
 const mha_plugin *mha_avx512_plugin_table(void);

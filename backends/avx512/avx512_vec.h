@@ -22,6 +22,22 @@ static inline vf vf_zero(void) {
 static inline vf vf_set1(float x) {
     return _mm512_set1_ps(x);
 }
+/* Each lane rounded to bfloat16 as common/bf16.h does (nearest even;
+ * zero and subnormal -> signed zero; NaN kept, quiet), in integer ops. */
+#define FA_HAVE_ROUND_BF16 1
+static inline vf vf_round_bf16(vf x) {
+    const __m512i u = _mm512_castps_si512(x), hi = _mm512_set1_epi32((int)0xffff0000u);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+    r = _mm512_and_si512(r, hi);
+    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    const __mmask16 tiny = _mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_mov_epi32(
+        r, nan, _mm512_or_si512(_mm512_and_si512(u, hi), _mm512_set1_epi32(0x00400000)));
+    r = _mm512_mask_mov_epi32(r, tiny, _mm512_and_si512(u, _mm512_set1_epi32((int)0x80000000u)));
+    return _mm512_castsi512_ps(r);
+}
+
 static inline vf vf_load(const float *p) {
     return _mm512_loadu_ps(p);
 }

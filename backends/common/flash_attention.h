@@ -49,6 +49,14 @@
  * ascending in S; keys ascending in acc; per lane across blocks, then lanes, in l) -- and a
  * block a row cannot see is skipped for that row, not processed as zeros.
  * So row (b, h, i) is bitwise the same whatever range or block it is in.
+ *
+ * bfloat16 precision (ABI 1.3): the operands of both products are rounded
+ * to bfloat16 where they are packed -- K^T and V per kv head, the Q block,
+ * P after the exp (its sum l stays the unrounded float) -- and the products
+ * of rounded operands are exact in float, so the FMA chains only round
+ * their sums. Scores, softmax, masks and O stay float32. (This is bfloat16
+ * arithmetic on float registers; the operands are not yet stored as 16-bit
+ * pairs for VDPBF16PS.)
  */
 #ifndef MHA_BACKENDS_FLASH_ATTENTION_H
 #define MHA_BACKENDS_FLASH_ATTENTION_H
@@ -57,6 +65,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "common/bf16.h"
 #include "common/kernel_common.h"
 
 #define FA_NCV (FA_BC / VLEN) /* vectors per key block */
@@ -148,6 +157,24 @@ static inline void fa_transpose_rows(const float *src, int64_t lds, int64_t n, i
             dst[d * ldd + j] = src[j * lds + d];
 }
 
+/* 1 when the call computes in bfloat16. */
+static inline int fa_bf16(const mha_attn_args *a) {
+    return kernel_attn_precision(a) == MHA_PRECISION_BFLOAT16;
+}
+
+/* x[0:n] rounded to bfloat16 in place (operands of Q.K^T and P.V): whole
+ * vectors through the backend's vf_round_bf16 when it has one (the same
+ * rounding), the rest one by one. */
+static inline void fa_round_bf16(float *x, int64_t n) {
+    int64_t i = 0;
+#ifdef FA_HAVE_ROUND_BF16
+    for (; i + VLEN <= n; i += VLEN)
+        vf_store(x + i, vf_round_bf16(vf_load(x + i)));
+#endif
+    for (; i < n; i++)
+        x[i] = bf16_round(x[i]);
+}
+
 /*
  * Packs keys [0, nkeys) of one kv head. Shapes: K rows kb + j*k_ss [dk],
  * V rows vb + j*v_ss [dv] -> kt [skv_pad/BC][dk][BC], vp [skv_pad][dvp];
@@ -166,11 +193,13 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
         if (jn < FA_BC)
             for (int64_t d = 0; d < dk; d++)
                 memset(blk + d * FA_BC + jn, 0, (size_t)(FA_BC - jn) * sizeof(float));
+        if (fa_bf16(a)) fa_round_bf16(blk, dk * FA_BC);
     }
     /* pass 2: V rows, padded to dvp with zeros */
     for (int64_t j = 0; vp && j < nkeys; j++) {
         float *row = vp + j * dvp;
         memcpy(row, vb + j * a->v_ss, (size_t)dv * sizeof(float));
+        if (fa_bf16(a)) fa_round_bf16(row, dv);
         for (int64_t d = dv; d < dvp; d++)
             row[d] = 0.0f;
     }
@@ -492,6 +521,7 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, cons
         vf_store(srow + c * VLEN, p);
         psum = vf_add(psum, p);
     }
+    if (fa_bf16(a)) fa_round_bf16(srow, FA_BC); /* P for P.V; l keeps the float sum */
     vf_store(lv, vf_fma(vf_load(lv), vf_set1(corr), psum));
     *m = m_new;
     *corr_out = corr;
@@ -526,6 +556,9 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
      * what it uses; the score tiles read no row past br) */
     int64_t blk_end = 0;
     fa_transpose_rows(qb + i0 * a->q_ss, a->q_ss, br, dk, qp, FA_BR);
+    if (fa_bf16(a))
+        for (int64_t d = 0; d < dk; d++)
+            fa_round_bf16(qp + d * FA_BR, br);
     for (int64_t r = 0; r < br; r++) {
         row_end[r] = kernel_row_key_end(a, b, i0 + r);
         if (slopes) {
@@ -623,7 +656,8 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 /* The whole call: for each (b, h) in range, pack its kv head (unless the
  * previous head of the same GQA group already did), then the query blocks. */
 static inline int fa_attention_run(const mha_attn_args *a, void *workspace, size_t workspace_size) {
-    if (!kernel_attn_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (!kernel_attn_args_ok(a) || !kernel_precision_known(kernel_attn_precision(a)))
+        return KERNEL_ERR_ARGS;
     if (a->b0 == a->b1 || a->h0 == a->h1 || a->q0 == a->q1) return KERNEL_OK;
     fa_layout L;
     if (!fa_plan(a, &L)) return KERNEL_ERR_ARGS;
@@ -632,8 +666,9 @@ static inline int fa_attention_run(const mha_attn_args *a, void *workspace, size
     const int64_t group = a->Hq / a->Hkv;
     /* V rows of whole vectors are read where they are (a copy would only
      * cost memory traffic: a decode step's one query reads every V row
-     * once); otherwise they are copied padded to dvp */
-    const int v_in_place = L.dvp == a->dv;
+     * once); otherwise they are copied padded to dvp. bfloat16 copies
+     * them to round them. */
+    const int v_in_place = L.dvp == a->dv && !fa_bf16(a);
 
     for (int64_t b = a->b0; b < a->b1; b++) {
         /* keys any row of this call may see: row_end grows with i */

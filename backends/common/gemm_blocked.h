@@ -134,26 +134,15 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
                     continue;
                 }
 #endif
-                if (k0 > 0)
-                    for (int64_t r = 0; r < mr; r++)
-                        for (int64_t n = cn0; n < cn1; n++)
-                            ct[r * GEMM_NR + (n - p * GEMM_NR)] = a->C[(m + r) * a->ldc + n];
+                if (k0 > 0) kernel_gemm_tile_in(a, ct, GEMM_NR, m, mr, p * GEMM_NR, cn0, cn1);
                 gemm_ukernel(kc, as, bp, ct, GEMM_NR, k0 > 0);
-                for (int64_t r = 0; r < mr; r++)
-                    for (int64_t n = cn0; n < cn1; n++)
-                        a->C[(m + r) * a->ldc + n] = ct[r * GEMM_NR + (n - p * GEMM_NR)];
+                kernel_gemm_tile_out(a, ct, GEMM_NR, m, mr, p * GEMM_NR, cn0, cn1);
             }
         }
     }
 
     /* pass 3: bias, added once after the whole k chain */
-    if (a->bias) {
-        const int64_t n0 = a->n0 > p_first * GEMM_NR ? a->n0 : p_first * GEMM_NR;
-        const int64_t n1 = a->n1 < (p_last + 1) * GEMM_NR ? a->n1 : (p_last + 1) * GEMM_NR;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t n = n0; n < n1; n++)
-                a->C[(mb + r) * a->ldc + n] += a->bias[n];
-    }
+    kernel_gemm_add_bias(a, mb, rows, p_first, p_last, GEMM_NR);
 }
 
 /* K == 0: C = bias (or 0) over the range. */

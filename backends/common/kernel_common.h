@@ -27,7 +27,7 @@ static inline int kernel_mask_hides(float value) {
 /* Checks a GEMM call: sizes >= 0, the range inside [0,M) x [0,N), the
  * pointers it needs present and leading dimensions wide enough. */
 static inline int kernel_gemm_args_ok(const mha_gemm_args *a) {
-    if (!a || a->struct_size < sizeof(mha_gemm_args)) return 0;
+    if (!a || a->struct_size < MHA_GEMM_ARGS_SIZE_1_0) return 0;
     if (a->M < 0 || a->N < 0 || a->K < 0) return 0;
     if (a->m0 < 0 || a->m0 > a->m1 || a->m1 > a->M) return 0;
     if (a->n0 < 0 || a->n0 > a->n1 || a->n1 > a->N) return 0;
@@ -35,6 +35,52 @@ static inline int kernel_gemm_args_ok(const mha_gemm_args *a) {
     if (!a->C || a->ldc < a->N) return 0;
     if (a->K > 0 && (!a->A || !a->B_packed || a->lda < a->K)) return 0;
     return 1;
+}
+
+/* Rows [m, m + mr) x columns [cn0, cn1) of C to (in) or from (out) the
+ * edge tile ct [mr][nr], whose column 0 is C's column c0: the blocked GEMMs
+ * run a tile that hangs over the range through ct. */
+static inline void kernel_gemm_tile_in(const mha_gemm_args *a, float *ct, int64_t nr, int64_t m,
+                                       int64_t mr, int64_t c0, int64_t cn0, int64_t cn1) {
+    for (int64_t r = 0; r < mr; r++)
+        for (int64_t n = cn0; n < cn1; n++)
+            ct[r * nr + (n - c0)] = a->C[(m + r) * a->ldc + n];
+}
+
+static inline void kernel_gemm_tile_out(const mha_gemm_args *a, const float *ct, int64_t nr,
+                                        int64_t m, int64_t mr, int64_t c0, int64_t cn0,
+                                        int64_t cn1) {
+    for (int64_t r = 0; r < mr; r++)
+        for (int64_t n = cn0; n < cn1; n++)
+            a->C[(m + r) * a->ldc + n] = ct[r * nr + (n - c0)];
+}
+
+/* C[mb:mb+rows, n] += bias[n] for the columns of panels [p_first, p_last]
+ * (nr wide) inside [n0, n1): once, after the whole k chain. */
+static inline void kernel_gemm_add_bias(const mha_gemm_args *a, int64_t mb, int64_t rows,
+                                        int64_t p_first, int64_t p_last, int64_t nr) {
+    if (!a->bias) return;
+    const int64_t n0 = a->n0 > p_first * nr ? a->n0 : p_first * nr;
+    const int64_t n1 = a->n1 < (p_last + 1) * nr ? a->n1 : (p_last + 1) * nr;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t n = n0; n < n1; n++)
+            a->C[(mb + r) * a->ldc + n] += a->bias[n];
+}
+
+/* The precision of a GEMM call (MHA_PRECISION_*): float32 from a host
+ * older than ABI 1.3, which writes a shorter struct. */
+static inline int kernel_gemm_precision(const mha_gemm_args *a) {
+    return a->struct_size >= MHA_GEMM_ARGS_SIZE_1_3 ? a->precision : MHA_PRECISION_FLOAT32;
+}
+
+/* The precision of an attention call, as kernel_gemm_precision. */
+static inline int kernel_attn_precision(const mha_attn_args *a) {
+    return a->struct_size >= MHA_ATTN_ARGS_SIZE_1_3 ? a->precision : MHA_PRECISION_FLOAT32;
+}
+
+/* 1 for the precisions the in-tree backends know. */
+static inline int kernel_precision_known(int precision) {
+    return precision == MHA_PRECISION_FLOAT32 || precision == MHA_PRECISION_BFLOAT16;
 }
 
 /* The ALiBi slopes [Hq] of an attention call, or NULL: an ABI 1.0 / 1.1

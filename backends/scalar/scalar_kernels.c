@@ -13,6 +13,15 @@
  * it is their own error, not the sum of both. The reduction order of each
  * element is fixed (k ascending; keys ascending), so the result of an
  * element never depends on the range a call covers.
+ *
+ * bfloat16 (ABI 1.3): the operands of every product are first rounded to
+ * bfloat16 exactly as the fast kernels round them (common/bf16.h: weights
+ * when packed, activations when read; in attention q and k for the scores,
+ * the probabilities p = exp(s - max) and v for P.V); the products are then
+ * exact and summed in double as above. What a fast backend adds is only its
+ * float32 summation: at most K * 2^-24 * sum |a_k b_k| away from this
+ * reference for a GEMM element (the usual bound for a float chain of K
+ * additions), which test_backends.c checks.
  */
 #include "scalar/scalar_kernels.h"
 
@@ -21,6 +30,7 @@
 #include <string.h>
 
 #include "common/backend_scores.h"
+#include "common/bf16.h"
 #include "common/kernel_common.h"
 
 /* ------------------------------------------------------------------------ */
@@ -43,8 +53,38 @@ void scalar_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void 
             bt[n * K + k] = B[k * ldb + n];
 }
 
-/* A: [M, K] (lda), packed B^T: [N][K], bias: [N] or NULL, C: [M, N] (ldc).
- * Writes C[m, n] for m in [m0,m1), n in [n0,n1). */
+/* Packed B in bfloat16: B transposed, [N][K] bfloat16 (uint16). */
+static size_t scalar_gemm_packed_size_prec(void *state, int precision, int64_t K, int64_t N) {
+    (void)state;
+    size_t f32 = scalar_gemm_packed_size(K, N);
+    if (precision == MHA_PRECISION_FLOAT32 || f32 == SIZE_MAX) return f32;
+    return precision == MHA_PRECISION_BFLOAT16 ? f32 / 2 : SIZE_MAX;
+}
+
+static int scalar_gemm_pack_b_prec(void *state, int precision, int64_t K, int64_t N, const float *B,
+                                   int64_t ldb, void *packed) {
+    (void)state;
+    if (precision == MHA_PRECISION_FLOAT32) {
+        scalar_gemm_pack_b(K, N, B, ldb, packed);
+        return KERNEL_OK;
+    }
+    if (precision != MHA_PRECISION_BFLOAT16) return KERNEL_ERR_ARGS;
+    uint16_t *bt = packed;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++)
+            bt[n * K + k] = bf16_from_float(B[k * ldb + n]);
+    return KERNEL_OK;
+}
+
+/* B^T[n][k] of either packed layout, as a double. */
+static inline double scalar_packed_b(const mha_gemm_args *a, int bf, int64_t n, int64_t k) {
+    if (bf) return (double)bf16_to_float(((const uint16_t *)a->B_packed)[n * a->K + k]);
+    return (double)((const float *)a->B_packed)[n * a->K + k];
+}
+
+/* A: [M, K] (lda), packed B^T: [N][K] (float, or bfloat16 in that
+ * precision), bias: [N] or NULL, C: [M, N] (ldc). Writes C[m, n] for m in
+ * [m0,m1), n in [n0,n1). */
 void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     if (a->K == 0) { /* C = bias; A and B may be NULL then */
         for (int64_t m = m0; m < m1; m++)
@@ -52,15 +92,17 @@ void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n
                 a->C[m * a->ldc + n] = a->bias ? a->bias[n] : 0.0f;
         return;
     }
-    const float *bt = a->B_packed;
+    const int bf = kernel_gemm_precision(a) == MHA_PRECISION_BFLOAT16;
     for (int64_t m = m0; m < m1; m++) {
         const float *arow = a->A + m * a->lda;
         for (int64_t n = n0; n < n1; n++) {
-            /* pass 1: the dot product over k, ascending, in double */
+            /* pass 1: the dot product over k, ascending, in double (bfloat16:
+             * of the rounded operands, each product exact) */
             double acc = 0.0;
-            const float *bcol = bt + n * a->K;
-            for (int64_t k = 0; k < a->K; k++)
-                acc += (double)arow[k] * (double)bcol[k];
+            for (int64_t k = 0; k < a->K; k++) {
+                const double ak = bf ? (double)bf16_round(arow[k]) : (double)arow[k];
+                acc += ak * scalar_packed_b(a, bf, n, k);
+            }
             /* pass 2: bias, then one rounding to float */
             if (a->bias) acc += (double)a->bias[n];
             a->C[m * a->ldc + n] = (float)acc;
@@ -70,7 +112,8 @@ void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n
 
 static int scalar_gemm(void *state, const mha_gemm_args *a) {
     (void)state;
-    if (!kernel_gemm_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (!kernel_gemm_args_ok(a) || !kernel_precision_known(kernel_gemm_precision(a)))
+        return KERNEL_ERR_ARGS;
     scalar_gemm_block(a, a->m0, a->m1, a->n0, a->n1);
     return KERNEL_OK;
 }
@@ -109,6 +152,7 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
     const double slope = slopes ? (double)slopes[h] : 0.0;
     const int64_t origin = kernel_alibi_origin(a, b, i);
     const float *kpos = slopes ? kernel_alibi_pos(a, b) : NULL;
+    const int bf = kernel_attn_precision(a) == MHA_PRECISION_BFLOAT16; /* operands rounded */
 
     /* pass 1: scores s[j] = scale * q.k_j, softcap, + ALiBi, + mask; and
      * their max. NaN never wins `sj > smax`, so keys that are not masked are
@@ -119,7 +163,8 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
         const float *kj = kb + j * a->k_ss;
         double dot = 0.0;
         for (int64_t d = 0; d < a->dk; d++)
-            dot += (double)q[d] * (double)kj[d];
+            dot += bf ? (double)bf16_round(q[d]) * (double)bf16_round(kj[d])
+                      : (double)q[d] * (double)kj[d];
         double sj = (double)a->scale * dot;
         if (a->softcap > 0.0f) sj = (double)a->softcap * tanh(sj / (double)a->softcap);
         if (slopes) sj += slope * ((kpos ? (double)kpos[j] : (double)j) - (double)origin);
@@ -146,14 +191,16 @@ void scalar_attention_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t 
         sum += s[j];
     }
 
-    /* pass 3: o = sum_j p_j v_j / sum, keys ascending */
+    /* pass 3: o = sum_j p_j v_j / sum, keys ascending (bfloat16: p_j and
+     * v rounded, the sum of the unrounded p_j as the fast kernels keep it) */
     for (int64_t d = 0; d < a->dv; d++)
         acc[d] = 0.0;
     for (int64_t j = 0; j < end; j++) {
         if (s[j] == 0.0) continue;
         const float *vj = vb + j * a->v_ss;
+        const double pj = bf ? (double)bf16_round((float)s[j]) : s[j];
         for (int64_t d = 0; d < a->dv; d++)
-            acc[d] += s[j] * (double)vj[d];
+            acc[d] += pj * (bf ? (double)bf16_round(vj[d]) : (double)vj[d]);
     }
     for (int64_t d = 0; d < a->dv; d++)
         o[d] = (float)(acc[d] / sum);
@@ -168,7 +215,8 @@ static size_t scalar_attention_workspace_size(void *state, const mha_attn_args *
 static int scalar_attention(void *state, const mha_attn_args *a, void *workspace,
                             size_t workspace_size) {
     (void)state;
-    if (!kernel_attn_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (!kernel_attn_args_ok(a) || !kernel_precision_known(kernel_attn_precision(a)))
+        return KERNEL_ERR_ARGS;
     if (a->b0 == a->b1 || a->h0 == a->h1 || a->q0 == a->q1) return KERNEL_OK;
     if (!workspace || workspace_size < scalar_attention_workspace_size(state, a))
         return KERNEL_ERR_WORKSPACE;
@@ -254,6 +302,10 @@ static const mha_plugin scalar_plugin = {
     .attention = scalar_attention,
     .get_proc = NULL,
     .rotary = scalar_rotary,
+    .precisions =
+        MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32) | MHA_PRECISION_BIT(MHA_PRECISION_BFLOAT16),
+    .gemm_packed_size_prec = scalar_gemm_packed_size_prec,
+    .gemm_pack_b_prec = scalar_gemm_pack_b_prec,
 };
 
 const mha_plugin *mha_scalar_plugin_table(void) {

@@ -73,9 +73,40 @@ static int64_t exec_round_up(int64_t a, int64_t m) {
 
 /* Packs the side-by-side concatenation of n_parts weight matrices
  * w[i] [K, cols[i]] (and their biases, NULL = zeros) as one [K, N] matrix. */
+static const char *exec_precision_name(int precision) {
+    return precision == MHA_PRECISION_FLOAT32    ? "float32"
+           : precision == MHA_PRECISION_BFLOAT16 ? "bfloat16"
+                                                 : "(unknown)";
+}
+
+/* Bytes of a packed [K, N] in `precision`: float32 through the 1.0 entry,
+ * another through the plugin's 1.3 entry (with its state). */
+static size_t exec_packed_size_prec(const mha_plugin *p, void *state, int precision, int64_t K,
+                                    int64_t N) {
+    if (precision == MHA_PRECISION_FLOAT32) return p->gemm_packed_size(K, N);
+    return p->gemm_packed_size_prec(state, precision, K, N);
+}
+
+static int exec_pack_b_prec(const mha_plugin *p, void *state, int precision, int64_t K, int64_t N,
+                            const float *B, void *packed) {
+    if (precision == MHA_PRECISION_FLOAT32) {
+        p->gemm_pack_b(K, N, B, N, packed);
+        return 0;
+    }
+    return p->gemm_pack_b_prec(state, precision, K, N, B, N, packed);
+}
+
 mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t K, int n_parts,
                            const float *const *w, const int64_t *cols, const float *const *bias,
                            const char *what, exec_gemm_weights *out, mha_error *err) {
+    return exec_pack_parts_prec(a, p, NULL, MHA_PRECISION_FLOAT32, K, n_parts, w, cols, bias, what,
+                                out, err);
+}
+
+mha_status exec_pack_parts_prec(const mha_alloc_ctx *a, const mha_plugin *p, void *state,
+                                int precision, int64_t K, int n_parts, const float *const *w,
+                                const int64_t *cols, const float *const *bias, const char *what,
+                                exec_gemm_weights *out, mha_error *err) {
     int64_t N = 0;
     int any_bias = 0;
     for (int i = 0; i < n_parts; i++) {
@@ -91,7 +122,9 @@ mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t 
     if (!mha_mul_size((size_t)K, (size_t)N, &kn) || !mha_mul_size(kn, sizeof(float), &kn))
         return mha_fail(err, MHA_ERR_LIMIT, "packing %s: %lldx%lld weights too large", what,
                         (long long)K, (long long)N);
-    size_t packed_size = p->gemm_packed_size(K, N);
+    size_t packed_size = exec_packed_size_prec(p, state, precision, K, N);
+    /* bfloat16 packs 2 bytes a weight */
+    if (precision == MHA_PRECISION_BFLOAT16) kn /= 2;
     if (packed_size == SIZE_MAX)
         return mha_fail(err, MHA_ERR_LIMIT, "packing %s: backend '%s' cannot pack %lldx%lld", what,
                         p->name, (long long)K, (long long)N);
@@ -99,18 +132,20 @@ mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t 
      * would let pack_b write past the buffer */
     if (packed_size < kn)
         return mha_fail(err, MHA_ERR_PLUGIN,
-                        "packing %s: backend '%s' reports %zu packed bytes for %lldx%lld float "
+                        "packing %s: backend '%s' reports %zu packed bytes for %lldx%lld "
                         "weights (%zu bytes)",
                         what, p->name, packed_size, (long long)K, (long long)N, kn);
     out->packed = mha_malloc(a, packed_size ? packed_size : 1);
+    out->packed_bytes = packed_size;
     if (!out->packed)
         return mha_fail(err, MHA_ERR_NO_MEMORY,
                         "packing %s: out of memory for the %zu bytes backend '%s' asks for", what,
                         packed_size, p->name);
+    int rc = 0;
     if (n_parts == 1) {
-        p->gemm_pack_b(K, N, w[0], N, out->packed);
+        rc = exec_pack_b_prec(p, state, precision, K, N, w[0], out->packed);
     } else {
-        float *cat = mha_malloc(a, kn);
+        float *cat = mha_malloc(a, (size_t)K * (size_t)N * sizeof(float));
         if (!cat)
             return mha_fail(err, MHA_ERR_NO_MEMORY, "packing %s: out of memory for %zu bytes", what,
                             kn);
@@ -121,9 +156,12 @@ mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t 
                 c0 += cols[i];
             }
         }
-        p->gemm_pack_b(K, N, cat, N, out->packed);
+        rc = exec_pack_b_prec(p, state, precision, K, N, cat, out->packed);
         mha_free(a, cat);
     }
+    if (rc != 0)
+        return mha_fail(err, MHA_ERR_PLUGIN, "packing %s: backend '%s' failed to pack %lldx%lld",
+                        what, p->name, (long long)K, (long long)N);
     if (any_bias) {
         out->bias = mha_calloc(a, (size_t)(N ? N : 1), sizeof(float));
         if (!out->bias)
@@ -147,10 +185,22 @@ static int64_t exec_layer_dout(const layer *L) {
 
 mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
                              exec_packed **out, mha_error *err) {
+    return exec_pack_weights_prec(a, L, plugin, NULL, MHA_PRECISION_FLOAT32, out, err);
+}
+
+mha_status exec_pack_weights_prec(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
+                                  void *state, int precision, exec_packed **out, mha_error *err) {
     *out = NULL;
+    if (!registry_plugin_serves(plugin, precision))
+        return mha_fail(err, MHA_ERR_BACKEND,
+                        "backend '%s' does not serve precision %s (its plugin ABI %u.%u table "
+                        "does not declare it)",
+                        plugin->name, exec_precision_name(precision), plugin->abi_major,
+                        registry_plugin_minor(plugin));
     exec_packed *pk = mha_calloc(a, 1, sizeof *pk);
     if (!pk) return mha_fail(err, MHA_ERR_NO_MEMORY, "packing weights: out of memory");
     pk->plugin = plugin;
+    pk->precision = precision;
     if (!L->has_proj) {
         *out = pk;
         return MHA_OK;
@@ -163,21 +213,25 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
         const float *b[3] = {L->bq, L->bk, L->bv};
         const int64_t cols[3] = {nq, nk, nv};
         pk->fused_qkv = 1;
-        st = exec_pack_parts(a, plugin, L->d_model, 3, w, cols, b, "W_q|W_k|W_v", &pk->qkv, err);
+        st = exec_pack_parts_prec(a, plugin, state, precision, L->d_model, 3, w, cols, b,
+                                  "W_q|W_k|W_v", &pk->qkv, err);
     } else {
         const float *wq[1] = {L->wq}, *bq[1] = {L->bq};
         const int64_t cq[1] = {nq};
-        st = exec_pack_parts(a, plugin, L->d_model, 1, wq, cq, bq, "W_q", &pk->q, err);
+        st = exec_pack_parts_prec(a, plugin, state, precision, L->d_model, 1, wq, cq, bq, "W_q",
+                                  &pk->q, err);
         if (st == MHA_OK) {
             const float *w[2] = {L->wk, L->wv}, *b[2] = {L->bk, L->bv};
             const int64_t cols[2] = {nk, nv};
-            st = exec_pack_parts(a, plugin, L->d_kv, 2, w, cols, b, "W_k|W_v", &pk->kv, err);
+            st = exec_pack_parts_prec(a, plugin, state, precision, L->d_kv, 2, w, cols, b,
+                                      "W_k|W_v", &pk->kv, err);
         }
     }
     if (st == MHA_OK) {
         const float *wo[1] = {L->wo}, *bo[1] = {L->bo};
         const int64_t co[1] = {exec_layer_dout(L)};
-        st = exec_pack_parts(a, plugin, L->q_heads * dv, 1, wo, co, bo, "W_o", &pk->o, err);
+        st = exec_pack_parts_prec(a, plugin, state, precision, L->q_heads * dv, 1, wo, co, bo,
+                                  "W_o", &pk->o, err);
     }
     if (st != MHA_OK) {
         exec_packed_free(a, pk);
@@ -203,18 +257,17 @@ void exec_packed_free(const mha_alloc_ctx *a, exec_packed *pk) {
     mha_free(a, pk);
 }
 
-static size_t exec_weights_bytes(const mha_plugin *p, const exec_gemm_weights *w) {
+static size_t exec_weights_bytes(const exec_gemm_weights *w) {
     if (!w->packed) return 0;
-    size_t n = p->gemm_packed_size(w->K, w->N);
+    size_t n = w->packed_bytes;
     if (w->bias) n += (size_t)w->N * sizeof(float);
     return n;
 }
 
 size_t exec_packed_bytes(const exec_packed *pk) {
     if (!pk) return 0;
-    return sizeof *pk + exec_weights_bytes(pk->plugin, &pk->qkv) +
-           exec_weights_bytes(pk->plugin, &pk->q) + exec_weights_bytes(pk->plugin, &pk->kv) +
-           exec_weights_bytes(pk->plugin, &pk->o);
+    return sizeof *pk + exec_weights_bytes(&pk->qkv) + exec_weights_bytes(&pk->q) +
+           exec_weights_bytes(&pk->kv) + exec_weights_bytes(&pk->o);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -752,6 +805,7 @@ static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f,
     g.n0 = n0;
     g.n1 = n1;
     g.num_threads = num_threads;
+    g.precision = s->env->precision;
     if (s->plugin->gemm(s->env->plugin_state, &g) != 0)
         return mha_fail(err, MHA_ERR_PLUGIN,
                         "backend '%s': gemm failed on rows [%lld, %lld) columns [%lld, %lld) "
@@ -978,6 +1032,7 @@ static mha_status exec_run_bare(exec_state *s, const layer *L, const exec_bindin
     const int64_t Sq = bd->Sq, Skv = bd->Skv;
     mha_attn_args *a = &s->attn.args;
     exec_attn_args_common(a, L, bd, bd->B);
+    a->precision = s->env->precision;
     a->alibi_pos = s->alibi_pos;
     a->alibi_pos_sb = bd->Skv;
     a->kv_len = s->env->kv_lengths;
@@ -1210,6 +1265,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         /* (2) attention, reading Q/K/V in place through strides */
         mha_attn_args *at = &s->attn.args;
         exec_attn_args_common(at, L, bd, n);
+        at->precision = s->env->precision;
         at->alibi_pos = s->alibi_pos ? s->alibi_pos + b0 * Skv : NULL; /* [n] of [B] rows */
         at->alibi_pos_sb = Skv;
         at->kv_len = s->env->kv_lengths ? s->env->kv_lengths + b0 : NULL; /* [n] of [B] */
@@ -1301,6 +1357,7 @@ mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *arg
     if (env->pool) fp_saved = pool_fp_flush_denormals();
     s.attn.args = *args;
     s.attn.args.struct_size = sizeof s.attn.args;
+    s.attn.args.precision = env->precision;
     s.attn.args.num_threads = 1;
     exec_attn_plan_make(&s.attn, self_parallel ? 1 : s.threads);
     s.phase_kind[0] = EXEC_PHASE_ATTN;
@@ -1345,7 +1402,7 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     int64_t y_numel = mha_tensor_numel(y);
     if (y_numel > 0 && !y->data)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output '%s': data is NULL", y_name);
-    if (L->has_proj && (!pk || pk->plugin != env->plugin))
+    if (L->has_proj && (!pk || pk->plugin != env->plugin || pk->precision != env->precision))
         return mha_fail(err, MHA_ERR_INTERNAL, "run: weights not packed for backend '%s'",
                         env->plugin->name);
     const mha_plugin *p = env->plugin;

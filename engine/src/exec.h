@@ -18,9 +18,10 @@
 
 /* One weight matrix packed for a plugin's GEMM: y = x . W + bias. */
 typedef struct exec_gemm_weights {
-    int64_t K, N; /* W is [K, N] */
-    void *packed; /* plugin->gemm_packed_size(K, N) bytes, or NULL */
-    float *bias;  /* [N] or NULL */
+    int64_t K, N;        /* W is [K, N] */
+    void *packed;        /* packed_bytes bytes (the plugin's packed size), or NULL */
+    size_t packed_bytes; /* in the pack's precision */
+    float *bias;         /* [N] or NULL */
 } exec_gemm_weights;
 
 /* Every projection of a layer packed for one plugin. Self-attention packs
@@ -28,6 +29,7 @@ typedef struct exec_gemm_weights {
  * Wk|Wv side by side (they read different inputs). */
 typedef struct exec_packed {
     const mha_plugin *plugin;
+    int precision; /* MHA_PRECISION_* the weights were packed in */
     int fused_qkv;
     exec_gemm_weights qkv; /* fused_qkv: [d_model, Hq*dk + Hkv*dk + Hkv*dv] */
     exec_gemm_weights q;   /* cross: [d_model, Hq*dk] */
@@ -39,6 +41,12 @@ typedef struct exec_packed {
  * layer). *out is freed with exec_packed_free. */
 mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
                              exec_packed **out, mha_error *err);
+/* The same in a compute precision (MHA_PRECISION_*) the plugin serves
+ * (registry_plugin_serves), through its ABI 1.3 packing with its state;
+ * float32 through gemm_pack_b gives exactly exec_pack_weights. */
+mha_status exec_pack_weights_prec(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
+                                  void *plugin_state, int precision, exec_packed **out,
+                                  mha_error *err);
 void exec_packed_free(const mha_alloc_ctx *a, exec_packed *pk); /* accepts NULL */
 size_t exec_packed_bytes(const exec_packed *pk);
 
@@ -92,6 +100,7 @@ typedef struct exec_env {
     void *cancel_user;
     size_t chunk_bytes;        /* bound on the intermediates; 0 = 64 MiB */
     const int64_t *kv_lengths; /* [B] valid keys per batch item, or NULL */
+    int precision;             /* MHA_PRECISION_*: of every GEMM and attention call */
 } exec_env;
 
 /* Packs the side-by-side concatenation of n_parts weight matrices
@@ -100,6 +109,12 @@ typedef struct exec_env {
 mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t K, int n_parts,
                            const float *const *w, const int64_t *cols, const float *const *bias,
                            const char *what, exec_gemm_weights *out, mha_error *err);
+/* The same in a compute precision (MHA_PRECISION_*) through the plugin's
+ * ABI 1.3 packing with its state; float32 is exec_pack_parts. */
+mha_status exec_pack_parts_prec(const mha_alloc_ctx *a, const mha_plugin *p, void *state,
+                                int precision, int64_t K, int n_parts, const float *const *w,
+                                const int64_t *cols, const float *const *bias, const char *what,
+                                exec_gemm_weights *out, mha_error *err);
 void exec_weights_free(const mha_alloc_ctx *a, exec_gemm_weights *w);
 
 /* The host's epilogue of a GEMM tile: rows [m0, m1), columns [n0, n1) of

@@ -41,6 +41,7 @@ static mha_status gemm_call(const gemm_job *j, int64_t m0, int64_t m1, int64_t n
     g.n0 = n0;
     g.n1 = n1;
     g.num_threads = threads;
+    g.precision = j->env->precision; /* W was packed in it (the model's cache is per precision) */
     if (p->gemm(j->env->plugin_state, &g) != 0)
         return mha_fail(err, MHA_ERR_PLUGIN,
                         "backend '%s': gemm failed on rows [%lld, %lld) of a %lldx%lld . %lldx%lld "

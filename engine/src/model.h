@@ -13,6 +13,7 @@
 
 typedef struct model_pack {
     const mha_plugin *plugin;
+    int precision;                  /* MHA_PRECISION_*: a model may hold both packings */
     exec_packed *packed;            /* the one layer (plan == NULL) */
     exec_packed **layer_packed;     /* plan: per plan layer, NULL for refused ones */
     exec_gemm_weights *gemm_packed; /* plan: per GEMM step */
@@ -45,6 +46,10 @@ mha_status model_create_from_plan(const mha_allocator *alloc, plan *P, mha_model
  * shared. The result lives as long as the model. */
 mha_status model_packed_for(const mha_model *m, const mha_plugin *p, const model_pack **out,
                             mha_error *err);
+/* The same for a compute precision (MHA_PRECISION_*); plugin_state is the
+ * runtime's state of p, which the ABI 1.3 packing gets. */
+mha_status model_packed_for_prec(const mha_model *m, const mha_plugin *p, void *plugin_state,
+                                 int precision, const model_pack **out, mha_error *err);
 
 /* Number of plugins the model holds packed weights for (tests). */
 size_t model_pack_count(const mha_model *m);

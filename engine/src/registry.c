@@ -162,6 +162,10 @@ static const char *reg_missing_function(const mha_plugin *p) {
 #if UINTPTR_MAX == UINT64_MAX
 _Static_assert(MHA_PLUGIN_SIZE_1_0 == 136, "mha_plugin 1.0/1.1 is frozen at 136 bytes");
 _Static_assert(MHA_PLUGIN_SIZE_1_2 == 144, "mha_plugin 1.2 is frozen at 144 bytes");
+_Static_assert(MHA_PLUGIN_SIZE_1_3 == 168, "mha_plugin 1.3 is frozen at 168 bytes");
+_Static_assert(MHA_GEMM_ARGS_SIZE_1_0 == 116, "mha_gemm_args 1.0-1.2 is frozen at 116 bytes");
+_Static_assert(MHA_GEMM_ARGS_SIZE_1_3 == 120, "mha_gemm_args 1.3 is frozen at 120 bytes");
+_Static_assert(MHA_ATTN_ARGS_SIZE_1_3 == 356, "mha_attn_args 1.3 is frozen at 356 bytes");
 _Static_assert(MHA_ATTN_ARGS_SIZE_1_0 == 320, "mha_attn_args 1.0/1.1 is frozen at 320 bytes");
 _Static_assert(MHA_ATTN_ARGS_SIZE_1_2 == 352, "mha_attn_args 1.2 is frozen at 352 bytes");
 _Static_assert(MHA_ROTARY_ARGS_SIZE_1_2 == 172, "mha_rotary_args 1.2 is frozen at 172 bytes");
@@ -173,6 +177,7 @@ _Static_assert(MHA_SERVICES_SIZE_1_1 == 48, "mha_plugin_services 1.1 is frozen a
  * of that minor version; a newer minor than this host's must hold at least
  * everything this host reads. */
 static size_t reg_frozen_size(uint32_t minor) {
+    if (minor >= 3) return MHA_PLUGIN_SIZE_1_3;
     return minor >= 2 ? MHA_PLUGIN_SIZE_1_2 : MHA_PLUGIN_SIZE_1_0;
 }
 
@@ -180,11 +185,20 @@ static size_t reg_frozen_size(uint32_t minor) {
 static uint32_t reg_table_minor(const mha_plugin *p) {
     if (!p || p->struct_size < MHA_PLUGIN_SIZE_1_0) return 0;
     uint32_t m = p->abi_minor < MHA_PLUGIN_ABI_MINOR ? p->abi_minor : MHA_PLUGIN_ABI_MINOR;
+    if (m >= 3 && p->struct_size < MHA_PLUGIN_SIZE_1_3) m = 2;
     return (m >= 2 && p->struct_size < MHA_PLUGIN_SIZE_1_2) ? 1u : m;
 }
 
 uint32_t registry_plugin_minor(const mha_plugin *p) {
     return reg_table_minor(p);
+}
+
+int registry_plugin_serves(const mha_plugin *p, int precision) {
+    if (precision == MHA_PRECISION_FLOAT32) return 1;
+    if (precision < 0 || precision > 31 || reg_table_minor(p) < 3) return 0;
+    /* a precision other than float32 needs the packing that knows it */
+    return (p->precisions & MHA_PRECISION_BIT(precision)) && p->gemm_packed_size_prec &&
+           p->gemm_pack_b_prec;
 }
 
 registry_rotary_fn registry_plugin_rotary(const mha_plugin *p) {
@@ -313,8 +327,8 @@ static int reg_preflight(plugin_entry *e, const char *path, uint64_t features, i
             const mha_plugin *p = get(MHA_PLUGIN_ABI_MAJOR);
             /* the full table checks run later in the parent; here only what
              * calling probe needs */
-            if (p && p->abi_major == MHA_PLUGIN_ABI_MAJOR && p->struct_size >= MHA_PLUGIN_SIZE_1_0 &&
-                p->probe) {
+            if (p && p->abi_major == MHA_PLUGIN_ABI_MAJOR &&
+                p->struct_size >= MHA_PLUGIN_SIZE_1_0 && p->probe) {
                 const char *why = NULL;
                 void *state = NULL;
                 mha_plugin_services svc = {.struct_size = sizeof svc,

@@ -71,6 +71,11 @@ void registry_free(registry *r);
  * declares, capped at this host's and at what its struct_size covers (a
  * plugin below 1.2 is given no ALiBi slopes and no rotary calls). */
 uint32_t registry_plugin_minor(const mha_plugin *p);
+
+/* 1 when plugin p serves compute precision `precision` (MHA_PRECISION_*):
+ * float32 always; another only from a 1.3 table that declares it and has
+ * the packing entries. */
+int registry_plugin_serves(const mha_plugin *p, int precision);
 /* The plugin's rotary entry, or NULL (below 1.2, or it has none): the
  * host then rotates with the built-in scalar's. */
 typedef int (*registry_rotary_fn)(void *state, const mha_rotary_args *args);

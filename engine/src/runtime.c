@@ -293,8 +293,18 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run options: num_threads %d < 0",
                         opts->num_threads);
 
+    /* precision was appended after kv_lengths */
+    int precision = MHA_PRECISION_FLOAT32;
+    if (opts->struct_size >= offsetof(mha_run_options, precision) + sizeof(int))
+        precision = opts->precision;
+    if (precision != MHA_PRECISION_FLOAT32 && precision != MHA_PRECISION_BFLOAT16)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "run options: precision %d (expected MHA_PRECISION_FLOAT32 or "
+                        "MHA_PRECISION_BFLOAT16)",
+                        precision);
+
     const model_pack *pk = NULL;
-    mha_status st = model_packed_for(model, rt->plugin, &pk, err);
+    mha_status st = model_packed_for_prec(model, rt->plugin, rt->plugin_state, precision, &pk, err);
     if (st != MHA_OK) return st;
 
     exec_env env;
@@ -307,7 +317,9 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
                                                                                : rt->num_threads;
     env.cancel = opts->cancel;
     env.cancel_user = opts->cancel_user;
-    if (opts->struct_size >= sizeof *opts) env.kv_lengths = opts->kv_lengths;
+    if (opts->struct_size >= offsetof(mha_run_options, kv_lengths) + sizeof(void *))
+        env.kv_lengths = opts->kv_lengths;
+    env.precision = precision;
     if (model->plan) {
         runtime_plan_ctx pc = {&env, pk};
         plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc};

@@ -13,6 +13,8 @@
  *   8 crashprobe its probe dies of SIGSEGV (the host probes in a child)
  *   9 crashinit  probes well (score 1000) but its init dies of SIGSEGV
  *  10 hangprobe  its probe never returns
+ *  11 short13    declares ABI 1.3 in a table of the frozen 1.2 size (its
+ *                precisions and bfloat16 packing would be read past its end)
  * The kernels are stubs that fail: none of these may ever be selected. */
 #include <signal.h>
 #include <stddef.h>
@@ -86,6 +88,8 @@ __attribute__((unused)) static const mha_plugin broken_table = {
 #endif
 #if BROKEN_KIND == 6
     .abi_minor = 2,
+#elif BROKEN_KIND == 11
+    .abi_minor = 3,
 #else
     .abi_minor = 0,
 #endif
@@ -93,6 +97,8 @@ __attribute__((unused)) static const mha_plugin broken_table = {
     .struct_size = 16,
 #elif BROKEN_KIND == 6
     .struct_size = MHA_PLUGIN_SIZE_1_1,
+#elif BROKEN_KIND == 11
+    .struct_size = MHA_PLUGIN_SIZE_1_2,
 #else
     .struct_size = sizeof(mha_plugin),
 #endif

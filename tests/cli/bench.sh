@@ -169,6 +169,25 @@ run_mha bench "$MHA_TEST_DATA/conformance/mha_self_d256_h8_b1_s32/model.onnx" --
 check "--timeout ends a long run with exit 1 (got $rc)" [ "$rc" -eq 1 ]
 check "--timeout says it timed out" grep -q "timed out" "$T/err.txt"
 
+# ---- --precision: bfloat16 timed against the float32 reference ---------------
+run_mha bench "$MODEL" --shape 2,16 --backend avx512,avx2 --threads 1 $FAST --precision bfloat16 \
+    --json "$T/bf.json"
+check "bfloat16 bench runs on avx512 (got $rc; $(cat "$T/err.txt"))" grep -q "^avx512 .* ok " "$T/out.txt"
+check "a backend without bfloat16 is refused, named" grep -q "^avx2 .*ERROR.*'avx2' does not serve precision bfloat16" "$T/out.txt"
+check "the exit status says one configuration could not run" [ "$rc" -eq 1 ]
+check "the table states the precision and its tolerance" grep -q "precision: bfloat16; accuracy: .* <= 0.0234" "$T/out.txt"
+check "the table shows the mean error" grep -q "mean_rel_err" "$T/out.txt"
+check "JSON records the precision" grep -q '"precision": "bfloat16"' "$T/bf.json"
+# bfloat16 is not float32: its error is far above float32's and under the bound
+maxerr=$(grep -o '"max_rel_err": [0-9.e+-]*' "$T/bf.json" | head -1 | sed 's/.*: //')
+check "bfloat16 max_rel_err ($maxerr) is between 1e-5 and 3/128" \
+    awk -v e="$maxerr" 'BEGIN { exit !(e > 1e-5 && e <= 3 / 128) }'
+check "JSON has mean_rel_err" grep -q '"mean_rel_err": [0-9]' "$T/bf.json"
+run_mha bench "$MODEL" --shape 2,16 --precision float16
+check "an unknown precision is a usage error" [ "$rc" -eq 2 ]
+run_mha bench "$MODEL" --shape 1,4 --scenario server --precision bfloat16
+check "bfloat16 in the server scenario is a usage error" [ "$rc" -eq 2 ]
+
 # ---- server scenario, kept short ---------------------------------------------
 run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backend scalar \
     --threads 1 --clients 2 --json "$T/s.json" --csv "$T/s.csv"

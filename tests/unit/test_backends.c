@@ -17,7 +17,14 @@
  *    the openmp plugin with num_threads 1 and 2 is bitwise identical.
  *  - GEMM: odd M, N, K (K past one k-block), with and without bias, padded
  *    leading dimensions.
- *  - argument checks: bad ranges / GQA / small workspace return nonzero. */
+ *  - argument checks: bad ranges / GQA / small workspace return nonzero.
+ *  - bfloat16 (ABI 1.3): every backend declaring it (and the avx512 one
+ *    both with VDPBF16PS and with its emulation) against the scalar
+ *    bfloat16 reference, element by element within the float32 summation
+ *    bound (K + 2) * 2^-24 * (sum_k |a_k b_k| + |bias|) of the rounded
+ *    operands; the emulation bitwise equal to VDPBF16PS; rounding to nearest
+ *    even, subnormals to zero, NaN kept, overflow to inf; bf16 within 2^-7
+ *    relative of float32 and not equal to it. */
 #include "testutil.h"
 
 #include <float.h>
@@ -878,8 +885,9 @@ static void *pack_for(const mha_plugin *p, const gemm_data *g) {
     return packed;
 }
 
-static void gemm_call(const mha_plugin *p, void *st, const gemm_data *g, const void *packed,
-                      float *C, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int nt) {
+static void gemm_call_prec(const mha_plugin *p, void *st, const gemm_data *g, const void *packed,
+                           float *C, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int nt,
+                           int precision) {
     mha_gemm_args a = {0};
     a.struct_size = sizeof a;
     a.M = g->M, a.N = g->N, a.K = g->K;
@@ -887,7 +895,13 @@ static void gemm_call(const mha_plugin *p, void *st, const gemm_data *g, const v
     a.C = C, a.ldc = g->ldc;
     a.m0 = m0, a.m1 = m1, a.n0 = n0, a.n1 = n1;
     a.num_threads = nt;
+    a.precision = precision;
     assert_int_equal(p->gemm(st, &a), 0);
+}
+
+static void gemm_call(const mha_plugin *p, void *st, const gemm_data *g, const void *packed,
+                      float *C, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int nt) {
+    gemm_call_prec(p, st, g, packed, C, m0, m1, n0, n1, nt, MHA_PRECISION_FLOAT32);
 }
 
 /* Split points at multiples of `block`, random. */
@@ -898,15 +912,36 @@ static int64_t next_cut(uint64_t *rs, int64_t at, int64_t end, int64_t block) {
     return to > end ? end : to;
 }
 
-static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t seed) {
+/* The whole of C in tiles cut at random multiples of the plugin's blocks. */
+static void gemm_split_call(const mha_plugin *p, void *st, const gemm_data *g, const void *packed,
+                            float *C, uint64_t *rs, int precision) {
+    for (int64_t m0 = 0; m0 < g->M;) {
+        const int64_t m1 = next_cut(rs, m0, g->M, p->gemm_m_block);
+        for (int64_t n0 = 0; n0 < g->N;) {
+            const int64_t n1 = next_cut(rs, n0, g->N, p->gemm_n_block);
+            gemm_call_prec(p, st, g, packed, C, m0, m1, n0, n1, 1, precision);
+            n0 = n1;
+        }
+        m0 = m1;
+    }
+}
+
+/* Random A [M, K] (lda K + 3), B [K, N], bias [N] (or none), C's leading
+ * dimension N + 5 (its padding must survive). */
+static gemm_data gemm_make(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t seed) {
     gemm_data g = {.M = M, .N = N, .K = K, .lda = K + 3, .ldc = N + 5};
-    size_t nc = (size_t)(M * g.ldc);
     g.A = malloc((size_t)(M * g.lda + 1) * sizeof(float));
     g.B = malloc((size_t)(K * N + 1) * sizeof(float));
     g.bias = with_bias ? malloc((size_t)(N + 1) * sizeof(float)) : NULL;
     tu_fill_random(g.A, (size_t)(M * g.lda), seed);
     tu_fill_random(g.B, (size_t)(K * N), seed + 1);
     if (g.bias) tu_fill_random(g.bias, (size_t)N, seed + 2);
+    return g;
+}
+
+static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t seed) {
+    gemm_data g = gemm_make(M, N, K, with_bias, seed);
+    size_t nc = (size_t)(M * g.ldc);
     float *ref = calloc(nc + 1, sizeof(float));
     float *c1 = calloc(nc + 1, sizeof(float));
     float *c2 = calloc(nc + 1, sizeof(float));
@@ -942,15 +977,7 @@ static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t 
         }
         /* every tile split at the plugin's blocks: bitwise identical */
         for (int rep = 0; rep < 3; rep++) {
-            for (int64_t m0 = 0; m0 < M;) {
-                int64_t m1 = next_cut(&rs, m0, M, bk->p->gemm_m_block);
-                for (int64_t n0 = 0; n0 < N;) {
-                    int64_t n1 = next_cut(&rs, n0, N, bk->p->gemm_n_block);
-                    gemm_call(bk->p, bk->state, &g, packed, c2, m0, m1, n0, n1, 1);
-                    n0 = n1;
-                }
-                m0 = m1;
-            }
+            gemm_split_call(bk->p, bk->state, &g, packed, c2, &rs, MHA_PRECISION_FLOAT32);
             assert_memory_equal(c1, c2, nc * sizeof(float));
         }
         if (bk->p->flags & MHA_PLUGIN_SELF_PARALLEL) {
@@ -967,14 +994,31 @@ static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t 
     free(g.A), free(g.B), free(g.bias), free(ref), free(c1), free(c2);
 }
 
+/* M, N, K of the GEMM tests: odd sizes, K past one k-block (512) and odd
+ * (bfloat16 pads the last pair). */
+static const int64_t GEMM_DIMS[][3] = {
+    {1, 1, 1},     {1, 37, 5},     {13, 1, 7},    {5, 17, 3},    {12, 32, 64},
+    {25, 49, 301}, {37, 100, 257}, {64, 80, 128}, {7, 33, 513},  {100, 3, 17},
+    {3, 200, 1},   {6, 16, 256},   {7, 33, 1025}, {97, 64, 768},
+};
+#define GEMM_NDIMS (sizeof GEMM_DIMS / sizeof GEMM_DIMS[0])
+
 static void test_gemm_odd_sizes(void **state) {
     (void)state;
-    static const int64_t dims[][3] = {
-        {1, 1, 1},      {1, 37, 5},    {13, 1, 7},   {5, 17, 3},   {12, 32, 64}, {25, 49, 300},
-        {37, 100, 257}, {64, 80, 128}, {7, 33, 513}, {100, 3, 17}, {3, 200, 1},  {6, 16, 256},
-    };
-    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
-        gemm_check(dims[i][0], dims[i][1], dims[i][2], (int)(i & 1), 100 + i);
+    for (size_t i = 0; i < GEMM_NDIMS; i++)
+        gemm_check(GEMM_DIMS[i][0], GEMM_DIMS[i][1], GEMM_DIMS[i][2], (int)(i & 1), 100 + i);
+}
+
+static void gemm_bf16_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t seed);
+
+/* The same sizes in bfloat16, every backend that serves it against the
+ * scalar bfloat16 reference. */
+static void test_gemm_bf16(void **state) {
+    (void)state;
+    for (size_t i = 0; i < GEMM_NDIMS; i++) {
+        const int64_t *d = GEMM_DIMS[i];
+        gemm_bf16_check(d[0], d[1], d[2], (int)(i & 1), 500 + i);
+    }
 }
 
 /* K == 0: C = bias (or 0). Empty ranges touch nothing. Bad ranges fail. */
@@ -1011,8 +1055,295 @@ static void test_gemm_edges(void **state) {
     }
 }
 
+/* ---- bfloat16 (ABI 1.3) ---- */
+
+/* bfloat16 packing of a backend that serves it: the plugin's own entry. */
+static void *pack_bf16_for(const mha_plugin *p, void *st, const gemm_data *g) {
+    size_t sz = p->gemm_packed_size_prec(st, MHA_PRECISION_BFLOAT16, g->K, g->N);
+    assert_true(sz != SIZE_MAX);
+    void *packed = NULL;
+    assert_int_equal(posix_memalign(&packed, 64, sz ? sz : 1), 0);
+    assert_int_equal(
+        p->gemm_pack_b_prec(st, MHA_PRECISION_BFLOAT16, g->K, g->N, g->B, g->N, packed), 0);
+    return packed;
+}
+
+/* The bfloat16 backends under test: those the registry says serve it, and
+ * the avx512 one a second time initialised without AVX512-BF16 (its
+ * emulation). */
+typedef struct bf16_backend {
+    const char *label;
+    const mha_plugin *p;
+    void *state;
+    int own_state; /* fini it */
+} bf16_backend;
+
+static int bf16_backends(bf16_backend *out, int cap) {
+    int n = 0;
+    for (int i = 0; i < NBK && n < cap; i++) {
+        if (!registry_plugin_serves(BK[i].p, MHA_PRECISION_BFLOAT16)) continue;
+        out[n++] = (bf16_backend){BK[i].name, BK[i].p, BK[i].state, 0};
+        if (strcmp(BK[i].name, "avx512") == 0 && n < cap) {
+            mha_plugin_services svc = tu_plugin_services(REG->cpu_features & ~MHA_CPU_AVX512BF16);
+            bf16_backend *e = &out[n++];
+            *e = (bf16_backend){"avx512 (emulated bf16)", BK[i].p, NULL, 1};
+            if (BK[i].p->init) assert_int_equal(BK[i].p->init(&svc, &e->state), 0);
+        }
+    }
+    return n;
+}
+
+static void bf16_backends_free(bf16_backend *b, int n) {
+    for (int i = 0; i < n; i++)
+        if (b[i].own_state && b[i].p->fini) b[i].p->fini(b[i].state);
+}
+
+/* The rounding as the test states it, apart from the code under test: the
+ * nearest bfloat16 by comparing the two neighbours (ties: even mantissa). */
+static double bf16_expect(float x) {
+    if (x != x) return x;
+    if (fabsf(x) < FLT_MIN) return 0.0;
+    int e;
+    frexp((double)x, &e);                 /* |x| in [2^(e-1), 2^e) */
+    const double ulp = ldexp(1.0, e - 8); /* 8 significant bits */
+    const double lo = floor((double)x / ulp) * ulp, hi = lo + ulp;
+    const double dl = (double)x - lo, dh = hi - (double)x;
+    double r = dl < dh ? lo : dh < dl ? hi : (fmod(lo / ulp, 2.0) == 0.0 ? lo : hi);
+    return fabs(r) > (double)FLT_MAX ? copysign(INFINITY, r) : r;
+}
+
+static void gemm_bf16_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t seed) {
+    gemm_data g = gemm_make(M, N, K, with_bias, seed);
+    const size_t nc = (size_t)(M * g.ldc);
+    float *ref = calloc(nc + 1, sizeof(float)), *f32 = calloc(nc + 1, sizeof(float));
+    float *c1 = calloc(nc + 1, sizeof(float)), *c2 = calloc(nc + 1, sizeof(float));
+    double *bound = calloc((size_t)(M * N) + 1, sizeof(double));
+
+    /* the references: scalar bfloat16 and scalar float32 */
+    void *rp = pack_bf16_for(REF, NULL, &g);
+    gemm_call_prec(REF, NULL, &g, rp, ref, 0, M, 0, N, 1, MHA_PRECISION_BFLOAT16);
+    free(rp);
+    rp = pack_for(REF, &g);
+    gemm_call(REF, NULL, &g, rp, f32, 0, M, 0, N, 1);
+    free(rp);
+
+    /* per element: the float32 summation bound over the rounded operands,
+     * and the reference against bf16's own error from float32 */
+    const double u = ldexp(1.0, -24);
+    double max_rel = 0.0;
+    int64_t differ = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = g.bias ? fabs((double)g.bias[n]) : 0.0, s32 = s;
+            for (int64_t k = 0; k < K; k++) {
+                s += fabs(bf16_expect(g.A[m * g.lda + k]) * bf16_expect(g.B[k * N + n]));
+                s32 += fabs((double)g.A[m * g.lda + k] * (double)g.B[k * N + n]);
+            }
+            bound[m * N + n] = (double)(K + 2) * u * s;
+            const double r = ref[m * g.ldc + n], f = f32[m * g.ldc + n];
+            if (r != f) differ++;
+            /* each operand off by <= 2^-8 relative (8 significant bits):
+             * |error| <= (2^-7 + 2^-16) sum |a b|, plus float32 roundings */
+            max_rel = fmax(max_rel, fabs(r - f) / s32);
+        }
+    assert_true(max_rel <= ldexp(1.0, -7) * 1.01);
+    if (K >= 4) assert_true(differ > 0); /* bfloat16 is not float32 */
+
+    bf16_backend bb[MAX_BACKENDS + 1];
+    const int nb = bf16_backends(bb, MAX_BACKENDS + 1);
+    uint64_t rs = seed * 17 + 3;
+    for (int bi = 0; bi < nb; bi++) {
+        const bf16_backend *bk = &bb[bi];
+        void *packed = pack_bf16_for(bk->p, bk->state, &g);
+        for (size_t i = 0; i < nc; i++)
+            c1[i] = c2[i] = -7.0f;
+        gemm_call_prec(bk->p, bk->state, &g, packed, c1, 0, M, 0, N, 1, MHA_PRECISION_BFLOAT16);
+        double worst = 0.0; /* error / bound */
+        for (int64_t m = 0; m < M; m++) {
+            for (int64_t n = 0; n < N; n++) {
+                const double d = fabs((double)c1[m * g.ldc + n] - (double)ref[m * g.ldc + n]);
+                const double q = d / (bound[m * N + n] + 1e-30);
+                if (!(q <= worst)) worst = q;
+            }
+            for (int64_t n = N; n < g.ldc; n++)
+                assert_true(c1[m * g.ldc + n] == -7.0f);
+        }
+        if (!(worst <= 1.0) || getenv("MHA_TEST_VERBOSE")) {
+            fprintf(stderr, "%s bf16 gemm M%lld N%lld K%lld bias%d: error/bound %g\n", bk->label,
+                    (long long)M, (long long)N, (long long)K, with_bias, worst);
+            if (!(worst <= 1.0)) fail();
+        }
+        /* any split at the plugin's blocks: bitwise the same */
+        gemm_split_call(bk->p, bk->state, &g, packed, c2, &rs, MHA_PRECISION_BFLOAT16);
+        assert_memory_equal(c1, c2, nc * sizeof(float));
+        /* the emulation computes what VDPBF16PS computes, bit for bit */
+        if (bi > 0 && bk->p == bb[bi - 1].p) {
+            gemm_call_prec(bb[bi - 1].p, bb[bi - 1].state, &g, packed, c2, 0, M, 0, N, 1,
+                           MHA_PRECISION_BFLOAT16);
+            assert_memory_equal(c1, c2, nc * sizeof(float));
+        }
+        free(packed);
+    }
+    bf16_backends_free(bb, nb);
+    free(g.A), free(g.B), free(g.bias), free(ref), free(f32), free(c1), free(c2), free(bound);
+}
+
+/* Rounding through each backend's own packing: C = x * 1 with K = 1 is x
+ * rounded to bfloat16 (the product by 1 is exact). */
+static void test_bf16_rounding(void **state) {
+    (void)state;
+    const float xs[] = {
+        1.0f + 0x1p-8f,            /* tie between 1 and 1 + 2^-7: even is 1 */
+        1.0f + 3 * 0x1p-8f,        /* tie: even is 1 + 2^-6 */
+        1.0f + 0x1p-8f + 0x1p-20f, /* above the tie */
+        -3.0f,
+        1e-40f,
+        -1e-40f, /* subnormals: signed zero */
+        FLT_MAX, /* past the largest bfloat16: inf */
+        NAN,
+        0.1f,
+        -1234.567f,
+    };
+    const int nx = (int)(sizeof xs / sizeof xs[0]);
+    float one = 1.0f;
+    bf16_backend bb[MAX_BACKENDS + 2];
+    bb[0] = (bf16_backend){"scalar (built-in)", REF, NULL, 0};
+    const int nb = 1 + bf16_backends(bb + 1, MAX_BACKENDS + 1);
+    for (int bi = 0; bi < nb; bi++) {
+        for (int i = 0; i < nx; i++) {
+            float x = xs[i], c = -7.0f;
+            gemm_data g = {.M = 1, .N = 1, .K = 1, .lda = 1, .ldc = 1, .A = &x, .B = &one};
+            void *packed = pack_bf16_for(bb[bi].p, bb[bi].state, &g);
+            gemm_call_prec(bb[bi].p, bb[bi].state, &g, packed, &c, 0, 1, 0, 1, 1,
+                           MHA_PRECISION_BFLOAT16);
+            free(packed);
+            const double want = bf16_expect(x);
+            if (want != want) {
+                assert_true(c != c);
+                continue;
+            }
+            if ((double)c != want || !signbit(c) != !signbit(want)) {
+                fprintf(stderr, "%s: bf16(%a) = %a, want %a\n", bb[bi].label, (double)x, (double)c,
+                        want);
+                fail();
+            }
+        }
+    }
+    bf16_backends_free(bb + 1, nb - 1);
+}
+
+/* Attention in bfloat16 on one case: every bfloat16 backend against the
+ * scalar bfloat16 reference. Both round q, k, v and p to bfloat16, but p at
+ * different points (the reference after the row's final max, the flash
+ * kernels after a running max), each within 2^-8 of the exact p: the
+ * outputs differ by at most 2^-7 max|v| (plus the float32 error the float32
+ * test allows). bfloat16 must differ from float32 and be split-invariant. */
+static void attn_bf16_case(const attn_case *c) {
+    attn_data D;
+    attn_make(c, &D);
+    float *ref = malloc((D.n_o + 1) * sizeof(float)), *f32 = malloc((D.n_o + 1) * sizeof(float));
+    float *out = malloc((D.n_o + 1) * sizeof(float)), *out2 = malloc((D.n_o + 1) * sizeof(float));
+    attn_full(REF, NULL, &D, f32, 1);
+    D.a.precision = MHA_PRECISION_BFLOAT16;
+    attn_full(REF, NULL, &D, ref, 1);
+    double scale = 0.0, vmax = 0.0, diff32 = 0.0;
+    for (size_t i = 0; i < D.n_o; i++) {
+        scale = fmax(scale, fabs(ref[i]));
+        diff32 = fmax(diff32, fabs((double)ref[i] - (double)f32[i]));
+    }
+    for (int64_t b = 0; b < c->B; b++)
+        for (int64_t g = 0; g < c->Hkv; g++)
+            for (int64_t j = 0; j < c->Skv; j++)
+                for (int64_t d = 0; d < c->dv; d++)
+                    vmax = fmax(vmax, fabs(D.v[b * D.a.v_sb + g * D.a.v_sh + j * D.a.v_ss + d]));
+    assert_true(diff32 > 0.0 && diff32 <= ldexp(1.0, -6) * vmax);
+    const double tol = ldexp(1.0, -7) * vmax + 1e-5 * scale;
+
+    bf16_backend bb[MAX_BACKENDS + 1];
+    const int nb = bf16_backends(bb, MAX_BACKENDS + 1);
+    for (int bi = 0; bi < nb; bi++) {
+        attn_full(bb[bi].p, bb[bi].state, &D, out, 1);
+        double err = 0.0, from32 = 0.0;
+        for (size_t i = 0; i < D.n_o; i++) {
+            const double d = fabs((double)out[i] - (double)ref[i]);
+            if (!(d <= err)) err = d;
+            from32 = fmax(from32, fabs((double)out[i] - (double)f32[i]));
+        }
+        if (!(err <= tol) || getenv("MHA_TEST_VERBOSE")) {
+            fprintf(stderr, "%s bf16 attention Sq%lld Skv%lld dk%lld: err %g tol %g (f32 %g)\n",
+                    bb[bi].label, (long long)c->Sq, (long long)c->Skv, (long long)c->dk, err, tol,
+                    from32);
+            if (!(err <= tol)) fail();
+        }
+        assert_true(from32 > 0.0); /* the precision was honoured */
+        attn_split(bb[bi].p, bb[bi].state, &D, out2, c->seed + 5);
+        assert_memory_equal(out, out2, D.n_o * sizeof(float));
+    }
+    bf16_backends_free(bb, nb);
+    free(ref), free(f32), free(out), free(out2);
+    attn_free(&D);
+}
+
+static void test_attention_bf16(void **state) {
+    (void)state;
+    /* B Hq Hkv Sq Skv dk dv, bshd, mask, causal offsets kv_len, softcap, alibi pos, seed:
+     * GQA; long cross rows with causal offsets and key padding; ALiBi with
+     * fully masked rows in [B, S, H, d] */
+    const attn_case cs[] = {
+        {2, 4, 2, 33, 33, 64, 64, 0, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 71},
+        {1, 2, 2, 7, 513, 80, 17, 0, MASK_KEYPAD, 1, 1, 0, 0.0f, 0, 0, 72},
+        {3, 3, 1, 130, 200, 128, 128, 1, MASK_FULL, 0, 0, 1, 0.0f, 2, 0, 73},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        attn_bf16_case(&cs[i]);
+}
+
+/* Who serves bfloat16: the scalar reference and avx512 declare it; a
+ * plugin that does not (avx2) is not asked; a 1.2-sized table never is. */
+static void test_bf16_declared(void **state) {
+    (void)state;
+    assert_true(registry_plugin_serves(REF, MHA_PRECISION_BFLOAT16));
+    assert_true(registry_plugin_serves(REF, MHA_PRECISION_FLOAT32));
+    assert_false(registry_plugin_serves(REF, 7));
+    const backend *avx512 = find_backend("avx512"), *avx2 = find_backend("avx2");
+    assert_non_null(avx512);
+    assert_non_null(avx2);
+    assert_true(registry_plugin_serves(avx512->p, MHA_PRECISION_BFLOAT16));
+    assert_false(registry_plugin_serves(avx2->p, MHA_PRECISION_BFLOAT16));
+    assert_true(registry_plugin_serves(avx2->p, MHA_PRECISION_FLOAT32));
+    mha_plugin old = *avx512->p; /* the same table as a 1.2 plugin built it */
+    old.abi_minor = 2;
+    old.struct_size = (uint32_t)MHA_PLUGIN_SIZE_1_2;
+    assert_false(registry_plugin_serves(&old, MHA_PRECISION_BFLOAT16));
+    /* a precision no kernel knows is refused by the call, not computed */
+    gemm_data g = {.M = 1, .N = 1, .K = 1, .lda = 1, .ldc = 1};
+    float x = 1.0f, c = 0.0f;
+    g.A = &x, g.B = &x;
+    void *packed = pack_for(avx512->p, &g);
+    mha_gemm_args a = {.struct_size = sizeof a,
+                       .M = 1,
+                       .N = 1,
+                       .K = 1,
+                       .A = &x,
+                       .lda = 1,
+                       .B_packed = packed,
+                       .C = &c,
+                       .ldc = 1,
+                       .m1 = 1,
+                       .n1 = 1,
+                       .num_threads = 1,
+                       .precision = 5};
+    assert_int_not_equal(avx512->p->gemm(avx512->state, &a), 0);
+    assert_int_not_equal(REF->gemm(NULL, &a), 0);
+    free(packed);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bf16_declared),
+        cmocka_unit_test(test_bf16_rounding),
+        cmocka_unit_test(test_gemm_bf16),
+        cmocka_unit_test(test_attention_bf16),
         cmocka_unit_test(test_expected_backends_present),
         cmocka_unit_test(test_gemm_odd_sizes),
         cmocka_unit_test(test_gemm_edges),

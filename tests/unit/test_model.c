@@ -548,6 +548,75 @@ static void test_model_idioms(void **state) {
     assert_null(mha_model_idioms(NULL));
 }
 
+/* One run of m on the case into a fresh buffer, with run options ro
+ * (NULL: defaults); returns the status, *out the output (caller frees). */
+static mha_status run_with(mha_runtime *rt, mha_model *m, case_data *c, const mha_run_options *ro,
+                           float **out, mha_error *err) {
+    mha_tensor y;
+    assert_int_equal(mha_model_output_shapes(m, c->in, c->n_in, &y, 1, err), MHA_OK);
+    y.data = calloc((size_t)mha_tensor_numel(&y) + 1, sizeof(float));
+    *out = y.data;
+    return mha_run(rt, m, c->in, c->n_in, &y, 1, ro, err);
+}
+
+/* mha_run_options.precision: float32 (explicit, or a caller built before
+ * the field) gives the default's bits; bfloat16 runs on the backends that
+ * declare it, differs from float32 within the bench bound 3 * 2^-7, packs
+ * its own weights; a backend that does not declare it (avx2) is refused,
+ * named; an unknown precision is an argument error. */
+static void test_run_precision(void **state) {
+    (void)state;
+    mha_model *m = NULL;
+    mha_error err = {0};
+    const char *dir = data_path("conformance/mha_self_d32_h2_b2_s8");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    case_data c;
+    case_load(dir, 1, &c);
+    const size_t n = (size_t)mha_tensor_numel(&c.want);
+    static const char *const names[] = {"scalar", "avx512"};
+    for (int b = 0; b < 2; b++) {
+        mha_runtime *rt = runtime_new(names[b], 1);
+        float *y0, *y1, *y2, *y3;
+        assert_int_equal(run_with(rt, m, &c, NULL, &y0, &err), MHA_OK);
+        const size_t packs = model_pack_count(m);
+        mha_run_options ro;
+        mha_run_options_init(&ro);
+        ro.precision = MHA_PRECISION_FLOAT32;
+        assert_int_equal(run_with(rt, m, &c, &ro, &y1, &err), MHA_OK);
+        assert_memory_equal(y0, y1, n * sizeof(float));
+        ro.precision = MHA_PRECISION_BFLOAT16;
+        assert_int_equal(run_with(rt, m, &c, &ro, &y2, &err), MHA_OK);
+        assert_int_equal(model_pack_count(m), packs + 1);
+        assert_true(memcmp(y0, y2, n * sizeof(float)) != 0);
+        const double e = tu_max_rel_err(y2, c.want.data, n);
+        if (!(e <= 3.0 / 128.0)) fail_msg("%s bfloat16: max rel err %g", names[b], e);
+        /* a caller built before the field: float32, whatever follows */
+        ro.struct_size = (uint32_t)offsetof(mha_run_options, precision);
+        assert_int_equal(run_with(rt, m, &c, &ro, &y3, &err), MHA_OK);
+        assert_memory_equal(y0, y3, n * sizeof(float));
+        free(y0), free(y1), free(y2), free(y3);
+        ro.struct_size = sizeof ro;
+        ro.precision = 7;
+        assert_int_equal(run_with(rt, m, &c, &ro, &y0, &err), MHA_ERR_INVALID_ARGUMENT);
+        free(y0);
+        mha_runtime_destroy(rt);
+    }
+    mha_runtime *rt = runtime_new("avx2", 1);
+    mha_run_options ro;
+    mha_run_options_init(&ro);
+    ro.precision = MHA_PRECISION_BFLOAT16;
+    float *y;
+    assert_int_equal(run_with(rt, m, &c, &ro, &y, &err), MHA_ERR_BACKEND);
+    assert_non_null(strstr(err.message, "'avx2'"));
+    assert_non_null(strstr(err.message, "bfloat16"));
+    free(y);
+    mha_runtime_destroy(rt);
+    case_free(&c);
+    mha_model_free(m);
+}
+
 int main(void) {
     /* clang-format off */
     const struct CMUnitTest tests[] = {
@@ -557,6 +626,7 @@ int main(void) {
         cmocka_unit_test(test_model_from_layer),
         cmocka_unit_test(test_runtime_queries),
         cmocka_unit_test(test_model_idioms),
+        cmocka_unit_test(test_run_precision),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -266,7 +266,7 @@ static void test_exec_gemm_matches_reference(void **state) {
     assert_memory_equal(got1, got2, sizeof(float) * (size_t)(M * g->N));
     assert_true(tu_max_rel_err(got1, want, (size_t)(M * g->N)) < 1e-5);
     /* unpacked weights are refused, not silently zero */
-    exec_gemm_weights none = {g->K, g->N, NULL, NULL};
+    exec_gemm_weights none = {.K = g->K, .N = g->N, .packed = NULL, .bias = NULL};
     assert_int_equal(exec_gemm_run(&env, &none, A, M, got1, NULL, &err), MHA_ERR_INTERNAL);
     pool_destroy(pl);
     exec_weights_free(NULL, &W);

@@ -166,7 +166,8 @@ static void test_cpu_features_str(void **state) {
  * a file whose name does not match and a folder named like a plugin. */
 static const char *make_mixed_folder(void) {
     const char *dir = tu_tmpdir("registry_mixed");
-    static const char *broken[] = {"nosym", "null", "badabi", "small", "probe0", "short12", "hugeblock"};
+    static const char *broken[] = {"nosym",  "null",    "badabi",  "small",
+                                   "probe0", "short12", "short13", "hugeblock"};
     for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
         char src[1024], dst[64];
         snprintf(src, sizeof src, "%s/mha-plugin-test-%s.so", TEST_PLUGIN_DIR, broken[i]);
@@ -215,6 +216,7 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
         {"/mha-plugin-test-small.so", "16 bytes"},
         {"/mha-plugin-test-probe0.so", "testing: this probe always says no"},
         {"/mha-plugin-test-short12.so", "ABI 1.2 needs 144"},
+        {"/mha-plugin-test-short13.so", "ABI 1.3 needs 168"},
         {"/mha-plugin-test-hugeblock.so", "gemm blocks 9223372036854775807 x 1 (need 1..4096)"},
         {"/mha-plugin-dir.so", "not a readable regular file"},
     };
@@ -260,7 +262,8 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
 
 /* ABI minor versions: a plugin built for 1.1 (the "wrong" test plugin, its
  * table the frozen 1.1 size, smaller than this host's) loads and is usable,
- * is taken at 1.1 and has no rotary entry; the 1.2 plugins have theirs. */
+ * is taken at 1.1 and has no rotary entry; the in-tree plugins (1.3) have
+ * theirs. */
 /* A registry whose explicit plugin_path is `path`. */
 static registry *registry_with_path(const char *path) {
     registry_options o = {0};
@@ -281,7 +284,7 @@ static void test_older_minor_versions_load(void **state) {
     assert_int_equal(registry_plugin_minor(w->plugin), 1);
     assert_null(registry_plugin_rotary(w->plugin));
     const plugin_entry *sc = usable_by_name(r, "scalar");
-    assert_int_equal(registry_plugin_minor(sc->plugin), 2);
+    assert_int_equal(registry_plugin_minor(sc->plugin), MHA_PLUGIN_ABI_MINOR);
     assert_non_null(registry_plugin_rotary(sc->plugin));
     const plugin_entry *avx2 = usable_by_name(r, "avx2");
     if (avx2) assert_non_null(registry_plugin_rotary(avx2->plugin));

@@ -409,7 +409,23 @@ typedef struct mha_run_options {
      * alone at its true length. MHA_ERR_INVALID_ARGUMENT for a negative
      * length. The array must stay valid during the call. */
     const int64_t *kv_lengths;
+    /* Appended in 0.2 (issue 16; read only when struct_size covers it).
+     * The compute precision: MHA_PRECISION_FLOAT32 (the default: the
+     * results of earlier versions, bit for bit) or MHA_PRECISION_BFLOAT16:
+     * weights packed once as bfloat16, activations rounded to bfloat16
+     * where they are packed, products summed in float32; softmax, masks,
+     * biases and outputs stay float32. Expect about 1e-2 relative error at
+     * worst against float32 and far less on average (`mha bench` and `mha
+     * check --precision bfloat16` measure it). A backend whose plugin does
+     * not declare bfloat16 (ABI 1.3) is refused with MHA_ERR_BACKEND naming
+     * it; the model keeps one packing per backend and precision. */
+    int precision;
 } mha_run_options;
+
+/* Compute precisions of mha_run_options.precision (the same values as the
+ * plugin ABI's, plugin.h). */
+#define MHA_PRECISION_FLOAT32 0
+#define MHA_PRECISION_BFLOAT16 1
 
 MHA_API void mha_run_options_init(mha_run_options *opts);
 

@@ -49,6 +49,11 @@
  *   1.1  services.cpu_features
  *   1.2  mha_attn_args.alibi_slopes / alibi_relative / alibi_pos; mha_plugin.rotary
  *        (optional, may be NULL) with mha_rotary_args
+ *   1.3  compute precision: mha_plugin.precisions (what the plugin serves),
+ *        gemm_packed_size_prec / gemm_pack_b_prec (packing that knows the
+ *        plugin's state and the precision), mha_gemm_args.precision and
+ *        mha_attn_args.precision. A host never asks a plugin for a precision
+ *        it did not declare; a 1.0-1.2 plugin serves float32 only.
  */
 #ifndef MHA_PLUGIN_H
 #define MHA_PLUGIN_H
@@ -61,7 +66,7 @@ extern "C" {
 #endif
 
 #define MHA_PLUGIN_ABI_MAJOR 1u
-#define MHA_PLUGIN_ABI_MINOR 2u
+#define MHA_PLUGIN_ABI_MINOR 3u
 #define MHA_PLUGIN_ENTRY_SYMBOL "mha_plugin_get"
 
 /* CPU features, detected by the host (CPUID leaf 1 and 7, plus XGETBV for
@@ -80,6 +85,15 @@ extern "C" {
 
 /* Plugin capability flags. */
 #define MHA_PLUGIN_SELF_PARALLEL (1u << 0) /* parallelises inside itself */
+
+/* Compute precisions (ABI 1.3), as mha_precision of mha.h. Inputs and
+ * outputs stay float in every precision; bfloat16 rounds both operands of
+ * each product to bfloat16 (round to nearest even, subnormals to signed
+ * zero) and sums the exact products in float32. Softmax, masks, biases and
+ * outputs stay float32. */
+#define MHA_PRECISION_FLOAT32 0
+#define MHA_PRECISION_BFLOAT16 1
+#define MHA_PRECISION_BIT(p) (1u << (p)) /* its bit in mha_plugin.precisions */
 
 /* Log levels, as mha_log_level of mha.h. */
 #define MHA_PLUGIN_LOG_ERROR 0
@@ -117,6 +131,8 @@ typedef struct mha_gemm_args {
     int64_t ldc;
     int64_t m0, m1, n0, n1; /* the part to compute */
     int num_threads;        /* self-parallel plugins only; else 1 */
+    /* ---- ABI 1.3: read only when struct_size >= MHA_GEMM_ARGS_SIZE_1_3 ---- */
+    int precision; /* MHA_PRECISION_*: B_packed was packed by gemm_pack_b_prec in it */
 } mha_gemm_args;
 
 /**
@@ -174,6 +190,9 @@ typedef struct mha_attn_args {
     const float *alibi_pos;    /* key positions p_j [B, Skv] (row b at b * alibi_pos_sb, keys
                                   contiguous), or NULL: p_j = j */
     int64_t alibi_pos_sb;
+    /* ---- ABI 1.3: read only when struct_size >= MHA_ATTN_ARGS_SIZE_1_3 ---- */
+    int precision; /* MHA_PRECISION_*: bfloat16 rounds q, k (for Q.K^T) and
+                      p, v (for P.V) to bfloat16; scores, softmax and o stay float */
 } mha_attn_args;
 
 /* Rotary position embedding kinds (ABI 1.2). With half = rotary_dim / 2 and
@@ -254,6 +273,18 @@ typedef struct mha_plugin {
     /** Rotary embedding in place (mha_rotary_args). Optional: NULL makes
      *  the host use its reference code. 0 = ok. */
     int (*rotary)(void *state, const mha_rotary_args *args);
+
+    /* ---- ABI 1.3 ---- */
+    /** MHA_PRECISION_BIT() of every precision the plugin serves; 0 is read
+     *  as float32 only. */
+    uint32_t precisions;
+    /** Packing in a precision the plugin declared, with its state (so the
+     *  layout may follow the ISA init() chose). Both NULL for a float32-only
+     *  plugin: the host then uses gemm_packed_size / gemm_pack_b. Size
+     *  SIZE_MAX when it overflows; pack returns 0 = ok. */
+    size_t (*gemm_packed_size_prec)(void *state, int precision, int64_t K, int64_t N);
+    int (*gemm_pack_b_prec)(void *state, int precision, int64_t K, int64_t N, const float *B,
+                            int64_t ldb, void *packed);
 } mha_plugin;
 
 /* Frozen sizes of each minor version. They never change: later versions only
@@ -261,9 +292,13 @@ typedef struct mha_plugin {
 #define MHA_PLUGIN_SIZE_1_0 offsetof(mha_plugin, rotary)
 #define MHA_PLUGIN_SIZE_1_1 MHA_PLUGIN_SIZE_1_0
 #define MHA_PLUGIN_SIZE_1_2 (offsetof(mha_plugin, rotary) + sizeof(void (*)(void)))
+#define MHA_PLUGIN_SIZE_1_3 (offsetof(mha_plugin, gemm_pack_b_prec) + sizeof(void (*)(void)))
+#define MHA_GEMM_ARGS_SIZE_1_0 offsetof(mha_gemm_args, precision)
+#define MHA_GEMM_ARGS_SIZE_1_3 (offsetof(mha_gemm_args, precision) + sizeof(int))
 #define MHA_ATTN_ARGS_SIZE_1_0 offsetof(mha_attn_args, alibi_slopes)
 #define MHA_ATTN_ARGS_SIZE_1_1 MHA_ATTN_ARGS_SIZE_1_0
 #define MHA_ATTN_ARGS_SIZE_1_2 (offsetof(mha_attn_args, alibi_pos_sb) + sizeof(int64_t))
+#define MHA_ATTN_ARGS_SIZE_1_3 (offsetof(mha_attn_args, precision) + sizeof(int))
 #define MHA_ROTARY_ARGS_SIZE_1_2 (offsetof(mha_rotary_args, num_threads) + sizeof(int))
 #define MHA_SERVICES_SIZE_1_0 offsetof(mha_plugin_services, cpu_features)
 #define MHA_SERVICES_SIZE_1_1 (offsetof(mha_plugin_services, cpu_features) + sizeof(uint64_t))
