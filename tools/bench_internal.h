@@ -35,6 +35,10 @@
  * so 3 x 2^-7 bounds the relative error of sums whose terms share a sign
  * (cancellation relative to max |ref| only lowers it). */
 #define BENCH_TOLERANCE_REL_BF16 (3.0 / 128.0)
+/* Offline run times kept per configuration for the JSON (the first ones, in
+ * timing order): enough to redo the statistics, small enough to send back
+ * through the pipe in one bench_result (16 KiB). */
+#define BENCH_MAX_SAMPLES 2048
 #define BENCH_CV_WARN 0.05         /* coefficient of variation */
 #define BENCH_OTHER_CPUS_WARN 0.05 /* CPUs kept busy by other processes */
 
@@ -128,6 +132,9 @@ typedef struct bench_result {
      * highest rate that met the bound (reps = its requests) */
     long reps;
     double median_ms, p90_ms, p99_ms, min_ms, mean_ms, cv, gflops;
+    double p25_ms, p75_ms, max_ms;        /* offline: the quartiles (the plot's error bars) */
+    int n_samples;                        /* offline: min(reps, BENCH_MAX_SAMPLES) */
+    double samples_ms[BENCH_MAX_SAMPLES]; /* offline: run times, timing order */
     /* both */
     double peak_rss_mib;
     double other_cpus; /* CPUs kept busy by other processes while timing */
@@ -180,7 +187,7 @@ void bench_outputs_free(mha_tensor *outputs, size_t n);
 /* ---- statistics (bench_stats.c) ---------------------------------------- */
 
 typedef struct bench_stats {
-    double median, p90, p99, min, max, mean, cv;
+    double median, p25, p75, p90, p99, min, max, mean, cv;
 } bench_stats;
 
 /* Sorts v in place and fills *s. n >= 1. Percentiles interpolate linearly

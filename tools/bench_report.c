@@ -299,7 +299,7 @@ static void json_result(FILE *f, const bench_options *o, const bench_result *x, 
     json_kv_num(f, in, "gflops", x->gflops + lat_nan, 1);
     json_kv_num(f, in, "peak_rss_mib", x->peak_rss_mib, 1);
     json_kv_num(f, in, "other_cpus", x->other_cpus + nan_if, 1);
-    json_kv_num(f, in, "own_cpus", x->own_cpus + nan_if, o->scenario == BENCH_SERVER);
+    json_kv_num(f, in, "own_cpus", x->own_cpus + nan_if, 1);
     if (o->scenario == BENCH_SERVER) {
         json_kv_bool(f, in, "server_found", x->server_found, 1);
         json_kv_num(f, in, "max_rate_rps", x->server_found ? x->max_rate_rps : NAN, 1);
@@ -319,6 +319,17 @@ static void json_result(FILE *f, const bench_options *o, const bench_result *x, 
             fprintf(f, ", \"requests\": %ld, \"ok\": %s}", tr->requests, tr->ok ? "true" : "false");
         }
         fprintf(f, "%s]\n", x->n_trials ? "\n      " : "");
+    } else {
+        json_kv_num(f, in, "p25_ms", x->p25_ms + lat_nan, 1);
+        json_kv_num(f, in, "p75_ms", x->p75_ms + lat_nan, 1);
+        json_kv_num(f, in, "max_ms", x->max_ms + lat_nan, 1);
+        /* every timed run in timing order (the first BENCH_MAX_SAMPLES) */
+        fprintf(f, "%s\"samples_ms\": [", in);
+        for (int k = 0; k < (x->ran ? x->n_samples : 0); k++) {
+            fputs(k ? ", " : "", f);
+            json_num(f, x->samples_ms[k]);
+        }
+        fputs("]\n", f);
     }
     fprintf(f, "    }%s\n", comma ? "," : "");
 }
@@ -530,6 +541,25 @@ static void fmt_axis(char *buf, size_t size, double v) {
         snprintf(buf, size, "%.2g", v);
 }
 
+/* GFLOP/s of a run that took ms (0 when ms is not a time). */
+static double gflops_at(const bench_report *r, double ms) {
+    return ms > 0.0 && isfinite(ms) ? r->probe->flops / (ms * 1e-3) / 1e9 : 0.0;
+}
+
+/* Offline error bars span the interquartile range of the run times: the
+ * GFLOP/s of the 75th percentile time (slower) to the 25th (faster). Robust
+ * to a few outliers, unlike min-max. Server bars are a searched rate, not a
+ * distribution, and have none. */
+static double error_bar_top(const bench_report *r, const bench_result *x) {
+    double v = gflops_at(r, x->p25_ms);
+    return v > x->gflops ? v : x->gflops;
+}
+
+/* The same rule as the table's warning: offline CV above BENCH_CV_WARN. */
+static int noisy(const bench_report *r, const bench_result *x) {
+    return x->ran && r->opts->scenario == BENCH_OFFLINE && x->cv > BENCH_CV_WARN;
+}
+
 int bench_report_svg(const bench_report *r, const char *path, char *msg, size_t msg_size) {
     static const char *colors[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2",
                                    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
@@ -546,10 +576,12 @@ int bench_report_svg(const bench_report *r, const char *path, char *msg, size_t 
         any_fail |= r->results[i].ran && !r->results[i].accuracy_ok;
     }
     double vmax = 0.0;
+    int any_noisy = 0;
     for (int i = 0; i < r->n_results; i++) {
         const bench_result *x = &r->results[i];
-        double v = server ? x->max_rate_rps : x->gflops;
+        double v = server ? x->max_rate_rps : error_bar_top(r, x);
         if (x->ran && isfinite(v) && v > vmax) vmax = v;
+        any_noisy |= noisy(r, x);
     }
     double step, top = nice_top(vmax, &step);
 
@@ -674,15 +706,35 @@ int bench_report_svg(const bench_report *r, const char *path, char *msg, size_t 
             double v = server ? x->max_rate_rps : x->gflops;
             if (!isfinite(v) || v < 0.0) v = 0.0;
             double h = plot_h * (v / top);
-            int bad = !x->accuracy_ok;
+            int bad = !x->accuracy_ok, loud = noisy(r, x);
             fprintf(f,
                     "  <rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\" "
-                    "stroke=\"%s\" stroke-width=\"%s\"><title>",
+                    "stroke=\"%s\" stroke-width=\"%s\"%s><title>",
                     bx, y0 - h, bar_w, h, bad ? "url(#fail)" : color, bad ? "#c00000" : color,
-                    bad ? "2" : "1");
+                    bad ? "2" : "1", loud ? " fill-opacity=\"0.45\"" : "");
             xml_text(f, x->backend);
-            fprintf(f, ", %d thread%s: %s</title></rect>\n", x->threads, x->threads == 1 ? "" : "s",
-                    bad ? "FAILED the accuracy check" : "ok");
+            fprintf(f, ", %d thread%s: %s; CV %.1f%%</title></rect>\n", x->threads,
+                    x->threads == 1 ? "" : "s", bad ? "FAILED the accuracy check" : "ok",
+                    100.0 * x->cv);
+            double label_y = y0 - h; /* above the bar, or above its error bar */
+            if (!server) {
+                double lo = y0 - plot_h * (gflops_at(r, x->p75_ms) / top);
+                double hi = y0 - plot_h * (error_bar_top(r, x) / top);
+                double cx = bx + bar_w / 2;
+                fprintf(f,
+                        "  <path class=\"errorbar\" d=\"M%.1f %.1fV%.1fM%.1f %.1fH%.1fM%.1f "
+                        "%.1fH%.1f\" stroke=\"#000000\" stroke-width=\"1.2\" fill=\"none\"/>\n",
+                        cx, lo, hi, cx - 5, lo, cx + 5, cx - 5, hi, cx + 5);
+                if (hi < label_y) label_y = hi;
+            }
+            if (loud) {
+                fprintf(
+                    f,
+                    "  <text class=\"noisy\" x=\"%.1f\" y=\"%.1f\" font-size=\"10\" "
+                    "font-style=\"italic\" text-anchor=\"middle\" fill=\"#b35900\">noisy</text>\n",
+                    bx + bar_w / 2, label_y - 4);
+                label_y -= 12;
+            }
             if (v >= 100.0)
                 snprintf(num, sizeof num, "%.0f", v);
             else if (v >= 10.0)
@@ -692,12 +744,12 @@ int bench_report_svg(const bench_report *r, const char *path, char *msg, size_t 
             fprintf(f,
                     "  <text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\" "
                     "fill=\"%s\">%s</text>\n",
-                    bx + bar_w / 2, y0 - h - (bad ? 16 : 4), bad ? "#c00000" : "#000000", num);
+                    bx + bar_w / 2, label_y - (bad ? 16 : 4), bad ? "#c00000" : "#000000", num);
             if (bad)
                 fprintf(f,
                         "  <text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" font-weight=\"bold\" "
                         "text-anchor=\"middle\" fill=\"#c00000\">FAIL</text>\n",
-                        bx + bar_w / 2, y0 - h - 4);
+                        bx + bar_w / 2, label_y - 4);
             fprintf(f,
                     "  <text x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"middle\" "
                     "fill=\"#444444\">%d</text>\n",
@@ -725,8 +777,29 @@ int bench_report_svg(const bench_report *r, const char *path, char *msg, size_t 
         fprintf(f, "  <text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%d thread%s</text>\n", lx + 20,
                 yy + 11, o->threads[b], o->threads[b] == 1 ? "" : "s");
     }
+    double ky = ly + 12 + n_bars * 20 + 8; /* the keys below the thread colours */
+    if (!server) {
+        fprintf(f,
+                "  <path d=\"M%.1f %.1fV%.1fM%.1f %.1fH%.1fM%.1f %.1fH%.1f\" stroke=\"#000000\" "
+                "stroke-width=\"1.2\" fill=\"none\"/>\n",
+                lx + 7, ky + 14, ky, lx + 2, ky + 14, lx + 12, lx + 2, ky, lx + 12);
+        fprintf(f, "  <text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">error bars: run times'</text>\n",
+                lx + 20, ky + 11);
+        fprintf(f, "  <text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">interquartile range</text>\n",
+                lx + 20, ky + 25);
+        ky += 40;
+    }
+    if (any_noisy) {
+        fprintf(f,
+                "  <text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" font-style=\"italic\" "
+                "fill=\"#b35900\">noisy</text>\n",
+                lx, ky + 11);
+        fprintf(f, "  <text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">(pale): CV &gt; %.0f%%</text>\n",
+                lx + 34, ky + 11, 100.0 * BENCH_CV_WARN);
+        ky += 26;
+    }
     if (any_fail) {
-        double yy = ly + 12 + n_bars * 20 + 8;
+        double yy = ky;
         fprintf(f,
                 "  <rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"14\" fill=\"url(#fail)\" "
                 "stroke=\"#c00000\" stroke-width=\"2\"/>\n",

@@ -34,6 +34,8 @@ void bench_stats_compute(double *v, size_t n, bench_stats *s) {
     s->min = v[0];
     s->max = v[n - 1];
     s->median = bench_percentile_sorted(v, n, 0.5);
+    s->p25 = bench_percentile_sorted(v, n, 0.25);
+    s->p75 = bench_percentile_sorted(v, n, 0.75);
     s->p90 = bench_percentile_sorted(v, n, 0.9);
     s->p99 = bench_percentile_sorted(v, n, 0.99);
 }

@@ -107,9 +107,44 @@ check "SVG is closed" sh -c "tail -n1 '$T/r.svg' | grep -q '^</svg>$'"
 check "SVG has bars" [ "$(grep -c '<rect x=' "$T/r.svg")" -ge 2 ]
 check "SVG has a title with the model and shape" grep -q "mha_self_d64_h4_b2_s16/model.onnx, B=2 S=16 S_kv=16" "$T/r.svg"
 check "SVG has axis labels and a legend" sh -c "grep -q 'GFLOP/s' '$T/r.svg' && grep -q '>threads<' '$T/r.svg'"
+check "SVG has an error bar on each of the 2 bars" [ "$(grep -c 'class="errorbar"' "$T/r.svg")" -eq 2 ]
+check "SVG says what the error bars are" grep -q "interquartile range" "$T/r.svg"
 check "SVG text elements are balanced" sh -c \
     "[ \$(grep -o '<text' '$T/r.svg' | wc -l) -eq \$(grep -o '</text>' '$T/r.svg' | wc -l) ]"
 check "no temporary file left behind" no_tmp_left
+
+# ---- raw samples in the JSON: --min-time 0 gives exactly the minimum 10 reps ----
+run_mha bench "$MODEL" --shape 1,4 --min-time 0 --warmup 0 --backend scalar --threads 1 \
+    --json "$T/raw.json"
+check "raw-sample run exits 0 (got $rc)" [ "$rc" -eq 0 ]
+# the samples, one a line, and the statistics the bench derived from them
+grep '"samples_ms":' "$T/raw.json" | sed 's/.*\[//; s/\].*//' | tr ',' '\n' | sed 's/ //g' \
+    | grep . >"$T/raw.txt"
+json_val() { grep -o "\"$1\": [0-9.e+-]*" "$T/raw.json" | head -1 | sed 's/.*: //'; }
+check "JSON has one sample per timed run ($(wc -l <"$T/raw.txt") vs reps $(json_val reps))" \
+    [ "$(wc -l <"$T/raw.txt")" -eq "$(json_val reps)" ]
+check "the samples' median is median_ms" sh -c "sort -g '$T/raw.txt' | awk -v m=$(json_val median_ms) \
+    '{v[NR]=\$1} END{x=(v[5]+v[6])/2; exit !(x > 0 && (x-m)/m < 1e-6 && (m-x)/m < 1e-6)}'"
+check "the samples' minimum is min_ms" sh -c "sort -g '$T/raw.txt' | head -1 | awk -v m=$(json_val min_ms) \
+    '{ok = \$1 > 0 && (\$1-m)/m < 1e-6 && (m-\$1)/m < 1e-6} END{exit !ok}'"
+check "JSON has the quartiles" sh -c "grep -q '\"p25_ms\": [0-9]' '$T/raw.json' && grep -q '\"p75_ms\": [0-9]' '$T/raw.json'"
+
+# ---- a noisy measurement is marked in the plot (test build: forced noise) ----
+if [ -x "${MHA_TESTHOOKS:-}" ]; then
+    MHA_TEST_BENCH_NOISE_MS=2 "$MHA_TESTHOOKS" bench "$MODEL" --shape 1,4 --min-time 0 \
+        --warmup 0 --backend scalar --threads 1 --plot "$T/n.svg" --json "$T/n.json" \
+        >"$T/out.txt" 2>"$T/err.txt"
+    rc=$?
+    check "forced-noise run exits 0 (got $rc)" [ "$rc" -eq 0 ]
+    check "the forced noise is warned about" grep -q "noisy timing" "$T/err.txt"
+    check "SVG marks the noisy bar" [ "$(grep -c 'class="noisy"' "$T/n.svg")" -eq 1 ]
+    check "SVG explains the noisy mark" grep -q "CV &gt; 5%" "$T/n.svg"
+    # the error bar spans the quartiles: 25% of the runs are 2 ms slower
+    check "the noisy bar's error bar is not a point" sh -c "grep 'class=\"errorbar\"' '$T/n.svg' \
+        | sed 's/.*d=\"M[0-9.]* \\([0-9.]*\\)V\\([0-9.]*\\)M.*/\\1 \\2/' | awk '{ok = \$1 - \$2 > 1} END{exit !ok}'"
+else
+    bad "test build of mha missing: ${MHA_TESTHOOKS:-MHA_TESTHOOKS unset}"
+fi
 
 # --quiet: no table, the files still written
 rm -f "$T/q.json"
