@@ -447,6 +447,25 @@ static void csv_num(FILE *f, double v, int have) {
     if (have && isfinite(v)) fprintf(f, "%.9g", v);
 }
 
+/* The context columns, repeated on every row so that rows of several runs
+ * concatenated into one file still say where each came from. */
+static void csv_context(FILE *f, const bench_report *r) {
+    const bench_context *c = r->ctx;
+    const char *text[] = {r->opts->model_path, c->date, c->git_commit, c->cpu_model};
+    for (size_t i = 0; i < sizeof text / sizeof text[0]; i++) {
+        fputc(',', f);
+        csv_str(f, text[i]);
+    }
+    fprintf(f, ",%d,", c->online_cpus);
+    csv_str(f, c->library_version);
+    fputc(',', f);
+    csv_str(f, c->compiler);
+    fputc(',', f);
+    csv_str(f, c->build_type);
+    fprintf(f, ",%s,%llu", r->opts->precision == MHA_PRECISION_BFLOAT16 ? "bfloat16" : "float32",
+            (unsigned long long)r->opts->seed);
+}
+
 int bench_report_csv(const bench_report *r, const char *path, char *msg, size_t msg_size) {
     cli_out_file of;
     FILE *f;
@@ -454,7 +473,8 @@ int bench_report_csv(const bench_report *r, const char *path, char *msg, size_t 
     f = of.f;
     fputs("scenario,backend,threads,ran,accuracy_ok,max_abs_err,max_rel_err,reps,median_ms,"
           "p90_ms,p99_ms,min_ms,mean_ms,cv,gflops,peak_rss_mib,other_cpus,max_rate_rps,"
-          "achieved_rps,B,S,S_kv,error\n",
+          "achieved_rps,B,S,S_kv,error,model,date_utc,git_commit,cpu_model,online_cpus,"
+          "library_version,compiler,build_type,precision,seed\n",
           f);
     for (int i = 0; i < r->n_results; i++) {
         const bench_result *x = &r->results[i];
@@ -480,6 +500,7 @@ int bench_report_csv(const bench_report *r, const char *path, char *msg, size_t 
         fprintf(f, ",%lld,%lld,%lld,", (long long)r->probe->B, (long long)r->probe->Sq,
                 (long long)r->probe->Skv);
         csv_str(f, x->ran ? "" : x->error);
+        csv_context(f, r);
         fputc('\n', f);
     }
     return cli_out_commit(&of, msg, msg_size);

@@ -99,7 +99,12 @@ check "JSON median_ms is a positive number" grep -Eq '"median_ms": [0-9.]+(e[-+]
 check "CSV header" sh -c "head -n1 '$T/r.csv' | grep -q '^scenario,backend,threads,ran,accuracy_ok,max_abs_err,max_rel_err,reps,median_ms,p90_ms,p99_ms,min_ms'"
 check "CSV has a row per configuration" [ "$(grep -c '^offline,scalar,[12],1,1,' "$T/r.csv")" -eq 2 ]
 check "CSV rows have as many fields as the header" sh -c \
-    "awk -F, 'NR==1{n=NF} NF!=n{bad=1} END{exit bad}' '$T/r.csv'"
+    "sed 's/\"[^\"]*\"//g' '$T/r.csv' | awk -F, 'NR==1{n=NF} NF!=n{bad=1} END{exit bad}'"
+check "CSV header ends with the context columns" sh -c "head -n1 '$T/r.csv' | grep -q \
+    ',error,model,date_utc,git_commit,cpu_model,online_cpus,library_version,compiler,build_type,precision,seed\$'"
+check "every CSV row names the model" [ "$(grep -c ",$MODEL,20[0-9-]*T[0-9:]*Z," "$T/r.csv")" -eq 2 ]
+check "every CSV row ends with the CPUs, version, build, precision and seed" [ \
+    "$(grep -Ec ',[0-9]+,[0-9.]+,[^,]*,[A-Za-z]+,float32,1$' "$T/r.csv")" -eq 2 ]
 
 check "SVG starts with the XML declaration" sh -c "head -n1 '$T/r.svg' | grep -q '^<?xml'"
 check "SVG has an svg root" grep -q '<svg xmlns="http://www.w3.org/2000/svg"' "$T/r.svg"
