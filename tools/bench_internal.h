@@ -47,7 +47,9 @@ typedef enum bench_scenario { BENCH_OFFLINE = 0, BENCH_SERVER = 1 } bench_scenar
 typedef struct bench_options {
     const char *model_path;
     int64_t B, S, S_kv; /* S_kv = total keys attended (past + new) */
-    int backend_all;    /* --backend all */
+    int backend_all;    /* --backend all, or no --backend */
+    int skip_scalar;    /* no --backend: all usable but scalar (minutes of
+                           timing the reference for no news); see docs/BENCH.md */
     int has_auto;       /* "auto" is among backends */
     char backends[BENCH_MAX_BACKENDS][BENCH_NAME_MAX];
     int n_backends;

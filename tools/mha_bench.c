@@ -36,8 +36,10 @@
 
 static const char bench_usage[] =
     "usage: mha bench MODEL --shape B,S[,S_kv] [options]\n"
-    "  --backend all|NAME,...   backends to time (default all usable; auto = what the\n"
-    "                           runtime would pick, MHA_BACKEND included)\n"
+    "  --backend all|NAME,...   backends to time (default: every usable backend but\n"
+    "                           scalar, the slow reference, unless it is the only one;\n"
+    "                           all = every usable backend, scalar included; auto = what\n"
+    "                           the runtime would pick, MHA_BACKEND included)\n"
     "  --threads LIST           thread counts, e.g. 1,2,4 (default 1 and the online CPUs)\n"
     "  --warmup N               untimed runs first (default 3)\n"
     "  --min-time SEC           time repetitions for at least SEC (default 2; >= 10 reps)\n"
@@ -123,6 +125,7 @@ static int valid_backend_name(const char *s) {
 static int parse_backends(const char *s, bench_options *o) {
     o->n_backends = 0;
     o->backend_all = 0;
+    o->skip_scalar = 0;
     if (strcmp(s, "all") == 0) {
         o->backend_all = 1;
         return 0;
@@ -177,6 +180,7 @@ static int parse_args(int argc, char **argv, bench_options *o) {
     int have_shape = 0;
     memset(o, 0, sizeof *o);
     o->backend_all = 1;
+    o->skip_scalar = 1;
     o->warmup = 3;
     o->min_time = 2.0;
     o->scenario = BENCH_OFFLINE;
@@ -768,8 +772,18 @@ static int bench_run(bench_options o) {
         }
         o.n_backends = k;
     }
-    const char(*names)[BENCH_NAME_MAX] = o.backend_all ? probe.backends : o.backends;
-    int n_names = o.backend_all ? probe.n_backends : o.n_backends;
+    if (o.backend_all) {
+        /* the default leaves out the scalar reference (it already ran once,
+         * in the probe) unless nothing else is usable */
+        int k = 0;
+        for (int b = 0; b < probe.n_backends; b++)
+            if (!(o.skip_scalar && probe.n_backends > 1 &&
+                  strcmp(probe.backends[b], "scalar") == 0))
+                memcpy(o.backends[k++], probe.backends[b], BENCH_NAME_MAX);
+        o.n_backends = k;
+    }
+    const char(*names)[BENCH_NAME_MAX] = o.backends;
+    int n_names = o.n_backends;
     results = calloc((size_t)(n_names * o.n_threads) + 1, sizeof *results);
     if (!results) {
         fprintf(stderr, "mha bench: out of memory\n");

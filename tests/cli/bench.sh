@@ -188,6 +188,23 @@ else
     bad "testing plugin missing: $TESTING_PLUGINS/mha-plugin-wrong.so"
 fi
 
+# ---- scalar is timed only when asked --------------------------------------------
+run_mha bench "$MODEL" --shape 1,4 --min-time 0 --warmup 0 --threads 1 --backend all
+cp "$T/out.txt" "$T/all.txt"
+run_mha bench "$MODEL" --shape 1,4 --min-time 0 --warmup 0 --threads 1
+check "the default backends run (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "--backend all times scalar" grep -q '^scalar  *1 ok' "$T/all.txt"
+if grep -Eq '^[a-z0-9_]+  *1 ok' "$T/all.txt" && grep -E '^[a-z0-9_]+  *1 ok' "$T/all.txt" | grep -vq '^scalar '; then
+    check "the default leaves scalar out when another backend is usable" sh -c \
+        "! grep -q '^scalar ' '$T/out.txt' && grep -Eq '^[a-z0-9_]+  *1 ok' '$T/out.txt'"
+    check "the default times every other usable backend" [ \
+        "$(grep -Ec '^[a-z0-9_]+  *1 ok' "$T/out.txt")" -eq "$(grep -E '^[a-z0-9_]+  *1 ok' "$T/all.txt" | grep -vc '^scalar ')" ]
+else
+    check "the default times scalar when it is the only usable backend" grep -q '^scalar  *1 ok' "$T/out.txt"
+fi
+run_mha bench --help
+check "--help says the default leaves scalar out" grep -q "every usable backend but" "$T/out.txt"
+
 # ---- a backend that does not exist: an ERROR row, exit 1 -------------------
 run_mha bench "$MODEL" --shape 1,4 --min-time 0 --warmup 0 --backend scalar,nosuchbackend \
     --threads 1 --json "$T/e.json"
