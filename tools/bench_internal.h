@@ -197,7 +197,7 @@ typedef struct bench_stats {
 void bench_stats_compute(double *v, size_t n, bench_stats *s);
 double bench_percentile_sorted(const double *v, size_t n, double p);
 
-/* FLOPs of one run of the layer (ARCHITECTURE.md section 1, written per
+/* FLOPs of one run of the layer (docs/ARCHITECTURE.md section 1, written per
  * head so GQA and d_out != d_model count right; equal to the document's
  * formula when H*d_head = D). causal_halved: the attention term halved. */
 double bench_flops(const bench_probe *p, int causal_halved);

@@ -58,8 +58,8 @@ static void describe_shape(const bench_report *r, char *buf, size_t size) {
 }
 
 static const char *flop_note(const bench_probe *p) {
-    return p->causal ? "ARCHITECTURE.md section 1 count, causal: attention term halved"
-                     : "ARCHITECTURE.md section 1 count";
+    return p->causal ? "docs/ARCHITECTURE.md section 1 count, causal: attention term halved"
+                     : "docs/ARCHITECTURE.md section 1 count";
 }
 
 /* All warnings, one line each. */

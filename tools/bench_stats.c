@@ -45,7 +45,7 @@ void bench_stats_compute(double *v, size_t n, bench_stats *s) {
  * against all Skv keys in every query head, and the output projection.
  *   Q:   2*Sq*d_model*(Hq*dk)     K|V: 2*S_new*d_kv*Hkv*(dk+dv)
  *   QK^T and PV: 2*Hq*Sq*Skv*(dk+dv)     out: 2*Sq*(Hq*dv)*d_out
- * With H*d_head = D and no GQA this is ARCHITECTURE.md's
+ * With H*d_head = D and no GQA this is docs/ARCHITECTURE.md's
  * 2B(Sq+2Skv)D^2 + 4B*Sq*Skv*D + 2B*Sq*D^2. */
 double bench_flops(const bench_probe *p, int causal_halved) {
     double B = (double)p->B, Sq = (double)p->Sq, Skv = (double)p->Skv;

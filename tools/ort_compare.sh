@@ -112,4 +112,4 @@ for t in $threads; do
     IFS=,
 done
 IFS=$old_ifs
-echo "FLOPs per run: ${flops:-?} (mha bench's count, ARCHITECTURE.md section 1)"
+echo "FLOPs per run: ${flops:-?} (mha bench's count, docs/ARCHITECTURE.md section 1)"

@@ -80,7 +80,7 @@ check "the table has a header" grep -q "backend.*threads.*check.*max_rel_err.*me
 check "the table has a row per configuration" [ "$(grep -c '^scalar  *[12] ok' "$T/out.txt")" -eq 2 ]
 check "the context names the CPU and the build" grep -q "cpu: .*online CPUs; isa:" "$T/out.txt"
 check "the context names the denormal mode" grep -q "FTZ" "$T/out.txt"
-check "the FLOP count says which it is" grep -q "ARCHITECTURE.md section 1" "$T/out.txt"
+check "the FLOP count says which it is" grep -q "docs/ARCHITECTURE.md section 1" "$T/out.txt"
 
 for key in schema model model_form layer scenario shape inputs seed flops_per_run flops_full \
     flops_count settings context cpu_model isa online_cpus ftz_daz compiler c_flags build_type \
