@@ -207,46 +207,6 @@ void bench_report_table(const bench_report *r, FILE *out) {
 
 /* ---- JSON ---------------------------------------------------------------- */
 
-/* Bytes of the well-formed UTF-8 sequence at p (1 to 4), 0 when the bytes
- * there are not one (a stray continuation byte, a truncated or overlong
- * sequence, a surrogate, past U+10FFFF). Names (file names, model names)
- * can hold any bytes; JSON and XML readers refuse those. */
-static size_t utf8_sequence(const unsigned char *p) {
-    if (p[0] < 0x80) return 1;
-    size_t n = p[0] >= 0xc2 && p[0] <= 0xdf   ? 2
-               : p[0] >= 0xe0 && p[0] <= 0xef ? 3
-               : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4
-                                              : 0;
-    for (size_t i = 1; i < n; i++)
-        if ((p[i] & 0xc0) != 0x80) return 0;
-    if (n == 3 && ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0))) return 0;
-    if (n == 4 && ((p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))) return 0;
-    return n;
-}
-
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        size_t n = utf8_sequence(p);
-        if (n == 0) {
-            fputs("\\ufffd", f); /* a byte that is no UTF-8: the replacement character */
-        } else if (n > 1) {
-            fwrite(p, 1, n, f);
-            p += n - 1;
-        } else if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p == '\n')
-            fputs("\\n", f);
-        else if (*p == '\t')
-            fputs("\\t", f);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 static void json_num(FILE *f, double v) {
     if (isfinite(v))
         fprintf(f, "%.9g", v);
@@ -256,7 +216,7 @@ static void json_num(FILE *f, double v) {
 
 static void json_kv_str(FILE *f, const char *indent, const char *k, const char *v, int comma) {
     fprintf(f, "%s\"%s\": ", indent, k);
-    json_str(f, v);
+    cli_json_string(f, v);
     fputs(comma ? ",\n" : "\n", f);
 }
 
@@ -369,7 +329,7 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
     for (int i = 0; i < p->n_inputs; i++) {
         const bench_input_desc *d = &p->inputs[i];
         fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
-        json_str(f, d->name);
+        cli_json_string(f, d->name);
         fprintf(f, ", \"role\": \"%s\", \"dtype\": \"%s\", \"shape\": [", mha_io_role_name(d->role),
                 mha_dtype_name(d->dtype));
         for (int k = 0; k < d->rank; k++)
@@ -419,7 +379,7 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
     fputs("  \"warnings\": [", f);
     for (int i = 0; i < nw; i++) {
         fputs(i ? ",\n    " : "\n    ", f);
-        json_str(f, w[i]);
+        cli_json_string(f, w[i]);
     }
     fputs(nw ? "\n  ],\n" : "],\n", f);
     json_kv_bool(f, "  ", "all_ok", all_ok, 0);
@@ -510,7 +470,7 @@ int bench_report_csv(const bench_report *r, const char *path, char *msg, size_t 
 
 static void xml_text(FILE *f, const char *s) {
     for (; *s; s++) {
-        size_t n = utf8_sequence((const unsigned char *)s);
+        size_t n = cli_utf8_sequence((const unsigned char *)s);
         if (n != 1) {
             if (n == 0)
                 fputs("&#xFFFD;", f);

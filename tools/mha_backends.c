@@ -53,19 +53,6 @@ static int backends_check(const cli_common *c) {
     return total_fail ? CLI_FAIL : CLI_OK;
 }
 
-static void json_string(const char *s) {
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\')
-            printf("\\%c", *p);
-        else if (*p < 0x20)
-            printf("\\u%04x", *p);
-        else
-            putchar(*p);
-    }
-    putchar('"');
-}
-
 /* What the engine does in plain C around every backend's float32 kernels
  * (engine/src/exec_ext.c): the kernels see only float32 tensors, a mask,
  * key lengths and causal offsets. */
@@ -139,12 +126,12 @@ int cli_cmd_backends(int argc, char **argv) {
     size_t n = mha_runtime_plugin_count(rt);
     if (json) {
         printf("{\"cpu_features\": ");
-        json_string(features);
+        cli_json_string(stdout, features);
         printf(", \"auto\": ");
-        json_string(auto_name);
+        cli_json_string(stdout, auto_name);
         printf(", \"selected\": ");
         if (selected)
-            json_string(selected);
+            cli_json_string(stdout, selected);
         else
             printf("null");
         printf(", \"plugins\": [");
@@ -153,23 +140,23 @@ int cli_cmd_backends(int argc, char **argv) {
             if (mha_runtime_plugin(rt, i, &pi) != MHA_OK) continue;
             printf("%s{\"name\": ", i ? ", " : "");
             if (pi.name)
-                json_string(pi.name);
+                cli_json_string(stdout, pi.name);
             else
                 printf("null");
             printf(", \"version\": ");
             if (pi.version)
-                json_string(pi.version);
+                cli_json_string(stdout, pi.version);
             else
                 printf("null");
             printf(", \"path\": ");
-            json_string(pi.path);
+            cli_json_string(stdout, pi.path);
             printf(", \"score\": %d, \"usable\": %s, \"auto\": %s, \"reason\": ", pi.score,
                    pi.usable ? "true" : "false", pi.selected ? "true" : "false");
-            json_string(pi.reason);
+            cli_json_string(stdout, pi.reason);
             printf("}");
         }
         printf("], \"features_via_scalar_path\": ");
-        json_string(backends_scalar_path);
+        cli_json_string(stdout, backends_scalar_path);
         printf("}\n");
     } else {
         const char *shadowed = NULL;

@@ -353,3 +353,45 @@ void cli_signals_restore(cli_signals *saved) {
     sigaction(SIGINT, &saved->old_int, NULL);
     sigaction(SIGTERM, &saved->old_term, NULL);
 }
+
+/* ---- JSON ---- */
+
+/* Bytes of the well-formed UTF-8 sequence at p (1 to 4), 0 when the bytes
+ * there are not one (a stray continuation byte, a truncated or overlong
+ * sequence, a surrogate, past U+10FFFF). Names (file names, model names)
+ * can hold any bytes; JSON and XML readers refuse those. */
+size_t cli_utf8_sequence(const unsigned char *p) {
+    if (p[0] < 0x80) return 1;
+    size_t n = p[0] >= 0xc2 && p[0] <= 0xdf   ? 2
+               : p[0] >= 0xe0 && p[0] <= 0xef ? 3
+               : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4
+                                              : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80) return 0;
+    if (n == 3 && ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0))) return 0;
+    if (n == 4 && ((p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))) return 0;
+    return n;
+}
+
+void cli_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        size_t n = cli_utf8_sequence(p);
+        if (n == 0) {
+            fputs("\\ufffd", f); /* a byte that is no UTF-8: the replacement character */
+        } else if (n > 1) {
+            fwrite(p, 1, n, f);
+            p += n - 1;
+        } else if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p == '\n')
+            fputs("\\n", f);
+        else if (*p == '\t')
+            fputs("\\t", f);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}

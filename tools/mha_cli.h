@@ -79,6 +79,12 @@ int cli_fail_err(const char *file, const mha_error *err);
 const char *cli_escape(const char *s, char *buf, size_t n);
 /* Prints a command's usage text and the common options on stdout, returns
  * CLI_OK. */
+/* Bytes of the well-formed UTF-8 sequence at p (1 to 4), 0 when the bytes
+ * there are not one. */
+size_t cli_utf8_sequence(const unsigned char *p);
+/* s as a JSON string (NULL as ""): quotes and controls escaped, bytes that
+ * are not UTF-8 written as U+FFFD, so any name gives valid JSON. */
+void cli_json_string(FILE *f, const char *s);
 int cli_print_usage(const char *usage);
 /* The same for a command without --backend / --threads (gen, merge, peak). */
 int cli_print_usage_basic(const char *usage);

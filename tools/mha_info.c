@@ -13,7 +13,10 @@ static const char info_usage[] =
     "Loads MODEL (ONNX) and prints what was recognised: form, d_model, query and\n"
     "key/value heads, head sizes, causal, scale, softcap, masks (and the polarity of\n"
     "a key-padding mask), cross attention, every input and output with its role,\n"
-    "dtype and shape (? = dynamic), and the weight bytes.\n";
+    "dtype and shape (? = dynamic), and the weight bytes; for a whole model, its\n"
+    "plan (attention layers, steps and their share of the FLOPs).\n"
+    "\n"
+    "  --json           print the same as one JSON object (shapes: -1 = dynamic)\n";
 
 static const char *yes_no(int v) {
     return v ? "yes" : "no";
@@ -118,12 +121,88 @@ static void print_step_kinds(const mha_model *m, size_t n_steps, const char *kin
     }
 }
 
+static void json_io(const char *sep, const mha_io_info *io) {
+    printf("%s{\"name\": ", sep);
+    cli_json_string(stdout, io->name);
+    printf(", \"role\": ");
+    cli_json_string(stdout, mha_io_role_name(io->role));
+    printf(", \"dtype\": ");
+    cli_json_string(stdout, mha_dtype_name(io->dtype));
+    printf(", \"shape\": ");
+    if (io->rank < 0) {
+        printf("null}");
+        return;
+    }
+    printf("[");
+    for (int d = 0; d < io->rank; d++)
+        printf("%s%lld", d ? ", " : "", (long long)(io->shape[d] < 0 ? -1 : io->shape[d]));
+    printf("]}");
+}
+
+/* `mha info --json`: what the text says, as one object. */
+static void print_json(const char *path, const mha_model *m, const mha_model_info *mi) {
+    printf("{\"model\": ");
+    cli_json_string(stdout, path);
+    printf(", \"form\": ");
+    cli_json_string(stdout, mi->form ? mi->form : "");
+    printf(", \"has_projections\": %s, \"d_model\": %lld, \"d_kv\": %lld",
+           mi->has_projections ? "true" : "false", (long long)mi->d_model, (long long)mi->d_kv);
+    printf(", \"q_heads\": %lld, \"kv_heads\": %lld, \"d_head\": %lld, \"d_head_v\": %lld",
+           (long long)mi->q_heads, (long long)mi->kv_heads, (long long)mi->d_head,
+           (long long)mi->d_head_v);
+    printf(", \"causal\": %s, \"scale\": %.9g, \"softcap\": %.9g, \"cross\": %s",
+           mi->causal ? "true" : "false", (double)mi->scale, (double)mi->softcap,
+           mi->cross ? "true" : "false");
+    printf(", \"idioms\": ");
+    const char *idioms = mha_model_idioms(m);
+    cli_json_string(stdout, idioms ? idioms : "");
+    printf(", \"weight_bytes\": %zu, \"inputs\": [", mi->weight_bytes);
+    for (size_t i = 0; i < mi->num_inputs; i++) {
+        mha_io_info io;
+        if (mha_model_input(m, i, &io) == MHA_OK) json_io(i ? ", " : "", &io);
+    }
+    printf("], \"outputs\": [");
+    for (size_t i = 0; i < mi->num_outputs; i++) {
+        mha_io_info io;
+        if (mha_model_output(m, i, &io) == MHA_OK) json_io(i ? ", " : "", &io);
+    }
+    printf("], \"layers\": [");
+    size_t n_layers = mha_model_num_layers(m), n_steps = mha_model_num_steps(m);
+    for (size_t i = 0; i < n_layers; i++) {
+        mha_layer_info li;
+        if (mha_model_layer(m, i, &li) != MHA_OK) continue;
+        printf("%s{\"core\": ", i ? ", " : "");
+        cli_json_string(stdout, li.core);
+        printf(", \"fused\": %s, \"form\": ", li.recognised ? "true" : "false");
+        cli_json_string(stdout, li.recognised ? li.form : "");
+        printf(", \"reason\": ");
+        cli_json_string(stdout, li.recognised ? "" : li.reason);
+        printf("}");
+    }
+    printf("], \"steps\": [");
+    for (size_t i = 0; i < n_steps; i++) {
+        mha_step_info si;
+        if (mha_model_step(m, i, &si) != MHA_OK) continue;
+        printf("%s{\"kind\": ", i ? ", " : "");
+        cli_json_string(stdout, si.kind);
+        printf(", \"op\": ");
+        cli_json_string(stdout, si.op);
+        printf(", \"flops\": %.17g}", si.flops);
+    }
+    printf("]}\n");
+}
+
 int cli_cmd_info(int argc, char **argv) {
     cli_common c = {0};
     c.cmd = "info";
     const char *model_path = NULL;
+    int json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (strcmp(a, "--json") == 0) {
+            json = 1;
+            continue;
+        }
         if (a[0] == '-' && a[1] != '\0') {
             int r = cli_common_option(&c, argc, argv, &i);
             if (r < 0) return CLI_USAGE;
@@ -147,6 +226,11 @@ int cli_cmd_info(int argc, char **argv) {
         return cli_fail("%s: no model information", model_path);
     }
 
+    if (json) {
+        print_json(model_path, m, &mi);
+        mha_model_free(m);
+        return CLI_OK;
+    }
     char safe_path[1024];
     printf("model:        %s\n", cli_escape(model_path, safe_path, sizeof safe_path));
     printf("form:         %s\n", mi.form ? mi.form : "?");

@@ -106,6 +106,11 @@ cat "$T/backends.txt"
 grep -q "^auto picks: " "$T/backends.txt" || fail "backends: no auto line"
 grep -Eq "\(built-in\)|^built-in scalar: the fallback" "$T/backends.txt" || fail "backends: no built-in scalar"
 "$MHA" backends --json >"$T/backends.json"
+python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$T/backends.json" ||
+  fail "backends --json is not JSON: $(cat "$T/backends.json")"
+"$MHA" info --json "$T/m.onnx" >"$T/info.json"
+python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["q_heads"] > 0 and d["layers"] == []' \
+  "$T/info.json" || fail "info --json on a layer: $(cat "$T/info.json")"
 grep -q '^{"cpu_features": ".*", "auto": "[a-z0-9_]*", "selected": .*"plugins": \[{.*"path": "(built-in)"' \
   "$T/backends.json" || fail "backends --json: $(cat "$T/backends.json")"
 set +e

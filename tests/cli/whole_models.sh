@@ -35,6 +35,18 @@ echo "== mha info on a whole model"
 "$MHA" info "$M/bert_postln_l2_d64_h4/model.onnx" >"$T/info.txt"
 grep -q '^form: *plan' "$T/info.txt" || fail "info: no plan form: $(cat "$T/info.txt")"
 grep -q 'input_ids .*token_ids .*int64' "$T/info.txt" || fail "info: input_ids role: $(cat "$T/info.txt")"
+# the same as JSON: the plan's layers and steps, the inputs with their roles
+"$MHA" info --json "$M/bert_postln_l2_d64_h4/model.onnx" >"$T/info.json"
+python3 - "$T/info.json" <<'PY' || fail "info --json: $(cat "$T/info.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["form"] == "plan", d["form"]
+assert len(d["layers"]) == 2 and all(l["fused"] for l in d["layers"]), d["layers"]
+assert any(s["kind"] == "gemm" for s in d["steps"]), d["steps"]
+roles = {i["name"]: i["role"] for i in d["inputs"]}
+assert roles.get("input_ids") == "token_ids", roles
+assert d["inputs"][0]["shape"][0] == -1, d["inputs"][0]
+PY
 echo "ok: info"
 
 echo "== mha info prints the plan"
