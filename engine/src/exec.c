@@ -785,34 +785,42 @@ static mha_status exec_workspace_reserve(exec_state *s, const mha_alloc_ctx *a, 
 /* Units                                                                     */
 /* ------------------------------------------------------------------------ */
 
-static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f, int64_t seg,
-                                 int64_t m0, int64_t m1, int64_t n0, int64_t n1, int num_threads,
-                                 mha_error *err) {
+mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64_t M,
+                          const float *A, int64_t lda, float *C, int64_t ldc, int64_t m0,
+                          int64_t m1, int64_t n0, int64_t n1, int num_threads, mha_error *err) {
+    const mha_plugin *p = env->plugin;
     mha_gemm_args g;
     memset(&g, 0, sizeof g);
     g.struct_size = sizeof g;
-    g.M = f->M;
-    g.N = f->W->N;
-    g.K = f->W->K;
-    g.A = f->A + seg * f->a_seg;
-    g.lda = f->lda;
-    g.B_packed = f->W->packed;
-    g.bias = f->W->bias;
-    g.C = f->C + seg * f->c_seg;
-    g.ldc = f->ldc;
+    g.M = M;
+    g.N = W->N;
+    g.K = W->K;
+    g.A = A;
+    g.lda = lda;
+    g.B_packed = W->packed;
+    g.bias = W->bias;
+    g.C = C;
+    g.ldc = ldc;
     g.m0 = m0;
     g.m1 = m1;
     g.n0 = n0;
     g.n1 = n1;
     g.num_threads = num_threads;
-    g.precision = s->env->precision;
-    if (s->plugin->gemm(s->env->plugin_state, &g) != 0)
+    g.precision = env->precision; /* W was packed in it (the model's cache is per precision) */
+    if (p->gemm(env->plugin_state, &g) != 0)
         return mha_fail(err, MHA_ERR_PLUGIN,
                         "backend '%s': gemm failed on rows [%lld, %lld) columns [%lld, %lld) "
                         "of a %lldx%lld . %lldx%lld product",
-                        s->plugin->name, (long long)m0, (long long)m1, (long long)n0, (long long)n1,
+                        p->name, (long long)m0, (long long)m1, (long long)n0, (long long)n1,
                         (long long)g.M, (long long)g.K, (long long)g.K, (long long)g.N);
     return MHA_OK;
+}
+
+static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f, int64_t seg,
+                                 int64_t m0, int64_t m1, int64_t n0, int64_t n1, int num_threads,
+                                 mha_error *err) {
+    return exec_gemm_tile(s->env, f->W, f->M, f->A + seg * f->a_seg, f->lda, f->C + seg * f->c_seg,
+                          f->ldc, m0, m1, n0, n1, num_threads, err);
 }
 
 static mha_status exec_gemm_unit(const exec_state *s, const exec_gemm_family *f, int64_t u,

@@ -125,6 +125,12 @@ typedef struct exec_gemm_epilogue {
     void *user;
 } exec_gemm_epilogue;
 
+/* One plugin GEMM call: rows [m0, m1) and columns [n0, n1) of C [M, W->N]
+ * (ldc) = A [M, W->K] (lda) . W + bias, in env's precision. */
+mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64_t M,
+                          const float *A, int64_t lda, float *C, int64_t ldc, int64_t m0,
+                          int64_t m1, int64_t n0, int64_t n1, int num_threads, mha_error *err);
+
 /* One GEMM on given buffers (exec_gemm.c): C [M, N] = A [M, K] . W + bias,
  * split into row x column tiles over the pool (a self-parallel plugin gets
  * it whole), each tile followed by ep (NULL = none). Each tile writes its

@@ -23,32 +23,8 @@ static int64_t gemm_round_up(int64_t x, int64_t block) {
 
 static mha_status gemm_call(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                             int threads, mha_error *err) {
-    const mha_plugin *p = j->env->plugin;
-    mha_gemm_args g;
-    memset(&g, 0, sizeof g);
-    g.struct_size = sizeof g;
-    g.M = j->M;
-    g.N = j->W->N;
-    g.K = j->W->K;
-    g.A = j->A;
-    g.lda = j->W->K;
-    g.B_packed = j->W->packed;
-    g.bias = j->W->bias;
-    g.C = j->C;
-    g.ldc = j->W->N;
-    g.m0 = m0;
-    g.m1 = m1;
-    g.n0 = n0;
-    g.n1 = n1;
-    g.num_threads = threads;
-    g.precision = j->env->precision; /* W was packed in it (the model's cache is per precision) */
-    if (p->gemm(j->env->plugin_state, &g) != 0)
-        return mha_fail(err, MHA_ERR_PLUGIN,
-                        "backend '%s': gemm failed on rows [%lld, %lld) of a %lldx%lld . %lldx%lld "
-                        "product",
-                        p->name, (long long)m0, (long long)m1, (long long)g.M, (long long)g.K,
-                        (long long)g.K, (long long)g.N);
-    return MHA_OK;
+    return exec_gemm_tile(j->env, j->W, j->M, j->A, j->W->K, j->C, j->W->N, m0, m1, n0, n1, threads,
+                          err);
 }
 
 static mha_status gemm_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {

@@ -61,7 +61,8 @@ mha_status interp_op_matmul(interp_ctx *c) {
     tensor *Y;
     st = interp_out_new(c, 0, A->dtype, rank, dims, &Y);
     if (st != MHA_OK) return st;
-    if (M == 0 || N == 0 || b.numel == 0) return MHA_OK; /* before any product: M or N may be huge */
+    /* before any product: M or N may be huge */
+    if (M == 0 || N == 0 || b.numel == 0) return MHA_OK;
     /* one output row at a time: acc[n] = sum_k A[m,k] * B[k,n] */
     double *acc = mha_malloc(c->a, (size_t)N * sizeof *acc);
     int64_t *iacc = mha_malloc(c->a, (size_t)N * sizeof *iacc);
