@@ -1029,7 +1029,12 @@ static void test_cancel(void **state) {
     fixture f;
     fixture_make(&f, &c, 42);
     float *y = out_buffer(&f);
-    for (int after = 0; after < 3; after++) { /* fewer than the polls of any run */
+    /* How often the caller polls depends on how many units the pool's
+     * workers took from it (pool.h): a run that ends before its budget of
+     * polls is spent is complete and says so; one that saw the "yes" stops
+     * with MHA_ERR_CANCELLED. The first poll comes before any unit, so a
+     * budget of 0 always cancels. */
+    for (int after = 0; after < 3; after++) {
         for (int sp = 0; sp < 2; sp++) {
             atomic_int budget;
             atomic_init(&budget, after);
@@ -1037,9 +1042,13 @@ static void test_cancel(void **state) {
                 .pool = pl, .threads = 3, .cancel = cancel_after, .cancel_user = &budget};
             mha_error err = {0};
             mha_status st = run_exec(sp ? &testk_sp_plugin : &testk_plugin, &ro, &f, y, &err);
-            assert_int_equal(st, MHA_ERR_CANCELLED);
-            assert_int_equal(err.status, MHA_ERR_CANCELLED);
-            assert_non_null(strstr(err.message, "cancel"));
+            if (after == 0 || st != MHA_OK) {
+                assert_int_equal(st, MHA_ERR_CANCELLED);
+                assert_int_equal(err.status, MHA_ERR_CANCELLED);
+                assert_non_null(strstr(err.message, "cancel"));
+            } else {
+                assert_true(atomic_load(&budget) >= 0); /* never told to cancel */
+            }
         }
     }
     /* a callback that never cancels lets the run finish */
