@@ -1089,11 +1089,13 @@ static void exec_family_rows(exec_gemm_family *f, const float *x, int64_t b0, in
     }
 }
 
-/* The rotary tables of a run: positions [0, n_pos). */
+/* The rotary tables of a run: row s + pos_offset[b] (pos_offset NULL: row
+ * s) holds the angles of token s of batch item b. */
 typedef struct exec_rope_tables {
     const float *cos, *sin; /* [n_pos, rotary_dim / 2] */
     int64_t n_pos;
-    float *owned; /* a run's own tables, or NULL */
+    float *owned;        /* a run's own tables, or NULL */
+    int64_t *pos_offset; /* [B], owned, or NULL */
 } exec_rope_tables;
 
 /* The layer's tables when they reach position n - 1; else, from the model's
@@ -1134,11 +1136,96 @@ static mha_status exec_rope_tables_get(const mha_alloc_ctx *a, const layer *L, i
     return MHA_OK;
 }
 
+/* Reads element i of an integer tensor (int64 or int32). */
+static int64_t exec_int_at(const mha_tensor *t, int64_t i) {
+    return t->dtype == MHA_DTYPE_INT32 ? ((const int32_t *)t->data)[i]
+                                       : ((const int64_t *)t->data)[i];
+}
+
+/* Tables for positions or cos / sin given as inputs (bd->position_ids, or
+ * bd->rotary_cos / rotary_sin): one row per token, [nb * Sq, half] with
+ * nb = 1 when the input broadcasts over the batch, so that row s +
+ * pos_offset[b] is token s of item b and the kernels turn every token by
+ * its own angles. Positions index the model's tables (made as the model
+ * makes them past their end when it has inverse frequencies). Given tables
+ * must repeat their halves (cat(freqs, freqs)): the kernels turn pair (t,
+ * t + half) by one angle. */
+static mha_status exec_rope_tables_given(const mha_alloc_ctx *a, const layer *L,
+                                         const exec_binding *bd, exec_rope_tables *t,
+                                         mha_error *err) {
+    memset(t, 0, sizeof *t);
+    const mha_tensor *in = bd->position_ids ? bd->position_ids : bd->rotary_cos;
+    const int64_t half = L->rotary_dim / 2, S = bd->Sq, B = bd->B;
+    const int64_t nb = in->shape[0] == 1 ? 1 : B, rows = nb * S;
+    exec_rope_tables src;
+    memset(&src, 0, sizeof src);
+    if (bd->position_ids) {
+        int64_t top = 0;
+        for (int64_t i = 0; i < rows; i++) {
+            const int64_t p = exec_int_at(in, i);
+            if (p < 0 || p >= ((int64_t)1 << 40))
+                return mha_fail(
+                    err, MHA_ERR_INVALID_ARGUMENT,
+                    "input position_ids: element %lld is %lld (positions are 0 .. 2^40)",
+                    (long long)i, (long long)p);
+            if (p > top) top = p;
+        }
+        mha_status st = exec_rope_tables_get(a, L, top + 1, &src, err);
+        if (st != MHA_OK) return st;
+    }
+    size_t count;
+    if (!mha_mul_size((size_t)rows, (size_t)half, &count) || !mha_mul_size(count, 2, &count)) {
+        mha_free(a, src.owned);
+        return mha_fail(err, MHA_ERR_LIMIT, "rotary tables of %lld tokens", (long long)rows);
+    }
+    t->owned = mha_malloc(a, count * sizeof(float));
+    t->pos_offset = mha_malloc(a, (size_t)(B > 0 ? B : 1) * sizeof(int64_t));
+    if (!t->owned || !t->pos_offset) {
+        mha_free(a, src.owned);
+        mha_free(a, t->owned);
+        mha_free(a, t->pos_offset);
+        memset(t, 0, sizeof *t);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "rotary tables of %lld tokens: out of memory",
+                        (long long)rows);
+    }
+    float *cs = t->owned, *sn = t->owned + rows * half;
+    const size_t row_bytes = (size_t)half * sizeof(float);
+    for (int64_t r = 0; r < rows; r++) {
+        if (bd->position_ids) {
+            const int64_t p = exec_int_at(in, r);
+            memcpy(cs + r * half, src.cos + p * half, row_bytes);
+            memcpy(sn + r * half, src.sin + p * half, row_bytes);
+            continue;
+        }
+        const float *c = (const float *)bd->rotary_cos->data + r * 2 * half;
+        const float *s = (const float *)bd->rotary_sin->data + r * 2 * half;
+        if (memcmp(c, c + half, row_bytes) || memcmp(s, s + half, row_bytes)) {
+            mha_free(a, t->owned);
+            mha_free(a, t->pos_offset);
+            memset(t, 0, sizeof *t);
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                            "inputs rotary cos / sin: the two halves of token %lld differ; the "
+                            "layer turns dims t and t + %lld by one angle (tables made as "
+                            "cat(freqs, freqs))",
+                            (long long)r, (long long)half);
+        }
+        memcpy(cs + r * half, c, row_bytes);
+        memcpy(sn + r * half, s, row_bytes);
+    }
+    mha_free(a, src.owned);
+    for (int64_t b = 0; b < B; b++)
+        t->pos_offset[b] = nb == 1 ? 0 : b * S;
+    t->cos = cs;
+    t->sin = sn;
+    t->n_pos = rows;
+    return MHA_OK;
+}
+
 /* Plans the rotation of Q [n, Hq, Sq, dk] and K [n, Hkv, Skv, dk] of a
  * chunk, both read through strides in the projection buffers. */
 static void exec_rope_plan_make(exec_rope_plan *pl, const layer *L, const exec_rope_tables *t,
-                                int64_t n, int64_t dk, float *const x[2], const int64_t S[2],
-                                const int64_t ld[2], int threads) {
+                                int64_t b0, int64_t n, int64_t dk, float *const x[2],
+                                const int64_t S[2], const int64_t ld[2], int threads) {
     const int64_t H[2] = {L->q_heads, L->kv_heads};
     pl->n_units = 0;
     for (int w = 0; w < 2; w++) {
@@ -1151,6 +1238,7 @@ static void exec_rope_plan_make(exec_rope_plan *pl, const layer *L, const exec_r
         a->kind = L->rotary;
         a->rotary_dim = L->rotary_dim;
         a->cos = t->cos, a->sin = t->sin, a->n_pos = t->n_pos;
+        a->pos_offset = t->pos_offset ? t->pos_offset + b0 : NULL; /* [n] of [B] */
         a->b1 = n, a->h1 = H[w], a->s1 = S[w];
         a->num_threads = 1;
         /* whole rows of every head per unit; rows split only for too few */
@@ -1266,7 +1354,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         if (L->rotary) {
             float *const x[2] = {proj, kbase};
             const int64_t S[2] = {Sq, Skv}, ld[2] = {ldq, ldkv};
-            exec_rope_plan_make(&s->rope, L, rope, n, dk, x, S, ld, threads_plan);
+            exec_rope_plan_make(&s->rope, L, rope, b0, n, dk, x, S, ld, threads_plan);
             s->phase_kind[ph++] = EXEC_PHASE_ROPE;
         }
 
@@ -1442,7 +1530,9 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
             s.rope.fn = mha_scalar_plugin_table()->rotary;
             s.rope.fn_state = NULL;
         }
-        st = exec_rope_tables_get(env->alloc, L, exec_max(bd.Sq, bd.Skv), &rope, err);
+        st = bd.position_ids || bd.rotary_cos
+                 ? exec_rope_tables_given(env->alloc, L, &bd, &rope, err)
+                 : exec_rope_tables_get(env->alloc, L, exec_max(bd.Sq, bd.Skv), &rope, err);
         if (st != MHA_OK) return st;
     }
     s.threads = pool_size(env->pool);
@@ -1464,6 +1554,7 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     if (st != MHA_OK) {
         if (reserved) pool_release(env->pool);
         mha_free(env->alloc, rope.owned);
+        mha_free(env->alloc, rope.pos_offset);
         mha_free(env->alloc, mask.owned);
         return st;
     }
@@ -1483,6 +1574,7 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     pool_scratch_give(env->pool, env->alloc, EXEC_SCRATCH_WORKSPACE, s.workspace);
     mha_free(env->alloc, mask.owned);
     mha_free(env->alloc, rope.owned);
+    mha_free(env->alloc, rope.pos_offset);
     mha_free(env->alloc, alibi_pos);
     return st;
 }

@@ -117,6 +117,10 @@ typedef struct layer {
     float causal_fill; /* causal_finite: the term on a future key's scaled score (GPT-J
                           divides finfo.min by its scale: then such keys win over the
                           padding) */
+
+    /* ---- appended for rotary inputs (issue 14) ---- */
+    int rotary_tables_input; /* the cos / sin of every token come in as inputs
+                                (MHA_ROLE_ROTARY_COS / _SIN): the layer has no tables */
 } layer;
 
 /* What the recogniser met on the way (named by mha info). */

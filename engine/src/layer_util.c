@@ -319,6 +319,56 @@ static mha_status layer_bind_cache(const layer *L, exec_binding *bd, const layer
     return MHA_OK;
 }
 
+/* Rotary positions [B or 1, Sq] (integer), or the cos / sin tables
+ * [B or 1, Sq, rotary_dim] or [B or 1, 1, Sq, rotary_dim] given as inputs:
+ * only to a rotary self-attention layer, and never both. */
+static mha_status layer_bind_rotary_inputs(const layer *L, exec_binding *bd,
+                                           const layer_io *const *io_role,
+                                           const mha_tensor *const *t_role, mha_error *err) {
+    const mha_tensor *pos = t_role[MHA_ROLE_POSITION_IDS];
+    const mha_tensor *cs = t_role[MHA_ROLE_ROTARY_COS], *sn = t_role[MHA_ROLE_ROTARY_SIN];
+    if (!pos && !cs && !sn) return MHA_OK;
+    if (!L->rotary || !L->has_proj || L->cross || (pos && (cs || sn)) || (!pos && (!cs || !sn)))
+        return mha_fail(err, MHA_ERR_INTERNAL,
+                        "layer: rotary inputs (positions %d, cos %d, sin %d) do not fit a %s layer",
+                        pos != NULL, cs != NULL, sn != NULL,
+                        L->rotary ? "rotary self-attention" : "non-rotary");
+    if (pos) {
+        const layer_io *io = io_role[MHA_ROLE_POSITION_IDS];
+        if (pos->dtype != MHA_DTYPE_INT64 && pos->dtype != MHA_DTYPE_INT32)
+            return mha_fail(err, MHA_ERR_DTYPE,
+                            "input '%s' (position_ids): dtype %s, expected int64",
+                            layer_io_name(io), mha_dtype_name(pos->dtype));
+        const int64_t b = pos->rank == 2 && pos->shape[0] == 1 ? 1 : bd->B;
+        const int64_t want[2] = {b, bd->Sq};
+        mha_status st = layer_expect_shape(io, pos, 2, want, "[B or 1, S]", err);
+        if (st != MHA_OK) return st;
+        bd->position_ids = pos;
+        return MHA_OK;
+    }
+    for (int w = 0; w < 2; w++) {
+        const mha_tensor *t = w ? sn : cs;
+        const layer_io *io = io_role[w ? MHA_ROLE_ROTARY_SIN : MHA_ROLE_ROTARY_COS];
+        mha_status st = layer_expect_float(L, io, t, err);
+        if (st != MHA_OK) return st;
+        const int rank = t->rank == 4 ? 4 : 3;
+        const int64_t b = t->rank >= 1 && t->shape[0] == 1 ? 1 : bd->B;
+        const int64_t want3[3] = {b, bd->Sq, L->rotary_dim};
+        const int64_t want4[4] = {b, 1, bd->Sq, L->rotary_dim};
+        st = layer_expect_shape(
+            io, t, rank, rank == 4 ? want4 : want3,
+            rank == 4 ? "[B or 1, 1, S, rotary_dim]" : "[B or 1, S, rotary_dim]", err);
+        if (st != MHA_OK) return st;
+    }
+    if (cs->shape[0] != sn->shape[0])
+        return mha_fail(err, MHA_ERR_SHAPE, "inputs '%s' and '%s': cos and sin differ in batch",
+                        layer_io_name(io_role[MHA_ROLE_ROTARY_COS]),
+                        layer_io_name(io_role[MHA_ROLE_ROTARY_SIN]));
+    bd->rotary_cos = cs;
+    bd->rotary_sin = sn;
+    return MHA_OK;
+}
+
 mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs, size_t n_outputs,
                       exec_binding *bd, mha_error *err) {
     memset(bd, 0, sizeof *bd);
@@ -332,7 +382,7 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         ((L->rotary != MHA_ROTARY_HALF && L->rotary != MHA_ROTARY_INTERLEAVED) || !L->has_proj ||
          L->rotary_dim < 2 || L->rotary_dim % 2 || L->rotary_dim > L->d_head ||
          L->rotary_n_pos < 0 || (L->rotary_n_pos > 0 && (!L->rotary_cos || !L->rotary_sin)) ||
-         (L->rotary_n_pos == 0 && !L->rotary_inv_freq)))
+         (L->rotary_n_pos == 0 && !L->rotary_inv_freq && !L->rotary_tables_input)))
         return mha_fail(err, MHA_ERR_INTERNAL,
                         "layer: rotary embedding of kind %d over %lld of %lld dims, %lld table "
                         "rows, is inconsistent",
@@ -349,8 +399,8 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     bd->dv = layer_dv(L);
     bd->d_out = layer_dout(L);
 
-    const layer_io *io_role[MHA_ROLE_ATTN_WEIGHTS + 1] = {0};
-    const mha_tensor *t_role[MHA_ROLE_ATTN_WEIGHTS + 1] = {0};
+    const layer_io *io_role[MHA_ROLE_ROTARY_SIN + 1] = {0};
+    const mha_tensor *t_role[MHA_ROLE_ROTARY_SIN + 1] = {0};
     for (size_t i = 0; i < n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
         const mha_tensor *t = &inputs[i];
@@ -383,6 +433,9 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         case MHA_ROLE_PAST_KEY:
         case MHA_ROLE_PAST_VALUE:
         case MHA_ROLE_NONPAD_KV_SEQLEN:
+        case MHA_ROLE_POSITION_IDS:
+        case MHA_ROLE_ROTARY_COS:
+        case MHA_ROLE_ROTARY_SIN:
             if (io_role[io->role])
                 return mha_fail(err, MHA_ERR_INTERNAL, "layer: two inputs with role %s",
                                 mha_io_role_name(io->role));
@@ -469,7 +522,7 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
                                      err);
         if (st != MHA_OK) return st;
     }
-    return MHA_OK;
+    return layer_bind_rotary_inputs(L, bd, io_role, t_role, err);
 }
 
 mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs, size_t n_inputs,

@@ -68,12 +68,17 @@ static void model_describe(const layer *L, char *buf, size_t size) {
     if (L->need_weights)
         model_idiom(buf, size, "attention weights output (%s)",
                     L->need_weights == 1 ? "mean over heads" : "every head");
+    int pos_input = 0;
+    for (size_t i = 0; i < L->n_inputs; i++)
+        pos_input |= L->inputs[i].role == MHA_ROLE_POSITION_IDS;
     if (L->rotary)
-        model_idiom(buf, size, "rotary embedding (%s pairs) on %lld of %lld head dims, %s",
+        model_idiom(buf, size, "rotary embedding (%s pairs) on %lld of %lld head dims, %s%s",
                     L->rotary == MHA_ROTARY_INTERLEAVED ? "interleaved" : "rotate-half",
                     (long long)L->rotary_dim, (long long)L->d_head,
-                    L->rotary_inv_freq ? "angles from the model's inverse frequencies"
-                                       : "the model's cos / sin tables");
+                    L->rotary_tables_input ? "cos / sin tables given as inputs per token"
+                    : L->rotary_inv_freq   ? "angles from the model's inverse frequencies"
+                                           : "the model's cos / sin tables",
+                    pos_input ? " at positions given as an input" : "");
     if (L->alibi_slopes)
         model_idiom(buf, size, "ALiBi, slope %g to %g, %s%s", (double)L->alibi_slopes[0],
                     (double)L->alibi_slopes[L->q_heads - 1],

@@ -373,6 +373,7 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
                 L->inputs[i].role =
                     L->inputs[i].rank == 2 ? MHA_ROLE_KEY_PADDING_MASK : MHA_ROLE_ATTN_MASK;
             }
+    if (st == MHA_OK) st = rz_rotary_roles(z, L, used);
     for (size_t i = 0; i < g->n_inputs && st == MHA_OK; i++)
         if (!used[i])
             st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,

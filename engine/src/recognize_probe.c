@@ -6,6 +6,8 @@
  * they are one of those three, fix it for every other input. */
 #include "recognize_internal.h"
 
+#include <math.h>
+
 typedef enum rz_sym { RZ_SYM_FIXED = 0, RZ_SYM_B, RZ_SYM_SQ, RZ_SYM_SKV, RZ_SYM_ONE } rz_sym;
 
 /* Which size axis `axis` of input io is. */
@@ -32,6 +34,11 @@ static rz_sym rz_axis_symbol(const layer_io *io, int axis) {
     case MHA_ROLE_PAST_VALUE:
         /* [B, kv_heads, past, d]: the past gets the key length's size */
         return axis == 0 ? RZ_SYM_B : axis == 2 ? RZ_SYM_SKV : RZ_SYM_FIXED;
+    case MHA_ROLE_POSITION_IDS: /* [B, S] */
+        return axis == 0 ? RZ_SYM_B : axis == 1 ? RZ_SYM_SQ : RZ_SYM_FIXED;
+    case MHA_ROLE_ROTARY_COS: /* [B, S, d] or [B, 1, S, d] */
+    case MHA_ROLE_ROTARY_SIN:
+        return axis == 0 ? RZ_SYM_B : from_end == 1 ? RZ_SYM_SQ : RZ_SYM_FIXED;
     case MHA_ROLE_ATTN_MASK:
         /* com.microsoft integer masks are [B, S, T], not right-aligned */
         if ((io->dtype == MHA_DTYPE_INT32 || io->dtype == MHA_DTYPE_INT64) && r == 3)
@@ -139,6 +146,27 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
                         (long long)sz->B, (long long)sz->Sq, (long long)sz->Skv,
                         (long long)RZ_PROBE_MAX_SCORES);
     return MHA_OK;
+}
+
+void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos) {
+    const int pos = io->role == MHA_ROLE_POSITION_IDS;
+    if (!pos && io->role != MHA_ROLE_ROTARY_COS && io->role != MHA_ROLE_ROTARY_SIN) return;
+    const int64_t n = tensor_numel(t);
+    if (t->rank < 2 || n <= 0) return;
+    const int64_t W = pos ? 1 : t->dims[t->rank - 1], S = t->dims[t->rank - (pos ? 1 : 2)];
+    const int64_t per_item = n / t->dims[0], half = W / 2 > 0 ? W / 2 : 1;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t b = i / per_item, s = (i % per_item) / W % S, c = i % W;
+        int64_t p = vary_batch ? 2 * s + 3 * b : s;
+        if (max_pos > 0) p %= max_pos;
+        if (pos) {
+            tensor_set_f64(t, i, (double)p);
+            continue;
+        }
+        /* halves repeated, as cat(freqs, freqs); no angle a multiple of pi */
+        const float angle = (float)(p + 1) * (0.31f + 0.67f * (float)(c % half) / (float)half);
+        tensor_set_f64(t, i, io->role == MHA_ROLE_ROTARY_COS ? cos(angle) : sin(angle));
+    }
 }
 
 uint64_t rz_rand(uint64_t *state) {
