@@ -220,7 +220,7 @@ mha_status exec_pack_weights_prec(const mha_alloc_ctx *a, const layer *L, const 
         const int64_t cq[1] = {nq};
         st = exec_pack_parts_prec(a, plugin, state, precision, L->d_model, 1, wq, cq, bq, "W_q",
                                   &pk->q, err);
-        if (st == MHA_OK) {
+        if (st == MHA_OK && !L->kv_given) { /* else K, V come in projected */
             const float *w[2] = {L->wk, L->wv}, *b[2] = {L->bk, L->bv};
             const int64_t cols[2] = {nk, nv};
             st = exec_pack_parts_prec(a, plugin, state, precision, L->d_kv, 2, w, cols, b,
@@ -1271,8 +1271,9 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     } else {
         size_t t3;
         ok = mha_mul_size((size_t)Sq, (size_t)nq, &t1) &&
-             mha_mul_size((size_t)Skv, (size_t)nkv, &t2) && mha_add_size(t1, t2, &t1) &&
-             mha_mul_size((size_t)Sq, (size_t)natt, &t3) && mha_add_size(t1, t3, &per_item);
+             mha_mul_size((size_t)(L->kv_given ? 0 : Skv), (size_t)nkv, &t2) &&
+             mha_add_size(t1, t2, &t1) && mha_mul_size((size_t)Sq, (size_t)natt, &t3) &&
+             mha_add_size(t1, t3, &per_item);
     }
     if (!ok || !mha_mul_size(per_item, sizeof(float), &per_item))
         return mha_fail(err, MHA_ERR_LIMIT,
@@ -1286,7 +1287,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     float *proj = NULL, *projkv = NULL, *att = NULL;
     mha_status st = MHA_OK;
     size_t n_proj = (size_t)(nb * Sq * (self ? nq + nkv : nq));
-    size_t n_projkv = self ? 0 : (size_t)(nb * Skv * nkv);
+    size_t n_projkv = self || L->kv_given ? 0 : (size_t)(nb * Skv * nkv);
     size_t n_att = (size_t)(nb * Sq * natt);
     /* One buffer for the three, kept by the pool between runs (no page
      * faults per run); each part starts on a 64-byte boundary. Every
@@ -1313,7 +1314,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         goto done;
     }
 
-    const float *xq = bd->x_q->data, *xkv = bd->x_kv->data;
+    const float *xq = bd->x_q->data, *xkv = bd->x_kv ? bd->x_kv->data : NULL;
     for (int64_t b0 = 0; b0 < B && st == MHA_OK; b0 += nb) {
         const int64_t n = exec_min(nb, B - b0);
         int ph = 0;
@@ -1337,7 +1338,10 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
             f->ldc = nq;
             f->c_seg = seq_first ? Sq * nq : 0;
             exec_gemm_plan(f, s->plugin, threads_plan);
-            f = &s->proj[1];
+            s->n_proj = 1;
+        }
+        if (!self && !L->kv_given) {
+            exec_gemm_family *f = &s->proj[1];
             f->W = &pk->kv;
             exec_family_rows(f, xkv, b0, n, B, Skv, L->d_kv, seq_first);
             f->C = projkv;
@@ -1371,6 +1375,12 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         at->k_sb = Skv * ldkv, at->k_ss = ldkv, at->k_sh = dk;
         at->v = kbase + Hkv * dk;
         at->v_sb = Skv * ldkv, at->v_ss = ldkv, at->v_sh = dv;
+        if (L->kv_given) { /* the caller's K, V [B, Hkv, Skv, dk | dv] */
+            at->k = (const float *)bd->k->data + b0 * Hkv * Skv * dk;
+            at->k_sb = Hkv * Skv * dk, at->k_ss = dk, at->k_sh = Skv * dk;
+            at->v = (const float *)bd->v->data + b0 * Hkv * Skv * dv;
+            at->v_sb = Hkv * Skv * dv, at->v_ss = dv, at->v_sh = Skv * dv;
+        }
         at->o = att;
         at->o_sb = Sq * natt, at->o_ss = natt, at->o_sh = dv;
         exec_attn_set_mask(at, m, b0);

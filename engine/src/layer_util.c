@@ -185,7 +185,8 @@ static mha_status layer_check_key_padding(const layer *L, const layer_io *io, co
 }
 
 static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const layer_io *io_q,
-                                       const layer_io *io_kv, mha_error *err) {
+                                       const layer_io *io_kv, const layer_io *io_k,
+                                       const layer_io *io_v, mha_error *err) {
     const int sf = L->seq_first != 0;
     const char *layout = sf ? "[S, B, d_model]" : "[B, S, d_model]";
     mha_status st = layer_expect_float(L, io_q, bd->x_q, err);
@@ -195,7 +196,27 @@ static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const l
     if (st != MHA_OK) return st;
     bd->B = bd->x_q->shape[sf ? 1 : 0];
     bd->Sq = bd->x_q->shape[sf ? 0 : 1];
-    if (L->cross) {
+    if (L->kv_given) {
+        /* K, V already projected, in head layout */
+        if (bd->x_kv || !bd->k || !bd->v)
+            return mha_fail(err, MHA_ERR_INTERNAL,
+                            "layer with K / V given needs K and V inputs and no key/value input");
+        const layer_io *io[2] = {io_k, io_v};
+        const mha_tensor *t[2] = {bd->k, bd->v};
+        for (int w = 0; w < 2; w++) {
+            st = layer_expect_float(L, io[w], t[w], err);
+            if (st != MHA_OK) return st;
+            const int64_t want[4] = {bd->B, L->kv_heads, w ? bd->Skv : -1,
+                                     w ? layer_dv(L) : L->d_head};
+            st =
+                layer_expect_shape(io[w], t[w], 4, want,
+                                   w ? "[B, kv_heads, Skv, d_head_v] with the query's B and K's Skv"
+                                     : "[B, kv_heads, Skv, d_head] with the query's B",
+                                   err);
+            if (st != MHA_OK) return st;
+            if (!w) bd->Skv = bd->k->shape[2];
+        }
+    } else if (L->cross) {
         if (!bd->x_kv)
             return mha_fail(err, MHA_ERR_INTERNAL, "cross-attention layer has no key/value input");
         st = layer_expect_float(L, io_kv, bd->x_kv, err);
@@ -215,7 +236,7 @@ static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const l
         bd->x_kv = bd->x_q;
         bd->Skv = bd->Sq;
     }
-    if (!L->wq || !L->wk || !L->wv || !L->wo)
+    if (!L->wq || (!L->kv_given && (!L->wk || !L->wv)) || !L->wo)
         return mha_fail(err, MHA_ERR_INTERNAL, "layer has projections but a weight is missing");
     bd->y_shape.rank = 3;
     bd->y_shape.shape[0] = sf ? bd->Sq : bd->B;
@@ -374,7 +395,7 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     memset(bd, 0, sizeof *bd);
     if (!L) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "no layer");
     if (L->q_heads < 1 || L->kv_heads < 1 || L->q_heads % L->kv_heads || L->d_head < 1 ||
-        (L->has_proj && (L->d_model < 1 || (L->cross && L->d_kv < 1))))
+        (L->has_proj && (L->d_model < 1 || (L->cross && !L->kv_given && L->d_kv < 1))))
         return mha_fail(err, MHA_ERR_INTERNAL,
                         "layer: inconsistent sizes (q_heads %lld, kv_heads %lld, d_head %lld)",
                         (long long)L->q_heads, (long long)L->kv_heads, (long long)L->d_head);
@@ -480,11 +501,14 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     if (L->has_proj) {
         if (!t_role[MHA_ROLE_QUERY])
             return mha_fail(err, MHA_ERR_INTERNAL, "layer has projections but no query input");
-        if (t_role[MHA_ROLE_Q] || t_role[MHA_ROLE_K] || t_role[MHA_ROLE_V])
+        if (t_role[MHA_ROLE_Q] || (!L->kv_given && (t_role[MHA_ROLE_K] || t_role[MHA_ROLE_V])))
             return mha_fail(err, MHA_ERR_INTERNAL, "layer with projections has bare Q/K/V inputs");
         bd->x_q = t_role[MHA_ROLE_QUERY];
         bd->x_kv = t_role[MHA_ROLE_KEY_VALUE];
-        st = layer_bind_projected(L, bd, io_role[MHA_ROLE_QUERY], io_role[MHA_ROLE_KEY_VALUE], err);
+        bd->k = t_role[MHA_ROLE_K];
+        bd->v = t_role[MHA_ROLE_V];
+        st = layer_bind_projected(L, bd, io_role[MHA_ROLE_QUERY], io_role[MHA_ROLE_KEY_VALUE],
+                                  io_role[MHA_ROLE_K], io_role[MHA_ROLE_V], err);
     } else {
         if (!t_role[MHA_ROLE_Q] || !t_role[MHA_ROLE_K] || !t_role[MHA_ROLE_V])
             return mha_fail(err, MHA_ERR_INTERNAL, "bare attention layer lacks a Q, K or V input");

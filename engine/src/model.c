@@ -60,7 +60,12 @@ static void model_describe(const layer *L, char *buf, size_t size) {
     if (L->has_proj && (L->bq || L->bk || L->bv))
         model_idiom(buf, size, "projection bias on %s%s%s", L->bq ? "Q" : "", L->bk ? "K" : "",
                     L->bv ? "V" : "");
-    if (L->has_proj && !L->bk && (L->bq || L->bv)) model_idiom(buf, size, "K without bias");
+    if (L->has_proj && !L->kv_given && !L->bk && (L->bq || L->bv))
+        model_idiom(buf, size, "K without bias");
+    if (L->kv_given)
+        model_idiom(buf, size,
+                    "K and V given already projected in head layout [B, heads, S, d] (a cached "
+                    "cross-attention)");
     if (f & LAYER_IDIOM_FUSED_QKV) model_idiom(buf, size, "one fused projection split into Q/K/V");
     if (f & LAYER_IDIOM_QK_FACTORS) model_idiom(buf, size, "scale factors on both Q and K");
     if (f & LAYER_IDIOM_SOFTMAX_CAST) model_idiom(buf, size, "float32 softmax between Casts");

@@ -349,7 +349,11 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     if (!used) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
     used[c->qp.x_input] = 1;
     L->inputs[c->qp.x_input].role = MHA_ROLE_QUERY;
-    if (c->kp.x_input != c->qp.x_input) {
+    if (c->kp.given) { /* K and V in head layout, no projection */
+        used[c->kp.x_input] = used[c->vp.x_input] = 1;
+        L->inputs[c->kp.x_input].role = MHA_ROLE_K;
+        L->inputs[c->vp.x_input].role = MHA_ROLE_V;
+    } else if (c->kp.x_input != c->qp.x_input) {
         used[c->kp.x_input] = 1;
         L->inputs[c->kp.x_input].role = MHA_ROLE_KEY_VALUE;
     }

@@ -62,6 +62,8 @@ typedef struct rz_proj {
     int out_v;       /* after the bias */
     int x_input;     /* graph input index the data comes from (input side) */
     rz_chain xchain; /* graph input -> in_v (input projections only) */
+    int given;       /* K or V: a graph input [B, H, S, d] read with no projection
+                        (a cached cross-attention); node, w_v are -1 */
 } rz_proj;
 
 typedef enum rz_core_kind { RZ_CORE_ATTENTION = 1, RZ_CORE_SOFTMAX } rz_core_kind;

@@ -514,7 +514,7 @@ static void test_refusals(void **state) {
     }
     /* family cases still refused: the message says what the graph does */
     static const refusal_case families[] = {
-        {"whisper_crosscache_op15", "reads graph input 'past_key'", "K given already projected"},
+        {"vit_clstoken_op17", "Concat node '/Concat_1' on the Q path", "only layout ops"},
     };
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
         layer L;
