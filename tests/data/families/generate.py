@@ -715,9 +715,12 @@ class MPTAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
         n = 2 ** math.ceil(math.log2(heads))
         m = torch.arange(1, n + 1, dtype=torch.float32) * (alibi_bias_max / n)
-        slopes = (1.0 / torch.pow(2, m)).view(1, heads, 1, 1)
+        slopes = 1.0 / torch.pow(2, m)
+        if n != heads:  # gen_slopes for other head counts: odd ones first, cut to H
+            slopes = torch.cat([slopes[1::2], slopes[::2]])[:heads]
         distance = torch.arange(1 - max_seq_len, 1, dtype=torch.float32).view(1, 1, 1, max_seq_len)
-        self.register_buffer("attn_bias", distance * slopes, persistent=False)
+        self.register_buffer("attn_bias", distance * slopes.view(1, heads, 1, 1),
+                             persistent=False)
 
     def forward(self, x, attention_mask):
         b, s, _ = x.shape
@@ -1252,6 +1255,22 @@ class BloomFloatMask(BloomAttention):
         return scores + masked.to(scores.dtype) * torch.finfo(scores.dtype).min
 
 
+def crosscache_case(name, d_model, heads, seed, shapes, opset):
+    """WhisperCrossCached with data sets of (batch, queries, encoder length)
+    from `shapes`: hidden_states, then K and V [B, H, S, d] as the first step
+    projected them."""
+    module = randomize(WhisperCrossCached(d_model, heads, k_bias=False), seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    d_head = d_model // heads
+    datasets = [(torch.randn(batch, t, d_model, generator=g),
+                 torch.randn(batch, heads, s, d_head, generator=g) * 1.5,
+                 torch.randn(batch, heads, s, d_head, generator=g)) for batch, t, s in shapes]
+    seq_axes = {0: "batch", 1: "seq"}
+    export_torch(name, module, datasets, ["hidden_states", "past_key", "past_value"], ["output"],
+                 {"hidden_states": seq_axes, "past_key": {0: "batch", 2: "src"},
+                  "past_value": {0: "batch", 2: "src"}, "output": seq_axes}, opset)
+
+
 def round_two_cases():
     """Variants of the families above in other forms their code takes; the
     inputs beyond hidden_states and attention_mask are named per case."""
@@ -1285,15 +1304,7 @@ def round_two_cases():
                  {"patches": {0: "batch", 1: "patches"}, "output": {0: "batch", 1: "tokens"}},
                  17)
     # Whisper cross-attention with the encoder K/V cached
-    module = randomize(WhisperCrossCached(32, 4, k_bias=False), 78)
-    g = torch.Generator().manual_seed(79)
-    datasets = [(torch.randn(batch, t, 32, generator=g),
-                 torch.randn(batch, 4, s, 8, generator=g) * 1.5,
-                 torch.randn(batch, 4, s, 8, generator=g)) for batch, t, s in ((2, 1, 9), (3, 2, 6))]
-    export_torch("whisper_crosscache_op15", module, datasets,
-                 ["hidden_states", "past_key", "past_value"], ["output"],
-                 {"hidden_states": seq_axes, "past_key": {0: "batch", 2: "src"},
-                  "past_value": {0: "batch", 2: "src"}, "output": seq_axes}, 15)
+    crosscache_case("whisper_crosscache_op15", 32, 4, 78, ((2, 1, 9), (3, 2, 6)), 15)
     self_case("mpt_bidir_alibi", MPTBidirectional(32, 4), 63, 32, 7, [7, 5], torch.int64, (16,))
     self_case("bloom_floatmask", BloomFloatMask(32, 4), 64, 32, 8, [8, 6], torch.int64, (15,))
 
@@ -1316,6 +1327,188 @@ def round_two_cases():
             datasets.append((x_input(seed + 1 + k, batch, seq, d_model), mask))
         export_torch(f"{name}_op{opset}", module, datasets, ["hidden_states", "attention_mask"],
                      ["output"], SELF, opset)
+
+
+# ---------------------------------------------------------------------------
+# round three: the same families as other code around them writes them
+# ---------------------------------------------------------------------------
+
+
+class BertExtendedInput(BertSelfAttention):
+    """A BERT layer as BertModel calls it: the extended mask is made once by
+    the model (get_extended_attention_mask) and comes in as a float input
+    [B, 1, 1, S] of 0 / finfo.min; a Dropout (identity in eval) on the
+    probabilities."""
+
+    def __init__(self, d_model, heads):
+        super().__init__(d_model, heads, FMIN)
+        self.dropout = nn.Dropout(0.1)
+
+    def forward(self, hidden_states, extended_attention_mask):
+        q = self.transpose_for_scores(self.query(hidden_states))
+        k = self.transpose_for_scores(self.key(hidden_states))
+        v = self.transpose_for_scores(self.value(hidden_states))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d_head)
+        scores = scores + extended_attention_mask
+        probs = self.dropout(nn.functional.softmax(scores, dim=-1))
+        context = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
+        return self.dense(context.view(context.size()[:-2] + (self.all_head_size,)))
+
+
+class GPTNeoXPositionIds(GPTNeoXAttention):
+    """GPT-NeoX as a Hugging Face layer: position_ids [B, S] is an input and
+    indexes the cos / sin caches (rotary on half of each head's dims)."""
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        qkv = self.query_key_value(hidden_states)
+        qkv = qkv.view(qkv.size()[:-1] + (self.heads, 3 * self.d_head))
+        query = qkv[..., : self.d_head].permute(0, 2, 1, 3)
+        key = qkv[..., self.d_head : 2 * self.d_head].permute(0, 2, 1, 3)
+        value = qkv[..., 2 * self.d_head :].permute(0, 2, 1, 3)
+        r = self.rotary_ndims
+        cos = self.rotary_emb.cos_cached[position_ids].unsqueeze(1)
+        sin = self.rotary_emb.sin_cached[position_ids].unsqueeze(1)
+        query = torch.cat((query[..., :r] * cos + rotate_half(query[..., :r]) * sin,
+                           query[..., r:]), dim=-1)
+        key = torch.cat((key[..., :r] * cos + rotate_half(key[..., :r]) * sin, key[..., r:]),
+                        dim=-1)
+        q_len = query.size(-2)
+        causal_mask = self.bias[:, :, :q_len, :q_len]
+        scores = torch.matmul(query, key.transpose(-1, -2)) / self.norm_factor
+        scores = torch.where(causal_mask, scores, torch.tensor(FMIN, dtype=scores.dtype))
+        ext = attention_mask[:, None, None, :].to(dtype=scores.dtype)
+        scores = scores + (1.0 - ext) * FMIN
+        out = torch.matmul(nn.functional.softmax(scores, dim=-1), value)
+        out = out.permute(0, 2, 1, 3).reshape(out.size(0), q_len, self.heads * self.d_head)
+        return self.dense(out)
+
+
+class FalconGroupedAttention(nn.Module):
+    """Falcon-40B's new decoder architecture: the fused projection grouped
+    per key/value head ([.., KV, H/KV + 2, d]: the group's query heads, then
+    its K and V), K and V expanded over the group, rotate-half rotary from
+    the caches, a bool causal mask applied with masked_fill."""
+
+    def __init__(self, d_model, heads, kv_heads, max_positions=16):
+        super().__init__()
+        self.heads, self.kv_heads, self.d_head = heads, kv_heads, d_model // heads
+        self.query_key_value = nn.Linear(d_model, (heads + 2 * kv_heads) * self.d_head,
+                                         bias=False)
+        self.dense = nn.Linear(d_model, d_model, bias=False)
+        self.rotary = NeoXRotary(self.d_head, max_positions)
+
+    def forward(self, hidden_states):
+        fused = self.query_key_value(hidden_states)
+        b, s, _ = fused.shape
+        group = self.heads // self.kv_heads
+        fused = fused.view(b, s, self.kv_heads, group + 2, self.d_head)
+        query = fused[:, :, :, :-2].reshape(b, s, self.heads, self.d_head).transpose(1, 2)
+        key = fused[:, :, :, [-2]].expand(b, s, self.kv_heads, group, self.d_head)
+        value = fused[:, :, :, [-1]].expand(b, s, self.kv_heads, group, self.d_head)
+        key = key.reshape(b, s, self.heads, self.d_head).transpose(1, 2)
+        value = value.reshape(b, s, self.heads, self.d_head).transpose(1, 2)
+        cos, sin = self.rotary(s)
+        query = query * cos + rotate_half(query) * sin
+        key = key * cos + rotate_half(key) * sin
+        scores = query @ key.transpose(-1, -2) / math.sqrt(self.d_head)
+        causal = torch.ones(s, s, dtype=torch.bool).triu(1)
+        scores = scores.masked_fill(causal, FMIN)
+        out = (F.softmax(scores, dim=-1) @ value).transpose(1, 2).reshape(b, s, -1)
+        return self.dense(out)
+
+
+class CLIPTextOneMask(BartStyleAttention):
+    """CLIP's text tower as newer code writes it: the causal and padding
+    masks combined into one [B, 1, S, S] before the layer adds it."""
+
+    def forward(self, hidden_states, attention_mask):
+        bsz, seq_len, _ = hidden_states.size()
+        causal = torch.full((seq_len, seq_len), FMIN).triu(1)[None, None]
+        return self.attend(hidden_states, None,
+                           [causal + expand_mask(attention_mask, hidden_states.dtype, seq_len)])
+
+
+class EncoderSelfPadded(BartStyleAttention):
+    """BART's encoder self-attention: the expanded padding mask, no causal."""
+
+    def forward(self, hidden_states, attention_mask):
+        return self.attend(hidden_states, None,
+                           [expand_mask(attention_mask, hidden_states.dtype,
+                                        hidden_states.size(1))])
+
+
+class LlamaGatheredCache(LlamaAttention):
+    """LLaMA as older Hugging Face code writes it: cos / sin caches [1, 1,
+    max, d] sliced to the sequence, squeezed, gathered by the position_ids
+    input; the caller's positions need not start at 0."""
+
+    def __init__(self, d_model, heads, kv_heads, max_positions=24):
+        super().__init__(d_model, heads, kv_heads)
+        t = torch.arange(max_positions, dtype=torch.float32)
+        freqs = torch.einsum("i,j->ij", t, inverse_frequencies(self.d_head))
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos_cached", emb.cos()[None, None], persistent=False)
+        self.register_buffer("sin_cached", emb.sin()[None, None], persistent=False)
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        bsz, q_len, _ = hidden_states.size()
+        q = self.q_proj(hidden_states).view(bsz, q_len, self.heads, self.d_head).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        cos = self.cos_cached.squeeze(1).squeeze(0)[position_ids].unsqueeze(1)
+        sin = self.sin_cached.squeeze(1).squeeze(0)[position_ids].unsqueeze(1)
+        return self.rotated_attention(q, k, v, cos, sin, attention_mask, hidden_states.dtype,
+                                      bsz, q_len)
+
+
+def offset_positions(batch, seq, starts):
+    """position_ids [B, S]: row b counts from starts[b]."""
+    return torch.stack([torch.arange(seq, dtype=torch.long) + st for st in starts[:batch]])
+
+
+def round_three_cases():
+    """More of the same families in the forms the code around them writes:
+    inputs the model makes once (extended masks, positions), other opsets,
+    other head counts."""
+    seq_axes = {0: "batch", 1: "seq"}
+    # the extended mask as the model hands it to each layer
+    module = randomize(BertExtendedInput(64, 8), 120)
+    datasets = []
+    for k, (batch, seq, lens) in enumerate(((2, 7, [7, 4]), (3, 10, [10, 5, 2]))):
+        m = padding_mask(batch, seq, lens, torch.float32)[:, None, None, :]
+        datasets.append((x_input(121 + k, batch, seq, 64), (1.0 - m) * FMIN))
+    export_torch("bert_extinput_op16", module, datasets,
+                 ["hidden_states", "extended_attention_mask"], ["output"],
+                 {"hidden_states": seq_axes, "extended_attention_mask": {0: "batch", 3: "seq"},
+                  "output": seq_axes}, 16)
+    # positions given, not starting at 0 for every row
+    for name, module, seed, d_model, opset in (
+            ("gptneox_rot50_posids", GPTNeoXPositionIds(64, 4, 0.5, max_positions=24), 122, 64,
+             15),
+            ("llama_cachegather", LlamaGatheredCache(32, 4, 2), 125, 32, 16),
+            ("qwen2_posids", LlamaPositionIds(64, 8, 2, qkv_bias=True), 128, 64, 18)):
+        randomize(module, seed)
+        datasets = []
+        for k, (batch, seq, lens, starts) in enumerate(((2, 6, [6, 4], [0, 5]),
+                                                        (3, 8, [8, 5, 3], [2, 0, 9]))):
+            datasets.append((x_input(seed + 1 + k, batch, seq, d_model),
+                             padding_mask(batch, seq, lens), offset_positions(batch, seq, starts)))
+        export_torch(f"{name}_op{opset}", module, datasets,
+                     ["hidden_states", "attention_mask", "position_ids"], ["output"],
+                     {"hidden_states": seq_axes, "attention_mask": seq_axes,
+                      "position_ids": seq_axes, "output": seq_axes}, opset)
+    self_case("falcon_gqa", FalconGroupedAttention(64, 8, 2), 131, 64, 7, None, None, (16,))
+    self_case("t5_decoder_b32", T5Attention(64, 8, 8, True, num_buckets=32, max_distance=128),
+              133, 64, 9, [9, 7], torch.int64, (16,))
+    self_case("bart_encself", EncoderSelfPadded(48, 6, k_bias=True), 135, 48, 8, [8, 5],
+              torch.int64, (18,))
+    self_case("clip_text_onemask", CLIPTextOneMask(32, 4, k_bias=True), 137, 32, 7, [7, 4],
+              torch.int64, (15,))
+    self_case("distilbert_maskedfill", DistilBertAttention(48, 6), 139, 48, 8, [8, 3],
+              torch.int64, (18,))
+    self_case("mpt_alibi_h6", MPTAttention(48, 6), 141, 48, 7, [7, 5], torch.int64, (16,))
+    # the cached cross-attention at another opset
+    crosscache_case("whisper_crosscache_op17", 48, 6, 143, ((2, 3, 7), (3, 1, 10)), 17)
 
 
 # ---------------------------------------------------------------------------
@@ -1533,6 +1726,7 @@ def main():
     PREFIXES.extend(sys.argv[1:])
     torch_cases()
     round_two_cases()
+    round_three_cases()
     helper_cases()
     with open(os.path.join(HERE, "cases.tsv"), "w") as f:
         f.write("# case\topset\td_model\theads\tkv_heads\td_head  (written by generate.py)\n")
