@@ -62,6 +62,7 @@ static void model_describe(const layer *L, char *buf, size_t size) {
                     L->bv ? "V" : "");
     if (L->has_proj && !L->kv_given && !L->bk && (L->bq || L->bv))
         model_idiom(buf, size, "K without bias");
+    if (L->seq_first) model_idiom(buf, size, "sequence-first inputs and output [S, B, D]");
     if (L->kv_given)
         model_idiom(buf, size,
                     "K and V given already projected in head layout [B, heads, S, d] (a cached "

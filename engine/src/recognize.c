@@ -647,6 +647,23 @@ static mha_status rz_check_ms_features(rz_ctx *z, int node) {
 mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err) {
     if (!g || !out)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "layer_recognize: NULL argument");
+    mha_status st = rz_recognize_once(a, g, out, err);
+    if (st == MHA_OK || st == MHA_ERR_NO_MEMORY || st == MHA_ERR_INVALID_ARGUMENT) return st;
+    /* maybe [S, B, D] inputs (recognize_seqfirst.c; probing them as [B, S,
+     * D] may also fail to run the graph); else the first refusal */
+    mha_error again;
+    mha_error_clear(&again);
+    if (rz_recognize_seq_first(a, g, out, &again) == MHA_OK) {
+        if (err) mha_error_clear(err);
+        return MHA_OK;
+    }
+    return st;
+}
+
+mha_status rz_recognize_once(const mha_alloc_ctx *a, const ir_graph *g, layer *out,
+                             mha_error *err) {
+    if (!g || !out)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "layer_recognize: NULL argument");
     memset(out, 0, sizeof *out);
     rz_ctx z;
     memset(&z, 0, sizeof z);

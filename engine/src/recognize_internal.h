@@ -147,6 +147,14 @@ static inline size_t rz_count(int64_t n) {
     return n > 0 ? (size_t)n : 1;
 }
 
+/* ---- recognize.c, recognize_seqfirst.c ---- */
+/* layer_recognize without the sequence-first retry. */
+mha_status rz_recognize_once(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err);
+/* g read through a batch-first view of its [S, B, D] inputs and outputs:
+ * the layer (seq_first) or MHA_ERR_MODEL_UNSUPPORTED (err may be unset). */
+mha_status rz_recognize_seq_first(const mha_alloc_ctx *a, const ir_graph *g, layer *out,
+                                  mha_error *err);
+
 /* ---- recognize_graph.c: static analysis ---- */
 mha_status rz_analyse_deps(rz_ctx *z);
 int rz_is_op(const ir_node *n, const char *op);

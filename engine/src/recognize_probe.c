@@ -11,13 +11,15 @@
 typedef enum rz_sym { RZ_SYM_FIXED = 0, RZ_SYM_B, RZ_SYM_SQ, RZ_SYM_SKV, RZ_SYM_ONE } rz_sym;
 
 /* Which size axis `axis` of input io is. */
-static rz_sym rz_axis_symbol(const layer_io *io, int axis) {
+static rz_sym rz_axis_symbol(const layer *L, const layer_io *io, int axis) {
     int r = io->rank, from_end = r - 1 - axis;
+    /* [S, B, D] layers: the first two axes swap */
+    const int ax_b = L->seq_first ? 1 : 0, ax_s = L->seq_first ? 0 : 1;
     switch (io->role) {
     case MHA_ROLE_QUERY:
-        return axis == 0 ? RZ_SYM_B : axis == 1 && r == 3 ? RZ_SYM_SQ : RZ_SYM_FIXED;
+        return axis == ax_b ? RZ_SYM_B : axis == ax_s && r == 3 ? RZ_SYM_SQ : RZ_SYM_FIXED;
     case MHA_ROLE_KEY_VALUE:
-        return axis == 0 ? RZ_SYM_B : axis == 1 && r == 3 ? RZ_SYM_SKV : RZ_SYM_FIXED;
+        return axis == ax_b ? RZ_SYM_B : axis == ax_s && r == 3 ? RZ_SYM_SKV : RZ_SYM_FIXED;
     case MHA_ROLE_Q:
     case MHA_ROLE_K:
     case MHA_ROLE_V: {
@@ -76,7 +78,7 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
     for (size_t i = 0; i < L->n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
         for (int ax = 0; ax < io->rank; ax++) {
-            rz_sym s = rz_axis_symbol(io, ax);
+            rz_sym s = rz_axis_symbol(L, io, ax);
             int64_t *slot = rz_sym_slot(sz, s);
             if (!slot || io->dims[ax] < 0 || fixed[s]) continue;
             *slot = io->dims[ax];
@@ -100,7 +102,7 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
                 dims[i][ax] = io->dims[ax];
                 continue;
             }
-            rz_sym s = rz_axis_symbol(io, ax);
+            rz_sym s = rz_axis_symbol(L, io, ax);
             int64_t *slot = rz_sym_slot(sz, s);
             if (io->role == MHA_ROLE_ATTN_MASK && io->rank == 3 && ax == 0 &&
                 L->attn_mask_batch_first >= 2) {

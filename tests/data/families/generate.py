@@ -1461,6 +1461,97 @@ class LlamaGatheredCache(LlamaAttention):
                                       bsz, q_len)
 
 
+class GPTJPositionIds(GPTJAttention):
+    """GPT-J as a Hugging Face layer: the sincos table gathered by the
+    position_ids input."""
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        query = self._split_heads(self.q_proj(hidden_states), True)
+        key = self._split_heads(self.k_proj(hidden_states), True)
+        value = self._split_heads(self.v_proj(hidden_states), False)
+        sincos = self.embed_positions[position_ids]
+        sin, cos = torch.split(sincos, sincos.shape[-1] // 2, dim=-1)
+        r = self.rotary_dim
+        key = torch.cat([self._apply_rotary(key[..., :r], sin, cos), key[..., r:]], dim=-1)
+        query = torch.cat([self._apply_rotary(query[..., :r], sin, cos), query[..., r:]], dim=-1)
+        key, query = key.permute(0, 2, 1, 3), query.permute(0, 2, 1, 3)
+        q_len = query.size(-2)
+        w = torch.matmul(query, key.transpose(-1, -2))
+        w = torch.where(self.bias[:, :, :q_len, :q_len], w, torch.tensor(FMIN))
+        w = w / self.scale_attn
+        w = w + (1.0 - attention_mask[:, None, None, :].to(dtype=w.dtype)) * FMIN
+        out = torch.matmul(nn.functional.softmax(w, dim=-1), value).permute(0, 2, 1, 3)
+        return self.out_proj(out.reshape(out.size(0), q_len, self.heads * self.d_head))
+
+
+class LlamaCosSinUnsqueeze2(LlamaAttention):
+    """The cos / sin inputs [B, S, d] applied with unsqueeze_dim=2, on Q and
+    K still [B, S, H, d] (transposed to heads after the rotation)."""
+
+    def forward(self, hidden_states, attention_mask, cos, sin):
+        bsz, q_len, _ = hidden_states.size()
+        q = self.q_proj(hidden_states).view(bsz, q_len, self.heads, self.d_head)
+        k = self.k_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head)
+        v = self.v_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        c, s = cos.unsqueeze(2), sin.unsqueeze(2)
+        q = (q * c + rotate_half(q) * s).transpose(1, 2)
+        k = repeat_kv((k * c + rotate_half(k) * s).transpose(1, 2), self.heads // self.kv_heads)
+        v = repeat_kv(v, self.heads // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d_head)
+        w = w + self.causal_mask(attention_mask, hidden_states.dtype, q_len)
+        w = nn.functional.softmax(w, dim=-1, dtype=torch.float32)
+        return self.o_proj(torch.matmul(w, v).transpose(1, 2).reshape(bsz, q_len, -1))
+
+
+class BertMask4D(BertSelfAttention):
+    """A BERT-style layer given a 4-D additive mask [B, 1, S, S] (a decoder's
+    causal extended mask made by the model)."""
+
+    def __init__(self, d_model, heads):
+        super().__init__(d_model, heads, FMIN)
+
+    def forward(self, hidden_states, mask):
+        q = self.transpose_for_scores(self.query(hidden_states))
+        k = self.transpose_for_scores(self.key(hidden_states))
+        v = self.transpose_for_scores(self.value(hidden_states))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d_head) + mask
+        context = torch.matmul(nn.functional.softmax(scores, dim=-1), v).permute(0, 2, 1, 3)
+        return self.dense(context.reshape(context.size(0), context.size(1), -1))
+
+
+class T5PositionBiasInput(T5Attention):
+    """A T5 layer after the first: the position bias [1, H, S, S] computed by
+    the first layer comes in as an input."""
+
+    def forward(self, hidden_states, position_bias):
+        b = hidden_states.shape[0]
+
+        def shape(t):
+            return t.view(b, -1, self.heads, self.d_head).transpose(1, 2)
+
+        q, k, v = (shape(p(hidden_states)) for p in (self.q, self.k, self.v))
+        scores = torch.matmul(q, k.transpose(3, 2)) + position_bias
+        w = nn.functional.softmax(scores.float(), dim=-1).type_as(scores)
+        out = torch.matmul(w, v).transpose(1, 2).contiguous()
+        return self.o(out.view(b, -1, self.heads * self.d_head))
+
+
+class TorchMHASeqFirst(nn.Module):
+    """nn.MultiheadAttention with its default batch_first=False: inputs and
+    output [S, B, D]; a bool key_padding_mask [B, S] (True = padding) when
+    given; cross-attention on a memory [S_kv, B, D] when given."""
+
+    def __init__(self, d_model, heads):
+        super().__init__()
+        self.heads = heads
+        self.mha = nn.MultiheadAttention(d_model, heads)
+
+    def forward(self, x, other):
+        if other.dtype == torch.bool:
+            return self.mha(x, x, x, key_padding_mask=other, need_weights=False)[0]
+        return self.mha(x, other, other, need_weights=False)[0]
+
+
 def offset_positions(batch, seq, starts):
     """position_ids [B, S]: row b counts from starts[b]."""
     return torch.stack([torch.arange(seq, dtype=torch.long) + st for st in starts[:batch]])
@@ -1481,16 +1572,20 @@ def round_three_cases():
                  ["hidden_states", "extended_attention_mask"], ["output"],
                  {"hidden_states": seq_axes, "extended_attention_mask": {0: "batch", 3: "seq"},
                   "output": seq_axes}, 16)
-    # positions given, not starting at 0 for every row
-    for name, module, seed, d_model, opset in (
+    # positions given, not starting at 0 for every row (Mistral: at most 2
+    # pad tokens, so that its window of 3 keeps a real key for every query)
+    for name, module, seed, d_model, opset, lens1 in (
             ("gptneox_rot50_posids", GPTNeoXPositionIds(64, 4, 0.5, max_positions=24), 122, 64,
-             15),
-            ("llama_cachegather", LlamaGatheredCache(32, 4, 2), 125, 32, 16),
-            ("qwen2_posids", LlamaPositionIds(64, 8, 2, qkv_bias=True), 128, 64, 18)):
+             15, [8, 5, 3]),
+            ("llama_cachegather", LlamaGatheredCache(32, 4, 2), 125, 32, 16, [8, 5, 3]),
+            ("qwen2_posids", LlamaPositionIds(64, 8, 2, qkv_bias=True), 128, 64, 18, [8, 5, 3]),
+            ("gptj_posids", GPTJPositionIds(64, 4, 8, max_positions=24), 200, 64, 16, [8, 7, 6]),
+            ("mistral_posids", LlamaPositionIds(32, 4, 2, sliding_window=3), 203, 32, 17,
+             [8, 7, 6])):
         randomize(module, seed)
         datasets = []
         for k, (batch, seq, lens, starts) in enumerate(((2, 6, [6, 4], [0, 5]),
-                                                        (3, 8, [8, 5, 3], [2, 0, 9]))):
+                                                        (3, 8, lens1, [2, 0, 9]))):
             datasets.append((x_input(seed + 1 + k, batch, seq, d_model),
                              padding_mask(batch, seq, lens), offset_positions(batch, seq, starts)))
         export_torch(f"{name}_op{opset}", module, datasets,
@@ -1509,6 +1604,54 @@ def round_three_cases():
     self_case("mpt_alibi_h6", MPTAttention(48, 6), 141, 48, 7, [7, 5], torch.int64, (16,))
     # the cached cross-attention at another opset
     crosscache_case("whisper_crosscache_op17", 48, 6, 143, ((2, 3, 7), (3, 1, 10)), 17)
+    # position_ids [1, S], one row for the whole batch, from 3 on
+    module = randomize(LlamaPositionIds(32, 4, 2), 206)
+    datasets = [(x_input(207 + k, batch, seq, 32), padding_mask(batch, seq, lens),
+                 torch.arange(seq, dtype=torch.long)[None] + 3)
+                for k, (batch, seq, lens) in enumerate(((2, 6, [6, 4]), (3, 8, [8, 5, 3])))]
+    export_torch("llama_posids_bcast_op15", module, datasets,
+                 ["hidden_states", "attention_mask", "position_ids"], ["output"],
+                 {"hidden_states": seq_axes, "attention_mask": seq_axes,
+                  "position_ids": {1: "seq"}, "output": seq_axes}, 15)
+    module = randomize(LlamaCosSinUnsqueeze2(32, 4, 2), 209)
+    datasets = []
+    for k, (batch, seq, lens) in enumerate(((2, 7, [7, 5]), (3, 10, [10, 5, 2]))):
+        cos, sin = module.rotary(torch.zeros(1), offset_positions(batch, seq, [1, 4, 0]))
+        datasets.append((x_input(210 + k, batch, seq, 32), padding_mask(batch, seq, lens), cos,
+                         sin))
+    export_torch("llama_cossin_unsq2_op17", module, datasets,
+                 ["hidden_states", "attention_mask", "cos", "sin"], ["output"],
+                 {"hidden_states": seq_axes, "attention_mask": seq_axes, "cos": seq_axes,
+                  "sin": seq_axes, "output": seq_axes}, 17)
+    module = randomize(BertMask4D(32, 4), 215)
+    datasets = []
+    for k, (batch, seq) in enumerate(((2, 6), (3, 9))):
+        keep = torch.tril(torch.ones(seq, seq))[None, None].expand(batch, 1, seq, seq)
+        datasets.append((x_input(216 + k, batch, seq, 32), (1.0 - keep) * FMIN))
+    export_torch("bert_mask4d_op14", module, datasets, ["hidden_states", "mask"], ["output"],
+                 {"hidden_states": seq_axes, "mask": {0: "batch", 2: "seq", 3: "seq"},
+                  "output": seq_axes}, 14)
+    module = randomize(T5PositionBiasInput(32, 4, 8, False), 218)
+    with torch.no_grad():
+        datasets = [(x_input(219 + k, batch, seq, 32), module.compute_bias(seq, seq))
+                    for k, (batch, seq) in enumerate(((2, 6), (3, 9)))]
+    export_torch("t5_biasinput_op17", module, datasets, ["hidden_states", "position_bias"],
+                 ["output"], {"hidden_states": seq_axes, "position_bias": {2: "seq", 3: "seq"},
+                              "output": seq_axes}, 17)
+    # nn.MultiheadAttention sequence-first: self with key padding, cross
+    module = randomize(TorchMHASeqFirst(32, 4), 221)
+    datasets = [(x_input(222 + k, seq, batch, 32), padding_mask(batch, seq, lens) == 0)
+                for k, (batch, seq, lens) in enumerate(((2, 6, [6, 3]), (3, 8, [8, 4, 2])))]
+    export_torch("torchmha_seqfirst_keypad_op18", module, datasets, ["x", "key_padding_mask"],
+                 ["output"], {"x": {0: "seq", 1: "batch"},
+                              "key_padding_mask": {0: "batch", 1: "seq"},
+                              "output": {0: "seq", 1: "batch"}}, 18)
+    module = randomize(TorchMHASeqFirst(48, 6), 224)
+    datasets = [(x_input(225 + k, t, batch, 48), x_input(227 + k, s, batch, 48))
+                for k, (batch, t, s) in enumerate(((2, 4, 7), (3, 6, 5)))]
+    export_torch("torchmha_seqfirst_cross_op15", module, datasets, ["query", "memory"],
+                 ["output"], {"query": {0: "tgt", 1: "batch"}, "memory": {0: "src", 1: "batch"},
+                              "output": {0: "tgt", 1: "batch"}}, 15)
 
 
 # ---------------------------------------------------------------------------
