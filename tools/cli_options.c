@@ -146,10 +146,11 @@ static int cli_parse_threads(const char *s, int *out) {
     return 1;
 }
 
-static int cli_threads_error(const cli_common *c, const char *s, int list) {
-    return cli_usage_error(c, "--threads wants %s in [0, %d] (0: every online CPU)%s, not '%s'",
-                           list ? "thread counts" : "a thread count", CLI_THREADS_MAX,
-                           list ? ", like 1,2,4" : "", s);
+/* One wording for a refused --threads, list or not, in every subcommand. */
+static int cli_threads_error(const cli_common *c, const char *s) {
+    return cli_usage_error(c,
+                           "--threads: '%s' is not a thread count in [0, %d] (0: every online CPU)",
+                           s, CLI_THREADS_MAX);
 }
 
 int cli_parse_thread_list(const cli_common *c, const char *s, int *counts, int max, int *n) {
@@ -161,10 +162,10 @@ int cli_parse_thread_list(const cli_common *c, const char *s, int *counts, int m
         char part[16];
         size_t len = strcspn(p, ",");
         int v;
-        if (len == 0 || len >= sizeof part) return cli_threads_error(c, s, 1), 0;
+        if (len == 0 || len >= sizeof part) return cli_threads_error(c, s), 0;
         memcpy(part, p, len);
         part[len] = '\0';
-        if (!cli_parse_threads(part, &v)) return cli_threads_error(c, s, 1), 0;
+        if (!cli_parse_threads(part, &v)) return cli_threads_error(c, s), 0;
         if (v == 0) v = (int)online;
         int dup = 0;
         for (int i = 0; i < *n; i++)
@@ -205,7 +206,7 @@ static int cli_common_apply(cli_parser *p, int id, const char *v) {
         return 0;
     case CLI_OPT_THREADS:
         if (!cli_parse_threads(v, &c->threads)) {
-            cli_threads_error(c, v, 0);
+            cli_threads_error(c, v);
             return cli_parse_error(p);
         }
         return 0;
