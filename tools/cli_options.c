@@ -248,7 +248,11 @@ int cli_parse_next(cli_parser *p) {
         if (ch == ':') {
             row = optopt >= CLI_ROW_VAL(0) ? optopt - CLI_ROW_VAL(0) : cli_row_of_short(p, optopt);
             if (row < 0) return cli_parse_error(p); /* not reached: getopt knows only ours */
-            cli_usage_error(p->c, "option '--%s' needs a value", p->rows[row]->name);
+            /* named as written: -d or --d-model */
+            if (optopt < CLI_ROW_VAL(0))
+                cli_usage_error(p->c, "option '-%c' needs a value", optopt);
+            else
+                cli_usage_error(p->c, "option '--%s' needs a value", p->rows[row]->name);
             return cli_parse_error(p);
         }
         if (row < 0) {

@@ -45,6 +45,7 @@ usage_error() {
 commands=$("$MHA" --help | sed -n '/^Commands:/,/^$/p' | awk 'NR > 1 && NF { print $1 }')
 [ -n "$commands" ] || fail "no commands in mha --help"
 n_commands=0
+n_short=0
 for sub in $commands; do
   n_commands=$((n_commands + 1))
   see="(see 'mha $sub --help')"
@@ -95,6 +96,12 @@ for sub in $commands; do
   usage_error "$sub --frob VALUE" "mha $sub: unknown option '--frob' $see" "$sub" --frob 1
   usage_error "$sub -Z" "mha $sub: unknown option '-Z' $see" "$sub" -Z
   usage_error "$sub --help=1" "mha $sub: option '--help' takes no value $see" "$sub" --help=1
+  # a short option with a value, given none: named as written
+  short=$(sed -n 's/^  -\([a-zA-Z]\), --[a-z0-9-]* [^ ].*/\1/p' "$T/help" | head -n 1)
+  if [ -n "$short" ]; then
+    usage_error "$sub -$short" "mha $sub: option '-$short' needs a value $see" "$sub" "-$short"
+    n_short=$((n_short + 1))
+  fi
 
   # an unambiguous prefix is the option; --ver names --verbose and --version
   mha "$sub" --vers
@@ -124,6 +131,7 @@ for sub in $commands; do
   fi
 done
 [ "$n_commands" -ge 8 ] || fail "only $n_commands commands in mha --help"
+[ "$n_short" -ge 3 ] || fail "only $n_short commands have a short option with a value (run, gen, merge: -o)"
 
 # the --threads messages are the same in every subcommand
 for bad in 1025 -1 many; do
