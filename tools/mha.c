@@ -85,6 +85,10 @@ int main(int argc, char **argv) {
         return CLI_OK;
     }
     const cli_command *cmd = find_command(name);
+    if (!cmd && name[0] == '-') {
+        fprintf(stderr, "mha: unknown option '%s' (see 'mha --help')\n", name);
+        return CLI_USAGE;
+    }
     if (!cmd) return unknown_command(name);
     int rc = cmd->main(argc - 1, argv + 1);
     if (rc > CLI_SIGNALED(0) && rc < CLI_SIGNALED(65)) {

@@ -42,6 +42,9 @@ usage_error() {
   [ "$(cat "$T/err")" = "$want" ] || fail "$what: stderr '$(cat "$T/err")', wanted '$want'"
 }
 
+# the command itself: an option before any command is refused as an option
+usage_error "mha --frob" "mha: unknown option '--frob' (see 'mha --help')" --frob
+
 commands=$("$MHA" --help | sed -n '/^Commands:/,/^$/p' | awk 'NR > 1 && NF { print $1 }')
 [ -n "$commands" ] || fail "no commands in mha --help"
 n_commands=0
