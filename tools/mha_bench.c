@@ -211,7 +211,7 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
     if (cli_parse_begin(&p, &bench_spec, c, argc, argv) != 0) return cli_fail("too many options");
     for (int id; (id = cli_parse_next(&p)) != CLI_PARSE_END;) {
         const char *val = p.value;
-        int64_t v;
+        long long n;
         switch (id) {
         case CLI_PARSE_EXIT:
             return p.status;
@@ -242,9 +242,8 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
                 return CLI_USAGE;
             break;
         case BENCH_OPT_WARMUP:
-            if (parse_i64(val, 0, 1000000, &v) != 0)
-                return cli_usage_error(c, "--warmup wants a count >= 0, not '%s'", val);
-            o->warmup = (int)v;
+            if (!cli_parse_int(c, "--warmup", val, 0, 1000000, &n)) return CLI_USAGE;
+            o->warmup = (int)n;
             break;
         case BENCH_OPT_MIN_TIME:
             if (parse_double(val, 0.0, 86400.0, &o->min_time) != 0)
@@ -267,15 +266,10 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
             else
                 return cli_usage_error(c, "--scenario wants offline or server, not '%s'", val);
             break;
-        case BENCH_OPT_SEED: {
-            char *end;
-            errno = 0;
-            unsigned long long seed = strtoull(val, &end, 0);
-            if (errno || end == val || *end || val[0] == '-')
-                return cli_usage_error(c, "--seed wants a non-negative integer, not '%s'", val);
-            o->seed = seed;
+        case BENCH_OPT_SEED: /* as gen's --seed */
+            if (!cli_parse_int(c, "--seed", val, 0, INT64_MAX, &n)) return CLI_USAGE;
+            o->seed = (unsigned long long)n;
             break;
-        }
         case BENCH_OPT_TIMEOUT:
             if (parse_double(val, 1.0, 1e6, &o->timeout) != 0)
                 return cli_usage_error(c, "--timeout wants seconds >= 1, not '%s'", val);
@@ -292,14 +286,12 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
                 return cli_usage_error(c, "--server-time wants seconds >= 0.01, not '%s'", val);
             break;
         case BENCH_OPT_CLIENTS:
-            if (parse_i64(val, 1, 256, &v) != 0)
-                return cli_usage_error(c, "--clients wants 1..256, not '%s'", val);
-            o->clients = (int)v;
+            if (!cli_parse_int(c, "--clients", val, 1, 256, &n)) return CLI_USAGE;
+            o->clients = (int)n;
             break;
         case BENCH_OPT_MAX_BATCH:
-            if (parse_i64(val, 0, 4096, &v) != 0)
-                return cli_usage_error(c, "--max-batch wants 0..4096, not '%s'", val);
-            o->max_batch = (int)v;
+            if (!cli_parse_int(c, "--max-batch", val, 0, 4096, &n)) return CLI_USAGE;
+            o->max_batch = (int)n;
             break;
         case BENCH_OPT_BATCH_DELAY_MS:
             if (parse_double(val, 0.0, 60000.0, &o->batch_delay_ms) != 0)
