@@ -1461,6 +1461,24 @@ class LlamaGatheredCache(LlamaAttention):
                                       bsz, q_len)
 
 
+class DeiTTokens(ViTAttention):
+    """DeiT's first block as a module: the class and distillation tokens
+    prepended to the patches, then the learned position embeddings sliced to
+    the N + 2 tokens and added, then attention."""
+
+    def __init__(self, dim, heads, max_tokens=20):
+        super().__init__(dim, heads, qkv_bias=True)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, max_tokens, dim))
+
+    def forward(self, x):
+        batch = x.shape[0]
+        x = torch.cat((self.cls_token.expand(batch, -1, -1),
+                       self.dist_token.expand(batch, -1, -1), x), dim=1)
+        return super().forward(x + self.pos_embed[:, : x.shape[1]])
+
+
 class GPTJPositionIds(GPTJAttention):
     """GPT-J as a Hugging Face layer: the sincos table gathered by the
     position_ids input."""
@@ -1638,6 +1656,11 @@ def round_three_cases():
     export_torch("t5_biasinput_op17", module, datasets, ["hidden_states", "position_bias"],
                  ["output"], {"hidden_states": seq_axes, "position_bias": {2: "seq", 3: "seq"},
                               "output": seq_axes}, 17)
+    module = randomize(DeiTTokens(48, 4), 400)
+    datasets = [(x_input(401, 2, 8, 48),), (x_input(402, 3, 5, 48),)]
+    export_torch("deit_tokens_op16", module, datasets, ["patches"], ["output"],
+                 {"patches": {0: "batch", 1: "patches"}, "output": {0: "batch", 1: "tokens"}},
+                 16)
     # nn.MultiheadAttention sequence-first: self with key padding, cross
     module = randomize(TorchMHASeqFirst(32, 4), 221)
     datasets = [(x_input(222 + k, seq, batch, 32), padding_mask(batch, seq, lens) == 0)
