@@ -36,11 +36,17 @@ static rz_sym rz_axis_symbol(const layer *L, const layer_io *io, int axis) {
     case MHA_ROLE_PAST_VALUE:
         /* [B, kv_heads, past, d]: the past gets the key length's size */
         return axis == 0 ? RZ_SYM_B : axis == 2 ? RZ_SYM_SKV : RZ_SYM_FIXED;
+    /* a static 1 on their batch axis broadcasts (one row of positions for
+     * the whole batch): it does not fix the batch of the probes */
     case MHA_ROLE_POSITION_IDS: /* [B, S] */
-        return axis == 0 ? RZ_SYM_B : axis == 1 ? RZ_SYM_SQ : RZ_SYM_FIXED;
+        return axis == 0   ? (io->dims[0] == 1 ? RZ_SYM_FIXED : RZ_SYM_B)
+               : axis == 1 ? RZ_SYM_SQ
+                           : RZ_SYM_FIXED;
     case MHA_ROLE_ROTARY_COS: /* [B, S, d] or [B, 1, S, d] */
     case MHA_ROLE_ROTARY_SIN:
-        return axis == 0 ? RZ_SYM_B : from_end == 1 ? RZ_SYM_SQ : RZ_SYM_FIXED;
+        return axis == 0       ? (io->dims[0] == 1 ? RZ_SYM_FIXED : RZ_SYM_B)
+               : from_end == 1 ? RZ_SYM_SQ
+                               : RZ_SYM_FIXED;
     case MHA_ROLE_ATTN_MASK:
         /* com.microsoft integer masks are [B, S, T], not right-aligned */
         if ((io->dtype == MHA_DTYPE_INT32 || io->dtype == MHA_DTYPE_INT64) && r == 3)
