@@ -16,6 +16,7 @@
 #include "layer.h"
 #include "mha/plugin.h"
 #include "onnx_ir.h"
+#include "recognize_internal.h"
 #include "tensor.h"
 
 static mha_alloc_ctx g_alloc;
@@ -567,6 +568,26 @@ static void test_inputs_beyond_projections(void **state) {
     }
 }
 
+/* position_ids declared [1, S]: one row for the whole batch. It must not
+ * fix the batch of the probes to 1 (the layer would be verified at batch 1
+ * alone). */
+static void test_broadcast_positions_probe_batch(void **state) {
+    (void)state;
+    layer L;
+    recognise_ok("families", "llama_posids_bcast_op15", &L, NULL);
+    assert_int_equal(L.inputs[2].role, MHA_ROLE_POSITION_IDS);
+    assert_int_equal(L.inputs[2].dims[0], 1);
+    rz_sizes sz = {2, 3, 5};
+    int64_t dims[3][MHA_MAX_RANK];
+    mha_error err;
+    assert_int_equal(rz_probe_dims(&L, 1, &sz, dims, &err), MHA_OK);
+    assert_int_equal(sz.B, 2);
+    assert_int_equal(dims[0][0], 2); /* hidden_states */
+    assert_int_equal(dims[2][0], 1); /* position_ids */
+    assert_int_equal(dims[2][1], dims[0][1]);
+    layer_clear(&g_alloc, &L);
+}
+
 /* The roles and readings the family idioms must get. kpm: 0 none, 1 bool
  * True = attend, 2 valued (additive for m = 0 / 1 below, affine or step). */
 typedef struct plumbing_case {
@@ -1093,6 +1114,7 @@ int main(void) {
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_inputs_beyond_projections),
+        cmocka_unit_test(test_broadcast_positions_probe_batch),
         cmocka_unit_test(test_unusual_plumbing),
         cmocka_unit_test(test_two_masks),
         cmocka_unit_test(test_fully_masked_row),
