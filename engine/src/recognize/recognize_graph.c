@@ -568,12 +568,15 @@ static mha_status rz_parse_operands(rz_ctx *z) {
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "K and V are both read from graph input '%s' without a projection",
                         z->g->values[z->g->inputs[c->kp.x_input]].name);
-    if (c->kp.x_input != c->vp.x_input && !c->kp.given)
+    if (c->kp.x_input != c->vp.x_input && !c->kp.given) {
+        char d[160];
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "the K and V projections read different graph inputs ('%s' and "
-                        "'%s'): one key/value input is supported",
+                        "%s (V projection): the K and V projections read different graph inputs "
+                        "('%s' and '%s'): one key/value input is supported",
+                        rz_node_desc(z, c->vp.node, d, sizeof d),
                         z->g->values[z->g->inputs[c->kp.x_input]].name,
                         z->g->values[z->g->inputs[c->vp.x_input]].name);
+    }
     int stop;
     mha_status st = rz_walk_forward(z, c->o_v, "output", &c->ochain, &stop);
     if (st != MHA_OK) return st;

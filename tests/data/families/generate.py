@@ -679,6 +679,16 @@ class BloomAttention(nn.Module):
         return alibi.reshape(batch_size * self.heads, 1, seq_length).to(dtype)
 
     def forward(self, hidden_states, attention_mask):
+        def masked(q_length):
+            causal = torch.ones((q_length, q_length), dtype=torch.bool).triu(diagonal=1)
+            return causal[None, None, :, :] | ~attention_mask.bool()[:, None, None, :]
+
+        return self.attend(hidden_states,
+                           lambda: self.build_alibi(attention_mask, hidden_states.dtype), masked)
+
+    def attend(self, hidden_states, alibi_of, masked_of):
+        """The layer from the heads on; alibi_of() gives the ALiBi tensor
+        [B*H, 1, S], masked_of(S) the bool mask (True = hidden)."""
         batch_size, q_length, _ = hidden_states.shape
         fused = self.query_key_value(hidden_states)
         fused = fused.view(batch_size, q_length, self.heads, 3, self.d_head)
@@ -686,12 +696,10 @@ class BloomAttention(nn.Module):
         query = query.transpose(1, 2).reshape(batch_size * self.heads, q_length, self.d_head)
         key = key.permute(0, 2, 3, 1).reshape(batch_size * self.heads, self.d_head, q_length)
         value = value.transpose(1, 2).reshape(batch_size * self.heads, q_length, self.d_head)
-        alibi = self.build_alibi(attention_mask, hidden_states.dtype)
+        alibi = alibi_of()
         scores = alibi.baddbmm(batch1=query, batch2=key, beta=1.0, alpha=self.inv_norm_factor)
         scores = scores.view(batch_size, self.heads, q_length, q_length)
-        causal = torch.ones((q_length, q_length), dtype=torch.bool).triu(diagonal=1)
-        masked = causal[None, None, :, :] | ~attention_mask.bool()[:, None, None, :]
-        scores = self.apply_mask(scores, masked)
+        scores = self.apply_mask(scores, masked_of(q_length))
         probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
         probs = probs.view(batch_size * self.heads, q_length, q_length)
         context = torch.bmm(probs, value)
@@ -1570,6 +1578,28 @@ class TorchMHASeqFirst(nn.Module):
         return self.mha(x, other, other, need_weights=False)[0]
 
 
+class BloomAlibiInput(BloomAttention):
+    """BloomAttention as BloomModel calls it: the ALiBi tensor [B*H, 1, S]
+    and the bool causal | padding mask [B, 1, S, S] (True = hidden) are made
+    once by the model and come in as inputs."""
+
+    def forward(self, hidden_states, alibi, causal_mask):
+        return self.attend(hidden_states, lambda: alibi, lambda q_length: causal_mask)
+
+
+class TorchMHASeparateKV(nn.Module):
+    """nn.MultiheadAttention given different key and value tensors (DETR's
+    decoder: keys are the memory plus positions, values the memory)."""
+
+    def __init__(self, d_model, heads):
+        super().__init__()
+        self.heads = heads
+        self.mha = nn.MultiheadAttention(d_model, heads, batch_first=True)
+
+    def forward(self, query, key, value):
+        return self.mha(query, key, value, need_weights=False)[0]
+
+
 def offset_positions(batch, seq, starts):
     """position_ids [B, S]: row b counts from starts[b]."""
     return torch.stack([torch.arange(seq, dtype=torch.long) + st for st in starts[:batch]])
@@ -1661,6 +1691,27 @@ def round_three_cases():
     export_torch("deit_tokens_op16", module, datasets, ["patches"], ["output"],
                  {"patches": {0: "batch", 1: "patches"}, "output": {0: "batch", 1: "tokens"}},
                  16)
+    # refused today (REFUSED says why): ALiBi and the mask as inputs, and
+    # separate key and value inputs
+    module = randomize(BloomAlibiInput(32, 4), 600)
+    datasets = []
+    for k, (batch, seq, lens) in enumerate(((2, 7, [7, 5]), (3, 9, [9, 6, 3]))):
+        m = padding_mask(batch, seq, lens)
+        causal = torch.ones((seq, seq), dtype=torch.bool).triu(1)
+        datasets.append((x_input(601 + k, batch, seq, 32), module.build_alibi(m, torch.float32),
+                         causal[None, None] | ~m.bool()[:, None, None, :]))
+    export_torch("bloom_alibiinput_op17", module, datasets,
+                 ["hidden_states", "alibi", "causal_mask"], ["output"],
+                 {"hidden_states": seq_axes, "alibi": {0: "batch_heads", 2: "seq"},
+                  "causal_mask": {0: "batch", 2: "seq", 3: "seq"}, "output": seq_axes}, 17)
+    module = randomize(TorchMHASeparateKV(32, 4), 605)
+    datasets = [(x_input(606 + k, batch, t, 32), x_input(608 + k, batch, s, 32),
+                 x_input(610 + k, batch, s, 32))
+                for k, (batch, t, s) in enumerate(((2, 4, 7), (3, 6, 5)))]
+    cross_axes = {0: "batch", 1: "src"}
+    export_torch("torchmha_sepkv_op17", module, datasets, ["query", "key", "value"], ["output"],
+                 {"query": seq_axes, "key": cross_axes, "value": cross_axes, "output": seq_axes},
+                 17)
     # nn.MultiheadAttention sequence-first: self with key padding, cross
     module = randomize(TorchMHASeqFirst(32, 4), 221)
     datasets = [(x_input(222 + k, seq, batch, 32), padding_mask(batch, seq, lens) == 0)
