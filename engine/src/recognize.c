@@ -328,6 +328,26 @@ static mha_status rz_recognize_bare(rz_ctx *z, int node, layer *L) {
     return MHA_OK;
 }
 
+/* v, or the value it copies through Identity and Casts that keep float32
+ * (PyTorch's key.to(float32) of a float32 key: the present output is then
+ * the Cast's). */
+static int rz_copy_source(const rz_ctx *z, int v) {
+    for (int hops = 0; v >= 0 && hops < RZ_MAX_STEPS; hops++) {
+        const ir_node *n = rz_producer(z, v);
+        if (!n || !(rz_is_op(n, "Identity") || rz_is_op(n, "Cast")) || n->n_inputs < 1 ||
+            n->inputs[0] < 0)
+            break;
+        /* (an intermediate value's type may be undeclared; the probe's
+         * run of the chain checks the cast keeps float32) */
+        const mha_dtype in = z->g->values[n->inputs[0]].dtype;
+        if ((in != MHA_DTYPE_UNDEFINED && in != MHA_DTYPE_FLOAT32) ||
+            (rz_is_op(n, "Cast") && ir_attr_int(n, "to", 0) != 1))
+            break;
+        v = n->inputs[0];
+    }
+    return v;
+}
+
 /* The projected forms: roles, probe, then the meaning of the chains. */
 static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     const ir_graph *g = z->g;
@@ -341,11 +361,11 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
                         "Softmax, without an attention weights output",
                         rz_node_desc(z, c->cache_node[0], d, sizeof d),
                         g->values[c->past_v[0]].name, g->values[c->past_v[1]].name);
-    /* present_key / present_value: the cache Concats' outputs themselves */
+    /* present_key / present_value: the cache Concats' outputs (or copies) */
     size_t n_present = 0;
     for (size_t i = 0; i < g->n_outputs; i++)
         for (int side = 0; cache && side < 2; side++)
-            if (g->outputs[i] == c->present_v[side]) {
+            if (rz_copy_source(z, g->outputs[i]) == c->present_v[side]) {
                 L->outputs[i].role = side ? MHA_ROLE_PRESENT_VALUE : MHA_ROLE_PRESENT_KEY;
                 n_present++;
             }

@@ -304,23 +304,36 @@ class GPTNeoXAttention(nn.Module):
         self.dense = nn.Linear(d_model, d_model)
 
     def forward(self, hidden_states, attention_mask=None):
+        query, key, value = self.heads_of(hidden_states)
+        query, key = self.rotate(query, key, lambda n: (
+            torch.arange(n, dtype=torch.long).unsqueeze(0), n))
+        return self.attend(query, key, value, attention_mask)
+
+    def heads_of(self, hidden_states):
+        """Q, K, V [B, H, S, d] from the per-head interleaved QKV."""
         qkv = self.query_key_value(hidden_states)
         new_shape = qkv.size()[:-1] + (self.heads, 3 * self.d_head)
         qkv = qkv.view(*new_shape)
         query = qkv[..., : self.d_head].permute(0, 2, 1, 3)
         key = qkv[..., self.d_head : 2 * self.d_head].permute(0, 2, 1, 3)
         value = qkv[..., 2 * self.d_head :].permute(0, 2, 1, 3)
+        return query, key, value
 
+    def rotate(self, query, key, positions_of):
+        """Rotate-half on the first rotary_ndims dims at the positions
+        position_ids, from the first seq_len rows of the tables:
+        (position_ids, seq_len) = positions_of(new keys)."""
         query_rot, query_pass = query[..., : self.rotary_ndims], query[..., self.rotary_ndims :]
         key_rot, key_pass = key[..., : self.rotary_ndims], key[..., self.rotary_ndims :]
-        seq_len = key.shape[-2]
-        position_ids = torch.arange(seq_len, dtype=torch.long).unsqueeze(0)
+        position_ids, seq_len = positions_of(key.shape[-2])
         cos, sin = self.rotary_emb(seq_len)
         cos = cos[position_ids].unsqueeze(1)
         sin = sin[position_ids].unsqueeze(1)
         query = torch.cat((query_rot * cos + rotate_half(query_rot) * sin, query_pass), dim=-1)
         key = torch.cat((key_rot * cos + rotate_half(key_rot) * sin, key_pass), dim=-1)
+        return query, key
 
+    def attend(self, query, key, value, attention_mask):
         batch_size, num_heads, query_length, d_head = query.size()
         key_length = key.size(-2)
         causal_mask = self.bias[:, :, key_length - query_length : key_length, :key_length]
@@ -341,6 +354,22 @@ class GPTNeoXAttention(nn.Module):
         out = out.permute(0, 2, 1, 3).contiguous()
         out = out.view(out.size(0), out.size(1), num_heads * d_head)
         return self.dense(out)
+
+
+class GPTNeoXCachedAttention(GPTNeoXAttention):
+    """A GPT-NeoX step with layer_past: rotary on the new K at positions
+    P .. P + q - 1, gathered from the first P + q rows of cos_cached (so
+    the table rows start at the past length), K / V appended to the past
+    [B, H, P, d] after the rotation; the tril slice [k-q:k, :k]."""
+
+    def forward(self, hidden_states, past_key, past_value, attention_mask):
+        query, key, value = self.heads_of(hidden_states)
+        past_len = past_key.shape[-2]
+        query, key = self.rotate(query, key, lambda n: (
+            torch.arange(past_len, n + past_len, dtype=torch.long).unsqueeze(0), n + past_len))
+        key = torch.cat((past_key, key), dim=-2)
+        value = torch.cat((past_value, value), dim=-2)
+        return self.attend(query, key, value, attention_mask), key, value
 
 
 class GPTJAttention(nn.Module):
@@ -377,10 +406,16 @@ class GPTJAttention(nn.Module):
         return (t * cos) + (rotate_every_two(t) * sin)
 
     def forward(self, hidden_states, attention_mask):
+        query, key, value = self.rotated(hidden_states, lambda n: torch.arange(
+            n, dtype=torch.long).unsqueeze(0))
+        return self.attend(query, key, value, attention_mask)
+
+    def rotated(self, hidden_states, positions_of):
+        """Q, K [B, H, S, d] rotated at positions_of(S) [1, S], V."""
         query = self._split_heads(self.q_proj(hidden_states), True)
         key = self._split_heads(self.k_proj(hidden_states), True)
         value = self._split_heads(self.v_proj(hidden_states), False)
-        position_ids = torch.arange(hidden_states.size(1), dtype=torch.long).unsqueeze(0)
+        position_ids = positions_of(hidden_states.size(1))
         sincos = self.embed_positions[position_ids]
         sin, cos = torch.split(sincos, sincos.shape[-1] // 2, dim=-1)
         k_rot, k_pass = key[:, :, :, : self.rotary_dim], key[:, :, :, self.rotary_dim :]
@@ -389,7 +424,9 @@ class GPTJAttention(nn.Module):
         query = torch.cat([self._apply_rotary(q_rot, sin, cos), q_pass], dim=-1)
         key = key.permute(0, 2, 1, 3)
         query = query.permute(0, 2, 1, 3)
+        return query, key, value
 
+    def attend(self, query, key, value, attention_mask):
         query_length, key_length = query.size(-2), key.size(-2)
         causal_mask = self.bias[:, :, key_length - query_length : key_length, :key_length]
         query = query.to(torch.float32)
@@ -405,6 +442,21 @@ class GPTJAttention(nn.Module):
         out = out.permute(0, 2, 1, 3).contiguous()
         out = out.view(out.size()[:-2] + (self.heads * self.d_head,))
         return self.out_proj(out)
+
+
+class GPTJCachedAttention(GPTJAttention):
+    """A GPT-J step with layer_past: the interleaved rotary at positions
+    P .. P + q - 1 (rows of the sincos table from the past length on), K /
+    V appended to the past [B, H, P, d] after it; K cast to float32 after
+    the concatenation (the exporter names that Cast present_key)."""
+
+    def forward(self, hidden_states, past_key, past_value, attention_mask):
+        past_len = past_key.shape[-2]
+        query, key, value = self.rotated(hidden_states, lambda n: (torch.arange(
+            n, dtype=torch.long) + past_len).unsqueeze(0))
+        key = torch.cat((past_key, key), dim=-2)
+        value = torch.cat((past_value, value), dim=-2)
+        return self.attend(query, key, value, attention_mask), key, value
 
 
 class FalconAttention(nn.Module):
@@ -1117,8 +1169,10 @@ class MistralCachedAttention(LlamaCachedAttention):
 
 
 def more_cached_cases():
-    """The cache without rotary in BART's (B*H, S, d) layout, and Mistral's
-    multi-query cache with a sliding window; the second data set of each is
+    """The cache without rotary in BART's (B*H, S, d) layout, Mistral's
+    multi-query cache with a sliding window, GPT-NeoX's partial rotary from
+    a table read at the past length, GPT-J's interleaved one (opset 18);
+    the second data set of each is
     the first step of generation: an empty past (P = 0, a zero-sized
     tensor) and a prompt of 5 tokens."""
     shapes = ((2, 6, 3, [0, 2]), (2, 0, 5, [0, 0]))
@@ -1126,6 +1180,10 @@ def more_cached_cases():
     mistral = LlamaAttention(32, 4, 1, sliding_window=4)
     mistral.__class__ = MistralCachedAttention  # LLaMA's constructor, Mistral's step
     cached_case("mistral_kvcache", mistral, 62, 32, (17,), shapes)
+    cached_case("gptneox_kvcache", GPTNeoXCachedAttention(32, 4, 0.5, max_positions=32), 63, 32,
+                (15,), shapes)
+    cached_case("gptj_kvcache", GPTJCachedAttention(64, 4, 8, max_positions=32), 64, 64, (18,),
+                shapes)
 
 
 def torch_cases():
