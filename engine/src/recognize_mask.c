@@ -710,20 +710,23 @@ static void rz_assign_reading(layer *L, const rz_found *f) {
  * softmax then averages every key whose term did not overflow to -inf,
  * future keys included. Which ones, read at the probe on row 0, key 1 (a
  * future key) with the first key of every batch item hidden, then the
- * first two: sets L->causal_finite (layer.h). M is left at its neutral fill. */
+ * first two (with a KV cache of P keys: key P + 1, with the first P + 1,
+ * then P + 2 hidden): sets L->causal_finite (layer.h). M is left at its
+ * neutral fill. */
 static mha_status rz_causal_finite(rz_ctx *z, layer *L, const double *cf, const rz_found *f) {
     tensor *M = z->inputs[f->mi];
     const rz_cand cand = f->rd.cand;
     L->causal_finite = 0;
     if (cand > RZ_CAND_KPM_VALUED || M->rank < 1) return MHA_OK;
-    const int64_t skv = M->dims[M->rank - 1];
+    /* with a KV cache, row 0 sees keys 0 .. off: hide those, then key off + 1 */
+    const int64_t skv = M->dims[M->rank - 1], off = z->P;
     double v[2] = {0.0, 0.0};
     rz_eff e;
     memset(&e, 0, sizeof e);
     mha_status st = MHA_OK;
     for (int hidden = 1; hidden <= 2 && st == MHA_OK; hidden++) {
         for (int64_t k = 0, n = tensor_numel(M); k < n; k++) {
-            const int hide = k % skv < hidden;
+            const int hide = k % skv < off + hidden;
             if (rz_cand_valued(cand))
                 tensor_set_f64(M, k, hide ? !f->neutral : f->neutral);
             else
@@ -732,7 +735,8 @@ static mha_status rz_causal_finite(rz_ctx *z, layer *L, const double *cf, const 
         }
         st = rz_rerun(z);
         if (st == MHA_OK) st = rz_eff_eval(z, cf, &e);
-        if (st == MHA_OK && e.sq == skv && e.skv == skv && skv >= 3) v[hidden - 1] = e.raw[1];
+        if (st == MHA_OK && e.sq + off == skv && e.skv == skv && skv >= off + 3)
+            v[hidden - 1] = e.raw[off + 1];
     }
     rz_eff_free(z, &e);
     if (st != MHA_OK) return st;

@@ -43,8 +43,8 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
                 L->kpm_valued && L->kpm_add[v] <= -1e30f && isfinite(L->kpm_add[v]);
         /* (a position bias other than ALiBi is not folded: exec_fold_causal) */
         finite_causal_pad &= L->causal && !L->bias;
-        /* (with a KV cache, left padding past the cache is not served) */
-        finite_causal_pad &= !layer_has_cache(L);
+        /* with a KV cache of P = Skv - Sq keys, row 0 sees keys 0 .. P */
+        const int64_t past = layer_has_cache(L) && skv > Sq ? skv - Sq : 0;
         for (int64_t b = 0; b < t->dims[0]; b++) {
             int64_t pad = b + 1 < skv - 1 ? b + 1 : skv - 1;
             /* a sliding window shows the last row only its last keys: keep
@@ -52,6 +52,7 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
             if (L->has_left_window && pad > L->left_window)
                 pad = L->left_window > 0 ? L->left_window : 0;
             const int left = finite_causal_pad && b > 0 && b == t->dims[0] - 1;
+            if (left && pad < past + 1) pad = past + 1 < skv - 1 ? past + 1 : skv - 1;
             for (int64_t j = 0; j < skv; j++) {
                 int padded = left ? j < pad : j >= skv - pad;
                 tensor_set_f64(t, b * skv + j, (L->kpm_true_means_ignore ? padded : !padded));

@@ -1173,9 +1173,10 @@ def more_cached_cases():
     multi-query cache with a sliding window, GPT-NeoX's partial rotary from
     a table read at the past length, GPT-J's interleaved one (opset 18);
     the second data set of each is
-    the first step of generation: an empty past (P = 0, a zero-sized
-    tensor) and a prompt of 5 tokens."""
-    shapes = ((2, 6, 3, [0, 2]), (2, 0, 5, [0, 0]))
+    the first step of batched generation: an empty past (P = 0, a
+    zero-sized tensor) and a prompt of 5 tokens, left-padded by 2 in batch
+    item 1 (whose first query rows then see only padding)."""
+    shapes = ((2, 6, 3, [0, 2]), (2, 0, 5, [0, 2]))
     cached_case("bart_kvcache", BartCachedSelfAttention(48, 6, True), 61, 48, (16,), shapes)
     mistral = LlamaAttention(32, 4, 1, sliding_window=4)
     mistral.__class__ = MistralCachedAttention  # LLaMA's constructor, Mistral's step
