@@ -46,7 +46,7 @@ for args in \
     "bench $MODEL --shape 2" \
     "bench $MODEL --shape 2,x" \
     "bench $MODEL --shape 0,16" \
-    "bench $MODEL --shape 2,16 --threads 0" \
+    "bench $MODEL --shape 2,16 --threads -1" \
     "bench $MODEL --shape 2,16 --threads 1,,2" \
     "bench $MODEL --shape 2,16 --backend Bad-Name" \
     "bench $MODEL --shape 2,16 --scenario batch" \
@@ -61,7 +61,7 @@ for args in \
 done
 run_mha bench --help
 check "--help exits 0" [ "$rc" -eq 0 ]
-check "--help prints the usage" grep -q "usage: mha bench MODEL --shape" "$T/out.txt"
+check "--help prints the usage" grep -q "Usage: mha bench MODEL --shape" "$T/out.txt"
 
 # ---- a model that cannot be read: exit 1, one clear line ------------------
 run_mha bench "$T/missing.onnx" --shape 2,16 $FAST
