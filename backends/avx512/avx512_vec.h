@@ -38,6 +38,39 @@ static inline vf vf_round_bf16(vf x) {
     return _mm512_castsi512_ps(r);
 }
 
+/* bfloat16 pairs for VDPBF16PS-style products (common/flash_attention.h):
+ * 16 uint32 lanes, each the bfloat16 of an even element in its low half and
+ * of the next (odd) one in its high half, rounded by vf_round_bf16. */
+typedef __m512i vbf;
+static inline vbf vbf_load(const uint32_t *p) {
+    return _mm512_loadu_si512(p);
+}
+/* The pairs with their odd (high) element replaced by +0. */
+static inline vbf vbf_load_lo(const uint32_t *p) {
+    return _mm512_and_si512(_mm512_loadu_si512(p), _mm512_set1_epi32(0xffff));
+}
+static inline vbf vbf_set1(uint32_t x) {
+    return _mm512_set1_epi32((int)x);
+}
+static inline void vbf_store(uint32_t *p, vbf x) {
+    _mm512_storeu_si512(p, x);
+}
+/* Lane i: (lo[i], hi[i]) -- two rows of a matrix paired along its columns. */
+static inline vbf vbf_pair(__m512 lo, __m512 hi) {
+    return _mm512_mask_blend_epi16(0xaaaaaaaau,
+                                   _mm512_srli_epi32(_mm512_castps_si512(vf_round_bf16(lo)), 16),
+                                   _mm512_castps_si512(vf_round_bf16(hi)));
+}
+/* Lane i: (x[2i], x[2i+1]) of the 32 floats x = a then b -- neighbours
+ * paired (the high 16-bit word of each rounded float, in order). */
+static inline vbf vbf_pair_adjacent(__m512 a, __m512 b) {
+    const __m512i odd_words =
+        _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27,
+                         25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_epi16(_mm512_castps_si512(vf_round_bf16(a)), odd_words,
+                                     _mm512_castps_si512(vf_round_bf16(b)));
+}
+
 static inline vf vf_load(const float *p) {
     return _mm512_loadu_ps(p);
 }
