@@ -131,7 +131,15 @@ static void test_expected_backends_present(void **state) {
 /* Attention cases                                                           */
 /* ------------------------------------------------------------------------ */
 
-enum { MASK_NONE, MASK_FULL, MASK_BCAST_ROWS, MASK_KEYPAD, MASK_KEY_STRIDED, MASK_KEY_CONST };
+enum {
+    MASK_NONE,
+    MASK_FULL,
+    MASK_BCAST_ROWS,
+    MASK_KEYPAD,
+    MASK_KEY_STRIDED,
+    MASK_KEY_CONST,
+    MASK_HUGE /* [B, H, Sq, Skv], odd rows finite values near -3e38 */
+};
 
 typedef struct attn_case {
     int64_t B, Hq, Hkv, Sq, Skv, dk, dv;
@@ -209,6 +217,16 @@ static void attn_make(const attn_case *c, attn_data *D) {
                 for (int64_t h = 0; h < c->Hq; h++)
                     for (int64_t j = 0; j < c->Skv; j++)
                         D->mask[b * a->m_sb + h * a->m_sh + j] = (j & 1) ? -INFINITY : -FLT_MAX;
+            break;
+        case MASK_HUGE:
+            /* finite but huge negative, rising with the key (each key
+             * block raises the row max): the softmax must not scale them
+             * into overflow (m * log2(e) is -inf past 2.4e38) */
+            a->m_sb = c->Hq * c->Sq * c->Skv, a->m_sh = c->Sq * c->Skv, a->m_sq = c->Skv;
+            a->m_sk = 1;
+            for (size_t i = 0; i < nm; i++)
+                if ((i / (size_t)c->Skv) & 1)
+                    D->mask[i] = -3.0e38f + (float)(i % (size_t)c->Skv) * 1e34f;
             break;
         case MASK_BCAST_ROWS: /* [1, 1, Sq, Skv] */
             a->m_sb = 0, a->m_sh = 0, a->m_sq = c->Skv, a->m_sk = 1;
@@ -450,6 +468,16 @@ static void test_attention_long(void **state) {
          .mask_kind = MASK_FULL,
          .layout_bshd = 1,
          .seed = 3},
+        /* huge finite mask values on every other row, over 4 key blocks */
+        {.B = 1,
+         .Hq = 2,
+         .Hkv = 1,
+         .Sq = 9,
+         .Skv = 200,
+         .dk = 64,
+         .dv = 64,
+         .mask_kind = MASK_HUGE,
+         .seed = 4},
         /* ALiBi over many key blocks: relative with KV-cache offsets, and
          * BLOOM's key-position form behind a padding mask */
         {.B = 2,
