@@ -188,6 +188,11 @@ static inline vf vf_hide_tail(vf s, int64_t n) {
 static inline unsigned vf_bad_bits(vf x) {
     return (unsigned)_mm512_cmp_ps_mask(x, _mm512_set1_ps(INFINITY), _CMP_NLT_UQ);
 }
+/* Lanes with a > b (ordered), as bits. */
+#define FA_HAVE_GT_BITS 1
+static inline unsigned vf_gt_bits(vf a, vf b) {
+    return (unsigned)_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ);
+}
 static inline vf vf_exp_or_zero(vf s, vf m) {
     __mmask16 live = _mm512_cmp_ps_mask(s, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
     return _mm512_maskz_mov_ps(live, vf_exp(_mm512_sub_ps(s, m)));

@@ -17,6 +17,7 @@
  *   FA_HAVE_EXP2 (optional) and vf_exp2(t) = 2^t for t <= 0, -inf -> 0:
  *                             the softmax then exponentiates in base 2
  *   vf_bad_bits(s)            bit per lane that is NaN or +inf
+ *   FA_HAVE_GT_BITS (optional) and vf_gt_bits(a, b): bit per lane a > b
  *   FA_MR  rows of the score micro-tile (registers: FA_MR x FA_BC/VLEN)
  *   FA_BR  query rows per block (a multiple of FA_MR)
  *   FA_BC  keys per block (a multiple of VLEN)
@@ -363,17 +364,21 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
  * p_r[j] * vp[j][0:W*VLEN]. Each key's V vectors are loaded once for all the
  * rows (FA_PVR x W accumulators in registers), so P.V runs at FMA speed
  * instead of load speed. Every row's chain is exactly the one-row form's
- * (acc*corr, then keys ascending; x*1 is exact), so a row gets the same
+ * (acc*corr, then keys ascending; x*1 is exact, and skipped), so a row gets the same
  * bits whichever rows share its group. p[r] rows are FA_BC floats apart, vp
  * rows vs apart. */
 #define FA_DEFINE_PV_ROWS(PRE, W, ET, VT, OPS)                                                     \
     static inline void PRE##_rows_##W(ET *const *p, float *const *acc, const float *corr,          \
                                       int64_t nv, const ET *vp, int64_t vs, int64_t v0) {          \
         vf x[FA_PVR][W];                                                                           \
+        int scaled = 0; /* a factor other than 1 (after the first blocks, seldom) */               \
+        _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) scaled |= corr[r] != 1.0f;        \
         _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) {                                 \
             vf c = vf_set1(corr[r]);                                                               \
-            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[r][w] =                          \
-                vf_mul(vf_load(acc[r] + v0 + w * VLEN), c);                                        \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) {                                  \
+                x[r][w] = vf_load(acc[r] + v0 + w * VLEN);                                         \
+                if (scaled) x[r][w] = vf_mul(x[r][w], c);                                          \
+            }                                                                                      \
         }                                                                                          \
         for (int64_t j = 0; j < nv; j++) {                                                         \
             const ET *vr = vp + j * vs + v0;                                                       \
@@ -578,11 +583,21 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, cons
     /* pass b: the block max; a row that sees nothing here keeps its state */
     vf vmax = x[0];
     _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
+#ifdef FA_HAVE_GT_BITS
+    /* the horizontal max only when a lane beats the running max (after the
+     * first few blocks most do not): the same m_new */
+    float m_new = *m;
+    if (vf_gt_bits(vmax, vf_set1(*m)))
+        m_new = vf_hmax(vmax);
+    else if (!vf_gt_bits(vmax, vf_set1(-INFINITY)))
+        return 0;
+#else
     float bmax = vf_hmax(vmax);
     if (bmax == -INFINITY) return 0;
     float m_new = bmax > *m ? bmax : *m;
-    /* acc and l are still 0 while m == -inf; an unchanged max (most blocks
-     * after the first few) needs no exp: exp(0) is exactly 1 */
+#endif
+        /* acc and l are still 0 while m == -inf; an unchanged max (most blocks
+         * after the first few) needs no exp: exp(0) is exactly 1 */
 #ifdef FA_HAVE_EXP2
     /* base 2 while m * log2(e) is a float far from overflow (always, but
      * for masks of huge finite values: base e then, as without vf_exp2) */
