@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "exec.h"
+#include "model.h"
 #include "onnx_ir.h"
 #include "plan/plan_internal.h"
 #include "registry.h"
@@ -344,6 +345,87 @@ static void test_release_weights(void **state) {
     plan_free(P);
 }
 
+/* Runs m on rt (precision prec) over the first probe input of its plan;
+ * the outputs are malloc'd into out[2]. */
+static mha_status run_probe(mha_runtime *rt, const mha_model *m, int prec, mha_tensor *out,
+                            mha_error *err) {
+    tensor *in[3] = {0};
+    mha_tensor min[3];
+    assert_int_equal(plan_probe_inputs(m->plan, 0, in, err), MHA_OK);
+    for (int i = 0; i < 3; i++)
+        tensor_as_mha(in[i], &min[i]);
+    assert_int_equal(mha_model_output_shapes(m, min, 3, out, 2, err), MHA_OK);
+    for (int k = 0; k < 2; k++)
+        out[k].data = calloc((size_t)mha_tensor_numel(&out[k]), sizeof(float));
+    mha_run_options o;
+    mha_run_options_init(&o);
+    o.precision = prec;
+    mha_status st = mha_run(rt, m, min, 3, out, 2, &o, err);
+    for (int i = 0; i < 3; i++)
+        tensor_free(in[i]);
+    return st;
+}
+
+/* A model loaded from a file frees its unpacked GEMM weights after the
+ * first packing; a packing for another precision builds them from the
+ * file again and computes what a fresh model does; a file changed in
+ * between is refused, naming it. */
+static void test_gemm_weights_released_after_packing(void **state) {
+    (void)state;
+    char src[1024];
+    size_t size;
+    snprintf(src, sizeof src, "%s/models/%s/model.onnx", MHA_TEST_DATA, BERT);
+    void *bytes = tu_read_file(src, &size);
+    assert_non_null(bytes);
+    const char *path = tu_path(tu_tmpdir("plan_release"), "bert.onnx");
+    assert_int_equal(tu_write_file(path, bytes, size), 0);
+    free(bytes);
+    mha_error err;
+    mha_model *m = NULL, *fresh = NULL;
+    mha_runtime *rt = NULL;
+    mha_runtime_options ro;
+    mha_runtime_options_init(&ro);
+    ro.backend = "scalar";
+    ro.num_threads = 1;
+    ro.no_env = 1;
+    assert_int_equal(mha_runtime_create(&ro, &rt, &err), MHA_OK);
+    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    assert_int_equal(mha_model_load_file(path, NULL, &fresh, &err), MHA_OK);
+    mha_tensor a[2], b[2], c[2];
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_FLOAT32, a, &err), MHA_OK);
+    size_t released = 0;
+    for (size_t i = 0; i < m->plan->n_gemms; i++)
+        released += m->plan->gemms[i].W == NULL;
+    assert_int_equal(released, m->plan->n_gemms); /* every one: nothing else reads them */
+    /* another precision: packed again from the file */
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_BFLOAT16, b, &err), MHA_OK);
+    assert_int_equal(run_probe(rt, fresh, MHA_PRECISION_BFLOAT16, c, &err), MHA_OK);
+    for (int k = 0; k < 2; k++) {
+        assert_memory_equal(b[k].data, c[k].data, (size_t)mha_tensor_numel(&b[k]) * sizeof(float));
+        free(a[k].data);
+        free(b[k].data);
+        free(c[k].data);
+    }
+    mha_model_free(m);
+    /* the file replaced by another model before the second packing */
+    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_FLOAT32, a, &err), MHA_OK);
+    snprintf(src, sizeof src, "%s/models/minilm_postln_l3_d48_h6/model.onnx", MHA_TEST_DATA);
+    bytes = tu_read_file(src, &size);
+    assert_non_null(bytes);
+    assert_int_equal(tu_write_file(path, bytes, size), 0);
+    free(bytes);
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_BFLOAT16, b, &err), MHA_ERR_IO);
+    assert_non_null(strstr(err.message, "changed"));
+    for (int k = 0; k < 2; k++) {
+        free(a[k].data);
+        free(b[k].data);
+    }
+    mha_model_free(m);
+    mha_model_free(fresh);
+    mha_runtime_destroy(rt);
+}
+
 static void test_output_shapes_follow_inputs(void **state) {
     (void)state;
     plan *P = build(BERT, 1);
@@ -468,6 +550,7 @@ int main(void) {
         cmocka_unit_test(test_exec_gemm_matches_reference),
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_release_weights),
+        cmocka_unit_test(test_gemm_weights_released_after_packing),
         cmocka_unit_test(test_output_shapes_follow_inputs),
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),

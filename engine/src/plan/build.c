@@ -107,7 +107,7 @@ static mha_status build_fold(plan *P, mha_error *err) {
     return MHA_OK;
 }
 
-static int build_is_folded(const plan *P, const ir_node *n) {
+int plan_node_folded(const plan *P, const ir_node *n) {
     for (size_t k = 0; k < n->n_outputs; k++)
         if (n->outputs[k] >= 0 && !plan_const(P, n->outputs[k])) return 0;
     return n->n_outputs > 0;
@@ -208,7 +208,7 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     P->n_steps = 0;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
-        if (build_is_folded(P, n) || owner[ni] == -2) continue;
+        if (plan_node_folded(P, n) || owner[ni] == -2) continue;
         plan_step *s = &P->steps[P->n_steps];
         if (owner[ni] <= -1000) {
             s->kind = PLAN_STEP_NORM;
@@ -349,7 +349,7 @@ mha_status plan_release_weights(plan *P, mha_error *err) {
             owned[P->layers[li].nodes[k]] = 1;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
-        if (owned[ni] || build_is_folded(P, n)) continue;
+        if (owned[ni] || plan_node_folded(P, n)) continue;
         for (size_t k = 0; k < n->n_inputs; k++)
             if (n->inputs[k] >= 0) needed[n->inputs[k]] = 1;
     }

@@ -96,6 +96,7 @@ typedef struct plan_gemm {
     char desc[96];         /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
     int *ep_nodes;         /* the graph nodes the epilogue computes */
     size_t n_ep_nodes;
+    uint64_t w_hash; /* W released (NULL): a hash of its bytes (release.c) */
 } plan_gemm;
 
 /* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis. */
@@ -186,6 +187,14 @@ void plan_free(plan *P);
  * read stays (GEMM weights are packed lazily, once per backend). The whole
  * graph cannot be evaluated afterwards: plan_verify comes first. */
 mha_status plan_release_weights(plan *P, mha_error *err);
+
+/* After the first packing (release.c): frees the unpacked weight of every
+ * GEMM step that nothing else reads (W becomes NULL, w_hash remembers it);
+ * returns the bytes freed. The reference backend cannot run P afterwards. */
+size_t plan_release_gemm_weights(plan *P);
+/* Whether fresh (a new build of the same file, weights kept) has the GEMM
+ * steps of P with the weights P released. */
+int plan_gemm_weights_match(const plan *P, const plan *fresh);
 
 /* Checks the inputs against the graph's (count, dtype, rank, fixed dims)
  * and fills the outputs' dtype, rank and shape. */

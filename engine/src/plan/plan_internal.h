@@ -63,6 +63,9 @@ void plan_norm_rows(const plan_norm *nm, const float *x, float *y, int64_t rows)
 /* Finds the GEMM steps among the nodes no layer owns (gemm.c). */
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err);
+/* Whether every output of node n is a folded constant. */
+int plan_node_folded(const plan *P, const ir_node *n);
+
 /* Frees what plan_exec computed (never initializers, constants or inputs). */
 void plan_values_free(const plan *P, tensor *const *in, tensor **values);
 
