@@ -426,6 +426,63 @@ static void test_gemm_weights_released_after_packing(void **state) {
     mha_runtime_destroy(rt);
 }
 
+/* Runs P through plan_run with the reference backend on probe p's inputs;
+ * outputs malloc'd into out[2]. */
+static void plan_run_probe(const plan *P, int p, mha_tensor *out) {
+    tensor *in[3] = {0};
+    mha_tensor min[3];
+    mha_error err;
+    assert_int_equal(plan_probe_inputs(P, p, in, &err), MHA_OK);
+    for (int i = 0; i < 3; i++)
+        tensor_as_mha(in[i], &min[i]);
+    assert_int_equal(plan_output_shapes(P, min, 3, out, 2, &err), MHA_OK);
+    for (int k = 0; k < 2; k++)
+        out[k].data = calloc((size_t)mha_tensor_numel(&out[k]), sizeof(float));
+    if (plan_run(P, min, 3, out, 2, &plan_reference_backend, &err) != MHA_OK)
+        fail_msg("plan_run: %s", err.message);
+    for (int i = 0; i < 3; i++)
+        tensor_free(in[i]);
+}
+
+/* The first run at some input sizes plans an arena for the outputs of the
+ * fused steps: smaller than all of them together (values of disjoint
+ * lifetimes share bytes), never sharing between values alive at one step;
+ * the runs through it give the same bytes. Other sizes get their own. */
+static void test_arena_by_lifetimes(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    mha_tensor a[2], b[2], c[2];
+    plan_run_probe(P, 0, a);
+    assert_non_null(P->arenas);
+    assert_null(P->arenas->next);
+    const plan_arena *A = P->arenas;
+    size_t all = 0, placed = 0;
+    for (size_t v = 0; v < P->g->n_values; v++)
+        if (A->offset[v] != SIZE_MAX) {
+            all += A->size[v];
+            placed++;
+            assert_true(A->offset[v] + A->size[v] <= A->bytes);
+        }
+    /* every GEMM, norm and attention output of the model */
+    assert_int_equal(placed, P->n_gemms + P->n_norms + 2);
+    assert_true(A->bytes < all);
+    plan_run_probe(P, 0, b); /* through the arena */
+    plan_run_probe(P, 0, c);
+    for (int k = 0; k < 2; k++) {
+        size_t bytes = (size_t)mha_tensor_numel(&a[k]) * sizeof(float);
+        assert_memory_equal(a[k].data, b[k].data, bytes);
+        assert_memory_equal(a[k].data, c[k].data, bytes);
+        free(a[k].data);
+        free(b[k].data);
+        free(c[k].data);
+    }
+    plan_run_probe(P, 1, a); /* the other probe's sizes: a layout of its own */
+    assert_non_null(P->arenas->next);
+    for (int k = 0; k < 2; k++)
+        free(a[k].data);
+    plan_free(P);
+}
+
 static void test_output_shapes_follow_inputs(void **state) {
     (void)state;
     plan *P = build(BERT, 1);
@@ -551,6 +608,7 @@ int main(void) {
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_release_weights),
         cmocka_unit_test(test_gemm_weights_released_after_packing),
+        cmocka_unit_test(test_arena_by_lifetimes),
         cmocka_unit_test(test_output_shapes_follow_inputs),
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),

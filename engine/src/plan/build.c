@@ -45,6 +45,11 @@ void plan_uses_free(const mha_alloc_ctx *a, plan_uses *u) {
 void plan_free(plan *P) {
     if (!P) return;
     mha_alloc_ctx a = P->alloc;
+    for (plan_arena *A = P->arenas, *next; A; A = next) {
+        next = A->next;
+        plan_arena_free(P, A);
+    }
+    pthread_mutex_destroy(&P->arena_lock);
     for (size_t i = 0; i < P->n_layers; i++) {
         layer_clear(&a, &P->layers[i].L);
         mha_free(&a, P->layers[i].in_values);
@@ -377,6 +382,12 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, pl
         return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     }
     P->alloc = *a;
+    if (pthread_mutex_init(&P->arena_lock, NULL) != 0) {
+        mha_free(a, P);
+        ir_free(*gp);
+        *gp = NULL;
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: cannot create a mutex");
+    }
     P->g = *gp;
     *gp = NULL;
     const ir_graph *g = P->g;

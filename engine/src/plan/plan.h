@@ -10,6 +10,8 @@
 #ifndef MHA_PLAN_H
 #define MHA_PLAN_H
 
+#include <pthread.h>
+
 #include "interp.h"
 #include "layer.h"
 
@@ -132,8 +134,21 @@ typedef struct plan_dim_rule {
 /* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */
 #define PLAN_MAX_SYMS 4
 
+/* Where the outputs of fused steps go in a run's arena, for one set of
+ * input sizes (arena.c). */
+typedef struct plan_arena {
+    int64_t key[PLAN_MAX_SYMS]; /* the size of each symbolic axis, -1 unused */
+    size_t *offset;             /* [n_values]: byte offset, SIZE_MAX: not in the arena */
+    size_t *size;               /* [n_values]: bytes recorded */
+    size_t bytes;               /* the arena's size */
+    struct plan_arena *next;
+} plan_arena;
+
 typedef struct plan {
     mha_alloc_ctx alloc;
+    /* the one mutable part: arena layouts by input sizes, under the lock */
+    pthread_mutex_t arena_lock;
+    plan_arena *arenas;
     ir_graph *g;     /* owned: nodes of interpreted steps, initializers */
     tensor **consts; /* [n_values]: folded constants (owned), NULL elsewhere */
     plan_layer *layers;
