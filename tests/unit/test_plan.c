@@ -191,22 +191,32 @@ static void test_norm_steps(void **state) {
     for (size_t s = 0; s < P->n_steps; s++)
         steps += P->steps[s].kind == PLAN_STEP_NORM;
     assert_int_equal(steps, 5);
+    size_t with_residual = 0;
     for (size_t i = 0; i < P->n_norms; i++) {
         const plan_norm *nm = &P->norms[i];
         assert_int_equal(nm->D, 64);
         assert_non_null(nm->gamma);
         assert_non_null(nm->beta);
         assert_float_equal(nm->eps, 1e-12, 1e-15);
-        assert_int_equal(nm->n_nodes, 9); /* 2 ReduceMean, Sub, Pow, Add, Sqrt, Div, Mul, Add */
+        /* 2 ReduceMean, Sub, Pow, Add, Sqrt, Div, Mul, Add; and the residual Add
+         * before it (the embeddings' sum, each attention layer's x + attn(x)) */
+        assert_int_equal(nm->n_nodes, nm->res_value >= 0 ? 10 : 9);
+        assert_int_equal(nm->n_reads, nm->res_value >= 0 ? 2 : 1);
+        with_residual += nm->res_value >= 0;
     }
+    assert_int_equal(with_residual, 3);
     plan_norm one = P->norms[0];
+    one.res_value = -1;
     {
-        /* the LayerNormalization op (opset 17): one node a step */
+        /* the LayerNormalization op (opset 17): one node a step, two with the
+         * residual Add */
         plan *Q = build_n("minilm_postln_l3_d48_h6", 1, 3);
         assert_int_equal(Q->n_norms, 7);
         for (size_t i = 0; i < Q->n_norms; i++) {
-            assert_int_equal(Q->norms[i].n_nodes, 1);
-            assert_string_equal(Q->g->nodes[Q->norms[i].nodes[0]].op_type, "LayerNormalization");
+            const plan_norm *nm = &Q->norms[i];
+            assert_int_equal(nm->n_nodes, nm->res_value >= 0 ? 2 : 1);
+            assert_string_equal(Q->g->nodes[nm->nodes[nm->n_nodes - 1]].op_type,
+                                "LayerNormalization");
             assert_int_equal(Q->norms[i].D, 48);
         }
         plan_free(Q);
@@ -221,7 +231,7 @@ static void test_norm_steps(void **state) {
     tu_fill_random(x, 128, 3);
     for (int i = 0; i < 64; i++)
         x[64 + i] = 7.0f; /* a constant row: all beta */
-    plan_norm_rows(&one, x, y, 2);
+    plan_norm_rows(&one, x, NULL, y, 2);
     double mean = 0.0, sq = 0.0;
     for (int i = 0; i < 64; i++) {
         mean += y[i];

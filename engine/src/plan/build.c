@@ -247,11 +247,11 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
         const plan_step *st = &P->steps[s];
         size_t n = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].L.n_inputs
                    : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].n_reads
-                   : st->kind == PLAN_STEP_NORM    ? 1
+                   : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].n_reads
                                                    : g->nodes[st->index].n_inputs;
         const int *r = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].in_values
                        : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].reads
-                       : st->kind == PLAN_STEP_NORM    ? &P->norms[st->index].in_value
+                       : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].reads
                                                        : g->nodes[st->index].inputs;
         for (size_t k = 0; k < n; k++)
             if (r[k] >= 0) P->last_step[r[k]] = (int)s;

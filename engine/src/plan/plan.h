@@ -101,10 +101,14 @@ typedef struct plan_gemm {
     uint64_t w_hash; /* W released (NULL): a hash of its bytes (release.c) */
 } plan_gemm;
 
-/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis. */
-#define PLAN_NORM_MAX_NODES 10
+/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis,
+ * x = in_value [+ res_value] (the residual Add before a post-LN norm). */
+#define PLAN_NORM_MAX_NODES 11
 typedef struct plan_norm {
     int in_value, out_value;
+    int res_value; /* -1: none */
+    int reads[2];  /* in_value, res_value: what the step reads */
+    size_t n_reads;
     int64_t D;
     float eps;
     const float *gamma, *beta;      /* [D] or NULL */

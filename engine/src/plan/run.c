@@ -167,10 +167,16 @@ static mha_status run_norm(const plan *P, size_t i, tensor **values, const plan_
     if (!x || x->dtype != MHA_DTYPE_FLOAT32 || x->rank < 1 || x->dims[x->rank - 1] != nm->D)
         return mha_fail(err, MHA_ERR_SHAPE, "plan: norm step %zu: input is not float32 [..., %lld]",
                         i, (long long)nm->D);
+    const tensor *res = nm->res_value >= 0 ? values[nm->res_value] : NULL;
+    if (nm->res_value >= 0 && (!res || res->dtype != MHA_DTYPE_FLOAT32 || res->rank != x->rank ||
+                               memcmp(res->dims, x->dims, sizeof(int64_t) * (size_t)x->rank)))
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "plan: norm step %zu: the residual is not of the input's shape", i);
     tensor *y = NULL;
     mha_status st = run_output(P, ar, nm->out_value, x->rank, x->dims, &y, err);
     if (st != MHA_OK) return st;
-    plan_norm_rows(nm, x->data, y->data, nm->D > 0 ? tensor_numel(x) / nm->D : 0);
+    plan_norm_rows(nm, x->data, res ? res->data : NULL, y->data,
+                   nm->D > 0 ? tensor_numel(x) / nm->D : 0);
     values[nm->out_value] = y;
     return MHA_OK;
 }
@@ -178,8 +184,8 @@ static mha_status run_norm(const plan *P, size_t i, tensor **values, const plan_
 /* The values step s reads: the node's inputs, or the layer's. */
 static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     if (s->kind == PLAN_STEP_NORM) {
-        *n = 1;
-        return &P->norms[s->index].in_value;
+        *n = P->norms[s->index].n_reads;
+        return P->norms[s->index].reads;
     }
     if (s->kind == PLAN_STEP_GEMM) {
         *n = P->gemms[s->index].n_reads;
