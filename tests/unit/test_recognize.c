@@ -492,7 +492,8 @@ static void test_refusals(void **state) {
         {"rotary_q_only", "'q_rot_add'", "only one of Q and K is rotated"},
         /* fractional m would count fractional positions (and once crashed) */
         {"alibi_counted_float", "'ac_fill'", "changes the scores"},
-        {"kv_cache_concat", "'k_cache_concat'", "cache input ('past_k')"},
+        {"kv_cache_concat", "'k_cache_concat'", "cache input ('past_k'), but the V path"},
+        {"kv_cache_after", "'k_cache_concat'", "appends the cache input after the new rows"},
         {"residual_block", "'residual_add'", "residual connection"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -577,7 +578,7 @@ static void test_broadcast_positions_probe_batch(void **state) {
     recognise_ok("families", "llama_posids_bcast_op15", &L, NULL);
     assert_int_equal(L.inputs[2].role, MHA_ROLE_POSITION_IDS);
     assert_int_equal(L.inputs[2].dims[0], 1);
-    rz_sizes sz = {2, 3, 5};
+    rz_sizes sz = {2, 3, 5, 0};
     int64_t dims[3][MHA_MAX_RANK];
     mha_error err;
     assert_int_equal(rz_probe_dims(&L, 1, &sz, dims, &err), MHA_OK);
