@@ -579,25 +579,29 @@ class LlamaCachedAttention(LlamaAttention):
     d]); the causal mask is finfo.min where key index > cache position, the
     padding mask covers past and new keys; the present K/V are outputs."""
 
-    def rotated_heads(self, hidden_states, positions_of):
+    def rotated_heads(self, hidden_states, positions_of, position_ids=None):
         """Q, K, V heads [B, H or KV, q, d] with Q and K rotated at the
-        positions positions_of(q_len) [q] (computed after the projections)."""
+        positions positions_of(q_len) [q] (computed after the projections),
+        or at the caller's position_ids [B, q] when given."""
         bsz, q_len, _ = hidden_states.size()
         q = self.q_proj(hidden_states).view(bsz, q_len, self.heads, self.d_head).transpose(1, 2)
         k = self.k_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
         v = self.v_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
         positions = positions_of(q_len)
-        cos, sin = self.rotary(v, positions.unsqueeze(0).expand(bsz, -1))
+        if position_ids is None:
+            position_ids = positions.unsqueeze(0).expand(bsz, -1)
+        cos, sin = self.rotary(v, position_ids)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         q = (q * cos) + (rotate_half(q) * sin)
         k = (k * cos) + (rotate_half(k) * sin)
         return q, k, v, positions
 
-    def forward(self, hidden_states, past_key, past_value, attention_mask):
+    def forward(self, hidden_states, past_key, past_value, attention_mask, position_ids=None):
         bsz, q_len, _ = hidden_states.size()
         past_len = past_key.shape[2]
         q, k, v, cache_position = self.rotated_heads(
-            hidden_states, lambda n: torch.arange(past_len, past_len + n, dtype=torch.long))
+            hidden_states, lambda n: torch.arange(past_len, past_len + n, dtype=torch.long),
+            position_ids)
         k = torch.cat([past_key, k], dim=-2)
         v = torch.cat([past_value, v], dim=-2)
         present_key, present_value = k, v
@@ -1834,6 +1838,23 @@ def round_three_cases():
     export_torch("deit_tokens_op16", module, datasets, ["patches"], ["output"],
                  {"patches": {0: "batch", 1: "patches"}, "output": {0: "batch", 1: "tokens"}},
                  16)
+    # a decoding step with a KV cache whose RoPE positions are an input:
+    # left padding shifts them per row (cumsum of the mask - 1)
+    module = randomize(LlamaCachedAttention(64, 8, 2), 700)
+    g = torch.Generator().manual_seed(701)
+    datasets = []
+    for batch, past, q_len, pads in ((2, 5, 3, [0, 2]), (3, 7, 1, [0, 3, 6])):
+        mask = torch.ones(batch, past + q_len, dtype=torch.int64)
+        for b, pad in enumerate(pads):
+            mask[b, :pad] = 0
+        datasets.append((torch.randn(batch, q_len, 64, generator=g),
+                         torch.randn(batch, 2, past, 8, generator=g) * 1.5,
+                         torch.randn(batch, 2, past, 8, generator=g), mask,
+                         (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]))
+    export_torch("llama_kvcache_posids_op17", module, datasets,
+                 ["hidden_states", "past_key", "past_value", "attention_mask", "position_ids"],
+                 ["output", "present_key", "present_value"],
+                 dict(CACHED_AXES, position_ids=seq_axes), 17)
     # refused today (REFUSED says why): ALiBi and the mask as inputs, and
     # separate key and value inputs
     module = randomize(BloomAlibiInput(32, 4), 600)
