@@ -1734,6 +1734,48 @@ class BloomAlibiInput(BloomAttention):
         return self.attend(hidden_states, lambda: alibi, lambda q_length: causal_mask)
 
 
+class T5CrossAttention(T5Attention):
+    """T5's EncDecAttention: no relative bias (a zero position_bias), the
+    encoder's extended padding mask added to it, no 1/sqrt(d)."""
+
+    def forward(self, hidden_states, key_value_states, mask):
+        b, q_len = hidden_states.shape[:2]
+
+        def shape(t):
+            return t.view(b, -1, self.heads, self.d_head).transpose(1, 2)
+
+        q = shape(self.q(hidden_states))
+        k, v = shape(self.k(key_value_states)), shape(self.v(key_value_states))
+        scores = torch.matmul(q, k.transpose(3, 2))
+        position_bias = torch.zeros((1, self.heads, q_len, k.shape[2]), dtype=scores.dtype)
+        ext = mask[:, None, None, :].to(dtype=scores.dtype)
+        scores += position_bias + (1.0 - ext) * torch.finfo(scores.dtype).min
+        w = nn.functional.softmax(scores.float(), dim=-1).type_as(scores)
+        out = torch.matmul(w, v).transpose(1, 2).contiguous()
+        return self.o(out.view(b, -1, self.heads * self.d_head))
+
+
+class GPT2CrossAttention(GPT2Attention):
+    """GPT-2 with add_cross_attention: q_attn on the decoder states, c_attn
+    [D, 2D] split into K and V on the encoder states, the encoder's extended
+    padding mask; no causal mask."""
+
+    def __init__(self, d_model, heads):
+        super().__init__(d_model, heads)
+        self.c_attn = Conv1D(2 * d_model, d_model)
+        self.q_attn = Conv1D(d_model, d_model)
+
+    def forward(self, hidden_states, encoder_hidden_states, encoder_attention_mask):
+        query = self._split_heads(self.q_attn(hidden_states))
+        key, value = self.c_attn(encoder_hidden_states).split(self.split_size, dim=2)
+        key, value = self._split_heads(key), self._split_heads(value)
+        m = encoder_attention_mask[:, None, None, :].to(hidden_states.dtype)
+        m = (1.0 - m) * torch.finfo(hidden_states.dtype).min
+        w = torch.matmul(query, key.transpose(-1, -2)) / torch.full([], value.size(-1) ** 0.5)
+        w = nn.functional.softmax(w + m, dim=-1)
+        return self.c_proj(self._merge_heads(torch.matmul(w, value)))
+
+
 class TorchMHASeparateKV(nn.Module):
     """nn.MultiheadAttention given different key and value tensors (DETR's
     decoder: keys are the memory plus positions, values the memory)."""
@@ -1855,6 +1897,19 @@ def round_three_cases():
                  ["hidden_states", "past_key", "past_value", "attention_mask", "position_ids"],
                  ["output", "present_key", "present_value"],
                  dict(CACHED_AXES, position_ids=seq_axes), 17)
+    # cross-attention of T5 and GPT-2 on encoder states with their padding
+    cross = {"hidden_states": {0: "batch", 1: "tgt"},
+             "encoder_hidden_states": {0: "batch", 1: "src"},
+             "encoder_attention_mask": {0: "batch", 1: "src"}, "output": {0: "batch", 1: "tgt"}}
+    for name, module, seed, opset in (("t5_cross", T5CrossAttention(32, 4, 8, True), 800, 16),
+                                      ("gpt2_cross", GPT2CrossAttention(32, 4), 900, 15)):
+        randomize(module, seed)
+        datasets = [(x_input(seed + 1 + k, batch, t, 32), x_input(seed + 3 + k, batch, s, 32),
+                     padding_mask(batch, s, lens))
+                    for k, (batch, t, s, lens) in enumerate(((2, 4, 7, [7, 5]),
+                                                             (3, 3, 9, [9, 6, 2])))]
+        export_torch(f"{name}_op{opset}", module, datasets, list(cross)[:3], ["output"], cross,
+                     opset)
     # refused today (REFUSED says why): ALiBi and the mask as inputs, and
     # separate key and value inputs
     module = randomize(BloomAlibiInput(32, 4), 600)
