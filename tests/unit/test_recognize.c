@@ -702,6 +702,34 @@ static ir_graph *recognize_model(const char *name, layer *L) {
     return g;
 }
 
+/* An ONNX Attention node between projections with its own KV cache
+ * (issue 14): past / present roles, a projected layer with a cache, and
+ * verified against the graph at a past of 2 and an empty one. */
+static void test_attention_node_cache(void **state) {
+    (void)state;
+    layer L;
+    mha_error err;
+    mha_error_clear(&err);
+    ir_graph *g = recognize_model("attention_past", &L);
+    static const mha_io_role in_roles[4] = {MHA_ROLE_QUERY, MHA_ROLE_ATTN_MASK, MHA_ROLE_PAST_KEY,
+                                            MHA_ROLE_PAST_VALUE};
+    static const mha_io_role out_roles[3] = {MHA_ROLE_OUTPUT, MHA_ROLE_PRESENT_KEY,
+                                             MHA_ROLE_PRESENT_VALUE};
+    assert_int_equal(L.n_inputs, 4);
+    assert_int_equal(L.n_outputs, 3);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(L.inputs[i].role, in_roles[i]);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(L.outputs[i].role, out_roles[i]);
+    assert_true(layer_has_cache(&L));
+    assert_int_equal(L.causal, 1);
+    assert_int_equal(L.kv_heads, 2);
+    if (layer_verify(&g_alloc, g, &L, &err) != MHA_OK)
+        fail_msg("attention_past: verify: %s", err.message);
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
+}
+
 /* An attention mask and a key padding mask on one layer, each read by its
  * own polarity (True = hidden in both, as nn.MultiheadAttention). */
 static void test_two_masks(void **state) {
@@ -1118,6 +1146,7 @@ int main(void) {
         cmocka_unit_test(test_broadcast_positions_probe_batch),
         cmocka_unit_test(test_unusual_plumbing),
         cmocka_unit_test(test_two_masks),
+        cmocka_unit_test(test_attention_node_cache),
         cmocka_unit_test(test_fully_masked_row),
         cmocka_unit_test(test_verify_catches_corruption),
         cmocka_unit_test(test_allocation_failures),

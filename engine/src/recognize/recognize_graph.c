@@ -661,6 +661,16 @@ mha_status rz_parse_attention_core(rz_ctx *z, int node) {
                             rz_node_desc(z, node, d, sizeof d), mv->name);
         c->mask_input = m;
     }
+    /* a KV cache: the node concatenates its past_key / past_value graph
+     * inputs (rz_check_attention_features) before the new K / V itself */
+    for (int side = 0; side < 2 && rz_is_op(n, "Attention"); side++) {
+        const int past = ir_node_input(n, (size_t)(4 + side));
+        if (past < 0) continue;
+        c->cache_on[side] = 1;
+        c->cache_node[side] = node;
+        c->past_v[side] = past;
+        c->present_v[side] = n->n_outputs > (size_t)(1 + side) ? n->outputs[1 + side] : -1;
+    }
     return rz_parse_operands(z);
 }
 
