@@ -392,7 +392,11 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     if (!used) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
     used[c->qp.x_input] = 1;
     L->inputs[c->qp.x_input].role = MHA_ROLE_QUERY;
-    if (c->kp.x_input != c->qp.x_input) {
+    if (c->kp.given) { /* K and V in head layout, no projection */
+        used[c->kp.x_input] = used[c->vp.x_input] = 1;
+        L->inputs[c->kp.x_input].role = MHA_ROLE_K;
+        L->inputs[c->vp.x_input].role = MHA_ROLE_V;
+    } else if (c->kp.x_input != c->qp.x_input) {
         used[c->kp.x_input] = 1;
         L->inputs[c->kp.x_input].role = MHA_ROLE_KEY_VALUE;
     }
@@ -432,6 +436,7 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
                 L->inputs[i].role =
                     L->inputs[i].rank == 2 ? MHA_ROLE_KEY_PADDING_MASK : MHA_ROLE_ATTN_MASK;
             }
+    if (st == MHA_OK) st = rz_rotary_roles(z, L, used);
     for (size_t i = 0; i < g->n_inputs && st == MHA_OK; i++)
         if (!used[i])
             st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
@@ -707,6 +712,23 @@ static mha_status rz_check_ms_features(rz_ctx *z, int node) {
 }
 
 mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err) {
+    if (!g || !out)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "layer_recognize: NULL argument");
+    mha_status st = rz_recognize_once(a, g, out, err);
+    if (st == MHA_OK || st == MHA_ERR_NO_MEMORY || st == MHA_ERR_INVALID_ARGUMENT) return st;
+    /* maybe [S, B, D] inputs (recognize_seqfirst.c; probing them as [B, S,
+     * D] may also fail to run the graph); else the first refusal */
+    mha_error again;
+    mha_error_clear(&again);
+    if (rz_recognize_seq_first(a, g, out, &again) == MHA_OK) {
+        if (err) mha_error_clear(err);
+        return MHA_OK;
+    }
+    return st;
+}
+
+mha_status rz_recognize_once(const mha_alloc_ctx *a, const ir_graph *g, layer *out,
+                             mha_error *err) {
     if (!g || !out)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "layer_recognize: NULL argument");
     memset(out, 0, sizeof *out);
