@@ -31,16 +31,22 @@ static int rz_is_float_type(mha_dtype dt) {
     return dt == MHA_DTYPE_FLOAT32 || dt == MHA_DTYPE_FLOAT16 || dt == MHA_DTYPE_BFLOAT16;
 }
 
+static int rz_graph_input_index(const rz_ctx *z, int v);
+
 /* Features of Attention. A bare node (Q, K, V graph inputs) serves all of
  * them; a node between projections serves the float32 layer without KV
  * cache, lengths or extra outputs (refused by name). */
 static mha_status rz_check_attention_features(rz_ctx *z, int node, int bare) {
     const ir_node *n = &z->g->nodes[node];
     if (!bare) {
-        if (ir_node_input(n, 4) >= 0 || ir_node_input(n, 5) >= 0)
+        /* a KV cache between projections: past_key and past_value graph
+         * inputs, present_key / present_value outputs (recognize_graph.c) */
+        const int pk = ir_node_input(n, 4), pv = ir_node_input(n, 5);
+        const int past_inputs = pk >= 0 && pv >= 0 && rz_graph_input_index(z, pk) >= 0 &&
+                                rz_graph_input_index(z, pv) >= 0 && pk != pv;
+        if ((pk >= 0 || pv >= 0) && !past_inputs)
             return rz_refuse(z, node,
-                             " inputs (KV cache) between projections are not supported; "
-                             "a bare Attention node serves them",
+                             " between projections must be two graph inputs given together",
                              "past_key / past_value");
         if (ir_node_input(n, 6) >= 0)
             return rz_refuse(z, node,
@@ -54,10 +60,11 @@ static mha_status rz_check_attention_features(rz_ctx *z, int node, int bare) {
                                  " output between projections is not supported; a bare "
                                  "Attention node serves it",
                                  "qk_matmul_output");
-            return rz_refuse(z, node,
-                             " outputs (KV cache) between projections are not supported; a "
-                             "bare Attention node serves them",
-                             "present_key / present_value");
+            if (!past_inputs)
+                return rz_refuse(z, node,
+                                 " outputs between projections need past_key / past_value "
+                                 "inputs",
+                                 "present_key / present_value");
         }
     }
     for (size_t i = 0; i < n->n_attrs; i++) {
@@ -355,10 +362,10 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     char d[160];
     const int weights = c->kind == RZ_CORE_SOFTMAX && c->weights_out >= 0;
     const int cache = c->cache_on[0] && c->cache_on[1];
-    if (cache && (c->kind != RZ_CORE_SOFTMAX || weights || c->qp.x_input != c->kp.x_input))
+    if (cache && (weights || c->qp.x_input != c->kp.x_input))
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "%s: a KV cache ('%s', '%s') is served on self-attention around a "
-                        "Softmax, without an attention weights output",
+                        "%s: a KV cache ('%s', '%s') is served on self-attention, without an "
+                        "attention weights output",
                         rz_node_desc(z, c->cache_node[0], d, sizeof d),
                         g->values[c->past_v[0]].name, g->values[c->past_v[1]].name);
     /* present_key / present_value: the cache Concats' outputs (or copies) */
@@ -673,15 +680,23 @@ static mha_status rz_check_ms_features(rz_ctx *z, int node) {
     if (is_mha) {
         static const char *const names[] = {"bias", "key_padding_mask", "attention_bias",
                                             "past_key", "past_value"};
+        /* a KV cache: past_key / past_value graph inputs together
+         * (recognize_graph.c), present_key / present_value outputs */
+        const int pk = ir_node_input(n, 6), pv = ir_node_input(n, 7);
+        const int past_inputs = pk >= 0 && pv >= 0 && rz_graph_input_index(z, pk) >= 0 &&
+                                rz_graph_input_index(z, pv) >= 0 && pk != pv;
         for (size_t k = 3; k < n->n_inputs; k++)
-            if (n->inputs[k] >= 0)
+            if (n->inputs[k] >= 0 && !(past_inputs && k >= 6 && k <= 7))
                 return rz_refuse(z, node,
-                                 " input is not supported (MatMul + Add projections "
-                                 "around query, key, value are)",
-                                 k - 3 < 5 ? names[k - 3] : "optional");
+                                 k >= 6 ? " inputs must be two graph inputs given together"
+                                        : " input is not supported (MatMul + Add projections "
+                                          "around query, key, value are)",
+                                 k >= 6      ? "past_key / past_value"
+                                 : k - 3 < 5 ? names[k - 3]
+                                             : "optional");
         for (size_t k = 1; k < n->n_outputs; k++)
-            if (n->outputs[k] >= 0)
-                return rz_refuse(z, node, " outputs are not supported",
+            if (n->outputs[k] >= 0 && !(past_inputs && k <= 2))
+                return rz_refuse(z, node, " outputs need past_key / past_value inputs",
                                  "present_key / present_value");
     } else {
         static const char *const names[] = {"past", "attention_bias", "past_sequence_length"};

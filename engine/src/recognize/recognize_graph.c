@@ -661,6 +661,18 @@ mha_status rz_parse_attention_core(rz_ctx *z, int node) {
                             rz_node_desc(z, node, d, sizeof d), mv->name);
         c->mask_input = m;
     }
+    /* a KV cache: the node concatenates its past_key / past_value graph
+     * inputs (checked by recognize.c) before the new K / V itself: inputs 4
+     * and 5 of Attention, 6 and 7 of com.microsoft MultiHeadAttention */
+    const int ms = strcmp(n->domain, "com.microsoft") == 0;
+    for (int side = 0; side < 2; side++) {
+        const int past = ir_node_input(n, (size_t)((ms ? 6 : 4) + side));
+        if (past < 0) continue;
+        c->cache_on[side] = 1;
+        c->cache_node[side] = node;
+        c->past_v[side] = past;
+        c->present_v[side] = n->n_outputs > (size_t)(1 + side) ? n->outputs[1 + side] : -1;
+    }
     return rz_parse_operands(z);
 }
 

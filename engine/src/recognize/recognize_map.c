@@ -1185,15 +1185,18 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
     mha_status st = c->kind == RZ_CORE_SOFTMAX
                         ? rz_softmax_views(z, &vs)
                         : rz_attention_views(z, &vs, &att_hq, &att_hkv, &att_rank);
+    /* a cache Concat on the K / V chains (a Softmax core): the operands'
+     * first rows are the past's; an Attention node appends them itself */
     const int cache = c->cache_on[0] && c->cache_on[1];
+    const int in_chain = cache && c->kind == RZ_CORE_SOFTMAX;
     if (st == MHA_OK) st = rz_trace_side(z, &c->qp, &c->qchain, &vs.q, "Q", -1, &q);
-    if (st == MHA_OK) st = rz_trace_side(z, &c->kp, &c->kchain, &vs.k, "K", cache ? 0 : -1, &k);
-    if (st == MHA_OK) st = rz_trace_side(z, &c->vp, &c->vchain, &vs.v, "V", cache ? 1 : -1, &v);
+    if (st == MHA_OK) st = rz_trace_side(z, &c->kp, &c->kchain, &vs.k, "K", in_chain ? 0 : -1, &k);
+    if (st == MHA_OK) st = rz_trace_side(z, &c->vp, &c->vchain, &vs.v, "V", in_chain ? 1 : -1, &v);
     if (st == MHA_OK) st = rz_trace_output(z, &vs.o, q.bat, &o);
     if (st == MHA_OK) st = rz_assemble_heads(z, vs.q.n_slots, &q, &k, &v, &o, vs.dh, vs.dv, &H);
     /* the cache's heads in the layer's kv head order: slot n reads head
      * head_of[n] / (Hq / Hkv) of the past */
-    for (int64_t n = 0; st == MHA_OK && cache && n < vs.q.n_slots; n++) {
+    for (int64_t n = 0; st == MHA_OK && in_chain && n < vs.q.n_slots; n++) {
         const int64_t g = H.head_of[n] / (H.hq / H.hkv);
         if (k.past_head[n] != g || v.past_head[n] != g)
             st = rz_unsupported(z,
@@ -1201,8 +1204,13 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
                                 "must be in the layer's head order)",
                                 (long long)g, (long long)k.past_head[n]);
     }
-    if (st == MHA_OK && cache && v.factor != 1.0)
+    /* a factor after the cache Concat scales the cached values too (not
+     * a V weight); one before an Attention node's own cache scales only the
+     * new keys (not the scale) */
+    if (st == MHA_OK && in_chain && v.factor != 1.0)
         st = rz_unsupported(z, "a factor on V is applied to the cached values too");
+    if (st == MHA_OK && cache && !in_chain && k.factor != 1.0)
+        st = rz_unsupported(z, "a factor on K before the cache is not applied to the cached keys");
     if (st != MHA_OK) goto done;
 
     L->has_proj = 1;
