@@ -1515,14 +1515,19 @@ class GPTNeoXPositionIds(GPTNeoXAttention):
     indexes the cos / sin caches (rotary on half of each head's dims)."""
 
     def forward(self, hidden_states, attention_mask, position_ids):
+        return self.attend(hidden_states, attention_mask,
+                           lambda: (self.rotary_emb.cos_cached[position_ids].unsqueeze(1),
+                                    self.rotary_emb.sin_cached[position_ids].unsqueeze(1)))
+
+    def attend(self, hidden_states, attention_mask, tables):
+        """From the projection on; tables() gives cos, sin [B, 1, S, r]."""
         qkv = self.query_key_value(hidden_states)
         qkv = qkv.view(qkv.size()[:-1] + (self.heads, 3 * self.d_head))
         query = qkv[..., : self.d_head].permute(0, 2, 1, 3)
         key = qkv[..., self.d_head : 2 * self.d_head].permute(0, 2, 1, 3)
         value = qkv[..., 2 * self.d_head :].permute(0, 2, 1, 3)
         r = self.rotary_ndims
-        cos = self.rotary_emb.cos_cached[position_ids].unsqueeze(1)
-        sin = self.rotary_emb.sin_cached[position_ids].unsqueeze(1)
+        cos, sin = tables()
         query = torch.cat((query[..., :r] * cos + rotate_half(query[..., :r]) * sin,
                            query[..., r:]), dim=-1)
         key = torch.cat((key[..., :r] * cos + rotate_half(key[..., :r]) * sin, key[..., r:]),
@@ -1632,6 +1637,14 @@ class DeiTTokens(ViTAttention):
         x = torch.cat((self.cls_token.expand(batch, -1, -1),
                        self.dist_token.expand(batch, -1, -1), x), dim=1)
         return super().forward(x + self.pos_embed[:, : x.shape[1]])
+
+
+class GPTNeoXCosSinInputs(GPTNeoXPositionIds):
+    """GPT-NeoX given its cos / sin [B, 1, S, rotary_dim] by the caller
+    (already unsqueezed for the heads), rotary on half of each head."""
+
+    def forward(self, hidden_states, attention_mask, cos, sin):
+        return self.attend(hidden_states, attention_mask, lambda: (cos, sin))
 
 
 class GPTJPositionIds(GPTJAttention):
@@ -1841,6 +1854,19 @@ def round_three_cases():
     self_case("mpt_alibi_h6", MPTAttention(48, 6), 141, 48, 7, [7, 5], torch.int64, (16,))
     # the cached cross-attention at another opset
     crosscache_case("whisper_crosscache_op17", 48, 6, 143, ((2, 3, 7), (3, 1, 10)), 17)
+    module = randomize(GPTNeoXCosSinInputs(64, 4, 0.5, max_positions=24), 1000)
+    datasets = []
+    for k, (batch, seq, lens, starts) in enumerate(((2, 6, [6, 4], [0, 5]),
+                                                    (3, 8, [8, 5, 3], [2, 0, 9]))):
+        pos = offset_positions(batch, seq, starts)
+        datasets.append((x_input(1001 + k, batch, seq, 64), padding_mask(batch, seq, lens),
+                         module.rotary_emb.cos_cached[pos].unsqueeze(1),
+                         module.rotary_emb.sin_cached[pos].unsqueeze(1)))
+    heads_axes = {0: "batch", 2: "seq"}
+    export_torch("gptneox_cossin4d_op16", module, datasets,
+                 ["hidden_states", "attention_mask", "cos", "sin"], ["output"],
+                 {"hidden_states": seq_axes, "attention_mask": seq_axes, "cos": heads_axes,
+                  "sin": heads_axes, "output": seq_axes}, 16)
     # position_ids [1, S], one row for the whole batch, from 3 on
     module = randomize(LlamaPositionIds(32, 4, 2), 206)
     datasets = [(x_input(207 + k, batch, seq, 32), padding_mask(batch, seq, lens),
