@@ -27,6 +27,7 @@ static int fail_msg(char *msg, size_t size, const char *fmt, ...) {
 typedef struct shape_plan {
     int64_t B, Sq, S_new, S_past, Skv; /* Skv = S_past + S_new keys in all */
     const mha_model_info *info;
+    int whole; /* a whole model (a plan): masks are [B, S] */
 } shape_plan;
 
 /* Shape of input io under plan p into shape[]. Axes that carry batch or
@@ -73,7 +74,17 @@ static int plan_input_shape(const mha_io_info *io, const shape_plan *p, int64_t 
         }
         break;
     }
+    case MHA_ROLE_TOKEN_IDS: /* a whole model's ids (and segment ids) [B, S] */
+        if (r != 2) break;
+        shape[0] = p->B;
+        shape[1] = p->Sq;
+        return 0;
     case MHA_ROLE_ATTN_MASK:
+        if (p->whole && r == 2) { /* a whole model's attention_mask [B, S] */
+            shape[0] = p->B;
+            shape[1] = p->Skv;
+            return 0;
+        }
         /* [..., Sq, Skv]; leading axes broadcast (1) unless the model fixes
          * them */
         if (r < 2) break;
@@ -118,7 +129,23 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
         return fail_msg(msg, msg_size, "input '%s': out of memory for %lld elements", io->name,
                         (long long)n);
     switch (io->role) {
+    case MHA_ROLE_TOKEN_IDS: /* ids 0 and 1: inside every table (segment ids have 2 rows) */
+        for (int64_t e = 0; e < n && t->dtype == MHA_DTYPE_INT64; e++)
+            ((int64_t *)t->data)[e] = (int64_t)(cli_rng_next(&rng) & 1u);
+        for (int64_t e = 0; e < n && t->dtype == MHA_DTYPE_INT32; e++)
+            ((int32_t *)t->data)[e] = (int32_t)(cli_rng_next(&rng) & 1u);
+        if (t->dtype == MHA_DTYPE_INT64 || t->dtype == MHA_DTYPE_INT32) return 0;
+        break;
     case MHA_ROLE_ATTN_MASK:
+        if (t->dtype == MHA_DTYPE_INT64 || t->dtype == MHA_DTYPE_INT32) {
+            /* a whole model's attention_mask: 1 = attend, every token */
+            for (int64_t e = 0; e < n; e++)
+                if (t->dtype == MHA_DTYPE_INT64)
+                    ((int64_t *)t->data)[e] = 1;
+                else
+                    ((int32_t *)t->data)[e] = 1;
+            return 0;
+        }
         if (t->dtype == MHA_DTYPE_BOOL) { /* True = attend */
             unsigned char *d = t->data;
             for (int64_t e = 0; e < n; e++)
@@ -184,7 +211,8 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
     t->data = NULL;
     return fail_msg(msg, msg_size,
                     "input '%s' (%s) is %s: mha bench feeds only float32 data, "
-                    "bool or float32 masks and int32/int64 lengths",
+                    "bool or float32 masks, int32/int64 lengths, token ids and whole-model "
+                    "masks",
                     io->name, mha_io_role_name(io->role), mha_dtype_name(t->dtype));
 }
 
@@ -224,6 +252,7 @@ int bench_tensors_make(const mha_model *model, int64_t B, int64_t Sq, int64_t Sk
                         "S_kv must equal S, got S=%lld S_kv=%lld",
                         (long long)Sq, (long long)Skv);
     plan.info = &info;
+    plan.whole = strcmp(info.form, "plan") == 0;
     plan.B = B;
     plan.Sq = Sq;
     plan.Skv = Skv;
