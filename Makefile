@@ -107,3 +107,12 @@ test-fuzz: fuzz-build
 # Line and branch coverage of the parsers and validators (gcc + gcovr).
 coverage: deps
 	@./tools/coverage.sh
+
+# ---- serving (docs/SERVING.md) ----
+.PHONY: serve-table
+SERVE_REPS ?= 3
+
+# The serving targets measured again (batching on / off, clients, HTTP load
+# and overload): a markdown table on stdout; not part of `make test`.
+serve-table: build
+	@sh tools/serve_table.sh --reps $(SERVE_REPS)
