@@ -479,7 +479,10 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
  *    Bound it in time as well as in count: max_queue_ms of about half the
  *    latency target keeps the accepted requests' latency under overload
  *    (the excess is refused at once instead of waiting in line).
- *  - `mha serve MODEL` is an HTTP face on this queue. */
+ *  - Whole models over token ids (BERT-, MiniLM-, GPT-2-style exports) batch
+ *    the same way: a request gives its ids, the queue fills the masks and
+ *    the other ids and returns every output cut to the request.
+ *  - `mha serve MODEL` is an HTTP face on this queue (docs/SERVING.md). */
 
 typedef struct mha_queue mha_queue;
 typedef struct mha_request mha_request;
