@@ -1,0 +1,1567 @@
+/* exec.c -- the forward pass of an attention layer on a backend plugin,
+ * split into pool units (see exec.h for the phases).
+ *
+ * Layout of the intermediates of one chunk of nb batch items (row-major,
+ * batch-major rows r = b*S + s whatever the input layout):
+ *
+ *   self:  proj [nb*Sq, Hq*dk | Hkv*dk | Hkv*dv]   Q | K | V side by side
+ *   cross: projq [nb*Sq, Hq*dk], projkv [nb*Skv, Hkv*dk | Hkv*dv]
+ *   att   [nb*Sq, Hq*dv]                          heads side by side
+ *
+ * Q of head h is the column block [h*dk, (h+1)*dk) of its buffer: the
+ * attention kernel reads it through strides (no transposes). Inputs given
+ * sequence-first ([S, B, D]) are read through strides too: one GEMM
+ * "segment" per batch item, whose rows are B*D floats apart.
+ *
+ *   mask = one additive float view of every mask input       (once per run)
+ *   for each chunk of nb batch items (so intermediates stay bounded):
+ *     phase 1, unit = GEMM tile:  proj = X . [Wq|Wk|Wv] + b
+ *     (rotary layers) unit = (b, Q or K, row block): rotate Q and K in place
+ *     phase 2, unit = (query block, b, h), heaviest first if causal:
+ *              att[b, rows, h] = softmax(scale Q K^T + mask) V
+ *     phase 3, unit = GEMM tile:  Y = att . Wo + bo
+ * A self-parallel plugin gets each phase as one call instead. */
+#include "exec.h"
+
+#include "exec_ext.h"
+#include "registry.h"
+#include "tensor.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#define EXEC_DEFAULT_CHUNK_BYTES ((size_t)64 << 20)
+/* Preferred GEMM tile before it is split further for more threads: a few
+ * row blocks of the plugin by every column. The plugin packs a tile's A rows
+ * once per k-block and reuses them across all its columns, so splitting N
+ * costs a repack of A per column tile; M is split first, N only when M alone
+ * gives too few units (small batches). 96 rows match the row block of the
+ * avx512 and avx2 kernels (each B panel is reused by all 96 rows, halving
+ * B's traffic against 48) and still give W1's [4096 x 2304] GEMM 43 units,
+ * enough for claiming from one counter to balance two or more threads. */
+#define EXEC_GEMM_TILE_M 96
+#define EXEC_GEMM_TILE_N INT64_MAX
+/* Causal attention, when it splits queries at all, uses blocks of at least
+ * this many rows, so the heavy late rows can be spread over threads. */
+#define EXEC_CAUSAL_Q_BLOCK 64
+/* pool_scratch_take slots: a run's intermediates, its attention workspace */
+#define EXEC_SCRATCH_INTERMEDIATES 0
+#define EXEC_SCRATCH_WORKSPACE 1
+
+static int64_t exec_min(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+
+static int64_t exec_max(int64_t a, int64_t b) {
+    return a > b ? a : b;
+}
+
+static int64_t exec_ceil_div(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
+
+static int64_t exec_round_up(int64_t a, int64_t m) {
+    return exec_ceil_div(a, m) * m;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Packing                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Packs the side-by-side concatenation of n_parts weight matrices
+ * w[i] [K, cols[i]] (and their biases, NULL = zeros) as one [K, N] matrix. */
+static const char *exec_precision_name(int precision) {
+    return precision == MHA_PRECISION_FLOAT32    ? "float32"
+           : precision == MHA_PRECISION_BFLOAT16 ? "bfloat16"
+                                                 : "(unknown)";
+}
+
+/* Bytes of a packed [K, N] in `precision`: float32 through the 1.0 entry,
+ * another through the plugin's 1.3 entry (with its state). */
+static size_t exec_packed_size_prec(const mha_plugin *p, void *state, int precision, int64_t K,
+                                    int64_t N) {
+    if (precision == MHA_PRECISION_FLOAT32) return p->gemm_packed_size(K, N);
+    return p->gemm_packed_size_prec(state, precision, K, N);
+}
+
+static int exec_pack_b_prec(const mha_plugin *p, void *state, int precision, int64_t K, int64_t N,
+                            const float *B, void *packed) {
+    if (precision == MHA_PRECISION_FLOAT32) {
+        p->gemm_pack_b(K, N, B, N, packed);
+        return 0;
+    }
+    return p->gemm_pack_b_prec(state, precision, K, N, B, N, packed);
+}
+
+mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t K, int n_parts,
+                           const float *const *w, const int64_t *cols, const float *const *bias,
+                           const char *what, exec_gemm_weights *out, mha_error *err) {
+    return exec_pack_parts_prec(a, p, NULL, MHA_PRECISION_FLOAT32, K, n_parts, w, cols, bias, what,
+                                out, err);
+}
+
+mha_status exec_pack_parts_prec(const mha_alloc_ctx *a, const mha_plugin *p, void *state,
+                                int precision, int64_t K, int n_parts, const float *const *w,
+                                const int64_t *cols, const float *const *bias, const char *what,
+                                exec_gemm_weights *out, mha_error *err) {
+    int64_t N = 0;
+    int any_bias = 0;
+    for (int i = 0; i < n_parts; i++) {
+        if (!w[i] || cols[i] < 0)
+            return mha_fail(err, MHA_ERR_INTERNAL, "packing %s: weight part %d missing", what, i);
+        N += cols[i];
+        any_bias |= bias[i] != NULL;
+    }
+    if (K < 0) return mha_fail(err, MHA_ERR_INTERNAL, "packing %s: K = %lld", what, (long long)K);
+    out->K = K;
+    out->N = N;
+    size_t kn;
+    if (!mha_mul_size((size_t)K, (size_t)N, &kn) || !mha_mul_size(kn, sizeof(float), &kn))
+        return mha_fail(err, MHA_ERR_LIMIT, "packing %s: %lldx%lld weights too large", what,
+                        (long long)K, (long long)N);
+    size_t packed_size = exec_packed_size_prec(p, state, precision, K, N);
+    /* bfloat16 packs 2 bytes a weight */
+    if (precision == MHA_PRECISION_BFLOAT16) kn /= 2;
+    if (packed_size == SIZE_MAX)
+        return mha_fail(err, MHA_ERR_LIMIT, "packing %s: backend '%s' cannot pack %lldx%lld", what,
+                        p->name, (long long)K, (long long)N);
+    /* the packed panels hold every weight: fewer bytes than K x N floats
+     * would let pack_b write past the buffer */
+    if (packed_size < kn)
+        return mha_fail(err, MHA_ERR_PLUGIN,
+                        "packing %s: backend '%s' reports %zu packed bytes for %lldx%lld "
+                        "weights (%zu bytes)",
+                        what, p->name, packed_size, (long long)K, (long long)N, kn);
+    out->packed = mha_malloc(a, packed_size ? packed_size : 1);
+    out->packed_bytes = packed_size;
+    if (!out->packed)
+        return mha_fail(err, MHA_ERR_NO_MEMORY,
+                        "packing %s: out of memory for the %zu bytes backend '%s' asks for", what,
+                        packed_size, p->name);
+    int rc = 0;
+    if (n_parts == 1) {
+        rc = exec_pack_b_prec(p, state, precision, K, N, w[0], out->packed);
+    } else {
+        float *cat = mha_malloc(a, (size_t)K * (size_t)N * sizeof(float));
+        if (!cat)
+            return mha_fail(err, MHA_ERR_NO_MEMORY, "packing %s: out of memory for %zu bytes", what,
+                            kn);
+        for (int64_t r = 0; r < K; r++) {
+            int64_t c0 = 0;
+            for (int i = 0; i < n_parts; i++) {
+                memcpy(cat + r * N + c0, w[i] + r * cols[i], (size_t)cols[i] * sizeof(float));
+                c0 += cols[i];
+            }
+        }
+        rc = exec_pack_b_prec(p, state, precision, K, N, cat, out->packed);
+        mha_free(a, cat);
+    }
+    if (rc != 0)
+        return mha_fail(err, MHA_ERR_PLUGIN, "packing %s: backend '%s' failed to pack %lldx%lld",
+                        what, p->name, (long long)K, (long long)N);
+    if (any_bias) {
+        out->bias = mha_calloc(a, (size_t)(N ? N : 1), sizeof(float));
+        if (!out->bias)
+            return mha_fail(err, MHA_ERR_NO_MEMORY, "packing %s: out of memory for the bias", what);
+        int64_t c0 = 0;
+        for (int i = 0; i < n_parts; i++) {
+            if (bias[i]) memcpy(out->bias + c0, bias[i], (size_t)cols[i] * sizeof(float));
+            c0 += cols[i];
+        }
+    }
+    return MHA_OK;
+}
+
+static int64_t exec_layer_dv(const layer *L) {
+    return L->d_head_v > 0 ? L->d_head_v : L->d_head;
+}
+
+static int64_t exec_layer_dout(const layer *L) {
+    return L->d_out > 0 ? L->d_out : L->d_model;
+}
+
+mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
+                             exec_packed **out, mha_error *err) {
+    return exec_pack_weights_prec(a, L, plugin, NULL, MHA_PRECISION_FLOAT32, out, err);
+}
+
+mha_status exec_pack_weights_prec(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
+                                  void *state, int precision, exec_packed **out, mha_error *err) {
+    *out = NULL;
+    if (!registry_plugin_serves(plugin, precision))
+        return mha_fail(err, MHA_ERR_BACKEND,
+                        "backend '%s' does not serve precision %s (its plugin ABI %u.%u table "
+                        "does not declare it)",
+                        plugin->name, exec_precision_name(precision), plugin->abi_major,
+                        registry_plugin_minor(plugin));
+    exec_packed *pk = mha_calloc(a, 1, sizeof *pk);
+    if (!pk) return mha_fail(err, MHA_ERR_NO_MEMORY, "packing weights: out of memory");
+    pk->plugin = plugin;
+    pk->precision = precision;
+    if (!L->has_proj) {
+        *out = pk;
+        return MHA_OK;
+    }
+    const int64_t dk = L->d_head, dv = exec_layer_dv(L);
+    const int64_t nq = L->q_heads * dk, nk = L->kv_heads * dk, nv = L->kv_heads * dv;
+    mha_status st;
+    if (!L->cross) {
+        const float *w[3] = {L->wq, L->wk, L->wv};
+        const float *b[3] = {L->bq, L->bk, L->bv};
+        const int64_t cols[3] = {nq, nk, nv};
+        pk->fused_qkv = 1;
+        st = exec_pack_parts_prec(a, plugin, state, precision, L->d_model, 3, w, cols, b,
+                                  "W_q|W_k|W_v", &pk->qkv, err);
+    } else {
+        const float *wq[1] = {L->wq}, *bq[1] = {L->bq};
+        const int64_t cq[1] = {nq};
+        st = exec_pack_parts_prec(a, plugin, state, precision, L->d_model, 1, wq, cq, bq, "W_q",
+                                  &pk->q, err);
+        if (st == MHA_OK) {
+            const float *w[2] = {L->wk, L->wv}, *b[2] = {L->bk, L->bv};
+            const int64_t cols[2] = {nk, nv};
+            st = exec_pack_parts_prec(a, plugin, state, precision, L->d_kv, 2, w, cols, b,
+                                      "W_k|W_v", &pk->kv, err);
+        }
+    }
+    if (st == MHA_OK) {
+        const float *wo[1] = {L->wo}, *bo[1] = {L->bo};
+        const int64_t co[1] = {exec_layer_dout(L)};
+        st = exec_pack_parts_prec(a, plugin, state, precision, L->q_heads * dv, 1, wo, co, bo,
+                                  "W_o", &pk->o, err);
+    }
+    if (st != MHA_OK) {
+        exec_packed_free(a, pk);
+        return st;
+    }
+    *out = pk;
+    return MHA_OK;
+}
+
+void exec_weights_free(const mha_alloc_ctx *a, exec_gemm_weights *w) {
+    mha_free(a, w->packed);
+    mha_free(a, w->bias);
+    w->packed = NULL;
+    w->bias = NULL;
+}
+
+void exec_packed_free(const mha_alloc_ctx *a, exec_packed *pk) {
+    if (!pk) return;
+    exec_weights_free(a, &pk->qkv);
+    exec_weights_free(a, &pk->q);
+    exec_weights_free(a, &pk->kv);
+    exec_weights_free(a, &pk->o);
+    mha_free(a, pk);
+}
+
+static size_t exec_weights_bytes(const exec_gemm_weights *w) {
+    if (!w->packed) return 0;
+    size_t n = w->packed_bytes;
+    if (w->bias) n += (size_t)w->N * sizeof(float);
+    return n;
+}
+
+size_t exec_packed_bytes(const exec_packed *pk) {
+    if (!pk) return 0;
+    return sizeof *pk + exec_weights_bytes(&pk->qkv) + exec_weights_bytes(&pk->q) +
+           exec_weights_bytes(&pk->kv) + exec_weights_bytes(&pk->o);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Services lent to a plugin                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Plugins may ask for alignments above the 64 bytes mha_malloc gives: every
+ * block is over-allocated and the raw pointer kept just before the aligned
+ * one, so one free() serves any alignment. */
+static void *exec_services_alloc(void *ctx, size_t size, size_t align) {
+    const exec_services *s = ctx;
+    if (align < 64) align = 64;
+    if (align > 4096 || (align & (align - 1))) return NULL;
+    size_t total;
+    if (!mha_add_size(size, align + sizeof(void *), &total)) return NULL;
+    char *raw = mha_malloc(s->alloc, total);
+    if (!raw) return NULL;
+    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + align - 1) & ~(uintptr_t)(align - 1);
+    ((void **)p)[-1] = raw;
+    return (void *)p;
+}
+
+static void exec_services_free(void *ctx, void *ptr) {
+    const exec_services *s = ctx;
+    if (ptr) mha_free(s->alloc, ((void **)ptr)[-1]);
+}
+
+static void exec_services_log(void *ctx, int level, const char *message) {
+    const exec_services *s = ctx;
+    char safe[1024]; /* a plugin's text: one line, no control characters */
+    if (s->log && level >= 0 && level <= (int)s->log_level)
+        s->log(s->log_user, (mha_log_level)level, mha_text_escape(safe, sizeof safe, message));
+}
+
+void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log, void *log_user,
+                        mha_log_level log_level, uint64_t cpu_features) {
+    memset(s, 0, sizeof *s);
+    s->alloc = a;
+    s->log = log;
+    s->log_user = log_user;
+    s->log_level = log_level;
+    s->table.struct_size = sizeof s->table;
+    s->table.ctx = s;
+    s->table.log = exec_services_log;
+    s->table.alloc = exec_services_alloc;
+    s->table.free = exec_services_free;
+    s->table.cpu_features = cpu_features;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Masks                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* A term of the mask seen as 4-D [B', H', Sq', Skv'] (each dim full or 1):
+ * a mask input, the layer's constant bias, or the sliding window. */
+typedef enum exec_mask_kind {
+    EXEC_MASK_TENSOR = 0, /* bool 0 / -inf by polarity, or float additive */
+    EXEC_MASK_VALUED,     /* key padding m -> the layer's kpm_add (any dtype) */
+    EXEC_MASK_WINDOW,     /* -inf where j < i - left_window */
+    EXEC_MASK_RELATIVE,   /* the layer's bias[h][j - i + len - 1] (T5) */
+    EXEC_MASK_CAUSAL      /* the file's finite causal term where j > i (causal_finite) */
+} exec_mask_kind;
+
+typedef struct exec_mask_view {
+    exec_mask_kind kind;
+    const mha_tensor *t;
+    int64_t dims[4];
+    int64_t strides[4];   /* elements; 0 where dims == 1 */
+    int attend_when_true; /* bool masks */
+    float hide;           /* EXEC_MASK_WINDOW: the term on a key outside the window */
+    int64_t off;          /* computed kinds: query i is at key position i + off (the past
+                             length of a KV cache) */
+} exec_mask_view;
+
+/* An attention mask right-aligned to [B, H, Sq, Skv] -- or, batch_first
+ * and 3-D, [B, Sq, Skv] as [B, 1, Sq, Skv]. */
+static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, int batch_first,
+                                int64_t heads, exec_mask_view *v) {
+    v->kind = EXEC_MASK_TENSOR;
+    v->t = t;
+    v->attend_when_true = attend_when_true;
+    if (batch_first == 2 && t->rank == 3) { /* [B*H, Sq, Skv] as [B, H, Sq, Skv] */
+        v->dims[0] = t->shape[0] / heads, v->dims[1] = heads;
+        v->dims[2] = t->shape[1], v->dims[3] = t->shape[2];
+        v->strides[3] = t->shape[2] == 1 ? 0 : 1;
+        v->strides[2] = t->shape[1] == 1 ? 0 : t->shape[2];
+        v->strides[1] = t->shape[1] * t->shape[2];
+        v->strides[0] = heads * v->strides[1];
+        return;
+    }
+    int64_t stride = 1;
+    for (int i = 3; i >= 0; i--) {
+        int src = batch_first && t->rank == 3 ? (i == 1   ? -1
+                                                 : i == 0 ? 0
+                                                          : i - 1)
+                                              : t->rank - (4 - i);
+        int64_t d = src >= 0 ? t->shape[src] : 1;
+        v->dims[i] = d;
+        v->strides[i] = d == 1 ? 0 : stride;
+        stride *= d;
+    }
+}
+
+static void exec_mask_view_padding(const mha_tensor *t, int true_means_ignore, int valued,
+                                   exec_mask_view *v) {
+    /* [B', Skv] -> [B', 1, 1, Skv] */
+    v->kind = valued ? EXEC_MASK_VALUED : EXEC_MASK_TENSOR;
+    v->t = t;
+    v->attend_when_true = !true_means_ignore;
+    v->dims[0] = t->shape[0];
+    v->dims[1] = 1;
+    v->dims[2] = 1;
+    v->dims[3] = t->shape[1];
+    v->strides[0] = t->shape[0] == 1 ? 0 : t->shape[1];
+    v->strides[1] = 0;
+    v->strides[2] = 0;
+    v->strides[3] = t->shape[1] == 1 ? 0 : 1;
+}
+
+static double exec_mask_raw(const mha_tensor *t, int64_t off) {
+    switch (t->dtype) {
+    case MHA_DTYPE_BOOL:
+        return ((const uint8_t *)t->data)[off] != 0;
+    case MHA_DTYPE_INT32:
+        return ((const int32_t *)t->data)[off];
+    case MHA_DTYPE_INT64:
+        return (double)((const int64_t *)t->data)[off];
+    default:
+        return ((const float *)t->data)[off];
+    }
+}
+
+/* The additive of view v at (head h, query i, key j), element off of its
+ * tensor. */
+static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t h,
+                             int64_t i, int64_t j) {
+    if (v->kind == EXEC_MASK_WINDOW) return j < i + v->off - L->left_window ? v->hide : 0.0f;
+    if (v->kind == EXEC_MASK_CAUSAL) return j > i + v->off ? L->causal_fill : 0.0f;
+    if (v->kind == EXEC_MASK_RELATIVE)
+        return L->bias[h * (2 * L->bias_rel_len - 1) + (j - i + L->bias_rel_len - 1)];
+    if (v->kind == EXEC_MASK_VALUED) {
+        /* the graph's own arithmetic: (1 - m) * c is c0 + (c1 - c0) * m */
+        const float *add = L->kpm_add;
+        double m = exec_mask_raw(v->t, off);
+        if (L->kpm_affine && v->t->dtype == MHA_DTYPE_FLOAT32 && isfinite(add[0]) &&
+            isfinite(add[1]))
+            return add[0] + (add[1] - add[0]) * (float)m;
+        return add[m != 0.0];
+    }
+    if (v->t->dtype == MHA_DTYPE_BOOL) {
+        int on = ((const uint8_t *)v->t->data)[off] != 0;
+        return on == v->attend_when_true ? 0.0f : -INFINITY;
+    }
+    return ((const float *)v->t->data)[off];
+}
+
+/* A view computed per element, no tensor: [1, heads, Sq, T] (T: the past
+ * keys of a KV cache, then the new ones). */
+static void exec_mask_view_computed(exec_mask_kind kind, int64_t heads, const exec_binding *bd,
+                                    exec_mask_view *v) {
+    memset(v, 0, sizeof *v);
+    v->kind = kind;
+    v->dims[0] = 1;
+    v->dims[1] = heads;
+    v->dims[2] = bd->Sq;
+    v->dims[3] = bd->T;
+    v->off = bd->P;
+}
+
+/* Whether the causal mask goes into the mask tensor this run, as the finite
+ * term the file adds (layer.h causal_finite), instead of the kernels' own
+ * -inf: only when some query row sees nothing but padding (key 0 of a batch
+ * item hidden; later rows see it too), where the two part ways. */
+static int exec_fold_causal(const layer *L, const exec_binding *bd, const exec_mask_view *kpm) {
+    if (!L->causal || !L->causal_finite || !kpm || (L->has_left_window && L->causal_finite != 2) ||
+        L->bias || bd->Sq != bd->Skv)
+        return 0;
+    for (int64_t b = 0; b < kpm->dims[0]; b++) {
+        const float v = exec_mask_value(L, kpm, b * kpm->strides[0], 0, 0, 0);
+        if (v <= -1e30f && v > -INFINITY) return 1;
+    }
+    return 0;
+}
+
+mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
+                           exec_mask *m, mha_error *err) {
+    memset(m, 0, sizeof *m);
+    exec_mask_view views[4];
+    mha_tensor bias;
+    int n = 0;
+    if (bd->attn_mask) {
+        exec_mask_view_attn(bd->attn_mask, !L->attn_bool_ignore_true, L->attn_mask_batch_first,
+                            L->q_heads, &views[n]);
+        if (L->attn_valued) views[n].kind = EXEC_MASK_VALUED;
+        n++;
+    }
+    const exec_mask_view *kpm = NULL;
+    if (bd->key_padding) {
+        exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued, &views[n]);
+        kpm = &views[n++];
+    }
+    if (exec_fold_causal(L, bd, kpm)) {
+        exec_mask_view_computed(EXEC_MASK_CAUSAL, 1, bd, &views[n++]);
+        m->causal_folded = 1;
+    }
+    if (L->bias && L->bias_rel_len > 0) {
+        /* [1, heads, Sq, Skv] from the diagonals (layer_bind checked the lengths) */
+        exec_mask_view_computed(EXEC_MASK_RELATIVE, L->bias_heads, bd, &views[n++]);
+    } else if (L->bias) {
+        /* [bias_heads, Sq, Skv], fixed lengths (layer_bind checked them) */
+        memset(&bias, 0, sizeof bias);
+        bias.dtype = MHA_DTYPE_FLOAT32;
+        bias.rank = 3;
+        bias.shape[0] = L->bias_heads;
+        bias.shape[1] = L->bias_sq;
+        bias.shape[2] = L->bias_skv;
+        bias.data = L->bias;
+        exec_mask_view_attn(&bias, 1, 0, 1, &views[n++]);
+    }
+    if (L->has_proj && L->has_left_window) {
+        /* with the causal term folded in (merged terms), the window's
+         * finfo.min as well */
+        exec_mask_view_computed(EXEC_MASK_WINDOW, 1, bd, &views[n]);
+        views[n++].hide = m->causal_folded ? L->causal_fill : -INFINITY;
+    }
+    if (n == 0) return MHA_OK;
+
+    if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32) {
+        /* a float mask is used as it is, through its strides */
+        m->data = views[0].t->data;
+        m->sb = views[0].strides[0];
+        m->sh = views[0].strides[1];
+        m->sq = views[0].strides[2];
+        m->sk = views[0].strides[3];
+        return MHA_OK;
+    }
+    /* bool masks become 0 / -inf, valued key padding its additive; several
+     * terms are summed into one tensor of their common broadcast shape (a
+     * key padding row alone stays a [B, 1, 1, Skv] row) */
+    int64_t dims[4], strides[4], total = 1;
+    for (int i = 0; i < 4; i++) {
+        dims[i] = views[0].dims[i];
+        for (int k = 1; k < n; k++)
+            if (views[k].dims[i] > dims[i]) dims[i] = views[k].dims[i];
+    }
+    for (int i = 3; i >= 0; i--) {
+        strides[i] = dims[i] == 1 ? 0 : total;
+        if (!mha_mul_i64(total, dims[i], &total))
+            return mha_fail(err, MHA_ERR_LIMIT, "attention mask too large");
+    }
+    m->owned = mha_calloc(a, (size_t)(total ? total : 1), sizeof(float));
+    if (!m->owned)
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "attention mask: out of memory for %lld floats",
+                        (long long)total);
+    float *dst = m->owned;
+    for (int64_t i0 = 0; i0 < dims[0]; i0++)
+        for (int64_t i1 = 0; i1 < dims[1]; i1++)
+            for (int64_t i2 = 0; i2 < dims[2]; i2++)
+                for (int64_t i3 = 0; i3 < dims[3]; i3++) {
+                    float sum = 0.0f;
+                    for (int k = 0; k < n; k++) {
+                        const int64_t *s = views[k].strides;
+                        int64_t off = i0 * s[0] + i1 * s[1] + i2 * s[2] + i3 * s[3];
+                        sum += exec_mask_value(L, &views[k], off, i1, i2, i3);
+                    }
+                    /* terms merged into one finfo.min (causal_finite 2) do
+                     * not overflow to -inf together */
+                    if (m->causal_folded && L->causal_finite == 2 && sum < -FLT_MAX)
+                        sum = L->causal_fill;
+                    *dst++ = sum;
+                }
+    m->data = m->owned;
+    m->sb = strides[0];
+    m->sh = strides[1];
+    m->sq = strides[2];
+    m->sk = strides[3];
+    return MHA_OK;
+}
+
+/* BLOOM's ALiBi positions, [B, Skv]: key j of batch item b is at the
+ * number of keys its key padding lets through before it (cumsum(m) - 1); a
+ * hidden key gets 0 (its score is hidden anyway). NULL unless the layer
+ * counts positions so and has a key padding input. */
+static mha_status exec_alibi_positions(const mha_alloc_ctx *a, const layer *L,
+                                       const exec_binding *bd, float **out, mha_error *err) {
+    *out = NULL;
+    if (!L->alibi_slopes || !L->alibi_pos_from_mask || !bd->key_padding) return MHA_OK;
+    exec_mask_view v;
+    exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued, &v);
+    const int64_t B = bd->B, S = bd->T;
+    size_t n;
+    if (!mha_mul_size((size_t)B, (size_t)S, &n))
+        return mha_fail(err, MHA_ERR_LIMIT, "ALiBi positions of %lld x %lld keys", (long long)B,
+                        (long long)S);
+    float *pos = mha_malloc(a, (n ? n : 1) * sizeof(float));
+    if (!pos) return mha_fail(err, MHA_ERR_NO_MEMORY, "ALiBi positions: out of memory");
+    for (int64_t b = 0; b < B; b++) {
+        int64_t seen = 0;
+        for (int64_t j = 0; j < S; j++) {
+            const int64_t off = b * v.strides[0] + j * v.strides[3];
+            const int attend = !(exec_mask_value(L, &v, off, 0, 0, j) <= -FLT_MAX);
+            seen += attend;
+            pos[b * S + j] = attend ? (float)(seen - 1) : 0.0f;
+        }
+    }
+    *out = pos;
+    return MHA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Work plan                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Attention over the chunk: args covers it all; units are (query block,
+ * batch item, head), heaviest query block first under a causal mask. */
+typedef struct exec_attn_plan {
+    mha_attn_args args;
+    int64_t q_block, n_qb;
+    int64_t h_block, n_hb; /* heads per unit, head groups per batch item */
+    int heaviest_first;
+    int64_t n_units;
+} exec_attn_plan;
+
+/* Rotary embedding of Q and K of the chunk, in place: units are (batch
+ * item, Q or K, block of rows). args[0] rotates Q, args[1] K; each covers
+ * the whole chunk. */
+typedef struct exec_rope_plan {
+    mha_rotary_args args[2];
+    registry_rotary_fn fn; /* the plugin's, or the built-in scalar's */
+    void *fn_state;
+    int64_t s_block[2], n_sb[2];
+    int64_t n_units;
+} exec_rope_plan;
+
+enum { EXEC_PHASE_PROJ, EXEC_PHASE_ROPE, EXEC_PHASE_ATTN, EXEC_PHASE_OUT };
+
+typedef struct exec_state {
+    const exec_env *env;
+    const mha_plugin *plugin;
+    int threads;
+    int phase_kind[POOL_MAX_PHASES];
+    int n_phases;
+    exec_gemm_family proj[2];
+    int n_proj;
+    exec_rope_plan rope;
+    exec_attn_plan attn;
+    exec_gemm_family out;
+    const float *alibi_pos; /* [B, Skv] ALiBi key positions of the run, or NULL */
+    char *workspace;        /* threads x ws_stride bytes */
+    size_t ws_stride, ws_size, ws_capacity;
+} exec_state;
+
+/* Tiles are multiples of the plugin's blocks (so every range the plugin
+ * sees is aligned); they shrink until there are about two units per
+ * thread, or to the plugin's blocks. */
+void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
+    const int64_t mb = p->gemm_m_block > 0 ? p->gemm_m_block : 1;
+    const int64_t nbk = p->gemm_n_block > 0 ? p->gemm_n_block : 1;
+    const int64_t M = f->M, N = f->W->N;
+    if (M <= 0 || N <= 0 || f->n_segs <= 0) {
+        f->m_tile = mb;
+        f->n_tile = nbk;
+        f->m_tiles = f->n_tiles = 0;
+        f->tail_tiles = 0;
+        f->tail_split = 1;
+        f->tail_n_tile = nbk;
+        f->n_units = 0;
+        return;
+    }
+    int64_t mt = exec_min(exec_round_up(EXEC_GEMM_TILE_M, mb), exec_round_up(M, mb));
+    int64_t nt = exec_round_up(exec_min(EXEC_GEMM_TILE_N, N), nbk);
+    const int64_t want = threads > 1 ? 2 * (int64_t)threads : 1;
+    for (;;) {
+        int64_t units = f->n_segs * exec_ceil_div(M, mt) * exec_ceil_div(N, nt);
+        if (units >= want) break;
+        if (nt > nbk && (nt >= 2 * mt || mt <= mb))
+            nt = exec_round_up(nt / 2, nbk);
+        else if (mt > mb)
+            mt = exec_round_up(mt / 2, mb);
+        else
+            break;
+    }
+    f->m_tile = mt;
+    f->n_tile = nt;
+    f->m_tiles = exec_ceil_div(M, mt);
+    f->n_tiles = exec_ceil_div(N, nt);
+    f->n_units = f->n_segs * f->m_tiles * f->n_tiles;
+    f->tail_tiles = 0;
+    f->tail_split = 1;
+    f->tail_n_tile = nt;
+    /* Whole-width row tiles, several per thread: split the last `threads`
+     * of them into `threads` column pieces (W4's 2048 rows are 22 tiles;
+     * without this one thread computes 11 of them, the other 10 and a
+     * third of one, and waits). */
+    if (threads > 1 && f->n_tiles == 1 && f->m_tiles >= 2 * (int64_t)threads) {
+        const int64_t piece = exec_round_up(exec_ceil_div(N, threads), nbk);
+        if (piece < N) {
+            f->tail_tiles = threads;
+            f->tail_n_tile = piece;
+            f->tail_split = exec_ceil_div(N, piece);
+            f->n_units += f->tail_tiles * (f->tail_split - 1);
+        }
+    }
+}
+
+/* Query blocks: when batch x heads alone gives fewer than two units per
+ * thread, or under a causal mask (late rows see more keys; small blocks,
+ * heaviest first, balance them). The split never changes a row's result:
+ * plugins compute each row the same whatever range they are given. */
+static void exec_attn_plan_make(exec_attn_plan *pl, int threads) {
+    const mha_attn_args *a = &pl->args;
+    const int64_t BH = a->B * a->Hq, Sq = a->Sq;
+    int64_t n_qb = 1;
+    if (threads > 1 && Sq > 1) {
+        if (BH < 2 * (int64_t)threads) n_qb = exec_ceil_div(4 * (int64_t)threads, exec_max(BH, 1));
+        /* Causal units differ in cost, so want about 8 per thread. But each
+         * unit repacks its head's K and V up to its last key (W5, 64-row
+         * blocks: ~40 % more time at 2 threads), so a head is split only
+         * when batch x heads alone gives too few units. */
+        if (a->causal && BH < 8 * (int64_t)threads)
+            n_qb = exec_max(n_qb, exec_min(exec_ceil_div(8 * (int64_t)threads, exec_max(BH, 1)),
+                                           exec_ceil_div(Sq, EXEC_CAUSAL_Q_BLOCK)));
+    }
+    n_qb = exec_max(1, exec_min(n_qb, Sq));
+    int64_t qb = exec_ceil_div(Sq, n_qb);
+    if (qb > 8) qb = exec_round_up(qb, 8); /* whole row groups for SIMD kernels */
+    if (qb < 1) qb = 1;
+    pl->q_block = qb;
+    pl->n_qb = Sq > 0 ? exec_ceil_div(Sq, qb) : 0;
+    pl->heaviest_first = a->causal != 0;
+    /* Tiny heads (a few queries and keys: short-sequence batch scoring)
+     * cost less than a unit's overhead (claim, call, per-call setup), so
+     * a unit then takes several heads of one batch item -- as long as
+     * there are still 8 units per thread. */
+    int64_t hb = 1;
+    if (pl->n_qb == 1 && a->Hq > 1) {
+        const double head_flops = 2.0 * (double)Sq * (double)a->Skv * (double)(a->dk + a->dv);
+        const double unit_flops = 262144.0; /* ~1 us of a SIMD core */
+        if (head_flops < unit_flops) {
+            hb = exec_min(a->Hq, (int64_t)(unit_flops / (head_flops > 1.0 ? head_flops : 1.0)));
+            while (hb > 1 && a->B * exec_ceil_div(a->Hq, hb) < 8 * (int64_t)threads)
+                hb /= 2;
+            hb = exec_max(hb, 1);
+        }
+    }
+    pl->h_block = hb;
+    pl->n_hb = exec_ceil_div(a->Hq, hb);
+    pl->n_units = a->B * pl->n_hb * pl->n_qb;
+}
+
+/* Workspace for one attention call: for a pool, per worker, sized for the
+ * widest unit; for a self-parallel plugin, one for the whole range. */
+static mha_status exec_workspace_reserve(exec_state *s, const mha_alloc_ctx *a, int self_parallel,
+                                         mha_error *err) {
+    const mha_plugin *p = s->plugin;
+    if (!p->attention_workspace_size) {
+        s->ws_size = 0;
+        s->ws_stride = 0;
+        return MHA_OK;
+    }
+    mha_attn_args widest = s->attn.args;
+    int copies = 1;
+    if (!self_parallel) {
+        widest.b0 = 0;
+        widest.b1 = exec_min(1, widest.B);
+        widest.h0 = 0;
+        widest.h1 = exec_min(s->attn.h_block, widest.Hq);
+        widest.q0 = 0;
+        widest.q1 = exec_min(s->attn.q_block, widest.Sq);
+        widest.num_threads = 1;
+        copies = s->threads;
+    } else {
+        widest.num_threads = s->threads;
+    }
+    size_t ws = p->attention_workspace_size(s->env->plugin_state, &widest);
+    size_t stride, total;
+    if (!mha_add_size(ws, 63, &stride) ||
+        !mha_mul_size(stride & ~(size_t)63, (size_t)copies, &total))
+        return mha_fail(err, MHA_ERR_PLUGIN,
+                        "backend '%s' asks for an attention workspace of %zu bytes x %d "
+                        "threads, more than memory can hold",
+                        p->name, ws, copies);
+    stride &= ~(size_t)63;
+    if (total > s->ws_capacity) {
+        pool_scratch_give(s->env->pool, a, EXEC_SCRATCH_WORKSPACE, s->workspace);
+        s->workspace = NULL;
+        s->ws_capacity = 0;
+        s->workspace = pool_scratch_take(s->env->pool, a, EXEC_SCRATCH_WORKSPACE, total);
+        if (!s->workspace)
+            return mha_fail(err, MHA_ERR_NO_MEMORY,
+                            "attention workspace: out of memory for %zu bytes", total);
+        s->ws_capacity = total;
+    }
+    s->ws_size = ws;
+    s->ws_stride = stride;
+    return MHA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Units                                                                     */
+/* ------------------------------------------------------------------------ */
+
+mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64_t M,
+                          const float *A, int64_t lda, float *C, int64_t ldc, int64_t m0,
+                          int64_t m1, int64_t n0, int64_t n1, int num_threads, mha_error *err) {
+    const mha_plugin *p = env->plugin;
+    mha_gemm_args g;
+    memset(&g, 0, sizeof g);
+    g.struct_size = sizeof g;
+    g.M = M;
+    g.N = W->N;
+    g.K = W->K;
+    g.A = A;
+    g.lda = lda;
+    g.B_packed = W->packed;
+    g.bias = W->bias;
+    g.C = C;
+    g.ldc = ldc;
+    g.m0 = m0;
+    g.m1 = m1;
+    g.n0 = n0;
+    g.n1 = n1;
+    g.num_threads = num_threads;
+    g.precision = env->precision; /* W was packed in it (the model's cache is per precision) */
+    if (p->gemm(env->plugin_state, &g) != 0)
+        return mha_fail(err, MHA_ERR_PLUGIN,
+                        "backend '%s': gemm failed on rows [%lld, %lld) columns [%lld, %lld) "
+                        "of a %lldx%lld . %lldx%lld product",
+                        p->name, (long long)m0, (long long)m1, (long long)n0, (long long)n1,
+                        (long long)g.M, (long long)g.K, (long long)g.K, (long long)g.N);
+    return MHA_OK;
+}
+
+static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f, int64_t seg,
+                                 int64_t m0, int64_t m1, int64_t n0, int64_t n1, int num_threads,
+                                 mha_error *err) {
+    return exec_gemm_tile(s->env, f->W, f->M, f->A + seg * f->a_seg, f->lda, f->C + seg * f->c_seg,
+                          f->ldc, m0, m1, n0, n1, num_threads, err);
+}
+
+void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]) {
+    const int64_t per_seg = f->m_tiles * f->n_tiles;
+    const int64_t body = f->n_segs * per_seg - f->tail_tiles * f->n_tiles;
+    int64_t m0, n0, n_tile;
+    if (u >= body) { /* a column piece of one of the last row tiles */
+        const int64_t t = u - body;
+        m0 = (f->m_tiles - f->tail_tiles + t / f->tail_split) * f->m_tile;
+        n0 = (t % f->tail_split) * f->tail_n_tile;
+        n_tile = f->tail_n_tile;
+        *seg = f->n_segs - 1;
+    } else {
+        const int64_t k = u % per_seg;
+        m0 = (k / f->n_tiles) * f->m_tile;
+        n0 = (k % f->n_tiles) * f->n_tile;
+        n_tile = f->n_tile;
+        *seg = u / per_seg;
+    }
+    r[0] = m0;
+    r[1] = exec_min(f->M, m0 + f->m_tile);
+    r[2] = n0;
+    r[3] = exec_min(f->W->N, n0 + n_tile);
+}
+
+static mha_status exec_gemm_unit(const exec_state *s, const exec_gemm_family *f, int64_t u,
+                                 mha_error *err) {
+    int64_t seg, r[4];
+    exec_gemm_unit_range(f, u, &seg, r);
+    return exec_gemm_call(s, f, seg, r[0], r[1], r[2], r[3], 1, err);
+}
+
+/* A kernel call over batch [r[0], r[1]) heads [r[2], r[3]) rows [r[4], r[5])
+ * failed: the message names the backend, the kernel, the range and `shape`. */
+static mha_status exec_kernel_failed(const exec_state *s, const char *kernel, const char *rows,
+                                     const int64_t r[6], const char *shape, mha_error *err) {
+    return mha_fail(err, MHA_ERR_PLUGIN,
+                    "backend '%s': %s failed on batch [%lld, %lld) heads [%lld, %lld) %s "
+                    "[%lld, %lld) (%s)",
+                    s->plugin->name, kernel, (long long)r[0], (long long)r[1], (long long)r[2],
+                    (long long)r[3], rows, (long long)r[4], (long long)r[5], shape);
+}
+
+static mha_status exec_attn_call(const exec_state *s, const mha_attn_args *a, int worker,
+                                 mha_error *err) {
+    void *ws = s->workspace ? s->workspace + (size_t)worker * s->ws_stride : NULL;
+    if (s->plugin->attention(s->env->plugin_state, a, ws, s->ws_size) == 0) return MHA_OK;
+    const int64_t r[6] = {a->b0, a->b1, a->h0, a->h1, a->q0, a->q1};
+    char shape[96];
+    snprintf(shape, sizeof shape, "Sq %lld, Skv %lld, d_head %lld", (long long)a->Sq,
+             (long long)a->Skv, (long long)a->dk);
+    return exec_kernel_failed(s, "attention", "queries", r, shape, err);
+}
+
+static mha_status exec_attn_unit(const exec_state *s, int64_t u, int worker, mha_error *err) {
+    const exec_attn_plan *pl = &s->attn;
+    const int64_t per_qb = pl->args.B * pl->n_hb;
+    int64_t qb = u / per_qb;
+    if (pl->heaviest_first) qb = pl->n_qb - 1 - qb;
+    const int64_t bg = u % per_qb;
+    mha_attn_args a = pl->args;
+    a.b0 = bg / pl->n_hb;
+    a.b1 = a.b0 + 1;
+    a.h0 = (bg % pl->n_hb) * pl->h_block;
+    a.h1 = exec_min(a.Hq, a.h0 + pl->h_block);
+    a.q0 = qb * pl->q_block;
+    a.q1 = exec_min(a.Sq, a.q0 + pl->q_block);
+    a.num_threads = 1;
+    return exec_attn_call(s, &a, worker, err);
+}
+
+static mha_status exec_rope_call(const exec_state *s, const mha_rotary_args *a, mha_error *err) {
+    if (s->rope.fn(s->rope.fn_state, a) == 0) return MHA_OK;
+    const int64_t r[6] = {a->b0, a->b1, a->h0, a->h1, a->s0, a->s1};
+    char shape[96];
+    snprintf(shape, sizeof shape, "S %lld, d_head %lld, rotary_dim %lld", (long long)a->S,
+             (long long)a->d, (long long)a->rotary_dim);
+    return exec_kernel_failed(s, "rotary embedding", "rows", r, shape, err);
+}
+
+/* Unit u: Q units first ((b, row block), b-major), then K's. */
+static mha_status exec_rope_unit(const exec_state *s, int64_t u, mha_error *err) {
+    const exec_rope_plan *pl = &s->rope;
+    const int64_t nq_units = pl->args[0].B * pl->n_sb[0];
+    const int which = u >= nq_units;
+    if (which) u -= nq_units;
+    mha_rotary_args a = pl->args[which];
+    a.b0 = u / pl->n_sb[which];
+    a.b1 = a.b0 + 1;
+    a.s0 = (u % pl->n_sb[which]) * pl->s_block[which];
+    a.s1 = exec_min(a.S, a.s0 + pl->s_block[which]);
+    a.num_threads = 1;
+    return exec_rope_call(s, &a, err);
+}
+
+static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
+    const exec_state *s = ctx;
+    switch (s->phase_kind[phase]) {
+    case EXEC_PHASE_PROJ:
+        if (u < s->proj[0].n_units) return exec_gemm_unit(s, &s->proj[0], u, err);
+        return exec_gemm_unit(s, &s->proj[1], u - s->proj[0].n_units, err);
+    case EXEC_PHASE_ROPE:
+        return exec_rope_unit(s, u, err);
+    case EXEC_PHASE_ATTN:
+        return exec_attn_unit(s, u, worker, err);
+    case EXEC_PHASE_OUT:
+        return exec_gemm_unit(s, &s->out, u, err);
+    }
+    return mha_fail(err, MHA_ERR_INTERNAL, "exec: unknown phase %d", phase);
+}
+
+static int exec_cancelled(const exec_env *env) {
+    return env->cancel && env->cancel(env->cancel_user);
+}
+
+/* A self-parallel plugin gets each phase as one call on this thread. */
+static mha_status exec_phases_self_parallel(exec_state *s, mha_error *err) {
+    mha_status st = MHA_OK;
+    for (int ph = 0; ph < s->n_phases && st == MHA_OK; ph++) {
+        if (exec_cancelled(s->env))
+            return mha_fail(err, MHA_ERR_CANCELLED,
+                            "run cancelled by the caller's cancel callback");
+        switch (s->phase_kind[ph]) {
+        case EXEC_PHASE_PROJ:
+        case EXEC_PHASE_OUT: {
+            int nf = s->phase_kind[ph] == EXEC_PHASE_PROJ ? s->n_proj : 1;
+            for (int i = 0; i < nf && st == MHA_OK; i++) {
+                const exec_gemm_family *f =
+                    s->phase_kind[ph] == EXEC_PHASE_PROJ ? &s->proj[i] : &s->out;
+                if (f->n_units == 0) continue;
+                for (int64_t seg = 0; seg < f->n_segs && st == MHA_OK; seg++)
+                    st = exec_gemm_call(s, f, seg, 0, f->M, 0, f->W->N, s->threads, err);
+            }
+            break;
+        }
+        case EXEC_PHASE_ROPE:
+            for (int w = 0; w < 2 && st == MHA_OK; w++) {
+                mha_rotary_args a = s->rope.args[w];
+                a.num_threads = s->threads;
+                st = exec_rope_call(s, &a, err);
+            }
+            break;
+        case EXEC_PHASE_ATTN: {
+            if (s->attn.n_units == 0) break;
+            mha_attn_args a = s->attn.args;
+            a.num_threads = s->threads;
+            st = exec_attn_call(s, &a, 0, err);
+            break;
+        }
+        }
+    }
+    if (st == MHA_OK && exec_cancelled(s->env))
+        return mha_fail(err, MHA_ERR_CANCELLED, "run cancelled by the caller's cancel callback");
+    return st;
+}
+
+static mha_status exec_phases_run(exec_state *s, int self_parallel, mha_error *err) {
+    if (self_parallel) return exec_phases_self_parallel(s, err);
+    pool_job job;
+    memset(&job, 0, sizeof job);
+    job.fn = exec_unit;
+    job.ctx = s;
+    job.n_phases = s->n_phases;
+    for (int ph = 0; ph < s->n_phases; ph++) {
+        switch (s->phase_kind[ph]) {
+        case EXEC_PHASE_PROJ:
+            job.n_units[ph] = s->proj[0].n_units + s->proj[1].n_units;
+            break;
+        case EXEC_PHASE_ROPE:
+            job.n_units[ph] = s->rope.n_units;
+            break;
+        case EXEC_PHASE_ATTN:
+            job.n_units[ph] = s->attn.n_units;
+            break;
+        case EXEC_PHASE_OUT:
+            job.n_units[ph] = s->out.n_units;
+            break;
+        }
+    }
+    job.num_threads = s->threads;
+    job.cancel = s->env->cancel;
+    job.cancel_user = s->env->cancel_user;
+    return pool_run(s->env->pool, &job, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The two forms                                                             */
+/* ------------------------------------------------------------------------ */
+
+static void exec_attn_args_common(mha_attn_args *a, const layer *L, const exec_binding *bd,
+                                  int64_t nb) {
+    memset(a, 0, sizeof *a);
+    a->struct_size = sizeof *a;
+    a->B = nb;
+    a->Hq = L->q_heads;
+    a->Hkv = L->kv_heads;
+    a->Sq = bd->Sq;
+    a->Skv = bd->Skv;
+    a->dk = bd->dk;
+    a->dv = bd->dv;
+    a->scale = L->scale;
+    a->softcap = L->softcap;
+    a->causal = L->causal;
+    a->b0 = 0;
+    a->b1 = nb;
+    a->h0 = 0;
+    a->h1 = L->q_heads;
+    a->q0 = 0;
+    a->q1 = bd->Sq;
+    a->num_threads = 1;
+    a->alibi_slopes = L->alibi_slopes;
+    a->alibi_relative = L->alibi_relative;
+}
+
+static void exec_attn_set_mask(mha_attn_args *a, const exec_mask *m, int64_t b0) {
+    if (!m->data) return;
+    if (m->causal_folded) a->causal = 0; /* in the mask this run */
+    a->mask = m->data + b0 * m->sb;
+    a->m_sb = m->sb;
+    a->m_sh = m->sh;
+    a->m_sq = m->sq;
+    a->m_sk = m->sk;
+}
+
+/* A bare Attention node: one attention phase on the caller's tensors. */
+static mha_status exec_run_bare(exec_state *s, const layer *L, const exec_binding *bd,
+                                const exec_mask *m, float *y, int self_parallel, mha_error *err) {
+    const int64_t Hq = L->q_heads, Hkv = L->kv_heads, dk = bd->dk, dv = bd->dv;
+    const int64_t Sq = bd->Sq, Skv = bd->Skv;
+    mha_attn_args *a = &s->attn.args;
+    exec_attn_args_common(a, L, bd, bd->B);
+    a->precision = s->env->precision;
+    a->alibi_pos = s->alibi_pos;
+    a->alibi_pos_sb = bd->Skv;
+    a->kv_len = s->env->kv_lengths;
+    a->q = bd->q->data;
+    a->k = bd->k->data;
+    a->v = bd->v->data;
+    a->o = y;
+    if (bd->q->rank == 3) { /* [B, S, H*d]: head h at columns h*d */
+        a->q_sb = Sq * Hq * dk, a->q_ss = Hq * dk, a->q_sh = dk;
+        a->k_sb = Skv * Hkv * dk, a->k_ss = Hkv * dk, a->k_sh = dk;
+        a->v_sb = Skv * Hkv * dv, a->v_ss = Hkv * dv, a->v_sh = dv;
+        a->o_sb = Sq * Hq * dv, a->o_ss = Hq * dv, a->o_sh = dv;
+    } else { /* [B, H, S, d] */
+        a->q_sb = Hq * Sq * dk, a->q_sh = Sq * dk, a->q_ss = dk;
+        a->k_sb = Hkv * Skv * dk, a->k_sh = Skv * dk, a->k_ss = dk;
+        a->v_sb = Hkv * Skv * dv, a->v_sh = Skv * dv, a->v_ss = dv;
+        a->o_sb = Hq * Sq * dv, a->o_sh = Sq * dv, a->o_ss = dv;
+    }
+    exec_attn_set_mask(a, m, 0);
+    if (Skv == 0) { /* every key masked: output rows are 0 */
+        memset(y, 0, (size_t)(bd->B * Hq * Sq * dv) * sizeof(float));
+        return MHA_OK;
+    }
+    exec_attn_plan_make(&s->attn, self_parallel ? 1 : s->threads);
+    s->phase_kind[0] = EXEC_PHASE_ATTN;
+    s->n_phases = 1;
+    mha_status st = exec_workspace_reserve(s, s->env->alloc, self_parallel, err);
+    if (st != MHA_OK) return st;
+    return exec_phases_run(s, self_parallel, err);
+}
+
+static void exec_family_rows(exec_gemm_family *f, const float *x, int64_t b0, int64_t nb, int64_t B,
+                             int64_t S, int64_t D, int seq_first) {
+    if (seq_first) { /* x is [S, B, D]: batch item b is rows b, b+B, ... */
+        f->A = x + b0 * D;
+        f->lda = B * D;
+        f->a_seg = D;
+        f->M = S;
+        f->n_segs = nb;
+    } else { /* x is [B, S, D]: the chunk's rows are contiguous */
+        f->A = x + b0 * S * D;
+        f->lda = D;
+        f->a_seg = 0;
+        f->M = nb * S;
+        f->n_segs = 1;
+    }
+}
+
+/* The rotary tables of a run: positions [0, n_pos). */
+typedef struct exec_rope_tables {
+    const float *cos, *sin; /* [n_pos, rotary_dim / 2] */
+    int64_t n_pos;
+    float *owned; /* a run's own tables, or NULL */
+} exec_rope_tables;
+
+/* The layer's tables when they reach position n - 1; else, from the model's
+ * inverse frequencies, tables for this run made as the model makes them. */
+static mha_status exec_rope_tables_get(const mha_alloc_ctx *a, const layer *L, int64_t n,
+                                       exec_rope_tables *t, mha_error *err) {
+    memset(t, 0, sizeof *t);
+    if (n <= L->rotary_n_pos) {
+        t->cos = L->rotary_cos;
+        t->sin = L->rotary_sin;
+        t->n_pos = L->rotary_n_pos;
+        return MHA_OK;
+    }
+    if (!L->rotary_inv_freq)
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "sequence of %lld positions: the model's rotary tables end at %lld",
+                        (long long)n, (long long)L->rotary_n_pos);
+    const int64_t half = L->rotary_dim / 2;
+    size_t count;
+    if (!mha_mul_size((size_t)n, (size_t)half, &count) || !mha_mul_size(count, 2, &count))
+        return mha_fail(err, MHA_ERR_LIMIT, "rotary tables of %lld positions", (long long)n);
+    t->owned = mha_malloc(a, count * sizeof(float));
+    if (!t->owned)
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "rotary tables of %lld positions: out of memory",
+                        (long long)n);
+    /* the layer's rows as they are, the positions past them computed */
+    float *cs = t->owned, *sn = t->owned + (size_t)n * (size_t)half;
+    const int64_t have =
+        L->rotary_n_pos > 0 && L->rotary_cos && L->rotary_sin ? L->rotary_n_pos : 0;
+    if (have) {
+        memcpy(cs, L->rotary_cos, (size_t)(have * half) * sizeof(float));
+        memcpy(sn, L->rotary_sin, (size_t)(have * half) * sizeof(float));
+    }
+    layer_rotary_fill(L->rotary_inv_freq, half, have, n - have, cs + have * half, sn + have * half);
+    t->cos = cs;
+    t->sin = sn;
+    t->n_pos = n;
+    return MHA_OK;
+}
+
+/* Plans the rotation of Q [n, Hq, Sq, dk] and K [n, Hkv, Skv, dk] of a
+ * chunk, both read through strides in the projection buffers; row s of
+ * batch item b at position s + pos_offset[b] (NULL: s). */
+static void exec_rope_plan_make(exec_rope_plan *pl, const layer *L, const exec_rope_tables *t,
+                                int64_t n, int64_t dk, float *const x[2], const int64_t S[2],
+                                const int64_t ld[2], const int64_t *pos_offset, int threads) {
+    const int64_t H[2] = {L->q_heads, L->kv_heads};
+    pl->n_units = 0;
+    for (int w = 0; w < 2; w++) {
+        mha_rotary_args *a = &pl->args[w];
+        memset(a, 0, sizeof *a);
+        a->struct_size = sizeof *a;
+        a->B = n, a->H = H[w], a->S = S[w], a->d = dk;
+        a->x = x[w];
+        a->x_sb = S[w] * ld[w], a->x_sh = dk, a->x_ss = ld[w];
+        a->kind = L->rotary;
+        a->rotary_dim = L->rotary_dim;
+        a->cos = t->cos, a->sin = t->sin, a->n_pos = t->n_pos;
+        a->pos_offset = pos_offset;
+        a->b1 = n, a->h1 = H[w], a->s1 = S[w];
+        a->num_threads = 1;
+        /* whole rows of every head per unit; rows split only for too few */
+        const int64_t want = threads > 1 ? 2 * (int64_t)threads : 1;
+        int64_t nsb = exec_min(S[w], exec_ceil_div(want, exec_max(2 * n, 1)));
+        pl->s_block[w] = nsb > 0 ? exec_ceil_div(S[w], nsb) : 1;
+        pl->n_sb[w] = S[w] > 0 ? exec_ceil_div(S[w], pl->s_block[w]) : 0;
+        pl->n_units += n * pl->n_sb[w];
+    }
+}
+
+/* K' or V' [n, Hkv, T, d] of a chunk with a KV cache: the past rows [B,
+ * Hkv, P, d] of batch items b0 .. b0 + n, then the S new rows of each head,
+ * row (b, s) of the projection buffer at (b * S + s) * ld, head g at g * d. */
+static void exec_cache_append(const float *past, int64_t b0, int64_t n, int64_t Hkv, int64_t P,
+                              int64_t S, int64_t d, const float *rows, int64_t ld, float *dst) {
+    const int64_t T = P + S;
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t g = 0; g < Hkv; g++) {
+            float *o = dst + (b * Hkv + g) * T * d;
+            if (P > 0)
+                memcpy(o, past + ((b0 + b) * Hkv + g) * P * d, (size_t)(P * d) * sizeof(float));
+            for (int64_t t = 0; t < S; t++)
+                memcpy(o + (P + t) * d, rows + (b * S + t) * ld + g * d, (size_t)d * sizeof(float));
+        }
+}
+
+/* present[0] / present[1]: the present_key / present_value outputs of a
+ * KV cache (float32 [B, Hkv, T, dk|dv]), or NULL. */
+static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_binding *bd,
+                                     const exec_packed *pk, const exec_mask *m,
+                                     const exec_rope_tables *rope, float *y,
+                                     float *const present[2], int self_parallel, mha_error *err) {
+    const mha_alloc_ctx *a = s->env->alloc;
+    const int64_t B = bd->B, Sq = bd->Sq, Skv = bd->Skv, dk = bd->dk, dv = bd->dv;
+    const int64_t Hq = L->q_heads, Hkv = L->kv_heads, d_out = bd->d_out;
+    const int64_t nq = Hq * dk, nkv = Hkv * (dk + dv), natt = Hq * dv;
+    const int self = !L->cross;
+    const int seq_first = L->seq_first != 0;
+    const int threads_plan = self_parallel ? 1 : s->threads;
+    /* a KV cache (self-attention, layer_bind): the keys are the P past ones
+     * then the Skv new ones, gathered into K' / V' [n, Hkv, T, d]; query i
+     * is at position P + i (rotary angles, causal frontier) */
+    const int cached = bd->past_key != NULL;
+    const int64_t P = bd->P, T = bd->T;
+
+    /* floats of intermediates per batch item; chunk the batch to bound them */
+    size_t per_item, t1, t2, t_cache = 0;
+    int ok = !cached || mha_mul_size((size_t)T, (size_t)nkv, &t_cache);
+    if (self) {
+        ok = ok && mha_mul_size((size_t)Sq, (size_t)(nq + nkv), &t1) &&
+             mha_mul_size((size_t)Sq, (size_t)natt, &t2) && mha_add_size(t1, t2, &per_item) &&
+             mha_add_size(per_item, t_cache, &per_item);
+    } else {
+        size_t t3;
+        ok = mha_mul_size((size_t)Sq, (size_t)nq, &t1) &&
+             mha_mul_size((size_t)Skv, (size_t)nkv, &t2) && mha_add_size(t1, t2, &t1) &&
+             mha_mul_size((size_t)Sq, (size_t)natt, &t3) && mha_add_size(t1, t3, &per_item);
+    }
+    if (!ok || !mha_mul_size(per_item, sizeof(float), &per_item))
+        return mha_fail(err, MHA_ERR_LIMIT,
+                        "intermediates of one batch item (Sq %lld, Skv %lld) "
+                        "overflow",
+                        (long long)Sq, (long long)Skv);
+    const size_t chunk_bytes = s->env->chunk_bytes ? s->env->chunk_bytes : EXEC_DEFAULT_CHUNK_BYTES;
+    int64_t nb = per_item ? (int64_t)(chunk_bytes / per_item) : B;
+    nb = exec_max(1, exec_min(nb, B));
+
+    float *proj = NULL, *projkv = NULL, *att = NULL, *kc = NULL;
+    int64_t *offsets = NULL;
+    mha_status st = MHA_OK;
+    size_t n_proj = (size_t)(nb * Sq * (self ? nq + nkv : nq));
+    size_t n_projkv = self ? 0 : (size_t)(nb * Skv * nkv);
+    size_t n_att = (size_t)(nb * Sq * natt);
+    /* K' and V' of a cache go where the cross-attention's K/V rows would */
+    if (cached) n_projkv = (size_t)nb * t_cache;
+    /* One buffer for the three, kept by the pool between runs (no page
+     * faults per run); each part starts on a 64-byte boundary. Every
+     * element is written (GEMM C ranges cover it, attention writes every
+     * row, Skv = 0 clears att) before it is read, so it is not zeroed. */
+    const size_t r_proj = (n_proj + 15) / 16 * 16, r_projkv = (n_projkv + 15) / 16 * 16;
+    size_t n_all = 0;
+    if (!mha_add_size(r_proj, r_projkv, &n_all) || !mha_add_size(n_all, n_att, &n_all) ||
+        !mha_mul_size(n_all, sizeof(float), &n_all)) {
+        return mha_fail(err, MHA_ERR_LIMIT,
+                        "intermediates for %lld batch items (Sq %lld, Skv %lld) overflow",
+                        (long long)nb, (long long)Sq, (long long)Skv);
+    }
+    float *scratch = pool_scratch_take(s->env->pool, a, EXEC_SCRATCH_INTERMEDIATES, n_all);
+    if (scratch) {
+        proj = scratch;
+        projkv = self ? NULL : scratch + r_proj;
+        kc = cached ? scratch + r_proj : NULL;
+        att = scratch + r_proj + r_projkv;
+    }
+    if (cached) offsets = mha_malloc(a, (size_t)(B > 0 ? B : 1) * sizeof *offsets);
+    if (!scratch || (cached && !offsets)) {
+        st = mha_fail(err, MHA_ERR_NO_MEMORY,
+                      "intermediates for %lld batch items (Sq %lld, Skv %lld): out of memory",
+                      (long long)nb, (long long)Sq, (long long)Skv);
+        goto done;
+    }
+    for (int64_t b = 0; cached && b < B; b++)
+        offsets[b] = P;
+
+    const float *xq = bd->x_q->data, *xkv = bd->x_kv->data;
+    for (int64_t b0 = 0; b0 < B && st == MHA_OK; b0 += nb) {
+        const int64_t n = exec_min(nb, B - b0);
+        int ph = 0;
+
+        /* (1) projections */
+        memset(s->proj, 0, sizeof s->proj);
+        if (self) {
+            exec_gemm_family *f = &s->proj[0];
+            f->W = &pk->qkv;
+            exec_family_rows(f, xq, b0, n, B, Sq, L->d_model, seq_first);
+            f->C = proj;
+            f->ldc = nq + nkv;
+            f->c_seg = seq_first ? Sq * (nq + nkv) : 0;
+            exec_gemm_plan(f, s->plugin, threads_plan);
+            s->n_proj = 1;
+        } else {
+            exec_gemm_family *f = &s->proj[0];
+            f->W = &pk->q;
+            exec_family_rows(f, xq, b0, n, B, Sq, L->d_model, seq_first);
+            f->C = proj;
+            f->ldc = nq;
+            f->c_seg = seq_first ? Sq * nq : 0;
+            exec_gemm_plan(f, s->plugin, threads_plan);
+            f = &s->proj[1];
+            f->W = &pk->kv;
+            exec_family_rows(f, xkv, b0, n, B, Skv, L->d_kv, seq_first);
+            f->C = projkv;
+            f->ldc = nkv;
+            f->c_seg = seq_first ? Skv * nkv : 0;
+            exec_gemm_plan(f, s->plugin, threads_plan);
+            s->n_proj = 2;
+        }
+        s->phase_kind[ph++] = EXEC_PHASE_PROJ;
+        const int64_t ldq = self ? nq + nkv : nq, ldkv = self ? nq + nkv : nkv;
+        float *kbase = self ? proj + nq : projkv;
+
+        /* (1b) rotary embedding of Q and K, in place */
+        if (L->rotary) {
+            float *const x[2] = {proj, kbase};
+            const int64_t S[2] = {Sq, Skv}, ld[2] = {ldq, ldkv};
+            exec_rope_plan_make(&s->rope, L, rope, n, dk, x, S, ld, cached ? offsets + b0 : NULL,
+                                threads_plan);
+            s->phase_kind[ph++] = EXEC_PHASE_ROPE;
+        }
+
+        /* (1c) a KV cache: the projections first, then K' / V' gathered
+         * (and written to the present outputs), then the rest */
+        const float *k_att = kbase, *v_att = kbase + Hkv * dk;
+        int64_t k_sb = Skv * ldkv, k_ss = ldkv, k_sh = dk, v_sb = k_sb, v_ss = ldkv, v_sh = dv;
+        if (cached) {
+            s->n_phases = ph;
+            st = exec_phases_run(s, self_parallel, err);
+            if (st != MHA_OK) break;
+            ph = 0;
+            float *vc = kc + n * Hkv * T * dk;
+            exec_cache_append(bd->past_key->data, b0, n, Hkv, P, Skv, dk, kbase, ldkv, kc);
+            exec_cache_append(bd->past_value->data, b0, n, Hkv, P, Skv, dv, kbase + Hkv * dk, ldkv,
+                              vc);
+            if (present[0])
+                memcpy(present[0] + b0 * Hkv * T * dk, kc,
+                       (size_t)(n * Hkv * T * dk) * sizeof(float));
+            if (present[1])
+                memcpy(present[1] + b0 * Hkv * T * dv, vc,
+                       (size_t)(n * Hkv * T * dv) * sizeof(float));
+            k_att = kc, v_att = vc;
+            k_sb = Hkv * T * dk, k_sh = T * dk, k_ss = dk;
+            v_sb = Hkv * T * dv, v_sh = T * dv, v_ss = dv;
+        }
+
+        /* (2) attention, reading Q/K/V in place through strides */
+        mha_attn_args *at = &s->attn.args;
+        exec_attn_args_common(at, L, bd, n);
+        at->Skv = T; /* Skv without a cache */
+        at->causal_offset = cached ? offsets + b0 : NULL;
+        at->precision = s->env->precision;
+        at->alibi_pos = s->alibi_pos ? s->alibi_pos + b0 * T : NULL; /* [n] of [B] rows */
+        at->alibi_pos_sb = T;
+        at->kv_len = s->env->kv_lengths ? s->env->kv_lengths + b0 : NULL; /* [n] of [B] */
+        at->q = proj;
+        at->q_sb = Sq * ldq, at->q_ss = ldq, at->q_sh = dk;
+        at->k = k_att;
+        at->k_sb = k_sb, at->k_ss = k_ss, at->k_sh = k_sh;
+        at->v = v_att;
+        at->v_sb = v_sb, at->v_ss = v_ss, at->v_sh = v_sh;
+        at->o = att;
+        at->o_sb = Sq * natt, at->o_ss = natt, at->o_sh = dv;
+        exec_attn_set_mask(at, m, b0);
+        if (T > 0) {
+            exec_attn_plan_make(&s->attn, threads_plan);
+            st = exec_workspace_reserve(s, a, self_parallel, err);
+            if (st != MHA_OK) break;
+            s->phase_kind[ph++] = EXEC_PHASE_ATTN;
+        } else {
+            /* no keys: every attention row is 0, Y rows are the bias */
+            memset(att, 0, n_att * sizeof(float));
+            s->attn.n_units = 0;
+        }
+
+        /* (3) output projection, written straight into Y */
+        exec_gemm_family *f = &s->out;
+        memset(f, 0, sizeof *f);
+        f->W = &pk->o;
+        f->A = att;
+        f->lda = natt;
+        if (seq_first) {
+            f->a_seg = Sq * natt;
+            f->M = Sq;
+            f->n_segs = n;
+            f->C = y + b0 * d_out;
+            f->ldc = B * d_out;
+            f->c_seg = d_out;
+        } else {
+            f->a_seg = 0;
+            f->M = n * Sq;
+            f->n_segs = 1;
+            f->C = y + b0 * Sq * d_out;
+            f->ldc = d_out;
+            f->c_seg = 0;
+        }
+        exec_gemm_plan(f, s->plugin, threads_plan);
+        s->phase_kind[ph++] = EXEC_PHASE_OUT;
+        s->n_phases = ph;
+
+        st = exec_phases_run(s, self_parallel, err);
+    }
+
+done:
+    pool_scratch_give(s->env->pool, a, EXEC_SCRATCH_INTERMEDIATES, scratch);
+    mha_free(a, offsets);
+    return st;
+}
+
+/* A plugin below ABI 1.2 would ignore the slopes: refuse, naming it. */
+static mha_status exec_fail_no_alibi(const mha_plugin *p, mha_error *err) {
+    return mha_fail(err, MHA_ERR_BACKEND,
+                    "backend '%s' is a plugin of ABI 1.%u, which has no ALiBi: this layer needs a "
+                    "backend of plugin ABI 1.2 or later (scalar, avx2, avx512 and openmp are)",
+                    p->name, registry_plugin_minor(p));
+}
+
+/* One attention phase over prepared arguments (exec_ext.c: KV cache, key
+ * lengths, windows, float16 -- everything already float32 and in place). The
+ * same units, workspace and threading as a bare layer. */
+mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *args, mha_error *err) {
+    if (!env || !env->plugin || !args)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run: NULL argument");
+    const mha_plugin *p = env->plugin;
+    if (!p->attention)
+        return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s' lacks a kernel entry point", p->name);
+    if (args->alibi_slopes && registry_plugin_minor(p) < 2) return exec_fail_no_alibi(p, err);
+    if (args->B == 0 || args->Hq == 0 || args->Sq == 0 || args->Skv == 0) return MHA_OK;
+    exec_state s;
+    memset(&s, 0, sizeof s);
+    s.env = env;
+    s.plugin = p;
+    s.threads = pool_size(env->pool);
+    if (env->num_threads > 0 && env->num_threads < s.threads) s.threads = env->num_threads;
+    const int self_parallel = (p->flags & MHA_PLUGIN_SELF_PARALLEL) != 0;
+    int reserved = 0;
+    if (self_parallel && s.threads > 1) {
+        reserved = pool_try_reserve(env->pool);
+        if (!reserved) s.threads = 1;
+    }
+    unsigned fp_saved = 0;
+    if (env->pool) fp_saved = pool_fp_flush_denormals();
+    s.attn.args = *args;
+    s.attn.args.struct_size = sizeof s.attn.args;
+    s.attn.args.precision = env->precision;
+    s.attn.args.num_threads = 1;
+    exec_attn_plan_make(&s.attn, self_parallel ? 1 : s.threads);
+    s.phase_kind[0] = EXEC_PHASE_ATTN;
+    s.n_phases = 1;
+    mha_status st = exec_workspace_reserve(&s, env->alloc, self_parallel, err);
+    if (st == MHA_OK) st = exec_phases_run(&s, self_parallel, err);
+    if (env->pool) pool_fp_restore(fp_saved);
+    if (reserved) pool_release(env->pool);
+    pool_scratch_give(env->pool, env->alloc, EXEC_SCRATCH_WORKSPACE, s.workspace);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Entry                                                                     */
+/* ------------------------------------------------------------------------ */
+
+mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
+                    const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                    size_t n_outputs, mha_error *err) {
+    if (!env || !env->plugin || !L || (n_outputs && !outputs) || (n_inputs && !inputs))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run: NULL argument");
+    /* KV cache, key lengths, windows, float16, extra outputs: exec_ext.c */
+    if (exec_ext_wanted(L, inputs, n_inputs))
+        return exec_ext_run(env, L, pk, inputs, n_inputs, outputs, n_outputs, err);
+    exec_binding bd;
+    mha_status st = layer_bind(L, inputs, n_inputs, n_outputs, &bd, err);
+    if (st != MHA_OK) return st;
+
+    mha_tensor *y = &outputs[bd.y_index];
+    const char *y_name = L->outputs[bd.y_index].name ? L->outputs[bd.y_index].name : "?";
+    int same = y->dtype == bd.y_shape.dtype && y->rank == bd.y_shape.rank;
+    for (int i = 0; same && i < y->rank; i++)
+        same = y->shape[i] == bd.y_shape.shape[i];
+    if (!same) {
+        char want[128], got[128];
+        return mha_fail(err, MHA_ERR_SHAPE, "output '%s': expected %s %s, got %s %s", y_name,
+                        mha_dtype_name(bd.y_shape.dtype),
+                        tensor_shape_str(bd.y_shape.rank, bd.y_shape.shape, want, sizeof want),
+                        mha_dtype_name(y->dtype),
+                        tensor_shape_str(y->rank, y->shape, got, sizeof got));
+    }
+    int64_t y_numel = mha_tensor_numel(y);
+    if (y_numel > 0 && !y->data)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output '%s': data is NULL", y_name);
+    /* a KV cache's present_key / present_value: float32 [B, Hkv, T, dk|dv] */
+    for (int k = 0; k < 2; k++) {
+        const int64_t at = k ? bd.present_value_index : bd.present_key_index;
+        if (at < 0) continue;
+        const mha_tensor *t = &outputs[at];
+        const int64_t want[4] = {bd.B, L->kv_heads, bd.T, k ? bd.dv : bd.dk};
+        int fits = t->dtype == MHA_DTYPE_FLOAT32 && t->rank == 4;
+        for (int i = 0; fits && i < 4; i++)
+            fits = t->shape[i] == want[i];
+        if (!fits || (mha_tensor_numel(t) > 0 && !t->data)) {
+            char w[128], g[128];
+            return mha_fail(err, MHA_ERR_SHAPE, "output '%s': expected float32 %s, got %s %s%s",
+                            L->outputs[at].name ? L->outputs[at].name : "?",
+                            tensor_shape_str(4, want, w, sizeof w), mha_dtype_name(t->dtype),
+                            tensor_shape_str(t->rank, t->shape, g, sizeof g),
+                            fits ? " without data" : "");
+        }
+    }
+    if (L->has_proj && (!pk || pk->plugin != env->plugin || pk->precision != env->precision))
+        return mha_fail(err, MHA_ERR_INTERNAL, "run: weights not packed for backend '%s'",
+                        env->plugin->name);
+    const mha_plugin *p = env->plugin;
+    if (!p->gemm || !p->attention || !p->gemm_packed_size || !p->gemm_pack_b)
+        return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s' lacks a kernel entry point", p->name);
+    if (p->gemm_m_block > MHA_PLUGIN_GEMM_BLOCK_MAX || p->gemm_n_block > MHA_PLUGIN_GEMM_BLOCK_MAX)
+        return mha_fail(
+            err, MHA_ERR_PLUGIN, "backend '%s' has gemm blocks %lld x %lld (need 1..%d)", p->name,
+            (long long)p->gemm_m_block, (long long)p->gemm_n_block, MHA_PLUGIN_GEMM_BLOCK_MAX);
+    for (int64_t b = 0; env->kv_lengths && b < bd.B; b++)
+        if (env->kv_lengths[b] < 0)
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                            "run options: kv_lengths[%lld] = %lld is negative", (long long)b,
+                            (long long)env->kv_lengths[b]);
+    if (L->alibi_slopes && registry_plugin_minor(p) < 2) return exec_fail_no_alibi(p, err);
+    if (bd.B == 0 || bd.Sq == 0 || y_numel == 0) return MHA_OK;
+
+    exec_state s;
+    memset(&s, 0, sizeof s);
+    s.env = env;
+    s.plugin = p;
+    /* rotary: the plugin's kernel from ABI 1.2 on, else the reference's */
+    exec_rope_tables rope;
+    memset(&rope, 0, sizeof rope);
+    if (L->rotary) {
+        s.rope.fn = registry_plugin_rotary(p);
+        s.rope.fn_state = env->plugin_state;
+        if (!s.rope.fn) {
+            s.rope.fn = mha_scalar_plugin_table()->rotary;
+            s.rope.fn_state = NULL;
+        }
+        st = exec_rope_tables_get(env->alloc, L, bd.P + exec_max(bd.Sq, bd.Skv), &rope, err);
+        if (st != MHA_OK) return st;
+    }
+    s.threads = pool_size(env->pool);
+    if (env->num_threads > 0 && env->num_threads < s.threads) s.threads = env->num_threads;
+    const int self_parallel = (p->flags & MHA_PLUGIN_SELF_PARALLEL) != 0;
+    /* A self-parallel plugin runs its own threads while the pool idles;
+     * holding the pool keeps it to one parallel run at a time, as for pool
+     * jobs: a run that finds it busy goes single-threaded (same bits). */
+    int reserved = 0;
+    if (self_parallel && s.threads > 1) {
+        reserved = pool_try_reserve(env->pool);
+        if (!reserved) s.threads = 1;
+    }
+
+    exec_mask mask;
+    float *alibi_pos = NULL;
+    st = exec_mask_build(env->alloc, L, &bd, &mask, err);
+    if (st == MHA_OK) st = exec_alibi_positions(env->alloc, L, &bd, &alibi_pos, err);
+    if (st != MHA_OK) {
+        if (reserved) pool_release(env->pool);
+        mha_free(env->alloc, rope.owned);
+        mha_free(env->alloc, mask.owned);
+        return st;
+    }
+    s.alibi_pos = alibi_pos;
+
+    /* Workers flush denormals; so does the caller while it works with them
+     * (one FP mode for every unit keeps the result thread-count independent). */
+    unsigned fp_saved = 0;
+    if (env->pool) fp_saved = pool_fp_flush_denormals();
+    if (L->has_proj) {
+        float *const present[2] = {
+            bd.present_key_index >= 0 ? outputs[bd.present_key_index].data : NULL,
+            bd.present_value_index >= 0 ? outputs[bd.present_value_index].data : NULL};
+        st = exec_run_projected(&s, L, &bd, pk, &mask, &rope, y->data, present, self_parallel, err);
+    } else
+        st = exec_run_bare(&s, L, &bd, &mask, y->data, self_parallel, err);
+    if (env->pool) pool_fp_restore(fp_saved);
+
+    if (reserved) pool_release(env->pool);
+    pool_scratch_give(env->pool, env->alloc, EXEC_SCRATCH_WORKSPACE, s.workspace);
+    mha_free(env->alloc, mask.owned);
+    mha_free(env->alloc, rope.owned);
+    mha_free(env->alloc, alibi_pos);
+    return st;
+}

@@ -1,0 +1,180 @@
+/* layer.h -- the recognised attention layer: what the recogniser produces
+ * from an ONNX graph and what the executor runs. One struct for every form
+ * (bare Attention node, projected layer, PyTorch export, com.microsoft). */
+#ifndef MHA_LAYER_H
+#define MHA_LAYER_H
+
+#include "common.h"
+#include "onnx_ir.h"
+
+typedef struct layer_io {
+    char *name;
+    mha_io_role role;
+    mha_dtype dtype;
+    int rank;
+    int64_t dims[MHA_MAX_RANK]; /* -1 = dynamic */
+} layer_io;
+
+typedef struct layer {
+    const char *form; /* static: "onnx-attention", "onnx-attention-layer",
+                         "torch-mha", "ms-mha", "ms-attention",
+                         "onnx-decomposed" (plain ops with 4D scores) */
+    int has_proj;     /* projections present (else bare Attention) */
+    int64_t d_model;  /* query input width (has_proj) */
+    int64_t d_kv;     /* key/value input width (has_proj) */
+    int64_t d_out;    /* output width (has_proj) */
+    int64_t q_heads, kv_heads, d_head, d_head_v;
+    float scale;               /* multiplies Q.K^T */
+    float softcap;             /* 0 = none */
+    int causal;                /* top-left aligned unless past/nonpad say otherwise */
+    int cross;                 /* a separate key/value input */
+    int seq_first;             /* layer inputs/outputs are [S, B, D] instead of [B, S, D] */
+    int qkv_rank;              /* bare attention: 3 ([B,S,H*d]) or 4 ([B,H,S,d]) */
+    int kpm_true_means_ignore; /* MHA_ROLE_KEY_PADDING_MASK polarity */
+
+    /* Projection weights, row-major [in, out] so that y = x . W + b.
+     * Biases may be NULL. Owned (freed by layer_clear). */
+    float *wq, *bq; /* [d_model, q_heads*d_head] */
+    float *wk, *bk; /* [d_kv, kv_heads*d_head] */
+    float *wv, *bv; /* [d_kv, kv_heads*d_head_v] */
+    float *wo, *bo; /* [q_heads*d_head_v, d_out] */
+
+    layer_io *inputs; /* graph inputs, graph order */
+    size_t n_inputs;
+    layer_io *outputs; /* graph outputs, graph order */
+    size_t n_outputs;
+
+    /* ---- appended for the whole ONNX Attention operator (issue 7) ---- */
+    mha_dtype dtype;                       /* float type of the data inputs and outputs:
+                                              float32 (UNDEFINED means float32 too), float16
+                                              or bfloat16; computed in float32 inside */
+    int qk_mode;                           /* qk_matmul_output_mode 0..3, for the output with
+                                              role MHA_ROLE_QK_OUTPUT: 0 scale*Q.K^T, 1 after
+                                              softcap, 2 after the mask, 3 after softmax */
+    int has_left_window, has_right_window; /* opset 25 windows present */
+    int64_t left_window;                   /* keys j < frontier - left_window are hidden */
+    int64_t right_window;                  /* keys j > frontier + right_window are hidden */
+    int kv_len_moves_causal;               /* MHA_ROLE_NONPAD_KV_SEQLEN also sets the causal
+                                              frontier (ONNX: offset = len - Sq); 0 for
+                                              com.microsoft mask_index key lengths */
+    int mask_pads_keys;                    /* an attn_mask shorter than the total key length
+                                              is padded with -inf (ONNX), not broadcast */
+    int int_mask_attend_nonzero;           /* integer masks (com.microsoft mask_index):
+                                              nonzero = attend */
+
+    /* ---- appended for the model families' forms (issue 14) ---- */
+    int kpm_valued;            /* the key padding input m [B, Skv] (bool, integer or float)
+                                  adds kpm_add[m != 0] to the scores of key j -- or, with
+                                  kpm_affine and a float m, kpm_add[0] + (kpm_add[1] -
+                                  kpm_add[0]) * m (the extended mask (1 - m) * c) */
+    int kpm_affine;            /* see kpm_valued */
+    float kpm_add[2];          /* the additive for m == 0 and m == 1 (finite or -inf) */
+    int attn_bool_ignore_true; /* a bool attn_mask hides True (nn.MultiheadAttention) */
+    float *bias;               /* constant additive bias [bias_heads, bias_sq, bias_skv]
+                                  on the scaled scores (T5), or NULL; owned */
+    int64_t bias_heads;        /* 1 (every head) or q_heads */
+    int64_t bias_sq, bias_skv; /* the only query / key lengths the layer accepts then */
+    int64_t bias_rel_len;      /* > 0: bias is relative instead, [bias_heads, 2 len - 1]:
+                                  score (i, j) of head h gets bias[h][j - i + len - 1], for
+                                  query and key lengths up to len (T5) */
+    int need_weights;          /* an MHA_ROLE_ATTN_WEIGHTS output: 1 the probabilities
+                                  averaged over the heads [B, Sq, Skv], 2 those of every
+                                  head [B, Hq, Sq, Skv] */
+    int attn_valued;           /* the attn_mask input adds kpm_add as a valued key padding
+                                  input does (any type; Keras (1 - m) * -1e9) */
+    int attn_mask_batch_first; /* a 3-D attn_mask is, instead of right-aligned: 1 [B, Sq,
+                                  Skv] (Keras), 2 [B * q_heads, Sq, Skv] (PyTorch); 3 only
+                                  while recognising: probed as [1, Sq, Skv] */
+    unsigned idioms;           /* LAYER_IDIOM_* found by the recogniser (mha info) */
+
+    /* ---- appended for rotary embeddings and ALiBi (issue 14) ---- */
+    int rotary;                     /* MHA_ROTARY_NONE / _HALF / _INTERLEAVED (plugin.h):
+                                       Q and K rotated after their projections */
+    int64_t rotary_dim;             /* even, <= d_head: the dims of each head that turn */
+    int64_t rotary_n_pos;           /* rows of the tables */
+    float *rotary_cos, *rotary_sin; /* [rotary_n_pos, rotary_dim / 2], owned: the model's
+                                       own values (its cos / sin caches, or computed
+                                       at load from its inverse frequencies) */
+    float *rotary_inv_freq;         /* [rotary_dim / 2] or NULL, owned: when present,
+                                       positions past the tables are computed per run
+                                       as the model does, cos(float(p * inv_freq)) */
+    float *alibi_slopes;            /* [q_heads] or NULL, owned: ALiBi */
+    int alibi_relative;             /* 0: score += slope * j (BLOOM, MPT);
+                                       1: score += slope * (j - i) (the ALiBi paper) */
+    int alibi_pos_from_mask;        /* key j is at the count of keys the key padding
+                                       input lets through before it (BLOOM's
+                                       cumsum(mask) - 1), not at j */
+
+    /* ---- appended for left padding under a finite causal mask (issue 14) ---- */
+    int causal_finite; /* the file hides future keys with a huge finite value (finfo.min),
+                          not -inf, so a query row whose every visible key is padding
+                          averages the keys whose total term stays finite, future ones
+                          included: 1 the causal and padding terms add up (GPT-2:
+                          torch.where then + (1 - m) * finfo.min; a padded future key
+                          overflows to -inf), 2 they merge into one finfo.min (LLaMA's
+                          masked_fill of the causal mask: every key stays finite);
+                          0 hidden outright */
+    float causal_fill; /* causal_finite: the term on a future key's scaled score (GPT-J
+                          divides finfo.min by its scale: then such keys win over the
+                          padding) */
+} layer;
+
+/* A projected layer with a KV cache: past_key / past_value [B, kv_heads, P,
+ * d] inputs hold the keys and values of P earlier positions, the new ones
+ * are appended after them (present_key / present_value outputs [B, kv_heads,
+ * P + S, d] when the graph has them); query i is at position P + i: rotary
+ * angles and the causal frontier (key j visible iff j <= i + P) move with
+ * it, masks cover the P + S keys. Self-attention only. */
+static inline int layer_has_cache(const layer *L) {
+    for (size_t i = 0; L->has_proj && i < L->n_inputs; i++)
+        if (L->inputs[i].role == MHA_ROLE_PAST_KEY) return 1;
+    return 0;
+}
+
+/* What the recogniser met on the way (named by mha info). */
+enum {
+    LAYER_IDIOM_WHERE_MASK = 1u << 0,    /* masked_fill / torch.where on the scores */
+    LAYER_IDIOM_EXT_MASK = 1u << 1,      /* key padding from an extended mask (1 - m) * c */
+    LAYER_IDIOM_SOFTMAX_CAST = 1u << 2,  /* Casts around the Softmax (float32 softmax) */
+    LAYER_IDIOM_SCORE_RESHAPE = 1u << 3, /* reshapes of the scores between mask terms */
+    LAYER_IDIOM_POS_BIAS = 1u << 4,      /* a constant per-head position bias */
+    LAYER_IDIOM_WINDOW = 1u << 5,        /* a sliding window with the causal mask */
+    LAYER_IDIOM_QK_FACTORS = 1u << 6,    /* scale factors on Q and K (before the product) */
+    LAYER_IDIOM_FUSED_QKV = 1u << 7,     /* one projection split into Q, K, V */
+    LAYER_IDIOM_HEAD_WEIGHTS = 1u << 8,  /* head-averaged attention weights as an output */
+    LAYER_IDIOM_KV_CACHE = 1u << 9       /* past / present keys and values (layer_has_cache) */
+};
+
+/* Finds the attention layer in g by meaning (folding constants and shapes,
+ * tracing Q/K/V to their projections) and fills *out. Refuses anything it
+ * cannot place with MHA_ERR_MODEL_UNSUPPORTED naming op type and node. */
+mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err);
+
+/* Trust, then verify: evaluates g with the reference interpreter on a small
+ * seeded random probe input and compares with layer_reference_forward.
+ * MHA_ERR_MODEL_VERIFY on a mismatch (message gives the max error). */
+mha_status layer_verify(const mha_alloc_ctx *a, const ir_graph *g, const layer *L, mha_error *err);
+
+void layer_clear(const mha_alloc_ctx *a, layer *L);
+
+/* Rotary tables of positions [p0, p0 + n) from the inverse frequencies
+ * inv_freq [half], as PyTorch models compute them in float32: the angle
+ * float(p) * inv_freq[t] rounded to float, then its cos and sin (rounded
+ * once). cos, sin: [n, half]. */
+void layer_rotary_fill(const float *inv_freq, int64_t half, int64_t p0, int64_t n, float *cos,
+                       float *sin);
+size_t layer_weight_bytes(const layer *L);
+
+/* Output shapes for given input shapes, with every input checked (dtype,
+ * rank, dims against the layer and against each other). */
+mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs, size_t n_inputs,
+                               mha_tensor *outputs, size_t n_outputs, mha_error *err);
+
+/* Runs the layer single-threaded with the built-in scalar backend (no
+ * runtime needed): the reference the verifier and tests compare against.
+ * outputs[] must be allocated with the shapes from layer_output_shapes. */
+mha_status layer_reference_forward(const mha_alloc_ctx *a, const layer *L, const mha_tensor *inputs,
+                                   size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
+                                   mha_error *err);
+
+#endif

@@ -1,0 +1,171 @@
+/* recognize_probe.c -- concrete probe shapes for a layer's graph inputs,
+ * shared by the recogniser (which evaluates the graph once to give every
+ * value a shape) and the verifier (which evaluates it to compare). Each
+ * dynamic axis is one of three sizes -- batch B, query length Sq, key length
+ * Skv -- or, for the past axis of a projected layer's KV cache, the past
+ * length P (the keys are then Skv = P + Sq), decided by the input's role;
+ * static axes keep their size and, where they are one of those, fix it for
+ * every other input. */
+#include "recognize_internal.h"
+
+typedef enum rz_sym {
+    RZ_SYM_FIXED = 0,
+    RZ_SYM_B,
+    RZ_SYM_SQ,
+    RZ_SYM_SKV,
+    RZ_SYM_ONE,
+    RZ_SYM_P /* the past length of a projected layer's KV cache */
+} rz_sym;
+
+/* Which size axis `axis` of input io is (cache: the layer has a KV cache
+ * between projections, layer_has_cache). */
+static rz_sym rz_axis_symbol(const layer_io *io, int axis, int cache) {
+    int r = io->rank, from_end = r - 1 - axis;
+    switch (io->role) {
+    case MHA_ROLE_QUERY:
+        return axis == 0 ? RZ_SYM_B : axis == 1 && r == 3 ? RZ_SYM_SQ : RZ_SYM_FIXED;
+    case MHA_ROLE_KEY_VALUE:
+        return axis == 0 ? RZ_SYM_B : axis == 1 && r == 3 ? RZ_SYM_SKV : RZ_SYM_FIXED;
+    case MHA_ROLE_Q:
+    case MHA_ROLE_K:
+    case MHA_ROLE_V: {
+        rz_sym s = io->role == MHA_ROLE_Q ? RZ_SYM_SQ : RZ_SYM_SKV;
+        if (axis == 0) return RZ_SYM_B;
+        if ((r == 3 && axis == 1) || (r == 4 && axis == 2)) return s;
+        return RZ_SYM_FIXED;
+    }
+    case MHA_ROLE_KEY_PADDING_MASK:
+        return axis == 0 ? RZ_SYM_B : RZ_SYM_SKV;
+    case MHA_ROLE_NONPAD_KV_SEQLEN:
+        return axis == 0 ? RZ_SYM_B : RZ_SYM_FIXED;
+    case MHA_ROLE_PAST_KEY:
+    case MHA_ROLE_PAST_VALUE:
+        /* [B, kv_heads, past, d]: between projections the past has its own
+         * length (the keys are P + Sq); a bare node's the key length's size */
+        return axis == 0 ? RZ_SYM_B : axis == 2 ? (cache ? RZ_SYM_P : RZ_SYM_SKV) : RZ_SYM_FIXED;
+    case MHA_ROLE_ATTN_MASK:
+        /* com.microsoft integer masks are [B, S, T], not right-aligned */
+        if ((io->dtype == MHA_DTYPE_INT32 || io->dtype == MHA_DTYPE_INT64) && r == 3)
+            return axis == 0 ? RZ_SYM_B : axis == 1 ? RZ_SYM_SQ : RZ_SYM_SKV;
+        /* Broadcast against [B, H, Sq, Skv] from the right -- but a dynamic
+         * first axis of a 3-D mask is the batch (Keras [B, Sq, Skv]) */
+        if (from_end == 0) return RZ_SYM_SKV;
+        if (from_end == 1) return RZ_SYM_SQ;
+        if (from_end == 3) return RZ_SYM_B;
+        if (r == 3 && io->dims[0] < 0) return RZ_SYM_B;
+        return RZ_SYM_ONE;
+    default:
+        return RZ_SYM_FIXED;
+    }
+}
+
+static int64_t *rz_sym_slot(rz_sizes *sz, rz_sym s) {
+    switch (s) {
+    case RZ_SYM_B:
+        return &sz->B;
+    case RZ_SYM_SQ:
+        return &sz->Sq;
+    case RZ_SYM_SKV:
+        return &sz->Skv;
+    case RZ_SYM_P:
+        return &sz->P;
+    default:
+        return NULL;
+    }
+}
+
+mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)[MHA_MAX_RANK],
+                         mha_error *err) {
+    /* Pass 1: static axes fix the sizes (the first one wins; a conflict
+     * between inputs is the graph's, and its evaluation reports it). */
+    const int cache = layer_has_cache(L);
+    int fixed[6] = {0, 0, 0, 0, 0, 0};
+    for (size_t i = 0; i < L->n_inputs; i++) {
+        const layer_io *io = &L->inputs[i];
+        for (int ax = 0; ax < io->rank; ax++) {
+            rz_sym s = rz_axis_symbol(io, ax, cache);
+            int64_t *slot = rz_sym_slot(sz, s);
+            if (!slot || io->dims[ax] < 0 || fixed[s]) continue;
+            *slot = io->dims[ax];
+            fixed[s] = 1;
+        }
+    }
+    if (self) {
+        if (fixed[RZ_SYM_SQ])
+            sz->Skv = sz->Sq;
+        else
+            sz->Sq = sz->Skv = fixed[RZ_SYM_SKV] ? sz->Skv : sz->Sq;
+    }
+    if (!cache) sz->P = 0;
+    if (cache && self) sz->Skv = sz->Sq + sz->P; /* P earlier positions, then Sq new ones */
+    /* Pass 2: every dynamic axis gets its size. */
+    for (size_t i = 0; i < L->n_inputs; i++) {
+        const layer_io *io = &L->inputs[i];
+        if (io->rank < 0 || io->rank > MHA_MAX_RANK)
+            return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED, "input '%s': its rank is not declared",
+                            io->name);
+        for (int ax = 0; ax < io->rank; ax++) {
+            if (io->dims[ax] >= 0) {
+                dims[i][ax] = io->dims[ax];
+                continue;
+            }
+            rz_sym s = rz_axis_symbol(io, ax, cache);
+            int64_t *slot = rz_sym_slot(sz, s);
+            if (io->role == MHA_ROLE_ATTN_MASK && io->rank == 3 && ax == 0 &&
+                L->attn_mask_batch_first >= 2) {
+                /* [B * q_heads, ...] once the heads are known, 1 before */
+                dims[i][ax] = L->attn_mask_batch_first == 2 ? sz->B * L->q_heads : 1;
+                continue;
+            }
+            if (slot)
+                dims[i][ax] = *slot;
+            else if (s == RZ_SYM_ONE)
+                dims[i][ax] = 1;
+            else
+                return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                                "input '%s' (%s): axis %d is dynamic, but only batch and "
+                                "sequence axes may be",
+                                io->name, mha_io_role_name(io->role), ax);
+        }
+    }
+    /* The probe runs the whole graph in the reference interpreter (for the
+     * recogniser and the verifier alike): a model whose fixed shapes are huge
+     * cannot be probed in bounded memory and time, and a crafted file must
+     * not make us try. Bound every input and the score matrix. */
+    for (size_t i = 0; i < L->n_inputs; i++) {
+        const layer_io *io = &L->inputs[i];
+        int64_t numel = 1;
+        for (int ax = 0; ax < io->rank; ax++)
+            if (!mha_mul_i64(numel, dims[i][ax], &numel) || numel > RZ_PROBE_MAX_ELEMENTS) {
+                char shape[96];
+                return mha_fail(err, MHA_ERR_LIMIT,
+                                "input '%s' has the fixed shape %s: too large to probe the graph "
+                                "(limit %lld elements)",
+                                io->name, tensor_shape_str(io->rank, dims[i], shape, sizeof shape),
+                                (long long)RZ_PROBE_MAX_ELEMENTS);
+            }
+    }
+    int64_t heads = L->q_heads > 0 ? L->q_heads : 1, scores = 1;
+    if (!mha_mul_i64(scores, sz->B, &scores) || !mha_mul_i64(scores, heads, &scores) ||
+        !mha_mul_i64(scores, sz->Sq, &scores) || !mha_mul_i64(scores, sz->Skv, &scores) ||
+        scores > RZ_PROBE_MAX_SCORES)
+        return mha_fail(err, MHA_ERR_LIMIT,
+                        "fixed sizes batch %lld, query length %lld, key length %lld: the score "
+                        "matrix is too large to probe the graph (limit %lld elements)",
+                        (long long)sz->B, (long long)sz->Sq, (long long)sz->Skv,
+                        (long long)RZ_PROBE_MAX_SCORES);
+    return MHA_OK;
+}
+
+uint64_t rz_rand(uint64_t *state) {
+    /* splitmix64 */
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void rz_fill_random(float *x, int64_t n, uint64_t *state) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)((double)(rz_rand(state) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}

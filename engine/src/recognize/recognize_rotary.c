@@ -1,0 +1,467 @@
+/* recognize_rotary.c -- rotary position embeddings on the Q and K paths
+ * (GPT-NeoX / Pythia / LLaMA / Mistral / Qwen / Falcon rotate-half, GPT-J
+ * interleaved pairs, partial rotary), recognised by meaning in the
+ * recogniser's two phases:
+ *
+ *   static (rz_rotary_pass): the Q or K path meets an Add or Concat that
+ *     mixes two data-dependent values. Walking back from it, the first value
+ *     every data path goes through (its dominator) is the tensor x that was
+ *     rotated; the chain continues below x as if the rotation were not there
+ *     (a rotation moves no element to another position: the index tracing of
+ *     recognize_map.c is the same with or without it).
+ *   meaning (rz_rotary_build): the subgraph x -> y is re-run on unit vectors
+ *     e_k along x's last axis (the head's features). Its output at each
+ *     position is column k of the linear map M_p of that position. The
+ *     columns say which dims turn (rotary_dim: the rest are e_k), in which
+ *     pairs (t, t + half) or (2t, 2t + 1), and the cos / sin of every pair
+ *     at every probed position, exactly as the model computes them
+ *     (1 * cos + 0 * sin is exact). M_p must be the same for every batch
+ *     item and head, and change along one axis: the sequence.
+ *   tables: the model's own constants, never an assumed theta. A constant
+ *     cos / sin cache (GPT-NeoX's cos_cached, GPT-J's sincos) whose rows
+ *     hold the probed values gives the tables for all its positions; else
+ *     inverse frequencies inv [half] with cos(float(p) * inv[t]) equal to
+ *     the probed values give them for any position (layer_rotary_fill).
+ *
+ * Anything else on that Add / Concat is refused by the projection parser
+ * as before, or here with what the map was not. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mha/plugin.h"
+#include "recognize_internal.h"
+
+/* Frontier of the dominator search, and the nodes it may cross. */
+#define RZ_ROT_MAX_FRONTIER 32
+#define RZ_ROT_MAX_EXPANSIONS 256
+/* Positions tabled at load when the model gives inverse frequencies (later
+ * ones are made per run): 2 MiB of tables for 64 pairs. */
+#define RZ_ROT_LOAD_POSITIONS 4096
+
+static int rz_rot_producer(const rz_ctx *z, int v) {
+    return (v >= 0 && (size_t)v < z->g->n_values) ? z->g->values[v].producer : -1;
+}
+
+/* Whether node n mixes two data-dependent inputs the way a rotation's
+ * output does: x * cos + rot(x) * sin (Add) or [rotated, passed] (Concat). */
+static int rz_rot_candidate(const rz_ctx *z, const ir_node *n) {
+    if (!rz_is_op(n, "Add") && !rz_is_op(n, "Concat")) return 0;
+    int data = 0;
+    for (size_t k = 0; k < n->n_inputs; k++)
+        if (n->inputs[k] >= 0 && z->deps[n->inputs[k]] != 0) data++;
+    return data >= 2;
+}
+
+/* The first value every data path back from y goes through, or -1: the
+ * frontier of data values is expanded latest producer first until one
+ * value is left. Never crosses a projection (MatMul / Gemm). */
+static int rz_rot_dominator(const rz_ctx *z, int y) {
+    int front[RZ_ROT_MAX_FRONTIER], n = 1;
+    front[0] = y;
+    for (int step = 0; step < RZ_ROT_MAX_EXPANSIONS; step++) {
+        int best = 0;
+        for (int i = 1; i < n; i++)
+            if (rz_rot_producer(z, front[i]) > rz_rot_producer(z, front[best])) best = i;
+        const int pid = rz_rot_producer(z, front[best]);
+        if (pid < 0) return -1; /* a graph input: no single tensor was rotated */
+        const ir_node *p = &z->g->nodes[pid];
+        if (rz_is_op(p, "MatMul") || rz_is_op(p, "Gemm")) return -1;
+        front[best] = front[--n];
+        for (size_t k = 0; k < p->n_inputs; k++) {
+            const int v = p->inputs[k];
+            if (v < 0 || z->deps[v] == 0) continue;
+            int seen = 0;
+            for (int i = 0; i < n; i++)
+                seen |= front[i] == v;
+            if (seen) continue;
+            if (n == RZ_ROT_MAX_FRONTIER) return -1;
+            front[n++] = v;
+        }
+        if (n == 1) return front[0];
+        if (n == 0) return -1;
+    }
+    return -1;
+}
+
+/* An Add mixing the path with values of more than one graph input, none
+ * of them the one tensor rotated: the form of a rotary embedding whose
+ * positions (position_ids) or cos / sin tables are graph inputs. Names the
+ * inputs; with one input behind it, the projection parser refuses it. */
+static mha_status rz_rot_inputs_refusal(rz_ctx *z, int pid, const char *what) {
+    const ir_node *n = &z->g->nodes[pid];
+    uint64_t deps = 0;
+    for (size_t k = 0; k < n->n_inputs; k++)
+        if (n->inputs[k] >= 0) deps |= z->deps[n->inputs[k]];
+    char names[240] = "";
+    size_t used = 0;
+    int count = 0;
+    for (size_t i = 0; i < z->g->n_inputs && i < 64; i++) {
+        if (!(deps & ((uint64_t)1 << i))) continue;
+        int w = snprintf(names + used, sizeof names - used, "%s'%s'", count ? ", " : "",
+                         z->g->values[z->g->inputs[i]].name);
+        if (w > 0 && (size_t)w < sizeof names - used) used += (size_t)w;
+        count++;
+    }
+    if (count < 2) return MHA_OK;
+    char d[160];
+    return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                    "%s on the %s path adds values computed from graph inputs %s: a rotary "
+                    "embedding whose positions or cos / sin tables are graph inputs is not "
+                    "supported (positions must come from the sequence length)",
+                    rz_node_desc(z, pid, d, sizeof d), what, names);
+}
+
+mha_status rz_rotary_pass(rz_ctx *z, int side, const char *what, rz_chain *ch) {
+    const int pid = rz_rot_producer(z, ch->src);
+    if (pid < 0 || !rz_rot_candidate(z, &z->g->nodes[pid])) return MHA_OK;
+    const int x = rz_rot_dominator(z, ch->src);
+    if (x < 0 && rz_is_op(&z->g->nodes[pid], "Add")) return rz_rot_inputs_refusal(z, pid, what);
+    if (x < 0) return MHA_OK; /* the projection parser refuses the node */
+    rz_chain lower;
+    mha_status st = rz_walk_back(z, x, 1, what, &lower);
+    if (st != MHA_OK) return st;
+    if (lower.n + ch->n > RZ_MAX_STEPS) {
+        char d[160];
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: more than %d layout ops on the %s path",
+                        rz_node_desc(z, pid, d, sizeof d), RZ_MAX_STEPS, what);
+    }
+    /* lower (projection -> x), then the steps after y */
+    memmove(ch->steps + lower.n, ch->steps, (size_t)ch->n * sizeof ch->steps[0]);
+    memcpy(ch->steps, lower.steps, (size_t)lower.n * sizeof ch->steps[0]);
+    ch->n += lower.n;
+    z->core.rot_on[side] = 1;
+    z->core.rot_x[side] = x;
+    z->core.rot_y[side] = ch->src;
+    ch->src = lower.src;
+    return MHA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Meaning                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* y = the subgraph x -> y of the graph re-run with x replaced by `xin`
+ * (borrowed); every other value is the probe's. *out is new. */
+static mha_status rz_rot_eval(rz_ctx *z, int x, int y, const tensor *xin, tensor **out) {
+    const ir_graph *g = z->g;
+    *out = NULL;
+    tensor **over = mha_calloc(z->a, g->n_values, sizeof *over);
+    if (!over) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory probing a rotation");
+    const int first = rz_rot_producer(z, x) + 1, last = rz_rot_producer(z, y);
+    mha_status st = MHA_OK;
+    for (int ni = first; ni <= last && st == MHA_OK; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        int touched = 0;
+        for (size_t k = 0; k < n->n_inputs; k++)
+            touched |= n->inputs[k] == x || (n->inputs[k] >= 0 && over[n->inputs[k]]);
+        if (!touched) continue;
+        tensor *in[16] = {0}, *outs[16] = {0};
+        if (n->n_inputs > 16 || n->n_outputs > 16) {
+            st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED, "rotation: a node of %zu inputs",
+                          n->n_inputs);
+            break;
+        }
+        for (size_t k = 0; k < n->n_inputs; k++) {
+            const int v = n->inputs[k];
+            in[k] = v < 0 ? NULL : v == x ? (tensor *)xin : over[v] ? over[v] : z->probe[v];
+        }
+        st = interp_eval_node(z->a, g, n, in, outs, z->err);
+        for (size_t k = 0; k < n->n_outputs; k++) {
+            const int v = n->outputs[k];
+            if (st == MHA_OK && v >= 0)
+                over[v] = outs[k];
+            else
+                tensor_free(outs[k]);
+        }
+    }
+    if (st == MHA_OK && !over[y])
+        st = mha_fail(z->err, MHA_ERR_INTERNAL, "rotation: '%s' was not recomputed",
+                      g->values[y].name);
+    if (st == MHA_OK) {
+        *out = over[y];
+        over[y] = NULL;
+    }
+    for (size_t v = 0; v < g->n_values; v++)
+        tensor_free(over[v]);
+    mha_free(z->a, over);
+    return st;
+}
+
+/* What one side's probing found: cos / sin [n_pos][half] at the probed
+ * positions. */
+typedef struct rz_rot_found {
+    int kind;
+    int64_t d, rd, n_pos;
+    float *cos, *sin;
+} rz_rot_found;
+
+static void rz_rot_found_free(rz_ctx *z, rz_rot_found *f) {
+    mha_free(z->a, f->cos);
+    mha_free(z->a, f->sin);
+    memset(f, 0, sizeof *f);
+}
+
+static mha_status rz_rot_refuse(rz_ctx *z, int side, const char *why) {
+    char d[160];
+    const int y = z->core.rot_y[side];
+    return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                    "%s on the %s path mixes the projection with itself, but not as a rotary "
+                    "position embedding does: %s",
+                    rz_node_desc(z, rz_rot_producer(z, y), d, sizeof d), side ? "K" : "Q", why);
+}
+
+/* Entry (row i, column k) of M at flat row r: cols[k][r * d + i]. */
+static float rz_rot_m(const tensor *const *cols, int64_t d, int64_t r, int64_t i, int64_t k) {
+    return ((const float *)cols[k]->data)[r * d + i];
+}
+
+/* Classifies the maps of one side (cols[k]: the output for e_k). */
+static mha_status rz_rot_classify(rz_ctx *z, int side, const tensor *x, const tensor *const *cols,
+                                  rz_rot_found *f) {
+    const int64_t d = x->dims[x->rank - 1], rows = tensor_numel(x) / d;
+    /* the sequence axis: the one axis along which M changes */
+    int64_t stride[MHA_MAX_RANK], s = 1; /* rows between steps of each axis */
+    for (int a = x->rank - 2; a >= 0; a--) {
+        stride[a] = s;
+        s *= x->dims[a];
+    }
+    int pos_axis = -1;
+    for (int a = 0; a < x->rank - 1; a++) {
+        if (x->dims[a] < 2) continue;
+        int differs = 0;
+        for (int64_t i = 0; i < d && !differs; i++)
+            for (int64_t k = 0; k < d && !differs; k++)
+                differs = rz_rot_m(cols, d, stride[a], i, k) != rz_rot_m(cols, d, 0, i, k);
+        if (!differs) continue;
+        if (pos_axis >= 0) return rz_rot_refuse(z, side, "it changes along two axes");
+        pos_axis = a;
+    }
+    if (pos_axis < 0) return rz_rot_refuse(z, side, "it is the same at every position");
+    f->n_pos = x->dims[pos_axis];
+    f->d = d;
+    /* the same map for every batch item and head at a position */
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t p = (r / stride[pos_axis]) % f->n_pos, r0 = p * stride[pos_axis];
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t k = 0; k < d; k++)
+                if (rz_rot_m(cols, d, r, i, k) != rz_rot_m(cols, d, r0, i, k))
+                    return rz_rot_refuse(z, side,
+                                         "it differs between batch items or heads at one "
+                                         "position");
+    }
+    /* at position 1: the dims that turn, and how they pair */
+    const int64_t r1 = stride[pos_axis];
+    f->rd = 0;
+    for (int64_t k = 0; k < d; k++)
+        for (int64_t i = 0; i < d; i++)
+            if (rz_rot_m(cols, d, r1, i, k) != (i == k ? 1.0f : 0.0f)) f->rd = k + 1;
+    if (f->rd < 2 || f->rd % 2) return rz_rot_refuse(z, side, "no even number of dims turns");
+    const int64_t half = f->rd / 2;
+    f->kind = rz_rot_m(cols, d, r1, half, 0) != 0.0f ? MHA_ROTARY_HALF : MHA_ROTARY_INTERLEAVED;
+    f->cos = mha_calloc(z->a, rz_count(f->n_pos * half), sizeof(float));
+    f->sin = mha_calloc(z->a, rz_count(f->n_pos * half), sizeof(float));
+    if (!f->cos || !f->sin) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
+    for (int64_t p = 0; p < f->n_pos; p++) {
+        const int64_t r = p * stride[pos_axis];
+        for (int64_t k = f->rd; k < d; k++) /* the passed dims stay put */
+            for (int64_t i = 0; i < d; i++)
+                if (rz_rot_m(cols, d, r, i, k) != (i == k ? 1.0f : 0.0f))
+                    return rz_rot_refuse(z, side, "a dim past the turning ones moves");
+        for (int64_t t = 0; t < half; t++) {
+            const int64_t i1 = f->kind == MHA_ROTARY_HALF ? t : 2 * t;
+            const int64_t i2 = f->kind == MHA_ROTARY_HALF ? t + half : 2 * t + 1;
+            const float c = rz_rot_m(cols, d, r, i1, i1), sn = rz_rot_m(cols, d, r, i2, i1);
+            f->cos[p * half + t] = c;
+            f->sin[p * half + t] = sn;
+            /* the pair's other column: (-sin, cos), nothing else moves */
+            if (fabsf(rz_rot_m(cols, d, r, i1, i2) + sn) > 1e-6f ||
+                fabsf(rz_rot_m(cols, d, r, i2, i2) - c) > 1e-6f)
+                return rz_rot_refuse(z, side, "a pair does not turn as a rotation");
+            for (int64_t i = 0; i < d; i++)
+                if (i != i1 && i != i2 &&
+                    (rz_rot_m(cols, d, r, i, i1) != 0.0f || rz_rot_m(cols, d, r, i, i2) != 0.0f))
+                    return rz_rot_refuse(z, side, "a dim moves into another pair");
+        }
+    }
+    return MHA_OK;
+}
+
+/* One side: probe with every e_k and classify. */
+static mha_status rz_rot_side(rz_ctx *z, int side, rz_rot_found *f) {
+    const rz_core *c = &z->core;
+    const tensor *x = z->probe[c->rot_x[side]];
+    if (!x || x->dtype != MHA_DTYPE_FLOAT32 || x->rank < 2 || x->dims[x->rank - 1] < 2)
+        return rz_rot_refuse(z, side, "the rotated tensor is not float32 with a feature axis");
+    const int64_t d = x->dims[x->rank - 1], rows = tensor_numel(x) / d;
+    tensor **cols = mha_calloc(z->a, (size_t)d, sizeof *cols);
+    tensor *e = NULL;
+    mha_status st = cols ? tensor_new(z->a, MHA_DTYPE_FLOAT32, x->rank, x->dims, &e, z->err)
+                         : mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
+    for (int64_t k = 0; k < d && st == MHA_OK; k++) {
+        float *p = e->data;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = 0; i < d; i++)
+                p[r * d + i] = i == k ? 1.0f : 0.0f;
+        st = rz_rot_eval(z, c->rot_x[side], c->rot_y[side], e, &cols[k]);
+        if (st == MHA_OK && (cols[k]->dtype != MHA_DTYPE_FLOAT32 || cols[k]->rank != x->rank ||
+                             memcmp(cols[k]->dims, x->dims, sizeof(int64_t) * (size_t)x->rank)))
+            st = rz_rot_refuse(z, side, "its output is not shaped like its input");
+    }
+    if (st == MHA_OK) st = rz_rot_classify(z, side, x, (const tensor *const *)cols, f);
+    for (int64_t k = 0; cols && k < d; k++)
+        tensor_free(cols[k]);
+    mha_free(z->a, cols);
+    tensor_free(e);
+    return st;
+}
+
+/* Per value: computed from initializers and Constant nodes alone (not from
+ * a graph input, nor from a Shape: a table sliced to the probe length is
+ * not the model's whole table). */
+static unsigned char *rz_rot_pure_constants(rz_ctx *z) {
+    const ir_graph *g = z->g;
+    unsigned char *pure = mha_calloc(z->a, rz_count((int64_t)g->n_values), 1);
+    if (!pure) return NULL;
+    for (size_t v = 0; v < g->n_values; v++)
+        pure[v] = g->values[v].init != NULL && g->values[v].graph_input < 0;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        int ok = !rz_is_op(n, "Shape") && !rz_is_op(n, "Size");
+        for (size_t k = 0; k < n->n_inputs && ok; k++)
+            ok = n->inputs[k] < 0 || pure[n->inputs[k]];
+        for (size_t k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0) pure[n->outputs[k]] = (unsigned char)ok;
+    }
+    return pure;
+}
+
+/* The constant cache whose rows [p0, p0 + n_pos) hold want [n_pos][half]
+ * at some column offset (p0: the probe's first position, the past length
+ * of a KV cache): its rows (the most of any match) into *tab. */
+static mha_status rz_rot_find_cache(rz_ctx *z, const unsigned char *pure, const float *want,
+                                    int64_t p0, int64_t n_pos, int64_t half, float **tab,
+                                    int64_t *rows) {
+    *tab = NULL;
+    *rows = 0;
+    const tensor *best = NULL;
+    int64_t best_c0 = 0, best_w = 0;
+    for (size_t v = 0; v < z->g->n_values; v++) {
+        const tensor *t = z->probe[v];
+        if (!pure[v] || !t || t->dtype != MHA_DTYPE_FLOAT32 || t->rank < 1) continue;
+        const int64_t w = t->dims[t->rank - 1], n = w > 0 ? tensor_numel(t) / w : 0;
+        if (w < half || n < p0 + n_pos || (best && n <= *rows)) continue;
+        const float *p = t->data;
+        for (int64_t c0 = 0; c0 + half <= w; c0++) {
+            int same = 1;
+            for (int64_t r = 0; r < n_pos && same; r++)
+                same = memcmp(p + (p0 + r) * w + c0, want + r * half,
+                              (size_t)half * sizeof(float)) == 0;
+            if (!same) continue;
+            best = t, best_c0 = c0, best_w = w, *rows = n;
+            break;
+        }
+    }
+    if (!best) return MHA_OK;
+    *tab = mha_malloc(z->a, (size_t)(*rows * half) * sizeof(float));
+    if (!*tab) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory for rotary tables");
+    for (int64_t r = 0; r < *rows; r++)
+        memcpy(*tab + r * half, (const float *)best->data + r * best_w + best_c0,
+               (size_t)half * sizeof(float));
+    return MHA_OK;
+}
+
+/* Constant inverse frequencies [half] that give the probed tables (the
+ * probe's positions start at z->P, the past length of a KV cache). */
+static const float *rz_rot_find_inv_freq(rz_ctx *z, const unsigned char *pure,
+                                         const rz_rot_found *f) {
+    const int64_t half = f->rd / 2;
+    float *c = mha_malloc(z->a, (size_t)(2 * f->n_pos * half) * sizeof(float));
+    if (!c) return NULL;
+    const float *found = NULL;
+    for (size_t v = 0; v < z->g->n_values && !found; v++) {
+        const tensor *t = z->probe[v];
+        if (!pure[v] || !t || t->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(t) != half) continue;
+        layer_rotary_fill(t->data, half, z->P, f->n_pos, c, c + f->n_pos * half);
+        int same = 1;
+        for (int64_t i = 0; i < f->n_pos * half && same; i++)
+            same = fabsf(c[i] - f->cos[i]) <= 2.5e-7f &&
+                   fabsf(c[f->n_pos * half + i] - f->sin[i]) <= 2.5e-7f;
+        if (same) found = t->data;
+    }
+    mha_free(z->a, c);
+    return found;
+}
+
+/* The whole tables of the layer from the model's constants. */
+static mha_status rz_rot_tables(rz_ctx *z, const rz_rot_found *f, layer *L) {
+    unsigned char *pure = rz_rot_pure_constants(z);
+    if (!pure) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
+    const int64_t half = f->rd / 2;
+    int64_t nc = 0, ns = 0;
+    mha_status st = rz_rot_find_cache(z, pure, f->cos, z->P, f->n_pos, half, &L->rotary_cos, &nc);
+    if (st == MHA_OK)
+        st = rz_rot_find_cache(z, pure, f->sin, z->P, f->n_pos, half, &L->rotary_sin, &ns);
+    if (st == MHA_OK && L->rotary_cos && L->rotary_sin) {
+        L->rotary_n_pos = nc < ns ? nc : ns;
+    } else if (st == MHA_OK) {
+        mha_free(z->a, L->rotary_cos);
+        mha_free(z->a, L->rotary_sin);
+        L->rotary_cos = L->rotary_sin = NULL;
+        const float *inv = rz_rot_find_inv_freq(z, pure, f);
+        if (!inv) {
+            st = rz_rot_refuse(z, 0,
+                               "its cos / sin are neither rows of a constant table nor made "
+                               "from constant inverse frequencies as cos(position * inv_freq)");
+        } else {
+            const size_t bytes = (size_t)half * sizeof(float);
+            const int64_t n = RZ_ROT_LOAD_POSITIONS;
+            L->rotary_inv_freq = mha_malloc(z->a, bytes);
+            L->rotary_cos = mha_malloc(z->a, (size_t)n * bytes);
+            L->rotary_sin = mha_malloc(z->a, (size_t)n * bytes);
+            if (!L->rotary_inv_freq || !L->rotary_cos || !L->rotary_sin) {
+                st = mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory for rotary tables");
+            } else {
+                memcpy(L->rotary_inv_freq, inv, bytes);
+                layer_rotary_fill(inv, half, 0, n, L->rotary_cos, L->rotary_sin);
+                L->rotary_n_pos = n;
+            }
+        }
+    }
+    mha_free(z->a, pure);
+    return st;
+}
+
+mha_status rz_rotary_build(rz_ctx *z, layer *L) {
+    const rz_core *c = &z->core;
+    if (!c->rot_on[0] && !c->rot_on[1]) return MHA_OK;
+    if (!c->rot_on[0] || !c->rot_on[1])
+        return rz_rot_refuse(z, c->rot_on[1],
+                             "only one of Q and K is rotated (a rotary embedding turns both)");
+    if (L->cross)
+        return rz_rot_refuse(z, 0, "a rotary embedding on cross-attention is not supported");
+    rz_rot_found f[2];
+    memset(f, 0, sizeof f);
+    mha_status st = rz_rot_side(z, 0, &f[0]);
+    if (st == MHA_OK) st = rz_rot_side(z, 1, &f[1]);
+    if (st == MHA_OK && (f[0].kind != f[1].kind || f[0].rd != f[1].rd))
+        st = rz_rot_refuse(z, 1, "Q and K turn differently");
+    if (st == MHA_OK && (f[0].d != L->d_head || f[0].rd > L->d_head))
+        st = rz_rot_refuse(z, 0, "it turns another axis than the head's features");
+    if (st == MHA_OK) {
+        const int64_t n = f[0].n_pos < f[1].n_pos ? f[0].n_pos : f[1].n_pos;
+        const size_t bytes = (size_t)(n * (f[0].rd / 2)) * sizeof(float);
+        if (memcmp(f[0].cos, f[1].cos, bytes) || memcmp(f[0].sin, f[1].sin, bytes))
+            st = rz_rot_refuse(z, 1, "Q and K turn by different angles");
+    }
+    if (st == MHA_OK) {
+        const rz_rot_found *w = f[0].n_pos >= f[1].n_pos ? &f[0] : &f[1];
+        L->rotary = w->kind;
+        L->rotary_dim = w->rd;
+        st = rz_rot_tables(z, w, L);
+    }
+    rz_rot_found_free(z, &f[0]);
+    rz_rot_found_free(z, &f[1]);
+    return st;
+}

@@ -1,0 +1,367 @@
+/* model.c -- the mha_model object: what was recognised (info, inputs,
+ * outputs), freeing, and the per-plugin cache of packed weights. Loading
+ * from ONNX lives in model_load.c, so programs that build layers in memory
+ * do not pull in the importer. */
+#include "model.h"
+#include "mha/plugin.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Appends "; phrase" (printf-style) to the idioms line, as far as it fits. */
+static void model_idiom(char *buf, size_t size, const char *fmt, ...) MHA_PRINTF(3, 4);
+static void model_idiom(char *buf, size_t size, const char *fmt, ...) {
+    size_t used = strlen(buf);
+    if (used + 3 >= size) return;
+    if (used) {
+        memcpy(buf + used, "; ", 3);
+        used += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, size - used, fmt, ap);
+    va_end(ap);
+}
+
+/* The layer's idioms as mha info names them. */
+static void model_describe(const layer *L, char *buf, size_t size) {
+    buf[0] = '\0';
+    const unsigned f = L->idioms;
+    if (f & LAYER_IDIOM_KV_CACHE)
+        model_idiom(buf, size,
+                    "KV cache: past keys / values [B, %lld, past, %lld] before the new ones, "
+                    "present outputs; queries at positions past + i",
+                    (long long)L->kv_heads, (long long)L->d_head);
+    if (L->causal && !L->has_left_window) model_idiom(buf, size, "causal mask");
+    if (L->causal && L->has_left_window)
+        model_idiom(buf, size, "causal mask with a sliding window of %lld keys",
+                    (long long)L->left_window + 1);
+    if (L->kpm_valued)
+        model_idiom(buf, size, "key padding from %s mask: m = 0 adds %g, m = 1 adds %g%s",
+                    f & LAYER_IDIOM_EXT_MASK ? "an extended" : "a", (double)L->kpm_add[0],
+                    (double)L->kpm_add[1], L->kpm_affine ? " (linear in m)" : "");
+    if (L->attn_valued)
+        model_idiom(buf, size,
+                    "attention mask%s read through its values: m = 0 adds %g, m = 1 adds %g%s",
+                    L->attn_mask_batch_first == 1 ? " [B, Sq, Skv]" : "", (double)L->kpm_add[0],
+                    (double)L->kpm_add[1], L->kpm_affine ? " (linear in m)" : "");
+    if (L->attn_bool_ignore_true) model_idiom(buf, size, "bool attention mask, true = hidden");
+    if (L->attn_mask_batch_first == 2)
+        model_idiom(buf, size, "attention mask [B * heads, Sq, Skv]");
+    if (f & LAYER_IDIOM_WHERE_MASK) model_idiom(buf, size, "mask applied by Where (masked fill)");
+    if (L->bias && L->bias_rel_len > 0)
+        model_idiom(buf, size,
+                    "relative position bias per head and key - query distance (lengths up to "
+                    "%lld)",
+                    (long long)L->bias_rel_len);
+    else if (L->bias)
+        model_idiom(buf, size, "constant position bias [%lld heads, %lld, %lld]",
+                    (long long)L->bias_heads, (long long)L->bias_sq, (long long)L->bias_skv);
+    if (L->kv_heads != L->q_heads)
+        model_idiom(buf, size, "%s %lld query / %lld key/value heads",
+                    L->kv_heads == 1 ? "MQA" : "GQA", (long long)L->q_heads,
+                    (long long)L->kv_heads);
+    if (L->has_proj && (L->bq || L->bk || L->bv))
+        model_idiom(buf, size, "projection bias on %s%s%s", L->bq ? "Q" : "", L->bk ? "K" : "",
+                    L->bv ? "V" : "");
+    if (L->has_proj && !L->bk && (L->bq || L->bv)) model_idiom(buf, size, "K without bias");
+    if (f & LAYER_IDIOM_FUSED_QKV) model_idiom(buf, size, "one fused projection split into Q/K/V");
+    if (f & LAYER_IDIOM_QK_FACTORS) model_idiom(buf, size, "scale factors on both Q and K");
+    if (f & LAYER_IDIOM_SOFTMAX_CAST) model_idiom(buf, size, "float32 softmax between Casts");
+    if (f & LAYER_IDIOM_SCORE_RESHAPE) model_idiom(buf, size, "scores reshaped around the mask");
+    if (L->need_weights)
+        model_idiom(buf, size, "attention weights output (%s)",
+                    L->need_weights == 1 ? "mean over heads" : "every head");
+    if (L->rotary)
+        model_idiom(buf, size, "rotary embedding (%s pairs) on %lld of %lld head dims, %s",
+                    L->rotary == MHA_ROTARY_INTERLEAVED ? "interleaved" : "rotate-half",
+                    (long long)L->rotary_dim, (long long)L->d_head,
+                    L->rotary_inv_freq ? "angles from the model's inverse frequencies"
+                                       : "the model's cos / sin tables");
+    if (L->alibi_slopes)
+        model_idiom(buf, size, "ALiBi, slope %g to %g, %s%s", (double)L->alibi_slopes[0],
+                    (double)L->alibi_slopes[L->q_heads - 1],
+                    L->alibi_relative ? "slope * (j - i)" : "slope * key position",
+                    L->alibi_pos_from_mask ? " counted over the unpadded keys" : "");
+}
+
+mha_status model_create_from_layer(const mha_allocator *alloc, layer *L, mha_model **out,
+                                   mha_error *err) {
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, alloc);
+    if (!out) {
+        layer_clear(&a, L);
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "model: out is NULL");
+    }
+    *out = NULL;
+    mha_model *m = mha_calloc(&a, 1, sizeof *m);
+    if (!m) {
+        layer_clear(&a, L);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory");
+    }
+    m->alloc = a;
+    m->L = *L;
+    model_describe(&m->L, m->idioms, sizeof m->idioms);
+    memset(L, 0, sizeof *L);
+    if (pthread_mutex_init(&m->pack_lock, NULL) != 0) {
+        layer_clear(&a, &m->L);
+        mha_free(&a, m);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "model: cannot create a mutex");
+    }
+    *out = m;
+    return MHA_OK;
+}
+
+mha_status model_create_from_plan(const mha_allocator *alloc, plan *P, mha_model **out,
+                                  mha_error *err) {
+    layer none;
+    memset(&none, 0, sizeof none);
+    mha_status st = model_create_from_layer(alloc, &none, out, err);
+    if (st != MHA_OK) {
+        plan_free(P);
+        return st;
+    }
+    (*out)->plan = P;
+    return MHA_OK;
+}
+
+static void model_pack_free(const mha_alloc_ctx *a, const mha_model *m, model_pack *p) {
+    exec_packed_free(a, p->packed);
+    for (size_t i = 0; p->layer_packed && i < m->plan->n_layers; i++)
+        exec_packed_free(a, p->layer_packed[i]);
+    mha_free(a, p->layer_packed);
+    for (size_t i = 0; p->gemm_packed && i < m->plan->n_gemms; i++)
+        exec_weights_free(a, &p->gemm_packed[i]);
+    mha_free(a, p->gemm_packed);
+    mha_free(a, p);
+}
+
+/* Packs the one layer, or every recognised layer of the plan. */
+/* Every weight of the model packed for plugin p (state: its runtime's) in
+ * `precision`. */
+static mha_status model_pack_all(const mha_model *m, const mha_plugin *p, void *state,
+                                 int precision, model_pack *e, mha_error *err) {
+    if (!m->plan)
+        return exec_pack_weights_prec(&m->alloc, &m->L, p, state, precision, &e->packed, err);
+    const plan *P = m->plan;
+    e->layer_packed = mha_calloc(&m->alloc, P->n_layers ? P->n_layers : 1, sizeof *e->layer_packed);
+    e->gemm_packed = mha_calloc(&m->alloc, P->n_gemms ? P->n_gemms : 1, sizeof *e->gemm_packed);
+    if (!e->layer_packed || !e->gemm_packed)
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
+    for (size_t i = 0; i < P->n_layers; i++) {
+        if (!P->layers[i].recognised) continue;
+        mha_status st = exec_pack_weights_prec(&m->alloc, &P->layers[i].L, p, state, precision,
+                                               &e->layer_packed[i], err);
+        if (st != MHA_OK) return st;
+    }
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        const plan_gemm *g = &P->gemms[i];
+        const float *w[1] = {g->W}, *b[1] = {g->bias};
+        int64_t cols[1] = {g->N};
+        mha_status st = exec_pack_parts_prec(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
+                                             "a GEMM step", &e->gemm_packed[i], err);
+        if (st != MHA_OK) return st;
+    }
+    return MHA_OK;
+}
+
+MHA_API void mha_model_free(mha_model *m) {
+    if (!m) return;
+    mha_alloc_ctx a = m->alloc;
+    for (model_pack *p = m->packs, *next; p; p = next) {
+        next = p->next;
+        model_pack_free(&a, m, p);
+    }
+    pthread_mutex_destroy(&m->pack_lock);
+    layer_clear(&a, &m->L);
+    plan_free(m->plan);
+    mha_free(&a, m);
+}
+
+mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, const model_pack **out,
+                            mha_error *err) {
+    return model_packed_for_prec(cm, p, NULL, MHA_PRECISION_FLOAT32, out, err);
+}
+
+mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void *plugin_state,
+                                 int precision, const model_pack **out, mha_error *err) {
+    /* The cache is the one mutable part of a model; it is guarded by the
+     * mutex, so a const model may still fill it. */
+    mha_model *m = (mha_model *)cm;
+    *out = NULL;
+    mha_status st = MHA_OK;
+    pthread_mutex_lock(&m->pack_lock);
+    model_pack *e = m->packs;
+    while (e && (e->plugin != p || e->precision != precision))
+        e = e->next;
+    if (!e) {
+        e = mha_calloc(&m->alloc, 1, sizeof *e);
+        if (!e) {
+            st = mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
+        } else {
+            st = model_pack_all(m, p, plugin_state, precision, e, err);
+            if (st == MHA_OK) {
+                e->plugin = p;
+                e->precision = precision;
+                e->next = m->packs;
+                m->packs = e;
+            } else {
+                model_pack_free(&m->alloc, m, e);
+                e = NULL;
+            }
+        }
+    }
+    pthread_mutex_unlock(&m->pack_lock);
+    if (e) *out = e;
+    return st;
+}
+
+size_t model_pack_count(const mha_model *cm) {
+    mha_model *m = (mha_model *)cm;
+    size_t n = 0;
+    pthread_mutex_lock(&m->pack_lock);
+    for (const model_pack *e = m->packs; e; e = e->next)
+        n++;
+    pthread_mutex_unlock(&m->pack_lock);
+    return n;
+}
+
+/* What a layer says about its attention (shared by one-layer models and
+ * the first recognised layer of a plan). */
+static void model_layer_info(const layer *L, mha_model_info *out) {
+    out->has_projections = L->has_proj;
+    out->d_model = L->has_proj ? L->d_model : 0;
+    out->d_kv = L->has_proj ? (L->cross ? L->d_kv : L->d_model) : 0;
+    out->q_heads = L->q_heads;
+    out->kv_heads = L->kv_heads;
+    out->d_head = L->d_head;
+    out->d_head_v = L->d_head_v > 0 ? L->d_head_v : L->d_head;
+    out->causal = L->causal;
+    out->scale = L->scale;
+    out->softcap = L->softcap;
+    out->cross = L->cross;
+    out->key_padding_true_means_ignore = L->kpm_true_means_ignore;
+}
+
+static mha_status model_plan_info(const plan *P, mha_model_info *out) {
+    memset(out, 0, sizeof *out);
+    out->form = "plan";
+    for (size_t i = 0; i < P->n_layers; i++)
+        if (P->layers[i].recognised) {
+            model_layer_info(&P->layers[i].L, out);
+            break;
+        }
+    out->weight_bytes = plan_weight_bytes(P);
+    out->num_inputs = P->g->n_inputs;
+    out->num_outputs = P->g->n_outputs;
+    return MHA_OK;
+}
+
+MHA_API mha_status mha_model_get_info(const mha_model *m, mha_model_info *out) {
+    if (!m || !out) return MHA_ERR_INVALID_ARGUMENT;
+    if (m->plan) return model_plan_info(m->plan, out);
+    const layer *L = &m->L;
+    memset(out, 0, sizeof *out);
+    out->form = L->form ? L->form : "";
+    model_layer_info(L, out);
+    out->weight_bytes = layer_weight_bytes(L);
+    out->num_inputs = L->n_inputs;
+    out->num_outputs = L->n_outputs;
+    return MHA_OK;
+}
+
+MHA_API const char *mha_model_idioms(const mha_model *m) {
+    return m ? m->idioms : NULL;
+}
+
+static void model_io_info(const layer_io *io, mha_io_info *out) {
+    memset(out, 0, sizeof *out);
+    out->name = io->name ? io->name : "";
+    out->role = io->role;
+    out->dtype = io->dtype;
+    out->rank = io->rank;
+    for (int i = 0; i < io->rank && i < MHA_MAX_RANK; i++)
+        out->shape[i] = io->dims[i];
+}
+
+MHA_API mha_status mha_model_input(const mha_model *m, size_t i, mha_io_info *out) {
+    if (m && m->plan && out && i < m->plan->g->n_inputs) {
+        model_io_info(&m->plan->inputs[i], out);
+        return MHA_OK;
+    }
+    if (!m || !out || i >= m->L.n_inputs) return MHA_ERR_INVALID_ARGUMENT;
+    model_io_info(&m->L.inputs[i], out);
+    return MHA_OK;
+}
+
+MHA_API mha_status mha_model_output(const mha_model *m, size_t i, mha_io_info *out) {
+    if (m && m->plan && out && i < m->plan->g->n_outputs) {
+        model_io_info(&m->plan->outputs[i], out);
+        return MHA_OK;
+    }
+    if (!m || !out || i >= m->L.n_outputs) return MHA_ERR_INVALID_ARGUMENT;
+    model_io_info(&m->L.outputs[i], out);
+    return MHA_OK;
+}
+
+MHA_API void mha_model_options_init(mha_model_options *opts) {
+    if (!opts) return;
+    memset(opts, 0, sizeof *opts);
+    opts->struct_size = sizeof *opts;
+}
+
+/* ---- the plan, described ---- */
+
+MHA_API size_t mha_model_num_steps(const mha_model *m) {
+    return m && m->plan ? m->plan->n_steps : 0;
+}
+
+MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *out) {
+    if (!m || !m->plan || !out || i >= m->plan->n_steps) return MHA_ERR_INVALID_ARGUMENT;
+    const plan *P = m->plan;
+    const plan_step *s = &P->steps[i];
+    memset(out, 0, sizeof *out);
+    out->flops = s->flops;
+    if (s->kind == PLAN_STEP_ATTENTION) {
+        const plan_layer *pl = &P->layers[s->index];
+        out->kind = "attention";
+        out->op = pl->L.form ? pl->L.form : "";
+        out->name = P->g->nodes[pl->core_node].name;
+        out->num_nodes = pl->n_nodes;
+    } else if (s->kind == PLAN_STEP_NORM) {
+        const plan_norm *nm = &P->norms[s->index];
+        out->kind = "norm";
+        out->op = nm->gamma ? "layernorm" : "layernorm (no affine)";
+        out->name = P->g->nodes[nm->nodes[0]].name;
+        out->num_nodes = nm->n_nodes;
+    } else if (s->kind == PLAN_STEP_GEMM) {
+        const plan_gemm *g = &P->gemms[s->index];
+        out->kind = "gemm";
+        out->op = g->desc;
+        out->name = P->g->nodes[g->node].name;
+        out->num_nodes = g->bias_node >= 0 ? 2 : 1;
+    } else {
+        const ir_node *n = &P->g->nodes[s->index];
+        out->kind = "interpreted";
+        out->op = n->op_type;
+        out->name = n->name;
+        out->num_nodes = 1;
+    }
+    return MHA_OK;
+}
+
+MHA_API size_t mha_model_num_layers(const mha_model *m) {
+    return m && m->plan ? m->plan->n_layers : 0;
+}
+
+MHA_API mha_status mha_model_layer(const mha_model *m, size_t i, mha_layer_info *out) {
+    if (!m || !m->plan || !out || i >= m->plan->n_layers) return MHA_ERR_INVALID_ARGUMENT;
+    const plan_layer *pl = &m->plan->layers[i];
+    memset(out, 0, sizeof *out);
+    out->recognised = pl->recognised;
+    out->form = pl->recognised && pl->L.form ? pl->L.form : "";
+    out->core = m->plan->g->nodes[pl->core_node].name;
+    out->reason = pl->recognised ? "" : pl->reason;
+    return MHA_OK;
+}
