@@ -39,12 +39,13 @@ for n in 3 11 29; do
     fail "mha run on $n tokens"
 done
 
-serve_start "$M" --max-batch 8 --max-delay-ms 1500
+serve_start "$M" --max-batch 3 --max-delay-ms 4000
 post() { # post BODYFILE OUTFILE CONTENT-TYPE [QUERY] -> prints the status code
   $C -o "$2" -w '%{http_code}' -H "Content-Type: $3" --data-binary @"$1" "$U/run${4:-}"
 }
 
-# three lengths at once: one batch (1.5 s of company), each answer its own
+# three lengths at once: one batch (it closes when the third arrives, or
+# after 4 s), each answer its own
 for n in 3 11 29; do
   (post "$T/ids_$n.npy" "$T/got_hid_$n.npy" application/x-npy >"$T/code_$n") &
 done
