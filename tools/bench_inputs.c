@@ -27,8 +27,38 @@ static int fail_msg(char *msg, size_t size, const char *fmt, ...) {
 typedef struct shape_plan {
     int64_t B, Sq, S_new, S_past, Skv; /* Skv = S_past + S_new keys in all */
     const mha_model_info *info;
-    int whole; /* a whole model (a plan): masks are [B, S] */
+    int whole; /* a whole model (form "plan") */
 } shape_plan;
+
+/* Inputs of a whole model: token ids and integer masks [B, S] (a 0 / 1
+ * mask per token, as tokenizers give them), rank-4 images [B, C, H, W]
+ * with C, H, W from the model; 1 when io is one of these. */
+static int bench_whole_model_shape(const mha_io_info *io, int64_t B, int64_t S, int64_t *shape) {
+    int integer = io->dtype == MHA_DTYPE_INT64 || io->dtype == MHA_DTYPE_INT32;
+    if ((io->role == MHA_ROLE_TOKEN_IDS || (io->role == MHA_ROLE_ATTN_MASK && integer)) &&
+        io->rank == 2) {
+        shape[0] = B;
+        shape[1] = S;
+        return 1;
+    }
+    if (io->role == MHA_ROLE_QUERY && io->rank == 4 && io->shape[1] >= 0 && io->shape[2] >= 0 &&
+        io->shape[3] >= 0) {
+        shape[0] = B;
+        for (int a = 1; a < 4; a++)
+            shape[a] = io->shape[a];
+        return 1;
+    }
+    return 0;
+}
+
+/* Token ids are drawn below this: inside any vocabulary a real model has
+ * (the time of a Gather does not depend on which rows it reads). Segment
+ * ids (an input named *type* or *segment*: tables of 1 or 2 rows) are 0. */
+#define BENCH_TOKEN_ID_BOUND 64
+
+static int64_t bench_token_id_bound(const char *name) {
+    return strstr(name, "type") || strstr(name, "segment") ? 1 : BENCH_TOKEN_ID_BOUND;
+}
 
 /* Shape of input io under plan p into shape[]. Axes that carry batch or
  * sequence lengths come from the request; width and head axes from the
@@ -39,6 +69,7 @@ static int plan_input_shape(const mha_io_info *io, const shape_plan *p, int64_t 
     int r = io->rank;
     int64_t hq = in->q_heads, hkv = in->kv_heads, dk = in->d_head, dv = in->d_head_v;
 #define KEEP(axis, fallback) (io->shape[axis] >= 0 ? io->shape[axis] : (fallback))
+    if (p->whole && bench_whole_model_shape(io, p->B, p->Sq, shape)) return 0;
     switch (io->role) {
     case MHA_ROLE_QUERY:
     case MHA_ROLE_KEY_VALUE: {
@@ -74,17 +105,7 @@ static int plan_input_shape(const mha_io_info *io, const shape_plan *p, int64_t 
         }
         break;
     }
-    case MHA_ROLE_TOKEN_IDS: /* a whole model's ids (and segment ids) [B, S] */
-        if (r != 2) break;
-        shape[0] = p->B;
-        shape[1] = p->Sq;
-        return 0;
     case MHA_ROLE_ATTN_MASK:
-        if (p->whole && r == 2) { /* a whole model's attention_mask [B, S] */
-            shape[0] = p->B;
-            shape[1] = p->Skv;
-            return 0;
-        }
         /* [..., Sq, Skv]; leading axes broadcast (1) unless the model fixes
          * them */
         if (r < 2) break;
@@ -101,6 +122,19 @@ static int plan_input_shape(const mha_io_info *io, const shape_plan *p, int64_t 
     case MHA_ROLE_NONPAD_KV_SEQLEN:
         if (r != 1) break;
         shape[0] = p->B;
+        return 0;
+    case MHA_ROLE_POSITION_IDS: /* [B, Sq] */
+        if (r != 2) break;
+        shape[0] = p->B;
+        shape[1] = p->Sq;
+        return 0;
+    case MHA_ROLE_ROTARY_COS: /* [B, Sq, rotary_dim] or [B, 1, Sq, rotary_dim] */
+    case MHA_ROLE_ROTARY_SIN:
+        if (r != 3 && r != 4) break;
+        shape[0] = p->B;
+        if (r == 4) shape[1] = 1;
+        shape[r - 2] = p->Sq;
+        shape[r - 1] = KEEP(r - 1, dk);
         return 0;
     default:
         return fail_msg(msg, msg_size, "input '%s' has role %s, which is not an input role",
@@ -128,24 +162,22 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
     if (!t->data)
         return fail_msg(msg, msg_size, "input '%s': out of memory for %lld elements", io->name,
                         (long long)n);
-    switch (io->role) {
-    case MHA_ROLE_TOKEN_IDS: /* ids 0 and 1: inside every table (segment ids have 2 rows) */
-        for (int64_t e = 0; e < n && t->dtype == MHA_DTYPE_INT64; e++)
-            ((int64_t *)t->data)[e] = (int64_t)(cli_rng_next(&rng) & 1u);
-        for (int64_t e = 0; e < n && t->dtype == MHA_DTYPE_INT32; e++)
-            ((int32_t *)t->data)[e] = (int32_t)(cli_rng_next(&rng) & 1u);
-        if (t->dtype == MHA_DTYPE_INT64 || t->dtype == MHA_DTYPE_INT32) return 0;
-        break;
-    case MHA_ROLE_ATTN_MASK:
-        if (t->dtype == MHA_DTYPE_INT64 || t->dtype == MHA_DTYPE_INT32) {
-            /* a whole model's attention_mask: 1 = attend, every token */
-            for (int64_t e = 0; e < n; e++)
-                if (t->dtype == MHA_DTYPE_INT64)
-                    ((int64_t *)t->data)[e] = 1;
-                else
-                    ((int32_t *)t->data)[e] = 1;
-            return 0;
+    if (io->role == MHA_ROLE_TOKEN_IDS ||
+        (io->role == MHA_ROLE_ATTN_MASK &&
+         (t->dtype == MHA_DTYPE_INT64 || t->dtype == MHA_DTYPE_INT32))) {
+        /* ids, or a 0 / 1 mask per token that attends everywhere */
+        uint64_t bound = (uint64_t)bench_token_id_bound(io->name);
+        for (int64_t e = 0; e < n; e++) {
+            int64_t v = io->role == MHA_ROLE_ATTN_MASK ? 1 : (int64_t)(cli_rng_next(&rng) % bound);
+            if (t->dtype == MHA_DTYPE_INT64)
+                ((int64_t *)t->data)[e] = v;
+            else
+                ((int32_t *)t->data)[e] = (int32_t)v;
         }
+        return 0;
+    }
+    switch (io->role) {
+    case MHA_ROLE_ATTN_MASK:
         if (t->dtype == MHA_DTYPE_BOOL) { /* True = attend */
             unsigned char *d = t->data;
             for (int64_t e = 0; e < n; e++)
@@ -198,6 +230,25 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
             return 0;
         }
         break;
+    case MHA_ROLE_POSITION_IDS: /* 0 .. Sq - 1 in every row */
+        for (int64_t e = 0; e < n; e++) {
+            if (t->dtype == MHA_DTYPE_INT64)
+                ((int64_t *)t->data)[e] = e % last;
+            else if (t->dtype == MHA_DTYPE_INT32)
+                ((int32_t *)t->data)[e] = (int32_t)(e % last);
+        }
+        if (t->dtype == MHA_DTYPE_INT64 || t->dtype == MHA_DTYPE_INT32) return 0;
+        break;
+    case MHA_ROLE_ROTARY_COS: /* angles (s + 1) / (1 + t), halves repeated */
+    case MHA_ROLE_ROTARY_SIN:
+        if (t->dtype != MHA_DTYPE_FLOAT32 || last < 2) break;
+        for (int64_t e = 0; e < n; e++) {
+            const int64_t s = (e / last) % t->shape[t->rank - 2], c = e % last % (last / 2);
+            const double angle = (double)(s + 1) / (double)(1 + c);
+            ((float *)t->data)[e] =
+                (float)(io->role == MHA_ROLE_ROTARY_COS ? cos(angle) : sin(angle));
+        }
+        return 0;
     default:
         if (t->dtype == MHA_DTYPE_FLOAT32) { /* uniform in [-1, 1) */
             float *d = t->data;
@@ -211,8 +262,7 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
     t->data = NULL;
     return fail_msg(msg, msg_size,
                     "input '%s' (%s) is %s: mha bench feeds only float32 data, "
-                    "bool or float32 masks, int32/int64 lengths, token ids and whole-model "
-                    "masks",
+                    "bool or float32 masks and int32/int64 lengths",
                     io->name, mha_io_role_name(io->role), mha_dtype_name(t->dtype));
 }
 
@@ -252,7 +302,7 @@ int bench_tensors_make(const mha_model *model, int64_t B, int64_t Sq, int64_t Sk
                         "S_kv must equal S, got S=%lld S_kv=%lld",
                         (long long)Sq, (long long)Skv);
     plan.info = &info;
-    plan.whole = strcmp(info.form, "plan") == 0;
+    plan.whole = info.form && strcmp(info.form, "plan") == 0;
     plan.B = B;
     plan.Sq = Sq;
     plan.Skv = Skv;

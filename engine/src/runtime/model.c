@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Appends "; phrase" (printf-style) to the idioms line, as far as it fits. */
@@ -65,7 +66,13 @@ static void model_describe(const layer *L, char *buf, size_t size) {
     if (L->has_proj && (L->bq || L->bk || L->bv))
         model_idiom(buf, size, "projection bias on %s%s%s", L->bq ? "Q" : "", L->bk ? "K" : "",
                     L->bv ? "V" : "");
-    if (L->has_proj && !L->bk && (L->bq || L->bv)) model_idiom(buf, size, "K without bias");
+    if (L->has_proj && !L->kv_given && !L->bk && (L->bq || L->bv))
+        model_idiom(buf, size, "K without bias");
+    if (L->seq_first) model_idiom(buf, size, "sequence-first inputs and output [S, B, D]");
+    if (L->kv_given)
+        model_idiom(buf, size,
+                    "K and V given already projected in head layout [B, heads, S, d] (a cached "
+                    "cross-attention)");
     if (f & LAYER_IDIOM_FUSED_QKV) model_idiom(buf, size, "one fused projection split into Q/K/V");
     if (f & LAYER_IDIOM_QK_FACTORS) model_idiom(buf, size, "scale factors on both Q and K");
     if (f & LAYER_IDIOM_SOFTMAX_CAST) model_idiom(buf, size, "float32 softmax between Casts");
@@ -73,12 +80,17 @@ static void model_describe(const layer *L, char *buf, size_t size) {
     if (L->need_weights)
         model_idiom(buf, size, "attention weights output (%s)",
                     L->need_weights == 1 ? "mean over heads" : "every head");
+    int pos_input = 0;
+    for (size_t i = 0; i < L->n_inputs; i++)
+        pos_input |= L->inputs[i].role == MHA_ROLE_POSITION_IDS;
     if (L->rotary)
-        model_idiom(buf, size, "rotary embedding (%s pairs) on %lld of %lld head dims, %s",
+        model_idiom(buf, size, "rotary embedding (%s pairs) on %lld of %lld head dims, %s%s",
                     L->rotary == MHA_ROTARY_INTERLEAVED ? "interleaved" : "rotate-half",
                     (long long)L->rotary_dim, (long long)L->d_head,
-                    L->rotary_inv_freq ? "angles from the model's inverse frequencies"
-                                       : "the model's cos / sin tables");
+                    L->rotary_tables_input ? "cos / sin tables given as inputs per token"
+                    : L->rotary_inv_freq   ? "angles from the model's inverse frequencies"
+                                           : "the model's cos / sin tables",
+                    pos_input ? " at positions given as an input" : "");
     if (L->alibi_slopes)
         model_idiom(buf, size, "ALiBi, slope %g to %g, %s%s", (double)L->alibi_slopes[0],
                     (double)L->alibi_slopes[L->q_heads - 1],
@@ -140,8 +152,8 @@ static void model_pack_free(const mha_alloc_ctx *a, const mha_model *m, model_pa
 /* Packs the one layer, or every recognised layer of the plan. */
 /* Every weight of the model packed for plugin p (state: its runtime's) in
  * `precision`. */
-static mha_status model_pack_all(const mha_model *m, const mha_plugin *p, void *state,
-                                 int precision, model_pack *e, mha_error *err) {
+static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mha_plugin *p,
+                                 void *state, int precision, model_pack *e, mha_error *err) {
     if (!m->plan)
         return exec_pack_weights_prec(&m->alloc, &m->L, p, state, precision, &e->packed, err);
     const plan *P = m->plan;
@@ -157,7 +169,8 @@ static mha_status model_pack_all(const mha_model *m, const mha_plugin *p, void *
     }
     for (size_t i = 0; i < P->n_gemms; i++) {
         const plan_gemm *g = &P->gemms[i];
-        const float *w[1] = {g->W}, *b[1] = {g->bias};
+        /* a released weight comes from the fresh build of the file */
+        const float *w[1] = {g->W ? g->W : fresh->gemms[i].W}, *b[1] = {g->bias};
         int64_t cols[1] = {g->N};
         mha_status st = exec_pack_parts_prec(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
                                              "a GEMM step", &e->gemm_packed[i], err);
@@ -174,9 +187,24 @@ MHA_API void mha_model_free(mha_model *m) {
         model_pack_free(&a, m, p);
     }
     pthread_mutex_destroy(&m->pack_lock);
+    mha_free(&a, m->source_path);
     layer_clear(&a, &m->L);
     plan_free(m->plan);
     mha_free(&a, m);
+}
+
+mha_status model_set_source(mha_model *m, const char *path, const ir_load_options *opts,
+                            model_reload_fn reload, mha_error *err) {
+    char *abs = realpath(path, NULL); /* the run may change directory */
+    const char *keep = abs ? abs : path;
+    size_t n = strlen(keep) + 1;
+    m->source_path = mha_malloc_small(&m->alloc, n);
+    if (m->source_path) memcpy(m->source_path, keep, n);
+    free(abs);
+    if (!m->source_path) return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory");
+    m->source_opts = *opts;
+    m->reload = reload;
+    return MHA_OK;
 }
 
 mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, const model_pack **out,
@@ -196,11 +224,15 @@ mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void 
     while (e && (e->plugin != p || e->precision != precision))
         e = e->next;
     if (!e) {
-        e = mha_calloc(&m->alloc, 1, sizeof *e);
-        if (!e) {
+        plan *fresh = NULL;
+        if (m->weights_released) st = m->reload(m, &fresh, err);
+        e = st == MHA_OK ? mha_calloc(&m->alloc, 1, sizeof *e) : NULL;
+        if (st != MHA_OK) {
+            /* said by reload */
+        } else if (!e) {
             st = mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
         } else {
-            st = model_pack_all(m, p, plugin_state, precision, e, err);
+            st = model_pack_all(m, fresh, p, plugin_state, precision, e, err);
             if (st == MHA_OK) {
                 e->plugin = p;
                 e->precision = precision;
@@ -210,6 +242,11 @@ mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void 
                 model_pack_free(&m->alloc, m, e);
                 e = NULL;
             }
+        }
+        plan_free(fresh);
+        if (st == MHA_OK && m->plan && m->reload && !m->weights_released) {
+            plan_release_gemm_weights(m->plan);
+            m->weights_released = 1;
         }
     }
     pthread_mutex_unlock(&m->pack_lock);
@@ -332,7 +369,10 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
     } else if (s->kind == PLAN_STEP_NORM) {
         const plan_norm *nm = &P->norms[s->index];
         out->kind = "norm";
-        out->op = nm->gamma ? "layernorm" : "layernorm (no affine)";
+        out->op = nm->res_value >= 0
+                      ? (nm->gamma ? "residual+layernorm" : "residual+layernorm (no affine)")
+                  : nm->gamma ? "layernorm"
+                              : "layernorm (no affine)";
         out->name = P->g->nodes[nm->nodes[0]].name;
         out->num_nodes = nm->n_nodes;
     } else if (s->kind == PLAN_STEP_GEMM) {
