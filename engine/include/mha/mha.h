@@ -294,18 +294,27 @@ typedef enum mha_io_role {
     MHA_ROLE_V,
     MHA_ROLE_ATTN_MASK,        /* bool (True = attend) or float additive */
     MHA_ROLE_KEY_PADDING_MASK, /* bool [B, Skv]; see mha_model_info */
-    MHA_ROLE_PAST_KEY,
+    MHA_ROLE_PAST_KEY,         /* KV cache [B, kv_heads, P, d] (bare Attention, or a projected
+                                  self-attention layer: query i is then at position P + i, and
+                                  the masks cover the P + Sq keys); P may be 0 */
     MHA_ROLE_PAST_VALUE,
     MHA_ROLE_NONPAD_KV_SEQLEN,
-    MHA_ROLE_OUTPUT, /* outputs: Y */
-    MHA_ROLE_PRESENT_KEY,
+    MHA_ROLE_OUTPUT,      /* outputs: Y */
+    MHA_ROLE_PRESENT_KEY, /* the past keys then the new ones [B, kv_heads, P + Skv, d] */
     MHA_ROLE_PRESENT_VALUE,
     MHA_ROLE_QK_OUTPUT,
     MHA_ROLE_ATTN_WEIGHTS, /* output: the softmax probabilities averaged over the query
                               heads, [B, Sq, Skv], or of every head, [B, q_heads, Sq, Skv]
                               (nn.MultiheadAttention's need_weights=True) */
     /* appended for whole models (a plan of steps) */
-    MHA_ROLE_TOKEN_IDS /* integer ids that index an embedding table [B, S] */
+    MHA_ROLE_TOKEN_IDS, /* integer ids that index an embedding table [B, S] */
+    /* appended for rotary embeddings given by the caller (Hugging Face layers) */
+    MHA_ROLE_POSITION_IDS, /* int64 / int32 [B or 1, S]: the position of each token, the
+                              row of the model's rotary tables it turns by (>= 0) */
+    MHA_ROLE_ROTARY_COS,   /* float [B or 1, S, rotary_dim] (or [B or 1, 1, S, rotary_dim]):
+                              the cos of each token's angles, halves repeated as
+                              cat(freqs, freqs) makes them */
+    MHA_ROLE_ROTARY_SIN    /* the sin, likewise */
 } mha_io_role;
 
 MHA_API const char *mha_io_role_name(mha_io_role role);
