@@ -3,7 +3,8 @@
  * For each attention core (a Softmax, an Attention node):
  *   Y = the output of its output projection: forward from the core through
  *       layout ops and the P.V MatMul to the first MatMul / Gemm with a
- *       constant weight, plus its bias Add;
+ *       constant weight, plus its bias Add (and the Reshape of flat
+ *       [S * B, D] rows back to [S, B, D] that follows it);
  *   X = the data input of its input projections: backward from the core
  *       (Shape / Size not followed) to the MatMuls / Gemms with constant
  *       weights (one X for self attention, two for cross attention);
@@ -80,6 +81,21 @@ static int part_data_consumer(const part_ctx *c, int v, int *count) {
     return found;
 }
 
+/* nn.MultiheadAttention projects its output as a Gemm over [S * B, D] rows
+ * and reshapes them back to [S, B, D] after: a layer ending in the flat rows
+ * has no token axis for the recogniser to see (its sequence-first form needs
+ * a 3-D output), so Y takes in that Reshape. */
+static int part_unflatten_y(const part_ctx *c, int y) {
+    int count;
+    if (c->shp[y].rank != 2 || part_is_output(c->P->g, y)) return y;
+    int ni = part_data_consumer(c, y, &count);
+    if (ni < 0 || count != 1) return y;
+    const ir_node *n = &c->P->g->nodes[ni];
+    if (!part_is(n, "Reshape") || n->inputs[0] != y || n->n_outputs < 1 || n->outputs[0] < 0)
+        return y;
+    return c->shp[n->outputs[0]].rank == 3 ? n->outputs[0] : y;
+}
+
 /* Forward from the core to Y; *pv is the P.V MatMul (Softmax cores). */
 static int part_find_y(part_ctx *c, int core, int *pv, const char **why) {
     const plan *P = c->P;
@@ -105,7 +121,7 @@ static int part_find_y(part_ctx *c, int core, int *pv, const char **why) {
                     plan_const(P, an->inputs[an->inputs[0] == y ? 1 : 0]) != NULL)
                     y = an->outputs[0];
             }
-            return y;
+            return part_unflatten_y(c, y);
         }
         if (part_is(n, "MatMul") && !passed_pv && n->inputs[0] == v) {
             passed_pv = 1;
