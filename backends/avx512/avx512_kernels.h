@@ -16,13 +16,11 @@ typedef struct avx512_state {
     int has_dpbf16; /* AVX512-BF16: the bfloat16 GEMM uses VDPBF16PS, else its exact emulation */
 } avx512_state;
 
-size_t avx512_gemm_packed_size(int64_t K, int64_t N);
-size_t avx512_gemm_packed_size_prec(void *state, int precision, int64_t K, int64_t N);
-int avx512_gemm_pack_b_prec(void *state, int precision, int64_t K, int64_t N, const float *B,
-                            int64_t ldb, void *packed);
+size_t avx512_gemm_packed_size(void *state, int precision, int64_t K, int64_t N);
+int avx512_gemm_pack_b(void *state, int precision, int64_t K, int64_t N, const float *B,
+                       int64_t ldb, void *packed);
 /* The bfloat16 GEMM with VDPBF16PS (avx512_bf16_kernels.c); args checked. */
 int avx512_gemm_bf16_dpbf16(const mha_gemm_args *args);
-void avx512_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed);
 int avx512_gemm(void *state, const mha_gemm_args *args);
 size_t avx512_attention_workspace_size(void *state, const mha_attn_args *args);
 int avx512_attention(void *state, const mha_attn_args *args, void *workspace,

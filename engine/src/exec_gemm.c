@@ -24,7 +24,7 @@ static int64_t gemm_round_up(int64_t x, int64_t block) {
 static mha_status gemm_call(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                             int threads, mha_error *err) {
     return exec_gemm_tile(j->env, j->W, j->M, j->A, j->W->K, j->C, j->W->N, m0, m1, n0, n1, threads,
-                          err);
+                          NULL, err);
 }
 
 static mha_status gemm_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {

@@ -137,8 +137,7 @@ static void model_pack_free(const mha_alloc_ctx *a, const mha_model *m, model_pa
  * `precision`. */
 static mha_status model_pack_all(const mha_model *m, const mha_plugin *p, void *state,
                                  int precision, model_pack *e, mha_error *err) {
-    if (!m->plan)
-        return exec_pack_weights_prec(&m->alloc, &m->L, p, state, precision, &e->packed, err);
+    if (!m->plan) return exec_pack_weights(&m->alloc, &m->L, p, state, precision, &e->packed, err);
     const plan *P = m->plan;
     e->layer_packed = mha_calloc(&m->alloc, P->n_layers ? P->n_layers : 1, sizeof *e->layer_packed);
     e->gemm_packed = mha_calloc(&m->alloc, P->n_gemms ? P->n_gemms : 1, sizeof *e->gemm_packed);
@@ -146,16 +145,16 @@ static mha_status model_pack_all(const mha_model *m, const mha_plugin *p, void *
         return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
     for (size_t i = 0; i < P->n_layers; i++) {
         if (!P->layers[i].recognised) continue;
-        mha_status st = exec_pack_weights_prec(&m->alloc, &P->layers[i].L, p, state, precision,
-                                               &e->layer_packed[i], err);
+        mha_status st = exec_pack_weights(&m->alloc, &P->layers[i].L, p, state, precision,
+                                          &e->layer_packed[i], err);
         if (st != MHA_OK) return st;
     }
     for (size_t i = 0; i < P->n_gemms; i++) {
         const plan_gemm *g = &P->gemms[i];
         const float *w[1] = {g->W}, *b[1] = {g->bias};
         int64_t cols[1] = {g->N};
-        mha_status st = exec_pack_parts_prec(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
-                                             "a GEMM step", &e->gemm_packed[i], err);
+        mha_status st = exec_pack_parts(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
+                                        "a GEMM step", &e->gemm_packed[i], err);
         if (st != MHA_OK) return st;
     }
     return MHA_OK;
@@ -174,13 +173,9 @@ MHA_API void mha_model_free(mha_model *m) {
     mha_free(&a, m);
 }
 
-mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, const model_pack **out,
+mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, void *plugin_state,
+                            uint64_t features, int precision, const model_pack **out,
                             mha_error *err) {
-    return model_packed_for_prec(cm, p, NULL, MHA_PRECISION_FLOAT32, out, err);
-}
-
-mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void *plugin_state,
-                                 int precision, const model_pack **out, mha_error *err) {
     /* The cache is the one mutable part of a model; it is guarded by the
      * mutex, so a const model may still fill it. */
     mha_model *m = (mha_model *)cm;
@@ -188,7 +183,7 @@ mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void 
     mha_status st = MHA_OK;
     pthread_mutex_lock(&m->pack_lock);
     model_pack *e = m->packs;
-    while (e && (e->plugin != p || e->precision != precision))
+    while (e && (e->plugin != p || e->features != features || e->precision != precision))
         e = e->next;
     if (!e) {
         e = mha_calloc(&m->alloc, 1, sizeof *e);
@@ -198,6 +193,7 @@ mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void 
             st = model_pack_all(m, p, plugin_state, precision, e, err);
             if (st == MHA_OK) {
                 e->plugin = p;
+                e->features = features;
                 e->precision = precision;
                 e->next = m->packs;
                 m->packs = e;

@@ -304,7 +304,8 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
                         precision);
 
     const model_pack *pk = NULL;
-    mha_status st = model_packed_for_prec(model, rt->plugin, rt->plugin_state, precision, &pk, err);
+    mha_status st = model_packed_for(model, rt->plugin, rt->plugin_state, rt->reg->cpu_features,
+                                     precision, &pk, err);
     if (st != MHA_OK) return st;
 
     exec_env env;

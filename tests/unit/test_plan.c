@@ -244,7 +244,9 @@ static void test_exec_gemm_matches_reference(void **state) {
     const float *w[1] = {g->W}, *b[1] = {g->bias};
     int64_t cols[1] = {g->N};
     mha_error err;
-    assert_int_equal(exec_pack_parts(NULL, p, g->K, 1, w, cols, b, "W", &W, &err), MHA_OK);
+    assert_int_equal(
+        exec_pack_parts(NULL, p, NULL, MHA_PRECISION_FLOAT32, g->K, 1, w, cols, b, "W", &W, &err),
+        MHA_OK);
     const int64_t M = 133; /* more than two row tiles, a ragged last one */
     float *A = malloc(sizeof(float) * (size_t)(M * g->K));
     float *want = malloc(sizeof(float) * (size_t)(M * g->N));
