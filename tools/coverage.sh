@@ -1,6 +1,6 @@
 #!/bin/sh
 # coverage.sh -- line and branch coverage of the parsers and validators
-# (engine/src/onnx_load*.c, npy.c, tensorfile.c, recognize*.c).
+# (engine/src/onnx/onnx_load*.c, io/npy.c, io/tensorfile.c, recognize/recognize*.c).
 #
 # Builds with gcc --coverage (-DMHA_COVERAGE=ON) in build-cov/, runs the
 # unit tests, then replays the fuzz corpora through the fuzz entries
@@ -41,7 +41,7 @@ MHA_FUZZ_REPLAY=$replay MHA_PLUGIN_PATH=$root/$cov/lib/mha/plugins \
 grep 'replayed' "$cov/fuzz-replay.log" | sed 's/^/  /'
 
 # The parsers and validators: what reads untrusted bytes.
-filter='engine/src/(onnx_load[a-z_]*|npy|tensorfile|recognize[a-z_]*)\.c$'
+filter='engine/src/(onnx/onnx_load[a-z_]*|io/npy|io/tensorfile|recognize/recognize[a-z_]*)\.c$'
 out=$cov/coverage
 mkdir -p "$out"
 # search only this build's .gcda files (other coverage builds may sit beside it)

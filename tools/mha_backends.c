@@ -54,7 +54,7 @@ static int backends_check(const cli_common *c) {
 }
 
 /* What the engine does in plain C around every backend's float32 kernels
- * (engine/src/exec_ext.c): the kernels see only float32 tensors, a mask,
+ * (engine/src/exec/exec_ext.c): the kernels see only float32 tensors, a mask,
  * key lengths and causal offsets. */
 /* Entry i is the built-in and a usable plugin file of the same name was
  * loaded too (a tie in score goes to the file). */

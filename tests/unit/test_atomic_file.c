@@ -1,4 +1,4 @@
-/* test_atomic_file.c -- output files (engine/src/atomic_file.c): where a
+/* test_atomic_file.c -- output files (engine/src/io/atomic_file.c): where a
  * destination leads (symlinks followed, "-", FIFOs and devices as streams,
  * folders refused, the missing folder named), the partial files of a
  * resumable run (created exclusively, reopened only when plainly ours), the

@@ -1,4 +1,4 @@
-/* test_interp.c -- the reference interpreter (engine/src/interp*.c): every op
+/* test_interp.c -- the reference interpreter (engine/src/interp/): every op
  * on small hand-computed cases (broadcasting, opset differences, negative
  * axes and indices), the error paths (bad axis, shape mismatch, missing
  * input, out-of-range index, huge allocation, allocation failure) that

@@ -1,4 +1,4 @@
-/* test_npy.c -- the .npy reader and writer (engine/src/npy.c): round trips
+/* test_npy.c -- the .npy reader and writer (engine/src/io/npy.c): round trips
  * through every supported dtype and both read paths (mmap and pread), row
  * chunks, conversions, and every malformed file the reader must refuse with
  * a message naming the file and the problem -- before allocating anything. */

@@ -1,5 +1,5 @@
 /* test_registry.c -- CPU feature detection, feature masks and the plugin
- * registry (engine/src/cpu.c, engine/src/registry.c):
+ * registry (engine/src/runtime/cpu.c, registry.c):
  *  - the feature bits agree with /proc/cpuinfo; mask parsing (hex, names,
  *    errors) and the printable list;
  *  - a folder holding deliberately broken plugins (plugins/testing: no entry

@@ -1,4 +1,4 @@
-/* test_tensorfile.c -- whole-tensor files by extension (engine/src/
+/* test_tensorfile.c -- whole-tensor files by extension (engine/src/io/
  * tensorfile.c): ONNX TensorProto .pb round trips and the conformance data,
  * element conversions, and the atomic writer: nothing appears before
  * commit, a failure leaves nothing behind, the mode follows the umask. */

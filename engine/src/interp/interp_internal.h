@@ -2,7 +2,7 @@
  * the per-node evaluation context, the helpers every op uses (inputs,
  * outputs, typed attributes, axis checks, error messages naming the node)
  * and the op functions the dispatch table in interp.c lists. Not used
- * outside engine/src/interp*.c. */
+ * outside engine/src/interp/. */
 #ifndef MHA_INTERP_INTERNAL_H
 #define MHA_INTERP_INTERNAL_H
 
