@@ -70,7 +70,7 @@ static inline float kernel_act(int act, float x) {
     case MHA_ACT_GELU_TANH:
         return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
     case MHA_ACT_RELU:
-        return x > 0.0f ? x : 0.0f; /* max(x, 0); -0 and NaN give 0 */
+        return x > 0.0f ? x : (x == x ? 0.0f : x); /* -0 gives 0, NaN stays NaN */
     case MHA_ACT_SILU:
         return x / (1.0f + expf(-x));
     default:

@@ -136,12 +136,21 @@ mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64
                           int64_t m1, int64_t n0, int64_t n1, int num_threads,
                           const exec_gemm_fused *fused, mha_error *err);
 
+/* The fused part for a GEMM whose epilogue is act(y) [+ residual]
+ * (act MHA_ACT_*, residual [M, ldr] or NULL): 1 and *out when env's plugin
+ * declares both, so its kernel applies them on its tiles; 0 when the host
+ * must run the epilogue itself. */
+int exec_gemm_fuse(const exec_env *env, int act, const float *residual, int64_t ldr,
+                   exec_gemm_fused *out);
+
 /* One GEMM on given buffers (exec_gemm.c): C [M, N] = A [M, K] . W + bias,
- * split into row x column tiles over the pool (a self-parallel plugin gets
- * it whole), each tile followed by ep (NULL = none). Each tile writes its
- * own part of C. */
+ * then fused (NULL = none) inside the plugin, split into row x column
+ * tiles over the pool (a self-parallel plugin gets it whole), each tile
+ * followed by the host's ep (NULL = none). Each tile writes its own part
+ * of C. */
 mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const float *A, int64_t M,
-                         float *C, const exec_gemm_epilogue *ep, mha_error *err);
+                         float *C, const exec_gemm_fused *fused, const exec_gemm_epilogue *ep,
+                         mha_error *err);
 
 /* Runs L forward. pk must have been packed for env->plugin. outputs must
  * have exactly the dtype, rank and shape layer_output_shapes gives. With a

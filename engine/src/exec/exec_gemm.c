@@ -1,12 +1,15 @@
 /* exec_gemm.c -- one GEMM of a model's plan on the runtime's backend:
  * C [M, N] = A [M, K] . W (+ bias), W packed once by the plugin. The
  * product is cut into tiles of rows x columns at multiples of the plugin's
- * blocks, one pool unit each, the host's elementwise epilogue run on each
- * tile while it is in cache: every tile writes its own part of C, so the
- * result is bitwise the same for any thread count. */
+ * blocks, one pool unit each; the epilogue runs on each tile while it is
+ * in cache -- inside the plugin's kernel when it declares the step's form
+ * (activation, residual: exec_gemm_fuse), else the host's elementwise
+ * program right after the call. Every tile writes its own part of C, so
+ * the result is bitwise the same for any thread count. */
 #include <string.h>
 
 #include "exec.h"
+#include "registry.h"
 
 typedef struct gemm_job {
     const exec_env *env;
@@ -14,6 +17,7 @@ typedef struct gemm_job {
     const float *A;
     float *C;
     int64_t M, m_tile, n_tile, n_tiles;
+    const exec_gemm_fused *fused;
     const exec_gemm_epilogue *ep;
 } gemm_job;
 
@@ -24,7 +28,7 @@ static int64_t gemm_round_up(int64_t x, int64_t block) {
 static mha_status gemm_call(const gemm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                             int threads, mha_error *err) {
     return exec_gemm_tile(j->env, j->W, j->M, j->A, j->W->K, j->C, j->W->N, m0, m1, n0, n1, threads,
-                          NULL, err);
+                          j->fused, err);
 }
 
 static mha_status gemm_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
@@ -39,8 +43,18 @@ static mha_status gemm_unit(void *ctx, int phase, int64_t u, int worker, mha_err
     return st;
 }
 
+int exec_gemm_fuse(const exec_env *env, int act, const float *residual, int64_t ldr,
+                   exec_gemm_fused *out) {
+    if (act < 0 || !registry_plugin_epilogue(env->plugin, act, residual != NULL)) return 0;
+    out->activation = act;
+    out->residual = residual;
+    out->ldr = ldr;
+    return 1;
+}
+
 mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const float *A, int64_t M,
-                         float *C, const exec_gemm_epilogue *ep, mha_error *err) {
+                         float *C, const exec_gemm_fused *fused, const exec_gemm_epilogue *ep,
+                         mha_error *err) {
     const mha_plugin *p = env->plugin;
     if (!W->packed && W->K > 0 && W->N > 0)
         return mha_fail(err, MHA_ERR_INTERNAL, "exec: a %lldx%lld GEMM without packed weights",
@@ -48,7 +62,7 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
     if (M <= 0 || W->N <= 0) return MHA_OK;
     int threads = env->pool ? pool_size(env->pool) : 1;
     if (env->num_threads > 0 && env->num_threads < threads) threads = env->num_threads;
-    gemm_job j = {env, W, A, C, M, 0, 0, 0, ep && ep->fn ? ep : NULL};
+    gemm_job j = {env, W, A, C, M, 0, 0, 0, fused, ep && ep->fn ? ep : NULL};
     if (p->flags & MHA_PLUGIN_SELF_PARALLEL) {
         int reserved = pool_try_reserve(env->pool);
         mha_status st = gemm_call(&j, 0, M, 0, W->N, reserved ? threads : 1, err);

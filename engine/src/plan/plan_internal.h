@@ -49,6 +49,11 @@ mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, i
 int plan_ew_compile(const plan *P, const plan_uses *u, const plan_shape *shp,
                     const unsigned char *taken, int start_node, int y, int64_t N, int *reg_scratch,
                     plan_ew_prog *prog, int *out, int *nodes, size_t *n_nodes);
+/* The fused form of prog (plan_gemm.fused_act / fused_residual): its
+ * activation as a plugin computes it, found by running the part before a
+ * final residual add on sample values against each MHA_ACT_*; -1 when the
+ * program is not act(y) [+ residual]. */
+void plan_ew_classify(const plan_ew_prog *prog, int *act, int *residual);
 /* Runs prog in place on x [count], elements of one row of N starting at
  * column col0; ext: the external operand at the same elements. */
 void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t count, int64_t N,

@@ -78,18 +78,6 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
 }
 
 /* The epilogue of a GEMM step on a tile of its output, row by row. */
-typedef struct run_ep {
-    const plan_ew_prog *prog;
-    const float *ext; /* the external operand, the output's shape, or NULL */
-} run_ep;
-
-static void run_ep_tile(void *user, float *C, int64_t N, int64_t m0, int64_t m1, int64_t n0,
-                        int64_t n1) {
-    const run_ep *e = user;
-    for (int64_t m = m0; m < m1; m++)
-        plan_ew_apply(e->prog, C + m * N + n0, e->ext ? e->ext + m * N + n0 : NULL, n1 - n0, N, n0);
-}
-
 /* A GEMM over the last axis of its float32 input. */
 static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan_backend *be,
                            mha_error *err) {
@@ -105,8 +93,9 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
     tensor *y = NULL;
     mha_status st = tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, A->rank, dims, &y, err);
     int64_t M = pg->K > 0 ? tensor_numel(A) / pg->K : 0;
-    /* the epilogue runs on the host, tile by tile, right after the product */
-    run_ep ep = {&pg->epilogue, NULL};
+    /* the epilogue runs tile by tile right after the product (the host's
+     * program, or the plugin's GEMM when it declares the fused form) */
+    plan_ep ep = {&pg->epilogue, NULL};
     if (st == MHA_OK && pg->epilogue.ext_value >= 0) {
         const tensor *ext = values[pg->epilogue.ext_value];
         if (!ext || ext->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(ext) != tensor_numel(y))
@@ -119,7 +108,7 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
     }
     if (st == MHA_OK)
         st = be->gemm(be->user, P, gi, (const float *)A->data, M, y->data,
-                      pg->epilogue.n_ops > 0 ? run_ep_tile : NULL, &ep, err);
+                      pg->epilogue.n_ops > 0 ? &ep : NULL, err);
     if (st != MHA_OK) {
         tensor_free(y);
         return st;

@@ -255,14 +255,25 @@ static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const
                     n_outputs, err);
 }
 
-static mha_status
-runtime_plan_gemm(void *user, const plan *P, size_t gi, const float *A, int64_t M, float *C,
-                  void (*ep_fn)(void *, float *, int64_t, int64_t, int64_t, int64_t, int64_t),
-                  void *ep_user, mha_error *err) {
+static void runtime_plan_ep_tile(void *user, float *C, int64_t N, int64_t m0, int64_t m1,
+                                 int64_t n0, int64_t n1) {
+    plan_ep_tile(user, C, N, m0, m1, n0, n1);
+}
+
+/* A GEMM step of a plan; its epilogue inside the plugin's kernel when the
+ * plugin declares the step's fused form, else on the host after each
+ * tile. */
+static mha_status runtime_plan_gemm(void *user, const plan *P, size_t gi, const float *A, int64_t M,
+                                    float *C, const plan_ep *ep, mha_error *err) {
     const runtime_plan_ctx *pc = user;
-    exec_gemm_epilogue ep = {ep_fn, ep_user};
-    (void)P;
-    return exec_gemm_run(pc->env, &pc->pk->gemm_packed[gi], A, M, C, ep_fn ? &ep : NULL, err);
+    const plan_gemm *pg = &P->gemms[gi];
+    const exec_gemm_weights *W = &pc->pk->gemm_packed[gi];
+    exec_gemm_fused fused;
+    if (ep &&
+        exec_gemm_fuse(pc->env, pg->fused_act, pg->fused_residual ? ep->ext : NULL, pg->N, &fused))
+        return exec_gemm_run(pc->env, W, A, M, C, &fused, NULL, err);
+    exec_gemm_epilogue host = {runtime_plan_ep_tile, (void *)ep};
+    return exec_gemm_run(pc->env, W, A, M, C, NULL, ep ? &host : NULL, err);
 }
 
 MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_tensor *inputs,

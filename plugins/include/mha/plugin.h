@@ -108,7 +108,7 @@ extern "C" {
  * x = A.B + bias of each element, in float32:
  *   GELU_ERF   0.5 x (1 + erf(x / sqrt 2))
  *   GELU_TANH  0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
- *   RELU       max(x, 0)
+ *   RELU       max(x, 0) (NaN stays NaN)
  *   SILU       x / (1 + exp(-x))
  * The scalar backend's code is the reference (backends/scalar); a plugin
  * matches it within the bound tests/unit/test_backends.c states. */
