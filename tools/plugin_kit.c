@@ -194,7 +194,7 @@ done:
     return ok;
 }
 
-/* ABI 1.2 rotary entry: x [B, H, S, d] turned in place against the
+/* The rotary entry (MHA_OP_ROTARY): x [B, H, S, d] turned in place against the
  * reference, whole and one row per call (bitwise equal). kind and rd as in
  * mha_rotary_args; tables of theta 10000; a position offset per item. */
 static int kit_rotary_case(const kit_plugin *kp, const kit_plugin *ref, int kind, int64_t d,

@@ -1,4 +1,4 @@
-/* gemm_bf16.h -- the blocked bfloat16 GEMM driver (ABI 1.3 precision
+/* gemm_bf16.h -- the blocked bfloat16 GEMM driver (precision
  * MHA_PRECISION_BFLOAT16): the shape of gemm_blocked.h with operands packed
  * as bfloat16 pairs for a VDPBF16PS-style micro-kernel, products exact and
  * summed in float32.

@@ -55,14 +55,14 @@ void scalar_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void 
 
 /* Packed B in float32 as above; in bfloat16 B transposed, [N][K] bfloat16
  * (uint16). One layout whatever the state. */
-static size_t scalar_gemm_packed_size_prec(void *state, int precision, int64_t K, int64_t N) {
+static size_t scalar_packed_size(void *state, int precision, int64_t K, int64_t N) {
     (void)state;
     size_t f32 = scalar_gemm_packed_size(K, N);
     if (precision == MHA_PRECISION_FLOAT32 || f32 == SIZE_MAX) return f32;
     return precision == MHA_PRECISION_BFLOAT16 ? f32 / 2 : SIZE_MAX;
 }
 
-static int scalar_gemm_pack_b_prec(void *state, int precision, int64_t K, int64_t N, const float *B,
+static int scalar_pack_b(void *state, int precision, int64_t K, int64_t N, const float *B,
                                    int64_t ldb, void *packed) {
     (void)state;
     if (precision == MHA_PRECISION_FLOAT32) {
@@ -290,8 +290,8 @@ static const mha_plugin scalar_plugin = {
     .fini = NULL,
     .gemm_m_block = 1,
     .gemm_n_block = 1,
-    .gemm_packed_size = scalar_gemm_packed_size_prec,
-    .gemm_pack_b = scalar_gemm_pack_b_prec,
+    .gemm_packed_size = scalar_packed_size,
+    .gemm_pack_b = scalar_pack_b,
     .gemm = scalar_gemm,
     .attention_workspace_size = scalar_attention_workspace_size,
     .attention = scalar_attention,

@@ -2,8 +2,8 @@
  * triple-loop attention layer written here: hand-built layers (self, cross,
  * GQA, causal, key padding, bool and float masks, sequence-first, bare 3D
  * and 4D, rotary embeddings from tables or inverse frequencies, ALiBi), an
- * ABI 1.1 plugin (no rotary entry: the host rotates; ALiBi refused, naming
- * it), bitwise identical results for 1, 2, 3 and 7 threads, batch
+ * plugin declaring no optional op (no rotary entry: the host rotates;
+ * ALiBi refused, naming it), bitwise identical results for 1, 2, 3 and 7 threads, batch
  * chunking, NaN isolation, self-parallel plugins, cancellation, input checks
  * and allocation failure at every point. */
 #include "testutil.h"
