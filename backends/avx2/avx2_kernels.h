@@ -17,5 +17,6 @@ int avx2_gemm(void *state, const mha_gemm_args *args);
 size_t avx2_attention_workspace_size(void *state, const mha_attn_args *args);
 int avx2_attention(void *state, const mha_attn_args *args, void *workspace, size_t workspace_size);
 int avx2_rotary(void *state, const mha_rotary_args *args);
+int avx2_norm(void *state, const mha_norm_args *args);
 
 #endif

@@ -23,7 +23,7 @@ static const mha_plugin avx2_plugin = {
     .description = "AVX2+FMA: 6x16 GEMM micro-kernel, flash attention (8 lanes)",
     .flags = 0,
     .precisions = MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32),
-    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY,
+    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY | MHA_OP_NORM,
     .epilogues = KERNEL_EPILOGUES,
     .probe = avx2_probe,
     .gemm_m_block = 6,
@@ -34,6 +34,7 @@ static const mha_plugin avx2_plugin = {
     .attention_workspace_size = avx2_attention_workspace_size,
     .attention = avx2_attention,
     .rotary = avx2_rotary,
+    .norm = avx2_norm,
 };
 
 const mha_plugin *mha_avx2_plugin_table(void);

@@ -97,3 +97,14 @@ int avx512_rotary(void *state, const mha_rotary_args *args) {
     (void)state;
     return rotary_run(args);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Normalisation                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* The shared reference of common/kernel_common.h: memory-bound, the host's
+ * threads split the rows. */
+int avx512_norm(void *state, const mha_norm_args *args) {
+    (void)state;
+    return kernel_norm_run(args);
+}

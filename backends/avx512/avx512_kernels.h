@@ -26,5 +26,6 @@ size_t avx512_attention_workspace_size(void *state, const mha_attn_args *args);
 int avx512_attention(void *state, const mha_attn_args *args, void *workspace,
                      size_t workspace_size);
 int avx512_rotary(void *state, const mha_rotary_args *args);
+int avx512_norm(void *state, const mha_norm_args *args);
 
 #endif

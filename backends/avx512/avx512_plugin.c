@@ -43,7 +43,7 @@ static const mha_plugin avx512_plugin = {
     .flags = 0,
     .precisions =
         MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32) | MHA_PRECISION_BIT(MHA_PRECISION_BFLOAT16),
-    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY,
+    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY | MHA_OP_NORM,
     .epilogues = KERNEL_EPILOGUES,
     .probe = avx512_probe,
     .init = avx512_init,
@@ -56,6 +56,7 @@ static const mha_plugin avx512_plugin = {
     .attention_workspace_size = avx512_attention_workspace_size,
     .attention = avx512_attention,
     .rotary = avx512_rotary,
+    .norm = avx512_norm,
 };
 
 const mha_plugin *mha_avx512_plugin_table(void);

@@ -211,4 +211,55 @@ static inline int64_t kernel_round_up(int64_t n, int64_t m) {
     return (n + m - 1) / m * m;
 }
 
+/* Checks a norm call: a known kind, sizes >= 0, the range inside
+ * [0, rows), x and y present with leading dimensions >= D. */
+static inline int kernel_norm_args_ok(const mha_norm_args *a) {
+    if (!a || a->struct_size < MHA_NORM_ARGS_SIZE_2_0) return 0;
+    if (a->kind != MHA_NORM_LAYER && a->kind != MHA_NORM_RMS) return 0;
+    if (a->rows < 0 || a->D < 0 || a->r0 < 0 || a->r0 > a->r1 || a->r1 > a->rows) return 0;
+    if (a->r0 == a->r1 || a->D == 0) return 1;
+    return a->x && a->y && a->ldx >= a->D && a->ldy >= a->D && a->eps >= 0.0f;
+}
+
+/*
+ * Rows [r0, r1) of the normalisation of plugin.h (args checked), the
+ * reference every in-tree backend runs (a norm is a few passes over a row:
+ * memory-bound, so the SIMD backends gain by the host's threads, not by
+ * wider arithmetic):
+ *   mu  = sum_i x[i] / D           in double, i ascending (0 for RMS)
+ *   var = sum_i (x[i] - mu)^2 / D  in double
+ *   y[i] = (x[i] - (float)mu) * (float)(1 / sqrt(var + eps)) [* gamma] [+ beta]
+ * in float, each row read before it is written (y may be x).
+ */
+static inline void kernel_norm_rows(const mha_norm_args *a, int64_t r0, int64_t r1) {
+    const int64_t D = a->D;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = a->x + r * a->ldx;
+        float *y = a->y + r * a->ldy;
+        double mean = 0.0, var = 0.0;
+        if (a->kind == MHA_NORM_LAYER) {
+            for (int64_t i = 0; i < D; i++)
+                mean += x[i];
+            mean /= (double)D;
+        }
+        for (int64_t i = 0; i < D; i++)
+            var += ((double)x[i] - mean) * ((double)x[i] - mean);
+        var /= (double)D;
+        const float inv = (float)(1.0 / sqrt(var + (double)a->eps)), mu = (float)mean;
+        for (int64_t i = 0; i < D; i++) {
+            float v = (x[i] - mu) * inv;
+            if (a->gamma) v *= a->gamma[i];
+            if (a->beta) v += a->beta[i];
+            y[i] = v;
+        }
+    }
+}
+
+/* The norm entry of a backend without threads of its own. */
+static inline int kernel_norm_run(const mha_norm_args *a) {
+    if (!kernel_norm_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (a->D > 0) kernel_norm_rows(a, a->r0, a->r1);
+    return KERNEL_OK;
+}
+
 #endif

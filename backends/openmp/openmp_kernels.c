@@ -306,6 +306,27 @@ static int openmp_rotary(const mha_rotary_args *a) {
     return KERNEL_OK;
 }
 
+/* Rows of the shared reference norm (common/kernel_common.h), spread over
+ * the team in blocks of 16 rows. */
+static int openmp_norm(const mha_norm_args *a) {
+    if (!kernel_norm_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (a->r0 == a->r1 || a->D == 0) return KERNEL_OK;
+    const int nt = openmp_threads(a->num_threads);
+    const int64_t units = openmp_ceil_div(a->r1 - a->r0, 16);
+    const unsigned fp = openmp_fp_controls();
+#pragma omp parallel num_threads(nt) if (nt > 1 && units > 1)
+    {
+        const unsigned mine = openmp_fp_enter(fp);
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < units; u++) {
+            const int64_t r0 = a->r0 + u * 16;
+            kernel_norm_rows(a, r0, r0 + 16 < a->r1 ? r0 + 16 : a->r1);
+        }
+        openmp_fp_leave(mine);
+    }
+    return KERNEL_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* The variant's kernel set                                                  */
 /* ------------------------------------------------------------------------ */
@@ -318,4 +339,5 @@ const openmp_kernels OMP_ISA_NAME(openmp_kernels) = {
     .attention_workspace_size = openmp_attention_workspace_size,
     .attention = openmp_attention,
     .rotary = openmp_rotary,
+    .norm = openmp_norm,
 };

@@ -33,6 +33,7 @@ typedef struct openmp_kernels {
     size_t (*attention_workspace_size)(const mha_attn_args *args);
     int (*attention)(const mha_attn_args *args, void *workspace, size_t workspace_size);
     int (*rotary)(const mha_rotary_args *args);
+    int (*norm)(const mha_norm_args *args);
 } openmp_kernels;
 
 /* Only the baseline exists on every target; the other two are built on

@@ -99,6 +99,10 @@ static int openmp_rotary(void *state, const mha_rotary_args *args) {
     return openmp_state(state)->rotary(args);
 }
 
+static int openmp_norm(void *state, const mha_norm_args *args) {
+    return openmp_state(state)->norm(args);
+}
+
 static const mha_plugin openmp_plugin = {
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
     .abi_minor = MHA_PLUGIN_ABI_MINOR,
@@ -109,7 +113,7 @@ static const mha_plugin openmp_plugin = {
                    "GEMM tiles), AVX2+FMA (6x16) or baseline (6x32)",
     .flags = MHA_PLUGIN_SELF_PARALLEL,
     .precisions = MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32),
-    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY,
+    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY | MHA_OP_NORM,
     .epilogues = KERNEL_EPILOGUES,
     .probe = openmp_probe,
     .init = openmp_init,
@@ -122,6 +126,7 @@ static const mha_plugin openmp_plugin = {
     .attention_workspace_size = openmp_attention_workspace_size,
     .attention = openmp_attention,
     .rotary = openmp_rotary,
+    .norm = openmp_norm,
 };
 
 const mha_plugin *mha_openmp_plugin_table(void);

@@ -63,7 +63,7 @@ static size_t scalar_packed_size(void *state, int precision, int64_t K, int64_t 
 }
 
 static int scalar_pack_b(void *state, int precision, int64_t K, int64_t N, const float *B,
-                                   int64_t ldb, void *packed) {
+                         int64_t ldb, void *packed) {
     (void)state;
     if (precision == MHA_PRECISION_FLOAT32) {
         scalar_gemm_pack_b(K, N, B, ldb, packed);
@@ -272,6 +272,17 @@ static int scalar_probe(uint64_t cpu_features, const char **reason) {
     return MHA_SCORE_SCALAR;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Normalisation                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* The reference of common/kernel_common.h (statistics in double), which
+ * the host's plan steps run too. */
+static int scalar_norm(void *state, const mha_norm_args *a) {
+    (void)state;
+    return kernel_norm_run(a);
+}
+
 /* No state (init and fini NULL): one layout and one set of kernels. */
 static const mha_plugin scalar_plugin = {
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
@@ -283,7 +294,7 @@ static const mha_plugin scalar_plugin = {
     .flags = 0,
     .precisions =
         MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32) | MHA_PRECISION_BIT(MHA_PRECISION_BFLOAT16),
-    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY,
+    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY | MHA_OP_NORM,
     .epilogues = KERNEL_EPILOGUES,
     .probe = scalar_probe,
     .init = NULL,
@@ -296,6 +307,7 @@ static const mha_plugin scalar_plugin = {
     .attention_workspace_size = scalar_attention_workspace_size,
     .attention = scalar_attention,
     .rotary = scalar_rotary,
+    .norm = scalar_norm,
 };
 
 const mha_plugin *mha_scalar_plugin_table(void) {

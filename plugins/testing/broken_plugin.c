@@ -7,7 +7,7 @@
  *   4 small    the table's struct_size is too small for any ABI
  *   5 probe0   a valid table whose probe always returns 0
  *   6 short20    declares ABI 2.0 in a table one pointer short of the frozen
- *                2.0 size (its rotary entry would be read past its end)
+ *                2.0 size (its norm entry would be read past its end)
  *   7 hugeblock  gemm_m_block INT64_MAX (host tiles would wrap, then divide
  *                by zero)
  *   8 crashprobe its probe dies of SIGSEGV (the host probes in a child)

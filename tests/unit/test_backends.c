@@ -19,6 +19,9 @@
  *    leading dimensions; every declared epilogue (GELU erf / tanh, ReLU,
  *    SiLU, residual) exact given the backend's own product and within
  *    1.13 |dx| + 8 ulp of the scalar reference (test_gemm_epilogues).
+ *  - normalisation (LayerNorm, RMSNorm): the scalar reference within 1e-5
+ *    of the definition, every backend bitwise equal to it for any row split
+ *    and in place (test_norm).
  *  - argument checks: bad ranges / GQA / small workspace return nonzero.
  *  - bfloat16: every backend declaring it (and the avx512 one
  *    both with VDPBF16PS and with its emulation) against the scalar
@@ -1190,6 +1193,106 @@ static void test_gemm_epilogues(void **state) {
         gemm_epilogue_check(GEMM_DIMS[i][0], GEMM_DIMS[i][1], GEMM_DIMS[i][2], 900 + i);
 }
 
+/* ---- normalisation (MHA_OP_NORM) ---- */
+
+static mha_norm_args norm_make(int kind, int64_t rows, int64_t D, const float *x, float *y,
+                               const float *gamma, const float *beta) {
+    mha_norm_args a = {.struct_size = sizeof a,
+                       .kind = kind,
+                       .rows = rows,
+                       .D = D,
+                       .x = x,
+                       .ldx = D + 3,
+                       .y = y,
+                       .ldy = D + 3,
+                       .gamma = gamma,
+                       .beta = beta,
+                       .eps = 1e-5f,
+                       .r0 = 0,
+                       .r1 = rows,
+                       .num_threads = 1};
+    return a;
+}
+
+/*
+ * Every backend declaring MHA_OP_NORM against the scalar reference, which
+ * is checked against the definition in double (|y - def| <= 1e-5 (1 +
+ * |def|)): LayerNorm and RMSNorm, with and without gamma / beta, rows of
+ * 1..1025 floats with an offset of 100 (LayerNorm must not lose it), padded
+ * rows. The in-tree backends share the reference's code: bitwise equal,
+ * for any split of the rows, num_threads 3, and in place (y = x). Bad
+ * arguments are refused.
+ */
+static void test_norm(void **state) {
+    (void)state;
+    static const int64_t dims[][2] = {{1, 1}, {3, 7}, {33, 64}, {100, 384}, {5, 1025}};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        const int64_t rows = dims[di][0], D = dims[di][1], ld = D + 3;
+        const size_t n = (size_t)(rows * ld);
+        float *x = malloc((n + 1) * sizeof(float)), *ref = calloc(n + 1, sizeof(float));
+        float *y = calloc(n + 1, sizeof(float)), *g = malloc((size_t)(D + 1) * sizeof(float));
+        float *b = malloc((size_t)(D + 1) * sizeof(float));
+        tu_fill_random(x, n, 60 + di);
+        for (size_t i = 0; i < n; i++)
+            x[i] += 100.0f;
+        tu_fill_random(g, (size_t)D, 70 + di);
+        tu_fill_random(b, (size_t)D, 80 + di);
+        for (int kind = MHA_NORM_LAYER; kind <= MHA_NORM_RMS; kind++)
+            for (int affine = 0; affine < 2; affine++) {
+                mha_norm_args a =
+                    norm_make(kind, rows, D, x, ref, affine ? g : NULL, affine ? b : NULL);
+                assert_int_equal(REF->norm(NULL, &a), 0);
+                for (int64_t r = 0; r < rows; r++) {
+                    double mu = 0.0, var = 0.0;
+                    for (int64_t i = 0; kind == MHA_NORM_LAYER && i < D; i++)
+                        mu += x[r * ld + i] / (double)D;
+                    for (int64_t i = 0; i < D; i++)
+                        var += (x[r * ld + i] - mu) * (x[r * ld + i] - mu) / (double)D;
+                    for (int64_t i = 0; i < D; i++) {
+                        double want = (x[r * ld + i] - mu) / sqrt(var + 1e-5);
+                        if (affine) want = want * g[i] + b[i];
+                        if (!(fabs(ref[r * ld + i] - want) <= 1e-5 * (1.0 + fabs(want))))
+                            fail_msg("scalar norm kind %d D %lld: %.9g, want %.9g", kind,
+                                     (long long)D, ref[r * ld + i], want);
+                    }
+                }
+                for (int bi = 0; bi < NBK; bi++) {
+                    const backend *bk = &BK[bi];
+                    if (!registry_plugin_norm(bk->p)) continue;
+                    uint64_t rs = 11 + di;
+                    for (int64_t r0 = 0; r0 < rows;) { /* random splits */
+                        a = norm_make(kind, rows, D, x, y, affine ? g : NULL, affine ? b : NULL);
+                        a.r0 = r0;
+                        a.r1 = next_cut(&rs, r0, rows, 1);
+                        assert_int_equal(bk->p->norm(bk->state, &a), 0);
+                        r0 = a.r1;
+                    }
+                    for (int64_t r = 0; r < rows; r++)
+                        assert_memory_equal(y + r * ld, ref + r * ld, (size_t)D * sizeof(float));
+                    /* in place, and (self-parallel) three threads */
+                    memcpy(y, x, n * sizeof(float));
+                    a = norm_make(kind, rows, D, y, y, affine ? g : NULL, affine ? b : NULL);
+                    a.num_threads = (bk->p->flags & MHA_PLUGIN_SELF_PARALLEL) ? 3 : 1;
+                    assert_int_equal(bk->p->norm(bk->state, &a), 0);
+                    for (int64_t r = 0; r < rows; r++)
+                        assert_memory_equal(y + r * ld, ref + r * ld, (size_t)D * sizeof(float));
+                    /* refused: unknown kind, negative eps, rows past the end */
+                    a = norm_make(kind, rows, D, x, y, NULL, NULL);
+                    a.kind = 0;
+                    assert_int_not_equal(bk->p->norm(bk->state, &a), 0);
+                    a.kind = kind, a.eps = -1.0f;
+                    assert_int_not_equal(bk->p->norm(bk->state, &a), 0);
+                    a.eps = 1e-5f, a.r1 = rows + 1;
+                    assert_int_not_equal(bk->p->norm(bk->state, &a), 0);
+                }
+            }
+        free(x), free(ref), free(y), free(g), free(b);
+    }
+    /* every in-tree backend declares it */
+    for (int bi = 0; bi < NBK; bi++)
+        assert_non_null(registry_plugin_norm(BK[bi].p));
+}
+
 /* ---- bfloat16 ---- */
 
 /* bfloat16 packing of a backend that serves it. */
@@ -1477,6 +1580,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_odd_sizes),
         cmocka_unit_test(test_gemm_edges),
         cmocka_unit_test(test_gemm_epilogues),
+        cmocka_unit_test(test_norm),
         cmocka_unit_test(test_attention_edges),
         cmocka_unit_test(test_attention_bad_args),
         cmocka_unit_test(test_attention_nan_rows),

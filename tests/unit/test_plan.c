@@ -402,6 +402,48 @@ static void test_fused_epilogue_matches_host(void **state) {
     plan_free(P);
 }
 
+/* A plan's norm steps through the runtime path (exec_norm_run: row blocks
+ * over a pool of 3) give the host reference's bits, on a plugin declaring
+ * MHA_OP_NORM and on one that does not (the built-in scalar then). */
+static void test_norm_steps_on_the_pool(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    assert_true(P->n_norms > 0);
+    const plan_norm *nm = &P->norms[0];
+    const int64_t rows = 301;
+    const size_t n = (size_t)(rows * nm->D);
+    float *x = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float));
+    float *got = malloc(n * sizeof(float));
+    tu_fill_random(x, n, 5);
+    assert_int_equal(plan_norm_rows(nm, x, want, rows), 0);
+    pool *pl = NULL;
+    mha_error err;
+    assert_int_equal(pool_create(NULL, 2, 0, &pl, &err), MHA_OK);
+    mha_plugin bare = *mha_scalar_plugin_table();
+    bare.ops &= ~MHA_OP_NORM;
+    bare.norm = NULL;
+    const mha_plugin *plugins[2] = {mha_scalar_plugin_table(), &bare};
+    for (int i = 0; i < 2; i++) {
+        exec_env env;
+        memset(&env, 0, sizeof env);
+        env.plugin = plugins[i];
+        env.pool = pl;
+        env.num_threads = 3;
+        mha_norm_args a;
+        plan_norm_args(nm, x, got, rows, &a);
+        memset(got, 0, n * sizeof(float));
+        assert_int_equal(exec_norm_run(&env, &a, &err), MHA_OK);
+        assert_memory_equal(got, want, n * sizeof(float));
+        /* a refused argument is an error naming the backend, not garbage */
+        a.eps = -1.0f;
+        assert_int_equal(exec_norm_run(&env, &a, &err), MHA_ERR_PLUGIN);
+        assert_non_null(strstr(err.message, "norm failed"));
+    }
+    pool_destroy(pl);
+    free(x), free(want), free(got);
+    plan_free(P);
+}
+
 static mha_status reference_layer(void *user, const plan *P, size_t li, const mha_tensor *in,
                                   size_t n_in, mha_tensor *out, size_t n_out, mha_error *err) {
     (*(int *)user)++;
@@ -416,7 +458,7 @@ static void test_values_freed_after_last_step(void **state) {
     assert_int_equal(plan_probe_inputs(P, 1, in, &err), MHA_OK);
     tensor **values = NULL;
     int calls = 0;
-    plan_backend be = {reference_layer, plan_reference_backend.gemm, &calls};
+    plan_backend be = {reference_layer, plan_reference_backend.gemm, &calls, NULL};
     assert_int_equal(plan_exec(P, in, &be, 0, &values, &err), MHA_OK);
     assert_int_equal(calls, 2);
     /* what is left: outputs, inputs, initializers and folded constants */
@@ -593,6 +635,7 @@ int main(void) {
         cmocka_unit_test(test_exec_gemm_matches_reference),
         cmocka_unit_test(test_epilogue_classify),
         cmocka_unit_test(test_fused_epilogue_matches_host),
+        cmocka_unit_test(test_norm_steps_on_the_pool),
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_release_weights),
         cmocka_unit_test(test_output_shapes_follow_inputs),

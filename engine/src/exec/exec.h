@@ -136,6 +136,18 @@ mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64
                           int64_t m1, int64_t n0, int64_t n1, int num_threads,
                           const exec_gemm_fused *fused, mha_error *err);
 
+/* One phase of `units` pool units fn(ctx, 0, u, worker, err) on env's pool
+ * (exec_gemm.c), at most `threads` wide, with env's cancel hook and
+ * denormals flushed as on the pool's workers. */
+mha_status exec_pool_units(const exec_env *env, pool_unit_fn fn, void *ctx, int64_t units,
+                           int threads, mha_error *err);
+
+/* One normalisation (exec_norm.c): rows [args->r0, args->r1) of
+ * args->x normalised into args->y on env's plugin when it declares
+ * MHA_OP_NORM, else on the built-in scalar's, split into row blocks over
+ * the pool (a self-parallel plugin gets them whole). */
+mha_status exec_norm_run(const exec_env *env, const mha_norm_args *args, mha_error *err);
+
 /* The fused part for a GEMM whose epilogue is act(y) [+ residual]
  * (act MHA_ACT_*, residual [M, ldr] or NULL): 1 and *out when env's plugin
  * declares both, so its kernel applies them on its tiles; 0 when the host

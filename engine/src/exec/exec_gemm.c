@@ -80,12 +80,17 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
     j.n_tile = gemm_round_up((W->N + want_cols - 1) / want_cols, nb);
     if (j.n_tile < gemm_round_up(64, nb)) j.n_tile = gemm_round_up(64, nb);
     j.n_tiles = (W->N + j.n_tile - 1) / j.n_tile;
+    return exec_pool_units(env, gemm_unit, &j, m_tiles * j.n_tiles, threads, err);
+}
+
+mha_status exec_pool_units(const exec_env *env, pool_unit_fn fn, void *ctx, int64_t units,
+                           int threads, mha_error *err) {
     pool_job job;
     memset(&job, 0, sizeof job);
-    job.fn = gemm_unit;
-    job.ctx = &j;
+    job.fn = fn;
+    job.ctx = ctx;
     job.n_phases = 1;
-    job.n_units[0] = m_tiles * j.n_tiles;
+    job.n_units[0] = units;
     job.num_threads = threads;
     job.cancel = env->cancel;
     job.cancel_user = env->cancel_user;

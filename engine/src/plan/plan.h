@@ -12,6 +12,7 @@
 
 #include "interp.h"
 #include "layer.h"
+#include "mha/plugin.h"
 
 typedef enum plan_step_kind {
     PLAN_STEP_ATTENTION = 1, /* a recognised layer: plan_layer */
@@ -172,14 +173,22 @@ void plan_ep_tile(const plan_ep *ep, float *C, int64_t N, int64_t m0, int64_t m1
  * layer_output_shapes' shape; gemm: C [M, N] = A [M, K] . W + bias, then
  * the step's epilogue ep (NULL: none): by plan_ep_tile on each tile of C on
  * the thread that computed it, or by the plugin's GEMM when it declares
- * the step's fused form (plan_gemm.fused_act). */
+ * the step's fused form (plan_gemm.fused_act); norm (NULL: the host's
+ * plan_norm_rows on the calling thread): y [rows, D] = norm step
+ * norm_index of x. */
 typedef struct plan_backend {
     mha_status (*attention)(void *user, const plan *P, size_t layer_index, const mha_tensor *inputs,
                             size_t n_inputs, mha_tensor *outputs, size_t n_outputs, mha_error *err);
     mha_status (*gemm)(void *user, const plan *P, size_t gemm_index, const float *A, int64_t M,
                        float *C, const plan_ep *ep, mha_error *err);
     void *user;
+    mha_status (*norm)(void *user, const plan *P, size_t norm_index, const float *x, float *y,
+                       int64_t rows, mha_error *err);
 } plan_backend;
+
+/* The plugin arguments of norm step nm over x, y [rows, D] (every row). */
+void plan_norm_args(const plan_norm *nm, const float *x, float *y, int64_t rows,
+                    mha_norm_args *out);
 
 /* Number of attention cores of g (Softmax nodes, Attention nodes of the
  * default and com.microsoft domains). */

@@ -62,8 +62,9 @@ void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t
 /* Finds the norm steps among the nodes not taken (norm.c); marks theirs. */
 mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err);
-/* y [rows, D] = the norm of x [rows, D]. */
-void plan_norm_rows(const plan_norm *nm, const float *x, float *y, int64_t rows);
+/* y [rows, D] = the norm of x [rows, D], by the built-in scalar's norm
+ * entry; nonzero when it refuses the arguments (a negative or NaN eps). */
+int plan_norm_rows(const plan_norm *nm, const float *x, float *y, int64_t rows);
 
 /* Finds the GEMM steps among the nodes no layer owns (gemm.c). */
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,

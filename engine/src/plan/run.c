@@ -117,8 +117,10 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
     return MHA_OK;
 }
 
-/* A LayerNorm over the rows of its float32 input. */
-static mha_status run_norm(const plan *P, size_t i, tensor **values, mha_error *err) {
+/* A LayerNorm over the rows of its float32 input: on be's norm (the
+ * runtime's plugin and pool), else the host's reference here. */
+static mha_status run_norm(const plan *P, size_t i, tensor **values, const plan_backend *be,
+                           mha_error *err) {
     const plan_norm *nm = &P->norms[i];
     const tensor *x = values[nm->in_value];
     if (!x || x->dtype != MHA_DTYPE_FLOAT32 || x->rank < 1 || x->dims[x->rank - 1] != nm->D)
@@ -127,7 +129,16 @@ static mha_status run_norm(const plan *P, size_t i, tensor **values, mha_error *
     tensor *y = NULL;
     mha_status st = tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, x->rank, x->dims, &y, err);
     if (st != MHA_OK) return st;
-    plan_norm_rows(nm, x->data, y->data, nm->D > 0 ? tensor_numel(x) / nm->D : 0);
+    const int64_t rows = nm->D > 0 ? tensor_numel(x) / nm->D : 0;
+    if (be && be->norm)
+        st = be->norm(be->user, P, i, x->data, y->data, rows, err);
+    else if (plan_norm_rows(nm, x->data, y->data, rows) != 0)
+        st =
+            mha_fail(err, MHA_ERR_SHAPE, "plan: norm step %zu: eps %g refused", i, (double)nm->eps);
+    if (st != MHA_OK) {
+        tensor_free(y);
+        return st;
+    }
     values[nm->out_value] = y;
     return MHA_OK;
 }
@@ -178,7 +189,7 @@ mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, i
         else if (step->kind == PLAN_STEP_GEMM)
             st = run_gemm(P, (size_t)step->index, values, be, err);
         else if (step->kind == PLAN_STEP_NORM)
-            st = run_norm(P, (size_t)step->index, values, err);
+            st = run_norm(P, (size_t)step->index, values, be, err);
         else
             st = run_interp(P, step->index, values, nin, nout, err);
         if (st != MHA_OK || keep_all) continue;

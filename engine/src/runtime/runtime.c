@@ -260,6 +260,16 @@ static void runtime_plan_ep_tile(void *user, float *C, int64_t N, int64_t m0, in
     plan_ep_tile(user, C, N, m0, m1, n0, n1);
 }
 
+/* A norm step of a plan on the runtime's plugin (or the built-in
+ * scalar's) and pool. */
+static mha_status runtime_plan_norm(void *user, const plan *P, size_t ni, const float *x, float *y,
+                                    int64_t rows, mha_error *err) {
+    const runtime_plan_ctx *pc = user;
+    mha_norm_args a;
+    plan_norm_args(&P->norms[ni], x, y, rows, &a);
+    return exec_norm_run(pc->env, &a, err);
+}
+
 /* A GEMM step of a plan; its epilogue inside the plugin's kernel when the
  * plugin declares the step's fused form, else on the host after each
  * tile. */
@@ -334,7 +344,7 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
     env.precision = precision;
     if (model->plan) {
         runtime_plan_ctx pc = {&env, pk};
-        plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc};
+        plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc, runtime_plan_norm};
         return plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, &be, err);
     }
     return exec_run(&env, &model->L, pk->packed, inputs, num_inputs, outputs, num_outputs, err);

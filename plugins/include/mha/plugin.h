@@ -43,8 +43,8 @@
  *    gemm_m_block / gemm_n_block). That makes runs deterministic for any
  *    thread count.
  *  - The host asks only for what the table declares: a precision in
- *    `precisions`, an activation or a residual in `epilogues`, ALiBi or
- *    rotary in `ops`. What a plugin does not declare the host does itself
+ *    `precisions`, an activation or a residual in `epilogues`, ALiBi,
+ *    rotary or normalisation in `ops`. What a plugin does not declare the host does itself
  *    (its reference code) or refuses with a message naming the plugin.
  *
  * Versioning: minor versions only append fields to mha_plugin and to the
@@ -57,7 +57,8 @@
  *
  *   2.0  one table for whole models: packing with the plugin's state and the
  *        precision; GEMM epilogues (bias, activation, residual); the
- *        precisions and optional ops a plugin serves; ALiBi and rotary.
+ *        precisions and optional ops a plugin serves (ALiBi, rotary,
+ *        Layer / RMS normalisation).
  *        (1.0-1.3, the layer ABI, are no longer loaded.)
  */
 #ifndef MHA_PLUGIN_H
@@ -103,6 +104,7 @@ extern "C" {
 /* Optional operations (mha_plugin.ops). */
 #define MHA_OP_ALIBI (1u << 0)  /* attention reads mha_attn_args.alibi_* */
 #define MHA_OP_ROTARY (1u << 1) /* mha_plugin.rotary is set */
+#define MHA_OP_NORM (1u << 2)   /* mha_plugin.norm is set (LayerNorm and RMSNorm) */
 
 /* GEMM epilogue activations (mha_gemm_args.activation), applied to
  * x = A.B + bias of each element, in float32:
@@ -268,6 +270,35 @@ typedef struct mha_rotary_args {
     int num_threads;                /* self-parallel plugins only; else 1 */
 } mha_rotary_args;
 
+/* Normalisation kinds (mha_norm_args.kind). */
+#define MHA_NORM_LAYER 1 /* LayerNorm: mu = mean(x), var = mean((x - mu)^2) */
+#define MHA_NORM_RMS 2   /* RMSNorm:   mu = 0,       var = mean(x^2) */
+
+/**
+ * Normalisation over the last axis of rows [r0, r1) of x [rows, D] (ldx):
+ *
+ *   y[r, i] = (x[r, i] - mu) / sqrt(var + eps) * gamma[i] + beta[i]
+ *
+ * (gamma NULL: 1; beta NULL: 0), mu and var as the kind says. y [rows, D]
+ * (ldy) may be x itself (ldy == ldx). The statistics of a row are summed
+ * in double in column order (the scalar reference, which the in-tree
+ * backends share), so a row's result never depends on the range.
+ */
+typedef struct mha_norm_args {
+    uint32_t struct_size;
+    int kind; /* MHA_NORM_* */
+    int64_t rows, D;
+    const float *x;
+    int64_t ldx;
+    float *y;
+    int64_t ldy;
+    const float *gamma; /* [D] or NULL */
+    const float *beta;  /* [D] or NULL */
+    float eps;
+    int64_t r0, r1;  /* the rows to normalise */
+    int num_threads; /* self-parallel plugins only; else 1 */
+} mha_norm_args;
+
 /* The host refuses a plugin whose GEMM blocks lie outside 1..this (a
  * register block is a few dozen rows or columns; a block this large means
  * the table is wrong). Workspace and packed sizes are checked too: a
@@ -316,14 +347,18 @@ typedef struct mha_plugin {
     /** Rotary embedding in place; set exactly when ops has MHA_OP_ROTARY
      *  (else NULL: the host rotates with its reference code). 0 = ok. */
     int (*rotary)(void *state, const mha_rotary_args *args);
+    /** Layer / RMS normalisation; set exactly when ops has MHA_OP_NORM
+     *  (else NULL: the host normalises with its reference code). 0 = ok. */
+    int (*norm)(void *state, const mha_norm_args *args);
 } mha_plugin;
 
 /* Frozen sizes of each minor version. They never change: later versions only
  * append. */
-#define MHA_PLUGIN_SIZE_2_0 (offsetof(mha_plugin, rotary) + sizeof(void (*)(void)))
+#define MHA_PLUGIN_SIZE_2_0 (offsetof(mha_plugin, norm) + sizeof(void (*)(void)))
 #define MHA_GEMM_ARGS_SIZE_2_0 (offsetof(mha_gemm_args, ldr) + sizeof(int64_t))
 #define MHA_ATTN_ARGS_SIZE_2_0 (offsetof(mha_attn_args, alibi_pos_sb) + sizeof(int64_t))
 #define MHA_ROTARY_ARGS_SIZE_2_0 (offsetof(mha_rotary_args, num_threads) + sizeof(int))
+#define MHA_NORM_ARGS_SIZE_2_0 (offsetof(mha_norm_args, num_threads) + sizeof(int))
 #define MHA_SERVICES_SIZE_2_0 (offsetof(mha_plugin_services, cpu_features) + sizeof(uint64_t))
 
 typedef const mha_plugin *(*mha_plugin_get_fn)(uint32_t host_abi_major);
