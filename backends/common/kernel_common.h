@@ -218,6 +218,7 @@ static inline int kernel_norm_args_ok(const mha_norm_args *a) {
     if (a->kind != MHA_NORM_LAYER && a->kind != MHA_NORM_RMS) return 0;
     if (a->rows < 0 || a->D < 0 || a->r0 < 0 || a->r0 > a->r1 || a->r1 > a->rows) return 0;
     if (a->r0 == a->r1 || a->D == 0) return 1;
+    if (a->residual && a->ldr < a->D) return 0;
     return a->x && a->y && a->ldx >= a->D && a->ldy >= a->D && a->eps >= 0.0f;
 }
 
@@ -226,16 +227,25 @@ static inline int kernel_norm_args_ok(const mha_norm_args *a) {
  * reference every in-tree backend runs (a norm is a few passes over a row:
  * memory-bound, so the SIMD backends gain by the host's threads, not by
  * wider arithmetic):
- *   mu  = sum_i x[i] / D           in double, i ascending (0 for RMS)
- *   var = sum_i (x[i] - mu)^2 / D  in double
- *   y[i] = (x[i] - (float)mu) * (float)(1 / sqrt(var + eps)) [* gamma] [+ beta]
- * in float, each row read before it is written (y may be x).
+ *   s   = x + residual            in float, into y first (as the graph's
+ *                                 Add rounded it), or x itself
+ *   mu  = sum_i s[i] / D           in double, i ascending (0 for RMS)
+ *   var = sum_i (s[i] - mu)^2 / D  in double
+ *   y[i] = (s[i] - (float)mu) * (float)(1 / sqrt(var + eps)) [* gamma] [+ beta]
+ * in float, each element read before it is written (y may be x or the
+ * residual).
  */
 static inline void kernel_norm_rows(const mha_norm_args *a, int64_t r0, int64_t r1) {
     const int64_t D = a->D;
     for (int64_t r = r0; r < r1; r++) {
         const float *x = a->x + r * a->ldx;
         float *y = a->y + r * a->ldy;
+        if (a->residual) {
+            const float *res = a->residual + r * a->ldr;
+            for (int64_t i = 0; i < D; i++)
+                y[i] = x[i] + res[i];
+            x = y;
+        }
         double mean = 0.0, var = 0.0;
         if (a->kind == MHA_NORM_LAYER) {
             for (int64_t i = 0; i < D; i++)

@@ -19,15 +19,18 @@
  *    leading dimensions; every declared epilogue (GELU erf / tanh, ReLU,
  *    SiLU, residual) exact given the backend's own product and within
  *    1.13 |dx| + 8 ulp of the scalar reference (test_gemm_epilogues).
- *  - normalisation (LayerNorm, RMSNorm): the scalar reference within 1e-5
- *    of the definition, every backend bitwise equal to it for any row split
- *    and in place (test_norm).
+ *  - normalisation (LayerNorm, RMSNorm, with and without the residual add
+ *    before it): the scalar reference within 1e-5 of the definition, every
+ *    backend bitwise equal to it for any row split and in place
+ *    (test_norm).
  *  - argument checks: bad ranges / GQA / small workspace return nonzero.
  *  - bfloat16: every backend declaring it (and the avx512 one
  *    both with VDPBF16PS and with its emulation) against the scalar
  *    bfloat16 reference, element by element within the float32 summation
  *    bound (K + 2) * 2^-24 * (sum_k |a_k b_k| + |bias|) of the rounded
- *    operands; the emulation bitwise equal to VDPBF16PS; rounding to nearest
+ *    operands; the emulation bitwise equal to VDPBF16PS (GEMM and
+ *    attention); an infinite V on a key a causal row does not see, but
+ *    that shares a bfloat16 pair with its last key, kept out; rounding to nearest
  *    even, subnormals to zero, NaN kept, overflow to inf; bf16 within 2^-7
  *    relative of float32 and not equal to it. */
 #include "testutil.h"
@@ -134,7 +137,15 @@ static void test_expected_backends_present(void **state) {
 /* Attention cases                                                           */
 /* ------------------------------------------------------------------------ */
 
-enum { MASK_NONE, MASK_FULL, MASK_BCAST_ROWS, MASK_KEYPAD, MASK_KEY_STRIDED, MASK_KEY_CONST };
+enum {
+    MASK_NONE,
+    MASK_FULL,
+    MASK_BCAST_ROWS,
+    MASK_KEYPAD,
+    MASK_KEY_STRIDED,
+    MASK_KEY_CONST,
+    MASK_HUGE /* [B, H, Sq, Skv], odd rows finite values near -3e38 */
+};
 
 typedef struct attn_case {
     int64_t B, Hq, Hkv, Sq, Skv, dk, dv;
@@ -212,6 +223,16 @@ static void attn_make(const attn_case *c, attn_data *D) {
                 for (int64_t h = 0; h < c->Hq; h++)
                     for (int64_t j = 0; j < c->Skv; j++)
                         D->mask[b * a->m_sb + h * a->m_sh + j] = (j & 1) ? -INFINITY : -FLT_MAX;
+            break;
+        case MASK_HUGE:
+            /* finite but huge negative, rising with the key (each key
+             * block raises the row max): the softmax must not scale them
+             * into overflow (m * log2(e) is -inf past 2.4e38) */
+            a->m_sb = c->Hq * c->Sq * c->Skv, a->m_sh = c->Sq * c->Skv, a->m_sq = c->Skv;
+            a->m_sk = 1;
+            for (size_t i = 0; i < nm; i++)
+                if ((i / (size_t)c->Skv) & 1)
+                    D->mask[i] = -3.0e38f + (float)(i % (size_t)c->Skv) * 1e34f;
             break;
         case MASK_BCAST_ROWS: /* [1, 1, Sq, Skv] */
             a->m_sb = 0, a->m_sh = 0, a->m_sq = c->Skv, a->m_sk = 1;
@@ -453,6 +474,16 @@ static void test_attention_long(void **state) {
          .mask_kind = MASK_FULL,
          .layout_bshd = 1,
          .seed = 3},
+        /* huge finite mask values on every other row, over 4 key blocks */
+        {.B = 1,
+         .Hq = 2,
+         .Hkv = 1,
+         .Sq = 9,
+         .Skv = 200,
+         .dk = 64,
+         .dv = 64,
+         .mask_kind = MASK_HUGE,
+         .seed = 4},
         /* ALiBi over many key blocks: relative with KV-cache offsets, and
          * BLOOM's key-position form behind a padding mask */
         {.B = 2,
@@ -1217,7 +1248,8 @@ static mha_norm_args norm_make(int kind, int64_t rows, int64_t D, const float *x
 /*
  * Every backend declaring MHA_OP_NORM against the scalar reference, which
  * is checked against the definition in double (|y - def| <= 1e-5 (1 +
- * |def|)): LayerNorm and RMSNorm, with and without gamma / beta, rows of
+ * |def|)): LayerNorm and RMSNorm, with and without gamma / beta and the
+ * residual added first (rounded to float, as the graph's Add), rows of
  * 1..1025 floats with an offset of 100 (LayerNorm must not lose it), padded
  * rows. The in-tree backends share the reference's code: bitwise equal,
  * for any split of the rows, num_threads 3, and in place (y = x). Bad
@@ -1237,20 +1269,26 @@ static void test_norm(void **state) {
             x[i] += 100.0f;
         tu_fill_random(g, (size_t)D, 70 + di);
         tu_fill_random(b, (size_t)D, 80 + di);
+        float *res = malloc((n + 1) * sizeof(float)), *s = malloc((n + 1) * sizeof(float));
+        tu_fill_random(res, n, 90 + di);
         for (int kind = MHA_NORM_LAYER; kind <= MHA_NORM_RMS; kind++)
-            for (int affine = 0; affine < 2; affine++) {
+            for (int affine = 0; affine < 4; affine++) { /* bit 0: gamma, beta; bit 1: residual */
+                const float *rr = (affine & 2) ? res : NULL;
+                for (size_t i = 0; i < n; i++)
+                    s[i] = rr ? x[i] + rr[i] : x[i]; /* the sum, rounded as the Add does */
                 mha_norm_args a =
-                    norm_make(kind, rows, D, x, ref, affine ? g : NULL, affine ? b : NULL);
+                    norm_make(kind, rows, D, x, ref, affine & 1 ? g : NULL, affine & 1 ? b : NULL);
+                a.residual = rr, a.ldr = ld;
                 assert_int_equal(REF->norm(NULL, &a), 0);
                 for (int64_t r = 0; r < rows; r++) {
                     double mu = 0.0, var = 0.0;
                     for (int64_t i = 0; kind == MHA_NORM_LAYER && i < D; i++)
-                        mu += x[r * ld + i] / (double)D;
+                        mu += s[r * ld + i] / (double)D;
                     for (int64_t i = 0; i < D; i++)
-                        var += (x[r * ld + i] - mu) * (x[r * ld + i] - mu) / (double)D;
+                        var += (s[r * ld + i] - mu) * (s[r * ld + i] - mu) / (double)D;
                     for (int64_t i = 0; i < D; i++) {
-                        double want = (x[r * ld + i] - mu) / sqrt(var + 1e-5);
-                        if (affine) want = want * g[i] + b[i];
+                        double want = (s[r * ld + i] - mu) / sqrt(var + 1e-5);
+                        if (affine & 1) want = want * g[i] + b[i];
                         if (!(fabs(ref[r * ld + i] - want) <= 1e-5 * (1.0 + fabs(want))))
                             fail_msg("scalar norm kind %d D %lld: %.9g, want %.9g", kind,
                                      (long long)D, ref[r * ld + i], want);
@@ -1261,7 +1299,9 @@ static void test_norm(void **state) {
                     if (!registry_plugin_norm(bk->p)) continue;
                     uint64_t rs = 11 + di;
                     for (int64_t r0 = 0; r0 < rows;) { /* random splits */
-                        a = norm_make(kind, rows, D, x, y, affine ? g : NULL, affine ? b : NULL);
+                        a = norm_make(kind, rows, D, x, y, affine & 1 ? g : NULL,
+                                      affine & 1 ? b : NULL);
+                        a.residual = rr, a.ldr = ld;
                         a.r0 = r0;
                         a.r1 = next_cut(&rs, r0, rows, 1);
                         assert_int_equal(bk->p->norm(bk->state, &a), 0);
@@ -1271,7 +1311,9 @@ static void test_norm(void **state) {
                         assert_memory_equal(y + r * ld, ref + r * ld, (size_t)D * sizeof(float));
                     /* in place, and (self-parallel) three threads */
                     memcpy(y, x, n * sizeof(float));
-                    a = norm_make(kind, rows, D, y, y, affine ? g : NULL, affine ? b : NULL);
+                    a = norm_make(kind, rows, D, y, y, affine & 1 ? g : NULL,
+                                  affine & 1 ? b : NULL);
+                    a.residual = rr, a.ldr = ld;
                     a.num_threads = (bk->p->flags & MHA_PLUGIN_SELF_PARALLEL) ? 3 : 1;
                     assert_int_equal(bk->p->norm(bk->state, &a), 0);
                     for (int64_t r = 0; r < rows; r++)
@@ -1286,7 +1328,7 @@ static void test_norm(void **state) {
                     assert_int_not_equal(bk->p->norm(bk->state, &a), 0);
                 }
             }
-        free(x), free(ref), free(y), free(g), free(b);
+        free(x), free(ref), free(y), free(g), free(b), free(res), free(s);
     }
     /* every in-tree backend declares it */
     for (int bi = 0; bi < NBK; bi++)
@@ -1493,8 +1535,13 @@ static void attn_bf16_case(const attn_case *c) {
 
     bf16_backend bb[MAX_BACKENDS + 1];
     const int nb = bf16_backends(bb, MAX_BACKENDS + 1);
+    float *prev = malloc((D.n_o + 1) * sizeof(float)); /* the previous backend's output */
     for (int bi = 0; bi < nb; bi++) {
         attn_full(bb[bi].p, bb[bi].state, &D, out, 1);
+        /* the emulation of VDPBF16PS gives the instruction's bits */
+        if (bi > 0 && bb[bi].own_state && bb[bi - 1].p == bb[bi].p)
+            assert_memory_equal(out, prev, D.n_o * sizeof(float));
+        memcpy(prev, out, D.n_o * sizeof(float));
         double err = 0.0, from32 = 0.0;
         for (size_t i = 0; i < D.n_o; i++) {
             const double d = fabs((double)out[i] - (double)ref[i]);
@@ -1512,7 +1559,7 @@ static void attn_bf16_case(const attn_case *c) {
         assert_memory_equal(out, out2, D.n_o * sizeof(float));
     }
     bf16_backends_free(bb, nb);
-    free(ref), free(f32), free(out), free(out2);
+    free(ref), free(f32), free(out), free(out2), free(prev);
     attn_free(&D);
 }
 
@@ -1528,6 +1575,53 @@ static void test_attention_bf16(void **state) {
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         attn_bf16_case(&cs[i]);
+}
+
+/* bfloat16 pairs keys two by two in P.V: a causal row that sees an odd
+ * number of keys of a block ends on a pair whose second key it must not
+ * see. V = +inf on that key (an overflowed value) must not reach the row
+ * through 0 * inf: causal rows 0..64 of a 66- and a 70-key self-attention
+ * (row 64 sees one key of the second block, key 65 is inf; 66 rows take the
+ * one-row P.V path there, 70 the grouped one) stay finite and within the
+ * bfloat16 bound of the reference, in every bfloat16 backend. */
+static void test_attention_bf16_unseen_inf(void **state) {
+    (void)state;
+    for (int64_t S = 66; S <= 70; S += 4) {
+        const attn_case c = {1, 2, 2, S, S, 16, 16, 0, MASK_NONE, 1, 0, 0, 0.0f, 0, 0, 74};
+        attn_data D;
+        attn_make(&c, &D);
+        D.a.precision = MHA_PRECISION_BFLOAT16;
+        double vmax = 0.0;
+        for (int64_t h = 0; h < c.Hkv; h++)
+            for (int64_t j = 0; j < S; j++)
+                for (int64_t d = 0; d < c.dv; d++) {
+                    float *v = &D.v[h * D.a.v_sh + j * D.a.v_ss + d];
+                    if (j == 65)
+                        *v = INFINITY;
+                    else
+                        vmax = fmax(vmax, fabs(*v));
+                }
+        float *ref = malloc(D.n_o * sizeof(float)), *out = malloc(D.n_o * sizeof(float));
+        attn_full(REF, NULL, &D, ref, 1);
+        bf16_backend bb[MAX_BACKENDS + 1];
+        const int nb = bf16_backends(bb, MAX_BACKENDS + 1);
+        for (int bi = 0; bi < nb; bi++) {
+            attn_full(bb[bi].p, bb[bi].state, &D, out, 1);
+            for (int64_t h = 0; h < c.Hq; h++)
+                for (int64_t i = 0; i <= 64; i++)
+                    for (int64_t d = 0; d < c.dv; d++) {
+                        const size_t at = (size_t)(h * D.a.o_sh + i * D.a.o_ss + d);
+                        if (!(fabs((double)out[at] - (double)ref[at]) <= ldexp(1.0, -7) * vmax)) {
+                            fprintf(stderr, "%s S%lld row %lld: %g, reference %g\n", bb[bi].label,
+                                    (long long)S, (long long)i, (double)out[at], (double)ref[at]);
+                            fail();
+                        }
+                    }
+        }
+        bf16_backends_free(bb, nb);
+        free(ref), free(out);
+        attn_free(&D);
+    }
 }
 
 /* Who serves bfloat16: the scalar reference and avx512 declare it; a
@@ -1576,6 +1670,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_gemm_bf16),
         cmocka_unit_test(test_attention_bf16),
+        cmocka_unit_test(test_attention_bf16_unseen_inf),
         cmocka_unit_test(test_expected_backends_present),
         cmocka_unit_test(test_gemm_odd_sizes),
         cmocka_unit_test(test_gemm_edges),

@@ -10,6 +10,8 @@
 #ifndef MHA_PLAN_H
 #define MHA_PLAN_H
 
+#include <pthread.h>
+
 #include "interp.h"
 #include "layer.h"
 #include "mha/plugin.h"
@@ -102,12 +104,17 @@ typedef struct plan_gemm {
     char desc[96]; /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
     int *ep_nodes; /* the graph nodes the epilogue computes */
     size_t n_ep_nodes;
+    uint64_t w_hash; /* W released (NULL): a hash of its bytes (release.c) */
 } plan_gemm;
 
-/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis. */
-#define PLAN_NORM_MAX_NODES 10
+/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis,
+ * x = in_value [+ res_value] (the residual Add before a post-LN norm). */
+#define PLAN_NORM_MAX_NODES 11
 typedef struct plan_norm {
     int in_value, out_value;
+    int res_value; /* -1: none */
+    int reads[2];  /* in_value, res_value: what the step reads */
+    size_t n_reads;
     int64_t D;
     float eps;
     const float *gamma, *beta;      /* [D] or NULL */
@@ -137,8 +144,21 @@ typedef struct plan_dim_rule {
 /* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */
 #define PLAN_MAX_SYMS 4
 
+/* Where the outputs of fused steps go in a run's arena, for one set of
+ * input sizes (arena.c). */
+typedef struct plan_arena {
+    int64_t key[PLAN_MAX_SYMS]; /* the size of each symbolic axis, -1 unused */
+    size_t *offset;             /* [n_values]: byte offset, SIZE_MAX: not in the arena */
+    size_t *size;               /* [n_values]: bytes recorded */
+    size_t bytes;               /* the arena's size */
+    struct plan_arena *next;
+} plan_arena;
+
 typedef struct plan {
     mha_alloc_ctx alloc;
+    /* the one mutable part: arena layouts by input sizes, under the lock */
+    pthread_mutex_t arena_lock;
+    plan_arena *arenas;
     ir_graph *g;     /* owned: nodes of interpreted steps, initializers */
     tensor **consts; /* [n_values]: folded constants (owned), NULL elsewhere */
     plan_layer *layers;
@@ -175,19 +195,20 @@ void plan_ep_tile(const plan_ep *ep, float *C, int64_t N, int64_t m0, int64_t m1
  * the thread that computed it, or by the plugin's GEMM when it declares
  * the step's fused form (plan_gemm.fused_act); norm (NULL: the host's
  * plan_norm_rows on the calling thread): y [rows, D] = norm step
- * norm_index of x. */
+ * norm_index of x (+ res, its fused residual, or NULL). */
 typedef struct plan_backend {
     mha_status (*attention)(void *user, const plan *P, size_t layer_index, const mha_tensor *inputs,
                             size_t n_inputs, mha_tensor *outputs, size_t n_outputs, mha_error *err);
     mha_status (*gemm)(void *user, const plan *P, size_t gemm_index, const float *A, int64_t M,
                        float *C, const plan_ep *ep, mha_error *err);
     void *user;
-    mha_status (*norm)(void *user, const plan *P, size_t norm_index, const float *x, float *y,
-                       int64_t rows, mha_error *err);
+    mha_status (*norm)(void *user, const plan *P, size_t norm_index, const float *x,
+                       const float *res, float *y, int64_t rows, mha_error *err);
 } plan_backend;
 
-/* The plugin arguments of norm step nm over x, y [rows, D] (every row). */
-void plan_norm_args(const plan_norm *nm, const float *x, float *y, int64_t rows,
+/* The plugin arguments of norm step nm over x (+ res, or NULL), y [rows,
+ * D] (every row). */
+void plan_norm_args(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows,
                     mha_norm_args *out);
 
 /* Number of attention cores of g (Softmax nodes, Attention nodes of the
@@ -208,6 +229,14 @@ void plan_free(plan *P);
  * read stays (GEMM weights are packed lazily, once per backend). The whole
  * graph cannot be evaluated afterwards: plan_verify comes first. */
 mha_status plan_release_weights(plan *P, mha_error *err);
+
+/* After the first packing (release.c): frees the unpacked weight of every
+ * GEMM step that nothing else reads (W becomes NULL, w_hash remembers it);
+ * returns the bytes freed. The reference backend cannot run P afterwards. */
+size_t plan_release_gemm_weights(plan *P);
+/* Whether fresh (a new build of the same file, weights kept) has the GEMM
+ * steps of P with the weights P released. */
+int plan_gemm_weights_match(const plan *P, const plan *fresh);
 
 /* Checks the inputs against the graph's (count, dtype, rank, fixed dims)
  * and fills the outputs' dtype, rank and shape. */

@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Appends "; phrase" (printf-style) to the idioms line, as far as it fits. */
@@ -28,6 +29,11 @@ static void model_idiom(char *buf, size_t size, const char *fmt, ...) {
 static void model_describe(const layer *L, char *buf, size_t size) {
     buf[0] = '\0';
     const unsigned f = L->idioms;
+    if (f & LAYER_IDIOM_KV_CACHE)
+        model_idiom(buf, size,
+                    "KV cache: past keys / values [B, %lld, past, %lld] before the new ones, "
+                    "present outputs; queries at positions past + i",
+                    (long long)L->kv_heads, (long long)L->d_head);
     if (L->causal && !L->has_left_window) model_idiom(buf, size, "causal mask");
     if (L->causal && L->has_left_window)
         model_idiom(buf, size, "causal mask with a sliding window of %lld keys",
@@ -135,8 +141,8 @@ static void model_pack_free(const mha_alloc_ctx *a, const mha_model *m, model_pa
 /* Packs the one layer, or every recognised layer of the plan. */
 /* Every weight of the model packed for plugin p (state: its runtime's) in
  * `precision`. */
-static mha_status model_pack_all(const mha_model *m, const mha_plugin *p, void *state,
-                                 int precision, model_pack *e, mha_error *err) {
+static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mha_plugin *p,
+                                 void *state, int precision, model_pack *e, mha_error *err) {
     if (!m->plan) return exec_pack_weights(&m->alloc, &m->L, p, state, precision, &e->packed, err);
     const plan *P = m->plan;
     e->layer_packed = mha_calloc(&m->alloc, P->n_layers ? P->n_layers : 1, sizeof *e->layer_packed);
@@ -151,7 +157,8 @@ static mha_status model_pack_all(const mha_model *m, const mha_plugin *p, void *
     }
     for (size_t i = 0; i < P->n_gemms; i++) {
         const plan_gemm *g = &P->gemms[i];
-        const float *w[1] = {g->W}, *b[1] = {g->bias};
+        /* a released weight comes from the fresh build of the file */
+        const float *w[1] = {g->W ? g->W : fresh->gemms[i].W}, *b[1] = {g->bias};
         int64_t cols[1] = {g->N};
         mha_status st = exec_pack_parts(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
                                         "a GEMM step", &e->gemm_packed[i], err);
@@ -168,9 +175,24 @@ MHA_API void mha_model_free(mha_model *m) {
         model_pack_free(&a, m, p);
     }
     pthread_mutex_destroy(&m->pack_lock);
+    mha_free(&a, m->source_path);
     layer_clear(&a, &m->L);
     plan_free(m->plan);
     mha_free(&a, m);
+}
+
+mha_status model_set_source(mha_model *m, const char *path, const ir_load_options *opts,
+                            model_reload_fn reload, mha_error *err) {
+    char *abs = realpath(path, NULL); /* the run may change directory */
+    const char *keep = abs ? abs : path;
+    size_t n = strlen(keep) + 1;
+    m->source_path = mha_malloc_small(&m->alloc, n);
+    if (m->source_path) memcpy(m->source_path, keep, n);
+    free(abs);
+    if (!m->source_path) return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory");
+    m->source_opts = *opts;
+    m->reload = reload;
+    return MHA_OK;
 }
 
 mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, void *plugin_state,
@@ -186,11 +208,15 @@ mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, void *plug
     while (e && (e->plugin != p || e->features != features || e->precision != precision))
         e = e->next;
     if (!e) {
-        e = mha_calloc(&m->alloc, 1, sizeof *e);
-        if (!e) {
+        plan *fresh = NULL;
+        if (m->weights_released) st = m->reload(m, &fresh, err);
+        e = st == MHA_OK ? mha_calloc(&m->alloc, 1, sizeof *e) : NULL;
+        if (st != MHA_OK) {
+            /* said by reload */
+        } else if (!e) {
             st = mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
         } else {
-            st = model_pack_all(m, p, plugin_state, precision, e, err);
+            st = model_pack_all(m, fresh, p, plugin_state, precision, e, err);
             if (st == MHA_OK) {
                 e->plugin = p;
                 e->features = features;
@@ -201,6 +227,11 @@ mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, void *plug
                 model_pack_free(&m->alloc, m, e);
                 e = NULL;
             }
+        }
+        plan_free(fresh);
+        if (st == MHA_OK && m->plan && m->reload && !m->weights_released) {
+            plan_release_gemm_weights(m->plan);
+            m->weights_released = 1;
         }
     }
     pthread_mutex_unlock(&m->pack_lock);
@@ -323,7 +354,10 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
     } else if (s->kind == PLAN_STEP_NORM) {
         const plan_norm *nm = &P->norms[s->index];
         out->kind = "norm";
-        out->op = nm->gamma ? "layernorm" : "layernorm (no affine)";
+        out->op = nm->res_value >= 0
+                      ? (nm->gamma ? "residual+layernorm" : "residual+layernorm (no affine)")
+                  : nm->gamma ? "layernorm"
+                              : "layernorm (no affine)";
         out->name = P->g->nodes[nm->nodes[0]].name;
         out->num_nodes = nm->n_nodes;
     } else if (s->kind == PLAN_STEP_GEMM) {

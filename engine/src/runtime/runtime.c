@@ -262,11 +262,11 @@ static void runtime_plan_ep_tile(void *user, float *C, int64_t N, int64_t m0, in
 
 /* A norm step of a plan on the runtime's plugin (or the built-in
  * scalar's) and pool. */
-static mha_status runtime_plan_norm(void *user, const plan *P, size_t ni, const float *x, float *y,
-                                    int64_t rows, mha_error *err) {
+static mha_status runtime_plan_norm(void *user, const plan *P, size_t ni, const float *x,
+                                    const float *res, float *y, int64_t rows, mha_error *err) {
     const runtime_plan_ctx *pc = user;
     mha_norm_args a;
-    plan_norm_args(&P->norms[ni], x, y, rows, &a);
+    plan_norm_args(&P->norms[ni], x, res, y, rows, &a);
     return exec_norm_run(pc->env, &a, err);
 }
 

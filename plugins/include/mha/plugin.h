@@ -275,14 +275,17 @@ typedef struct mha_rotary_args {
 #define MHA_NORM_RMS 2   /* RMSNorm:   mu = 0,       var = mean(x^2) */
 
 /**
- * Normalisation over the last axis of rows [r0, r1) of x [rows, D] (ldx):
+ * Normalisation over the last axis of rows [r0, r1) of x [rows, D] (ldx),
+ * after the residual add before it when there is one:
  *
- *   y[r, i] = (x[r, i] - mu) / sqrt(var + eps) * gamma[i] + beta[i]
+ *   s[r, i] = x[r, i] + residual[r, i]     (float; s = x without residual)
+ *   y[r, i] = (s[r, i] - mu) / sqrt(var + eps) * gamma[i] + beta[i]
  *
- * (gamma NULL: 1; beta NULL: 0), mu and var as the kind says. y [rows, D]
- * (ldy) may be x itself (ldy == ldx). The statistics of a row are summed
- * in double in column order (the scalar reference, which the in-tree
- * backends share), so a row's result never depends on the range.
+ * (gamma NULL: 1; beta NULL: 0), mu and var of s as the kind says. y
+ * [rows, D] (ldy) may be x or residual itself (same leading dimension).
+ * The statistics of a row are summed in double in column order (the scalar
+ * reference, which the in-tree backends share), so a row's result never
+ * depends on the range.
  */
 typedef struct mha_norm_args {
     uint32_t struct_size;
@@ -292,6 +295,8 @@ typedef struct mha_norm_args {
     int64_t ldx;
     float *y;
     int64_t ldy;
+    const float *residual; /* [rows, ldr] added to x first, or NULL */
+    int64_t ldr;
     const float *gamma; /* [D] or NULL */
     const float *beta;  /* [D] or NULL */
     float eps;
