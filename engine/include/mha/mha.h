@@ -307,7 +307,14 @@ typedef enum mha_io_role {
                               heads, [B, Sq, Skv], or of every head, [B, q_heads, Sq, Skv]
                               (nn.MultiheadAttention's need_weights=True) */
     /* appended for whole models (a plan of steps) */
-    MHA_ROLE_TOKEN_IDS /* integer ids that index an embedding table [B, S] */
+    MHA_ROLE_TOKEN_IDS, /* integer ids that index an embedding table [B, S] */
+    /* appended for rotary embeddings given by the caller (Hugging Face layers) */
+    MHA_ROLE_POSITION_IDS, /* int64 / int32 [B or 1, S]: the position of each token, the
+                              row of the model's rotary tables it turns by (>= 0) */
+    MHA_ROLE_ROTARY_COS,   /* float [B or 1, S, rotary_dim] (or [B or 1, 1, S, rotary_dim]):
+                              the cos of each token's angles, halves repeated as
+                              cat(freqs, freqs) makes them */
+    MHA_ROLE_ROTARY_SIN    /* the sin, likewise */
 } mha_io_role;
 
 MHA_API const char *mha_io_role_name(mha_io_role role);

@@ -420,3 +420,40 @@ for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "we
           "rel_bias", "alibi_counted", "alibi_counted_float", "two_masks", "bh_mask",
           "kv_cache_concat", "kv_cache_after", "residual_block"):
     save(layer(v), v)
+
+
+def attention_past():
+    """An ONNX Attention node (opset 23) between MatMul projections with its
+    own KV cache: past_key / past_value [B, 2, P, d] graph inputs, present
+    outputs, GQA (4 query heads over 2), causal, a bool mask [B, 1, S, P + S]."""
+    hkv = 2
+    inits = weights("q", D, H * DH, False) + weights("k", D, hkv * DH, False)
+    inits += weights("v", D, hkv * DH, False) + weights("o", H * DH, D, False)
+    nodes = []
+    for t in "qkv":
+        proj(nodes, "x", t, t, False)
+    nodes.append(helper.make_node("Attention", ["q", "k", "v", "mask", "past_key", "past_value"],
+                                  ["y", "present_key", "present_value"], q_num_heads=H,
+                                  kv_num_heads=hkv, is_causal=1, name="attention"))
+    proj(nodes, "y", "o", "out", False)
+    past = ["batch", hkv, "past", DH]
+    graph = helper.make_graph(
+        nodes, "attention_past",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", D]),
+         helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", 1, "seq", "total"]),
+         helper.make_tensor_value_info("past_key", TensorProto.FLOAT, past),
+         helper.make_tensor_value_info("past_value", TensorProto.FLOAT, past)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", D]),
+         helper.make_tensor_value_info("present_key", TensorProto.FLOAT, ["batch", hkv, "total", DH]),
+         helper.make_tensor_value_info("present_value", TensorProto.FLOAT,
+                                       ["batch", hkv, "total", DH])],
+        initializer=inits)
+    # (onnx 1.12's checker knows no opset 23)
+    model = helper.make_model(graph, producer_name="tests/data/recognize/generate.py",
+                              opset_imports=[helper.make_opsetid("", 23)])
+    model.ir_version = 10
+    onnx.save(model, os.path.join(HERE, "attention_past.onnx"))
+    print("wrote attention_past")
+
+
+attention_past()
