@@ -44,8 +44,9 @@
  *    thread count.
  *  - The host asks only for what the table declares: a precision in
  *    `precisions`, an activation or a residual in `epilogues`, ALiBi,
- *    rotary or normalisation in `ops`. What a plugin does not declare the host does itself
- *    (its reference code) or refuses with a message naming the plugin.
+ *    rotary or normalisation in `ops`. What a plugin does not declare the
+ *    host does itself (its reference code) or refuses with a message naming
+ *    the plugin.
  *
  * Versioning: minor versions only append fields to mha_plugin and to the
  * argument structs. Each minor version's sizes are frozen (MHA_*_SIZE_2_x
