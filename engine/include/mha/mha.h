@@ -430,7 +430,7 @@ typedef struct mha_run_options {
      * biases and outputs stay float32. Expect about 1e-2 relative error at
      * worst against float32 and far less on average (`mha bench` and `mha
      * check --precision bfloat16` measure it). A backend whose plugin does
-     * not declare bfloat16 (ABI 1.3) is refused with MHA_ERR_BACKEND naming
+     * not declare bfloat16 (mha_plugin.precisions) is refused with MHA_ERR_BACKEND naming
      * it; the model keeps one packing per backend and precision. */
     int precision;
 } mha_run_options;

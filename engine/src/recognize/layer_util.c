@@ -612,7 +612,7 @@ mha_status layer_reference_forward(const mha_alloc_ctx *a, const layer *L, const
     if (p->init && p->init(&services.table, &state) != 0)
         return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s': init failed", p->name);
     exec_packed *pk = NULL;
-    mha_status st = exec_pack_weights(a, L, p, &pk, err);
+    mha_status st = exec_pack_weights(a, L, p, state, MHA_PRECISION_FLOAT32, &pk, err);
     if (st == MHA_OK) {
         exec_env env;
         memset(&env, 0, sizeof env);
