@@ -1,4 +1,4 @@
-/* recognize.c -- layer_recognize: finds the one attention layer of a graph
+/* recognize_layer.c -- layer_recognize: finds the one attention layer of a graph
  * and fills a `layer`. This file picks the attention core (an ONNX
  * Attention node or a Softmax), refuses what is out of scope with the op and
  * node that stopped it, records the graph's inputs and outputs with their
