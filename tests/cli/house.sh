@@ -1,0 +1,59 @@
+#!/bin/sh
+# house.sh -- the library's calls go one way: no file of engine/src calls,
+# directly or through others, back into a file that calls it. Read from the
+# built objects (nm): file A calls file B when A needs a symbol that B
+# defines. Any pair of files that reach each other is named with the
+# symbols of the first arrow, and the test fails.
+# Env: MHA_BUILD_DIR, MHA_TEST_TMP.
+set -eu
+: "${MHA_BUILD_DIR:?}" "${MHA_TEST_TMP:?}"
+T="$MHA_TEST_TMP"
+rm -rf "$T" && mkdir -p "$T"
+die() { echo "FAIL: $*" >&2; exit 1; }
+command -v nm >/dev/null 2>&1 || { echo "skip: no nm"; exit 77; }
+
+OBJ="$MHA_BUILD_DIR/engine/CMakeFiles"
+find "$OBJ/mha_objs.dir" "$OBJ/mha_common.dir" -name '*.c.o' -path '*/src/*' 2>/dev/null |
+  sort >"$T/objects"
+n=$(wc -l <"$T/objects")
+[ "$n" -ge 10 ] || die "found $n engine objects under $OBJ"
+
+# "D file symbol" for every definition, "U file symbol" for every need
+: >"$T/syms"
+while IFS= read -r o; do
+  f=${o#*/src/}
+  f=${f%.c.o}
+  nm -g --defined-only "$o" | awk -v f="$f" 'NF == 3 { print "D", f, $3 }' >>"$T/syms"
+  nm -u "$o" | awk -v f="$f" 'NF >= 2 { print "U", f, $2 }' >>"$T/syms"
+done <"$T/objects"
+grep -q '^D base/common mha_status_name$' "$T/syms" || die "nm read no definitions"
+
+# the arrows, then every pair that reaches each other (closure by rounds)
+awk '
+  $1 == "D" { def[$3] = $2; next }
+  { need[++n] = $2; sym[n] = $3 }
+  END {
+    for (i = 1; i <= n; i++) {
+      b = def[sym[i]]
+      if (b == "" || b == need[i]) continue
+      k = need[i] SUBSEP b
+      if (!(k in names)) { names[k] = sym[i]; edges[++ne] = k }
+      else if (length(names[k]) < 120) names[k] = names[k] " " sym[i]
+      reach[k] = 1; node[need[i]] = 1; node[b] = 1
+    }
+    do {
+      grew = 0
+      for (a in node) for (b in node) if ((a, b) in reach)
+        for (c in node) if (((b, c) in reach) && !((a, c) in reach)) { reach[a, c] = 1; grew = 1 }
+    } while (grew)
+    bad = 0
+    for (e = 1; e <= ne; e++) {
+      split(edges[e], ab, SUBSEP)
+      if ((ab[2], ab[1]) in reach) {
+        print "circle: " ab[1] " -> " ab[2] " (" names[edges[e]] "), and back"
+        bad = 1
+      }
+    }
+    exit bad
+  }' "$T/syms" >"$T/circles" || { cat "$T/circles" >&2; die "files of engine/src call back into their callers"; }
+echo "ok: $n engine objects, no file calls back into a file that calls it"
