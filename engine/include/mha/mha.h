@@ -339,6 +339,14 @@ typedef struct mha_model_info {
 } mha_model_info;
 
 MHA_API mha_status mha_model_get_info(const mha_model *model, mha_model_info *out);
+/** Where the batch axis of the model's sequence inputs and outputs lies:
+ *  MHA_LAYOUT_BATCH_FIRST ([B, S, D], the batch on axis 0: every whole model,
+ *  ONNX Attention) or MHA_LAYOUT_SEQ_FIRST ([S, B, D], the batch on axis 1:
+ *  nn.MultiheadAttention exported with batch_first=False). A dataset that
+ *  streams rows of axis 0 needs the batch there. BATCH_FIRST for a NULL
+ *  model. Thread-safe. */
+typedef enum mha_layout { MHA_LAYOUT_BATCH_FIRST = 0, MHA_LAYOUT_SEQ_FIRST = 1 } mha_layout;
+MHA_API mha_layout mha_model_layout(const mha_model *model);
 /** The idioms the recogniser found on its way to the layer, as one line of
  *  "; "-separated phrases (mask kinds, biases, grouped-query heads, fused
  *  projections, a float32 softmax between Casts, ...), e.g. "key padding from
