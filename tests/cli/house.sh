@@ -3,10 +3,12 @@
 # directly or through others, back into a file that calls it. Read from the
 # built objects (nm): file A calls file B when A needs a symbol that B
 # defines. Any pair of files that reach each other is named with the
-# symbols of the first arrow, and the test fails.
-# Env: MHA_BUILD_DIR, MHA_TEST_TMP.
+# symbols of the first arrow, and the test fails. Then what the tools take
+# from the library is public: declared in engine/include/mha and exported
+# by libmha.so.
+# Env: MHA_BUILD_DIR, MHA_SOURCE_DIR, MHA_TEST_TMP.
 set -eu
-: "${MHA_BUILD_DIR:?}" "${MHA_TEST_TMP:?}"
+: "${MHA_BUILD_DIR:?}" "${MHA_SOURCE_DIR:?}" "${MHA_TEST_TMP:?}"
 T="$MHA_TEST_TMP"
 rm -rf "$T" && mkdir -p "$T"
 die() { echo "FAIL: $*" >&2; exit 1; }
@@ -57,3 +59,14 @@ awk '
     exit bad
   }' "$T/syms" >"$T/circles" || { cat "$T/circles" >&2; die "files of engine/src call back into their callers"; }
 echo "ok: $n engine objects, no file calls back into a file that calls it"
+
+# the tools' needs that became public: declared with MHA_API, exported
+LIB="$MHA_BUILD_DIR/lib/libmha.so"
+[ -f "$LIB" ] || die "no $LIB"
+nm -D --defined-only "$LIB" | awk '{ print $3 }' >"$T/exported"
+for f in mha_model_layout mha_text_escape; do
+  grep -q "MHA_API .*[ *]$f(" "$MHA_SOURCE_DIR"/engine/include/mha/*.h ||
+    die "$f is not declared in a public header"
+  grep -qx "$f" "$T/exported" || die "libmha.so does not export $f"
+done
+echo "ok: what the tools need from the library is public"

@@ -106,6 +106,17 @@ typedef struct mha_error {
 /** Resets *err to MHA_OK and an empty message. Accepts NULL. */
 MHA_API void mha_error_clear(mha_error *err);
 
+/** Copies src into dst (dst_size bytes, always NUL-terminated, truncated
+ *  between characters) so that no byte a terminal acts on survives: C0
+ *  controls and DEL, C1 controls written as UTF-8 (U+0080..U+009F, U+009B is
+ *  CSI) and bytes that are not well-formed UTF-8 (a lone 0x9b is CSI on an
+ *  8-bit terminal) become "\xNN"; newline, CR and tab become a space
+ *  (messages are one line). Printable ASCII and valid UTF-8 pass unchanged,
+ *  so escaping twice changes nothing. Returns dst. Names in a model are
+ *  untrusted text: every message that may carry one goes through this (the
+ *  library's own messages already do). Thread-safe. */
+MHA_API char *mha_text_escape(char *dst, size_t dst_size, const char *src);
+
 /* ------------------------------------------------------------------------ */
 /* Tensors                                                                   */
 /* ------------------------------------------------------------------------ */

@@ -166,7 +166,7 @@ static size_t utf8_sequence_length(const unsigned char *s) {
     return len;
 }
 
-char *mha_text_escape(char *dst, size_t dst_size, const char *src) {
+MHA_API char *mha_text_escape(char *dst, size_t dst_size, const char *src) {
     if (!dst || dst_size == 0) return dst;
     const unsigned char *s = (const unsigned char *)(src ? src : "");
     size_t used = 0;
