@@ -64,7 +64,9 @@ echo "ok: $n engine objects, no file calls back into a file that calls it"
 LIB="$MHA_BUILD_DIR/lib/libmha.so"
 [ -f "$LIB" ] || die "no $LIB"
 nm -D --defined-only "$LIB" | awk '{ print $3 }' >"$T/exported"
-for f in mha_model_layout mha_text_escape; do
+for f in mha_model_layout mha_text_escape mha_tensor_file_options_init mha_tensor_file_read \
+  mha_tensor_file_tensor mha_tensor_file_name mha_tensor_file_free mha_dtype_can_convert \
+  mha_dtype_convert; do
   grep -q "MHA_API .*[ *]$f(" "$MHA_SOURCE_DIR"/engine/include/mha/*.h ||
     die "$f is not declared in a public header"
   grep -qx "$f" "$T/exported" || die "libmha.so does not export $f"

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mha/tensor_file.h"
 #include "tensorfile.h"
 
 static mha_alloc_ctx alloc;
@@ -405,6 +406,102 @@ static void test_pb_allocation_failures(void **state) {
     assert_int_equal(folder_entries(dir), 1);
 }
 
+/* ---- the public face (mha/tensor_file.h) ---- */
+
+typedef struct counting {
+    int live;
+} counting;
+static void *counting_alloc(void *user, size_t size, size_t align) {
+    void *p = NULL;
+    if (posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, size ? size : 1))
+        return NULL;
+    ((counting *)user)->live++;
+    return p;
+}
+static void counting_free(void *user, void *ptr) {
+    if (ptr) ((counting *)user)->live--;
+    free(ptr);
+}
+
+static void test_public_tensor_file(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("tf_public");
+    mha_error err;
+    float x[2 * 3 * 4];
+    tu_fill_random(x, 24, 4);
+    mha_tensor t = {MHA_DTYPE_FLOAT32, 3, {2, 3, 4}, x};
+    char pb[1200], npy[1200], ids[1200];
+    snprintf(pb, sizeof pb, "%s", tu_path(dir, "y.pb"));
+    snprintf(npy, sizeof npy, "%s", tu_path(dir, "big.npy"));
+    snprintf(ids, sizeof ids, "%s", tu_path(dir, "ids.npy"));
+    assert_int_equal(tensorfile_write(&alloc, pb, &t, "output", &err), MHA_OK);
+
+    /* converted on reading, named, through the caller's allocator */
+    counting c = {0};
+    mha_allocator al = {counting_alloc, counting_free, &c};
+    mha_tensor_file_options o;
+    mha_tensor_file_options_init(&o);
+    assert_int_equal(o.struct_size, sizeof o);
+    o.want = MHA_DTYPE_FLOAT64;
+    o.mmap_mode = MHA_MMAP_NEVER;
+    o.allocator = &al;
+    mha_tensor_file *f = NULL;
+    assert_int_equal(mha_tensor_file_read(pb, &o, &f, &err), MHA_OK);
+    assert_true(c.live > 0);
+    const mha_tensor *got = mha_tensor_file_tensor(f);
+    assert_int_equal(got->dtype, MHA_DTYPE_FLOAT64);
+    assert_int_equal(got->rank, 3);
+    assert_int_equal(got->shape[0], 2);
+    assert_int_equal(got->shape[2], 4);
+    for (int i = 0; i < 24; i++)
+        assert_true(((const double *)got->data)[i] == (double)x[i]);
+    assert_string_equal(mha_tensor_file_name(f), "output");
+    mha_tensor_file_free(f);
+    assert_int_equal(c.live, 0);
+
+    /* a large .npy, mapped by default: the same bits, no name */
+    size_t n = 300000; /* 1.2 MB of data */
+    float *big = malloc(n * sizeof *big);
+    assert_non_null(big);
+    tu_fill_random(big, (int64_t)n, 5);
+    mha_tensor tb = {MHA_DTYPE_FLOAT32, 2, {1000, 300}, big};
+    assert_int_equal(tensorfile_write(&alloc, npy, &tb, NULL, &err), MHA_OK);
+    assert_int_equal(mha_tensor_file_read(npy, NULL, &f, &err), MHA_OK);
+    assert_memory_equal(mha_tensor_file_tensor(f)->data, big, n * sizeof *big);
+    assert_string_equal(mha_tensor_file_name(f), "");
+    mha_tensor_file_free(f);
+    free(big);
+
+    /* refusals leave *out NULL and say why */
+    int64_t id[3] = {1, 2, 3};
+    mha_tensor ti = {MHA_DTYPE_INT64, 1, {3}, id};
+    assert_int_equal(tensorfile_write(&alloc, ids, &ti, NULL, &err), MHA_OK);
+    o.want = MHA_DTYPE_FLOAT32;
+    o.allocator = NULL;
+    f = (mha_tensor_file *)&o;
+    assert_int_equal(mha_tensor_file_read(ids, &o, &f, &err), MHA_ERR_DTYPE);
+    assert_null(f);
+    assert_non_null(strstr(err.message, "ids.npy"));
+    o.struct_size = 4; /* an options struct of an older, smaller layout */
+    assert_int_equal(mha_tensor_file_read(pb, &o, &f, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_null(f);
+    assert_int_equal(mha_tensor_file_read(tu_path(dir, "none.npy"), NULL, &f, &err), MHA_ERR_IO);
+    assert_int_equal(mha_tensor_file_read(NULL, NULL, &f, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_null(mha_tensor_file_tensor(NULL));
+    assert_null(mha_tensor_file_name(NULL));
+    mha_tensor_file_free(NULL);
+
+    /* conversions: what can_convert allows, nothing else */
+    uint16_t h[2] = {0x3c00, 0xc000}; /* 1.0, -2.0 in float16 */
+    float fl[2] = {0, 0};
+    assert_true(mha_dtype_can_convert(MHA_DTYPE_FLOAT16, MHA_DTYPE_FLOAT32));
+    mha_dtype_convert(h, MHA_DTYPE_FLOAT16, fl, MHA_DTYPE_FLOAT32, 2);
+    assert_true(fl[0] == 1.0f && fl[1] == -2.0f);
+    assert_false(mha_dtype_can_convert(MHA_DTYPE_INT64, MHA_DTYPE_FLOAT32));
+    mha_dtype_convert(id, MHA_DTYPE_INT64, fl, MHA_DTYPE_FLOAT32, 2);
+    assert_true(fl[0] == 1.0f && fl[1] == -2.0f); /* untouched */
+}
+
 int main(void) {
     mha_alloc_ctx_init(&alloc, NULL);
     const struct CMUnitTest tests[] = {
@@ -418,6 +515,7 @@ int main(void) {
         cmocka_unit_test(test_pb_bad_files),
         cmocka_unit_test(test_write_pending),
         cmocka_unit_test(test_pb_allocation_failures),
+        cmocka_unit_test(test_public_tensor_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,78 @@
+/* mha/tensor_file.h -- whole tensors in files, as the mha command reads
+ * them: NumPy .npy (versions 1 to 3, little-endian, C order) and ONNX
+ * TensorProto .pb (the ONNX test-data format), chosen by the file's
+ * extension. Part of libmha's public API (see mha.h for statuses, errors,
+ * dtypes, tensors and allocators).
+ *
+ * Reading never trusts the file: every size in a header is checked against
+ * the file's real size before anything is allocated, and every message
+ * names the file and the problem ("x.npy: header longer than the file").
+ * Large .npy files are mapped read-only instead of copied.
+ *
+ * Thread-safety: a mha_tensor_file is not locked (use it from one thread
+ * at a time); reading the same file from several threads is fine. */
+#ifndef MHA_TENSOR_FILE_H
+#define MHA_TENSOR_FILE_H
+
+#include "mha/mha.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A tensor read from a file: its data may be a read-only mapping of the
+ *  file, kept alive until mha_tensor_file_free. */
+typedef struct mha_tensor_file mha_tensor_file;
+
+/** How a .npy file's data is read. */
+typedef enum mha_mmap_mode {
+    MHA_MMAP_AUTO = 0, /* mapped when the data is 1 MiB or more */
+    MHA_MMAP_NEVER,    /* plain reads into memory */
+    MHA_MMAP_ALWAYS    /* mapped whenever the data is not empty */
+} mha_mmap_mode;
+
+typedef struct mha_tensor_file_options {
+    uint32_t struct_size;           /* sizeof(mha_tensor_file_options); set by _init */
+    mha_dtype want;                 /* convert the elements to this dtype (see
+                                       mha_dtype_can_convert); MHA_DTYPE_UNDEFINED
+                                       keeps what the file holds */
+    mha_mmap_mode mmap_mode;        /* .npy only */
+    uint64_t max_pb_bytes;          /* .pb files larger are refused; 0 = 4 GiB */
+    const mha_allocator *allocator; /* NULL = malloc; used until _free */
+} mha_tensor_file_options;
+
+/** Fills *opts with the defaults. Always call it before setting fields. */
+MHA_API void mha_tensor_file_options_init(mha_tensor_file_options *opts);
+
+/** Reads a .npy or .pb file (by extension, case-insensitive) completely.
+ *  opts may be NULL (defaults). Errors: MHA_ERR_IO (cannot open or read),
+ *  MHA_ERR_DATA_FORMAT (a malformed or truncated file, or an unknown
+ *  extension), MHA_ERR_DTYPE (a dtype that cannot be converted to
+ *  opts->want), MHA_ERR_LIMIT, MHA_ERR_NO_MEMORY, MHA_ERR_INVALID_ARGUMENT
+ *  (NULL path or out, or opts->struct_size too small). *out is NULL on
+ *  failure. */
+MHA_API mha_status mha_tensor_file_read(const char *path, const mha_tensor_file_options *opts,
+                                        mha_tensor_file **out, mha_error *err);
+/** The tensor, ready to hand to mha_run: dtype, rank, shape and read-only
+ *  data (valid until mha_tensor_file_free). NULL for a NULL file. */
+MHA_API const mha_tensor *mha_tensor_file_tensor(const mha_tensor_file *file);
+/** The TensorProto's name for a .pb file, "" for .npy (NULL for a NULL
+ *  file). Untrusted text: escape it (mha_text_escape) before printing. */
+MHA_API const char *mha_tensor_file_name(const mha_tensor_file *file);
+/** Frees the file and unmaps its data. Accepts NULL. */
+MHA_API void mha_tensor_file_free(mha_tensor_file *file);
+
+/** Whether elements of dtype `from` can be converted to `to`: the same
+ *  dtype; any float type (float16/32/64, bfloat16) to float16/32/64; any
+ *  integer or bool to bool (nonzero = 1). */
+MHA_API int mha_dtype_can_convert(mha_dtype from, mha_dtype to);
+/** Converts n elements from src to dst (which may be src when the sizes
+ *  agree). Does nothing unless mha_dtype_can_convert(from, to). src needs
+ *  no alignment. Thread-safe. */
+MHA_API void mha_dtype_convert(const void *src, mha_dtype from, void *dst, mha_dtype to, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

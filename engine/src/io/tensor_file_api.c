@@ -1,0 +1,89 @@
+/* tensor_file_api.c -- the public face of whole-tensor files
+ * (mha/tensor_file.h) over tensorfile.c: options checked by struct_size,
+ * the allocator kept beside the file it serves, and the internal reader's
+ * fields kept out of the public header. */
+#include <stddef.h>
+#include <string.h>
+
+#include "mha/tensor_file.h"
+#include "tensorfile.h"
+
+struct mha_tensor_file {
+    mha_alloc_ctx alloc; /* tf->alloc points here: lives as long as tf */
+    tensorfile *tf;
+};
+
+MHA_API void mha_tensor_file_options_init(mha_tensor_file_options *opts) {
+    if (!opts) return;
+    memset(opts, 0, sizeof *opts);
+    opts->struct_size = sizeof *opts;
+}
+
+static npy_mmap_mode tensor_file_mmap_mode(mha_mmap_mode m) {
+    switch (m) {
+    case MHA_MMAP_NEVER:
+        return NPY_MMAP_NEVER;
+    case MHA_MMAP_ALWAYS:
+        return NPY_MMAP_ALWAYS;
+    case MHA_MMAP_AUTO:
+        break;
+    }
+    return NPY_MMAP_AUTO;
+}
+
+MHA_API mha_status mha_tensor_file_read(const char *path, const mha_tensor_file_options *opts,
+                                        mha_tensor_file **out, mha_error *err) {
+    if (out) *out = NULL;
+    if (!path || !out) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "tensor file: NULL argument");
+    mha_tensor_file_options o;
+    mha_tensor_file_options_init(&o);
+    if (opts) {
+        if (opts->struct_size < sizeof *opts)
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                            "tensor file options: struct_size %u, expected %zu "
+                            "(call mha_tensor_file_options_init first)",
+                            opts->struct_size, sizeof *opts);
+        o = *opts;
+    }
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, o.allocator);
+    mha_tensor_file *f = mha_calloc(&a, 1, sizeof *f);
+    if (!f) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    f->alloc = a;
+    tensorfile_read_options ro;
+    memset(&ro, 0, sizeof ro);
+    ro.want = o.want;
+    ro.mmap_mode = tensor_file_mmap_mode(o.mmap_mode);
+    ro.max_pb_bytes = o.max_pb_bytes;
+    mha_status st = tensorfile_read(&f->alloc, path, &ro, &f->tf, err);
+    if (st != MHA_OK) {
+        mha_free(&a, f);
+        return st;
+    }
+    *out = f;
+    return MHA_OK;
+}
+
+MHA_API const mha_tensor *mha_tensor_file_tensor(const mha_tensor_file *file) {
+    return file ? &file->tf->t : NULL;
+}
+
+MHA_API const char *mha_tensor_file_name(const mha_tensor_file *file) {
+    return file ? (file->tf->name ? file->tf->name : "") : NULL;
+}
+
+MHA_API void mha_tensor_file_free(mha_tensor_file *file) {
+    if (!file) return;
+    mha_alloc_ctx a = file->alloc;
+    tensorfile_free(file->tf);
+    mha_free(&a, file);
+}
+
+MHA_API int mha_dtype_can_convert(mha_dtype from, mha_dtype to) {
+    return tensorfile_can_convert(from, to);
+}
+
+MHA_API void mha_dtype_convert(const void *src, mha_dtype from, void *dst, mha_dtype to, size_t n) {
+    if (n && src && dst && tensorfile_can_convert(from, to))
+        tensorfile_convert(src, from, dst, to, n);
+}
