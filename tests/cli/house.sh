@@ -66,7 +66,9 @@ LIB="$MHA_BUILD_DIR/lib/libmha.so"
 nm -D --defined-only "$LIB" | awk '{ print $3 }' >"$T/exported"
 for f in mha_model_layout mha_text_escape mha_tensor_file_options_init mha_tensor_file_read \
   mha_tensor_file_tensor mha_tensor_file_name mha_tensor_file_free mha_dtype_can_convert \
-  mha_dtype_convert; do
+  mha_dtype_convert mha_file_format_of mha_file_output_format mha_tensor_file_check_output \
+  mha_tensor_file_write_pending mha_output_file_path mha_output_file_commit \
+  mha_output_file_abort mha_output_clean_stale; do
   grep -q "MHA_API .*[ *]$f(" "$MHA_SOURCE_DIR"/engine/include/mha/*.h ||
     die "$f is not declared in a public header"
   grep -qx "$f" "$T/exported" || die "libmha.so does not export $f"

@@ -502,6 +502,62 @@ static void test_public_tensor_file(void **state) {
     assert_true(fl[0] == 1.0f && fl[1] == -2.0f); /* untouched */
 }
 
+static void test_public_output_file(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("tf_public_out");
+    mha_error err;
+    assert_int_equal(mha_file_format_of("a/x.NPY"), MHA_FILE_NPY);
+    assert_int_equal(mha_file_format_of("x.pb"), MHA_FILE_PB);
+    assert_int_equal(mha_file_format_of("x.txt"), MHA_FILE_UNKNOWN);
+    assert_int_equal(mha_file_output_format("-"), MHA_FILE_NPY);
+    assert_int_equal(mha_file_output_format("x.csv"), MHA_FILE_UNKNOWN);
+    int64_t big[2] = {1 << 20, 1 << 10}; /* 4 GiB of float32: too much for one .pb */
+    assert_int_equal(mha_tensor_file_check_output("y.pb", MHA_DTYPE_FLOAT32, 2, big, &err),
+                     MHA_ERR_LIMIT);
+    assert_int_equal(mha_tensor_file_check_output("y.npy", MHA_DTYPE_FLOAT32, 2, big, &err),
+                     MHA_OK);
+    assert_int_equal(mha_tensor_file_check_output("y.csv", MHA_DTYPE_FLOAT32, 2, big, &err),
+                     MHA_ERR_INVALID_ARGUMENT);
+
+    /* nothing at the destination before commit; then the tensor, read back */
+    float x[6] = {1, 2, 3, 4, 5, 6};
+    mha_tensor t = {MHA_DTYPE_FLOAT32, 2, {2, 3}, x};
+    char path[1200];
+    snprintf(path, sizeof path, "%s", tu_path(dir, "y.pb"));
+    counting c = {0};
+    mha_allocator al = {counting_alloc, counting_free, &c};
+    mha_output_file *f = NULL;
+    assert_int_equal(mha_tensor_file_write_pending(path, &t, "y", &al, &f, &err), MHA_OK);
+    assert_string_equal(mha_output_file_path(f), path);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(mha_output_file_commit(f, &err), MHA_OK);
+    assert_int_equal(c.live, 0);
+    mha_tensor_file *r = NULL;
+    assert_int_equal(mha_tensor_file_read(path, NULL, &r, &err), MHA_OK);
+    assert_string_equal(mha_tensor_file_name(r), "y");
+    assert_memory_equal(mha_tensor_file_tensor(r)->data, x, sizeof x);
+    mha_tensor_file_free(r);
+
+    /* aborted: nothing left behind */
+    snprintf(path, sizeof path, "%s", tu_path(dir, "z.npy"));
+    assert_int_equal(mha_tensor_file_write_pending(path, &t, NULL, NULL, &f, &err), MHA_OK);
+    assert_int_equal(folder_entries(dir), 2);
+    mha_output_file_abort(f);
+    assert_int_equal(folder_entries(dir), 1);
+    mha_output_file_abort(NULL);
+    assert_null(mha_output_file_path(NULL));
+    f = (mha_output_file *)&t;
+    assert_int_equal(mha_tensor_file_write_pending(tu_path(dir, "z.csv"), &t, NULL, NULL, &f, &err),
+                     MHA_ERR_INVALID_ARGUMENT);
+    assert_null(f);
+
+    /* a temporary a killed writer left is cleaned; the output is not */
+    assert_int_equal(tu_system("touch '%s/.z.npy.tmp.AbC123'", dir), 0);
+    assert_int_equal(folder_entries(dir), 2);
+    assert_int_equal(mha_output_clean_stale(path), 1);
+    assert_int_equal(folder_entries(dir), 1);
+}
+
 int main(void) {
     mha_alloc_ctx_init(&alloc, NULL);
     const struct CMUnitTest tests[] = {
@@ -516,6 +572,7 @@ int main(void) {
         cmocka_unit_test(test_write_pending),
         cmocka_unit_test(test_pb_allocation_failures),
         cmocka_unit_test(test_public_tensor_file),
+        cmocka_unit_test(test_public_output_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,13 +1,18 @@
 /* mha/tensor_file.h -- whole tensors in files, as the mha command reads
- * them: NumPy .npy (versions 1 to 3, little-endian, C order) and ONNX
- * TensorProto .pb (the ONNX test-data format), chosen by the file's
- * extension. Part of libmha's public API (see mha.h for statuses, errors,
+ * and writes them: NumPy .npy (versions 1 to 3, little-endian, C order)
+ * and ONNX TensorProto .pb (the ONNX test-data format), chosen by the
+ * file's extension. Part of libmha's public API (see mha.h for statuses, errors,
  * dtypes, tensors and allocators).
  *
  * Reading never trusts the file: every size in a header is checked against
  * the file's real size before anything is allocated, and every message
  * names the file and the problem ("x.npy: header longer than the file").
  * Large .npy files are mapped read-only instead of copied.
+ *
+ * Writing is atomic: data goes to a temporary created exclusively in the
+ * destination's folder, is fsync'ed and then renamed into place, so a
+ * failed or interrupted run never leaves a file that looks complete
+ * (standard output, FIFOs and devices are written directly).
  *
  * Thread-safety: a mha_tensor_file is not locked (use it from one thread
  * at a time); reading the same file from several threads is fine. */
@@ -61,6 +66,54 @@ MHA_API const mha_tensor *mha_tensor_file_tensor(const mha_tensor_file *file);
 MHA_API const char *mha_tensor_file_name(const mha_tensor_file *file);
 /** Frees the file and unmaps its data. Accepts NULL. */
 MHA_API void mha_tensor_file_free(mha_tensor_file *file);
+
+/** File formats, by extension. */
+typedef enum mha_file_format {
+    MHA_FILE_UNKNOWN = 0,
+    MHA_FILE_NPY, /* *.npy */
+    MHA_FILE_PB   /* *.pb: one serialized onnx.TensorProto */
+} mha_file_format;
+
+/** The format of a file to read, by extension (case-insensitive). */
+MHA_API mha_file_format mha_file_format_of(const char *path);
+/** The format an output is written in: by extension; an open descriptor
+ *  ("-", /dev/stdout, /dev/fd/N) and a FIFO or character device (/dev/null)
+ *  without a known extension take .npy. */
+MHA_API mha_file_format mha_file_output_format(const char *path);
+/** Checks, before anything is computed, that a tensor of this dtype and
+ *  shape can be written to path: a known output format (else
+ *  MHA_ERR_INVALID_ARGUMENT), a dtype the format stores (MHA_ERR_DTYPE),
+ *  and for .pb data of at most 2 GiB - 1 (MHA_ERR_LIMIT naming the file,
+ *  the size and the way out). */
+MHA_API mha_status mha_tensor_file_check_output(const char *path, mha_dtype dtype, int rank,
+                                                const int64_t *shape, mha_error *err);
+
+/** An output file written but not yet in place. */
+typedef struct mha_output_file mha_output_file;
+
+/** Writes t into a temporary beside path, by extension (.npy, or .pb with
+ *  the TensorProto name `name`; NULL = ""), and hands back the unfinished
+ *  file: commit it once every output of a run is written, or abort it, so a
+ *  program publishes its outputs only when all of them were written.
+ *  allocator: NULL = malloc, used until commit or abort. Errors as
+ *  mha_tensor_file_check_output, and MHA_ERR_IO. *out is NULL on failure. */
+MHA_API mha_status mha_tensor_file_write_pending(const char *path, const mha_tensor *t,
+                                                 const char *name, const mha_allocator *allocator,
+                                                 mha_output_file **out, mha_error *err);
+/** The destination path as given (for messages). NULL for a NULL file. */
+MHA_API const char *mha_output_file_path(const mha_output_file *file);
+/** fsyncs the file, gives it the usual 0666 & ~umask mode and renames it to
+ *  its destination (a symlink destination is written through). Frees the
+ *  file whether it succeeds or not; on failure the temporary is removed
+ *  (MHA_ERR_IO naming the file). */
+MHA_API mha_status mha_output_file_commit(mha_output_file *file, mha_error *err);
+/** Removes the temporary and frees the file. Accepts NULL. */
+MHA_API void mha_output_file_abort(mha_output_file *file);
+/** Removes what earlier writers of path left behind when killed: regular
+ *  files of this user named ".<name>.tmp.XXXXXX" or "<name>.partial.XXXXXX"
+ *  beside path's destination. Only safe while no other process writes path.
+ *  Returns how many were removed. */
+MHA_API int mha_output_clean_stale(const char *path);
 
 /** Whether elements of dtype `from` can be converted to `to`: the same
  *  dtype; any float type (float16/32/64, bfloat16) to float16/32/64; any

@@ -1,7 +1,7 @@
-/* tensor_file_api.c -- the public face of whole-tensor files
- * (mha/tensor_file.h) over tensorfile.c: options checked by struct_size,
- * the allocator kept beside the file it serves, and the internal reader's
- * fields kept out of the public header. */
+/* tensor_file_api.c -- the public face of tensor files and output files
+ * (mha/tensor_file.h) over tensorfile.c and atomic_file.c: options checked
+ * by struct_size, the allocator kept beside the file it serves, and the
+ * internal reader's and writer's fields kept out of the public header. */
 #include <stddef.h>
 #include <string.h>
 
@@ -86,4 +86,82 @@ MHA_API int mha_dtype_can_convert(mha_dtype from, mha_dtype to) {
 MHA_API void mha_dtype_convert(const void *src, mha_dtype from, void *dst, mha_dtype to, size_t n) {
     if (n && src && dst && tensorfile_can_convert(from, to))
         tensorfile_convert(src, from, dst, to, n);
+}
+
+static mha_file_format tensor_file_format(tensorfile_format f) {
+    switch (f) {
+    case TENSORFILE_NPY:
+        return MHA_FILE_NPY;
+    case TENSORFILE_PB:
+        return MHA_FILE_PB;
+    case TENSORFILE_UNKNOWN:
+        break;
+    }
+    return MHA_FILE_UNKNOWN;
+}
+
+MHA_API mha_file_format mha_file_format_of(const char *path) {
+    return path ? tensor_file_format(tensorfile_format_of(path)) : MHA_FILE_UNKNOWN;
+}
+
+MHA_API mha_file_format mha_file_output_format(const char *path) {
+    return path ? tensor_file_format(tensorfile_output_format(path)) : MHA_FILE_UNKNOWN;
+}
+
+MHA_API mha_status mha_tensor_file_check_output(const char *path, mha_dtype dtype, int rank,
+                                                const int64_t *shape, mha_error *err) {
+    if (!path || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !shape))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output file: bad argument");
+    return tensorfile_check_output(path, dtype, rank, shape, err);
+}
+
+struct mha_output_file {
+    mha_alloc_ctx alloc; /* f's allocator: lives as long as f */
+    atomic_file *f;
+};
+
+MHA_API mha_status mha_tensor_file_write_pending(const char *path, const mha_tensor *t,
+                                                 const char *name, const mha_allocator *allocator,
+                                                 mha_output_file **out, mha_error *err) {
+    if (out) *out = NULL;
+    if (!path || !t || !out)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output file: NULL argument");
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, allocator);
+    mha_output_file *o = mha_calloc(&a, 1, sizeof *o);
+    if (!o) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    o->alloc = a;
+    mha_status st = tensorfile_write_pending(&o->alloc, path, t, name, &o->f, err);
+    if (st != MHA_OK) {
+        mha_free(&a, o);
+        return st;
+    }
+    *out = o;
+    return MHA_OK;
+}
+
+MHA_API const char *mha_output_file_path(const mha_output_file *file) {
+    return file ? atomic_file_path(file->f) : NULL;
+}
+
+MHA_API mha_status mha_output_file_commit(mha_output_file *file, mha_error *err) {
+    if (!file) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output file: NULL argument");
+    mha_alloc_ctx a = file->alloc;
+    mha_status st = atomic_file_commit(file->f, err);
+    mha_free(&a, file);
+    return st;
+}
+
+MHA_API void mha_output_file_abort(mha_output_file *file) {
+    if (!file) return;
+    mha_alloc_ctx a = file->alloc;
+    atomic_file_abort(file->f);
+    mha_free(&a, file);
+}
+
+MHA_API int mha_output_clean_stale(const char *path) {
+    if (!path) return 0;
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    return atomic_file_clean_stale(&a, path, NULL, 0);
 }
