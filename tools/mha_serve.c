@@ -34,7 +34,7 @@
 
 #include "mha_cli.h"
 #include "serve_json.h"
-#include "tensorfile.h"
+#include "mha/npy.h"
 
 static const char serve_usage[] =
     "Usage: mha serve MODEL [options]\n"
@@ -240,7 +240,7 @@ static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s,
     } else {
         size_t data = (size_t)mha_tensor_numel(y) * sizeof(float);
         char head[256];
-        size_t hn = npy_format_header(MHA_DTYPE_FLOAT32, y->rank, y->shape, head, sizeof head);
+        size_t hn = mha_npy_format_header(MHA_DTYPE_FLOAT32, y->rank, y->shape, head, sizeof head);
         out = hn ? malloc(hn + data) : NULL;
         if (out) {
             memcpy(out, head, hn);
@@ -278,8 +278,8 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
         memcpy(in.shape, dims, sizeof dims);
         in.data = parsed;
     } else {
-        npy_header h;
-        if (npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
+        mha_npy_header h;
+        if (mha_npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
             return serve_text(conn, s, call, 400, "error: %s", err.message);
         if (h.dtype != MHA_DTYPE_FLOAT32)
             return serve_text(conn, s, call, 400, "error: the sequence must be float32, not %s",

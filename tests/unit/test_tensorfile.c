@@ -408,21 +408,6 @@ static void test_pb_allocation_failures(void **state) {
 
 /* ---- the public face (mha/tensor_file.h) ---- */
 
-typedef struct counting {
-    int live;
-} counting;
-static void *counting_alloc(void *user, size_t size, size_t align) {
-    void *p = NULL;
-    if (posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, size ? size : 1))
-        return NULL;
-    ((counting *)user)->live++;
-    return p;
-}
-static void counting_free(void *user, void *ptr) {
-    if (ptr) ((counting *)user)->live--;
-    free(ptr);
-}
-
 static void test_public_tensor_file(void **state) {
     (void)state;
     const char *dir = tu_tmpdir("tf_public");
@@ -437,8 +422,8 @@ static void test_public_tensor_file(void **state) {
     assert_int_equal(tensorfile_write(&alloc, pb, &t, "output", &err), MHA_OK);
 
     /* converted on reading, named, through the caller's allocator */
-    counting c = {0};
-    mha_allocator al = {counting_alloc, counting_free, &c};
+    int live = 0;
+    mha_allocator al = tu_counting_allocator(&live);
     mha_tensor_file_options o;
     mha_tensor_file_options_init(&o);
     assert_int_equal(o.struct_size, sizeof o);
@@ -447,7 +432,7 @@ static void test_public_tensor_file(void **state) {
     o.allocator = &al;
     mha_tensor_file *f = NULL;
     assert_int_equal(mha_tensor_file_read(pb, &o, &f, &err), MHA_OK);
-    assert_true(c.live > 0);
+    assert_true(live > 0);
     const mha_tensor *got = mha_tensor_file_tensor(f);
     assert_int_equal(got->dtype, MHA_DTYPE_FLOAT64);
     assert_int_equal(got->rank, 3);
@@ -457,7 +442,7 @@ static void test_public_tensor_file(void **state) {
         assert_true(((const double *)got->data)[i] == (double)x[i]);
     assert_string_equal(mha_tensor_file_name(f), "output");
     mha_tensor_file_free(f);
-    assert_int_equal(c.live, 0);
+    assert_int_equal(live, 0);
 
     /* a large .npy, mapped by default: the same bits, no name */
     size_t n = 300000; /* 1.2 MB of data */
@@ -524,14 +509,14 @@ static void test_public_output_file(void **state) {
     mha_tensor t = {MHA_DTYPE_FLOAT32, 2, {2, 3}, x};
     char path[1200];
     snprintf(path, sizeof path, "%s", tu_path(dir, "y.pb"));
-    counting c = {0};
-    mha_allocator al = {counting_alloc, counting_free, &c};
+    int live = 0;
+    mha_allocator al = tu_counting_allocator(&live);
     mha_output_file *f = NULL;
     assert_int_equal(mha_tensor_file_write_pending(path, &t, "y", &al, &f, &err), MHA_OK);
     assert_string_equal(mha_output_file_path(f), path);
     assert_int_equal(access(path, F_OK), -1);
     assert_int_equal(mha_output_file_commit(f, &err), MHA_OK);
-    assert_int_equal(c.live, 0);
+    assert_int_equal(live, 0);
     mha_tensor_file *r = NULL;
     assert_int_equal(mha_tensor_file_read(path, NULL, &r, &err), MHA_OK);
     assert_string_equal(mha_tensor_file_name(r), "y");

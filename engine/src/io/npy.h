@@ -12,9 +12,10 @@
 #include "atomic_file.h"
 #include "common.h"
 #include "convert.h"
+#include "mha/npy.h"
 
 /* Refuse .npy headers longer than this (numpy itself caps them at 10 KB). */
-#define NPY_MAX_HEADER_BYTES 10240
+#define NPY_MAX_HEADER_BYTES MHA_NPY_MAX_HEADER_BYTES
 /* Whole-file .npy reads map files with at least this many data bytes. */
 #define NPY_MMAP_MIN_BYTES ((size_t)1 << 20)
 
@@ -22,21 +23,9 @@
 /* .npy header                                                               */
 /* ------------------------------------------------------------------------ */
 
-typedef struct npy_header {
-    int version_major; /* 1, 2 or 3 */
-    mha_dtype dtype;   /* as stored */
-    int rank;          /* 0..MHA_MAX_RANK */
-    int64_t dims[MHA_MAX_RANK];
-    size_t header_bytes; /* magic + length field + header text: offset of the data */
-    size_t data_bytes;   /* numel * element size */
-    int64_t rows;        /* dims[0], or 1 for rank 0 */
-    size_t row_bytes;    /* data_bytes / rows (elements of one row * size) */
-    /* A shard of a split run (see npy_format_header_shard): the file holds
-     * rows [shard_r0, shard_r1) of a dataset of shard_total rows. numpy
-     * reads such a file as a plain array (the note is a header comment). */
-    int is_shard;
-    int64_t shard_r0, shard_r1, shard_total;
-} npy_header;
+/* What a header says (mha/npy.h): the public struct itself, so the reader
+ * hands it out as it is. */
+typedef mha_npy_header npy_header;
 
 /* Parses the first `avail` bytes of a .npy file whose total size is
  * file_size and checks everything against file_size: magic, version,
