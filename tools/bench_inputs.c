@@ -218,7 +218,7 @@ int bench_tensors_make(const mha_model *model, int64_t B, int64_t Sq, int64_t Sk
             return fail_msg(msg, msg_size, "cannot read model input %zu", i);
         if (ios[i].role == MHA_ROLE_PAST_KEY || ios[i].role == MHA_ROLE_PAST_VALUE) has_past = 1;
     }
-    if (info.has_projections && !info.cross && Skv != Sq)
+    if (info.has_projections && !info.cross && !has_past && Skv != Sq)
         return fail_msg(msg, msg_size,
                         "the model is self-attention (its keys are its queries): "
                         "S_kv must equal S, got S=%lld S_kv=%lld",

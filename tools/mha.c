@@ -41,7 +41,8 @@ static int print_help(void) {
            mha_version_string());
     for (size_t i = 0; i < NUM_COMMANDS; i++)
         printf("  %-10s %s\n", commands[i].name, commands[i].summary);
-    printf("\nEvery command takes --backend NAME|auto, --threads N and --help.\n"
+    printf("\nEvery command takes --help and --version; the commands that run a model\n"
+           "take --backend NAME|auto and --threads N (0: every online CPU).\n"
            "Environment: MHA_BACKEND (default backend), MHA_PLUGIN_PATH (extra plugin\n"
            "folders), MHA_CPU_MASK (hide CPU features from plugin probes).\n"
            "Exit status: 0 success, 1 failure (one line on stderr), 2 usage error,\n"
@@ -84,14 +85,11 @@ int main(int argc, char **argv) {
         return CLI_OK;
     }
     const cli_command *cmd = find_command(name);
+    if (!cmd && name[0] == '-') {
+        fprintf(stderr, "mha: unknown option '%s' (see 'mha --help')\n", name);
+        return CLI_USAGE;
+    }
     if (!cmd) return unknown_command(name);
-    /* `mha COMMAND --version` answers like `mha --version` (options end at
-     * a "--") */
-    for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++)
-        if (strcmp(argv[i], "--version") == 0) {
-            printf("mha %s (library %s)\n", MHA_VERSION_STRING, mha_version_string());
-            return CLI_OK;
-        }
     int rc = cmd->main(argc - 1, argv + 1);
     if (rc > CLI_SIGNALED(0) && rc < CLI_SIGNALED(65)) {
         /* stopped by a signal after cleaning up: end by that signal, so a

@@ -5,23 +5,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_options.h"
 #include "mha_cli.h"
 #include "plugin_kit.h"
 #include "registry.h"
 
-static const char backends_usage[] =
+enum { BACKENDS_JSON = 1, BACKENDS_CHECK };
+
+static const cli_opt backends_opts[] = {
+    {BACKENDS_JSON, "json", 0, NULL, "one JSON object on stdout instead of the table"},
+    {BACKENDS_CHECK, "check", 0, NULL,
+     "run the plugin test kit: every usable plugin (or the one\n"
+     "named by --backend) against the built-in scalar reference\n"
+     "on randomised attention and GEMM problems; prints\n"
+     "'N passed, M failed'"},
+    {0},
+};
+
+static const cli_spec backends_spec = {
     "Usage: mha backends [--json] [options]\n"
     "\n"
     "Lists every backend plugin the runtime found (searched: MHA_PLUGIN_PATH, the\n"
     "folder beside libmha, the installed plugin folder; plus the built-in scalar),\n"
     "with its version, path and probe score on this CPU, or why it is unusable, and\n"
     "which one 'auto' picks. With --backend NAME (or $MHA_BACKEND) also checks that\n"
-    "NAME can be selected.\n"
-    "\n"
-    "  --json   one JSON object on stdout instead of the table\n"
-    "  --check  run the plugin test kit: every usable plugin (or the one named by\n"
-    "           --backend) against the built-in scalar reference on randomised\n"
-    "           attention and GEMM problems; prints 'N passed, M failed'\n";
+    "NAME can be selected.\n",
+    backends_opts,
+    CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE,
+    NULL,
+};
 
 /* `mha backends --check`: the plugin test kit over the plugins found. */
 static int backends_check(const cli_common *c) {
@@ -78,22 +90,15 @@ int cli_cmd_backends(int argc, char **argv) {
     cli_common c = {0};
     c.cmd = "backends";
     int json = 0, check = 0;
-    for (int i = 1; i < argc; i++) {
-        int r = cli_common_option(&c, argc, argv, &i);
-        if (r < 0) return CLI_USAGE;
-        if (r) continue;
-        if (strcmp(argv[i], "--json") == 0) {
-            json = 1;
-            continue;
-        }
-        if (strcmp(argv[i], "--check") == 0) {
-            check = 1;
-            continue;
-        }
-        return cli_usage_error(
-            &c, argv[i][0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", argv[i]);
+    cli_parser p;
+    if (cli_parse_begin(&p, &backends_spec, &c, argc, argv) != 0)
+        return cli_fail("too many options");
+    for (int id; (id = cli_parse_next(&p)) != CLI_PARSE_END;) {
+        if (id == CLI_PARSE_EXIT) return p.status;
+        if (id == CLI_PARSE_ARG) return cli_usage_error(&c, "unexpected argument '%s'", p.value);
+        json |= id == BACKENDS_JSON;
+        check |= id == BACKENDS_CHECK;
     }
-    if (c.help) return cli_print_usage(backends_usage);
     if (check) return backends_check(&c);
 
     /* what auto picks, whatever the environment says */

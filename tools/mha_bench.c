@@ -32,44 +32,84 @@
 #include <unistd.h>
 
 #include "bench_internal.h"
+#include "cli_options.h"
 #include "mha_bench.h"
 
-static const char bench_usage[] =
-    "usage: mha bench MODEL --shape B,S[,S_kv] [options]\n"
-    "  --backend all|NAME,...   backends to time (default: every usable backend but\n"
-    "                           scalar, the slow reference, unless it is the only one;\n"
-    "                           all = every usable backend, scalar included; auto = what\n"
-    "                           the runtime would pick, MHA_BACKEND included)\n"
-    "  --threads LIST           thread counts, e.g. 1,2,4 (default 1 and the online CPUs)\n"
-    "  --warmup N               untimed runs first (default 3)\n"
-    "  --min-time SEC           time repetitions for at least SEC (default 2; >= 10 reps)\n"
-    "  --json FILE  --csv FILE  --plot FILE.svg   write the results (atomically)\n"
-    "  --scenario offline|server   throughput of whole batches (default), or\n"
-    "                           batch-1 requests at a Poisson rate (MLPerf server)\n"
-    "  --p99-ms X               server: p99 latency bound of the rate search (default 10)\n"
-    "  --server-time SEC        server: seconds per tried rate (default 0.5)\n"
-    "  --clients N              server: client threads sharing one runtime (default 4)\n"
-    "  --precision float32|bfloat16   compute precision of the timed runs (default\n"
-    "                           float32); errors are against the float32 reference\n"
-    "  --max-batch N            server: submit through the library's request queue,\n"
-    "                           batching up to N requests (default 0: no queue)\n"
-    "  --batch-delay-ms X       server: how long a batch waits for company (default 1)\n"
-    "  --seed N                 seed of the random inputs (default 1)\n"
-    "  --plugin-path PATH       plugin file or folder searched first\n"
-    "  --timeout SEC            kill a configuration that takes longer (default 600)\n"
-    "  --quiet                  no progress and no table (warnings and errors still shown)\n"
-    "S_kv: keys attended in all (default S); with past key/value inputs the new\n"
-    "keys are the S queries and S_kv - S come from the cache. See docs/BENCH.md.\n";
+enum {
+    BENCH_OPT_SHAPE = 1,
+    BENCH_OPT_BACKEND,
+    BENCH_OPT_THREADS,
+    BENCH_OPT_WARMUP,
+    BENCH_OPT_MIN_TIME,
+    BENCH_OPT_JSON,
+    BENCH_OPT_CSV,
+    BENCH_OPT_PLOT,
+    BENCH_OPT_SCENARIO,
+    BENCH_OPT_P99_MS,
+    BENCH_OPT_SERVER_TIME,
+    BENCH_OPT_CLIENTS,
+    BENCH_OPT_MAX_BATCH,
+    BENCH_OPT_BATCH_DELAY_MS,
+    BENCH_OPT_SEED,
+    BENCH_OPT_PLUGIN_PATH,
+    BENCH_OPT_TIMEOUT,
+    BENCH_OPT_QUIET,
+};
 
-static int usage_error(const char *fmt, ...) {
-    va_list ap;
-    fprintf(stderr, "mha bench: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n(mha bench --help for the options)\n");
-    return 2;
-}
+static const cli_opt bench_opts[] = {
+    {BENCH_OPT_SHAPE, "shape", 0, "B,S[,S_kv]",
+     "batch and sequence lengths (required). S_kv: keys attended\n"
+     "in all (default S); with past key/value inputs the new keys\n"
+     "are the S queries and S_kv - S come from the cache."},
+    {BENCH_OPT_BACKEND, "backend", 0, "all|NAME,...",
+     "backends to time (default: every usable backend but\n"
+     "scalar, the slow reference, unless it is the only one;\n"
+     "all = every usable backend, scalar included; auto = what\n"
+     "the runtime would pick, MHA_BACKEND included)"},
+    {BENCH_OPT_THREADS, "threads", 0, "LIST",
+     "thread counts, e.g. 1,2,4, each in [0, 1024] (0: every\n"
+     "online CPU; default 1 and the online CPUs)"},
+    {BENCH_OPT_WARMUP, "warmup", 0, "N", "untimed runs first (default 3)"},
+    {BENCH_OPT_MIN_TIME, "min-time", 0, "SEC",
+     "time repetitions for at least SEC (default 2; >= 10 reps)"},
+    {BENCH_OPT_JSON, "json", 0, "FILE", "write the results as JSON (atomically)"},
+    {BENCH_OPT_CSV, "csv", 0, "FILE", "write the results as CSV (atomically)"},
+    {BENCH_OPT_PLOT, "plot", 0, "FILE.svg", "write a bar chart (atomically)"},
+    {BENCH_OPT_SCENARIO, "scenario", 0, "offline|server",
+     "throughput of whole batches (default), or batch-1\n"
+     "requests at a Poisson rate (MLPerf server)"},
+    {BENCH_OPT_P99_MS, "p99-ms", 0, "X",
+     "server: p99 latency bound of the rate search (default 10)"},
+    {BENCH_OPT_SERVER_TIME, "server-time", 0, "SEC",
+     "server: seconds per tried rate (default 0.5)"},
+    {BENCH_OPT_CLIENTS, "clients", 0, "N",
+     "server: client threads sharing one runtime (default 4)"},
+    {BENCH_OPT_MAX_BATCH, "max-batch", 0, "N",
+     "server: submit through the library's request queue,\n"
+     "batching up to N requests (default 0: no queue)"},
+    {BENCH_OPT_BATCH_DELAY_MS, "batch-delay-ms", 0, "X",
+     "server: how long a batch waits for company (default 1)"},
+    {BENCH_OPT_SEED, "seed", 0, "N", "seed of the random inputs (default 1)"},
+    {BENCH_OPT_PLUGIN_PATH, "plugin-path", 0, "PATH", "plugin file or folder searched first"},
+    {BENCH_OPT_TIMEOUT, "timeout", 0, "SEC",
+     "kill a configuration that takes longer (default 600)"},
+    {BENCH_OPT_QUIET, "quiet", 'q', NULL,
+     "no progress and no table (warnings and errors still shown)"},
+    {0},
+};
+
+/* Its own --backend and --threads (lists); --precision is the shared one. */
+static const cli_spec bench_spec = {
+    "Usage: mha bench MODEL --shape B,S[,S_kv] [options]\n"
+    "\n"
+    "Times backends and thread counts on MODEL with seeded random inputs, each\n"
+    "configuration in its own process, checked against the scalar reference.\n"
+    "--precision bfloat16 times the bfloat16 compute mode (offline scenario only);\n"
+    "its errors are against the float32 reference. See docs/BENCH.md.\n",
+    bench_opts,
+    CLI_COMMON_PRECISION,
+    NULL,
+};
 
 /* ---- option parsing ----------------------------------------------------- */
 
@@ -150,33 +190,9 @@ static int parse_backends(const char *s, bench_options *o) {
     return 0;
 }
 
-static int parse_threads(const char *s, bench_options *o) {
-    const char *p = s;
-    o->n_threads = 0;
-    for (;;) {
-        char part[16];
-        int64_t v;
-        size_t len = strcspn(p, ",");
-        if (len == 0 || len >= sizeof part) return -1;
-        memcpy(part, p, len);
-        part[len] = '\0';
-        if (parse_i64(part, 1, 1024, &v) != 0) return -1;
-        int dup = 0;
-        for (int i = 0; i < o->n_threads; i++)
-            dup |= o->threads[i] == (int)v;
-        if (!dup) {
-            if (o->n_threads >= BENCH_MAX_THREADS) return -1;
-            o->threads[o->n_threads++] = (int)v;
-        }
-        p += len;
-        if (*p == '\0') break;
-        p++;
-    }
-    return 0;
-}
-
-/* Returns 0 ok, 2 usage error (printed), 3 --help printed. */
-static int parse_args(int argc, char **argv, bench_options *o) {
+/* Returns -1 to go on, else the exit status (a usage error printed, or
+ * --help / --version answered). */
+static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
     int have_shape = 0;
     memset(o, 0, sizeof *o);
     o->backend_all = 1;
@@ -191,130 +207,110 @@ static int parse_args(int argc, char **argv, bench_options *o) {
     o->batch_delay_ms = 1.0;
     o->timeout = 600.0;
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = NULL;
-        char name[32];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            fputs(bench_usage, stdout);
-            return 3;
-        }
-        if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
+    cli_parser p;
+    if (cli_parse_begin(&p, &bench_spec, c, argc, argv) != 0) return cli_fail("too many options");
+    for (int id; (id = cli_parse_next(&p)) != CLI_PARSE_END;) {
+        const char *val = p.value;
+        long long n;
+        switch (id) {
+        case CLI_PARSE_EXIT:
+            return p.status;
+        case CLI_PARSE_ARG:
+            if (o->model_path) return cli_usage_error(c, "more than one model given ('%s')", val);
+            o->model_path = val;
+            break;
+        case BENCH_OPT_QUIET:
             o->quiet = 1;
-            continue;
-        }
-        if (strncmp(a, "--", 2) != 0 || strcmp(a, "--") == 0) {
-            if (strcmp(a, "--") == 0) {
-                if (++i >= argc) break;
-                a = argv[i];
-            } else if (a[0] == '-' && a[1] != '\0') {
-                return usage_error("unknown option '%s'", a);
-            }
-            if (o->model_path) return usage_error("more than one model given ('%s')", a);
-            o->model_path = a;
-            continue;
-        }
-        /* --name=value or --name value */
-        const char *eq = strchr(a, '=');
-        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
-        if (nlen >= sizeof name) return usage_error("unknown option '%s'", a);
-        memcpy(name, a, nlen);
-        name[nlen] = '\0';
-        if (eq) {
-            val = eq + 1;
-        } else {
-            if (i + 1 >= argc) return usage_error("option %s needs a value", name);
-            val = argv[++i];
-        }
-        if (strcmp(name, "--shape") == 0) {
+            break;
+        case BENCH_OPT_SHAPE:
             if (parse_shape(val, o) != 0)
-                return usage_error("--shape wants B,S or B,S,S_kv (positive integers), "
-                                   "got '%s'",
-                                   val);
+                return cli_usage_error(c,
+                                       "--shape wants B,S or B,S,S_kv (positive integers), "
+                                       "not '%s'",
+                                       val);
             have_shape = 1;
-        } else if (strcmp(name, "--backend") == 0) {
+            break;
+        case BENCH_OPT_BACKEND:
             if (parse_backends(val, o) != 0)
-                return usage_error("--backend wants 'all' or names like scalar,avx2 "
-                                   "([a-z0-9_]), got '%s'",
-                                   val);
-        } else if (strcmp(name, "--threads") == 0) {
-            if (parse_threads(val, o) != 0)
-                return usage_error("--threads wants a list like 1,2,4 (1..1024, at most %d), "
-                                   "got '%s'",
-                                   BENCH_MAX_THREADS, val);
-        } else if (strcmp(name, "--warmup") == 0) {
-            int64_t v;
-            if (parse_i64(val, 0, 1000000, &v) != 0)
-                return usage_error("--warmup wants a count >= 0, got '%s'", val);
-            o->warmup = (int)v;
-        } else if (strcmp(name, "--min-time") == 0) {
+                return cli_usage_error(c,
+                                       "--backend wants 'all' or names like scalar,avx2 "
+                                       "([a-z0-9_]), not '%s'",
+                                       val);
+            break;
+        case BENCH_OPT_THREADS:
+            if (!cli_parse_thread_list(c, val, o->threads, BENCH_MAX_THREADS, &o->n_threads))
+                return CLI_USAGE;
+            break;
+        case BENCH_OPT_WARMUP:
+            if (!cli_parse_int(c, "--warmup", val, 0, 1000000, &n)) return CLI_USAGE;
+            o->warmup = (int)n;
+            break;
+        case BENCH_OPT_MIN_TIME:
             if (parse_double(val, 0.0, 86400.0, &o->min_time) != 0)
-                return usage_error("--min-time wants seconds >= 0, got '%s'", val);
-        } else if (strcmp(name, "--json") == 0) {
+                return cli_usage_error(c, "--min-time wants seconds >= 0, not '%s'", val);
+            break;
+        case BENCH_OPT_JSON:
             o->json_path = val;
-        } else if (strcmp(name, "--csv") == 0) {
+            break;
+        case BENCH_OPT_CSV:
             o->csv_path = val;
-        } else if (strcmp(name, "--plot") == 0) {
+            break;
+        case BENCH_OPT_PLOT:
             o->plot_path = val;
-        } else if (strcmp(name, "--scenario") == 0) {
+            break;
+        case BENCH_OPT_SCENARIO:
             if (strcmp(val, "offline") == 0)
                 o->scenario = BENCH_OFFLINE;
             else if (strcmp(val, "server") == 0)
                 o->scenario = BENCH_SERVER;
             else
-                return usage_error("--scenario wants offline or server, got '%s'", val);
-        } else if (strcmp(name, "--seed") == 0) {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(val, &end, 0);
-            if (errno || end == val || *end || val[0] == '-')
-                return usage_error("--seed wants a non-negative integer, got '%s'", val);
-            o->seed = v;
-        } else if (strcmp(name, "--precision") == 0) {
-            if (strcmp(val, "float32") == 0)
-                o->precision = MHA_PRECISION_FLOAT32;
-            else if (strcmp(val, "bfloat16") == 0)
-                o->precision = MHA_PRECISION_BFLOAT16;
-            else
-                return usage_error("--precision wants float32 or bfloat16, got '%s'", val);
-        } else if (strcmp(name, "--timeout") == 0) {
+                return cli_usage_error(c, "--scenario wants offline or server, not '%s'", val);
+            break;
+        case BENCH_OPT_SEED: /* as gen's --seed */
+            if (!cli_parse_int(c, "--seed", val, 0, INT64_MAX, &n)) return CLI_USAGE;
+            o->seed = (unsigned long long)n;
+            break;
+        case BENCH_OPT_TIMEOUT:
             if (parse_double(val, 1.0, 1e6, &o->timeout) != 0)
-                return usage_error("--timeout wants seconds >= 1, got '%s'", val);
-        } else if (strcmp(name, "--plugin-path") == 0) {
+                return cli_usage_error(c, "--timeout wants seconds >= 1, not '%s'", val);
+            break;
+        case BENCH_OPT_PLUGIN_PATH:
             o->plugin_path = val;
-        } else if (strcmp(name, "--p99-ms") == 0) {
+            break;
+        case BENCH_OPT_P99_MS:
             if (parse_double(val, 1e-3, 1e7, &o->p99_ms) != 0)
-                return usage_error("--p99-ms wants milliseconds > 0, got '%s'", val);
-        } else if (strcmp(name, "--server-time") == 0) {
+                return cli_usage_error(c, "--p99-ms wants milliseconds > 0, not '%s'", val);
+            break;
+        case BENCH_OPT_SERVER_TIME:
             if (parse_double(val, 0.01, 3600.0, &o->server_time) != 0)
-                return usage_error("--server-time wants seconds >= 0.01, got '%s'", val);
-        } else if (strcmp(name, "--clients") == 0) {
-            int64_t v;
-            if (parse_i64(val, 1, 256, &v) != 0)
-                return usage_error("--clients wants 1..256, got '%s'", val);
-            o->clients = (int)v;
-        } else if (strcmp(name, "--max-batch") == 0) {
-            int64_t v;
-            if (parse_i64(val, 0, 4096, &v) != 0)
-                return usage_error("--max-batch wants 0..4096, got '%s'", val);
-            o->max_batch = (int)v;
-        } else if (strcmp(name, "--batch-delay-ms") == 0) {
+                return cli_usage_error(c, "--server-time wants seconds >= 0.01, not '%s'", val);
+            break;
+        case BENCH_OPT_CLIENTS:
+            if (!cli_parse_int(c, "--clients", val, 1, 256, &n)) return CLI_USAGE;
+            o->clients = (int)n;
+            break;
+        case BENCH_OPT_MAX_BATCH:
+            if (!cli_parse_int(c, "--max-batch", val, 0, 4096, &n)) return CLI_USAGE;
+            o->max_batch = (int)n;
+            break;
+        case BENCH_OPT_BATCH_DELAY_MS:
             if (parse_double(val, 0.0, 60000.0, &o->batch_delay_ms) != 0)
-                return usage_error("--batch-delay-ms wants milliseconds >= 0, got '%s'", val);
-        } else {
-            return usage_error("unknown option '%s'", name);
+                return cli_usage_error(c, "--batch-delay-ms wants milliseconds >= 0, not '%s'",
+                                       val);
+            break;
         }
     }
-    if (!o->model_path) return usage_error("no model given");
+    o->precision = c->precision;
+    if (!o->model_path) return cli_usage_error(c, "no model given");
     if (o->precision != MHA_PRECISION_FLOAT32 && o->scenario == BENCH_SERVER)
-        return usage_error("--precision bfloat16 is measured in the offline scenario only");
-    if (!have_shape) return usage_error("--shape B,S[,S_kv] is required");
+        return cli_usage_error(c, "--precision bfloat16 is measured in the offline scenario only");
+    if (!have_shape) return cli_usage_error(c, "--shape B,S[,S_kv] is required");
     if (o->n_threads == 0) {
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         o->threads[o->n_threads++] = 1;
         if (online > 1) o->threads[o->n_threads++] = (int)(online > 1024 ? 1024 : online);
     }
-    return 0;
+    return -1;
 }
 
 /* ---- pipe helpers ------------------------------------------------------- */
@@ -846,14 +842,12 @@ static int bench_run(bench_options o) {
 
 int mha_cmd_bench(int argc, char **argv) {
     bench_options o;
-    int pr = parse_args(argc, argv, &o);
-    if (pr == 3) return 0;
-    if (pr != 0) return 2;
+    cli_common c = {0};
+    int pr = parse_args(argc, argv, &o, &c);
+    if (pr >= 0) return pr;
     /* the result files are checked (a missing folder named) and locked
      * before minutes of timing, not after */
     const char *outs[3] = {o.json_path, o.csv_path, o.plot_path};
-    cli_common c = {0};
-    c.cmd = "bench";
     cli_outputs claimed;
     int rc = cli_outputs_claim(&c, outs, 3, 1, &claimed);
     if (rc != CLI_OK) return rc;

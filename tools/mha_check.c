@@ -14,10 +14,20 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli_options.h"
 #include "mha_cli.h"
 #include "mha/tensor_file.h"
 
-static const char check_usage[] =
+enum { CHECK_RTOL = 1, CHECK_ATOL, CHECK_LIST };
+
+static const cli_opt check_opts[] = {
+    {CHECK_RTOL, "rtol", 0, "R", "override the relative tolerance for every float type"},
+    {CHECK_ATOL, "atol", 0, "A", "override the absolute tolerance for every float type"},
+    {CHECK_LIST, "list", 0, NULL, "also print one line per passing case"},
+    {0},
+};
+
+static const cli_spec check_spec = {
     "Usage: mha check CASE_DIR... [options]\n"
     "\n"
     "Runs ONNX backend-test cases: CASE_DIR/model.onnx with\n"
@@ -28,16 +38,14 @@ static const char check_usage[] =
     "float64 1e-9 + 1e-7 |want|. -inf or the lowest finite value in the expected output\n"
     "matches either of them; NaN must meet NaN and +inf +inf; integers and bools must\n"
     "be equal. A model the engine refuses fails with the engine's message.\n"
-    "\n"
-    "  --rtol R, --atol A   override the tolerances for every float type\n"
-    "  --precision float32|bfloat16   compute precision; bfloat16 is judged by\n"
-    "                       |got - want| <= 3 * 2^-7 max |want| per float32 output\n"
-    "                       (three chained products of operands rounded to 8\n"
-    "                       significant bits, 2^-7 each; docs/PERFORMANCE.md)\n"
-    "  --list               also print one line per passing case\n"
-    "\n"
+    "With --precision bfloat16 a float32 output is judged by\n"
+    "|got - want| <= 3 * 2^-7 max |want| (three chained products of operands rounded\n"
+    "to 8 significant bits, 2^-7 each; docs/PERFORMANCE.md).\n",
+    check_opts,
+    CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE | CLI_COMMON_PRECISION,
     "Prints one line per failing case and finally 'N passed, M failed'. Exit status 0\n"
-    "only when at least one case ran and none failed.\n";
+    "only when at least one case ran and none failed.\n",
+};
 
 /* ------------------------------------------------------------------------ */
 /* comparison                                                                */
@@ -487,48 +495,30 @@ int cli_cmd_check(int argc, char **argv) {
     cx.tol.rtol = cx.tol.atol = -1.0;
     const char **dirs = calloc((size_t)argc, sizeof *dirs);
     size_t n_dirs = 0;
-    int rc = CLI_OK, options_done = 0;
+    int rc = CLI_OK;
     if (!dirs) return cli_fail("out of memory");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!options_done && a[0] == '-' && a[1] != '\0') {
-            int r;
-            if (strcmp(a, "--") == 0) {
-                options_done = 1;
-                continue;
-            }
-            if ((r = cli_common_option(&c, argc, argv, &i)) != 0 ||
-                (r = cli_precision_option(&c, argc, argv, &i)) != 0) {
-                if (r < 0) goto usage;
-                continue;
-            }
-            if (strcmp(a, "--list") == 0) {
-                cx.list = 1;
-                continue;
-            }
-            double *tol = NULL;
-            if ((r = cli_option_value(&c, argc, argv, &i, "--rtol", NULL, &v)) != 0)
-                tol = &cx.tol.rtol;
-            else if ((r = cli_option_value(&c, argc, argv, &i, "--atol", NULL, &v)) != 0)
-                tol = &cx.tol.atol;
-            if (r < 0) goto usage;
-            if (tol) {
-                char *end;
-                *tol = strtod(v, &end);
-                if (end == v || *end || !(*tol >= 0)) {
-                    cli_usage_error(&c, "%s wants a number >= 0, not '%s'", a, v);
-                    goto usage;
-                }
-                continue;
-            }
-            cli_usage_error(&c, "unknown option '%s'", a);
-            goto usage;
-        }
-        dirs[n_dirs++] = a;
-    }
-    if (c.help) {
+    cli_parser p;
+    if (cli_parse_begin(&p, &check_spec, &c, argc, argv) != 0) {
         free(dirs);
-        return cli_print_usage(check_usage);
+        return cli_fail("too many options");
+    }
+    for (int id; (id = cli_parse_next(&p)) != CLI_PARSE_END;) {
+        double *tol = id == CHECK_RTOL ? &cx.tol.rtol : id == CHECK_ATOL ? &cx.tol.atol : NULL;
+        if (id == CLI_PARSE_EXIT) {
+            free(dirs);
+            return p.status;
+        } else if (id == CLI_PARSE_ARG) {
+            dirs[n_dirs++] = p.value;
+        } else if (id == CHECK_LIST) {
+            cx.list = 1;
+        } else if (tol) {
+            char *end;
+            *tol = strtod(p.value, &end);
+            if (end == p.value || *end || !(*tol >= 0)) {
+                cli_usage_error(&c, "--%s wants a number >= 0, not '%s'", p.name, p.value);
+                goto usage;
+            }
+        }
     }
     if (n_dirs == 0) {
         cli_usage_error(&c, "no case folder given");

@@ -1,6 +1,5 @@
-/* mha_cli.c -- the helpers every `mha` subcommand shares: the common
- * options, usage and failure messages (one line each), runtime creation,
- * shapes and clocks. */
+/* mha_cli.c -- the helpers every `mha` subcommand shares: usage and
+ * failure messages (one line each), runtime creation, shapes and clocks. */
 #define _GNU_SOURCE
 #include "mha_cli.h"
 
@@ -51,50 +50,6 @@ int cli_fail_err(const char *file, const mha_error *err) {
     return cli_fail("%s: %s", file, msg);
 }
 
-static const char cli_exit_text[] =
-    "\nExit status: 0 success, 1 failure (one line on stderr), 2 usage error,\n"
-    "128 + N stopped by signal N (130: SIGINT).\n";
-
-int cli_print_usage(const char *usage) {
-    fputs(usage, stdout);
-    fputs("\nCommon options:\n"
-          "  --backend NAME|auto  backend plugin (default: $MHA_BACKEND, else auto)\n"
-          "  --threads N          threads, the calling one included (default: all CPUs)\n"
-          "  -v, --verbose        print the library's log lines on stderr\n"
-          "  -h, --help           this text\n"
-          "  --version            the version of mha and libmha\n",
-          stdout);
-    fputs(cli_exit_text, stdout);
-    return CLI_OK;
-}
-
-int cli_print_usage_basic(const char *usage) {
-    fputs(usage, stdout);
-    fputs("\nCommon options:\n"
-          "  -h, --help           this text\n"
-          "  --version            the version of mha and libmha\n",
-          stdout);
-    fputs(cli_exit_text, stdout);
-    return CLI_OK;
-}
-
-int cli_option_value(const cli_common *c, int argc, char **argv, int *i, const char *name,
-                     const char *short_name, const char **value) {
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) == 0 && a[n] == '=') {
-        *value = a + n + 1;
-        return 1;
-    }
-    if (strcmp(a, name) != 0 && !(short_name && strcmp(a, short_name) == 0)) return 0;
-    if (*i + 1 >= argc) {
-        cli_usage_error(c, "%s needs a value", a);
-        return -1;
-    }
-    *value = argv[++*i];
-    return 1;
-}
-
 uint64_t cli_rng_next(uint64_t *state) {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -116,52 +71,6 @@ int cli_parse_int(const cli_common *c, const char *opt, const char *s, long long
         return 0;
     }
     *out = v;
-    return 1;
-}
-
-int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
-    const char *a = argv[*i];
-    const char *v;
-    int r;
-    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-        c->help = 1;
-        return 1;
-    }
-    if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
-        c->verbose = 1;
-        return 1;
-    }
-    if (c->no_backend) return 0;
-    if ((r = cli_option_value(c, argc, argv, i, "--backend", NULL, &v)) != 0) {
-        if (r < 0) return -1;
-        if (!*v) {
-            cli_usage_error(c, "--backend wants a name or 'auto'");
-            return -1;
-        }
-        c->backend = v;
-        return 1;
-    }
-    if ((r = cli_option_value(c, argc, argv, i, "--threads", NULL, &v)) != 0) {
-        long long n;
-        if (r < 0 || !cli_parse_int(c, "--threads", v, 0, 4096, &n)) return -1;
-        c->threads = (int)n;
-        return 1;
-    }
-    return 0;
-}
-
-int cli_precision_option(cli_common *c, int argc, char **argv, int *i) {
-    const char *v;
-    int r = cli_option_value(c, argc, argv, i, "--precision", NULL, &v);
-    if (r <= 0) return r;
-    if (strcmp(v, "float32") == 0) {
-        c->precision = MHA_PRECISION_FLOAT32;
-    } else if (strcmp(v, "bfloat16") == 0) {
-        c->precision = MHA_PRECISION_BFLOAT16;
-    } else {
-        cli_usage_error(c, "--precision wants float32 or bfloat16, not '%s'", v);
-        return -1;
-    }
     return 1;
 }
 

@@ -1,6 +1,6 @@
 /* mha_cli.h -- what the subcommands of the `mha` command share: exit codes,
- * the options every subcommand takes (--help, --backend, --threads,
- * --verbose), one-line error reporting, and tensor helpers.
+ * the values of the shared options (parsed by cli_options.h), one-line
+ * error reporting, and tensor helpers.
  *
  * Conventions: exit 0 on success, 2 on a usage error, 1 on any other
  * failure, with exactly one line on stderr (`mha: FILE: problem`). stdout
@@ -19,16 +19,13 @@
 #define CLI_FAIL 1
 #define CLI_USAGE 2
 
-/* Options every subcommand accepts. */
+/* The shared options of a subcommand (cli_options.h parses them). */
 typedef struct cli_common {
     const char *cmd;     /* "run", "check", ... for messages */
     const char *backend; /* NULL: $MHA_BACKEND, else auto */
     int threads;         /* 0: every online CPU */
     int verbose;         /* library log lines to stderr */
-    int help;
-    int precision;  /* --precision (run, check, bench): MHA_PRECISION_* */
-    int no_backend; /* set by commands that run no model (gen, merge): --backend
-                       and --threads are then unknown options */
+    int precision;       /* --precision (run, check, bench): MHA_PRECISION_* */
 } cli_common;
 
 /* The subcommands: argv[0] is the subcommand's name; each handles --help
@@ -41,21 +38,9 @@ int cli_cmd_backends(int argc, char **argv);
 int mha_cmd_peak(int argc, char **argv);  /* mha_peak.c */
 int mha_cmd_serve(int argc, char **argv); /* mha_serve.c (with libmicrohttpd) */
 
-/* Tries argv[*i] as a common option (consuming its value); returns 1 if it
- * was one, 0 if not, -1 after printing a usage error. */
-int cli_common_option(cli_common *c, int argc, char **argv, int *i);
-/* The same for --precision float32|bfloat16 (the subcommands that run a
- * model take it); sets c->precision. */
-int cli_precision_option(cli_common *c, int argc, char **argv, int *i);
 /* Run options carrying c's precision. */
 mha_run_options cli_run_options(const cli_common *c);
 
-/* Matches argv[*i] against an option with a value: "--name VALUE",
- * "--name=VALUE" or "-s VALUE" (short may be NULL). Returns 1 and sets
- * *value, 0 when it is another argument, -1 after a usage error (missing
- * value). */
-int cli_option_value(const cli_common *c, int argc, char **argv, int *i, const char *name,
-                     const char *short_name, const char **value);
 /* splitmix64: the command's one seeded generator (model weights, datasets,
  * bench inputs, the plugin test kit); the same seed gives the same stream. */
 uint64_t cli_rng_next(uint64_t *state);
@@ -77,17 +62,12 @@ int cli_fail_err(const char *file, const mha_error *err);
  * mha_text_escape), into buf: for names from a model or a folder printed on
  * a terminal. Returns buf. */
 const char *cli_escape(const char *s, char *buf, size_t n);
-/* Prints a command's usage text and the common options on stdout, returns
- * CLI_OK. */
 /* Bytes of the well-formed UTF-8 sequence at p (1 to 4), 0 when the bytes
  * there are not one. */
 size_t cli_utf8_sequence(const unsigned char *p);
 /* s as a JSON string (NULL as ""): quotes and controls escaped, bytes that
  * are not UTF-8 written as U+FFFD, so any name gives valid JSON. */
 void cli_json_string(FILE *f, const char *s);
-int cli_print_usage(const char *usage);
-/* The same for a command without --backend / --threads (gen, merge, peak). */
-int cli_print_usage_basic(const char *usage);
 
 /* Creates the runtime the common options ask for. Prints the error. */
 int cli_runtime_create(const cli_common *c, mha_runtime **rt);

@@ -27,31 +27,57 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_options.h"
 #include "mha_cli.h"
 #include "onnx.pb-c.h"
 #include "tensorfile.h"
 
-static const char gen_usage[] =
+enum {
+    GEN_D_MODEL = 1,
+    GEN_HEADS,
+    GEN_KV_HEADS,
+    GEN_CAUSAL,
+    GEN_NO_BIAS,
+    GEN_SEED,
+    GEN_FORM,
+    GEN_OUTPUT,
+    GEN_DATA,
+    GEN_BATCH,
+    GEN_SEQ,
+};
+
+static const cli_opt gen_opts[] = {
+    {GEN_D_MODEL, "d-model", 'd', "D", "model width (a multiple of H)"},
+    {GEN_HEADS, "heads", 'H', "H", "query heads"},
+    {GEN_KV_HEADS, "kv-heads", 0, "N", "key/value heads (divides H; default H; fewer = GQA/MQA)"},
+    {GEN_CAUSAL, "causal", 0, NULL, "causal (each position sees itself and earlier ones)"},
+    {GEN_NO_BIAS, "no-bias", 0, NULL, "projections without the Add of a bias"},
+    {GEN_SEED, "seed", 0, "S", "seed of the weights and the data (default 0)"},
+    {GEN_FORM, "form", 0, "F",
+     "the attention step: attention23 (ONNX Attention, opset\n"
+     "23; default), ms_mha (com.microsoft MultiHeadAttention,\n"
+     "opset 17) or decomposed (MatMul/Softmax/... opset 17);\n"
+     "same weights"},
+    {GEN_OUTPUT, "output", 'o', "FILE", "the model file to write"},
+    {GEN_DATA, "data", 0, "FILE.npy", "also write a float32 dataset [B, S, D] in U(-1, 1)"},
+    {GEN_BATCH, "batch", 0, "B", "the dataset's batch size"},
+    {GEN_SEQ, "seq", 0, "S", "the dataset's sequence length"},
+    {0},
+};
+
+/* No runtime options: gen runs no model. */
+static const cli_spec gen_spec = {
     "Usage: mha gen -d D -H H [--kv-heads N] [--causal] [--no-bias] [--seed S]\n"
     "               [--form attention23|ms_mha|decomposed]\n"
     "               -o MODEL.onnx [--data FILE.npy --batch B --seq S]\n"
     "\n"
     "Writes a random-weight multi-head attention layer (ONNX opset 23: MatMul+Add\n"
     "projections, an Attention node, MatMul+Add output projection) with input 'query'\n"
-    "[batch, seq, D] and output 'output'. Weights ~ U(-1, 1)/sqrt(D), seeded.\n"
-    "\n"
-    "  -d, --d-model D     model width (a multiple of H)\n"
-    "  -H, --heads H       query heads\n"
-    "  --kv-heads N        key/value heads (divides H; default H; fewer = GQA/MQA)\n"
-    "  --causal            causal (each position sees itself and earlier ones)\n"
-    "  --no-bias           projections without the Add of a bias\n"
-    "  --seed S            seed of the weights and the data (default 0)\n"
-    "  --form F            the attention step: attention23 (ONNX Attention, opset 23;\n"
-    "                      default), ms_mha (com.microsoft MultiHeadAttention, opset 17)\n"
-    "                      or decomposed (MatMul/Softmax/... opset 17); same weights\n"
-    "  -o, --output FILE   the model file to write\n"
-    "  --data FILE.npy     also write a float32 dataset [B, S, D] in U(-1, 1)\n"
-    "  --batch B, --seq S  its batch size and sequence length\n";
+    "[batch, seq, D] and output 'output'. Weights ~ U(-1, 1)/sqrt(D), seeded.\n",
+    gen_opts,
+    0,
+    NULL,
+};
 
 /* Uniform in [-scale, scale). */
 static void gen_fill(float *x, size_t n, float scale, uint64_t *s) {
@@ -454,42 +480,49 @@ static int gen_write_data(const gen_params *p) {
 
 int cli_cmd_gen(int argc, char **argv) {
     cli_common c = {0};
-    c.no_backend = 1; /* runs no model */
     c.cmd = "gen";
     gen_params p = {0};
     p.bias = 1;
     p.kv_heads = -1;
     int have_batch = 0, have_seq = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        int r;
-        if ((r = cli_common_option(&c, argc, argv, &i)) != 0) {
-            if (r < 0) return CLI_USAGE;
-            continue;
-        }
-        long long *num = NULL, lo = 1, hi = 1;
-        const char *opt = a;
-        if ((r = cli_option_value(&c, argc, argv, &i, "--d-model", "-d", &v)) != 0)
-            num = &p.d, hi = 8192;
-        else if ((r = cli_option_value(&c, argc, argv, &i, "--heads", "-H", &v)) != 0)
-            num = &p.heads, hi = 8192;
-        else if ((r = cli_option_value(&c, argc, argv, &i, "--kv-heads", NULL, &v)) != 0)
-            num = &p.kv_heads, hi = 8192;
-        else if ((r = cli_option_value(&c, argc, argv, &i, "--batch", NULL, &v)) != 0)
+    cli_parser cp;
+    if (cli_parse_begin(&cp, &gen_spec, &c, argc, argv) != 0) return cli_fail("too many options");
+    for (int id; (id = cli_parse_next(&cp)) != CLI_PARSE_END;) {
+        const char *v = cp.value;
+        long long *num = NULL, hi = 8192, seed;
+        char opt[64];
+        snprintf(opt, sizeof opt, "--%s", cp.name ? cp.name : "");
+        switch (id) {
+        case CLI_PARSE_EXIT:
+            return cp.status;
+        case CLI_PARSE_ARG:
+            return cli_usage_error(&c, "unexpected argument '%s'", v);
+        case GEN_D_MODEL:
+            num = &p.d;
+            break;
+        case GEN_HEADS:
+            num = &p.heads;
+            break;
+        case GEN_KV_HEADS:
+            num = &p.kv_heads;
+            break;
+        case GEN_BATCH:
             num = &p.batch, hi = 1ll << 31, have_batch = 1;
-        else if ((r = cli_option_value(&c, argc, argv, &i, "--seq", NULL, &v)) != 0)
+            break;
+        case GEN_SEQ:
             num = &p.seq, hi = 1ll << 31, have_seq = 1;
-        else if ((r = cli_option_value(&c, argc, argv, &i, "--seed", NULL, &v)) != 0) {
-            long long s;
-            if (r < 0 || !cli_parse_int(&c, "--seed", v, 0, INT64_MAX, &s)) return CLI_USAGE;
-            p.seed = (unsigned long long)s;
-            continue;
-        } else if ((r = cli_option_value(&c, argc, argv, &i, "--output", "-o", &v)) != 0)
+            break;
+        case GEN_SEED:
+            if (!cli_parse_int(&c, opt, v, 0, INT64_MAX, &seed)) return CLI_USAGE;
+            p.seed = (unsigned long long)seed;
+            break;
+        case GEN_OUTPUT:
             p.out = v;
-        else if ((r = cli_option_value(&c, argc, argv, &i, "--data", NULL, &v)) != 0)
+            break;
+        case GEN_DATA:
             p.data = v;
-        else if ((r = cli_option_value(&c, argc, argv, &i, "--form", NULL, &v)) != 0) {
-            if (r < 0) return CLI_USAGE;
+            break;
+        case GEN_FORM:
             if (strcmp(v, "attention23") == 0)
                 p.form = GEN_FORM_ATTENTION23;
             else if (strcmp(v, "ms_mha") == 0)
@@ -499,22 +532,16 @@ int cli_cmd_gen(int argc, char **argv) {
             else
                 return cli_usage_error(
                     &c, "--form wants attention23, ms_mha or decomposed, not '%s'", v);
-            continue;
-        } else if (strcmp(a, "--causal") == 0) {
+            break;
+        case GEN_CAUSAL:
             p.causal = 1;
-            continue;
-        } else if (strcmp(a, "--no-bias") == 0) {
+            break;
+        case GEN_NO_BIAS:
             p.bias = 0;
-            continue;
-        } else if (a[0] == '-') {
-            return cli_usage_error(&c, "unknown option '%s'", a);
-        } else {
-            return cli_usage_error(&c, "unexpected argument '%s'", a);
+            break;
         }
-        if (r < 0) return CLI_USAGE;
-        if (num && !cli_parse_int(&c, opt, v, lo, hi, num)) return CLI_USAGE;
+        if (num && !cli_parse_int(&c, opt, v, 1, hi, num)) return CLI_USAGE;
     }
-    if (c.help) return cli_print_usage_basic(gen_usage);
     if (!p.d || !p.heads) return cli_usage_error(&c, "-d D and -H H are required");
     if (!p.out) return cli_usage_error(&c, "-o MODEL.onnx is required");
     if (p.kv_heads < 0) p.kv_heads = p.heads;

@@ -5,18 +5,29 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli_options.h"
 #include "mha_cli.h"
 
-static const char info_usage[] =
+enum { INFO_JSON = 1 };
+
+static const cli_opt info_opts[] = {
+    {INFO_JSON, "json", 0, NULL, "print the same as one JSON object (shapes: -1 = dynamic)"},
+    {0},
+};
+
+/* No runtime options: info loads the model without a runtime. */
+static const cli_spec info_spec = {
     "Usage: mha info MODEL [options]\n"
     "\n"
     "Loads MODEL (ONNX) and prints what was recognised: form, d_model, query and\n"
     "key/value heads, head sizes, causal, scale, softcap, masks (and the polarity of\n"
     "a key-padding mask), cross attention, every input and output with its role,\n"
     "dtype and shape (? = dynamic), and the weight bytes; for a whole model, its\n"
-    "plan (attention layers, steps and their share of the FLOPs).\n"
-    "\n"
-    "  --json           print the same as one JSON object (shapes: -1 = dynamic)\n";
+    "plan (attention layers, steps and their share of the FLOPs).\n",
+    info_opts,
+    0,
+    NULL,
+};
 
 static const char *yes_no(int v) {
     return v ? "yes" : "no";
@@ -197,22 +208,15 @@ int cli_cmd_info(int argc, char **argv) {
     c.cmd = "info";
     const char *model_path = NULL;
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--json") == 0) {
-            json = 1;
-            continue;
-        }
-        if (a[0] == '-' && a[1] != '\0') {
-            int r = cli_common_option(&c, argc, argv, &i);
-            if (r < 0) return CLI_USAGE;
-            if (r) continue;
-            return cli_usage_error(&c, "unknown option '%s'", a);
-        }
-        if (model_path) return cli_usage_error(&c, "one model at a time ('%s' is extra)", a);
-        model_path = a;
+    cli_parser p;
+    if (cli_parse_begin(&p, &info_spec, &c, argc, argv) != 0) return cli_fail("too many options");
+    for (int id; (id = cli_parse_next(&p)) != CLI_PARSE_END;) {
+        if (id == CLI_PARSE_EXIT) return p.status;
+        if (id == INFO_JSON) json = 1;
+        if (id != CLI_PARSE_ARG) continue;
+        if (model_path) return cli_usage_error(&c, "one model at a time ('%s' is extra)", p.value);
+        model_path = p.value;
     }
-    if (c.help) return cli_print_usage(info_usage);
     if (!model_path) return cli_usage_error(&c, "no model given");
 
     mha_model *m = NULL;

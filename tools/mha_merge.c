@@ -12,10 +12,20 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli_options.h"
 #include "mha_cli.h"
 #include "mha/npy.h"
 
-static const char merge_usage[] =
+enum { MERGE_OUTPUT = 1, MERGE_QUIET };
+
+static const cli_opt merge_opts[] = {
+    {MERGE_OUTPUT, "output", 'o', "OUT.npy", "the merged file (without -o: the first file named)"},
+    {MERGE_QUIET, "quiet", 'q', NULL, "no summary on stderr"},
+    {0},
+};
+
+/* No runtime options: merge runs no model. */
+static const cli_spec merge_spec = {
     "Usage: mha merge -o OUT.npy SHARD.npy...    (or: mha merge OUT.npy SHARD.npy...)\n"
     "\n"
     "Joins the shard files of a split run ('mha run --shard I/N', or a SLURM job\n"
@@ -23,10 +33,11 @@ static const char merge_usage[] =
     "must have the same dtype and row shape and cover every row exactly once (any\n"
     "order on the command line). OUT appears only when it is complete: SIGINT or\n"
     "SIGTERM remove the temporary file, and one left by kill -9 is removed by the\n"
-    "next merge into the same OUT.\n"
-    "\n"
-    "  -o, --output OUT.npy   the merged file (without -o: the first file named)\n"
-    "  -q, --quiet      no summary on stderr\n";
+    "next merge into the same OUT.\n",
+    merge_opts,
+    0,
+    NULL,
+};
 
 /* Bytes copied per read/write while merging. */
 #define MERGE_COPY_BYTES ((size_t)16 << 20)
@@ -86,12 +97,11 @@ static int merge_check(merge_shard *sh, size_t n) {
 
 int mha_cmd_merge(int argc, char **argv) {
     cli_common c = {0};
-    c.no_backend = 1; /* runs no model */
     c.cmd = "merge";
     const char *out_path = NULL;
     merge_shard *sh = calloc((size_t)argc, sizeof *sh);
     size_t n = 0;
-    int quiet = 0, options_done = 0, rc = CLI_OK, catching = 0;
+    int quiet = 0, rc = CLI_OK, catching = 0;
     cli_outputs claimed = {0};
     cli_signals sigs;
     void *buf = NULL;
@@ -99,48 +109,31 @@ int mha_cmd_merge(int argc, char **argv) {
     mha_error err;
     mha_error_clear(&err);
     if (!sh) return cli_fail("out of memory");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!options_done && a[0] == '-' && a[1] != '\0') {
-            int r;
-            if (strcmp(a, "--") == 0) {
-                options_done = 1;
-                continue;
-            }
-            if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-                quiet = 1;
-                continue;
-            }
-            const char *v;
-            if ((r = cli_option_value(&c, argc, argv, &i, "--output", "-o", &v)) != 0) {
-                if (r > 0 && out_path) cli_usage_error(&c, "-o is given twice");
-                if (r < 0 || out_path) {
-                    rc = CLI_USAGE;
-                    goto done;
-                }
-                out_path = v;
-                continue;
-            }
-            if ((r = cli_common_option(&c, argc, argv, &i)) != 0) {
-                if (r < 0) {
-                    rc = CLI_USAGE;
-                    goto done;
-                }
-                continue;
-            }
-            rc = cli_usage_error(&c, "unknown option '%s'", a);
+    cli_parser p;
+    if (cli_parse_begin(&p, &merge_spec, &c, argc, argv) != 0) {
+        rc = cli_fail("too many options");
+        goto done;
+    }
+    for (int id; (id = cli_parse_next(&p)) != CLI_PARSE_END;) {
+        if (id == CLI_PARSE_EXIT) {
+            rc = p.status;
             goto done;
+        } else if (id == CLI_PARSE_ARG) {
+            sh[n++].path = p.value;
+        } else if (id == MERGE_QUIET) {
+            quiet = 1;
+        } else if (id == MERGE_OUTPUT) {
+            if (out_path) {
+                rc = cli_usage_error(&c, "-o is given twice");
+                goto done;
+            }
+            out_path = p.value;
         }
-        sh[n++].path = a;
     }
     /* without -o, the first file named is the output (mha merge OUT SHARD...) */
     if (!out_path && n > 0) {
         out_path = sh[0].path;
         memmove(sh, sh + 1, --n * sizeof *sh);
-    }
-    if (c.help) {
-        rc = cli_print_usage_basic(merge_usage);
-        goto done;
     }
     if (!out_path || n == 0) {
         rc = cli_usage_error(&c, "give the output file and at least one shard");

@@ -14,7 +14,6 @@
  *
  * The command is built without ISA flags: the kernels carry target
  * attributes and run only when the CPU reports the ISA. */
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -24,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_options.h"
 #include "mha_cli.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -31,7 +31,7 @@
 #define PEAK_X86 1
 #endif
 
-#define PEAK_MAX_THREADS 256
+#define PEAK_MAX_THREADS CLI_THREADS_MAX
 #define PEAK_MAX_REPS 99
 
 typedef uint64_t (*peak_kernel)(uint64_t iters, float seed, float *sink);
@@ -148,67 +148,66 @@ static int peak_cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static const char *peak_usage =
+enum { PEAK_THREADS = 1, PEAK_SECONDS, PEAK_REPS, PEAK_JSON };
+
+static const cli_opt peak_opts[] = {
+    {PEAK_THREADS, "threads", 0, "LIST",
+     "thread counts, e.g. 1,2, each in [0, 1024] (0: every\n"
+     "online CPU; default 1 and the online CPUs)"},
+    {PEAK_SECONDS, "seconds", 0, "S", "length of one measurement, in [0.01, 60] (default 0.3)"},
+    {PEAK_REPS, "reps", 0, "N",
+     "measurements per figure, in [1, 99]; the median is\nreported (default 5)"},
+    {PEAK_JSON, "json", 0, "FILE",
+     "also write {\"avx512\": {\"1\": GF, ...}, \"avx512bf16\": {...},\n"
+     "\"avx2\": {...}}"},
+    {0},
+};
+
+/* Its own --threads (a list): no runtime options. */
+static const cli_spec peak_spec = {
     "Usage: mha peak [--threads LIST] [--seconds S] [--reps N] [--json FILE]\n"
     "\n"
     "Measures the FP32 FMA throughput of this machine now: register-only FMA\n"
     "chains per thread, AVX-512 and AVX2 (each when the CPU has it), for each\n"
     "thread count; and the bfloat16 dot-product peak (VDPBF16PS, avx512bf16: the\n"
     "bound of --precision bfloat16). Prints the median and the range of --reps\n"
-    "measurements.\n"
-    "\n"
-    "  --threads LIST   thread counts, e.g. 1,2 (default 1 and the online CPUs)\n"
-    "  --seconds S      length of one measurement (default 0.3)\n"
-    "  --reps N         measurements per figure, the median is reported (default 5)\n"
-    "  --json FILE      also write {\"avx512\": {\"1\": GF, ...}, \"avx512bf16\": {...},\n"
-    "                   \"avx2\": {...}}\n";
-
-static int peak_usage_error(const char *what, const char *value) {
-    fprintf(stderr, "mha peak: %s%s%s (see 'mha peak --help')\n", what, value ? ": " : "",
-            value ? value : "");
-    return CLI_USAGE;
-}
+    "measurements.\n",
+    peak_opts,
+    0,
+    NULL,
+};
 
 int mha_cmd_peak(int argc, char **argv) {
     int threads[16], n_threads = 0, reps = 5;
     double seconds = 0.3;
     const char *json = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
-            return cli_print_usage_basic(peak_usage);
-        if (i + 1 >= argc) return peak_usage_error("unknown option or missing value", a);
-        const char *v = argv[++i];
-        if (strcmp(a, "--threads") == 0) {
-            char buf[256];
-            if (strlen(v) >= sizeof buf) return peak_usage_error("--threads list too long", NULL);
-            strcpy(buf, v);
-            n_threads = 0;
-            for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
-                 tok = strtok_r(NULL, ",", &save)) {
-                char *end = NULL;
-                errno = 0;
-                long t = strtol(tok, &end, 10);
-                if (errno || !end || *end || t < 1 || t > PEAK_MAX_THREADS || n_threads >= 16)
-                    return peak_usage_error("--threads: not a list of up to 16 counts in [1, 256]",
-                                            v);
-                threads[n_threads++] = (int)t;
-            }
-        } else if (strcmp(a, "--seconds") == 0) {
-            char *end = NULL;
+    cli_common c = {0};
+    cli_parser p;
+    long long n;
+    if (cli_parse_begin(&p, &peak_spec, &c, argc, argv) != 0) return cli_fail("too many options");
+    for (int id; (id = cli_parse_next(&p)) != CLI_PARSE_END;) {
+        const char *v = p.value;
+        char *end = NULL;
+        switch (id) {
+        case CLI_PARSE_EXIT:
+            return p.status;
+        case CLI_PARSE_ARG:
+            return cli_usage_error(&c, "unexpected argument '%s'", v);
+        case PEAK_THREADS:
+            if (!cli_parse_thread_list(&c, v, threads, 16, &n_threads)) return CLI_USAGE;
+            break;
+        case PEAK_SECONDS:
             seconds = strtod(v, &end);
-            if (!end || *end || !(seconds >= 0.01 && seconds <= 60.0))
-                return peak_usage_error("--seconds: not in [0.01, 60]", v);
-        } else if (strcmp(a, "--reps") == 0) {
-            char *end = NULL;
-            long r = strtol(v, &end, 10);
-            if (!end || *end || r < 1 || r > PEAK_MAX_REPS)
-                return peak_usage_error("--reps: not in [1, 99]", v);
-            reps = (int)r;
-        } else if (strcmp(a, "--json") == 0) {
+            if (end == v || *end || !(seconds >= 0.01 && seconds <= 60.0))
+                return cli_usage_error(&c, "--seconds wants a number in [0.01, 60], not '%s'", v);
+            break;
+        case PEAK_REPS:
+            if (!cli_parse_int(&c, "--reps", v, 1, PEAK_MAX_REPS, &n)) return CLI_USAGE;
+            reps = (int)n;
+            break;
+        case PEAK_JSON:
             json = v;
-        } else {
-            return peak_usage_error("unknown option", a);
+            break;
         }
     }
     if (n_threads == 0) {

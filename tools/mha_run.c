@@ -12,63 +12,87 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli_options.h"
 #include "mha_cli.h"
 #include "run_dataset.h"
 #include "mha/tensor_file.h"
 
-static const char run_usage[] =
+enum {
+    RUN_OUTPUT = 1,
+    RUN_OUT_DIR,
+    RUN_QUIET,
+    RUN_BATCH_SIZE,
+    RUN_LENGTHS,
+    RUN_RESUME,
+    RUN_CHECKPOINT_EVERY,
+    RUN_SHARD,
+    RUN_MPI,
+};
+
+static const cli_opt run_opts[] = {
+    {RUN_OUTPUT, "output", 'o', "OUTPUT...",
+     "write the outputs, in order, to these files (.npy or .pb by\n"
+     "extension); every argument after -o up to the next option\n"
+     "is an output file. Fewer files than outputs: the rest are\n"
+     "not written. Required (-o /dev/null discards). A symlink is\n"
+     "written through to its target; -, a FIFO or a device is\n"
+     "written directly (.npy). A file given twice, a folder that\n"
+     "is missing or not writable, or an output another run is\n"
+     "writing is refused before any work."},
+    {RUN_OUT_DIR, "out-dir", 0, "DIR",
+     "write every output as DIR/output_<i>.pb (ONNX test-data\n"
+     "layout); DIR is created if missing."},
+    {RUN_QUIET, "quiet", 'q', NULL, "no progress bar and no summary on stderr"},
+    {0, NULL, 0, NULL,
+     "Datasets (every input and output a .npy file; rows = the batch axis, axis 0):"},
+    {RUN_BATCH_SIZE, "batch-size", 0, "N",
+     "rows per chunk (default 64): memory stays bounded by the\n"
+     "chunk whatever the dataset size; the result is bitwise the\n"
+     "same for any N. Inputs are memory-mapped, the next chunk\n"
+     "read ahead while this one computes."},
+    {RUN_LENGTHS, "lengths", 0, "FILE.npy",
+     "one int64/int32 length per row: keys at positions >= the\n"
+     "length are ignored and the query rows there output 0 (a\n"
+     "row scores as it would alone at its true length). Also\n"
+     "feeds a bool key-padding mask input left without a file."},
+    {RUN_RESUME, "resume", 0, NULL,
+     "continue an interrupted run from OUT.ckpt and the partial\n"
+     "files it names (refused when the model, inputs -- the rows\n"
+     "already scored, by content --, backend or rows differ;\n"
+     "starts afresh when there is no checkpoint; says so when\n"
+     "the output is already complete)"},
+    {RUN_CHECKPOINT_EVERY, "checkpoint-every", 0, "SECONDS",
+     "fsync the partial outputs and record a checkpoint this\n"
+     "often (default 5; 0 = after every chunk)"},
+    {RUN_SHARD, "shard", 0, "I/N",
+     "only rows [I*B/N, (I+1)*B/N): writes a shard file whose\n"
+     "header names its rows, for 'mha merge'. Without --shard,\n"
+     "SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT choose it."},
+    {RUN_MPI, "mpi", 0, NULL,
+     "(mha-mpi only, under mpirun) each rank scores a row range\n"
+     "and all write one output file through MPI-IO"},
+    {0},
+};
+
+static const cli_spec run_spec = {
     "Usage: mha run MODEL [INPUT...] [-o OUTPUT... | --out-dir DIR] [options]\n"
     "\n"
     "Runs MODEL (ONNX: an attention layer, or a whole model as a plan of steps)\n"
     "once over the given inputs.\n"
     "\n"
-    "  INPUT            a .npy or ONNX TensorProto .pb file per model input, in the\n"
-    "                   model's input order, or NAME=FILE to bind by input name.\n"
-    "                   float64 and float16 files are converted to the model's float\n"
-    "                   type; integer files to bool masks.\n"
-    "  -o, --output OUTPUT...\n"
-    "                   write the outputs, in order, to these files (.npy or .pb by\n"
-    "                   extension); every argument after -o up to the next option\n"
-    "                   is an output file. Fewer files than outputs: the rest are\n"
-    "                   not written. Required (-o /dev/null discards). A symlink is\n"
-    "                   written through to its target; -, a FIFO or a device is\n"
-    "                   written directly (.npy). A file given twice, a folder that\n"
-    "                   is missing or not writable, or an output another run is\n"
-    "                   writing is refused before any work.\n"
-    "  --out-dir DIR    write every output as DIR/output_<i>.pb (ONNX test-data\n"
-    "                   layout); DIR is created if missing.\n"
-    "  -q, --quiet      no progress bar and no summary on stderr\n"
-    "\n"
-    "Datasets (every input and output a .npy file; rows = the batch axis, axis 0):\n"
-    "  --batch-size N   rows per chunk (default 64): memory stays bounded by the\n"
-    "                   chunk whatever the dataset size; the result is bitwise the\n"
-    "                   same for any N. Inputs are memory-mapped, the next chunk\n"
-    "                   read ahead while this one computes.\n"
-    "  --lengths FILE.npy\n"
-    "                   one int64/int32 length per row: keys at positions >= the\n"
-    "                   length are ignored and the query rows there output 0 (a\n"
-    "                   row scores as it would alone at its true length). Also\n"
-    "                   feeds a bool key-padding mask input left without a file.\n"
-    "  --resume         continue an interrupted run from OUT.ckpt and the partial\n"
-    "                   files it names (refused when the model, inputs -- the rows\n"
-    "                   already scored, by content --, backend or rows differ;\n"
-    "                   starts afresh when there is no checkpoint; says so when\n"
-    "                   the output is already complete)\n"
-    "  --checkpoint-every SECONDS\n"
-    "                   fsync the partial outputs and record a checkpoint this\n"
-    "                   often (default 5; 0 = after every chunk)\n"
-    "  --shard I/N      only rows [I*B/N, (I+1)*B/N): writes a shard file whose\n"
-    "                   header names its rows, for 'mha merge'. Without --shard,\n"
-    "                   SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT choose it.\n"
-    "  --mpi            (mha-mpi only, under mpirun) each rank scores a row range\n"
-    "                   and all write one output file through MPI-IO\n"
-    "\n"
+    "  INPUT  a .npy or ONNX TensorProto .pb file per model input, in the model's\n"
+    "         input order, or NAME=FILE to bind by input name. float64 and\n"
+    "         float16 files are converted to the model's float type; integer\n"
+    "         files to bool masks.\n",
+    run_opts,
+    CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE | CLI_COMMON_PRECISION,
     "Outputs appear only once every one of them is complete (OUT.partial.XXXXXX\n"
     "until then). SIGINT/SIGTERM stop after the current chunk, keep a checkpoint\n"
     "and exit 128 + N (130 for SIGINT).\n"
     "On a terminal a progress bar shows rows, rows/s and ETA. The summary (rows,\n"
     "seconds, rows/s, rows with non-finite outputs) goes to stderr; stdout stays\n"
-    "empty.\n";
+    "empty.\n",
+};
 
 typedef struct run_state {
     mha_runtime *rt;
@@ -230,7 +254,7 @@ int cli_cmd_run(int argc, char **argv) {
     const char **in_args = calloc((size_t)argc, sizeof *in_args);
     const char **out_args = calloc((size_t)argc, sizeof *out_args);
     size_t n_in_args = 0, n_out_args = 0;
-    int quiet = 0, in_outputs = 0, options_done = 0, rc = CLI_OK;
+    int quiet = 0, in_outputs = 0, rc = CLI_OK;
     run_state s = {0};
     cli_outputs claimed = {0};
     ds_options ds;
@@ -243,108 +267,70 @@ int cli_cmd_run(int argc, char **argv) {
     }
 
     /* -- command line -- */
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!options_done && a[0] == '-' && a[1] != '\0') {
-            int r;
-            in_outputs = 0;
-            if (strcmp(a, "--") == 0) {
-                options_done = 1;
-                continue;
-            }
-            if ((r = cli_common_option(&c, argc, argv, &i)) != 0 ||
-                (r = cli_precision_option(&c, argc, argv, &i)) != 0) {
-                if (r < 0) {
-                    rc = CLI_USAGE;
-                    goto done;
-                }
-                continue;
-            }
-            if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) {
-                if (i + 1 >= argc || (argv[i + 1][0] == '-' && argv[i + 1][1] != '\0')) {
-                    rc = cli_usage_error(&c, "%s needs at least one file", a);
-                    goto done;
-                }
-                in_outputs = 1;
-                continue;
-            }
-            if (strncmp(a, "--output=", 9) == 0) {
-                out_args[n_out_args++] = a + 9;
-                continue;
-            }
-            if ((r = cli_option_value(&c, argc, argv, &i, "--out-dir", NULL, &v)) != 0) {
-                if (r < 0) {
-                    rc = CLI_USAGE;
-                    goto done;
-                }
-                out_dir = v;
-                continue;
-            }
-            if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-                quiet = 1;
-                continue;
-            }
-            if (strcmp(a, "--resume") == 0) {
-                ds.resume = 1;
-                ds.dataset_options = 1;
-                continue;
-            }
-            if (strcmp(a, "--mpi") == 0) {
-                ds.mpi = 1;
-                continue;
-            }
-            if ((r = cli_option_value(&c, argc, argv, &i, "--batch-size", NULL, &v)) != 0) {
-                long long n = 0;
-                if (r < 0 || !cli_parse_int(&c, "--batch-size", v, 1, (long long)1 << 40, &n)) {
-                    rc = CLI_USAGE;
-                    goto done;
-                }
-                ds.batch_rows = n;
-                continue;
-            }
-            if ((r = cli_option_value(&c, argc, argv, &i, "--lengths", NULL, &v)) != 0) {
-                if (r < 0) {
-                    rc = CLI_USAGE;
-                    goto done;
-                }
-                ds.lengths_path = v;
-                ds.dataset_options = 1;
-                continue;
-            }
-            if ((r = cli_option_value(&c, argc, argv, &i, "--checkpoint-every", NULL, &v)) != 0) {
-                char *end = NULL;
-                double sec = r > 0 ? strtod(v, &end) : -1.0;
-                if (r < 0 || end == v || *end != '\0' || !(sec >= 0.0 && sec < 1e9)) {
-                    rc = r < 0 ? CLI_USAGE
-                               : cli_usage_error(&c,
-                                                 "--checkpoint-every: '%s' is not a number "
-                                                 "of seconds >= 0",
-                                                 v);
-                    goto done;
-                }
-                ds.checkpoint_seconds = sec;
-                continue;
-            }
-            if ((r = cli_option_value(&c, argc, argv, &i, "--shard", NULL, &v)) != 0) {
-                if (r < 0 || (rc = run_parse_shard(&c, "--shard", v, &ds)) != CLI_OK) {
-                    rc = CLI_USAGE;
-                    goto done;
-                }
-                continue;
-            }
-            rc = cli_usage_error(&c, "unknown option '%s'", a);
-            goto done;
-        }
-        if (in_outputs)
-            out_args[n_out_args++] = a;
-        else if (!model_path)
-            model_path = a;
-        else
-            in_args[n_in_args++] = a;
-    }
-    if (c.help) {
-        rc = cli_print_usage(run_usage);
+    cli_parser p;
+    if (cli_parse_begin(&p, &run_spec, &c, argc, argv) != 0) {
+        rc = cli_fail("too many options");
         goto done;
+    }
+    for (int id; (id = cli_parse_next(&p)) != CLI_PARSE_END;) {
+        const char *v = p.value;
+        long long n = 0;
+        if (id != CLI_PARSE_ARG) in_outputs = 0;
+        switch (id) {
+        case CLI_PARSE_EXIT:
+            rc = p.status;
+            goto done;
+        case CLI_PARSE_ARG:
+            if (in_outputs && !p.after_dashdash)
+                out_args[n_out_args++] = v;
+            else if (!model_path)
+                model_path = v;
+            else
+                in_args[n_in_args++] = v;
+            break;
+        case RUN_OUTPUT:
+            out_args[n_out_args++] = v;
+            in_outputs = 1;
+            break;
+        case RUN_OUT_DIR:
+            out_dir = v;
+            break;
+        case RUN_QUIET:
+            quiet = 1;
+            break;
+        case RUN_RESUME:
+            ds.resume = 1;
+            ds.dataset_options = 1;
+            break;
+        case RUN_MPI:
+            ds.mpi = 1;
+            break;
+        case RUN_BATCH_SIZE:
+            if (!cli_parse_int(&c, "--batch-size", v, 1, (long long)1 << 40, &n)) {
+                rc = CLI_USAGE;
+                goto done;
+            }
+            ds.batch_rows = n;
+            break;
+        case RUN_LENGTHS:
+            ds.lengths_path = v;
+            ds.dataset_options = 1;
+            break;
+        case RUN_CHECKPOINT_EVERY: {
+            char *end = NULL;
+            double sec = strtod(v, &end);
+            if (end == v || *end != '\0' || !(sec >= 0.0 && sec < 1e9)) {
+                rc = cli_usage_error(&c, "--checkpoint-every: '%s' is not a number of seconds >= 0",
+                                     v);
+                goto done;
+            }
+            ds.checkpoint_seconds = sec;
+            break;
+        }
+        case RUN_SHARD:
+            if ((rc = run_parse_shard(&c, "--shard", v, &ds)) != CLI_OK) goto done;
+            break;
+        }
     }
     if (!model_path) {
         rc = cli_usage_error(&c, "no model given");

@@ -33,10 +33,47 @@
 #include <microhttpd.h>
 
 #include "mha_cli.h"
+#include "cli_options.h"
 #include "serve_json.h"
 #include "mha/npy.h"
 
-static const char serve_usage[] =
+enum {
+    SERVE_PORT = 1,
+    SERVE_MAX_BATCH,
+    SERVE_MAX_TOKENS,
+    SERVE_CAPACITY,
+    SERVE_DISPATCHERS,
+    SERVE_MAX_BODY,
+    SERVE_MAX_CONN, /* the integer options: the order of serve_ints */
+    SERVE_HOST,
+    SERVE_PORT_FILE,
+    SERVE_MAX_DELAY_MS,
+    SERVE_MAX_QUEUE_MS,
+    SERVE_DEADLINE_MS,
+};
+
+static const cli_opt serve_opts[] = {
+    {SERVE_HOST, "host", 0, "ADDR", "address to bind (default 127.0.0.1; IPv4 or IPv6)"},
+    {SERVE_PORT, "port", 0, "N", "port (default 8080; 0 = any free port)"},
+    {SERVE_PORT_FILE, "port-file", 0, "FILE", "write the bound port there once listening"},
+    {SERVE_MAX_BATCH, "max-batch", 0, "N",
+     "requests per batch at most (default 16; 1 = no batching)"},
+    {SERVE_MAX_DELAY_MS, "max-delay-ms", 0, "X", "how long a batch waits for company (default 1)"},
+    {SERVE_MAX_TOKENS, "max-tokens", 0, "N",
+     "batch size x longest sequence at most (default 4096)"},
+    {SERVE_CAPACITY, "capacity", 0, "N", "requests waiting at most, then 503 (default 256)"},
+    {SERVE_MAX_QUEUE_MS, "max-queue-ms", 0, "X",
+     "also 503 when the work waiting would take longer than\n"
+     "X ms (at the recent cost per token; default 0: off)"},
+    {SERVE_DISPATCHERS, "dispatchers", 0, "N", "batches computed at once (default 1)"},
+    {SERVE_DEADLINE_MS, "deadline-ms", 0, "X",
+     "a request not started by then gets 504 (default: none)"},
+    {SERVE_MAX_BODY, "max-body-bytes", 0, "N", "largest request body (default 16777216)"},
+    {SERVE_MAX_CONN, "max-connections", 0, "N", "connections at once (default 256)"},
+    {0},
+};
+
+static const cli_spec serve_spec = {
     "Usage: mha serve MODEL [options]\n"
     "\n"
     "Serves MODEL (a self-attention layer: one query input) over HTTP/1.1 with\n"
@@ -51,24 +88,12 @@ static const char serve_usage[] =
     "                  415 other content types, 503 queue full or shutting\n"
     "                  down (Retry-After: 1), 504 deadline passed\n"
     "  GET  /health    200 \"ok\", 503 while draining\n"
-    "  GET  /metrics   Prometheus text format\n"
-    "\n"
-    "  --host ADDR            address to bind (default 127.0.0.1; IPv4 or IPv6)\n"
-    "  --port N               port (default 8080; 0 = any free port)\n"
-    "  --port-file FILE       write the bound port there once listening\n"
-    "  --max-batch N          requests per batch at most (default 16; 1 = no batching)\n"
-    "  --max-delay-ms X       how long a batch waits for company (default 1)\n"
-    "  --max-tokens N         batch size x longest sequence at most (default 4096)\n"
-    "  --capacity N           requests waiting at most, then 503 (default 256)\n"
-    "  --max-queue-ms X       also 503 when the work waiting would take longer than X ms\n"
-    "                         (at the recent cost per token; default 0: off)\n"
-    "  --dispatchers N        batches computed at once (default 1)\n"
-    "  --deadline-ms X        a request not started by then gets 504 (default: none)\n"
-    "  --max-body-bytes N     largest request body (default 16777216)\n"
-    "  --max-connections N    connections at once (default 256)\n"
-    "\n"
+    "  GET  /metrics   Prometheus text format\n",
+    serve_opts,
+    CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE,
     "SIGTERM or SIGINT drains: no new connections, every accepted request is\n"
-    "answered, then the command exits 0.\n";
+    "answered, then the command exits 0.\n",
+};
 
 /* Latency histogram bounds, seconds (Prometheus `le` labels). */
 static const double serve_latency_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02,
@@ -407,55 +432,43 @@ static int serve_parse_ms(const cli_common *c, const char *opt, const char *v, d
     return 0;
 }
 
+/* Returns -1 to go on, else the exit status (a usage error printed, or
+ * --help / --version answered). */
 static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options *o,
                             const char **model) {
     struct {
-        const char *name;
         long long lo, hi, *dst;
-    } ints[] = {{"--port", 0, 65535, &o->port},
-                {"--max-batch", 1, 4096, &o->max_batch},
-                {"--max-tokens", 1, 1LL << 40, &o->max_tokens},
-                {"--capacity", 1, 1 << 24, &o->capacity},
-                {"--dispatchers", 1, 64, &o->dispatchers},
-                {"--max-body-bytes", 64, 1LL << 40, &o->max_body},
-                {"--max-connections", 1, 65536, &o->max_conn}};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        if (a[0] != '-' || a[1] == '\0') {
-            if (*model) return cli_usage_error(c, "one model at a time ('%s' is extra)", a);
-            *model = a;
-            continue;
-        }
-        int r = cli_common_option(c, argc, argv, &i);
-        if (r < 0) return CLI_USAGE;
-        if (r) continue;
-        int matched = 0;
-        for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !matched; k++) {
-            r = cli_option_value(c, argc, argv, &i, ints[k].name, NULL, &v);
-            if (r < 0) return CLI_USAGE;
-            if (r == 0) continue;
-            matched = 1;
-            if (!cli_parse_int(c, ints[k].name, v, ints[k].lo, ints[k].hi, ints[k].dst))
-                return CLI_USAGE;
-        }
-        if (matched) continue;
-        if ((r = cli_option_value(c, argc, argv, &i, "--host", NULL, &v)) != 0) {
-            if (r < 0) return CLI_USAGE;
+    } ints[] = {[SERVE_PORT] = {0, 65535, &o->port},
+                [SERVE_MAX_BATCH] = {1, 4096, &o->max_batch},
+                [SERVE_MAX_TOKENS] = {1, 1LL << 40, &o->max_tokens},
+                [SERVE_CAPACITY] = {1, 1 << 24, &o->capacity},
+                [SERVE_DISPATCHERS] = {1, 64, &o->dispatchers},
+                [SERVE_MAX_BODY] = {64, 1LL << 40, &o->max_body},
+                [SERVE_MAX_CONN] = {1, 65536, &o->max_conn}};
+    cli_parser p;
+    if (cli_parse_begin(&p, &serve_spec, c, argc, argv) != 0) return cli_fail("too many options");
+    for (int id; (id = cli_parse_next(&p)) != CLI_PARSE_END;) {
+        const char *v = p.value;
+        char opt[64];
+        snprintf(opt, sizeof opt, "--%s", p.name ? p.name : "");
+        if (id == CLI_PARSE_EXIT) return p.status;
+        if (id == CLI_PARSE_ARG) {
+            if (*model) return cli_usage_error(c, "one model at a time ('%s' is extra)", v);
+            *model = v;
+        } else if (id >= SERVE_PORT && id <= SERVE_MAX_CONN) {
+            if (!cli_parse_int(c, opt, v, ints[id].lo, ints[id].hi, ints[id].dst)) return CLI_USAGE;
+        } else if (id == SERVE_HOST) {
             o->host = v;
-        } else if ((r = cli_option_value(c, argc, argv, &i, "--port-file", NULL, &v)) != 0) {
-            if (r < 0) return CLI_USAGE;
+        } else if (id == SERVE_PORT_FILE) {
             o->port_file = v;
-        } else if ((r = cli_option_value(c, argc, argv, &i, "--max-delay-ms", NULL, &v)) != 0) {
-            if (r < 0 || serve_parse_ms(c, "--max-delay-ms", v, &o->max_delay_ms)) return CLI_USAGE;
-        } else if ((r = cli_option_value(c, argc, argv, &i, "--max-queue-ms", NULL, &v)) != 0) {
-            if (r < 0 || serve_parse_ms(c, "--max-queue-ms", v, &o->max_queue_ms)) return CLI_USAGE;
-        } else if ((r = cli_option_value(c, argc, argv, &i, "--deadline-ms", NULL, &v)) != 0) {
-            if (r < 0 || serve_parse_ms(c, "--deadline-ms", v, &o->deadline_ms)) return CLI_USAGE;
         } else {
-            return cli_usage_error(c, "unknown option '%s'", a);
+            double *ms = id == SERVE_MAX_DELAY_MS   ? &o->max_delay_ms
+                         : id == SERVE_MAX_QUEUE_MS ? &o->max_queue_ms
+                                                    : &o->deadline_ms;
+            if (serve_parse_ms(c, opt, v, ms)) return CLI_USAGE;
         }
     }
-    return CLI_OK;
+    return -1;
 }
 
 int mha_cmd_serve(int argc, char **argv) {
@@ -472,8 +485,7 @@ int mha_cmd_serve(int argc, char **argv) {
                        .max_delay_ms = 1.0};
     const char *model_path = NULL;
     int rc = serve_parse_args(&c, argc, argv, &o, &model_path);
-    if (rc != CLI_OK) return rc;
-    if (c.help) return cli_print_usage(serve_usage);
+    if (rc >= 0) return rc;
     if (!model_path) return cli_usage_error(&c, "no model given");
 
     /* the address first: a typo is a usage error, before any loading */

@@ -46,7 +46,7 @@ for args in \
     "bench $MODEL --shape 2" \
     "bench $MODEL --shape 2,x" \
     "bench $MODEL --shape 0,16" \
-    "bench $MODEL --shape 2,16 --threads 0" \
+    "bench $MODEL --shape 2,16 --threads -1" \
     "bench $MODEL --shape 2,16 --threads 1,,2" \
     "bench $MODEL --shape 2,16 --backend Bad-Name" \
     "bench $MODEL --shape 2,16 --scenario batch" \
@@ -61,7 +61,7 @@ for args in \
 done
 run_mha bench --help
 check "--help exits 0" [ "$rc" -eq 0 ]
-check "--help prints the usage" grep -q "usage: mha bench MODEL --shape" "$T/out.txt"
+check "--help prints the usage" grep -q "Usage: mha bench MODEL --shape" "$T/out.txt"
 
 # ---- a model that cannot be read: exit 1, one clear line ------------------
 run_mha bench "$T/missing.onnx" --shape 2,16 $FAST
@@ -71,6 +71,11 @@ check "missing model is named on stderr" grep -q "missing.onnx" "$T/err.txt"
 run_mha bench "$MODEL" --shape 2,16,9 $FAST --backend scalar --threads 1
 check "S_kv != S on a self-attention model exits 1 (got $rc)" [ "$rc" -eq 1 ]
 check "S_kv != S is explained" grep -q "S_kv must equal S" "$T/err.txt"
+# a self-attention layer with a KV cache: S_kv - S keys come from the cache
+run_mha bench "$MHA_TEST_DATA/families/llama_kvcache_op15/model.onnx" --shape 2,1,9 $FAST \
+    --backend scalar --threads 1
+check "a cached layer benches with S_kv > S (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "the cached keys are named" grep -q "S_kv=9 (8 from the past cache)" "$T/out.txt"
 
 # ---- offline: every file, every key -----------------------------------------
 run_mha bench "$MODEL" --shape 2,16 $FAST --backend scalar --threads 1,2 \

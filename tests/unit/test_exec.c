@@ -84,7 +84,8 @@ static int testk_attention(void *state, const mha_attn_args *a, void *ws, size_t
                         float mv = a->mask[b * a->m_sb + h * a->m_sh + i * a->m_sq + j * a->m_sk];
                         v = mv <= -FLT_MAX ? -INFINITY : v + mv;
                     }
-                    if (a->causal && j > i) v = -INFINITY;
+                    if (a->causal && j > i + (a->causal_offset ? a->causal_offset[b] : 0))
+                        v = -INFINITY;
                     s[j] = v;
                     if (v > mx) mx = v;
                 }
@@ -1224,9 +1225,133 @@ static void test_rotary_tables_end(void **state) {
     fixture_free(&f);
 }
 
+/* One step of a layer with a KV cache: x [B, S, D] after past [B, Hkv, P,
+ * dk|dv] (the same tensor for keys and values when dk == dv would hide a
+ * swap: they differ here); y [B, S, Dout], present [B, Hkv, P + S, d]. */
+static mha_status run_cache_step(const mha_plugin *p, void *pstate, pool *pl, const layer *L,
+                                 const float *x, int64_t B, int64_t S, const float *past_k,
+                                 const float *past_v, int64_t P, float *y, float *pres_k,
+                                 float *pres_v, mha_error *err) {
+    exec_packed *pk = NULL;
+    mha_status st = exec_pack_weights(NULL, L, p, &pk, err);
+    if (st != MHA_OK) return st;
+    const int64_t sx[3] = {B, S, L->d_model}, sy[3] = {B, S, L->d_out};
+    const int64_t spk[4] = {B, L->kv_heads, P, L->d_head},
+                  spv[4] = {B, L->kv_heads, P, L->d_head_v};
+    const int64_t sk[4] = {B, L->kv_heads, P + S, L->d_head};
+    const int64_t sv[4] = {B, L->kv_heads, P + S, L->d_head_v};
+    mha_tensor in[3], out[3];
+    set_tensor(&in[0], MHA_DTYPE_FLOAT32, 3, sx, (void *)x);
+    set_tensor(&in[1], MHA_DTYPE_FLOAT32, 4, spk, (void *)past_k);
+    set_tensor(&in[2], MHA_DTYPE_FLOAT32, 4, spv, (void *)past_v);
+    set_tensor(&out[0], MHA_DTYPE_FLOAT32, 3, sy, y);
+    set_tensor(&out[1], MHA_DTYPE_FLOAT32, 4, sk, pres_k);
+    set_tensor(&out[2], MHA_DTYPE_FLOAT32, 4, sv, pres_v);
+    exec_env env;
+    memset(&env, 0, sizeof env);
+    env.plugin = p;
+    env.plugin_state = pstate;
+    env.pool = pl;
+    st = exec_run(&env, L, pk, in, 3, out, 3, err);
+    exec_packed_free(NULL, pk);
+    return st;
+}
+
+/* Rows [r0, r0 + n) of each batch item of x [B, rows, w]. */
+static float *slice_rows(const float *x, int64_t B, int64_t rows, int64_t w, int64_t r0,
+                         int64_t n) {
+    float *o = malloc((size_t)(B * n * w + 1) * sizeof(float));
+    for (int64_t b = 0; b < B; b++)
+        memcpy(o + b * n * w, x + (b * rows + r0) * w, (size_t)(n * w) * sizeof(float));
+    return o;
+}
+
+/* A KV cache between projections (issue 14): decoding P tokens, then the
+ * S next ones after their cache, gives what one run over the P + S tokens
+ * gives (the last S output rows, and the whole present K / V) -- with GQA,
+ * rotary at positions P + i (past the layer's tables: from its inverse
+ * frequencies), the causal frontier at P + i and a sliding window moving
+ * with it, on every backend. The one-shot run (an empty past, P = 0) is the
+ * naive layer's. */
+static void test_kv_cache_steps(void **state) {
+    (void)state;
+    backend_list bl;
+    backends_open(&bl);
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 3, 0, &pl, NULL), MHA_OK);
+    for (int windowed = 0; windowed < 2; windowed++) {
+        cfg c = make_cfg(13); /* GQA, causal, rotate-half */
+        const int64_t P = 7, S = 4, N = P + S, B = 2;
+        c.B = B, c.Sq = c.Skv = N, c.rope_rows = 5, c.rope_inv = 1, c.dv = 6;
+        fixture f;
+        fixture_make(&f, &c, 4242);
+        layer *L = &f.L;
+        float *ref = out_buffer(&f);
+        if (!windowed) naive_forward(&f, ref);
+        L->has_left_window = windowed, L->left_window = 2;
+        /* the same layer with a cache: query, past_key, past_value -> output,
+         * present_key, present_value */
+        const float *x = f.in[0].data;
+        layer_io *io = mha_calloc(NULL, 3, sizeof *io);
+        io[0] = L->outputs[0];
+        add_io(&io[1], "present_key", MHA_ROLE_PRESENT_KEY, MHA_DTYPE_FLOAT32, 4);
+        add_io(&io[2], "present_value", MHA_ROLE_PRESENT_VALUE, MHA_DTYPE_FLOAT32, 4);
+        mha_free(NULL, L->outputs);
+        L->outputs = io, L->n_outputs = 3;
+        add_io(&L->inputs[1], "past_key", MHA_ROLE_PAST_KEY, MHA_DTYPE_FLOAT32, 4);
+        add_io(&L->inputs[2], "past_value", MHA_ROLE_PAST_VALUE, MHA_DTYPE_FLOAT32, 4);
+        L->n_inputs = 3;
+        assert_true(layer_has_cache(L));
+        const int64_t Hkv = c.Hkv, dk = c.dk, dv = c.dv, Do = c.Dout;
+        float *y_all = malloc((size_t)(B * N * Do) * sizeof(float));
+        float *k_all = malloc((size_t)(B * Hkv * N * dk) * sizeof(float));
+        float *v_all = malloc((size_t)(B * Hkv * N * dv) * sizeof(float));
+        float *y1 = malloc((size_t)(B * P * Do) * sizeof(float));
+        float *k1 = malloc((size_t)(B * Hkv * P * dk) * sizeof(float));
+        float *v1 = malloc((size_t)(B * Hkv * P * dv) * sizeof(float));
+        float *y2 = malloc((size_t)(B * S * Do) * sizeof(float));
+        float *k2 = malloc((size_t)(B * Hkv * N * dk) * sizeof(float));
+        float *v2 = malloc((size_t)(B * Hkv * N * dv) * sizeof(float));
+        float *x1 = slice_rows(x, B, N, c.D, 0, P), *x2 = slice_rows(x, B, N, c.D, P, S);
+        for (int i = 0; i < bl.n; i++) {
+            const mha_plugin *p = bl.plugin[i];
+            mha_error err = {0};
+            pool *use = (p->flags & MHA_PLUGIN_SELF_PARALLEL) ? NULL : pl;
+            /* every token at once after an empty past (a zero-sized tensor) */
+            if (run_cache_step(p, bl.state[i], use, L, x, B, N, NULL, NULL, 0, y_all, k_all, v_all,
+                               &err) != MHA_OK)
+                fail_msg("%s: %s", p->name, err.message);
+            if (!windowed && tu_max_rel_err(y_all, ref, (size_t)(B * N * Do)) > 1e-4)
+                fail_msg("%s: one run with an empty past differs from the naive layer", p->name);
+            /* P tokens, then S after their cache */
+            if (run_cache_step(p, bl.state[i], use, L, x1, B, P, NULL, NULL, 0, y1, k1, v1, &err) !=
+                    MHA_OK ||
+                run_cache_step(p, bl.state[i], use, L, x2, B, S, k1, v1, P, y2, k2, v2, &err) !=
+                    MHA_OK)
+                fail_msg("%s: %s", p->name, err.message);
+            float *tail = slice_rows(y_all, B, N, Do, P, S);
+            double ey = tu_max_rel_err(y2, tail, (size_t)(B * S * Do));
+            double ek = tu_max_rel_err(k2, k_all, (size_t)(B * Hkv * N * dk));
+            double ev = tu_max_rel_err(v2, v_all, (size_t)(B * Hkv * N * dv));
+            free(tail);
+            if (ey > 1e-5 || ek > 1e-5 || ev > 1e-5)
+                fail_msg("%s%s: cached steps differ from one run: output %g, present_key %g, "
+                         "present_value %g",
+                         p->name, windowed ? " (window)" : "", ey, ek, ev);
+        }
+        free(x1), free(x2), free(y_all), free(k_all), free(v_all);
+        free(y1), free(k1), free(v1), free(y2), free(k2), free(v2), free(ref);
+        f.n_in = 1; /* the past tensors were never the fixture's */
+        fixture_free(&f);
+    }
+    pool_destroy(pl);
+    backends_close(&bl);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rotary_tables_end),
+        cmocka_unit_test(test_kv_cache_steps),
         cmocka_unit_test(test_forms_match_naive),
         cmocka_unit_test(test_threads_bitwise),
         cmocka_unit_test(test_batch_chunks),

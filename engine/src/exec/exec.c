@@ -337,6 +337,8 @@ typedef struct exec_mask_view {
     int64_t strides[4];   /* elements; 0 where dims == 1 */
     int attend_when_true; /* bool masks */
     float hide;           /* EXEC_MASK_WINDOW: the term on a key outside the window */
+    int64_t off;          /* computed kinds: query i is at key position i + off (the past
+                             length of a KV cache) */
 } exec_mask_view;
 
 /* An attention mask right-aligned to [B, H, Sq, Skv] -- or, batch_first
@@ -401,8 +403,8 @@ static double exec_mask_raw(const mha_tensor *t, int64_t off) {
  * tensor. */
 static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t h,
                              int64_t i, int64_t j) {
-    if (v->kind == EXEC_MASK_WINDOW) return j < i - L->left_window ? v->hide : 0.0f;
-    if (v->kind == EXEC_MASK_CAUSAL) return j > i ? L->causal_fill : 0.0f;
+    if (v->kind == EXEC_MASK_WINDOW) return j < i + v->off - L->left_window ? v->hide : 0.0f;
+    if (v->kind == EXEC_MASK_CAUSAL) return j > i + v->off ? L->causal_fill : 0.0f;
     if (v->kind == EXEC_MASK_RELATIVE)
         return L->bias[h * (2 * L->bias_rel_len - 1) + (j - i + L->bias_rel_len - 1)];
     if (v->kind == EXEC_MASK_VALUED) {
@@ -421,7 +423,8 @@ static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t of
     return ((const float *)v->t->data)[off];
 }
 
-/* A view computed per element, no tensor: [1, heads, Sq, Skv]. */
+/* A view computed per element, no tensor: [1, heads, Sq, T] (T: the past
+ * keys of a KV cache, then the new ones). */
 static void exec_mask_view_computed(exec_mask_kind kind, int64_t heads, const exec_binding *bd,
                                     exec_mask_view *v) {
     memset(v, 0, sizeof *v);
@@ -429,7 +432,8 @@ static void exec_mask_view_computed(exec_mask_kind kind, int64_t heads, const ex
     v->dims[0] = 1;
     v->dims[1] = heads;
     v->dims[2] = bd->Sq;
-    v->dims[3] = bd->Skv;
+    v->dims[3] = bd->T;
+    v->off = bd->P;
 }
 
 /* Whether the causal mask goes into the mask tensor this run, as the finite
@@ -552,7 +556,7 @@ static mha_status exec_alibi_positions(const mha_alloc_ctx *a, const layer *L,
     if (!L->alibi_slopes || !L->alibi_pos_from_mask || !bd->key_padding) return MHA_OK;
     exec_mask_view v;
     exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued, &v);
-    const int64_t B = bd->B, S = bd->Skv;
+    const int64_t B = bd->B, S = bd->T;
     size_t n;
     if (!mha_mul_size((size_t)B, (size_t)S, &n))
         return mha_fail(err, MHA_ERR_LIMIT, "ALiBi positions of %lld x %lld keys", (long long)B,
@@ -1134,10 +1138,11 @@ static mha_status exec_rope_tables_get(const mha_alloc_ctx *a, const layer *L, i
 }
 
 /* Plans the rotation of Q [n, Hq, Sq, dk] and K [n, Hkv, Skv, dk] of a
- * chunk, both read through strides in the projection buffers. */
+ * chunk, both read through strides in the projection buffers; row s of
+ * batch item b at position s + pos_offset[b] (NULL: s). */
 static void exec_rope_plan_make(exec_rope_plan *pl, const layer *L, const exec_rope_tables *t,
                                 int64_t n, int64_t dk, float *const x[2], const int64_t S[2],
-                                const int64_t ld[2], int threads) {
+                                const int64_t ld[2], const int64_t *pos_offset, int threads) {
     const int64_t H[2] = {L->q_heads, L->kv_heads};
     pl->n_units = 0;
     for (int w = 0; w < 2; w++) {
@@ -1150,6 +1155,7 @@ static void exec_rope_plan_make(exec_rope_plan *pl, const layer *L, const exec_r
         a->kind = L->rotary;
         a->rotary_dim = L->rotary_dim;
         a->cos = t->cos, a->sin = t->sin, a->n_pos = t->n_pos;
+        a->pos_offset = pos_offset;
         a->b1 = n, a->h1 = H[w], a->s1 = S[w];
         a->num_threads = 1;
         /* whole rows of every head per unit; rows split only for too few */
@@ -1161,10 +1167,28 @@ static void exec_rope_plan_make(exec_rope_plan *pl, const layer *L, const exec_r
     }
 }
 
+/* K' or V' [n, Hkv, T, d] of a chunk with a KV cache: the past rows [B,
+ * Hkv, P, d] of batch items b0 .. b0 + n, then the S new rows of each head,
+ * row (b, s) of the projection buffer at (b * S + s) * ld, head g at g * d. */
+static void exec_cache_append(const float *past, int64_t b0, int64_t n, int64_t Hkv, int64_t P,
+                              int64_t S, int64_t d, const float *rows, int64_t ld, float *dst) {
+    const int64_t T = P + S;
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t g = 0; g < Hkv; g++) {
+            float *o = dst + (b * Hkv + g) * T * d;
+            if (P > 0)
+                memcpy(o, past + ((b0 + b) * Hkv + g) * P * d, (size_t)(P * d) * sizeof(float));
+            for (int64_t t = 0; t < S; t++)
+                memcpy(o + (P + t) * d, rows + (b * S + t) * ld + g * d, (size_t)d * sizeof(float));
+        }
+}
+
+/* present[0] / present[1]: the present_key / present_value outputs of a
+ * KV cache (float32 [B, Hkv, T, dk|dv]), or NULL. */
 static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_binding *bd,
                                      const exec_packed *pk, const exec_mask *m,
-                                     const exec_rope_tables *rope, float *y, int self_parallel,
-                                     mha_error *err) {
+                                     const exec_rope_tables *rope, float *y,
+                                     float *const present[2], int self_parallel, mha_error *err) {
     const mha_alloc_ctx *a = s->env->alloc;
     const int64_t B = bd->B, Sq = bd->Sq, Skv = bd->Skv, dk = bd->dk, dv = bd->dv;
     const int64_t Hq = L->q_heads, Hkv = L->kv_heads, d_out = bd->d_out;
@@ -1172,13 +1196,19 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     const int self = !L->cross;
     const int seq_first = L->seq_first != 0;
     const int threads_plan = self_parallel ? 1 : s->threads;
+    /* a KV cache (self-attention, layer_bind): the keys are the P past ones
+     * then the Skv new ones, gathered into K' / V' [n, Hkv, T, d]; query i
+     * is at position P + i (rotary angles, causal frontier) */
+    const int cached = bd->past_key != NULL;
+    const int64_t P = bd->P, T = bd->T;
 
     /* floats of intermediates per batch item; chunk the batch to bound them */
-    size_t per_item, t1, t2;
-    int ok = 1;
+    size_t per_item, t1, t2, t_cache = 0;
+    int ok = !cached || mha_mul_size((size_t)T, (size_t)nkv, &t_cache);
     if (self) {
-        ok = mha_mul_size((size_t)Sq, (size_t)(nq + nkv), &t1) &&
-             mha_mul_size((size_t)Sq, (size_t)natt, &t2) && mha_add_size(t1, t2, &per_item);
+        ok = ok && mha_mul_size((size_t)Sq, (size_t)(nq + nkv), &t1) &&
+             mha_mul_size((size_t)Sq, (size_t)natt, &t2) && mha_add_size(t1, t2, &per_item) &&
+             mha_add_size(per_item, t_cache, &per_item);
     } else {
         size_t t3;
         ok = mha_mul_size((size_t)Sq, (size_t)nq, &t1) &&
@@ -1194,11 +1224,14 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     int64_t nb = per_item ? (int64_t)(chunk_bytes / per_item) : B;
     nb = exec_max(1, exec_min(nb, B));
 
-    float *proj = NULL, *projkv = NULL, *att = NULL;
+    float *proj = NULL, *projkv = NULL, *att = NULL, *kc = NULL;
+    int64_t *offsets = NULL;
     mha_status st = MHA_OK;
     size_t n_proj = (size_t)(nb * Sq * (self ? nq + nkv : nq));
     size_t n_projkv = self ? 0 : (size_t)(nb * Skv * nkv);
     size_t n_att = (size_t)(nb * Sq * natt);
+    /* K' and V' of a cache go where the cross-attention's K/V rows would */
+    if (cached) n_projkv = (size_t)nb * t_cache;
     /* One buffer for the three, kept by the pool between runs (no page
      * faults per run); each part starts on a 64-byte boundary. Every
      * element is written (GEMM C ranges cover it, attention writes every
@@ -1215,14 +1248,18 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     if (scratch) {
         proj = scratch;
         projkv = self ? NULL : scratch + r_proj;
+        kc = cached ? scratch + r_proj : NULL;
         att = scratch + r_proj + r_projkv;
     }
-    if (!scratch) {
+    if (cached) offsets = mha_malloc(a, (size_t)(B > 0 ? B : 1) * sizeof *offsets);
+    if (!scratch || (cached && !offsets)) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY,
                       "intermediates for %lld batch items (Sq %lld, Skv %lld): out of memory",
                       (long long)nb, (long long)Sq, (long long)Skv);
         goto done;
     }
+    for (int64_t b = 0; cached && b < B; b++)
+        offsets[b] = P;
 
     const float *xq = bd->x_q->data, *xkv = bd->x_kv->data;
     for (int64_t b0 = 0; b0 < B && st == MHA_OK; b0 += nb) {
@@ -1265,27 +1302,54 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         if (L->rotary) {
             float *const x[2] = {proj, kbase};
             const int64_t S[2] = {Sq, Skv}, ld[2] = {ldq, ldkv};
-            exec_rope_plan_make(&s->rope, L, rope, n, dk, x, S, ld, threads_plan);
+            exec_rope_plan_make(&s->rope, L, rope, n, dk, x, S, ld, cached ? offsets + b0 : NULL,
+                                threads_plan);
             s->phase_kind[ph++] = EXEC_PHASE_ROPE;
+        }
+
+        /* (1c) a KV cache: the projections first, then K' / V' gathered
+         * (and written to the present outputs), then the rest */
+        const float *k_att = kbase, *v_att = kbase + Hkv * dk;
+        int64_t k_sb = Skv * ldkv, k_ss = ldkv, k_sh = dk, v_sb = k_sb, v_ss = ldkv, v_sh = dv;
+        if (cached) {
+            s->n_phases = ph;
+            st = exec_phases_run(s, self_parallel, err);
+            if (st != MHA_OK) break;
+            ph = 0;
+            float *vc = kc + n * Hkv * T * dk;
+            exec_cache_append(bd->past_key->data, b0, n, Hkv, P, Skv, dk, kbase, ldkv, kc);
+            exec_cache_append(bd->past_value->data, b0, n, Hkv, P, Skv, dv, kbase + Hkv * dk, ldkv,
+                              vc);
+            if (present[0])
+                memcpy(present[0] + b0 * Hkv * T * dk, kc,
+                       (size_t)(n * Hkv * T * dk) * sizeof(float));
+            if (present[1])
+                memcpy(present[1] + b0 * Hkv * T * dv, vc,
+                       (size_t)(n * Hkv * T * dv) * sizeof(float));
+            k_att = kc, v_att = vc;
+            k_sb = Hkv * T * dk, k_sh = T * dk, k_ss = dk;
+            v_sb = Hkv * T * dv, v_sh = T * dv, v_ss = dv;
         }
 
         /* (2) attention, reading Q/K/V in place through strides */
         mha_attn_args *at = &s->attn.args;
         exec_attn_args_common(at, L, bd, n);
+        at->Skv = T; /* Skv without a cache */
+        at->causal_offset = cached ? offsets + b0 : NULL;
         at->precision = s->env->precision;
-        at->alibi_pos = s->alibi_pos ? s->alibi_pos + b0 * Skv : NULL; /* [n] of [B] rows */
-        at->alibi_pos_sb = Skv;
+        at->alibi_pos = s->alibi_pos ? s->alibi_pos + b0 * T : NULL; /* [n] of [B] rows */
+        at->alibi_pos_sb = T;
         at->kv_len = s->env->kv_lengths ? s->env->kv_lengths + b0 : NULL; /* [n] of [B] */
         at->q = proj;
         at->q_sb = Sq * ldq, at->q_ss = ldq, at->q_sh = dk;
-        at->k = kbase;
-        at->k_sb = Skv * ldkv, at->k_ss = ldkv, at->k_sh = dk;
-        at->v = kbase + Hkv * dk;
-        at->v_sb = Skv * ldkv, at->v_ss = ldkv, at->v_sh = dv;
+        at->k = k_att;
+        at->k_sb = k_sb, at->k_ss = k_ss, at->k_sh = k_sh;
+        at->v = v_att;
+        at->v_sb = v_sb, at->v_ss = v_ss, at->v_sh = v_sh;
         at->o = att;
         at->o_sb = Sq * natt, at->o_ss = natt, at->o_sh = dv;
         exec_attn_set_mask(at, m, b0);
-        if (Skv > 0) {
+        if (T > 0) {
             exec_attn_plan_make(&s->attn, threads_plan);
             st = exec_workspace_reserve(s, a, self_parallel, err);
             if (st != MHA_OK) break;
@@ -1326,6 +1390,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
 
 done:
     pool_scratch_give(s->env->pool, a, EXEC_SCRATCH_INTERMEDIATES, scratch);
+    mha_free(a, offsets);
     return st;
 }
 
@@ -1406,6 +1471,24 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
     int64_t y_numel = mha_tensor_numel(y);
     if (y_numel > 0 && !y->data)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output '%s': data is NULL", y_name);
+    /* a KV cache's present_key / present_value: float32 [B, Hkv, T, dk|dv] */
+    for (int k = 0; k < 2; k++) {
+        const int64_t at = k ? bd.present_value_index : bd.present_key_index;
+        if (at < 0) continue;
+        const mha_tensor *t = &outputs[at];
+        const int64_t want[4] = {bd.B, L->kv_heads, bd.T, k ? bd.dv : bd.dk};
+        int fits = t->dtype == MHA_DTYPE_FLOAT32 && t->rank == 4;
+        for (int i = 0; fits && i < 4; i++)
+            fits = t->shape[i] == want[i];
+        if (!fits || (mha_tensor_numel(t) > 0 && !t->data)) {
+            char w[128], g[128];
+            return mha_fail(err, MHA_ERR_SHAPE, "output '%s': expected float32 %s, got %s %s%s",
+                            L->outputs[at].name ? L->outputs[at].name : "?",
+                            tensor_shape_str(4, want, w, sizeof w), mha_dtype_name(t->dtype),
+                            tensor_shape_str(t->rank, t->shape, g, sizeof g),
+                            fits ? " without data" : "");
+        }
+    }
     if (L->has_proj && (!pk || pk->plugin != env->plugin || pk->precision != env->precision))
         return mha_fail(err, MHA_ERR_INTERNAL, "run: weights not packed for backend '%s'",
                         env->plugin->name);
@@ -1438,7 +1521,7 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
             s.rope.fn = mha_scalar_plugin_table()->rotary;
             s.rope.fn_state = NULL;
         }
-        st = exec_rope_tables_get(env->alloc, L, exec_max(bd.Sq, bd.Skv), &rope, err);
+        st = exec_rope_tables_get(env->alloc, L, bd.P + exec_max(bd.Sq, bd.Skv), &rope, err);
         if (st != MHA_OK) return st;
     }
     s.threads = pool_size(env->pool);
@@ -1469,9 +1552,12 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
      * (one FP mode for every unit keeps the result thread-count independent). */
     unsigned fp_saved = 0;
     if (env->pool) fp_saved = pool_fp_flush_denormals();
-    if (L->has_proj)
-        st = exec_run_projected(&s, L, &bd, pk, &mask, &rope, y->data, self_parallel, err);
-    else
+    if (L->has_proj) {
+        float *const present[2] = {
+            bd.present_key_index >= 0 ? outputs[bd.present_key_index].data : NULL,
+            bd.present_value_index >= 0 ? outputs[bd.present_value_index].data : NULL};
+        st = exec_run_projected(&s, L, &bd, pk, &mask, &rope, y->data, present, self_parallel, err);
+    } else
         st = exec_run_bare(&s, L, &bd, &mask, y->data, self_parallel, err);
     if (env->pool) pool_fp_restore(fp_saved);
 

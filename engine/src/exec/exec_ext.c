@@ -98,13 +98,20 @@ int exec_ext_wanted(const layer *L, const mha_tensor *inputs, size_t n_inputs) {
     if (ext_dtype(L) != MHA_DTYPE_FLOAT32) return 1;
     /* a projected layer's window is a term of exec.c's mask */
     if (!L->has_proj && (L->has_left_window || L->has_right_window)) return 1;
+    /* a projected layer's KV cache is the float32 core's (exec.c) */
+    const int core_cache = layer_has_cache(L);
     for (size_t i = 0; i < L->n_inputs; i++) {
         mha_io_role r = L->inputs[i].role;
-        if (r == MHA_ROLE_PAST_KEY || r == MHA_ROLE_PAST_VALUE || r == MHA_ROLE_NONPAD_KV_SEQLEN)
+        if (((r == MHA_ROLE_PAST_KEY || r == MHA_ROLE_PAST_VALUE) && !core_cache) ||
+            r == MHA_ROLE_NONPAD_KV_SEQLEN)
             return 1;
     }
-    for (size_t i = 0; i < L->n_outputs; i++)
-        if (L->outputs[i].role != MHA_ROLE_OUTPUT) return 1;
+    for (size_t i = 0; i < L->n_outputs; i++) {
+        mha_io_role r = L->outputs[i].role;
+        if (r != MHA_ROLE_OUTPUT &&
+            !(core_cache && (r == MHA_ROLE_PRESENT_KEY || r == MHA_ROLE_PRESENT_VALUE)))
+            return 1;
+    }
     if (!inputs || n_inputs != L->n_inputs) return 0; /* layer_bind reports it */
     if (L->int_mask_attend_nonzero) {
         for (size_t i = 0; i < n_inputs; i++) {

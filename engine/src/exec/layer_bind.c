@@ -117,13 +117,13 @@ static mha_status layer_check_key_padding(const layer *L, const layer_io *io, co
                                           const exec_binding *bd, mha_error *err) {
     mha_status st = layer_expect_mask_dtype(L, io, t, err);
     if (st != MHA_OK) return st;
-    if (t->rank == 2 && (t->shape[0] == bd->B || t->shape[0] == 1) && t->shape[1] == bd->Skv)
+    if (t->rank == 2 && (t->shape[0] == bd->B || t->shape[0] == 1) && t->shape[1] == bd->T)
         return MHA_OK;
     char got[128];
     return mha_fail(err, MHA_ERR_SHAPE,
-                    "input '%s' (key_padding_mask): expected shape %lldx%lld ([B, Skv]), got %s",
-                    layer_io_name(io), (long long)bd->B, (long long)bd->Skv,
-                    layer_shape(t, got, sizeof got));
+                    "input '%s' (key_padding_mask): expected shape %lldx%lld ([B, Skv]%s), got %s",
+                    layer_io_name(io), (long long)bd->B, (long long)bd->T,
+                    bd->P ? ", Skv = past + new keys" : "", layer_shape(t, got, sizeof got));
 }
 
 static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const layer_io *io_q,
@@ -217,16 +217,18 @@ static mha_status layer_bind_bare(const layer *L, exec_binding *bd, const layer_
     return MHA_OK;
 }
 
-/* past_key / past_value [B, Hkv, P, dk|dv] (bare layers only), the total
- * key length T, and the [B] key lengths. */
+/* past_key / past_value [B, Hkv, P, dk|dv] (bare layers, and projected
+ * self-attention layers with a KV cache), the total key length T, and the
+ * [B] key lengths. */
 static mha_status layer_bind_cache(const layer *L, exec_binding *bd, const layer_io *const *io_role,
                                    const mha_tensor *const *t_role, mha_error *err) {
     const mha_tensor *pk = t_role[MHA_ROLE_PAST_KEY], *pv = t_role[MHA_ROLE_PAST_VALUE];
     bd->P = 0;
     if (pk || pv) {
-        if (!pk || !pv || L->has_proj)
+        if (!pk || !pv || (L->has_proj && (L->cross || !layer_has_cache(L))))
             return mha_fail(err, MHA_ERR_INTERNAL,
-                            "layer: past_key and past_value come together, on a bare layer");
+                            "layer: past_key and past_value come together, on a bare layer or "
+                            "a projected self-attention layer");
         mha_status st = layer_expect_float(L, io_role[MHA_ROLE_PAST_KEY], pk, err);
         if (st == MHA_OK) st = layer_expect_float(L, io_role[MHA_ROLE_PAST_VALUE], pv, err);
         if (st != MHA_OK) return st;
@@ -346,9 +348,12 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
                          : role == MHA_ROLE_QK_OUTPUT     ? &bd->qk_index
                          : role == MHA_ROLE_ATTN_WEIGHTS  ? &bd->weights_index
                                                           : NULL;
-        /* the cache and the scores of bare layers; the averaged weights of
-         * projected ones */
-        int served = role == MHA_ROLE_ATTN_WEIGHTS ? L->has_proj && L->need_weights : !L->has_proj;
+        /* the cache and the scores of bare layers; the averaged weights and
+         * the cache of projected ones */
+        int served = role == MHA_ROLE_ATTN_WEIGHTS ? L->has_proj && L->need_weights
+                     : role == MHA_ROLE_PRESENT_KEY || role == MHA_ROLE_PRESENT_VALUE
+                         ? !L->has_proj || layer_has_cache(L)
+                         : !L->has_proj;
         int ok = role == MHA_ROLE_OUTPUT ? !have_y : (extra && *extra < 0 && served);
         if (!ok)
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,

@@ -45,6 +45,8 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
                 L->kpm_valued && L->kpm_add[v] <= -1e30f && isfinite(L->kpm_add[v]);
         /* (a position bias other than ALiBi is not folded: exec_fold_causal) */
         finite_causal_pad &= L->causal && !L->bias;
+        /* with a KV cache of P = Skv - Sq keys, row 0 sees keys 0 .. P */
+        const int64_t past = layer_has_cache(L) && skv > Sq ? skv - Sq : 0;
         for (int64_t b = 0; b < t->dims[0]; b++) {
             int64_t pad = b + 1 < skv - 1 ? b + 1 : skv - 1;
             /* a sliding window shows the last row only its last keys: keep
@@ -52,6 +54,7 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
             if (L->has_left_window && pad > L->left_window)
                 pad = L->left_window > 0 ? L->left_window : 0;
             const int left = finite_causal_pad && b > 0 && b == t->dims[0] - 1;
+            if (left && pad < past + 1) pad = past + 1 < skv - 1 ? past + 1 : skv - 1;
             for (int64_t j = 0; j < skv; j++) {
                 int padded = left ? j < pad : j >= skv - pad;
                 tensor_set_f64(t, b * skv + j, (L->kpm_true_means_ignore ? padded : !padded));
@@ -205,10 +208,10 @@ static mha_status verify_once(const mha_alloc_ctx *a, const ir_graph *g, const l
                           "verify: output '%s' of the recognised %s layer differs from the "
                           "graph by %.3g (relative to output scale %.3g; tolerance %g) at "
                           "element %lld (graph %g, layer %g); probe batch %lld, query length "
-                          "%lld, key length %lld",
+                          "%lld, key length %lld, past %lld",
                           L->outputs[k].name, L->form ? L->form : "?", maxerr / scale, scale, tol,
                           (long long)at, w_at, o_at, (long long)sz.B, (long long)sz.Sq,
-                          (long long)sz.Skv);
+                          (long long)sz.Skv, (long long)sz.P);
     }
 done:
     if (values) interp_values_free(g, values);
@@ -231,9 +234,11 @@ mha_status layer_verify(const mha_alloc_ctx *a, const ir_graph *g, const layer *
                         "layer_verify: the layer has %zu inputs / %zu outputs, the graph %zu / "
                         "%zu",
                         L->n_inputs, L->n_outputs, g->n_inputs, g->n_outputs);
-    rz_sizes first = {2, 3, 5};
+    /* a KV cache: a past of 2 positions, then an empty one (the first step
+     * of generation passes a zero-length past) */
+    rz_sizes first = {2, 3, 5, 2};
     mha_status st = verify_once(a, g, L, first, 0x7665726966790001ull, err);
     if (st != MHA_OK || !verify_has_dynamic(L)) return st;
-    rz_sizes second = {3, 4, 2};
+    rz_sizes second = {3, 4, 2, 0};
     return verify_once(a, g, L, second, 0x7665726966790002ull, err);
 }

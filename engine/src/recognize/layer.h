@@ -119,6 +119,18 @@ typedef struct layer {
                           padding) */
 } layer;
 
+/* A projected layer with a KV cache: past_key / past_value [B, kv_heads, P,
+ * d] inputs hold the keys and values of P earlier positions, the new ones
+ * are appended after them (present_key / present_value outputs [B, kv_heads,
+ * P + S, d] when the graph has them); query i is at position P + i: rotary
+ * angles and the causal frontier (key j visible iff j <= i + P) move with
+ * it, masks cover the P + S keys. Self-attention only. */
+static inline int layer_has_cache(const layer *L) {
+    for (size_t i = 0; L->has_proj && i < L->n_inputs; i++)
+        if (L->inputs[i].role == MHA_ROLE_PAST_KEY) return 1;
+    return 0;
+}
+
 /* What the recogniser met on the way (named by mha info). */
 enum {
     LAYER_IDIOM_WHERE_MASK = 1u << 0,    /* masked_fill / torch.where on the scores */
@@ -129,7 +141,8 @@ enum {
     LAYER_IDIOM_WINDOW = 1u << 5,        /* a sliding window with the causal mask */
     LAYER_IDIOM_QK_FACTORS = 1u << 6,    /* scale factors on Q and K (before the product) */
     LAYER_IDIOM_FUSED_QKV = 1u << 7,     /* one projection split into Q, K, V */
-    LAYER_IDIOM_HEAD_WEIGHTS = 1u << 8   /* head-averaged attention weights as an output */
+    LAYER_IDIOM_HEAD_WEIGHTS = 1u << 8,  /* head-averaged attention weights as an output */
+    LAYER_IDIOM_KV_CACHE = 1u << 9       /* past / present keys and values (layer_has_cache) */
 };
 
 /* Finds the attention layer in g by meaning (folding constants and shapes,

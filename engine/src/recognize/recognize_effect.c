@@ -64,6 +64,7 @@ mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, cons
     int r = S->rank;
     e->sq = S->dims[r - 2];
     e->skv = S->dims[r - 1];
+    e->off = z->P;
     int64_t numel = tensor_numel(S);
     e->n_slots = (e->sq > 0 && e->skv > 0) ? numel / (e->sq * e->skv) : 0;
     e->raw = mha_calloc(z->a, (size_t)(numel ? numel : 1), sizeof *e->raw);

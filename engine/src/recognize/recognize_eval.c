@@ -61,11 +61,12 @@ static mha_status rz_probe_with(rz_ctx *z, const layer *L, rz_sizes sz) {
     z->B = sz.B;
     z->Sq = sz.Sq;
     z->Skv = sz.Skv;
+    z->P = sz.P;
     return rz_rerun(z);
 }
 
 mha_status rz_run_probe(rz_ctx *z, const layer *L, int64_t B, int64_t Sq, int64_t Skv) {
-    rz_sizes sz = {B, Sq, Skv};
+    rz_sizes sz = {B, Sq, Skv, z->P};
     return rz_probe_with(z, L, sz);
 }
 

@@ -185,9 +185,9 @@ mha_status rz_parse_in_proj(rz_ctx *z, int v, const char *what, rz_proj *p) {
         if (past >= 0) {
             char msg[200];
             snprintf(msg, sizeof msg,
-                     "appends the new %s to a cache input ('%s'): a KV cache between "
-                     "projections is not supported (a bare Attention node serves one)",
-                     strcmp(what, "V") == 0 ? "values" : "keys", rz_value_name(z, past));
+                     "concatenates a cache input ('%s') with the data: a KV cache is "
+                     "served as Concat(past, new rows) on the K and V paths only",
+                     rz_value_name(z, past));
             return rz_refuse_node(z, pid, msg, what);
         }
         return rz_refuse_node(z, pid,
@@ -315,6 +315,50 @@ static int rz_reaches_scores(const rz_ctx *z, int v) {
     return rz_reaches_scores_walk(z, v, 0, &budget);
 }
 
+/* A KV cache on the K (side 0) or V (side 1) path: the chain starts at
+ * Concat(past, new), past a graph input, new computed from the data. The
+ * chain goes on below `new` through layout ops only (a factor there would
+ * scale the new rows and not the cached ones), with the Concat as a step of
+ * its own; recognize_map.c traces the past rows, the verifier the rest. */
+static mha_status rz_cache_pass(rz_ctx *z, int side, const char *what, rz_chain *ch) {
+    const int pid = rz_producer_id(z, ch->src);
+    const ir_node *n = pid >= 0 ? &z->g->nodes[pid] : NULL;
+    if (!n || !rz_is_op(n, "Concat") || n->n_inputs != 2 || n->n_outputs < 1) return MHA_OK;
+    int past = -1;
+    for (int k = 0; k < 2; k++) {
+        const int iv = n->inputs[k];
+        if (iv >= 0 && z->g->values[iv].producer < 0 && z->g->values[iv].graph_input >= 0) past = k;
+    }
+    const int nv = past >= 0 ? n->inputs[1 - past] : -1;
+    if (nv < 0 || z->deps[nv] == 0) return MHA_OK; /* the projection parser refuses it */
+    if (past != 0)
+        return rz_refuse_node(z, pid,
+                              "appends the cache input after the new rows (a KV cache holds "
+                              "the earlier positions first)",
+                              what);
+    rz_chain lower;
+    mha_status st = rz_walk_back(z, nv, 0, what, &lower);
+    if (st != MHA_OK) return st;
+    if (lower.n + 1 + ch->n > RZ_MAX_STEPS)
+        return rz_refuse_node(z, pid, "too many layout ops around the cache", what);
+    /* lower (projection -> new), the Concat, then the steps after it */
+    memmove(ch->steps + lower.n + 1, ch->steps, (size_t)ch->n * sizeof ch->steps[0]);
+    memcpy(ch->steps, lower.steps, (size_t)lower.n * sizeof ch->steps[0]);
+    rz_step *cs = &ch->steps[lower.n];
+    cs->node = pid;
+    cs->kind = RZ_STEP_CACHE;
+    cs->data_in = 1;
+    cs->data_out = 0;
+    ch->n += lower.n + 1;
+    ch->src = lower.src;
+    rz_core *c = &z->core;
+    c->cache_on[side] = 1;
+    c->cache_node[side] = pid;
+    c->past_v[side] = n->inputs[0];
+    c->present_v[side] = n->outputs[0];
+    return MHA_OK;
+}
+
 static mha_status rz_parse_operands(rz_ctx *z) {
     rz_core *c = &z->core;
     static const char *const names[3] = {"Q", "K", "V"};
@@ -323,9 +367,19 @@ static mha_status rz_parse_operands(rz_ctx *z) {
     rz_proj *projs[3] = {&c->qp, &c->kp, &c->vp};
     for (int i = 0; i < 3; i++) {
         mha_status st = rz_walk_back(z, ops[i], 1, names[i], chains[i]);
+        if (st == MHA_OK && i > 0) st = rz_cache_pass(z, i - 1, names[i], chains[i]);
         if (st == MHA_OK && i < 2) st = rz_rotary_pass(z, i, names[i], chains[i]);
         if (st == MHA_OK) st = rz_parse_in_proj(z, chains[i]->src, names[i], projs[i]);
         if (st != MHA_OK) return st;
+    }
+    if (c->cache_on[0] != c->cache_on[1]) {
+        const int side = c->cache_on[0] ? 0 : 1;
+        char d[160];
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s on the %s path appends the new rows to a cache input ('%s'), but "
+                        "the %s path has no cache: a KV cache holds both keys and values",
+                        rz_node_desc(z, c->cache_node[side], d, sizeof d), names[1 + side],
+                        rz_value_name(z, c->past_v[side]), names[2 - side]);
     }
     if (c->kp.x_input != c->vp.x_input)
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,

@@ -35,7 +35,9 @@ typedef enum rz_step_kind {
     RZ_STEP_LAYOUT = 1, /* moves elements: re-run on index tensors */
     RZ_STEP_IDENTITY,   /* Identity, Cast to the same type */
     RZ_STEP_MUL,        /* times a scalar (the other operand) */
-    RZ_STEP_DIV         /* divided by a scalar (input 1) */
+    RZ_STEP_DIV,        /* divided by a scalar (input 1) */
+    RZ_STEP_CACHE       /* Concat(past graph input, new rows) along the key axis: a KV
+                           cache; traced with the past as negative indices -1 - i */
 } rz_step_kind;
 
 typedef struct rz_step {
@@ -110,6 +112,10 @@ typedef struct rz_core {
     /* rotary embedding on Q (0) and K (1): the value rotated and the
      * rotation's output (recognize_rotary.c) */
     int rot_on[2], rot_x[2], rot_y[2];
+    /* a KV cache on K (0) and V (1): the Concat of the past graph input and
+     * the new rows, and its output (present_key / present_value when it is a
+     * graph output) (recognize_graph.c) */
+    int cache_on[2], cache_node[2], past_v[2], present_v[2];
 } rz_core;
 
 typedef struct rz_ctx {
@@ -120,7 +126,8 @@ typedef struct rz_ctx {
     int *n_uses;        /* per value: data consumers (Shape / Size not counted) */
     tensor **probe;     /* values of the probe run (NULL before it) */
     tensor **inputs;    /* the probe inputs, g->n_inputs */
-    int64_t B, Sq, Skv; /* probe sizes */
+    int64_t B, Sq, Skv; /* probe sizes (Skv: every key, past ones included) */
+    int64_t P;          /* probe past length of a KV cache (0 without one) */
     rz_core core;
 } rz_ctx;
 
@@ -135,6 +142,8 @@ typedef struct rz_ctx {
 
 typedef struct rz_sizes {
     int64_t B, Sq, Skv;
+    int64_t P; /* past length of a projected layer's KV cache; its total key length
+                  Skv is then Sq + P (rz_probe_dims) */
 } rz_sizes;
 
 /* An element count for mha_calloc: at least 1 (zero-size allocations are
@@ -238,6 +247,7 @@ int rz_alibi_slopes(rz_ctx *z, const double *raw, int64_t n_slots, int64_t sq, i
 /* What the mask terms put on the scores [n_slots, sq, skv]. */
 typedef struct rz_eff {
     int64_t n_slots, sq, skv;
+    int64_t off; /* query i sits at key position i + off (the past length of a KV cache) */
     double *raw; /* the additive that lands on each score; <= -1e30 hides it */
 } rz_eff;
 void rz_eff_free(rz_ctx *z, rz_eff *e);

@@ -328,16 +328,52 @@ static mha_status rz_recognize_bare(rz_ctx *z, int node, layer *L) {
     return MHA_OK;
 }
 
+/* v, or the value it copies through Identity and Casts that keep float32
+ * (PyTorch's key.to(float32) of a float32 key: the present output is then
+ * the Cast's). */
+static int rz_copy_source(const rz_ctx *z, int v) {
+    for (int hops = 0; v >= 0 && hops < RZ_MAX_STEPS; hops++) {
+        const ir_node *n = rz_producer(z, v);
+        if (!n || !(rz_is_op(n, "Identity") || rz_is_op(n, "Cast")) || n->n_inputs < 1 ||
+            n->inputs[0] < 0)
+            break;
+        /* (an intermediate value's type may be undeclared; the probe's
+         * run of the chain checks the cast keeps float32) */
+        const mha_dtype in = z->g->values[n->inputs[0]].dtype;
+        if ((in != MHA_DTYPE_UNDEFINED && in != MHA_DTYPE_FLOAT32) ||
+            (rz_is_op(n, "Cast") && ir_attr_int(n, "to", 0) != 1))
+            break;
+        v = n->inputs[0];
+    }
+    return v;
+}
+
 /* The projected forms: roles, probe, then the meaning of the chains. */
 static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     const ir_graph *g = z->g;
     rz_core *c = &z->core;
     char d[160];
     const int weights = c->kind == RZ_CORE_SOFTMAX && c->weights_out >= 0;
-    if (g->n_outputs != 1 + (size_t)weights)
+    const int cache = c->cache_on[0] && c->cache_on[1];
+    if (cache && (c->kind != RZ_CORE_SOFTMAX || weights || c->qp.x_input != c->kp.x_input))
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: a KV cache ('%s', '%s') is served on self-attention around a "
+                        "Softmax, without an attention weights output",
+                        rz_node_desc(z, c->cache_node[0], d, sizeof d),
+                        g->values[c->past_v[0]].name, g->values[c->past_v[1]].name);
+    /* present_key / present_value: the cache Concats' outputs (or copies) */
+    size_t n_present = 0;
+    for (size_t i = 0; i < g->n_outputs; i++)
+        for (int side = 0; cache && side < 2; side++)
+            if (rz_copy_source(z, g->outputs[i]) == c->present_v[side]) {
+                L->outputs[i].role = side ? MHA_ROLE_PRESENT_VALUE : MHA_ROLE_PRESENT_KEY;
+                n_present++;
+            }
+    if (g->n_outputs != 1 + (size_t)weights + n_present)
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "the graph has %zu outputs; a projected attention layer has one (and "
-                        "the head-averaged attention weights)",
+                        "the head-averaged attention weights, or the present keys and values "
+                        "of a KV cache)",
                         g->n_outputs);
     for (size_t i = 0; weights && i < g->n_outputs; i++)
         if (g->outputs[i] == c->weights_out) L->outputs[i].role = MHA_ROLE_ATTN_WEIGHTS;
@@ -354,7 +390,23 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
         L->inputs[c->kp.x_input].role = MHA_ROLE_KEY_VALUE;
     }
     mha_status st = MHA_OK;
-    if (c->mask_input >= 0) {
+    for (int side = 0; cache && side < 2; side++) {
+        const int gi = g->values[c->past_v[side]].graph_input;
+        const ir_value *pv = &g->values[c->past_v[side]];
+        if (used[gi] || pv->rank != 4 || pv->dtype != MHA_DTYPE_FLOAT32) {
+            st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                          "cache input '%s' must be float32 [batch, kv_heads, past, d_head] "
+                          "and feed nothing else",
+                          pv->name);
+            break;
+        }
+        used[gi] = 1;
+        L->inputs[gi].role = side ? MHA_ROLE_PAST_VALUE : MHA_ROLE_PAST_KEY;
+        L->idioms |= LAYER_IDIOM_KV_CACHE;
+    }
+    /* probed with a past of 4 positions (P > 0 shows where the new rows go) */
+    z->P = cache ? 4 : 0;
+    if (st == MHA_OK && c->mask_input >= 0) {
         int gi = g->values[c->mask_input].graph_input;
         if (used[gi])
             st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,

@@ -69,6 +69,20 @@ static mha_status rz_index_tensor(rz_ctx *z, const tensor *like, tensor **out) {
     return MHA_OK;
 }
 
+/* The past of a KV cache step as indices: element i holds -1 - i, so that
+ * a traced operand tells the cached rows (negative) from the new ones. */
+static mha_status rz_past_index_tensor(rz_ctx *z, const ir_node *n, tensor **out) {
+    const tensor *past = rz_val(z, n->inputs[0]);
+    *out = NULL;
+    if (!past) return mha_fail(z->err, MHA_ERR_INTERNAL, "tracing a cache: no probe value");
+    mha_status st = tensor_new(z->a, MHA_DTYPE_INT64, past->rank, past->dims, out, z->err);
+    if (st != MHA_OK) return st;
+    int64_t *p = (*out)->data;
+    for (int64_t i = 0, n_el = tensor_numel(*out); i < n_el; i++)
+        p[i] = -1 - i;
+    return MHA_OK;
+}
+
 /* Re-runs the layout steps of ch on `src` (consumed). */
 static mha_status rz_chain_eval(rz_ctx *z, const rz_chain *ch, tensor *src, tensor **out) {
     *out = NULL;
@@ -76,19 +90,23 @@ static mha_status rz_chain_eval(rz_ctx *z, const rz_chain *ch, tensor *src, tens
     mha_status st = MHA_OK;
     for (int s = 0; s < ch->n && st == MHA_OK; s++) {
         const rz_step *step = &ch->steps[s];
-        if (step->kind != RZ_STEP_LAYOUT) continue;
+        if (step->kind != RZ_STEP_LAYOUT && step->kind != RZ_STEP_CACHE) continue;
         const ir_node *n = &z->g->nodes[step->node];
         tensor **in = mha_calloc(z->a, n->n_inputs ? n->n_inputs : 1, sizeof *in);
         tensor **outs = mha_calloc(z->a, n->n_outputs ? n->n_outputs : 1, sizeof *outs);
+        tensor *past = NULL;
         if (!in || !outs) {
             st = mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory tracing a chain");
         } else {
+            if (step->kind == RZ_STEP_CACHE) st = rz_past_index_tensor(z, n, &past);
             for (size_t k = 0; k < n->n_inputs; k++)
                 in[k] = (int)k == step->data_in ? cur
+                        : past && k == 0        ? past
                         : n->inputs[k] >= 0     ? z->probe[n->inputs[k]]
                                                 : NULL;
-            st = interp_eval_node(z->a, z->g, n, in, outs, z->err);
+            if (st == MHA_OK) st = interp_eval_node(z->a, z->g, n, in, outs, z->err);
         }
+        tensor_free(past);
         tensor_free(cur);
         cur = NULL;
         if (st == MHA_OK) {
@@ -123,11 +141,13 @@ static mha_status rz_chain_eval(rz_ctx *z, const rz_chain *ch, tensor *src, tens
 typedef struct rz_side {
     float *w, *b; /* projection weight [din, n] row-major, bias [n] or NULL */
     int64_t din, n;
-    double factor; /* product of the scalar factors on the chain */
-    int64_t width; /* features per slot (d_head / d_head_v) */
-    int64_t *col;  /* [n_slots * width] */
-    int64_t *bat;  /* [n_slots] */
-    int64_t seq;   /* tokens of the input it reads */
+    double factor;      /* product of the scalar factors on the chain */
+    int64_t width;      /* features per slot (d_head / d_head_v) */
+    int64_t *col;       /* [n_slots * width] */
+    int64_t *bat;       /* [n_slots] */
+    int64_t seq;        /* tokens of the input it reads */
+    int64_t past;       /* KV cache: the operand's first `past` rows are the cache's */
+    int64_t *past_head; /* [n_slots] KV cache: the head of the past input a slot reads */
 } rz_side;
 
 static void rz_side_free(rz_ctx *z, rz_side *s) {
@@ -135,6 +155,7 @@ static void rz_side_free(rz_ctx *z, rz_side *s) {
     mha_free(z->a, s->b);
     mha_free(z->a, s->col);
     mha_free(z->a, s->bat);
+    mha_free(z->a, s->past_head);
     memset(s, 0, sizeof *s);
 }
 
@@ -241,9 +262,33 @@ static mha_status rz_token_rows(rz_ctx *z, const rz_proj *p, const char *what, r
     return MHA_OK;
 }
 
-/* Traces one input side (Q, K or V) into s->col / s->bat through view vw. */
+/* Row r < s->past of an operand read through a KV cache: element v of the
+ * traced operand must be -1 - i for the past element i = [b, g, r, c] (the
+ * same row and feature), of one batch item and head per slot. */
+static mha_status rz_trace_past(rz_ctx *z, const tensor *past, const char *what, int64_t v,
+                                int64_t n, int64_t r, int64_t c, int64_t *past_bat, rz_side *s) {
+    const int64_t H = past->dims[1], P = past->dims[2], d = past->dims[3];
+    const int64_t i = -1 - v;
+    if (v >= 0 || i >= tensor_numel(past) || (i / d) % P != r || i % d != c)
+        return rz_unsupported(z,
+                              "the %s operand does not read the cache input's row %lld, feature "
+                              "%lld in place ([batch, kv_heads, past, d_head] expected)",
+                              what, (long long)r, (long long)c);
+    const int64_t g = (i / (d * P)) % H, b = i / (d * P * H);
+    if (r == 0 && c == 0) {
+        s->past_head[n] = g;
+        past_bat[n] = b;
+    } else if (s->past_head[n] != g || past_bat[n] != b) {
+        return rz_unsupported(z, "the %s operand mixes heads of the cache input in one head", what);
+    }
+    return MHA_OK;
+}
+
+/* Traces one input side (Q, K or V) into s->col / s->bat through view vw;
+ * with a KV cache (cache_side 0 for K, 1 for V; else -1), its rows come
+ * after the cache's. */
 static mha_status rz_trace_side(rz_ctx *z, const rz_proj *p, const rz_chain *ch, const rz_view *vw,
-                                const char *what, rz_side *s) {
+                                const char *what, int cache_side, rz_side *s) {
     mha_status st = rz_proj_weights(z, p, what, s);
     if (st == MHA_OK) st = rz_chain_factor(z, ch, &s->factor);
     if (st != MHA_OK) return st;
@@ -266,18 +311,25 @@ static mha_status rz_trace_side(rz_ctx *z, const rz_proj *p, const rz_chain *ch,
     }
     mha_free(z->a, xrow);
     if (st != MHA_OK) return st;
+    const tensor *past = cache_side >= 0 ? rz_val(z, z->core.past_v[cache_side]) : NULL;
+    s->past = past ? z->P : 0;
     s->width = vw->cols;
     s->col = mha_calloc(z->a, (size_t)(vw->n_slots * vw->cols), sizeof *s->col);
     s->bat = mha_calloc(z->a, (size_t)vw->n_slots, sizeof *s->bat);
-    if (!s->col || !s->bat) {
+    s->past_head = mha_calloc(z->a, rz_count(vw->n_slots), sizeof *s->past_head);
+    int64_t *past_bat = mha_calloc(z->a, rz_count(vw->n_slots), sizeof *past_bat);
+    if (!s->col || !s->bat || !s->past_head || !past_bat) {
         tensor_free(op);
+        mha_free(z->a, past_bat);
         return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
     }
-    if (vw->rows != s->seq) {
+    if (vw->rows != s->seq + s->past || (past && (past->rank != 4 || past->dims[2] != s->past))) {
         tensor_free(op);
-        return rz_unsupported(z, "the %s operand has %lld rows for %lld tokens", what,
-                              (long long)vw->rows, (long long)s->seq);
+        mha_free(z->a, past_bat);
+        return rz_unsupported(z, "the %s operand has %lld rows for %lld tokens and %lld cached",
+                              what, (long long)vw->rows, (long long)s->seq, (long long)s->past);
     }
+    const int64_t r0 = s->past; /* the first new row */
     const int64_t *e = op->data;
     int64_t numel = tensor_numel(op);
     for (int64_t n = 0; n < vw->n_slots && st == MHA_OK; n++)
@@ -288,16 +340,27 @@ static mha_status rz_trace_side(rz_ctx *z, const rz_proj *p, const rz_chain *ch,
                     st = rz_unsupported(z, "the %s operand view is out of range", what);
                     break;
                 }
-                int64_t v = e[idx], tok = v / s->n, col = v % s->n;
+                int64_t v = e[idx];
+                if (r < r0) {
+                    st = rz_trace_past(z, past, what, v, n, r, c, past_bat, s);
+                    if (st != MHA_OK) break;
+                    continue;
+                }
+                if (v < 0) {
+                    st = rz_unsupported(z, "the %s operand reads the cache after the new rows",
+                                        what);
+                    break;
+                }
+                int64_t tok = v / s->n, col = v % s->n;
                 int64_t b = tok / s->seq, pos = tok % s->seq;
-                if (pos != r) {
+                if (pos != r - r0) {
                     st = rz_unsupported(z,
                                         "the %s operand reorders tokens (row %lld holds "
                                         "token %lld)",
                                         what, (long long)r, (long long)pos);
                     break;
                 }
-                if (r == 0 && c == 0)
+                if (r == r0 && c == 0)
                     s->bat[n] = b;
                 else if (s->bat[n] != b) {
                     st = rz_unsupported(z,
@@ -306,7 +369,7 @@ static mha_status rz_trace_side(rz_ctx *z, const rz_proj *p, const rz_chain *ch,
                                         what, (long long)s->bat[n], (long long)b);
                     break;
                 }
-                if (r == 0)
+                if (r == r0)
                     s->col[n * vw->cols + c] = col;
                 else if (s->col[n * vw->cols + c] != col) {
                     st = rz_unsupported(z,
@@ -316,6 +379,11 @@ static mha_status rz_trace_side(rz_ctx *z, const rz_proj *p, const rz_chain *ch,
                     break;
                 }
             }
+    for (int64_t n = 0; n < vw->n_slots && st == MHA_OK && r0 > 0; n++)
+        if (past_bat[n] != s->bat[n])
+            st = rz_unsupported(z, "the %s operand reads the cache of batch item %lld for %lld",
+                                what, (long long)past_bat[n], (long long)s->bat[n]);
+    mha_free(z->a, past_bat);
     tensor_free(op);
     return st;
 }
@@ -942,11 +1010,24 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
     mha_status st = c->kind == RZ_CORE_SOFTMAX
                         ? rz_softmax_views(z, &vs)
                         : rz_attention_views(z, &vs, &att_hq, &att_hkv, &att_rank);
-    if (st == MHA_OK) st = rz_trace_side(z, &c->qp, &c->qchain, &vs.q, "Q", &q);
-    if (st == MHA_OK) st = rz_trace_side(z, &c->kp, &c->kchain, &vs.k, "K", &k);
-    if (st == MHA_OK) st = rz_trace_side(z, &c->vp, &c->vchain, &vs.v, "V", &v);
+    const int cache = c->cache_on[0] && c->cache_on[1];
+    if (st == MHA_OK) st = rz_trace_side(z, &c->qp, &c->qchain, &vs.q, "Q", -1, &q);
+    if (st == MHA_OK) st = rz_trace_side(z, &c->kp, &c->kchain, &vs.k, "K", cache ? 0 : -1, &k);
+    if (st == MHA_OK) st = rz_trace_side(z, &c->vp, &c->vchain, &vs.v, "V", cache ? 1 : -1, &v);
     if (st == MHA_OK) st = rz_trace_output(z, &vs.o, q.bat, &o);
     if (st == MHA_OK) st = rz_assemble_heads(z, vs.q.n_slots, &q, &k, &v, &o, vs.dh, vs.dv, &H);
+    /* the cache's heads in the layer's kv head order: slot n reads head
+     * head_of[n] / (Hq / Hkv) of the past */
+    for (int64_t n = 0; st == MHA_OK && cache && n < vs.q.n_slots; n++) {
+        const int64_t g = H.head_of[n] / (H.hq / H.hkv);
+        if (k.past_head[n] != g || v.past_head[n] != g)
+            st = rz_unsupported(z,
+                                "key/value head %lld reads head %lld of the cache inputs (they "
+                                "must be in the layer's head order)",
+                                (long long)g, (long long)k.past_head[n]);
+    }
+    if (st == MHA_OK && cache && v.factor != 1.0)
+        st = rz_unsupported(z, "a factor on V is applied to the cached values too");
     if (st != MHA_OK) goto done;
 
     L->has_proj = 1;

@@ -42,10 +42,12 @@ static mha_status rz_eff_eval(rz_ctx *z, const double *cf, rz_eff *e) {
     return rz_eff_eval_in(z, cf, z->probe, NULL, e);
 }
 
+/* With a KV cache, query i is at key position i + off (e->off): the
+ * causal frontier is bottom-right aligned and the window moves with it. */
 typedef enum rz_pattern {
     RZ_PAT_NONE = 0, /* nothing masked */
-    RZ_PAT_CAUSAL,   /* masked iff j > i */
-    RZ_PAT_WINDOW,   /* masked iff j > i or j < i - window */
+    RZ_PAT_CAUSAL,   /* masked iff j > i + off */
+    RZ_PAT_WINDOW,   /* masked iff j > i + off or j < i + off - window */
     RZ_PAT_OTHER
 } rz_pattern;
 
@@ -55,7 +57,7 @@ static rz_pattern rz_eff_pattern(const rz_eff *e, int64_t *window, int *has_valu
     *has_values = 0;
     *window = -1;
     for (int64_t idx = 0, n = e->n_slots * e->sq * e->skv; idx < n; idx++) {
-        int64_t j = idx % e->skv, i = (idx / e->skv) % e->sq;
+        int64_t j = idx % e->skv, i = (idx / e->skv) % e->sq + e->off;
         int m = rz_is_masked_value(e->raw[idx]);
         if (!m && e->raw[idx] != 0.0) *has_values = 1;
         if (m) none = 0;
@@ -63,10 +65,10 @@ static rz_pattern rz_eff_pattern(const rz_eff *e, int64_t *window, int *has_valu
     }
     if (none) return RZ_PAT_NONE;
     if (causal) return RZ_PAT_CAUSAL;
-    for (int64_t w = 0; w + 1 < e->sq; w++) {
+    for (int64_t w = 0; w + 1 < e->sq + e->off; w++) {
         int ok = 1;
         for (int64_t idx = 0, n = e->n_slots * e->sq * e->skv; ok && idx < n; idx++) {
-            int64_t j = idx % e->skv, i = (idx / e->skv) % e->sq;
+            int64_t j = idx % e->skv, i = (idx / e->skv) % e->sq + e->off;
             ok = rz_is_masked_value(e->raw[idx]) == (j > i || j < i - w);
         }
         if (ok) {
@@ -352,12 +354,13 @@ static mha_status rz_recheck_pattern(rz_ctx *z, const layer *L, const double *cf
         if (st == MHA_OK) {
             rz_pattern p = rz_eff_pattern(&e, &w, &vals);
             int same = p == *pat && (p != RZ_PAT_WINDOW || w == *window);
-            if (!vals && !same && *pat == RZ_PAT_CAUSAL && p == RZ_PAT_WINDOW && w >= seen_sq - 1) {
+            if (!vals && !same && *pat == RZ_PAT_CAUSAL && p == RZ_PAT_WINDOW &&
+                w >= seen_sq + e.off - 1) {
                 *pat = RZ_PAT_WINDOW; /* the window did not show before */
                 *window = w;
                 same = 1;
             } else if (!vals && !same && *pat == RZ_PAT_WINDOW && p == RZ_PAT_CAUSAL &&
-                       *window >= e.sq - 1) {
+                       *window >= e.sq + e.off - 1) {
                 same = 1; /* too short to show it */
             }
             if (vals || !same) {
@@ -609,20 +612,23 @@ static void rz_assign_reading(layer *L, const rz_found *f) {
  * softmax then averages every key whose term did not overflow to -inf,
  * future keys included. Which ones, read at the probe on row 0, key 1 (a
  * future key) with the first key of every batch item hidden, then the
- * first two: sets L->causal_finite (layer.h). M is left at its neutral fill. */
+ * first two (with a KV cache of P keys: key P + 1, with the first P + 1,
+ * then P + 2 hidden): sets L->causal_finite (layer.h). M is left at its
+ * neutral fill. */
 static mha_status rz_causal_finite(rz_ctx *z, layer *L, const double *cf, const rz_found *f) {
     tensor *M = z->inputs[f->mi];
     const rz_cand cand = f->rd.cand;
     L->causal_finite = 0;
     if (cand > RZ_CAND_KPM_VALUED || M->rank < 1) return MHA_OK;
-    const int64_t skv = M->dims[M->rank - 1];
+    /* with a KV cache, row 0 sees keys 0 .. off: hide those, then key off + 1 */
+    const int64_t skv = M->dims[M->rank - 1], off = z->P;
     double v[2] = {0.0, 0.0};
     rz_eff e;
     memset(&e, 0, sizeof e);
     mha_status st = MHA_OK;
     for (int hidden = 1; hidden <= 2 && st == MHA_OK; hidden++) {
         for (int64_t k = 0, n = tensor_numel(M); k < n; k++) {
-            const int hide = k % skv < hidden;
+            const int hide = k % skv < off + hidden;
             if (rz_cand_valued(cand))
                 tensor_set_f64(M, k, hide ? !f->neutral : f->neutral);
             else
@@ -631,7 +637,8 @@ static mha_status rz_causal_finite(rz_ctx *z, layer *L, const double *cf, const 
         }
         st = rz_rerun(z);
         if (st == MHA_OK) st = rz_eff_eval(z, cf, &e);
-        if (st == MHA_OK && e.sq == skv && e.skv == skv && skv >= 3) v[hidden - 1] = e.raw[1];
+        if (st == MHA_OK && e.sq + off == skv && e.skv == skv && skv >= off + 3)
+            v[hidden - 1] = e.raw[off + 1];
     }
     rz_eff_free(z, &e);
     if (st != MHA_OK) return st;

@@ -2,14 +2,24 @@
  * shared by the recogniser (which evaluates the graph once to give every
  * value a shape) and the verifier (which evaluates it to compare). Each
  * dynamic axis is one of three sizes -- batch B, query length Sq, key length
- * Skv -- decided by the input's role; static axes keep their size and, where
- * they are one of those three, fix it for every other input. */
+ * Skv -- or, for the past axis of a projected layer's KV cache, the past
+ * length P (the keys are then Skv = P + Sq), decided by the input's role;
+ * static axes keep their size and, where they are one of those, fix it for
+ * every other input. */
 #include "recognize_internal.h"
 
-typedef enum rz_sym { RZ_SYM_FIXED = 0, RZ_SYM_B, RZ_SYM_SQ, RZ_SYM_SKV, RZ_SYM_ONE } rz_sym;
+typedef enum rz_sym {
+    RZ_SYM_FIXED = 0,
+    RZ_SYM_B,
+    RZ_SYM_SQ,
+    RZ_SYM_SKV,
+    RZ_SYM_ONE,
+    RZ_SYM_P /* the past length of a projected layer's KV cache */
+} rz_sym;
 
-/* Which size axis `axis` of input io is. */
-static rz_sym rz_axis_symbol(const layer_io *io, int axis) {
+/* Which size axis `axis` of input io is (cache: the layer has a KV cache
+ * between projections, layer_has_cache). */
+static rz_sym rz_axis_symbol(const layer_io *io, int axis, int cache) {
     int r = io->rank, from_end = r - 1 - axis;
     switch (io->role) {
     case MHA_ROLE_QUERY:
@@ -30,8 +40,9 @@ static rz_sym rz_axis_symbol(const layer_io *io, int axis) {
         return axis == 0 ? RZ_SYM_B : RZ_SYM_FIXED;
     case MHA_ROLE_PAST_KEY:
     case MHA_ROLE_PAST_VALUE:
-        /* [B, kv_heads, past, d]: the past gets the key length's size */
-        return axis == 0 ? RZ_SYM_B : axis == 2 ? RZ_SYM_SKV : RZ_SYM_FIXED;
+        /* [B, kv_heads, past, d]: between projections the past has its own
+         * length (the keys are P + Sq); a bare node's the key length's size */
+        return axis == 0 ? RZ_SYM_B : axis == 2 ? (cache ? RZ_SYM_P : RZ_SYM_SKV) : RZ_SYM_FIXED;
     case MHA_ROLE_ATTN_MASK:
         /* com.microsoft integer masks are [B, S, T], not right-aligned */
         if ((io->dtype == MHA_DTYPE_INT32 || io->dtype == MHA_DTYPE_INT64) && r == 3)
@@ -56,6 +67,8 @@ static int64_t *rz_sym_slot(rz_sizes *sz, rz_sym s) {
         return &sz->Sq;
     case RZ_SYM_SKV:
         return &sz->Skv;
+    case RZ_SYM_P:
+        return &sz->P;
     default:
         return NULL;
     }
@@ -65,11 +78,12 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
                          mha_error *err) {
     /* Pass 1: static axes fix the sizes (the first one wins; a conflict
      * between inputs is the graph's, and its evaluation reports it). */
-    int fixed[4] = {0, 0, 0, 0};
+    const int cache = layer_has_cache(L);
+    int fixed[6] = {0, 0, 0, 0, 0, 0};
     for (size_t i = 0; i < L->n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
         for (int ax = 0; ax < io->rank; ax++) {
-            rz_sym s = rz_axis_symbol(io, ax);
+            rz_sym s = rz_axis_symbol(io, ax, cache);
             int64_t *slot = rz_sym_slot(sz, s);
             if (!slot || io->dims[ax] < 0 || fixed[s]) continue;
             *slot = io->dims[ax];
@@ -82,6 +96,8 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
         else
             sz->Sq = sz->Skv = fixed[RZ_SYM_SKV] ? sz->Skv : sz->Sq;
     }
+    if (!cache) sz->P = 0;
+    if (cache && self) sz->Skv = sz->Sq + sz->P; /* P earlier positions, then Sq new ones */
     /* Pass 2: every dynamic axis gets its size. */
     for (size_t i = 0; i < L->n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
@@ -93,7 +109,7 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
                 dims[i][ax] = io->dims[ax];
                 continue;
             }
-            rz_sym s = rz_axis_symbol(io, ax);
+            rz_sym s = rz_axis_symbol(io, ax, cache);
             int64_t *slot = rz_sym_slot(sz, s);
             if (io->role == MHA_ROLE_ATTN_MASK && io->rank == 3 && ax == 0 &&
                 L->attn_mask_batch_first >= 2) {

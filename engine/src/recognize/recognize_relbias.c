@@ -31,7 +31,7 @@ static mha_status rz_relbias_eval(rz_ctx *z, const layer *L, int mi, int64_t len
     int self = 1;
     for (size_t i = 0; i < L->n_inputs; i++)
         if (L->inputs[i].role == MHA_ROLE_KEY_VALUE) self = 0;
-    rz_sizes sz = {1, len, len};
+    rz_sizes sz = {1, len, len, 0};
     int64_t(*dims)[MHA_MAX_RANK] = mha_calloc(z->a, g->n_inputs ? g->n_inputs : 1, sizeof *dims);
     tensor **in = mha_calloc(z->a, g->n_inputs ? g->n_inputs : 1, sizeof *in);
     mha_status st = MHA_OK;

@@ -337,10 +337,12 @@ static unsigned char *rz_rot_pure_constants(rz_ctx *z) {
     return pure;
 }
 
-/* The constant cache whose rows [0, n_pos) hold want [n_pos][half] at some
- * column offset: its rows (the most of any match) into *tab. */
+/* The constant cache whose rows [p0, p0 + n_pos) hold want [n_pos][half]
+ * at some column offset (p0: the probe's first position, the past length
+ * of a KV cache): its rows (the most of any match) into *tab. */
 static mha_status rz_rot_find_cache(rz_ctx *z, const unsigned char *pure, const float *want,
-                                    int64_t n_pos, int64_t half, float **tab, int64_t *rows) {
+                                    int64_t p0, int64_t n_pos, int64_t half, float **tab,
+                                    int64_t *rows) {
     *tab = NULL;
     *rows = 0;
     const tensor *best = NULL;
@@ -349,12 +351,13 @@ static mha_status rz_rot_find_cache(rz_ctx *z, const unsigned char *pure, const 
         const tensor *t = z->probe[v];
         if (!pure[v] || !t || t->dtype != MHA_DTYPE_FLOAT32 || t->rank < 1) continue;
         const int64_t w = t->dims[t->rank - 1], n = w > 0 ? tensor_numel(t) / w : 0;
-        if (w < half || n < n_pos || (best && n <= *rows)) continue;
+        if (w < half || n < p0 + n_pos || (best && n <= *rows)) continue;
         const float *p = t->data;
         for (int64_t c0 = 0; c0 + half <= w; c0++) {
             int same = 1;
             for (int64_t r = 0; r < n_pos && same; r++)
-                same = memcmp(p + r * w + c0, want + r * half, (size_t)half * sizeof(float)) == 0;
+                same = memcmp(p + (p0 + r) * w + c0, want + r * half,
+                              (size_t)half * sizeof(float)) == 0;
             if (!same) continue;
             best = t, best_c0 = c0, best_w = w, *rows = n;
             break;
@@ -369,7 +372,8 @@ static mha_status rz_rot_find_cache(rz_ctx *z, const unsigned char *pure, const 
     return MHA_OK;
 }
 
-/* Constant inverse frequencies [half] that give the probed tables. */
+/* Constant inverse frequencies [half] that give the probed tables (the
+ * probe's positions start at z->P, the past length of a KV cache). */
 static const float *rz_rot_find_inv_freq(rz_ctx *z, const unsigned char *pure,
                                          const rz_rot_found *f) {
     const int64_t half = f->rd / 2;
@@ -379,7 +383,7 @@ static const float *rz_rot_find_inv_freq(rz_ctx *z, const unsigned char *pure,
     for (size_t v = 0; v < z->g->n_values && !found; v++) {
         const tensor *t = z->probe[v];
         if (!pure[v] || !t || t->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(t) != half) continue;
-        layer_rotary_fill(t->data, half, 0, f->n_pos, c, c + f->n_pos * half);
+        layer_rotary_fill(t->data, half, z->P, f->n_pos, c, c + f->n_pos * half);
         int same = 1;
         for (int64_t i = 0; i < f->n_pos * half && same; i++)
             same = fabsf(c[i] - f->cos[i]) <= 2.5e-7f &&
@@ -396,8 +400,9 @@ static mha_status rz_rot_tables(rz_ctx *z, const rz_rot_found *f, layer *L) {
     if (!pure) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
     const int64_t half = f->rd / 2;
     int64_t nc = 0, ns = 0;
-    mha_status st = rz_rot_find_cache(z, pure, f->cos, f->n_pos, half, &L->rotary_cos, &nc);
-    if (st == MHA_OK) st = rz_rot_find_cache(z, pure, f->sin, f->n_pos, half, &L->rotary_sin, &ns);
+    mha_status st = rz_rot_find_cache(z, pure, f->cos, z->P, f->n_pos, half, &L->rotary_cos, &nc);
+    if (st == MHA_OK)
+        st = rz_rot_find_cache(z, pure, f->sin, z->P, f->n_pos, half, &L->rotary_sin, &ns);
     if (st == MHA_OK && L->rotary_cos && L->rotary_sin) {
         L->rotary_n_pos = nc < ns ? nc : ns;
     } else if (st == MHA_OK) {

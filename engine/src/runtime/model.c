@@ -28,6 +28,11 @@ static void model_idiom(char *buf, size_t size, const char *fmt, ...) {
 static void model_describe(const layer *L, char *buf, size_t size) {
     buf[0] = '\0';
     const unsigned f = L->idioms;
+    if (f & LAYER_IDIOM_KV_CACHE)
+        model_idiom(buf, size,
+                    "KV cache: past keys / values [B, %lld, past, %lld] before the new ones, "
+                    "present outputs; queries at positions past + i",
+                    (long long)L->kv_heads, (long long)L->d_head);
     if (L->causal && !L->has_left_window) model_idiom(buf, size, "causal mask");
     if (L->causal && L->has_left_window)
         model_idiom(buf, size, "causal mask with a sliding window of %lld keys",

@@ -304,23 +304,36 @@ class GPTNeoXAttention(nn.Module):
         self.dense = nn.Linear(d_model, d_model)
 
     def forward(self, hidden_states, attention_mask=None):
+        query, key, value = self.heads_of(hidden_states)
+        query, key = self.rotate(query, key, lambda n: (
+            torch.arange(n, dtype=torch.long).unsqueeze(0), n))
+        return self.attend(query, key, value, attention_mask)
+
+    def heads_of(self, hidden_states):
+        """Q, K, V [B, H, S, d] from the per-head interleaved QKV."""
         qkv = self.query_key_value(hidden_states)
         new_shape = qkv.size()[:-1] + (self.heads, 3 * self.d_head)
         qkv = qkv.view(*new_shape)
         query = qkv[..., : self.d_head].permute(0, 2, 1, 3)
         key = qkv[..., self.d_head : 2 * self.d_head].permute(0, 2, 1, 3)
         value = qkv[..., 2 * self.d_head :].permute(0, 2, 1, 3)
+        return query, key, value
 
+    def rotate(self, query, key, positions_of):
+        """Rotate-half on the first rotary_ndims dims at the positions
+        position_ids, from the first seq_len rows of the tables:
+        (position_ids, seq_len) = positions_of(new keys)."""
         query_rot, query_pass = query[..., : self.rotary_ndims], query[..., self.rotary_ndims :]
         key_rot, key_pass = key[..., : self.rotary_ndims], key[..., self.rotary_ndims :]
-        seq_len = key.shape[-2]
-        position_ids = torch.arange(seq_len, dtype=torch.long).unsqueeze(0)
+        position_ids, seq_len = positions_of(key.shape[-2])
         cos, sin = self.rotary_emb(seq_len)
         cos = cos[position_ids].unsqueeze(1)
         sin = sin[position_ids].unsqueeze(1)
         query = torch.cat((query_rot * cos + rotate_half(query_rot) * sin, query_pass), dim=-1)
         key = torch.cat((key_rot * cos + rotate_half(key_rot) * sin, key_pass), dim=-1)
+        return query, key
 
+    def attend(self, query, key, value, attention_mask):
         batch_size, num_heads, query_length, d_head = query.size()
         key_length = key.size(-2)
         causal_mask = self.bias[:, :, key_length - query_length : key_length, :key_length]
@@ -341,6 +354,22 @@ class GPTNeoXAttention(nn.Module):
         out = out.permute(0, 2, 1, 3).contiguous()
         out = out.view(out.size(0), out.size(1), num_heads * d_head)
         return self.dense(out)
+
+
+class GPTNeoXCachedAttention(GPTNeoXAttention):
+    """A GPT-NeoX step with layer_past: rotary on the new K at positions
+    P .. P + q - 1, gathered from the first P + q rows of cos_cached (so
+    the table rows start at the past length), K / V appended to the past
+    [B, H, P, d] after the rotation; the tril slice [k-q:k, :k]."""
+
+    def forward(self, hidden_states, past_key, past_value, attention_mask):
+        query, key, value = self.heads_of(hidden_states)
+        past_len = past_key.shape[-2]
+        query, key = self.rotate(query, key, lambda n: (
+            torch.arange(past_len, n + past_len, dtype=torch.long).unsqueeze(0), n + past_len))
+        key = torch.cat((past_key, key), dim=-2)
+        value = torch.cat((past_value, value), dim=-2)
+        return self.attend(query, key, value, attention_mask), key, value
 
 
 class GPTJAttention(nn.Module):
@@ -377,10 +406,16 @@ class GPTJAttention(nn.Module):
         return (t * cos) + (rotate_every_two(t) * sin)
 
     def forward(self, hidden_states, attention_mask):
+        query, key, value = self.rotated(hidden_states, lambda n: torch.arange(
+            n, dtype=torch.long).unsqueeze(0))
+        return self.attend(query, key, value, attention_mask)
+
+    def rotated(self, hidden_states, positions_of):
+        """Q, K [B, H, S, d] rotated at positions_of(S) [1, S], V."""
         query = self._split_heads(self.q_proj(hidden_states), True)
         key = self._split_heads(self.k_proj(hidden_states), True)
         value = self._split_heads(self.v_proj(hidden_states), False)
-        position_ids = torch.arange(hidden_states.size(1), dtype=torch.long).unsqueeze(0)
+        position_ids = positions_of(hidden_states.size(1))
         sincos = self.embed_positions[position_ids]
         sin, cos = torch.split(sincos, sincos.shape[-1] // 2, dim=-1)
         k_rot, k_pass = key[:, :, :, : self.rotary_dim], key[:, :, :, self.rotary_dim :]
@@ -389,7 +424,9 @@ class GPTJAttention(nn.Module):
         query = torch.cat([self._apply_rotary(q_rot, sin, cos), q_pass], dim=-1)
         key = key.permute(0, 2, 1, 3)
         query = query.permute(0, 2, 1, 3)
+        return query, key, value
 
+    def attend(self, query, key, value, attention_mask):
         query_length, key_length = query.size(-2), key.size(-2)
         causal_mask = self.bias[:, :, key_length - query_length : key_length, :key_length]
         query = query.to(torch.float32)
@@ -405,6 +442,21 @@ class GPTJAttention(nn.Module):
         out = out.permute(0, 2, 1, 3).contiguous()
         out = out.view(out.size()[:-2] + (self.heads * self.d_head,))
         return self.out_proj(out)
+
+
+class GPTJCachedAttention(GPTJAttention):
+    """A GPT-J step with layer_past: the interleaved rotary at positions
+    P .. P + q - 1 (rows of the sincos table from the past length on), K /
+    V appended to the past [B, H, P, d] after it; K cast to float32 after
+    the concatenation (the exporter names that Cast present_key)."""
+
+    def forward(self, hidden_states, past_key, past_value, attention_mask):
+        past_len = past_key.shape[-2]
+        query, key, value = self.rotated(hidden_states, lambda n: (torch.arange(
+            n, dtype=torch.long) + past_len).unsqueeze(0))
+        key = torch.cat((past_key, key), dim=-2)
+        value = torch.cat((past_value, value), dim=-2)
+        return self.attend(query, key, value, attention_mask), key, value
 
 
 class FalconAttention(nn.Module):
@@ -527,17 +579,25 @@ class LlamaCachedAttention(LlamaAttention):
     d]); the causal mask is finfo.min where key index > cache position, the
     padding mask covers past and new keys; the present K/V are outputs."""
 
-    def forward(self, hidden_states, past_key, past_value, attention_mask):
+    def rotated_heads(self, hidden_states, positions_of):
+        """Q, K, V heads [B, H or KV, q, d] with Q and K rotated at the
+        positions positions_of(q_len) [q] (computed after the projections)."""
         bsz, q_len, _ = hidden_states.size()
-        past_len = past_key.shape[2]
         q = self.q_proj(hidden_states).view(bsz, q_len, self.heads, self.d_head).transpose(1, 2)
         k = self.k_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
         v = self.v_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
-        cache_position = torch.arange(past_len, past_len + q_len, dtype=torch.long)
-        cos, sin = self.rotary(v, cache_position.unsqueeze(0).expand(bsz, -1))
+        positions = positions_of(q_len)
+        cos, sin = self.rotary(v, positions.unsqueeze(0).expand(bsz, -1))
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         q = (q * cos) + (rotate_half(q) * sin)
         k = (k * cos) + (rotate_half(k) * sin)
+        return q, k, v, positions
+
+    def forward(self, hidden_states, past_key, past_value, attention_mask):
+        bsz, q_len, _ = hidden_states.size()
+        past_len = past_key.shape[2]
+        q, k, v, cache_position = self.rotated_heads(
+            hidden_states, lambda n: torch.arange(past_len, past_len + n, dtype=torch.long))
         k = torch.cat([past_key, k], dim=-2)
         v = torch.cat([past_value, v], dim=-2)
         present_key, present_value = k, v
@@ -768,6 +828,11 @@ class BartStyleAttention(nn.Module):
         source = hidden_states if key_value_states is None else key_value_states
         key_states = self._shape(self.k_proj(source), -1, bsz)
         value_states = self._shape(self.v_proj(source), -1, bsz)
+        return self.attend_heads(query_states, key_states, value_states, masks, bsz, tgt_len)
+
+    def attend_heads(self, query_states, key_states, value_states, masks, bsz, tgt_len):
+        """From the scaled queries [B, S, D] and the K / V heads [B, H, S, d]
+        on: the (B*H, S, d) bmm layout, the masks, out_proj."""
         proj_shape = (bsz * self.heads, -1, self.d_head)
         query_states = self._shape(query_states, tgt_len, bsz).view(*proj_shape)
         key_states = key_states.reshape(*proj_shape)
@@ -811,6 +876,29 @@ class DecoderSelfAttention(BartStyleAttention):
         if attention_mask is not None:
             mask = mask + expand_mask(attention_mask, hidden_states.dtype, tgt_len)
         return self.attend(hidden_states, None, [mask])
+
+
+class BartCachedSelfAttention(BartStyleAttention):
+    """A BART / OPT decoder step with a KV cache and no rotary: K and V
+    [B, H, S, d] from _shape appended to past_key / past_value [B, H, P, d]
+    before the (B*H, S, d) bmm layout; the causal mask of the new rows is
+    the decoders' masked_fill_ form, with zeros for the P cached keys
+    concatenated in front (left), plus the expanded padding mask over the
+    P + S keys; the present K/V are outputs."""
+
+    def forward(self, hidden_states, past_key, past_value, attention_mask):
+        bsz, tgt_len, _ = hidden_states.size()
+        past_len = past_key.size(2)
+        query_states = self.q_proj(hidden_states) * self.scaling
+        key_states = torch.cat([past_key, self._shape(self.k_proj(hidden_states), -1, bsz)], dim=2)
+        value_states = torch.cat([past_value, self._shape(self.v_proj(hidden_states), -1, bsz)],
+                                 dim=2)
+        causal = make_causal_mask(bsz, tgt_len, hidden_states.dtype)[0, 0]
+        causal = torch.cat([torch.zeros(tgt_len, past_len, dtype=causal.dtype), causal], dim=-1)
+        mask = causal[None, None, :, :].expand(bsz, 1, tgt_len, past_len + tgt_len)
+        mask = mask + expand_mask(attention_mask, hidden_states.dtype, tgt_len)
+        out = self.attend_heads(query_states, key_states, value_states, [mask], bsz, tgt_len)
+        return out, key_states, value_states
 
 
 class EncoderSelfAttention(BartStyleAttention):
@@ -1012,36 +1100,91 @@ def self_case(name, module, seed, d_model, seq, lengths, mask_dtype, opsets, len
                      {k: v for k, v in SELF.items() if k in names}, opset)
 
 
-def cached_cases():
-    """Steps with a KV cache: inputs hidden_states [B, q, D], past_key and
-    past_value [B, KV, P, d], attention_mask [B, P + q] (left padding, as
-    batched generation pads); outputs the layer's output and the present
-    K/V [B, KV, P + q, d]. Data set 0: batch 2, P 5, q 3 (a prompt chunk);
-    data set 1: batch 3, P 7, q 1 (one decoded token)."""
+CACHED_AXES = {"hidden_states": {0: "batch", 1: "seq"}, "past_key": {0: "batch", 2: "past"},
+               "past_value": {0: "batch", 2: "past"}, "attention_mask": {0: "batch", 1: "total"},
+               "output": {0: "batch", 1: "seq"}, "present_key": {0: "batch", 2: "total"},
+               "present_value": {0: "batch", 2: "total"}}
+
+
+def cached_case(name, module, seed, d_model, opsets, shapes):
+    """One KV-cache step module exported at `opsets`: inputs hidden_states
+    [B, q, D], past_key and past_value [B, KV, P, d], attention_mask
+    [B, P + q] (left padding, as batched generation pads); outputs the
+    layer's output and the present K/V [B, KV, P + q, d]. shapes: one
+    (batch, P, q, pads) per data set."""
     names = ["hidden_states", "past_key", "past_value", "attention_mask"]
-    axes = {"hidden_states": {0: "batch", 1: "seq"}, "past_key": {0: "batch", 2: "past"},
-            "past_value": {0: "batch", 2: "past"}, "attention_mask": {0: "batch", 1: "total"},
-            "output": {0: "batch", 1: "seq"}, "present_key": {0: "batch", 2: "total"},
-            "present_value": {0: "batch", 2: "total"}}
-    for name, module, seed, d_model, opsets in (
-            ("gpt2_kvcache", GPT2CachedAttention(32, 4), 22, 32, (14, 17)),
-            ("llama_kvcache", LlamaCachedAttention(64, 8, 2), 43, 64, (15, 18))):
-        randomize(module, seed)
-        kv_heads = getattr(module, "kv_heads", module.heads)
-        g = torch.Generator().manual_seed(seed + 1)
-        datasets = []
-        for batch, past, q_len, pads in ((2, 5, 3, [0, 2]), (3, 7, 1, [0, 3, 6])):
-            mask = torch.ones(batch, past + q_len, dtype=torch.int64)
-            for b, pad in enumerate(pads):
-                mask[b, :pad] = 0
-            datasets.append((
-                torch.randn(batch, q_len, d_model, generator=g),
-                torch.randn(batch, kv_heads, past, module.d_head, generator=g) * 1.5,
-                torch.randn(batch, kv_heads, past, module.d_head, generator=g),
-                mask))
-        for opset in opsets:
-            export_torch(f"{name}_op{opset}", module, datasets, names,
-                         ["output", "present_key", "present_value"], axes, opset)
+    randomize(module, seed)
+    kv_heads = getattr(module, "kv_heads", module.heads)
+    g = torch.Generator().manual_seed(seed + 1)
+    datasets = []
+    for batch, past, q_len, pads in shapes:
+        mask = torch.ones(batch, past + q_len, dtype=torch.int64)
+        for b, pad in enumerate(pads):
+            mask[b, :pad] = 0
+        datasets.append((
+            torch.randn(batch, q_len, d_model, generator=g),
+            torch.randn(batch, kv_heads, past, module.d_head, generator=g) * 1.5,
+            torch.randn(batch, kv_heads, past, module.d_head, generator=g),
+            mask))
+    for opset in opsets:
+        export_torch(f"{name}_op{opset}", module, datasets, names,
+                     ["output", "present_key", "present_value"], CACHED_AXES, opset)
+
+
+def cached_cases():
+    """Steps with a KV cache. Data set 0: batch 2, P 5, q 3 (a prompt
+    chunk); data set 1: batch 3, P 7, q 1 (one decoded token)."""
+    shapes = ((2, 5, 3, [0, 2]), (3, 7, 1, [0, 3, 6]))
+    cached_case("gpt2_kvcache", GPT2CachedAttention(32, 4), 22, 32, (14, 17), shapes)
+    cached_case("llama_kvcache", LlamaCachedAttention(64, 8, 2), 43, 64, (15, 18), shapes)
+
+
+class MistralCachedAttention(LlamaCachedAttention):
+    """A Mistral step with a KV cache: multi-query K/V (one head, repeat_kv
+    after the concatenation), RoPE at positions P .. P + q - 1, and the
+    sliding window moving with them: key j is hidden when j > P + i or
+    j <= P + i - window; padding folded in by masked_fill as LLaMA does."""
+
+    def forward(self, hidden_states, past_key, past_value, attention_mask):
+        bsz, q_len, _ = hidden_states.size()
+        past_len = past_key.shape[2]
+        q, k, v, positions = self.rotated_heads(
+            hidden_states, lambda n: torch.arange(n, dtype=torch.long) + past_len)
+        present_key = torch.cat([past_key, k], dim=-2)
+        present_value = torch.cat([past_value, v], dim=-2)
+        k = repeat_kv(present_key, self.heads // self.kv_heads)
+        v = repeat_kv(present_value, self.heads // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d_head)
+        total = attention_mask.shape[-1]
+        key_pos = torch.arange(total)[None, :]
+        hidden = (key_pos > positions[:, None]) | (key_pos <= positions[:, None] - self.sliding_window)
+        min_dtype = torch.finfo(w.dtype).min
+        mask = torch.zeros(q_len, total, dtype=w.dtype).masked_fill(hidden, min_dtype)
+        mask = mask[None, None, :, :].expand(bsz, 1, -1, -1)
+        padding = mask + attention_mask[:, None, None, :].to(w.dtype)
+        w = w + mask.masked_fill(padding == 0, min_dtype)
+        w = nn.functional.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(w, v).transpose(1, 2).contiguous().reshape(bsz, q_len, -1)
+        return self.o_proj(out), present_key, present_value
+
+
+def more_cached_cases():
+    """The cache without rotary in BART's (B*H, S, d) layout, Mistral's
+    multi-query cache with a sliding window, GPT-NeoX's partial rotary from
+    a table read at the past length, GPT-J's interleaved one (opset 18);
+    the second data set of each is
+    the first step of batched generation: an empty past (P = 0, a
+    zero-sized tensor) and a prompt of 5 tokens, left-padded by 2 in batch
+    item 1 (whose first query rows then see only padding)."""
+    shapes = ((2, 6, 3, [0, 2]), (2, 0, 5, [0, 2]))
+    cached_case("bart_kvcache", BartCachedSelfAttention(48, 6, True), 61, 48, (16,), shapes)
+    mistral = LlamaAttention(32, 4, 1, sliding_window=4)
+    mistral.__class__ = MistralCachedAttention  # LLaMA's constructor, Mistral's step
+    cached_case("mistral_kvcache", mistral, 62, 32, (17,), shapes)
+    cached_case("gptneox_kvcache", GPTNeoXCachedAttention(32, 4, 0.5, max_positions=32), 63, 32,
+                (15,), shapes)
+    cached_case("gptj_kvcache", GPTJCachedAttention(64, 4, 8, max_positions=32), 64, 64, (18,),
+                shapes)
 
 
 def torch_cases():
@@ -1532,6 +1675,7 @@ def main():
     torch.manual_seed(0)
     PREFIXES.extend(sys.argv[1:])
     torch_cases()
+    more_cached_cases()
     round_two_cases()
     helper_cases()
     with open(os.path.join(HERE, "cases.tsv"), "w") as f:
