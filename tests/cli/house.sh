@@ -70,7 +70,9 @@ for f in mha_model_layout mha_text_escape mha_tensor_file_options_init mha_tenso
   mha_tensor_file_write_pending mha_output_file_path mha_output_file_commit \
   mha_output_file_abort mha_output_clean_stale mha_npy_parse_header mha_npy_format_header \
   mha_npy_reader_open mha_npy_reader_header mha_npy_reader_read_rows mha_npy_reader_close \
-  mha_npy_writer_begin mha_npy_writer_write_rows mha_npy_writer_commit mha_npy_writer_abort; do
+  mha_npy_writer_begin mha_npy_writer_write_rows mha_npy_writer_commit mha_npy_writer_abort \
+  mha_output_check mha_output_same_file mha_output_save mha_output_lock_acquire \
+  mha_output_lock_release; do
   grep -q "MHA_API .*[ *]$f(" "$MHA_SOURCE_DIR"/engine/include/mha/*.h ||
     die "$f is not declared in a public header"
   grep -qx "$f" "$T/exported" || die "libmha.so does not export $f"

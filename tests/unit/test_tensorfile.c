@@ -543,6 +543,45 @@ static void test_public_output_file(void **state) {
     assert_int_equal(folder_entries(dir), 1);
 }
 
+static void test_public_output_paths(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("tf_public_paths");
+    mha_error err;
+    char path[1200], link[1200];
+    snprintf(path, sizeof path, "%s", tu_path(dir, "a.txt"));
+    snprintf(link, sizeof link, "%s", tu_path(dir, "b.txt"));
+    /* checked before any work: a missing folder is named */
+    assert_int_equal(mha_output_check(tu_path(dir, "no/such/x.npy"), &err), MHA_ERR_IO);
+    assert_int_equal(mha_output_check(dir, &err), MHA_ERR_IO); /* a folder */
+    assert_int_equal(mha_output_check(path, &err), MHA_OK);
+    assert_int_equal(access(path, F_OK), -1); /* checking writes nothing */
+
+    /* saved whole; a symlink is followed, so both names are one file */
+    assert_int_equal(mha_output_save(path, "hi\n", 3, &err), MHA_OK);
+    assert_int_equal(symlink(path, link), 0);
+    assert_int_equal(mha_output_same_file(path, link), 1);
+    assert_int_equal(mha_output_same_file(path, tu_path(dir, "c.txt")), 0);
+    assert_int_equal(mha_output_same_file("/dev/null", "/dev/null"), 0);
+    size_t n;
+    char *got = tu_read_file(path, &n);
+    assert_non_null(got);
+    assert_int_equal(n, 3);
+    free(got);
+
+    /* one writer per output */
+    mha_output_lock *l1 = NULL, *l2 = NULL;
+    assert_int_equal(mha_output_lock_acquire(path, &l1, &err), MHA_OK);
+    assert_non_null(l1);
+    assert_int_equal(mha_output_lock_acquire(link, &l2, &err), MHA_ERR_IO);
+    assert_null(l2);
+    mha_output_lock_release(l1);
+    assert_int_equal(mha_output_lock_acquire(path, &l2, &err), MHA_OK);
+    mha_output_lock_release(l2);
+    assert_int_equal(mha_output_lock_acquire("-", &l1, &err), MHA_OK);
+    assert_null(l1); /* a stream needs none */
+    mha_output_lock_release(NULL);
+}
+
 int main(void) {
     mha_alloc_ctx_init(&alloc, NULL);
     const struct CMUnitTest tests[] = {
@@ -558,6 +597,7 @@ int main(void) {
         cmocka_unit_test(test_pb_allocation_failures),
         cmocka_unit_test(test_public_tensor_file),
         cmocka_unit_test(test_public_output_file),
+        cmocka_unit_test(test_public_output_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

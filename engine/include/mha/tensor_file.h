@@ -115,6 +115,33 @@ MHA_API void mha_output_file_abort(mha_output_file *file);
  *  Returns how many were removed. */
 MHA_API int mha_output_clean_stale(const char *path);
 
+/** Checks, before any work starts, that path can be written: a missing,
+ *  read-only or non-folder parent is MHA_ERR_IO naming it, and so is a path
+ *  that is a folder, socket or block device, a symlink loop or an
+ *  unreadable link. A symlink is followed to its target; "-", /dev/stdout,
+ *  FIFOs and character devices are streams (written directly). */
+MHA_API mha_status mha_output_check(const char *path, mha_error *err);
+/** 1 when paths a and b lead to the same file (folders and symlinks
+ *  resolved), so that two outputs would overwrite each other; 0 when they
+ *  differ, when the place is a character device such as /dev/null (which
+ *  takes several outputs) or when either path cannot be resolved. */
+MHA_API int mha_output_same_file(const char *a, const char *b);
+/** Writes n bytes of data to path, whole or not at all (a temporary renamed
+ *  into place; a stream is written directly). MHA_ERR_IO naming the file. */
+MHA_API mha_status mha_output_save(const char *path, const void *data, size_t n, mha_error *err);
+
+/** An exclusive lock on one output, held while a program writes it. */
+typedef struct mha_output_lock mha_output_lock;
+/** Takes an exclusive lock (flock) on "<target>.lock" beside path's
+ *  target, so that a second process writing the same output is refused at
+ *  once: MHA_ERR_IO "another process is writing this output". The lock file
+ *  is opened without following a symlink and removed on release; one left
+ *  by kill -9 is reused. A stream needs no lock, nor can a file system
+ *  without flock give one: then *out = NULL and MHA_OK. */
+MHA_API mha_status mha_output_lock_acquire(const char *path, mha_output_lock **out, mha_error *err);
+/** Removes the lock file and releases the lock. Accepts NULL. */
+MHA_API void mha_output_lock_release(mha_output_lock *lock);
+
 /** Whether elements of dtype `from` can be converted to `to`: the same
  *  dtype; any float type (float16/32/64, bfloat16) to float16/32/64; any
  *  integer or bool to bool (nonzero = 1). */

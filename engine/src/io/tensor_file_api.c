@@ -165,3 +165,67 @@ MHA_API int mha_output_clean_stale(const char *path) {
     mha_alloc_ctx_init(&a, NULL);
     return atomic_file_clean_stale(&a, path, NULL, 0);
 }
+
+MHA_API mha_status mha_output_check(const char *path, mha_error *err) {
+    if (!path) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output: NULL path");
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    atomic_dest d;
+    mha_status st = atomic_dest_resolve(&a, path, &d, err);
+    if (st == MHA_OK) atomic_dest_clear(&a, &d);
+    return st;
+}
+
+MHA_API int mha_output_same_file(const char *a_path, const char *b_path) {
+    if (!a_path || !b_path) return 0;
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    atomic_dest da, db;
+    if (atomic_dest_resolve(&a, a_path, &da, NULL) != MHA_OK) return 0;
+    int same = 0;
+    if (atomic_dest_resolve(&a, b_path, &db, NULL) == MHA_OK) {
+        same = !db.shareable && strcmp(da.canonical, db.canonical) == 0;
+        atomic_dest_clear(&a, &db);
+    }
+    atomic_dest_clear(&a, &da);
+    return same;
+}
+
+MHA_API mha_status mha_output_save(const char *path, const void *data, size_t n, mha_error *err) {
+    if (!path || (!data && n))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output: NULL argument");
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    return atomic_file_save(&a, path, data, n, err);
+}
+
+struct mha_output_lock {
+    atomic_lock *lock; /* keeps its own copy of the allocator */
+};
+
+MHA_API mha_status mha_output_lock_acquire(const char *path, mha_output_lock **out,
+                                           mha_error *err) {
+    if (out) *out = NULL;
+    if (!path || !out) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output lock: NULL argument");
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    atomic_lock *l = NULL;
+    mha_status st = atomic_lock_acquire(&a, path, &l, err);
+    if (st != MHA_OK || !l) return st;
+    mha_output_lock *o = mha_calloc(&a, 1, sizeof *o);
+    if (!o) {
+        atomic_lock_release(l);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    }
+    o->lock = l;
+    *out = o;
+    return MHA_OK;
+}
+
+MHA_API void mha_output_lock_release(mha_output_lock *lock) {
+    if (!lock) return;
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    atomic_lock_release(lock->lock);
+    mha_free(&a, lock);
+}
