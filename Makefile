@@ -107,3 +107,11 @@ test-fuzz: fuzz-build
 # Line and branch coverage of the parsers and validators (gcc + gcovr).
 coverage: deps
 	@./tools/coverage.sh
+
+# The whole-model table of docs/PERFORMANCE.md: four full-size models built
+# with PyTorch, mha against ONNX Runtime at 1 and 2 threads. Takes long and
+# needs torch and node: never part of `make test`. Options: MODEL_TABLE_ARGS.
+.PHONY: model-table
+model-table: build
+	tools/model_table.sh --out $(BUILD)/model-table.md $(MODEL_TABLE_ARGS)
+	@cat $(BUILD)/model-table.md

@@ -27,7 +27,38 @@ static int fail_msg(char *msg, size_t size, const char *fmt, ...) {
 typedef struct shape_plan {
     int64_t B, Sq, S_new, S_past, Skv; /* Skv = S_past + S_new keys in all */
     const mha_model_info *info;
+    int whole; /* a whole model (form "plan") */
 } shape_plan;
+
+/* Inputs of a whole model: token ids and integer masks [B, S] (a 0 / 1
+ * mask per token, as tokenizers give them), rank-4 images [B, C, H, W]
+ * with C, H, W from the model; 1 when io is one of these. */
+static int bench_whole_model_shape(const mha_io_info *io, int64_t B, int64_t S, int64_t *shape) {
+    int integer = io->dtype == MHA_DTYPE_INT64 || io->dtype == MHA_DTYPE_INT32;
+    if ((io->role == MHA_ROLE_TOKEN_IDS || (io->role == MHA_ROLE_ATTN_MASK && integer)) &&
+        io->rank == 2) {
+        shape[0] = B;
+        shape[1] = S;
+        return 1;
+    }
+    if (io->role == MHA_ROLE_QUERY && io->rank == 4 && io->shape[1] >= 0 && io->shape[2] >= 0 &&
+        io->shape[3] >= 0) {
+        shape[0] = B;
+        for (int a = 1; a < 4; a++)
+            shape[a] = io->shape[a];
+        return 1;
+    }
+    return 0;
+}
+
+/* Token ids are drawn below this: inside any vocabulary a real model has
+ * (the time of a Gather does not depend on which rows it reads). Segment
+ * ids (an input named *type* or *segment*: tables of 1 or 2 rows) are 0. */
+#define BENCH_TOKEN_ID_BOUND 64
+
+static int64_t bench_token_id_bound(const char *name) {
+    return strstr(name, "type") || strstr(name, "segment") ? 1 : BENCH_TOKEN_ID_BOUND;
+}
 
 /* Shape of input io under plan p into shape[]. Axes that carry batch or
  * sequence lengths come from the request; width and head axes from the
@@ -38,6 +69,7 @@ static int plan_input_shape(const mha_io_info *io, const shape_plan *p, int64_t 
     int r = io->rank;
     int64_t hq = in->q_heads, hkv = in->kv_heads, dk = in->d_head, dv = in->d_head_v;
 #define KEEP(axis, fallback) (io->shape[axis] >= 0 ? io->shape[axis] : (fallback))
+    if (p->whole && bench_whole_model_shape(io, p->B, p->Sq, shape)) return 0;
     switch (io->role) {
     case MHA_ROLE_QUERY:
     case MHA_ROLE_KEY_VALUE: {
@@ -117,6 +149,20 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
     if (!t->data)
         return fail_msg(msg, msg_size, "input '%s': out of memory for %lld elements", io->name,
                         (long long)n);
+    if (io->role == MHA_ROLE_TOKEN_IDS ||
+        (io->role == MHA_ROLE_ATTN_MASK &&
+         (t->dtype == MHA_DTYPE_INT64 || t->dtype == MHA_DTYPE_INT32))) {
+        /* ids, or a 0 / 1 mask per token that attends everywhere */
+        uint64_t bound = (uint64_t)bench_token_id_bound(io->name);
+        for (int64_t e = 0; e < n; e++) {
+            int64_t v = io->role == MHA_ROLE_ATTN_MASK ? 1 : (int64_t)(cli_rng_next(&rng) % bound);
+            if (t->dtype == MHA_DTYPE_INT64)
+                ((int64_t *)t->data)[e] = v;
+            else
+                ((int32_t *)t->data)[e] = (int32_t)v;
+        }
+        return 0;
+    }
     switch (io->role) {
     case MHA_ROLE_ATTN_MASK:
         if (t->dtype == MHA_DTYPE_BOOL) { /* True = attend */
@@ -224,6 +270,7 @@ int bench_tensors_make(const mha_model *model, int64_t B, int64_t Sq, int64_t Sk
                         "S_kv must equal S, got S=%lld S_kv=%lld",
                         (long long)Sq, (long long)Skv);
     plan.info = &info;
+    plan.whole = info.form && strcmp(info.form, "plan") == 0;
     plan.B = B;
     plan.Sq = Sq;
     plan.Skv = Skv;

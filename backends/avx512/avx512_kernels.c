@@ -73,16 +73,7 @@ int avx512_gemm(void *state, const mha_gemm_args *args) {
 /* Attention                                                                 */
 /* ------------------------------------------------------------------------ */
 
-#include "avx512/avx512_transpose.h"
-/* K and the Q block are packed by register transposes */
-#define FA_HAVE_TRANSPOSE 1
-#define FA_MR 6  /* score tile: 6 rows x 4 vectors = 24 accumulators */
-#define FA_BR 48 /* query rows per block */
-#define FA_BC 64 /* keys per block */
-#define FA_PVR 6 /* P.V tile: 6 rows x 4 vectors = 24 accumulators */
-#define FA_PVW 4
-
-#include "common/flash_attention.h"
+#include "avx512/avx512_attention_kernels.h"
 
 size_t avx512_attention_workspace_size(void *state, const mha_attn_args *args) {
     (void)state;
@@ -91,7 +82,9 @@ size_t avx512_attention_workspace_size(void *state, const mha_attn_args *args) {
 
 int avx512_attention(void *state, const mha_attn_args *args, void *workspace,
                      size_t workspace_size) {
-    (void)state;
+    const avx512_state *s = state;
+    if (s && s->has_dpbf16 && args && fa_bf16(args))
+        return avx512_attention_dpbf16(args, workspace, workspace_size);
     return fa_attention_run(args, workspace, workspace_size);
 }
 

@@ -13,7 +13,8 @@
 /* What init() chose from the CPU features the host passed; every call gets
  * it as its state. NULL (no init) is read as the baseline: no VDPBF16PS. */
 typedef struct avx512_state {
-    int has_dpbf16; /* AVX512-BF16: the bfloat16 GEMM uses VDPBF16PS, else its exact emulation */
+    int has_dpbf16; /* AVX512-BF16: bfloat16 GEMM and attention use VDPBF16PS, else its exact
+                       emulation */
 } avx512_state;
 
 size_t avx512_gemm_packed_size(int64_t K, int64_t N);
@@ -22,6 +23,9 @@ int avx512_gemm_pack_b_prec(void *state, int precision, int64_t K, int64_t N, co
                             int64_t ldb, void *packed);
 /* The bfloat16 GEMM with VDPBF16PS (avx512_bf16_kernels.c); args checked. */
 int avx512_gemm_bf16_dpbf16(const mha_gemm_args *args);
+/* The attention with VDPBF16PS for bfloat16 calls (avx512_bf16_kernels.c);
+ * the same template and bits as the emulated form. */
+int avx512_attention_dpbf16(const mha_attn_args *args, void *workspace, size_t workspace_size);
 void avx512_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed);
 int avx512_gemm(void *state, const mha_gemm_args *args);
 size_t avx512_attention_workspace_size(void *state, const mha_attn_args *args);

@@ -38,6 +38,48 @@ static inline vf vf_round_bf16(vf x) {
     return _mm512_castsi512_ps(r);
 }
 
+/* bfloat16 pairs for VDPBF16PS-style products (common/flash_attention.h):
+ * 16 uint32 lanes, each the bfloat16 of an even element in its low half and
+ * of the next (odd) one in its high half, rounded by vf_round_bf16. */
+typedef __m512i vbf;
+static inline vbf vbf_load(const uint32_t *p) {
+    return _mm512_loadu_si512(p);
+}
+/* The pairs with their odd (high) element replaced by +0. */
+static inline vbf vbf_load_lo(const uint32_t *p) {
+    return _mm512_and_si512(_mm512_loadu_si512(p), _mm512_set1_epi32(0xffff));
+}
+static inline vbf vbf_set1(uint32_t x) {
+    return _mm512_set1_epi32((int)x);
+}
+static inline void vbf_store(uint32_t *p, vbf x) {
+    _mm512_storeu_si512(p, x);
+}
+/* Lane i: (lo[i], hi[i]) -- two rows of a matrix paired along its columns. */
+static inline vbf vbf_pair(__m512 lo, __m512 hi) {
+    return _mm512_mask_blend_epi16(0xaaaaaaaau,
+                                   _mm512_srli_epi32(_mm512_castps_si512(vf_round_bf16(lo)), 16),
+                                   _mm512_castps_si512(vf_round_bf16(hi)));
+}
+/* Lane i: (x[2i], x[2i+1]) of the 32 floats x = a then b -- neighbours
+ * paired: the high 16-bit word of each rounded float, in order. With
+ * AVX512-BF16 (a source built with -mavx512bf16) VCVTNE2PS2BF16 does it in
+ * one instruction, the same rounding for every finite, infinite and NaN
+ * value; subnormal inputs are the one difference (the instruction reads
+ * them as zero of their sign, as vf_round_bf16 makes them), so both give
+ * the same bits (test_backends checks the two forms bitwise). */
+static inline vbf vbf_pair_adjacent(__m512 a, __m512 b) {
+#ifdef __AVX512BF16__
+    return (vbf)_mm512_cvtne2ps_pbh(b, a);
+#else
+    const __m512i odd_words =
+        _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27,
+                         25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_epi16(_mm512_castps_si512(vf_round_bf16(a)), odd_words,
+                                     _mm512_castps_si512(vf_round_bf16(b)));
+#endif
+}
+
 static inline vf vf_load(const float *p) {
     return _mm512_loadu_ps(p);
 }
@@ -101,6 +143,29 @@ static inline vf vf_exp(vf x) {
     return _mm512_scalef_ps(p, n);
 }
 
+/*
+ * 2^t for t <= 0, the softmax's exp in base 2 (common/flash_attention.h:
+ * FA_HAVE_EXP2): t = n + r with n = round(t), |r| <= 1/2 (exact), 2^r by a
+ * degree-5 polynomial fitted to 2^r for relative error (at most 2.2e-7,
+ * about 4 ulp, evaluated in float with these coefficients), times 2^n by
+ * scalef. t is raised to -200 first, so -inf and anything below give
+ * exactly 0 (2^-200 is below the smallest float); NaN stays NaN (the second
+ * operand of max is returned when one is NaN); 2^0 is exactly 1.
+ */
+#define FA_HAVE_EXP2 1
+static inline vf vf_exp2(vf t) {
+    t = _mm512_max_ps(_mm512_set1_ps(-200.0f), t);
+    const vf n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const vf r = _mm512_sub_ps(t, n);
+    vf p = _mm512_set1_ps(0.001327647129073739f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.009675540961325169f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.05550713092088699f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.24022120237350464f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.6931469440460205f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
 /* tanh(x) = sign(x) * (1 - e) / (1 + e), e = exp(-2|x|) in (0, 1]. */
 static inline vf vf_tanh(vf x) {
     const vf sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
@@ -122,6 +187,11 @@ static inline vf vf_hide_tail(vf s, int64_t n) {
 /* Lanes that are NaN or +inf, as bits: such a score poisons its row. */
 static inline unsigned vf_bad_bits(vf x) {
     return (unsigned)_mm512_cmp_ps_mask(x, _mm512_set1_ps(INFINITY), _CMP_NLT_UQ);
+}
+/* Lanes with a > b (ordered), as bits. */
+#define FA_HAVE_GT_BITS 1
+static inline unsigned vf_gt_bits(vf a, vf b) {
+    return (unsigned)_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ);
 }
 static inline vf vf_exp_or_zero(vf s, vf m) {
     __mmask16 live = _mm512_cmp_ps_mask(s, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);

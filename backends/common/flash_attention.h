@@ -14,7 +14,10 @@
  *   vf_hide_masked(s, mv)     mv <= -FLT_MAX ? -inf : s + mv   (per lane)
  *   vf_hide_tail(s, n)        lanes >= n -> -inf
  *   vf_exp_or_zero(s, m)      s == -inf ? 0 : exp(s - m)
+ *   FA_HAVE_EXP2 (optional) and vf_exp2(t) = 2^t for t <= 0, -inf -> 0:
+ *                             the softmax then exponentiates in base 2
  *   vf_bad_bits(s)            bit per lane that is NaN or +inf
+ *   FA_HAVE_GT_BITS (optional) and vf_gt_bits(a, b): bit per lane a > b
  *   FA_MR  rows of the score micro-tile (registers: FA_MR x FA_BC/VLEN)
  *   FA_BR  query rows per block (a multiple of FA_MR)
  *   FA_BC  keys per block (a multiple of VLEN)
@@ -69,6 +72,7 @@
 #include "common/kernel_common.h"
 
 #define FA_NCV (FA_BC / VLEN) /* vectors per key block */
+#define FA_LOG2E 1.44269504088896341f
 #ifndef FA_PVR
 #define FA_PVR 4 /* rows of the P.V micro-tile */
 #endif
@@ -175,11 +179,48 @@ static inline void fa_round_bf16(float *x, int64_t n) {
         x[i] = bf16_round(x[i]);
 }
 
+#ifdef FA_HAVE_BF16_DOT
+/* bfloat16 pairs (FA_HAVE_BF16_DOT: the backend has vf_dot_bf16, vbf,
+ * vbf_load / _load_lo / _set1 / _store, vbf_pair(lo, hi) and
+ * vbf_pair_adjacent(a, b), rounding as common/bf16.h): the operands of
+ * both products are stored as uint32 pairs, the even element of a pair in
+ * the low half, and multiplied two by two. The pairs run along the sum: d
+ * for Q.K^T (K^T and the Q block pair their rows d, d+1), keys for P.V (V
+ * pairs its rows j, j+1; P its neighbours p[j], p[j+1]). */
+#define FA_PAIRS(a) fa_bf16(a)
+
+static inline uint32_t fa_bf16_pair(float lo, float hi) {
+    return (uint32_t)bf16_from_float(lo) | ((uint32_t)bf16_from_float(hi) << 16);
+}
+
+/* dst[t][0:n] = pairs of src[2t][0:n] and src[2t+1][0:n] (rows ld apart,
+ * dst rows too) for t < rows/2 rounded up; a missing last odd row is 0.
+ * In place (dst == src) is allowed: row t is written after rows 2t and
+ * 2t + 1, the ones it overwrites, were read. */
+static inline void fa_pair_rows(const float *src, int64_t rows, int64_t n, int64_t ld,
+                                uint32_t *dst) {
+    for (int64_t t = 0; 2 * t < rows; t++) {
+        const float *lo = src + 2 * t * ld;
+        const float *hi = 2 * t + 1 < rows ? lo + ld : NULL;
+        uint32_t *out = dst + t * ld;
+        int64_t i = 0;
+        for (; i + VLEN <= n; i += VLEN)
+            vbf_store(out + i, vbf_pair(vf_load(lo + i), hi ? vf_load(hi + i) : vf_zero()));
+        for (; i < n; i++)
+            out[i] = fa_bf16_pair(lo[i], hi ? hi[i] : 0.0f);
+    }
+}
+#else
+#define FA_PAIRS(a) 0
+#endif
+
 /*
  * Packs keys [0, nkeys) of one kv head. Shapes: K rows kb + j*k_ss [dk],
  * V rows vb + j*v_ss [dv] -> kt [skv_pad/BC][dk][BC], vp [skv_pad][dvp];
  * key columns past nkeys in the last block are zero. vp NULL: V is read in
- * place (dv is whole vectors), only K is packed.
+ * place (dv is whole vectors), only K is packed. bfloat16 pairs: each K
+ * block becomes [dk/2 up][BC] pairs at its start, V [nkeys/2 up][dvp]
+ * pairs (an odd last key paired with a zero row).
  */
 static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const float *kb,
                               const float *vb, int64_t nkeys, float *kt, float *vp) {
@@ -193,102 +234,111 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
         if (jn < FA_BC)
             for (int64_t d = 0; d < dk; d++)
                 memset(blk + d * FA_BC + jn, 0, (size_t)(FA_BC - jn) * sizeof(float));
+#ifdef FA_HAVE_BF16_DOT
+        if (FA_PAIRS(a)) {
+            fa_pair_rows(blk, dk, FA_BC, FA_BC, (uint32_t *)(void *)blk);
+            continue;
+        }
+#endif
         if (fa_bf16(a)) fa_round_bf16(blk, dk * FA_BC);
     }
     /* pass 2: V rows, padded to dvp with zeros */
     for (int64_t j = 0; vp && j < nkeys; j++) {
         float *row = vp + j * dvp;
         memcpy(row, vb + j * a->v_ss, (size_t)dv * sizeof(float));
-        if (fa_bf16(a)) fa_round_bf16(row, dv);
+        if (fa_bf16(a) && !FA_PAIRS(a)) fa_round_bf16(row, dv);
         for (int64_t d = dv; d < dvp; d++)
             row[d] = 0.0f;
     }
+#ifdef FA_HAVE_BF16_DOT
+    if (vp && FA_PAIRS(a)) fa_pair_rows(vp, nkeys, dvp, dvp, (uint32_t *)(void *)vp);
+#endif
 }
 
-/* S[r, 0:BC] = sum_d qp[d][r] * kt[d][0:BC] for r < R (R <= FA_MR): one
- * FMA chain per element, d ascending, so a row's scores are the same bits
- * whatever R its tile had. qp: [dk][FA_BR] at this tile's first row, kt:
- * [dk][FA_BC], s: [R][FA_BC]. The full tile is R = FA_MR; the narrower ones
- * serve the last rows of a short block (a decode step's single query does
- * one row of work, not FA_MR). */
-#define FA_DEFINE_SCORE(NAME, R)                                                                   \
-    static inline void NAME(int64_t dk, const float *qp, const float *kt, float *s) {              \
+/* The operand forms of the two products, by name prefix:
+ *   F32   float32: one FMA per product;
+ *   BF16  (FA_HAVE_BF16_DOT) bfloat16 pairs (uint32: the even element in
+ *         the low half), one vf_dot_bf16 per two products, exact products
+ *         summed in float, odd one first (VDPBF16PS's order).
+ * LOAD_LO loads a vector whose odd elements are dropped (the last pair of
+ * an odd count of keys; float32 has no pairs and never asks). */
+#define FA_F32_LOAD(p) vf_load(p)
+#define FA_F32_LOAD_LO(p) vf_load(p)
+#define FA_F32_SET1(x) vf_set1(x)
+#define FA_F32_MAC(acc, a, b) vf_fma(a, b, acc)
+#define FA_BF16_LOAD(p) vbf_load(p)
+#define FA_BF16_LOAD_LO(p) vbf_load_lo(p)
+#define FA_BF16_SET1(x) vbf_set1(x)
+#define FA_BF16_MAC(acc, a, b) vf_dot_bf16(acc, a, b)
+
+/* S[r, 0:BC] = sum_t qp[t][r] * kt[t][0:BC] for r < R (R <= FA_MR), t < nd
+ * (dk, or dk/2 rounded up in pairs): one chain per element, t ascending, so
+ * a row's scores are the same bits whatever R its tile had. qp: [nd][FA_BR]
+ * at this tile's first row, kt: [nd][FA_BC], s: [R][FA_BC]. The full tile
+ * is R = FA_MR; the narrower ones serve the last rows of a short block (a
+ * decode step's single query does one row of work, not FA_MR). ET / VT: the
+ * element and vector types of the form OPS. */
+#define FA_DEFINE_SCORE(NAME, R, ET, VT, OPS)                                                      \
+    static inline void NAME(int64_t nd, const ET *qp, const ET *kt, float *s) {                    \
         vf acc[R][FA_NCV];                                                                         \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
             _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] = vf_zero();        \
-        for (int64_t d = 0; d < dk; d++) {                                                         \
-            vf kv[FA_NCV];                                                                         \
+        for (int64_t d = 0; d < nd; d++) {                                                         \
+            VT kv[FA_NCV];                                                                         \
             _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) kv[c] =                       \
-                vf_load(kt + d * FA_BC + c * VLEN);                                                \
+                FA_##OPS##_LOAD(kt + d * FA_BC + c * VLEN);                                        \
             _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                 \
-                vf qb = vf_set1(qp[d * FA_BR + r]);                                                \
+                VT qb = FA_##OPS##_SET1(qp[d * FA_BR + r]);                                        \
                 _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] =               \
-                    vf_fma(qb, kv[c], acc[r][c]);                                                  \
+                    FA_##OPS##_MAC(acc[r][c], qb, kv[c]);                                          \
             }                                                                                      \
         }                                                                                          \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
             _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)                               \
                 vf_store(s + r * FA_BC + c * VLEN, acc[r][c]);                                     \
     }
-FA_DEFINE_SCORE(fa_score_tile_full, FA_MR)
-#if FA_MR > 1
-FA_DEFINE_SCORE(fa_score_tile_1, 1)
-#endif
-#if FA_MR > 2
-FA_DEFINE_SCORE(fa_score_tile_2, 2)
-#endif
-#if FA_MR > 3
-FA_DEFINE_SCORE(fa_score_tile_3, 3)
-#endif
-#if FA_MR > 4
-FA_DEFINE_SCORE(fa_score_tile_4, 4)
-#endif
-#if FA_MR > 5
-FA_DEFINE_SCORE(fa_score_tile_5, 5)
-#endif
+
 #if FA_MR > 6
 #error "flash_attention.h: FA_MR above 6 needs more score tile variants"
 #endif
-
-/* Rows [0, nr) of a score tile, nr <= FA_MR. */
-static inline void fa_score_rows(int64_t dk, const float *qp, const float *kt, float *s,
-                                 int64_t nr) {
-    switch (nr >= FA_MR ? FA_MR : nr) {
-#if FA_MR > 1
-    case 1:
-        fa_score_tile_1(dk, qp, kt, s);
-        return;
-#endif
-#if FA_MR > 2
-    case 2:
-        fa_score_tile_2(dk, qp, kt, s);
-        return;
-#endif
-#if FA_MR > 3
-    case 3:
-        fa_score_tile_3(dk, qp, kt, s);
-        return;
-#endif
-#if FA_MR > 4
-    case 4:
-        fa_score_tile_4(dk, qp, kt, s);
-        return;
-#endif
-#if FA_MR > 5
-    case 5:
-        fa_score_tile_5(dk, qp, kt, s);
-        return;
-#endif
-    default:
-        fa_score_tile_full(dk, qp, kt, s);
-        return;
+/* PRE_tile_full, PRE_tile_1..5 (those above FA_MR are never called) and
+ * PRE_rows(nd, qp, kt, s, nr): rows [0, nr) of a score tile, nr <= FA_MR. */
+#define FA_DEFINE_SCORE_SET(PRE, ET, VT, OPS)                                                      \
+    FA_DEFINE_SCORE(PRE##_tile_full, FA_MR, ET, VT, OPS)                                           \
+    FA_DEFINE_SCORE(PRE##_tile_1, 1, ET, VT, OPS)                                                  \
+    FA_DEFINE_SCORE(PRE##_tile_2, 2, ET, VT, OPS)                                                  \
+    FA_DEFINE_SCORE(PRE##_tile_3, 3, ET, VT, OPS)                                                  \
+    FA_DEFINE_SCORE(PRE##_tile_4, 4, ET, VT, OPS)                                                  \
+    FA_DEFINE_SCORE(PRE##_tile_5, 5, ET, VT, OPS)                                                  \
+    static inline void PRE##_rows(int64_t nd, const ET *qp, const ET *kt, float *s, int64_t nr) {  \
+        if (nr >= FA_MR) {                                                                         \
+            PRE##_tile_full(nd, qp, kt, s);                                                        \
+            return;                                                                                \
+        }                                                                                          \
+        switch (nr) {                                                                              \
+        case 1:                                                                                    \
+            PRE##_tile_1(nd, qp, kt, s);                                                           \
+            return;                                                                                \
+        case 2:                                                                                    \
+            PRE##_tile_2(nd, qp, kt, s);                                                           \
+            return;                                                                                \
+        case 3:                                                                                    \
+            PRE##_tile_3(nd, qp, kt, s);                                                           \
+            return;                                                                                \
+        case 4:                                                                                    \
+            PRE##_tile_4(nd, qp, kt, s);                                                           \
+            return;                                                                                \
+        default:                                                                                   \
+            PRE##_tile_5(nd, qp, kt, s);                                                           \
+            return;                                                                                \
+        }                                                                                          \
     }
-}
 
-/* acc[0:W*VLEN] = acc*corr + sum_{j<nv} p[j] * vp[j][0:W*VLEN], keys
- * ascending, W accumulators held in registers. vp rows are vs apart. */
-#define FA_DEFINE_PV(W)                                                                            \
-    static inline void fa_pv_##W(const float *p, int64_t nv, const float *vp, int64_t vs,          \
+/* acc[0:W*VLEN] = acc*corr + sum_{j<nv} p[j] * vp[j][0:W*VLEN], keys (or
+ * pairs) ascending, W accumulators held in registers, then with tail the
+ * pair nv with its odd key dropped. vp rows are vs apart. */
+#define FA_DEFINE_PV(PRE, W, ET, VT, OPS)                                                          \
+    static inline void PRE##_##W(const ET *p, int64_t nv, int tail, const ET *vp, int64_t vs,      \
                                  float *acc, float corr) {                                         \
         vf x[W];                                                                                   \
         _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) {                                      \
@@ -296,127 +346,161 @@ static inline void fa_score_rows(int64_t dk, const float *qp, const float *kt, f
             if (corr != 1.0f) x[w] = vf_mul(x[w], vf_set1(corr));                                  \
         }                                                                                          \
         for (int64_t j = 0; j < nv; j++) {                                                         \
-            vf pj = vf_set1(p[j]);                                                                 \
-            const float *vr = vp + j * vs;                                                         \
+            VT pj = FA_##OPS##_SET1(p[j]);                                                         \
+            const ET *vr = vp + j * vs;                                                            \
             _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[w] =                             \
-                vf_fma(pj, vf_load(vr + w * VLEN), x[w]);                                          \
+                FA_##OPS##_MAC(x[w], pj, FA_##OPS##_LOAD(vr + w * VLEN));                          \
+        }                                                                                          \
+        if (tail) {                                                                                \
+            VT pj = FA_##OPS##_SET1(p[nv]);                                                        \
+            const ET *vr = vp + nv * vs;                                                           \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[w] =                             \
+                FA_##OPS##_MAC(x[w], pj, FA_##OPS##_LOAD_LO(vr + w * VLEN));                       \
         }                                                                                          \
         _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) vf_store(acc + w * VLEN, x[w]);        \
     }
-FA_DEFINE_PV(1)
-FA_DEFINE_PV(2)
-FA_DEFINE_PV(3)
-FA_DEFINE_PV(4)
-FA_DEFINE_PV(5)
-FA_DEFINE_PV(6)
-FA_DEFINE_PV(7)
-FA_DEFINE_PV(8)
-
-/* acc [dvp] = acc*corr + p[0:nv] . vp[0:nv][0:dvp] (vp rows vs apart), in
- * register chunks of up to 8 vectors (the chunking is fixed by dvp alone). */
-static inline void fa_pv(const float *p, int64_t nv, const float *vp, int64_t vs, int64_t dvp,
-                         float *acc, float corr) {
-    for (int64_t v0 = 0; v0 < dvp; v0 += 8 * VLEN) {
-        int64_t w = (dvp - v0) / VLEN;
-        if (w > 8) w = 8;
-        switch (w) {
-        case 1:
-            fa_pv_1(p, nv, vp + v0, vs, acc + v0, corr);
-            break;
-        case 2:
-            fa_pv_2(p, nv, vp + v0, vs, acc + v0, corr);
-            break;
-        case 3:
-            fa_pv_3(p, nv, vp + v0, vs, acc + v0, corr);
-            break;
-        case 4:
-            fa_pv_4(p, nv, vp + v0, vs, acc + v0, corr);
-            break;
-        case 5:
-            fa_pv_5(p, nv, vp + v0, vs, acc + v0, corr);
-            break;
-        case 6:
-            fa_pv_6(p, nv, vp + v0, vs, acc + v0, corr);
-            break;
-        case 7:
-            fa_pv_7(p, nv, vp + v0, vs, acc + v0, corr);
-            break;
-        default:
-            fa_pv_8(p, nv, vp + v0, vs, acc + v0, corr);
-            break;
-        }
-    }
-}
 
 /* FA_PVR rows at once: acc_r[0:W*VLEN] = acc_r*corr[r] + sum_{j<nv}
  * p_r[j] * vp[j][0:W*VLEN]. Each key's V vectors are loaded once for all the
  * rows (FA_PVR x W accumulators in registers), so P.V runs at FMA speed
- * instead of load speed. Every row's chain is exactly fa_pv's (acc*corr, then
- * keys ascending; x*1 is exact), so a row gets the same bits whichever rows
- * share its group. p[r] rows are FA_BC apart, vp rows vs apart. */
-#define FA_DEFINE_PV_ROWS(W)                                                                       \
-    static inline void fa_pv_rows_##W(float *const *p, float *const *acc, const float *corr,       \
-                                      int64_t nv, const float *vp, int64_t vs, int64_t v0) {       \
+ * instead of load speed. Every row's chain is exactly the one-row form's
+ * (acc*corr, then keys ascending; x*1 is exact, and skipped), so a row gets the same
+ * bits whichever rows share its group. p[r] rows are FA_BC floats apart, vp
+ * rows vs apart. */
+#define FA_DEFINE_PV_ROWS(PRE, W, ET, VT, OPS)                                                     \
+    static inline void PRE##_rows_##W(ET *const *p, float *const *acc, const float *corr,          \
+                                      int64_t nv, const ET *vp, int64_t vs, int64_t v0) {          \
         vf x[FA_PVR][W];                                                                           \
+        int scaled = 0; /* a factor other than 1 (after the first blocks, seldom) */               \
+        _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) scaled |= corr[r] != 1.0f;        \
         _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) {                                 \
             vf c = vf_set1(corr[r]);                                                               \
-            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[r][w] =                          \
-                vf_mul(vf_load(acc[r] + v0 + w * VLEN), c);                                        \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) {                                  \
+                x[r][w] = vf_load(acc[r] + v0 + w * VLEN);                                         \
+                if (scaled) x[r][w] = vf_mul(x[r][w], c);                                          \
+            }                                                                                      \
         }                                                                                          \
         for (int64_t j = 0; j < nv; j++) {                                                         \
-            const float *vr = vp + j * vs + v0;                                                    \
-            vf vv[W];                                                                              \
-            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) vv[w] = vf_load(vr + w * VLEN);    \
+            const ET *vr = vp + j * vs + v0;                                                       \
+            VT vv[W];                                                                              \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) vv[w] =                            \
+                FA_##OPS##_LOAD(vr + w * VLEN);                                                    \
             _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++) {                             \
-                vf pj = vf_set1(p[r][j]);                                                          \
+                VT pj = FA_##OPS##_SET1(p[r][j]);                                                  \
                 _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[r][w] =                      \
-                    vf_fma(pj, vv[w], x[r][w]);                                                    \
+                    FA_##OPS##_MAC(x[r][w], pj, vv[w]);                                            \
             }                                                                                      \
         }                                                                                          \
         _Pragma("GCC unroll 8") for (int r = 0; r < FA_PVR; r++)                                   \
             _Pragma("GCC unroll 8") for (int w = 0; w < W; w++)                                    \
                 vf_store(acc[r] + v0 + w * VLEN, x[r][w]);                                         \
     }
-FA_DEFINE_PV_ROWS(1)
-#if FA_PVW >= 2
-FA_DEFINE_PV_ROWS(2)
+
+/* The P.V entries of one operand form:
+ *   PRE(p, nv, tail, vp, vs, dvp, acc, corr): one row, acc [dvp] = acc*corr
+ *     + p[0:nv] . vp[0:nv][0:dvp] (+ the tail pair), in register chunks of
+ *     up to 8 vectors (the chunking is fixed by dvp alone);
+ *   PRE_group(p, acc, corr, nv, vp, vs, dvp): FA_PVR rows over every dvp
+ *     chunk of up to FA_PVW vectors (likewise fixed by dvp alone). */
+#define FA_DEFINE_PV_SET(PRE, ET, VT, OPS)                                                         \
+    FA_DEFINE_PV(PRE, 1, ET, VT, OPS)                                                              \
+    FA_DEFINE_PV(PRE, 2, ET, VT, OPS)                                                              \
+    FA_DEFINE_PV(PRE, 3, ET, VT, OPS)                                                              \
+    FA_DEFINE_PV(PRE, 4, ET, VT, OPS)                                                              \
+    FA_DEFINE_PV(PRE, 5, ET, VT, OPS)                                                              \
+    FA_DEFINE_PV(PRE, 6, ET, VT, OPS)                                                              \
+    FA_DEFINE_PV(PRE, 7, ET, VT, OPS)                                                              \
+    FA_DEFINE_PV(PRE, 8, ET, VT, OPS)                                                              \
+    static inline void PRE(const ET *p, int64_t nv, int tail, const ET *vp, int64_t vs,            \
+                           int64_t dvp, float *acc, float corr) {                                  \
+        static void (*const chunk[8])(const ET *, int64_t, int, const ET *, int64_t, float *,      \
+                                      float) = {PRE##_1, PRE##_2, PRE##_3, PRE##_4,                \
+                                                PRE##_5, PRE##_6, PRE##_7, PRE##_8};               \
+        for (int64_t v0 = 0; v0 < dvp; v0 += 8 * VLEN) {                                           \
+            int64_t w = (dvp - v0) / VLEN;                                                         \
+            chunk[(w > 8 ? 8 : w) - 1](p, nv, tail, vp + v0, vs, acc + v0, corr);                  \
+        }                                                                                          \
+    }                                                                                              \
+    FA_DEFINE_PV_ROWS(PRE, 1, ET, VT, OPS)                                                         \
+    FA_DEFINE_PV_ROWS(PRE, 2, ET, VT, OPS)                                                         \
+    FA_DEFINE_PV_ROWS(PRE, 3, ET, VT, OPS)                                                         \
+    FA_DEFINE_PV_ROWS(PRE, 4, ET, VT, OPS)                                                         \
+    static inline void PRE##_group(ET *const *p, float *const *acc, const float *corr, int64_t nv, \
+                                   const ET *vp, int64_t vs, int64_t dvp) {                        \
+        static void (*const chunk[4])(ET *const *, float *const *, const float *, int64_t,         \
+                                      const ET *, int64_t, int64_t) = {                            \
+            PRE##_rows_1, PRE##_rows_2, PRE##_rows_3, PRE##_rows_4};                               \
+        for (int64_t v0 = 0; v0 < dvp; v0 += FA_PVW * VLEN) {                                      \
+            int64_t w = (dvp - v0) / VLEN;                                                         \
+            chunk[(w > FA_PVW ? FA_PVW : w) - 1](p, acc, corr, nv, vp, vs, v0);                    \
+        }                                                                                          \
+    }
+
+#if FA_PVW > 4
+#error "flash_attention.h: FA_PVW above 4 needs more P.V tile variants"
 #endif
-#if FA_PVW >= 3
-FA_DEFINE_PV_ROWS(3)
+FA_DEFINE_SCORE_SET(fa_score, float, vf, F32)
+FA_DEFINE_PV_SET(fa_pv, float, vf, F32)
+#ifdef FA_HAVE_BF16_DOT
+#if FA_BC % (2 * VLEN)
+#error "flash_attention.h: bfloat16 pairs need FA_BC a multiple of 2 * VLEN"
 #endif
-#if FA_PVW >= 4
-FA_DEFINE_PV_ROWS(4)
+FA_DEFINE_SCORE_SET(fa_score_bf16, uint32_t, vbf, BF16)
+FA_DEFINE_PV_SET(fa_pv_bf16, uint32_t, vbf, BF16)
 #endif
 
-/* The group's P.V over every dvp chunk of up to FA_PVW vectors (the
- * chunking depends on dvp alone). */
-static inline void fa_pv_group(float *const *p, float *const *acc, const float *corr, int64_t nv,
-                               const float *vp, int64_t vs, int64_t dvp) {
-    for (int64_t v0 = 0; v0 < dvp; v0 += FA_PVW * VLEN) {
-        int64_t w = (dvp - v0) / VLEN;
-        if (w > FA_PVW) w = FA_PVW;
-        switch (w) {
-#if FA_PVW >= 4
-        case 4:
-            fa_pv_rows_4(p, acc, corr, nv, vp, vs, v0);
-            break;
-#endif
-#if FA_PVW >= 3
-        case 3:
-            fa_pv_rows_3(p, acc, corr, nv, vp, vs, v0);
-            break;
-#endif
-#if FA_PVW >= 2
-        case 2:
-            fa_pv_rows_2(p, acc, corr, nv, vp, vs, v0);
-            break;
-#endif
-        default:
-            fa_pv_rows_1(p, acc, corr, nv, vp, vs, v0);
-            break;
-        }
+/*
+ * Pass 3 of a key block in one operand form: acc = acc*corr + P.V for the
+ * n_live rows live[] (nv keys each, probabilities at s + row * FA_BC,
+ * accumulators at acc + row * dvp); V of the block at vpb, rows vs apart.
+ * FA_PVR rows at a time over the keys they all see, then each row alone
+ * over the rest of its keys (same chain order either way); a short group is
+ * filled with the zero rows of pad. SH: 0 for floats, 1 for pairs (nv keys
+ * are nv >> 1 pairs, then with an odd nv a last pair whose odd key -- one
+ * the row does not see -- is dropped from V, so a non-finite V there cannot
+ * reach the row through 0 * inf).
+ */
+#define FA_DEFINE_PV_BLOCK(PRE, ET, SH)                                                            \
+    static inline void PRE##_block(float *s, float *acc, float *pad, const int64_t *live,          \
+                                   const int64_t *live_nv, const float *corr, int64_t n_live,      \
+                                   const ET *vpb, int64_t vs, int64_t dvp) {                       \
+        for (int64_t g0 = 0; g0 < n_live; g0 += FA_PVR) {                                          \
+            if (2 * (n_live - g0) <= FA_PVR) {                                                     \
+                /* a short last group: each row alone beats padding */                             \
+                for (int64_t t = g0; t < n_live; t++)                                              \
+                    PRE((const ET *)(void *)(s + live[t] * FA_BC), live_nv[t] >> SH,               \
+                        (int)(live_nv[t] & SH), vpb, vs, dvp, acc + live[t] * dvp, corr[t]);       \
+                return;                                                                            \
+            }                                                                                      \
+            ET *prow[FA_PVR];                                                                      \
+            float *arow[FA_PVR], gcorr[FA_PVR];                                                    \
+            int64_t nv_all = FA_BC;                                                                \
+            for (int64_t t = 0; t < FA_PVR; t++) {                                                 \
+                if (g0 + t < n_live) {                                                             \
+                    prow[t] = (ET *)(void *)(s + live[g0 + t] * FA_BC);                            \
+                    arow[t] = acc + live[g0 + t] * dvp;                                            \
+                    gcorr[t] = corr[g0 + t];                                                       \
+                    if (live_nv[g0 + t] < nv_all) nv_all = live_nv[g0 + t];                        \
+                } else {                                                                           \
+                    prow[t] = (ET *)(void *)pad;                                                   \
+                    arow[t] = pad + FA_BC;                                                         \
+                    gcorr[t] = 1.0f;                                                               \
+                }                                                                                  \
+            }                                                                                      \
+            const int64_t n_all = nv_all >> SH; /* whole units every row sees */                   \
+            PRE##_group(prow, arow, gcorr, n_all, vpb, vs, dvp);                                   \
+            for (int64_t t = 0; t < FA_PVR && g0 + t < n_live; t++) {                              \
+                const int64_t nv = live_nv[g0 + t];                                                \
+                if (nv > (n_all << SH))                                                            \
+                    PRE(prow[t] + n_all, (nv >> SH) - n_all, (int)(nv & SH), vpb + n_all * vs, vs, \
+                        dvp, arow[t], 1.0f);                                                       \
+            }                                                                                      \
+        }                                                                                          \
     }
-}
+FA_DEFINE_PV_BLOCK(fa_pv, float, 0)
+#ifdef FA_HAVE_BF16_DOT
+FA_DEFINE_PV_BLOCK(fa_pv_bf16, uint32_t, 1)
+#endif
 
 /* ALiBi of one query row: score += slope * (p_j - origin). */
 typedef struct fa_alibi {
@@ -499,29 +583,77 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, cons
     /* pass b: the block max; a row that sees nothing here keeps its state */
     vf vmax = x[0];
     _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
+#ifdef FA_HAVE_GT_BITS
+    /* the horizontal max only when a lane beats the running max (after the
+     * first few blocks most do not): the same m_new */
+    float m_new = *m;
+    if (vf_gt_bits(vmax, vf_set1(*m)))
+        m_new = vf_hmax(vmax);
+    else if (!vf_gt_bits(vmax, vf_set1(-INFINITY)))
+        return 0;
+#else
     float bmax = vf_hmax(vmax);
     if (bmax == -INFINITY) return 0;
     float m_new = bmax > *m ? bmax : *m;
-    /* acc and l are still 0 while m == -inf; an unchanged max (most blocks
-     * after the first few) needs no exp: exp(0) is exactly 1 */
+#endif
+        /* acc and l are still 0 while m == -inf; an unchanged max (most blocks
+         * after the first few) needs no exp: exp(0) is exactly 1 */
+#ifdef FA_HAVE_EXP2
+    /* base 2 while m * log2(e) is a float far from overflow (always, but
+     * for masks of huge finite values: base e then, as without vf_exp2) */
+    const int base2 = fabsf(m_new) < 1e37f;
+#endif
     float corr = 0.0f;
     if (*m == m_new) {
         corr = 1.0f;
     } else if (*m != -INFINITY) {
         _Alignas(64) float e[VLEN];
-        vf_store(e, vf_exp(vf_set1(*m - m_new)));
+#ifdef FA_HAVE_EXP2
+        /* the same rounded m * log2(e) as the probabilities use, so the
+         * factor moves them exactly as far as their exponent moved (an old
+         * m of base e was a huge negative: the factor is 0 either way) */
+        if (base2) {
+            vf_store(e, vf_exp2(vf_set1(*m * FA_LOG2E - m_new * FA_LOG2E)));
+        } else
+#endif
+        {
+            vf_store(e, vf_exp(vf_set1(*m - m_new)));
+        }
         corr = e[0];
     }
 
-    /* pass c: probabilities and their sum (vectors, then lanes) */
-    const vf vm = vf_set1(m_new);
+    /* pass c: probabilities and their sum (vectors, then lanes); P for P.V
+     * in bfloat16 (pairs, or rounded floats), l keeps the float sum. With
+     * vf_exp2: p = 2^(s log2(e) - m log2(e)), one FMA into the exponent
+     * (a hidden -inf gives 0) */
     vf psum = vf_zero();
-    _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
-        vf p = vf_exp_or_zero(x[c], vm);
-        vf_store(srow + c * VLEN, p);
-        psum = vf_add(psum, p);
+#ifdef FA_HAVE_EXP2
+    if (base2) {
+        const vf vlog2e = vf_set1(FA_LOG2E), vneg_ml = vf_set1(-(m_new * FA_LOG2E));
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+            x[c] = vf_exp2(vf_fma(x[c], vlog2e, vneg_ml));
+            psum = vf_add(psum, x[c]);
+        }
+    } else
+#endif
+    {
+        const vf vm = vf_set1(m_new);
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+            x[c] = vf_exp_or_zero(x[c], vm);
+            psum = vf_add(psum, x[c]);
+        }
     }
-    if (fa_bf16(a)) fa_round_bf16(srow, FA_BC); /* P for P.V; l keeps the float sum */
+#ifdef FA_HAVE_BF16_DOT
+    if (FA_PAIRS(a)) {
+        uint32_t *prow = (uint32_t *)(void *)srow; /* [BC/2] pairs */
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c += 2)
+            vbf_store(prow + c / 2 * VLEN, vbf_pair_adjacent(x[c], x[c + 1]));
+    } else
+#endif
+    {
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) vf_store(srow + c * VLEN, x[c]);
+        if (fa_bf16(a)) fa_round_bf16(srow, FA_BC);
+    }
     vf_store(lv, vf_fma(vf_load(lv), vf_set1(corr), psum));
     *m = m_new;
     *corr_out = corr;
@@ -556,9 +688,14 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
      * what it uses; the score tiles read no row past br) */
     int64_t blk_end = 0;
     fa_transpose_rows(qb + i0 * a->q_ss, a->q_ss, br, dk, qp, FA_BR);
-    if (fa_bf16(a))
+    if (FA_PAIRS(a)) {
+#ifdef FA_HAVE_BF16_DOT
+        fa_pair_rows(qp, dk, br, FA_BR, (uint32_t *)(void *)qp);
+#endif
+    } else if (fa_bf16(a)) {
         for (int64_t d = 0; d < dk; d++)
             fa_round_bf16(qp + d * FA_BR, br);
+    }
     for (int64_t r = 0; r < br; r++) {
         row_end[r] = kernel_row_key_end(a, b, i0 + r);
         if (slopes) {
@@ -577,8 +714,16 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         const float *ktb = kt + (j0 / FA_BC) * dk * FA_BC;
 
         /* pass 1: scores of every row tile against this key block */
-        for (int64_t r0 = 0; r0 < br; r0 += FA_MR)
+        for (int64_t r0 = 0; r0 < br; r0 += FA_MR) {
+#ifdef FA_HAVE_BF16_DOT
+            if (FA_PAIRS(a)) {
+                fa_score_bf16_rows((dk + 1) / 2, (const uint32_t *)(const void *)qp + r0,
+                                   (const uint32_t *)(const void *)ktb, s + r0 * FA_BC, br - r0);
+                continue;
+            }
+#endif
             fa_score_rows(dk, qp + r0, ktb, s + r0 * FA_BC, br - r0);
+        }
 
         /* pass 2: per row, the online softmax update; the rows the block
          * shows something join the P.V list */
@@ -596,39 +741,14 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             }
         }
 
-        /* pass 3: acc = acc*corr + P.V, FA_PVR live rows at a time over the
-         * keys they all see, then each row alone over the rest of its keys
-         * (same chain order either way); a short group is filled with zero
-         * rows */
-        const float *vpb = vp + j0 * vs;
-        for (int64_t g0 = 0; g0 < n_live; g0 += FA_PVR) {
-            if (2 * (n_live - g0) <= FA_PVR) {
-                /* a short last group: each row alone beats padding */
-                for (int64_t t = g0; t < n_live; t++)
-                    fa_pv(s + live[t] * FA_BC, live_nv[t], vpb, vs, dvp, acc + live[t] * dvp,
-                          corr[t]);
-                break;
-            }
-            float *prow[FA_PVR], *arow[FA_PVR];
-            float gcorr[FA_PVR];
-            int64_t nv_all = FA_BC;
-            for (int64_t t = 0; t < FA_PVR; t++) {
-                if (g0 + t < n_live) {
-                    prow[t] = s + live[g0 + t] * FA_BC;
-                    arow[t] = acc + live[g0 + t] * dvp;
-                    gcorr[t] = corr[g0 + t];
-                    if (live_nv[g0 + t] < nv_all) nv_all = live_nv[g0 + t];
-                } else {
-                    prow[t] = pad;
-                    arow[t] = pad + FA_BC;
-                    gcorr[t] = 1.0f;
-                }
-            }
-            fa_pv_group(prow, arow, gcorr, nv_all, vpb, vs, dvp);
-            for (int64_t t = 0; t < FA_PVR && g0 + t < n_live; t++)
-                if (live_nv[g0 + t] > nv_all)
-                    fa_pv(prow[t] + nv_all, live_nv[g0 + t] - nv_all, vpb + nv_all * vs, vs, dvp,
-                          arow[t], 1.0f);
+        /* pass 3: acc = acc*corr + P.V */
+        if (FA_PAIRS(a)) {
+#ifdef FA_HAVE_BF16_DOT
+            fa_pv_bf16_block(s, acc, pad, live, live_nv, corr, n_live,
+                             (const uint32_t *)(const void *)vp + j0 / 2 * vs, vs, dvp);
+#endif
+        } else {
+            fa_pv_block(s, acc, pad, live, live_nv, corr, n_live, vp + j0 * vs, vs, dvp);
         }
     }
 

@@ -97,3 +97,22 @@ set -e
 grep -q 'Gather' "$T/bad.err" || fail "run: out-of-range id: $(cat "$T/bad.err")"
 [ ! -e "$T/y_bad.npy" ] || fail "run: a failed run left an output"
 echo "ok: an id out of range fails cleanly"
+
+echo "== mha bench on whole models: token ids and 0/1 masks [B, S], images [B, C, H, W]"
+for m in bert_postln_l2_d64_h4 vit_preln_l2_d64_h4_p4; do
+  "$MHA" bench "$M/$m/model.onnx" --shape 3,10 --threads 1 --backend scalar --warmup 1 \
+    --min-time 0.05 --quiet --json "$T/bench_$m.json" 2>"$T/bench_$m.err" ||
+    fail "bench $m: $(cat "$T/bench_$m.err")"
+  python3 - "$T/bench_$m.json" <<'PY' || fail "bench $m: $(cat "$T/bench_$m.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+r = d["results"][0]
+assert d["model_form"] == "plan" and r["ran"] and r["accuracy_ok"], r
+for i in d["inputs"]:
+    if i["role"] in ("token_ids", "attn_mask"):
+        assert i["shape"] == [3, 10], i
+    else:
+        assert i["shape"][0] == 3 and len(i["shape"]) == 4, i
+PY
+done
+echo "ok: bench feeds whole models"

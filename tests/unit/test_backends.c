@@ -22,7 +22,9 @@
  *    both with VDPBF16PS and with its emulation) against the scalar
  *    bfloat16 reference, element by element within the float32 summation
  *    bound (K + 2) * 2^-24 * (sum_k |a_k b_k| + |bias|) of the rounded
- *    operands; the emulation bitwise equal to VDPBF16PS; rounding to nearest
+ *    operands; the emulation bitwise equal to VDPBF16PS (GEMM and
+ *    attention); an infinite V on a key a causal row does not see, but
+ *    that shares a bfloat16 pair with its last key, kept out; rounding to nearest
  *    even, subnormals to zero, NaN kept, overflow to inf; bf16 within 2^-7
  *    relative of float32 and not equal to it. */
 #include "testutil.h"
@@ -129,7 +131,15 @@ static void test_expected_backends_present(void **state) {
 /* Attention cases                                                           */
 /* ------------------------------------------------------------------------ */
 
-enum { MASK_NONE, MASK_FULL, MASK_BCAST_ROWS, MASK_KEYPAD, MASK_KEY_STRIDED, MASK_KEY_CONST };
+enum {
+    MASK_NONE,
+    MASK_FULL,
+    MASK_BCAST_ROWS,
+    MASK_KEYPAD,
+    MASK_KEY_STRIDED,
+    MASK_KEY_CONST,
+    MASK_HUGE /* [B, H, Sq, Skv], odd rows finite values near -3e38 */
+};
 
 typedef struct attn_case {
     int64_t B, Hq, Hkv, Sq, Skv, dk, dv;
@@ -207,6 +217,16 @@ static void attn_make(const attn_case *c, attn_data *D) {
                 for (int64_t h = 0; h < c->Hq; h++)
                     for (int64_t j = 0; j < c->Skv; j++)
                         D->mask[b * a->m_sb + h * a->m_sh + j] = (j & 1) ? -INFINITY : -FLT_MAX;
+            break;
+        case MASK_HUGE:
+            /* finite but huge negative, rising with the key (each key
+             * block raises the row max): the softmax must not scale them
+             * into overflow (m * log2(e) is -inf past 2.4e38) */
+            a->m_sb = c->Hq * c->Sq * c->Skv, a->m_sh = c->Sq * c->Skv, a->m_sq = c->Skv;
+            a->m_sk = 1;
+            for (size_t i = 0; i < nm; i++)
+                if ((i / (size_t)c->Skv) & 1)
+                    D->mask[i] = -3.0e38f + (float)(i % (size_t)c->Skv) * 1e34f;
             break;
         case MASK_BCAST_ROWS: /* [1, 1, Sq, Skv] */
             a->m_sb = 0, a->m_sh = 0, a->m_sq = c->Skv, a->m_sk = 1;
@@ -448,6 +468,16 @@ static void test_attention_long(void **state) {
          .mask_kind = MASK_FULL,
          .layout_bshd = 1,
          .seed = 3},
+        /* huge finite mask values on every other row, over 4 key blocks */
+        {.B = 1,
+         .Hq = 2,
+         .Hkv = 1,
+         .Sq = 9,
+         .Skv = 200,
+         .dk = 64,
+         .dv = 64,
+         .mask_kind = MASK_HUGE,
+         .seed = 4},
         /* ALiBi over many key blocks: relative with KV-cache offsets, and
          * BLOOM's key-position form behind a padding mask */
         {.B = 2,
@@ -1261,8 +1291,13 @@ static void attn_bf16_case(const attn_case *c) {
 
     bf16_backend bb[MAX_BACKENDS + 1];
     const int nb = bf16_backends(bb, MAX_BACKENDS + 1);
+    float *prev = malloc((D.n_o + 1) * sizeof(float)); /* the previous backend's output */
     for (int bi = 0; bi < nb; bi++) {
         attn_full(bb[bi].p, bb[bi].state, &D, out, 1);
+        /* the emulation of VDPBF16PS gives the instruction's bits */
+        if (bi > 0 && bb[bi].own_state && bb[bi - 1].p == bb[bi].p)
+            assert_memory_equal(out, prev, D.n_o * sizeof(float));
+        memcpy(prev, out, D.n_o * sizeof(float));
         double err = 0.0, from32 = 0.0;
         for (size_t i = 0; i < D.n_o; i++) {
             const double d = fabs((double)out[i] - (double)ref[i]);
@@ -1280,7 +1315,7 @@ static void attn_bf16_case(const attn_case *c) {
         assert_memory_equal(out, out2, D.n_o * sizeof(float));
     }
     bf16_backends_free(bb, nb);
-    free(ref), free(f32), free(out), free(out2);
+    free(ref), free(f32), free(out), free(out2), free(prev);
     attn_free(&D);
 }
 
@@ -1296,6 +1331,53 @@ static void test_attention_bf16(void **state) {
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         attn_bf16_case(&cs[i]);
+}
+
+/* bfloat16 pairs keys two by two in P.V: a causal row that sees an odd
+ * number of keys of a block ends on a pair whose second key it must not
+ * see. V = +inf on that key (an overflowed value) must not reach the row
+ * through 0 * inf: causal rows 0..64 of a 66- and a 70-key self-attention
+ * (row 64 sees one key of the second block, key 65 is inf; 66 rows take the
+ * one-row P.V path there, 70 the grouped one) stay finite and within the
+ * bfloat16 bound of the reference, in every bfloat16 backend. */
+static void test_attention_bf16_unseen_inf(void **state) {
+    (void)state;
+    for (int64_t S = 66; S <= 70; S += 4) {
+        const attn_case c = {1, 2, 2, S, S, 16, 16, 0, MASK_NONE, 1, 0, 0, 0.0f, 0, 0, 74};
+        attn_data D;
+        attn_make(&c, &D);
+        D.a.precision = MHA_PRECISION_BFLOAT16;
+        double vmax = 0.0;
+        for (int64_t h = 0; h < c.Hkv; h++)
+            for (int64_t j = 0; j < S; j++)
+                for (int64_t d = 0; d < c.dv; d++) {
+                    float *v = &D.v[h * D.a.v_sh + j * D.a.v_ss + d];
+                    if (j == 65)
+                        *v = INFINITY;
+                    else
+                        vmax = fmax(vmax, fabs(*v));
+                }
+        float *ref = malloc(D.n_o * sizeof(float)), *out = malloc(D.n_o * sizeof(float));
+        attn_full(REF, NULL, &D, ref, 1);
+        bf16_backend bb[MAX_BACKENDS + 1];
+        const int nb = bf16_backends(bb, MAX_BACKENDS + 1);
+        for (int bi = 0; bi < nb; bi++) {
+            attn_full(bb[bi].p, bb[bi].state, &D, out, 1);
+            for (int64_t h = 0; h < c.Hq; h++)
+                for (int64_t i = 0; i <= 64; i++)
+                    for (int64_t d = 0; d < c.dv; d++) {
+                        const size_t at = (size_t)(h * D.a.o_sh + i * D.a.o_ss + d);
+                        if (!(fabs((double)out[at] - (double)ref[at]) <= ldexp(1.0, -7) * vmax)) {
+                            fprintf(stderr, "%s S%lld row %lld: %g, reference %g\n", bb[bi].label,
+                                    (long long)S, (long long)i, (double)out[at], (double)ref[at]);
+                            fail();
+                        }
+                    }
+        }
+        bf16_backends_free(bb, nb);
+        free(ref), free(out);
+        attn_free(&D);
+    }
 }
 
 /* Who serves bfloat16: the scalar reference and avx512 declare it; a
@@ -1344,6 +1426,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_gemm_bf16),
         cmocka_unit_test(test_attention_bf16),
+        cmocka_unit_test(test_attention_bf16_unseen_inf),
         cmocka_unit_test(test_expected_backends_present),
         cmocka_unit_test(test_gemm_odd_sizes),
         cmocka_unit_test(test_gemm_edges),

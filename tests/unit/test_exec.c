@@ -1268,7 +1268,8 @@ static float *slice_rows(const float *x, int64_t B, int64_t rows, int64_t w, int
 
 /* A KV cache between projections (issue 14): decoding P tokens, then the
  * S next ones after their cache, gives what one run over the P + S tokens
- * gives (the last S output rows, and the whole present K / V) -- with GQA,
+ * gives (the last S output rows, and the whole present K / V; a step of no
+ * token gives the past back as the present) -- with GQA,
  * rotary at positions P + i (past the layer's tables: from its inverse
  * frequencies), the causal frontier at P + i and a sliding window moving
  * with it, on every backend. The one-shot run (an empty past, P = 0) is the
@@ -1329,6 +1330,15 @@ static void test_kv_cache_steps(void **state) {
                 run_cache_step(p, bl.state[i], use, L, x2, B, S, k1, v1, P, y2, k2, v2, &err) !=
                     MHA_OK)
                 fail_msg("%s: %s", p->name, err.message);
+            /* no new token: the present K / V are the past */
+            float *k0 = malloc((size_t)(B * Hkv * P * dk) * sizeof(float));
+            float *v0 = malloc((size_t)(B * Hkv * P * dv) * sizeof(float));
+            if (run_cache_step(p, bl.state[i], use, L, x2, B, 0, k1, v1, P, y2, k0, v0, &err) !=
+                MHA_OK)
+                fail_msg("%s: %s", p->name, err.message);
+            assert_memory_equal(k0, k1, (size_t)(B * Hkv * P * dk) * sizeof(float));
+            assert_memory_equal(v0, v1, (size_t)(B * Hkv * P * dv) * sizeof(float));
+            free(k0), free(v0);
             float *tail = slice_rows(y_all, B, N, Do, P, S);
             double ey = tu_max_rel_err(y2, tail, (size_t)(B * S * Do));
             double ek = tu_max_rel_err(k2, k_all, (size_t)(B * Hkv * N * dk));

@@ -16,6 +16,7 @@
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "onnx_load_internal.h"
@@ -1275,6 +1276,82 @@ static void test_external_data_bounded(void **state) {
 
 /* ---- sparse initializers ---- */
 
+/* Resident memory of this process, VmRSS or VmHWM, in KiB (-1 unknown). */
+static long status_kib(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t n = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, key, n) == 0 && line[n] == ':') v = strtol(line + n + 1, NULL, 10);
+    if (f) fclose(f);
+    return v;
+}
+
+/* A model file of large raw_data initializers loads with its file buffer
+ * given back as it is decoded: the peak is about the weights once, not
+ * the file plus its copy (twice), and every weight keeps its bytes. The
+ * load runs in a child, whose peak starts at its size at the fork. */
+static void test_large_file_peak_memory(void **state) {
+    (void)state;
+    enum { N_INITS = 6, COUNT = 1 << 20 }; /* 6 x 4 MiB */
+    float *vals = malloc((size_t)COUNT * sizeof *vals);
+    assert_non_null(vals);
+    gb b = base_model();
+    const int64_t count = COUNT;
+    for (int i = 0; i < N_INITS; i++) {
+        char name[16], out[24];
+        for (int64_t e = 0; e < count; e++)
+            vals[e] = (float)(i * 1000 + e % 997);
+        snprintf(name, sizeof name, "W%d", i);
+        snprintf(out, sizeof out, "W%d_copy", i);
+        gb_init(&b, mk_tensor(name, 1, 1, &count, vals, (size_t)COUNT * sizeof *vals));
+        gb_node(&b, "Identity", NULL, name, out);
+        gb_output(&b, out);
+    }
+    size_t size;
+    void *buf = gb_pack(&b, &size);
+    const char *dir = tu_tmpdir("onnx_peak");
+    const char *path = tu_path(dir, "big.onnx");
+    assert_int_equal(tu_write_file(path, buf, size), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        long rss0 = status_kib("VmRSS");
+        ir_graph *g = NULL;
+        mha_error err;
+        int bad = ir_load_file(NULL, path, NULL, &g, &err) != MHA_OK;
+        long peak = status_kib("VmHWM");
+        for (int i = 0; !bad && i < N_INITS; i++) {
+            char name[16];
+            snprintf(name, sizeof name, "W%d", i);
+            const tensor *t = g->values[value_id(g, name)].init;
+            const float *d = t ? t->data : NULL;
+            bad = !d;
+            for (int64_t e = 0; !bad && e < count; e++)
+                bad = d[e] != (float)(i * 1000 + e % 997);
+        }
+        ir_free(g);
+        if (bad) _exit(2);
+        if (rss0 < 0 || peak < 0) _exit(3);
+        /* what the load added at its peak (the child's peak starts at its
+         * size): under 1.5x the file (2x without the release) */
+        long added = peak - rss0;
+        if ((double)added > 1.5 * (double)size / 1024.0) {
+            fprintf(stderr, "load of a %zu KiB file added %ld KiB at its peak\n", size / 1024,
+                    added);
+            _exit(4);
+        }
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    free(vals);
+}
+
 static Onnx__SparseTensorProto *mk_sparse(const char *name, int rank, const int64_t *dims,
                                           const float *vals, int64_t nnz, const int64_t *idx,
                                           int idx_rank) {
@@ -1656,6 +1733,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_tensor_typed_fields, arena_teardown),
         cmocka_unit_test_teardown(test_external_data, arena_teardown),
         cmocka_unit_test_teardown(test_external_data_bounded, arena_teardown),
+        cmocka_unit_test_teardown(test_large_file_peak_memory, arena_teardown),
         cmocka_unit_test(test_amplification_limits),
         cmocka_unit_test_teardown(test_sparse_initializers, arena_teardown),
         cmocka_unit_test_teardown(test_graph_structure, arena_teardown),

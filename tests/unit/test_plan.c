@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "exec.h"
+#include "model.h"
 #include "onnx_ir.h"
 #include "plan/plan_internal.h"
 #include "registry.h"
@@ -190,22 +191,32 @@ static void test_norm_steps(void **state) {
     for (size_t s = 0; s < P->n_steps; s++)
         steps += P->steps[s].kind == PLAN_STEP_NORM;
     assert_int_equal(steps, 5);
+    size_t with_residual = 0;
     for (size_t i = 0; i < P->n_norms; i++) {
         const plan_norm *nm = &P->norms[i];
         assert_int_equal(nm->D, 64);
         assert_non_null(nm->gamma);
         assert_non_null(nm->beta);
         assert_float_equal(nm->eps, 1e-12, 1e-15);
-        assert_int_equal(nm->n_nodes, 9); /* 2 ReduceMean, Sub, Pow, Add, Sqrt, Div, Mul, Add */
+        /* 2 ReduceMean, Sub, Pow, Add, Sqrt, Div, Mul, Add; and the residual Add
+         * before it (the embeddings' sum, each attention layer's x + attn(x)) */
+        assert_int_equal(nm->n_nodes, nm->res_value >= 0 ? 10 : 9);
+        assert_int_equal(nm->n_reads, nm->res_value >= 0 ? 2 : 1);
+        with_residual += nm->res_value >= 0;
     }
+    assert_int_equal(with_residual, 3);
     plan_norm one = P->norms[0];
+    one.res_value = -1;
     {
-        /* the LayerNormalization op (opset 17): one node a step */
+        /* the LayerNormalization op (opset 17): one node a step, two with the
+         * residual Add */
         plan *Q = build_n("minilm_postln_l3_d48_h6", 1, 3);
         assert_int_equal(Q->n_norms, 7);
         for (size_t i = 0; i < Q->n_norms; i++) {
-            assert_int_equal(Q->norms[i].n_nodes, 1);
-            assert_string_equal(Q->g->nodes[Q->norms[i].nodes[0]].op_type, "LayerNormalization");
+            const plan_norm *nm = &Q->norms[i];
+            assert_int_equal(nm->n_nodes, nm->res_value >= 0 ? 2 : 1);
+            assert_string_equal(Q->g->nodes[nm->nodes[nm->n_nodes - 1]].op_type,
+                                "LayerNormalization");
             assert_int_equal(Q->norms[i].D, 48);
         }
         plan_free(Q);
@@ -220,7 +231,7 @@ static void test_norm_steps(void **state) {
     tu_fill_random(x, 128, 3);
     for (int i = 0; i < 64; i++)
         x[64 + i] = 7.0f; /* a constant row: all beta */
-    plan_norm_rows(&one, x, y, 2);
+    plan_norm_rows(&one, x, NULL, y, 2);
     double mean = 0.0, sq = 0.0;
     for (int i = 0; i < 64; i++) {
         mean += y[i];
@@ -341,6 +352,144 @@ static void test_release_weights(void **state) {
     plan_values_free(P, in, after);
     for (int i = 0; i < 3; i++)
         tensor_free(in[i]);
+    plan_free(P);
+}
+
+/* Runs m on rt (precision prec) over the first probe input of its plan;
+ * the outputs are malloc'd into out[2]. */
+static mha_status run_probe(mha_runtime *rt, const mha_model *m, int prec, mha_tensor *out,
+                            mha_error *err) {
+    tensor *in[3] = {0};
+    mha_tensor min[3];
+    assert_int_equal(plan_probe_inputs(m->plan, 0, in, err), MHA_OK);
+    for (int i = 0; i < 3; i++)
+        tensor_as_mha(in[i], &min[i]);
+    assert_int_equal(mha_model_output_shapes(m, min, 3, out, 2, err), MHA_OK);
+    for (int k = 0; k < 2; k++)
+        out[k].data = calloc((size_t)mha_tensor_numel(&out[k]), sizeof(float));
+    mha_run_options o;
+    mha_run_options_init(&o);
+    o.precision = prec;
+    mha_status st = mha_run(rt, m, min, 3, out, 2, &o, err);
+    for (int i = 0; i < 3; i++)
+        tensor_free(in[i]);
+    return st;
+}
+
+/* A model loaded from a file frees its unpacked GEMM weights after the
+ * first packing; a packing for another precision builds them from the
+ * file again and computes what a fresh model does; a file changed in
+ * between is refused, naming it. */
+static void test_gemm_weights_released_after_packing(void **state) {
+    (void)state;
+    char src[1024];
+    size_t size;
+    snprintf(src, sizeof src, "%s/models/%s/model.onnx", MHA_TEST_DATA, BERT);
+    void *bytes = tu_read_file(src, &size);
+    assert_non_null(bytes);
+    const char *path = tu_path(tu_tmpdir("plan_release"), "bert.onnx");
+    assert_int_equal(tu_write_file(path, bytes, size), 0);
+    free(bytes);
+    mha_error err;
+    mha_model *m = NULL, *fresh = NULL;
+    mha_runtime *rt = NULL;
+    mha_runtime_options ro;
+    mha_runtime_options_init(&ro);
+    ro.backend = "scalar";
+    ro.num_threads = 1;
+    ro.no_env = 1;
+    assert_int_equal(mha_runtime_create(&ro, &rt, &err), MHA_OK);
+    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    assert_int_equal(mha_model_load_file(path, NULL, &fresh, &err), MHA_OK);
+    mha_tensor a[2], b[2], c[2];
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_FLOAT32, a, &err), MHA_OK);
+    size_t released = 0;
+    for (size_t i = 0; i < m->plan->n_gemms; i++)
+        released += m->plan->gemms[i].W == NULL;
+    assert_int_equal(released, m->plan->n_gemms); /* every one: nothing else reads them */
+    /* another precision: packed again from the file */
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_BFLOAT16, b, &err), MHA_OK);
+    assert_int_equal(run_probe(rt, fresh, MHA_PRECISION_BFLOAT16, c, &err), MHA_OK);
+    for (int k = 0; k < 2; k++) {
+        assert_memory_equal(b[k].data, c[k].data, (size_t)mha_tensor_numel(&b[k]) * sizeof(float));
+        free(a[k].data);
+        free(b[k].data);
+        free(c[k].data);
+    }
+    mha_model_free(m);
+    /* the file replaced by another model before the second packing */
+    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_FLOAT32, a, &err), MHA_OK);
+    snprintf(src, sizeof src, "%s/models/minilm_postln_l3_d48_h6/model.onnx", MHA_TEST_DATA);
+    bytes = tu_read_file(src, &size);
+    assert_non_null(bytes);
+    assert_int_equal(tu_write_file(path, bytes, size), 0);
+    free(bytes);
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_BFLOAT16, b, &err), MHA_ERR_IO);
+    assert_non_null(strstr(err.message, "changed"));
+    for (int k = 0; k < 2; k++) {
+        free(a[k].data);
+        free(b[k].data);
+    }
+    mha_model_free(m);
+    mha_model_free(fresh);
+    mha_runtime_destroy(rt);
+}
+
+/* Runs P through plan_run with the reference backend on probe p's inputs;
+ * outputs malloc'd into out[2]. */
+static void plan_run_probe(const plan *P, int p, mha_tensor *out) {
+    tensor *in[3] = {0};
+    mha_tensor min[3];
+    mha_error err;
+    assert_int_equal(plan_probe_inputs(P, p, in, &err), MHA_OK);
+    for (int i = 0; i < 3; i++)
+        tensor_as_mha(in[i], &min[i]);
+    assert_int_equal(plan_output_shapes(P, min, 3, out, 2, &err), MHA_OK);
+    for (int k = 0; k < 2; k++)
+        out[k].data = calloc((size_t)mha_tensor_numel(&out[k]), sizeof(float));
+    if (plan_run(P, min, 3, out, 2, &plan_reference_backend, &err) != MHA_OK)
+        fail_msg("plan_run: %s", err.message);
+    for (int i = 0; i < 3; i++)
+        tensor_free(in[i]);
+}
+
+/* The first run at some input sizes plans an arena for the outputs of the
+ * fused steps: smaller than all of them together (values of disjoint
+ * lifetimes share bytes), never sharing between values alive at one step;
+ * the runs through it give the same bytes. Other sizes get their own. */
+static void test_arena_by_lifetimes(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    mha_tensor a[2], b[2], c[2];
+    plan_run_probe(P, 0, a);
+    assert_non_null(P->arenas);
+    assert_null(P->arenas->next);
+    const plan_arena *A = P->arenas;
+    size_t all = 0, placed = 0;
+    for (size_t v = 0; v < P->g->n_values; v++)
+        if (A->offset[v] != SIZE_MAX) {
+            all += A->size[v];
+            placed++;
+            assert_true(A->offset[v] + A->size[v] <= A->bytes);
+        }
+    /* every GEMM, norm and attention output of the model */
+    assert_int_equal(placed, P->n_gemms + P->n_norms + 2);
+    assert_true(A->bytes < all);
+    plan_run_probe(P, 0, b); /* through the arena */
+    plan_run_probe(P, 0, c);
+    for (int k = 0; k < 2; k++) {
+        size_t bytes = (size_t)mha_tensor_numel(&a[k]) * sizeof(float);
+        assert_memory_equal(a[k].data, b[k].data, bytes);
+        assert_memory_equal(a[k].data, c[k].data, bytes);
+        free(a[k].data);
+        free(b[k].data);
+        free(c[k].data);
+    }
+    plan_run_probe(P, 1, a); /* the other probe's sizes: a layout of its own */
+    assert_non_null(P->arenas->next);
+    for (int k = 0; k < 2; k++)
+        free(a[k].data);
     plan_free(P);
 }
 
@@ -468,6 +617,8 @@ int main(void) {
         cmocka_unit_test(test_exec_gemm_matches_reference),
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_release_weights),
+        cmocka_unit_test(test_gemm_weights_released_after_packing),
+        cmocka_unit_test(test_arena_by_lifetimes),
         cmocka_unit_test(test_output_shapes_follow_inputs),
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),

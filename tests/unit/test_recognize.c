@@ -493,7 +493,8 @@ static void test_refusals(void **state) {
         {"rotary_q_only", "'q_rot_add'", "only one of Q and K is rotated"},
         /* fractional m would count fractional positions (and once crashed) */
         {"alibi_counted_float", "'ac_fill'", "changes the scores"},
-        {"kv_cache_concat", "'k_cache_concat'", "cache input ('past_k')"},
+        {"kv_cache_concat", "'k_cache_concat'", "cache input ('past_k'), but the V path"},
+        {"kv_cache_after", "'k_cache_concat'", "appends the cache input after the new rows"},
         {"residual_block", "'residual_add'", "residual connection"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

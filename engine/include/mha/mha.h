@@ -305,11 +305,13 @@ typedef enum mha_io_role {
     MHA_ROLE_V,
     MHA_ROLE_ATTN_MASK,        /* bool (True = attend) or float additive */
     MHA_ROLE_KEY_PADDING_MASK, /* bool [B, Skv]; see mha_model_info */
-    MHA_ROLE_PAST_KEY,
+    MHA_ROLE_PAST_KEY,         /* KV cache [B, kv_heads, P, d] (bare Attention, or a projected
+                                  self-attention layer: query i is then at position P + i, and
+                                  the masks cover the P + Sq keys); P may be 0 */
     MHA_ROLE_PAST_VALUE,
     MHA_ROLE_NONPAD_KV_SEQLEN,
-    MHA_ROLE_OUTPUT, /* outputs: Y */
-    MHA_ROLE_PRESENT_KEY,
+    MHA_ROLE_OUTPUT,      /* outputs: Y */
+    MHA_ROLE_PRESENT_KEY, /* the past keys then the new ones [B, kv_heads, P + Skv, d] */
     MHA_ROLE_PRESENT_VALUE,
     MHA_ROLE_QK_OUTPUT,
     MHA_ROLE_ATTN_WEIGHTS, /* output: the softmax probabilities averaged over the query

@@ -1505,7 +1505,16 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
                             "run options: kv_lengths[%lld] = %lld is negative", (long long)b,
                             (long long)env->kv_lengths[b]);
     if (L->alibi_slopes && registry_plugin_minor(p) < 2) return exec_fail_no_alibi(p, err);
-    if (bd.B == 0 || bd.Sq == 0 || y_numel == 0) return MHA_OK;
+    if (bd.B == 0 || bd.Sq == 0 || y_numel == 0) {
+        /* no new token: a KV cache's present outputs are its past */
+        for (int k = 0; k < 2 && bd.past_key; k++) {
+            const int64_t at = k ? bd.present_value_index : bd.present_key_index;
+            const mha_tensor *past = k ? bd.past_value : bd.past_key;
+            const int64_t n = mha_tensor_numel(past);
+            if (at >= 0 && n > 0) memcpy(outputs[at].data, past->data, (size_t)n * sizeof(float));
+        }
+        return MHA_OK;
+    }
 
     exec_state s;
     memset(&s, 0, sizeof s);

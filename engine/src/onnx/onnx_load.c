@@ -852,8 +852,16 @@ static mha_status load_common(ir_graph *g, const void *data, size_t size, void *
         opts && opts->max_file_bytes ? opts->max_file_bytes : ONNX_DEFAULT_MAX_FILE_BYTES;
     onnx_pb_alloc pa;
     onnx_pb_alloc_init(&pa, &g->alloc);
+    /* a buffer of ours (the file's bytes) is given back as it is decoded */
+    onnx_release rel;
+    memset(&rel, 0, sizeof rel);
+    rel.base = owned;
+    rel.size = size;
+    if (owned == data) pa.release = &rel;
     ProtobufCMessage *msg = NULL;
     mha_status st = onnx_unpack(&onnx__model_proto__descriptor, data, size, depth, &pa, &msg, err);
+    mha_free(&g->alloc, rel.at);
+    mha_free(&g->alloc, rel.len);
     mha_free(&g->alloc, owned);
     if (st != MHA_OK) return st;
 

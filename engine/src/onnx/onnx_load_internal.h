@@ -24,10 +24,27 @@
  * aligned, so that tensors may adopt raw_data). */
 #define ONNX_PB_SMALL_BYTES 256
 
+/* Large bytes fields (raw_data) of a file buffer the unpack may release
+ * as it goes: protobuf-c copies each one right after allocating its block,
+ * in file order, so when the block of field k is asked for, every byte
+ * before field k has been decoded and those pages can be given back (the
+ * file and the copies are never resident together: peak memory ~1x the
+ * weights, not 2x). */
+#define ONNX_RELEASE_MIN_BYTES ((size_t)1 << 20)
+
+typedef struct onnx_release {
+    unsigned char *base; /* the buffer (owned by the unpack's caller) */
+    size_t size;
+    size_t *at, *len; /* payload offset and length of each large bytes field, file order */
+    size_t n, cap, next;
+    size_t released; /* bytes from base given back so far */
+} onnx_release;
+
 typedef struct onnx_pb_alloc {
     ProtobufCAllocator pb;
     const mha_alloc_ctx *alloc;
     int failed;
+    onnx_release *release; /* NULL: the buffer stays whole */
 } onnx_pb_alloc;
 
 void onnx_pb_alloc_init(onnx_pb_alloc *pa, const mha_alloc_ctx *alloc);
@@ -48,9 +65,15 @@ mha_status onnx_read_file(const mha_alloc_ctx *alloc, const char *path, uint64_t
  * never sees a nesting the scan did not. Iterative: the C stack stays flat. */
 mha_status onnx_wire_prescan(const mha_alloc_ctx *alloc, const void *data, size_t size,
                              const ProtobufCMessageDescriptor *root, int max_depth, mha_error *err);
+/* The same, also listing the large bytes fields into rel (may be NULL). */
+mha_status onnx_wire_prescan_release(const mha_alloc_ctx *alloc, const void *data, size_t size,
+                                     const ProtobufCMessageDescriptor *root, int max_depth,
+                                     onnx_release *rel, mha_error *err);
 
 /* Pre-scan, then protobuf_c_message_unpack with `pa`. The caller frees *out
- * with protobuf_c_message_free_unpacked(*out, &pa->pb). */
+ * with protobuf_c_message_free_unpacked(*out, &pa->pb). With pa->release
+ * set (base = data), the pages of data are released as they are decoded:
+ * data must be a buffer only the caller reads, freed right after. */
 mha_status onnx_unpack(const ProtobufCMessageDescriptor *root, const void *data, size_t size,
                        int max_depth, onnx_pb_alloc *pa, ProtobufCMessage **out, mha_error *err);
 

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,8 +19,28 @@
  * large blocks (raw_data, which tensors adopt) keep it
  * (ONNX_PB_SMALL_BYTES). */
 
+/* Gives back the pages of the file buffer below the large field about to
+ * be copied (see onnx_release). Only whole pages inside the buffer;
+ * MADV_DONTNEED leaves them mapped (zero if read again, which nothing
+ * does) until the buffer is freed. */
+static void pb_release_before(onnx_release *r, size_t size) {
+    if (r->next >= r->n || r->len[r->next] != size) return;
+    size_t upto = r->at[r->next++];
+#ifdef MADV_DONTNEED
+    long page_l = sysconf(_SC_PAGESIZE);
+    uintptr_t page = page_l > 0 ? (uintptr_t)page_l : 4096;
+    uintptr_t lo = ((uintptr_t)r->base + r->released + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)r->base + upto) & ~(page - 1);
+    if (hi > lo && madvise((void *)lo, hi - lo, MADV_DONTNEED) == 0)
+        r->released = (size_t)(hi - (uintptr_t)r->base);
+#else
+    (void)upto;
+#endif
+}
+
 static void *pb_alloc(void *data, size_t size) {
     onnx_pb_alloc *pa = data;
+    if (pa->release && size >= ONNX_RELEASE_MIN_BYTES) pb_release_before(pa->release, size);
     void *p = size < ONNX_PB_SMALL_BYTES ? mha_malloc_small(pa->alloc, size)
                                          : mha_malloc(pa->alloc, size);
     if (!p) pa->failed = 1;
@@ -37,6 +58,7 @@ void onnx_pb_alloc_init(onnx_pb_alloc *pa, const mha_alloc_ctx *alloc) {
     pa->pb.allocator_data = pa;
     pa->alloc = alloc;
     pa->failed = 0;
+    pa->release = NULL;
 }
 
 /* ---- file reading ---- */
@@ -202,9 +224,41 @@ static const char *wire_bound_name(size_t end, size_t size) {
     return end == size ? "end of file" : "end of the enclosing message";
 }
 
+/* Appends a large bytes field to rel's list. */
+static mha_status release_note(const mha_alloc_ctx *alloc, onnx_release *rel, size_t at, size_t len,
+                               mha_error *err) {
+    if (rel->n == rel->cap) {
+        size_t cap = rel->cap ? 2 * rel->cap : 64;
+        size_t *a = mha_malloc(alloc, cap * sizeof *a), *l = mha_malloc(alloc, cap * sizeof *l);
+        if (!a || !l) {
+            mha_free(alloc, a);
+            mha_free(alloc, l);
+            return mha_fail(err, MHA_ERR_NO_MEMORY, "out of memory scanning the protobuf");
+        }
+        if (rel->n) {
+            memcpy(a, rel->at, rel->n * sizeof *a);
+            memcpy(l, rel->len, rel->n * sizeof *l);
+        }
+        mha_free(alloc, rel->at);
+        mha_free(alloc, rel->len);
+        rel->at = a;
+        rel->len = l;
+        rel->cap = cap;
+    }
+    rel->at[rel->n] = at;
+    rel->len[rel->n++] = len;
+    return MHA_OK;
+}
+
 mha_status onnx_wire_prescan(const mha_alloc_ctx *alloc, const void *data, size_t size,
                              const ProtobufCMessageDescriptor *root, int max_depth,
                              mha_error *err) {
+    return onnx_wire_prescan_release(alloc, data, size, root, max_depth, NULL, err);
+}
+
+mha_status onnx_wire_prescan_release(const mha_alloc_ctx *alloc, const void *data, size_t size,
+                                     const ProtobufCMessageDescriptor *root, int max_depth,
+                                     onnx_release *rel, mha_error *err) {
     const unsigned char *buf = data;
     if (max_depth <= 0) max_depth = ONNX_DEFAULT_MAX_NESTING;
 
@@ -330,6 +384,10 @@ mha_status onnx_wire_prescan(const mha_alloc_ctx *alloc, const void *data, size_
                 break;
             }
             if (!fd || fd->type != PROTOBUF_C_TYPE_MESSAGE) {
+                if (rel && fd && fd->type == PROTOBUF_C_TYPE_BYTES &&
+                    len >= ONNX_RELEASE_MIN_BYTES &&
+                    (st = release_note(alloc, rel, pos, (size_t)len, err)) != MHA_OK)
+                    break;
                 pos += (size_t)len; /* bytes, string, packed numbers, unknown field */
                 break;
             }
@@ -379,10 +437,13 @@ mha_status onnx_wire_prescan(const mha_alloc_ctx *alloc, const void *data, size_
 mha_status onnx_unpack(const ProtobufCMessageDescriptor *root, const void *data, size_t size,
                        int max_depth, onnx_pb_alloc *pa, ProtobufCMessage **out, mha_error *err) {
     *out = NULL;
-    mha_status st = onnx_wire_prescan(pa->alloc, data, size, root, max_depth, err);
+    onnx_release *rel = pa->release && pa->release->base == data ? pa->release : NULL;
+    mha_status st = onnx_wire_prescan_release(pa->alloc, data, size, root, max_depth, rel, err);
+    pa->release = rel; /* only the buffer it describes */
     if (st != MHA_OK) return st;
     pa->failed = 0;
     ProtobufCMessage *msg = protobuf_c_message_unpack(root, &pa->pb, size, data);
+    pa->release = NULL;
     if (!msg) {
         if (pa->failed)
             return mha_fail(err, MHA_ERR_NO_MEMORY, "out of memory unpacking %s (%zu bytes)",

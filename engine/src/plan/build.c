@@ -45,6 +45,11 @@ void plan_uses_free(const mha_alloc_ctx *a, plan_uses *u) {
 void plan_free(plan *P) {
     if (!P) return;
     mha_alloc_ctx a = P->alloc;
+    for (plan_arena *A = P->arenas, *next; A; A = next) {
+        next = A->next;
+        plan_arena_free(P, A);
+    }
+    pthread_mutex_destroy(&P->arena_lock);
     for (size_t i = 0; i < P->n_layers; i++) {
         layer_clear(&a, &P->layers[i].L);
         mha_free(&a, P->layers[i].in_values);
@@ -107,7 +112,7 @@ static mha_status build_fold(plan *P, mha_error *err) {
     return MHA_OK;
 }
 
-static int build_is_folded(const plan *P, const ir_node *n) {
+int plan_node_folded(const plan *P, const ir_node *n) {
     for (size_t k = 0; k < n->n_outputs; k++)
         if (n->outputs[k] >= 0 && !plan_const(P, n->outputs[k])) return 0;
     return n->n_outputs > 0;
@@ -208,7 +213,7 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     P->n_steps = 0;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
-        if (build_is_folded(P, n) || owner[ni] == -2) continue;
+        if (plan_node_folded(P, n) || owner[ni] == -2) continue;
         plan_step *s = &P->steps[P->n_steps];
         if (owner[ni] <= -1000) {
             s->kind = PLAN_STEP_NORM;
@@ -242,11 +247,11 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
         const plan_step *st = &P->steps[s];
         size_t n = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].L.n_inputs
                    : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].n_reads
-                   : st->kind == PLAN_STEP_NORM    ? 1
+                   : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].n_reads
                                                    : g->nodes[st->index].n_inputs;
         const int *r = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].in_values
                        : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].reads
-                       : st->kind == PLAN_STEP_NORM    ? &P->norms[st->index].in_value
+                       : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].reads
                                                        : g->nodes[st->index].inputs;
         for (size_t k = 0; k < n; k++)
             if (r[k] >= 0) P->last_step[r[k]] = (int)s;
@@ -349,7 +354,7 @@ mha_status plan_release_weights(plan *P, mha_error *err) {
             owned[P->layers[li].nodes[k]] = 1;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
-        if (owned[ni] || build_is_folded(P, n)) continue;
+        if (owned[ni] || plan_node_folded(P, n)) continue;
         for (size_t k = 0; k < n->n_inputs; k++)
             if (n->inputs[k] >= 0) needed[n->inputs[k]] = 1;
     }
@@ -377,6 +382,12 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, pl
         return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     }
     P->alloc = *a;
+    if (pthread_mutex_init(&P->arena_lock, NULL) != 0) {
+        mha_free(a, P);
+        ir_free(*gp);
+        *gp = NULL;
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: cannot create a mutex");
+    }
     P->g = *gp;
     *gp = NULL;
     const ir_graph *g = P->g;

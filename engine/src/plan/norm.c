@@ -163,6 +163,46 @@ static int norm_try_op(norm_match *m, const plan_shape *shp, int ni, plan_norm *
     return 1;
 }
 
+/* The residual Add before a norm: x = a + b, both float32 of x's shape on
+ * both probes, x read only by the norm's nodes. Folds the Add in (first
+ * of its nodes; the last still makes the step). */
+static void norm_take_residual(norm_match *m, const plan_shape *shp, plan_norm *nm) {
+    const plan *P = m->P;
+    const ir_graph *g = P->g;
+    int x = nm->in_value, pi = g->values[x].producer;
+    nm->res_value = -1;
+    nm->reads[0] = nm->in_value;
+    nm->n_reads = 1;
+    if (pi < 0 || m->taken[pi] || nm->n_nodes >= PLAN_NORM_MAX_NODES) return;
+    const ir_node *add = &g->nodes[pi];
+    if (!norm_is(add, "Add") || add->n_inputs != 2 || add->n_outputs != 1) return;
+    for (size_t k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] == x) return;
+    for (int e = m->u->first[x]; e < m->u->first[x + 1]; e++) {
+        int inside = 0;
+        for (size_t k = 0; k < nm->n_nodes; k++)
+            inside |= nm->nodes[k] == m->u->node[e];
+        if (!inside) return;
+    }
+    for (int k = 0; k < 2; k++) {
+        int v = add->inputs[k];
+        if (v < 0 || plan_const(P, v) || shp[v].rank != shp[x].rank ||
+            shp[v].dtype != MHA_DTYPE_FLOAT32)
+            return;
+        for (int p = 0; p < PLAN_PROBES; p++)
+            if (memcmp(shp[v].dims[p], shp[x].dims[p], sizeof(int64_t) * (size_t)shp[x].rank))
+                return;
+    }
+    memmove(nm->nodes + 1, nm->nodes, nm->n_nodes * sizeof *nm->nodes);
+    nm->nodes[0] = pi;
+    nm->n_nodes++;
+    nm->in_value = add->inputs[0];
+    nm->res_value = add->inputs[1];
+    nm->reads[0] = nm->in_value;
+    nm->reads[1] = nm->res_value;
+    nm->n_reads = 2;
+}
+
 mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err) {
     const ir_graph *g = P->g;
@@ -173,7 +213,9 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
         const ir_node *n = &g->nodes[ni];
         plan_norm *nm = &P->norms[P->n_norms];
         if (!taken[ni] && norm_is(n, "LayerNormalization") && norm_try_op(&m, shp, (int)ni, nm)) {
-            taken[ni] = 1;
+            norm_take_residual(&m, shp, nm);
+            for (size_t k = 0; k < nm->n_nodes; k++)
+                taken[nm->nodes[k]] = 1;
             P->n_norms++;
             continue;
         }
@@ -181,6 +223,7 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
             n->n_outputs != 1 || n->outputs[0] < 0)
             continue;
         if (!norm_try(&m, shp, (int)ni, nm)) continue;
+        norm_take_residual(&m, shp, nm);
         for (size_t k = 0; k < nm->n_nodes; k++)
             taken[nm->nodes[k]] = 1;
         P->n_norms++;
@@ -188,11 +231,16 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
     return MHA_OK;
 }
 
-void plan_norm_rows(const plan_norm *nm, const float *x, float *y, int64_t rows) {
+void plan_norm_rows(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows) {
     const int64_t D = nm->D;
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * D;
         float *yr = y + r * D;
+        if (res) { /* the residual sum first, into y (rounded as the Add did) */
+            for (int64_t i = 0; i < D; i++)
+                yr[i] = xr[i] + res[r * D + i];
+            xr = yr;
+        }
         double mean = 0.0, var = 0.0;
         for (int64_t i = 0; i < D; i++)
             mean += xr[i];

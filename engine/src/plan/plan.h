@@ -10,6 +10,8 @@
 #ifndef MHA_PLAN_H
 #define MHA_PLAN_H
 
+#include <pthread.h>
+
 #include "interp.h"
 #include "layer.h"
 
@@ -96,12 +98,17 @@ typedef struct plan_gemm {
     char desc[96];         /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
     int *ep_nodes;         /* the graph nodes the epilogue computes */
     size_t n_ep_nodes;
+    uint64_t w_hash; /* W released (NULL): a hash of its bytes (release.c) */
 } plan_gemm;
 
-/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis. */
-#define PLAN_NORM_MAX_NODES 10
+/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis,
+ * x = in_value [+ res_value] (the residual Add before a post-LN norm). */
+#define PLAN_NORM_MAX_NODES 11
 typedef struct plan_norm {
     int in_value, out_value;
+    int res_value; /* -1: none */
+    int reads[2];  /* in_value, res_value: what the step reads */
+    size_t n_reads;
     int64_t D;
     float eps;
     const float *gamma, *beta;      /* [D] or NULL */
@@ -131,8 +138,21 @@ typedef struct plan_dim_rule {
 /* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */
 #define PLAN_MAX_SYMS 4
 
+/* Where the outputs of fused steps go in a run's arena, for one set of
+ * input sizes (arena.c). */
+typedef struct plan_arena {
+    int64_t key[PLAN_MAX_SYMS]; /* the size of each symbolic axis, -1 unused */
+    size_t *offset;             /* [n_values]: byte offset, SIZE_MAX: not in the arena */
+    size_t *size;               /* [n_values]: bytes recorded */
+    size_t bytes;               /* the arena's size */
+    struct plan_arena *next;
+} plan_arena;
+
 typedef struct plan {
     mha_alloc_ctx alloc;
+    /* the one mutable part: arena layouts by input sizes, under the lock */
+    pthread_mutex_t arena_lock;
+    plan_arena *arenas;
     ir_graph *g;     /* owned: nodes of interpreted steps, initializers */
     tensor **consts; /* [n_values]: folded constants (owned), NULL elsewhere */
     plan_layer *layers;
@@ -186,6 +206,14 @@ void plan_free(plan *P);
  * read stays (GEMM weights are packed lazily, once per backend). The whole
  * graph cannot be evaluated afterwards: plan_verify comes first. */
 mha_status plan_release_weights(plan *P, mha_error *err);
+
+/* After the first packing (release.c): frees the unpacked weight of every
+ * GEMM step that nothing else reads (W becomes NULL, w_hash remembers it);
+ * returns the bytes freed. The reference backend cannot run P afterwards. */
+size_t plan_release_gemm_weights(plan *P);
+/* Whether fresh (a new build of the same file, weights kept) has the GEMM
+ * steps of P with the weights P released. */
+int plan_gemm_weights_match(const plan *P, const plan *fresh);
 
 /* Checks the inputs against the graph's (count, dtype, rank, fixed dims)
  * and fills the outputs' dtype, rank and shape. */

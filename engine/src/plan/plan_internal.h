@@ -34,6 +34,28 @@ static inline const tensor *plan_const(const plan *P, int v) {
     return P->g->values[v].init ? P->g->values[v].init : P->consts[v];
 }
 
+/* Arena layouts (arena.c). plan_arena_plan: from the bytes of each fused
+ * output of a run (sizes [n_values], 0 for other values) at input sizes
+ * key. plan_arena_find: the layout for key, or NULL. plan_arena_keep:
+ * adds A to P's layouts (or frees it: known already, or too many). */
+mha_status plan_arena_plan(const plan *P, const int64_t *key, const size_t *sizes, plan_arena **out,
+                           mha_error *err);
+void plan_arena_free(const plan *P, plan_arena *A);
+const plan_arena *plan_arena_find(plan *P, const int64_t *key);
+void plan_arena_keep(plan *P, plan_arena *A);
+
+/* A run's arena: fused outputs placed by layout in base, or (record set)
+ * their bytes recorded; NULL fields: every output allocated on its own. */
+typedef struct plan_run_arena {
+    const plan_arena *layout;
+    char *base;
+    size_t *record; /* [n_values] */
+} plan_run_arena;
+
+/* plan_exec with an arena (ar may be NULL). */
+mha_status plan_exec_arena(const plan *P, tensor *const *in, const plan_backend *be,
+                           const plan_run_arena *ar, tensor ***values, mha_error *err);
+
 /* Runs the steps of P on graph inputs `in` ([g->n_inputs], borrowed).
  * keep_all: *values receives every value (free with plan_values_free);
  * else values are freed after their last step and *values keeps only the
@@ -57,12 +79,15 @@ void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t
 /* Finds the norm steps among the nodes not taken (norm.c); marks theirs. */
 mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err);
-/* y [rows, D] = the norm of x [rows, D]. */
-void plan_norm_rows(const plan_norm *nm, const float *x, float *y, int64_t rows);
+/* y [rows, D] = the norm of x [rows, D] (+ res [rows, D], or NULL). */
+void plan_norm_rows(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows);
 
 /* Finds the GEMM steps among the nodes no layer owns (gemm.c). */
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err);
+/* Whether every output of node n is a folded constant. */
+int plan_node_folded(const plan *P, const ir_node *n);
+
 /* Frees what plan_exec computed (never initializers, constants or inputs). */
 void plan_values_free(const plan *P, tensor *const *in, tensor **values);
 

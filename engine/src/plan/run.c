@@ -23,6 +23,32 @@ void plan_values_free(const plan *P, tensor *const *in, tensor **values) {
     mha_free(&P->alloc, values);
 }
 
+/* The output tensor of a fused step, value v: a view into the arena where
+ * the layout places it, else its own (zeroed) storage. Recorded when
+ * recording. */
+static mha_status run_output(const plan *P, const plan_run_arena *ar, int v, int rank,
+                             const int64_t *dims, tensor **y, mha_error *err) {
+    *y = NULL;
+    int64_t n = 1;
+    for (int d = 0; d < rank; d++)
+        n *= dims[d];
+    size_t bytes = (size_t)n * sizeof(float);
+    if (ar && ar->record) ar->record[v] = bytes;
+    if (!ar || !ar->layout || ar->layout->offset[v] == SIZE_MAX || ar->layout->size[v] < bytes)
+        return tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, rank, dims, y, err);
+    tensor *t = mha_calloc(&P->alloc, 1, sizeof *t);
+    if (!t) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    t->dtype = MHA_DTYPE_FLOAT32;
+    t->rank = rank;
+    memcpy(t->dims, dims, sizeof(int64_t) * (size_t)rank);
+    t->data = ar->base + ar->layout->offset[v];
+    t->nbytes = bytes;
+    t->owns_data = 0; /* the arena's */
+    t->alloc = &P->alloc;
+    *y = t;
+    return MHA_OK;
+}
+
 static mha_status run_interp(const plan *P, int ni, tensor **values, tensor **in, tensor **out,
                              mha_error *err) {
     const ir_graph *g = P->g;
@@ -50,7 +76,7 @@ static mha_status run_interp(const plan *P, int ni, tensor **values, tensor **in
 }
 
 static mha_status run_attention(const plan *P, size_t li, tensor **values, const plan_backend *be,
-                                mha_error *err) {
+                                const plan_run_arena *ar, mha_error *err) {
     const plan_layer *pl = &P->layers[li];
     const layer *L = &pl->L;
     mha_tensor min[RUN_MAX_LAYER_INPUTS], mout;
@@ -65,8 +91,12 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
     }
     mha_status st = layer_output_shapes(L, min, L->n_inputs, &mout, 1, err);
     tensor *y = NULL;
-    if (st == MHA_OK) st = tensor_new(&P->alloc, mout.dtype, mout.rank, mout.shape, &y, err);
+    if (st == MHA_OK && mout.dtype != MHA_DTYPE_FLOAT32)
+        st = tensor_new(&P->alloc, mout.dtype, mout.rank, mout.shape, &y, err);
+    else if (st == MHA_OK)
+        st = run_output(P, ar, pl->out_value, mout.rank, mout.shape, &y, err);
     if (st == MHA_OK) {
+        if (!y->owns_data) memset(y->data, 0, y->nbytes); /* as tensor_new gives it */
         mout.data = y->data;
         st = be->attention(be->user, P, li, min, L->n_inputs, &mout, 1, err);
     }
@@ -93,7 +123,7 @@ static void run_ep_tile(void *user, float *C, int64_t N, int64_t m0, int64_t m1,
 
 /* A GEMM over the last axis of its float32 input. */
 static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan_backend *be,
-                           mha_error *err) {
+                           const plan_run_arena *ar, mha_error *err) {
     const plan_gemm *pg = &P->gemms[gi];
     const tensor *A = values[pg->in_value];
     char d[160];
@@ -104,7 +134,8 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
     memcpy(dims, A->dims, sizeof dims);
     dims[A->rank - 1] = pg->N;
     tensor *y = NULL;
-    mha_status st = tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, A->rank, dims, &y, err);
+    /* every element is written: C = A . W (+ bias) */
+    mha_status st = run_output(P, ar, pg->out_value, A->rank, dims, &y, err);
     int64_t M = pg->K > 0 ? tensor_numel(A) / pg->K : 0;
     /* the epilogue runs on the host, tile by tile, right after the product */
     run_ep ep = {&pg->epilogue, NULL};
@@ -130,16 +161,23 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
 }
 
 /* A LayerNorm over the rows of its float32 input. */
-static mha_status run_norm(const plan *P, size_t i, tensor **values, mha_error *err) {
+static mha_status run_norm(const plan *P, size_t i, tensor **values, const plan_run_arena *ar,
+                           mha_error *err) {
     const plan_norm *nm = &P->norms[i];
     const tensor *x = values[nm->in_value];
     if (!x || x->dtype != MHA_DTYPE_FLOAT32 || x->rank < 1 || x->dims[x->rank - 1] != nm->D)
         return mha_fail(err, MHA_ERR_SHAPE, "plan: norm step %zu: input is not float32 [..., %lld]",
                         i, (long long)nm->D);
+    const tensor *res = nm->res_value >= 0 ? values[nm->res_value] : NULL;
+    if (nm->res_value >= 0 && (!res || res->dtype != MHA_DTYPE_FLOAT32 || res->rank != x->rank ||
+                               memcmp(res->dims, x->dims, sizeof(int64_t) * (size_t)x->rank)))
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "plan: norm step %zu: the residual is not of the input's shape", i);
     tensor *y = NULL;
-    mha_status st = tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, x->rank, x->dims, &y, err);
+    mha_status st = run_output(P, ar, nm->out_value, x->rank, x->dims, &y, err);
     if (st != MHA_OK) return st;
-    plan_norm_rows(nm, x->data, y->data, nm->D > 0 ? tensor_numel(x) / nm->D : 0);
+    plan_norm_rows(nm, x->data, res ? res->data : NULL, y->data,
+                   nm->D > 0 ? tensor_numel(x) / nm->D : 0);
     values[nm->out_value] = y;
     return MHA_OK;
 }
@@ -147,8 +185,8 @@ static mha_status run_norm(const plan *P, size_t i, tensor **values, mha_error *
 /* The values step s reads: the node's inputs, or the layer's. */
 static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     if (s->kind == PLAN_STEP_NORM) {
-        *n = 1;
-        return &P->norms[s->index].in_value;
+        *n = P->norms[s->index].n_reads;
+        return P->norms[s->index].reads;
     }
     if (s->kind == PLAN_STEP_GEMM) {
         *n = P->gemms[s->index].n_reads;
@@ -162,8 +200,22 @@ static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     return P->g->nodes[s->index].inputs;
 }
 
+static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
+                            const plan_run_arena *ar, tensor ***values_out, mha_error *err);
+
 mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                      tensor ***values_out, mha_error *err) {
+    return run_steps(P, in, be, keep_all, NULL, values_out, err);
+}
+
+mha_status plan_exec_arena(const plan *P, tensor *const *in, const plan_backend *be,
+                           const plan_run_arena *ar, tensor ***values_out, mha_error *err) {
+    return run_steps(P, in, be, 0, ar, values_out, err);
+}
+
+/* The steps in order; keep_all: no value freed (verification). */
+static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
+                            const plan_run_arena *ar, tensor ***values_out, mha_error *err) {
     const ir_graph *g = P->g;
     *values_out = NULL;
     size_t max_io = 1;
@@ -186,11 +238,11 @@ mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, i
     for (size_t s = 0; s < P->n_steps && st == MHA_OK; s++) {
         const plan_step *step = &P->steps[s];
         if (step->kind == PLAN_STEP_ATTENTION)
-            st = run_attention(P, (size_t)step->index, values, be, err);
+            st = run_attention(P, (size_t)step->index, values, be, ar, err);
         else if (step->kind == PLAN_STEP_GEMM)
-            st = run_gemm(P, (size_t)step->index, values, be, err);
+            st = run_gemm(P, (size_t)step->index, values, be, ar, err);
         else if (step->kind == PLAN_STEP_NORM)
-            st = run_norm(P, (size_t)step->index, values, err);
+            st = run_norm(P, (size_t)step->index, values, ar, err);
         else
             st = run_interp(P, step->index, values, nin, nout, err);
         if (st != MHA_OK || keep_all) continue;
@@ -280,6 +332,16 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
     return MHA_OK;
 }
 
+/* The size of each symbolic axis in these inputs (-1 unused): what the
+ * shape of every value follows. */
+static void run_arena_key(const plan *P, const mha_tensor *inputs, int64_t *key) {
+    for (int k = 0; k < PLAN_MAX_SYMS; k++)
+        key[k] = -1;
+    for (size_t i = 0; i < P->g->n_inputs; i++)
+        for (int d = 0; d < inputs[i].rank; d++)
+            if (P->in_syms[i][d] >= 0) key[P->in_syms[i][d]] = inputs[i].shape[d];
+}
+
 mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
                     size_t n_outputs, const plan_backend *be, mha_error *err) {
     const ir_graph *g = P->g;
@@ -306,6 +368,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     tensor *in_t = mha_calloc(&P->alloc, n_inputs ? n_inputs : 1, sizeof *in_t);
     tensor **in = mha_calloc(&P->alloc, n_inputs ? n_inputs : 1, sizeof *in);
     tensor **values = NULL;
+    plan_run_arena ar = {NULL, NULL, NULL};
     if (!in_t || !in) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         goto done;
@@ -321,7 +384,24 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
         t->alloc = &P->alloc;
         in[i] = t;
     }
-    st = plan_exec(P, in, be, 0, &values, err);
+    /* the arena: its layout for these input sizes, else this run records
+     * the bytes of each fused output and plans one for the next runs */
+    int64_t key[PLAN_MAX_SYMS];
+    run_arena_key(P, inputs, key);
+    ar.layout = plan_arena_find((plan *)P, key);
+    if (ar.layout) {
+        ar.base = mha_malloc(&P->alloc, ar.layout->bytes ? ar.layout->bytes : 1);
+        if (!ar.base) ar.layout = NULL; /* each output on its own, as without */
+    } else {
+        ar.record = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *ar.record);
+    }
+    st = plan_exec_arena(P, in, be, &ar, &values, err);
+    if (st == MHA_OK && ar.record) {
+        plan_arena *A = NULL;
+        mha_error ignored; /* without a layout the next run records again */
+        if (plan_arena_plan(P, key, ar.record, &A, &ignored) == MHA_OK)
+            plan_arena_keep((plan *)P, A);
+    }
     for (size_t k = 0; k < n_outputs && st == MHA_OK; k++) {
         const tensor *y = values[g->outputs[k]];
         size_t bytes = (size_t)mha_tensor_numel(&want[k]) * mha_dtype_size(want[k].dtype);
@@ -335,6 +415,8 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     }
 done:
     if (values) plan_values_free(P, in, values);
+    mha_free(&P->alloc, ar.base);
+    mha_free(&P->alloc, ar.record);
     mha_free(&P->alloc, in_t);
     mha_free(&P->alloc, in);
     return st;

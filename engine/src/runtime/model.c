@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Appends "; phrase" (printf-style) to the idioms line, as far as it fits. */
@@ -140,8 +141,8 @@ static void model_pack_free(const mha_alloc_ctx *a, const mha_model *m, model_pa
 /* Packs the one layer, or every recognised layer of the plan. */
 /* Every weight of the model packed for plugin p (state: its runtime's) in
  * `precision`. */
-static mha_status model_pack_all(const mha_model *m, const mha_plugin *p, void *state,
-                                 int precision, model_pack *e, mha_error *err) {
+static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mha_plugin *p,
+                                 void *state, int precision, model_pack *e, mha_error *err) {
     if (!m->plan)
         return exec_pack_weights_prec(&m->alloc, &m->L, p, state, precision, &e->packed, err);
     const plan *P = m->plan;
@@ -157,7 +158,8 @@ static mha_status model_pack_all(const mha_model *m, const mha_plugin *p, void *
     }
     for (size_t i = 0; i < P->n_gemms; i++) {
         const plan_gemm *g = &P->gemms[i];
-        const float *w[1] = {g->W}, *b[1] = {g->bias};
+        /* a released weight comes from the fresh build of the file */
+        const float *w[1] = {g->W ? g->W : fresh->gemms[i].W}, *b[1] = {g->bias};
         int64_t cols[1] = {g->N};
         mha_status st = exec_pack_parts_prec(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
                                              "a GEMM step", &e->gemm_packed[i], err);
@@ -174,9 +176,24 @@ MHA_API void mha_model_free(mha_model *m) {
         model_pack_free(&a, m, p);
     }
     pthread_mutex_destroy(&m->pack_lock);
+    mha_free(&a, m->source_path);
     layer_clear(&a, &m->L);
     plan_free(m->plan);
     mha_free(&a, m);
+}
+
+mha_status model_set_source(mha_model *m, const char *path, const ir_load_options *opts,
+                            model_reload_fn reload, mha_error *err) {
+    char *abs = realpath(path, NULL); /* the run may change directory */
+    const char *keep = abs ? abs : path;
+    size_t n = strlen(keep) + 1;
+    m->source_path = mha_malloc_small(&m->alloc, n);
+    if (m->source_path) memcpy(m->source_path, keep, n);
+    free(abs);
+    if (!m->source_path) return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory");
+    m->source_opts = *opts;
+    m->reload = reload;
+    return MHA_OK;
 }
 
 mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, const model_pack **out,
@@ -196,11 +213,15 @@ mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void 
     while (e && (e->plugin != p || e->precision != precision))
         e = e->next;
     if (!e) {
-        e = mha_calloc(&m->alloc, 1, sizeof *e);
-        if (!e) {
+        plan *fresh = NULL;
+        if (m->weights_released) st = m->reload(m, &fresh, err);
+        e = st == MHA_OK ? mha_calloc(&m->alloc, 1, sizeof *e) : NULL;
+        if (st != MHA_OK) {
+            /* said by reload */
+        } else if (!e) {
             st = mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
         } else {
-            st = model_pack_all(m, p, plugin_state, precision, e, err);
+            st = model_pack_all(m, fresh, p, plugin_state, precision, e, err);
             if (st == MHA_OK) {
                 e->plugin = p;
                 e->precision = precision;
@@ -210,6 +231,11 @@ mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void 
                 model_pack_free(&m->alloc, m, e);
                 e = NULL;
             }
+        }
+        plan_free(fresh);
+        if (st == MHA_OK && m->plan && m->reload && !m->weights_released) {
+            plan_release_gemm_weights(m->plan);
+            m->weights_released = 1;
         }
     }
     pthread_mutex_unlock(&m->pack_lock);
@@ -336,7 +362,10 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
     } else if (s->kind == PLAN_STEP_NORM) {
         const plan_norm *nm = &P->norms[s->index];
         out->kind = "norm";
-        out->op = nm->gamma ? "layernorm" : "layernorm (no affine)";
+        out->op = nm->res_value >= 0
+                      ? (nm->gamma ? "residual+layernorm" : "residual+layernorm (no affine)")
+                  : nm->gamma ? "layernorm"
+                              : "layernorm (no affine)";
         out->name = P->g->nodes[nm->nodes[0]].name;
         out->num_nodes = nm->n_nodes;
     } else if (s->kind == PLAN_STEP_GEMM) {

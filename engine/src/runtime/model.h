@@ -8,6 +8,7 @@
 #include <pthread.h>
 
 #include "exec.h"
+#include "onnx_ir.h"
 #include "layer.h"
 #include "plan/plan.h"
 
@@ -28,7 +29,14 @@ struct mha_model {
      * an entry, once linked, never changes until the model is freed. */
     pthread_mutex_t pack_lock;
     model_pack *packs;
-    char idioms[768]; /* mha_model_idioms, written at creation */
+    /* A plan loaded from a file: after the first packing the unpacked GEMM
+     * weights are released (plan_release_gemm_weights) and a later packing
+     * rebuilds the plan from the file for them. NULL: always kept. */
+    char *source_path;
+    ir_load_options source_opts;
+    mha_status (*reload)(const struct mha_model *m, plan **fresh, mha_error *err);
+    int weights_released; /* under pack_lock */
+    char idioms[768];     /* mha_model_idioms, written at creation */
 };
 
 /* Makes a model from a layer built in memory (tests, tools). Takes
@@ -36,6 +44,17 @@ struct mha_model {
  * memory must come from the allocator `alloc` (NULL = malloc). */
 mha_status model_create_from_layer(const mha_allocator *alloc, layer *L, mha_model **out,
                                    mha_error *err);
+
+/* Builds the plan of m's file again, every weight kept, checked to hold
+ * the GEMM weights m released (model_load.c; the importer stays out of
+ * model.c). */
+typedef mha_status (*model_reload_fn)(const mha_model *m, plan **fresh, mha_error *err);
+
+/* Where a plan model came from (a copy of path is kept) and how to build it
+ * again, so its unpacked GEMM weights may be released after the first
+ * packing. */
+mha_status model_set_source(mha_model *m, const char *path, const ir_load_options *opts,
+                            model_reload_fn reload, mha_error *err);
 
 /* Makes a model from a plan (takes ownership of P, freed on failure). */
 mha_status model_create_from_plan(const mha_allocator *alloc, plan *P, mha_model **out,

@@ -84,6 +84,27 @@ static mha_status model_from_graph(const mha_model_options *opts, const mha_allo
     return model_create_from_plan(opts ? opts->allocator : NULL, P, out, err);
 }
 
+/* The plan of m's file built again (not verified: it was at load), with
+ * every weight, for a packing after the GEMM weights were released. */
+static mha_status model_reload_plan(const mha_model *m, plan **out, mha_error *err) {
+    ir_graph *g = NULL;
+    *out = NULL;
+    mha_status st = ir_load_file(&m->alloc, m->source_path, &m->source_opts, &g, err);
+    if (st == MHA_OK) st = plan_build(&m->alloc, &g, 1, out, err);
+    if (st == MHA_OK && !plan_gemm_weights_match(m->plan, *out)) {
+        plan_free(*out);
+        *out = NULL;
+        st = mha_fail(err, MHA_ERR_IO,
+                      "%s: the file changed since the model was loaded (its GEMM weights, "
+                      "released after the first packing, are needed again for another "
+                      "backend or precision)",
+                      m->source_path);
+    } else if (st != MHA_OK) {
+        mha_error_prefix(err, "reloading the weights released after the first packing");
+    }
+    return st;
+}
+
 MHA_API mha_status mha_model_load_file(const char *path, const mha_model_options *opts,
                                        mha_model **out, mha_error *err) {
     if (!out) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "mha_model_load_file: out is NULL");
@@ -97,7 +118,13 @@ MHA_API mha_status mha_model_load_file(const char *path, const mha_model_options
     ir_graph *g = NULL;
     st = ir_load_file(&a, path, &ir_opts, &g, err);
     if (st != MHA_OK) return st;
-    return model_from_graph(opts, &a, &g, skip_verify, path, out, err);
+    st = model_from_graph(opts, &a, &g, skip_verify, path, out, err);
+    if (st == MHA_OK && (*out)->plan &&
+        (st = model_set_source(*out, path, &ir_opts, model_reload_plan, err)) != MHA_OK) {
+        mha_model_free(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 MHA_API mha_status mha_model_load_memory(const void *data, size_t size, const char *base_dir,

@@ -14,7 +14,9 @@ Graphs that must be REFUSED (MHA_ERR_MODEL_UNSUPPORTED naming op and node):
   dyn_bias            a bias of the key position computed from the sequence length (j * j),
                       dynamic axes: neither ALiBi (linear in j) nor a function of j - i
   rotary_q_only       a rotate-half rotary embedding on Q alone (K is not turned)
-  kv_cache_concat     the new keys appended to a past-key input (a KV cache between projections)
+  kv_cache_concat     the new keys appended to a past-key input, and no cache of values
+  kv_cache_after      past keys and values appended after the new ones (a cache holds the
+                      earlier positions first)
   residual_block      the layer's input added to its output (the block around the layer)
 Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   where_mask          the causal mask applied with Where instead of Add (GPT-2)
@@ -158,13 +160,22 @@ def layer(variant):
             nodes.append(helper.make_node("Reshape", [t, "shape_bshd"], [t + "_4d"], name=t + "_reshape"))
         nodes.append(helper.make_node("Transpose", ["q_4d"], ["q_t0"], perm=[0, 2, 1, 3], name="q_transpose"))
         k4 = "k_4d"
+        v4 = "v_4d"
         if variant == "kv_cache_concat":
             # the new keys appended to a past input [B, P, H, d]
             inputs.append(helper.make_tensor_value_info("past_k", TensorProto.FLOAT, ["batch", "past", H, DH]))
             nodes.append(helper.make_node("Concat", ["past_k", "k_4d"], ["k_all"], axis=1, name="k_cache_concat"))
             k4 = "k_all"
+        if variant == "kv_cache_after":
+            # both caches [B, P, H, d], but appended after the new rows
+            for t in "kv":
+                inputs.append(helper.make_tensor_value_info("past_" + t, TensorProto.FLOAT,
+                                                            ["batch", "past", H, DH]))
+                nodes.append(helper.make_node("Concat", [t + "_4d", "past_" + t], [t + "_all"], axis=1,
+                                              name=t + "_cache_concat"))
+            k4, v4 = "k_all", "v_all"
         nodes.append(helper.make_node("Transpose", [k4], ["k_t0"], perm=[0, 2, 3, 1], name="k_transpose"))
-        nodes.append(helper.make_node("Transpose", ["v_4d"], ["v_t"], perm=[0, 2, 1, 3], name="v_transpose"))
+        nodes.append(helper.make_node("Transpose", [v4], ["v_t"], perm=[0, 2, 1, 3], name="v_transpose"))
         if variant == "unknown_op_on_path":
             nodes.append(helper.make_node("Sin", ["q_t0"], ["q_t"], name="q_sin"))
         elif variant == "rotary_q_only":
@@ -407,5 +418,5 @@ for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "we
           "where_fill_zero", "dyn_bias", "ext_mask_i64", "ext_mask_10000", "fill_mask_eq0",
           "bool_ignore_mask", "window_mask", "softmax_casts", "rotary_q_only", "alibi_relative",
           "rel_bias", "alibi_counted", "alibi_counted_float", "two_masks", "bh_mask",
-          "kv_cache_concat", "residual_block"):
+          "kv_cache_concat", "kv_cache_after", "residual_block"):
     save(layer(v), v)
