@@ -123,6 +123,19 @@ static int plan_input_shape(const mha_io_info *io, const shape_plan *p, int64_t 
         if (r != 1) break;
         shape[0] = p->B;
         return 0;
+    case MHA_ROLE_POSITION_IDS: /* [B, Sq] */
+        if (r != 2) break;
+        shape[0] = p->B;
+        shape[1] = p->Sq;
+        return 0;
+    case MHA_ROLE_ROTARY_COS: /* [B, Sq, rotary_dim] or [B, 1, Sq, rotary_dim] */
+    case MHA_ROLE_ROTARY_SIN:
+        if (r != 3 && r != 4) break;
+        shape[0] = p->B;
+        if (r == 4) shape[1] = 1;
+        shape[r - 2] = p->Sq;
+        shape[r - 1] = KEEP(r - 1, dk);
+        return 0;
     default:
         return fail_msg(msg, msg_size, "input '%s' has role %s, which is not an input role",
                         io->name, mha_io_role_name(io->role));
@@ -217,6 +230,25 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
             return 0;
         }
         break;
+    case MHA_ROLE_POSITION_IDS: /* 0 .. Sq - 1 in every row */
+        for (int64_t e = 0; e < n; e++) {
+            if (t->dtype == MHA_DTYPE_INT64)
+                ((int64_t *)t->data)[e] = e % last;
+            else if (t->dtype == MHA_DTYPE_INT32)
+                ((int32_t *)t->data)[e] = (int32_t)(e % last);
+        }
+        if (t->dtype == MHA_DTYPE_INT64 || t->dtype == MHA_DTYPE_INT32) return 0;
+        break;
+    case MHA_ROLE_ROTARY_COS: /* angles (s + 1) / (1 + t), halves repeated */
+    case MHA_ROLE_ROTARY_SIN:
+        if (t->dtype != MHA_DTYPE_FLOAT32 || last < 2) break;
+        for (int64_t e = 0; e < n; e++) {
+            const int64_t s = (e / last) % t->shape[t->rank - 2], c = e % last % (last / 2);
+            const double angle = (double)(s + 1) / (double)(1 + c);
+            ((float *)t->data)[e] =
+                (float)(io->role == MHA_ROLE_ROTARY_COS ? cos(angle) : sin(angle));
+        }
+        return 0;
     default:
         if (t->dtype == MHA_DTYPE_FLOAT32) { /* uniform in [-1, 1) */
             float *d = t->data;

@@ -171,6 +171,11 @@ static int ds_is_batch_major(mha_io_role role, const npy_header *h, int64_t B) {
         return h->rank == 1;
     case MHA_ROLE_ATTN_MASK:
         return h->rank == 4;
+    case MHA_ROLE_POSITION_IDS: /* [B, S] (a [1, S] row serves every batch) */
+        return h->rank == 2;
+    case MHA_ROLE_ROTARY_COS: /* [B, S, d] or [B, 1, S, d] */
+    case MHA_ROLE_ROTARY_SIN:
+        return h->rank == 3 || h->rank == 4;
     default:
         return ds_role_is_sequence(role);
     }

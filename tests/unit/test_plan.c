@@ -524,6 +524,38 @@ static void test_output_shapes_follow_inputs(void **state) {
     plan_free(P);
 }
 
+/* ViT's class token concatenated before the patches inside the graph: the
+ * output has N + 1 tokens, an input axis plus a constant, and the layer
+ * after the Concat is still one fused attention step. */
+static void test_output_axis_with_offset(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/families/vit_clstoken_op17/model.onnx", MHA_TEST_DATA);
+    ir_graph *g = NULL;
+    mha_error err;
+    mha_error_clear(&err);
+    if (ir_load_file(&g_alloc, path, NULL, &g, &err) != MHA_OK) fail_msg("%s", err.message);
+    plan *P = NULL;
+    if (plan_build(&g_alloc, &g, 0, &P, &err) != MHA_OK) fail_msg("plan: %s", err.message);
+    assert_int_equal(P->n_layers, 1);
+    assert_true(P->layers[0].recognised);
+    float x[2 * 5 * 48] = {0};
+    mha_tensor in, out;
+    memset(&in, 0, sizeof in);
+    in.dtype = MHA_DTYPE_FLOAT32;
+    in.rank = 3;
+    in.shape[0] = 2;
+    in.shape[1] = 5;
+    in.shape[2] = 48;
+    in.data = x;
+    assert_int_equal(plan_output_shapes(P, &in, 1, &out, 1, &err), MHA_OK);
+    assert_int_equal(out.rank, 3);
+    assert_int_equal(out.shape[0], 2);
+    assert_int_equal(out.shape[1], 6);
+    assert_int_equal(out.shape[2], 48);
+    plan_free(P);
+}
+
 static void test_probe_inputs_in_range(void **state) {
     (void)state;
     plan *P = build(BERT, 1);
@@ -620,6 +652,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_weights_released_after_packing),
         cmocka_unit_test(test_arena_by_lifetimes),
         cmocka_unit_test(test_output_shapes_follow_inputs),
+        cmocka_unit_test(test_output_axis_with_offset),
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),
         cmocka_unit_test(test_load_alloc_failures),

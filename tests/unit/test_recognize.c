@@ -18,6 +18,7 @@
 #include "layer_reference.h"
 #include "mha/plugin.h"
 #include "onnx_ir.h"
+#include "recognize_internal.h"
 #include "tensor.h"
 
 static mha_alloc_ctx g_alloc;
@@ -515,11 +516,10 @@ static void test_refusals(void **state) {
         assert_null(strchr(err.message, '\n'));
         ir_free(g);
     }
-    /* family cases still refused: the message says what the graph does */
+    /* a family case the layer recogniser alone refuses, saying what the
+     * graph does (the model loads as a plan: test_plan) */
     static const refusal_case families[] = {
-        {"llama_posids_op17", "Add node '/Add'", "graph inputs 'hidden_states', 'position_ids'"},
-        {"llama_cossin_op16", "'cos', 'sin'", "positions or cos / sin tables are graph inputs"},
-        {"whisper_crosscache_op15", "reads graph input 'past_key'", "K given already projected"},
+        {"vit_clstoken_op17", "Concat node '/Concat_1' on the Q path", "only layout ops"},
     };
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
         layer L;
@@ -529,6 +529,66 @@ static void test_refusals(void **state) {
             !strstr(err.message, families[i].want2))
             fail_msg("%s: %s: %s", families[i].name, mha_status_name(st), err.message);
     }
+}
+
+/* Forms read through something other than a projection of [B, S, D] rows:
+ * sequence-first inputs (nn.MultiheadAttention's default), K / V given in
+ * head layout (a cached cross-attention), rotary positions or tables as
+ * inputs. Each must be read as such and verify against its graph. */
+static void test_inputs_beyond_projections(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        int seq_first, kv_given, tables_input;
+        mha_io_role role1, role2;
+    } cases[] = {
+        {"torchmha_seqfirst_keypad_op18", 1, 0, 0, MHA_ROLE_KEY_PADDING_MASK, MHA_ROLE_OUTPUT},
+        {"torchmha_seqfirst_cross_op15", 1, 0, 0, MHA_ROLE_KEY_VALUE, MHA_ROLE_OUTPUT},
+        {"whisper_crosscache_op15", 0, 1, 0, MHA_ROLE_K, MHA_ROLE_V},
+        {"llama_posids_op17", 0, 0, 0, MHA_ROLE_KEY_PADDING_MASK, MHA_ROLE_POSITION_IDS},
+        {"llama_cossin_op16", 0, 0, 1, MHA_ROLE_KEY_PADDING_MASK, MHA_ROLE_ROTARY_COS},
+        {"bert_extmask_op14", 0, 0, 0, MHA_ROLE_KEY_PADDING_MASK, MHA_ROLE_OUTPUT},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        layer L;
+        ir_graph *g = NULL;
+        recognise_ok("families", cases[i].name, &L, &g);
+        mha_error err;
+        if (layer_verify(&g_alloc, g, &L, &err) != MHA_OK)
+            fail_msg("%s: %s", cases[i].name, err.message);
+        if (L.seq_first != cases[i].seq_first || L.kv_given != cases[i].kv_given ||
+            L.rotary_tables_input != cases[i].tables_input)
+            fail_msg("%s: seq_first %d, kv_given %d, tables input %d", cases[i].name, L.seq_first,
+                     L.kv_given, L.rotary_tables_input);
+        assert_int_equal(L.inputs[0].role, MHA_ROLE_QUERY);
+        assert_int_equal(L.inputs[1].role, cases[i].role1);
+        if (cases[i].role2 != MHA_ROLE_OUTPUT) assert_int_equal(L.inputs[2].role, cases[i].role2);
+        if (cases[i].seq_first) /* [S, B, D] as declared, D static */
+            assert_int_equal(L.inputs[0].dims[2], L.d_model);
+        if (cases[i].kv_given) assert_null(L.wk);
+        layer_clear(&g_alloc, &L);
+        ir_free(g);
+    }
+}
+
+/* position_ids declared [1, S]: one row for the whole batch. It must not
+ * fix the batch of the probes to 1 (the layer would be verified at batch 1
+ * alone). */
+static void test_broadcast_positions_probe_batch(void **state) {
+    (void)state;
+    layer L;
+    recognise_ok("families", "llama_posids_bcast_op15", &L, NULL);
+    assert_int_equal(L.inputs[2].role, MHA_ROLE_POSITION_IDS);
+    assert_int_equal(L.inputs[2].dims[0], 1);
+    rz_sizes sz = {2, 3, 5, 0};
+    int64_t dims[3][MHA_MAX_RANK];
+    mha_error err;
+    assert_int_equal(rz_probe_dims(&L, 1, &sz, dims, &err), MHA_OK);
+    assert_int_equal(sz.B, 2);
+    assert_int_equal(dims[0][0], 2); /* hidden_states */
+    assert_int_equal(dims[2][0], 1); /* position_ids */
+    assert_int_equal(dims[2][1], dims[0][1]);
+    layer_clear(&g_alloc, &L);
 }
 
 /* The roles and readings the family idioms must get. kpm: 0 none, 1 bool
@@ -642,6 +702,47 @@ static ir_graph *recognize_model(const char *name, layer *L) {
     mha_error_clear(&err);
     if (layer_recognize(&g_alloc, g, L, &err) != MHA_OK) fail_msg("%s: %s", name, err.message);
     return g;
+}
+
+/* An ONNX Attention node, and a com.microsoft MultiHeadAttention, between
+ * projections with their own KV cache (issue 14): past / present roles, a
+ * projected layer with a cache, verified against the graph at a past of 2
+ * and an empty one. */
+static void test_attention_node_cache(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        size_t n_in;
+        mha_io_role roles[4];
+        int64_t kv_heads;
+    } cases[] = {
+        {"attention_past",
+         4,
+         {MHA_ROLE_QUERY, MHA_ROLE_ATTN_MASK, MHA_ROLE_PAST_KEY, MHA_ROLE_PAST_VALUE},
+         2},
+        {"ms_mha_past", 3, {MHA_ROLE_QUERY, MHA_ROLE_PAST_KEY, MHA_ROLE_PAST_VALUE}, 4},
+    };
+    static const mha_io_role out_roles[3] = {MHA_ROLE_OUTPUT, MHA_ROLE_PRESENT_KEY,
+                                             MHA_ROLE_PRESENT_VALUE};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        layer L;
+        mha_error err;
+        mha_error_clear(&err);
+        ir_graph *g = recognize_model(cases[c].name, &L);
+        assert_int_equal(L.n_inputs, cases[c].n_in);
+        assert_int_equal(L.n_outputs, 3);
+        for (size_t i = 0; i < cases[c].n_in; i++)
+            assert_int_equal(L.inputs[i].role, cases[c].roles[i]);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(L.outputs[i].role, out_roles[i]);
+        assert_true(layer_has_cache(&L));
+        assert_int_equal(L.causal, 1);
+        assert_int_equal(L.kv_heads, cases[c].kv_heads);
+        if (layer_verify(&g_alloc, g, &L, &err) != MHA_OK)
+            fail_msg("%s: verify: %s", cases[c].name, err.message);
+        layer_clear(&g_alloc, &L);
+        ir_free(g);
+    }
 }
 
 /* An attention mask and a key padding mask on one layer, each read by its
@@ -1056,8 +1157,11 @@ int main(void) {
         cmocka_unit_test(test_relative_bias_from_buffer),
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_inputs_beyond_projections),
+        cmocka_unit_test(test_broadcast_positions_probe_batch),
         cmocka_unit_test(test_unusual_plumbing),
         cmocka_unit_test(test_two_masks),
+        cmocka_unit_test(test_attention_node_cache),
         cmocka_unit_test(test_fully_masked_row),
         cmocka_unit_test(test_verify_catches_corruption),
         cmocka_unit_test(test_allocation_failures),

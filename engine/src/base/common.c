@@ -127,6 +127,12 @@ MHA_API const char *mha_io_role_name(mha_io_role role) {
         return "attn_weights";
     case MHA_ROLE_TOKEN_IDS:
         return "token_ids";
+    case MHA_ROLE_POSITION_IDS:
+        return "position_ids";
+    case MHA_ROLE_ROTARY_COS:
+        return "rotary_cos";
+    case MHA_ROLE_ROTARY_SIN:
+        return "rotary_sin";
     }
     return "unknown";
 }

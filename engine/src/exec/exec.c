@@ -219,7 +219,7 @@ mha_status exec_pack_weights_prec(const mha_alloc_ctx *a, const layer *L, const 
         const int64_t cq[1] = {nq};
         st = exec_pack_parts_prec(a, plugin, state, precision, L->d_model, 1, wq, cq, bq, "W_q",
                                   &pk->q, err);
-        if (st == MHA_OK) {
+        if (st == MHA_OK && !L->kv_given) { /* else K, V come in projected */
             const float *w[2] = {L->wk, L->wv}, *b[2] = {L->bk, L->bv};
             const int64_t cols[2] = {nk, nv};
             st = exec_pack_parts_prec(a, plugin, state, precision, L->d_kv, 2, w, cols, b,
@@ -580,25 +580,6 @@ static mha_status exec_alibi_positions(const mha_alloc_ctx *a, const layer *L,
 /* Work plan                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* C[seg] = A[seg] . W (+ bias) for n_segs segments of M rows each; segment s
- * reads rows A + s*a_seg (lda apart) and writes C + s*c_seg (ldc apart).
- * Units are (segment, row tile, column tile), column tile fastest. */
-typedef struct exec_gemm_family {
-    const exec_gemm_weights *W;
-    const float *A;
-    int64_t lda, a_seg;
-    float *C;
-    int64_t ldc, c_seg;
-    int64_t M, n_segs;
-    int64_t m_tile, n_tile, m_tiles, n_tiles;
-    /* The last tail_tiles row tiles (of the last segment) go out as
-     * tail_split column pieces each, after every other unit: the threads
-     * that finish the body early share the end instead of one of them
-     * computing a whole last tile alone. */
-    int64_t tail_tiles, tail_split, tail_n_tile;
-    int64_t n_units;
-} exec_gemm_family;
-
 /* Attention over the chunk: args covers it all; units are (query block,
  * batch item, head), heaviest query block first under a causal mask. */
 typedef struct exec_attn_plan {
@@ -641,7 +622,7 @@ typedef struct exec_state {
 /* Tiles are multiples of the plugin's blocks (so every range the plugin
  * sees is aligned); they shrink until there are about two units per
  * thread, or to the plugin's blocks. */
-static void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
+void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
     const int64_t mb = p->gemm_m_block > 0 ? p->gemm_m_block : 1;
     const int64_t nbk = p->gemm_n_block > 0 ? p->gemm_n_block : 1;
     const int64_t M = f->M, N = f->W->N;
@@ -826,22 +807,34 @@ static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f,
                           f->ldc, m0, m1, n0, n1, num_threads, err);
 }
 
-static mha_status exec_gemm_unit(const exec_state *s, const exec_gemm_family *f, int64_t u,
-                                 mha_error *err) {
+void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]) {
     const int64_t per_seg = f->m_tiles * f->n_tiles;
     const int64_t body = f->n_segs * per_seg - f->tail_tiles * f->n_tiles;
+    int64_t m0, n0, n_tile;
     if (u >= body) { /* a column piece of one of the last row tiles */
         const int64_t t = u - body;
-        const int64_t mi = f->m_tiles - f->tail_tiles + t / f->tail_split;
-        const int64_t m0 = mi * f->m_tile, n0 = (t % f->tail_split) * f->tail_n_tile;
-        return exec_gemm_call(s, f, f->n_segs - 1, m0, exec_min(f->M, m0 + f->m_tile), n0,
-                              exec_min(f->W->N, n0 + f->tail_n_tile), 1, err);
+        m0 = (f->m_tiles - f->tail_tiles + t / f->tail_split) * f->m_tile;
+        n0 = (t % f->tail_split) * f->tail_n_tile;
+        n_tile = f->tail_n_tile;
+        *seg = f->n_segs - 1;
+    } else {
+        const int64_t k = u % per_seg;
+        m0 = (k / f->n_tiles) * f->m_tile;
+        n0 = (k % f->n_tiles) * f->n_tile;
+        n_tile = f->n_tile;
+        *seg = u / per_seg;
     }
-    const int64_t seg = u / per_seg, r = u % per_seg;
-    const int64_t mi = r / f->n_tiles, ni = r % f->n_tiles;
-    const int64_t m0 = mi * f->m_tile, n0 = ni * f->n_tile;
-    return exec_gemm_call(s, f, seg, m0, exec_min(f->M, m0 + f->m_tile), n0,
-                          exec_min(f->W->N, n0 + f->n_tile), 1, err);
+    r[0] = m0;
+    r[1] = exec_min(f->M, m0 + f->m_tile);
+    r[2] = n0;
+    r[3] = exec_min(f->W->N, n0 + n_tile);
+}
+
+static mha_status exec_gemm_unit(const exec_state *s, const exec_gemm_family *f, int64_t u,
+                                 mha_error *err) {
+    int64_t seg, r[4];
+    exec_gemm_unit_range(f, u, &seg, r);
+    return exec_gemm_call(s, f, seg, r[0], r[1], r[2], r[3], 1, err);
 }
 
 /* A kernel call over batch [r[0], r[1]) heads [r[2], r[3]) rows [r[4], r[5])
@@ -1092,11 +1085,13 @@ static void exec_family_rows(exec_gemm_family *f, const float *x, int64_t b0, in
     }
 }
 
-/* The rotary tables of a run: positions [0, n_pos). */
+/* The rotary tables of a run: row s + pos_offset[b] (pos_offset NULL: row
+ * s) holds the angles of token s of batch item b. */
 typedef struct exec_rope_tables {
     const float *cos, *sin; /* [n_pos, rotary_dim / 2] */
     int64_t n_pos;
-    float *owned; /* a run's own tables, or NULL */
+    float *owned;        /* a run's own tables, or NULL */
+    int64_t *pos_offset; /* [B], owned, or NULL */
 } exec_rope_tables;
 
 /* The layer's tables when they reach position n - 1; else, from the model's
@@ -1134,6 +1129,91 @@ static mha_status exec_rope_tables_get(const mha_alloc_ctx *a, const layer *L, i
     t->cos = cs;
     t->sin = sn;
     t->n_pos = n;
+    return MHA_OK;
+}
+
+/* Reads element i of an integer tensor (int64 or int32). */
+static int64_t exec_int_at(const mha_tensor *t, int64_t i) {
+    return t->dtype == MHA_DTYPE_INT32 ? ((const int32_t *)t->data)[i]
+                                       : ((const int64_t *)t->data)[i];
+}
+
+/* Tables for positions or cos / sin given as inputs (bd->position_ids, or
+ * bd->rotary_cos / rotary_sin): one row per token, [nb * Sq, half] with
+ * nb = 1 when the input broadcasts over the batch, so that row s +
+ * pos_offset[b] is token s of item b and the kernels turn every token by
+ * its own angles. Positions index the model's tables (made as the model
+ * makes them past their end when it has inverse frequencies). Given tables
+ * must repeat their halves (cat(freqs, freqs)): the kernels turn pair (t,
+ * t + half) by one angle. */
+static mha_status exec_rope_tables_given(const mha_alloc_ctx *a, const layer *L,
+                                         const exec_binding *bd, exec_rope_tables *t,
+                                         mha_error *err) {
+    memset(t, 0, sizeof *t);
+    const mha_tensor *in = bd->position_ids ? bd->position_ids : bd->rotary_cos;
+    const int64_t half = L->rotary_dim / 2, S = bd->Sq, B = bd->B;
+    const int64_t nb = in->shape[0] == 1 ? 1 : B, rows = nb * S;
+    exec_rope_tables src;
+    memset(&src, 0, sizeof src);
+    if (bd->position_ids) {
+        int64_t top = 0;
+        for (int64_t i = 0; i < rows; i++) {
+            const int64_t p = exec_int_at(in, i);
+            if (p < 0 || p >= ((int64_t)1 << 40))
+                return mha_fail(
+                    err, MHA_ERR_INVALID_ARGUMENT,
+                    "input position_ids: element %lld is %lld (positions are 0 .. 2^40)",
+                    (long long)i, (long long)p);
+            if (p > top) top = p;
+        }
+        mha_status st = exec_rope_tables_get(a, L, top + 1, &src, err);
+        if (st != MHA_OK) return st;
+    }
+    size_t count;
+    if (!mha_mul_size((size_t)rows, (size_t)half, &count) || !mha_mul_size(count, 2, &count)) {
+        mha_free(a, src.owned);
+        return mha_fail(err, MHA_ERR_LIMIT, "rotary tables of %lld tokens", (long long)rows);
+    }
+    t->owned = mha_malloc(a, count * sizeof(float));
+    t->pos_offset = mha_malloc(a, (size_t)(B > 0 ? B : 1) * sizeof(int64_t));
+    if (!t->owned || !t->pos_offset) {
+        mha_free(a, src.owned);
+        mha_free(a, t->owned);
+        mha_free(a, t->pos_offset);
+        memset(t, 0, sizeof *t);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "rotary tables of %lld tokens: out of memory",
+                        (long long)rows);
+    }
+    float *cs = t->owned, *sn = t->owned + rows * half;
+    const size_t row_bytes = (size_t)half * sizeof(float);
+    for (int64_t r = 0; r < rows; r++) {
+        if (bd->position_ids) {
+            const int64_t p = exec_int_at(in, r);
+            memcpy(cs + r * half, src.cos + p * half, row_bytes);
+            memcpy(sn + r * half, src.sin + p * half, row_bytes);
+            continue;
+        }
+        const float *c = (const float *)bd->rotary_cos->data + r * 2 * half;
+        const float *s = (const float *)bd->rotary_sin->data + r * 2 * half;
+        if (memcmp(c, c + half, row_bytes) || memcmp(s, s + half, row_bytes)) {
+            mha_free(a, t->owned);
+            mha_free(a, t->pos_offset);
+            memset(t, 0, sizeof *t);
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                            "inputs rotary cos / sin: the two halves of token %lld differ; the "
+                            "layer turns dims t and t + %lld by one angle (tables made as "
+                            "cat(freqs, freqs))",
+                            (long long)r, (long long)half);
+        }
+        memcpy(cs + r * half, c, row_bytes);
+        memcpy(sn + r * half, s, row_bytes);
+    }
+    mha_free(a, src.owned);
+    for (int64_t b = 0; b < B; b++)
+        t->pos_offset[b] = nb == 1 ? 0 : b * S;
+    t->cos = cs;
+    t->sin = sn;
+    t->n_pos = rows;
     return MHA_OK;
 }
 
@@ -1212,8 +1292,9 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     } else {
         size_t t3;
         ok = mha_mul_size((size_t)Sq, (size_t)nq, &t1) &&
-             mha_mul_size((size_t)Skv, (size_t)nkv, &t2) && mha_add_size(t1, t2, &t1) &&
-             mha_mul_size((size_t)Sq, (size_t)natt, &t3) && mha_add_size(t1, t3, &per_item);
+             mha_mul_size((size_t)(L->kv_given ? 0 : Skv), (size_t)nkv, &t2) &&
+             mha_add_size(t1, t2, &t1) && mha_mul_size((size_t)Sq, (size_t)natt, &t3) &&
+             mha_add_size(t1, t3, &per_item);
     }
     if (!ok || !mha_mul_size(per_item, sizeof(float), &per_item))
         return mha_fail(err, MHA_ERR_LIMIT,
@@ -1228,7 +1309,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     int64_t *offsets = NULL;
     mha_status st = MHA_OK;
     size_t n_proj = (size_t)(nb * Sq * (self ? nq + nkv : nq));
-    size_t n_projkv = self ? 0 : (size_t)(nb * Skv * nkv);
+    size_t n_projkv = self || L->kv_given ? 0 : (size_t)(nb * Skv * nkv);
     size_t n_att = (size_t)(nb * Sq * natt);
     /* K' and V' of a cache go where the cross-attention's K/V rows would */
     if (cached) n_projkv = (size_t)nb * t_cache;
@@ -1261,7 +1342,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     for (int64_t b = 0; cached && b < B; b++)
         offsets[b] = P;
 
-    const float *xq = bd->x_q->data, *xkv = bd->x_kv->data;
+    const float *xq = bd->x_q->data, *xkv = bd->x_kv ? bd->x_kv->data : NULL;
     for (int64_t b0 = 0; b0 < B && st == MHA_OK; b0 += nb) {
         const int64_t n = exec_min(nb, B - b0);
         int ph = 0;
@@ -1285,7 +1366,10 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
             f->ldc = nq;
             f->c_seg = seq_first ? Sq * nq : 0;
             exec_gemm_plan(f, s->plugin, threads_plan);
-            f = &s->proj[1];
+            s->n_proj = 1;
+        }
+        if (!self && !L->kv_given) {
+            exec_gemm_family *f = &s->proj[1];
             f->W = &pk->kv;
             exec_family_rows(f, xkv, b0, n, B, Skv, L->d_kv, seq_first);
             f->C = projkv;
@@ -1302,8 +1386,12 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         if (L->rotary) {
             float *const x[2] = {proj, kbase};
             const int64_t S[2] = {Sq, Skv}, ld[2] = {ldq, ldkv};
-            exec_rope_plan_make(&s->rope, L, rope, n, dk, x, S, ld, cached ? offsets + b0 : NULL,
-                                threads_plan);
+            /* positions given as inputs: rows of per-token tables; a cache:
+             * the new rows start at the past length */
+            const int64_t *pos = rope->pos_offset ? rope->pos_offset + b0
+                                 : cached         ? offsets + b0
+                                                  : NULL;
+            exec_rope_plan_make(&s->rope, L, rope, n, dk, x, S, ld, pos, threads_plan);
             s->phase_kind[ph++] = EXEC_PHASE_ROPE;
         }
 
@@ -1329,6 +1417,12 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
             k_att = kc, v_att = vc;
             k_sb = Hkv * T * dk, k_sh = T * dk, k_ss = dk;
             v_sb = Hkv * T * dv, v_sh = T * dv, v_ss = dv;
+        }
+        if (L->kv_given) { /* the caller's K, V [B, Hkv, Skv, dk | dv] */
+            k_att = (const float *)bd->k->data + b0 * Hkv * Skv * dk;
+            v_att = (const float *)bd->v->data + b0 * Hkv * Skv * dv;
+            k_sb = Hkv * Skv * dk, k_sh = Skv * dk, k_ss = dk;
+            v_sb = Hkv * Skv * dv, v_sh = Skv * dv, v_ss = dv;
         }
 
         /* (2) attention, reading Q/K/V in place through strides */
@@ -1530,7 +1624,9 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
             s.rope.fn = mha_scalar_plugin_table()->rotary;
             s.rope.fn_state = NULL;
         }
-        st = exec_rope_tables_get(env->alloc, L, bd.P + exec_max(bd.Sq, bd.Skv), &rope, err);
+        st = bd.position_ids || bd.rotary_cos
+                 ? exec_rope_tables_given(env->alloc, L, &bd, &rope, err)
+                 : exec_rope_tables_get(env->alloc, L, bd.P + exec_max(bd.Sq, bd.Skv), &rope, err);
         if (st != MHA_OK) return st;
     }
     s.threads = pool_size(env->pool);
@@ -1552,6 +1648,7 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
     if (st != MHA_OK) {
         if (reserved) pool_release(env->pool);
         mha_free(env->alloc, rope.owned);
+        mha_free(env->alloc, rope.pos_offset);
         mha_free(env->alloc, mask.owned);
         return st;
     }
@@ -1574,6 +1671,7 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
     pool_scratch_give(env->pool, env->alloc, EXEC_SCRATCH_WORKSPACE, s.workspace);
     mha_free(env->alloc, mask.owned);
     mha_free(env->alloc, rope.owned);
+    mha_free(env->alloc, rope.pos_offset);
     mha_free(env->alloc, alibi_pos);
     return st;
 }

@@ -127,7 +127,8 @@ static mha_status layer_check_key_padding(const layer *L, const layer_io *io, co
 }
 
 static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const layer_io *io_q,
-                                       const layer_io *io_kv, mha_error *err) {
+                                       const layer_io *io_kv, const layer_io *io_k,
+                                       const layer_io *io_v, mha_error *err) {
     const int sf = L->seq_first != 0;
     const char *layout = sf ? "[S, B, d_model]" : "[B, S, d_model]";
     mha_status st = layer_expect_float(L, io_q, bd->x_q, err);
@@ -137,7 +138,27 @@ static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const l
     if (st != MHA_OK) return st;
     bd->B = bd->x_q->shape[sf ? 1 : 0];
     bd->Sq = bd->x_q->shape[sf ? 0 : 1];
-    if (L->cross) {
+    if (L->kv_given) {
+        /* K, V already projected, in head layout */
+        if (bd->x_kv || !bd->k || !bd->v)
+            return mha_fail(err, MHA_ERR_INTERNAL,
+                            "layer with K / V given needs K and V inputs and no key/value input");
+        const layer_io *io[2] = {io_k, io_v};
+        const mha_tensor *t[2] = {bd->k, bd->v};
+        for (int w = 0; w < 2; w++) {
+            st = layer_expect_float(L, io[w], t[w], err);
+            if (st != MHA_OK) return st;
+            const int64_t want[4] = {bd->B, L->kv_heads, w ? bd->Skv : -1,
+                                     w ? layer_dv(L) : L->d_head};
+            st =
+                layer_expect_shape(io[w], t[w], 4, want,
+                                   w ? "[B, kv_heads, Skv, d_head_v] with the query's B and K's Skv"
+                                     : "[B, kv_heads, Skv, d_head] with the query's B",
+                                   err);
+            if (st != MHA_OK) return st;
+            if (!w) bd->Skv = bd->k->shape[2];
+        }
+    } else if (L->cross) {
         if (!bd->x_kv)
             return mha_fail(err, MHA_ERR_INTERNAL, "cross-attention layer has no key/value input");
         st = layer_expect_float(L, io_kv, bd->x_kv, err);
@@ -157,7 +178,7 @@ static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const l
         bd->x_kv = bd->x_q;
         bd->Skv = bd->Sq;
     }
-    if (!L->wq || !L->wk || !L->wv || !L->wo)
+    if (!L->wq || (!L->kv_given && (!L->wk || !L->wv)) || !L->wo)
         return mha_fail(err, MHA_ERR_INTERNAL, "layer has projections but a weight is missing");
     bd->y_shape.rank = 3;
     bd->y_shape.shape[0] = sf ? bd->Sq : bd->B;
@@ -263,12 +284,62 @@ static mha_status layer_bind_cache(const layer *L, exec_binding *bd, const layer
     return MHA_OK;
 }
 
+/* Rotary positions [B or 1, Sq] (integer), or the cos / sin tables
+ * [B or 1, Sq, rotary_dim] or [B or 1, 1, Sq, rotary_dim] given as inputs:
+ * only to a rotary self-attention layer, and never both. */
+static mha_status layer_bind_rotary_inputs(const layer *L, exec_binding *bd,
+                                           const layer_io *const *io_role,
+                                           const mha_tensor *const *t_role, mha_error *err) {
+    const mha_tensor *pos = t_role[MHA_ROLE_POSITION_IDS];
+    const mha_tensor *cs = t_role[MHA_ROLE_ROTARY_COS], *sn = t_role[MHA_ROLE_ROTARY_SIN];
+    if (!pos && !cs && !sn) return MHA_OK;
+    if (!L->rotary || !L->has_proj || L->cross || (pos && (cs || sn)) || (!pos && (!cs || !sn)))
+        return mha_fail(err, MHA_ERR_INTERNAL,
+                        "layer: rotary inputs (positions %d, cos %d, sin %d) do not fit a %s layer",
+                        pos != NULL, cs != NULL, sn != NULL,
+                        L->rotary ? "rotary self-attention" : "non-rotary");
+    if (pos) {
+        const layer_io *io = io_role[MHA_ROLE_POSITION_IDS];
+        if (pos->dtype != MHA_DTYPE_INT64 && pos->dtype != MHA_DTYPE_INT32)
+            return mha_fail(err, MHA_ERR_DTYPE,
+                            "input '%s' (position_ids): dtype %s, expected int64",
+                            layer_io_name(io), mha_dtype_name(pos->dtype));
+        const int64_t b = pos->rank == 2 && pos->shape[0] == 1 ? 1 : bd->B;
+        const int64_t want[2] = {b, bd->Sq};
+        mha_status st = layer_expect_shape(io, pos, 2, want, "[B or 1, S]", err);
+        if (st != MHA_OK) return st;
+        bd->position_ids = pos;
+        return MHA_OK;
+    }
+    for (int w = 0; w < 2; w++) {
+        const mha_tensor *t = w ? sn : cs;
+        const layer_io *io = io_role[w ? MHA_ROLE_ROTARY_SIN : MHA_ROLE_ROTARY_COS];
+        mha_status st = layer_expect_float(L, io, t, err);
+        if (st != MHA_OK) return st;
+        const int rank = t->rank == 4 ? 4 : 3;
+        const int64_t b = t->rank >= 1 && t->shape[0] == 1 ? 1 : bd->B;
+        const int64_t want3[3] = {b, bd->Sq, L->rotary_dim};
+        const int64_t want4[4] = {b, 1, bd->Sq, L->rotary_dim};
+        st = layer_expect_shape(
+            io, t, rank, rank == 4 ? want4 : want3,
+            rank == 4 ? "[B or 1, 1, S, rotary_dim]" : "[B or 1, S, rotary_dim]", err);
+        if (st != MHA_OK) return st;
+    }
+    if (cs->shape[0] != sn->shape[0])
+        return mha_fail(err, MHA_ERR_SHAPE, "inputs '%s' and '%s': cos and sin differ in batch",
+                        layer_io_name(io_role[MHA_ROLE_ROTARY_COS]),
+                        layer_io_name(io_role[MHA_ROLE_ROTARY_SIN]));
+    bd->rotary_cos = cs;
+    bd->rotary_sin = sn;
+    return MHA_OK;
+}
+
 mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs, size_t n_outputs,
                       exec_binding *bd, mha_error *err) {
     memset(bd, 0, sizeof *bd);
     if (!L) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "no layer");
     if (L->q_heads < 1 || L->kv_heads < 1 || L->q_heads % L->kv_heads || L->d_head < 1 ||
-        (L->has_proj && (L->d_model < 1 || (L->cross && L->d_kv < 1))))
+        (L->has_proj && (L->d_model < 1 || (L->cross && !L->kv_given && L->d_kv < 1))))
         return mha_fail(err, MHA_ERR_INTERNAL,
                         "layer: inconsistent sizes (q_heads %lld, kv_heads %lld, d_head %lld)",
                         (long long)L->q_heads, (long long)L->kv_heads, (long long)L->d_head);
@@ -276,7 +347,7 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         ((L->rotary != MHA_ROTARY_HALF && L->rotary != MHA_ROTARY_INTERLEAVED) || !L->has_proj ||
          L->rotary_dim < 2 || L->rotary_dim % 2 || L->rotary_dim > L->d_head ||
          L->rotary_n_pos < 0 || (L->rotary_n_pos > 0 && (!L->rotary_cos || !L->rotary_sin)) ||
-         (L->rotary_n_pos == 0 && !L->rotary_inv_freq)))
+         (L->rotary_n_pos == 0 && !L->rotary_inv_freq && !L->rotary_tables_input)))
         return mha_fail(err, MHA_ERR_INTERNAL,
                         "layer: rotary embedding of kind %d over %lld of %lld dims, %lld table "
                         "rows, is inconsistent",
@@ -293,8 +364,8 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     bd->dv = layer_dv(L);
     bd->d_out = layer_dout(L);
 
-    const layer_io *io_role[MHA_ROLE_ATTN_WEIGHTS + 1] = {0};
-    const mha_tensor *t_role[MHA_ROLE_ATTN_WEIGHTS + 1] = {0};
+    const layer_io *io_role[MHA_ROLE_ROTARY_SIN + 1] = {0};
+    const mha_tensor *t_role[MHA_ROLE_ROTARY_SIN + 1] = {0};
     for (size_t i = 0; i < n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
         const mha_tensor *t = &inputs[i];
@@ -327,6 +398,9 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         case MHA_ROLE_PAST_KEY:
         case MHA_ROLE_PAST_VALUE:
         case MHA_ROLE_NONPAD_KV_SEQLEN:
+        case MHA_ROLE_POSITION_IDS:
+        case MHA_ROLE_ROTARY_COS:
+        case MHA_ROLE_ROTARY_SIN:
             if (io_role[io->role])
                 return mha_fail(err, MHA_ERR_INTERNAL, "layer: two inputs with role %s",
                                 mha_io_role_name(io->role));
@@ -374,11 +448,14 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     if (L->has_proj) {
         if (!t_role[MHA_ROLE_QUERY])
             return mha_fail(err, MHA_ERR_INTERNAL, "layer has projections but no query input");
-        if (t_role[MHA_ROLE_Q] || t_role[MHA_ROLE_K] || t_role[MHA_ROLE_V])
+        if (t_role[MHA_ROLE_Q] || (!L->kv_given && (t_role[MHA_ROLE_K] || t_role[MHA_ROLE_V])))
             return mha_fail(err, MHA_ERR_INTERNAL, "layer with projections has bare Q/K/V inputs");
         bd->x_q = t_role[MHA_ROLE_QUERY];
         bd->x_kv = t_role[MHA_ROLE_KEY_VALUE];
-        st = layer_bind_projected(L, bd, io_role[MHA_ROLE_QUERY], io_role[MHA_ROLE_KEY_VALUE], err);
+        bd->k = t_role[MHA_ROLE_K];
+        bd->v = t_role[MHA_ROLE_V];
+        st = layer_bind_projected(L, bd, io_role[MHA_ROLE_QUERY], io_role[MHA_ROLE_KEY_VALUE],
+                                  io_role[MHA_ROLE_K], io_role[MHA_ROLE_V], err);
     } else {
         if (!t_role[MHA_ROLE_Q] || !t_role[MHA_ROLE_K] || !t_role[MHA_ROLE_V])
             return mha_fail(err, MHA_ERR_INTERNAL, "bare attention layer lacks a Q, K or V input");
@@ -416,7 +493,7 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
                                      err);
         if (st != MHA_OK) return st;
     }
-    return MHA_OK;
+    return layer_bind_rotary_inputs(L, bd, io_role, t_role, err);
 }
 
 mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs, size_t n_inputs,

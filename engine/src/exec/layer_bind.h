@@ -23,6 +23,9 @@ typedef struct exec_binding {
     int64_t present_key_index, present_value_index, qk_index; /* outputs; -1 = absent */
     /* ---- appended (issue 14) ---- */
     int64_t weights_index; /* output of the head-averaged probabilities; -1 = absent */
+    /* ---- appended (issue 14): rotary positions or tables given as inputs ---- */
+    const mha_tensor *position_ids;            /* [B or 1, Sq] integer, or NULL */
+    const mha_tensor *rotary_cos, *rotary_sin; /* [B or 1, (1,) Sq, rotary_dim], or NULL */
 } exec_binding;
 
 /* Binds and checks every input against L (dtype, rank, widths, batch and

@@ -299,22 +299,27 @@ static mha_status build_io(plan *P, const plan_shape *shp, mha_error *err) {
             }
         }
     }
-    /* each output axis: fixed, or the size of an input axis */
+    /* each output axis: fixed, or the size of an input axis -- the same
+     * size first, else that size plus a constant (the same at both probes) */
     for (size_t k = 0; k < g->n_outputs; k++) {
         const plan_shape *s = &shp[g->outputs[k]];
         for (int d = 0; d < s->rank; d++) {
             plan_dim_rule *r = &P->out_rules[k][d];
             r->fixed = s->dims[0][d] == s->dims[1][d] ? s->dims[0][d] : -1;
-            for (size_t i = 0; r->fixed < 0 && r->input == 0 && i < g->n_inputs; i++) {
-                const plan_shape *is = &shp[g->inputs[i]];
-                for (int a = 0; a < is->rank; a++)
-                    if (P->in_syms[i][a] >= 0 && is->dims[0][a] == s->dims[0][d] &&
-                        is->dims[1][a] == s->dims[1][d]) {
-                        r->input = (int)i + 1;
-                        r->axis = a;
-                        break;
+            for (int shifted = 0; shifted < 2 && r->fixed < 0 && r->input == 0; shifted++)
+                for (size_t i = 0; r->input == 0 && i < g->n_inputs; i++) {
+                    const plan_shape *is = &shp[g->inputs[i]];
+                    for (int a = 0; a < is->rank; a++) {
+                        const int64_t off = s->dims[0][d] - is->dims[0][a];
+                        if (P->in_syms[i][a] >= 0 && (off == 0 || shifted) &&
+                            s->dims[1][d] - is->dims[1][a] == off) {
+                            r->input = (int)i + 1;
+                            r->axis = a;
+                            r->offset = off;
+                            break;
+                        }
                     }
-            }
+                }
             if (r->fixed < 0 && r->input == 0)
                 return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
                                 "graph output '%s': axis %d follows no input axis",

@@ -20,6 +20,12 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
                               int64_t skv_hint, uint64_t *seed) {
     int64_t n = tensor_numel(t);
     int64_t last = t->rank > 0 ? t->dims[t->rank - 1] : 1;
+    if (io->role == MHA_ROLE_POSITION_IDS || io->role == MHA_ROLE_ROTARY_COS ||
+        io->role == MHA_ROLE_ROTARY_SIN) {
+        /* positions other than 0 .. S - 1, different per batch item */
+        rz_fill_rotary_input(io, t, 1, L->rotary_inv_freq ? 0 : L->rotary_n_pos);
+        return;
+    }
     if (io->role == MHA_ROLE_NONPAD_KV_SEQLEN) {
         /* key lengths: batch item b keeps Skv - b keys (at least Sq and 1,
          * so the bottom-right frontier is exercised without empty rows) */

@@ -122,11 +122,13 @@ typedef struct plan_step {
     double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
 } plan_step;
 
-/* An axis of a graph output: fixed, or the size of an input's axis. */
+/* An axis of a graph output: fixed, or the size of an input's axis plus a
+ * constant (a class token concatenated before the patches: N + 1). */
 typedef struct plan_dim_rule {
-    int64_t fixed; /* >= 0: this size */
-    int input;     /* else: graph input index ... */
-    int axis;      /* ... and its axis */
+    int64_t fixed;  /* >= 0: this size */
+    int input;      /* else: graph input index ... */
+    int axis;       /* ... and its axis */
+    int64_t offset; /* ... plus this */
 } plan_dim_rule;
 
 /* Largest probe input, in elements (16 MiB of float32), as the

@@ -326,7 +326,8 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
         outputs[k].rank = io->rank;
         for (int d = 0; d < io->rank; d++) {
             const plan_dim_rule *r = &P->out_rules[k][d];
-            outputs[k].shape[d] = r->fixed >= 0 ? r->fixed : inputs[r->input].shape[r->axis];
+            outputs[k].shape[d] =
+                r->fixed >= 0 ? r->fixed : inputs[r->input].shape[r->axis] + r->offset;
         }
     }
     return MHA_OK;

@@ -117,6 +117,14 @@ typedef struct layer {
     float causal_fill; /* causal_finite: the term on a future key's scaled score (GPT-J
                           divides finfo.min by its scale: then such keys win over the
                           padding) */
+
+    /* ---- appended for rotary inputs (issue 14) ---- */
+    int rotary_tables_input; /* the cos / sin of every token come in as inputs
+                                (MHA_ROLE_ROTARY_COS / _SIN): the layer has no tables */
+    /* ---- appended for a cached cross-attention (issue 14) ---- */
+    int kv_given; /* has_proj and cross, but K and V come in already projected, in head
+                     layout [B, kv_heads, Skv, d] (roles MHA_ROLE_K / _V); only Q and the
+                     output are projected: wk, wv, bk, bv are NULL, d_kv 0 */
 } layer;
 
 /* A projected layer with a KV cache: past_key / past_value [B, kv_heads, P,

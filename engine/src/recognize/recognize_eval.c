@@ -33,7 +33,7 @@ mha_status rz_rerun(rz_ctx *z) {
 static int rz_layer_is_self(const layer *L) {
     if (!L->has_proj) return 0;
     for (size_t i = 0; i < L->n_inputs; i++)
-        if (L->inputs[i].role == MHA_ROLE_KEY_VALUE) return 0;
+        if (L->inputs[i].role == MHA_ROLE_KEY_VALUE || L->inputs[i].role == MHA_ROLE_K) return 0;
     return 1;
 }
 
@@ -55,6 +55,7 @@ static mha_status rz_probe_with(rz_ctx *z, const layer *L, rz_sizes sz) {
         if (st != MHA_OK) break;
         if (io->dtype == MHA_DTYPE_FLOAT32)
             rz_fill_random(z->inputs[i]->data, tensor_numel(z->inputs[i]), &seed);
+        rz_fill_rotary_input(io, z->inputs[i], 0, 0);
     }
     mha_free(z->a, dims);
     if (st != MHA_OK) return st;

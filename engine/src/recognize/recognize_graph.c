@@ -103,9 +103,21 @@ mha_status rz_parse_in_proj(rz_ctx *z, int v, const char *what, rz_proj *p) {
     int pid = rz_producer_id(z, v);
     if (pid < 0) {
         const ir_value *val = &z->g->values[v];
+        if (val->graph_input >= 0 && strcmp(what, "Q") != 0 && val->rank == 4 &&
+            val->dtype == MHA_DTYPE_FLOAT32) {
+            /* K / V given already projected, in head layout (a cached
+             * cross-attention): recognize_map.c reads the heads by meaning */
+            p->given = 1;
+            p->node = -1;
+            p->w_v = -1;
+            p->in_v = v;
+            p->x_input = val->graph_input;
+            p->xchain.src = p->xchain.dst = v;
+            return MHA_OK;
+        }
         if (val->graph_input >= 0) {
-            /* name the node that reads it: K / V given already projected
-             * (a cached cross-attention) end here */
+            /* name the node that reads it: Q given already projected ends
+             * here, and K / V not in head layout */
             int reader = -1;
             for (size_t n = 0; n < z->g->n_nodes && reader < 0; n++)
                 for (size_t k = 0; k < z->g->nodes[n].n_inputs; k++)
@@ -381,12 +393,27 @@ static mha_status rz_parse_operands(rz_ctx *z) {
                         rz_node_desc(z, c->cache_node[side], d, sizeof d), names[1 + side],
                         rz_value_name(z, c->past_v[side]), names[2 - side]);
     }
-    if (c->kp.x_input != c->vp.x_input)
+    if (c->kp.given != c->vp.given)
+        return mha_fail(
+            z->err, MHA_ERR_MODEL_UNSUPPORTED,
+            "%s is given by graph input '%s' without a projection, %s is projected: "
+            "K and V given already projected are supported together",
+            c->kp.given ? "K" : "V",
+            z->g->values[z->g->inputs[c->kp.given ? c->kp.x_input : c->vp.x_input]].name,
+            c->kp.given ? "V" : "K");
+    if (c->kp.given && c->kp.x_input == c->vp.x_input)
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "the K and V projections read different graph inputs ('%s' and "
-                        "'%s'): one key/value input is supported",
+                        "K and V are both read from graph input '%s' without a projection",
+                        z->g->values[z->g->inputs[c->kp.x_input]].name);
+    if (c->kp.x_input != c->vp.x_input && !c->kp.given) {
+        char d[160];
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s (V projection): the K and V projections read different graph inputs "
+                        "('%s' and '%s'): one key/value input is supported",
+                        rz_node_desc(z, c->vp.node, d, sizeof d),
                         z->g->values[z->g->inputs[c->kp.x_input]].name,
                         z->g->values[z->g->inputs[c->vp.x_input]].name);
+    }
     int stop;
     mha_status st = rz_walk_forward(z, c->o_v, "output", &c->ochain, &stop);
     if (st != MHA_OK) return st;
@@ -416,6 +443,18 @@ mha_status rz_parse_attention_core(rz_ctx *z, int node) {
                             "supported yet; it must be a graph input",
                             rz_node_desc(z, node, d, sizeof d), mv->name);
         c->mask_input = m;
+    }
+    /* a KV cache: the node concatenates its past_key / past_value graph
+     * inputs (checked by recognize.c) before the new K / V itself: inputs 4
+     * and 5 of Attention, 6 and 7 of com.microsoft MultiHeadAttention */
+    const int ms = strcmp(n->domain, "com.microsoft") == 0;
+    for (int side = 0; side < 2; side++) {
+        const int past = ir_node_input(n, (size_t)((ms ? 6 : 4) + side));
+        if (past < 0) continue;
+        c->cache_on[side] = 1;
+        c->cache_node[side] = node;
+        c->past_v[side] = past;
+        c->present_v[side] = n->n_outputs > (size_t)(1 + side) ? n->outputs[1 + side] : -1;
     }
     return rz_parse_operands(z);
 }

@@ -64,6 +64,8 @@ typedef struct rz_proj {
     int out_v;       /* after the bias */
     int x_input;     /* graph input index the data comes from (input side) */
     rz_chain xchain; /* graph input -> in_v (input projections only) */
+    int given;       /* K or V: a graph input [B, H, S, d] read with no projection
+                        (a cached cross-attention); node, w_v are -1 */
 } rz_proj;
 
 typedef enum rz_core_kind { RZ_CORE_ATTENTION = 1, RZ_CORE_SOFTMAX } rz_core_kind;
@@ -112,6 +114,8 @@ typedef struct rz_core {
     /* rotary embedding on Q (0) and K (1): the value rotated and the
      * rotation's output (recognize_rotary.c) */
     int rot_on[2], rot_x[2], rot_y[2];
+    uint64_t rot_inputs; /* graph inputs the rotations read besides the rotated data:
+                            positions or cos / sin tables given by the caller */
     /* a KV cache on K (0) and V (1): the Concat of the past graph input and
      * the new rows, and its output (present_key / present_value when it is a
      * graph output) (recognize_graph.c) */
@@ -151,6 +155,14 @@ typedef struct rz_sizes {
 static inline size_t rz_count(int64_t n) {
     return n > 0 ? (size_t)n : 1;
 }
+
+/* ---- recognize_layer.c, recognize_seqfirst.c ---- */
+/* layer_recognize without the sequence-first retry. */
+mha_status rz_recognize_once(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err);
+/* g read through a batch-first view of its [S, B, D] inputs and outputs:
+ * the layer (seq_first) or MHA_ERR_MODEL_UNSUPPORTED (err may be unset). */
+mha_status rz_recognize_seq_first(const mha_alloc_ctx *a, const ir_graph *g, layer *out,
+                                  mha_error *err);
 
 /* ---- recognize_chain.c: data-flow primitives ---- */
 int rz_is_op(const ir_node *n, const char *op);
@@ -203,6 +215,13 @@ int rz_einsum_proj_k(const rz_ctx *z, const ir_node *n);
  * dims first. self: the key length is the query length. */
 mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)[MHA_MAX_RANK],
                          mha_error *err);
+/* Fills a rotary input (positions, cos or sin tables; other roles are left
+ * alone) with valid values: positions s, or tables of the angles (s + 1)
+ * * f_t, the same for every batch item; with vary_batch, batch item b is
+ * shifted by 3 b positions and positions advance by 2 (so that a layer
+ * reading them through the sequence index shows). max_pos > 0 bounds the
+ * positions. */
+void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos);
 /* Seeded uniform [-1, 1) floats. */
 void rz_fill_random(float *x, int64_t n, uint64_t *state);
 uint64_t rz_rand(uint64_t *state);
@@ -229,6 +248,10 @@ mha_status rz_build_projected(rz_ctx *z, layer *L);
  * data paths, and they meet again in one tensor, the chain goes on below
  * it (recorded in z->core.rot_*). A no-op otherwise. */
 mha_status rz_rotary_pass(rz_ctx *z, int side, const char *what, rz_chain *ch);
+/* Roles of the graph inputs the rotations read besides the data (before
+ * the probe): one integer input is the position ids, two float inputs the
+ * cos and sin tables; marks them used, refuses anything else. */
+mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used);
 /* Phase 3 (after the probe): the rotation's kind, dims and tables into L,
  * or a refusal saying what the subgraph is not. */
 mha_status rz_rotary_build(rz_ctx *z, layer *L);

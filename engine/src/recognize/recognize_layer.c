@@ -1,9 +1,10 @@
-/* recognize_layer.c -- layer_recognize: finds the one attention layer of a graph
- * and fills a `layer`. This file picks the attention core (an ONNX
- * Attention node or a Softmax), refuses what is out of scope with the op and
- * node that stopped it, records the graph's inputs and outputs with their
- * roles, and hands the projected forms to recognize_graph.c (structure) and
- * recognize_map.c (meaning). See recognize_internal.h for the method. */
+/* recognize_layer.c -- rz_recognize_once: finds the one attention layer of
+ * a graph read as it is and fills a `layer` (layer_recognize, in
+ * recognize_seqfirst.c, retries through a sequence-first view). This file picks the attention core
+ * (an ONNX Attention node or a Softmax), refuses what is out of scope with the op and node that
+ * stopped it, records the graph's inputs and outputs with their roles, and hands the projected
+ * forms to recognize_graph.c (structure) and recognize_map.c (meaning). See recognize_internal.h
+ * for the method. */
 #include "recognize_internal.h"
 
 #include <math.h>
@@ -31,16 +32,22 @@ static int rz_is_float_type(mha_dtype dt) {
     return dt == MHA_DTYPE_FLOAT32 || dt == MHA_DTYPE_FLOAT16 || dt == MHA_DTYPE_BFLOAT16;
 }
 
+static int rz_graph_input_index(const rz_ctx *z, int v);
+
 /* Features of Attention. A bare node (Q, K, V graph inputs) serves all of
  * them; a node between projections serves the float32 layer without KV
  * cache, lengths or extra outputs (refused by name). */
 static mha_status rz_check_attention_features(rz_ctx *z, int node, int bare) {
     const ir_node *n = &z->g->nodes[node];
     if (!bare) {
-        if (ir_node_input(n, 4) >= 0 || ir_node_input(n, 5) >= 0)
+        /* a KV cache between projections: past_key and past_value graph
+         * inputs, present_key / present_value outputs (recognize_graph.c) */
+        const int pk = ir_node_input(n, 4), pv = ir_node_input(n, 5);
+        const int past_inputs = pk >= 0 && pv >= 0 && rz_graph_input_index(z, pk) >= 0 &&
+                                rz_graph_input_index(z, pv) >= 0 && pk != pv;
+        if ((pk >= 0 || pv >= 0) && !past_inputs)
             return rz_refuse(z, node,
-                             " inputs (KV cache) between projections are not supported; "
-                             "a bare Attention node serves them",
+                             " between projections must be two graph inputs given together",
                              "past_key / past_value");
         if (ir_node_input(n, 6) >= 0)
             return rz_refuse(z, node,
@@ -54,10 +61,11 @@ static mha_status rz_check_attention_features(rz_ctx *z, int node, int bare) {
                                  " output between projections is not supported; a bare "
                                  "Attention node serves it",
                                  "qk_matmul_output");
-            return rz_refuse(z, node,
-                             " outputs (KV cache) between projections are not supported; a "
-                             "bare Attention node serves them",
-                             "present_key / present_value");
+            if (!past_inputs)
+                return rz_refuse(z, node,
+                                 " outputs between projections need past_key / past_value "
+                                 "inputs",
+                                 "present_key / present_value");
         }
     }
     for (size_t i = 0; i < n->n_attrs; i++) {
@@ -355,10 +363,10 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     char d[160];
     const int weights = c->kind == RZ_CORE_SOFTMAX && c->weights_out >= 0;
     const int cache = c->cache_on[0] && c->cache_on[1];
-    if (cache && (c->kind != RZ_CORE_SOFTMAX || weights || c->qp.x_input != c->kp.x_input))
+    if (cache && (weights || c->qp.x_input != c->kp.x_input))
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "%s: a KV cache ('%s', '%s') is served on self-attention around a "
-                        "Softmax, without an attention weights output",
+                        "%s: a KV cache ('%s', '%s') is served on self-attention, without an "
+                        "attention weights output",
                         rz_node_desc(z, c->cache_node[0], d, sizeof d),
                         g->values[c->past_v[0]].name, g->values[c->past_v[1]].name);
     /* present_key / present_value: the cache Concats' outputs (or copies) */
@@ -385,7 +393,11 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     if (!used) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
     used[c->qp.x_input] = 1;
     L->inputs[c->qp.x_input].role = MHA_ROLE_QUERY;
-    if (c->kp.x_input != c->qp.x_input) {
+    if (c->kp.given) { /* K and V in head layout, no projection */
+        used[c->kp.x_input] = used[c->vp.x_input] = 1;
+        L->inputs[c->kp.x_input].role = MHA_ROLE_K;
+        L->inputs[c->vp.x_input].role = MHA_ROLE_V;
+    } else if (c->kp.x_input != c->qp.x_input) {
         used[c->kp.x_input] = 1;
         L->inputs[c->kp.x_input].role = MHA_ROLE_KEY_VALUE;
     }
@@ -425,6 +437,7 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
                 L->inputs[i].role =
                     L->inputs[i].rank == 2 ? MHA_ROLE_KEY_PADDING_MASK : MHA_ROLE_ATTN_MASK;
             }
+    if (st == MHA_OK) st = rz_rotary_roles(z, L, used);
     for (size_t i = 0; i < g->n_inputs && st == MHA_OK; i++)
         if (!used[i])
             st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
@@ -668,15 +681,23 @@ static mha_status rz_check_ms_features(rz_ctx *z, int node) {
     if (is_mha) {
         static const char *const names[] = {"bias", "key_padding_mask", "attention_bias",
                                             "past_key", "past_value"};
+        /* a KV cache: past_key / past_value graph inputs together
+         * (recognize_graph.c), present_key / present_value outputs */
+        const int pk = ir_node_input(n, 6), pv = ir_node_input(n, 7);
+        const int past_inputs = pk >= 0 && pv >= 0 && rz_graph_input_index(z, pk) >= 0 &&
+                                rz_graph_input_index(z, pv) >= 0 && pk != pv;
         for (size_t k = 3; k < n->n_inputs; k++)
-            if (n->inputs[k] >= 0)
+            if (n->inputs[k] >= 0 && !(past_inputs && k >= 6 && k <= 7))
                 return rz_refuse(z, node,
-                                 " input is not supported (MatMul + Add projections "
-                                 "around query, key, value are)",
-                                 k - 3 < 5 ? names[k - 3] : "optional");
+                                 k >= 6 ? " inputs must be two graph inputs given together"
+                                        : " input is not supported (MatMul + Add projections "
+                                          "around query, key, value are)",
+                                 k >= 6      ? "past_key / past_value"
+                                 : k - 3 < 5 ? names[k - 3]
+                                             : "optional");
         for (size_t k = 1; k < n->n_outputs; k++)
-            if (n->outputs[k] >= 0)
-                return rz_refuse(z, node, " outputs are not supported",
+            if (n->outputs[k] >= 0 && !(past_inputs && k <= 2))
+                return rz_refuse(z, node, " outputs need past_key / past_value inputs",
                                  "present_key / present_value");
     } else {
         static const char *const names[] = {"past", "attention_bias", "past_sequence_length"};
@@ -691,7 +712,8 @@ static mha_status rz_check_ms_features(rz_ctx *z, int node) {
     return MHA_OK;
 }
 
-mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err) {
+mha_status rz_recognize_once(const mha_alloc_ctx *a, const ir_graph *g, layer *out,
+                             mha_error *err) {
     if (!g || !out)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "layer_recognize: NULL argument");
     memset(out, 0, sizeof *out);

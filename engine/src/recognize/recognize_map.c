@@ -262,6 +262,34 @@ static mha_status rz_token_rows(rz_ctx *z, const rz_proj *p, const char *what, r
     return MHA_OK;
 }
 
+/* K or V given in head layout X [B, H, S, d] (no projection): numbered as
+ * the output of an identity projection of rows (b, s) and columns h * d + c
+ * would be, so that the tracing below reads heads and tokens as for a
+ * projected side. *enc is shaped like X. */
+static mha_status rz_given_side(rz_ctx *z, const rz_proj *p, const char *what, rz_side *s,
+                                tensor **enc) {
+    const tensor *X = rz_val(z, p->out_v);
+    if (!X || X->rank != 4 || X->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(X) <= 0)
+        return rz_unsupported(z, "the %s input '%s' is not float32 [batch, heads, seq, d]", what,
+                              z->g->values[p->out_v].name);
+    const int64_t Bn = X->dims[0], Hn = X->dims[1], Sn = X->dims[2], dn = X->dims[3];
+    s->din = s->n = Hn * dn;
+    s->seq = Sn;
+    s->w = mha_calloc(z->a, rz_count(s->n * s->n), sizeof(float));
+    if (!s->w) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
+    for (int64_t c = 0; c < s->n; c++)
+        s->w[c * s->n + c] = 1.0f;
+    mha_status st = tensor_new(z->a, MHA_DTYPE_INT64, 4, X->dims, enc, z->err);
+    if (st != MHA_OK) return st;
+    int64_t *e = (*enc)->data;
+    for (int64_t b = 0; b < Bn; b++)
+        for (int64_t h = 0; h < Hn; h++)
+            for (int64_t t = 0; t < Sn; t++)
+                for (int64_t c = 0; c < dn; c++)
+                    e[((b * Hn + h) * Sn + t) * dn + c] = (b * Sn + t) * s->n + h * dn + c;
+    return MHA_OK;
+}
+
 /* Row r < s->past of an operand read through a KV cache: element v of the
  * traced operand must be -1 - i for the past element i = [b, g, r, c] (the
  * same row and feature), of one batch item and head per slot. */
@@ -289,27 +317,34 @@ static mha_status rz_trace_past(rz_ctx *z, const tensor *past, const char *what,
  * after the cache's. */
 static mha_status rz_trace_side(rz_ctx *z, const rz_proj *p, const rz_chain *ch, const rz_view *vw,
                                 const char *what, int cache_side, rz_side *s) {
-    mha_status st = rz_proj_weights(z, p, what, s);
-    if (st == MHA_OK) st = rz_chain_factor(z, ch, &s->factor);
-    if (st != MHA_OK) return st;
-    int64_t *xrow = NULL, R = 0;
-    st = rz_token_rows(z, p, what, s, &xrow, &R);
-    if (st != MHA_OK) return st;
-    const tensor *P = rz_val(z, p->out_v);
     tensor *enc = NULL, *op = NULL;
-    if (!P || !rz_trailing_is(P, s->n) || tensor_numel(P) != R * s->n) {
-        mha_free(z->a, xrow);
-        return rz_unsupported(z, "the %s projection output has an unexpected shape", what);
+    mha_status st = p->given ? rz_given_side(z, p, what, s, &enc) : rz_proj_weights(z, p, what, s);
+    if (st == MHA_OK) st = rz_chain_factor(z, ch, &s->factor);
+    if (st != MHA_OK) {
+        tensor_free(enc);
+        return st;
     }
-    st = tensor_new(z->a, MHA_DTYPE_INT64, P->rank, P->dims, &enc, z->err);
-    if (st == MHA_OK) {
-        int64_t *e = enc->data;
-        for (int64_t r = 0; r < R; r++)
-            for (int64_t c = 0; c < s->n; c++)
-                e[r * s->n + c] = xrow[r] * s->n + c;
+    if (p->given) {
         st = rz_chain_eval(z, ch, enc, &op);
+    } else {
+        int64_t *xrow = NULL, R = 0;
+        st = rz_token_rows(z, p, what, s, &xrow, &R);
+        if (st != MHA_OK) return st;
+        const tensor *P = rz_val(z, p->out_v);
+        if (!P || !rz_trailing_is(P, s->n) || tensor_numel(P) != R * s->n) {
+            mha_free(z->a, xrow);
+            return rz_unsupported(z, "the %s projection output has an unexpected shape", what);
+        }
+        st = tensor_new(z->a, MHA_DTYPE_INT64, P->rank, P->dims, &enc, z->err);
+        if (st == MHA_OK) {
+            int64_t *e = enc->data;
+            for (int64_t r = 0; r < R; r++)
+                for (int64_t c = 0; c < s->n; c++)
+                    e[r * s->n + c] = xrow[r] * s->n + c;
+            st = rz_chain_eval(z, ch, enc, &op);
+        }
+        mha_free(z->a, xrow);
     }
-    mha_free(z->a, xrow);
     if (st != MHA_OK) return st;
     const tensor *past = cache_side >= 0 ? rz_val(z, z->core.past_v[cache_side]) : NULL;
     s->past = past ? z->P : 0;
@@ -993,6 +1028,32 @@ static mha_status rz_gather(rz_ctx *z, const rz_side *s, const int64_t *rep, int
     return MHA_OK;
 }
 
+/* K and V given in head layout: the layer reads them as they are, so head
+ * h of the core must be head h of the inputs and feature c feature c (the
+ * gathered "weights" the identity), and V carry no factor. */
+static mha_status rz_given_heads(rz_ctx *z, layer *L) {
+    const int64_t nk = L->kv_heads * L->d_head, nv = L->kv_heads * L->d_head_v;
+    int same = L->d_kv == nk && !L->bk && !L->bv;
+    for (int64_t r = 0; same && r < nk; r++)
+        for (int64_t c = 0; same && c < nk; c++)
+            same = L->wk[r * nk + c] == (r == c ? 1.0f : 0.0f);
+    for (int64_t r = 0; same && r < nv; r++)
+        for (int64_t c = 0; same && c < nv; c++)
+            same = L->wv[r * nv + c] == (r == c ? 1.0f : 0.0f);
+    if (!same)
+        return rz_unsupported(z, "K and V are given in head layout, but the core reads their "
+                                 "heads or features in another order (or scales V)");
+    if (L->need_weights)
+        return rz_unsupported(z, "K and V given in head layout with the attention weights as an "
+                                 "output are not supported");
+    mha_free(z->a, L->wk);
+    mha_free(z->a, L->wv);
+    L->wk = L->wv = NULL;
+    L->kv_given = 1;
+    L->d_kv = 0;
+    return MHA_OK;
+}
+
 mha_status rz_build_projected(rz_ctx *z, layer *L) {
     rz_core *c = &z->core;
     rz_views vs;
@@ -1010,15 +1071,18 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
     mha_status st = c->kind == RZ_CORE_SOFTMAX
                         ? rz_softmax_views(z, &vs)
                         : rz_attention_views(z, &vs, &att_hq, &att_hkv, &att_rank);
+    /* a cache Concat on the K / V chains (a Softmax core): the operands'
+     * first rows are the past's; an Attention node appends them itself */
     const int cache = c->cache_on[0] && c->cache_on[1];
+    const int in_chain = cache && c->kind == RZ_CORE_SOFTMAX;
     if (st == MHA_OK) st = rz_trace_side(z, &c->qp, &c->qchain, &vs.q, "Q", -1, &q);
-    if (st == MHA_OK) st = rz_trace_side(z, &c->kp, &c->kchain, &vs.k, "K", cache ? 0 : -1, &k);
-    if (st == MHA_OK) st = rz_trace_side(z, &c->vp, &c->vchain, &vs.v, "V", cache ? 1 : -1, &v);
+    if (st == MHA_OK) st = rz_trace_side(z, &c->kp, &c->kchain, &vs.k, "K", in_chain ? 0 : -1, &k);
+    if (st == MHA_OK) st = rz_trace_side(z, &c->vp, &c->vchain, &vs.v, "V", in_chain ? 1 : -1, &v);
     if (st == MHA_OK) st = rz_trace_output(z, &vs.o, q.bat, &o);
     if (st == MHA_OK) st = rz_assemble_heads(z, vs.q.n_slots, &q, &k, &v, &o, vs.dh, vs.dv, &H);
     /* the cache's heads in the layer's kv head order: slot n reads head
      * head_of[n] / (Hq / Hkv) of the past */
-    for (int64_t n = 0; st == MHA_OK && cache && n < vs.q.n_slots; n++) {
+    for (int64_t n = 0; st == MHA_OK && in_chain && n < vs.q.n_slots; n++) {
         const int64_t g = H.head_of[n] / (H.hq / H.hkv);
         if (k.past_head[n] != g || v.past_head[n] != g)
             st = rz_unsupported(z,
@@ -1026,8 +1090,13 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
                                 "must be in the layer's head order)",
                                 (long long)g, (long long)k.past_head[n]);
     }
-    if (st == MHA_OK && cache && v.factor != 1.0)
+    /* a factor after the cache Concat scales the cached values too (not
+     * a V weight); one before an Attention node's own cache scales only the
+     * new keys (not the scale) */
+    if (st == MHA_OK && in_chain && v.factor != 1.0)
         st = rz_unsupported(z, "a factor on V is applied to the cached values too");
+    if (st == MHA_OK && cache && !in_chain && k.factor != 1.0)
+        st = rz_unsupported(z, "a factor on K before the cache is not applied to the cached keys");
     if (st != MHA_OK) goto done;
 
     L->has_proj = 1;
@@ -1039,11 +1108,13 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
     L->d_head = vs.dh;
     L->d_head_v = vs.dv;
     L->cross = c->qp.x_input != c->kp.x_input;
-    if (c->qp.node == c->kp.node || c->kp.node == c->vp.node) L->idioms |= LAYER_IDIOM_FUSED_QKV;
+    if (!c->kp.given && (c->qp.node == c->kp.node || c->kp.node == c->vp.node))
+        L->idioms |= LAYER_IDIOM_FUSED_QKV;
     L->seq_first = 0;
     st = rz_gather(z, &q, H.rep, H.hq, 1.0, &L->wq, &L->bq);
     if (st == MHA_OK) st = rz_gather(z, &k, H.kv_rep, H.hkv, 1.0, &L->wk, &L->bk);
     if (st == MHA_OK) st = rz_gather(z, &v, H.kv_rep, H.hkv, v.factor, &L->wv, &L->bv);
+    if (st == MHA_OK && c->kp.given) st = rz_given_heads(z, L);
     if (st != MHA_OK) goto done;
     /* Wo rows in head order: row (h, e) is Z column o.col[rep(h), e]. */
     int64_t zin = H.hq * vs.dv;

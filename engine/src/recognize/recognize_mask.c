@@ -686,7 +686,8 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
             L->idioms |= LAYER_IDIOM_WHERE_MASK;
         }
     }
-    uint64_t data = ((uint64_t)1 << c->qp.x_input) | ((uint64_t)1 << c->kp.x_input);
+    uint64_t data = ((uint64_t)1 << c->qp.x_input) | ((uint64_t)1 << c->kp.x_input) |
+                    ((uint64_t)1 << c->vp.x_input);
     if (deps & data)
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "%s: the added term depends on the query / key values, it is not a "

@@ -8,6 +8,8 @@
  * every other input. */
 #include "recognize_internal.h"
 
+#include <math.h>
+
 typedef enum rz_sym {
     RZ_SYM_FIXED = 0,
     RZ_SYM_B,
@@ -19,13 +21,15 @@ typedef enum rz_sym {
 
 /* Which size axis `axis` of input io is (cache: the layer has a KV cache
  * between projections, layer_has_cache). */
-static rz_sym rz_axis_symbol(const layer_io *io, int axis, int cache) {
+static rz_sym rz_axis_symbol(const layer *L, const layer_io *io, int axis, int cache) {
     int r = io->rank, from_end = r - 1 - axis;
+    /* [S, B, D] layers: the first two axes swap */
+    const int ax_b = L->seq_first ? 1 : 0, ax_s = L->seq_first ? 0 : 1;
     switch (io->role) {
     case MHA_ROLE_QUERY:
-        return axis == 0 ? RZ_SYM_B : axis == 1 && r == 3 ? RZ_SYM_SQ : RZ_SYM_FIXED;
+        return axis == ax_b ? RZ_SYM_B : axis == ax_s && r == 3 ? RZ_SYM_SQ : RZ_SYM_FIXED;
     case MHA_ROLE_KEY_VALUE:
-        return axis == 0 ? RZ_SYM_B : axis == 1 && r == 3 ? RZ_SYM_SKV : RZ_SYM_FIXED;
+        return axis == ax_b ? RZ_SYM_B : axis == ax_s && r == 3 ? RZ_SYM_SKV : RZ_SYM_FIXED;
     case MHA_ROLE_Q:
     case MHA_ROLE_K:
     case MHA_ROLE_V: {
@@ -43,6 +47,17 @@ static rz_sym rz_axis_symbol(const layer_io *io, int axis, int cache) {
         /* [B, kv_heads, past, d]: between projections the past has its own
          * length (the keys are P + Sq); a bare node's the key length's size */
         return axis == 0 ? RZ_SYM_B : axis == 2 ? (cache ? RZ_SYM_P : RZ_SYM_SKV) : RZ_SYM_FIXED;
+    /* a static 1 on their batch axis broadcasts (one row of positions for
+     * the whole batch): it does not fix the batch of the probes */
+    case MHA_ROLE_POSITION_IDS: /* [B, S] */
+        return axis == 0   ? (io->dims[0] == 1 ? RZ_SYM_FIXED : RZ_SYM_B)
+               : axis == 1 ? RZ_SYM_SQ
+                           : RZ_SYM_FIXED;
+    case MHA_ROLE_ROTARY_COS: /* [B, S, d] or [B, 1, S, d] */
+    case MHA_ROLE_ROTARY_SIN:
+        return axis == 0       ? (io->dims[0] == 1 ? RZ_SYM_FIXED : RZ_SYM_B)
+               : from_end == 1 ? RZ_SYM_SQ
+                               : RZ_SYM_FIXED;
     case MHA_ROLE_ATTN_MASK:
         /* com.microsoft integer masks are [B, S, T], not right-aligned */
         if ((io->dtype == MHA_DTYPE_INT32 || io->dtype == MHA_DTYPE_INT64) && r == 3)
@@ -83,7 +98,7 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
     for (size_t i = 0; i < L->n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
         for (int ax = 0; ax < io->rank; ax++) {
-            rz_sym s = rz_axis_symbol(io, ax, cache);
+            rz_sym s = rz_axis_symbol(L, io, ax, cache);
             int64_t *slot = rz_sym_slot(sz, s);
             if (!slot || io->dims[ax] < 0 || fixed[s]) continue;
             *slot = io->dims[ax];
@@ -109,7 +124,7 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
                 dims[i][ax] = io->dims[ax];
                 continue;
             }
-            rz_sym s = rz_axis_symbol(io, ax, cache);
+            rz_sym s = rz_axis_symbol(L, io, ax, cache);
             int64_t *slot = rz_sym_slot(sz, s);
             if (io->role == MHA_ROLE_ATTN_MASK && io->rank == 3 && ax == 0 &&
                 L->attn_mask_batch_first >= 2) {
@@ -155,6 +170,27 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
                         (long long)sz->B, (long long)sz->Sq, (long long)sz->Skv,
                         (long long)RZ_PROBE_MAX_SCORES);
     return MHA_OK;
+}
+
+void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos) {
+    const int pos = io->role == MHA_ROLE_POSITION_IDS;
+    if (!pos && io->role != MHA_ROLE_ROTARY_COS && io->role != MHA_ROLE_ROTARY_SIN) return;
+    const int64_t n = tensor_numel(t);
+    if (t->rank < 2 || n <= 0) return;
+    const int64_t W = pos ? 1 : t->dims[t->rank - 1], S = t->dims[t->rank - (pos ? 1 : 2)];
+    const int64_t per_item = n / t->dims[0], half = W / 2 > 0 ? W / 2 : 1;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t b = i / per_item, s = (i % per_item) / W % S, c = i % W;
+        int64_t p = vary_batch ? 2 * s + 3 * b : s;
+        if (max_pos > 0) p %= max_pos;
+        if (pos) {
+            tensor_set_f64(t, i, (double)p);
+            continue;
+        }
+        /* halves repeated, as cat(freqs, freqs); no angle a multiple of pi */
+        const float angle = (float)(p + 1) * (0.31f + 0.67f * (float)(c % half) / (float)half);
+        tensor_set_f64(t, i, io->role == MHA_ROLE_ROTARY_COS ? cos(angle) : sin(angle));
+    }
 }
 
 uint64_t rz_rand(uint64_t *state) {

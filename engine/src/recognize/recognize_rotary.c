@@ -56,7 +56,7 @@ static int rz_rot_candidate(const rz_ctx *z, const ir_node *n) {
 /* The first value every data path back from y goes through, or -1: the
  * frontier of data values is expanded latest producer first until one
  * value is left. Never crosses a projection (MatMul / Gemm). */
-static int rz_rot_dominator(const rz_ctx *z, int y) {
+static int rz_rot_dominator(const rz_ctx *z, int y, uint64_t data_mask) {
     int front[RZ_ROT_MAX_FRONTIER], n = 1;
     front[0] = y;
     for (int step = 0; step < RZ_ROT_MAX_EXPANSIONS; step++) {
@@ -70,7 +70,7 @@ static int rz_rot_dominator(const rz_ctx *z, int y) {
         front[best] = front[--n];
         for (size_t k = 0; k < p->n_inputs; k++) {
             const int v = p->inputs[k];
-            if (v < 0 || z->deps[v] == 0) continue;
+            if (v < 0 || (z->deps[v] & data_mask) == 0) continue;
             int seen = 0;
             for (int i = 0; i < n; i++)
                 seen |= front[i] == v;
@@ -112,12 +112,42 @@ static mha_status rz_rot_inputs_refusal(rz_ctx *z, int pid, const char *what) {
                     rz_node_desc(z, pid, d, sizeof d), what, names);
 }
 
+/* The dominator when the rotation also reads graph inputs of its own
+ * (position_ids, or cos / sin tables): followed through the values of one
+ * graph input at a time, the one whose path has a single rotated tensor.
+ * *others: the node's other graph inputs. */
+static int rz_rot_dominator_of_one(const rz_ctx *z, int y, uint64_t *others) {
+    const ir_node *n = &z->g->nodes[rz_rot_producer(z, y)];
+    uint64_t deps = 0;
+    for (size_t k = 0; k < n->n_inputs; k++)
+        if (n->inputs[k] >= 0) deps |= z->deps[n->inputs[k]];
+    for (int i = 0; i < RZ_MAX_INPUTS; i++) {
+        const uint64_t bit = (uint64_t)1 << i;
+        if (!(deps & bit) || deps == bit) continue;
+        /* every data operand carries the rotated data (a KV cache Concat
+         * of a past input and the new keys does not) */
+        int all = 1;
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0 && z->deps[n->inputs[k]] && !(z->deps[n->inputs[k]] & bit))
+                all = 0;
+        if (!all) continue;
+        const int x = rz_rot_dominator(z, y, bit);
+        if (x < 0 || z->deps[x] != bit) continue;
+        *others = deps & ~bit;
+        return x;
+    }
+    return -1;
+}
+
 mha_status rz_rotary_pass(rz_ctx *z, int side, const char *what, rz_chain *ch) {
     const int pid = rz_rot_producer(z, ch->src);
     if (pid < 0 || !rz_rot_candidate(z, &z->g->nodes[pid])) return MHA_OK;
-    const int x = rz_rot_dominator(z, ch->src);
+    uint64_t others = 0;
+    int x = rz_rot_dominator(z, ch->src, ~(uint64_t)0);
+    if (x < 0) x = rz_rot_dominator_of_one(z, ch->src, &others);
     if (x < 0 && rz_is_op(&z->g->nodes[pid], "Add")) return rz_rot_inputs_refusal(z, pid, what);
     if (x < 0) return MHA_OK; /* the projection parser refuses the node */
+    z->core.rot_inputs |= others;
     rz_chain lower;
     mha_status st = rz_walk_back(z, x, 1, what, &lower);
     if (st != MHA_OK) return st;
@@ -433,6 +463,94 @@ static mha_status rz_rot_tables(rz_ctx *z, const rz_rot_found *f, layer *L) {
     return st;
 }
 
+/* The graph input with role r, or -1. */
+static int rz_rot_role_input(const layer *L, mha_io_role r) {
+    for (size_t i = 0; i < L->n_inputs; i++)
+        if (L->inputs[i].role == r) return (int)i;
+    return -1;
+}
+
+mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used) {
+    const uint64_t in = z->core.rot_inputs;
+    int ints[2], floats[3], ni = 0, nf = 0;
+    for (size_t i = 0; i < L->n_inputs && i < RZ_MAX_INPUTS; i++) {
+        if (!(in & ((uint64_t)1 << i))) continue;
+        const layer_io *io = &L->inputs[i];
+        if (used[i])
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "graph input '%s' feeds the rotary embedding and is also the layer's "
+                            "%s",
+                            io->name, mha_io_role_name(io->role));
+        const int is_int = io->dtype == MHA_DTYPE_INT64 || io->dtype == MHA_DTYPE_INT32;
+        if (is_int && io->rank == 2 && ni < 2) {
+            ints[ni++] = (int)i;
+        } else if (io->dtype == MHA_DTYPE_FLOAT32 && (io->rank == 3 || io->rank == 4) && nf < 3) {
+            floats[nf++] = (int)i;
+        } else {
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "graph input '%s' (%s, rank %d) feeds the rotary embedding: position "
+                            "ids [B, S] (integer) or cos / sin tables [B, S, d] (float32) are "
+                            "supported",
+                            io->name, mha_dtype_name(io->dtype), io->rank);
+        }
+    }
+    if (ni == 0 && nf == 0) return MHA_OK;
+    if (!(ni == 1 && nf == 0) && !(ni == 0 && nf == 2))
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "the rotary embedding reads %d integer and %d float graph inputs: one "
+                        "position_ids input, or one cos and one sin table, is supported",
+                        ni, nf);
+    if (ni) {
+        L->inputs[ints[0]].role = MHA_ROLE_POSITION_IDS;
+        used[ints[0]] = 1;
+        return MHA_OK;
+    }
+    /* provisional: rz_rot_given_tables swaps them if the graph says so */
+    L->inputs[floats[0]].role = MHA_ROLE_ROTARY_COS;
+    L->inputs[floats[1]].role = MHA_ROLE_ROTARY_SIN;
+    used[floats[0]] = used[floats[1]] = 1;
+    return MHA_OK;
+}
+
+/* The rotation reads its cos / sin from inputs: the probed angles must be
+ * the probe's table values, token by token, with both halves of a row
+ * alike (rotate-half pairs (t, t + half) turn by column t and t + half). */
+static mha_status rz_rot_given_tables(rz_ctx *z, const rz_rot_found *f, layer *L) {
+    const int ic = rz_rot_role_input(L, MHA_ROLE_ROTARY_COS);
+    const int is = rz_rot_role_input(L, MHA_ROLE_ROTARY_SIN);
+    const tensor *tc = z->inputs[ic], *ts = z->inputs[is];
+    const int64_t half = f->rd / 2;
+    if (f->kind != MHA_ROTARY_HALF)
+        return rz_rot_refuse(z, 0,
+                             "interleaved pairs turned by cos / sin tables given as inputs are "
+                             "not supported (rotate-half ones are)");
+    if (tc->dims[tc->rank - 1] != f->rd || tc->dims[tc->rank - 2] < f->n_pos)
+        return rz_rot_refuse(z, 0,
+                             "its cos / sin inputs are not [.., S, rotary_dim] tables of the "
+                             "turning dims");
+    const int64_t W = f->rd;
+    int as_named = 1, swapped = 1;
+    for (int64_t p = 0; p < f->n_pos; p++)
+        for (int64_t t = 0; t < half; t++) {
+            const float c = f->cos[p * half + t], sn = f->sin[p * half + t];
+            const float *vc = (const float *)tc->data + p * W,
+                        *vs = (const float *)ts->data + p * W;
+            as_named &= c == vc[t] && c == vc[t + half] && sn == vs[t] && sn == vs[t + half];
+            swapped &= c == vs[t] && c == vs[t + half] && sn == vc[t] && sn == vc[t + half];
+        }
+    if (!as_named && !swapped)
+        return rz_rot_refuse(z, 0,
+                             "its angles are not the values of the cos / sin inputs at each "
+                             "token's row");
+    if (!as_named) {
+        L->inputs[ic].role = MHA_ROLE_ROTARY_SIN;
+        L->inputs[is].role = MHA_ROLE_ROTARY_COS;
+    }
+    L->rotary_tables_input = 1;
+    L->rotary_n_pos = 0;
+    return MHA_OK;
+}
+
 mha_status rz_rotary_build(rz_ctx *z, layer *L) {
     const rz_core *c = &z->core;
     if (!c->rot_on[0] && !c->rot_on[1]) return MHA_OK;
@@ -459,7 +577,8 @@ mha_status rz_rotary_build(rz_ctx *z, layer *L) {
         const rz_rot_found *w = f[0].n_pos >= f[1].n_pos ? &f[0] : &f[1];
         L->rotary = w->kind;
         L->rotary_dim = w->rd;
-        st = rz_rot_tables(z, w, L);
+        st = rz_rot_role_input(L, MHA_ROLE_ROTARY_COS) >= 0 ? rz_rot_given_tables(z, w, L)
+                                                            : rz_rot_tables(z, w, L);
     }
     rz_rot_found_free(z, &f[0]);
     rz_rot_found_free(z, &f[1]);

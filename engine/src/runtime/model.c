@@ -66,7 +66,13 @@ static void model_describe(const layer *L, char *buf, size_t size) {
     if (L->has_proj && (L->bq || L->bk || L->bv))
         model_idiom(buf, size, "projection bias on %s%s%s", L->bq ? "Q" : "", L->bk ? "K" : "",
                     L->bv ? "V" : "");
-    if (L->has_proj && !L->bk && (L->bq || L->bv)) model_idiom(buf, size, "K without bias");
+    if (L->has_proj && !L->kv_given && !L->bk && (L->bq || L->bv))
+        model_idiom(buf, size, "K without bias");
+    if (L->seq_first) model_idiom(buf, size, "sequence-first inputs and output [S, B, D]");
+    if (L->kv_given)
+        model_idiom(buf, size,
+                    "K and V given already projected in head layout [B, heads, S, d] (a cached "
+                    "cross-attention)");
     if (f & LAYER_IDIOM_FUSED_QKV) model_idiom(buf, size, "one fused projection split into Q/K/V");
     if (f & LAYER_IDIOM_QK_FACTORS) model_idiom(buf, size, "scale factors on both Q and K");
     if (f & LAYER_IDIOM_SOFTMAX_CAST) model_idiom(buf, size, "float32 softmax between Casts");
@@ -74,12 +80,17 @@ static void model_describe(const layer *L, char *buf, size_t size) {
     if (L->need_weights)
         model_idiom(buf, size, "attention weights output (%s)",
                     L->need_weights == 1 ? "mean over heads" : "every head");
+    int pos_input = 0;
+    for (size_t i = 0; i < L->n_inputs; i++)
+        pos_input |= L->inputs[i].role == MHA_ROLE_POSITION_IDS;
     if (L->rotary)
-        model_idiom(buf, size, "rotary embedding (%s pairs) on %lld of %lld head dims, %s",
+        model_idiom(buf, size, "rotary embedding (%s pairs) on %lld of %lld head dims, %s%s",
                     L->rotary == MHA_ROTARY_INTERLEAVED ? "interleaved" : "rotate-half",
                     (long long)L->rotary_dim, (long long)L->d_head,
-                    L->rotary_inv_freq ? "angles from the model's inverse frequencies"
-                                       : "the model's cos / sin tables");
+                    L->rotary_tables_input ? "cos / sin tables given as inputs per token"
+                    : L->rotary_inv_freq   ? "angles from the model's inverse frequencies"
+                                           : "the model's cos / sin tables",
+                    pos_input ? " at positions given as an input" : "");
     if (L->alibi_slopes)
         model_idiom(buf, size, "ALiBi, slope %g to %g, %s%s", (double)L->alibi_slopes[0],
                     (double)L->alibi_slopes[L->q_heads - 1],

@@ -739,6 +739,16 @@ class BloomAttention(nn.Module):
         return alibi.reshape(batch_size * self.heads, 1, seq_length).to(dtype)
 
     def forward(self, hidden_states, attention_mask):
+        def masked(q_length):
+            causal = torch.ones((q_length, q_length), dtype=torch.bool).triu(diagonal=1)
+            return causal[None, None, :, :] | ~attention_mask.bool()[:, None, None, :]
+
+        return self.attend(hidden_states,
+                           lambda: self.build_alibi(attention_mask, hidden_states.dtype), masked)
+
+    def attend(self, hidden_states, alibi_of, masked_of):
+        """The layer from the heads on; alibi_of() gives the ALiBi tensor
+        [B*H, 1, S], masked_of(S) the bool mask (True = hidden)."""
         batch_size, q_length, _ = hidden_states.shape
         fused = self.query_key_value(hidden_states)
         fused = fused.view(batch_size, q_length, self.heads, 3, self.d_head)
@@ -746,12 +756,10 @@ class BloomAttention(nn.Module):
         query = query.transpose(1, 2).reshape(batch_size * self.heads, q_length, self.d_head)
         key = key.permute(0, 2, 3, 1).reshape(batch_size * self.heads, self.d_head, q_length)
         value = value.transpose(1, 2).reshape(batch_size * self.heads, q_length, self.d_head)
-        alibi = self.build_alibi(attention_mask, hidden_states.dtype)
+        alibi = alibi_of()
         scores = alibi.baddbmm(batch1=query, batch2=key, beta=1.0, alpha=self.inv_norm_factor)
         scores = scores.view(batch_size, self.heads, q_length, q_length)
-        causal = torch.ones((q_length, q_length), dtype=torch.bool).triu(diagonal=1)
-        masked = causal[None, None, :, :] | ~attention_mask.bool()[:, None, None, :]
-        scores = self.apply_mask(scores, masked)
+        scores = self.apply_mask(scores, masked_of(q_length))
         probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
         probs = probs.view(batch_size * self.heads, q_length, q_length)
         context = torch.bmm(probs, value)
@@ -775,9 +783,12 @@ class MPTAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
         n = 2 ** math.ceil(math.log2(heads))
         m = torch.arange(1, n + 1, dtype=torch.float32) * (alibi_bias_max / n)
-        slopes = (1.0 / torch.pow(2, m)).view(1, heads, 1, 1)
+        slopes = 1.0 / torch.pow(2, m)
+        if n != heads:  # gen_slopes for other head counts: odd ones first, cut to H
+            slopes = torch.cat([slopes[1::2], slopes[::2]])[:heads]
         distance = torch.arange(1 - max_seq_len, 1, dtype=torch.float32).view(1, 1, 1, max_seq_len)
-        self.register_buffer("attn_bias", distance * slopes, persistent=False)
+        self.register_buffer("attn_bias", distance * slopes.view(1, heads, 1, 1),
+                             persistent=False)
 
     def forward(self, x, attention_mask):
         b, s, _ = x.shape
@@ -1395,6 +1406,22 @@ class BloomFloatMask(BloomAttention):
         return scores + masked.to(scores.dtype) * torch.finfo(scores.dtype).min
 
 
+def crosscache_case(name, d_model, heads, seed, shapes, opset):
+    """WhisperCrossCached with data sets of (batch, queries, encoder length)
+    from `shapes`: hidden_states, then K and V [B, H, S, d] as the first step
+    projected them."""
+    module = randomize(WhisperCrossCached(d_model, heads, k_bias=False), seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    d_head = d_model // heads
+    datasets = [(torch.randn(batch, t, d_model, generator=g),
+                 torch.randn(batch, heads, s, d_head, generator=g) * 1.5,
+                 torch.randn(batch, heads, s, d_head, generator=g)) for batch, t, s in shapes]
+    seq_axes = {0: "batch", 1: "seq"}
+    export_torch(name, module, datasets, ["hidden_states", "past_key", "past_value"], ["output"],
+                 {"hidden_states": seq_axes, "past_key": {0: "batch", 2: "src"},
+                  "past_value": {0: "batch", 2: "src"}, "output": seq_axes}, opset)
+
+
 def round_two_cases():
     """Variants of the families above in other forms their code takes; the
     inputs beyond hidden_states and attention_mask are named per case."""
@@ -1428,15 +1455,7 @@ def round_two_cases():
                  {"patches": {0: "batch", 1: "patches"}, "output": {0: "batch", 1: "tokens"}},
                  17)
     # Whisper cross-attention with the encoder K/V cached
-    module = randomize(WhisperCrossCached(32, 4, k_bias=False), 78)
-    g = torch.Generator().manual_seed(79)
-    datasets = [(torch.randn(batch, t, 32, generator=g),
-                 torch.randn(batch, 4, s, 8, generator=g) * 1.5,
-                 torch.randn(batch, 4, s, 8, generator=g)) for batch, t, s in ((2, 1, 9), (3, 2, 6))]
-    export_torch("whisper_crosscache_op15", module, datasets,
-                 ["hidden_states", "past_key", "past_value"], ["output"],
-                 {"hidden_states": seq_axes, "past_key": {0: "batch", 2: "src"},
-                  "past_value": {0: "batch", 2: "src"}, "output": seq_axes}, 15)
+    crosscache_case("whisper_crosscache_op15", 32, 4, 78, ((2, 1, 9), (3, 2, 6)), 15)
     self_case("mpt_bidir_alibi", MPTBidirectional(32, 4), 63, 32, 7, [7, 5], torch.int64, (16,))
     self_case("bloom_floatmask", BloomFloatMask(32, 4), 64, 32, 8, [8, 6], torch.int64, (15,))
 
@@ -1459,6 +1478,397 @@ def round_two_cases():
             datasets.append((x_input(seed + 1 + k, batch, seq, d_model), mask))
         export_torch(f"{name}_op{opset}", module, datasets, ["hidden_states", "attention_mask"],
                      ["output"], SELF, opset)
+
+
+# ---------------------------------------------------------------------------
+# round three: the same families as other code around them writes them
+# ---------------------------------------------------------------------------
+
+
+class BertExtendedInput(BertSelfAttention):
+    """A BERT layer as BertModel calls it: the extended mask is made once by
+    the model (get_extended_attention_mask) and comes in as a float input
+    [B, 1, 1, S] of 0 / finfo.min; a Dropout (identity in eval) on the
+    probabilities."""
+
+    def __init__(self, d_model, heads):
+        super().__init__(d_model, heads, FMIN)
+        self.dropout = nn.Dropout(0.1)
+
+    def forward(self, hidden_states, extended_attention_mask):
+        q = self.transpose_for_scores(self.query(hidden_states))
+        k = self.transpose_for_scores(self.key(hidden_states))
+        v = self.transpose_for_scores(self.value(hidden_states))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d_head)
+        scores = scores + extended_attention_mask
+        probs = self.dropout(nn.functional.softmax(scores, dim=-1))
+        context = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
+        return self.dense(context.view(context.size()[:-2] + (self.all_head_size,)))
+
+
+class GPTNeoXPositionIds(GPTNeoXAttention):
+    """GPT-NeoX as a Hugging Face layer: position_ids [B, S] is an input and
+    indexes the cos / sin caches (rotary on half of each head's dims)."""
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        qkv = self.query_key_value(hidden_states)
+        qkv = qkv.view(qkv.size()[:-1] + (self.heads, 3 * self.d_head))
+        query = qkv[..., : self.d_head].permute(0, 2, 1, 3)
+        key = qkv[..., self.d_head : 2 * self.d_head].permute(0, 2, 1, 3)
+        value = qkv[..., 2 * self.d_head :].permute(0, 2, 1, 3)
+        r = self.rotary_ndims
+        cos = self.rotary_emb.cos_cached[position_ids].unsqueeze(1)
+        sin = self.rotary_emb.sin_cached[position_ids].unsqueeze(1)
+        query = torch.cat((query[..., :r] * cos + rotate_half(query[..., :r]) * sin,
+                           query[..., r:]), dim=-1)
+        key = torch.cat((key[..., :r] * cos + rotate_half(key[..., :r]) * sin, key[..., r:]),
+                        dim=-1)
+        q_len = query.size(-2)
+        causal_mask = self.bias[:, :, :q_len, :q_len]
+        scores = torch.matmul(query, key.transpose(-1, -2)) / self.norm_factor
+        scores = torch.where(causal_mask, scores, torch.tensor(FMIN, dtype=scores.dtype))
+        ext = attention_mask[:, None, None, :].to(dtype=scores.dtype)
+        scores = scores + (1.0 - ext) * FMIN
+        out = torch.matmul(nn.functional.softmax(scores, dim=-1), value)
+        out = out.permute(0, 2, 1, 3).reshape(out.size(0), q_len, self.heads * self.d_head)
+        return self.dense(out)
+
+
+class FalconGroupedAttention(nn.Module):
+    """Falcon-40B's new decoder architecture: the fused projection grouped
+    per key/value head ([.., KV, H/KV + 2, d]: the group's query heads, then
+    its K and V), K and V expanded over the group, rotate-half rotary from
+    the caches, a bool causal mask applied with masked_fill."""
+
+    def __init__(self, d_model, heads, kv_heads, max_positions=16):
+        super().__init__()
+        self.heads, self.kv_heads, self.d_head = heads, kv_heads, d_model // heads
+        self.query_key_value = nn.Linear(d_model, (heads + 2 * kv_heads) * self.d_head,
+                                         bias=False)
+        self.dense = nn.Linear(d_model, d_model, bias=False)
+        self.rotary = NeoXRotary(self.d_head, max_positions)
+
+    def forward(self, hidden_states):
+        fused = self.query_key_value(hidden_states)
+        b, s, _ = fused.shape
+        group = self.heads // self.kv_heads
+        fused = fused.view(b, s, self.kv_heads, group + 2, self.d_head)
+        query = fused[:, :, :, :-2].reshape(b, s, self.heads, self.d_head).transpose(1, 2)
+        key = fused[:, :, :, [-2]].expand(b, s, self.kv_heads, group, self.d_head)
+        value = fused[:, :, :, [-1]].expand(b, s, self.kv_heads, group, self.d_head)
+        key = key.reshape(b, s, self.heads, self.d_head).transpose(1, 2)
+        value = value.reshape(b, s, self.heads, self.d_head).transpose(1, 2)
+        cos, sin = self.rotary(s)
+        query = query * cos + rotate_half(query) * sin
+        key = key * cos + rotate_half(key) * sin
+        scores = query @ key.transpose(-1, -2) / math.sqrt(self.d_head)
+        causal = torch.ones(s, s, dtype=torch.bool).triu(1)
+        scores = scores.masked_fill(causal, FMIN)
+        out = (F.softmax(scores, dim=-1) @ value).transpose(1, 2).reshape(b, s, -1)
+        return self.dense(out)
+
+
+class CLIPTextOneMask(BartStyleAttention):
+    """CLIP's text tower as newer code writes it: the causal and padding
+    masks combined into one [B, 1, S, S] before the layer adds it."""
+
+    def forward(self, hidden_states, attention_mask):
+        bsz, seq_len, _ = hidden_states.size()
+        causal = torch.full((seq_len, seq_len), FMIN).triu(1)[None, None]
+        return self.attend(hidden_states, None,
+                           [causal + expand_mask(attention_mask, hidden_states.dtype, seq_len)])
+
+
+class EncoderSelfPadded(BartStyleAttention):
+    """BART's encoder self-attention: the expanded padding mask, no causal."""
+
+    def forward(self, hidden_states, attention_mask):
+        return self.attend(hidden_states, None,
+                           [expand_mask(attention_mask, hidden_states.dtype,
+                                        hidden_states.size(1))])
+
+
+class LlamaGatheredCache(LlamaAttention):
+    """LLaMA as older Hugging Face code writes it: cos / sin caches [1, 1,
+    max, d] sliced to the sequence, squeezed, gathered by the position_ids
+    input; the caller's positions need not start at 0."""
+
+    def __init__(self, d_model, heads, kv_heads, max_positions=24):
+        super().__init__(d_model, heads, kv_heads)
+        t = torch.arange(max_positions, dtype=torch.float32)
+        freqs = torch.einsum("i,j->ij", t, inverse_frequencies(self.d_head))
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos_cached", emb.cos()[None, None], persistent=False)
+        self.register_buffer("sin_cached", emb.sin()[None, None], persistent=False)
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        bsz, q_len, _ = hidden_states.size()
+        q = self.q_proj(hidden_states).view(bsz, q_len, self.heads, self.d_head).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        cos = self.cos_cached.squeeze(1).squeeze(0)[position_ids].unsqueeze(1)
+        sin = self.sin_cached.squeeze(1).squeeze(0)[position_ids].unsqueeze(1)
+        return self.rotated_attention(q, k, v, cos, sin, attention_mask, hidden_states.dtype,
+                                      bsz, q_len)
+
+
+class DeiTTokens(ViTAttention):
+    """DeiT's first block as a module: the class and distillation tokens
+    prepended to the patches, then the learned position embeddings sliced to
+    the N + 2 tokens and added, then attention."""
+
+    def __init__(self, dim, heads, max_tokens=20):
+        super().__init__(dim, heads, qkv_bias=True)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, max_tokens, dim))
+
+    def forward(self, x):
+        batch = x.shape[0]
+        x = torch.cat((self.cls_token.expand(batch, -1, -1),
+                       self.dist_token.expand(batch, -1, -1), x), dim=1)
+        return super().forward(x + self.pos_embed[:, : x.shape[1]])
+
+
+class GPTJPositionIds(GPTJAttention):
+    """GPT-J as a Hugging Face layer: the sincos table gathered by the
+    position_ids input."""
+
+    def forward(self, hidden_states, attention_mask, position_ids):
+        query = self._split_heads(self.q_proj(hidden_states), True)
+        key = self._split_heads(self.k_proj(hidden_states), True)
+        value = self._split_heads(self.v_proj(hidden_states), False)
+        sincos = self.embed_positions[position_ids]
+        sin, cos = torch.split(sincos, sincos.shape[-1] // 2, dim=-1)
+        r = self.rotary_dim
+        key = torch.cat([self._apply_rotary(key[..., :r], sin, cos), key[..., r:]], dim=-1)
+        query = torch.cat([self._apply_rotary(query[..., :r], sin, cos), query[..., r:]], dim=-1)
+        key, query = key.permute(0, 2, 1, 3), query.permute(0, 2, 1, 3)
+        q_len = query.size(-2)
+        w = torch.matmul(query, key.transpose(-1, -2))
+        w = torch.where(self.bias[:, :, :q_len, :q_len], w, torch.tensor(FMIN))
+        w = w / self.scale_attn
+        w = w + (1.0 - attention_mask[:, None, None, :].to(dtype=w.dtype)) * FMIN
+        out = torch.matmul(nn.functional.softmax(w, dim=-1), value).permute(0, 2, 1, 3)
+        return self.out_proj(out.reshape(out.size(0), q_len, self.heads * self.d_head))
+
+
+class LlamaCosSinUnsqueeze2(LlamaAttention):
+    """The cos / sin inputs [B, S, d] applied with unsqueeze_dim=2, on Q and
+    K still [B, S, H, d] (transposed to heads after the rotation)."""
+
+    def forward(self, hidden_states, attention_mask, cos, sin):
+        bsz, q_len, _ = hidden_states.size()
+        q = self.q_proj(hidden_states).view(bsz, q_len, self.heads, self.d_head)
+        k = self.k_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head)
+        v = self.v_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
+        c, s = cos.unsqueeze(2), sin.unsqueeze(2)
+        q = (q * c + rotate_half(q) * s).transpose(1, 2)
+        k = repeat_kv((k * c + rotate_half(k) * s).transpose(1, 2), self.heads // self.kv_heads)
+        v = repeat_kv(v, self.heads // self.kv_heads)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.d_head)
+        w = w + self.causal_mask(attention_mask, hidden_states.dtype, q_len)
+        w = nn.functional.softmax(w, dim=-1, dtype=torch.float32)
+        return self.o_proj(torch.matmul(w, v).transpose(1, 2).reshape(bsz, q_len, -1))
+
+
+class BertMask4D(BertSelfAttention):
+    """A BERT-style layer given a 4-D additive mask [B, 1, S, S] (a decoder's
+    causal extended mask made by the model)."""
+
+    def __init__(self, d_model, heads):
+        super().__init__(d_model, heads, FMIN)
+
+    def forward(self, hidden_states, mask):
+        q = self.transpose_for_scores(self.query(hidden_states))
+        k = self.transpose_for_scores(self.key(hidden_states))
+        v = self.transpose_for_scores(self.value(hidden_states))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d_head) + mask
+        context = torch.matmul(nn.functional.softmax(scores, dim=-1), v).permute(0, 2, 1, 3)
+        return self.dense(context.reshape(context.size(0), context.size(1), -1))
+
+
+class T5PositionBiasInput(T5Attention):
+    """A T5 layer after the first: the position bias [1, H, S, S] computed by
+    the first layer comes in as an input."""
+
+    def forward(self, hidden_states, position_bias):
+        b = hidden_states.shape[0]
+
+        def shape(t):
+            return t.view(b, -1, self.heads, self.d_head).transpose(1, 2)
+
+        q, k, v = (shape(p(hidden_states)) for p in (self.q, self.k, self.v))
+        scores = torch.matmul(q, k.transpose(3, 2)) + position_bias
+        w = nn.functional.softmax(scores.float(), dim=-1).type_as(scores)
+        out = torch.matmul(w, v).transpose(1, 2).contiguous()
+        return self.o(out.view(b, -1, self.heads * self.d_head))
+
+
+class TorchMHASeqFirst(nn.Module):
+    """nn.MultiheadAttention with its default batch_first=False: inputs and
+    output [S, B, D]; a bool key_padding_mask [B, S] (True = padding) when
+    given; cross-attention on a memory [S_kv, B, D] when given."""
+
+    def __init__(self, d_model, heads):
+        super().__init__()
+        self.heads = heads
+        self.mha = nn.MultiheadAttention(d_model, heads)
+
+    def forward(self, x, other):
+        if other.dtype == torch.bool:
+            return self.mha(x, x, x, key_padding_mask=other, need_weights=False)[0]
+        return self.mha(x, other, other, need_weights=False)[0]
+
+
+class BloomAlibiInput(BloomAttention):
+    """BloomAttention as BloomModel calls it: the ALiBi tensor [B*H, 1, S]
+    and the bool causal | padding mask [B, 1, S, S] (True = hidden) are made
+    once by the model and come in as inputs."""
+
+    def forward(self, hidden_states, alibi, causal_mask):
+        return self.attend(hidden_states, lambda: alibi, lambda q_length: causal_mask)
+
+
+class TorchMHASeparateKV(nn.Module):
+    """nn.MultiheadAttention given different key and value tensors (DETR's
+    decoder: keys are the memory plus positions, values the memory)."""
+
+    def __init__(self, d_model, heads):
+        super().__init__()
+        self.heads = heads
+        self.mha = nn.MultiheadAttention(d_model, heads, batch_first=True)
+
+    def forward(self, query, key, value):
+        return self.mha(query, key, value, need_weights=False)[0]
+
+
+def offset_positions(batch, seq, starts):
+    """position_ids [B, S]: row b counts from starts[b]."""
+    return torch.stack([torch.arange(seq, dtype=torch.long) + st for st in starts[:batch]])
+
+
+def round_three_cases():
+    """More of the same families in the forms the code around them writes:
+    inputs the model makes once (extended masks, positions), other opsets,
+    other head counts."""
+    seq_axes = {0: "batch", 1: "seq"}
+    # the extended mask as the model hands it to each layer
+    module = randomize(BertExtendedInput(64, 8), 120)
+    datasets = []
+    for k, (batch, seq, lens) in enumerate(((2, 7, [7, 4]), (3, 10, [10, 5, 2]))):
+        m = padding_mask(batch, seq, lens, torch.float32)[:, None, None, :]
+        datasets.append((x_input(121 + k, batch, seq, 64), (1.0 - m) * FMIN))
+    export_torch("bert_extinput_op16", module, datasets,
+                 ["hidden_states", "extended_attention_mask"], ["output"],
+                 {"hidden_states": seq_axes, "extended_attention_mask": {0: "batch", 3: "seq"},
+                  "output": seq_axes}, 16)
+    # positions given, not starting at 0 for every row (Mistral: at most 2
+    # pad tokens, so that its window of 3 keeps a real key for every query)
+    for name, module, seed, d_model, opset, lens1 in (
+            ("gptneox_rot50_posids", GPTNeoXPositionIds(64, 4, 0.5, max_positions=24), 122, 64,
+             15, [8, 5, 3]),
+            ("llama_cachegather", LlamaGatheredCache(32, 4, 2), 125, 32, 16, [8, 5, 3]),
+            ("qwen2_posids", LlamaPositionIds(64, 8, 2, qkv_bias=True), 128, 64, 18, [8, 5, 3]),
+            ("gptj_posids", GPTJPositionIds(64, 4, 8, max_positions=24), 200, 64, 16, [8, 7, 6]),
+            ("mistral_posids", LlamaPositionIds(32, 4, 2, sliding_window=3), 203, 32, 17,
+             [8, 7, 6])):
+        randomize(module, seed)
+        datasets = []
+        for k, (batch, seq, lens, starts) in enumerate(((2, 6, [6, 4], [0, 5]),
+                                                        (3, 8, lens1, [2, 0, 9]))):
+            datasets.append((x_input(seed + 1 + k, batch, seq, d_model),
+                             padding_mask(batch, seq, lens), offset_positions(batch, seq, starts)))
+        export_torch(f"{name}_op{opset}", module, datasets,
+                     ["hidden_states", "attention_mask", "position_ids"], ["output"],
+                     {"hidden_states": seq_axes, "attention_mask": seq_axes,
+                      "position_ids": seq_axes, "output": seq_axes}, opset)
+    self_case("falcon_gqa", FalconGroupedAttention(64, 8, 2), 131, 64, 7, None, None, (16,))
+    self_case("t5_decoder_b32", T5Attention(64, 8, 8, True, num_buckets=32, max_distance=128),
+              133, 64, 9, [9, 7], torch.int64, (16,))
+    self_case("bart_encself", EncoderSelfPadded(48, 6, k_bias=True), 135, 48, 8, [8, 5],
+              torch.int64, (18,))
+    self_case("clip_text_onemask", CLIPTextOneMask(32, 4, k_bias=True), 137, 32, 7, [7, 4],
+              torch.int64, (15,))
+    self_case("distilbert_maskedfill", DistilBertAttention(48, 6), 139, 48, 8, [8, 3],
+              torch.int64, (18,))
+    self_case("mpt_alibi_h6", MPTAttention(48, 6), 141, 48, 7, [7, 5], torch.int64, (16,))
+    # the cached cross-attention at another opset
+    crosscache_case("whisper_crosscache_op17", 48, 6, 143, ((2, 3, 7), (3, 1, 10)), 17)
+    # position_ids [1, S], one row for the whole batch, from 3 on
+    module = randomize(LlamaPositionIds(32, 4, 2), 206)
+    datasets = [(x_input(207 + k, batch, seq, 32), padding_mask(batch, seq, lens),
+                 torch.arange(seq, dtype=torch.long)[None] + 3)
+                for k, (batch, seq, lens) in enumerate(((2, 6, [6, 4]), (3, 8, [8, 5, 3])))]
+    export_torch("llama_posids_bcast_op15", module, datasets,
+                 ["hidden_states", "attention_mask", "position_ids"], ["output"],
+                 {"hidden_states": seq_axes, "attention_mask": seq_axes,
+                  "position_ids": {1: "seq"}, "output": seq_axes}, 15)
+    module = randomize(LlamaCosSinUnsqueeze2(32, 4, 2), 209)
+    datasets = []
+    for k, (batch, seq, lens) in enumerate(((2, 7, [7, 5]), (3, 10, [10, 5, 2]))):
+        cos, sin = module.rotary(torch.zeros(1), offset_positions(batch, seq, [1, 4, 0]))
+        datasets.append((x_input(210 + k, batch, seq, 32), padding_mask(batch, seq, lens), cos,
+                         sin))
+    export_torch("llama_cossin_unsq2_op17", module, datasets,
+                 ["hidden_states", "attention_mask", "cos", "sin"], ["output"],
+                 {"hidden_states": seq_axes, "attention_mask": seq_axes, "cos": seq_axes,
+                  "sin": seq_axes, "output": seq_axes}, 17)
+    module = randomize(BertMask4D(32, 4), 215)
+    datasets = []
+    for k, (batch, seq) in enumerate(((2, 6), (3, 9))):
+        keep = torch.tril(torch.ones(seq, seq))[None, None].expand(batch, 1, seq, seq)
+        datasets.append((x_input(216 + k, batch, seq, 32), (1.0 - keep) * FMIN))
+    export_torch("bert_mask4d_op14", module, datasets, ["hidden_states", "mask"], ["output"],
+                 {"hidden_states": seq_axes, "mask": {0: "batch", 2: "seq", 3: "seq"},
+                  "output": seq_axes}, 14)
+    module = randomize(T5PositionBiasInput(32, 4, 8, False), 218)
+    with torch.no_grad():
+        datasets = [(x_input(219 + k, batch, seq, 32), module.compute_bias(seq, seq))
+                    for k, (batch, seq) in enumerate(((2, 6), (3, 9)))]
+    export_torch("t5_biasinput_op17", module, datasets, ["hidden_states", "position_bias"],
+                 ["output"], {"hidden_states": seq_axes, "position_bias": {2: "seq", 3: "seq"},
+                              "output": seq_axes}, 17)
+    module = randomize(DeiTTokens(48, 4), 400)
+    datasets = [(x_input(401, 2, 8, 48),), (x_input(402, 3, 5, 48),)]
+    export_torch("deit_tokens_op16", module, datasets, ["patches"], ["output"],
+                 {"patches": {0: "batch", 1: "patches"}, "output": {0: "batch", 1: "tokens"}},
+                 16)
+    # refused today (REFUSED says why): ALiBi and the mask as inputs, and
+    # separate key and value inputs
+    module = randomize(BloomAlibiInput(32, 4), 600)
+    datasets = []
+    for k, (batch, seq, lens) in enumerate(((2, 7, [7, 5]), (3, 9, [9, 6, 3]))):
+        m = padding_mask(batch, seq, lens)
+        causal = torch.ones((seq, seq), dtype=torch.bool).triu(1)
+        datasets.append((x_input(601 + k, batch, seq, 32), module.build_alibi(m, torch.float32),
+                         causal[None, None] | ~m.bool()[:, None, None, :]))
+    export_torch("bloom_alibiinput_op17", module, datasets,
+                 ["hidden_states", "alibi", "causal_mask"], ["output"],
+                 {"hidden_states": seq_axes, "alibi": {0: "batch_heads", 2: "seq"},
+                  "causal_mask": {0: "batch", 2: "seq", 3: "seq"}, "output": seq_axes}, 17)
+    module = randomize(TorchMHASeparateKV(32, 4), 605)
+    datasets = [(x_input(606 + k, batch, t, 32), x_input(608 + k, batch, s, 32),
+                 x_input(610 + k, batch, s, 32))
+                for k, (batch, t, s) in enumerate(((2, 4, 7), (3, 6, 5)))]
+    cross_axes = {0: "batch", 1: "src"}
+    export_torch("torchmha_sepkv_op17", module, datasets, ["query", "key", "value"], ["output"],
+                 {"query": seq_axes, "key": cross_axes, "value": cross_axes, "output": seq_axes},
+                 17)
+    # nn.MultiheadAttention sequence-first: self with key padding, cross
+    module = randomize(TorchMHASeqFirst(32, 4), 221)
+    datasets = [(x_input(222 + k, seq, batch, 32), padding_mask(batch, seq, lens) == 0)
+                for k, (batch, seq, lens) in enumerate(((2, 6, [6, 3]), (3, 8, [8, 4, 2])))]
+    export_torch("torchmha_seqfirst_keypad_op18", module, datasets, ["x", "key_padding_mask"],
+                 ["output"], {"x": {0: "seq", 1: "batch"},
+                              "key_padding_mask": {0: "batch", 1: "seq"},
+                              "output": {0: "seq", 1: "batch"}}, 18)
+    module = randomize(TorchMHASeqFirst(48, 6), 224)
+    datasets = [(x_input(225 + k, t, batch, 48), x_input(227 + k, s, batch, 48))
+                for k, (batch, t, s) in enumerate(((2, 4, 7), (3, 6, 5)))]
+    export_torch("torchmha_seqfirst_cross_op15", module, datasets, ["query", "memory"],
+                 ["output"], {"query": {0: "tgt", 1: "batch"}, "memory": {0: "src", 1: "batch"},
+                              "output": {0: "tgt", 1: "batch"}}, 15)
 
 
 # ---------------------------------------------------------------------------
@@ -1677,6 +2087,7 @@ def main():
     torch_cases()
     more_cached_cases()
     round_two_cases()
+    round_three_cases()
     helper_cases()
     with open(os.path.join(HERE, "cases.tsv"), "w") as f:
         f.write("# case\topset\td_model\theads\tkv_heads\td_head  (written by generate.py)\n")
