@@ -20,6 +20,9 @@ rm -rf "$T" && mkdir -p "$T"
 # A long batching delay and room for two waiting requests: concurrent
 # requests meet in one batch, a third finds the queue full.
 serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --max-body-bytes 100000
+# the address line follows the port file: give it up to 10 s under load
+i=0
+while ! grep -q "http://127.0.0.1:$PORT/" "$T/out" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 grep -q "http://127.0.0.1:$PORT/" "$T/out" || fail "not on 127.0.0.1: $(cat "$T/out")"
 
 [ "$($C "$U/health")" = ok ] || fail "/health"
