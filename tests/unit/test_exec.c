@@ -15,8 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "exec.h"
+#include "exec_ext.h"
 #include "layer.h"
+#include "layer_reference.h"
 #include "pool.h"
 #include "registry.h"
 

@@ -23,7 +23,6 @@
  * A self-parallel plugin gets each phase as one call instead. */
 #include "exec.h"
 
-#include "exec_ext.h"
 #include "registry.h"
 #include "tensor.h"
 
@@ -1521,14 +1520,11 @@ mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *arg
 /* Entry                                                                     */
 /* ------------------------------------------------------------------------ */
 
-mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
-                    const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
-                    size_t n_outputs, mha_error *err) {
+mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed *pk,
+                         const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                         size_t n_outputs, mha_error *err) {
     if (!env || !env->plugin || !L || (n_outputs && !outputs) || (n_inputs && !inputs))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run: NULL argument");
-    /* KV cache, key lengths, windows, float16, extra outputs: exec_ext.c */
-    if (exec_ext_wanted(L, inputs, n_inputs))
-        return exec_ext_run(env, L, pk, inputs, n_inputs, outputs, n_outputs, err);
     exec_binding bd;
     mha_status st = layer_bind(L, inputs, n_inputs, n_outputs, &bd, err);
     if (st != MHA_OK) return st;

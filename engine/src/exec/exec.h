@@ -13,6 +13,7 @@
 #define MHA_EXEC_H
 
 #include "layer.h"
+#include "layer_bind.h"
 #include "mha/plugin.h"
 #include "pool.h"
 
@@ -60,35 +61,6 @@ typedef struct exec_services {
 
 void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log, void *log_user,
                         mha_log_level log_level, uint64_t cpu_features);
-
-/* The caller's tensors bound to their roles, with the sizes they imply. */
-typedef struct exec_binding {
-    const mha_tensor *x_q;         /* has_proj: query input */
-    const mha_tensor *x_kv;        /* has_proj: key/value input (x_q for self) */
-    const mha_tensor *q, *k, *v;   /* bare attention */
-    const mha_tensor *attn_mask;   /* NULL if absent */
-    const mha_tensor *key_padding; /* NULL if absent */
-    int64_t B, Sq, Skv;
-    int64_t dk, dv, d_out; /* effective head sizes and output width */
-    size_t y_index;        /* the output with role MHA_ROLE_OUTPUT */
-    mha_tensor y_shape;    /* its dtype, rank and shape (no data) */
-    /* ---- appended (issue 7): KV cache, key lengths, extra outputs ---- */
-    const mha_tensor *past_key, *past_value; /* [B, Hkv, P, dk|dv], or NULL */
-    const mha_tensor *kv_lengths;            /* [B] int64/int32 valid keys, or NULL */
-    int64_t P, T;                            /* past length; total keys T = P + Skv */
-    int64_t present_key_index, present_value_index, qk_index; /* outputs; -1 = absent */
-    /* ---- appended (issue 14) ---- */
-    int64_t weights_index; /* output of the head-averaged probabilities; -1 = absent */
-    /* ---- appended (issue 14): rotary positions or tables given as inputs ---- */
-    const mha_tensor *position_ids;            /* [B or 1, Sq] integer, or NULL */
-    const mha_tensor *rotary_cos, *rotary_sin; /* [B or 1, (1,) Sq, rotary_dim], or NULL */
-} exec_binding;
-
-/* Binds and checks every input against L (dtype, rank, widths, batch and
- * sequence agreement between inputs, mask broadcastability). Messages name
- * the input and both shapes. Defined in layer_util.c. */
-mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs, size_t n_outputs,
-                      exec_binding *bd, mha_error *err);
 
 typedef struct exec_env {
     const mha_alloc_ctx *alloc; /* intermediates of the run */
@@ -194,12 +166,33 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
                          float *C, const exec_gemm_fused *fused, const exec_gemm_epilogue *ep,
                          mha_error *err);
 
-/* Runs L forward. pk must have been packed for env->plugin. outputs must
- * have exactly the dtype, rank and shape layer_output_shapes gives. With a
- * pool, the calling thread sets FTZ/DAZ for the run (restored afterwards),
- * as every worker does; without one, the FP environment is left alone. */
-mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
-                    const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
-                    size_t n_outputs, mha_error *err);
+/* The float32 core of the forward pass (what exec_ext_wanted leaves to
+ * it; exec_run in exec_ext.h is the entry that chooses). pk must have been
+ * packed for env->plugin. outputs must have exactly the dtype, rank and
+ * shape layer_output_shapes gives. With a pool, the calling thread sets
+ * FTZ/DAZ for the run (restored afterwards), as every worker does; without
+ * one, the FP environment is left alone. */
+mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed *pk,
+                         const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                         size_t n_outputs, mha_error *err);
+
+/* Every mask of a run as one additive float tensor addressed with strides
+ * over [batch, head, query, key]; stride 0 broadcasts. */
+typedef struct exec_mask {
+    const float *data; /* NULL: no mask */
+    int64_t sb, sh, sq, sk;
+    float *owned;      /* freed by the caller with mha_free */
+    int causal_folded; /* the causal mask is in data (as the file's finite term), the
+                          kernels run without theirs */
+} exec_mask;
+
+/* The mask inputs, the layer's constant bias and (with
+ * projections) its sliding window summed into one additive view. */
+mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
+                           exec_mask *m, mha_error *err);
+
+/* One attention phase over args (b/h/q ranges covering
+ * the whole problem) with env's plugin, pool and threads. */
+mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *args, mha_error *err);
 
 #endif

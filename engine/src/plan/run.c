@@ -4,6 +4,7 @@
  * that reads it. Also the input checks and output shapes of a run. */
 #include <string.h>
 
+#include "layer_bind.h"
 #include "plan_internal.h"
 
 /* Whether values[v] belongs to this run (not an initializer, a folded

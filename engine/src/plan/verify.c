@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "layer_reference.h"
 #include "plan_internal.h"
 
 /* Relative to the output's scale (max |value|, at least 1): float32

@@ -293,6 +293,10 @@ static mha_status model_plan_info(const plan *P, mha_model_info *out) {
     return MHA_OK;
 }
 
+MHA_API mha_layout mha_model_layout(const mha_model *m) {
+    return m && m->L.seq_first ? MHA_LAYOUT_SEQ_FIRST : MHA_LAYOUT_BATCH_FIRST;
+}
+
 MHA_API mha_status mha_model_get_info(const mha_model *m, mha_model_info *out) {
     if (!m || !out) return MHA_ERR_INVALID_ARGUMENT;
     if (m->plan) return model_plan_info(m->plan, out);

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "exec.h"
+#include "exec_ext.h"
 #include "model.h"
 #include "pool.h"
 #include "registry.h"
@@ -37,50 +37,6 @@ struct mha_runtime {
 };
 
 /* ---- small public helpers ---- */
-
-MHA_API const char *mha_io_role_name(mha_io_role role) {
-    switch (role) {
-    case MHA_ROLE_QUERY:
-        return "query";
-    case MHA_ROLE_KEY_VALUE:
-        return "key_value";
-    case MHA_ROLE_Q:
-        return "q";
-    case MHA_ROLE_K:
-        return "k";
-    case MHA_ROLE_V:
-        return "v";
-    case MHA_ROLE_ATTN_MASK:
-        return "attn_mask";
-    case MHA_ROLE_KEY_PADDING_MASK:
-        return "key_padding_mask";
-    case MHA_ROLE_PAST_KEY:
-        return "past_key";
-    case MHA_ROLE_PAST_VALUE:
-        return "past_value";
-    case MHA_ROLE_NONPAD_KV_SEQLEN:
-        return "nonpad_kv_seqlen";
-    case MHA_ROLE_OUTPUT:
-        return "output";
-    case MHA_ROLE_PRESENT_KEY:
-        return "present_key";
-    case MHA_ROLE_PRESENT_VALUE:
-        return "present_value";
-    case MHA_ROLE_QK_OUTPUT:
-        return "qk_output";
-    case MHA_ROLE_ATTN_WEIGHTS:
-        return "attn_weights";
-    case MHA_ROLE_TOKEN_IDS:
-        return "token_ids";
-    case MHA_ROLE_POSITION_IDS:
-        return "position_ids";
-    case MHA_ROLE_ROTARY_COS:
-        return "rotary_cos";
-    case MHA_ROLE_ROTARY_SIN:
-        return "rotary_sin";
-    }
-    return "unknown";
-}
 
 MHA_API void mha_runtime_options_init(mha_runtime_options *opts) {
     if (!opts) return;
