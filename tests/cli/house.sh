@@ -16,8 +16,13 @@ die() { echo "FAIL: $*" >&2; exit 1; }
 command -v nm >/dev/null 2>&1 || { echo "skip: no nm"; exit 77; }
 
 OBJ="$MHA_BUILD_DIR/engine/CMakeFiles"
+# (only objects whose source still exists: a build folder used before files
+# moved keeps the objects of their old paths)
 find "$OBJ/mha_objs.dir" "$OBJ/mha_common.dir" -name '*.c.o' -path '*/src/*' 2>/dev/null |
-  sort >"$T/objects"
+  sort | while IFS= read -r o; do
+    s=${o#*/src/}
+    if [ -e "$MHA_SOURCE_DIR/engine/src/${s%.o}" ]; then echo "$o"; fi
+  done >"$T/objects"
 n=$(wc -l <"$T/objects")
 [ "$n" -ge 10 ] || die "found $n engine objects under $OBJ"
 
