@@ -115,3 +115,12 @@ coverage: deps
 model-table: build
 	tools/model_table.sh --out $(BUILD)/model-table.md $(MODEL_TABLE_ARGS)
 	@cat $(BUILD)/model-table.md
+
+# ---- serving (docs/SERVING.md) ----
+.PHONY: serve-table
+SERVE_REPS ?= 3
+
+# The serving targets measured again (batching on / off, clients, HTTP load
+# and overload): a markdown table on stdout; not part of `make test`.
+serve-table: build
+	@sh tools/serve_table.sh --reps $(SERVE_REPS)

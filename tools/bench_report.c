@@ -58,6 +58,7 @@ static void describe_shape(const bench_report *r, char *buf, size_t size) {
 }
 
 static const char *flop_note(const bench_probe *p) {
+    if (strcmp(p->form, "plan") == 0) return "not counted for a whole model";
     return p->causal ? "docs/ARCHITECTURE.md section 1 count, causal: attention term halved"
                      : "docs/ARCHITECTURE.md section 1 count";
 }

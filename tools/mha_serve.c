@@ -3,9 +3,12 @@
  * libmicrohttpd (the HTTP parsing is the library's, not ours).
  *
  *   POST /run      body: one sequence as .npy (float32 [S, D] or [1, S, D],
+ *                  or a whole model's token ids int64 [S] or [1, S];
  *                  Content-Type application/x-npy or application/octet-stream)
  *                  or as JSON nested arrays (application/json, serve_json.c)
- *                  -> 200, the output the same way, of the same rank
+ *                  -> 200, the output the same way, of the same rank (.npy:
+ *                  the output ?output=NAME, default the first; JSON: every
+ *                  output, an object by name when there are several)
  *   GET  /health   -> 200 "ok" (503 "draining" once shutting down)
  *   GET  /metrics  -> Prometheus text: requests by code, batch sizes, queue
  *                  depth, latency histogram
@@ -76,15 +79,22 @@ static const cli_opt serve_opts[] = {
 static const cli_spec serve_spec = {
     "Usage: mha serve MODEL [options]\n"
     "\n"
-    "Serves MODEL (a self-attention layer: one query input) over HTTP/1.1 with\n"
+    "Serves MODEL (a self-attention layer: one query input; or a whole model\n"
+    "taking token ids, such as a BERT or MiniLM export) over HTTP/1.1 with\n"
     "dynamic batching: requests arriving within --max-delay-ms are run as one\n"
     "padded batch, each result bitwise what the request gives alone.\n"
     "\n"
     "  POST /run       body: one sequence as .npy, float32 [S, D] or [1, S, D]\n"
     "                  (Content-Type: application/x-npy), or as JSON nested arrays\n"
-    "                  [[x, ...], ...] (application/json; for small requests);\n"
-    "                  answer: the output the same way, same rank (JSON numbers\n"
-    "                  have 9 digits: the float32 exactly). 400 bad body, 413 too large,\n"
+    "                  [[x, ...], ...] (application/json; for small requests).\n"
+    "                  A whole model: its token ids, .npy int64 [S] or [1, S], or\n"
+    "                  JSON [id, ...] or [[id, ...]]; its masks are all ones and\n"
+    "                  other ids (token types) zero.\n"
+    "                  Answer: the output the same way, same rank (JSON numbers\n"
+    "                  have 9 digits: the float32 exactly); .npy: the output named\n"
+    "                  by ?output=NAME (default the first); JSON: every output,\n"
+    "                  {\"NAME\": [...], ...} when there are several.\n"
+    "                  400 bad body or unknown output, 413 too large,\n"
     "                  415 other content types, 503 queue full or shutting\n"
     "                  down (Retry-After: 1), 504 deadline passed\n"
     "  GET  /health    200 \"ok\", 503 while draining\n"
@@ -106,6 +116,10 @@ static const int serve_codes[SERVE_N_CODES] = {200, 400, 404, 405, 413, 415, 503
 
 typedef struct serve_state {
     mha_queue *queue;
+    mha_dtype in_dtype; /* of the sequence a request gives */
+    int ids;            /* the model takes token ids (a whole model) */
+    size_t n_out;       /* outputs a request gets, and their names */
+    const char *out_names[8];
     double deadline_ms;
     size_t max_body;
     int draining;
@@ -250,22 +264,48 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn, serve_state *s
                        0);
 }
 
-/* POST /run once the whole body is in. */
+/* What a request gives (a float32 sequence, or token ids: the model's first
+ * token-id input) and the names of the outputs it gets back (a layer: its
+ * first; a whole model: all). The queue accepted the model already. */
+static void serve_describe_model(serve_state *s, const mha_model *m) {
+    mha_model_info info;
+    s->in_dtype = MHA_DTYPE_FLOAT32;
+    s->n_out = 1;
+    if (mha_model_get_info(m, &info) != MHA_OK) return;
+    for (size_t i = 0; i < info.num_inputs; i++) {
+        mha_io_info io;
+        if (mha_model_input(m, i, &io) == MHA_OK && io.role == MHA_ROLE_TOKEN_IDS) {
+            s->ids = 1;
+            s->in_dtype = io.dtype;
+            break;
+        }
+    }
+    s->n_out = strcmp(info.form, "plan") == 0 && info.num_outputs <= 8 ? info.num_outputs : 1;
+    for (size_t k = 0; k < s->n_out; k++) {
+        mha_io_info io;
+        s->out_names[k] = mha_model_output(m, k, &io) == MHA_OK ? io.name : "output";
+    }
+}
+
 /* The answer to a completed request: its output as .npy, or as JSON when
  * the request came as JSON. */
 static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s, serve_call *call,
-                                    mha_request *req, int json) {
-    const mha_tensor *y = mha_request_output(req);
+                                    mha_request *req, int json, size_t which) {
+    mha_tensor ys[8];
+    size_t n_out = mha_request_num_outputs(req);
+    for (size_t k = 0; k < n_out && k < 8; k++)
+        ys[k] = *mha_request_output_at(req, k);
+    const mha_tensor *y = &ys[which];
     mha_request_info info;
     mha_request_get_info(req, &info);
     size_t n = 0;
     char *out = NULL;
     if (json) {
-        out = serve_json_format(y, &n);
+        out = serve_json_format(ys, s->out_names, n_out, &n);
     } else {
         size_t data = (size_t)mha_tensor_numel(y) * sizeof(float);
         char head[256];
-        size_t hn = npy_format_header(MHA_DTYPE_FLOAT32, y->rank, y->shape, head, sizeof head);
+        size_t hn = npy_format_header(y->dtype, y->rank, y->shape, head, sizeof head);
         out = hn ? malloc(hn + data) : NULL;
         if (out) {
             memcpy(out, head, hn);
@@ -291,23 +331,46 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
                           "error: Content-Type '%s': send the sequence as application/x-npy "
                           "or application/json",
                           type);
+    /* the output a .npy answer carries */
+    size_t which = 0;
+    const char *want = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "output");
+    if (want) {
+        while (which < s->n_out && strcmp(s->out_names[which], want) != 0)
+            which++;
+        if (which == s->n_out)
+            return serve_text(conn, s, call, 400, "error: the model has no output '%s'", want);
+    }
     mha_error err;
     mha_error_clear(&err);
-    mha_tensor in = {MHA_DTYPE_FLOAT32, 0, {0}, NULL};
-    float *parsed = NULL;
+    mha_tensor in = {s->in_dtype, 0, {0}, NULL};
+    void *parsed = NULL;
     if (json) {
         int64_t dims[SERVE_JSON_MAX_RANK];
-        if (serve_json_parse(call->body ? call->body : "", call->size, &parsed, &in.rank, dims,
-                             err.message, sizeof err.message) != 0)
+        if (serve_json_parse(call->body ? call->body : "", call->size, s->ids, &parsed, &in.rank,
+                             dims, err.message, sizeof err.message) != 0)
             return serve_text(conn, s, call, 400, "error: %s", err.message);
+        if (s->ids && s->in_dtype == MHA_DTYPE_INT32) { /* narrowed in place, range checked */
+            int64_t *v = parsed;
+            int32_t *w = parsed;
+            int64_t count = in.rank == 2 ? dims[0] * dims[1] : dims[0];
+            for (int64_t k = 0; k < count; k++) {
+                if (v[k] < INT32_MIN || v[k] > INT32_MAX) {
+                    free(parsed);
+                    return serve_text(conn, s, call, 400, "error: token id %lld out of range",
+                                      (long long)v[k]);
+                }
+                w[k] = (int32_t)v[k];
+            }
+        }
         memcpy(in.shape, dims, sizeof dims);
         in.data = parsed;
     } else {
         npy_header h;
         if (npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
             return serve_text(conn, s, call, 400, "error: %s", err.message);
-        if (h.dtype != MHA_DTYPE_FLOAT32)
-            return serve_text(conn, s, call, 400, "error: the sequence must be float32, not %s",
+        if (h.dtype != s->in_dtype)
+            return serve_text(conn, s, call, 400, "error: the %s must be %s, not %s",
+                              s->ids ? "token ids" : "sequence", mha_dtype_name(s->in_dtype),
                               mha_dtype_name(h.dtype));
         in.rank = h.rank;
         memcpy(in.shape, h.dims, sizeof in.shape);
@@ -325,7 +388,7 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
     st = mha_request_wait(req, -1, &err);
     enum MHD_Result ret;
     if (st == MHA_OK)
-        ret = serve_answer(conn, s, call, req, json);
+        ret = serve_answer(conn, s, call, req, json, which);
     else if (st == MHA_ERR_DEADLINE)
         ret = serve_text(conn, s, call, 504, "error: %s", err.message);
     else if (st == MHA_ERR_SHUTDOWN || st == MHA_ERR_CANCELLED)
@@ -535,6 +598,7 @@ int mha_cmd_serve(int argc, char **argv) {
         cli_fail_err(model_path, &err);
         goto done;
     }
+    serve_describe_model(&s, m);
 
     /* Signals are taken by sigwait below: block them before any thread
      * starts, so every thread inherits the mask. */

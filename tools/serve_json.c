@@ -1,9 +1,11 @@
 /* serve_json.c -- `mha serve`'s JSON bodies: one sequence as nested arrays
- * of numbers, [[x, ...], ...] ([S, D]) or [[[x, ...], ...]] ([1, S, D]), in
- * and out. Only that shape of JSON is read (no objects, strings or
- * literals): anything else is refused with the byte offset where it went
- * wrong. Numbers are written with 9 significant digits, which give every
- * float32 back exactly. */
+ * of numbers, [[x, ...], ...] ([S, D]) or [[[x, ...], ...]] ([1, S, D]), or
+ * of a whole model's token ids, [id, ...] ([S]) or [[id, ...]] ([1, S]), in;
+ * the outputs as nested arrays (one) or an object of them by name (several)
+ * out. Only that shape of JSON is read (no objects, strings or literals):
+ * anything else is refused with the byte offset where it went wrong.
+ * Numbers are written with 9 significant digits, which give every float32
+ * back exactly. */
 #include "serve_json.h"
 
 #include <math.h>
@@ -17,7 +19,8 @@ typedef struct json_reader {
     int rank; /* nesting depth of the numbers, 0 until the first */
     int64_t dims[SERVE_JSON_MAX_RANK];
     int dims_known[SERVE_JSON_MAX_RANK];
-    float *data;
+    int ids;    /* integers into int64 (token ids), else float32 */
+    void *data; /* float or int64_t */
     size_t count, cap;
     char *msg;
     size_t msg_size;
@@ -43,16 +46,28 @@ static int json_number(json_reader *r) {
     }
     buf[k] = '\0';
     char *end = NULL;
-    float v = k ? strtof(buf, &end) : 0.0f;
-    if (!k || !end || *end || !isfinite(v)) return json_fail(r, "not a finite number");
+    float v = 0.0f;
+    long long id = 0;
+    if (r->ids) {
+        id = k && !strpbrk(buf, ".eE") ? strtoll(buf, &end, 10) : 0;
+        if (!k || !end || *end || strpbrk(buf, ".eE"))
+            return json_fail(r, "not an integer token id");
+    } else {
+        v = k ? strtof(buf, &end) : 0.0f;
+        if (!k || !end || *end || !isfinite(v)) return json_fail(r, "not a finite number");
+    }
+    const size_t elem = r->ids ? sizeof(int64_t) : sizeof(float);
     if (r->count == r->cap) {
         size_t cap = r->cap ? 2 * r->cap : 1024;
-        float *d = realloc(r->data, cap * sizeof *d);
+        void *d = realloc(r->data, cap * elem);
         if (!d) return json_fail(r, "out of memory");
         r->data = d;
         r->cap = cap;
     }
-    r->data[r->count++] = v;
+    if (r->ids)
+        ((int64_t *)r->data)[r->count++] = id;
+    else
+        ((float *)r->data)[r->count++] = v;
     r->at += k;
     return 0;
 }
@@ -60,7 +75,8 @@ static int json_number(json_reader *r) {
 /* An array at nesting depth `depth` (1 = outermost); every array at one
  * depth must have the same length (the tensor is rectangular). */
 static int json_array(json_reader *r, int depth) {
-    if (depth > SERVE_JSON_MAX_RANK) return json_fail(r, "nested deeper than [1, S, D]");
+    if (depth > (r->ids ? 2 : SERVE_JSON_MAX_RANK))
+        return json_fail(r, r->ids ? "nested deeper than [1, S]" : "nested deeper than [1, S, D]");
     r->at++; /* '[' */
     int64_t len = 0;
     json_skip_space(r);
@@ -93,17 +109,19 @@ static int json_array(json_reader *r, int depth) {
     return 0;
 }
 
-int serve_json_parse(const char *text, size_t n, float **data, int *rank, int64_t *dims, char *msg,
-                     size_t msg_size) {
+int serve_json_parse(const char *text, size_t n, int ids, void **data, int *rank, int64_t *dims,
+                     char *msg, size_t msg_size) {
     json_reader r;
     memset(&r, 0, sizeof r);
     r.s = text;
     r.n = n;
+    r.ids = ids;
     r.msg = msg;
     r.msg_size = msg_size;
     json_skip_space(&r);
     if (r.at >= n || text[r.at] != '[') {
-        json_fail(&r, "the sequence must be an array of rows, [[x, ...], ...]");
+        json_fail(&r, ids ? "the token ids must be an array, [id, ...]"
+                          : "the sequence must be an array of rows, [[x, ...], ...]");
         return -1;
     }
     if (json_array(&r, 1) != 0) {
@@ -111,7 +129,7 @@ int serve_json_parse(const char *text, size_t n, float **data, int *rank, int64_
         return -1;
     }
     json_skip_space(&r);
-    if (r.at != n || r.rank < 2) {
+    if (r.at != n || (!ids && r.rank < 2)) {
         json_fail(&r, r.rank < 2 ? "one row is not a sequence: [[x, ...], ...]"
                                  : "text after the array");
         free(r.data);
@@ -123,26 +141,65 @@ int serve_json_parse(const char *text, size_t n, float **data, int *rank, int64_
     return 0;
 }
 
-char *serve_json_format(const mha_tensor *y, size_t *len) {
-    const int64_t rows = y->shape[y->rank - 2], cols = y->shape[y->rank - 1];
-    const float *v = y->data;
-    /* at most 16 characters a number ("-1.23456789e-38,"), plus brackets */
-    size_t cap = (size_t)(rows * cols) * 16 + (size_t)rows * 4 + 16;
+/* The nested arrays of t's axes from `axis` on, at v; n / cap as a growing
+ * buffer sized by the caller. */
+static size_t json_write(const mha_tensor *t, int axis, const float *v, char *out, size_t n,
+                         size_t cap) {
+    int64_t len = t->shape[axis], inner = 1;
+    for (int d = axis + 1; d < t->rank; d++)
+        inner *= t->shape[d];
+    out[n++] = '[';
+    for (int64_t i = 0; i < len; i++) {
+        if (axis + 1 < t->rank)
+            n = json_write(t, axis + 1, v + i * inner, out, n, cap);
+        else
+            n += (size_t)snprintf(out + n, cap - n, "%.9g", (double)v[i]);
+        if (i + 1 < len) out[n++] = ',';
+    }
+    out[n++] = ']';
+    return n;
+}
+
+/* Characters the nested arrays of t may take: 16 a number
+ * ("-1.23456789e-38,") and 2 per array. */
+static size_t json_size(const mha_tensor *t) {
+    size_t numel = 1, arrays = 1, prod = 1;
+    for (int d = 0; d < t->rank; d++) {
+        numel *= (size_t)t->shape[d];
+        if (d + 1 < t->rank) arrays += prod *= (size_t)t->shape[d];
+    }
+    return numel * 16 + arrays * 3 + 16;
+}
+
+char *serve_json_format(const mha_tensor *y, const char *const *names, size_t n_out, size_t *len) {
+    size_t cap = 16;
+    for (size_t k = 0; k < n_out; k++)
+        cap += json_size(&y[k]) + (names ? strlen(names[k]) * 6 + 8 : 0);
     char *out = malloc(cap);
     if (!out) return NULL;
     size_t n = 0;
-    if (y->rank == 3) out[n++] = '[';
-    out[n++] = '[';
-    for (int64_t i = 0; i < rows; i++) {
-        out[n++] = '[';
-        for (int64_t j = 0; j < cols; j++)
-            n += (size_t)snprintf(out + n, cap - n, j + 1 < cols ? "%.9g," : "%.9g",
-                                  (double)v[i * cols + j]);
-        out[n++] = ']';
-        if (i + 1 < rows) out[n++] = ',';
+    const int object = n_out > 1; /* several outputs: {"name": [...], ...} */
+    if (object) out[n++] = '{';
+    for (size_t k = 0; k < n_out; k++) {
+        if (object) {
+            out[n++] = '"';
+            for (const char *c = names[k]; *c; c++) {
+                unsigned char ch = (unsigned char)*c;
+                if (ch < 0x20 || ch == '"' || ch == '\\')
+                    n += (size_t)snprintf(out + n, cap - n, "\\u%04x", ch);
+                else
+                    out[n++] = (char)ch;
+            }
+            out[n++] = '"';
+            out[n++] = ':';
+        }
+        if (y[k].rank == 0)
+            n += (size_t)snprintf(out + n, cap - n, "%.9g", (double)*(const float *)y[k].data);
+        else
+            n = json_write(&y[k], 0, y[k].data, out, n, cap);
+        if (k + 1 < n_out) out[n++] = ',';
     }
-    out[n++] = ']';
-    if (y->rank == 3) out[n++] = ']';
+    if (object) out[n++] = '}';
     out[n++] = '\n';
     *len = n;
     return out;

@@ -9,14 +9,16 @@
 
 #define SERVE_JSON_MAX_RANK 3
 
-/* Reads text[0..n) as one sequence of nested arrays: rank 2 ([S, D]) or 3;
+/* Reads text[0..n) as one sequence of nested arrays: float32, rank 2
+ * ([S, D]) or 3; or with ids, int64 token ids, rank 1 ([S]) or 2 ([1, S]).
  * dims receives SERVE_JSON_MAX_RANK entries (rank used). *data is malloc'd
  * (free it). 0, or -1 with msg saying where and what. */
-int serve_json_parse(const char *text, size_t n, float **data, int *rank, int64_t *dims, char *msg,
-                     size_t msg_size);
+int serve_json_parse(const char *text, size_t n, int ids, void **data, int *rank, int64_t *dims,
+                     char *msg, size_t msg_size);
 
-/* y (float32, rank 2 or 3) as nested arrays and a newline; malloc'd, NULL
- * when out of memory. */
-char *serve_json_format(const mha_tensor *y, size_t *len);
+/* Outputs y[0..n_out) (float32, any rank) and a newline: one as nested
+ * arrays, several as an object of them by names[k]; malloc'd, NULL when out
+ * of memory. */
+char *serve_json_format(const mha_tensor *y, const char *const *names, size_t n_out, size_t *len);
 
 #endif

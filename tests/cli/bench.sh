@@ -273,5 +273,20 @@ check "queued server JSON names the batching" grep -q '"max_batch": 8, "batch_de
 run_mha bench "$MODEL" --shape 1,4 --scenario server --max-batch -1
 check "--max-batch -1 is a usage error (got $rc)" [ "$rc" -eq 2 ]
 
+# a whole model over token ids (MiniLM-shaped): offline, and served
+# through the queue (token-id requests, masks filled by the queue)
+WHOLE="$MHA_TEST_DATA/models/minilm_postln_l3_d48_h6/model.onnx"
+run_mha bench "$WHOLE" --shape 2,8 $FAST --backend scalar --threads 1 --json "$T/w.json"
+check "whole model offline exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "whole model: token ids [2, 8]" \
+    grep -q '"name": "input_ids", "role": "token_ids", "dtype": "int64", "shape": \[2, 8\]' "$T/w.json"
+check "whole model: attention_mask [2, 8]" \
+    grep -q '"name": "attention_mask", "role": "attn_mask", "dtype": "int64", "shape": \[2, 8\]' "$T/w.json"
+run_mha bench "$WHOLE" --shape 1,8 --scenario server --server-time 0.02 --backend scalar \
+    --threads 1 --max-batch 4 --p99-ms 2000 --json "$T/wq.json"
+check "whole model: no FLOP count (one layer's would mislead)" grep -q '"flops_per_run": 0,' "$T/w.json"
+check "whole model queued server exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "whole model queued server found a rate" grep -q '"server_found": true' "$T/wq.json"
+
 echo "bench.sh: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -83,7 +83,16 @@ interrupt() {
   MHA_TEST_DATASET_DELAY_MS=40 "$MHA_TESTHOOKS" run "$T/m.onnx" "$T/x.npy" -o "$2" --batch-size 2 \
     --quiet 2>"$T/stderr" &
   pid=$!
-  sleep 0.2
+  # Signal only once the run is under way (its partial file made; the
+  # handlers follow at once): a background job of a non-interactive shell
+  # starts with SIGINT ignored, so a signal that beat the run's own handler
+  # on a loaded machine would be lost and the run would finish with exit 0.
+  n=0
+  while ! ls "$2".partial.* >/dev/null 2>&1 && [ $n -lt 400 ] && kill -0 $pid 2>/dev/null; do
+    sleep 0.05
+    n=$((n + 1))
+  done
+  sleep 0.1
   kill -"$1" $pid
   set +e
   wait $pid

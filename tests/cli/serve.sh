@@ -9,12 +9,9 @@
 # Env: MHA, MHA_TEST_TMP, MHA_SOURCE_DIR (tools/serve_load.py).
 set -eu
 : "${MHA:?set MHA to the mha binary}" "${MHA_TEST_TMP:?}" "${MHA_SOURCE_DIR:?}"
-# SRV is timeout's pid: SIGTERM reaches the server through it (a SIGKILL
-# would leave the server running); timeout -k kills it 5 s later if needed
-fail() { echo "FAIL: $*" >&2; [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null; exit 1; }
-if ! "$MHA" serve --help >/dev/null 2>&1; then echo "skip: mha serve not built"; exit 77; fi
-if ! command -v curl >/dev/null; then echo "skip: curl not installed"; exit 77; fi
 T="$MHA_TEST_TMP"
+# fail, serve_start, SRV, U, C
+. "$(dirname "$0")/lib/serve_start.sh"
 rm -rf "$T" && mkdir -p "$T"
 
 "$MHA" gen -d 64 -H 4 --causal -o "$T/m.onnx" --data "$T/x.npy" --batch 1 --seq 8 >/dev/null
@@ -22,19 +19,11 @@ rm -rf "$T" && mkdir -p "$T"
 
 # A long batching delay and room for two waiting requests: concurrent
 # requests meet in one batch, a third finds the queue full.
-timeout -k 5 120 "$MHA" serve "$T/m.onnx" --port 0 --port-file "$T/port" --capacity 2 \
-  --max-batch 16 --max-delay-ms 1500 --max-body-bytes 100000 >"$T/out" 2>"$T/err" &
-SRV=$!
+serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --max-body-bytes 100000
+# the address line follows the port file: give it up to 10 s under load
 i=0
-while [ ! -s "$T/port" ]; do
-  i=$((i + 1)); [ $i -le 200 ] || fail "no port file after 20 s: $(cat "$T/err")"
-  kill -0 $SRV 2>/dev/null || fail "the server died: $(cat "$T/err")"
-  sleep 0.1
-done
-PORT=$(cat "$T/port")
-U="http://127.0.0.1:$PORT"
+while ! grep -q "http://127.0.0.1:$PORT/" "$T/out" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 grep -q "http://127.0.0.1:$PORT/" "$T/out" || fail "not on 127.0.0.1: $(cat "$T/out")"
-C="curl -s -m 20"
 
 [ "$($C "$U/health")" = ok ] || fail "/health"
 
@@ -140,12 +129,7 @@ kill -TERM $SRV
 wait $POSTER || true
 [ "$(cat "$T/code_last")" = 200 ] || fail "a request accepted before SIGTERM: $(cat "$T/code_last")"
 cmp -s "$T/last.npy" "$T/ref.npy" || fail "the drained answer differs"
-set +e
-wait $SRV
-rc=$?
-set -e
-SRV=
-[ $rc = 0 ] || fail "the server exited $rc after SIGTERM: $(cat "$T/err")"
+serve_wait_exit
 grep -q "drained 1 waiting" "$T/err" || fail "no drain report: $(cat "$T/err")"
 echo "ok: SIGTERM drains"
 

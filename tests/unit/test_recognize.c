@@ -702,32 +702,45 @@ static ir_graph *recognize_model(const char *name, layer *L) {
     return g;
 }
 
-/* An ONNX Attention node between projections with its own KV cache
- * (issue 14): past / present roles, a projected layer with a cache, and
- * verified against the graph at a past of 2 and an empty one. */
+/* An ONNX Attention node, and a com.microsoft MultiHeadAttention, between
+ * projections with their own KV cache (issue 14): past / present roles, a
+ * projected layer with a cache, verified against the graph at a past of 2
+ * and an empty one. */
 static void test_attention_node_cache(void **state) {
     (void)state;
-    layer L;
-    mha_error err;
-    mha_error_clear(&err);
-    ir_graph *g = recognize_model("attention_past", &L);
-    static const mha_io_role in_roles[4] = {MHA_ROLE_QUERY, MHA_ROLE_ATTN_MASK, MHA_ROLE_PAST_KEY,
-                                            MHA_ROLE_PAST_VALUE};
+    static const struct {
+        const char *name;
+        size_t n_in;
+        mha_io_role roles[4];
+        int64_t kv_heads;
+    } cases[] = {
+        {"attention_past",
+         4,
+         {MHA_ROLE_QUERY, MHA_ROLE_ATTN_MASK, MHA_ROLE_PAST_KEY, MHA_ROLE_PAST_VALUE},
+         2},
+        {"ms_mha_past", 3, {MHA_ROLE_QUERY, MHA_ROLE_PAST_KEY, MHA_ROLE_PAST_VALUE}, 4},
+    };
     static const mha_io_role out_roles[3] = {MHA_ROLE_OUTPUT, MHA_ROLE_PRESENT_KEY,
                                              MHA_ROLE_PRESENT_VALUE};
-    assert_int_equal(L.n_inputs, 4);
-    assert_int_equal(L.n_outputs, 3);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(L.inputs[i].role, in_roles[i]);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(L.outputs[i].role, out_roles[i]);
-    assert_true(layer_has_cache(&L));
-    assert_int_equal(L.causal, 1);
-    assert_int_equal(L.kv_heads, 2);
-    if (layer_verify(&g_alloc, g, &L, &err) != MHA_OK)
-        fail_msg("attention_past: verify: %s", err.message);
-    layer_clear(&g_alloc, &L);
-    ir_free(g);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        layer L;
+        mha_error err;
+        mha_error_clear(&err);
+        ir_graph *g = recognize_model(cases[c].name, &L);
+        assert_int_equal(L.n_inputs, cases[c].n_in);
+        assert_int_equal(L.n_outputs, 3);
+        for (size_t i = 0; i < cases[c].n_in; i++)
+            assert_int_equal(L.inputs[i].role, cases[c].roles[i]);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(L.outputs[i].role, out_roles[i]);
+        assert_true(layer_has_cache(&L));
+        assert_int_equal(L.causal, 1);
+        assert_int_equal(L.kv_heads, cases[c].kv_heads);
+        if (layer_verify(&g_alloc, g, &L, &err) != MHA_OK)
+            fail_msg("%s: verify: %s", cases[c].name, err.message);
+        layer_clear(&g_alloc, &L);
+        ir_free(g);
+    }
 }
 
 /* An attention mask and a key padding mask on one layer, each read by its

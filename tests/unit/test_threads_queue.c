@@ -146,6 +146,232 @@ static void test_batched_equals_alone(void **state) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Whole models: token ids, masks filled by the queue                        */
+/* ------------------------------------------------------------------------ */
+
+/* tests/data/models: MiniLM-shaped (3 layers, d 48, 6 heads), inputs
+ * input_ids, attention_mask, token_type_ids [B, S] int64 (vocabulary 100,
+ * 32 positions), outputs last_hidden_state [B, S, 48], pooler_output [B, 48]. */
+#define WM_D 48
+#define WM_VOCAB 100
+#define WM_MAX_S 32
+
+static const char *whole_model(void) {
+    static char buf[1024];
+    snprintf(buf, sizeof buf, "%s/models/minilm_postln_l3_d48_h6/model.onnx", MHA_TEST_DATA);
+    return buf;
+}
+
+/* The model on B sequences of L: ids, mask (1 where j < len[b], 0 after,
+ * or all 1 when mask_all), segment ids 0, key lengths (NULL: none). */
+static mha_status wm_run(mha_runtime *rt, const mha_model *m, int64_t B, int64_t L,
+                         const int64_t *ids, const int64_t *len, int mask_all,
+                         const int64_t *kv_lengths, float *hidden, float *pooled) {
+    int64_t *mask = calloc((size_t)(B * L), sizeof *mask);
+    int64_t *seg = calloc((size_t)(B * L), sizeof *seg);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < L; j++)
+            mask[b * L + j] = mask_all || j < len[b];
+    mha_tensor in[3] = {{MHA_DTYPE_INT64, 2, {B, L}, (void *)ids},
+                        {MHA_DTYPE_INT64, 2, {B, L}, mask},
+                        {MHA_DTYPE_INT64, 2, {B, L}, seg}};
+    mha_tensor out[2] = {{MHA_DTYPE_FLOAT32, 3, {B, L, WM_D}, hidden},
+                         {MHA_DTYPE_FLOAT32, 2, {B, WM_D}, pooled}};
+    mha_run_options o;
+    mha_run_options_init(&o);
+    o.kv_lengths = kv_lengths;
+    mha_error err = {0};
+    mha_status st = mha_run(rt, m, in, 3, out, 2, &o, &err);
+    free(mask);
+    free(seg);
+    return st;
+}
+
+/* A whole model's plan honours kv_lengths in its attention steps: two
+ * sequences padded to 20 under a mask of all ones (the padding not masked)
+ * give each sequence's own result once the key lengths say where it ends. */
+static void test_whole_model_kv_lengths(void **state) {
+    (void)state;
+    mha_model *m = load(whole_model());
+    mha_runtime *rt = runtime_new(0);
+    enum { L = 20 };
+    int64_t len[2] = {20, 7}, ids[2 * L];
+    uint64_t rng = 5;
+    for (int i = 0; i < 2 * L; i++)
+        ids[i] = (int64_t)(tu_rand_u64(&rng) % WM_VOCAB);
+    float hidden[2 * L * WM_D], pooled[2 * WM_D], h1[L * WM_D], p1[WM_D];
+    assert_int_equal(wm_run(rt, m, 2, L, ids, len, 1, len, hidden, pooled), MHA_OK);
+    for (int b = 0; b < 2; b++) {
+        assert_int_equal(wm_run(rt, m, 1, len[b], ids + b * L, &len[b], 0, NULL, h1, p1), MHA_OK);
+        if (memcmp(h1, hidden + b * L * WM_D, (size_t)(len[b] * WM_D) * sizeof(float)) != 0 ||
+            memcmp(p1, pooled + b * WM_D, WM_D * sizeof(float)) != 0)
+            fail_msg("item %d (length %lld): padded run with key lengths differs from alone", b,
+                     (long long)len[b]);
+    }
+    /* without the lengths the unmasked padding is attended: item 1 differs */
+    assert_int_equal(wm_run(rt, m, 2, L, ids, len, 1, NULL, hidden, pooled), MHA_OK);
+    assert_int_equal(wm_run(rt, m, 1, len[1], ids + L, &len[1], 0, NULL, h1, p1), MHA_OK);
+    assert_true(memcmp(h1, hidden + L * WM_D, (size_t)(len[1] * WM_D) * sizeof(float)) != 0);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
+/* A whole model on one sequence of token ids alone, the way the queue
+ * promises to match: masks of 1, other token ids 0. Each output malloc'd
+ * into ref[k] (bytes[k]); the status of mha_run. */
+static mha_status wm_alone(mha_runtime *rt, const mha_model *m, const int64_t *ids, int64_t S,
+                           void **ref, size_t *bytes, size_t *n_out) {
+    mha_model_info info;
+    assert_int_equal(mha_model_get_info(m, &info), MHA_OK);
+    mha_tensor in[4], out[4];
+    int64_t *fill[4] = {NULL};
+    assert_true(info.num_inputs <= 4 && info.num_outputs <= 4);
+    int have_ids = 0;
+    for (size_t i = 0; i < info.num_inputs; i++) {
+        mha_io_info io;
+        assert_int_equal(mha_model_input(m, i, &io), MHA_OK);
+        assert_int_equal(io.dtype, MHA_DTYPE_INT64);
+        in[i] = (mha_tensor){MHA_DTYPE_INT64, 2, {1, S}, (void *)ids};
+        if (io.role == MHA_ROLE_TOKEN_IDS && !have_ids) {
+            have_ids = 1;
+            continue;
+        }
+        fill[i] = calloc((size_t)S, sizeof(int64_t));
+        for (int64_t j = 0; io.role != MHA_ROLE_TOKEN_IDS && j < S; j++)
+            fill[i][j] = 1;
+        in[i].data = fill[i];
+    }
+    mha_error err = {0};
+    assert_int_equal(mha_model_output_shapes(m, in, info.num_inputs, out, info.num_outputs, &err),
+                     MHA_OK);
+    for (size_t k = 0; k < info.num_outputs; k++) {
+        bytes[k] = (size_t)mha_tensor_numel(&out[k]) * sizeof(float);
+        ref[k] = out[k].data = malloc(bytes[k]);
+    }
+    *n_out = info.num_outputs;
+    mha_status st = mha_run(rt, m, in, info.num_inputs, out, info.num_outputs, NULL, &err);
+    for (size_t i = 0; i < info.num_inputs; i++)
+        free(fill[i]);
+    return st;
+}
+
+/* Token-id requests of lengths 1..max_s batched (masks and segment ids
+ * filled by the queue): every output of every request bitwise equal to the
+ * request run alone; a request longer than the position table fails alone
+ * and the others of its batch still succeed. */
+static void check_whole_model_batched(mha_model *m, int64_t vocab, int64_t max_s, int threads,
+                                      int max_batch) {
+    mha_runtime *rt = runtime_new(threads);
+    mha_queue *q = queue_new(rt, m, max_batch, 300.0, 64);
+    enum { N = 20, BAD = 9 };
+    int64_t *ids[N], S[N];
+    void *ref[N][4];
+    size_t bytes[N][4], n_out[N];
+    mha_request *req[N];
+    uint64_t rng = 23;
+    for (int i = 0; i < N; i++) {
+        S[i] = 1 + (int64_t)(tu_rand_u64(&rng) % (uint64_t)max_s);
+        if (i == BAD) S[i] = max_s + 3; /* past the position table */
+        ids[i] = malloc((size_t)S[i] * sizeof(int64_t));
+        for (int64_t j = 0; j < S[i]; j++)
+            ids[i][j] = (int64_t)(tu_rand_u64(&rng) % (uint64_t)vocab);
+        mha_status st = wm_alone(rt, m, ids[i], S[i], ref[i], bytes[i], &n_out[i]);
+        assert_int_equal(st == MHA_OK, i != BAD);
+    }
+    for (int i = 0; i < N; i++) {
+        mha_tensor in = {MHA_DTYPE_INT64, 1, {S[i]}, ids[i]};
+        if (i % 2) in = (mha_tensor){MHA_DTYPE_INT64, 2, {1, S[i]}, ids[i]};
+        mha_error err = {0};
+        if (mha_queue_submit(q, &in, NULL, &req[i], &err) != MHA_OK)
+            fail_msg("submit %d: %s", i, err.message);
+        assert_int_equal(mha_request_num_outputs(req[i]), n_out[i]);
+    }
+    int biggest = 0;
+    for (int i = 0; i < N; i++) {
+        mha_error err = {0};
+        mha_status st = mha_request_wait(req[i], -1, &err);
+        mha_request_info info;
+        mha_request_get_info(req[i], &info);
+        if (info.batch_size > biggest) biggest = info.batch_size;
+        if (i == BAD) {
+            assert_int_not_equal(st, MHA_OK);
+            assert_null(mha_request_output_at(req[i], 0));
+        } else if (st != MHA_OK) {
+            fail_msg("wait %d: %s", i, err.message);
+        }
+        for (size_t k = 0; i != BAD && k < n_out[i]; k++) {
+            const mha_tensor *y = mha_request_output_at(req[i], k);
+            assert_non_null(y);
+            /* the batch axis as the input had it; per-token outputs S long */
+            assert_true(y->rank >= 1);
+            if (i % 2) assert_int_equal(y->shape[0], 1);
+            assert_int_equal((size_t)mha_tensor_numel(y) * sizeof(float), bytes[i][k]);
+            if (memcmp(y->data, ref[i][k], bytes[i][k]) != 0)
+                fail_msg("request %d (S %lld, batch of %d): output %zu differs from alone", i,
+                         (long long)S[i], info.batch_size, k);
+        }
+        assert_null(mha_request_output_at(req[i], n_out[i]));
+        mha_request_free(req[i]);
+        free(ids[i]);
+        for (size_t k = 0; k < n_out[i]; k++)
+            free(ref[i][k]);
+    }
+    assert_int_equal(biggest, max_batch);
+    mha_queue_destroy(q);
+    mha_runtime_destroy(rt);
+}
+
+static void test_whole_model_batched_equals_alone(void **state) {
+    (void)state;
+    /* MiniLM-shaped: a mask and segment ids beside the ids, a pooled output */
+    mha_model *m = load(whole_model());
+    check_whole_model_batched(m, WM_VOCAB, WM_MAX_S, 0, 8);
+    check_whole_model_batched(m, WM_VOCAB, WM_MAX_S, 1, 5);
+    mha_model_free(m);
+    /* GPT-2-shaped: ids alone, no mask: the key lengths alone keep the
+     * padding out (causal layers would not see it anyway) */
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/gpt2_preln_causal_l2_d64_h4/model.onnx", MHA_TEST_DATA);
+    m = load(path);
+    check_whole_model_batched(m, WM_VOCAB, WM_MAX_S, 0, 8);
+    mha_model_free(m);
+}
+
+/* What a padded batch cannot serve is refused at create; bad token-id
+ * sequences at submit. */
+static void test_whole_model_refusals(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/vit_preln_l2_d64_h4_p4/model.onnx", MHA_TEST_DATA);
+    mha_model *m = load(path);
+    mha_runtime *rt = runtime_new(1);
+    mha_queue *q = NULL;
+    mha_error err = {0};
+    assert_int_equal(mha_queue_create(rt, m, NULL, &q, &err), MHA_ERR_MODEL_UNSUPPORTED);
+    assert_non_null(strstr(err.message, "pixel_values"));
+    assert_null(q);
+    mha_model_free(m);
+    m = load(whole_model());
+    assert_int_equal(mha_queue_create(rt, m, NULL, &q, &err), MHA_OK);
+    int64_t ids[4] = {1, 2, 3, 4};
+    float x[4] = {0};
+    mha_request *r = NULL;
+    mha_tensor f = {MHA_DTYPE_FLOAT32, 1, {4}, x};
+    assert_int_equal(mha_queue_submit(q, &f, NULL, &r, &err), MHA_ERR_DTYPE);
+    mha_tensor two = {MHA_DTYPE_INT64, 2, {2, 2}, ids};
+    assert_int_equal(mha_queue_submit(q, &two, NULL, &r, &err), MHA_ERR_SHAPE);
+    mha_tensor rank3 = {MHA_DTYPE_INT64, 3, {1, 1, 4}, ids};
+    assert_int_equal(mha_queue_submit(q, &rank3, NULL, &r, &err), MHA_ERR_SHAPE);
+    mha_tensor empty = {MHA_DTYPE_INT64, 1, {0}, ids};
+    assert_int_equal(mha_queue_submit(q, &empty, NULL, &r, &err), MHA_ERR_SHAPE);
+    assert_null(r);
+    assert_int_equal(mha_request_num_outputs(NULL), 0);
+    mha_queue_destroy(q);
+    mha_model_free(m);
+    mha_runtime_destroy(rt);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Back-pressure, cancel, deadline, shutdown                                 */
 /* ------------------------------------------------------------------------ */
 
@@ -534,6 +760,9 @@ int main(void) {
     /* clang-format off */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batched_equals_alone),
+        cmocka_unit_test(test_whole_model_kv_lengths),
+        cmocka_unit_test(test_whole_model_batched_equals_alone),
+        cmocka_unit_test(test_whole_model_refusals),
         cmocka_unit_test(test_full_then_drain),
         cmocka_unit_test(test_cancel_deadline_shutdown),
         cmocka_unit_test(test_time_bound),

@@ -418,6 +418,10 @@ typedef struct mha_run_options {
      * alone at its true length. MHA_ERR_INVALID_ARGUMENT for a negative
      * length. The array must stay valid during the call. */
     const int64_t *kv_lengths;
+    /* For a whole model (a plan), the lengths apply to each fused
+     * attention step over the model's sequence: batch B and S_q = S_kv =
+     * axis 1 of the model's first input (self-attention over the tokens;
+     * other steps compute each row on its own). */
     /* Appended in 0.2 (issue 16; read only when struct_size covers it).
      * The compute precision: MHA_PRECISION_FLOAT32 (the default: the
      * results of earlier versions, bit for bit) or MHA_PRECISION_BFLOAT16:
@@ -484,7 +488,10 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
  *    Bound it in time as well as in count: max_queue_ms of about half the
  *    latency target keeps the accepted requests' latency under overload
  *    (the excess is refused at once instead of waiting in line).
- *  - `mha serve MODEL` is an HTTP face on this queue. */
+ *  - Whole models over token ids (BERT-, MiniLM-, GPT-2-style exports) batch
+ *    the same way: a request gives its ids, the queue fills the masks and
+ *    the other ids and returns every output cut to the request.
+ *  - `mha serve MODEL` is an HTTP face on this queue (docs/SERVING.md). */
 
 typedef struct mha_queue mha_queue;
 typedef struct mha_request mha_request;
@@ -511,9 +518,21 @@ typedef struct mha_queue_options {
 MHA_API void mha_queue_options_init(mha_queue_options *opts);
 
 /** Creates a queue serving `model` on `rt` and starts its dispatcher
- *  threads. The model must take one query sequence (self-attention, input
- *  role MHA_ROLE_QUERY and no other input); anything else is
- *  MHA_ERR_MODEL_UNSUPPORTED. rt and model must outlive the queue. The
+ *  threads. The model takes either one float32 query sequence (a
+ *  self-attention layer, or a whole model over one: input role
+ *  MHA_ROLE_QUERY [B, S, D] and no other input), or token ids (a whole
+ *  model: its first MHA_ROLE_TOKEN_IDS input [B, S], the one a request
+ *  gives), beside which it may take only masks and more token ids [B, S]:
+ *  a batch fills each mask with 1 at the request's tokens and 0 at the
+ *  padding (the Hugging Face attention_mask; a key padding mask whose
+ *  true means ignore the other way round) and further token ids (token
+ *  type / segment ids) with 0. A whole model's outputs must have the batch
+ *  on axis 0 and, when they have one, the sequence on axis 1; its
+ *  attention layers must all be fused, or the model must take a mask.
+ *  Anything else is MHA_ERR_MODEL_UNSUPPORTED with the reason. Each
+ *  request's results are bitwise what mha_run gives for it alone (batch
+ *  1, its own length, masks of 1, other ids 0). rt and model must outlive
+ *  the queue. The
  *  queue's memory (requests, batch buffers) comes from malloc, not the
  *  runtime's allocator.
  *  Errors: MHA_ERR_INVALID_ARGUMENT (bad options), MHA_ERR_NO_MEMORY,
@@ -540,7 +559,11 @@ typedef struct mha_submit_options {
 MHA_API void mha_submit_options_init(mha_submit_options *opts);
 
 /** Queues one sequence: a float32 tensor [S, d_model] or [1, S, d_model],
- *  S >= 1. The data is copied: the caller may reuse `input` at once. On
+ *  or for a model taking token ids, the ids [S] or [1, S] (the model's
+ *  integer type, int64 for exported transformers); S >= 1 (a whole model's
+ *  limit, such as its position table, shows when it runs: a batch that
+ *  fails is run again request by request, so only the request at fault
+ *  fails). The data is copied: the caller may reuse `input` at once. On
  *  success *out is a request the caller owns and releases with
  *  mha_request_free (also when a callback is used). opts may be NULL.
  *  Fails at once, with no request made, with: MHA_ERR_QUEUE_FULL (capacity
@@ -584,8 +607,19 @@ MHA_API void mha_request_get_info(const mha_request *req, mha_request_info *out)
 
 /** The output of a completed request with status MHA_OK: float32, shaped
  *  like the input ([S, d_out] or [1, S, d_out]), owned by the request (valid
- *  until mha_request_free); NULL otherwise. */
+ *  until mha_request_free); NULL otherwise. For a whole model, its first
+ *  output (see mha_request_output_at). */
 MHA_API const mha_tensor *mha_request_output(const mha_request *req);
+
+/** Number of outputs a request gets: 1 for a layer (its first output), every
+ *  output of a whole model (e.g. last_hidden_state and pooler_output).
+ *  Known from submit on; 0 for NULL. */
+MHA_API size_t mha_request_num_outputs(const mha_request *req);
+/** Output i of a completed request with status MHA_OK, in the model's output
+ *  order, NULL otherwise. Per-token outputs are [S, ...] ([1, S, ...] when
+ *  the input had its batch axis), per-sequence ones (a pooled vector) [...]
+ *  ([1, ...]). Owned by the request, valid until mha_request_free. */
+MHA_API const mha_tensor *mha_request_output_at(const mha_request *req, size_t i);
 
 /** Releases the caller's hold on a request; call it exactly once per
  *  request (in its callback is fine). A request still pending is cancelled

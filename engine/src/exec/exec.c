@@ -581,25 +581,6 @@ static mha_status exec_alibi_positions(const mha_alloc_ctx *a, const layer *L,
 /* Work plan                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* C[seg] = A[seg] . W (+ bias) for n_segs segments of M rows each; segment s
- * reads rows A + s*a_seg (lda apart) and writes C + s*c_seg (ldc apart).
- * Units are (segment, row tile, column tile), column tile fastest. */
-typedef struct exec_gemm_family {
-    const exec_gemm_weights *W;
-    const float *A;
-    int64_t lda, a_seg;
-    float *C;
-    int64_t ldc, c_seg;
-    int64_t M, n_segs;
-    int64_t m_tile, n_tile, m_tiles, n_tiles;
-    /* The last tail_tiles row tiles (of the last segment) go out as
-     * tail_split column pieces each, after every other unit: the threads
-     * that finish the body early share the end instead of one of them
-     * computing a whole last tile alone. */
-    int64_t tail_tiles, tail_split, tail_n_tile;
-    int64_t n_units;
-} exec_gemm_family;
-
 /* Attention over the chunk: args covers it all; units are (query block,
  * batch item, head), heaviest query block first under a causal mask. */
 typedef struct exec_attn_plan {
@@ -642,7 +623,7 @@ typedef struct exec_state {
 /* Tiles are multiples of the plugin's blocks (so every range the plugin
  * sees is aligned); they shrink until there are about two units per
  * thread, or to the plugin's blocks. */
-static void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
+void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
     const int64_t mb = p->gemm_m_block > 0 ? p->gemm_m_block : 1;
     const int64_t nbk = p->gemm_n_block > 0 ? p->gemm_n_block : 1;
     const int64_t M = f->M, N = f->W->N;
@@ -827,22 +808,34 @@ static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f,
                           f->ldc, m0, m1, n0, n1, num_threads, err);
 }
 
-static mha_status exec_gemm_unit(const exec_state *s, const exec_gemm_family *f, int64_t u,
-                                 mha_error *err) {
+void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]) {
     const int64_t per_seg = f->m_tiles * f->n_tiles;
     const int64_t body = f->n_segs * per_seg - f->tail_tiles * f->n_tiles;
+    int64_t m0, n0, n_tile;
     if (u >= body) { /* a column piece of one of the last row tiles */
         const int64_t t = u - body;
-        const int64_t mi = f->m_tiles - f->tail_tiles + t / f->tail_split;
-        const int64_t m0 = mi * f->m_tile, n0 = (t % f->tail_split) * f->tail_n_tile;
-        return exec_gemm_call(s, f, f->n_segs - 1, m0, exec_min(f->M, m0 + f->m_tile), n0,
-                              exec_min(f->W->N, n0 + f->tail_n_tile), 1, err);
+        m0 = (f->m_tiles - f->tail_tiles + t / f->tail_split) * f->m_tile;
+        n0 = (t % f->tail_split) * f->tail_n_tile;
+        n_tile = f->tail_n_tile;
+        *seg = f->n_segs - 1;
+    } else {
+        const int64_t k = u % per_seg;
+        m0 = (k / f->n_tiles) * f->m_tile;
+        n0 = (k % f->n_tiles) * f->n_tile;
+        n_tile = f->n_tile;
+        *seg = u / per_seg;
     }
-    const int64_t seg = u / per_seg, r = u % per_seg;
-    const int64_t mi = r / f->n_tiles, ni = r % f->n_tiles;
-    const int64_t m0 = mi * f->m_tile, n0 = ni * f->n_tile;
-    return exec_gemm_call(s, f, seg, m0, exec_min(f->M, m0 + f->m_tile), n0,
-                          exec_min(f->W->N, n0 + f->n_tile), 1, err);
+    r[0] = m0;
+    r[1] = exec_min(f->M, m0 + f->m_tile);
+    r[2] = n0;
+    r[3] = exec_min(f->W->N, n0 + n_tile);
+}
+
+static mha_status exec_gemm_unit(const exec_state *s, const exec_gemm_family *f, int64_t u,
+                                 mha_error *err) {
+    int64_t seg, r[4];
+    exec_gemm_unit_range(f, u, &seg, r);
+    return exec_gemm_call(s, f, seg, r[0], r[1], r[2], r[3], 1, err);
 }
 
 /* A kernel call over batch [r[0], r[1]) heads [r[2], r[3]) rows [r[4], r[5])

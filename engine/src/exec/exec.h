@@ -134,10 +134,38 @@ mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64
                           const float *A, int64_t lda, float *C, int64_t ldc, int64_t m0,
                           int64_t m1, int64_t n0, int64_t n1, int num_threads, mha_error *err);
 
+/* C[seg] = A[seg] . W (+ bias) for n_segs segments of M rows each; segment s
+ * reads rows A + s*a_seg (lda apart) and writes C + s*c_seg (ldc apart).
+ * Units are (segment, row tile, column tile), column tile fastest. */
+typedef struct exec_gemm_family {
+    const exec_gemm_weights *W;
+    const float *A;
+    int64_t lda, a_seg;
+    float *C;
+    int64_t ldc, c_seg;
+    int64_t M, n_segs;
+    int64_t m_tile, n_tile, m_tiles, n_tiles;
+    /* The last tail_tiles row tiles (of the last segment) go out as
+     * tail_split column pieces each, after every other unit: the threads
+     * that finish the body early share the end instead of one of them
+     * computing a whole last tile alone. */
+    int64_t tail_tiles, tail_split, tail_n_tile;
+    int64_t n_units;
+} exec_gemm_family;
+
+/* Cuts f (W, M and n_segs set) into units for `threads` (exec.c): row tiles
+ * of the kernels' row block, so that each pass over the weights serves as
+ * many rows of a batch as the kernel can; columns split only when the rows
+ * alone give too few units. Any cut gives the same C, bit for bit (a
+ * plugin computes each element whatever range it is given). */
+void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads);
+/* Unit u of f: its segment and its rows [r[0], r[1]), columns [r[2], r[3]). */
+void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]);
+
 /* One GEMM on given buffers (exec_gemm.c): C [M, N] = A [M, K] . W + bias,
- * split into row x column tiles over the pool (a self-parallel plugin gets
- * it whole), each tile followed by ep (NULL = none). Each tile writes its
- * own part of C. */
+ * cut by exec_gemm_plan over the pool (a self-parallel plugin gets it
+ * whole), each tile followed by ep (NULL = none). Each tile writes its own
+ * part of C. */
 mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const float *A, int64_t M,
                          float *C, const exec_gemm_epilogue *ep, mha_error *err);
 

@@ -680,15 +680,23 @@ static mha_status rz_check_ms_features(rz_ctx *z, int node) {
     if (is_mha) {
         static const char *const names[] = {"bias", "key_padding_mask", "attention_bias",
                                             "past_key", "past_value"};
+        /* a KV cache: past_key / past_value graph inputs together
+         * (recognize_graph.c), present_key / present_value outputs */
+        const int pk = ir_node_input(n, 6), pv = ir_node_input(n, 7);
+        const int past_inputs = pk >= 0 && pv >= 0 && rz_graph_input_index(z, pk) >= 0 &&
+                                rz_graph_input_index(z, pv) >= 0 && pk != pv;
         for (size_t k = 3; k < n->n_inputs; k++)
-            if (n->inputs[k] >= 0)
+            if (n->inputs[k] >= 0 && !(past_inputs && k >= 6 && k <= 7))
                 return rz_refuse(z, node,
-                                 " input is not supported (MatMul + Add projections "
-                                 "around query, key, value are)",
-                                 k - 3 < 5 ? names[k - 3] : "optional");
+                                 k >= 6 ? " inputs must be two graph inputs given together"
+                                        : " input is not supported (MatMul + Add projections "
+                                          "around query, key, value are)",
+                                 k >= 6      ? "past_key / past_value"
+                                 : k - 3 < 5 ? names[k - 3]
+                                             : "optional");
         for (size_t k = 1; k < n->n_outputs; k++)
-            if (n->outputs[k] >= 0)
-                return rz_refuse(z, node, " outputs are not supported",
+            if (n->outputs[k] >= 0 && !(past_inputs && k <= 2))
+                return rz_refuse(z, node, " outputs need past_key / past_value inputs",
                                  "present_key / present_value");
     } else {
         static const char *const names[] = {"past", "attention_bias", "past_sequence_length"};

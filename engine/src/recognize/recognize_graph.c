@@ -662,9 +662,11 @@ mha_status rz_parse_attention_core(rz_ctx *z, int node) {
         c->mask_input = m;
     }
     /* a KV cache: the node concatenates its past_key / past_value graph
-     * inputs (rz_check_attention_features) before the new K / V itself */
-    for (int side = 0; side < 2 && rz_is_op(n, "Attention"); side++) {
-        const int past = ir_node_input(n, (size_t)(4 + side));
+     * inputs (checked by recognize.c) before the new K / V itself: inputs 4
+     * and 5 of Attention, 6 and 7 of com.microsoft MultiHeadAttention */
+    const int ms = strcmp(n->domain, "com.microsoft") == 0;
+    for (int side = 0; side < 2; side++) {
+        const int past = ir_node_input(n, (size_t)((ms ? 6 : 4) + side));
         if (past < 0) continue;
         c->cache_on[side] = 1;
         c->cache_node[side] = node;

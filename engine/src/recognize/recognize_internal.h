@@ -198,12 +198,14 @@ int rz_einsum_proj_k(const rz_ctx *z, const ir_node *n);
 mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)[MHA_MAX_RANK],
                          mha_error *err);
 /* Fills a rotary input (positions, cos or sin tables; other roles are left
- * alone) with valid values: positions s, or tables of the angles (s + 1)
- * * f_t, the same for every batch item; with vary_batch, batch item b is
- * shifted by 3 b positions and positions advance by 2 (so that a layer
+ * alone) with valid values: positions first + s, or tables of the angles
+ * (p + 1) * f_t, the same for every batch item; with vary_batch, batch item
+ * b is shifted by 3 b positions and positions advance by 2 (so that a layer
  * reading them through the sequence index shows). max_pos > 0 bounds the
- * positions. */
-void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos);
+ * positions. first: the past length of a KV cache, where a step's
+ * positions start. */
+void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos,
+                          int64_t first);
 /* Seeded uniform [-1, 1) floats. */
 void rz_fill_random(float *x, int64_t n, uint64_t *state);
 uint64_t rz_rand(uint64_t *state);

@@ -172,7 +172,8 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
     return MHA_OK;
 }
 
-void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos) {
+void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos,
+                          int64_t first) {
     const int pos = io->role == MHA_ROLE_POSITION_IDS;
     if (!pos && io->role != MHA_ROLE_ROTARY_COS && io->role != MHA_ROLE_ROTARY_SIN) return;
     const int64_t n = tensor_numel(t);
@@ -181,7 +182,7 @@ void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t
     const int64_t per_item = n / t->dims[0], half = W / 2 > 0 ? W / 2 : 1;
     for (int64_t i = 0; i < n; i++) {
         const int64_t b = i / per_item, s = (i % per_item) / W % S, c = i % W;
-        int64_t p = vary_batch ? 2 * s + 3 * b : s;
+        int64_t p = first + (vary_batch ? 2 * s + 3 * b : s);
         if (max_pos > 0) p %= max_pos;
         if (pos) {
             tensor_set_f64(t, i, (double)p);

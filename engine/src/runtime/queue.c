@@ -1,7 +1,8 @@
 /* queue.c -- the request queue with dynamic batching (mha.h, "Serving").
  *
- * Requests (one sequence each, copied at submit) wait in a FIFO list. Each
- * dispatcher thread forms a batch and runs it through mha_run:
+ * Requests (one sequence each, copied at submit: a float32 [S, D] query or
+ * a whole model's token ids [S]) wait in a FIFO list. Each dispatcher
+ * thread forms a batch and runs it through mha_run:
  *
  *   wait until a request waits (or shutdown)
  *   wait until the batch is full, or max_delay_ms after the oldest
@@ -10,7 +11,8 @@
  *     count x longest <= max_batch_tokens (the first is always taken);
  *     a request past its deadline completes with MHA_ERR_DEADLINE instead
  *   X[b, 0:S_b, :] = request b's rows, zero rows after; kv_lengths[b] = S_b
- *   mha_run(X) -> Y; request b's output = Y[b, 0:S_b, :]
+ *   (a whole model: its masks attend at 0:S_b, other ids zero; queue_batch.c)
+ *   mha_run(X) -> Y; request b's output = Y[b, 0:S_b, :] (or Y[b] per item)
  *
  * Right padding with per-item key lengths gives each request what it gets
  * alone: its queries see only its own S_b keys (the padded keys are
@@ -34,6 +36,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "queue_batch.h"
 
 enum { REQ_WAITING, REQ_RUNNING, REQ_DONE };
 
@@ -50,8 +53,9 @@ struct mha_request {
     char message[MHA_ERROR_MESSAGE_MAX];
     int64_t S;
     int input_rank;
-    float *x;        /* [S, d_in] */
-    mha_tensor y;    /* [S, d_out] or [1, S, d_out] once done OK */
+    void *x;                    /* [S, d_in] of the primary input's dtype */
+    mha_tensor y[QUEUE_MAX_IO]; /* [S, d_out] or [1, S, d_out] once done OK */
+    size_t n_out;
     double submit;   /* monotonic seconds */
     double deadline; /* 0 = none */
     double started, finished;
@@ -64,10 +68,10 @@ struct mha_request {
 typedef struct queue_dispatcher {
     mha_queue *queue;
     pthread_t thread;
-    /* the batch buffers, grown as needed and kept */
-    float *x, *y;
-    size_t x_cap, y_cap; /* floats */
+    queue_batch buf; /* the batch's tensors, grown as needed and kept */
     int64_t *lengths;
+    const void **xs;    /* [max_batch] each request's sequence */
+    mha_status *status; /* [max_batch] each request's result */
     mha_request **batch;
 } queue_dispatcher;
 
@@ -75,7 +79,7 @@ struct mha_queue {
     mha_runtime *rt;
     const mha_model *model;
     mha_queue_options opts;
-    int64_t d_in, d_out;
+    queue_layout layout;
 
     pthread_mutex_t mutex;
     pthread_cond_t work_cond; /* dispatchers: a request arrived, or shutdown */
@@ -123,7 +127,8 @@ static void request_unref(mha_request *r) {
     if (atomic_fetch_sub(&r->refs, 1) != 1) return;
     pthread_cond_destroy(&r->cond);
     mha_free(NULL, r->x);
-    mha_free(NULL, r->y.data);
+    for (size_t k = 0; k < r->n_out; k++)
+        mha_free(NULL, r->y[k].data);
     mha_free(NULL, r);
 }
 
@@ -190,50 +195,51 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     if (opts && opts->struct_size < sizeof *opts)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue submit: options not initialised (mha_submit_options_init)");
-    if (input->dtype != MHA_DTYPE_FLOAT32)
-        return mha_fail(err, MHA_ERR_DTYPE, "queue submit: the sequence must be float32, not %s",
-                        mha_dtype_name(input->dtype));
-    int rank = input->rank;
-    if ((rank != 2 && rank != 3) || (rank == 3 && input->shape[0] != 1))
-        return mha_fail(err, MHA_ERR_SHAPE,
-                        "queue submit: one sequence is [S, %lld] or [1, S, %lld] (rank %d given)",
-                        (long long)q->d_in, (long long)q->d_in, rank);
-    int64_t S = input->shape[rank - 2], D = input->shape[rank - 1];
-    if (D != q->d_in || S < 1)
-        return mha_fail(err, MHA_ERR_SHAPE,
-                        "queue submit: sequence of %lld x %lld, the model wants S >= 1 x %lld",
-                        (long long)S, (long long)D, (long long)q->d_in);
+    const queue_layout *lay = &q->layout;
+    int64_t S = 0;
+    mha_status cst = queue_layout_check(lay, input, &S, err);
+    if (cst != MHA_OK) return cst;
     if (!input->data)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: input data is NULL");
-    size_t nx, ny;
-    if (!mha_mul_size((size_t)S, (size_t)q->d_in, &nx) ||
-        !mha_mul_size((size_t)S, (size_t)q->d_out, &ny) || nx > SIZE_MAX / sizeof(float) ||
-        ny > SIZE_MAX / sizeof(float))
-        return mha_fail(err, MHA_ERR_LIMIT, "queue submit: a sequence of %lld is too long",
-                        (long long)S);
     if (opts && opts->deadline_ms < 0)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: negative deadline");
+    int rank = input->rank;
+    mha_tensor y[QUEUE_MAX_IO];
+    queue_layout_request_outputs(lay, S, rank, y);
+    /* sizes: the sequence, and every output (checked products) */
+    size_t nx, sizes[QUEUE_MAX_IO];
+    int big = !mha_mul_size((size_t)S, (size_t)lay->d_in, &nx) ||
+              !mha_mul_size(nx, lay->in[lay->primary].elem, &nx);
+    for (size_t k = 0; k < lay->n_out && !big; k++) {
+        int64_t numel = mha_tensor_numel(&y[k]);
+        big = numel < 0 || !mha_mul_size((size_t)numel, lay->out[k].elem, &sizes[k]);
+    }
+    if (big)
+        return mha_fail(err, MHA_ERR_LIMIT, "queue submit: a sequence of %lld is too long",
+                        (long long)S);
 
     mha_request *r = mha_calloc(NULL, 1, sizeof *r);
-    float *x = r ? mha_malloc(NULL, nx * sizeof(float)) : NULL;
-    float *y = x ? mha_malloc(NULL, ny * sizeof(float)) : NULL;
-    if (!y) {
+    void *x = r ? mha_malloc(NULL, nx ? nx : 1) : NULL;
+    int ok = x != NULL;
+    for (size_t k = 0; k < lay->n_out && ok; k++) {
+        y[k].data = mha_malloc(NULL, sizes[k] ? sizes[k] : 1);
+        ok = y[k].data != NULL;
+    }
+    if (!ok) {
+        for (size_t k = 0; k < lay->n_out; k++)
+            mha_free(NULL, y[k].data);
         mha_free(NULL, x);
         mha_free(NULL, r);
         return mha_fail(err, MHA_ERR_NO_MEMORY, "queue submit: out of memory for %lld rows",
                         (long long)S);
     }
-    memcpy(x, input->data, nx * sizeof(float));
+    memcpy(x, input->data, nx);
     r->queue = q;
     r->S = S;
     r->input_rank = rank;
     r->x = x;
-    r->y.dtype = MHA_DTYPE_FLOAT32;
-    r->y.rank = rank;
-    if (rank == 3) r->y.shape[0] = 1;
-    r->y.shape[rank - 2] = S;
-    r->y.shape[rank - 1] = q->d_out;
-    r->y.data = y;
+    memcpy(r->y, y, sizeof y);
+    r->n_out = lay->n_out;
     r->submit = queue_now();
     if (opts && opts->deadline_ms > 0) r->deadline = r->submit + opts->deadline_ms * 1e-3;
     if (opts) {
@@ -344,7 +350,15 @@ void mha_request_get_info(const mha_request *r, mha_request_info *out) {
 }
 
 const mha_tensor *mha_request_output(const mha_request *r) {
-    return r && request_done(r) && r->status == MHA_OK ? &r->y : NULL;
+    return mha_request_output_at(r, 0);
+}
+
+size_t mha_request_num_outputs(const mha_request *r) {
+    return r ? r->n_out : 0;
+}
+
+const mha_tensor *mha_request_output_at(const mha_request *r, size_t i) {
+    return r && i < r->n_out && request_done(r) && r->status == MHA_OK ? &r->y[i] : NULL;
 }
 
 void mha_request_free(mha_request *r) {
@@ -426,35 +440,19 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
     return n > 0 ? n : -1;
 }
 
-static int dispatcher_grow(float **buf, size_t *cap, size_t want) {
-    if (want <= *cap) return 1;
-    float *b = mha_malloc(NULL, want * sizeof(float));
-    if (!b) return 0;
-    mha_free(NULL, *buf);
-    *buf = b;
-    *cap = want;
-    return 1;
-}
-
-/* Runs d->batch[0..n): pads, runs, copies each request's rows out. */
-static mha_status queue_run_batch(mha_queue *q, queue_dispatcher *d, int n, mha_error *err) {
+/* Runs the n requests of items (a run of d->batch): pads, runs, copies
+ * each request's part out. */
+static mha_status queue_run_items(mha_queue *q, queue_dispatcher *d, mha_request *const *items,
+                                  int n, mha_error *err) {
+    const queue_layout *lay = &q->layout;
     int64_t L = 0;
-    for (int i = 0; i < n; i++)
-        if (d->batch[i]->S > L) L = d->batch[i]->S;
-    size_t row_in = (size_t)q->d_in, row_out = (size_t)q->d_out;
-    size_t want_x = (size_t)n * (size_t)L * row_in, want_y = (size_t)n * (size_t)L * row_out;
-    if (!dispatcher_grow(&d->x, &d->x_cap, want_x) || !dispatcher_grow(&d->y, &d->y_cap, want_y))
-        return mha_fail(err, MHA_ERR_NO_MEMORY, "queue: out of memory for a batch of %d x %lld", n,
-                        (long long)L);
     for (int i = 0; i < n; i++) {
-        const mha_request *r = d->batch[i];
-        float *dst = d->x + (size_t)i * (size_t)L * row_in;
-        memcpy(dst, r->x, (size_t)r->S * row_in * sizeof(float));
-        memset(dst + (size_t)r->S * row_in, 0, (size_t)(L - r->S) * row_in * sizeof(float));
-        d->lengths[i] = r->S;
+        if (items[i]->S > L) L = items[i]->S;
+        d->lengths[i] = items[i]->S;
+        d->xs[i] = items[i]->x;
     }
-    mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {n, L, q->d_in}, d->x};
-    mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {n, L, q->d_out}, d->y};
+    mha_status st = queue_batch_fill(lay, &d->buf, n, L, d->xs, d->lengths, err);
+    if (st != MHA_OK) return st;
     mha_run_options ro;
     mha_run_options_init(&ro);
     ro.num_threads = q->opts.num_threads;
@@ -462,14 +460,36 @@ static mha_status queue_run_batch(mha_queue *q, queue_dispatcher *d, int n, mha_
     ro.cancel_user = d;
     /* every item's length, even for a batch of one: the same run either way */
     ro.kv_lengths = d->lengths;
-    mha_status st = mha_run(q->rt, q->model, &in, 1, &out, 1, &ro, err);
+    st = mha_run(q->rt, q->model, d->buf.tin, lay->n_in, d->buf.tout, lay->n_out, &ro, err);
     if (st != MHA_OK) return st;
+    for (int i = 0; i < n; i++)
+        queue_batch_take(lay, &d->buf, i, L, items[i]->S, items[i]->y);
+    return MHA_OK;
+}
+
+/* Runs d->batch[0..n), each request's status into d->status. A batch that
+ * fails (a request longer than the model's position table, say) is run
+ * again request by request, so one bad request fails alone; the others'
+ * results are the same either way. */
+static void queue_run_batch(mha_queue *q, queue_dispatcher *d, int n) {
+    mha_error err;
+    mha_error_clear(&err);
+    mha_status st = queue_run_items(q, d, d->batch, n, &err);
+    if (st == MHA_OK || st == MHA_ERR_CANCELLED || n == 1) {
+        for (int i = 0; i < n; i++) {
+            d->status[i] = st;
+            if (st != MHA_OK)
+                snprintf(d->batch[i]->message, sizeof d->batch[i]->message, "%s", err.message);
+        }
+        return;
+    }
     for (int i = 0; i < n; i++) {
         mha_request *r = d->batch[i];
-        memcpy(r->y.data, d->y + (size_t)i * (size_t)L * row_out,
-               (size_t)r->S * row_out * sizeof(float));
+        mha_error_clear(&err);
+        d->status[i] =
+            atomic_load(&r->cancel_asked) ? MHA_ERR_CANCELLED : queue_run_items(q, d, &r, 1, &err);
+        if (d->status[i] != MHA_OK) snprintf(r->message, sizeof r->message, "%s", err.message);
     }
-    return MHA_OK;
 }
 
 static void *queue_dispatcher_main(void *arg) {
@@ -486,11 +506,9 @@ static void *queue_dispatcher_main(void *arg) {
         }
         if (n == 0) break;
         if (n < 0) continue;
-        mha_error err;
-        err.status = MHA_OK;
-        err.message[0] = '\0';
         double t0 = queue_now();
-        mha_status st = queue_run_batch(q, d, n, &err);
+        queue_run_batch(q, d, n);
+        mha_status st = d->status[0];
         double ms = (queue_now() - t0) * 1e3;
         int64_t tokens = 0;
         for (int i = 0; i < n; i++)
@@ -506,7 +524,7 @@ static void *queue_dispatcher_main(void *arg) {
                 request_complete_locked(q, r, MHA_ERR_CANCELLED,
                                         "request cancelled while its batch ran");
             else
-                request_complete_locked(q, r, st, st == MHA_OK ? NULL : err.message);
+                request_complete_locked(q, r, d->status[i], NULL);
         }
         q->stats.running -= n;
         if (q->stats.depth == 0 && q->stats.running == 0) pthread_cond_broadcast(&q->idle_cond);
@@ -519,39 +537,11 @@ static void *queue_dispatcher_main(void *arg) {
 
 /* ---- life cycle ---- */
 
-static mha_status queue_check_model(mha_queue *q, mha_error *err) {
-    mha_model_info info;
-    mha_status st = mha_model_get_info(q->model, &info);
-    if (st != MHA_OK) return mha_fail(err, st, "queue: cannot read the model's description");
-    mha_io_info in, out;
-    if (info.num_inputs != 1 || info.num_outputs < 1 ||
-        mha_model_input(q->model, 0, &in) != MHA_OK ||
-        mha_model_output(q->model, 0, &out) != MHA_OK || in.role != MHA_ROLE_QUERY ||
-        in.rank != 3 || in.dtype != MHA_DTYPE_FLOAT32 || in.shape[2] <= 0)
-        return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "queue: the model must take one float32 query sequence [B, S, D] and "
-                        "nothing else (self-attention); it has %zu inputs",
-                        info.num_inputs);
-    q->d_in = in.shape[2];
-    /* the output width, from the shapes a one-token sequence gives */
-    float probe = 0.0f;
-    mha_tensor x = {MHA_DTYPE_FLOAT32, 3, {1, 1, q->d_in}, &probe};
-    mha_tensor y[8];
-    size_t n_out = info.num_outputs < 8 ? info.num_outputs : 8;
-    memset(y, 0, sizeof y);
-    st = mha_model_output_shapes(q->model, &x, 1, y, n_out, err);
-    if (st != MHA_OK) return st;
-    if (y[0].dtype != MHA_DTYPE_FLOAT32 || y[0].rank != 3)
-        return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "queue: the model's output is not a float32 [B, S, D] tensor");
-    q->d_out = y[0].shape[2];
-    return MHA_OK;
-}
-
 static void queue_free_memory(mha_queue *q) {
     for (int i = 0; q->dispatchers && i < q->opts.num_dispatchers; i++) {
-        mha_free(NULL, q->dispatchers[i].x);
-        mha_free(NULL, q->dispatchers[i].y);
+        queue_batch_free(&q->dispatchers[i].buf);
+        mha_free(NULL, q->dispatchers[i].xs);
+        mha_free(NULL, q->dispatchers[i].status);
         mha_free(NULL, q->dispatchers[i].lengths);
         mha_free(NULL, q->dispatchers[i].batch);
     }
@@ -603,7 +593,7 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
     pthread_mutex_init(&q->mutex, NULL);
     pthread_cond_init(&q->work_cond, NULL);
     pthread_cond_init(&q->idle_cond, NULL);
-    mha_status st = queue_check_model(q, err);
+    mha_status st = queue_layout_make(model, &q->layout, err);
     if (st != MHA_OK) {
         queue_free_memory(q);
         return st;
@@ -614,7 +604,9 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
         d->queue = q;
         d->lengths = mha_calloc(NULL, (size_t)o.max_batch, sizeof *d->lengths);
         d->batch = mha_calloc(NULL, (size_t)o.max_batch + 1, sizeof *d->batch);
-        if (!d->lengths || !d->batch) {
+        d->xs = mha_calloc(NULL, (size_t)o.max_batch, sizeof *d->xs);
+        d->status = mha_calloc(NULL, (size_t)o.max_batch, sizeof *d->status);
+        if (!d->lengths || !d->batch || !d->xs || !d->status) {
             queue_free_memory(q);
             return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
         }

@@ -245,18 +245,35 @@ MHA_API mha_status mha_model_output_shapes(const mha_model *model, const mha_ten
     return layer_output_shapes(&model->L, inputs, num_inputs, outputs, num_outputs, err);
 }
 
-/* An attention step of a plan, on the runtime's backend and pool. */
+/* An attention step of a plan, on the runtime's backend and pool. B and S:
+ * axes 0 and 1 of the model's first input (-1 when it has fewer). */
 typedef struct runtime_plan_ctx {
     const exec_env *env;
     const model_pack *pk;
+    int64_t B, S;
 } runtime_plan_ctx;
+
+/* The run's key lengths ([B]) reach a layer that attends over the model's
+ * sequence, self-attention with S_q = S_kv = S and no past keys: there the
+ * keys past an item's length are the padding of a batch (mha_queue).
+ * Other layers (patches, a cross-attention memory) get none. */
+static const int64_t *runtime_plan_kv_lengths(const runtime_plan_ctx *pc, const layer *L,
+                                              const mha_tensor *inputs, size_t n_inputs) {
+    if (!pc->env->kv_lengths || pc->S < 0) return NULL;
+    exec_binding bd;
+    if (layer_bind(L, inputs, n_inputs, 1, &bd, NULL) != MHA_OK) return NULL;
+    if (bd.B != pc->B || bd.Sq != pc->S || bd.Skv != pc->S || bd.P != 0 ||
+        (bd.x_q && bd.x_kv != bd.x_q))
+        return NULL;
+    return pc->env->kv_lengths;
+}
 
 static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const mha_tensor *inputs,
                                      size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
                                      mha_error *err) {
     const runtime_plan_ctx *pc = user;
     exec_env env = *pc->env;
-    env.kv_lengths = NULL; /* key lengths belong to the model's inputs, not a layer's */
+    env.kv_lengths = runtime_plan_kv_lengths(pc, &P->layers[li].L, inputs, n_inputs);
     return exec_run(&env, &P->layers[li].L, pc->pk->layer_packed[li], inputs, n_inputs, outputs,
                     n_outputs, err);
 }
@@ -327,7 +344,11 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
         env.kv_lengths = opts->kv_lengths;
     env.precision = precision;
     if (model->plan) {
-        runtime_plan_ctx pc = {&env, pk};
+        runtime_plan_ctx pc = {&env, pk, -1, -1};
+        if (num_inputs > 0 && inputs && inputs[0].rank >= 2) {
+            pc.B = inputs[0].shape[0];
+            pc.S = inputs[0].shape[1];
+        }
         plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc};
         return plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, &be, err);
     }

@@ -579,25 +579,29 @@ class LlamaCachedAttention(LlamaAttention):
     d]); the causal mask is finfo.min where key index > cache position, the
     padding mask covers past and new keys; the present K/V are outputs."""
 
-    def rotated_heads(self, hidden_states, positions_of):
+    def rotated_heads(self, hidden_states, positions_of, position_ids=None):
         """Q, K, V heads [B, H or KV, q, d] with Q and K rotated at the
-        positions positions_of(q_len) [q] (computed after the projections)."""
+        positions positions_of(q_len) [q] (computed after the projections),
+        or at the caller's position_ids [B, q] when given."""
         bsz, q_len, _ = hidden_states.size()
         q = self.q_proj(hidden_states).view(bsz, q_len, self.heads, self.d_head).transpose(1, 2)
         k = self.k_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
         v = self.v_proj(hidden_states).view(bsz, q_len, self.kv_heads, self.d_head).transpose(1, 2)
         positions = positions_of(q_len)
-        cos, sin = self.rotary(v, positions.unsqueeze(0).expand(bsz, -1))
+        if position_ids is None:
+            position_ids = positions.unsqueeze(0).expand(bsz, -1)
+        cos, sin = self.rotary(v, position_ids)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         q = (q * cos) + (rotate_half(q) * sin)
         k = (k * cos) + (rotate_half(k) * sin)
         return q, k, v, positions
 
-    def forward(self, hidden_states, past_key, past_value, attention_mask):
+    def forward(self, hidden_states, past_key, past_value, attention_mask, position_ids=None):
         bsz, q_len, _ = hidden_states.size()
         past_len = past_key.shape[2]
         q, k, v, cache_position = self.rotated_heads(
-            hidden_states, lambda n: torch.arange(past_len, past_len + n, dtype=torch.long))
+            hidden_states, lambda n: torch.arange(past_len, past_len + n, dtype=torch.long),
+            position_ids)
         k = torch.cat([past_key, k], dim=-2)
         v = torch.cat([past_value, v], dim=-2)
         present_key, present_value = k, v
@@ -1511,14 +1515,19 @@ class GPTNeoXPositionIds(GPTNeoXAttention):
     indexes the cos / sin caches (rotary on half of each head's dims)."""
 
     def forward(self, hidden_states, attention_mask, position_ids):
+        return self.attend(hidden_states, attention_mask,
+                           lambda: (self.rotary_emb.cos_cached[position_ids].unsqueeze(1),
+                                    self.rotary_emb.sin_cached[position_ids].unsqueeze(1)))
+
+    def attend(self, hidden_states, attention_mask, tables):
+        """From the projection on; tables() gives cos, sin [B, 1, S, r]."""
         qkv = self.query_key_value(hidden_states)
         qkv = qkv.view(qkv.size()[:-1] + (self.heads, 3 * self.d_head))
         query = qkv[..., : self.d_head].permute(0, 2, 1, 3)
         key = qkv[..., self.d_head : 2 * self.d_head].permute(0, 2, 1, 3)
         value = qkv[..., 2 * self.d_head :].permute(0, 2, 1, 3)
         r = self.rotary_ndims
-        cos = self.rotary_emb.cos_cached[position_ids].unsqueeze(1)
-        sin = self.rotary_emb.sin_cached[position_ids].unsqueeze(1)
+        cos, sin = tables()
         query = torch.cat((query[..., :r] * cos + rotate_half(query[..., :r]) * sin,
                            query[..., r:]), dim=-1)
         key = torch.cat((key[..., :r] * cos + rotate_half(key[..., :r]) * sin, key[..., r:]),
@@ -1630,6 +1639,14 @@ class DeiTTokens(ViTAttention):
         return super().forward(x + self.pos_embed[:, : x.shape[1]])
 
 
+class GPTNeoXCosSinInputs(GPTNeoXPositionIds):
+    """GPT-NeoX given its cos / sin [B, 1, S, rotary_dim] by the caller
+    (already unsqueezed for the heads), rotary on half of each head."""
+
+    def forward(self, hidden_states, attention_mask, cos, sin):
+        return self.attend(hidden_states, attention_mask, lambda: (cos, sin))
+
+
 class GPTJPositionIds(GPTJAttention):
     """GPT-J as a Hugging Face layer: the sincos table gathered by the
     position_ids input."""
@@ -1730,6 +1747,48 @@ class BloomAlibiInput(BloomAttention):
         return self.attend(hidden_states, lambda: alibi, lambda q_length: causal_mask)
 
 
+class T5CrossAttention(T5Attention):
+    """T5's EncDecAttention: no relative bias (a zero position_bias), the
+    encoder's extended padding mask added to it, no 1/sqrt(d)."""
+
+    def forward(self, hidden_states, key_value_states, mask):
+        b, q_len = hidden_states.shape[:2]
+
+        def shape(t):
+            return t.view(b, -1, self.heads, self.d_head).transpose(1, 2)
+
+        q = shape(self.q(hidden_states))
+        k, v = shape(self.k(key_value_states)), shape(self.v(key_value_states))
+        scores = torch.matmul(q, k.transpose(3, 2))
+        position_bias = torch.zeros((1, self.heads, q_len, k.shape[2]), dtype=scores.dtype)
+        ext = mask[:, None, None, :].to(dtype=scores.dtype)
+        scores += position_bias + (1.0 - ext) * torch.finfo(scores.dtype).min
+        w = nn.functional.softmax(scores.float(), dim=-1).type_as(scores)
+        out = torch.matmul(w, v).transpose(1, 2).contiguous()
+        return self.o(out.view(b, -1, self.heads * self.d_head))
+
+
+class GPT2CrossAttention(GPT2Attention):
+    """GPT-2 with add_cross_attention: q_attn on the decoder states, c_attn
+    [D, 2D] split into K and V on the encoder states, the encoder's extended
+    padding mask; no causal mask."""
+
+    def __init__(self, d_model, heads):
+        super().__init__(d_model, heads)
+        self.c_attn = Conv1D(2 * d_model, d_model)
+        self.q_attn = Conv1D(d_model, d_model)
+
+    def forward(self, hidden_states, encoder_hidden_states, encoder_attention_mask):
+        query = self._split_heads(self.q_attn(hidden_states))
+        key, value = self.c_attn(encoder_hidden_states).split(self.split_size, dim=2)
+        key, value = self._split_heads(key), self._split_heads(value)
+        m = encoder_attention_mask[:, None, None, :].to(hidden_states.dtype)
+        m = (1.0 - m) * torch.finfo(hidden_states.dtype).min
+        w = torch.matmul(query, key.transpose(-1, -2)) / torch.full([], value.size(-1) ** 0.5)
+        w = nn.functional.softmax(w + m, dim=-1)
+        return self.c_proj(self._merge_heads(torch.matmul(w, value)))
+
+
 class TorchMHASeparateKV(nn.Module):
     """nn.MultiheadAttention given different key and value tensors (DETR's
     decoder: keys are the memory plus positions, values the memory)."""
@@ -1795,6 +1854,19 @@ def round_three_cases():
     self_case("mpt_alibi_h6", MPTAttention(48, 6), 141, 48, 7, [7, 5], torch.int64, (16,))
     # the cached cross-attention at another opset
     crosscache_case("whisper_crosscache_op17", 48, 6, 143, ((2, 3, 7), (3, 1, 10)), 17)
+    module = randomize(GPTNeoXCosSinInputs(64, 4, 0.5, max_positions=24), 1000)
+    datasets = []
+    for k, (batch, seq, lens, starts) in enumerate(((2, 6, [6, 4], [0, 5]),
+                                                    (3, 8, [8, 5, 3], [2, 0, 9]))):
+        pos = offset_positions(batch, seq, starts)
+        datasets.append((x_input(1001 + k, batch, seq, 64), padding_mask(batch, seq, lens),
+                         module.rotary_emb.cos_cached[pos].unsqueeze(1),
+                         module.rotary_emb.sin_cached[pos].unsqueeze(1)))
+    heads_axes = {0: "batch", 2: "seq"}
+    export_torch("gptneox_cossin4d_op16", module, datasets,
+                 ["hidden_states", "attention_mask", "cos", "sin"], ["output"],
+                 {"hidden_states": seq_axes, "attention_mask": seq_axes, "cos": heads_axes,
+                  "sin": heads_axes, "output": seq_axes}, 16)
     # position_ids [1, S], one row for the whole batch, from 3 on
     module = randomize(LlamaPositionIds(32, 4, 2), 206)
     datasets = [(x_input(207 + k, batch, seq, 32), padding_mask(batch, seq, lens),
@@ -1834,6 +1906,36 @@ def round_three_cases():
     export_torch("deit_tokens_op16", module, datasets, ["patches"], ["output"],
                  {"patches": {0: "batch", 1: "patches"}, "output": {0: "batch", 1: "tokens"}},
                  16)
+    # a decoding step with a KV cache whose RoPE positions are an input:
+    # left padding shifts them per row (cumsum of the mask - 1)
+    module = randomize(LlamaCachedAttention(64, 8, 2), 700)
+    g = torch.Generator().manual_seed(701)
+    datasets = []
+    for batch, past, q_len, pads in ((2, 5, 3, [0, 2]), (3, 7, 1, [0, 3, 6])):
+        mask = torch.ones(batch, past + q_len, dtype=torch.int64)
+        for b, pad in enumerate(pads):
+            mask[b, :pad] = 0
+        datasets.append((torch.randn(batch, q_len, 64, generator=g),
+                         torch.randn(batch, 2, past, 8, generator=g) * 1.5,
+                         torch.randn(batch, 2, past, 8, generator=g), mask,
+                         (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]))
+    export_torch("llama_kvcache_posids_op17", module, datasets,
+                 ["hidden_states", "past_key", "past_value", "attention_mask", "position_ids"],
+                 ["output", "present_key", "present_value"],
+                 dict(CACHED_AXES, position_ids=seq_axes), 17)
+    # cross-attention of T5 and GPT-2 on encoder states with their padding
+    cross = {"hidden_states": {0: "batch", 1: "tgt"},
+             "encoder_hidden_states": {0: "batch", 1: "src"},
+             "encoder_attention_mask": {0: "batch", 1: "src"}, "output": {0: "batch", 1: "tgt"}}
+    for name, module, seed, opset in (("t5_cross", T5CrossAttention(32, 4, 8, True), 800, 16),
+                                      ("gpt2_cross", GPT2CrossAttention(32, 4), 900, 15)):
+        randomize(module, seed)
+        datasets = [(x_input(seed + 1 + k, batch, t, 32), x_input(seed + 3 + k, batch, s, 32),
+                     padding_mask(batch, s, lens))
+                    for k, (batch, t, s, lens) in enumerate(((2, 4, 7, [7, 5]),
+                                                             (3, 3, 9, [9, 6, 2])))]
+        export_torch(f"{name}_op{opset}", module, datasets, list(cross)[:3], ["output"], cross,
+                     opset)
     # refused today (REFUSED says why): ALiBi and the mask as inputs, and
     # separate key and value inputs
     module = randomize(BloomAlibiInput(32, 4), 600)

@@ -42,6 +42,9 @@ Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
                       positions added to the scaled scores, causal
   alibi_counted       BLOOM's ALiBi: slope_h * (cumsum(m) - 1) * m from an int64 padding
                       mask m [B, S], then masked_fill(m == 0, finfo.min)
+  attention_past      an ONNX Attention node (opset 23) between projections with its own
+                      past_key / past_value inputs and present outputs (GQA, causal)
+  ms_mha_past         com.microsoft MultiHeadAttention the same way (unidirectional)
 Graphs that must be refused too:
   alibi_counted_float the same with a float mask m (fractional m would count
                       fractional positions)
@@ -422,6 +425,29 @@ for v in ("two_softmax", "unknown_op_on_path", "where_mask", "softmax_axis", "we
     save(layer(v), v)
 
 
+def save_cached(name, nodes, inits, hkv, mask, opsets, ir_version):
+    """A layer x [B, S, D] -> out with past_key / past_value [B, hkv, P, d]
+    inputs (after a bool mask [B, 1, S, P + S] when `mask`) and present
+    outputs, saved unchecked (onnx 1.12's checker knows no opset 23)."""
+    past = ["batch", hkv, "past", DH]
+    total = ["batch", hkv, "total", DH]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", D])]
+    if mask:
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL,
+                                                    ["batch", 1, "seq", "total"]))
+    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, past)
+               for n in ("past_key", "past_value")]
+    outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", D])]
+    outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, total)
+                for n in ("present_key", "present_value")]
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, producer_name="tests/data/recognize/generate.py",
+                              opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+    model.ir_version = ir_version
+    onnx.save(model, os.path.join(HERE, name + ".onnx"))
+    print("wrote", name)
+
+
 def attention_past():
     """An ONNX Attention node (opset 23) between MatMul projections with its
     own KV cache: past_key / past_value [B, 2, P, d] graph inputs, present
@@ -436,24 +462,24 @@ def attention_past():
                                   ["y", "present_key", "present_value"], q_num_heads=H,
                                   kv_num_heads=hkv, is_causal=1, name="attention"))
     proj(nodes, "y", "o", "out", False)
-    past = ["batch", hkv, "past", DH]
-    graph = helper.make_graph(
-        nodes, "attention_past",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", D]),
-         helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", 1, "seq", "total"]),
-         helper.make_tensor_value_info("past_key", TensorProto.FLOAT, past),
-         helper.make_tensor_value_info("past_value", TensorProto.FLOAT, past)],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", D]),
-         helper.make_tensor_value_info("present_key", TensorProto.FLOAT, ["batch", hkv, "total", DH]),
-         helper.make_tensor_value_info("present_value", TensorProto.FLOAT,
-                                       ["batch", hkv, "total", DH])],
-        initializer=inits)
-    # (onnx 1.12's checker knows no opset 23)
-    model = helper.make_model(graph, producer_name="tests/data/recognize/generate.py",
-                              opset_imports=[helper.make_opsetid("", 23)])
-    model.ir_version = 10
-    onnx.save(model, os.path.join(HERE, "attention_past.onnx"))
-    print("wrote attention_past")
+    save_cached("attention_past", nodes, inits, hkv, True, [("", 23)], 10)
+
+
+def ms_mha_past():
+    """com.microsoft MultiHeadAttention between MatMul + Add projections with
+    its own KV cache: past_key / past_value [B, H, P, d] graph inputs 6 and
+    7, present outputs, unidirectional (causal at i + P)."""
+    inits = weights("q", D, D) + weights("k", D, D) + weights("v", D, D) + weights("o", D, D)
+    nodes = []
+    for t in "qkv":
+        proj(nodes, "x", t, t)
+    nodes.append(helper.make_node("MultiHeadAttention",
+                                  ["q", "k", "v", "", "", "", "past_key", "past_value"],
+                                  ["y", "present_key", "present_value"], domain="com.microsoft",
+                                  num_heads=H, unidirectional=1, name="mha"))
+    proj(nodes, "y", "o", "out")
+    save_cached("ms_mha_past", nodes, inits, H, False, [("", 17), ("com.microsoft", 1)], 8)
 
 
 attention_past()
+ms_mha_past()

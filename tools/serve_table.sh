@@ -1,0 +1,197 @@
+#!/bin/sh
+# serve_table.sh -- the serving targets of docs/SERVING.md, measured again:
+#
+#   1. batching off / on (`mha bench --scenario server`, p99 <= 10 ms): the
+#      d_model 768, 12-head layer at S 32 and S 8, and a MiniLM-shaped whole
+#      model (tools/make_minilm.py) at S 16; the sustained rate as a share
+#      of what the two-core FMA peak (`mha peak`, measured right before each
+#      number) allows for that request's FLOPs
+#   2. several clients on one runtime (no queue): 1, 2 and 8 client threads,
+#      the runtime at 1 thread and at its default (every CPU)
+#   3. `mha serve` under tools/serve_load.py (HTTP, open loop): batching off
+#      and on at the rate the queue sustained, then overload at twice it
+#      (--max-queue-ms of half the bound): the accepted requests' p99, what was refused,
+#      every request id answered exactly once
+#
+# Each configuration runs REPS times, the configurations of a round
+# alternating, and the table gives the median of the REPS numbers with the
+# 1-minute load average (`uptime`) seen at each; the machine is shared, so
+# read the numbers with the load beside them.
+#
+#   tools/serve_table.sh [--reps N] [--out FILE] [--server-time SEC] [--p99-ms X]
+#
+# --p99-ms (default 10) is the latency bound of the rate search; a machine
+# too loaded for one request to finish within it finds no rate (0).
+#
+# Env: MHA (default build/bin/mha), PY_TORCH (a Python with torch and onnx
+# for the MiniLM model; default /usr/bin/python3; without it that row is
+# skipped). Takes about 10 minutes per rep on a quiet 2-core machine.
+# Not part of `make test` (`make serve-table` runs it).
+set -eu
+REPS=3
+OUT=
+STIME=0.5
+P99=10
+while [ $# -gt 0 ]; do
+  case "$1" in
+  --reps) REPS=$2; shift 2 ;;
+  --out) OUT=$2; shift 2 ;;
+  --server-time) STIME=$2; shift 2 ;;
+  --p99-ms) P99=$2; shift 2 ;;
+  -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+  *) echo "serve_table.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+HERE=$(cd "$(dirname "$0")" && pwd)
+MHA=${MHA:-$HERE/../build/bin/mha}
+PY_TORCH=${PY_TORCH:-/usr/bin/python3}
+[ -x "$MHA" ] || { echo "serve_table.sh: no mha at $MHA (make build)" >&2; exit 1; }
+T=$(mktemp -d "${TMPDIR:-/tmp}/serve_table.XXXXXX")
+SRV=
+trap '[ -n "$SRV" ] && kill "$SRV" 2>/dev/null; rm -rf "$T"' EXIT INT TERM
+ROWS="$T/rows.tsv" # config <TAB> field <TAB> value <TAB> load
+: >"$ROWS"
+
+load1() { uptime | sed 's/.*load average: *\([0-9.]*\).*/\1/'; }
+# json FILE EXPR: one value of a JSON file (python3's json, no numpy)
+json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
+peak2() { # the two-thread FMA peak now, GFLOP/s (avx512, else avx2)
+  "$MHA" peak --threads 2 --reps 3 --seconds 0.2 --json "$T/peak.json" >/dev/null
+  json "$T/peak.json" '(d.get("avx512") or d["avx2"])["2"]'
+}
+row() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$ROWS"; }
+
+echo "== models" >&2
+"$MHA" gen -d 768 -H 12 --seed 1 -o "$T/layer768.onnx" >/dev/null
+MINILM=
+if "$PY_TORCH" "$HERE/make_minilm.py" "$T/minilm.onnx" >/dev/null 2>&1; then
+  MINILM="$T/minilm.onnx"
+else
+  echo "serve_table.sh: no MiniLM model ($PY_TORCH lacks torch or onnx): its row is skipped" >&2
+fi
+# FLOPs of one MiniLM-shaped request of S tokens (docs/ARCHITECTURE.md
+# counts): per layer and token 2*(4 D^2 + 2 D F) for the projections and
+# the FFN, 4*S*D for attention; the pooler 2 D^2 per sequence
+minilm_flops() {
+  awk -v S="$1" 'BEGIN { D = 384; F = 1536; L = 6;
+    printf "%.0f", L * S * (2 * (4 * D * D + 2 * D * F) + 4 * S * D) + 2 * D * D }'
+}
+
+# bench CONFIG MODEL S MAXBATCH CLIENTS THREADS: one server search, its row
+bench() {
+  cfg=$1 model=$2 s=$3 mb=$4 clients=$5 threads=$6
+  ld=$(load1)
+  pk=$(peak2)
+  "$MHA" bench "$model" --shape "1,$s" --scenario server --backend auto --threads "$threads" \
+    --clients "$clients" --max-batch "$mb" --p99-ms "$P99" --server-time "$STIME" \
+    --json "$T/b.json" >"$T/b.txt" 2>&1 || { echo "bench $cfg failed: $(tail -3 "$T/b.txt")" >&2; return 0; }
+  rate=$(json "$T/b.json" 'd["results"][0]["max_rate_rps"] or 0')
+  p99=$(json "$T/b.json" 'd["results"][0]["p99_ms"] or 0')
+  flops=$(json "$T/b.json" 'd["flops_per_run"]')
+  [ "$flops" = 0 ] || [ "$flops" = 0.0 ] && flops=$(minilm_flops "$s")
+  pct=$(awk -v r="$rate" -v f="$flops" -v p="$pk" 'BEGIN { printf "%.0f", 100 * r * f / (p * 1e9) }')
+  row "$cfg" rate "$rate" "$ld"
+  row "$cfg" p99 "$p99" "$ld"
+  row "$cfg" peak "$pk" "$ld"
+  row "$cfg" pct "$pct" "$ld"
+  echo "  $cfg: $rate req/s (p99 $p99 ms), $pct % of a $pk GFLOP/s peak, load $ld" >&2
+}
+
+# serve_run CONFIG MODEL BODY RATE SERVE-OPTIONS...: mha serve under load
+serve_run() {
+  cfg=$1 model=$2 body=$3 rate=$4
+  shift 4
+  rm -f "$T/port"
+  timeout -k 5 300 "$MHA" serve "$model" --port 0 --port-file "$T/port" --capacity 4096 \
+    "$@" >"$T/serve.out" 2>"$T/serve.err" &
+  SRV=$!
+  i=0
+  while [ ! -s "$T/port" ]; do
+    i=$((i + 1)); [ $i -le 600 ] || { echo "serve $cfg: no port" >&2; kill $SRV; SRV=; return 0; }
+    sleep 0.1
+  done
+  ld=$(load1)
+  python3 "$HERE/serve_load.py" --url "http://127.0.0.1:$(cat "$T/port")/run" --body "$body" \
+    --rate "$rate" --duration 10 --connections 64 --json "$T/l.json" >"$T/l.txt" 2>&1 || true
+  kill -TERM $SRV 2>/dev/null; wait $SRV 2>/dev/null || true
+  SRV=
+  [ -s "$T/l.json" ] || { echo "load $cfg failed: $(cat "$T/l.txt")" >&2; return 0; }
+  for f in achieved_rps p50_ms p99_ms p99.9_ms unanswered answered_twice; do
+    row "$cfg" "$f" "$(json "$T/l.json" "d['$f']")" "$ld"
+  done
+  row "$cfg" refused "$(json "$T/l.json" "d['codes'].get('503', 0)")" "$ld"
+  row "$cfg" offered "$rate" "$ld"
+  echo "  $cfg: $(cat "$T/l.txt"), load $ld" >&2
+  rm -f "$T/l.json"
+}
+
+"$MHA" gen -d 768 -H 12 --seed 1 -o "$T/x.onnx" --data "$T/x32.npy" --batch 1 --seq 32 >/dev/null
+python3 - "$T/ids16.npy" <<'PY'
+import struct, sys
+ids = [(101 + 37 * j) % 30522 for j in range(16)]
+head = "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 16), }"
+head += " " * (63 - (10 + len(head)) % 64) + "\n"
+with open(sys.argv[1], "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode())
+    f.write(struct.pack("<16q", *ids))
+PY
+
+r=1
+while [ $r -le "$REPS" ]; do
+  echo "== round $r of $REPS" >&2
+  # batching off / on, alternating
+  for mb in 0 16; do
+    bench "layer S32 batch$mb" "$T/layer768.onnx" 32 $mb 4 2
+    bench "layer S8 batch$mb" "$T/layer768.onnx" 8 $mb 4 2
+    [ -z "$MINILM" ] || bench "minilm S16 batch$mb" "$MINILM" 16 $mb 4 2
+  done
+  # clients x runtime threads (no queue)
+  for c in 1 2 8; do
+    for th in 1 2; do bench "clients$c threads$th" "$T/layer768.onnx" 32 0 $c $th; done
+  done
+  # HTTP: batching off and on at the rate the queue sustained, then 2x
+  q=$(awk -F '\t' '$1 == "layer S32 batch16" && $2 == "rate" { v = $3 } END { print v + 0 }' "$ROWS")
+  if [ "${q%.*}" -gt 0 ] 2>/dev/null; then
+    serve_run "http S32 batch1" "$T/layer768.onnx" "$T/x32.npy" "$q" --max-batch 1
+    serve_run "http S32 batch16" "$T/layer768.onnx" "$T/x32.npy" "$q" --max-batch 16
+    serve_run "http S32 overload2x" "$T/layer768.onnx" "$T/x32.npy" \
+      "$(awk -v q="$q" 'BEGIN { print 2 * q }')" --max-batch 16 \
+      --max-queue-ms "$(awk -v p="$P99" 'BEGIN { print p / 2 }')"
+  fi
+  m=$(awk -F '\t' '$1 == "minilm S16 batch16" && $2 == "rate" { v = $3 } END { print v + 0 }' "$ROWS")
+  if [ -n "$MINILM" ] && [ "${m%.*}" -gt 0 ] 2>/dev/null; then
+    serve_run "http minilm S16 batch16" "$MINILM" "$T/ids16.npy" "$m" --max-batch 16
+  fi
+  r=$((r + 1))
+done
+
+# the table: medians over the rounds, the loads seen
+python3 - "$ROWS" "$REPS" "$P99" >"$T/table.md" <<'PY'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+cfgs, vals, loads = [], {}, {}
+for c, f, v, ld in rows:
+    if c not in cfgs:
+        cfgs.append(c)
+    vals.setdefault((c, f), []).append(float(v))
+    loads.setdefault(c, []).append(ld)
+med = lambda c, f: statistics.median(vals[(c, f)]) if (c, f) in vals else float("nan")
+ld = lambda c: " ".join(sorted(set(loads[c]), key=float))
+print("Rounds: %s (median of the rounds; load: the 1-minute load averages seen)\n" % sys.argv[2])
+print("| configuration | max rate at p99 <= %s ms | p99 ms | %% of the 2-core FMA peak | peak GFLOP/s | load |" % sys.argv[3])
+print("|---|---|---|---|---|---|")
+for c in cfgs:
+    if not c.startswith("http"):
+        print("| %s | %.0f | %.2f | %.0f %% | %.1f | %s |" % (c, med(c, "rate"), med(c, "p99"),
+              med(c, "pct"), med(c, "peak"), ld(c)))
+print("\n| HTTP (serve_load.py, 10 s) | offered/s | answered 200/s | refused (503) | p50 ms | p99 ms | p99.9 ms | unanswered, twice | load |")
+print("|---|---|---|---|---|---|---|---|---|")
+for c in cfgs:
+    if c.startswith("http"):
+        print("| %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.0f, %.0f | %s |" % (
+            c, med(c, "offered"), med(c, "achieved_rps"), med(c, "refused"), med(c, "p50_ms"),
+            med(c, "p99_ms"), med(c, "p99.9_ms"), max(vals[(c, "unanswered")]),
+            max(vals[(c, "answered_twice")]), ld(c)))
+PY
+cat "$T/table.md"
+[ -z "$OUT" ] || cp "$T/table.md" "$OUT"
