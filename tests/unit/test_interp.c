@@ -1297,6 +1297,47 @@ static void test_gemm(void **state) {
     run_err(13, &t, in, 2, MHA_ERR_SHAPE);
 }
 
+/* The float32 MatMul takes rows in blocks and Gemm several columns at once:
+ * every element must still be its double sum over k in order, rounded once
+ * (sizes not multiples of the blocks, a broadcast batch, transB). */
+static void test_contraction_blocks(void **state) {
+    (void)state;
+    enum { Bt = 2, M = 11, K = 13, N = 19 };
+    float a[Bt * M * K], b[K * N], bt[N * K], want[Bt * M * N];
+    uint32_t r = 12345;
+    for (int i = 0; i < Bt * M * K; i++)
+        a[i] = (float)((r = r * 1103515245u + 12345u) >> 8) / 16777216.0f - 0.5f;
+    for (int i = 0; i < K * N; i++)
+        b[i] = (float)((r = r * 1103515245u + 12345u) >> 8) / 16777216.0f - 0.5f;
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++)
+            bt[n * K + k] = b[k * N + n];
+    for (int i = 0; i < Bt * M; i++)
+        for (int n = 0; n < N; n++) {
+            double acc = 0.0;
+            for (int k = 0; k < K; k++)
+                acc += (double)a[i * K + k] * (double)b[k * N + n];
+            want[i * N + n] = (float)acc;
+        }
+    tnode t;
+    tensor *in[2], *y;
+    tn_init(&t, "MatMul", 2, 1);
+    in[0] = tf(3, D(Bt, M, K), a);
+    in[1] = tf(2, D(K, N), b);
+    y = run1(13, &t, in);
+    expect_f(y, 3, D(Bt, M, N), want, 0);
+    tensor_free(y);
+    free_all(in, 2);
+    tn_init(&t, "Gemm", 2, 1);
+    tn_int(&t, "transB", 1);
+    in[0] = tf(2, D(Bt * M, K), a);
+    in[1] = tf(2, D(N, K), bt);
+    y = run1(13, &t, in);
+    expect_f(y, 2, D(Bt * M, N), want, 0);
+    tensor_free(y);
+    free_all(in, 2);
+}
+
 static void test_softmax(void **state) {
     (void)state;
     tnode t;
@@ -2452,6 +2493,7 @@ int main(void) {
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_einsum),
         cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_contraction_blocks),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_reduce),
         cmocka_unit_test(test_attention_basic),

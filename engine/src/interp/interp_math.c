@@ -17,6 +17,35 @@ static inline double math_f64(const tensor *t, int64_t i) {
     return tensor_get_f64(t, i);
 }
 
+/* Rows of A taken together by the float32 MatMul: each row of B is read
+ * once per block instead of once per row (B is usually a weight matrix far
+ * larger than the caches). */
+#define MATH_MM_ROWS 8
+
+/* Y [M, N] = A [M, K] . B [K, N], float32 in and out, each element summed
+ * in double over k = 0 .. K-1 in order (the same bits as one row at a
+ * time) and rounded once. accs: MATH_MM_ROWS * N doubles. */
+static void math_matmul_f32(const float *A, const float *B, float *Y, int64_t M, int64_t N,
+                            int64_t K, double *accs) {
+    for (int64_t m0 = 0; m0 < M; m0 += MATH_MM_ROWS) {
+        const int64_t mb = M - m0 < MATH_MM_ROWS ? M - m0 : MATH_MM_ROWS;
+        for (int64_t i = 0; i < mb * N; i++)
+            accs[i] = 0.0;
+        for (int64_t k = 0; k < K; k++) {
+            const float *brow = B + k * N;
+            for (int64_t r = 0; r < mb; r++) {
+                const double av = A[(m0 + r) * K + k];
+                double *acc = accs + r * N;
+                for (int64_t n = 0; n < N; n++)
+                    acc[n] += av * (double)brow[n];
+            }
+        }
+        for (int64_t r = 0; r < mb; r++)
+            for (int64_t n = 0; n < N; n++)
+                Y[(m0 + r) * N + n] = (float)accs[r * N + n];
+    }
+}
+
 mha_status interp_op_matmul(interp_ctx *c) {
     const tensor *A, *B;
     char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
@@ -63,6 +92,23 @@ mha_status interp_op_matmul(interp_ctx *c) {
     if (st != MHA_OK) return st;
     /* before any product: M or N may be huge */
     if (M == 0 || N == 0 || b.numel == 0) return MHA_OK;
+    if (A->dtype == MHA_DTYPE_FLOAT32) {
+        /* the common case (the verifier runs whole projections through
+         * here): rows blocked, see math_matmul_f32 */
+        double *accs = mha_malloc(c->a, (size_t)MATH_MM_ROWS * (size_t)N * sizeof *accs);
+        if (accs == NULL)
+            return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for %d rows of %lld",
+                               MATH_MM_ROWS, (long long)N);
+        for (int64_t bi = 0; bi < b.numel; bi++) {
+            int64_t off[2];
+            interp_bcast_offsets(&b, bi, off);
+            math_matmul_f32((const float *)A->data + off[0] * M * K,
+                            (const float *)B->data + off[1] * K * N, (float *)Y->data + bi * M * N,
+                            M, N, K, accs);
+        }
+        mha_free(c->a, accs);
+        return MHA_OK;
+    }
     /* one output row at a time: acc[n] = sum_k A[m,k] * B[k,n] */
     double *acc = mha_malloc(c->a, (size_t)N * sizeof *acc);
     int64_t *iacc = mha_malloc(c->a, (size_t)N * sizeof *iacc);
@@ -81,14 +127,7 @@ mha_status interp_op_matmul(interp_ctx *c) {
                 iacc[n] = 0;
             }
             for (int64_t k = 0; k < K; k++) {
-                if (A->dtype == MHA_DTYPE_FLOAT32) {
-                    /* the common case, on raw pointers (the verifier runs
-                     * whole projections through here) */
-                    double av = ((const float *)A->data)[a0 + m * K + k];
-                    const float *brow = (const float *)B->data + b0 + k * N;
-                    for (int64_t n = 0; n < N; n++)
-                        acc[n] += av * (double)brow[n];
-                } else if (float_math) {
+                if (float_math) {
                     double av = math_f64(A, a0 + m * K + k);
                     for (int64_t n = 0; n < N; n++)
                         acc[n] += av * math_f64(B, b0 + k * N + n);
@@ -160,20 +199,28 @@ mha_status interp_op_gemm(interp_ctx *c) {
     tensor *Y;
     st = interp_out_new(c, 0, A->dtype, 2, dims, &Y);
     if (st != MHA_OK) return st;
+    /* MATH_GEMM_COLS outputs of a row at once: independent sums, each over
+     * k = 0 .. K-1 in order as one at a time would add them (same bits), so
+     * the additions overlap instead of waiting on one another */
+    enum { MATH_GEMM_COLS = 8 };
     for (int64_t m = 0; m < M; m++) {
-        for (int64_t n = 0; n < N; n++) {
-            double acc = 0.0;
+        for (int64_t n0 = 0; n0 < N; n0 += MATH_GEMM_COLS) {
+            const int64_t nb = N - n0 < MATH_GEMM_COLS ? N - n0 : MATH_GEMM_COLS;
+            double acc[MATH_GEMM_COLS] = {0};
             for (int64_t k = 0; k < K; k++) {
-                double av = math_f64(A, trans_a ? k * M + m : m * K + k);
-                double bv = math_f64(B, trans_b ? n * K + k : k * N + n);
-                acc += av * bv;
+                const double av = math_f64(A, trans_a ? k * M + m : m * K + k);
+                for (int64_t j = 0; j < nb; j++)
+                    acc[j] += av * math_f64(B, trans_b ? (n0 + j) * K + k : k * N + n0 + j);
             }
-            double y = (double)alpha * acc;
-            if (C != NULL) {
-                int64_t ci = (c_rows == 1 ? 0 : m) * c_cols + (c_cols == 1 ? 0 : n);
-                y += (double)beta * math_f64(C, ci);
+            for (int64_t j = 0; j < nb; j++) {
+                const int64_t n = n0 + j;
+                double y = (double)alpha * acc[j];
+                if (C != NULL) {
+                    int64_t ci = (c_rows == 1 ? 0 : m) * c_cols + (c_cols == 1 ? 0 : n);
+                    y += (double)beta * math_f64(C, ci);
+                }
+                tensor_set_f64(Y, m * N + n, y);
             }
-            tensor_set_f64(Y, m * N + n, y);
         }
     }
     return MHA_OK;
