@@ -72,7 +72,8 @@ static int plan_input_shape(const mha_io_info *io, const shape_plan *p, int64_t 
     if (p->whole && bench_whole_model_shape(io, p->B, p->Sq, shape)) return 0;
     switch (io->role) {
     case MHA_ROLE_QUERY:
-    case MHA_ROLE_KEY_VALUE: {
+    case MHA_ROLE_KEY_VALUE:
+    case MHA_ROLE_VALUE_INPUT: {
         int q = io->role == MHA_ROLE_QUERY;
         if (r != 3) break;
         shape[0] = p->B;

@@ -546,6 +546,7 @@ static void test_inputs_beyond_projections(void **state) {
         {"llama_posids_op17", 0, 0, 0, MHA_ROLE_KEY_PADDING_MASK, MHA_ROLE_POSITION_IDS},
         {"llama_cossin_op16", 0, 0, 1, MHA_ROLE_KEY_PADDING_MASK, MHA_ROLE_ROTARY_COS},
         {"bert_extmask_op14", 0, 0, 0, MHA_ROLE_KEY_PADDING_MASK, MHA_ROLE_OUTPUT},
+        {"torchmha_sepkv_op17", 0, 0, 0, MHA_ROLE_KEY_VALUE, MHA_ROLE_VALUE_INPUT},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         layer L;
@@ -567,6 +568,34 @@ static void test_inputs_beyond_projections(void **state) {
         layer_clear(&g_alloc, &L);
         ir_free(g);
     }
+}
+
+/* Different key and value inputs (DETR): V is projected from its own input,
+ * which must have the key input's shape; the layer's output follows PyTorch's
+ * (the value input swapped for the key one would not). */
+static void test_separate_value_input(void **state) {
+    (void)state;
+    layer L;
+    recognise_ok("families", "torchmha_sepkv_op17", &L, NULL);
+    assert_true(L.cross && L.v_input);
+    check_against_expected("families", "torchmha_sepkv_op17", &L);
+    static float x[2 * 7 * 32];
+    mha_tensor in[3], out;
+    memset(in, 0, sizeof in);
+    const int64_t len[3] = {4, 7, 6}; /* the value input one row short of the key's */
+    for (int i = 0; i < 3; i++) {
+        in[i].dtype = MHA_DTYPE_FLOAT32;
+        in[i].rank = 3;
+        in[i].shape[0] = 2, in[i].shape[1] = len[i], in[i].shape[2] = 32;
+        in[i].data = x;
+    }
+    mha_error err;
+    assert_int_equal(layer_output_shapes(&L, in, 3, &out, 1, &err), MHA_ERR_SHAPE);
+    assert_non_null(strstr(err.message, "'value'"));
+    in[2].shape[1] = 7;
+    assert_int_equal(layer_output_shapes(&L, in, 3, &out, 1, &err), MHA_OK);
+    assert_int_equal(out.shape[1], 4);
+    layer_clear(&g_alloc, &L);
 }
 
 /* position_ids declared [1, S]: one row for the whole batch. It must not
@@ -1156,6 +1185,7 @@ int main(void) {
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_inputs_beyond_projections),
+        cmocka_unit_test(test_separate_value_input),
         cmocka_unit_test(test_broadcast_positions_probe_batch),
         cmocka_unit_test(test_unusual_plumbing),
         cmocka_unit_test(test_two_masks),

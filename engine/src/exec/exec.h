@@ -33,8 +33,10 @@ typedef struct exec_packed {
     int fused_qkv;
     exec_gemm_weights qkv; /* fused_qkv: [d_model, Hq*dk + Hkv*dk + Hkv*dv] */
     exec_gemm_weights q;   /* cross: [d_model, Hq*dk] */
-    exec_gemm_weights kv;  /* cross: [d_kv, Hkv*dk + Hkv*dv] */
+    exec_gemm_weights kv;  /* cross: [d_kv, Hkv*dk + Hkv*dv]; [d_kv, Hkv*dk] (W_k alone)
+                              with a separate value input (layer v_input) */
     exec_gemm_weights o;   /* [Hq*dv, d_out] */
+    exec_gemm_weights v;   /* v_input: [d_kv, Hkv*dv] (W_v, read from the value input) */
 } exec_packed;
 
 /* Packs L's weights with plugin->gemm_pack_b (nothing for a bare Attention
@@ -85,6 +87,8 @@ typedef struct exec_binding {
     /* ---- appended (issue 14): rotary positions or tables given as inputs ---- */
     const mha_tensor *position_ids;            /* [B or 1, Sq] integer, or NULL */
     const mha_tensor *rotary_cos, *rotary_sin; /* [B or 1, (1,) Sq, rotary_dim], or NULL */
+    /* ---- appended (issue 14): a separate value input ---- */
+    const mha_tensor *x_v; /* has_proj: what V is projected from (x_kv unless L->v_input) */
 } exec_binding;
 
 /* Binds and checks every input against L (dtype, rank, widths, batch and

@@ -390,8 +390,9 @@ static int rz_has_dynamic_dims(const layer *L) {
 static int rz_has_dynamic_seq(const layer *L) {
     for (size_t i = 0; i < L->n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
-        if ((io->role == MHA_ROLE_QUERY || io->role == MHA_ROLE_KEY_VALUE) && io->rank == 3 &&
-            io->dims[1] < 0)
+        if ((io->role == MHA_ROLE_QUERY || io->role == MHA_ROLE_KEY_VALUE ||
+             io->role == MHA_ROLE_VALUE_INPUT) &&
+            io->rank == 3 && io->dims[1] < 0)
             return 1;
     }
     return 0;

@@ -29,6 +29,7 @@ static rz_sym rz_axis_symbol(const layer *L, const layer_io *io, int axis, int c
     case MHA_ROLE_QUERY:
         return axis == ax_b ? RZ_SYM_B : axis == ax_s && r == 3 ? RZ_SYM_SQ : RZ_SYM_FIXED;
     case MHA_ROLE_KEY_VALUE:
+    case MHA_ROLE_VALUE_INPUT:
         return axis == ax_b ? RZ_SYM_B : axis == ax_s && r == 3 ? RZ_SYM_SKV : RZ_SYM_FIXED;
     case MHA_ROLE_Q:
     case MHA_ROLE_K:

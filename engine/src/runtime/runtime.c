@@ -78,6 +78,8 @@ MHA_API const char *mha_io_role_name(mha_io_role role) {
         return "rotary_cos";
     case MHA_ROLE_ROTARY_SIN:
         return "rotary_sin";
+    case MHA_ROLE_VALUE_INPUT:
+        return "value_input";
     }
     return "unknown";
 }
