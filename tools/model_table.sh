@@ -13,6 +13,10 @@
 # S 256), vit_b16 (B 8, 224x224). --peer: the folder holding
 # ort_model_bench.js (default ../shared/peer beside the repository, or
 # $MHA_PEER_DIR); ONNX Runtime comes from its setup ($MHA_PEER_HOME).
+# The bench gives each configuration 2 hours (its scalar reference run of
+# GPT-2 took over the default 600 s on a loaded machine).
+# The bench gives each configuration 2 hours (--timeout: the scalar
+# reference run of GPT-2 took over the default 600 s on a loaded machine).
 # --dir: where the models are written (default $TMPDIR/mha-model-table; kept,
 # a model is only built when missing). --passes: times each model N times,
 # alternating the engines; the table gives the medians over the passes.
@@ -88,7 +92,7 @@ while [ "$pass" -le "$passes" ]; do
         peak=$("$mha" peak 2>/dev/null | awk 'NR > 1 && $2 == 1 && $3 > p1 { p1 = $3 } NR > 1 && $2 == 2 && $3 > p2 { p2 = $3 } END { print p1 + 0, p2 + 0 }')
         echo "model_table: $m pass $pass: mha (peak $peak GFLOP/s)" >&2
         "$mha" bench "$f" --shape "$B,$S" --threads 1,2 --backend auto --min-time "$min_time" \
-            --warmup 2 --quiet --json "$dir/$m.mha.json" >&2 || die "mha bench $m failed"
+            --warmup 2 --timeout 7200 --quiet --json "$dir/$m.mha.json" >&2 || die "mha bench $m failed"
         "$py" - "$dir/$m.mha.json" "$m" "$pass" "$peak" >>"$raw" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))

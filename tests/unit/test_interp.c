@@ -1661,6 +1661,51 @@ static void test_attention_errors(void **state) {
 
 /* 2-D Conv: a 2x2 kernel over a 3x3 image; with bias, stride 2 and
  * padding 1; two groups; what it refuses. */
+/* Clip with scalar bound inputs (mean pooling's clamp(count, min=1e-9)),
+ * one bound omitted; ArgMax / ArgMin along an axis, first or last of ties
+ * (CLIP's EOS position). */
+static void test_clip_argmax(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3] = {0}, *out[1] = {0};
+    tn_init(&t, "Clip", 2, 1);
+    in[0] = tf(1, D(4), F(-2, 0, 1e-12f, 3));
+    in[1] = tf(0, D(0), F(1e-9f));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 1, D(4), F(1e-9f, 1e-9f, 1e-9f, 3), 0);
+    free_all(out, 1);
+    /* max only (min omitted) */
+    tn_init(&t, "Clip", 3, 1);
+    tensor *lo = in[1];
+    in[1] = NULL;
+    in[2] = tf(0, D(0), F(0.5f));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 1, D(4), F(-2, 0, 1e-12f, 0.5f), 0);
+    free_all(out, 1);
+    in[1] = lo;
+    free_all(in, 3);
+    /* ArgMax over the last axis of [2, 3] with a tie in row 1 */
+    tn_init(&t, "ArgMax", 1, 1);
+    tn_int(&t, "axis", -1);
+    tn_int(&t, "keepdims", 0);
+    in[0] = ti(2, D(2, 3), I(5, 9, 2, 7, 1, 7));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_i(out[0], 1, D(2), I(1, 0));
+    free_all(out, 1);
+    tn_int(&t, "select_last_index", 1);
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_i(out[0], 1, D(2), I(1, 2));
+    free_all(out, 1);
+    free_all(in, 1);
+    /* ArgMin over axis 0, keepdims */
+    tn_init(&t, "ArgMin", 1, 1);
+    in[0] = tf(2, D(2, 2), F(3, -1, 2, 4));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_i(out[0], 2, D(1, 2), I(1, 0));
+    free_all(out, 1);
+    free_all(in, 1);
+}
+
 static void test_conv(void **state) {
     (void)state;
     tnode t;
@@ -1690,10 +1735,29 @@ static void test_conv(void **state) {
     expect_f(out[0], 4, D(1, 2, 1, 2), F(10, 20, 300, 400), 0);
     free_all(out, 1);
     free_all(in, 2);
-    /* 1-D convolution and channels that do not fit are refused */
+    /* 1-D (an audio stem's): kernel 3 of ones, stride 2, pads 1 and 1,
+     * bias 0.5: sums of (0, 1, 2), (2, 3, 4), (4, 5, 0) */
+    tn_init(&t, "Conv", 3, 1);
+    tn_ints(&t, "strides", (int64_t[]){2}, 1);
+    tn_ints(&t, "pads", (int64_t[]){1, 1}, 2);
+    in[0] = tf(3, D(1, 1, 5), F(1, 2, 3, 4, 5));
+    in[1] = tf(3, D(1, 1, 3), F(1, 1, 1));
+    in[2] = tf(1, D(1), F(0.5f));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 3, D(1, 1, 3), F(3.5f, 9.5f, 9.5f), 0);
+    free_all(out, 1);
+    free_all(in, 3);
+    /* 1-D with two strides is malformed; 3-D convolution and channels that
+     * do not fit are refused */
     tn_init(&t, "Conv", 2, 1);
+    tn_ints(&t, "strides", (int64_t[]){1, 1}, 2);
     in[0] = tf(3, D(1, 1, 3), F(1, 2, 3));
     in[1] = tf(3, D(1, 1, 2), F(1, 1));
+    assert_int_equal(eval(17, &t, in, out), MHA_ERR_MODEL_FORMAT);
+    free_all(in, 2);
+    tn_init(&t, "Conv", 2, 1);
+    in[0] = tf(5, D(1, 1, 1, 1, 2), F(1, 2));
+    in[1] = tf(5, D(1, 1, 1, 1, 1), F(1));
     assert_int_equal(eval(17, &t, in, out), MHA_ERR_MODEL_UNSUPPORTED);
     free_all(in, 2);
     in[0] = tf(4, D(1, 3, 1, 1), F(1, 2, 3));
@@ -2395,6 +2459,7 @@ int main(void) {
         cmocka_unit_test(test_attention_3d),
         cmocka_unit_test(test_attention_errors),
         cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_clip_argmax),
         cmocka_unit_test(test_layer_normalization),
         cmocka_unit_test(test_unsupported_and_outputs),
         cmocka_unit_test(test_msft_nan_rows),

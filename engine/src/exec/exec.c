@@ -1161,7 +1161,9 @@ static mha_status exec_rope_tables_given(const mha_alloc_ctx *a, const layer *L,
     memset(t, 0, sizeof *t);
     const mha_tensor *in = bd->position_ids ? bd->position_ids : bd->rotary_cos;
     const int64_t half = L->rotary_dim / 2, S = bd->Sq, B = bd->B;
-    const int64_t nb = in->shape[0] == 1 ? 1 : B, rows = nb * S;
+    /* [S, rotary_dim] tables (no batch axis) broadcast too */
+    const int64_t nb = in->shape[0] == 1 || (!bd->position_ids && in->rank == 2) ? 1 : B;
+    const int64_t rows = nb * S;
     exec_rope_tables src;
     memset(&src, 0, sizeof src);
     if (bd->position_ids) {

@@ -1,4 +1,5 @@
-/* interp_conv.c -- Conv for the reference interpreter: 2-D, float32, NCHW,
+/* interp_conv.c -- Conv for the reference interpreter: 1-D (NCW, run as
+ * 2-D with H = 1: an audio encoder's stem) and 2-D, float32, NCHW,
  * explicit pads (auto_pad NOTSET), strides, dilations and groups; what a
  * ViT's patch embedding (kernel = stride = patch size) and the usual
  * convolution stems are written as. Sums in double. */
@@ -26,15 +27,25 @@ static mha_status conv_ints(interp_ctx *c, const char *name, size_t n, int64_t d
 mha_status interp_op_conv(interp_ctx *c) {
     const tensor *X, *W, *B;
     char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
-    int64_t group, strides[2], dil[2], pads[4];
+    int64_t group, strides[2] = {1, 1}, dil[2] = {1, 1}, pads[4] = {0, 0, 0, 0};
     mha_status st = interp_check_arity(c, 2, 3, 1, 1);
     if (st == MHA_OK) st = interp_in_req(c, 0, &X);
     if (st == MHA_OK) st = interp_in_req(c, 1, &W);
-    if (st == MHA_OK) st = interp_attr_int(c, "group", 1, &group);
-    if (st == MHA_OK) st = conv_ints(c, "strides", 2, 1, strides);
-    if (st == MHA_OK) st = conv_ints(c, "dilations", 2, 1, dil);
-    if (st == MHA_OK) st = conv_ints(c, "pads", 4, 0, pads);
     if (st != MHA_OK) return st;
+    /* 1-D reads one stride / dilation and (begin, end) pads into the W
+     * slots; the H slots keep stride 1, no pads. */
+    const int one_d = X->rank == 3 && W->rank == 3;
+    const size_t nsp = one_d ? 1 : 2;
+    int64_t p1[2] = {0, 0};
+    if (st == MHA_OK) st = interp_attr_int(c, "group", 1, &group);
+    if (st == MHA_OK) st = conv_ints(c, "strides", nsp, 1, strides + 2 - nsp);
+    if (st == MHA_OK) st = conv_ints(c, "dilations", nsp, 1, dil + 2 - nsp);
+    if (st == MHA_OK) st = conv_ints(c, "pads", 2 * nsp, 0, one_d ? p1 : pads);
+    if (st != MHA_OK) return st;
+    if (one_d) {
+        pads[1] = p1[0];
+        pads[3] = p1[1];
+    }
     const ir_attr *ap = ir_node_attr(c->n, "auto_pad");
     if (ap && ap->s && strcmp(ap->s, "NOTSET") != 0)
         return interp_fail(c, MHA_ERR_MODEL_UNSUPPORTED, "auto_pad %s is not supported", ap->s);
@@ -42,12 +53,14 @@ mha_status interp_op_conv(interp_ctx *c) {
     if (X->dtype != MHA_DTYPE_FLOAT32 || W->dtype != X->dtype || (B && B->dtype != X->dtype))
         return interp_fail(c, MHA_ERR_MODEL_UNSUPPORTED, "only float32 is supported (X is %s)",
                            mha_dtype_name(X->dtype));
-    if (X->rank != 4 || W->rank != 4)
+    if (!one_d && (X->rank != 4 || W->rank != 4))
         return interp_fail(c, MHA_ERR_MODEL_UNSUPPORTED,
-                           "only 2-D convolution is supported (X %s, W %s)", interp_shape(X, s0),
-                           interp_shape(W, s1));
-    const int64_t N = X->dims[0], C = X->dims[1], H = X->dims[2], Wd = X->dims[3];
-    const int64_t M = W->dims[0], Cg = W->dims[1], kH = W->dims[2], kW = W->dims[3];
+                           "only 1-D and 2-D convolution are supported (X %s, W %s)",
+                           interp_shape(X, s0), interp_shape(W, s1));
+    const int64_t N = X->dims[0], C = X->dims[1], H = one_d ? 1 : X->dims[2];
+    const int64_t Wd = X->dims[X->rank - 1];
+    const int64_t M = W->dims[0], Cg = W->dims[1], kH = one_d ? 1 : W->dims[2];
+    const int64_t kW = W->dims[W->rank - 1];
     if (group < 1 || C != Cg * group || M % group != 0 || (B && tensor_numel(B) != M))
         return interp_fail(c, MHA_ERR_SHAPE, "X %s, W %s, group %lld do not fit",
                            interp_shape(X, s0), interp_shape(W, s1), (long long)group);
@@ -62,9 +75,10 @@ mha_status interp_op_conv(interp_ctx *c) {
         H + pads[0] + pads[2] >= span_h ? (H + pads[0] + pads[2] - span_h) / strides[0] + 1 : 0;
     const int64_t OW =
         Wd + pads[1] + pads[3] >= span_w ? (Wd + pads[1] + pads[3] - span_w) / strides[1] + 1 : 0;
-    int64_t dims[4] = {N, M, OH, OW};
+    int64_t dims[4] = {N, M, OH, OW}, dims1[3] = {N, M, OW};
     tensor *Y;
-    st = interp_out_new(c, 0, MHA_DTYPE_FLOAT32, 4, dims, &Y);
+    st = one_d ? interp_out_new(c, 0, MHA_DTYPE_FLOAT32, 3, dims1, &Y)
+               : interp_out_new(c, 0, MHA_DTYPE_FLOAT32, 4, dims, &Y);
     if (st != MHA_OK) return st;
     const float *x = X->data, *w = W->data, *b = B ? B->data : NULL;
     float *y = Y->data;

@@ -74,6 +74,16 @@ mha_status interp_read_scalar_int(const interp_ctx *c, const tensor *t, const ch
 /* Normalises axis (-rank..rank-1) into 0..rank-1. */
 mha_status interp_axis(const interp_ctx *c, int64_t axis, int rank, const char *what, int *out);
 
+/* x seen as [outer, dims[ax], inner]: the element counts before and after
+ * axis ax (row-major). */
+static inline void interp_around_axis(const tensor *x, int ax, int64_t *outer, int64_t *inner) {
+    *outer = *inner = 1;
+    for (int i = 0; i < ax; i++)
+        *outer *= x->dims[i];
+    for (int i = ax + 1; i < x->rank; i++)
+        *inner *= x->dims[i];
+}
+
 /* Shape text for messages, in a caller buffer. */
 #define INTERP_SHAPE_BUF 96
 const char *interp_shape(const tensor *t, char *buf);
@@ -144,6 +154,9 @@ mha_status interp_op_sigmoid(interp_ctx *c);
 mha_status interp_op_abs(interp_ctx *c);
 mha_status interp_op_max(interp_ctx *c);
 mha_status interp_op_min(interp_ctx *c);
+mha_status interp_op_clip(interp_ctx *c);
+mha_status interp_op_argmax(interp_ctx *c);
+mha_status interp_op_argmin(interp_ctx *c);
 mha_status interp_op_equal(interp_ctx *c);
 mha_status interp_op_less(interp_ctx *c);
 mha_status interp_op_greater(interp_ctx *c);

@@ -406,11 +406,8 @@ mha_status interp_op_cumsum(interp_ctx *c) {
     tensor *y;
     st = interp_out_new(c, 0, x->dtype, x->rank, x->dims, &y);
     if (st != MHA_OK) return st;
-    int64_t outer = 1, inner = 1;
-    for (int i = 0; i < ax; i++)
-        outer *= x->dims[i];
-    for (int i = ax + 1; i < x->rank; i++)
-        inner *= x->dims[i];
+    int64_t outer, inner;
+    interp_around_axis(x, ax, &outer, &inner);
     const int64_t n = x->dims[ax];
     for (int64_t o = 0; o < outer; o++)
         for (int64_t in = 0; in < inner; in++) {

@@ -209,10 +209,10 @@ void plan_free(plan *P);
  * graph cannot be evaluated afterwards: plan_verify comes first. */
 mha_status plan_release_weights(plan *P, mha_error *err);
 
-/* After the first packing (release.c): frees the unpacked weight of every
- * GEMM step that nothing else reads (W becomes NULL, w_hash remembers it);
- * returns the bytes freed. The reference backend cannot run P afterwards. */
-size_t plan_release_gemm_weights(plan *P);
+/* After GEMM step i was packed (release.c): frees its unpacked weight if
+ * nothing else reads it (W becomes NULL, w_hash remembers it); returns
+ * the bytes freed. The reference backend cannot run that step afterwards. */
+size_t plan_release_gemm_weight(plan *P, size_t i);
 /* Whether fresh (a new build of the same file, weights kept) has the GEMM
  * steps of P with the weights P released. */
 int plan_gemm_weights_match(const plan *P, const plan *fresh);

@@ -41,32 +41,30 @@ static size_t release_readers(const plan *P, const unsigned char *in_layer, int 
     return n;
 }
 
-size_t plan_release_gemm_weights(plan *P) {
+size_t plan_release_gemm_weight(plan *P, size_t i) {
     ir_graph *g = P->g;
+    plan_gemm *pg = &P->gemms[i];
+    int v = release_weight_value(P, pg);
+    if (!pg->W || v < 0) return 0;
     unsigned char *in_layer = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
-    size_t freed = 0;
-    if (!in_layer) return 0; /* keeping them is always correct */
+    if (!in_layer) return 0; /* keeping it is always correct */
     for (size_t li = 0; li < P->n_layers; li++)
         for (size_t k = 0; P->layers[li].recognised && k < P->layers[li].n_nodes; k++)
             in_layer[P->layers[li].nodes[k]] = 1;
-    for (size_t i = 0; i < P->n_gemms; i++) {
-        plan_gemm *pg = &P->gemms[i];
-        int v = release_weight_value(P, pg);
-        if (!pg->W || v < 0 || release_readers(P, in_layer, v) != 1) continue;
-        tensor **holder = g->values[v].init ? &g->values[v].init : &P->consts[v];
-        if (!*holder) continue;
-        pg->w_hash = release_hash(pg->W, pg->K, pg->N);
-        freed += (size_t)pg->K * (size_t)pg->N * sizeof(float);
-        if (pg->W_owned) { /* a transposed copy, and the value it came from */
-            mha_free(&P->alloc, pg->W_owned);
-            pg->W_owned = NULL;
-            freed += (*holder)->nbytes;
-        }
-        tensor_free(*holder);
-        *holder = NULL;
-        pg->W = NULL;
-    }
+    size_t readers = release_readers(P, in_layer, v);
     mha_free(&P->alloc, in_layer);
+    tensor **holder = g->values[v].init ? &g->values[v].init : &P->consts[v];
+    if (readers != 1 || !*holder) return 0;
+    pg->w_hash = release_hash(pg->W, pg->K, pg->N);
+    size_t freed = (size_t)pg->K * (size_t)pg->N * sizeof(float);
+    if (pg->W_owned) { /* a transposed copy, and the value it came from */
+        mha_free(&P->alloc, pg->W_owned);
+        pg->W_owned = NULL;
+        freed += (*holder)->nbytes;
+    }
+    tensor_free(*holder);
+    *holder = NULL;
+    pg->W = NULL;
     return freed;
 }
 

@@ -395,16 +395,20 @@ static mha_status layer_bind_rotary_inputs(const layer *L, exec_binding *bd,
         const layer_io *io = io_role[w ? MHA_ROLE_ROTARY_SIN : MHA_ROLE_ROTARY_COS];
         mha_status st = layer_expect_float(L, io, t, err);
         if (st != MHA_OK) return st;
-        const int rank = t->rank == 4 ? 4 : 3;
+        const int rank = t->rank == 4 || t->rank == 2 ? t->rank : 3;
         const int64_t b = t->rank >= 1 && t->shape[0] == 1 ? 1 : bd->B;
         const int64_t want3[3] = {b, bd->Sq, L->rotary_dim};
         const int64_t want4[4] = {b, 1, bd->Sq, L->rotary_dim};
-        st = layer_expect_shape(
-            io, t, rank, rank == 4 ? want4 : want3,
-            rank == 4 ? "[B or 1, 1, S, rotary_dim]" : "[B or 1, S, rotary_dim]", err);
+        /* [S, rotary_dim]: one table for the whole batch */
+        const int64_t *want = rank == 4 ? want4 : rank == 3 ? want3 : want3 + 1;
+        st = layer_expect_shape(io, t, rank, want,
+                                rank == 4   ? "[B or 1, 1, S, rotary_dim]"
+                                : rank == 3 ? "[B or 1, S, rotary_dim]"
+                                            : "[S, rotary_dim]",
+                                err);
         if (st != MHA_OK) return st;
     }
-    if (cs->shape[0] != sn->shape[0])
+    if (cs->rank != sn->rank || cs->shape[0] != sn->shape[0])
         return mha_fail(err, MHA_ERR_SHAPE, "inputs '%s' and '%s': cos and sin differ in batch",
                         layer_io_name(io_role[MHA_ROLE_ROTARY_COS]),
                         layer_io_name(io_role[MHA_ROLE_ROTARY_SIN]));

@@ -484,14 +484,15 @@ mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used) {
         const int is_int = io->dtype == MHA_DTYPE_INT64 || io->dtype == MHA_DTYPE_INT32;
         if (is_int && io->rank == 2 && ni < 2) {
             ints[ni++] = (int)i;
-        } else if (io->dtype == MHA_DTYPE_FLOAT32 && (io->rank == 3 || io->rank == 4) && nf < 3) {
+        } else if (io->dtype == MHA_DTYPE_FLOAT32 && io->rank >= 2 && io->rank <= 4 && nf < 3) {
             floats[nf++] = (int)i;
         } else {
-            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                            "graph input '%s' (%s, rank %d) feeds the rotary embedding: position "
-                            "ids [B, S] (integer) or cos / sin tables [B, S, d] (float32) are "
-                            "supported",
-                            io->name, mha_dtype_name(io->dtype), io->rank);
+            return mha_fail(
+                z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                "graph input '%s' (%s, rank %d) feeds the rotary embedding: position "
+                "ids [B, S] (integer) or cos / sin tables [S, d] or [B, S, d] (float32) are "
+                "supported",
+                io->name, mha_dtype_name(io->dtype), io->rank);
         }
     }
     if (ni == 0 && nf == 0) return MHA_OK;

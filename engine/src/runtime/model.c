@@ -175,6 +175,12 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
         mha_status st = exec_pack_parts_prec(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
                                              "a GEMM step", &e->gemm_packed[i], err);
         if (st != MHA_OK) return st;
+        /* the first packing frees each unpacked weight as soon as it is
+         * packed: the two copies never coexist for the whole model */
+        if (m->reload && !fresh) {
+            plan_release_gemm_weight(m->plan, i);
+            ((mha_model *)m)->weights_released = 1;
+        }
     }
     return MHA_OK;
 }
@@ -244,10 +250,6 @@ mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void 
             }
         }
         plan_free(fresh);
-        if (st == MHA_OK && m->plan && m->reload && !m->weights_released) {
-            plan_release_gemm_weights(m->plan);
-            m->weights_released = 1;
-        }
     }
     pthread_mutex_unlock(&m->pack_lock);
     if (e) *out = e;

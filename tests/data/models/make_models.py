@@ -256,6 +256,446 @@ def main():
     save_case(outdir, "vit_preln_l2_d64_h4_p4", vit, [px], ["pixel_values"], ["cls"],
               {"pixel_values": {0: "batch"}, "cls": {0: "batch"}}, 14)
 
+    families(outdir)
+
+
+# ---- more families (issue 15): each small (d 32), its own seeded
+# generators so the cases above keep their bytes. ----
+
+FMIN = torch.finfo(torch.float32).min
+
+
+def heads(x, h):
+    # [B, S, h*dh] -> [B, h, S, dh]
+    b, s, _ = x.shape
+    return x.view(b, s, h, -1).transpose(1, 2)
+
+
+def merge(x):
+    # [B, h, S, dh] -> [B, S, h*dh]
+    b, h, s, dh = x.shape
+    return x.transpose(1, 2).reshape(b, s, h * dh)
+
+
+class DistilLayer(nn.Module):
+    """DistilBERT: Q divided by sqrt(dh) before Q.K^T, masked_fill of the
+    keys where mask == 0 (expand_as the scores), post-LN, erf GELU."""
+
+    def __init__(self, d, h, f):
+        super().__init__()
+        self.h, self.dh = h, d // h
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.ln1, self.ln2 = nn.LayerNorm(d, eps=1e-12), nn.LayerNorm(d, eps=1e-12)
+        self.w1, self.w2 = nn.Linear(d, f), nn.Linear(f, d)
+
+    def forward(self, x, mask):
+        b, s, _ = x.shape
+        q = heads(self.q(x), self.h) / math.sqrt(self.dh)
+        k, v = heads(self.k(x), self.h), heads(self.v(x), self.h)
+        sc = torch.matmul(q, k.transpose(2, 3))
+        m = (mask == 0).view(b, 1, 1, s).expand_as(sc)
+        sc = sc.masked_fill(m, FMIN)
+        x = self.ln1(x + self.o(merge(torch.matmul(torch.softmax(sc, dim=-1), v))))
+        return self.ln2(x + self.w2(nn.functional.gelu(self.w1(x))))
+
+
+class DistilBert(nn.Module):
+    """Word + learned position embeddings, LayerNorm, post-LN layers; the
+    second output is the sentence-transformers mean pooling over the mask."""
+
+    def __init__(self, d=32, h=4, f=64, n=2):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(VOCAB, d), nn.Embedding(MAXPOS, d)
+        self.ln = nn.LayerNorm(d, eps=1e-12)
+        self.layers = nn.ModuleList(DistilLayer(d, h, f) for _ in range(n))
+
+    def forward(self, input_ids, attention_mask):
+        s = input_ids.shape[1]
+        pos = torch.arange(s, dtype=torch.long, device=input_ids.device).unsqueeze(0).expand_as(input_ids)
+        x = self.ln(self.tok(input_ids) + self.pos(pos))
+        for layer in self.layers:
+            x = layer(x, attention_mask)
+        m = attention_mask.unsqueeze(-1).expand(x.size()).float()
+        mean = torch.sum(x * m, 1) / torch.clamp(m.sum(1), min=1e-9)
+        return x, mean
+
+
+class Roberta(nn.Module):
+    """RoBERTa: position ids from the padding of input_ids (cumsum of
+    ids != pad, offset by the pad index), the extended mask (1-m)*finfo.min,
+    BERT's post-LN layers, and the sequence classification head
+    (dense + tanh over <s>, then the out projection)."""
+
+    PAD = 1
+
+    def __init__(self, d=32, h=4, f=64, n=2, labels=3):
+        super().__init__()
+        # BERT's layers read the module's D, HEADS, FFN (set by the caller)
+        self.layers = nn.ModuleList(BertLayer() for _ in range(n))
+        self.tok, self.pos = nn.Embedding(VOCAB, d), nn.Embedding(MAXPOS + 2, d)
+        self.seg = nn.Embedding(1, d)
+        self.ln = nn.LayerNorm(d, eps=1e-5)
+        self.dense, self.out = nn.Linear(d, d), nn.Linear(d, labels)
+
+    def forward(self, input_ids, attention_mask):
+        nz = input_ids.ne(self.PAD).int()
+        pos = (torch.cumsum(nz, dim=1).type_as(nz) * nz).long() + self.PAD
+        x = self.tok(input_ids) + self.pos(pos) + self.seg(torch.zeros_like(input_ids))
+        x = self.ln(x)
+        ext = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * FMIN
+        for layer in self.layers:
+            x = layer(x, ext)
+        return self.out(torch.tanh(self.dense(x[:, 0, :])))
+
+
+class RmsNorm(nn.Module):
+    """LLaMA's RMSNorm and T5's LayerNorm: no mean, no bias."""
+
+    def __init__(self, d, eps):
+        super().__init__()
+        self.w, self.eps = nn.Parameter(torch.ones(d)), eps
+
+    def forward(self, x):
+        var = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
+        return self.w * (x * torch.rsqrt(var + self.eps))
+
+
+def rotate_half(x):
+    a, b = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-b, a), dim=-1)
+
+
+def rope_tables(s, dim, base=10000.0):
+    # cos/sin [S, dim] computed in the graph from the sequence length
+    inv = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))
+    t = torch.arange(s, dtype=torch.float32)
+    fr = torch.outer(t, inv)
+    emb = torch.cat((fr, fr), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+class LlamaLayer(nn.Module):
+    """Pre-RMSNorm; attention with RoPE (rotate-half) on Q and K, grouped
+    K/V heads repeated by expand + reshape, the additive causal mask of
+    finfo.min, softmax in float32; SwiGLU FFN down(silu(gate x) * up x);
+    no biases."""
+
+    def __init__(self, d, h, kvh, f):
+        super().__init__()
+        self.h, self.kvh, self.dh = h, kvh, d // h
+        self.q = nn.Linear(d, d, bias=False)
+        self.k = nn.Linear(d, kvh * self.dh, bias=False)
+        self.v = nn.Linear(d, kvh * self.dh, bias=False)
+        self.o = nn.Linear(d, d, bias=False)
+        self.gate, self.up = nn.Linear(d, f, bias=False), nn.Linear(d, f, bias=False)
+        self.down = nn.Linear(f, d, bias=False)
+        self.n1, self.n2 = RmsNorm(d, 1e-6), RmsNorm(d, 1e-6)
+
+    def repeat_kv(self, x):
+        b, kvh, s, dh = x.shape
+        r = self.h // kvh
+        return x[:, :, None, :, :].expand(b, kvh, r, s, dh).reshape(b, kvh * r, s, dh)
+
+    def forward(self, x, cos, sin, mask):
+        hx = self.n1(x)
+        q, k, v = heads(self.q(hx), self.h), heads(self.k(hx), self.kvh), heads(self.v(hx), self.kvh)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k, v = self.repeat_kv(k), self.repeat_kv(v)
+        sc = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.dh) + mask
+        p = nn.functional.softmax(sc, dim=-1, dtype=torch.float32).to(q.dtype)
+        x = x + self.o(merge(torch.matmul(p, v)))
+        hx = self.n2(x)
+        return x + self.down(nn.functional.silu(self.gate(hx)) * self.up(hx))
+
+
+class Llama(nn.Module):
+    def __init__(self, d=32, h=4, kvh=2, f=64, n=2):
+        super().__init__()
+        self.dh = d // h
+        self.tok = nn.Embedding(VOCAB, d)
+        self.layers = nn.ModuleList(LlamaLayer(d, h, kvh, f) for _ in range(n))
+        self.norm = RmsNorm(d, 1e-6)
+        self.head = nn.Linear(d, VOCAB, bias=False)
+
+    def forward(self, input_ids):
+        s = input_ids.shape[1]
+        cos, sin = rope_tables(s, self.dh)
+        mask = torch.full((s, s), FMIN).triu(1)[None, None]
+        x = self.tok(input_ids)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return self.head(self.norm(x))
+
+
+class NeoxLayer(nn.Module):
+    """GPT-NeoX / Pythia: one QKV Linear interleaved per head ([h, 3, dh]),
+    rotary on the first quarter of each head's dims, the causal tril buffer
+    through where, and the parallel residual x + attn(ln1 x) + mlp(ln2 x)."""
+
+    def __init__(self, d, h, f, rot):
+        super().__init__()
+        self.h, self.dh, self.rot = h, d // h, rot
+        self.qkv, self.o = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.w1, self.w2 = nn.Linear(d, f), nn.Linear(f, d)
+        self.register_buffer("bias", torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool)).view(1, 1, MAXPOS, MAXPOS))
+
+    def forward(self, x, cos, sin):
+        b, s, _ = x.shape
+        qkv = self.qkv(self.ln1(x)).view(b, s, self.h, 3 * self.dh).permute(0, 2, 1, 3)
+        q, k, v = qkv[..., : self.dh], qkv[..., self.dh: 2 * self.dh], qkv[..., 2 * self.dh:]
+        r = self.rot
+        qr, qp, kr, kp = q[..., :r], q[..., r:], k[..., :r], k[..., r:]
+        qr = qr * cos + rotate_half(qr) * sin
+        kr = kr * cos + rotate_half(kr) * sin
+        q, k = torch.cat((qr, qp), dim=-1), torch.cat((kr, kp), dim=-1)
+        sc = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.dh)
+        sc = torch.where(self.bias[:, :, :s, :s], sc, torch.tensor(FMIN, dtype=sc.dtype))
+        a = self.o(merge(torch.matmul(torch.softmax(sc, dim=-1), v)))
+        m = self.w2(nn.functional.gelu(self.w1(self.ln2(x))))
+        return x + a + m
+
+
+class Neox(nn.Module):
+    def __init__(self, d=32, h=4, f=128, n=2, pct=0.25):
+        super().__init__()
+        self.rot = int(d // h * pct)
+        self.tok = nn.Embedding(VOCAB, d)
+        self.layers = nn.ModuleList(NeoxLayer(d, h, f, self.rot) for _ in range(n))
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, VOCAB, bias=False)
+
+    def forward(self, input_ids):
+        cos, sin = rope_tables(input_ids.shape[1], self.rot)
+        x = self.tok(input_ids)
+        for layer in self.layers:
+            x = layer(x, cos, sin)
+        return self.head(self.ln(x))
+
+
+class T5Encoder(nn.Module):
+    """T5 encoder: a per-head relative position bias computed in the graph
+    from bucketed relative positions (bidirectional, log-spaced beyond half
+    the exact buckets) by the first layer and shared by all, the padding
+    mask (1-m)*finfo.min added to it, no 1/sqrt(d) scale, RMS-style T5
+    LayerNorm, ReLU FFN, no biases."""
+
+    def __init__(self, d=32, h=4, f=64, n=2, buckets=8, maxdist=20):
+        super().__init__()
+        self.h, self.dh, self.nb, self.maxd = h, d // h, buckets, maxdist
+        self.tok = nn.Embedding(VOCAB, d)
+        self.rel = nn.Embedding(buckets, h)
+        lin = lambda i, o: nn.Linear(i, o, bias=False)
+        self.att = nn.ModuleList(nn.ModuleList(lin(d, d) for _ in range(4)) for _ in range(n))
+        self.ffn = nn.ModuleList(nn.ModuleList((lin(d, f), lin(f, d))) for _ in range(n))
+        self.n1 = nn.ModuleList(RmsNorm(d, 1e-6) for _ in range(n))
+        self.n2 = nn.ModuleList(RmsNorm(d, 1e-6) for _ in range(n))
+        self.nf = RmsNorm(d, 1e-6)
+
+    def bucket(self, rel):
+        nb = self.nb // 2
+        ret = (rel > 0).to(torch.long) * nb
+        n = torch.abs(rel)
+        exact = nb // 2
+        small = n < exact
+        large = exact + (torch.log(n.float() / exact) / math.log(self.maxd / exact) * (nb - exact)).to(torch.long)
+        large = torch.min(large, torch.full_like(large, nb - 1))
+        return ret + torch.where(small, n, large)
+
+    def forward(self, input_ids, attention_mask):
+        s = input_ids.shape[1]
+        ctx = torch.arange(s, dtype=torch.long)[:, None]
+        mem = torch.arange(s, dtype=torch.long)[None, :]
+        bias = self.rel(self.bucket(mem - ctx)).permute(2, 0, 1).unsqueeze(0)
+        bias = bias + (1.0 - attention_mask[:, None, None, :].float()) * FMIN
+        x = self.tok(input_ids)
+        for (q, k, v, o), (wi, wo), n1, n2 in zip(self.att, self.ffn, self.n1, self.n2):
+            hx = n1(x)
+            sc = torch.matmul(heads(q(hx), self.h), heads(k(hx), self.h).transpose(3, 2)) + bias
+            p = nn.functional.softmax(sc.float(), dim=-1).type_as(sc)
+            x = x + o(merge(torch.matmul(p, heads(v(hx), self.h))))
+            x = x + wo(nn.functional.relu(wi(n2(x))))
+        return self.nf(x)
+
+
+class BmmAttention(nn.Module):
+    """Whisper / BART / CLIP attention: Q scaled after its projection,
+    (B*H, S, dh) bmm layout, an optional additive mask [B, 1, S, S]."""
+
+    def __init__(self, d, h, kbias=True):
+        super().__init__()
+        self.h, self.dh = h, d // h
+        self.q, self.v, self.o = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.k = nn.Linear(d, d, bias=kbias)
+
+    def shape(self, x, b, s):
+        return x.view(b, s, self.h, self.dh).transpose(1, 2).reshape(b * self.h, s, self.dh)
+
+    def forward(self, x, mask=None):
+        b, s, d = x.shape
+        q = self.shape(self.q(x) * self.dh ** -0.5, b, s)
+        k, v = self.shape(self.k(x), b, s), self.shape(self.v(x), b, s)
+        w = torch.bmm(q, k.transpose(1, 2))
+        if mask is not None:
+            w = (w.view(b, self.h, s, s) + mask).view(b * self.h, s, s)
+        y = torch.bmm(torch.softmax(w, dim=-1), v)
+        return self.o(y.view(b, self.h, s, self.dh).transpose(1, 2).reshape(b, s, d))
+
+
+class PreLnBlock(nn.Module):
+    def __init__(self, d, h, f, act, kbias=True):
+        super().__init__()
+        self.attn, self.act = BmmAttention(d, h, kbias), act
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.w1, self.w2 = nn.Linear(d, f), nn.Linear(f, d)
+
+    def forward(self, x, mask=None):
+        x = x + self.attn(self.ln1(x), mask)
+        return x + self.w2(self.act(self.w1(self.ln2(x))))
+
+
+def sinusoids(length, d):
+    # Whisper's positions: sin of the first half of the channels, cos of the rest
+    inc = math.log(10000) / (d // 2 - 1)
+    inv = torch.exp(-inc * torch.arange(d // 2))
+    t = torch.arange(length)[:, None] * inv[None, :]
+    return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
+
+
+class WhisperEncoder(nn.Module):
+    """Whisper: Conv1d(k3) + GELU, Conv1d(k3, stride 2) + GELU over the mel
+    frames, sinusoidal positions (sliced to the length), pre-LN layers with
+    the K projection without bias, final LN."""
+
+    def __init__(self, mels=8, d=32, h=4, f=64, n=2):
+        super().__init__()
+        self.c1 = nn.Conv1d(mels, d, 3, padding=1)
+        self.c2 = nn.Conv1d(d, d, 3, stride=2, padding=1)
+        self.register_buffer("pos", sinusoids(MAXPOS, d))
+        self.layers = nn.ModuleList(PreLnBlock(d, h, f, nn.functional.gelu, kbias=False) for _ in range(n))
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, features):
+        x = nn.functional.gelu(self.c1(features))
+        x = nn.functional.gelu(self.c2(x)).permute(0, 2, 1)
+        x = x + self.pos[: x.shape[1]]
+        for layer in self.layers:
+            x = layer(x)
+        return self.ln(x)
+
+
+def quick_gelu(x):
+    return x * torch.sigmoid(1.702 * x)
+
+
+class ClipText(nn.Module):
+    """CLIP text: token + learned positions, a causal mask plus the padding
+    mask, pre-LN with quick_gelu, final LN, the EOS row (argmax of the ids,
+    EOS being the largest id) as the pooled output."""
+
+    def __init__(self, d=32, h=4, f=128, n=2):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(VOCAB, d), nn.Embedding(MAXPOS, d)
+        self.layers = nn.ModuleList(PreLnBlock(d, h, f, quick_gelu) for _ in range(n))
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, input_ids, attention_mask):
+        b, s = input_ids.shape
+        pos = torch.arange(s, dtype=torch.long)[None]
+        x = self.tok(input_ids) + self.pos(pos)
+        causal = torch.full((s, s), FMIN).triu(1)[None, None]
+        pad = (1.0 - attention_mask[:, None, None, :].float()) * FMIN
+        mask = causal + pad
+        for layer in self.layers:
+            x = layer(x, mask)
+        x = self.ln(x)
+        pooled = x[torch.arange(b), input_ids.to(torch.int).argmax(dim=-1)]
+        return x, pooled
+
+
+class BartEncoder(nn.Module):
+    """BART encoder: learned positions offset by 2, layernorm_embedding,
+    post-LN layers with bmm attention (Q scaled after projection), GELU,
+    the padding mask (1-m)*finfo.min expanded to [B, 1, S, S]."""
+
+    def __init__(self, d=32, h=4, f=64, n=2):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(VOCAB, d), nn.Embedding(MAXPOS + 2, d)
+        self.ln_emb = nn.LayerNorm(d)
+        self.attn = nn.ModuleList(BmmAttention(d, h) for _ in range(n))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(d) for _ in range(n))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(d) for _ in range(n))
+        self.w1 = nn.ModuleList(nn.Linear(d, f) for _ in range(n))
+        self.w2 = nn.ModuleList(nn.Linear(f, d) for _ in range(n))
+
+    def forward(self, input_ids, attention_mask):
+        b, s = input_ids.shape
+        pos = torch.arange(s, dtype=torch.long) + 2
+        x = self.ln_emb(self.tok(input_ids) + self.pos(pos))
+        m = attention_mask[:, None, None, :].expand(b, 1, s, s).float()
+        mask = (1.0 - m).masked_fill((1.0 - m).bool(), FMIN)
+        for a, l1, l2, w1, w2 in zip(self.attn, self.ln1, self.ln2, self.w1, self.w2):
+            x = l1(x + a(x, mask))
+            x = l2(x + w2(nn.functional.gelu(w1(x))))
+        return x
+
+
+def families(outdir):
+    """The families of issue 15, d 32, 4 heads, 2 layers."""
+    bs = {0: "batch", 1: "seq"}
+
+    def ids_mask(seed, b, s, pad_rows=True):
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(2, VOCAB - 1, (b, s), generator=g)
+        mask = torch.ones(b, s, dtype=torch.long)
+        if pad_rows:
+            mask[1, s - 2:] = 0
+        return ids, mask
+
+    def text_case(name, model, seed, opset, outs, with_mask=True, b=2, s=7):
+        randomize(model, seed)
+        ids, mask = ids_mask(seed, b, s)
+        ins, names = ([ids, mask], ["input_ids", "attention_mask"]) if with_mask else ([ids], ["input_ids"])
+        dyn = {n: bs for n in names}
+        dyn.update({o: ({0: "batch"} if o.startswith("pool") or o == "logits_cls" else bs) for o in outs})
+        save_case(outdir, name, model, ins, names, outs, dyn, opset)
+        return ids, mask
+
+    text_case("distilbert_l2_d32_h4_meanpool", DistilBert(), 21, 14, ["last_hidden_state", "pooled_mean"])
+
+    global D, HEADS, FFN
+    D, HEADS, FFN = 32, 4, 64
+    rob = Roberta()
+    randomize(rob, 22)
+    ids, mask = ids_mask(22, 2, 7)
+    ids[1, 5:] = Roberta.PAD  # the padded tail holds the pad id
+    save_case(outdir, "roberta_cls_l2_d32_h4", rob, [ids, mask], ["input_ids", "attention_mask"],
+              ["logits_cls"], {"input_ids": bs, "attention_mask": bs, "logits_cls": {0: "batch"}}, 14)
+    D, HEADS, FFN = 64, 4, 128
+
+    text_case("llama_gqa_l2_d32_h4_kv2", Llama(), 23, 14, ["logits"], with_mask=False)
+    text_case("neox_parallel_l2_d32_h4_rot25", Neox(), 24, 15, ["logits"], with_mask=False)
+    text_case("t5enc_relbias_l2_d32_h4", T5Encoder(), 25, 14, ["last_hidden_state"])
+
+    wh = WhisperEncoder()
+    randomize(wh, 26)
+    feats = torch.randn(2, 8, 12, generator=torch.Generator().manual_seed(26))
+    save_case(outdir, "whisper_enc_l2_d32_h4", wh, [feats], ["input_features"], ["last_hidden_state"],
+              {"input_features": {0: "batch", 2: "frames"}, "last_hidden_state": bs}, 16)
+
+    clip = ClipText()
+    randomize(clip, 27)
+    ids, mask = ids_mask(27, 2, 7)
+    ids[0, 6] = VOCAB - 1  # EOS, the largest id, ends each row
+    ids[1, 4] = VOCAB - 1
+    mask[1, 5:] = 0
+    save_case(outdir, "clip_text_l2_d32_h4", clip, [ids, mask], ["input_ids", "attention_mask"],
+              ["last_hidden_state", "pooled"],
+              {"input_ids": bs, "attention_mask": bs, "last_hidden_state": bs, "pooled": {0: "batch"}}, 17)
+
+    text_case("bart_enc_l2_d32_h4", BartEncoder(), 28, 14, ["last_hidden_state"])
+
 
 if __name__ == "__main__":
     main()
