@@ -518,6 +518,10 @@ static void test_refusals(void **state) {
      * graph does (the model loads as a plan: test_plan) */
     static const refusal_case families[] = {
         {"vit_clstoken_op17", "Concat node '/Concat_1' on the Q path", "only layout ops"},
+        /* BLOOM's ALiBi tensor and bool mask as two inputs: both read as
+         * attention masks, named with what each does */
+        {"bloom_alibiinput_op17", "'alibi' and 'causal_mask' each act as an attention mask",
+         "(float additive and bool, True = hidden)"},
     };
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
         layer L;

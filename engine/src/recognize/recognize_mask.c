@@ -682,6 +682,22 @@ static mha_status rz_find_reading(rz_ctx *z, layer *L, const double *cf, tensor 
 }
 
 /* The input's role and the layer fields of its reading. */
+/* What a reading takes the mask for, in words (refusals). */
+static const char *rz_cand_desc(rz_cand c) {
+    switch (c) {
+    case RZ_CAND_ATTN_BOOL:
+        return "bool, True = attend";
+    case RZ_CAND_ATTN_BOOL_IGN:
+        return "bool, True = hidden";
+    case RZ_CAND_ATTN_FLOAT:
+        return "float additive";
+    case RZ_CAND_ATTN_VALUED:
+        return "values mapped to an additive";
+    default:
+        return "key padding";
+    }
+}
+
 static void rz_assign_reading(layer *L, const rz_found *f) {
     layer_io *io = &L->inputs[f->mi];
     const rz_cand cand = f->rd.cand;
@@ -852,6 +868,17 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
         int valued = rz_cand_valued(found[0].rd.cand) && rz_cand_valued(found[1].rd.cand);
         int kpm0 = found[0].rd.cand <= RZ_CAND_KPM_VALUED,
             kpm1 = found[1].rd.cand <= RZ_CAND_KPM_VALUED;
+        /* two attention masks (BLOOM's ALiBi tensor [B*H, 1, S] beside its
+         * bool causal | padding mask): one attention mask role */
+        if (!kpm0 && !kpm1)
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "%s: mask inputs '%s' and '%s' each act as an attention mask over "
+                            "[B, H, Sq, Skv] (%s and %s); the layer takes one attention mask "
+                            "(and one key padding mask), not an additive per-head bias input "
+                            "beside it",
+                            rz_node_desc(z, c->masks[0].add_node, d, sizeof d),
+                            L->inputs[mis[0]].name, L->inputs[mis[1]].name,
+                            rz_cand_desc(found[0].rd.cand), rz_cand_desc(found[1].rd.cand));
         int good =
             !valued && kpm0 != kpm1 && !found[0].rd.alibi_counted && !found[1].rd.alibi_counted;
         rz_eff e;
