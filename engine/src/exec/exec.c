@@ -460,7 +460,7 @@ static int exec_fold_causal(const layer *L, const exec_binding *bd, const exec_m
 mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
                            exec_mask *m, mha_error *err) {
     memset(m, 0, sizeof *m);
-    exec_mask_view views[4];
+    exec_mask_view views[6];
     mha_tensor bias;
     int n = 0;
     if (bd->attn_mask) {
@@ -469,6 +469,8 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         if (L->attn_valued) views[n].kind = EXEC_MASK_VALUED;
         n++;
     }
+    if (bd->attn_bias) /* float, the attention mask's layout */
+        exec_mask_view_attn(bd->attn_bias, 1, L->attn_mask_batch_first, L->q_heads, &views[n++]);
     const exec_mask_view *kpm = NULL;
     if (bd->key_padding) {
         exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued, &views[n]);

@@ -447,8 +447,8 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     bd->dv = layer_dv(L);
     bd->d_out = layer_dout(L);
 
-    const layer_io *io_role[MHA_ROLE_VALUE_INPUT + 1] = {0};
-    const mha_tensor *t_role[MHA_ROLE_VALUE_INPUT + 1] = {0};
+    const layer_io *io_role[MHA_ROLE_ATTN_BIAS + 1] = {0};
+    const mha_tensor *t_role[MHA_ROLE_ATTN_BIAS + 1] = {0};
     for (size_t i = 0; i < n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
         const mha_tensor *t = &inputs[i];
@@ -485,6 +485,7 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         case MHA_ROLE_ROTARY_COS:
         case MHA_ROLE_ROTARY_SIN:
         case MHA_ROLE_VALUE_INPUT:
+        case MHA_ROLE_ATTN_BIAS:
             if (io_role[io->role])
                 return mha_fail(err, MHA_ERR_INTERNAL, "layer: two inputs with role %s",
                                 mha_io_role_name(io->role));
@@ -561,6 +562,13 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     if (t_role[MHA_ROLE_ATTN_MASK]) {
         bd->attn_mask = t_role[MHA_ROLE_ATTN_MASK];
         st = layer_check_attn_mask(L, io_role[MHA_ROLE_ATTN_MASK], bd->attn_mask, bd, err);
+        if (st != MHA_OK) return st;
+    }
+    if (t_role[MHA_ROLE_ATTN_BIAS]) { /* float, shaped as a float attn_mask */
+        bd->attn_bias = t_role[MHA_ROLE_ATTN_BIAS];
+        st = layer_expect_float(L, io_role[MHA_ROLE_ATTN_BIAS], bd->attn_bias, err);
+        if (st == MHA_OK)
+            st = layer_check_attn_mask(L, io_role[MHA_ROLE_ATTN_BIAS], bd->attn_bias, bd, err);
         if (st != MHA_OK) return st;
     }
     if (L->bias && L->bias_rel_len > 0 && (bd->Sq > L->bias_rel_len || bd->Skv > L->bias_rel_len))

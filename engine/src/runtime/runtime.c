@@ -80,6 +80,8 @@ MHA_API const char *mha_io_role_name(mha_io_role role) {
         return "rotary_sin";
     case MHA_ROLE_VALUE_INPUT:
         return "value_input";
+    case MHA_ROLE_ATTN_BIAS:
+        return "attn_bias";
     }
     return "unknown";
 }
