@@ -16,7 +16,7 @@
 
 #include "cli_options.h"
 #include "mha_cli.h"
-#include "tensorfile.h"
+#include "mha/tensor_file.h"
 
 enum { CHECK_RTOL = 1, CHECK_ATOL, CHECK_LIST };
 
@@ -68,14 +68,14 @@ static double check_get(const mha_tensor *t, size_t i) {
         return ((const double *)t->data)[i];
     case MHA_DTYPE_FLOAT16: {
         float f;
-        tensorfile_convert((const uint16_t *)t->data + i, MHA_DTYPE_FLOAT16, &f, MHA_DTYPE_FLOAT32,
-                           1);
+        mha_dtype_convert((const uint16_t *)t->data + i, MHA_DTYPE_FLOAT16, &f, MHA_DTYPE_FLOAT32,
+                          1);
         return f;
     }
     case MHA_DTYPE_BFLOAT16: {
         float f;
-        tensorfile_convert((const uint16_t *)t->data + i, MHA_DTYPE_BFLOAT16, &f, MHA_DTYPE_FLOAT32,
-                           1);
+        mha_dtype_convert((const uint16_t *)t->data + i, MHA_DTYPE_BFLOAT16, &f, MHA_DTYPE_FLOAT32,
+                          1);
         return f;
     }
     default:
@@ -293,7 +293,6 @@ static size_t count_numbered(const char *dir, const char *prefix, int *gap) {
 
 typedef struct check_ctx {
     mha_runtime *rt;
-    mha_alloc_ctx alloc;
     check_tol tol;
     int list;
     int passed, failed;
@@ -349,7 +348,7 @@ static void check_dataset(check_ctx *cx, const mha_model *model, const char *dse
                *why ? " | " : "", name, files_in, files_out, n_in, n_out);
         return;
     }
-    tensorfile **tin = calloc(n_in + 1, sizeof *tin);
+    mha_tensor_file **tin = calloc(n_in + 1, sizeof *tin);
     mha_tensor *ins = calloc(n_in + 1, sizeof *ins), *outs = calloc(n_out + 1, sizeof *outs);
     mha_error err;
     mha_error_clear(&err);
@@ -361,17 +360,18 @@ static void check_dataset(check_ctx *cx, const mha_model *model, const char *dse
     for (size_t i = 0; i < n_in; i++) {
         mha_io_info info;
         mha_model_input(model, i, &info);
-        tensorfile_read_options o = {0};
+        mha_tensor_file_options o;
+        mha_tensor_file_options_init(&o);
         o.want = info.dtype;
         if (!cli_format(path, sizeof path, "%s/input_%zu.pb", dset, i)) {
             append(why, why_n, "%s%s: path too long", *why ? " | " : "", name);
             goto done;
         }
-        if (tensorfile_read(&cx->alloc, path, &o, &tin[i], &err) != MHA_OK) {
+        if (mha_tensor_file_read(path, &o, &tin[i], &err) != MHA_OK) {
             append(why, why_n, "%s%s: %s", *why ? " | " : "", name, err.message);
             goto done;
         }
-        ins[i] = tin[i]->t;
+        ins[i] = *mha_tensor_file_tensor(tin[i]);
     }
     if (mha_model_output_shapes(model, ins, n_in, outs, n_out, &err) != MHA_OK) {
         append(why, why_n, "%s%s: %s", *why ? " | " : "", name, err.message);
@@ -391,27 +391,28 @@ static void check_dataset(check_ctx *cx, const mha_model *model, const char *dse
         goto done;
     }
     for (size_t i = 0; i < files_out; i++) {
-        tensorfile *want = NULL;
+        mha_tensor_file *want = NULL;
         if (!cli_format(path, sizeof path, "%s/output_%zu.pb", dset, i)) {
             append(why, why_n, "%s%s: path too long", *why ? " | " : "", name);
             continue;
         }
-        if (tensorfile_read(&cx->alloc, path, NULL, &want, &err) != MHA_OK) {
+        if (mha_tensor_file_read(path, NULL, &want, &err) != MHA_OK) {
             append(why, why_n, "%s%s: %s", *why ? " | " : "", name, err.message);
             continue;
         }
-        const char *r = check_compare(&want->t, &outs[i], cx->tol, reason, sizeof reason);
-        if (cx->run.precision != MHA_PRECISION_FLOAT32 && want->t.rank == outs[i].rank &&
-            mha_tensor_numel(&want->t) == mha_tensor_numel(&outs[i]))
-            check_rel_stats(cx, &want->t, &outs[i]);
+        const mha_tensor *w = mha_tensor_file_tensor(want);
+        const char *r = check_compare(w, &outs[i], cx->tol, reason, sizeof reason);
+        if (cx->run.precision != MHA_PRECISION_FLOAT32 && w->rank == outs[i].rank &&
+            mha_tensor_numel(w) == mha_tensor_numel(&outs[i]))
+            check_rel_stats(cx, w, &outs[i]);
         if (r)
             append(why, why_n, "%s%s: output_%zu.pb (%s): %s", *why ? " | " : "", name, i,
-                   want->name, r);
-        tensorfile_free(want);
+                   mha_tensor_file_name(want), r);
+        mha_tensor_file_free(want);
     }
 done:
     for (size_t i = 0; tin && i < n_in; i++)
-        tensorfile_free(tin[i]);
+        mha_tensor_file_free(tin[i]);
     for (size_t i = 0; outs && i < n_out; i++)
         free(outs[i].data);
     free(tin);
@@ -523,7 +524,6 @@ int cli_cmd_check(int argc, char **argv) {
         cli_usage_error(&c, "no case folder given");
         goto usage;
     }
-    mha_alloc_ctx_init(&cx.alloc, NULL);
     cx.run = cli_run_options(&c);
     if (c.precision == MHA_PRECISION_BFLOAT16) cx.tol.of_max = CHECK_BF16_OF_MAX;
     if ((rc = cli_runtime_create(&c, &cx.rt)) != CLI_OK) {

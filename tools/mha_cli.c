@@ -3,8 +3,7 @@
 #define _GNU_SOURCE
 #include "mha_cli.h"
 
-#include "atomic_file.h"
-#include "common.h" /* mha_text_escape: the library's escaping, one copy */
+#include "mha/tensor_file.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -157,14 +156,10 @@ static int cli_fail_msg(char *msg, size_t size, const char *fmt, ...) {
 int cli_out_open(cli_out_file *o, const char *path, char *msg, size_t msg_size) {
     memset(o, 0, sizeof *o);
     o->path = path;
-    mha_alloc_ctx a;
-    mha_alloc_ctx_init(&a, NULL);
     mha_error err;
     mha_error_clear(&err);
-    atomic_dest d;
-    if (atomic_dest_resolve(&a, path, &d, &err) != MHA_OK)
+    if (mha_output_check(path, &err) != MHA_OK)
         return cli_fail_msg(msg, msg_size, "%s", err.message);
-    atomic_dest_clear(&a, &d);
     o->f = open_memstream(&o->buf, &o->len);
     if (!o->f) return cli_fail_msg(msg, msg_size, "cannot write %s: %s", path, strerror(errno));
     return 0;
@@ -185,12 +180,10 @@ int cli_out_commit(cli_out_file *o, char *msg, size_t msg_size) {
         cli_out_discard(o);
         return cli_fail_msg(msg, msg_size, "cannot write %s: out of memory", path);
     }
-    mha_alloc_ctx a;
-    mha_alloc_ctx_init(&a, NULL);
     mha_error err;
     mha_error_clear(&err);
     int rc = 0;
-    if (atomic_file_save(&a, path, o->buf, o->len, &err) != MHA_OK)
+    if (mha_output_save(path, o->buf, o->len, &err) != MHA_OK)
         rc = cli_fail_msg(msg, msg_size, "%s", err.message);
     cli_out_discard(o);
     return rc;
@@ -201,37 +194,31 @@ int cli_out_commit(cli_out_file *o, char *msg, size_t msg_size) {
 int cli_outputs_claim(const cli_common *c, const char *const *paths, size_t n, int lock,
                       cli_outputs *out) {
     memset(out, 0, sizeof *out);
-    mha_alloc_ctx a;
-    mha_alloc_ctx_init(&a, NULL);
     mha_error err;
     mha_error_clear(&err);
-    atomic_dest *d = calloc(n ? n : 1, sizeof *d);
     out->locks = calloc(n ? n : 1, sizeof *out->locks);
     out->n = n;
-    int rc = d && out->locks ? CLI_OK : cli_fail("out of memory");
+    int rc = out->locks ? CLI_OK : cli_fail("out of memory");
     for (size_t i = 0; i < n && rc == CLI_OK; i++)
-        if (paths[i] && atomic_dest_resolve(&a, paths[i], &d[i], &err) != MHA_OK)
+        if (paths[i] && mha_output_check(paths[i], &err) != MHA_OK)
             rc = cli_fail_err(paths[i], &err);
     for (size_t i = 0; i < n && rc == CLI_OK; i++)
         for (size_t j = 0; j < i && rc == CLI_OK && paths[i]; j++)
-            if (paths[j] && !d[i].shareable && strcmp(d[i].canonical, d[j].canonical) == 0)
+            if (paths[j] && mha_output_same_file(paths[j], paths[i]))
                 rc = cli_usage_error(c,
                                      "'%s' and '%s' are the same file: give each output its "
                                      "own file",
                                      paths[j], paths[i]);
     for (size_t i = 0; i < n && rc == CLI_OK; i++)
-        if (lock && paths[i] && atomic_lock_acquire(&a, paths[i], &out->locks[i], &err) != MHA_OK)
+        if (lock && paths[i] && mha_output_lock_acquire(paths[i], &out->locks[i], &err) != MHA_OK)
             rc = cli_fail_err(paths[i], &err);
-    for (size_t i = 0; d && i < n; i++)
-        atomic_dest_clear(&a, &d[i]);
-    free(d);
     if (rc != CLI_OK) cli_outputs_release(out);
     return rc;
 }
 
 void cli_outputs_release(cli_outputs *o) {
     for (size_t i = 0; o->locks && i < o->n; i++)
-        atomic_lock_release(o->locks[i]);
+        mha_output_lock_release(o->locks[i]);
     free(o->locks);
     memset(o, 0, sizeof *o);
 }

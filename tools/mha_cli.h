@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "mha/mha.h"
+#include "mha/tensor_file.h"
 
 #define CLI_OK 0
 #define CLI_FAIL 1
@@ -103,10 +104,9 @@ void cli_out_discard(cli_out_file *o);
  * is refused. NULL paths are skipped. Returns CLI_OK, CLI_USAGE (a file given twice) or
  * CLI_FAIL, with the one line printed. Release when the files are written
  * (or abandoned). */
-struct atomic_lock;
 typedef struct cli_outputs {
     size_t n;
-    struct atomic_lock **locks;
+    mha_output_lock **locks;
 } cli_outputs;
 int cli_outputs_claim(const cli_common *c, const char *const *paths, size_t n, int lock,
                       cli_outputs *out);

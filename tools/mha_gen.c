@@ -30,7 +30,7 @@
 #include "cli_options.h"
 #include "mha_cli.h"
 #include "onnx.pb-c.h"
-#include "tensorfile.h"
+#include "mha/npy.h"
 
 enum {
     GEN_D_MODEL = 1,
@@ -433,12 +433,9 @@ static int gen_write_model(const gen_params *p) {
             rc = cli_fail("%s: out of memory for %zu bytes", p->out, size);
         } else {
             onnx__model_proto__pack(&g->model, buf);
-            mha_alloc_ctx a;
-            mha_alloc_ctx_init(&a, NULL);
             mha_error err;
             mha_error_clear(&err);
-            if (atomic_file_save(&a, p->out, buf, size, &err) != MHA_OK)
-                rc = cli_fail_err(p->out, &err);
+            if (mha_output_save(p->out, buf, size, &err) != MHA_OK) rc = cli_fail_err(p->out, &err);
             free(buf);
         }
     }
@@ -454,26 +451,24 @@ static int gen_write_data(const gen_params *p) {
     size_t row = (size_t)p->seq * (size_t)p->d;
     float *x = malloc(row * sizeof *x);
     if (!x) return cli_fail("%s: out of memory for a row of %zu floats", p->data, row);
-    mha_alloc_ctx a;
-    mha_alloc_ctx_init(&a, NULL);
     mha_error err;
     mha_error_clear(&err);
-    npy_writer *w;
+    mha_npy_writer *w;
     uint64_t seed = p->seed ^ 0x5eed0da7a5eed0daull; /* not the weights' stream */
     int rc = CLI_OK;
-    if (npy_writer_begin(&a, p->data, MHA_DTYPE_FLOAT32, 3, dims, &w, &err) != MHA_OK) {
+    if (mha_npy_writer_begin(p->data, MHA_DTYPE_FLOAT32, 3, dims, NULL, &w, &err) != MHA_OK) {
         free(x);
         return cli_fail_err(p->data, &err);
     }
     for (long long b = 0; b < p->batch; b++) {
         gen_fill(x, row, 1.0f, &seed);
-        if (npy_writer_write_rows(w, x, 1, &err) != MHA_OK) {
-            npy_writer_abort(w);
+        if (mha_npy_writer_write_rows(w, x, 1, &err) != MHA_OK) {
+            mha_npy_writer_abort(w);
             free(x);
             return cli_fail_err(p->data, &err);
         }
     }
-    if (npy_writer_commit(w, &err) != MHA_OK) rc = cli_fail_err(p->data, &err);
+    if (mha_npy_writer_commit(w, &err) != MHA_OK) rc = cli_fail_err(p->data, &err);
     free(x);
     return rc;
 }
@@ -556,7 +551,7 @@ int cli_cmd_gen(int argc, char **argv) {
         return cli_usage_error(&c, "--data needs --batch and --seq");
     if (!p.data && (have_batch || have_seq))
         return cli_usage_error(&c, "--batch and --seq only go with --data");
-    if (p.data && tensorfile_output_format(p.data) != TENSORFILE_NPY)
+    if (p.data && mha_file_output_format(p.data) != MHA_FILE_NPY)
         return cli_usage_error(&c, "--data writes .npy files ('%s')", p.data);
     if (p.data) {
         size_t bytes;

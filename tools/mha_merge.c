@@ -14,7 +14,7 @@
 
 #include "cli_options.h"
 #include "mha_cli.h"
-#include "tensorfile.h"
+#include "mha/npy.h"
 
 enum { MERGE_OUTPUT = 1, MERGE_QUIET };
 
@@ -44,8 +44,8 @@ static const cli_spec merge_spec = {
 
 typedef struct merge_shard {
     const char *path;
-    npy_reader *reader;
-    npy_header h;
+    mha_npy_reader *reader;
+    mha_npy_header h;
 } merge_shard;
 
 static int merge_by_first_row(const void *a, const void *b) {
@@ -58,7 +58,7 @@ static int merge_by_first_row(const void *a, const void *b) {
 static int merge_check(merge_shard *sh, size_t n) {
     char a[160], b[160];
     for (size_t k = 0; k < n; k++) {
-        const npy_header *h = &sh[k].h, *h0 = &sh[0].h;
+        const mha_npy_header *h = &sh[k].h, *h0 = &sh[0].h;
         if (!h->is_shard)
             return cli_fail("%s: not a shard file (its header names no rows; write shards "
                             "with 'mha run --shard I/N')",
@@ -78,7 +78,7 @@ static int merge_check(merge_shard *sh, size_t n) {
     qsort(sh, n, sizeof *sh, merge_by_first_row);
     int64_t next = 0;
     for (size_t k = 0; k < n; k++) {
-        const npy_header *h = &sh[k].h;
+        const mha_npy_header *h = &sh[k].h;
         if (h->shard_r0 < next)
             return cli_fail("%s holds rows %lld:%lld, overlapping %s (rows %lld:%lld)", sh[k].path,
                             (long long)h->shard_r0, (long long)h->shard_r1, sh[k - 1].path,
@@ -105,9 +105,7 @@ int mha_cmd_merge(int argc, char **argv) {
     cli_outputs claimed = {0};
     cli_signals sigs;
     void *buf = NULL;
-    npy_writer *w = NULL;
-    mha_alloc_ctx alloc;
-    mha_alloc_ctx_init(&alloc, NULL);
+    mha_npy_writer *w = NULL;
     mha_error err;
     mha_error_clear(&err);
     if (!sh) return cli_fail("out of memory");
@@ -141,7 +139,7 @@ int mha_cmd_merge(int argc, char **argv) {
         rc = cli_usage_error(&c, "give the output file and at least one shard");
         goto done;
     }
-    if (tensorfile_format_of(out_path) != TENSORFILE_NPY) {
+    if (mha_file_format_of(out_path) != MHA_FILE_NPY) {
         rc = cli_usage_error(&c, "output '%s': expected a .npy file", out_path);
         goto done;
     }
@@ -156,23 +154,23 @@ int mha_cmd_merge(int argc, char **argv) {
                 cli_usage_error(&c, "the output '%s' is also the shard '%s'", out_path, sh[k].path);
             goto done;
         }
-    atomic_file_clean_stale(&alloc, out_path, NULL, 0);
+    mha_output_clean_stale(out_path);
     double t0 = cli_now();
     for (size_t k = 0; k < n; k++)
-        if (npy_reader_open(&alloc, sh[k].path, NPY_MMAP_NEVER, &sh[k].reader, &err) != MHA_OK) {
+        if (mha_npy_reader_open(sh[k].path, MHA_MMAP_NEVER, NULL, &sh[k].reader, &err) != MHA_OK) {
             rc = cli_fail_err(sh[k].path, &err);
             goto done;
         } else {
-            sh[k].h = *npy_reader_header(sh[k].reader);
+            sh[k].h = *mha_npy_reader_header(sh[k].reader);
         }
     if ((rc = merge_check(sh, n)) != CLI_OK) goto done;
 
     /* the full file: the shards' rows in order under a plain header */
-    const npy_header *h0 = &sh[0].h;
+    const mha_npy_header *h0 = &sh[0].h;
     int64_t dims[MHA_MAX_RANK];
     memcpy(dims, h0->dims, sizeof dims);
     dims[0] = h0->shard_total;
-    if (npy_writer_begin(&alloc, out_path, h0->dtype, h0->rank, dims, &w, &err) != MHA_OK) {
+    if (mha_npy_writer_begin(out_path, h0->dtype, h0->rank, dims, NULL, &w, &err) != MHA_OK) {
         rc = cli_fail_err(out_path, &err);
         goto done;
     }
@@ -197,19 +195,19 @@ int mha_cmd_merge(int argc, char **argv) {
                 rc = CLI_SIGNALED(sig);
                 goto done;
             }
-            if (npy_reader_read_rows(sh[k].reader, r, r + m, MHA_DTYPE_UNDEFINED, buf, buf_bytes,
-                                     &err) != MHA_OK) {
+            if (mha_npy_reader_read_rows(sh[k].reader, r, r + m, MHA_DTYPE_UNDEFINED, buf,
+                                         buf_bytes, &err) != MHA_OK) {
                 rc = cli_fail_err(sh[k].path, &err);
                 goto done;
             }
-            if (npy_writer_write_rows(w, buf, m, &err) != MHA_OK) {
+            if (mha_npy_writer_write_rows(w, buf, m, &err) != MHA_OK) {
                 rc = cli_fail_err(out_path, &err);
                 goto done;
             }
         }
-    npy_writer *done_w = w;
+    mha_npy_writer *done_w = w;
     w = NULL;
-    if (npy_writer_commit(done_w, &err) != MHA_OK) {
+    if (mha_npy_writer_commit(done_w, &err) != MHA_OK) {
         rc = cli_fail_err(out_path, &err);
         goto done;
     }
@@ -218,11 +216,11 @@ int mha_cmd_merge(int argc, char **argv) {
                 (long long)h0->shard_total, n, n == 1 ? "" : "s", out_path, cli_now() - t0);
 
 done:
-    npy_writer_abort(w);
+    mha_npy_writer_abort(w);
     if (catching) cli_signals_restore(&sigs);
     cli_outputs_release(&claimed);
     for (size_t k = 0; k < n; k++)
-        npy_reader_close(sh[k].reader);
+        mha_npy_reader_close(sh[k].reader);
     free(sh);
     free(buf);
     return rc;

@@ -15,7 +15,7 @@
 #include "cli_options.h"
 #include "mha_cli.h"
 #include "run_dataset.h"
-#include "tensorfile.h"
+#include "mha/tensor_file.h"
 
 enum {
     RUN_OUTPUT = 1,
@@ -97,22 +97,21 @@ static const cli_spec run_spec = {
 typedef struct run_state {
     mha_runtime *rt;
     mha_model *model;
-    mha_alloc_ctx alloc;
     size_t n_in, n_out;
     mha_io_info *in_info, *out_info;
     const char **in_file; /* bound file per model input */
-    tensorfile **in_tf;
+    mha_tensor_file **in_tf;
     mha_tensor *ins, *outs;
-    atomic_file **pending;
+    mha_output_file **pending;
 } run_state;
 
 static void run_state_free(run_state *s) {
     for (size_t i = 0; s->in_tf && i < s->n_in; i++)
-        tensorfile_free(s->in_tf[i]);
+        mha_tensor_file_free(s->in_tf[i]);
     for (size_t i = 0; s->outs && i < s->n_out; i++)
         free(s->outs[i].data);
     for (size_t i = 0; s->pending && i < s->n_out; i++)
-        atomic_file_abort(s->pending[i]);
+        mha_output_file_abort(s->pending[i]);
     free(s->in_info);
     free(s->out_info);
     free(s->in_file);
@@ -162,13 +161,14 @@ static int run_shard_from_slurm(const cli_common *c, ds_options *ds) {
 static int run_read_input(run_state *s, size_t i) {
     const mha_io_info *info = &s->in_info[i];
     const char *file = s->in_file[i];
-    tensorfile_read_options o = {0};
+    mha_tensor_file_options o;
+    mha_tensor_file_options_init(&o);
     o.want = info->dtype;
     mha_error err;
     mha_error_clear(&err);
-    if (tensorfile_read(&s->alloc, file, &o, &s->in_tf[i], &err) != MHA_OK)
+    if (mha_tensor_file_read(file, &o, &s->in_tf[i], &err) != MHA_OK)
         return cli_fail_err(file, &err);
-    const mha_tensor *t = &s->in_tf[i]->t;
+    const mha_tensor *t = mha_tensor_file_tensor(s->in_tf[i]);
     char have[160], want[160];
     cli_shape_str(t->rank, t->shape, have, sizeof have);
     cli_shape_str(info->rank, info->shape, want, sizeof want);
@@ -348,13 +348,13 @@ int cli_cmd_run(int argc, char **argv) {
         goto done;
     }
     for (size_t k = 0; k < n_out_args; k++)
-        if (tensorfile_output_format(out_args[k]) == TENSORFILE_UNKNOWN) {
+        if (mha_file_output_format(out_args[k]) == MHA_FILE_UNKNOWN) {
             rc = cli_usage_error(&c, "output '%s': unknown extension (use .npy or .pb)",
                                  out_args[k]);
             goto done;
         }
     for (size_t k = 0; k < n_in_args; k++)
-        if (tensorfile_format_of(in_args[k]) == TENSORFILE_UNKNOWN) {
+        if (mha_file_format_of(in_args[k]) == MHA_FILE_UNKNOWN) {
             rc = cli_usage_error(&c, "input '%s': unknown extension (use .npy or .pb)", in_args[k]);
             goto done;
         }
@@ -366,9 +366,9 @@ int cli_cmd_run(int argc, char **argv) {
     /* -- a dataset run when every file is .npy -- */
     int all_npy = !out_dir;
     for (size_t k = 0; k < n_out_args; k++)
-        all_npy &= tensorfile_output_format(out_args[k]) == TENSORFILE_NPY;
+        all_npy &= mha_file_output_format(out_args[k]) == MHA_FILE_NPY;
     for (size_t k = 0; k < n_in_args; k++)
-        all_npy &= tensorfile_format_of(in_args[k]) == TENSORFILE_NPY;
+        all_npy &= mha_file_format_of(in_args[k]) == MHA_FILE_NPY;
     if (all_npy && !ds.shard_count && !ds.mpi && (rc = run_shard_from_slurm(&c, &ds)) != CLI_OK)
         goto done;
     if (ds.shard_count && ds.mpi) {
@@ -384,7 +384,7 @@ int cli_cmd_run(int argc, char **argv) {
                                  ".npy outputs (-o)");
         goto done;
     }
-    if (ds.lengths_path && tensorfile_format_of(ds.lengths_path) != TENSORFILE_NPY) {
+    if (ds.lengths_path && mha_file_format_of(ds.lengths_path) != MHA_FILE_NPY) {
         rc = cli_usage_error(&c, "--lengths '%s': expected a .npy file", ds.lengths_path);
         goto done;
     }
@@ -401,7 +401,6 @@ int cli_cmd_run(int argc, char **argv) {
     }
 
     /* -- model and inputs -- */
-    mha_alloc_ctx_init(&s.alloc, NULL);
     mha_error err;
     mha_error_clear(&err);
     double t_start = cli_now();
@@ -453,8 +452,8 @@ int cli_cmd_run(int argc, char **argv) {
             rc = cli_fail("%s: path too long", out_dir ? out_dir : out_args[i]);
             goto done;
         }
-        if (tensorfile_check_output(path, s.outs[i].dtype, s.outs[i].rank, s.outs[i].shape, &err) !=
-            MHA_OK) {
+        if (mha_tensor_file_check_output(path, s.outs[i].dtype, s.outs[i].rank, s.outs[i].shape,
+                                         &err) != MHA_OK) {
             rc = cli_fail_err(path, &err);
             goto done;
         }
@@ -488,18 +487,18 @@ int cli_cmd_run(int argc, char **argv) {
             cli_format(path, sizeof path, "%s/output_%zu.pb", out_dir, i); /* fit above */
         else
             cli_format(path, sizeof path, "%s", out_args[i]);
-        atomic_file_clean_stale(&s.alloc, path, NULL, 0); /* what kill -9 left; ours: locked */
-        if (tensorfile_write_pending(&s.alloc, path, &s.outs[i], s.out_info[i].name, &s.pending[i],
-                                     &err) != MHA_OK) {
+        mha_output_clean_stale(path); /* what kill -9 left; ours: locked */
+        if (mha_tensor_file_write_pending(path, &s.outs[i], s.out_info[i].name, NULL, &s.pending[i],
+                                          &err) != MHA_OK) {
             rc = cli_fail_err(path, &err);
             goto done;
         }
     }
     for (size_t i = 0; i < n_write; i++) {
-        atomic_file *f = s.pending[i];
+        mha_output_file *f = s.pending[i];
         s.pending[i] = NULL;
-        cli_format(path, sizeof path, "%s", atomic_file_path(f)); /* fit above */
-        if (atomic_file_commit(f, &err) != MHA_OK) {
+        cli_format(path, sizeof path, "%s", mha_output_file_path(f)); /* fit above */
+        if (mha_output_file_commit(f, &err) != MHA_OK) {
             rc = cli_fail_err(path, &err);
             goto done;
         }

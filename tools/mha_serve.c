@@ -38,7 +38,7 @@
 #include "mha_cli.h"
 #include "cli_options.h"
 #include "serve_json.h"
-#include "tensorfile.h"
+#include "mha/npy.h"
 
 enum {
     SERVE_PORT = 1,
@@ -305,7 +305,7 @@ static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s,
     } else {
         size_t data = (size_t)mha_tensor_numel(y) * sizeof(float);
         char head[256];
-        size_t hn = npy_format_header(y->dtype, y->rank, y->shape, head, sizeof head);
+        size_t hn = mha_npy_format_header(y->dtype, y->rank, y->shape, head, sizeof head);
         out = hn ? malloc(hn + data) : NULL;
         if (out) {
             memcpy(out, head, hn);
@@ -365,8 +365,8 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
         memcpy(in.shape, dims, sizeof dims);
         in.data = parsed;
     } else {
-        npy_header h;
-        if (npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
+        mha_npy_header h;
+        if (mha_npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
             return serve_text(conn, s, call, 400, "error: %s", err.message);
         if (h.dtype != s->in_dtype)
             return serve_text(conn, s, call, 400, "error: the %s must be %s, not %s",

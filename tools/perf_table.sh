@@ -239,7 +239,7 @@ try {
   rss = "\n\nMemory, W3 layer at S = 8192 (B 1, D 512, 8 heads; the scores alone would be 8 x 8192^2 floats = 2 GiB):\n\n" +
     "| backend | threads | median ms | GFLOP/s | peak RSS MiB |\n|---|---|---|---|---|\n" +
     j.results.map((r) => `| ${r.backend} | ${r.threads} | ${fx(r.median_ms, 1)} | ${fx(r.gflops, 1)} | ${fx(r.peak_rss_mib, 1)} |`).join("\n");
-} catch (e) { rss = "\n\n(RSS run failed: " + e.message + ")"; }
+} catch (e) { rss = "\n\n(RSS run failed: its bench wrote no result)"; }
 console.log(`Run ${process.env.MHA_PT_START}, ONNX Runtime ${process.env.MHA_PT_ORT} (onnxruntime-node, best of attention23 / ms_mha / decomposed), ` +
   `load average (1/5/15 min) before -> after: ${process.env.MHA_PT_LOAD}.\n\n` +
   "Peaks measured by `mha peak` right before each workload (GFLOP/s, AVX-512 FMA 1 / 2 threads; AVX2 1 / 2; VDPBF16PS 1 / 2): " +

@@ -8,8 +8,10 @@
  *   - fully masked rows give zeros, never NaN;
  *   - results do not depend on how the range is split (bitwise), so the
  *     host's scheduling stays deterministic;
- *   - from plugin ABI 1.2 on: ALiBi (key position, relative, positions
- *     given per key) in attention, and the rotary entry when it has one. */
+ *   - what the table declares (ABI 2.0): ALiBi (key position, relative,
+ *     positions given per key) in attention with MHA_OP_ALIBI, the rotary
+ *     entry with MHA_OP_ROTARY, and each GEMM epilogue it lists
+ *     (activations, residual) against the reference's. */
 #include "plugin_kit.h"
 
 #include "mha_cli.h"
@@ -69,12 +71,12 @@ typedef struct kit_plugin {
 typedef struct kit_attn {
     int64_t B, Hq, Hkv, Sq, Skv, dk, dv;
     int masked, causal, kvlen, softcap;
-    int alibi; /* ABI 1.2: 0 none, 1 slope * j, 2 slope * (j - i), 3 positions given */
+    int alibi; /* 0 none, 1 slope * j, 2 slope * (j - i), 3 positions given */
 } kit_attn;
 
-/* The plugin speaks ABI 1.2 or later (and its table covers it). */
-static int kit_minor2(const mha_plugin *p) {
-    return p->abi_minor >= 2 && p->struct_size >= MHA_PLUGIN_SIZE_1_2;
+/* The plugin declares optional op `op` (MHA_OP_*). */
+static int kit_has_op(const mha_plugin *p, uint32_t op) {
+    return (p->ops & op) == op;
 }
 
 static int kit_attn_run(const kit_plugin *kp, mha_attn_args *a, float *o, size_t on) {
@@ -192,7 +194,7 @@ done:
     return ok;
 }
 
-/* ABI 1.2 rotary entry: x [B, H, S, d] turned in place against the
+/* The rotary entry (MHA_OP_ROTARY): x [B, H, S, d] turned in place against the
  * reference, whole and one row per call (bitwise equal). kind and rd as in
  * mha_rotary_args; tables of theta 10000; a position offset per item. */
 static int kit_rotary_case(const kit_plugin *kp, const kit_plugin *ref, int kind, int64_t d,
@@ -256,16 +258,30 @@ done:
     return ok;
 }
 
-/* C[M,N] = A[M,K] . B[K,N] + bias, whole and tile by tile. */
+/* B [K, N] packed in float32 by kp's state; NULL when the plugin reports
+ * no size (SIZE_MAX) or its packing fails. */
+static void *kit_pack(const kit_plugin *kp, int64_t K, int64_t N, const float *B) {
+    size_t size = kp->p->gemm_packed_size(kp->state, MHA_PRECISION_FLOAT32, K, N);
+    if (size == SIZE_MAX || size < (size_t)(K * N) * sizeof(float)) return NULL;
+    void *packed = kit_alloc(NULL, size, 64);
+    if (packed && kp->p->gemm_pack_b(kp->state, MHA_PRECISION_FLOAT32, K, N, B, N, packed) != 0) {
+        free(packed);
+        return NULL;
+    }
+    return packed;
+}
+
+/* C[M,N] = act(A[M,K] . B[K,N] + bias) + residual, whole and tile by tile. */
 static int kit_gemm_case(const kit_plugin *kp, const kit_plugin *ref, int64_t M, int64_t N,
-                         int64_t K, int bias, uint64_t seed, char *why, size_t why_size) {
+                         int64_t K, int bias, int act, int residual, uint64_t seed, char *why,
+                         size_t why_size) {
     size_t na = (size_t)(M * K), nb = (size_t)(K * N), nc = (size_t)(M * N);
     float *A = malloc(na * 4 + 4), *Bm = malloc(nb * 4 + 4), *bv = malloc((size_t)N * 4 + 4);
     float *c_ref = malloc(nc * 4 + 4), *c = malloc(nc * 4 + 4), *c_split = malloc(nc * 4 + 4);
-    void *pr = kit_alloc(NULL, ref->p->gemm_packed_size(K, N), 64);
-    void *pp = kit_alloc(NULL, kp->p->gemm_packed_size(K, N), 64);
+    float *r = malloc(nc * 4 + 4);
+    void *pr = NULL, *pp = NULL;
     int ok = 0;
-    if (!A || !Bm || !bv || !c_ref || !c || !c_split || !pr || !pp) {
+    if (!A || !Bm || !bv || !c_ref || !c || !c_split || !r) {
         snprintf(why, why_size, "out of memory");
         goto done;
     }
@@ -273,12 +289,19 @@ static int kit_gemm_case(const kit_plugin *kp, const kit_plugin *ref, int64_t M,
     kit_fill(A, na, &s);
     kit_fill(Bm, nb, &s);
     kit_fill(bv, (size_t)N, &s);
-    ref->p->gemm_pack_b(K, N, Bm, N, pr);
-    kp->p->gemm_pack_b(K, N, Bm, N, pp);
+    kit_fill(r, nc, &s);
+    pr = kit_pack(ref, K, N, Bm);
+    pp = kit_pack(kp, K, N, Bm);
+    if (!pr || !pp) {
+        snprintf(why, why_size, "gemm %lldx%lld: packing failed or reported too few bytes",
+                 (long long)K, (long long)N);
+        goto done;
+    }
     mha_gemm_args g;
     memset(&g, 0, sizeof g);
     g.struct_size = sizeof g;
     g.M = M, g.N = N, g.K = K, g.A = A, g.lda = K, g.bias = bias ? bv : NULL, g.ldc = N;
+    g.activation = act, g.residual = residual ? r : NULL, g.ldr = N;
     g.m0 = 0, g.m1 = M, g.n0 = 0, g.n1 = N, g.num_threads = 1;
     g.B_packed = pr, g.C = c_ref;
     if (ref->p->gemm(ref->state, &g) != 0) goto call_failed;
@@ -286,8 +309,8 @@ static int kit_gemm_case(const kit_plugin *kp, const kit_plugin *ref, int64_t M,
     if (kp->p->gemm(kp->state, &g) != 0) goto call_failed;
     double e = kit_err(c, c_ref, nc);
     if (!(e <= KIT_TOL)) {
-        snprintf(why, why_size, "gemm %lldx%lldx%lld: max error %.3g > %.0e", (long long)M,
-                 (long long)N, (long long)K, e, KIT_TOL);
+        snprintf(why, why_size, "gemm %lldx%lldx%lld act %d residual %d: max error %.3g > %.0e",
+                 (long long)M, (long long)N, (long long)K, act, residual, e, KIT_TOL);
         goto done;
     }
     if (!(kp->p->flags & MHA_PLUGIN_SELF_PARALLEL)) {
@@ -311,7 +334,7 @@ static int kit_gemm_case(const kit_plugin *kp, const kit_plugin *ref, int64_t M,
 call_failed:
     snprintf(why, why_size, "gemm call failed");
 done:
-    free(A), free(Bm), free(bv), free(c_ref), free(c), free(c_split), free(pr), free(pp);
+    free(A), free(Bm), free(bv), free(c_ref), free(c), free(c_split), free(r), free(pr), free(pp);
     return ok;
 }
 
@@ -321,8 +344,8 @@ int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, uint
         sizeof(mha_plugin_services), NULL, kit_log, kit_alloc, kit_free, cpu_features};
     kit_plugin kp = {plugin, NULL}, ref = {reference, NULL};
     *passed = *failed = 0;
-    if (plugin->init(&kit_services, &kp.state) != 0 ||
-        reference->init(&kit_services, &ref.state) != 0) {
+    if ((plugin->init && plugin->init(&kit_services, &kp.state) != 0) ||
+        (reference->init && reference->init(&kit_services, &ref.state) != 0)) {
         fprintf(report, "  %s: init failed\n", plugin->name);
         (*failed)++;
         return 1;
@@ -346,7 +369,7 @@ int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, uint
                           variant == 1 || variant == 4,
                           variant == 2 || variant == 4,
                           variant == 5,
-                          kit_minor2(plugin) ? (int)((h + s) % 4) : 0};
+                          kit_has_op(plugin, MHA_OP_ALIBI) ? (int)((h + s) % 4) : 0};
             if (kit_attn_case(&kp, &ref, &c, seed++, why, sizeof why)) {
                 (*passed)++;
             } else {
@@ -359,12 +382,13 @@ int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, uint
                         c.masked, c.causal, c.kvlen, c.softcap, c.alibi, why);
             }
         }
-    /* the rotary entry is optional (NULL: the host rotates for the plugin) */
+    /* the rotary entry is optional (not declared: the host rotates) */
     static const int64_t rot[][3] = {{MHA_ROTARY_HALF, 64, 64},
                                      {MHA_ROTARY_HALF, 80, 20},
                                      {MHA_ROTARY_INTERLEAVED, 16, 16},
                                      {MHA_ROTARY_INTERLEAVED, 256, 64}};
-    for (size_t i = 0; kit_minor2(plugin) && plugin->rotary && i < sizeof rot / sizeof rot[0];
+    for (size_t i = 0;
+         kit_has_op(plugin, MHA_OP_ROTARY) && plugin->rotary && i < sizeof rot / sizeof rot[0];
          i++) {
         if (kit_rotary_case(&kp, &ref, (int)rot[i][0], rot[i][1], rot[i][2], seed++, why,
                             sizeof why)) {
@@ -376,17 +400,23 @@ int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, uint
     }
     static const int64_t gemms[][3] = {
         {1, 1, 1}, {7, 13, 5}, {33, 65, 17}, {64, 96, 128}, {50, 200, 64}};
+    /* epilogues: without bias, with bias, then each declared activation
+     * (with a residual when declared too) on one shape each */
+    const int residual = (plugin->epilogues & MHA_EPILOGUE_RESIDUAL) != 0;
     for (size_t i = 0; i < sizeof gemms / sizeof gemms[0]; i++)
-        for (int bias = 0; bias < 2; bias++) {
-            if (kit_gemm_case(&kp, &ref, gemms[i][0], gemms[i][1], gemms[i][2], bias, seed++, why,
-                              sizeof why)) {
+        for (int v = 0; v < 2 + MHA_ACT_COUNT - 1; v++) {
+            const int act = v < 2 ? MHA_ACT_NONE : v - 1;
+            if (act != MHA_ACT_NONE && !(plugin->epilogues & MHA_EPILOGUE_ACT(act))) continue;
+            if (act != MHA_ACT_NONE && (size_t)act % 2 != i % 2) continue;
+            if (kit_gemm_case(&kp, &ref, gemms[i][0], gemms[i][1], gemms[i][2], v != 0, act,
+                              act != MHA_ACT_NONE && residual, seed++, why, sizeof why)) {
                 (*passed)++;
             } else {
                 (*failed)++;
                 fprintf(report, "  %s: %s\n", plugin->name, why);
             }
         }
-    plugin->fini(kp.state);
-    reference->fini(ref.state);
+    if (plugin->fini) plugin->fini(kp.state);
+    if (reference->fini) reference->fini(ref.state);
     return *failed ? 1 : 0;
 }

@@ -44,7 +44,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "model.h"
 #include "tensorfile.h"
 
 #ifdef MHA_WITH_MPI
@@ -713,8 +712,9 @@ static int ds_setup(const cli_common *c, ds_state *s) {
     if (mha_model_load_file(o->model_path, NULL, &s->model, &err) != MHA_OK)
         return cli_fail_err(o->model_path, &err);
     mha_model_get_info(s->model, &s->mi);
-    if (s->model->L.seq_first && !o->dataset_options && !o->mpi) return DS_ONE_SHOT;
-    if (s->model->L.seq_first)
+    const int seq_first = mha_model_layout(s->model) == MHA_LAYOUT_SEQ_FIRST;
+    if (seq_first && !o->dataset_options && !o->mpi) return DS_ONE_SHOT;
+    if (seq_first)
         return cli_fail("%s: the model takes sequence-first inputs [S, B, D]; dataset runs "
                         "need the batch on axis 0 (use a .pb output to run it in one piece)",
                         o->model_path);

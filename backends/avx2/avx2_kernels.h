@@ -10,11 +10,13 @@
 
 #include "mha/plugin.h"
 
-size_t avx2_gemm_packed_size(int64_t K, int64_t N);
-void avx2_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed);
+size_t avx2_gemm_packed_size(void *state, int precision, int64_t K, int64_t N);
+int avx2_gemm_pack_b(void *state, int precision, int64_t K, int64_t N, const float *B, int64_t ldb,
+                     void *packed);
 int avx2_gemm(void *state, const mha_gemm_args *args);
 size_t avx2_attention_workspace_size(void *state, const mha_attn_args *args);
 int avx2_attention(void *state, const mha_attn_args *args, void *workspace, size_t workspace_size);
 int avx2_rotary(void *state, const mha_rotary_args *args);
+int avx2_norm(void *state, const mha_norm_args *args);
 
 #endif

@@ -2,6 +2,7 @@
  * WITHOUT ISA flags and without LTO: the host runs probe() before it knows
  * whether this CPU has AVX2 and FMA, so no instruction here may need it. */
 #include "avx2/avx2_kernels.h"
+#include "common/kernel_common.h"
 #include "common/backend_scores.h"
 #include "plugin_probe.h"
 
@@ -12,16 +13,7 @@ static int avx2_probe(uint64_t cpu_features, const char **reason) {
     return plugin_probe_require(cpu_features, AVX2_REQUIRED, MHA_SCORE_AVX2, reason);
 }
 
-static int avx2_init(const mha_plugin_services *services, void **state) {
-    (void)services;
-    if (state) *state = NULL;
-    return 0;
-}
-
-static void avx2_fini(void *state) {
-    (void)state;
-}
-
+/* No state (init and fini NULL): one set of kernels, one layout. */
 static const mha_plugin avx2_plugin = {
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
     .abi_minor = MHA_PLUGIN_ABI_MINOR,
@@ -30,9 +22,10 @@ static const mha_plugin avx2_plugin = {
     .version = "0.1.0",
     .description = "AVX2+FMA: 6x16 GEMM micro-kernel, flash attention (8 lanes)",
     .flags = 0,
+    .precisions = MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32),
+    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY | MHA_OP_NORM,
+    .epilogues = KERNEL_EPILOGUES,
     .probe = avx2_probe,
-    .init = avx2_init,
-    .fini = avx2_fini,
     .gemm_m_block = 6,
     .gemm_n_block = 16,
     .gemm_packed_size = avx2_gemm_packed_size,
@@ -40,8 +33,8 @@ static const mha_plugin avx2_plugin = {
     .gemm = avx2_gemm,
     .attention_workspace_size = avx2_attention_workspace_size,
     .attention = avx2_attention,
-    .get_proc = NULL,
     .rotary = avx2_rotary,
+    .norm = avx2_norm,
 };
 
 const mha_plugin *mha_avx2_plugin_table(void);

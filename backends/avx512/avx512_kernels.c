@@ -27,14 +27,6 @@
 
 #include "common/gemm_blocked.h"
 
-size_t avx512_gemm_packed_size(int64_t K, int64_t N) {
-    return gemm_blocked_packed_size(K, N);
-}
-
-void avx512_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
-    gemm_blocked_pack_b(K, N, B, ldb, packed);
-}
-
 /* The bfloat16 form: packed B is the pairs of common/gemm_bf16.h whichever
  * kernel init() chose (VDPBF16PS or its emulation), so a model packed once
  * serves both. */
@@ -42,14 +34,14 @@ void avx512_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void 
 
 #include "common/gemm_bf16.h"
 
-size_t avx512_gemm_packed_size_prec(void *state, int precision, int64_t K, int64_t N) {
+size_t avx512_gemm_packed_size(void *state, int precision, int64_t K, int64_t N) {
     (void)state;
     if (precision == MHA_PRECISION_FLOAT32) return gemm_blocked_packed_size(K, N);
     return precision == MHA_PRECISION_BFLOAT16 ? gemm_bf16_packed_size(K, N) : SIZE_MAX;
 }
 
-int avx512_gemm_pack_b_prec(void *state, int precision, int64_t K, int64_t N, const float *B,
-                            int64_t ldb, void *packed) {
+int avx512_gemm_pack_b(void *state, int precision, int64_t K, int64_t N, const float *B,
+                       int64_t ldb, void *packed) {
     (void)state;
     if (precision == MHA_PRECISION_FLOAT32)
         gemm_blocked_pack_b(K, N, B, ldb, packed);
@@ -97,4 +89,15 @@ int avx512_attention(void *state, const mha_attn_args *args, void *workspace,
 int avx512_rotary(void *state, const mha_rotary_args *args) {
     (void)state;
     return rotary_run(args);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Normalisation                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* The shared reference of common/kernel_common.h: memory-bound, the host's
+ * threads split the rows. */
+int avx512_norm(void *state, const mha_norm_args *args) {
+    (void)state;
+    return kernel_norm_run(args);
 }

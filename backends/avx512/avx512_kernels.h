@@ -17,20 +17,19 @@ typedef struct avx512_state {
                        emulation */
 } avx512_state;
 
-size_t avx512_gemm_packed_size(int64_t K, int64_t N);
-size_t avx512_gemm_packed_size_prec(void *state, int precision, int64_t K, int64_t N);
-int avx512_gemm_pack_b_prec(void *state, int precision, int64_t K, int64_t N, const float *B,
-                            int64_t ldb, void *packed);
+size_t avx512_gemm_packed_size(void *state, int precision, int64_t K, int64_t N);
+int avx512_gemm_pack_b(void *state, int precision, int64_t K, int64_t N, const float *B,
+                       int64_t ldb, void *packed);
 /* The bfloat16 GEMM with VDPBF16PS (avx512_bf16_kernels.c); args checked. */
 int avx512_gemm_bf16_dpbf16(const mha_gemm_args *args);
 /* The attention with VDPBF16PS for bfloat16 calls (avx512_bf16_kernels.c);
  * the same template and bits as the emulated form. */
 int avx512_attention_dpbf16(const mha_attn_args *args, void *workspace, size_t workspace_size);
-void avx512_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed);
 int avx512_gemm(void *state, const mha_gemm_args *args);
 size_t avx512_attention_workspace_size(void *state, const mha_attn_args *args);
 int avx512_attention(void *state, const mha_attn_args *args, void *workspace,
                      size_t workspace_size);
 int avx512_rotary(void *state, const mha_rotary_args *args);
+int avx512_norm(void *state, const mha_norm_args *args);
 
 #endif

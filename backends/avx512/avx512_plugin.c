@@ -2,6 +2,7 @@
  * WITHOUT ISA flags and without LTO: the host runs probe() before it knows
  * whether this CPU has AVX-512, so no instruction here may need it. */
 #include "avx512/avx512_kernels.h"
+#include "common/kernel_common.h"
 #include "common/backend_scores.h"
 #include "plugin_probe.h"
 
@@ -25,14 +26,10 @@ static const avx512_state avx512_baseline = {.has_dpbf16 = 0};
 static int avx512_init(const mha_plugin_services *services, void **state) {
     if (!state) return 0;
     uint64_t f = 0;
-    if (services && services->struct_size >= MHA_SERVICES_SIZE_1_1) f = services->cpu_features;
+    if (services && services->struct_size >= MHA_SERVICES_SIZE_2_0) f = services->cpu_features;
     const avx512_state *s = (f & MHA_CPU_AVX512BF16) ? &avx512_with_dpbf16 : &avx512_baseline;
     *state = (void *)(uintptr_t)s;
     return 0;
-}
-
-static void avx512_fini(void *state) {
-    (void)state;
 }
 
 static const mha_plugin avx512_plugin = {
@@ -44,9 +41,13 @@ static const mha_plugin avx512_plugin = {
     .description = "AVX-512F: 12x32 GEMM micro-kernel (float32; bfloat16 by VDPBF16PS or its "
                    "emulation), flash attention (16 lanes)",
     .flags = 0,
+    .precisions =
+        MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32) | MHA_PRECISION_BIT(MHA_PRECISION_BFLOAT16),
+    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY | MHA_OP_NORM,
+    .epilogues = KERNEL_EPILOGUES,
     .probe = avx512_probe,
     .init = avx512_init,
-    .fini = avx512_fini,
+    .fini = NULL, /* the states are static */
     .gemm_m_block = 12,
     .gemm_n_block = 32,
     .gemm_packed_size = avx512_gemm_packed_size,
@@ -54,12 +55,8 @@ static const mha_plugin avx512_plugin = {
     .gemm = avx512_gemm,
     .attention_workspace_size = avx512_attention_workspace_size,
     .attention = avx512_attention,
-    .get_proc = NULL,
     .rotary = avx512_rotary,
-    .precisions =
-        MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32) | MHA_PRECISION_BIT(MHA_PRECISION_BFLOAT16),
-    .gemm_packed_size_prec = avx512_gemm_packed_size_prec,
-    .gemm_pack_b_prec = avx512_gemm_pack_b_prec,
+    .norm = avx512_norm,
 };
 
 const mha_plugin *mha_avx512_plugin_table(void);

@@ -57,9 +57,13 @@
  * to bfloat16 where they are packed -- K^T and V per kv head, the Q block,
  * P after the exp (its sum l stays the unrounded float) -- and the products
  * of rounded operands are exact in float, so the FMA chains only round
- * their sums. Scores, softmax, masks and O stay float32. (This is bfloat16
- * arithmetic on float registers; the operands are not yet stored as 16-bit
- * pairs for VDPBF16PS.)
+ * their sums. Scores, softmax, masks and O stay float32. A backend with
+ * FA_HAVE_BF16_DOT (avx512) stores them as bfloat16 pairs and multiplies
+ * two by two (VDPBF16PS, or its exact emulation): K^T and the Q block
+ * paired along d, V along the keys, P with its neighbour key; each element
+ * is then one chain over the pairs ascending, the odd product added first.
+ * The others keep the rounded floats and one FMA per product (the same
+ * products, summed one by one).
  */
 #ifndef MHA_BACKENDS_FLASH_ATTENTION_H
 #define MHA_BACKENDS_FLASH_ATTENTION_H

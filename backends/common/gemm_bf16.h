@@ -1,4 +1,4 @@
-/* gemm_bf16.h -- the blocked bfloat16 GEMM driver (ABI 1.3 precision
+/* gemm_bf16.h -- the blocked bfloat16 GEMM driver (precision
  * MHA_PRECISION_BFLOAT16): the shape of gemm_blocked.h with operands packed
  * as bfloat16 pairs for a VDPBF16PS-style micro-kernel, products exact and
  * summed in float32.
@@ -119,17 +119,16 @@ static inline void gemm_bf16_rows(const mha_gemm_args *a, int64_t mb, int64_t p_
         }
     }
 
-    /* pass 3: bias, added once after the whole k chain */
-    kernel_gemm_add_bias(a, mb, rows, p_first, p_last, GEMM_NR);
+    /* pass 3: the epilogue (bias, activation, residual), once after the
+     * whole k chain, while the block is in cache */
+    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR);
 }
 
 /* The whole range on the calling thread; args checked by the caller. */
 static inline int gemm_bf16_run(const mha_gemm_args *a) {
     if (a->m0 == a->m1 || a->n0 == a->n1) return KERNEL_OK;
-    if (a->K == 0) {
-        for (int64_t m = a->m0; m < a->m1; m++)
-            for (int64_t n = a->n0; n < a->n1; n++)
-                a->C[m * a->ldc + n] = a->bias ? a->bias[n] : 0.0f;
+    if (a->K == 0) { /* the product is 0: C = epilogue(bias) */
+        kernel_gemm_epilogue_range(a, a->m0, a->m1, a->n0, a->n1, 1);
         return KERNEL_OK;
     }
     const int64_t p_first = a->n0 / GEMM_NR, p_last = (a->n1 - 1) / GEMM_NR;

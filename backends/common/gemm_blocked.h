@@ -34,7 +34,7 @@
  *       for each panel p covering [n0,n1):
  *         for each sliver t of the block:
  *           C[rows of t, panel p] (+)= ap[t] . Bpacked[p][k0:k0+KC]  (micro-kernel)
- *     C[mb:mb+MC, n0:n1] += bias[n0:n1]
+ *     C[mb:mb+MC, n0:n1] = act(C + bias[n0:n1]) + residual   (epilogue)
  */
 #ifndef MHA_BACKENDS_GEMM_BLOCKED_H
 #define MHA_BACKENDS_GEMM_BLOCKED_H
@@ -141,15 +141,14 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
         }
     }
 
-    /* pass 3: bias, added once after the whole k chain */
-    kernel_gemm_add_bias(a, mb, rows, p_first, p_last, GEMM_NR);
+    /* pass 3: the epilogue (bias, activation, residual), once after the
+     * whole k chain, while the block is in cache */
+    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR);
 }
 
-/* K == 0: C = bias (or 0) over the range. */
+/* K == 0: the product is 0, C = epilogue(bias) over the range. */
 static inline void gemm_blocked_k0(const mha_gemm_args *a) {
-    for (int64_t m = a->m0; m < a->m1; m++)
-        for (int64_t n = a->n0; n < a->n1; n++)
-            a->C[m * a->ldc + n] = a->bias ? a->bias[n] : 0.0f;
+    kernel_gemm_epilogue_range(a, a->m0, a->m1, a->n0, a->n1, 1);
 }
 
 /* Panels [*p_first, *p_last] cover [n0, n1); the number of MC-row blocks. */

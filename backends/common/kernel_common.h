@@ -7,6 +7,7 @@
 #define MHA_BACKENDS_KERNEL_COMMON_H
 
 #include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,14 +26,17 @@ static inline int kernel_mask_hides(float value) {
 }
 
 /* Checks a GEMM call: sizes >= 0, the range inside [0,M) x [0,N), the
- * pointers it needs present and leading dimensions wide enough. */
+ * pointers it needs present, leading dimensions wide enough and a known
+ * activation. */
 static inline int kernel_gemm_args_ok(const mha_gemm_args *a) {
-    if (!a || a->struct_size < MHA_GEMM_ARGS_SIZE_1_0) return 0;
+    if (!a || a->struct_size < MHA_GEMM_ARGS_SIZE_2_0) return 0;
     if (a->M < 0 || a->N < 0 || a->K < 0) return 0;
     if (a->m0 < 0 || a->m0 > a->m1 || a->m1 > a->M) return 0;
     if (a->n0 < 0 || a->n0 > a->n1 || a->n1 > a->N) return 0;
+    if (a->activation < MHA_ACT_NONE || a->activation >= MHA_ACT_COUNT) return 0;
     if (a->m0 == a->m1 || a->n0 == a->n1) return 1; /* nothing to touch */
     if (!a->C || a->ldc < a->N) return 0;
+    if (a->residual && a->ldr < a->N) return 0;
     if (a->K > 0 && (!a->A || !a->B_packed || a->lda < a->K)) return 0;
     return 1;
 }
@@ -55,27 +59,67 @@ static inline void kernel_gemm_tile_out(const mha_gemm_args *a, const float *ct,
             a->C[(m + r) * a->ldc + n] = ct[r * nr + (n - c0)];
 }
 
-/* C[mb:mb+rows, n] += bias[n] for the columns of panels [p_first, p_last]
- * (nr wide) inside [n0, n1): once, after the whole k chain. */
-static inline void kernel_gemm_add_bias(const mha_gemm_args *a, int64_t mb, int64_t rows,
+/* The activation of a GEMM epilogue on x = A.B + bias (plugin.h). Plain
+ * float C: every backend compiles this same code (with -ffp-contract=off),
+ * so for the same x they agree bit for bit; the scalar reference applies it
+ * to its own x, rounded to float first. */
+static inline float kernel_act(int act, float x) {
+    switch (act) {
+    case MHA_ACT_GELU_ERF:
+        return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case MHA_ACT_GELU_TANH:
+        return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case MHA_ACT_RELU:
+        return x > 0.0f ? x : (x == x ? 0.0f : x); /* -0 gives 0, NaN stays NaN */
+    case MHA_ACT_SILU:
+        return x / (1.0f + expf(-x));
+    default:
+        return x;
+    }
+}
+
+/* mha_plugin.epilogues of a backend whose GEMM ends in
+ * kernel_gemm_epilogue: every activation and the residual. */
+#define KERNEL_EPILOGUES                                                                           \
+    (MHA_EPILOGUE_ACT(MHA_ACT_GELU_ERF) | MHA_EPILOGUE_ACT(MHA_ACT_GELU_TANH) |                    \
+     MHA_EPILOGUE_ACT(MHA_ACT_RELU) | MHA_EPILOGUE_ACT(MHA_ACT_SILU) | MHA_EPILOGUE_RESIDUAL)
+
+/* The epilogue of C[m0:m1, n0:n1] once its k chain is complete (`from_zero`:
+ * K == 0, the product is 0 and C is not read): C = act(C + bias) +
+ * residual, element by element, while the tile is in cache. */
+static inline void kernel_gemm_epilogue_range(const mha_gemm_args *a, int64_t m0, int64_t m1,
+                                              int64_t n0, int64_t n1, int from_zero) {
+    if (!from_zero && !a->bias && a->activation == MHA_ACT_NONE && !a->residual) return;
+    for (int64_t m = m0; m < m1; m++) {
+        float *c = a->C + m * a->ldc;
+        const float *r = a->residual ? a->residual + m * a->ldr : NULL;
+        for (int64_t n = n0; n < n1; n++) {
+            float x =
+                from_zero ? (a->bias ? a->bias[n] : 0.0f) : (a->bias ? c[n] + a->bias[n] : c[n]);
+            x = kernel_act(a->activation, x);
+            c[n] = r ? x + r[n] : x;
+        }
+    }
+}
+
+/* The epilogue of rows [mb, mb + rows) over the columns of panels
+ * [p_first, p_last] (nr wide) inside [n0, n1): once, after the whole k
+ * chain. */
+static inline void kernel_gemm_epilogue(const mha_gemm_args *a, int64_t mb, int64_t rows,
                                         int64_t p_first, int64_t p_last, int64_t nr) {
-    if (!a->bias) return;
     const int64_t n0 = a->n0 > p_first * nr ? a->n0 : p_first * nr;
     const int64_t n1 = a->n1 < (p_last + 1) * nr ? a->n1 : (p_last + 1) * nr;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t n = n0; n < n1; n++)
-            a->C[(mb + r) * a->ldc + n] += a->bias[n];
+    kernel_gemm_epilogue_range(a, mb, mb + rows, n0, n1, 0);
 }
 
-/* The precision of a GEMM call (MHA_PRECISION_*): float32 from a host
- * older than ABI 1.3, which writes a shorter struct. */
+/* The precision of a GEMM call (MHA_PRECISION_*). */
 static inline int kernel_gemm_precision(const mha_gemm_args *a) {
-    return a->struct_size >= MHA_GEMM_ARGS_SIZE_1_3 ? a->precision : MHA_PRECISION_FLOAT32;
+    return a->precision;
 }
 
-/* The precision of an attention call, as kernel_gemm_precision. */
+/* The precision of an attention call. */
 static inline int kernel_attn_precision(const mha_attn_args *a) {
-    return a->struct_size >= MHA_ATTN_ARGS_SIZE_1_3 ? a->precision : MHA_PRECISION_FLOAT32;
+    return a->precision;
 }
 
 /* 1 for the precisions the in-tree backends know. */
@@ -83,10 +127,9 @@ static inline int kernel_precision_known(int precision) {
     return precision == MHA_PRECISION_FLOAT32 || precision == MHA_PRECISION_BFLOAT16;
 }
 
-/* The ALiBi slopes [Hq] of an attention call, or NULL: an ABI 1.0 / 1.1
- * host writes a shorter struct without them (no ALiBi then). */
+/* The ALiBi slopes [Hq] of an attention call, or NULL. */
 static inline const float *kernel_alibi_slopes(const mha_attn_args *a) {
-    return a->struct_size >= MHA_ATTN_ARGS_SIZE_1_2 ? a->alibi_slopes : NULL;
+    return a->alibi_slopes;
 }
 
 /* ALiBi key positions of batch item b [Skv], or NULL (key j is at j). */
@@ -103,9 +146,9 @@ static inline int64_t kernel_alibi_origin(const mha_attn_args *a, int64_t b, int
 
 /* Checks an attention call: sizes >= 0, Hq a multiple of Hkv (GQA), the
  * range inside [0,B) x [0,Hq) x [0,Sq) and the tensors it reads present.
- * Any host ABI from 1.0 on is served (later fields are read by size). */
+ */
 static inline int kernel_attn_args_ok(const mha_attn_args *a) {
-    if (!a || a->struct_size < MHA_ATTN_ARGS_SIZE_1_0) return 0;
+    if (!a || a->struct_size < MHA_ATTN_ARGS_SIZE_2_0) return 0;
     if (a->B < 0 || a->Hq < 0 || a->Hkv < 0 || a->Sq < 0 || a->Skv < 0 || a->dk < 0 || a->dv < 0)
         return 0;
     if (a->b0 < 0 || a->b0 > a->b1 || a->b1 > a->B) return 0;
@@ -122,7 +165,7 @@ static inline int kernel_attn_args_ok(const mha_attn_args *a) {
  * range inside [0,B) x [0,H) x [0,S), the tables and x present, and every
  * position of the range inside the tables. */
 static inline int kernel_rotary_args_ok(const mha_rotary_args *a) {
-    if (!a || a->struct_size < MHA_ROTARY_ARGS_SIZE_1_2) return 0;
+    if (!a || a->struct_size < MHA_ROTARY_ARGS_SIZE_2_0) return 0;
     if (a->B < 0 || a->H < 0 || a->S < 0 || a->d < 0 || a->n_pos < 0) return 0;
     if (a->b0 < 0 || a->b0 > a->b1 || a->b1 > a->B) return 0;
     if (a->h0 < 0 || a->h0 > a->h1 || a->h1 > a->H) return 0;
@@ -166,6 +209,67 @@ static inline const float *kernel_mask_row(const mha_attn_args *a, int64_t b, in
 /* Rounds n up to a multiple of m (m > 0). */
 static inline int64_t kernel_round_up(int64_t n, int64_t m) {
     return (n + m - 1) / m * m;
+}
+
+/* Checks a norm call: a known kind, sizes >= 0, the range inside
+ * [0, rows), x and y present with leading dimensions >= D. */
+static inline int kernel_norm_args_ok(const mha_norm_args *a) {
+    if (!a || a->struct_size < MHA_NORM_ARGS_SIZE_2_0) return 0;
+    if (a->kind != MHA_NORM_LAYER && a->kind != MHA_NORM_RMS) return 0;
+    if (a->rows < 0 || a->D < 0 || a->r0 < 0 || a->r0 > a->r1 || a->r1 > a->rows) return 0;
+    if (a->r0 == a->r1 || a->D == 0) return 1;
+    if (a->residual && a->ldr < a->D) return 0;
+    return a->x && a->y && a->ldx >= a->D && a->ldy >= a->D && a->eps >= 0.0f;
+}
+
+/*
+ * Rows [r0, r1) of the normalisation of plugin.h (args checked), the
+ * reference every in-tree backend runs (a norm is a few passes over a row:
+ * memory-bound, so the SIMD backends gain by the host's threads, not by
+ * wider arithmetic):
+ *   s   = x + residual            in float, into y first (as the graph's
+ *                                 Add rounded it), or x itself
+ *   mu  = sum_i s[i] / D           in double, i ascending (0 for RMS)
+ *   var = sum_i (s[i] - mu)^2 / D  in double
+ *   y[i] = (s[i] - (float)mu) * (float)(1 / sqrt(var + eps)) [* gamma] [+ beta]
+ * in float, each element read before it is written (y may be x or the
+ * residual).
+ */
+static inline void kernel_norm_rows(const mha_norm_args *a, int64_t r0, int64_t r1) {
+    const int64_t D = a->D;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = a->x + r * a->ldx;
+        float *y = a->y + r * a->ldy;
+        if (a->residual) {
+            const float *res = a->residual + r * a->ldr;
+            for (int64_t i = 0; i < D; i++)
+                y[i] = x[i] + res[i];
+            x = y;
+        }
+        double mean = 0.0, var = 0.0;
+        if (a->kind == MHA_NORM_LAYER) {
+            for (int64_t i = 0; i < D; i++)
+                mean += x[i];
+            mean /= (double)D;
+        }
+        for (int64_t i = 0; i < D; i++)
+            var += ((double)x[i] - mean) * ((double)x[i] - mean);
+        var /= (double)D;
+        const float inv = (float)(1.0 / sqrt(var + (double)a->eps)), mu = (float)mean;
+        for (int64_t i = 0; i < D; i++) {
+            float v = (x[i] - mu) * inv;
+            if (a->gamma) v *= a->gamma[i];
+            if (a->beta) v += a->beta[i];
+            y[i] = v;
+        }
+    }
+}
+
+/* The norm entry of a backend without threads of its own. */
+static inline int kernel_norm_run(const mha_norm_args *a) {
+    if (!kernel_norm_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (a->D > 0) kernel_norm_rows(a, a->r0, a->r1);
+    return KERNEL_OK;
 }
 
 #endif

@@ -16,8 +16,7 @@
  *    take (batch, head, query chunk) units, whole heads while there are
  *    enough of them, so K and V are packed once per head.
  * The variant defines one kernel set, openmp_kernels_<isa>, which init()
- * picks (openmp_plugin.c); the baseline object also holds the packing of B,
- * whose layout (32-column panels) every variant shares.
+ * picks (openmp_plugin.c), with its own packing of B (its panel width).
  *
  * Each unit writes a disjoint part of the output and every element's
  * reduction order is fixed by the variant alone, so a variant's result is
@@ -47,8 +46,8 @@
 
 #include "common/kernel_common.h"
 
-#if GEMM_NR != OPENMP_GEMM_NR || OPENMP_GEMM_M_BLOCK % GEMM_MR != 0 || GEMM_MC % GEMM_MR != 0
-#error "every openmp variant shares the 32-column panel layout and the 12-row m block"
+#if OPENMP_GEMM_NR % GEMM_NR != 0 || OPENMP_GEMM_M_BLOCK % GEMM_MR != 0 || GEMM_MC % GEMM_MR != 0
+#error "the table's blocks (32 columns, 12 rows) must be multiples of every variant's tile"
 #endif
 
 #include "common/flash_attention.h"
@@ -106,15 +105,17 @@ static void openmp_fp_leave(unsigned mine) {
 /* GEMM                                                                      */
 /* ------------------------------------------------------------------------ */
 
-#ifdef OPENMP_VARIANT_BASELINE
-size_t openmp_gemm_packed_size(int64_t K, int64_t N) {
-    return gemm_blocked_packed_size(K, N);
+/* This variant's panels (GEMM_NR columns); float32 only. */
+static size_t openmp_gemm_packed_size(int precision, int64_t K, int64_t N) {
+    return precision == MHA_PRECISION_FLOAT32 ? gemm_blocked_packed_size(K, N) : SIZE_MAX;
 }
 
-void openmp_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
+static int openmp_gemm_pack_b(int precision, int64_t K, int64_t N, const float *B, int64_t ldb,
+                              void *packed) {
+    if (precision != MHA_PRECISION_FLOAT32) return KERNEL_ERR_ARGS;
     gemm_blocked_pack_b(K, N, B, ldb, packed);
+    return KERNEL_OK;
 }
-#endif
 
 /*
  * The units of a GEMM range: `body` whole-width row blocks, then the last
@@ -169,7 +170,7 @@ static void openmp_gemm_unit(const mha_gemm_args *a, const openmp_gemm_plan *pl,
 }
 
 static int openmp_gemm(const mha_gemm_args *a) {
-    if (!kernel_gemm_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (!kernel_gemm_args_ok(a) || a->precision != MHA_PRECISION_FLOAT32) return KERNEL_ERR_ARGS;
     if (a->m0 == a->m1 || a->n0 == a->n1) return KERNEL_OK;
     if (a->K == 0) {
         gemm_blocked_k0(a);
@@ -305,14 +306,38 @@ static int openmp_rotary(const mha_rotary_args *a) {
     return KERNEL_OK;
 }
 
+/* Rows of the shared reference norm (common/kernel_common.h), spread over
+ * the team in blocks of 16 rows. */
+static int openmp_norm(const mha_norm_args *a) {
+    if (!kernel_norm_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (a->r0 == a->r1 || a->D == 0) return KERNEL_OK;
+    const int nt = openmp_threads(a->num_threads);
+    const int64_t units = openmp_ceil_div(a->r1 - a->r0, 16);
+    const unsigned fp = openmp_fp_controls();
+#pragma omp parallel num_threads(nt) if (nt > 1 && units > 1)
+    {
+        const unsigned mine = openmp_fp_enter(fp);
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < units; u++) {
+            const int64_t r0 = a->r0 + u * 16;
+            kernel_norm_rows(a, r0, r0 + 16 < a->r1 ? r0 + 16 : a->r1);
+        }
+        openmp_fp_leave(mine);
+    }
+    return KERNEL_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* The variant's kernel set                                                  */
 /* ------------------------------------------------------------------------ */
 
 const openmp_kernels OMP_ISA_NAME(openmp_kernels) = {
     .isa = OMP_ISA_STRING,
+    .gemm_packed_size = openmp_gemm_packed_size,
+    .gemm_pack_b = openmp_gemm_pack_b,
     .gemm = openmp_gemm,
     .attention_workspace_size = openmp_attention_workspace_size,
     .attention = openmp_attention,
     .rotary = openmp_rotary,
+    .norm = openmp_norm,
 };

@@ -13,25 +13,27 @@
 
 #include "mha/plugin.h"
 
-/* The packed-B layout is shared by every variant (gemm_pack_b and
- * gemm_packed_size take no state, and weights packed once must serve
- * whichever variant init() picks): panels of 32 columns, which each
- * variant's micro-kernel covers in whole registers (AVX-512 2 x 16, AVX2
- * 4 x 8, baseline 4 passes of 2 x 4 floats). */
+/* The host splits N at multiples of this: a multiple of every variant's
+ * panel width (AVX-512 and baseline 32, AVX2 16). Each variant packs B in
+ * its own panels (packing gets the state, ABI 2.0). */
 #define OPENMP_GEMM_NR 32
 /* The host splits M at multiples of this: a multiple of every variant's
  * micro-kernel rows (AVX-512 12, AVX2 3, baseline 6), so no split leaves a
  * short sliver in the middle of a range. */
 #define OPENMP_GEMM_M_BLOCK 12
 
-/* One variant's kernels. The entry points take no state: the state is the
- * kernel set itself. */
+/* One variant's kernels and packed layout. The entry points take no state:
+ * the state is the kernel set itself. */
 typedef struct openmp_kernels {
-    const char *isa; /* "avx512", "avx2" or "baseline" */
+    const char *isa; /* "avx512", "avx2" or "baseline" (init's debug line) */
+    size_t (*gemm_packed_size)(int precision, int64_t K, int64_t N);
+    int (*gemm_pack_b)(int precision, int64_t K, int64_t N, const float *B, int64_t ldb,
+                       void *packed);
     int (*gemm)(const mha_gemm_args *args);
     size_t (*attention_workspace_size)(const mha_attn_args *args);
     int (*attention)(const mha_attn_args *args, void *workspace, size_t workspace_size);
-    int (*rotary)(const mha_rotary_args *args); /* ABI 1.2 */
+    int (*rotary)(const mha_rotary_args *args);
+    int (*norm)(const mha_norm_args *args);
 } openmp_kernels;
 
 /* Only the baseline exists on every target; the other two are built on
@@ -39,14 +41,5 @@ typedef struct openmp_kernels {
 extern const openmp_kernels openmp_kernels_baseline;
 extern const openmp_kernels openmp_kernels_avx2;
 extern const openmp_kernels openmp_kernels_avx512;
-
-/* The shared packed-B layout, from the baseline object (plain C: packing
- * runs before any variant is chosen, possibly on any CPU). */
-size_t openmp_gemm_packed_size(int64_t K, int64_t N);
-void openmp_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed);
-
-/* get_proc("isa") returns this: the variant a state (from init()) runs,
- * "avx512", "avx2" or "baseline". */
-typedef const char *(*openmp_isa_fn)(void *state);
 
 #endif

@@ -1,11 +1,12 @@
 /* openmp_plugin.c -- the table, probe and init of the openmp backend.
  * Compiled without ISA flags and without LTO, like every plugin's probe.
  * The baseline kernels need only SSE2, so the probe accepts any x86-64 CPU;
- * init() then picks, from the CPU features the host lends it (ABI 1.1,
- * after MHA_CPU_MASK), the best of the three kernel variants built into
+ * init() then picks, from the CPU features the host lends it (after
+ * MHA_CPU_MASK), the best of the three kernel variants built into
  * this object: AVX-512, AVX2+FMA or baseline. The plugin state is a pointer
- * to that variant's static const kernel set, so there is nothing to free
- * and no mutable global; get_proc("isa") says which variant a state runs.
+ * to that variant's static const kernel set (its kernels and its packed-B
+ * layout), so there is nothing to free and no mutable global; init() says
+ * at debug level which variant it chose.
  * The choice never comes from this plugin's own CPUID: a masked feature
  * must stay unused.
  *
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include "common/backend_scores.h"
+#include "common/kernel_common.h"
 #include "openmp/openmp_kernels.h"
 #include "plugin_probe.h"
 
@@ -35,11 +37,10 @@ static int openmp_probe(uint64_t cpu_features, const char **reason) {
 #endif
 }
 
-/* The features the host told init(), or 0 (baseline) from an ABI 1.0 host,
- * whose services table ends before cpu_features. */
+/* The features the host told init(), or 0 (baseline) from a services table
+ * too short to hold them. */
 static uint64_t openmp_host_features(const mha_plugin_services *s) {
-    const size_t need = offsetof(mha_plugin_services, cpu_features) + sizeof s->cpu_features;
-    if (!s || s->struct_size < need) return 0;
+    if (!s || s->struct_size < MHA_SERVICES_SIZE_2_0) return 0;
     return s->cpu_features;
 }
 
@@ -72,8 +73,13 @@ static int openmp_init(const mha_plugin_services *services, void **state) {
     return 0;
 }
 
-static void openmp_fini(void *state) {
-    (void)state; /* a static table: nothing to free */
+static size_t openmp_gemm_packed_size(void *state, int precision, int64_t K, int64_t N) {
+    return openmp_state(state)->gemm_packed_size(precision, K, N);
+}
+
+static int openmp_gemm_pack_b(void *state, int precision, int64_t K, int64_t N, const float *B,
+                              int64_t ldb, void *packed) {
+    return openmp_state(state)->gemm_pack_b(precision, K, N, B, ldb, packed);
 }
 
 static int openmp_gemm(void *state, const mha_gemm_args *args) {
@@ -93,17 +99,8 @@ static int openmp_rotary(void *state, const mha_rotary_args *args) {
     return openmp_state(state)->rotary(args);
 }
 
-/* get_proc("isa"): an openmp_isa_fn, const char *(*)(void *state). */
-static const char *openmp_isa(void *state) {
-    return openmp_state(state)->isa;
-}
-
-static void *openmp_get_proc(const char *name) {
-    if (name && strcmp(name, "isa") == 0) {
-        openmp_isa_fn fn = openmp_isa;
-        return (void *)fn;
-    }
-    return NULL;
+static int openmp_norm(void *state, const mha_norm_args *args) {
+    return openmp_state(state)->norm(args);
 }
 
 static const mha_plugin openmp_plugin = {
@@ -113,11 +110,14 @@ static const mha_plugin openmp_plugin = {
     .name = "openmp",
     .version = "0.2.0",
     .description = "OpenMP-parallel, kernels picked at init for the host's ISA: AVX-512 (12x32 "
-                   "GEMM tiles), AVX2+FMA (3x32) or baseline (6x32); get_proc(\"isa\") names it",
+                   "GEMM tiles), AVX2+FMA (6x16) or baseline (6x32)",
     .flags = MHA_PLUGIN_SELF_PARALLEL,
+    .precisions = MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32),
+    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY | MHA_OP_NORM,
+    .epilogues = KERNEL_EPILOGUES,
     .probe = openmp_probe,
     .init = openmp_init,
-    .fini = openmp_fini,
+    .fini = NULL, /* the states are static tables */
     .gemm_m_block = OPENMP_GEMM_M_BLOCK,
     .gemm_n_block = OPENMP_GEMM_NR,
     .gemm_packed_size = openmp_gemm_packed_size,
@@ -125,8 +125,8 @@ static const mha_plugin openmp_plugin = {
     .gemm = openmp_gemm,
     .attention_workspace_size = openmp_attention_workspace_size,
     .attention = openmp_attention,
-    .get_proc = openmp_get_proc,
     .rotary = openmp_rotary,
+    .norm = openmp_norm,
 };
 
 const mha_plugin *mha_openmp_plugin_table(void);

@@ -14,7 +14,7 @@
  * element is fixed (k ascending; keys ascending), so the result of an
  * element never depends on the range a call covers.
  *
- * bfloat16 (ABI 1.3): the operands of every product are first rounded to
+ * bfloat16: the operands of every product are first rounded to
  * bfloat16 exactly as the fast kernels round them (common/bf16.h: weights
  * when packed, activations when read; in attention q and k for the scores,
  * the probabilities p = exp(s - max) and v for P.V); the products are then
@@ -53,16 +53,17 @@ void scalar_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void 
             bt[n * K + k] = B[k * ldb + n];
 }
 
-/* Packed B in bfloat16: B transposed, [N][K] bfloat16 (uint16). */
-static size_t scalar_gemm_packed_size_prec(void *state, int precision, int64_t K, int64_t N) {
+/* Packed B in float32 as above; in bfloat16 B transposed, [N][K] bfloat16
+ * (uint16). One layout whatever the state. */
+static size_t scalar_packed_size(void *state, int precision, int64_t K, int64_t N) {
     (void)state;
     size_t f32 = scalar_gemm_packed_size(K, N);
     if (precision == MHA_PRECISION_FLOAT32 || f32 == SIZE_MAX) return f32;
     return precision == MHA_PRECISION_BFLOAT16 ? f32 / 2 : SIZE_MAX;
 }
 
-static int scalar_gemm_pack_b_prec(void *state, int precision, int64_t K, int64_t N, const float *B,
-                                   int64_t ldb, void *packed) {
+static int scalar_pack_b(void *state, int precision, int64_t K, int64_t N, const float *B,
+                         int64_t ldb, void *packed) {
     (void)state;
     if (precision == MHA_PRECISION_FLOAT32) {
         scalar_gemm_pack_b(K, N, B, ldb, packed);
@@ -83,13 +84,14 @@ static inline double scalar_packed_b(const mha_gemm_args *a, int bf, int64_t n, 
 }
 
 /* A: [M, K] (lda), packed B^T: [N][K] (float, or bfloat16 in that
- * precision), bias: [N] or NULL, C: [M, N] (ldc). Writes C[m, n] for m in
- * [m0,m1), n in [n0,n1). */
+ * precision), bias: [N] or NULL, residual [M, ldr] or NULL, C: [M, N]
+ * (ldc). Writes C[m, n] for m in [m0,m1), n in [n0,n1). The epilogue is
+ * the shared float code of kernel_common.h on x = A.B + bias rounded to
+ * float once: a fast backend's epilogue differs from this only through its
+ * own x. */
 void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    if (a->K == 0) { /* C = bias; A and B may be NULL then */
-        for (int64_t m = m0; m < m1; m++)
-            for (int64_t n = n0; n < n1; n++)
-                a->C[m * a->ldc + n] = a->bias ? a->bias[n] : 0.0f;
+    if (a->K == 0) { /* C = epilogue(bias); A and B may be NULL then */
+        kernel_gemm_epilogue_range(a, m0, m1, n0, n1, 1);
         return;
     }
     const int bf = kernel_gemm_precision(a) == MHA_PRECISION_BFLOAT16;
@@ -103,9 +105,11 @@ void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n
                 const double ak = bf ? (double)bf16_round(arow[k]) : (double)arow[k];
                 acc += ak * scalar_packed_b(a, bf, n, k);
             }
-            /* pass 2: bias, then one rounding to float */
+            /* pass 2: bias, one rounding to float, then the activation and
+             * the residual in float */
             if (a->bias) acc += (double)a->bias[n];
-            a->C[m * a->ldc + n] = (float)acc;
+            const float x = kernel_act(a->activation, (float)acc);
+            a->C[m * a->ldc + n] = a->residual ? x + a->residual[m * a->ldr + n] : x;
         }
     }
 }
@@ -116,10 +120,6 @@ static int scalar_gemm(void *state, const mha_gemm_args *a) {
         return KERNEL_ERR_ARGS;
     scalar_gemm_block(a, a->m0, a->m1, a->n0, a->n1);
     return KERNEL_OK;
-}
-
-static size_t scalar_gemm_packed_size_fn(int64_t K, int64_t N) {
-    return scalar_gemm_packed_size(K, N);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -272,40 +272,42 @@ static int scalar_probe(uint64_t cpu_features, const char **reason) {
     return MHA_SCORE_SCALAR;
 }
 
-static int scalar_init(const mha_plugin_services *services, void **state) {
-    (void)services;
-    if (state) *state = NULL;
-    return 0;
-}
+/* ------------------------------------------------------------------------ */
+/* Normalisation                                                             */
+/* ------------------------------------------------------------------------ */
 
-static void scalar_fini(void *state) {
+/* The reference of common/kernel_common.h (statistics in double), which
+ * the host's plan steps run too. */
+static int scalar_norm(void *state, const mha_norm_args *a) {
     (void)state;
+    return kernel_norm_run(a);
 }
 
+/* No state (init and fini NULL): one layout and one set of kernels. */
 static const mha_plugin scalar_plugin = {
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
     .abi_minor = MHA_PLUGIN_ABI_MINOR,
     .struct_size = sizeof(mha_plugin),
     .name = "scalar",
-    .version = "0.1.0",
+    .version = "0.2.0",
     .description = "reference kernels: plain C, double accumulation",
     .flags = 0,
+    .precisions =
+        MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32) | MHA_PRECISION_BIT(MHA_PRECISION_BFLOAT16),
+    .ops = MHA_OP_ALIBI | MHA_OP_ROTARY | MHA_OP_NORM,
+    .epilogues = KERNEL_EPILOGUES,
     .probe = scalar_probe,
-    .init = scalar_init,
-    .fini = scalar_fini,
+    .init = NULL,
+    .fini = NULL,
     .gemm_m_block = 1,
     .gemm_n_block = 1,
-    .gemm_packed_size = scalar_gemm_packed_size_fn,
-    .gemm_pack_b = scalar_gemm_pack_b,
+    .gemm_packed_size = scalar_packed_size,
+    .gemm_pack_b = scalar_pack_b,
     .gemm = scalar_gemm,
     .attention_workspace_size = scalar_attention_workspace_size,
     .attention = scalar_attention,
-    .get_proc = NULL,
     .rotary = scalar_rotary,
-    .precisions =
-        MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32) | MHA_PRECISION_BIT(MHA_PRECISION_BFLOAT16),
-    .gemm_packed_size_prec = scalar_gemm_packed_size_prec,
-    .gemm_pack_b_prec = scalar_gemm_pack_b_prec,
+    .norm = scalar_norm,
 };
 
 const mha_plugin *mha_scalar_plugin_table(void) {

@@ -1,8 +1,10 @@
 /* example_plugin.c -- a complete backend plugin written outside the
  * project, as a template for your own: plain C kernels, one exported
- * symbol, a probe, init/fini with the host's services. It speaks plugin ABI
- * 1.2: its attention adds ALiBi; it has no rotary entry (optional), so the
- * host rotates Q and K with its own reference code. It scores 1, below
+ * symbol, a probe. It speaks plugin ABI 2.0 with the least a plugin must
+ * do: no state (init and fini NULL), float32 only, no GEMM epilogue beyond
+ * the bias (the host applies activations and residuals itself), no rotary
+ * entry (the host rotates Q and K with its reference code); its attention
+ * adds ALiBi, so it declares MHA_OP_ALIBI. It scores 1, below
  * every in-tree backend, so `auto` never picks it; select it by name
  * (`--backend example`). Check it with `mha backends --check --backend
  * example` (the plugin test kit). */
@@ -23,30 +25,31 @@ static int example_probe(uint64_t cpu_features, const char **reason) {
     return 1;
 }
 
-static int example_init(const mha_plugin_services *services, void **state) {
-    (void)services;
-    *state = NULL;
-    return 0;
-}
-
-static void example_fini(void *state) {
+/* The packed B is just B copied row-major [K, N] (float32, the only
+ * precision declared; SIZE_MAX says "not served" and "too large"). */
+static size_t example_packed_size(void *state, int precision, int64_t K, int64_t N) {
     (void)state;
+    if (precision != MHA_PRECISION_FLOAT32 || K < 0 || N < 0) return SIZE_MAX;
+    if (N > 0 && (uint64_t)K > SIZE_MAX / sizeof(float) / (uint64_t)N) return SIZE_MAX;
+    return (size_t)K * (size_t)N * sizeof(float);
 }
 
-/* The packed B is just B copied row-major [K, N]. */
-static size_t example_packed_size(int64_t K, int64_t N) {
-    return (size_t)(K * N) * sizeof(float);
-}
-
-static void example_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
+static int example_pack_b(void *state, int precision, int64_t K, int64_t N, const float *B,
+                          int64_t ldb, void *packed) {
+    (void)state;
+    if (precision != MHA_PRECISION_FLOAT32) return -1;
     float *dst = packed;
     for (int64_t k = 0; k < K; k++)
         memcpy(dst + k * N, B + k * ldb, (size_t)N * sizeof(float));
+    return 0;
 }
 
-/* C[m, n] = sum_k A[m, k] B[k, n] + bias[n], summed in double in k order. */
+/* C[m, n] = sum_k A[m, k] B[k, n] + bias[n], summed in double in k order.
+ * The host never passes an activation or a residual: none is declared. */
 static int example_gemm(void *state, const mha_gemm_args *g) {
     (void)state;
+    if (g->precision != MHA_PRECISION_FLOAT32 || g->activation != MHA_ACT_NONE || g->residual)
+        return -1;
     const float *B = g->B_packed;
     for (int64_t m = g->m0; m < g->m1; m++)
         for (int64_t n = g->n0; n < g->n1; n++) {
@@ -75,8 +78,7 @@ static void example_row(const mha_attn_args *a, int64_t b, int64_t h, int64_t i,
         int64_t off = a->causal_offset ? a->causal_offset[b] : 0;
         if (i + off + 1 < last) last = i + off + 1;
     }
-    /* ALiBi (plugin ABI 1.2): an older host's struct ends before the slopes */
-    const float *slopes = a->struct_size >= MHA_ATTN_ARGS_SIZE_1_2 ? a->alibi_slopes : NULL;
+    const float *slopes = a->alibi_slopes; /* ALiBi, declared by MHA_OP_ALIBI */
     const int64_t origin = a->alibi_relative ? i + (a->causal_offset ? a->causal_offset[b] : 0) : 0;
     const float *kpos = slopes && a->alibi_pos ? a->alibi_pos + b * a->alibi_pos_sb : NULL;
     double best = -INFINITY;
@@ -128,9 +130,12 @@ static const mha_plugin example_plugin = {
     .version = "1.0.0",
     .description = "out-of-tree example: plain C kernels",
     .flags = 0,
+    .precisions = MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32),
+    .ops = MHA_OP_ALIBI,
+    .epilogues = 0,
     .probe = example_probe,
-    .init = example_init,
-    .fini = example_fini,
+    .init = NULL,
+    .fini = NULL,
     .gemm_m_block = 1,
     .gemm_n_block = 1,
     .gemm_packed_size = example_packed_size,
@@ -138,7 +143,6 @@ static const mha_plugin example_plugin = {
     .gemm = example_gemm,
     .attention_workspace_size = example_workspace,
     .attention = example_attention,
-    .get_proc = NULL,
 };
 
 EXPORT const mha_plugin *mha_plugin_get(uint32_t host_abi_major) {

@@ -26,33 +26,30 @@ static int wrong_probe(uint64_t cpu_features, const char **reason) {
     return WRONG_SCORE;
 }
 
-static int wrong_init(const mha_plugin_services *services, void **state) {
-    (void)services;
-    *state = NULL;
-    return 0;
-}
-
-static void wrong_fini(void *state) {
-    (void)state;
-}
-
 /* Packed B is B itself, made dense: [K][N] floats. */
-static size_t wrong_gemm_packed_size(int64_t K, int64_t N) {
+static size_t wrong_gemm_packed_size(void *state, int precision, int64_t K, int64_t N) {
+    (void)state;
+    if (precision != MHA_PRECISION_FLOAT32) return SIZE_MAX;
     if (K <= 0 || N <= 0) return sizeof(float);
     return (size_t)K * (size_t)N * sizeof(float);
 }
 
-static void wrong_gemm_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
+static int wrong_gemm_pack_b(void *state, int precision, int64_t K, int64_t N, const float *B,
+                             int64_t ldb, void *packed) {
+    (void)state;
+    if (precision != MHA_PRECISION_FLOAT32) return 1;
     float *dst = packed;
     for (int64_t k = 0; k < K; k++)
         memcpy(dst + k * N, B + k * ldb, (size_t)N * sizeof(float));
+    return 0;
 }
 
 /* C[m, n] = sum_k A[m, k] * Bp[k, n] (+ bias[n]), m in [m0,m1), n in [n0,n1);
  * A [M, lda], Bp [K, N], C [M, ldc]. Correct: the error is in attention. */
 static int wrong_gemm(void *state, const mha_gemm_args *a) {
     (void)state;
-    if (!a || a->struct_size < sizeof(mha_gemm_args) || a->m0 < 0 || a->m0 > a->m1 ||
+    if (!a || a->struct_size < MHA_GEMM_ARGS_SIZE_2_0 || a->precision != MHA_PRECISION_FLOAT32 ||
+        a->activation != MHA_ACT_NONE || a->residual || a->m0 < 0 || a->m0 > a->m1 ||
         a->m1 > a->M || a->n0 < 0 || a->n0 > a->n1 || a->n1 > a->N)
         return 1;
     if (a->m0 == a->m1 || a->n0 == a->n1) return 0;
@@ -153,19 +150,24 @@ static int wrong_attention(void *state, const mha_attn_args *a, void *workspace,
     return 0;
 }
 
-/* Built as an ABI 1.1 plugin (the frozen 1.1 table size): the host must
- * still load it, and give it no ALiBi or rotary work. */
+/* The least a 2.0 plugin may declare: no state (init and fini NULL),
+ * float32, no optional op and no epilogue beyond the bias. The host must
+ * still load it, give it no ALiBi (it refuses such a layer, naming the
+ * plugin) and rotate Q and K itself. */
 static const mha_plugin wrong_table = {
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
-    .abi_minor = 1,
-    .struct_size = MHA_PLUGIN_SIZE_1_1,
+    .abi_minor = MHA_PLUGIN_ABI_MINOR,
+    .struct_size = sizeof(mha_plugin),
     .name = "wrong",
     .version = "1.0.0",
     .description = "test plugin: correct kernels with attention output off by 1e-2",
     .flags = 0,
+    .precisions = MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32),
+    .ops = 0,
+    .epilogues = 0,
     .probe = wrong_probe,
-    .init = wrong_init,
-    .fini = wrong_fini,
+    .init = NULL,
+    .fini = NULL,
     .gemm_m_block = 1,
     .gemm_n_block = 1,
     .gemm_packed_size = wrong_gemm_packed_size,
@@ -173,7 +175,6 @@ static const mha_plugin wrong_table = {
     .gemm = wrong_gemm,
     .attention_workspace_size = wrong_attention_workspace_size,
     .attention = wrong_attention,
-    .get_proc = NULL,
 };
 
 __attribute__((visibility("default"))) const mha_plugin *mha_plugin_get(uint32_t host_abi_major);

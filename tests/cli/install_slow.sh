@@ -13,7 +13,7 @@ echo "== cmake --install into $prefix"
 cmake --install "$MHA_BUILD_DIR" --prefix "$prefix" >/dev/null
 libdir="$prefix/lib"
 [ -d "$prefix/lib64" ] && libdir="$prefix/lib64"
-for f in include/mha/mha.h include/mha/plugin.h; do
+for f in include/mha/mha.h include/mha/tensor_file.h include/mha/npy.h include/mha/plugin.h; do
   [ -f "$prefix/$f" ] || { echo "FAIL: $f not installed"; exit 1; }
 done
 ls "$libdir"/libmha.so* >/dev/null

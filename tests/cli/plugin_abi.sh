@@ -1,10 +1,12 @@
 #!/bin/sh
-# plugin_abi.sh -- plugins of an older ABI minor version, end to end: the
-# "wrong" test plugin is built for ABI 1.1 (its table the frozen 1.1 size,
-# smaller than this host's). It must load and be usable; a layer with ALiBi
-# is refused on it with a message naming the plugin and its ABI; a layer
-# with a rotary embedding runs on it (the host rotates Q and K itself), so
-# it fails only on the values (that plugin's attention is off on purpose).
+# plugin_abi.sh -- what a plugin table declares, end to end. The "wrong"
+# test plugin is the least an ABI 2.0 plugin may be (no state, float32, no
+# optional op, no epilogue): it must load and be usable; a layer with ALiBi
+# is refused on it with a message naming the plugin and what it lacks; a
+# layer with a rotary embedding runs on it (the host rotates Q and K
+# itself), so it fails only on the values (that plugin's attention is off
+# on purpose). A plugin built for ABI 1.3 is refused with one line naming
+# that ABI.
 # Env: MHA (the mha binary), MHA_TEST_DATA, MHA_TEST_TMP.
 set -u
 : "${MHA:?set MHA to the mha binary}"
@@ -20,14 +22,23 @@ export MHA_PLUGIN_PATH="$TESTING_PLUGINS/mha-plugin-wrong.so"
 
 out=$("$MHA" backends 2>&1)
 echo "$out" | grep -Eq "^wrong +[^ ]+ +[0-9]+ +usable" ||
-    fail "the ABI 1.1 plugin is not usable: $out"
+    fail "the minimal 2.0 plugin is not usable: $out"
 
-out=$("$MHA" check --backend wrong "$F/mpt_alibi_op15" 2>&1) && fail "ALiBi ran on an ABI 1.1 plugin"
-echo "$out" | grep -q "backend 'wrong' is a plugin of ABI 1.1, which has no ALiBi" ||
-    fail "the ALiBi refusal does not name the plugin and its ABI: $out"
+out=$("$MHA" check --backend wrong "$F/mpt_alibi_op15" 2>&1) && fail "ALiBi ran on a plugin without it"
+echo "$out" | grep -q "backend 'wrong' does not declare ALiBi (MHA_OP_ALIBI" ||
+    fail "the ALiBi refusal does not name the plugin and what it lacks: $out"
 
 out=$("$MHA" check --backend wrong "$F/llama_gqa_op14" 2>&1) && fail "the wrong plugin passed"
 echo "$out" | grep -q "elements off" || fail "the rotary layer did not run on it: $out"
-echo "$out" | grep -q "ABI" && fail "the rotary layer was refused for the ABI: $out"
+echo "$out" | grep -q "ALiBi\|ABI" && fail "the rotary layer was refused: $out"
 "$MHA" check --backend scalar "$F/llama_gqa_op14" >/dev/null 2>&1 || fail "scalar fails the rotary layer"
+
+# a plugin of the layer ABI: refused, in one line naming its ABI
+export MHA_PLUGIN_PATH="$TESTING_PLUGINS/mha-plugin-test-abi13.so"
+out=$("$MHA" backends 2>&1)
+n=$(echo "$out" | grep -c "built for plugin ABI 1.3; this host loads ABI 2 plugins only")
+[ "$n" -ge 1 ] || fail "the ABI 1.3 plugin is not refused naming its ABI: $out"
+echo "$out" | grep "mha-plugin-test-abi13.so" | grep -q " usable " &&
+    fail "the ABI 1.3 plugin is listed usable: $out"
+out=$("$MHA" run --backend oldabi "$F/llama_gqa_op14" 2>&1) && fail "an ABI 1.3 plugin ran"
 echo "plugin_abi.sh: all passed"

@@ -13,6 +13,7 @@
 
 #include "fuzz_entry.h"
 #include "layer.h"
+#include "layer_reference.h"
 #include "model.h"
 #include "onnx_ir.h"
 

@@ -8,7 +8,7 @@
  *    ALiBi slopes (key position and relative forms, with causal offsets,
  *    positions given per key as BLOOM counts them).
  *    max |err| <= 1e-5 * max |scalar|, fully masked rows exactly 0.
- *  - rotary embedding (ABI 1.2): rotate-half and interleaved, partial
+ *  - rotary embedding: rotate-half and interleaved, partial
  *    rotary, per-batch position offsets, strided layouts; max |err| <=
  *    1e-6 * max |scalar|; positions past the tables and odd rotary_dim
  *    refused.
@@ -16,9 +16,15 @@
  *    output as one call; GEMM splits at the plugin's m/n blocks likewise;
  *    the openmp plugin with num_threads 1 and 2 is bitwise identical.
  *  - GEMM: odd M, N, K (K past one k-block), with and without bias, padded
- *    leading dimensions.
+ *    leading dimensions; every declared epilogue (GELU erf / tanh, ReLU,
+ *    SiLU, residual) exact given the backend's own product and within
+ *    1.13 |dx| + 8 ulp of the scalar reference (test_gemm_epilogues).
+ *  - normalisation (LayerNorm, RMSNorm, with and without the residual add
+ *    before it): the scalar reference within 1e-5 of the definition, every
+ *    backend bitwise equal to it for any row split and in place
+ *    (test_norm).
  *  - argument checks: bad ranges / GQA / small workspace return nonzero.
- *  - bfloat16 (ABI 1.3): every backend declaring it (and the avx512 one
+ *  - bfloat16: every backend declaring it (and the avx512 one
  *    both with VDPBF16PS and with its emulation) against the scalar
  *    bfloat16 reference, element by element within the float32 summation
  *    bound (K + 2) * 2^-24 * (sum_k |a_k b_k| + |bias|) of the rounded
@@ -906,18 +912,25 @@ typedef struct gemm_data {
     float *A, *B, *bias;
 } gemm_data;
 
-static void *pack_for(const mha_plugin *p, const gemm_data *g) {
-    size_t sz = p->gemm_packed_size(g->K, g->N);
+/* B packed in `precision` with state st's layout (ABI 2.0: the plugin's
+ * own entry, with its state). */
+static void *pack_prec_for(const mha_plugin *p, void *st, const gemm_data *g, int precision) {
+    size_t sz = p->gemm_packed_size(st, precision, g->K, g->N);
     assert_true(sz != SIZE_MAX);
     void *packed = NULL;
     assert_int_equal(posix_memalign(&packed, 64, sz ? sz : 1), 0);
-    p->gemm_pack_b(g->K, g->N, g->B, g->N, packed);
+    assert_int_equal(p->gemm_pack_b(st, precision, g->K, g->N, g->B, g->N, packed), 0);
     return packed;
 }
 
-static void gemm_call_prec(const mha_plugin *p, void *st, const gemm_data *g, const void *packed,
+static void *pack_for(const mha_plugin *p, void *st, const gemm_data *g) {
+    return pack_prec_for(p, st, g, MHA_PRECISION_FLOAT32);
+}
+
+/* C = act(A.B + bias) + residual (ldr = ldc) over the range, one call. */
+static void gemm_call_full(const mha_plugin *p, void *st, const gemm_data *g, const void *packed,
                            float *C, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int nt,
-                           int precision) {
+                           int precision, int act, const float *residual) {
     mha_gemm_args a = {0};
     a.struct_size = sizeof a;
     a.M = g->M, a.N = g->N, a.K = g->K;
@@ -926,7 +939,15 @@ static void gemm_call_prec(const mha_plugin *p, void *st, const gemm_data *g, co
     a.m0 = m0, a.m1 = m1, a.n0 = n0, a.n1 = n1;
     a.num_threads = nt;
     a.precision = precision;
+    a.activation = act;
+    a.residual = residual, a.ldr = g->ldc;
     assert_int_equal(p->gemm(st, &a), 0);
+}
+
+static void gemm_call_prec(const mha_plugin *p, void *st, const gemm_data *g, const void *packed,
+                           float *C, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int nt,
+                           int precision) {
+    gemm_call_full(p, st, g, packed, C, m0, m1, n0, n1, nt, precision, MHA_ACT_NONE, NULL);
 }
 
 static void gemm_call(const mha_plugin *p, void *st, const gemm_data *g, const void *packed,
@@ -976,7 +997,7 @@ static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t 
     float *c1 = calloc(nc + 1, sizeof(float));
     float *c2 = calloc(nc + 1, sizeof(float));
 
-    void *rp = pack_for(REF, &g);
+    void *rp = pack_for(REF, NULL, &g);
     gemm_call(REF, NULL, &g, rp, ref, 0, M, 0, N, 1);
     free(rp);
     double scale = 0.0;
@@ -987,7 +1008,7 @@ static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t 
     uint64_t rs = seed * 31 + 7;
     for (int bi = 0; bi < NBK; bi++) {
         const backend *bk = &BK[bi];
-        void *packed = pack_for(bk->p, &g);
+        void *packed = pack_for(bk->p, bk->state, &g);
         for (size_t i = 0; i < nc; i++)
             c1[i] = c2[i] = -7.0f; /* padding must survive */
         gemm_call(bk->p, bk->state, &g, packed, c1, 0, M, 0, N, 1);
@@ -1085,17 +1106,240 @@ static void test_gemm_edges(void **state) {
     }
 }
 
-/* ---- bfloat16 (ABI 1.3) ---- */
+/* ---- GEMM epilogues (ABI 2.0) ---- */
 
-/* bfloat16 packing of a backend that serves it: the plugin's own entry. */
+/* C = act(A.B + bias) + residual with one backend, float32. */
+static void gemm_call_epilogue(const mha_plugin *p, void *st, const gemm_data *g,
+                               const void *packed, float *C, int act, const float *residual,
+                               int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    gemm_call_full(p, st, g, packed, C, m0, m1, n0, n1, 1, MHA_PRECISION_FLOAT32, act, residual);
+}
+
+/* The scalar reference's epilogue on given x [M, ldc] (a K = 0 product with
+ * bias = x, row by row): what a backend must give from its own x. */
+static void epilogue_on(const gemm_data *g, const float *x, const float *r, int act, float *out) {
+    for (int64_t m = 0; m < g->M; m++) {
+        gemm_data row = {.M = 1, .N = g->N, .K = 0, .lda = 1, .ldc = g->ldc};
+        row.bias = (float *)(x + m * g->ldc);
+        gemm_call_epilogue(REF, NULL, &row, NULL, out + m * g->ldc, act, r ? r + m * g->ldc : NULL,
+                           0, 1, 0, g->N);
+    }
+}
+
+/*
+ * Every backend and every epilogue it declares, against the scalar
+ * reference. With x the product plus bias (x_b the backend's, x_r the
+ * reference's, |x_b - x_r| <= 1e-5 scale as test_gemm_odd_sizes checks):
+ *   - the backend's epilogue is exact given its x: bitwise the reference's
+ *     epilogue code run on x_b (one shared float formula, plugin.h);
+ *   - so against the reference: |y_b - y_r| <= 1.13 |x_b - x_r| + 8 ulp,
+ *     1.13 bounding |act'| (GELU's slope peaks at 1.129, SiLU's at 1.100,
+ *     ReLU's is 1) and 8 ulp of max(|y|, |x|, |r|) covering the roundings
+ *     of the activation and of the residual add;
+ *   - bitwise the same for any split at the plugin's blocks.
+ */
+static void gemm_epilogue_check(int64_t M, int64_t N, int64_t K, uint64_t seed) {
+    gemm_data g = gemm_make(M, N, K, 1, seed);
+    const size_t nc = (size_t)(M * g.ldc);
+    float *r = calloc(nc + 1, sizeof(float)), *xr = calloc(nc + 1, sizeof(float));
+    float *yr = calloc(nc + 1, sizeof(float)), *xb = calloc(nc + 1, sizeof(float));
+    float *yb = calloc(nc + 1, sizeof(float)), *ye = calloc(nc + 1, sizeof(float));
+    float *ys = calloc(nc + 1, sizeof(float));
+    tu_fill_random(r, nc, seed + 9);
+    for (size_t i = 0; i < nc; i++)
+        r[i] *= 3.0f; /* x around +-3 reaches every part of the activations */
+    void *rp = pack_for(REF, NULL, &g);
+    gemm_call(REF, NULL, &g, rp, xr, 0, M, 0, N, 1);
+    uint64_t rs = seed * 17 + 3;
+    int checked = 0;
+    for (int bi = 0; bi < NBK; bi++) {
+        const backend *bk = &BK[bi];
+        void *packed = pack_for(bk->p, bk->state, &g);
+        gemm_call(bk->p, bk->state, &g, packed, xb, 0, M, 0, N, 1);
+        for (int act = MHA_ACT_NONE; act < MHA_ACT_COUNT; act++)
+            for (int res = 0; res < 2; res++) {
+                if (!registry_plugin_epilogue(bk->p, act, res)) continue;
+                const float *rr = res ? r : NULL;
+                gemm_call_epilogue(REF, NULL, &g, rp, yr, act, rr, 0, M, 0, N);
+                gemm_call_epilogue(bk->p, bk->state, &g, packed, yb, act, rr, 0, M, 0, N);
+                epilogue_on(&g, xb, rr, act, ye);
+                for (int64_t m = 0; m < M; m++)
+                    for (int64_t n = 0; n < N; n++) {
+                        const int64_t i = m * g.ldc + n;
+                        if (memcmp(&yb[i], &ye[i], sizeof(float)) != 0)
+                            fail_msg("%s act %d residual %d: (%lld, %lld) is %.9g, its own x "
+                                     "gives %.9g",
+                                     bk->name, act, res, (long long)m, (long long)n, yb[i], ye[i]);
+                        const double big =
+                            fmax(fmax(fabs(yr[i]), fabs(xr[i])), rr ? fabs(r[i]) : 0);
+                        const double bound = 1.13 * fabs((double)xb[i] - (double)xr[i]) +
+                                             8.0 * ldexp(1.0, -24) * big;
+                        if (!(fabs((double)yb[i] - (double)yr[i]) <= bound))
+                            fail_msg("%s act %d residual %d: (%lld, %lld) %.9g vs scalar %.9g "
+                                     "(bound %.3g)",
+                                     bk->name, act, res, (long long)m, (long long)n, yb[i], yr[i],
+                                     bound);
+                    }
+                /* split at the blocks */
+                if (!(bk->p->flags & MHA_PLUGIN_SELF_PARALLEL)) {
+                    for (int64_t m0 = 0; m0 < M;) {
+                        const int64_t m1 = next_cut(&rs, m0, M, bk->p->gemm_m_block);
+                        for (int64_t n0 = 0; n0 < N;) {
+                            const int64_t n1 = next_cut(&rs, n0, N, bk->p->gemm_n_block);
+                            gemm_call_epilogue(bk->p, bk->state, &g, packed, ys, act, rr, m0, m1,
+                                               n0, n1);
+                            n0 = n1;
+                        }
+                        m0 = m1;
+                    }
+                    for (int64_t m = 0; m < M; m++)
+                        assert_memory_equal(ys + m * g.ldc, yb + m * g.ldc,
+                                            (size_t)N * sizeof(float));
+                }
+                checked++;
+            }
+        free(packed);
+    }
+    assert_true(checked >= NBK); /* at least "none" on every backend */
+    free(rp), free(r), free(xr), free(yr), free(xb), free(yb), free(ye), free(ys);
+    free(g.A), free(g.B), free(g.bias);
+}
+
+static void test_gemm_epilogues(void **state) {
+    (void)state;
+    /* every in-tree backend declares every epilogue */
+    for (int bi = 0; bi < NBK; bi++)
+        if (strcmp(BK[bi].name, "scalar") == 0 || strcmp(BK[bi].name, "avx2") == 0 ||
+            strcmp(BK[bi].name, "avx512") == 0 || strcmp(BK[bi].name, "openmp") == 0)
+            for (int act = MHA_ACT_GELU_ERF; act < MHA_ACT_COUNT; act++)
+                assert_true(registry_plugin_epilogue(BK[bi].p, act, 1));
+    assert_true(registry_plugin_epilogue(REF, MHA_ACT_SILU, 1));
+    assert_false(registry_plugin_epilogue(REF, MHA_ACT_COUNT, 0));
+    mha_plugin none = *REF;
+    none.epilogues = 0;
+    assert_true(registry_plugin_epilogue(&none, MHA_ACT_NONE, 0));
+    assert_false(registry_plugin_epilogue(&none, MHA_ACT_RELU, 0));
+    assert_false(registry_plugin_epilogue(&none, MHA_ACT_NONE, 1));
+    for (size_t i = 0; i < GEMM_NDIMS; i += 2)
+        gemm_epilogue_check(GEMM_DIMS[i][0], GEMM_DIMS[i][1], GEMM_DIMS[i][2], 900 + i);
+}
+
+/* ---- normalisation (MHA_OP_NORM) ---- */
+
+static mha_norm_args norm_make(int kind, int64_t rows, int64_t D, const float *x, float *y,
+                               const float *gamma, const float *beta) {
+    mha_norm_args a = {.struct_size = sizeof a,
+                       .kind = kind,
+                       .rows = rows,
+                       .D = D,
+                       .x = x,
+                       .ldx = D + 3,
+                       .y = y,
+                       .ldy = D + 3,
+                       .gamma = gamma,
+                       .beta = beta,
+                       .eps = 1e-5f,
+                       .r0 = 0,
+                       .r1 = rows,
+                       .num_threads = 1};
+    return a;
+}
+
+/*
+ * Every backend declaring MHA_OP_NORM against the scalar reference, which
+ * is checked against the definition in double (|y - def| <= 1e-5 (1 +
+ * |def|)): LayerNorm and RMSNorm, with and without gamma / beta and the
+ * residual added first (rounded to float, as the graph's Add), rows of
+ * 1..1025 floats with an offset of 100 (LayerNorm must not lose it), padded
+ * rows. The in-tree backends share the reference's code: bitwise equal,
+ * for any split of the rows, num_threads 3, and in place (y = x). Bad
+ * arguments are refused.
+ */
+static void test_norm(void **state) {
+    (void)state;
+    static const int64_t dims[][2] = {{1, 1}, {3, 7}, {33, 64}, {100, 384}, {5, 1025}};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        const int64_t rows = dims[di][0], D = dims[di][1], ld = D + 3;
+        const size_t n = (size_t)(rows * ld);
+        float *x = malloc((n + 1) * sizeof(float)), *ref = calloc(n + 1, sizeof(float));
+        float *y = calloc(n + 1, sizeof(float)), *g = malloc((size_t)(D + 1) * sizeof(float));
+        float *b = malloc((size_t)(D + 1) * sizeof(float));
+        tu_fill_random(x, n, 60 + di);
+        for (size_t i = 0; i < n; i++)
+            x[i] += 100.0f;
+        tu_fill_random(g, (size_t)D, 70 + di);
+        tu_fill_random(b, (size_t)D, 80 + di);
+        float *res = malloc((n + 1) * sizeof(float)), *s = malloc((n + 1) * sizeof(float));
+        tu_fill_random(res, n, 90 + di);
+        for (int kind = MHA_NORM_LAYER; kind <= MHA_NORM_RMS; kind++)
+            for (int affine = 0; affine < 4; affine++) { /* bit 0: gamma, beta; bit 1: residual */
+                const float *rr = (affine & 2) ? res : NULL;
+                for (size_t i = 0; i < n; i++)
+                    s[i] = rr ? x[i] + rr[i] : x[i]; /* the sum, rounded as the Add does */
+                mha_norm_args a =
+                    norm_make(kind, rows, D, x, ref, affine & 1 ? g : NULL, affine & 1 ? b : NULL);
+                a.residual = rr, a.ldr = ld;
+                assert_int_equal(REF->norm(NULL, &a), 0);
+                for (int64_t r = 0; r < rows; r++) {
+                    double mu = 0.0, var = 0.0;
+                    for (int64_t i = 0; kind == MHA_NORM_LAYER && i < D; i++)
+                        mu += s[r * ld + i] / (double)D;
+                    for (int64_t i = 0; i < D; i++)
+                        var += (s[r * ld + i] - mu) * (s[r * ld + i] - mu) / (double)D;
+                    for (int64_t i = 0; i < D; i++) {
+                        double want = (s[r * ld + i] - mu) / sqrt(var + 1e-5);
+                        if (affine & 1) want = want * g[i] + b[i];
+                        if (!(fabs(ref[r * ld + i] - want) <= 1e-5 * (1.0 + fabs(want))))
+                            fail_msg("scalar norm kind %d D %lld: %.9g, want %.9g", kind,
+                                     (long long)D, ref[r * ld + i], want);
+                    }
+                }
+                for (int bi = 0; bi < NBK; bi++) {
+                    const backend *bk = &BK[bi];
+                    if (!registry_plugin_norm(bk->p)) continue;
+                    uint64_t rs = 11 + di;
+                    for (int64_t r0 = 0; r0 < rows;) { /* random splits */
+                        a = norm_make(kind, rows, D, x, y, affine & 1 ? g : NULL,
+                                      affine & 1 ? b : NULL);
+                        a.residual = rr, a.ldr = ld;
+                        a.r0 = r0;
+                        a.r1 = next_cut(&rs, r0, rows, 1);
+                        assert_int_equal(bk->p->norm(bk->state, &a), 0);
+                        r0 = a.r1;
+                    }
+                    for (int64_t r = 0; r < rows; r++)
+                        assert_memory_equal(y + r * ld, ref + r * ld, (size_t)D * sizeof(float));
+                    /* in place, and (self-parallel) three threads */
+                    memcpy(y, x, n * sizeof(float));
+                    a = norm_make(kind, rows, D, y, y, affine & 1 ? g : NULL,
+                                  affine & 1 ? b : NULL);
+                    a.residual = rr, a.ldr = ld;
+                    a.num_threads = (bk->p->flags & MHA_PLUGIN_SELF_PARALLEL) ? 3 : 1;
+                    assert_int_equal(bk->p->norm(bk->state, &a), 0);
+                    for (int64_t r = 0; r < rows; r++)
+                        assert_memory_equal(y + r * ld, ref + r * ld, (size_t)D * sizeof(float));
+                    /* refused: unknown kind, negative eps, rows past the end */
+                    a = norm_make(kind, rows, D, x, y, NULL, NULL);
+                    a.kind = 0;
+                    assert_int_not_equal(bk->p->norm(bk->state, &a), 0);
+                    a.kind = kind, a.eps = -1.0f;
+                    assert_int_not_equal(bk->p->norm(bk->state, &a), 0);
+                    a.eps = 1e-5f, a.r1 = rows + 1;
+                    assert_int_not_equal(bk->p->norm(bk->state, &a), 0);
+                }
+            }
+        free(x), free(ref), free(y), free(g), free(b), free(res), free(s);
+    }
+    /* every in-tree backend declares it */
+    for (int bi = 0; bi < NBK; bi++)
+        assert_non_null(registry_plugin_norm(BK[bi].p));
+}
+
+/* ---- bfloat16 ---- */
+
+/* bfloat16 packing of a backend that serves it. */
 static void *pack_bf16_for(const mha_plugin *p, void *st, const gemm_data *g) {
-    size_t sz = p->gemm_packed_size_prec(st, MHA_PRECISION_BFLOAT16, g->K, g->N);
-    assert_true(sz != SIZE_MAX);
-    void *packed = NULL;
-    assert_int_equal(posix_memalign(&packed, 64, sz ? sz : 1), 0);
-    assert_int_equal(
-        p->gemm_pack_b_prec(st, MHA_PRECISION_BFLOAT16, g->K, g->N, g->B, g->N, packed), 0);
-    return packed;
+    return pack_prec_for(p, st, g, MHA_PRECISION_BFLOAT16);
 }
 
 /* The bfloat16 backends under test: those the registry says serve it, and
@@ -1153,7 +1397,7 @@ static void gemm_bf16_check(int64_t M, int64_t N, int64_t K, int with_bias, uint
     void *rp = pack_bf16_for(REF, NULL, &g);
     gemm_call_prec(REF, NULL, &g, rp, ref, 0, M, 0, N, 1, MHA_PRECISION_BFLOAT16);
     free(rp);
-    rp = pack_for(REF, &g);
+    rp = pack_for(REF, NULL, &g);
     gemm_call(REF, NULL, &g, rp, f32, 0, M, 0, N, 1);
     free(rp);
 
@@ -1381,7 +1625,7 @@ static void test_attention_bf16_unseen_inf(void **state) {
 }
 
 /* Who serves bfloat16: the scalar reference and avx512 declare it; a
- * plugin that does not (avx2) is not asked; a 1.2-sized table never is. */
+ * plugin that does not (avx2), or a table without the bit, is not asked. */
 static void test_bf16_declared(void **state) {
     (void)state;
     assert_true(registry_plugin_serves(REF, MHA_PRECISION_BFLOAT16));
@@ -1393,15 +1637,15 @@ static void test_bf16_declared(void **state) {
     assert_true(registry_plugin_serves(avx512->p, MHA_PRECISION_BFLOAT16));
     assert_false(registry_plugin_serves(avx2->p, MHA_PRECISION_BFLOAT16));
     assert_true(registry_plugin_serves(avx2->p, MHA_PRECISION_FLOAT32));
-    mha_plugin old = *avx512->p; /* the same table as a 1.2 plugin built it */
-    old.abi_minor = 2;
-    old.struct_size = (uint32_t)MHA_PLUGIN_SIZE_1_2;
-    assert_false(registry_plugin_serves(&old, MHA_PRECISION_BFLOAT16));
+    mha_plugin f32 = *avx512->p; /* the same table declaring float32 only */
+    f32.precisions = MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32);
+    assert_false(registry_plugin_serves(&f32, MHA_PRECISION_BFLOAT16));
+    assert_true(registry_plugin_serves(&f32, MHA_PRECISION_FLOAT32));
     /* a precision no kernel knows is refused by the call, not computed */
     gemm_data g = {.M = 1, .N = 1, .K = 1, .lda = 1, .ldc = 1};
     float x = 1.0f, c = 0.0f;
     g.A = &x, g.B = &x;
-    void *packed = pack_for(avx512->p, &g);
+    void *packed = pack_for(avx512->p, avx512->state, &g);
     mha_gemm_args a = {.struct_size = sizeof a,
                        .M = 1,
                        .N = 1,
@@ -1430,6 +1674,8 @@ int main(void) {
         cmocka_unit_test(test_expected_backends_present),
         cmocka_unit_test(test_gemm_odd_sizes),
         cmocka_unit_test(test_gemm_edges),
+        cmocka_unit_test(test_gemm_epilogues),
+        cmocka_unit_test(test_norm),
         cmocka_unit_test(test_attention_edges),
         cmocka_unit_test(test_attention_bad_args),
         cmocka_unit_test(test_attention_nan_rows),

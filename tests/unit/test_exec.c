@@ -2,8 +2,8 @@
  * triple-loop attention layer written here: hand-built layers (self, cross,
  * GQA, causal, key padding, bool and float masks, sequence-first, bare 3D
  * and 4D, rotary embeddings from tables or inverse frequencies, ALiBi), an
- * ABI 1.1 plugin (no rotary entry: the host rotates; ALiBi refused, naming
- * it), bitwise identical results for 1, 2, 3 and 7 threads, batch
+ * plugin declaring no optional op (no rotary entry: the host rotates;
+ * ALiBi refused, naming it), bitwise identical results for 1, 2, 3 and 7 threads, batch
  * chunking, NaN isolation, self-parallel plugins, cancellation, input checks
  * and allocation failure at every point. */
 #include "testutil.h"
@@ -15,8 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "exec.h"
+#include "exec_ext.h"
 #include "layer.h"
+#include "layer_reference.h"
 #include "pool.h"
 #include "registry.h"
 
@@ -27,15 +28,19 @@
 
 static atomic_int testk_gemm_calls, testk_attn_calls, testk_max_threads_seen;
 
-static size_t testk_packed_size(int64_t K, int64_t N) {
+static size_t testk_packed_size(void *state, int precision, int64_t K, int64_t N) {
+    (void)state, (void)precision;
     return (size_t)(K * N) * sizeof(float);
 }
 
-static void testk_pack_b(int64_t K, int64_t N, const float *B, int64_t ldb, void *packed) {
+static int testk_pack_b(void *state, int precision, int64_t K, int64_t N, const float *B,
+                        int64_t ldb, void *packed) {
+    (void)state, (void)precision;
     float *p = packed;
     for (int64_t k = 0; k < K; k++)
         for (int64_t n = 0; n < N; n++)
             p[k * N + n] = B[k * ldb + n];
+    return 0;
 }
 
 static int testk_gemm(void *state, const mha_gemm_args *g) {
@@ -108,14 +113,16 @@ static int testk_attention(void *state, const mha_attn_args *a, void *ws, size_t
     return 0;
 }
 
-/* An ABI 1.1 plugin (the frozen 1.1 table): the host rotates Q and K for it
- * and refuses it ALiBi layers. */
+/* A plugin declaring no optional op (no state, float32, no rotary, no
+ * ALiBi, no epilogue): the host rotates Q and K for it and refuses it
+ * ALiBi layers. */
 static const mha_plugin testk_plugin = {
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
-    .abi_minor = 1,
-    .struct_size = MHA_PLUGIN_SIZE_1_1,
+    .abi_minor = MHA_PLUGIN_ABI_MINOR,
+    .struct_size = sizeof(mha_plugin),
     .name = "testk",
     .version = "0",
+    .precisions = MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32),
     .gemm_m_block = 4,
     .gemm_n_block = 8,
     .gemm_packed_size = testk_packed_size,
@@ -128,10 +135,11 @@ static const mha_plugin testk_plugin = {
 /* the same kernels, declared self-parallel */
 static const mha_plugin testk_sp_plugin = {
     .abi_major = MHA_PLUGIN_ABI_MAJOR,
-    .abi_minor = 1,
-    .struct_size = MHA_PLUGIN_SIZE_1_1,
+    .abi_minor = MHA_PLUGIN_ABI_MINOR,
+    .struct_size = sizeof(mha_plugin),
     .name = "testk_sp",
     .version = "0",
+    .precisions = MHA_PRECISION_BIT(MHA_PRECISION_FLOAT32),
     .flags = MHA_PLUGIN_SELF_PARALLEL,
     .gemm_m_block = 4,
     .gemm_n_block = 8,
@@ -580,7 +588,7 @@ typedef struct run_opts {
 static mha_status run_exec_state(const mha_plugin *p, void *pstate, const run_opts *ro, fixture *f,
                                  float *y, mha_error *err) {
     exec_packed *pk = NULL;
-    mha_status st = exec_pack_weights(NULL, &f->L, p, &pk, err);
+    mha_status st = exec_pack_weights(NULL, &f->L, p, pstate, MHA_PRECISION_FLOAT32, &pk, err);
     if (st != MHA_OK) return st;
     exec_env env;
     memset(&env, 0, sizeof env);
@@ -766,10 +774,11 @@ static void test_forms_match_naive(void **state) {
                 float *y = out_buffer(&f);
                 mha_error err = {0};
                 mha_status st = run_exec_state(bl.plugin[pi], bl.state[pi], &ro, &f, y, &err);
-                if (c.alibi && bl.plugin[pi]->abi_minor < 2) {
-                    /* an ABI 1.1 plugin would drop the slopes: refused, named */
+                if (c.alibi && !(bl.plugin[pi]->ops & MHA_OP_ALIBI)) {
+                    /* a plugin without ALiBi would drop the slopes: refused, named */
                     assert_int_equal(st, MHA_ERR_BACKEND);
-                    if (!strstr(err.message, bl.plugin[pi]->name) || !strstr(err.message, "1.2"))
+                    if (!strstr(err.message, bl.plugin[pi]->name) ||
+                        !strstr(err.message, "MHA_OP_ALIBI"))
                         fail_msg("cfg %d: '%s'", w, err.message);
                     free(y);
                     continue;
@@ -832,7 +841,7 @@ static void test_threads_bitwise(void **state) {
         fixture_make(&f, &shapes[w], 900 + (uint64_t)w);
         for (int pi = 0; pi < bl.n; pi++) {
             const mha_plugin *plugin = bl.plugin[pi];
-            if (shapes[w].alibi && plugin->abi_minor < 2) continue; /* refused: see above */
+            if (shapes[w].alibi && !(plugin->ops & MHA_OP_ALIBI)) continue; /* refused: above */
             void *pstate = bl.state[pi];
             float *first = NULL;
             for (int t = 0; t < 4; t++) {
@@ -890,12 +899,13 @@ static size_t liar_ws_huge(void *state, const mha_attn_args *a) {
     return SIZE_MAX - 8; /* + 63 for alignment would wrap to a tiny buffer */
 }
 
-static size_t liar_packed_small(int64_t K, int64_t N) {
+static size_t liar_packed_small(void *state, int precision, int64_t K, int64_t N) {
+    (void)state, (void)precision;
     return (size_t)(K * N); /* a quarter of the floats it must hold */
 }
 
-static size_t liar_packed_huge(int64_t K, int64_t N) {
-    (void)K, (void)N;
+static size_t liar_packed_huge(void *state, int precision, int64_t K, int64_t N) {
+    (void)state, (void)precision, (void)K, (void)N;
     return SIZE_MAX - 1;
 }
 
@@ -924,7 +934,7 @@ static void test_plugin_sizes_checked(void **state) {
      * division by zero) */
     const struct {
         size_t (*ws)(void *, const mha_attn_args *);
-        size_t (*packed)(int64_t, int64_t);
+        size_t (*packed)(void *, int, int64_t, int64_t);
         int64_t m_block, n_block;
         const char *needle;
     } cases[] = {
@@ -1115,7 +1125,9 @@ static void test_input_checks(void **state) {
 
     /* wrong output shape given to the run */
     exec_packed *pk = NULL;
-    assert_int_equal(exec_pack_weights(NULL, &f.L, &testk_plugin, &pk, NULL), MHA_OK);
+    assert_int_equal(
+        exec_pack_weights(NULL, &f.L, &testk_plugin, NULL, MHA_PRECISION_FLOAT32, &pk, NULL),
+        MHA_OK);
     exec_env env = {.plugin = &testk_plugin};
     float *y = out_buffer(&f);
     f.out.data = y;
@@ -1232,7 +1244,7 @@ static mha_status run_cache_step(const mha_plugin *p, void *pstate, pool *pl, co
                                  const float *past_v, int64_t P, float *y, float *pres_k,
                                  float *pres_v, mha_error *err) {
     exec_packed *pk = NULL;
-    mha_status st = exec_pack_weights(NULL, L, p, &pk, err);
+    mha_status st = exec_pack_weights(NULL, L, p, pstate, MHA_PRECISION_FLOAT32, &pk, err);
     if (st != MHA_OK) return st;
     const int64_t sx[3] = {B, S, L->d_model}, sy[3] = {B, S, L->d_out};
     const int64_t spk[4] = {B, L->kv_heads, P, L->d_head},

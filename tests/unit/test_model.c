@@ -383,33 +383,39 @@ static void test_run_errors(void **state) {
     mha_model_free(m);
 }
 
+/* A bare Attention layer (q, k, v -> y; 2 query heads, 1 key/value head,
+ * head size 4) built in memory, as the tools and tests build one. */
+static void bare_layer(layer *L) {
+    memset(L, 0, sizeof *L);
+    L->form = "onnx-attention";
+    L->q_heads = 2;
+    L->kv_heads = 1;
+    L->d_head = 4;
+    L->d_head_v = 4;
+    L->scale = 0.5f;
+    L->qkv_rank = 4;
+    L->n_inputs = 3;
+    L->inputs = mha_calloc(NULL, 3, sizeof(layer_io));
+    const char *names[3] = {"q", "k", "v"};
+    for (int i = 0; i < 3; i++) {
+        L->inputs[i].name = mha_strdup(NULL, names[i]);
+        L->inputs[i].role = (mha_io_role)(MHA_ROLE_Q + i);
+        L->inputs[i].dtype = MHA_DTYPE_FLOAT32;
+        L->inputs[i].rank = 4;
+    }
+    L->n_outputs = 1;
+    L->outputs = mha_calloc(NULL, 1, sizeof(layer_io));
+    L->outputs[0].name = mha_strdup(NULL, "y");
+    L->outputs[0].role = MHA_ROLE_OUTPUT;
+    L->outputs[0].dtype = MHA_DTYPE_FLOAT32;
+    L->outputs[0].rank = 4;
+}
+
 /* A model built from a layer in memory (no ONNX file). */
 static void test_model_from_layer(void **state) {
     (void)state;
     layer L;
-    memset(&L, 0, sizeof L);
-    L.form = "onnx-attention";
-    L.q_heads = 2;
-    L.kv_heads = 1;
-    L.d_head = 4;
-    L.d_head_v = 4;
-    L.scale = 0.5f;
-    L.qkv_rank = 4;
-    L.n_inputs = 3;
-    L.inputs = mha_calloc(NULL, 3, sizeof(layer_io));
-    const char *names[3] = {"q", "k", "v"};
-    for (int i = 0; i < 3; i++) {
-        L.inputs[i].name = mha_strdup(NULL, names[i]);
-        L.inputs[i].role = (mha_io_role)(MHA_ROLE_Q + i);
-        L.inputs[i].dtype = MHA_DTYPE_FLOAT32;
-        L.inputs[i].rank = 4;
-    }
-    L.n_outputs = 1;
-    L.outputs = mha_calloc(NULL, 1, sizeof(layer_io));
-    L.outputs[0].name = mha_strdup(NULL, "y");
-    L.outputs[0].role = MHA_ROLE_OUTPUT;
-    L.outputs[0].dtype = MHA_DTYPE_FLOAT32;
-    L.outputs[0].rank = 4;
+    bare_layer(&L);
     mha_model *m = NULL;
     assert_int_equal(model_create_from_layer(NULL, &L, &m, NULL), MHA_OK);
     assert_null(L.inputs); /* ownership moved */
@@ -448,6 +454,23 @@ static void test_model_from_layer(void **state) {
     }
     mha_runtime_destroy(rt);
     mha_model_free(m);
+}
+
+/* The input layout is public (mha_model_layout): tools choose how to stream
+ * a dataset from it, not from the layer inside. */
+static void test_model_layout(void **state) {
+    (void)state;
+    assert_int_equal(mha_model_layout(NULL), MHA_LAYOUT_BATCH_FIRST);
+    for (int seq_first = 0; seq_first < 2; seq_first++) {
+        layer L;
+        bare_layer(&L);
+        L.seq_first = seq_first;
+        mha_model *m = NULL;
+        assert_int_equal(model_create_from_layer(NULL, &L, &m, NULL), MHA_OK);
+        assert_int_equal(mha_model_layout(m),
+                         seq_first ? MHA_LAYOUT_SEQ_FIRST : MHA_LAYOUT_BATCH_FIRST);
+        mha_model_free(m);
+    }
 }
 
 static void test_runtime_queries(void **state) {
@@ -624,6 +647,7 @@ int main(void) {
         cmocka_unit_test(test_load_memory_and_options),
         cmocka_unit_test(test_run_errors),
         cmocka_unit_test(test_model_from_layer),
+        cmocka_unit_test(test_model_layout),
         cmocka_unit_test(test_runtime_queries),
         cmocka_unit_test(test_model_idioms),
         cmocka_unit_test(test_run_precision),

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mha/npy.h"
 #include "tensorfile.h"
 
 static mha_alloc_ctx alloc;
@@ -685,6 +686,82 @@ static void test_allocation_failures(void **state) {
     assert_int_equal(tu_system("test \"$(ls -A '%s')\" = src.npy", dir), 0);
 }
 
+/* ---- the public face (mha/npy.h) ---- */
+
+static void test_public_npy(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("npy_public");
+    char path[1200];
+    snprintf(path, sizeof path, "%s", tu_path(dir, "rows.npy"));
+    mha_error err;
+    int g_live = 0;
+    mha_allocator al = tu_counting_allocator(&g_live);
+    float x[4 * 3];
+    for (int i = 0; i < 12; i++)
+        x[i] = (float)i - 5.5f;
+    int64_t dims[2] = {4, 3};
+
+    /* rows appended in two pieces; nothing published until commit */
+    mha_npy_writer *w = NULL;
+    assert_int_equal(mha_npy_writer_begin(path, MHA_DTYPE_FLOAT32, 2, dims, &al, &w, &err), MHA_OK);
+    assert_int_equal(mha_npy_writer_write_rows(w, x, 1, &err), MHA_OK);
+    assert_int_equal(mha_npy_writer_write_rows(w, x + 3, 3, &err), MHA_OK);
+    assert_int_equal(mha_npy_writer_write_rows(w, x, 1, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(mha_npy_writer_commit(w, &err), MHA_OK);
+    assert_int_equal(g_live, 0);
+
+    /* read back: the header, rows [1, 3) converted to float64 */
+    mha_npy_reader *r = NULL;
+    assert_int_equal(mha_npy_reader_open(path, MHA_MMAP_ALWAYS, &al, &r, &err), MHA_OK);
+    const mha_npy_header *h = mha_npy_reader_header(r);
+    assert_int_equal(h->dtype, MHA_DTYPE_FLOAT32);
+    assert_int_equal(h->rank, 2);
+    assert_int_equal(h->dims[1], 3);
+    assert_int_equal(h->rows, 4);
+    assert_int_equal(h->row_bytes, 12);
+    assert_int_equal(h->is_shard, 0);
+    double d[6];
+    assert_int_equal(mha_npy_reader_read_rows(r, 1, 3, MHA_DTYPE_FLOAT64, d, sizeof d, &err),
+                     MHA_OK);
+    for (int i = 0; i < 6; i++)
+        assert_true(d[i] == (double)x[3 + i]);
+    assert_int_equal(mha_npy_reader_read_rows(r, 3, 5, MHA_DTYPE_UNDEFINED, d, sizeof d, &err),
+                     MHA_ERR_INVALID_ARGUMENT);
+    mha_npy_reader_close(r);
+    assert_int_equal(g_live, 0);
+
+    /* a header formatted, then parsed as a body would be */
+    unsigned char buf[256];
+    size_t hn = mha_npy_format_header(MHA_DTYPE_FLOAT32, 2, dims, buf, sizeof buf - 48);
+    assert_int_equal(hn % 64, 0);
+    memcpy(buf + hn, x, 48);
+    mha_npy_header ph;
+    assert_int_equal(mha_npy_parse_header(buf, hn + 48, hn + 48, "body", &ph, &err), MHA_OK);
+    assert_int_equal(ph.header_bytes, hn);
+    assert_int_equal(ph.data_bytes, 48);
+    assert_int_equal(mha_npy_parse_header(buf, hn + 40, hn + 40, "body", &ph, &err),
+                     MHA_ERR_DATA_FORMAT);
+    assert_non_null(strstr(err.message, "body"));
+    assert_int_equal(mha_npy_format_header(MHA_DTYPE_FLOAT32, 2, dims, buf, 8), 0);
+
+    /* a short file: the writer refuses to publish it, the reader to open bad paths */
+    assert_int_equal(mha_npy_writer_begin(path, MHA_DTYPE_FLOAT32, 2, dims, NULL, &w, &err),
+                     MHA_OK);
+    assert_int_equal(mha_npy_writer_write_rows(w, x, 2, &err), MHA_OK);
+    assert_int_equal(mha_npy_writer_commit(w, &err), MHA_ERR_INVALID_ARGUMENT);
+    r = (mha_npy_reader *)&ph;
+    assert_int_equal(mha_npy_reader_open(tu_path(dir, "none.npy"), MHA_MMAP_AUTO, NULL, &r, &err),
+                     MHA_ERR_IO);
+    assert_null(r);
+    assert_null(mha_npy_reader_header(NULL));
+    mha_npy_reader_close(NULL);
+    mha_npy_writer_abort(NULL);
+    assert_int_equal(mha_npy_writer_begin(NULL, MHA_DTYPE_FLOAT32, 2, dims, NULL, &w, &err),
+                     MHA_ERR_INVALID_ARGUMENT);
+    assert_null(w);
+}
+
 int main(void) {
     mha_alloc_ctx_init(&alloc, NULL);
     const struct CMUnitTest tests[] = {
@@ -701,6 +778,7 @@ int main(void) {
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_no_allocation_before_checks),
         cmocka_unit_test(test_allocation_failures),
+        cmocka_unit_test(test_public_npy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,16 +3,16 @@
  * from the CPU features the services table reports, never from its own
  * CPUID, and every variant is right and deterministic:
  *  - the choice: every feature -> "avx512"; AVX-512 hidden -> "avx2"; AVX2
- *    and FMA hidden too -> "baseline"; no features -> "baseline"; an ABI 1.0
- *    services table (struct_size ending before cpu_features) -> "baseline"
- *    whatever lies past it. get_proc("isa") names the variant of a state;
- *    unknown names give NULL.
+ *    and FMA hidden too -> "baseline"; no features -> "baseline"; a
+ *    services table too short to hold cpu_features -> "baseline" whatever
+ *    lies past it. init() names the variant in its debug log line; the
+ *    packed layout follows the state (AVX2: 16-column panels of the avx2
+ *    backend's kernel; AVX-512 and baseline: 32).
  *  - each variant this CPU can run: GEMM and attention against the built-in
  *    scalar reference (max |err| <= 1e-5 x max |scalar|) on a few problems
  *    (k past one k-block, tails, bias, GQA, masks, causal with offsets,
  *    softcap, kv_len), bitwise the same for num_threads 1, 2 and 3 and for
- *    ranges split at the plugin's blocks; one packing of B serves all three
- *    variants (gemm_pack_b takes no state).
+ *    ranges split at the plugin's blocks; B packed by each variant's state.
  *  - with denormals flushed on the calling thread (as the host does), the
  *    OpenMP threads flush them too: num_threads 3 gives the bits of 1. */
 #include "testutil.h"
@@ -43,9 +43,6 @@ const char *__lsan_default_suppressions(void) {
     return "leak:_dlerror_run\nleak:_dl_exception_create_format\n";
 }
 
-/* What get_proc("isa") returns (backends/openmp/openmp_kernels.h). */
-typedef const char *(*openmp_isa_fn)(void *state);
-
 #define CPU_AVX2_SET (MHA_CPU_AVX | MHA_CPU_AVX2 | MHA_CPU_FMA)
 #define CPU_AVX512_SET                                                                             \
     (CPU_AVX2_SET | MHA_CPU_AVX512F | MHA_CPU_AVX512DQ | MHA_CPU_AVX512BW | MHA_CPU_AVX512VL)
@@ -53,7 +50,7 @@ typedef const char *(*openmp_isa_fn)(void *state);
 static registry *REG;
 static const mha_plugin *OMP; /* the openmp plugin */
 static const mha_plugin *REF; /* the built-in scalar */
-static openmp_isa_fn ISA;
+static char INIT_LOG[128];    /* the last line init() logged */
 
 static int setup(void **state) {
     (void)state;
@@ -74,10 +71,6 @@ static int setup(void **state) {
         fprintf(stderr, "no openmp plugin in MHA_PLUGIN_PATH\n");
         return -1;
     }
-    if (!OMP->get_proc || !(ISA = (openmp_isa_fn)OMP->get_proc("isa"))) {
-        fprintf(stderr, "the openmp plugin has no get_proc(\"isa\")\n");
-        return -1;
-    }
     return 0;
 }
 
@@ -87,11 +80,18 @@ static int teardown(void **state) {
     return 0;
 }
 
+static void init_log(void *ctx, int level, const char *message) {
+    (void)ctx, (void)level;
+    snprintf(INIT_LOG, sizeof INIT_LOG, "%s", message);
+}
+
 /* init() with a services table reporting `features`, truncated to
- * struct_size bytes as an older host's would be. */
+ * struct_size bytes as a shorter table would be. */
 static void *omp_init(uint64_t features, uint32_t struct_size) {
     mha_plugin_services s = tu_plugin_services(features);
     s.struct_size = struct_size;
+    s.log = init_log;
+    INIT_LOG[0] = '\0';
     void *st = NULL;
     assert_int_equal(OMP->init(&s, &st), 0);
     return st;
@@ -101,9 +101,23 @@ static void *omp_init(uint64_t features, uint32_t struct_size) {
 /* The choice                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* The variant the last init() chose, as its log line names it. */
+static void assert_isa(const char *isa) {
+    char want[64];
+    snprintf(want, sizeof want, "openmp: %s kernels", isa);
+    assert_string_equal(INIT_LOG, want);
+}
+
+/* Bytes of a packed [1, 16] B: one panel of the state's width. */
+static size_t panel_bytes(void *st) {
+    return OMP->gemm_packed_size(st, MHA_PRECISION_FLOAT32, 1, 16);
+}
+
 static void expect_isa(uint64_t features, uint32_t struct_size, const char *isa) {
     void *st = omp_init(features, struct_size);
-    assert_string_equal(ISA(st), isa);
+    assert_isa(isa);
+    /* the layout follows the variant: 16-column panels for AVX2, 32 else */
+    assert_int_equal(panel_bytes(st), (strcmp(isa, "avx2") == 0 ? 16 : 32) * sizeof(float));
     if (OMP->fini) OMP->fini(st);
 }
 
@@ -123,20 +137,13 @@ static void test_choice_follows_features(void **state) {
     expect_isa(MHA_CPU_SSE2, now, "baseline");
 }
 
-/* An ABI 1.0 host's table ends before cpu_features: whatever lies past its
+/* A services table ending before cpu_features: whatever lies past its
  * struct_size is not read. */
-static void test_choice_abi_1_0_host(void **state) {
+static void test_choice_short_services(void **state) {
     (void)state;
     const uint32_t v10 = (uint32_t)offsetof(mha_plugin_services, cpu_features);
     expect_isa(~(uint64_t)0, v10, "baseline");
     expect_isa(~(uint64_t)0, v10 + 4, "baseline"); /* half the field is not the field */
-}
-
-static void test_get_proc_unknown(void **state) {
-    (void)state;
-    assert_null(OMP->get_proc("no such proc"));
-    assert_null(OMP->get_proc(""));
-    assert_null(OMP->get_proc(NULL));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -204,12 +211,12 @@ static void gemm_run(const mha_plugin *p, void *st, const gemm_problem *g, const
     assert_int_equal(p->gemm(st, &a), 0);
 }
 
-static void *gemm_pack(const mha_plugin *p, const gemm_problem *g, const float *B) {
-    size_t sz = p->gemm_packed_size(g->K, g->N);
+static void *gemm_pack(const mha_plugin *p, void *st, const gemm_problem *g, const float *B) {
+    size_t sz = p->gemm_packed_size(st, MHA_PRECISION_FLOAT32, g->K, g->N);
     assert_true(sz != SIZE_MAX);
     void *packed = NULL;
     assert_int_equal(posix_memalign(&packed, 64, sz ? sz : 1), 0);
-    p->gemm_pack_b(g->K, g->N, B, g->N, packed);
+    assert_int_equal(p->gemm_pack_b(st, MHA_PRECISION_FLOAT32, g->K, g->N, B, g->N, packed), 0);
     return packed;
 }
 
@@ -225,17 +232,16 @@ static void gemm_check(const gemm_problem *g, uint64_t seed) {
     float *c1 = malloc((nc + 1) * sizeof(float));
     float *c2 = malloc((nc + 1) * sizeof(float));
 
-    void *rp = gemm_pack(REF, g, B);
+    void *rp = gemm_pack(REF, NULL, g, B);
     gemm_run(REF, NULL, g, A, rp, bias, ref, 0, g->M, 0, g->N, 1);
     free(rp);
     const double scale = max_abs(ref, nc);
 
-    /* one packing for every variant: the layout does not depend on the state */
-    void *packed = gemm_pack(OMP, g, B);
     for (size_t v = 0; v < N_VARIANTS; v++) {
         if (!variant_runs_here(v)) continue;
         void *st = omp_init(VARIANTS[v].features, sizeof(mha_plugin_services));
-        assert_string_equal(ISA(st), VARIANTS[v].isa);
+        assert_isa(VARIANTS[v].isa);
+        void *packed = gemm_pack(OMP, st, g, B); /* in this variant's layout */
         for (int t = 0; t < N_THREADS; t++) {
             float *c = t == 0 ? c1 : c2;
             for (size_t i = 0; i < nc; i++)
@@ -260,8 +266,8 @@ static void gemm_check(const gemm_problem *g, uint64_t seed) {
         }
         assert_memory_equal(c1, c2, nc * sizeof(float));
         if (OMP->fini) OMP->fini(st);
+        free(packed);
     }
-    free(packed);
     free(A), free(B), free(bias), free(ref), free(c1), free(c2);
 }
 
@@ -356,7 +362,7 @@ static void attn_check(const attn_problem *c, uint64_t seed) {
     for (size_t vi = 0; vi < N_VARIANTS; vi++) {
         if (!variant_runs_here(vi)) continue;
         void *st = omp_init(VARIANTS[vi].features, sizeof(mha_plugin_services));
-        assert_string_equal(ISA(st), VARIANTS[vi].isa);
+        assert_isa(VARIANTS[vi].isa);
         for (int t = 0; t < N_THREADS; t++) {
             attn_run(OMP, st, &a, t == 0 ? o1 : o2, n_o, THREADS[t]);
             if (t == 0) {
@@ -428,10 +434,10 @@ static void test_denormals_flushed_on_every_thread(void **state) {
         A[i] = 1e-30f;
     for (int64_t i = 0; i < g.K * g.N; i++)
         B[i] = 1e-10f;
-    void *packed = gemm_pack(OMP, &g, B);
     for (size_t v = 0; v < N_VARIANTS; v++) {
         if (!variant_runs_here(v)) continue;
         void *st = omp_init(VARIANTS[v].features, sizeof(mha_plugin_services));
+        void *packed = gemm_pack(OMP, st, &g, B);
         const unsigned saved = _mm_getcsr();
         _mm_setcsr(saved | 0x8040u); /* FTZ | DAZ, as the host sets them */
         gemm_run(OMP, st, &g, A, packed, NULL, c1, 0, g.M, 0, g.N, 1);
@@ -445,16 +451,16 @@ static void test_denormals_flushed_on_every_thread(void **state) {
         for (size_t i = 0; i < nc; i++)
             assert_true(c3[i] > 0.0f);
         if (OMP->fini) OMP->fini(st);
+        free(packed);
     }
-    free(packed), free(A), free(B), free(c1), free(c3);
+    free(A), free(B), free(c1), free(c3);
 #endif
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_choice_follows_features),
-        cmocka_unit_test(test_choice_abi_1_0_host),
-        cmocka_unit_test(test_get_proc_unknown),
+        cmocka_unit_test(test_choice_short_services),
         cmocka_unit_test(test_gemm_variants),
         cmocka_unit_test(test_attention_variants),
         cmocka_unit_test(test_denormals_flushed_on_every_thread),

@@ -155,9 +155,19 @@ static void test_gemm_epilogues(void **state) {
             gelu++;
             gelu_prog = &g->epilogue;
             assert_int_equal(g->epilogue.ext_value, -1);
+            /* the fused form a plugin runs: GELU (erf), no residual */
+            assert_int_equal(g->fused_act, MHA_ACT_GELU_ERF);
+            assert_int_equal(g->fused_residual, 0);
         }
-        if (g->N == 64 && g->K == 128 && g->epilogue.ext_value >= 0) residual++;
-        if (g->W_owned && has_op(&g->epilogue, PLAN_EW_TANH)) pooler_tanh++;
+        if (g->N == 64 && g->K == 128 && g->epilogue.ext_value >= 0) {
+            residual++;
+            assert_int_equal(g->fused_act, MHA_ACT_NONE);
+            assert_int_equal(g->fused_residual, 1);
+        }
+        if (g->W_owned && has_op(&g->epilogue, PLAN_EW_TANH)) {
+            pooler_tanh++;
+            assert_int_equal(g->fused_act, -1); /* tanh alone: no plugin form, the host's */
+        }
     }
     assert_int_equal(gelu, 2);
     assert_int_equal(residual, 2);
@@ -174,8 +184,11 @@ static void test_gemm_epilogues(void **state) {
     P = build(GPT2, 1);
     int tanh_gelu = 0;
     for (size_t i = 0; i < P->n_gemms; i++)
-        tanh_gelu += has_op(&P->gemms[i].epilogue, PLAN_EW_TANH) &&
-                     has_op(&P->gemms[i].epilogue, PLAN_EW_POW);
+        if (has_op(&P->gemms[i].epilogue, PLAN_EW_TANH) &&
+            has_op(&P->gemms[i].epilogue, PLAN_EW_POW)) {
+            tanh_gelu++;
+            assert_int_equal(P->gemms[i].fused_act, MHA_ACT_GELU_TANH);
+        }
     assert_int_equal(tanh_gelu, 2);
     plan_free(P);
 }
@@ -255,7 +268,9 @@ static void test_exec_gemm_matches_reference(void **state) {
     const float *w[1] = {g->W}, *b[1] = {g->bias};
     int64_t cols[1] = {g->N};
     mha_error err;
-    assert_int_equal(exec_pack_parts(NULL, p, g->K, 1, w, cols, b, "W", &W, &err), MHA_OK);
+    assert_int_equal(
+        exec_pack_parts(NULL, p, NULL, MHA_PRECISION_FLOAT32, g->K, 1, w, cols, b, "W", &W, &err),
+        MHA_OK);
     const int64_t M = 133; /* more than two row tiles, a ragged last one */
     float *A = malloc(sizeof(float) * (size_t)(M * g->K));
     float *want = malloc(sizeof(float) * (size_t)(M * g->N));
@@ -263,7 +278,7 @@ static void test_exec_gemm_matches_reference(void **state) {
     float *got2 = calloc((size_t)(M * g->N), sizeof(float));
     assert_non_null(A);
     tu_fill_random(A, (size_t)(M * g->K), 7);
-    assert_int_equal(plan_reference_backend.gemm(NULL, P, 0, A, M, want, NULL, NULL, &err), MHA_OK);
+    assert_int_equal(plan_reference_backend.gemm(NULL, P, 0, A, M, want, NULL, &err), MHA_OK);
     pool *pl = NULL;
     assert_int_equal(pool_create(NULL, 1, 0, &pl, &err), MHA_OK);
     exec_env env;
@@ -271,20 +286,185 @@ static void test_exec_gemm_matches_reference(void **state) {
     env.plugin = p;
     env.pool = pl;
     env.num_threads = 1;
-    assert_int_equal(exec_gemm_run(&env, &W, A, M, got1, NULL, &err), MHA_OK);
+    assert_int_equal(exec_gemm_run(&env, &W, A, M, got1, NULL, NULL, &err), MHA_OK);
     env.num_threads = 2;
-    assert_int_equal(exec_gemm_run(&env, &W, A, M, got2, NULL, &err), MHA_OK);
+    assert_int_equal(exec_gemm_run(&env, &W, A, M, got2, NULL, NULL, &err), MHA_OK);
     assert_memory_equal(got1, got2, sizeof(float) * (size_t)(M * g->N));
     assert_true(tu_max_rel_err(got1, want, (size_t)(M * g->N)) < 1e-5);
     /* unpacked weights are refused, not silently zero */
     exec_gemm_weights none = {.K = g->K, .N = g->N, .packed = NULL, .bias = NULL};
-    assert_int_equal(exec_gemm_run(&env, &none, A, M, got1, NULL, &err), MHA_ERR_INTERNAL);
+    assert_int_equal(exec_gemm_run(&env, &none, A, M, got1, NULL, NULL, &err), MHA_ERR_INTERNAL);
     pool_destroy(pl);
     exec_weights_free(NULL, &W);
     free(A);
     free(want);
     free(got1);
     free(got2);
+    plan_free(P);
+}
+
+/* A program made of one op on y (and a scalar): what it classifies as. */
+static int classify_one(plan_ew_code code, float scalar, int *residual) {
+    plan_ew_prog prog;
+    memset(&prog, 0, sizeof prog);
+    prog.ext_value = -1;
+    prog.n_ops = 1;
+    prog.n_regs = 2;
+    prog.ops[0] =
+        (plan_ew_op){code, 1, {PLAN_EW_REG, 0, 0.0f, NULL}, {PLAN_EW_SCALAR, 0, scalar, NULL}};
+    int act;
+    plan_ew_classify(&prog, &act, residual);
+    return act;
+}
+
+/* The fused forms: Relu is ReLU, y * 1 is no activation but not a form
+ * (no residual either: the host runs it), Tanh and Exp are none of the
+ * activations. */
+static void test_epilogue_classify(void **state) {
+    (void)state;
+    int res = -1;
+    assert_int_equal(classify_one(PLAN_EW_RELU, 0.0f, &res), MHA_ACT_RELU);
+    assert_int_equal(res, 0);
+    assert_int_equal(classify_one(PLAN_EW_TANH, 0.0f, &res), -1);
+    assert_int_equal(classify_one(PLAN_EW_EXP, 0.0f, &res), -1);
+    assert_int_equal(classify_one(PLAN_EW_MUL, 1.0f, &res), -1);
+    /* SiLU as exporters write it: y * Sigmoid(y) */
+    plan_ew_prog silu;
+    memset(&silu, 0, sizeof silu);
+    silu.ext_value = -1;
+    silu.n_ops = 3;
+    silu.n_regs = 4;
+    silu.ops[0] = (plan_ew_op){PLAN_EW_SIGMOID, 1, {PLAN_EW_REG, 0, 0.0f, NULL}, {0}};
+    silu.ops[1] =
+        (plan_ew_op){PLAN_EW_MUL, 2, {PLAN_EW_REG, 1, 0.0f, NULL}, {PLAN_EW_REG, 0, 0.0f, NULL}};
+    /* + the residual, external operand first */
+    silu.ops[2] =
+        (plan_ew_op){PLAN_EW_ADD, 3, {PLAN_EW_EXT, 0, 0.0f, NULL}, {PLAN_EW_REG, 2, 0.0f, NULL}};
+    silu.ext_value = 5;
+    int act;
+    plan_ew_classify(&silu, &act, &res);
+    assert_int_equal(act, MHA_ACT_SILU);
+    assert_int_equal(res, 1);
+    /* the residual added to something other than the body's value: not a form */
+    silu.ops[2].b.reg = 0;
+    plan_ew_classify(&silu, &act, &res);
+    assert_int_equal(act, -1);
+    assert_int_equal(res, 0);
+}
+
+/* A plan's GELU and residual steps run through the plugin's epilogue
+ * (exec_gemm_fuse) when it declares them, and give what the host's
+ * program gives within the bound of test_backends (the reference's own
+ * rounding of the exporter's formula against the plugin's); a plugin
+ * declaring no epilogue is never handed one. */
+static void test_fused_epilogue_matches_host(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    const mha_plugin *p = mha_scalar_plugin_table();
+    exec_env env;
+    memset(&env, 0, sizeof env);
+    env.plugin = p;
+    env.num_threads = 1;
+    mha_plugin bare = *p;
+    bare.epilogues = 0;
+    exec_env env_bare = env;
+    env_bare.plugin = &bare;
+    int fused_steps = 0;
+    for (size_t gi = 0; gi < P->n_gemms; gi++) {
+        const plan_gemm *g = &P->gemms[gi];
+        if (g->fused_act < 0) continue;
+        const int64_t M = 37;
+        float *A = malloc(sizeof(float) * (size_t)(M * g->K));
+        float *ext = malloc(sizeof(float) * (size_t)(M * g->N));
+        float *host = malloc(sizeof(float) * (size_t)(M * g->N));
+        float *fused = malloc(sizeof(float) * (size_t)(M * g->N));
+        tu_fill_random(A, (size_t)(M * g->K), 40 + gi);
+        tu_fill_random(ext, (size_t)(M * g->N), 80 + gi);
+        exec_gemm_weights W;
+        memset(&W, 0, sizeof W);
+        const float *w[1] = {g->W}, *b[1] = {g->bias};
+        int64_t cols[1] = {g->N};
+        mha_error err;
+        assert_int_equal(exec_pack_parts(NULL, p, NULL, MHA_PRECISION_FLOAT32, g->K, 1, w, cols, b,
+                                         "W", &W, &err),
+                         MHA_OK);
+        const float *res = g->fused_residual ? ext : NULL;
+        plan_ep ep = {&g->epilogue, res};
+        /* the host's program */
+        assert_int_equal(exec_gemm_run(&env, &W, A, M, host, NULL, NULL, &err), MHA_OK);
+        plan_ep_tile(&ep, host, g->N, 0, M, 0, g->N);
+        /* the plugin's epilogue */
+        exec_gemm_fused f;
+        assert_false(exec_gemm_fuse(&env_bare, g->fused_act, res, g->N, &f));
+        assert_true(exec_gemm_fuse(&env, g->fused_act, res, g->N, &f));
+        assert_int_equal(exec_gemm_run(&env, &W, A, M, fused, &f, NULL, &err), MHA_OK);
+        double scale = 1.0;
+        for (int64_t i = 0; i < M * g->N; i++)
+            scale = fmax(scale, fabs(host[i]));
+        for (int64_t i = 0; i < M * g->N; i++)
+            if (!(fabs((double)fused[i] - (double)host[i]) <= 1e-5 * scale))
+                fail_msg("gemm %zu element %lld: fused %.9g, host %.9g", gi, (long long)i, fused[i],
+                         host[i]);
+        fused_steps++;
+        exec_weights_free(NULL, &W);
+        free(A), free(ext), free(host), free(fused);
+    }
+    assert_int_equal(fused_steps, 4); /* two GELU, two residual */
+    plan_free(P);
+}
+
+/* A plan's norm steps through the runtime path (exec_norm_run: row blocks
+ * over a pool of 3) give the host reference's bits, with and without the
+ * fused residual, on a plugin declaring MHA_OP_NORM and on one that does
+ * not (the built-in scalar then); the residual is x + r rounded to float
+ * first (a norm of that sum computed apart gives the same bits). */
+static void test_norm_steps_on_the_pool(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    assert_true(P->n_norms > 0);
+    const plan_norm *nm = &P->norms[0];
+    const int64_t rows = 301;
+    const size_t n = (size_t)(rows * nm->D);
+    float *x = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float));
+    float *got = malloc(n * sizeof(float)), *res = malloc(n * sizeof(float));
+    float *sum = malloc(n * sizeof(float)), *want_res = malloc(n * sizeof(float));
+    tu_fill_random(x, n, 5);
+    tu_fill_random(res, n, 6);
+    for (size_t i = 0; i < n; i++)
+        sum[i] = x[i] + res[i];
+    assert_int_equal(plan_norm_rows(nm, x, NULL, want, rows), 0);
+    assert_int_equal(plan_norm_rows(nm, x, res, want_res, rows), 0);
+    assert_int_equal(plan_norm_rows(nm, sum, NULL, got, rows), 0);
+    assert_memory_equal(got, want_res, n * sizeof(float));
+    pool *pl = NULL;
+    mha_error err;
+    assert_int_equal(pool_create(NULL, 2, 0, &pl, &err), MHA_OK);
+    mha_plugin bare = *mha_scalar_plugin_table();
+    bare.ops &= ~MHA_OP_NORM;
+    bare.norm = NULL;
+    const mha_plugin *plugins[2] = {mha_scalar_plugin_table(), &bare};
+    for (int i = 0; i < 2; i++) {
+        exec_env env;
+        memset(&env, 0, sizeof env);
+        env.plugin = plugins[i];
+        env.pool = pl;
+        env.num_threads = 3;
+        mha_norm_args a;
+        plan_norm_args(nm, x, res, got, rows, &a);
+        memset(got, 0, n * sizeof(float));
+        assert_int_equal(exec_norm_run(&env, &a, &err), MHA_OK);
+        assert_memory_equal(got, want_res, n * sizeof(float));
+        plan_norm_args(nm, x, NULL, got, rows, &a);
+        memset(got, 0, n * sizeof(float));
+        assert_int_equal(exec_norm_run(&env, &a, &err), MHA_OK);
+        assert_memory_equal(got, want, n * sizeof(float));
+        /* a refused argument is an error naming the backend, not garbage */
+        a.eps = -1.0f;
+        assert_int_equal(exec_norm_run(&env, &a, &err), MHA_ERR_PLUGIN);
+        assert_non_null(strstr(err.message, "norm failed"));
+    }
+    pool_destroy(pl);
+    free(x), free(want), free(got), free(res), free(sum), free(want_res);
     plan_free(P);
 }
 
@@ -302,7 +482,7 @@ static void test_values_freed_after_last_step(void **state) {
     assert_int_equal(plan_probe_inputs(P, 1, in, &err), MHA_OK);
     tensor **values = NULL;
     int calls = 0;
-    plan_backend be = {reference_layer, plan_reference_backend.gemm, &calls};
+    plan_backend be = {reference_layer, plan_reference_backend.gemm, &calls, NULL};
     assert_int_equal(plan_exec(P, in, &be, 0, &values, &err), MHA_OK);
     assert_int_equal(calls, 2);
     /* what is left: outputs, inputs, initializers and folded constants */
@@ -647,6 +827,9 @@ int main(void) {
         cmocka_unit_test(test_gemm_epilogues),
         cmocka_unit_test(test_norm_steps),
         cmocka_unit_test(test_exec_gemm_matches_reference),
+        cmocka_unit_test(test_epilogue_classify),
+        cmocka_unit_test(test_fused_epilogue_matches_host),
+        cmocka_unit_test(test_norm_steps_on_the_pool),
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_release_weights),
         cmocka_unit_test(test_gemm_weights_released_after_packing),

@@ -14,6 +14,8 @@
 
 #include "interp.h"
 #include "layer.h"
+#include "layer_bind.h"
+#include "layer_reference.h"
 #include "mha/plugin.h"
 #include "onnx_ir.h"
 #include "recognize_internal.h"

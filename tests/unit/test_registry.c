@@ -3,8 +3,9 @@
  *  - the feature bits agree with /proc/cpuinfo; mask parsing (hex, names,
  *    errors) and the printable list;
  *  - a folder holding deliberately broken plugins (plugins/testing: no entry
- *    symbol, NULL table, wrong ABI major, too-small table, probe 0, a 1.2
- *    declaration in a 1.1-sized table, GEMM blocks of INT64_MAX) plus a
+ *    symbol, NULL table, wrong ABI major, too-small table, probe 0, a 2.0
+ *    declaration in a table short of the 2.0 size, plugins built for ABI
+ *    1.3 and 1.1 (refused naming that ABI), GEMM blocks of INT64_MAX) plus a
  *    garbage file, a non-plugin name and a folder named like a plugin: each
  *    broken one is recorded with a reason naming its path and the symbol,
  *    logged, and the good plugins still load;
@@ -166,8 +167,8 @@ static void test_cpu_features_str(void **state) {
  * a file whose name does not match and a folder named like a plugin. */
 static const char *make_mixed_folder(void) {
     const char *dir = tu_tmpdir("registry_mixed");
-    static const char *broken[] = {"nosym",  "null",    "badabi",  "small",
-                                   "probe0", "short12", "short13", "hugeblock"};
+    static const char *broken[] = {"nosym",   "null",  "badabi",    "small",   "probe0",
+                                   "short20", "abi13", "hugeblock", "abi11any"};
     for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
         char src[1024], dst[64];
         snprintf(src, sizeof src, "%s/mha-plugin-test-%s.so", TEST_PLUGIN_DIR, broken[i]);
@@ -211,12 +212,15 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
     } expect[] = {
         {"/mha-plugin-garbage.so", "dlopen failed"},
         {"/mha-plugin-test-nosym.so", "no symbol 'mha_plugin_get'"},
-        {"/mha-plugin-test-null.so", "mha_plugin_get(1) returned NULL"},
-        {"/mha-plugin-test-badabi.so", "ABI major 2"},
+        {"/mha-plugin-test-null.so", "mha_plugin_get(2) returned NULL"},
+        {"/mha-plugin-test-badabi.so", "ABI major 3; this host speaks 2"},
         {"/mha-plugin-test-small.so", "16 bytes"},
         {"/mha-plugin-test-probe0.so", "testing: this probe always says no"},
-        {"/mha-plugin-test-short12.so", "ABI 1.2 needs 144"},
-        {"/mha-plugin-test-short13.so", "ABI 1.3 needs 168"},
+        {"/mha-plugin-test-short20.so", "a table of 144 bytes; ABI 2.0 needs 152"},
+        /* plugins of the layer ABI, however their entry answers */
+        {"/mha-plugin-test-abi13.so",
+         "built for plugin ABI 1.3; this host loads ABI 2 plugins only (rebuild it"},
+        {"/mha-plugin-test-abi11any.so", "built for plugin ABI 1.1; this host loads ABI 2"},
         {"/mha-plugin-test-hugeblock.so", "gemm blocks 9223372036854775807 x 1 (need 1..4096)"},
         {"/mha-plugin-dir.so", "not a readable regular file"},
     };
@@ -239,7 +243,7 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
     assert_non_null(p0->name);
     assert_string_equal(p0->name, "broken");
     assert_int_equal(p0->score, 0);
-    assert_true(sink.warnings >= 8);
+    assert_true(sink.warnings >= 9);
 
     /* the good ones still load: avx2 from this folder (a symlink, first),
      * the rest from the folder beside the test binary (build/lib/mha/plugins) */
@@ -260,10 +264,6 @@ static void test_broken_plugins_are_skipped_with_reasons(void **state) {
     registry_free(r);
 }
 
-/* ABI minor versions: a plugin built for 1.1 (the "wrong" test plugin, its
- * table the frozen 1.1 size, smaller than this host's) loads and is usable,
- * is taken at 1.1 and has no rotary entry; the in-tree plugins (1.3) have
- * theirs. */
 /* A registry whose explicit plugin_path is `path`. */
 static registry *registry_with_path(const char *path) {
     registry_options o = {0};
@@ -274,20 +274,34 @@ static registry *registry_with_path(const char *path) {
     return r;
 }
 
-static void test_older_minor_versions_load(void **state) {
+/* What a table declares is what the host reads: the "wrong" test plugin
+ * (no state, float32 only, no optional op, no epilogue) loads, is usable
+ * and gets no rotary entry; the in-tree plugins declare theirs. A table of
+ * a later minor (larger) loads and is used at this host's minor; one a
+ * byte short of 2.0, or with init/fini NULL, is judged by size alone. */
+static void test_declared_ops_and_minor_versions(void **state) {
     (void)state;
     registry *r = registry_with_path(TEST_PLUGIN_DIR "/mha-plugin-wrong.so");
     const plugin_entry *w = usable_by_name(r, "wrong");
-    if (!w) fail_msg("the ABI 1.1 plugin did not load: %s", r->entries[1].reason);
-    assert_int_equal(w->plugin->abi_minor, 1);
-    assert_true(w->plugin->struct_size < sizeof(mha_plugin));
-    assert_int_equal(registry_plugin_minor(w->plugin), 1);
+    if (!w) fail_msg("the minimal 2.0 plugin did not load: %s", r->entries[1].reason);
+    assert_null(w->plugin->init);
     assert_null(registry_plugin_rotary(w->plugin));
+    assert_false(registry_plugin_has_op(w->plugin, MHA_OP_ALIBI));
+    assert_false(registry_plugin_epilogue(w->plugin, MHA_ACT_GELU_ERF, 0));
+    assert_false(registry_plugin_serves(w->plugin, MHA_PRECISION_BFLOAT16));
     const plugin_entry *sc = usable_by_name(r, "scalar");
     assert_int_equal(registry_plugin_minor(sc->plugin), MHA_PLUGIN_ABI_MINOR);
     assert_non_null(registry_plugin_rotary(sc->plugin));
+    assert_true(registry_plugin_has_op(sc->plugin, MHA_OP_ALIBI | MHA_OP_ROTARY));
     const plugin_entry *avx2 = usable_by_name(r, "avx2");
     if (avx2) assert_non_null(registry_plugin_rotary(avx2->plugin));
+    /* a later minor: read at this host's; rotary declared but absent is
+     * not handed out */
+    mha_plugin later = *sc->plugin;
+    later.abi_minor = MHA_PLUGIN_ABI_MINOR + 3;
+    assert_int_equal(registry_plugin_minor(&later), MHA_PLUGIN_ABI_MINOR);
+    later.ops = 0;
+    assert_null(registry_plugin_rotary(&later));
     registry_free(r);
 }
 
@@ -677,7 +691,7 @@ static void test_allocation_failures(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_older_minor_versions_load),
+        cmocka_unit_test(test_declared_ops_and_minor_versions),
         cmocka_unit_test(test_cpu_detect_matches_cpuinfo),
         cmocka_unit_test(test_cpu_parse_mask),
         cmocka_unit_test(test_cpu_features_str),

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mha/tensor_file.h"
 #include "tensorfile.h"
 
 static mha_alloc_ctx alloc;
@@ -405,6 +406,182 @@ static void test_pb_allocation_failures(void **state) {
     assert_int_equal(folder_entries(dir), 1);
 }
 
+/* ---- the public face (mha/tensor_file.h) ---- */
+
+static void test_public_tensor_file(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("tf_public");
+    mha_error err;
+    float x[2 * 3 * 4];
+    tu_fill_random(x, 24, 4);
+    mha_tensor t = {MHA_DTYPE_FLOAT32, 3, {2, 3, 4}, x};
+    char pb[1200], npy[1200], ids[1200];
+    snprintf(pb, sizeof pb, "%s", tu_path(dir, "y.pb"));
+    snprintf(npy, sizeof npy, "%s", tu_path(dir, "big.npy"));
+    snprintf(ids, sizeof ids, "%s", tu_path(dir, "ids.npy"));
+    assert_int_equal(tensorfile_write(&alloc, pb, &t, "output", &err), MHA_OK);
+
+    /* converted on reading, named, through the caller's allocator */
+    int live = 0;
+    mha_allocator al = tu_counting_allocator(&live);
+    mha_tensor_file_options o;
+    mha_tensor_file_options_init(&o);
+    assert_int_equal(o.struct_size, sizeof o);
+    o.want = MHA_DTYPE_FLOAT64;
+    o.mmap_mode = MHA_MMAP_NEVER;
+    o.allocator = &al;
+    mha_tensor_file *f = NULL;
+    assert_int_equal(mha_tensor_file_read(pb, &o, &f, &err), MHA_OK);
+    assert_true(live > 0);
+    const mha_tensor *got = mha_tensor_file_tensor(f);
+    assert_int_equal(got->dtype, MHA_DTYPE_FLOAT64);
+    assert_int_equal(got->rank, 3);
+    assert_int_equal(got->shape[0], 2);
+    assert_int_equal(got->shape[2], 4);
+    for (int i = 0; i < 24; i++)
+        assert_true(((const double *)got->data)[i] == (double)x[i]);
+    assert_string_equal(mha_tensor_file_name(f), "output");
+    mha_tensor_file_free(f);
+    assert_int_equal(live, 0);
+
+    /* a large .npy, mapped by default: the same bits, no name */
+    size_t n = 300000; /* 1.2 MB of data */
+    float *big = malloc(n * sizeof *big);
+    assert_non_null(big);
+    tu_fill_random(big, (int64_t)n, 5);
+    mha_tensor tb = {MHA_DTYPE_FLOAT32, 2, {1000, 300}, big};
+    assert_int_equal(tensorfile_write(&alloc, npy, &tb, NULL, &err), MHA_OK);
+    assert_int_equal(mha_tensor_file_read(npy, NULL, &f, &err), MHA_OK);
+    assert_memory_equal(mha_tensor_file_tensor(f)->data, big, n * sizeof *big);
+    assert_string_equal(mha_tensor_file_name(f), "");
+    mha_tensor_file_free(f);
+    free(big);
+
+    /* refusals leave *out NULL and say why */
+    int64_t id[3] = {1, 2, 3};
+    mha_tensor ti = {MHA_DTYPE_INT64, 1, {3}, id};
+    assert_int_equal(tensorfile_write(&alloc, ids, &ti, NULL, &err), MHA_OK);
+    o.want = MHA_DTYPE_FLOAT32;
+    o.allocator = NULL;
+    f = (mha_tensor_file *)&o;
+    assert_int_equal(mha_tensor_file_read(ids, &o, &f, &err), MHA_ERR_DTYPE);
+    assert_null(f);
+    assert_non_null(strstr(err.message, "ids.npy"));
+    o.struct_size = 4; /* an options struct of an older, smaller layout */
+    assert_int_equal(mha_tensor_file_read(pb, &o, &f, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_null(f);
+    assert_int_equal(mha_tensor_file_read(tu_path(dir, "none.npy"), NULL, &f, &err), MHA_ERR_IO);
+    assert_int_equal(mha_tensor_file_read(NULL, NULL, &f, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_null(mha_tensor_file_tensor(NULL));
+    assert_null(mha_tensor_file_name(NULL));
+    mha_tensor_file_free(NULL);
+
+    /* conversions: what can_convert allows, nothing else */
+    uint16_t h[2] = {0x3c00, 0xc000}; /* 1.0, -2.0 in float16 */
+    float fl[2] = {0, 0};
+    assert_true(mha_dtype_can_convert(MHA_DTYPE_FLOAT16, MHA_DTYPE_FLOAT32));
+    mha_dtype_convert(h, MHA_DTYPE_FLOAT16, fl, MHA_DTYPE_FLOAT32, 2);
+    assert_true(fl[0] == 1.0f && fl[1] == -2.0f);
+    assert_false(mha_dtype_can_convert(MHA_DTYPE_INT64, MHA_DTYPE_FLOAT32));
+    mha_dtype_convert(id, MHA_DTYPE_INT64, fl, MHA_DTYPE_FLOAT32, 2);
+    assert_true(fl[0] == 1.0f && fl[1] == -2.0f); /* untouched */
+}
+
+static void test_public_output_file(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("tf_public_out");
+    mha_error err;
+    assert_int_equal(mha_file_format_of("a/x.NPY"), MHA_FILE_NPY);
+    assert_int_equal(mha_file_format_of("x.pb"), MHA_FILE_PB);
+    assert_int_equal(mha_file_format_of("x.txt"), MHA_FILE_UNKNOWN);
+    assert_int_equal(mha_file_output_format("-"), MHA_FILE_NPY);
+    assert_int_equal(mha_file_output_format("x.csv"), MHA_FILE_UNKNOWN);
+    int64_t big[2] = {1 << 20, 1 << 10}; /* 4 GiB of float32: too much for one .pb */
+    assert_int_equal(mha_tensor_file_check_output("y.pb", MHA_DTYPE_FLOAT32, 2, big, &err),
+                     MHA_ERR_LIMIT);
+    assert_int_equal(mha_tensor_file_check_output("y.npy", MHA_DTYPE_FLOAT32, 2, big, &err),
+                     MHA_OK);
+    assert_int_equal(mha_tensor_file_check_output("y.csv", MHA_DTYPE_FLOAT32, 2, big, &err),
+                     MHA_ERR_INVALID_ARGUMENT);
+
+    /* nothing at the destination before commit; then the tensor, read back */
+    float x[6] = {1, 2, 3, 4, 5, 6};
+    mha_tensor t = {MHA_DTYPE_FLOAT32, 2, {2, 3}, x};
+    char path[1200];
+    snprintf(path, sizeof path, "%s", tu_path(dir, "y.pb"));
+    int live = 0;
+    mha_allocator al = tu_counting_allocator(&live);
+    mha_output_file *f = NULL;
+    assert_int_equal(mha_tensor_file_write_pending(path, &t, "y", &al, &f, &err), MHA_OK);
+    assert_string_equal(mha_output_file_path(f), path);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(mha_output_file_commit(f, &err), MHA_OK);
+    assert_int_equal(live, 0);
+    mha_tensor_file *r = NULL;
+    assert_int_equal(mha_tensor_file_read(path, NULL, &r, &err), MHA_OK);
+    assert_string_equal(mha_tensor_file_name(r), "y");
+    assert_memory_equal(mha_tensor_file_tensor(r)->data, x, sizeof x);
+    mha_tensor_file_free(r);
+
+    /* aborted: nothing left behind */
+    snprintf(path, sizeof path, "%s", tu_path(dir, "z.npy"));
+    assert_int_equal(mha_tensor_file_write_pending(path, &t, NULL, NULL, &f, &err), MHA_OK);
+    assert_int_equal(folder_entries(dir), 2);
+    mha_output_file_abort(f);
+    assert_int_equal(folder_entries(dir), 1);
+    mha_output_file_abort(NULL);
+    assert_null(mha_output_file_path(NULL));
+    f = (mha_output_file *)&t;
+    assert_int_equal(mha_tensor_file_write_pending(tu_path(dir, "z.csv"), &t, NULL, NULL, &f, &err),
+                     MHA_ERR_INVALID_ARGUMENT);
+    assert_null(f);
+
+    /* a temporary a killed writer left is cleaned; the output is not */
+    assert_int_equal(tu_system("touch '%s/.z.npy.tmp.AbC123'", dir), 0);
+    assert_int_equal(folder_entries(dir), 2);
+    assert_int_equal(mha_output_clean_stale(path), 1);
+    assert_int_equal(folder_entries(dir), 1);
+}
+
+static void test_public_output_paths(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("tf_public_paths");
+    mha_error err;
+    char path[1200], link[1200];
+    snprintf(path, sizeof path, "%s", tu_path(dir, "a.txt"));
+    snprintf(link, sizeof link, "%s", tu_path(dir, "b.txt"));
+    /* checked before any work: a missing folder is named */
+    assert_int_equal(mha_output_check(tu_path(dir, "no/such/x.npy"), &err), MHA_ERR_IO);
+    assert_int_equal(mha_output_check(dir, &err), MHA_ERR_IO); /* a folder */
+    assert_int_equal(mha_output_check(path, &err), MHA_OK);
+    assert_int_equal(access(path, F_OK), -1); /* checking writes nothing */
+
+    /* saved whole; a symlink is followed, so both names are one file */
+    assert_int_equal(mha_output_save(path, "hi\n", 3, &err), MHA_OK);
+    assert_int_equal(symlink(path, link), 0);
+    assert_int_equal(mha_output_same_file(path, link), 1);
+    assert_int_equal(mha_output_same_file(path, tu_path(dir, "c.txt")), 0);
+    assert_int_equal(mha_output_same_file("/dev/null", "/dev/null"), 0);
+    size_t n;
+    char *got = tu_read_file(path, &n);
+    assert_non_null(got);
+    assert_int_equal(n, 3);
+    free(got);
+
+    /* one writer per output */
+    mha_output_lock *l1 = NULL, *l2 = NULL;
+    assert_int_equal(mha_output_lock_acquire(path, &l1, &err), MHA_OK);
+    assert_non_null(l1);
+    assert_int_equal(mha_output_lock_acquire(link, &l2, &err), MHA_ERR_IO);
+    assert_null(l2);
+    mha_output_lock_release(l1);
+    assert_int_equal(mha_output_lock_acquire(path, &l2, &err), MHA_OK);
+    mha_output_lock_release(l2);
+    assert_int_equal(mha_output_lock_acquire("-", &l1, &err), MHA_OK);
+    assert_null(l1); /* a stream needs none */
+    mha_output_lock_release(NULL);
+}
+
 int main(void) {
     mha_alloc_ctx_init(&alloc, NULL);
     const struct CMUnitTest tests[] = {
@@ -418,6 +595,9 @@ int main(void) {
         cmocka_unit_test(test_pb_bad_files),
         cmocka_unit_test(test_write_pending),
         cmocka_unit_test(test_pb_allocation_failures),
+        cmocka_unit_test(test_public_tensor_file),
+        cmocka_unit_test(test_public_output_file),
+        cmocka_unit_test(test_public_output_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

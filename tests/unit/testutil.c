@@ -106,3 +106,19 @@ mha_plugin_services tu_plugin_services(uint64_t cpu_features) {
     mha_plugin_services s = {sizeof s, NULL, tu_svc_log, tu_svc_alloc, tu_svc_free, cpu_features};
     return s;
 }
+
+static void *tu_count_alloc(void *user, size_t size, size_t align) {
+    void *p = tu_svc_alloc(NULL, size, align);
+    if (p) (*(int *)user)++;
+    return p;
+}
+
+static void tu_count_free(void *user, void *p) {
+    if (p) (*(int *)user)--;
+    free(p);
+}
+
+mha_allocator tu_counting_allocator(int *live) {
+    mha_allocator a = {tu_count_alloc, tu_count_free, live};
+    return a;
+}

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "mha/mha.h"
 #include "mha/plugin.h"
 
 /* TEST_UNDER_TSAN: defined in ThreadSanitizer builds (gcc or clang). */
@@ -38,5 +39,8 @@ int tu_system(const char *fmt, ...);
 /* Services for a plugin's init() in tests: malloc-backed alloc / free (any
  * alignment), a silent log, and the CPU features the plugin may use. */
 mha_plugin_services tu_plugin_services(uint64_t cpu_features);
+/* An allocator (any alignment) that counts in *live the blocks it handed
+ * out and has not had back: 0 after a balanced use. */
+mha_allocator tu_counting_allocator(int *live);
 
 #endif

@@ -106,6 +106,17 @@ typedef struct mha_error {
 /** Resets *err to MHA_OK and an empty message. Accepts NULL. */
 MHA_API void mha_error_clear(mha_error *err);
 
+/** Copies src into dst (dst_size bytes, always NUL-terminated, truncated
+ *  between characters) so that no byte a terminal acts on survives: C0
+ *  controls and DEL, C1 controls written as UTF-8 (U+0080..U+009F, U+009B is
+ *  CSI) and bytes that are not well-formed UTF-8 (a lone 0x9b is CSI on an
+ *  8-bit terminal) become "\xNN"; newline, CR and tab become a space
+ *  (messages are one line). Printable ASCII and valid UTF-8 pass unchanged,
+ *  so escaping twice changes nothing. Returns dst. Names in a model are
+ *  untrusted text: every message that may carry one goes through this (the
+ *  library's own messages already do). Thread-safe. */
+MHA_API char *mha_text_escape(char *dst, size_t dst_size, const char *src);
+
 /* ------------------------------------------------------------------------ */
 /* Tensors                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -355,6 +366,14 @@ typedef struct mha_model_info {
 } mha_model_info;
 
 MHA_API mha_status mha_model_get_info(const mha_model *model, mha_model_info *out);
+/** Where the batch axis of the model's sequence inputs and outputs lies:
+ *  MHA_LAYOUT_BATCH_FIRST ([B, S, D], the batch on axis 0: every whole model,
+ *  ONNX Attention) or MHA_LAYOUT_SEQ_FIRST ([S, B, D], the batch on axis 1:
+ *  nn.MultiheadAttention exported with batch_first=False). A dataset that
+ *  streams rows of axis 0 needs the batch there. BATCH_FIRST for a NULL
+ *  model. Thread-safe. */
+typedef enum mha_layout { MHA_LAYOUT_BATCH_FIRST = 0, MHA_LAYOUT_SEQ_FIRST = 1 } mha_layout;
+MHA_API mha_layout mha_model_layout(const mha_model *model);
 /** The idioms the recogniser found on its way to the layer, as one line of
  *  "; "-separated phrases (mask kinds, biases, grouped-query heads, fused
  *  projections, a float32 softmax between Casts, ...), e.g. "key padding from
@@ -437,7 +456,7 @@ typedef struct mha_run_options {
      * biases and outputs stay float32. Expect about 1e-2 relative error at
      * worst against float32 and far less on average (`mha bench` and `mha
      * check --precision bfloat16` measure it). A backend whose plugin does
-     * not declare bfloat16 (ABI 1.3) is refused with MHA_ERR_BACKEND naming
+     * not declare bfloat16 (mha_plugin.precisions) is refused with MHA_ERR_BACKEND naming
      * it; the model keeps one packing per backend and precision. */
     int precision;
 } mha_run_options;

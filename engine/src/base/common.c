@@ -93,6 +93,54 @@ MHA_API const char *mha_dtype_name(mha_dtype dtype) {
     return "undefined";
 }
 
+MHA_API const char *mha_io_role_name(mha_io_role role) {
+    switch (role) {
+    case MHA_ROLE_QUERY:
+        return "query";
+    case MHA_ROLE_KEY_VALUE:
+        return "key_value";
+    case MHA_ROLE_Q:
+        return "q";
+    case MHA_ROLE_K:
+        return "k";
+    case MHA_ROLE_V:
+        return "v";
+    case MHA_ROLE_ATTN_MASK:
+        return "attn_mask";
+    case MHA_ROLE_KEY_PADDING_MASK:
+        return "key_padding_mask";
+    case MHA_ROLE_PAST_KEY:
+        return "past_key";
+    case MHA_ROLE_PAST_VALUE:
+        return "past_value";
+    case MHA_ROLE_NONPAD_KV_SEQLEN:
+        return "nonpad_kv_seqlen";
+    case MHA_ROLE_OUTPUT:
+        return "output";
+    case MHA_ROLE_PRESENT_KEY:
+        return "present_key";
+    case MHA_ROLE_PRESENT_VALUE:
+        return "present_value";
+    case MHA_ROLE_QK_OUTPUT:
+        return "qk_output";
+    case MHA_ROLE_ATTN_WEIGHTS:
+        return "attn_weights";
+    case MHA_ROLE_TOKEN_IDS:
+        return "token_ids";
+    case MHA_ROLE_POSITION_IDS:
+        return "position_ids";
+    case MHA_ROLE_ROTARY_COS:
+        return "rotary_cos";
+    case MHA_ROLE_ROTARY_SIN:
+        return "rotary_sin";
+    case MHA_ROLE_VALUE_INPUT:
+        return "value_input";
+    case MHA_ROLE_ATTN_BIAS:
+        return "attn_bias";
+    }
+    return "unknown";
+}
+
 MHA_API int64_t mha_tensor_numel(const mha_tensor *t) {
     if (!t || t->rank < 0 || t->rank > MHA_MAX_RANK) return -1;
     int64_t n = 1;
@@ -128,7 +176,7 @@ static size_t utf8_sequence_length(const unsigned char *s) {
     return len;
 }
 
-char *mha_text_escape(char *dst, size_t dst_size, const char *src) {
+MHA_API char *mha_text_escape(char *dst, size_t dst_size, const char *src) {
     if (!dst || dst_size == 0) return dst;
     const unsigned char *s = (const unsigned char *)(src ? src : "");
     size_t used = 0;

@@ -25,16 +25,6 @@ mha_status mha_failv(mha_error *err, mha_status st, const char *fmt, va_list ap)
 /* Prefixes the message already in err with "prefix: " (e.g. a file name). */
 void mha_error_prefix(mha_error *err, const char *fmt, ...) MHA_PRINTF(2, 3);
 
-/* Copies src into dst (dst_size bytes, always NUL-terminated, truncated
- * between characters) so that no byte a terminal acts on survives: C0
- * controls and DEL, C1 controls written as UTF-8 (U+0080..U+009F, U+009B is
- * CSI) and bytes that are not well-formed UTF-8 (a lone 0x9b is CSI on an
- * 8-bit terminal) become "\xNN"; newline, CR and tab become a space
- * (messages are one line). Printable ASCII and valid UTF-8 pass unchanged,
- * so escaping twice changes nothing. Returns dst. Names in a model are
- * untrusted text: every message that may carry one goes through this. */
-char *mha_text_escape(char *dst, size_t dst_size, const char *src);
-
 /* The allocator of a runtime or model. NULL means malloc. Every allocation of
  * the library goes through mha_malloc / mha_calloc / mha_free with one. The
  * fault-injection hook (tests) lives behind it. */

@@ -23,7 +23,6 @@
  * A self-parallel plugin gets each phase as one call instead. */
 #include "exec.h"
 
-#include "exec_ext.h"
 #include "registry.h"
 #include "tensor.h"
 
@@ -79,34 +78,10 @@ static const char *exec_precision_name(int precision) {
                                                  : "(unknown)";
 }
 
-/* Bytes of a packed [K, N] in `precision`: float32 through the 1.0 entry,
- * another through the plugin's 1.3 entry (with its state). */
-static size_t exec_packed_size_prec(const mha_plugin *p, void *state, int precision, int64_t K,
-                                    int64_t N) {
-    if (precision == MHA_PRECISION_FLOAT32) return p->gemm_packed_size(K, N);
-    return p->gemm_packed_size_prec(state, precision, K, N);
-}
-
-static int exec_pack_b_prec(const mha_plugin *p, void *state, int precision, int64_t K, int64_t N,
-                            const float *B, void *packed) {
-    if (precision == MHA_PRECISION_FLOAT32) {
-        p->gemm_pack_b(K, N, B, N, packed);
-        return 0;
-    }
-    return p->gemm_pack_b_prec(state, precision, K, N, B, N, packed);
-}
-
-mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t K, int n_parts,
-                           const float *const *w, const int64_t *cols, const float *const *bias,
-                           const char *what, exec_gemm_weights *out, mha_error *err) {
-    return exec_pack_parts_prec(a, p, NULL, MHA_PRECISION_FLOAT32, K, n_parts, w, cols, bias, what,
-                                out, err);
-}
-
-mha_status exec_pack_parts_prec(const mha_alloc_ctx *a, const mha_plugin *p, void *state,
-                                int precision, int64_t K, int n_parts, const float *const *w,
-                                const int64_t *cols, const float *const *bias, const char *what,
-                                exec_gemm_weights *out, mha_error *err) {
+mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, void *state, int precision,
+                           int64_t K, int n_parts, const float *const *w, const int64_t *cols,
+                           const float *const *bias, const char *what, exec_gemm_weights *out,
+                           mha_error *err) {
     int64_t N = 0;
     int any_bias = 0;
     for (int i = 0; i < n_parts; i++) {
@@ -122,7 +97,7 @@ mha_status exec_pack_parts_prec(const mha_alloc_ctx *a, const mha_plugin *p, voi
     if (!mha_mul_size((size_t)K, (size_t)N, &kn) || !mha_mul_size(kn, sizeof(float), &kn))
         return mha_fail(err, MHA_ERR_LIMIT, "packing %s: %lldx%lld weights too large", what,
                         (long long)K, (long long)N);
-    size_t packed_size = exec_packed_size_prec(p, state, precision, K, N);
+    size_t packed_size = p->gemm_packed_size(state, precision, K, N);
     /* bfloat16 packs 2 bytes a weight */
     if (precision == MHA_PRECISION_BFLOAT16) kn /= 2;
     if (packed_size == SIZE_MAX)
@@ -143,7 +118,7 @@ mha_status exec_pack_parts_prec(const mha_alloc_ctx *a, const mha_plugin *p, voi
                         packed_size, p->name);
     int rc = 0;
     if (n_parts == 1) {
-        rc = exec_pack_b_prec(p, state, precision, K, N, w[0], out->packed);
+        rc = p->gemm_pack_b(state, precision, K, N, w[0], N, out->packed);
     } else {
         float *cat = mha_malloc(a, (size_t)K * (size_t)N * sizeof(float));
         if (!cat)
@@ -156,7 +131,7 @@ mha_status exec_pack_parts_prec(const mha_alloc_ctx *a, const mha_plugin *p, voi
                 c0 += cols[i];
             }
         }
-        rc = exec_pack_b_prec(p, state, precision, K, N, cat, out->packed);
+        rc = p->gemm_pack_b(state, precision, K, N, cat, N, out->packed);
         mha_free(a, cat);
     }
     if (rc != 0)
@@ -184,19 +159,13 @@ static int64_t exec_layer_dout(const layer *L) {
 }
 
 mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
-                             exec_packed **out, mha_error *err) {
-    return exec_pack_weights_prec(a, L, plugin, NULL, MHA_PRECISION_FLOAT32, out, err);
-}
-
-mha_status exec_pack_weights_prec(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
-                                  void *state, int precision, exec_packed **out, mha_error *err) {
+                             void *state, int precision, exec_packed **out, mha_error *err) {
     *out = NULL;
     if (!registry_plugin_serves(plugin, precision))
         return mha_fail(err, MHA_ERR_BACKEND,
-                        "backend '%s' does not serve precision %s (its plugin ABI %u.%u table "
-                        "does not declare it)",
-                        plugin->name, exec_precision_name(precision), plugin->abi_major,
-                        registry_plugin_minor(plugin));
+                        "backend '%s' does not serve precision %s (its plugin table does not "
+                        "declare it)",
+                        plugin->name, exec_precision_name(precision));
     exec_packed *pk = mha_calloc(a, 1, sizeof *pk);
     if (!pk) return mha_fail(err, MHA_ERR_NO_MEMORY, "packing weights: out of memory");
     pk->plugin = plugin;
@@ -213,29 +182,29 @@ mha_status exec_pack_weights_prec(const mha_alloc_ctx *a, const layer *L, const 
         const float *b[3] = {L->bq, L->bk, L->bv};
         const int64_t cols[3] = {nq, nk, nv};
         pk->fused_qkv = 1;
-        st = exec_pack_parts_prec(a, plugin, state, precision, L->d_model, 3, w, cols, b,
-                                  "W_q|W_k|W_v", &pk->qkv, err);
+        st = exec_pack_parts(a, plugin, state, precision, L->d_model, 3, w, cols, b, "W_q|W_k|W_v",
+                             &pk->qkv, err);
     } else {
         const float *wq[1] = {L->wq}, *bq[1] = {L->bq};
         const int64_t cq[1] = {nq};
-        st = exec_pack_parts_prec(a, plugin, state, precision, L->d_model, 1, wq, cq, bq, "W_q",
-                                  &pk->q, err);
+        st = exec_pack_parts(a, plugin, state, precision, L->d_model, 1, wq, cq, bq, "W_q", &pk->q,
+                             err);
         if (st == MHA_OK && !L->kv_given) { /* else K, V come in projected */
-            /* one GEMM for K and V from one input, or one each from two */
             const float *w[2] = {L->wk, L->wv}, *b[2] = {L->bk, L->bv};
             const int64_t cols[2] = {nk, nv};
-            st = exec_pack_parts_prec(a, plugin, state, precision, L->d_kv, L->v_input ? 1 : 2, w,
-                                      cols, b, L->v_input ? "W_k" : "W_k|W_v", &pk->kv, err);
+            /* one GEMM for K and V from one input, or one each from two */
+            st = exec_pack_parts(a, plugin, state, precision, L->d_kv, L->v_input ? 1 : 2, w, cols,
+                                 b, L->v_input ? "W_k" : "W_k|W_v", &pk->kv, err);
             if (st == MHA_OK && L->v_input)
-                st = exec_pack_parts_prec(a, plugin, state, precision, L->d_kv, 1, w + 1, cols + 1,
-                                          b + 1, "W_v", &pk->v, err);
+                st = exec_pack_parts(a, plugin, state, precision, L->d_kv, 1, w + 1, cols + 1,
+                                     b + 1, "W_v", &pk->v, err);
         }
     }
     if (st == MHA_OK) {
         const float *wo[1] = {L->wo}, *bo[1] = {L->bo};
         const int64_t co[1] = {exec_layer_dout(L)};
-        st = exec_pack_parts_prec(a, plugin, state, precision, L->q_heads * dv, 1, wo, co, bo,
-                                  "W_o", &pk->o, err);
+        st = exec_pack_parts(a, plugin, state, precision, L->q_heads * dv, 1, wo, co, bo, "W_o",
+                             &pk->o, err);
     }
     if (st != MHA_OK) {
         exec_packed_free(a, pk);
@@ -779,7 +748,8 @@ static mha_status exec_workspace_reserve(exec_state *s, const mha_alloc_ctx *a, 
 
 mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64_t M,
                           const float *A, int64_t lda, float *C, int64_t ldc, int64_t m0,
-                          int64_t m1, int64_t n0, int64_t n1, int num_threads, mha_error *err) {
+                          int64_t m1, int64_t n0, int64_t n1, int num_threads,
+                          const exec_gemm_fused *fused, mha_error *err) {
     const mha_plugin *p = env->plugin;
     mha_gemm_args g;
     memset(&g, 0, sizeof g);
@@ -799,6 +769,11 @@ mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64
     g.n1 = n1;
     g.num_threads = num_threads;
     g.precision = env->precision; /* W was packed in it (the model's cache is per precision) */
+    if (fused) {                  /* only what the plugin declared (exec_gemm_fuse) */
+        g.activation = fused->activation;
+        g.residual = fused->residual;
+        g.ldr = fused->ldr;
+    }
     if (p->gemm(env->plugin_state, &g) != 0)
         return mha_fail(err, MHA_ERR_PLUGIN,
                         "backend '%s': gemm failed on rows [%lld, %lld) columns [%lld, %lld) "
@@ -812,7 +787,7 @@ static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f,
                                  int64_t m0, int64_t m1, int64_t n0, int64_t n1, int num_threads,
                                  mha_error *err) {
     return exec_gemm_tile(s->env, f->W, f->M, f->A + seg * f->a_seg, f->lda, f->C + seg * f->c_seg,
-                          f->ldc, m0, m1, n0, n1, num_threads, err);
+                          f->ldc, m0, m1, n0, n1, num_threads, NULL, err);
 }
 
 void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]) {
@@ -1512,12 +1487,13 @@ done:
     return st;
 }
 
-/* A plugin below ABI 1.2 would ignore the slopes: refuse, naming it. */
+/* A plugin that does not declare ALiBi would ignore the slopes: refuse,
+ * naming it. */
 static mha_status exec_fail_no_alibi(const mha_plugin *p, mha_error *err) {
     return mha_fail(err, MHA_ERR_BACKEND,
-                    "backend '%s' is a plugin of ABI 1.%u, which has no ALiBi: this layer needs a "
-                    "backend of plugin ABI 1.2 or later (scalar, avx2, avx512 and openmp are)",
-                    p->name, registry_plugin_minor(p));
+                    "backend '%s' does not declare ALiBi (MHA_OP_ALIBI in its plugin table): "
+                    "this layer needs a backend that does (scalar, avx2, avx512 and openmp do)",
+                    p->name);
 }
 
 /* One attention phase over prepared arguments (exec_ext.c: KV cache, key
@@ -1529,7 +1505,8 @@ mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *arg
     const mha_plugin *p = env->plugin;
     if (!p->attention)
         return mha_fail(err, MHA_ERR_PLUGIN, "backend '%s' lacks a kernel entry point", p->name);
-    if (args->alibi_slopes && registry_plugin_minor(p) < 2) return exec_fail_no_alibi(p, err);
+    if (args->alibi_slopes && !registry_plugin_has_op(p, MHA_OP_ALIBI))
+        return exec_fail_no_alibi(p, err);
     if (args->B == 0 || args->Hq == 0 || args->Sq == 0 || args->Skv == 0) return MHA_OK;
     exec_state s;
     memset(&s, 0, sizeof s);
@@ -1564,14 +1541,11 @@ mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *arg
 /* Entry                                                                     */
 /* ------------------------------------------------------------------------ */
 
-mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
-                    const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
-                    size_t n_outputs, mha_error *err) {
+mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed *pk,
+                         const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                         size_t n_outputs, mha_error *err) {
     if (!env || !env->plugin || !L || (n_outputs && !outputs) || (n_inputs && !inputs))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run: NULL argument");
-    /* KV cache, key lengths, windows, float16, extra outputs: exec_ext.c */
-    if (exec_ext_wanted(L, inputs, n_inputs))
-        return exec_ext_run(env, L, pk, inputs, n_inputs, outputs, n_outputs, err);
     exec_binding bd;
     mha_status st = layer_bind(L, inputs, n_inputs, n_outputs, &bd, err);
     if (st != MHA_OK) return st;
@@ -1625,7 +1599,8 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                             "run options: kv_lengths[%lld] = %lld is negative", (long long)b,
                             (long long)env->kv_lengths[b]);
-    if (L->alibi_slopes && registry_plugin_minor(p) < 2) return exec_fail_no_alibi(p, err);
+    if (L->alibi_slopes && !registry_plugin_has_op(p, MHA_OP_ALIBI))
+        return exec_fail_no_alibi(p, err);
     if (bd.B == 0 || bd.Sq == 0 || y_numel == 0) {
         /* no new token: a KV cache's present outputs are its past */
         for (int k = 0; k < 2 && bd.past_key; k++) {
@@ -1641,7 +1616,7 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     memset(&s, 0, sizeof s);
     s.env = env;
     s.plugin = p;
-    /* rotary: the plugin's kernel from ABI 1.2 on, else the reference's */
+    /* rotary: the plugin's kernel when it declares one, else the reference's */
     exec_rope_tables rope;
     memset(&rope, 0, sizeof rope);
     if (L->rotary) {

@@ -13,6 +13,7 @@
 #define MHA_EXEC_H
 
 #include "layer.h"
+#include "layer_bind.h"
 #include "mha/plugin.h"
 #include "pool.h"
 
@@ -39,16 +40,13 @@ typedef struct exec_packed {
     exec_gemm_weights v;   /* v_input: [d_kv, Hkv*dv] (W_v, read from the value input) */
 } exec_packed;
 
-/* Packs L's weights with plugin->gemm_pack_b (nothing for a bare Attention
- * layer). *out is freed with exec_packed_free. */
+/* Packs L's weights with plugin->gemm_pack_b in `precision`
+ * (MHA_PRECISION_*, one the plugin serves: registry_plugin_serves) for the
+ * layout of plugin_state (the state init() gave the runtime that will run
+ * them); nothing for a bare Attention layer. *out is freed with
+ * exec_packed_free. */
 mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
-                             exec_packed **out, mha_error *err);
-/* The same in a compute precision (MHA_PRECISION_*) the plugin serves
- * (registry_plugin_serves), through its ABI 1.3 packing with its state;
- * float32 through gemm_pack_b gives exactly exec_pack_weights. */
-mha_status exec_pack_weights_prec(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
-                                  void *plugin_state, int precision, exec_packed **out,
-                                  mha_error *err);
+                             void *plugin_state, int precision, exec_packed **out, mha_error *err);
 void exec_packed_free(const mha_alloc_ctx *a, exec_packed *pk); /* accepts NULL */
 size_t exec_packed_bytes(const exec_packed *pk);
 
@@ -66,38 +64,6 @@ typedef struct exec_services {
 void exec_services_init(exec_services *s, const mha_alloc_ctx *a, mha_log_fn log, void *log_user,
                         mha_log_level log_level, uint64_t cpu_features);
 
-/* The caller's tensors bound to their roles, with the sizes they imply. */
-typedef struct exec_binding {
-    const mha_tensor *x_q;         /* has_proj: query input */
-    const mha_tensor *x_kv;        /* has_proj: key/value input (x_q for self) */
-    const mha_tensor *q, *k, *v;   /* bare attention */
-    const mha_tensor *attn_mask;   /* NULL if absent */
-    const mha_tensor *key_padding; /* NULL if absent */
-    int64_t B, Sq, Skv;
-    int64_t dk, dv, d_out; /* effective head sizes and output width */
-    size_t y_index;        /* the output with role MHA_ROLE_OUTPUT */
-    mha_tensor y_shape;    /* its dtype, rank and shape (no data) */
-    /* ---- appended (issue 7): KV cache, key lengths, extra outputs ---- */
-    const mha_tensor *past_key, *past_value; /* [B, Hkv, P, dk|dv], or NULL */
-    const mha_tensor *kv_lengths;            /* [B] int64/int32 valid keys, or NULL */
-    int64_t P, T;                            /* past length; total keys T = P + Skv */
-    int64_t present_key_index, present_value_index, qk_index; /* outputs; -1 = absent */
-    /* ---- appended (issue 14) ---- */
-    int64_t weights_index; /* output of the head-averaged probabilities; -1 = absent */
-    /* ---- appended (issue 14): rotary positions or tables given as inputs ---- */
-    const mha_tensor *position_ids;            /* [B or 1, Sq] integer, or NULL */
-    const mha_tensor *rotary_cos, *rotary_sin; /* [B or 1, (1,) Sq, rotary_dim], or NULL */
-    /* ---- appended (issue 14): a separate value input ---- */
-    const mha_tensor *x_v;       /* has_proj: what V is projected from (x_kv unless L->v_input) */
-    const mha_tensor *attn_bias; /* MHA_ROLE_ATTN_BIAS: added like a float attn_mask, or NULL */
-} exec_binding;
-
-/* Binds and checks every input against L (dtype, rank, widths, batch and
- * sequence agreement between inputs, mask broadcastability). Messages name
- * the input and both shapes. Defined in layer_util.c. */
-mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs, size_t n_outputs,
-                      exec_binding *bd, mha_error *err);
-
 typedef struct exec_env {
     const mha_alloc_ctx *alloc; /* intermediates of the run */
     const mha_plugin *plugin;
@@ -112,17 +78,14 @@ typedef struct exec_env {
 } exec_env;
 
 /* Packs the side-by-side concatenation of n_parts weight matrices
- * w[i] [K, cols[i]] (and their biases, NULL = zeros) as one [K, N] matrix;
- * free with exec_weights_free. */
-mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, int64_t K, int n_parts,
-                           const float *const *w, const int64_t *cols, const float *const *bias,
-                           const char *what, exec_gemm_weights *out, mha_error *err);
-/* The same in a compute precision (MHA_PRECISION_*) through the plugin's
- * ABI 1.3 packing with its state; float32 is exec_pack_parts. */
-mha_status exec_pack_parts_prec(const mha_alloc_ctx *a, const mha_plugin *p, void *state,
-                                int precision, int64_t K, int n_parts, const float *const *w,
-                                const int64_t *cols, const float *const *bias, const char *what,
-                                exec_gemm_weights *out, mha_error *err);
+ * w[i] [K, cols[i]] (and their biases, NULL = zeros) as one [K, N] matrix,
+ * in `precision` for the layout of plugin state `state`; the packed size
+ * the plugin reports is checked (at least every weight) before use. Free
+ * with exec_weights_free. */
+mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, void *state, int precision,
+                           int64_t K, int n_parts, const float *const *w, const int64_t *cols,
+                           const float *const *bias, const char *what, exec_gemm_weights *out,
+                           mha_error *err);
 void exec_weights_free(const mha_alloc_ctx *a, exec_gemm_weights *w);
 
 /* The host's epilogue of a GEMM tile: rows [m0, m1), columns [n0, n1) of
@@ -133,11 +96,41 @@ typedef struct exec_gemm_epilogue {
     void *user;
 } exec_gemm_epilogue;
 
+/* The part of a GEMM's epilogue the plugin applies on its tiles
+ * (mha_gemm_args): an activation and a residual add, set only when the
+ * plugin declares them (registry_plugin_epilogue). */
+typedef struct exec_gemm_fused {
+    int activation;        /* MHA_ACT_* */
+    const float *residual; /* [M, ldr] or NULL */
+    int64_t ldr;
+} exec_gemm_fused;
+
 /* One plugin GEMM call: rows [m0, m1) and columns [n0, n1) of C [M, W->N]
- * (ldc) = A [M, W->K] (lda) . W + bias, in env's precision. */
+ * (ldc) = A [M, W->K] (lda) . W + bias, then fused (NULL = none), in env's
+ * precision. */
 mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64_t M,
                           const float *A, int64_t lda, float *C, int64_t ldc, int64_t m0,
-                          int64_t m1, int64_t n0, int64_t n1, int num_threads, mha_error *err);
+                          int64_t m1, int64_t n0, int64_t n1, int num_threads,
+                          const exec_gemm_fused *fused, mha_error *err);
+
+/* One phase of `units` pool units fn(ctx, 0, u, worker, err) on env's pool
+ * (exec_gemm.c), at most `threads` wide, with env's cancel hook and
+ * denormals flushed as on the pool's workers. */
+mha_status exec_pool_units(const exec_env *env, pool_unit_fn fn, void *ctx, int64_t units,
+                           int threads, mha_error *err);
+
+/* One normalisation (exec_norm.c): rows [args->r0, args->r1) of
+ * args->x normalised into args->y on env's plugin when it declares
+ * MHA_OP_NORM, else on the built-in scalar's, split into row blocks over
+ * the pool (a self-parallel plugin gets them whole). */
+mha_status exec_norm_run(const exec_env *env, const mha_norm_args *args, mha_error *err);
+
+/* The fused part for a GEMM whose epilogue is act(y) [+ residual]
+ * (act MHA_ACT_*, residual [M, ldr] or NULL): 1 and *out when env's plugin
+ * declares both, so its kernel applies them on its tiles; 0 when the host
+ * must run the epilogue itself. */
+int exec_gemm_fuse(const exec_env *env, int act, const float *residual, int64_t ldr,
+                   exec_gemm_fused *out);
 
 /* C[seg] = A[seg] . W (+ bias) for n_segs segments of M rows each; segment s
  * reads rows A + s*a_seg (lda apart) and writes C + s*c_seg (ldc apart).
@@ -168,18 +161,40 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads);
 void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]);
 
 /* One GEMM on given buffers (exec_gemm.c): C [M, N] = A [M, K] . W + bias,
- * cut by exec_gemm_plan over the pool (a self-parallel plugin gets it
- * whole), each tile followed by ep (NULL = none). Each tile writes its own
- * part of C. */
+ * then fused (NULL = none) inside the plugin, cut by exec_gemm_plan over
+ * the pool (a self-parallel plugin gets it whole), each tile followed by
+ * the host's ep (NULL = none). Each tile writes its own part of C. */
 mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const float *A, int64_t M,
-                         float *C, const exec_gemm_epilogue *ep, mha_error *err);
+                         float *C, const exec_gemm_fused *fused, const exec_gemm_epilogue *ep,
+                         mha_error *err);
 
-/* Runs L forward. pk must have been packed for env->plugin. outputs must
- * have exactly the dtype, rank and shape layer_output_shapes gives. With a
- * pool, the calling thread sets FTZ/DAZ for the run (restored afterwards),
- * as every worker does; without one, the FP environment is left alone. */
-mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
-                    const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
-                    size_t n_outputs, mha_error *err);
+/* The float32 core of the forward pass (what exec_ext_wanted leaves to
+ * it; exec_run in exec_ext.h is the entry that chooses). pk must have been
+ * packed for env->plugin. outputs must have exactly the dtype, rank and
+ * shape layer_output_shapes gives. With a pool, the calling thread sets
+ * FTZ/DAZ for the run (restored afterwards), as every worker does; without
+ * one, the FP environment is left alone. */
+mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed *pk,
+                         const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                         size_t n_outputs, mha_error *err);
+
+/* Every mask of a run as one additive float tensor addressed with strides
+ * over [batch, head, query, key]; stride 0 broadcasts. */
+typedef struct exec_mask {
+    const float *data; /* NULL: no mask */
+    int64_t sb, sh, sq, sk;
+    float *owned;      /* freed by the caller with mha_free */
+    int causal_folded; /* the causal mask is in data (as the file's finite term), the
+                          kernels run without theirs */
+} exec_mask;
+
+/* The mask inputs, the layer's constant bias and (with
+ * projections) its sliding window summed into one additive view. */
+mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
+                           exec_mask *m, mha_error *err);
+
+/* One attention phase over args (b/h/q ranges covering
+ * the whole problem) with env's plugin, pool and threads. */
+mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *args, mha_error *err);
 
 #endif

@@ -620,8 +620,8 @@ static mha_status ext_run_projected(const exec_env *env, const layer *L, const e
         }
         exec_env e = *env;
         if (lens) e.kv_lengths = lens;
-        st = exec_run(&e, &core, pk, in, m, wi < n_outputs ? &outputs[y] : outputs, core.n_outputs,
-                      err);
+        st = exec_run_core(&e, &core, pk, in, m, wi < n_outputs ? &outputs[y] : outputs,
+                           core.n_outputs, err);
         if (st == MHA_OK && wi < n_outputs)
             st = ext_head_weights(&e, L, inputs, n_inputs, n_outputs, &outputs[wi], err);
     }
@@ -652,4 +652,15 @@ mha_status exec_ext_run(const exec_env *env, const layer *L, const exec_packed *
     if (L->has_proj)
         return ext_run_projected(env, L, pk, inputs, n_inputs, outputs, n_outputs, err);
     return ext_run_bare(env, L, &bd, outputs, err);
+}
+
+mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
+                    const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
+                    size_t n_outputs, mha_error *err) {
+    if (!env || !env->plugin || !L || (n_outputs && !outputs) || (n_inputs && !inputs))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run: NULL argument");
+    /* KV cache, key lengths, windows, float16, extra outputs: here */
+    if (exec_ext_wanted(L, inputs, n_inputs))
+        return exec_ext_run(env, L, pk, inputs, n_inputs, outputs, n_outputs, err);
+    return exec_run_core(env, L, pk, inputs, n_inputs, outputs, n_outputs, err);
 }

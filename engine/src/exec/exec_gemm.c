@@ -1,16 +1,20 @@
 /* exec_gemm.c -- one GEMM of a model's plan on the runtime's backend:
  * C [M, N] = A [M, K] . W (+ bias), W packed once by the plugin. The
  * product is cut into tiles of rows x columns by the layer executor's
- * planner (exec_gemm_plan), one pool unit each, the host's elementwise
- * epilogue run on each tile while it is in cache: every tile writes its own
- * part of C, so the result is bitwise the same for any thread count. */
+ * planner (exec_gemm_plan), one pool unit each; the epilogue runs on each
+ * tile while it is in cache -- inside the plugin's kernel when it declares
+ * the step's form (activation, residual: exec_gemm_fuse), else the host's
+ * elementwise program right after the call. Every tile writes its own part
+ * of C, so the result is bitwise the same for any thread count. */
 #include <string.h>
 
 #include "exec.h"
+#include "registry.h"
 
 typedef struct gemm_job {
     const exec_env *env;
     exec_gemm_family f;
+    const exec_gemm_fused *fused;
     const exec_gemm_epilogue *ep;
 } gemm_job;
 
@@ -22,13 +26,23 @@ static mha_status gemm_unit(void *ctx, int phase, int64_t u, int worker, mha_err
     int64_t seg, r[4];
     exec_gemm_unit_range(f, u, &seg, r);
     mha_status st = exec_gemm_tile(j->env, f->W, f->M, f->A, f->lda, f->C, f->ldc, r[0], r[1], r[2],
-                                   r[3], 1, err);
+                                   r[3], 1, j->fused, err);
     if (st == MHA_OK && j->ep) j->ep->fn(j->ep->user, f->C, f->W->N, r[0], r[1], r[2], r[3]);
     return st;
 }
 
+int exec_gemm_fuse(const exec_env *env, int act, const float *residual, int64_t ldr,
+                   exec_gemm_fused *out) {
+    if (act < 0 || !registry_plugin_epilogue(env->plugin, act, residual != NULL)) return 0;
+    out->activation = act;
+    out->residual = residual;
+    out->ldr = ldr;
+    return 1;
+}
+
 mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const float *A, int64_t M,
-                         float *C, const exec_gemm_epilogue *ep, mha_error *err) {
+                         float *C, const exec_gemm_fused *fused, const exec_gemm_epilogue *ep,
+                         mha_error *err) {
     const mha_plugin *p = env->plugin;
     if (!W->packed && W->K > 0 && W->N > 0)
         return mha_fail(err, MHA_ERR_INTERNAL, "exec: a %lldx%lld GEMM without packed weights",
@@ -39,6 +53,7 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
     gemm_job j;
     memset(&j, 0, sizeof j);
     j.env = env;
+    j.fused = fused;
     j.ep = ep && ep->fn ? ep : NULL;
     j.f.W = W;
     j.f.A = A;
@@ -49,8 +64,8 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
     j.f.n_segs = 1;
     if (p->flags & MHA_PLUGIN_SELF_PARALLEL) {
         int reserved = pool_try_reserve(env->pool);
-        mha_status st =
-            exec_gemm_tile(env, W, M, A, W->K, C, W->N, 0, M, 0, W->N, reserved ? threads : 1, err);
+        mha_status st = exec_gemm_tile(env, W, M, A, W->K, C, W->N, 0, M, 0, W->N,
+                                       reserved ? threads : 1, fused, err);
         if (reserved) pool_release(env->pool);
         if (st == MHA_OK && j.ep) j.ep->fn(j.ep->user, C, W->N, 0, M, 0, W->N);
         return st;
@@ -58,12 +73,17 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
     /* the layer executor's tiles: a batch of short sequences shares each
      * pass over the weights (one per kernel row block) */
     exec_gemm_plan(&j.f, p, threads);
+    return exec_pool_units(env, gemm_unit, &j, j.f.n_units, threads, err);
+}
+
+mha_status exec_pool_units(const exec_env *env, pool_unit_fn fn, void *ctx, int64_t units,
+                           int threads, mha_error *err) {
     pool_job job;
     memset(&job, 0, sizeof job);
-    job.fn = gemm_unit;
-    job.ctx = &j;
+    job.fn = fn;
+    job.ctx = ctx;
     job.n_phases = 1;
-    job.n_units[0] = j.f.n_units;
+    job.n_units[0] = units;
     job.num_threads = threads;
     job.cancel = env->cancel;
     job.cancel_user = env->cancel_user;

@@ -1,5 +1,5 @@
 /* interp_internal.h -- what the files of the reference interpreter share:
- * the per-node evaluation context, the helpers every op uses (inputs,
+ *  the per-node evaluation context, the helpers every op uses (inputs,
  * outputs, typed attributes, axis checks, error messages naming the node)
  * and the op functions the dispatch table in interp.c lists. Not used
  * outside engine/src/interp/. */

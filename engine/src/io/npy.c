@@ -10,7 +10,7 @@
  *   padded with spaces and a final '\n'; then the raw C-order data.
  */
 #define _GNU_SOURCE
-#include "tensorfile.h"
+#include "npy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +19,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "tensor.h"
 
 static const unsigned char npy_magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
 

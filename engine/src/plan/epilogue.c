@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "mha/plugin.h"
 #include "plan_internal.h"
 
 static const char *const ew_unary[] = {"Sqrt", "Erf", "Tanh", "Relu", "Sigmoid", "Neg", "Exp"};
@@ -227,4 +228,89 @@ void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t
         }
         memcpy(x + e0, r[prog->ops[prog->n_ops - 1].dst], sizeof(float) * (size_t)n);
     }
+}
+
+void plan_ep_tile(const plan_ep *ep, float *C, int64_t N, int64_t m0, int64_t m1, int64_t n0,
+                  int64_t n1) {
+    for (int64_t m = m0; m < m1; m++)
+        plan_ew_apply(ep->prog, C + m * N + n0, ep->ext ? ep->ext + m * N + n0 : NULL, n1 - n0, N,
+                      n0);
+}
+
+/* ---- the fused form ---- */
+
+/* The activations of plugin.h in double: what an exporter's program is
+ * compared with. */
+static double ew_act_ref(int act, double x) {
+    switch (act) {
+    case MHA_ACT_GELU_ERF:
+        return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case MHA_ACT_GELU_TANH:
+        return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case MHA_ACT_RELU:
+        return x > 0.0 ? x : 0.0;
+    case MHA_ACT_SILU:
+        return x / (1.0 + exp(-x));
+    default:
+        return x;
+    }
+}
+
+/* 1 when the operand reads only registers and scalar constants. */
+static int ew_pointwise(const plan_ew_arg *a) {
+    return a->kind == PLAN_EW_REG || a->kind == PLAN_EW_SCALAR;
+}
+
+/*
+ * prog = body, then optionally one Add of the body's value and the
+ * external operand (either order). The body reads y and scalars only, so
+ * it is a function f of one float: sampled on [-12, 12] (481 points, where
+ * every activation bends, plus the far tails) it must agree with one
+ * activation within 1e-5 (1 + |x|) -- far below the 1e-4..1e-3 that
+ * separate GELU's two forms, far above the float rounding of an
+ * exporter's formula. The plan is still verified as a whole at load.
+ */
+#define EW_SAMPLES 485
+
+void plan_ew_classify(const plan_ew_prog *prog, int *act, int *residual) {
+    *act = -1;
+    *residual = 0;
+    int n = prog->n_ops;
+    if (n <= 0) return;
+    const plan_ew_op *last = &prog->ops[n - 1];
+    const int body_out = n >= 2 ? prog->ops[n - 2].dst : 0;
+    if (last->code == PLAN_EW_ADD &&
+        ((last->a.kind == PLAN_EW_EXT && last->b.kind == PLAN_EW_REG && last->b.reg == body_out) ||
+         (last->b.kind == PLAN_EW_EXT && last->a.kind == PLAN_EW_REG && last->a.reg == body_out))) {
+        *residual = 1;
+        n--;
+    }
+    for (int k = 0; k < n; k++)
+        if (!ew_pointwise(&prog->ops[k].a) ||
+            (prog->ops[k].code >= PLAN_EW_ADD && !ew_pointwise(&prog->ops[k].b)))
+            return;
+    if (n == 0) {
+        *act = *residual ? MHA_ACT_NONE : -1;
+        return;
+    }
+    plan_ew_prog body = *prog;
+    body.n_ops = n;
+    body.n_regs = body.ops[n - 1].dst + 1;
+    float x[EW_SAMPLES], y[EW_SAMPLES];
+    for (int i = 0; i < EW_SAMPLES - 4; i++)
+        x[i] = (float)(i - (EW_SAMPLES - 4) / 2) / 20.0f;
+    x[EW_SAMPLES - 4] = -30.0f, x[EW_SAMPLES - 3] = 30.0f;
+    x[EW_SAMPLES - 2] = -1e-3f, x[EW_SAMPLES - 1] = 1e-3f;
+    memcpy(y, x, sizeof x);
+    plan_ew_apply(&body, y, NULL, EW_SAMPLES, EW_SAMPLES, 0);
+    for (int a = MHA_ACT_GELU_ERF; a < MHA_ACT_COUNT; a++) {
+        int ok = 1;
+        for (int i = 0; i < EW_SAMPLES && ok; i++)
+            ok = fabs((double)y[i] - ew_act_ref(a, x[i])) <= 1e-5 * (1.0 + fabs((double)x[i]));
+        if (ok) {
+            *act = a;
+            return;
+        }
+    }
+    *residual = 0; /* a body no plugin computes: the host runs all of it */
 }

@@ -148,6 +148,7 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, u
             pg.out_value = last;
             if (pg.epilogue.ext_value >= 0) pg.reads[pg.n_reads++] = pg.epilogue.ext_value;
         }
+        plan_ew_classify(&pg.epilogue, &pg.fused_act, &pg.fused_residual);
         gemm_describe(g, &pg);
         P->gemms[P->n_gemms++] = pg;
     }

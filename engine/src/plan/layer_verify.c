@@ -5,6 +5,8 @@
  * per query row (key 0, which a top-left causal mask never hides), so mask
  * polarity, scale placement and head order all show in the output. When the
  * graph has dynamic axes it is checked at two sets of sizes. */
+#include "layer_bind.h"
+#include "layer_reference.h"
 #include "recognize_internal.h"
 
 #include <math.h>

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "plan_internal.h"
+#include "registry.h"
 
 typedef struct norm_match {
     const plan *P;
@@ -231,29 +232,29 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
     return MHA_OK;
 }
 
-void plan_norm_rows(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows) {
-    const int64_t D = nm->D;
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * D;
-        float *yr = y + r * D;
-        if (res) { /* the residual sum first, into y (rounded as the Add did) */
-            for (int64_t i = 0; i < D; i++)
-                yr[i] = xr[i] + res[r * D + i];
-            xr = yr;
-        }
-        double mean = 0.0, var = 0.0;
-        for (int64_t i = 0; i < D; i++)
-            mean += xr[i];
-        mean /= (double)D;
-        for (int64_t i = 0; i < D; i++)
-            var += ((double)xr[i] - mean) * ((double)xr[i] - mean);
-        var /= (double)D;
-        const float inv = (float)(1.0 / sqrt(var + (double)nm->eps)), mu = (float)mean;
-        for (int64_t i = 0; i < D; i++) {
-            float v = (xr[i] - mu) * inv;
-            if (nm->gamma) v *= nm->gamma[i];
-            if (nm->beta) v += nm->beta[i];
-            yr[i] = v;
-        }
-    }
+void plan_norm_args(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows,
+                    mha_norm_args *out) {
+    *out = (mha_norm_args){.struct_size = sizeof *out,
+                           .kind = MHA_NORM_LAYER,
+                           .rows = rows,
+                           .D = nm->D,
+                           .x = x,
+                           .ldx = nm->D,
+                           .y = y,
+                           .ldy = nm->D,
+                           .residual = res,
+                           .ldr = nm->D,
+                           .gamma = nm->gamma,
+                           .beta = nm->beta,
+                           .eps = nm->eps,
+                           .r1 = rows,
+                           .num_threads = 1};
+}
+
+/* The built-in scalar backend's norm: the one reference every backend
+ * shares (backends/common/kernel_common.h). */
+int plan_norm_rows(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows) {
+    mha_norm_args a;
+    plan_norm_args(nm, x, res, y, rows, &a);
+    return mha_scalar_plugin_table()->norm(NULL, &a);
 }

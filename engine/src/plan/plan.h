@@ -14,6 +14,7 @@
 
 #include "interp.h"
 #include "layer.h"
+#include "mha/plugin.h"
 
 typedef enum plan_step_kind {
     PLAN_STEP_ATTENTION = 1, /* a recognised layer: plan_layer */
@@ -95,8 +96,13 @@ typedef struct plan_gemm {
     int reads[2];      /* values the step reads: in_value, epilogue.ext_value */
     size_t n_reads;
     plan_ew_prog epilogue; /* n_ops 0: none */
-    char desc[96];         /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
-    int *ep_nodes;         /* the graph nodes the epilogue computes */
+    /* The epilogue as a plugin's GEMM computes it (plugin.h: act(y) +
+     * residual), when it is exactly that: fused_act MHA_ACT_* and
+     * fused_residual 1 when the program ends by adding the external
+     * operand; fused_act -1 when it is not (the host always runs it). */
+    int fused_act, fused_residual;
+    char desc[96]; /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
+    int *ep_nodes; /* the graph nodes the epilogue computes */
     size_t n_ep_nodes;
     uint64_t w_hash; /* W released (NULL): a hash of its bytes (release.c) */
 } plan_gemm;
@@ -173,22 +179,39 @@ typedef struct plan {
     layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
 } plan;
 
+/* A GEMM step's epilogue at run time: its program and the external
+ * operand (a residual [M, N] laid out as C, or NULL). */
+typedef struct plan_ep {
+    const plan_ew_prog *prog;
+    const float *ext;
+} plan_ep;
+
+/* Runs ep on rows [m0, m1), columns [n0, n1) of C [M, N], in place. */
+void plan_ep_tile(const plan_ep *ep, float *C, int64_t N, int64_t m0, int64_t m1, int64_t n0,
+                  int64_t n1);
+
 /* What runs the fused steps: the runtime's executor, or the reference.
  * attention: one recognised layer, inputs as L's, outputs[0] allocated with
  * layer_output_shapes' shape; gemm: C [M, N] = A [M, K] . W + bias, then
- * the step's epilogue through ep_fn (NULL: none). */
+ * the step's epilogue ep (NULL: none): by plan_ep_tile on each tile of C on
+ * the thread that computed it, or by the plugin's GEMM when it declares
+ * the step's fused form (plan_gemm.fused_act); norm (NULL: the host's
+ * plan_norm_rows on the calling thread): y [rows, D] = norm step
+ * norm_index of x (+ res, its fused residual, or NULL). */
 typedef struct plan_backend {
     mha_status (*attention)(void *user, const plan *P, size_t layer_index, const mha_tensor *inputs,
                             size_t n_inputs, mha_tensor *outputs, size_t n_outputs, mha_error *err);
-    /* ep_fn(ep_user, C, N, m0, m1, n0, n1) after each tile of C (or once
-     * for all of it), on the thread that computed it */
     mha_status (*gemm)(void *user, const plan *P, size_t gemm_index, const float *A, int64_t M,
-                       float *C,
-                       void (*ep_fn)(void *ep_user, float *C, int64_t N, int64_t m0, int64_t m1,
-                                     int64_t n0, int64_t n1),
-                       void *ep_user, mha_error *err);
+                       float *C, const plan_ep *ep, mha_error *err);
     void *user;
+    mha_status (*norm)(void *user, const plan *P, size_t norm_index, const float *x,
+                       const float *res, float *y, int64_t rows, mha_error *err);
 } plan_backend;
+
+/* The plugin arguments of norm step nm over x (+ res, or NULL), y [rows,
+ * D] (every row). */
+void plan_norm_args(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows,
+                    mha_norm_args *out);
 
 /* Number of attention cores of g (Softmax nodes, Attention nodes of the
  * default and com.microsoft domains). */

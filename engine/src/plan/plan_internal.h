@@ -71,6 +71,11 @@ mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, i
 int plan_ew_compile(const plan *P, const plan_uses *u, const plan_shape *shp,
                     const unsigned char *taken, int start_node, int y, int64_t N, int *reg_scratch,
                     plan_ew_prog *prog, int *out, int *nodes, size_t *n_nodes);
+/* The fused form of prog (plan_gemm.fused_act / fused_residual): its
+ * activation as a plugin computes it, found by running the part before a
+ * final residual add on sample values against each MHA_ACT_*; -1 when the
+ * program is not act(y) [+ residual]. */
+void plan_ew_classify(const plan_ew_prog *prog, int *act, int *residual);
 /* Runs prog in place on x [count], elements of one row of N starting at
  * column col0; ext: the external operand at the same elements. */
 void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t count, int64_t N,
@@ -79,8 +84,10 @@ void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t
 /* Finds the norm steps among the nodes not taken (norm.c); marks theirs. */
 mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err);
-/* y [rows, D] = the norm of x [rows, D] (+ res [rows, D], or NULL). */
-void plan_norm_rows(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows);
+/* y [rows, D] = the norm of x [rows, D] (+ res [rows, D], or NULL), by the
+ * built-in scalar's norm entry; nonzero when it refuses the arguments (a
+ * negative or NaN eps). */
+int plan_norm_rows(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows);
 
 /* Finds the GEMM steps among the nodes no layer owns (gemm.c). */
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,

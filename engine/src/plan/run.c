@@ -4,6 +4,7 @@
  * that reads it. Also the input checks and output shapes of a run. */
 #include <string.h>
 
+#include "layer_bind.h"
 #include "plan_internal.h"
 
 /* Whether values[v] belongs to this run (not an initializer, a folded
@@ -108,18 +109,6 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
 }
 
 /* The epilogue of a GEMM step on a tile of its output, row by row. */
-typedef struct run_ep {
-    const plan_ew_prog *prog;
-    const float *ext; /* the external operand, the output's shape, or NULL */
-} run_ep;
-
-static void run_ep_tile(void *user, float *C, int64_t N, int64_t m0, int64_t m1, int64_t n0,
-                        int64_t n1) {
-    const run_ep *e = user;
-    for (int64_t m = m0; m < m1; m++)
-        plan_ew_apply(e->prog, C + m * N + n0, e->ext ? e->ext + m * N + n0 : NULL, n1 - n0, N, n0);
-}
-
 /* A GEMM over the last axis of its float32 input. */
 static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan_backend *be,
                            const plan_run_arena *ar, mha_error *err) {
@@ -136,8 +125,9 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
     /* every element is written: C = A . W (+ bias) */
     mha_status st = run_output(P, ar, pg->out_value, A->rank, dims, &y, err);
     int64_t M = pg->K > 0 ? tensor_numel(A) / pg->K : 0;
-    /* the epilogue runs on the host, tile by tile, right after the product */
-    run_ep ep = {&pg->epilogue, NULL};
+    /* the epilogue runs tile by tile right after the product (the host's
+     * program, or the plugin's GEMM when it declares the fused form) */
+    plan_ep ep = {&pg->epilogue, NULL};
     if (st == MHA_OK && pg->epilogue.ext_value >= 0) {
         const tensor *ext = values[pg->epilogue.ext_value];
         if (!ext || ext->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(ext) != tensor_numel(y))
@@ -150,7 +140,7 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
     }
     if (st == MHA_OK)
         st = be->gemm(be->user, P, gi, (const float *)A->data, M, y->data,
-                      pg->epilogue.n_ops > 0 ? run_ep_tile : NULL, &ep, err);
+                      pg->epilogue.n_ops > 0 ? &ep : NULL, err);
     if (st != MHA_OK) {
         tensor_free(y);
         return st;
@@ -159,9 +149,11 @@ static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan
     return MHA_OK;
 }
 
-/* A LayerNorm over the rows of its float32 input. */
-static mha_status run_norm(const plan *P, size_t i, tensor **values, const plan_run_arena *ar,
-                           mha_error *err) {
+/* A LayerNorm over the rows of its float32 input (after the residual
+ * add before it, when fused): on be's norm (the runtime's plugin and
+ * pool), else the host's reference here. */
+static mha_status run_norm(const plan *P, size_t i, tensor **values, const plan_backend *be,
+                           const plan_run_arena *ar, mha_error *err) {
     const plan_norm *nm = &P->norms[i];
     const tensor *x = values[nm->in_value];
     if (!x || x->dtype != MHA_DTYPE_FLOAT32 || x->rank < 1 || x->dims[x->rank - 1] != nm->D)
@@ -175,8 +167,17 @@ static mha_status run_norm(const plan *P, size_t i, tensor **values, const plan_
     tensor *y = NULL;
     mha_status st = run_output(P, ar, nm->out_value, x->rank, x->dims, &y, err);
     if (st != MHA_OK) return st;
-    plan_norm_rows(nm, x->data, res ? res->data : NULL, y->data,
-                   nm->D > 0 ? tensor_numel(x) / nm->D : 0);
+    const int64_t rows = nm->D > 0 ? tensor_numel(x) / nm->D : 0;
+    const float *r = res ? res->data : NULL;
+    if (be && be->norm)
+        st = be->norm(be->user, P, i, x->data, r, y->data, rows, err);
+    else if (plan_norm_rows(nm, x->data, r, y->data, rows) != 0)
+        st =
+            mha_fail(err, MHA_ERR_SHAPE, "plan: norm step %zu: eps %g refused", i, (double)nm->eps);
+    if (st != MHA_OK) {
+        tensor_free(y);
+        return st;
+    }
     values[nm->out_value] = y;
     return MHA_OK;
 }
@@ -241,7 +242,7 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
         else if (step->kind == PLAN_STEP_GEMM)
             st = run_gemm(P, (size_t)step->index, values, be, ar, err);
         else if (step->kind == PLAN_STEP_NORM)
-            st = run_norm(P, (size_t)step->index, values, ar, err);
+            st = run_norm(P, (size_t)step->index, values, be, ar, err);
         else
             st = run_interp(P, step->index, values, nin, nout, err);
         if (st != MHA_OK || keep_all) continue;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "layer_reference.h"
 #include "plan_internal.h"
 
 /* Relative to the output's scale (max |value|, at least 1): float32
@@ -21,10 +22,8 @@ static mha_status verify_reference_layer(void *user, const plan *P, size_t li,
 }
 
 /* C = A . W + bias, each sum in double: the plain GEMM beside the fast ones. */
-static mha_status
-verify_reference_gemm(void *user, const plan *P, size_t gi, const float *A, int64_t M, float *C,
-                      void (*ep_fn)(void *, float *, int64_t, int64_t, int64_t, int64_t, int64_t),
-                      void *ep_user, mha_error *err) {
+static mha_status verify_reference_gemm(void *user, const plan *P, size_t gi, const float *A,
+                                        int64_t M, float *C, const plan_ep *ep, mha_error *err) {
     const plan_gemm *g = &P->gemms[gi];
     (void)user;
     double *acc = mha_calloc(&P->alloc, (size_t)(g->N > 0 ? g->N : 1), sizeof *acc);
@@ -43,11 +42,13 @@ verify_reference_gemm(void *user, const plan *P, size_t gi, const float *A, int6
             C[m * g->N + n] = (float)acc[n];
     }
     mha_free(&P->alloc, acc);
-    if (ep_fn) ep_fn(ep_user, C, g->N, 0, M, 0, g->N);
+    if (ep) plan_ep_tile(ep, C, g->N, 0, M, 0, g->N);
     return MHA_OK;
 }
 
-const plan_backend plan_reference_backend = {verify_reference_layer, verify_reference_gemm, NULL};
+/* norm NULL: the host's reference norm on the calling thread */
+const plan_backend plan_reference_backend = {verify_reference_layer, verify_reference_gemm, NULL,
+                                             NULL};
 
 /* Largest error of got against want relative to want's scale (its largest
  * finite magnitude, at least 1); INFINITY when shapes or the places of

@@ -176,16 +176,13 @@ void layer_rotary_fill(const float *inv_freq, int64_t half, int64_t p0, int64_t 
                        float *sin);
 size_t layer_weight_bytes(const layer *L);
 
-/* Output shapes for given input shapes, with every input checked (dtype,
- * rank, dims against the layer and against each other). */
-mha_status layer_output_shapes(const layer *L, const mha_tensor *inputs, size_t n_inputs,
-                               mha_tensor *outputs, size_t n_outputs, mha_error *err);
-
-/* Runs the layer single-threaded with the built-in scalar backend (no
- * runtime needed): the reference the verifier and tests compare against.
- * outputs[] must be allocated with the shapes from layer_output_shapes. */
-mha_status layer_reference_forward(const mha_alloc_ctx *a, const layer *L, const mha_tensor *inputs,
-                                   size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
-                                   mha_error *err);
+/* The value head size and the output width, where the layer leaves them 0
+ * (equal to d_head, d_model). */
+static inline int64_t layer_dv(const layer *L) {
+    return L->d_head_v > 0 ? L->d_head_v : L->d_head;
+}
+static inline int64_t layer_dout(const layer *L) {
+    return L->d_out > 0 ? L->d_out : L->d_model;
+}
 
 #endif

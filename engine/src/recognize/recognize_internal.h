@@ -156,7 +156,7 @@ static inline size_t rz_count(int64_t n) {
     return n > 0 ? (size_t)n : 1;
 }
 
-/* ---- recognize.c, recognize_seqfirst.c ---- */
+/* ---- recognize_layer.c, recognize_seqfirst.c ---- */
 /* layer_recognize without the sequence-first retry. */
 mha_status rz_recognize_once(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err);
 /* g read through a batch-first view of its [S, B, D] inputs and outputs:
@@ -164,10 +164,26 @@ mha_status rz_recognize_once(const mha_alloc_ctx *a, const ir_graph *g, layer *o
 mha_status rz_recognize_seq_first(const mha_alloc_ctx *a, const ir_graph *g, layer *out,
                                   mha_error *err);
 
-/* ---- recognize_graph.c: static analysis ---- */
-mha_status rz_analyse_deps(rz_ctx *z);
+/* ---- recognize_chain.c: data-flow primitives ---- */
 int rz_is_op(const ir_node *n, const char *op);
+int rz_is_shape_op(const ir_node *n);  /* Shape or Size */
+int rz_is_layout_op(const ir_node *n); /* moves elements only; input 0 is the data */
+const char *rz_node_desc(const rz_ctx *z, int node, char *buf, size_t size);
 const ir_node *rz_producer(const rz_ctx *z, int v);
+int rz_producer_id(const rz_ctx *z, int v);        /* node index, or -1 */
+const char *rz_value_name(const rz_ctx *z, int v); /* "" when out of range */
+int rz_is_graph_output(const rz_ctx *z, int v);
+/* MHA_ERR_MODEL_UNSUPPORTED unless every input of `node` but data_in is
+ * plumbing (independent of the values of every graph input). */
+mha_status rz_check_plumbing(rz_ctx *z, int node, int data_in, const char *what);
+/* Fills *s when `node` is a chain step for data flowing into its input
+ * in_slot (a layout op, Identity / Cast, or with allow_factors a Mul / Div
+ * by a constant); 0 when it is not one. */
+int rz_classify_step(const rz_ctx *z, int node, int in_slot, int allow_factors, rz_step *s);
+/* The single data consumer of v (Shape / Size aside): *node, *slot, or
+ * *node = -1 when none; refused when v feeds two, or feeds one and is a
+ * graph output. */
+mha_status rz_single_consumer(rz_ctx *z, int v, const char *what, int *node, int *slot);
 /* Walks back from `v` through layout ops and scalar factors; stops at a
  * value that is a graph input, has no producer, or is produced by an op that
  * is neither (MatMul, Gemm, Add, ...). The chain goes from that value to v. */
@@ -176,6 +192,9 @@ mha_status rz_walk_back(rz_ctx *z, int v, int allow_factors, const char *what, r
  * or scalar factor; *stop_node is it, or -1 when the chain ends at a graph
  * output. */
 mha_status rz_walk_forward(rz_ctx *z, int v, const char *what, rz_chain *ch, int *stop_node);
+
+/* ---- recognize_graph.c: static analysis ---- */
+mha_status rz_analyse_deps(rz_ctx *z);
 /* Parses the input projection that produces `v`. */
 mha_status rz_parse_in_proj(rz_ctx *z, int v, const char *what, rz_proj *p);
 /* Parses the output projection that consumes `v` through node `node`, and
@@ -183,7 +202,6 @@ mha_status rz_parse_in_proj(rz_ctx *z, int v, const char *what, rz_proj *p);
 mha_status rz_parse_out_proj(rz_ctx *z, int node, int v, rz_proj *p, rz_chain *ych);
 mha_status rz_parse_softmax_core(rz_ctx *z, int softmax_node);
 mha_status rz_parse_attention_core(rz_ctx *z, int attention_node);
-const char *rz_node_desc(const rz_ctx *z, int node, char *buf, size_t size);
 /* The parsed equation of an Einsum node (0 if not one, or not readable). */
 int rz_einsum_of(const ir_node *n, interp_einsum *e);
 /* An Einsum projection X . W (W constant): the number k of X's trailing
@@ -210,7 +228,7 @@ void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t
 void rz_fill_random(float *x, int64_t n, uint64_t *state);
 uint64_t rz_rand(uint64_t *state);
 
-/* ---- recognize_map.c: the meaning of the chains ---- */
+/* ---- recognize_eval.c: the graph on a probe input ---- */
 /* Evaluates the graph on seeded random inputs of the given sizes (static
  * dims win), keeping inputs in z->inputs and every value in z->probe. */
 mha_status rz_run_probe(rz_ctx *z, const layer *L, int64_t B, int64_t Sq, int64_t Skv);
@@ -219,6 +237,12 @@ mha_status rz_rerun(rz_ctx *z);
 void rz_free_probe(rz_ctx *z);
 /* Scalar factors of a chain (product). */
 mha_status rz_chain_factor(rz_ctx *z, const rz_chain *ch, double *f);
+/* The probe's value v, or NULL when v is out of range. */
+static inline const tensor *rz_val(const rz_ctx *z, int v) {
+    return (v >= 0 && (size_t)v < z->g->n_values) ? z->probe[v] : NULL;
+}
+
+/* ---- recognize_map.c: the meaning of the chains ---- */
 mha_status rz_build_projected(rz_ctx *z, layer *L);
 
 /* ---- recognize_rotary.c: rotary position embeddings on Q and K ---- */
@@ -244,7 +268,7 @@ int rz_alibi_take(rz_ctx *z, layer *L, const double *raw, int64_t n_slots, int64
 int rz_alibi_slopes(rz_ctx *z, const double *raw, int64_t n_slots, int64_t sq, int64_t skv,
                     const int64_t *head, int64_t H, double *slope, int *relative);
 
-/* ---- recognize_mask.c ---- */
+/* ---- recognize_effect.c: the mask terms' effect on the scores ---- */
 /* What the mask terms put on the scores [n_slots, sq, skv]. */
 typedef struct rz_eff {
     int64_t n_slots, sq, skv;
@@ -256,6 +280,8 @@ int rz_is_masked_value(double v);
 /* The terms' effect from values vals; target (or NULL) the scores' shape. */
 mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, const tensor *target,
                           rz_eff *e);
+
+/* ---- recognize_mask.c ---- */
 /* Places the additive mask terms of a Softmax core: causal, key padding or
  * an attention mask input. head_of_slot / batch_of_slot after head
  * assembly. */

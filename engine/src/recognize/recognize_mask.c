@@ -25,44 +25,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* At or below this, a term hides its key. */
-#define RZ_MASKED (-1e30)
-
-void rz_eff_free(rz_ctx *z, rz_eff *e) {
-    mha_free(z->a, e->raw);
-    memset(e, 0, sizeof *e);
-}
-
-int rz_is_masked_value(double v) {
-    return v <= RZ_MASKED;
-}
-
-/* Strides of M broadcast (numpy, right-aligned) against T; 0 if it does not. */
-static int rz_bcast_strides(const tensor *M, const tensor *T, int64_t *stride) {
-    if (!M || M->rank > T->rank) return 0;
-    int64_t st = 1;
-    for (int ax = T->rank - 1; ax >= 0; ax--) {
-        int mx = ax - (T->rank - M->rank);
-        if (mx < 0) {
-            stride[ax] = 0;
-            continue;
-        }
-        if (M->dims[mx] != 1 && M->dims[mx] != T->dims[ax]) return 0;
-        stride[ax] = M->dims[mx] == 1 ? 0 : st;
-        st *= M->dims[mx];
-    }
-    return 1;
-}
-
-static int64_t rz_bcast_offset(const tensor *T, const int64_t *stride, int64_t i) {
-    int64_t rem = i, off = 0;
-    for (int ax = T->rank - 1; ax >= 0; ax--) {
-        off += (rem % T->dims[ax]) * stride[ax];
-        rem /= T->dims[ax];
-    }
-    return off;
-}
-
 /* An additive as the engine adds it: -inf stays -inf (the engine's masked
  * key, whose all-masked row gives 0); any other hiding value (finfo.min,
  * -1e30) becomes the float just above the lowest one. The kernels hide a
@@ -74,66 +36,6 @@ static float rz_as_float_additive(double v) {
     if (v == -INFINITY) return -INFINITY;
     if (rz_is_masked_value(v) || v < -(double)FLT_MAX) return nextafterf(-FLT_MAX, 0.0f);
     return (float)v;
-}
-
-static int rz_is_float_tensor(const tensor *t) {
-    return t && (t->dtype == MHA_DTYPE_FLOAT32 || t->dtype == MHA_DTYPE_FLOAT64);
-}
-
-/* The effective terms from values vals (the probe's, or a part of the
- * graph run apart). The terms were collected from the Softmax back to
- * Q.K^T, so they apply in reverse order; the score path only reshapes (flat
- * order kept), so flat index i of a term's output is score i. target, when
- * given, is the shape of the scores and of every term's output. */
-mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, const tensor *target,
-                          rz_eff *e) {
-    const rz_core *c = &z->core;
-    const tensor *S = target ? target : vals[z->g->nodes[c->score_mm].outputs[0]];
-    char d[160];
-    rz_eff_free(z, e);
-    int r = S->rank;
-    e->sq = S->dims[r - 2];
-    e->skv = S->dims[r - 1];
-    e->off = z->P;
-    int64_t numel = tensor_numel(S);
-    e->n_slots = (e->sq > 0 && e->skv > 0) ? numel / (e->sq * e->skv) : 0;
-    e->raw = mha_calloc(z->a, (size_t)(numel ? numel : 1), sizeof *e->raw);
-    if (!e->raw) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
-    for (int t = c->n_masks - 1; t >= 0; t--) {
-        const rz_mask_term *term = &c->masks[t];
-        const ir_node *n = &z->g->nodes[term->add_node];
-        const tensor *T = target ? target : n->n_outputs > 0 ? vals[n->outputs[0]] : NULL;
-        const tensor *M = vals[term->value];
-        const tensor *C = term->kind == RZ_TERM_WHERE ? vals[term->cond] : NULL;
-        int64_t ms[MHA_MAX_RANK], cs[MHA_MAX_RANK];
-        int ok = T && tensor_numel(T) == numel && rz_is_float_tensor(M) &&
-                 rz_bcast_strides(M, T, ms) &&
-                 (term->kind != RZ_TERM_WHERE ||
-                  (C && C->dtype == MHA_DTYPE_BOOL && rz_bcast_strides(C, T, cs)));
-        if (!ok)
-            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                            "%s: the %s does not broadcast to the scores as a float tensor",
-                            rz_node_desc(z, term->add_node, d, sizeof d),
-                            term->kind == RZ_TERM_WHERE ? "condition or fill value" : "added mask");
-        for (int64_t i = 0; i < numel; i++) {
-            double v = cf[t] * tensor_get_f64(M, rz_bcast_offset(T, ms, i));
-            if (term->kind == RZ_TERM_ADD) {
-                e->raw[i] += v;
-                continue;
-            }
-            int on = ((const unsigned char *)C->data)[rz_bcast_offset(T, cs, i)] != 0;
-            if (on != term->fill_when) continue;
-            /* a fill replaces the score: the same as adding it only when
-             * it hides the key */
-            if (!rz_is_masked_value(v))
-                return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                                "%s: fills scores with %g, which does not hide them (only "
-                                "-inf or huge negative fills are supported)",
-                                rz_node_desc(z, term->add_node, d, sizeof d), v);
-            e->raw[i] = v;
-        }
-    }
-    return MHA_OK;
 }
 
 static mha_status rz_eff_eval(rz_ctx *z, const double *cf, rz_eff *e) {

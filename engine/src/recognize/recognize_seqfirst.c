@@ -1,6 +1,8 @@
-/* recognize_seqfirst.c -- layers whose data inputs and output are
- * sequence-first, [S, B, D] (nn.MultiheadAttention with its default
- * batch_first=False, fairseq-style code): the graph is viewed through a
+/* recognize_seqfirst.c -- layer_recognize, the recogniser's entry: the
+ * graph read as it is (rz_recognize_once, recognize_layer.c), else as a
+ * layer whose data inputs and output are sequence-first, [S, B, D]
+ * (nn.MultiheadAttention with its default batch_first=False, fairseq-style
+ * code): the graph is viewed through a
  * Transpose(perm 1, 0, 2) after each float [?, ?, D] input and before each
  * float [?, ?, D] output, the view is recognised as a batch-first layer, and
  * the layer is marked seq_first with the inputs' and output's own shapes
@@ -157,5 +159,23 @@ mha_status rz_recognize_seq_first(const mha_alloc_ctx *a, const ir_graph *g, lay
             if (rz_sf_candidate(&g->values[g->outputs[i]])) rz_sf_swap(out->outputs[i].dims);
     }
     rz_sf_view_free(a, &w);
+    return st;
+}
+
+/* The entry: the graph read as it is, else through the sequence-first
+ * view. */
+mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err) {
+    if (!g || !out)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "layer_recognize: NULL argument");
+    mha_status st = rz_recognize_once(a, g, out, err);
+    if (st == MHA_OK || st == MHA_ERR_NO_MEMORY || st == MHA_ERR_INVALID_ARGUMENT) return st;
+    /* maybe [S, B, D] inputs (probing them as [B, S, D] may also fail to
+     * run the graph); else the first refusal */
+    mha_error again;
+    mha_error_clear(&again);
+    if (rz_recognize_seq_first(a, g, out, &again) == MHA_OK) {
+        if (err) mha_error_clear(err);
+        return MHA_OK;
+    }
     return st;
 }

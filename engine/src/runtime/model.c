@@ -154,8 +154,7 @@ static void model_pack_free(const mha_alloc_ctx *a, const mha_model *m, model_pa
  * `precision`. */
 static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mha_plugin *p,
                                  void *state, int precision, model_pack *e, mha_error *err) {
-    if (!m->plan)
-        return exec_pack_weights_prec(&m->alloc, &m->L, p, state, precision, &e->packed, err);
+    if (!m->plan) return exec_pack_weights(&m->alloc, &m->L, p, state, precision, &e->packed, err);
     const plan *P = m->plan;
     e->layer_packed = mha_calloc(&m->alloc, P->n_layers ? P->n_layers : 1, sizeof *e->layer_packed);
     e->gemm_packed = mha_calloc(&m->alloc, P->n_gemms ? P->n_gemms : 1, sizeof *e->gemm_packed);
@@ -163,8 +162,8 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
         return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
     for (size_t i = 0; i < P->n_layers; i++) {
         if (!P->layers[i].recognised) continue;
-        mha_status st = exec_pack_weights_prec(&m->alloc, &P->layers[i].L, p, state, precision,
-                                               &e->layer_packed[i], err);
+        mha_status st = exec_pack_weights(&m->alloc, &P->layers[i].L, p, state, precision,
+                                          &e->layer_packed[i], err);
         if (st != MHA_OK) return st;
     }
     for (size_t i = 0; i < P->n_gemms; i++) {
@@ -172,8 +171,8 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
         /* a released weight comes from the fresh build of the file */
         const float *w[1] = {g->W ? g->W : fresh->gemms[i].W}, *b[1] = {g->bias};
         int64_t cols[1] = {g->N};
-        mha_status st = exec_pack_parts_prec(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
-                                             "a GEMM step", &e->gemm_packed[i], err);
+        mha_status st = exec_pack_parts(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
+                                        "a GEMM step", &e->gemm_packed[i], err);
         if (st != MHA_OK) return st;
         /* the first packing frees each unpacked weight as soon as it is
          * packed: the two copies never coexist for the whole model */
@@ -213,13 +212,9 @@ mha_status model_set_source(mha_model *m, const char *path, const ir_load_option
     return MHA_OK;
 }
 
-mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, const model_pack **out,
+mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, void *plugin_state,
+                            uint64_t features, int precision, const model_pack **out,
                             mha_error *err) {
-    return model_packed_for_prec(cm, p, NULL, MHA_PRECISION_FLOAT32, out, err);
-}
-
-mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void *plugin_state,
-                                 int precision, const model_pack **out, mha_error *err) {
     /* The cache is the one mutable part of a model; it is guarded by the
      * mutex, so a const model may still fill it. */
     mha_model *m = (mha_model *)cm;
@@ -227,7 +222,7 @@ mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void 
     mha_status st = MHA_OK;
     pthread_mutex_lock(&m->pack_lock);
     model_pack *e = m->packs;
-    while (e && (e->plugin != p || e->precision != precision))
+    while (e && (e->plugin != p || e->features != features || e->precision != precision))
         e = e->next;
     if (!e) {
         plan *fresh = NULL;
@@ -241,6 +236,7 @@ mha_status model_packed_for_prec(const mha_model *cm, const mha_plugin *p, void 
             st = model_pack_all(m, fresh, p, plugin_state, precision, e, err);
             if (st == MHA_OK) {
                 e->plugin = p;
+                e->features = features;
                 e->precision = precision;
                 e->next = m->packs;
                 m->packs = e;
@@ -295,6 +291,10 @@ static mha_status model_plan_info(const plan *P, mha_model_info *out) {
     out->num_inputs = P->g->n_inputs;
     out->num_outputs = P->g->n_outputs;
     return MHA_OK;
+}
+
+MHA_API mha_layout mha_model_layout(const mha_model *m) {
+    return m && m->L.seq_first ? MHA_LAYOUT_SEQ_FIRST : MHA_LAYOUT_BATCH_FIRST;
 }
 
 MHA_API mha_status mha_model_get_info(const mha_model *m, mha_model_info *out) {

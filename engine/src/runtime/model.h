@@ -14,6 +14,7 @@
 
 typedef struct model_pack {
     const mha_plugin *plugin;
+    uint64_t features;              /* told to the init() of the state that packed it */
     int precision;                  /* MHA_PRECISION_*: a model may hold both packings */
     exec_packed *packed;            /* the one layer (plan == NULL) */
     exec_packed **layer_packed;     /* plan: per plan layer, NULL for refused ones */
@@ -60,15 +61,15 @@ mha_status model_set_source(mha_model *m, const char *path, const ir_load_option
 mha_status model_create_from_plan(const mha_allocator *alloc, plan *P, mha_model **out,
                                   mha_error *err);
 
-/* The model's weights packed for plugin p: packed on the first call for p
- * (under the model's mutex, so concurrent first runs pack once), then
- * shared. The result lives as long as the model. */
-mha_status model_packed_for(const mha_model *m, const mha_plugin *p, const model_pack **out,
+/* The model's weights packed for plugin p in a compute precision
+ * (MHA_PRECISION_*): packed with plugin_state (the runtime's state of p,
+ * whose init() was told `features`) on the first call, under the model's
+ * mutex so concurrent first runs pack once, then shared by every runtime
+ * of p told the same features (plugin.h: a layout follows the features
+ * alone). The result lives as long as the model. */
+mha_status model_packed_for(const mha_model *m, const mha_plugin *p, void *plugin_state,
+                            uint64_t features, int precision, const model_pack **out,
                             mha_error *err);
-/* The same for a compute precision (MHA_PRECISION_*); plugin_state is the
- * runtime's state of p, which the ABI 1.3 packing gets. */
-mha_status model_packed_for_prec(const mha_model *m, const mha_plugin *p, void *plugin_state,
-                                 int precision, const model_pack **out, mha_error *err);
 
 /* Number of plugins the model holds packed weights for (tests). */
 size_t model_pack_count(const mha_model *m);

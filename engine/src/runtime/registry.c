@@ -18,8 +18,10 @@
  *   the file and its folders owned by root or this user and writable by
  *   no one else (reg_path_trusted) -> dlopen(RTLD_NOW|RTLD_LOCAL) ->
  *   dlsym("mha_plugin_get") -> call it with MHA_PLUGIN_ABI_MAJOR ->
- *   non-NULL -> abi_major and struct_size (before any other field) -> name
- *   and function pointers -> not a duplicate name -> probe(cpu features) > 0.
+ *   non-NULL (else, for a plugin of ABI 1.x, call it with 1 only to name
+ *   its ABI in the refusal) -> abi_major and struct_size (before any other
+ *   field) -> name, function pointers and float32 -> not a duplicate name
+ *   -> probe(cpu features) > 0.
  * The built-in scalar backend is always entry 0, path "(built-in)".
  *
  * Plugins are never dlclose'd. Code and static data of a plugin are
@@ -144,7 +146,8 @@ static int reg_name_valid(const char *name) {
 }
 
 /* The first function pointer of the table that is NULL although the host
- * needs it, or NULL when all are present. */
+ * needs it, or NULL when all are present. init and fini may be NULL (no
+ * state); rotary is there exactly when ops declares it. */
 static const char *reg_missing_function(const mha_plugin *p) {
     if (!p->probe) return "probe";
     if (!p->gemm_packed_size) return "gemm_packed_size";
@@ -152,6 +155,8 @@ static const char *reg_missing_function(const mha_plugin *p) {
     if (!p->gemm) return "gemm";
     if (!p->attention_workspace_size) return "attention_workspace_size";
     if (!p->attention) return "attention";
+    if ((p->ops & MHA_OP_ROTARY) && !p->rotary) return "rotary (ops declares MHA_OP_ROTARY)";
+    if ((p->ops & MHA_OP_NORM) && !p->norm) return "norm (ops declares MHA_OP_NORM)";
     return NULL;
 }
 
@@ -160,49 +165,52 @@ static const char *reg_missing_function(const mha_plugin *p) {
 /* The frozen sizes on LP64 targets, written out: a change here breaks every
  * plugin built before it. */
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(MHA_PLUGIN_SIZE_1_0 == 136, "mha_plugin 1.0/1.1 is frozen at 136 bytes");
-_Static_assert(MHA_PLUGIN_SIZE_1_2 == 144, "mha_plugin 1.2 is frozen at 144 bytes");
-_Static_assert(MHA_PLUGIN_SIZE_1_3 == 168, "mha_plugin 1.3 is frozen at 168 bytes");
-_Static_assert(MHA_GEMM_ARGS_SIZE_1_0 == 116, "mha_gemm_args 1.0-1.2 is frozen at 116 bytes");
-_Static_assert(MHA_GEMM_ARGS_SIZE_1_3 == 120, "mha_gemm_args 1.3 is frozen at 120 bytes");
-_Static_assert(MHA_ATTN_ARGS_SIZE_1_3 == 356, "mha_attn_args 1.3 is frozen at 356 bytes");
-_Static_assert(MHA_ATTN_ARGS_SIZE_1_0 == 320, "mha_attn_args 1.0/1.1 is frozen at 320 bytes");
-_Static_assert(MHA_ATTN_ARGS_SIZE_1_2 == 352, "mha_attn_args 1.2 is frozen at 352 bytes");
-_Static_assert(MHA_ROTARY_ARGS_SIZE_1_2 == 172, "mha_rotary_args 1.2 is frozen at 172 bytes");
-_Static_assert(MHA_SERVICES_SIZE_1_0 == 40, "mha_plugin_services 1.0 is frozen at 40 bytes");
-_Static_assert(MHA_SERVICES_SIZE_1_1 == 48, "mha_plugin_services 1.1 is frozen at 48 bytes");
+_Static_assert(MHA_PLUGIN_SIZE_2_0 == 152, "mha_plugin 2.0 is frozen at 152 bytes");
+_Static_assert(MHA_NORM_ARGS_SIZE_2_0 == 116, "mha_norm_args 2.0 is frozen at 116 bytes");
+_Static_assert(MHA_GEMM_ARGS_SIZE_2_0 == 136, "mha_gemm_args 2.0 is frozen at 136 bytes");
+_Static_assert(MHA_ATTN_ARGS_SIZE_2_0 == 352, "mha_attn_args 2.0 is frozen at 352 bytes");
+_Static_assert(MHA_ROTARY_ARGS_SIZE_2_0 == 172, "mha_rotary_args 2.0 is frozen at 172 bytes");
+_Static_assert(MHA_SERVICES_SIZE_2_0 == 48, "mha_plugin_services 2.0 is frozen at 48 bytes");
 #endif
+/* The head every ABI major keeps in place, so a table of another major can
+ * be named in the refusal. */
+_Static_assert(offsetof(mha_plugin, abi_major) == 0 && offsetof(mha_plugin, abi_minor) == 4 &&
+                   offsetof(mha_plugin, struct_size) == 8,
+               "the head of mha_plugin is shared by every ABI major");
 
 /* The smallest table a plugin declaring `minor` may return: the frozen size
  * of that minor version; a newer minor than this host's must hold at least
  * everything this host reads. */
 static size_t reg_frozen_size(uint32_t minor) {
-    if (minor >= 3) return MHA_PLUGIN_SIZE_1_3;
-    return minor >= 2 ? MHA_PLUGIN_SIZE_1_2 : MHA_PLUGIN_SIZE_1_0;
-}
-
-/* What the table covers, as a minor version of this host's ABI. */
-static uint32_t reg_table_minor(const mha_plugin *p) {
-    if (!p || p->struct_size < MHA_PLUGIN_SIZE_1_0) return 0;
-    uint32_t m = p->abi_minor < MHA_PLUGIN_ABI_MINOR ? p->abi_minor : MHA_PLUGIN_ABI_MINOR;
-    if (m >= 3 && p->struct_size < MHA_PLUGIN_SIZE_1_3) m = 2;
-    return (m >= 2 && p->struct_size < MHA_PLUGIN_SIZE_1_2) ? 1u : m;
+    (void)minor; /* 2.0 is the only minor so far */
+    return MHA_PLUGIN_SIZE_2_0;
 }
 
 uint32_t registry_plugin_minor(const mha_plugin *p) {
-    return reg_table_minor(p);
+    return p->abi_minor > MHA_PLUGIN_ABI_MINOR ? MHA_PLUGIN_ABI_MINOR : p->abi_minor;
 }
 
 int registry_plugin_serves(const mha_plugin *p, int precision) {
-    if (precision == MHA_PRECISION_FLOAT32) return 1;
-    if (precision < 0 || precision > 31 || reg_table_minor(p) < 3) return 0;
-    /* a precision other than float32 needs the packing that knows it */
-    return (p->precisions & MHA_PRECISION_BIT(precision)) && p->gemm_packed_size_prec &&
-           p->gemm_pack_b_prec;
+    if (precision < 0 || precision > 31) return 0;
+    return (p->precisions & MHA_PRECISION_BIT(precision)) != 0;
+}
+
+int registry_plugin_has_op(const mha_plugin *p, uint32_t op) {
+    return (p->ops & op) == op;
+}
+
+int registry_plugin_epilogue(const mha_plugin *p, int activation, int residual) {
+    if (activation < MHA_ACT_NONE || activation >= MHA_ACT_COUNT) return 0;
+    if (activation != MHA_ACT_NONE && !(p->epilogues & MHA_EPILOGUE_ACT(activation))) return 0;
+    return !residual || (p->epilogues & MHA_EPILOGUE_RESIDUAL);
 }
 
 registry_rotary_fn registry_plugin_rotary(const mha_plugin *p) {
-    return reg_table_minor(p) >= 2 ? p->rotary : NULL;
+    return (p->ops & MHA_OP_ROTARY) ? p->rotary : NULL;
+}
+
+registry_norm_fn registry_plugin_norm(const mha_plugin *p) {
+    return (p->ops & MHA_OP_NORM) ? p->norm : NULL;
 }
 
 static void reg_set_reason(plugin_entry *e, const char *fmt, ...) MHA_PRINTF(2, 3);
@@ -328,7 +336,7 @@ static int reg_preflight(plugin_entry *e, const char *path, uint64_t features, i
             /* the full table checks run later in the parent; here only what
              * calling probe needs */
             if (p && p->abi_major == MHA_PLUGIN_ABI_MAJOR &&
-                p->struct_size >= MHA_PLUGIN_SIZE_1_0 && p->probe) {
+                p->struct_size >= MHA_PLUGIN_SIZE_2_0 && p->probe) {
                 const char *why = NULL;
                 void *state = NULL;
                 mha_plugin_services svc = {.struct_size = sizeof svc,
@@ -336,7 +344,7 @@ static int reg_preflight(plugin_entry *e, const char *path, uint64_t features, i
                                            .alloc = reg_child_alloc,
                                            .free = reg_child_free,
                                            .cpu_features = features};
-                if (p->probe(features, &why) > 0 && p->init && p->init(&svc, &state) == 0 &&
+                if (p->probe(features, &why) > 0 && (!p->init || p->init(&svc, &state) == 0) &&
                     p->fini)
                     p->fini(state);
             }
@@ -388,17 +396,21 @@ static int reg_preflight(plugin_entry *e, const char *path, uint64_t features, i
  * rest. Returns 1 when valid; else sets e->reason. */
 static int reg_check_table(plugin_entry *e, const char *path, const mha_plugin *p) {
     if (p->abi_major != MHA_PLUGIN_ABI_MAJOR) {
-        reg_set_reason(e, "%s: %s() returned a table of ABI major %u; this host speaks %u", path,
-                       MHA_PLUGIN_ENTRY_SYMBOL, p->abi_major, MHA_PLUGIN_ABI_MAJOR);
+        if (p->abi_major == 1)
+            reg_set_reason(e,
+                           "%s: built for plugin ABI 1.%u; this host loads ABI %u plugins only "
+                           "(rebuild it against this libmha's mha/plugin.h)",
+                           path, p->abi_minor, MHA_PLUGIN_ABI_MAJOR);
+        else
+            reg_set_reason(e, "%s: %s() returned a table of ABI major %u; this host speaks %u",
+                           path, MHA_PLUGIN_ENTRY_SYMBOL, p->abi_major, MHA_PLUGIN_ABI_MAJOR);
         return 0;
     }
-    /* every table holds ABI 1.0; the minor it declares says how much more */
-    const size_t need =
-        p->struct_size < MHA_PLUGIN_SIZE_1_0 ? MHA_PLUGIN_SIZE_1_0 : reg_frozen_size(p->abi_minor);
+    const size_t need = reg_frozen_size(p->abi_minor);
     if (p->struct_size < need) {
         reg_set_reason(e, "%s: %s() returned a table of %u bytes; ABI %u.%u needs %zu", path,
-                       MHA_PLUGIN_ENTRY_SYMBOL, p->struct_size, MHA_PLUGIN_ABI_MAJOR,
-                       p->struct_size < MHA_PLUGIN_SIZE_1_0 ? 0u : p->abi_minor, need);
+                       MHA_PLUGIN_ENTRY_SYMBOL, p->struct_size, MHA_PLUGIN_ABI_MAJOR, p->abi_minor,
+                       need);
         return 0;
     }
     if (!reg_name_valid(p->name)) {
@@ -409,6 +421,11 @@ static int reg_check_table(plugin_entry *e, const char *path, const mha_plugin *
     const char *missing = reg_missing_function(p);
     if (missing) {
         reg_set_reason(e, "%s: plugin '%s' has no '%s' function", path, p->name, missing);
+        return 0;
+    }
+    if (!registry_plugin_serves(p, MHA_PRECISION_FLOAT32)) {
+        reg_set_reason(e, "%s: plugin '%s' does not declare float32 in its precisions (0x%x)", path,
+                       p->name, p->precisions);
         return 0;
     }
     if (p->gemm_m_block < 1 || p->gemm_n_block < 1 || p->gemm_m_block > MHA_PLUGIN_GEMM_BLOCK_MAX ||
@@ -477,8 +494,15 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
     /* 3. ask for a table this host can read */
     const mha_plugin *p = get(MHA_PLUGIN_ABI_MAJOR);
     if (!p) {
-        reg_set_reason(e, "%s: %s(%u) returned NULL (plugin cannot serve this host's ABI)", path,
-                       MHA_PLUGIN_ENTRY_SYMBOL, MHA_PLUGIN_ABI_MAJOR);
+        /* a plugin of ABI 1.x answers NULL to any other major: ask it for
+         * its own table, to name the ABI it was built for (only the head
+         * shared by every major is read) */
+        const mha_plugin *old = get(1);
+        if (old && old->abi_major == 1)
+            reg_check_table(e, path, old);
+        else
+            reg_set_reason(e, "%s: %s(%u) returned NULL (plugin cannot serve this host's ABI)",
+                           path, MHA_PLUGIN_ENTRY_SYMBOL, MHA_PLUGIN_ABI_MAJOR);
         goto skipped;
     }
     if (!reg_check_table(e, path, p)) goto skipped;

@@ -68,18 +68,25 @@ mha_status registry_select(const registry *r, const char *name, const plugin_ent
 void registry_free(registry *r);
 
 /* The ABI minor version the host may use a plugin table at: the one it
- * declares, capped at this host's and at what its struct_size covers (a
- * plugin below 1.2 is given no ALiBi slopes and no rotary calls). */
+ * declares, capped at this host's. */
 uint32_t registry_plugin_minor(const mha_plugin *p);
 
-/* 1 when plugin p serves compute precision `precision` (MHA_PRECISION_*):
- * float32 always; another only from a 1.3 table that declares it and has
- * the packing entries. */
+/* 1 when plugin p serves compute precision `precision` (MHA_PRECISION_*),
+ * as its table declares. */
 int registry_plugin_serves(const mha_plugin *p, int precision);
-/* The plugin's rotary entry, or NULL (below 1.2, or it has none): the
- * host then rotates with the built-in scalar's. */
+/* 1 when p declares every optional op of `op` (MHA_OP_*). */
+int registry_plugin_has_op(const mha_plugin *p, uint32_t op);
+/* 1 when p's GEMM applies activation `activation` (MHA_ACT_*; NONE always)
+ * and, when `residual`, the residual add: the host may then pass them. */
+int registry_plugin_epilogue(const mha_plugin *p, int activation, int residual);
+/* The plugin's rotary entry, or NULL (it does not declare MHA_OP_ROTARY):
+ * the host then rotates with the built-in scalar's. */
 typedef int (*registry_rotary_fn)(void *state, const mha_rotary_args *args);
 registry_rotary_fn registry_plugin_rotary(const mha_plugin *p);
+/* The plugin's norm entry, or NULL (it does not declare MHA_OP_NORM): the
+ * host then normalises with the built-in scalar's. */
+typedef int (*registry_norm_fn)(void *state, const mha_norm_args *args);
+registry_norm_fn registry_plugin_norm(const mha_plugin *p);
 
 /* The built-in scalar backend (backends/scalar), compiled into libmha. */
 const mha_plugin *mha_scalar_plugin_table(void);

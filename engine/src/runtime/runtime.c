@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "exec.h"
+#include "exec_ext.h"
 #include "model.h"
 #include "pool.h"
 #include "registry.h"
@@ -37,54 +37,6 @@ struct mha_runtime {
 };
 
 /* ---- small public helpers ---- */
-
-MHA_API const char *mha_io_role_name(mha_io_role role) {
-    switch (role) {
-    case MHA_ROLE_QUERY:
-        return "query";
-    case MHA_ROLE_KEY_VALUE:
-        return "key_value";
-    case MHA_ROLE_Q:
-        return "q";
-    case MHA_ROLE_K:
-        return "k";
-    case MHA_ROLE_V:
-        return "v";
-    case MHA_ROLE_ATTN_MASK:
-        return "attn_mask";
-    case MHA_ROLE_KEY_PADDING_MASK:
-        return "key_padding_mask";
-    case MHA_ROLE_PAST_KEY:
-        return "past_key";
-    case MHA_ROLE_PAST_VALUE:
-        return "past_value";
-    case MHA_ROLE_NONPAD_KV_SEQLEN:
-        return "nonpad_kv_seqlen";
-    case MHA_ROLE_OUTPUT:
-        return "output";
-    case MHA_ROLE_PRESENT_KEY:
-        return "present_key";
-    case MHA_ROLE_PRESENT_VALUE:
-        return "present_value";
-    case MHA_ROLE_QK_OUTPUT:
-        return "qk_output";
-    case MHA_ROLE_ATTN_WEIGHTS:
-        return "attn_weights";
-    case MHA_ROLE_TOKEN_IDS:
-        return "token_ids";
-    case MHA_ROLE_POSITION_IDS:
-        return "position_ids";
-    case MHA_ROLE_ROTARY_COS:
-        return "rotary_cos";
-    case MHA_ROLE_ROTARY_SIN:
-        return "rotary_sin";
-    case MHA_ROLE_VALUE_INPUT:
-        return "value_input";
-    case MHA_ROLE_ATTN_BIAS:
-        return "attn_bias";
-    }
-    return "unknown";
-}
 
 MHA_API void mha_runtime_options_init(mha_runtime_options *opts) {
     if (!opts) return;
@@ -282,14 +234,35 @@ static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const
                     n_outputs, err);
 }
 
-static mha_status
-runtime_plan_gemm(void *user, const plan *P, size_t gi, const float *A, int64_t M, float *C,
-                  void (*ep_fn)(void *, float *, int64_t, int64_t, int64_t, int64_t, int64_t),
-                  void *ep_user, mha_error *err) {
+static void runtime_plan_ep_tile(void *user, float *C, int64_t N, int64_t m0, int64_t m1,
+                                 int64_t n0, int64_t n1) {
+    plan_ep_tile(user, C, N, m0, m1, n0, n1);
+}
+
+/* A norm step of a plan on the runtime's plugin (or the built-in
+ * scalar's) and pool. */
+static mha_status runtime_plan_norm(void *user, const plan *P, size_t ni, const float *x,
+                                    const float *res, float *y, int64_t rows, mha_error *err) {
     const runtime_plan_ctx *pc = user;
-    exec_gemm_epilogue ep = {ep_fn, ep_user};
-    (void)P;
-    return exec_gemm_run(pc->env, &pc->pk->gemm_packed[gi], A, M, C, ep_fn ? &ep : NULL, err);
+    mha_norm_args a;
+    plan_norm_args(&P->norms[ni], x, res, y, rows, &a);
+    return exec_norm_run(pc->env, &a, err);
+}
+
+/* A GEMM step of a plan; its epilogue inside the plugin's kernel when the
+ * plugin declares the step's fused form, else on the host after each
+ * tile. */
+static mha_status runtime_plan_gemm(void *user, const plan *P, size_t gi, const float *A, int64_t M,
+                                    float *C, const plan_ep *ep, mha_error *err) {
+    const runtime_plan_ctx *pc = user;
+    const plan_gemm *pg = &P->gemms[gi];
+    const exec_gemm_weights *W = &pc->pk->gemm_packed[gi];
+    exec_gemm_fused fused;
+    if (ep &&
+        exec_gemm_fuse(pc->env, pg->fused_act, pg->fused_residual ? ep->ext : NULL, pg->N, &fused))
+        return exec_gemm_run(pc->env, W, A, M, C, &fused, NULL, err);
+    exec_gemm_epilogue host = {runtime_plan_ep_tile, (void *)ep};
+    return exec_gemm_run(pc->env, W, A, M, C, NULL, ep ? &host : NULL, err);
 }
 
 MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_tensor *inputs,
@@ -331,7 +304,8 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
                         precision);
 
     const model_pack *pk = NULL;
-    mha_status st = model_packed_for_prec(model, rt->plugin, rt->plugin_state, precision, &pk, err);
+    mha_status st = model_packed_for(model, rt->plugin, rt->plugin_state, rt->reg->cpu_features,
+                                     precision, &pk, err);
     if (st != MHA_OK) return st;
 
     exec_env env;
@@ -353,7 +327,7 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
             pc.B = inputs[0].shape[0];
             pc.S = inputs[0].shape[1];
         }
-        plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc};
+        plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc, runtime_plan_norm};
         return plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, &be, err);
     }
     return exec_run(&env, &model->L, pk->packed, inputs, num_inputs, outputs, num_outputs, err);

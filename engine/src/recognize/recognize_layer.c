@@ -1,9 +1,10 @@
-/* recognize.c -- layer_recognize: finds the one attention layer of a graph
- * and fills a `layer`. This file picks the attention core (an ONNX
- * Attention node or a Softmax), refuses what is out of scope with the op and
- * node that stopped it, records the graph's inputs and outputs with their
- * roles, and hands the projected forms to recognize_graph.c (structure) and
- * recognize_map.c (meaning). See recognize_internal.h for the method. */
+/* recognize_layer.c -- rz_recognize_once: finds the one attention layer of
+ * a graph read as it is and fills a `layer` (layer_recognize, in
+ * recognize_seqfirst.c, retries through a sequence-first view). This file picks the attention core
+ * (an ONNX Attention node or a Softmax), refuses what is out of scope with the op and node that
+ * stopped it, records the graph's inputs and outputs with their roles, and hands the projected
+ * forms to recognize_graph.c (structure) and recognize_map.c (meaning). See recognize_internal.h
+ * for the method. */
 #include "recognize_internal.h"
 
 #include <math.h>
@@ -713,22 +714,6 @@ static mha_status rz_check_ms_features(rz_ctx *z, int node) {
                 return rz_refuse(z, node, " output is not supported", "present");
     }
     return MHA_OK;
-}
-
-mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err) {
-    if (!g || !out)
-        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "layer_recognize: NULL argument");
-    mha_status st = rz_recognize_once(a, g, out, err);
-    if (st == MHA_OK || st == MHA_ERR_NO_MEMORY || st == MHA_ERR_INVALID_ARGUMENT) return st;
-    /* maybe [S, B, D] inputs (recognize_seqfirst.c; probing them as [B, S,
-     * D] may also fail to run the graph); else the first refusal */
-    mha_error again;
-    mha_error_clear(&again);
-    if (rz_recognize_seq_first(a, g, out, &again) == MHA_OK) {
-        if (err) mha_error_clear(err);
-        return MHA_OK;
-    }
-    return st;
 }
 
 mha_status rz_recognize_once(const mha_alloc_ctx *a, const ir_graph *g, layer *out,

@@ -1,0 +1,107 @@
+/* mha/npy.h -- NumPy .npy files row by row, as mha's dataset commands
+ * stream them: the header (checked against the file on reading, formatted
+ * as numpy does on writing), a reader of rows [r0, r1) of the outer
+ * dimension, and an atomic writer that appends rows and publishes the file
+ * whole at the end. Part of libmha's public API (see mha.h; whole tensors
+ * are in mha/tensor_file.h).
+ *
+ * The format (numpy/lib/format.py, versions 1.0, 2.0, 3.0): "\x93NUMPY",
+ * major, minor, the header length (u16 LE for 1.x, u32 LE after), a Python
+ * dict literal ({'descr': '<f4', 'fortran_order': False, 'shape': (3, 10),
+ * }) padded with spaces and '\n', then the raw C-order data.
+ *
+ * Thread-safety: readers and writers are not locked; use each from one
+ * thread at a time. */
+#ifndef MHA_PUBLIC_NPY_H
+#define MHA_PUBLIC_NPY_H
+
+#include "mha/mha.h"
+#include "mha/tensor_file.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Headers longer than this are refused (numpy itself caps them at 10 KB). */
+#define MHA_NPY_MAX_HEADER_BYTES 10240
+
+/** What a .npy header says, checked against the file's size. */
+typedef struct mha_npy_header {
+    int version_major; /* 1, 2 or 3 */
+    mha_dtype dtype;   /* as stored */
+    int rank;          /* 0..MHA_MAX_RANK */
+    int64_t dims[MHA_MAX_RANK];
+    size_t header_bytes; /* magic + length field + header text: offset of the data */
+    size_t data_bytes;   /* numel * element size */
+    int64_t rows;        /* dims[0], or 1 for rank 0 */
+    size_t row_bytes;    /* data_bytes / rows */
+    /* A shard of a split run (mha run --shard): the file holds rows
+     * [shard_r0, shard_r1) of a dataset of shard_total rows, noted in a
+     * comment after the dict (numpy reads it as a plain array). */
+    int is_shard;
+    int64_t shard_r0, shard_r1, shard_total;
+} mha_npy_header;
+
+/** Parses the first `avail` bytes of a .npy file whose total size is
+ *  file_size, and checks everything against file_size: magic, version,
+ *  header length, the dict (descr, fortran_order False, shape), the dtype,
+ *  and that the data holds exactly what the shape needs. `what` names the
+ *  file in messages. MHA_ERR_DATA_FORMAT, MHA_ERR_DTYPE or MHA_ERR_LIMIT
+ *  otherwise. avail must cover the header (up to 12 +
+ *  MHA_NPY_MAX_HEADER_BYTES bytes). */
+MHA_API mha_status mha_npy_parse_header(const void *buf, size_t avail, uint64_t file_size,
+                                        const char *what, mha_npy_header *out, mha_error *err);
+/** Formats a version 1.0 (or 2.0 when needed) header for dtype and shape
+ *  into buf, padded to a multiple of 64 bytes as numpy does. Returns its
+ *  length, or 0 when the dtype has no .npy descr or cap is too small. */
+MHA_API size_t mha_npy_format_header(mha_dtype dtype, int rank, const int64_t *dims, void *buf,
+                                     size_t cap);
+
+/** Reads rows of a .npy file. */
+typedef struct mha_npy_reader mha_npy_reader;
+
+/** Opens path and checks its header against the file. Maps the data
+ *  read-only per mode, falling back to plain reads when mapping fails.
+ *  allocator: NULL = malloc, used until close. MHA_ERR_IO, and the errors
+ *  of mha_npy_parse_header. *out is NULL on failure. */
+MHA_API mha_status mha_npy_reader_open(const char *path, mha_mmap_mode mode,
+                                       const mha_allocator *allocator, mha_npy_reader **out,
+                                       mha_error *err);
+/** The file's header. NULL for a NULL reader. */
+MHA_API const mha_npy_header *mha_npy_reader_header(const mha_npy_reader *reader);
+/** Reads rows [r0, r1) of the outer dimension into dst (dst_bytes long),
+ *  converting each element to `want` (MHA_DTYPE_UNDEFINED = as stored; see
+ *  mha_dtype_can_convert). MHA_ERR_INVALID_ARGUMENT for a bad range or a
+ *  short dst, MHA_ERR_DTYPE for a conversion that does not exist, MHA_ERR_IO
+ *  for read errors and files that shrank since open. */
+MHA_API mha_status mha_npy_reader_read_rows(mha_npy_reader *reader, int64_t r0, int64_t r1,
+                                            mha_dtype want, void *dst, size_t dst_bytes,
+                                            mha_error *err);
+/** Closes the file and frees the reader. Accepts NULL. */
+MHA_API void mha_npy_reader_close(mha_npy_reader *reader);
+
+/** Writes a .npy file row by row, atomically (see mha/tensor_file.h). */
+typedef struct mha_npy_writer mha_npy_writer;
+
+/** Starts a .npy file of the given dtype and shape at path; dims[0] rows
+ *  (1 for rank 0) are expected before commit. allocator: NULL = malloc,
+ *  used until commit or abort. MHA_ERR_DTYPE (no .npy descr), MHA_ERR_IO.
+ *  *out is NULL on failure. */
+MHA_API mha_status mha_npy_writer_begin(const char *path, mha_dtype dtype, int rank,
+                                        const int64_t *dims, const mha_allocator *allocator,
+                                        mha_npy_writer **out, mha_error *err);
+/** Appends `rows` rows (rows * the row size bytes of data). More rows than
+ *  the shape has are refused (MHA_ERR_INVALID_ARGUMENT). */
+MHA_API mha_status mha_npy_writer_write_rows(mha_npy_writer *writer, const void *data, int64_t rows,
+                                             mha_error *err);
+/** Checks that every row was written, then publishes the file in place.
+ *  Frees the writer either way. */
+MHA_API mha_status mha_npy_writer_commit(mha_npy_writer *writer, mha_error *err);
+/** Removes the unfinished file and frees the writer. Accepts NULL. */
+MHA_API void mha_npy_writer_abort(mha_npy_writer *writer);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,109 @@
+/* convert.c -- element conversions between the dtypes of files and of
+ * models (see convert.h), shared by the .npy reader and whole-tensor
+ * files. */
+#include "convert.h"
+
+#include <string.h>
+
+#include "tensor.h"
+
+static int dtype_is_float(mha_dtype d) {
+    return d == MHA_DTYPE_FLOAT32 || d == MHA_DTYPE_FLOAT64 || d == MHA_DTYPE_FLOAT16 ||
+           d == MHA_DTYPE_BFLOAT16;
+}
+
+static int dtype_is_integer(mha_dtype d) {
+    return d == MHA_DTYPE_INT64 || d == MHA_DTYPE_INT32 || d == MHA_DTYPE_INT8 ||
+           d == MHA_DTYPE_UINT8 || d == MHA_DTYPE_BOOL;
+}
+
+int tensorfile_can_convert(mha_dtype from, mha_dtype to) {
+    if (mha_dtype_size(from) == 0 || mha_dtype_size(to) == 0) return 0;
+    if (from == to) return 1;
+    if (dtype_is_float(from) && dtype_is_float(to)) return to != MHA_DTYPE_BFLOAT16;
+    if (dtype_is_integer(from) && to == MHA_DTYPE_BOOL) return 1;
+    return 0;
+}
+
+/* Element i of src, which may sit at any address (a mapped file's data
+ * need not be aligned to the element size): every load is a memcpy of
+ * `size` bytes into `v`. */
+static void convert_load(const void *src, size_t i, size_t size, void *v) {
+    memcpy(v, (const unsigned char *)src + i * size, size);
+}
+
+static double convert_get(const void *src, mha_dtype d, size_t i) {
+    float f;
+    double x;
+    uint16_t u;
+    switch (d) {
+    case MHA_DTYPE_FLOAT32:
+        convert_load(src, i, sizeof f, &f);
+        return f;
+    case MHA_DTYPE_FLOAT64:
+        convert_load(src, i, sizeof x, &x);
+        return x;
+    case MHA_DTYPE_FLOAT16:
+        convert_load(src, i, sizeof u, &u);
+        return mha_half_to_float(u);
+    case MHA_DTYPE_BFLOAT16:
+        convert_load(src, i, sizeof u, &u);
+        return mha_bf16_to_float(u);
+    default:
+        return 0.0;
+    }
+}
+
+static int convert_nonzero(const void *src, mha_dtype d, size_t i) {
+    int64_t l;
+    int32_t w;
+    switch (d) {
+    case MHA_DTYPE_INT64:
+        convert_load(src, i, sizeof l, &l);
+        return l != 0;
+    case MHA_DTYPE_INT32:
+        convert_load(src, i, sizeof w, &w);
+        return w != 0;
+    case MHA_DTYPE_INT8:
+    case MHA_DTYPE_UINT8:
+    case MHA_DTYPE_BOOL:
+        return ((const uint8_t *)src)[i] != 0;
+    default:
+        return 0;
+    }
+}
+
+void tensorfile_convert(const void *src, mha_dtype from, void *dst, mha_dtype to, size_t n) {
+    if (to == MHA_DTYPE_BOOL) { /* also normalises bool bytes to 0 / 1 */
+        uint8_t *d = dst;
+        for (size_t i = 0; i < n; i++)
+            d[i] = (uint8_t)convert_nonzero(src, from, i);
+        return;
+    }
+    if (from == to) {
+        if (src != dst) memcpy(dst, src, n * mha_dtype_size(from));
+        return;
+    }
+    switch (to) {
+    case MHA_DTYPE_FLOAT32: {
+        float *d = dst;
+        for (size_t i = 0; i < n; i++)
+            d[i] = (float)convert_get(src, from, i);
+        break;
+    }
+    case MHA_DTYPE_FLOAT64: {
+        double *d = dst;
+        for (size_t i = 0; i < n; i++)
+            d[i] = convert_get(src, from, i);
+        break;
+    }
+    case MHA_DTYPE_FLOAT16: {
+        uint16_t *d = dst;
+        for (size_t i = 0; i < n; i++)
+            d[i] = mha_float_to_half((float)convert_get(src, from, i));
+        break;
+    }
+    default:
+        break;
+    }
+}

@@ -1,0 +1,115 @@
+/* npy_api.c -- the public face of .npy files (mha/npy.h) over npy.c: the
+ * allocator kept beside the reader or writer it serves, the internal
+ * objects kept out of the public header (the header struct is shared). */
+#include <string.h>
+
+#include "mha/npy.h"
+#include "npy.h"
+
+MHA_API mha_status mha_npy_parse_header(const void *buf, size_t avail, uint64_t file_size,
+                                        const char *what, mha_npy_header *out, mha_error *err) {
+    if (!buf || !out) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy header: NULL argument");
+    return npy_parse_header(buf, avail, file_size, what ? what : "npy", out, err);
+}
+
+MHA_API size_t mha_npy_format_header(mha_dtype dtype, int rank, const int64_t *dims, void *buf,
+                                     size_t cap) {
+    if (!buf || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !dims)) return 0;
+    return npy_format_header(dtype, rank, dims, buf, cap);
+}
+
+struct mha_npy_reader {
+    mha_alloc_ctx alloc; /* r's allocator: lives as long as r */
+    npy_reader *r;
+};
+
+static npy_mmap_mode npy_api_mmap_mode(mha_mmap_mode m) {
+    return m == MHA_MMAP_NEVER    ? NPY_MMAP_NEVER
+           : m == MHA_MMAP_ALWAYS ? NPY_MMAP_ALWAYS
+                                  : NPY_MMAP_AUTO;
+}
+
+MHA_API mha_status mha_npy_reader_open(const char *path, mha_mmap_mode mode,
+                                       const mha_allocator *allocator, mha_npy_reader **out,
+                                       mha_error *err) {
+    if (out) *out = NULL;
+    if (!path || !out) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy reader: NULL argument");
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, allocator);
+    mha_npy_reader *r = mha_calloc(&a, 1, sizeof *r);
+    if (!r) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    r->alloc = a;
+    mha_status st = npy_reader_open(&r->alloc, path, npy_api_mmap_mode(mode), &r->r, err);
+    if (st != MHA_OK) {
+        mha_free(&a, r);
+        return st;
+    }
+    *out = r;
+    return MHA_OK;
+}
+
+MHA_API const mha_npy_header *mha_npy_reader_header(const mha_npy_reader *reader) {
+    return reader ? npy_reader_header(reader->r) : NULL;
+}
+
+MHA_API mha_status mha_npy_reader_read_rows(mha_npy_reader *reader, int64_t r0, int64_t r1,
+                                            mha_dtype want, void *dst, size_t dst_bytes,
+                                            mha_error *err) {
+    if (!reader || (!dst && r1 > r0))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy reader: NULL argument");
+    return npy_reader_read_rows(reader->r, r0, r1, want, dst, dst_bytes, err);
+}
+
+MHA_API void mha_npy_reader_close(mha_npy_reader *reader) {
+    if (!reader) return;
+    mha_alloc_ctx a = reader->alloc;
+    npy_reader_close(reader->r);
+    mha_free(&a, reader);
+}
+
+struct mha_npy_writer {
+    mha_alloc_ctx alloc; /* w's allocator: lives as long as w */
+    npy_writer *w;
+};
+
+MHA_API mha_status mha_npy_writer_begin(const char *path, mha_dtype dtype, int rank,
+                                        const int64_t *dims, const mha_allocator *allocator,
+                                        mha_npy_writer **out, mha_error *err) {
+    if (out) *out = NULL;
+    if (!path || !out || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !dims))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy writer: bad argument");
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, allocator);
+    mha_npy_writer *w = mha_calloc(&a, 1, sizeof *w);
+    if (!w) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    w->alloc = a;
+    mha_status st = npy_writer_begin(&w->alloc, path, dtype, rank, dims, &w->w, err);
+    if (st != MHA_OK) {
+        mha_free(&a, w);
+        return st;
+    }
+    *out = w;
+    return MHA_OK;
+}
+
+MHA_API mha_status mha_npy_writer_write_rows(mha_npy_writer *writer, const void *data, int64_t rows,
+                                             mha_error *err) {
+    if (!writer || (!data && rows > 0))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy writer: NULL argument");
+    return npy_writer_write_rows(writer->w, data, rows, err);
+}
+
+MHA_API mha_status mha_npy_writer_commit(mha_npy_writer *writer, mha_error *err) {
+    if (!writer) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy writer: NULL argument");
+    mha_alloc_ctx a = writer->alloc;
+    mha_status st = npy_writer_commit(writer->w, err);
+    mha_free(&a, writer);
+    return st;
+}
+
+MHA_API void mha_npy_writer_abort(mha_npy_writer *writer) {
+    if (!writer) return;
+    mha_alloc_ctx a = writer->alloc;
+    npy_writer_abort(writer->w);
+    mha_free(&a, writer);
+}
