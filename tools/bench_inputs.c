@@ -72,7 +72,8 @@ static int plan_input_shape(const mha_io_info *io, const shape_plan *p, int64_t 
     if (p->whole && bench_whole_model_shape(io, p->B, p->Sq, shape)) return 0;
     switch (io->role) {
     case MHA_ROLE_QUERY:
-    case MHA_ROLE_KEY_VALUE: {
+    case MHA_ROLE_KEY_VALUE:
+    case MHA_ROLE_VALUE_INPUT: {
         int q = io->role == MHA_ROLE_QUERY;
         if (r != 3) break;
         shape[0] = p->B;
@@ -113,6 +114,13 @@ static int plan_input_shape(const mha_io_info *io, const shape_plan *p, int64_t 
             shape[a] = KEEP(a, 1);
         shape[r - 2] = io->shape[r - 2] == 1 ? 1 : p->Sq; /* a static 1 broadcasts */
         shape[r - 1] = io->shape[r - 1] == 1 ? 1 : p->Skv;
+        return 0;
+    case MHA_ROLE_ATTN_BIAS: /* per head: [B * heads, 1 | Sq, Skv] or [B, heads, 1 | Sq, Skv] */
+        if (r != 3 && r != 4) break;
+        shape[0] = r == 3 ? p->B * hq : p->B;
+        if (r == 4) shape[1] = KEEP(1, hq);
+        shape[r - 2] = io->shape[r - 2] == 1 ? 1 : p->Sq;
+        shape[r - 1] = p->Skv;
         return 0;
     case MHA_ROLE_KEY_PADDING_MASK:
         if (r != 2) break;
@@ -188,6 +196,14 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
             float *d = t->data;
             for (int64_t e = 0; e < n; e++)
                 d[e] = mask_hides(&rng, e % last) ? -INFINITY : 0.0f;
+            return 0;
+        }
+        break;
+    case MHA_ROLE_ATTN_BIAS: /* finite, falling with the key (ALiBi's shape) */
+        if (t->dtype == MHA_DTYPE_FLOAT32) {
+            float *d = t->data;
+            for (int64_t e = 0; e < n; e++)
+                d[e] = -0.0625f * (float)(e % last);
             return 0;
         }
         break;

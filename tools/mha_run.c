@@ -179,9 +179,9 @@ static int run_read_input(run_state *s, size_t i) {
      * the feature width of a sequence input is. The library checks the rest
      * (masks against the sequences, heads) and names the input. */
     int sequence = info->role == MHA_ROLE_QUERY || info->role == MHA_ROLE_KEY_VALUE ||
-                   info->role == MHA_ROLE_Q || info->role == MHA_ROLE_K ||
-                   info->role == MHA_ROLE_V || info->role == MHA_ROLE_PAST_KEY ||
-                   info->role == MHA_ROLE_PAST_VALUE;
+                   info->role == MHA_ROLE_VALUE_INPUT || info->role == MHA_ROLE_Q ||
+                   info->role == MHA_ROLE_K || info->role == MHA_ROLE_V ||
+                   info->role == MHA_ROLE_PAST_KEY || info->role == MHA_ROLE_PAST_VALUE;
     int last = info->rank - 1;
     if (sequence && last >= 0 && info->shape[last] >= 0 && t->shape[last] != info->shape[last])
         return cli_fail(

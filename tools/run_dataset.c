@@ -157,8 +157,9 @@ static void ds_state_free(ds_state *s, int keep_partials) {
 /* ------------------------------------------------------------------------ */
 
 static int ds_role_is_sequence(mha_io_role r) {
-    return r == MHA_ROLE_QUERY || r == MHA_ROLE_KEY_VALUE || r == MHA_ROLE_Q || r == MHA_ROLE_K ||
-           r == MHA_ROLE_V || r == MHA_ROLE_PAST_KEY || r == MHA_ROLE_PAST_VALUE;
+    return r == MHA_ROLE_QUERY || r == MHA_ROLE_KEY_VALUE || r == MHA_ROLE_VALUE_INPUT ||
+           r == MHA_ROLE_Q || r == MHA_ROLE_K || r == MHA_ROLE_V || r == MHA_ROLE_PAST_KEY ||
+           r == MHA_ROLE_PAST_VALUE;
 }
 
 /* Whether axis 0 of input i (shape h) is the batch of B rows. */

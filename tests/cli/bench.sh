@@ -76,6 +76,14 @@ run_mha bench "$MHA_TEST_DATA/families/llama_kvcache_op15/model.onnx" --shape 2,
     --backend scalar --threads 1
 check "a cached layer benches with S_kv > S (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
 check "the cached keys are named" grep -q "S_kv=9 (8 from the past cache)" "$T/out.txt"
+# inputs of the family roles get inputs of their shapes: an additive per-head
+# bias [B*heads, 1, S] beside the mask (BLOOM), a value input beside the key's
+run_mha bench "$MHA_TEST_DATA/families/bloom_alibiinput_op17/model.onnx" --shape 2,6 $FAST \
+    --backend scalar --threads 1
+check "a layer with a bias input benches (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+run_mha bench "$MHA_TEST_DATA/families/torchmha_sepkv_op17/model.onnx" --shape 2,4,7 $FAST \
+    --backend scalar --threads 1
+check "a layer with a value input benches (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
 
 # ---- offline: every file, every key -----------------------------------------
 run_mha bench "$MODEL" --shape 2,16 $FAST --backend scalar --threads 1,2 \

@@ -548,6 +548,8 @@ static void test_inputs_beyond_projections(void **state) {
         {"llama_posids_op17", 0, 0, 0, MHA_ROLE_KEY_PADDING_MASK, MHA_ROLE_POSITION_IDS},
         {"llama_cossin_op16", 0, 0, 1, MHA_ROLE_KEY_PADDING_MASK, MHA_ROLE_ROTARY_COS},
         {"bert_extmask_op14", 0, 0, 0, MHA_ROLE_KEY_PADDING_MASK, MHA_ROLE_OUTPUT},
+        {"torchmha_sepkv_op17", 0, 0, 0, MHA_ROLE_KEY_VALUE, MHA_ROLE_VALUE_INPUT},
+        {"bloom_alibiinput_op17", 0, 0, 0, MHA_ROLE_ATTN_BIAS, MHA_ROLE_ATTN_MASK},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         layer L;
@@ -569,6 +571,60 @@ static void test_inputs_beyond_projections(void **state) {
         layer_clear(&g_alloc, &L);
         ir_free(g);
     }
+}
+
+/* Different key and value inputs (DETR): V is projected from its own input,
+ * which must have the key input's shape; the layer's output follows PyTorch's
+ * (the value input swapped for the key one would not). */
+static void test_separate_value_input(void **state) {
+    (void)state;
+    layer L;
+    recognise_ok("families", "torchmha_sepkv_op17", &L, NULL);
+    assert_true(L.cross && L.v_input);
+    check_against_expected("families", "torchmha_sepkv_op17", &L);
+    static float x[2 * 7 * 32];
+    mha_tensor in[3], out;
+    memset(in, 0, sizeof in);
+    const int64_t len[3] = {4, 7, 6}; /* the value input one row short of the key's */
+    for (int i = 0; i < 3; i++) {
+        in[i].dtype = MHA_DTYPE_FLOAT32;
+        in[i].rank = 3;
+        in[i].shape[0] = 2, in[i].shape[1] = len[i], in[i].shape[2] = 32;
+        in[i].data = x;
+    }
+    mha_error err;
+    assert_int_equal(layer_output_shapes(&L, in, 3, &out, 1, &err), MHA_ERR_SHAPE);
+    assert_non_null(strstr(err.message, "'value'"));
+    in[2].shape[1] = 7;
+    assert_int_equal(layer_output_shapes(&L, in, 3, &out, 1, &err), MHA_OK);
+    assert_int_equal(out.shape[1], 4);
+    layer_clear(&g_alloc, &L);
+}
+
+/* BLOOM's layer given its ALiBi tensor [B*H, 1, S] and its bool mask
+ * [B, 1, S, S]: the tensor is an additive per-head bias input beside the
+ * attention mask, summed with it (PyTorch's output), and shaped per head. */
+static void test_bias_input_beside_mask(void **state) {
+    (void)state;
+    layer L;
+    recognise_ok("families", "bloom_alibiinput_op17", &L, NULL);
+    assert_int_equal(L.inputs[1].role, MHA_ROLE_ATTN_BIAS);
+    assert_int_equal(L.inputs[2].role, MHA_ROLE_ATTN_MASK);
+    assert_int_equal(L.attn_mask_batch_first, 2);
+    check_against_expected("families", "bloom_alibiinput_op17", &L);
+    static float x[2 * 5 * 32], bias[2 * 4 * 5];
+    static unsigned char mask[2 * 5 * 5];
+    mha_tensor in[3], out;
+    memset(in, 0, sizeof in);
+    in[0] = (mha_tensor){MHA_DTYPE_FLOAT32, 3, {2, 5, 32}, x};
+    in[1] = (mha_tensor){MHA_DTYPE_FLOAT32, 3, {2 * 3, 1, 5}, bias}; /* 3 heads, not 4 */
+    in[2] = (mha_tensor){MHA_DTYPE_BOOL, 4, {2, 1, 5, 5}, mask};
+    mha_error err;
+    assert_int_equal(layer_output_shapes(&L, in, 3, &out, 1, &err), MHA_ERR_SHAPE);
+    assert_non_null(strstr(err.message, "'alibi'"));
+    in[1].shape[0] = 2 * 4;
+    assert_int_equal(layer_output_shapes(&L, in, 3, &out, 1, &err), MHA_OK);
+    layer_clear(&g_alloc, &L);
 }
 
 /* position_ids declared [1, S]: one row for the whole batch. It must not
@@ -1158,6 +1214,8 @@ int main(void) {
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_inputs_beyond_projections),
+        cmocka_unit_test(test_separate_value_input),
+        cmocka_unit_test(test_bias_input_beside_mask),
         cmocka_unit_test(test_broadcast_positions_probe_batch),
         cmocka_unit_test(test_unusual_plumbing),
         cmocka_unit_test(test_two_masks),

@@ -325,7 +325,14 @@ typedef enum mha_io_role {
     MHA_ROLE_ROTARY_COS,   /* float [B or 1, S, rotary_dim] (or [B or 1, 1, S, rotary_dim]):
                               the cos of each token's angles, halves repeated as
                               cat(freqs, freqs) makes them */
-    MHA_ROLE_ROTARY_SIN    /* the sin, likewise */
+    MHA_ROLE_ROTARY_SIN,   /* the sin, likewise */
+    /* appended for different key and value inputs (DETR: keys = memory + positions) */
+    MHA_ROLE_VALUE_INPUT, /* layer input [B, S_kv, d_kv]: what the V projection reads when it
+                            differs from MHA_ROLE_KEY_VALUE, which the K projection reads */
+    /* appended for an additive per-head bias given beside the attention mask */
+    MHA_ROLE_ATTN_BIAS /* float, added to the scaled scores like a float attn_mask and
+                          shaped like one ([B*heads, 1|Sq, Skv] or [B, heads, 1|Sq, Skv]):
+                          BLOOM's ALiBi tensor beside its bool mask */
 } mha_io_role;
 
 MHA_API const char *mha_io_role_name(mha_io_role role);

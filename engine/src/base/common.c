@@ -133,6 +133,10 @@ MHA_API const char *mha_io_role_name(mha_io_role role) {
         return "rotary_cos";
     case MHA_ROLE_ROTARY_SIN:
         return "rotary_sin";
+    case MHA_ROLE_VALUE_INPUT:
+        return "value_input";
+    case MHA_ROLE_ATTN_BIAS:
+        return "attn_bias";
     }
     return "unknown";
 }

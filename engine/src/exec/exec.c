@@ -192,8 +192,12 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
         if (st == MHA_OK && !L->kv_given) { /* else K, V come in projected */
             const float *w[2] = {L->wk, L->wv}, *b[2] = {L->bk, L->bv};
             const int64_t cols[2] = {nk, nv};
-            st = exec_pack_parts(a, plugin, state, precision, L->d_kv, 2, w, cols, b, "W_k|W_v",
-                                 &pk->kv, err);
+            /* one GEMM for K and V from one input, or one each from two */
+            st = exec_pack_parts(a, plugin, state, precision, L->d_kv, L->v_input ? 1 : 2, w, cols,
+                                 b, L->v_input ? "W_k" : "W_k|W_v", &pk->kv, err);
+            if (st == MHA_OK && L->v_input)
+                st = exec_pack_parts(a, plugin, state, precision, L->d_kv, 1, w + 1, cols + 1,
+                                     b + 1, "W_v", &pk->v, err);
         }
     }
     if (st == MHA_OK) {
@@ -222,6 +226,7 @@ void exec_packed_free(const mha_alloc_ctx *a, exec_packed *pk) {
     exec_weights_free(a, &pk->qkv);
     exec_weights_free(a, &pk->q);
     exec_weights_free(a, &pk->kv);
+    exec_weights_free(a, &pk->v);
     exec_weights_free(a, &pk->o);
     mha_free(a, pk);
 }
@@ -236,7 +241,7 @@ static size_t exec_weights_bytes(const exec_gemm_weights *w) {
 size_t exec_packed_bytes(const exec_packed *pk) {
     if (!pk) return 0;
     return sizeof *pk + exec_weights_bytes(&pk->qkv) + exec_weights_bytes(&pk->q) +
-           exec_weights_bytes(&pk->kv) + exec_weights_bytes(&pk->o);
+           exec_weights_bytes(&pk->kv) + exec_weights_bytes(&pk->o) + exec_weights_bytes(&pk->v);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -424,7 +429,7 @@ static int exec_fold_causal(const layer *L, const exec_binding *bd, const exec_m
 mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
                            exec_mask *m, mha_error *err) {
     memset(m, 0, sizeof *m);
-    exec_mask_view views[4];
+    exec_mask_view views[6];
     mha_tensor bias;
     int n = 0;
     if (bd->attn_mask) {
@@ -433,6 +438,8 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         if (L->attn_valued) views[n].kind = EXEC_MASK_VALUED;
         n++;
     }
+    if (bd->attn_bias) /* float, the attention mask's layout */
+        exec_mask_view_attn(bd->attn_bias, 1, L->attn_mask_batch_first, L->q_heads, &views[n++]);
     const exec_mask_view *kpm = NULL;
     if (bd->key_padding) {
         exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued, &views[n]);
@@ -579,7 +586,7 @@ typedef struct exec_state {
     int threads;
     int phase_kind[POOL_MAX_PHASES];
     int n_phases;
-    exec_gemm_family proj[2];
+    exec_gemm_family proj[3]; /* QKV; or Q, KV; or Q, K, V (a separate value input) */
     int n_proj;
     exec_rope_plan rope;
     exec_attn_plan attn;
@@ -879,9 +886,12 @@ static mha_status exec_rope_unit(const exec_state *s, int64_t u, mha_error *err)
 static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
     const exec_state *s = ctx;
     switch (s->phase_kind[phase]) {
-    case EXEC_PHASE_PROJ:
-        if (u < s->proj[0].n_units) return exec_gemm_unit(s, &s->proj[0], u, err);
-        return exec_gemm_unit(s, &s->proj[1], u - s->proj[0].n_units, err);
+    case EXEC_PHASE_PROJ: { /* the units of the projections one after the other */
+        int i = 0;
+        while (i < s->n_proj - 1 && u >= s->proj[i].n_units)
+            u -= s->proj[i++].n_units;
+        return exec_gemm_unit(s, &s->proj[i], u, err);
+    }
     case EXEC_PHASE_ROPE:
         return exec_rope_unit(s, u, err);
     case EXEC_PHASE_ATTN:
@@ -947,7 +957,7 @@ static mha_status exec_phases_run(exec_state *s, int self_parallel, mha_error *e
     for (int ph = 0; ph < s->n_phases; ph++) {
         switch (s->phase_kind[ph]) {
         case EXEC_PHASE_PROJ:
-            job.n_units[ph] = s->proj[0].n_units + s->proj[1].n_units;
+            job.n_units[ph] = s->proj[0].n_units + s->proj[1].n_units + s->proj[2].n_units;
             break;
         case EXEC_PHASE_ROPE:
             job.n_units[ph] = s->rope.n_units;
@@ -1321,6 +1331,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         offsets[b] = P;
 
     const float *xq = bd->x_q->data, *xkv = bd->x_kv ? bd->x_kv->data : NULL;
+    const float *xv = bd->x_v ? bd->x_v->data : NULL;
     for (int64_t b0 = 0; b0 < B && st == MHA_OK; b0 += nb) {
         const int64_t n = exec_min(nb, B - b0);
         int ph = 0;
@@ -1355,6 +1366,16 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
             f->c_seg = seq_first ? Skv * nkv : 0;
             exec_gemm_plan(f, s->plugin, threads_plan);
             s->n_proj = 2;
+        }
+        if (L->v_input) { /* V from its own input, into the V columns of projkv */
+            exec_gemm_family *f = &s->proj[2];
+            f->W = &pk->v;
+            exec_family_rows(f, xv, b0, n, B, Skv, L->d_kv, seq_first);
+            f->C = projkv + Hkv * dk;
+            f->ldc = nkv;
+            f->c_seg = seq_first ? Skv * nkv : 0;
+            exec_gemm_plan(f, s->plugin, threads_plan);
+            s->n_proj = 3;
         }
         s->phase_kind[ph++] = EXEC_PHASE_PROJ;
         const int64_t ldq = self ? nq + nkv : nq, ldkv = self ? nq + nkv : nkv;

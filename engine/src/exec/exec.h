@@ -34,8 +34,10 @@ typedef struct exec_packed {
     int fused_qkv;
     exec_gemm_weights qkv; /* fused_qkv: [d_model, Hq*dk + Hkv*dk + Hkv*dv] */
     exec_gemm_weights q;   /* cross: [d_model, Hq*dk] */
-    exec_gemm_weights kv;  /* cross: [d_kv, Hkv*dk + Hkv*dv] */
+    exec_gemm_weights kv;  /* cross: [d_kv, Hkv*dk + Hkv*dv]; [d_kv, Hkv*dk] (W_k alone)
+                              with a separate value input (layer v_input) */
     exec_gemm_weights o;   /* [Hq*dv, d_out] */
+    exec_gemm_weights v;   /* v_input: [d_kv, Hkv*dv] (W_v, read from the value input) */
 } exec_packed;
 
 /* Packs L's weights with plugin->gemm_pack_b in `precision`

@@ -187,6 +187,27 @@ static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const l
     return MHA_OK;
 }
 
+/* The V projection's own input (L->v_input): the key/value input's shape,
+ * [B, S_kv, d_kv] (or [S_kv, B, d_kv]). Without one, V reads x_kv. */
+static mha_status layer_bind_value_input(const layer *L, exec_binding *bd, const layer_io *io,
+                                         const mha_tensor *t, mha_error *err) {
+    bd->x_v = bd->x_kv;
+    if (!L->v_input) {
+        if (t)
+            return mha_fail(err, MHA_ERR_INTERNAL, "layer has a value input '%s' it does not read",
+                            layer_io_name(io));
+        return MHA_OK;
+    }
+    if (!t || !bd->x_kv || bd->x_kv == bd->x_q)
+        return mha_fail(err, MHA_ERR_INTERNAL, "layer with a value input lacks it or a key input");
+    mha_status st = layer_expect_float(L, io, t, err);
+    if (st != MHA_OK) return st;
+    st = layer_expect_shape(io, t, 3, bd->x_kv->shape,
+                            "the key input's shape ([B, S_kv, d_kv] or [S_kv, B, d_kv])", err);
+    if (st == MHA_OK) bd->x_v = t;
+    return st;
+}
+
 static mha_status layer_bind_bare(const layer *L, exec_binding *bd, const layer_io *io[3],
                                   mha_error *err) {
     const mha_tensor *t[3] = {bd->q, bd->k, bd->v};
@@ -368,8 +389,8 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     bd->dv = layer_dv(L);
     bd->d_out = layer_dout(L);
 
-    const layer_io *io_role[MHA_ROLE_ROTARY_SIN + 1] = {0};
-    const mha_tensor *t_role[MHA_ROLE_ROTARY_SIN + 1] = {0};
+    const layer_io *io_role[MHA_ROLE_ATTN_BIAS + 1] = {0};
+    const mha_tensor *t_role[MHA_ROLE_ATTN_BIAS + 1] = {0};
     for (size_t i = 0; i < n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
         const mha_tensor *t = &inputs[i];
@@ -405,6 +426,8 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         case MHA_ROLE_POSITION_IDS:
         case MHA_ROLE_ROTARY_COS:
         case MHA_ROLE_ROTARY_SIN:
+        case MHA_ROLE_VALUE_INPUT:
+        case MHA_ROLE_ATTN_BIAS:
             if (io_role[io->role])
                 return mha_fail(err, MHA_ERR_INTERNAL, "layer: two inputs with role %s",
                                 mha_io_role_name(io->role));
@@ -460,10 +483,13 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
         bd->v = t_role[MHA_ROLE_V];
         st = layer_bind_projected(L, bd, io_role[MHA_ROLE_QUERY], io_role[MHA_ROLE_KEY_VALUE],
                                   io_role[MHA_ROLE_K], io_role[MHA_ROLE_V], err);
+        if (st == MHA_OK)
+            st = layer_bind_value_input(L, bd, io_role[MHA_ROLE_VALUE_INPUT],
+                                        t_role[MHA_ROLE_VALUE_INPUT], err);
     } else {
         if (!t_role[MHA_ROLE_Q] || !t_role[MHA_ROLE_K] || !t_role[MHA_ROLE_V])
             return mha_fail(err, MHA_ERR_INTERNAL, "bare attention layer lacks a Q, K or V input");
-        if (t_role[MHA_ROLE_QUERY] || t_role[MHA_ROLE_KEY_VALUE])
+        if (t_role[MHA_ROLE_QUERY] || t_role[MHA_ROLE_KEY_VALUE] || t_role[MHA_ROLE_VALUE_INPUT])
             return mha_fail(err, MHA_ERR_INTERNAL, "bare attention layer has a layer input");
         bd->q = t_role[MHA_ROLE_Q];
         bd->k = t_role[MHA_ROLE_K];
@@ -478,6 +504,13 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
     if (t_role[MHA_ROLE_ATTN_MASK]) {
         bd->attn_mask = t_role[MHA_ROLE_ATTN_MASK];
         st = layer_check_attn_mask(L, io_role[MHA_ROLE_ATTN_MASK], bd->attn_mask, bd, err);
+        if (st != MHA_OK) return st;
+    }
+    if (t_role[MHA_ROLE_ATTN_BIAS]) { /* float, shaped as a float attn_mask */
+        bd->attn_bias = t_role[MHA_ROLE_ATTN_BIAS];
+        st = layer_expect_float(L, io_role[MHA_ROLE_ATTN_BIAS], bd->attn_bias, err);
+        if (st == MHA_OK)
+            st = layer_check_attn_mask(L, io_role[MHA_ROLE_ATTN_BIAS], bd->attn_bias, bd, err);
         if (st != MHA_OK) return st;
     }
     if (L->bias && L->bias_rel_len > 0 && (bd->Sq > L->bias_rel_len || bd->Skv > L->bias_rel_len))

@@ -26,6 +26,9 @@ typedef struct exec_binding {
     /* ---- appended (issue 14): rotary positions or tables given as inputs ---- */
     const mha_tensor *position_ids;            /* [B or 1, Sq] integer, or NULL */
     const mha_tensor *rotary_cos, *rotary_sin; /* [B or 1, (1,) Sq, rotary_dim], or NULL */
+    /* ---- appended (issue 14): a separate value input, a bias input ---- */
+    const mha_tensor *x_v;       /* has_proj: what V is projected from (x_kv unless L->v_input) */
+    const mha_tensor *attn_bias; /* MHA_ROLE_ATTN_BIAS: added like a float attn_mask, or NULL */
 } exec_binding;
 
 /* Binds and checks every input against L (dtype, rank, widths, batch and

@@ -125,6 +125,9 @@ typedef struct layer {
     int kv_given; /* has_proj and cross, but K and V come in already projected, in head
                      layout [B, kv_heads, Skv, d] (roles MHA_ROLE_K / _V); only Q and the
                      output are projected: wk, wv, bk, bv are NULL, d_kv 0 */
+    /* ---- appended for different key and value inputs (issue 14) ---- */
+    int v_input; /* cross: the V projection reads its own input (MHA_ROLE_VALUE_INPUT,
+                    the shape of the MHA_ROLE_KEY_VALUE one), K reads the key/value input */
 } layer;
 
 /* A projected layer with a KV cache: past_key / past_value [B, kv_heads, P,

@@ -405,11 +405,15 @@ static mha_status rz_parse_operands(rz_ctx *z) {
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "K and V are both read from graph input '%s' without a projection",
                         z->g->values[z->g->inputs[c->kp.x_input]].name);
-    if (c->kp.x_input != c->vp.x_input && !c->kp.given) {
+    /* different key and value inputs (DETR) are served; the query input
+     * feeding only one of them is not */
+    if (c->kp.x_input != c->vp.x_input && !c->kp.given &&
+        (c->kp.x_input == c->qp.x_input || c->vp.x_input == c->qp.x_input)) {
         char d[160];
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "%s (V projection): the K and V projections read different graph inputs "
-                        "('%s' and '%s'): one key/value input is supported",
+                        "('%s' and '%s'), one of them the query's: separate key and value inputs "
+                        "are supported, not a query input shared with one of them",
                         rz_node_desc(z, c->vp.node, d, sizeof d),
                         z->g->values[z->g->inputs[c->kp.x_input]].name,
                         z->g->values[z->g->inputs[c->vp.x_input]].name);

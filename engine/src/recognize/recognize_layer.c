@@ -400,6 +400,10 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     } else if (c->kp.x_input != c->qp.x_input) {
         used[c->kp.x_input] = 1;
         L->inputs[c->kp.x_input].role = MHA_ROLE_KEY_VALUE;
+        if (c->vp.x_input != c->kp.x_input) {
+            used[c->vp.x_input] = 1;
+            L->inputs[c->vp.x_input].role = MHA_ROLE_VALUE_INPUT;
+        }
     }
     mha_status st = MHA_OK;
     for (int side = 0; cache && side < 2; side++) {

@@ -1108,6 +1108,14 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
     L->d_head = vs.dh;
     L->d_head_v = vs.dv;
     L->cross = c->qp.x_input != c->kp.x_input;
+    L->v_input = !c->kp.given && c->kp.x_input != c->vp.x_input;
+    if (L->v_input && v.din != k.din) {
+        st = rz_unsupported(z,
+                            "the key input is %lld wide, the value input %lld: one width is "
+                            "supported",
+                            (long long)k.din, (long long)v.din);
+        goto done;
+    }
     if (!c->kp.given && (c->qp.node == c->kp.node || c->kp.node == c->vp.node))
         L->idioms |= LAYER_IDIOM_FUSED_QKV;
     L->seq_first = 0;

@@ -292,8 +292,9 @@ static int rz_has_dynamic_dims(const layer *L) {
 static int rz_has_dynamic_seq(const layer *L) {
     for (size_t i = 0; i < L->n_inputs; i++) {
         const layer_io *io = &L->inputs[i];
-        if ((io->role == MHA_ROLE_QUERY || io->role == MHA_ROLE_KEY_VALUE) && io->rank == 3 &&
-            io->dims[1] < 0)
+        if ((io->role == MHA_ROLE_QUERY || io->role == MHA_ROLE_KEY_VALUE ||
+             io->role == MHA_ROLE_VALUE_INPUT) &&
+            io->rank == 3 && io->dims[1] < 0)
             return 1;
     }
     return 0;
@@ -583,6 +584,22 @@ static mha_status rz_find_reading(rz_ctx *z, layer *L, const double *cf, tensor 
 }
 
 /* The input's role and the layer fields of its reading. */
+/* What a reading takes the mask for, in words (refusals). */
+static const char *rz_cand_desc(rz_cand c) {
+    switch (c) {
+    case RZ_CAND_ATTN_BOOL:
+        return "bool, True = attend";
+    case RZ_CAND_ATTN_BOOL_IGN:
+        return "bool, True = hidden";
+    case RZ_CAND_ATTN_FLOAT:
+        return "float additive";
+    case RZ_CAND_ATTN_VALUED:
+        return "values mapped to an additive";
+    default:
+        return "key padding";
+    }
+}
+
 static void rz_assign_reading(layer *L, const rz_found *f) {
     layer_io *io = &L->inputs[f->mi];
     const rz_cand cand = f->rd.cand;
@@ -694,6 +711,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
                         "mask",
                         rz_node_desc(z, c->masks[0].add_node, d, sizeof d));
     int mis[2] = {-1, -1}, count = 0;
+    int bias_input = -1; /* the graph input read as a per-head bias beside the mask */
     for (int i = 0; i < RZ_MAX_INPUTS; i++)
         if (deps & ((uint64_t)1 << i)) {
             if (count < 2) mis[count] = i;
@@ -753,8 +771,28 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
         int valued = rz_cand_valued(found[0].rd.cand) && rz_cand_valued(found[1].rd.cand);
         int kpm0 = found[0].rd.cand <= RZ_CAND_KPM_VALUED,
             kpm1 = found[1].rd.cand <= RZ_CAND_KPM_VALUED;
-        int good =
-            !valued && kpm0 != kpm1 && !found[0].rd.alibi_counted && !found[1].rd.alibi_counted;
+        /* two attention masks (BLOOM's ALiBi tensor [B*H, 1, S] beside its
+         * bool causal | padding mask): one attention mask role */
+        /* an additive float one beside a bool one: a per-head bias input */
+        int bias_f = -1;
+        for (int f = 0; f < 2; f++)
+            if (!kpm0 && !kpm1 && found[f].rd.cand == RZ_CAND_ATTN_FLOAT &&
+                found[1 - f].rd.cand != RZ_CAND_ATTN_FLOAT && !valued &&
+                (z->inputs[mis[1 - f]]->rank != 3 || z->inputs[mis[f]]->rank != 3 ||
+                 found[f].rd.batch_first == found[1 - f].rd.batch_first))
+                bias_f = f;
+        if (!kpm0 && !kpm1 && bias_f < 0)
+            return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "%s: mask inputs '%s' and '%s' each act as an attention mask over "
+                            "[B, H, Sq, Skv] (%s and %s); the layer takes one attention mask, "
+                            "with one key padding mask or one float additive per-head bias "
+                            "beside it",
+                            rz_node_desc(z, c->masks[0].add_node, d, sizeof d),
+                            L->inputs[mis[0]].name, L->inputs[mis[1]].name,
+                            rz_cand_desc(found[0].rd.cand), rz_cand_desc(found[1].rd.cand));
+        int good = !valued && (kpm0 != kpm1 || bias_f >= 0) && !found[0].rd.alibi_counted &&
+                   !found[1].rd.alibi_counted;
+        bias_input = bias_f >= 0 ? mis[bias_f] : -1;
         rz_eff e;
         memset(&e, 0, sizeof e);
         tensor *Ms[2] = {z->inputs[mis[0]], z->inputs[mis[1]]};
@@ -780,8 +818,17 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     if (st == MHA_OK) st = rz_take_base(z, L, &base, bat, head, cf, mis[0], &pat, &window, &biased);
     rz_eff_free(z, &base);
     if (st != MHA_OK) return st;
+    /* the bias first: the mask's reading sets the layer's mask fields */
     for (int f = 0; f < count; f++)
-        rz_assign_reading(L, &found[f]);
+        if (found[f].mi == bias_input) rz_assign_reading(L, &found[f]);
+    for (int f = 0; f < count; f++)
+        if (found[f].mi != bias_input) rz_assign_reading(L, &found[f]);
+    if (bias_input >= 0) {
+        L->inputs[bias_input].role = MHA_ROLE_ATTN_BIAS;
+        for (int f = 0; f < count; f++) /* a 3-D one sets the layout both follow */
+            if (z->inputs[found[f].mi]->rank == 3)
+                L->attn_mask_batch_first = found[f].rd.batch_first;
+    }
     if (count == 1 && (pat == RZ_PAT_CAUSAL || pat == RZ_PAT_WINDOW) && !L->bias) {
         st = rz_causal_finite(z, L, cf, &found[0]);
         if (st != MHA_OK) return st;

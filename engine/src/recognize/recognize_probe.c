@@ -29,6 +29,7 @@ static rz_sym rz_axis_symbol(const layer *L, const layer_io *io, int axis, int c
     case MHA_ROLE_QUERY:
         return axis == ax_b ? RZ_SYM_B : axis == ax_s && r == 3 ? RZ_SYM_SQ : RZ_SYM_FIXED;
     case MHA_ROLE_KEY_VALUE:
+    case MHA_ROLE_VALUE_INPUT:
         return axis == ax_b ? RZ_SYM_B : axis == ax_s && r == 3 ? RZ_SYM_SKV : RZ_SYM_FIXED;
     case MHA_ROLE_Q:
     case MHA_ROLE_K:
@@ -59,6 +60,7 @@ static rz_sym rz_axis_symbol(const layer *L, const layer_io *io, int axis, int c
                : axis == 0   ? (io->dims[0] == 1 ? RZ_SYM_FIXED : RZ_SYM_B)
                              : RZ_SYM_FIXED;
     case MHA_ROLE_ATTN_MASK:
+    case MHA_ROLE_ATTN_BIAS:
         /* com.microsoft integer masks are [B, S, T], not right-aligned */
         if ((io->dtype == MHA_DTYPE_INT32 || io->dtype == MHA_DTYPE_INT64) && r == 3)
             return axis == 0 ? RZ_SYM_B : axis == 1 ? RZ_SYM_SQ : RZ_SYM_SKV;
@@ -126,8 +128,8 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
             }
             rz_sym s = rz_axis_symbol(L, io, ax, cache);
             int64_t *slot = rz_sym_slot(sz, s);
-            if (io->role == MHA_ROLE_ATTN_MASK && io->rank == 3 && ax == 0 &&
-                L->attn_mask_batch_first >= 2) {
+            if ((io->role == MHA_ROLE_ATTN_MASK || io->role == MHA_ROLE_ATTN_BIAS) &&
+                io->rank == 3 && ax == 0 && L->attn_mask_batch_first >= 2) {
                 /* [B * q_heads, ...] once the heads are known, 1 before */
                 dims[i][ax] = L->attn_mask_batch_first == 2 ? sz->B * L->q_heads : 1;
                 continue;

@@ -148,7 +148,7 @@ mha_status rz_recognize_seq_first(const mha_alloc_ctx *a, const ir_graph *g, lay
         for (size_t i = 0; i < g->n_inputs; i++)
             if (rz_sf_candidate(&g->values[g->inputs[i]])) {
                 const mha_io_role r = out->inputs[i].role;
-                if (r != MHA_ROLE_QUERY && r != MHA_ROLE_KEY_VALUE) {
+                if (r != MHA_ROLE_QUERY && r != MHA_ROLE_KEY_VALUE && r != MHA_ROLE_VALUE_INPUT) {
                     layer_clear(a, out);
                     st = MHA_ERR_MODEL_UNSUPPORTED;
                     break;
