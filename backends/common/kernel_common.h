@@ -90,14 +90,28 @@ static inline float kernel_act(int act, float x) {
 static inline void kernel_gemm_epilogue_range(const mha_gemm_args *a, int64_t m0, int64_t m1,
                                               int64_t n0, int64_t n1, int from_zero) {
     if (!from_zero && !a->bias && a->activation == MHA_ACT_NONE && !a->residual) return;
+    /* each step a plain loop over the row, its test hoisted out (the
+     * compiler vectorises them: a test per element cost 7 % of a projection
+     * GEMM); every element goes through the same operations as one at a
+     * time, so the bits do not depend on the loop's form */
+    const float *bias = a->bias;
+    const int act = a->activation;
     for (int64_t m = m0; m < m1; m++) {
         float *c = a->C + m * a->ldc;
-        const float *r = a->residual ? a->residual + m * a->ldr : NULL;
-        for (int64_t n = n0; n < n1; n++) {
-            float x =
-                from_zero ? (a->bias ? a->bias[n] : 0.0f) : (a->bias ? c[n] + a->bias[n] : c[n]);
-            x = kernel_act(a->activation, x);
-            c[n] = r ? x + r[n] : x;
+        if (from_zero) {
+            for (int64_t n = n0; n < n1; n++)
+                c[n] = bias ? bias[n] : 0.0f;
+        } else if (bias) {
+            for (int64_t n = n0; n < n1; n++)
+                c[n] = c[n] + bias[n];
+        }
+        if (act != MHA_ACT_NONE)
+            for (int64_t n = n0; n < n1; n++)
+                c[n] = kernel_act(act, c[n]);
+        if (a->residual) {
+            const float *r = a->residual + m * a->ldr;
+            for (int64_t n = n0; n < n1; n++)
+                c[n] = c[n] + r[n];
         }
     }
 }
