@@ -150,14 +150,6 @@ mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, void *st
     return MHA_OK;
 }
 
-static int64_t exec_layer_dv(const layer *L) {
-    return L->d_head_v > 0 ? L->d_head_v : L->d_head;
-}
-
-static int64_t exec_layer_dout(const layer *L) {
-    return L->d_out > 0 ? L->d_out : L->d_model;
-}
-
 mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
                              void *state, int precision, exec_packed **out, mha_error *err) {
     *out = NULL;
@@ -174,7 +166,7 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
         *out = pk;
         return MHA_OK;
     }
-    const int64_t dk = L->d_head, dv = exec_layer_dv(L);
+    const int64_t dk = L->d_head, dv = layer_dv(L);
     const int64_t nq = L->q_heads * dk, nk = L->kv_heads * dk, nv = L->kv_heads * dv;
     mha_status st;
     if (!L->cross) {
@@ -202,7 +194,7 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
     }
     if (st == MHA_OK) {
         const float *wo[1] = {L->wo}, *bo[1] = {L->bo};
-        const int64_t co[1] = {exec_layer_dout(L)};
+        const int64_t co[1] = {layer_dout(L)};
         st = exec_pack_parts(a, plugin, state, precision, L->q_heads * dv, 1, wo, co, bo, "W_o",
                              &pk->o, err);
     }

@@ -271,7 +271,7 @@ static void model_layer_info(const layer *L, mha_model_info *out) {
     out->q_heads = L->q_heads;
     out->kv_heads = L->kv_heads;
     out->d_head = L->d_head;
-    out->d_head_v = L->d_head_v > 0 ? L->d_head_v : L->d_head;
+    out->d_head_v = layer_dv(L);
     out->causal = L->causal;
     out->scale = L->scale;
     out->softcap = L->softcap;
