@@ -842,6 +842,54 @@ static void test_verify_catches_a_wrong_layer(void **state) {
     plan_free(P);
 }
 
+/* At load the verification compares the plan against the graph outputs
+ * the shape pass computed (P->probe_in / probe_out) instead of
+ * interpreting the graph again: those are what it reads -- a wrong layer
+ * is caught against them, and so is a wrong expectation. */
+static void test_verify_reads_the_shape_pass(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    mha_error err;
+    /* the expectations as the shape pass keeps them: the reference plan
+     * (every node interpreted) on the probe inputs */
+    plan R = *P;
+    R.steps = calloc(P->g->n_nodes, sizeof *R.steps);
+    R.n_steps = 0;
+    for (size_t ni = 0; ni < P->g->n_nodes; ni++) {
+        int folded = 1;
+        for (size_t k = 0; k < P->g->nodes[ni].n_outputs; k++)
+            folded &= plan_const(P, P->g->nodes[ni].outputs[k]) != NULL;
+        if (folded) continue;
+        R.steps[R.n_steps].kind = PLAN_STEP_INTERP;
+        R.steps[R.n_steps++].index = (int)ni;
+    }
+    for (int p = 0; p < PLAN_PROBES; p++) {
+        tensor **values = NULL;
+        P->probe_in[p] = calloc(P->g->n_inputs, sizeof(tensor *));
+        P->probe_out[p] = calloc(P->g->n_outputs, sizeof(tensor *));
+        assert_int_equal(plan_probe_inputs(P, p, P->probe_in[p], &err), MHA_OK);
+        assert_int_equal(plan_exec(&R, P->probe_in[p], NULL, 1, &values, &err), MHA_OK);
+        for (size_t k = 0; k < P->g->n_outputs; k++)
+            assert_int_equal(tensor_clone(values[P->g->outputs[k]], &P->probe_out[p][k], &err),
+                             MHA_OK);
+        plan_values_free(&R, P->probe_in[p], values);
+    }
+    free(R.steps);
+    assert_int_equal(plan_verify(P, &err), MHA_OK);
+    /* a wrong expectation: probe 1's first output moved */
+    tensor *y = P->probe_out[1][0];
+    ((float *)y->data)[tensor_numel(y) / 2] += 0.5f;
+    assert_int_equal(plan_verify(P, &err), MHA_ERR_MODEL_VERIFY);
+    assert_non_null(strstr(err.message, "(probe 1)"));
+    ((float *)y->data)[tensor_numel(y) / 2] -= 0.5f;
+    assert_int_equal(plan_verify(P, &err), MHA_OK);
+    /* a wrong layer, against the kept expectations */
+    P->layers[1].L.wo[5] += 0.25f;
+    assert_int_equal(plan_verify(P, &err), MHA_ERR_MODEL_VERIFY);
+    assert_non_null(strstr(err.message, "differs from the graph"));
+    plan_free(P); /* frees the kept expectations too */
+}
+
 /* Allocation failures while loading a whole model, at points spread over
  * the whole load (a full sweep of its thousands of allocations would take
  * minutes): each is a clean MHA_ERR_NO_MEMORY with no model, or -- a
@@ -909,6 +957,7 @@ int main(void) {
         cmocka_unit_test(test_output_axis_with_offset),
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),
+        cmocka_unit_test(test_verify_reads_the_shape_pass),
         cmocka_unit_test(test_load_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

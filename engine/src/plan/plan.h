@@ -181,6 +181,10 @@ typedef struct plan {
     int n_syms;
     int64_t probe_sizes[PLAN_PROBES][PLAN_MAX_SYMS]; /* symbolic axis k -> size, per probe */
     layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
+    /* While plan_build runs: per probe, its inputs [g->n_inputs] and the
+     * graph outputs [g->n_outputs] the interpreter computed from them in
+     * the shape pass (what plan_verify compares against); NULL after. */
+    tensor **probe_in[PLAN_PROBES], **probe_out[PLAN_PROBES];
 } plan;
 
 /* A GEMM step's epilogue at run time: its program and the external
