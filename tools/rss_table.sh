@@ -12,9 +12,10 @@
 # --dir: where the models are (built there by tools/model_table_models.py
 # when missing; default $TMPDIR/mha-model-table, as model_table.sh).
 # Peak RSS: /usr/bin/time's maximum resident set size of the process (node
-# itself is some 40-50 MiB of ORT's). Weight bytes: `mha info` ("weights"),
-# arena: the summary line of `mha run` ("arena N bytes": the outputs of the
-# fused steps; interpreted steps' values and kernel scratch come on top).
+# itself is some 40-50 MiB of ORT's). Weight bytes: `mha info` ("weights");
+# arena and scratch: the summary line of `mha run` ("arena N bytes, scratch
+# M bytes": the outputs of the fused steps, and the buffers the runtime
+# keeps between runs; interpreted steps' values come on top).
 # Needs /usr/bin/python3 with numpy (and torch, onnx to build models), node.
 # Exit: 0 done, 1 a failure, 2 usage error.
 set -eu
@@ -77,21 +78,23 @@ PY
         2>"$work/run.err" || die "mha run $m failed: $(tail -2 "$work/run.err")"
     run_kib=$(sed -n 's/^rss_kib=//p' "$work/run.err")
     arena=$(sed -n 's/.*; arena \([0-9]*\) bytes.*/\1/p' "$work/run.err")
+    scratch=$(sed -n 's/.*; arena [0-9]* bytes, scratch \([0-9]*\) bytes.*/\1/p' "$work/run.err")
     echo "rss_table: $m: ONNX Runtime, $threads thread(s)" >&2
     /usr/bin/time -f "rss_kib=%M" node "$peer/ort_model_bench.js" "$f" --batch "$B" --seq "$S" \
         --threads "$threads" --min-time 1 --warmup 1 >/dev/null 2>"$work/ort.err" ||
         die "ORT on $m failed: $(tail -3 "$work/ort.err")"
     ort_kib=$(sed -n 's/^rss_kib=//p' "$work/ort.err")
-    echo "$m $B $S ${weights:-0} ${arena:-0} $load_kib $run_kib $ort_kib" >>"$rows"
+    echo "$m $B $S ${weights:-0} ${arena:-0} ${scratch:-0} $load_kib $run_kib $ort_kib" >>"$rows"
 done
 
 table() {
-    echo "| model (B, S) | weights MiB | arena MiB | expected MiB | mha load peak MiB | mha run peak MiB | run / expected | ONNX Runtime peak MiB |"
+    echo "| model (B, S) | weights MiB | arena + scratch MiB | expected MiB | mha load peak MiB | mha run peak MiB | run / expected | ONNX Runtime peak MiB |"
     echo "|---|---|---|---|---|---|---|---|"
-    awk '{ w = $4 / 1048576; a = $5 / 1048576; e = w + a;
-           printf "| %s (%s, %s) | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f | %.0f |\n",
-                  $1, $2, $3, w, a, e, $6 / 1024, $7 / 1024, ($7 / 1024) / e, $8 / 1024 }' "$rows"
+    awk '{ w = $4 / 1048576; a = $5 / 1048576; s = $6 / 1048576; e = w + a + s;
+           printf "| %s (%s, %s) | %.0f | %.0f + %.0f | %.0f | %.0f | %.0f | %.2f | %.0f |\n",
+                  $1, $2, $3, w, a, s, e, $7 / 1024, $8 / 1024, ($8 / 1024) / e, $9 / 1024 }' "$rows"
     echo
     echo "mha $("$mha" --version 2>/dev/null | head -1), $threads thread(s), backend auto; $(uptime | sed 's/.*load/load/')"
 }
+
 if [ -n "$out" ]; then table >"$out"; else table; fi
