@@ -49,6 +49,7 @@ void plan_free(plan *P) {
         next = A->next;
         plan_arena_free(P, A);
     }
+    plan_arena_blocks_free(P);
     pthread_mutex_destroy(&P->arena_lock);
     for (size_t i = 0; i < P->n_layers; i++) {
         layer_clear(&a, &P->layers[i].L);

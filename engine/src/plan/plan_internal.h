@@ -43,6 +43,14 @@ mha_status plan_arena_plan(const plan *P, const int64_t *key, const size_t *size
 void plan_arena_free(const plan *P, plan_arena *A);
 const plan_arena *plan_arena_find(plan *P, const int64_t *key);
 void plan_arena_keep(plan *P, plan_arena *A);
+/* A block of at least `bytes` for a run's arena: an idle one kept by an
+ * earlier run (the smallest that fits), else a new one; NULL when out of
+ * memory. plan_arena_block_give hands it back after the run: kept while a
+ * slot is free (or in place of a smaller idle block), else freed.
+ * plan_arena_blocks_free frees the idle ones (plan_free). */
+void *plan_arena_block_take(plan *P, size_t bytes, size_t *got);
+void plan_arena_block_give(plan *P, void *block, size_t bytes);
+void plan_arena_blocks_free(plan *P);
 
 /* A run's arena: fused outputs placed by layout in base, or (record set)
  * their bytes recorded; NULL fields: every output allocated on its own. */

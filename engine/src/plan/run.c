@@ -370,6 +370,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     tensor **in = mha_calloc(&P->alloc, n_inputs ? n_inputs : 1, sizeof *in);
     tensor **values = NULL;
     plan_run_arena ar = {NULL, NULL, NULL};
+    size_t block_bytes = 0;
     if (!in_t || !in) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         goto done;
@@ -391,7 +392,8 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     run_arena_key(P, inputs, key);
     ar.layout = plan_arena_find((plan *)P, key);
     if (ar.layout) {
-        ar.base = mha_malloc(&P->alloc, ar.layout->bytes ? ar.layout->bytes : 1);
+        ar.base =
+            plan_arena_block_take((plan *)P, ar.layout->bytes ? ar.layout->bytes : 1, &block_bytes);
         if (!ar.base) ar.layout = NULL; /* each output on its own, as without */
     } else {
         ar.record = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *ar.record);
@@ -416,7 +418,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     }
 done:
     if (values) plan_values_free(P, in, values);
-    mha_free(&P->alloc, ar.base);
+    plan_arena_block_give((plan *)P, ar.base, block_bytes);
     mha_free(&P->alloc, ar.record);
     mha_free(&P->alloc, in_t);
     mha_free(&P->alloc, in);
