@@ -128,13 +128,16 @@ typedef struct plan_step {
     double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
 } plan_step;
 
-/* An axis of a graph output: fixed, or the size of an input's axis plus a
- * constant (a class token concatenated before the patches: N + 1). */
+/* An axis of a graph output: fixed, or floor((mul * x + offset) / div) of
+ * the size x of an input's axis (dims.c): x itself, x plus a constant (a
+ * class token concatenated before the patches: N + 1), the output length
+ * of a strided Conv or pooling (Whisper's ceil(frames / 2)). */
 typedef struct plan_dim_rule {
-    int64_t fixed;  /* >= 0: this size */
-    int input;      /* else: graph input index ... */
-    int axis;       /* ... and its axis */
-    int64_t offset; /* ... plus this */
+    int64_t fixed;    /* >= 0: this size */
+    int input;        /* else: graph input index ... */
+    int axis;         /* ... and its axis */
+    int64_t mul, div; /* ... times mul, divided by div (>= 1) ... */
+    int64_t offset;   /* ... after adding this */
 } plan_dim_rule;
 
 /* Largest probe input, in elements (16 MiB of float32), as the

@@ -326,8 +326,14 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
         outputs[k].rank = io->rank;
         for (int d = 0; d < io->rank; d++) {
             const plan_dim_rule *r = &P->out_rules[k][d];
-            outputs[k].shape[d] =
-                r->fixed >= 0 ? r->fixed : inputs[r->input].shape[r->axis] + r->offset;
+            const int64_t x = r->fixed >= 0 ? 0 : inputs[r->input].shape[r->axis];
+            outputs[k].shape[d] = plan_dim_apply(r, x);
+            if (outputs[k].shape[d] < 0)
+                return mha_fail(err, MHA_ERR_SHAPE,
+                                "input '%s': axis %d of %lld is too short for output '%s' (its "
+                                "axis %d would be %lld)",
+                                g->values[g->inputs[r->input]].name, r->axis, (long long)x,
+                                io->name, d, (long long)outputs[k].shape[d]);
         }
     }
     return MHA_OK;
