@@ -90,6 +90,26 @@ static void test_causal_decoder_layers(void **state) {
     plan_free(P);
 }
 
+/* Hugging Face's GPT-2: each projection (Conv1D) a Gemm over the rows
+ * flattened to [B * S, D] by a Reshape whose shape is read from the 3-D
+ * value before it: the layer starts at that 3-D value, with and without
+ * dynamic axes. */
+static void test_projection_over_flat_rows(void **state) {
+    (void)state;
+    const char *names[] = {"v_gpt2_hf_lastlogits_op17", "v_gpt2_hf_static_b1_s8_op14"};
+    for (size_t n = 0; n < 2; n++) {
+        plan *P = build(names[n], 0);
+        assert_int_equal(P->n_layers, 2);
+        for (size_t i = 0; i < 2; i++) {
+            const plan_layer *pl = &P->layers[i];
+            if (!pl->recognised) fail_msg("%s layer %zu: %s", names[n], i, pl->reason);
+            assert_true(pl->L.causal);
+            assert_int_equal(pl->L.inputs[0].rank, 3); /* X, not its flat rows */
+        }
+        plan_free(P);
+    }
+}
+
 /* ViT: nn.MultiheadAttention (batch first) reads the shape of its input X
  * outside the layer too (to put the output back in batch-first order);
  * the partition hands the layer to the recogniser anyway (the shape of X
@@ -822,6 +842,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partition_finds_every_layer),
         cmocka_unit_test(test_causal_decoder_layers),
+        cmocka_unit_test(test_projection_over_flat_rows),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),
         cmocka_unit_test(test_gemm_steps),
         cmocka_unit_test(test_gemm_epilogues),
