@@ -90,6 +90,47 @@ static void test_causal_decoder_layers(void **state) {
     plan_free(P);
 }
 
+/* Hugging Face's GPT-2: each projection (Conv1D) a Gemm over the rows
+ * flattened to [B * S, D] by a Reshape whose shape is read from the 3-D
+ * value before it: the layer starts at that 3-D value, with and without
+ * dynamic axes. */
+static void test_projection_over_flat_rows(void **state) {
+    (void)state;
+    const char *names[] = {"v_gpt2_hf_lastlogits_op17", "v_gpt2_hf_static_b1_s8_op14"};
+    for (size_t n = 0; n < 2; n++) {
+        plan *P = build(names[n], 0);
+        assert_int_equal(P->n_layers, 2);
+        for (size_t i = 0; i < 2; i++) {
+            const plan_layer *pl = &P->layers[i];
+            if (!pl->recognised) fail_msg("%s layer %zu: %s", names[n], i, pl->reason);
+            assert_true(pl->L.causal);
+            assert_int_equal(pl->L.inputs[0].rank, 3); /* X, not its flat rows */
+        }
+        plan_free(P);
+    }
+}
+
+/* The same GPT-2 with its padding mask made once outside the layers:
+ * (1 - m) * finfo.min as a float [B, 1, 1, S] added after the causal
+ * torch.where. Its static 1 on the query axis broadcasts (the recogniser
+ * probed the layer with one query, and saw no causal pattern); the two
+ * finfo.min terms add up to -inf on a padded future key (causal_finite 1,
+ * read by probing the mask with finfo.min). Unverified: the plan's
+ * verification also needs the float mask's finfo.min kept in the softmax. */
+static void test_extended_mask_beside_causal_where(void **state) {
+    (void)state;
+    plan *P = build("v_gpt2_hf_conv1d_mask_op13", 1);
+    assert_int_equal(P->n_layers, 2);
+    for (size_t i = 0; i < 2; i++) {
+        const plan_layer *pl = &P->layers[i];
+        if (!pl->recognised) fail_msg("layer %zu: %s", i, pl->reason);
+        assert_true(pl->L.causal);
+        assert_int_equal(pl->L.causal_finite, 1);
+        assert_int_equal(pl->L.inputs[1].role, MHA_ROLE_ATTN_MASK);
+    }
+    plan_free(P);
+}
+
 /* ViT: nn.MultiheadAttention (batch first) reads the shape of its input X
  * outside the layer too (to put the output back in batch-first order);
  * the partition hands the layer to the recogniser anyway (the shape of X
@@ -914,6 +955,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partition_finds_every_layer),
         cmocka_unit_test(test_causal_decoder_layers),
+        cmocka_unit_test(test_projection_over_flat_rows),
+        cmocka_unit_test(test_extended_mask_beside_causal_where),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),
         cmocka_unit_test(test_gemm_steps),
         cmocka_unit_test(test_gemm_epilogues),

@@ -459,7 +459,13 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued, &views[n]);
         kpm = &views[n++];
     }
-    if (exec_fold_causal(L, bd, kpm)) {
+    /* a float attention mask over the keys alone ([B, 1, 1, Skv], a
+     * model's extended mask) pads keys as a key padding mask does */
+    const exec_mask_view *pad = kpm;
+    if (!pad && bd->attn_mask && views[0].kind == EXEC_MASK_TENSOR &&
+        bd->attn_mask->dtype == MHA_DTYPE_FLOAT32 && views[0].dims[2] == 1)
+        pad = &views[0];
+    if (exec_fold_causal(L, bd, pad)) {
         exec_mask_view_computed(EXEC_MASK_CAUSAL, 1, bd, &views[n++]);
         m->causal_folded = 1;
     }
