@@ -166,6 +166,11 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
         *out = pk;
         return MHA_OK;
     }
+    if (!L->wq || (!L->kv_given && (!L->wk || !L->wv)) || !L->wo) {
+        exec_packed_free(a, pk);
+        return mha_fail(err, MHA_ERR_INTERNAL,
+                        "packing weights: the layer has projections but a weight is missing");
+    }
     const int64_t dk = L->d_head, dv = layer_dv(L);
     const int64_t nq = L->q_heads * dk, nk = L->kv_heads * dk, nv = L->kv_heads * dv;
     mha_status st;

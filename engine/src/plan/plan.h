@@ -35,6 +35,10 @@ typedef struct plan_layer {
     int *nodes;     /* graph nodes the step replaces, graph order */
     size_t n_nodes;
     double flops; /* at the first probe's sizes */
+    /* W_q, W_k, W_v, W_o of L freed after packing (release.c): L's weight
+     * pointers are NULL and w_hash is a hash of their bytes */
+    int w_released;
+    uint64_t w_hash;
 } plan_layer;
 
 /* An elementwise program (epilogue.c) run on a GEMM's output: registers
@@ -188,6 +192,10 @@ typedef struct plan {
     int n_syms;
     int64_t probe_sizes[PLAN_PROBES][PLAN_MAX_SYMS]; /* symbolic axis k -> size, per probe */
     layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
+    /* While plan_build runs: per probe, its inputs [g->n_inputs] and the
+     * graph outputs [g->n_outputs] the interpreter computed from them in
+     * the shape pass (what plan_verify compares against); NULL after. */
+    tensor **probe_in[PLAN_PROBES], **probe_out[PLAN_PROBES];
 } plan;
 
 /* A GEMM step's epilogue at run time: its program and the external
@@ -247,9 +255,15 @@ mha_status plan_release_weights(plan *P, mha_error *err);
  * nothing else reads it (W becomes NULL, w_hash remembers it); returns
  * the bytes freed. The reference backend cannot run that step afterwards. */
 size_t plan_release_gemm_weight(plan *P, size_t i);
+/* After attention layer i was packed (release.c): frees its unpacked
+ * projection weights W_q, W_k, W_v, W_o (biases stay: they are small)
+ * unless the layer computes an attention-weights output from them;
+ * returns the bytes freed. Packing it again, or its reference forward
+ * pass, then needs the weights of a fresh build (plan_weights_match). */
+size_t plan_release_layer_weights(plan *P, size_t i);
 /* Whether fresh (a new build of the same file, weights kept) has the GEMM
- * steps of P with the weights P released. */
-int plan_gemm_weights_match(const plan *P, const plan *fresh);
+ * steps and attention layers of P with the weights P released. */
+int plan_weights_match(const plan *P, const plan *fresh);
 
 /* Checks the inputs against the graph's (count, dtype, rank, fixed dims)
  * and fills the outputs' dtype, rank and shape. */
