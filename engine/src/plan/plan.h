@@ -20,7 +20,7 @@ typedef enum plan_step_kind {
     PLAN_STEP_ATTENTION = 1, /* a recognised layer: plan_layer */
     PLAN_STEP_INTERP,        /* one node of the graph, interpreted */
     PLAN_STEP_GEMM,          /* MatMul / Gemm with constant weights (+ bias): plan_gemm */
-    PLAN_STEP_NORM           /* LayerNorm over the last axis: plan_norm */
+    PLAN_STEP_NORM           /* LayerNorm / RMSNorm over the last axis: plan_norm */
 } plan_step_kind;
 
 /* One attention layer found in the graph. A refused one (recognised == 0)
@@ -111,10 +111,12 @@ typedef struct plan_gemm {
     uint64_t w_hash; /* W released (NULL): a hash of its bytes (release.c) */
 } plan_gemm;
 
-/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis,
- * x = in_value [+ res_value] (the residual Add before a post-LN norm). */
+/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis
+ * (LayerNorm; RMSNorm: mean 0, var the mean of x^2), x = in_value [+
+ * res_value] (the residual Add before the norm). */
 #define PLAN_NORM_MAX_NODES 11
 typedef struct plan_norm {
+    int kind; /* MHA_NORM_LAYER or MHA_NORM_RMS */
     int in_value, out_value;
     int res_value; /* -1: none */
     int reads[2];  /* in_value, res_value: what the step reads */
@@ -124,6 +126,7 @@ typedef struct plan_norm {
     const float *gamma, *beta;      /* [D] or NULL */
     int nodes[PLAN_NORM_MAX_NODES]; /* the graph nodes it computes, the last makes the step */
     size_t n_nodes;
+    char desc[40]; /* "residual+rmsnorm", "layernorm (no affine)", for mha info */
 } plan_norm;
 
 typedef struct plan_step {
