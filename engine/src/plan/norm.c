@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "plan_internal.h"
-#include "registry.h"
+#include "registry_table.h"
 
 typedef struct norm_match {
     const plan *P;
