@@ -62,8 +62,11 @@ grep -q '^mha run: 3 rows (24 tokens)' "$T/run.txt" || fail "run summary: $(cat 
 "$MHA" gen --model encoder -L 2 -d 32 -H 4 --ffn 64 --vocab 50 --max-pos 16 --seed 3 \
   -o "$T/enc2.onnx" --data "$T/ids.pb" --mask "$T/mask.pb" --batch 3 --seq 8
 cmp -s "$T/enc.onnx" "$T/enc2.onnx" || fail "gen is not deterministic"
-"$MHA" run -q "$T/enc.onnx" "attention_mask=$T/mask.pb" "input_ids=$T/ids.pb" -o "$T/h2.npy"
+"$MHA" run "$T/enc.onnx" "attention_mask=$T/mask.pb" "input_ids=$T/ids.pb" -o "$T/h2.npy" \
+  2>"$T/run2.txt"
 cmp -s "$T/h.npy" "$T/h2.npy" || fail ".pb and .npy token ids give different outputs"
+# whole tensors (.pb) are run apart from streamed .npy files: both count B x S tokens
+grep -q '^mha run: 3 rows (24 tokens)' "$T/run2.txt" || fail "run summary (.pb): $(cat "$T/run2.txt")"
 against_scalar encoder "$T/enc.onnx" "$T/ids.pb" "$T/mask.pb" -- 1
 echo "ok: encoder"
 
