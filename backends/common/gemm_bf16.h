@@ -12,7 +12,12 @@
  *                  a1 * b1 + a0 * b0   (the odd k of the pair first, then the
  *                  even one, each added with one rounding, as VDPBF16PS),
  *     where ap[t*MR + r] holds A[r, 2t] (low half) and A[r, 2t+1] (high
- *     half) and bp[t*NR + n] holds B[2t, n] and B[2t+1, n]; r < mr, n < NR.
+ *     half) and bp[t*NR + n] holds B[2t, n] and B[2t+1, n]; r < mr, n < NR;
+ * and optionally GEMM_BF16_HAVE_PAIR16 with
+ *   void gemm_bf16_pair16(const float *x, uint32_t *pairs);
+ *     pairs[i] = gemm_bf16_pair(x[2i], x[2i+1]) for i < 16, the same bits
+ *     (the A rows are packed through it: per element, the scalar rounding
+ *     cost as much as the products of a short k-block).
  *
  * Packed B: ceil(N/NR) panels, each [ceil(K/2)][NR] pairs; an odd K and the
  * columns past N are padded with zeros (a zero product adds nothing).
@@ -91,7 +96,18 @@ static inline void gemm_bf16_rows(const mha_gemm_args *a, int64_t mb, int64_t p_
                     continue;
                 }
                 const float *arow = a->A + (mb + t * GEMM_MR + r) * a->lda + k0;
-                for (int64_t j = 0; j < kp; j++)
+                int64_t j = 0;
+#ifdef GEMM_BF16_HAVE_PAIR16
+                /* 16 pairs (32 floats) at a time through the backend's
+                 * vector rounding (the same bits), spread to the sliver */
+                for (; 2 * j + 32 <= kc; j += 16) {
+                    _Alignas(64) uint32_t pairs[16];
+                    gemm_bf16_pair16(arow + 2 * j, pairs);
+                    for (int64_t i = 0; i < 16; i++)
+                        dst[(j + i) * GEMM_MR] = pairs[i];
+                }
+#endif
+                for (; j < kp; j++)
                     dst[j * GEMM_MR] =
                         gemm_bf16_pair(arow[2 * j], 2 * j + 1 < kc ? arow[2 * j + 1] : 0.0f);
             }
