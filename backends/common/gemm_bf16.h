@@ -43,6 +43,14 @@
 #error "define GEMM_MR, GEMM_NR, GEMM_MC and an even GEMM_KC before including gemm_bf16.h"
 #endif
 
+/* k per block in bfloat16: twice the float32 block, so the packed A block
+ * (KC / 2 pairs per row) and a B panel's slice take the bytes they take in
+ * float32 (the stack the float32 driver uses), and a d_model 768 or 1024
+ * projection is one block: C loaded and stored once. A chain split at a
+ * block is stored and reloaded as a float, so the block size changes no
+ * bits. */
+#define GEMM_BF16_KC (2 * GEMM_KC)
+
 /* Two floats of row-major data rounded and paired: lo = x[0], hi = x[1]
  * (or 0 past the end). */
 static inline uint32_t gemm_bf16_pair(float lo, float hi) {
@@ -77,13 +85,13 @@ static inline void gemm_bf16_pack_b(int64_t K, int64_t N, const float *B, int64_
  * columns clipped to [n0, n1). Shapes as gemm_blocked_rows; K > 0. */
 static inline void gemm_bf16_rows(const mha_gemm_args *a, int64_t mb, int64_t p_first,
                                   int64_t p_last) {
-    _Alignas(64) uint32_t ap[GEMM_MC * GEMM_KC / 2];
+    _Alignas(64) uint32_t ap[GEMM_MC * GEMM_BF16_KC / 2];
     _Alignas(64) float ct[GEMM_MR * GEMM_NR];
     const int64_t rows = a->m1 - mb < GEMM_MC ? a->m1 - mb : GEMM_MC;
     const int64_t tiles = (rows + GEMM_MR - 1) / GEMM_MR, kp_all = (a->K + 1) / 2;
 
-    for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_KC) {
-        const int64_t kc = a->K - k0 < GEMM_KC ? a->K - k0 : GEMM_KC, kp = (kc + 1) / 2;
+    for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_BF16_KC) {
+        const int64_t kc = a->K - k0 < GEMM_BF16_KC ? a->K - k0 : GEMM_BF16_KC, kp = (kc + 1) / 2;
 
         /* pass 1: the A slivers as rounded pairs [tile][kp][MR], zero past
          * the rows and past K */
