@@ -12,6 +12,8 @@
  *   GET  /health   -> 200 "ok" (503 "draining" once shutting down)
  *   GET  /metrics  -> Prometheus text: requests by code, batch sizes, queue
  *                  depth, latency histogram
+ *   Every answer carries the request's X-Request-Id header back (up to
+ *   128 bytes).
  *
  * Threads: libmicrohttpd runs one thread per connection (bounded by
  * --max-connections); a handler copies the body into the queue, blocks in
@@ -98,7 +100,8 @@ static const cli_spec serve_spec = {
     "                  415 other content types, 503 queue full or shutting\n"
     "                  down (Retry-After: 1), 504 deadline passed\n"
     "  GET  /health    200 \"ok\", 503 while draining\n"
-    "  GET  /metrics   Prometheus text format\n",
+    "  GET  /metrics   Prometheus text format\n"
+    "Every answer carries the request's X-Request-Id header back.\n",
     serve_opts,
     CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE,
     "SIGTERM or SIGINT drains: no new connections, every accepted request is\n"
@@ -112,6 +115,7 @@ static const double serve_latency_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01,
 static const int serve_batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128};
 #define SERVE_N_BATCH (sizeof serve_batch_bounds / sizeof serve_batch_bounds[0])
 #define SERVE_N_CODES 8
+#define SERVE_MAX_ID 128 /* longest X-Request-Id echoed */
 static const int serve_codes[SERVE_N_CODES] = {200, 400, 404, 405, 413, 415, 503, 504};
 
 typedef struct serve_state {
@@ -167,6 +171,10 @@ static enum MHD_Result serve_reply(struct MHD_Connection *conn, serve_state *s, 
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
     if (code == 503) MHD_add_response_header(r, "Retry-After", "1");
+    /* the caller's request id back, so a client can tell which request an
+     * answer belongs to (serve-load checks each id is answered once) */
+    const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (id && strlen(id) <= SERVE_MAX_ID) MHD_add_response_header(r, "X-Request-Id", id);
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)code, r);
     MHD_destroy_response(r);
     if (call) serve_count(s, code, cli_now() - call->start, batch_size);
