@@ -20,7 +20,7 @@ typedef enum plan_step_kind {
     PLAN_STEP_ATTENTION = 1, /* a recognised layer: plan_layer */
     PLAN_STEP_INTERP,        /* one node of the graph, interpreted */
     PLAN_STEP_GEMM,          /* MatMul / Gemm with constant weights (+ bias): plan_gemm */
-    PLAN_STEP_NORM           /* LayerNorm over the last axis: plan_norm */
+    PLAN_STEP_NORM           /* LayerNorm / RMSNorm over the last axis: plan_norm */
 } plan_step_kind;
 
 /* One attention layer found in the graph. A refused one (recognised == 0)
@@ -111,10 +111,12 @@ typedef struct plan_gemm {
     uint64_t w_hash; /* W released (NULL): a hash of its bytes (release.c) */
 } plan_gemm;
 
-/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis,
- * x = in_value [+ res_value] (the residual Add before a post-LN norm). */
+/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis
+ * (LayerNorm; RMSNorm: mean 0, var the mean of x^2), x = in_value [+
+ * res_value] (the residual Add before the norm). */
 #define PLAN_NORM_MAX_NODES 11
 typedef struct plan_norm {
+    int kind; /* MHA_NORM_LAYER or MHA_NORM_RMS */
     int in_value, out_value;
     int res_value; /* -1: none */
     int reads[2];  /* in_value, res_value: what the step reads */
@@ -124,6 +126,7 @@ typedef struct plan_norm {
     const float *gamma, *beta;      /* [D] or NULL */
     int nodes[PLAN_NORM_MAX_NODES]; /* the graph nodes it computes, the last makes the step */
     size_t n_nodes;
+    char desc[40]; /* "residual+rmsnorm", "layernorm (no affine)", for mha info */
 } plan_norm;
 
 typedef struct plan_step {
@@ -132,13 +135,16 @@ typedef struct plan_step {
     double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
 } plan_step;
 
-/* An axis of a graph output: fixed, or the size of an input's axis plus a
- * constant (a class token concatenated before the patches: N + 1). */
+/* An axis of a graph output: fixed, or floor((mul * x + offset) / div) of
+ * the size x of an input's axis (dims.c): x itself, x plus a constant (a
+ * class token concatenated before the patches: N + 1), the output length
+ * of a strided Conv or pooling (Whisper's ceil(frames / 2)). */
 typedef struct plan_dim_rule {
-    int64_t fixed;  /* >= 0: this size */
-    int input;      /* else: graph input index ... */
-    int axis;       /* ... and its axis */
-    int64_t offset; /* ... plus this */
+    int64_t fixed;    /* >= 0: this size */
+    int input;        /* else: graph input index ... */
+    int axis;         /* ... and its axis */
+    int64_t mul, div; /* ... times mul, divided by div (>= 1) ... */
+    int64_t offset;   /* ... after adding this */
 } plan_dim_rule;
 
 /* Largest probe input, in elements (16 MiB of float32), as the
@@ -152,6 +158,9 @@ typedef struct plan_dim_rule {
 
 /* Where the outputs of fused steps go in a run's arena, for one set of
  * input sizes (arena.c). */
+#define PLAN_IDLE_BLOCKS 2 /* arena blocks kept between runs: one per concurrent caller, up to 2   \
+                            */
+
 typedef struct plan_arena {
     int64_t key[PLAN_MAX_SYMS]; /* the size of each symbolic axis, -1 unused */
     size_t *offset;             /* [n_values]: byte offset, SIZE_MAX: not in the arena */
@@ -165,6 +174,11 @@ typedef struct plan {
     /* the one mutable part: arena layouts by input sizes, under the lock */
     pthread_mutex_t arena_lock;
     plan_arena *arenas;
+    /* arena blocks of finished runs, kept for the next ones (a fresh block of
+     * tens of MB is fresh pages: the kernel zeroes each on first touch, some
+     * 10% of a MiniLM run); idle_bytes[i] 0 = an empty slot */
+    void *idle[PLAN_IDLE_BLOCKS];
+    size_t idle_bytes[PLAN_IDLE_BLOCKS];
     ir_graph *g;     /* owned: nodes of interpreted steps, initializers */
     tensor **consts; /* [n_values]: folded constants (owned), NULL elsewhere */
     plan_layer *layers;

@@ -399,10 +399,7 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
     } else if (s->kind == PLAN_STEP_NORM) {
         const plan_norm *nm = &P->norms[s->index];
         out->kind = "norm";
-        out->op = nm->res_value >= 0
-                      ? (nm->gamma ? "residual+layernorm" : "residual+layernorm (no affine)")
-                  : nm->gamma ? "layernorm"
-                              : "layernorm (no affine)";
+        out->op = nm->desc;
         out->name = P->g->nodes[nm->nodes[0]].name;
         out->num_nodes = nm->n_nodes;
     } else if (s->kind == PLAN_STEP_GEMM) {
