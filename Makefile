@@ -116,6 +116,14 @@ model-table: build
 	tools/model_table.sh --out $(BUILD)/model-table.md $(MODEL_TABLE_ARGS)
 	@cat $(BUILD)/model-table.md
 
+# The memory table of the four whole models (docs/PERFORMANCE.md): weights,
+# activations, peak RSS of mha (load; load and one run) and of ONNX Runtime.
+# Options: RSS_TABLE_ARGS (--dir, --models, --threads, --mha, --peer).
+.PHONY: rss-table
+rss-table: build
+	tools/rss_table.sh --out $(BUILD)/rss-table.md $(RSS_TABLE_ARGS)
+	@cat $(BUILD)/rss-table.md
+
 # ---- serving (docs/SERVING.md) ----
 .PHONY: serve-table
 SERVE_REPS ?= 3
