@@ -115,6 +115,23 @@ static void test_partition_shape_of_x_read_outside(void **state) {
 
 /* BERT: W1 and W2 of both layers (MatMul + bias Add fused) and the pooler
  * (a Gemm with transB, its bias as C) become GEMM steps. */
+/* GPT-NeoX reads the sizes of its head reshape from the block's input x,
+ * outside the layer (X is LayerNorm(x)): taken as X's, both layers fuse,
+ * with their partial rotary (2 of 8 dims) and the cos / sin computed once
+ * in the graph as inputs. */
+static void test_partition_sizes_read_outside(void **state) {
+    (void)state;
+    plan *P = build("neox_parallel_l2_d32_h4_rot25", 0);
+    assert_int_equal(P->n_layers, 2);
+    for (size_t i = 0; i < 2; i++) {
+        if (!P->layers[i].recognised) fail_msg("layer %zu: %s", i, P->layers[i].reason);
+        assert_int_equal(P->layers[i].L.rotary, MHA_ROTARY_HALF);
+        assert_int_equal(P->layers[i].L.rotary_dim, 2);
+        assert_int_equal(P->layers[i].L.d_head, 8);
+    }
+    plan_free(P);
+}
+
 static void test_gemm_steps(void **state) {
     (void)state;
     plan *P = build(BERT, 1);
@@ -915,6 +932,7 @@ int main(void) {
         cmocka_unit_test(test_partition_finds_every_layer),
         cmocka_unit_test(test_causal_decoder_layers),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),
+        cmocka_unit_test(test_partition_sizes_read_outside),
         cmocka_unit_test(test_gemm_steps),
         cmocka_unit_test(test_gemm_epilogues),
         cmocka_unit_test(test_norm_steps),
