@@ -773,11 +773,13 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
             kpm1 = found[1].rd.cand <= RZ_CAND_KPM_VALUED;
         /* two attention masks (BLOOM's ALiBi tensor [B*H, 1, S] beside its
          * bool causal | padding mask): one attention mask role */
-        /* an additive float one beside a bool one: a per-head bias input */
+        /* an additive float one beside a bool one: a per-head bias input;
+         * two additive float ones (CLIP's causal and padding masks, added
+         * one after the other): the second is the bias */
         int bias_f = -1;
         for (int f = 0; f < 2; f++)
             if (!kpm0 && !kpm1 && found[f].rd.cand == RZ_CAND_ATTN_FLOAT &&
-                found[1 - f].rd.cand != RZ_CAND_ATTN_FLOAT && !valued &&
+                (found[1 - f].rd.cand != RZ_CAND_ATTN_FLOAT || f == 1) && !valued &&
                 (z->inputs[mis[1 - f]]->rank != 3 || z->inputs[mis[f]]->rank != 3 ||
                  found[f].rd.batch_first == found[1 - f].rd.batch_first))
                 bias_f = f;
