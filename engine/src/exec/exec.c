@@ -23,7 +23,7 @@
  * A self-parallel plugin gets each phase as one call instead. */
 #include "exec.h"
 
-#include "registry.h"
+#include "registry_table.h"
 #include "tensor.h"
 
 #include <float.h>
@@ -165,6 +165,11 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
     if (!L->has_proj) {
         *out = pk;
         return MHA_OK;
+    }
+    if (!L->wq || (!L->kv_given && (!L->wk || !L->wv)) || !L->wo) {
+        exec_packed_free(a, pk);
+        return mha_fail(err, MHA_ERR_INTERNAL,
+                        "packing weights: the layer has projections but a weight is missing");
     }
     const int64_t dk = L->d_head, dv = layer_dv(L);
     const int64_t nq = L->q_heads * dk, nk = L->kv_heads * dk, nv = L->kv_heads * dv;
@@ -459,7 +464,13 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued, &views[n]);
         kpm = &views[n++];
     }
-    if (exec_fold_causal(L, bd, kpm)) {
+    /* a float attention mask over the keys alone ([B, 1, 1, Skv], a
+     * model's extended mask) pads keys as a key padding mask does */
+    const exec_mask_view *pad = kpm;
+    if (!pad && bd->attn_mask && views[0].kind == EXEC_MASK_TENSOR &&
+        bd->attn_mask->dtype == MHA_DTYPE_FLOAT32 && views[0].dims[2] == 1)
+        pad = &views[0];
+    if (exec_fold_causal(L, bd, pad)) {
         exec_mask_view_computed(EXEC_MASK_CAUSAL, 1, bd, &views[n++]);
         m->causal_folded = 1;
     }

@@ -43,6 +43,14 @@ mha_status plan_arena_plan(const plan *P, const int64_t *key, const size_t *size
 void plan_arena_free(const plan *P, plan_arena *A);
 const plan_arena *plan_arena_find(plan *P, const int64_t *key);
 void plan_arena_keep(plan *P, plan_arena *A);
+/* A block of at least `bytes` for a run's arena: an idle one kept by an
+ * earlier run (the smallest that fits), else a new one; NULL when out of
+ * memory. plan_arena_block_give hands it back after the run: kept while a
+ * slot is free (or in place of a smaller idle block), else freed.
+ * plan_arena_blocks_free frees the idle ones (plan_free). */
+void *plan_arena_block_take(plan *P, size_t bytes, size_t *got);
+void plan_arena_block_give(plan *P, void *block, size_t bytes);
+void plan_arena_blocks_free(plan *P);
 
 /* A run's arena: fused outputs placed by layout in base, or (record set)
  * their bytes recorded; NULL fields: every output allocated on its own. */
@@ -62,6 +70,19 @@ mha_status plan_exec_arena(const plan *P, tensor *const *in, const plan_backend 
  * graph outputs. be runs fused steps (NULL when the plan has none). */
 mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                      tensor ***values, mha_error *err);
+
+/* Told about every value a step writes, right after the step (before
+ * values are freed at their last step). */
+typedef struct plan_observer {
+    void (*value)(void *user, int v, const tensor *t);
+    void *user;
+} plan_observer;
+
+/* plan_exec freeing values after their last step, obs told about each
+ * value as it is made (the shapes of a probe run without holding every
+ * value of the graph at once). */
+mha_status plan_exec_observed(const plan *P, tensor *const *in, const plan_backend *be,
+                              const plan_observer *obs, tensor ***values, mha_error *err);
 
 /* The elementwise run after value y (epilogue.c): 1 and *prog, *out (its
  * last value), nodes[] (room for PLAN_EW_MAX_OPS) when there is one. N is
