@@ -706,7 +706,8 @@ def families(outdir):
 class ClipAttentionHf(nn.Module):
     """CLIP attention as Hugging Face writes it: Q scaled after its
     projection, (B*H, S, dh) bmm, the causal mask and the padding mask
-    added to the scores one after the other, each [B, 1, S, S]."""
+    added to the scores one after the other, each [B, 1, S, S] (causal None:
+    made here from the layer's own length)."""
 
     def __init__(self, d, h):
         super().__init__()
@@ -721,6 +722,8 @@ class ClipAttentionHf(nn.Module):
         flat = (b * self.h, s, self.dh)
         q = self.shape(self.q(x) * self.dh ** -0.5, b, s).view(flat)
         k, v = self.shape(self.k(x), b, s).view(flat), self.shape(self.v(x), b, s).view(flat)
+        if causal is None:
+            causal = torch.empty(b, s, s).fill_(FMIN).triu_(1).unsqueeze(1)
         w = torch.bmm(q, k.transpose(1, 2)).view(b, self.h, s, s) + causal
         w = (w + mask).view(b * self.h, s, s)
         y = torch.bmm(nn.functional.softmax(w, dim=-1), v)
@@ -743,10 +746,12 @@ class ClipTextHf(nn.Module):
     """CLIP text, right padding: positions from a position_ids buffer, the
     causal mask filled with finfo.min above the diagonal, the padding mask
     expanded to [B, 1, S, S] by masked_fill, the EOS row picked by index
-    (the last unpadded token) as the pooled output."""
+    (the last unpadded token) as the pooled output. inner_causal: each
+    attention makes the causal mask itself."""
 
-    def __init__(self, d=32, h=4, f=64, n=2):
+    def __init__(self, d=32, h=4, f=64, n=2, inner_causal=False):
         super().__init__()
+        self.inner_causal = inner_causal
         self.tok, self.pos = nn.Embedding(VOCAB, d), nn.Embedding(MAXPOS, d)
         self.register_buffer("position_ids", torch.arange(MAXPOS).expand((1, -1)))
         self.layers = nn.ModuleList(ClipLayerHf(d, h, f) for _ in range(n))
@@ -755,7 +760,7 @@ class ClipTextHf(nn.Module):
     def forward(self, input_ids, attention_mask):
         b, s = input_ids.shape
         x = self.tok(input_ids) + self.pos(self.position_ids[:, :s])
-        causal = torch.empty(b, s, s).fill_(FMIN).triu_(1).unsqueeze(1)
+        causal = None if self.inner_causal else torch.empty(b, s, s).fill_(FMIN).triu_(1).unsqueeze(1)
         inverted = 1.0 - attention_mask[:, None, None, :].expand(b, 1, s, s).float()
         mask = inverted.masked_fill(inverted.bool(), FMIN)
         for layer in self.layers:
@@ -810,6 +815,15 @@ def second_styles(outdir):
     feats = torch.randn(2, 6, 11, generator=g)  # odd frames: the output has ceil(11 / 2) rows
     save_case(outdir, "whisper_enc_hf_l2_d32_h4", wh, [feats], ["input_features"], ["last_hidden_state"],
               {"input_features": {0: "batch", 2: "frames"}, "last_hidden_state": bs}, 17)
+
+    clip = ClipTextHf(inner_causal=True)
+    randomize(clip, 31)
+    ids = torch.randint(2, VOCAB - 1, (2, 6), generator=g)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, :2] = 0  # left padding: rows 0, 1 of item 1 see only finfo.min terms
+    save_case(outdir, "clip_text_hf_inner_causal_l2_d32_h4", clip, [ids, mask], ["input_ids", "attention_mask"],
+              ["last_hidden_state", "pooled"],
+              {"input_ids": bs, "attention_mask": bs, "last_hidden_state": bs, "pooled": {0: "batch"}}, 14)
 
 
 if __name__ == "__main__":
