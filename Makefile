@@ -124,3 +124,12 @@ SERVE_REPS ?= 3
 # and overload): a markdown table on stdout; not part of `make test`.
 serve-table: build
 	@sh tools/serve_table.sh --reps $(SERVE_REPS)
+
+# `mha serve` soaked under open-loop HTTP load (10 minutes by default) and
+# overloaded at twice the rate it sustains: every request id answered once,
+# RSS flat, the excess refused at once. SERVE_SOAK_ARGS=--quick: about 2
+# minutes. Not part of `make test`.
+.PHONY: serve-soak
+SERVE_SOAK_ARGS ?=
+serve-soak: build
+	@sh tools/serve_soak.sh $(SERVE_SOAK_ARGS)

@@ -552,6 +552,12 @@ typedef struct mha_queue_options {
                                  than this to compute, at the cost per token the last
                                  batches took: a queue bounded in time, so that under
                                  overload the accepted requests keep their latency */
+    double max_padding;       /* share of a run's rows that may be padding; default
+                                 0.125. A batch of requests whose lengths differ more is
+                                 run as several runs of similar lengths (longest first):
+                                 a padded row costs as much as a real one. 1 = always one
+                                 run. (Appended: a struct_size without it takes the
+                                 default.) */
 } mha_queue_options;
 
 MHA_API void mha_queue_options_init(mha_queue_options *opts);

@@ -30,6 +30,9 @@ typedef struct part_ctx {
     unsigned char *mark; /* [n_values] scratch */
     int *stack;          /* [n_values] scratch */
     int *owner;          /* [n_nodes]: recognised layer owning the node, -1 */
+    unsigned char *as_x; /* [n_nodes]: 1 + i for a Shape / Size the layer reads of a value
+                            shaped as X[i] (part_shaped_as_x), 0 else */
+    int x_ref[2];        /* X, the one input of such a node in the layer's graph */
     char why_buf[200];   /* a refusal naming values and nodes */
     mha_error *err;
 } part_ctx;
@@ -94,6 +97,26 @@ static int part_unflatten_y(const part_ctx *c, int y) {
     if (!part_is(n, "Reshape") || n->inputs[0] != y || n->n_outputs < 1 || n->outputs[0] < 0)
         return y;
     return c->shp[n->outputs[0]].rank == 3 ? n->outputs[0] : y;
+}
+
+/* Hugging Face's GPT-2 (its Conv1D) projects with addmm: a Gemm over the
+ * rows flattened by a Reshape of [B, S, D] to [B * S, D]. The flat rows
+ * have no token axis for the recogniser, and the Reshape's target shape is
+ * computed from the Shape of the 3-D value: X is that 3-D value, so the
+ * Reshape (and the Shape it reads) are inside the layer. */
+static int part_flat_x(const part_ctx *c, int x) {
+    const ir_graph *g = c->P->g;
+    int p = g->values[x].producer;
+    if (c->shp[x].rank != 2 || p < 0) return x;
+    const ir_node *n = &g->nodes[p];
+    if (!(part_is(n, "Reshape") || part_is(n, "Flatten")) || n->n_inputs < 1 || n->inputs[0] < 0)
+        return x;
+    const plan_shape *in = &c->shp[n->inputs[0]];
+    for (int k = 0; k < PLAN_PROBES; k++)
+        if (in->rank != 3 || in->dims[k][2] != c->shp[x].dims[k][1] ||
+            in->dims[k][0] * in->dims[k][1] != c->shp[x].dims[k][0])
+            return x;
+    return n->inputs[0];
 }
 
 /* Forward from the core to Y; *pv is the P.V MatMul (Softmax cores). */
@@ -166,7 +189,7 @@ static int part_find_x(part_ctx *c, int core, int pv, int x[2], const char **why
             return 0;
         }
         if (n->n_inputs >= 1 && part_is_proj(P, n, n->inputs[0])) {
-            int in = n->inputs[0], seen = 0;
+            int in = part_flat_x(c, n->inputs[0]), seen = 0;
             for (int i = 0; i < nx; i++)
                 seen |= x[i] == in;
             if (!seen && nx == 2) {
@@ -182,6 +205,21 @@ static int part_find_x(part_ctx *c, int core, int pv, int x[2], const char **why
     }
     if (nx == 0) *why = "no input projection (MatMul or Gemm with constant weights) before it";
     return nx;
+}
+
+/* Whether v has the shape of X at both probes: GPT-NeoX reads the sizes
+ * (b, s) for its head reshape from the block's input x, outside the layer,
+ * while X is LayerNorm(x). In the layer's graph such a Shape reads X
+ * instead, so the sizes do not come in as an input of their own (which the
+ * recogniser cannot trace); the plan's verification holds it to the
+ * graph. */
+static int part_shaped_as_x(const part_ctx *c, int v, int x) {
+    const plan_shape *a = &c->shp[v], *b = &c->shp[x];
+    if (a->rank < 0 || a->rank != b->rank) return 0;
+    for (int p = 0; p < PLAN_PROBES; p++)
+        for (int d = 0; d < a->rank; d++)
+            if (a->dims[p][d] != b->dims[p][d]) return 0;
+    return 1;
 }
 
 /* Whether node n of the last carved layer computes from X's data (not
@@ -224,7 +262,10 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     if (nx == 0) return MHA_OK;
     /* descendants of X (bit 1); those that read its data, not only its
      * shape (bit 4): the shape-only ones may be read outside the layer too,
-     * so they stay interpreted steps as well */
+     * so they stay interpreted steps as well. Bit 8: computed from the
+     * shape of values shaped as X (and constants) alone, taken in as if
+     * from X's (part_shaped_as_x); it spreads to nothing else, so the data
+     * of another layer shaped by such sizes stays outside. */
     unsigned char *dsc = c->mark;
     memset(dsc, 0, g->n_values);
     for (int i = 0; i < nx; i++)
@@ -232,13 +273,28 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
         unsigned char any = 0;
-        for (size_t k = 0; k < n->n_inputs; k++)
-            if (n->inputs[k] >= 0) any |= dsc[n->inputs[k]] & (1 | 4);
+        int sized = 0, only_sized = 1;
+        for (size_t k = 0; k < n->n_inputs; k++) {
+            const int v = n->inputs[k];
+            if (v < 0) continue;
+            any |= dsc[v] & (1 | 4);
+            if (dsc[v] & 8)
+                sized = 1;
+            else if (!plan_const(P, v))
+                only_sized = 0;
+        }
         /* the shape of X itself is known outside the layer; the shape of
          * a value inside is not */
         if (part_is_shape(n) && n->n_inputs == 1 &&
             (n->inputs[0] == x[0] || (nx == 2 && n->inputs[0] == x[1])))
             any &= 1;
+        c->as_x[ni] = 0;
+        if (!any && sized && only_sized) any = 8;
+        for (int i = 0; i < nx && !any && part_is_shape(n) && n->n_inputs == 1; i++)
+            if (n->inputs[0] >= 0 && part_shaped_as_x(c, n->inputs[0], x[i])) {
+                c->as_x[ni] = (unsigned char)(1 + i);
+                any = 8;
+            }
         for (size_t k = 0; any && k < n->n_outputs; k++)
             if (n->outputs[k] >= 0) dsc[n->outputs[k]] = any;
     }
@@ -256,10 +312,10 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
         dsc[v] |= 2;
         if (v == x[0] || (nx == 2 && v == x[1]) || g->values[v].init) continue;
         int p = g->values[v].producer;
-        if (p >= 0 && ((dsc[v] & 1) || P->consts[v])) {
+        if (p >= 0 && ((dsc[v] & (1 | 8)) || P->consts[v])) {
             in_set[p] = 1;
             const ir_node *n = &g->nodes[p];
-            for (size_t k = 0; k < n->n_inputs; k++)
+            for (size_t k = 0; !c->as_x[p] && k < n->n_inputs; k++)
                 if (n->inputs[k] >= 0 && !(dsc[n->inputs[k]] & 2) && top < (int)g->n_values)
                     c->stack[top++] = n->inputs[k];
         } else {
@@ -316,7 +372,12 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
             if (n->inputs[k] >= 0) sub->values[n->inputs[k]].init = g->values[n->inputs[k]].init;
         for (size_t k = 0; k < n->n_outputs; k++)
             if (n->outputs[k] >= 0) sub->values[n->outputs[k]].producer = (int)sub->n_nodes;
-        sub->nodes[sub->n_nodes++] = *n;
+        sub->nodes[sub->n_nodes] = *n;
+        if (c->as_x[ni]) {
+            c->x_ref[c->as_x[ni] - 1] = x[c->as_x[ni] - 1];
+            sub->nodes[sub->n_nodes].inputs = &c->x_ref[c->as_x[ni] - 1];
+        }
+        sub->n_nodes++;
     }
     for (size_t i = 0; i < nb; i++) {
         ir_value *v = &sub->values[bound[i]];
@@ -345,14 +406,15 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
     const ir_graph *g = P->g;
     const mha_alloc_ctx *a = &P->alloc;
     size_t n_cores = plan_count_cores(g);
-    part_ctx c = {P, u, shp, NULL, NULL, NULL, "", err};
+    part_ctx c = {P, u, shp, NULL, NULL, NULL, NULL, {-1, -1}, "", err};
     c.mark = mha_calloc(a, g->n_values ? g->n_values : 1, 1);
     c.stack = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *c.stack);
     c.owner = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, sizeof *c.owner);
+    c.as_x = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, 1);
     unsigned char *in_set = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, 1);
     P->layers = mha_calloc(a, n_cores ? n_cores : 1, sizeof *P->layers);
     mha_status st = MHA_OK;
-    if (!c.mark || !c.stack || !c.owner || !in_set || !P->layers) {
+    if (!c.mark || !c.stack || !c.owner || !c.as_x || !in_set || !P->layers) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         goto done;
     }
@@ -410,6 +472,7 @@ done:
     mha_free(a, c.mark);
     mha_free(a, c.stack);
     mha_free(a, c.owner);
+    mha_free(a, c.as_x);
     mha_free(a, in_set);
     return st;
 }
