@@ -111,6 +111,8 @@ for opts in "--model encoder --norm layernorm-op --act relu" \
 done
 grep -q 'gemm+bias+Relu  *x2' "$T/v1.txt" || fail "ReLU epilogue: $(cat "$T/v1.txt")"
 grep -q 'gemm+Sigmoid+Mul  *x2' "$T/v3.txt" || fail "SwiGLU gate epilogue: $(cat "$T/v3.txt")"
+# RMSNorm as norm steps: 2 per pre-norm layer and the final one
+grep -q '^plan: .* 5 norm' "$T/v4.txt" || fail "RMSNorm steps: $(cat "$T/v4.txt")"
 echo "ok: $n variants load fused"
 
 echo "== every backend-test folder: the fast backend against scalar"
