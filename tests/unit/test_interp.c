@@ -1435,8 +1435,9 @@ static void test_reduce(void **state) {
     free_all(in, 1);
 }
 
-/* ReduceL1 / ReduceL2 / ReduceSumSquare: F.normalize (sentence-transformers
- * pooling) writes ReduceL2 with the axes an attribute before opset 18 */
+/* ReduceL1 / ReduceL2 / ReduceSumSquare / ReduceMin / ReduceProd:
+ * F.normalize (sentence-transformers pooling) writes ReduceL2, x.std()
+ * ReduceProd, with the axes an attribute before opset 18 */
 static void test_reduce_norms(void **state) {
     (void)state;
     tnode t;
@@ -1461,6 +1462,31 @@ static void test_reduce_norms(void **state) {
     expect_f(y, 2, D(1, 3), F(10, 20, 4), 0);
     tensor_free(y);
     free_all(in, 2);
+    /* ReduceMin, ReduceProd (torch's x.std() counts elements with one) */
+    tn_init(&t, "ReduceMin", 1, 1);
+    tn_ints(&t, "axes", I(1), 1);
+    in[0] = tf(2, D(2, 3), x);
+    y = run1(13, &t, in);
+    expect_f(y, 2, D(2, 1), F(-4, -2), 0);
+    tensor_free(y);
+    tn_init(&t, "ReduceProd", 1, 1);
+    tn_ints(&t, "axes", I(1), 1);
+    tn_int(&t, "keepdims", 0);
+    y = run1(13, &t, in);
+    expect_f(y, 1, D(2), F(0, -4), 0);
+    tensor_free(y);
+    free_all(in, 1);
+    in[0] = ti(1, D(3), I(2, 3, -4));
+    tn_init(&t, "ReduceProd", 1, 1);
+    tn_int(&t, "keepdims", 0);
+    y = run1(13, &t, in);
+    expect_i(y, 0, NULL, I(-24));
+    tensor_free(y);
+    tn_init(&t, "ReduceMin", 1, 1);
+    y = run1(13, &t, in);
+    expect_i(y, 1, D(1), I(-4));
+    tensor_free(y);
+    free_all(in, 1);
     /* integers: L2 of (3, 4) is 5 */
     tn_init(&t, "ReduceL2", 1, 1);
     in[0] = ti(1, D(2), I(3, -4));
@@ -2366,6 +2392,7 @@ static const struct {
     {"ReduceMean", 1, 1, 0},
     {"ReduceMax", 2, 1, 2},
     {"ReduceL2", 1, 1, 0},
+    {"ReduceProd", 1, 1, 0},
     {"Attention", 4, 4, 64},
 };
 
