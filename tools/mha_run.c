@@ -432,7 +432,7 @@ int cli_cmd_run(int argc, char **argv) {
                              s.n_out == 1 ? "" : "s", n_out_args);
         goto done;
     }
-    if ((rc = ds_bind_inputs(&c, s.in_info, s.n_in, in_args, n_in_args, s.in_file, 0)) != CLI_OK)
+    if ((rc = ds_bind_inputs(&c, s.in_info, s.n_in, in_args, n_in_args, s.in_file, 0, 0)) != CLI_OK)
         goto done;
     for (size_t i = 0; i < s.n_in; i++)
         if ((rc = run_read_input(&s, i)) != CLI_OK) goto done;

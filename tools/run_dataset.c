@@ -162,10 +162,14 @@ static int ds_role_is_sequence(mha_io_role r) {
            r == MHA_ROLE_PAST_VALUE;
 }
 
-/* Whether axis 0 of input i (shape h) is the batch of B rows. */
-static int ds_is_batch_major(mha_io_role role, const npy_header *h, int64_t B) {
+/* Whether axis 0 of input i (shape h, declared as info) is the batch of B
+ * rows. A whole model (a plan) declares its batch axis: every input of the
+ * file's rank whose axis 0 is dynamic (token ids, 0/1 masks [B, S], token
+ * types, images [B, C, H, W]) goes by rows. */
+static int ds_is_batch_major(const mha_io_info *info, const npy_header *h, int64_t B, int whole) {
     if (h->rank < 1 || h->dims[0] != B) return 0;
-    switch (role) {
+    if (whole) return info->rank == h->rank && info->shape[0] < 0;
+    switch (info->role) {
     case MHA_ROLE_KEY_PADDING_MASK:
         return h->rank == 2;
     case MHA_ROLE_NONPAD_KV_SEQLEN:
@@ -178,7 +182,7 @@ static int ds_is_batch_major(mha_io_role role, const npy_header *h, int64_t B) {
     case MHA_ROLE_ROTARY_SIN:
         return h->rank == 3 || h->rank == 4;
     default:
-        return ds_role_is_sequence(role);
+        return ds_role_is_sequence(info->role);
     }
 }
 
@@ -196,7 +200,9 @@ static const char *ds_input_names(const mha_io_info *info, size_t n_in, char *bu
 
 /* An input --lengths can stand in for: a bool [B, Skv] key-padding mask or
  * [B] lengths. */
-static int ds_generated_from_lengths(const mha_io_info *info) {
+static int ds_generated_from_lengths(const mha_io_info *info, int whole) {
+    if (whole) /* a whole model's 0/1 attention mask [B, S]: 1 = a token */
+        return info->role == MHA_ROLE_ATTN_MASK && info->rank == 2;
     return (info->role == MHA_ROLE_KEY_PADDING_MASK && info->dtype == MHA_DTYPE_BOOL &&
             info->rank == 2) ||
            (info->role == MHA_ROLE_NONPAD_KV_SEQLEN && info->rank == 1 &&
@@ -205,10 +211,11 @@ static int ds_generated_from_lengths(const mha_io_info *info) {
 
 /* Binds the INPUT arguments to model inputs: NAME=FILE by name, the rest in
  * order into the slots still free. With --lengths, a key-padding mask or
- * lengths input left without a file is made from the lengths. */
+ * lengths input left without a file is made from the lengths (a whole
+ * model's, `whole`: its [B, S] attention mask). */
 int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
-                   const char *const *args, size_t n_args, const char **in_file,
-                   int lengths_given) {
+                   const char *const *args, size_t n_args, const char **in_file, int lengths_given,
+                   int whole) {
     char names[512];
     for (size_t k = 0; k < n_args; k++) {
         const char *a = args[k];
@@ -229,7 +236,7 @@ int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
         }
         if (slot == n_in) {
             for (size_t i = 0; i < n_in && slot == n_in; i++)
-                if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i])))
+                if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i], whole)))
                     slot = i;
             if (slot == n_in)
                 return cli_usage_error(
@@ -239,7 +246,7 @@ int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
         in_file[slot] = file;
     }
     for (size_t i = 0; i < n_in; i++)
-        if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i])))
+        if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i], whole)))
             return cli_usage_error(c, "input '%s' (%s) has no file; the model takes: %s",
                                    info[i].name, mha_io_role_name(info[i].role),
                                    ds_input_names(info, n_in, names, sizeof names));
@@ -308,6 +315,27 @@ static int ds_read_lengths(ds_state *s, int64_t S) {
     return rc;
 }
 
+/* 1 or 0 as one element of dtype at p (a generated mask). */
+static void ds_put_one_or_zero(mha_dtype dtype, void *p, int one) {
+    switch (dtype) {
+    case MHA_DTYPE_INT64:
+        *(int64_t *)p = one;
+        break;
+    case MHA_DTYPE_INT32:
+        *(int32_t *)p = one;
+        break;
+    case MHA_DTYPE_FLOAT32:
+        *(float *)p = (float)one;
+        break;
+    case MHA_DTYPE_FLOAT64:
+        *(double *)p = one;
+        break;
+    default:
+        *(uint8_t *)p = (uint8_t)one;
+        break; /* bool, int8, uint8 */
+    }
+}
+
 /* Points ins[i] at rows [r, r+n) of every input (whole inputs stay). */
 static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
     mha_error err;
@@ -327,6 +355,14 @@ static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
                 for (int64_t b = 0; b < n; b++)
                     for (int64_t j = 0; j < skv; j++)
                         m[b * skv + j] = j < s->lengths[r + b] ? (uint8_t)!pad : pad;
+            } else if (info->role == MHA_ROLE_ATTN_MASK) {
+                /* a whole model's [n, S] mask: 1 for the first length tokens */
+                size_t es = mha_dtype_size(info->dtype);
+                for (int64_t b = 0; b < n; b++)
+                    for (int64_t j = 0; j < skv; j++)
+                        ds_put_one_or_zero(info->dtype,
+                                           (char *)in->buf + (size_t)(b * skv + j) * es,
+                                           j < s->lengths[r + b]);
             } else if (info->dtype == MHA_DTYPE_INT64) {
                 memcpy(in->buf, s->lengths + r, (size_t)n * sizeof(int64_t));
             } else {
@@ -680,7 +716,10 @@ static void ds_finish_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
     if (y->dtype != MHA_DTYPE_FLOAT32 || y->rank < 1 || n == 0) return;
     size_t per_row = (size_t)(mha_tensor_numel(y) / n);
     float *data = y->data;
-    if (s->lengths && sq == skv && (y->rank == 3 || y->rank == 4)) {
+    /* (a whole model's outputs stay as computed: the same bits as with the
+     * mask given as a file) */
+    if (s->lengths && sq == skv && (y->rank == 3 || y->rank == 4) &&
+        strcmp(s->mi.form, "plan") != 0) {
         /* [n, Sq, w] or bare attention [n, H, Sq, dv] */
         int64_t heads = y->rank == 4 ? y->shape[1] : 1;
         int64_t width = y->shape[y->rank - 1];
@@ -742,7 +781,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
         s->out[i].file = i < o->n_out_files ? o->out_files[i] : NULL;
     }
     int rc = ds_bind_inputs(c, s->in_info, s->n_in, o->in_args, o->n_in_args, files,
-                            o->lengths_path != NULL);
+                            o->lengths_path != NULL, strcmp(s->mi.form, "plan") == 0);
     for (size_t i = 0; i < s->n_in; i++)
         s->in[i].file = files[i];
     free(files);
@@ -794,7 +833,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
         t->dtype = info->dtype;
         t->rank = in->h.rank;
         memcpy(t->shape, in->h.dims, sizeof t->shape);
-        in->batch_major = ds_is_batch_major(info->role, &in->h, s->B);
+        in->batch_major = ds_is_batch_major(info, &in->h, s->B, strcmp(s->mi.form, "plan") == 0);
         in->row_bytes = in->h.row_bytes / mha_dtype_size(in->h.dtype) * esize;
         if (in->batch_major) {
             in->zero_copy = npy_reader_mapped_data(in->reader) && in->h.dtype == info->dtype &&
@@ -865,7 +904,9 @@ static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
         s->outs[i].shape[0] = n;
     mha_run_options ro;
     mha_run_options_init(&ro);
-    ro.kv_lengths = s->lengths ? s->lengths + r : NULL;
+    /* a whole model reads the lengths from the mask made of them, the same
+     * bits as the mask given as a file */
+    ro.kv_lengths = s->lengths && strcmp(s->mi.form, "plan") != 0 ? s->lengths + r : NULL;
     ro.precision = s->precision;
     mha_error err;
     mha_error_clear(&err);
@@ -890,6 +931,7 @@ static void ds_seq_lengths(const ds_state *s, int64_t *sq, int64_t *skv) {
         if (!s->in[i].file || h->rank < 2) continue;
         int64_t len = h->rank == 4 ? h->dims[2] : h->dims[1];
         mha_io_role role = s->in_info[i].role;
+        if (role == MHA_ROLE_TOKEN_IDS && *sq < 0) *sq = *skv = h->dims[1]; /* [B, S] */
         if (role == MHA_ROLE_QUERY || role == MHA_ROLE_Q) {
             *sq = len;
             if (*skv < 0) *skv = len;

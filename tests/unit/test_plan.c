@@ -115,11 +115,10 @@ static void test_projection_over_flat_rows(void **state) {
  * torch.where. Its static 1 on the query axis broadcasts (the recogniser
  * probed the layer with one query, and saw no causal pattern); the two
  * finfo.min terms add up to -inf on a padded future key (causal_finite 1,
- * read by probing the mask with finfo.min). Unverified: the plan's
- * verification also needs the float mask's finfo.min kept in the softmax. */
+ * read by probing the mask with finfo.min); the plan verified. */
 static void test_extended_mask_beside_causal_where(void **state) {
     (void)state;
-    plan *P = build("v_gpt2_hf_conv1d_mask_op13", 1);
+    plan *P = build("v_gpt2_hf_conv1d_mask_op13", 0);
     assert_int_equal(P->n_layers, 2);
     for (size_t i = 0; i < 2; i++) {
         const plan_layer *pl = &P->layers[i];
@@ -777,6 +776,98 @@ static void test_output_axis_with_offset(void **state) {
     plan_free(P);
 }
 
+/* The rule floor((mul x + offset) / div) fitted on the three sizes a
+ * symbolic axis takes (its two probes and the grown one) is the Conv /
+ * pooling / Concat formula it came from at every size. */
+static int64_t conv_len(int64_t x, int64_t k, int64_t s, int64_t pad, int ceil_mode) {
+    const int64_t n = x + 2 * pad - k;
+    return (ceil_mode ? (n + s - 1) / s : n / s) + 1;
+}
+
+static void test_dim_rule_fit(void **state) {
+    (void)state;
+    /* k, stride, pad, ceil mode; mul and offset for the rest */
+    const struct {
+        int64_t k, s, pad;
+        int ceil_mode;
+        int64_t mul, add; /* k 0: y = mul x + add */
+    } cases[] = {
+        {3, 2, 1, 0, 0, 0},                     /* Whisper's second Conv1d: ceil(x / 2) */
+        {3, 1, 1, 0, 0, 0},                     /* the first: x */
+        {2, 2, 0, 0, 0, 0},                     /* MaxPool k2 s2: floor(x / 2) */
+        {2, 2, 0, 1, 0, 0},                     /* the same, ceil_mode */
+        {5, 2, 2, 0, 0, 0}, {0, 0, 0, 0, 1, 1}, /* a class token: x + 1 */
+        {0, 0, 0, 0, 2, 0},                     /* an upsampling: 2 x */
+    };
+    const int64_t xs[2][3] = {{2, 3, 4}, {3, 5, 6}}; /* the first two symbolic axes */
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int a = 0; a < 2; a++) {
+            int64_t y[3];
+            for (int p = 0; p < 3; p++)
+                y[p] = cases[c].k ? conv_len(xs[a][p], cases[c].k, cases[c].s, cases[c].pad,
+                                             cases[c].ceil_mode)
+                                  : cases[c].mul * xs[a][p] + cases[c].add;
+            plan_dim_rule r;
+            memset(&r, 0, sizeof r);
+            r.fixed = -1;
+            assert_true(plan_dim_fit(xs[a], y, 3, 1, &r));
+            for (int64_t x = 4; x < 200; x++) {
+                int64_t want = cases[c].k ? conv_len(x, cases[c].k, cases[c].s, cases[c].pad,
+                                                     cases[c].ceil_mode)
+                                          : cases[c].mul * x + cases[c].add;
+                if (plan_dim_apply(&r, x) != want)
+                    fail_msg("case %zu, axis %d: at %lld the rule (%lld x + %lld) / %lld gives "
+                             "%lld, want %lld",
+                             c, a, (long long)x, (long long)r.mul, (long long)r.offset,
+                             (long long)r.div, (long long)plan_dim_apply(&r, x), (long long)want);
+            }
+        }
+    /* two probes alone: offset rules only; a shrinking size fits nothing */
+    plan_dim_rule r;
+    const int64_t x2[2] = {3, 5}, half[2] = {2, 3}, down[3] = {5, 3, 2};
+    assert_false(plan_dim_fit(x2, half, 2, 0, &r));
+    assert_false(plan_dim_fit(xs[1], down, 3, 1, &r));
+    /* the division rounds down below zero too */
+    plan_dim_rule neg = {.fixed = -1, .mul = 1, .div = 2, .offset = -3};
+    assert_int_equal(plan_dim_apply(&neg, 0), -2);
+}
+
+/* Whisper: the stride-2 Conv1d makes the output length ceil(frames / 2),
+ * which the two probes (frames 3, 5 -> 2, 3) cannot tell from the batch
+ * axis (2, 3): the output follows the frames at every length, and the
+ * graph computes that shape at lengths no probe took. */
+static void test_output_axis_strided(void **state) {
+    (void)state;
+    plan *P = build("whisper_enc_l2_d32_h4", 1);
+    enum { B = 3, MELS = 8, FMAX = 13 };
+    float x[B * MELS * FMAX];
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+        x[i] = (float)((i * 7) % 11) / 11.0f - 0.5f;
+    mha_tensor in, out;
+    memset(&in, 0, sizeof in);
+    in.dtype = MHA_DTYPE_FLOAT32;
+    in.rank = 3;
+    in.shape[0] = B;
+    in.shape[1] = MELS;
+    in.data = x;
+    mha_error err;
+    for (int64_t f = 1; f <= FMAX; f++) {
+        in.shape[2] = f;
+        assert_int_equal(plan_output_shapes(P, &in, 1, &out, 1, &err), MHA_OK);
+        assert_int_equal(out.rank, 3);
+        assert_int_equal(out.shape[0], B);
+        assert_int_equal(out.shape[1], (f + 1) / 2);
+        assert_int_equal(out.shape[2], 32);
+        if (f != 8 && f != 13) continue;
+        float *y = calloc((size_t)(B * out.shape[1] * 32), sizeof(float));
+        out.data = y;
+        if (plan_run(P, &in, 1, &out, 1, &plan_reference_backend, &err) != MHA_OK)
+            fail_msg("frames %lld: %s", (long long)f, err.message);
+        free(y);
+    }
+    plan_free(P);
+}
+
 static void test_probe_inputs_in_range(void **state) {
     (void)state;
     plan *P = build(BERT, 1);
@@ -879,6 +970,8 @@ int main(void) {
         cmocka_unit_test(test_arena_by_lifetimes),
         cmocka_unit_test(test_output_shapes_follow_inputs),
         cmocka_unit_test(test_output_axis_with_offset),
+        cmocka_unit_test(test_dim_rule_fit),
+        cmocka_unit_test(test_output_axis_strided),
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),
         cmocka_unit_test(test_load_alloc_failures),

@@ -366,6 +366,28 @@ static double exec_mask_raw(const mha_tensor *t, int64_t off) {
     }
 }
 
+/* A float mask the graph adds to the scores: finfo.min (-FLT_MAX) is a
+ * finite term there, but the kernels hide a key whose term is <= -FLT_MAX
+ * (plugin.h). The two part ways on a row where no key has a larger term
+ * (CLIP's causal + padding mask summed: keys at finfo.min, padded future
+ * ones at -inf): the graph's softmax averages the finfo.min keys, the
+ * kernels would give zeros. The next float up keeps such a key in the
+ * softmax, and its score still rounds away beside it (the float spacing
+ * there is 2^104), so the row averages as in the graph; on any other row
+ * the key weighs exp(-3.4e38) = 0 either way. -inf stays hidden. */
+static float exec_mask_float_term(float v) {
+    return v == -FLT_MAX ? nextafterf(-FLT_MAX, 0.0f) : v;
+}
+
+/* Whether the float mask t holds a finfo.min term (exec_mask_float_term
+ * then differs from the raw value). */
+static int exec_mask_has_lowest(const mha_tensor *t) {
+    const float *x = t->data;
+    for (int64_t i = 0, n = mha_tensor_numel(t); i < n; i++)
+        if (x[i] == -FLT_MAX) return 1;
+    return 0;
+}
+
 /* The additive of view v at (head h, query i, key j), element off of its
  * tensor. */
 static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t h,
@@ -387,7 +409,7 @@ static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t of
         int on = ((const uint8_t *)v->t->data)[off] != 0;
         return on == v->attend_when_true ? 0.0f : -INFINITY;
     }
-    return ((const float *)v->t->data)[off];
+    return exec_mask_float_term(((const float *)v->t->data)[off]);
 }
 
 /* A view computed per element, no tensor: [1, heads, Sq, T] (T: the past
@@ -469,8 +491,10 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     }
     if (n == 0) return MHA_OK;
 
-    if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32) {
-        /* a float mask is used as it is, through its strides */
+    if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32 &&
+        !exec_mask_has_lowest(views[0].t)) {
+        /* a float mask is used as it is, through its strides (one with
+         * finfo.min terms is copied below, exec_mask_float_term) */
         m->data = views[0].t->data;
         m->sb = views[0].strides[0];
         m->sh = views[0].strides[1];

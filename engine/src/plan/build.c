@@ -49,6 +49,7 @@ void plan_free(plan *P) {
         next = A->next;
         plan_arena_free(P, A);
     }
+    plan_arena_blocks_free(P);
     pthread_mutex_destroy(&P->arena_lock);
     for (size_t i = 0; i < P->n_layers; i++) {
         layer_clear(&a, &P->layers[i].L);
@@ -176,6 +177,55 @@ static mha_status build_shapes(plan *P, plan_shape *shp, mha_error *err) {
     return MHA_OK;
 }
 
+/* The sizes of every graph output axis on one more probe per symbolic axis
+ * (dims.c), when the two probes leave some rule open: *qdims as
+ * plan_dim_rules reads it, or NULL (not needed, or a probe failed to run:
+ * the rules then come from the two probes alone). */
+static mha_status build_axis_probes(plan *P, const plan_shape *shp, int64_t **qdims,
+                                    mha_error *err) {
+    const ir_graph *g = P->g;
+    *qdims = NULL;
+    if (!plan_dim_need_probes(P, shp)) return MHA_OK;
+    const size_t n = (g->n_outputs ? g->n_outputs : 1) * PLAN_MAX_SYMS * MHA_MAX_RANK;
+    int64_t *q = mha_calloc(&P->alloc, n, sizeof *q);
+    if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    mha_status st = MHA_OK;
+    for (int k = 0; k < P->n_syms && st == MHA_OK; k++) {
+        tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
+        tensor **values = NULL;
+        int64_t sizes[PLAN_MAX_SYMS];
+        if (!in) {
+            st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+            break;
+        }
+        plan_dim_probe_sizes(P, k, sizes);
+        st = plan_probe_inputs_sized(P, sizes, 0x61786573ull + (uint64_t)k, in, err);
+        if (st == MHA_OK) st = plan_exec(P, in, NULL, 0, &values, err);
+        for (size_t o = 0; o < g->n_outputs && st == MHA_OK; o++) {
+            const tensor *t = values[g->outputs[o]];
+            if (!t || t->rank != shp[g->outputs[o]].rank) {
+                st = MHA_ERR_MODEL_UNSUPPORTED;
+                break;
+            }
+            for (int d = 0; d < t->rank; d++)
+                q[(o * PLAN_MAX_SYMS + (size_t)k) * MHA_MAX_RANK + (size_t)d] = t->dims[d];
+        }
+        if (values) plan_values_free(P, in, values);
+        plan_free_tensors(&P->alloc, in, g->n_inputs);
+    }
+    if (st == MHA_ERR_NO_MEMORY) {
+        mha_free(&P->alloc, q);
+        return st;
+    }
+    if (st != MHA_OK) {
+        mha_error_clear(err);
+        mha_free(&P->alloc, q);
+        return MHA_OK;
+    }
+    *qdims = q;
+    return MHA_OK;
+}
+
 /* Steps in graph order: an attention step where its output is made. */
 static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
@@ -263,7 +313,7 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
 
 /* Roles of the graph inputs: token ids index an embedding table, other
  * integer or bool inputs are masks, float inputs are data. */
-static mha_status build_io(plan *P, const plan_shape *shp, mha_error *err) {
+static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims, mha_error *err) {
     const ir_graph *g = P->g;
     P->inputs = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *P->inputs);
     P->outputs = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof *P->outputs);
@@ -299,35 +349,8 @@ static mha_status build_io(plan *P, const plan_shape *shp, mha_error *err) {
             }
         }
     }
-    /* each output axis: fixed, or the size of an input axis -- the same
-     * size first, else that size plus a constant (the same at both probes) */
-    for (size_t k = 0; k < g->n_outputs; k++) {
-        const plan_shape *s = &shp[g->outputs[k]];
-        for (int d = 0; d < s->rank; d++) {
-            plan_dim_rule *r = &P->out_rules[k][d];
-            r->fixed = s->dims[0][d] == s->dims[1][d] ? s->dims[0][d] : -1;
-            for (int shifted = 0; shifted < 2 && r->fixed < 0 && r->input == 0; shifted++)
-                for (size_t i = 0; r->input == 0 && i < g->n_inputs; i++) {
-                    const plan_shape *is = &shp[g->inputs[i]];
-                    for (int a = 0; a < is->rank; a++) {
-                        const int64_t off = s->dims[0][d] - is->dims[0][a];
-                        if (P->in_syms[i][a] >= 0 && (off == 0 || shifted) &&
-                            s->dims[1][d] - is->dims[1][a] == off) {
-                            r->input = (int)i + 1;
-                            r->axis = a;
-                            r->offset = off;
-                            break;
-                        }
-                    }
-                }
-            if (r->fixed < 0 && r->input == 0)
-                return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
-                                "graph output '%s': axis %d follows no input axis",
-                                g->values[g->outputs[k]].name, d);
-            if (r->fixed < 0) r->input--;
-        }
-    }
-    return MHA_OK;
+    /* each output axis: fixed, or a rule over one input axis (dims.c) */
+    return plan_dim_rules(P, shp, qdims, err);
 }
 
 /* GEMMs first (their epilogues take the residual adds), then norms, over
@@ -399,6 +422,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, pl
     plan_uses u;
     memset(&u, 0, sizeof u);
     plan_shape *shp = NULL;
+    int64_t *qdims = NULL;
     mha_status st = MHA_OK;
     P->consts = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *P->consts);
     P->last_step = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *P->last_step);
@@ -409,14 +433,16 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, pl
     if (st == MHA_OK) st = plan_probe_sizes(P, err);
     if (st == MHA_OK) st = build_steps(P, NULL, err); /* every node interpreted */
     if (st == MHA_OK) st = build_shapes(P, shp, err);
+    if (st == MHA_OK) st = build_axis_probes(P, shp, &qdims, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);
     if (st == MHA_OK) st = plan_partition(P, &u, shp, err);
     if (st == MHA_OK) st = build_fused(P, &u, shp, err);
     if (st == MHA_OK) st = build_steps(P, shp, err);
-    if (st == MHA_OK) st = build_io(P, shp, err);
+    if (st == MHA_OK) st = build_io(P, shp, qdims, err);
     if (st == MHA_OK && !skip_verify) st = plan_verify(P, err);
     plan_uses_free(a, &u);
     mha_free(a, shp);
+    mha_free(a, qdims);
     if (st != MHA_OK) {
         plan_free(P);
         return st;

@@ -128,13 +128,16 @@ typedef struct plan_step {
     double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
 } plan_step;
 
-/* An axis of a graph output: fixed, or the size of an input's axis plus a
- * constant (a class token concatenated before the patches: N + 1). */
+/* An axis of a graph output: fixed, or floor((mul * x + offset) / div) of
+ * the size x of an input's axis (dims.c): x itself, x plus a constant (a
+ * class token concatenated before the patches: N + 1), the output length
+ * of a strided Conv or pooling (Whisper's ceil(frames / 2)). */
 typedef struct plan_dim_rule {
-    int64_t fixed;  /* >= 0: this size */
-    int input;      /* else: graph input index ... */
-    int axis;       /* ... and its axis */
-    int64_t offset; /* ... plus this */
+    int64_t fixed;    /* >= 0: this size */
+    int input;        /* else: graph input index ... */
+    int axis;         /* ... and its axis */
+    int64_t mul, div; /* ... times mul, divided by div (>= 1) ... */
+    int64_t offset;   /* ... after adding this */
 } plan_dim_rule;
 
 /* Largest probe input, in elements (16 MiB of float32), as the
@@ -148,6 +151,9 @@ typedef struct plan_dim_rule {
 
 /* Where the outputs of fused steps go in a run's arena, for one set of
  * input sizes (arena.c). */
+#define PLAN_IDLE_BLOCKS 2 /* arena blocks kept between runs: one per concurrent caller, up to 2   \
+                            */
+
 typedef struct plan_arena {
     int64_t key[PLAN_MAX_SYMS]; /* the size of each symbolic axis, -1 unused */
     size_t *offset;             /* [n_values]: byte offset, SIZE_MAX: not in the arena */
@@ -161,6 +167,11 @@ typedef struct plan {
     /* the one mutable part: arena layouts by input sizes, under the lock */
     pthread_mutex_t arena_lock;
     plan_arena *arenas;
+    /* arena blocks of finished runs, kept for the next ones (a fresh block of
+     * tens of MB is fresh pages: the kernel zeroes each on first touch, some
+     * 10% of a MiniLM run); idle_bytes[i] 0 = an empty slot */
+    void *idle[PLAN_IDLE_BLOCKS];
+    size_t idle_bytes[PLAN_IDLE_BLOCKS];
     ir_graph *g;     /* owned: nodes of interpreted steps, initializers */
     tensor **consts; /* [n_values]: folded constants (owned), NULL elsewhere */
     plan_layer *layers;

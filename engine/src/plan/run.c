@@ -326,8 +326,14 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
         outputs[k].rank = io->rank;
         for (int d = 0; d < io->rank; d++) {
             const plan_dim_rule *r = &P->out_rules[k][d];
-            outputs[k].shape[d] =
-                r->fixed >= 0 ? r->fixed : inputs[r->input].shape[r->axis] + r->offset;
+            const int64_t x = r->fixed >= 0 ? 0 : inputs[r->input].shape[r->axis];
+            outputs[k].shape[d] = plan_dim_apply(r, x);
+            if (outputs[k].shape[d] < 0)
+                return mha_fail(err, MHA_ERR_SHAPE,
+                                "input '%s': axis %d of %lld is too short for output '%s' (its "
+                                "axis %d would be %lld)",
+                                g->values[g->inputs[r->input]].name, r->axis, (long long)x,
+                                io->name, d, (long long)outputs[k].shape[d]);
         }
     }
     return MHA_OK;
@@ -370,6 +376,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     tensor **in = mha_calloc(&P->alloc, n_inputs ? n_inputs : 1, sizeof *in);
     tensor **values = NULL;
     plan_run_arena ar = {NULL, NULL, NULL};
+    size_t block_bytes = 0;
     if (!in_t || !in) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         goto done;
@@ -391,7 +398,8 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     run_arena_key(P, inputs, key);
     ar.layout = plan_arena_find((plan *)P, key);
     if (ar.layout) {
-        ar.base = mha_malloc(&P->alloc, ar.layout->bytes ? ar.layout->bytes : 1);
+        ar.base =
+            plan_arena_block_take((plan *)P, ar.layout->bytes ? ar.layout->bytes : 1, &block_bytes);
         if (!ar.base) ar.layout = NULL; /* each output on its own, as without */
     } else {
         ar.record = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *ar.record);
@@ -416,7 +424,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     }
 done:
     if (values) plan_values_free(P, in, values);
-    mha_free(&P->alloc, ar.base);
+    plan_arena_block_give((plan *)P, ar.base, block_bytes);
     mha_free(&P->alloc, ar.record);
     mha_free(&P->alloc, in_t);
     mha_free(&P->alloc, in);
