@@ -545,6 +545,57 @@ class AnnotatedBert(nn.Module):
         return h
 
 
+# ---- CLIP's vision tower, the block reading its shape from the residual ----
+
+class ClipVisionLayer(nn.Module):
+    """Pre-LN; `b, s, _ = x.shape` read from the residual stream, not from
+    the normalised input the projections read; Q scaled after its
+    projection, (B*H, S, d) bmm; quick_gelu."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
+        self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.fc1, self.fc2 = nn.Linear(D, F), nn.Linear(F, D)
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        h = self.ln1(x)
+
+        def bh(t):
+            return t.view(b, s, H, D // H).transpose(1, 2).reshape(b * H, s, D // H)
+
+        w = torch.bmm(bh(self.q(h) * (D // H) ** -0.5), bh(self.k(h)).transpose(1, 2)).softmax(-1)
+        x = x + self.o(torch.bmm(w, bh(self.v(h))).view(b, H, s, D // H).transpose(1, 2).reshape(b, s, D))
+        h = self.fc1(self.ln2(x))
+        return x + self.fc2(h * torch.sigmoid(1.702 * h))
+
+
+class ClipVision(nn.Module):
+    """CLIPVisionModelWithProjection's shape: a class embedding vector,
+    Conv2d patches without bias, a position_ids buffer into the position
+    Embedding, pre_layrnorm, post_layernorm on the class row, a projection."""
+
+    def __init__(self, n=16):
+        super().__init__()
+        self.class_embedding = nn.Parameter(torch.randn(D))
+        self.patch = nn.Conv2d(3, D, 4, 4, bias=False)
+        self.position_embedding = nn.Embedding(n + 1, D)
+        self.register_buffer("position_ids", torch.arange(n + 1).expand((1, -1)))
+        self.pre_layrnorm, self.post_layernorm = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.layers = nn.ModuleList(ClipVisionLayer() for _ in range(L))
+        self.visual_projection = nn.Linear(D, 16, bias=False)
+
+    def forward(self, pixel_values):
+        b = pixel_values.shape[0]
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_embedding.expand(b, 1, -1), x], dim=1)
+        x = self.pre_layrnorm(x + self.position_embedding(self.position_ids))
+        for layer in self.layers:
+            x = layer(x)
+        return self.visual_projection(self.post_layernorm(x[:, 0, :]))
+
+
 # ---- the cases ----
 
 def ids_mask(seed, b, s, dtype=torch.long):
@@ -640,6 +691,8 @@ def more_cases(outdir):
     px = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(143))
     export(outdir, "v_vit_timm_qkv_op14", TimmVit(), 143, [px], ["pixel_values"], ["logits"], 14,
            {"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
+    export(outdir, "v_vit_clipvis_resshape_op14", ClipVision(), 147, [px], ["pixel_values"], ["image_embeds"], 14,
+           {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}})
     ids, mask = ids_mask(144, 2, 7)
     export(outdir, "v_bert_mha_seqfirst_kpm_op14", MhaBert(), 144, [ids, mask], ["input_ids", "attention_mask"],
            ["last_hidden_state", "pooled"], 14, {"pooled": {0: "batch"}})
