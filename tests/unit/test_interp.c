@@ -731,6 +731,33 @@ static void test_gather(void **state) {
     run_err(13, &t, in, 2, MHA_ERR_SHAPE);
 }
 
+/* GatherElements (torch.gather: each next token's log-probability) */
+static void test_gather_elements(void **state) {
+    (void)state;
+    tnode t;
+    tn_init(&t, "GatherElements", 2, 1);
+    tn_int(&t, "axis", 1);
+    /* x [2, 3], idx [2, 1]: one column per row, -1 the last */
+    tensor *in[2] = {tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6)), ti(2, D(2, 1), I(2, -1))};
+    tensor *y = run1(13, &t, in);
+    expect_f(y, 2, D(2, 1), F(3, 6), 0);
+    tensor_free(y);
+    tensor_free(in[1]);
+    /* axis 0 (the default), idx [1, 3]: a row per column */
+    tn_init(&t, "GatherElements", 2, 1);
+    in[1] = ti(2, D(1, 3), I(1, 0, 1));
+    y = run1(13, &t, in);
+    expect_f(y, 2, D(1, 3), F(4, 2, 6), 0);
+    tensor_free(y);
+    tensor_free(in[1]);
+    in[1] = ti(2, D(1, 3), I(2, 0, 0));
+    run_err(13, &t, in, 2, MHA_ERR_SHAPE); /* index 2 on an axis of 2 */
+    tn_init(&t, "GatherElements", 2, 1);
+    in[0] = tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6));
+    in[1] = ti1(2, I(0, 1));
+    run_err(13, &t, in, 2, MHA_ERR_SHAPE); /* ranks differ */
+}
+
 static void test_unsqueeze_squeeze(void **state) {
     (void)state;
     tnode t;
@@ -2392,6 +2419,7 @@ static const struct {
     {"ReduceMean", 1, 1, 0},
     {"ReduceMax", 2, 1, 2},
     {"ReduceL2", 1, 1, 0},
+    {"GatherElements", 2, 1, 2},
     {"ReduceProd", 1, 1, 0},
     {"Attention", 4, 4, 64},
 };
@@ -2545,6 +2573,7 @@ int main(void) {
         cmocka_unit_test(test_identity_constant),
         cmocka_unit_test(test_shape_size),
         cmocka_unit_test(test_gather),
+        cmocka_unit_test(test_gather_elements),
         cmocka_unit_test(test_unsqueeze_squeeze),
         cmocka_unit_test(test_concat),
         cmocka_unit_test(test_reshape),

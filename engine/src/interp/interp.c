@@ -24,6 +24,7 @@ static const interp_op_entry interp_ops[] = {
     {"Shape", interp_op_shape},
     {"Size", interp_op_size},
     {"Gather", interp_op_gather},
+    {"GatherElements", interp_op_gather_elements},
     {"Unsqueeze", interp_op_unsqueeze},
     {"Squeeze", interp_op_squeeze},
     {"Concat", interp_op_concat},

@@ -119,6 +119,7 @@ mha_status interp_op_constant_of_shape(interp_ctx *c);
 mha_status interp_op_shape(interp_ctx *c);
 mha_status interp_op_size(interp_ctx *c);
 mha_status interp_op_gather(interp_ctx *c);
+mha_status interp_op_gather_elements(interp_ctx *c);
 mha_status interp_op_unsqueeze(interp_ctx *c);
 mha_status interp_op_squeeze(interp_ctx *c);
 mha_status interp_op_concat(interp_ctx *c);

@@ -354,6 +354,15 @@ class NanoGpt(nn.Module):
         return self.lm_head(x[:, [-1], :] if self.last_only else x)
 
 
+class NanoScorer(NanoGpt):
+    """Scoring text: the log-probability of each next token, log_softmax
+    then torch.gather of the ids shifted by one ([B, S - 1])."""
+
+    def forward(self, idx):
+        logp = torch.log_softmax(super().forward(idx)[:, :-1], dim=-1)
+        return torch.gather(logp, 2, idx[:, 1:, None]).squeeze(-1)
+
+
 # ---- ViT as timm writes it ----
 
 class TimmBlock(nn.Module):
@@ -688,6 +697,9 @@ def more_cases(outdir):
     ids, _ = ids_mask(142, 2, 9)
     export(outdir, "v_gpt2_nanogpt_last_op17", NanoGpt(last_only=True), 142, [ids], ["input_ids"], ["logits"],
            17, {"logits": {0: "batch"}})
+    ids, _ = ids_mask(148, 2, 9)
+    export(outdir, "v_gpt2_nanogpt_logprob_op14", NanoScorer(last_only=False), 148, [ids], ["input_ids"],
+           ["token_logprobs"], 14)
     px = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(143))
     export(outdir, "v_vit_timm_qkv_op14", TimmVit(), 143, [px], ["pixel_values"], ["logits"], 14,
            {"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
