@@ -217,23 +217,30 @@ mha_status interp_op_size(interp_ctx *c) {
     return st;
 }
 
-mha_status interp_op_gather(interp_ctx *c) {
-    const tensor *x, *idx;
+/* Gather's and GatherElements' operands: data x (rank >= 1), integer
+ * indices, the axis of x they index. */
+static mha_status shape_gather_operands(interp_ctx *c, const tensor **x, const tensor **idx,
+                                        int *axis) {
     int64_t axis_attr;
-    int axis;
     char sb[INTERP_SHAPE_BUF];
     mha_status st = interp_check_arity(c, 2, 2, 1, 1);
-    if (st == MHA_OK) st = interp_in_req(c, 0, &x);
-    if (st == MHA_OK) st = interp_in_req(c, 1, &idx);
+    if (st == MHA_OK) st = interp_in_req(c, 0, x);
+    if (st == MHA_OK) st = interp_in_req(c, 1, idx);
     if (st == MHA_OK) st = interp_attr_int(c, "axis", 0, &axis_attr);
     if (st != MHA_OK) return st;
-    if (x->rank < 1)
+    if ((*x)->rank < 1)
         return interp_fail(c, MHA_ERR_SHAPE, "data must have rank >= 1, has shape %s",
-                           interp_shape(x, sb));
-    if (idx->dtype != MHA_DTYPE_INT64 && idx->dtype != MHA_DTYPE_INT32)
+                           interp_shape(*x, sb));
+    if ((*idx)->dtype != MHA_DTYPE_INT64 && (*idx)->dtype != MHA_DTYPE_INT32)
         return interp_fail(c, MHA_ERR_DTYPE, "indices must be int64 or int32, not %s",
-                           mha_dtype_name(idx->dtype));
-    st = interp_axis(c, axis_attr, x->rank, "axis", &axis);
+                           mha_dtype_name((*idx)->dtype));
+    return interp_axis(c, axis_attr, (*x)->rank, "axis", axis);
+}
+
+mha_status interp_op_gather(interp_ctx *c) {
+    const tensor *x, *idx;
+    int axis;
+    mha_status st = shape_gather_operands(c, &x, &idx, &axis);
     if (st != MHA_OK) return st;
     /* y.shape = x.shape[:axis] + idx.shape + x.shape[axis+1:] */
     int rank = idx->rank + x->rank - 1;
@@ -277,22 +284,13 @@ mha_status interp_op_gather(interp_ctx *c) {
  * ...]; y has idx's shape, idx x's rank and no larger extent off the axis. */
 mha_status interp_op_gather_elements(interp_ctx *c) {
     const tensor *x, *idx;
-    int64_t axis_attr;
     int axis;
     char sb[INTERP_SHAPE_BUF], sb2[INTERP_SHAPE_BUF];
-    mha_status st = interp_check_arity(c, 2, 2, 1, 1);
-    if (st == MHA_OK) st = interp_in_req(c, 0, &x);
-    if (st == MHA_OK) st = interp_in_req(c, 1, &idx);
-    if (st == MHA_OK) st = interp_attr_int(c, "axis", 0, &axis_attr);
+    mha_status st = shape_gather_operands(c, &x, &idx, &axis);
     if (st != MHA_OK) return st;
-    if (idx->dtype != MHA_DTYPE_INT64 && idx->dtype != MHA_DTYPE_INT32)
-        return interp_fail(c, MHA_ERR_DTYPE, "indices must be int64 or int32, not %s",
-                           mha_dtype_name(idx->dtype));
-    if (x->rank < 1 || idx->rank != x->rank)
-        return interp_fail(c, MHA_ERR_SHAPE, "data %s and indices %s must have one rank >= 1",
+    if (idx->rank != x->rank)
+        return interp_fail(c, MHA_ERR_SHAPE, "data %s and indices %s must have one rank",
                            interp_shape(x, sb), interp_shape(idx, sb2));
-    st = interp_axis(c, axis_attr, x->rank, "axis", &axis);
-    if (st != MHA_OK) return st;
     for (int a = 0; a < x->rank; a++)
         if (a != axis && idx->dims[a] > x->dims[a])
             return interp_fail(c, MHA_ERR_SHAPE, "indices %s exceed data %s on axis %d",
