@@ -605,6 +605,78 @@ class ClipVision(nn.Module):
         return self.visual_projection(self.post_layernorm(x[:, 0, :]))
 
 
+# ---- SDPA-era exports (torch 2 / transformers 4.3x written out) ----
+
+def sdpa(q, k, v, mask):
+    """torch 2's scaled_dot_product_attention as its ONNX export writes it:
+    the square root of the scale on q and on k^T, the float mask added."""
+    s = math.sqrt(1.0 / math.sqrt(q.size(-1)))
+    w = (q * s) @ (k.transpose(-2, -1) * s)
+    return torch.softmax(w + mask, dim=-1) @ v
+
+
+def unmask_unattended(mask):
+    # rows whose every key is finfo.min attend everywhere instead (torch.all)
+    return mask.mul(~torch.all(mask == FMIN, dim=-1, keepdim=True))
+
+
+class SdpaBertSelf(HfBertSelf):
+    def forward(self, x, ext):
+        q, k, v = (split_heads(f(x), H) for f in (self.query, self.key, self.value))
+        return self.ln(self.dense(merge_heads(sdpa(q, k, v, ext))) + x)
+
+
+class SdpaBert(HfBert):
+    """BertModel with SDPA attention: the mask expanded to [B, 1, S, S],
+    inverted and masked_fill'ed to finfo.min, unattended rows unmasked."""
+
+    def __init__(self):
+        super().__init__()
+        for layer in self.layer:
+            layer.attention = SdpaBertSelf("matmul_div")
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        b, s = input_ids.shape
+        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(self.position_ids[:, 0:s])
+        x = self.ln(x)
+        inv = 1.0 - attention_mask[:, None, None, :].expand(b, 1, s, s).to(x.dtype)
+        ext = unmask_unattended(inv.masked_fill(inv.to(torch.bool), FMIN))
+        for layer in self.layer:
+            x = layer(x, ext)
+        return x, torch.tanh(self.pooler(x[:, 0]))
+
+
+class SdpaGptBlock(NanoBlock):
+    def attn(self, x, mask):
+        b, t, c = x.size()
+        q, k, v = (z.view(b, t, H, c // H).transpose(1, 2) for z in self.c_attn(x).split(D, dim=2))
+        return self.c_proj(sdpa(q, k, v, mask).transpose(1, 2).contiguous().view(b, t, c))
+
+    def forward(self, x, mask):
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp_proj(self.gelu(self.c_fc(self.ln_2(x))))
+
+
+class SdpaGpt(NanoGpt):
+    """GPT-2 with SDPA and a padding mask: the causal triu of finfo.min and
+    the padding merged by masked_fill into [B, 1, S, S], unattended rows
+    unmasked."""
+
+    def __init__(self):
+        super().__init__(last_only=False)
+        self.h = nn.ModuleList(SdpaGptBlock() for _ in range(L))
+
+    def forward(self, idx, attention_mask):
+        self.lm_head.weight = self.wte.weight
+        b, t = idx.shape
+        causal = torch.full((t, t), FMIN).triu(1)[None, None].expand(b, 1, t, t)
+        mask = causal.masked_fill(attention_mask[:, None, None, :].expand(b, 1, t, t) == 0, FMIN)
+        x = self.wte(idx) + self.wpe(torch.arange(t))
+        for blk in self.h:
+            x = blk(x, unmask_unattended(mask))
+        return self.lm_head(self.ln_f(x))
+
+
 # ---- the cases ----
 
 def ids_mask(seed, b, s, dtype=torch.long):
@@ -721,11 +793,23 @@ def more_cases(outdir):
            ["logits"], 14)
 
 
+def sdpa_cases(outdir):
+    ids, mask = ids_mask(151, 2, 7)
+    tt = torch.zeros_like(ids)
+    export(outdir, "v_bert_sdpa_4dmask_op14", SdpaBert(), 151, [ids, mask, tt],
+           ["input_ids", "attention_mask", "token_type_ids"], ["last_hidden_state", "pooler_output"], 14,
+           {"pooler_output": {0: "batch"}})
+    ids, mask = ids_mask(152, 2, 9)
+    mask[0, :2] = 0  # left padding
+    export(outdir, "v_gpt2_sdpa_mask_op14", SdpaGpt(), 152, [ids, mask], ["input_ids", "attention_mask"],
+           ["logits"], 14)
+
+
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     torch.manual_seed(0)
     only = sys.argv[2] if len(sys.argv) > 2 else ""
-    for f in (bert_cases, torch_encoder_cases, gpt2_cases, old_gpt2_cases, vit_cases, more_cases):
+    for f in (bert_cases, torch_encoder_cases, gpt2_cases, old_gpt2_cases, vit_cases, more_cases, sdpa_cases):
         if only in f.__name__:
             f(outdir)
 
