@@ -596,6 +596,36 @@ static mha_status run_probe(mha_runtime *rt, const mha_model *m, int prec, mha_t
     return st;
 }
 
+/* A copy of test model `name` in a temporary folder `dir` (its path);
+ * the file's bytes in *bytes (malloc'd) when bytes is not NULL. */
+static const char *copy_model(const char *name, const char *dir, unsigned char **bytes,
+                              size_t *size) {
+    char src[1024];
+    snprintf(src, sizeof src, "%s/models/%s/model.onnx", MHA_TEST_DATA, name);
+    unsigned char *b = tu_read_file(src, size);
+    assert_non_null(b);
+    const char *path = tu_path(tu_tmpdir(dir), "model.onnx");
+    assert_int_equal(tu_write_file(path, b, *size), 0);
+    if (bytes)
+        *bytes = b;
+    else
+        free(b);
+    return path;
+}
+
+/* A runtime on the scalar backend, one thread. */
+static mha_runtime *scalar_runtime(void) {
+    mha_runtime *rt = NULL;
+    mha_runtime_options ro;
+    mha_error err;
+    mha_runtime_options_init(&ro);
+    ro.backend = "scalar";
+    ro.num_threads = 1;
+    ro.no_env = 1;
+    assert_int_equal(mha_runtime_create(&ro, &rt, &err), MHA_OK);
+    return rt;
+}
+
 /* A model loaded from a file frees its unpacked GEMM weights after the
  * first packing; a packing for another precision builds them from the
  * file again and computes what a fresh model does; a file changed in
@@ -604,21 +634,11 @@ static void test_gemm_weights_released_after_packing(void **state) {
     (void)state;
     char src[1024];
     size_t size;
-    snprintf(src, sizeof src, "%s/models/%s/model.onnx", MHA_TEST_DATA, BERT);
-    void *bytes = tu_read_file(src, &size);
-    assert_non_null(bytes);
-    const char *path = tu_path(tu_tmpdir("plan_release"), "bert.onnx");
-    assert_int_equal(tu_write_file(path, bytes, size), 0);
-    free(bytes);
+    const char *path = copy_model(BERT, "plan_release", NULL, &size);
+    void *bytes;
     mha_error err;
     mha_model *m = NULL, *fresh = NULL;
-    mha_runtime *rt = NULL;
-    mha_runtime_options ro;
-    mha_runtime_options_init(&ro);
-    ro.backend = "scalar";
-    ro.num_threads = 1;
-    ro.no_env = 1;
-    assert_int_equal(mha_runtime_create(&ro, &rt, &err), MHA_OK);
+    mha_runtime *rt = scalar_runtime();
     assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
     assert_int_equal(mha_model_load_file(path, NULL, &fresh, &err), MHA_OK);
     mha_tensor a[2], b[2], c[2];
@@ -627,6 +647,14 @@ static void test_gemm_weights_released_after_packing(void **state) {
     for (size_t i = 0; i < m->plan->n_gemms; i++)
         released += m->plan->gemms[i].W == NULL;
     assert_int_equal(released, m->plan->n_gemms); /* every one: nothing else reads them */
+    /* and the projections of every attention layer: packed, so not kept */
+    assert_int_equal(m->plan->n_layers, 2);
+    for (size_t i = 0; i < m->plan->n_layers; i++) {
+        const plan_layer *pl = &m->plan->layers[i];
+        assert_true(pl->recognised && pl->w_released);
+        assert_true(!pl->L.wq && !pl->L.wk && !pl->L.wv && !pl->L.wo);
+    }
+    assert_true(plan_weight_bytes(m->plan) < plan_weight_bytes(fresh->plan));
     /* another precision: packed again from the file */
     assert_int_equal(run_probe(rt, m, MHA_PRECISION_BFLOAT16, b, &err), MHA_OK);
     assert_int_equal(run_probe(rt, fresh, MHA_PRECISION_BFLOAT16, c, &err), MHA_OK);
@@ -653,6 +681,48 @@ static void test_gemm_weights_released_after_packing(void **state) {
     }
     mha_model_free(m);
     mha_model_free(fresh);
+    mha_runtime_destroy(rt);
+}
+
+/* The first place of needle [n] in hay [size], or NULL. */
+static const unsigned char *find_bytes(const unsigned char *hay, size_t size, const void *needle,
+                                       size_t n) {
+    for (size_t i = 0; n && i + n <= size; i++)
+        if (memcmp(hay + i, needle, n) == 0) return hay + i;
+    return NULL;
+}
+
+/* A released attention weight is checked too: the file changed in one
+ * byte of a layer's W_q (nothing else differs, GEMM steps alike) before a
+ * second packing is refused rather than packed. */
+static void test_layer_weights_checked_on_reload(void **state) {
+    (void)state;
+    size_t size;
+    unsigned char *bytes;
+    const char *path = copy_model(BERT, "plan_release_layer", &bytes, &size);
+    mha_error err;
+    mha_model *m = NULL;
+    mha_runtime *rt = scalar_runtime();
+    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    /* where layer 1's W_q sits in the file: its bytes as the initializer
+     * holds them ([d_model, d_model], as the layer keeps them) */
+    const layer *L = &m->plan->layers[1].L;
+    const size_t wq_bytes = (size_t)(L->d_model * L->q_heads * L->d_head) * sizeof(float);
+    const unsigned char *at = find_bytes(bytes, size, L->wq, wq_bytes);
+    assert_non_null(at);
+    mha_tensor a[2], b[2];
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_FLOAT32, a, &err), MHA_OK);
+    assert_true(m->plan->layers[1].w_released);
+    bytes[(size_t)(at - bytes) + wq_bytes / 2] ^= 0x01; /* a low mantissa bit */
+    assert_int_equal(tu_write_file(path, bytes, size), 0);
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_BFLOAT16, b, &err), MHA_ERR_IO);
+    assert_non_null(strstr(err.message, "changed"));
+    for (int k = 0; k < 2; k++) {
+        free(a[k].data);
+        free(b[k].data);
+    }
+    free(bytes);
+    mha_model_free(m);
     mha_runtime_destroy(rt);
 }
 
@@ -904,6 +974,54 @@ static void test_verify_catches_a_wrong_layer(void **state) {
     plan_free(P);
 }
 
+/* At load the verification compares the plan against the graph outputs
+ * the shape pass computed (P->probe_in / probe_out) instead of
+ * interpreting the graph again: those are what it reads -- a wrong layer
+ * is caught against them, and so is a wrong expectation. */
+static void test_verify_reads_the_shape_pass(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    mha_error err;
+    /* the expectations as the shape pass keeps them: the reference plan
+     * (every node interpreted) on the probe inputs */
+    plan R = *P;
+    R.steps = calloc(P->g->n_nodes, sizeof *R.steps);
+    R.n_steps = 0;
+    for (size_t ni = 0; ni < P->g->n_nodes; ni++) {
+        int folded = 1;
+        for (size_t k = 0; k < P->g->nodes[ni].n_outputs; k++)
+            folded &= plan_const(P, P->g->nodes[ni].outputs[k]) != NULL;
+        if (folded) continue;
+        R.steps[R.n_steps].kind = PLAN_STEP_INTERP;
+        R.steps[R.n_steps++].index = (int)ni;
+    }
+    for (int p = 0; p < PLAN_PROBES; p++) {
+        tensor **values = NULL;
+        P->probe_in[p] = calloc(P->g->n_inputs, sizeof(tensor *));
+        P->probe_out[p] = calloc(P->g->n_outputs, sizeof(tensor *));
+        assert_int_equal(plan_probe_inputs(P, p, P->probe_in[p], &err), MHA_OK);
+        assert_int_equal(plan_exec(&R, P->probe_in[p], NULL, 1, &values, &err), MHA_OK);
+        for (size_t k = 0; k < P->g->n_outputs; k++)
+            assert_int_equal(tensor_clone(values[P->g->outputs[k]], &P->probe_out[p][k], &err),
+                             MHA_OK);
+        plan_values_free(&R, P->probe_in[p], values);
+    }
+    free(R.steps);
+    assert_int_equal(plan_verify(P, &err), MHA_OK);
+    /* a wrong expectation: probe 1's first output moved */
+    tensor *y = P->probe_out[1][0];
+    ((float *)y->data)[tensor_numel(y) / 2] += 0.5f;
+    assert_int_equal(plan_verify(P, &err), MHA_ERR_MODEL_VERIFY);
+    assert_non_null(strstr(err.message, "(probe 1)"));
+    ((float *)y->data)[tensor_numel(y) / 2] -= 0.5f;
+    assert_int_equal(plan_verify(P, &err), MHA_OK);
+    /* a wrong layer, against the kept expectations */
+    P->layers[1].L.wo[5] += 0.25f;
+    assert_int_equal(plan_verify(P, &err), MHA_ERR_MODEL_VERIFY);
+    assert_non_null(strstr(err.message, "differs from the graph"));
+    plan_free(P); /* frees the kept expectations too */
+}
+
 /* Allocation failures while loading a whole model, at points spread over
  * the whole load (a full sweep of its thousands of allocations would take
  * minutes): each is a clean MHA_ERR_NO_MEMORY with no model, or -- a
@@ -967,6 +1085,7 @@ int main(void) {
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_release_weights),
         cmocka_unit_test(test_gemm_weights_released_after_packing),
+        cmocka_unit_test(test_layer_weights_checked_on_reload),
         cmocka_unit_test(test_arena_by_lifetimes),
         cmocka_unit_test(test_output_shapes_follow_inputs),
         cmocka_unit_test(test_output_axis_with_offset),
@@ -974,6 +1093,7 @@ int main(void) {
         cmocka_unit_test(test_output_axis_strided),
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),
+        cmocka_unit_test(test_verify_reads_the_shape_pass),
         cmocka_unit_test(test_load_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,7 +23,7 @@
  * A self-parallel plugin gets each phase as one call instead. */
 #include "exec.h"
 
-#include "registry.h"
+#include "registry_table.h"
 #include "tensor.h"
 
 #include <float.h>
@@ -165,6 +165,11 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
     if (!L->has_proj) {
         *out = pk;
         return MHA_OK;
+    }
+    if (!L->wq || (!L->kv_given && (!L->wk || !L->wv)) || !L->wo) {
+        exec_packed_free(a, pk);
+        return mha_fail(err, MHA_ERR_INTERNAL,
+                        "packing weights: the layer has projections but a weight is missing");
     }
     const int64_t dk = L->d_head, dv = layer_dv(L);
     const int64_t nq = L->q_heads * dk, nk = L->kv_heads * dk, nv = L->kv_heads * dv;

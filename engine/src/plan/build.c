@@ -42,6 +42,8 @@ void plan_uses_free(const mha_alloc_ctx *a, plan_uses *u) {
     memset(u, 0, sizeof *u);
 }
 
+static void build_drop_probe_results(plan *P);
+
 void plan_free(plan *P) {
     if (!P) return;
     mha_alloc_ctx a = P->alloc;
@@ -56,6 +58,7 @@ void plan_free(plan *P) {
         mha_free(&a, P->layers[i].in_values);
         mha_free(&a, P->layers[i].nodes);
     }
+    build_drop_probe_results(P);
     mha_free(&a, P->layers);
     for (size_t i = 0; P->gemms && i < P->n_gemms; i++) {
         mha_free(&a, P->gemms[i].W_owned);
@@ -145,33 +148,57 @@ static double build_node_flops(const plan *P, const plan_shape *shp, const ir_no
     return 0.0;
 }
 
-/* Shapes of every value on both probes. */
+/* What the shape pass records of value v at probe p. */
+typedef struct build_shape_pass {
+    plan_shape *shp;
+    int p;
+} build_shape_pass;
+
+static void build_record_shape(void *user, int v, const tensor *t) {
+    const build_shape_pass *sp = user;
+    plan_shape *x = &sp->shp[v];
+    if (sp->p == 0) {
+        x->dtype = t->dtype;
+        x->rank = t->rank;
+    } else if (x->rank != t->rank) {
+        x->rank = -1;
+        return;
+    }
+    for (int d = 0; d < t->rank; d++)
+        x->dims[sp->p][d] = t->dims[d];
+}
+
+/* Shapes of every value on both probes: the graph interpreted (every
+ * value freed after its last reader, so the pass holds what one step
+ * needs, not the whole graph's values). The graph outputs and the probe
+ * inputs are kept in P->probe_out / probe_in: the verification compares
+ * the plan against them rather than interpreting the graph again. */
 static mha_status build_shapes(plan *P, plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
     for (size_t v = 0; v < g->n_values; v++)
         shp[v].rank = -1;
     for (int p = 0; p < PLAN_PROBES; p++) {
         tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
+        tensor **out = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof *out);
         tensor **values = NULL;
-        if (!in) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
-        mha_status st = plan_probe_inputs(P, p, in, err);
-        if (st == MHA_OK) st = plan_exec(P, in, NULL, 1, &values, err);
-        if (st != MHA_OK) mha_error_prefix(err, "evaluating the graph on a probe input");
-        for (size_t v = 0; v < g->n_values && st == MHA_OK; v++) {
-            const tensor *t = values[v];
-            if (!t) continue;
-            if (p == 0) {
-                shp[v].dtype = t->dtype;
-                shp[v].rank = t->rank;
-            } else if (shp[v].rank != t->rank) {
-                shp[v].rank = -1;
-                continue;
-            }
-            for (int d = 0; d < t->rank; d++)
-                shp[v].dims[p][d] = t->dims[d];
+        if (!in || !out) {
+            mha_free(&P->alloc, in);
+            mha_free(&P->alloc, out);
+            return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         }
+        build_shape_pass sp = {shp, p};
+        plan_observer obs = {build_record_shape, &sp};
+        mha_status st = plan_probe_inputs(P, p, in, err);
+        if (st == MHA_OK) st = plan_exec_observed(P, in, NULL, &obs, &values, err);
+        if (st != MHA_OK) mha_error_prefix(err, "evaluating the graph on a probe input");
+        /* what no step made: inputs, initializers, folded constants */
+        for (size_t v = 0; v < g->n_values && st == MHA_OK; v++)
+            if (values[v]) build_record_shape(&sp, (int)v, values[v]);
+        for (size_t k = 0; k < g->n_outputs && st == MHA_OK; k++)
+            if (values[g->outputs[k]]) st = tensor_clone(values[g->outputs[k]], &out[k], err);
         if (values) plan_values_free(P, in, values);
-        plan_free_tensors(&P->alloc, in, g->n_inputs);
+        P->probe_in[p] = in;
+        P->probe_out[p] = out;
         if (st != MHA_OK) return st;
     }
     return MHA_OK;
@@ -224,6 +251,16 @@ static mha_status build_axis_probes(plan *P, const plan_shape *shp, int64_t **qd
     }
     *qdims = q;
     return MHA_OK;
+}
+
+/* The probe inputs and graph outputs of the shape pass, once verified. */
+static void build_drop_probe_results(plan *P) {
+    if (!P->g) return;
+    for (int p = 0; p < PLAN_PROBES; p++) {
+        if (P->probe_in[p]) plan_free_tensors(&P->alloc, P->probe_in[p], P->g->n_inputs);
+        if (P->probe_out[p]) plan_free_tensors(&P->alloc, P->probe_out[p], P->g->n_outputs);
+        P->probe_in[p] = P->probe_out[p] = NULL;
+    }
 }
 
 /* Steps in graph order: an attention step where its output is made. */
@@ -440,6 +477,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, pl
     if (st == MHA_OK) st = build_steps(P, shp, err);
     if (st == MHA_OK) st = build_io(P, shp, qdims, err);
     if (st == MHA_OK && !skip_verify) st = plan_verify(P, err);
+    build_drop_probe_results(P);
     plan_uses_free(a, &u);
     mha_free(a, shp);
     mha_free(a, qdims);

@@ -71,6 +71,19 @@ mha_status plan_exec_arena(const plan *P, tensor *const *in, const plan_backend 
 mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                      tensor ***values, mha_error *err);
 
+/* Told about every value a step writes, right after the step (before
+ * values are freed at their last step). */
+typedef struct plan_observer {
+    void (*value)(void *user, int v, const tensor *t);
+    void *user;
+} plan_observer;
+
+/* plan_exec freeing values after their last step, obs told about each
+ * value as it is made (the shapes of a probe run without holding every
+ * value of the graph at once). */
+mha_status plan_exec_observed(const plan *P, tensor *const *in, const plan_backend *be,
+                              const plan_observer *obs, tensor ***values, mha_error *err);
+
 /* The elementwise run after value y (epilogue.c): 1 and *prog, *out (its
  * last value), nodes[] (room for PLAN_EW_MAX_OPS) when there is one. N is
  * the size of the last axis. taken: nodes already in other steps;

@@ -201,21 +201,44 @@ static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
 }
 
 static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
-                            const plan_run_arena *ar, tensor ***values_out, mha_error *err);
+                            const plan_observer *obs, const plan_run_arena *ar,
+                            tensor ***values_out, mha_error *err);
 
 mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                      tensor ***values_out, mha_error *err) {
-    return run_steps(P, in, be, keep_all, NULL, values_out, err);
+    return run_steps(P, in, be, keep_all, NULL, NULL, values_out, err);
+}
+
+mha_status plan_exec_observed(const plan *P, tensor *const *in, const plan_backend *be,
+                              const plan_observer *obs, tensor ***values_out, mha_error *err) {
+    return run_steps(P, in, be, 0, obs, NULL, values_out, err);
 }
 
 mha_status plan_exec_arena(const plan *P, tensor *const *in, const plan_backend *be,
                            const plan_run_arena *ar, tensor ***values_out, mha_error *err) {
-    return run_steps(P, in, be, 0, ar, values_out, err);
+    return run_steps(P, in, be, 0, NULL, ar, values_out, err);
+}
+
+/* Tells obs about what step s wrote, before anything is freed. */
+static void run_observe(const plan *P, const plan_step *s, tensor *const *values,
+                        const plan_observer *obs) {
+    if (s->kind != PLAN_STEP_INTERP) {
+        int v = s->kind == PLAN_STEP_ATTENTION ? P->layers[s->index].out_value
+                : s->kind == PLAN_STEP_GEMM    ? P->gemms[s->index].out_value
+                                               : P->norms[s->index].out_value;
+        if (v >= 0 && values[v]) obs->value(obs->user, v, values[v]);
+        return;
+    }
+    const ir_node *nd = &P->g->nodes[s->index];
+    for (size_t k = 0; k < nd->n_outputs; k++)
+        if (nd->outputs[k] >= 0 && values[nd->outputs[k]])
+            obs->value(obs->user, nd->outputs[k], values[nd->outputs[k]]);
 }
 
 /* The steps in order; keep_all: no value freed (verification). */
 static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
-                            const plan_run_arena *ar, tensor ***values_out, mha_error *err) {
+                            const plan_observer *obs, const plan_run_arena *ar,
+                            tensor ***values_out, mha_error *err) {
     const ir_graph *g = P->g;
     *values_out = NULL;
     size_t max_io = 1;
@@ -245,6 +268,7 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
             st = run_norm(P, (size_t)step->index, values, be, ar, err);
         else
             st = run_interp(P, step->index, values, nin, nout, err);
+        if (st == MHA_OK && obs) run_observe(P, step, values, obs);
         if (st != MHA_OK || keep_all) continue;
         /* lifetimes: what this step read for the last time, and what it
          * wrote that nobody reads */
