@@ -115,11 +115,10 @@ static void test_projection_over_flat_rows(void **state) {
  * torch.where. Its static 1 on the query axis broadcasts (the recogniser
  * probed the layer with one query, and saw no causal pattern); the two
  * finfo.min terms add up to -inf on a padded future key (causal_finite 1,
- * read by probing the mask with finfo.min). Unverified: the plan's
- * verification also needs the float mask's finfo.min kept in the softmax. */
+ * read by probing the mask with finfo.min); the plan verified. */
 static void test_extended_mask_beside_causal_where(void **state) {
     (void)state;
-    plan *P = build("v_gpt2_hf_conv1d_mask_op13", 1);
+    plan *P = build("v_gpt2_hf_conv1d_mask_op13", 0);
     assert_int_equal(P->n_layers, 2);
     for (size_t i = 0; i < 2; i++) {
         const plan_layer *pl = &P->layers[i];
