@@ -1363,6 +1363,33 @@ static void test_contraction_blocks(void **state) {
     expect_f(y, 2, D(Bt * M, N), want, 0);
     tensor_free(y);
     free_all(in, 2);
+    /* with alpha, and beta * C [N] added to the double sum before the one
+     * rounding; A given transposed ([K, M] read as op(A) [M, K]) */
+    float at[K * Bt * M], c[N];
+    for (int i = 0; i < Bt * M; i++)
+        for (int k = 0; k < K; k++)
+            at[k * Bt * M + i] = a[i * K + k];
+    for (int n = 0; n < N; n++)
+        c[n] = (float)n / 7.0f - 1.0f;
+    for (int i = 0; i < Bt * M; i++)
+        for (int n = 0; n < N; n++) {
+            double acc = 0.0;
+            for (int k = 0; k < K; k++)
+                acc += (double)a[i * K + k] * (double)b[k * N + n];
+            want[i * N + n] = (float)(0.5 * acc + 2.0 * (double)c[n]);
+        }
+    tensor *in3[3];
+    tn_init(&t, "Gemm", 3, 1);
+    tn_int(&t, "transA", 1);
+    tn_float(&t, "alpha", 0.5f);
+    tn_float(&t, "beta", 2.0f);
+    in3[0] = tf(2, D(K, Bt * M), at);
+    in3[1] = tf(2, D(K, N), b);
+    in3[2] = tf(1, D(N), c);
+    y = run1(13, &t, in3);
+    expect_f(y, 2, D(Bt * M, N), want, 0);
+    tensor_free(y);
+    free_all(in3, 3);
 }
 
 static void test_softmax(void **state) {

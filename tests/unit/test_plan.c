@@ -659,7 +659,13 @@ static void test_gemm_weights_released_after_packing(void **state) {
     assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
     assert_int_equal(mha_model_load_file(path, NULL, &fresh, &err), MHA_OK);
     mha_tensor a[2], b[2], c[2];
+    assert_int_equal(mha_model_arena_bytes(m), 0); /* planned by the first run */
     assert_int_equal(run_probe(rt, m, MHA_PRECISION_FLOAT32, a, &err), MHA_OK);
+    /* the fused steps' outputs: at least the last attention layer's [B, S, D] */
+    const size_t one = (size_t)(m->plan->probe_sizes[0][0] * m->plan->probe_sizes[0][1] *
+                                m->plan->layers[1].L.d_model) *
+                       sizeof(float);
+    assert_true(mha_model_arena_bytes(m) >= one);
     size_t released = 0;
     for (size_t i = 0; i < m->plan->n_gemms; i++)
         released += m->plan->gemms[i].W == NULL;
