@@ -133,7 +133,7 @@ static void test_extended_mask_beside_causal_where(void **state) {
 /* ViT: nn.MultiheadAttention (batch first) reads the shape of its input X
  * outside the layer too (to put the output back in batch-first order);
  * the partition hands the layer to the recogniser anyway (the shape of X
- * is known outside), and the patch-embedding Conv is interpreted. */
+ * is known outside), and the patch-embedding Conv is a GEMM step. */
 static void test_partition_shape_of_x_read_outside(void **state) {
     (void)state;
     plan *P = build("vit_preln_l2_d64_h4_p4", 0);
@@ -147,8 +147,8 @@ static void test_partition_shape_of_x_read_outside(void **state) {
         }
     int conv = 0;
     for (size_t s = 0; s < P->n_steps; s++)
-        conv += P->steps[s].kind == PLAN_STEP_INTERP &&
-                strcmp(P->g->nodes[P->steps[s].index].op_type, "Conv") == 0;
+        conv += P->steps[s].kind == PLAN_STEP_GEMM &&
+                strcmp(P->g->nodes[P->gemms[P->steps[s].index].node].op_type, "Conv") == 0;
     assert_int_equal(conv, 1);
     plan_free(P);
 }
