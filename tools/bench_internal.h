@@ -70,6 +70,7 @@ typedef struct bench_options {
     int max_batch;         /* 0: each client calls mha_run; else requests go
                               through an mha_queue batching up to this many */
     double batch_delay_ms; /* the queue's max_delay_ms */
+    double server_rate;    /* > 0: one trial at this rate instead of the search */
     int precision;         /* MHA_PRECISION_* of every timed run (the reference: float32) */
 } bench_options;
 
@@ -117,6 +118,7 @@ typedef struct bench_probe {
 typedef struct bench_trial {
     double target_rps, achieved_rps;
     double p50_ms, p90_ms, p99_ms, min_ms, mean_ms, cv;
+    double cpu_ms; /* the process's CPU time (every thread) per request */
     long requests;
     int ok; /* p99 within the bound */
 } bench_trial;
@@ -144,7 +146,8 @@ typedef struct bench_result {
     /* server */
     int server_found; /* some rate met the bound */
     double max_rate_rps, achieved_rps;
-    double single_ms; /* median latency of one request alone */
+    double single_ms;          /* median latency of one request alone */
+    double cpu_ms_per_request; /* of the reported trial */
     int n_trials;
     bench_trial trials[BENCH_MAX_TRIALS];
 } bench_result;

@@ -266,6 +266,7 @@ static void json_result(FILE *f, const bench_options *o, const bench_result *x, 
         json_kv_num(f, in, "max_rate_rps", x->server_found ? x->max_rate_rps : NAN, 1);
         json_kv_num(f, in, "achieved_rps", x->server_found ? x->achieved_rps : NAN, 1);
         json_kv_num(f, in, "alone_ms", x->single_ms + nan_if, 1);
+        json_kv_num(f, in, "cpu_ms_per_request", x->server_found ? x->cpu_ms_per_request : NAN, 1);
         fprintf(f, "%s\"trials\": [", in);
         for (int t = 0; t < x->n_trials; t++) {
             const bench_trial *tr = &x->trials[t];
@@ -277,6 +278,8 @@ static void json_result(FILE *f, const bench_options *o, const bench_result *x, 
             json_num(f, tr->p50_ms);
             fputs(", \"p99_ms\": ", f);
             json_num(f, tr->p99_ms);
+            fputs(", \"cpu_ms_per_request\": ", f);
+            json_num(f, tr->cpu_ms);
             fprintf(f, ", \"requests\": %ld, \"ok\": %s}", tr->requests, tr->ok ? "true" : "false");
         }
         fprintf(f, "%s]\n", x->n_trials ? "\n      " : "");

@@ -9,6 +9,10 @@
  *   while trial(r) meets the bound: good = r, r *= 2        (doubling)
  *   if the first trial missed: halve until one meets it     (at most 4 times)
  *   bisect between good and the first miss while they differ by > 10%
+ * (--server-rate R: one trial at R instead). Each trial also takes the
+ * process's CPU time per request (getrusage: the clients, the pool's
+ * workers spinning or not, the queue's dispatchers), the cost that a load
+ * on other processes inflates far less than wall-clock latency.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -20,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,12 +44,23 @@ typedef struct server_trial_state {
     size_t n;
     double *latency_ms; /* [n] */
     double start;       /* bench_now() time of arrival 0 */
+    double stop;        /* > 0: no request starts after this time (a fixed
+                           --server-rate, maybe beyond what is sustained) */
     atomic_size_t next;
     atomic_int failed;
     pthread_mutex_t lock; /* guards error and last_done */
     char error[BENCH_ERROR_MAX];
     double last_done;
 } server_trial_state;
+
+/* CPU seconds of the whole process so far (every thread: clients, the
+ * pool's workers, the queue's dispatchers), user and system. */
+static double process_cpu_seconds(void) {
+    struct rusage u;
+    if (getrusage(RUSAGE_SELF, &u) != 0) return NAN;
+    return (double)u.ru_utime.tv_sec + 1e-6 * (double)u.ru_utime.tv_usec +
+           (double)u.ru_stime.tv_sec + 1e-6 * (double)u.ru_stime.tv_usec;
+}
 
 static void sleep_until(double when) {
     double now = bench_now();
@@ -73,6 +89,7 @@ static void *server_client(void *arg) {
     for (;;) {
         size_t i = atomic_fetch_add(&s->next, 1);
         if (i >= s->n || atomic_load(&s->failed)) break;
+        if (s->stop > 0 && bench_now() > s->stop) break; /* i stays unserved (NAN) */
         double due = s->start + s->arrival[i];
         sleep_until(due);
         mha_status st = mha_run(s->rt, s->model, s->t->inputs, s->t->n_inputs, outputs,
@@ -136,6 +153,10 @@ static void server_submit_all(server_trial_state *s, mha_queue *queue) {
     atomic_int left;
     atomic_init(&left, (int)s->n);
     for (size_t i = 0; i < s->n; i++) {
+        if (s->stop > 0 && bench_now() > s->stop) { /* the rest stay unserved (NAN) */
+            atomic_fetch_sub(&left, (int)(s->n - i));
+            break;
+        }
         server_queued *q = &slots[i];
         *q = (server_queued){s, i, s->start + s->arrival[i], &left};
         sleep_until(q->due);
@@ -199,6 +220,12 @@ static int server_trial(mha_runtime *rt, const mha_model *model, mha_queue *queu
     atomic_init(&s.failed, 0);
     pthread_mutex_init(&s.lock, NULL);
     s.start = bench_now() + 0.002; /* let the clients start first */
+    if (o->server_rate > 0) {
+        s.stop = s.start + duration;
+        for (size_t i = 0; i < s.n; i++)
+            s.latency_ms[i] = NAN;
+    }
+    const double cpu0 = process_cpu_seconds();
     if (queue) {
         server_submit_all(&s, queue);
         started = -1;
@@ -213,6 +240,7 @@ static int server_trial(mha_runtime *rt, const mha_model *model, mha_queue *queu
     }
     for (int c = 0; c < started; c++)
         pthread_join(threads[c], NULL);
+    const double cpu = process_cpu_seconds() - cpu0;
     pthread_mutex_destroy(&s.lock);
     if (atomic_load(&s.failed)) {
         snprintf(msg, msg_size, "%s", s.error);
@@ -220,17 +248,24 @@ static int server_trial(mha_runtime *rt, const mha_model *model, mha_queue *queu
         free(s.latency_ms);
         return -1;
     }
-    bench_stats_compute(s.latency_ms, s.n, &st);
+    size_t served = 0; /* the requests started before s.stop, in order */
+    for (size_t i = 0; i < s.n; i++)
+        if (!isnan(s.latency_ms[i])) s.latency_ms[served++] = s.latency_ms[i];
+    size_t done = 0; /* and of them, not refused by a full queue */
+    for (size_t i = 0; i < served; i++)
+        done += isfinite(s.latency_ms[i]) != 0;
+    bench_stats_compute(s.latency_ms, served, &st);
     memset(out, 0, sizeof *out);
     out->target_rps = rate;
-    out->requests = (long)s.n;
-    out->achieved_rps = s.last_done > s.start ? (double)s.n / (s.last_done - s.start) : 0.0;
+    out->requests = (long)served;
+    out->achieved_rps = s.last_done > s.start ? (double)done / (s.last_done - s.start) : 0.0;
     out->p50_ms = st.median;
     out->p90_ms = st.p90;
     out->p99_ms = st.p99;
     out->min_ms = st.min;
     out->mean_ms = st.mean;
     out->cv = st.cv;
+    out->cpu_ms = done ? cpu * 1e3 / (double)done : NAN;
     out->ok = st.p99 <= o->p99_ms;
     free(arrival);
     free(s.latency_ms);
@@ -273,7 +308,8 @@ int bench_server_run(mha_runtime *rt, const mha_model *model, bench_tensors *t,
     res->single_ms = st.median;
     res->n_trials = 0;
     res->server_found = 0;
-    if (st.median > o->p99_ms) return 0; /* no rate can meet the bound */
+    /* no rate can meet the bound (a fixed --server-rate is tried anyway) */
+    if (st.median > o->p99_ms && o->server_rate <= 0) return 0;
 
     mha_queue *queue = NULL;
     if (o->max_batch > 0) {
@@ -303,7 +339,11 @@ static int bench_server_search(mha_runtime *rt, const mha_model *model, mha_queu
     double good = 0.0, bad = 0.0;
     int good_i = -1;
     uint64_t seed = o->seed * 0x9E3779B97F4A7C15ull + 7;
-    for (int d = 0; d < SERVER_MAX_DOUBLINGS; d++) {
+    if (o->server_rate > 0) { /* one trial at the given rate, reported whatever its p99 */
+        if (search_trial(rt, model, queue, t, o, seed, o->server_rate, res) == -2) return -1;
+        good_i = res->n_trials - 1;
+    }
+    for (int d = 0; o->server_rate <= 0 && d < SERVER_MAX_DOUBLINGS; d++) {
         int ok = search_trial(rt, model, queue, t, o, seed, rate, res);
         if (ok == -2) return -1;
         if (ok < 0) break;
@@ -315,7 +355,7 @@ static int bench_server_search(mha_runtime *rt, const mha_model *model, mha_queu
         good_i = res->n_trials - 1;
         rate *= 2.0;
     }
-    for (int h = 0; good == 0.0 && h < SERVER_MAX_HALVINGS; h++) {
+    for (int h = 0; o->server_rate <= 0 && good == 0.0 && h < SERVER_MAX_HALVINGS; h++) {
         rate *= 0.5;
         int ok = search_trial(rt, model, queue, t, o, seed, rate, res);
         if (ok == -2) return -1;
@@ -354,6 +394,7 @@ static int bench_server_search(mha_runtime *rt, const mha_model *model, mha_queu
         res->min_ms = b->min_ms;
         res->mean_ms = b->mean_ms;
         res->cv = b->cv;
+        res->cpu_ms_per_request = b->cpu_ms;
     }
     return 0;
 }

@@ -1,14 +1,16 @@
 #!/bin/sh
 # install-deps.sh [build|test] -- installs, with apt-get, the Debian packages
 # that are not there yet. `build` (what `make build` and `make run` need):
-# the compiler, CMake, protobuf-c and libmicrohttpd (`mha serve`). `test`
+# the compiler, CMake, protobuf-c, libmicrohttpd (`mha serve`) and libcurl
+# (serve-load, the serving load generator). `test`
 # (what `make test` needs besides): clang with its sanitizer and fuzzer
 # runtimes, cmocka, valgrind, Open MPI for the MPI test, numpy and onnx for
 # the corpus generators, groff for the man-page test, curl for the serve
 # test. Quiet when
 # everything is installed. MHA_DEPS_EXTRA adds packages to either list.
 set -eu
-build="cmake make gcc pkg-config protobuf-c-compiler libprotobuf-c-dev libmicrohttpd-dev"
+build="cmake make gcc pkg-config protobuf-c-compiler libprotobuf-c-dev libmicrohttpd-dev
+libcurl4-openssl-dev"
 test="clang libcmocka-dev libomp-14-dev libclang-rt-14-dev python3-numpy python3-onnx valgrind
 libopenmpi-dev openmpi-bin groff-base curl"
 case "${1:-test}" in

@@ -50,6 +50,7 @@ enum {
     BENCH_OPT_CLIENTS,
     BENCH_OPT_MAX_BATCH,
     BENCH_OPT_BATCH_DELAY_MS,
+    BENCH_OPT_SERVER_RATE,
     BENCH_OPT_SEED,
     BENCH_OPT_PLUGIN_PATH,
     BENCH_OPT_TIMEOUT,
@@ -89,6 +90,10 @@ static const cli_opt bench_opts[] = {
      "batching up to N requests (default 0: no queue)"},
     {BENCH_OPT_BATCH_DELAY_MS, "batch-delay-ms", 0, "X",
      "server: how long a batch waits for company (default 1)"},
+    {BENCH_OPT_SERVER_RATE, "server-rate", 0, "R",
+     "server: one trial of --server-time at R requests/s instead\n"
+     "of the search (above what it sustains: saturation); its\n"
+     "CPU time per request is in the JSON (cpu_ms_per_request)"},
     {BENCH_OPT_SEED, "seed", 0, "N", "seed of the random inputs (default 1)"},
     {BENCH_OPT_PLUGIN_PATH, "plugin-path", 0, "PATH", "plugin file or folder searched first"},
     {BENCH_OPT_TIMEOUT, "timeout", 0, "SEC",
@@ -292,6 +297,11 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
         case BENCH_OPT_MAX_BATCH:
             if (!cli_parse_int(c, "--max-batch", val, 0, 4096, &n)) return CLI_USAGE;
             o->max_batch = (int)n;
+            break;
+        case BENCH_OPT_SERVER_RATE:
+            if (parse_double(val, 1e-3, 1e7, &o->server_rate) != 0)
+                return cli_usage_error(c, "--server-rate wants requests per second > 0, not '%s'",
+                                       val);
             break;
         case BENCH_OPT_BATCH_DELAY_MS:
             if (parse_double(val, 0.0, 60000.0, &o->batch_delay_ms) != 0)

@@ -12,6 +12,8 @@
  *   GET  /health   -> 200 "ok" (503 "draining" once shutting down)
  *   GET  /metrics  -> Prometheus text: requests by code, batch sizes, queue
  *                  depth, latency histogram
+ *   Every answer carries the request's X-Request-Id header back (up to
+ *   128 bytes).
  *
  * Threads: libmicrohttpd runs one thread per connection (bounded by
  * --max-connections); a handler copies the body into the queue, blocks in
@@ -53,6 +55,7 @@ enum {
     SERVE_MAX_DELAY_MS,
     SERVE_MAX_QUEUE_MS,
     SERVE_DEADLINE_MS,
+    SERVE_MAX_PADDING,
 };
 
 static const cli_opt serve_opts[] = {
@@ -68,6 +71,10 @@ static const cli_opt serve_opts[] = {
     {SERVE_MAX_QUEUE_MS, "max-queue-ms", 0, "X",
      "also 503 when the work waiting would take longer than\n"
      "X ms (at the recent cost per token; default 0: off)"},
+    {SERVE_MAX_PADDING, "max-padding", 0, "X",
+     "share of a batch run's rows that may be padding (default\n"
+     "0.125): requests of lengths further apart run as separate\n"
+     "runs; 1 = one padded run per batch"},
     {SERVE_DISPATCHERS, "dispatchers", 0, "N", "batches computed at once (default 1)"},
     {SERVE_DEADLINE_MS, "deadline-ms", 0, "X",
      "a request not started by then gets 504 (default: none)"},
@@ -98,7 +105,8 @@ static const cli_spec serve_spec = {
     "                  415 other content types, 503 queue full or shutting\n"
     "                  down (Retry-After: 1), 504 deadline passed\n"
     "  GET  /health    200 \"ok\", 503 while draining\n"
-    "  GET  /metrics   Prometheus text format\n",
+    "  GET  /metrics   Prometheus text format\n"
+    "Every answer carries the request's X-Request-Id header back.\n",
     serve_opts,
     CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE,
     "SIGTERM or SIGINT drains: no new connections, every accepted request is\n"
@@ -112,6 +120,7 @@ static const double serve_latency_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01,
 static const int serve_batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128};
 #define SERVE_N_BATCH (sizeof serve_batch_bounds / sizeof serve_batch_bounds[0])
 #define SERVE_N_CODES 8
+#define SERVE_MAX_ID 128 /* longest X-Request-Id echoed */
 static const int serve_codes[SERVE_N_CODES] = {200, 400, 404, 405, 413, 415, 503, 504};
 
 typedef struct serve_state {
@@ -167,6 +176,10 @@ static enum MHD_Result serve_reply(struct MHD_Connection *conn, serve_state *s, 
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
     if (code == 503) MHD_add_response_header(r, "Retry-After", "1");
+    /* the caller's request id back, so a client can tell which request an
+     * answer belongs to (serve-load checks each id is answered once) */
+    const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (id && strlen(id) <= SERVE_MAX_ID) MHD_add_response_header(r, "X-Request-Id", id);
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)code, r);
     MHD_destroy_response(r);
     if (call) serve_count(s, code, cli_now() - call->start, batch_size);
@@ -483,7 +496,7 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
 typedef struct serve_options {
     const char *host, *port_file;
     long long port, max_batch, max_tokens, capacity, dispatchers, max_body, max_conn;
-    double max_delay_ms, deadline_ms, max_queue_ms;
+    double max_delay_ms, deadline_ms, max_queue_ms, max_padding;
 } serve_options;
 
 static int serve_parse_ms(const cli_common *c, const char *opt, const char *v, double *out) {
@@ -524,6 +537,12 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
             o->host = v;
         } else if (id == SERVE_PORT_FILE) {
             o->port_file = v;
+        } else if (id == SERVE_MAX_PADDING) {
+            char *end = NULL;
+            double x = strtod(v, &end);
+            if (!end || *end || end == v || !(x >= 0 && x <= 1))
+                return cli_usage_error(c, "--max-padding wants a share in [0, 1], got '%s'", v);
+            o->max_padding = x;
         } else {
             double *ms = id == SERVE_MAX_DELAY_MS   ? &o->max_delay_ms
                          : id == SERVE_MAX_QUEUE_MS ? &o->max_queue_ms
@@ -545,7 +564,8 @@ int mha_cmd_serve(int argc, char **argv) {
                        .dispatchers = 1,
                        .max_body = 16 << 20,
                        .max_conn = 256,
-                       .max_delay_ms = 1.0};
+                       .max_delay_ms = 1.0,
+                       .max_padding = 0.125};
     const char *model_path = NULL;
     int rc = serve_parse_args(&c, argc, argv, &o, &model_path);
     if (rc >= 0) return rc;
@@ -592,6 +612,7 @@ int mha_cmd_serve(int argc, char **argv) {
     qo.capacity = (int)o.capacity;
     qo.num_dispatchers = (int)o.dispatchers;
     qo.max_queue_ms = o.max_queue_ms;
+    qo.max_padding = o.max_padding;
     rc = CLI_FAIL;
     struct MHD_Daemon *d = NULL;
     if (mha_queue_create(rt, m, &qo, &s.queue, &err) != MHA_OK) {

@@ -8,7 +8,8 @@
 #      number) allows for that request's FLOPs
 #   2. several clients on one runtime (no queue): 1, 2 and 8 client threads,
 #      the runtime at 1 thread and at its default (every CPU)
-#   3. `mha serve` under tools/serve_load.py (HTTP, open loop): batching off
+#   3. `mha serve` under serve-load (tools/serve_load.c: HTTP on libcurl,
+#      open loop): batching off
 #      and on at the rate the queue sustained, then overload at twice it
 #      (--max-queue-ms of half the bound): the accepted requests' p99, what was refused,
 #      every request id answered exactly once
@@ -45,7 +46,9 @@ done
 HERE=$(cd "$(dirname "$0")" && pwd)
 MHA=${MHA:-$HERE/../build/bin/mha}
 PY_TORCH=${PY_TORCH:-/usr/bin/python3}
+SERVE_LOAD=${SERVE_LOAD:-$(dirname "$MHA")/serve-load}
 [ -x "$MHA" ] || { echo "serve_table.sh: no mha at $MHA (make build)" >&2; exit 1; }
+[ -x "$SERVE_LOAD" ] || { echo "serve_table.sh: no serve-load at $SERVE_LOAD (libcurl4-openssl-dev)" >&2; exit 1; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/serve_table.XXXXXX")
 SRV=
 trap '[ -n "$SRV" ] && kill "$SRV" 2>/dev/null; rm -rf "$T"' EXIT INT TERM
@@ -111,7 +114,7 @@ serve_run() {
     sleep 0.1
   done
   ld=$(load1)
-  python3 "$HERE/serve_load.py" --url "http://127.0.0.1:$(cat "$T/port")/run" --body "$body" \
+  "$SERVE_LOAD" --url "http://127.0.0.1:$(cat "$T/port")/run" --body "$body" \
     --rate "$rate" --duration 10 --connections 64 --json "$T/l.json" >"$T/l.txt" 2>&1 || true
   kill -TERM $SRV 2>/dev/null; wait $SRV 2>/dev/null || true
   SRV=
@@ -184,7 +187,7 @@ for c in cfgs:
     if not c.startswith("http"):
         print("| %s | %.0f | %.2f | %.0f %% | %.1f | %s |" % (c, med(c, "rate"), med(c, "p99"),
               med(c, "pct"), med(c, "peak"), ld(c)))
-print("\n| HTTP (serve_load.py, 10 s) | offered/s | answered 200/s | refused (503) | p50 ms | p99 ms | p99.9 ms | unanswered, twice | load |")
+print("\n| HTTP (serve-load, 10 s) | offered/s | answered 200/s | refused (503) | p50 ms | p99 ms | p99.9 ms | unanswered, twice | load |")
 print("|---|---|---|---|---|---|---|---|---|")
 for c in cfgs:
     if c.startswith("http"):

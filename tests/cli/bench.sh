@@ -278,6 +278,16 @@ check "queued server scenario exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -e
 check "queued server says so" grep -q "request queue (max batch 8, delay 0.5 ms), p99 bound 2e+03 ms" "$T/out.txt"
 check "queued server found a rate" grep -q '"server_found": true' "$T/q.json"
 check "queued server JSON names the batching" grep -q '"max_batch": 8, "batch_delay_ms": 0.5' "$T/q.json"
+# one trial at a fixed rate far beyond what is sustained (saturation): bounded
+# by --server-time all the same (requests not started by then are dropped),
+# with the process's CPU time per request
+run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.2 --backend scalar \
+    --threads 1 --clients 2 --server-rate 1000000 --json "$T/r.json"
+check "fixed-rate server exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "fixed-rate server: one trial at that rate" \
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; t=r['trials']; sys.exit(not (len(t) == 1 and t[0]['target_rps'] == 1000000 and 0 < t[0]['requests'] < 200000 and t[0]['cpu_ms_per_request'] > 0 and r['cpu_ms_per_request'] == t[0]['cpu_ms_per_request']))" "$T/r.json"
+run_mha bench "$MODEL" --shape 1,4 --scenario server --server-rate 0
+check "--server-rate 0 is a usage error (got $rc)" [ "$rc" -eq 2 ]
 run_mha bench "$MODEL" --shape 1,4 --scenario server --max-batch -1
 check "--max-batch -1 is a usage error (got $rc)" [ "$rc" -eq 2 ]
 

@@ -39,7 +39,9 @@ for n in 3 11 29; do
     fail "mha run on $n tokens"
 done
 
-serve_start "$M" --max-batch 3 --max-delay-ms 4000
+# --max-padding 1: one padded run whatever the lengths (the padding is what
+# this test checks)
+serve_start "$M" --max-batch 3 --max-delay-ms 4000 --max-padding 1
 post() { # post BODYFILE OUTFILE CONTENT-TYPE [QUERY] -> prints the status code
   $C -o "$2" -w '%{http_code}' -H "Content-Type: $3" --data-binary @"$1" "$U/run${4:-}"
 }
@@ -63,6 +65,11 @@ for n in 3 11 29; do
 done
 $C "$U/metrics" | grep -qxF 'mha_request_batch_size_bucket{le="2"} 0' ||
   fail "the three requests did not meet in one batch: $($C "$U/metrics" | grep batch_size)"
+set +e
+"$MHA" serve "$M" --max-padding 1.5 >/dev/null 2>&1
+rc=$?
+set -e
+[ $rc = 2 ] || fail "--max-padding 1.5: wanted exit 2, got $rc"
 echo "ok: token ids as .npy, batched, each as mha run gives it alone"
 
 code=$(post "$T/ids_11.npy" "$T/got_pool.npy" application/x-npy "?output=pooler_output")

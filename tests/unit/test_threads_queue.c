@@ -7,12 +7,15 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <mha/mha.h>
+
+#include "common.h" /* mha_alloc_count: the library's allocations (test builds) */
 
 #define MAX_S 40
 
@@ -60,6 +63,8 @@ static float *run_alone(mha_runtime *rt, const mha_model *m, const float *x, int
     return y;
 }
 
+/* max_padding 1: a batch is one padded run whatever the lengths (the
+ * padding is what most tests here check); test_runs_by_length sets its own. */
 static mha_queue *queue_new(mha_runtime *rt, const mha_model *m, int max_batch, double delay_ms,
                             int capacity) {
     mha_queue_options o;
@@ -67,6 +72,7 @@ static mha_queue *queue_new(mha_runtime *rt, const mha_model *m, int max_batch, 
     o.max_batch = max_batch;
     o.max_delay_ms = delay_ms;
     o.capacity = capacity;
+    o.max_padding = 1.0;
     mha_queue *q = NULL;
     mha_error err = {0};
     if (mha_queue_create(rt, m, &o, &q, &err) != MHA_OK) fail_msg("queue: %s", err.message);
@@ -404,7 +410,11 @@ static void test_full_then_drain(void **state) {
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    long allocs = mha_alloc_count();
     assert_null(submit_one(q, x, 8, 64, 0, &st));
+    /* refused before the request is made: no allocation, no copy (under
+     * overload refusals are most submissions) */
+    assert_int_equal(mha_alloc_count(), allocs);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     assert_int_equal(st, MHA_ERR_QUEUE_FULL);
     assert_true(t1.tv_sec - t0.tv_sec < 2); /* at once, not after the delay */
@@ -715,6 +725,70 @@ static void test_many_submitters(void **state) {
 /* Refusals                                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* Requests of lengths far apart are run as separate runs of similar
+ * lengths (a padded row costs what a real one does), each result still
+ * bitwise its own; lengths alike share one run. */
+static void test_runs_by_length(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(1);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    assert_true(o.max_padding > 0.1 && o.max_padding < 0.2); /* the default: 1/8 */
+    o.max_batch = 8;
+    o.max_delay_ms = 10000.0; /* the batch closes when the 8th arrives */
+    mha_queue *q = NULL;
+    mha_error err = {0};
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_OK);
+    /* sorted 32 32 31 30 | 8 8 8 7: padding 3 of 128 rows, then 1 of 32;
+     * one run of all eight would pad 104 of 256 */
+    enum { N = 8, D = 64 };
+    const int64_t S[N] = {8, 32, 7, 31, 8, 30, 32, 8};
+    float *x[N], *ref[N];
+    mha_request *req[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = malloc((size_t)(S[i] * D) * sizeof(float));
+        tu_fill_random(x[i], (size_t)(S[i] * D), 300 + (uint64_t)i);
+        ref[i] = run_alone(rt, m, x[i], S[i], D);
+    }
+    for (int i = 0; i < N; i++) {
+        mha_status st;
+        req[i] = submit_one(q, x[i], S[i], D, 0, &st);
+        assert_int_equal(st, MHA_OK);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(mha_request_wait(req[i], -1, &err), MHA_OK);
+        assert_memory_equal(mha_request_output(req[i])->data, ref[i],
+                            (size_t)(S[i] * D) * sizeof(float));
+        mha_request_info info;
+        mha_request_get_info(req[i], &info);
+        assert_int_equal(info.batch_size, 4);
+        mha_request_free(req[i]);
+        free(x[i]);
+        free(ref[i]);
+    }
+    mha_queue_stats st;
+    mha_queue_get_stats(q, &st);
+    assert_int_equal(st.batches, 2);
+    assert_int_equal(st.batched, N);
+    mha_queue_destroy(q);
+
+    /* options of a caller built before max_padding: its default; a share
+     * past 1 is refused */
+    mha_queue_options_init(&o);
+    o.max_padding = 5.0; /* beyond the size the caller says: not read */
+    o.struct_size = (uint32_t)offsetof(mha_queue_options, max_padding);
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_OK);
+    mha_queue_destroy(q);
+    o.struct_size = (uint32_t)offsetof(mha_queue_options, max_queue_ms);
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_INVALID_ARGUMENT);
+    mha_queue_options_init(&o);
+    o.max_padding = 1.5;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_INVALID_ARGUMENT);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
 static void test_refusals(void **state) {
     (void)state;
     mha_runtime *rt = runtime_new(1);
@@ -767,6 +841,7 @@ int main(void) {
         cmocka_unit_test(test_cancel_deadline_shutdown),
         cmocka_unit_test(test_time_bound),
         cmocka_unit_test(test_many_submitters),
+        cmocka_unit_test(test_runs_by_length),
         cmocka_unit_test(test_refusals),
     };
     /* clang-format on */

@@ -23,7 +23,7 @@
  * A self-parallel plugin gets each phase as one call instead. */
 #include "exec.h"
 
-#include "registry.h"
+#include "registry_table.h"
 #include "tensor.h"
 
 #include <float.h>

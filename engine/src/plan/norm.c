@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "plan_internal.h"
-#include "registry.h"
+#include "registry_table.h"
 
 typedef struct norm_match {
     const plan *P;

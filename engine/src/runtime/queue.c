@@ -10,6 +10,8 @@
  *   take requests oldest first while count < max_batch and
  *     count x longest <= max_batch_tokens (the first is always taken);
  *     a request past its deadline completes with MHA_ERR_DEADLINE instead
+ *   order them longest first and cut them into runs of similar lengths
+ *     (padding within max_padding of a run's rows: queue_run_batch); per run:
  *   X[b, 0:S_b, :] = request b's rows, zero rows after; kv_lengths[b] = S_b
  *   (a whole model: its masks attend at 0:S_b, other ids zero; queue_batch.c)
  *   mha_run(X) -> Y; request b's output = Y[b, 0:S_b, :] (or Y[b] per item)
@@ -28,10 +30,12 @@
  * completions (callbacks) run outside it. */
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -113,6 +117,7 @@ void mha_queue_options_init(mha_queue_options *opts) {
     opts->max_delay_ms = 1.0;
     opts->capacity = 1024;
     opts->num_dispatchers = 1;
+    opts->max_padding = 0.125;
 }
 
 void mha_submit_options_init(mha_submit_options *opts) {
@@ -187,6 +192,24 @@ static void request_finish(mha_request *r) {
     request_unref(r);
 }
 
+/* May a request join now? MHA_OK, MHA_ERR_SHUTDOWN or MHA_ERR_QUEUE_FULL
+ * (counted); *depth: the requests waiting. (mutex held) */
+static mha_status queue_admit_locked(mha_queue *q, int *depth) {
+    *depth = q->stats.depth;
+    if (!q->accepting) return MHA_ERR_SHUTDOWN;
+    if (q->stats.depth < q->opts.capacity && !queue_too_late(q)) return MHA_OK;
+    q->stats.rejected_full++;
+    return MHA_ERR_QUEUE_FULL;
+}
+
+static mha_status queue_refuse(const mha_queue *q, mha_status st, int depth, mha_error *err) {
+    if (st == MHA_ERR_SHUTDOWN) return mha_fail(err, st, "queue submit: the queue is shut down");
+    if (depth < q->opts.capacity)
+        return mha_fail(err, st, "queue submit: the %d requests ahead would take more than %g ms",
+                        depth, q->opts.max_queue_ms);
+    return mha_fail(err, st, "queue submit: %d requests are waiting, the capacity", depth);
+}
+
 mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_submit_options *opts,
                             mha_request **out, mha_error *err) {
     if (out) *out = NULL;
@@ -217,6 +240,14 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     if (big)
         return mha_fail(err, MHA_ERR_LIMIT, "queue submit: a sequence of %lld is too long",
                         (long long)S);
+    /* refused at once, before the copy: under overload most submissions
+     * are refused, and a refusal must cost next to nothing (checked again
+     * when the request joins) */
+    int depth = 0;
+    pthread_mutex_lock(&q->mutex);
+    mha_status st = queue_admit_locked(q, &depth);
+    pthread_mutex_unlock(&q->mutex);
+    if (st != MHA_OK) return queue_refuse(q, st, depth, err);
 
     mha_request *r = mha_calloc(NULL, 1, sizeof *r);
     void *x = r ? mha_malloc(NULL, nx ? nx : 1) : NULL;
@@ -252,24 +283,12 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     atomic_init(&r->state, REQ_WAITING);
 
     pthread_mutex_lock(&q->mutex);
-    mha_status st = MHA_OK;
-    if (!q->accepting)
-        st = MHA_ERR_SHUTDOWN;
-    else if (q->stats.depth >= q->opts.capacity || queue_too_late(q))
-        st = MHA_ERR_QUEUE_FULL;
+    st = queue_admit_locked(q, &depth);
     if (st != MHA_OK) {
-        if (st == MHA_ERR_QUEUE_FULL) q->stats.rejected_full++;
-        int depth = q->stats.depth;
         pthread_mutex_unlock(&q->mutex);
         atomic_store(&r->refs, 1);
         request_unref(r);
-        if (st == MHA_ERR_SHUTDOWN)
-            return mha_fail(err, st, "queue submit: the queue is shut down");
-        if (depth < q->opts.capacity)
-            return mha_fail(err, st,
-                            "queue submit: the %d requests ahead would take more than %g ms", depth,
-                            q->opts.max_queue_ms);
-        return mha_fail(err, st, "queue submit: %d requests are waiting, the capacity", depth);
+        return queue_refuse(q, st, depth, err);
     }
     atomic_store(&r->state, REQ_WAITING);
     r->prev = q->tail;
@@ -428,12 +447,6 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
     }
     d->batch[n] = NULL;
     q->stats.running += n;
-    if (n > 0) {
-        q->stats.batches++;
-        q->stats.batched += (uint64_t)n;
-    }
-    for (int i = 0; i < n; i++)
-        d->batch[i]->batch_size = n;
     /* more requests than this batch took: wake another dispatcher */
     if (q->head) pthread_cond_signal(&q->work_cond);
     pthread_mutex_unlock(&q->mutex);
@@ -467,29 +480,70 @@ static mha_status queue_run_items(mha_queue *q, queue_dispatcher *d, mha_request
     return MHA_OK;
 }
 
-/* Runs d->batch[0..n), each request's status into d->status. A batch that
- * fails (a request longer than the model's position table, say) is run
- * again request by request, so one bad request fails alone; the others'
- * results are the same either way. */
-static void queue_run_batch(mha_queue *q, queue_dispatcher *d, int n) {
+/* Runs the n requests of items as one padded run, each request's status
+ * into status[]. A run that fails (a request longer than the model's
+ * position table, say) is run again request by request, so one bad request
+ * fails alone; the others' results are the same either way. */
+static void queue_run_group(mha_queue *q, queue_dispatcher *d, mha_request **items,
+                            mha_status *status, int n) {
     mha_error err;
     mha_error_clear(&err);
-    mha_status st = queue_run_items(q, d, d->batch, n, &err);
+    mha_status st = queue_run_items(q, d, items, n, &err);
     if (st == MHA_OK || st == MHA_ERR_CANCELLED || n == 1) {
         for (int i = 0; i < n; i++) {
-            d->status[i] = st;
+            status[i] = st;
             if (st != MHA_OK)
-                snprintf(d->batch[i]->message, sizeof d->batch[i]->message, "%s", err.message);
+                snprintf(items[i]->message, sizeof items[i]->message, "%s", err.message);
         }
         return;
     }
     for (int i = 0; i < n; i++) {
-        mha_request *r = d->batch[i];
+        mha_request *r = items[i];
         mha_error_clear(&err);
-        d->status[i] =
+        status[i] =
             atomic_load(&r->cancel_asked) ? MHA_ERR_CANCELLED : queue_run_items(q, d, &r, 1, &err);
-        if (d->status[i] != MHA_OK) snprintf(r->message, sizeof r->message, "%s", err.message);
+        if (status[i] != MHA_OK) snprintf(r->message, sizeof r->message, "%s", err.message);
     }
+}
+
+/* Longest first; among equal lengths the oldest first (a total order:
+ * no two requests share a submit time and an address). */
+static int queue_by_length(const void *a, const void *b) {
+    const mha_request *x = *(mha_request *const *)a, *y = *(mha_request *const *)b;
+    if (x->S != y->S) return x->S > y->S ? -1 : 1;
+    if (x->submit != y->submit) return x->submit < y->submit ? -1 : 1;
+    return (uintptr_t)x < (uintptr_t)y ? -1 : (uintptr_t)x > (uintptr_t)y;
+}
+
+/* Runs d->batch[0..n): ordered longest first and cut into runs whose
+ * padding (rows past each request's length) stays within max_padding of
+ * the run's rows, since a padded row costs a GEMM as much as a real one:
+ *
+ *   run = [longest];  while the next request fits: add it
+ *     fits: (count + 1) x L_run - (tokens + S_next) <= max_padding x (count + 1) x L_run
+ *
+ * Lengths alike give one run; 32, 24, 16 and 8 give three. Returns the
+ * number of runs (mha_run calls). */
+static int queue_run_batch(mha_queue *q, queue_dispatcher *d, int n) {
+    mha_request **b = d->batch;
+    qsort(b, (size_t)n, sizeof *b, queue_by_length);
+    int runs = 0;
+    for (int g0 = 0; g0 < n; runs++) {
+        const int64_t L = b[g0]->S;
+        int64_t tokens = L;
+        int g1 = g0 + 1;
+        while (g1 < n) {
+            const double rows = (double)(g1 - g0 + 1) * (double)L;
+            if (rows - (double)(tokens + b[g1]->S) > q->opts.max_padding * rows) break;
+            tokens += b[g1++]->S;
+        }
+        /* the dispatcher's own until completion (published by the DONE store) */
+        for (int i = g0; i < g1; i++)
+            b[i]->batch_size = g1 - g0;
+        queue_run_group(q, d, b + g0, d->status + g0, g1 - g0);
+        g0 = g1;
+    }
+    return runs;
 }
 
 static void *queue_dispatcher_main(void *arg) {
@@ -507,13 +561,15 @@ static void *queue_dispatcher_main(void *arg) {
         if (n == 0) break;
         if (n < 0) continue;
         double t0 = queue_now();
-        queue_run_batch(q, d, n);
+        const int runs = queue_run_batch(q, d, n);
         mha_status st = d->status[0];
         double ms = (queue_now() - t0) * 1e3;
         int64_t tokens = 0;
         for (int i = 0; i < n; i++)
             tokens += d->batch[i]->S;
         pthread_mutex_lock(&q->mutex);
+        q->stats.batches += (uint64_t)runs;
+        q->stats.batched += (uint64_t)n;
         if (st == MHA_OK) { /* a moving average: the cost follows the load */
             double per = ms / (double)tokens;
             q->ms_per_token = q->ms_per_token > 0 ? 0.75 * q->ms_per_token + 0.25 * per : per;
@@ -571,19 +627,23 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
     mha_queue_options o;
     mha_queue_options_init(&o);
     if (opts) {
-        if (opts->struct_size < sizeof *opts)
+        /* max_padding was appended: a caller built before it passes less */
+        const size_t v0 = offsetof(mha_queue_options, max_padding);
+        if (opts->struct_size < v0)
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                             "queue create: options not initialised (mha_queue_options_init)");
-        o = *opts;
+        memcpy(&o, opts, opts->struct_size < sizeof o ? opts->struct_size : sizeof o);
+        o.struct_size = sizeof o;
     }
     if (o.max_batch < 1 || o.max_batch > 4096 || o.max_batch_tokens < 1 ||
         !(o.max_delay_ms >= 0 && o.max_delay_ms <= 60000) || o.capacity < 1 ||
         o.num_dispatchers < 1 || o.num_dispatchers > 64 || o.num_threads < 0 ||
-        !(o.max_queue_ms >= 0))
+        !(o.max_queue_ms >= 0) || !(o.max_padding >= 0 && o.max_padding <= 1))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue create: options out of range (max_batch 1..4096, "
                         "max_batch_tokens >= 1, max_delay_ms 0..60000, capacity >= 1, "
-                        "num_dispatchers 1..64, num_threads >= 0, max_queue_ms >= 0)");
+                        "num_dispatchers 1..64, num_threads >= 0, max_queue_ms >= 0, "
+                        "max_padding 0..1)");
     mha_queue *q = mha_calloc(NULL, 1, sizeof *q);
     if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
     q->rt = rt;
