@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "pool.h"
 
@@ -301,6 +302,73 @@ static void test_full_cores_no_helper(void **state) {
     assert_int_equal(by_helper, 0);
 }
 
+/* Callers beyond the cores wait for their turn: however many threads call
+ * pool_run, at most max(pool size, online CPUs) jobs run at once (more
+ * would share cores by time slices). Each job is one unit on its caller's
+ * thread that stays a while, so callers let in would pile up. */
+typedef struct gate_ctx {
+    atomic_int inside, most;
+} gate_ctx;
+
+static mha_status gate_unit(void *vctx, int phase, int64_t unit, int worker, mha_error *err) {
+    (void)phase, (void)unit, (void)worker, (void)err;
+    gate_ctx *g = vctx;
+    int now = atomic_fetch_add(&g->inside, 1) + 1;
+    for (int most = atomic_load(&g->most); now > most;)
+        if (atomic_compare_exchange_weak(&g->most, &most, now)) break;
+    struct timespec ts = {0, 2000000}; /* 2 ms */
+    nanosleep(&ts, NULL);
+    atomic_fetch_sub(&g->inside, 1);
+    return MHA_OK;
+}
+
+typedef struct gate_thread {
+    pool *p;
+    gate_ctx *g;
+    mha_status st;
+} gate_thread;
+
+static void *gate_caller(void *arg) {
+    gate_thread *t = arg;
+    for (int k = 0; k < 5 && t->st == MHA_OK; k++) {
+        pool_job job;
+        memset(&job, 0, sizeof job);
+        job.fn = gate_unit;
+        job.ctx = t->g;
+        job.n_phases = 1;
+        job.n_units[0] = 1;
+        job.num_threads = 1;
+        t->st = pool_run(t->p, &job, NULL);
+    }
+    return NULL;
+}
+
+static void test_callers_wait_for_a_core(void **state) {
+    (void)state;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 1, 0, &p, NULL), MHA_OK);
+    const int limit = cpus > pool_size(p) ? (int)cpus : pool_size(p);
+    enum { MAX_CALLERS = 64 };
+    int n = limit + 4 < MAX_CALLERS ? limit + 4 : MAX_CALLERS;
+    gate_ctx g;
+    atomic_init(&g.inside, 0);
+    atomic_init(&g.most, 0);
+    gate_thread t[MAX_CALLERS];
+    pthread_t th[MAX_CALLERS];
+    for (int i = 0; i < n; i++) {
+        t[i] = (gate_thread){p, &g, MHA_OK};
+        assert_int_equal(pthread_create(&th[i], NULL, gate_caller, &t[i]), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(t[i].st, MHA_OK);
+    }
+    assert_true(atomic_load(&g.most) >= 1);
+    assert_true(atomic_load(&g.most) <= limit);
+    pool_destroy(p);
+}
+
 /* A reservation (a self-parallel plugin's run) holds the pool like a job. */
 static void test_reserve(void **state) {
     (void)state;
@@ -429,6 +497,7 @@ int main(void) {
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_second_caller_gets_help),
         cmocka_unit_test(test_full_cores_no_helper),
+        cmocka_unit_test(test_callers_wait_for_a_core),
         cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_no_workers),
         cmocka_unit_test(test_create_destroy_cycles),
