@@ -212,15 +212,20 @@ typedef struct busy_thread {
     int ran_alone;
 } busy_thread;
 
+/* A one-phase job of n units of fn. */
+static void job_one_phase(pool_job *job, pool_unit_fn fn, void *ctx, int64_t n, int threads) {
+    memset(job, 0, sizeof *job);
+    job->fn = fn;
+    job->ctx = ctx;
+    job->n_phases = 1;
+    job->n_units[0] = n;
+    job->num_threads = threads;
+}
+
 static void *busy_first(void *arg) {
     busy_thread *t = arg;
     pool_job job;
-    memset(&job, 0, sizeof job);
-    job.fn = busy_unit;
-    job.ctx = t->b;
-    job.n_phases = 1;
-    job.n_units[0] = 4;
-    job.num_threads = t->num_threads;
+    job_one_phase(&job, busy_unit, t->b, 4, t->num_threads);
     t->st = pool_run(t->p, &job, NULL);
     t->ran_alone = job.ran_alone;
     return NULL;
@@ -267,11 +272,7 @@ static void run_second_caller(int n_workers, int first_threads, int *ran_alone, 
     atomic_init(&h.timed_out, 0);
     h.wait_seconds = first_threads == 1 ? 1 : 30;
     pool_job job;
-    memset(&job, 0, sizeof job);
-    job.fn = helped_unit;
-    job.ctx = &h;
-    job.n_phases = 1;
-    job.n_units[0] = 64;
+    job_one_phase(&job, helped_unit, &h, 64, 0);
     assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
     atomic_store(&b.second_done, 1);
     pthread_join(th, NULL);
@@ -332,12 +333,7 @@ static void *gate_caller(void *arg) {
     gate_thread *t = arg;
     for (int k = 0; k < 5 && t->st == MHA_OK; k++) {
         pool_job job;
-        memset(&job, 0, sizeof job);
-        job.fn = gate_unit;
-        job.ctx = t->g;
-        job.n_phases = 1;
-        job.n_units[0] = 1;
-        job.num_threads = 1;
+        job_one_phase(&job, gate_unit, t->g, 1, 1);
         t->st = pool_run(t->p, &job, NULL);
     }
     return NULL;
