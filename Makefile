@@ -38,8 +38,8 @@ build-tests: deps $(BUILD)/CMakeCache.txt
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
-# The built-in default job: a layer like the original transformer's
-# (d_model 512, 8 heads) made with `mha gen`, a sample dataset, `mha run`.
+# The built-in default job: a MiniLM-L6-shaped encoder made with `mha gen`,
+# a sample dataset of token ids and its attention mask, `mha run`.
 run: build
 	@./tools/default-job.sh $(BUILD)
 

@@ -1,14 +1,16 @@
 #!/bin/sh
-# default-job.sh BUILD_DIR -- the `make run` job: makes a layer like the
-# original transformer's (d_model 512, 8 heads) with `mha gen`, a seeded
-# sample dataset of 64 sequences x 128 tokens, scores it with `mha run` and
-# says what it did. Everything lands in BUILD_DIR/default-job/.
+# default-job.sh BUILD_DIR -- the `make run` job: makes a whole sentence
+# encoder of MiniLM-L6's shape (6 layers, d_model 384, 12 heads, FFN 1536,
+# vocabulary 30522) with `mha gen`, a seeded sample dataset of 16 token-id
+# sequences x 128 tokens with an attention mask (row 0 full, the others
+# padded to random lengths), scores it with `mha run` and says what it did.
+# Everything lands in BUILD_DIR/default-job/.
 set -eu
 
 build=${1:-build}
 mha="$build/bin/mha"
 out="$build/default-job"
-batch=${MHA_JOB_BATCH:-64}
+batch=${MHA_JOB_BATCH:-16}
 seq=${MHA_JOB_SEQ:-128}
 
 if [ ! -x "$mha" ]; then
@@ -17,15 +19,20 @@ if [ ! -x "$mha" ]; then
 fi
 mkdir -p "$out"
 
-echo "default-job: layer d_model 512, 8 heads (seed 1) -> $out/layer.onnx"
-echo "default-job: dataset $batch x $seq x 512 float32 (seed 1) -> $out/input.npy"
-"$mha" gen -d 512 -H 8 --seed 1 -o "$out/layer.onnx" \
-  --data "$out/input.npy" --batch "$batch" --seq "$seq"
+echo "default-job: encoder of MiniLM-L6's shape: 6 layers, d_model 384, 12 heads, FFN 1536 (seed 1) -> $out/model.onnx"
+echo "default-job: dataset $batch x $seq token ids + attention mask (seed 1) -> $out/input_ids.npy, $out/attention_mask.npy"
+"$mha" gen --preset minilm-l6 --seed 1 -o "$out/model.onnx" \
+  --data "$out/input_ids.npy" --mask "$out/attention_mask.npy" --batch "$batch" --seq "$seq"
+
+# `mha info` says how the model loads: every attention layer a fused step
+"$mha" info "$out/model.onnx" >"$out/info.txt"
+sed -n 's/^\(attention layers\|plan\|FLOPs\): */default-job: \1: /p' "$out/info.txt"
 
 # `mha run` prints its summary (rows, seconds, rows/s, backend, threads) on stderr
-"$mha" run "$out/layer.onnx" "$out/input.npy" -o "$out/output.npy" 2>"$out/summary.txt" || {
+"$mha" run "$out/model.onnx" "$out/input_ids.npy" "$out/attention_mask.npy" \
+  -o "$out/last_hidden_state.npy" 2>"$out/summary.txt" || {
   cat "$out/summary.txt" >&2
   exit 1
 }
 sed 's/^mha run: /default-job: /' "$out/summary.txt"
-echo "default-job: output $batch x $seq x 512 float32 -> $out/output.npy"
+echo "default-job: output $batch x $seq x 384 float32 -> $out/last_hidden_state.npy"

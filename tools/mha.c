@@ -23,7 +23,7 @@ static const cli_command commands[] = {
     {"merge", "merge the outputs of split runs", mha_cmd_merge},
     {"backends", "list the backend plugins and which auto picks", cli_cmd_backends},
     {"peak", "measure this machine's FMA peak now (per ISA, per thread count)", mha_cmd_peak},
-    {"gen", "write a random-weight attention layer (and data)", cli_cmd_gen},
+    {"gen", "write a random-weight layer or whole model (and data)", cli_cmd_gen},
 #ifdef MHA_HAVE_SERVE
     {"serve", "serve a model over HTTP with dynamic batching", mha_cmd_serve},
 #endif

@@ -7,8 +7,8 @@
 
 #include "cli_options.h"
 #include "mha_cli.h"
+#include "mha/plugin.h"
 #include "plugin_kit.h"
-#include "registry.h"
 
 enum { BACKENDS_JSON = 1, BACKENDS_CHECK };
 
@@ -35,30 +35,39 @@ static const cli_spec backends_spec = {
     NULL,
 };
 
-/* `mha backends --check`: the plugin test kit over the plugins found. */
+/* `mha backends --check`: the plugin test kit over the plugins an "auto"
+ * runtime found (every one, whatever --backend says), each against the
+ * built-in scalar table. */
 static int backends_check(const cli_common *c) {
-    mha_alloc_ctx a;
-    mha_alloc_ctx_init(&a, NULL);
-    registry_options ro;
-    memset(&ro, 0, sizeof ro);
-    ro.use_env = 1;
-    registry *reg = NULL;
-    mha_error err;
-    mha_error_clear(&err);
-    if (registry_create(&a, &ro, &reg, &err) != MHA_OK) return cli_fail_err(NULL, &err);
+    cli_common auto_c = *c;
+    auto_c.backend = "auto";
+    mha_runtime *rt = NULL;
+    int rc = cli_runtime_create(&auto_c, &rt);
+    if (rc != CLI_OK) return rc;
     const char *only = c->backend ? c->backend : NULL;
+    size_t n = mha_runtime_plugin_count(rt);
+    const mha_plugin *reference = NULL;
+    mha_plugin_info pi;
+    for (size_t i = 0; i < n && !reference; i++)
+        if (mha_runtime_plugin(rt, i, &pi) == MHA_OK && pi.path &&
+            strcmp(pi.path, "(built-in)") == 0)
+            reference = mha_runtime_plugin_table(rt, i);
+    if (!reference) {
+        mha_runtime_destroy(rt);
+        return cli_fail("the built-in scalar reference is missing");
+    }
     int total_pass = 0, total_fail = 0, checked = 0;
-    for (size_t i = 0; i < reg->n_entries; i++) {
-        const plugin_entry *e = &reg->entries[i];
-        if (!e->usable || !e->plugin || !e->dl_handle) continue; /* built-in is the reference */
-        if (only && strcmp(only, "auto") != 0 && strcmp(only, e->name) != 0) continue;
+    for (size_t i = 0; i < n; i++) {
+        const mha_plugin *table = mha_runtime_plugin_table(rt, i);
+        if (!table || table == reference || mha_runtime_plugin(rt, i, &pi) != MHA_OK) continue;
+        if (!pi.path || strcmp(pi.path, "(built-in)") == 0) continue; /* the reference */
+        if (only && strcmp(only, "auto") != 0 && (!pi.name || strcmp(only, pi.name) != 0)) continue;
         int pass = 0, fail = 0;
-        plugin_kit_check(e->plugin, mha_scalar_plugin_table(), reg->cpu_features, stdout, &pass,
-                         &fail);
-        printf("%-10s %d passed, %d failed  (%s)\n", e->name, pass, fail, e->path);
+        plugin_kit_check(table, reference, mha_runtime_cpu_features(rt), stdout, &pass, &fail);
+        printf("%-10s %d passed, %d failed  (%s)\n", pi.name, pass, fail, pi.path);
         total_pass += pass, total_fail += fail, checked++;
     }
-    registry_free(reg);
+    mha_runtime_destroy(rt);
     if (!checked)
         return cli_fail("no usable plugin%s%s to check", only ? " named " : "", only ? only : "");
     printf("%d passed, %d failed\n", total_pass, total_fail);
@@ -127,7 +136,7 @@ int cli_cmd_backends(int argc, char **argv) {
     }
 
     char features[256];
-    cpu_features_str(mha_runtime_cpu_features(rt), features, sizeof features);
+    mha_cpu_features_string(mha_runtime_cpu_features(rt), features, sizeof features);
     size_t n = mha_runtime_plugin_count(rt);
     if (json) {
         printf("{\"cpu_features\": ");

@@ -432,7 +432,7 @@ int cli_cmd_run(int argc, char **argv) {
                              s.n_out == 1 ? "" : "s", n_out_args);
         goto done;
     }
-    if ((rc = ds_bind_inputs(&c, s.in_info, s.n_in, in_args, n_in_args, s.in_file, 0)) != CLI_OK)
+    if ((rc = ds_bind_inputs(&c, s.in_info, s.n_in, in_args, n_in_args, s.in_file, 0, 0)) != CLI_OK)
         goto done;
     for (size_t i = 0; i < s.n_in; i++)
         if ((rc = run_read_input(&s, i)) != CLI_OK) goto done;
@@ -514,6 +514,8 @@ int cli_cmd_run(int argc, char **argv) {
             }
         long long rows = q && q->rank >= 1 ? (long long)q->shape[0] : 1;
         long long tokens = q && q->rank >= 3 ? rows * (long long)q->shape[q->rank - 2] : rows;
+        if (q && q->rank == 2 && q->dtype == MHA_DTYPE_INT64) /* token ids [B, S] */
+            tokens = rows * (long long)q->shape[1];
         double per = seconds > 0 ? 1.0 / seconds : 0.0;
         char where[4200] = "";
         if (out_dir)

@@ -44,7 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tensorfile.h"
+#include "mha/npy.h"
+#include "mha/tensor_file.h"
 
 #ifdef MHA_WITH_MPI
 #include <mpi.h>
@@ -63,9 +64,9 @@ int ds_have_mpi(void) {
 /* ------------------------------------------------------------------------ */
 
 typedef struct ds_input {
-    const char *file;   /* NULL: generated from --lengths */
-    npy_reader *reader; /* .npy file */
-    npy_header h;
+    const char *file;       /* NULL: generated from --lengths */
+    mha_npy_reader *reader; /* .npy file */
+    mha_npy_header h;
     int batch_major;         /* axis 0 is the batch: read by chunks */
     int zero_copy;           /* mapped and stored as the model wants it */
     mha_dtype dtype;         /* the model's dtype for it */
@@ -79,7 +80,7 @@ typedef struct ds_output {
     const char *file;     /* NULL: computed but not written */
     char *resume_partial; /* the partial file a checkpoint names */
     int stream;           /* written directly ("-", FIFO, device): no partial */
-    npy_writer *writer;
+    mha_npy_writer *writer;
     mha_tensor chunk;           /* dtype, rank and shape of one full chunk */
     int64_t dims[MHA_MAX_RANK]; /* of the file */
     size_t row_bytes;
@@ -90,7 +91,6 @@ typedef struct ds_output {
 typedef struct ds_state {
     const ds_options *o;
     int precision; /* MHA_PRECISION_* of every chunk */
-    mha_alloc_ctx alloc;
     mha_model *model;
     mha_model_info mi;
     mha_runtime *rt;
@@ -128,14 +128,14 @@ static char *ds_strcat2(const char *a, const char *b) {
 
 static void ds_state_free(ds_state *s, int keep_partials) {
     for (size_t i = 0; s->in && i < s->n_in; i++) {
-        npy_reader_close(s->in[i].reader);
+        mha_npy_reader_close(s->in[i].reader);
         free(s->in[i].buf);
     }
     for (size_t i = 0; s->out && i < s->n_out; i++) {
         if (keep_partials)
-            npy_writer_detach(s->out[i].writer);
+            mha_npy_writer_detach(s->out[i].writer);
         else
-            npy_writer_abort(s->out[i].writer);
+            mha_npy_writer_abort(s->out[i].writer);
         free(s->out[i].resume_partial);
         free(s->out[i].buf);
     }
@@ -162,10 +162,15 @@ static int ds_role_is_sequence(mha_io_role r) {
            r == MHA_ROLE_PAST_VALUE;
 }
 
-/* Whether axis 0 of input i (shape h) is the batch of B rows. */
-static int ds_is_batch_major(mha_io_role role, const npy_header *h, int64_t B) {
+/* Whether axis 0 of input i (shape h, declared as info) is the batch of B
+ * rows. A whole model (a plan) declares its batch axis: every input of the
+ * file's rank whose axis 0 is dynamic (token ids, 0/1 masks [B, S], token
+ * types, images [B, C, H, W]) goes by rows. */
+static int ds_is_batch_major(const mha_io_info *info, const mha_npy_header *h, int64_t B,
+                             int whole) {
     if (h->rank < 1 || h->dims[0] != B) return 0;
-    switch (role) {
+    if (whole) return info->rank == h->rank && info->shape[0] < 0;
+    switch (info->role) {
     case MHA_ROLE_KEY_PADDING_MASK:
         return h->rank == 2;
     case MHA_ROLE_NONPAD_KV_SEQLEN:
@@ -178,7 +183,7 @@ static int ds_is_batch_major(mha_io_role role, const npy_header *h, int64_t B) {
     case MHA_ROLE_ROTARY_SIN:
         return h->rank == 3 || h->rank == 4;
     default:
-        return ds_role_is_sequence(role);
+        return ds_role_is_sequence(info->role);
     }
 }
 
@@ -196,7 +201,9 @@ static const char *ds_input_names(const mha_io_info *info, size_t n_in, char *bu
 
 /* An input --lengths can stand in for: a bool [B, Skv] key-padding mask or
  * [B] lengths. */
-static int ds_generated_from_lengths(const mha_io_info *info) {
+static int ds_generated_from_lengths(const mha_io_info *info, int whole) {
+    if (whole) /* a whole model's 0/1 attention mask [B, S]: 1 = a token */
+        return info->role == MHA_ROLE_ATTN_MASK && info->rank == 2;
     return (info->role == MHA_ROLE_KEY_PADDING_MASK && info->dtype == MHA_DTYPE_BOOL &&
             info->rank == 2) ||
            (info->role == MHA_ROLE_NONPAD_KV_SEQLEN && info->rank == 1 &&
@@ -205,10 +212,11 @@ static int ds_generated_from_lengths(const mha_io_info *info) {
 
 /* Binds the INPUT arguments to model inputs: NAME=FILE by name, the rest in
  * order into the slots still free. With --lengths, a key-padding mask or
- * lengths input left without a file is made from the lengths. */
+ * lengths input left without a file is made from the lengths (a whole
+ * model's, `whole`: its [B, S] attention mask). */
 int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
-                   const char *const *args, size_t n_args, const char **in_file,
-                   int lengths_given) {
+                   const char *const *args, size_t n_args, const char **in_file, int lengths_given,
+                   int whole) {
     char names[512];
     for (size_t k = 0; k < n_args; k++) {
         const char *a = args[k];
@@ -229,7 +237,7 @@ int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
         }
         if (slot == n_in) {
             for (size_t i = 0; i < n_in && slot == n_in; i++)
-                if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i])))
+                if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i], whole)))
                     slot = i;
             if (slot == n_in)
                 return cli_usage_error(
@@ -239,7 +247,7 @@ int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
         in_file[slot] = file;
     }
     for (size_t i = 0; i < n_in; i++)
-        if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i])))
+        if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i], whole)))
             return cli_usage_error(c, "input '%s' (%s) has no file; the model takes: %s",
                                    info[i].name, mha_io_role_name(info[i].role),
                                    ds_input_names(info, n_in, names, sizeof names));
@@ -253,10 +261,10 @@ static int ds_open_input(ds_state *s, size_t i) {
     const mha_io_info *info = &s->in_info[i];
     mha_error err;
     mha_error_clear(&err);
-    if (npy_reader_open(&s->alloc, in->file, NPY_MMAP_AUTO, &in->reader, &err) != MHA_OK)
+    if (mha_npy_reader_open(in->file, MHA_MMAP_AUTO, NULL, &in->reader, &err) != MHA_OK)
         return cli_fail_err(in->file, &err);
-    in->h = *npy_reader_header(in->reader);
-    if (!tensorfile_can_convert(in->h.dtype, info->dtype))
+    in->h = *mha_npy_reader_header(in->reader);
+    if (!mha_dtype_can_convert(in->h.dtype, info->dtype))
         return cli_fail("%s: %s data cannot be used as input '%s' (%s)", in->file,
                         mha_dtype_name(in->h.dtype), info->name, mha_dtype_name(info->dtype));
     in->dtype = info->dtype;
@@ -280,10 +288,9 @@ static int ds_read_lengths(ds_state *s, int64_t S) {
     const char *path = s->o->lengths_path;
     mha_error err;
     mha_error_clear(&err);
-    tensorfile *tf = NULL;
-    if (tensorfile_read(&s->alloc, path, NULL, &tf, &err) != MHA_OK)
-        return cli_fail_err(path, &err);
-    const mha_tensor *t = &tf->t;
+    mha_tensor_file *tf = NULL;
+    if (mha_tensor_file_read(path, NULL, &tf, &err) != MHA_OK) return cli_fail_err(path, &err);
+    const mha_tensor *t = mha_tensor_file_tensor(tf);
     int rc = CLI_OK;
     if (t->dtype != MHA_DTYPE_INT64 && t->dtype != MHA_DTYPE_INT32) {
         rc = cli_fail("%s: lengths must be int64 or int32, not %s", path, mha_dtype_name(t->dtype));
@@ -304,8 +311,29 @@ static int ds_read_lengths(ds_state *s, int64_t S) {
             s->lengths[b] = v;
         }
     }
-    tensorfile_free(tf);
+    mha_tensor_file_free(tf);
     return rc;
+}
+
+/* 1 or 0 as one element of dtype at p (a generated mask). */
+static void ds_put_one_or_zero(mha_dtype dtype, void *p, int one) {
+    switch (dtype) {
+    case MHA_DTYPE_INT64:
+        *(int64_t *)p = one;
+        break;
+    case MHA_DTYPE_INT32:
+        *(int32_t *)p = one;
+        break;
+    case MHA_DTYPE_FLOAT32:
+        *(float *)p = (float)one;
+        break;
+    case MHA_DTYPE_FLOAT64:
+        *(double *)p = one;
+        break;
+    default:
+        *(uint8_t *)p = (uint8_t)one;
+        break; /* bool, int8, uint8 */
+    }
 }
 
 /* Points ins[i] at rows [r, r+n) of every input (whole inputs stay). */
@@ -327,6 +355,14 @@ static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
                 for (int64_t b = 0; b < n; b++)
                     for (int64_t j = 0; j < skv; j++)
                         m[b * skv + j] = j < s->lengths[r + b] ? (uint8_t)!pad : pad;
+            } else if (info->role == MHA_ROLE_ATTN_MASK) {
+                /* a whole model's [n, S] mask: 1 for the first length tokens */
+                size_t es = mha_dtype_size(info->dtype);
+                for (int64_t b = 0; b < n; b++)
+                    for (int64_t j = 0; j < skv; j++)
+                        ds_put_one_or_zero(info->dtype,
+                                           (char *)in->buf + (size_t)(b * skv + j) * es,
+                                           j < s->lengths[r + b]);
             } else if (info->dtype == MHA_DTYPE_INT64) {
                 memcpy(in->buf, s->lengths + r, (size_t)n * sizeof(int64_t));
             } else {
@@ -338,23 +374,23 @@ static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
         if (!in->batch_major) continue;
         t->shape[0] = n;
         if (in->zero_copy) {
-            t->data = (void *)npy_reader_mapped_rows(in->reader, r, r + n);
+            t->data = (void *)mha_npy_reader_mapped_rows(in->reader, r, r + n);
             continue;
         }
-        if (npy_reader_read_rows(in->reader, r, r + n, in->dtype, in->buf,
-                                 (size_t)n * in->row_bytes, &err) != MHA_OK)
+        if (mha_npy_reader_read_rows(in->reader, r, r + n, in->dtype, in->buf,
+                                     (size_t)n * in->row_bytes, &err) != MHA_OK)
             return cli_fail_err(in->file, &err);
         t->data = in->buf;
     }
     return CLI_OK;
 }
 
-static void ds_advise(ds_state *s, int64_t r0, int64_t r1, npy_advice advice) {
+static void ds_advise(ds_state *s, int64_t r0, int64_t r1, mha_npy_advice advice) {
     if (r1 > s->hi) r1 = s->hi;
     if (r0 >= r1) return;
     for (size_t i = 0; i < s->n_in; i++)
         if (s->in[i].reader && s->in[i].batch_major)
-            npy_reader_advise(s->in[i].reader, r0, r1, advice);
+            mha_npy_reader_advise(s->in[i].reader, r0, r1, advice);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -485,8 +521,8 @@ static int ds_checkpoint(ds_state *s) {
     mha_error_clear(&err);
     for (size_t i = 0; i < s->n_out; i++)
         if (s->out[i].writer &&
-            npy_writer_sync(s->out[i].writer, &s->out[i].bytes_done, &err) != MHA_OK)
-            return cli_fail_err(npy_writer_partial_path(s->out[i].writer), &err);
+            mha_npy_writer_sync(s->out[i].writer, &s->out[i].bytes_done, &err) != MHA_OK)
+            return cli_fail_err(mha_npy_writer_partial_path(s->out[i].writer), &err);
     size_t cap = strlen(s->fingerprint) + 64 + s->n_out * 4200 + s->n_in * 48;
     char *text = malloc(cap);
     if (!text) return cli_fail("out of memory");
@@ -495,14 +531,16 @@ static int ds_checkpoint(ds_state *s) {
         if (s->out[i].writer)
             used += (size_t)snprintf(text + used, cap - used, "bytes %zu %llu\npartial %zu %s\n", i,
                                      (unsigned long long)s->out[i].bytes_done, i,
-                                     npy_writer_partial_path(s->out[i].writer));
+                                     mha_npy_writer_partial_path(s->out[i].writer));
     for (size_t i = 0; i < s->n_in; i++)
         if (s->in[i].file && s->in[i].batch_major)
             used += (size_t)snprintf(text + used, cap - used, "rows-hash %zu %016llx\n", i,
                                      (unsigned long long)s->in[i].rows_hash);
-    mha_status st = used < cap
-                        ? atomic_file_save_nofollow(&s->alloc, s->ckpt_path, text, used, &err)
-                        : mha_fail(&err, MHA_ERR_INTERNAL, "checkpoint text too long");
+    if (used >= cap) {
+        free(text);
+        return cli_fail("%s: checkpoint text too long", s->ckpt_path);
+    }
+    mha_status st = mha_output_save_nofollow(s->ckpt_path, text, used, &err);
     free(text);
     if (st != MHA_OK) return cli_fail_err(s->ckpt_path, &err);
     return CLI_OK;
@@ -626,7 +664,7 @@ static int ds_verify_rows(ds_state *s, int64_t bs, int64_t skv) {
         if (rc != CLI_OK) return rc;
         for (size_t i = 0; i < s->n_in; i++)
             if (s->in[i].file && s->in[i].batch_major) ds_hash_rows(&s->in[i], s->ins[i].data, n);
-        ds_advise(s, r, r + n, NPY_ADVICE_DONTNEED);
+        ds_advise(s, r, r + n, MHA_NPY_DONTNEED);
         r += n;
     }
     for (size_t i = 0; i < s->n_in; i++)
@@ -680,7 +718,10 @@ static void ds_finish_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
     if (y->dtype != MHA_DTYPE_FLOAT32 || y->rank < 1 || n == 0) return;
     size_t per_row = (size_t)(mha_tensor_numel(y) / n);
     float *data = y->data;
-    if (s->lengths && sq == skv && (y->rank == 3 || y->rank == 4)) {
+    /* (a whole model's outputs stay as computed: the same bits as with the
+     * mask given as a file) */
+    if (s->lengths && sq == skv && (y->rank == 3 || y->rank == 4) &&
+        strcmp(s->mi.form, "plan") != 0) {
         /* [n, Sq, w] or bare attention [n, H, Sq, dv] */
         int64_t heads = y->rank == 4 ? y->shape[1] : 1;
         int64_t width = y->shape[y->rank - 1];
@@ -708,7 +749,6 @@ static int ds_setup(const cli_common *c, ds_state *s) {
     const ds_options *o = s->o;
     mha_error err;
     mha_error_clear(&err);
-    mha_alloc_ctx_init(&s->alloc, NULL);
     if (mha_model_load_file(o->model_path, NULL, &s->model, &err) != MHA_OK)
         return cli_fail_err(o->model_path, &err);
     mha_model_get_info(s->model, &s->mi);
@@ -742,7 +782,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
         s->out[i].file = i < o->n_out_files ? o->out_files[i] : NULL;
     }
     int rc = ds_bind_inputs(c, s->in_info, s->n_in, o->in_args, o->n_in_args, files,
-                            o->lengths_path != NULL);
+                            o->lengths_path != NULL, strcmp(s->mi.form, "plan") == 0);
     for (size_t i = 0; i < s->n_in; i++)
         s->in[i].file = files[i];
     free(files);
@@ -767,7 +807,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
                                          : 1;
     int64_t skv = sq;
     for (size_t i = 0; i < s->n_in; i++) {
-        const npy_header *h = &s->in[i].h;
+        const mha_npy_header *h = &s->in[i].h;
         if (s->in[i].file &&
             (s->in_info[i].role == MHA_ROLE_KEY_VALUE || s->in_info[i].role == MHA_ROLE_K))
             skv = h->rank == 4 ? h->dims[2] : h->rank >= 2 ? h->dims[1] : skv;
@@ -794,11 +834,11 @@ static int ds_setup(const cli_common *c, ds_state *s) {
         t->dtype = info->dtype;
         t->rank = in->h.rank;
         memcpy(t->shape, in->h.dims, sizeof t->shape);
-        in->batch_major = ds_is_batch_major(info->role, &in->h, s->B);
+        in->batch_major = ds_is_batch_major(info, &in->h, s->B, strcmp(s->mi.form, "plan") == 0);
         in->row_bytes = in->h.row_bytes / mha_dtype_size(in->h.dtype) * esize;
         if (in->batch_major) {
-            in->zero_copy = npy_reader_mapped_data(in->reader) && in->h.dtype == info->dtype &&
-                            info->dtype != MHA_DTYPE_BOOL;
+            in->zero_copy = mha_npy_reader_mapped_rows(in->reader, 0, 0) &&
+                            in->h.dtype == info->dtype && info->dtype != MHA_DTYPE_BOOL;
             if (!in->zero_copy && !(in->buf = ds_calloc((size_t)bs, in->row_bytes)))
                 return cli_fail("%s: out of memory for %lld rows of %zu bytes", in->file,
                                 (long long)bs, in->row_bytes);
@@ -806,8 +846,8 @@ static int ds_setup(const cli_common *c, ds_state *s) {
             size_t bytes = (size_t)in->h.rows * in->row_bytes;
             if (!(in->buf = ds_calloc(bytes, 1)))
                 return cli_fail("%s: out of memory for %zu bytes", in->file, bytes);
-            if (npy_reader_read_rows(in->reader, 0, in->h.rows, info->dtype, in->buf, bytes,
-                                     &err) != MHA_OK)
+            if (mha_npy_reader_read_rows(in->reader, 0, in->h.rows, info->dtype, in->buf, bytes,
+                                         &err) != MHA_OK)
                 return cli_fail_err(in->file, &err);
             t->data = in->buf;
         }
@@ -865,7 +905,9 @@ static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
         s->outs[i].shape[0] = n;
     mha_run_options ro;
     mha_run_options_init(&ro);
-    ro.kv_lengths = s->lengths ? s->lengths + r : NULL;
+    /* a whole model reads the lengths from the mask made of them, the same
+     * bits as the mask given as a file */
+    ro.kv_lengths = s->lengths && strcmp(s->mi.form, "plan") != 0 ? s->lengths + r : NULL;
     ro.precision = s->precision;
     mha_error err;
     mha_error_clear(&err);
@@ -886,10 +928,11 @@ static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
 static void ds_seq_lengths(const ds_state *s, int64_t *sq, int64_t *skv) {
     *sq = *skv = -1;
     for (size_t i = 0; i < s->n_in; i++) {
-        const npy_header *h = &s->in[i].h;
+        const mha_npy_header *h = &s->in[i].h;
         if (!s->in[i].file || h->rank < 2) continue;
         int64_t len = h->rank == 4 ? h->dims[2] : h->dims[1];
         mha_io_role role = s->in_info[i].role;
+        if (role == MHA_ROLE_TOKEN_IDS && *sq < 0) *sq = *skv = h->dims[1]; /* [B, S] */
         if (role == MHA_ROLE_QUERY || role == MHA_ROLE_Q) {
             *sq = len;
             if (*skv < 0) *skv = len;
@@ -902,6 +945,9 @@ static void ds_summary(const ds_state *s, long long rows, double seconds, double
                        long long nonfinite) {
     int64_t sq, skv;
     ds_seq_lengths(s, &sq, &skv);
+    for (size_t i = 0; i < s->n_in && sq < 0; i++) /* a whole model: its token ids [B, S] */
+        if (s->in[i].file && s->in_info[i].role == MHA_ROLE_TOKEN_IDS && s->in[i].h.rank == 2)
+            sq = s->in[i].h.dims[1];
     long long tokens = rows * (sq > 0 ? sq : 1);
     double per = seconds > 0 ? 1.0 / seconds : 0.0;
     char where[4200] = "";
@@ -945,10 +991,11 @@ static long ds_test_env(const char *name) {
 static int ds_output_complete(const ds_state *s, size_t i) {
     const ds_output *out = &s->out[i];
     unsigned char head[640], have[640];
-    size_t hn = s->sharded ? npy_format_header_shard(out->chunk.dtype, out->chunk.rank, out->dims,
-                                                     s->lo, s->hi, s->B, head, sizeof head)
-                           : npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims, head,
-                                               sizeof head);
+    size_t hn = s->sharded
+                    ? mha_npy_format_header_shard(out->chunk.dtype, out->chunk.rank, out->dims,
+                                                  s->lo, s->hi, s->B, head, sizeof head)
+                    : mha_npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims, head,
+                                            sizeof head);
     int fd = hn ? open(out->file, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
     if (fd < 0) return 0;
     struct stat sb;
@@ -979,10 +1026,10 @@ static int ds_open_writers(ds_state *s, int found, size_t *complete) {
                             "file to start over)",
                             s->ckpt_path, out->resume_partial);
         }
-        if (npy_writer_begin_partial(&s->alloc, out->file, found ? out->resume_partial : NULL,
-                                     out->chunk.dtype, out->chunk.rank, out->dims, s->lo,
-                                     s->sharded ? s->B : 0, found ? s->done : 0, &out->writer,
-                                     &err) != MHA_OK)
+        if (mha_npy_writer_begin_partial(out->file, found ? out->resume_partial : NULL,
+                                         out->chunk.dtype, out->chunk.rank, out->dims, s->lo,
+                                         s->sharded ? s->B : 0, found ? s->done : 0, NULL,
+                                         &out->writer, &err) != MHA_OK)
             return cli_fail_err(found ? out->resume_partial : out->file, &err);
     }
     return CLI_OK;
@@ -998,15 +1045,12 @@ static int ds_prepare_outputs(const cli_common *c, ds_state *s, int *found) {
     *found = 0;
     for (size_t i = 0; i < s->n_out; i++) {
         ds_output *out = &s->out[i];
-        atomic_dest d;
         mha_error err;
         mha_error_clear(&err);
         if (!out->file) continue;
-        if (atomic_dest_resolve(&s->alloc, out->file, &d, &err) != MHA_OK)
+        if (mha_output_is_stream(out->file, &out->stream, &err) != MHA_OK)
             return cli_fail_err(out->file, &err);
-        out->stream = d.kind == ATOMIC_DEST_STREAM;
         streamed |= out->stream;
-        atomic_dest_clear(&s->alloc, &d);
         if (out->stream && o->resume)
             return cli_usage_error(c,
                                    "--resume: output '%s' is written directly (standard "
@@ -1026,9 +1070,9 @@ static int ds_prepare_outputs(const cli_common *c, ds_state *s, int *found) {
     for (size_t i = 0; i < s->n_out; i++) {
         const char *keep = s->out[i].resume_partial;
         if (s->out[i].file && !s->out[i].stream)
-            atomic_file_clean_stale(&s->alloc, s->out[i].file, &keep, keep ? 1 : 0);
+            mha_output_clean_stale_except(s->out[i].file, &keep, keep ? 1 : 0);
     }
-    if (s->ckpt_path) atomic_file_clean_stale(&s->alloc, s->ckpt_path, NULL, 0);
+    if (s->ckpt_path) mha_output_clean_stale(s->ckpt_path);
     s->have_ckpt = *found;
     return CLI_OK;
 }
@@ -1092,20 +1136,20 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
     const long crash_rows = ds_test_env("MHA_TEST_DATASET_CRASH_ROWS");
     double t0 = cli_now(), last_ckpt = t0;
     int64_t rows_here = 0;
-    ds_advise(s, s->lo + s->done, s->lo + s->done + bs, NPY_ADVICE_WILLNEED);
+    ds_advise(s, s->lo + s->done, s->lo + s->done + bs, MHA_NPY_WILLNEED);
     while (s->lo + s->done < s->hi && rc == CLI_OK) {
         const int64_t r = s->lo + s->done;
         const int64_t n = s->hi - r < bs ? s->hi - r : bs;
-        ds_advise(s, r + n, r + 2 * n, NPY_ADVICE_WILLNEED); /* read ahead while computing */
+        ds_advise(s, r + n, r + 2 * n, MHA_NPY_WILLNEED); /* read ahead while computing */
         if ((rc = ds_compute_chunk(s, r, n, sq, skv)) != CLI_OK) break;
         for (size_t i = 0; i < s->n_in; i++) /* what the checkpoint will vouch for */
             if (s->in[i].file && s->in[i].batch_major) ds_hash_rows(&s->in[i], s->ins[i].data, n);
         for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++)
             if (s->out[i].writer &&
-                npy_writer_write_rows(s->out[i].writer, s->out[i].buf, n, &err) != MHA_OK)
+                mha_npy_writer_write_rows(s->out[i].writer, s->out[i].buf, n, &err) != MHA_OK)
                 rc = cli_fail_err(s->out[i].file, &err);
         if (rc != CLI_OK) break;
-        ds_advise(s, r, r + n, NPY_ADVICE_DONTNEED);
+        ds_advise(s, r, r + n, MHA_NPY_DONTNEED);
         s->done += n;
         rows_here += n;
         if (crash_rows > 0 && s->done >= crash_rows) raise(SIGKILL);
@@ -1153,9 +1197,9 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
     if (s->ckpt_path && (rc = ds_checkpoint(s)) == CLI_OK) s->have_ckpt = 1;
     for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++) {
         if (!s->out[i].writer) continue;
-        npy_writer *w = s->out[i].writer;
+        mha_npy_writer *w = s->out[i].writer;
         s->out[i].writer = NULL;
-        if (npy_writer_commit(w, &err) != MHA_OK) rc = cli_fail_err(s->out[i].file, &err);
+        if (mha_npy_writer_commit(w, &err) != MHA_OK) rc = cli_fail_err(s->out[i].file, &err);
     }
     cli_signals_restore(&sigs);
     if (rc != CLI_OK) {
@@ -1206,7 +1250,7 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
     /* open every output collectively; rank 0 writes the headers */
     MPI_File *fh = ds_calloc(s->n_out, sizeof *fh);
     uint64_t *head_bytes = ds_calloc(s->n_out, sizeof *head_bytes);
-    atomic_file **partial = ds_calloc(s->n_out, sizeof *partial); /* rank 0's */
+    mha_output_file **partial = ds_calloc(s->n_out, sizeof *partial); /* rank 0's */
     if (!fh || !head_bytes || !partial) ds_mpi_fail(cli_fail("out of memory"));
     for (size_t i = 0; i < s->n_out; i++) {
         ds_output *out = &s->out[i];
@@ -1216,14 +1260,13 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
         if (s->rank == 0) {
             mha_error err;
             mha_error_clear(&err);
-            if (atomic_file_begin_partial(&s->alloc, out->file, NULL, 0, NULL, 0, &partial[i],
-                                          &err) != MHA_OK)
+            if (mha_output_file_begin_partial(out->file, NULL, &partial[i], &err) != MHA_OK)
                 ds_mpi_fail(cli_fail_err(out->file, &err));
-            if (!atomic_file_tmp_path(partial[i]))
+            if (!mha_output_file_tmp_path(partial[i]))
                 ds_mpi_fail(cli_fail("%s: --mpi writes through MPI-IO: give a regular file, not "
                                      "standard output, a FIFO or a device",
                                      out->file));
-            if (!cli_format(name, sizeof name, "%s", atomic_file_tmp_path(partial[i])))
+            if (!cli_format(name, sizeof name, "%s", mha_output_file_tmp_path(partial[i])))
                 ds_mpi_fail(cli_fail("%s: path too long", out->file));
         }
         MPI_Bcast(name, (int)sizeof name, MPI_CHAR, 0, MPI_COMM_WORLD);
@@ -1232,7 +1275,7 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
             ds_mpi_fail(cli_fail("%s: MPI_File_open failed", name));
         unsigned char head[640];
         size_t hn =
-            npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims, head, sizeof head);
+            mha_npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims, head, sizeof head);
         if (hn == 0) ds_mpi_fail(cli_fail("%s: cannot format the header", out->file));
         head_bytes[i] = hn;
         if (s->rank == 0 &&
@@ -1251,7 +1294,7 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
         const int64_t r = s->lo + k * bs;
         const int64_t n = r < s->hi ? (s->hi - r < bs ? s->hi - r : bs) : 0;
         if (n > 0) {
-            ds_advise(s, r + n, r + 2 * n, NPY_ADVICE_WILLNEED);
+            ds_advise(s, r + n, r + 2 * n, MHA_NPY_WILLNEED);
             ds_mpi_fail(ds_compute_chunk(s, r, n, sq, skv));
         }
         for (size_t i = 0; i < s->n_out; i++) {
@@ -1267,7 +1310,7 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
                 ds_mpi_fail(cli_fail("%s: MPI_File_write_at_all failed", s->out[i].file));
         }
         if (n > 0) {
-            ds_advise(s, r, r + n, NPY_ADVICE_DONTNEED);
+            ds_advise(s, r, r + n, MHA_NPY_DONTNEED);
             s->done += n;
         }
         ds_progress_draw(&prog, s->done, s->hi - s->lo, 0);
@@ -1286,12 +1329,12 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
     for (size_t i = 0; i < s->n_out; i++) { /* rank 0: fsync and rename into place */
         mha_error err;
         mha_error_clear(&err);
-        atomic_file *f = partial[i];
+        mha_output_file *f = partial[i];
         partial[i] = NULL;
-        if (f && rc == CLI_OK && atomic_file_commit(f, &err) != MHA_OK)
+        if (f && rc == CLI_OK && mha_output_file_commit(f, &err) != MHA_OK)
             rc = cli_fail_err(s->out[i].file, &err);
         else if (f && rc != CLI_OK)
-            atomic_file_abort(f);
+            mha_output_file_abort(f);
     }
     if (rc == CLI_OK && s->rank == 0 && !o->quiet)
         ds_summary(s, all_rows, seconds, t_start, all_bad);

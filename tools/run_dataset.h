@@ -47,7 +47,8 @@ int ds_run(const cli_common *c, const ds_options *o);
  * lengths_given, a bool key-padding mask or lengths input may stay without
  * a file (it is made from --lengths). Prints usage errors. */
 int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
-                   const char *const *args, size_t n_args, const char **in_file, int lengths_given);
+                   const char *const *args, size_t n_args, const char **in_file, int lengths_given,
+                   int whole);
 
 /* Whether this binary was built with MPI (mha-mpi). */
 int ds_have_mpi(void);

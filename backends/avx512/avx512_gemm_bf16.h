@@ -55,6 +55,13 @@ AVX512_GEMM_BF16_UKERNEL_ROWS(4)
 AVX512_GEMM_BF16_UKERNEL_ROWS(8)
 AVX512_GEMM_BF16_UKERNEL_ROWS(12)
 
+/* 32 floats to 16 pairs, neighbours paired (avx512_vec.h: VCVTNE2PS2BF16
+ * or its exact emulation, the rounding of common/bf16.h) */
+#define GEMM_BF16_HAVE_PAIR16 1
+static inline void gemm_bf16_pair16(const float *x, uint32_t *pairs) {
+    vbf_store(pairs, vbf_pair_adjacent(vf_load(x), vf_load(x + 16)));
+}
+
 static inline void gemm_bf16_ukernel_rows(int64_t kp, const uint32_t *ap, const uint32_t *bp,
                                           float *c, int64_t ldc, int accumulate, int64_t mr) {
     /* the smallest register block holding mr rows (a short last sliver

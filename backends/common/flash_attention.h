@@ -14,6 +14,8 @@
  *   vf_hide_masked(s, mv)     mv <= -FLT_MAX ? -inf : s + mv   (per lane)
  *   vf_hide_tail(s, n)        lanes >= n -> -inf
  *   vf_exp_or_zero(s, m)      s == -inf ? 0 : exp(s - m)
+ *   FA_HAVE_EXP2 (optional) and vf_exp2(t) = 2^t for t <= 0, -inf -> 0:
+ *                             the bfloat16 softmax then exponentiates in base 2
  *   vf_bad_bits(s)            bit per lane that is NaN or +inf
  *   FA_HAVE_GT_BITS (optional) and vf_gt_bits(a, b): bit per lane a > b
  *   FA_MR  rows of the score micro-tile (registers: FA_MR x FA_BC/VLEN)
@@ -74,6 +76,7 @@
 #include "common/kernel_common.h"
 
 #define FA_NCV (FA_BC / VLEN) /* vectors per key block */
+#define FA_LOG2E 1.44269504088896341f
 #ifndef FA_PVR
 #define FA_PVR 4 /* rows of the P.V micro-tile */
 #endif
@@ -597,24 +600,51 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, cons
     if (bmax == -INFINITY) return 0;
     float m_new = bmax > *m ? bmax : *m;
 #endif
-    /* acc and l are still 0 while m == -inf; an unchanged max (most blocks
-     * after the first few) needs no exp: exp(0) is exactly 1 */
+        /* acc and l are still 0 while m == -inf; an unchanged max (most blocks
+         * after the first few) needs no exp: exp(0) is exactly 1 */
+#ifdef FA_HAVE_EXP2
+    /* bfloat16 exponentiates in base 2 while m log2(e) is a float far from
+     * overflow (always, but for masks of huge finite values: base e then);
+     * float32 keeps base e, its bits unchanged */
+    const int base2 = fa_bf16(a) && fabsf(m_new) < 1e37f;
+#endif
     float corr = 0.0f;
     if (*m == m_new) {
         corr = 1.0f;
     } else if (*m != -INFINITY) {
         _Alignas(64) float e[VLEN];
-        vf_store(e, vf_exp(vf_set1(*m - m_new)));
+#ifdef FA_HAVE_EXP2
+        /* the same rounded m log2(e) as the probabilities use, so the
+         * factor moves them exactly as far as their exponent moved (an old
+         * m of base e was a huge negative: the factor is 0 either way) */
+        if (base2)
+            vf_store(e, vf_exp2(vf_set1(*m * FA_LOG2E - m_new * FA_LOG2E)));
+        else
+#endif
+            vf_store(e, vf_exp(vf_set1(*m - m_new)));
         corr = e[0];
     }
 
     /* pass c: probabilities and their sum (vectors, then lanes); P for P.V
-     * in bfloat16 (pairs, or rounded floats), l keeps the float sum */
-    const vf vm = vf_set1(m_new);
+     * in bfloat16 (pairs, or rounded floats), l keeps the float sum. With
+     * vf_exp2: p = 2^(s log2(e) - m log2(e)), one FMA into the exponent
+     * (a hidden -inf gives 0) */
     vf psum = vf_zero();
-    _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
-        x[c] = vf_exp_or_zero(x[c], vm);
-        psum = vf_add(psum, x[c]);
+#ifdef FA_HAVE_EXP2
+    if (base2) {
+        const vf vlog2e = vf_set1(FA_LOG2E), vneg_ml = vf_set1(-(m_new * FA_LOG2E));
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+            x[c] = vf_exp2(vf_fma(x[c], vlog2e, vneg_ml));
+            psum = vf_add(psum, x[c]);
+        }
+    } else
+#endif
+    {
+        const vf vm = vf_set1(m_new);
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+            x[c] = vf_exp_or_zero(x[c], vm);
+            psum = vf_add(psum, x[c]);
+        }
     }
 #ifdef FA_HAVE_BF16_DOT
     if (FA_PAIRS(a)) {

@@ -12,7 +12,12 @@
  *                  a1 * b1 + a0 * b0   (the odd k of the pair first, then the
  *                  even one, each added with one rounding, as VDPBF16PS),
  *     where ap[t*MR + r] holds A[r, 2t] (low half) and A[r, 2t+1] (high
- *     half) and bp[t*NR + n] holds B[2t, n] and B[2t+1, n]; r < mr, n < NR.
+ *     half) and bp[t*NR + n] holds B[2t, n] and B[2t+1, n]; r < mr, n < NR;
+ * and optionally GEMM_BF16_HAVE_PAIR16 with
+ *   void gemm_bf16_pair16(const float *x, uint32_t *pairs);
+ *     pairs[i] = gemm_bf16_pair(x[2i], x[2i+1]) for i < 16, the same bits
+ *     (the A rows are packed through it: per element, the scalar rounding
+ *     cost as much as the products of a short k-block).
  *
  * Packed B: ceil(N/NR) panels, each [ceil(K/2)][NR] pairs; an odd K and the
  * columns past N are padded with zeros (a zero product adds nothing).
@@ -37,6 +42,14 @@
     (GEMM_KC % 2)
 #error "define GEMM_MR, GEMM_NR, GEMM_MC and an even GEMM_KC before including gemm_bf16.h"
 #endif
+
+/* k per block in bfloat16: twice the float32 block, so the packed A block
+ * (KC / 2 pairs per row) and a B panel's slice take the bytes they take in
+ * float32 (the stack the float32 driver uses), and a d_model 768 or 1024
+ * projection is one block: C loaded and stored once. A chain split at a
+ * block is stored and reloaded as a float, so the block size changes no
+ * bits. */
+#define GEMM_BF16_KC (2 * GEMM_KC)
 
 /* Two floats of row-major data rounded and paired: lo = x[0], hi = x[1]
  * (or 0 past the end). */
@@ -72,13 +85,13 @@ static inline void gemm_bf16_pack_b(int64_t K, int64_t N, const float *B, int64_
  * columns clipped to [n0, n1). Shapes as gemm_blocked_rows; K > 0. */
 static inline void gemm_bf16_rows(const mha_gemm_args *a, int64_t mb, int64_t p_first,
                                   int64_t p_last) {
-    _Alignas(64) uint32_t ap[GEMM_MC * GEMM_KC / 2];
+    _Alignas(64) uint32_t ap[GEMM_MC * GEMM_BF16_KC / 2];
     _Alignas(64) float ct[GEMM_MR * GEMM_NR];
     const int64_t rows = a->m1 - mb < GEMM_MC ? a->m1 - mb : GEMM_MC;
     const int64_t tiles = (rows + GEMM_MR - 1) / GEMM_MR, kp_all = (a->K + 1) / 2;
 
-    for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_KC) {
-        const int64_t kc = a->K - k0 < GEMM_KC ? a->K - k0 : GEMM_KC, kp = (kc + 1) / 2;
+    for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_BF16_KC) {
+        const int64_t kc = a->K - k0 < GEMM_BF16_KC ? a->K - k0 : GEMM_BF16_KC, kp = (kc + 1) / 2;
 
         /* pass 1: the A slivers as rounded pairs [tile][kp][MR], zero past
          * the rows and past K */
@@ -91,7 +104,18 @@ static inline void gemm_bf16_rows(const mha_gemm_args *a, int64_t mb, int64_t p_
                     continue;
                 }
                 const float *arow = a->A + (mb + t * GEMM_MR + r) * a->lda + k0;
-                for (int64_t j = 0; j < kp; j++)
+                int64_t j = 0;
+#ifdef GEMM_BF16_HAVE_PAIR16
+                /* 16 pairs (32 floats) at a time through the backend's
+                 * vector rounding (the same bits), spread to the sliver */
+                for (; 2 * j + 32 <= kc; j += 16) {
+                    _Alignas(64) uint32_t pairs[16];
+                    gemm_bf16_pair16(arow + 2 * j, pairs);
+                    for (int64_t i = 0; i < 16; i++)
+                        dst[(j + i) * GEMM_MR] = pairs[i];
+                }
+#endif
+                for (; j < kp; j++)
                     dst[j * GEMM_MR] =
                         gemm_bf16_pair(arow[2 * j], 2 * j + 1 < kc ? arow[2 * j + 1] : 0.0f);
             }

@@ -16,6 +16,9 @@
  *       c[r, n] (+)= sum_{k<kc} ap[k*MR + r] * bp[k*NR + n], r < MR, n < NR,
  *       the sum as ONE chain over k ascending starting from c (accumulate)
  *       or from 0.
+ *   optional: GEMM_HAVE_PACK_A and
+ *   void gemm_pack_a(const float *A, int64_t lda, int64_t kc, float *dst):
+ *       dst[k * MR + r] = A[r * lda + k] for r < MR, k < kc (a full sliver).
  *   optional: GEMM_HAVE_UKERNEL_ROWS and
  *   void gemm_ukernel_rows(kc, ap, bp, c, ldc, accumulate, int64_t mr):
  *       the same for rows r < mr only (0 < mr < MR; c has only mr rows),
@@ -100,6 +103,12 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
         /* pass 1: pack the A slivers [tile][kc][MR], zero rows past the range */
         for (int64_t t = 0; t < tiles; t++) {
             float *dst = ap + t * kc * GEMM_MR;
+#ifdef GEMM_HAVE_PACK_A
+            if (t * GEMM_MR + GEMM_MR <= rows) { /* a full sliver: the kernel's packer */
+                gemm_pack_a(a->A + (mb + t * GEMM_MR) * a->lda + k0, a->lda, kc, dst);
+                continue;
+            }
+#endif
             for (int64_t r = 0; r < GEMM_MR; r++) {
                 if (t * GEMM_MR + r < rows) {
                     const float *arow = a->A + (mb + t * GEMM_MR + r) * a->lda + k0;

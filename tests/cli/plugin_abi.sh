@@ -24,6 +24,15 @@ out=$("$MHA" backends 2>&1)
 echo "$out" | grep -Eq "^wrong +[^ ]+ +[0-9]+ +usable" ||
     fail "the minimal 2.0 plugin is not usable: $out"
 
+# the plugin test kit (backends --check, on the public API): the wrong
+# plugin fails it, the scalar plugin file passes it
+out=$("$MHA" backends --check --backend wrong 2>&1) && fail "the kit passed the wrong plugin: $out"
+echo "$out" | tail -n 1 | grep -Eq "^[0-9]+ passed, [1-9][0-9]* failed$" ||
+    fail "the kit on the wrong plugin: $out"
+out=$("$MHA" backends --check --backend scalar 2>&1) || fail "the kit fails the scalar plugin: $out"
+echo "$out" | tail -n 1 | grep -Eq "^[1-9][0-9]* passed, 0 failed$" ||
+    fail "the kit on the scalar plugin: $out"
+
 out=$("$MHA" check --backend wrong "$F/mpt_alibi_op15" 2>&1) && fail "ALiBi ran on a plugin without it"
 echo "$out" | grep -q "backend 'wrong' does not declare ALiBi (MHA_OP_ALIBI" ||
     fail "the ALiBi refusal does not name the plugin and what it lacks: $out"

@@ -69,7 +69,7 @@ expect 2 "gen with D not a multiple of H" "$MHA" gen -d 10 -H 3 -o "$T/m.onnx"
 expect 2 "gen with kv heads not dividing H" "$MHA" gen -d 16 -H 4 --kv-heads 3 -o "$T/m.onnx"
 expect 2 "gen --data without --batch" "$MHA" gen -d 16 -H 2 -o "$T/m.onnx" --data "$T/x.npy" --seq 4
 expect 2 "gen --batch without --data" "$MHA" gen -d 16 -H 2 -o "$T/m.onnx" --batch 2
-expect 2 "gen --data not .npy" "$MHA" gen -d 16 -H 2 -o "$T/m.onnx" --data "$T/x.pb" --batch 1 --seq 1
+expect 2 "gen --data neither .npy nor .pb" "$MHA" gen -d 16 -H 2 -o "$T/m.onnx" --data "$T/x.txt" --batch 1 --seq 1
 expect 2 "gen -d 0" "$MHA" gen -d 0 -H 1 -o "$T/m.onnx"
 expect 2 "peak --reps 0" "$MHA" peak --reps 0
 expect 2 "peak --threads x" "$MHA" peak --threads 1,x

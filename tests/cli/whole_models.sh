@@ -82,6 +82,38 @@ bind="input_ids=$D/input_ids.npy attention_mask=$D/attention_mask.npy token_type
   fail "run: streamed"
 cmp "$T/y_all.npy" "$T/y_2.npy" || fail "run: streamed hidden states differ"
 cmp "$T/pool_all.npy" "$T/pool_2.npy" || fail "run: streamed pooled outputs differ"
+# --resume is taken only by a run that goes by rows (a run in one piece
+# refuses it), so this shows the rows were streamed; the same bytes again
+# shellcheck disable=SC2086
+"$MHA" run -q "$B/model.onnx" $bind -o "$T/y_r.npy" "$T/pool_r.npy" --batch-size 2 --resume ||
+  fail "run: token ids not streamed by rows (--resume refused)"
+cmp "$T/y_all.npy" "$T/y_r.npy" || fail "run: resumable run differs"
+# --lengths stands in for the 0/1 attention mask: the same bits as the mask.
+# The lengths file is written here as .npy (int64 [5]) from the mask's rows
+lens=$(od -An -v -t d8 -j 128 "$D/attention_mask.npy" | tr -s ' ' '\n' | sed '/^$/d' |
+  awk '{ n++; s += $1 } n % 6 == 0 { printf "%d ", s; s = 0 }')
+[ "$(echo $lens | wc -w)" = 5 ] || fail "run: lengths from the mask: '$lens'"
+{
+  hdr="{'descr': '<i8', 'fortran_order': False, 'shape': (5,), }"
+  printf '\223NUMPY\001\000\166\000%s' "$hdr"
+  printf '%*s\n' $((118 - ${#hdr} - 1)) ''
+  for l in $lens; do
+    printf "$(printf '\\%03o' "$l")\000\000\000\000\000\000\000"
+  done
+} >"$T/lengths.npy"
+"$MHA" run -q "$B/model.onnx" "input_ids=$D/input_ids.npy" "token_type_ids=$D/token_type_ids.npy" \
+  --lengths "$T/lengths.npy" -o "$T/y_len.npy" "$T/pool_len.npy" --batch-size 2 ||
+  fail "run: --lengths in place of the attention mask"
+cmp "$T/y_all.npy" "$T/y_len.npy" || fail "run: --lengths hidden states differ from the mask's"
+cmp "$T/pool_all.npy" "$T/pool_len.npy" || fail "run: --lengths pooled outputs differ from the mask's"
+# shards of the rows, merged: the bytes of the whole run
+for i in 0 1; do
+  # shellcheck disable=SC2086
+  "$MHA" run -q "$B/model.onnx" $bind -o "$T/y_s$i.npy" "$T/pool_s$i.npy" --shard $i/2 ||
+    fail "run: --shard $i/2 on a whole model"
+done
+"$MHA" merge "$T/y_merged.npy" "$T/y_s1.npy" "$T/y_s0.npy" --quiet || fail "merge: whole-model shards"
+cmp "$T/y_all.npy" "$T/y_merged.npy" || fail "run: merged shards differ from the whole run"
 # [5, 6, 64] float32 after a 128-byte header
 [ "$(wc -c <"$T/y_all.npy")" = $((128 + 5 * 6 * 64 * 4)) ] || fail "run: output size"
 echo "ok: run streams token ids"

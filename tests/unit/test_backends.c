@@ -1506,6 +1506,55 @@ static void test_bf16_rounding(void **state) {
     bf16_backends_free(bb + 1, nb - 1);
 }
 
+/* The same values where a backend rounds whole vectors of A (a row of K =
+ * 70: two vectors of 16 pairs, then 3 pairs one by one): row m holds x at
+ * column k_m (even and odd columns, every lane, the vectors and the tail)
+ * and zeros elsewhere, B is the identity, so C[m, k_m] = bf16(x) exactly
+ * (the other columns of a row holding inf or NaN are NaN, not checked). */
+static void test_bf16_rounding_rows(void **state) {
+    (void)state;
+    const float xs[] = {1.0f + 0x1p-8f,
+                        1.0f + 3 * 0x1p-8f,
+                        1.0f + 0x1p-8f + 0x1p-20f,
+                        -3.0f,
+                        1e-40f,
+                        -1e-40f,
+                        FLT_MAX,
+                        -FLT_MAX,
+                        NAN,
+                        0.1f,
+                        -1234.567f,
+                        0x1.fffffep-127f};
+    const int64_t nx = (int64_t)(sizeof xs / sizeof xs[0]), K = 70, M = 70;
+    float *a = calloc((size_t)(M * K), sizeof(float)), *b = calloc((size_t)(K * K), sizeof(float));
+    float *c_out = calloc((size_t)(M * K), sizeof(float));
+    for (int64_t k = 0; k < K; k++)
+        b[k * K + k] = 1.0f;
+    for (int64_t m = 0; m < M; m++)
+        a[m * K + (m * 11) % K] = xs[m % nx];
+    gemm_data g = {.M = M, .N = K, .K = K, .lda = K, .ldc = K, .A = a, .B = b};
+    bf16_backend bb[MAX_BACKENDS + 2];
+    bb[0] = (bf16_backend){"scalar (built-in)", REF, NULL, 0};
+    const int nb = 1 + bf16_backends(bb + 1, MAX_BACKENDS + 1);
+    for (int bi = 0; bi < nb; bi++) {
+        void *packed = pack_bf16_for(bb[bi].p, bb[bi].state, &g);
+        gemm_call_prec(bb[bi].p, bb[bi].state, &g, packed, c_out, 0, M, 0, K, 1,
+                       MHA_PRECISION_BFLOAT16);
+        free(packed);
+        for (int64_t m = 0; m < M; m++) {
+            const float x = xs[m % nx], c = c_out[m * K + (m * 11) % K];
+            const double want = bf16_expect(x);
+            if (want != want ? c == c : (double)c != want || !signbit(c) != !signbit(want)) {
+                fprintf(stderr, "%s: row %lld: bf16(%a) = %a, want %a\n", bb[bi].label,
+                        (long long)m, (double)x, (double)c, want);
+                fail();
+            }
+        }
+    }
+    bf16_backends_free(bb + 1, nb - 1);
+    free(a), free(b), free(c_out);
+}
+
 /* Attention in bfloat16 on one case: every bfloat16 backend against the
  * scalar bfloat16 reference. Both round q, k, v and p to bfloat16, but p at
  * different points (the reference after the row's final max, the flash
@@ -1668,6 +1717,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bf16_declared),
         cmocka_unit_test(test_bf16_rounding),
+        cmocka_unit_test(test_bf16_rounding_rows),
         cmocka_unit_test(test_gemm_bf16),
         cmocka_unit_test(test_attention_bf16),
         cmocka_unit_test(test_attention_bf16_unseen_inf),

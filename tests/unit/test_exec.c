@@ -995,6 +995,47 @@ static void test_nan_stays_in_its_batch_item(void **state) {
     pool_destroy(pl);
 }
 
+/* A float mask the graph adds: a row whose keys are all finfo.min
+ * (-FLT_MAX) or -inf averages V over the finfo.min keys, as the graph's
+ * float32 softmax does (CLIP's causal + padding terms summed); a row of
+ * -inf alone gives zeros. On every backend. */
+static void test_lowest_mask_rows(void **state) {
+    (void)state;
+    backend_list bl;
+    backends_open(&bl);
+    cfg c = make_cfg(11); /* bare 4D, float mask [H, Sq, Skv] */
+    fixture f;
+    fixture_make(&f, &c, 900);
+    float *m = f.in[3].data;
+    const int64_t Sq = c.Sq, Skv = c.Skv, dv = c.dv;
+    for (int64_t i = 0; i < mha_tensor_numel(&f.in[3]); i++)
+        m[i] = 0.0f;
+    /* head 0: query 0 sees key 0 at -inf and the rest at finfo.min;
+     * query 1 sees -inf only */
+    m[0] = -INFINITY;
+    for (int64_t j = 1; j < Skv; j++)
+        m[j] = -FLT_MAX;
+    for (int64_t j = 0; j < Skv; j++)
+        m[Skv + j] = -INFINITY;
+    const float *v = f.in[2].data; /* [B 1, Hkv, Skv, dv] */
+    for (int p = 0; p < bl.n; p++) {
+        float *y = out_buffer(&f);
+        assert_int_equal(run_exec_state(bl.plugin[p], bl.state[p], NULL, &f, y, NULL), MHA_OK);
+        for (int64_t d = 0; d < dv; d++) {
+            double mean = 0.0;
+            for (int64_t j = 1; j < Skv; j++)
+                mean += v[j * dv + d] / (double)(Skv - 1);
+            if (fabs(y[d] - mean) > 1e-5 * (1.0 + fabs(mean)))
+                fail_msg("%s: row of finfo.min keys, dim %lld: %g, want the mean %g",
+                         bl.plugin[p]->name, (long long)d, (double)y[d], mean);
+            assert_true(y[Sq > 1 ? dv + d : d] == 0.0f);
+        }
+        free(y);
+    }
+    fixture_free(&f);
+    backends_close(&bl);
+}
+
 /* A self-parallel plugin gets each phase as one call with the run's
  * threads, on the calling thread; the result is the same. */
 static void test_self_parallel(void **state) {
@@ -1378,6 +1419,7 @@ int main(void) {
         cmocka_unit_test(test_batch_chunks),
         cmocka_unit_test(test_plugin_sizes_checked),
         cmocka_unit_test(test_nan_stays_in_its_batch_item),
+        cmocka_unit_test(test_lowest_mask_rows),
         cmocka_unit_test(test_self_parallel),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_input_checks),

@@ -1435,6 +1435,41 @@ static void test_reduce(void **state) {
     free_all(in, 1);
 }
 
+/* ReduceL1 / ReduceL2 / ReduceSumSquare: F.normalize (sentence-transformers
+ * pooling) writes ReduceL2 with the axes an attribute before opset 18 */
+static void test_reduce_norms(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[2], *y;
+    const float x[6] = {3, -4, 0, 1, 2, -2}; /* [2, 3] */
+    tn_init(&t, "ReduceL2", 1, 1);
+    tn_ints(&t, "axes", I(1), 1);
+    in[0] = tf(2, D(2, 3), x);
+    y = run1(14, &t, in);
+    expect_f(y, 2, D(2, 1), F(5, 3), 1e-6);
+    tensor_free(y);
+    tn_init(&t, "ReduceL1", 1, 1);
+    tn_ints(&t, "axes", I(1), 1);
+    tn_int(&t, "keepdims", 0);
+    y = run1(14, &t, in);
+    expect_f(y, 1, D(2), F(7, 5), 0);
+    tensor_free(y);
+    /* opset 18: the axes an input */
+    tn_init(&t, "ReduceSumSquare", 2, 1);
+    in[1] = ti1(1, I(0));
+    y = run1(18, &t, in);
+    expect_f(y, 2, D(1, 3), F(10, 20, 4), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    /* integers: L2 of (3, 4) is 5 */
+    tn_init(&t, "ReduceL2", 1, 1);
+    in[0] = ti(1, D(2), I(3, -4));
+    y = run1(13, &t, in);
+    expect_i(y, 1, D(1), I(5));
+    tensor_free(y);
+    free_all(in, 1);
+}
+
 /* ---- Attention ---- */
 
 /* One Attention node with the given attributes; inputs Q, K, V, mask,
@@ -2330,6 +2365,7 @@ static const struct {
     {"ReduceSum", 2, 1, 2},
     {"ReduceMean", 1, 1, 0},
     {"ReduceMax", 2, 1, 2},
+    {"ReduceL2", 1, 1, 0},
     {"Attention", 4, 4, 64},
 };
 
@@ -2496,6 +2532,7 @@ int main(void) {
         cmocka_unit_test(test_contraction_blocks),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_reduce),
+        cmocka_unit_test(test_reduce_norms),
         cmocka_unit_test(test_attention_basic),
         cmocka_unit_test(test_attention_causal_past_gqa),
         cmocka_unit_test(test_attention_3d),

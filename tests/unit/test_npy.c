@@ -762,6 +762,140 @@ static void test_public_npy(void **state) {
     assert_null(w);
 }
 
+/* The resumable writer, the zero-copy and advice calls and the output
+ * helpers the dataset runs use, through the public headers only: a run
+ * stopped after a sync resumes from its partial file at the rows a
+ * checkpoint would count; stale partial files are removed except those
+ * kept; a checkpoint saved through a symlink replaces the link. */
+static void test_public_resume(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("npy_public_resume");
+    char path[1200], partial[1200], other[1200];
+    snprintf(path, sizeof path, "%s", tu_path(dir, "out.npy"));
+    mha_error err;
+    int g_live = 0;
+    mha_allocator al = tu_counting_allocator(&g_live);
+    float x[4 * 3];
+    for (int i = 0; i < 12; i++)
+        x[i] = (float)i * 0.25f - 1.0f;
+    const int64_t dims[2] = {4, 3};
+    unsigned char head[256];
+    const size_t hn = mha_npy_format_header(MHA_DTYPE_FLOAT32, 2, dims, head, sizeof head);
+    assert_true(hn > 0);
+
+    /* a first run: 2 rows synced (what a checkpoint records), then stopped */
+    mha_npy_writer *w = NULL;
+    assert_int_equal(mha_npy_writer_begin_partial(path, NULL, MHA_DTYPE_FLOAT32, 2, dims, 0, 0, 0,
+                                                  &al, &w, &err),
+                     MHA_OK);
+    assert_int_equal(mha_npy_writer_write_rows(w, x, 2, &err), MHA_OK);
+    uint64_t bytes = 0;
+    assert_int_equal(mha_npy_writer_sync(w, &bytes, &err), MHA_OK);
+    assert_int_equal(bytes, hn + 2 * 3 * sizeof(float));
+    snprintf(partial, sizeof partial, "%s", mha_npy_writer_partial_path(w));
+    mha_npy_writer_detach(w);
+    struct stat sb;
+    assert_int_equal(stat(partial, &sb), 0);
+    assert_int_not_equal(stat(path, &sb), 0); /* nothing published */
+
+    /* a stale partial of another run is removed, the kept one stays */
+    assert_int_equal(mha_npy_writer_begin_partial(path, NULL, MHA_DTYPE_FLOAT32, 2, dims, 0, 0, 0,
+                                                  NULL, &w, &err),
+                     MHA_OK);
+    snprintf(other, sizeof other, "%s", mha_npy_writer_partial_path(w));
+    mha_npy_writer_detach(w);
+    const char *keep = partial;
+    assert_int_equal(mha_output_clean_stale_except(path, &keep, 1), 1);
+    assert_int_not_equal(stat(other, &sb), 0);
+    assert_int_equal(stat(partial, &sb), 0);
+
+    /* resumed at row 1 (as if the checkpoint counted 1): rows 1..3 again */
+    assert_int_equal(mha_npy_writer_begin_partial(path, partial, MHA_DTYPE_FLOAT32, 2, dims, 0, 0,
+                                                  1, &al, &w, &err),
+                     MHA_OK);
+    assert_int_equal(mha_npy_writer_write_rows(w, x + 3, 3, &err), MHA_OK);
+    assert_int_equal(mha_npy_writer_commit(w, &err), MHA_OK);
+
+    /* the whole file, read in place from its mapping */
+    mha_npy_reader *r = NULL;
+    assert_int_equal(mha_npy_reader_open(path, MHA_MMAP_ALWAYS, &al, &r, &err), MHA_OK);
+    assert_non_null(mha_npy_reader_mapped_rows(r, 0, 0));
+    const float *rows = mha_npy_reader_mapped_rows(r, 1, 4);
+    assert_non_null(rows);
+    assert_memory_equal(rows, x + 3, 9 * sizeof(float));
+    assert_null(mha_npy_reader_mapped_rows(r, 2, 5));
+    mha_npy_reader_advise(r, 0, 4, MHA_NPY_WILLNEED);
+    mha_npy_reader_advise(r, 0, 9, MHA_NPY_DONTNEED); /* out of range: ignored */
+    mha_npy_reader_close(r);
+    assert_int_equal(mha_npy_reader_open(path, MHA_MMAP_NEVER, NULL, &r, &err), MHA_OK);
+    assert_null(mha_npy_reader_mapped_rows(r, 0, 0));
+    mha_npy_reader_close(r);
+
+    /* a resume from a partial file shorter than the rows done is refused */
+    assert_int_equal(mha_npy_writer_begin_partial(path, NULL, MHA_DTYPE_FLOAT32, 2, dims, 0, 0, 0,
+                                                  NULL, &w, &err),
+                     MHA_OK);
+    snprintf(partial, sizeof partial, "%s", mha_npy_writer_partial_path(w));
+    mha_npy_writer_detach(w);
+    assert_int_not_equal(mha_npy_writer_begin_partial(path, partial, MHA_DTYPE_FLOAT32, 2, dims, 0,
+                                                      0, 3, NULL, &w, &err),
+                         MHA_OK);
+    assert_null(w);
+    assert_int_equal(mha_output_clean_stale(path), 1);
+
+    /* a shard's header says which rows it holds */
+    size_t sn =
+        mha_npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 10, head, sizeof head);
+    assert_true(sn > 0);
+    mha_npy_header h;
+    assert_int_equal(mha_npy_parse_header(head, sn, sn + 12 * sizeof(float), "shard", &h, &err),
+                     MHA_OK);
+    assert_true(h.is_shard);
+    assert_int_equal(h.shard_r0, 4);
+    assert_int_equal(h.shard_r1, 8);
+    assert_int_equal(h.shard_total, 10);
+
+    /* streams, and a checkpoint saved over a symlink replaces the link */
+    int stream = -1;
+    assert_int_equal(mha_output_is_stream("-", &stream, &err), MHA_OK);
+    assert_int_equal(stream, 1);
+    assert_int_equal(mha_output_is_stream(path, &stream, &err), MHA_OK);
+    assert_int_equal(stream, 0);
+    assert_int_equal(mha_output_is_stream(tu_path(dir, "no/such/dir/x.npy"), &stream, &err),
+                     MHA_ERR_IO);
+    char target[1200], link_path[1200];
+    snprintf(target, sizeof target, "%s", tu_path(dir, "target.txt"));
+    snprintf(link_path, sizeof link_path, "%s", tu_path(dir, "run.ckpt"));
+    assert_int_equal(mha_output_save(target, "keep", 4, &err), MHA_OK);
+    unlink(link_path);
+    assert_int_equal(symlink(target, link_path), 0);
+    assert_int_equal(mha_output_save_nofollow(link_path, "ckpt", 4, &err), MHA_OK);
+    assert_int_equal(lstat(link_path, &sb), 0);
+    assert_true(S_ISREG(sb.st_mode));
+    assert_int_equal(stat(target, &sb), 0);
+    assert_int_equal(sb.st_size, 4);
+    FILE *f = fopen(target, "rb");
+    char got[8] = {0};
+    assert_non_null(f);
+    assert_int_equal(fread(got, 1, sizeof got, f), 4);
+    fclose(f);
+    assert_memory_equal(got, "keep", 4);
+
+    /* a partial file for a writer of its own (MPI-IO), committed */
+    mha_output_file *of = NULL;
+    assert_int_equal(mha_output_file_begin_partial(path, &al, &of, &err), MHA_OK);
+    const char *tmp = mha_output_file_tmp_path(of);
+    assert_non_null(tmp);
+    f = fopen(tmp, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite("abc", 1, 3, f), 3);
+    fclose(f);
+    assert_int_equal(mha_output_file_commit(of, &err), MHA_OK);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_size, 3);
+    assert_int_equal(g_live, 0);
+}
+
 int main(void) {
     mha_alloc_ctx_init(&alloc, NULL);
     const struct CMUnitTest tests[] = {
@@ -779,6 +913,7 @@ int main(void) {
         cmocka_unit_test(test_no_allocation_before_checks),
         cmocka_unit_test(test_allocation_failures),
         cmocka_unit_test(test_public_npy),
+        cmocka_unit_test(test_public_resume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -90,6 +90,47 @@ static void test_causal_decoder_layers(void **state) {
     plan_free(P);
 }
 
+/* Hugging Face's GPT-2: each projection (Conv1D) a Gemm over the rows
+ * flattened to [B * S, D] by a Reshape whose shape is read from the 3-D
+ * value before it: the layer starts at that 3-D value, with and without
+ * dynamic axes. */
+static void test_projection_over_flat_rows(void **state) {
+    (void)state;
+    const char *names[] = {"v_gpt2_hf_lastlogits_op17", "v_gpt2_hf_static_b1_s8_op14"};
+    for (size_t n = 0; n < 2; n++) {
+        plan *P = build(names[n], 0);
+        assert_int_equal(P->n_layers, 2);
+        for (size_t i = 0; i < 2; i++) {
+            const plan_layer *pl = &P->layers[i];
+            if (!pl->recognised) fail_msg("%s layer %zu: %s", names[n], i, pl->reason);
+            assert_true(pl->L.causal);
+            assert_int_equal(pl->L.inputs[0].rank, 3); /* X, not its flat rows */
+        }
+        plan_free(P);
+    }
+}
+
+/* The same GPT-2 with its padding mask made once outside the layers:
+ * (1 - m) * finfo.min as a float [B, 1, 1, S] added after the causal
+ * torch.where. Its static 1 on the query axis broadcasts (the recogniser
+ * probed the layer with one query, and saw no causal pattern); the two
+ * finfo.min terms add up to -inf on a padded future key (causal_finite 1,
+ * read by probing the mask with finfo.min). Unverified: the plan's
+ * verification also needs the float mask's finfo.min kept in the softmax. */
+static void test_extended_mask_beside_causal_where(void **state) {
+    (void)state;
+    plan *P = build("v_gpt2_hf_conv1d_mask_op13", 1);
+    assert_int_equal(P->n_layers, 2);
+    for (size_t i = 0; i < 2; i++) {
+        const plan_layer *pl = &P->layers[i];
+        if (!pl->recognised) fail_msg("layer %zu: %s", i, pl->reason);
+        assert_true(pl->L.causal);
+        assert_int_equal(pl->L.causal_finite, 1);
+        assert_int_equal(pl->L.inputs[1].role, MHA_ROLE_ATTN_MASK);
+    }
+    plan_free(P);
+}
+
 /* ViT: nn.MultiheadAttention (batch first) reads the shape of its input X
  * outside the layer too (to put the output back in batch-first order);
  * the partition hands the layer to the recogniser anyway (the shape of X
@@ -556,6 +597,36 @@ static mha_status run_probe(mha_runtime *rt, const mha_model *m, int prec, mha_t
     return st;
 }
 
+/* A copy of test model `name` in a temporary folder `dir` (its path);
+ * the file's bytes in *bytes (malloc'd) when bytes is not NULL. */
+static const char *copy_model(const char *name, const char *dir, unsigned char **bytes,
+                              size_t *size) {
+    char src[1024];
+    snprintf(src, sizeof src, "%s/models/%s/model.onnx", MHA_TEST_DATA, name);
+    unsigned char *b = tu_read_file(src, size);
+    assert_non_null(b);
+    const char *path = tu_path(tu_tmpdir(dir), "model.onnx");
+    assert_int_equal(tu_write_file(path, b, *size), 0);
+    if (bytes)
+        *bytes = b;
+    else
+        free(b);
+    return path;
+}
+
+/* A runtime on the scalar backend, one thread. */
+static mha_runtime *scalar_runtime(void) {
+    mha_runtime *rt = NULL;
+    mha_runtime_options ro;
+    mha_error err;
+    mha_runtime_options_init(&ro);
+    ro.backend = "scalar";
+    ro.num_threads = 1;
+    ro.no_env = 1;
+    assert_int_equal(mha_runtime_create(&ro, &rt, &err), MHA_OK);
+    return rt;
+}
+
 /* A model loaded from a file frees its unpacked GEMM weights after the
  * first packing; a packing for another precision builds them from the
  * file again and computes what a fresh model does; a file changed in
@@ -564,21 +635,11 @@ static void test_gemm_weights_released_after_packing(void **state) {
     (void)state;
     char src[1024];
     size_t size;
-    snprintf(src, sizeof src, "%s/models/%s/model.onnx", MHA_TEST_DATA, BERT);
-    void *bytes = tu_read_file(src, &size);
-    assert_non_null(bytes);
-    const char *path = tu_path(tu_tmpdir("plan_release"), "bert.onnx");
-    assert_int_equal(tu_write_file(path, bytes, size), 0);
-    free(bytes);
+    const char *path = copy_model(BERT, "plan_release", NULL, &size);
+    void *bytes;
     mha_error err;
     mha_model *m = NULL, *fresh = NULL;
-    mha_runtime *rt = NULL;
-    mha_runtime_options ro;
-    mha_runtime_options_init(&ro);
-    ro.backend = "scalar";
-    ro.num_threads = 1;
-    ro.no_env = 1;
-    assert_int_equal(mha_runtime_create(&ro, &rt, &err), MHA_OK);
+    mha_runtime *rt = scalar_runtime();
     assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
     assert_int_equal(mha_model_load_file(path, NULL, &fresh, &err), MHA_OK);
     mha_tensor a[2], b[2], c[2];
@@ -587,6 +648,14 @@ static void test_gemm_weights_released_after_packing(void **state) {
     for (size_t i = 0; i < m->plan->n_gemms; i++)
         released += m->plan->gemms[i].W == NULL;
     assert_int_equal(released, m->plan->n_gemms); /* every one: nothing else reads them */
+    /* and the projections of every attention layer: packed, so not kept */
+    assert_int_equal(m->plan->n_layers, 2);
+    for (size_t i = 0; i < m->plan->n_layers; i++) {
+        const plan_layer *pl = &m->plan->layers[i];
+        assert_true(pl->recognised && pl->w_released);
+        assert_true(!pl->L.wq && !pl->L.wk && !pl->L.wv && !pl->L.wo);
+    }
+    assert_true(plan_weight_bytes(m->plan) < plan_weight_bytes(fresh->plan));
     /* another precision: packed again from the file */
     assert_int_equal(run_probe(rt, m, MHA_PRECISION_BFLOAT16, b, &err), MHA_OK);
     assert_int_equal(run_probe(rt, fresh, MHA_PRECISION_BFLOAT16, c, &err), MHA_OK);
@@ -613,6 +682,48 @@ static void test_gemm_weights_released_after_packing(void **state) {
     }
     mha_model_free(m);
     mha_model_free(fresh);
+    mha_runtime_destroy(rt);
+}
+
+/* The first place of needle [n] in hay [size], or NULL. */
+static const unsigned char *find_bytes(const unsigned char *hay, size_t size, const void *needle,
+                                       size_t n) {
+    for (size_t i = 0; n && i + n <= size; i++)
+        if (memcmp(hay + i, needle, n) == 0) return hay + i;
+    return NULL;
+}
+
+/* A released attention weight is checked too: the file changed in one
+ * byte of a layer's W_q (nothing else differs, GEMM steps alike) before a
+ * second packing is refused rather than packed. */
+static void test_layer_weights_checked_on_reload(void **state) {
+    (void)state;
+    size_t size;
+    unsigned char *bytes;
+    const char *path = copy_model(BERT, "plan_release_layer", &bytes, &size);
+    mha_error err;
+    mha_model *m = NULL;
+    mha_runtime *rt = scalar_runtime();
+    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    /* where layer 1's W_q sits in the file: its bytes as the initializer
+     * holds them ([d_model, d_model], as the layer keeps them) */
+    const layer *L = &m->plan->layers[1].L;
+    const size_t wq_bytes = (size_t)(L->d_model * L->q_heads * L->d_head) * sizeof(float);
+    const unsigned char *at = find_bytes(bytes, size, L->wq, wq_bytes);
+    assert_non_null(at);
+    mha_tensor a[2], b[2];
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_FLOAT32, a, &err), MHA_OK);
+    assert_true(m->plan->layers[1].w_released);
+    bytes[(size_t)(at - bytes) + wq_bytes / 2] ^= 0x01; /* a low mantissa bit */
+    assert_int_equal(tu_write_file(path, bytes, size), 0);
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_BFLOAT16, b, &err), MHA_ERR_IO);
+    assert_non_null(strstr(err.message, "changed"));
+    for (int k = 0; k < 2; k++) {
+        free(a[k].data);
+        free(b[k].data);
+    }
+    free(bytes);
+    mha_model_free(m);
     mha_runtime_destroy(rt);
 }
 
@@ -736,6 +847,98 @@ static void test_output_axis_with_offset(void **state) {
     plan_free(P);
 }
 
+/* The rule floor((mul x + offset) / div) fitted on the three sizes a
+ * symbolic axis takes (its two probes and the grown one) is the Conv /
+ * pooling / Concat formula it came from at every size. */
+static int64_t conv_len(int64_t x, int64_t k, int64_t s, int64_t pad, int ceil_mode) {
+    const int64_t n = x + 2 * pad - k;
+    return (ceil_mode ? (n + s - 1) / s : n / s) + 1;
+}
+
+static void test_dim_rule_fit(void **state) {
+    (void)state;
+    /* k, stride, pad, ceil mode; mul and offset for the rest */
+    const struct {
+        int64_t k, s, pad;
+        int ceil_mode;
+        int64_t mul, add; /* k 0: y = mul x + add */
+    } cases[] = {
+        {3, 2, 1, 0, 0, 0},                     /* Whisper's second Conv1d: ceil(x / 2) */
+        {3, 1, 1, 0, 0, 0},                     /* the first: x */
+        {2, 2, 0, 0, 0, 0},                     /* MaxPool k2 s2: floor(x / 2) */
+        {2, 2, 0, 1, 0, 0},                     /* the same, ceil_mode */
+        {5, 2, 2, 0, 0, 0}, {0, 0, 0, 0, 1, 1}, /* a class token: x + 1 */
+        {0, 0, 0, 0, 2, 0},                     /* an upsampling: 2 x */
+    };
+    const int64_t xs[2][3] = {{2, 3, 4}, {3, 5, 6}}; /* the first two symbolic axes */
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int a = 0; a < 2; a++) {
+            int64_t y[3];
+            for (int p = 0; p < 3; p++)
+                y[p] = cases[c].k ? conv_len(xs[a][p], cases[c].k, cases[c].s, cases[c].pad,
+                                             cases[c].ceil_mode)
+                                  : cases[c].mul * xs[a][p] + cases[c].add;
+            plan_dim_rule r;
+            memset(&r, 0, sizeof r);
+            r.fixed = -1;
+            assert_true(plan_dim_fit(xs[a], y, 3, 1, &r));
+            for (int64_t x = 4; x < 200; x++) {
+                int64_t want = cases[c].k ? conv_len(x, cases[c].k, cases[c].s, cases[c].pad,
+                                                     cases[c].ceil_mode)
+                                          : cases[c].mul * x + cases[c].add;
+                if (plan_dim_apply(&r, x) != want)
+                    fail_msg("case %zu, axis %d: at %lld the rule (%lld x + %lld) / %lld gives "
+                             "%lld, want %lld",
+                             c, a, (long long)x, (long long)r.mul, (long long)r.offset,
+                             (long long)r.div, (long long)plan_dim_apply(&r, x), (long long)want);
+            }
+        }
+    /* two probes alone: offset rules only; a shrinking size fits nothing */
+    plan_dim_rule r;
+    const int64_t x2[2] = {3, 5}, half[2] = {2, 3}, down[3] = {5, 3, 2};
+    assert_false(plan_dim_fit(x2, half, 2, 0, &r));
+    assert_false(plan_dim_fit(xs[1], down, 3, 1, &r));
+    /* the division rounds down below zero too */
+    plan_dim_rule neg = {.fixed = -1, .mul = 1, .div = 2, .offset = -3};
+    assert_int_equal(plan_dim_apply(&neg, 0), -2);
+}
+
+/* Whisper: the stride-2 Conv1d makes the output length ceil(frames / 2),
+ * which the two probes (frames 3, 5 -> 2, 3) cannot tell from the batch
+ * axis (2, 3): the output follows the frames at every length, and the
+ * graph computes that shape at lengths no probe took. */
+static void test_output_axis_strided(void **state) {
+    (void)state;
+    plan *P = build("whisper_enc_l2_d32_h4", 1);
+    enum { B = 3, MELS = 8, FMAX = 13 };
+    float x[B * MELS * FMAX];
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+        x[i] = (float)((i * 7) % 11) / 11.0f - 0.5f;
+    mha_tensor in, out;
+    memset(&in, 0, sizeof in);
+    in.dtype = MHA_DTYPE_FLOAT32;
+    in.rank = 3;
+    in.shape[0] = B;
+    in.shape[1] = MELS;
+    in.data = x;
+    mha_error err;
+    for (int64_t f = 1; f <= FMAX; f++) {
+        in.shape[2] = f;
+        assert_int_equal(plan_output_shapes(P, &in, 1, &out, 1, &err), MHA_OK);
+        assert_int_equal(out.rank, 3);
+        assert_int_equal(out.shape[0], B);
+        assert_int_equal(out.shape[1], (f + 1) / 2);
+        assert_int_equal(out.shape[2], 32);
+        if (f != 8 && f != 13) continue;
+        float *y = calloc((size_t)(B * out.shape[1] * 32), sizeof(float));
+        out.data = y;
+        if (plan_run(P, &in, 1, &out, 1, &plan_reference_backend, &err) != MHA_OK)
+            fail_msg("frames %lld: %s", (long long)f, err.message);
+        free(y);
+    }
+    plan_free(P);
+}
+
 static void test_probe_inputs_in_range(void **state) {
     (void)state;
     plan *P = build(BERT, 1);
@@ -770,6 +973,54 @@ static void test_verify_catches_a_wrong_layer(void **state) {
     assert_int_equal(plan_verify(P, &err), MHA_ERR_MODEL_VERIFY);
     assert_non_null(strstr(err.message, "differs from the graph"));
     plan_free(P);
+}
+
+/* At load the verification compares the plan against the graph outputs
+ * the shape pass computed (P->probe_in / probe_out) instead of
+ * interpreting the graph again: those are what it reads -- a wrong layer
+ * is caught against them, and so is a wrong expectation. */
+static void test_verify_reads_the_shape_pass(void **state) {
+    (void)state;
+    plan *P = build(BERT, 1);
+    mha_error err;
+    /* the expectations as the shape pass keeps them: the reference plan
+     * (every node interpreted) on the probe inputs */
+    plan R = *P;
+    R.steps = calloc(P->g->n_nodes, sizeof *R.steps);
+    R.n_steps = 0;
+    for (size_t ni = 0; ni < P->g->n_nodes; ni++) {
+        int folded = 1;
+        for (size_t k = 0; k < P->g->nodes[ni].n_outputs; k++)
+            folded &= plan_const(P, P->g->nodes[ni].outputs[k]) != NULL;
+        if (folded) continue;
+        R.steps[R.n_steps].kind = PLAN_STEP_INTERP;
+        R.steps[R.n_steps++].index = (int)ni;
+    }
+    for (int p = 0; p < PLAN_PROBES; p++) {
+        tensor **values = NULL;
+        P->probe_in[p] = calloc(P->g->n_inputs, sizeof(tensor *));
+        P->probe_out[p] = calloc(P->g->n_outputs, sizeof(tensor *));
+        assert_int_equal(plan_probe_inputs(P, p, P->probe_in[p], &err), MHA_OK);
+        assert_int_equal(plan_exec(&R, P->probe_in[p], NULL, 1, &values, &err), MHA_OK);
+        for (size_t k = 0; k < P->g->n_outputs; k++)
+            assert_int_equal(tensor_clone(values[P->g->outputs[k]], &P->probe_out[p][k], &err),
+                             MHA_OK);
+        plan_values_free(&R, P->probe_in[p], values);
+    }
+    free(R.steps);
+    assert_int_equal(plan_verify(P, &err), MHA_OK);
+    /* a wrong expectation: probe 1's first output moved */
+    tensor *y = P->probe_out[1][0];
+    ((float *)y->data)[tensor_numel(y) / 2] += 0.5f;
+    assert_int_equal(plan_verify(P, &err), MHA_ERR_MODEL_VERIFY);
+    assert_non_null(strstr(err.message, "(probe 1)"));
+    ((float *)y->data)[tensor_numel(y) / 2] -= 0.5f;
+    assert_int_equal(plan_verify(P, &err), MHA_OK);
+    /* a wrong layer, against the kept expectations */
+    P->layers[1].L.wo[5] += 0.25f;
+    assert_int_equal(plan_verify(P, &err), MHA_ERR_MODEL_VERIFY);
+    assert_non_null(strstr(err.message, "differs from the graph"));
+    plan_free(P); /* frees the kept expectations too */
 }
 
 /* Allocation failures while loading a whole model, at points spread over
@@ -822,6 +1073,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partition_finds_every_layer),
         cmocka_unit_test(test_causal_decoder_layers),
+        cmocka_unit_test(test_projection_over_flat_rows),
+        cmocka_unit_test(test_extended_mask_beside_causal_where),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),
         cmocka_unit_test(test_gemm_steps),
         cmocka_unit_test(test_gemm_epilogues),
@@ -833,11 +1086,15 @@ int main(void) {
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_release_weights),
         cmocka_unit_test(test_gemm_weights_released_after_packing),
+        cmocka_unit_test(test_layer_weights_checked_on_reload),
         cmocka_unit_test(test_arena_by_lifetimes),
         cmocka_unit_test(test_output_shapes_follow_inputs),
         cmocka_unit_test(test_output_axis_with_offset),
+        cmocka_unit_test(test_dim_rule_fit),
+        cmocka_unit_test(test_output_axis_strided),
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),
+        cmocka_unit_test(test_verify_reads_the_shape_pass),
         cmocka_unit_test(test_load_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -259,6 +259,19 @@ MHA_API mha_status mha_runtime_plugin(const mha_runtime *rt, size_t i, mha_plugi
 /** The CPU feature bits (MHA_CPU_* of plugin.h) this runtime detected, after
  *  the mask. */
 MHA_API uint64_t mha_runtime_cpu_features(const mha_runtime *rt);
+/** The names of the feature bits set in `features` ("sse2 avx avx2 fma
+ *  ..."), space-separated, into buf (size bytes; whole names only when it
+ *  is short). Returns buf ("" when buf is NULL or size 0). Thread-safe. */
+MHA_API const char *mha_cpu_features_string(uint64_t features, char *buf, size_t size);
+
+struct mha_plugin; /* mha/plugin.h */
+/** The function table of entry i (mha/plugin.h), for a tool that tests a
+ *  plugin directly against the built-in scalar reference (whose entry's
+ *  path is "(built-in)"), as `mha backends --check` does. NULL when i is out
+ *  of range or the entry is not usable here. Valid while rt lives. Calls
+ *  into the table bypass the runtime: the caller owns the plugin state it
+ *  makes with the table's init, and calls probe first as the ABI says. */
+MHA_API const struct mha_plugin *mha_runtime_plugin_table(const mha_runtime *rt, size_t i);
 
 /* ------------------------------------------------------------------------ */
 /* Model                                                                     */

@@ -77,6 +77,25 @@ MHA_API const mha_npy_header *mha_npy_reader_header(const mha_npy_reader *reader
 MHA_API mha_status mha_npy_reader_read_rows(mha_npy_reader *reader, int64_t r0, int64_t r1,
                                             mha_dtype want, void *dst, size_t dst_bytes,
                                             mha_error *err);
+/** Rows [r0, r1) in place in a mapped file (read-only, as stored: no
+ *  conversion), valid until close: for reading without a copy. NULL when
+ *  the file is read by plain reads (see mha_mmap_mode; a mapping whose data
+ *  is misaligned for its dtype counts as not mapped) or the range is bad.
+ *  mapped_rows(reader, 0, 0) says whether the file is mapped at all. */
+MHA_API const void *mha_npy_reader_mapped_rows(const mha_npy_reader *reader, int64_t r0,
+                                               int64_t r1);
+
+/** What a streaming reader will do with rows next (a hint; never fails). */
+typedef enum mha_npy_advice {
+    MHA_NPY_WILLNEED = 0, /* read ahead: the rows are wanted soon */
+    MHA_NPY_DONTNEED      /* drop from the page cache: the rows are done */
+} mha_npy_advice;
+
+/** Passes the hint for rows [r0, r1) to the kernel (madvise on a mapping,
+ *  posix_fadvise otherwise). Out-of-range rows are ignored. */
+MHA_API void mha_npy_reader_advise(mha_npy_reader *reader, int64_t r0, int64_t r1,
+                                   mha_npy_advice advice);
+
 /** Closes the file and frees the reader. Accepts NULL. */
 MHA_API void mha_npy_reader_close(mha_npy_reader *reader);
 
@@ -99,6 +118,43 @@ MHA_API mha_status mha_npy_writer_write_rows(mha_npy_writer *writer, const void 
 MHA_API mha_status mha_npy_writer_commit(mha_npy_writer *writer, mha_error *err);
 /** Removes the unfinished file and frees the writer. Accepts NULL. */
 MHA_API void mha_npy_writer_abort(mha_npy_writer *writer);
+
+/* Resumable writing, for runs that keep a checkpoint (mha run). The rows
+ * go to "<path>.partial.XXXXXX" beside path's target, made exclusively;
+ * sync makes them durable and says how many bytes are, so a checkpoint
+ * written after it never counts rows the file lacks; after a crash a run
+ * reopens that partial file at the rows its checkpoint counts and appends
+ * from there; commit renames it into place. */
+
+/** Starts (partial_path NULL) or resumes (partial_path: the file a
+ *  checkpoint named, cut back to rows_done rows, which it must hold) a
+ *  .npy of the given dtype and shape at path. A shard of a split run
+ *  (shard_total > 0) holds rows [shard_r0, shard_r0 + dims[0]) of
+ *  shard_total and says so in its header (mha_npy_header.is_shard).
+ *  Errors as mha_npy_writer_begin, and MHA_ERR_IO naming partial_path when
+ *  it is not a regular file of this run's header and at least rows_done
+ *  rows. *out is NULL on failure. */
+MHA_API mha_status mha_npy_writer_begin_partial(const char *path, const char *partial_path,
+                                                mha_dtype dtype, int rank, const int64_t *dims,
+                                                int64_t shard_r0, int64_t shard_total,
+                                                int64_t rows_done, const mha_allocator *allocator,
+                                                mha_npy_writer **out, mha_error *err);
+/** The partial file being written (for a checkpoint and for messages);
+ *  NULL when path is a stream, and for a NULL writer. */
+MHA_API const char *mha_npy_writer_partial_path(const mha_npy_writer *writer);
+/** fsyncs what was written and gives its size in *bytes (may be NULL;
+ *  header included): what a checkpoint records. MHA_ERR_IO naming the
+ *  partial file. */
+MHA_API mha_status mha_npy_writer_sync(mha_npy_writer *writer, uint64_t *bytes, mha_error *err);
+/** Frees the writer and leaves its partial file where it is, for a later
+ *  run to resume (a stream is just closed). Accepts NULL. */
+MHA_API void mha_npy_writer_detach(mha_npy_writer *writer);
+
+/** mha_npy_format_header for a shard: rows [r0, r1) of total, noted after
+ *  the dict (see mha_npy_header.is_shard). 0 as mha_npy_format_header. */
+MHA_API size_t mha_npy_format_header_shard(mha_dtype dtype, int rank, const int64_t *dims,
+                                           int64_t r0, int64_t r1, int64_t total, void *buf,
+                                           size_t cap);
 
 #ifdef __cplusplus
 }

@@ -109,11 +109,26 @@ MHA_API const char *mha_output_file_path(const mha_output_file *file);
 MHA_API mha_status mha_output_file_commit(mha_output_file *file, mha_error *err);
 /** Removes the temporary and frees the file. Accepts NULL. */
 MHA_API void mha_output_file_abort(mha_output_file *file);
+/** Starts an empty output file for a writer of its own (ranks writing
+ *  their rows at offsets through MPI-IO): "<name>.partial.XXXXXX" beside
+ *  path's target, created exclusively (mha_output_clean_stale removes it
+ *  after a crash); write it by mha_output_file_tmp_path, then commit or
+ *  abort it as above. A stream destination has no such file: *out is
+ *  still made, and its tmp_path is NULL. allocator: NULL = malloc.
+ *  MHA_ERR_IO naming the file. */
+MHA_API mha_status mha_output_file_begin_partial(const char *path, const mha_allocator *allocator,
+                                                 mha_output_file **out, mha_error *err);
+/** The temporary being written; NULL for a stream and for a NULL file. */
+MHA_API const char *mha_output_file_tmp_path(const mha_output_file *file);
 /** Removes what earlier writers of path left behind when killed: regular
  *  files of this user named ".<name>.tmp.XXXXXX" or "<name>.partial.XXXXXX"
  *  beside path's destination. Only safe while no other process writes path.
  *  Returns how many were removed. */
 MHA_API int mha_output_clean_stale(const char *path);
+
+/** mha_output_clean_stale, except for the n_keep paths in keep (partial
+ *  files a checkpoint still names, see mha_npy_writer_begin_partial). */
+MHA_API int mha_output_clean_stale_except(const char *path, const char *const *keep, size_t n_keep);
 
 /** Checks, before any work starts, that path can be written: a missing,
  *  read-only or non-folder parent is MHA_ERR_IO naming it, and so is a path
@@ -129,6 +144,16 @@ MHA_API int mha_output_same_file(const char *a, const char *b);
 /** Writes n bytes of data to path, whole or not at all (a temporary renamed
  *  into place; a stream is written directly). MHA_ERR_IO naming the file. */
 MHA_API mha_status mha_output_save(const char *path, const void *data, size_t n, mha_error *err);
+/** The same for a file a program keeps for itself (a checkpoint): a
+ *  symlink at path is replaced, never followed, and anything but a regular
+ *  file there is refused, so a link planted in a shared folder cannot
+ *  redirect it. */
+MHA_API mha_status mha_output_save_nofollow(const char *path, const void *data, size_t n,
+                                            mha_error *err);
+/** Sets *is_stream to 1 when path is written directly ("-", /dev/stdout,
+ *  a FIFO, a character device: no temporary, no partial file, no
+ *  checkpoint), else 0. Errors as mha_output_check. */
+MHA_API mha_status mha_output_is_stream(const char *path, int *is_stream, mha_error *err);
 
 /** An exclusive lock on one output, held while a program writes it. */
 typedef struct mha_output_lock mha_output_lock;

@@ -23,7 +23,7 @@
  * A self-parallel plugin gets each phase as one call instead. */
 #include "exec.h"
 
-#include "registry.h"
+#include "registry_table.h"
 #include "tensor.h"
 
 #include <float.h>
@@ -165,6 +165,11 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
     if (!L->has_proj) {
         *out = pk;
         return MHA_OK;
+    }
+    if (!L->wq || (!L->kv_given && (!L->wk || !L->wv)) || !L->wo) {
+        exec_packed_free(a, pk);
+        return mha_fail(err, MHA_ERR_INTERNAL,
+                        "packing weights: the layer has projections but a weight is missing");
     }
     const int64_t dk = L->d_head, dv = layer_dv(L);
     const int64_t nq = L->q_heads * dk, nk = L->kv_heads * dk, nv = L->kv_heads * dv;
@@ -366,6 +371,28 @@ static double exec_mask_raw(const mha_tensor *t, int64_t off) {
     }
 }
 
+/* A float mask the graph adds to the scores: finfo.min (-FLT_MAX) is a
+ * finite term there, but the kernels hide a key whose term is <= -FLT_MAX
+ * (plugin.h). The two part ways on a row where no key has a larger term
+ * (CLIP's causal + padding mask summed: keys at finfo.min, padded future
+ * ones at -inf): the graph's softmax averages the finfo.min keys, the
+ * kernels would give zeros. The next float up keeps such a key in the
+ * softmax, and its score still rounds away beside it (the float spacing
+ * there is 2^104), so the row averages as in the graph; on any other row
+ * the key weighs exp(-3.4e38) = 0 either way. -inf stays hidden. */
+static float exec_mask_float_term(float v) {
+    return v == -FLT_MAX ? nextafterf(-FLT_MAX, 0.0f) : v;
+}
+
+/* Whether the float mask t holds a finfo.min term (exec_mask_float_term
+ * then differs from the raw value). */
+static int exec_mask_has_lowest(const mha_tensor *t) {
+    const float *x = t->data;
+    for (int64_t i = 0, n = mha_tensor_numel(t); i < n; i++)
+        if (x[i] == -FLT_MAX) return 1;
+    return 0;
+}
+
 /* The additive of view v at (head h, query i, key j), element off of its
  * tensor. */
 static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t off, int64_t h,
@@ -387,7 +414,7 @@ static float exec_mask_value(const layer *L, const exec_mask_view *v, int64_t of
         int on = ((const uint8_t *)v->t->data)[off] != 0;
         return on == v->attend_when_true ? 0.0f : -INFINITY;
     }
-    return ((const float *)v->t->data)[off];
+    return exec_mask_float_term(((const float *)v->t->data)[off]);
 }
 
 /* A view computed per element, no tensor: [1, heads, Sq, T] (T: the past
@@ -437,7 +464,13 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         exec_mask_view_padding(bd->key_padding, L->kpm_true_means_ignore, L->kpm_valued, &views[n]);
         kpm = &views[n++];
     }
-    if (exec_fold_causal(L, bd, kpm)) {
+    /* a float attention mask over the keys alone ([B, 1, 1, Skv], a
+     * model's extended mask) pads keys as a key padding mask does */
+    const exec_mask_view *pad = kpm;
+    if (!pad && bd->attn_mask && views[0].kind == EXEC_MASK_TENSOR &&
+        bd->attn_mask->dtype == MHA_DTYPE_FLOAT32 && views[0].dims[2] == 1)
+        pad = &views[0];
+    if (exec_fold_causal(L, bd, pad)) {
         exec_mask_view_computed(EXEC_MASK_CAUSAL, 1, bd, &views[n++]);
         m->causal_folded = 1;
     }
@@ -463,8 +496,10 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     }
     if (n == 0) return MHA_OK;
 
-    if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32) {
-        /* a float mask is used as it is, through its strides */
+    if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32 &&
+        !exec_mask_has_lowest(views[0].t)) {
+        /* a float mask is used as it is, through its strides (one with
+         * finfo.min terms is copied below, exec_mask_float_term) */
         m->data = views[0].t->data;
         m->sb = views[0].strides[0];
         m->sh = views[0].strides[1];

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "exec.h"
-#include "registry.h"
+#include "registry_table.h"
 
 typedef struct gemm_job {
     const exec_env *env;

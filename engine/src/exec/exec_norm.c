@@ -5,7 +5,7 @@
  * self-parallel plugin gets them all at once); a row's result never
  * depends on its block, so any thread count gives the same bits. */
 #include "exec.h"
-#include "registry.h"
+#include "registry_table.h"
 
 /* Rows per pool unit: enough that a unit is worth handing out (a row is a
  * few passes over D floats), few enough for every thread to get some. */

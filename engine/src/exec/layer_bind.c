@@ -178,8 +178,8 @@ static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const l
         bd->x_kv = bd->x_q;
         bd->Skv = bd->Sq;
     }
-    if (!L->wq || (!L->kv_given && (!L->wk || !L->wv)) || !L->wo)
-        return mha_fail(err, MHA_ERR_INTERNAL, "layer has projections but a weight is missing");
+    /* the weights themselves are the packing's (exec_pack_weights): a
+     * packed layer may have released its unpacked copies */
     bd->y_shape.rank = 3;
     bd->y_shape.shape[0] = sf ? bd->Sq : bd->B;
     bd->y_shape.shape[1] = sf ? bd->B : bd->Sq;

@@ -5,7 +5,7 @@
 
 #include "exec_ext.h"
 #include "layer_reference.h"
-#include "registry.h"
+#include "registry_table.h"
 
 mha_status layer_reference_forward(const mha_alloc_ctx *a, const layer *L, const mha_tensor *inputs,
                                    size_t n_inputs, mha_tensor *outputs, size_t n_outputs,

@@ -83,6 +83,9 @@ static const interp_op_entry interp_ops[] = {
     {"ReduceMean", interp_op_reduce_mean},
     {"LayerNormalization", interp_op_layer_normalization},
     {"ReduceMax", interp_op_reduce_max},
+    {"ReduceL1", interp_op_reduce_l1},
+    {"ReduceL2", interp_op_reduce_l2},
+    {"ReduceSumSquare", interp_op_reduce_sum_square},
     {"Attention", interp_op_attention},
 };
 

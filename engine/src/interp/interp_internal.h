@@ -180,6 +180,9 @@ mha_status interp_op_reduce_sum(interp_ctx *c);
 mha_status interp_op_reduce_mean(interp_ctx *c);
 mha_status interp_op_layer_normalization(interp_ctx *c);
 mha_status interp_op_reduce_max(interp_ctx *c);
+mha_status interp_op_reduce_l1(interp_ctx *c);
+mha_status interp_op_reduce_l2(interp_ctx *c);
+mha_status interp_op_reduce_sum_square(interp_ctx *c);
 
 mha_status interp_op_attention(interp_ctx *c);
 /* com.microsoft (interp_msft.c) */

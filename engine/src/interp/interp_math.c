@@ -1,8 +1,8 @@
 /* interp_math.c -- the reference interpreter's contractions and row-wise
  * ops: MatMul (numpy batched broadcasting, 1-D operands), Gemm, Softmax,
- * LogSoftmax, ReduceSum, ReduceMean, ReduceMax. Floating types accumulate in
- * double and round once when stored; integer MatMul / reductions
- * accumulate in int64 with wrap-around. */
+ * LogSoftmax, ReduceSum, ReduceMean, ReduceMax, ReduceL1, ReduceL2, ReduceSumSquare. Floating types
+ * accumulate in double and round once when stored; integer MatMul / reductions accumulate in int64
+ * with wrap-around. */
 #include "interp_internal.h"
 
 #include <math.h>
@@ -291,7 +291,31 @@ mha_status interp_op_log_softmax(interp_ctx *c) {
 
 /* ---- reductions ---- */
 
-typedef enum math_reduce_kind { MATH_SUM, MATH_MEAN, MATH_MAX } math_reduce_kind;
+/* Each kind sums a function of the element (MATH_MAX keeps the largest):
+ * ReduceL1 |v|, ReduceSumSquare v*v, ReduceL2 the square root of the sum of
+ * v*v (torch.nn.functional.normalize writes it: sentence-transformers
+ * pooling ends with one). */
+typedef enum math_reduce_kind {
+    MATH_SUM,
+    MATH_MEAN,
+    MATH_MAX,
+    MATH_L1,
+    MATH_L2,
+    MATH_SUM_SQUARE
+} math_reduce_kind;
+
+/* the term element v adds to its sum */
+static double math_reduce_term(math_reduce_kind kind, double v) {
+    if (kind == MATH_L1) return fabs(v);
+    if (kind == MATH_L2 || kind == MATH_SUM_SQUARE) return v * v;
+    return v;
+}
+
+static int64_t math_reduce_term_i64(math_reduce_kind kind, int64_t v) {
+    if (kind == MATH_L1) return v < 0 ? (int64_t)(0 - (uint64_t)v) : v;
+    if (kind == MATH_L2 || kind == MATH_SUM_SQUARE) return (int64_t)((uint64_t)v * (uint64_t)v);
+    return v;
+}
 
 static mha_status math_reduce(interp_ctx *c, math_reduce_kind kind, int64_t axes_input_opset) {
     const tensor *x;
@@ -394,23 +418,26 @@ static mha_status math_reduce(interp_ctx *c, math_reduce_kind kind, int64_t axes
             if (kind == MATH_MAX)
                 acc[o] = (isnan(v) || isnan(acc[o])) ? NAN : (v > acc[o] ? v : acc[o]);
             else
-                acc[o] += v;
+                acc[o] += math_reduce_term(kind, v);
         } else {
             int64_t v = tensor_get_i64(x, i);
             if (kind == MATH_MAX)
                 iacc[o] = v > iacc[o] ? v : iacc[o];
             else
-                iacc[o] = (int64_t)((uint64_t)iacc[o] + (uint64_t)v);
+                iacc[o] = (int64_t)((uint64_t)iacc[o] + (uint64_t)math_reduce_term_i64(kind, v));
         }
     }
     for (int64_t o = 0; o < n_out; o++) {
         if (float_math) {
             double v = acc[o];
             if (kind == MATH_MEAN) v = count ? v / (double)count : NAN;
+            if (kind == MATH_L2) v = sqrt(v);
             tensor_set_f64(y, o, v);
         } else {
             int64_t v = iacc[o];
             if (kind == MATH_MEAN) v = count ? v / count : 0;
+            /* integer ReduceL2: the square root truncated, as a cast would */
+            if (kind == MATH_L2) v = (int64_t)sqrt((double)v);
             interp_set_i64(y, o, v);
         }
     }
@@ -427,6 +454,15 @@ mha_status interp_op_reduce_mean(interp_ctx *c) {
 }
 mha_status interp_op_reduce_max(interp_ctx *c) {
     return math_reduce(c, MATH_MAX, 18);
+}
+mha_status interp_op_reduce_l1(interp_ctx *c) {
+    return math_reduce(c, MATH_L1, 18);
+}
+mha_status interp_op_reduce_l2(interp_ctx *c) {
+    return math_reduce(c, MATH_L2, 18);
+}
+mha_status interp_op_reduce_sum_square(interp_ctx *c) {
+    return math_reduce(c, MATH_SUM_SQUARE, 18);
 }
 
 /* ---- CumSum ---- */

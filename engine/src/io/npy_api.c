@@ -60,6 +60,18 @@ MHA_API mha_status mha_npy_reader_read_rows(mha_npy_reader *reader, int64_t r0, 
     return npy_reader_read_rows(reader->r, r0, r1, want, dst, dst_bytes, err);
 }
 
+MHA_API const void *mha_npy_reader_mapped_rows(const mha_npy_reader *reader, int64_t r0,
+                                               int64_t r1) {
+    return reader ? npy_reader_mapped_rows(reader->r, r0, r1) : NULL;
+}
+
+MHA_API void mha_npy_reader_advise(mha_npy_reader *reader, int64_t r0, int64_t r1,
+                                   mha_npy_advice advice) {
+    if (reader)
+        npy_reader_advise(reader->r, r0, r1,
+                          advice == MHA_NPY_DONTNEED ? NPY_ADVICE_DONTNEED : NPY_ADVICE_WILLNEED);
+}
+
 MHA_API void mha_npy_reader_close(mha_npy_reader *reader) {
     if (!reader) return;
     mha_alloc_ctx a = reader->alloc;
@@ -72,24 +84,79 @@ struct mha_npy_writer {
     npy_writer *w;
 };
 
+/* A public writer holding its allocator (its inner writer not started);
+ * NULL when out of memory. */
+static mha_npy_writer *npy_api_writer_new(const mha_allocator *allocator) {
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, allocator);
+    mha_npy_writer *w = mha_calloc(&a, 1, sizeof *w);
+    if (w) w->alloc = a;
+    return w;
+}
+
+/* Hands w out when its inner writer started (st: how that went), else frees
+ * it. */
+static mha_status npy_api_writer_out(mha_npy_writer *w, mha_status st, mha_npy_writer **out) {
+    if (st != MHA_OK) {
+        mha_alloc_ctx a = w->alloc;
+        mha_free(&a, w);
+        return st;
+    }
+    *out = w;
+    return MHA_OK;
+}
+
 MHA_API mha_status mha_npy_writer_begin(const char *path, mha_dtype dtype, int rank,
                                         const int64_t *dims, const mha_allocator *allocator,
                                         mha_npy_writer **out, mha_error *err) {
     if (out) *out = NULL;
     if (!path || !out || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !dims))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy writer: bad argument");
-    mha_alloc_ctx a;
-    mha_alloc_ctx_init(&a, allocator);
-    mha_npy_writer *w = mha_calloc(&a, 1, sizeof *w);
+    mha_npy_writer *w = npy_api_writer_new(allocator);
     if (!w) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
-    w->alloc = a;
-    mha_status st = npy_writer_begin(&w->alloc, path, dtype, rank, dims, &w->w, err);
-    if (st != MHA_OK) {
-        mha_free(&a, w);
-        return st;
-    }
-    *out = w;
-    return MHA_OK;
+    return npy_api_writer_out(w, npy_writer_begin(&w->alloc, path, dtype, rank, dims, &w->w, err),
+                              out);
+}
+
+MHA_API mha_status mha_npy_writer_begin_partial(const char *path, const char *partial_path,
+                                                mha_dtype dtype, int rank, const int64_t *dims,
+                                                int64_t shard_r0, int64_t shard_total,
+                                                int64_t rows_done, const mha_allocator *allocator,
+                                                mha_npy_writer **out, mha_error *err) {
+    if (out) *out = NULL;
+    if (!path || !out || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !dims) || rows_done < 0 ||
+        (rows_done > 0 && !partial_path))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy writer: bad argument");
+    mha_npy_writer *w = npy_api_writer_new(allocator);
+    if (!w) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    return npy_api_writer_out(w,
+                              npy_writer_begin_partial(&w->alloc, path, partial_path, dtype, rank,
+                                                       dims, shard_r0, shard_total, rows_done,
+                                                       &w->w, err),
+                              out);
+}
+
+MHA_API const char *mha_npy_writer_partial_path(const mha_npy_writer *writer) {
+    return writer ? npy_writer_partial_path(writer->w) : NULL;
+}
+
+MHA_API mha_status mha_npy_writer_sync(mha_npy_writer *writer, uint64_t *bytes, mha_error *err) {
+    if (!writer) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy writer: NULL argument");
+    return npy_writer_sync(writer->w, bytes, err);
+}
+
+MHA_API void mha_npy_writer_detach(mha_npy_writer *writer) {
+    if (!writer) return;
+    mha_alloc_ctx a = writer->alloc;
+    npy_writer_detach(writer->w);
+    mha_free(&a, writer);
+}
+
+MHA_API size_t mha_npy_format_header_shard(mha_dtype dtype, int rank, const int64_t *dims,
+                                           int64_t r0, int64_t r1, int64_t total, void *buf,
+                                           size_t cap) {
+    if (!buf || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !dims)) return 0;
+    return npy_format_header_shard(dtype, rank, dims, r0, r1, total, buf, cap);
 }
 
 MHA_API mha_status mha_npy_writer_write_rows(mha_npy_writer *writer, const void *data, int64_t rows,

@@ -120,24 +120,37 @@ struct mha_output_file {
     atomic_file *f;
 };
 
+/* An output file holding its allocator (no file yet); NULL when out of
+ * memory. */
+static mha_output_file *output_file_new(const mha_allocator *allocator) {
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, allocator);
+    mha_output_file *f = mha_calloc(&a, 1, sizeof *f);
+    if (f) f->alloc = a;
+    return f;
+}
+
+/* Hands f out when its file was started (st: how that went), else frees
+ * it. */
+static mha_status output_file_out(mha_output_file *f, mha_status st, mha_output_file **out) {
+    if (st != MHA_OK) {
+        mha_alloc_ctx a = f->alloc;
+        mha_free(&a, f);
+        return st;
+    }
+    *out = f;
+    return MHA_OK;
+}
+
 MHA_API mha_status mha_tensor_file_write_pending(const char *path, const mha_tensor *t,
                                                  const char *name, const mha_allocator *allocator,
                                                  mha_output_file **out, mha_error *err) {
     if (out) *out = NULL;
     if (!path || !t || !out)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output file: NULL argument");
-    mha_alloc_ctx a;
-    mha_alloc_ctx_init(&a, allocator);
-    mha_output_file *o = mha_calloc(&a, 1, sizeof *o);
+    mha_output_file *o = output_file_new(allocator);
     if (!o) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
-    o->alloc = a;
-    mha_status st = tensorfile_write_pending(&o->alloc, path, t, name, &o->f, err);
-    if (st != MHA_OK) {
-        mha_free(&a, o);
-        return st;
-    }
-    *out = o;
-    return MHA_OK;
+    return output_file_out(o, tensorfile_write_pending(&o->alloc, path, t, name, &o->f, err), out);
 }
 
 MHA_API const char *mha_output_file_path(const mha_output_file *file) {
@@ -159,11 +172,42 @@ MHA_API void mha_output_file_abort(mha_output_file *file) {
     mha_free(&a, file);
 }
 
+MHA_API mha_status mha_output_file_begin_partial(const char *path, const mha_allocator *allocator,
+                                                 mha_output_file **out, mha_error *err) {
+    if (out) *out = NULL;
+    if (!path || !out) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output file: NULL argument");
+    mha_output_file *f = output_file_new(allocator);
+    if (!f) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
+    return output_file_out(
+        f, atomic_file_begin_partial(&f->alloc, path, NULL, 0, NULL, 0, &f->f, err), out);
+}
+
+MHA_API const char *mha_output_file_tmp_path(const mha_output_file *file) {
+    return file ? atomic_file_tmp_path(file->f) : NULL;
+}
+
 MHA_API int mha_output_clean_stale(const char *path) {
-    if (!path) return 0;
+    return mha_output_clean_stale_except(path, NULL, 0);
+}
+
+MHA_API int mha_output_clean_stale_except(const char *path, const char *const *keep,
+                                          size_t n_keep) {
+    if (!path || (!keep && n_keep)) return 0;
     mha_alloc_ctx a;
     mha_alloc_ctx_init(&a, NULL);
-    return atomic_file_clean_stale(&a, path, NULL, 0);
+    return atomic_file_clean_stale(&a, path, keep, n_keep);
+}
+
+MHA_API mha_status mha_output_is_stream(const char *path, int *is_stream, mha_error *err) {
+    if (!path || !is_stream) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output: NULL path");
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    atomic_dest d;
+    mha_status st = atomic_dest_resolve(&a, path, &d, err);
+    if (st != MHA_OK) return st;
+    *is_stream = d.kind == ATOMIC_DEST_STREAM;
+    atomic_dest_clear(&a, &d);
+    return MHA_OK;
 }
 
 MHA_API mha_status mha_output_check(const char *path, mha_error *err) {
@@ -197,6 +241,15 @@ MHA_API mha_status mha_output_save(const char *path, const void *data, size_t n,
     mha_alloc_ctx a;
     mha_alloc_ctx_init(&a, NULL);
     return atomic_file_save(&a, path, data, n, err);
+}
+
+MHA_API mha_status mha_output_save_nofollow(const char *path, const void *data, size_t n,
+                                            mha_error *err) {
+    if (!path || (!data && n))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "output: NULL argument");
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    return atomic_file_save_nofollow(&a, path, data, n, err);
 }
 
 struct mha_output_lock {

@@ -128,3 +128,48 @@ void plan_arena_keep(plan *P, plan_arena *A) {
     pthread_mutex_unlock(&P->arena_lock);
     plan_arena_free(P, A);
 }
+
+void *plan_arena_block_take(plan *P, size_t bytes, size_t *got) {
+    void *b = NULL;
+    pthread_mutex_lock(&P->arena_lock);
+    int best = -1;
+    for (int i = 0; i < PLAN_IDLE_BLOCKS; i++)
+        if (P->idle_bytes[i] >= bytes && (best < 0 || P->idle_bytes[i] < P->idle_bytes[best]))
+            best = i;
+    if (best >= 0) {
+        b = P->idle[best];
+        *got = P->idle_bytes[best];
+        P->idle[best] = NULL;
+        P->idle_bytes[best] = 0;
+    }
+    pthread_mutex_unlock(&P->arena_lock);
+    if (!b) {
+        b = mha_malloc(&P->alloc, bytes);
+        *got = b ? bytes : 0;
+    }
+    return b;
+}
+
+void plan_arena_block_give(plan *P, void *block, size_t bytes) {
+    if (!block) return;
+    pthread_mutex_lock(&P->arena_lock);
+    int slot = -1; /* an empty slot, else the smallest idle block if smaller */
+    for (int i = 0; i < PLAN_IDLE_BLOCKS; i++)
+        if (slot < 0 || P->idle_bytes[i] < P->idle_bytes[slot]) slot = i;
+    void *drop = block;
+    if (P->idle_bytes[slot] < bytes) {
+        drop = P->idle[slot];
+        P->idle[slot] = block;
+        P->idle_bytes[slot] = bytes;
+    }
+    pthread_mutex_unlock(&P->arena_lock);
+    mha_free(&P->alloc, drop);
+}
+
+void plan_arena_blocks_free(plan *P) {
+    for (int i = 0; i < PLAN_IDLE_BLOCKS; i++) {
+        mha_free(&P->alloc, P->idle[i]);
+        P->idle[i] = NULL;
+        P->idle_bytes[i] = 0;
+    }
+}

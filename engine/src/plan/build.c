@@ -42,6 +42,8 @@ void plan_uses_free(const mha_alloc_ctx *a, plan_uses *u) {
     memset(u, 0, sizeof *u);
 }
 
+static void build_drop_probe_results(plan *P);
+
 void plan_free(plan *P) {
     if (!P) return;
     mha_alloc_ctx a = P->alloc;
@@ -49,12 +51,14 @@ void plan_free(plan *P) {
         next = A->next;
         plan_arena_free(P, A);
     }
+    plan_arena_blocks_free(P);
     pthread_mutex_destroy(&P->arena_lock);
     for (size_t i = 0; i < P->n_layers; i++) {
         layer_clear(&a, &P->layers[i].L);
         mha_free(&a, P->layers[i].in_values);
         mha_free(&a, P->layers[i].nodes);
     }
+    build_drop_probe_results(P);
     mha_free(&a, P->layers);
     for (size_t i = 0; P->gemms && i < P->n_gemms; i++) {
         mha_free(&a, P->gemms[i].W_owned);
@@ -144,36 +148,119 @@ static double build_node_flops(const plan *P, const plan_shape *shp, const ir_no
     return 0.0;
 }
 
-/* Shapes of every value on both probes. */
+/* What the shape pass records of value v at probe p. */
+typedef struct build_shape_pass {
+    plan_shape *shp;
+    int p;
+} build_shape_pass;
+
+static void build_record_shape(void *user, int v, const tensor *t) {
+    const build_shape_pass *sp = user;
+    plan_shape *x = &sp->shp[v];
+    if (sp->p == 0) {
+        x->dtype = t->dtype;
+        x->rank = t->rank;
+    } else if (x->rank != t->rank) {
+        x->rank = -1;
+        return;
+    }
+    for (int d = 0; d < t->rank; d++)
+        x->dims[sp->p][d] = t->dims[d];
+}
+
+/* Shapes of every value on both probes: the graph interpreted (every
+ * value freed after its last reader, so the pass holds what one step
+ * needs, not the whole graph's values). The graph outputs and the probe
+ * inputs are kept in P->probe_out / probe_in: the verification compares
+ * the plan against them rather than interpreting the graph again. */
 static mha_status build_shapes(plan *P, plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
     for (size_t v = 0; v < g->n_values; v++)
         shp[v].rank = -1;
     for (int p = 0; p < PLAN_PROBES; p++) {
         tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
+        tensor **out = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof *out);
         tensor **values = NULL;
-        if (!in) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
-        mha_status st = plan_probe_inputs(P, p, in, err);
-        if (st == MHA_OK) st = plan_exec(P, in, NULL, 1, &values, err);
-        if (st != MHA_OK) mha_error_prefix(err, "evaluating the graph on a probe input");
-        for (size_t v = 0; v < g->n_values && st == MHA_OK; v++) {
-            const tensor *t = values[v];
-            if (!t) continue;
-            if (p == 0) {
-                shp[v].dtype = t->dtype;
-                shp[v].rank = t->rank;
-            } else if (shp[v].rank != t->rank) {
-                shp[v].rank = -1;
-                continue;
-            }
-            for (int d = 0; d < t->rank; d++)
-                shp[v].dims[p][d] = t->dims[d];
+        if (!in || !out) {
+            mha_free(&P->alloc, in);
+            mha_free(&P->alloc, out);
+            return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         }
+        build_shape_pass sp = {shp, p};
+        plan_observer obs = {build_record_shape, &sp};
+        mha_status st = plan_probe_inputs(P, p, in, err);
+        if (st == MHA_OK) st = plan_exec_observed(P, in, NULL, &obs, &values, err);
+        if (st != MHA_OK) mha_error_prefix(err, "evaluating the graph on a probe input");
+        /* what no step made: inputs, initializers, folded constants */
+        for (size_t v = 0; v < g->n_values && st == MHA_OK; v++)
+            if (values[v]) build_record_shape(&sp, (int)v, values[v]);
+        for (size_t k = 0; k < g->n_outputs && st == MHA_OK; k++)
+            if (values[g->outputs[k]]) st = tensor_clone(values[g->outputs[k]], &out[k], err);
         if (values) plan_values_free(P, in, values);
-        plan_free_tensors(&P->alloc, in, g->n_inputs);
+        P->probe_in[p] = in;
+        P->probe_out[p] = out;
         if (st != MHA_OK) return st;
     }
     return MHA_OK;
+}
+
+/* The sizes of every graph output axis on one more probe per symbolic axis
+ * (dims.c), when the two probes leave some rule open: *qdims as
+ * plan_dim_rules reads it, or NULL (not needed, or a probe failed to run:
+ * the rules then come from the two probes alone). */
+static mha_status build_axis_probes(plan *P, const plan_shape *shp, int64_t **qdims,
+                                    mha_error *err) {
+    const ir_graph *g = P->g;
+    *qdims = NULL;
+    if (!plan_dim_need_probes(P, shp)) return MHA_OK;
+    const size_t n = (g->n_outputs ? g->n_outputs : 1) * PLAN_MAX_SYMS * MHA_MAX_RANK;
+    int64_t *q = mha_calloc(&P->alloc, n, sizeof *q);
+    if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    mha_status st = MHA_OK;
+    for (int k = 0; k < P->n_syms && st == MHA_OK; k++) {
+        tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
+        tensor **values = NULL;
+        int64_t sizes[PLAN_MAX_SYMS];
+        if (!in) {
+            st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+            break;
+        }
+        plan_dim_probe_sizes(P, k, sizes);
+        st = plan_probe_inputs_sized(P, sizes, 0x61786573ull + (uint64_t)k, in, err);
+        if (st == MHA_OK) st = plan_exec(P, in, NULL, 0, &values, err);
+        for (size_t o = 0; o < g->n_outputs && st == MHA_OK; o++) {
+            const tensor *t = values[g->outputs[o]];
+            if (!t || t->rank != shp[g->outputs[o]].rank) {
+                st = MHA_ERR_MODEL_UNSUPPORTED;
+                break;
+            }
+            for (int d = 0; d < t->rank; d++)
+                q[(o * PLAN_MAX_SYMS + (size_t)k) * MHA_MAX_RANK + (size_t)d] = t->dims[d];
+        }
+        if (values) plan_values_free(P, in, values);
+        plan_free_tensors(&P->alloc, in, g->n_inputs);
+    }
+    if (st == MHA_ERR_NO_MEMORY) {
+        mha_free(&P->alloc, q);
+        return st;
+    }
+    if (st != MHA_OK) {
+        mha_error_clear(err);
+        mha_free(&P->alloc, q);
+        return MHA_OK;
+    }
+    *qdims = q;
+    return MHA_OK;
+}
+
+/* The probe inputs and graph outputs of the shape pass, once verified. */
+static void build_drop_probe_results(plan *P) {
+    if (!P->g) return;
+    for (int p = 0; p < PLAN_PROBES; p++) {
+        if (P->probe_in[p]) plan_free_tensors(&P->alloc, P->probe_in[p], P->g->n_inputs);
+        if (P->probe_out[p]) plan_free_tensors(&P->alloc, P->probe_out[p], P->g->n_outputs);
+        P->probe_in[p] = P->probe_out[p] = NULL;
+    }
 }
 
 /* Steps in graph order: an attention step where its output is made. */
@@ -263,7 +350,7 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
 
 /* Roles of the graph inputs: token ids index an embedding table, other
  * integer or bool inputs are masks, float inputs are data. */
-static mha_status build_io(plan *P, const plan_shape *shp, mha_error *err) {
+static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims, mha_error *err) {
     const ir_graph *g = P->g;
     P->inputs = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *P->inputs);
     P->outputs = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof *P->outputs);
@@ -299,35 +386,8 @@ static mha_status build_io(plan *P, const plan_shape *shp, mha_error *err) {
             }
         }
     }
-    /* each output axis: fixed, or the size of an input axis -- the same
-     * size first, else that size plus a constant (the same at both probes) */
-    for (size_t k = 0; k < g->n_outputs; k++) {
-        const plan_shape *s = &shp[g->outputs[k]];
-        for (int d = 0; d < s->rank; d++) {
-            plan_dim_rule *r = &P->out_rules[k][d];
-            r->fixed = s->dims[0][d] == s->dims[1][d] ? s->dims[0][d] : -1;
-            for (int shifted = 0; shifted < 2 && r->fixed < 0 && r->input == 0; shifted++)
-                for (size_t i = 0; r->input == 0 && i < g->n_inputs; i++) {
-                    const plan_shape *is = &shp[g->inputs[i]];
-                    for (int a = 0; a < is->rank; a++) {
-                        const int64_t off = s->dims[0][d] - is->dims[0][a];
-                        if (P->in_syms[i][a] >= 0 && (off == 0 || shifted) &&
-                            s->dims[1][d] - is->dims[1][a] == off) {
-                            r->input = (int)i + 1;
-                            r->axis = a;
-                            r->offset = off;
-                            break;
-                        }
-                    }
-                }
-            if (r->fixed < 0 && r->input == 0)
-                return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
-                                "graph output '%s': axis %d follows no input axis",
-                                g->values[g->outputs[k]].name, d);
-            if (r->fixed < 0) r->input--;
-        }
-    }
-    return MHA_OK;
+    /* each output axis: fixed, or a rule over one input axis (dims.c) */
+    return plan_dim_rules(P, shp, qdims, err);
 }
 
 /* GEMMs first (their epilogues take the residual adds), then norms, over
@@ -399,6 +459,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, pl
     plan_uses u;
     memset(&u, 0, sizeof u);
     plan_shape *shp = NULL;
+    int64_t *qdims = NULL;
     mha_status st = MHA_OK;
     P->consts = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *P->consts);
     P->last_step = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *P->last_step);
@@ -409,14 +470,17 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, pl
     if (st == MHA_OK) st = plan_probe_sizes(P, err);
     if (st == MHA_OK) st = build_steps(P, NULL, err); /* every node interpreted */
     if (st == MHA_OK) st = build_shapes(P, shp, err);
+    if (st == MHA_OK) st = build_axis_probes(P, shp, &qdims, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);
     if (st == MHA_OK) st = plan_partition(P, &u, shp, err);
     if (st == MHA_OK) st = build_fused(P, &u, shp, err);
     if (st == MHA_OK) st = build_steps(P, shp, err);
-    if (st == MHA_OK) st = build_io(P, shp, err);
+    if (st == MHA_OK) st = build_io(P, shp, qdims, err);
     if (st == MHA_OK && !skip_verify) st = plan_verify(P, err);
+    build_drop_probe_results(P);
     plan_uses_free(a, &u);
     mha_free(a, shp);
+    mha_free(a, qdims);
     if (st != MHA_OK) {
         plan_free(P);
         return st;

@@ -55,7 +55,8 @@ static int gemm_bias_add(const plan *P, const plan_uses *u, const plan_shape *sh
 }
 
 /* "gemm", "+bias", then the epilogue's op types in order, "residual" for
- * the external operand's Add. */
+ * the external operand's Add, "gated" for its Mul (the second GEMM of
+ * SwiGLU / GeGLU, times the first one's activated output). */
 static void gemm_describe(const ir_graph *g, plan_gemm *pg) {
     size_t used = 0;
     int w = snprintf(pg->desc, sizeof pg->desc, "gemm%s", pg->bias ? "+bias" : "");
@@ -65,7 +66,11 @@ static void gemm_describe(const ir_graph *g, plan_gemm *pg) {
         int ext = 0;
         for (size_t j = 0; j < n->n_inputs; j++)
             ext |= n->inputs[j] >= 0 && n->inputs[j] == pg->epilogue.ext_value;
-        w = snprintf(pg->desc + used, sizeof pg->desc - used, "+%s", ext ? "residual" : n->op_type);
+        const char *what = !ext                             ? n->op_type
+                           : strcmp(n->op_type, "Add") == 0 ? "residual"
+                           : strcmp(n->op_type, "Mul") == 0 ? "gated"
+                                                            : n->op_type;
+        w = snprintf(pg->desc + used, sizeof pg->desc - used, "+%s", what);
         used += w > 0 ? (size_t)w : 0;
     }
 }

@@ -5,15 +5,21 @@
  *     m = ReduceMean(x)   d = x - m   v = ReduceMean(d ^ 2)
  *     n = d / Sqrt(v + eps)   [y = n * gamma]   [y = y + beta]
  *
+ * and the RMSNorm of LLaMA and T5 (no mean, no beta),
+ *
+ *     v = ReduceMean(x ^ 2 | x * x)   s = Sqrt(v + eps)
+ *     n = x / s | x * (1 / s) | x * Reciprocal(s)   [y = n * gamma]
+ *
  * (operands of Add / Mul in either order, gamma / beta constant [D]),
  * found by data flow and run natively on float rows: mean and variance in
  * double, one pass per row each. Every value inside must be read only
  * inside. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "plan_internal.h"
-#include "registry.h"
+#include "registry_table.h"
 
 typedef struct norm_match {
     const plan *P;
@@ -68,6 +74,37 @@ static int norm_mean_last(const plan *P, const ir_node *n, int rank) {
     return a == -1 || a == rank - 1;
 }
 
+/* Fills out for a matched norm of x whose normalised value is n_out: then
+ * the affine part when it is there (* gamma, and + beta for LayerNorm). */
+static void norm_finish(norm_match *m, int kind, int x, int n_out, int64_t D, float eps,
+                        plan_norm *out) {
+    const plan *P = m->P;
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->in_value = x;
+    out->out_value = n_out;
+    out->D = D;
+    out->eps = eps;
+    size_t keep = m->n;
+    const ir_node *mul = norm_next(m, out->out_value, "Mul");
+    const float *gamma = mul ? norm_const(P, norm_other(mul, out->out_value), D) : NULL;
+    if (gamma) {
+        out->gamma = gamma;
+        out->out_value = mul->outputs[0];
+        keep = m->n;
+        const ir_node *ad = kind == MHA_NORM_LAYER ? norm_next(m, out->out_value, "Add") : NULL;
+        const float *beta = ad ? norm_const(P, norm_other(ad, out->out_value), D) : NULL;
+        if (beta) {
+            out->beta = beta;
+            out->out_value = ad->outputs[0];
+            keep = m->n;
+        }
+    }
+    m->n = keep;
+    memcpy(out->nodes, m->nodes, m->n * sizeof *m->nodes);
+    out->n_nodes = m->n;
+}
+
 static int norm_try(norm_match *m, const plan_shape *shp, int ni, plan_norm *out) {
     const plan *P = m->P;
     const ir_graph *g = P->g;
@@ -103,30 +140,47 @@ static int norm_try(norm_match *m, const plan_shape *shp, int ni, plan_norm *out
     if (!sq) return 0;
     const ir_node *dv2 = norm_next(m, sq->outputs[0], "Div");
     if (dv2 != dv || dv->inputs[1] != sq->outputs[0]) return 0;
-    memset(out, 0, sizeof *out);
-    out->in_value = x;
-    out->out_value = dv->outputs[0];
-    out->D = D;
-    out->eps = *eps;
-    /* the affine part, when it is there */
-    size_t keep = m->n;
-    const ir_node *mul = norm_next(m, out->out_value, "Mul");
-    const float *gamma = mul ? norm_const(P, norm_other(mul, out->out_value), D) : NULL;
-    if (gamma) {
-        out->gamma = gamma;
-        out->out_value = mul->outputs[0];
-        keep = m->n;
-        const ir_node *ad = norm_next(m, out->out_value, "Add");
-        const float *beta = ad ? norm_const(P, norm_other(ad, out->out_value), D) : NULL;
-        if (beta) {
-            out->beta = beta;
-            out->out_value = ad->outputs[0];
-            keep = m->n;
-        }
+    norm_finish(m, MHA_NORM_LAYER, x, dv->outputs[0], D, *eps, out);
+    return 1;
+}
+
+/* The RMSNorm from its square node ni (Pow(x, 2) or Mul(x, x)). */
+static int norm_try_rms(norm_match *m, const plan_shape *shp, int ni, plan_norm *out) {
+    const plan *P = m->P;
+    const ir_graph *g = P->g;
+    const ir_node *sq = &g->nodes[ni];
+    int x = sq->inputs[0];
+    if (norm_is(sq, "Pow")) {
+        const float *two = norm_const(P, sq->inputs[1], 1);
+        if (!two || *two != 2.0f) return 0;
+    } else if (sq->inputs[1] != x) {
+        return 0;
     }
-    m->n = keep;
-    memcpy(out->nodes, m->nodes, m->n * sizeof *m->nodes);
-    out->n_nodes = m->n;
+    const plan_shape *xs = &shp[x];
+    if (xs->rank < 1 || xs->dtype != MHA_DTYPE_FLOAT32 || plan_const(P, x)) return 0;
+    int64_t D = xs->dims[0][xs->rank - 1];
+    if (D != xs->dims[1][xs->rank - 1]) return 0;
+    m->n = 0;
+    m->nodes[m->n++] = ni;
+    const ir_node *r = norm_next(m, sq->outputs[0], "ReduceMean");
+    if (!r || !norm_mean_last(P, r, xs->rank)) return 0;
+    const ir_node *add = norm_next(m, r->outputs[0], "Add");
+    const float *eps = add ? norm_const(P, norm_other(add, r->outputs[0]), 1) : NULL;
+    const ir_node *sqrt_n = eps ? norm_next(m, add->outputs[0], "Sqrt") : NULL;
+    if (!sqrt_n) return 0;
+    int s = sqrt_n->outputs[0], n_out;
+    const ir_node *dv = norm_next(m, s, "Div");
+    if (dv && dv->inputs[0] == x && dv->inputs[1] == s) {
+        n_out = dv->outputs[0]; /* x / s */
+    } else {
+        /* 1 / s or Reciprocal(s), then x times it */
+        const float *one = dv && dv->inputs[1] == s ? norm_const(P, dv->inputs[0], 1) : NULL;
+        const ir_node *inv = one && *one == 1.0f ? dv : dv ? NULL : norm_next(m, s, "Reciprocal");
+        const ir_node *mul = inv ? norm_next(m, inv->outputs[0], "Mul") : NULL;
+        if (!mul || norm_other(mul, inv->outputs[0]) != x) return 0;
+        n_out = mul->outputs[0];
+    }
+    norm_finish(m, MHA_NORM_RMS, x, n_out, D, *eps, out);
     return 1;
 }
 
@@ -153,6 +207,7 @@ static int norm_try_op(norm_match *m, const plan_shape *shp, int ni, plan_norm *
         n->n_inputs > 2 && n->inputs[2] >= 0 ? norm_const(P, n->inputs[2], D) : NULL;
     if (!scale || (n->n_inputs > 2 && n->inputs[2] >= 0 && !bias)) return 0;
     memset(out, 0, sizeof *out);
+    out->kind = MHA_NORM_LAYER;
     out->in_value = n->inputs[0];
     out->out_value = n->outputs[0];
     out->D = D;
@@ -204,6 +259,12 @@ static void norm_take_residual(norm_match *m, const plan_shape *shp, plan_norm *
     nm->n_reads = 2;
 }
 
+/* "residual+rmsnorm", "layernorm (no affine)", ... */
+static void norm_describe(plan_norm *nm) {
+    snprintf(nm->desc, sizeof nm->desc, "%s%s%s", nm->res_value >= 0 ? "residual+" : "",
+             nm->kind == MHA_NORM_RMS ? "rmsnorm" : "layernorm", nm->gamma ? "" : " (no affine)");
+}
+
 mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err) {
     const ir_graph *g = P->g;
@@ -215,16 +276,21 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
         plan_norm *nm = &P->norms[P->n_norms];
         if (!taken[ni] && norm_is(n, "LayerNormalization") && norm_try_op(&m, shp, (int)ni, nm)) {
             norm_take_residual(&m, shp, nm);
+            norm_describe(nm);
             for (size_t k = 0; k < nm->n_nodes; k++)
                 taken[nm->nodes[k]] = 1;
             P->n_norms++;
             continue;
         }
-        if (taken[ni] || !norm_is(n, "ReduceMean") || n->n_inputs < 1 || n->inputs[0] < 0 ||
-            n->n_outputs != 1 || n->outputs[0] < 0)
+        if (taken[ni] || n->n_inputs < 1 || n->inputs[0] < 0 || n->n_outputs != 1 ||
+            n->outputs[0] < 0)
             continue;
-        if (!norm_try(&m, shp, (int)ni, nm)) continue;
+        int rms = (norm_is(n, "Pow") || norm_is(n, "Mul")) && n->n_inputs == 2;
+        if (rms ? !norm_try_rms(&m, shp, (int)ni, nm)
+                : !norm_is(n, "ReduceMean") || !norm_try(&m, shp, (int)ni, nm))
+            continue;
         norm_take_residual(&m, shp, nm);
+        norm_describe(nm);
         for (size_t k = 0; k < nm->n_nodes; k++)
             taken[nm->nodes[k]] = 1;
         P->n_norms++;
@@ -235,7 +301,7 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
 void plan_norm_args(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows,
                     mha_norm_args *out) {
     *out = (mha_norm_args){.struct_size = sizeof *out,
-                           .kind = MHA_NORM_LAYER,
+                           .kind = nm->kind,
                            .rows = rows,
                            .D = nm->D,
                            .x = x,

@@ -96,6 +96,26 @@ static int part_unflatten_y(const part_ctx *c, int y) {
     return c->shp[n->outputs[0]].rank == 3 ? n->outputs[0] : y;
 }
 
+/* Hugging Face's GPT-2 (its Conv1D) projects with addmm: a Gemm over the
+ * rows flattened by a Reshape of [B, S, D] to [B * S, D]. The flat rows
+ * have no token axis for the recogniser, and the Reshape's target shape is
+ * computed from the Shape of the 3-D value: X is that 3-D value, so the
+ * Reshape (and the Shape it reads) are inside the layer. */
+static int part_flat_x(const part_ctx *c, int x) {
+    const ir_graph *g = c->P->g;
+    int p = g->values[x].producer;
+    if (c->shp[x].rank != 2 || p < 0) return x;
+    const ir_node *n = &g->nodes[p];
+    if (!(part_is(n, "Reshape") || part_is(n, "Flatten")) || n->n_inputs < 1 || n->inputs[0] < 0)
+        return x;
+    const plan_shape *in = &c->shp[n->inputs[0]];
+    for (int k = 0; k < PLAN_PROBES; k++)
+        if (in->rank != 3 || in->dims[k][2] != c->shp[x].dims[k][1] ||
+            in->dims[k][0] * in->dims[k][1] != c->shp[x].dims[k][0])
+            return x;
+    return n->inputs[0];
+}
+
 /* Forward from the core to Y; *pv is the P.V MatMul (Softmax cores). */
 static int part_find_y(part_ctx *c, int core, int *pv, const char **why) {
     const plan *P = c->P;
@@ -166,7 +186,7 @@ static int part_find_x(part_ctx *c, int core, int pv, int x[2], const char **why
             return 0;
         }
         if (n->n_inputs >= 1 && part_is_proj(P, n, n->inputs[0])) {
-            int in = n->inputs[0], seen = 0;
+            int in = part_flat_x(c, n->inputs[0]), seen = 0;
             for (int i = 0; i < nx; i++)
                 seen |= x[i] == in;
             if (!seen && nx == 2) {

@@ -20,7 +20,7 @@ typedef enum plan_step_kind {
     PLAN_STEP_ATTENTION = 1, /* a recognised layer: plan_layer */
     PLAN_STEP_INTERP,        /* one node of the graph, interpreted */
     PLAN_STEP_GEMM,          /* MatMul / Gemm with constant weights (+ bias): plan_gemm */
-    PLAN_STEP_NORM           /* LayerNorm over the last axis: plan_norm */
+    PLAN_STEP_NORM           /* LayerNorm / RMSNorm over the last axis: plan_norm */
 } plan_step_kind;
 
 /* One attention layer found in the graph. A refused one (recognised == 0)
@@ -35,6 +35,10 @@ typedef struct plan_layer {
     int *nodes;     /* graph nodes the step replaces, graph order */
     size_t n_nodes;
     double flops; /* at the first probe's sizes */
+    /* W_q, W_k, W_v, W_o of L freed after packing (release.c): L's weight
+     * pointers are NULL and w_hash is a hash of their bytes */
+    int w_released;
+    uint64_t w_hash;
 } plan_layer;
 
 /* An elementwise program (epilogue.c) run on a GEMM's output: registers
@@ -107,10 +111,12 @@ typedef struct plan_gemm {
     uint64_t w_hash; /* W released (NULL): a hash of its bytes (release.c) */
 } plan_gemm;
 
-/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis,
- * x = in_value [+ res_value] (the residual Add before a post-LN norm). */
+/* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis
+ * (LayerNorm; RMSNorm: mean 0, var the mean of x^2), x = in_value [+
+ * res_value] (the residual Add before the norm). */
 #define PLAN_NORM_MAX_NODES 11
 typedef struct plan_norm {
+    int kind; /* MHA_NORM_LAYER or MHA_NORM_RMS */
     int in_value, out_value;
     int res_value; /* -1: none */
     int reads[2];  /* in_value, res_value: what the step reads */
@@ -120,6 +126,7 @@ typedef struct plan_norm {
     const float *gamma, *beta;      /* [D] or NULL */
     int nodes[PLAN_NORM_MAX_NODES]; /* the graph nodes it computes, the last makes the step */
     size_t n_nodes;
+    char desc[40]; /* "residual+rmsnorm", "layernorm (no affine)", for mha info */
 } plan_norm;
 
 typedef struct plan_step {
@@ -128,13 +135,16 @@ typedef struct plan_step {
     double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
 } plan_step;
 
-/* An axis of a graph output: fixed, or the size of an input's axis plus a
- * constant (a class token concatenated before the patches: N + 1). */
+/* An axis of a graph output: fixed, or floor((mul * x + offset) / div) of
+ * the size x of an input's axis (dims.c): x itself, x plus a constant (a
+ * class token concatenated before the patches: N + 1), the output length
+ * of a strided Conv or pooling (Whisper's ceil(frames / 2)). */
 typedef struct plan_dim_rule {
-    int64_t fixed;  /* >= 0: this size */
-    int input;      /* else: graph input index ... */
-    int axis;       /* ... and its axis */
-    int64_t offset; /* ... plus this */
+    int64_t fixed;    /* >= 0: this size */
+    int input;        /* else: graph input index ... */
+    int axis;         /* ... and its axis */
+    int64_t mul, div; /* ... times mul, divided by div (>= 1) ... */
+    int64_t offset;   /* ... after adding this */
 } plan_dim_rule;
 
 /* Largest probe input, in elements (16 MiB of float32), as the
@@ -148,6 +158,9 @@ typedef struct plan_dim_rule {
 
 /* Where the outputs of fused steps go in a run's arena, for one set of
  * input sizes (arena.c). */
+#define PLAN_IDLE_BLOCKS 2 /* arena blocks kept between runs: one per concurrent caller, up to 2   \
+                            */
+
 typedef struct plan_arena {
     int64_t key[PLAN_MAX_SYMS]; /* the size of each symbolic axis, -1 unused */
     size_t *offset;             /* [n_values]: byte offset, SIZE_MAX: not in the arena */
@@ -161,6 +174,11 @@ typedef struct plan {
     /* the one mutable part: arena layouts by input sizes, under the lock */
     pthread_mutex_t arena_lock;
     plan_arena *arenas;
+    /* arena blocks of finished runs, kept for the next ones (a fresh block of
+     * tens of MB is fresh pages: the kernel zeroes each on first touch, some
+     * 10% of a MiniLM run); idle_bytes[i] 0 = an empty slot */
+    void *idle[PLAN_IDLE_BLOCKS];
+    size_t idle_bytes[PLAN_IDLE_BLOCKS];
     ir_graph *g;     /* owned: nodes of interpreted steps, initializers */
     tensor **consts; /* [n_values]: folded constants (owned), NULL elsewhere */
     plan_layer *layers;
@@ -177,6 +195,10 @@ typedef struct plan {
     int n_syms;
     int64_t probe_sizes[PLAN_PROBES][PLAN_MAX_SYMS]; /* symbolic axis k -> size, per probe */
     layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
+    /* While plan_build runs: per probe, its inputs [g->n_inputs] and the
+     * graph outputs [g->n_outputs] the interpreter computed from them in
+     * the shape pass (what plan_verify compares against); NULL after. */
+    tensor **probe_in[PLAN_PROBES], **probe_out[PLAN_PROBES];
 } plan;
 
 /* A GEMM step's epilogue at run time: its program and the external
@@ -236,9 +258,15 @@ mha_status plan_release_weights(plan *P, mha_error *err);
  * nothing else reads it (W becomes NULL, w_hash remembers it); returns
  * the bytes freed. The reference backend cannot run that step afterwards. */
 size_t plan_release_gemm_weight(plan *P, size_t i);
+/* After attention layer i was packed (release.c): frees its unpacked
+ * projection weights W_q, W_k, W_v, W_o (biases stay: they are small)
+ * unless the layer computes an attention-weights output from them;
+ * returns the bytes freed. Packing it again, or its reference forward
+ * pass, then needs the weights of a fresh build (plan_weights_match). */
+size_t plan_release_layer_weights(plan *P, size_t i);
 /* Whether fresh (a new build of the same file, weights kept) has the GEMM
- * steps of P with the weights P released. */
-int plan_gemm_weights_match(const plan *P, const plan *fresh);
+ * steps and attention layers of P with the weights P released. */
+int plan_weights_match(const plan *P, const plan *fresh);
 
 /* Checks the inputs against the graph's (count, dtype, rank, fixed dims)
  * and fills the outputs' dtype, rank and shape. */

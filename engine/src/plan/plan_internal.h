@@ -43,6 +43,14 @@ mha_status plan_arena_plan(const plan *P, const int64_t *key, const size_t *size
 void plan_arena_free(const plan *P, plan_arena *A);
 const plan_arena *plan_arena_find(plan *P, const int64_t *key);
 void plan_arena_keep(plan *P, plan_arena *A);
+/* A block of at least `bytes` for a run's arena: an idle one kept by an
+ * earlier run (the smallest that fits), else a new one; NULL when out of
+ * memory. plan_arena_block_give hands it back after the run: kept while a
+ * slot is free (or in place of a smaller idle block), else freed.
+ * plan_arena_blocks_free frees the idle ones (plan_free). */
+void *plan_arena_block_take(plan *P, size_t bytes, size_t *got);
+void plan_arena_block_give(plan *P, void *block, size_t bytes);
+void plan_arena_blocks_free(plan *P);
 
 /* A run's arena: fused outputs placed by layout in base, or (record set)
  * their bytes recorded; NULL fields: every output allocated on its own. */
@@ -62,6 +70,19 @@ mha_status plan_exec_arena(const plan *P, tensor *const *in, const plan_backend 
  * graph outputs. be runs fused steps (NULL when the plan has none). */
 mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                      tensor ***values, mha_error *err);
+
+/* Told about every value a step writes, right after the step (before
+ * values are freed at their last step). */
+typedef struct plan_observer {
+    void (*value)(void *user, int v, const tensor *t);
+    void *user;
+} plan_observer;
+
+/* plan_exec freeing values after their last step, obs told about each
+ * value as it is made (the shapes of a probe run without holding every
+ * value of the graph at once). */
+mha_status plan_exec_observed(const plan *P, tensor *const *in, const plan_backend *be,
+                              const plan_observer *obs, tensor ***values, mha_error *err);
 
 /* The elementwise run after value y (epilogue.c): 1 and *prog, *out (its
  * last value), nodes[] (room for PLAN_EW_MAX_OPS) when there is one. N is
@@ -104,5 +125,24 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
 
 /* The symbolic axes of the graph inputs (probe.c): fills P->probe_sizes. */
 mha_status plan_probe_sizes(plan *P, mha_error *err);
+/* Probe inputs at the given size of each symbolic axis, values from seed
+ * (probe.c; plan_probe_inputs is this at P->probe_sizes[p]). */
+mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t seed, tensor **in,
+                                   mha_error *err);
+
+/* Output axis rules (dims.c). plan_dim_need_probes: whether the two
+ * probes leave some output axis's rule open (more than one symbolic axis,
+ * or no offset rule fits), so that plan_dim_rules wants one more probe per
+ * symbolic axis k, at plan_dim_probe_sizes(P, k) (probe 0 with axis k
+ * grown). plan_dim_rules fills P->out_rules from the two probes' shapes and
+ * qdims (NULL: not run), the size of axis d of output o at the probe of k
+ * at qdims[(o * PLAN_MAX_SYMS + k) * MHA_MAX_RANK + d]. plan_dim_fit: the
+ * simplest rule floor((mul x + offset) / div) through the n points (x, y)
+ * (general 0: mul = div = 1 only); 0 when none fits. */
+int plan_dim_need_probes(const plan *P, const plan_shape *shp);
+void plan_dim_probe_sizes(const plan *P, int k, int64_t *sizes);
+mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, mha_error *err);
+int plan_dim_fit(const int64_t *x, const int64_t *y, int n, int general, plan_dim_rule *r);
+int64_t plan_dim_apply(const plan_dim_rule *r, int64_t x);
 
 #endif

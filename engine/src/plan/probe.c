@@ -82,8 +82,13 @@ static int64_t probe_index_bound(const plan *P, int v, int depth) {
 }
 
 mha_status plan_probe_inputs(const plan *P, int p, tensor **in, mha_error *err) {
+    return plan_probe_inputs_sized(P, P->probe_sizes[p], 0x706c616e70726f62ull + (uint64_t)p, in,
+                                   err);
+}
+
+mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t seed, tensor **in,
+                                   mha_error *err) {
     const ir_graph *g = P->g;
-    uint64_t seed = 0x706c616e70726f62ull + (uint64_t)p;
     for (size_t i = 0; i < g->n_inputs; i++) {
         const ir_value *v = &g->values[g->inputs[i]];
         int64_t dims[MHA_MAX_RANK];
@@ -92,7 +97,7 @@ mha_status plan_probe_inputs(const plan *P, int p, tensor **in, mha_error *err) 
         int64_t numel = 1;
         int over = 0;
         for (int d = 0; d < v->rank; d++) {
-            dims[d] = P->in_syms[i][d] >= 0 ? P->probe_sizes[p][P->in_syms[i][d]] : v->dims[d];
+            dims[d] = P->in_syms[i][d] >= 0 ? sizes[P->in_syms[i][d]] : v->dims[d];
             if (!mha_mul_i64(numel, dims[d] > 0 ? dims[d] : 0, &numel)) over = 1;
         }
         if (over || numel > PLAN_PROBE_MAX_ELEMENTS)

@@ -1,21 +1,73 @@
 /* release.c -- after a model's first packing, the unpacked weights of its
- * GEMM steps are freed: the packed copy is what runs, and keeping both
- * doubles the model in memory. Only weights nothing else reads (no
- * interpreted node, no graph output) go. A later packing for another
+ * GEMM steps and attention layers are freed: the packed copy is what runs,
+ * and keeping both doubles the model in memory. Only weights nothing else
+ * reads (no interpreted node, no graph output; no attention-weights output
+ * computed from a layer's own W_q, W_k) go. A later packing for another
  * backend or precision takes them from a fresh build of the same file,
- * checked against a hash of what was freed (plan_gemm_weights_match). */
+ * checked against a hash of what was freed (plan_weights_match). */
 #include <string.h>
 
 #include "plan_internal.h"
 
-/* FNV-1a over the bytes of w [K, N]: the identity of a released weight. */
-static uint64_t release_hash(const float *w, int64_t K, int64_t N) {
+#define RELEASE_HASH_SEED 1469598103934665603ull
+
+/* FNV-1a over the bytes of w [K, N], continuing from h: the identity of a
+ * released weight (w NULL adds nothing). */
+static uint64_t release_hash_more(uint64_t h, const float *w, int64_t K, int64_t N) {
     const unsigned char *p = (const unsigned char *)w;
-    size_t n = (size_t)K * (size_t)N * sizeof *w;
-    uint64_t h = 1469598103934665603ull;
+    size_t n = w ? (size_t)K * (size_t)N * sizeof *w : 0;
     for (size_t i = 0; i < n; i++)
         h = (h ^ p[i]) * 1099511628211ull;
     return h;
+}
+
+static uint64_t release_hash(const float *w, int64_t K, int64_t N) {
+    return release_hash_more(RELEASE_HASH_SEED, w, K, N);
+}
+
+/* The projection weights of L in a fixed order, with their [rows, cols]:
+ * W_q [d_model, Hq*dk], W_k [d_kv, Hkv*dk], W_v [d_kv, Hkv*dv],
+ * W_o [Hq*dv, d_out]. */
+static void release_layer_parts(layer *L, float ***w, int64_t (*rc)[2]) {
+    const int64_t dk = L->d_head, dv = layer_dv(L), d_kv = L->cross ? L->d_kv : L->d_model;
+    w[0] = &L->wq;
+    w[1] = &L->wk;
+    w[2] = &L->wv;
+    w[3] = &L->wo;
+    rc[0][0] = L->d_model, rc[0][1] = L->q_heads * dk;
+    rc[1][0] = d_kv, rc[1][1] = L->kv_heads * dk;
+    rc[2][0] = d_kv, rc[2][1] = L->kv_heads * dv;
+    rc[3][0] = L->q_heads * dv, rc[3][1] = layer_dout(L);
+}
+
+static uint64_t release_layer_hash(const layer *L) {
+    float **w[4];
+    int64_t rc[4][2];
+    release_layer_parts((layer *)L, w, rc);
+    uint64_t h = RELEASE_HASH_SEED;
+    for (int k = 0; k < 4; k++)
+        h = release_hash_more(h, *w[k], rc[k][0], rc[k][1]);
+    return h;
+}
+
+size_t plan_release_layer_weights(plan *P, size_t i) {
+    plan_layer *pl = &P->layers[i];
+    layer *L = &pl->L;
+    /* the attention-weights output projects Q and K itself (exec_ext.c) */
+    if (!pl->recognised || !L->has_proj || L->need_weights || pl->w_released) return 0;
+    float **w[4];
+    int64_t rc[4][2];
+    release_layer_parts(L, w, rc);
+    pl->w_hash = release_layer_hash(L);
+    size_t freed = 0;
+    for (int k = 0; k < 4; k++) {
+        if (!*w[k]) continue;
+        freed += (size_t)rc[k][0] * (size_t)rc[k][1] * sizeof(float);
+        mha_free(&P->alloc, *w[k]);
+        *w[k] = NULL;
+    }
+    pl->w_released = 1;
+    return freed;
 }
 
 /* The graph value holding the weight of GEMM step pg (its MatMul's or
@@ -68,8 +120,22 @@ size_t plan_release_gemm_weight(plan *P, size_t i) {
     return freed;
 }
 
-int plan_gemm_weights_match(const plan *P, const plan *fresh) {
-    if (!fresh || fresh->n_gemms != P->n_gemms) return 0;
+/* The layer's shape as the packing reads it. */
+static int release_same_layer(const layer *a, const layer *b) {
+    return a->has_proj == b->has_proj && a->cross == b->cross && a->d_model == b->d_model &&
+           a->d_kv == b->d_kv && a->q_heads == b->q_heads && a->kv_heads == b->kv_heads &&
+           a->d_head == b->d_head && layer_dv(a) == layer_dv(b) && layer_dout(a) == layer_dout(b);
+}
+
+int plan_weights_match(const plan *P, const plan *fresh) {
+    if (!fresh || fresh->n_gemms != P->n_gemms || fresh->n_layers != P->n_layers) return 0;
+    for (size_t i = 0; i < P->n_layers; i++) {
+        const plan_layer *a = &P->layers[i], *b = &fresh->layers[i];
+        if (!a->w_released) continue;
+        if (!b->recognised || a->core_node != b->core_node || !release_same_layer(&a->L, &b->L) ||
+            !b->L.wq || a->w_hash != release_layer_hash(&b->L))
+            return 0;
+    }
     for (size_t i = 0; i < P->n_gemms; i++) {
         const plan_gemm *a = &P->gemms[i], *b = &fresh->gemms[i];
         if (a->K != b->K || a->N != b->N || a->node != b->node || !b->W) return 0;

@@ -201,21 +201,44 @@ static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
 }
 
 static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
-                            const plan_run_arena *ar, tensor ***values_out, mha_error *err);
+                            const plan_observer *obs, const plan_run_arena *ar,
+                            tensor ***values_out, mha_error *err);
 
 mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                      tensor ***values_out, mha_error *err) {
-    return run_steps(P, in, be, keep_all, NULL, values_out, err);
+    return run_steps(P, in, be, keep_all, NULL, NULL, values_out, err);
+}
+
+mha_status plan_exec_observed(const plan *P, tensor *const *in, const plan_backend *be,
+                              const plan_observer *obs, tensor ***values_out, mha_error *err) {
+    return run_steps(P, in, be, 0, obs, NULL, values_out, err);
 }
 
 mha_status plan_exec_arena(const plan *P, tensor *const *in, const plan_backend *be,
                            const plan_run_arena *ar, tensor ***values_out, mha_error *err) {
-    return run_steps(P, in, be, 0, ar, values_out, err);
+    return run_steps(P, in, be, 0, NULL, ar, values_out, err);
+}
+
+/* Tells obs about what step s wrote, before anything is freed. */
+static void run_observe(const plan *P, const plan_step *s, tensor *const *values,
+                        const plan_observer *obs) {
+    if (s->kind != PLAN_STEP_INTERP) {
+        int v = s->kind == PLAN_STEP_ATTENTION ? P->layers[s->index].out_value
+                : s->kind == PLAN_STEP_GEMM    ? P->gemms[s->index].out_value
+                                               : P->norms[s->index].out_value;
+        if (v >= 0 && values[v]) obs->value(obs->user, v, values[v]);
+        return;
+    }
+    const ir_node *nd = &P->g->nodes[s->index];
+    for (size_t k = 0; k < nd->n_outputs; k++)
+        if (nd->outputs[k] >= 0 && values[nd->outputs[k]])
+            obs->value(obs->user, nd->outputs[k], values[nd->outputs[k]]);
 }
 
 /* The steps in order; keep_all: no value freed (verification). */
 static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
-                            const plan_run_arena *ar, tensor ***values_out, mha_error *err) {
+                            const plan_observer *obs, const plan_run_arena *ar,
+                            tensor ***values_out, mha_error *err) {
     const ir_graph *g = P->g;
     *values_out = NULL;
     size_t max_io = 1;
@@ -245,6 +268,7 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
             st = run_norm(P, (size_t)step->index, values, be, ar, err);
         else
             st = run_interp(P, step->index, values, nin, nout, err);
+        if (st == MHA_OK && obs) run_observe(P, step, values, obs);
         if (st != MHA_OK || keep_all) continue;
         /* lifetimes: what this step read for the last time, and what it
          * wrote that nobody reads */
@@ -326,8 +350,14 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
         outputs[k].rank = io->rank;
         for (int d = 0; d < io->rank; d++) {
             const plan_dim_rule *r = &P->out_rules[k][d];
-            outputs[k].shape[d] =
-                r->fixed >= 0 ? r->fixed : inputs[r->input].shape[r->axis] + r->offset;
+            const int64_t x = r->fixed >= 0 ? 0 : inputs[r->input].shape[r->axis];
+            outputs[k].shape[d] = plan_dim_apply(r, x);
+            if (outputs[k].shape[d] < 0)
+                return mha_fail(err, MHA_ERR_SHAPE,
+                                "input '%s': axis %d of %lld is too short for output '%s' (its "
+                                "axis %d would be %lld)",
+                                g->values[g->inputs[r->input]].name, r->axis, (long long)x,
+                                io->name, d, (long long)outputs[k].shape[d]);
         }
     }
     return MHA_OK;
@@ -370,6 +400,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     tensor **in = mha_calloc(&P->alloc, n_inputs ? n_inputs : 1, sizeof *in);
     tensor **values = NULL;
     plan_run_arena ar = {NULL, NULL, NULL};
+    size_t block_bytes = 0;
     if (!in_t || !in) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         goto done;
@@ -391,7 +422,8 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     run_arena_key(P, inputs, key);
     ar.layout = plan_arena_find((plan *)P, key);
     if (ar.layout) {
-        ar.base = mha_malloc(&P->alloc, ar.layout->bytes ? ar.layout->bytes : 1);
+        ar.base =
+            plan_arena_block_take((plan *)P, ar.layout->bytes ? ar.layout->bytes : 1, &block_bytes);
         if (!ar.base) ar.layout = NULL; /* each output on its own, as without */
     } else {
         ar.record = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *ar.record);
@@ -416,7 +448,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     }
 done:
     if (values) plan_values_free(P, in, values);
-    mha_free(&P->alloc, ar.base);
+    plan_arena_block_give((plan *)P, ar.base, block_bytes);
     mha_free(&P->alloc, ar.record);
     mha_free(&P->alloc, in_t);
     mha_free(&P->alloc, in);

@@ -21,28 +21,42 @@ static mha_status verify_reference_layer(void *user, const plan *P, size_t li,
                                    n_outputs, err);
 }
 
-/* C = A . W + bias, each sum in double: the plain GEMM beside the fast ones. */
+/* Rows of A summed together: W [K, N] is read once per block of rows,
+ * not once per row (a weight is far larger than the caches; row by row,
+ * the verification of ViT-B/16 streamed W from memory for every token). */
+#define VERIFY_GEMM_ROWS 8
+
+/* C = A . W + bias, each sum in double, starting from the bias and adding
+ * k = 0 .. K-1 in order (the same bits for any blocking): the plain GEMM
+ * beside the fast ones. */
 static mha_status verify_reference_gemm(void *user, const plan *P, size_t gi, const float *A,
                                         int64_t M, float *C, const plan_ep *ep, mha_error *err) {
     const plan_gemm *g = &P->gemms[gi];
+    const int64_t N = g->N, K = g->K;
     (void)user;
-    double *acc = mha_calloc(&P->alloc, (size_t)(g->N > 0 ? g->N : 1), sizeof *acc);
+    if (!g->W) return mha_fail(err, MHA_ERR_INTERNAL, "verify: GEMM step %zu has no weights", gi);
+    double *acc =
+        mha_calloc(&P->alloc, (size_t)VERIFY_GEMM_ROWS * (size_t)(N > 0 ? N : 1), sizeof *acc);
     if (!acc) return mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
-    /* row by row, W read in its own order */
-    for (int64_t m = 0; m < M; m++) {
-        for (int64_t n = 0; n < g->N; n++)
-            acc[n] = g->bias ? (double)g->bias[n] : 0.0;
-        for (int64_t k = 0; k < g->K; k++) {
-            const double a = A[m * g->K + k];
-            const float *w = g->W + k * g->N;
-            for (int64_t n = 0; n < g->N; n++)
-                acc[n] += a * (double)w[n];
+    for (int64_t m0 = 0; m0 < M; m0 += VERIFY_GEMM_ROWS) {
+        const int64_t mb = M - m0 < VERIFY_GEMM_ROWS ? M - m0 : VERIFY_GEMM_ROWS;
+        for (int64_t r = 0; r < mb; r++)
+            for (int64_t n = 0; n < N; n++)
+                acc[r * N + n] = g->bias ? (double)g->bias[n] : 0.0;
+        for (int64_t k = 0; k < K; k++) {
+            const float *w = g->W + k * N;
+            for (int64_t r = 0; r < mb; r++) {
+                const double a = A[(m0 + r) * K + k];
+                double *row = acc + r * N;
+                for (int64_t n = 0; n < N; n++)
+                    row[n] += a * (double)w[n];
+            }
         }
-        for (int64_t n = 0; n < g->N; n++)
-            C[m * g->N + n] = (float)acc[n];
+        for (int64_t i = 0; i < mb * N; i++)
+            C[m0 * N + i] = (float)acc[i];
     }
     mha_free(&P->alloc, acc);
-    if (ep) plan_ep_tile(ep, C, g->N, 0, M, 0, g->N);
+    if (ep) plan_ep_tile(ep, C, N, 0, M, 0, N);
     return MHA_OK;
 }
 
@@ -99,22 +113,45 @@ static mha_status verify_reference_plan(const plan *P, plan *R, mha_error *err) 
     return MHA_OK;
 }
 
+/* The graph's outputs on probe p's inputs: kept from the shape pass of
+ * plan_build (*in, *want borrowed), else made here by interpreting every
+ * node (*owned set: free in, want with plan_free_tensors). */
+static mha_status verify_expected(const plan *P, int p, tensor ***in, tensor ***want, int *owned,
+                                  mha_error *err) {
+    const ir_graph *g = P->g;
+    *owned = 0;
+    if (P->probe_in[p] && P->probe_out[p]) {
+        *in = P->probe_in[p];
+        *want = P->probe_out[p];
+        return MHA_OK;
+    }
+    *owned = 1;
+    *in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof **in);
+    *want = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof **want);
+    if (!*in || !*want) return mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+    plan R;
+    tensor **values = NULL;
+    memset(&R, 0, sizeof R);
+    mha_status st = verify_reference_plan(P, &R, err);
+    if (st == MHA_OK) st = plan_probe_inputs(P, p, *in, err);
+    if (st == MHA_OK) {
+        st = plan_exec(&R, *in, NULL, 1, &values, err);
+        if (st != MHA_OK) mha_error_prefix(err, "verify: evaluating the graph");
+    }
+    for (size_t k = 0; k < g->n_outputs && st == MHA_OK; k++)
+        if (values[g->outputs[k]]) st = tensor_clone(values[g->outputs[k]], &(*want)[k], err);
+    if (values) plan_values_free(&R, *in, values);
+    mha_free(&P->alloc, R.steps);
+    return st;
+}
+
 mha_status plan_verify(const plan *P, mha_error *err) {
     const ir_graph *g = P->g;
-    plan R;
-    mha_status st = verify_reference_plan(P, &R, err);
+    mha_status st = MHA_OK;
     for (int p = 0; p < PLAN_PROBES && st == MHA_OK; p++) {
-        tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
-        tensor **want = NULL, **got = NULL;
-        if (!in) {
-            st = mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
-            break;
-        }
-        st = plan_probe_inputs(P, p, in, err);
-        if (st == MHA_OK) {
-            st = plan_exec(&R, in, NULL, 1, &want, err);
-            if (st != MHA_OK) mha_error_prefix(err, "verify: evaluating the graph");
-        }
+        tensor **in = NULL, **want = NULL, **got = NULL;
+        int owned = 0;
+        st = verify_expected(P, p, &in, &want, &owned, err);
         if (st == MHA_OK) {
             st = plan_exec(P, in, &plan_reference_backend, 0, &got, err);
             if (st != MHA_OK) mha_error_prefix(err, "verify: running the plan");
@@ -122,7 +159,7 @@ mha_status plan_verify(const plan *P, mha_error *err) {
         for (size_t k = 0; k < g->n_outputs && st == MHA_OK; k++) {
             int v = g->outputs[k];
             int64_t at;
-            double e = verify_error(want[v], got[v], &at);
+            double e = verify_error(want[k], got[v], &at);
             if (e > PLAN_VERIFY_TOLERANCE) {
                 char shape[96];
                 st = mha_fail(
@@ -131,15 +168,16 @@ mha_status plan_verify(const plan *P, mha_error *err) {
                     "(relative to its scale; tolerance %g) at element %lld of %s "
                     "(probe %d)",
                     g->values[v].name, e, PLAN_VERIFY_TOLERANCE, (long long)at,
-                    want[v] ? tensor_shape_str(want[v]->rank, want[v]->dims, shape, sizeof shape)
+                    want[k] ? tensor_shape_str(want[k]->rank, want[k]->dims, shape, sizeof shape)
                             : "?",
                     p);
             }
         }
-        if (want) plan_values_free(&R, in, want);
         if (got) plan_values_free(P, in, got);
-        plan_free_tensors(&P->alloc, in, g->n_inputs);
+        if (owned) {
+            plan_free_tensors(&P->alloc, want, g->n_outputs);
+            plan_free_tensors(&P->alloc, in, g->n_inputs);
+        }
     }
-    mha_free(&P->alloc, R.steps);
     return st;
 }

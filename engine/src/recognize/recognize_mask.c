@@ -636,7 +636,12 @@ static mha_status rz_causal_finite(rz_ctx *z, layer *L, const double *cf, const 
     tensor *M = z->inputs[f->mi];
     const rz_cand cand = f->rd.cand;
     L->causal_finite = 0;
-    if (cand > RZ_CAND_KPM_VALUED || M->rank < 1) return MHA_OK;
+    /* a float mask that broadcasts over the queries ([B, 1, 1, Skv]: a
+     * model's extended mask made once outside the layers) pads keys as a
+     * key padding mask does; it hides a key with finfo.min */
+    const int float_padding = cand == RZ_CAND_ATTN_FLOAT && M->dtype == MHA_DTYPE_FLOAT32 &&
+                              M->rank >= 2 && M->dims[M->rank - 2] == 1;
+    if ((cand > RZ_CAND_KPM_VALUED && !float_padding) || M->rank < 1) return MHA_OK;
     /* with a KV cache, row 0 sees keys 0 .. off: hide those, then key off + 1 */
     const int64_t skv = M->dims[M->rank - 1], off = z->P;
     double v[2] = {0.0, 0.0};
@@ -648,6 +653,8 @@ static mha_status rz_causal_finite(rz_ctx *z, layer *L, const double *cf, const 
             const int hide = k % skv < off + hidden;
             if (rz_cand_valued(cand))
                 tensor_set_f64(M, k, hide ? !f->neutral : f->neutral);
+            else if (float_padding)
+                ((float *)M->data)[k] = hide ? -FLT_MAX : 0.0f;
             else
                 ((unsigned char *)M->data)[k] =
                     (unsigned char)((cand == RZ_CAND_KPM_IGNORE) == hide);

@@ -67,6 +67,9 @@ static rz_sym rz_axis_symbol(const layer *L, const layer_io *io, int axis, int c
         /* Broadcast against [B, H, Sq, Skv] from the right -- but a dynamic
          * first axis of a 3-D mask is the batch (Keras [B, Sq, Skv]) */
         if (from_end == 0) return RZ_SYM_SKV;
+        /* a static 1 broadcasts (a model's extended mask [B, 1, 1, S], made
+         * once outside the layers): it does not make the queries 1 long */
+        if (io->dims[axis] == 1) return RZ_SYM_ONE;
         if (from_end == 1) return RZ_SYM_SQ;
         if (from_end == 3) return RZ_SYM_B;
         if (r == 3 && io->dims[0] < 0) return RZ_SYM_B;

@@ -160,11 +160,22 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
     e->gemm_packed = mha_calloc(&m->alloc, P->n_gemms ? P->n_gemms : 1, sizeof *e->gemm_packed);
     if (!e->layer_packed || !e->gemm_packed)
         return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
+    /* the first packing frees each unpacked weight as soon as it is packed
+     * (when the file can give it back): the two copies never coexist for
+     * the whole model */
+    const int release = m->reload && !fresh;
     for (size_t i = 0; i < P->n_layers; i++) {
         if (!P->layers[i].recognised) continue;
-        mha_status st = exec_pack_weights(&m->alloc, &P->layers[i].L, p, state, precision,
-                                          &e->layer_packed[i], err);
+        layer L = P->layers[i].L; /* a released layer's weights come from the fresh build */
+        if (P->layers[i].w_released) {
+            const layer *F = &fresh->layers[i].L;
+            L.wq = F->wq, L.wk = F->wk, L.wv = F->wv, L.wo = F->wo;
+        }
+        mha_status st =
+            exec_pack_weights(&m->alloc, &L, p, state, precision, &e->layer_packed[i], err);
         if (st != MHA_OK) return st;
+        if (release && plan_release_layer_weights(m->plan, i))
+            ((mha_model *)m)->weights_released = 1;
     }
     for (size_t i = 0; i < P->n_gemms; i++) {
         const plan_gemm *g = &P->gemms[i];
@@ -174,12 +185,7 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
         mha_status st = exec_pack_parts(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
                                         "a GEMM step", &e->gemm_packed[i], err);
         if (st != MHA_OK) return st;
-        /* the first packing frees each unpacked weight as soon as it is
-         * packed: the two copies never coexist for the whole model */
-        if (m->reload && !fresh) {
-            plan_release_gemm_weight(m->plan, i);
-            ((mha_model *)m)->weights_released = 1;
-        }
+        if (release && plan_release_gemm_weight(m->plan, i)) ((mha_model *)m)->weights_released = 1;
     }
     return MHA_OK;
 }
@@ -371,10 +377,7 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
     } else if (s->kind == PLAN_STEP_NORM) {
         const plan_norm *nm = &P->norms[s->index];
         out->kind = "norm";
-        out->op = nm->res_value >= 0
-                      ? (nm->gamma ? "residual+layernorm" : "residual+layernorm (no affine)")
-                  : nm->gamma ? "layernorm"
-                              : "layernorm (no affine)";
+        out->op = nm->desc;
         out->name = P->g->nodes[nm->nodes[0]].name;
         out->num_nodes = nm->n_nodes;
     } else if (s->kind == PLAN_STEP_GEMM) {

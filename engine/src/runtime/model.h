@@ -30,9 +30,10 @@ struct mha_model {
      * an entry, once linked, never changes until the model is freed. */
     pthread_mutex_t pack_lock;
     model_pack *packs;
-    /* A plan loaded from a file: after the first packing the unpacked GEMM
-     * weights are released (plan_release_gemm_weights) and a later packing
-     * rebuilds the plan from the file for them. NULL: always kept. */
+    /* A plan loaded from a file: after the first packing the unpacked
+     * weights of GEMM steps and attention layers are released (release.c)
+     * and a later packing rebuilds the plan from the file for them. NULL:
+     * always kept. */
     char *source_path;
     ir_load_options source_opts;
     mha_status (*reload)(const struct mha_model *m, plan **fresh, mha_error *err);
@@ -47,12 +48,12 @@ mha_status model_create_from_layer(const mha_allocator *alloc, layer *L, mha_mod
                                    mha_error *err);
 
 /* Builds the plan of m's file again, every weight kept, checked to hold
- * the GEMM weights m released (model_load.c; the importer stays out of
+ * the weights m released (model_load.c; the importer stays out of
  * model.c). */
 typedef mha_status (*model_reload_fn)(const mha_model *m, plan **fresh, mha_error *err);
 
 /* Where a plan model came from (a copy of path is kept) and how to build it
- * again, so its unpacked GEMM weights may be released after the first
+ * again, so its unpacked weights may be released after the first
  * packing. */
 mha_status model_set_source(mha_model *m, const char *path, const ir_load_options *opts,
                             model_reload_fn reload, mha_error *err);

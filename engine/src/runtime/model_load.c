@@ -85,17 +85,17 @@ static mha_status model_from_graph(const mha_model_options *opts, const mha_allo
 }
 
 /* The plan of m's file built again (not verified: it was at load), with
- * every weight, for a packing after the GEMM weights were released. */
+ * every weight, for a packing after the weights were released. */
 static mha_status model_reload_plan(const mha_model *m, plan **out, mha_error *err) {
     ir_graph *g = NULL;
     *out = NULL;
     mha_status st = ir_load_file(&m->alloc, m->source_path, &m->source_opts, &g, err);
     if (st == MHA_OK) st = plan_build(&m->alloc, &g, 1, out, err);
-    if (st == MHA_OK && !plan_gemm_weights_match(m->plan, *out)) {
+    if (st == MHA_OK && !plan_weights_match(m->plan, *out)) {
         plan_free(*out);
         *out = NULL;
         st = mha_fail(err, MHA_ERR_IO,
-                      "%s: the file changed since the model was loaded (its GEMM weights, "
+                      "%s: the file changed since the model was loaded (its weights, "
                       "released after the first packing, are needed again for another "
                       "backend or precision)",
                       m->source_path);

@@ -189,6 +189,16 @@ MHA_API uint64_t mha_runtime_cpu_features(const mha_runtime *rt) {
     return rt && rt->reg ? rt->reg->cpu_features : 0;
 }
 
+MHA_API const char *mha_cpu_features_string(uint64_t features, char *buf, size_t size) {
+    return cpu_features_str(features, buf, size);
+}
+
+MHA_API const struct mha_plugin *mha_runtime_plugin_table(const mha_runtime *rt, size_t i) {
+    if (!rt || !rt->reg || i >= rt->reg->n_entries) return NULL;
+    const plugin_entry *e = &rt->reg->entries[i];
+    return e->usable ? e->plugin : NULL;
+}
+
 /* ---- running ---- */
 
 MHA_API mha_status mha_model_output_shapes(const mha_model *model, const mha_tensor *inputs,

@@ -167,7 +167,7 @@ class Vit(nn.Module):
         return self.ln(x)[:, 0]
 
 
-def save_case(outdir, name, model, inputs, in_names, out_names, dyn, opset):
+def save_case(outdir, name, model, inputs, in_names, out_names, dyn, opset, fold=True):
     d = os.path.join(outdir, name)
     os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
     model.eval()
@@ -177,7 +177,7 @@ def save_case(outdir, name, model, inputs, in_names, out_names, dyn, opset):
         outs = (outs,)
     torch.onnx.export(model, tuple(inputs), os.path.join(d, "model.onnx"), input_names=in_names,
                       output_names=out_names, dynamic_axes=dyn, opset_version=opset,
-                      do_constant_folding=True)
+                      do_constant_folding=fold)
     for i, (n, t) in enumerate(zip(in_names, inputs)):
         p = os.path.join(d, "test_data_set_0", "input_%d.pb" % i)
         with open(p, "wb") as f:

@@ -1,0 +1,258 @@
+/* test_plan_steps.c -- the step kinds of a plan beyond attention, GEMM and
+ * LayerNorm: the RMSNorm of LLaMA and T5 (Pow / ReduceMean / Add / Sqrt and
+ * a Div or a Mul by 1 / s, times gamma) as one norm step, and SwiGLU's
+ * second GEMM multiplying by the first one's SiLU in its epilogue. Each
+ * model with such steps runs on every backend this machine has and matches
+ * the reference interpreter of its graph. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "interp.h"
+#include "model.h"
+#include "onnx_ir.h"
+#include "plan/plan_internal.h"
+
+static mha_alloc_ctx g_alloc;
+
+#define LLAMA "llama_gqa_l2_d32_h4_kv2"
+#define T5 "t5enc_relbias_l2_d32_h4"
+
+static void model_path(const char *name, char *path, size_t size) {
+    snprintf(path, size, "%s/models/%s/model.onnx", MHA_TEST_DATA, name);
+}
+
+static ir_graph *load_graph(const char *name) {
+    char path[1024];
+    model_path(name, path, sizeof path);
+    ir_graph *g = NULL;
+    mha_error err;
+    if (ir_load_file(&g_alloc, path, NULL, &g, &err) != MHA_OK)
+        fail_msg("loading %s: %s", path, err.message);
+    return g;
+}
+
+/* The plan of a test model, verified against the interpreter at build. */
+static plan *build(const char *name) {
+    ir_graph *g = load_graph(name);
+    plan *P = NULL;
+    mha_error err;
+    if (plan_build(&g_alloc, &g, 0, &P, &err) != MHA_OK)
+        fail_msg("plan of %s: %s", name, err.message);
+    return P;
+}
+
+static size_t interpreted(const plan *P, const char *op) {
+    size_t n = 0;
+    for (size_t s = 0; s < P->n_steps; s++)
+        n += P->steps[s].kind == PLAN_STEP_INTERP &&
+             strcmp(P->g->nodes[P->steps[s].index].op_type, op) == 0;
+    return n;
+}
+
+/* Every RMSNorm of LLaMA (x * (1 / Sqrt(...)) * w) and of T5 is a norm
+ * step: two per layer and the final one, none of their nodes left to the
+ * interpreter, and the step's rows are the RMSNorm formula. */
+static void test_rmsnorm_steps(void **state) {
+    (void)state;
+    const char *names[2] = {LLAMA, T5};
+    for (int k = 0; k < 2; k++) {
+        plan *P = build(names[k]);
+        assert_int_equal(P->n_norms, 5);
+        for (size_t i = 0; i < P->n_norms; i++) {
+            const plan_norm *nm = &P->norms[i];
+            assert_int_equal(nm->kind, MHA_NORM_RMS);
+            assert_int_equal(nm->D, 32);
+            assert_non_null(nm->gamma);
+            assert_null(nm->beta);
+            /* Pow, ReduceMean, Add, Sqrt, Div (1 / s), Mul (x), Mul (gamma) */
+            assert_int_equal(nm->n_nodes, 7);
+            assert_string_equal(nm->desc, "rmsnorm");
+        }
+        assert_int_equal(interpreted(P, "Pow"), 0);
+        assert_int_equal(interpreted(P, "ReduceMean"), 0);
+        assert_int_equal(interpreted(P, "Sqrt"), 0);
+        if (k == 0) {
+            assert_int_equal(interpreted(P, "Mul"), 0); /* the norms' and SwiGLU's */
+            assert_int_equal(interpreted(P, "Div"), 0);
+        }
+        /* rows of the step against the formula in double */
+        plan_norm nm = P->norms[0];
+        float gamma[32], x[3 * 32], y[3 * 32];
+        for (int i = 0; i < 32; i++)
+            gamma[i] = 0.5f + 0.03f * (float)i;
+        nm.gamma = gamma;
+        tu_fill_random(x, 3 * 32, 11);
+        assert_int_equal(plan_norm_rows(&nm, x, NULL, y, 3), 0);
+        for (int r = 0; r < 3; r++) {
+            double ss = 0.0;
+            for (int i = 0; i < 32; i++)
+                ss += (double)x[r * 32 + i] * x[r * 32 + i];
+            double inv = 1.0 / sqrt(ss / 32.0 + (double)nm.eps);
+            for (int i = 0; i < 32; i++)
+                assert_float_equal(y[r * 32 + i], x[r * 32 + i] * inv * gamma[i], 1e-5);
+        }
+        plan_free(P);
+    }
+}
+
+static const ir_node *producer(const ir_graph *g, int v) {
+    return g->values[v].producer >= 0 ? &g->nodes[g->values[v].producer] : NULL;
+}
+
+/* The Div (1 / s) of the RMSNorm with output r, or NULL. */
+static ir_node *rms_inverse(ir_graph *g, ir_node *d) {
+    if (strcmp(d->op_type, "Div") != 0 || d->n_inputs != 2 || d->inputs[1] < 0) return NULL;
+    const ir_node *s = producer(g, d->inputs[1]), *one = producer(g, d->inputs[0]);
+    int one_const = g->values[d->inputs[0]].init || (one && strcmp(one->op_type, "Constant") == 0);
+    return s && strcmp(s->op_type, "Sqrt") == 0 && one_const ? d : NULL;
+}
+
+/* A square written as Mul(x, x) and a normalisation written as x / s are
+ * the same RMSNorm step; x^2 * (1 / s) (the square read twice) is none,
+ * and still computes what the graph says. */
+static void test_rmsnorm_forms(void **state) {
+    (void)state;
+    for (int form = 0; form < 3; form++) {
+        ir_graph *g = load_graph(LLAMA);
+        for (size_t ni = 0; ni < g->n_nodes; ni++) {
+            ir_node *n = &g->nodes[ni];
+            if (form == 0 && strcmp(n->op_type, "Pow") == 0) { /* x * x */
+                strcpy(n->op_type, "Mul");
+                n->inputs[1] = n->inputs[0];
+            }
+            ir_node *d = form ? rms_inverse(g, n) : NULL;
+            if (!d) continue;
+            for (size_t mi = ni + 1; mi < g->n_nodes; mi++) {
+                ir_node *m = &g->nodes[mi];
+                if (strcmp(m->op_type, "Mul") != 0 || m->inputs[1] != d->outputs[0]) continue;
+                if (form == 1) {
+                    /* x * (1 / s) becomes x / s; the Div left reads only
+                     * constants (folded, its output unread) */
+                    strcpy(m->op_type, "Div");
+                    m->inputs[1] = d->inputs[1];
+                    d->inputs[1] = d->inputs[0];
+                } else {
+                    /* the square in place of x: s = Sqrt(Add(ReduceMean(p), eps)) */
+                    const ir_node *sq = producer(g, d->inputs[1]);
+                    const ir_node *add = producer(g, sq->inputs[0]);
+                    int mean = add->inputs[producer(g, add->inputs[0]) ? 0 : 1];
+                    m->inputs[0] = producer(g, mean)->inputs[0];
+                }
+                break;
+            }
+        }
+        plan *P = NULL;
+        mha_error err;
+        if (plan_build(&g_alloc, &g, 0, &P, &err) != MHA_OK)
+            fail_msg("form %d: %s", form, err.message);
+        size_t rms = 0;
+        for (size_t i = 0; i < P->n_norms; i++)
+            rms += P->norms[i].kind == MHA_NORM_RMS;
+        if (rms != (form == 2 ? 0u : 5u)) fail_msg("form %d: %zu RMSNorm steps", form, rms);
+        plan_free(P);
+    }
+}
+
+/* SwiGLU: silu(x W1) * (x W3). The first GEMM ends in its SiLU, the second
+ * multiplies by that buffer in its epilogue ("gated"): no Mul interpreted. */
+static void test_swiglu_gated_epilogue(void **state) {
+    (void)state;
+    plan *P = build(LLAMA);
+    size_t silu = 0, gated = 0;
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        const plan_gemm *pg = &P->gemms[i];
+        silu += pg->fused_act == MHA_ACT_SILU;
+        if (strstr(pg->desc, "+gated")) {
+            gated++;
+            assert_int_equal(pg->epilogue.n_ops, 1);
+            assert_int_equal(pg->epilogue.ops[0].code, PLAN_EW_MUL);
+            assert_true(pg->epilogue.ext_value >= 0);
+            assert_int_equal(pg->n_reads, 2);
+            /* the gate is the output of a GEMM step with the SiLU */
+            int from_silu = 0;
+            for (size_t j = 0; j < P->n_gemms; j++)
+                from_silu |= P->gemms[j].out_value == pg->epilogue.ext_value &&
+                             P->gemms[j].fused_act == MHA_ACT_SILU;
+            assert_true(from_silu);
+        }
+    }
+    assert_int_equal(silu, 2);
+    assert_int_equal(gated, 2);
+    plan_free(P);
+}
+
+/* The probe inputs of P's graph (probe 0), as mha tensors over t[]. */
+static size_t probe_inputs(const plan *P, tensor **t, mha_tensor *in) {
+    mha_error err;
+    assert_int_equal(plan_probe_inputs(P, 0, t, &err), MHA_OK);
+    for (size_t i = 0; i < P->g->n_inputs; i++)
+        tensor_as_mha(t[i], &in[i]);
+    return P->g->n_inputs;
+}
+
+/* The whole model on every backend found (scalar at least) against the
+ * reference interpreter of the original graph, on the plan's probe input. */
+static void test_models_on_every_backend(void **state) {
+    (void)state;
+    const char *names[2] = {LLAMA, T5};
+    const char *backends[4] = {"scalar", "avx2", "avx512", "openmp"};
+    for (int k = 0; k < 2; k++) {
+        char path[1024];
+        model_path(names[k], path, sizeof path);
+        mha_error err;
+        mha_model *m = NULL;
+        if (mha_model_load_file(path, NULL, &m, &err) != MHA_OK)
+            fail_msg("%s: %s", names[k], err.message);
+        tensor *t[4] = {0};
+        mha_tensor in[4];
+        size_t n_in = probe_inputs(m->plan, t, in);
+        /* the interpreter's output */
+        ir_graph *g = load_graph(names[k]);
+        tensor **values = NULL;
+        if (interp_run(&g_alloc, g, (const tensor *const *)t, &values, &err) != MHA_OK)
+            fail_msg("interp %s: %s", names[k], err.message);
+        const tensor *want = values[g->outputs[0]];
+        size_t n = (size_t)tensor_numel(want), ran = 0;
+        for (int b = 0; b < 4; b++) {
+            mha_runtime_options ro;
+            mha_runtime_options_init(&ro);
+            ro.backend = backends[b];
+            ro.num_threads = 2;
+            ro.no_env = 1;
+            mha_runtime *rt = NULL;
+            if (mha_runtime_create(&ro, &rt, &err) != MHA_OK) continue; /* not on this machine */
+            mha_tensor out;
+            assert_int_equal(mha_model_output_shapes(m, in, n_in, &out, 1, &err), MHA_OK);
+            assert_int_equal((size_t)mha_tensor_numel(&out), n);
+            out.data = calloc(n, sizeof(float));
+            if (mha_run(rt, m, in, n_in, &out, 1, NULL, &err) != MHA_OK)
+                fail_msg("%s on %s: %s", names[k], backends[b], err.message);
+            double e = tu_max_rel_err(out.data, want->data, n);
+            if (e > 1e-4) fail_msg("%s on %s: error %g", names[k], backends[b], e);
+            free(out.data);
+            mha_runtime_destroy(rt);
+            ran++;
+        }
+        assert_true(ran >= 1);
+        interp_values_free(g, values);
+        ir_free(g);
+        for (size_t i = 0; i < n_in; i++)
+            tensor_free(t[i]);
+        mha_model_free(m);
+    }
+}
+
+int main(void) {
+    mha_alloc_ctx_init(&g_alloc, NULL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rmsnorm_steps),
+        cmocka_unit_test(test_rmsnorm_forms),
+        cmocka_unit_test(test_swiglu_gated_epilogue),
+        cmocka_unit_test(test_models_on_every_backend),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
