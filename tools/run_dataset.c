@@ -945,9 +945,6 @@ static void ds_summary(const ds_state *s, long long rows, double seconds, double
                        long long nonfinite) {
     int64_t sq, skv;
     ds_seq_lengths(s, &sq, &skv);
-    for (size_t i = 0; i < s->n_in && sq < 0; i++) /* a whole model: its token ids [B, S] */
-        if (s->in[i].file && s->in_info[i].role == MHA_ROLE_TOKEN_IDS && s->in[i].h.rank == 2)
-            sq = s->in[i].h.dims[1];
     long long tokens = rows * (sq > 0 ? sq : 1);
     double per = seconds > 0 ? 1.0 / seconds : 0.0;
     char where[4200] = "";

@@ -1,8 +1,9 @@
 /* interp_math.c -- the reference interpreter's contractions and row-wise
  * ops: MatMul (numpy batched broadcasting, 1-D operands), Gemm, Softmax,
- * LogSoftmax, ReduceSum, ReduceMean, ReduceMax, ReduceL1, ReduceL2, ReduceSumSquare. Floating types
- * accumulate in double and round once when stored; integer MatMul / reductions accumulate in int64
- * with wrap-around. */
+ * LogSoftmax, the reductions (Sum, Mean, Max, Min, Prod, L1, L2,
+ * SumSquare). Floating types accumulate in double and round once when
+ * stored; integer MatMul / reductions accumulate in int64 with
+ * wrap-around. */
 #include "interp_internal.h"
 
 #include <math.h>
@@ -349,14 +350,17 @@ mha_status interp_op_log_softmax(interp_ctx *c) {
 
 /* ---- reductions ---- */
 
-/* Each kind sums a function of the element (MATH_MAX keeps the largest):
- * ReduceL1 |v|, ReduceSumSquare v*v, ReduceL2 the square root of the sum of
- * v*v (torch.nn.functional.normalize writes it: sentence-transformers
- * pooling ends with one). */
+/* Each kind sums a function of the element (MATH_MAX / MATH_MIN keep the
+ * largest / smallest, MATH_PROD multiplies): ReduceL1 |v|, ReduceSumSquare
+ * v*v, ReduceL2 the square root of the sum of v*v (torch.nn.functional.
+ * normalize writes it: sentence-transformers pooling ends with one).
+ * torch's x.std() counts the elements with a ReduceProd of the shape. */
 typedef enum math_reduce_kind {
     MATH_SUM,
     MATH_MEAN,
     MATH_MAX,
+    MATH_MIN,
+    MATH_PROD,
     MATH_L1,
     MATH_L2,
     MATH_SUM_SQUARE
@@ -373,6 +377,23 @@ static int64_t math_reduce_term_i64(math_reduce_kind kind, int64_t v) {
     if (kind == MATH_L1) return v < 0 ? (int64_t)(0 - (uint64_t)v) : v;
     if (kind == MATH_L2 || kind == MATH_SUM_SQUARE) return (int64_t)((uint64_t)v * (uint64_t)v);
     return v;
+}
+
+/* the accumulator after element v (NaN wins a max or min) */
+static double math_reduce_step(math_reduce_kind kind, double acc, double v) {
+    if (kind == MATH_MAX || kind == MATH_MIN) {
+        if (isnan(v) || isnan(acc)) return NAN;
+        return (kind == MATH_MAX ? v > acc : v < acc) ? v : acc;
+    }
+    if (kind == MATH_PROD) return acc * v;
+    return acc + math_reduce_term(kind, v);
+}
+
+static int64_t math_reduce_step_i64(math_reduce_kind kind, int64_t acc, int64_t v) {
+    if (kind == MATH_MAX) return v > acc ? v : acc;
+    if (kind == MATH_MIN) return v < acc ? v : acc;
+    if (kind == MATH_PROD) return (int64_t)((uint64_t)acc * (uint64_t)v);
+    return (int64_t)((uint64_t)acc + (uint64_t)math_reduce_term_i64(kind, v));
 }
 
 static mha_status math_reduce(interp_ctx *c, math_reduce_kind kind, int64_t axes_input_opset) {
@@ -459,8 +480,8 @@ static mha_status math_reduce(interp_ctx *c, math_reduce_kind kind, int64_t axes
                            (long long)n_out);
     }
     for (int64_t o = 0; o < n_out; o++) {
-        acc[o] = kind == MATH_MAX ? -INFINITY : 0.0;
-        iacc[o] = kind == MATH_MAX ? INT64_MIN : 0;
+        acc[o] = kind == MATH_MAX ? -INFINITY : kind == MATH_MIN ? INFINITY : kind == MATH_PROD;
+        iacc[o] = kind == MATH_MAX ? INT64_MIN : kind == MATH_MIN ? INT64_MAX : kind == MATH_PROD;
     }
     for (int64_t i = 0; i < n_in; i++) {
         /* output index of input element i: reduced axes pinned to 0 */
@@ -471,19 +492,10 @@ static mha_status math_reduce(interp_ctx *c, math_reduce_kind kind, int64_t axes
             o += (flags[a] ? 0 : idx) * ostride;
             ostride *= kdims[a];
         }
-        if (float_math) {
-            double v = tensor_get_f64(x, i);
-            if (kind == MATH_MAX)
-                acc[o] = (isnan(v) || isnan(acc[o])) ? NAN : (v > acc[o] ? v : acc[o]);
-            else
-                acc[o] += math_reduce_term(kind, v);
-        } else {
-            int64_t v = tensor_get_i64(x, i);
-            if (kind == MATH_MAX)
-                iacc[o] = v > iacc[o] ? v : iacc[o];
-            else
-                iacc[o] = (int64_t)((uint64_t)iacc[o] + (uint64_t)math_reduce_term_i64(kind, v));
-        }
+        if (float_math)
+            acc[o] = math_reduce_step(kind, acc[o], tensor_get_f64(x, i));
+        else
+            iacc[o] = math_reduce_step_i64(kind, iacc[o], tensor_get_i64(x, i));
     }
     for (int64_t o = 0; o < n_out; o++) {
         if (float_math) {
@@ -512,6 +524,12 @@ mha_status interp_op_reduce_mean(interp_ctx *c) {
 }
 mha_status interp_op_reduce_max(interp_ctx *c) {
     return math_reduce(c, MATH_MAX, 18);
+}
+mha_status interp_op_reduce_min(interp_ctx *c) {
+    return math_reduce(c, MATH_MIN, 18);
+}
+mha_status interp_op_reduce_prod(interp_ctx *c) {
+    return math_reduce(c, MATH_PROD, 18);
 }
 mha_status interp_op_reduce_l1(interp_ctx *c) {
     return math_reduce(c, MATH_L1, 18);
