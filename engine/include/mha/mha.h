@@ -427,6 +427,17 @@ MHA_API size_t mha_model_num_steps(const mha_model *model);
 MHA_API mha_status mha_model_step(const mha_model *model, size_t i, mha_step_info *out);
 MHA_API size_t mha_model_num_layers(const mha_model *model);
 MHA_API mha_status mha_model_layer(const mha_model *model, size_t i, mha_layer_info *out);
+/** Bytes of the activation arena of a whole model: the outputs of its
+ *  fused steps in one block laid out by their lifetimes, planned on the
+ *  first run at each set of input sizes; the largest planned so far (0
+ *  before the first run, and for a one-layer model). Interpreted steps'
+ *  values and the backend's scratch are not in it. Thread-safe. */
+MHA_API size_t mha_model_arena_bytes(const mha_model *model);
+/** Bytes of the per-run buffers the runtime keeps between runs (an
+ *  attention layer's projections, kernel workspaces), with
+ *  mha_model_arena_bytes a run's activation memory. Call it while no run
+ *  of the runtime is in flight. */
+MHA_API size_t mha_runtime_scratch_bytes(const mha_runtime *rt);
 
 /* ------------------------------------------------------------------------ */
 /* Running                                                                   */

@@ -166,6 +166,17 @@ void pool_scratch_give(pool *p, const mha_alloc_ctx *a, int slot, void *ptr) {
         mha_free(&p->alloc, buf);
 }
 
+size_t pool_scratch_bytes(pool *p) {
+    size_t total = 0;
+    for (int i = 0; p && i < POOL_SCRATCH_SLOTS; i++) {
+        const char *buf = atomic_load_explicit(&p->scratch[i], memory_order_acquire);
+        size_t have = 0;
+        if (buf) memcpy(&have, buf, sizeof have);
+        total += have;
+    }
+    return total;
+}
+
 /* ---- waking and sleeping ---- */
 
 /* Called after a sequentially consistent change a sleeper may wait for. */
