@@ -205,6 +205,37 @@ static void run_err(int64_t opset, tnode *t, tensor **in, size_t n_in, mha_statu
 
 /* ---- element-wise ---- */
 
+/* float32 broadcasting, row by row of the last axis: [3, 4, 5] (op) [4, 1]
+ * (the second operand constant along the last axis) and [4, 5] (op)
+ * [3, 4, 5], each element the float rounding of the exact result. */
+static void test_binary_broadcast_rows_f32(void **state) {
+    (void)state;
+    static const char *const ops[4] = {"Add", "Sub", "Mul", "Div"};
+    float a[60], b[20];
+    tu_fill_random(a, 60, 71);
+    tu_fill_random(b, 20, 72);
+    for (int k = 0; k < 20; k++)
+        b[k] += b[k] < 0 ? -0.5f : 0.5f; /* no divisor near 0 */
+    for (int o = 0; o < 4; o++)
+        for (int swap = 0; swap < 2; swap++) {
+            tnode t;
+            tn_init(&t, ops[o], 2, 1);
+            const int64_t da[3] = {3, 4, 5}, db1[2] = {4, 1}, db2[2] = {4, 5};
+            tensor *big = tf(3, da, a), *small = swap ? tf(2, db2, b) : tf(2, db1, b);
+            tensor *in[2] = {swap ? small : big, swap ? big : small};
+            tensor *y = run1(13, &t, in);
+            float want[60];
+            for (int i = 0; i < 60; i++) {
+                double p = a[i], q = swap ? b[i % 20] : b[(i / 5) % 4];
+                double l = swap ? q : p, r = swap ? p : q;
+                want[i] = (float)(o == 0 ? l + r : o == 1 ? l - r : o == 2 ? l * r : l / r);
+            }
+            expect_f(y, 3, da, want, 0);
+            tensor_free(y);
+            free_all(in, 2);
+        }
+}
+
 static void test_add_broadcast(void **state) {
     (void)state;
     tnode t;
@@ -1363,6 +1394,33 @@ static void test_contraction_blocks(void **state) {
     expect_f(y, 2, D(Bt * M, N), want, 0);
     tensor_free(y);
     free_all(in, 2);
+    /* with alpha, and beta * C [N] added to the double sum before the one
+     * rounding; A given transposed ([K, M] read as op(A) [M, K]) */
+    float at[K * Bt * M], c[N];
+    for (int i = 0; i < Bt * M; i++)
+        for (int k = 0; k < K; k++)
+            at[k * Bt * M + i] = a[i * K + k];
+    for (int n = 0; n < N; n++)
+        c[n] = (float)n / 7.0f - 1.0f;
+    for (int i = 0; i < Bt * M; i++)
+        for (int n = 0; n < N; n++) {
+            double acc = 0.0;
+            for (int k = 0; k < K; k++)
+                acc += (double)a[i * K + k] * (double)b[k * N + n];
+            want[i * N + n] = (float)(0.5 * acc + 2.0 * (double)c[n]);
+        }
+    tensor *in3[3];
+    tn_init(&t, "Gemm", 3, 1);
+    tn_int(&t, "transA", 1);
+    tn_float(&t, "alpha", 0.5f);
+    tn_float(&t, "beta", 2.0f);
+    in3[0] = tf(2, D(K, Bt * M), at);
+    in3[1] = tf(2, D(K, N), b);
+    in3[2] = tf(1, D(N), c);
+    y = run1(13, &t, in3);
+    expect_f(y, 2, D(Bt * M, N), want, 0);
+    tensor_free(y);
+    free_all(in3, 3);
 }
 
 static void test_softmax(void **state) {
@@ -2564,6 +2622,7 @@ int main(void) {
     mha_alloc_ctx_init(&A, NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_broadcast),
+        cmocka_unit_test(test_binary_broadcast_rows_f32),
         cmocka_unit_test(test_arith),
         cmocka_unit_test(test_unary),
         cmocka_unit_test(test_cumsum),

@@ -264,7 +264,10 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     if (nx == 0) return MHA_OK;
     /* descendants of X (bit 1); those that read its data, not only its
      * shape (bit 4): the shape-only ones may be read outside the layer too,
-     * so they stay interpreted steps as well */
+     * so they stay interpreted steps as well. Bit 8: computed from the
+     * shape of values shaped as X (and constants) alone, taken in as if
+     * from X's (part_same_shape); it spreads to nothing else, so the data
+     * of another layer shaped by such sizes stays outside. */
     unsigned char *dsc = c->mark;
     memset(dsc, 0, g->n_values);
     for (int i = 0; i < nx; i++)
