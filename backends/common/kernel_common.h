@@ -59,6 +59,50 @@ static inline void kernel_gemm_tile_out(const mha_gemm_args *a, const float *ct,
             a->C[(m + r) * a->ldc + n] = ct[r * nr + (n - c0)];
 }
 
+/*
+ * erf(x) in float arithmetic alone (+, -, *, compares, copysign): no libm
+ * call, so a loop of it vectorises at every ISA width, and every backend
+ * compiling it (-ffp-contract=off) gets the same bits. Two polynomials
+ * fitted here (least squares reweighted towards the largest error), both
+ * evaluated and one chosen:
+ *   |x| < 1:          |x| + |x| * P(x^2), P of degree 6 (P(0) = 2/sqrt(pi)
+ *                     - 1: the leading 1 kept apart adds its bits exactly)
+ *   1 <= |x| < 3.9192: 1 - E(|x| - 2.4596), E of degree 14 fitting erfc
+ *                     within 7e-9 absolute
+ *   |x| >= 3.9192:     1 (erf rounds to 1 in float from there), Inf too
+ * then the sign of x (erf(-0) = -0), NaN stays NaN. Measured against erf in
+ * double over every float (test_erf_bound): at most 1.46 ulp (libm's erff
+ * at most 0.9), so a GELU moves by ulps, never more.
+ */
+/* c[0] + c[1] t + ... + c[n - 1] t^(n - 1), by Horner from the top. */
+static inline float kernel_horner(const float *c, int n, float t) {
+    float r = c[n - 1];
+    for (int i = n - 2; i >= 0; i--)
+        r = r * t + c[i];
+    return r;
+}
+
+static inline float kernel_erf(float x) {
+    static const float P[7] = {1.283791660e-01f,  -3.761262464e-01f, 1.128357118e-01f,
+                               -2.685320599e-02f, 5.187138645e-03f,  -7.999440278e-04f,
+                               7.817408896e-05f};
+    static const float E[15] = {5.044171823e-04f,  -2.661468658e-03f, 6.546328516e-03f,
+                                -9.848345143e-03f, 9.927787523e-03f,  -6.806526066e-03f,
+                                2.938475217e-03f,  -4.583268309e-04f, -3.570151933e-04f,
+                                3.000430636e-04f,  -7.568634089e-05f, -2.484151630e-05f,
+                                1.731979097e-05f,  -8.039911426e-08f, -1.092574442e-06f};
+    const float a = fabsf(x);
+    const float p = kernel_horner(P, 7, a * a), q = kernel_horner(E, 15, a - 2.4596f);
+    float r = a < 1.0f ? a + a * p : 1.0f - q;
+    r = a >= 3.9192f ? 1.0f : r;
+    return copysignf(r, x);
+}
+
+/* GELU in its erf form, on kernel_erf. */
+static inline float kernel_gelu_erf(float x) {
+    return 0.5f * x * (1.0f + kernel_erf(x * 0.70710678118654752f));
+}
+
 /* The activation of a GEMM epilogue on x = A.B + bias (plugin.h). Plain
  * float C: every backend compiles this same code (with -ffp-contract=off),
  * so for the same x they agree bit for bit; the scalar reference applies it
@@ -66,7 +110,7 @@ static inline void kernel_gemm_tile_out(const mha_gemm_args *a, const float *ct,
 static inline float kernel_act(int act, float x) {
     switch (act) {
     case MHA_ACT_GELU_ERF:
-        return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+        return kernel_gelu_erf(x);
     case MHA_ACT_GELU_TANH:
         return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
     case MHA_ACT_RELU:
@@ -105,7 +149,10 @@ static inline void kernel_gemm_epilogue_range(const mha_gemm_args *a, int64_t m0
             for (int64_t n = n0; n < n1; n++)
                 c[n] = c[n] + bias[n];
         }
-        if (act != MHA_ACT_NONE)
+        if (act == MHA_ACT_GELU_ERF) /* its own loop: this one vectorises */
+            for (int64_t n = n0; n < n1; n++)
+                c[n] = kernel_gelu_erf(c[n]);
+        else if (act != MHA_ACT_NONE)
             for (int64_t n = n0; n < n1; n++)
                 c[n] = kernel_act(act, c[n]);
         if (a->residual) {

@@ -115,11 +115,10 @@ static void test_projection_over_flat_rows(void **state) {
  * torch.where. Its static 1 on the query axis broadcasts (the recogniser
  * probed the layer with one query, and saw no causal pattern); the two
  * finfo.min terms add up to -inf on a padded future key (causal_finite 1,
- * read by probing the mask with finfo.min). Unverified: the plan's
- * verification also needs the float mask's finfo.min kept in the softmax. */
+ * read by probing the mask with finfo.min); the plan verified. */
 static void test_extended_mask_beside_causal_where(void **state) {
     (void)state;
-    plan *P = build("v_gpt2_hf_conv1d_mask_op13", 1);
+    plan *P = build("v_gpt2_hf_conv1d_mask_op13", 0);
     assert_int_equal(P->n_layers, 2);
     for (size_t i = 0; i < 2; i++) {
         const plan_layer *pl = &P->layers[i];
@@ -134,7 +133,7 @@ static void test_extended_mask_beside_causal_where(void **state) {
 /* ViT: nn.MultiheadAttention (batch first) reads the shape of its input X
  * outside the layer too (to put the output back in batch-first order);
  * the partition hands the layer to the recogniser anyway (the shape of X
- * is known outside), and the patch-embedding Conv is interpreted. */
+ * is known outside), and the patch-embedding Conv is a GEMM step. */
 static void test_partition_shape_of_x_read_outside(void **state) {
     (void)state;
     plan *P = build("vit_preln_l2_d64_h4_p4", 0);
@@ -148,8 +147,8 @@ static void test_partition_shape_of_x_read_outside(void **state) {
         }
     int conv = 0;
     for (size_t s = 0; s < P->n_steps; s++)
-        conv += P->steps[s].kind == PLAN_STEP_INTERP &&
-                strcmp(P->g->nodes[P->steps[s].index].op_type, "Conv") == 0;
+        conv += P->steps[s].kind == PLAN_STEP_GEMM &&
+                strcmp(P->g->nodes[P->gemms[P->steps[s].index].node].op_type, "Conv") == 0;
     assert_int_equal(conv, 1);
     plan_free(P);
 }
@@ -660,7 +659,13 @@ static void test_gemm_weights_released_after_packing(void **state) {
     assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
     assert_int_equal(mha_model_load_file(path, NULL, &fresh, &err), MHA_OK);
     mha_tensor a[2], b[2], c[2];
+    assert_int_equal(mha_model_arena_bytes(m), 0); /* planned by the first run */
     assert_int_equal(run_probe(rt, m, MHA_PRECISION_FLOAT32, a, &err), MHA_OK);
+    /* the fused steps' outputs: at least the last attention layer's [B, S, D] */
+    const size_t one = (size_t)(m->plan->probe_sizes[0][0] * m->plan->probe_sizes[0][1] *
+                                m->plan->layers[1].L.d_model) *
+                       sizeof(float);
+    assert_true(mha_model_arena_bytes(m) >= one);
     size_t released = 0;
     for (size_t i = 0; i < m->plan->n_gemms; i++)
         released += m->plan->gemms[i].W == NULL;

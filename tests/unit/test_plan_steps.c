@@ -1,7 +1,8 @@
 /* test_plan_steps.c -- the step kinds of a plan beyond attention, GEMM and
  * LayerNorm: the RMSNorm of LLaMA and T5 (Pow / ReduceMean / Add / Sqrt and
- * a Div or a Mul by 1 / s, times gamma) as one norm step, and SwiGLU's
- * second GEMM multiplying by the first one's SiLU in its epilogue. Each
+ * a Div or a Mul by 1 / s, times gamma) as one norm step, SwiGLU's second
+ * GEMM multiplying by the first one's SiLU in its epilogue, and ViT's
+ * patch-embedding Conv (kernel = stride) as a GEMM over its patches. Each
  * model with such steps runs on every backend this machine has and matches
  * the reference interpreter of its graph. */
 #include "testutil.h"
@@ -20,6 +21,7 @@ static mha_alloc_ctx g_alloc;
 
 #define LLAMA "llama_gqa_l2_d32_h4_kv2"
 #define T5 "t5enc_relbias_l2_d32_h4"
+#define VIT "vit_preln_l2_d64_h4_p4"
 
 static void model_path(const char *name, char *path, size_t size) {
     snprintf(path, size, "%s/models/%s/model.onnx", MHA_TEST_DATA, name);
@@ -185,6 +187,43 @@ static void test_swiglu_gated_epilogue(void **state) {
     plan_free(P);
 }
 
+/* ViT's patch embedding (Conv 4x4, stride 4, over [B, 3, 16, 16]) is a
+ * GEMM step: K = 3 * 4 * 4, N = d_model, its bias fused, no Conv left to
+ * the interpreter; and a Conv with padding is not one (interpreted, the
+ * plan still verified). */
+static void test_patch_conv_gemm(void **state) {
+    (void)state;
+    plan *P = build(VIT);
+    size_t convs = 0;
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        const plan_gemm *pg = &P->gemms[i];
+        if (pg->conv_kh == 0) continue;
+        convs++;
+        assert_int_equal(pg->conv_kh, 4);
+        assert_int_equal(pg->conv_kw, 4);
+        assert_int_equal(pg->K, 48);
+        assert_int_equal(pg->N, 64);
+        assert_non_null(pg->bias);
+        assert_int_equal(pg->epilogue.n_ops, 0);
+        assert_string_equal(pg->desc, "patch-conv gemm+bias");
+        assert_string_equal(P->g->nodes[pg->node].op_type, "Conv");
+    }
+    assert_int_equal(convs, 1);
+    assert_int_equal(interpreted(P, "Conv"), 0);
+    plan_free(P);
+    ir_graph *g = load_graph(VIT);
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        ir_node *n = &g->nodes[ni];
+        if (strcmp(n->op_type, "Conv") != 0) continue;
+        for (size_t k = 0; k < n->n_attrs; k++)
+            if (strcmp(n->attrs[k].name, "pads") == 0) n->attrs[k].ints[0] = 1;
+    }
+    mha_error err;
+    if (plan_build(&g_alloc, &g, 0, &P, &err) != MHA_OK) fail_msg("padded: %s", err.message);
+    assert_int_equal(interpreted(P, "Conv"), 1);
+    plan_free(P);
+}
+
 /* The probe inputs of P's graph (probe 0), as mha tensors over t[]. */
 static size_t probe_inputs(const plan *P, tensor **t, mha_tensor *in) {
     mha_error err;
@@ -198,9 +237,9 @@ static size_t probe_inputs(const plan *P, tensor **t, mha_tensor *in) {
  * reference interpreter of the original graph, on the plan's probe input. */
 static void test_models_on_every_backend(void **state) {
     (void)state;
-    const char *names[2] = {LLAMA, T5};
+    const char *names[3] = {LLAMA, T5, VIT};
     const char *backends[4] = {"scalar", "avx2", "avx512", "openmp"};
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         char path[1024];
         model_path(names[k], path, sizeof path);
         mha_error err;
@@ -223,6 +262,7 @@ static void test_models_on_every_backend(void **state) {
             ro.backend = backends[b];
             ro.num_threads = 2;
             ro.no_env = 1;
+            ro.plugin_path = MHA_PLUGIN_BUILD_DIR;
             mha_runtime *rt = NULL;
             if (mha_runtime_create(&ro, &rt, &err) != MHA_OK) continue; /* not on this machine */
             mha_tensor out;
@@ -237,7 +277,8 @@ static void test_models_on_every_backend(void **state) {
             mha_runtime_destroy(rt);
             ran++;
         }
-        assert_true(ran >= 1);
+        print_message("%s: %zu backends\n", names[k], ran);
+        assert_true(ran >= 2); /* the built-in scalar and at least the plugin of this build */
         interp_values_free(g, values);
         ir_free(g);
         for (size_t i = 0; i < n_in; i++)
@@ -249,9 +290,8 @@ static void test_models_on_every_backend(void **state) {
 int main(void) {
     mha_alloc_ctx_init(&g_alloc, NULL);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm_steps),
-        cmocka_unit_test(test_rmsnorm_forms),
-        cmocka_unit_test(test_swiglu_gated_epilogue),
+        cmocka_unit_test(test_rmsnorm_steps),           cmocka_unit_test(test_rmsnorm_forms),
+        cmocka_unit_test(test_swiglu_gated_epilogue),   cmocka_unit_test(test_patch_conv_gemm),
         cmocka_unit_test(test_models_on_every_backend),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -113,6 +113,48 @@ static int elem_binary_same_f32(elem_binary_kind kind, const tensor *x, const te
     return 1;
 }
 
+/* float32 operands broadcast against each other (the position embeddings
+ * [1, S, D] added to the tokens' [B, S, D]): row by row of the last axis,
+ * each operand's offset found once a row and stepped by its stride along
+ * that axis (0 when it broadcasts), rather than an offset computed per
+ * element. The same float results as the loop below. 1 if done. */
+static int elem_binary_rows_f32(elem_binary_kind kind, const interp_bcast *bc, const tensor *x,
+                                const tensor *y, tensor *res) {
+    if (x->dtype != MHA_DTYPE_FLOAT32 || y->dtype != MHA_DTYPE_FLOAT32 || bc->rank < 1 ||
+        (kind != ELEM_ADD && kind != ELEM_SUB && kind != ELEM_MUL && kind != ELEM_DIV))
+        return 0;
+    const int64_t D = bc->dims[bc->rank - 1];
+    if (D <= 0) return 1;
+    const int64_t sa = bc->strides[0][bc->rank - 1], sb = bc->strides[1][bc->rank - 1];
+    const float *a = x->data, *b = y->data;
+    float *r = res->data;
+    for (int64_t i0 = 0; i0 < bc->numel; i0 += D) {
+        int64_t off[2];
+        interp_bcast_offsets(bc, i0, off);
+        const float *pa = a + off[0], *pb = b + off[1];
+        float *pr = r + i0;
+        switch (kind) {
+        case ELEM_ADD:
+            for (int64_t j = 0; j < D; j++)
+                pr[j] = pa[j * sa] + pb[j * sb];
+            break;
+        case ELEM_SUB:
+            for (int64_t j = 0; j < D; j++)
+                pr[j] = pa[j * sa] - pb[j * sb];
+            break;
+        case ELEM_MUL:
+            for (int64_t j = 0; j < D; j++)
+                pr[j] = pa[j * sa] * pb[j * sb];
+            break;
+        default:
+            for (int64_t j = 0; j < D; j++)
+                pr[j] = pa[j * sa] / pb[j * sb];
+            break;
+        }
+    }
+    return 1;
+}
+
 /* res = x (op) y with broadcasting, a new tensor of x's dtype. */
 static mha_status elem_binary(interp_ctx *c, elem_binary_kind kind, const tensor *x,
                               const tensor *y, tensor **res) {
@@ -136,7 +178,8 @@ static mha_status elem_binary(interp_ctx *c, elem_binary_kind kind, const tensor
     mha_status st = interp_bcast_init(c, &b, 2, ops);
     if (st == MHA_OK) st = interp_tensor_new(c, dt, b.rank, b.dims, res);
     if (st != MHA_OK) return st;
-    if (elem_binary_same_f32(kind, x, y, *res)) return MHA_OK;
+    if (elem_binary_same_f32(kind, x, y, *res) || elem_binary_rows_f32(kind, &b, x, y, *res))
+        return MHA_OK;
     for (int64_t i = 0; i < b.numel; i++) {
         int64_t off[2];
         interp_bcast_offsets(&b, i, off);

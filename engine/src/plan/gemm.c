@@ -3,7 +3,9 @@
  * Gemm with constant B and C, that no attention layer owns, each with the
  * elementwise epilogue that follows it (epilogue.c). Its input is
  * float32 with K as the last axis on both probes; a Gemm with transB gets a
- * transposed copy of B. Everything else stays interpreted. */
+ * transposed copy of B. A Conv whose kernel is its stride (no padding,
+ * dilation or groups: ViT's patch embedding) is a GEMM over the patches
+ * too. Everything else stays interpreted. */
 #include <stdio.h>
 #include <string.h>
 
@@ -75,6 +77,61 @@ static void gemm_describe(const ir_graph *g, plan_gemm *pg) {
     }
 }
 
+/* The INTS attribute name of n, all equal to want[0..n) (absent: dflt
+ * for every axis). */
+static int gemm_ints_are(const ir_node *n, const char *name, const int64_t *want, size_t count,
+                         int64_t dflt) {
+    const ir_attr *a = ir_node_attr(n, name);
+    if (!a) {
+        for (size_t k = 0; k < count; k++)
+            if (want[k] != dflt) return 0;
+        return 1;
+    }
+    if (a->type != IR_ATTR_INTS || a->n != count) return 0;
+    for (size_t k = 0; k < count; k++)
+        if (a->ints[k] != want[k]) return 0;
+    return 1;
+}
+
+/* A 2-D Conv, kernel = stride, no padding, dilation 1, one group, constant
+ * float32 weight [N, C, kh, kw] and bias [N], over a float32 [B, C, H, W]
+ * input: *pg filled (W transposed to [C kh kw, N]), 1. Else 0. */
+static int gemm_patch_conv(plan *P, const plan_shape *shp, const ir_node *n, plan_gemm *pg,
+                           int *no_memory) {
+    const tensor *W = plan_const(P, n->inputs[1]);
+    if (!gemm_is_f32(W, 4) || n->n_outputs != 1) return 0;
+    const ir_attr *ks = ir_node_attr(n, "kernel_shape"), *ap = ir_node_attr(n, "auto_pad");
+    const int64_t kh = W->dims[2], kw = W->dims[3], kern[2] = {kh, kw}, zeros[4] = {0};
+    const int64_t ones[2] = {1, 1};
+    if ((ks && !gemm_ints_are(n, "kernel_shape", kern, 2, 0)) ||
+        !gemm_ints_are(n, "strides", kern, 2, 1) || !gemm_ints_are(n, "pads", zeros, 4, 0) ||
+        !gemm_ints_are(n, "dilations", ones, 2, 1) || ir_attr_int(n, "group", 1) != 1 ||
+        (ap && (ap->type != IR_ATTR_STRING || (strcmp(ap->s, "NOTSET") && strcmp(ap->s, "VALID")))))
+        return 0;
+    const plan_shape *x = &shp[n->inputs[0]];
+    if (x->rank != 4 || x->dtype != MHA_DTYPE_FLOAT32) return 0;
+    for (int p = 0; p < PLAN_PROBES; p++)
+        if (x->dims[p][1] != W->dims[1] || x->dims[p][2] < kh || x->dims[p][3] < kw) return 0;
+    const int64_t N = W->dims[0], K = W->dims[1] * kh * kw;
+    const tensor *bias = n->n_inputs > 2 && n->inputs[2] >= 0 ? plan_const(P, n->inputs[2]) : NULL;
+    if (n->n_inputs > 2 && n->inputs[2] >= 0 && !(pg->bias = gemm_bias(bias, N))) return 0;
+    pg->K = K;
+    pg->N = N;
+    pg->conv_kh = kh;
+    pg->conv_kw = kw;
+    pg->W_owned = mha_calloc(&P->alloc, (size_t)(K * N > 0 ? K * N : 1), sizeof(float));
+    if (!pg->W_owned) {
+        *no_memory = 1;
+        return 0;
+    }
+    const float *w = W->data; /* [N, K] */
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t c = 0; c < N; c++)
+            pg->W_owned[k * N + c] = w[c * K + k];
+    pg->W = pg->W_owned;
+    return 1;
+}
+
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err) {
     const ir_graph *g = P->g;
@@ -88,17 +145,32 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, u
     for (size_t ni = 0; ni < g->n_nodes && st == MHA_OK; ni++) {
         const ir_node *n = &g->nodes[ni];
         int mm = strcmp(n->op_type, "MatMul") == 0, gm = strcmp(n->op_type, "Gemm") == 0;
-        if (taken[ni] || (!mm && !gm) || n->n_inputs < 2 || n->n_outputs < 1 || n->outputs[0] < 0 ||
-            n->inputs[0] < 0 || plan_const(P, n->outputs[0]))
+        int cv = strcmp(n->op_type, "Conv") == 0;
+        if (taken[ni] || (!mm && !gm && !cv) || n->n_inputs < 2 || n->n_outputs < 1 ||
+            n->outputs[0] < 0 || n->inputs[0] < 0 || plan_const(P, n->outputs[0]))
             continue;
-        const tensor *W = plan_const(P, n->inputs[1]);
-        if (!gemm_is_f32(W, 2)) continue;
         plan_gemm pg;
         memset(&pg, 0, sizeof pg);
         pg.node = (int)ni;
         pg.bias_node = -1;
         pg.in_value = n->inputs[0];
         pg.out_value = n->outputs[0];
+        if (cv) {
+            int no_memory = 0;
+            if (!gemm_patch_conv(P, shp, n, &pg, &no_memory)) {
+                if (no_memory) st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+                continue;
+            }
+            /* no epilogue: the output is not [.., N] */
+            taken[ni] = 1;
+            pg.reads[pg.n_reads++] = pg.in_value;
+            pg.fused_act = -1;
+            snprintf(pg.desc, sizeof pg.desc, "patch-conv gemm%s", pg.bias ? "+bias" : "");
+            P->gemms[P->n_gemms++] = pg;
+            continue;
+        }
+        const tensor *W = plan_const(P, n->inputs[1]);
+        if (!gemm_is_f32(W, 2)) continue;
         int trans_b = gm && ir_attr_int(n, "transB", 0) != 0;
         pg.K = W->dims[trans_b ? 1 : 0];
         pg.N = W->dims[trans_b ? 0 : 1];

@@ -105,6 +105,11 @@ typedef struct plan_gemm {
      * fused_residual 1 when the program ends by adding the external
      * operand; fused_act -1 when it is not (the host always runs it). */
     int fused_act, fused_residual;
+    /* A Conv whose kernel is its stride (ViT's patch embedding), kh x kw
+     * (0: a MatMul / Gemm): x [B, C, H, W] is cut into patch rows [B * Hp *
+     * Wp, K = C kh kw], the product [.., N] is written back as the Conv's
+     * [B, N, Hp, Wp]; W is the kernel as [K, N]. No epilogue. */
+    int64_t conv_kh, conv_kw;
     char desc[96]; /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
     int *ep_nodes; /* the graph nodes the epilogue computes */
     size_t n_ep_nodes;

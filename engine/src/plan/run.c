@@ -108,11 +108,66 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
     return MHA_OK;
 }
 
-/* The epilogue of a GEMM step on a tile of its output, row by row. */
+/* A patch Conv as a GEMM (plan_gemm.conv_kh): x [B, C, H, W] cut into
+ * patch rows [B Hp Wp, C kh kw] (row b Hp Wp + i Wp + j, column (c kh + u)
+ * kw + v = x[b, c, i kh + u, j kw + v]), the product [B Hp Wp, N] written
+ * back as y [B, N, Hp, Wp]. */
+static mha_status run_patch_conv(const plan *P, size_t gi, tensor **values, const plan_backend *be,
+                                 const plan_run_arena *ar, mha_error *err) {
+    const plan_gemm *pg = &P->gemms[gi];
+    const tensor *x = values[pg->in_value];
+    const int64_t kh = pg->conv_kh, kw = pg->conv_kw;
+    char d[160];
+    if (!x || !be || x->dtype != MHA_DTYPE_FLOAT32 || x->rank != 4 ||
+        x->dims[1] * kh * kw != pg->K || x->dims[2] < kh || x->dims[3] < kw)
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "plan: %s: input is not float32 [B, %lld, >= %lld, >= %lld]",
+                        ir_node_desc(&P->g->nodes[pg->node], d, sizeof d),
+                        (long long)(pg->K / (kh * kw)), (long long)kh, (long long)kw);
+    const int64_t B = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+    const int64_t Hp = H / kh, Wp = W / kw, rows = Hp * Wp, M = B * rows, N = pg->N;
+    const int64_t dims[4] = {B, N, Hp, Wp};
+    tensor *y = NULL;
+    mha_status st = run_output(P, ar, pg->out_value, 4, dims, &y, err);
+    float *A = st == MHA_OK ? mha_malloc(&P->alloc, sizeof(float) * (size_t)(M * pg->K + 1)) : NULL;
+    float *Cm = A ? mha_malloc(&P->alloc, sizeof(float) * (size_t)(M * N + 1)) : NULL;
+    if (st == MHA_OK && !Cm) st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    if (st == MHA_OK) {
+        const float *xd = x->data;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < Hp; i++)
+                for (int64_t j = 0; j < Wp; j++) {
+                    float *row = A + ((b * Hp + i) * Wp + j) * pg->K;
+                    for (int64_t c = 0; c < C; c++)
+                        for (int64_t u = 0; u < kh; u++)
+                            memcpy(row + (c * kh + u) * kw,
+                                   xd + ((b * C + c) * H + i * kh + u) * W + j * kw,
+                                   sizeof(float) * (size_t)kw);
+                }
+        st = be->gemm(be->user, P, gi, A, M, Cm, NULL, err);
+    }
+    if (st == MHA_OK) {
+        float *yd = y->data;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = 0; c < N; c++)
+                    yd[(b * N + c) * rows + r] = Cm[(b * rows + r) * N + c];
+    }
+    mha_free(&P->alloc, A);
+    mha_free(&P->alloc, Cm);
+    if (st != MHA_OK) {
+        tensor_free(y);
+        return st;
+    }
+    values[pg->out_value] = y;
+    return MHA_OK;
+}
+
 /* A GEMM over the last axis of its float32 input. */
 static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan_backend *be,
                            const plan_run_arena *ar, mha_error *err) {
     const plan_gemm *pg = &P->gemms[gi];
+    if (pg->conv_kh > 0) return run_patch_conv(P, gi, values, be, ar, err);
     const tensor *A = values[pg->in_value];
     char d[160];
     if (!A || !be || A->dtype != MHA_DTYPE_FLOAT32 || A->rank < 1 || A->dims[A->rank - 1] != pg->K)
