@@ -88,13 +88,14 @@ grep -q 'output *logits .*float32 *\[?, ?, 40\]' "$T/dec.txt" || fail "decoder: 
 against_scalar decoder "$T/dec.onnx" "$T/dids.pb" -- 2
 echo "ok: decoder"
 
-echo "== the other blocks: norms, activations, post-norm decoder"
+echo "== the other blocks: norms, activations, post-norm decoder, causal encoder (+ padding)"
 n=0
 for opts in "--model encoder --norm layernorm-op --act relu" \
   "--model encoder --pre-norm --act gelu-tanh --no-bias" \
   "--model decoder --act swiglu --no-bias --kv-heads 1" \
   "--model decoder --norm rmsnorm --act swiglu --kv-heads 2" \
-  "--model decoder --post-norm --act gelu --no-lm-head"; do
+  "--model decoder --post-norm --act gelu --no-lm-head" \
+  "--model encoder --causal --kv-heads 2"; do
   n=$((n + 1))
   ins="$T/v$n.pb" mask=""
   case "$opts" in *encoder*) ins="$ins $T/v${n}m.pb" mask="--mask $T/v${n}m.pb" ;; esac
@@ -110,6 +111,8 @@ for opts in "--model encoder --norm layernorm-op --act relu" \
 done
 grep -q 'gemm+bias+Relu  *x2' "$T/v1.txt" || fail "ReLU epilogue: $(cat "$T/v1.txt")"
 grep -q 'gemm+Sigmoid+Mul  *x2' "$T/v3.txt" || fail "SwiGLU gate epilogue: $(cat "$T/v3.txt")"
+# RMSNorm as norm steps: 2 per pre-norm layer and the final one
+grep -q '^plan: .* 5 norm' "$T/v4.txt" || fail "RMSNorm steps: $(cat "$T/v4.txt")"
 echo "ok: $n variants load fused"
 
 echo "== every backend-test folder: the fast backend against scalar"
