@@ -138,8 +138,13 @@ static mha_status verify_expected(const plan *P, int p, tensor ***in, tensor ***
         st = plan_exec(&R, *in, NULL, 1, &values, err);
         if (st != MHA_OK) mha_error_prefix(err, "verify: evaluating the graph");
     }
+    /* the clones outlive R (a copy of P on this stack): they free through
+     * P's allocator, not R's */
     for (size_t k = 0; k < g->n_outputs && st == MHA_OK; k++)
-        if (values[g->outputs[k]]) st = tensor_clone(values[g->outputs[k]], &(*want)[k], err);
+        if (values[g->outputs[k]]) {
+            st = tensor_clone(values[g->outputs[k]], &(*want)[k], err);
+            if (st == MHA_OK) (*want)[k]->alloc = &P->alloc;
+        }
     if (values) plan_values_free(&R, *in, values);
     mha_free(&P->alloc, R.steps);
     return st;
