@@ -216,8 +216,14 @@ static mha_status build_axis_probes(plan *P, const plan_shape *shp, int64_t **qd
     const size_t n = (g->n_outputs ? g->n_outputs : 1) * PLAN_MAX_SYMS * MHA_MAX_RANK;
     int64_t *q = mha_calloc(&P->alloc, n, sizeof *q);
     if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    for (size_t i = 0; i < n; i++)
+        q[i] = PLAN_DIM_NOT_PROBED;
     mha_status st = MHA_OK;
-    for (int k = 0; k < P->n_syms && st == MHA_OK; k++) {
+    /* the first axis (the batch, mostly) last, and only when an output
+     * axis the others leave to it is not that axis as it is */
+    for (int step = 1; step <= P->n_syms && st == MHA_OK; step++) {
+        const int k = step % P->n_syms;
+        if (k == 0 && !plan_dim_need_probe0(P, shp, q)) break;
         tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
         tensor **values = NULL;
         int64_t sizes[PLAN_MAX_SYMS];

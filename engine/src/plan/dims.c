@@ -12,12 +12,14 @@
  * The two probes change every symbolic axis at once, so they cannot say
  * which axis an output axis follows (Whisper's ceil(frames / 2) at frames
  * 3, 5 gives 2, 3: the batch sizes of those probes) nor which form: a
- * graph with several symbolic axes, or whose one axis no offset rule
- * fits, is run on one more probe per symbolic axis (probe 0 with that axis
- * alone grown, plan_dim_probe_sizes). An output axis follows the one
- * symbolic axis whose growth changes it, by the simplest rule that fits
- * the three sizes it took. A rule that a later input does not obey is
- * caught at run time (plan_run compares the graph's shapes with it). */
+ * graph with several symbolic axes, or whose one axis an output axis
+ * does not follow as it is, is run on one more probe per symbolic axis
+ * (probe 0 with that axis alone grown, plan_dim_probe_sizes) -- but the
+ * first (the batch, mostly), whose axes follow it as they are: only when an
+ * output axis none of the other probes moved is not it. An output axis
+ * follows the one symbolic axis whose growth changes it (else the first,
+ * as it is), by the simplest rule that fits the three sizes it took. A rule that a later input does
+ * not obey is caught at run time (plan_run compares the graph's shapes with it). */
 #include <string.h>
 
 #include "plan_internal.h"
@@ -78,17 +80,36 @@ static int dims_input_axis(const plan *P, int s, int *input, int *axis) {
     return 0;
 }
 
+/* Whether output axis d of s takes the sizes of symbolic axis 0 at both
+ * probes (two sizes fit an offset rule and a stride alike: 2, 3 -> 1, 2 is
+ * x - 1 and ceil(x / 2)). */
+static int dims_follows_axis0(const plan *P, const plan_shape *s, int d) {
+    return s->dims[0][d] == P->probe_sizes[0][0] && s->dims[1][d] == P->probe_sizes[1][0];
+}
+
 int plan_dim_need_probes(const plan *P, const plan_shape *shp) {
     const ir_graph *g = P->g;
     for (size_t k = 0; k < g->n_outputs; k++) {
         const plan_shape *s = &shp[g->outputs[k]];
         for (int d = 0; d < s->rank; d++) {
             if (s->dims[0][d] == s->dims[1][d]) continue;
-            if (P->n_syms != 1) return 1;
-            const int64_t x[2] = {P->probe_sizes[0][0], P->probe_sizes[1][0]};
-            const int64_t y[2] = {s->dims[0][d], s->dims[1][d]};
-            plan_dim_rule r;
-            if (!plan_dim_fit(x, y, 2, 0, &r)) return 1;
+            if (P->n_syms != 1 || !dims_follows_axis0(P, s, d)) return 1;
+        }
+    }
+    return 0;
+}
+
+int plan_dim_need_probe0(const plan *P, const plan_shape *shp, const int64_t *qdims) {
+    const ir_graph *g = P->g;
+    for (size_t k = 0; k < g->n_outputs; k++) {
+        const plan_shape *s = &shp[g->outputs[k]];
+        for (int d = 0; d < s->rank; d++) {
+            int moved = 0;
+            for (int q = 1; q < P->n_syms; q++) {
+                const int64_t yq = qdims[(k * PLAN_MAX_SYMS + (size_t)q) * MHA_MAX_RANK + d];
+                moved |= yq != PLAN_DIM_NOT_PROBED && yq != s->dims[0][d];
+            }
+            if (!moved && s->dims[0][d] != s->dims[1][d] && !dims_follows_axis0(P, s, d)) return 1;
         }
     }
     return 0;
@@ -130,7 +151,7 @@ mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, 
             int changed[PLAN_MAX_SYMS], n_changed = 0, moves = s->dims[1][d] != y0;
             for (int q = 0; qdims && q < P->n_syms; q++) {
                 const int64_t yq = qdims[(k * PLAN_MAX_SYMS + (size_t)q) * MHA_MAX_RANK + d];
-                if (yq != y0) changed[n_changed++] = q;
+                if (yq != PLAN_DIM_NOT_PROBED && yq != y0) changed[n_changed++] = q;
             }
             moves |= n_changed > 0;
             if (!moves) {
@@ -144,7 +165,11 @@ mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, 
                                     "graph output '%s': axis %d follows no input axis", name, d);
                 continue;
             }
-            if (!qdims) changed[n_changed++] = 0; /* the one symbolic axis */
+            /* the one symbolic axis; or the first, when the others' probes
+             * left it alone and its own did not run */
+            if (!qdims || (n_changed == 0 &&
+                           qdims[(k * PLAN_MAX_SYMS) * MHA_MAX_RANK + d] == PLAN_DIM_NOT_PROBED))
+                changed[n_changed++] = 0;
             if (n_changed != 1)
                 return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
                                 n_changed ? "graph output '%s': axis %d follows several symbolic "
@@ -159,8 +184,9 @@ mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, 
             const int64_t y[3] = {
                 y0, s->dims[1][d],
                 qdims ? qdims[(k * PLAN_MAX_SYMS + (size_t)sym) * MHA_MAX_RANK + d] : 0};
+            const int three = qdims && y[2] != PLAN_DIM_NOT_PROBED;
             if (!dims_input_axis(P, sym, &r->input, &r->axis) ||
-                !plan_dim_fit(x, y, qdims ? 3 : 2, qdims != NULL, r))
+                !plan_dim_fit(x, y, three ? 3 : 2, three, r))
                 return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
                                 "graph output '%s': axis %d (%lld, %lld at sizes %lld, %lld of an "
                                 "input axis) follows no rule floor((a x + c) / b)",

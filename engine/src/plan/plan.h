@@ -163,8 +163,9 @@ typedef struct plan_dim_rule {
 
 /* Where the outputs of fused steps go in a run's arena, for one set of
  * input sizes (arena.c). */
-#define PLAN_IDLE_BLOCKS 2 /* arena blocks kept between runs: one per concurrent caller, up to 2   \
-                            */
+#define PLAN_IDLE_BLOCKS                                                                           \
+    2 /* arena blocks kept between runs: one per concurrent caller, up to 2                        \
+       */
 
 typedef struct plan_arena {
     int64_t key[PLAN_MAX_SYMS]; /* the size of each symbolic axis, -1 unused */

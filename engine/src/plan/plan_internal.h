@@ -132,14 +132,18 @@ mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t
 
 /* Output axis rules (dims.c). plan_dim_need_probes: whether the two
  * probes leave some output axis's rule open (more than one symbolic axis,
- * or no offset rule fits), so that plan_dim_rules wants one more probe per
- * symbolic axis k, at plan_dim_probe_sizes(P, k) (probe 0 with axis k
- * grown). plan_dim_rules fills P->out_rules from the two probes' shapes and
- * qdims (NULL: not run), the size of axis d of output o at the probe of k
- * at qdims[(o * PLAN_MAX_SYMS + k) * MHA_MAX_RANK + d]. plan_dim_fit: the
- * simplest rule floor((mul x + offset) / div) through the n points (x, y)
+ * or an axis that is not the one symbolic axis as it is), so that plan_dim_rules wants one more
+ * probe per symbolic axis k, at plan_dim_probe_sizes(P, k) (probe 0 with axis k grown).
+ * plan_dim_rules fills P->out_rules from the two probes' shapes and qdims (NULL: not run), the size
+ * of axis d of output o at the probe of k at qdims[(o * PLAN_MAX_SYMS + k) * MHA_MAX_RANK + d].
+ * plan_dim_fit: the simplest rule floor((mul x + offset) / div) through the n points (x, y)
  * (general 0: mul = div = 1 only); 0 when none fits. */
 int plan_dim_need_probes(const plan *P, const plan_shape *shp);
+/* qdims entries of a probe not run; plan_dim_need_probe0: whether the
+ * probe of axis 0 is needed after those of the others (an output axis none
+ * of them moved that is not axis 0 as it is). */
+#define PLAN_DIM_NOT_PROBED INT64_MIN
+int plan_dim_need_probe0(const plan *P, const plan_shape *shp, const int64_t *qdims);
 void plan_dim_probe_sizes(const plan *P, int k, int64_t *sizes);
 mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, mha_error *err);
 int plan_dim_fit(const int64_t *x, const int64_t *y, int n, int general, plan_dim_rule *r);

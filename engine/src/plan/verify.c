@@ -116,8 +116,8 @@ static mha_status verify_reference_plan(const plan *P, plan *R, mha_error *err) 
 /* The graph's outputs on probe p's inputs: kept from the shape pass of
  * plan_build (*in, *want borrowed), else made here by interpreting every
  * node (*owned set: free in, want with plan_free_tensors). */
-static mha_status verify_expected(const plan *P, plan *R, int p, tensor ***in, tensor ***want,
-                                  int *owned, mha_error *err) {
+static mha_status verify_expected(const plan *P, int p, tensor ***in, tensor ***want, int *owned,
+                                  mha_error *err) {
     const ir_graph *g = P->g;
     *owned = 0;
     if (P->probe_in[p] && P->probe_out[p]) {
@@ -129,30 +129,34 @@ static mha_status verify_expected(const plan *P, plan *R, int p, tensor ***in, t
     *in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof **in);
     *want = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof **want);
     if (!*in || !*want) return mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
+    plan R;
     tensor **values = NULL;
-    mha_status st = R->steps ? MHA_OK : verify_reference_plan(P, R, err);
+    memset(&R, 0, sizeof R);
+    mha_status st = verify_reference_plan(P, &R, err);
     if (st == MHA_OK) st = plan_probe_inputs(P, p, *in, err);
     if (st == MHA_OK) {
-        st = plan_exec(R, *in, NULL, 1, &values, err);
+        st = plan_exec(&R, *in, NULL, 1, &values, err);
         if (st != MHA_OK) mha_error_prefix(err, "verify: evaluating the graph");
     }
+    /* the clones outlive R (a copy of P on this stack): they free through
+     * P's allocator, not R's */
     for (size_t k = 0; k < g->n_outputs && st == MHA_OK; k++)
-        if (values[g->outputs[k]]) st = tensor_clone(values[g->outputs[k]], &(*want)[k], err);
-    if (values) plan_values_free(R, *in, values);
+        if (values[g->outputs[k]]) {
+            st = tensor_clone(values[g->outputs[k]], &(*want)[k], err);
+            if (st == MHA_OK) (*want)[k]->alloc = &P->alloc;
+        }
+    if (values) plan_values_free(&R, *in, values);
+    mha_free(&P->alloc, R.steps);
     return st;
 }
 
 mha_status plan_verify(const plan *P, mha_error *err) {
     const ir_graph *g = P->g;
     mha_status st = MHA_OK;
-    /* the reference plan, when there are no kept expectations: its tensors
-     * (and their clones) name R's allocator, so R lives as long as they */
-    plan R;
-    memset(&R, 0, sizeof R);
     for (int p = 0; p < PLAN_PROBES && st == MHA_OK; p++) {
         tensor **in = NULL, **want = NULL, **got = NULL;
         int owned = 0;
-        st = verify_expected(P, &R, p, &in, &want, &owned, err);
+        st = verify_expected(P, p, &in, &want, &owned, err);
         if (st == MHA_OK) {
             st = plan_exec(P, in, &plan_reference_backend, 0, &got, err);
             if (st != MHA_OK) mha_error_prefix(err, "verify: running the plan");
@@ -180,6 +184,5 @@ mha_status plan_verify(const plan *P, mha_error *err) {
             plan_free_tensors(&P->alloc, in, g->n_inputs);
         }
     }
-    mha_free(&P->alloc, R.steps);
     return st;
 }

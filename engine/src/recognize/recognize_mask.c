@@ -574,6 +574,9 @@ static mha_status rz_find_reading(rz_ctx *z, layer *L, const double *cf, tensor 
         rz_cand cand = (rz_cand)(k % RZ_CAND_COUNT);
         int neutral = (k / RZ_CAND_COUNT) % 2 == 0, bf = k < 2 * RZ_CAND_COUNT;
         if (bf && L->attn_mask_batch_first == 2) bf = 2; /* probed as [B*H, Sq, Skv] */
+        /* a static first axis of B * heads: PyTorch's [B*H, Sq, Skv] (an
+         * export without dynamic axes, never probed as [1, Sq, Skv]) */
+        if (bf && M->rank == 3 && target[1] > 1 && M->dims[0] == target[0] * target[1]) bf = 2;
         if ((!neutral && !rz_cand_valued(cand)) || (bf && M->rank != 3) ||
             !rz_cand_fits(M, cand, target, bf))
             continue;

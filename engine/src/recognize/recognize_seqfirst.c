@@ -30,6 +30,43 @@ static int rz_sf_candidate(const ir_value *v) {
     return v->dtype == MHA_DTYPE_FLOAT32 && v->rank == 3 && v->dims[2] > 0;
 }
 
+/* Whether v is computed from initializers and shapes alone
+ * (nn.MultiheadAttention slices its K and V weights out of in_proj_weight
+ * at offsets read from the query's shape), looking a few nodes up. */
+static int rz_sf_constant(const ir_graph *g, int v, int depth) {
+    if (v < 0 || g->values[v].graph_input >= 0 || depth > 8) return 0;
+    if (g->values[v].init) return 1;
+    const int p = g->values[v].producer;
+    if (p < 0) return 0;
+    if (rz_is_shape_op(&g->nodes[p])) return 1;
+    for (size_t k = 0; k < g->nodes[p].n_inputs; k++)
+        if (g->nodes[p].inputs[k] >= 0 && !rz_sf_constant(g, g->nodes[p].inputs[k], depth + 1))
+            return 0;
+    return 1;
+}
+
+/* An input the view turns: a float [?, ?, D] whose rows reach a projection
+ * (a MatMul / Gemm with a constant weight) through at most a few layout
+ * ops -- not a float mask of the same rank ([B * heads, Sq, Skv], made
+ * outside a layer exported without dynamic axes). */
+static int rz_sf_turned_input(const ir_graph *g, int v) {
+    if (!rz_sf_candidate(&g->values[v])) return 0;
+    for (int depth = 0; depth < 4; depth++) {
+        int next = -1;
+        for (size_t ni = 0; ni < g->n_nodes; ni++) {
+            const ir_node *n = &g->nodes[ni];
+            if (n->n_inputs < 1 || n->inputs[0] != v) continue;
+            if ((rz_is_op(n, "MatMul") || rz_is_op(n, "Gemm")) && n->n_inputs >= 2 &&
+                rz_sf_constant(g, n->inputs[1], 0))
+                return 1;
+            if (rz_is_layout_op(n) && n->n_outputs >= 1) next = n->outputs[0];
+        }
+        if (next < 0) return 0;
+        v = next;
+    }
+    return 0;
+}
+
 static void rz_sf_swap(int64_t *dims) {
     const int64_t t = dims[0];
     dims[0] = dims[1];
@@ -70,7 +107,7 @@ static mha_status rz_sf_view_make(const mha_alloc_ctx *a, const ir_graph *g, rz_
     *n_turned = 0;
     size_t ni = 0, no = 0;
     for (size_t i = 0; i < g->n_inputs; i++)
-        ni += rz_sf_candidate(&g->values[g->inputs[i]]) != 0;
+        ni += rz_sf_turned_input(g, g->inputs[i]);
     for (size_t i = 0; i < g->n_outputs; i++)
         no += rz_sf_candidate(&g->values[g->outputs[i]]) != 0;
     if (ni == 0 || no == 0) return MHA_OK;
@@ -98,7 +135,7 @@ static mha_status rz_sf_view_make(const mha_alloc_ctx *a, const ir_graph *g, rz_
     /* input x [S, B, D] becomes x' [B, S, D] and x = Transpose(x') */
     for (size_t i = 0; i < g->n_inputs; i++) {
         const int v = g->inputs[i];
-        if (!rz_sf_candidate(&g->values[v])) continue;
+        if (!rz_sf_turned_input(g, v)) continue;
         const int nvid = (int)w->g.n_values++;
         w->g.values[nvid] = g->values[v];
         rz_sf_swap(w->g.values[nvid].dims);
@@ -146,7 +183,7 @@ mha_status rz_recognize_seq_first(const mha_alloc_ctx *a, const ir_graph *g, lay
     if (st == MHA_OK) {
         out->seq_first = 1;
         for (size_t i = 0; i < g->n_inputs; i++)
-            if (rz_sf_candidate(&g->values[g->inputs[i]])) {
+            if (rz_sf_turned_input(g, g->inputs[i])) {
                 const mha_io_role r = out->inputs[i].role;
                 if (r != MHA_ROLE_QUERY && r != MHA_ROLE_KEY_VALUE && r != MHA_ROLE_VALUE_INPUT) {
                     layer_clear(a, out);

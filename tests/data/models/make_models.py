@@ -825,6 +825,13 @@ def second_styles(outdir):
               ["last_hidden_state", "pooled"],
               {"input_ids": bs, "attention_mask": bs, "last_hidden_state": bs, "pooled": {0: "batch"}}, 14)
 
+    # one item at a time: the frames the only symbolic axis
+    wh = WhisperEncoderHf()
+    randomize(wh, 32)
+    feats = torch.randn(1, 6, 13, generator=g)
+    save_case(outdir, "whisper_enc_hf_b1_l2_d32_h4", wh, [feats], ["input_features"], ["last_hidden_state"],
+              {"input_features": {2: "frames"}, "last_hidden_state": {1: "seq"}}, 17)
+
 
 if __name__ == "__main__":
     main()

@@ -729,6 +729,11 @@ def torch_encoder_cases(outdir):
          activation="relu", final_norm=True)
     case("v_tenc_bf_preln_gelu_nomask_op17", 113, 17, with_mask=False, batch_first=True,
          norm_first=True, activation="gelu", final_norm=True)
+    # exported without dynamic axes, batch 3: the key padding mask reaches the
+    # layers as a float [B * heads, 1, S] made outside them
+    ids, mask = ids_mask(114, 3, 8)
+    export(outdir, "v_tenc_bf_static_b3_mask_op14", TorchEncoder(True, False, "gelu", True, False), 114,
+           [ids, mask], ["input_ids", "attention_mask"], ["last_hidden_state"], 14, dynamic=False)
 
 
 def gpt2_cases(outdir):
