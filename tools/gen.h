@@ -50,7 +50,8 @@ typedef struct gen_graph {
  * "<name>_output_0" (PyTorch's naming). Returns the output's name; *node
  * (when not NULL) is the node, for its attributes. */
 const char *gen_op(gen_graph *g, ow_msg **node, const char *op, const char *name, ...);
-/* Constant initializers: a float32 or int64 scalar, an int64 vector. */
+/* Constant initializers: a float32 or int64 scalar, an int64 vector (a
+ * scalar when n is 0). */
 const char *gen_const_f(gen_graph *g, float v);
 const char *gen_const_i(gen_graph *g, int64_t v);
 const char *gen_const_iv(gen_graph *g, const int64_t *v, size_t n);

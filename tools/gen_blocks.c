@@ -35,16 +35,14 @@ const char *gen_const_f(gen_graph *g, float v) {
     return name;
 }
 
-const char *gen_const_i(gen_graph *g, int64_t v) {
-    const char *name = ow_fmt(g->w, "/Constant_%d_output_0", g->n_const++);
-    ow_ints(g->w, name, &v, 0);
-    return name;
-}
-
 const char *gen_const_iv(gen_graph *g, const int64_t *v, size_t n) {
     const char *name = ow_fmt(g->w, "/Constant_%d_output_0", g->n_const++);
     ow_ints(g->w, name, v, n);
     return name;
+}
+
+const char *gen_const_i(gen_graph *g, int64_t v) {
+    return gen_const_iv(g, &v, 0);
 }
 
 const char *gen_linear(gen_graph *g, const char *prefix, const char *x, int64_t in, int64_t out,
@@ -218,7 +216,11 @@ const char *gen_positions(gen_graph *g, const char *prefix, const char *like) {
     const char *shape = gen_op(g, NULL, "Shape", NAME("Shape"), like, NULL);
     const char *len = gen_op(g, &n, "Gather", NAME("Gather"), shape, gen_const_i(g, 1), NULL);
     ow_attr_int(n, "axis", 0);
-    return gen_op(g, NULL, "Range", NAME("Range"), gen_const_i(g, 0), len, gen_const_i(g, 1), NULL);
+    /* one statement per constant: their numbering must not depend on the
+     * order in which a compiler evaluates arguments */
+    const char *start = gen_const_i(g, 0);
+    const char *step = gen_const_i(g, 1);
+    return gen_op(g, NULL, "Range", NAME("Range"), start, len, step, NULL);
 }
 
 const char *gen_causal_mask(gen_graph *g, const char *prefix, const char *pos) {
@@ -228,7 +230,8 @@ const char *gen_causal_mask(gen_graph *g, const char *prefix, const char *pos) {
     const char *cols =
         gen_op(g, NULL, "Unsqueeze", NAME("Unsqueeze_1"), pos, gen_const_iv(g, zero, 1), NULL);
     const char *future = gen_op(g, NULL, "Greater", NAME("Greater"), cols, rows, NULL);
-    return gen_op(g, NULL, "Where", NAME("Where"), future, gen_const_f(g, -INFINITY),
-                  gen_const_f(g, 0.0f), NULL);
+    const char *hidden = gen_const_f(g, -INFINITY);
+    const char *seen = gen_const_f(g, 0.0f);
+    return gen_op(g, NULL, "Where", NAME("Where"), future, hidden, seen, NULL);
 }
 #undef NAME

@@ -523,12 +523,16 @@ int cli_cmd_run(int argc, char **argv) {
                      n_write == 1 ? "" : "s", out_dir);
         else if (n_write)
             snprintf(where, sizeof where, "; wrote %s%s", out_args[0], n_write > 1 ? ", ..." : "");
+        char arena[96] = ""; /* a whole model's activations */
+        if (mha_model_arena_bytes(s.model))
+            snprintf(arena, sizeof arena, "; arena %zu bytes, scratch %zu bytes",
+                     mha_model_arena_bytes(s.model), mha_runtime_scratch_bytes(s.rt));
         fprintf(stderr,
                 "mha run: %lld rows (%lld tokens) in %.3f s: %.1f rows/s, %.0f tokens/s; "
-                "backend %s, %d thread%s; %.3f s with I/O%s\n",
+                "backend %s, %d thread%s; %.3f s with I/O%s%s\n",
                 rows, tokens, seconds, (double)rows * per, (double)tokens * per,
                 mha_runtime_backend(s.rt), mha_runtime_num_threads(s.rt),
-                mha_runtime_num_threads(s.rt) == 1 ? "" : "s", cli_now() - t_start, where);
+                mha_runtime_num_threads(s.rt) == 1 ? "" : "s", cli_now() - t_start, arena, where);
     }
 
 done:

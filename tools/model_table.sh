@@ -44,42 +44,18 @@ die() {
 mha="${MHA:-}" peer="${MHA_PEER_DIR:-$here/../../shared/peer}" models="bert_base,minilm_l6,gpt2_small,vit_b16"
 min_time=3 passes=1 dir="${TMPDIR:-/tmp}/mha-model-table" out=""
 # every option takes one value
+. "$here/model_common.sh"
 while [ $# -gt 0 ]; do
     [ "$1" = -h ] || [ "$1" = --help ] && usage
     [ $# -ge 2 ] || usage
     case "$1" in
-    --mha) mha=$2 ;;
-    --peer) peer=$2 ;;
-    --models) models=$2 ;;
     --min-time) min_time=$2 ;;
     --passes) passes=$2 ;;
-    --dir) dir=$2 ;;
-    --out) out=$2 ;;
-    *) echo "model_table: unknown argument $1" >&2; usage ;;
+    *) model_common_option "$1" "$2" || { echo "model_table: unknown argument $1" >&2; usage; } ;;
     esac
     shift 2
 done
-if [ -z "$mha" ]; then
-    if [ -x "$here/../build/bin/mha" ]; then mha="$here/../build/bin/mha"; else mha=$(command -v mha || true); fi
-fi
-[ -n "$mha" ] && [ -x "$mha" ] || die "cannot find the mha binary (build it, or pass --mha PATH)"
-[ -f "$peer/ort_model_bench.js" ] || die "no ort_model_bench.js in $peer (pass --peer DIR)"
-command -v node >/dev/null 2>&1 || die "node is needed"
-[ -x /usr/bin/time ] || die "/usr/bin/time is needed (apt-get install time)"
-py=/usr/bin/python3
-mkdir -p "$dir"
-"$py" "$here/model_table_models.py" "$dir" $(echo "$models" | tr ',' ' ') >&2 ||
-    die "building the models failed"
-
-shape_of() { # name -> "B S"
-    case "$1" in
-    bert_base) echo "8 128" ;;
-    minilm_l6) echo "32 128" ;;
-    gpt2_small) echo "4 256" ;;
-    vit_b16) echo "8 197" ;;
-    *) die "unknown model $1" ;;
-    esac
-}
+model_common_setup "$here" "$mha" "$peer" "$dir" "$models"
 
 raw="$dir/results.jsonl"
 : >"$raw"

@@ -945,9 +945,6 @@ static void ds_summary(const ds_state *s, long long rows, double seconds, double
                        long long nonfinite) {
     int64_t sq, skv;
     ds_seq_lengths(s, &sq, &skv);
-    for (size_t i = 0; i < s->n_in && sq < 0; i++) /* a whole model: its token ids [B, S] */
-        if (s->in[i].file && s->in_info[i].role == MHA_ROLE_TOKEN_IDS && s->in[i].h.rank == 2)
-            sq = s->in[i].h.dims[1];
     long long tokens = rows * (sq > 0 ? sq : 1);
     double per = seconds > 0 ? 1.0 / seconds : 0.0;
     char where[4200] = "";
@@ -955,14 +952,18 @@ static void ds_summary(const ds_state *s, long long rows, double seconds, double
     if (n_write)
         snprintf(where, sizeof where, "; wrote %s%s", s->o->out_files[0],
                  n_write > 1 ? ", ..." : "");
-    char ranks[48] = "";
+    char ranks[48] = "", arena[96] = "";
     if (s->size > 1) snprintf(ranks, sizeof ranks, " on each of %d MPI ranks", s->size);
+    if (mha_model_arena_bytes(s->model)) /* a whole model's activations, per chunk */
+        snprintf(arena, sizeof arena, "; arena %zu bytes, scratch %zu bytes",
+                 mha_model_arena_bytes(s->model), mha_runtime_scratch_bytes(s->rt));
     fprintf(stderr,
             "mha run: %lld rows (%lld tokens) in %.3f s: %.1f rows/s, %.0f tokens/s; "
-            "%lld rows with non-finite outputs; backend %s, %d thread%s%s; %.3f s with I/O%s\n",
+            "%lld rows with non-finite outputs; backend %s, %d thread%s%s; %.3f s with I/O%s%s\n",
             rows, tokens, seconds, (double)rows * per, (double)tokens * per, nonfinite,
             mha_runtime_backend(s->rt), mha_runtime_num_threads(s->rt),
-            mha_runtime_num_threads(s->rt) == 1 ? "" : "s", ranks, cli_now() - t_start, where);
+            mha_runtime_num_threads(s->rt) == 1 ? "" : "s", ranks, cli_now() - t_start, arena,
+            where);
 }
 
 /* ------------------------------------------------------------------------ */

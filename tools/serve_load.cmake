@@ -1,7 +1,12 @@
+# The serving measurements' own programs, never installed:
 # serve-load (build/bin/serve-load): the open-loop HTTP load generator of
 # `make serve-soak` and `make serve-table`, on libcurl (Debian
-# libcurl4-openssl-dev); left out without it. Never installed: a
-# measuring tool of this source tree.
+# libcurl4-openssl-dev); left out without it.
+# serve-cpu (build/bin/serve-cpu): the request queue's CPU time per request,
+# batching off and on, through mha.h only (linked like an outside program).
+add_executable(serve_cpu ${CMAKE_CURRENT_SOURCE_DIR}/serve_cpu.c)
+set_target_properties(serve_cpu PROPERTIES OUTPUT_NAME serve-cpu)
+target_link_libraries(serve_cpu PRIVATE mha Threads::Threads)
 pkg_check_modules(CURL QUIET IMPORTED_TARGET libcurl)
 if(CURL_FOUND)
   add_executable(serve_load ${CMAKE_CURRENT_SOURCE_DIR}/serve_load.c)

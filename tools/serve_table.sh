@@ -7,12 +7,20 @@
 #      of what the two-core FMA peak (`mha peak`, measured right before each
 #      number) allows for that request's FLOPs
 #   2. several clients on one runtime (no queue): 1, 2 and 8 client threads,
-#      the runtime at 1 thread and at its default (every CPU)
+#      the runtime at 1 thread and at its default (every CPU): the rate at
+#      the bound, and at saturation (`--server-rate 1000000`: every client
+#      busy) the rate and the CPU time per request
 #   3. `mha serve` under serve-load (tools/serve_load.c: HTTP on libcurl,
 #      open loop): batching off
 #      and on at the rate the queue sustained, then overload at twice it
 #      (--max-queue-ms of half the bound): the accepted requests' p99, what was refused,
-#      every request id answered exactly once
+#      every request id answered exactly once; then requests of mixed lengths
+#      (32, 24, 16, 8 tokens in turn) batched as one padded run
+#      (--max-padding 1) and as runs of similar lengths (the default)
+#
+# Every row has the CPU time per request (bench: the whole process, by
+# getrusage; HTTP: the server process, from /proc), which a shared machine
+# inflates far less than latency.
 #
 # Each configuration runs REPS times, the configurations of a round
 # alternating, and the table gives the median of the REPS numbers with the
@@ -20,6 +28,9 @@
 # read the numbers with the load beside them.
 #
 #   tools/serve_table.sh [--reps N] [--out FILE] [--server-time SEC] [--p99-ms X]
+#                        [--quick]
+#
+# --quick: one round, 0.3 s per tried rate, 5 s HTTP runs (a few minutes).
 #
 # --p99-ms (default 10) is the latency bound of the rate search; a machine
 # too loaded for one request to finish within it finds no rate (0).
@@ -33,13 +44,15 @@ REPS=3
 OUT=
 STIME=0.5
 P99=10
+HTTP_S=10
 while [ $# -gt 0 ]; do
   case "$1" in
+  --quick) REPS=1; STIME=0.3; HTTP_S=5; shift ;;
   --reps) REPS=$2; shift 2 ;;
   --out) OUT=$2; shift 2 ;;
   --server-time) STIME=$2; shift 2 ;;
   --p99-ms) P99=$2; shift 2 ;;
-  -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
   *) echo "serve_table.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -91,18 +104,38 @@ bench() {
   rate=$(json "$T/b.json" 'd["results"][0]["max_rate_rps"] or 0')
   p99=$(json "$T/b.json" 'd["results"][0]["p99_ms"] or 0')
   flops=$(json "$T/b.json" 'd["flops_per_run"]')
+  cpu=$(json "$T/b.json" 'd["results"][0]["cpu_ms_per_request"] or 0')
   [ "$flops" = 0 ] || [ "$flops" = 0.0 ] && flops=$(minilm_flops "$s")
   pct=$(awk -v r="$rate" -v f="$flops" -v p="$pk" 'BEGIN { printf "%.0f", 100 * r * f / (p * 1e9) }')
   row "$cfg" rate "$rate" "$ld"
   row "$cfg" p99 "$p99" "$ld"
   row "$cfg" peak "$pk" "$ld"
   row "$cfg" pct "$pct" "$ld"
-  echo "  $cfg: $rate req/s (p99 $p99 ms), $pct % of a $pk GFLOP/s peak, load $ld" >&2
+  row "$cfg" cpu "$cpu" "$ld"
+  echo "  $cfg: $rate req/s (p99 $p99 ms), $pct % of a $pk GFLOP/s peak, $cpu CPU ms/request, load $ld" >&2
 }
 
-# serve_run CONFIG MODEL BODY RATE SERVE-OPTIONS...: mha serve under load
+# saturate CONFIG CLIENTS THREADS: every client busy (no queue), the S 32
+# layer: the rate and the CPU time per request
+saturate() {
+  cfg=$1 clients=$2 threads=$3
+  ld=$(load1)
+  "$MHA" bench "$T/layer768.onnx" --shape 1,32 --scenario server --backend auto \
+    --threads "$threads" --clients "$clients" --server-rate 1000000 --server-time "$STIME" \
+    --json "$T/b.json" >"$T/b.txt" 2>&1 || { echo "bench $cfg failed: $(tail -3 "$T/b.txt")" >&2; return 0; }
+  rate=$(json "$T/b.json" 'd["results"][0]["achieved_rps"] or 0')
+  cpu=$(json "$T/b.json" 'd["results"][0]["cpu_ms_per_request"] or 0')
+  row "$cfg" sat_rate "$rate" "$ld"
+  row "$cfg" cpu "$cpu" "$ld"
+  echo "  $cfg: saturated $rate req/s, $cpu CPU ms/request, load $ld" >&2
+}
+
+# cpu_ticks PID: user + system clock ticks of a process so far
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# serve_run CONFIG MODEL "BODY..." RATE SERVE-OPTIONS...: mha serve under load
 serve_run() {
-  cfg=$1 model=$2 body=$3 rate=$4
+  cfg=$1 model=$2 bodies=$3 rate=$4
   shift 4
   rm -f "$T/port"
   timeout -k 5 300 "$MHA" serve "$model" --port 0 --port-file "$T/port" --capacity 4096 \
@@ -114,8 +147,13 @@ serve_run() {
     sleep 0.1
   done
   ld=$(load1)
-  "$SERVE_LOAD" --url "http://127.0.0.1:$(cat "$T/port")/run" --body "$body" \
-    --rate "$rate" --duration 10 --connections 64 --json "$T/l.json" >"$T/l.txt" 2>&1 || true
+  pid=$(cat "/proc/$SRV/task/$SRV/children" 2>/dev/null | awk '{ print $1 }')
+  c0=$(cpu_ticks "$pid")
+  set -- # the bodies, each after --body
+  for b in $bodies; do set -- "$@" --body "$b"; done
+  "$SERVE_LOAD" --url "http://127.0.0.1:$(cat "$T/port")/run" "$@" \
+    --rate "$rate" --duration "$HTTP_S" --connections 64 --json "$T/l.json" >"$T/l.txt" 2>&1 || true
+  c1=$(cpu_ticks "$pid")
   kill -TERM $SRV 2>/dev/null; wait $SRV 2>/dev/null || true
   SRV=
   [ -s "$T/l.json" ] || { echo "load $cfg failed: $(cat "$T/l.txt")" >&2; return 0; }
@@ -124,11 +162,14 @@ serve_run() {
   done
   row "$cfg" refused "$(json "$T/l.json" "d['codes'].get('503', 0)")" "$ld"
   row "$cfg" offered "$rate" "$ld"
+  row "$cfg" cpu "$(json "$T/l.json" "($c1 - $c0) * 1e3 / $(getconf CLK_TCK) / max(1, d['codes'].get('200', 0))")" "$ld"
   echo "  $cfg: $(cat "$T/l.txt"), load $ld" >&2
   rm -f "$T/l.json"
 }
 
-"$MHA" gen -d 768 -H 12 --seed 1 -o "$T/x.onnx" --data "$T/x32.npy" --batch 1 --seq 32 >/dev/null
+for s in 32 24 16 8; do
+  "$MHA" gen -d 768 -H 12 --seed "$s" -o "$T/x.onnx" --data "$T/x$s.npy" --batch 1 --seq "$s" >/dev/null
+done
 python3 - "$T/ids16.npy" <<'PY'
 import struct, sys
 ids = [(101 + 37 * j) % 30522 for j in range(16)]
@@ -152,6 +193,9 @@ while [ $r -le "$REPS" ]; do
   for c in 1 2 8; do
     for th in 1 2; do bench "clients$c threads$th" "$T/layer768.onnx" 32 0 $c $th; done
   done
+  for c in 1 2 8; do
+    for th in 1 2; do saturate "saturated clients$c threads$th" $c $th; done
+  done
   # HTTP: batching off and on at the rate the queue sustained, then 2x
   q=$(awk -F '\t' '$1 == "layer S32 batch16" && $2 == "rate" { v = $3 } END { print v + 0 }' "$ROWS")
   if [ "${q%.*}" -gt 0 ] 2>/dev/null; then
@@ -160,6 +204,11 @@ while [ $r -le "$REPS" ]; do
     serve_run "http S32 overload2x" "$T/layer768.onnx" "$T/x32.npy" \
       "$(awk -v q="$q" 'BEGIN { print 2 * q }')" --max-batch 16 \
       --max-queue-ms "$(awk -v p="$P99" 'BEGIN { print p / 2 }')"
+    # mixed lengths (20 tokens on average): 1.5 x the S 32 rate
+    mixed="$T/x32.npy $T/x24.npy $T/x16.npy $T/x8.npy"
+    mr=$(awk -v q="$q" 'BEGIN { print 1.5 * q }')
+    serve_run "http mixed batch16 one-run" "$T/layer768.onnx" "$mixed" "$mr" --max-batch 16 --max-padding 1
+    serve_run "http mixed batch16 by-length" "$T/layer768.onnx" "$mixed" "$mr" --max-batch 16
   fi
   m=$(awk -F '\t' '$1 == "minilm S16 batch16" && $2 == "rate" { v = $3 } END { print v + 0 }' "$ROWS")
   if [ -n "$MINILM" ] && [ "${m%.*}" -gt 0 ] 2>/dev/null; then
@@ -181,20 +230,25 @@ for c, f, v, ld in rows:
 med = lambda c, f: statistics.median(vals[(c, f)]) if (c, f) in vals else float("nan")
 ld = lambda c: " ".join(sorted(set(loads[c]), key=float))
 print("Rounds: %s (median of the rounds; load: the 1-minute load averages seen)\n" % sys.argv[2])
-print("| configuration | max rate at p99 <= %s ms | p99 ms | %% of the 2-core FMA peak | peak GFLOP/s | load |" % sys.argv[3])
-print("|---|---|---|---|---|---|")
+print("| configuration | max rate at p99 <= %s ms | p99 ms | %% of the 2-core FMA peak | peak GFLOP/s | CPU ms / request | load |" % sys.argv[3])
+print("|---|---|---|---|---|---|---|")
 for c in cfgs:
-    if not c.startswith("http"):
-        print("| %s | %.0f | %.2f | %.0f %% | %.1f | %s |" % (c, med(c, "rate"), med(c, "p99"),
-              med(c, "pct"), med(c, "peak"), ld(c)))
-print("\n| HTTP (serve-load, 10 s) | offered/s | answered 200/s | refused (503) | p50 ms | p99 ms | p99.9 ms | unanswered, twice | load |")
-print("|---|---|---|---|---|---|---|---|---|")
+    if not c.startswith("http") and not c.startswith("saturated"):
+        print("| %s | %.0f | %.2f | %.0f %% | %.1f | %.3f | %s |" % (c, med(c, "rate"), med(c, "p99"),
+              med(c, "pct"), med(c, "peak"), med(c, "cpu"), ld(c)))
+print("\n| saturated (every client busy, S 32, no queue) | requests/s | CPU ms / request | load |")
+print("|---|---|---|---|")
+for c in cfgs:
+    if c.startswith("saturated"):
+        print("| %s | %.0f | %.3f | %s |" % (c[len("saturated "):], med(c, "sat_rate"), med(c, "cpu"), ld(c)))
+print("\n| HTTP (serve-load) | offered/s | answered 200/s | refused (503) | p50 ms | p99 ms | p99.9 ms | unanswered, twice | server CPU ms / request | load |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for c in cfgs:
     if c.startswith("http"):
-        print("| %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.0f, %.0f | %s |" % (
+        print("| %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.0f, %.0f | %.3f | %s |" % (
             c, med(c, "offered"), med(c, "achieved_rps"), med(c, "refused"), med(c, "p50_ms"),
             med(c, "p99_ms"), med(c, "p99.9_ms"), max(vals[(c, "unanswered")]),
-            max(vals[(c, "answered_twice")]), ld(c)))
+            max(vals[(c, "answered_twice")]), med(c, "cpu"), ld(c)))
 PY
 cat "$T/table.md"
 [ -z "$OUT" ] || cp "$T/table.md" "$OUT"

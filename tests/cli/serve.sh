@@ -17,6 +17,25 @@ rm -rf "$T" && mkdir -p "$T"
 "$MHA" gen -d 64 -H 4 --causal -o "$T/m.onnx" --data "$T/x.npy" --batch 1 --seq 8 >/dev/null
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ref.npy" >/dev/null 2>&1
 
+# serve-cpu (the queue's CPU time per request, batching off and on): two
+# requests alike share a run; 8 and 2 tokens (10 of 16 rows real) run apart
+CPU="$(dirname "$MHA")/serve-cpu"
+"$CPU" "$T/m.onnx" --lengths 8,8 --reps 2 --rounds 1 >"$T/cpu.txt" || fail "serve-cpu: $(cat "$T/cpu.txt")"
+grep -q "alone *: [0-9.]* CPU ms per request (1.00 requests a run)" "$T/cpu.txt" &&
+  grep -q "one-run *: [0-9.]* CPU ms per request (2.00 requests a run)" "$T/cpu.txt" &&
+  grep -q "by-length: [0-9.]* CPU ms per request (2.00 requests a run)" "$T/cpu.txt" ||
+  fail "serve-cpu 8,8: $(cat "$T/cpu.txt")"
+"$CPU" "$T/m.onnx" --lengths 8,2 --reps 2 --rounds 1 >"$T/cpu.txt" || fail "serve-cpu: $(cat "$T/cpu.txt")"
+grep -q "one-run *: [0-9.]* CPU ms per request (2.00 requests a run)" "$T/cpu.txt" &&
+  grep -q "by-length: [0-9.]* CPU ms per request (1.00 requests a run)" "$T/cpu.txt" ||
+  fail "serve-cpu 8,2: $(cat "$T/cpu.txt")"
+set +e
+"$CPU" "$T/m.onnx" --lengths 8,x >/dev/null 2>&1
+rc=$?
+set -e
+[ $rc = 2 ] || fail "serve-cpu with bad lengths: exit $rc, wanted 2"
+echo "ok: serve-cpu"
+
 # A long batching delay and room for two waiting requests: concurrent
 # requests meet in one batch, a third finds the queue full.
 serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --max-body-bytes 100000

@@ -1036,6 +1036,47 @@ static void test_lowest_mask_rows(void **state) {
     backends_close(&bl);
 }
 
+/* A causal layer whose file hides future keys with finfo.min
+ * (causal_finite), beside a float padding mask with rows of its own [B, 1,
+ * S, S] (CLIP's, expanded): query 0 of an item whose key 0 is padding sees
+ * only finfo.min terms, and the file's softmax averages every key, future
+ * ones too; query 1 sees key 1 alone. On every backend. */
+static void test_finite_causal_row_mask(void **state) {
+    (void)state;
+    backend_list bl;
+    backends_open(&bl);
+    cfg c = make_cfg(11); /* bare 4D, float mask */
+    c.Sq = c.Skv = 5;
+    c.causal = 1;
+    c.am_rank = 4;
+    c.am_shape[0] = 1, c.am_shape[1] = 1, c.am_shape[2] = 5, c.am_shape[3] = 5;
+    fixture f;
+    fixture_make(&f, &c, 901);
+    f.L.causal_finite = 1;
+    f.L.causal_fill = nextafterf(-FLT_MAX, 0.0f);
+    float *m = f.in[3].data;
+    for (int64_t i = 0; i < 25; i++)
+        m[i] = i % 5 == 0 ? -FLT_MAX : 0.0f; /* key 0 is padding, every row */
+    const float *v = f.in[2].data;           /* [1, Hkv, Skv, dv]: head 0 first */
+    const int64_t dv = c.dv;
+    for (int p = 0; p < bl.n; p++) {
+        float *y = out_buffer(&f); /* [1, Hq, Sq, dv] */
+        assert_int_equal(run_exec_state(bl.plugin[p], bl.state[p], NULL, &f, y, NULL), MHA_OK);
+        for (int64_t d = 0; d < dv; d++) {
+            double mean = 0.0;
+            for (int64_t j = 0; j < 5; j++)
+                mean += v[j * dv + d] / 5.0;
+            if (fabs(y[d] - mean) > 1e-5 * (1.0 + fabs(mean)))
+                fail_msg("%s: query 0, dim %lld: %g, want the mean of every key %g",
+                         bl.plugin[p]->name, (long long)d, (double)y[d], mean);
+            assert_true(fabs(y[dv + d] - v[dv + d]) <= 1e-5 * (1.0 + fabs(v[dv + d])));
+        }
+        free(y);
+    }
+    fixture_free(&f);
+    backends_close(&bl);
+}
+
 /* A self-parallel plugin gets each phase as one call with the run's
  * threads, on the calling thread; the result is the same. */
 static void test_self_parallel(void **state) {
@@ -1420,6 +1461,7 @@ int main(void) {
         cmocka_unit_test(test_plugin_sizes_checked),
         cmocka_unit_test(test_nan_stays_in_its_batch_item),
         cmocka_unit_test(test_lowest_mask_rows),
+        cmocka_unit_test(test_finite_causal_row_mask),
         cmocka_unit_test(test_self_parallel),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_input_checks),

@@ -762,6 +762,33 @@ static void test_gather(void **state) {
     run_err(13, &t, in, 2, MHA_ERR_SHAPE);
 }
 
+/* GatherElements (torch.gather: each next token's log-probability) */
+static void test_gather_elements(void **state) {
+    (void)state;
+    tnode t;
+    tn_init(&t, "GatherElements", 2, 1);
+    tn_int(&t, "axis", 1);
+    /* x [2, 3], idx [2, 1]: one column per row, -1 the last */
+    tensor *in[2] = {tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6)), ti(2, D(2, 1), I(2, -1))};
+    tensor *y = run1(13, &t, in);
+    expect_f(y, 2, D(2, 1), F(3, 6), 0);
+    tensor_free(y);
+    tensor_free(in[1]);
+    /* axis 0 (the default), idx [1, 3]: a row per column */
+    tn_init(&t, "GatherElements", 2, 1);
+    in[1] = ti(2, D(1, 3), I(1, 0, 1));
+    y = run1(13, &t, in);
+    expect_f(y, 2, D(1, 3), F(4, 2, 6), 0);
+    tensor_free(y);
+    tensor_free(in[1]);
+    in[1] = ti(2, D(1, 3), I(2, 0, 0));
+    run_err(13, &t, in, 2, MHA_ERR_SHAPE); /* index 2 on an axis of 2 */
+    tn_init(&t, "GatherElements", 2, 1);
+    in[0] = tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6));
+    in[1] = ti1(2, I(0, 1));
+    run_err(13, &t, in, 2, MHA_ERR_SHAPE); /* ranks differ */
+}
+
 static void test_unsqueeze_squeeze(void **state) {
     (void)state;
     tnode t;
@@ -1367,6 +1394,33 @@ static void test_contraction_blocks(void **state) {
     expect_f(y, 2, D(Bt * M, N), want, 0);
     tensor_free(y);
     free_all(in, 2);
+    /* with alpha, and beta * C [N] added to the double sum before the one
+     * rounding; A given transposed ([K, M] read as op(A) [M, K]) */
+    float at[K * Bt * M], c[N];
+    for (int i = 0; i < Bt * M; i++)
+        for (int k = 0; k < K; k++)
+            at[k * Bt * M + i] = a[i * K + k];
+    for (int n = 0; n < N; n++)
+        c[n] = (float)n / 7.0f - 1.0f;
+    for (int i = 0; i < Bt * M; i++)
+        for (int n = 0; n < N; n++) {
+            double acc = 0.0;
+            for (int k = 0; k < K; k++)
+                acc += (double)a[i * K + k] * (double)b[k * N + n];
+            want[i * N + n] = (float)(0.5 * acc + 2.0 * (double)c[n]);
+        }
+    tensor *in3[3];
+    tn_init(&t, "Gemm", 3, 1);
+    tn_int(&t, "transA", 1);
+    tn_float(&t, "alpha", 0.5f);
+    tn_float(&t, "beta", 2.0f);
+    in3[0] = tf(2, D(K, Bt * M), at);
+    in3[1] = tf(2, D(K, N), b);
+    in3[2] = tf(1, D(N), c);
+    y = run1(13, &t, in3);
+    expect_f(y, 2, D(Bt * M, N), want, 0);
+    tensor_free(y);
+    free_all(in3, 3);
 }
 
 static void test_softmax(void **state) {
@@ -1466,8 +1520,9 @@ static void test_reduce(void **state) {
     free_all(in, 1);
 }
 
-/* ReduceL1 / ReduceL2 / ReduceSumSquare: F.normalize (sentence-transformers
- * pooling) writes ReduceL2 with the axes an attribute before opset 18 */
+/* ReduceL1 / ReduceL2 / ReduceSumSquare / ReduceMin / ReduceProd:
+ * F.normalize (sentence-transformers pooling) writes ReduceL2, x.std()
+ * ReduceProd, with the axes an attribute before opset 18 */
 static void test_reduce_norms(void **state) {
     (void)state;
     tnode t;
@@ -1492,6 +1547,31 @@ static void test_reduce_norms(void **state) {
     expect_f(y, 2, D(1, 3), F(10, 20, 4), 0);
     tensor_free(y);
     free_all(in, 2);
+    /* ReduceMin, ReduceProd (torch's x.std() counts elements with one) */
+    tn_init(&t, "ReduceMin", 1, 1);
+    tn_ints(&t, "axes", I(1), 1);
+    in[0] = tf(2, D(2, 3), x);
+    y = run1(13, &t, in);
+    expect_f(y, 2, D(2, 1), F(-4, -2), 0);
+    tensor_free(y);
+    tn_init(&t, "ReduceProd", 1, 1);
+    tn_ints(&t, "axes", I(1), 1);
+    tn_int(&t, "keepdims", 0);
+    y = run1(13, &t, in);
+    expect_f(y, 1, D(2), F(0, -4), 0);
+    tensor_free(y);
+    free_all(in, 1);
+    in[0] = ti(1, D(3), I(2, 3, -4));
+    tn_init(&t, "ReduceProd", 1, 1);
+    tn_int(&t, "keepdims", 0);
+    y = run1(13, &t, in);
+    expect_i(y, 0, NULL, I(-24));
+    tensor_free(y);
+    tn_init(&t, "ReduceMin", 1, 1);
+    y = run1(13, &t, in);
+    expect_i(y, 1, D(1), I(-4));
+    tensor_free(y);
+    free_all(in, 1);
     /* integers: L2 of (3, 4) is 5 */
     tn_init(&t, "ReduceL2", 1, 1);
     in[0] = ti(1, D(2), I(3, -4));
@@ -2397,6 +2477,8 @@ static const struct {
     {"ReduceMean", 1, 1, 0},
     {"ReduceMax", 2, 1, 2},
     {"ReduceL2", 1, 1, 0},
+    {"GatherElements", 2, 1, 2},
+    {"ReduceProd", 1, 1, 0},
     {"Attention", 4, 4, 64},
 };
 
@@ -2550,6 +2632,7 @@ int main(void) {
         cmocka_unit_test(test_identity_constant),
         cmocka_unit_test(test_shape_size),
         cmocka_unit_test(test_gather),
+        cmocka_unit_test(test_gather_elements),
         cmocka_unit_test(test_unsqueeze_squeeze),
         cmocka_unit_test(test_concat),
         cmocka_unit_test(test_reshape),

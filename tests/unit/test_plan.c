@@ -115,11 +115,10 @@ static void test_projection_over_flat_rows(void **state) {
  * torch.where. Its static 1 on the query axis broadcasts (the recogniser
  * probed the layer with one query, and saw no causal pattern); the two
  * finfo.min terms add up to -inf on a padded future key (causal_finite 1,
- * read by probing the mask with finfo.min). Unverified: the plan's
- * verification also needs the float mask's finfo.min kept in the softmax. */
+ * read by probing the mask with finfo.min); the plan verified. */
 static void test_extended_mask_beside_causal_where(void **state) {
     (void)state;
-    plan *P = build("v_gpt2_hf_conv1d_mask_op13", 1);
+    plan *P = build("v_gpt2_hf_conv1d_mask_op13", 0);
     assert_int_equal(P->n_layers, 2);
     for (size_t i = 0; i < 2; i++) {
         const plan_layer *pl = &P->layers[i];
@@ -156,6 +155,23 @@ static void test_partition_shape_of_x_read_outside(void **state) {
 
 /* BERT: W1 and W2 of both layers (MatMul + bias Add fused) and the pooler
  * (a Gemm with transB, its bias as C) become GEMM steps. */
+/* GPT-NeoX reads the sizes of its head reshape from the block's input x,
+ * outside the layer (X is LayerNorm(x)): taken as X's, both layers fuse,
+ * with their partial rotary (2 of 8 dims) and the cos / sin computed once
+ * in the graph as inputs. */
+static void test_partition_sizes_read_outside(void **state) {
+    (void)state;
+    plan *P = build("neox_parallel_l2_d32_h4_rot25", 0);
+    assert_int_equal(P->n_layers, 2);
+    for (size_t i = 0; i < 2; i++) {
+        if (!P->layers[i].recognised) fail_msg("layer %zu: %s", i, P->layers[i].reason);
+        assert_int_equal(P->layers[i].L.rotary, MHA_ROTARY_HALF);
+        assert_int_equal(P->layers[i].L.rotary_dim, 2);
+        assert_int_equal(P->layers[i].L.d_head, 8);
+    }
+    plan_free(P);
+}
+
 static void test_gemm_steps(void **state) {
     (void)state;
     plan *P = build(BERT, 1);
@@ -643,7 +659,13 @@ static void test_gemm_weights_released_after_packing(void **state) {
     assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
     assert_int_equal(mha_model_load_file(path, NULL, &fresh, &err), MHA_OK);
     mha_tensor a[2], b[2], c[2];
+    assert_int_equal(mha_model_arena_bytes(m), 0); /* planned by the first run */
     assert_int_equal(run_probe(rt, m, MHA_PRECISION_FLOAT32, a, &err), MHA_OK);
+    /* the fused steps' outputs: at least the last attention layer's [B, S, D] */
+    const size_t one = (size_t)(m->plan->probe_sizes[0][0] * m->plan->probe_sizes[0][1] *
+                                m->plan->layers[1].L.d_model) *
+                       sizeof(float);
+    assert_true(mha_model_arena_bytes(m) >= one);
     size_t released = 0;
     for (size_t i = 0; i < m->plan->n_gemms; i++)
         released += m->plan->gemms[i].W == NULL;
@@ -1076,6 +1098,7 @@ int main(void) {
         cmocka_unit_test(test_projection_over_flat_rows),
         cmocka_unit_test(test_extended_mask_beside_causal_where),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),
+        cmocka_unit_test(test_partition_sizes_read_outside),
         cmocka_unit_test(test_gemm_steps),
         cmocka_unit_test(test_gemm_epilogues),
         cmocka_unit_test(test_norm_steps),

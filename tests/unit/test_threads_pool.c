@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "pool.h"
 
@@ -211,15 +212,20 @@ typedef struct busy_thread {
     int ran_alone;
 } busy_thread;
 
+/* A one-phase job of n units of fn. */
+static void job_one_phase(pool_job *job, pool_unit_fn fn, void *ctx, int64_t n, int threads) {
+    memset(job, 0, sizeof *job);
+    job->fn = fn;
+    job->ctx = ctx;
+    job->n_phases = 1;
+    job->n_units[0] = n;
+    job->num_threads = threads;
+}
+
 static void *busy_first(void *arg) {
     busy_thread *t = arg;
     pool_job job;
-    memset(&job, 0, sizeof job);
-    job.fn = busy_unit;
-    job.ctx = t->b;
-    job.n_phases = 1;
-    job.n_units[0] = 4;
-    job.num_threads = t->num_threads;
+    job_one_phase(&job, busy_unit, t->b, 4, t->num_threads);
     t->st = pool_run(t->p, &job, NULL);
     t->ran_alone = job.ran_alone;
     return NULL;
@@ -266,11 +272,7 @@ static void run_second_caller(int n_workers, int first_threads, int *ran_alone, 
     atomic_init(&h.timed_out, 0);
     h.wait_seconds = first_threads == 1 ? 1 : 30;
     pool_job job;
-    memset(&job, 0, sizeof job);
-    job.fn = helped_unit;
-    job.ctx = &h;
-    job.n_phases = 1;
-    job.n_units[0] = 64;
+    job_one_phase(&job, helped_unit, &h, 64, 0);
     assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
     atomic_store(&b.second_done, 1);
     pthread_join(th, NULL);
@@ -299,6 +301,68 @@ static void test_full_cores_no_helper(void **state) {
     run_second_caller(1, 1, &alone, &by_helper);
     assert_int_equal(alone, 1);
     assert_int_equal(by_helper, 0);
+}
+
+/* Callers beyond the cores wait for their turn: however many threads call
+ * pool_run, at most max(pool size, online CPUs) jobs run at once (more
+ * would share cores by time slices). Each job is one unit on its caller's
+ * thread that stays a while, so callers let in would pile up. */
+typedef struct gate_ctx {
+    atomic_int inside, most;
+} gate_ctx;
+
+static mha_status gate_unit(void *vctx, int phase, int64_t unit, int worker, mha_error *err) {
+    (void)phase, (void)unit, (void)worker, (void)err;
+    gate_ctx *g = vctx;
+    int now = atomic_fetch_add(&g->inside, 1) + 1;
+    for (int most = atomic_load(&g->most); now > most;)
+        if (atomic_compare_exchange_weak(&g->most, &most, now)) break;
+    struct timespec ts = {0, 2000000}; /* 2 ms */
+    nanosleep(&ts, NULL);
+    atomic_fetch_sub(&g->inside, 1);
+    return MHA_OK;
+}
+
+typedef struct gate_thread {
+    pool *p;
+    gate_ctx *g;
+    mha_status st;
+} gate_thread;
+
+static void *gate_caller(void *arg) {
+    gate_thread *t = arg;
+    for (int k = 0; k < 5 && t->st == MHA_OK; k++) {
+        pool_job job;
+        job_one_phase(&job, gate_unit, t->g, 1, 1);
+        t->st = pool_run(t->p, &job, NULL);
+    }
+    return NULL;
+}
+
+static void test_callers_wait_for_a_core(void **state) {
+    (void)state;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 1, 0, &p, NULL), MHA_OK);
+    const int limit = cpus > pool_size(p) ? (int)cpus : pool_size(p);
+    enum { MAX_CALLERS = 64 };
+    int n = limit + 4 < MAX_CALLERS ? limit + 4 : MAX_CALLERS;
+    gate_ctx g;
+    atomic_init(&g.inside, 0);
+    atomic_init(&g.most, 0);
+    gate_thread t[MAX_CALLERS];
+    pthread_t th[MAX_CALLERS];
+    for (int i = 0; i < n; i++) {
+        t[i] = (gate_thread){p, &g, MHA_OK};
+        assert_int_equal(pthread_create(&th[i], NULL, gate_caller, &t[i]), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(t[i].st, MHA_OK);
+    }
+    assert_true(atomic_load(&g.most) >= 1);
+    assert_true(atomic_load(&g.most) <= limit);
+    pool_destroy(p);
 }
 
 /* A reservation (a self-parallel plugin's run) holds the pool like a job. */
@@ -429,6 +493,7 @@ int main(void) {
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_second_caller_gets_help),
         cmocka_unit_test(test_full_cores_no_helper),
+        cmocka_unit_test(test_callers_wait_for_a_core),
         cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_no_workers),
         cmocka_unit_test(test_create_destroy_cycles),

@@ -63,20 +63,25 @@ static float *run_alone(mha_runtime *rt, const mha_model *m, const float *x, int
     return y;
 }
 
-/* max_padding 1: a batch is one padded run whatever the lengths (the
- * padding is what most tests here check); test_runs_by_length sets its own. */
-static mha_queue *queue_new(mha_runtime *rt, const mha_model *m, int max_batch, double delay_ms,
-                            int capacity) {
+static mha_queue *queue_new_padded(mha_runtime *rt, const mha_model *m, int max_batch,
+                                   double delay_ms, int capacity, double max_padding) {
     mha_queue_options o;
     mha_queue_options_init(&o);
     o.max_batch = max_batch;
     o.max_delay_ms = delay_ms;
     o.capacity = capacity;
-    o.max_padding = 1.0;
+    o.max_padding = max_padding;
     mha_queue *q = NULL;
     mha_error err = {0};
     if (mha_queue_create(rt, m, &o, &q, &err) != MHA_OK) fail_msg("queue: %s", err.message);
     return q;
+}
+
+/* max_padding 1: a batch is one padded run whatever the lengths (the
+ * padding is what most tests here check); test_runs_by_length sets its own. */
+static mha_queue *queue_new(mha_runtime *rt, const mha_model *m, int max_batch, double delay_ms,
+                            int capacity) {
+    return queue_new_padded(rt, m, max_batch, delay_ms, capacity, 1.0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -735,11 +740,9 @@ static void test_runs_by_length(void **state) {
     mha_queue_options o;
     mha_queue_options_init(&o);
     assert_true(o.max_padding > 0.1 && o.max_padding < 0.2); /* the default: 1/8 */
-    o.max_batch = 8;
-    o.max_delay_ms = 10000.0; /* the batch closes when the 8th arrives */
-    mha_queue *q = NULL;
+    /* the batch closes when the 8th arrives */
+    mha_queue *q = queue_new_padded(rt, m, 8, 10000.0, 64, o.max_padding);
     mha_error err = {0};
-    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_OK);
     /* sorted 32 32 31 30 | 8 8 8 7: padding 3 of 128 rows, then 1 of 32;
      * one run of all eight would pad 104 of 256 */
     enum { N = 8, D = 64 };

@@ -427,6 +427,17 @@ MHA_API size_t mha_model_num_steps(const mha_model *model);
 MHA_API mha_status mha_model_step(const mha_model *model, size_t i, mha_step_info *out);
 MHA_API size_t mha_model_num_layers(const mha_model *model);
 MHA_API mha_status mha_model_layer(const mha_model *model, size_t i, mha_layer_info *out);
+/** Bytes of the activation arena of a whole model: the outputs of its
+ *  fused steps in one block laid out by their lifetimes, planned on the
+ *  first run at each set of input sizes; the largest planned so far (0
+ *  before the first run, and for a one-layer model). Interpreted steps'
+ *  values and the backend's scratch are not in it. Thread-safe. */
+MHA_API size_t mha_model_arena_bytes(const mha_model *model);
+/** Bytes of the per-run buffers the runtime keeps between runs (an
+ *  attention layer's projections, kernel workspaces), with
+ *  mha_model_arena_bytes a run's activation memory. Call it while no run
+ *  of the runtime is in flight. */
+MHA_API size_t mha_runtime_scratch_bytes(const mha_runtime *rt);
 
 /* ------------------------------------------------------------------------ */
 /* Running                                                                   */
@@ -513,15 +524,23 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
  *    per file; both are shared by every request thread.
  *  - Many threads calling mha_run at once share the runtime's threads: each
  *    caller computes its own run and idle workers help, so N callers on an
- *    N-thread runtime each use one core and nothing spins. That is the
- *    right shape for long requests (hundreds of tokens and more).
- *  - Short requests (a few dozen tokens) spend much of their time reading
- *    the weights: a batch of them reads the weights once. An mha_queue
- *    groups requests that arrive within max_delay_ms into one padded batch
- *    (each item with its own key length, so each result is bitwise what the
- *    request gives alone with mha_run), bounded by max_batch requests and
- *    max_batch_tokens (batch size x longest sequence). A max_delay_ms of
- *    about a tenth of the latency target is a good start.
+ *    N-thread runtime each use one core and nothing spins; callers beyond
+ *    the cores (or the runtime's threads, the larger) wait for a turn
+ *    rather than share a core by time slices. That is the right shape for
+ *    long requests (hundreds of tokens and more).
+ *  - An mha_queue groups requests that arrive within max_delay_ms into
+ *    batches (each item with its own key length, so each result is bitwise
+ *    what the request gives alone with mha_run), bounded by max_batch
+ *    requests and max_batch_tokens (batch size x longest sequence). A
+ *    max_delay_ms of about a tenth of the latency target is a good start.
+ *    What a batch saves is the per-run cost (waking the pool, the phases'
+ *    barriers) and the cores' idle time between requests, not arithmetic:
+ *    where the GEMM kernel is compute-bound from a few rows (avx512 on a
+ *    d_model 768 layer), a row costs the same alone or in a batch, and a
+ *    padded row costs as much as a real one. So a batch is cut into runs
+ *    of similar lengths (max_padding, default 1/8 of a run's rows): 16
+ *    requests of 8 tokens share one run; requests of 32, 24, 16 and 8
+ *    tokens run as three.
  *  - The queue is bounded: submit fails at once with MHA_ERR_QUEUE_FULL, so
  *    an overloaded server refuses (HTTP 503) rather than building a backlog.
  *    Bound it in time as well as in count: max_queue_ms of about half the

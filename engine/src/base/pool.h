@@ -120,5 +120,7 @@ void pool_fp_restore(unsigned saved);
 #define POOL_SCRATCH_SLOTS 2
 void *pool_scratch_take(pool *p, const mha_alloc_ctx *a, int slot, size_t bytes);
 void pool_scratch_give(pool *p, const mha_alloc_ctx *a, int slot, void *buf);
+/* Bytes of the scratch buffers p keeps (while no run takes or gives one). */
+size_t pool_scratch_bytes(pool *p);
 
 #endif

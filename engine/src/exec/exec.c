@@ -433,15 +433,26 @@ static void exec_mask_view_computed(exec_mask_kind kind, int64_t heads, const ex
 /* Whether the causal mask goes into the mask tensor this run, as the finite
  * term the file adds (layer.h causal_finite), instead of the kernels' own
  * -inf: only when some query row sees nothing but padding (key 0 of a batch
- * item hidden; later rows see it too), where the two part ways. */
+ * item hidden; later rows see it too -- or, a mask with rows of its own
+ * [B, H', Sq, Skv], a row whose every visible key is hidden), where the two
+ * part ways. */
 static int exec_fold_causal(const layer *L, const exec_binding *bd, const exec_mask_view *kpm) {
     if (!L->causal || !L->causal_finite || !kpm || (L->has_left_window && L->causal_finite != 2) ||
         L->bias || bd->Sq != bd->Skv)
         return 0;
-    for (int64_t b = 0; b < kpm->dims[0]; b++) {
-        const float v = exec_mask_value(L, kpm, b * kpm->strides[0], 0, 0, 0);
-        if (v <= -1e30f && v > -INFINITY) return 1;
-    }
+    const int64_t *s = kpm->strides;
+    for (int64_t b = 0; b < kpm->dims[0]; b++)
+        for (int64_t h = 0; h < kpm->dims[1]; h++)
+            for (int64_t i = 0; i < kpm->dims[2]; i++) {
+                int64_t hidden = 0, finite = 0;
+                for (int64_t j = 0; j <= i && j < kpm->dims[3]; j++) {
+                    const float v =
+                        exec_mask_value(L, kpm, b * s[0] + h * s[1] + i * s[2] + j * s[3], h, i, j);
+                    hidden += v <= -1e30f;
+                    finite += v > -INFINITY;
+                }
+                if (hidden == i + 1 && finite > 0) return 1;
+            }
     return 0;
 }
 
@@ -465,10 +476,11 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         kpm = &views[n++];
     }
     /* a float attention mask over the keys alone ([B, 1, 1, Skv], a
-     * model's extended mask) pads keys as a key padding mask does */
+     * model's extended mask) pads keys as a key padding mask does; one
+     * with rows ([B, 1, Sq, Skv], CLIP's expanded one) may too */
     const exec_mask_view *pad = kpm;
     if (!pad && bd->attn_mask && views[0].kind == EXEC_MASK_TENSOR &&
-        bd->attn_mask->dtype == MHA_DTYPE_FLOAT32 && views[0].dims[2] == 1)
+        bd->attn_mask->dtype == MHA_DTYPE_FLOAT32)
         pad = &views[0];
     if (exec_fold_causal(L, bd, pad)) {
         exec_mask_view_computed(EXEC_MASK_CAUSAL, 1, bd, &views[n++]);

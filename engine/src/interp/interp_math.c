@@ -1,8 +1,9 @@
 /* interp_math.c -- the reference interpreter's contractions and row-wise
  * ops: MatMul (numpy batched broadcasting, 1-D operands), Gemm, Softmax,
- * LogSoftmax, ReduceSum, ReduceMean, ReduceMax, ReduceL1, ReduceL2, ReduceSumSquare. Floating types
- * accumulate in double and round once when stored; integer MatMul / reductions accumulate in int64
- * with wrap-around. */
+ * LogSoftmax, the reductions (Sum, Mean, Max, Min, Prod, L1, L2,
+ * SumSquare). Floating types accumulate in double and round once when
+ * stored; integer MatMul / reductions accumulate in int64 with
+ * wrap-around. */
 #include "interp_internal.h"
 
 #include <math.h>
@@ -22,6 +23,24 @@ static inline double math_f64(const tensor *t, int64_t i) {
  * larger than the caches). */
 #define MATH_MM_ROWS 8
 
+/* acc [mb, N] = the sums over k = 0 .. K-1, in order, in double, of
+ * A(r, k) * B [k, n] for mb <= MATH_MM_ROWS rows of A, element (r, k) at
+ * A[r * row_step + k * k_step]: B's rows are read once for all mb. */
+static void math_block_sums(const float *A, int64_t row_step, int64_t k_step, const float *B,
+                            int64_t mb, int64_t N, int64_t K, double *acc) {
+    for (int64_t i = 0; i < mb * N; i++)
+        acc[i] = 0.0;
+    for (int64_t k = 0; k < K; k++) {
+        const float *brow = B + k * N;
+        for (int64_t r = 0; r < mb; r++) {
+            const double av = A[r * row_step + k * k_step];
+            double *row = acc + r * N;
+            for (int64_t n = 0; n < N; n++)
+                row[n] += av * (double)brow[n];
+        }
+    }
+}
+
 /* Y [M, N] = A [M, K] . B [K, N], float32 in and out, each element summed
  * in double over k = 0 .. K-1 in order (the same bits as one row at a
  * time) and rounded once. accs: MATH_MM_ROWS * N doubles. */
@@ -29,20 +48,9 @@ static void math_matmul_f32(const float *A, const float *B, float *Y, int64_t M,
                             int64_t K, double *accs) {
     for (int64_t m0 = 0; m0 < M; m0 += MATH_MM_ROWS) {
         const int64_t mb = M - m0 < MATH_MM_ROWS ? M - m0 : MATH_MM_ROWS;
+        math_block_sums(A + m0 * K, K, 1, B, mb, N, K, accs);
         for (int64_t i = 0; i < mb * N; i++)
-            accs[i] = 0.0;
-        for (int64_t k = 0; k < K; k++) {
-            const float *brow = B + k * N;
-            for (int64_t r = 0; r < mb; r++) {
-                const double av = A[(m0 + r) * K + k];
-                double *acc = accs + r * N;
-                for (int64_t n = 0; n < N; n++)
-                    acc[n] += av * (double)brow[n];
-            }
-        }
-        for (int64_t r = 0; r < mb; r++)
-            for (int64_t n = 0; n < N; n++)
-                Y[(m0 + r) * N + n] = (float)accs[r * N + n];
+            Y[m0 * N + i] = (float)accs[i];
     }
 }
 
@@ -153,6 +161,55 @@ mha_status interp_op_matmul(interp_ctx *c) {
 
 /* ---- Gemm ---- */
 
+/* Y [M, N] = alpha * op(A) . op(B) + beta * C for float32, each sum over
+ * k = 0 .. K-1 in double, in order, then scaled, C added and rounded once
+ * (the bits of the plain loop below): op(B) laid out [K, N] once, then
+ * MATH_MM_ROWS rows of A per pass over it, as math_matmul_f32 (a Gemm with
+ * transB = 1 is how nn.Linear exports; row by row, the verification read
+ * its whole weight from memory for every token). */
+static mha_status math_gemm_f32(interp_ctx *c, const tensor *A, const tensor *B, const tensor *C,
+                                int64_t trans_a, int64_t trans_b, float alpha, float beta,
+                                int64_t M, int64_t N, int64_t K, int64_t c_rows, int64_t c_cols,
+                                tensor *Y) {
+    const float *a = A->data, *b = B->data;
+    float *bt = NULL;
+    if (trans_b) { /* [N, K] -> [K, N] */
+        bt = mha_malloc(c->a, (size_t)K * (size_t)N * sizeof *bt);
+        if (!bt && K > 0) return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for op(B)");
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t k = 0; k < K; k++)
+                bt[k * N + n] = b[n * K + k];
+        b = bt;
+    }
+    double *acc = mha_malloc(c->a, (size_t)MATH_MM_ROWS * (size_t)N * sizeof *acc);
+    if (!acc) {
+        mha_free(c->a, bt);
+        return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for %d rows of %lld", MATH_MM_ROWS,
+                           (long long)N);
+    }
+    float *y = Y->data;
+    for (int64_t m0 = 0; m0 < M; m0 += MATH_MM_ROWS) {
+        const int64_t mb = M - m0 < MATH_MM_ROWS ? M - m0 : MATH_MM_ROWS;
+        /* op(A) (r, k): A [K, M] when transposed, else A [M, K] */
+        if (trans_a)
+            math_block_sums(a + m0, 1, M, b, mb, N, K, acc);
+        else
+            math_block_sums(a + m0 * K, K, 1, b, mb, N, K, acc);
+        for (int64_t r = 0; r < mb; r++)
+            for (int64_t n = 0; n < N; n++) {
+                const int64_t m = m0 + r;
+                double v = (double)alpha * acc[r * N + n];
+                if (C != NULL)
+                    v += (double)beta *
+                         math_f64(C, (c_rows == 1 ? 0 : m) * c_cols + (c_cols == 1 ? 0 : n));
+                y[m * N + n] = (float)v;
+            }
+    }
+    mha_free(c->a, acc);
+    mha_free(c->a, bt);
+    return MHA_OK;
+}
+
 mha_status interp_op_gemm(interp_ctx *c) {
     const tensor *A, *B, *C;
     int64_t trans_a, trans_b;
@@ -199,6 +256,8 @@ mha_status interp_op_gemm(interp_ctx *c) {
     tensor *Y;
     st = interp_out_new(c, 0, A->dtype, 2, dims, &Y);
     if (st != MHA_OK) return st;
+    if (A->dtype == MHA_DTYPE_FLOAT32 && M > 0 && N > 0)
+        return math_gemm_f32(c, A, B, C, trans_a, trans_b, alpha, beta, M, N, K, c_rows, c_cols, Y);
     /* MATH_GEMM_COLS outputs of a row at once: independent sums, each over
      * k = 0 .. K-1 in order as one at a time would add them (same bits), so
      * the additions overlap instead of waiting on one another */
@@ -291,14 +350,17 @@ mha_status interp_op_log_softmax(interp_ctx *c) {
 
 /* ---- reductions ---- */
 
-/* Each kind sums a function of the element (MATH_MAX keeps the largest):
- * ReduceL1 |v|, ReduceSumSquare v*v, ReduceL2 the square root of the sum of
- * v*v (torch.nn.functional.normalize writes it: sentence-transformers
- * pooling ends with one). */
+/* Each kind sums a function of the element (MATH_MAX / MATH_MIN keep the
+ * largest / smallest, MATH_PROD multiplies): ReduceL1 |v|, ReduceSumSquare
+ * v*v, ReduceL2 the square root of the sum of v*v (torch.nn.functional.
+ * normalize writes it: sentence-transformers pooling ends with one).
+ * torch's x.std() counts the elements with a ReduceProd of the shape. */
 typedef enum math_reduce_kind {
     MATH_SUM,
     MATH_MEAN,
     MATH_MAX,
+    MATH_MIN,
+    MATH_PROD,
     MATH_L1,
     MATH_L2,
     MATH_SUM_SQUARE
@@ -315,6 +377,23 @@ static int64_t math_reduce_term_i64(math_reduce_kind kind, int64_t v) {
     if (kind == MATH_L1) return v < 0 ? (int64_t)(0 - (uint64_t)v) : v;
     if (kind == MATH_L2 || kind == MATH_SUM_SQUARE) return (int64_t)((uint64_t)v * (uint64_t)v);
     return v;
+}
+
+/* the accumulator after element v (NaN wins a max or min) */
+static double math_reduce_step(math_reduce_kind kind, double acc, double v) {
+    if (kind == MATH_MAX || kind == MATH_MIN) {
+        if (isnan(v) || isnan(acc)) return NAN;
+        return (kind == MATH_MAX ? v > acc : v < acc) ? v : acc;
+    }
+    if (kind == MATH_PROD) return acc * v;
+    return acc + math_reduce_term(kind, v);
+}
+
+static int64_t math_reduce_step_i64(math_reduce_kind kind, int64_t acc, int64_t v) {
+    if (kind == MATH_MAX) return v > acc ? v : acc;
+    if (kind == MATH_MIN) return v < acc ? v : acc;
+    if (kind == MATH_PROD) return (int64_t)((uint64_t)acc * (uint64_t)v);
+    return (int64_t)((uint64_t)acc + (uint64_t)math_reduce_term_i64(kind, v));
 }
 
 static mha_status math_reduce(interp_ctx *c, math_reduce_kind kind, int64_t axes_input_opset) {
@@ -401,8 +480,8 @@ static mha_status math_reduce(interp_ctx *c, math_reduce_kind kind, int64_t axes
                            (long long)n_out);
     }
     for (int64_t o = 0; o < n_out; o++) {
-        acc[o] = kind == MATH_MAX ? -INFINITY : 0.0;
-        iacc[o] = kind == MATH_MAX ? INT64_MIN : 0;
+        acc[o] = kind == MATH_MAX ? -INFINITY : kind == MATH_MIN ? INFINITY : kind == MATH_PROD;
+        iacc[o] = kind == MATH_MAX ? INT64_MIN : kind == MATH_MIN ? INT64_MAX : kind == MATH_PROD;
     }
     for (int64_t i = 0; i < n_in; i++) {
         /* output index of input element i: reduced axes pinned to 0 */
@@ -413,19 +492,10 @@ static mha_status math_reduce(interp_ctx *c, math_reduce_kind kind, int64_t axes
             o += (flags[a] ? 0 : idx) * ostride;
             ostride *= kdims[a];
         }
-        if (float_math) {
-            double v = tensor_get_f64(x, i);
-            if (kind == MATH_MAX)
-                acc[o] = (isnan(v) || isnan(acc[o])) ? NAN : (v > acc[o] ? v : acc[o]);
-            else
-                acc[o] += math_reduce_term(kind, v);
-        } else {
-            int64_t v = tensor_get_i64(x, i);
-            if (kind == MATH_MAX)
-                iacc[o] = v > iacc[o] ? v : iacc[o];
-            else
-                iacc[o] = (int64_t)((uint64_t)iacc[o] + (uint64_t)math_reduce_term_i64(kind, v));
-        }
+        if (float_math)
+            acc[o] = math_reduce_step(kind, acc[o], tensor_get_f64(x, i));
+        else
+            iacc[o] = math_reduce_step_i64(kind, iacc[o], tensor_get_i64(x, i));
     }
     for (int64_t o = 0; o < n_out; o++) {
         if (float_math) {
@@ -454,6 +524,12 @@ mha_status interp_op_reduce_mean(interp_ctx *c) {
 }
 mha_status interp_op_reduce_max(interp_ctx *c) {
     return math_reduce(c, MATH_MAX, 18);
+}
+mha_status interp_op_reduce_min(interp_ctx *c) {
+    return math_reduce(c, MATH_MIN, 18);
+}
+mha_status interp_op_reduce_prod(interp_ctx *c) {
+    return math_reduce(c, MATH_PROD, 18);
 }
 mha_status interp_op_reduce_l1(interp_ctx *c) {
     return math_reduce(c, MATH_L1, 18);

@@ -1,7 +1,7 @@
 /* interp_shape.c -- the reference interpreter's data-movement and shape ops:
- * Identity, Constant, ConstantOfShape, Shape, Size, Gather, Unsqueeze,
- * Squeeze, Concat, Reshape, Transpose, Slice, Split, Expand, Range, Trilu,
- * Flatten, Tile. They move elements as bytes (any dtype) and follow the
+ * Identity, Constant, ConstantOfShape, Shape, Size, Gather, GatherElements,
+ * Unsqueeze, Squeeze, Concat, Reshape, Transpose, Slice, Split, Expand,
+ * Range, Trilu, Flatten, Tile. They move elements as bytes (any dtype) and follow the
  * ONNX operator spec, including the opset differences that matter (axes as
  * attribute before opset 13 and as input after, Slice inputs from opset 10,
  * Shape start/end from opset 15, Split sizes as input from 13). */
@@ -217,23 +217,30 @@ mha_status interp_op_size(interp_ctx *c) {
     return st;
 }
 
-mha_status interp_op_gather(interp_ctx *c) {
-    const tensor *x, *idx;
+/* Gather's and GatherElements' operands: data x (rank >= 1), integer
+ * indices, the axis of x they index. */
+static mha_status shape_gather_operands(interp_ctx *c, const tensor **x, const tensor **idx,
+                                        int *axis) {
     int64_t axis_attr;
-    int axis;
     char sb[INTERP_SHAPE_BUF];
     mha_status st = interp_check_arity(c, 2, 2, 1, 1);
-    if (st == MHA_OK) st = interp_in_req(c, 0, &x);
-    if (st == MHA_OK) st = interp_in_req(c, 1, &idx);
+    if (st == MHA_OK) st = interp_in_req(c, 0, x);
+    if (st == MHA_OK) st = interp_in_req(c, 1, idx);
     if (st == MHA_OK) st = interp_attr_int(c, "axis", 0, &axis_attr);
     if (st != MHA_OK) return st;
-    if (x->rank < 1)
+    if ((*x)->rank < 1)
         return interp_fail(c, MHA_ERR_SHAPE, "data must have rank >= 1, has shape %s",
-                           interp_shape(x, sb));
-    if (idx->dtype != MHA_DTYPE_INT64 && idx->dtype != MHA_DTYPE_INT32)
+                           interp_shape(*x, sb));
+    if ((*idx)->dtype != MHA_DTYPE_INT64 && (*idx)->dtype != MHA_DTYPE_INT32)
         return interp_fail(c, MHA_ERR_DTYPE, "indices must be int64 or int32, not %s",
-                           mha_dtype_name(idx->dtype));
-    st = interp_axis(c, axis_attr, x->rank, "axis", &axis);
+                           mha_dtype_name((*idx)->dtype));
+    return interp_axis(c, axis_attr, (*x)->rank, "axis", axis);
+}
+
+mha_status interp_op_gather(interp_ctx *c) {
+    const tensor *x, *idx;
+    int axis;
+    mha_status st = shape_gather_operands(c, &x, &idx, &axis);
     if (st != MHA_OK) return st;
     /* y.shape = x.shape[:axis] + idx.shape + x.shape[axis+1:] */
     int rank = idx->rank + x->rank - 1;
@@ -268,6 +275,47 @@ mha_status interp_op_gather(interp_ctx *c) {
             memcpy((char *)y->data + (size_t)(o * n_idx + i) * chunk,
                    (const char *)x->data + (size_t)(o * extent + k) * chunk, chunk);
         }
+    }
+    return MHA_OK;
+}
+
+/* GatherElements (torch.gather: a language model's log-probability of
+ * each next token): y[..., i_axis, ...] = x[..., idx[..., i_axis, ...],
+ * ...]; y has idx's shape, idx x's rank and no larger extent off the axis. */
+mha_status interp_op_gather_elements(interp_ctx *c) {
+    const tensor *x, *idx;
+    int axis;
+    char sb[INTERP_SHAPE_BUF], sb2[INTERP_SHAPE_BUF];
+    mha_status st = shape_gather_operands(c, &x, &idx, &axis);
+    if (st != MHA_OK) return st;
+    if (idx->rank != x->rank)
+        return interp_fail(c, MHA_ERR_SHAPE, "data %s and indices %s must have one rank",
+                           interp_shape(x, sb), interp_shape(idx, sb2));
+    for (int a = 0; a < x->rank; a++)
+        if (a != axis && idx->dims[a] > x->dims[a])
+            return interp_fail(c, MHA_ERR_SHAPE, "indices %s exceed data %s on axis %d",
+                               interp_shape(idx, sb2), interp_shape(x, sb), a);
+    tensor *y;
+    st = interp_out_new(c, 0, x->dtype, idx->rank, idx->dims, &y);
+    if (st != MHA_OK) return st;
+    size_t es = mha_dtype_size(x->dtype);
+    const int64_t extent = x->dims[axis];
+    for (int64_t i = 0, n = tensor_numel(idx); i < n; i++) {
+        int64_t k = tensor_get_i64(idx, i);
+        if (k < -extent || k >= extent)
+            return interp_fail(c, MHA_ERR_SHAPE,
+                               "index %lld is out of range for axis %d of extent %lld",
+                               (long long)k, axis, (long long)extent);
+        if (k < 0) k += extent;
+        /* the element of x at i's coordinates, axis `axis` replaced by k */
+        int64_t rem = i, off = 0, stride = 1;
+        for (int a = x->rank - 1; a >= 0; a--) {
+            int64_t coord = rem % idx->dims[a];
+            rem /= idx->dims[a];
+            off += (a == axis ? k : coord) * stride;
+            stride *= x->dims[a];
+        }
+        memcpy((char *)y->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
     }
     return MHA_OK;
 }

@@ -30,6 +30,8 @@ typedef struct part_ctx {
     unsigned char *mark; /* [n_values] scratch */
     int *stack;          /* [n_values] scratch */
     int *owner;          /* [n_nodes]: recognised layer owning the node, -1 */
+    int *shape_of;       /* [n_nodes]: the X a Shape node of the last carved layer reads
+                            instead of its own input (part_same_shape), else -1 */
     char why_buf[200];   /* a refusal naming values and nodes */
     mha_error *err;
 } part_ctx;
@@ -231,6 +233,24 @@ static void part_declare(const plan_shape *sh, ir_value *v) {
         v->dims[d] = sh->dims[0][d] == sh->dims[1][d] ? sh->dims[0][d] : -1;
 }
 
+/* Whether v has x's shape at every probe. A block written as
+ * `b, s, _ = x.shape; h = norm(x); q = proj(h).view(b, s, heads, d)` reads
+ * the shape of the residual stream, a value outside the layer, where the
+ * layer's X is h: the two always agree (the plan is verified at load). */
+static int part_same_shape(const part_ctx *c, int v, int x) {
+    const plan_shape *a = &c->shp[v], *b = &c->shp[x];
+    if (a->rank < 1 || a->rank != b->rank) return 0;
+    for (int p = 0; p < PLAN_PROBES; p++)
+        for (int d = 0; d < a->rank; d++)
+            if (a->dims[p][d] != b->dims[p][d]) return 0;
+    return 1;
+}
+
+/* Input k of node ni as the layer's graph reads it. */
+static int part_input(const part_ctx *c, size_t ni, size_t k) {
+    return c->shape_of[ni] >= 0 ? c->shape_of[ni] : c->P->g->nodes[ni].inputs[k];
+}
+
 /* Carves the layer of core `core` into pl and its nodes into in_set[]. */
 static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned char *in_set,
                              ir_graph *sub, const char **why) {
@@ -244,7 +264,10 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     if (nx == 0) return MHA_OK;
     /* descendants of X (bit 1); those that read its data, not only its
      * shape (bit 4): the shape-only ones may be read outside the layer too,
-     * so they stay interpreted steps as well */
+     * so they stay interpreted steps as well. Bit 8: computed from the
+     * shape of values shaped as X (and constants) alone, taken in as if
+     * from X's (part_same_shape); it spreads to nothing else, so the data
+     * of another layer shaped by such sizes stays outside. */
     unsigned char *dsc = c->mark;
     memset(dsc, 0, g->n_values);
     for (int i = 0; i < nx; i++)
@@ -252,13 +275,28 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
         unsigned char any = 0;
-        for (size_t k = 0; k < n->n_inputs; k++)
-            if (n->inputs[k] >= 0) any |= dsc[n->inputs[k]] & (1 | 4);
+        int shape8 = 0, foreign = 0;
+        c->shape_of[ni] = -1;
+        for (size_t k = 0; k < n->n_inputs; k++) {
+            int v = n->inputs[k];
+            if (v < 0) continue;
+            any |= dsc[v] & (1 | 4);
+            shape8 |= (dsc[v] & 8) != 0;
+            foreign |= !dsc[v] && !plan_const(P, v);
+        }
         /* the shape of X itself is known outside the layer; the shape of
          * a value inside is not */
         if (part_is_shape(n) && n->n_inputs == 1 &&
             (n->inputs[0] == x[0] || (nx == 2 && n->inputs[0] == x[1])))
             any &= 1;
+        /* the shape of a value outside that has X's shape is read from X
+         * (bit 8), and so is what is computed from such shapes and
+         * constants alone -- not a node reading other data outside (an
+         * earlier layer reshaping its own values by the same shape) */
+        if (part_is_shape(n) && n->n_inputs == 1 && n->inputs[0] >= 0 && !any)
+            for (int i = 0; i < nx && c->shape_of[ni] < 0; i++)
+                if (part_same_shape(c, n->inputs[0], x[i])) c->shape_of[ni] = x[i];
+        if (c->shape_of[ni] >= 0 || (!any && shape8 && !foreign)) any = 8;
         for (size_t k = 0; any && k < n->n_outputs; k++)
             if (n->outputs[k] >= 0) dsc[n->outputs[k]] = any;
     }
@@ -276,12 +314,13 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
         dsc[v] |= 2;
         if (v == x[0] || (nx == 2 && v == x[1]) || g->values[v].init) continue;
         int p = g->values[v].producer;
-        if (p >= 0 && ((dsc[v] & 1) || P->consts[v])) {
+        if (p >= 0 && ((dsc[v] & (1 | 8)) || P->consts[v])) {
             in_set[p] = 1;
             const ir_node *n = &g->nodes[p];
-            for (size_t k = 0; k < n->n_inputs; k++)
-                if (n->inputs[k] >= 0 && !(dsc[n->inputs[k]] & 2) && top < (int)g->n_values)
-                    c->stack[top++] = n->inputs[k];
+            for (size_t k = 0; k < n->n_inputs; k++) {
+                int in = part_input(c, (size_t)p, k);
+                if (in >= 0 && !(dsc[in] & 2) && top < (int)g->n_values) c->stack[top++] = in;
+            }
         } else {
             bound[nb++] = v;
         }
@@ -336,7 +375,9 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
             if (n->inputs[k] >= 0) sub->values[n->inputs[k]].init = g->values[n->inputs[k]].init;
         for (size_t k = 0; k < n->n_outputs; k++)
             if (n->outputs[k] >= 0) sub->values[n->outputs[k]].producer = (int)sub->n_nodes;
-        sub->nodes[sub->n_nodes++] = *n;
+        sub->nodes[sub->n_nodes] = *n;
+        if (c->shape_of[ni] >= 0) sub->nodes[sub->n_nodes].inputs = &c->shape_of[ni];
+        sub->n_nodes++;
     }
     for (size_t i = 0; i < nb; i++) {
         ir_value *v = &sub->values[bound[i]];
@@ -365,14 +406,15 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
     const ir_graph *g = P->g;
     const mha_alloc_ctx *a = &P->alloc;
     size_t n_cores = plan_count_cores(g);
-    part_ctx c = {P, u, shp, NULL, NULL, NULL, "", err};
+    part_ctx c = {P, u, shp, NULL, NULL, NULL, NULL, "", err};
     c.mark = mha_calloc(a, g->n_values ? g->n_values : 1, 1);
     c.stack = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *c.stack);
     c.owner = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, sizeof *c.owner);
+    c.shape_of = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, sizeof *c.shape_of);
     unsigned char *in_set = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, 1);
     P->layers = mha_calloc(a, n_cores ? n_cores : 1, sizeof *P->layers);
     mha_status st = MHA_OK;
-    if (!c.mark || !c.stack || !c.owner || !in_set || !P->layers) {
+    if (!c.mark || !c.stack || !c.owner || !c.shape_of || !in_set || !P->layers) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         goto done;
     }
@@ -430,6 +472,7 @@ done:
     mha_free(a, c.mark);
     mha_free(a, c.stack);
     mha_free(a, c.owner);
+    mha_free(a, c.shape_of);
     mha_free(a, in_set);
     return st;
 }

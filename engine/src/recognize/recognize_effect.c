@@ -6,10 +6,22 @@
  * the relative-position bias (recognize_relbias.c). */
 #include "recognize_internal.h"
 
+#include <float.h>
 #include <string.h>
 
 /* At or below this, a term hides its key. */
 #define RZ_MASKED (-1e30)
+
+/* A Where fill replaces the score: at or below this it hides the key as
+ * surely as finfo.min does (exp(fill - score) is 0 in float32 for any
+ * score above fill + 104), and a row filled everywhere averages every key
+ * alike either way. -1e9 (the Annotated Transformer, BERT-pytorch), -1e4
+ * (GPT-2's masked_bias in older Hugging Face releases). Only for a Where
+ * alone: beside an added term (older GPT-2's padding, (1 - m) * -1e4) a
+ * row whose visible keys are all padding weighs the filled keys against
+ * the padded ones by their scores, which no hidden key reproduces. An
+ * added term gets no such latitude: the score stays in the sum. */
+#define RZ_FILL_HIDES (-1e4)
 
 void rz_eff_free(rz_ctx *z, rz_eff *e) {
     mha_free(z->a, e->raw);
@@ -95,12 +107,13 @@ mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, cons
             if (on != term->fill_when) continue;
             /* a fill replaces the score: the same as adding it only when
              * it hides the key */
-            if (!rz_is_masked_value(v))
+            if (!rz_is_masked_value(v) && !(c->n_masks == 1 && v <= RZ_FILL_HIDES))
                 return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                                 "%s: fills scores with %g, which does not hide them (only "
-                                "-inf or huge negative fills are supported)",
-                                rz_node_desc(z, term->add_node, d, sizeof d), v);
-            e->raw[i] = v;
+                                "-inf or huge negative fills, or with no other mask term a "
+                                "fill at or below %g, are supported)",
+                                rz_node_desc(z, term->add_node, d, sizeof d), v, RZ_FILL_HIDES);
+            e->raw[i] = rz_is_masked_value(v) ? v : -(double)FLT_MAX;
         }
     }
     return MHA_OK;

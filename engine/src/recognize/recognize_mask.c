@@ -637,10 +637,11 @@ static mha_status rz_causal_finite(rz_ctx *z, layer *L, const double *cf, const 
     const rz_cand cand = f->rd.cand;
     L->causal_finite = 0;
     /* a float mask that broadcasts over the queries ([B, 1, 1, Skv]: a
-     * model's extended mask made once outside the layers) pads keys as a
-     * key padding mask does; it hides a key with finfo.min */
-    const int float_padding = cand == RZ_CAND_ATTN_FLOAT && M->dtype == MHA_DTYPE_FLOAT32 &&
-                              M->rank >= 2 && M->dims[M->rank - 2] == 1;
+     * model's extended mask made once outside the layers), or the same
+     * expanded over them ([B, 1, Sq, Skv], CLIP's), pads keys as a key
+     * padding mask does; it hides a key with finfo.min */
+    const int float_padding =
+        cand == RZ_CAND_ATTN_FLOAT && M->dtype == MHA_DTYPE_FLOAT32 && M->rank >= 2;
     if ((cand > RZ_CAND_KPM_VALUED && !float_padding) || M->rank < 1) return MHA_OK;
     /* with a KV cache, row 0 sees keys 0 .. off: hide those, then key off + 1 */
     const int64_t skv = M->dims[M->rank - 1], off = z->P;
@@ -780,11 +781,13 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
             kpm1 = found[1].rd.cand <= RZ_CAND_KPM_VALUED;
         /* two attention masks (BLOOM's ALiBi tensor [B*H, 1, S] beside its
          * bool causal | padding mask): one attention mask role */
-        /* an additive float one beside a bool one: a per-head bias input */
+        /* an additive float one beside a bool one: a per-head bias input;
+         * two additive float ones (CLIP's causal and padding masks, added
+         * one after the other): the second is the bias */
         int bias_f = -1;
         for (int f = 0; f < 2; f++)
             if (!kpm0 && !kpm1 && found[f].rd.cand == RZ_CAND_ATTN_FLOAT &&
-                found[1 - f].rd.cand != RZ_CAND_ATTN_FLOAT && !valued &&
+                (found[1 - f].rd.cand != RZ_CAND_ATTN_FLOAT || f == 1) && !valued &&
                 (z->inputs[mis[1 - f]]->rank != 3 || z->inputs[mis[f]]->rank != 3 ||
                  found[f].rd.batch_first == found[1 - f].rd.batch_first))
                 bias_f = f;

@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 /* Appends "; phrase" (printf-style) to the idioms line, as far as it fits. */
 static void model_idiom(char *buf, size_t size, const char *fmt, ...) MHA_PRINTF(3, 4);
@@ -149,6 +152,17 @@ static void model_pack_free(const mha_alloc_ctx *a, const mha_model *m, model_pa
     mha_free(a, p);
 }
 
+void model_give_back_memory(const mha_alloc_ctx *a) {
+#if defined(__GLIBC__)
+    /* glibc raises its mmap threshold to the largest block freed (up to 32
+     * MiB): after the load freed weights and probe values, blocks of many
+     * MiB came from the heap and their pages stay mapped until trimmed */
+    if (!a->user.alloc) malloc_trim(0);
+#else
+    (void)a;
+#endif
+}
+
 /* Packs the one layer, or every recognised layer of the plan. */
 /* Every weight of the model packed for plugin p (state: its runtime's) in
  * `precision`. */
@@ -174,8 +188,10 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
         mha_status st =
             exec_pack_weights(&m->alloc, &L, p, state, precision, &e->layer_packed[i], err);
         if (st != MHA_OK) return st;
-        if (release && plan_release_layer_weights(m->plan, i))
+        if (release && plan_release_layer_weights(m->plan, i)) {
             ((mha_model *)m)->weights_released = 1;
+            model_give_back_memory(&m->alloc); /* before the next packing grows the heap */
+        }
     }
     for (size_t i = 0; i < P->n_gemms; i++) {
         const plan_gemm *g = &P->gemms[i];
@@ -185,7 +201,10 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
         mha_status st = exec_pack_parts(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
                                         "a GEMM step", &e->gemm_packed[i], err);
         if (st != MHA_OK) return st;
-        if (release && plan_release_gemm_weight(m->plan, i)) ((mha_model *)m)->weights_released = 1;
+        if (release && plan_release_gemm_weight(m->plan, i)) {
+            ((mha_model *)m)->weights_released = 1;
+            model_give_back_memory(&m->alloc);
+        }
     }
     return MHA_OK;
 }
@@ -239,7 +258,10 @@ mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, void *plug
         } else if (!e) {
             st = mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
         } else {
+            int had_released = m->weights_released;
             st = model_pack_all(m, fresh, p, plugin_state, precision, e, err);
+            /* the unpacked weights just freed, or the fresh build's */
+            if (fresh || had_released != m->weights_released) model_give_back_memory(&m->alloc);
             if (st == MHA_OK) {
                 e->plugin = p;
                 e->features = features;
@@ -409,4 +431,15 @@ MHA_API mha_status mha_model_layer(const mha_model *m, size_t i, mha_layer_info 
     out->core = m->plan->g->nodes[pl->core_node].name;
     out->reason = pl->recognised ? "" : pl->reason;
     return MHA_OK;
+}
+
+MHA_API size_t mha_model_arena_bytes(const mha_model *m) {
+    if (!m || !m->plan) return 0;
+    plan *P = m->plan; /* the arena list is the plan's one mutable part */
+    size_t most = 0;
+    pthread_mutex_lock(&P->arena_lock);
+    for (const plan_arena *A = P->arenas; A; A = A->next)
+        if (A->bytes > most) most = A->bytes;
+    pthread_mutex_unlock(&P->arena_lock);
+    return most;
 }

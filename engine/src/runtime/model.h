@@ -72,6 +72,11 @@ mha_status model_packed_for(const mha_model *m, const mha_plugin *p, void *plugi
                             uint64_t features, int precision, const model_pack **out,
                             mha_error *err);
 
+/* Gives the pages of freed memory back to the system when the C library's
+ * allocator is in use (glibc keeps them otherwise): after a load, after
+ * unpacked weights were released. */
+void model_give_back_memory(const mha_alloc_ctx *a);
+
 /* Number of plugins the model holds packed weights for (tests). */
 size_t model_pack_count(const mha_model *m);
 

@@ -124,6 +124,7 @@ MHA_API mha_status mha_model_load_file(const char *path, const mha_model_options
         mha_model_free(*out);
         *out = NULL;
     }
+    model_give_back_memory(&a); /* what the import and the verification freed */
     return st;
 }
 
@@ -142,5 +143,7 @@ MHA_API mha_status mha_model_load_memory(const void *data, size_t size, const ch
     ir_graph *g = NULL;
     st = ir_load_memory(&a, data, size, base_dir, &ir_opts, &g, err);
     if (st != MHA_OK) return st;
-    return model_from_graph(opts, &a, &g, skip_verify, "<memory>", out, err);
+    st = model_from_graph(opts, &a, &g, skip_verify, "<memory>", out, err);
+    model_give_back_memory(&a);
+    return st;
 }

@@ -167,6 +167,10 @@ MHA_API int mha_runtime_num_threads(const mha_runtime *rt) {
     return rt ? rt->num_threads : 0;
 }
 
+MHA_API size_t mha_runtime_scratch_bytes(const mha_runtime *rt) {
+    return rt ? pool_scratch_bytes(rt->pool) : 0;
+}
+
 MHA_API size_t mha_runtime_plugin_count(const mha_runtime *rt) {
     return rt && rt->reg ? rt->reg->n_entries : 0;
 }

@@ -695,6 +695,135 @@ def families(outdir):
               {"input_ids": bs, "attention_mask": bs, "last_hidden_state": bs, "pooled": {0: "batch"}}, 17)
 
     text_case("bart_enc_l2_d32_h4", BartEncoder(), 28, 14, ["last_hidden_state"])
+    second_styles(outdir)
+
+
+# ---- second export styles of CLIP and Whisper: written as the Hugging
+# Face code lays them out, generated after the cases above (their bytes
+# stay). ----
+
+
+class ClipAttentionHf(nn.Module):
+    """CLIP attention as Hugging Face writes it: Q scaled after its
+    projection, (B*H, S, dh) bmm, the causal mask and the padding mask
+    added to the scores one after the other, each [B, 1, S, S] (causal None:
+    made here from the layer's own length)."""
+
+    def __init__(self, d, h):
+        super().__init__()
+        self.h, self.dh = h, d // h
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+
+    def shape(self, x, b, s):
+        return x.view(b, s, self.h, self.dh).transpose(1, 2).contiguous()
+
+    def forward(self, x, causal, mask):
+        b, s, d = x.shape
+        flat = (b * self.h, s, self.dh)
+        q = self.shape(self.q(x) * self.dh ** -0.5, b, s).view(flat)
+        k, v = self.shape(self.k(x), b, s).view(flat), self.shape(self.v(x), b, s).view(flat)
+        if causal is None:
+            causal = torch.empty(b, s, s).fill_(FMIN).triu_(1).unsqueeze(1)
+        w = torch.bmm(q, k.transpose(1, 2)).view(b, self.h, s, s) + causal
+        w = (w + mask).view(b * self.h, s, s)
+        y = torch.bmm(nn.functional.softmax(w, dim=-1), v)
+        return self.o(y.view(b, self.h, s, self.dh).transpose(1, 2).reshape(b, s, d))
+
+
+class ClipLayerHf(nn.Module):
+    def __init__(self, d, h, f):
+        super().__init__()
+        self.attn = ClipAttentionHf(d, h)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.w1, self.w2 = nn.Linear(d, f), nn.Linear(f, d)
+
+    def forward(self, x, causal, mask):
+        x = x + self.attn(self.ln1(x), causal, mask)
+        return x + self.w2(quick_gelu(self.w1(self.ln2(x))))
+
+
+class ClipTextHf(nn.Module):
+    """CLIP text, right padding: positions from a position_ids buffer, the
+    causal mask filled with finfo.min above the diagonal, the padding mask
+    expanded to [B, 1, S, S] by masked_fill, the EOS row picked by index
+    (the last unpadded token) as the pooled output. inner_causal: each
+    attention makes the causal mask itself."""
+
+    def __init__(self, d=32, h=4, f=64, n=2, inner_causal=False):
+        super().__init__()
+        self.inner_causal = inner_causal
+        self.tok, self.pos = nn.Embedding(VOCAB, d), nn.Embedding(MAXPOS, d)
+        self.register_buffer("position_ids", torch.arange(MAXPOS).expand((1, -1)))
+        self.layers = nn.ModuleList(ClipLayerHf(d, h, f) for _ in range(n))
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, input_ids, attention_mask):
+        b, s = input_ids.shape
+        x = self.tok(input_ids) + self.pos(self.position_ids[:, :s])
+        causal = None if self.inner_causal else torch.empty(b, s, s).fill_(FMIN).triu_(1).unsqueeze(1)
+        inverted = 1.0 - attention_mask[:, None, None, :].expand(b, 1, s, s).float()
+        mask = inverted.masked_fill(inverted.bool(), FMIN)
+        for layer in self.layers:
+            x = layer(x, causal, mask)
+        x = self.ln(x)
+        eos = attention_mask.sum(-1) - 1
+        return x, x[torch.arange(b), eos]
+
+
+def gelu_torch_tanh(x):
+    # PyTorch's own tanh GELU (approximate="tanh"), as the exporter writes it
+    return nn.functional.gelu(x, approximate="tanh")
+
+
+class WhisperEncoderHf(nn.Module):
+    """Whisper encoder: two Conv1d (k3; the second stride 2) with tanh GELU,
+    learned positions sliced from the embedding's weight, pre-LN layers (K
+    without bias), final LN."""
+
+    def __init__(self, mels=6, d=32, h=4, f=64, n=2):
+        super().__init__()
+        self.c1 = nn.Conv1d(mels, d, 3, padding=1)
+        self.c2 = nn.Conv1d(d, d, 3, stride=2, padding=1)
+        self.pos = nn.Embedding(MAXPOS, d)
+        self.layers = nn.ModuleList(PreLnBlock(d, h, f, gelu_torch_tanh, kbias=False) for _ in range(n))
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, features):
+        x = gelu_torch_tanh(self.c1(features))
+        x = gelu_torch_tanh(self.c2(x)).permute(0, 2, 1)
+        x = x + self.pos.weight[: x.shape[1]]
+        for layer in self.layers:
+            x = layer(x)
+        return self.ln(x)
+
+
+def second_styles(outdir):
+    bs = {0: "batch", 1: "seq"}
+    g = torch.Generator().manual_seed(29)
+    clip = ClipTextHf()
+    randomize(clip, 29)
+    ids = torch.randint(2, VOCAB - 1, (3, 7), generator=g)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    mask[2, 3:] = 0
+    save_case(outdir, "clip_text_hf_l2_d32_h4", clip, [ids, mask], ["input_ids", "attention_mask"],
+              ["last_hidden_state", "pooled"],
+              {"input_ids": bs, "attention_mask": bs, "last_hidden_state": bs, "pooled": {0: "batch"}}, 14)
+
+    wh = WhisperEncoderHf()
+    randomize(wh, 30)
+    feats = torch.randn(2, 6, 11, generator=g)  # odd frames: the output has ceil(11 / 2) rows
+    save_case(outdir, "whisper_enc_hf_l2_d32_h4", wh, [feats], ["input_features"], ["last_hidden_state"],
+              {"input_features": {0: "batch", 2: "frames"}, "last_hidden_state": bs}, 17)
+
+    clip = ClipTextHf(inner_causal=True)
+    randomize(clip, 31)
+    ids = torch.randint(2, VOCAB - 1, (2, 6), generator=g)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[1, :2] = 0  # left padding: rows 0, 1 of item 1 see only finfo.min terms
+    save_case(outdir, "clip_text_hf_inner_causal_l2_d32_h4", clip, [ids, mask], ["input_ids", "attention_mask"],
+              ["last_hidden_state", "pooled"],
+              {"input_ids": bs, "attention_mask": bs, "last_hidden_state": bs, "pooled": {0: "batch"}}, 14)
 
 
 if __name__ == "__main__":
