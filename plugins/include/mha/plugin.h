@@ -284,9 +284,9 @@ typedef struct mha_rotary_args {
  *
  * (gamma NULL: 1; beta NULL: 0), mu and var of s as the kind says. y
  * [rows, D] (ldy) may be x or residual itself (same leading dimension).
- * The statistics of a row are summed in double in column order (the scalar
- * reference, which the in-tree backends share), so a row's result never
- * depends on the range.
+ * The statistics of a row are summed in double in a fixed order (the
+ * scalar reference, which the in-tree backends share: 8 interleaved partial
+ * sums), so a row's result never depends on the range.
  */
 typedef struct mha_norm_args {
     uint32_t struct_size;
