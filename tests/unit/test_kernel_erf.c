@@ -61,6 +61,46 @@ static void test_erf_bound(void **state) {
     assert_true(w.ulp > 0.5);       /* not erff itself: a polynomial's own rounding */
 }
 
+/* kernel_tanh likewise: every 97th float and the floats near its joins
+ * (0, 0.4 where the series hands over, 9 where it turns to 1), odd bit for bit, within its
+ * stated 1.5 ulp of tanh in double. */
+static void check_tanh_bits(uint32_t bits, erf_worst *w) {
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    const float y = kernel_tanh(x), ny = kernel_tanh(-x);
+    if (memcmp(&(float){-y}, &ny, sizeof ny) != 0)
+        fail_msg("tanh(-%.9g) = %.9g is not -tanh(%.9g) = %.9g", x, ny, x, y);
+    const double ref = tanh((double)x), e = fabs((double)y - ref) / ulp_at(ref);
+    if (e > w->ulp) {
+        w->ulp = e;
+        w->at = x;
+    }
+}
+
+static void test_tanh_bound(void **state) {
+    (void)state;
+    erf_worst w = {0.0, 0.0, 0.0f};
+    const uint32_t inf = 0x7f800000u;
+    for (uint32_t b = 0; b < inf; b += 97)
+        check_tanh_bits(b, &w);
+    const float joins[3] = {0.0f, 0.4f, 9.0f};
+    for (int j = 0; j < 3; j++) {
+        uint32_t c;
+        memcpy(&c, &joins[j], sizeof c);
+        for (uint32_t b = c > 65536 ? c - 65536 : 0; b < c + 65536; b++)
+            check_tanh_bits(b, &w);
+    }
+    print_message("kernel_tanh: worst %.3f ulp at %.9g\n", w.ulp, (double)w.at);
+    assert_true(w.ulp <= 1.5);
+    assert_true(isnan(kernel_tanh(NAN)));
+    assert_true(kernel_tanh(INFINITY) == 1.0f && kernel_tanh(-INFINITY) == -1.0f);
+    assert_true(kernel_tanh(-0.0f) == 0.0f && signbit(kernel_tanh(-0.0f)));
+    assert_true(kernel_gelu_tanh(0.0f) == 0.0f && kernel_gelu_tanh(10.0f) == 10.0f);
+    assert_true(kernel_gelu_tanh(-10.0f) == 0.0f);
+    /* GPT-2's gelu_new at 1: 0.5 (1 + tanh(sqrt(2/pi) 1.044715)) */
+    assert_float_equal(kernel_gelu_tanh(1.0f), 0.8411919906082768, 2e-7);
+}
+
 static void test_erf_special_values(void **state) {
     (void)state;
     assert_true(isnan(kernel_erf(NAN)));
@@ -87,6 +127,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_erf_bound),
         cmocka_unit_test(test_erf_special_values),
+        cmocka_unit_test(test_tanh_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
