@@ -24,7 +24,7 @@
 # FLOPs are counted here from the architecture (every GEMM 2*M*N*K,
 # attention 4*B*S^2*D per layer, halved when causal, the patch Conv as a
 # GEMM, GPT-2's logits through the tied embedding); "% of peak" divides
-# FLOPs / time by the FMA peak `mha peak` measures (its best ISA) right
+# FLOPs / time by the FMA peak `mha peak` measures (its best FMA ISA; not the bfloat16 dot-product row) right
 # before each model. Peak RSS: mha, the bench process of that configuration
 # (it reports it); ORT, /usr/bin/time of the node process (node itself is
 # some 40-50 MiB of it). Needs /usr/bin/python3 with torch and onnx, node.
@@ -65,7 +65,7 @@ while [ "$pass" -le "$passes" ]; do
         set -- $(shape_of "$m")
         B=$1 S=$2
         f="$dir/$m/model.onnx"
-        peak=$("$mha" peak 2>/dev/null | awk 'NR > 1 && $2 == 1 && $3 > p1 { p1 = $3 } NR > 1 && $2 == 2 && $3 > p2 { p2 = $3 } END { print p1 + 0, p2 + 0 }')
+        peak=$("$mha" peak 2>/dev/null | awk 'NR > 1 && $1 != "avx512bf16" && $2 == 1 && $3 > p1 { p1 = $3 } NR > 1 && $1 != "avx512bf16" && $2 == 2 && $3 > p2 { p2 = $3 } END { print p1 + 0, p2 + 0 }')
         echo "model_table: $m pass $pass: mha (peak $peak GFLOP/s)" >&2
         "$mha" bench "$f" --shape "$B,$S" --threads 1,2 --backend auto --min-time "$min_time" \
             --warmup 2 --timeout 7200 --quiet --json "$dir/$m.mha.json" >&2 || die "mha bench $m failed"
