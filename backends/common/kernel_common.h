@@ -118,7 +118,10 @@ static inline float kernel_gelu_erf(float x) {
 static inline float kernel_tanh(float x) {
     const float a = fabsf(x);
     const float y = a < 9.0f ? a + a : 18.0f; /* NaN too: no float-to-int of a NaN */
-    const float n = (float)(int)(y * 1.44269504088896341f + 0.5f);
+    /* n = round(y / ln2) by the 1.5 * 2^23 trick (no float-to-int conversion,
+     * which keeps gcc from vectorising the loop); its bits hold n too */
+    const float kf = y * 1.44269504088896341f + 12582912.0f;
+    const float n = kf - 12582912.0f;
     const float r = (y - n * 0.693145751953125f) - n * 1.42860676533018570e-06f;
     const float p =
         r + r * r *
@@ -128,7 +131,9 @@ static inline float kernel_tanh(float x) {
                                        r * (1.38888892e-03f +
                                             r * (1.98412701e-04f +
                                                  r * (2.48015876e-05f + r * 2.75573188e-06f)))))));
-    const int32_t bits = ((int32_t)n + 127) << 23;
+    int32_t kb;
+    memcpy(&kb, &kf, sizeof kb);
+    const int32_t bits = (kb - 0x4B400000 + 127) << 23; /* 2^n */
     float s;
     memcpy(&s, &bits, sizeof s);
     const float m = p * s + (s - 1.0f);
@@ -143,7 +148,8 @@ static inline float kernel_tanh(float x) {
                              a2 * (2.18694881e-02f +
                                    a2 * (-8.86323489e-03f +
                                          a2 * (3.59212966e-03f + a2 * -1.45583438e-03f))))));
-    float t = a < 0.4f ? q : a < 9.0f ? m / (m + 2.0f) : 1.0f;
+    const float d = m / (m + 2.0f); /* computed for every x: a select, not a branch */
+    float t = a < 0.4f ? q : a < 9.0f ? d : 1.0f;
     t = copysignf(t, x);
     return x != x ? x : t;
 }
@@ -202,6 +208,9 @@ static inline void kernel_gemm_epilogue_range(const mha_gemm_args *a, int64_t m0
         if (act == MHA_ACT_GELU_ERF) /* its own loop: this one vectorises */
             for (int64_t n = n0; n < n1; n++)
                 c[n] = kernel_gelu_erf(c[n]);
+        else if (act == MHA_ACT_GELU_TANH) /* likewise */
+            for (int64_t n = n0; n < n1; n++)
+                c[n] = kernel_gelu_tanh(c[n]);
         else if (act != MHA_ACT_NONE)
             for (int64_t n = n0; n < n1; n++)
                 c[n] = kernel_act(act, c[n]);
