@@ -93,6 +93,7 @@ typedef struct ds_state {
     int precision; /* MHA_PRECISION_* of every chunk */
     mha_model *model;
     mha_model_info mi;
+    int whole; /* a whole model (a plan): its inputs declare the batch axis */
     mha_runtime *rt;
     size_t n_in, n_out;
     mha_io_info *in_info, *out_info;
@@ -720,8 +721,7 @@ static void ds_finish_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
     float *data = y->data;
     /* (a whole model's outputs stay as computed: the same bits as with the
      * mask given as a file) */
-    if (s->lengths && sq == skv && (y->rank == 3 || y->rank == 4) &&
-        strcmp(s->mi.form, "plan") != 0) {
+    if (s->lengths && sq == skv && (y->rank == 3 || y->rank == 4) && !s->whole) {
         /* [n, Sq, w] or bare attention [n, H, Sq, dv] */
         int64_t heads = y->rank == 4 ? y->shape[1] : 1;
         int64_t width = y->shape[y->rank - 1];
@@ -752,6 +752,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
     if (mha_model_load_file(o->model_path, NULL, &s->model, &err) != MHA_OK)
         return cli_fail_err(o->model_path, &err);
     mha_model_get_info(s->model, &s->mi);
+    s->whole = strcmp(s->mi.form, "plan") == 0;
     const int seq_first = mha_model_layout(s->model) == MHA_LAYOUT_SEQ_FIRST;
     if (seq_first && !o->dataset_options && !o->mpi) return DS_ONE_SHOT;
     if (seq_first)
@@ -782,7 +783,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
         s->out[i].file = i < o->n_out_files ? o->out_files[i] : NULL;
     }
     int rc = ds_bind_inputs(c, s->in_info, s->n_in, o->in_args, o->n_in_args, files,
-                            o->lengths_path != NULL, strcmp(s->mi.form, "plan") == 0);
+                            o->lengths_path != NULL, s->whole);
     for (size_t i = 0; i < s->n_in; i++)
         s->in[i].file = files[i];
     free(files);
@@ -834,7 +835,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
         t->dtype = info->dtype;
         t->rank = in->h.rank;
         memcpy(t->shape, in->h.dims, sizeof t->shape);
-        in->batch_major = ds_is_batch_major(info, &in->h, s->B, strcmp(s->mi.form, "plan") == 0);
+        in->batch_major = ds_is_batch_major(info, &in->h, s->B, s->whole);
         in->row_bytes = in->h.row_bytes / mha_dtype_size(in->h.dtype) * esize;
         if (in->batch_major) {
             in->zero_copy = mha_npy_reader_mapped_rows(in->reader, 0, 0) &&
@@ -907,7 +908,7 @@ static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
     mha_run_options_init(&ro);
     /* a whole model reads the lengths from the mask made of them, the same
      * bits as the mask given as a file */
-    ro.kv_lengths = s->lengths && strcmp(s->mi.form, "plan") != 0 ? s->lengths + r : NULL;
+    ro.kv_lengths = s->lengths && !s->whole ? s->lengths + r : NULL;
     ro.precision = s->precision;
     mha_error err;
     mha_error_clear(&err);
