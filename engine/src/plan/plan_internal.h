@@ -58,6 +58,9 @@ typedef struct plan_run_arena {
     const plan_arena *layout;
     char *base;
     size_t *record; /* [n_values] */
+    /* [n_values] or NULL: the caller's float32 buffer of a graph output,
+     * which the step making it writes directly (no copy, no arena bytes) */
+    void *const *direct;
 } plan_run_arena;
 
 /* plan_exec with an arena (ar may be NULL). */
