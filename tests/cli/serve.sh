@@ -23,7 +23,8 @@ CPU="$(dirname "$MHA")/serve-cpu"
 "$CPU" "$T/m.onnx" --lengths 8,8 --reps 2 --rounds 1 >"$T/cpu.txt" || fail "serve-cpu: $(cat "$T/cpu.txt")"
 grep -q "alone *: [0-9.]* CPU ms per request (1.00 requests a run)" "$T/cpu.txt" &&
   grep -q "one-run *: [0-9.]* CPU ms per request (2.00 requests a run)" "$T/cpu.txt" &&
-  grep -q "by-length: [0-9.]* CPU ms per request (2.00 requests a run)" "$T/cpu.txt" ||
+  grep -q "by-length: [0-9.]* CPU ms per request (2.00 requests a run)" "$T/cpu.txt" &&
+  grep -q "mha_run  : [0-9.]* CPU ms per request (2.00 requests a run), [0-9.]* context switches, [0-9.]* page faults" "$T/cpu.txt" ||
   fail "serve-cpu 8,8: $(cat "$T/cpu.txt")"
 "$CPU" "$T/m.onnx" --lengths 8,2 --reps 2 --rounds 1 >"$T/cpu.txt" || fail "serve-cpu: $(cat "$T/cpu.txt")"
 grep -q "one-run *: [0-9.]* CPU ms per request (2.00 requests a run)" "$T/cpu.txt" &&
