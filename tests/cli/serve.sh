@@ -98,7 +98,8 @@ echo "ok: 400, 413, 415, 405, 404"
 $C "$U/metrics" >"$T/metrics"
 for want in 'mha_http_requests_total{code="200"} 3' 'mha_http_requests_total{code="503"} 1' \
   'mha_request_batch_size_bucket{le="1"} 1' 'mha_request_batch_size_bucket{le="2"} 3' \
-  'mha_queue_depth 0' 'mha_request_duration_seconds_count 3'; do
+  'mha_queue_depth 0' 'mha_request_duration_seconds_count 3' \
+  'mha_refusal_duration_seconds_count 1'; do
   grep -qxF "$want" "$T/metrics" || fail "metrics: no line '$want'"
 done
 echo "ok: /metrics"
@@ -146,6 +147,7 @@ if [ -x "$LOADGEN" ]; then
   grep -q "unanswered 0, twice 0, wrong id 0, differing answers 0" "$T/load.txt" ||
     fail "load: $(cat "$T/load.txt")"
   grep -q "503: " "$T/load.txt" || fail "load: no 503 under overload: $(cat "$T/load.txt")"
+  grep -q "; 503 p50 [0-9.]* ms, p99 [0-9.]* ms" "$T/load.txt" || fail "load: no 503 latencies: $(cat "$T/load.txt")"
   echo "ok: serve-load: $(cat "$T/load.txt")"
   # no request answered 200 (every body is refused): a failed run, exit 1
   set +e

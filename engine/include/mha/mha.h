@@ -615,7 +615,8 @@ typedef void (*mha_request_done_fn)(void *user, mha_request *req);
 typedef struct mha_submit_options {
     uint32_t struct_size;     /* set by _init */
     double deadline_ms;       /* from now; a request not started by then completes
-                                 with MHA_ERR_DEADLINE; 0 = none */
+                                 with MHA_ERR_DEADLINE (refused at submit when the
+                                 work ahead would already take longer); 0 = none */
     mha_request_done_fn done; /* NULL: use mha_request_wait */
     void *done_user;
 } mha_submit_options;
@@ -631,8 +632,9 @@ MHA_API void mha_submit_options_init(mha_submit_options *opts);
  *  success *out is a request the caller owns and releases with
  *  mha_request_free (also when a callback is used). opts may be NULL.
  *  Fails at once, with no request made, with: MHA_ERR_QUEUE_FULL (capacity
- *  requests are waiting, or the work ahead exceeds max_queue_ms:
- *  back-pressure, try later or refuse),
+ *  requests are waiting, or the work ahead exceeds max_queue_ms or would
+ *  keep the request from starting before its deadline_ms, at the cost per
+ *  token the last batches took: back-pressure, try later or refuse),
  *  MHA_ERR_SHUTDOWN (the queue no longer accepts), MHA_ERR_SHAPE,
  *  MHA_ERR_DTYPE, MHA_ERR_INVALID_ARGUMENT, MHA_ERR_NO_MEMORY.
  *  Thread-safe: any number of threads may submit at once. */
