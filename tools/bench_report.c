@@ -129,8 +129,9 @@ void bench_report_table(const bench_report *r, FILE *out) {
     else if (o->max_batch > 0)
         fprintf(out,
                 "  shape %s, server: batch-1 requests, Poisson arrivals, request queue (max "
-                "batch %d, delay %.3g ms), p99 bound %.3g ms, %.3g s per rate, seed %llu\n",
-                shape, o->max_batch, o->batch_delay_ms, o->p99_ms, o->server_time,
+                "batch %d, delay %.3g ms, batch time %.3g ms), p99 bound %.3g ms, %.3g s per "
+                "rate, seed %llu\n",
+                shape, o->max_batch, o->batch_delay_ms, o->batch_ms, o->p99_ms, o->server_time,
                 (unsigned long long)o->seed);
     else
         fprintf(out,
@@ -360,6 +361,8 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
         fprintf(f, ", \"clients\": %d, \"max_batch\": %d, \"batch_delay_ms\": ", o->clients,
                 o->max_batch);
         json_num(f, o->batch_delay_ms);
+        fputs(", \"batch_ms\": ", f);
+        json_num(f, o->batch_ms);
     }
     fputs("},\n", f);
     fputs("  \"context\": {\n", f);

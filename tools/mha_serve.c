@@ -56,6 +56,7 @@ enum {
     SERVE_MAX_QUEUE_MS,
     SERVE_DEADLINE_MS,
     SERVE_MAX_PADDING,
+    SERVE_MAX_BATCH_MS,
 };
 
 static const cli_opt serve_opts[] = {
@@ -75,6 +76,11 @@ static const cli_opt serve_opts[] = {
      "share of a batch run's rows that may be padding (default\n"
      "0.125): requests of lengths further apart run as separate\n"
      "runs; 1 = one padded run per batch"},
+    {SERVE_MAX_BATCH_MS, "max-batch-ms", 0, "X",
+     "a batch takes requests while they would compute in X ms\n"
+     "(at the recent cost per token; default 0: off): what a\n"
+     "request arriving behind a batch waits; about a third of\n"
+     "the latency target"},
     {SERVE_DISPATCHERS, "dispatchers", 0, "N", "batches computed at once (default 1)"},
     {SERVE_DEADLINE_MS, "deadline-ms", 0, "X",
      "a request not started by then gets 504, and one the work\n"
@@ -514,7 +520,7 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
 typedef struct serve_options {
     const char *host, *port_file;
     long long port, max_batch, max_tokens, capacity, dispatchers, max_body, max_conn;
-    double max_delay_ms, deadline_ms, max_queue_ms, max_padding;
+    double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms;
 } serve_options;
 
 static int serve_parse_ms(const cli_common *c, const char *opt, const char *v, double *out) {
@@ -564,6 +570,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
         } else {
             double *ms = id == SERVE_MAX_DELAY_MS   ? &o->max_delay_ms
                          : id == SERVE_MAX_QUEUE_MS ? &o->max_queue_ms
+                         : id == SERVE_MAX_BATCH_MS ? &o->max_batch_ms
                                                     : &o->deadline_ms;
             if (serve_parse_ms(c, opt, v, ms)) return CLI_USAGE;
         }
@@ -631,6 +638,7 @@ int mha_cmd_serve(int argc, char **argv) {
     qo.num_dispatchers = (int)o.dispatchers;
     qo.max_queue_ms = o.max_queue_ms;
     qo.max_padding = o.max_padding;
+    qo.max_batch_ms = o.max_batch_ms;
     rc = CLI_FAIL;
     struct MHD_Daemon *d = NULL;
     if (mha_queue_create(rt, m, &qo, &s.queue, &err) != MHA_OK) {

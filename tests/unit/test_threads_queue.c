@@ -650,6 +650,56 @@ static void test_deadline_admission(void **state) {
     mha_model_free(m);
 }
 
+/* max_batch_ms: once a batch has priced a token, a batch takes requests
+ * only while they would compute within the time, and a waiting list that
+ * fills that time is a full batch (no wait for max_delay_ms): here a time
+ * less than any request, so each runs alone and at once, though max_batch
+ * (4) and a 10 s delay would have grouped them. */
+static void test_batch_time(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(0);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.max_batch = 4;
+    o.max_delay_ms = 10000.0;
+    o.max_batch_ms = 1e-9;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    float x[16 * 64];
+    tu_fill_random(x, 16 * 64, 7);
+    float *ref = run_alone(rt, m, x, 16, 64);
+    mha_status st;
+    mha_request *r[4];
+    /* no cost known yet: four make a full batch by count */
+    for (int i = 0; i < 4; i++)
+        r[i] = submit_one(q, x, 16, 64, 0, &st);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(mha_request_wait(r[i], -1, NULL), MHA_OK);
+        mha_request_free(r[i]);
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 3; i++)
+        r[i] = submit_one(q, x, 16, 64, 0, &st);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(mha_request_wait(r[i], -1, NULL), MHA_OK);
+        mha_request_info info;
+        mha_request_get_info(r[i], &info);
+        assert_int_equal(info.batch_size, 1);
+        assert_memory_equal(mha_request_output(r[i])->data, ref, sizeof x);
+        mha_request_free(r[i]);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(t1.tv_sec - t0.tv_sec < 5); /* not after the 10 s delay */
+    mha_queue_destroy(q);
+    o.max_batch_ms = -1;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_ERR_INVALID_ARGUMENT);
+    free(ref);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
 /* A finished request's memory serves the next (queue_spares.c): after the
  * first, a request of the same size allocates nothing (fresh memory from
  * malloc is fresh pages, a fault per page). A request freed after its
@@ -944,6 +994,7 @@ int main(void) {
         cmocka_unit_test(test_cancel_deadline_shutdown),
         cmocka_unit_test(test_time_bound),
         cmocka_unit_test(test_deadline_admission),
+        cmocka_unit_test(test_batch_time),
         cmocka_unit_test(test_request_memory_reused),
         cmocka_unit_test(test_many_submitters),
         cmocka_unit_test(test_runs_by_length),

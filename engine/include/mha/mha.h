@@ -577,6 +577,14 @@ typedef struct mha_queue_options {
                                  a padded row costs as much as a real one. 1 = always one
                                  run. (Appended: a struct_size without it takes the
                                  default.) */
+    double max_batch_ms;      /* 0 = off (the default); else a batch takes requests
+                                 only while their tokens would take at most this long
+                                 to compute (at the cost per token the last batches
+                                 took; the first request always), and counts as full
+                                 once the waiting ones would: a batch's run is what a
+                                 request arriving behind it waits, so a latency target
+                                 bounds it (about a third of the target). (Appended
+                                 after max_padding.) */
 } mha_queue_options;
 
 MHA_API void mha_queue_options_init(mha_queue_options *opts);

@@ -101,6 +101,7 @@ struct mha_queue {
     /* max_queue_ms: tokens waiting or running, and the cost of one token
      * (milliseconds, a moving average over the batches; 0 until one ran) */
     int64_t tokens_ahead;
+    int64_t tokens_waiting; /* max_batch_ms: the tokens of the requests in the list */
     double ms_per_token;
     int n_dispatchers;
     queue_dispatcher *dispatchers;
@@ -151,6 +152,7 @@ static void list_remove(mha_queue *q, mha_request *r) {
         q->tail = r->prev;
     r->next = r->prev = NULL;
     q->stats.depth--;
+    q->tokens_waiting -= r->S;
 }
 
 /* Bytes rounded up to the 64 of a block's parts (a cache line). */
@@ -170,6 +172,19 @@ static int queue_block_add(size_t *end, size_t bytes) {
  * dispatchers; 0 until a batch ran. (mutex held) */
 static double queue_wait_estimate(const mha_queue *q) {
     return (double)q->tokens_ahead * q->ms_per_token / q->opts.num_dispatchers;
+}
+
+/* Would tokens take longer than max_batch_ms to compute? (mutex held) */
+static int queue_over_batch_time(const mha_queue *q, int64_t tokens) {
+    return q->opts.max_batch_ms > 0 && (double)tokens * q->ms_per_token > q->opts.max_batch_ms;
+}
+
+/* Is the waiting list a full batch: max_batch requests, or (max_batch_ms)
+ * work enough for one batch's time? (mutex held) */
+static int queue_batch_full(const mha_queue *q) {
+    return q->stats.depth >= q->opts.max_batch ||
+           (q->opts.max_batch_ms > 0 && q->ms_per_token > 0 &&
+            (double)q->tokens_waiting * q->ms_per_token >= q->opts.max_batch_ms);
 }
 
 /* Marks r done with st (queue->mutex held) and counts it; the caller then
@@ -342,11 +357,11 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     q->stats.depth++;
     q->stats.submitted++;
     q->tokens_ahead += S;
+    q->tokens_waiting += S;
     /* a dispatcher waits for the first request, or for a full batch (a
      * batch short of it leaves at max_delay_ms by itself): waking it at
      * every request in between cost a wakeup each */
-    if (q->stats.depth == 1 || q->stats.depth >= q->opts.max_batch)
-        pthread_cond_signal(&q->work_cond);
+    if (q->stats.depth == 1 || queue_batch_full(q)) pthread_cond_signal(&q->work_cond);
     pthread_mutex_unlock(&q->mutex);
     *out = r;
     return MHA_OK;
@@ -456,8 +471,7 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
         /* wait for company: until the batch would be full or the oldest
          * request waited max_delay_ms */
         double until = q->head->submit + q->opts.max_delay_ms * 1e-3;
-        while (q->head && !q->stopping && q->stats.depth < q->opts.max_batch &&
-               queue_now() < until) {
+        while (q->head && !q->stopping && !queue_batch_full(q) && queue_now() < until) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             double end = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec + (until - queue_now());
@@ -469,7 +483,7 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
     }
     double now = queue_now();
     int n = 0;
-    int64_t longest = 0;
+    int64_t longest = 0, tokens = 0;
     mha_request *r = q->head;
     while (r && n < q->opts.max_batch) {
         mha_request *next = r->next;
@@ -483,8 +497,11 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
             continue;
         }
         int64_t l = r->S > longest ? r->S : longest;
-        if (n > 0 && (int64_t)(n + 1) * l > q->opts.max_batch_tokens) break;
+        if (n > 0 && ((int64_t)(n + 1) * l > q->opts.max_batch_tokens ||
+                      queue_over_batch_time(q, tokens + r->S)))
+            break;
         longest = l;
+        tokens += r->S;
         list_remove(q, r);
         atomic_store(&r->state, REQ_RUNNING);
         r->started = now;
@@ -685,12 +702,13 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
     if (o.max_batch < 1 || o.max_batch > 4096 || o.max_batch_tokens < 1 ||
         !(o.max_delay_ms >= 0 && o.max_delay_ms <= 60000) || o.capacity < 1 ||
         o.num_dispatchers < 1 || o.num_dispatchers > 64 || o.num_threads < 0 ||
-        !(o.max_queue_ms >= 0) || !(o.max_padding >= 0 && o.max_padding <= 1))
+        !(o.max_queue_ms >= 0) || !(o.max_padding >= 0 && o.max_padding <= 1) ||
+        !(o.max_batch_ms >= 0))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue create: options out of range (max_batch 1..4096, "
                         "max_batch_tokens >= 1, max_delay_ms 0..60000, capacity >= 1, "
                         "num_dispatchers 1..64, num_threads >= 0, max_queue_ms >= 0, "
-                        "max_padding 0..1)");
+                        "max_padding 0..1, max_batch_ms >= 0)");
     mha_queue *q = mha_calloc(NULL, 1, sizeof *q);
     if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
     q->rt = rt;
