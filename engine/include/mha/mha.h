@@ -540,12 +540,15 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
  *    padded row costs as much as a real one. So a batch is cut into runs
  *    of similar lengths (max_padding, default 1/8 of a run's rows): 16
  *    requests of 8 tokens share one run; requests of 32, 24, 16 and 8
- *    tokens run as three.
+ *    tokens run as three. A request arriving behind a batch waits for its
+ *    whole run: bound the run with max_batch_ms (about a third of the
+ *    latency target) rather than only with max_batch.
  *  - The queue is bounded: submit fails at once with MHA_ERR_QUEUE_FULL, so
  *    an overloaded server refuses (HTTP 503) rather than building a backlog.
  *    Bound it in time as well as in count: max_queue_ms of about half the
  *    latency target keeps the accepted requests' latency under overload
- *    (the excess is refused at once instead of waiting in line).
+ *    (the excess is refused at once instead of waiting in line). A
+ *    request's deadline_ms is weighed the same way at submit.
  *  - Whole models over token ids (BERT-, MiniLM-, GPT-2-style exports) batch
  *    the same way: a request gives its ids, the queue fills the masks and
  *    the other ids and returns every output cut to the request.
