@@ -117,6 +117,24 @@ cmp "$T/y_all.npy" "$T/y_merged.npy" || fail "run: merged shards differ from the
 # [5, 6, 64] float32 after a 128-byte header
 [ "$(wc -c <"$T/y_all.npy")" = $((128 + 5 * 6 * 64 * 4)) ] || fail "run: output size"
 echo "ok: run streams token ids"
+# token ids and the mask stored as int32 are widened (exactly) to the
+# model's int64: the same bytes out; a float32 file is still refused
+python3 - "$D/input_ids.npy" "$T/ids32.npy" "$D/attention_mask.npy" "$T/mask32.npy" <<'PY'
+import struct, sys
+for src, dst in ((sys.argv[1], sys.argv[2]), (sys.argv[3], sys.argv[4])):
+    b = open(src, "rb").read()
+    hl = struct.unpack("<H", b[8:10])[0]
+    head = b[10:10 + hl].decode().replace("'<i8'", "'<i4'")
+    vals = struct.unpack("<%dq" % ((len(b) - 10 - hl) // 8), b[10 + hl:])
+    head = head.rstrip() + " " * (hl - len(head.rstrip()) - 1) + "\n"
+    open(dst, "wb").write(b[:8] + struct.pack("<H", len(head)) + head.encode() +
+                          struct.pack("<%di" % len(vals), *vals))
+PY
+"$MHA" run -q "$B/model.onnx" "input_ids=$T/ids32.npy" "attention_mask=$T/mask32.npy" \
+  "token_type_ids=$D/token_type_ids.npy" -o "$T/y_32.npy" "$T/pool_32.npy" --batch-size 2 ||
+  fail "run: int32 token ids and mask"
+cmp "$T/y_all.npy" "$T/y_32.npy" || fail "run: int32 ids give other hidden states"
+echo "ok: int32 ids and mask widen to int64"
 # a token id outside the embedding table is an error naming the ids file,
 # the id's place and the vocabulary, before any layer runs; in a chunked
 # run the place is within the chunk's rows, which the message gives
