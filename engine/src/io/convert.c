@@ -60,25 +60,6 @@ static double convert_get(const void *src, mha_dtype d, size_t i) {
     }
 }
 
-static int convert_nonzero(const void *src, mha_dtype d, size_t i) {
-    int64_t l;
-    int32_t w;
-    switch (d) {
-    case MHA_DTYPE_INT64:
-        convert_load(src, i, sizeof l, &l);
-        return l != 0;
-    case MHA_DTYPE_INT32:
-        convert_load(src, i, sizeof w, &w);
-        return w != 0;
-    case MHA_DTYPE_INT8:
-    case MHA_DTYPE_UINT8:
-    case MHA_DTYPE_BOOL:
-        return ((const uint8_t *)src)[i] != 0;
-    default:
-        return 0;
-    }
-}
-
 /* Integer element i of src (int8 signed, uint8 not). */
 static int64_t convert_get_int(const void *src, mha_dtype d, size_t i) {
     int64_t l;
@@ -95,6 +76,11 @@ static int64_t convert_get_int(const void *src, mha_dtype d, size_t i) {
     default: /* MHA_DTYPE_UINT8 */
         return ((const uint8_t *)src)[i];
     }
+}
+
+static int convert_nonzero(const void *src, mha_dtype d, size_t i) {
+    if (d == MHA_DTYPE_BOOL) return ((const uint8_t *)src)[i] != 0;
+    return convert_get_int(src, d, i) != 0;
 }
 
 void tensorfile_convert(const void *src, mha_dtype from, void *dst, mha_dtype to, size_t n) {
