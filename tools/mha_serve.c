@@ -430,6 +430,10 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
         ret = serve_text(conn, s, call, 504, "error: %s", err.message);
     else if (st == MHA_ERR_SHUTDOWN || st == MHA_ERR_CANCELLED)
         ret = serve_text(conn, s, call, 503, "error: %s", err.message);
+    else if (st == MHA_ERR_INVALID_ARGUMENT || st == MHA_ERR_SHAPE || st == MHA_ERR_DTYPE)
+        /* the request's own values (a token id outside the vocabulary): it
+         * failed alone, after its batch did */
+        ret = serve_text(conn, s, call, 400, "error: %s", err.message);
     else
         ret = serve_text(conn, s, call, 500, "error: %s", err.message);
     mha_request_free(req);

@@ -103,6 +103,9 @@ grep -q "not an integer token id" "$T/r" || fail "400 without the reason: $(cat 
 grep -q "must be int64" "$T/r" || fail "400 without the reason: $(cat "$T/r")"
 [ "$(post "$T/ids_3.npy" "$T/r" application/x-npy "?output=nope")" = 400 ] ||
   fail "an unknown output: wanted 400"
+printf '[1, 99999999]' >"$T/oov.json"
+[ "$(post "$T/oov.json" "$T/r" application/json)" = 400 ] || fail "an id outside the vocabulary: wanted 400"
+grep -q "token id 99999999 is outside the vocabulary" "$T/r" || fail "400 without the reason: $(cat "$T/r")"
 echo "ok: 400 for bad token-id bodies"
 
 kill -TERM $SRV

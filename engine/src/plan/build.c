@@ -74,6 +74,7 @@ void plan_free(plan *P) {
     mha_free(&a, P->last_step);
     mha_free(&a, P->out_rules);
     mha_free(&a, P->in_syms);
+    mha_free(&a, P->id_extent);
     for (int pass = 0; pass < 2; pass++) {
         layer_io *io = pass ? P->outputs : P->inputs;
         size_t n = P->g ? (pass ? P->g->n_outputs : P->g->n_inputs) : 0;
@@ -356,12 +357,30 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
 
 /* Roles of the graph inputs: token ids index an embedding table, other
  * integer or bool inputs are masks, float inputs are data. */
+/* Lowers *extent to the extent of the gathered axis of Gather node n's
+ * table when that table is a constant of the same size in every probe. */
+static void build_id_extent(const plan *P, const plan_shape *shp, const ir_node *n,
+                            int64_t *extent) {
+    const ir_value *table = &P->g->values[n->inputs[0]];
+    const plan_shape *ts = &shp[n->inputs[0]];
+    int constant = table->init || (P->consts && P->consts[n->inputs[0]]);
+    if (!constant || ts->rank < 1) return;
+    int64_t axis = ir_attr_int(n, "axis", 0);
+    if (axis < 0) axis += ts->rank;
+    if (axis < 0 || axis >= ts->rank) return;
+    int64_t x = ts->dims[0][axis];
+    for (int p = 1; p < PLAN_PROBES; p++)
+        if (ts->dims[p][axis] != x) return;
+    if (x > 0 && (*extent == 0 || x < *extent)) *extent = x;
+}
+
 static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims, mha_error *err) {
     const ir_graph *g = P->g;
     P->inputs = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *P->inputs);
     P->outputs = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof *P->outputs);
     P->out_rules = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof *P->out_rules);
-    if (!P->inputs || !P->outputs || !P->out_rules)
+    P->id_extent = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *P->id_extent);
+    if (!P->inputs || !P->outputs || !P->out_rules || !P->id_extent)
         return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     for (int pass = 0; pass < 2; pass++) {
         size_t n = pass ? g->n_outputs : g->n_inputs;
@@ -384,8 +403,11 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
             if (io->dtype == MHA_DTYPE_INT64 || io->dtype == MHA_DTYPE_INT32) {
                 int gathered = 0;
                 for (size_t ni = 0; ni < g->n_nodes; ni++)
-                    gathered |= strcmp(g->nodes[ni].op_type, "Gather") == 0 &&
-                                g->nodes[ni].n_inputs == 2 && g->nodes[ni].inputs[1] == v;
+                    if (strcmp(g->nodes[ni].op_type, "Gather") == 0 && g->nodes[ni].n_inputs == 2 &&
+                        g->nodes[ni].inputs[1] == v) {
+                        gathered = 1;
+                        build_id_extent(P, shp, &g->nodes[ni], &P->id_extent[i]);
+                    }
                 io->role = gathered ? MHA_ROLE_TOKEN_IDS : MHA_ROLE_ATTN_MASK;
             } else {
                 io->role = io->dtype == MHA_DTYPE_BOOL ? MHA_ROLE_ATTN_MASK : MHA_ROLE_QUERY;

@@ -201,6 +201,11 @@ typedef struct plan {
     int n_syms;
     int64_t probe_sizes[PLAN_PROBES][PLAN_MAX_SYMS]; /* symbolic axis k -> size, per probe */
     layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
+    /* [g->n_inputs]: a token-id input's ids must lie in [-x, x) (the
+     * smallest extent of the constant tables it indexes, as ONNX Gather
+     * allows negative ids); 0 = not checked. Checked before a run so a bad
+     * id is reported against the input, not deep inside the graph. */
+    int64_t *id_extent;
     /* While plan_build runs: per probe, its inputs [g->n_inputs] and the
      * graph outputs [g->n_outputs] the interpreter computed from them in
      * the shape pass (what plan_verify compares against); NULL after. */
