@@ -90,6 +90,37 @@ static void test_causal_decoder_layers(void **state) {
     plan_free(P);
 }
 
+/* Every interpreted step makes something a later step or a graph output
+ * reads. GPT-2's fused steps know they are causal: the Slices of the tril
+ * buffer [1, 1, 32, 32] and the Shape / Gather / Concat chains sizing the
+ * layers' reshapes are dropped, and the buffer goes with the release. */
+static void test_dead_steps_dropped(void **state) {
+    (void)state;
+    plan *P = build(GPT2, 0);
+    const ir_graph *g = P->g;
+    size_t interpreted = 0;
+    for (size_t s = 0; s < P->n_steps; s++) {
+        if (P->steps[s].kind != PLAN_STEP_INTERP) continue;
+        const ir_node *n = &g->nodes[P->steps[s].index];
+        int read = 0;
+        for (size_t k = 0; k < n->n_outputs; k++)
+            read |= n->outputs[k] >= 0 && P->last_step[n->outputs[k]] > (int)s;
+        if (!read) fail_msg("step %zu (%s) makes nothing anyone reads", s, n->op_type);
+        assert_string_not_equal(n->op_type, "Slice");
+        interpreted++;
+    }
+    /* the embeddings' Gathers, positions and their sum, not the layers' */
+    assert_true(interpreted < 16);
+    int buffer = -1;
+    for (size_t v = 0; v < g->n_values; v++)
+        if (g->values[v].init && g->values[v].init->rank == 4) buffer = (int)v;
+    assert_true(buffer >= 0);
+    mha_error err;
+    assert_int_equal(plan_release_weights(P, &err), MHA_OK);
+    assert_null(g->values[buffer].init);
+    plan_free(P);
+}
+
 /* Hugging Face's GPT-2: each projection (Conv1D) a Gemm over the rows
  * flattened to [B * S, D] by a Reshape whose shape is read from the 3-D
  * value before it: the layer starts at that 3-D value, with and without
@@ -1095,6 +1126,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partition_finds_every_layer),
         cmocka_unit_test(test_causal_decoder_layers),
+        cmocka_unit_test(test_dead_steps_dropped),
         cmocka_unit_test(test_projection_over_flat_rows),
         cmocka_unit_test(test_extended_mask_beside_causal_where),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),

@@ -78,7 +78,8 @@ static int release_weight_value(const plan *P, const plan_gemm *pg) {
 }
 
 /* Readers of value v among the nodes still run (not folded, not inside a
- * recognised layer), graph outputs counted as readers. */
+ * recognised layer, not dropped as dead), graph outputs counted as
+ * readers. */
 static size_t release_readers(const plan *P, const unsigned char *in_layer, int v) {
     const ir_graph *g = P->g;
     size_t n = 0;
@@ -86,7 +87,7 @@ static size_t release_readers(const plan *P, const unsigned char *in_layer, int 
         n += g->outputs[k] == v;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *nd = &g->nodes[ni];
-        if (in_layer[ni] || plan_node_folded(P, nd)) continue;
+        if (in_layer[ni] || plan_node_folded(P, nd) || (P->dead && P->dead[ni])) continue;
         for (size_t k = 0; k < nd->n_inputs; k++)
             n += nd->inputs[k] == v;
     }
