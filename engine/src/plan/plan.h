@@ -267,7 +267,8 @@ void plan_free(plan *P);
 mha_status plan_release_weights(plan *P, mha_error *err);
 
 /* After GEMM step i was packed (release.c): frees its unpacked weight if
- * nothing else reads it (W becomes NULL, w_hash remembers it); returns
+ * nothing else reads it, else its own transposed copy of it if it has one
+ * (W becomes NULL, w_hash remembers it); returns
  * the bytes freed. The reference backend cannot run that step afterwards. */
 size_t plan_release_gemm_weight(plan *P, size_t i);
 /* After attention layer i was packed (release.c): frees its unpacked
