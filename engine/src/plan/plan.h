@@ -195,7 +195,13 @@ typedef struct plan {
     size_t n_norms;
     plan_step *steps;
     size_t n_steps;
-    int *last_step;                           /* [n_values]: last step reading the value, -1 none */
+    int *last_step; /* [n_values]: last step reading the value, -1 none */
+    /* [n_nodes]: 1 for a node left out of the steps although nothing else
+     * computes it, because no step and no graph output reads what it makes
+     * (the shape arithmetic of a fused layer's reshapes, the slice of a
+     * causal buffer the fused step does not read); its inputs are not
+     * kept for it */
+    unsigned char *dead;
     plan_dim_rule (*out_rules)[MHA_MAX_RANK]; /* [n_outputs] */
     int (*in_syms)[MHA_MAX_RANK]; /* [g->n_inputs]: symbolic axis id of each axis, -1 fixed */
     int n_syms;
@@ -266,7 +272,8 @@ void plan_free(plan *P);
 mha_status plan_release_weights(plan *P, mha_error *err);
 
 /* After GEMM step i was packed (release.c): frees its unpacked weight if
- * nothing else reads it (W becomes NULL, w_hash remembers it); returns
+ * nothing else reads it, else its own transposed copy of it if it has one
+ * (W becomes NULL, w_hash remembers it); returns
  * the bytes freed. The reference backend cannot run that step afterwards. */
 size_t plan_release_gemm_weight(plan *P, size_t i);
 /* After attention layer i was packed (release.c): frees its unpacked
