@@ -91,13 +91,14 @@ static void check_gemm(int64_t M, int64_t N, int64_t K, int trans_a, int init_mo
     free(cd);
 }
 
-/* Sizes on both sides of every block: rows 6 / 96, columns 8 / 64, steps
+/* Sizes on both sides of every block: rows 6 / 192, columns 8 / 64, steps
  * of k 256, and the degenerate ones. */
 static void test_gemm_sizes(void **state) {
     (void)state;
-    static const int64_t sizes[][3] = {{1, 1, 1},      {1, 1, 0},    {5, 7, 3},    {6, 8, 1},
-                                       {7, 9, 257},    {13, 19, 37}, {97, 65, 5},  {3, 129, 300},
-                                       {101, 70, 513}, {2, 200, 64}, {192, 8, 256}};
+    static const int64_t sizes[][3] = {{1, 1, 1},      {1, 1, 0},    {5, 7, 3},     {6, 8, 1},
+                                       {7, 9, 257},    {13, 19, 37}, {97, 65, 5},   {3, 129, 300},
+                                       {101, 70, 513}, {2, 200, 64}, {192, 8, 256}, {197, 13, 40},
+                                       {385, 66, 7}};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         for (int mode = 0; mode < 3; mode++)
             check_gemm(sizes[i][0], sizes[i][1], sizes[i][2], (int)(i & 1), mode, mode == 1);

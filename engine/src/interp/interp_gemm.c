@@ -32,9 +32,9 @@
  * AVX-512 (32) and AVX2 (16) hold with the operands beside them. */
 #define GEMM_MR 6
 #define GEMM_NR 8
-/* Rows packed at a time: GEMM_MC * K doubles of A stay in L2 while every
- * column panel of B goes past them. */
-#define GEMM_MC 96
+/* Rows packed at a time: B is packed once per GEMM_MC rows, and their
+ * slices of GEMM_KC steps (GEMM_MC * GEMM_KC doubles) stay in L2. */
+#define GEMM_MC 192
 /* Columns of B packed at a time (GEMM_NC / GEMM_NR panels): its rows are
  * read GEMM_NC floats at a time, not one panel's GEMM_NR (a wide B, an
  * output vocabulary, is a page per row). */
@@ -104,9 +104,16 @@ mha_status interp_gemm_f32(const mha_alloc_ctx *a, const interp_gemm_args *g, mh
             for (int r = 0; r < GEMM_MR; r++) {
                 const int64_t m = m0 + p * GEMM_MR + r;
                 double *dst = ap + (size_t)p * GEMM_MR * kk + (size_t)r;
-                for (int64_t k = 0; k < K; k++)
-                    dst[k * GEMM_MR] =
-                        m < m0 + mb ? (double)g->A[m * g->a_row + k * g->a_col] : 0.0;
+                const float *src = g->A + m * g->a_row;
+                if (m >= m0 + mb)
+                    for (int64_t k = 0; k < K; k++)
+                        dst[k * GEMM_MR] = 0.0;
+                else if (g->a_col == 1)
+                    for (int64_t k = 0; k < K; k++)
+                        dst[k * GEMM_MR] = (double)src[k];
+                else
+                    for (int64_t k = 0; k < K; k++)
+                        dst[k * GEMM_MR] = (double)src[k * g->a_col];
             }
         const int64_t np = (mb + GEMM_MR - 1) / GEMM_MR;
         for (int64_t c0 = 0; c0 < N; c0 += GEMM_NC) {
@@ -119,8 +126,9 @@ mha_status interp_gemm_f32(const mha_alloc_ctx *a, const interp_gemm_args *g, mh
                 const float *src = g->B + k * g->ldb + c0;
                 for (int64_t q = 0; q < nq; q++) {
                     float *dst = bpad + q * GEMM_NR * (int64_t)kk + k * GEMM_NR;
-                    for (int64_t j = 0; j < GEMM_NR; j++)
-                        dst[j] = q * GEMM_NR + j < cb ? src[q * GEMM_NR + j] : 0.0f;
+                    const int64_t w = cb - q * GEMM_NR < GEMM_NR ? cb - q * GEMM_NR : GEMM_NR;
+                    if (w < GEMM_NR) memset(dst, 0, GEMM_NR * sizeof *dst);
+                    memcpy(dst, src + q * GEMM_NR, (size_t)w * sizeof *dst);
                 }
             }
             /* pass 3: the sums of panels p x q start at init */
