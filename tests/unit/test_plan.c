@@ -591,7 +591,7 @@ static void test_values_freed_after_last_step(void **state) {
  * leaves a plan that computes the same bytes. */
 static void test_release_weights(void **state) {
     (void)state;
-    plan *P = build(BERT, 1);
+    plan *P = build(BERT, PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH);
     tensor *in[3] = {0}, **before = NULL, **after = NULL;
     mha_error err;
     assert_int_equal(P->g->n_outputs, 2);
@@ -621,6 +621,49 @@ static void test_release_weights(void **state) {
     for (int i = 0; i < 3; i++)
         tensor_free(in[i]);
     plan_free(P);
+}
+
+/* The build frees each recognised layer's initializers as soon as the
+ * layer holds its copy (the load holds the weights once, not the graph's
+ * beside every layer's): the projection weights and biases of both
+ * layers are gone right after plan_build, before plan_release_weights,
+ * what stays is what the other steps read, and the plan computes the same
+ * bytes as one built keeping every initializer. */
+static void test_build_frees_layer_weights(void **state) {
+    (void)state;
+    plan *P = build(BERT, 0), *K = build(BERT, PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH);
+    size_t inits = 0, kept = 0;
+    for (size_t v = 0; v < P->g->n_values; v++) {
+        inits += P->g->values[v].init != NULL;
+        kept += K->g->values[v].init != NULL;
+    }
+    assert_true(inits + 16 <= kept); /* Wq, bq, ... Wo, bo of two layers */
+    /* nothing a remaining step reads went */
+    for (size_t s = 0; s < P->n_steps; s++) {
+        if (P->steps[s].kind != PLAN_STEP_INTERP) continue;
+        const ir_node *n = &P->g->nodes[P->steps[s].index];
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0 && K->g->values[n->inputs[k]].init)
+                assert_non_null(P->g->values[n->inputs[k]].init);
+    }
+    for (size_t i = 0; i < P->n_gemms; i++)
+        assert_non_null(P->gemms[i].W);
+    tensor *in[3] = {0}, **a = NULL, **b = NULL;
+    mha_error err;
+    assert_int_equal(plan_probe_inputs(P, 0, in, &err), MHA_OK);
+    assert_int_equal(plan_exec(P, in, &plan_reference_backend, 0, &a, &err), MHA_OK);
+    assert_int_equal(plan_exec(K, in, &plan_reference_backend, 0, &b, &err), MHA_OK);
+    for (size_t k = 0; k < P->g->n_outputs; k++) {
+        const tensor *x = a[P->g->outputs[k]], *y = b[K->g->outputs[k]];
+        assert_int_equal(x->nbytes, y->nbytes);
+        assert_memory_equal(x->data, y->data, x->nbytes);
+    }
+    plan_values_free(P, in, a);
+    plan_values_free(K, in, b);
+    for (int i = 0; i < 3; i++)
+        tensor_free(in[i]);
+    plan_free(P);
+    plan_free(K);
 }
 
 /* Runs m on rt (precision prec) over the first probe input of its plan
@@ -1055,7 +1098,7 @@ static void test_probe_inputs_in_range(void **state) {
 
 static void test_verify_catches_a_wrong_layer(void **state) {
     (void)state;
-    plan *P = build(BERT, 1);
+    plan *P = build(BERT, PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH); /* verified below */
     mha_error err;
     mha_error_clear(&err);
     assert_int_equal(plan_verify(P, &err), MHA_OK);
@@ -1071,7 +1114,7 @@ static void test_verify_catches_a_wrong_layer(void **state) {
  * is caught against them, and so is a wrong expectation. */
 static void test_verify_reads_the_shape_pass(void **state) {
     (void)state;
-    plan *P = build(BERT, 1);
+    plan *P = build(BERT, PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH);
     mha_error err;
     /* the expectations as the shape pass keeps them: the reference plan
      * (every node interpreted) on the probe inputs */
@@ -1177,6 +1220,7 @@ int main(void) {
         cmocka_unit_test(test_norm_steps_on_the_pool),
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_release_weights),
+        cmocka_unit_test(test_build_frees_layer_weights),
         cmocka_unit_test(test_gemm_weights_released_after_packing),
         cmocka_unit_test(test_tied_gemm_copy_released),
         cmocka_unit_test(test_layer_weights_checked_on_reload),

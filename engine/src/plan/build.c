@@ -520,8 +520,9 @@ mha_status plan_release_weights(plan *P, mha_error *err) {
     return MHA_OK;
 }
 
-mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, plan **out,
+mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **out,
                       mha_error *err) {
+    const int skip_verify = (flags & PLAN_SKIP_VERIFY) != 0;
     *out = NULL;
     plan *P = mha_calloc(a, 1, sizeof *P);
     if (!P) {
@@ -538,6 +539,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, pl
     }
     P->g = *gp;
     *gp = NULL;
+    P->keep_graph = (flags & PLAN_KEEP_GRAPH) != 0;
     const ir_graph *g = P->g;
     plan_uses u;
     memset(&u, 0, sizeof u);

@@ -212,6 +212,7 @@ typedef struct plan {
      * allows negative ids); 0 = not checked. Checked before a run so a bad
      * id is reported against the input, not deep inside the graph. */
     int64_t *id_extent;
+    int keep_graph;             /* PLAN_KEEP_GRAPH: no initializer freed while building */
     /* While plan_build runs: per probe, its inputs [g->n_inputs] and the
      * graph outputs [g->n_outputs] the interpreter computed from them in
      * the shape pass (what plan_verify compares against); NULL after. */
@@ -256,12 +257,19 @@ void plan_norm_args(const plan_norm *nm, const float *x, const float *res, float
  * default and com.microsoft domains). */
 size_t plan_count_cores(const ir_graph *g);
 
+/* Flags of plan_build: no verification (a rebuild of a file verified
+ * already); every initializer kept, so that the whole graph can still be
+ * interpreted after the build (tests) -- else each recognised layer's
+ * initializers are freed as soon as it holds its own copy. */
+#define PLAN_SKIP_VERIFY 1
+#define PLAN_KEEP_GRAPH 2
+
 /* Builds the plan of g, taking ownership of g (freed on failure too, *g
  * cleared). Every attention layer is carved out, recognised and checked
- * with layer_verify; refused ones are interpreted. Unless skip_verify, the
- * whole plan is then verified against the reference interpreter of g. */
-mha_status plan_build(const mha_alloc_ctx *a, ir_graph **g, int skip_verify, plan **out,
-                      mha_error *err);
+ * with layer_verify; refused ones are interpreted. Unless flags has
+ * PLAN_SKIP_VERIFY, the whole plan is then verified against the reference
+ * interpreter of g. */
+mha_status plan_build(const mha_alloc_ctx *a, ir_graph **g, int flags, plan **out, mha_error *err);
 void plan_free(plan *P);
 
 /* After plan_build: frees the initializers and folded constants that only

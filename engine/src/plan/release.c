@@ -4,7 +4,9 @@
  * reads (no interpreted node, no graph output; no attention-weights output
  * computed from a layer's own W_q, W_k) go. A later packing for another
  * backend or precision takes them from a fresh build of the same file,
- * checked against a hash of what was freed (plan_weights_match). */
+ * checked against a hash of what was freed (plan_weights_match). (At load,
+ * partition.c frees each attention layer's initializers as soon as the
+ * layer holds its own copy.) */
 #include <string.h>
 
 #include "plan_internal.h"
