@@ -189,6 +189,12 @@ static inline vf vf_hide_tail(vf s, int64_t n) {
 static inline unsigned vf_bad_bits(vf x) {
     return (unsigned)_mm512_cmp_ps_mask(x, _mm512_set1_ps(INFINITY), _CMP_NLT_UQ);
 }
+/* Lanes that are NaN, +inf or -inf, as bits (VFPCLASSPS: QNaN 0x01,
+ * +inf 0x08, -inf 0x10, SNaN 0x80). */
+#define FA_HAVE_NONFINITE_BITS 1
+static inline unsigned vf_nonfinite_bits(vf x) {
+    return (unsigned)_mm512_fpclass_ps_mask(x, 0x99);
+}
 /* Lanes with a > b (ordered), as bits. */
 #define FA_HAVE_GT_BITS 1
 static inline unsigned vf_gt_bits(vf a, vf b) {
