@@ -3,6 +3,7 @@
  * through the caller's function; each value is freed after the last step
  * that reads it. Also the input checks and output shapes of a run. */
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "layer_bind.h"
@@ -463,6 +464,23 @@ static void run_arena_key(const plan *P, const mha_tensor *inputs, int64_t *key)
             if (P->in_syms[i][d] >= 0) key[P->in_syms[i][d]] = inputs[i].shape[d];
 }
 
+/* Whether output k's bytes overlap those of an input or of another
+ * output. */
+static int run_output_overlaps(const mha_tensor *inputs, size_t n_inputs, const mha_tensor *outputs,
+                               size_t n_outputs, size_t k) {
+    const uintptr_t a = (uintptr_t)outputs[k].data;
+    const uintptr_t a_end =
+        a + (size_t)mha_tensor_numel(&outputs[k]) * mha_dtype_size(outputs[k].dtype);
+    for (size_t i = 0; i < n_inputs + n_outputs; i++) {
+        const mha_tensor *t = i < n_inputs ? &inputs[i] : &outputs[i - n_inputs];
+        if (t == &outputs[k] || !t->data) continue;
+        const uintptr_t b = (uintptr_t)t->data;
+        const uintptr_t b_end = b + (size_t)mha_tensor_numel(t) * mha_dtype_size(t->dtype);
+        if (a < b_end && b < a_end) return 1;
+    }
+    return 0;
+}
+
 mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
                     size_t n_outputs, const plan_backend *be, mha_error *err) {
     const ir_graph *g = P->g;
@@ -493,10 +511,13 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     size_t block_bytes = 0;
     /* float32 graph outputs are written where the caller wants them (GPT-2's
      * [4, 256, 50257] logits: 206 MB neither copied nor held in the arena);
-     * a value that is the graph's output twice goes to the first */
+     * a value that is the graph's output twice goes to the first; a buffer
+     * that overlaps an input or another output is written at the end, as
+     * before (a step could otherwise overwrite what a later one reads) */
     void **direct = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *direct);
     for (size_t k = 0; direct && k < n_outputs; k++)
-        if (want[k].dtype == MHA_DTYPE_FLOAT32 && !direct[g->outputs[k]])
+        if (want[k].dtype == MHA_DTYPE_FLOAT32 && !direct[g->outputs[k]] &&
+            !run_output_overlaps(inputs, n_inputs, outputs, n_outputs, k))
             direct[g->outputs[k]] = outputs[k].data;
     ar.direct = direct;
     if (!in_t || !in || !direct) {
