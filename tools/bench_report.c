@@ -128,14 +128,15 @@ void bench_report_table(const bench_report *r, FILE *out) {
                 "  shape %s, offline: whole batches, %d warm-up runs, >= %.3g s and >= %d "
                 "reps, seed %llu\n",
                 shape, o->warmup, o->min_time, BENCH_MIN_REPS, (unsigned long long)o->seed);
-    else if (o->max_batch > 0)
+    else if (o->max_batch > 0) {
+        char bms[64] = "";
+        if (o->batch_ms > 0) snprintf(bms, sizeof bms, ", batch time %.3g ms", o->batch_ms);
         fprintf(out,
                 "  shape %s, server: batch-1 requests, Poisson arrivals, request queue (max "
-                "batch %d, delay %.3g ms, batch time %.3g ms), p99 bound %.3g ms, %.3g s per "
-                "rate, seed %llu\n",
-                shape, o->max_batch, o->batch_delay_ms, o->batch_ms, o->p99_ms, o->server_time,
+                "batch %d, delay %.3g ms%s), p99 bound %.3g ms, %.3g s per rate, seed %llu\n",
+                shape, o->max_batch, o->batch_delay_ms, bms, o->p99_ms, o->server_time,
                 (unsigned long long)o->seed);
-    else
+    } else
         fprintf(out,
                 "  shape %s, server: batch-1 requests, Poisson arrivals, %d clients, "
                 "p99 bound %.3g ms, %.3g s per rate, seed %llu\n",

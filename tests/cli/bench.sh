@@ -276,6 +276,12 @@ run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backen
     --threads 1 --max-batch 8 --batch-delay-ms 0.5 --p99-ms 2000 --json "$T/q.json"
 check "queued server scenario exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
 check "queued server says so" grep -q "request queue (max batch 8, delay 0.5 ms), p99 bound 2e+03 ms" "$T/out.txt"
+# a batch bounded in time (the queue's max_batch_ms)
+run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backend scalar \
+    --threads 1 --max-batch 8 --batch-ms 0.5 --p99-ms 2000 --json "$T/qb.json"
+check "server with --batch-ms exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "server with --batch-ms says so" grep -q "delay 1 ms, batch time 0.5 ms), p99 bound" "$T/out.txt"
+check "server JSON has batch_ms" grep -q '"batch_ms": 0.5' "$T/qb.json"
 check "queued server found a rate" grep -q '"server_found": true' "$T/q.json"
 check "queued server JSON names the batching" grep -q '"max_batch": 8, "batch_delay_ms": 0.5' "$T/q.json"
 # one trial at a fixed rate far beyond what is sustained (saturation): bounded
