@@ -58,7 +58,9 @@ static void describe_shape(const bench_report *r, char *buf, size_t size) {
 }
 
 static const char *flop_note(const bench_probe *p) {
-    if (strcmp(p->form, "plan") == 0) return "not counted for a whole model";
+    if (strcmp(p->form, "plan") == 0)
+        return "the run's fused steps (mha_run_options.flops: GEMMs, attention layers, causal "
+               "attention halved; interpreted nodes not counted)";
     return p->causal ? "docs/ARCHITECTURE.md section 1 count, causal: attention term halved"
                      : "docs/ARCHITECTURE.md section 1 count";
 }
@@ -126,13 +128,15 @@ void bench_report_table(const bench_report *r, FILE *out) {
                 "  shape %s, offline: whole batches, %d warm-up runs, >= %.3g s and >= %d "
                 "reps, seed %llu\n",
                 shape, o->warmup, o->min_time, BENCH_MIN_REPS, (unsigned long long)o->seed);
-    else if (o->max_batch > 0)
+    else if (o->max_batch > 0) {
+        char bms[64] = "";
+        if (o->batch_ms > 0) snprintf(bms, sizeof bms, ", batch time %.3g ms", o->batch_ms);
         fprintf(out,
                 "  shape %s, server: batch-1 requests, Poisson arrivals, request queue (max "
-                "batch %d, delay %.3g ms), p99 bound %.3g ms, %.3g s per rate, seed %llu\n",
-                shape, o->max_batch, o->batch_delay_ms, o->p99_ms, o->server_time,
+                "batch %d, delay %.3g ms%s), p99 bound %.3g ms, %.3g s per rate, seed %llu\n",
+                shape, o->max_batch, o->batch_delay_ms, bms, o->p99_ms, o->server_time,
                 (unsigned long long)o->seed);
-    else
+    } else
         fprintf(out,
                 "  shape %s, server: batch-1 requests, Poisson arrivals, %d clients, "
                 "p99 bound %.3g ms, %.3g s per rate, seed %llu\n",
@@ -360,6 +364,8 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
         fprintf(f, ", \"clients\": %d, \"max_batch\": %d, \"batch_delay_ms\": ", o->clients,
                 o->max_batch);
         json_num(f, o->batch_delay_ms);
+        fputs(", \"batch_ms\": ", f);
+        json_num(f, o->batch_ms);
     }
     fputs("},\n", f);
     fputs("  \"context\": {\n", f);

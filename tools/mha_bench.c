@@ -50,6 +50,7 @@ enum {
     BENCH_OPT_CLIENTS,
     BENCH_OPT_MAX_BATCH,
     BENCH_OPT_BATCH_DELAY_MS,
+    BENCH_OPT_BATCH_MS,
     BENCH_OPT_SERVER_RATE,
     BENCH_OPT_SEED,
     BENCH_OPT_PLUGIN_PATH,
@@ -90,6 +91,9 @@ static const cli_opt bench_opts[] = {
      "batching up to N requests (default 0: no queue)"},
     {BENCH_OPT_BATCH_DELAY_MS, "batch-delay-ms", 0, "X",
      "server: how long a batch waits for company (default 1)"},
+    {BENCH_OPT_BATCH_MS, "batch-ms", 0, "X",
+     "server: the queue's max_batch_ms: a batch takes requests\n"
+     "while they would compute in X ms (default 0: off)"},
     {BENCH_OPT_SERVER_RATE, "server-rate", 0, "R",
      "server: one trial of --server-time at R requests/s instead\n"
      "of the search (above what it sustains: saturation); its\n"
@@ -304,8 +308,11 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
                                        val);
             break;
         case BENCH_OPT_BATCH_DELAY_MS:
-            if (parse_double(val, 0.0, 60000.0, &o->batch_delay_ms) != 0)
-                return cli_usage_error(c, "--batch-delay-ms wants milliseconds >= 0, not '%s'",
+        case BENCH_OPT_BATCH_MS:
+            if (parse_double(val, 0.0, 60000.0,
+                             id == BENCH_OPT_BATCH_MS ? &o->batch_ms : &o->batch_delay_ms) != 0)
+                return cli_usage_error(c, "--%s wants milliseconds >= 0, not '%s'",
+                                       id == BENCH_OPT_BATCH_MS ? "batch-ms" : "batch-delay-ms",
                                        val);
             break;
         }
@@ -457,11 +464,18 @@ static void probe_child(const bench_options *o, int fd) {
         goto send;
     p.flops = bench_flops(&p, 1);
     p.flops_full = bench_flops(&p, 0);
-    st = mha_run(rt, model, t.inputs, t.n_inputs, t.outputs, t.n_outputs, NULL, &err);
+    /* a whole model: the library counts the FLOPs of the run (its fused
+     * steps at these sizes, causal attention halved) */
+    double run_flops = 0.0;
+    mha_run_options ro;
+    mha_run_options_init(&ro);
+    ro.flops = &run_flops;
+    st = mha_run(rt, model, t.inputs, t.n_inputs, t.outputs, t.n_outputs, &ro, &err);
     if (st != MHA_OK) {
         snprintf(p.error, sizeof p.error, "scalar reference run: %s", err.message);
         goto send;
     }
+    if (strcmp(p.form, "plan") == 0) p.flops = p.flops_full = run_flops;
     ref = malloc((p.n_ref_floats + 1) * sizeof *ref);
     if (!ref) {
         snprintf(p.error, sizeof p.error, "out of memory for the reference output");

@@ -56,6 +56,7 @@ enum {
     SERVE_MAX_QUEUE_MS,
     SERVE_DEADLINE_MS,
     SERVE_MAX_PADDING,
+    SERVE_MAX_BATCH_MS,
 };
 
 static const cli_opt serve_opts[] = {
@@ -75,9 +76,15 @@ static const cli_opt serve_opts[] = {
      "share of a batch run's rows that may be padding (default\n"
      "0.125): requests of lengths further apart run as separate\n"
      "runs; 1 = one padded run per batch"},
+    {SERVE_MAX_BATCH_MS, "max-batch-ms", 0, "X",
+     "a batch takes requests while they would compute in X ms\n"
+     "(at the recent cost per token; default 0: off): what a\n"
+     "request arriving behind a batch waits; about a third of\n"
+     "the latency target"},
     {SERVE_DISPATCHERS, "dispatchers", 0, "N", "batches computed at once (default 1)"},
     {SERVE_DEADLINE_MS, "deadline-ms", 0, "X",
-     "a request not started by then gets 504 (default: none)"},
+     "a request not started by then gets 504, and one the work\n"
+     "waiting would delay past it 503 at once (default: none)"},
     {SERVE_MAX_BODY, "max-body-bytes", 0, "N", "largest request body (default 16777216)"},
     {SERVE_MAX_CONN, "max-connections", 0, "N", "connections at once (default 256)"},
     {0},
@@ -138,6 +145,10 @@ typedef struct serve_state {
     uint64_t by_code[SERVE_N_CODES + 1]; /* the last: other codes (500) */
     uint64_t latency_count[SERVE_N_LATENCY + 1];
     double latency_sum;
+    /* 503s: arrival to answer, to tell a refusal the server was slow to
+     * give from one the client waited for (a busy machine, no connection) */
+    uint64_t refusal_count[SERVE_N_LATENCY + 1];
+    double refusal_sum;
     uint64_t batch_count[SERVE_N_BATCH + 1];
 } serve_state;
 
@@ -155,10 +166,14 @@ static void serve_count(serve_state *s, int code, double seconds, int batch_size
     while (i < SERVE_N_CODES && serve_codes[i] != code)
         i++;
     s->by_code[i]++;
+    size_t b = 0;
+    while (b < SERVE_N_LATENCY && seconds > serve_latency_bounds[b])
+        b++;
+    if (code == 503) {
+        s->refusal_count[b]++;
+        s->refusal_sum += seconds;
+    }
     if (code == 200) {
-        size_t b = 0;
-        while (b < SERVE_N_LATENCY && seconds > serve_latency_bounds[b])
-            b++;
         s->latency_count[b]++;
         s->latency_sum += seconds;
         size_t k = 0;
@@ -228,18 +243,27 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn, serve_state *s
     OUT("# HELP mha_http_errors_total /run requests answered with a code other than 200.\n"
         "# TYPE mha_http_errors_total counter\nmha_http_errors_total %llu\n",
         (unsigned long long)errors);
-    OUT("# HELP mha_request_duration_seconds Time from the request's arrival to its answer "
-        "(200 only).\n# TYPE mha_request_duration_seconds histogram\n");
-    uint64_t cum = 0;
-    for (size_t b = 0; b < SERVE_N_LATENCY; b++) {
-        cum += s->latency_count[b];
-        OUT("mha_request_duration_seconds_bucket{le=\"%g\"} %llu\n", serve_latency_bounds[b],
-            (unsigned long long)cum);
+    static const struct {
+        const char *name, *help;
+    } hist[2] = {{"mha_request_duration_seconds",
+                  "Time from the request's arrival to its answer (200 only)."},
+                 {"mha_refusal_duration_seconds",
+                  "Time from the request's arrival to its 503 answer (queue full, draining)."}};
+    for (int h = 0; h < 2; h++) {
+        const uint64_t *count = h ? s->refusal_count : s->latency_count;
+        OUT("# HELP %s %s\n# TYPE %s histogram\n", hist[h].name, hist[h].help, hist[h].name);
+        uint64_t c = 0;
+        for (size_t b = 0; b < SERVE_N_LATENCY; b++) {
+            c += count[b];
+            OUT("%s_bucket{le=\"%g\"} %llu\n", hist[h].name, serve_latency_bounds[b],
+                (unsigned long long)c);
+        }
+        c += count[SERVE_N_LATENCY];
+        OUT("%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", hist[h].name,
+            (unsigned long long)c, hist[h].name, h ? s->refusal_sum : s->latency_sum, hist[h].name,
+            (unsigned long long)c);
     }
-    cum += s->latency_count[SERVE_N_LATENCY];
-    OUT("mha_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
-        "mha_request_duration_seconds_sum %.6f\nmha_request_duration_seconds_count %llu\n",
-        (unsigned long long)cum, s->latency_sum, (unsigned long long)cum);
+    uint64_t cum = 0;
     OUT("# HELP mha_request_batch_size Requests in the batch each answered request ran in.\n"
         "# TYPE mha_request_batch_size histogram\n");
     cum = 0;
@@ -406,6 +430,10 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
         ret = serve_text(conn, s, call, 504, "error: %s", err.message);
     else if (st == MHA_ERR_SHUTDOWN || st == MHA_ERR_CANCELLED)
         ret = serve_text(conn, s, call, 503, "error: %s", err.message);
+    else if (st == MHA_ERR_INVALID_ARGUMENT || st == MHA_ERR_SHAPE || st == MHA_ERR_DTYPE)
+        /* the request's own values (a token id outside the vocabulary): it
+         * failed alone, after its batch did */
+        ret = serve_text(conn, s, call, 400, "error: %s", err.message);
     else
         ret = serve_text(conn, s, call, 500, "error: %s", err.message);
     mha_request_free(req);
@@ -496,7 +524,7 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
 typedef struct serve_options {
     const char *host, *port_file;
     long long port, max_batch, max_tokens, capacity, dispatchers, max_body, max_conn;
-    double max_delay_ms, deadline_ms, max_queue_ms, max_padding;
+    double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms;
 } serve_options;
 
 static int serve_parse_ms(const cli_common *c, const char *opt, const char *v, double *out) {
@@ -546,6 +574,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
         } else {
             double *ms = id == SERVE_MAX_DELAY_MS   ? &o->max_delay_ms
                          : id == SERVE_MAX_QUEUE_MS ? &o->max_queue_ms
+                         : id == SERVE_MAX_BATCH_MS ? &o->max_batch_ms
                                                     : &o->deadline_ms;
             if (serve_parse_ms(c, opt, v, ms)) return CLI_USAGE;
         }
@@ -613,6 +642,7 @@ int mha_cmd_serve(int argc, char **argv) {
     qo.num_dispatchers = (int)o.dispatchers;
     qo.max_queue_ms = o.max_queue_ms;
     qo.max_padding = o.max_padding;
+    qo.max_batch_ms = o.max_batch_ms;
     rc = CLI_FAIL;
     struct MHD_Daemon *d = NULL;
     if (mha_queue_create(rt, m, &qo, &s.queue, &err) != MHA_OK) {

@@ -7,7 +7,8 @@
 # see the same machine state), with the peak RSS of both.
 #
 #   tools/model_table.sh [--mha PATH] [--peer DIR] [--models a,b,..] [--min-time SEC]
-#                        [--passes N] [--dir DIR] [--out FILE.md]
+#                        [--passes N] [--precision float32[,bfloat16]] [--dir DIR]
+#                        [--out FILE.md]
 #
 # models: bert_base (B 8, S 128), minilm_l6 (B 32, S 128), gpt2_small (B 4,
 # S 256), vit_b16 (B 8, 224x224). --peer: the folder holding
@@ -28,12 +29,18 @@
 # before each model. Peak RSS: mha, the bench process of that configuration
 # (it reports it); ORT, /usr/bin/time of the node process (node itself is
 # some 40-50 MiB of it). Needs /usr/bin/python3 with torch and onnx, node.
+# --precision float32,bfloat16 also times mha's bfloat16 mode (`mha bench
+# --precision bfloat16 --backend avx512`, right after the float32 bench of
+# the same model) and prints a second table: its time against mha's float32
+# and ONNX Runtime's float32 (the ratio the precision issue asks for), its %
+# of the VDPBF16PS peak (`mha peak`'s avx512bf16 row) and its error against
+# the scalar float32 reference (max and mean of |y - ref| / max |ref|).
 # Exit: 0 done, 1 a failure, 2 usage error.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 usage() {
-    echo "usage: $0 [--mha PATH] [--peer DIR] [--models a,b,..] [--min-time SEC] [--passes N] [--dir DIR] [--out FILE.md]" >&2
+    echo "usage: $0 [--mha PATH] [--peer DIR] [--models a,b,..] [--min-time SEC] [--passes N] [--precision float32[,bfloat16]] [--dir DIR] [--out FILE.md]" >&2
     exit 2
 }
 die() {
@@ -42,7 +49,7 @@ die() {
 }
 
 mha="${MHA:-}" peer="${MHA_PEER_DIR:-$here/../../shared/peer}" models="bert_base,minilm_l6,gpt2_small,vit_b16"
-min_time=3 passes=1 dir="${TMPDIR:-/tmp}/mha-model-table" out=""
+min_time=3 passes=1 dir="${TMPDIR:-/tmp}/mha-model-table" out="" precisions=float32
 # every option takes one value
 . "$here/model_common.sh"
 while [ $# -gt 0 ]; do
@@ -51,11 +58,32 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --min-time) min_time=$2 ;;
     --passes) passes=$2 ;;
+    --precision) precisions=$2 ;;
     *) model_common_option "$1" "$2" || { echo "model_table: unknown argument $1" >&2; usage; } ;;
     esac
     shift 2
 done
+case ",$precisions," in
+,float32,|,float32,bfloat16,|,bfloat16,float32,) ;;
+*) echo "model_table: --precision takes float32 or float32,bfloat16" >&2; usage ;;
+esac
 model_common_setup "$here" "$mha" "$peer" "$dir" "$models"
+
+# mha_rows JSON MODEL PASS "PEAK1 PEAK2" ENGINE: one line of results.jsonl
+# per configuration of a `mha bench --json` file
+mha_rows() {
+    "$py" - "$@" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+p1, p2 = (float(x) for x in sys.argv[4].split())
+for r in d["results"]:
+    print(json.dumps({"model": sys.argv[2], "pass": int(sys.argv[3]), "engine": sys.argv[5],
+                      "backend": r["backend"], "threads": r["threads"], "ok": r["ran"] and r["accuracy_ok"],
+                      "median_ms": r.get("median_ms"), "rss_mib": r.get("peak_rss_mib"),
+                      "max_rel_err": r.get("max_rel_err"), "mean_rel_err": r.get("mean_rel_err"),
+                      "peak": p1 if r["threads"] == 1 else p2}))
+PY
+}
 
 raw="$dir/results.jsonl"
 : >"$raw"
@@ -65,20 +93,22 @@ while [ "$pass" -le "$passes" ]; do
         set -- $(shape_of "$m")
         B=$1 S=$2
         f="$dir/$m/model.onnx"
-        peak=$("$mha" peak 2>/dev/null | awk 'NR > 1 && $1 != "avx512bf16" && $2 == 1 && $3 > p1 { p1 = $3 } NR > 1 && $1 != "avx512bf16" && $2 == 2 && $3 > p2 { p2 = $3 } END { print p1 + 0, p2 + 0 }')
+        peaks=$("$mha" peak 2>/dev/null | awk 'NR > 1 && $1 != "avx512bf16" && $2 == 1 && $3 > p1 { p1 = $3 } NR > 1 && $1 != "avx512bf16" && $2 == 2 && $3 > p2 { p2 = $3 } $1 == "avx512bf16" && $2 == 1 { b1 = $3 } $1 == "avx512bf16" && $2 == 2 { b2 = $3 } END { print p1 + 0, p2 + 0, b1 + 0, b2 + 0 }')
+        peak=$(echo "$peaks" | cut -d' ' -f1,2)
+        bpeak=$(echo "$peaks" | cut -d' ' -f3,4)
         echo "model_table: $m pass $pass: mha (peak $peak GFLOP/s)" >&2
         "$mha" bench "$f" --shape "$B,$S" --threads 1,2 --backend auto --min-time "$min_time" \
             --warmup 2 --timeout 7200 --quiet --json "$dir/$m.mha.json" >&2 || die "mha bench $m failed"
-        "$py" - "$dir/$m.mha.json" "$m" "$pass" "$peak" >>"$raw" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-p1, p2 = (float(x) for x in sys.argv[4].split())
-for r in d["results"]:
-    print(json.dumps({"model": sys.argv[2], "pass": int(sys.argv[3]), "engine": "mha",
-                      "backend": r["backend"], "threads": r["threads"], "ok": r["ran"] and r["accuracy_ok"],
-                      "median_ms": r.get("median_ms"), "rss_mib": r.get("peak_rss_mib"),
-                      "peak": p1 if r["threads"] == 1 else p2}))
-PY
+        mha_rows "$dir/$m.mha.json" "$m" "$pass" "$peak" mha >>"$raw"
+        case ",$precisions," in
+        *,bfloat16,*)
+            echo "model_table: $m pass $pass: mha bfloat16 (peak $bpeak GFLOP/s)" >&2
+            "$mha" bench "$f" --shape "$B,$S" --threads 1,2 --backend avx512 --precision bfloat16 \
+                --min-time "$min_time" --warmup 2 --timeout 7200 --quiet --json "$dir/$m.bf16.json" >&2 ||
+                die "mha bench --precision bfloat16 $m failed"
+            mha_rows "$dir/$m.bf16.json" "$m" "$pass" "$bpeak" mha_bf16 >>"$raw"
+            ;;
+        esac
         for t in 1 2; do
             echo "model_table: $m pass $pass: ONNX Runtime, $t thread(s)" >&2
             res=$(/usr/bin/time -f "rss_kib=%M" node "$peer/ort_model_bench.js" "$f" --batch "$B" \
@@ -130,4 +160,21 @@ for m in dict.fromkeys(r["model"] for r in rows):
         print("| %s | %s | %.1f | %.0f | %d | %.0f%s | %.0f | %.2f | %.0f %% | %.0f %% | %.0f / %.0f |" % (
             m, shape[m], fl / 1e9, wmib, t, a, "" if ok else " (check failed)", o, o / a,
             pct(a), pct(o), med(m, "mha", t, "rss_mib"), med(m, "ort", t, "rss_mib")))
+if any(r["engine"] == "mha_bf16" for r in rows):
+    print()
+    print("bfloat16 mode (`mha bench --precision bfloat16 --backend avx512`), against mha's float32 and ONNX Runtime's float32 above; % of the VDPBF16PS peak; errors against the scalar float32 reference:")
+    print()
+    print("| model | threads | mha bfloat16 ms | mha float32 / bfloat16 | ORT float32 / mha bfloat16 | % of bf16 peak | max rel err | mean rel err | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for m in dict.fromkeys(r["model"] for r in rows if r["engine"] == "mha_bf16"):
+        fl = flops(m)
+        for t in (1, 2):
+            b, a, o = med(m, "mha_bf16", t, "median_ms"), med(m, "mha", t, "median_ms"), med(m, "ort", t, "median_ms")
+            pk = med(m, "mha_bf16", t, "peak")
+            ok = all(r["ok"] for r in rows if r["model"] == m and r["engine"] == "mha_bf16" and r["threads"] == t)
+            print("| %s | %d | %.0f%s | %.2f | %.2f | %.0f %% | %.1e | %.1e | %.0f |" % (
+                m, t, b, "" if ok else " (check failed)", a / b, o / b,
+                100.0 * fl / (b * 1e-3) / (pk * 1e9) if pk else float("nan"),
+                med(m, "mha_bf16", t, "max_rel_err"), med(m, "mha_bf16", t, "mean_rel_err"),
+                med(m, "mha_bf16", t, "rss_mib")))
 PY

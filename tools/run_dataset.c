@@ -856,23 +856,33 @@ static int ds_setup(const cli_common *c, ds_state *s) {
     return cli_runtime_create(c, &s->rt);
 }
 
+/* A failed call on rows [r, r+n): the error against the input file it
+ * names (an index it gives into the input is one into these rows), else
+ * against the model. */
+static int ds_fail_chunk(const ds_state *s, int64_t r, int64_t n, const mha_error *err) {
+    for (size_t i = 0; i < s->n_in; i++) {
+        char quoted[300];
+        snprintf(quoted, sizeof quoted, "'%s'", s->in_info[i].name);
+        if (!s->in[i].file || !strstr(err->message, quoted)) continue;
+        if (r == 0 && n == s->B) return cli_fail_err(s->in[i].file, err);
+        if (n == 1) return cli_fail("%s: row %lld: %s", s->in[i].file, (long long)r, err->message);
+        return cli_fail("%s: rows %lld-%lld: %s", s->in[i].file, (long long)r,
+                        (long long)(r + n - 1), err->message);
+    }
+    return cli_fail_err(s->o->model_path, err);
+}
+
 /* Output shapes of a full chunk of n rows; every output must have the
  * batch on axis 0. Allocates the chunk buffers. */
 static int ds_setup_outputs(ds_state *s, int64_t n, int64_t file_rows, int64_t skv) {
     mha_error err;
     mha_error_clear(&err);
     /* the shapes come from real chunk tensors (the checks want data) */
-    int rc = ds_bind_chunk(s, s->lo + n <= s->B ? s->lo : s->B - n, n, skv);
+    const int64_t r = s->lo + n <= s->B ? s->lo : s->B - n;
+    int rc = ds_bind_chunk(s, r, n, skv);
     if (rc != CLI_OK) return rc;
-    if (mha_model_output_shapes(s->model, s->ins, s->n_in, s->outs, s->n_out, &err) != MHA_OK) {
-        for (size_t i = 0; i < s->n_in; i++) {
-            char quoted[300];
-            snprintf(quoted, sizeof quoted, "'%s'", s->in_info[i].name);
-            if (s->in[i].file && strstr(err.message, quoted))
-                return cli_fail_err(s->in[i].file, &err);
-        }
-        return cli_fail_err(s->o->model_path, &err);
-    }
+    if (mha_model_output_shapes(s->model, s->ins, s->n_in, s->outs, s->n_out, &err) != MHA_OK)
+        return ds_fail_chunk(s, r, n, &err);
     for (size_t i = 0; i < s->n_out; i++) {
         ds_output *out = &s->out[i];
         mha_tensor *t = &s->outs[i];
@@ -912,15 +922,8 @@ static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
     ro.precision = s->precision;
     mha_error err;
     mha_error_clear(&err);
-    if (mha_run(s->rt, s->model, s->ins, s->n_in, s->outs, s->n_out, &ro, &err) != MHA_OK) {
-        for (size_t i = 0; i < s->n_in; i++) {
-            char quoted[300];
-            snprintf(quoted, sizeof quoted, "'%s'", s->in_info[i].name);
-            if (s->in[i].file && strstr(err.message, quoted))
-                return cli_fail_err(s->in[i].file, &err);
-        }
-        return cli_fail_err(s->o->model_path, &err);
-    }
+    if (mha_run(s->rt, s->model, s->ins, s->n_in, s->outs, s->n_out, &ro, &err) != MHA_OK)
+        return ds_fail_chunk(s, r, n, &err);
     ds_finish_chunk(s, r, n, sq, skv);
     return CLI_OK;
 }

@@ -5,7 +5,8 @@
 #      d_model 768, 12-head layer at S 32 and S 8, and a MiniLM-shaped whole
 #      model (tools/make_minilm.py) at S 16; the sustained rate as a share
 #      of what the two-core FMA peak (`mha peak`, measured right before each
-#      number) allows for that request's FLOPs
+#      number) allows for that request's FLOPs; batching on also with each
+#      batch's run bounded by a third of the bound (`--batch-ms`)
 #   2. several clients on one runtime (no queue): 1, 2 and 8 client threads,
 #      the runtime at 1 thread and at its default (every CPU): the rate at
 #      the bound, and at saturation (`--server-rate 1000000`: every client
@@ -93,13 +94,15 @@ minilm_flops() {
     printf "%.0f", L * S * (2 * (4 * D * D + 2 * D * F) + 4 * S * D) + 2 * D * D }'
 }
 
-# bench CONFIG MODEL S MAXBATCH CLIENTS THREADS: one server search, its row
+# bench CONFIG MODEL S MAXBATCH CLIENTS THREADS [BENCH-OPTIONS...]: one
+# server search, its row
 bench() {
   cfg=$1 model=$2 s=$3 mb=$4 clients=$5 threads=$6
+  shift 6
   ld=$(load1)
   pk=$(peak2)
   "$MHA" bench "$model" --shape "1,$s" --scenario server --backend auto --threads "$threads" \
-    --clients "$clients" --max-batch "$mb" --p99-ms "$P99" --server-time "$STIME" \
+    --clients "$clients" --max-batch "$mb" --p99-ms "$P99" --server-time "$STIME" "$@" \
     --json "$T/b.json" >"$T/b.txt" 2>&1 || { echo "bench $cfg failed: $(tail -3 "$T/b.txt")" >&2; return 0; }
   rate=$(json "$T/b.json" 'd["results"][0]["max_rate_rps"] or 0')
   p99=$(json "$T/b.json" 'd["results"][0]["p99_ms"] or 0')
@@ -189,6 +192,12 @@ while [ $r -le "$REPS" ]; do
     bench "layer S8 batch$mb" "$T/layer768.onnx" 8 $mb 4 2
     [ -z "$MINILM" ] || bench "minilm S16 batch$mb" "$MINILM" 16 $mb 4 2
   done
+  # batching with each batch's run bounded by a third of the latency bound
+  # (the queue's max_batch_ms): a request arriving behind a batch waits it
+  bms=$(awk -v p="$P99" 'BEGIN { print p / 3 }')
+  bench "layer S32 batch16 batch-ms" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms"
+  bench "layer S8 batch16 batch-ms" "$T/layer768.onnx" 8 16 4 2 --batch-ms "$bms"
+  [ -z "$MINILM" ] || bench "minilm S16 batch16 batch-ms" "$MINILM" 16 16 4 2 --batch-ms "$bms"
   # clients x runtime threads (no queue)
   for c in 1 2 8; do
     for th in 1 2; do bench "clients$c threads$th" "$T/layer768.onnx" 32 0 $c $th; done

@@ -276,6 +276,12 @@ run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backen
     --threads 1 --max-batch 8 --batch-delay-ms 0.5 --p99-ms 2000 --json "$T/q.json"
 check "queued server scenario exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
 check "queued server says so" grep -q "request queue (max batch 8, delay 0.5 ms), p99 bound 2e+03 ms" "$T/out.txt"
+# a batch bounded in time (the queue's max_batch_ms)
+run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backend scalar \
+    --threads 1 --max-batch 8 --batch-ms 0.5 --p99-ms 2000 --json "$T/qb.json"
+check "server with --batch-ms exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "server with --batch-ms says so" grep -q "delay 1 ms, batch time 0.5 ms), p99 bound" "$T/out.txt"
+check "server JSON has batch_ms" grep -q '"batch_ms": 0.5' "$T/qb.json"
 check "queued server found a rate" grep -q '"server_found": true' "$T/q.json"
 check "queued server JSON names the batching" grep -q '"max_batch": 8, "batch_delay_ms": 0.5' "$T/q.json"
 # one trial at a fixed rate far beyond what is sustained (saturation): bounded
@@ -302,7 +308,13 @@ check "whole model: attention_mask [2, 8]" \
     grep -q '"name": "attention_mask", "role": "attn_mask", "dtype": "int64", "shape": \[2, 8\]' "$T/w.json"
 run_mha bench "$WHOLE" --shape 1,8 --scenario server --server-time 0.02 --backend scalar \
     --threads 1 --max-batch 4 --p99-ms 2000 --json "$T/wq.json"
-check "whole model: no FLOP count (one layer's would mislead)" grep -q '"flops_per_run": 0,' "$T/w.json"
+# the library's count of the run (test_plan_steps checks its value): not a
+# layer's, not 0, so GFLOP/s is reported
+wflops=$(sed -n 's/^  "flops_per_run": \([0-9.e+]*\),$/\1/p' "$T/w.json")
+check "whole model: FLOPs of the run counted (got '$wflops')" \
+    awk -v f="$wflops" 'BEGIN { exit !(f + 0 > 1179648) }'
+wgf=$(sed -n 's/^ *"gflops": \([0-9.e+-]*\),$/\1/p' "$T/w.json" | head -n 1)
+check "whole model: its GFLOP/s reported (got '$wgf')" awk -v g="$wgf" 'BEGIN { exit !(g + 0 > 0) }'
 check "whole model queued server exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
 check "whole model queued server found a rate" grep -q '"server_found": true' "$T/wq.json"
 

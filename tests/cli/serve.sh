@@ -23,7 +23,8 @@ CPU="$(dirname "$MHA")/serve-cpu"
 "$CPU" "$T/m.onnx" --lengths 8,8 --reps 2 --rounds 1 >"$T/cpu.txt" || fail "serve-cpu: $(cat "$T/cpu.txt")"
 grep -q "alone *: [0-9.]* CPU ms per request (1.00 requests a run)" "$T/cpu.txt" &&
   grep -q "one-run *: [0-9.]* CPU ms per request (2.00 requests a run)" "$T/cpu.txt" &&
-  grep -q "by-length: [0-9.]* CPU ms per request (2.00 requests a run)" "$T/cpu.txt" ||
+  grep -q "by-length: [0-9.]* CPU ms per request (2.00 requests a run)" "$T/cpu.txt" &&
+  grep -q "mha_run  : [0-9.]* CPU ms per request (2.00 requests a run), [0-9.]* context switches, [0-9.]* page faults" "$T/cpu.txt" ||
   fail "serve-cpu 8,8: $(cat "$T/cpu.txt")"
 "$CPU" "$T/m.onnx" --lengths 8,2 --reps 2 --rounds 1 >"$T/cpu.txt" || fail "serve-cpu: $(cat "$T/cpu.txt")"
 grep -q "one-run *: [0-9.]* CPU ms per request (2.00 requests a run)" "$T/cpu.txt" &&
@@ -97,7 +98,8 @@ echo "ok: 400, 413, 415, 405, 404"
 $C "$U/metrics" >"$T/metrics"
 for want in 'mha_http_requests_total{code="200"} 3' 'mha_http_requests_total{code="503"} 1' \
   'mha_request_batch_size_bucket{le="1"} 1' 'mha_request_batch_size_bucket{le="2"} 3' \
-  'mha_queue_depth 0' 'mha_request_duration_seconds_count 3'; do
+  'mha_queue_depth 0' 'mha_request_duration_seconds_count 3' \
+  'mha_refusal_duration_seconds_count 1'; do
   grep -qxF "$want" "$T/metrics" || fail "metrics: no line '$want'"
 done
 echo "ok: /metrics"
@@ -145,6 +147,7 @@ if [ -x "$LOADGEN" ]; then
   grep -q "unanswered 0, twice 0, wrong id 0, differing answers 0" "$T/load.txt" ||
     fail "load: $(cat "$T/load.txt")"
   grep -q "503: " "$T/load.txt" || fail "load: no 503 under overload: $(cat "$T/load.txt")"
+  grep -q "; 503 p50 [0-9.]* ms, p99 [0-9.]* ms" "$T/load.txt" || fail "load: no 503 latencies: $(cat "$T/load.txt")"
   echo "ok: serve-load: $(cat "$T/load.txt")"
   # no request answered 200 (every body is refused): a failed run, exit 1
   set +e

@@ -103,8 +103,22 @@ grep -q "not an integer token id" "$T/r" || fail "400 without the reason: $(cat 
 grep -q "must be int64" "$T/r" || fail "400 without the reason: $(cat "$T/r")"
 [ "$(post "$T/ids_3.npy" "$T/r" application/x-npy "?output=nope")" = 400 ] ||
   fail "an unknown output: wanted 400"
+printf '[1, 99999999]' >"$T/oov.json"
+[ "$(post "$T/oov.json" "$T/r" application/json)" = 400 ] || fail "an id outside the vocabulary: wanted 400"
+grep -q "token id 99999999 is outside the vocabulary" "$T/r" || fail "400 without the reason: $(cat "$T/r")"
 echo "ok: 400 for bad token-id bodies"
 
 kill -TERM $SRV
 serve_wait_exit
 echo "ok: SIGTERM"
+
+# serve-cpu on a whole model: requests of token ids, the floor (mha_run of
+# the padded batch with its masks) beside the queue's modes
+CPU="$(dirname "$MHA")/serve-cpu"
+"$CPU" "$M" --lengths 11,11,3 --reps 2 --rounds 1 >"$T/cpu.txt" || fail "serve-cpu: $(cat "$T/cpu.txt")"
+grep -q "alone *: [0-9.]* CPU ms per request (1.00 requests a run)" "$T/cpu.txt" &&
+  grep -q "one-run *: [0-9.]* CPU ms per request (3.00 requests a run)" "$T/cpu.txt" &&
+  grep -q "by-length: [0-9.]* CPU ms per request (1.50 requests a run)" "$T/cpu.txt" &&
+  grep -q "mha_run  : [0-9.]* CPU ms per request (3.00 requests a run)" "$T/cpu.txt" ||
+  fail "serve-cpu on a whole model: $(cat "$T/cpu.txt")"
+echo "ok: serve-cpu on a whole model"

@@ -117,18 +117,49 @@ cmp "$T/y_all.npy" "$T/y_merged.npy" || fail "run: merged shards differ from the
 # [5, 6, 64] float32 after a 128-byte header
 [ "$(wc -c <"$T/y_all.npy")" = $((128 + 5 * 6 * 64 * 4)) ] || fail "run: output size"
 echo "ok: run streams token ids"
-# a token id outside the embedding table is an error naming the node
+# token ids and the mask stored as int32 are widened (exactly) to the
+# model's int64: the same bytes out; a float32 file is still refused
+python3 - "$D/input_ids.npy" "$T/ids32.npy" "$D/attention_mask.npy" "$T/mask32.npy" <<'PY'
+import struct, sys
+for src, dst in ((sys.argv[1], sys.argv[2]), (sys.argv[3], sys.argv[4])):
+    b = open(src, "rb").read()
+    hl = struct.unpack("<H", b[8:10])[0]
+    head = b[10:10 + hl].decode().replace("'<i8'", "'<i4'")
+    vals = struct.unpack("<%dq" % ((len(b) - 10 - hl) // 8), b[10 + hl:])
+    head = head.rstrip() + " " * (hl - len(head.rstrip()) - 1) + "\n"
+    open(dst, "wb").write(b[:8] + struct.pack("<H", len(head)) + head.encode() +
+                          struct.pack("<%di" % len(vals), *vals))
+PY
+"$MHA" run -q "$B/model.onnx" "input_ids=$T/ids32.npy" "attention_mask=$T/mask32.npy" \
+  "token_type_ids=$D/token_type_ids.npy" -o "$T/y_32.npy" "$T/pool_32.npy" --batch-size 2 ||
+  fail "run: int32 token ids and mask"
+cmp "$T/y_all.npy" "$T/y_32.npy" || fail "run: int32 ids give other hidden states"
+echo "ok: int32 ids and mask widen to int64"
+# a token id outside the embedding table is an error naming the ids file,
+# the id's place and the vocabulary, before any layer runs; in a chunked
+# run the place is within the chunk's rows, which the message gives
 cp "$D/input_ids.npy" "$T/bad_ids.npy"
 printf '\177' | dd of="$T/bad_ids.npy" bs=1 seek=$((128 + 7)) conv=notrunc 2>/dev/null
-set +e
-"$MHA" run -q "$B/model.onnx" "input_ids=$T/bad_ids.npy" "attention_mask=$D/attention_mask.npy" \
-  "token_type_ids=$D/token_type_ids.npy" -o "$T/y_bad.npy" 2>"$T/bad.err"
-rc=$?
-set -e
-[ "$rc" = 1 ] || fail "run: out-of-range id: exit $rc, wanted 1"
-grep -q 'Gather' "$T/bad.err" || fail "run: out-of-range id: $(cat "$T/bad.err")"
-[ ! -e "$T/y_bad.npy" ] || fail "run: a failed run left an output"
-echo "ok: an id out of range fails cleanly"
+cp "$D/input_ids.npy" "$T/bad_ids3.npy" # -101 at row 3, position 1 (rows of 6 ids)
+printf '\233\377\377\377\377\377\377\377' |
+  dd of="$T/bad_ids3.npy" bs=1 seek=$((128 + (3 * 6 + 1) * 8)) conv=notrunc 2>/dev/null
+for bad in "bad_ids.npy 5 input 'input_ids' \[0, 0\]: token id [0-9]* is outside the vocabulary of" \
+  "bad_ids3.npy 2 rows 2-3: input 'input_ids' \[1, 1\]: token id -101 is" \
+  "bad_ids3.npy 1 row 3: input 'input_ids' \[0, 1\]: token id -101 is outside"; do
+  set -- $bad
+  f=$1 bs=$2
+  shift 2
+  set +e
+  "$MHA" run -q "$B/model.onnx" "input_ids=$T/$f" "attention_mask=$D/attention_mask.npy" \
+    "token_type_ids=$D/token_type_ids.npy" -o "$T/y_bad.npy" --batch-size "$bs" 2>"$T/bad.err"
+  rc=$?
+  set -e
+  [ "$rc" = 1 ] || fail "run: out-of-range id in $f: exit $rc, wanted 1"
+  [ "$(wc -l <"$T/bad.err")" = 1 ] || fail "run: out-of-range id: not one line: $(cat "$T/bad.err")"
+  grep -q "^mha: $T/$f: $*" "$T/bad.err" || fail "run: out-of-range id in $f: $(cat "$T/bad.err")"
+  [ ! -e "$T/y_bad.npy" ] || fail "run: a failed run left an output"
+done
+echo "ok: an id out of range fails cleanly, naming the file, the row and the vocabulary"
 
 echo "== mha bench on whole models: token ids and 0/1 masks [B, S], images [B, C, H, W]"
 for m in bert_postln_l2_d64_h4 vit_preln_l2_d64_h4_p4; do

@@ -175,6 +175,11 @@ static void test_conversions(void **state) {
     assert_false(tensorfile_can_convert(MHA_DTYPE_INT64, MHA_DTYPE_FLOAT32));
     assert_false(tensorfile_can_convert(MHA_DTYPE_FLOAT32, MHA_DTYPE_BOOL));
     assert_false(tensorfile_can_convert(MHA_DTYPE_BOOL, MHA_DTYPE_INT64));
+    assert_true(tensorfile_can_convert(MHA_DTYPE_INT32, MHA_DTYPE_INT64)); /* widening */
+    assert_true(tensorfile_can_convert(MHA_DTYPE_INT8, MHA_DTYPE_INT32));
+    assert_true(tensorfile_can_convert(MHA_DTYPE_UINT8, MHA_DTYPE_INT64));
+    assert_false(tensorfile_can_convert(MHA_DTYPE_INT64, MHA_DTYPE_INT32)); /* narrowing */
+    assert_false(tensorfile_can_convert(MHA_DTYPE_BOOL, MHA_DTYPE_INT32));
     assert_false(tensorfile_can_convert(MHA_DTYPE_FLOAT32, MHA_DTYPE_BFLOAT16));
     assert_false(tensorfile_can_convert(MHA_DTYPE_UNDEFINED, MHA_DTYPE_UNDEFINED));
 
@@ -191,6 +196,17 @@ static void test_conversions(void **state) {
     uint8_t b[3];
     tensorfile_convert(iv, MHA_DTYPE_INT32, b, MHA_DTYPE_BOOL, 3);
     assert_true(b[0] == 0 && b[1] == 1 && b[2] == 1);
+    int64_t wide[4];
+    int32_t narrow[4] = {-7, 2147483647, -2147483647 - 1, 30521};
+    tensorfile_convert(narrow, MHA_DTYPE_INT32, wide, MHA_DTYPE_INT64, 4);
+    assert_true(wide[0] == -7 && wide[1] == 2147483647 && wide[2] == -2147483648LL &&
+                wide[3] == 30521);
+    int8_t s8[2] = {-128, 127};
+    uint8_t u8[2] = {255, 0};
+    tensorfile_convert(s8, MHA_DTYPE_INT8, wide, MHA_DTYPE_INT64, 2);
+    assert_true(wide[0] == -128 && wide[1] == 127);
+    tensorfile_convert(u8, MHA_DTYPE_UINT8, narrow, MHA_DTYPE_INT32, 2);
+    assert_true(narrow[0] == 255 && narrow[1] == 0);
     uint8_t bb[3] = {0, 9, 1};
     tensorfile_convert(bb, MHA_DTYPE_BOOL, bb, MHA_DTYPE_BOOL, 3); /* in place */
     assert_true(bb[0] == 0 && bb[1] == 1 && bb[2] == 1);

@@ -550,6 +550,23 @@ static void test_cancel_deadline_shutdown(void **state) {
     mha_model_free(m);
 }
 
+/* On a queue of max_batch 2 and a long max_delay_ms: a full batch of two
+ * [16, 64] requests runs (so the queue has priced a token), then one more
+ * is left waiting for company; returned. */
+static mha_request *priced_then_waiting(mha_queue *q, const float *x) {
+    mha_status st;
+    mha_request *a = submit_one(q, x, 16, 64, 0, &st);
+    mha_request *b = submit_one(q, x, 16, 64, 0, &st);
+    assert_int_equal(st, MHA_OK);
+    assert_int_equal(mha_request_wait(a, -1, NULL), MHA_OK);
+    assert_int_equal(mha_request_wait(b, -1, NULL), MHA_OK);
+    mha_request_free(a);
+    mha_request_free(b);
+    mha_request *c = submit_one(q, x, 16, 64, 0, &st);
+    assert_int_equal(st, MHA_OK);
+    return c;
+}
+
 /* A queue bounded in time: once a batch has priced a token, a request is
  * refused when the work already waiting would take longer than
  * max_queue_ms (here far less than any request), while an empty queue
@@ -567,16 +584,9 @@ static void test_time_bound(void **state) {
     assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
     float x[16 * 64];
     tu_fill_random(x, 16 * 64, 4);
-    mha_status st;
-    /* no cost known yet: a full batch of two is accepted and runs at once */
-    mha_request *a = submit_one(q, x, 16, 64, 0, &st);
-    mha_request *b = submit_one(q, x, 16, 64, 0, &st);
-    assert_int_equal(st, MHA_OK);
-    assert_int_equal(mha_request_wait(a, -1, NULL), MHA_OK);
-    assert_int_equal(mha_request_wait(b, -1, NULL), MHA_OK);
-    /* an empty queue accepts; behind it, the next one is refused at once */
-    mha_request *c = submit_one(q, x, 16, 64, 0, &st);
-    assert_int_equal(st, MHA_OK);
+    /* no cost known yet: a full batch of two is accepted and runs at once;
+     * an empty queue accepts; behind it, the next one is refused at once */
+    mha_request *c = priced_then_waiting(q, x);
     mha_error err = {0};
     mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {16, 64}, x};
     mha_request *d = NULL;
@@ -590,12 +600,152 @@ static void test_time_bound(void **state) {
     mha_queue_shutdown(q, 1, &drained, NULL);
     assert_int_equal(drained, 1);
     assert_int_equal(mha_request_wait(c, -1, NULL), MHA_OK);
-    mha_request_free(a);
-    mha_request_free(b);
     mha_request_free(c);
     mha_queue_destroy(q);
     o.max_queue_ms = -1;
     assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_ERR_INVALID_ARGUMENT);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
+/* Admission against the request's own deadline: once a batch has priced a
+ * token, a request whose deadline comes before the work ahead would be
+ * done is refused at once (not left to expire in the queue), while one
+ * with time enough, or none, is accepted. No max_queue_ms here. */
+static void test_deadline_admission(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(0);
+    /* a lone request waits for a second one */
+    mha_queue *q = queue_new(rt, m, 2, 10000.0, 64);
+    float x[16 * 64];
+    tu_fill_random(x, 16 * 64, 5);
+    /* c waits; a request due before c's 16 tokens could run is refused */
+    mha_request *c = priced_then_waiting(q, x);
+    long allocs = mha_alloc_count();
+    mha_error err = {0};
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {16, 64}, x};
+    mha_submit_options so;
+    mha_submit_options_init(&so);
+    so.deadline_ms = 1e-9;
+    mha_request *d = NULL;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &d, &err), MHA_ERR_QUEUE_FULL);
+    assert_null(d);
+    assert_non_null(strstr(err.message, "past the request's deadline"));
+    assert_int_equal(mha_alloc_count(), allocs); /* refused before anything was made */
+    mha_queue_stats s;
+    mha_queue_get_stats(q, &s);
+    assert_int_equal(s.rejected_full, 1);
+    assert_int_equal(s.expired, 0);
+    /* a minute is time enough: accepted, and it completes c's batch */
+    mha_status st;
+    mha_request *e = submit_one(q, x, 16, 64, 60000.0, &st);
+    assert_int_equal(st, MHA_OK);
+    assert_int_equal(mha_request_wait(c, -1, NULL), MHA_OK);
+    assert_int_equal(mha_request_wait(e, -1, NULL), MHA_OK);
+    mha_request_free(c);
+    mha_request_free(e);
+    mha_queue_destroy(q);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
+/* max_batch_ms: once a batch has priced a token, a batch takes requests
+ * only while they would compute within the time, and a waiting list that
+ * fills that time is a full batch (no wait for max_delay_ms): here a time
+ * less than any request, so each runs alone and at once, though max_batch
+ * (4) and a 10 s delay would have grouped them. */
+static void test_batch_time(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(0);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.max_batch = 4;
+    o.max_delay_ms = 10000.0;
+    o.max_batch_ms = 1e-9;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    float x[16 * 64];
+    tu_fill_random(x, 16 * 64, 7);
+    float *ref = run_alone(rt, m, x, 16, 64);
+    mha_status st;
+    mha_request *r[4];
+    /* no cost known yet: four make a full batch by count */
+    for (int i = 0; i < 4; i++)
+        r[i] = submit_one(q, x, 16, 64, 0, &st);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(mha_request_wait(r[i], -1, NULL), MHA_OK);
+        mha_request_free(r[i]);
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 3; i++)
+        r[i] = submit_one(q, x, 16, 64, 0, &st);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(mha_request_wait(r[i], -1, NULL), MHA_OK);
+        mha_request_info info;
+        mha_request_get_info(r[i], &info);
+        assert_int_equal(info.batch_size, 1);
+        assert_memory_equal(mha_request_output(r[i])->data, ref, sizeof x);
+        mha_request_free(r[i]);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(t1.tv_sec - t0.tv_sec < 5); /* not after the 10 s delay */
+    mha_queue_destroy(q);
+    o.max_batch_ms = -1;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_ERR_INVALID_ARGUMENT);
+    free(ref);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
+/* A finished request's memory serves the next (queue_spares.c): after the
+ * first, a request of the same size allocates nothing (fresh memory from
+ * malloc is fresh pages, a fault per page). A request freed after its
+ * queue is gone still reads its output and is then freed (ASan, TSan). */
+static void test_request_memory_reused(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(1);
+    mha_queue *q = queue_new(rt, m, 1, 0.0, 16);
+    float x[8 * 64];
+    tu_fill_random(x, 8 * 64, 6);
+    float *ref = run_alone(rt, m, x, 8, 64);
+    /* what a run allocates by itself (the queue's runs: batch 1, its length) */
+    float y[8 * 64];
+    int64_t len = 8;
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {1, 8, 64}, x},
+               out = {MHA_DTYPE_FLOAT32, 3, {1, 8, 64}, y};
+    mha_run_options ro;
+    mha_run_options_init(&ro);
+    ro.kv_lengths = &len;
+    assert_int_equal(mha_run(rt, m, &in, 1, &out, 1, &ro, NULL), MHA_OK);
+    long before = mha_alloc_count();
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(mha_run(rt, m, &in, 1, &out, 1, &ro, NULL), MHA_OK);
+    const long runs = mha_alloc_count() - before;
+    mha_status st;
+    for (int i = 0; i < 42; i++) {
+        if (i == 2) before = mha_alloc_count(); /* the first ones fill the spares */
+        mha_request *r = submit_one(q, x, 8, 64, 0, &st);
+        assert_int_equal(st, MHA_OK);
+        assert_int_equal(mha_request_wait(r, -1, NULL), MHA_OK);
+        assert_memory_equal(mha_request_output(r)->data, ref, sizeof x);
+        mha_request_free(r);
+    }
+    /* 40 requests: 40 runs' allocations, and of the queue's own (a block
+     * each before) at most two more blocks: the dispatcher may drop its
+     * hold on a request just after the next one was submitted */
+    const long extra = mha_alloc_count() - before - runs;
+    if (extra < 0 || extra > 2) fail_msg("40 requests made %ld allocations of their own", extra);
+    /* the request outlives its queue */
+    mha_request *late = submit_one(q, x, 8, 64, 0, &st);
+    assert_int_equal(mha_request_wait(late, -1, NULL), MHA_OK);
+    mha_queue_destroy(q);
+    assert_memory_equal(mha_request_output(late)->data, ref, sizeof x);
+    mha_request_free(late);
+    free(ref);
     mha_runtime_destroy(rt);
     mha_model_free(m);
 }
@@ -843,6 +993,9 @@ int main(void) {
         cmocka_unit_test(test_full_then_drain),
         cmocka_unit_test(test_cancel_deadline_shutdown),
         cmocka_unit_test(test_time_bound),
+        cmocka_unit_test(test_deadline_admission),
+        cmocka_unit_test(test_batch_time),
+        cmocka_unit_test(test_request_memory_reused),
         cmocka_unit_test(test_many_submitters),
         cmocka_unit_test(test_runs_by_length),
         cmocka_unit_test(test_refusals),

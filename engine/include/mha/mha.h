@@ -483,6 +483,16 @@ typedef struct mha_run_options {
      * not declare bfloat16 (mha_plugin.precisions) is refused with MHA_ERR_BACKEND naming
      * it; the model keeps one packing per backend and precision. */
     int precision;
+    /* Appended in 0.3 (read only when struct_size covers it). When not
+     * NULL, *flops receives the floating-point operations of the run
+     * (also when it fails: those of the steps that ran): 2 M N K of every
+     * fused matrix product (an attention layer's projections, a whole
+     * model's GEMM steps, the patch Conv of a ViT) and 2 B H S_q S_kv
+     * (d_k + d_v) of each attention core, halved under a causal mask (the
+     * kernels skip the hidden keys). Nodes a whole model leaves to the
+     * interpreter and norms are not counted (`mha info` gives their share).
+     * FLOPs over the time of the run: its GFLOP/s, as `mha bench` reports. */
+    double *flops;
 } mha_run_options;
 
 /* Compute precisions of mha_run_options.precision (the same values as the
@@ -540,12 +550,15 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
  *    padded row costs as much as a real one. So a batch is cut into runs
  *    of similar lengths (max_padding, default 1/8 of a run's rows): 16
  *    requests of 8 tokens share one run; requests of 32, 24, 16 and 8
- *    tokens run as three.
+ *    tokens run as three. A request arriving behind a batch waits for its
+ *    whole run: bound the run with max_batch_ms (about a third of the
+ *    latency target) rather than only with max_batch.
  *  - The queue is bounded: submit fails at once with MHA_ERR_QUEUE_FULL, so
  *    an overloaded server refuses (HTTP 503) rather than building a backlog.
  *    Bound it in time as well as in count: max_queue_ms of about half the
  *    latency target keeps the accepted requests' latency under overload
- *    (the excess is refused at once instead of waiting in line).
+ *    (the excess is refused at once instead of waiting in line). A
+ *    request's deadline_ms is weighed the same way at submit.
  *  - Whole models over token ids (BERT-, MiniLM-, GPT-2-style exports) batch
  *    the same way: a request gives its ids, the queue fills the masks and
  *    the other ids and returns every output cut to the request.
@@ -577,6 +590,14 @@ typedef struct mha_queue_options {
                                  a padded row costs as much as a real one. 1 = always one
                                  run. (Appended: a struct_size without it takes the
                                  default.) */
+    double max_batch_ms;      /* 0 = off (the default); else a batch takes requests
+                                 only while their tokens would take at most this long
+                                 to compute (at the cost per token the last batches
+                                 took; the first request always), and counts as full
+                                 once the waiting ones would: a batch's run is what a
+                                 request arriving behind it waits, so a latency target
+                                 bounds it (about a third of the target). (Appended
+                                 after max_padding.) */
 } mha_queue_options;
 
 MHA_API void mha_queue_options_init(mha_queue_options *opts);
@@ -615,7 +636,8 @@ typedef void (*mha_request_done_fn)(void *user, mha_request *req);
 typedef struct mha_submit_options {
     uint32_t struct_size;     /* set by _init */
     double deadline_ms;       /* from now; a request not started by then completes
-                                 with MHA_ERR_DEADLINE; 0 = none */
+                                 with MHA_ERR_DEADLINE (refused at submit when the
+                                 work ahead would already take longer); 0 = none */
     mha_request_done_fn done; /* NULL: use mha_request_wait */
     void *done_user;
 } mha_submit_options;
@@ -631,8 +653,9 @@ MHA_API void mha_submit_options_init(mha_submit_options *opts);
  *  success *out is a request the caller owns and releases with
  *  mha_request_free (also when a callback is used). opts may be NULL.
  *  Fails at once, with no request made, with: MHA_ERR_QUEUE_FULL (capacity
- *  requests are waiting, or the work ahead exceeds max_queue_ms:
- *  back-pressure, try later or refuse),
+ *  requests are waiting, or the work ahead exceeds max_queue_ms or would
+ *  keep the request from starting before its deadline_ms, at the cost per
+ *  token the last batches took: back-pressure, try later or refuse),
  *  MHA_ERR_SHUTDOWN (the queue no longer accepts), MHA_ERR_SHAPE,
  *  MHA_ERR_DTYPE, MHA_ERR_INVALID_ARGUMENT, MHA_ERR_NO_MEMORY.
  *  Thread-safe: any number of threads may submit at once. */

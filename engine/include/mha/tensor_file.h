@@ -169,7 +169,8 @@ MHA_API void mha_output_lock_release(mha_output_lock *lock);
 
 /** Whether elements of dtype `from` can be converted to `to`: the same
  *  dtype; any float type (float16/32/64, bfloat16) to float16/32/64; any
- *  integer or bool to bool (nonzero = 1). */
+ *  integer or bool to bool (nonzero = 1); a narrower integer (not bool)
+ *  to int32 / int64 (widening, exact: int32 token ids for an int64 input). */
 MHA_API int mha_dtype_can_convert(mha_dtype from, mha_dtype to);
 /** Converts n elements from src to dst (which may be src when the sizes
  *  agree). Does nothing unless mha_dtype_can_convert(from, to). src needs

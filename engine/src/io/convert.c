@@ -22,6 +22,12 @@ int tensorfile_can_convert(mha_dtype from, mha_dtype to) {
     if (from == to) return 1;
     if (dtype_is_float(from) && dtype_is_float(to)) return to != MHA_DTYPE_BFLOAT16;
     if (dtype_is_integer(from) && to == MHA_DTYPE_BOOL) return 1;
+    /* integer widening, which loses nothing: token ids or masks stored as
+     * int32 (or bytes) for a model that takes int64. Not bool: whether true
+     * means keep or ignore a key is the model's, 1 would mean keep. */
+    if (dtype_is_integer(from) && from != MHA_DTYPE_BOOL &&
+        (to == MHA_DTYPE_INT64 || to == MHA_DTYPE_INT32))
+        return mha_dtype_size(from) < mha_dtype_size(to);
     return 0;
 }
 
@@ -54,23 +60,27 @@ static double convert_get(const void *src, mha_dtype d, size_t i) {
     }
 }
 
-static int convert_nonzero(const void *src, mha_dtype d, size_t i) {
+/* Integer element i of src (int8 signed, uint8 not). */
+static int64_t convert_get_int(const void *src, mha_dtype d, size_t i) {
     int64_t l;
     int32_t w;
     switch (d) {
     case MHA_DTYPE_INT64:
         convert_load(src, i, sizeof l, &l);
-        return l != 0;
+        return l;
     case MHA_DTYPE_INT32:
         convert_load(src, i, sizeof w, &w);
-        return w != 0;
+        return w;
     case MHA_DTYPE_INT8:
-    case MHA_DTYPE_UINT8:
-    case MHA_DTYPE_BOOL:
-        return ((const uint8_t *)src)[i] != 0;
-    default:
-        return 0;
+        return ((const int8_t *)src)[i];
+    default: /* MHA_DTYPE_UINT8 */
+        return ((const uint8_t *)src)[i];
     }
+}
+
+static int convert_nonzero(const void *src, mha_dtype d, size_t i) {
+    if (d == MHA_DTYPE_BOOL) return ((const uint8_t *)src)[i] != 0;
+    return convert_get_int(src, d, i) != 0;
 }
 
 void tensorfile_convert(const void *src, mha_dtype from, void *dst, mha_dtype to, size_t n) {
@@ -101,6 +111,18 @@ void tensorfile_convert(const void *src, mha_dtype from, void *dst, mha_dtype to
         uint16_t *d = dst;
         for (size_t i = 0; i < n; i++)
             d[i] = mha_float_to_half((float)convert_get(src, from, i));
+        break;
+    }
+    case MHA_DTYPE_INT64: { /* widening only: in place is safe back to front */
+        int64_t *d = dst;
+        for (size_t i = n; i-- > 0;)
+            d[i] = convert_get_int(src, from, i);
+        break;
+    }
+    case MHA_DTYPE_INT32: {
+        int32_t *d = dst;
+        for (size_t i = n; i-- > 0;)
+            d[i] = (int32_t)convert_get_int(src, from, i);
         break;
     }
     default:

@@ -2,6 +2,7 @@
  * interpreted nodes through the reference interpreter, attention steps
  * through the caller's function; each value is freed after the last step
  * that reads it. Also the input checks and output shapes of a run. */
+#include <stdio.h>
 #include <string.h>
 
 #include "layer_bind.h"
@@ -358,6 +359,35 @@ done:
     return MHA_OK;
 }
 
+/* Token ids outside the vocabulary of the tables input i indexes: the
+ * first one, by its place in the input ([row, position] for [B, S]). */
+static mha_status run_check_ids(const plan *P, size_t i, const mha_tensor *t, mha_error *err) {
+    const int64_t x = P->id_extent ? P->id_extent[i] : 0;
+    if (x <= 0 || (t->dtype != MHA_DTYPE_INT64 && t->dtype != MHA_DTYPE_INT32)) return MHA_OK;
+    const int64_t n = mha_tensor_numel(t);
+    for (int64_t e = 0; e < n; e++) {
+        int64_t id = t->dtype == MHA_DTYPE_INT64 ? ((const int64_t *)t->data)[e]
+                                                 : ((const int32_t *)t->data)[e];
+        if (id >= -x && id < x) continue;
+        int64_t idx[MHA_MAX_RANK], rest = e; /* e as an index, last axis fastest */
+        for (int d = t->rank - 1; d >= 0; d--) {
+            idx[d] = rest % t->shape[d];
+            rest /= t->shape[d];
+        }
+        char at[128] = "";
+        size_t len = 0;
+        for (int d = 0; d < t->rank && len < sizeof at - 24; d++)
+            len += (size_t)snprintf(at + len, sizeof at - len, "%s%lld", d ? ", " : "",
+                                    (long long)idx[d]);
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "input '%s' [%s]: token id %lld is outside the vocabulary of %lld "
+                        "(ids in [0, %lld), or [-%lld, 0) from its end)",
+                        P->inputs[i].name, at, (long long)id, (long long)x, (long long)x,
+                        (long long)x);
+    }
+    return MHA_OK;
+}
+
 mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_inputs,
                               mha_tensor *outputs, size_t n_outputs, mha_error *err) {
     const ir_graph *g = P->g;
@@ -398,6 +428,8 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
                             tensor_shape_str(t->rank, t->shape, s1, sizeof s1));
         if (t->rank && mha_tensor_numel(t) > 0 && !t->data)
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "input '%s': data is NULL", v->name);
+        mha_status st = run_check_ids(P, i, t, err);
+        if (st != MHA_OK) return st;
     }
     for (size_t k = 0; k < n_outputs; k++) {
         const layer_io *io = &P->outputs[k];

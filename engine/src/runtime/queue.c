@@ -41,11 +41,16 @@
 
 #include "common.h"
 #include "queue_batch.h"
+#include "queue_spares.h"
 
 enum { REQ_WAITING, REQ_RUNNING, REQ_DONE };
 
+/* A request is one block from the queue's spares (queue_spares.h):
+ *   [struct mha_request | x: S x d_in | y[0] | y[1] ...], each part 64-byte aligned */
 struct mha_request {
     mha_queue *queue;
+    queue_spares *spares; /* where the block goes back */
+    size_t block_bytes;
     struct mha_request *next, *prev; /* the waiting list */
     /* REQ_*: changed under queue->mutex; DONE is stored last (release) and
      * never changes again, so a done request is read without the queue
@@ -57,8 +62,8 @@ struct mha_request {
     char message[MHA_ERROR_MESSAGE_MAX];
     int64_t S;
     int input_rank;
-    void *x;                    /* [S, d_in] of the primary input's dtype */
-    mha_tensor y[QUEUE_MAX_IO]; /* [S, d_out] or [1, S, d_out] once done OK */
+    void *x;                    /* [S, d_in] of the primary input's dtype (in the block) */
+    mha_tensor y[QUEUE_MAX_IO]; /* [S, d_out] or [1, S, d_out] once done OK (in the block) */
     size_t n_out;
     double submit;   /* monotonic seconds */
     double deadline; /* 0 = none */
@@ -92,9 +97,11 @@ struct mha_queue {
     int accepting;
     int stopping; /* dispatchers leave once the list is empty */
     mha_queue_stats stats;
+    queue_spares *spares; /* the memory of finished requests, for the next */
     /* max_queue_ms: tokens waiting or running, and the cost of one token
      * (milliseconds, a moving average over the batches; 0 until one ran) */
     int64_t tokens_ahead;
+    int64_t tokens_waiting; /* max_batch_ms: the tokens of the requests in the list */
     double ms_per_token;
     int n_dispatchers;
     queue_dispatcher *dispatchers;
@@ -131,10 +138,7 @@ void mha_submit_options_init(mha_submit_options *opts) {
 static void request_unref(mha_request *r) {
     if (atomic_fetch_sub(&r->refs, 1) != 1) return;
     pthread_cond_destroy(&r->cond);
-    mha_free(NULL, r->x);
-    for (size_t k = 0; k < r->n_out; k++)
-        mha_free(NULL, r->y[k].data);
-    mha_free(NULL, r);
+    queue_spares_give(r->spares, r, r->block_bytes);
 }
 
 static void list_remove(mha_queue *q, mha_request *r) {
@@ -148,13 +152,39 @@ static void list_remove(mha_queue *q, mha_request *r) {
         q->tail = r->prev;
     r->next = r->prev = NULL;
     q->stats.depth--;
+    q->tokens_waiting -= r->S;
 }
 
-/* The time the work ahead would take, over max_queue_ms? (mutex held) */
-static int queue_too_late(const mha_queue *q) {
-    if (q->opts.max_queue_ms <= 0 || q->ms_per_token <= 0) return 0;
-    double ahead = (double)q->tokens_ahead * q->ms_per_token / q->opts.num_dispatchers;
-    return ahead > q->opts.max_queue_ms;
+/* Bytes rounded up to the 64 of a block's parts (a cache line). */
+static size_t queue_block_round(size_t bytes) {
+    return (bytes + 63) & ~(size_t)63;
+}
+
+/* *end += bytes, rounded; 0 on overflow. */
+static int queue_block_add(size_t *end, size_t bytes) {
+    if (bytes > SIZE_MAX - 64 - *end) return 0;
+    *end += queue_block_round(bytes);
+    return 1;
+}
+
+/* The time the work ahead (waiting and running) would take, in ms: its
+ * tokens at the cost the last batches took per token, shared by the
+ * dispatchers; 0 until a batch ran. (mutex held) */
+static double queue_wait_estimate(const mha_queue *q) {
+    return (double)q->tokens_ahead * q->ms_per_token / q->opts.num_dispatchers;
+}
+
+/* Would tokens take longer than max_batch_ms to compute? (mutex held) */
+static int queue_over_batch_time(const mha_queue *q, int64_t tokens) {
+    return q->opts.max_batch_ms > 0 && (double)tokens * q->ms_per_token > q->opts.max_batch_ms;
+}
+
+/* Is the waiting list a full batch: max_batch requests, or (max_batch_ms)
+ * work enough for one batch's time? (mutex held) */
+static int queue_batch_full(const mha_queue *q) {
+    return q->stats.depth >= q->opts.max_batch ||
+           (q->opts.max_batch_ms > 0 && q->ms_per_token > 0 &&
+            (double)q->tokens_waiting * q->ms_per_token >= q->opts.max_batch_ms);
 }
 
 /* Marks r done with st (queue->mutex held) and counts it; the caller then
@@ -192,22 +222,46 @@ static void request_finish(mha_request *r) {
     request_unref(r);
 }
 
-/* May a request join now? MHA_OK, MHA_ERR_SHUTDOWN or MHA_ERR_QUEUE_FULL
- * (counted); *depth: the requests waiting. (mutex held) */
-static mha_status queue_admit_locked(mha_queue *q, int *depth) {
-    *depth = q->stats.depth;
-    if (!q->accepting) return MHA_ERR_SHUTDOWN;
-    if (q->stats.depth < q->opts.capacity && !queue_too_late(q)) return MHA_OK;
+/* Why a submission is refused (or not). */
+typedef struct queue_admission {
+    mha_status status; /* MHA_OK, MHA_ERR_SHUTDOWN or MHA_ERR_QUEUE_FULL */
+    int depth;         /* the requests waiting */
+    double wait_ms;    /* the estimated wait behind the work ahead */
+} queue_admission;
+
+/* May a request whose deadline is deadline_ms from now (0: none) join? It
+ * may not when capacity requests wait, or the estimated wait passes
+ * max_queue_ms or its deadline: it would expire in the queue, so it is
+ * refused at once instead (counted as rejected_full). (mutex held) */
+static queue_admission queue_admit_locked(mha_queue *q, double deadline_ms) {
+    queue_admission a = {MHA_OK, q->stats.depth, queue_wait_estimate(q)};
+    if (!q->accepting) {
+        a.status = MHA_ERR_SHUTDOWN;
+        return a;
+    }
+    int late = (q->opts.max_queue_ms > 0 && a.wait_ms > q->opts.max_queue_ms) ||
+               (deadline_ms > 0 && a.wait_ms > deadline_ms);
+    if (q->stats.depth < q->opts.capacity && !late) return a;
     q->stats.rejected_full++;
-    return MHA_ERR_QUEUE_FULL;
+    a.status = MHA_ERR_QUEUE_FULL;
+    return a;
 }
 
-static mha_status queue_refuse(const mha_queue *q, mha_status st, int depth, mha_error *err) {
+static mha_status queue_refuse(const mha_queue *q, const queue_admission *a, double deadline_ms,
+                               mha_error *err) {
+    const mha_status st = a->status;
     if (st == MHA_ERR_SHUTDOWN) return mha_fail(err, st, "queue submit: the queue is shut down");
-    if (depth < q->opts.capacity)
-        return mha_fail(err, st, "queue submit: the %d requests ahead would take more than %g ms",
-                        depth, q->opts.max_queue_ms);
-    return mha_fail(err, st, "queue submit: %d requests are waiting, the capacity", depth);
+    if (a->depth >= q->opts.capacity)
+        return mha_fail(err, st, "queue submit: %d requests are waiting, the capacity", a->depth);
+    if (q->opts.max_queue_ms > 0 && a->wait_ms > q->opts.max_queue_ms)
+        return mha_fail(err, st,
+                        "queue submit: the %d requests ahead would take more than %g ms "
+                        "(about %.3g ms)",
+                        a->depth, q->opts.max_queue_ms, a->wait_ms);
+    return mha_fail(err, st,
+                    "queue submit: the %d requests ahead would take about %.3g ms, past the "
+                    "request's deadline of %g ms",
+                    a->depth, a->wait_ms, deadline_ms);
 }
 
 mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_submit_options *opts,
@@ -229,13 +283,19 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     int rank = input->rank;
     mha_tensor y[QUEUE_MAX_IO];
     queue_layout_request_outputs(lay, S, rank, y);
-    /* sizes: the sequence, and every output (checked products) */
-    size_t nx, sizes[QUEUE_MAX_IO];
+    /* the block: the header, the sequence, every output, each 64-byte
+     * aligned (checked sums and products) */
+    size_t nx, off_y[QUEUE_MAX_IO], end = 0;
     int big = !mha_mul_size((size_t)S, (size_t)lay->d_in, &nx) ||
-              !mha_mul_size(nx, lay->in[lay->primary].elem, &nx);
+              !mha_mul_size(nx, lay->in[lay->primary].elem, &nx) ||
+              !queue_block_add(&end, sizeof(mha_request)) || !queue_block_add(&end, nx);
+    const size_t off_x = queue_block_round(sizeof(mha_request));
     for (size_t k = 0; k < lay->n_out && !big; k++) {
         int64_t numel = mha_tensor_numel(&y[k]);
-        big = numel < 0 || !mha_mul_size((size_t)numel, lay->out[k].elem, &sizes[k]);
+        size_t bytes = 0;
+        off_y[k] = end;
+        big = numel < 0 || !mha_mul_size((size_t)numel, lay->out[k].elem, &bytes) ||
+              !queue_block_add(&end, bytes);
     }
     if (big)
         return mha_fail(err, MHA_ERR_LIMIT, "queue submit: a sequence of %lld is too long",
@@ -243,27 +303,24 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     /* refused at once, before the copy: under overload most submissions
      * are refused, and a refusal must cost next to nothing (checked again
      * when the request joins) */
-    int depth = 0;
+    const double deadline_ms = opts ? opts->deadline_ms : 0.0;
     pthread_mutex_lock(&q->mutex);
-    mha_status st = queue_admit_locked(q, &depth);
+    queue_admission adm = queue_admit_locked(q, deadline_ms);
     pthread_mutex_unlock(&q->mutex);
-    if (st != MHA_OK) return queue_refuse(q, st, depth, err);
+    if (adm.status != MHA_OK) return queue_refuse(q, &adm, deadline_ms, err);
 
-    mha_request *r = mha_calloc(NULL, 1, sizeof *r);
-    void *x = r ? mha_malloc(NULL, nx ? nx : 1) : NULL;
-    int ok = x != NULL;
-    for (size_t k = 0; k < lay->n_out && ok; k++) {
-        y[k].data = mha_malloc(NULL, sizes[k] ? sizes[k] : 1);
-        ok = y[k].data != NULL;
-    }
-    if (!ok) {
-        for (size_t k = 0; k < lay->n_out; k++)
-            mha_free(NULL, y[k].data);
-        mha_free(NULL, x);
-        mha_free(NULL, r);
+    size_t block_bytes = 0;
+    char *block = queue_spares_take(q->spares, end, &block_bytes);
+    if (!block)
         return mha_fail(err, MHA_ERR_NO_MEMORY, "queue submit: out of memory for %lld rows",
                         (long long)S);
-    }
+    mha_request *r = (mha_request *)block;
+    memset(r, 0, sizeof *r);
+    r->spares = q->spares;
+    r->block_bytes = block_bytes;
+    void *x = block + off_x;
+    for (size_t k = 0; k < lay->n_out; k++)
+        y[k].data = block + off_y[k];
     memcpy(x, input->data, nx);
     r->queue = q;
     r->S = S;
@@ -283,12 +340,12 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     atomic_init(&r->state, REQ_WAITING);
 
     pthread_mutex_lock(&q->mutex);
-    st = queue_admit_locked(q, &depth);
-    if (st != MHA_OK) {
+    adm = queue_admit_locked(q, deadline_ms);
+    if (adm.status != MHA_OK) {
         pthread_mutex_unlock(&q->mutex);
         atomic_store(&r->refs, 1);
         request_unref(r);
-        return queue_refuse(q, st, depth, err);
+        return queue_refuse(q, &adm, deadline_ms, err);
     }
     atomic_store(&r->state, REQ_WAITING);
     r->prev = q->tail;
@@ -300,7 +357,11 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     q->stats.depth++;
     q->stats.submitted++;
     q->tokens_ahead += S;
-    pthread_cond_signal(&q->work_cond);
+    q->tokens_waiting += S;
+    /* a dispatcher waits for the first request, or for a full batch (a
+     * batch short of it leaves at max_delay_ms by itself): waking it at
+     * every request in between cost a wakeup each */
+    if (q->stats.depth == 1 || queue_batch_full(q)) pthread_cond_signal(&q->work_cond);
     pthread_mutex_unlock(&q->mutex);
     *out = r;
     return MHA_OK;
@@ -410,8 +471,7 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
         /* wait for company: until the batch would be full or the oldest
          * request waited max_delay_ms */
         double until = q->head->submit + q->opts.max_delay_ms * 1e-3;
-        while (q->head && !q->stopping && q->stats.depth < q->opts.max_batch &&
-               queue_now() < until) {
+        while (q->head && !q->stopping && !queue_batch_full(q) && queue_now() < until) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             double end = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec + (until - queue_now());
@@ -423,7 +483,7 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
     }
     double now = queue_now();
     int n = 0;
-    int64_t longest = 0;
+    int64_t longest = 0, tokens = 0;
     mha_request *r = q->head;
     while (r && n < q->opts.max_batch) {
         mha_request *next = r->next;
@@ -437,8 +497,11 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
             continue;
         }
         int64_t l = r->S > longest ? r->S : longest;
-        if (n > 0 && (int64_t)(n + 1) * l > q->opts.max_batch_tokens) break;
+        if (n > 0 && ((int64_t)(n + 1) * l > q->opts.max_batch_tokens ||
+                      queue_over_batch_time(q, tokens + r->S)))
+            break;
         longest = l;
+        tokens += r->S;
         list_remove(q, r);
         atomic_store(&r->state, REQ_RUNNING);
         r->started = now;
@@ -602,6 +665,7 @@ static void queue_free_memory(mha_queue *q) {
         mha_free(NULL, q->dispatchers[i].batch);
     }
     mha_free(NULL, q->dispatchers);
+    queue_spares_close(q->spares);
     pthread_mutex_destroy(&q->mutex);
     pthread_cond_destroy(&q->work_cond);
     pthread_cond_destroy(&q->idle_cond);
@@ -638,12 +702,13 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
     if (o.max_batch < 1 || o.max_batch > 4096 || o.max_batch_tokens < 1 ||
         !(o.max_delay_ms >= 0 && o.max_delay_ms <= 60000) || o.capacity < 1 ||
         o.num_dispatchers < 1 || o.num_dispatchers > 64 || o.num_threads < 0 ||
-        !(o.max_queue_ms >= 0) || !(o.max_padding >= 0 && o.max_padding <= 1))
+        !(o.max_queue_ms >= 0) || !(o.max_padding >= 0 && o.max_padding <= 1) ||
+        !(o.max_batch_ms >= 0))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue create: options out of range (max_batch 1..4096, "
                         "max_batch_tokens >= 1, max_delay_ms 0..60000, capacity >= 1, "
                         "num_dispatchers 1..64, num_threads >= 0, max_queue_ms >= 0, "
-                        "max_padding 0..1)");
+                        "max_padding 0..1, max_batch_ms >= 0)");
     mha_queue *q = mha_calloc(NULL, 1, sizeof *q);
     if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
     q->rt = rt;
@@ -653,6 +718,12 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
     pthread_mutex_init(&q->mutex, NULL);
     pthread_cond_init(&q->work_cond, NULL);
     pthread_cond_init(&q->idle_cond, NULL);
+    /* a batch's worth of requests waiting and one running, within 32 MiB */
+    q->spares = queue_spares_create(2 * o.max_batch + 2 * o.num_dispatchers, (size_t)32 << 20);
+    if (!q->spares) {
+        queue_free_memory(q);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
+    }
     mha_status st = queue_layout_make(model, &q->layout, err);
     if (st != MHA_OK) {
         queue_free_memory(q);
