@@ -58,7 +58,9 @@ static void describe_shape(const bench_report *r, char *buf, size_t size) {
 }
 
 static const char *flop_note(const bench_probe *p) {
-    if (strcmp(p->form, "plan") == 0) return "not counted for a whole model";
+    if (strcmp(p->form, "plan") == 0)
+        return "the run's fused steps (mha_run_options.flops: GEMMs, attention layers, causal "
+               "attention halved; interpreted nodes not counted)";
     return p->causal ? "docs/ARCHITECTURE.md section 1 count, causal: attention term halved"
                      : "docs/ARCHITECTURE.md section 1 count";
 }

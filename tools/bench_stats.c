@@ -50,7 +50,7 @@ void bench_stats_compute(double *v, size_t n, bench_stats *s) {
  * 2B(Sq+2Skv)D^2 + 4B*Sq*Skv*D + 2B*Sq*D^2. A whole model (a plan) is not
  * counted: 0 (its GEMM and interpreted steps are not described by the API). */
 double bench_flops(const bench_probe *p, int causal_halved) {
-    if (strcmp(p->form, "plan") == 0) return 0.0; /* a whole model: not counted here */
+    if (strcmp(p->form, "plan") == 0) return 0.0; /* a whole model: the library's run counts */
     double B = (double)p->B, Sq = (double)p->Sq, Skv = (double)p->Skv;
     double S_new = (double)(p->Skv - p->S_past);
     double hq = (double)p->q_heads, hkv = (double)p->kv_heads;

@@ -145,27 +145,26 @@ static inline vf vf_exp(vf x) {
 
 /*
  * 2^t for t <= 0, the bfloat16 softmax's exp (common/flash_attention.h:
- * FA_HAVE_EXP2): t = n + r with n = round(t), |r| <= 1/2 (exact), 2^r by a
- * degree-5 polynomial fitted to 2^r for relative error (at most 2.2e-7,
- * about 4 ulp, evaluated in float with these coefficients), times 2^n by
- * scalef. t is raised to -200 first, so -inf and anything below give
- * exactly 0 (2^-200 is below the smallest float); NaN stays NaN (the second
- * operand of max is returned when one is NaN); 2^0 is exactly 1. Ten
- * operations against vf_exp's sixteen (with its -inf test): bfloat16 runs
- * its products twice as fast, so the softmax is a larger share of it.
+ * FA_HAVE_EXP2): t = floor(t) + r with r = t - floor(t) in [0, 1) from one
+ * VREDUCEPS, 2^r by a degree-3 polynomial with its constant exactly 1,
+ * fitted to 2^r for relative error (at most 8.6e-5 evaluated in float with
+ * these coefficients: bfloat16 rounds each probability to 2^-9 anyway, and
+ * the error is smooth, so the sum and the products see nearly the same
+ * factor), times 2^floor(t) by VSCALEFPS (which floors its exponent
+ * itself). VREDUCEPS gives +0 for -inf and scalef(1, -inf) is 0, so -inf
+ * and anything below -150 give exactly 0 with no clamp; NaN stays NaN;
+ * 2^0 is exactly 1 (r = 0 leaves the constant). Six operations where
+ * vf_exp takes sixteen: bfloat16 runs its products twice as fast, so the
+ * softmax is a larger share of it.
  */
 #define FA_HAVE_EXP2 1
 static inline vf vf_exp2(vf t) {
-    t = _mm512_max_ps(_mm512_set1_ps(-200.0f), t);
-    const vf n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const vf r = _mm512_sub_ps(t, n);
-    vf p = _mm512_set1_ps(0.001327647129073739f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.009675540961325169f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.05550713092088699f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.24022120237350464f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.6931469440460205f));
+    const vf r = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    vf p = _mm512_set1_ps(0.07706710696220398f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.2276449203491211f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.6951168179512024f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_scalef_ps(p, t);
 }
 
 /* tanh(x) = sign(x) * (1 - e) / (1 + e), e = exp(-2|x|) in (0, 1]. */
@@ -189,6 +188,12 @@ static inline vf vf_hide_tail(vf s, int64_t n) {
 /* Lanes that are NaN or +inf, as bits: such a score poisons its row. */
 static inline unsigned vf_bad_bits(vf x) {
     return (unsigned)_mm512_cmp_ps_mask(x, _mm512_set1_ps(INFINITY), _CMP_NLT_UQ);
+}
+/* Lanes that are NaN, +inf or -inf, as bits (VFPCLASSPS: QNaN 0x01,
+ * +inf 0x08, -inf 0x10, SNaN 0x80). */
+#define FA_HAVE_NONFINITE_BITS 1
+static inline unsigned vf_nonfinite_bits(vf x) {
+    return (unsigned)_mm512_fpclass_ps_mask(x, 0x99);
 }
 /* Lanes with a > b (ordered), as bits. */
 #define FA_HAVE_GT_BITS 1

@@ -17,6 +17,9 @@
  *   FA_HAVE_EXP2 (optional) and vf_exp2(t) = 2^t for t <= 0, -inf -> 0:
  *                             the bfloat16 softmax then exponentiates in base 2
  *   vf_bad_bits(s)            bit per lane that is NaN or +inf
+ *   FA_HAVE_NONFINITE_BITS (optional) and vf_nonfinite_bits(s): bit per
+ *                             lane that is NaN, +inf or -inf (plain rows
+ *                             then skip the per-vector branches)
  *   FA_HAVE_GT_BITS (optional) and vf_gt_bits(a, b): bit per lane a > b
  *   FA_MR  rows of the score micro-tile (registers: FA_MR x FA_BC/VLEN)
  *   FA_BR  query rows per block (a multiple of FA_MR)
@@ -518,6 +521,79 @@ static _Alignas(64) const
     float fa_lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 /*
+ * The end of a row's online softmax update, shared by fa_row_softmax and
+ * fa_row_softmax_plain: x [FA_NCV] holds the block's logits (hidden keys
+ * -inf when hidden is nonzero; none otherwise), m_new the new running max
+ * (finite or above *m). Writes the probabilities to srow (pairs or rounded
+ * floats in bfloat16), rescales and adds to the per-lane sum lv, sets *m
+ * and *corr_out (the factor of the row's accumulator).
+ */
+static inline void fa_row_update(const mha_attn_args *a, vf *x, float m_new, int hidden,
+                                 float *srow, float *m, float *lv, float *corr_out) {
+    /* acc and l are still 0 while m == -inf; an unchanged max (most blocks
+     * after the first few) needs no exp: exp(0) is exactly 1 */
+#ifdef FA_HAVE_EXP2
+    /* bfloat16 exponentiates in base 2 while m log2(e) is a float far from
+     * overflow (always, but for masks of huge finite values: base e then);
+     * float32 keeps base e, its bits unchanged */
+    const int base2 = fa_bf16(a) && fabsf(m_new) < 1e37f;
+#endif
+    float corr = 0.0f;
+    if (*m == m_new) {
+        corr = 1.0f;
+    } else if (*m != -INFINITY) {
+        _Alignas(64) float e[VLEN];
+#ifdef FA_HAVE_EXP2
+        /* the same rounded m log2(e) as the probabilities use, so the
+         * factor moves them exactly as far as their exponent moved (an old
+         * m of base e was a huge negative: the factor is 0 either way) */
+        if (base2)
+            vf_store(e, vf_exp2(vf_set1(*m * FA_LOG2E - m_new * FA_LOG2E)));
+        else
+#endif
+            vf_store(e, vf_exp(vf_set1(*m - m_new)));
+        corr = e[0];
+    }
+
+    /* pass c: probabilities and their sum (vectors, then lanes); P for P.V
+     * in bfloat16 (pairs, or rounded floats), l keeps the float sum. With
+     * vf_exp2: p = 2^(s log2(e) - m log2(e)), one FMA into the exponent
+     * (a hidden -inf gives 0). Without hidden keys the base-e exp skips its
+     * -inf test: x + (-m) is x - m exactly, so the bits are the same. */
+    vf psum = vf_zero();
+#ifdef FA_HAVE_EXP2
+    if (base2) {
+        const vf vlog2e = vf_set1(FA_LOG2E), vneg_ml = vf_set1(-(m_new * FA_LOG2E));
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+            x[c] = vf_exp2(vf_fma(x[c], vlog2e, vneg_ml));
+            psum = vf_add(psum, x[c]);
+        }
+    } else
+#endif
+    {
+        const vf vm = vf_set1(m_new), vneg_m = vf_set1(-m_new);
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+            x[c] = hidden ? vf_exp_or_zero(x[c], vm) : vf_exp(vf_add(x[c], vneg_m));
+            psum = vf_add(psum, x[c]);
+        }
+    }
+#ifdef FA_HAVE_BF16_DOT
+    if (FA_PAIRS(a)) {
+        uint32_t *prow = (uint32_t *)(void *)srow; /* [BC/2] pairs */
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c += 2)
+            vbf_store(prow + c / 2 * VLEN, vbf_pair_adjacent(x[c], x[c + 1]));
+    } else
+#endif
+    {
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) vf_store(srow + c * VLEN, x[c]);
+        if (fa_bf16(a)) fa_round_bf16(srow, FA_BC);
+    }
+    vf_store(lv, vf_fma(vf_load(lv), vf_set1(corr), psum));
+    *m = m_new;
+    *corr_out = corr;
+}
+
+/*
  * One row of a query block meets one key block [j0, j0 + BC): the online
  * softmax update up to P.V. srow [BC]: raw dot products in, probabilities
  * out; mrow: the mask row (keys at mrow[j * m_sk]) or NULL; al: the row's
@@ -600,68 +676,42 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, cons
     if (bmax == -INFINITY) return 0;
     float m_new = bmax > *m ? bmax : *m;
 #endif
-        /* acc and l are still 0 while m == -inf; an unchanged max (most blocks
-         * after the first few) needs no exp: exp(0) is exactly 1 */
-#ifdef FA_HAVE_EXP2
-    /* bfloat16 exponentiates in base 2 while m log2(e) is a float far from
-     * overflow (always, but for masks of huge finite values: base e then);
-     * float32 keeps base e, its bits unchanged */
-    const int base2 = fa_bf16(a) && fabsf(m_new) < 1e37f;
-#endif
-    float corr = 0.0f;
-    if (*m == m_new) {
-        corr = 1.0f;
-    } else if (*m != -INFINITY) {
-        _Alignas(64) float e[VLEN];
-#ifdef FA_HAVE_EXP2
-        /* the same rounded m log2(e) as the probabilities use, so the
-         * factor moves them exactly as far as their exponent moved (an old
-         * m of base e was a huge negative: the factor is 0 either way) */
-        if (base2)
-            vf_store(e, vf_exp2(vf_set1(*m * FA_LOG2E - m_new * FA_LOG2E)));
-        else
-#endif
-            vf_store(e, vf_exp(vf_set1(*m - m_new)));
-        corr = e[0];
-    }
-
-    /* pass c: probabilities and their sum (vectors, then lanes); P for P.V
-     * in bfloat16 (pairs, or rounded floats), l keeps the float sum. With
-     * vf_exp2: p = 2^(s log2(e) - m log2(e)), one FMA into the exponent
-     * (a hidden -inf gives 0) */
-    vf psum = vf_zero();
-#ifdef FA_HAVE_EXP2
-    if (base2) {
-        const vf vlog2e = vf_set1(FA_LOG2E), vneg_ml = vf_set1(-(m_new * FA_LOG2E));
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
-            x[c] = vf_exp2(vf_fma(x[c], vlog2e, vneg_ml));
-            psum = vf_add(psum, x[c]);
-        }
-    } else
-#endif
-    {
-        const vf vm = vf_set1(m_new);
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
-            x[c] = vf_exp_or_zero(x[c], vm);
-            psum = vf_add(psum, x[c]);
-        }
-    }
-#ifdef FA_HAVE_BF16_DOT
-    if (FA_PAIRS(a)) {
-        uint32_t *prow = (uint32_t *)(void *)srow; /* [BC/2] pairs */
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c += 2)
-            vbf_store(prow + c / 2 * VLEN, vbf_pair_adjacent(x[c], x[c + 1]));
-    } else
-#endif
-    {
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) vf_store(srow + c * VLEN, x[c]);
-        if (fa_bf16(a)) fa_round_bf16(srow, FA_BC);
-    }
-    vf_store(lv, vf_fma(vf_load(lv), vf_set1(corr), psum));
-    *m = m_new;
-    *corr_out = corr;
+    fa_row_update(a, x, m_new, 1, srow, m, lv, corr_out);
     return 1;
 }
+
+#ifdef FA_HAVE_NONFINITE_BITS
+/*
+ * fa_row_softmax for a plain row -- no softcap, ALiBi or mask, and every key
+ * of the block visible (nv = FA_BC) -- with the same arithmetic, so the same
+ * bits: logits, the block max, the exp and the sums exactly as there, but
+ * none of the per-vector branches, and the exp without its -inf test (a
+ * plain row has no hidden key). A logit that is NaN or +-inf (a dot product
+ * overflowed, or the inputs hold one) returns -1, nothing written: the
+ * caller then gives the row to fa_row_softmax, which starts again from the
+ * raw scores (-inf stays a 0 probability there, NaN / +inf poison the row).
+ * Else returns 1 with *corr as fa_row_softmax.
+ */
+static inline int fa_row_softmax_plain(const mha_attn_args *a, float *srow, float *m, float *lv,
+                                       float *corr_out) {
+    vf x[FA_NCV];
+    unsigned odd = 0;
+    const vf vscale = vf_set1(a->scale);
+    _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+        x[c] = vf_mul(vf_load(srow + c * VLEN), vscale);
+        odd |= vf_nonfinite_bits(x[c]);
+    }
+    if (odd) return -1;
+
+    vf vmax = x[0];
+    _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
+    /* every logit is finite: the max beats a running max of -inf */
+    float m_new = *m;
+    if (vf_gt_bits(vmax, vf_set1(*m))) m_new = vf_hmax(vmax);
+    fa_row_update(a, x, m_new, 0, srow, m, lv, corr_out);
+    return 1;
+}
+#endif
 
 /*
  * Query rows [i0, i0 + br) of head (b, h), br <= FA_BR. kt already holds
@@ -682,6 +732,10 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     float corr[FA_BR];
     fa_alibi alibi[FA_BR];
     const float *slopes = kernel_alibi_slopes(a);
+#ifdef FA_HAVE_NONFINITE_BITS
+    /* rows with no softcap, ALiBi or mask take fa_row_softmax_plain */
+    const int plain = !slopes && !a->mask && !(a->softcap > 0.0f);
+#endif
 
     for (int64_t t = 0; t < FA_BC + dvp; t++)
         pad[t] = 0.0f;
@@ -735,6 +789,18 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             int64_t nv = row_end[r] - j0;
             if (nv <= 0 || poisoned[r]) continue;
             if (nv > FA_BC) nv = FA_BC;
+#ifdef FA_HAVE_NONFINITE_BITS
+            int shown = -1;
+            if (plain && nv == FA_BC)
+                shown =
+                    fa_row_softmax_plain(a, s + r * FA_BC, &mx[r], lv + r * VLEN, &corr[n_live]);
+            if (shown == 1) {
+                live[n_live] = r;
+                live_nv[n_live] = nv;
+                n_live++;
+                continue;
+            }
+#endif
             if (fa_row_softmax(a, kernel_mask_row(a, b, h, i0 + r), slopes ? &alibi[r] : NULL, j0,
                                nv, s + r * FA_BC, &mx[r], lv + r * VLEN, &corr[n_live],
                                &poisoned[r])) {

@@ -81,6 +81,29 @@ static inline void gemm_blocked_pack_b(int64_t K, int64_t N, const float *B, int
     }
 }
 
+/* Asks for the C tile after sliver t of panel p (the next sliver, else
+ * the first of the next panel) while sliver t computes: its rows are
+ * loaded (a later k-block) or stored (the first) by the micro-kernel, and
+ * a C larger than the caches (GPT-2's logits, [1024, 50257]) otherwise
+ * stalls each kernel call on 2 x MR misses. A hint only: no result changes. */
+static inline void gemm_prefetch_next_c(const mha_gemm_args *a, int64_t mb, int64_t rows, int64_t p,
+                                        int64_t p_last, int64_t t, int64_t tiles) {
+    if (t + 1 < tiles) {
+        t++;
+    } else if (p < p_last) {
+        p++;
+        t = 0;
+    } else {
+        return;
+    }
+    const int64_t n = p * GEMM_NR > a->n0 ? p * GEMM_NR : a->n0;
+    const int64_t r1 = rows - t * GEMM_MR < GEMM_MR ? rows - t * GEMM_MR : GEMM_MR;
+    const float *c = a->C + (mb + t * GEMM_MR) * a->ldc + n;
+    for (int64_t r = 0; r < r1; r++)
+        for (int64_t j = 0; j < GEMM_NR; j += 16)
+            __builtin_prefetch(c + r * a->ldc + j, 1, 3);
+}
+
 /*
  * One row block against panels [p_first, p_last]: rows [mb, mb + GEMM_MC)
  * of C (clipped to m1), the panels' columns clipped to [n0, n1). Per
@@ -132,6 +155,7 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
                 const int64_t m = mb + t * GEMM_MR;
                 const int64_t mr = rows - t * GEMM_MR < GEMM_MR ? rows - t * GEMM_MR : GEMM_MR;
                 const float *as = ap + t * kc * GEMM_MR;
+                gemm_prefetch_next_c(a, mb, rows, p, p_last, t, tiles);
                 if (mr == GEMM_MR && full_n) {
                     gemm_ukernel(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0);
                     continue;

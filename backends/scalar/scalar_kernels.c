@@ -89,15 +89,52 @@ static inline double scalar_packed_b(const mha_gemm_args *a, int bf, int64_t n, 
  * the shared float code of kernel_common.h on x = A.B + bias rounded to
  * float once: a fast backend's epilogue differs from this only through its
  * own x. */
+/* Pass 2 of element (m, n): bias, one rounding to float, then the
+ * activation and the residual in float. */
+static inline void scalar_gemm_store(const mha_gemm_args *a, int64_t m, int64_t n, double acc) {
+    if (a->bias) acc += (double)a->bias[n];
+    const float x = kernel_act(a->activation, (float)acc);
+    a->C[m * a->ldc + n] = a->residual ? x + a->residual[m * a->ldr + n] : x;
+}
+
+/* Float32 elements 4 x 4 at a time: sixteen dot products side by side,
+ * each still over k ascending in double (the same bits as one at a time),
+ * so that the additions overlap instead of each waiting on the last. */
+#define SCALAR_GEMM_BLOCK 4
+
+static void scalar_gemm_block4(const mha_gemm_args *a, int64_t m, int64_t n) {
+    const float *bt = a->B_packed;
+    double acc[SCALAR_GEMM_BLOCK][SCALAR_GEMM_BLOCK] = {{0.0}};
+    for (int64_t k = 0; k < a->K; k++) {
+        double ak[SCALAR_GEMM_BLOCK], bk[SCALAR_GEMM_BLOCK];
+        for (int i = 0; i < SCALAR_GEMM_BLOCK; i++) {
+            ak[i] = (double)a->A[(m + i) * a->lda + k];
+            bk[i] = (double)bt[(n + i) * a->K + k];
+        }
+        for (int i = 0; i < SCALAR_GEMM_BLOCK; i++)
+            for (int j = 0; j < SCALAR_GEMM_BLOCK; j++)
+                acc[i][j] += ak[i] * bk[j];
+    }
+    for (int i = 0; i < SCALAR_GEMM_BLOCK; i++)
+        for (int j = 0; j < SCALAR_GEMM_BLOCK; j++)
+            scalar_gemm_store(a, m + i, n + j, acc[i][j]);
+}
+
 void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     if (a->K == 0) { /* C = epilogue(bias); A and B may be NULL then */
         kernel_gemm_epilogue_range(a, m0, m1, n0, n1, 1);
         return;
     }
     const int bf = kernel_gemm_precision(a) == MHA_PRECISION_BFLOAT16;
+    /* the float32 blocks of 4 x 4; the rest element by element below */
+    const int64_t mq = bf ? m0 : m0 + (m1 - m0) / SCALAR_GEMM_BLOCK * SCALAR_GEMM_BLOCK;
+    const int64_t nq = bf ? n0 : n0 + (n1 - n0) / SCALAR_GEMM_BLOCK * SCALAR_GEMM_BLOCK;
+    for (int64_t m = m0; m < mq; m += SCALAR_GEMM_BLOCK)
+        for (int64_t n = n0; n < nq; n += SCALAR_GEMM_BLOCK)
+            scalar_gemm_block4(a, m, n);
     for (int64_t m = m0; m < m1; m++) {
         const float *arow = a->A + m * a->lda;
-        for (int64_t n = n0; n < n1; n++) {
+        for (int64_t n = m < mq ? nq : n0; n < n1; n++) {
             /* pass 1: the dot product over k, ascending, in double (bfloat16:
              * of the rounded operands, each product exact) */
             double acc = 0.0;
@@ -105,11 +142,7 @@ void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n
                 const double ak = bf ? (double)bf16_round(arow[k]) : (double)arow[k];
                 acc += ak * scalar_packed_b(a, bf, n, k);
             }
-            /* pass 2: bias, one rounding to float, then the activation and
-             * the residual in float */
-            if (a->bias) acc += (double)a->bias[n];
-            const float x = kernel_act(a->activation, (float)acc);
-            a->C[m * a->ldc + n] = a->residual ? x + a->residual[m * a->ldr + n] : x;
+            scalar_gemm_store(a, m, n, acc);
         }
     }
 }

@@ -308,7 +308,13 @@ check "whole model: attention_mask [2, 8]" \
     grep -q '"name": "attention_mask", "role": "attn_mask", "dtype": "int64", "shape": \[2, 8\]' "$T/w.json"
 run_mha bench "$WHOLE" --shape 1,8 --scenario server --server-time 0.02 --backend scalar \
     --threads 1 --max-batch 4 --p99-ms 2000 --json "$T/wq.json"
-check "whole model: no FLOP count (one layer's would mislead)" grep -q '"flops_per_run": 0,' "$T/w.json"
+# the library's count of the run (test_plan_steps checks its value): not a
+# layer's, not 0, so GFLOP/s is reported
+wflops=$(sed -n 's/^  "flops_per_run": \([0-9.e+]*\),$/\1/p' "$T/w.json")
+check "whole model: FLOPs of the run counted (got '$wflops')" \
+    awk -v f="$wflops" 'BEGIN { exit !(f + 0 > 1179648) }'
+wgf=$(sed -n 's/^ *"gflops": \([0-9.e+-]*\),$/\1/p' "$T/w.json" | head -n 1)
+check "whole model: its GFLOP/s reported (got '$wgf')" awk -v g="$wgf" 'BEGIN { exit !(g + 0 > 0) }'
 check "whole model queued server exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
 check "whole model queued server found a rate" grep -q '"server_found": true' "$T/wq.json"
 

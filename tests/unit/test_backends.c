@@ -1000,6 +1000,17 @@ static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t 
     void *rp = pack_for(REF, NULL, &g);
     gemm_call(REF, NULL, &g, rp, ref, 0, M, 0, N, 1);
     free(rp);
+    /* the reference itself is the plain loop, bit for bit (it sums 4 x 4
+     * elements side by side, each over k ascending in double) */
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double acc = 0.0;
+            for (int64_t k = 0; k < K; k++)
+                acc += (double)g.A[m * g.lda + k] * (double)g.B[k * N + n];
+            if (g.bias) acc += (double)g.bias[n];
+            const float want = (float)acc;
+            assert_memory_equal(&ref[m * g.ldc + n], &want, sizeof want);
+        }
     double scale = 0.0;
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++)
@@ -1713,6 +1724,67 @@ static void test_bf16_declared(void **state) {
     free(packed);
 }
 
+/* Rows with no mask, softcap or ALiBi take a shorter softmax path in the
+ * flash kernels (fa_row_softmax_plain) that must give the general path's
+ * bits: each backend, float32 and bfloat16, no mask against an all-zero
+ * [B, 1, 1, Skv] mask (the general path; s + 0 is s), bitwise. Then key
+ * 77's elements are -3e38 and rows 5 and 6 of each head have q = 1 and
+ * q = -1: in float their scores there overflow to -inf (a zero
+ * probability: row 5 stays finite) and +inf (row 6 is NaN in the float
+ * backends; the scalar sums in double), and both leave the short path for
+ * the general one. 150 keys: two whole key blocks of 64 and a short one. */
+static void test_attention_plain_rows(void **state) {
+    (void)state;
+    for (int overflow = 0; overflow <= 1; overflow++) {
+        const attn_case c = {2, 2, 1, 20, 150, 64, 64, 0, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 75};
+        attn_data D;
+        attn_make(&c, &D);
+        if (overflow) {
+            for (int64_t b = 0; b < c.B; b++) {
+                for (int64_t d = 0; d < c.dk; d++)
+                    D.k[b * D.a.k_sb + 77 * D.a.k_ss + d] = -3.0e38f;
+                for (int64_t h = 0; h < c.Hq; h++)
+                    for (int64_t d = 0; d < c.dk; d++) {
+                        D.q[b * D.a.q_sb + h * D.a.q_sh + 5 * D.a.q_ss + d] = 1.0f;
+                        D.q[b * D.a.q_sb + h * D.a.q_sh + 6 * D.a.q_ss + d] = -1.0f;
+                    }
+            }
+        }
+        const size_t nm = (size_t)(c.B * c.Skv);
+        float *zeros = calloc(nm, sizeof(float));
+        float *plain = malloc(D.n_o * sizeof(float)), *general = malloc(D.n_o * sizeof(float));
+        bf16_backend bb[MAX_BACKENDS + 1];
+        const int nb = bf16_backends(bb, MAX_BACKENDS + 1);
+        for (int prec = 0; prec <= 1; prec++) {
+            const int n = prec ? nb : NBK;
+            for (int bi = 0; bi < n; bi++) {
+                const mha_plugin *p = prec ? bb[bi].p : BK[bi].p;
+                void *st = prec ? bb[bi].state : BK[bi].state;
+                D.a.precision = prec ? MHA_PRECISION_BFLOAT16 : MHA_PRECISION_FLOAT32;
+                D.a.mask = NULL;
+                attn_full(p, st, &D, plain, 1);
+                D.a.mask = zeros; /* [B, 1, 1, Skv] */
+                D.a.m_sb = c.Skv, D.a.m_sh = 0, D.a.m_sq = 0, D.a.m_sk = 1;
+                attn_full(p, st, &D, general, 1);
+                assert_memory_equal(plain, general, D.n_o * sizeof(float));
+                if (!overflow) continue;
+                for (int64_t b = 0; b < c.B; b++)
+                    for (int64_t h = 0; h < c.Hq; h++)
+                        for (int64_t d = 0; d < c.dv; d++) {
+                            const float *row = plain + b * D.a.o_sb + h * D.a.o_sh;
+                            if (!isfinite(row[5 * D.a.o_ss + d]))
+                                fail_msg("%s prec %d: b %lld h %lld d %lld: %g",
+                                         prec ? bb[bi].label : BK[bi].name, prec, (long long)b,
+                                         (long long)h, (long long)d, (double)row[5 * D.a.o_ss + d]);
+                        }
+            }
+        }
+        bf16_backends_free(bb, nb);
+        free(zeros), free(plain), free(general);
+        attn_free(&D);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bf16_declared),
@@ -1729,6 +1801,7 @@ int main(void) {
         cmocka_unit_test(test_attention_edges),
         cmocka_unit_test(test_attention_bad_args),
         cmocka_unit_test(test_attention_nan_rows),
+        cmocka_unit_test(test_attention_plain_rows),
         cmocka_unit_test(test_attention_random),
         cmocka_unit_test(test_attention_long),
         cmocka_unit_test(test_rotary),

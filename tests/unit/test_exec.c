@@ -867,6 +867,65 @@ static void test_threads_bitwise(void **state) {
     pool_destroy(pl);
 }
 
+/* exec_gemm_plan's units of one GEMM (blocks 12 x 32 as the avx512
+ * kernels): every C element in exactly one unit; a weight of many MiB (the
+ * [768 x 50257] logits of GPT-2, the FFN's [768 x 3072]) cut into column
+ * slabs of at most ~2 MiB of B, each over many rows, their count a multiple
+ * of the threads; a narrow or deep weight ([3072 x 768]) left whole-width. */
+static void check_gemm_units(int64_t M, int64_t K, int64_t N, int threads, int want_slabs) {
+    mha_plugin p;
+    memset(&p, 0, sizeof p);
+    p.gemm_m_block = 12;
+    p.gemm_n_block = 32;
+    exec_gemm_weights W = {.K = K, .N = N};
+    exec_gemm_family f;
+    memset(&f, 0, sizeof f);
+    f.W = &W;
+    f.M = M;
+    f.n_segs = 1;
+    exec_gemm_plan(&f, &p, threads);
+    const int64_t mb = (M + 11) / 12, nb = (N + 31) / 32;
+    int *seen = calloc((size_t)(mb * nb), sizeof(int));
+    assert_non_null(seen);
+    int64_t widest = 0, rows_min = M;
+    for (int64_t u = 0; u < f.n_units; u++) {
+        int64_t seg, r[4];
+        exec_gemm_unit_range(&f, u, &seg, r);
+        assert_true(r[0] % 12 == 0 && r[2] % 32 == 0 && r[0] < r[1] && r[2] < r[3]);
+        if (r[3] - r[2] > widest) widest = r[3] - r[2];
+        if (r[1] - r[0] < rows_min) rows_min = r[1] - r[0];
+        for (int64_t i = r[0] / 12; i < (r[1] + 11) / 12; i++)
+            for (int64_t j = r[2] / 32; j < (r[3] + 31) / 32; j++)
+                seen[i * nb + j]++;
+    }
+    for (int64_t i = 0; i < mb * nb; i++)
+        if (seen[i] != 1)
+            fail_msg("M %lld K %lld N %lld, %d threads: block %lld computed %d times", (long long)M,
+                     (long long)K, (long long)N, threads, (long long)i, seen[i]);
+    free(seen);
+    if (want_slabs) {
+        assert_true(f.n_tiles > 1);
+        assert_true(widest * K * (int64_t)sizeof(float) <= ((int64_t)2 << 20) + 32 * K * 4);
+        assert_true(rows_min >= 96 || rows_min == M);
+        assert_int_equal(f.n_units % threads, 0);
+    } else {
+        assert_int_equal(widest, N);
+    }
+}
+
+static void test_gemm_column_slabs(void **state) {
+    (void)state;
+    for (int t = 1; t <= 2; t++) {
+        check_gemm_units(1024, 768, 50257, t, 1); /* GPT-2 logits */
+        check_gemm_units(1024, 768, 3072, t, 1);  /* FFN up */
+        check_gemm_units(1576, 768, 2304, t, 1);  /* ViT's Q|K|V */
+        check_gemm_units(4096, 384, 1536, t, 1);  /* MiniLM FFN up */
+        check_gemm_units(1024, 3072, 768, t, 0);  /* FFN down: deep, whole width */
+    }
+    check_gemm_units(100, 64, 96, 1, 0); /* small (at 2 threads its columns split: too few rows) */
+    check_gemm_units(5, 768, 50257, 2, 1); /* a few rows: slabs over all of them */
+}
+
 /* A tiny intermediate budget forces one batch item per chunk: same bits. */
 static void test_batch_chunks(void **state) {
     (void)state;
@@ -1457,6 +1516,7 @@ int main(void) {
         cmocka_unit_test(test_kv_cache_steps),
         cmocka_unit_test(test_forms_match_naive),
         cmocka_unit_test(test_threads_bitwise),
+        cmocka_unit_test(test_gemm_column_slabs),
         cmocka_unit_test(test_batch_chunks),
         cmocka_unit_test(test_plugin_sizes_checked),
         cmocka_unit_test(test_nan_stays_in_its_batch_item),

@@ -90,6 +90,37 @@ static void test_causal_decoder_layers(void **state) {
     plan_free(P);
 }
 
+/* Every interpreted step makes something a later step or a graph output
+ * reads. GPT-2's fused steps know they are causal: the Slices of the tril
+ * buffer [1, 1, 32, 32] and the Shape / Gather / Concat chains sizing the
+ * layers' reshapes are dropped, and the buffer goes with the release. */
+static void test_dead_steps_dropped(void **state) {
+    (void)state;
+    plan *P = build(GPT2, 0);
+    const ir_graph *g = P->g;
+    size_t interpreted = 0;
+    for (size_t s = 0; s < P->n_steps; s++) {
+        if (P->steps[s].kind != PLAN_STEP_INTERP) continue;
+        const ir_node *n = &g->nodes[P->steps[s].index];
+        int read = 0;
+        for (size_t k = 0; k < n->n_outputs; k++)
+            read |= n->outputs[k] >= 0 && P->last_step[n->outputs[k]] > (int)s;
+        if (!read) fail_msg("step %zu (%s) makes nothing anyone reads", s, n->op_type);
+        assert_string_not_equal(n->op_type, "Slice");
+        interpreted++;
+    }
+    /* the embeddings' Gathers, positions and their sum, not the layers' */
+    assert_true(interpreted < 16);
+    int buffer = -1;
+    for (size_t v = 0; v < g->n_values; v++)
+        if (g->values[v].init && g->values[v].init->rank == 4) buffer = (int)v;
+    assert_true(buffer >= 0);
+    mha_error err;
+    assert_int_equal(plan_release_weights(P, &err), MHA_OK);
+    assert_null(g->values[buffer].init);
+    plan_free(P);
+}
+
 /* Hugging Face's GPT-2: each projection (Conv1D) a Gemm over the rows
  * flattened to [B * S, D] by a Reshape whose shape is read from the 3-D
  * value before it: the layer starts at that 3-D value, with and without
@@ -560,7 +591,7 @@ static void test_values_freed_after_last_step(void **state) {
  * leaves a plan that computes the same bytes. */
 static void test_release_weights(void **state) {
     (void)state;
-    plan *P = build(BERT, 1);
+    plan *P = build(BERT, PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH);
     tensor *in[3] = {0}, **before = NULL, **after = NULL;
     mha_error err;
     assert_int_equal(P->g->n_outputs, 2);
@@ -592,23 +623,68 @@ static void test_release_weights(void **state) {
     plan_free(P);
 }
 
-/* Runs m on rt (precision prec) over the first probe input of its plan;
- * the outputs are malloc'd into out[2]. */
+/* The build frees each recognised layer's initializers as soon as the
+ * layer holds its copy (the load holds the weights once, not the graph's
+ * beside every layer's): the projection weights and biases of both
+ * layers are gone right after plan_build, before plan_release_weights,
+ * what stays is what the other steps read, and the plan computes the same
+ * bytes as one built keeping every initializer. */
+static void test_build_frees_layer_weights(void **state) {
+    (void)state;
+    plan *P = build(BERT, 0), *K = build(BERT, PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH);
+    size_t inits = 0, kept = 0;
+    for (size_t v = 0; v < P->g->n_values; v++) {
+        inits += P->g->values[v].init != NULL;
+        kept += K->g->values[v].init != NULL;
+    }
+    assert_true(inits + 16 <= kept); /* Wq, bq, ... Wo, bo of two layers */
+    /* nothing a remaining step reads went */
+    for (size_t s = 0; s < P->n_steps; s++) {
+        if (P->steps[s].kind != PLAN_STEP_INTERP) continue;
+        const ir_node *n = &P->g->nodes[P->steps[s].index];
+        for (size_t k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0 && K->g->values[n->inputs[k]].init)
+                assert_non_null(P->g->values[n->inputs[k]].init);
+    }
+    for (size_t i = 0; i < P->n_gemms; i++)
+        assert_non_null(P->gemms[i].W);
+    tensor *in[3] = {0}, **a = NULL, **b = NULL;
+    mha_error err;
+    assert_int_equal(plan_probe_inputs(P, 0, in, &err), MHA_OK);
+    assert_int_equal(plan_exec(P, in, &plan_reference_backend, 0, &a, &err), MHA_OK);
+    assert_int_equal(plan_exec(K, in, &plan_reference_backend, 0, &b, &err), MHA_OK);
+    for (size_t k = 0; k < P->g->n_outputs; k++) {
+        const tensor *x = a[P->g->outputs[k]], *y = b[K->g->outputs[k]];
+        assert_int_equal(x->nbytes, y->nbytes);
+        assert_memory_equal(x->data, y->data, x->nbytes);
+    }
+    plan_values_free(P, in, a);
+    plan_values_free(K, in, b);
+    for (int i = 0; i < 3; i++)
+        tensor_free(in[i]);
+    plan_free(P);
+    plan_free(K);
+}
+
+/* Runs m on rt (precision prec) over the first probe input of its plan
+ * (at most 3 inputs); its outputs (at most 2) are malloc'd into out. */
 static mha_status run_probe(mha_runtime *rt, const mha_model *m, int prec, mha_tensor *out,
                             mha_error *err) {
+    const size_t n_in = m->plan->g->n_inputs, n_out = m->plan->g->n_outputs;
     tensor *in[3] = {0};
     mha_tensor min[3];
+    assert_true(n_in <= 3 && n_out <= 2);
     assert_int_equal(plan_probe_inputs(m->plan, 0, in, err), MHA_OK);
-    for (int i = 0; i < 3; i++)
+    for (size_t i = 0; i < n_in; i++)
         tensor_as_mha(in[i], &min[i]);
-    assert_int_equal(mha_model_output_shapes(m, min, 3, out, 2, err), MHA_OK);
-    for (int k = 0; k < 2; k++)
+    assert_int_equal(mha_model_output_shapes(m, min, n_in, out, n_out, err), MHA_OK);
+    for (size_t k = 0; k < n_out; k++)
         out[k].data = calloc((size_t)mha_tensor_numel(&out[k]), sizeof(float));
     mha_run_options o;
     mha_run_options_init(&o);
     o.precision = prec;
-    mha_status st = mha_run(rt, m, min, 3, out, 2, &o, err);
-    for (int i = 0; i < 3; i++)
+    mha_status st = mha_run(rt, m, min, n_in, out, n_out, &o, err);
+    for (size_t i = 0; i < n_in; i++)
         tensor_free(in[i]);
     return st;
 }
@@ -702,6 +778,41 @@ static void test_gemm_weights_released_after_packing(void **state) {
         free(a[k].data);
         free(b[k].data);
     }
+    mha_model_free(m);
+    mha_model_free(fresh);
+    mha_runtime_destroy(rt);
+}
+
+/* GPT-2 with its head tied to the token embedding and read by a Gemm with
+ * transB (F.linear on the last row): the table stays for the Gather, the
+ * step's transposed copy of it goes once packed, and a second packing
+ * (another precision) takes it from the file again. */
+static void test_tied_gemm_copy_released(void **state) {
+    (void)state;
+    const char *path = copy_model("h_gpt2_tied_lastrow_gemm_op14", "plan_tied", NULL, &(size_t){0});
+    mha_error err;
+    mha_model *m = NULL, *fresh = NULL;
+    mha_runtime *rt = scalar_runtime();
+    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    assert_int_equal(mha_model_load_file(path, NULL, &fresh, &err), MHA_OK);
+    const plan *P = m->plan;
+    const plan_gemm *head = NULL;
+    for (size_t i = 0; i < P->n_gemms; i++)
+        if (P->gemms[i].W_owned) head = &P->gemms[i];
+    assert_non_null(head); /* the only transposed weight: the tied table */
+    const int table = P->g->nodes[head->node].inputs[1];
+    assert_non_null(P->g->values[table].init);
+    mha_tensor a[1], b[1], c[1];
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_FLOAT32, a, &err), MHA_OK);
+    assert_null(head->W_owned);
+    assert_null(head->W);
+    assert_non_null(P->g->values[table].init); /* the Gather reads it */
+    assert_int_equal(run_probe(rt, m, MHA_PRECISION_BFLOAT16, b, &err), MHA_OK);
+    assert_int_equal(run_probe(rt, fresh, MHA_PRECISION_BFLOAT16, c, &err), MHA_OK);
+    assert_memory_equal(b[0].data, c[0].data, (size_t)mha_tensor_numel(&b[0]) * sizeof(float));
+    free(a[0].data);
+    free(b[0].data);
+    free(c[0].data);
     mha_model_free(m);
     mha_model_free(fresh);
     mha_runtime_destroy(rt);
@@ -987,7 +1098,7 @@ static void test_probe_inputs_in_range(void **state) {
 
 static void test_verify_catches_a_wrong_layer(void **state) {
     (void)state;
-    plan *P = build(BERT, 1);
+    plan *P = build(BERT, PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH); /* verified below */
     mha_error err;
     mha_error_clear(&err);
     assert_int_equal(plan_verify(P, &err), MHA_OK);
@@ -1003,7 +1114,7 @@ static void test_verify_catches_a_wrong_layer(void **state) {
  * is caught against them, and so is a wrong expectation. */
 static void test_verify_reads_the_shape_pass(void **state) {
     (void)state;
-    plan *P = build(BERT, 1);
+    plan *P = build(BERT, PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH);
     mha_error err;
     /* the expectations as the shape pass keeps them: the reference plan
      * (every node interpreted) on the probe inputs */
@@ -1095,6 +1206,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partition_finds_every_layer),
         cmocka_unit_test(test_causal_decoder_layers),
+        cmocka_unit_test(test_dead_steps_dropped),
         cmocka_unit_test(test_projection_over_flat_rows),
         cmocka_unit_test(test_extended_mask_beside_causal_where),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),
@@ -1108,7 +1220,9 @@ int main(void) {
         cmocka_unit_test(test_norm_steps_on_the_pool),
         cmocka_unit_test(test_values_freed_after_last_step),
         cmocka_unit_test(test_release_weights),
+        cmocka_unit_test(test_build_frees_layer_weights),
         cmocka_unit_test(test_gemm_weights_released_after_packing),
+        cmocka_unit_test(test_tied_gemm_copy_released),
         cmocka_unit_test(test_layer_weights_checked_on_reload),
         cmocka_unit_test(test_arena_by_lifetimes),
         cmocka_unit_test(test_output_shapes_follow_inputs),

@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,6 +234,38 @@ static size_t probe_inputs(const plan *P, tensor **t, mha_tensor *in) {
     return P->g->n_inputs;
 }
 
+/* A test model loaded, its plan's probe inputs (t, borrowed as in) and
+ * the reference interpreter's values of its graph on them. */
+typedef struct ref_model {
+    mha_model *m;
+    tensor *t[4];
+    mha_tensor in[4];
+    size_t n_in;
+    ir_graph *g;
+    tensor **values;
+} ref_model;
+
+static void ref_load(const char *name, ref_model *r) {
+    char path[1024];
+    model_path(name, path, sizeof path);
+    mha_error err;
+    memset(r, 0, sizeof *r);
+    if (mha_model_load_file(path, NULL, &r->m, &err) != MHA_OK)
+        fail_msg("%s: %s", name, err.message);
+    r->n_in = probe_inputs(r->m->plan, r->t, r->in);
+    r->g = load_graph(name);
+    if (interp_run(&g_alloc, r->g, (const tensor *const *)r->t, &r->values, &err) != MHA_OK)
+        fail_msg("interp %s: %s", name, err.message);
+}
+
+static void ref_free(ref_model *r) {
+    interp_values_free(r->g, r->values);
+    ir_free(r->g);
+    for (size_t i = 0; i < r->n_in; i++)
+        tensor_free(r->t[i]);
+    mha_model_free(r->m);
+}
+
 /* The whole model on every backend found (scalar at least) against the
  * reference interpreter of the original graph, on the plan's probe input. */
 static void test_models_on_every_backend(void **state) {
@@ -240,21 +273,10 @@ static void test_models_on_every_backend(void **state) {
     const char *names[3] = {LLAMA, T5, VIT};
     const char *backends[4] = {"scalar", "avx2", "avx512", "openmp"};
     for (int k = 0; k < 3; k++) {
-        char path[1024];
-        model_path(names[k], path, sizeof path);
         mha_error err;
-        mha_model *m = NULL;
-        if (mha_model_load_file(path, NULL, &m, &err) != MHA_OK)
-            fail_msg("%s: %s", names[k], err.message);
-        tensor *t[4] = {0};
-        mha_tensor in[4];
-        size_t n_in = probe_inputs(m->plan, t, in);
-        /* the interpreter's output */
-        ir_graph *g = load_graph(names[k]);
-        tensor **values = NULL;
-        if (interp_run(&g_alloc, g, (const tensor *const *)t, &values, &err) != MHA_OK)
-            fail_msg("interp %s: %s", names[k], err.message);
-        const tensor *want = values[g->outputs[0]];
+        ref_model r;
+        ref_load(names[k], &r);
+        const tensor *want = r.values[r.g->outputs[0]];
         size_t n = (size_t)tensor_numel(want), ran = 0;
         for (int b = 0; b < 4; b++) {
             mha_runtime_options ro;
@@ -266,10 +288,10 @@ static void test_models_on_every_backend(void **state) {
             mha_runtime *rt = NULL;
             if (mha_runtime_create(&ro, &rt, &err) != MHA_OK) continue; /* not on this machine */
             mha_tensor out;
-            assert_int_equal(mha_model_output_shapes(m, in, n_in, &out, 1, &err), MHA_OK);
+            assert_int_equal(mha_model_output_shapes(r.m, r.in, r.n_in, &out, 1, &err), MHA_OK);
             assert_int_equal((size_t)mha_tensor_numel(&out), n);
             out.data = calloc(n, sizeof(float));
-            if (mha_run(rt, m, in, n_in, &out, 1, NULL, &err) != MHA_OK)
+            if (mha_run(rt, r.m, r.in, r.n_in, &out, 1, NULL, &err) != MHA_OK)
                 fail_msg("%s on %s: %s", names[k], backends[b], err.message);
             double e = tu_max_rel_err(out.data, want->data, n);
             if (e > 1e-4) fail_msg("%s on %s: error %g", names[k], backends[b], e);
@@ -279,11 +301,65 @@ static void test_models_on_every_backend(void **state) {
         }
         print_message("%s: %zu backends\n", names[k], ran);
         assert_true(ran >= 2); /* the built-in scalar and at least the plugin of this build */
-        interp_values_free(g, values);
-        ir_free(g);
-        for (size_t i = 0; i < n_in; i++)
-            tensor_free(t[i]);
-        mha_model_free(m);
+        ref_free(&r);
+    }
+}
+
+/* FLOPs of g's products as the interpreter ran them (values): 2 x the
+ * output's elements x the reduced length of every MatMul / Gemm / Conv; a
+ * MatMul of two computed values (an attention core's Q K^T or P V) halved
+ * when causal. The count mha_run_options.flops must give. */
+static double graph_flops(const ir_graph *g, tensor **values, int causal) {
+    double sum = 0.0;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const ir_node *n = &g->nodes[i];
+        const int conv = strcmp(n->op_type, "Conv") == 0, mm = strcmp(n->op_type, "MatMul") == 0;
+        if (!conv && !mm && strcmp(n->op_type, "Gemm") != 0) continue;
+        const tensor *a = values[n->inputs[0]], *w = values[n->inputs[1]];
+        const tensor *y = values[n->outputs[0]];
+        double k = (double)a->dims[a->rank - 1];
+        if (conv) k = (double)(tensor_numel(w) / w->dims[0]);
+        double f = 2.0 * (double)tensor_numel(y) * k;
+        if (mm && causal && !g->values[n->inputs[0]].init && !g->values[n->inputs[1]].init)
+            f *= 0.5;
+        sum += f;
+    }
+    return sum;
+}
+
+/* mha_run_options.flops of a whole model (GPT-2: causal attention, a
+ * logits GEMM; ViT: the patch Conv as a GEMM) equals the count of the
+ * graph's products at the run's sizes; a caller built before the field
+ * (struct_size without it) gets nothing written. */
+static void test_run_flops(void **state) {
+    (void)state;
+    const char *names[2] = {"gpt2_preln_causal_l2_d64_h4", VIT};
+    for (int k = 0; k < 2; k++) {
+        mha_error err;
+        ref_model r;
+        ref_load(names[k], &r);
+        mha_model_info info;
+        assert_int_equal(mha_model_get_info(r.m, &info), MHA_OK);
+        const double want = graph_flops(r.g, r.values, info.causal);
+        mha_runtime *rt = NULL;
+        assert_int_equal(mha_runtime_create(NULL, &rt, &err), MHA_OK);
+        mha_tensor out;
+        assert_int_equal(mha_model_output_shapes(r.m, r.in, r.n_in, &out, 1, &err), MHA_OK);
+        out.data = calloc((size_t)mha_tensor_numel(&out), sizeof(float));
+        double flops = -1.0;
+        mha_run_options ro;
+        mha_run_options_init(&ro);
+        ro.flops = &flops;
+        assert_int_equal(mha_run(rt, r.m, r.in, r.n_in, &out, 1, &ro, &err), MHA_OK);
+        print_message("%s: %.0f FLOPs, the graph's products %.0f\n", names[k], flops, want);
+        assert_true(want > 0.0 && fabs(flops - want) <= 1e-9 * want);
+        flops = -1.0;
+        ro.struct_size = (uint32_t)offsetof(mha_run_options, flops);
+        assert_int_equal(mha_run(rt, r.m, r.in, r.n_in, &out, 1, &ro, &err), MHA_OK);
+        assert_true(flops == -1.0);
+        free(out.data);
+        mha_runtime_destroy(rt);
+        ref_free(&r);
     }
 }
 
@@ -292,7 +368,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rmsnorm_steps),           cmocka_unit_test(test_rmsnorm_forms),
         cmocka_unit_test(test_swiglu_gated_epilogue),   cmocka_unit_test(test_patch_conv_gemm),
-        cmocka_unit_test(test_models_on_every_backend),
+        cmocka_unit_test(test_models_on_every_backend), cmocka_unit_test(test_run_flops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

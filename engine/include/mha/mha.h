@@ -483,6 +483,16 @@ typedef struct mha_run_options {
      * not declare bfloat16 (mha_plugin.precisions) is refused with MHA_ERR_BACKEND naming
      * it; the model keeps one packing per backend and precision. */
     int precision;
+    /* Appended in 0.3 (read only when struct_size covers it). When not
+     * NULL, *flops receives the floating-point operations of the run
+     * (also when it fails: those of the steps that ran): 2 M N K of every
+     * fused matrix product (an attention layer's projections, a whole
+     * model's GEMM steps, the patch Conv of a ViT) and 2 B H S_q S_kv
+     * (d_k + d_v) of each attention core, halved under a causal mask (the
+     * kernels skip the hidden keys). Nodes a whole model leaves to the
+     * interpreter and norms are not counted (`mha info` gives their share).
+     * FLOPs over the time of the run: its GFLOP/s, as `mha bench` reports. */
+    double *flops;
 } mha_run_options;
 
 /* Compute precisions of mha_run_options.precision (the same values as the

@@ -43,6 +43,10 @@ char *mha_strdup(const mha_alloc_ctx *ctx, const char *s); /* mha_malloc_small'd
  * many tiny fields multiplies. Freed with mha_free. */
 void *mha_malloc_small(const mha_alloc_ctx *ctx, size_t size);
 void *mha_calloc_small(const mha_alloc_ctx *ctx, size_t n, size_t size); /* checked product */
+/* Gives the pages of freed heap blocks back to the system (glibc keeps
+ * them otherwise) when ctx is the C library's allocator; between the phases
+ * of a load. */
+void mha_alloc_trim(const mha_alloc_ctx *ctx);
 
 #ifdef MHA_TEST_HOOKS
 /* Test hook, in test builds only (mha_static_testing): when set to N > 0,

@@ -38,6 +38,29 @@ mha_status interp_run_for(const mha_alloc_ctx *a, const ir_graph *g, const tenso
 mha_status interp_fold_constants(const mha_alloc_ctx *a, const ir_graph *g, tensor ***values,
                                  mha_error *err);
 
+/* C [M, N] = init + A [M, K] . B [K, N] in float32 (interp_gemm.c): element
+ * (m, k) of A at A[m * a_row + k * a_col], B row-major with row stride ldb,
+ * C with row stride ldc. Each element is summed in double from its init
+ * value -- init[m] (init_per_row) or init[n], 0 when init is NULL -- over
+ * k = 0 .. K-1 in order, and rounded to float once into C, or stored as
+ * the double into Cd when Cd is set: the bits of the plain triple loop. */
+typedef struct interp_gemm_args {
+    int64_t M, N, K;
+    const float *A;
+    int64_t a_row, a_col;
+    const float *B;
+    int64_t ldb;
+    const float *init;
+    int init_per_row;
+    float *C;
+    double *Cd;
+    int64_t ldc;
+} interp_gemm_args;
+
+/* MHA_ERR_NO_MEMORY when its scratch (about 256 K floats and doubles) cannot
+ * be had. */
+mha_status interp_gemm_f32(const mha_alloc_ctx *a, const interp_gemm_args *g, mha_error *err);
+
 /* An Einsum equation of explicit letters ("abc,cde->abde"): the letters of
  * each operand and of the output, in axis order, NUL-terminated. */
 #define INTERP_EINSUM_MAX_IN 4

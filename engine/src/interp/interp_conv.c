@@ -24,6 +24,51 @@ static mha_status conv_ints(interp_ctx *c, const char *name, size_t n, int64_t d
     return MHA_OK;
 }
 
+/* Without padding every tap reads the input, so a Conv is a GEMM per image
+ * and group: Y [Mg, OH * OW] = bias + W [Mg, K] . cols [K, OH * OW], K =
+ * Cg * kH * kW in the order (ci, i, j) the loop in interp_op_conv sums
+ * (the same bits: interp_gemm_f32). cols: each output position's taps. */
+static mha_status conv_as_gemm(interp_ctx *c, const float *x, const float *w, const float *b,
+                               float *y, int64_t N, int64_t C, int64_t H, int64_t Wd, int64_t M,
+                               int64_t Cg, int64_t kH, int64_t kW, int64_t group, int64_t OH,
+                               int64_t OW, const int64_t *strides, const int64_t *dil) {
+    const int64_t K = Cg * kH * kW, P = OH * OW, Mg = M / group;
+    if (P == 0 || M == 0) return MHA_OK;
+    float *cols = mha_malloc(c->a, (size_t)(K > 0 ? K : 1) * (size_t)P * sizeof *cols);
+    if (!cols)
+        return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for %lld x %lld taps", (long long)K,
+                           (long long)P);
+    mha_status st = MHA_OK;
+    for (int64_t n = 0; n < N && st == MHA_OK; n++)
+        for (int64_t g = 0; g < group && st == MHA_OK; g++) {
+            for (int64_t ci = 0; ci < Cg; ci++)
+                for (int64_t i = 0; i < kH; i++)
+                    for (int64_t j = 0; j < kW; j++) {
+                        float *row = cols + ((ci * kH + i) * kW + j) * P;
+                        const float *plane = x + (n * C + g * Cg + ci) * H * Wd;
+                        for (int64_t oh = 0; oh < OH; oh++)
+                            for (int64_t ow = 0; ow < OW; ow++)
+                                row[oh * OW + ow] = plane[(oh * strides[0] + i * dil[0]) * Wd +
+                                                          ow * strides[1] + j * dil[1]];
+                    }
+            const interp_gemm_args ga = {.M = Mg,
+                                         .N = P,
+                                         .K = K,
+                                         .A = w + g * Mg * K,
+                                         .a_row = K,
+                                         .a_col = 1,
+                                         .B = cols,
+                                         .ldb = P,
+                                         .init = b ? b + g * Mg : NULL,
+                                         .init_per_row = 1,
+                                         .C = y + (n * M + g * Mg) * P,
+                                         .ldc = P};
+            st = interp_gemm_f32(c->a, &ga, c->err);
+        }
+    mha_free(c->a, cols);
+    return st;
+}
+
 mha_status interp_op_conv(interp_ctx *c) {
     const tensor *X, *W, *B;
     char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
@@ -83,6 +128,8 @@ mha_status interp_op_conv(interp_ctx *c) {
     const float *x = X->data, *w = W->data, *b = B ? B->data : NULL;
     float *y = Y->data;
     const int64_t Mg = M / group;
+    if (pads[0] == 0 && pads[1] == 0 && pads[2] == 0 && pads[3] == 0)
+        return conv_as_gemm(c, x, w, b, y, N, C, H, Wd, M, Cg, kH, kW, group, OH, OW, strides, dil);
     for (int64_t n = 0; n < N; n++)
         for (int64_t m = 0; m < M; m++) {
             const int64_t g = m / Mg;

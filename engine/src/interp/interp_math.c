@@ -18,42 +18,6 @@ static inline double math_f64(const tensor *t, int64_t i) {
     return tensor_get_f64(t, i);
 }
 
-/* Rows of A taken together by the float32 MatMul: each row of B is read
- * once per block instead of once per row (B is usually a weight matrix far
- * larger than the caches). */
-#define MATH_MM_ROWS 8
-
-/* acc [mb, N] = the sums over k = 0 .. K-1, in order, in double, of
- * A(r, k) * B [k, n] for mb <= MATH_MM_ROWS rows of A, element (r, k) at
- * A[r * row_step + k * k_step]: B's rows are read once for all mb. */
-static void math_block_sums(const float *A, int64_t row_step, int64_t k_step, const float *B,
-                            int64_t mb, int64_t N, int64_t K, double *acc) {
-    for (int64_t i = 0; i < mb * N; i++)
-        acc[i] = 0.0;
-    for (int64_t k = 0; k < K; k++) {
-        const float *brow = B + k * N;
-        for (int64_t r = 0; r < mb; r++) {
-            const double av = A[r * row_step + k * k_step];
-            double *row = acc + r * N;
-            for (int64_t n = 0; n < N; n++)
-                row[n] += av * (double)brow[n];
-        }
-    }
-}
-
-/* Y [M, N] = A [M, K] . B [K, N], float32 in and out, each element summed
- * in double over k = 0 .. K-1 in order (the same bits as one row at a
- * time) and rounded once. accs: MATH_MM_ROWS * N doubles. */
-static void math_matmul_f32(const float *A, const float *B, float *Y, int64_t M, int64_t N,
-                            int64_t K, double *accs) {
-    for (int64_t m0 = 0; m0 < M; m0 += MATH_MM_ROWS) {
-        const int64_t mb = M - m0 < MATH_MM_ROWS ? M - m0 : MATH_MM_ROWS;
-        math_block_sums(A + m0 * K, K, 1, B, mb, N, K, accs);
-        for (int64_t i = 0; i < mb * N; i++)
-            Y[m0 * N + i] = (float)accs[i];
-    }
-}
-
 mha_status interp_op_matmul(interp_ctx *c) {
     const tensor *A, *B;
     char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
@@ -102,20 +66,23 @@ mha_status interp_op_matmul(interp_ctx *c) {
     if (M == 0 || N == 0 || b.numel == 0) return MHA_OK;
     if (A->dtype == MHA_DTYPE_FLOAT32) {
         /* the common case (the verifier runs whole projections through
-         * here): rows blocked, see math_matmul_f32 */
-        double *accs = mha_malloc(c->a, (size_t)MATH_MM_ROWS * (size_t)N * sizeof *accs);
-        if (accs == NULL)
-            return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for %d rows of %lld",
-                               MATH_MM_ROWS, (long long)N);
-        for (int64_t bi = 0; bi < b.numel; bi++) {
+         * here): interp_gemm.c, the bits of the loop below */
+        for (int64_t bi = 0; bi < b.numel && st == MHA_OK; bi++) {
             int64_t off[2];
             interp_bcast_offsets(&b, bi, off);
-            math_matmul_f32((const float *)A->data + off[0] * M * K,
-                            (const float *)B->data + off[1] * K * N, (float *)Y->data + bi * M * N,
-                            M, N, K, accs);
+            const interp_gemm_args ga = {.M = M,
+                                         .N = N,
+                                         .K = K,
+                                         .A = (const float *)A->data + off[0] * M * K,
+                                         .a_row = K,
+                                         .a_col = 1,
+                                         .B = (const float *)B->data + off[1] * K * N,
+                                         .ldb = N,
+                                         .C = (float *)Y->data + bi * M * N,
+                                         .ldc = N};
+            st = interp_gemm_f32(c->a, &ga, c->err);
         }
-        mha_free(c->a, accs);
-        return MHA_OK;
+        return st;
     }
     /* one output row at a time: acc[n] = sum_k A[m,k] * B[k,n] */
     double *acc = mha_malloc(c->a, (size_t)N * sizeof *acc);
@@ -161,12 +128,15 @@ mha_status interp_op_matmul(interp_ctx *c) {
 
 /* ---- Gemm ---- */
 
+/* Rows of the float32 Gemm summed per call of interp_gemm_f32: their
+ * double sums wait in a buffer for alpha and C. */
+#define MATH_GEMM_ROWS 64
+
 /* Y [M, N] = alpha * op(A) . op(B) + beta * C for float32, each sum over
- * k = 0 .. K-1 in double, in order, then scaled, C added and rounded once
- * (the bits of the plain loop below): op(B) laid out [K, N] once, then
- * MATH_MM_ROWS rows of A per pass over it, as math_matmul_f32 (a Gemm with
- * transB = 1 is how nn.Linear exports; row by row, the verification read
- * its whole weight from memory for every token). */
+ * k = 0 .. K-1 in double, in order (interp_gemm_f32), then scaled, C added
+ * and rounded once (the bits of the plain loop below): op(B) laid out
+ * [K, N] once (a Gemm with transB = 1 is how nn.Linear exports), op(A)
+ * read through its strides. */
 static mha_status math_gemm_f32(interp_ctx *c, const tensor *A, const tensor *B, const tensor *C,
                                 int64_t trans_a, int64_t trans_b, float alpha, float beta,
                                 int64_t M, int64_t N, int64_t K, int64_t c_rows, int64_t c_cols,
@@ -181,21 +151,29 @@ static mha_status math_gemm_f32(interp_ctx *c, const tensor *A, const tensor *B,
                 bt[k * N + n] = b[n * K + k];
         b = bt;
     }
-    double *acc = mha_malloc(c->a, (size_t)MATH_MM_ROWS * (size_t)N * sizeof *acc);
+    double *acc = mha_malloc(c->a, (size_t)MATH_GEMM_ROWS * (size_t)N * sizeof *acc);
     if (!acc) {
         mha_free(c->a, bt);
-        return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for %d rows of %lld", MATH_MM_ROWS,
-                           (long long)N);
+        return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for %d rows of %lld",
+                           MATH_GEMM_ROWS, (long long)N);
     }
     float *y = Y->data;
-    for (int64_t m0 = 0; m0 < M; m0 += MATH_MM_ROWS) {
-        const int64_t mb = M - m0 < MATH_MM_ROWS ? M - m0 : MATH_MM_ROWS;
-        /* op(A) (r, k): A [K, M] when transposed, else A [M, K] */
-        if (trans_a)
-            math_block_sums(a + m0, 1, M, b, mb, N, K, acc);
-        else
-            math_block_sums(a + m0 * K, K, 1, b, mb, N, K, acc);
-        for (int64_t r = 0; r < mb; r++)
+    mha_status st = MHA_OK;
+    for (int64_t m0 = 0; m0 < M && st == MHA_OK; m0 += MATH_GEMM_ROWS) {
+        const int64_t mb = M - m0 < MATH_GEMM_ROWS ? M - m0 : MATH_GEMM_ROWS;
+        /* op(A) (m, k): A [K, M] when transposed, else A [M, K] */
+        const interp_gemm_args ga = {.M = mb,
+                                     .N = N,
+                                     .K = K,
+                                     .A = trans_a ? a + m0 : a + m0 * K,
+                                     .a_row = trans_a ? 1 : K,
+                                     .a_col = trans_a ? M : 1,
+                                     .B = b,
+                                     .ldb = N,
+                                     .Cd = acc,
+                                     .ldc = N};
+        st = interp_gemm_f32(c->a, &ga, c->err);
+        for (int64_t r = 0; r < mb && st == MHA_OK; r++)
             for (int64_t n = 0; n < N; n++) {
                 const int64_t m = m0 + r;
                 double v = (double)alpha * acc[r * N + n];
@@ -207,7 +185,7 @@ static mha_status math_gemm_f32(interp_ctx *c, const tensor *A, const tensor *B,
     }
     mha_free(c->a, acc);
     mha_free(c->a, bt);
-    return MHA_OK;
+    return st;
 }
 
 mha_status interp_op_gemm(interp_ctx *c) {

@@ -812,8 +812,6 @@ static mha_status build_graph(builder *b, Onnx__ModelProto *m) {
     return sort_nodes(b);
 }
 
-/* Unpacks and builds. `owned` (may be NULL) is the file buffer holding
- * `data`, released right after unpacking to lower the peak memory. */
 /* Files that are plainly something else are named as such, before the
  * protobuf decoder says "wire type 3 at byte offset 0": a known magic
  * number, or a first byte that cannot begin any protobuf message (field 0,
@@ -839,11 +837,15 @@ static const char *onnx_not_a_model(const unsigned char *p, size_t n) {
     return NULL;
 }
 
+/* Unpacks and builds. `owned` (may be NULL) is the file buffer holding
+ * `data` (a mapping of the file when owned_mapped), released as it is
+ * decoded and freed right after unpacking, to lower the peak memory. */
 static mha_status load_common(ir_graph *g, const void *data, size_t size, void *owned,
-                              const char *base_dir, const ir_load_options *opts, mha_error *err) {
+                              int owned_mapped, const char *base_dir, const ir_load_options *opts,
+                              mha_error *err) {
     const char *other = onnx_not_a_model(data, size);
     if (other) {
-        mha_free(&g->alloc, owned);
+        if (owned) onnx_file_free(&g->alloc, owned, size, owned_mapped);
         return mha_fail(err, MHA_ERR_MODEL_FORMAT, "not an ONNX model: %s", other);
     }
     int depth =
@@ -862,7 +864,7 @@ static mha_status load_common(ir_graph *g, const void *data, size_t size, void *
     mha_status st = onnx_unpack(&onnx__model_proto__descriptor, data, size, depth, &pa, &msg, err);
     mha_free(&g->alloc, rel.at);
     mha_free(&g->alloc, rel.len);
-    mha_free(&g->alloc, owned);
+    if (owned) onnx_file_free(&g->alloc, owned, size, owned_mapped);
     if (st != MHA_OK) return st;
 
     onnx_load_ctx lc;
@@ -914,7 +916,7 @@ mha_status ir_load_memory(const mha_alloc_ctx *alloc, const void *data, size_t s
                         (unsigned long long)max_bytes);
     ir_graph *g = graph_new(alloc, "");
     if (!g) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", label);
-    mha_status st = load_common(g, data, size, NULL, base_dir, opts, err);
+    mha_status st = load_common(g, data, size, NULL, 0, base_dir, opts, err);
     if (st != MHA_OK) {
         mha_error_prefix(err, "%s", label);
         ir_free(g);
@@ -951,10 +953,11 @@ mha_status ir_load_file(const mha_alloc_ctx *alloc, const char *path, const ir_l
 
     void *data = NULL;
     size_t size = 0;
-    mha_status st =
-        onnx_read_file(&g->alloc, path, opts ? opts->max_file_bytes : 0, &data, &size, err);
+    int mapped = 0;
+    mha_status st = onnx_read_file(&g->alloc, path, opts ? opts->max_file_bytes : 0, &data, &size,
+                                   &mapped, err);
     if (st == MHA_OK) {
-        st = load_common(g, data, size, data, base_dir, opts, err);
+        st = load_common(g, data, size, data, mapped, base_dir, opts, err);
         if (st != MHA_OK) mha_error_prefix(err, "%s", path);
     }
     mha_free(&g->alloc, base_dir);

@@ -49,11 +49,17 @@ typedef struct onnx_pb_alloc {
 
 void onnx_pb_alloc_init(onnx_pb_alloc *pa, const mha_alloc_ctx *alloc);
 
-/* Reads a whole regular file into an mha_malloc'd buffer. Refuses an empty
- * file, a non-regular file and one larger than max_bytes (MHA_ERR_LIMIT).
- * Messages start with the path. */
+/* A whole regular file's bytes: mapped read-only (*mapped = 1) from
+ * ONNX_RELEASE_MIN_BYTES on, so that only the pages being decoded are
+ * resident (a buffer read in full holds the whole file while the first
+ * tensors are copied out of it: file + largest tensor at the peak), else
+ * (small files, or no mapping) read into an mha_malloc'd buffer. Refuses an
+ * empty file, a non-regular file and one larger than max_bytes
+ * (MHA_ERR_LIMIT). Messages start with the path. Freed by
+ * onnx_file_free. */
 mha_status onnx_read_file(const mha_alloc_ctx *alloc, const char *path, uint64_t max_bytes,
-                          void **data, size_t *size, mha_error *err);
+                          void **data, size_t *size, int *mapped, mha_error *err);
+void onnx_file_free(const mha_alloc_ctx *alloc, void *data, size_t size, int mapped);
 
 /* Walks the protobuf wire format of a `root` message without building it,
  * descending into every length-delimited field that our schema declares as

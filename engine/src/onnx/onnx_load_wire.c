@@ -64,9 +64,10 @@ void onnx_pb_alloc_init(onnx_pb_alloc *pa, const mha_alloc_ctx *alloc) {
 /* ---- file reading ---- */
 
 mha_status onnx_read_file(const mha_alloc_ctx *alloc, const char *path, uint64_t max_bytes,
-                          void **data, size_t *size, mha_error *err) {
+                          void **data, size_t *size, int *mapped, mha_error *err) {
     *data = NULL;
     *size = 0;
+    *mapped = 0;
     if (max_bytes == 0) max_bytes = ONNX_DEFAULT_MAX_FILE_BYTES;
     /* O_NONBLOCK: a FIFO given as the model must not hang the open; it is
      * refused as not a regular file just below. */
@@ -93,6 +94,16 @@ mha_status onnx_read_file(const mha_alloc_ctx *alloc, const char *path, uint64_t
                         (unsigned long long)st.st_size, (unsigned long long)max_bytes);
     }
     size_t n = (size_t)st.st_size;
+    if (n >= ONNX_RELEASE_MIN_BYTES) {
+        void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m != MAP_FAILED) { /* else read below */
+            close(fd);
+            *data = m;
+            *size = n;
+            *mapped = 1;
+            return MHA_OK;
+        }
+    }
     unsigned char *buf = mha_malloc(alloc, n);
     if (!buf) {
         close(fd);
@@ -118,6 +129,13 @@ mha_status onnx_read_file(const mha_alloc_ctx *alloc, const char *path, uint64_t
     *data = buf;
     *size = n;
     return MHA_OK;
+}
+
+void onnx_file_free(const mha_alloc_ctx *alloc, void *data, size_t size, int mapped) {
+    if (mapped)
+        munmap(data, size);
+    else
+        mha_free(alloc, data);
 }
 
 /* ---- wire-format pre-scan ---- */

@@ -72,6 +72,7 @@ void plan_free(plan *P) {
     mha_free(&a, P->consts);
     mha_free(&a, P->steps);
     mha_free(&a, P->last_step);
+    mha_free(&a, P->dead);
     mha_free(&a, P->out_rules);
     mha_free(&a, P->in_syms);
     mha_free(&a, P->id_extent);
@@ -271,6 +272,61 @@ static void build_drop_probe_results(plan *P) {
 }
 
 /* Steps in graph order: an attention step where its output is made. */
+/* The values step st reads. */
+static const int *build_step_reads(const plan *P, const plan_step *st, size_t *n) {
+    *n = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].L.n_inputs
+         : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].n_reads
+         : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].n_reads
+                                         : P->g->nodes[st->index].n_inputs;
+    return st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].in_values
+           : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].reads
+           : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].reads
+                                           : P->g->nodes[st->index].inputs;
+}
+
+/* Drops the interpreted steps whose outputs no later step and no graph
+ * output reads, last to first (a dropped step's inputs may die with it),
+ * and marks their nodes in P->dead. A fused step replaces a layer's data
+ * nodes, not the Shape / Gather / Concat chains that size its reshapes,
+ * nor a causal buffer's Slice when the step knows it is causal: without
+ * this they run at every forward pass and keep their inputs loaded. */
+static mha_status build_drop_dead(plan *P, mha_error *err) {
+    const ir_graph *g = P->g;
+    unsigned char *live = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, 1);
+    mha_free(&P->alloc, P->dead);
+    P->dead = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
+    if (!live || !P->dead) {
+        mha_free(&P->alloc, live);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    }
+    for (size_t k = 0; k < g->n_outputs; k++)
+        live[g->outputs[k]] = 1;
+    for (size_t s = P->n_steps; s-- > 0;) {
+        const plan_step *st = &P->steps[s];
+        if (st->kind == PLAN_STEP_INTERP) {
+            const ir_node *n = &g->nodes[st->index];
+            int used = 0;
+            for (size_t k = 0; k < n->n_outputs; k++)
+                used |= n->outputs[k] >= 0 && live[n->outputs[k]];
+            if (!used) {
+                P->dead[st->index] = 1;
+                continue;
+            }
+        }
+        size_t n;
+        const int *r = build_step_reads(P, st, &n);
+        for (size_t k = 0; k < n; k++)
+            if (r[k] >= 0) live[r[k]] = 1;
+    }
+    size_t kept = 0;
+    for (size_t s = 0; s < P->n_steps; s++)
+        if (P->steps[s].kind != PLAN_STEP_INTERP || !P->dead[P->steps[s].index])
+            P->steps[kept++] = P->steps[s];
+    P->n_steps = kept;
+    mha_free(&P->alloc, live);
+    return MHA_OK;
+}
+
 static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
     int *owner = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *owner);
@@ -334,19 +390,18 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
         P->n_steps++;
     }
     mha_free(&P->alloc, owner);
+    /* the first pass (no shapes yet) interprets every node: the shape pass
+     * records every value */
+    if (shp) {
+        mha_status st = build_drop_dead(P, err);
+        if (st != MHA_OK) return st;
+    }
     /* lifetimes */
     for (size_t v = 0; v < g->n_values; v++)
         P->last_step[v] = -1;
     for (size_t s = 0; s < P->n_steps; s++) {
-        const plan_step *st = &P->steps[s];
-        size_t n = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].L.n_inputs
-                   : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].n_reads
-                   : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].n_reads
-                                                   : g->nodes[st->index].n_inputs;
-        const int *r = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].in_values
-                       : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].reads
-                       : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].reads
-                                                       : g->nodes[st->index].inputs;
+        size_t n;
+        const int *r = build_step_reads(P, &P->steps[s], &n);
         for (size_t k = 0; k < n; k++)
             if (r[k] >= 0) P->last_step[r[k]] = (int)s;
     }
@@ -447,7 +502,7 @@ mha_status plan_release_weights(plan *P, mha_error *err) {
             owned[P->layers[li].nodes[k]] = 1;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
-        if (owned[ni] || plan_node_folded(P, n)) continue;
+        if (owned[ni] || plan_node_folded(P, n) || (P->dead && P->dead[ni])) continue;
         for (size_t k = 0; k < n->n_inputs; k++)
             if (n->inputs[k] >= 0) needed[n->inputs[k]] = 1;
     }
@@ -465,8 +520,9 @@ mha_status plan_release_weights(plan *P, mha_error *err) {
     return MHA_OK;
 }
 
-mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, plan **out,
+mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **out,
                       mha_error *err) {
+    const int skip_verify = (flags & PLAN_SKIP_VERIFY) != 0;
     *out = NULL;
     plan *P = mha_calloc(a, 1, sizeof *P);
     if (!P) {
@@ -483,6 +539,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int skip_verify, pl
     }
     P->g = *gp;
     *gp = NULL;
+    P->keep_graph = (flags & PLAN_KEEP_GRAPH) != 0;
     const ir_graph *g = P->g;
     plan_uses u;
     memset(&u, 0, sizeof u);

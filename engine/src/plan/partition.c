@@ -402,6 +402,34 @@ done:
     return st;
 }
 
+/* Right after attention layer li was recognised (owner[node] >= 0 for the
+ * nodes of recognised layers): frees the initializers that only those
+ * nodes read, as the layer holds its own copy of its weights. The load then
+ * holds the model's weights once plus one layer, not the graph's weights
+ * beside every layer's copy; the whole graph cannot be interpreted after
+ * it (plan.keep_graph keeps them). */
+static void part_release_inputs(plan *P, const plan_uses *u, const int *owner, size_t li) {
+    ir_graph *g = P->g;
+    const plan_layer *pl = &P->layers[li];
+    for (size_t k = 0; k < pl->n_nodes; k++) {
+        const ir_node *n = &g->nodes[pl->nodes[k]];
+        for (size_t j = 0; j < n->n_inputs; j++) {
+            int v = n->inputs[j];
+            if (v < 0 || !g->values[v].init) continue;
+            /* a reader outside every recognised layer (interpreted, a GEMM
+             * or norm step, a folded node, a layer not carved yet) keeps it */
+            int only_layers = 1;
+            for (int e = u->first[v]; e < u->first[v + 1] && only_layers; e++)
+                only_layers = owner[u->node[e]] >= 0;
+            for (size_t o = 0; o < g->n_outputs && only_layers; o++)
+                only_layers = g->outputs[o] != v;
+            if (!only_layers) continue;
+            tensor_free(g->values[v].init);
+            g->values[v].init = NULL;
+        }
+    }
+}
+
 mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
     const mha_alloc_ctx *a = &P->alloc;
@@ -467,6 +495,8 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
                 pl->nodes[pl->n_nodes++] = (int)ni;
                 c.owner[ni] = (int)(P->n_layers - 1);
             }
+        if (!P->keep_graph) part_release_inputs(P, u, c.owner, P->n_layers - 1);
+        mha_alloc_trim(a); /* the recogniser's probe values, freed */
     }
 done:
     mha_free(a, c.mark);

@@ -195,7 +195,13 @@ typedef struct plan {
     size_t n_norms;
     plan_step *steps;
     size_t n_steps;
-    int *last_step;                           /* [n_values]: last step reading the value, -1 none */
+    int *last_step; /* [n_values]: last step reading the value, -1 none */
+    /* [n_nodes]: 1 for a node left out of the steps although nothing else
+     * computes it, because no step and no graph output reads what it makes
+     * (the shape arithmetic of a fused layer's reshapes, the slice of a
+     * causal buffer the fused step does not read); its inputs are not
+     * kept for it */
+    unsigned char *dead;
     plan_dim_rule (*out_rules)[MHA_MAX_RANK]; /* [n_outputs] */
     int (*in_syms)[MHA_MAX_RANK]; /* [g->n_inputs]: symbolic axis id of each axis, -1 fixed */
     int n_syms;
@@ -206,6 +212,7 @@ typedef struct plan {
      * allows negative ids); 0 = not checked. Checked before a run so a bad
      * id is reported against the input, not deep inside the graph. */
     int64_t *id_extent;
+    int keep_graph;             /* PLAN_KEEP_GRAPH: no initializer freed while building */
     /* While plan_build runs: per probe, its inputs [g->n_inputs] and the
      * graph outputs [g->n_outputs] the interpreter computed from them in
      * the shape pass (what plan_verify compares against); NULL after. */
@@ -250,12 +257,19 @@ void plan_norm_args(const plan_norm *nm, const float *x, const float *res, float
  * default and com.microsoft domains). */
 size_t plan_count_cores(const ir_graph *g);
 
+/* Flags of plan_build: no verification (a rebuild of a file verified
+ * already); every initializer kept, so that the whole graph can still be
+ * interpreted after the build (tests) -- else each recognised layer's
+ * initializers are freed as soon as it holds its own copy. */
+#define PLAN_SKIP_VERIFY 1
+#define PLAN_KEEP_GRAPH 2
+
 /* Builds the plan of g, taking ownership of g (freed on failure too, *g
  * cleared). Every attention layer is carved out, recognised and checked
- * with layer_verify; refused ones are interpreted. Unless skip_verify, the
- * whole plan is then verified against the reference interpreter of g. */
-mha_status plan_build(const mha_alloc_ctx *a, ir_graph **g, int skip_verify, plan **out,
-                      mha_error *err);
+ * with layer_verify; refused ones are interpreted. Unless flags has
+ * PLAN_SKIP_VERIFY, the whole plan is then verified against the reference
+ * interpreter of g. */
+mha_status plan_build(const mha_alloc_ctx *a, ir_graph **g, int flags, plan **out, mha_error *err);
 void plan_free(plan *P);
 
 /* After plan_build: frees the initializers and folded constants that only
@@ -266,7 +280,8 @@ void plan_free(plan *P);
 mha_status plan_release_weights(plan *P, mha_error *err);
 
 /* After GEMM step i was packed (release.c): frees its unpacked weight if
- * nothing else reads it (W becomes NULL, w_hash remembers it); returns
+ * nothing else reads it, else its own transposed copy of it if it has one
+ * (W becomes NULL, w_hash remembers it); returns
  * the bytes freed. The reference backend cannot run that step afterwards. */
 size_t plan_release_gemm_weight(plan *P, size_t i);
 /* After attention layer i was packed (release.c): frees its unpacked

@@ -4,7 +4,9 @@
  * reads (no interpreted node, no graph output; no attention-weights output
  * computed from a layer's own W_q, W_k) go. A later packing for another
  * backend or precision takes them from a fresh build of the same file,
- * checked against a hash of what was freed (plan_weights_match). */
+ * checked against a hash of what was freed (plan_weights_match). (At load,
+ * partition.c frees each attention layer's initializers as soon as the
+ * layer holds its own copy.) */
 #include <string.h>
 
 #include "plan_internal.h"
@@ -78,7 +80,8 @@ static int release_weight_value(const plan *P, const plan_gemm *pg) {
 }
 
 /* Readers of value v among the nodes still run (not folded, not inside a
- * recognised layer), graph outputs counted as readers. */
+ * recognised layer, not dropped as dead), graph outputs counted as
+ * readers. */
 static size_t release_readers(const plan *P, const unsigned char *in_layer, int v) {
     const ir_graph *g = P->g;
     size_t n = 0;
@@ -86,7 +89,7 @@ static size_t release_readers(const plan *P, const unsigned char *in_layer, int 
         n += g->outputs[k] == v;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *nd = &g->nodes[ni];
-        if (in_layer[ni] || plan_node_folded(P, nd)) continue;
+        if (in_layer[ni] || plan_node_folded(P, nd) || (P->dead && P->dead[ni])) continue;
         for (size_t k = 0; k < nd->n_inputs; k++)
             n += nd->inputs[k] == v;
     }
@@ -106,16 +109,20 @@ size_t plan_release_gemm_weight(plan *P, size_t i) {
     size_t readers = release_readers(P, in_layer, v);
     mha_free(&P->alloc, in_layer);
     tensor **holder = g->values[v].init ? &g->values[v].init : &P->consts[v];
-    if (readers != 1 || !*holder) return 0;
+    /* a value read elsewhere too (a tied embedding table: a Gather reads
+     * it, a Gemm with transB reads it transposed) stays; the step's own
+     * transposed copy, packed now, goes all the same */
+    if (!*holder || (readers != 1 && !pg->W_owned)) return 0;
     pg->w_hash = release_hash(pg->W, pg->K, pg->N);
     size_t freed = (size_t)pg->K * (size_t)pg->N * sizeof(float);
-    if (pg->W_owned) { /* a transposed copy, and the value it came from */
-        mha_free(&P->alloc, pg->W_owned);
-        pg->W_owned = NULL;
-        freed += (*holder)->nbytes;
+    const int owned = pg->W_owned != NULL;
+    mha_free(&P->alloc, pg->W_owned);
+    pg->W_owned = NULL;
+    if (readers == 1) {
+        if (owned) freed += (*holder)->nbytes; /* the value the copy came from */
+        tensor_free(*holder);
+        *holder = NULL;
     }
-    tensor_free(*holder);
-    *holder = NULL;
     pg->W = NULL;
     return freed;
 }

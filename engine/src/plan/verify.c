@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "interp.h"
 #include "layer_reference.h"
 #include "plan_internal.h"
 
@@ -21,43 +22,28 @@ static mha_status verify_reference_layer(void *user, const plan *P, size_t li,
                                    n_outputs, err);
 }
 
-/* Rows of A summed together: W [K, N] is read once per block of rows,
- * not once per row (a weight is far larger than the caches; row by row,
- * the verification of ViT-B/16 streamed W from memory for every token). */
-#define VERIFY_GEMM_ROWS 8
-
 /* C = A . W + bias, each sum in double, starting from the bias and adding
- * k = 0 .. K-1 in order (the same bits for any blocking): the plain GEMM
- * beside the fast ones. */
+ * k = 0 .. K-1 in order: the plain GEMM beside the fast ones, run blocked
+ * by the interpreter's (the same bits as the triple loop). */
 static mha_status verify_reference_gemm(void *user, const plan *P, size_t gi, const float *A,
                                         int64_t M, float *C, const plan_ep *ep, mha_error *err) {
     const plan_gemm *g = &P->gemms[gi];
-    const int64_t N = g->N, K = g->K;
     (void)user;
     if (!g->W) return mha_fail(err, MHA_ERR_INTERNAL, "verify: GEMM step %zu has no weights", gi);
-    double *acc =
-        mha_calloc(&P->alloc, (size_t)VERIFY_GEMM_ROWS * (size_t)(N > 0 ? N : 1), sizeof *acc);
-    if (!acc) return mha_fail(err, MHA_ERR_NO_MEMORY, "verify: out of memory");
-    for (int64_t m0 = 0; m0 < M; m0 += VERIFY_GEMM_ROWS) {
-        const int64_t mb = M - m0 < VERIFY_GEMM_ROWS ? M - m0 : VERIFY_GEMM_ROWS;
-        for (int64_t r = 0; r < mb; r++)
-            for (int64_t n = 0; n < N; n++)
-                acc[r * N + n] = g->bias ? (double)g->bias[n] : 0.0;
-        for (int64_t k = 0; k < K; k++) {
-            const float *w = g->W + k * N;
-            for (int64_t r = 0; r < mb; r++) {
-                const double a = A[(m0 + r) * K + k];
-                double *row = acc + r * N;
-                for (int64_t n = 0; n < N; n++)
-                    row[n] += a * (double)w[n];
-            }
-        }
-        for (int64_t i = 0; i < mb * N; i++)
-            C[m0 * N + i] = (float)acc[i];
-    }
-    mha_free(&P->alloc, acc);
-    if (ep) plan_ep_tile(ep, C, N, 0, M, 0, N);
-    return MHA_OK;
+    const interp_gemm_args ga = {.M = M,
+                                 .N = g->N,
+                                 .K = g->K,
+                                 .A = A,
+                                 .a_row = g->K,
+                                 .a_col = 1,
+                                 .B = g->W,
+                                 .ldb = g->N,
+                                 .init = g->bias,
+                                 .C = C,
+                                 .ldc = g->N};
+    mha_status st = interp_gemm_f32(&P->alloc, &ga, err);
+    if (st == MHA_OK && ep) plan_ep_tile(ep, C, g->N, 0, M, 0, g->N);
+    return st;
 }
 
 /* norm NULL: the host's reference norm on the calling thread */

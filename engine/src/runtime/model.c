@@ -9,9 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 /* Appends "; phrase" (printf-style) to the idioms line, as far as it fits. */
 static void model_idiom(char *buf, size_t size, const char *fmt, ...) MHA_PRINTF(3, 4);
@@ -153,14 +150,10 @@ static void model_pack_free(const mha_alloc_ctx *a, const mha_model *m, model_pa
 }
 
 void model_give_back_memory(const mha_alloc_ctx *a) {
-#if defined(__GLIBC__)
     /* glibc raises its mmap threshold to the largest block freed (up to 32
      * MiB): after the load freed weights and probe values, blocks of many
      * MiB came from the heap and their pages stay mapped until trimmed */
-    if (!a->user.alloc) malloc_trim(0);
-#else
-    (void)a;
-#endif
+    mha_alloc_trim(a);
 }
 
 /* Packs the one layer, or every recognised layer of the plan. */

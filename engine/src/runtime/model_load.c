@@ -66,7 +66,7 @@ static mha_status model_from_graph(const mha_model_options *opts, const mha_allo
         }
     }
     plan *P = NULL;
-    mha_status pst = plan_build(a, g, skip_verify, &P, err);
+    mha_status pst = plan_build(a, g, skip_verify ? PLAN_SKIP_VERIFY : 0, &P, err);
     if (pst == MHA_OK && cores == 1 && !P->layers[0].recognised) pst = MHA_ERR_MODEL_UNSUPPORTED;
     if (pst == MHA_OK) pst = plan_release_weights(P, err);
     if (pst != MHA_OK) {
@@ -90,7 +90,7 @@ static mha_status model_reload_plan(const mha_model *m, plan **out, mha_error *e
     ir_graph *g = NULL;
     *out = NULL;
     mha_status st = ir_load_file(&m->alloc, m->source_path, &m->source_opts, &g, err);
-    if (st == MHA_OK) st = plan_build(&m->alloc, &g, 1, out, err);
+    if (st == MHA_OK) st = plan_build(&m->alloc, &g, PLAN_SKIP_VERIFY, out, err);
     if (st == MHA_OK && !plan_weights_match(m->plan, *out)) {
         plan_free(*out);
         *out = NULL;

@@ -221,7 +221,27 @@ typedef struct runtime_plan_ctx {
     const exec_env *env;
     const model_pack *pk;
     int64_t B, S;
+    double *flops; /* the run's count (mha_run_options.flops), or NULL */
 } runtime_plan_ctx;
+
+/* FLOPs of one attention layer on these inputs (mha_run_options.flops):
+ * the projections, 2 m n k each, and the core, halved when causal. 0 when
+ * the inputs do not bind (the run then fails on them). */
+static double runtime_layer_flops(const layer *L, const mha_tensor *inputs, size_t n_inputs,
+                                  size_t n_outputs) {
+    exec_binding bd;
+    if (layer_bind(L, inputs, n_inputs, n_outputs, &bd, NULL) != MHA_OK) return 0.0;
+    const double B = (double)bd.B, Sq = (double)bd.Sq, Skv = (double)bd.Skv;
+    const double T = (double)(bd.P + bd.Skv), hq = (double)L->q_heads, hkv = (double)L->kv_heads;
+    double core = 2.0 * B * hq * Sq * T * (double)(bd.dk + bd.dv);
+    if (L->causal) core *= 0.5;
+    double proj = 0.0;
+    if (L->has_proj)
+        proj = 2.0 * B * Sq * (double)L->d_model * hq * (double)bd.dk +
+               2.0 * B * Skv * (double)L->d_kv * hkv * (double)(bd.dk + bd.dv) +
+               2.0 * B * Sq * hq * (double)bd.dv * (double)bd.d_out;
+    return proj + core;
+}
 
 /* The run's key lengths ([B]) reach a layer that attends over the model's
  * sequence, self-attention with S_q = S_kv = S and no past keys: there the
@@ -244,6 +264,7 @@ static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const
     const runtime_plan_ctx *pc = user;
     exec_env env = *pc->env;
     env.kv_lengths = runtime_plan_kv_lengths(pc, &P->layers[li].L, inputs, n_inputs);
+    if (pc->flops) *pc->flops += runtime_layer_flops(&P->layers[li].L, inputs, n_inputs, n_outputs);
     return exec_run(&env, &P->layers[li].L, pc->pk->layer_packed[li], inputs, n_inputs, outputs,
                     n_outputs, err);
 }
@@ -271,6 +292,7 @@ static mha_status runtime_plan_gemm(void *user, const plan *P, size_t gi, const 
     const runtime_plan_ctx *pc = user;
     const plan_gemm *pg = &P->gemms[gi];
     const exec_gemm_weights *W = &pc->pk->gemm_packed[gi];
+    if (pc->flops) *pc->flops += 2.0 * (double)M * (double)W->N * (double)W->K;
     exec_gemm_fused fused;
     if (ep &&
         exec_gemm_fuse(pc->env, pg->fused_act, pg->fused_residual ? ep->ext : NULL, pg->N, &fused))
@@ -335,8 +357,13 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
     if (opts->struct_size >= offsetof(mha_run_options, kv_lengths) + sizeof(void *))
         env.kv_lengths = opts->kv_lengths;
     env.precision = precision;
+    /* flops was appended after precision */
+    double *flops = NULL;
+    if (opts->struct_size >= offsetof(mha_run_options, flops) + sizeof(double *))
+        flops = opts->flops;
+    if (flops) *flops = 0.0;
     if (model->plan) {
-        runtime_plan_ctx pc = {&env, pk, -1, -1};
+        runtime_plan_ctx pc = {&env, pk, -1, -1, flops};
         if (num_inputs > 0 && inputs && inputs[0].rank >= 2) {
             pc.B = inputs[0].shape[0];
             pc.S = inputs[0].shape[1];
@@ -344,5 +371,6 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
         plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc, runtime_plan_norm};
         return plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, &be, err);
     }
+    if (flops) *flops = runtime_layer_flops(&model->L, inputs, num_inputs, num_outputs);
     return exec_run(&env, &model->L, pk->packed, inputs, num_inputs, outputs, num_outputs, err);
 }

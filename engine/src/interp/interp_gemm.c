@@ -1,0 +1,174 @@
+/* interp_gemm.c -- the one float32 contraction of the reference side: the
+ * interpreter's MatMul, Gemm and Conv, and the verifier's GEMM steps, run
+ *
+ *     C [M, N] = init + A [M, K] . B [K, N]
+ *
+ * every element summed in double, from its init value (0 without one), over
+ * k = 0 .. K-1 in that order, and rounded once. A product of two floats is
+ * exact in double, so a fused multiply-add and a multiply then an add give
+ * the same bits: the result is that of the plain triple loop whatever the
+ * blocking, the instruction set the loop is compiled for or the compiler's
+ * contraction (test_interp checks it bit for bit against one).
+ *
+ * Blocked the way fast GEMMs are, without their float32 sums:
+ *
+ *     for each chunk of GEMM_MC rows:
+ *       pack its A into GEMM_MR-row panels of doubles, [K][GEMM_MR] each
+ *       for each block of GEMM_NC columns:
+ *         pack its B into GEMM_NR-column panels, [K][GEMM_NR] each
+ *         sums [MR][NR] of every panel pair = init
+ *         for each slice of GEMM_KC steps of k, in order:
+ *           for each pair: sums += A panel [slice] x B panel [slice]
+ *         store the valid part of the sums
+ *
+ * The padding (zero rows of A, zero columns of B) is computed and dropped:
+ * no edge branches in the loop over k. On x86-64 the loop is compiled for AVX-512, AVX2 and the
+ * baseline and picked at load (the same bits on each). */
+#include <string.h>
+
+#include "interp.h"
+
+/* 6 x 8 doubles: 6 zmm or 12 ymm accumulators, which the register files of
+ * AVX-512 (32) and AVX2 (16) hold with the operands beside them. */
+#define GEMM_MR 6
+#define GEMM_NR 8
+/* Rows packed at a time: B is packed once per GEMM_MC rows, and their
+ * slices of GEMM_KC steps (GEMM_MC * GEMM_KC doubles) stay in L2. */
+#define GEMM_MC 192
+/* Columns of B packed at a time (GEMM_NC / GEMM_NR panels): its rows are
+ * read GEMM_NC floats at a time, not one panel's GEMM_NR (a wide B, an
+ * output vocabulary, is a page per row). */
+#define GEMM_NC 64
+/* Steps of k per kernel call: an A panel's and a B panel's slices stay in
+ * L1; the block's sums wait between slices in doubles. */
+#define GEMM_KC 256
+_Static_assert(GEMM_MR == 6, "gemm_panel holds six rows");
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define GEMM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GEMM_CLONES
+#endif
+
+/* GEMM_NR doubles (floats) as one vector of the compiler's: one zmm, two
+ * ymm or four xmm, whichever the clone has. */
+typedef double gemm_vd __attribute__((vector_size(GEMM_NR * sizeof(double))));
+typedef float gemm_vf __attribute__((vector_size(GEMM_NR * sizeof(float))));
+
+/* acc [MR] (a row of GEMM_NR each) += sum over k of ap [k][r] * b [k][..];
+ * ap: the A panel in doubles, b: the B panel, GEMM_NR floats per row. */
+GEMM_CLONES
+static void gemm_panel(int64_t K, const double *ap, const float *b, gemm_vd acc[GEMM_MR]) {
+    gemm_vd c0 = acc[0], c1 = acc[1], c2 = acc[2], c3 = acc[3], c4 = acc[4], c5 = acc[5];
+    for (int64_t k = 0; k < K; k++) {
+        gemm_vf bf;
+        memcpy(&bf, b + k * GEMM_NR, sizeof bf);
+        const gemm_vd bk = __builtin_convertvector(bf, gemm_vd);
+        const double *a = ap + k * GEMM_MR;
+        c0 += a[0] * bk;
+        c1 += a[1] * bk;
+        c2 += a[2] * bk;
+        c3 += a[3] * bk;
+        c4 += a[4] * bk;
+        c5 += a[5] * bk;
+    }
+    acc[0] = c0;
+    acc[1] = c1;
+    acc[2] = c2;
+    acc[3] = c3;
+    acc[4] = c4;
+    acc[5] = c5;
+}
+
+mha_status interp_gemm_f32(const mha_alloc_ctx *a, const interp_gemm_args *g, mha_error *err) {
+    const int64_t M = g->M, N = g->N, K = g->K;
+    if (M <= 0 || N <= 0) return MHA_OK;
+    const int64_t mc = M < GEMM_MC ? M : GEMM_MC;
+    const int64_t panels = (mc + GEMM_MR - 1) / GEMM_MR;
+    const size_t kk = (size_t)(K > 0 ? K : 1);
+    double *ap = mha_malloc(a, (size_t)panels * GEMM_MR * kk * sizeof *ap);
+    float *bpad = mha_malloc(a, kk * GEMM_NC * sizeof *bpad);
+    gemm_vd *sums = mha_malloc(a, (size_t)panels * (GEMM_NC / GEMM_NR) * GEMM_MR * sizeof *sums);
+    if (!ap || !bpad || !sums) {
+        mha_free(a, ap);
+        mha_free(a, bpad);
+        mha_free(a, sums);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "out of memory for a %lld x %lld GEMM block",
+                        (long long)mc, (long long)K);
+    }
+    for (int64_t m0 = 0; m0 < M; m0 += GEMM_MC) {
+        const int64_t mb = M - m0 < GEMM_MC ? M - m0 : GEMM_MC;
+        /* pass 1: A's rows [m0, m0 + mb) as panels [k][r], zero past M */
+        for (int64_t p = 0; p * GEMM_MR < mb; p++)
+            for (int r = 0; r < GEMM_MR; r++) {
+                const int64_t m = m0 + p * GEMM_MR + r;
+                double *dst = ap + (size_t)p * GEMM_MR * kk + (size_t)r;
+                const float *src = g->A + m * g->a_row;
+                if (m >= m0 + mb)
+                    for (int64_t k = 0; k < K; k++)
+                        dst[k * GEMM_MR] = 0.0;
+                else if (g->a_col == 1)
+                    for (int64_t k = 0; k < K; k++)
+                        dst[k * GEMM_MR] = (double)src[k];
+                else
+                    for (int64_t k = 0; k < K; k++)
+                        dst[k * GEMM_MR] = (double)src[k * g->a_col];
+            }
+        const int64_t np = (mb + GEMM_MR - 1) / GEMM_MR;
+        for (int64_t c0 = 0; c0 < N; c0 += GEMM_NC) {
+            const int64_t cb = N - c0 < GEMM_NC ? N - c0 : GEMM_NC;
+            const int64_t nq = (cb + GEMM_NR - 1) / GEMM_NR;
+            /* pass 2: B's columns [c0, c0 + cb) as panels [k][j] of GEMM_NR,
+             * zero past N (in place, a panel's rows are a stride apart that
+             * can map them all to a few cache sets) */
+            for (int64_t k = 0; k < K; k++) {
+                const float *src = g->B + k * g->ldb + c0;
+                for (int64_t q = 0; q < nq; q++) {
+                    float *dst = bpad + q * GEMM_NR * (int64_t)kk + k * GEMM_NR;
+                    const int64_t w = cb - q * GEMM_NR < GEMM_NR ? cb - q * GEMM_NR : GEMM_NR;
+                    if (w < GEMM_NR) memset(dst, 0, GEMM_NR * sizeof *dst);
+                    memcpy(dst, src + q * GEMM_NR, (size_t)w * sizeof *dst);
+                }
+            }
+            /* pass 3: the sums of panels p x q start at init */
+            for (int64_t p = 0; p < np; p++)
+                for (int64_t q = 0; q < nq; q++)
+                    for (int r = 0; r < GEMM_MR; r++)
+                        for (int j = 0; j < GEMM_NR; j++) {
+                            const int64_t m = m0 + p * GEMM_MR + r, n = c0 + q * GEMM_NR + j;
+                            const float *init = g->init;
+                            sums[(p * nq + q) * GEMM_MR + r][j] = !init || n >= N || m >= M ? 0.0
+                                                                  : g->init_per_row
+                                                                      ? (double)init[m]
+                                                                      : (double)init[n];
+                        }
+            /* pass 4: slice by slice of k, in order */
+            for (int64_t k0 = 0; k0 < K; k0 += GEMM_KC) {
+                const int64_t kb = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
+                for (int64_t q = 0; q < nq; q++)
+                    for (int64_t p = 0; p < np; p++)
+                        gemm_panel(kb, ap + ((size_t)p * kk + (size_t)k0) * GEMM_MR,
+                                   bpad + q * GEMM_NR * (int64_t)kk + k0 * GEMM_NR,
+                                   sums + (p * nq + q) * GEMM_MR);
+            }
+            /* pass 5: the valid part out */
+            for (int64_t p = 0; p < np; p++)
+                for (int64_t q = 0; q < nq; q++)
+                    for (int r = 0; r < GEMM_MR; r++)
+                        for (int j = 0; j < GEMM_NR; j++) {
+                            const int64_t m = m0 + p * GEMM_MR + r, n = c0 + q * GEMM_NR + j;
+                            if (m >= m0 + mb || n >= N) continue;
+                            const double v = sums[(p * nq + q) * GEMM_MR + r][j];
+                            if (g->Cd)
+                                g->Cd[m * g->ldc + n] = v;
+                            else
+                                g->C[m * g->ldc + n] = (float)v;
+                        }
+        }
+    }
+    mha_free(a, ap);
+    mha_free(a, bpad);
+    mha_free(a, sums);
+    return MHA_OK;
+}
