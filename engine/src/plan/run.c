@@ -3,7 +3,6 @@
  * through the caller's function; each value is freed after the last step
  * that reads it. Also the input checks and output shapes of a run. */
 #include <stdio.h>
-#include <stdint.h>
 #include <string.h>
 
 #include "layer_bind.h"
@@ -25,10 +24,22 @@ void plan_values_free(const plan *P, tensor *const *in, tensor **values) {
     mha_free(&P->alloc, values);
 }
 
-/* The output tensor of a fused step, value v: the caller's buffer when v
- * is a graph output given one (ar->direct), a view into the arena where the
+/* The caller's buffer for graph output value v when it is float32 of
+ * `bytes` bytes (plan_run), else NULL. */
+static void *run_direct(const plan *P, const plan_run_arena *ar, int v, size_t bytes) {
+    for (size_t k = 0; ar && ar->outputs && k < P->g->n_outputs; k++) {
+        const mha_tensor *o = &ar->outputs[k];
+        if (P->g->outputs[k] == v && o->dtype == MHA_DTYPE_FLOAT32 && o->data &&
+            (size_t)mha_tensor_numel(o) * sizeof(float) == bytes)
+            return o->data;
+    }
+    return NULL;
+}
+
+/* The output tensor of a fused step, value v: the caller's output buffer
+ * when v is a graph output it can take, a view into the arena where the
  * layout places it, else its own (zeroed) storage. Recorded when
- * recording. */
+ * recording, unless it goes to the caller's buffer. */
 static mha_status run_output(const plan *P, const plan_run_arena *ar, int v, int rank,
                              const int64_t *dims, tensor **y, mha_error *err) {
     *y = NULL;
@@ -36,7 +47,7 @@ static mha_status run_output(const plan *P, const plan_run_arena *ar, int v, int
     for (int d = 0; d < rank; d++)
         n *= dims[d];
     size_t bytes = (size_t)n * sizeof(float);
-    void *direct = ar && ar->direct ? ar->direct[v] : NULL;
+    void *direct = run_direct(P, ar, v, bytes);
     if (ar && ar->record && !direct) ar->record[v] = bytes;
     if (!direct &&
         (!ar || !ar->layout || ar->layout->offset[v] == SIZE_MAX || ar->layout->size[v] < bytes))
@@ -48,10 +59,26 @@ static mha_status run_output(const plan *P, const plan_run_arena *ar, int v, int
     memcpy(t->dims, dims, sizeof(int64_t) * (size_t)rank);
     t->data = direct ? direct : ar->base + ar->layout->offset[v];
     t->nbytes = bytes;
-    t->owns_data = 0; /* the arena's */
+    t->owns_data = 0; /* the caller's, or the arena's */
     t->alloc = &P->alloc;
     *y = t;
     return MHA_OK;
+}
+
+/* Whether any output buffer overlaps an input's bytes (a caller running
+ * in place): the outputs are then written only at the end. */
+static int run_outputs_alias_inputs(const mha_tensor *inputs, size_t n_inputs,
+                                    const mha_tensor *outputs, size_t n_outputs) {
+    for (size_t k = 0; k < n_outputs; k++) {
+        const char *o = outputs[k].data;
+        size_t ob = (size_t)mha_tensor_numel(&outputs[k]) * mha_dtype_size(outputs[k].dtype);
+        for (size_t i = 0; o && i < n_inputs; i++) {
+            const char *x = inputs[i].data;
+            size_t xb = (size_t)mha_tensor_numel(&inputs[i]) * mha_dtype_size(inputs[i].dtype);
+            if (x && (uintptr_t)o < (uintptr_t)x + xb && (uintptr_t)x < (uintptr_t)o + ob) return 1;
+        }
+    }
+    return 0;
 }
 
 static mha_status run_interp(const plan *P, int ni, tensor **values, tensor **in, tensor **out,
@@ -464,23 +491,6 @@ static void run_arena_key(const plan *P, const mha_tensor *inputs, int64_t *key)
             if (P->in_syms[i][d] >= 0) key[P->in_syms[i][d]] = inputs[i].shape[d];
 }
 
-/* Whether output k's bytes overlap those of an input or of another
- * output. */
-static int run_output_overlaps(const mha_tensor *inputs, size_t n_inputs, const mha_tensor *outputs,
-                               size_t n_outputs, size_t k) {
-    const uintptr_t a = (uintptr_t)outputs[k].data;
-    const uintptr_t a_end =
-        a + (size_t)mha_tensor_numel(&outputs[k]) * mha_dtype_size(outputs[k].dtype);
-    for (size_t i = 0; i < n_inputs + n_outputs; i++) {
-        const mha_tensor *t = i < n_inputs ? &inputs[i] : &outputs[i - n_inputs];
-        if (t == &outputs[k] || !t->data) continue;
-        const uintptr_t b = (uintptr_t)t->data;
-        const uintptr_t b_end = b + (size_t)mha_tensor_numel(t) * mha_dtype_size(t->dtype);
-        if (a < b_end && b < a_end) return 1;
-    }
-    return 0;
-}
-
 mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
                     size_t n_outputs, const plan_backend *be, mha_error *err) {
     const ir_graph *g = P->g;
@@ -509,18 +519,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     tensor **values = NULL;
     plan_run_arena ar = {NULL, NULL, NULL, NULL};
     size_t block_bytes = 0;
-    /* float32 graph outputs are written where the caller wants them (GPT-2's
-     * [4, 256, 50257] logits: 206 MB neither copied nor held in the arena);
-     * a value that is the graph's output twice goes to the first; a buffer
-     * that overlaps an input or another output is written at the end, as
-     * before (a step could otherwise overwrite what a later one reads) */
-    void **direct = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *direct);
-    for (size_t k = 0; direct && k < n_outputs; k++)
-        if (want[k].dtype == MHA_DTYPE_FLOAT32 && !direct[g->outputs[k]] &&
-            !run_output_overlaps(inputs, n_inputs, outputs, n_outputs, k))
-            direct[g->outputs[k]] = outputs[k].data;
-    ar.direct = direct;
-    if (!in_t || !in || !direct) {
+    if (!in_t || !in) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         goto done;
     }
@@ -540,6 +539,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     int64_t key[PLAN_MAX_SYMS];
     run_arena_key(P, inputs, key);
     ar.layout = plan_arena_find((plan *)P, key);
+    if (!run_outputs_alias_inputs(inputs, n_inputs, outputs, n_outputs)) ar.outputs = outputs;
     if (ar.layout) {
         ar.base =
             plan_arena_block_take((plan *)P, ar.layout->bytes ? ar.layout->bytes : 1, &block_bytes);
@@ -562,14 +562,13 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
             st = mha_fail(err, MHA_ERR_SHAPE,
                           "output '%s': the graph computed a shape other than its rule gives",
                           P->outputs[k].name);
-        else if (bytes && y->data != outputs[k].data)
+        else if (bytes && y->data != outputs[k].data) /* else written there directly */
             memcpy(outputs[k].data, y->data, bytes);
     }
 done:
     if (values) plan_values_free(P, in, values);
     plan_arena_block_give((plan *)P, ar.base, block_bytes);
     mha_free(&P->alloc, ar.record);
-    mha_free(&P->alloc, direct);
     mha_free(&P->alloc, in_t);
     mha_free(&P->alloc, in);
     return st;
