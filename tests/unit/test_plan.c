@@ -1122,6 +1122,33 @@ static void test_verify_catches_a_wrong_layer(void **state) {
     plan_free(P);
 }
 
+/* A ViT's images have a fixed size and only the batch is symbolic: the
+ * probes are batches of 1 and 2 (each item is a pass at full size; a
+ * symbolic sequence keeps 2 and 3), and the verification at those sizes
+ * still catches a wrong layer. */
+static void test_verify_batch_of_images(void **state) {
+    (void)state;
+    plan *T = build(BERT, PLAN_SKIP_VERIFY);
+    assert_int_equal(T->probe_sizes[0][0], 2);
+    assert_int_equal(T->probe_sizes[1][0], 3);
+    plan_free(T);
+    plan *P = build("vit_preln_l2_d64_h4_p4", PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH);
+    assert_int_equal(P->n_syms, 1);
+    assert_int_equal(P->probe_sizes[0][0], 1);
+    assert_int_equal(P->probe_sizes[1][0], 2);
+    mha_error err;
+    mha_error_clear(&err);
+    if (plan_verify(P, &err) != MHA_OK) fail_msg("%s", err.message);
+    size_t li = 0;
+    while (li < P->n_layers && !P->layers[li].recognised)
+        li++;
+    assert_true(li < P->n_layers);
+    P->layers[li].L.wo[5] += 0.25f;
+    assert_int_equal(plan_verify(P, &err), MHA_ERR_MODEL_VERIFY);
+    assert_non_null(strstr(err.message, "differs from the graph"));
+    plan_free(P);
+}
+
 /* At load the verification compares the plan against the graph outputs
  * the shape pass computed (P->probe_in / probe_out) instead of
  * interpreting the graph again: those are what it reads -- a wrong layer
@@ -1245,6 +1272,7 @@ int main(void) {
         cmocka_unit_test(test_output_axis_strided),
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),
+        cmocka_unit_test(test_verify_batch_of_images),
         cmocka_unit_test(test_verify_reads_the_shape_pass),
         cmocka_unit_test(test_load_alloc_failures),
     };

@@ -6,6 +6,24 @@
 
 #include "plan_internal.h"
 
+/* Whether the one symbolic axis is the first axis of each input that has
+ * it, in front of fixed ones. */
+static int probe_batch_only(const plan *P) {
+    const ir_graph *g = P->g;
+    if (P->n_syms != 1) return 0;
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        const ir_value *v = &g->values[g->inputs[i]];
+        int has = 0;
+        for (int d = 0; d < v->rank; d++)
+            if (P->in_syms[i][d] >= 0) {
+                if (d != 0) return 0;
+                has = 1;
+            }
+        if (has && v->rank < 2) return 0;
+    }
+    return 1;
+}
+
 mha_status plan_probe_sizes(plan *P, mha_error *err) {
     const ir_graph *g = P->g;
     P->in_syms = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *P->in_syms);
@@ -40,6 +58,15 @@ mha_status plan_probe_sizes(plan *P, mha_error *err) {
     for (int k = 0; k < PLAN_MAX_SYMS; k++) {
         P->probe_sizes[0][k] = 2 + k;
         P->probe_sizes[1][k] = 3 + 2 * k;
+    }
+    /* A batch of fixed-size items (images, fixed-length texts): each probe
+     * item costs a whole forward pass at full size, where a symbolic
+     * sequence stays a few tokens long. Batches of 1 and 2 (2 and 3 would
+     * be five items, not three) still differ, and the second has two items
+     * to mix up. */
+    if (probe_batch_only(P)) {
+        P->probe_sizes[0][0] = 1;
+        P->probe_sizes[1][0] = 2;
     }
     return MHA_OK;
 }

@@ -215,6 +215,9 @@ int rz_einsum_proj_k(const rz_ctx *z, const ir_node *n);
  * dims first. self: the key length is the query length. */
 mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)[MHA_MAX_RANK],
                          mha_error *err);
+/* Whether every dynamic axis of L's inputs is a batch axis (the lengths are
+ * fixed: a layer of a ViT or of a fixed-length text model). */
+int rz_batch_only(const layer *L);
 /* Fills a rotary input (positions, cos or sin tables; other roles are left
  * alone) with valid values: positions first + s, or tables of the angles
  * (p + 1) * f_t, the same for every batch item; with vary_batch, batch item

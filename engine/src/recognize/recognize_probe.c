@@ -177,6 +177,18 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
     return MHA_OK;
 }
 
+int rz_batch_only(const layer *L) {
+    const int cache = layer_has_cache(L);
+    int dynamic = 0;
+    for (size_t i = 0; i < L->n_inputs; i++)
+        for (int ax = 0; ax < L->inputs[i].rank; ax++) {
+            if (L->inputs[i].dims[ax] >= 0) continue;
+            if (rz_axis_symbol(L, &L->inputs[i], ax, cache) != RZ_SYM_B) return 0;
+            dynamic = 1;
+        }
+    return dynamic;
+}
+
 void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos,
                           int64_t first) {
     const int pos = io->role == MHA_ROLE_POSITION_IDS;
