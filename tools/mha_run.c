@@ -54,7 +54,10 @@ static const cli_opt run_opts[] = {
      "one int64/int32 length per row: keys at positions >= the\n"
      "length are ignored and the query rows there output 0 (a\n"
      "row scores as it would alone at its true length). Also\n"
-     "feeds a bool key-padding mask input left without a file."},
+     "feeds a bool key-padding mask input left without a file.\n"
+     "A whole model: makes its [B, S] attention mask (1 for the\n"
+     "first length tokens), the same bits as that mask's file;\n"
+     "refused when no mask input is left to make."},
     {RUN_RESUME, "resume", 0, NULL,
      "continue an interrupted run from OUT.ckpt and the partial\n"
      "files it names (refused when the model, inputs -- the rows\n"

@@ -15,7 +15,10 @@
 # itself is some 40-50 MiB of ORT's). Weight bytes: `mha info` ("weights");
 # arena and scratch: the summary line of `mha run` ("arena N bytes, scratch
 # M bytes": the outputs of the fused steps, and the buffers the runtime
-# keeps between runs; interpreted steps' values come on top).
+# keeps between runs; interpreted steps' values come on top). Outputs: the
+# bytes of the model's outputs at the shape (from `mha info`'s output
+# lines, the first ? the batch, the second the sequence), which the caller
+# holds and the last fused step writes into directly.
 # Needs /usr/bin/python3 with numpy (and torch, onnx to build models), node.
 # Exit: 0 done, 1 a failure, 2 usage error.
 set -eu
@@ -71,6 +74,11 @@ PY
     /usr/bin/time -f "rss_kib=%M" "$mha" info "$f" >"$work/info" 2>"$work/info.err" ||
         die "mha info $m failed: $(tail -2 "$work/info.err")"
     weights=$(sed -n 's/^weights: *\([0-9]*\) bytes.*/\1/p' "$work/info")
+    outputs=$(awk -v B="$B" -v S="$S" '$1 == "output" {
+        d = $0; sub(/.*\[/, "", d); sub(/\].*/, "", d); n = split(d, a, ", ");
+        size = ($4 == "float64" || $4 == "int64") ? 8 : 4; q = 0;
+        for (i = 1; i <= n; i++) { if (a[i] == "?") { q++; a[i] = q == 1 ? B : S } size *= a[i] }
+        total += size } END { printf "%d", total }' "$work/info")
     load_kib=$(sed -n 's/^rss_kib=//p' "$work/info.err")
     echo "rss_table: $m: mha run, $threads thread(s)" >&2
     # shellcheck disable=SC2086 # $ins: one or two files
@@ -84,15 +92,15 @@ PY
         --threads "$threads" --min-time 1 --warmup 1 >/dev/null 2>"$work/ort.err" ||
         die "ORT on $m failed: $(tail -3 "$work/ort.err")"
     ort_kib=$(sed -n 's/^rss_kib=//p' "$work/ort.err")
-    echo "$m $B $S ${weights:-0} ${arena:-0} ${scratch:-0} $load_kib $run_kib $ort_kib" >>"$rows"
+    echo "$m $B $S ${weights:-0} ${arena:-0} ${scratch:-0} $load_kib $run_kib $ort_kib ${outputs:-0}" >>"$rows"
 done
 
 table() {
-    echo "| model (B, S) | weights MiB | arena + scratch MiB | expected MiB | mha load peak MiB | mha run peak MiB | run / expected | ONNX Runtime peak MiB |"
+    echo "| model (B, S) | weights MiB | arena + scratch + outputs MiB | expected MiB | mha load peak MiB | mha run peak MiB | run / expected | ONNX Runtime peak MiB |"
     echo "|---|---|---|---|---|---|---|---|"
-    awk '{ w = $4 / 1048576; a = $5 / 1048576; s = $6 / 1048576; e = w + a + s;
-           printf "| %s (%s, %s) | %.0f | %.0f + %.0f | %.0f | %.0f | %.0f | %.2f | %.0f |\n",
-                  $1, $2, $3, w, a, s, e, $7 / 1024, $8 / 1024, ($8 / 1024) / e, $9 / 1024 }' "$rows"
+    awk '{ w = $4 / 1048576; a = $5 / 1048576; s = $6 / 1048576; o = $10 / 1048576; e = w + a + s + o;
+           printf "| %s (%s, %s) | %.0f | %.0f + %.0f + %.0f | %.0f | %.0f | %.0f | %.2f | %.0f |\n",
+                  $1, $2, $3, w, a, s, o, e, $7 / 1024, $8 / 1024, ($8 / 1024) / e, $9 / 1024 }' "$rows"
     echo
     echo "mha $("$mha" --version 2>/dev/null | head -1), $threads thread(s), backend auto; $(uptime | sed 's/.*load/load/')"
 }

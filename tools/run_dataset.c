@@ -242,16 +242,27 @@ int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
                     slot = i;
             if (slot == n_in)
                 return cli_usage_error(
-                    c, "the model takes %zu input%s (%s) but %zu files were given", n_in,
-                    n_in == 1 ? "" : "s", ds_input_names(info, n_in, names, sizeof names), n_args);
+                    c, "the model takes %zu input%s (%s) but %zu files were given%s", n_in,
+                    n_in == 1 ? "" : "s", ds_input_names(info, n_in, names, sizeof names), n_args,
+                    lengths_given ? ", beside --lengths, which makes the mask" : "");
         }
         in_file[slot] = file;
     }
-    for (size_t i = 0; i < n_in; i++)
+    int made = 0; /* inputs --lengths makes */
+    for (size_t i = 0; i < n_in; i++) {
         if (!in_file[i] && !(lengths_given && ds_generated_from_lengths(&info[i], whole)))
             return cli_usage_error(c, "input '%s' (%s) has no file; the model takes: %s",
                                    info[i].name, mha_io_role_name(info[i].role),
                                    ds_input_names(info, n_in, names, sizeof names));
+        made += !in_file[i];
+    }
+    /* a whole model reads lengths only through the mask made of them: with
+     * no such input they would be silently ignored */
+    if (whole && lengths_given && !made)
+        return cli_usage_error(c,
+                               "--lengths: no input of the model is left to be made from them "
+                               "(a [B, S] attention mask without a file); the model takes: %s",
+                               ds_input_names(info, n_in, names, sizeof names));
     return CLI_OK;
 }
 

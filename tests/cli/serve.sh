@@ -39,7 +39,8 @@ echo "ok: serve-cpu"
 
 # A long batching delay and room for two waiting requests: concurrent
 # requests meet in one batch, a third finds the queue full.
-serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --max-body-bytes 100000
+serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --max-body-bytes 100000 \
+  --max-batch-ms 60000
 # the address line follows the port file: give it up to 10 s under load
 i=0
 while ! grep -q "http://127.0.0.1:$PORT/" "$T/out" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -182,4 +183,9 @@ set +e
 [ $? = 2 ] || fail "a bad --host: wanted exit 2"
 "$MHA" serve >/dev/null 2>&1
 [ $? = 2 ] || fail "no model: wanted exit 2"
+for bad in -1 x; do
+  "$MHA" serve "$T/m.onnx" --max-batch-ms "$bad" >"$T/out" 2>&1
+  [ $? = 2 ] || fail "--max-batch-ms $bad: wanted exit 2"
+  grep -q "max-batch-ms" "$T/out" || fail "--max-batch-ms $bad without the option named: $(cat "$T/out")"
+done
 echo "ok: usage errors"

@@ -106,6 +106,18 @@ lens=$(od -An -v -t d8 -j 128 "$D/attention_mask.npy" | tr -s ' ' '\n' | sed '/^
   fail "run: --lengths in place of the attention mask"
 cmp "$T/y_all.npy" "$T/y_len.npy" || fail "run: --lengths hidden states differ from the mask's"
 cmp "$T/pool_all.npy" "$T/pool_len.npy" || fail "run: --lengths pooled outputs differ from the mask's"
+# a model with no mask input left to make has no use for --lengths: refused,
+# not ignored (here a decoder exported without attention_mask)
+"$MHA" gen --model decoder -L 1 -d 32 -H 2 -o "$T/dec.onnx" --data "$T/dec_ids.npy" \
+  --batch 5 --seq 4 >/dev/null
+set +e
+"$MHA" run -q "$T/dec.onnx" "$T/dec_ids.npy" --lengths "$T/lengths.npy" -o "$T/dec_y.npy" \
+  2>"$T/len.err"
+rc=$?
+set -e
+[ "$rc" = 2 ] && grep -q "^mha run: --lengths: no input of the model is left to be made from them" \
+  "$T/len.err" || fail "run: --lengths on a model without a mask: exit $rc: $(cat "$T/len.err")"
+[ ! -e "$T/dec_y.npy" ] || fail "run: a refused run left an output"
 # shards of the rows, merged: the bytes of the whole run
 for i in 0 1; do
   # shellcheck disable=SC2086

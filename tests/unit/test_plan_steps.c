@@ -363,12 +363,51 @@ static void test_run_flops(void **state) {
     }
 }
 
+/* GPT-2's causal mask, sliced out of its [1, 1, n, n] buffer and cast
+ * per layer, feeds only the attention layer, which recognises it as causal
+ * and does not take it: those nodes (and the Shape / Gather / Concat work
+ * that sizes the slices) are not steps. Every interpreted step left has an
+ * output a later step or the graph's output reads, and the model still
+ * matches the interpreter (test_models_on_every_backend's check, here on
+ * the default backend). */
+static void test_unread_steps_dropped(void **state) {
+    (void)state;
+    const char *name = "gpt2_preln_causal_l2_d64_h4";
+    plan *P = build(name);
+    assert_int_equal(interpreted(P, "Slice"), 0);
+    assert_int_equal(interpreted(P, "Concat"), 0);
+    for (size_t s = 0; s < P->n_steps; s++) {
+        if (P->steps[s].kind != PLAN_STEP_INTERP) continue;
+        const ir_node *n = &P->g->nodes[P->steps[s].index];
+        int read = 0;
+        for (size_t k = 0; k < n->n_outputs; k++)
+            read |= n->outputs[k] >= 0 && P->last_step[n->outputs[k]] > (int)s;
+        if (!read) fail_msg("%s: step %zu (%s) is read by nobody", name, s, n->op_type);
+    }
+    plan_free(P);
+    ref_model r;
+    ref_load(name, &r);
+    const tensor *want = r.values[r.g->outputs[0]];
+    mha_error err;
+    mha_runtime *rt = NULL;
+    assert_int_equal(mha_runtime_create(NULL, &rt, &err), MHA_OK);
+    mha_tensor out;
+    assert_int_equal(mha_model_output_shapes(r.m, r.in, r.n_in, &out, 1, &err), MHA_OK);
+    out.data = calloc((size_t)mha_tensor_numel(&out), sizeof(float));
+    assert_int_equal(mha_run(rt, r.m, r.in, r.n_in, &out, 1, NULL, &err), MHA_OK);
+    assert_true(tu_max_rel_err(out.data, want->data, (size_t)tensor_numel(want)) < 1e-4);
+    free(out.data);
+    mha_runtime_destroy(rt);
+    ref_free(&r);
+}
+
 int main(void) {
     mha_alloc_ctx_init(&g_alloc, NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rmsnorm_steps),           cmocka_unit_test(test_rmsnorm_forms),
         cmocka_unit_test(test_swiglu_gated_epilogue),   cmocka_unit_test(test_patch_conv_gemm),
         cmocka_unit_test(test_models_on_every_backend), cmocka_unit_test(test_run_flops),
+        cmocka_unit_test(test_unread_steps_dropped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

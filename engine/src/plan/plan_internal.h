@@ -53,11 +53,15 @@ void plan_arena_block_give(plan *P, void *block, size_t bytes);
 void plan_arena_blocks_free(plan *P);
 
 /* A run's arena: fused outputs placed by layout in base, or (record set)
- * their bytes recorded; NULL fields: every output allocated on its own. */
+ * their bytes recorded; NULL fields: every output allocated on its own.
+ * outputs (plan_run): the caller's output tensors [g->n_outputs], where a
+ * fused step making a float32 graph output writes it directly, neither in
+ * the arena nor copied (GPT-2's logits: 196 MiB held once, not twice). */
 typedef struct plan_run_arena {
     const plan_arena *layout;
     char *base;
     size_t *record; /* [n_values] */
+    const mha_tensor *outputs;
 } plan_run_arena;
 
 /* plan_exec with an arena (ar may be NULL). */

@@ -24,9 +24,22 @@ void plan_values_free(const plan *P, tensor *const *in, tensor **values) {
     mha_free(&P->alloc, values);
 }
 
-/* The output tensor of a fused step, value v: a view into the arena where
- * the layout places it, else its own (zeroed) storage. Recorded when
- * recording. */
+/* The caller's buffer for graph output value v when it is float32 of
+ * `bytes` bytes (plan_run), else NULL. */
+static void *run_direct(const plan *P, const plan_run_arena *ar, int v, size_t bytes) {
+    for (size_t k = 0; ar && ar->outputs && k < P->g->n_outputs; k++) {
+        const mha_tensor *o = &ar->outputs[k];
+        if (P->g->outputs[k] == v && o->dtype == MHA_DTYPE_FLOAT32 && o->data &&
+            (size_t)mha_tensor_numel(o) * sizeof(float) == bytes)
+            return o->data;
+    }
+    return NULL;
+}
+
+/* The output tensor of a fused step, value v: the caller's output buffer
+ * when v is a graph output it can take, a view into the arena where the
+ * layout places it, else its own (zeroed) storage. Recorded when
+ * recording, unless it goes to the caller's buffer. */
 static mha_status run_output(const plan *P, const plan_run_arena *ar, int v, int rank,
                              const int64_t *dims, tensor **y, mha_error *err) {
     *y = NULL;
@@ -34,20 +47,38 @@ static mha_status run_output(const plan *P, const plan_run_arena *ar, int v, int
     for (int d = 0; d < rank; d++)
         n *= dims[d];
     size_t bytes = (size_t)n * sizeof(float);
-    if (ar && ar->record) ar->record[v] = bytes;
-    if (!ar || !ar->layout || ar->layout->offset[v] == SIZE_MAX || ar->layout->size[v] < bytes)
+    void *direct = run_direct(P, ar, v, bytes);
+    if (ar && ar->record && !direct) ar->record[v] = bytes;
+    if (!direct &&
+        (!ar || !ar->layout || ar->layout->offset[v] == SIZE_MAX || ar->layout->size[v] < bytes))
         return tensor_new(&P->alloc, MHA_DTYPE_FLOAT32, rank, dims, y, err);
     tensor *t = mha_calloc(&P->alloc, 1, sizeof *t);
     if (!t) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     t->dtype = MHA_DTYPE_FLOAT32;
     t->rank = rank;
     memcpy(t->dims, dims, sizeof(int64_t) * (size_t)rank);
-    t->data = ar->base + ar->layout->offset[v];
+    t->data = direct ? direct : ar->base + ar->layout->offset[v];
     t->nbytes = bytes;
-    t->owns_data = 0; /* the arena's */
+    t->owns_data = 0; /* the caller's, or the arena's */
     t->alloc = &P->alloc;
     *y = t;
     return MHA_OK;
+}
+
+/* Whether any output buffer overlaps an input's bytes (a caller running
+ * in place): the outputs are then written only at the end. */
+static int run_outputs_alias_inputs(const mha_tensor *inputs, size_t n_inputs,
+                                    const mha_tensor *outputs, size_t n_outputs) {
+    for (size_t k = 0; k < n_outputs; k++) {
+        const char *o = outputs[k].data;
+        size_t ob = (size_t)mha_tensor_numel(&outputs[k]) * mha_dtype_size(outputs[k].dtype);
+        for (size_t i = 0; o && i < n_inputs; i++) {
+            const char *x = inputs[i].data;
+            size_t xb = (size_t)mha_tensor_numel(&inputs[i]) * mha_dtype_size(inputs[i].dtype);
+            if (x && (uintptr_t)o < (uintptr_t)x + xb && (uintptr_t)x < (uintptr_t)o + ob) return 1;
+        }
+    }
+    return 0;
 }
 
 static mha_status run_interp(const plan *P, int ni, tensor **values, tensor **in, tensor **out,
@@ -486,7 +517,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     tensor *in_t = mha_calloc(&P->alloc, n_inputs ? n_inputs : 1, sizeof *in_t);
     tensor **in = mha_calloc(&P->alloc, n_inputs ? n_inputs : 1, sizeof *in);
     tensor **values = NULL;
-    plan_run_arena ar = {NULL, NULL, NULL};
+    plan_run_arena ar = {NULL, NULL, NULL, NULL};
     size_t block_bytes = 0;
     if (!in_t || !in) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
@@ -508,6 +539,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
     int64_t key[PLAN_MAX_SYMS];
     run_arena_key(P, inputs, key);
     ar.layout = plan_arena_find((plan *)P, key);
+    if (!run_outputs_alias_inputs(inputs, n_inputs, outputs, n_outputs)) ar.outputs = outputs;
     if (ar.layout) {
         ar.base =
             plan_arena_block_take((plan *)P, ar.layout->bytes ? ar.layout->bytes : 1, &block_bytes);
@@ -530,7 +562,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
             st = mha_fail(err, MHA_ERR_SHAPE,
                           "output '%s': the graph computed a shape other than its rule gives",
                           P->outputs[k].name);
-        else if (bytes)
+        else if (bytes && y->data != outputs[k].data) /* else written there directly */
             memcpy(outputs[k].data, y->data, bytes);
     }
 done:
