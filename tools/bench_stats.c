@@ -47,10 +47,10 @@ void bench_stats_compute(double *v, size_t n, bench_stats *s) {
  *   Q:   2*Sq*d_model*(Hq*dk)     K|V: 2*S_new*d_kv*Hkv*(dk+dv)
  *   QK^T and PV: 2*Hq*Sq*Skv*(dk+dv)     out: 2*Sq*(Hq*dv)*d_out
  * With H*d_head = D and no GQA this is docs/ARCHITECTURE.md's
- * 2B(Sq+2Skv)D^2 + 4B*Sq*Skv*D + 2B*Sq*D^2. A whole model (a plan) is not
- * counted: 0 (its GEMM and interpreted steps are not described by the API). */
+ * 2B(Sq+2Skv)D^2 + 4B*Sq*Skv*D + 2B*Sq*D^2. A whole model (a plan): 0
+ * here; the library counts its run (mha_run_options.flops). */
 double bench_flops(const bench_probe *p, int causal_halved) {
-    if (strcmp(p->form, "plan") == 0) return 0.0; /* a whole model: the library's run counts */
+    if (strcmp(p->form, "plan") == 0) return 0.0;
     double B = (double)p->B, Sq = (double)p->Sq, Skv = (double)p->Skv;
     double S_new = (double)(p->Skv - p->S_past);
     double hq = (double)p->q_heads, hkv = (double)p->kv_heads;

@@ -83,12 +83,6 @@ static inline double scalar_packed_b(const mha_gemm_args *a, int bf, int64_t n, 
     return (double)((const float *)a->B_packed)[n * a->K + k];
 }
 
-/* A: [M, K] (lda), packed B^T: [N][K] (float, or bfloat16 in that
- * precision), bias: [N] or NULL, residual [M, ldr] or NULL, C: [M, N]
- * (ldc). Writes C[m, n] for m in [m0,m1), n in [n0,n1). The epilogue is
- * the shared float code of kernel_common.h on x = A.B + bias rounded to
- * float once: a fast backend's epilogue differs from this only through its
- * own x. */
 /* Pass 2 of element (m, n): bias, one rounding to float, then the
  * activation and the residual in float. */
 static inline void scalar_gemm_store(const mha_gemm_args *a, int64_t m, int64_t n, double acc) {
@@ -120,6 +114,12 @@ static void scalar_gemm_block4(const mha_gemm_args *a, int64_t m, int64_t n) {
             scalar_gemm_store(a, m + i, n + j, acc[i][j]);
 }
 
+/* A: [M, K] (lda), packed B^T: [N][K] (float, or bfloat16 in that
+ * precision), bias: [N] or NULL, residual [M, ldr] or NULL, C: [M, N]
+ * (ldc). Writes C[m, n] for m in [m0,m1), n in [n0,n1). The epilogue is
+ * the shared float code of kernel_common.h on x = A.B + bias rounded to
+ * float once: a fast backend's epilogue differs from this only through its
+ * own x. */
 void scalar_gemm_block(const mha_gemm_args *a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     if (a->K == 0) { /* C = epilogue(bias); A and B may be NULL then */
         kernel_gemm_epilogue_range(a, m0, m1, n0, n1, 1);

@@ -271,7 +271,6 @@ static void build_drop_probe_results(plan *P) {
     }
 }
 
-/* Steps in graph order: an attention step where its output is made. */
 /* The values step st reads. */
 static const int *build_step_reads(const plan *P, const plan_step *st, size_t *n) {
     *n = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].L.n_inputs
@@ -327,6 +326,7 @@ static mha_status build_drop_dead(plan *P, mha_error *err) {
     return MHA_OK;
 }
 
+/* Steps in graph order: an attention step where its output is made. */
 static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
     int *owner = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *owner);
@@ -410,8 +410,6 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     return MHA_OK;
 }
 
-/* Roles of the graph inputs: token ids index an embedding table, other
- * integer or bool inputs are masks, float inputs are data. */
 /* Lowers *extent to the extent of the gathered axis of Gather node n's
  * table when that table is a constant of the same size in every probe. */
 static void build_id_extent(const plan *P, const plan_shape *shp, const ir_node *n,
@@ -429,6 +427,8 @@ static void build_id_extent(const plan *P, const plan_shape *shp, const ir_node 
     if (x > 0 && (*extent == 0 || x < *extent)) *extent = x;
 }
 
+/* Roles of the graph inputs: token ids index an embedding table, other
+ * integer or bool inputs are masks, float inputs are data. */
 static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims, mha_error *err) {
     const ir_graph *g = P->g;
     P->inputs = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *P->inputs);

@@ -212,7 +212,7 @@ typedef struct plan {
      * allows negative ids); 0 = not checked. Checked before a run so a bad
      * id is reported against the input, not deep inside the graph. */
     int64_t *id_extent;
-    int keep_graph;             /* PLAN_KEEP_GRAPH: no initializer freed while building */
+    int keep_graph; /* PLAN_KEEP_GRAPH: no initializer freed while building */
     /* While plan_build runs: per probe, its inputs [g->n_inputs] and the
      * graph outputs [g->n_outputs] the interpreter computed from them in
      * the shape pass (what plan_verify compares against); NULL after. */
