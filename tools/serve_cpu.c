@@ -306,6 +306,7 @@ int main(int argc, char **argv) {
             } else {
                 qo.max_batch = n;
                 qo.max_delay_ms = 1000; /* the burst closes the batch */
+                qo.hold_when_idle = 1;
                 qo.max_batch_tokens = (int64_t)n * longest;
                 if (mode == 1) qo.max_padding = 1.0;
             }

@@ -5,8 +5,11 @@
  * thread forms a batch and runs it through mha_run:
  *
  *   wait until a request waits (or shutdown)
- *   wait until the batch is full, or max_delay_ms after the oldest
- *     request's arrival, or shutdown
+ *   while another dispatcher's batch runs (or hold_when_idle): wait until
+ *     the batch is full, or max_delay_ms after the oldest request's
+ *     arrival, or no batch runs any more, or shutdown; an idle queue takes
+ *     what waits at once (never hold a request while the cores are free:
+ *     what arrives during a run is the next batch)
  *   take requests oldest first while count < max_batch and
  *     count x longest <= max_batch_tokens (the first is always taken);
  *     a request past its deadline completes with MHA_ERR_DEADLINE instead
@@ -185,6 +188,15 @@ static int queue_batch_full(const mha_queue *q) {
     return q->stats.depth >= q->opts.max_batch ||
            (q->opts.max_batch_ms > 0 && q->ms_per_token > 0 &&
             (double)q->tokens_waiting * q->ms_per_token >= q->opts.max_batch_ms);
+}
+
+/* Should a dispatcher hold the waiting requests for company? Only while
+ * the cores are busy with another batch of this queue (or the caller asked
+ * for the hold even when idle): a request held on an idle queue would wait
+ * max_delay_ms with every core free, and every request behind it too.
+ * (mutex held) */
+static int queue_hold(const mha_queue *q) {
+    return q->opts.hold_when_idle || q->stats.running > 0;
 }
 
 /* Marks r done with st (queue->mutex held) and counts it; the caller then
@@ -468,10 +480,12 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
             pthread_mutex_unlock(&q->mutex);
             return 0;
         }
-        /* wait for company: until the batch would be full or the oldest
-         * request waited max_delay_ms */
+        /* wait for company (only while the cores are busy: queue_hold):
+         * until the batch would be full or the oldest request waited
+         * max_delay_ms */
         double until = q->head->submit + q->opts.max_delay_ms * 1e-3;
-        while (q->head && !q->stopping && !queue_batch_full(q) && queue_now() < until) {
+        while (q->head && !q->stopping && queue_hold(q) && !queue_batch_full(q) &&
+               queue_now() < until) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             double end = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec + (until - queue_now());
@@ -647,6 +661,9 @@ static void *queue_dispatcher_main(void *arg) {
         }
         q->stats.running -= n;
         if (q->stats.depth == 0 && q->stats.running == 0) pthread_cond_broadcast(&q->idle_cond);
+        /* the cores are free: a dispatcher holding requests for company
+         * (queue_hold) takes them now */
+        if (q->stats.running == 0 && q->head) pthread_cond_signal(&q->work_cond);
         pthread_mutex_unlock(&q->mutex);
         for (int i = 0; i < n; i++)
             request_finish(d->batch[i]);
