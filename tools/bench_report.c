@@ -274,16 +274,24 @@ static void json_result(FILE *f, const bench_options *o, const bench_result *x, 
         fprintf(f, "%s\"trials\": [", in);
         for (int t = 0; t < x->n_trials; t++) {
             const bench_trial *tr = &x->trials[t];
-            fprintf(f, "%s\n%s  {\"target_rps\": ", t ? "," : "", in);
-            json_num(f, tr->target_rps);
-            fputs(", \"achieved_rps\": ", f);
-            json_num(f, tr->achieved_rps);
-            fputs(", \"p50_ms\": ", f);
-            json_num(f, tr->p50_ms);
-            fputs(", \"p99_ms\": ", f);
-            json_num(f, tr->p99_ms);
-            fputs(", \"cpu_ms_per_request\": ", f);
-            json_num(f, tr->cpu_ms);
+            /* a trial's numbers, in this order, on one line */
+            const struct {
+                const char *key;
+                double v;
+            } nums[] = {{"target_rps", tr->target_rps},
+                        {"achieved_rps", tr->achieved_rps},
+                        {"p50_ms", tr->p50_ms},
+                        {"p90_ms", tr->p90_ms},
+                        {"p99_ms", tr->p99_ms},
+                        {"max_ms", tr->max_ms},
+                        {"wait_p99_ms", tr->wait_p99_ms},
+                        {"mean_batch", tr->mean_batch},
+                        {"cpu_ms_per_request", tr->cpu_ms}};
+            fprintf(f, "%s\n%s  {", t ? "," : "", in);
+            for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++) {
+                fprintf(f, "%s\"%s\": ", k ? ", " : "", nums[k].key);
+                json_num(f, nums[k].v);
+            }
             fprintf(f, ", \"requests\": %ld, \"ok\": %s}", tr->requests, tr->ok ? "true" : "false");
         }
         fprintf(f, "%s]\n", x->n_trials ? "\n      " : "");
