@@ -71,6 +71,7 @@ typedef struct bench_options {
                               through an mha_queue batching up to this many */
     double batch_delay_ms; /* the queue's max_delay_ms */
     double batch_ms;       /* the queue's max_batch_ms (0: off) */
+    int dispatchers;       /* the queue's num_dispatchers (0: one per runtime thread) */
     double server_rate;    /* > 0: one trial at this rate instead of the search */
     int precision;         /* MHA_PRECISION_* of every timed run (the reference: float32) */
 } bench_options;

@@ -131,6 +131,9 @@ void bench_report_table(const bench_report *r, FILE *out) {
     else if (o->max_batch > 0) {
         char bms[64] = "";
         if (o->batch_ms > 0) snprintf(bms, sizeof bms, ", batch time %.3g ms", o->batch_ms);
+        if (o->dispatchers > 0)
+            snprintf(bms + strlen(bms), sizeof bms - strlen(bms), ", %d dispatchers",
+                     o->dispatchers);
         fprintf(out,
                 "  shape %s, server: batch-1 requests, Poisson arrivals, request queue (max "
                 "batch %d, delay %.3g ms%s), p99 bound %.3g ms, %.3g s per rate, seed %llu\n",
@@ -374,6 +377,7 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
         json_num(f, o->batch_delay_ms);
         fputs(", \"batch_ms\": ", f);
         json_num(f, o->batch_ms);
+        fprintf(f, ", \"dispatchers\": %d", o->dispatchers);
     }
     fputs("},\n", f);
     fputs("  \"context\": {\n", f);

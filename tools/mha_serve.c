@@ -87,7 +87,9 @@ static const cli_opt serve_opts[] = {
      "(at the recent cost per token; default 0: off): what a\n"
      "request arriving behind a batch waits; about a third of\n"
      "the latency target"},
-    {SERVE_DISPATCHERS, "dispatchers", 0, "N", "batches computed at once (default 1)"},
+    {SERVE_DISPATCHERS, "dispatchers", 0, "N",
+     "batches computed at once, sharing the threads (default 0:\n"
+     "one per runtime thread)"},
     {SERVE_DEADLINE_MS, "deadline-ms", 0, "X",
      "a request not started by then gets 504, and one the work\n"
      "waiting would delay past it 503 at once (default: none)"},
@@ -554,7 +556,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
                 [SERVE_MAX_BATCH] = {1, 4096, &o->max_batch},
                 [SERVE_MAX_TOKENS] = {1, 1LL << 40, &o->max_tokens},
                 [SERVE_CAPACITY] = {1, 1 << 24, &o->capacity},
-                [SERVE_DISPATCHERS] = {1, 64, &o->dispatchers},
+                [SERVE_DISPATCHERS] = {0, 64, &o->dispatchers},
                 [SERVE_MAX_BODY] = {64, 1LL << 40, &o->max_body},
                 [SERVE_MAX_CONN] = {1, 65536, &o->max_conn}};
     cli_parser p;
@@ -600,7 +602,7 @@ int mha_cmd_serve(int argc, char **argv) {
                        .max_batch = 16,
                        .max_tokens = 4096,
                        .capacity = 256,
-                       .dispatchers = 1,
+                       .dispatchers = 0,
                        .max_body = 16 << 20,
                        .max_conn = 256,
                        .max_delay_ms = 1.0,

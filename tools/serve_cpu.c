@@ -300,6 +300,7 @@ int main(int argc, char **argv) {
         for (int mode = 0; mode < 4; mode++) {
             mha_queue_options qo;
             mha_queue_options_init(&qo);
+            qo.num_dispatchers = 1; /* the burst's batches one after another */
             if (mode == 0) {
                 qo.max_batch = 1;
                 qo.max_delay_ms = 0;

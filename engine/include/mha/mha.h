@@ -579,7 +579,11 @@ typedef struct mha_queue_options {
                                  1 ms; 0 = take what is there */
     int capacity;             /* requests waiting at most; default 1024 */
     int num_dispatchers;      /* batches computed at once (threads the queue starts);
-                                 default 1 (a batch uses every thread of the runtime) */
+                                 0 (the default): one per thread of the runtime. They
+                                 share the runtime's threads: a batch running alone
+                                 gets every thread, two at once one each (a run on
+                                 one core wastes no time at the phases' barriers:
+                                 4-5 % less CPU a request, S 32 on 2 cores) */
     int num_threads;          /* threads per batch run; 0 = the runtime's */
     size_t stack_bytes;       /* stack of each dispatcher thread; 0 = 2 MiB */
     double max_queue_ms;      /* 0 = off; else submit also refuses (MHA_ERR_QUEUE_FULL)

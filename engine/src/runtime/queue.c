@@ -126,7 +126,7 @@ void mha_queue_options_init(mha_queue_options *opts) {
     opts->max_batch_tokens = 4096;
     opts->max_delay_ms = 1.0;
     opts->capacity = 1024;
-    opts->num_dispatchers = 1;
+    opts->num_dispatchers = 0; /* one per runtime thread (mha_queue_create) */
     opts->max_padding = 0.125;
 }
 
@@ -718,14 +718,20 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
     }
     if (o.max_batch < 1 || o.max_batch > 4096 || o.max_batch_tokens < 1 ||
         !(o.max_delay_ms >= 0 && o.max_delay_ms <= 60000) || o.capacity < 1 ||
-        o.num_dispatchers < 1 || o.num_dispatchers > 64 || o.num_threads < 0 ||
+        o.num_dispatchers < 0 || o.num_dispatchers > 64 || o.num_threads < 0 ||
         !(o.max_queue_ms >= 0) || !(o.max_padding >= 0 && o.max_padding <= 1) ||
         !(o.max_batch_ms >= 0))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue create: options out of range (max_batch 1..4096, "
                         "max_batch_tokens >= 1, max_delay_ms 0..60000, capacity >= 1, "
-                        "num_dispatchers 1..64, num_threads >= 0, max_queue_ms >= 0, "
+                        "num_dispatchers 0..64, num_threads >= 0, max_queue_ms >= 0, "
                         "max_padding 0..1, max_batch_ms >= 0)");
+    /* 0: one dispatcher per runtime thread, so that under load every core
+     * computes a batch of its own (the pool gives a lone batch them all) */
+    if (o.num_dispatchers == 0) {
+        const int n = mha_runtime_num_threads(rt);
+        o.num_dispatchers = n < 1 ? 1 : n > 64 ? 64 : n;
+    }
     mha_queue *q = mha_calloc(NULL, 1, sizeof *q);
     if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
     q->rt = rt;
