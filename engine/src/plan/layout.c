@@ -1,0 +1,114 @@
+/* layout.c -- a sequence-first attention layer between two Transposes run
+ * as a batch-first one.
+ *
+ * torch's nn.MultiheadAttention (batch_first=False) inside a batch-first
+ * model (torchvision's ViT, many encoders) is exported as
+ *     X = Transpose(T, perm [1, 0, 2])     T [B, S, D] -> X [S, B, D]
+ *     Y = layer(X)                         [S, B, D], a seq_first step
+ *     Z = Transpose(Y, perm [1, 0, 2])     [B, S, D]
+ * The two Transposes are passes over the whole activation in the
+ * interpreter, each with a fresh output (ViT-B/16 at B 8: 24 passes over
+ * 1576 x 768 floats, some 4 % of a run). The layer computes each batch
+ * item's rows on their own whichever layout holds them, so the step reads T
+ * and writes Z directly as a batch-first layer: the same rows, the same
+ * bits. The front Transpose is then read by no step and dropped as dead
+ * (build_drop_dead); the back one joins the layer's nodes (its step is made
+ * where Z is). The plan verification checks the result like any step. */
+#include <string.h>
+
+#include "plan_internal.h"
+
+/* Whether node n swaps the first two axes of a rank-3 tensor. */
+static int layout_is_swap01(const plan_shape *shp, const ir_node *n) {
+    if (strcmp(n->op_type, "Transpose") != 0 || (n->domain[0] && strcmp(n->domain, "ai.onnx")) ||
+        n->n_inputs != 1 || n->n_outputs != 1 || n->inputs[0] < 0 || n->outputs[0] < 0)
+        return 0;
+    const ir_attr *perm = ir_node_attr(n, "perm");
+    return perm && perm->type == IR_ATTR_INTS && perm->n == 3 && perm->ints[0] == 1 &&
+           perm->ints[1] == 0 && perm->ints[2] == 2 && shp[n->inputs[0]].rank == 3;
+}
+
+static int layout_is_output(const ir_graph *g, int v) {
+    for (size_t k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] == v) return 1;
+    return 0;
+}
+
+/* The node swapping the first two axes of Y when it is Y's only reader
+ * and Y no graph output, else -1. */
+static int layout_back_swap(const plan *P, const plan_uses *u, const plan_shape *shp, int y) {
+    if (y < 0 || layout_is_output(P->g, y) || u->first[y + 1] - u->first[y] != 1) return -1;
+    int ni = u->node[u->first[y]];
+    return layout_is_swap01(shp, &P->g->nodes[ni]) ? ni : -1;
+}
+
+/* The data inputs of a sequence-first layer: [S, B, D] like its output. */
+static int layout_is_data(mha_io_role r) {
+    return r == MHA_ROLE_QUERY || r == MHA_ROLE_KEY_VALUE || r == MHA_ROLE_VALUE_INPUT;
+}
+
+/* Inputs whose meaning does not depend on the data layout. */
+static int layout_is_neutral(mha_io_role r) {
+    return r == MHA_ROLE_ATTN_MASK || r == MHA_ROLE_KEY_PADDING_MASK || r == MHA_ROLE_ATTN_BIAS;
+}
+
+static void layout_swap_dims(layer_io *io) {
+    int64_t d = io->dims[0];
+    io->dims[0] = io->dims[1];
+    io->dims[1] = d;
+}
+
+/* Folds layer li when it is sequence-first with every data input made by a
+ * swap Transpose and its output read by one; 1 if folded. */
+static mha_status layout_fold_layer(plan *P, const plan_uses *u, const plan_shape *shp, size_t li,
+                                    int *folded, mha_error *err) {
+    plan_layer *pl = &P->layers[li];
+    layer *L = &pl->L;
+    const ir_graph *g = P->g;
+    *folded = 0;
+    if (!pl->recognised || !L->seq_first || !L->has_proj || L->n_outputs != 1) return MHA_OK;
+    const int back = layout_back_swap(P, u, shp, pl->out_value);
+    if (back < 0) return MHA_OK;
+    for (size_t o = 0; o < P->n_layers; o++) /* a node of another layer stays there */
+        for (size_t k = 0; P->layers[o].recognised && k < P->layers[o].n_nodes; k++)
+            if (P->layers[o].nodes[k] == back) return MHA_OK;
+    int src[RUN_MAX_LAYER_INPUTS];
+    if (L->n_inputs > RUN_MAX_LAYER_INPUTS) return MHA_OK;
+    for (size_t i = 0; i < L->n_inputs; i++) {
+        src[i] = -1;
+        if (layout_is_neutral(L->inputs[i].role)) continue;
+        if (!layout_is_data(L->inputs[i].role)) return MHA_OK;
+        int prod = g->values[pl->in_values[i]].producer;
+        if (prod < 0 || !layout_is_swap01(shp, &g->nodes[prod])) return MHA_OK;
+        src[i] = g->nodes[prod].inputs[0];
+    }
+    int *nodes = mha_calloc(&P->alloc, pl->n_nodes + 1, sizeof *nodes);
+    if (!nodes) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    memcpy(nodes, pl->nodes, sizeof *nodes * pl->n_nodes);
+    nodes[pl->n_nodes] = back; /* it reads Y, made by a node before it */
+    mha_free(&P->alloc, pl->nodes);
+    pl->nodes = nodes;
+    pl->n_nodes++;
+    for (size_t i = 0; i < L->n_inputs; i++) {
+        if (src[i] < 0) continue;
+        pl->in_values[i] = src[i];
+        if (L->inputs[i].rank == 3) layout_swap_dims(&L->inputs[i]);
+    }
+    pl->out_value = g->nodes[back].outputs[0];
+    if (L->outputs[0].rank == 3) layout_swap_dims(&L->outputs[0]);
+    L->seq_first = 0;
+    *folded = 1;
+    return MHA_OK;
+}
+
+mha_status plan_fold_layouts(plan *P, const plan_uses *u, const plan_shape *shp, size_t *n_folded,
+                             mha_error *err) {
+    *n_folded = 0;
+    for (size_t li = 0; li < P->n_layers; li++) {
+        int folded = 0;
+        mha_status st = layout_fold_layer(P, u, shp, li, &folded, err);
+        if (st != MHA_OK) return st;
+        *n_folded += (size_t)folded;
+    }
+    return MHA_OK;
+}
