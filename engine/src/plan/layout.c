@@ -13,7 +13,16 @@
  * and writes Z directly as a batch-first layer: the same rows, the same
  * bits. The front Transpose is then read by no step and dropped as dead
  * (build_drop_dead); the back one joins the layer's nodes (its step is made
- * where Z is). The plan verification checks the result like any step. */
+ * where Z is).
+ *
+ * Likewise ViT's patch embedding: the Conv's [B, N, Hp, Wp] is flattened
+ * to [B, N, Hp Wp] and transposed to patch rows [B, Hp Wp, N], which is
+ * the layout of the GEMM that computes the Conv: the step writes its
+ * product as those rows, instead of scattering it into [B, N, Hp, Wp] for
+ * the interpreter to copy and gather back (plan_gemm.conv_rows).
+ *
+ * The plan verification checks the results like any step's. */
+#include <stdio.h>
 #include <string.h>
 
 #include "plan_internal.h"
@@ -101,12 +110,84 @@ static mha_status layout_fold_layer(plan *P, const plan_uses *u, const plan_shap
     return MHA_OK;
 }
 
+/* The single node reading v's data, when the others are Shape nodes, and
+ * v no graph output; else -1. */
+static int layout_data_reader(const plan *P, const plan_uses *u, int v) {
+    if (v < 0 || layout_is_output(P->g, v)) return -1;
+    int found = -1;
+    for (int e = u->first[v]; e < u->first[v + 1]; e++) {
+        int ni = u->node[e];
+        if (strcmp(P->g->nodes[ni].op_type, "Shape") == 0) continue;
+        if (found >= 0 && found != ni) return -1;
+        found = ni;
+    }
+    return found;
+}
+
+/* Whether value v has the same dims as `want` (rank 3) at every probe. */
+static int layout_dims_are(const plan_shape *shp, int v, const int64_t want[][3]) {
+    if (shp[v].rank != 3) return 0;
+    for (int p = 0; p < PLAN_PROBES; p++)
+        for (int d = 0; d < 3; d++)
+            if (shp[v].dims[p][d] != want[p][d]) return 0;
+    return 1;
+}
+
+/* Patch Conv gi followed by Reshape to [B, N, Hp Wp] and Transpose perm
+ * [0, 2, 1]: the step writes the Transpose's output as its rows. */
+static mha_status layout_fold_patch(plan *P, const plan_uses *u, const plan_shape *shp, size_t gi,
+                                    int *folded, mha_error *err) {
+    plan_gemm *pg = &P->gemms[gi];
+    const ir_graph *g = P->g;
+    *folded = 0;
+    if (pg->conv_kh <= 0 || pg->conv_rows || pg->n_ep_nodes > 0) return MHA_OK;
+    const int c = pg->out_value;
+    const int r = layout_data_reader(P, u, c);
+    if (r < 0 || strcmp(g->nodes[r].op_type, "Reshape") != 0 || g->nodes[r].inputs[0] != c ||
+        g->nodes[r].n_outputs != 1 || shp[c].rank != 4)
+        return MHA_OK;
+    const int t = layout_data_reader(P, u, g->nodes[r].outputs[0]);
+    if (t < 0 || strcmp(g->nodes[t].op_type, "Transpose") != 0 || g->nodes[t].n_outputs != 1 ||
+        g->nodes[t].outputs[0] < 0)
+        return MHA_OK;
+    const ir_attr *perm = ir_node_attr(&g->nodes[t], "perm");
+    if (!perm || perm->type != IR_ATTR_INTS || perm->n != 3 || perm->ints[0] != 0 ||
+        perm->ints[1] != 2 || perm->ints[2] != 1)
+        return MHA_OK;
+    int64_t flat[PLAN_PROBES][3], rows[PLAN_PROBES][3];
+    for (int p = 0; p < PLAN_PROBES; p++) {
+        const int64_t *d = shp[c].dims[p];
+        flat[p][0] = rows[p][0] = d[0];
+        flat[p][1] = rows[p][2] = d[1];
+        flat[p][2] = rows[p][1] = d[2] * d[3];
+    }
+    if (!layout_dims_are(shp, g->nodes[r].outputs[0], flat) ||
+        !layout_dims_are(shp, g->nodes[t].outputs[0], rows))
+        return MHA_OK;
+    pg->ep_nodes = mha_calloc(&P->alloc, 2, sizeof *pg->ep_nodes);
+    if (!pg->ep_nodes) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    pg->ep_nodes[0] = r;
+    pg->ep_nodes[1] = t;
+    pg->n_ep_nodes = 2;
+    pg->out_value = g->nodes[t].outputs[0];
+    pg->conv_rows = 1;
+    snprintf(pg->desc, sizeof pg->desc, "patch-conv gemm%s as rows", pg->bias ? "+bias" : "");
+    *folded = 1;
+    return MHA_OK;
+}
+
 mha_status plan_fold_layouts(plan *P, const plan_uses *u, const plan_shape *shp, size_t *n_folded,
                              mha_error *err) {
     *n_folded = 0;
     for (size_t li = 0; li < P->n_layers; li++) {
         int folded = 0;
         mha_status st = layout_fold_layer(P, u, shp, li, &folded, err);
+        if (st != MHA_OK) return st;
+        *n_folded += (size_t)folded;
+    }
+    for (size_t gi = 0; gi < P->n_gemms; gi++) {
+        int folded = 0;
+        mha_status st = layout_fold_patch(P, u, shp, gi, &folded, err);
         if (st != MHA_OK) return st;
         *n_folded += (size_t)folded;
     }

@@ -128,8 +128,9 @@ void plan_values_free(const plan *P, tensor *const *in, tensor **values);
 mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err);
 
 /* Sequence-first layers between Transposes of their first two axes read
- * and write the Transposes' batch-first sides instead (layout.c);
- * *n_folded: how many. */
+ * and write the Transposes' batch-first sides instead; patch Convs whose
+ * output is only flattened and transposed to rows write those rows
+ * (layout.c); *n_folded: how many. */
 mha_status plan_fold_layouts(plan *P, const plan_uses *u, const plan_shape *shp, size_t *n_folded,
                              mha_error *err);
 
