@@ -334,16 +334,24 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
     FA_DEFINE_SCORE_NARROW(PRE, ET, VT, OPS)                                                       \
     static inline void PRE##_rows(int64_t nd, const ET *qp, const ET *kt, float *s, int64_t nr,    \
                                   int nv) {                                                        \
-        typedef void (*tile_fn)(int64_t, const ET *, const ET *, float *);                         \
-        /* by vectors (0: every one) for a full tile, by rows for a short one */                   \
-        static const tile_fn by_nv[4] = {PRE##_tile_full, PRE##_tile_v1, PRE##_tile_v2,            \
-                                         PRE##_tile_v3};                                           \
-        static const tile_fn by_nr[5] = {PRE##_tile_1, PRE##_tile_2, PRE##_tile_3, PRE##_tile_4,   \
-                                         PRE##_tile_5};                                            \
-        if (nr >= FA_MR)                                                                           \
-            by_nv[nv < FA_NCV ? nv : 0](nd, qp, kt, s);                                            \
+        if (nr >= FA_MR && nv >= FA_NCV)                                                           \
+            PRE##_tile_full(nd, qp, kt, s);                                                        \
+        else if (nr >= FA_MR && nv == 1)                                                           \
+            PRE##_tile_v1(nd, qp, kt, s);                                                          \
+        else if (nr >= FA_MR && nv == 2)                                                           \
+            PRE##_tile_v2(nd, qp, kt, s);                                                          \
+        else if (nr >= FA_MR)                                                                      \
+            PRE##_tile_v3(nd, qp, kt, s);                                                          \
+        else if (nr == 1)                                                                          \
+            PRE##_tile_1(nd, qp, kt, s);                                                           \
+        else if (nr == 2)                                                                          \
+            PRE##_tile_2(nd, qp, kt, s);                                                           \
+        else if (nr == 3)                                                                          \
+            PRE##_tile_3(nd, qp, kt, s);                                                           \
+        else if (nr == 4)                                                                          \
+            PRE##_tile_4(nd, qp, kt, s);                                                           \
         else                                                                                       \
-            by_nr[nr - 1](nd, qp, kt, s);                                                          \
+            PRE##_tile_5(nd, qp, kt, s);                                                           \
     }
 
 /* acc[0:W*VLEN] = acc*corr + sum_{j<nv} p[j] * vp[j][0:W*VLEN], keys (or
@@ -783,15 +791,22 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             const int64_t seen = row_end[(r0 + FA_MR < br ? r0 + FA_MR : br) - 1] - j0;
             if (seen <= 0) continue; /* no row of the tile sees this block */
             const int nv = seen >= FA_BC ? FA_NCV : (int)((seen + VLEN - 1) / VLEN);
+            const int full = nv == FA_NCV && r0 + FA_MR <= br;
 #ifdef FA_HAVE_BF16_DOT
             if (FA_PAIRS(a)) {
-                fa_score_bf16_rows((dk + 1) / 2, (const uint32_t *)(const void *)qp + r0,
-                                   (const uint32_t *)(const void *)ktb, s + r0 * FA_BC, br - r0,
-                                   nv);
+                const uint32_t *qt = (const uint32_t *)(const void *)qp + r0;
+                const uint32_t *kp = (const uint32_t *)(const void *)ktb;
+                if (full)
+                    fa_score_bf16_tile_full((dk + 1) / 2, qt, kp, s + r0 * FA_BC);
+                else
+                    fa_score_bf16_rows((dk + 1) / 2, qt, kp, s + r0 * FA_BC, br - r0, nv);
                 continue;
             }
 #endif
-            fa_score_rows(dk, qp + r0, ktb, s + r0 * FA_BC, br - r0, nv);
+            if (full)
+                fa_score_tile_full(dk, qp + r0, ktb, s + r0 * FA_BC);
+            else
+                fa_score_rows(dk, qp + r0, ktb, s + r0 * FA_BC, br - r0, nv);
         }
 
         /* pass 2: per row, the online softmax update; the rows the block
