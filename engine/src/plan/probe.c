@@ -8,7 +8,7 @@
 
 /* Whether the one symbolic axis is the first axis of each input that has
  * it, in front of fixed ones. */
-static int probe_batch_only(const plan *P) {
+int plan_probe_items_fixed(const plan *P) {
     const ir_graph *g = P->g;
     if (P->n_syms != 1) return 0;
     for (size_t i = 0; i < g->n_inputs; i++) {
@@ -64,10 +64,66 @@ mha_status plan_probe_sizes(plan *P, mha_error *err) {
      * sequence stays a few tokens long. Batches of 1 and 2 (2 and 3 would
      * be five items, not three) still differ, and the second has two items
      * to mix up. */
-    if (probe_batch_only(P)) {
+    if (plan_probe_items_fixed(P)) {
         P->probe_sizes[0][0] = 1;
         P->probe_sizes[1][0] = 2;
     }
+    return MHA_OK;
+}
+
+static int probe_onnx_domain(const char *d) {
+    return !d || !d[0] || strcmp(d, "ai.onnx") == 0;
+}
+
+/* Ops whose outputs' shapes and elements do not depend on the values at
+ * input k (elementwise math, normalisations, contractions; the data operand
+ * of a reshaping, slicing or reducing op): zeros there instead of the sums
+ * change values, never shapes, and never make an op fail. */
+static int probe_value_slot(const ir_node *n, size_t k) {
+    static const char *const any[] = {
+        "Add",        "Sub",        "Mul",      "Div",      "Pow",
+        "Sqrt",       "Erf",        "Tanh",     "Relu",     "Sigmoid",
+        "Exp",        "Log",        "Neg",      "Abs",      "Reciprocal",
+        "Softmax",    "Concat",     "MatMul",   "Gemm",     "Conv",
+        "Max",        "Min",        "Identity", "Softplus", "LayerNormalization",
+        "Gelu",       "Sin",        "Cos",      "Einsum",   "SimplifiedLayerNormalization",
+        "LogSoftmax", "HardSigmoid"};
+    static const char *const first[] = {
+        "Reshape",   "Expand",     "Tile",      "Slice",        "Pad",         "Squeeze",
+        "Unsqueeze", "Transpose",  "Flatten",   "Split",        "Gather",      "ReduceMean",
+        "ReduceSum", "ReduceMax",  "ReduceMin", "Dropout",      "Clip",        "Cast",
+        "ReduceL2",  "ReduceProd", "CumSum",    "DepthToSpace", "SpaceToDepth"};
+    if (!probe_onnx_domain(n->domain)) return 0;
+    for (size_t i = 0; i < sizeof any / sizeof any[0]; i++)
+        if (strcmp(n->op_type, any[i]) == 0) return 1;
+    for (size_t i = 0; i < sizeof first / sizeof first[0]; i++)
+        if (strcmp(n->op_type, first[i]) == 0) return k == 0;
+    /* Where: the chosen values, not the condition */
+    return strcmp(n->op_type, "Where") == 0 && k > 0;
+}
+
+mha_status plan_probe_shape_only(const plan *P, unsigned char *skip, mha_error *err) {
+    const ir_graph *g = P->g;
+    /* decides[v]: v reaches an input that is not a value slot (nodes come
+     * in order, so every reader of a node's outputs is seen first) */
+    unsigned char *decides = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, 1);
+    if (!decides) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    memset(skip, 0, g->n_nodes);
+    for (size_t ni = g->n_nodes; ni-- > 0;) {
+        const ir_node *n = &g->nodes[ni];
+        int out_decides = 0;
+        for (size_t k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0 && decides[n->outputs[k]]) out_decides = 1;
+        /* Shape and Size read only the shape */
+        const int shape_of = strcmp(n->op_type, "Shape") == 0 || strcmp(n->op_type, "Size") == 0;
+        for (size_t k = 0; k < n->n_inputs && !shape_of; k++)
+            if (n->inputs[k] >= 0 && (out_decides || !probe_value_slot(n, k)))
+                decides[n->inputs[k]] = 1;
+        skip[ni] = !out_decides && n->n_outputs > 0 && probe_onnx_domain(n->domain) &&
+                   (strcmp(n->op_type, "MatMul") == 0 || strcmp(n->op_type, "Gemm") == 0 ||
+                    strcmp(n->op_type, "Conv") == 0);
+    }
+    mha_free(&P->alloc, decides);
     return MHA_OK;
 }
 
