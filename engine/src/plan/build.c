@@ -240,6 +240,24 @@ static mha_status build_shapes(plan *P, plan_shape *shp, mha_error *err) {
     return st;
 }
 
+/* The shape pass failed with st: an image input whose height and width
+ * are symbolic may work at one size only (the position table), which the
+ * probes' small sizes missed -- sized from the graph (plan_probe_fit_images)
+ * and run again. Else st and its message stand. */
+static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, mha_error *err) {
+    mha_error fit_err;
+    mha_error_clear(&fit_err);
+    build_drop_probe_results(P);
+    mha_status fs = plan_probe_fit_images(P, &fit_err);
+    if (fs == MHA_ERR_MODEL_UNSUPPORTED) return st;
+    if (fs != MHA_OK) {
+        if (err) *err = fit_err;
+        return fs;
+    }
+    mha_error_clear(err);
+    return build_shapes(P, shp, err);
+}
+
 /* The sizes of every graph output axis on one more probe per symbolic axis
  * (dims.c), when the two probes leave some rule open: *qdims as
  * plan_dim_rules reads it, or NULL (not needed, or a probe failed to run:
@@ -589,6 +607,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
     if (st == MHA_OK) st = plan_probe_sizes(P, err);
     if (st == MHA_OK) st = build_steps(P, NULL, err); /* every node interpreted */
     if (st == MHA_OK) st = build_shapes(P, shp, err);
+    if (st != MHA_OK && st != MHA_ERR_NO_MEMORY) st = build_shapes_fitted(P, shp, st, err);
     if (st == MHA_OK) st = build_axis_probes(P, shp, &qdims, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);
     if (st == MHA_OK) st = plan_partition(P, &u, shp, err);

@@ -143,6 +143,16 @@ int plan_probe_items_fixed(const plan *P);
  * elements (a Reshape's shape, a Gather's indices, a NonZero, an op the
  * rule does not know). skip: [g->n_nodes]. */
 mha_status plan_probe_shape_only(const plan *P, unsigned char *skip, mha_error *err);
+/* When the probes fail: the height and width of an image input (float,
+ * [N, C, H, W], H and W symbolic) read by a Conv, sized by the Conv's
+ * kernel and stride -- kernel + stride * (g - 1) for g = 1, 2, .. -- and
+ * run for shapes at each (plan_probe_shape_only) until one works. Works
+ * at one g alone (the position table added to the patches has g * g + 1
+ * rows): the axes become that size in the graph input (its dim_params
+ * kept, to name them). Works at g + 1 too: the probes take those two
+ * sizes. MHA_ERR_MODEL_UNSUPPORTED (err untouched) when there is no such
+ * input or no size works; P->steps must interpret every node. */
+mha_status plan_probe_fit_images(plan *P, mha_error *err);
 /* Probe inputs at the given size of each symbolic axis, values from seed
  * (probe.c; plan_probe_inputs is this at P->probe_sizes[p]). */
 mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t seed, tensor **in,

@@ -455,6 +455,20 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
             else
                 sym[k] = t->shape[d];
         }
+        /* a fixed axis of another size: named, with the size the model
+         * takes (an image's height the file left symbolic, fitted at
+         * load, has its name from the file) */
+        for (int d = 0; bad && t->rank == v->rank && d < v->rank; d++)
+            if (P->in_syms[i][d] < 0 && t->shape[d] >= 0 && t->shape[d] != v->dims[d])
+                return mha_fail(err, MHA_ERR_SHAPE,
+                                "input '%s': axis %d%s%s%s is %lld, the model takes %lld only "
+                                "(shape %s, got %s)",
+                                v->name, d, v->dim_params[d] ? " ('" : "",
+                                v->dim_params[d] ? v->dim_params[d] : "",
+                                v->dim_params[d] ? "')" : "", (long long)t->shape[d],
+                                (long long)v->dims[d],
+                                tensor_shape_str(v->rank, v->dims, s0, sizeof s0),
+                                tensor_shape_str(t->rank, t->shape, s1, sizeof s1));
         if (bad)
             return mha_fail(err, MHA_ERR_SHAPE, "input '%s': expected shape %s, got %s", v->name,
                             tensor_shape_str(v->rank, v->dims, s0, sizeof s0),

@@ -278,13 +278,13 @@ class HfVit(nn.Module):
     layers, final LN, the classifier over the cls row (pool "cls") or over
     the mean of the patch rows (pool "mean")."""
 
-    def __init__(self, pool, style="matmul_div", image=16, patch=4, labels=5):
+    def __init__(self, pool, style="matmul_div", image=16, patch=4, labels=5, layers=L):
         super().__init__()
         n = (image // patch) ** 2
         self.projection = nn.Conv2d(3, D, kernel_size=patch, stride=patch)
         self.cls_token = nn.Parameter(torch.randn(1, 1, D))
         self.position_embeddings = nn.Parameter(torch.randn(1, n + 1, D))
-        self.layer = nn.ModuleList(HfVitLayer(style) for _ in range(L))
+        self.layer = nn.ModuleList(HfVitLayer(style) for _ in range(layers))
         self.layernorm = nn.LayerNorm(D, eps=1e-12)
         self.classifier = nn.Linear(D, labels)
         self.pool = pool
@@ -766,6 +766,12 @@ def vit_cases(outdir):
     export(outdir, "v_vit_hf_cls_op14", HfVit("cls"), 131, [px], ["pixel_values"], ["logits"], 14, dyn)
     export(outdir, "v_vit_hf_meanpool_both_op17", HfVit("mean", style="both_quarter"), 132, [px],
            ["pixel_values"], ["logits"], 17, dyn)
+    # as Hugging Face's exporters declare it: batch, height and width all
+    # symbolic, though the position table fixes the image at 16 x 16
+    px = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(133))
+    dyn = {"pixel_values": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}}
+    export(outdir, "v_vit_hf_dynhw_op14", HfVit("cls", layers=1), 133, [px], ["pixel_values"], ["logits"], 14,
+           dyn)
 
 
 def more_cases(outdir):
