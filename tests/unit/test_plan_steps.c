@@ -206,11 +206,14 @@ static void test_patch_conv_gemm(void **state) {
         assert_int_equal(pg->N, 64);
         assert_non_null(pg->bias);
         assert_int_equal(pg->epilogue.n_ops, 0);
-        assert_string_equal(pg->desc, "patch-conv gemm+bias");
+        /* its output only flattened and transposed to rows: written as those */
+        assert_int_equal(pg->conv_rows, 1);
+        assert_string_equal(pg->desc, "patch-conv gemm+bias as rows");
         assert_string_equal(P->g->nodes[pg->node].op_type, "Conv");
     }
     assert_int_equal(convs, 1);
     assert_int_equal(interpreted(P, "Conv"), 0);
+    assert_int_equal(interpreted(P, "Transpose"), 0);
     plan_free(P);
     ir_graph *g = load_graph(VIT);
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
@@ -223,6 +226,36 @@ static void test_patch_conv_gemm(void **state) {
     if (plan_build(&g_alloc, &g, 0, &P, &err) != MHA_OK) fail_msg("padded: %s", err.message);
     assert_int_equal(interpreted(P, "Conv"), 1);
     plan_free(P);
+}
+
+/* nn.MultiheadAttention in a batch-first model (torchvision's ViT, a
+ * batch-first TransformerEncoder): the Transposes of the first two axes
+ * before and after each sequence-first layer are folded into its step,
+ * which reads and writes the batch-first values as a batch-first layer.
+ * (ViT's patch-flattening Transpose goes with test_patch_conv_gemm's
+ * fold.) The outputs against the
+ * interpreter on every backend are test_models_on_every_backend's (ViT)
+ * and `mha check`'s. */
+static void test_seq_first_transposes_folded(void **state) {
+    (void)state;
+    const char *names[3] = {VIT, "h_vit_torchvision_op13", "v_tenc_bf_preln_gelu_nomask_op17"};
+    const size_t left[3] = {0, 0, 0};
+    for (int k = 0; k < 3; k++) {
+        plan *P = build(names[k]);
+        if (interpreted(P, "Transpose") != left[k])
+            fail_msg("%s: %zu Transposes interpreted", names[k], interpreted(P, "Transpose"));
+        assert_true(P->n_layers >= 2);
+        for (size_t li = 0; li < P->n_layers; li++) {
+            const plan_layer *pl = &P->layers[li];
+            assert_true(pl->recognised);
+            assert_int_equal(pl->L.seq_first, 0);
+            const ir_graph *g = P->g;
+            int prod = g->values[pl->in_values[0]].producer;
+            assert_true(prod < 0 || strcmp(g->nodes[prod].op_type, "Transpose") != 0);
+            assert_string_equal(g->nodes[pl->nodes[pl->n_nodes - 1]].op_type, "Transpose");
+        }
+        plan_free(P);
+    }
 }
 
 /* The probe inputs of P's graph (probe 0), as mha tensors over t[]. */
@@ -404,10 +437,14 @@ static void test_unread_steps_dropped(void **state) {
 int main(void) {
     mha_alloc_ctx_init(&g_alloc, NULL);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm_steps),           cmocka_unit_test(test_rmsnorm_forms),
-        cmocka_unit_test(test_swiglu_gated_epilogue),   cmocka_unit_test(test_patch_conv_gemm),
-        cmocka_unit_test(test_models_on_every_backend), cmocka_unit_test(test_run_flops),
+        cmocka_unit_test(test_rmsnorm_steps),
+        cmocka_unit_test(test_rmsnorm_forms),
+        cmocka_unit_test(test_swiglu_gated_epilogue),
+        cmocka_unit_test(test_patch_conv_gemm),
+        cmocka_unit_test(test_models_on_every_backend),
+        cmocka_unit_test(test_run_flops),
         cmocka_unit_test(test_unread_steps_dropped),
+        cmocka_unit_test(test_seq_first_transposes_folded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

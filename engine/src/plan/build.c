@@ -526,7 +526,8 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
 }
 
 /* GEMMs first (their epilogues take the residual adds), then norms, over
- * the nodes no attention layer owns. */
+ * the nodes no attention layer owns; then the Transposes around
+ * sequence-first layers folded into them. */
 static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
     unsigned char *taken = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
@@ -537,6 +538,8 @@ static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp
     mha_status st = plan_find_gemms(P, u, shp, taken, err);
     if (st == MHA_OK) st = plan_find_norms(P, u, shp, taken, err);
     mha_free(&P->alloc, taken);
+    size_t folded = 0;
+    if (st == MHA_OK) st = plan_fold_layouts(P, u, shp, &folded, err);
     return st;
 }
 

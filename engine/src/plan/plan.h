@@ -110,6 +110,11 @@ typedef struct plan_gemm {
      * Wp, K = C kh kw], the product [.., N] is written back as the Conv's
      * [B, N, Hp, Wp]; W is the kernel as [K, N]. No epilogue. */
     int64_t conv_kh, conv_kw;
+    /* conv_kh > 0 and 1: the Conv's [B, N, Hp, Wp] was only flattened and
+     * transposed to patch rows [B, Hp Wp, N] (the Reshape and Transpose in
+     * ep_nodes, layout.c): the product is written as those rows, out_value
+     * is the Transpose's output. */
+    int conv_rows;
     char desc[96]; /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
     int *ep_nodes; /* the graph nodes the epilogue computes */
     size_t n_ep_nodes;

@@ -130,6 +130,13 @@ void plan_values_free(const plan *P, tensor *const *in, tensor **values);
  * the shapes of the probes, into P->layers. */
 mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err);
 
+/* Sequence-first layers between Transposes of their first two axes read
+ * and write the Transposes' batch-first sides instead; patch Convs whose
+ * output is only flattened and transposed to rows write those rows
+ * (layout.c); *n_folded: how many. */
+mha_status plan_fold_layouts(plan *P, const plan_uses *u, const plan_shape *shp, size_t *n_folded,
+                             mha_error *err);
+
 /* The symbolic axes of the graph inputs (probe.c): fills P->probe_sizes. */
 mha_status plan_probe_sizes(plan *P, mha_error *err);
 /* Whether the graph's one symbolic axis is a batch of fixed-size items

@@ -129,7 +129,8 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
     else if (st == MHA_OK)
         st = run_output(P, ar, pl->out_value, mout.rank, mout.shape, &y, err);
     if (st == MHA_OK) {
-        if (!y->owns_data) memset(y->data, 0, y->nbytes); /* as tensor_new gives it */
+        /* no zeroing of an arena view: a layer writes every element of its
+         * output (mha_run's callers hand it unzeroed buffers) */
         mout.data = y->data;
         st = be->attention(be->user, P, li, min, L->n_inputs, &mout, 1, err);
     }
@@ -144,7 +145,7 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
 /* A patch Conv as a GEMM (plan_gemm.conv_kh): x [B, C, H, W] cut into
  * patch rows [B Hp Wp, C kh kw] (row b Hp Wp + i Wp + j, column (c kh + u)
  * kw + v = x[b, c, i kh + u, j kw + v]), the product [B Hp Wp, N] written
- * back as y [B, N, Hp, Wp]. */
+ * back as y [B, N, Hp, Wp], or (conv_rows) y [B, Hp Wp, N] is the product. */
 static mha_status run_patch_conv(const plan *P, size_t gi, tensor **values, const plan_backend *be,
                                  const plan_run_arena *ar, mha_error *err) {
     const plan_gemm *pg = &P->gemms[gi];
@@ -159,11 +160,15 @@ static mha_status run_patch_conv(const plan *P, size_t gi, tensor **values, cons
                         (long long)(pg->K / (kh * kw)), (long long)kh, (long long)kw);
     const int64_t B = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
     const int64_t Hp = H / kh, Wp = W / kw, rows = Hp * Wp, M = B * rows, N = pg->N;
-    const int64_t dims[4] = {B, N, Hp, Wp};
+    const int64_t dims[4] = {B, N, Hp, Wp}, rows_dims[3] = {B, rows, N};
     tensor *y = NULL;
-    mha_status st = run_output(P, ar, pg->out_value, 4, dims, &y, err);
+    mha_status st = pg->conv_rows ? run_output(P, ar, pg->out_value, 3, rows_dims, &y, err)
+                                  : run_output(P, ar, pg->out_value, 4, dims, &y, err);
     float *A = st == MHA_OK ? mha_malloc(&P->alloc, sizeof(float) * (size_t)(M * pg->K + 1)) : NULL;
-    float *Cm = A ? mha_malloc(&P->alloc, sizeof(float) * (size_t)(M * N + 1)) : NULL;
+    /* patch rows: the product is the output itself */
+    float *Cm = !A              ? NULL
+                : pg->conv_rows ? y->data
+                                : mha_malloc(&P->alloc, sizeof(float) * (size_t)(M * N + 1));
     if (st == MHA_OK && !Cm) st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     if (st == MHA_OK) {
         const float *xd = x->data;
@@ -179,7 +184,7 @@ static mha_status run_patch_conv(const plan *P, size_t gi, tensor **values, cons
                 }
         st = be->gemm(be->user, P, gi, A, M, Cm, NULL, err);
     }
-    if (st == MHA_OK) {
+    if (st == MHA_OK && !pg->conv_rows) {
         float *yd = y->data;
         for (int64_t b = 0; b < B; b++)
             for (int64_t r = 0; r < rows; r++)
@@ -187,7 +192,7 @@ static mha_status run_patch_conv(const plan *P, size_t gi, tensor **values, cons
                     yd[(b * N + c) * rows + r] = Cm[(b * rows + r) * N + c];
     }
     mha_free(&P->alloc, A);
-    mha_free(&P->alloc, Cm);
+    if (!pg->conv_rows) mha_free(&P->alloc, Cm);
     if (st != MHA_OK) {
         tensor_free(y);
         return st;
