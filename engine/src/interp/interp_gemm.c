@@ -108,16 +108,17 @@ static void gemm_sums(const interp_gemm_args *g, gemm_vd *sums, int64_t m0, int6
             for (int r = 0; r < GEMM_MR; r++)
                 for (int j = 0; j < GEMM_NR; j++) {
                     const int64_t m = m0 + p * GEMM_MR + r, n = c0 + q * GEMM_NR + j;
-                    double *v = &sums[(p * nq + q) * GEMM_MR + r][j];
+                    /* (an element of a vector has no address in clang) */
+                    gemm_vd *v = &sums[(p * nq + q) * GEMM_MR + r];
                     const int valid = m < m0 + mr && n < g->N;
                     if (!out)
-                        *v = !g->init || !valid ? 0.0
-                             : g->init_per_row  ? (double)g->init[m]
-                                                : (double)g->init[n];
+                        (*v)[j] = !g->init || !valid ? 0.0
+                                  : g->init_per_row  ? (double)g->init[m]
+                                                     : (double)g->init[n];
                     else if (valid && g->Cd)
-                        g->Cd[m * g->ldc + n] = *v;
+                        g->Cd[m * g->ldc + n] = (*v)[j];
                     else if (valid)
-                        g->C[m * g->ldc + n] = (float)*v;
+                        g->C[m * g->ldc + n] = (float)(*v)[j];
                 }
 }
 
