@@ -4,7 +4,9 @@
 # position table fixes the image at 16 x 16: it loads at that size (fitted
 # from the patch Conv), runs on 16 x 16 images, and an image of another
 # size is refused on one line that names the file, the input, the axis and
-# the size the model takes, with no output written.
+# the size the model takes, with no output written. A model that takes any
+# size (no position table) but whose patches are larger than the probes'
+# small sizes keeps its axes symbolic and runs at two sizes.
 # Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
 : "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
@@ -58,4 +60,17 @@ echo "== images of another size are refused"
 bad tall "(2, 3, 20, 16)" 1920 "axis 2 ('height')"
 bad wide "(2, 3, 16, 20)" 1920 "last dimension"
 bad large "(1, 3, 32, 32)" 3072 "last dimension"
+
+echo "== a model of any image size keeps the axes symbolic"
+A="$MHA_TEST_DATA/models/v_vit_anysize_meanpool_op14"
+"$MHA" info "$A/model.onnx" >"$T/any.txt" || fail "info (any size): $(cat "$T/any.txt")"
+grep -q 'pixel_values .*float32 *\[?, 3, ?, ?\]' "$T/any.txt" ||
+  fail "info (any size): the axes are not symbolic: $(cat "$T/any.txt")"
+"$MHA" check "$A" >"$T/any_check.txt" 2>&1 || fail "check (any size): $(cat "$T/any_check.txt")"
+npy_f32 "$T/any1.npy" "(1, 3, 8, 20)" 480
+npy_f32 "$T/any2.npy" "(3, 3, 24, 12)" 2592
+for f in any1 any2; do
+  "$MHA" run -q "$A/model.onnx" "$T/$f.npy" -o "$T/${f}_out.npy" || fail "run (any size) on $f"
+done
+echo "ok: symbolic, matches PyTorch at 12 x 16, runs at 8 x 20 and 24 x 12"
 echo "PASS"

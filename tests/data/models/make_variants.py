@@ -301,6 +301,21 @@ class HfVit(nn.Module):
         return self.classifier(r)
 
 
+class AnySizeVit(nn.Module):
+    """Patches of a Conv2d, one HF ViT layer, the mean of the patch rows:
+    no position table, so any image of 4 x 4 pixels or more runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.projection = nn.Conv2d(3, D, kernel_size=4, stride=4)
+        self.layer = HfVitLayer("matmul_div")
+        self.classifier = nn.Linear(D, 5)
+
+    def forward(self, pixel_values):
+        x = self.projection(pixel_values).flatten(2).transpose(1, 2)
+        return self.classifier(self.layer(x).mean(dim=1))
+
+
 # ---- GPT-2 as nanoGPT / minGPT write it ----
 
 class NanoBlock(nn.Module):
@@ -772,6 +787,10 @@ def vit_cases(outdir):
     dyn = {"pixel_values": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}}
     export(outdir, "v_vit_hf_dynhw_op14", HfVit("cls", layers=1), 133, [px], ["pixel_values"], ["logits"], 14,
            dyn)
+    # the same axes on a model that takes any size (the probes' sizes too
+    # small for its 4 x 4 patches): they stay symbolic; a 12 x 16 image
+    px = torch.randn(2, 3, 12, 16, generator=torch.Generator().manual_seed(134))
+    export(outdir, "v_vit_anysize_meanpool_op14", AnySizeVit(), 134, [px], ["pixel_values"], ["logits"], 14, dyn)
 
 
 def more_cases(outdir):
