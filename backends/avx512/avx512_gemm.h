@@ -10,22 +10,14 @@
 
 #define GEMM_MR 12
 #define GEMM_NR 32
-/* k-blocks of 768: a d_model 768 projection (BERT, GPT-2, ViT) is one
- * block, its C tile loaded and stored once, and K 3072 is four equal
- * blocks (at 512: 512 + 256, and 6 blocks). A block's A rows (72 x 768
- * floats, 216 KiB) live on the stack (plugin.h: <= 256 KiB), so a block
- * is 6 slivers of 12 rows: each B panel slice (768 x 32 floats, 96 KiB,
- * from L2) meets 72 rows before the next slice streams in. Against 96 x
- * 512 (one thread, CPU time, make gemm-bench --cold, medians of 5
- * alternations): 1576 x 768 x 2304 +5.7 % kernel alone, 1024 x 768 x 3072
- * +2.7 % through the executor, 1576 x 3072 x 768 +2.4 %. A chain split at
- * a block is stored and reloaded as a float: the blocking changes no bit. */
-#define GEMM_KC 768
-#define GEMM_MC (6 * GEMM_MR)
-/* The bfloat16 driver (common/gemm_bf16.h) keeps its own blocking: 96
- * rows by k-blocks of 1024, measured for it. */
-#define GEMM_BF16_KC 1024
-#define GEMM_BF16_MC (8 * GEMM_MR)
+#define GEMM_KC 512
+/* 96-row blocks, one exec unit: each B panel slice (KC x 32 floats, 64 KiB,
+ * L1/L2) meets 8 slivers of a 192 KiB A block held in L2 before the next
+ * slice streams in. At 48 rows B's traffic from L3 was twice this and W1 ran
+ * ~10 % slower at 2 threads; KC 512 instead of 256 halves the passes over C
+ * (a 96 x 3072 C block is larger than L2): +2-4 % on the d_model 768 and
+ * 1024 projections. The A block lives on the stack (plugin.h: <= 256 KiB). */
+#define GEMM_MC (8 * GEMM_MR)
 
 /*
  * C[0:R, 0:32] (+)= ap . bp for rows r < mr only (mr <= R; the packed

@@ -55,13 +55,7 @@
  * projection is one block: C loaded and stored once. A chain split at a
  * block is stored and reloaded as a float, so the block size changes no
  * bits. */
-#ifndef GEMM_BF16_KC
 #define GEMM_BF16_KC (2 * GEMM_KC)
-#endif
-/* rows per block; a kernel file may set its own (GEMM_MC otherwise) */
-#ifndef GEMM_BF16_MC
-#define GEMM_BF16_MC GEMM_MC
-#endif
 
 /* Two floats of row-major data rounded and paired: lo = x[0], hi = x[1]
  * (or 0 past the end). */
@@ -97,9 +91,9 @@ static inline void gemm_bf16_pack_b(int64_t K, int64_t N, const float *B, int64_
  * columns clipped to [n0, n1). Shapes as gemm_blocked_rows; K > 0. */
 static inline void gemm_bf16_rows(const mha_gemm_args *a, int64_t mb, int64_t p_first,
                                   int64_t p_last) {
-    _Alignas(64) uint32_t ap[GEMM_BF16_MC * GEMM_BF16_KC / 2];
+    _Alignas(64) uint32_t ap[GEMM_MC * GEMM_BF16_KC / 2];
     _Alignas(64) float ct[GEMM_MR * GEMM_NR];
-    const int64_t rows = a->m1 - mb < GEMM_BF16_MC ? a->m1 - mb : GEMM_BF16_MC;
+    const int64_t rows = a->m1 - mb < GEMM_MC ? a->m1 - mb : GEMM_MC;
     const int64_t tiles = (rows + GEMM_MR - 1) / GEMM_MR, kp_all = (a->K + 1) / 2;
 
     for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_BF16_KC) {
@@ -175,7 +169,7 @@ static inline int gemm_bf16_run(const mha_gemm_args *a) {
         return KERNEL_OK;
     }
     const int64_t p_first = a->n0 / GEMM_NR, p_last = (a->n1 - 1) / GEMM_NR;
-    for (int64_t mb = a->m0; mb < a->m1; mb += GEMM_BF16_MC)
+    for (int64_t mb = a->m0; mb < a->m1; mb += GEMM_MC)
         gemm_bf16_rows(a, mb, p_first, p_last);
     return KERNEL_OK;
 }
