@@ -116,6 +116,15 @@ model-table: build
 	tools/model_table.sh --out $(BUILD)/model-table.md $(MODEL_TABLE_ARGS)
 	@cat $(BUILD)/model-table.md
 
+# The float32 GEMM at the four whole models' shapes, the kernel alone and
+# through the executor, 1 and 2 threads, against `mha peak` measured first
+# (tests/bench/gemm_bench.c; ~2 minutes). Options: GEMM_BENCH_ARGS
+# (--backend, --threads, --min-time, --shape MxKxN).
+.PHONY: gemm-bench
+gemm-bench: build-tests
+	$(BUILD)/bin/mha peak --threads 1,2 --reps 3 --json $(BUILD)/gemm-bench-peak.json
+	$(BUILD)/bin/gemm_bench --peak-json $(BUILD)/gemm-bench-peak.json $(GEMM_BENCH_ARGS)
+
 # The memory table of the four whole models (docs/PERFORMANCE.md): weights,
 # activations, peak RSS of mha (load; load and one run) and of ONNX Runtime.
 # Options: RSS_TABLE_ARGS (--dir, --models, --threads, --mha, --peer).

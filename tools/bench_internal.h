@@ -71,6 +71,7 @@ typedef struct bench_options {
                               through an mha_queue batching up to this many */
     double batch_delay_ms; /* the queue's max_delay_ms */
     double batch_ms;       /* the queue's max_batch_ms (0: off) */
+    int dispatchers;       /* the queue's num_dispatchers (0: one per runtime thread) */
     double server_rate;    /* > 0: one trial at this rate instead of the search */
     int precision;         /* MHA_PRECISION_* of every timed run (the reference: float32) */
 } bench_options;
@@ -119,6 +120,11 @@ typedef struct bench_probe {
 typedef struct bench_trial {
     double target_rps, achieved_rps;
     double p50_ms, p90_ms, p99_ms, min_ms, mean_ms, cv;
+    double max_ms;
+    /* through the queue (else NAN): the p99 of the time from submit to the
+     * batch's start (the rest of a latency is the run and the submitter's
+     * own lateness), and the mean batch run a request was in */
+    double wait_p99_ms, mean_batch;
     double cpu_ms; /* the process's CPU time (every thread) per request */
     long requests;
     int ok; /* p99 within the bound */

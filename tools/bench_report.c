@@ -131,6 +131,9 @@ void bench_report_table(const bench_report *r, FILE *out) {
     else if (o->max_batch > 0) {
         char bms[64] = "";
         if (o->batch_ms > 0) snprintf(bms, sizeof bms, ", batch time %.3g ms", o->batch_ms);
+        if (o->dispatchers > 0)
+            snprintf(bms + strlen(bms), sizeof bms - strlen(bms), ", %d dispatchers",
+                     o->dispatchers);
         fprintf(out,
                 "  shape %s, server: batch-1 requests, Poisson arrivals, request queue (max "
                 "batch %d, delay %.3g ms%s), p99 bound %.3g ms, %.3g s per rate, seed %llu\n",
@@ -274,16 +277,24 @@ static void json_result(FILE *f, const bench_options *o, const bench_result *x, 
         fprintf(f, "%s\"trials\": [", in);
         for (int t = 0; t < x->n_trials; t++) {
             const bench_trial *tr = &x->trials[t];
-            fprintf(f, "%s\n%s  {\"target_rps\": ", t ? "," : "", in);
-            json_num(f, tr->target_rps);
-            fputs(", \"achieved_rps\": ", f);
-            json_num(f, tr->achieved_rps);
-            fputs(", \"p50_ms\": ", f);
-            json_num(f, tr->p50_ms);
-            fputs(", \"p99_ms\": ", f);
-            json_num(f, tr->p99_ms);
-            fputs(", \"cpu_ms_per_request\": ", f);
-            json_num(f, tr->cpu_ms);
+            /* a trial's numbers, in this order, on one line */
+            const struct {
+                const char *key;
+                double v;
+            } nums[] = {{"target_rps", tr->target_rps},
+                        {"achieved_rps", tr->achieved_rps},
+                        {"p50_ms", tr->p50_ms},
+                        {"p90_ms", tr->p90_ms},
+                        {"p99_ms", tr->p99_ms},
+                        {"max_ms", tr->max_ms},
+                        {"wait_p99_ms", tr->wait_p99_ms},
+                        {"mean_batch", tr->mean_batch},
+                        {"cpu_ms_per_request", tr->cpu_ms}};
+            fprintf(f, "%s\n%s  {", t ? "," : "", in);
+            for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++) {
+                fprintf(f, "%s\"%s\": ", k ? ", " : "", nums[k].key);
+                json_num(f, nums[k].v);
+            }
             fprintf(f, ", \"requests\": %ld, \"ok\": %s}", tr->requests, tr->ok ? "true" : "false");
         }
         fprintf(f, "%s]\n", x->n_trials ? "\n      " : "");
@@ -366,6 +377,7 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
         json_num(f, o->batch_delay_ms);
         fputs(", \"batch_ms\": ", f);
         json_num(f, o->batch_ms);
+        fprintf(f, ", \"dispatchers\": %d", o->dispatchers);
     }
     fputs("},\n", f);
     fputs("  \"context\": {\n", f);

@@ -51,6 +51,7 @@ enum {
     BENCH_OPT_MAX_BATCH,
     BENCH_OPT_BATCH_DELAY_MS,
     BENCH_OPT_BATCH_MS,
+    BENCH_OPT_DISPATCHERS,
     BENCH_OPT_SERVER_RATE,
     BENCH_OPT_SEED,
     BENCH_OPT_PLUGIN_PATH,
@@ -94,6 +95,10 @@ static const cli_opt bench_opts[] = {
     {BENCH_OPT_BATCH_MS, "batch-ms", 0, "X",
      "server: the queue's max_batch_ms: a batch takes requests\n"
      "while they would compute in X ms (default 0: off)"},
+    {BENCH_OPT_DISPATCHERS, "dispatchers", 0, "N",
+     "server: the queue's num_dispatchers: batches computed at\n"
+     "once, sharing the runtime's threads (default 0: one per\n"
+     "runtime thread)"},
     {BENCH_OPT_SERVER_RATE, "server-rate", 0, "R",
      "server: one trial of --server-time at R requests/s instead\n"
      "of the search (above what it sustains: saturation); its\n"
@@ -213,6 +218,7 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
     o->p99_ms = 10.0;
     o->server_time = 0.5;
     o->clients = 4;
+    o->dispatchers = 0;
     o->batch_delay_ms = 1.0;
     o->timeout = 600.0;
 
@@ -301,6 +307,10 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
         case BENCH_OPT_MAX_BATCH:
             if (!cli_parse_int(c, "--max-batch", val, 0, 4096, &n)) return CLI_USAGE;
             o->max_batch = (int)n;
+            break;
+        case BENCH_OPT_DISPATCHERS:
+            if (!cli_parse_int(c, "--dispatchers", val, 0, 64, &n)) return CLI_USAGE;
+            o->dispatchers = (int)n;
             break;
         case BENCH_OPT_SERVER_RATE:
             if (parse_double(val, 1e-3, 1e7, &o->server_rate) != 0)

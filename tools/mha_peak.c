@@ -25,6 +25,7 @@
 
 #include "cli_options.h"
 #include "mha_cli.h"
+#include "peak_gemm.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -143,12 +144,24 @@ static double peak_measure(peak_kernel kernel, int n, uint64_t iters) {
     return dt > 0.0 ? (double)flop / dt * 1e-9 : -1.0;
 }
 
+/* GFLOP per CPU second of one measurement on the calling thread: what a
+ * core reaches while it runs, whatever else shares the machine. */
+static double peak_cpu_measure(peak_kernel kernel, uint64_t iters) {
+    struct timespec t0, t1;
+    float sink;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    const uint64_t flop = kernel(iters, 1.0f, &sink);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+    const double dt = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    return dt > 0.0 ? (double)flop / dt * 1e-9 : -1.0;
+}
+
 static int peak_cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-enum { PEAK_THREADS = 1, PEAK_SECONDS, PEAK_REPS, PEAK_JSON };
+enum { PEAK_THREADS = 1, PEAK_SECONDS, PEAK_REPS, PEAK_JSON, PEAK_GEMM, PEAK_BACKEND };
 
 static const cli_opt peak_opts[] = {
     {PEAK_THREADS, "threads", 0, "LIST",
@@ -160,27 +173,34 @@ static const cli_opt peak_opts[] = {
     {PEAK_JSON, "json", 0, "FILE",
      "also write {\"avx512\": {\"1\": GF, ...}, \"avx512bf16\": {...},\n"
      "\"avx2\": {...}}"},
+    {PEAK_GEMM, "gemm", 0, "MxKxN,...",
+     "also time the backend's GEMM (C = A . B + bias, B packed\n"
+     "once) at these shapes, in --precision, against the peak of\n"
+     "that precision (VDPBF16PS for bfloat16, FMA for float32)"},
+    {PEAK_BACKEND, "backend", 0, "NAME", "the backend of --gemm (default auto)"},
     {0},
 };
 
 /* Its own --threads (a list): no runtime options. */
 static const cli_spec peak_spec = {
     "Usage: mha peak [--threads LIST] [--seconds S] [--reps N] [--json FILE]\n"
+    "                [--gemm MxKxN,... [--backend NAME] [--precision P]]\n"
     "\n"
     "Measures the FP32 FMA throughput of this machine now: register-only FMA\n"
     "chains per thread, AVX-512 and AVX2 (each when the CPU has it), for each\n"
     "thread count; and the bfloat16 dot-product peak (VDPBF16PS, avx512bf16: the\n"
     "bound of --precision bfloat16). Prints the median and the range of --reps\n"
-    "measurements.\n",
+    "measurements. With --gemm, only the peak of --precision, then the GEMM at\n"
+    "each shape (the rows in 96-row units claimed by the threads).\n",
     peak_opts,
-    0,
+    CLI_COMMON_PRECISION,
     NULL,
 };
 
 int mha_cmd_peak(int argc, char **argv) {
     int threads[16], n_threads = 0, reps = 5;
     double seconds = 0.3;
-    const char *json = NULL;
+    const char *json = NULL, *gemm = NULL, *backend = NULL;
     cli_common c = {0};
     cli_parser p;
     long long n;
@@ -208,8 +228,16 @@ int mha_cmd_peak(int argc, char **argv) {
         case PEAK_JSON:
             json = v;
             break;
+        case PEAK_GEMM:
+            gemm = v;
+            break;
+        case PEAK_BACKEND:
+            backend = v;
+            break;
         }
     }
+    if (!gemm && (backend || c.precision != MHA_PRECISION_FLOAT32))
+        return cli_usage_error(&c, "--backend and --precision go with --gemm");
     if (n_threads == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         threads[n_threads++] = 1;
@@ -237,6 +265,11 @@ int mha_cmd_peak(int argc, char **argv) {
     isa[n_isa++].usable = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
     if (n_isa == 0) return cli_fail("peak: no FMA kernel for this architecture");
+    if (gemm) { /* only the peak the GEMM is read against */
+        const char *want = c.precision == MHA_PRECISION_BFLOAT16 ? "avx512bf16" : "avx512";
+        for (int k = 0; k < n_isa; k++)
+            if (strcmp(isa[k].name, want) != 0) isa[k].usable = -1;
+    }
 
     /* the JSON file is opened first: a path that cannot be written fails
      * before minutes of measuring, and nothing is printed */
@@ -244,8 +277,10 @@ int mha_cmd_peak(int argc, char **argv) {
     char msg[512];
     if (json && cli_out_open(&of, json, msg, sizeof msg) != 0) return cli_fail("%s", msg);
 
+    double core_peak = 0.0; /* --gemm: one core's peak per CPU second */
     printf("isa        threads   GFLOP/s  (median of %d; min-max)\n", reps);
     for (int k = 0; k < n_isa; k++) {
+        if (isa[k].usable < 0) continue;
         if (!isa[k].usable) {
             printf("%-10s  not supported by this CPU\n", isa[k].name);
             continue;
@@ -264,6 +299,15 @@ int mha_cmd_peak(int argc, char **argv) {
             }
             iters *= 4;
         }
+        if (gemm && isa[k].usable > 0) { /* the CPU-time peak the GEMM's CPU figure needs */
+            double v[PEAK_MAX_REPS];
+            for (int r = 0; r < reps; r++)
+                v[r] = peak_cpu_measure(isa[k].kernel, iters);
+            qsort(v, (size_t)reps, sizeof v[0], peak_cmp);
+            core_peak = v[reps / 2];
+            printf("%-10s %7s %9.1f  (%.1f-%.1f) per CPU second\n", isa[k].name, "1", core_peak,
+                   v[0], v[reps - 1]);
+        }
         for (int t = 0; t < n_threads; t++) {
             double v[PEAK_MAX_REPS];
             for (int r = 0; r < reps; r++) {
@@ -281,11 +325,26 @@ int mha_cmd_peak(int argc, char **argv) {
         }
     }
 
+    if (gemm) {
+        double peak[16] = {0};
+        for (int k = 0; k < n_isa; k++)
+            if (isa[k].usable > 0)
+                for (int t = 0; t < n_threads; t++)
+                    peak[t] = isa[k].gflops[t];
+        printf("\n");
+        int rc = peak_gemm_run(gemm, backend, c.precision, threads, n_threads, seconds, reps, peak,
+                               core_peak);
+        if (rc != CLI_OK) {
+            if (json) cli_out_discard(&of);
+            return rc;
+        }
+    }
+
     if (json) {
         fprintf(of.f, "{");
         int first_isa = 1;
         for (int k = 0; k < n_isa; k++) {
-            if (!isa[k].usable) continue;
+            if (isa[k].usable <= 0) continue;
             fprintf(of.f, "%s\"%s\": {", first_isa ? "" : ", ", isa[k].name);
             first_isa = 0;
             for (int t = 0; t < n_threads; t++)

@@ -57,6 +57,7 @@ enum {
     SERVE_DEADLINE_MS,
     SERVE_MAX_PADDING,
     SERVE_MAX_BATCH_MS,
+    SERVE_HOLD_WHEN_IDLE,
 };
 
 static const cli_opt serve_opts[] = {
@@ -65,7 +66,12 @@ static const cli_opt serve_opts[] = {
     {SERVE_PORT_FILE, "port-file", 0, "FILE", "write the bound port there once listening"},
     {SERVE_MAX_BATCH, "max-batch", 0, "N",
      "requests per batch at most (default 16; 1 = no batching)"},
-    {SERVE_MAX_DELAY_MS, "max-delay-ms", 0, "X", "how long a batch waits for company (default 1)"},
+    {SERVE_MAX_DELAY_MS, "max-delay-ms", 0, "X",
+     "how long a batch waits for company while another batch\n"
+     "runs (default 1)"},
+    {SERVE_HOLD_WHEN_IDLE, "hold-when-idle", 0, NULL,
+     "a request that finds the queue idle also waits\n"
+     "--max-delay-ms for company (default: it goes at once)"},
     {SERVE_MAX_TOKENS, "max-tokens", 0, "N",
      "batch size x longest sequence at most (default 4096)"},
     {SERVE_CAPACITY, "capacity", 0, "N", "requests waiting at most, then 503 (default 256)"},
@@ -81,7 +87,9 @@ static const cli_opt serve_opts[] = {
      "(at the recent cost per token; default 0: off): what a\n"
      "request arriving behind a batch waits; about a third of\n"
      "the latency target"},
-    {SERVE_DISPATCHERS, "dispatchers", 0, "N", "batches computed at once (default 1)"},
+    {SERVE_DISPATCHERS, "dispatchers", 0, "N",
+     "batches computed at once, sharing the threads (default 0:\n"
+     "one per runtime thread)"},
     {SERVE_DEADLINE_MS, "deadline-ms", 0, "X",
      "a request not started by then gets 504, and one the work\n"
      "waiting would delay past it 503 at once (default: none)"},
@@ -95,8 +103,9 @@ static const cli_spec serve_spec = {
     "\n"
     "Serves MODEL (a self-attention layer: one query input; or a whole model\n"
     "taking token ids, such as a BERT or MiniLM export) over HTTP/1.1 with\n"
-    "dynamic batching: requests arriving within --max-delay-ms are run as one\n"
-    "padded batch, each result bitwise what the request gives alone.\n"
+    "dynamic batching: a request that finds the queue idle runs at once, and\n"
+    "the requests arriving while a batch runs are run as the next one, each\n"
+    "result bitwise what the request gives alone.\n"
     "\n"
     "  POST /run       body: one sequence as .npy, float32 [S, D] or [1, S, D]\n"
     "                  (Content-Type: application/x-npy), or as JSON nested arrays\n"
@@ -525,6 +534,7 @@ typedef struct serve_options {
     const char *host, *port_file;
     long long port, max_batch, max_tokens, capacity, dispatchers, max_body, max_conn;
     double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms;
+    int hold_when_idle;
 } serve_options;
 
 static int serve_parse_ms(const cli_common *c, const char *opt, const char *v, double *out) {
@@ -546,7 +556,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
                 [SERVE_MAX_BATCH] = {1, 4096, &o->max_batch},
                 [SERVE_MAX_TOKENS] = {1, 1LL << 40, &o->max_tokens},
                 [SERVE_CAPACITY] = {1, 1 << 24, &o->capacity},
-                [SERVE_DISPATCHERS] = {1, 64, &o->dispatchers},
+                [SERVE_DISPATCHERS] = {0, 64, &o->dispatchers},
                 [SERVE_MAX_BODY] = {64, 1LL << 40, &o->max_body},
                 [SERVE_MAX_CONN] = {1, 65536, &o->max_conn}};
     cli_parser p;
@@ -565,6 +575,8 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
             o->host = v;
         } else if (id == SERVE_PORT_FILE) {
             o->port_file = v;
+        } else if (id == SERVE_HOLD_WHEN_IDLE) {
+            o->hold_when_idle = 1;
         } else if (id == SERVE_MAX_PADDING) {
             char *end = NULL;
             double x = strtod(v, &end);
@@ -590,7 +602,7 @@ int mha_cmd_serve(int argc, char **argv) {
                        .max_batch = 16,
                        .max_tokens = 4096,
                        .capacity = 256,
-                       .dispatchers = 1,
+                       .dispatchers = 0,
                        .max_body = 16 << 20,
                        .max_conn = 256,
                        .max_delay_ms = 1.0,
@@ -638,6 +650,7 @@ int mha_cmd_serve(int argc, char **argv) {
     qo.max_batch = (int)o.max_batch;
     qo.max_batch_tokens = o.max_tokens;
     qo.max_delay_ms = o.max_delay_ms;
+    qo.hold_when_idle = o.hold_when_idle;
     qo.capacity = (int)o.capacity;
     qo.num_dispatchers = (int)o.dispatchers;
     qo.max_queue_ms = o.max_queue_ms;

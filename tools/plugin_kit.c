@@ -338,10 +338,16 @@ done:
     return ok;
 }
 
+void plugin_kit_services(uint64_t cpu_features, mha_plugin_services *out) {
+    const mha_plugin_services s = {
+        sizeof(mha_plugin_services), NULL, kit_log, kit_alloc, kit_free, cpu_features};
+    *out = s;
+}
+
 int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, uint64_t cpu_features,
                      FILE *report, int *passed, int *failed) {
-    const mha_plugin_services kit_services = {
-        sizeof(mha_plugin_services), NULL, kit_log, kit_alloc, kit_free, cpu_features};
+    mha_plugin_services kit_services;
+    plugin_kit_services(cpu_features, &kit_services);
     kit_plugin kp = {plugin, NULL}, ref = {reference, NULL};
     *passed = *failed = 0;
     if ((plugin->init && plugin->init(&kit_services, &kp.state) != 0) ||

@@ -14,4 +14,8 @@
 int plugin_kit_check(const mha_plugin *plugin, const mha_plugin *reference, uint64_t cpu_features,
                      FILE *report, int *passed, int *failed);
 
+/* The kit's services for a plugin's init(): malloc, a silent log,
+ * cpu_features. *out must live until the plugin's fini(). */
+void plugin_kit_services(uint64_t cpu_features, mha_plugin_services *out);
+
 #endif

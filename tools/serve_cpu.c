@@ -300,12 +300,14 @@ int main(int argc, char **argv) {
         for (int mode = 0; mode < 4; mode++) {
             mha_queue_options qo;
             mha_queue_options_init(&qo);
+            qo.num_dispatchers = 1; /* the burst's batches one after another */
             if (mode == 0) {
                 qo.max_batch = 1;
                 qo.max_delay_ms = 0;
             } else {
                 qo.max_batch = n;
                 qo.max_delay_ms = 1000; /* the burst closes the batch */
+                qo.hold_when_idle = 1;
                 qo.max_batch_tokens = (int64_t)n * longest;
                 if (mode == 1) qo.max_padding = 1.0;
             }

@@ -278,67 +278,80 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
 #define FA_BF16_SET1(x) vbf_set1(x)
 #define FA_BF16_MAC(acc, a, b) vf_dot_bf16(acc, a, b)
 
-/* S[r, 0:BC] = sum_t qp[t][r] * kt[t][0:BC] for r < R (R <= FA_MR), t < nd
- * (dk, or dk/2 rounded up in pairs): one chain per element, t ascending, so
- * a row's scores are the same bits whatever R its tile had. qp: [nd][FA_BR]
- * at this tile's first row, kt: [nd][FA_BC], s: [R][FA_BC]. The full tile
- * is R = FA_MR; the narrower ones serve the last rows of a short block (a
- * decode step's single query does one row of work, not FA_MR). ET / VT: the
- * element and vector types of the form OPS. */
-#define FA_DEFINE_SCORE(NAME, R, ET, VT, OPS)                                                      \
+/* S[r, 0:NV*VLEN] = sum_t qp[t][r] * kt[t][0:NV*VLEN] for r < R (R <=
+ * FA_MR), t < nd (dk, or dk/2 rounded up in pairs): one chain per element,
+ * t ascending, so a row's scores are the same bits whatever R and NV its
+ * tile had. qp: [nd][FA_BR] at this tile's first row, kt: [nd][FA_BC], s:
+ * [R][FA_BC] (the vectors past NV are not written). The full tile is R =
+ * FA_MR, NV = FA_NCV; the narrower ones serve the last rows of a short
+ * block (a decode step's single query does one row of work, not FA_MR) and
+ * the first keys of a block the rows see only in part (the last block of S
+ * 197 holds 5 keys: 1 vector, not 4). ET / VT: the element and vector types
+ * of the form OPS. */
+#define FA_DEFINE_SCORE(NAME, R, NV, ET, VT, OPS)                                                  \
     static inline void NAME(int64_t nd, const ET *qp, const ET *kt, float *s) {                    \
-        vf acc[R][FA_NCV];                                                                         \
+        vf acc[R][NV];                                                                             \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
-            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] = vf_zero();        \
+            _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++) acc[r][c] = vf_zero();            \
         for (int64_t d = 0; d < nd; d++) {                                                         \
-            VT kv[FA_NCV];                                                                         \
-            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) kv[c] =                       \
+            VT kv[NV];                                                                             \
+            _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++) kv[c] =                           \
                 FA_##OPS##_LOAD(kt + d * FA_BC + c * VLEN);                                        \
             _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {                                 \
                 VT qb = FA_##OPS##_SET1(qp[d * FA_BR + r]);                                        \
-                _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] =               \
+                _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++) acc[r][c] =                   \
                     FA_##OPS##_MAC(acc[r][c], qb, kv[c]);                                          \
             }                                                                                      \
         }                                                                                          \
         _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)                                       \
-            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)                               \
+            _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++)                                   \
                 vf_store(s + r * FA_BC + c * VLEN, acc[r][c]);                                     \
     }
 
 #if FA_MR > 6
 #error "flash_attention.h: FA_MR above 6 needs more score tile variants"
 #endif
-/* PRE_tile_full, PRE_tile_1..5 (those above FA_MR are never called) and
- * PRE_rows(nd, qp, kt, s, nr): rows [0, nr) of a score tile, nr <= FA_MR. */
+#if FA_NCV > 4
+#error "flash_attention.h: FA_BC above 4 vectors needs more score tile variants"
+#endif
+/* The full tile over its first 1..3 vectors of keys (those at or above
+ * FA_NCV are never called). */
+#define FA_DEFINE_SCORE_NARROW(PRE, ET, VT, OPS)                                                   \
+    FA_DEFINE_SCORE(PRE##_tile_v1, FA_MR, 1, ET, VT, OPS)                                          \
+    FA_DEFINE_SCORE(PRE##_tile_v2, FA_MR, (FA_NCV > 2 ? 2 : 1), ET, VT, OPS)                       \
+    FA_DEFINE_SCORE(PRE##_tile_v3, FA_MR, (FA_NCV > 3 ? 3 : 1), ET, VT, OPS)
+/* PRE_tile_full, PRE_tile_1..5 (those above FA_MR are never called),
+ * PRE_tile_v1..v3 and PRE_rows(nd, qp, kt, s, nr, nv): rows [0, nr) of a
+ * score tile, nr <= FA_MR, over its first nv vectors (a full tile only;
+ * short ones take every vector). */
 #define FA_DEFINE_SCORE_SET(PRE, ET, VT, OPS)                                                      \
-    FA_DEFINE_SCORE(PRE##_tile_full, FA_MR, ET, VT, OPS)                                           \
-    FA_DEFINE_SCORE(PRE##_tile_1, 1, ET, VT, OPS)                                                  \
-    FA_DEFINE_SCORE(PRE##_tile_2, 2, ET, VT, OPS)                                                  \
-    FA_DEFINE_SCORE(PRE##_tile_3, 3, ET, VT, OPS)                                                  \
-    FA_DEFINE_SCORE(PRE##_tile_4, 4, ET, VT, OPS)                                                  \
-    FA_DEFINE_SCORE(PRE##_tile_5, 5, ET, VT, OPS)                                                  \
-    static inline void PRE##_rows(int64_t nd, const ET *qp, const ET *kt, float *s, int64_t nr) {  \
-        if (nr >= FA_MR) {                                                                         \
+    FA_DEFINE_SCORE(PRE##_tile_full, FA_MR, FA_NCV, ET, VT, OPS)                                   \
+    FA_DEFINE_SCORE(PRE##_tile_1, 1, FA_NCV, ET, VT, OPS)                                          \
+    FA_DEFINE_SCORE(PRE##_tile_2, 2, FA_NCV, ET, VT, OPS)                                          \
+    FA_DEFINE_SCORE(PRE##_tile_3, 3, FA_NCV, ET, VT, OPS)                                          \
+    FA_DEFINE_SCORE(PRE##_tile_4, 4, FA_NCV, ET, VT, OPS)                                          \
+    FA_DEFINE_SCORE(PRE##_tile_5, 5, FA_NCV, ET, VT, OPS)                                          \
+    FA_DEFINE_SCORE_NARROW(PRE, ET, VT, OPS)                                                       \
+    static inline void PRE##_rows(int64_t nd, const ET *qp, const ET *kt, float *s, int64_t nr,    \
+                                  int nv) {                                                        \
+        if (nr >= FA_MR && nv >= FA_NCV)                                                           \
             PRE##_tile_full(nd, qp, kt, s);                                                        \
-            return;                                                                                \
-        }                                                                                          \
-        switch (nr) {                                                                              \
-        case 1:                                                                                    \
+        else if (nr >= FA_MR && nv == 1)                                                           \
+            PRE##_tile_v1(nd, qp, kt, s);                                                          \
+        else if (nr >= FA_MR && nv == 2)                                                           \
+            PRE##_tile_v2(nd, qp, kt, s);                                                          \
+        else if (nr >= FA_MR)                                                                      \
+            PRE##_tile_v3(nd, qp, kt, s);                                                          \
+        else if (nr == 1)                                                                          \
             PRE##_tile_1(nd, qp, kt, s);                                                           \
-            return;                                                                                \
-        case 2:                                                                                    \
+        else if (nr == 2)                                                                          \
             PRE##_tile_2(nd, qp, kt, s);                                                           \
-            return;                                                                                \
-        case 3:                                                                                    \
+        else if (nr == 3)                                                                          \
             PRE##_tile_3(nd, qp, kt, s);                                                           \
-            return;                                                                                \
-        case 4:                                                                                    \
+        else if (nr == 4)                                                                          \
             PRE##_tile_4(nd, qp, kt, s);                                                           \
-            return;                                                                                \
-        default:                                                                                   \
+        else                                                                                       \
             PRE##_tile_5(nd, qp, kt, s);                                                           \
-            return;                                                                                \
-        }                                                                                          \
     }
 
 /* acc[0:W*VLEN] = acc*corr + sum_{j<nv} p[j] * vp[j][0:W*VLEN], keys (or
@@ -770,16 +783,30 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     for (int64_t j0 = 0; j0 < blk_end; j0 += FA_BC) {
         const float *ktb = kt + (j0 / FA_BC) * dk * FA_BC;
 
-        /* pass 1: scores of every row tile against this key block */
+        /* pass 1: scores of every row tile against this key block, over
+         * the key vectors its rows may see (row_end grows with the row, so
+         * the tile's last row sees most; vectors past them stay unwritten,
+         * and pass 2 hides those lanes without reading them as scores) */
         for (int64_t r0 = 0; r0 < br; r0 += FA_MR) {
+            const int64_t seen = row_end[(r0 + FA_MR < br ? r0 + FA_MR : br) - 1] - j0;
+            if (seen <= 0) continue; /* no row of the tile sees this block */
+            const int nv = seen >= FA_BC ? FA_NCV : (int)((seen + VLEN - 1) / VLEN);
+            const int full = nv == FA_NCV && r0 + FA_MR <= br;
 #ifdef FA_HAVE_BF16_DOT
             if (FA_PAIRS(a)) {
-                fa_score_bf16_rows((dk + 1) / 2, (const uint32_t *)(const void *)qp + r0,
-                                   (const uint32_t *)(const void *)ktb, s + r0 * FA_BC, br - r0);
+                const uint32_t *qt = (const uint32_t *)(const void *)qp + r0;
+                const uint32_t *kp = (const uint32_t *)(const void *)ktb;
+                if (full)
+                    fa_score_bf16_tile_full((dk + 1) / 2, qt, kp, s + r0 * FA_BC);
+                else
+                    fa_score_bf16_rows((dk + 1) / 2, qt, kp, s + r0 * FA_BC, br - r0, nv);
                 continue;
             }
 #endif
-            fa_score_rows(dk, qp + r0, ktb, s + r0 * FA_BC, br - r0);
+            if (full)
+                fa_score_tile_full(dk, qp + r0, ktb, s + r0 * FA_BC);
+            else
+                fa_score_rows(dk, qp + r0, ktb, s + r0 * FA_BC, br - r0, nv);
         }
 
         /* pass 2: per row, the online softmax update; the rows the block

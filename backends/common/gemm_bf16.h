@@ -17,7 +17,13 @@
  *   void gemm_bf16_pair16(const float *x, uint32_t *pairs);
  *     pairs[i] = gemm_bf16_pair(x[2i], x[2i+1]) for i < 16, the same bits
  *     (the A rows are packed through it: per element, the scalar rounding
- *     cost as much as the products of a short k-block).
+ *     cost as much as the products of a short k-block);
+ * and optionally GEMM_BF16_HAVE_PACK_SLIVER with
+ *   void gemm_bf16_pack_sliver(const float *A, int64_t lda, int64_t kc,
+ *                              uint32_t *dst);
+ *     a full sliver: dst[j*MR + r] = gemm_bf16_pair(A[r*lda + 2j],
+ *     2j+1 < kc ? A[r*lda + 2j+1] : 0) for r < MR, j < ceil(kc/2), the same
+ *     bits (slivers short of MR rows take the loop below).
  *
  * Packed B: ceil(N/NR) panels, each [ceil(K/2)][NR] pairs; an odd K and the
  * columns past N are padded with zeros (a zero product adds nothing).
@@ -97,6 +103,13 @@ static inline void gemm_bf16_rows(const mha_gemm_args *a, int64_t mb, int64_t p_
          * the rows and past K */
         for (int64_t t = 0; t < tiles; t++)
             for (int64_t r = 0; r < GEMM_MR; r++) {
+#ifdef GEMM_BF16_HAVE_PACK_SLIVER
+                if ((t + 1) * GEMM_MR <= rows) {
+                    gemm_bf16_pack_sliver(a->A + (mb + t * GEMM_MR) * a->lda + k0, a->lda, kc,
+                                          ap + t * kp * GEMM_MR);
+                    break;
+                }
+#endif
                 uint32_t *dst = ap + t * kp * GEMM_MR + r;
                 if (t * GEMM_MR + r >= rows) {
                     for (int64_t j = 0; j < kp; j++)

@@ -284,6 +284,11 @@ check "server with --batch-ms says so" grep -q "delay 1 ms, batch time 0.5 ms), 
 check "server JSON has batch_ms" grep -q '"batch_ms": 0.5' "$T/qb.json"
 check "queued server found a rate" grep -q '"server_found": true' "$T/q.json"
 check "queued server JSON names the batching" grep -q '"max_batch": 8, "batch_delay_ms": 0.5' "$T/q.json"
+# each trial through the queue says where a latency went: the p99 of the
+# wait from submit to the batch's start, and the mean run a request was in
+# (at least 1); the trials without the queue have none
+check "queued trials have a wait p99" grep -Eq '"wait_p99_ms": [0-9.e+-]+, "mean_batch": ([1-9]|1\.)' "$T/q.json"
+check "unqueued trials have no wait p99" grep -q '"wait_p99_ms": null, "mean_batch": null' "$T/s.json"
 # one trial at a fixed rate far beyond what is sustained (saturation): bounded
 # by --server-time all the same (requests not started by then are dropped),
 # with the process's CPU time per request

@@ -76,4 +76,18 @@ if grep -q '\<avx512_bf16\>' /proc/cpuinfo; then
 else
   echo "skip: this CPU has no AVX512-BF16 (peak's bfloat16 line not checked)"
 fi
+# ---- peak --gemm: the GEMM alone at given shapes, in either precision
+mha peak --gemm 40x70x33,13x8x96 --backend avx512 --precision bfloat16 --threads 1,2 \
+  --seconds 0.01 --reps 1
+[ "$rc" -eq 0 ] || fail "peak --gemm: $(cat "$T/err.txt")"
+n=$(grep -Ec '^avx512 +bfloat16 +(40 x +70 x +33|13 x +8 x +96) +[12] +[0-9.]+ ' "$T/out.txt")
+[ "$n" -eq 4 ] || fail "peak --gemm printed $n of 4 rows: $(cat "$T/out.txt")"
+grep -q '^avx512 ' "$T/out.txt" && ! grep -q '^avx2 ' "$T/out.txt" ||
+  fail "peak --gemm measured another peak than its precision's: $(cat "$T/out.txt")"
+mha peak --gemm 16x16x16 --backend avx2 --precision bfloat16 --seconds 0.01 --reps 1
+[ "$rc" -eq 1 ] && grep -q "'avx2' has no bfloat16 GEMM" "$T/err.txt" ||
+  fail "peak --gemm does not refuse bfloat16 on avx2 (rc $rc): $(cat "$T/err.txt")"
+mha peak --gemm 16x16 --backend avx512 --seconds 0.01 --reps 1
+[ "$rc" -eq 2 ] || fail "peak --gemm 16x16 is not a usage error (rc $rc)"
+echo "ok: peak --gemm"
 echo "precision.sh: all passed"

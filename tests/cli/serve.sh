@@ -39,7 +39,7 @@ echo "ok: serve-cpu"
 
 # A long batching delay and room for two waiting requests: concurrent
 # requests meet in one batch, a third finds the queue full.
-serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --max-body-bytes 100000 \
+serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --hold-when-idle --max-body-bytes 100000 \
   --max-batch-ms 60000
 # the address line follows the port file: give it up to 10 s under load
 i=0

@@ -88,11 +88,18 @@ for cmd in run check info bench merge backends peak gen; do
   grep -q "^mha [0-9]" "$T/out" || fail "$cmd --version printed: $(cat "$T/out")"
 done
 # commands that run no model neither take nor list --backend / --threads
+# (peak takes a backend and a precision only for its --gemm timing)
 expect 2 "gen --backend" "$MHA" gen --backend scalar -d 16 -H 2 -o "$T/m.onnx"
 expect 2 "merge --threads" "$MHA" merge --threads 2 "$T/o.npy" "$T/s.npy"
+expect 2 "peak --backend without --gemm" "$MHA" peak --backend scalar --reps 1
+expect 2 "peak --precision without --gemm" "$MHA" peak --precision bfloat16 --reps 1
 for cmd in gen merge peak; do
   expect 0 "$cmd --help" "$MHA" $cmd --help
-  ! grep -q -- "--backend" "$T/out" || fail "$cmd --help lists --backend"
+  if [ "$cmd" = peak ]; then
+    grep -q -- "--backend NAME  *the backend of --gemm" "$T/out" || fail "peak --help: no --backend of --gemm"
+  else
+    ! grep -q -- "--backend" "$T/out" || fail "$cmd --help lists --backend"
+  fi
   [ "$(grep -c "^Exit status" "$T/out")" -eq 1 ] || fail "$cmd --help: not one exit-status line"
 done
 [ "$(grep -c -- "^  --threads" "$T/out")" -eq 1 ] || fail "peak --help lists --threads twice"

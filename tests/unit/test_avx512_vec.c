@@ -8,6 +8,11 @@
  *  - vf_exp, the float32 softmax's exp(x) for x <= 0: exactly 1 at 0, within
  *    4 ulp of exp in double on a sweep (the float32 softmax's bits depend on
  *    it: this pins the function).
+ *  - gemm_bf16_pack_sliver (avx512_gemm_bf16.h), the bfloat16 GEMM's A
+ *    packing transposed in registers: bit for bit the element loop of
+ *    common/gemm_bf16.h (rounding, pairing, the zero past an odd k, the
+ *    layout [pair][row]) for every kc from 1 to 70 and the models' 768 and
+ *    1024, and nothing written past the sliver.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ the
  * tests report themselves skipped. */
 #include "testutil.h"
@@ -19,6 +24,11 @@
 
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 #include "avx512/avx512_vec.h"
+
+#include "avx512/avx512_gemm.h"
+
+#include "avx512/avx512_gemm_bf16.h"
+#include "common/bf16.h"
 
 static int cpu_has_avx512(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
@@ -101,6 +111,44 @@ static void test_exp_pinned(void **state) {
     }
 }
 
+static void test_bf16_pack_sliver(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    enum { KMAX = 1024, LDA = KMAX + 3, PAIRS = KMAX / 2 };
+    static float A[GEMM_MR * LDA];
+    static uint32_t got[(PAIRS + 1) * GEMM_MR], want[PAIRS * GEMM_MR];
+    /* every rounding case among pseudo-random bits: ties, NaN, inf,
+     * subnormals, and values that carry into the exponent */
+    static const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x7fc00001u, 0xff800001u,
+                                       0x7f800000u, 0x00000001u, 0x807fffffu, 0x7f7fffffu,
+                                       0x3fffffffu, 0x80000000u};
+    uint64_t s = 12345;
+    for (size_t i = 0; i < sizeof A / sizeof A[0]; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        uint32_t b = (uint32_t)(s >> 32);
+        if (i % 7 == 3) b = special[(s >> 20) % (sizeof special / sizeof special[0])];
+        memcpy(&A[i], &b, sizeof b);
+    }
+    for (int64_t kc = 1; kc <= KMAX; kc = kc < 70 ? kc + 1 : kc < 768 ? 768 : 2 * kc - 512) {
+        const int64_t kp = (kc + 1) / 2;
+        for (size_t i = 0; i < sizeof got / sizeof got[0]; i++)
+            got[i] = 0xdeadbeefu;
+        gemm_bf16_pack_sliver(A + kc % 5, LDA, kc, got);
+        for (int64_t j = 0; j < kp; j++)
+            for (int r = 0; r < GEMM_MR; r++) {
+                const float *row = A + kc % 5 + r * LDA;
+                const uint16_t lo = bf16_from_float(row[2 * j]);
+                const uint16_t hi = 2 * j + 1 < kc ? bf16_from_float(row[2 * j + 1]) : 0;
+                want[j * GEMM_MR + r] = (uint32_t)lo | (uint32_t)hi << 16;
+            }
+        if (memcmp(got, want, (size_t)(kp * GEMM_MR) * sizeof got[0]) != 0)
+            fail_msg("kc %lld: the packed sliver differs from the element loop", (long long)kc);
+        for (int64_t i = kp * GEMM_MR; i < (PAIRS + 1) * GEMM_MR; i++)
+            if (got[i] != 0xdeadbeefu)
+                fail_msg("kc %lld: written past the sliver at %lld", (long long)kc, (long long)i);
+    }
+}
+
 #else
 /* not built with the AVX-512 flags (not x86-64): nothing to run */
 static int cpu_has_avx512(void) {
@@ -112,6 +160,7 @@ static void test_exp2_bound(void **state) {
 }
 #define test_exp2_special_values test_exp2_bound
 #define test_exp_pinned test_exp2_bound
+#define test_bf16_pack_sliver test_exp2_bound
 #endif
 
 int main(void) {
@@ -119,6 +168,7 @@ int main(void) {
         cmocka_unit_test(test_exp2_bound),
         cmocka_unit_test(test_exp2_special_values),
         cmocka_unit_test(test_exp_pinned),
+        cmocka_unit_test(test_bf16_pack_sliver),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

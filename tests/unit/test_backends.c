@@ -288,15 +288,21 @@ static void attn_free(attn_data *D) {
     free(D->slopes), free(D->pos);
 }
 
-/* Runs one call of plugin p over args a (its range) into o. */
-static int attn_call(const mha_plugin *p, void *st, mha_attn_args *a, float *o) {
+/* Runs one call of plugin p over args a (its range) into o, the workspace
+ * filled with the byte fill first (fill < 0: as allocated). */
+static int attn_call_filled(const mha_plugin *p, void *st, mha_attn_args *a, float *o, int fill) {
     a->o = o;
     size_t ws = p->attention_workspace_size(st, a);
     void *w = NULL;
     if (posix_memalign(&w, 64, ws ? ws : 1) != 0) return -1;
+    if (fill >= 0) memset(w, fill, ws ? ws : 1);
     int rc = p->attention(st, a, w, ws);
     free(w);
     return rc;
+}
+
+static int attn_call(const mha_plugin *p, void *st, mha_attn_args *a, float *o) {
+    return attn_call_filled(p, st, a, o, -1);
 }
 
 static void attn_full(const mha_plugin *p, void *st, attn_data *D, float *o, int nt) {
@@ -1785,8 +1791,56 @@ static void test_attention_plain_rows(void **state) {
     }
 }
 
+/*
+ * A key block the rows of a score tile see only in part (S 197: the last
+ * block holds 5 keys; causal diagonals; kv_len) has only the key vectors
+ * they see computed, the rest of the tile's scores left as they were in the
+ * workspace. Whatever the workspace held -- NaN, +inf, zeros -- the output
+ * must be the same bits: those lanes are hidden, never read as scores.
+ */
+static void test_attention_stale_scores(void **state) {
+    (void)state;
+    const attn_case cs[] = {
+        /* ViT's S 197, GQA: the last key block 5 keys */
+        {1, 2, 1, 197, 197, 64, 64, 0, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 31},
+        /* causal, d 32: every diagonal block seen in part */
+        {1, 2, 2, 100, 100, 32, 32, 0, MASK_NONE, 1, 0, 0, 0.0f, 0, 0, 32},
+        /* kv_len, softcap and ALiBi: the general path on stale lanes */
+        {2, 2, 2, 21, 75, 16, 16, 0, MASK_NONE, 0, 0, 1, 5.0f, 1, 0, 33},
+    };
+    /* 0xff: NaN in every float; 0x7f: 3.4e38 (huge finite scores) */
+    const int fills[] = {0xff, 0x7f};
+    bf16_backend bb[MAX_BACKENDS + 1];
+    const int nb = bf16_backends(bb, MAX_BACKENDS + 1);
+    for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+        attn_data D;
+        attn_make(&cs[ci], &D);
+        float *ref = malloc(D.n_o * sizeof(float)), *o = malloc(D.n_o * sizeof(float));
+        for (int prec = 0; prec <= 1; prec++) {
+            const int n = prec ? nb : NBK;
+            for (int bi = 0; bi < n; bi++) {
+                const mha_plugin *p = prec ? bb[bi].p : BK[bi].p;
+                void *st = prec ? bb[bi].state : BK[bi].state;
+                D.a.precision = prec ? MHA_PRECISION_BFLOAT16 : MHA_PRECISION_FLOAT32;
+                assert_int_equal(attn_call_filled(p, st, &D.a, ref, 0), 0);
+                for (size_t f = 0; f < sizeof fills / sizeof fills[0]; f++) {
+                    assert_int_equal(attn_call_filled(p, st, &D.a, o, fills[f]), 0);
+                    if (memcmp(ref, o, D.n_o * sizeof(float)) != 0)
+                        fail_msg("case %zu %s prec %d fill 0x%02x: output depends on the "
+                                 "workspace",
+                                 ci, prec ? bb[bi].label : BK[bi].name, prec, fills[f]);
+                }
+            }
+        }
+        free(ref), free(o);
+        attn_free(&D);
+    }
+    bf16_backends_free(bb, nb);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attention_stale_scores),
         cmocka_unit_test(test_bf16_declared),
         cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_bf16_rounding_rows),

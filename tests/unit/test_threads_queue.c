@@ -69,6 +69,8 @@ static mha_queue *queue_new_padded(mha_runtime *rt, const mha_model *m, int max_
     mha_queue_options_init(&o);
     o.max_batch = max_batch;
     o.max_delay_ms = delay_ms;
+    o.hold_when_idle = 1; /* these tests form their batches by the delay */
+    o.num_dispatchers = 1;
     o.capacity = capacity;
     o.max_padding = max_padding;
     mha_queue *q = NULL;
@@ -579,6 +581,7 @@ static void test_time_bound(void **state) {
     mha_queue_options_init(&o);
     o.max_batch = 2;
     o.max_delay_ms = 10000.0; /* a lone request waits for a second one */
+    o.hold_when_idle = 1;
     o.max_queue_ms = 1e-9;
     mha_queue *q = NULL;
     assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
@@ -663,6 +666,7 @@ static void test_batch_time(void **state) {
     mha_queue_options_init(&o);
     o.max_batch = 4;
     o.max_delay_ms = 10000.0;
+    o.hold_when_idle = 1;
     o.max_batch_ms = 1e-9;
     mha_queue *q = NULL;
     assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
@@ -696,6 +700,118 @@ static void test_batch_time(void **state) {
     o.max_batch_ms = -1;
     assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_ERR_INVALID_ARGUMENT);
     free(ref);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
+/* By default a request that finds the queue idle goes at once, however
+ * long max_delay_ms (10 s here): the cores are free, and holding it would
+ * add the delay to it and to every request behind it. Requests submitted
+ * while a batch runs wait for it and form the next batch together (16
+ * submitted back to back: fewer batches than requests), each result still
+ * bitwise its own. */
+static void test_idle_goes_at_once(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(0);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    assert_int_equal(o.hold_when_idle, 0);
+    o.max_batch = 16;
+    o.max_delay_ms = 10000.0;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    enum { N = 16, S = 128 };
+    float *x = malloc((size_t)S * 64 * sizeof(float));
+    tu_fill_random(x, (size_t)S * 64, 21);
+    float *ref = run_alone(rt, m, x, S, 64);
+    mha_status st;
+    mha_request *one = submit_one(q, x, S, 64, 0, &st);
+    assert_int_equal(st, MHA_OK);
+    /* held for the delay, it would time out here */
+    mha_error err = {0};
+    if (mha_request_wait(one, 5000.0, &err) != MHA_OK)
+        fail_msg("a lone request on an idle queue: %s", err.message);
+    mha_request_info info;
+    mha_request_get_info(one, &info);
+    assert_int_equal(info.batch_size, 1);
+    assert_true(info.queue_ms < 5000.0);
+    mha_request_free(one);
+    mha_request *r[N];
+    for (int i = 0; i < N; i++) {
+        r[i] = submit_one(q, x, S, 64, 0, &st);
+        assert_int_equal(st, MHA_OK);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(mha_request_wait(r[i], 5000.0, &err), MHA_OK);
+        assert_memory_equal(mha_request_output(r[i])->data, ref, (size_t)S * 64 * sizeof(float));
+        mha_request_free(r[i]);
+    }
+    mha_queue_stats qs;
+    mha_queue_get_stats(q, &qs);
+    assert_int_equal(qs.completed_ok, N + 1);
+    assert_true(qs.batches < N + 1);
+    mha_queue_destroy(q);
+    free(ref);
+    free(x);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
+/* Two requests' callbacks that each wait (up to 10 s) for the other's to
+ * start: both start only if two dispatchers run batches at once. */
+typedef struct meet_state {
+    atomic_int arrived;
+    atomic_int met; /* callbacks that saw the other one arrive */
+} meet_state;
+
+static void meet_done(void *user, mha_request *req) {
+    (void)req;
+    meet_state *m = user;
+    atomic_fetch_add(&m->arrived, 1);
+    for (int i = 0; i < 10000 && atomic_load(&m->arrived) < 2; i++) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&m->arrived) >= 2) atomic_fetch_add(&m->met, 1);
+}
+
+/* By default a queue starts one dispatcher per runtime thread (2 here):
+ * two batches compute at once, each on a core when both run, so a batch
+ * never waits for another while a core is free. */
+static void test_dispatcher_per_thread(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(2);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    assert_int_equal(o.num_dispatchers, 0);
+    o.max_batch = 1;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    float x[8 * 64];
+    tu_fill_random(x, 8 * 64, 23);
+    meet_state ms;
+    atomic_init(&ms.arrived, 0);
+    atomic_init(&ms.met, 0);
+    mha_request *r[2];
+    for (int i = 0; i < 2; i++) {
+        mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {8, 64}, x};
+        mha_submit_options so;
+        mha_submit_options_init(&so);
+        so.done = meet_done;
+        so.done_user = &ms;
+        assert_int_equal(mha_queue_submit(q, &in, &so, &r[i], NULL), MHA_OK);
+    }
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(mha_request_wait(r[i], -1, NULL), MHA_OK);
+        mha_request_free(r[i]);
+    }
+    mha_queue_destroy(q);
+    assert_int_equal(atomic_load(&ms.met), 2);
+    /* out of range: more than 64 */
+    o.num_dispatchers = 65;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_ERR_INVALID_ARGUMENT);
     mha_runtime_destroy(rt);
     mha_model_free(m);
 }
@@ -995,6 +1111,8 @@ int main(void) {
         cmocka_unit_test(test_time_bound),
         cmocka_unit_test(test_deadline_admission),
         cmocka_unit_test(test_batch_time),
+        cmocka_unit_test(test_idle_goes_at_once),
+        cmocka_unit_test(test_dispatcher_per_thread),
         cmocka_unit_test(test_request_memory_reused),
         cmocka_unit_test(test_many_submitters),
         cmocka_unit_test(test_runs_by_length),

@@ -57,8 +57,8 @@ typedef struct interp_gemm_args {
     int64_t ldc;
 } interp_gemm_args;
 
-/* MHA_ERR_NO_MEMORY when its scratch (about 256 K floats and doubles) cannot
- * be had. */
+/* MHA_ERR_NO_MEMORY when its scratch (A's rows in doubles, up to 16 MiB,
+ * and a block of B) cannot be had. */
 mha_status interp_gemm_f32(const mha_alloc_ctx *a, const interp_gemm_args *g, mha_error *err);
 
 /* An Einsum equation of explicit letters ("abc,cde->abde"): the letters of

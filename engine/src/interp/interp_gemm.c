@@ -12,14 +12,20 @@
  *
  * Blocked the way fast GEMMs are, without their float32 sums:
  *
- *     for each chunk of GEMM_MC rows:
+ *     for each pass of up to GEMM_A_BYTES of A's rows (all of them, mostly):
  *       pack its A into GEMM_MR-row panels of doubles, [K][GEMM_MR] each
  *       for each block of GEMM_NC columns:
  *         pack its B into GEMM_NR-column panels, [K][GEMM_NR] each
- *         sums [MR][NR] of every panel pair = init
- *         for each slice of GEMM_KC steps of k, in order:
- *           for each pair: sums += A panel [slice] x B panel [slice]
- *         store the valid part of the sums
+ *         for each chunk of GEMM_MC rows of the pass:
+ *           sums [MR][NR] of every panel pair = init
+ *           for each slice of GEMM_KC steps of k, in order:
+ *             for each pair: sums += A panel [slice] x B panel [slice]
+ *           store the valid part of the sums
+ *
+ * B is read and packed once per pass, not once per chunk of rows: a
+ * 197-row probe (one ViT image) was two chunks, the second of 5 rows, each
+ * packing the whole weight, and reading B's strided rows was the loop's
+ * largest cost.
  *
  * The padding (zero rows of A, zero columns of B) is computed and dropped:
  * no edge branches in the loop over k. On x86-64 the loop is compiled for AVX-512, AVX2 and the
@@ -32,9 +38,13 @@
  * AVX-512 (32) and AVX2 (16) hold with the operands beside them. */
 #define GEMM_MR 6
 #define GEMM_NR 8
-/* Rows packed at a time: B is packed once per GEMM_MC rows, and their
- * slices of GEMM_KC steps (GEMM_MC * GEMM_KC doubles) stay in L2. */
+/* Rows summed at a time: their slices of GEMM_KC steps (GEMM_MC *
+ * GEMM_KC doubles) stay in L2 beside the block of B. */
 #define GEMM_MC 192
+/* A's packed doubles per pass (at least GEMM_MC rows): B is packed once per
+ * pass, so the fewer passes the better, but the scratch stays bounded when
+ * the interpreter runs a large batch. */
+#define GEMM_A_BYTES ((size_t)16 << 20)
 /* Columns of B packed at a time (GEMM_NC / GEMM_NR panels): its rows are
  * read GEMM_NC floats at a time, not one panel's GEMM_NR (a wide B, an
  * output vocabulary, is a page per row). */
@@ -84,28 +94,32 @@ static void gemm_panel(int64_t K, const double *ap, const float *b, gemm_vd acc[
 mha_status interp_gemm_f32(const mha_alloc_ctx *a, const interp_gemm_args *g, mha_error *err) {
     const int64_t M = g->M, N = g->N, K = g->K;
     if (M <= 0 || N <= 0) return MHA_OK;
-    const int64_t mc = M < GEMM_MC ? M : GEMM_MC;
-    const int64_t panels = (mc + GEMM_MR - 1) / GEMM_MR;
     const size_t kk = (size_t)(K > 0 ? K : 1);
+    /* rows per pass: as many as GEMM_A_BYTES hold, whole chunks, at most M */
+    int64_t ma = (int64_t)(GEMM_A_BYTES / (kk * sizeof(double))) / GEMM_MC * GEMM_MC;
+    if (ma < GEMM_MC) ma = GEMM_MC;
+    if (ma > M) ma = M;
+    const int64_t panels = (ma + GEMM_MR - 1) / GEMM_MR;
+    const int64_t mc_panels = GEMM_MC / GEMM_MR;
     double *ap = mha_malloc(a, (size_t)panels * GEMM_MR * kk * sizeof *ap);
     float *bpad = mha_malloc(a, kk * GEMM_NC * sizeof *bpad);
-    gemm_vd *sums = mha_malloc(a, (size_t)panels * (GEMM_NC / GEMM_NR) * GEMM_MR * sizeof *sums);
+    gemm_vd *sums = mha_malloc(a, (size_t)mc_panels * (GEMM_NC / GEMM_NR) * GEMM_MR * sizeof *sums);
     if (!ap || !bpad || !sums) {
         mha_free(a, ap);
         mha_free(a, bpad);
         mha_free(a, sums);
         return mha_fail(err, MHA_ERR_NO_MEMORY, "out of memory for a %lld x %lld GEMM block",
-                        (long long)mc, (long long)K);
+                        (long long)ma, (long long)K);
     }
-    for (int64_t m0 = 0; m0 < M; m0 += GEMM_MC) {
-        const int64_t mb = M - m0 < GEMM_MC ? M - m0 : GEMM_MC;
-        /* pass 1: A's rows [m0, m0 + mb) as panels [k][r], zero past M */
+    for (int64_t a0 = 0; a0 < M; a0 += ma) {
+        const int64_t mb = M - a0 < ma ? M - a0 : ma;
+        /* pass 1: A's rows [a0, a0 + mb) as panels [k][r], zero past them */
         for (int64_t p = 0; p * GEMM_MR < mb; p++)
             for (int r = 0; r < GEMM_MR; r++) {
-                const int64_t m = m0 + p * GEMM_MR + r;
+                const int64_t m = a0 + p * GEMM_MR + r;
                 double *dst = ap + (size_t)p * GEMM_MR * kk + (size_t)r;
                 const float *src = g->A + m * g->a_row;
-                if (m >= m0 + mb)
+                if (m >= a0 + mb)
                     for (int64_t k = 0; k < K; k++)
                         dst[k * GEMM_MR] = 0.0;
                 else if (g->a_col == 1)
@@ -115,7 +129,6 @@ mha_status interp_gemm_f32(const mha_alloc_ctx *a, const interp_gemm_args *g, mh
                     for (int64_t k = 0; k < K; k++)
                         dst[k * GEMM_MR] = (double)src[k * g->a_col];
             }
-        const int64_t np = (mb + GEMM_MR - 1) / GEMM_MR;
         for (int64_t c0 = 0; c0 < N; c0 += GEMM_NC) {
             const int64_t cb = N - c0 < GEMM_NC ? N - c0 : GEMM_NC;
             const int64_t nq = (cb + GEMM_NR - 1) / GEMM_NR;
@@ -131,40 +144,45 @@ mha_status interp_gemm_f32(const mha_alloc_ctx *a, const interp_gemm_args *g, mh
                     memcpy(dst, src + q * GEMM_NR, (size_t)w * sizeof *dst);
                 }
             }
-            /* pass 3: the sums of panels p x q start at init */
-            for (int64_t p = 0; p < np; p++)
-                for (int64_t q = 0; q < nq; q++)
-                    for (int r = 0; r < GEMM_MR; r++)
-                        for (int j = 0; j < GEMM_NR; j++) {
-                            const int64_t m = m0 + p * GEMM_MR + r, n = c0 + q * GEMM_NR + j;
-                            const float *init = g->init;
-                            sums[(p * nq + q) * GEMM_MR + r][j] = !init || n >= N || m >= M ? 0.0
-                                                                  : g->init_per_row
-                                                                      ? (double)init[m]
-                                                                      : (double)init[n];
-                        }
-            /* pass 4: slice by slice of k, in order */
-            for (int64_t k0 = 0; k0 < K; k0 += GEMM_KC) {
-                const int64_t kb = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
-                for (int64_t q = 0; q < nq; q++)
-                    for (int64_t p = 0; p < np; p++)
-                        gemm_panel(kb, ap + ((size_t)p * kk + (size_t)k0) * GEMM_MR,
-                                   bpad + q * GEMM_NR * (int64_t)kk + k0 * GEMM_NR,
-                                   sums + (p * nq + q) * GEMM_MR);
+            for (int64_t m0 = a0; m0 < a0 + mb; m0 += GEMM_MC) {
+                const int64_t mr = a0 + mb - m0 < GEMM_MC ? a0 + mb - m0 : GEMM_MC;
+                const int64_t np = (mr + GEMM_MR - 1) / GEMM_MR;
+                const double *apc = ap + (size_t)((m0 - a0) / GEMM_MR) * GEMM_MR * kk;
+                /* pass 3: the sums of panels p x q start at init */
+                for (int64_t p = 0; p < np; p++)
+                    for (int64_t q = 0; q < nq; q++)
+                        for (int r = 0; r < GEMM_MR; r++)
+                            for (int j = 0; j < GEMM_NR; j++) {
+                                const int64_t m = m0 + p * GEMM_MR + r, n = c0 + q * GEMM_NR + j;
+                                const float *init = g->init;
+                                sums[(p * nq + q) * GEMM_MR + r][j] =
+                                    !init || n >= N || m >= M ? 0.0
+                                    : g->init_per_row         ? (double)init[m]
+                                                              : (double)init[n];
+                            }
+                /* pass 4: slice by slice of k, in order */
+                for (int64_t k0 = 0; k0 < K; k0 += GEMM_KC) {
+                    const int64_t kb = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
+                    for (int64_t q = 0; q < nq; q++)
+                        for (int64_t p = 0; p < np; p++)
+                            gemm_panel(kb, apc + ((size_t)p * kk + (size_t)k0) * GEMM_MR,
+                                       bpad + q * GEMM_NR * (int64_t)kk + k0 * GEMM_NR,
+                                       sums + (p * nq + q) * GEMM_MR);
+                }
+                /* pass 5: the valid part out */
+                for (int64_t p = 0; p < np; p++)
+                    for (int64_t q = 0; q < nq; q++)
+                        for (int r = 0; r < GEMM_MR; r++)
+                            for (int j = 0; j < GEMM_NR; j++) {
+                                const int64_t m = m0 + p * GEMM_MR + r, n = c0 + q * GEMM_NR + j;
+                                if (m >= m0 + mr || n >= N) continue;
+                                const double v = sums[(p * nq + q) * GEMM_MR + r][j];
+                                if (g->Cd)
+                                    g->Cd[m * g->ldc + n] = v;
+                                else
+                                    g->C[m * g->ldc + n] = (float)v;
+                            }
             }
-            /* pass 5: the valid part out */
-            for (int64_t p = 0; p < np; p++)
-                for (int64_t q = 0; q < nq; q++)
-                    for (int r = 0; r < GEMM_MR; r++)
-                        for (int j = 0; j < GEMM_NR; j++) {
-                            const int64_t m = m0 + p * GEMM_MR + r, n = c0 + q * GEMM_NR + j;
-                            if (m >= m0 + mb || n >= N) continue;
-                            const double v = sums[(p * nq + q) * GEMM_MR + r][j];
-                            if (g->Cd)
-                                g->Cd[m * g->ldc + n] = v;
-                            else
-                                g->C[m * g->ldc + n] = (float)v;
-                        }
         }
     }
     mha_free(a, ap);

@@ -5,8 +5,11 @@
  * thread forms a batch and runs it through mha_run:
  *
  *   wait until a request waits (or shutdown)
- *   wait until the batch is full, or max_delay_ms after the oldest
- *     request's arrival, or shutdown
+ *   while another dispatcher's batch runs (or hold_when_idle): wait until
+ *     the batch is full, or max_delay_ms after the oldest request's
+ *     arrival, or no batch runs any more, or shutdown; an idle queue takes
+ *     what waits at once (never hold a request while the cores are free:
+ *     what arrives during a run is the next batch)
  *   take requests oldest first while count < max_batch and
  *     count x longest <= max_batch_tokens (the first is always taken);
  *     a request past its deadline completes with MHA_ERR_DEADLINE instead
@@ -123,7 +126,7 @@ void mha_queue_options_init(mha_queue_options *opts) {
     opts->max_batch_tokens = 4096;
     opts->max_delay_ms = 1.0;
     opts->capacity = 1024;
-    opts->num_dispatchers = 1;
+    opts->num_dispatchers = 0; /* one per runtime thread (mha_queue_create) */
     opts->max_padding = 0.125;
 }
 
@@ -185,6 +188,15 @@ static int queue_batch_full(const mha_queue *q) {
     return q->stats.depth >= q->opts.max_batch ||
            (q->opts.max_batch_ms > 0 && q->ms_per_token > 0 &&
             (double)q->tokens_waiting * q->ms_per_token >= q->opts.max_batch_ms);
+}
+
+/* Should a dispatcher hold the waiting requests for company? Only while
+ * the cores are busy with another batch of this queue (or the caller asked
+ * for the hold even when idle): a request held on an idle queue would wait
+ * max_delay_ms with every core free, and every request behind it too.
+ * (mutex held) */
+static int queue_hold(const mha_queue *q) {
+    return q->opts.hold_when_idle || q->stats.running > 0;
 }
 
 /* Marks r done with st (queue->mutex held) and counts it; the caller then
@@ -468,10 +480,12 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
             pthread_mutex_unlock(&q->mutex);
             return 0;
         }
-        /* wait for company: until the batch would be full or the oldest
-         * request waited max_delay_ms */
+        /* wait for company (only while the cores are busy: queue_hold):
+         * until the batch would be full or the oldest request waited
+         * max_delay_ms */
         double until = q->head->submit + q->opts.max_delay_ms * 1e-3;
-        while (q->head && !q->stopping && !queue_batch_full(q) && queue_now() < until) {
+        while (q->head && !q->stopping && queue_hold(q) && !queue_batch_full(q) &&
+               queue_now() < until) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             double end = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec + (until - queue_now());
@@ -647,6 +661,9 @@ static void *queue_dispatcher_main(void *arg) {
         }
         q->stats.running -= n;
         if (q->stats.depth == 0 && q->stats.running == 0) pthread_cond_broadcast(&q->idle_cond);
+        /* the cores are free: a dispatcher holding requests for company
+         * (queue_hold) takes them now */
+        if (q->stats.running == 0 && q->head) pthread_cond_signal(&q->work_cond);
         pthread_mutex_unlock(&q->mutex);
         for (int i = 0; i < n; i++)
             request_finish(d->batch[i]);
@@ -701,14 +718,20 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
     }
     if (o.max_batch < 1 || o.max_batch > 4096 || o.max_batch_tokens < 1 ||
         !(o.max_delay_ms >= 0 && o.max_delay_ms <= 60000) || o.capacity < 1 ||
-        o.num_dispatchers < 1 || o.num_dispatchers > 64 || o.num_threads < 0 ||
+        o.num_dispatchers < 0 || o.num_dispatchers > 64 || o.num_threads < 0 ||
         !(o.max_queue_ms >= 0) || !(o.max_padding >= 0 && o.max_padding <= 1) ||
         !(o.max_batch_ms >= 0))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue create: options out of range (max_batch 1..4096, "
                         "max_batch_tokens >= 1, max_delay_ms 0..60000, capacity >= 1, "
-                        "num_dispatchers 1..64, num_threads >= 0, max_queue_ms >= 0, "
+                        "num_dispatchers 0..64, num_threads >= 0, max_queue_ms >= 0, "
                         "max_padding 0..1, max_batch_ms >= 0)");
+    /* 0: one dispatcher per runtime thread, so that under load every core
+     * computes a batch of its own (the pool gives a lone batch them all) */
+    if (o.num_dispatchers == 0) {
+        const int n = mha_runtime_num_threads(rt);
+        o.num_dispatchers = n < 1 ? 1 : n > 64 ? 64 : n;
+    }
     mha_queue *q = mha_calloc(NULL, 1, sizeof *q);
     if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
     q->rt = rt;
