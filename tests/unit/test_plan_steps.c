@@ -434,6 +434,41 @@ static void test_unread_steps_dropped(void **state) {
     ref_free(&r);
 }
 
+/* A run's arena holds the previous run's values: an attention step
+ * writes every element of its output there without zeroing it first, so a
+ * run after one on other data still matches the interpreter (ViT: the
+ * layers' outputs, the patch rows and the residuals all in the arena). */
+static void test_arena_reused_across_inputs(void **state) {
+    (void)state;
+    ref_model r;
+    ref_load(VIT, &r);
+    const tensor *want = r.values[r.g->outputs[0]];
+    mha_error err;
+    mha_runtime *rt = NULL;
+    assert_int_equal(mha_runtime_create(NULL, &rt, &err), MHA_OK);
+    mha_tensor out;
+    assert_int_equal(mha_model_output_shapes(r.m, r.in, r.n_in, &out, 1, &err), MHA_OK);
+    const size_t n = (size_t)mha_tensor_numel(&out);
+    out.data = calloc(n, sizeof(float));
+    /* first on the image negated and scaled: other values everywhere */
+    float *x = r.in[0].data;
+    const size_t nx = (size_t)mha_tensor_numel(&r.in[0]);
+    float *keep = malloc(nx * sizeof(float));
+    memcpy(keep, x, nx * sizeof(float));
+    for (size_t i = 0; i < nx; i++)
+        x[i] = -3.0f * x[i];
+    assert_int_equal(mha_run(rt, r.m, r.in, r.n_in, &out, 1, NULL, &err), MHA_OK);
+    assert_true(tu_max_rel_err(out.data, want->data, n) > 1e-2); /* it did differ */
+    memcpy(x, keep, nx * sizeof(float));
+    free(keep);
+    assert_int_equal(mha_run(rt, r.m, r.in, r.n_in, &out, 1, NULL, &err), MHA_OK);
+    double e = tu_max_rel_err(out.data, want->data, n);
+    if (e > 1e-4) fail_msg("second run: error %g", e);
+    free(out.data);
+    mha_runtime_destroy(rt);
+    ref_free(&r);
+}
+
 int main(void) {
     mha_alloc_ctx_init(&g_alloc, NULL);
     const struct CMUnitTest tests[] = {
@@ -445,6 +480,7 @@ int main(void) {
         cmocka_unit_test(test_run_flops),
         cmocka_unit_test(test_unread_steps_dropped),
         cmocka_unit_test(test_seq_first_transposes_folded),
+        cmocka_unit_test(test_arena_reused_across_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
