@@ -9,7 +9,9 @@
  *   while trial(r) meets the bound: good = r, r *= 2        (doubling)
  *   if the first trial missed: halve until one meets it     (at most 4 times)
  *   bisect between good and the first miss while they differ by > 10%
- * (--server-rate R: one trial at R instead). Each trial also takes the
+ * where a trial has at least 1000 requests and a rate misses only when two
+ * trials at it miss (search_trial). (--server-rate R: one trial at R
+ * instead.) Each trial also takes the
  * process's CPU time per request (getrusage: the clients, the pool's
  * workers spinning or not, the queue's dispatchers), the cost that a load
  * on other processes inflates far less than wall-clock latency.
@@ -309,9 +311,9 @@ static int server_trial(mha_runtime *rt, const mha_model *model, mha_queue *queu
 
 /* One trial of the search at `rate` into the next slot of res->trials:
  * 1 met the bound, 0 missed it, -1 no slot left, -2 failed (res->error). */
-static int search_trial(mha_runtime *rt, const mha_model *model, mha_queue *queue,
-                        const bench_tensors *t, const bench_options *o, uint64_t seed, double rate,
-                        bench_result *res) {
+static int search_trial_once(mha_runtime *rt, const mha_model *model, mha_queue *queue,
+                             const bench_tensors *t, const bench_options *o, uint64_t seed,
+                             double rate, bench_result *res) {
     if (res->n_trials >= BENCH_MAX_TRIALS) return -1;
     bench_trial *tr = &res->trials[res->n_trials];
     if (server_trial(rt, model, queue, t, o, rate, seed + (uint64_t)res->n_trials, tr, res->error,
@@ -319,6 +321,21 @@ static int search_trial(mha_runtime *rt, const mha_model *model, mha_queue *queu
         return -2;
     res->n_trials++;
     return tr->ok;
+}
+
+/* A rate misses the bound only if two trials (other arrival times) both
+ * miss: a miss that queueing causes comes again, while one that another
+ * process's time slice caused (a shared machine; the p99 of 1000
+ * requests is their tenth worst) seldom does, and one such miss at a low
+ * rate had stopped the search there (a rate that met the bound is not
+ * tried again). */
+static int search_trial(mha_runtime *rt, const mha_model *model, mha_queue *queue,
+                        const bench_tensors *t, const bench_options *o, uint64_t seed, double rate,
+                        bench_result *res) {
+    int ok = search_trial_once(rt, model, queue, t, o, seed, rate, res);
+    if (ok != 0 || o->server_rate > 0) return ok;
+    int again = search_trial_once(rt, model, queue, t, o, seed, rate, res);
+    return again == -1 ? 0 : again;
 }
 
 static int bench_server_search(mha_runtime *rt, const mha_model *model, mha_queue *queue,

@@ -85,7 +85,7 @@ static const cli_opt serve_opts[] = {
     {SERVE_MAX_BATCH_MS, "max-batch-ms", 0, "X",
      "a batch takes requests while they would compute in X ms\n"
      "(at the recent cost per token; default 0: off): what a\n"
-     "request arriving behind a batch waits; about a third of\n"
+     "request arriving behind a batch waits; about a fifth of\n"
      "the latency target"},
     {SERVE_DISPATCHERS, "dispatchers", 0, "N",
      "batches computed at once, sharing the threads (default 0:\n"

@@ -269,6 +269,19 @@ done
 check "server JSON says server" grep -q '"scenario": "server"' "$T/s.json"
 check "server JSON runs batch 1" grep -q '"shape": {"B": 1, "S": 4' "$T/s.json"
 check "server CSV row" grep -q '^server,scalar,1,1,1,' "$T/s.csv"
+# a search bound to ten times one request's latency misses once the rate
+# passes what one thread sustains; a rate misses only when a second trial
+# at it misses too, so every missed trial has a twin at its rate
+bound=$(python3 -c "import json; r = json.load(open('$T/s.json'))['results'][0]; print(max(1.0, 10 * r['alone_ms']))")
+run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backend scalar \
+    --threads 1 --clients 1 --p99-ms "$bound" --json "$T/m.json"
+check "server search with a tight bound exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "every missed rate was tried twice" python3 -c "
+import json, sys
+t = json.load(open('$T/m.json'))['results'][0]['trials']
+miss = [i for i, x in enumerate(t) if not x['ok']]
+twin = lambda i: any(0 <= j < len(t) and t[j]['target_rps'] == t[i]['target_rps'] for j in (i - 1, i + 1))
+sys.exit(0 if miss and all(twin(i) for i in miss) else 1)"
 
 # the same through the library's request queue (open loop, batches); a
 # loose bound, so that a slow (sanitizer) build still finds a rate
