@@ -93,10 +93,18 @@ static inline void scalar_gemm_store(const mha_gemm_args *a, int64_t m, int64_t 
 
 /* Float32 elements 4 x 4 at a time: sixteen dot products side by side,
  * each still over k ascending in double (the same bits as one at a time),
- * so that the additions overlap instead of each waiting on the last. */
+ * so that the additions overlap instead of each waiting on the last.
+ * Compiled for AVX-512 and AVX2 too (it is most of the verification of a
+ * model at load): a product of two floats is exact in double, so a fused
+ * multiply-add gives the bits of a multiply and an add. */
 #define SCALAR_GEMM_BLOCK 4
 
-static void scalar_gemm_block4(const mha_gemm_args *a, int64_t m, int64_t n) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void
+scalar_gemm_block4(const mha_gemm_args *a, int64_t m, int64_t n) {
     const float *bt = a->B_packed;
     double acc[SCALAR_GEMM_BLOCK][SCALAR_GEMM_BLOCK] = {{0.0}};
     for (int64_t k = 0; k < a->K; k++) {

@@ -115,7 +115,9 @@ static void test_bf16_pack_sliver(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
     enum { KMAX = 1024, LDA = KMAX + 3, PAIRS = KMAX / 2 };
-    static float A[GEMM_MR * LDA];
+    /* + 4: the slivers start kc % 5 floats in, so the last row of a
+     * kc = KMAX sliver ends up to 4 floats past GEMM_MR * LDA */
+    static float A[GEMM_MR * LDA + 4];
     static uint32_t got[(PAIRS + 1) * GEMM_MR], want[PAIRS * GEMM_MR];
     /* every rounding case among pseudo-random bits: ties, NaN, inf,
      * subnormals, and values that carry into the exponent */

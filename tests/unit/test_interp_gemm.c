@@ -104,6 +104,14 @@ static void test_gemm_sizes(void **state) {
             check_gemm(sizes[i][0], sizes[i][1], sizes[i][2], (int)(i & 1), mode, mode == 1);
 }
 
+/* A long k: a pass of A holds only one chunk of rows (two passes, of 192
+ * and 2 rows), a block of B one block of columns (three, the last of 2),
+ * k in many tiles and slices: every loop of the blocking with its edges. */
+static void test_gemm_long_k(void **state) {
+    (void)state;
+    check_gemm(194, 130, 8200, 0, 1, 0);
+}
+
 /* A transposed, the double output, no init: what Gemm (transA) asks. */
 static void test_gemm_transposed(void **state) {
     (void)state;
@@ -124,6 +132,64 @@ static void test_gemm_specials(void **state) {
     assert_true(c[0] == 7.0f && isnan(c[1]) && isinf(c[2]) && c[2] < 0);
     assert_true(isinf(c[3]) && isnan(c[4]) && isnan(c[5]));
     assert_true(c[6] == 3.0f && isnan(c[7]) && isinf(c[8]));
+}
+
+static tensor *gemm_tensor(int rank, const int64_t *dims, uint64_t *seed) {
+    tensor *t = NULL;
+    mha_error err;
+    assert_int_equal(tensor_new(&A, MHA_DTYPE_FLOAT32, rank, dims, &t, &err), MHA_OK);
+    gemm_fill(t->data, (size_t)tensor_numel(t), seed);
+    return t;
+}
+
+/* A node of op reading n_in values ins, writing outs[0]. */
+static ir_node gemm_node(const char *op, int *ins, size_t n_in, int *outs) {
+    ir_node n;
+    memset(&n, 0, sizeof n);
+    n.name = (char *)op;
+    n.op_type = (char *)op;
+    n.domain = (char *)"";
+    n.inputs = ins;
+    n.n_inputs = n_in;
+    n.outputs = outs;
+    n.n_outputs = 1;
+    return n;
+}
+
+/* MatMul of A [S, B, K] by a weight [K, N] (a projection of a
+ * sequence-first layer: S batches of B rows) is one GEMM over all S.B
+ * rows: the plain loop's bits for every batch; and the same node for its
+ * shape only is zeros of that shape. */
+static void test_matmul_shared_weight(void **state) {
+    (void)state;
+    const int64_t S = 9, Bt = 2, K = 70, N = 33;
+    const int64_t ad[3] = {S, Bt, K}, wd[2] = {K, N};
+    uint64_t seed = 7;
+    tensor *in[2] = {gemm_tensor(3, ad, &seed), gemm_tensor(2, wd, &seed)}, *out[1] = {NULL};
+    int ins[2] = {0, 1}, outs[1] = {2};
+    ir_node n = gemm_node("MatMul", ins, 2, outs);
+    mha_error err;
+    assert_int_equal(interp_eval_node(&A, NULL, &n, in, out, &err), MHA_OK);
+    assert_true(out[0]->rank == 3 && out[0]->dims[0] == S && out[0]->dims[1] == Bt &&
+                out[0]->dims[2] == N);
+    const float *a = in[0]->data, *w = in[1]->data, *y = out[0]->data;
+    for (int64_t r = 0; r < S * Bt; r++)
+        for (int64_t j = 0; j < N; j++) {
+            double acc = 0.0;
+            for (int64_t k = 0; k < K; k++)
+                acc += (double)a[r * K + k] * (double)w[k * N + j];
+            const float want = (float)acc;
+            assert_memory_equal(&y[r * N + j], &want, sizeof want);
+        }
+    tensor_free(out[0]);
+    out[0] = NULL;
+    assert_int_equal(interp_eval_node_shape(&A, NULL, &n, in, out, &err), MHA_OK);
+    assert_true(out[0]->rank == 3 && out[0]->dims[0] == S && out[0]->dims[2] == N);
+    for (int64_t i = 0; i < tensor_numel(out[0]); i++)
+        assert_true(((const float *)out[0]->data)[i] == 0.0f);
+    tensor_free(out[0]);
+    tensor_free(in[0]);
+    tensor_free(in[1]);
 }
 
 /* The Conv of interp_conv.c (without padding, on interp_gemm_f32) against
@@ -162,15 +228,7 @@ static void test_conv_as_gemm(void **state) {
     attrs[2].ints = dil;
     attrs[2].n = 2;
     int ins[3] = {0, 1, 2}, outs[1] = {3};
-    ir_node n;
-    memset(&n, 0, sizeof n);
-    n.name = (char *)"conv";
-    n.op_type = (char *)"Conv";
-    n.domain = (char *)"";
-    n.inputs = ins;
-    n.n_inputs = 3;
-    n.outputs = outs;
-    n.n_outputs = 1;
+    ir_node n = gemm_node("Conv", ins, 3, outs);
     n.attrs = attrs;
     n.n_attrs = 3;
     assert_int_equal(interp_eval_node(&A, NULL, &n, in, out, &err), MHA_OK);
@@ -201,10 +259,9 @@ static void test_conv_as_gemm(void **state) {
 int main(void) {
     mha_alloc_ctx_init(&A, NULL);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gemm_sizes),
-        cmocka_unit_test(test_gemm_transposed),
-        cmocka_unit_test(test_gemm_specials),
-        cmocka_unit_test(test_conv_as_gemm),
+        cmocka_unit_test(test_gemm_sizes),      cmocka_unit_test(test_gemm_long_k),
+        cmocka_unit_test(test_gemm_transposed), cmocka_unit_test(test_matmul_shared_weight),
+        cmocka_unit_test(test_gemm_specials),   cmocka_unit_test(test_conv_as_gemm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1149,6 +1149,51 @@ static void test_verify_batch_of_images(void **state) {
     plan_free(P);
 }
 
+static int is_contraction(const ir_node *n) {
+    return strcmp(n->op_type, "MatMul") == 0 || strcmp(n->op_type, "Gemm") == 0 ||
+           strcmp(n->op_type, "Conv") == 0;
+}
+
+/* A batch of fixed-size items runs its second probe for shapes only: every
+ * contraction of a ViT is skipped there (its values decide no shape) --
+ * until one's output is made to decide one (wired here into a Reshape's
+ * shape), when it and every contraction upstream of it are summed. A text
+ * model's symbolic sequence is not such a batch. */
+static void test_shape_probe_skips_contractions(void **state) {
+    (void)state;
+    plan *T = build(BERT, PLAN_SKIP_VERIFY);
+    assert_false(plan_probe_items_fixed(T));
+    plan_free(T);
+    plan *P = build("vit_preln_l2_d64_h4_p4", PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH);
+    assert_true(plan_probe_items_fixed(P));
+    ir_graph *g = P->g;
+    unsigned char *skip = calloc(g->n_nodes, 1);
+    mha_error err;
+    assert_int_equal(plan_probe_shape_only(P, skip, &err), MHA_OK);
+    size_t first = g->n_nodes, last = g->n_nodes, reshape = g->n_nodes;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        assert_int_equal(skip[ni], is_contraction(n));
+        if (is_contraction(n) && first == g->n_nodes) first = ni;
+        if (is_contraction(n) && ni < g->n_nodes / 2) last = ni;
+    }
+    for (size_t ni = last + 1; ni < g->n_nodes && reshape == g->n_nodes; ni++)
+        if (strcmp(g->nodes[ni].op_type, "Reshape") == 0) reshape = ni;
+    assert_true(first < last && reshape < g->n_nodes);
+    const int saved = g->nodes[reshape].inputs[1];
+    g->nodes[reshape].inputs[1] = g->nodes[last].outputs[0];
+    assert_int_equal(plan_probe_shape_only(P, skip, &err), MHA_OK);
+    assert_int_equal(skip[last], 0);
+    assert_int_equal(skip[first], 0);
+    size_t after = 0;
+    for (size_t ni = reshape + 1; ni < g->n_nodes; ni++)
+        after += skip[ni];
+    assert_true(after > 0); /* the ones after the Reshape still skipped */
+    g->nodes[reshape].inputs[1] = saved;
+    free(skip);
+    plan_free(P);
+}
+
 /* At load the verification compares the plan against the graph outputs
  * the shape pass computed (P->probe_in / probe_out) instead of
  * interpreting the graph again: those are what it reads -- a wrong layer
@@ -1274,6 +1319,7 @@ int main(void) {
         cmocka_unit_test(test_verify_catches_a_wrong_layer),
         cmocka_unit_test(test_verify_batch_of_images),
         cmocka_unit_test(test_verify_reads_the_shape_pass),
+        cmocka_unit_test(test_shape_probe_skips_contractions),
         cmocka_unit_test(test_load_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -127,8 +127,8 @@ static int64_t interp_graph_opset(const ir_graph *g) {
     return (g != NULL && g->opset > 0) ? g->opset : INTERP_DEFAULT_OPSET;
 }
 
-mha_status interp_eval_node(const mha_alloc_ctx *a, const ir_graph *g, const ir_node *n,
-                            tensor *const *in, tensor **out, mha_error *err) {
+static mha_status interp_eval(const mha_alloc_ctx *a, const ir_graph *g, const ir_node *n,
+                              tensor *const *in, tensor **out, int shape_only, mha_error *err) {
     char desc[160];
     for (size_t k = 0; k < n->n_outputs; k++)
         out[k] = NULL;
@@ -149,7 +149,8 @@ mha_status interp_eval_node(const mha_alloc_ctx *a, const ir_graph *g, const ir_
                     .n_in = n->n_inputs,
                     .out = out,
                     .n_out = n->n_outputs,
-                    .err = err};
+                    .err = err,
+                    .shape_only = shape_only};
     mha_status st = fn(&c);
     if (st == MHA_OK) {
         /* Every output the node names must have been produced; those it
@@ -171,6 +172,16 @@ mha_status interp_eval_node(const mha_alloc_ctx *a, const ir_graph *g, const ir_
         }
     }
     return st;
+}
+
+mha_status interp_eval_node(const mha_alloc_ctx *a, const ir_graph *g, const ir_node *n,
+                            tensor *const *in, tensor **out, mha_error *err) {
+    return interp_eval(a, g, n, in, out, 0, err);
+}
+
+mha_status interp_eval_node_shape(const mha_alloc_ctx *a, const ir_graph *g, const ir_node *n,
+                                  tensor *const *in, tensor **out, mha_error *err) {
+    return interp_eval(a, g, n, in, out, 1, err);
 }
 
 /* ---- whole graphs ---- */

@@ -15,6 +15,13 @@
 mha_status interp_eval_node(const mha_alloc_ctx *a, const ir_graph *g, const ir_node *n,
                             tensor *const *in, tensor **out, mha_error *err);
 
+/* interp_eval_node for the shapes of the outputs: a float32 MatMul, Gemm
+ * or Conv gives a tensor of zeros of its output's shape without summing
+ * (every other op computes as always). Only for a run whose values do not
+ * decide a shape downstream (plan_probe_shape_only picks such nodes). */
+mha_status interp_eval_node_shape(const mha_alloc_ctx *a, const ir_graph *g, const ir_node *n,
+                                  tensor *const *in, tensor **out, mha_error *err);
+
 /* Whether interp_eval_node implements op_type in domain. */
 int interp_supports(const char *domain, const char *op_type);
 

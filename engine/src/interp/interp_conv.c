@@ -33,7 +33,7 @@ static mha_status conv_as_gemm(interp_ctx *c, const float *x, const float *w, co
                                int64_t Cg, int64_t kH, int64_t kW, int64_t group, int64_t OH,
                                int64_t OW, const int64_t *strides, const int64_t *dil) {
     const int64_t K = Cg * kH * kW, P = OH * OW, Mg = M / group;
-    if (P == 0 || M == 0) return MHA_OK;
+    if (P == 0 || M == 0 || c->shape_only) return MHA_OK; /* y stays zero */
     float *cols = mha_malloc(c->a, (size_t)(K > 0 ? K : 1) * (size_t)P * sizeof *cols);
     if (!cols)
         return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for %lld x %lld taps", (long long)K,

@@ -28,6 +28,9 @@ typedef struct interp_ctx {
     tensor **out;
     size_t n_out;
     mha_error *err;
+    /* interp_eval_node_shape: the float32 MatMul, Gemm and Conv leave their
+     * outputs at zero (the shape is right, the sums are skipped) */
+    int shape_only;
 } interp_ctx;
 
 typedef mha_status (*interp_op_fn)(interp_ctx *c);

@@ -64,9 +64,31 @@ mha_status interp_op_matmul(interp_ctx *c) {
     if (st != MHA_OK) return st;
     /* before any product: M or N may be huge */
     if (M == 0 || N == 0 || b.numel == 0) return MHA_OK;
+    if (A->dtype == MHA_DTYPE_FLOAT32 && c->shape_only) return MHA_OK; /* zeros */
     if (A->dtype == MHA_DTYPE_FLOAT32) {
         /* the common case (the verifier runs whole projections through
-         * here): interp_gemm.c, the bits of the loop below */
+         * here): interp_gemm.c, the bits of the loop below. A weight B
+         * shared by every batch of A (a projection of [S, B, D], batches
+         * of M = B rows each): one GEMM over all of A's rows, which packs
+         * B once, not once per batch */
+        int64_t a_batches = 1, b_batches = 1;
+        for (int d = 0; d < ab.rank; d++)
+            a_batches *= ab.dims[d];
+        for (int d = 0; d < bb.rank; d++)
+            b_batches *= bb.dims[d];
+        if (b_batches == 1 && a_batches == b.numel) {
+            const interp_gemm_args ga = {.M = b.numel * M,
+                                         .N = N,
+                                         .K = K,
+                                         .A = (const float *)A->data,
+                                         .a_row = K,
+                                         .a_col = 1,
+                                         .B = (const float *)B->data,
+                                         .ldb = N,
+                                         .C = (float *)Y->data,
+                                         .ldc = N};
+            return interp_gemm_f32(c->a, &ga, c->err);
+        }
         for (int64_t bi = 0; bi < b.numel && st == MHA_OK; bi++) {
             int64_t off[2];
             interp_bcast_offsets(&b, bi, off);
@@ -141,6 +163,7 @@ static mha_status math_gemm_f32(interp_ctx *c, const tensor *A, const tensor *B,
                                 int64_t trans_a, int64_t trans_b, float alpha, float beta,
                                 int64_t M, int64_t N, int64_t K, int64_t c_rows, int64_t c_cols,
                                 tensor *Y) {
+    if (c->shape_only) return MHA_OK; /* Y stays zero */
     const float *a = A->data, *b = B->data;
     float *bt = NULL;
     if (trans_b) { /* [N, K] -> [K, N] */

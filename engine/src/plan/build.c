@@ -170,40 +170,92 @@ static void build_record_shape(void *user, int v, const tensor *t) {
         x->dims[sp->p][d] = t->dims[d];
 }
 
+/* The shape pass at probe p (build_shapes); skip: NULL, or the nodes run
+ * for their shapes only, and then nothing of the probe is kept. */
+static mha_status build_shape_probe(plan *P, plan_shape *shp, int p, const unsigned char *skip,
+                                    mha_error *err) {
+    const ir_graph *g = P->g;
+    tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
+    tensor **out = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof *out);
+    tensor **values = NULL;
+    if (!in || !out) {
+        mha_free(&P->alloc, in);
+        mha_free(&P->alloc, out);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    }
+    build_shape_pass sp = {shp, p};
+    plan_observer obs = {build_record_shape, &sp, skip};
+    mha_status st = plan_probe_inputs(P, p, in, err);
+    if (st == MHA_OK) st = plan_exec_observed(P, in, NULL, &obs, &values, err);
+    if (st != MHA_OK) mha_error_prefix(err, "evaluating the graph on a probe input");
+    /* what no step made: inputs, initializers, folded constants */
+    for (size_t v = 0; v < g->n_values && st == MHA_OK; v++)
+        if (values[v]) build_record_shape(&sp, (int)v, values[v]);
+    for (size_t k = 0; k < g->n_outputs && st == MHA_OK && !skip; k++)
+        if (values[g->outputs[k]]) st = tensor_clone(values[g->outputs[k]], &out[k], err);
+    if (values) plan_values_free(P, in, values);
+    if (skip) { /* shapes only: no reference to keep */
+        plan_free_tensors(&P->alloc, in, g->n_inputs);
+        plan_free_tensors(&P->alloc, out, g->n_outputs);
+        return st;
+    }
+    P->probe_in[p] = in;
+    P->probe_out[p] = out;
+    return st;
+}
+
 /* Shapes of every value on both probes: the graph interpreted (every
  * value freed after its last reader, so the pass holds what one step
  * needs, not the whole graph's values). The graph outputs and the probe
  * inputs are kept in P->probe_out / probe_in: the verification compares
- * the plan against them rather than interpreting the graph again. */
+ * the plan against them rather than interpreting the graph again. A
+ * batch of fixed-size items verifies at probe 0 only: probe 1 (two whole
+ * items) is then run for its shapes, its contractions skipped where no
+ * shape depends on their values (plan_probe_shape_only), and nothing of
+ * it is kept. */
 static mha_status build_shapes(plan *P, plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
     for (size_t v = 0; v < g->n_values; v++)
         shp[v].rank = -1;
-    for (int p = 0; p < PLAN_PROBES; p++) {
-        tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
-        tensor **out = mha_calloc(&P->alloc, g->n_outputs ? g->n_outputs : 1, sizeof *out);
-        tensor **values = NULL;
-        if (!in || !out) {
-            mha_free(&P->alloc, in);
-            mha_free(&P->alloc, out);
-            return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    unsigned char *skip = NULL;
+    if (plan_probe_items_fixed(P)) {
+        skip = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
+        if (!skip) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+        mha_status st = plan_probe_shape_only(P, skip, err);
+        if (st != MHA_OK) {
+            mha_free(&P->alloc, skip);
+            return st;
         }
-        build_shape_pass sp = {shp, p};
-        plan_observer obs = {build_record_shape, &sp};
-        mha_status st = plan_probe_inputs(P, p, in, err);
-        if (st == MHA_OK) st = plan_exec_observed(P, in, NULL, &obs, &values, err);
-        if (st != MHA_OK) mha_error_prefix(err, "evaluating the graph on a probe input");
-        /* what no step made: inputs, initializers, folded constants */
-        for (size_t v = 0; v < g->n_values && st == MHA_OK; v++)
-            if (values[v]) build_record_shape(&sp, (int)v, values[v]);
-        for (size_t k = 0; k < g->n_outputs && st == MHA_OK; k++)
-            if (values[g->outputs[k]]) st = tensor_clone(values[g->outputs[k]], &out[k], err);
-        if (values) plan_values_free(P, in, values);
-        P->probe_in[p] = in;
-        P->probe_out[p] = out;
-        if (st != MHA_OK) return st;
     }
-    return MHA_OK;
+    mha_status st = MHA_OK;
+    for (int p = 0; p < PLAN_PROBES && st == MHA_OK; p++) {
+        st = build_shape_probe(P, shp, p, p == 1 ? skip : NULL, err);
+        /* the values skipped after all made some op fail: run it whole */
+        if (st != MHA_OK && st != MHA_ERR_NO_MEMORY && p == 1 && skip) {
+            mha_error_clear(err);
+            st = build_shape_probe(P, shp, p, NULL, err);
+        }
+    }
+    mha_free(&P->alloc, skip);
+    return st;
+}
+
+/* The shape pass failed with st: an image input whose height and width
+ * are symbolic may work at one size only (the position table), which the
+ * probes' small sizes missed -- sized from the graph (plan_probe_fit_images)
+ * and run again. Else st and its message stand. */
+static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, mha_error *err) {
+    mha_error fit_err;
+    mha_error_clear(&fit_err);
+    build_drop_probe_results(P);
+    mha_status fs = plan_probe_fit_images(P, &fit_err);
+    if (fs == MHA_ERR_MODEL_UNSUPPORTED) return st;
+    if (fs != MHA_OK) {
+        if (err) *err = fit_err;
+        return fs;
+    }
+    mha_error_clear(err);
+    return build_shapes(P, shp, err);
 }
 
 /* The sizes of every graph output axis on one more probe per symbolic axis
@@ -558,6 +610,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
     if (st == MHA_OK) st = plan_probe_sizes(P, err);
     if (st == MHA_OK) st = build_steps(P, NULL, err); /* every node interpreted */
     if (st == MHA_OK) st = build_shapes(P, shp, err);
+    if (st != MHA_OK && st != MHA_ERR_NO_MEMORY) st = build_shapes_fitted(P, shp, st, err);
     if (st == MHA_OK) st = build_axis_probes(P, shp, &qdims, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);
     if (st == MHA_OK) st = plan_partition(P, &u, shp, err);

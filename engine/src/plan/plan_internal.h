@@ -80,6 +80,9 @@ mha_status plan_exec(const plan *P, tensor *const *in, const plan_backend *be, i
 typedef struct plan_observer {
     void (*value)(void *user, int v, const tensor *t);
     void *user;
+    /* [g->n_nodes] or NULL: interpreted nodes run for their outputs'
+     * shapes only (interp_eval_node_shape; plan_probe_shape_only) */
+    const unsigned char *shape_only;
 } plan_observer;
 
 /* plan_exec freeing values after their last step, obs told about each
@@ -136,6 +139,27 @@ mha_status plan_fold_layouts(plan *P, const plan_uses *u, const plan_shape *shp,
 
 /* The symbolic axes of the graph inputs (probe.c): fills P->probe_sizes. */
 mha_status plan_probe_sizes(plan *P, mha_error *err);
+/* Whether the graph's one symbolic axis is a batch of fixed-size items
+ * (images, fixed-length texts; probe.c): a probe item is then a whole
+ * forward pass at full size, so the probes are batches of 1 and 2, only
+ * the first is verified, and the second only gives shapes. */
+int plan_probe_items_fixed(const plan *P);
+/* The nodes whose arithmetic a run for shapes alone may skip (probe.c):
+ * skip[ni] = 1 for a MatMul, Gemm or Conv none of whose outputs reaches,
+ * through any chain of nodes, an input that decides a shape or picks
+ * elements (a Reshape's shape, a Gather's indices, a NonZero, an op the
+ * rule does not know). skip: [g->n_nodes]. */
+mha_status plan_probe_shape_only(const plan *P, unsigned char *skip, mha_error *err);
+/* When the probes fail: the height and width of an image input (float,
+ * [N, C, H, W], H and W symbolic) read by a Conv, sized by the Conv's
+ * kernel and stride -- kernel + stride * (g - 1) for g = 1, 2, .. -- and
+ * run for shapes at each (plan_probe_shape_only) until one works. Works
+ * at one g alone (the position table added to the patches has g * g + 1
+ * rows): the axes become that size in the graph input (its dim_params
+ * kept, to name them). Works at g + 1 too: the probes take those two
+ * sizes. MHA_ERR_MODEL_UNSUPPORTED (err untouched) when there is no such
+ * input or no size works; P->steps must interpret every node. */
+mha_status plan_probe_fit_images(plan *P, mha_error *err);
 /* Probe inputs at the given size of each symbolic axis, values from seed
  * (probe.c; plan_probe_inputs is this at P->probe_sizes[p]). */
 mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t seed, tensor **in,

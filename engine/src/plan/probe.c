@@ -8,7 +8,7 @@
 
 /* Whether the one symbolic axis is the first axis of each input that has
  * it, in front of fixed ones. */
-static int probe_batch_only(const plan *P) {
+int plan_probe_items_fixed(const plan *P) {
     const ir_graph *g = P->g;
     if (P->n_syms != 1) return 0;
     for (size_t i = 0; i < g->n_inputs; i++) {
@@ -64,9 +64,166 @@ mha_status plan_probe_sizes(plan *P, mha_error *err) {
      * sequence stays a few tokens long. Batches of 1 and 2 (2 and 3 would
      * be five items, not three) still differ, and the second has two items
      * to mix up. */
-    if (probe_batch_only(P)) {
+    if (plan_probe_items_fixed(P)) {
         P->probe_sizes[0][0] = 1;
         P->probe_sizes[1][0] = 2;
+    }
+    return MHA_OK;
+}
+
+static int probe_onnx_domain(const char *d) {
+    return !d || !d[0] || strcmp(d, "ai.onnx") == 0;
+}
+
+/* Ops whose outputs' shapes and elements do not depend on the values at
+ * input k (elementwise math, normalisations, contractions; the data operand
+ * of a reshaping, slicing or reducing op): zeros there instead of the sums
+ * change values, never shapes, and never make an op fail. */
+static int probe_value_slot(const ir_node *n, size_t k) {
+    static const char *const any[] = {
+        "Add",        "Sub",        "Mul",      "Div",      "Pow",
+        "Sqrt",       "Erf",        "Tanh",     "Relu",     "Sigmoid",
+        "Exp",        "Log",        "Neg",      "Abs",      "Reciprocal",
+        "Softmax",    "Concat",     "MatMul",   "Gemm",     "Conv",
+        "Max",        "Min",        "Identity", "Softplus", "LayerNormalization",
+        "Gelu",       "Sin",        "Cos",      "Einsum",   "SimplifiedLayerNormalization",
+        "LogSoftmax", "HardSigmoid"};
+    static const char *const first[] = {
+        "Reshape",   "Expand",     "Tile",      "Slice",        "Pad",         "Squeeze",
+        "Unsqueeze", "Transpose",  "Flatten",   "Split",        "Gather",      "ReduceMean",
+        "ReduceSum", "ReduceMax",  "ReduceMin", "Dropout",      "Clip",        "Cast",
+        "ReduceL2",  "ReduceProd", "CumSum",    "DepthToSpace", "SpaceToDepth"};
+    if (!probe_onnx_domain(n->domain)) return 0;
+    for (size_t i = 0; i < sizeof any / sizeof any[0]; i++)
+        if (strcmp(n->op_type, any[i]) == 0) return 1;
+    for (size_t i = 0; i < sizeof first / sizeof first[0]; i++)
+        if (strcmp(n->op_type, first[i]) == 0) return k == 0;
+    /* Where: the chosen values, not the condition */
+    return strcmp(n->op_type, "Where") == 0 && k > 0;
+}
+
+mha_status plan_probe_shape_only(const plan *P, unsigned char *skip, mha_error *err) {
+    const ir_graph *g = P->g;
+    /* decides[v]: v reaches an input that is not a value slot (nodes come
+     * in order, so every reader of a node's outputs is seen first) */
+    unsigned char *decides = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, 1);
+    if (!decides) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    memset(skip, 0, g->n_nodes);
+    for (size_t ni = g->n_nodes; ni-- > 0;) {
+        const ir_node *n = &g->nodes[ni];
+        int out_decides = 0;
+        for (size_t k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0 && decides[n->outputs[k]]) out_decides = 1;
+        /* Shape and Size read only the shape */
+        const int shape_of = strcmp(n->op_type, "Shape") == 0 || strcmp(n->op_type, "Size") == 0;
+        for (size_t k = 0; k < n->n_inputs && !shape_of; k++)
+            if (n->inputs[k] >= 0 && (out_decides || !probe_value_slot(n, k)))
+                decides[n->inputs[k]] = 1;
+        skip[ni] = !out_decides && n->n_outputs > 0 && probe_onnx_domain(n->domain) &&
+                   (strcmp(n->op_type, "MatMul") == 0 || strcmp(n->op_type, "Gemm") == 0 ||
+                    strcmp(n->op_type, "Conv") == 0);
+    }
+    mha_free(&P->alloc, decides);
+    return MHA_OK;
+}
+
+static void probe_ignore_value(void *user, int v, const tensor *t) {
+    (void)user;
+    (void)v;
+    (void)t;
+}
+
+/* Whether the graph runs (for shapes: skip) on probe inputs of the given
+ * symbolic sizes; MHA_ERR_NO_MEMORY is passed on, every other failure
+ * is a 0. */
+static mha_status probe_runs_at(plan *P, const int64_t *sizes, const unsigned char *skip, int *runs,
+                                mha_error *err) {
+    const ir_graph *g = P->g;
+    *runs = 0;
+    tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
+    if (!in) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    tensor **values = NULL;
+    plan_observer obs = {probe_ignore_value, NULL, skip};
+    mha_error e;
+    mha_error_clear(&e);
+    mha_status st = plan_probe_inputs_sized(P, sizes, 0x696d616765ull, in, &e);
+    if (st == MHA_OK) st = plan_exec_observed(P, in, NULL, &obs, &values, &e);
+    if (values) plan_values_free(P, in, values);
+    plan_free_tensors(&P->alloc, in, g->n_inputs);
+    *runs = st == MHA_OK;
+    return st == MHA_ERR_NO_MEMORY ? mha_fail(err, st, "%s", e.message) : MHA_OK;
+}
+
+/* The image input the probes failed on: input i, its symbolic axes kh, kw
+ * (H, W), and the Conv reading it (kernel and stride per axis). 0: none. */
+static int probe_image_input(const plan *P, size_t *i_out, int *kh, int *kw, int64_t kernel[2],
+                             int64_t stride[2]) {
+    const ir_graph *g = P->g;
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        const ir_value *v = &g->values[g->inputs[i]];
+        if (v->rank != 4 || v->dtype != MHA_DTYPE_FLOAT32 || P->in_syms[i][2] < 0 ||
+            P->in_syms[i][3] < 0 || P->in_syms[i][2] == P->in_syms[i][3])
+            continue;
+        for (size_t ni = 0; ni < g->n_nodes; ni++) {
+            const ir_node *n = &g->nodes[ni];
+            if (strcmp(n->op_type, "Conv") != 0 || n->n_inputs < 2 || n->inputs[0] != g->inputs[i])
+                continue;
+            const tensor *w = plan_const(P, n->inputs[1]);
+            const ir_attr *st = ir_node_attr(n, "strides");
+            if (!w || w->rank != 4) continue;
+            for (int d = 0; d < 2; d++) {
+                kernel[d] = w->dims[2 + d];
+                stride[d] = st && st->n == 2 && st->ints[d] > 0 ? st->ints[d] : 1;
+            }
+            *i_out = i;
+            *kh = P->in_syms[i][2];
+            *kw = P->in_syms[i][3];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* the largest grid of patches per side tried */
+#define PROBE_MAX_GRID 64
+
+mha_status plan_probe_fit_images(plan *P, mha_error *err) {
+    size_t i;
+    int kh, kw;
+    int64_t kernel[2], stride[2];
+    if (!probe_image_input(P, &i, &kh, &kw, kernel, stride)) return MHA_ERR_MODEL_UNSUPPORTED;
+    const ir_graph *g = P->g;
+    unsigned char *skip = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
+    if (!skip) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    mha_status st = plan_probe_shape_only(P, skip, err);
+    int64_t sizes[PLAN_MAX_SYMS];
+    memcpy(sizes, P->probe_sizes[0], sizeof sizes);
+    if (P->in_syms[i][0] >= 0) sizes[P->in_syms[i][0]] = 1; /* one image */
+    int found = 0, runs = 0;
+    for (int64_t grid = 1; grid <= PROBE_MAX_GRID + 1 && st == MHA_OK && found < 2; grid++) {
+        sizes[kh] = kernel[0] + stride[0] * (grid - 1);
+        sizes[kw] = kernel[1] + stride[1] * (grid - 1);
+        st = probe_runs_at(P, sizes, skip, &runs, err);
+        if (st != MHA_OK || (!runs && found)) break;
+        if (runs && found++ == 0) {
+            /* probe 0 at this size; probe 1 at the next when it runs too */
+            P->probe_sizes[0][kh] = P->probe_sizes[1][kh] = sizes[kh];
+            P->probe_sizes[0][kw] = P->probe_sizes[1][kw] = sizes[kw];
+        } else if (runs) {
+            P->probe_sizes[1][kh] = sizes[kh];
+            P->probe_sizes[1][kw] = sizes[kw];
+        }
+    }
+    mha_free(&P->alloc, skip);
+    if (st != MHA_OK) return st;
+    if (!found) return MHA_ERR_MODEL_UNSUPPORTED;
+    if (found == 1) { /* one size: the input's, as if the file said so */
+        ir_value *v = &P->g->values[g->inputs[i]];
+        v->dims[2] = P->probe_sizes[0][kh];
+        v->dims[3] = P->probe_sizes[0][kw];
+        mha_free(&P->alloc, P->in_syms);
+        P->in_syms = NULL;
+        return plan_probe_sizes(P, err);
     }
     return MHA_OK;
 }

@@ -82,7 +82,7 @@ static int run_outputs_alias_inputs(const mha_tensor *inputs, size_t n_inputs,
 }
 
 static mha_status run_interp(const plan *P, int ni, tensor **values, tensor **in, tensor **out,
-                             mha_error *err) {
+                             int shape_only, mha_error *err) {
     const ir_graph *g = P->g;
     const ir_node *n = &g->nodes[ni];
     char d[160];
@@ -93,7 +93,8 @@ static mha_status run_interp(const plan *P, int ni, tensor **values, tensor **in
             return mha_fail(err, MHA_ERR_INTERNAL, "plan: %s: input '%s' has no value",
                             ir_node_desc(n, d, sizeof d), g->values[id].name);
     }
-    mha_status st = interp_eval_node(&P->alloc, g, n, in, out, err);
+    mha_status st = shape_only ? interp_eval_node_shape(&P->alloc, g, n, in, out, err)
+                               : interp_eval_node(&P->alloc, g, n, in, out, err);
     if (st != MHA_OK) return st;
     for (size_t k = 0; k < n->n_outputs; k++) {
         int id = n->outputs[k];
@@ -359,7 +360,8 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
         else if (step->kind == PLAN_STEP_NORM)
             st = run_norm(P, (size_t)step->index, values, be, ar, err);
         else
-            st = run_interp(P, step->index, values, nin, nout, err);
+            st = run_interp(P, step->index, values, nin, nout,
+                            obs && obs->shape_only && obs->shape_only[step->index], err);
         if (st == MHA_OK && obs) run_observe(P, step, values, obs);
         if (st != MHA_OK || keep_all) continue;
         /* lifetimes: what this step read for the last time, and what it
@@ -458,6 +460,20 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
             else
                 sym[k] = t->shape[d];
         }
+        /* a fixed axis of another size: named, with the size the model
+         * takes (an image's height the file left symbolic, fitted at
+         * load, has its name from the file) */
+        for (int d = 0; bad && t->rank == v->rank && d < v->rank; d++)
+            if (P->in_syms[i][d] < 0 && t->shape[d] >= 0 && t->shape[d] != v->dims[d])
+                return mha_fail(err, MHA_ERR_SHAPE,
+                                "input '%s': axis %d%s%s%s is %lld, the model takes %lld only "
+                                "(shape %s, got %s)",
+                                v->name, d, v->dim_params[d] ? " ('" : "",
+                                v->dim_params[d] ? v->dim_params[d] : "",
+                                v->dim_params[d] ? "')" : "", (long long)t->shape[d],
+                                (long long)v->dims[d],
+                                tensor_shape_str(v->rank, v->dims, s0, sizeof s0),
+                                tensor_shape_str(t->rank, t->shape, s1, sizeof s1));
         if (bad)
             return mha_fail(err, MHA_ERR_SHAPE, "input '%s': expected shape %s, got %s", v->name,
                             tensor_shape_str(v->rank, v->dims, s0, sizeof s0),

@@ -278,13 +278,13 @@ class HfVit(nn.Module):
     layers, final LN, the classifier over the cls row (pool "cls") or over
     the mean of the patch rows (pool "mean")."""
 
-    def __init__(self, pool, style="matmul_div", image=16, patch=4, labels=5):
+    def __init__(self, pool, style="matmul_div", image=16, patch=4, labels=5, layers=L):
         super().__init__()
         n = (image // patch) ** 2
         self.projection = nn.Conv2d(3, D, kernel_size=patch, stride=patch)
         self.cls_token = nn.Parameter(torch.randn(1, 1, D))
         self.position_embeddings = nn.Parameter(torch.randn(1, n + 1, D))
-        self.layer = nn.ModuleList(HfVitLayer(style) for _ in range(L))
+        self.layer = nn.ModuleList(HfVitLayer(style) for _ in range(layers))
         self.layernorm = nn.LayerNorm(D, eps=1e-12)
         self.classifier = nn.Linear(D, labels)
         self.pool = pool
@@ -299,6 +299,21 @@ class HfVit(nn.Module):
         x = self.layernorm(x)
         r = x[:, 0, :] if self.pool == "cls" else x[:, 1:, :].mean(dim=1)
         return self.classifier(r)
+
+
+class AnySizeVit(nn.Module):
+    """Patches of a Conv2d, one HF ViT layer, the mean of the patch rows:
+    no position table, so any image of 4 x 4 pixels or more runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.projection = nn.Conv2d(3, D, kernel_size=4, stride=4)
+        self.layer = HfVitLayer("matmul_div")
+        self.classifier = nn.Linear(D, 5)
+
+    def forward(self, pixel_values):
+        x = self.projection(pixel_values).flatten(2).transpose(1, 2)
+        return self.classifier(self.layer(x).mean(dim=1))
 
 
 # ---- GPT-2 as nanoGPT / minGPT write it ----
@@ -766,6 +781,16 @@ def vit_cases(outdir):
     export(outdir, "v_vit_hf_cls_op14", HfVit("cls"), 131, [px], ["pixel_values"], ["logits"], 14, dyn)
     export(outdir, "v_vit_hf_meanpool_both_op17", HfVit("mean", style="both_quarter"), 132, [px],
            ["pixel_values"], ["logits"], 17, dyn)
+    # as Hugging Face's exporters declare it: batch, height and width all
+    # symbolic, though the position table fixes the image at 16 x 16
+    px = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(133))
+    dyn = {"pixel_values": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}}
+    export(outdir, "v_vit_hf_dynhw_op14", HfVit("cls", layers=1), 133, [px], ["pixel_values"], ["logits"], 14,
+           dyn)
+    # the same axes on a model that takes any size (the probes' sizes too
+    # small for its 4 x 4 patches): they stay symbolic; a 12 x 16 image
+    px = torch.randn(2, 3, 12, 16, generator=torch.Generator().manual_seed(134))
+    export(outdir, "v_vit_anysize_meanpool_op14", AnySizeVit(), 134, [px], ["pixel_values"], ["logits"], 14, dyn)
 
 
 def more_cases(outdir):
