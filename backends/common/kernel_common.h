@@ -184,61 +184,53 @@ static inline float kernel_act(int act, float x) {
     (MHA_EPILOGUE_ACT(MHA_ACT_GELU_ERF) | MHA_EPILOGUE_ACT(MHA_ACT_GELU_TANH) |                    \
      MHA_EPILOGUE_ACT(MHA_ACT_RELU) | MHA_EPILOGUE_ACT(MHA_ACT_SILU) | MHA_EPILOGUE_RESIDUAL)
 
+/* The epilogue of one row's columns [n0, n1): each step a plain loop, its
+ * test hoisted out (the compiler vectorises them: a test per element cost
+ * 7 % of a projection GEMM); every element goes through the same
+ * operations as one at a time, so the bits do not depend on the loop's
+ * form. r: the residual row or NULL. */
+static inline void kernel_gemm_epilogue_span(float *c, const float *bias, int act, const float *r,
+                                             int64_t n0, int64_t n1, int from_zero) {
+    if (from_zero) {
+        for (int64_t n = n0; n < n1; n++)
+            c[n] = bias ? bias[n] : 0.0f;
+    } else if (bias) {
+        for (int64_t n = n0; n < n1; n++)
+            c[n] = c[n] + bias[n];
+    }
+    if (act == MHA_ACT_GELU_ERF) /* its own loop: this one vectorises */
+        for (int64_t n = n0; n < n1; n++)
+            c[n] = kernel_gelu_erf(c[n]);
+    else if (act == MHA_ACT_GELU_TANH) /* likewise */
+        for (int64_t n = n0; n < n1; n++)
+            c[n] = kernel_gelu_tanh(c[n]);
+    else if (act != MHA_ACT_NONE)
+        for (int64_t n = n0; n < n1; n++)
+            c[n] = kernel_act(act, c[n]);
+    if (r)
+        for (int64_t n = n0; n < n1; n++)
+            c[n] = c[n] + r[n];
+}
+
+/* Columns of a row that one pass of the epilogue's steps covers: 1 KiB, so
+ * that the steps after the first find the span in L1 (the block is in L2:
+ * a pass per step over the whole row loaded and stored every element
+ * again, a third of a GELU epilogue's time). */
+#define KERNEL_EPILOGUE_SPAN 256
+
 /* The epilogue of C[m0:m1, n0:n1] once its k chain is complete (`from_zero`:
  * K == 0, the product is 0 and C is not read): C = act(C + bias) +
  * residual, element by element, while the tile is in cache. */
 static inline void kernel_gemm_epilogue_range(const mha_gemm_args *a, int64_t m0, int64_t m1,
                                               int64_t n0, int64_t n1, int from_zero) {
     if (!from_zero && !a->bias && a->activation == MHA_ACT_NONE && !a->residual) return;
-    /* each step a plain loop over the row, its test hoisted out (the
-     * compiler vectorises them: a test per element cost 7 % of a projection
-     * GEMM); every element goes through the same operations as one at a
-     * time, so the bits do not depend on the loop's form */
-    const float *bias = a->bias;
-    const int act = a->activation;
     for (int64_t m = m0; m < m1; m++) {
         float *c = a->C + m * a->ldc;
-        /* the common forms in one pass over the row (the block is in L2, not
-         * in L1: a pass per step loaded and stored every element again, a
-         * third of a GELU epilogue's time); the same operations in the
-         * same order as the steps below */
-        if (!from_zero && bias && act == MHA_ACT_GELU_ERF && !a->residual) {
-            for (int64_t n = n0; n < n1; n++)
-                c[n] = kernel_gelu_erf(c[n] + bias[n]);
-            continue;
-        }
-        if (!from_zero && bias && act == MHA_ACT_GELU_TANH && !a->residual) {
-            for (int64_t n = n0; n < n1; n++)
-                c[n] = kernel_gelu_tanh(c[n] + bias[n]);
-            continue;
-        }
-        if (!from_zero && bias && act == MHA_ACT_NONE && a->residual) {
-            const float *r = a->residual + m * a->ldr;
-            for (int64_t n = n0; n < n1; n++)
-                c[n] = (c[n] + bias[n]) + r[n];
-            continue;
-        }
-        if (from_zero) {
-            for (int64_t n = n0; n < n1; n++)
-                c[n] = bias ? bias[n] : 0.0f;
-        } else if (bias) {
-            for (int64_t n = n0; n < n1; n++)
-                c[n] = c[n] + bias[n];
-        }
-        if (act == MHA_ACT_GELU_ERF) /* its own loop: this one vectorises */
-            for (int64_t n = n0; n < n1; n++)
-                c[n] = kernel_gelu_erf(c[n]);
-        else if (act == MHA_ACT_GELU_TANH) /* likewise */
-            for (int64_t n = n0; n < n1; n++)
-                c[n] = kernel_gelu_tanh(c[n]);
-        else if (act != MHA_ACT_NONE)
-            for (int64_t n = n0; n < n1; n++)
-                c[n] = kernel_act(act, c[n]);
-        if (a->residual) {
-            const float *r = a->residual + m * a->ldr;
-            for (int64_t n = n0; n < n1; n++)
-                c[n] = c[n] + r[n];
-        }
+        const float *r = a->residual ? a->residual + m * a->ldr : NULL;
+        for (int64_t n = n0; n < n1; n += KERNEL_EPILOGUE_SPAN)
+            kernel_gemm_epilogue_span(c, a->bias, a->activation, r, n,
+                                      n1 - n < KERNEL_EPILOGUE_SPAN ? n1 : n + KERNEL_EPILOGUE_SPAN,
+                                      from_zero);
     }
 }
 
