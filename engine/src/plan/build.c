@@ -609,8 +609,12 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
     if (st == MHA_OK) st = build_fold(P, err);
     if (st == MHA_OK) st = plan_probe_sizes(P, err);
     if (st == MHA_OK) st = build_steps(P, NULL, err); /* every node interpreted */
-    if (st == MHA_OK) st = build_shapes(P, shp, err);
-    if (st != MHA_OK && st != MHA_ERR_NO_MEMORY) st = build_shapes_fitted(P, shp, st, err);
+    if (st == MHA_OK) {
+        /* only a failed shape pass is fitted again: a fold or probe-size
+         * failure before it leaves no probe axes to fit */
+        st = build_shapes(P, shp, err);
+        if (st != MHA_OK && st != MHA_ERR_NO_MEMORY) st = build_shapes_fitted(P, shp, st, err);
+    }
     if (st == MHA_OK) st = build_axis_probes(P, shp, &qdims, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);
     if (st == MHA_OK) st = plan_partition(P, &u, shp, err);

@@ -159,6 +159,7 @@ static mha_status probe_runs_at(plan *P, const int64_t *sizes, const unsigned ch
 static int probe_image_input(const plan *P, size_t *i_out, int *kh, int *kw, int64_t kernel[2],
                              int64_t stride[2]) {
     const ir_graph *g = P->g;
+    if (!P->in_syms) return 0;
     for (size_t i = 0; i < g->n_inputs; i++) {
         const ir_value *v = &g->values[g->inputs[i]];
         if (v->rank != 4 || v->dtype != MHA_DTYPE_FLOAT32 || P->in_syms[i][2] < 0 ||
