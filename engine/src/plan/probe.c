@@ -127,23 +127,25 @@ mha_status plan_probe_shape_only(const plan *P, unsigned char *skip, mha_error *
     return MHA_OK;
 }
 
-static void probe_ignore_value(void *user, int v, const tensor *t) {
-    (void)user;
+/* Adds the elements of each value a probe made to *(int64_t *)user. */
+static void probe_count_value(void *user, int v, const tensor *t) {
     (void)v;
-    (void)t;
+    int64_t *made = user;
+    int64_t n = tensor_numel(t);
+    *made = n > INT64_MAX - *made ? INT64_MAX : *made + n;
 }
 
 /* Whether the graph runs (for shapes: skip) on probe inputs of the given
- * symbolic sizes; MHA_ERR_NO_MEMORY is passed on, every other failure
- * is a 0. */
+ * symbolic sizes, adding the elements of the values it made to *made;
+ * MHA_ERR_NO_MEMORY is passed on, every other failure is a 0. */
 static mha_status probe_runs_at(plan *P, const int64_t *sizes, const unsigned char *skip, int *runs,
-                                mha_error *err) {
+                                int64_t *made, mha_error *err) {
     const ir_graph *g = P->g;
     *runs = 0;
     tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
     if (!in) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     tensor **values = NULL;
-    plan_observer obs = {probe_ignore_value, NULL, skip};
+    plan_observer obs = {probe_count_value, made, skip};
     mha_error e;
     mha_error_clear(&e);
     mha_status st = plan_probe_inputs_sized(P, sizes, 0x696d616765ull, in, &e);
@@ -188,6 +190,22 @@ static int probe_image_input(const plan *P, size_t *i_out, int *kh, int *kw, int
 /* the largest grid of patches per side tried */
 #define PROBE_MAX_GRID 64
 
+/* What the search may make, in elements of all its probes' values: a few
+ * times the model's weights (a real ViT fails at the wrong sizes at its
+ * position table, right after the patch Conv, and runs through once at
+ * its size), at least PLAN_PROBE_MAX_ELEMENTS. A graph that fails
+ * only after its attention would otherwise be run at every grid up to
+ * PROBE_MAX_GRID, scores growing as grid^4: minutes, and GiBs of scores. */
+static int64_t probe_fit_budget(const ir_graph *g) {
+    int64_t budget = PLAN_PROBE_MAX_ELEMENTS;
+    for (size_t v = 0; v < g->n_values; v++) {
+        const tensor *w = g->values[v].init;
+        int64_t n = w ? tensor_numel(w) : 0;
+        budget = n > (INT64_MAX - budget) / 4 ? INT64_MAX : budget + 4 * n;
+    }
+    return budget;
+}
+
 mha_status plan_probe_fit_images(plan *P, mha_error *err) {
     size_t i;
     int kh, kw;
@@ -201,11 +219,14 @@ mha_status plan_probe_fit_images(plan *P, mha_error *err) {
     memcpy(sizes, P->probe_sizes[0], sizeof sizes);
     if (P->in_syms[i][0] >= 0) sizes[P->in_syms[i][0]] = 1; /* one image */
     int found = 0, runs = 0;
+    int64_t made = 0;
+    const int64_t budget = probe_fit_budget(g);
     for (int64_t grid = 1; grid <= PROBE_MAX_GRID + 1 && st == MHA_OK && found < 2; grid++) {
         sizes[kh] = kernel[0] + stride[0] * (grid - 1);
         sizes[kw] = kernel[1] + stride[1] * (grid - 1);
-        st = probe_runs_at(P, sizes, skip, &runs, err);
+        st = probe_runs_at(P, sizes, skip, &runs, &made, err);
         if (st != MHA_OK || (!runs && found)) break;
+        if (!runs && made > budget) break; /* the sizes grow, so will the probes */
         if (runs && found++ == 0) {
             /* probe 0 at this size; probe 1 at the next when it runs too */
             P->probe_sizes[0][kh] = P->probe_sizes[1][kh] = sizes[kh];
