@@ -5,13 +5,14 @@
  * three this mutator unpacks the input as a ModelProto, changes one to three
  * things the way a confused exporter would -- an op type, a node input wired
  * to another value, a dropped node or attribute, an attribute value, a
- * dimension, a data type, an opset -- and packs it again; otherwise (and
+ * dimension (or a fixed axis made symbolic, a symbolic one fixed), a data
+ * type, an opset -- and packs it again; otherwise (and
  * whenever the input does not unpack) it leaves the bytes to libFuzzer's own
  * mutations.
  *
- * protobuf-c owns the unpacked message, so every pointer or count this file
- * changes is logged and restored before the message is freed; values changed
- * in place (numbers, dims, raw bytes) need no undo. Linked only into the
+ * protobuf-c owns the unpacked message, so every pointer, count or oneof
+ * this file changes is logged and restored before the message is freed;
+ * values changed in place (numbers, dims, raw bytes) need no undo. Linked only into the
  * fuzz_onnx_model binary. */
 #include <math.h>
 #include <stdlib.h>
@@ -32,6 +33,9 @@ typedef struct undo_entry {
     void *ptr_old;
     size_t *count_slot; /* a count field, or NULL */
     size_t count_old;
+    void *raw_slot; /* a field of raw_len bytes (an enum, a oneof's union), or NULL */
+    unsigned char raw_old[8];
+    size_t raw_len;
 } undo_entry;
 
 typedef struct mutator {
@@ -57,15 +61,26 @@ static size_t pick(mutator *m, size_t n) {
 
 static int set_ptr(mutator *m, void **slot, void *value) {
     if (m->n_undo >= UNDO_MAX) return 0;
-    m->undo[m->n_undo++] = (undo_entry){slot, *slot, NULL, 0};
+    m->undo[m->n_undo++] = (undo_entry){.ptr_slot = slot, .ptr_old = *slot};
     *slot = value;
     return 1;
 }
 
 static int set_count(mutator *m, size_t *slot, size_t value) {
     if (m->n_undo >= UNDO_MAX) return 0;
-    m->undo[m->n_undo++] = (undo_entry){NULL, NULL, slot, *slot};
+    m->undo[m->n_undo++] = (undo_entry){.count_slot = slot, .count_old = *slot};
     *slot = value;
+    return 1;
+}
+
+/* A field of up to 8 bytes by its bytes: a oneof's case and its union,
+ * which protobuf-c reads to know what to free. */
+static int set_raw(mutator *m, void *slot, const void *value, size_t len) {
+    if (m->n_undo >= UNDO_MAX || len > sizeof m->undo[0].raw_old) return 0;
+    undo_entry *e = &m->undo[m->n_undo++];
+    *e = (undo_entry){.raw_slot = slot, .raw_len = len};
+    memcpy(e->raw_old, slot, len);
+    memcpy(slot, value, len);
     return 1;
 }
 
@@ -74,6 +89,7 @@ static void undo_all(mutator *m) {
         undo_entry *e = &m->undo[--m->n_undo];
         if (e->ptr_slot) *e->ptr_slot = e->ptr_old;
         if (e->count_slot) *e->count_slot = e->count_old;
+        if (e->raw_slot) memcpy(e->raw_slot, e->raw_old, e->raw_len);
     }
 }
 
@@ -98,8 +114,13 @@ static char *const op_types[] = {
     "MatMul", "Add", "Mul", "Div", "Sub", "Softmax", "Transpose", "Reshape", "Attention",
     "MultiHeadAttention", "Gemm", "Identity", "Cast", "Where", "Concat", "Split", "Slice",
     "Unsqueeze", "Squeeze", "Shape", "Gather", "Sqrt", "Neg", "Expand", "Trilu", "Constant",
-    "ConstantOfShape", "Equal", "Not", "LogSoftmax", "ReduceMax", "Tanh", "Flatten", "Tile"};
+    "ConstantOfShape", "Equal", "Not", "LogSoftmax", "ReduceMax", "Tanh", "Flatten", "Tile",
+    /* the whole-model plan's ops: normalisations, MLPs, the patch Conv */
+    "LayerNormalization", "SimplifiedLayerNormalization", "ReduceMean", "Pow", "Erf", "Gelu",
+    "Relu", "Sigmoid", "Conv", "Einsum", "Range", "CumSum", "Pad"};
 /* clang-format on */
+/* names of symbolic axes, some shared between inputs */
+static char *const dim_params[] = {"batch", "sequence", "height", "width", "N"};
 static char *const domains[] = {"", "com.microsoft", "ai.onnx", "org.other"};
 static const int64_t ints[] = {-3, -2, -1, 0,  1,       2,         3,         4,
                                5,  8,  16, 64, 1000000, INT64_MAX, INT64_MIN, (int64_t)1 << 31};
@@ -236,6 +257,19 @@ static int mutate_value_info(mutator *m, Onnx__ValueInfoProto *vi) {
     if (!tt->shape || !tt->shape->n_dim) return 0;
     if (pick(m, 4) == 0) return set_count(m, &tt->shape->n_dim, tt->shape->n_dim - 1);
     Onnx__TensorShapeProto__Dimension *d = tt->shape->dim[pick(m, tt->shape->n_dim)];
+    const int is_param = d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+    if (pick(m, 3) == 0 && m->n_undo + 2 <= UNDO_MAX) {
+        /* a fixed axis becomes symbolic, a symbolic one fixed: what the
+         * plan's probes and its image-size fitting see */
+        Onnx__TensorShapeProto__Dimension__ValueCase vc =
+            is_param ? ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE
+                     : ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+        int64_t v = pick_int(m, 2);
+        char *name = dim_params[pick(m, N_OF(dim_params))];
+        int ok = is_param ? set_raw(m, &d->dim_value, &v, sizeof v)
+                          : set_raw(m, &d->dim_param, &name, sizeof name);
+        return ok && set_raw(m, &d->value_case, &vc, sizeof vc);
+    }
     if (d->value_case != ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE) return 0;
     d->dim_value = pick_int(m, d->dim_value);
     return 1;
