@@ -1589,7 +1589,7 @@ mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *arg
     memset(&s, 0, sizeof s);
     s.env = env;
     s.plugin = p;
-    s.threads = pool_size(env->pool);
+    s.threads = pool_threads(env->pool);
     if (env->num_threads > 0 && env->num_threads < s.threads) s.threads = env->num_threads;
     const int self_parallel = (p->flags & MHA_PLUGIN_SELF_PARALLEL) != 0;
     int reserved = 0;
@@ -1708,7 +1708,7 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
                  : exec_rope_tables_get(env->alloc, L, bd.P + exec_max(bd.Sq, bd.Skv), &rope, err);
         if (st != MHA_OK) return st;
     }
-    s.threads = pool_size(env->pool);
+    s.threads = pool_threads(env->pool);
     if (env->num_threads > 0 && env->num_threads < s.threads) s.threads = env->num_threads;
     const int self_parallel = (p->flags & MHA_PLUGIN_SELF_PARALLEL) != 0;
     /* A self-parallel plugin runs its own threads while the pool idles;
