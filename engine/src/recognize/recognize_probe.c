@@ -207,8 +207,13 @@ void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t
             tensor_set_f64(t, i, (double)p);
             continue;
         }
-        /* halves repeated, as cat(freqs, freqs); no angle a multiple of pi */
-        const float angle = (float)(p + 1) * (0.31f + 0.67f * (float)(c % half) / (float)half);
+        /* one angle for columns c and c + half (rotate-half's pair, tables
+         * cat(freqs, freqs)) and for 2t and 2t + 1 (GPT-J's interleaved
+         * pair, repeat_interleave(freqs, 2)), so that either pairing reads
+         * a rotation from the table; no angle a multiple of pi. An odd half
+         * links every column: one angle per token. */
+        const int64_t j = half % 2 == 0 ? (c % half) / 2 : 0;
+        const float angle = (float)(p + 1) * (0.31f + 0.67f * (float)j / (float)half);
         tensor_set_f64(t, i, io->role == MHA_ROLE_ROTARY_COS ? cos(angle) : sin(angle));
     }
 }
