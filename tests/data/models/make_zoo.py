@@ -18,8 +18,9 @@ GPT-J (parallel, partial interleaved rotary, position_ids input), GPT-2
 with the fused qkv cut by slices; opset 18 versions of some (Reduce* axes
 as inputs), static exports. Each is d 32, 4 heads, FFN 64, 2 layers,
 vocabulary 64, seeded, with PyTorch's outputs for two data sets
-(test_data_set_0: batch 2 of 7 tokens, the second row padded; set 1:
-batch 3 of 5) so that the dynamic axes are exercised.
+(test_data_set_0: batch 2 of 7 tokens, the second row padded -- on the
+left for BLOOM; set 1: batch 3 of 5) so that the dynamic axes are
+exercised.
 
     /usr/bin/python3 make_zoo.py [OUTDIR [PREFIX...]]
 
@@ -637,6 +638,12 @@ def ids_mask(seed):
     return lambda b, s: list(data(seed + s, b, s))
 
 
+def ids_mask_left(seed):
+    # the second row padded on the left, as batched generation pads: its
+    # first rows see only padding (a row every key of which is hidden)
+    return lambda b, s: [data(seed + s, b, s)[0], data(seed + s, b, s)[1].flip(1)]
+
+
 def ids_mask_pos(seed):
     def make(b, s):
         ids, mask = data(seed + s, b, s)
@@ -686,7 +693,7 @@ def main():
            ["last_hidden_state", "pooler_output"], 17)
     export(outdir, "z_electra_disc_op13", Electra(), 308, ids_mask_types(8), lm + ["token_type_ids"],
            ["logits"], 13)
-    export(outdir, "z_bloom_alibi_op14", Bloom(), 309, ids_mask(9), lm, ["logits"], 14)
+    export(outdir, "z_bloom_alibi_op14", Bloom(), 309, ids_mask_left(9), lm, ["logits"], 14)
     export(outdir, "z_falcon_mqa_parallel_op16", Falcon(), 310, lambda b, s: [data(10 + s, b, s, 0)[0]],
            ["input_ids"], ["logits"], 16)
     export(outdir, "z_gptj_parallel_posids_op14", Gptj(), 311, ids_mask_pos(11), lm + ["position_ids"],
