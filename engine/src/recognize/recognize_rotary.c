@@ -523,7 +523,11 @@ static mha_status rz_rot_given_tables(rz_ctx *z, const rz_rot_found *f, layer *L
     const int is = rz_rot_role_input(L, MHA_ROLE_ROTARY_SIN);
     const tensor *tc = z->inputs[ic], *ts = z->inputs[is];
     const int64_t half = f->rd / 2;
-    if (tc->dims[tc->rank - 1] != f->rd || tc->dims[tc->rank - 2] < f->n_pos)
+    /* tokens per batch item: [S, d], [B, S, d], [B, 1, S, d], [B, S, 1, d] */
+    const int64_t items = tc->rank == 2 ? 1 : tc->dims[0];
+    const int64_t tokens = items > 0 && f->rd > 0 ? tensor_numel(tc) / items / f->rd : 0;
+    if (tc->dims[tc->rank - 1] != f->rd || tokens < f->n_pos ||
+        tensor_numel(ts) != tensor_numel(tc))
         return rz_rot_refuse(z, 0,
                              "its cos / sin inputs are not [.., S, rotary_dim] tables of the "
                              "turning dims");
