@@ -580,6 +580,280 @@ class Gpt2Slice(nn.Module):
         return torch.matmul(self.ln_f(x), self.wte.weight.t())
 
 
+# ----------------------------------------------------------------- Gemma ----
+
+class GemmaNorm(nn.Module):
+    # Gemma's RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + w)
+    def __init__(self, d):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x):
+        x32 = x.float()
+        return x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + self.weight)
+
+
+class GemmaBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.input_layernorm, self.post_attention_layernorm = GemmaNorm(D), GemmaNorm(D)
+        self.q_proj, self.k_proj = nn.Linear(D, H * DH, bias=False), nn.Linear(D, DH, bias=False)
+        self.v_proj, self.o_proj = nn.Linear(D, DH, bias=False), nn.Linear(H * DH, D, bias=False)
+        self.gate_proj, self.up_proj = nn.Linear(D, FF, bias=False), nn.Linear(D, FF, bias=False)
+        self.down_proj = nn.Linear(FF, D, bias=False)
+
+    def forward(self, x, cos, sin, mask):
+        b, s, _ = x.shape
+        h = self.input_layernorm(x)
+        q = self.q_proj(h).view(b, s, H, DH).transpose(1, 2)
+        k = self.k_proj(h).view(b, s, 1, DH).transpose(1, 2)
+        v = self.v_proj(h).view(b, s, 1, DH).transpose(1, 2)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        k, v = repeat_kv(k, H), repeat_kv(v, H)
+        att = torch.matmul(q, k.transpose(2, 3)) * DH ** -0.5 + mask
+        ctx = torch.matmul(att.softmax(-1), v).transpose(1, 2).reshape(b, s, D)
+        x = x + self.o_proj(ctx)
+        h = self.post_attention_layernorm(x)
+        return x + self.down_proj(F.gelu(self.gate_proj(h), approximate="tanh") * self.up_proj(h))
+
+
+class Gemma(nn.Module):
+    """Gemma: embeddings times sqrt(d), RMSNorm with (1 + w), multi-query,
+    GeGLU (tanh GELU gate), rotary from inv_freq @ positions in the graph,
+    the causal and padding mask one 4-D additive, the head tied."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(VOCAB, D)
+        self.layers = nn.ModuleList([GemmaBlock() for _ in range(L)])
+        self.norm = GemmaNorm(D)
+        self.register_buffer("inv_freq", 1.0 / (10000.0 ** (torch.arange(0, DH, 2).float() / DH)),
+                             persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        b, s = input_ids.shape
+        pos = torch.arange(s).float()[None, :, None]  # [1, S, 1]
+        f = (self.inv_freq[None, None, :] * pos)
+        emb = torch.cat((f, f), dim=-1)
+        cos, sin = emb.cos()[:, None], emb.sin()[:, None]
+        x = self.embed_tokens(input_ids) * torch.tensor(D ** 0.5)
+        mask = causal_from_mask(attention_mask, s)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return torch.matmul(self.norm(x), self.embed_tokens.weight.t())
+
+
+# ------------------------------------------------------------------- OPT ----
+
+class OptBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.self_attn_layer_norm, self.final_layer_norm = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.q_proj, self.k_proj = nn.Linear(D, D), nn.Linear(D, D)
+        self.v_proj, self.out_proj = nn.Linear(D, D), nn.Linear(D, D)
+        self.fc1, self.fc2 = nn.Linear(D, FF), nn.Linear(FF, D)
+
+    def forward(self, x, mask):
+        b, s, _ = x.shape
+        h = self.self_attn_layer_norm(x)
+        q = (self.q_proj(h) * DH ** -0.5).view(b, s, H, DH).transpose(1, 2).reshape(b * H, s, DH)
+        k = self.k_proj(h).view(b, s, H, DH).transpose(1, 2).reshape(b * H, s, DH)
+        v = self.v_proj(h).view(b, s, H, DH).transpose(1, 2).reshape(b * H, s, DH)
+        w = torch.bmm(q, k.transpose(1, 2)).view(b, H, s, s) + mask
+        w = torch.max(w, torch.tensor(FMIN)).view(b * H, s, s)
+        ctx = torch.bmm(F.softmax(w, dim=-1), v).view(b, H, s, DH).transpose(1, 2).reshape(b, s, D)
+        x = x + self.out_proj(ctx)
+        return x + self.fc2(F.relu(self.fc1(self.final_layer_norm(x))))
+
+
+class Opt(nn.Module):
+    """OPT: learned positions offset by 2, taken from cumsum(mask) * mask -
+    1; pre-LN, q scaled after its projection, (B*H, S, S) bmm, the causal
+    mask of fmin plus the expanded padding (1 - m) * fmin clamped by
+    torch.max(w, fmin), ReLU, final LayerNorm, tied head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens, self.embed_positions = nn.Embedding(VOCAB, D), nn.Embedding(MAXPOS + 2, D)
+        self.layers = nn.ModuleList([OptBlock() for _ in range(L)])
+        self.final_layer_norm = nn.LayerNorm(D)
+
+    def forward(self, input_ids, attention_mask):
+        b, s = input_ids.shape
+        m = attention_mask.long()
+        positions = (torch.cumsum(m, dim=1).type_as(m) * m).long() - 1
+        x = self.embed_tokens(input_ids) + self.embed_positions(positions + 2)
+        causal = torch.full((s, s), FMIN)
+        cond = torch.arange(s)
+        causal = causal.masked_fill(cond < (cond + 1).view(s, 1), 0.0)
+        pad = (1.0 - attention_mask[:, None, None, :].float()).masked_fill(
+            attention_mask[:, None, None, :] == 0, FMIN)
+        pad = pad.masked_fill(attention_mask[:, None, None, :] != 0, 0.0)
+        mask = causal[None, None] + pad
+        for layer in self.layers:
+            x = layer(x, mask)
+        return torch.matmul(self.final_layer_norm(x), self.embed_tokens.weight.t())
+
+
+# --------------------------------------------------- nn.TransformerDecoder ----
+
+class TorchSeq2SeqDecoder(nn.Module):
+    """PyTorch's own nn.TransformerDecoder (batch first, pre-LN, GELU):
+    causal self-attention from generate_square_subsequent_mask (a float
+    triu of -inf), cross-attention to a memory input with its bool key
+    padding mask, embeddings and a head around it."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, D)
+        layer = nn.TransformerDecoderLayer(D, H, FF, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, L, norm=nn.LayerNorm(D))
+        self.head = nn.Linear(D, VOCAB)
+
+    def forward(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask):
+        s = decoder_input_ids.shape[1]
+        causal = torch.triu(torch.full((s, s), float("-inf")), diagonal=1)
+        y = self.decoder(self.embed(decoder_input_ids), encoder_hidden_states, tgt_mask=causal,
+                         memory_key_padding_mask=encoder_attention_mask == 0)
+        return self.head(y)
+
+
+# --------------------------------------------------------- T5 as one graph ----
+
+class T5EncDec(nn.Module):
+    """T5 v1.1 encoder and decoder in one graph: input_ids and
+    decoder_input_ids in, the encoder's output read by the decoder's
+    cross-attention, logits out (the embedding shared)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder, self.decoder = T5Encoder(), T5Decoder()
+        self.decoder.embed = self.encoder.embed
+
+    def forward(self, input_ids, attention_mask, decoder_input_ids):
+        enc = self.encoder(input_ids, attention_mask)
+        return self.decoder(decoder_input_ids, enc, attention_mask)
+
+
+# -------------------------------------------------------- GPT-2 upcast ----
+
+class Gpt2IdxBlock(nn.Module):
+    def __init__(self, idx):
+        super().__init__()
+        self.idx = idx
+        self.ln_1, self.ln_2 = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.c_attn, self.c_proj = Conv1D(3 * D, D), Conv1D(D, D)
+        self.c_fc, self.mlp_proj = Conv1D(FF, D), Conv1D(D, FF)
+        self.register_buffer("bias", torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool))
+                             .view(1, 1, MAXPOS, MAXPOS), persistent=False)
+
+    def forward(self, x, ext):
+        b, s, _ = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(D, dim=2)
+        q, k, v = split_heads(q, H), split_heads(k, H), split_heads(v, H)
+        # scale_attn_by_inverse_layer_idx and reorder_and_upcast_attn: baddbmm
+        # into an empty float32 buffer, alpha = 1 / (sqrt(d) * (idx + 1))
+        w = torch.zeros(b * H, s, s, dtype=torch.float32)  # torch.empty in the original
+        alpha = 1.0 / (math.sqrt(DH) * float(self.idx + 1))
+        w = torch.baddbmm(w, q.reshape(-1, s, DH), k.transpose(-1, -2).reshape(-1, DH, s),
+                          beta=0, alpha=alpha).reshape(b, H, s, s)
+        causal = self.bias[:, :, :s, :s]
+        w = torch.where(causal, w, torch.tensor(FMIN)) + ext
+        ctx = torch.matmul(F.softmax(w, dim=-1).type(v.dtype), v)
+        x = x + self.c_proj(merge_heads(ctx))
+        return x + self.mlp_proj(gelu_new(self.c_fc(self.ln_2(x))))
+
+
+class Gpt2Idx(nn.Module):
+    """GPT-2 with scale_attn_by_inverse_layer_idx (the scores of layer i
+    divided by i + 1 as well) and the upcast baddbmm(beta = 0), the tril
+    buffer through where, the padding (1 - m) * fmin, tied head."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(VOCAB, D), nn.Embedding(MAXPOS, D)
+        self.h = nn.ModuleList([Gpt2IdxBlock(i) for i in range(L)])
+        self.ln_f = nn.LayerNorm(D)
+
+    def forward(self, input_ids, attention_mask):
+        s = input_ids.shape[1]
+        pos = torch.arange(0, s, dtype=torch.long).unsqueeze(0)
+        ext = (1.0 - attention_mask[:, None, None, :].float()) * FMIN
+        x = self.wte(input_ids) + self.wpe(pos)
+        for blk in self.h:
+            x = blk(x, ext)
+        return torch.matmul(self.ln_f(x), self.wte.weight.t())
+
+
+# ------------------------------------------------------------------- MPT ----
+
+class MptBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm_1, self.norm_2 = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.Wqkv, self.out_proj = nn.Linear(D, 3 * D, bias=False), nn.Linear(D, D, bias=False)
+        self.up_proj, self.down_proj = nn.Linear(D, FF, bias=False), nn.Linear(FF, D, bias=False)
+
+    def forward(self, x, bias):
+        b, s, _ = x.shape
+        qkv = self.Wqkv(self.norm_1(x))
+        q, k, v = qkv.chunk(3, dim=2)
+        q = q.view(b, s, H, DH).transpose(1, 2)
+        k = k.view(b, s, H, DH).permute(0, 2, 3, 1)
+        v = v.view(b, s, H, DH).transpose(1, 2)
+        w = q.matmul(k) * (1.0 / math.sqrt(DH)) + bias
+        ctx = w.softmax(dim=-1).matmul(v).transpose(1, 2).reshape(b, s, D)
+        x = x + self.out_proj(ctx)
+        return x + self.down_proj(F.gelu(self.up_proj(self.norm_2(x)), approximate="none"))
+
+
+class Mpt(nn.Module):
+    """MPT: no position embedding, ALiBi slopes * arange(1 - S, 1) over the
+    keys as a [1, H, 1, S] bias, the causal mask and the padding filled into
+    that bias with fmin (masked_fill on a bool), no biases."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(VOCAB, D)
+        self.blocks = nn.ModuleList([MptBlock() for _ in range(L)])
+        self.norm_f = nn.LayerNorm(D)
+        self.register_buffer("slopes", alibi_slopes(H).view(1, H, 1, 1), persistent=False)
+
+    def forward(self, input_ids, attention_mask):
+        s = input_ids.shape[1]
+        alibi = torch.arange(1 - s, 1, dtype=torch.int32).view(1, 1, 1, s).float() * self.slopes
+        causal = ~torch.ones(s, s, dtype=torch.bool).tril()
+        bias = alibi.masked_fill(causal.view(1, 1, s, s), FMIN)
+        bias = bias.masked_fill(~attention_mask.view(-1, 1, 1, s).bool(), FMIN)
+        x = self.wte(input_ids)
+        for blk in self.blocks:
+            x = blk(x, bias)
+        return torch.matmul(self.norm_f(x), self.wte.weight.t())
+
+
+# ---------------------------------------------------- Mistral, a window ----
+
+class MistralWindow(Llama):
+    """Mistral with a sliding window of 3 keys: the causal mask also hides
+    keys more than 3 behind (triu of the mask's tril), merged with the
+    padding by where."""
+
+    def forward(self, input_ids, attention_mask, position_ids=None):
+        b, s = input_ids.shape
+        pos = torch.arange(s, dtype=torch.long).unsqueeze(0).expand(b, s)
+        cos = self.cos_cached[pos].unsqueeze(1)
+        sin = self.sin_cached[pos].unsqueeze(1)
+        ones = torch.ones(s, s, dtype=torch.bool)
+        keep = torch.tril(ones) & torch.triu(ones, diagonal=-3)
+        keep = keep[None, None] & attention_mask[:, None, None, :].bool()
+        mask = torch.zeros(b, 1, s, s).masked_fill(~keep, FMIN)
+        x = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return self.lm_head(self.norm(x))
+
+
 # ---------------------------------------------------------------- export ----
 
 def data(seed, b, s, pad_last=2):
@@ -611,6 +885,8 @@ def export(outdir, name, model, seed, make_inputs, in_names, out_names, opset,
     if dynamic:
         dyn = {n: {0: "batch", 1: "seq"} for n in in_names + out_names}
         dyn.update({n: {0: "batch", 1: "enc_seq"} for n in in_names if n.startswith("encoder_")})
+        if "decoder_input_ids" in in_names and "input_ids" in in_names:  # encoder and decoder
+            dyn.update({n: {0: "batch", 1: "dec_seq"} for n in ["decoder_input_ids"] + out_names})
         dyn.update({n: {0: "batch"} for n in out_names if n.startswith("pooler")})
     path = os.path.join(d, "model.onnx")
     torch.onnx.export(model, tuple(sets[0]), path, input_names=in_names, output_names=out_names,
@@ -668,6 +944,13 @@ def t5_dec_inputs(seed):
     return make
 
 
+def t5_encdec_inputs(seed):
+    def make(b, s):
+        ids, mask = data(seed + s, b, s)
+        return [ids, mask, data(seed + 30 + s, b, s - 2, 0)[0]]
+    return make
+
+
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     PREFIXES.extend(sys.argv[2:])
@@ -700,6 +983,20 @@ def main():
            ["logits"], 14)
     export(outdir, "z_gpt2_slice_baddbmm_op16", Gpt2Slice(), 312, ids_mask_pos(12),
            lm + ["position_ids"], ["logits"], 16)
+
+    export(outdir, "z_gemma_mqa_geglu_op17", Gemma(), 313, ids_mask(13), lm, ["logits"], 17)
+    export(outdir, "z_opt_posoffset_bmm_op14", Opt(), 314, ids_mask_left(14), lm, ["logits"], 14)
+    export(outdir, "z_torchdec_cross_op17", TorchSeq2SeqDecoder(), 315, t5_dec_inputs(15),
+           ["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask"], ["logits"], 17)
+    export(outdir, "z_t5v11_encdec_op15", T5EncDec(), 316, t5_encdec_inputs(16),
+           lm + ["decoder_input_ids"], ["logits"], 15)
+    export(outdir, "z_gpt2_layeridx_upcast_op14", Gpt2Idx(), 317, ids_mask(17), lm, ["logits"], 14)
+    export(outdir, "z_mpt_alibi_fillbias_op16", Mpt(), 318, ids_mask(18), lm, ["logits"], 16)
+    export(outdir, "z_mistral_window_op14", MistralWindow(kv=2), 319, ids_mask(19), lm, ["logits"], 14)
+    export(outdir, "z_llama_nofold_op14", Llama(kv=2, pos_input=False), 320, ids_mask(20), lm,
+           ["logits"], 14, fold=False)
+    export(outdir, "z_gptj_parallel_posids_op18", Gptj(), 311, ids_mask_pos(11),
+           lm + ["position_ids"], ["logits"], 18, op18=True)
 
 
 if __name__ == "__main__":
