@@ -205,8 +205,15 @@ typedef struct probe_fit {
  * that runs becomes probes 0 and 1, a second one probe 1. */
 static mha_status probe_fit_grid(plan *P, probe_fit *f, int64_t gh, int64_t gw, mha_error *err) {
     int runs = 0;
-    f->sizes[f->kh] = f->kernel[0] + f->stride[0] * (gh - 1);
-    f->sizes[f->kw] = f->kernel[1] + f->stride[1] * (gw - 1);
+    int64_t span[2];
+    /* a stride or kernel of a malformed file past what a probe can hold:
+     * the grid does not run (the sizes would overflow) */
+    if (!mha_mul_i64(f->stride[0], gh - 1, &span[0]) ||
+        !mha_mul_i64(f->stride[1], gw - 1, &span[1]) || span[0] > INT64_MAX - f->kernel[0] ||
+        span[1] > INT64_MAX - f->kernel[1])
+        return MHA_OK;
+    f->sizes[f->kh] = f->kernel[0] + span[0];
+    f->sizes[f->kw] = f->kernel[1] + span[1];
     mha_status st = probe_runs_at(P, f->sizes, f->skip, &runs, err);
     if (st != MHA_OK || !runs) return st;
     for (int p = f->found ? 1 : 0; p < PLAN_PROBES; p++) {
