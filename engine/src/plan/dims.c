@@ -43,7 +43,7 @@ int64_t plan_dim_apply(const plan_dim_rule *r, int64_t x) {
 void plan_dim_sums(const plan *P, int64_t *sizes) {
     for (int k = 0; k < P->n_syms && k < PLAN_MAX_SYMS; k++) {
         const int a = P->sym_sum[k][0], b = P->sym_sum[k][1];
-        if (a >= 0 && b >= 0) sizes[k] = sizes[a] + sizes[b];
+        if (a >= 0) sizes[k] = sizes[a] + (b >= 0 ? sizes[b] : 0) + P->sym_sum[k][2];
     }
 }
 

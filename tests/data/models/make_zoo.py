@@ -1179,6 +1179,8 @@ def main():
     present = ["logits", "present_key_0", "present_value_0", "present_key_1", "present_value_1"]
     export(outdir, "z_gpt2_past_op14", Gpt2Past(), 321, past_inputs(21, H), lm + past, present, 14,
            dynamic=past_axes(past, present))
+    export(outdir, "z_gpt2_past1_optimum_op14", Gpt2Past(), 321, past_inputs(25, H, one=True), lm + past,
+           present, 14, dynamic=past_axes(past, present, "past_sequence_length + 1"))
     export(outdir, "z_llama_past_gqa_op17", LlamaPast(kv=2), 322, past_inputs(22, 2), lm + past, present,
            17, dynamic=past_axes(past, present))
     export(outdir, "z_whisper_dec_op15", WhisperDecoder(), 323, whisper_dec_inputs(23),
@@ -1188,19 +1190,27 @@ def main():
            ["pixel_values"], ["logits"], 14, dynamic={"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
 
 
-def past_axes(past, present):
-    dyn = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
-           "logits": {0: "batch", 1: "seq"}}
-    dyn.update({n: {0: "batch", 2: "past"} for n in past})
-    dyn.update({n: {0: "batch", 2: "total"} for n in present[1:]})
+def past_axes(past, present, one=None):
+    """Axes named freely (seq, past, total), or -- one given -- as
+    Hugging Face's optimum names them for one new token a step: input_ids
+    [batch_size, 1], the mask and present over one + past keys."""
+    total, seq = (one, None) if one else ("total", "seq")
+    past_name = "past_sequence_length" if one else "past"
+    dyn = {"input_ids": {0: "batch", 1: seq}, "attention_mask": {0: "batch", 1: total},
+           "logits": {0: "batch", 1: seq}}
+    dyn.update({n: {0: "batch", 2: past_name} for n in past})
+    dyn.update({n: {0: "batch", 2: total} for n in present[1:]})
+    for axes in dyn.values():
+        for a in [a for a, name in axes.items() if name is None]:
+            del axes[a]
     return dyn
 
 
-def past_inputs(seed, kv):
-    # a decoding step: (2, 7) -> 3 new tokens after 4 cached, (3, 5) -> 1 after 4;
-    # the last row padded on the left
+def past_inputs(seed, kv, one=False):
+    # a decoding step: (2, 7) -> 3 new tokens after 4 cached (one: 1 after
+    # 6), (3, 5) -> 1 after 4; the last row padded on the left
     def make(b, s):
-        new = 3 if s == 7 else 1
+        new = 3 if s == 7 and not one else 1
         p = s - new
         g = torch.Generator().manual_seed(seed + s)
         ids = torch.randint(2, VOCAB, (b, new), generator=g)
