@@ -938,6 +938,34 @@ class LlamaPast(Llama):
         return (self.lm_head(self.norm(x)),) + tuple(presents)
 
 
+class T5DecoderPast(T5Decoder):
+    """T5's decoder as a decoding step: one new token, the self-attention
+    keys and values of each layer cached [B, H, P, d] and given back; the
+    relative bias over P + 1 keys, its last row kept; cross-attention to the
+    encoder's output with its padding mask."""
+
+    def forward(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask,
+                pk0, pv0, pk1, pv1):
+        s, p = decoder_input_ids.shape[1], pk0.shape[2]
+        x = self.embed(decoder_input_ids)
+        bias = self.block[0].self_attn.compute_bias(p + s, p + s)[:, :, -s:, :]
+        cross_bias = t5_extended(encoder_attention_mask)
+        presents = []
+        for blk, (pk, pv) in zip(self.block, ((pk0, pv0), (pk1, pv1))):
+            a = blk.self_attn
+            h = blk.ln_self(x)
+            q = split_heads(a.q(h), H)
+            k = torch.cat([pk, split_heads(a.k(h), H)], dim=2)
+            v = torch.cat([pv, split_heads(a.v(h), H)], dim=2)
+            presents += [k, v]
+            w = F.softmax((torch.matmul(q, k.transpose(3, 2)) + bias).float(), dim=-1)
+            x = x + a.o(merge_heads(torch.matmul(w, v)))
+            x = x + blk.cross_attn(blk.ln_cross(x), encoder_hidden_states, cross_bias)
+            x = x + blk.ff(blk.ln_ff(x))
+        x = self.final_layer_norm(x) * (D ** -0.5)
+        return (torch.matmul(x, self.embed.weight.t()),) + tuple(presents)
+
+
 # ------------------------------------------------------- Whisper decoder ----
 
 class WhisperDecBlock(nn.Module):
@@ -1183,6 +1211,9 @@ def main():
            present, 14, dynamic=past_axes(past, present, "past_sequence_length + 1"))
     export(outdir, "z_llama_past_gqa_op17", LlamaPast(kv=2), 322, past_inputs(22, 2), lm + past, present,
            17, dynamic=past_axes(past, present))
+    export(outdir, "z_t5_dec_past_op16", T5DecoderPast(), 326, t5_past_inputs(26),
+           ["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask"] + past, present, 16,
+           dynamic=t5_past_axes(past, present))
     export(outdir, "z_whisper_dec_op15", WhisperDecoder(), 323, whisper_dec_inputs(23),
            ["decoder_input_ids", "encoder_hidden_states"], ["logits"], 15)
     export(outdir, "z_deit_disttoken_op14", Deit(), 324,
@@ -1218,6 +1249,28 @@ def past_inputs(seed, kv, one=False):
         mask[b - 1, :2] = 0
         cache = [torch.randn(b, kv, p, DH, generator=g) for _ in range(4)]
         return [ids, mask] + cache
+    return make
+
+
+def t5_past_axes(past, present):
+    one = "past_sequence_length + 1"
+    dyn = {"decoder_input_ids": {0: "batch"}, "logits": {0: "batch"},
+           "encoder_hidden_states": {0: "batch", 1: "encoder_sequence_length"},
+           "encoder_attention_mask": {0: "batch", 1: "encoder_sequence_length"}}
+    dyn.update({n: {0: "batch", 2: "past_sequence_length"} for n in past})
+    dyn.update({n: {0: "batch", 2: one} for n in present[1:]})
+    return dyn
+
+
+def t5_past_inputs(seed):
+    # one new token after s - 1 cached ones; an encoder output of s + 2 rows
+    def make(b, s):
+        g = torch.Generator().manual_seed(seed + s)
+        ids = torch.randint(2, VOCAB, (b, 1), generator=g)
+        enc = torch.randn(b, s + 2, D, generator=g)
+        mask = torch.ones(b, s + 2, dtype=torch.long)
+        mask[b - 1, s:] = 0
+        return [ids, enc, mask] + [torch.randn(b, H, s - 1, DH, generator=g) for _ in range(4)]
     return make
 
 
