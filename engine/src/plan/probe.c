@@ -58,6 +58,8 @@ mha_status plan_probe_sizes(plan *P, mha_error *err) {
     for (int k = 0; k < PLAN_MAX_SYMS; k++) {
         P->probe_sizes[0][k] = 2 + k;
         P->probe_sizes[1][k] = 3 + 2 * k;
+        P->sym_sum[k][0] = P->sym_sum[k][1] = -1;
+        P->sym_sum[k][2] = 0;
     }
     /* A batch of fixed-size items (images, fixed-length texts): each probe
      * item costs a whole forward pass at full size, where a symbolic
@@ -280,6 +282,59 @@ mha_status plan_probe_fit_images(plan *P, mha_error *err) {
     return MHA_OK;
 }
 
+/* Tries every axis k as the sum of two others a < b, then as another plus
+ * a constant 1 .. PROBE_MAX_SUM_CONST (a step of a fixed number of new
+ * tokens: "past_sequence_length + 1"), each a shape-only run of both probes
+ * (at most 4 axes: 60 tries); the first under which both run stands. */
+#define PROBE_MAX_SUM_CONST 4
+
+/* One candidate k = a (+ b) + c: set, tried, kept when both probes run. */
+static mha_status probe_try_sum(plan *P, const unsigned char *skip, int k, int a, int b, int c,
+                                int *found, mha_error *err) {
+    P->sym_sum[k][0] = a;
+    P->sym_sum[k][1] = b;
+    P->sym_sum[k][2] = c;
+    int runs = 1;
+    mha_status st = MHA_OK;
+    for (int p = 0; p < PLAN_PROBES && st == MHA_OK && runs; p++) {
+        int64_t sizes[PLAN_MAX_SYMS];
+        memcpy(sizes, P->probe_sizes[p], sizeof sizes);
+        plan_dim_sums(P, sizes);
+        st = probe_runs_at(P, sizes, skip, &runs, err);
+    }
+    *found = st == MHA_OK && runs;
+    if (!*found) {
+        P->sym_sum[k][0] = P->sym_sum[k][1] = -1;
+        P->sym_sum[k][2] = 0;
+    }
+    return st;
+}
+
+mha_status plan_probe_fit_sums(plan *P, mha_error *err) {
+    const ir_graph *g = P->g;
+    if (P->n_syms < 2) return MHA_ERR_MODEL_UNSUPPORTED;
+    unsigned char *skip = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
+    if (!skip) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    mha_status st = plan_probe_shape_only(P, skip, err);
+    int found = 0;
+    for (int two = 1; two >= 0; two--)
+        for (int k = 0; k < P->n_syms && st == MHA_OK && !found; k++)
+            for (int a = 0; a < P->n_syms && st == MHA_OK && !found; a++)
+                for (int b = two ? a + 1 : -1; b < (two ? P->n_syms : 0) && st == MHA_OK && !found;
+                     b++)
+                    for (int c = two ? 0 : 1; c <= (two ? 0 : PROBE_MAX_SUM_CONST) && !found; c++) {
+                        if (a == k || b == k) continue;
+                        st = probe_try_sum(P, skip, k, a, b, c, &found, err);
+                        if (st != MHA_OK) break;
+                    }
+    mha_free(&P->alloc, skip);
+    if (st != MHA_OK) return st;
+    if (!found) return MHA_ERR_MODEL_UNSUPPORTED;
+    for (int p = 0; p < PLAN_PROBES; p++)
+        plan_dim_sums(P, P->probe_sizes[p]);
+    return MHA_OK;
+}
+
 static uint64_t probe_rand(uint64_t *s) {
     /* splitmix64 */
     uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -325,6 +380,10 @@ mha_status plan_probe_inputs(const plan *P, int p, tensor **in, mha_error *err) 
 mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t seed, tensor **in,
                                    mha_error *err) {
     const ir_graph *g = P->g;
+    int64_t summed[PLAN_MAX_SYMS];
+    memcpy(summed, sizes, sizeof summed);
+    plan_dim_sums(P, summed);
+    sizes = summed;
     for (size_t i = 0; i < g->n_inputs; i++) {
         const ir_value *v = &g->values[g->inputs[i]];
         int64_t dims[MHA_MAX_RANK];
