@@ -20,6 +20,7 @@
 #include "layer_reference.h"
 #include "pool.h"
 #include "registry.h"
+#include "registry_table.h"
 
 /* ------------------------------------------------------------------------ */
 /* A tiny plain-C kernel set ("testk"): float accumulation in a fixed order,
@@ -808,6 +809,34 @@ static void test_forms_match_naive(void **state) {
     backends_close(&bl);
 }
 
+/* The reference forward runs its projections on the interpreter's GEMM
+ * (faster at load) but keeps the scalar backend's numerics: every form
+ * gives the scalar backend's bits at one thread, bias and all. */
+static void test_reference_is_scalar_bits(void **state) {
+    (void)state;
+    const mha_plugin *scalar = mha_scalar_plugin_table();
+    assert_non_null(scalar);
+    for (int w = 0; w < N_CFGS; w++) {
+        cfg c = make_cfg(w);
+        fixture f;
+        fixture_make(&f, &c, 300 + (uint64_t)w * 13);
+        float *want = out_buffer(&f), *got = out_buffer(&f);
+        mha_error err = {0};
+        run_opts ro = {.pool = NULL, .threads = 1};
+        if (run_exec_state(scalar, NULL, &ro, &f, want, &err) != MHA_OK)
+            fail_msg("cfg %d scalar: %s", w, err.message);
+        f.out.data = got;
+        if (layer_reference_forward(NULL, &f.L, f.in, f.n_in, &f.out, 1, &err) != MHA_OK)
+            fail_msg("cfg %d reference: %s", w, err.message);
+        f.out.data = NULL;
+        if (memcmp(want, got, (size_t)f.out_numel * sizeof(float)) != 0)
+            fail_msg("cfg %d: the reference forward differs from the scalar backend's bits", w);
+        free(want);
+        free(got);
+        fixture_free(&f);
+    }
+}
+
 /* Thread counts 1, 2, 3 and 7 give bitwise identical outputs, with batch x
  * heads below, equal to and above the thread count. */
 static void test_threads_bitwise(void **state) {
@@ -1565,6 +1594,7 @@ int main(void) {
         cmocka_unit_test(test_rotary_tables_end),
         cmocka_unit_test(test_kv_cache_steps),
         cmocka_unit_test(test_forms_match_naive),
+        cmocka_unit_test(test_reference_is_scalar_bits),
         cmocka_unit_test(test_threads_bitwise),
         cmocka_unit_test(test_gemm_column_slabs),
         cmocka_unit_test(test_batch_chunks),

@@ -173,8 +173,8 @@ static void test_cos_sin_inputs(void **state) {
     check_case(COSSIN, 1, 32, 8, MHA_ROLE_ROTARY_COS);
 }
 
-/* A negative position, and tables whose halves differ, are the caller's
- * error: refused with a message, never run as something else. */
+/* A negative position, and tables whose pairs of columns differ (here rotate-half's t and t +
+ * half), are the caller's error: refused with a message, never run as something else. */
 static void test_invalid_rotary_inputs(void **state) {
     (void)state;
     mha_runtime *rt = runtime_for("scalar");
@@ -196,7 +196,7 @@ static void test_invalid_rotary_inputs(void **state) {
         assert_non_null(y);
         mha_status st = run_model(rt, m, &ci, y, &err);
         assert_int_equal(st, MHA_ERR_INVALID_ARGUMENT);
-        assert_non_null(strstr(err.message, tables ? "halves" : "position_ids"));
+        assert_non_null(strstr(err.message, tables ? "dims t and t + half" : "position_ids"));
         free(y);
         free_inputs(&ci);
         mha_model_free(m);

@@ -1219,14 +1219,27 @@ static int64_t exec_int_at(const mha_tensor *t, int64_t i) {
                                        : ((const int64_t *)t->data)[i];
 }
 
+/* One row [2 * half] of a given cos or sin table into the kernels' [half]
+ * (one angle per pair), or 0 when a pair's two columns differ: rotate-half
+ * pairs (t, t + half) read columns t and t + half, interleaved pairs (2t,
+ * 2t + 1) columns 2t and 2t + 1. */
+static int exec_rope_row_given(int kind, const float *row, int64_t half, float *out) {
+    for (int64_t t = 0; t < half; t++) {
+        const float a = kind == MHA_ROTARY_HALF ? row[t] : row[2 * t];
+        const float b = kind == MHA_ROTARY_HALF ? row[t + half] : row[2 * t + 1];
+        if (memcmp(&a, &b, sizeof a)) return 0;
+        out[t] = a;
+    }
+    return 1;
+}
+
 /* Tables for positions or cos / sin given as inputs (bd->position_ids, or
  * bd->rotary_cos / rotary_sin): one row per token, [nb * Sq, half] with
  * nb = 1 when the input broadcasts over the batch, so that row s +
  * pos_offset[b] is token s of item b and the kernels turn every token by
  * its own angles. Positions index the model's tables (made as the model
  * makes them past their end when it has inverse frequencies). Given tables
- * must repeat their halves (cat(freqs, freqs)): the kernels turn pair (t,
- * t + half) by one angle. */
+ * must give both columns of a pair one angle (exec_rope_row_given). */
 static mha_status exec_rope_tables_given(const mha_alloc_ctx *a, const layer *L,
                                          const exec_binding *bd, exec_rope_tables *t,
                                          mha_error *err) {
@@ -1278,18 +1291,19 @@ static mha_status exec_rope_tables_given(const mha_alloc_ctx *a, const layer *L,
         }
         const float *c = (const float *)bd->rotary_cos->data + r * 2 * half;
         const float *s = (const float *)bd->rotary_sin->data + r * 2 * half;
-        if (memcmp(c, c + half, row_bytes) || memcmp(s, s + half, row_bytes)) {
+        if (!exec_rope_row_given(L->rotary, c, half, cs + r * half) ||
+            !exec_rope_row_given(L->rotary, s, half, sn + r * half)) {
             mha_free(a, t->owned);
             mha_free(a, t->pos_offset);
             memset(t, 0, sizeof *t);
-            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
-                            "inputs rotary cos / sin: the two halves of token %lld differ; the "
-                            "layer turns dims t and t + %lld by one angle (tables made as "
-                            "cat(freqs, freqs))",
-                            (long long)r, (long long)half);
+            return mha_fail(
+                err, MHA_ERR_INVALID_ARGUMENT,
+                "inputs rotary cos / sin: the two columns of a pair of token %lld "
+                "differ; the layer turns %s by one angle (tables made as %s)",
+                (long long)r,
+                L->rotary == MHA_ROTARY_HALF ? "dims t and t + half" : "dims 2t and 2t + 1",
+                L->rotary == MHA_ROTARY_HALF ? "cat(freqs, freqs)" : "repeat_interleave(freqs, 2)");
         }
-        memcpy(cs + r * half, c, row_bytes);
-        memcpy(sn + r * half, s, row_bytes);
     }
     mha_free(a, src.owned);
     for (int64_t b = 0; b < B; b++)
@@ -1607,7 +1621,7 @@ mha_status exec_run_attention_args(const exec_env *env, const mha_attn_args *arg
     memset(&s, 0, sizeof s);
     s.env = env;
     s.plugin = p;
-    s.threads = pool_size(env->pool);
+    s.threads = pool_threads(env->pool);
     if (env->num_threads > 0 && env->num_threads < s.threads) s.threads = env->num_threads;
     const int self_parallel = (p->flags & MHA_PLUGIN_SELF_PARALLEL) != 0;
     int reserved = 0;
@@ -1726,7 +1740,7 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
                  : exec_rope_tables_get(env->alloc, L, bd.P + exec_max(bd.Sq, bd.Skv), &rope, err);
         if (st != MHA_OK) return st;
     }
-    s.threads = pool_size(env->pool);
+    s.threads = pool_threads(env->pool);
     if (env->num_threads > 0 && env->num_threads < s.threads) s.threads = env->num_threads;
     const int self_parallel = (p->flags & MHA_PLUGIN_SELF_PARALLEL) != 0;
     /* A self-parallel plugin runs its own threads while the pool idles;

@@ -340,14 +340,18 @@ static mha_status layer_bind_rotary_inputs(const layer *L, exec_binding *bd,
         const int rank = t->rank == 4 || t->rank == 2 ? t->rank : 3;
         const int64_t b = t->rank >= 1 && t->shape[0] == 1 ? 1 : bd->B;
         const int64_t want3[3] = {b, bd->Sq, L->rotary_dim};
-        const int64_t want4[4] = {b, 1, bd->Sq, L->rotary_dim};
+        /* the 1 before the tokens, or after them (GPT-J's [B, S, 1, d]): one layout */
+        const int tokens_first = rank == 4 && t->shape[1] != 1 && t->shape[2] == 1;
+        const int64_t want4[4] = {b, tokens_first ? bd->Sq : 1, tokens_first ? 1 : bd->Sq,
+                                  L->rotary_dim};
         /* [S, rotary_dim]: one table for the whole batch */
         const int64_t *want = rank == 4 ? want4 : rank == 3 ? want3 : want3 + 1;
-        st = layer_expect_shape(io, t, rank, want,
-                                rank == 4   ? "[B or 1, 1, S, rotary_dim]"
-                                : rank == 3 ? "[B or 1, S, rotary_dim]"
-                                            : "[S, rotary_dim]",
-                                err);
+        st = layer_expect_shape(
+            io, t, rank, want,
+            rank == 4 ? (tokens_first ? "[B or 1, S, 1, rotary_dim]" : "[B or 1, 1, S, rotary_dim]")
+            : rank == 3 ? "[B or 1, S, rotary_dim]"
+                        : "[S, rotary_dim]",
+            err);
         if (st != MHA_OK) return st;
     }
     if (cs->rank != sn->rank || cs->shape[0] != sn->shape[0])

@@ -195,6 +195,8 @@ typedef struct rz_reading {
     int affine;          /* valued: float m in between is interpolated */
     int alibi_counted;   /* key padding also moves ALiBi positions (BLOOM) */
     const double *slope; /* [H] ALiBi slopes seen with every key attended, or NULL */
+    int bool_fill;       /* a bool mask read as valued (rz_bool_fill): 1 + its attending
+                            value */
 } rz_reading;
 
 static double rz_valued(const rz_reading *rd, double m) {
@@ -466,6 +468,31 @@ static mha_status rz_read_values(rz_ctx *z, tensor *M, const double *cf, const r
     return st;
 }
 
+/* A bool reading hides its keys outright, but the file may hide them with a
+ * finite fill (masked_fill(mask, finfo.min)): a query row whose every key
+ * is hidden then averages all its keys, where the kernels' -inf gives 0.
+ * The fill every key the reading hides gets in e (and base does not hide),
+ * when it is one finite value; else 0 (-inf, or several values). */
+static int rz_bool_fill(const rz_eff *e, const rz_eff *base, const tensor *M, const rz_reading *rd,
+                        const int64_t *target, const int64_t *bat, const int64_t *head,
+                        double *fill) {
+    int64_t stride[4] = {0, 0, 0, 0};
+    if (rd->cand >= RZ_CAND_ATTN_BOOL) rz_attn_strides(M, target, rd->batch_first, stride);
+    int seen = 0;
+    for (int64_t n = 0; n < e->n_slots; n++)
+        for (int64_t i = 0; i < e->sq; i++)
+            for (int64_t j = 0; j < e->skv; j++) {
+                const int64_t idx = (n * e->sq + i) * e->skv + j;
+                const double r = rz_reading_value(rd, M, stride, bat[n], head[n], i, j, e->skv);
+                if (r != -INFINITY || rz_is_masked_value(base->raw[idx])) continue;
+                const double v = e->raw[idx];
+                if (!isfinite(v) || (seen && v != *fill)) return 0;
+                *fill = v;
+                seen = 1;
+            }
+    return seen;
+}
+
 /* Tries reading mask input M as cand; *ok when every probe agrees. */
 static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor *M, rz_cand cand,
                                    int neutral, int bf, const int64_t *target, const int64_t *bat,
@@ -521,6 +548,17 @@ static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor
         }
         if (good) break;
     }
+    double fill = 0.0;
+    if (st == MHA_OK && good && !rz_cand_valued(cand) && cand != RZ_CAND_ATTN_FLOAT &&
+        rz_bool_fill(&e, base, M, rd, target, bat, head, &fill)) {
+        /* read as the values they are: the attending value (neutral, see
+         * rz_find_reading) adds 0, the other the fill */
+        const int attend = cand == RZ_CAND_KPM_ATTEND || cand == RZ_CAND_ATTN_BOOL;
+        rd->cand = cand <= RZ_CAND_KPM_VALUED ? RZ_CAND_KPM_VALUED : RZ_CAND_ATTN_VALUED;
+        rd->add[attend] = 0.0;
+        rd->add[!attend] = fill;
+        rd->bool_fill = 1 + attend;
+    }
     if (st == MHA_OK && good && rz_cand_valued(cand) && M->dtype == MHA_DTYPE_FLOAT32) {
         /* float m between 0 and 1: interpolated ((1 - m) * c) or a step (m != 0) */
         rz_fill_mask(M, cand, 0x6672616374ull, neutral, 1);
@@ -540,7 +578,7 @@ static mha_status rz_try_candidate(rz_ctx *z, layer *L, const double *cf, tensor
     rd->slope = NULL;
     if (st == MHA_OK) {
         /* the base run again: the caller reads the pattern from it */
-        rz_fill_mask(M, cand, 0, neutral, 0);
+        rz_fill_mask(M, rd->cand, 0, rd->bool_fill ? rd->bool_fill - 1 : neutral, 0);
         st = rz_rerun(z);
         if (st == MHA_OK) st = rz_eff_eval(z, cf, base);
     }
@@ -581,7 +619,7 @@ static mha_status rz_find_reading(rz_ctx *z, layer *L, const double *cf, tensor 
             !rz_cand_fits(M, cand, target, bf))
             continue;
         st = rz_try_candidate(z, L, cf, M, cand, neutral, bf, target, bat, head, &f->rd, base, ok);
-        f->neutral = neutral;
+        f->neutral = f->rd.bool_fill ? f->rd.bool_fill - 1 : neutral;
     }
     return st;
 }

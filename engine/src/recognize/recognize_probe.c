@@ -55,7 +55,11 @@ static rz_sym rz_axis_symbol(const layer *L, const layer_io *io, int axis, int c
                : axis == 1 ? RZ_SYM_SQ
                            : RZ_SYM_FIXED;
     case MHA_ROLE_ROTARY_COS: /* [S, d] (LLaMA's, made from the length), */
-    case MHA_ROLE_ROTARY_SIN: /* [B, S, d] or [B, 1, S, d] */
+    case MHA_ROLE_ROTARY_SIN: /* [B, S, d], [B, 1, S, d] or [B, S, 1, d] (GPT-J's) */
+        if (r == 4 && io->dims[2] == 1 && io->dims[1] != 1)
+            return axis == 1   ? RZ_SYM_SQ
+                   : axis == 0 ? (io->dims[0] == 1 ? RZ_SYM_FIXED : RZ_SYM_B)
+                               : RZ_SYM_FIXED;
         return from_end == 1 ? RZ_SYM_SQ
                : axis == 0   ? (io->dims[0] == 1 ? RZ_SYM_FIXED : RZ_SYM_B)
                              : RZ_SYM_FIXED;
@@ -195,10 +199,13 @@ void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t
     if (!pos && io->role != MHA_ROLE_ROTARY_COS && io->role != MHA_ROLE_ROTARY_SIN) return;
     const int64_t n = tensor_numel(t);
     if (t->rank < 2 || n <= 0) return;
-    const int64_t W = pos ? 1 : t->dims[t->rank - 1], S = t->dims[t->rank - (pos ? 1 : 2)];
-    /* [S, d] tables have no batch axis: one item */
+    const int64_t W = pos ? 1 : t->dims[t->rank - 1];
+    /* [S, d] tables have no batch axis: one item; the rows of an item are
+     * its tokens whichever axis of a 4-D table is the 1 */
     const int64_t items = !pos && t->rank == 2 ? 1 : t->dims[0];
-    const int64_t per_item = n / items, half = W / 2 > 0 ? W / 2 : 1;
+    if (items <= 0 || W <= 0) return;
+    const int64_t per_item = n / items, half = W / 2 > 0 ? W / 2 : 1, S = per_item / W;
+    if (S <= 0) return;
     for (int64_t i = 0; i < n; i++) {
         const int64_t b = i / per_item, s = (i % per_item) / W % S, c = i % W;
         int64_t p = first + (vary_batch ? 2 * s + 3 * b : s);
@@ -207,8 +214,13 @@ void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t
             tensor_set_f64(t, i, (double)p);
             continue;
         }
-        /* halves repeated, as cat(freqs, freqs); no angle a multiple of pi */
-        const float angle = (float)(p + 1) * (0.31f + 0.67f * (float)(c % half) / (float)half);
+        /* one angle for columns c and c + half (rotate-half's pair, tables
+         * cat(freqs, freqs)) and for 2t and 2t + 1 (GPT-J's interleaved
+         * pair, repeat_interleave(freqs, 2)), so that either pairing reads
+         * a rotation from the table; no angle a multiple of pi. An odd half
+         * links every column: one angle per token. */
+        const int64_t j = half % 2 == 0 ? (c % half) / 2 : 0;
+        const float angle = (float)(p + 1) * (0.31f + 0.67f * (float)j / (float)half);
         tensor_set_f64(t, i, io->role == MHA_ROLE_ROTARY_COS ? cos(angle) : sin(angle));
     }
 }

@@ -514,18 +514,20 @@ mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used) {
 }
 
 /* The rotation reads its cos / sin from inputs: the probed angles must be
- * the probe's table values, token by token, with both halves of a row
- * alike (rotate-half pairs (t, t + half) turn by column t and t + half). */
+ * the probe's table values, token by token, with both columns of a pair
+ * alike (rotate-half pairs (t, t + half) turn by columns t and t + half,
+ * as cat(freqs, freqs) makes them; GPT-J's pairs (2t, 2t + 1) by columns
+ * 2t and 2t + 1, as repeat_interleave(freqs, 2) makes them). */
 static mha_status rz_rot_given_tables(rz_ctx *z, const rz_rot_found *f, layer *L) {
     const int ic = rz_rot_role_input(L, MHA_ROLE_ROTARY_COS);
     const int is = rz_rot_role_input(L, MHA_ROLE_ROTARY_SIN);
     const tensor *tc = z->inputs[ic], *ts = z->inputs[is];
     const int64_t half = f->rd / 2;
-    if (f->kind != MHA_ROTARY_HALF)
-        return rz_rot_refuse(z, 0,
-                             "interleaved pairs turned by cos / sin tables given as inputs are "
-                             "not supported (rotate-half ones are)");
-    if (tc->dims[tc->rank - 1] != f->rd || tc->dims[tc->rank - 2] < f->n_pos)
+    /* tokens per batch item: [S, d], [B, S, d], [B, 1, S, d], [B, S, 1, d] */
+    const int64_t items = tc->rank == 2 ? 1 : tc->dims[0];
+    const int64_t tokens = items > 0 && f->rd > 0 ? tensor_numel(tc) / items / f->rd : 0;
+    if (tc->dims[tc->rank - 1] != f->rd || tokens < f->n_pos ||
+        tensor_numel(ts) != tensor_numel(tc))
         return rz_rot_refuse(z, 0,
                              "its cos / sin inputs are not [.., S, rotary_dim] tables of the "
                              "turning dims");
@@ -536,8 +538,10 @@ static mha_status rz_rot_given_tables(rz_ctx *z, const rz_rot_found *f, layer *L
             const float c = f->cos[p * half + t], sn = f->sin[p * half + t];
             const float *vc = (const float *)tc->data + p * W,
                         *vs = (const float *)ts->data + p * W;
-            as_named &= c == vc[t] && c == vc[t + half] && sn == vs[t] && sn == vs[t + half];
-            swapped &= c == vs[t] && c == vs[t + half] && sn == vc[t] && sn == vc[t + half];
+            const int64_t c1 = f->kind == MHA_ROTARY_HALF ? t : 2 * t;
+            const int64_t c2 = f->kind == MHA_ROTARY_HALF ? t + half : 2 * t + 1;
+            as_named &= c == vc[c1] && c == vc[c2] && sn == vs[c1] && sn == vs[c2];
+            swapped &= c == vs[c1] && c == vs[c2] && sn == vc[c1] && sn == vc[c2];
         }
     if (!as_named && !swapped)
         return rz_rot_refuse(z, 0,
