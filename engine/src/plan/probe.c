@@ -240,8 +240,9 @@ static mha_status probe_fit_grids(plan *P, probe_fit *f, mha_error *err) {
         const int before = f->found;
         st = probe_fit_grid(P, f, g, g, err);
         if (before && f->found == before) break;
-        if (!f->found && f->made > f->budget) return st; /* the sizes grow, so will the probes */
+        if (!f->found && f->made > f->budget) break; /* the sizes grow, so will the probes */
     }
+    f->made = 0; /* the grids that are not square: a budget of their own */
     for (int64_t n = 2; n <= PROBE_MAX_PATCHES && st == MHA_OK && !f->found && f->made <= f->budget;
          n++) {
         int64_t a = 1; /* the largest side below sqrt(n) that divides n */
