@@ -1057,6 +1057,37 @@ class Deit(nn.Module):
         return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2
 
 
+# -------------------------------------------- PyTorch's tutorial LM ----
+
+class TutorialLM(nn.Module):
+    """The word-language-model of PyTorch's tutorial: sequence first [S, B],
+    embeddings times sqrt(d), a sinusoid table buffer [max_len, 1, D]
+    sliced to S, nn.TransformerEncoder (post-LN, ReLU), a decoder Linear;
+    the causal mask (generate_square_subsequent_mask: a float triu of -inf)
+    given as an input, or made inside."""
+
+    def __init__(self, mask_input):
+        super().__init__()
+        self.mask_input = mask_input
+        self.encoder = nn.Embedding(VOCAB, D)
+        layer = nn.TransformerEncoderLayer(D, H, FF, dropout=0.0)
+        self.transformer_encoder = nn.TransformerEncoder(layer, L)
+        self.decoder = nn.Linear(D, VOCAB)
+        pos = torch.arange(MAXPOS).unsqueeze(1)
+        div = torch.exp(torch.arange(0, D, 2) * (-math.log(10000.0) / D))
+        pe = torch.zeros(MAXPOS, 1, D)
+        pe[:, 0, 0::2] = torch.sin(pos * div)
+        pe[:, 0, 1::2] = torch.cos(pos * div)
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, src, src_mask=None):
+        if src_mask is None:
+            src_mask = nn.Transformer.generate_square_subsequent_mask(src.size(0))
+        x = self.encoder(src) * math.sqrt(D)
+        x = x + self.pe[: x.size(0)]
+        return self.decoder(self.transformer_encoder(x, src_mask))
+
+
 # ---------------------------------------------------------------- export ----
 
 def data(seed, b, s, pad_last=2):
@@ -1214,6 +1245,12 @@ def main():
     export(outdir, "z_t5_dec_past_op16", T5DecoderPast(), 326, t5_past_inputs(26),
            ["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask"] + past, present, 16,
            dynamic=t5_past_axes(past, present))
+    sq = {0: "seq", 1: "batch"}
+    export(outdir, "z_tutorial_lm_maskinput_op14", TutorialLM(True), 327, tutorial_inputs(27, True),
+           ["src", "src_mask"], ["output"], 14,
+           dynamic={"src": sq, "src_mask": {0: "seq", 1: "seq"}, "output": sq})
+    export(outdir, "z_tutorial_lm_op17", TutorialLM(False), 328, tutorial_inputs(28, False), ["src"],
+           ["output"], 17, dynamic={"src": sq, "output": sq})
     export(outdir, "z_whisper_dec_op15", WhisperDecoder(), 323, whisper_dec_inputs(23),
            ["decoder_input_ids", "encoder_hidden_states"], ["logits"], 15)
     export(outdir, "z_deit_disttoken_op14", Deit(), 324,
@@ -1271,6 +1308,14 @@ def t5_past_inputs(seed):
         mask = torch.ones(b, s + 2, dtype=torch.long)
         mask[b - 1, s:] = 0
         return [ids, enc, mask] + [torch.randn(b, H, s - 1, DH, generator=g) for _ in range(4)]
+    return make
+
+
+def tutorial_inputs(seed, mask_input):
+    # [S, B] token ids (the batch second), and the causal mask when an input
+    def make(b, s):
+        src = torch.randint(0, VOCAB, (s, b), generator=torch.Generator().manual_seed(seed + s))
+        return [src] + ([nn.Transformer.generate_square_subsequent_mask(s)] if mask_input else [])
     return make
 
 
