@@ -102,6 +102,38 @@ int cli_runtime_create(const cli_common *c, mha_runtime **rt) {
     return CLI_OK;
 }
 
+int cli_check_input_shape(const char *file, const mha_io_info *info, int rank, const int64_t *dims,
+                          int check_last) {
+    char have[160], want[160];
+    cli_shape_str(rank, dims, have, sizeof have);
+    cli_shape_str(info->rank, info->shape, want, sizeof want);
+    if (info->rank >= 0 && rank != info->rank)
+        return cli_fail("%s: input '%s': %d axes, the model takes %d (shape %s, got %s)", file,
+                        info->name, rank, info->rank, want, have);
+    const int last = info->rank - 1;
+    if (check_last && last >= 0 && info->shape[last] >= 0 && dims[last] != info->shape[last])
+        return cli_fail("%s: input '%s': axis %d is %lld, the model takes %lld only (shape %s, "
+                        "got %s)",
+                        file, info->name, last, (long long)dims[last], (long long)info->shape[last],
+                        want, have);
+    return CLI_OK;
+}
+
+size_t cli_message_input(const char *message, const mha_io_info *info, size_t n) {
+    size_t best = n;
+    const char *first = NULL;
+    for (size_t i = 0; i < n; i++) {
+        char quoted[300];
+        snprintf(quoted, sizeof quoted, "'%s'", info[i].name ? info[i].name : "");
+        const char *at = strstr(message, quoted);
+        if (at && (!first || at < first)) {
+            first = at;
+            best = i;
+        }
+    }
+    return best;
+}
+
 const char *cli_shape_str(int rank, const int64_t *dims, char *buf, size_t n) {
     size_t used = 0;
     buf[0] = '\0';

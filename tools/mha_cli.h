@@ -75,6 +75,18 @@ int cli_runtime_create(const cli_common *c, mha_runtime **rt);
 
 /* "2x8x32" or "?x?x32" into buf. */
 const char *cli_shape_str(int rank, const int64_t *dims, char *buf, size_t n);
+/* An input file's shape (rank, dims) against what the model declares for
+ * the input: CLI_OK, or one line "FILE: input 'NAME': ..." naming the
+ * axis and the size the model takes against the one given (CLI_FAIL).
+ * The number of axes always; the last axis when check_last (a layer's
+ * feature width: a whole model's axes are checked by the library, which
+ * knows the file's names for them). */
+int cli_check_input_shape(const char *file, const mha_io_info *info, int rank, const int64_t *dims,
+                          int check_last);
+/* Which of the n inputs a library message is about: the one whose quoted
+ * name ('input_ids') comes first in it (a message may name another input
+ * after it), n when none is named. */
+size_t cli_message_input(const char *message, const mha_io_info *info, size_t n);
 /* Bytes of a tensor's data, 0 (and *ok = 0) if it overflows. */
 size_t cli_tensor_bytes(const mha_tensor *t, int *ok);
 

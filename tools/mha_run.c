@@ -106,6 +106,7 @@ typedef struct run_state {
     mha_tensor_file **in_tf;
     mha_tensor *ins, *outs;
     mha_output_file **pending;
+    int whole; /* a whole model (a plan): the library checks every axis */
 } run_state;
 
 static void run_state_free(run_state *s) {
@@ -172,24 +173,16 @@ static int run_read_input(run_state *s, size_t i) {
     if (mha_tensor_file_read(file, &o, &s->in_tf[i], &err) != MHA_OK)
         return cli_fail_err(file, &err);
     const mha_tensor *t = mha_tensor_file_tensor(s->in_tf[i]);
-    char have[160], want[160];
-    cli_shape_str(t->rank, t->shape, have, sizeof have);
-    cli_shape_str(info->rank, info->shape, want, sizeof want);
-    if (info->rank >= 0 && t->rank != info->rank)
-        return cli_fail("%s: shape %s has rank %d but input '%s' wants rank %d [%s]", file, have,
-                        t->rank, info->name, info->rank, want);
     /* Batch and sequence lengths a model declares are not binding (mha.h);
-     * the feature width of a sequence input is. The library checks the rest
-     * (masks against the sequences, heads) and names the input. */
+     * the feature width of a layer's sequence input is. The library checks
+     * the rest (masks against the sequences, heads, a whole model's every
+     * axis) and names the input. */
     int sequence = info->role == MHA_ROLE_QUERY || info->role == MHA_ROLE_KEY_VALUE ||
                    info->role == MHA_ROLE_VALUE_INPUT || info->role == MHA_ROLE_Q ||
                    info->role == MHA_ROLE_K || info->role == MHA_ROLE_V ||
                    info->role == MHA_ROLE_PAST_KEY || info->role == MHA_ROLE_PAST_VALUE;
-    int last = info->rank - 1;
-    if (sequence && last >= 0 && info->shape[last] >= 0 && t->shape[last] != info->shape[last])
-        return cli_fail(
-            "%s: shape %s does not fit input '%s' [%s]: the last dimension must be %lld", file,
-            have, info->name, want, (long long)info->shape[last]);
+    int rc = cli_check_input_shape(file, info, t->rank, t->shape, sequence && !s->whole);
+    if (rc != CLI_OK) return rc;
     s->ins[i] = *t;
     return CLI_OK;
 }
@@ -197,12 +190,8 @@ static int run_read_input(run_state *s, size_t i) {
 /* A library message about the inputs names a model input ('query'); report
  * it against that input's file. */
 static int run_fail_inputs(const run_state *s, const char *model_path, const mha_error *err) {
-    for (size_t i = 0; i < s->n_in; i++) {
-        char quoted[300];
-        snprintf(quoted, sizeof quoted, "'%s'", s->in_info[i].name);
-        if (strstr(err->message, quoted)) return cli_fail_err(s->in_file[i], err);
-    }
-    return cli_fail_err(model_path, err);
+    const size_t i = cli_message_input(err->message, s->in_info, s->n_in);
+    return cli_fail_err(i < s->n_in ? s->in_file[i] : model_path, err);
 }
 
 /* Checks every output before the work: -o files resolved, distinct and
@@ -413,6 +402,7 @@ int cli_cmd_run(int argc, char **argv) {
     }
     mha_model_info mi;
     mha_model_get_info(s.model, &mi);
+    s.whole = strcmp(mi.form, "plan") == 0;
     s.n_in = mi.num_inputs;
     s.n_out = mi.num_outputs;
     s.in_info = calloc(s.n_in + 1, sizeof *s.in_info);

@@ -280,19 +280,8 @@ static int ds_open_input(ds_state *s, size_t i) {
         return cli_fail("%s: %s data cannot be used as input '%s' (%s)", in->file,
                         mha_dtype_name(in->h.dtype), info->name, mha_dtype_name(info->dtype));
     in->dtype = info->dtype;
-    char have[160], want[160];
-    cli_shape_str(in->h.rank, in->h.dims, have, sizeof have);
-    cli_shape_str(info->rank, info->shape, want, sizeof want);
-    if (info->rank >= 0 && in->h.rank != info->rank)
-        return cli_fail("%s: shape %s has rank %d but input '%s' wants rank %d [%s]", in->file,
-                        have, in->h.rank, info->name, info->rank, want);
-    int last = info->rank - 1;
-    if (ds_role_is_sequence(info->role) && last >= 0 && info->shape[last] >= 0 &&
-        in->h.dims[last] != info->shape[last])
-        return cli_fail(
-            "%s: shape %s does not fit input '%s' [%s]: the last dimension must be %lld", in->file,
-            have, info->name, want, (long long)info->shape[last]);
-    return CLI_OK;
+    return cli_check_input_shape(in->file, info, in->h.rank, in->h.dims,
+                                 ds_role_is_sequence(info->role) && !s->whole);
 }
 
 /* --lengths FILE.npy: one int32/int64 per row, each in [0, S]. */
@@ -847,6 +836,14 @@ static int ds_setup(const cli_common *c, ds_state *s) {
         t->rank = in->h.rank;
         memcpy(t->shape, in->h.dims, sizeof t->shape);
         in->batch_major = ds_is_batch_major(info, &in->h, s->B, s->whole);
+        /* a whole model's input with a batch axis goes by rows: one of
+         * another number of rows than the first is refused here, by name,
+         * not at the first chunk as an axis of another size */
+        if (s->whole && !in->batch_major && info->rank == in->h.rank && info->shape[0] < 0)
+            return cli_fail("%s: input '%s': axis 0 (the batch) has %lld rows, but %lld in "
+                            "input '%s' (%s)",
+                            in->file, info->name, (long long)in->h.dims[0], (long long)s->B,
+                            s->in_info[qi].name, s->in[qi].file);
         in->row_bytes = in->h.row_bytes / mha_dtype_size(in->h.dtype) * esize;
         if (in->batch_major) {
             in->zero_copy = mha_npy_reader_mapped_rows(in->reader, 0, 0) &&
@@ -871,10 +868,8 @@ static int ds_setup(const cli_common *c, ds_state *s) {
  * names (an index it gives into the input is one into these rows), else
  * against the model. */
 static int ds_fail_chunk(const ds_state *s, int64_t r, int64_t n, const mha_error *err) {
-    for (size_t i = 0; i < s->n_in; i++) {
-        char quoted[300];
-        snprintf(quoted, sizeof quoted, "'%s'", s->in_info[i].name);
-        if (!s->in[i].file || !strstr(err->message, quoted)) continue;
+    const size_t i = cli_message_input(err->message, s->in_info, s->n_in);
+    if (i < s->n_in && s->in[i].file) {
         if (r == 0 && n == s->B) return cli_fail_err(s->in[i].file, err);
         if (n == 1) return cli_fail("%s: row %lld: %s", s->in[i].file, (long long)r, err->message);
         return cli_fail("%s: rows %lld-%lld: %s", s->in[i].file, (long long)r,

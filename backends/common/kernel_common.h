@@ -61,9 +61,10 @@ static inline void kernel_gemm_tile_out(const mha_gemm_args *a, const float *ct,
 }
 
 /*
- * erf(x) in float arithmetic alone (+, -, *, compares, copysign): no libm
- * call, so a loop of it vectorises at every ISA width, and every backend
- * compiling it (-ffp-contract=off) gets the same bits. Two polynomials
+ * erf(x) in float arithmetic alone (+, -, *, fmaf, compares, copysign): no
+ * libm call where the ISA has an FMA, so a loop of it vectorises at every
+ * ISA width, and every backend compiling it (-ffp-contract=off; fmaf is
+ * exactly rounded everywhere) gets the same bits. Two polynomials
  * fitted here (least squares reweighted towards the largest error), both
  * evaluated and one chosen:
  *   |x| < 1:          |x| + |x| * P(x^2), P of degree 6 (P(0) = 2/sqrt(pi)
@@ -72,14 +73,20 @@ static inline void kernel_gemm_tile_out(const mha_gemm_args *a, const float *ct,
  *                     within 7e-9 absolute
  *   |x| >= 3.9192:     1 (erf rounds to 1 in float from there), Inf too
  * then the sign of x (erf(-0) = -0), NaN stays NaN. Measured against erf in
- * double over every float (test_erf_bound): at most 1.46 ulp (libm's erff
- * at most 0.9), so a GELU moves by ulps, never more.
+ * double over every float (test_erf_bound): at most 1.24 ulp (libm's erff
+ * at most 0.9; 1.46 when the polynomials ran a multiply and an add per
+ * step), so a GELU moves by ulps, never more.
  */
-/* c[0] + c[1] t + ... + c[n - 1] t^(n - 1), by Horner from the top. */
+/* c[0] + c[1] t + ... + c[n - 1] t^(n - 1), by Horner from the top, one
+ * fused multiply-add per step: fmaf rounds once, exactly as IEEE says, so
+ * the FMA instruction of a vector loop and libm's fmaf of a build without
+ * one give the same bits (-ffp-contract=off only stops the compiler from
+ * fusing a * b + c on its own). Half the operations of a multiply and an
+ * add: the polynomials are the GELU epilogue's cost. */
 static inline float kernel_horner(const float *c, int n, float t) {
     float r = c[n - 1];
     for (int i = n - 2; i >= 0; i--)
-        r = r * t + c[i];
+        r = fmaf(r, t, c[i]);
     return r;
 }
 
@@ -94,7 +101,7 @@ static inline float kernel_erf(float x) {
                                 1.731979097e-05f,  -8.039911426e-08f, -1.092574442e-06f};
     const float a = fabsf(x);
     const float p = kernel_horner(P, 7, a * a), q = kernel_horner(E, 15, a - 2.4596f);
-    float r = a < 1.0f ? a + a * p : 1.0f - q;
+    float r = a < 1.0f ? fmaf(a, p, a) : 1.0f - q;
     r = a >= 3.9192f ? 1.0f : r;
     return copysignf(r, x);
 }
@@ -112,8 +119,9 @@ static inline float kernel_gelu_erf(float x) {
  * 2a = n ln2 + r, |r| <= ln2 / 2 (ln2 in two parts: n ln2_hi is exact), and
  * expm1(r) its Taylor polynomial to r^9 (the rest below 1e-11 of r). No
  * cancellation near 0 (m ~ 2a), 1 from a >= 9 (tanh rounds to 1 in float),
- * then the sign of x; NaN stays NaN. Bound (test_kernel_erf: every 97th float
- * against tanh in double): 1.5 ulp (measured 1.49).
+ * then the sign of x; NaN stays NaN. Both polynomials by fmaf Horner steps.
+ * Bound (test_kernel_erf: every 97th float against tanh in double): 1.5 ulp
+ * (measured 1.49).
  */
 static inline float kernel_tanh(float x) {
     const float a = fabsf(x);
@@ -123,31 +131,27 @@ static inline float kernel_tanh(float x) {
     const float kf = y * 1.44269504088896341f + 12582912.0f;
     const float n = kf - 12582912.0f;
     const float r = (y - n * 0.693145751953125f) - n * 1.42860676533018570e-06f;
-    const float p =
-        r + r * r *
-                (0.5f + r * (1.66666672e-01f +
-                             r * (4.16666679e-02f +
-                                  r * (8.33333377e-03f +
-                                       r * (1.38888892e-03f +
-                                            r * (1.98412701e-04f +
-                                                 r * (2.48015876e-05f + r * 2.75573188e-06f)))))));
+    static const float X[8] = {0.5f,
+                               1.66666672e-01f,
+                               4.16666679e-02f,
+                               8.33333377e-03f,
+                               1.38888892e-03f,
+                               1.98412701e-04f,
+                               2.48015876e-05f,
+                               2.75573188e-06f};
+    const float p = fmaf(r * r, kernel_horner(X, 8, r), r);
     int32_t kb;
     memcpy(&kb, &kf, sizeof kb);
     const int32_t bits = (kb - 0x4B400000 + 127) << 23; /* 2^n */
     float s;
     memcpy(&s, &bits, sizeof s);
-    const float m = p * s + (s - 1.0f);
+    const float m = fmaf(p, s, s - 1.0f);
     /* below 0.4 the odd series to a^15 (the rest below 1e-9 of a): the
      * quotient's three roundings would cost 2.4 ulp there */
+    static const float T[7] = {-3.33333343e-01f, 1.33333340e-01f, -5.39682545e-02f, 2.18694881e-02f,
+                               -8.86323489e-03f, 3.59212966e-03f, -1.45583438e-03f};
     const float a2 = a * a;
-    const float q =
-        a + a * a2 *
-                (-3.33333343e-01f +
-                 a2 * (1.33333340e-01f +
-                       a2 * (-5.39682545e-02f +
-                             a2 * (2.18694881e-02f +
-                                   a2 * (-8.86323489e-03f +
-                                         a2 * (3.59212966e-03f + a2 * -1.45583438e-03f))))));
+    const float q = fmaf(a * a2, kernel_horner(T, 7, a2), a);
     const float d = m / (m + 2.0f); /* computed for every x: a select, not a branch */
     float t = a < 0.4f ? q : a < 9.0f ? d : 1.0f;
     t = copysignf(t, x);

@@ -16,15 +16,9 @@ C="$MHA_TEST_DATA/models/v_vit_hf_dynhw_op14"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# npy_f32 FILE SHAPE COUNT: a float32 .npy of zeros (a 128-byte header)
-npy_f32() {
-  hdr="{'descr': '<f4', 'fortran_order': False, 'shape': $2, }"
-  {
-    printf '\223NUMPY\001\000\166\000%s' "$hdr"
-    printf '%*s\n' $((118 - ${#hdr} - 1)) ''
-    head -c $(($3 * 4)) /dev/zero
-  } >"$1"
-}
+. "$(dirname "$0")/lib/npy_zeros.sh"
+# npy_f32 FILE SHAPE COUNT: a float32 .npy of COUNT zeros
+npy_f32() { npy_zeros "$1" '<f4' "$2" $(($3 * 4)); }
 
 echo "== the file's symbolic height and width, fitted at load"
 "$MHA" info "$C/model.onnx" >"$T/info.txt" || fail "info: $(cat "$T/info.txt")"
@@ -58,8 +52,21 @@ bad() {
 
 echo "== images of another size are refused"
 bad tall "(2, 3, 20, 16)" 1920 "axis 2 ('height')"
-bad wide "(2, 3, 16, 20)" 1920 "last dimension"
-bad large "(1, 3, 32, 32)" 3072 "last dimension"
+bad wide "(2, 3, 16, 20)" 1920 "axis 3 ('width')"
+bad large "(1, 3, 32, 32)" 3072 "axis 2 ('height')"
+
+echo "== images that are not square: 8 pixels tall, 16 wide (2 x 4 patches)"
+N="$MHA_TEST_DATA/models/v_vit_hf_nonsquare_op14"
+W="$MHA_TEST_DATA/models/v_vit_hf_dynhw_nonsquare_op14"
+"$MHA" info "$W/model.onnx" >"$T/ns.txt" || fail "info (not square): $(cat "$T/ns.txt")"
+for m in "$N" "$W"; do
+  "$MHA" check "$m" >"$T/ns_check.txt" 2>&1 || fail "check $m: $(cat "$T/ns_check.txt")"
+done
+npy_f32 "$T/ns.npy" "(2, 3, 8, 16)" 768
+"$MHA" run -q "$W/model.onnx" "$T/ns.npy" -o "$T/ns_out.npy" || fail "run (not square)"
+C="$N"
+bad turned "(2, 3, 16, 8)" 768 "axis 2"
+echo "ok: declared and fitted at 8 x 16, both match PyTorch; 16 x 8 refused where declared"
 
 echo "== a model of any image size keeps the axes symbolic"
 A="$MHA_TEST_DATA/models/v_vit_anysize_meanpool_op14"

@@ -352,6 +352,26 @@ static void test_arith(void **state) {
     expect_f(y, 1, D(2), F(2, 3), 0);
     tensor_free(y);
     free_all(in, 2);
+    /* one exponent of a float32 base (the LayerNorm's Pow(x, 2)) takes a
+     * path of its own: pow's bits in double, rounded once, whatever the
+     * exponent's type and rank (a [1, 1] exponent broadcasts the base up) */
+    const float base[5] = {1.1f, -3.7e-3f, 1.9e19f, -0.0f, 7.25f};
+    const double exps[4] = {2.0, 3.0, 0.5, -1.5};
+    for (int k = 0; k < 4; k++) {
+        in[0] = tf(2, D(1, 5), base);
+        in[1] = k == 1 ? ti1(1, I(3)) : tf(2, D(1, 1), F((float)exps[k]));
+        y = run1(13, &t, in);
+        assert_int_equal(y->rank, 2);
+        for (int i = 0; i < 5; i++) {
+            const float want = (float)pow((double)base[i], exps[k]);
+            const float got = ((const float *)y->data)[i];
+            if (memcmp(&want, &got, sizeof want) != 0 && !(isnan(want) && isnan(got)))
+                fail_msg("pow(%g, %g): %g, want %g", (double)base[i], exps[k], (double)got,
+                         (double)want);
+        }
+        tensor_free(y);
+        free_all(in, 2);
+    }
 }
 
 /* CumSum along an axis: inclusive, exclusive, reversed; integers too (BLOOM

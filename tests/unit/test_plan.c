@@ -1149,6 +1149,21 @@ static void test_verify_batch_of_images(void **state) {
     plan_free(P);
 }
 
+/* torchvision's ViT: nn.MultiheadAttention at a fixed sequence, [17,
+ * batch, 16] -- sequence-first on its face, so the recogniser reads it
+ * through the sequence-first view first; every layer is recognised (and
+ * then reads the batch-first values between its Transposes, layout.c) and
+ * the plan verified. */
+static void test_seq_first_fixed_sequence(void **state) {
+    (void)state;
+    plan *P = build("h_vit_torchvision_op13", 0);
+    for (size_t li = 0; li < P->n_layers; li++) {
+        if (!P->layers[li].recognised) fail_msg("layer %zu: %s", li, P->layers[li].reason);
+        assert_string_equal(P->layers[li].L.form, "torch-mha");
+    }
+    plan_free(P);
+}
+
 static int is_contraction(const ir_node *n) {
     return strcmp(n->op_type, "MatMul") == 0 || strcmp(n->op_type, "Gemm") == 0 ||
            strcmp(n->op_type, "Conv") == 0;
@@ -1318,6 +1333,7 @@ int main(void) {
         cmocka_unit_test(test_probe_inputs_in_range),
         cmocka_unit_test(test_verify_catches_a_wrong_layer),
         cmocka_unit_test(test_verify_batch_of_images),
+        cmocka_unit_test(test_seq_first_fixed_sequence),
         cmocka_unit_test(test_verify_reads_the_shape_pass),
         cmocka_unit_test(test_shape_probe_skips_contractions),
         cmocka_unit_test(test_load_alloc_failures),

@@ -3,7 +3,9 @@
  * changing thread counts, failures and cancellation ending a job, idle
  * workers helping a second caller while the first one's job is stuck,
  * workers staying out when callers take every core, FTZ/DAZ in the
- * workers, and many create/destroy cycles. Runs under TSan (label
+ * workers, many create/destroy cycles, and runs (pool_run_begin/end)
+ * splitting the cores between them, a helper leaving a run's job when a
+ * second run begins, and runs beyond the cores waiting at the door. Runs under TSan (label
  * "threads"). */
 #include "testutil.h"
 
@@ -326,12 +328,19 @@ static mha_status gate_unit(void *vctx, int phase, int64_t unit, int worker, mha
 typedef struct gate_thread {
     pool *p;
     gate_ctx *g;
+    int as_runs; /* each a run (pool_run_begin/end) of no job, not a job */
     mha_status st;
 } gate_thread;
 
 static void *gate_caller(void *arg) {
     gate_thread *t = arg;
     for (int k = 0; k < 5 && t->st == MHA_OK; k++) {
+        if (t->as_runs) {
+            pool_run_begin(t->p);
+            gate_unit(t->g, 0, 0, 0, NULL);
+            pool_run_end(t->p);
+            continue;
+        }
         pool_job job;
         job_one_phase(&job, gate_unit, t->g, 1, 1);
         t->st = pool_run(t->p, &job, NULL);
@@ -339,8 +348,10 @@ static void *gate_caller(void *arg) {
     return NULL;
 }
 
-static void test_callers_wait_for_a_core(void **state) {
-    (void)state;
+/* Starts limit + 4 threads of gate_caller (on one pool with one worker;
+ * as_runs: each holding runs instead of running jobs), joins them and checks that at most limit =
+ * max(pool size, online CPUs) were inside at once; returns the pool for more checks. */
+static pool *run_bounded(int as_runs) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     pool *p = NULL;
     assert_int_equal(pool_create(NULL, 1, 0, &p, NULL), MHA_OK);
@@ -353,7 +364,7 @@ static void test_callers_wait_for_a_core(void **state) {
     gate_thread t[MAX_CALLERS];
     pthread_t th[MAX_CALLERS];
     for (int i = 0; i < n; i++) {
-        t[i] = (gate_thread){p, &g, MHA_OK};
+        t[i] = (gate_thread){p, &g, as_runs, MHA_OK};
         assert_int_equal(pthread_create(&th[i], NULL, gate_caller, &t[i]), 0);
     }
     for (int i = 0; i < n; i++) {
@@ -362,7 +373,12 @@ static void test_callers_wait_for_a_core(void **state) {
     }
     assert_true(atomic_load(&g.most) >= 1);
     assert_true(atomic_load(&g.most) <= limit);
-    pool_destroy(p);
+    return p;
+}
+
+static void test_callers_wait_for_a_core(void **state) {
+    (void)state;
+    pool_destroy(run_bounded(0));
 }
 
 /* A reservation (a self-parallel plugin's run) holds the pool like a job. */
@@ -484,6 +500,151 @@ static void test_concurrent_callers(void **state) {
     pool_destroy(p);
 }
 
+/* Runs split the cores: beside another run in progress a run's jobs get
+ * pool_size / runs threads (a job of one thread is not even published), and
+ * a lone run gets every thread again once the other ends. */
+typedef struct run_thread {
+    pool *p;
+    atomic_int begun, release;
+    int share; /* pool_run_begin's answer */
+} run_thread;
+
+static void *run_beside(void *arg) {
+    run_thread *t = arg;
+    t->share = pool_run_begin(t->p);
+    atomic_store(&t->begun, 1);
+    while (!atomic_load(&t->release))
+        sched_yield();
+    pool_run_end(t->p);
+    atomic_store(&t->begun, 2);
+    return NULL;
+}
+
+static void runs_share(int n_workers) {
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, n_workers, 0, &p, NULL), MHA_OK);
+    const int size = n_workers + 1;
+    assert_int_equal(pool_run_begin(p), size);
+    assert_int_equal(pool_threads(p), size);
+    run_thread t = {.p = p};
+    atomic_init(&t.begun, 0);
+    atomic_init(&t.release, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_beside, &t), 0);
+    while (!atomic_load(&t.begun))
+        sched_yield();
+    assert_int_equal(t.share, size / 2);
+    assert_int_equal(pool_threads(p), size / 2);
+    const int64_t n[1] = {64};
+    count_ctx *c = malloc(sizeof *c);
+    assert_non_null(c);
+    count_ctx_init(c, 1, n, size);
+    pool_job job;
+    job_init(&job, c, 1, 0);
+    assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
+    check_counts(c, 1);
+    assert_int_equal(job.threads_used, size / 2);
+    if (size / 2 == 1) assert_int_equal(job.ran_alone, 1);
+    atomic_store(&t.release, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(pool_threads(p), size);
+    count_ctx_init(c, 1, n, size);
+    job_init(&job, c, 1, 0);
+    assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
+    check_counts(c, 1);
+    assert_int_equal(job.threads_used, size);
+    pool_run_end(p);
+    free(c);
+    pool_destroy(p);
+}
+
+static void test_runs_share_the_cores(void **state) {
+    (void)state;
+    runs_share(1); /* two threads, two runs: one each */
+    runs_share(3); /* four threads, two runs: two each */
+}
+
+/* A worker helping a lone run's job leaves it between units once a second
+ * run begins (the second caller has not even called pool_run yet): it
+ * starts at most the one unit it may have claimed already. Unit 0 (the
+ * caller's) holds until a helper ran a unit, so the helper is attached
+ * when the second run begins. */
+typedef struct leave_ctx {
+    atomic_int by_helper;    /* units a worker ran */
+    atomic_int second_begun; /* the second run is in progress */
+    atomic_int late;         /* units a worker started after that */
+    atomic_int hits[MAX_UNITS];
+} leave_ctx;
+
+static mha_status leave_unit(void *vctx, int phase, int64_t unit, int worker, mha_error *err) {
+    (void)phase, (void)err;
+    leave_ctx *l = vctx;
+    atomic_fetch_add(&l->hits[unit], 1);
+    if (worker > 0) {
+        if (atomic_load(&l->second_begun)) atomic_fetch_add(&l->late, 1);
+        atomic_fetch_add(&l->by_helper, 1);
+    }
+    if (unit == 0 && worker == 0)
+        while (!atomic_load(&l->second_begun))
+            sched_yield();
+    struct timespec ts = {0, 100000}; /* 0.1 ms: the units outlast a wake-up */
+    nanosleep(&ts, NULL);
+    return MHA_OK;
+}
+
+typedef struct leave_thread {
+    pool *p;
+    leave_ctx *l;
+    atomic_int job_done;
+} leave_thread;
+
+static void *leave_second(void *arg) {
+    leave_thread *t = arg;
+    while (!atomic_load(&t->l->by_helper))
+        sched_yield();
+    pool_run_begin(t->p);
+    atomic_store(&t->l->second_begun, 1);
+    while (!atomic_load(&t->job_done))
+        sched_yield();
+    pool_run_end(t->p);
+    return NULL;
+}
+
+static void test_helper_leaves_for_a_new_run(void **state) {
+    (void)state;
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 1, 0, &p, NULL), MHA_OK);
+    leave_ctx *l = calloc(1, sizeof *l);
+    assert_non_null(l);
+    leave_thread t = {.p = p, .l = l};
+    atomic_init(&t.job_done, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, leave_second, &t), 0);
+    pool_run_begin(p);
+    pool_job job;
+    job_one_phase(&job, leave_unit, l, 400, 0);
+    assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
+    atomic_store(&t.job_done, 1);
+    pthread_join(th, NULL);
+    pool_run_end(p);
+    for (int u = 0; u < 400; u++)
+        assert_int_equal(atomic_load(&l->hits[u]), 1);
+    assert_true(atomic_load(&l->by_helper) > 0);
+    assert_true(atomic_load(&l->late) <= 1);
+    free(l);
+    pool_destroy(p);
+}
+
+/* Runs beyond the cores wait at the door: at most max(pool size, online
+ * CPUs) are in progress at once, and every one gets in (each run holds a
+ * while with nothing else to do, so runs let in would pile up). */
+static void test_runs_wait_at_the_door(void **state) {
+    (void)state;
+    pool *p = run_bounded(1);
+    assert_int_equal(pool_threads(p), pool_size(p)); /* every run ended */
+    pool_destroy(p);
+}
+
 int main(void) {
     /* clang-format off */
     const struct CMUnitTest tests[] = {
@@ -498,6 +659,9 @@ int main(void) {
         cmocka_unit_test(test_no_workers),
         cmocka_unit_test(test_create_destroy_cycles),
         cmocka_unit_test(test_concurrent_callers),
+        cmocka_unit_test(test_runs_share_the_cores),
+        cmocka_unit_test(test_helper_leaves_for_a_new_run),
+        cmocka_unit_test(test_runs_wait_at_the_door),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);

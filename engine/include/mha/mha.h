@@ -508,10 +508,13 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  allocated. opts may be NULL.
  *  Thread-safe: many threads may run on one runtime and one model at once.
  *  The result is bitwise identical for any thread count.
- *  Concurrent runs share the runtime's workers: each calling thread works
- *  its own run and idle workers help whichever runs have work left, never
- *  more threads computing than the runtime has (callers first), so N
- *  callers on an N-thread runtime each run on one core. The calling thread
+ *  Concurrent runs split the runtime's threads: with R runs in progress
+ *  each step of a run uses its share, num_threads / R (at least 1), so N
+ *  callers on an N-thread runtime each run on one core with no handoff
+ *  between threads, and a lone run uses every thread (a run that started
+ *  beside another widens at its next step once that one ends). At most
+ *  max(num_threads, online CPUs) runs are in progress at once; later
+ *  callers wait their turn in arrival order. The calling thread
  *  always works too (it needs 512 KiB of free stack: kernels use up to
  *  256 KiB of it); it
  *  flushes denormals to zero during the run (FTZ/DAZ, as the workers do)
@@ -532,12 +535,14 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
 /* Guidance for servers:
  *  - One runtime for the process (num_threads 0: every CPU) and one model
  *    per file; both are shared by every request thread.
- *  - Many threads calling mha_run at once share the runtime's threads: each
- *    caller computes its own run and idle workers help, so N callers on an
- *    N-thread runtime each use one core and nothing spins; callers beyond
- *    the cores (or the runtime's threads, the larger) wait for a turn
- *    rather than share a core by time slices. That is the right shape for
- *    long requests (hundreds of tokens and more).
+ *  - Many threads calling mha_run at once split the runtime's threads
+ *    between their runs: N callers on an N-thread runtime each use one core
+ *    (no handoffs, nothing spins), a lone caller uses them all; callers
+ *    beyond the cores (or the runtime's threads, the larger) wait for a
+ *    turn, first come first served, rather than share a core by time
+ *    slices. So the default num_threads (0: every CPU) is right whatever
+ *    the number of request threads. That is the right shape for long
+ *    requests (hundreds of tokens and more).
  *  - An mha_queue groups the requests that wait while a batch runs into
  *    the next batch (each item with its own key length, so each result is
  *    bitwise what the request gives alone with mha_run), bounded by
@@ -586,7 +591,10 @@ typedef struct mha_queue_options {
                                  share the runtime's threads: a batch running alone
                                  gets every thread, two at once one each (a run on
                                  one core wastes no time at the phases' barriers:
-                                 4-5 % less CPU a request, S 32 on 2 cores) */
+                                 4-5 % less CPU a request, S 32 on 2 cores; a
+                                 fifth less for a MiniLM-sized model at 16 tokens).
+                                 Requests waiting while several dispatchers are free
+                                 are shared out between them, an even part each */
     int num_threads;          /* threads per batch run; 0 = the runtime's */
     size_t stack_bytes;       /* stack of each dispatcher thread; 0 = 2 MiB */
     double max_queue_ms;      /* 0 = off; else submit also refuses (MHA_ERR_QUEUE_FULL)

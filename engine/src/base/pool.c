@@ -42,7 +42,22 @@
  * sleep at its door until one leaves. More callers than cores would share
  * cores by time slices, each evicting the others' weights and buffers from
  * the caches: 8 client threads on 2 cores spent 13-19 % more CPU time per
- * run than one client did, for no more throughput. */
+ * run than one client did, for no more throughput.
+ *
+ * Runs (pool_run_begin/end, one per mha_run) split the cores between
+ * callers for longer than a job: with R runs in progress a job may use
+ * pool_size / R threads (its share, at least 1). Without it, two callers on
+ * a two-core pool kept trading the worker: a caller between two of its
+ * jobs (a step's own work, a copy) left its core free, the worker joined
+ * the other caller's job, and left it again a few units later when the
+ * first came back, each time splitting a phase between two threads (and
+ * its barrier) and spinning on the rest. A job beyond its share is not
+ * published at all (cap 1: the caller works it alone, no mutex), and a
+ * helper beyond the job's share leaves between units. The door of runs is
+ * first come first in: run tickets are taken in arrival order and ticket t
+ * enters once t < finished runs + max_callers; it sleeps on one of a few
+ * condition variables chosen by t, and the run that lets it in wakes that
+ * one only. */
 #include "pool.h"
 
 #include <errno.h>
@@ -58,6 +73,8 @@
 #define POOL_X86 1
 #endif
 
+/* Condition variables of the door of runs (sleepers by ticket). */
+#define POOL_DOORS 8
 /* Iterations of the pause loop before a waiter blocks: about 10-50 us. */
 #define POOL_SPIN_ITERATIONS 2000
 #define POOL_DEFAULT_STACK ((size_t)1 << 20)
@@ -97,6 +114,14 @@ struct pool {
     int max_callers;
     pool_waitq gate; /* callers waiting for their turn */
 
+    /* runs (pool_run_begin/end): in progress, tickets taken and runs
+     * finished (the door), sleepers at the door by ticket mod POOL_DOORS */
+    atomic_int runs;
+    atomic_ullong run_tickets;
+    atomic_ullong runs_done;
+    atomic_int door_sleepers;
+    pthread_cond_t door[POOL_DOORS];
+
     /* pool_scratch_take/give: each a buffer whose first POOL_SCRATCH_HEADER
      * bytes hold its usable size, or NULL */
     _Atomic(void *) scratch[POOL_SCRATCH_SLOTS];
@@ -107,6 +132,15 @@ struct pool {
  * that size without new page faults, and a run that still allocates keeps
  * its allocation-failure paths reachable. */
 #define POOL_SCRATCH_KEEP_MIN ((size_t)1 << 20)
+
+/* Threads a job may use now: the pool's size split between the runs in
+ * progress (every thread when there are none: a job outside a run). */
+static int pool_share(const struct pool *p) {
+    const int size = p->n_workers + 1;
+    const int runs = atomic_load_explicit(&p->runs, memory_order_relaxed);
+    if (runs <= 1) return size;
+    return size / runs > 1 ? size / runs : 1;
+}
 
 static void pool_cpu_relax(void) {
 #if defined(POOL_X86)
@@ -276,7 +310,8 @@ static int pool_work_phase(struct pool *p, pool_job *job, int worker) {
             return 1;
         }
         if (worker != 0 && p &&
-            atomic_load_explicit(&p->working, memory_order_relaxed) > p->n_workers + 1)
+            (atomic_load_explicit(&p->working, memory_order_relaxed) > p->n_workers + 1 ||
+             worker >= pool_share(p)))
             return -1;
     }
 }
@@ -323,8 +358,11 @@ static void pool_work_own(struct pool *p, pool_job *job) {
 /* A published job a worker may join now, oldest first; p->mutex held. */
 static pool_job *pool_pick_locked(struct pool *p) {
     if (atomic_load(&p->working) >= p->n_workers + 1) return NULL;
-    for (pool_job *j = p->jobs; j; j = j->next)
-        if (atomic_load(&j->helpers) + 1 < j->threads_used && pool_job_claimable(j)) return j;
+    const int share = pool_share(p);
+    for (pool_job *j = p->jobs; j; j = j->next) {
+        const int cap = j->threads_used < share ? j->threads_used : share;
+        if (atomic_load(&j->helpers) + 1 < cap && pool_job_claimable(j)) return j;
+    }
     return NULL;
 }
 
@@ -386,8 +424,9 @@ static void *pool_worker_main(void *arg) {
         pthread_mutex_unlock(&p->mutex);
         int moved = 0;
         for (int i = 0; i < POOL_SPIN_ITERATIONS && !moved; i++) {
-            if (atomic_load_explicit(&p->working, memory_order_relaxed) >= p->n_workers + 1)
-                break; /* the cores are taken: no reason to spin */
+            if (atomic_load_explicit(&p->working, memory_order_relaxed) >= p->n_workers + 1 ||
+                pool_share(p) <= 1)
+                break; /* the cores are taken (or every one has its run): no reason to spin */
             moved = atomic_load_explicit(&p->work_gen, memory_order_relaxed) != gen ||
                     atomic_load_explicit(&p->stop, memory_order_relaxed);
             pool_cpu_relax();
@@ -465,6 +504,7 @@ static mha_status pool_run_entered(pool *p, pool_job *job, mha_error *err) {
 
     int cap = p ? p->n_workers + 1 : 1;
     if (job->num_threads > 0 && job->num_threads < cap) cap = job->num_threads;
+    if (p && pool_share(p) < cap) cap = pool_share(p);
     job->threads_used = cap;
 
     /* polled once before anything runs, so a job cancelled already costs nothing */
@@ -513,6 +553,33 @@ static mha_status pool_run_entered(pool *p, pool_job *job, mha_error *err) {
     return st;
 }
 
+int pool_run_begin(pool *p) {
+    if (!p) return 1;
+    const unsigned long long t = atomic_fetch_add(&p->run_tickets, 1);
+    const unsigned long long most = (unsigned long long)p->max_callers;
+    if (t >= atomic_load(&p->runs_done) + most) {
+        pthread_mutex_lock(&p->mutex);
+        atomic_fetch_add(&p->door_sleepers, 1);
+        while (t >= atomic_load(&p->runs_done) + most)
+            pthread_cond_wait(&p->door[t % POOL_DOORS], &p->mutex);
+        atomic_fetch_sub(&p->door_sleepers, 1);
+        pthread_mutex_unlock(&p->mutex);
+    }
+    atomic_fetch_add(&p->runs, 1);
+    return pool_share(p);
+}
+
+void pool_run_end(pool *p) {
+    if (!p) return;
+    atomic_fetch_sub(&p->runs, 1);
+    /* the ticket this run's end lets in: done + max_callers - 1 */
+    const unsigned long long done = atomic_fetch_add(&p->runs_done, 1) + 1;
+    if (atomic_load(&p->door_sleepers) == 0) return;
+    pthread_mutex_lock(&p->mutex);
+    pthread_cond_broadcast(&p->door[(done + (unsigned long long)p->max_callers - 1) % POOL_DOORS]);
+    pthread_mutex_unlock(&p->mutex);
+}
+
 int pool_try_reserve(pool *p) {
     if (!p || pthread_mutex_trylock(&p->busy) != 0) return 0;
     int idle = 0;
@@ -534,6 +601,10 @@ void pool_release(pool *p) {
 
 int pool_size(const pool *p) {
     return p ? p->n_workers + 1 : 1;
+}
+
+int pool_threads(const pool *p) {
+    return p ? pool_share(p) : 1;
 }
 
 static void pool_stop_workers(struct pool *p) {
@@ -562,6 +633,8 @@ void pool_destroy(pool *p) {
     pthread_cond_destroy(&p->idle.cond);
     pthread_cond_destroy(&p->callers.cond);
     pthread_cond_destroy(&p->gate.cond);
+    for (int i = 0; i < POOL_DOORS; i++)
+        pthread_cond_destroy(&p->door[i]);
     pool_free_memory(p);
 }
 
@@ -598,6 +671,12 @@ mha_status pool_create(const mha_alloc_ctx *a, int n_workers, size_t stack_bytes
     atomic_init(&p->callers.sleepers, 0);
     atomic_init(&p->gate.sleepers, 0);
     atomic_init(&p->callers_in, 0);
+    atomic_init(&p->runs, 0);
+    atomic_init(&p->run_tickets, 0);
+    atomic_init(&p->runs_done, 0);
+    atomic_init(&p->door_sleepers, 0);
+    for (int i = 0; i < POOL_DOORS; i++)
+        pthread_cond_init(&p->door[i], NULL);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     p->max_callers = cpus > n_workers + 1 && cpus < INT_MAX ? (int)cpus : n_workers + 1;
     p->jobs = NULL;

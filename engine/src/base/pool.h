@@ -84,6 +84,12 @@ void pool_abandon(pool *p);
 /* Threads a job may use: n_workers + 1. */
 int pool_size(const pool *p);
 
+/* Threads a job started now may use: pool_size split between the runs in
+ * progress (pool_run_begin below), at least 1; what a step plans its
+ * units and per-thread scratch for (p NULL: 1). A job never gets more
+ * threads than its share at pool_run, so worker indices stay below it. */
+int pool_threads(const pool *p);
+
 /* Runs job to completion on the calling thread plus up to
  * job->num_threads - 1 workers at once, as many as are idle: jobs of
  * concurrent callers are served together, each caller working its own job
@@ -92,6 +98,22 @@ int pool_size(const pool *p);
  * NULL (caller alone). Returns the job's status: MHA_OK, the first failing
  * unit's status, or MHA_ERR_CANCELLED. */
 mha_status pool_run(pool *p, pool_job *job, mha_error *err);
+
+/* A run: the jobs of one caller that belong together (one mha_run).
+ * While several runs are in progress each takes its share of the cores,
+ * pool_size / runs (at least 1): on a two-thread pool two runs compute one
+ * core each, their jobs unpublished (no handoffs, no worker spinning on
+ * someone else's phase), and a lone run gets every thread. The share is
+ * read again at every pool_run, so a run that started alone gives up its
+ * helpers when a second one begins, and one that started beside another
+ * gets the workers back once that one ends. At most max(pool size, online
+ * CPUs) runs are in progress; later ones wait at pool_run_begin, first
+ * come first in (tickets), so no caller is passed over under load.
+ * pool_run_begin returns the share at the run's start (p NULL: 1); every
+ * pool_run_begin needs its pool_run_end on the same pool. A run may nest
+ * no other run of the same pool (it could wait at the door for itself). */
+int pool_run_begin(pool *p);
+void pool_run_end(pool *p);
 
 /* Takes the pool for work that is parallel in some other way (a
  * self-parallel plugin's own threads), so only one such run is active at a

@@ -48,7 +48,7 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
         return mha_fail(err, MHA_ERR_INTERNAL, "exec: a %lldx%lld GEMM without packed weights",
                         (long long)W->K, (long long)W->N);
     if (M <= 0 || W->N <= 0) return MHA_OK;
-    int threads = env->pool ? pool_size(env->pool) : 1;
+    int threads = env->pool ? pool_threads(env->pool) : 1;
     if (env->num_threads > 0 && env->num_threads < threads) threads = env->num_threads;
     gemm_job j;
     memset(&j, 0, sizeof j);

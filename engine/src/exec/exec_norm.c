@@ -49,7 +49,7 @@ mha_status exec_norm_run(const exec_env *env, const mha_norm_args *args, mha_err
         j.name = "scalar (built-in)";
     }
     if (args->r1 <= args->r0 || args->D <= 0) return MHA_OK;
-    int threads = env->pool ? pool_size(env->pool) : 1;
+    int threads = env->pool ? pool_threads(env->pool) : 1;
     if (env->num_threads > 0 && env->num_threads < threads) threads = env->num_threads;
     if (own && (p->flags & MHA_PLUGIN_SELF_PARALLEL)) {
         int reserved = pool_try_reserve(env->pool);

@@ -155,6 +155,29 @@ static int elem_binary_rows_f32(elem_binary_kind kind, const interp_bcast *bc, c
     return 1;
 }
 
+/* float32 x to the power of one number (the decomposed LayerNorm's
+ * Pow(x, 2), on every activation of a model): each element once, without
+ * the broadcast offsets. pow(a, 2) is a * a (a float's square is exact in
+ * double, and pow is within a unit of the last place of an exact result
+ * it can hold, so it returns it); either way the double rounds to float
+ * once, as below. 1 if done. */
+static int elem_pow_scalar_f32(const tensor *x, const tensor *y, tensor *res) {
+    if (x->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(y) != 1 ||
+        tensor_numel(res) != tensor_numel(x))
+        return 0;
+    const double e = tensor_get_f64(y, 0);
+    const float *a = x->data;
+    float *r = res->data;
+    const int64_t n = tensor_numel(x);
+    if (e == 2.0)
+        for (int64_t i = 0; i < n; i++)
+            r[i] = (float)((double)a[i] * (double)a[i]);
+    else
+        for (int64_t i = 0; i < n; i++)
+            r[i] = (float)pow((double)a[i], e);
+    return 1;
+}
+
 /* res = x (op) y with broadcasting, a new tensor of x's dtype. */
 static mha_status elem_binary(interp_ctx *c, elem_binary_kind kind, const tensor *x,
                               const tensor *y, tensor **res) {
@@ -178,7 +201,8 @@ static mha_status elem_binary(interp_ctx *c, elem_binary_kind kind, const tensor
     mha_status st = interp_bcast_init(c, &b, 2, ops);
     if (st == MHA_OK) st = interp_tensor_new(c, dt, b.rank, b.dims, res);
     if (st != MHA_OK) return st;
-    if (elem_binary_same_f32(kind, x, y, *res) || elem_binary_rows_f32(kind, &b, x, y, *res))
+    if (elem_binary_same_f32(kind, x, y, *res) || elem_binary_rows_f32(kind, &b, x, y, *res) ||
+        (kind == ELEM_POW && elem_pow_scalar_f32(x, y, *res)))
         return MHA_OK;
     for (int64_t i = 0; i < b.numel; i++) {
         int64_t off[2];

@@ -484,7 +484,24 @@ static mha_status math_reduce(interp_ctx *c, math_reduce_kind kind, int64_t axes
         acc[o] = kind == MATH_MAX ? -INFINITY : kind == MATH_MIN ? INFINITY : kind == MATH_PROD;
         iacc[o] = kind == MATH_MAX ? INT64_MIN : kind == MATH_MIN ? INT64_MAX : kind == MATH_PROD;
     }
-    for (int64_t i = 0; i < n_in; i++) {
+    /* float32 reduced over its last axes only (a LayerNorm's ReduceMean
+     * over D): row by row, each row's elements in order -- the order the
+     * loop below visits them in, so the same sums -- without an output
+     * index worked out per element */
+    int64_t inner = 1;
+    int lead = x->rank - 1, trailing = 1;
+    while (lead >= 0 && flags[lead])
+        inner *= x->dims[lead--];
+    for (int a = 0; a <= lead; a++)
+        trailing &= !flags[a];
+    const int by_rows = float_math && x->dtype == MHA_DTYPE_FLOAT32 && trailing && inner > 0;
+    if (by_rows) {
+        const float *xf = x->data;
+        for (int64_t o = 0; o < n_out; o++)
+            for (int64_t j = 0; j < inner; j++)
+                acc[o] = math_reduce_step(kind, acc[o], (double)xf[o * inner + j]);
+    }
+    for (int64_t i = 0; i < n_in && !by_rows; i++) {
         /* output index of input element i: reduced axes pinned to 0 */
         int64_t rem = i, o = 0, ostride = 1;
         for (int a = x->rank - 1; a >= 0; a--) {

@@ -187,43 +187,94 @@ static int probe_image_input(const plan *P, size_t *i_out, int *kh, int *kw, int
     return 0;
 }
 
-/* the largest grid of patches per side tried */
+/* the largest grid of patches per side tried; and of patches in all, for
+ * grids that are not square */
 #define PROBE_MAX_GRID 64
+#define PROBE_MAX_PATCHES 1024
+
+/* What plan_probe_fit_images looks for: the image input's symbolic axes,
+ * the patch Conv's kernel and stride, the probe's sizes, and how many
+ * grids ran (at most 2 are looked for). */
+typedef struct probe_fit {
+    int kh, kw;
+    int64_t kernel[2], stride[2];
+    int64_t sizes[PLAN_MAX_SYMS];
+    const unsigned char *skip;
+    int found;
+} probe_fit;
+
+/* Runs the graph for shapes at a grid of gh x gw patches: the first grid
+ * that runs becomes probes 0 and 1, a second one probe 1. */
+static mha_status probe_fit_grid(plan *P, probe_fit *f, int64_t gh, int64_t gw, mha_error *err) {
+    int runs = 0;
+    int64_t span[2];
+    /* a stride or kernel of a malformed file past what a probe can hold:
+     * the grid does not run (the sizes would overflow) */
+    if (!mha_mul_i64(f->stride[0], gh - 1, &span[0]) ||
+        !mha_mul_i64(f->stride[1], gw - 1, &span[1]) || span[0] > INT64_MAX - f->kernel[0] ||
+        span[1] > INT64_MAX - f->kernel[1])
+        return MHA_OK;
+    f->sizes[f->kh] = f->kernel[0] + span[0];
+    f->sizes[f->kw] = f->kernel[1] + span[1];
+    mha_status st = probe_runs_at(P, f->sizes, f->skip, &runs, err);
+    if (st != MHA_OK || !runs) return st;
+    for (int p = f->found ? 1 : 0; p < PLAN_PROBES; p++) {
+        P->probe_sizes[p][f->kh] = f->sizes[f->kh];
+        P->probe_sizes[p][f->kw] = f->sizes[f->kw];
+    }
+    f->found++;
+    return MHA_OK;
+}
+
+/* Square grids g x g, g = 1, 2, ..: until one runs and the next does not
+ * (or two run). Then, when none did, grids of n = 2, 3, .. patches that
+ * are not square (a position table of n rows fixes the count, not the
+ * sides: 224 x 160 pixels are 14 x 10 patches): the squarest a x b of each
+ * n and its b x a, and once one runs, the other sides of that n. */
+static mha_status probe_fit_grids(plan *P, probe_fit *f, mha_error *err) {
+    mha_status st = MHA_OK;
+    for (int64_t g = 1; g <= PROBE_MAX_GRID + 1 && st == MHA_OK && f->found < 2; g++) {
+        const int before = f->found;
+        st = probe_fit_grid(P, f, g, g, err);
+        if (before && f->found == before) break;
+    }
+    for (int64_t n = 2; n <= PROBE_MAX_PATCHES && st == MHA_OK && !f->found; n++) {
+        int64_t a = 1; /* the largest side below sqrt(n) that divides n */
+        for (int64_t d = 2; d * d < n; d++)
+            if (n % d == 0) a = d;
+        if (n / a > PROBE_MAX_GRID) continue;
+        st = probe_fit_grid(P, f, a, n / a, err);
+        if (st == MHA_OK) st = probe_fit_grid(P, f, n / a, a, err);
+        for (int64_t d = a - 1; d >= 1 && st == MHA_OK && f->found == 1; d--)
+            if (n % d == 0 && n / d <= PROBE_MAX_GRID) {
+                st = probe_fit_grid(P, f, d, n / d, err);
+                if (st == MHA_OK && f->found == 1) st = probe_fit_grid(P, f, n / d, d, err);
+            }
+    }
+    return st;
+}
 
 mha_status plan_probe_fit_images(plan *P, mha_error *err) {
     size_t i;
-    int kh, kw;
-    int64_t kernel[2], stride[2];
-    if (!probe_image_input(P, &i, &kh, &kw, kernel, stride)) return MHA_ERR_MODEL_UNSUPPORTED;
+    probe_fit f;
+    memset(&f, 0, sizeof f);
+    if (!probe_image_input(P, &i, &f.kh, &f.kw, f.kernel, f.stride))
+        return MHA_ERR_MODEL_UNSUPPORTED;
     const ir_graph *g = P->g;
     unsigned char *skip = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
     if (!skip) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    f.skip = skip;
     mha_status st = plan_probe_shape_only(P, skip, err);
-    int64_t sizes[PLAN_MAX_SYMS];
-    memcpy(sizes, P->probe_sizes[0], sizeof sizes);
-    if (P->in_syms[i][0] >= 0) sizes[P->in_syms[i][0]] = 1; /* one image */
-    int found = 0, runs = 0;
-    for (int64_t grid = 1; grid <= PROBE_MAX_GRID + 1 && st == MHA_OK && found < 2; grid++) {
-        sizes[kh] = kernel[0] + stride[0] * (grid - 1);
-        sizes[kw] = kernel[1] + stride[1] * (grid - 1);
-        st = probe_runs_at(P, sizes, skip, &runs, err);
-        if (st != MHA_OK || (!runs && found)) break;
-        if (runs && found++ == 0) {
-            /* probe 0 at this size; probe 1 at the next when it runs too */
-            P->probe_sizes[0][kh] = P->probe_sizes[1][kh] = sizes[kh];
-            P->probe_sizes[0][kw] = P->probe_sizes[1][kw] = sizes[kw];
-        } else if (runs) {
-            P->probe_sizes[1][kh] = sizes[kh];
-            P->probe_sizes[1][kw] = sizes[kw];
-        }
-    }
+    memcpy(f.sizes, P->probe_sizes[0], sizeof f.sizes);
+    if (P->in_syms[i][0] >= 0) f.sizes[P->in_syms[i][0]] = 1; /* one image */
+    if (st == MHA_OK) st = probe_fit_grids(P, &f, err);
     mha_free(&P->alloc, skip);
     if (st != MHA_OK) return st;
-    if (!found) return MHA_ERR_MODEL_UNSUPPORTED;
-    if (found == 1) { /* one size: the input's, as if the file said so */
+    if (!f.found) return MHA_ERR_MODEL_UNSUPPORTED;
+    if (f.found == 1) { /* one size: the input's, as if the file said so */
         ir_value *v = &P->g->values[g->inputs[i]];
-        v->dims[2] = P->probe_sizes[0][kh];
-        v->dims[3] = P->probe_sizes[0][kw];
+        v->dims[2] = P->probe_sizes[0][f.kh];
+        v->dims[3] = P->probe_sizes[0][f.kw];
         mha_free(&P->alloc, P->in_syms);
         P->in_syms = NULL;
         return plan_probe_sizes(P, err);

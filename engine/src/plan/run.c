@@ -429,55 +429,72 @@ static mha_status run_check_ids(const plan *P, size_t i, const mha_tensor *t, mh
 mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_inputs,
                               mha_tensor *outputs, size_t n_outputs, mha_error *err) {
     const ir_graph *g = P->g;
-    char s0[96], s1[96];
+    char s0[96], s1[96], ax[96];
     if (n_inputs != g->n_inputs || n_outputs != g->n_outputs)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "the model has %zu inputs and %zu outputs, %zu and %zu given", g->n_inputs,
                         g->n_outputs, n_inputs, n_outputs);
     if ((n_inputs && !inputs) || (n_outputs && !outputs))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "inputs or outputs is NULL");
+    /* each symbolic axis's size, and the input that set it */
     int64_t sym[PLAN_MAX_SYMS];
-    for (int k = 0; k < PLAN_MAX_SYMS; k++)
+    size_t sym_from[PLAN_MAX_SYMS];
+    for (int k = 0; k < PLAN_MAX_SYMS; k++) {
         sym[k] = -1;
+        sym_from[k] = 0;
+    }
+    /* Every refusal is one line naming the input, the axis (with the
+     * file's name for it) and the size the model takes against the one
+     * given; the caller adds the file the input came from. */
     for (size_t i = 0; i < n_inputs; i++) {
         const ir_value *v = &g->values[g->inputs[i]];
         const mha_tensor *t = &inputs[i];
         if (t->dtype != v->dtype)
             return mha_fail(err, MHA_ERR_DTYPE, "input '%s': expected %s, got %s", v->name,
                             mha_dtype_name(v->dtype), mha_dtype_name(t->dtype));
-        int bad = t->rank != v->rank;
-        for (int d = 0; !bad && d < v->rank; d++) {
-            int k = P->in_syms[i][d];
+        if (t->rank != v->rank)
+            return mha_fail(err, MHA_ERR_SHAPE,
+                            "input '%s': %d axes, the model takes %d (shape %s, got %s)", v->name,
+                            t->rank, v->rank, tensor_shape_str(v->rank, v->dims, s0, sizeof s0),
+                            tensor_shape_str(t->rank, t->shape, s1, sizeof s1));
+        for (int d = 0; d < v->rank; d++) {
+            const int k = P->in_syms[i][d];
+            enum { AXIS_OK, AXIS_NEGATIVE, AXIS_FIXED, AXIS_SHARED } why = AXIS_OK;
             if (t->shape[d] < 0)
-                bad = 1;
-            else if (k < 0)
-                bad = t->shape[d] != v->dims[d];
-            else if (sym[k] >= 0 && sym[k] != t->shape[d])
-                return mha_fail(err, MHA_ERR_SHAPE,
-                                "input '%s': axis %d is %lld but %lld in an input before it "
-                                "(the same symbolic axis)",
-                                v->name, d, (long long)t->shape[d], (long long)sym[k]);
-            else
+                why = AXIS_NEGATIVE;
+            else if (k < 0 && t->shape[d] != v->dims[d])
+                why = AXIS_FIXED;
+            else if (k >= 0 && sym[k] >= 0 && sym[k] != t->shape[d])
+                why = AXIS_SHARED;
+            else if (k >= 0) {
                 sym[k] = t->shape[d];
-        }
-        /* a fixed axis of another size: named, with the size the model
-         * takes (an image's height the file left symbolic, fitted at
-         * load, has its name from the file) */
-        for (int d = 0; bad && t->rank == v->rank && d < v->rank; d++)
-            if (P->in_syms[i][d] < 0 && t->shape[d] >= 0 && t->shape[d] != v->dims[d])
+                sym_from[k] = i;
+            }
+            if (why == AXIS_OK) continue;
+            /* axis d, and the file's name for it when it has one */
+            snprintf(ax, sizeof ax, "axis %d%s%.40s%s", d, v->dim_params[d] ? " ('" : "",
+                     v->dim_params[d] ? v->dim_params[d] : "", v->dim_params[d] ? "')" : "");
+            if (why == AXIS_SHARED) /* the same symbolic axis as an input before it */
                 return mha_fail(err, MHA_ERR_SHAPE,
-                                "input '%s': axis %d%s%s%s is %lld, the model takes %lld only "
-                                "(shape %s, got %s)",
-                                v->name, d, v->dim_params[d] ? " ('" : "",
-                                v->dim_params[d] ? v->dim_params[d] : "",
-                                v->dim_params[d] ? "')" : "", (long long)t->shape[d],
-                                (long long)v->dims[d],
+                                "input '%s': %s is %lld, but %lld in input '%s' (the same axis "
+                                "of the model; shape %s, got %s)",
+                                v->name, ax, (long long)t->shape[d], (long long)sym[k],
+                                g->values[g->inputs[sym_from[k]]].name,
                                 tensor_shape_str(v->rank, v->dims, s0, sizeof s0),
                                 tensor_shape_str(t->rank, t->shape, s1, sizeof s1));
-        if (bad)
-            return mha_fail(err, MHA_ERR_SHAPE, "input '%s': expected shape %s, got %s", v->name,
+            if (why == AXIS_NEGATIVE)
+                return mha_fail(err, MHA_ERR_SHAPE, "input '%s': %s is %lld (shape %s, got %s)",
+                                v->name, ax, (long long)t->shape[d],
+                                tensor_shape_str(v->rank, v->dims, s0, sizeof s0),
+                                tensor_shape_str(t->rank, t->shape, s1, sizeof s1));
+            /* a fixed axis of another size (an image's height the file
+             * left symbolic, fitted at load, has its name from the file) */
+            return mha_fail(err, MHA_ERR_SHAPE,
+                            "input '%s': %s is %lld, the model takes %lld only (shape %s, got %s)",
+                            v->name, ax, (long long)t->shape[d], (long long)v->dims[d],
                             tensor_shape_str(v->rank, v->dims, s0, sizeof s0),
                             tensor_shape_str(t->rank, t->shape, s1, sizeof s1));
+        }
         if (t->rank && mha_tensor_numel(t) > 0 && !t->data)
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "input '%s': data is NULL", v->name);
         mha_status st = run_check_ids(P, i, t, err);

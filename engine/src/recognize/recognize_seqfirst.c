@@ -199,11 +199,43 @@ mha_status rz_recognize_seq_first(const mha_alloc_ctx *a, const ir_graph *g, lay
     return st;
 }
 
+/* Whether g reads as sequence-first on its face: every input the view
+ * would turn, and every [?, ?, D] output, has a fixed first axis of more
+ * than one and a symbolic second (nn.MultiheadAttention of a model whose
+ * sequence is fixed: ViT's [197, batch, 768]). Read as it is, such a graph
+ * is probed with 197 batch items of a few tokens -- a full-size run of the
+ * interpreter before the refusal -- so the view is tried first. */
+static int rz_sf_on_its_face(const ir_graph *g) {
+    size_t turned = 0;
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        const ir_value *v = &g->values[g->inputs[i]];
+        if (!rz_sf_turned_input(g, g->inputs[i])) continue;
+        if (v->dims[0] <= 1 || v->dims[1] >= 0) return 0;
+        turned++;
+    }
+    for (size_t i = 0; i < g->n_outputs; i++) {
+        const ir_value *v = &g->values[g->outputs[i]];
+        if (rz_sf_candidate(v) && (v->dims[0] <= 1 || v->dims[1] >= 0)) return 0;
+    }
+    return turned > 0;
+}
+
 /* The entry: the graph read as it is, else through the sequence-first
- * view. */
+ * view (the view first when the graph reads so on its face; either way
+ * the first reading's refusal is the one reported). */
 mha_status layer_recognize(const mha_alloc_ctx *a, const ir_graph *g, layer *out, mha_error *err) {
     if (!g || !out)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "layer_recognize: NULL argument");
+    if (rz_sf_on_its_face(g)) {
+        mha_error first;
+        mha_error_clear(&first);
+        const mha_status sf = rz_recognize_seq_first(a, g, out, &first);
+        if (sf == MHA_OK || sf == MHA_ERR_NO_MEMORY) {
+            if (sf != MHA_OK && err) *err = first;
+            return sf;
+        }
+        return rz_recognize_once(a, g, out, err);
+    }
     mha_status st = rz_recognize_once(a, g, out, err);
     if (st == MHA_OK || st == MHA_ERR_NO_MEMORY || st == MHA_ERR_INVALID_ARGUMENT) return st;
     /* maybe [S, B, D] inputs (probing them as [B, S, D] may also fail to

@@ -352,6 +352,9 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
     env.pool = rt->pool;
     env.num_threads = opts->num_threads && opts->num_threads < rt->num_threads ? opts->num_threads
                                                                                : rt->num_threads;
+    /* a run among others gets its share of the cores, step by step
+     * (pool.h: each step plans for pool_threads, the share at its start) */
+    (void)pool_run_begin(rt->pool);
     env.cancel = opts->cancel;
     env.cancel_user = opts->cancel_user;
     if (opts->struct_size >= offsetof(mha_run_options, kv_lengths) + sizeof(void *))
@@ -369,8 +372,11 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
             pc.S = inputs[0].shape[1];
         }
         plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc, runtime_plan_norm};
-        return plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, &be, err);
+        st = plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, &be, err);
+    } else {
+        if (flops) *flops = runtime_layer_flops(&model->L, inputs, num_inputs, num_outputs);
+        st = exec_run(&env, &model->L, pk->packed, inputs, num_inputs, outputs, num_outputs, err);
     }
-    if (flops) *flops = runtime_layer_flops(&model->L, inputs, num_inputs, num_outputs);
-    return exec_run(&env, &model->L, pk->packed, inputs, num_inputs, outputs, num_outputs, err);
+    pool_run_end(rt->pool);
+    return st;
 }

@@ -280,7 +280,8 @@ class HfVit(nn.Module):
 
     def __init__(self, pool, style="matmul_div", image=16, patch=4, labels=5, layers=L):
         super().__init__()
-        n = (image // patch) ** 2
+        h, w = image if isinstance(image, tuple) else (image, image)
+        n = (h // patch) * (w // patch)
         self.projection = nn.Conv2d(3, D, kernel_size=patch, stride=patch)
         self.cls_token = nn.Parameter(torch.randn(1, 1, D))
         self.position_embeddings = nn.Parameter(torch.randn(1, n + 1, D))
@@ -787,6 +788,15 @@ def vit_cases(outdir):
     dyn = {"pixel_values": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}}
     export(outdir, "v_vit_hf_dynhw_op14", HfVit("cls", layers=1), 133, [px], ["pixel_values"], ["logits"], 14,
            dyn)
+    # images wider than tall (16 x 8 pixels, 4 x 2 patches): declared so,
+    # and declared symbolic with the position table fixing the size
+    px = torch.randn(2, 3, 8, 16, generator=torch.Generator().manual_seed(135))
+    dyn = {"pixel_values": {0: "batch"}, "logits": {0: "batch"}}
+    export(outdir, "v_vit_hf_nonsquare_op14", HfVit("cls", image=(8, 16)), 135, [px], ["pixel_values"],
+           ["logits"], 14, dyn)
+    dyn = {"pixel_values": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}}
+    export(outdir, "v_vit_hf_dynhw_nonsquare_op14", HfVit("cls", image=(8, 16), layers=1), 136, [px],
+           ["pixel_values"], ["logits"], 14, dyn)
     # the same axes on a model that takes any size (the probes' sizes too
     # small for its 4 x 4 patches): they stay symbolic; a 12 x 16 image
     px = torch.randn(2, 3, 12, 16, generator=torch.Generator().manual_seed(134))
