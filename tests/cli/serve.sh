@@ -38,8 +38,9 @@ set -e
 echo "ok: serve-cpu"
 
 # A long batching delay and room for two waiting requests: concurrent
-# requests meet in one batch, a third finds the queue full.
-serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --hold-when-idle --max-body-bytes 100000 \
+# requests meet in one batch (one dispatcher: two would share them out,
+# one each), a third finds the queue full.
+serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --hold-when-idle --dispatchers 1 --max-body-bytes 100000 \
   --max-batch-ms 60000
 # the address line follows the port file: give it up to 10 s under load
 i=0

@@ -28,6 +28,7 @@
 /* ------------------------------------------------------------------------ */
 
 static atomic_int testk_gemm_calls, testk_attn_calls, testk_max_threads_seen;
+static atomic_int testk_masked_calls; /* attention calls given a mask */
 
 static size_t testk_packed_size(void *state, int precision, int64_t K, int64_t N) {
     (void)state, (void)precision;
@@ -69,6 +70,7 @@ static size_t testk_ws(void *state, const mha_attn_args *a) {
 
 static int testk_attention(void *state, const mha_attn_args *a, void *ws, size_t ws_size) {
     atomic_fetch_add(&testk_attn_calls, 1);
+    if (a->mask) atomic_fetch_add(&testk_masked_calls, 1);
     if (ws_size < testk_ws(state, a)) return 2;
     float *s = ws;
     for (int64_t b = a->b0; b < a->b1; b++)
@@ -1124,6 +1126,54 @@ static void test_lowest_mask_rows(void **state) {
     backends_close(&bl);
 }
 
+/* A float mask of zeros (-0 and +0: an all-ones extended mask) reaches no
+ * kernel: it hides and adds nothing, so every backend runs its unmasked
+ * path, with the bits of the same layer without a mask. A mask with one
+ * term that is not a zero, a NaN included, is passed as it is. */
+static void test_zero_mask_dropped(void **state) {
+    (void)state;
+    backend_list bl;
+    backends_open(&bl);
+    cfg c = make_cfg(11);        /* bare 4D, float mask [H, Sq, Skv] */
+    c.Skv = c.am_shape[2] = 130; /* whole key blocks too (the SIMD kernels' plain rows) */
+    fixture f, plain;
+    fixture_make(&f, &c, 901);
+    cfg cn = c;
+    cn.attn_mask = 0;
+    fixture_make(&plain, &cn, 901);
+    for (int i = 0; i < 3; i++) /* the same q, k, v */
+        memcpy(plain.in[i].data, f.in[i].data, (size_t)mha_tensor_numel(&f.in[i]) * sizeof(float));
+    float *m = f.in[3].data;
+    const int64_t nm = mha_tensor_numel(&f.in[3]);
+    for (int64_t i = 0; i < nm; i++)
+        m[i] = i % 2 ? -0.0f : 0.0f;
+    for (int p = 0; p < bl.n; p++) {
+        float *y = out_buffer(&f), *want = out_buffer(&plain);
+        atomic_store(&testk_masked_calls, 0);
+        assert_int_equal(run_exec_state(bl.plugin[p], bl.state[p], NULL, &f, y, NULL), MHA_OK);
+        if (bl.plugin[p] == &testk_plugin) assert_int_equal(atomic_load(&testk_masked_calls), 0);
+        assert_int_equal(run_exec_state(bl.plugin[p], bl.state[p], NULL, &plain, want, NULL),
+                         MHA_OK);
+        if (memcmp(y, want, (size_t)f.out_numel * sizeof(float)) != 0)
+            fail_msg("%s: a mask of zeros changed the output", bl.plugin[p]->name);
+        free(y);
+        free(want);
+    }
+    /* one term that is not a zero: the mask reaches the kernel */
+    const float kept[2] = {-1e-30f, NAN};
+    for (int k = 0; k < 2; k++) {
+        m[nm - 1] = kept[k];
+        float *y = out_buffer(&f);
+        atomic_store(&testk_masked_calls, 0);
+        assert_int_equal(run_exec_state(&testk_plugin, NULL, NULL, &f, y, NULL), MHA_OK);
+        assert_true(atomic_load(&testk_masked_calls) > 0);
+        free(y);
+    }
+    fixture_free(&plain);
+    fixture_free(&f);
+    backends_close(&bl);
+}
+
 /* A causal layer whose file hides future keys with finfo.min
  * (causal_finite), beside a float padding mask with rows of its own [B, 1,
  * S, S] (CLIP's, expanded): query 0 of an item whose key 0 is padding sees
@@ -1551,6 +1601,7 @@ int main(void) {
         cmocka_unit_test(test_plugin_sizes_checked),
         cmocka_unit_test(test_nan_stays_in_its_batch_item),
         cmocka_unit_test(test_lowest_mask_rows),
+        cmocka_unit_test(test_zero_mask_dropped),
         cmocka_unit_test(test_finite_causal_row_mask),
         cmocka_unit_test(test_self_parallel),
         cmocka_unit_test(test_cancel),

@@ -2,7 +2,8 @@
  * bitwise equal to each request run alone, back-pressure when full,
  * cancels, deadlines, shutdown that drains or cancels (and says which),
  * many submitters with random cancels and deadlines, bad inputs and
- * models. Runs under TSan (label "threads"). */
+ * models, the waiting requests shared out between free dispatchers. Runs under TSan (label
+ * "threads"). */
 #include "testutil.h"
 
 #include <pthread.h>
@@ -816,6 +817,54 @@ static void test_dispatcher_per_thread(void **state) {
     mha_model_free(m);
 }
 
+/* Requests waiting while several dispatchers are free are shared out
+ * between them, an even part each (one batch per core: the runtime splits
+ * its threads between concurrent runs), not all taken by the first: 8
+ * requests held together for two free dispatchers: the first takes 4 and
+ * none more (the second may find the first free again, so the rest can
+ * split further), each result still bitwise what the request gives
+ * alone. */
+static void test_free_dispatchers_share_a_batch(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(2);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.max_batch = 16;
+    o.max_delay_ms = 300.0; /* the 8 requests below wait together */
+    o.hold_when_idle = 1;
+    o.num_dispatchers = 2;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    enum { N = 8, S = 8, D = 64 };
+    float *x = malloc(sizeof(float) * N * S * D);
+    assert_non_null(x);
+    tu_fill_random(x, (size_t)N * S * D, 29);
+    mha_request *r[N];
+    int biggest = 0;
+    for (int i = 0; i < N; i++) {
+        mha_status st;
+        r[i] = submit_one(q, x + (size_t)i * S * D, S, D, 0.0, &st);
+        assert_int_equal(st, MHA_OK);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(mha_request_wait(r[i], -1, NULL), MHA_OK);
+        mha_request_info info;
+        mha_request_get_info(r[i], &info);
+        assert_true(info.batch_size <= N / 2);
+        if (info.batch_size > biggest) biggest = info.batch_size;
+        float *ref = run_alone(rt, m, x + (size_t)i * S * D, S, D);
+        assert_memory_equal(mha_request_output(r[i])->data, ref, sizeof(float) * S * D);
+        free(ref);
+        mha_request_free(r[i]);
+    }
+    assert_int_equal(biggest, N / 2);
+    mha_queue_destroy(q);
+    free(x);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
 /* A finished request's memory serves the next (queue_spares.c): after the
  * first, a request of the same size allocates nothing (fresh memory from
  * malloc is fresh pages, a fault per page). A request freed after its
@@ -1113,6 +1162,7 @@ int main(void) {
         cmocka_unit_test(test_batch_time),
         cmocka_unit_test(test_idle_goes_at_once),
         cmocka_unit_test(test_dispatcher_per_thread),
+        cmocka_unit_test(test_free_dispatchers_share_a_batch),
         cmocka_unit_test(test_request_memory_reused),
         cmocka_unit_test(test_many_submitters),
         cmocka_unit_test(test_runs_by_length),

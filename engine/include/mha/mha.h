@@ -591,7 +591,10 @@ typedef struct mha_queue_options {
                                  share the runtime's threads: a batch running alone
                                  gets every thread, two at once one each (a run on
                                  one core wastes no time at the phases' barriers:
-                                 4-5 % less CPU a request, S 32 on 2 cores) */
+                                 4-5 % less CPU a request, S 32 on 2 cores; a
+                                 fifth less for a MiniLM-sized model at 16 tokens).
+                                 Requests waiting while several dispatchers are free
+                                 are shared out between them, an even part each */
     int num_threads;          /* threads per batch run; 0 = the runtime's */
     size_t stack_bytes;       /* stack of each dispatcher thread; 0 = 2 MiB */
     double max_queue_ms;      /* 0 = off; else submit also refuses (MHA_ERR_QUEUE_FULL)

@@ -467,6 +467,22 @@ static int exec_fold_causal(const layer *L, const exec_binding *bd, const exec_m
     return 0;
 }
 
+/* A mask of zeros (an extended mask of all ones: (1 - 1) * finfo.min is
+ * -0) hides and adds nothing: score + 0 is the score but for the sign of a
+ * zero, which no exp(score - max) sees, so the kernels' unmasked path (no
+ * mask load and select per key vector) gives the same bits. Dropped then,
+ * unless the causal mask was folded into it (the kernels' own would come
+ * back). dims [B', H', Sq', Skv'] over m's strides; a NaN is not a zero. */
+static void exec_mask_drop_zeros(exec_mask *m, const int64_t dims[4]) {
+    if (!m->data || m->causal_folded) return;
+    for (int64_t i0 = 0; i0 < dims[0]; i0++)
+        for (int64_t i1 = 0; i1 < dims[1]; i1++)
+            for (int64_t i2 = 0; i2 < dims[2]; i2++)
+                for (int64_t i3 = 0; i3 < dims[3]; i3++)
+                    if (m->data[i0 * m->sb + i1 * m->sh + i2 * m->sq + i3 * m->sk] != 0.0f) return;
+    m->data = NULL;
+}
+
 mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
                            exec_mask *m, mha_error *err) {
     memset(m, 0, sizeof *m);
@@ -528,6 +544,7 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         m->sh = views[0].strides[1];
         m->sq = views[0].strides[2];
         m->sk = views[0].strides[3];
+        exec_mask_drop_zeros(m, views[0].dims);
         return MHA_OK;
     }
     /* bool masks become 0 / -inf, valued key padding its additive; several
@@ -570,6 +587,7 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     m->sh = strides[1];
     m->sq = strides[2];
     m->sk = strides[3];
+    exec_mask_drop_zeros(m, dims);
     return MHA_OK;
 }
 

@@ -40,12 +40,40 @@ int64_t plan_dim_apply(const plan_dim_rule *r, int64_t x) {
     return dims_floor_div(mul * x + r->offset, div);
 }
 
+void plan_dim_sums(const plan *P, int64_t *sizes) {
+    for (int k = 0; k < P->n_syms && k < PLAN_MAX_SYMS; k++) {
+        const int a = P->sym_sum[k][0], b = P->sym_sum[k][1];
+        if (a >= 0) sizes[k] = sizes[a] + (b >= 0 ? sizes[b] : 0) + P->sym_sum[k][2];
+    }
+}
+
 void plan_dim_probe_sizes(const plan *P, int k, int64_t *sizes) {
     for (int s = 0; s < PLAN_MAX_SYMS; s++)
         sizes[s] = P->probe_sizes[0][s];
     /* past both probes: three sizes of k, two of them adjacent (3, 5, 6
      * for the second axis), so that strides 2 and 3 show their phase */
     sizes[k] = P->probe_sizes[1][k] + 1;
+    plan_dim_sums(P, sizes);
+}
+
+/* A summed symbolic axis (past + new keys) whose sizes output axis d of
+ * output k takes at both probes and at every extra probe that ran: the
+ * axis, or -1. Growing either term moves it, so no single free axis
+ * explains it. */
+static int dims_summed_axis(const plan *P, const plan_shape *s, size_t k, int d,
+                            const int64_t *qdims) {
+    for (int t = 0; t < P->n_syms; t++) {
+        if (P->sym_sum[t][0] < 0) continue;
+        int same = s->dims[0][d] == P->probe_sizes[0][t] && s->dims[1][d] == P->probe_sizes[1][t];
+        for (int q = 0; qdims && q < P->n_syms && same; q++) {
+            const int64_t yq = qdims[(k * PLAN_MAX_SYMS + (size_t)q) * MHA_MAX_RANK + d];
+            int64_t sizes[PLAN_MAX_SYMS];
+            plan_dim_probe_sizes(P, q, sizes);
+            same = yq == PLAN_DIM_NOT_PROBED || yq == sizes[t];
+        }
+        if (same) return t;
+    }
+    return -1;
 }
 
 int plan_dim_fit(const int64_t *x, const int64_t *y, int n, int general, plan_dim_rule *r) {
@@ -159,6 +187,11 @@ mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, 
                 continue;
             }
             r->fixed = -1;
+            const int summed = dims_summed_axis(P, s, k, d, qdims);
+            if (summed >= 0 && dims_input_axis(P, summed, &r->input, &r->axis)) {
+                r->offset = 0; /* that input axis as it is */
+                continue;
+            }
             if (!qdims && P->n_syms != 1) {
                 if (!dims_two_probe_rule(P, shp, s, d, r))
                     return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,

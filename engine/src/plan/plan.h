@@ -211,6 +211,10 @@ typedef struct plan {
     int (*in_syms)[MHA_MAX_RANK]; /* [g->n_inputs]: symbolic axis id of each axis, -1 fixed */
     int n_syms;
     int64_t probe_sizes[PLAN_PROBES][PLAN_MAX_SYMS]; /* symbolic axis k -> size, per probe */
+    /* symbolic axis k is axis sym_sum[k][0] plus axis [1] (-1: none) plus
+     * the constant [2] (a decoding step's keys: past + new tokens, or past +
+     * 1); [0] -1 when it is free (probe.c) */
+    int sym_sum[PLAN_MAX_SYMS][3];
     layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
     /* [g->n_inputs]: a token-id input's ids must lie in [-x, x) (the
      * smallest extent of the constant tables it indexes, as ONNX Gather

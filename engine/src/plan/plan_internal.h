@@ -160,6 +160,14 @@ mha_status plan_probe_shape_only(const plan *P, unsigned char *skip, mha_error *
  * sizes. MHA_ERR_MODEL_UNSUPPORTED (err untouched) when there is no such
  * input or no size works; P->steps must interpret every node. */
 mha_status plan_probe_fit_images(plan *P, mha_error *err);
+/* The shape pass failed: a symbolic axis that is the sum of two others (the
+ * attention mask over past + new tokens of a decoding step with a cache)
+ * makes probes whose free sizes disagree with it. Finds the sum under which
+ * both probes run (P->sym_sum, probe sizes updated); MHA_ERR_MODEL_UNSUPPORTED
+ * when none does. plan_dim_sums (dims.c): sizes[k] of every summed axis k
+ * from its terms. */
+mha_status plan_probe_fit_sums(plan *P, mha_error *err);
+void plan_dim_sums(const plan *P, int64_t *sizes);
 /* Probe inputs at the given size of each symbolic axis, values from seed
  * (probe.c; plan_probe_inputs is this at P->probe_sizes[p]). */
 mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t seed, tensor **in,

@@ -38,7 +38,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from make_models import RmsNorm, randomize, rotate_half
-from make_variants import gelu_new, merge_heads, split_heads
+from make_variants import HfBert, HfGpt2, gelu_new, merge_heads, split_heads
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "families"))
 from generate import to_opset18  # noqa: E402
@@ -854,6 +854,269 @@ class MistralWindow(Llama):
         return self.lm_head(self.norm(x))
 
 
+# ------------------------------------------------- decoders with a cache ----
+
+class Gpt2PastBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.c_attn, self.c_proj = Conv1D(3 * D, D), Conv1D(D, D)
+        self.c_fc, self.mlp_proj = Conv1D(FF, D), Conv1D(D, FF)
+        self.register_buffer("bias", torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool))
+                             .view(1, 1, MAXPOS, MAXPOS), persistent=False)
+
+    def forward(self, x, past_k, past_v, ext):
+        q, k, v = self.c_attn(self.ln_1(x)).split(D, dim=2)
+        q, k, v = split_heads(q, H), split_heads(k, H), split_heads(v, H)
+        k, v = torch.cat((past_k, k), dim=-2), torch.cat((past_v, v), dim=-2)
+        w = torch.matmul(q, k.transpose(-1, -2)) / torch.full([], DH ** 0.5)
+        ql, kl = q.size(-2), k.size(-2)
+        causal = self.bias[:, :, kl - ql:kl, :kl]
+        w = torch.where(causal, w, torch.full([], FMIN)) + ext
+        x = x + self.c_proj(merge_heads(torch.matmul(w.softmax(-1), v)))
+        return x + self.mlp_proj(gelu_new(self.c_fc(self.ln_2(x)))), k, v
+
+
+class Gpt2Past(nn.Module):
+    """GPT-2 as a decoding step exports it (decoder_with_past): the past
+    keys and values of each layer [B, H, P, dh] in, concatenated before the
+    new ones and given back as present; positions P .. P + S - 1; the mask
+    over all P + S keys (left padding); the tril buffer sliced [k-q:k, :k]."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(VOCAB, D), nn.Embedding(MAXPOS, D)
+        self.h = nn.ModuleList([Gpt2PastBlock() for _ in range(L)])
+        self.ln_f = nn.LayerNorm(D)
+
+    def forward(self, input_ids, attention_mask, pk0, pv0, pk1, pv1):
+        p, s = pk0.shape[2], input_ids.shape[1]
+        pos = torch.arange(p, p + s, dtype=torch.long).unsqueeze(0)
+        ext = (1.0 - attention_mask[:, None, None, :].float()) * FMIN
+        x = self.wte(input_ids) + self.wpe(pos)
+        presents = []
+        for blk, (pk, pv) in zip(self.h, ((pk0, pv0), (pk1, pv1))):
+            x, k, v = blk(x, pk, pv, ext)
+            presents += [k, v]
+        return (torch.matmul(self.ln_f(x), self.wte.weight.t()),) + tuple(presents)
+
+
+class LlamaPast(Llama):
+    """LLaMA as a decoding step: the cache of each layer holds the 2 K/V
+    heads after RoPE, repeat_kv after the concatenation; positions from
+    the mask's cumsum (left padding), the causal mask of the new rows over
+    P + S keys from arange > cache_position, merged with the padding."""
+
+    def forward(self, input_ids, attention_mask, pk0, pv0, pk1, pv1):
+        b, s = input_ids.shape
+        p = pk0.shape[2]
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, p:]
+        cos = self.cos_cached[position_ids].unsqueeze(1)
+        sin = self.sin_cached[position_ids].unsqueeze(1)
+        t = p + s
+        cache_position = torch.arange(p, t)
+        future = torch.arange(t)[None, :] > cache_position[:, None]  # [S, T]
+        keep = ~future[None, None] & attention_mask[:, None, None, :].bool()
+        mask = torch.zeros(b, 1, s, t).masked_fill(~keep, FMIN)
+        x = self.embed_tokens(input_ids)
+        presents = []
+        for layer, (pk, pv) in zip(self.layers, ((pk0, pv0), (pk1, pv1))):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = a.q_proj(h).view(b, s, H, DH).transpose(1, 2)
+            k = a.k_proj(h).view(b, s, a.kv, DH).transpose(1, 2)
+            v = a.v_proj(h).view(b, s, a.kv, DH).transpose(1, 2)
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+            presents += [k, v]
+            kr, vr = repeat_kv(k, H // a.kv), repeat_kv(v, H // a.kv)
+            w = torch.matmul(q, kr.transpose(2, 3)) / math.sqrt(DH) + mask
+            w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+            x = x + a.o_proj(torch.matmul(w, vr).transpose(1, 2).reshape(b, s, D))
+            hh = layer.post_attention_layernorm(x)
+            x = x + layer.down_proj(F.silu(layer.gate_proj(hh)) * layer.up_proj(hh))
+        return (self.lm_head(self.norm(x)),) + tuple(presents)
+
+
+class T5DecoderPast(T5Decoder):
+    """T5's decoder as a decoding step: one new token, the self-attention
+    keys and values of each layer cached [B, H, P, d] and given back; the
+    relative bias over P + 1 keys, its last row kept; cross-attention to the
+    encoder's output with its padding mask."""
+
+    def forward(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask,
+                pk0, pv0, pk1, pv1):
+        s, p = decoder_input_ids.shape[1], pk0.shape[2]
+        x = self.embed(decoder_input_ids)
+        bias = self.block[0].self_attn.compute_bias(p + s, p + s)[:, :, -s:, :]
+        cross_bias = t5_extended(encoder_attention_mask)
+        presents = []
+        for blk, (pk, pv) in zip(self.block, ((pk0, pv0), (pk1, pv1))):
+            a = blk.self_attn
+            h = blk.ln_self(x)
+            q = split_heads(a.q(h), H)
+            k = torch.cat([pk, split_heads(a.k(h), H)], dim=2)
+            v = torch.cat([pv, split_heads(a.v(h), H)], dim=2)
+            presents += [k, v]
+            w = F.softmax((torch.matmul(q, k.transpose(3, 2)) + bias).float(), dim=-1)
+            x = x + a.o(merge_heads(torch.matmul(w, v)))
+            x = x + blk.cross_attn(blk.ln_cross(x), encoder_hidden_states, cross_bias)
+            x = x + blk.ff(blk.ln_ff(x))
+        x = self.final_layer_norm(x) * (D ** -0.5)
+        return (torch.matmul(x, self.embed.weight.t()),) + tuple(presents)
+
+
+# ------------------------------------------------------- Whisper decoder ----
+
+class WhisperDecBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.self_attn_layer_norm, self.encoder_attn_layer_norm = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.final_layer_norm = nn.LayerNorm(D)
+        names = ["q", "k", "v", "o", "cq", "ck", "cv", "co"]
+        self.p = nn.ModuleDict({n: nn.Linear(D, D, bias=not n.endswith("k")) for n in names})
+        self.fc1, self.fc2 = nn.Linear(D, FF), nn.Linear(FF, D)
+
+    def attend(self, pre, x, kv, mask):
+        b, s, _ = x.shape
+        t = kv.shape[1]
+        q = (self.p[pre + "q"](x) * DH ** -0.5).view(b, s, H, DH).transpose(1, 2).reshape(b * H, s, DH)
+        k = self.p[pre + "k"](kv).view(b, t, H, DH).transpose(1, 2).reshape(b * H, t, DH)
+        v = self.p[pre + "v"](kv).view(b, t, H, DH).transpose(1, 2).reshape(b * H, t, DH)
+        w = torch.bmm(q, k.transpose(1, 2))
+        if mask is not None:
+            w = (w.view(b, H, s, t) + mask).view(b * H, s, t)
+        ctx = torch.bmm(w.softmax(-1), v).view(b, H, s, DH).transpose(1, 2).reshape(b, s, D)
+        return self.p[pre + "o"](ctx)
+
+    def forward(self, x, enc, causal):
+        h = self.self_attn_layer_norm(x)
+        x = x + self.attend("", h, h, causal)
+        x = x + self.attend("c", self.encoder_attn_layer_norm(x), enc, None)
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+
+
+class WhisperDecoder(nn.Module):
+    """Whisper's decoder: learned positions sliced to the length, causal
+    self-attention (a triu of -inf buffer sliced [:S, :S]), cross-attention
+    to the encoder's output (no mask), K without bias, Q scaled after its
+    projection, (B*H, S, d) bmm, pre-LN, final LN, tied head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens, self.embed_positions = nn.Embedding(VOCAB, D), nn.Embedding(MAXPOS, D)
+        self.layers = nn.ModuleList([WhisperDecBlock() for _ in range(L)])
+        self.layer_norm = nn.LayerNorm(D)
+        self.register_buffer("causal", torch.full((MAXPOS, MAXPOS), float("-inf")).triu(1),
+                             persistent=False)
+
+    def forward(self, decoder_input_ids, encoder_hidden_states):
+        s = decoder_input_ids.shape[1]
+        x = self.embed_tokens(decoder_input_ids) + self.embed_positions.weight[:s]
+        causal = self.causal[:s, :s]
+        for layer in self.layers:
+            x = layer(x, encoder_hidden_states, causal)
+        return torch.matmul(self.layer_norm(x), self.embed_tokens.weight.t())
+
+
+# ------------------------------------------------------------------ DeiT ----
+
+class Deit(nn.Module):
+    """DeiT: Conv2d patches, a class and a distillation token concatenated,
+    positions added, pre-LN timm-style blocks (one qkv Linear, reshape
+    [B, N, 3, H, d], permute, unbind), the two heads averaged."""
+
+    def __init__(self, img=16, patch=4):
+        super().__init__()
+        n = (img // patch) ** 2
+        self.patch_embed = nn.Conv2d(3, D, patch, patch)
+        self.cls_token, self.dist_token = nn.Parameter(torch.zeros(1, 1, D)), nn.Parameter(torch.zeros(1, 1, D))
+        self.pos_embed = nn.Parameter(torch.zeros(1, n + 2, D))
+        self.norm1 = nn.ModuleList([nn.LayerNorm(D, eps=1e-6) for _ in range(L)])
+        self.norm2 = nn.ModuleList([nn.LayerNorm(D, eps=1e-6) for _ in range(L)])
+        self.qkv = nn.ModuleList([nn.Linear(D, 3 * D) for _ in range(L)])
+        self.proj = nn.ModuleList([nn.Linear(D, D) for _ in range(L)])
+        self.fc1 = nn.ModuleList([nn.Linear(D, FF) for _ in range(L)])
+        self.fc2 = nn.ModuleList([nn.Linear(FF, D) for _ in range(L)])
+        self.norm = nn.LayerNorm(D, eps=1e-6)
+        self.head, self.head_dist = nn.Linear(D, 10), nn.Linear(D, 10)
+
+    def forward(self, pixel_values):
+        x = self.patch_embed(pixel_values).flatten(2).transpose(1, 2)
+        b, n, _ = x.shape
+        x = torch.cat((self.cls_token.expand(b, -1, -1), self.dist_token.expand(b, -1, -1), x), dim=1)
+        x = x + self.pos_embed
+        n = n + 2
+        for i in range(L):
+            qkv = self.qkv[i](self.norm1[i](x)).reshape(b, n, 3, H, DH).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+            att = ((q * DH ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+            x = x + self.proj[i]((att @ v).transpose(1, 2).reshape(b, n, D))
+            x = x + self.fc2[i](F.gelu(self.fc1[i](self.norm2[i](x))))
+        x = self.norm(x)
+        return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2
+
+
+# -------------------------------------------- PyTorch's tutorial LM ----
+
+class TutorialLM(nn.Module):
+    """The word-language-model of PyTorch's tutorial: sequence first [S, B],
+    embeddings times sqrt(d), a sinusoid table buffer [max_len, 1, D]
+    sliced to S, nn.TransformerEncoder (post-LN, ReLU), a decoder Linear;
+    the causal mask (generate_square_subsequent_mask: a float triu of -inf)
+    given as an input, or made inside."""
+
+    def __init__(self, mask_input):
+        super().__init__()
+        self.mask_input = mask_input
+        self.encoder = nn.Embedding(VOCAB, D)
+        layer = nn.TransformerEncoderLayer(D, H, FF, dropout=0.0)
+        self.transformer_encoder = nn.TransformerEncoder(layer, L)
+        self.decoder = nn.Linear(D, VOCAB)
+        pos = torch.arange(MAXPOS).unsqueeze(1)
+        div = torch.exp(torch.arange(0, D, 2) * (-math.log(10000.0) / D))
+        pe = torch.zeros(MAXPOS, 1, D)
+        pe[:, 0, 0::2] = torch.sin(pos * div)
+        pe[:, 0, 1::2] = torch.cos(pos * div)
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, src, src_mask=None):
+        if src_mask is None:
+            src_mask = nn.Transformer.generate_square_subsequent_mask(src.size(0))
+        x = self.encoder(src) * math.sqrt(D)
+        x = x + self.pe[: x.size(0)]
+        return self.decoder(self.transformer_encoder(x, src_mask))
+
+
+# ------------------------------------------- BERT and GPT-2, other inputs ----
+
+class BertIdsOnly(HfBert):
+    """BertModel called with input_ids alone: the mask made of ones and the
+    token types of zeros inside (ConstantOfShape), int32 ids when asked."""
+
+    def forward(self, input_ids):
+        ids = input_ids.long()
+        return super().forward(ids, torch.ones_like(ids), torch.zeros_like(ids))
+
+
+class Gpt2LeftPadPositions(HfGpt2):
+    """GPT-2 as generate() feeds a left-padded batch: position_ids
+    cumsum(mask) - 1, with the padded ones set to 1 by masked_fill."""
+
+    def __init__(self):
+        super().__init__(True, False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, input_ids, attention_mask):
+        pos = attention_mask.long().cumsum(-1) - 1
+        pos = pos.masked_fill(attention_mask == 0, 1)
+        x = self.wte(input_ids) + self.wpe(pos)
+        ext = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * FMIN
+        for b in self.h:
+            x = b(x, ext)
+        return self.lm_head(self.ln_f(x))
+
+
 # ---------------------------------------------------------------- export ----
 
 def data(seed, b, s, pad_last=2):
@@ -871,18 +1134,20 @@ def write_pb(path, name, t):
 
 
 def export(outdir, name, model, seed, make_inputs, in_names, out_names, opset,
-           dynamic=True, fold=True, op18=False):
+           dynamic=True, fold=True, op18=False, second=(3, 5)):
     """make_inputs(b, s) -> the input tensors; two data sets, (2, 7) and
-    (3, 5) (a static export: the first only)."""
+    `second` (a static export: the first only)."""
     if PREFIXES and not any(name.startswith(p) for p in PREFIXES):
         return
     randomize(model, seed)
     model.eval()
     d = os.path.join(outdir, name)
     os.makedirs(d, exist_ok=True)
-    sets = [make_inputs(2, 7)] + ([make_inputs(3, 5)] if dynamic else [])
+    sets = [make_inputs(2, 7)] + ([make_inputs(*second)] if dynamic else [])
     dyn = None
-    if dynamic:
+    if isinstance(dynamic, dict):  # the axes as given
+        dyn = dynamic
+    elif dynamic:
         dyn = {n: {0: "batch", 1: "seq"} for n in in_names + out_names}
         dyn.update({n: {0: "batch", 1: "enc_seq"} for n in in_names if n.startswith("encoder_")})
         if "decoder_input_ids" in in_names and "input_ids" in in_names:  # encoder and decoder
@@ -997,6 +1262,107 @@ def main():
            ["logits"], 14, fold=False)
     export(outdir, "z_gptj_parallel_posids_op18", Gptj(), 311, ids_mask_pos(11),
            lm + ["position_ids"], ["logits"], 18, op18=True)
+
+    past = ["past_key_0", "past_value_0", "past_key_1", "past_value_1"]
+    present = ["logits", "present_key_0", "present_value_0", "present_key_1", "present_value_1"]
+    export(outdir, "z_gpt2_past_op14", Gpt2Past(), 321, past_inputs(21, H), lm + past, present, 14,
+           dynamic=past_axes(past, present))
+    export(outdir, "z_gpt2_past1_optimum_op14", Gpt2Past(), 321, past_inputs(25, H, one=True), lm + past,
+           present, 14, dynamic=past_axes(past, present, "past_sequence_length + 1"))
+    export(outdir, "z_llama_past_gqa_op17", LlamaPast(kv=2), 322, past_inputs(22, 2), lm + past, present,
+           17, dynamic=past_axes(past, present))
+    export(outdir, "z_t5_dec_past_op16", T5DecoderPast(), 326, t5_past_inputs(26),
+           ["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask"] + past, present, 16,
+           dynamic=t5_past_axes(past, present))
+    sq = {0: "seq", 1: "batch"}
+    export(outdir, "z_tutorial_lm_maskinput_op14", TutorialLM(True), 327, tutorial_inputs(27, True),
+           ["src", "src_mask"], ["output"], 14,
+           dynamic={"src": sq, "src_mask": {0: "seq", 1: "seq"}, "output": sq})
+    export(outdir, "z_tutorial_lm_op17", TutorialLM(False), 328, tutorial_inputs(28, False), ["src"],
+           ["output"], 17, dynamic={"src": sq, "output": sq})
+    ids_only = lambda b, s: [data(29 + s, b, s)[0]]  # noqa: E731
+    export(outdir, "z_bert_idsonly_staticseq_op14", BertIdsOnly(), 329, ids_only, ["input_ids"],
+           ["last_hidden_state", "pooler_output"], 14,
+           dynamic={"input_ids": {0: "batch"}, "last_hidden_state": {0: "batch"}, "pooler_output": {0: "batch"}},
+           second=(3, 7))
+    export(outdir, "z_bert_idsonly_int32_op13", BertIdsOnly(), 330,
+           lambda b, s: [data(30 + s, b, s)[0].to(torch.int32)], ["input_ids"],
+           ["last_hidden_state", "pooler_output"], 13)
+    export(outdir, "z_gpt2_leftpad_posids_op15", Gpt2LeftPadPositions(), 331, ids_mask_left(31),
+           lm, ["logits"], 15)
+    export(outdir, "z_whisper_dec_op15", WhisperDecoder(), 323, whisper_dec_inputs(23),
+           ["decoder_input_ids", "encoder_hidden_states"], ["logits"], 15)
+    export(outdir, "z_deit_disttoken_op14", Deit(), 324,
+           lambda b, s: [torch.randn(b, 3, 16, 16, generator=torch.Generator().manual_seed(24 + b))],
+           ["pixel_values"], ["logits"], 14, dynamic={"pixel_values": {0: "batch"}, "logits": {0: "batch"}})
+
+
+def past_axes(past, present, one=None):
+    """Axes named freely (seq, past, total), or -- one given -- as
+    Hugging Face's optimum names them for one new token a step: input_ids
+    [batch_size, 1], the mask and present over one + past keys."""
+    total, seq = (one, None) if one else ("total", "seq")
+    past_name = "past_sequence_length" if one else "past"
+    dyn = {"input_ids": {0: "batch", 1: seq}, "attention_mask": {0: "batch", 1: total},
+           "logits": {0: "batch", 1: seq}}
+    dyn.update({n: {0: "batch", 2: past_name} for n in past})
+    dyn.update({n: {0: "batch", 2: total} for n in present[1:]})
+    for axes in dyn.values():
+        for a in [a for a, name in axes.items() if name is None]:
+            del axes[a]
+    return dyn
+
+
+def past_inputs(seed, kv, one=False):
+    # a decoding step: (2, 7) -> 3 new tokens after 4 cached (one: 1 after
+    # 6), (3, 5) -> 1 after 4; the last row padded on the left
+    def make(b, s):
+        new = 3 if s == 7 and not one else 1
+        p = s - new
+        g = torch.Generator().manual_seed(seed + s)
+        ids = torch.randint(2, VOCAB, (b, new), generator=g)
+        mask = torch.ones(b, s, dtype=torch.long)
+        mask[b - 1, :2] = 0
+        cache = [torch.randn(b, kv, p, DH, generator=g) for _ in range(4)]
+        return [ids, mask] + cache
+    return make
+
+
+def t5_past_axes(past, present):
+    one = "past_sequence_length + 1"
+    dyn = {"decoder_input_ids": {0: "batch"}, "logits": {0: "batch"},
+           "encoder_hidden_states": {0: "batch", 1: "encoder_sequence_length"},
+           "encoder_attention_mask": {0: "batch", 1: "encoder_sequence_length"}}
+    dyn.update({n: {0: "batch", 2: "past_sequence_length"} for n in past})
+    dyn.update({n: {0: "batch", 2: one} for n in present[1:]})
+    return dyn
+
+
+def t5_past_inputs(seed):
+    # one new token after s - 1 cached ones; an encoder output of s + 2 rows
+    def make(b, s):
+        g = torch.Generator().manual_seed(seed + s)
+        ids = torch.randint(2, VOCAB, (b, 1), generator=g)
+        enc = torch.randn(b, s + 2, D, generator=g)
+        mask = torch.ones(b, s + 2, dtype=torch.long)
+        mask[b - 1, s:] = 0
+        return [ids, enc, mask] + [torch.randn(b, H, s - 1, DH, generator=g) for _ in range(4)]
+    return make
+
+
+def tutorial_inputs(seed, mask_input):
+    # [S, B] token ids (the batch second), and the causal mask when an input
+    def make(b, s):
+        src = torch.randint(0, VOCAB, (s, b), generator=torch.Generator().manual_seed(seed + s))
+        return [src] + ([nn.Transformer.generate_square_subsequent_mask(s)] if mask_input else [])
+    return make
+
+
+def whisper_dec_inputs(seed):
+    def make(b, s):
+        g = torch.Generator().manual_seed(seed + s)
+        return [torch.randint(2, VOCAB, (b, s), generator=g), torch.randn(b, s + 4, D, generator=g)]
+    return make
 
 
 if __name__ == "__main__":
