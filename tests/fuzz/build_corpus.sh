@@ -2,7 +2,8 @@
 # build_corpus.sh -- builds the seed corpora of the fuzz targets from the
 # project's own files:
 #   onnx_model     tests/data/**/model.onnx (up to 256 KiB each) and
-#                  tests/fuzz/seeds/onnx_model/*.onnx (mask forms, make_seeds.py)
+#                  tests/fuzz/seeds/onnx_model/*.onnx (mask forms and tiny
+#                  whole models of a few KB, make_seeds.py)
 #   tensor_proto   tests/data/**/*.pb
 #   npy            tests/fuzz/seeds/npy/*.npy (numpy-written, make_seeds.py)
 #   external_data  tests/fuzz/seeds/external_data/*

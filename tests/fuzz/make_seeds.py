@@ -13,7 +13,12 @@ seeds/external_data: inputs of the external-data target, one per
 interesting location (format in entry_external_data.c).
 seeds/onnx_model: small self-attention layers with a Softmax core and the
 mask forms tests/data lacks (float additive, bool attend, bool ignore, key
-padding), for the recogniser's mask placement (needs onnx).
+padding), for the recogniser's mask placement (needs onnx); and tiny
+whole models (BERT with Gather embeddings and LayerNorm, GPT-2 with a causal
+mask, ViT with a Conv patch embedding; two attention layers each, d 4) so
+that the fuzzer's mutations of whole graphs start from a few KB and reach
+the whole-model plan many times a second (needs torch: the export is
+tests/data/models/make_models.py's, at a tiny size).
 """
 import io
 import os
@@ -171,12 +176,79 @@ def softmax_layer(name, mask):
     onnx.save(model, os.path.join(d, name + ".onnx"))
 
 
+def compact(path):
+    """Drops node names and doc strings and renames the inner values to
+    short names: torch's names ("/layers.0/attn/Reshape_output_0") are most
+    of a tiny model's bytes, and the engine reads none of them."""
+    import onnx
+
+    m = onnx.load(path)
+    g = m.graph
+    keep = {v.name for v in list(g.input) + list(g.output)}
+    short = {}
+
+    def rename(n):
+        if not n or n in keep:
+            return n
+        return short.setdefault(n, "t%x" % len(short))
+
+    for t in g.initializer:
+        t.name = rename(t.name)
+    for n in g.node:
+        n.name = ""
+        n.doc_string = ""
+        n.input[:] = [rename(x) for x in n.input]
+        n.output[:] = [rename(x) for x in n.output]
+    m.producer_name, m.producer_version, m.doc_string = "", "", ""
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+
+
+def whole_model_seeds():
+    """BERT, GPT-2 and ViT of make_models.py with d 4, 2 heads, FFN 8, 2
+    layers, 16 tokens, 8 positions: every stage of the whole-model plan
+    (embeddings, LayerNorm, attention cores, MLPs, the image Conv) in a
+    few KB."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, os.path.join(HERE, "..", "data", "models"))
+    import make_models as mm
+
+    mm.D, mm.HEADS, mm.FFN, mm.LAYERS, mm.VOCAB, mm.MAXPOS = 4, 2, 8, 2, 16, 8
+    d = os.path.join(HERE, "seeds", "onnx_model")
+    g = torch.Generator().manual_seed(5)
+    bs = {0: "batch", 1: "seq"}
+
+    def export(name, model, inputs, in_names, out_names, dyn, opset):
+        mm.randomize(model, 5)
+        model.eval()
+        path = os.path.join(d, name + ".onnx")
+        torch.onnx.export(model, tuple(inputs), path, input_names=in_names,
+                          output_names=out_names, dynamic_axes=dyn, opset_version=opset)
+        compact(path)
+
+    ids = torch.randint(0, mm.VOCAB, (2, 5), generator=g)
+    ones = torch.ones(2, 5, dtype=torch.long)
+    export("whole_bert_l2_d4", mm.Bert(), [ids, ones, ones * 0],
+           ["input_ids", "attention_mask", "token_type_ids"], ["hidden", "pooled"],
+           {"input_ids": bs, "attention_mask": bs, "token_type_ids": bs, "hidden": bs,
+            "pooled": {0: "batch"}}, 17)
+    export("whole_gpt2_l2_d4", mm.Gpt2(), [ids], ["input_ids"], ["logits"],
+           {"input_ids": bs, "logits": bs}, 14)
+    export("whole_vit_l2_d4_p4", mm.Vit(image=8, patch=4, chans=1),
+           [torch.randn(2, 1, 8, 8, generator=g)], ["pixel_values"], ["cls"],
+           {"pixel_values": {0: "batch"}, "cls": {0: "batch"}}, 14)
+
+
 def model_seeds():
     softmax_layer("softmax_nomask", None)
     softmax_layer("softmax_float_mask", "float")
     softmax_layer("softmax_bool_attend_mask", "bool_attend")
     softmax_layer("softmax_bool_ignore_mask", "bool_ignore")
     softmax_layer("softmax_key_padding_mask", "kpm")
+    whole_model_seeds()
 
 
 if __name__ == "__main__":

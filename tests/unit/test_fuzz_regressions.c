@@ -105,6 +105,68 @@ static void test_replay_onnx_model(void **state) {
     replay_target("onnx_model", models);
 }
 
+/* Counts the bytes a load asks for, all allocations together, and refuses
+ * (and counts) every allocation past a cap: a load whose work grows without
+ * bound then ends soon instead of running for minutes, and is seen. */
+typedef struct capped_alloc {
+    size_t asked, cap;
+    int refused;
+} capped_alloc;
+
+static void *capped_alloc_fn(void *user, size_t size, size_t align) {
+    capped_alloc *c = user;
+    if (size > c->cap - c->asked) {
+        c->refused++;
+        return NULL;
+    }
+    c->asked += size;
+    void *p = NULL;
+    return posix_memalign(&p, align < sizeof p ? sizeof p : align, size ? size : 1) ? NULL : p;
+}
+
+static void capped_free_fn(void *user, void *p) {
+    (void)user;
+    free(p);
+}
+
+/* Inputs that were slow because a load did work out of proportion to the
+ * file: each loads (or is refused) asking for less than a fixed total of
+ * bytes. */
+static void test_load_work_bounded(void **state) {
+    (void)state;
+    static const struct {
+        const char *file;
+        size_t cap; /* bytes asked by the whole load, all allocations */
+    } cases[] = {
+        /* the image-size search of the plan ran a graph that fails after
+         * its attention at every grid up to 64 patches a side: 993 MB
+         * asked, 19 s of CPU in a release build, minutes under ASan; now
+         * bounded by the model's size (21 MB) */
+        {"plan-fit-images-late-failure-every-grid-slow.onnx", (size_t)256 << 20},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/regressions/onnx_model/%s", MHA_FUZZ_DIR, cases[i].file);
+        size_t size = 0;
+        void *data = tu_read_file(path, &size);
+        assert_non_null(data);
+        capped_alloc c = {0, cases[i].cap, 0};
+        mha_allocator al = {capped_alloc_fn, capped_free_fn, &c};
+        mha_model_options o;
+        mha_model_options_init(&o);
+        o.allocator = &al;
+        mha_model *m = NULL;
+        mha_error err;
+        mha_error_clear(&err);
+        mha_status st = mha_model_load_memory(data, size, NULL, &o, &m, &err);
+        print_message("%s: %s after %zu MB asked\n", cases[i].file, mha_status_name(st),
+                      c.asked >> 20);
+        assert_int_equal(c.refused, 0);
+        mha_model_free(m);
+        free(data);
+    }
+}
+
 static void test_replay_npy(void **state) {
     (void)state;
     replay_target("npy", NULL);
@@ -126,9 +188,8 @@ static void test_replay_external_data(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_replay_onnx_model),
-        cmocka_unit_test(test_replay_npy),
-        cmocka_unit_test(test_replay_tensor_proto),
+        cmocka_unit_test(test_replay_onnx_model),    cmocka_unit_test(test_load_work_bounded),
+        cmocka_unit_test(test_replay_npy),           cmocka_unit_test(test_replay_tensor_proto),
         cmocka_unit_test(test_replay_external_data),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

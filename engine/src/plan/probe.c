@@ -129,23 +129,25 @@ mha_status plan_probe_shape_only(const plan *P, unsigned char *skip, mha_error *
     return MHA_OK;
 }
 
-static void probe_ignore_value(void *user, int v, const tensor *t) {
-    (void)user;
+/* Adds the elements of each value a probe made to *(int64_t *)user. */
+static void probe_count_value(void *user, int v, const tensor *t) {
     (void)v;
-    (void)t;
+    int64_t *made = user;
+    int64_t n = tensor_numel(t);
+    *made = n > INT64_MAX - *made ? INT64_MAX : *made + n;
 }
 
 /* Whether the graph runs (for shapes: skip) on probe inputs of the given
- * symbolic sizes; MHA_ERR_NO_MEMORY is passed on, every other failure
- * is a 0. */
+ * symbolic sizes, adding the elements of the values it made to *made;
+ * MHA_ERR_NO_MEMORY is passed on, every other failure is a 0. */
 static mha_status probe_runs_at(plan *P, const int64_t *sizes, const unsigned char *skip, int *runs,
-                                mha_error *err) {
+                                int64_t *made, mha_error *err) {
     const ir_graph *g = P->g;
     *runs = 0;
     tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
     if (!in) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     tensor **values = NULL;
-    plan_observer obs = {probe_ignore_value, NULL, skip};
+    plan_observer obs = {probe_count_value, made, skip};
     mha_error e;
     mha_error_clear(&e);
     mha_status st = plan_probe_inputs_sized(P, sizes, 0x696d616765ull, in, &e);
@@ -201,6 +203,7 @@ typedef struct probe_fit {
     int64_t sizes[PLAN_MAX_SYMS];
     const unsigned char *skip;
     int found;
+    int64_t made, budget; /* elements the probes made, and how many they may */
 } probe_fit;
 
 /* Runs the graph for shapes at a grid of gh x gw patches: the first grid
@@ -216,7 +219,7 @@ static mha_status probe_fit_grid(plan *P, probe_fit *f, int64_t gh, int64_t gw, 
         return MHA_OK;
     f->sizes[f->kh] = f->kernel[0] + span[0];
     f->sizes[f->kw] = f->kernel[1] + span[1];
-    mha_status st = probe_runs_at(P, f->sizes, f->skip, &runs, err);
+    mha_status st = probe_runs_at(P, f->sizes, f->skip, &runs, &f->made, err);
     if (st != MHA_OK || !runs) return st;
     for (int p = f->found ? 1 : 0; p < PLAN_PROBES; p++) {
         P->probe_sizes[p][f->kh] = f->sizes[f->kh];
@@ -237,8 +240,11 @@ static mha_status probe_fit_grids(plan *P, probe_fit *f, mha_error *err) {
         const int before = f->found;
         st = probe_fit_grid(P, f, g, g, err);
         if (before && f->found == before) break;
+        if (!f->found && f->made > f->budget) break; /* the sizes grow, so will the probes */
     }
-    for (int64_t n = 2; n <= PROBE_MAX_PATCHES && st == MHA_OK && !f->found; n++) {
+    f->made = 0; /* the grids that are not square: a budget of their own */
+    for (int64_t n = 2; n <= PROBE_MAX_PATCHES && st == MHA_OK && !f->found && f->made <= f->budget;
+         n++) {
         int64_t a = 1; /* the largest side below sqrt(n) that divides n */
         for (int64_t d = 2; d * d < n; d++)
             if (n % d == 0) a = d;
@@ -254,6 +260,22 @@ static mha_status probe_fit_grids(plan *P, probe_fit *f, mha_error *err) {
     return st;
 }
 
+/* What the search may make, in elements of all its probes' values: a few
+ * times the model's weights (a real ViT fails at the wrong sizes at its
+ * position table, right after the patch Conv, and runs through once at
+ * its size), at least PLAN_PROBE_MAX_ELEMENTS. A graph that fails
+ * only after its attention would otherwise be run at every grid up to
+ * PROBE_MAX_GRID, scores growing as grid^4: minutes, and GiBs of scores. */
+static int64_t probe_fit_budget(const ir_graph *g) {
+    int64_t budget = PLAN_PROBE_MAX_ELEMENTS;
+    for (size_t v = 0; v < g->n_values; v++) {
+        const tensor *w = g->values[v].init;
+        int64_t n = w ? tensor_numel(w) : 0;
+        budget = n > (INT64_MAX - budget) / 4 ? INT64_MAX : budget + 4 * n;
+    }
+    return budget;
+}
+
 mha_status plan_probe_fit_images(plan *P, mha_error *err) {
     size_t i;
     probe_fit f;
@@ -264,6 +286,7 @@ mha_status plan_probe_fit_images(plan *P, mha_error *err) {
     unsigned char *skip = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
     if (!skip) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     f.skip = skip;
+    f.budget = probe_fit_budget(g);
     mha_status st = plan_probe_shape_only(P, skip, err);
     memcpy(f.sizes, P->probe_sizes[0], sizeof f.sizes);
     if (P->in_syms[i][0] >= 0) f.sizes[P->in_syms[i][0]] = 1; /* one image */
@@ -300,7 +323,8 @@ static mha_status probe_try_sum(plan *P, const unsigned char *skip, int k, int a
         int64_t sizes[PLAN_MAX_SYMS];
         memcpy(sizes, P->probe_sizes[p], sizeof sizes);
         plan_dim_sums(P, sizes);
-        st = probe_runs_at(P, sizes, skip, &runs, err);
+        int64_t made = 0;
+        st = probe_runs_at(P, sizes, skip, &runs, &made, err);
     }
     *found = st == MHA_OK && runs;
     if (!*found) {

@@ -38,7 +38,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from make_models import RmsNorm, randomize, rotate_half
-from make_variants import gelu_new, merge_heads, split_heads
+from make_variants import HfBert, HfGpt2, gelu_new, merge_heads, split_heads
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "families"))
 from generate import to_opset18  # noqa: E402
@@ -1057,6 +1057,66 @@ class Deit(nn.Module):
         return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2
 
 
+# -------------------------------------------- PyTorch's tutorial LM ----
+
+class TutorialLM(nn.Module):
+    """The word-language-model of PyTorch's tutorial: sequence first [S, B],
+    embeddings times sqrt(d), a sinusoid table buffer [max_len, 1, D]
+    sliced to S, nn.TransformerEncoder (post-LN, ReLU), a decoder Linear;
+    the causal mask (generate_square_subsequent_mask: a float triu of -inf)
+    given as an input, or made inside."""
+
+    def __init__(self, mask_input):
+        super().__init__()
+        self.mask_input = mask_input
+        self.encoder = nn.Embedding(VOCAB, D)
+        layer = nn.TransformerEncoderLayer(D, H, FF, dropout=0.0)
+        self.transformer_encoder = nn.TransformerEncoder(layer, L)
+        self.decoder = nn.Linear(D, VOCAB)
+        pos = torch.arange(MAXPOS).unsqueeze(1)
+        div = torch.exp(torch.arange(0, D, 2) * (-math.log(10000.0) / D))
+        pe = torch.zeros(MAXPOS, 1, D)
+        pe[:, 0, 0::2] = torch.sin(pos * div)
+        pe[:, 0, 1::2] = torch.cos(pos * div)
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, src, src_mask=None):
+        if src_mask is None:
+            src_mask = nn.Transformer.generate_square_subsequent_mask(src.size(0))
+        x = self.encoder(src) * math.sqrt(D)
+        x = x + self.pe[: x.size(0)]
+        return self.decoder(self.transformer_encoder(x, src_mask))
+
+
+# ------------------------------------------- BERT and GPT-2, other inputs ----
+
+class BertIdsOnly(HfBert):
+    """BertModel called with input_ids alone: the mask made of ones and the
+    token types of zeros inside (ConstantOfShape), int32 ids when asked."""
+
+    def forward(self, input_ids):
+        ids = input_ids.long()
+        return super().forward(ids, torch.ones_like(ids), torch.zeros_like(ids))
+
+
+class Gpt2LeftPadPositions(HfGpt2):
+    """GPT-2 as generate() feeds a left-padded batch: position_ids
+    cumsum(mask) - 1, with the padded ones set to 1 by masked_fill."""
+
+    def __init__(self):
+        super().__init__(True, False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, input_ids, attention_mask):
+        pos = attention_mask.long().cumsum(-1) - 1
+        pos = pos.masked_fill(attention_mask == 0, 1)
+        x = self.wte(input_ids) + self.wpe(pos)
+        ext = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * FMIN
+        for b in self.h:
+            x = b(x, ext)
+        return self.lm_head(self.ln_f(x))
+
+
 # ---------------------------------------------------------------- export ----
 
 def data(seed, b, s, pad_last=2):
@@ -1074,16 +1134,16 @@ def write_pb(path, name, t):
 
 
 def export(outdir, name, model, seed, make_inputs, in_names, out_names, opset,
-           dynamic=True, fold=True, op18=False):
+           dynamic=True, fold=True, op18=False, second=(3, 5)):
     """make_inputs(b, s) -> the input tensors; two data sets, (2, 7) and
-    (3, 5) (a static export: the first only)."""
+    `second` (a static export: the first only)."""
     if PREFIXES and not any(name.startswith(p) for p in PREFIXES):
         return
     randomize(model, seed)
     model.eval()
     d = os.path.join(outdir, name)
     os.makedirs(d, exist_ok=True)
-    sets = [make_inputs(2, 7)] + ([make_inputs(3, 5)] if dynamic else [])
+    sets = [make_inputs(2, 7)] + ([make_inputs(*second)] if dynamic else [])
     dyn = None
     if isinstance(dynamic, dict):  # the axes as given
         dyn = dynamic
@@ -1214,6 +1274,22 @@ def main():
     export(outdir, "z_t5_dec_past_op16", T5DecoderPast(), 326, t5_past_inputs(26),
            ["decoder_input_ids", "encoder_hidden_states", "encoder_attention_mask"] + past, present, 16,
            dynamic=t5_past_axes(past, present))
+    sq = {0: "seq", 1: "batch"}
+    export(outdir, "z_tutorial_lm_maskinput_op14", TutorialLM(True), 327, tutorial_inputs(27, True),
+           ["src", "src_mask"], ["output"], 14,
+           dynamic={"src": sq, "src_mask": {0: "seq", 1: "seq"}, "output": sq})
+    export(outdir, "z_tutorial_lm_op17", TutorialLM(False), 328, tutorial_inputs(28, False), ["src"],
+           ["output"], 17, dynamic={"src": sq, "output": sq})
+    ids_only = lambda b, s: [data(29 + s, b, s)[0]]  # noqa: E731
+    export(outdir, "z_bert_idsonly_staticseq_op14", BertIdsOnly(), 329, ids_only, ["input_ids"],
+           ["last_hidden_state", "pooler_output"], 14,
+           dynamic={"input_ids": {0: "batch"}, "last_hidden_state": {0: "batch"}, "pooler_output": {0: "batch"}},
+           second=(3, 7))
+    export(outdir, "z_bert_idsonly_int32_op13", BertIdsOnly(), 330,
+           lambda b, s: [data(30 + s, b, s)[0].to(torch.int32)], ["input_ids"],
+           ["last_hidden_state", "pooler_output"], 13)
+    export(outdir, "z_gpt2_leftpad_posids_op15", Gpt2LeftPadPositions(), 331, ids_mask_left(31),
+           lm, ["logits"], 15)
     export(outdir, "z_whisper_dec_op15", WhisperDecoder(), 323, whisper_dec_inputs(23),
            ["decoder_input_ids", "encoder_hidden_states"], ["logits"], 15)
     export(outdir, "z_deit_disttoken_op14", Deit(), 324,
@@ -1271,6 +1347,14 @@ def t5_past_inputs(seed):
         mask = torch.ones(b, s + 2, dtype=torch.long)
         mask[b - 1, s:] = 0
         return [ids, enc, mask] + [torch.randn(b, H, s - 1, DH, generator=g) for _ in range(4)]
+    return make
+
+
+def tutorial_inputs(seed, mask_input):
+    # [S, B] token ids (the batch second), and the causal mask when an input
+    def make(b, s):
+        src = torch.randint(0, VOCAB, (s, b), generator=torch.Generator().manual_seed(seed + s))
+        return [src] + ([nn.Transformer.generate_square_subsequent_mask(s)] if mask_input else [])
     return make
 
 
