@@ -22,16 +22,47 @@ static void shape_strides(int rank, const int64_t *dims, int64_t *strides) {
 /* y[i_0..i_r] = x[base + sum_a i_a * step[a]] over y's dims: the strided
  * gather Transpose (permuted strides) and Slice (start offset, stepped
  * strides) both are. Offsets are in elements. */
+/* One row of n elements of es bytes, x's a stride s apart: the element
+ * sizes of the engine's types as constants, so that each copy is a move. */
+static void shape_gather_row(char *dst, const char *src, int64_t n, int64_t s, size_t es) {
+    if (s == 1) {
+        memcpy(dst, src, (size_t)n * es);
+    } else if (es == 4) {
+        for (int64_t j = 0; j < n; j++)
+            memcpy(dst + j * 4, src + j * s * 4, 4);
+    } else if (es == 8) {
+        for (int64_t j = 0; j < n; j++)
+            memcpy(dst + j * 8, src + j * s * 8, 8);
+    } else {
+        for (int64_t j = 0; j < n; j++)
+            memcpy(dst + (size_t)j * es, src + j * s * (int64_t)es, es);
+    }
+}
+
+/* y = the elements of x at base + sum over axes a of i_a * step[a], y's
+ * rows (its last axis) one at a time, the offset of each row stepped from
+ * the last's like an odometer rather than worked out per element. */
 static void shape_gather(const tensor *x, tensor *y, int64_t base, const int64_t *step) {
-    size_t es = mha_dtype_size(x->dtype);
-    int64_t total = tensor_numel(y);
-    for (int64_t i = 0; i < total; i++) {
-        int64_t rem = i, off = base;
-        for (int a = y->rank - 1; a >= 0; a--) {
-            off += (rem % y->dims[a]) * step[a];
-            rem /= y->dims[a];
+    const size_t es = mha_dtype_size(x->dtype);
+    const int64_t total = tensor_numel(y);
+    if (total <= 0) return;
+    if (y->rank == 0) {
+        memcpy(y->data, (const char *)x->data + (size_t)base * es, es);
+        return;
+    }
+    const int last = y->rank - 1;
+    const int64_t row = y->dims[last];
+    int64_t idx[MHA_MAX_RANK] = {0}, off = base;
+    char *dst = y->data;
+    for (int64_t i = 0; i < total; i += row) {
+        shape_gather_row(dst, (const char *)x->data + (size_t)off * es, row, step[last], es);
+        dst += (size_t)row * es;
+        for (int a = last - 1; a >= 0; a--) {
+            off += step[a];
+            if (++idx[a] < y->dims[a]) break;
+            off -= step[a] * y->dims[a];
+            idx[a] = 0;
         }
-        memcpy((char *)y->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
     }
 }
 
