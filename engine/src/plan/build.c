@@ -184,7 +184,7 @@ static mha_status build_shape_probe(plan *P, plan_shape *shp, int p, const unsig
         return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     }
     build_shape_pass sp = {shp, p};
-    plan_observer obs = {build_record_shape, &sp, skip};
+    plan_observer obs = {build_record_shape, &sp, skip, plan_probe_run_budget(g)};
     mha_status st = plan_probe_inputs(P, p, in, err);
     if (st == MHA_OK) st = plan_exec_observed(P, in, NULL, &obs, &values, err);
     if (st != MHA_OK) mha_error_prefix(err, "evaluating the graph on a probe input");

@@ -83,7 +83,16 @@ typedef struct plan_observer {
     /* [g->n_nodes] or NULL: interpreted nodes run for their outputs'
      * shapes only (interp_eval_node_shape; plan_probe_shape_only) */
     const unsigned char *shape_only;
+    /* > 0: the run stops with MHA_ERR_LIMIT once its steps have made more
+     * elements than this (a probe of a malformed file: plan_probe_run_budget) */
+    int64_t max_elements;
 } plan_observer;
+
+/* What one probe run of the graph may make, in elements of all its values:
+ * 4 x the model's weights, at least 2^25 (a real model's probe makes a
+ * fraction of that; a graph input that declares a fixed axis of 10^6 beside
+ * a symbolic one makes it in masks and gathers of no use). */
+int64_t plan_probe_run_budget(const ir_graph *g);
 
 /* plan_exec freeing values after their last step, obs told about each
  * value as it is made (the shapes of a probe run without holding every

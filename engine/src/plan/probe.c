@@ -147,7 +147,7 @@ static mha_status probe_runs_at(plan *P, const int64_t *sizes, const unsigned ch
     tensor **in = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *in);
     if (!in) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     tensor **values = NULL;
-    plan_observer obs = {probe_count_value, made, skip};
+    plan_observer obs = {probe_count_value, made, skip, plan_probe_run_budget(g)};
     mha_error e;
     mha_error_clear(&e);
     mha_status st = plan_probe_inputs_sized(P, sizes, 0x696d616765ull, in, &e);
@@ -313,7 +313,7 @@ mha_status plan_probe_fit_images(plan *P, mha_error *err) {
 
 /* One candidate k = a (+ b) + c: set, tried, kept when both probes run. */
 static mha_status probe_try_sum(plan *P, const unsigned char *skip, int k, int a, int b, int c,
-                                int *found, mha_error *err) {
+                                int64_t *made, int *found, mha_error *err) {
     P->sym_sum[k][0] = a;
     P->sym_sum[k][1] = b;
     P->sym_sum[k][2] = c;
@@ -323,8 +323,7 @@ static mha_status probe_try_sum(plan *P, const unsigned char *skip, int k, int a
         int64_t sizes[PLAN_MAX_SYMS];
         memcpy(sizes, P->probe_sizes[p], sizeof sizes);
         plan_dim_sums(P, sizes);
-        int64_t made = 0;
-        st = probe_runs_at(P, sizes, skip, &runs, &made, err);
+        st = probe_runs_at(P, sizes, skip, &runs, made, err);
     }
     *found = st == MHA_OK && runs;
     if (!*found) {
@@ -341,14 +340,18 @@ mha_status plan_probe_fit_sums(plan *P, mha_error *err) {
     if (!skip) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     mha_status st = plan_probe_shape_only(P, skip, err);
     int found = 0;
+    /* what the tries together may make: a file whose tries all fail at
+     * great size would otherwise run 60 of them */
+    int64_t made = 0;
+    const int64_t budget = plan_probe_run_budget(g);
     for (int two = 1; two >= 0; two--)
         for (int k = 0; k < P->n_syms && st == MHA_OK && !found; k++)
             for (int a = 0; a < P->n_syms && st == MHA_OK && !found; a++)
                 for (int b = two ? a + 1 : -1; b < (two ? P->n_syms : 0) && st == MHA_OK && !found;
                      b++)
                     for (int c = two ? 0 : 1; c <= (two ? 0 : PROBE_MAX_SUM_CONST) && !found; c++) {
-                        if (a == k || b == k) continue;
-                        st = probe_try_sum(P, skip, k, a, b, c, &found, err);
+                        if (a == k || b == k || made > budget) continue;
+                        st = probe_try_sum(P, skip, k, a, b, c, &made, &found, err);
                         if (st != MHA_OK) break;
                     }
     mha_free(&P->alloc, skip);

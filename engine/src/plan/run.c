@@ -312,20 +312,40 @@ mha_status plan_exec_arena(const plan *P, tensor *const *in, const plan_backend 
     return run_steps(P, in, be, 0, NULL, ar, values_out, err);
 }
 
-/* Tells obs about what step s wrote, before anything is freed. */
+/* Adds the elements of t to *made (saturating). */
+static void run_count(int64_t *made, const tensor *t) {
+    int64_t n = tensor_numel(t);
+    *made = n > INT64_MAX - *made ? INT64_MAX : *made + n;
+}
+
+/* Tells obs about what step s wrote, before anything is freed, adding its
+ * elements to *made. */
 static void run_observe(const plan *P, const plan_step *s, tensor *const *values,
-                        const plan_observer *obs) {
+                        const plan_observer *obs, int64_t *made) {
     if (s->kind != PLAN_STEP_INTERP) {
         int v = s->kind == PLAN_STEP_ATTENTION ? P->layers[s->index].out_value
                 : s->kind == PLAN_STEP_GEMM    ? P->gemms[s->index].out_value
                                                : P->norms[s->index].out_value;
-        if (v >= 0 && values[v]) obs->value(obs->user, v, values[v]);
+        if (v >= 0 && values[v]) {
+            obs->value(obs->user, v, values[v]);
+            run_count(made, values[v]);
+        }
         return;
     }
     const ir_node *nd = &P->g->nodes[s->index];
     for (size_t k = 0; k < nd->n_outputs; k++)
-        if (nd->outputs[k] >= 0 && values[nd->outputs[k]])
+        if (nd->outputs[k] >= 0 && values[nd->outputs[k]]) {
             obs->value(obs->user, nd->outputs[k], values[nd->outputs[k]]);
+            run_count(made, values[nd->outputs[k]]);
+        }
+}
+
+int64_t plan_probe_run_budget(const ir_graph *g) {
+    int64_t weights = 0;
+    for (size_t v = 0; v < g->n_values; v++)
+        if (g->values[v].init) run_count(&weights, g->values[v].init);
+    const int64_t floor = (int64_t)1 << 25;
+    return weights > INT64_MAX / 4 ? INT64_MAX : weights * 4 > floor ? weights * 4 : floor;
 }
 
 /* The steps in order; keep_all: no value freed (verification). */
@@ -343,6 +363,7 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
     tensor **nin = mha_calloc(&P->alloc, max_io, sizeof *nin);
     tensor **nout = mha_calloc(&P->alloc, max_io, sizeof *nout);
     mha_status st = MHA_OK;
+    int64_t made = 0; /* elements the steps made (obs->max_elements) */
     if (!values || !nin || !nout) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory for %zu values", g->n_values);
         goto done;
@@ -362,7 +383,14 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
         else
             st = run_interp(P, step->index, values, nin, nout,
                             obs && obs->shape_only && obs->shape_only[step->index], err);
-        if (st == MHA_OK && obs) run_observe(P, step, values, obs);
+        if (st == MHA_OK && obs) {
+            run_observe(P, step, values, obs, &made);
+            if (obs->max_elements > 0 && made > obs->max_elements)
+                st = mha_fail(err, MHA_ERR_LIMIT,
+                              "a probe of the graph made over %lld elements of values (the "
+                              "bound for a model of these weights)",
+                              (long long)obs->max_elements);
+        }
         if (st != MHA_OK || keep_all) continue;
         /* lifetimes: what this step read for the last time, and what it
          * wrote that nobody reads */
