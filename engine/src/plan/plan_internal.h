@@ -94,6 +94,13 @@ typedef struct plan_observer {
  * a symbolic one makes it in masks and gathers of no use). */
 int64_t plan_probe_run_budget(const ir_graph *g);
 
+/* Adds the elements of t to *made, saturating at INT64_MAX (the probes'
+ * budgets: what a run made, what the weights hold). */
+static inline void plan_add_elements(int64_t *made, const tensor *t) {
+    const int64_t n = tensor_numel(t);
+    *made = n > INT64_MAX - *made ? INT64_MAX : *made + n;
+}
+
 /* plan_exec freeing values after their last step, obs told about each
  * value as it is made (the shapes of a probe run without holding every
  * value of the graph at once). */

@@ -132,9 +132,20 @@ mha_status plan_probe_shape_only(const plan *P, unsigned char *skip, mha_error *
 /* Adds the elements of each value a probe made to *(int64_t *)user. */
 static void probe_count_value(void *user, int v, const tensor *t) {
     (void)v;
-    int64_t *made = user;
-    int64_t n = tensor_numel(t);
-    *made = n > INT64_MAX - *made ? INT64_MAX : *made + n;
+    plan_add_elements(user, t);
+}
+
+/* 4 x the elements of the model's weights, at least floor: what probes of
+ * the graph may make (a real model's probe makes a fraction of that). */
+static int64_t probe_budget(const ir_graph *g, int64_t floor) {
+    int64_t weights = 0;
+    for (size_t v = 0; v < g->n_values; v++)
+        if (g->values[v].init) plan_add_elements(&weights, g->values[v].init);
+    return weights > INT64_MAX / 4 ? INT64_MAX : weights * 4 > floor ? weights * 4 : floor;
+}
+
+int64_t plan_probe_run_budget(const ir_graph *g) {
+    return probe_budget(g, (int64_t)1 << 25);
 }
 
 /* Whether the graph runs (for shapes: skip) on probe inputs of the given
@@ -163,7 +174,6 @@ static mha_status probe_runs_at(plan *P, const int64_t *sizes, const unsigned ch
 static int probe_image_input(const plan *P, size_t *i_out, int *kh, int *kw, int64_t kernel[2],
                              int64_t stride[2]) {
     const ir_graph *g = P->g;
-    if (!P->in_syms) return 0;
     for (size_t i = 0; i < g->n_inputs; i++) {
         const ir_value *v = &g->values[g->inputs[i]];
         if (v->rank != 4 || v->dtype != MHA_DTYPE_FLOAT32 || P->in_syms[i][2] < 0 ||
@@ -260,22 +270,6 @@ static mha_status probe_fit_grids(plan *P, probe_fit *f, mha_error *err) {
     return st;
 }
 
-/* What the search may make, in elements of all its probes' values: a few
- * times the model's weights (a real ViT fails at the wrong sizes at its
- * position table, right after the patch Conv, and runs through once at
- * its size), at least PLAN_PROBE_MAX_ELEMENTS. A graph that fails
- * only after its attention would otherwise be run at every grid up to
- * PROBE_MAX_GRID, scores growing as grid^4: minutes, and GiBs of scores. */
-static int64_t probe_fit_budget(const ir_graph *g) {
-    int64_t budget = PLAN_PROBE_MAX_ELEMENTS;
-    for (size_t v = 0; v < g->n_values; v++) {
-        const tensor *w = g->values[v].init;
-        int64_t n = w ? tensor_numel(w) : 0;
-        budget = n > (INT64_MAX - budget) / 4 ? INT64_MAX : budget + 4 * n;
-    }
-    return budget;
-}
-
 mha_status plan_probe_fit_images(plan *P, mha_error *err) {
     size_t i;
     probe_fit f;
@@ -286,7 +280,12 @@ mha_status plan_probe_fit_images(plan *P, mha_error *err) {
     unsigned char *skip = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
     if (!skip) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     f.skip = skip;
-    f.budget = probe_fit_budget(g);
+    /* What the search may make, all its probes together: a real ViT fails
+     * at the wrong sizes at its position table, right after the patch Conv,
+     * and runs through once at its size; a graph that fails only after its
+     * attention would otherwise be run at every grid up to PROBE_MAX_GRID,
+     * scores growing as grid^4: minutes, and GiBs of scores. */
+    f.budget = probe_budget(g, PLAN_PROBE_MAX_ELEMENTS);
     mha_status st = plan_probe_shape_only(P, skip, err);
     memcpy(f.sizes, P->probe_sizes[0], sizeof f.sizes);
     if (P->in_syms[i][0] >= 0) f.sizes[P->in_syms[i][0]] = 1; /* one image */

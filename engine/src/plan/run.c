@@ -312,12 +312,6 @@ mha_status plan_exec_arena(const plan *P, tensor *const *in, const plan_backend 
     return run_steps(P, in, be, 0, NULL, ar, values_out, err);
 }
 
-/* Adds the elements of t to *made (saturating). */
-static void run_count(int64_t *made, const tensor *t) {
-    int64_t n = tensor_numel(t);
-    *made = n > INT64_MAX - *made ? INT64_MAX : *made + n;
-}
-
 /* Tells obs about what step s wrote, before anything is freed, adding its
  * elements to *made. */
 static void run_observe(const plan *P, const plan_step *s, tensor *const *values,
@@ -328,7 +322,7 @@ static void run_observe(const plan *P, const plan_step *s, tensor *const *values
                                                : P->norms[s->index].out_value;
         if (v >= 0 && values[v]) {
             obs->value(obs->user, v, values[v]);
-            run_count(made, values[v]);
+            plan_add_elements(made, values[v]);
         }
         return;
     }
@@ -336,16 +330,8 @@ static void run_observe(const plan *P, const plan_step *s, tensor *const *values
     for (size_t k = 0; k < nd->n_outputs; k++)
         if (nd->outputs[k] >= 0 && values[nd->outputs[k]]) {
             obs->value(obs->user, nd->outputs[k], values[nd->outputs[k]]);
-            run_count(made, values[nd->outputs[k]]);
+            plan_add_elements(made, values[nd->outputs[k]]);
         }
-}
-
-int64_t plan_probe_run_budget(const ir_graph *g) {
-    int64_t weights = 0;
-    for (size_t v = 0; v < g->n_values; v++)
-        if (g->values[v].init) run_count(&weights, g->values[v].init);
-    const int64_t floor = (int64_t)1 << 25;
-    return weights > INT64_MAX / 4 ? INT64_MAX : weights * 4 > floor ? weights * 4 : floor;
 }
 
 /* The steps in order; keep_all: no value freed (verification). */
