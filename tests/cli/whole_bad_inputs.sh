@@ -1,8 +1,9 @@
 #!/bin/sh
 # whole_bad_inputs.sh -- bad datasets for a whole model (the BERT of
 # tests/data/models, token ids, a 0/1 attention mask and token types, all
-# int64 [5, 6]): each is refused before any work with exit 1, one stderr
-# line naming the file, no output left.
+# int64 [5, 6]) and outputs that would replace an input: each is refused
+# before any work with exit 1 (bad data) or 2 (a usage error), one stderr
+# line naming the file, no output left and every input unchanged.
 # Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
 : "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
@@ -66,5 +67,55 @@ refused 1 "mask value 2, chunked" "^mha: $T/mask_TWO.npy: rows 0-2: input 'atten
 # the same model's good run still goes through
 run_bert "$D/input_ids.npy" "$D/attention_mask.npy" -o "$T/good.npy" || fail "the good run"
 [ -s "$T/good.npy" ] || fail "the good run wrote nothing"
+
+echo "== an output that is an input is refused, the input kept"
+cp "$D/input_ids.npy" "$T/ids.npy"
+cp "$B/model.onnx" "$T/model.onnx"
+ln -s ids.npy "$T/ids_link.npy"
+ln "$T/ids.npy" "$T/ids_hard.npy"
+# intact: every file the runs read still holds its bytes
+intact() {
+  cmp -s "$T/ids.npy" "$D/input_ids.npy" || fail "$1: the ids file was replaced"
+  cmp -s "$T/model.onnx" "$B/model.onnx" || fail "$1: the model was replaced"
+  [ -L "$T/ids_link.npy" ] || fail "$1: the link was replaced"
+}
+for o in "$T/ids.npy" "$T/ids_link.npy" "$T/ids_hard.npy"; do
+  refused 2 "-o $(basename "$o") (NAME=FILE)" "^mha run: the output '$o' is also the input '$T/ids.npy'" \
+    "$MHA" run -q "$T/model.onnx" "input_ids=$T/ids.npy" "attention_mask=$D/attention_mask.npy" \
+    "token_type_ids=$D/token_type_ids.npy" -o "$o"
+  intact "-o $o"
+done
+refused 2 "-o the input (positional, second output, chunked)" "is also the input '$T/ids.npy'" \
+  "$MHA" run -q "$T/model.onnx" "$T/ids.npy" "$D/attention_mask.npy" "$D/token_type_ids.npy" \
+  -o "$T/out/y.npy" "$T/ids.npy" --batch-size 2
+intact "second output"
+# --lengths read as an output's file ([5] int64 lengths, here of all 6)
+{
+  hdr="{'descr': '<i8', 'fortran_order': False, 'shape': (5,), }"
+  printf '\223NUMPY\001\000\166\000%s' "$hdr"
+  printf '%*s\n' $((118 - ${#hdr} - 1)) ''
+  for _ in 1 2 3 4 5; do printf '\006\000\000\000\000\000\000\000'; done
+} >"$T/len.npy"
+cp "$T/len.npy" "$T/len_keep.npy"
+refused 2 "-o the --lengths file" "is also the input '$T/len.npy'" \
+  "$MHA" run -q "$T/model.onnx" "input_ids=$T/ids.npy" "token_type_ids=$D/token_type_ids.npy" \
+  --lengths "$T/len.npy" -o "$T/len.npy"
+cmp -s "$T/len.npy" "$T/len_keep.npy" || fail "the lengths file was replaced"
+# --out-dir writes DIR/output_<i>.pb: an input there is kept (the test
+# case's token ids, .pb)
+mkdir "$T/od"
+cp "$B/test_data_set_0/input_0.pb" "$T/od/output_0.pb"
+refused 2 "--out-dir over an input" "is also the input '$T/od/output_0.pb'" \
+  "$MHA" run -q "$T/model.onnx" "$T/od/output_0.pb" "$B/test_data_set_0/input_1.pb" \
+  "$B/test_data_set_0/input_2.pb" --out-dir "$T/od"
+cmp -s "$T/od/output_0.pb" "$B/test_data_set_0/input_0.pb" || fail "--out-dir replaced its input"
+[ ! -e "$T/od/output_1.pb" ] || fail "--out-dir wrote beside a refused input"
+# bench's result files over the model it times
+for opt in --json --csv --plot; do
+  refused 2 "bench $opt the model" "^mha bench: the output '$T/model.onnx' is also the input" \
+    "$MHA" bench "$T/model.onnx" --shape 2,4 --threads 1 --backend scalar --warmup 1 \
+    --min-time 0.01 --quiet "$opt" "$T/model.onnx"
+  intact "bench $opt"
+done
 
 echo "whole_bad_inputs.sh: all passed"
