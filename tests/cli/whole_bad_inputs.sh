@@ -1,9 +1,10 @@
 #!/bin/sh
 # whole_bad_inputs.sh -- bad datasets for a whole model (the BERT of
 # tests/data/models, token ids, a 0/1 attention mask and token types, all
-# int64 [5, 6]) and outputs that would replace an input: each is refused
-# before any work with exit 1 (bad data) or 2 (a usage error), one stderr
-# line naming the file, no output left and every input unchanged.
+# int64 [5, 6]; a GPT-2 for token ids alone), sequences longer than the
+# models' positions and outputs that would replace an input: each is
+# refused with exit 1 (bad data) or 2 (a usage error, before any work), one
+# stderr line naming the file, no output left and every input unchanged.
 # Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
 : "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
@@ -67,6 +68,18 @@ refused 1 "mask value 2, chunked" "^mha: $T/mask_TWO.npy: rows 0-2: input 'atten
 # the same model's good run still goes through
 run_bert "$D/input_ids.npy" "$D/attention_mask.npy" -o "$T/good.npy" || fail "the good run"
 [ -s "$T/good.npy" ] || fail "the good run wrote nothing"
+
+echo "== a sequence longer than the model's positions is blamed on the ids file"
+# both models have 32 positions: BERT slices its position buffer (then an
+# Add does not broadcast), GPT-2 gathers past its table; zeros are valid
+# ids, mask and token types
+. "$(dirname "$0")/lib/npy_zeros.sh"
+for f in ids mask tt; do npy_zeros "$T/long_$f.npy" '<i8' '(2, 40)' 640; done
+refused 1 "BERT, 40 tokens" "^mha: $T/long_ids.npy: input 'input_ids' (shape 2x40): the model cannot run on it: " \
+  "$MHA" run -q "$B/model.onnx" "$T/long_ids.npy" "$T/long_mask.npy" "$T/long_tt.npy" -o "$T/out/y.npy"
+refused 1 "GPT-2, 40 tokens, by rows" "^mha: $T/long_ids.npy: row 1: input 'input_ids' (shape 1x40): the model cannot run on it: .*out of range" \
+  "$MHA" run -q "$MHA_TEST_DATA/models/gpt2_preln_causal_l2_d64_h4/model.onnx" "$T/long_ids.npy" \
+  -o "$T/out/y.npy" --batch-size 1 --shard 1/2
 
 echo "== an output that is an input is refused, the input kept"
 cp "$D/input_ids.npy" "$T/ids.npy"
