@@ -2,9 +2,10 @@
 # whole_bad_inputs.sh -- bad datasets for a whole model (the BERT of
 # tests/data/models, token ids, a 0/1 attention mask and token types, all
 # int64 [5, 6]; a GPT-2 for token ids alone), sequences longer than the
-# models' positions and outputs that would replace an input: each is
-# refused with exit 1 (bad data) or 2 (a usage error, before any work), one
-# stderr line naming the file, no output left and every input unchanged.
+# models' positions, outputs that would replace an input and read-only
+# output files: each is refused with exit 1 (bad data) or 2 (a usage
+# error, before any work), one stderr line naming the file, no output left
+# and every input unchanged.
 # Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
 : "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
@@ -130,5 +131,24 @@ for opt in --json --csv --plot; do
     --min-time 0.01 --quiet "$opt" "$T/model.onnx"
   intact "bench $opt"
 done
+
+echo "== a read-only output file is not replaced"
+# chmod a-w says "keep this": refused before any work, even for root (by
+# the mode bits), directly, through a symlink, by rows and by mha gen
+echo old >"$T/ro.npy"
+chmod 444 "$T/ro.npy"
+ln -s ro.npy "$T/ro_link.npy"
+for o in ro.npy ro_link.npy; do
+  for bs in 64 2; do
+    refused 1 "-o $o (read-only), --batch-size $bs" "^mha: $T/$o: the file is read-only; it is not replaced" \
+      run_bert "$D/input_ids.npy" "$D/attention_mask.npy" -o "$T/$o" --batch-size $bs
+  done
+done
+refused 1 "gen --data over a read-only file" "^mha: $T/ro.npy: the file is read-only" \
+  "$MHA" gen -d 16 -H 2 -o "$T/out/g.onnx" --data "$T/ro.npy" --batch 1 --seq 2
+[ "$(cat "$T/ro.npy")" = old ] || fail "the read-only file was replaced"
+chmod 644 "$T/ro.npy"
+run_bert "$D/input_ids.npy" "$D/attention_mask.npy" -o "$T/ro_link.npy" || fail "made writable again"
+cmp -s "$T/ro.npy" "$T/good.npy" || fail "the writable file does not hold the output"
 
 echo "whole_bad_inputs.sh: all passed"
