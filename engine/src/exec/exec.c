@@ -536,7 +536,7 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     if (n == 0) return MHA_OK;
 
     if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32 &&
-        !exec_mask_has_lowest(views[0].t)) {
+        !exec_mask_has_lowest(views[0].t) && !L->mask_clamped) {
         /* a float mask is used as it is, through its strides (one with
          * finfo.min terms is copied below, exec_mask_float_term) */
         m->data = views[0].t->data;
@@ -580,6 +580,9 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
                      * not overflow to -inf together */
                     if (m->causal_folded && L->causal_finite == 2 && sum < -FLT_MAX)
                         sum = L->causal_fill;
+                    /* the file's clamp (a NaN stays NaN, as in its Max) */
+                    if (L->mask_clamped && sum < L->mask_floor)
+                        sum = exec_mask_float_term(L->mask_floor);
                     *dst++ = sum;
                 }
     m->data = m->owned;

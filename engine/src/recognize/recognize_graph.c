@@ -316,7 +316,8 @@ static int rz_reaches_scores_walk(const rz_ctx *z, int v, int depth, int *budget
     if (rz_is_op(n, "Where") && n->n_inputs == 3)
         return rz_reaches_scores_walk(z, n->inputs[1], depth + 1, budget) ||
                rz_reaches_scores_walk(z, n->inputs[2], depth + 1, budget);
-    if ((rz_is_op(n, "Mul") || rz_is_op(n, "Div") || rz_is_op(n, "Add")) && n->n_inputs == 2)
+    if ((rz_is_op(n, "Mul") || rz_is_op(n, "Div") || rz_is_op(n, "Add") || rz_is_op(n, "Max")) &&
+        n->n_inputs == 2)
         return rz_reaches_scores_walk(z, n->inputs[0], depth + 1, budget) ||
                rz_reaches_scores_walk(z, n->inputs[1], depth + 1, budget);
     return 0;
@@ -603,6 +604,25 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
             t->above = c->n_score_steps;
             t->add_node = pid;
             cur = p->inputs[r1 ? 1 : 2];
+            continue;
+        }
+        if (rz_is_op(p, "Max") && p->n_inputs == 2 && p->inputs[0] >= 0 && p->inputs[1] >= 0 &&
+            rz_reaches_scores(z, p->inputs[0]) != rz_reaches_scores(z, p->inputs[1])) {
+            /* torch.max(scores, floor): the floor a constant (what it
+             * clamps, recognize_effect.c reads and checks) */
+            const int r0 = rz_reaches_scores(z, p->inputs[0]);
+            const int floor_v = p->inputs[r0 ? 1 : 0];
+            if (z->deps[floor_v] != 0)
+                return rz_refuse_node(z, pid, "a Max on the scores must clamp them at a constant",
+                                      "scores");
+            if (c->n_masks == RZ_MAX_MASK_TERMS)
+                return rz_refuse_node(z, pid, "too many mask terms", "scores");
+            rz_mask_term *t = &c->masks[c->n_masks++];
+            t->kind = RZ_TERM_CLAMP;
+            t->value = floor_v;
+            t->above = c->n_score_steps;
+            t->add_node = pid;
+            cur = p->inputs[r0 ? 0 : 1];
             continue;
         }
         int in_slot = 0;
