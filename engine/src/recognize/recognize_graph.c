@@ -310,7 +310,8 @@ static int rz_reaches_scores_walk(const rz_ctx *z, int v, int depth, int *budget
     const ir_node *n = rz_producer(z, v);
     if (!n) return 0;
     if (rz_is_op(n, "MatMul") || rz_is_op(n, "Einsum")) return rz_is_product(z, n);
-    if ((rz_is_op(n, "Identity") || rz_is_op(n, "Cast") || rz_is_flat_layout_op(n)) &&
+    if ((rz_is_op(n, "Identity") || rz_is_op(n, "Cast") || rz_is_op(n, "Tanh") ||
+         rz_is_flat_layout_op(n)) &&
         n->n_inputs >= 1)
         return rz_reaches_scores_walk(z, n->inputs[0], depth + 1, budget);
     if (rz_is_op(n, "Where") && n->n_inputs == 3)
@@ -606,6 +607,14 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
             cur = p->inputs[r1 ? 1 : 2];
             continue;
         }
+        if (rz_is_op(p, "Tanh") && p->n_inputs == 1 && p->inputs[0] >= 0) {
+            if (c->softcap_on)
+                return rz_refuse_node(z, pid, "a second Tanh on the scores", "scores");
+            c->softcap_on = 1;
+            c->softcap_at = c->n_score_steps;
+            cur = p->inputs[0];
+            continue;
+        }
         if (rz_is_op(p, "Max") && p->n_inputs == 2 && p->inputs[0] >= 0 && p->inputs[1] >= 0 &&
             rz_reaches_scores(z, p->inputs[0]) != rz_reaches_scores(z, p->inputs[1])) {
             /* torch.max(scores, floor): the floor a constant (what it
@@ -644,6 +653,13 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
         c->score_steps[c->n_score_steps++] = s;
         cur = p->inputs[s.data_in];
     }
+    /* a mask term inside the soft-capping would be capped with the scores */
+    for (int t = 0; c->softcap_on && t < c->n_masks; t++)
+        if (c->masks[t].above > c->softcap_at || c->masks[t].kind == RZ_TERM_CLAMP)
+            return rz_refuse_node(z, c->masks[t].add_node,
+                                  "a mask term or clamp inside the soft-capping (tanh) of the "
+                                  "scores",
+                                  "scores");
     /* Softmax -> the P.V MatMul, through casts back to the data type
      * (softmax computed in float32) and reshapes that keep the flat order
      * (BLOOM's [B, H, S, S] probabilities viewed as [B*H, S, S]); maybe also

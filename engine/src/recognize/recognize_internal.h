@@ -104,6 +104,10 @@ typedef struct rz_core {
     int mask_input;                    /* Attention core: the attn_mask graph input value, or -1 */
     rz_step score_steps[RZ_MAX_STEPS]; /* Softmax input back to the QK MatMul */
     int n_score_steps;
+    /* soft-capping c * tanh(s / c) on the scores (Gemma-2): the Tanh sits
+     * below the first softcap_at score steps (those after it, the outer
+     * factor c) and above the rest (the inner factors, 1 / c among them) */
+    int softcap_on, softcap_at;
     rz_step p_steps[RZ_MAX_STEPS]; /* Softmax output to the P.V MatMul (casts) */
     int n_p_steps;
     int weights_out;  /* graph output of the probabilities (need_weights), or -1 */
