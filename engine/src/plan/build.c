@@ -616,6 +616,12 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
         st = build_shapes(P, shp, err);
         if (st != MHA_OK && st != MHA_ERR_NO_MEMORY) st = build_shapes_fitted(P, shp, st, err);
     }
+    if (st == MHA_OK) {
+        /* sizes the same at both probes, then what is computed from them */
+        size_t folded = 0;
+        st = plan_fold_static_dims(P, shp, &folded, err);
+        if (st == MHA_OK && folded) st = build_fold(P, err);
+    }
     if (st == MHA_OK) st = build_axis_probes(P, shp, &qdims, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);
     if (st == MHA_OK) st = plan_partition(P, &u, shp, err);

@@ -25,6 +25,11 @@ typedef struct plan_uses {
     int *node;
 } plan_uses;
 
+/* Folds the nodes reading one Shape output (their other inputs constant)
+ * that give the same value at both probes (shape_fold.c); *n_folded of
+ * them. */
+mha_status plan_fold_static_dims(plan *P, const plan_shape *shp, size_t *n_folded, mha_error *err);
+
 mha_status plan_uses_build(const mha_alloc_ctx *a, const ir_graph *g, plan_uses *u, mha_error *err);
 void plan_uses_free(const mha_alloc_ctx *a, plan_uses *u);
 
