@@ -483,11 +483,18 @@ mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t
         int64_t n = tensor_numel(in[i]);
         int is_int = v->dtype == MHA_DTYPE_INT64 || v->dtype == MHA_DTYPE_INT32;
         int64_t bound = is_int ? probe_index_bound(P, g->inputs[i], 0) : 0;
+        /* an integer mask keeps the first key of each row, as a batch padded
+         * on the right does: a causal row before every kept key is hidden
+         * whole, which the engine makes 0 and the graph's softmax NaN
+         * (docs/ARCHITECTURE.md) -- a difference by design, not a fault */
+        const int64_t keys = is_int && bound == 0 && v->rank >= 2 ? in[i]->dims[v->rank - 1] : 0;
         for (int64_t e = 0; e < n; e++) {
             uint64_t r = probe_rand(&seed);
             double x;
             if (bound > 0)
                 x = (double)(r % (uint64_t)bound);
+            else if (keys > 0 && e % keys == 0)
+                x = 1.0;
             else if (is_int || v->dtype == MHA_DTYPE_BOOL)
                 x = (r & 3) != 0; /* masks: 1 three times in four */
             else
