@@ -55,3 +55,10 @@ set -e
 [ "$rc" = 1 ] && grep -q "axis 1 .* is 4, but 5 in input 'input_ids' (the same axis of the model" "$T/err.txt" ||
   fail "run: a mask of 4 tokens beside 5 ids: exit $rc: $(cat "$T/err.txt")"
 echo "ok: unnamed axes"
+
+echo "== a LayerNorm written by hand (x.var(unbiased=False), its own x - x.mean()) is a norm step"
+"$MHA" info "$M/w_bert_packed_handln_ext1e4_op13/model.onnx" >"$T/info_ln.txt" || fail "info: $(cat "$T/info_ln.txt")"
+grep -q '^plan: .* 2 attention, 5 GEMM, 5 norm,' "$T/info_ln.txt" || fail "info: norms: $(grep '^plan' "$T/info_ln.txt")"
+grep -q 'residual+layernorm  *x3' "$T/info_ln.txt" || fail "info: residual norms: $(cat "$T/info_ln.txt")"
+if grep -q '^  \(ReduceMean\|Sqrt\) ' "$T/info_ln.txt"; then fail "info: norm nodes interpreted: $(cat "$T/info_ln.txt")"; fi
+echo "ok: hand-written LayerNorm"

@@ -124,7 +124,7 @@ typedef struct plan_gemm {
 /* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis
  * (LayerNorm; RMSNorm: mean 0, var the mean of x^2), x = in_value [+
  * res_value] (the residual Add before the norm). */
-#define PLAN_NORM_MAX_NODES 11
+#define PLAN_NORM_MAX_NODES 14
 typedef struct plan_norm {
     int kind; /* MHA_NORM_LAYER or MHA_NORM_RMS */
     int in_value, out_value;
