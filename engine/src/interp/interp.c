@@ -81,6 +81,8 @@ static const interp_op_entry interp_ops[] = {
     {"Conv", interp_op_conv},
     {"Softmax", interp_op_softmax},
     {"LogSoftmax", interp_op_log_softmax},
+    {"SoftmaxCrossEntropyLoss", interp_op_softmax_cross_entropy_loss},
+    {"NegativeLogLikelihoodLoss", interp_op_negative_log_likelihood_loss},
     {"ReduceSum", interp_op_reduce_sum},
     {"ReduceMean", interp_op_reduce_mean},
     {"LayerNormalization", interp_op_layer_normalization},

@@ -240,17 +240,44 @@ static mha_status build_shapes(plan *P, plan_shape *shp, mha_error *err) {
     return st;
 }
 
+/* The shape pass failed with st, its axes named apart: the unnamed ones
+ * made one per index (the ids' and the mask's batch and sequence, which
+ * the probes gave different sizes) and run again. MHA_ERR_MODEL_UNSUPPORTED
+ * when that changes nothing or does not run either (the axes as they were). */
+static mha_status build_shapes_merged(plan *P, plan_shape *shp, mha_error *err) {
+    if (P->merge_unnamed || !plan_probe_has_unnamed(P)) return MHA_ERR_MODEL_UNSUPPORTED;
+    mha_free(&P->alloc, P->in_syms);
+    P->in_syms = NULL;
+    P->merge_unnamed = 1;
+    mha_status st = plan_probe_sizes(P, err);
+    if (st == MHA_OK) st = build_shapes(P, shp, err);
+    if (st == MHA_OK || st == MHA_ERR_NO_MEMORY) return st;
+    build_drop_probe_results(P);
+    mha_free(&P->alloc, P->in_syms);
+    P->in_syms = NULL;
+    P->merge_unnamed = 0;
+    st = plan_probe_sizes(P, err);
+    return st == MHA_OK ? MHA_ERR_MODEL_UNSUPPORTED : st;
+}
+
 /* The shape pass failed with st: an image input whose height and width
  * are symbolic may work at one size only (the position table), which the
  * probes' small sizes missed -- sized from the graph (plan_probe_fit_images)
- * and run again. Else st and its message stand. */
+ * and run again; a symbolic axis may be the sum of two others
+ * (plan_probe_fit_sums); unnamed axes may be one (build_shapes_merged).
+ * Else st and its message stand. */
 static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, mha_error *err) {
     mha_error fit_err;
     mha_error_clear(&fit_err);
     build_drop_probe_results(P);
     mha_status fs = plan_probe_fit_images(P, &fit_err);
     if (fs == MHA_ERR_MODEL_UNSUPPORTED) fs = plan_probe_fit_sums(P, &fit_err);
-    if (fs == MHA_ERR_MODEL_UNSUPPORTED) return st;
+    if (fs == MHA_ERR_MODEL_UNSUPPORTED) {
+        fs = build_shapes_merged(P, shp, &fit_err);
+        if (fs == MHA_OK) mha_error_clear(err);
+        if (fs == MHA_ERR_NO_MEMORY && err) *err = fit_err;
+        return fs == MHA_ERR_MODEL_UNSUPPORTED ? st : fs;
+    }
     if (fs != MHA_OK) {
         if (err) *err = fit_err;
         return fs;

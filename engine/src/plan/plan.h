@@ -124,7 +124,7 @@ typedef struct plan_gemm {
 /* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis
  * (LayerNorm; RMSNorm: mean 0, var the mean of x^2), x = in_value [+
  * res_value] (the residual Add before the norm). */
-#define PLAN_NORM_MAX_NODES 11
+#define PLAN_NORM_MAX_NODES 14
 typedef struct plan_norm {
     int kind; /* MHA_NORM_LAYER or MHA_NORM_RMS */
     int in_value, out_value;
@@ -215,6 +215,10 @@ typedef struct plan {
      * the constant [2] (a decoding step's keys: past + new tokens, or past +
      * 1); [0] -1 when it is free (probe.c) */
     int sym_sum[PLAN_MAX_SYMS][3];
+    /* unnamed symbolic axes (no name, or torch.onnx.export's
+     * "<input>_dynamic_axes_<n>" for an axis given by index alone) are one
+     * axis per index over the inputs, not one per input (probe.c) */
+    int merge_unnamed;
     layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
     /* [g->n_inputs]: a token-id input's ids must lie in [-x, x) (the
      * smallest extent of the constant tables it indexes, as ONNX Gather

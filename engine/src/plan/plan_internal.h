@@ -188,6 +188,8 @@ mha_status plan_probe_fit_images(plan *P, mha_error *err);
  * when none does. plan_dim_sums (dims.c): sizes[k] of every summed axis k
  * from its terms. */
 mha_status plan_probe_fit_sums(plan *P, mha_error *err);
+/* Whether a symbolic axis of the graph inputs is unnamed (P->merge_unnamed). */
+int plan_probe_has_unnamed(const plan *P);
 void plan_dim_sums(const plan *P, int64_t *sizes);
 /* Probe inputs at the given size of each symbolic axis, values from seed
  * (probe.c; plan_probe_inputs is this at P->probe_sizes[p]). */
