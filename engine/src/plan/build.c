@@ -544,6 +544,10 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
                         build_id_extent(P, shp, &g->nodes[ni], &P->id_extent[i]);
                     }
                 io->role = gathered ? MHA_ROLE_TOKEN_IDS : MHA_ROLE_ATTN_MASK;
+                /* a mask by its name that indexes nothing (not ids cast
+                 * first, not position ids going into arithmetic) */
+                if (!gathered && strstr(io->name, "mask") && plan_probe_index_bound(P, v) == 0)
+                    P->id_extent[i] = PLAN_IDS_MASK01;
             } else {
                 io->role = io->dtype == MHA_DTYPE_BOOL ? MHA_ROLE_ATTN_MASK : MHA_ROLE_QUERY;
             }

@@ -165,6 +165,8 @@ typedef struct plan_dim_rule {
 #define PLAN_PROBES 2
 /* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */
 #define PLAN_MAX_SYMS 4
+/* plan.id_extent of an integer 0 / 1 mask input */
+#define PLAN_IDS_MASK01 (-1)
 
 /* Where the outputs of fused steps go in a run's arena, for one set of
  * input sizes (arena.c). */
@@ -220,10 +222,15 @@ typedef struct plan {
      * axis per index over the inputs, not one per input (probe.c) */
     int merge_unnamed;
     layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
-    /* [g->n_inputs]: a token-id input's ids must lie in [-x, x) (the
-     * smallest extent of the constant tables it indexes, as ONNX Gather
-     * allows negative ids); 0 = not checked. Checked before a run so a bad
-     * id is reported against the input, not deep inside the graph. */
+    /* [g->n_inputs]: x > 0, a token-id input's ids must lie in [0, x) (the
+     * smallest extent of the constant tables it indexes; ONNX Gather would
+     * take [-x, 0) from the table's end, but the embedding a model was
+     * exported from refuses negative ids, and -1 / -100 are padding and
+     * ignore markers, not tokens); PLAN_IDS_MASK01, an integer mask input
+     * (named so, and probed and verified with 0 and 1 only: the fused
+     * layers read it as keep / drop, not as the graph's (1 - m) * c)
+     * must hold 0 or 1; 0 = not checked. Checked before a run so a bad
+     * value is reported against the input, not deep inside the graph. */
     int64_t *id_extent;
     int keep_graph; /* PLAN_KEEP_GRAPH: no initializer freed while building */
     /* While plan_build runs: per probe, its inputs [g->n_inputs] and the

@@ -165,6 +165,11 @@ mha_status plan_probe_sizes(plan *P, mha_error *err);
  * forward pass at full size, so the probes are batches of 1 and 2, only
  * the first is verified, and the second only gives shapes. */
 int plan_probe_items_fixed(const plan *P);
+/* The smallest extent of the constant tables the integer value v indexes
+ * through Gathers, directly or after Cast / Reshape / Unsqueeze / Squeeze
+ * / Flatten / Identity; 0 when it indexes none (probe.c: the probes feed
+ * such an input 0 and 1 only, as a mask). */
+int64_t plan_probe_index_bound(const plan *P, int v);
 /* The nodes whose arithmetic a run for shapes alone may skip (probe.c):
  * skip[ni] = 1 for a MatMul, Gemm or Conv none of whose outputs reaches,
  * through any chain of nodes, an input that decides a shape or picks
