@@ -14,7 +14,8 @@
 #   3. `mha serve` under serve-load (tools/serve_load.c: HTTP on libcurl,
 #      open loop): batching off
 #      and on at the rate the queue sustained, then overload at twice it
-#      (--max-queue-ms of half the bound): the accepted requests' p99, what was refused,
+#      (--max-queue-ms of half the bound, each batch's run within a fifth of
+#      it, --max-batch-ms): the accepted requests' p99, what was refused,
 #      every request id answered exactly once; then requests of mixed lengths
 #      (32, 24, 16, 8 tokens in turn) batched as one padded run
 #      (--max-padding 1) and as runs of similar lengths (the default)
@@ -212,7 +213,7 @@ while [ $r -le "$REPS" ]; do
     serve_run "http S32 batch16" "$T/layer768.onnx" "$T/x32.npy" "$q" --max-batch 16
     serve_run "http S32 overload2x" "$T/layer768.onnx" "$T/x32.npy" \
       "$(awk -v q="$q" 'BEGIN { print 2 * q }')" --max-batch 16 \
-      --max-queue-ms "$(awk -v p="$P99" 'BEGIN { print p / 2 }')"
+      --max-queue-ms "$(awk -v p="$P99" 'BEGIN { print p / 2 }')" --max-batch-ms "$bms"
     # mixed lengths (20 tokens on average): 1.5 x the S 32 rate
     mixed="$T/x32.npy $T/x24.npy $T/x16.npy $T/x8.npy"
     mr=$(awk -v q="$q" 'BEGIN { print 1.5 * q }')
