@@ -6,7 +6,8 @@
 #      model (tools/make_minilm.py) at S 16; the sustained rate as a share
 #      of what the two-core FMA peak (`mha peak`, measured right before each
 #      number) allows for that request's FLOPs; batching on also with each
-#      batch's run bounded by a fifth of the bound (`--batch-ms`)
+#      batch's run bounded by a fifth of the bound (`--batch-ms`), and
+#      that with every batch's run on one core (`--run-threads 1`)
 #   2. several clients on one runtime (no queue): 1, 2 and 8 client threads,
 #      the runtime at 1 thread and at its default (every CPU): the rate at
 #      the bound, and at saturation (`--server-rate 1000000`: every client
@@ -199,6 +200,12 @@ while [ $r -le "$REPS" ]; do
   bench "layer S32 batch16 batch-ms" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms"
   bench "layer S8 batch16 batch-ms" "$T/layer768.onnx" 8 16 4 2 --batch-ms "$bms"
   [ -z "$MINILM" ] || bench "minilm S16 batch16 batch-ms" "$MINILM" 16 16 4 2 --batch-ms "$bms"
+  # the same with every batch's run on one core (the queue's num_threads 1):
+  # a lone batch then leaves the other core idle, but no run pays the
+  # phases' barriers between two threads (S 8 alone: a fifth more CPU on
+  # two threads than on one)
+  bench "layer S32 batch16 batch-ms run1" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms" --run-threads 1
+  bench "layer S8 batch16 batch-ms run1" "$T/layer768.onnx" 8 16 4 2 --batch-ms "$bms" --run-threads 1
   # clients x runtime threads (no queue)
   for c in 1 2 8; do
     for th in 1 2; do bench "clients$c threads$th" "$T/layer768.onnx" 32 0 $c $th; done
