@@ -130,6 +130,12 @@ void plan_ew_classify(const plan_ew_prog *prog, int *act, int *residual);
 void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t count, int64_t N,
                    int64_t col0);
 
+/* The residual Add after each recognised attention layer taken into its
+ * step (residual.c) when it is the only reader of the layer's output;
+ * marks the Adds taken. */
+mha_status plan_fuse_residuals(plan *P, const plan_uses *u, const plan_shape *shp,
+                               unsigned char *taken, mha_error *err);
+
 /* Finds the norm steps among the nodes not taken (norm.c); marks theirs. */
 mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err);

@@ -123,6 +123,17 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
         tensor_as_mha(t, &min[i]);
     }
     mha_status st = layer_output_shapes(L, min, L->n_inputs, &mout, 1, err);
+    /* the residual the step adds to Y: float32 of Y's shape (residual.c) */
+    const float *res = NULL;
+    if (st == MHA_OK && pl->residual) {
+        const tensor *r = values[pl->in_values[L->n_inputs]];
+        if (!r || r->dtype != MHA_DTYPE_FLOAT32 || mout.dtype != MHA_DTYPE_FLOAT32 ||
+            r->rank != mout.rank || memcmp(r->dims, mout.shape, sizeof(int64_t) * (size_t)r->rank))
+            return mha_fail(err, MHA_ERR_SHAPE,
+                            "plan: attention step %zu: the residual is not of the output's shape",
+                            li);
+        res = r->data;
+    }
     tensor *y = NULL;
     if (st == MHA_OK && mout.dtype != MHA_DTYPE_FLOAT32)
         st = tensor_new(&P->alloc, mout.dtype, mout.rank, mout.shape, &y, err);
@@ -132,7 +143,7 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
         /* no zeroing of an arena view: a layer writes every element of its
          * output (mha_run's callers hand it unzeroed buffers) */
         mout.data = y->data;
-        st = be->attention(be->user, P, li, min, L->n_inputs, &mout, 1, err);
+        st = be->attention(be->user, P, li, min, L->n_inputs, &mout, 1, res, err);
     }
     if (st != MHA_OK) {
         tensor_free(y);
@@ -286,7 +297,7 @@ static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
         return P->gemms[s->index].reads;
     }
     if (s->kind == PLAN_STEP_ATTENTION) {
-        *n = P->layers[s->index].L.n_inputs;
+        *n = plan_layer_n_reads(&P->layers[s->index]);
         return P->layers[s->index].in_values;
     }
     *n = P->g->nodes[s->index].n_inputs;
