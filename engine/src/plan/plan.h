@@ -279,6 +279,9 @@ typedef struct plan_backend {
     void *user;
     mha_status (*norm)(void *user, const plan *P, size_t norm_index, const float *x,
                        const float *res, float *y, int64_t rows, mha_error *err);
+    /* [n_steps] wall seconds of each step of the run (0 for a step that did
+     * not run), or NULL: the steps are not timed. */
+    double *step_seconds;
 } plan_backend;
 
 /* The plugin arguments of norm step nm over x (+ res, or NULL), y [rows,

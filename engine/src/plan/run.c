@@ -4,6 +4,7 @@
  * that reads it. Also the input checks and output shapes of a run. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "layer_bind.h"
 #include "plan_internal.h"
@@ -345,6 +346,13 @@ static void run_observe(const plan *P, const plan_step *s, tensor *const *values
         }
 }
 
+/* Monotonic wall time in seconds (plan_backend.step_seconds). */
+static double run_clock(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* The steps in order; keep_all: no value freed (verification). */
 static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                             const plan_observer *obs, const plan_run_arena *ar,
@@ -369,8 +377,12 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
         values[v] = (tensor *)plan_const(P, (int)v);
     for (size_t i = 0; i < g->n_inputs; i++)
         values[g->inputs[i]] = in[i];
+    double *const seconds = be ? be->step_seconds : NULL;
+    for (size_t s = 0; seconds && s < P->n_steps; s++)
+        seconds[s] = 0.0;
     for (size_t s = 0; s < P->n_steps && st == MHA_OK; s++) {
         const plan_step *step = &P->steps[s];
+        const double t0 = seconds ? run_clock() : 0.0;
         if (step->kind == PLAN_STEP_ATTENTION)
             st = run_attention(P, (size_t)step->index, values, be, ar, err);
         else if (step->kind == PLAN_STEP_GEMM)
@@ -380,6 +392,7 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
         else
             st = run_interp(P, step->index, values, nin, nout,
                             obs && obs->shape_only && obs->shape_only[step->index], err);
+        if (seconds) seconds[s] = run_clock() - t0;
         if (st == MHA_OK && obs) {
             run_observe(P, step, values, obs, &made);
             if (obs->max_elements > 0 && made > obs->max_elements)
