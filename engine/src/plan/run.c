@@ -4,6 +4,7 @@
  * that reads it. Also the input checks and output shapes of a run. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "layer_bind.h"
 #include "plan_internal.h"
@@ -123,6 +124,17 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
         tensor_as_mha(t, &min[i]);
     }
     mha_status st = layer_output_shapes(L, min, L->n_inputs, &mout, 1, err);
+    /* the residual the step adds to Y: float32 of Y's shape (residual.c) */
+    const float *res = NULL;
+    if (st == MHA_OK && pl->residual) {
+        const tensor *r = values[pl->in_values[L->n_inputs]];
+        if (!r || r->dtype != MHA_DTYPE_FLOAT32 || mout.dtype != MHA_DTYPE_FLOAT32 ||
+            r->rank != mout.rank || memcmp(r->dims, mout.shape, sizeof(int64_t) * (size_t)r->rank))
+            return mha_fail(err, MHA_ERR_SHAPE,
+                            "plan: attention step %zu: the residual is not of the output's shape",
+                            li);
+        res = r->data;
+    }
     tensor *y = NULL;
     if (st == MHA_OK && mout.dtype != MHA_DTYPE_FLOAT32)
         st = tensor_new(&P->alloc, mout.dtype, mout.rank, mout.shape, &y, err);
@@ -132,7 +144,7 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
         /* no zeroing of an arena view: a layer writes every element of its
          * output (mha_run's callers hand it unzeroed buffers) */
         mout.data = y->data;
-        st = be->attention(be->user, P, li, min, L->n_inputs, &mout, 1, err);
+        st = be->attention(be->user, P, li, min, L->n_inputs, &mout, 1, res, err);
     }
     if (st != MHA_OK) {
         tensor_free(y);
@@ -286,7 +298,7 @@ static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
         return P->gemms[s->index].reads;
     }
     if (s->kind == PLAN_STEP_ATTENTION) {
-        *n = P->layers[s->index].L.n_inputs;
+        *n = plan_layer_n_reads(&P->layers[s->index]);
         return P->layers[s->index].in_values;
     }
     *n = P->g->nodes[s->index].n_inputs;
@@ -334,6 +346,13 @@ static void run_observe(const plan *P, const plan_step *s, tensor *const *values
         }
 }
 
+/* Monotonic wall time in seconds (plan_backend.step_seconds). */
+static double run_clock(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* The steps in order; keep_all: no value freed (verification). */
 static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                             const plan_observer *obs, const plan_run_arena *ar,
@@ -358,8 +377,12 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
         values[v] = (tensor *)plan_const(P, (int)v);
     for (size_t i = 0; i < g->n_inputs; i++)
         values[g->inputs[i]] = in[i];
+    double *const seconds = be ? be->step_seconds : NULL;
+    for (size_t s = 0; seconds && s < P->n_steps; s++)
+        seconds[s] = 0.0;
     for (size_t s = 0; s < P->n_steps && st == MHA_OK; s++) {
         const plan_step *step = &P->steps[s];
+        const double t0 = seconds ? run_clock() : 0.0;
         if (step->kind == PLAN_STEP_ATTENTION)
             st = run_attention(P, (size_t)step->index, values, be, ar, err);
         else if (step->kind == PLAN_STEP_GEMM)
@@ -369,6 +392,7 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
         else
             st = run_interp(P, step->index, values, nin, nout,
                             obs && obs->shape_only && obs->shape_only[step->index], err);
+        if (seconds) seconds[s] = run_clock() - t0;
         if (st == MHA_OK && obs) {
             run_observe(P, step, values, obs, &made);
             if (obs->max_elements > 0 && made > obs->max_elements)
