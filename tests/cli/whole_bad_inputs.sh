@@ -55,6 +55,16 @@ refused 1 "token id -1" "^mha: $T/neg_ids.npy: input 'input_ids' \[2, 3\]: token
 refused 1 "token id -1, chunked" "^mha: $T/neg_ids.npy: rows 2-3: input 'input_ids' \[0, 3\]: token id -1" \
   run_bert "$T/neg_ids.npy" "$D/attention_mask.npy" -o "$T/out/y.npy" --batch-size 2
 
+# ids cast before their Gather (int32 ids widened in the graph) are token
+# ids too: the same check, and mha info says so
+I32="$MHA_TEST_DATA/models/z_bert_idsonly_int32_op13/model.onnx"
+"$MHA" info "$I32" | grep -q "input_ids  *token_ids  *int32" || fail "cast ids: not token ids: $("$MHA" info "$I32")"
+. "$(dirname "$0")/lib/npy_zeros.sh"
+npy_zeros "$T/ids32.npy" '<i4' '(1, 4)' 16
+printf '\377\377\377\377' | dd of="$T/ids32.npy" bs=1 seek=$((128 + 8)) conv=notrunc 2>/dev/null
+refused 1 "cast token id -1" "^mha: $T/ids32.npy: input 'input_ids' \[0, 2\]: token id -1 is outside the vocabulary of 64" \
+  "$MHA" run -q "$I32" "$T/ids32.npy" -o "$T/out/y.npy"
+
 echo "== a 0/1 attention mask holding another value"
 # the graph computes (1 - m) * c: a 2 would add -c (a huge positive score)
 # where the fused layers read 'keep'; the plan was verified on 0 and 1
@@ -74,7 +84,6 @@ echo "== a sequence longer than the model's positions is blamed on the ids file"
 # both models have 32 positions: BERT slices its position buffer (then an
 # Add does not broadcast), GPT-2 gathers past its table; zeros are valid
 # ids, mask and token types
-. "$(dirname "$0")/lib/npy_zeros.sh"
 for f in ids mask tt; do npy_zeros "$T/long_$f.npy" '<i8' '(2, 40)' 640; done
 refused 1 "BERT, 40 tokens" "^mha: $T/long_ids.npy: input 'input_ids' (shape 2x40): the model cannot run on it: " \
   "$MHA" run -q "$B/model.onnx" "$T/long_ids.npy" "$T/long_mask.npy" "$T/long_tt.npy" -o "$T/out/y.npy"
