@@ -98,6 +98,10 @@ void exec_weights_free(const mha_alloc_ctx *a, exec_gemm_weights *w);
 typedef struct exec_gemm_epilogue {
     void (*fn)(void *user, float *C, int64_t N, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
     void *user;
+    /* NULL, or called once on rows [m0, m1) of C once every column of
+     * them is done (tile and fn), on the thread that finished the last
+     * piece: what needs whole rows (a LayerNorm after the product) */
+    void (*rows)(void *user, float *C, int64_t N, int64_t m0, int64_t m1);
 } exec_gemm_epilogue;
 
 /* The part of a GEMM's epilogue the plugin applies on its tiles
@@ -128,6 +132,9 @@ mha_status exec_pool_units(const exec_env *env, pool_unit_fn fn, void *ctx, int6
  * MHA_OP_NORM, else on the built-in scalar's, split into row blocks over
  * the pool (a self-parallel plugin gets them whole). */
 mha_status exec_norm_run(const exec_env *env, const mha_norm_args *args, mha_error *err);
+/* The same on the calling thread alone, rows [args->r0, args->r1) (a
+ * GEMM's row epilogue: exec_gemm_epilogue.rows). */
+mha_status exec_norm_rows(const exec_env *env, const mha_norm_args *args, mha_error *err);
 
 /* The fused part for a GEMM whose epilogue is act(y) [+ residual]
  * (act MHA_ACT_*, residual [M, ldr] or NULL): 1 and *out when env's plugin
@@ -168,7 +175,8 @@ void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, in
 /* One GEMM on given buffers (exec_gemm.c): C [M, N] = A [M, K] . W + bias,
  * then fused (NULL = none) inside the plugin, cut by exec_gemm_plan over
  * the pool (a self-parallel plugin gets it whole), each tile followed by
- * the host's ep (NULL = none). Each tile writes its own part of C. */
+ * the host's ep->fn and each completed row tile by ep->rows (ep NULL, or
+ * either NULL: none). Each tile writes its own part of C. */
 mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const float *A, int64_t M,
                          float *C, const exec_gemm_fused *fused, const exec_gemm_epilogue *ep,
                          mha_error *err);

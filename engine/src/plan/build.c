@@ -411,7 +411,7 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
         const plan_norm *nm = &P->norms[i];
         for (size_t k = 0; k < nm->n_nodes; k++)
             owner[nm->nodes[k]] = -2;
-        owner[nm->nodes[nm->n_nodes - 1]] = -1000 - (int)i;
+        if (!nm->by_gemm) owner[nm->nodes[nm->n_nodes - 1]] = -1000 - (int)i;
     }
     P->n_steps = 0;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
@@ -548,6 +548,7 @@ static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp
     build_take_layers(P, taken); /* the Transposes folded into layers */
     if (st == MHA_OK) st = plan_fuse_residuals(P, u, shp, taken, err);
     if (st == MHA_OK) st = plan_find_norms(P, u, shp, taken, err);
+    if (st == MHA_OK) plan_fuse_gemm_norms(P, u);
     mha_free(&P->alloc, taken);
     return st;
 }

@@ -51,6 +51,10 @@ static mha_status verify_reference_gemm(void *user, const plan *P, size_t gi, co
                                  .ldc = g->N};
     mha_status st = interp_gemm_f32(&P->alloc, &ga, err);
     if (st == MHA_OK && ep) plan_ep_tile(ep, C, g->N, 0, M, 0, g->N);
+    /* a post-norm LayerNorm taken into the step: on the rows, in place */
+    if (st == MHA_OK && g->norm >= 0 && plan_norm_rows(&P->norms[g->norm], C, NULL, C, M) != 0)
+        st = mha_fail(err, MHA_ERR_SHAPE, "verify: GEMM step %zu: its norm's eps %g refused", gi,
+                      (double)P->norms[g->norm].eps);
     return st;
 }
 
