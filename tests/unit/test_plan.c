@@ -288,14 +288,15 @@ static void test_norm_steps(void **state) {
     (void)state;
     plan *P = build(BERT, 1);
     assert_int_equal(P->n_norms, 5);
-    size_t steps = 0, by_gemm = 0;
+    size_t steps = 0, in_step = 0;
     for (size_t s = 0; s < P->n_steps; s++)
         steps += P->steps[s].kind == PLAN_STEP_NORM;
     for (size_t i = 0; i < P->n_norms; i++)
-        by_gemm += P->norms[i].by_gemm;
-    /* the norm after each FFN is its second GEMM's (test_plan_postnorm) */
-    assert_int_equal(by_gemm, 2);
-    assert_int_equal(steps, 5 - by_gemm);
+        in_step += P->norms[i].in_step;
+    /* the norm after each FFN is its second GEMM's, the one after each
+     * attention layer the layer's (test_plan_fuse) */
+    assert_int_equal(in_step, 4);
+    assert_int_equal(steps, 5 - in_step);
     size_t with_residual = 0;
     for (size_t i = 0; i < P->n_norms; i++) {
         const plan_norm *nm = &P->norms[i];
@@ -912,7 +913,7 @@ static void test_arena_by_lifetimes(void **state) {
     for (size_t k = 0; k < P->g->n_outputs; k++) {
         int v = P->g->outputs[k];
         for (size_t i = 0; i < P->n_norms; i++)
-            direct += !P->norms[i].by_gemm && P->norms[i].out_value == v;
+            direct += !P->norms[i].in_step && P->norms[i].out_value == v;
         for (size_t i = 0; i < P->n_gemms; i++)
             direct += P->gemms[i].out_value == v;
         assert_true(A->offset[v] == SIZE_MAX);
@@ -920,7 +921,7 @@ static void test_arena_by_lifetimes(void **state) {
     assert_true(direct >= 1);
     size_t norm_steps = 0; /* a norm in a GEMM's epilogue has no output of its own */
     for (size_t i = 0; i < P->n_norms; i++)
-        norm_steps += !P->norms[i].by_gemm;
+        norm_steps += !P->norms[i].in_step;
     assert_int_equal(placed, P->n_gemms + norm_steps + 2 - direct);
     assert_true(A->bytes < all);
     plan_run_probe(P, 0, b); /* through the arena */

@@ -72,7 +72,11 @@ static void test_residual_found(void **state) {
                 fail_msg("%s: layer %zu without its residual", names[k], li);
             const ir_node *add = &P->g->nodes[pl->nodes[pl->n_nodes - 1]];
             assert_string_equal(add->op_type, "Add");
-            assert_int_equal(add->outputs[0], pl->out_value);
+            /* the step's output: the Add's, or the post-norm LayerNorm's of it */
+            if (pl->norm >= 0)
+                assert_int_equal(add->outputs[0], P->norms[pl->norm].in_value);
+            else
+                assert_int_equal(add->outputs[0], pl->out_value);
             const int x = pl->in_values[pl->L.n_inputs];
             assert_true(add->inputs[0] == x || add->inputs[1] == x);
             assert_int_equal(plan_layer_n_reads(pl), pl->L.n_inputs + 1);
@@ -81,6 +85,33 @@ static void test_residual_found(void **state) {
         if (interpreted_adds(P) != adds_left[k])
             fail_msg("%s: %zu Adds interpreted", names[k], interpreted_adds(P));
         plan_free(P);
+    }
+}
+
+/* What the rows callback saw: each row's visits, and whether the row was
+ * complete (equal to the full product) when it came. */
+typedef struct rows_seen {
+    const float *want; /* [M, N]: the product computed whole */
+    int64_t M, N;
+    atomic_int *visits; /* [M] */
+    atomic_int incomplete;
+    const plan_norm *nm; /* NULL: only count */
+} rows_seen;
+
+static void rows_cb(void *user, float *C, int64_t N, int64_t m0, int64_t m1) {
+    rows_seen *s = user;
+    assert_true(N == s->N && m0 >= 0 && m1 <= s->M && m0 < m1);
+    for (int64_t m = m0; m < m1; m++) {
+        atomic_fetch_add(&s->visits[m], 1);
+        if (memcmp(C + m * N, s->want + m * N, sizeof(float) * (size_t)N) != 0)
+            atomic_store(&s->incomplete, 1);
+    }
+    if (s->nm) {
+        mha_norm_args a;
+        plan_norm_args(s->nm, C, NULL, C, s->M, &a);
+        a.r0 = m0;
+        a.r1 = m1;
+        assert_int_equal(mha_scalar_plugin_table()->norm(NULL, &a), 0);
     }
 }
 
@@ -118,6 +149,23 @@ static void check_layer(const plan *P, tensor **values, const mha_plugin *plugin
     y.data = fused;
     if (exec_run(&env, L, pk, in, L->n_inputs, &y, 1, &err) != MHA_OK)
         fail_msg("%s: %s", plugin->name, err.message);
+    /* a row epilogue (a post-norm LayerNorm's place): every row of Y once,
+     * complete with its residual, whatever the cut */
+    const int64_t d = y.shape[y.rank - 1], rows = (int64_t)n / d;
+    rows_seen seen = {plain, rows, d, calloc((size_t)rows, sizeof(atomic_int)), 0, NULL};
+    exec_gemm_epilogue ep = {NULL, &seen, rows_cb};
+    env.y_rows = &ep;
+    float *with_rows = calloc(n, sizeof(float));
+    y.data = with_rows;
+    if (exec_run(&env, L, pk, in, L->n_inputs, &y, 1, &err) != MHA_OK)
+        fail_msg("%s: %s", plugin->name, err.message);
+    for (int64_t m = 0; m < rows; m++)
+        if (atomic_load(&seen.visits[m]) != 1)
+            fail_msg("%s, %d threads: row %lld of Y seen %d times", plugin->name, threads,
+                     (long long)m, atomic_load(&seen.visits[m]));
+    assert_int_equal(atomic_load(&seen.incomplete), 0);
+    free((void *)seen.visits);
+    free(with_rows);
     for (size_t i = 0; i < n; i++)
         if (memcmp(&plain[i], &fused[i], sizeof(float)) != 0)
             fail_msg("%s, %d threads, precision %d: element %zu: layer + residual %.9g, fused "
@@ -167,13 +215,13 @@ static void test_postnorm_found(void **state) {
     const size_t layers[2] = {2, 3};
     for (int k = 0; k < 2; k++) {
         plan *P = build(names[k]);
-        size_t fused = 0, norm_steps = 0, by_gemm = 0;
+        size_t fused = 0, norm_steps = 0, in_step = 0;
         for (size_t gi = 0; gi < P->n_gemms; gi++) {
             const plan_gemm *pg = &P->gemms[gi];
             if (pg->norm < 0) continue;
             fused++;
             const plan_norm *nm = &P->norms[pg->norm];
-            assert_true(nm->by_gemm);
+            assert_true(nm->in_step);
             assert_int_equal(pg->out_value, nm->out_value);
             assert_int_equal(nm->res_value, -1);
             assert_int_equal(nm->D, pg->N);
@@ -182,38 +230,20 @@ static void test_postnorm_found(void **state) {
         for (size_t s = 0; s < P->n_steps; s++)
             norm_steps += P->steps[s].kind == PLAN_STEP_NORM;
         for (size_t i = 0; i < P->n_norms; i++)
-            by_gemm += P->norms[i].by_gemm;
+            in_step += P->norms[i].in_step;
         if (fused != layers[k]) fail_msg("%s: %zu GEMMs with a norm", names[k], fused);
-        assert_int_equal(by_gemm, fused);
-        assert_int_equal(norm_steps, P->n_norms - by_gemm);
+        /* and the one after each attention layer (+ residual) is the layer's */
+        for (size_t li = 0; li < P->n_layers; li++) {
+            const plan_layer *pl = &P->layers[li];
+            if (pl->norm < 0) fail_msg("%s: layer %zu without its norm", names[k], li);
+            assert_int_equal(pl->out_value, P->norms[pl->norm].out_value);
+            assert_true(P->norms[pl->norm].in_step);
+            assert_non_null(strstr(pl->desc, "+residual+layernorm"));
+            fused++;
+        }
+        assert_int_equal(in_step, fused);
+        assert_int_equal(norm_steps, P->n_norms - in_step);
         plan_free(P);
-    }
-}
-
-/* What the rows callback saw: each row's visits, and whether the row was
- * complete (equal to the full product) when it came. */
-typedef struct rows_seen {
-    const float *want; /* [M, N]: the product computed whole */
-    int64_t M, N;
-    atomic_int *visits; /* [M] */
-    atomic_int incomplete;
-    const plan_norm *nm; /* NULL: only count */
-} rows_seen;
-
-static void rows_cb(void *user, float *C, int64_t N, int64_t m0, int64_t m1) {
-    rows_seen *s = user;
-    assert_true(N == s->N && m0 >= 0 && m1 <= s->M && m0 < m1);
-    for (int64_t m = m0; m < m1; m++) {
-        atomic_fetch_add(&s->visits[m], 1);
-        if (memcmp(C + m * N, s->want + m * N, sizeof(float) * (size_t)N) != 0)
-            atomic_store(&s->incomplete, 1);
-    }
-    if (s->nm) {
-        mha_norm_args a;
-        plan_norm_args(s->nm, C, NULL, C, s->M, &a);
-        a.r0 = m0;
-        a.r1 = m1;
-        assert_int_equal(mha_scalar_plugin_table()->norm(NULL, &a), 0);
     }
 }
 

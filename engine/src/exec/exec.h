@@ -12,6 +12,8 @@
 #ifndef MHA_EXEC_H
 #define MHA_EXEC_H
 
+#include <stdatomic.h>
+
 #include "layer.h"
 #include "layer_bind.h"
 #include "mha/plugin.h"
@@ -79,6 +81,11 @@ typedef struct exec_env {
      * residual connection): by the output projection's epilogue, or after
      * the layer when it has none; NULL: nothing added */
     const float *residual;
+    /* NULL, or its rows callback run on rows [m0, m1) of the layer's one
+     * output Y (batch-first [rows, d_out], C = the first row of the batch
+     * chunk) once each row is complete, residual added: a LayerNorm after
+     * the layer (exec_gemm_epilogue.rows) */
+    const struct exec_gemm_epilogue *y_rows;
 } exec_env;
 
 /* Packs the side-by-side concatenation of n_parts weight matrices
@@ -162,6 +169,13 @@ typedef struct exec_gemm_family {
     int64_t tail_tiles, tail_split, tail_n_tile;
     int64_t n_units;
 } exec_gemm_family;
+
+/* Row tiles whose every column is done (exec.c): pieces [m_tiles] set to
+ * the units of each row tile of f (n_segs 1); exec_gemm_piece_done after
+ * unit u's tile: 1 when it was the tile's last piece (its rows r[0], r[1]
+ * then complete; acq_rel: the other pieces' writes are seen). */
+void exec_gemm_pieces_init(const exec_gemm_family *f, atomic_int *pieces);
+int exec_gemm_piece_done(const exec_gemm_family *f, atomic_int *pieces, int64_t u, int64_t r[4]);
 
 /* Cuts f (W, M and n_segs set) into units for `threads` (exec.c): row tiles
  * of the kernels' row block, so that each pass over the weights serves as

@@ -34,8 +34,7 @@ static mha_status gemm_unit(void *ctx, int phase, int64_t u, int worker, mha_err
                                    r[3], 1, j->fused, err);
     if (st == MHA_OK && j->ep && j->ep->fn)
         j->ep->fn(j->ep->user, f->C, f->W->N, r[0], r[1], r[2], r[3]);
-    if (st == MHA_OK && j->pieces &&
-        atomic_fetch_sub_explicit(&j->pieces[r[0] / f->m_tile], 1, memory_order_acq_rel) == 1)
+    if (st == MHA_OK && j->pieces && exec_gemm_piece_done(f, j->pieces, u, r))
         j->ep->rows(j->ep->user, f->C, f->W->N, r[0], r[1]);
     return st;
 }
@@ -87,11 +86,7 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
         j.pieces =
             mha_calloc(env->alloc, (size_t)(j.f.m_tiles > 0 ? j.f.m_tiles : 1), sizeof *j.pieces);
         if (!j.pieces) return mha_fail(err, MHA_ERR_NO_MEMORY, "exec: out of memory");
-        for (int64_t u = 0; u < j.f.n_units; u++) {
-            int64_t seg, r[4];
-            exec_gemm_unit_range(&j.f, u, &seg, r);
-            atomic_fetch_add_explicit(&j.pieces[r[0] / j.f.m_tile], 1, memory_order_relaxed);
-        }
+        exec_gemm_pieces_init(&j.f, j.pieces);
     }
     mha_status st = exec_pool_units(env, gemm_unit, &j, j.f.n_units, threads, err);
     mha_free(env->alloc, j.pieces);

@@ -37,6 +37,10 @@ typedef struct plan_layer {
     /* 1: the Add after the layer (Y + in_values[L.n_inputs], residual.c)
      * is the last of nodes, done in the output projection's epilogue */
     int residual;
+    /* the norm step (into plan.norms) run on each row of Y (+ residual)
+     * once complete, in place (a post-norm LayerNorm: postnorm.c); -1:
+     * none. out_value is then the norm's. */
+    int norm;
     char desc[48]; /* the form and what the step fuses ("onnx-decomposed+residual"), or "" */
     int *nodes;    /* graph nodes the step replaces, graph order */
     size_t n_nodes;
@@ -147,7 +151,8 @@ typedef struct plan_norm {
     int nodes[PLAN_NORM_MAX_NODES]; /* the graph nodes it computes, the last makes the step */
     size_t n_nodes;
     char desc[40]; /* "residual+rmsnorm", "layernorm (no affine)", for mha info */
-    int by_gemm;   /* 1: computed by a GEMM step's epilogue (plan_gemm.norm), no step of its own */
+    int in_step;   /* 1: computed by the epilogue of the GEMM or attention step before it
+                      (plan_gemm.norm, plan_layer.norm), no step of its own */
 } plan_norm;
 
 typedef struct plan_step {
