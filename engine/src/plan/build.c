@@ -240,17 +240,44 @@ static mha_status build_shapes(plan *P, plan_shape *shp, mha_error *err) {
     return st;
 }
 
+/* The shape pass failed with st, its axes named apart: the unnamed ones
+ * made one per index (the ids' and the mask's batch and sequence, which
+ * the probes gave different sizes) and run again. MHA_ERR_MODEL_UNSUPPORTED
+ * when that changes nothing or does not run either (the axes as they were). */
+static mha_status build_shapes_merged(plan *P, plan_shape *shp, mha_error *err) {
+    if (P->merge_unnamed || !plan_probe_has_unnamed(P)) return MHA_ERR_MODEL_UNSUPPORTED;
+    mha_free(&P->alloc, P->in_syms);
+    P->in_syms = NULL;
+    P->merge_unnamed = 1;
+    mha_status st = plan_probe_sizes(P, err);
+    if (st == MHA_OK) st = build_shapes(P, shp, err);
+    if (st == MHA_OK || st == MHA_ERR_NO_MEMORY) return st;
+    build_drop_probe_results(P);
+    mha_free(&P->alloc, P->in_syms);
+    P->in_syms = NULL;
+    P->merge_unnamed = 0;
+    st = plan_probe_sizes(P, err);
+    return st == MHA_OK ? MHA_ERR_MODEL_UNSUPPORTED : st;
+}
+
 /* The shape pass failed with st: an image input whose height and width
  * are symbolic may work at one size only (the position table), which the
  * probes' small sizes missed -- sized from the graph (plan_probe_fit_images)
- * and run again. Else st and its message stand. */
+ * and run again; a symbolic axis may be the sum of two others
+ * (plan_probe_fit_sums); unnamed axes may be one (build_shapes_merged).
+ * Else st and its message stand. */
 static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, mha_error *err) {
     mha_error fit_err;
     mha_error_clear(&fit_err);
     build_drop_probe_results(P);
     mha_status fs = plan_probe_fit_images(P, &fit_err);
     if (fs == MHA_ERR_MODEL_UNSUPPORTED) fs = plan_probe_fit_sums(P, &fit_err);
-    if (fs == MHA_ERR_MODEL_UNSUPPORTED) return st;
+    if (fs == MHA_ERR_MODEL_UNSUPPORTED) {
+        fs = build_shapes_merged(P, shp, &fit_err);
+        if (fs == MHA_OK) mha_error_clear(err);
+        if (fs == MHA_ERR_NO_MEMORY && err) *err = fit_err;
+        return fs == MHA_ERR_MODEL_UNSUPPORTED ? st : fs;
+    }
     if (fs != MHA_OK) {
         if (err) *err = fit_err;
         return fs;
@@ -523,6 +550,10 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
                         build_id_extent(P, shp, &g->nodes[ni], &P->id_extent[i]);
                     }
                 io->role = gathered ? MHA_ROLE_TOKEN_IDS : MHA_ROLE_ATTN_MASK;
+                /* a mask by its name that indexes nothing (not ids cast
+                 * first, not position ids going into arithmetic) */
+                if (!gathered && strstr(io->name, "mask") && plan_probe_index_bound(P, v) == 0)
+                    P->id_extent[i] = PLAN_IDS_MASK01;
             } else {
                 io->role = io->dtype == MHA_DTYPE_BOOL ? MHA_ROLE_ATTN_MASK : MHA_ROLE_QUERY;
             }
@@ -630,6 +661,12 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
          * failure before it leaves no probe axes to fit */
         st = build_shapes(P, shp, err);
         if (st != MHA_OK && st != MHA_ERR_NO_MEMORY) st = build_shapes_fitted(P, shp, st, err);
+    }
+    if (st == MHA_OK) {
+        /* sizes the same at both probes, then what is computed from them */
+        size_t folded = 0;
+        st = plan_fold_static_dims(P, shp, &folded, err);
+        if (st == MHA_OK && folded) st = build_fold(P, err);
     }
     if (st == MHA_OK) st = build_axis_probes(P, shp, &qdims, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);

@@ -138,7 +138,7 @@ typedef struct plan_gemm {
 /* y = (x - mean) / sqrt(var + eps) [* gamma] [+ beta] over the last axis
  * (LayerNorm; RMSNorm: mean 0, var the mean of x^2), x = in_value [+
  * res_value] (the residual Add before the norm). */
-#define PLAN_NORM_MAX_NODES 11
+#define PLAN_NORM_MAX_NODES 14
 typedef struct plan_norm {
     int kind; /* MHA_NORM_LAYER or MHA_NORM_RMS */
     int in_value, out_value;
@@ -181,6 +181,8 @@ typedef struct plan_dim_rule {
 #define PLAN_PROBES 2
 /* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */
 #define PLAN_MAX_SYMS 4
+/* plan.id_extent of an integer 0 / 1 mask input */
+#define PLAN_IDS_MASK01 (-1)
 
 /* Where the outputs of fused steps go in a run's arena, for one set of
  * input sizes (arena.c). */
@@ -231,11 +233,20 @@ typedef struct plan {
      * the constant [2] (a decoding step's keys: past + new tokens, or past +
      * 1); [0] -1 when it is free (probe.c) */
     int sym_sum[PLAN_MAX_SYMS][3];
+    /* unnamed symbolic axes (no name, or torch.onnx.export's
+     * "<input>_dynamic_axes_<n>" for an axis given by index alone) are one
+     * axis per index over the inputs, not one per input (probe.c) */
+    int merge_unnamed;
     layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
-    /* [g->n_inputs]: a token-id input's ids must lie in [-x, x) (the
-     * smallest extent of the constant tables it indexes, as ONNX Gather
-     * allows negative ids); 0 = not checked. Checked before a run so a bad
-     * id is reported against the input, not deep inside the graph. */
+    /* [g->n_inputs]: x > 0, a token-id input's ids must lie in [0, x) (the
+     * smallest extent of the constant tables it indexes; ONNX Gather would
+     * take [-x, 0) from the table's end, but the embedding a model was
+     * exported from refuses negative ids, and -1 / -100 are padding and
+     * ignore markers, not tokens); PLAN_IDS_MASK01, an integer mask input
+     * (named so, and probed and verified with 0 and 1 only: the fused
+     * layers read it as keep / drop, not as the graph's (1 - m) * c)
+     * must hold 0 or 1; 0 = not checked. Checked before a run so a bad
+     * value is reported against the input, not deep inside the graph. */
     int64_t *id_extent;
     int keep_graph; /* PLAN_KEEP_GRAPH: no initializer freed while building */
     /* While plan_build runs: per probe, its inputs [g->n_inputs] and the
@@ -278,6 +289,9 @@ typedef struct plan_backend {
     void *user;
     mha_status (*norm)(void *user, const plan *P, size_t norm_index, const float *x,
                        const float *res, float *y, int64_t rows, mha_error *err);
+    /* [n_steps] wall seconds of each step of the run (0 for a step that did
+     * not run), or NULL: the steps are not timed. */
+    double *step_seconds;
 } plan_backend;
 
 /* The plugin arguments of norm step nm over x (+ res, or NULL), y [rows,

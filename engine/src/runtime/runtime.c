@@ -413,7 +413,10 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
             pc.B = inputs[0].shape[0];
             pc.S = inputs[0].shape[1];
         }
-        plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc, runtime_plan_norm};
+        plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc, runtime_plan_norm, NULL};
+        /* step_seconds was appended after flops */
+        if (opts->struct_size >= offsetof(mha_run_options, step_seconds) + sizeof(double *))
+            be.step_seconds = opts->step_seconds;
         st = plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, &be, err);
     } else {
         if (flops) *flops = runtime_layer_flops(&model->L, inputs, num_inputs, num_outputs);
