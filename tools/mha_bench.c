@@ -892,8 +892,11 @@ int mha_cmd_bench(int argc, char **argv) {
     /* the result files are checked (a missing folder named) and locked
      * before minutes of timing, not after */
     const char *outs[3] = {o.json_path, o.csv_path, o.plot_path};
+    const char *ins[2] = {o.model_path, o.plugin_path};
+    int rc = cli_outputs_spare_inputs(&c, outs, 3, ins, 2, "input");
+    if (rc != CLI_OK) return rc;
     cli_outputs claimed;
-    int rc = cli_outputs_claim(&c, outs, 3, 1, &claimed);
+    rc = cli_outputs_claim(&c, outs, 3, 1, &claimed);
     if (rc != CLI_OK) return rc;
     rc = bench_run(o);
     cli_outputs_release(&claimed);

@@ -493,6 +493,13 @@ typedef struct mha_run_options {
      * interpreter and norms are not counted (`mha info` gives their share).
      * FLOPs over the time of the run: its GFLOP/s, as `mha bench` reports. */
     double *flops;
+    /* Appended in 0.4 (read only when struct_size covers it). For a whole
+     * model (a plan), when not NULL: mha_model_num_steps(model) doubles
+     * that receive the wall time of each step of the run in seconds, in
+     * mha_model_step's order (0 for a step that did not run: the run
+     * failed before it). Where a run's time goes, step by step; timing
+     * costs two clock reads per step. Ignored for a one-layer model. */
+    double *step_seconds;
 } mha_run_options;
 
 /* Compute precisions of mha_run_options.precision (the same values as the
