@@ -48,6 +48,7 @@ enum {
     SERVE_MAX_TOKENS,
     SERVE_CAPACITY,
     SERVE_DISPATCHERS,
+    SERVE_RUN_THREADS,
     SERVE_MAX_BODY,
     SERVE_MAX_CONN, /* the integer options: the order of serve_ints */
     SERVE_HOST,
@@ -90,6 +91,10 @@ static const cli_opt serve_opts[] = {
     {SERVE_DISPATCHERS, "dispatchers", 0, "N",
      "batches computed at once, sharing the threads (default 0:\n"
      "one per runtime thread)"},
+    {SERVE_RUN_THREADS, "run-threads", 0, "N",
+     "threads of each batch's run (default 0: the runtime's,\n"
+     "shared out between the batches running; 1: every batch on\n"
+     "one core, even alone: no barriers between two threads)"},
     {SERVE_DEADLINE_MS, "deadline-ms", 0, "X",
      "a request not started by then gets 504, and one the work\n"
      "waiting would delay past it 503 at once (default: none)"},
@@ -532,7 +537,7 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
 
 typedef struct serve_options {
     const char *host, *port_file;
-    long long port, max_batch, max_tokens, capacity, dispatchers, max_body, max_conn;
+    long long port, max_batch, max_tokens, capacity, dispatchers, run_threads, max_body, max_conn;
     double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms;
     int hold_when_idle;
 } serve_options;
@@ -557,6 +562,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
                 [SERVE_MAX_TOKENS] = {1, 1LL << 40, &o->max_tokens},
                 [SERVE_CAPACITY] = {1, 1 << 24, &o->capacity},
                 [SERVE_DISPATCHERS] = {0, 64, &o->dispatchers},
+                [SERVE_RUN_THREADS] = {0, 1024, &o->run_threads},
                 [SERVE_MAX_BODY] = {64, 1LL << 40, &o->max_body},
                 [SERVE_MAX_CONN] = {1, 65536, &o->max_conn}};
     cli_parser p;
@@ -653,6 +659,7 @@ int mha_cmd_serve(int argc, char **argv) {
     qo.hold_when_idle = o.hold_when_idle;
     qo.capacity = (int)o.capacity;
     qo.num_dispatchers = (int)o.dispatchers;
+    qo.num_threads = (int)o.run_threads;
     qo.max_queue_ms = o.max_queue_ms;
     qo.max_padding = o.max_padding;
     qo.max_batch_ms = o.max_batch_ms;
@@ -699,10 +706,14 @@ int mha_cmd_serve(int argc, char **argv) {
             goto done;
         }
     }
+    char runs[48] = "";
+    if (o.run_threads > 0)
+        snprintf(runs, sizeof runs, ", each batch on %lld thread%s", o.run_threads,
+                 o.run_threads > 1 ? "s" : "");
     printf("mha serve: %s on http://%s%s%s:%u/ (backend %s, %d threads, max batch %lld, "
-           "max delay %g ms)\n",
+           "max delay %g ms%s)\n",
            model_path, ipv6 ? "[" : "", o.host, ipv6 ? "]" : "", port, mha_runtime_backend(rt),
-           mha_runtime_num_threads(rt), o.max_batch, o.max_delay_ms);
+           mha_runtime_num_threads(rt), o.max_batch, o.max_delay_ms, runs);
     fflush(stdout);
 
     int sig = 0;

@@ -41,11 +41,12 @@ echo "ok: serve-cpu"
 # requests meet in one batch (one dispatcher: two would share them out,
 # one each), a third finds the queue full.
 serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --hold-when-idle --dispatchers 1 --max-body-bytes 100000 \
-  --max-batch-ms 60000
+  --max-batch-ms 60000 --run-threads 1
 # the address line follows the port file: give it up to 10 s under load
 i=0
 while ! grep -q "http://127.0.0.1:$PORT/" "$T/out" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 grep -q "http://127.0.0.1:$PORT/" "$T/out" || fail "not on 127.0.0.1: $(cat "$T/out")"
+grep -q "each batch on 1 thread)" "$T/out" || fail "--run-threads 1 not in effect: $(cat "$T/out")"
 
 [ "$($C "$U/health")" = ok ] || fail "/health"
 
@@ -185,8 +186,10 @@ set +e
 "$MHA" serve >/dev/null 2>&1
 [ $? = 2 ] || fail "no model: wanted exit 2"
 for bad in -1 x; do
-  "$MHA" serve "$T/m.onnx" --max-batch-ms "$bad" >"$T/out" 2>&1
-  [ $? = 2 ] || fail "--max-batch-ms $bad: wanted exit 2"
-  grep -q "max-batch-ms" "$T/out" || fail "--max-batch-ms $bad without the option named: $(cat "$T/out")"
+  for opt in --max-batch-ms --run-threads; do
+    "$MHA" serve "$T/m.onnx" $opt "$bad" >"$T/out" 2>&1
+    [ $? = 2 ] || fail "$opt $bad: wanted exit 2"
+    grep -q -- "${opt#--}" "$T/out" || fail "$opt $bad without the option named: $(cat "$T/out")"
+  done
 done
 echo "ok: usage errors"

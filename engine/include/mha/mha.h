@@ -602,7 +602,15 @@ typedef struct mha_queue_options {
                                  fifth less for a MiniLM-sized model at 16 tokens).
                                  Requests waiting while several dispatchers are free
                                  are shared out between them, an even part each */
-    int num_threads;          /* threads per batch run; 0 = the runtime's */
+    int num_threads;          /* threads per batch run; 0 = the runtime's (a batch
+                                 running alone gets them all). 1 runs every batch on
+                                 one core even alone: slower alone, but a short run
+                                 split over two threads pays the phases' barriers
+                                 (a lone 8-token request of a d_model 768 layer cost
+                                 a fifth more CPU on two threads than on one, a
+                                 MiniLM-sized model at 16 tokens a quarter more), so
+                                 for short requests at a rate near the cores'
+                                 capacity 1 leaves more of it */
     size_t stack_bytes;       /* stack of each dispatcher thread; 0 = 2 MiB */
     double max_queue_ms;      /* 0 = off; else submit also refuses (MHA_ERR_QUEUE_FULL)
                                  when the tokens ahead of the request would take longer
