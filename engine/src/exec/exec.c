@@ -544,7 +544,7 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     if (n == 0) return MHA_OK;
 
     if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32 &&
-        !exec_mask_has_lowest(views[0].t)) {
+        !exec_mask_has_lowest(views[0].t) && !L->mask_clamped) {
         /* a float mask is used as it is, through its strides (one with
          * finfo.min terms is copied below, exec_mask_float_term) */
         m->data = views[0].t->data;
@@ -588,6 +588,9 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
                      * not overflow to -inf together */
                     if (m->causal_folded && L->causal_finite == 2 && sum < -FLT_MAX)
                         sum = L->causal_fill;
+                    /* the file's clamp (a NaN stays NaN, as in its Max) */
+                    if (L->mask_clamped && sum < L->mask_floor)
+                        sum = exec_mask_float_term(L->mask_floor);
                     *dst++ = sum;
                 }
     m->data = m->owned;
@@ -892,11 +895,23 @@ mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64
     return MHA_OK;
 }
 
+/* A family's call over rows [m0, m1), columns [n0, n1) of segment seg; its
+ * residual (f->R) added by the plugin's kernel when it declares that
+ * epilogue, else here right after, while the tile is in cache (the same
+ * float addition either way). */
 static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f, int64_t seg,
                                  int64_t m0, int64_t m1, int64_t n0, int64_t n1, int num_threads,
                                  mha_error *err) {
-    return exec_gemm_tile(s->env, f->W, f->M, f->A + seg * f->a_seg, f->lda, f->C + seg * f->c_seg,
-                          f->ldc, m0, m1, n0, n1, num_threads, NULL, err);
+    float *C = f->C + seg * f->c_seg;
+    const float *R = f->R ? f->R + seg * f->c_seg : NULL;
+    exec_gemm_fused fused = {MHA_ACT_NONE, R, f->ldc};
+    const int in_kernel = R && registry_plugin_epilogue(s->plugin, MHA_ACT_NONE, 1);
+    mha_status st = exec_gemm_tile(s->env, f->W, f->M, f->A + seg * f->a_seg, f->lda, C, f->ldc, m0,
+                                   m1, n0, n1, num_threads, in_kernel ? &fused : NULL, err);
+    for (int64_t m = m0; st == MHA_OK && R && !in_kernel && m < m1; m++)
+        for (int64_t n = n0; n < n1; n++)
+            C[m * f->ldc + n] += R[m * f->ldc + n];
+    return st;
 }
 
 void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]) {
@@ -1597,6 +1612,8 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
             f->ldc = d_out;
             f->c_seg = 0;
         }
+        /* the model's residual connection, laid out as Y (exec_env) */
+        f->R = s->env->residual ? s->env->residual + (f->C - y) : NULL;
         exec_gemm_plan(f, s->plugin, threads_plan);
         s->phase_kind[ph++] = EXEC_PHASE_OUT;
         s->n_phases = ph;

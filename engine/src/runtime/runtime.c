@@ -260,9 +260,10 @@ static const int64_t *runtime_plan_kv_lengths(const runtime_plan_ctx *pc, const 
 
 static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const mha_tensor *inputs,
                                      size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
-                                     mha_error *err) {
+                                     const float *residual, mha_error *err) {
     const runtime_plan_ctx *pc = user;
     exec_env env = *pc->env;
+    env.residual = residual;
     env.kv_lengths = runtime_plan_kv_lengths(pc, &P->layers[li].L, inputs, n_inputs);
     if (pc->flops) *pc->flops += runtime_layer_flops(&P->layers[li].L, inputs, n_inputs, n_outputs);
     return exec_run(&env, &P->layers[li].L, pc->pk->layer_packed[li], inputs, n_inputs, outputs,
