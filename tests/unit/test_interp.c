@@ -809,6 +809,65 @@ static void test_gather_elements(void **state) {
     run_err(13, &t, in, 2, MHA_ERR_SHAPE); /* ranks differ */
 }
 
+/* SoftmaxCrossEntropyLoss (F.cross_entropy) and NegativeLogLikelihoodLoss
+ * (F.nll_loss): a scorer's per-token negative log-likelihood */
+static void test_losses(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3], *out[TN_MAX] = {0};
+    /* scores [2, 3], labels [2]: -log_softmax(row)[label] per row */
+    const double l0 = log(exp(1.0) + exp(2.0) + exp(3.0)) - 3.0, l1 = log(3.0);
+    tn_init(&t, "SoftmaxCrossEntropyLoss", 2, 2);
+    tn_attr(&t, "reduction", IR_ATTR_STRING)->s = (char *)"none";
+    in[0] = tf(2, D(2, 3), F(1, 2, 3, 1, 1, 1));
+    in[1] = ti1(2, I(2, 0));
+    assert_int_equal(eval(13, &t, in, out), MHA_OK);
+    expect_f(out[0], 1, D(2), F((float)l0, (float)l1), 1e-6);
+    expect_f(out[1], 2, D(2, 3),
+             F((float)(-2 - l0), (float)(-1 - l0), (float)-l0, (float)-l1, (float)-l1, (float)-l1),
+             1e-6);
+    free_all(out, 2);
+    /* mean over the class weights of the labels counted */
+    tn_init(&t, "SoftmaxCrossEntropyLoss", 3, 1);
+    in[2] = tf(1, D(3), F(2, 1, 0.5f));
+    tensor *y = run1(13, &t, in);
+    expect_f(y, 0, D(0), F((float)((0.5 * l0 + 2 * l1) / 2.5)), 1e-6);
+    tensor_free(y);
+    tensor_free(in[2]);
+    /* ignore_index: the label 0 row counts nothing, the mean is row 0's */
+    tn_init(&t, "SoftmaxCrossEntropyLoss", 2, 1);
+    tn_int(&t, "ignore_index", 0);
+    y = run1(13, &t, in);
+    expect_f(y, 0, D(0), F((float)l0), 1e-6);
+    tensor_free(y);
+    /* a label outside the classes, and not ignored */
+    tensor_free(in[1]);
+    in[1] = ti1(2, I(3, 0));
+    tn_init(&t, "SoftmaxCrossEntropyLoss", 2, 2);
+    run_err(13, &t, in, 2, MHA_ERR_SHAPE);
+    /* [N, C, D]: the classes on axis 1, labels [N, D] */
+    tn_init(&t, "SoftmaxCrossEntropyLoss", 2, 1);
+    tn_attr(&t, "reduction", IR_ATTR_STRING)->s = (char *)"none";
+    in[0] = tf(3, D(1, 2, 2), F(0, 5, 0, 5));
+    in[1] = ti(2, D(1, 2), I(0, 1));
+    y = run1(13, &t, in);
+    expect_f(y, 2, D(1, 2), F((float)log(2.0), (float)log(2.0)), 1e-6);
+    tensor_free(y);
+    free_all(in, 2);
+    /* NLL of log-probabilities: the sum of -x[n, label] */
+    tn_init(&t, "NegativeLogLikelihoodLoss", 2, 1);
+    tn_attr(&t, "reduction", IR_ATTR_STRING)->s = (char *)"sum";
+    in[0] = tf(2, D(2, 2), F(-1, -2, -3, -4));
+    in[1] = ti1(2, I(1, 0));
+    y = run1(13, &t, in);
+    expect_f(y, 0, D(0), F(5), 0);
+    tensor_free(y);
+    /* labels that are not the scores' shape without axis 1 */
+    tensor_free(in[1]);
+    in[1] = ti1(3, I(1, 0, 0));
+    run_err(13, &t, in, 2, MHA_ERR_SHAPE);
+}
+
 static void test_unsqueeze_squeeze(void **state) {
     (void)state;
     tnode t;
@@ -1871,6 +1930,68 @@ static void test_attention_errors(void **state) {
 /* Clip with scalar bound inputs (mean pooling's clamp(count, min=1e-9)),
  * one bound omitted; ArgMax / ArgMin along an axis, first or last of ties
  * (CLIP's EOS position). */
+/* Resize: the examples of the ONNX operator's page (linear half_pixel,
+ * nearest asymmetric floor) and PyTorch's F.interpolate of a [2, 3] image
+ * (bicubic to [3, 4]; bilinear align_corners to [3, 5]); an unsupported
+ * mode and scales with sizes are refused. */
+static void test_resize(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[4] = {0}, *y;
+    tn_init(&t, "Resize", 3, 1);
+    tn_attr(&t, "mode", IR_ATTR_STRING)->s = (char *)"linear";
+    in[0] = tf(4, D(1, 1, 2, 2), F(1, 2, 3, 4));
+    in[2] = tf(1, D(4), F(1, 1, 2, 2));
+    y = run1(13, &t, in);
+    expect_f(y, 4, D(1, 1, 4, 4),
+             F(1, 1.25, 1.75, 2, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3, 3.25, 3.75, 4),
+             1e-6);
+    tensor_free(y);
+    free_all(in, 4);
+
+    tn_init(&t, "Resize", 3, 1);
+    tn_attr(&t, "coordinate_transformation_mode", IR_ATTR_STRING)->s = (char *)"asymmetric";
+    tn_attr(&t, "nearest_mode", IR_ATTR_STRING)->s = (char *)"floor";
+    in[0] = ti(4, D(1, 1, 2, 2), I(1, 2, 3, 4));
+    in[2] = tf(1, D(4), F(1, 1, 2, 3));
+    y = run1(13, &t, in);
+    expect_i(y, 4, D(1, 1, 4, 6),
+             I(1, 1, 1, 2, 2, 2, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 3, 3, 3, 4, 4, 4));
+    tensor_free(y);
+    free_all(in, 4);
+
+    tn_init(&t, "Resize", 4, 1);
+    tn_attr(&t, "mode", IR_ATTR_STRING)->s = (char *)"cubic";
+    in[0] = tf(4, D(1, 1, 2, 3), F(1, 2, 4, 3, -1, 0.5f));
+    in[3] = ti1(4, I(1, 1, 3, 4));
+    y = run1(13, &t, in);
+    expect_f(y, 4, D(1, 1, 3, 4),
+             F(0.7234583497f, 1.5191679001f, 3.1543076038f, 4.4504904747f, 2.107666015625f,
+               0.8482666015625f, 0.9658203125f, 2.3756103515625f, 3.4918735027f, 0.1773658842f,
+               -1.2226657867f, 0.3007320464f),
+             1e-5);
+    tensor_free(y);
+    tensor_free(in[3]);
+    in[3] = ti1(2, I(3, 5));
+    tn_init(&t, "Resize", 4, 1);
+    tn_attr(&t, "mode", IR_ATTR_STRING)->s = (char *)"linear";
+    tn_attr(&t, "coordinate_transformation_mode", IR_ATTR_STRING)->s = (char *)"align_corners";
+    tn_ints(&t, "axes", I(2, 3), 2);
+    y = run1(18, &t, in);
+    expect_f(y, 4, D(1, 1, 3, 5),
+             F(1, 1.5, 2, 3, 4, 2, 1.25, 0.5, 1.375, 2.25, 3, 1, -1, -0.25, 0.5), 1e-6);
+    tensor_free(y);
+    /* scales and sizes both given */
+    in[2] = tf(1, D(2), F(2, 2));
+    run_err(18, &t, in, 4, MHA_ERR_MODEL_FORMAT);
+    tn_init(&t, "Resize", 3, 1);
+    tn_attr(&t, "mode", IR_ATTR_STRING)->s = (char *)"area";
+    in[0] = tf(4, D(1, 1, 2, 2), F(1, 2, 3, 4));
+    in[1] = NULL;
+    in[2] = tf(1, D(4), F(1, 1, 2, 2));
+    run_err(13, &t, in, 3, MHA_ERR_MODEL_UNSUPPORTED);
+}
+
 static void test_clip_argmax(void **state) {
     (void)state;
     tnode t;
@@ -2498,6 +2619,8 @@ static const struct {
     {"ReduceMax", 2, 1, 2},
     {"ReduceL2", 1, 1, 0},
     {"GatherElements", 2, 1, 2},
+    {"SoftmaxCrossEntropyLoss", 3, 2, 2},
+    {"NegativeLogLikelihoodLoss", 3, 1, 2},
     {"ReduceProd", 1, 1, 0},
     {"Attention", 4, 4, 64},
 };
@@ -2514,6 +2637,7 @@ static const char *const fuzz_attr_names[] = {"axis",
                                               "num_outputs",
                                               "split",
                                               "transA",
+                                              "ignore_index",
                                               "transB",
                                               "alpha",
                                               "beta",
@@ -2653,6 +2777,7 @@ int main(void) {
         cmocka_unit_test(test_shape_size),
         cmocka_unit_test(test_gather),
         cmocka_unit_test(test_gather_elements),
+        cmocka_unit_test(test_losses),
         cmocka_unit_test(test_unsqueeze_squeeze),
         cmocka_unit_test(test_concat),
         cmocka_unit_test(test_reshape),
@@ -2674,6 +2799,7 @@ int main(void) {
         cmocka_unit_test(test_attention_errors),
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_clip_argmax),
+        cmocka_unit_test(test_resize),
         cmocka_unit_test(test_layer_normalization),
         cmocka_unit_test(test_unsupported_and_outputs),
         cmocka_unit_test(test_msft_nan_rows),

@@ -135,6 +135,7 @@ mha_status interp_op_range(interp_ctx *c);
 mha_status interp_op_trilu(interp_ctx *c);
 mha_status interp_op_flatten(interp_ctx *c);
 mha_status interp_op_tile(interp_ctx *c);
+mha_status interp_op_resize(interp_ctx *c); /* interp_resize.c */
 
 mha_status interp_op_cast(interp_ctx *c);
 mha_status interp_op_cast_like(interp_ctx *c);
@@ -180,6 +181,9 @@ mha_status interp_op_gemm(interp_ctx *c);
 mha_status interp_op_conv(interp_ctx *c);
 mha_status interp_op_softmax(interp_ctx *c);
 mha_status interp_op_log_softmax(interp_ctx *c);
+/* interp_loss.c */
+mha_status interp_op_softmax_cross_entropy_loss(interp_ctx *c);
+mha_status interp_op_negative_log_likelihood_loss(interp_ctx *c);
 mha_status interp_op_reduce_sum(interp_ctx *c);
 mha_status interp_op_reduce_mean(interp_ctx *c);
 mha_status interp_op_layer_normalization(interp_ctx *c);

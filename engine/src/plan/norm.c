@@ -2,8 +2,12 @@
  * LayerNorm PyTorch writes in plain ops (opset 14-16) over the last axis of
  * a float32 value x,
  *
- *     m = ReduceMean(x)   d = x - m   v = ReduceMean(d ^ 2)
- *     n = d / Sqrt(v + eps)   [y = n * gamma]   [y = y + beta]
+ *     m = ReduceMean(x)   d = x - m   v = ReduceMean(d ^ 2 | d * d)
+ *     n = d / Sqrt(v + eps) | d * (1 / s) | d * Reciprocal(s)
+ *     [y = n * gamma]   [y = y + beta]
+ *
+ * (or the numerator a second x - ReduceMean(x) of its own, as x.var() and
+ * x - x.mean() write it),
  *
  * and the RMSNorm of LLaMA and T5 (no mean, no beta),
  *
@@ -105,42 +109,103 @@ static void norm_finish(norm_match *m, int kind, int x, int n_out, int64_t D, fl
     out->n_nodes = m->n;
 }
 
+/* The square of d: Pow(d, 2) or Mul(d, d). */
+static int norm_is_square(const plan *P, const ir_node *n, int d) {
+    if (n->n_inputs != 2 || n->inputs[0] != d || n->n_outputs != 1 || n->outputs[0] < 0) return 0;
+    if (norm_is(n, "Mul")) return n->inputs[1] == d;
+    const float *two = norm_is(n, "Pow") ? norm_const(P, n->inputs[1], 1) : NULL;
+    return two && *two == 2.0f;
+}
+
+/* x - m, m = ReduceMean(x) over the last axis (node ri, read only by the
+ * Sub): the Sub, its nodes added, or NULL. */
+static const ir_node *norm_centered(norm_match *m, int ri, int x, int rank) {
+    const ir_node *r = &m->P->g->nodes[ri];
+    if (m->taken[ri] || r->inputs[0] != x || r->n_outputs != 1 || r->outputs[0] < 0 ||
+        !norm_mean_last(m->P, r, rank))
+        return NULL;
+    m->nodes[m->n++] = ri;
+    const ir_node *sub = norm_next(m, r->outputs[0], "Sub");
+    return sub && sub->inputs[0] == x && sub->inputs[1] == r->outputs[0] ? sub : NULL;
+}
+
+/* num / s, num * (1 / s) or num * Reciprocal(s), s read only there: the
+ * quotient, or -1. *num < 0 takes any numerator and sets it. */
+static int norm_divided(norm_match *m, int s, int *num) {
+    const ir_node *dv = norm_next(m, s, "Div");
+    if (dv && dv->inputs[1] == s &&
+        (*num < 0 ? !plan_const(m->P, dv->inputs[0]) : dv->inputs[0] == *num)) {
+        *num = dv->inputs[0];
+        return dv->outputs[0];
+    }
+    const float *one = dv && dv->inputs[1] == s ? norm_const(m->P, dv->inputs[0], 1) : NULL;
+    const ir_node *inv = one && *one == 1.0f ? dv : dv ? NULL : norm_next(m, s, "Reciprocal");
+    const ir_node *mul = inv ? norm_next(m, inv->outputs[0], "Mul") : NULL;
+    const int other = mul ? norm_other(mul, inv->outputs[0]) : -1;
+    if (other < 0 || (*num >= 0 ? other != *num : plan_const(m->P, other) != NULL)) return -1;
+    *num = other;
+    return mul->outputs[0];
+}
+
+/* The decomposed LayerNorm from its first ReduceMean ni: the variance of
+ * d = x - mean(x) squared by Pow or Mul, and the numerator d itself or (as
+ * x.var() and (x - x.mean()) write it) a second x - mean(x) of its own. */
 static int norm_try(norm_match *m, const plan_shape *shp, int ni, plan_norm *out) {
     const plan *P = m->P;
     const ir_graph *g = P->g;
-    const ir_node *r1 = &g->nodes[ni];
-    int x = r1->inputs[0];
+    int x = g->nodes[ni].inputs[0];
     const plan_shape *xs = &shp[x];
     if (xs->rank < 1 || xs->dtype != MHA_DTYPE_FLOAT32 || plan_const(P, x)) return 0;
     int64_t D = xs->dims[0][xs->rank - 1];
-    if (D != xs->dims[1][xs->rank - 1] || !norm_mean_last(P, r1, xs->rank)) return 0;
+    if (D != xs->dims[1][xs->rank - 1]) return 0;
     m->n = 0;
-    m->nodes[m->n++] = ni;
-    const ir_node *sub = norm_next(m, r1->outputs[0], "Sub");
-    if (!sub || sub->inputs[0] != x || sub->inputs[1] != r1->outputs[0]) return 0;
-    int d = sub->outputs[0];
-    /* d feeds exactly a Pow (the variance) and a Div (the result) */
-    if (m->u->first[d + 1] - m->u->first[d] != 2) return 0;
-    const ir_node *pw = NULL, *dv = NULL;
-    for (int e = m->u->first[d]; e < m->u->first[d + 1]; e++) {
-        const ir_node *n = &g->nodes[m->u->node[e]];
-        if (m->taken[m->u->node[e]]) return 0;
-        if (norm_is(n, "Pow") && n->inputs[0] == d) pw = n;
-        if (norm_is(n, "Div") && n->inputs[0] == d) dv = n;
-    }
-    const float *two = pw ? norm_const(P, pw->inputs[1], 1) : NULL;
-    if (!pw || !dv || !two || *two != 2.0f) return 0;
-    m->nodes[m->n++] = (int)(pw - g->nodes);
-    const ir_node *r2 = norm_next(m, pw->outputs[0], "ReduceMean");
+    const ir_node *sub = norm_centered(m, ni, x, xs->rank);
+    if (!sub) return 0;
+    const int d = sub->outputs[0];
+    /* d's readers: the square (one or two slots), and maybe the division */
+    const ir_node *sq = NULL;
+    int sq_at = -1, uses = m->u->first[d + 1] - m->u->first[d];
+    for (int e = m->u->first[d]; e < m->u->first[d + 1] && !sq; e++)
+        if (!m->taken[m->u->node[e]] && norm_is_square(P, &g->nodes[m->u->node[e]], d)) {
+            sq_at = m->u->node[e];
+            sq = &g->nodes[sq_at];
+        }
+    const int sq_uses = sq && sq->inputs[1] == d ? 2 : 1;
+    if (!sq || (uses != sq_uses && uses != sq_uses + 1)) return 0;
+    for (size_t k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] == d) return 0;
+    m->nodes[m->n++] = sq_at;
+    const ir_node *r2 = norm_next(m, sq->outputs[0], "ReduceMean");
     if (!r2 || !norm_mean_last(P, r2, xs->rank)) return 0;
     const ir_node *add = norm_next(m, r2->outputs[0], "Add");
     const float *eps = add ? norm_const(P, norm_other(add, r2->outputs[0]), 1) : NULL;
-    if (!eps) return 0;
-    const ir_node *sq = norm_next(m, add->outputs[0], "Sqrt");
-    if (!sq) return 0;
-    const ir_node *dv2 = norm_next(m, sq->outputs[0], "Div");
-    if (dv2 != dv || dv->inputs[1] != sq->outputs[0]) return 0;
-    norm_finish(m, MHA_NORM_LAYER, x, dv->outputs[0], D, *eps, out);
+    const ir_node *sq_root = eps ? norm_next(m, add->outputs[0], "Sqrt") : NULL;
+    if (!sq_root) return 0;
+    const size_t before = m->n;
+    int num = uses == sq_uses ? -1 : d;
+    const int n_out = norm_divided(m, sq_root->outputs[0], &num);
+    if (n_out < 0) return 0;
+    if (num != d) {
+        /* the numerator's own x - mean(x), its nodes before the division's */
+        const int pi = g->values[num].producer;
+        if (pi < 0 || m->u->first[num + 1] - m->u->first[num] != 1 ||
+            m->n + 2 > PLAN_NORM_MAX_NODES)
+            return 0;
+        const ir_node *s2 = &g->nodes[pi];
+        const int ri =
+            s2->n_inputs == 2 && s2->inputs[1] >= 0 ? g->values[s2->inputs[1]].producer : -1;
+        if (m->taken[pi] || !norm_is(s2, "Sub") || ri < 0 ||
+            !norm_is(&g->nodes[ri], "ReduceMean") ||
+            m->u->first[s2->inputs[1] + 1] - m->u->first[s2->inputs[1]] != 1)
+            return 0;
+        const size_t n = m->n;
+        if (norm_centered(m, ri, x, xs->rank) != s2) return 0;
+        /* norm_centered appended ri and pi at n: move them before the division */
+        memmove(m->nodes + before + 2, m->nodes + before, (n - before) * sizeof *m->nodes);
+        m->nodes[before] = ri;
+        m->nodes[before + 1] = pi;
+    }
+    norm_finish(m, MHA_NORM_LAYER, x, n_out, D, *eps, out);
     return 1;
 }
 
@@ -150,12 +215,7 @@ static int norm_try_rms(norm_match *m, const plan_shape *shp, int ni, plan_norm 
     const ir_graph *g = P->g;
     const ir_node *sq = &g->nodes[ni];
     int x = sq->inputs[0];
-    if (norm_is(sq, "Pow")) {
-        const float *two = norm_const(P, sq->inputs[1], 1);
-        if (!two || *two != 2.0f) return 0;
-    } else if (sq->inputs[1] != x) {
-        return 0;
-    }
+    if (!norm_is_square(P, sq, x)) return 0;
     const plan_shape *xs = &shp[x];
     if (xs->rank < 1 || xs->dtype != MHA_DTYPE_FLOAT32 || plan_const(P, x)) return 0;
     int64_t D = xs->dims[0][xs->rank - 1];
@@ -168,18 +228,9 @@ static int norm_try_rms(norm_match *m, const plan_shape *shp, int ni, plan_norm 
     const float *eps = add ? norm_const(P, norm_other(add, r->outputs[0]), 1) : NULL;
     const ir_node *sqrt_n = eps ? norm_next(m, add->outputs[0], "Sqrt") : NULL;
     if (!sqrt_n) return 0;
-    int s = sqrt_n->outputs[0], n_out;
-    const ir_node *dv = norm_next(m, s, "Div");
-    if (dv && dv->inputs[0] == x && dv->inputs[1] == s) {
-        n_out = dv->outputs[0]; /* x / s */
-    } else {
-        /* 1 / s or Reciprocal(s), then x times it */
-        const float *one = dv && dv->inputs[1] == s ? norm_const(P, dv->inputs[0], 1) : NULL;
-        const ir_node *inv = one && *one == 1.0f ? dv : dv ? NULL : norm_next(m, s, "Reciprocal");
-        const ir_node *mul = inv ? norm_next(m, inv->outputs[0], "Mul") : NULL;
-        if (!mul || norm_other(mul, inv->outputs[0]) != x) return 0;
-        n_out = mul->outputs[0];
-    }
+    int num = x;
+    const int n_out = norm_divided(m, sqrt_n->outputs[0], &num);
+    if (n_out < 0) return 0;
     norm_finish(m, MHA_NORM_RMS, x, n_out, D, *eps, out);
     return 1;
 }

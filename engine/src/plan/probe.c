@@ -24,12 +24,43 @@ int plan_probe_items_fixed(const plan *P) {
     return 1;
 }
 
-mha_status plan_probe_sizes(plan *P, mha_error *err) {
+/* An axis the file leaves unnamed: no name, or the one torch.onnx.export
+ * makes up when dynamic_axes lists indices ("input_ids_dynamic_axes_1"). */
+static int probe_axis_unnamed(const char *input, const char *param) {
+    static const char tail[] = "_dynamic_axes_";
+    if (!param || !*param) return 1;
+    const size_t n = input ? strlen(input) : 0;
+    if (!input || strncmp(param, input, n) != 0 || strncmp(param + n, tail, sizeof tail - 1) != 0)
+        return 0;
+    const char *p = param + n + sizeof tail - 1;
+    if (!*p) return 0;
+    for (; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    return 1;
+}
+
+int plan_probe_has_unnamed(const plan *P) {
     const ir_graph *g = P->g;
-    P->in_syms = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *P->in_syms);
-    if (!P->in_syms) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        const ir_value *v = &g->values[g->inputs[i]];
+        for (int d = 0; d < v->rank && d < MHA_MAX_RANK; d++)
+            if (v->dims[d] < 0 && probe_axis_unnamed(v->name, v->dim_params[d])) return 1;
+    }
+    return 0;
+}
+
+/* P->in_syms from the inputs' axes: one symbol per name; with
+ * P->merge_unnamed an unnamed axis takes the symbol of the first symbolic
+ * axis of its index (the ids' and the mask's batch and sequence).
+ * *too_many when there are more than PLAN_MAX_SYMS. */
+static mha_status probe_assign_syms(plan *P, int *too_many, mha_error *err) {
+    const ir_graph *g = P->g;
     const char *names[PLAN_MAX_SYMS] = {0};
+    int at[MHA_MAX_RANK];
+    for (int d = 0; d < MHA_MAX_RANK; d++)
+        at[d] = -1;
     P->n_syms = 0;
+    *too_many = 0;
     for (size_t i = 0; i < g->n_inputs; i++) {
         const ir_value *v = &g->values[g->inputs[i]];
         if (v->rank < 0 || v->rank > MHA_MAX_RANK || v->dtype == MHA_DTYPE_UNDEFINED)
@@ -40,20 +71,41 @@ mha_status plan_probe_sizes(plan *P, mha_error *err) {
         for (int d = 0; d < v->rank; d++) {
             if (v->dims[d] >= 0) continue;
             int k = -1;
-            for (int s = 0; s < P->n_syms && v->dim_params[d]; s++)
+            if (P->merge_unnamed && at[d] >= 0 && probe_axis_unnamed(v->name, v->dim_params[d]))
+                k = at[d];
+            for (int s = 0; s < P->n_syms && k < 0 && v->dim_params[d]; s++)
                 if (names[s] && strcmp(names[s], v->dim_params[d]) == 0) k = s;
             if (k < 0) {
-                if (P->n_syms == PLAN_MAX_SYMS)
+                if (P->n_syms == PLAN_MAX_SYMS) {
+                    *too_many = 1;
                     return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
                                     "graph input '%s': more than %d symbolic axes over the "
                                     "inputs",
                                     v->name, PLAN_MAX_SYMS);
+                }
                 k = P->n_syms++;
                 names[k] = v->dim_params[d];
             }
+            if (at[d] < 0) at[d] = k;
             P->in_syms[i][d] = k;
         }
     }
+    return MHA_OK;
+}
+
+mha_status plan_probe_sizes(plan *P, mha_error *err) {
+    const ir_graph *g = P->g;
+    P->in_syms = mha_calloc(&P->alloc, g->n_inputs ? g->n_inputs : 1, sizeof *P->in_syms);
+    if (!P->in_syms) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    int too_many = 0;
+    mha_status st = probe_assign_syms(P, &too_many, err);
+    /* too many axes apart: the unnamed ones are the same per index */
+    if (too_many && !P->merge_unnamed && plan_probe_has_unnamed(P)) {
+        mha_error_clear(err);
+        P->merge_unnamed = 1;
+        st = probe_assign_syms(P, &too_many, err);
+    }
+    if (st != MHA_OK) return st;
     /* Probe 0: 2, 3, 4, 5; probe 1: 3, 5, 7, 9 -- no two axes alike. */
     for (int k = 0; k < PLAN_MAX_SYMS; k++) {
         P->probe_sizes[0][k] = 2 + k;
@@ -372,7 +424,7 @@ static uint64_t probe_rand(uint64_t *s) {
 /* Rows of the smallest constant table the integer input v indexes through
  * Gather (following Cast / Reshape / Unsqueeze / Squeeze / Flatten /
  * Identity), or 0 when it indexes none. */
-static int64_t probe_index_bound(const plan *P, int v, int depth) {
+static int64_t probe_index_bound_at(const plan *P, int v, int depth) {
     const ir_graph *g = P->g;
     int64_t bound = 0;
     if (depth > 8) return 0;
@@ -391,11 +443,15 @@ static int64_t probe_index_bound(const plan *P, int v, int depth) {
                    (strcmp(n->op_type, "Cast") == 0 || strcmp(n->op_type, "Reshape") == 0 ||
                     strcmp(n->op_type, "Unsqueeze") == 0 || strcmp(n->op_type, "Squeeze") == 0 ||
                     strcmp(n->op_type, "Flatten") == 0 || strcmp(n->op_type, "Identity") == 0)) {
-            int64_t b = probe_index_bound(P, n->outputs[0], depth + 1);
+            int64_t b = probe_index_bound_at(P, n->outputs[0], depth + 1);
             if (b > 0 && (bound == 0 || b < bound)) bound = b;
         }
     }
     return bound;
+}
+
+int64_t plan_probe_index_bound(const plan *P, int v) {
+    return probe_index_bound_at(P, v, 0);
 }
 
 mha_status plan_probe_inputs(const plan *P, int p, tensor **in, mha_error *err) {
@@ -430,12 +486,19 @@ mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t
         if (st != MHA_OK) return st;
         int64_t n = tensor_numel(in[i]);
         int is_int = v->dtype == MHA_DTYPE_INT64 || v->dtype == MHA_DTYPE_INT32;
-        int64_t bound = is_int ? probe_index_bound(P, g->inputs[i], 0) : 0;
+        int64_t bound = is_int ? plan_probe_index_bound(P, g->inputs[i]) : 0;
+        /* an integer mask keeps the first key of each row, as a batch padded
+         * on the right does: a causal row before every kept key is hidden
+         * whole, which the engine makes 0 and the graph's softmax NaN
+         * (docs/ARCHITECTURE.md) -- a difference by design, not a fault */
+        const int64_t keys = is_int && bound == 0 && v->rank >= 2 ? in[i]->dims[v->rank - 1] : 0;
         for (int64_t e = 0; e < n; e++) {
             uint64_t r = probe_rand(&seed);
             double x;
             if (bound > 0)
                 x = (double)(r % (uint64_t)bound);
+            else if (keys > 0 && e % keys == 0)
+                x = 1.0;
             else if (is_int || v->dtype == MHA_DTYPE_BOOL)
                 x = (r & 3) != 0; /* masks: 1 three times in four */
             else

@@ -1,0 +1,64 @@
+#!/bin/sh
+# whole_rehearsal.sh -- the w_* whole models of tests/data/models
+# (make_whole.py: the held-out styles written a fourth time) beyond what
+# model_corpus.sh checks (each passes `mha check` with every backend, its
+# attention layers fused): what their plans fuse, and how `mha run` takes
+# their inputs.
+# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
+set -eu
+: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
+T="$MHA_TEST_TMP"
+rm -rf "$T" && mkdir -p "$T"
+M="$MHA_TEST_DATA/models"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# npy_i32 FILE ROWS COLS V...: an int32 [ROWS, COLS] .npy of the values
+npy_i32() {
+  f=$1 rows=$2 cols=$3
+  shift 3
+  hdr="{'descr': '<i4', 'fortran_order': False, 'shape': ($rows, $cols), }"
+  {
+    printf '\223NUMPY\001\000\166\000%s' "$hdr"
+    printf '%*s\n' $((118 - ${#hdr} - 1)) ''
+    for v in "$@"; do
+      printf "$(printf '\\%03o' "$v")\000\000\000"
+    done
+  } >"$f"
+}
+
+echo "== unnamed axes (dynamic_axes given as lists): the ids' and the mask's are one"
+B="$M/w_bert_sep_inf_f32softmax_i32_op15/model.onnx"
+"$MHA" info "$B" >"$T/info.txt" || fail "info: $(cat "$T/info.txt")"
+grep -q 'input  *input_ids  *token_ids  *int32  *\[?, ?\]' "$T/info.txt" || fail "info: ids: $(cat "$T/info.txt")"
+# two rows of 5 tokens; the second row's last two are padding
+npy_i32 "$T/ids.npy" 2 5 3 1 4 1 5 9 2 6 5 3
+npy_i32 "$T/mask.npy" 2 5 1 1 1 1 1 1 1 1 0 0
+"$MHA" run -q "$B" "$T/ids.npy" "$T/mask.npy" -o "$T/y.npy" "$T/pool.npy" || fail "run: ids and mask"
+# --lengths makes the mask: the same bits
+{
+  hdr="{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }"
+  printf '\223NUMPY\001\000\166\000%s' "$hdr"
+  printf '%*s\n' $((118 - ${#hdr} - 1)) ''
+  printf '\005\000\000\000\000\000\000\000\003\000\000\000\000\000\000\000'
+} >"$T/lengths.npy"
+"$MHA" run -q "$B" "input_ids=$T/ids.npy" --lengths "$T/lengths.npy" -o "$T/y_len.npy" "$T/pool_len.npy" ||
+  fail "run: --lengths"
+cmp "$T/y.npy" "$T/y_len.npy" || fail "run: --lengths hidden states differ from the mask's"
+cmp "$T/pool.npy" "$T/pool_len.npy" || fail "run: --lengths pooled output differs from the mask's"
+# a mask of 4 tokens beside 5 ids: refused as one axis of the model
+npy_i32 "$T/mask4.npy" 2 4 1 1 1 1 1 1 1 1
+set +e
+"$MHA" run -q "$B" "$T/ids.npy" "$T/mask4.npy" -o "$T/y4.npy" "$T/pool4.npy" 2>"$T/err.txt"
+rc=$?
+set -e
+[ "$rc" = 1 ] && grep -q "axis 1 .* is 4, but 5 in input 'input_ids' (the same axis of the model" "$T/err.txt" ||
+  fail "run: a mask of 4 tokens beside 5 ids: exit $rc: $(cat "$T/err.txt")"
+echo "ok: unnamed axes"
+
+echo "== a LayerNorm written by hand (x.var(unbiased=False), its own x - x.mean()) is a norm step"
+"$MHA" info "$M/w_bert_packed_handln_ext1e4_op13/model.onnx" >"$T/info_ln.txt" || fail "info: $(cat "$T/info_ln.txt")"
+grep -q '^plan: .* 2 attention, 5 GEMM, 5 norm,' "$T/info_ln.txt" || fail "info: norms: $(grep '^plan' "$T/info_ln.txt")"
+grep -q 'residual+layernorm  *x3' "$T/info_ln.txt" || fail "info: residual norms: $(cat "$T/info_ln.txt")"
+if grep -q '^  \(ReduceMean\|Sqrt\) ' "$T/info_ln.txt"; then fail "info: norm nodes interpreted: $(cat "$T/info_ln.txt")"; fi
+echo "ok: hand-written LayerNorm"

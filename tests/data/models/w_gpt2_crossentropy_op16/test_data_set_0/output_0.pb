@@ -1,0 +1,1 @@
+Btoken_logprobsJ0bå]¿Ca¿®mR¿De¿·|_¿â}`¿¿Ãb¿§\¿°\¿ú‚Z¿·Y_¿f¿
