@@ -208,23 +208,21 @@ static inline uint32_t fa_bf16_pair(float lo, float hi) {
     return (uint32_t)bf16_from_float(lo) | ((uint32_t)bf16_from_float(hi) << 16);
 }
 
-/* dst[t][0:n] = pairs of src[2t][0:n] and src[2t+1][0:n] (rows lds apart,
- * dst rows ldd) for t < rows/2 rounded up, dst[t][n:npad] = 0; a missing
- * last odd row is 0. In place (dst == src, lds == ldd) is allowed: row t is
- * written after rows 2t and 2t + 1, the ones it overwrites, were read. */
-static inline void fa_pair_rows(const float *src, int64_t lds, int64_t rows, int64_t n,
-                                int64_t npad, uint32_t *dst, int64_t ldd) {
+/* dst[t][0:n] = pairs of src[2t][0:n] and src[2t+1][0:n] (rows ld apart,
+ * dst rows too) for t < rows/2 rounded up; a missing last odd row is 0.
+ * In place (dst == src) is allowed: row t is written after rows 2t and
+ * 2t + 1, the ones it overwrites, were read. */
+static inline void fa_pair_rows(const float *src, int64_t rows, int64_t n, int64_t ld,
+                                uint32_t *dst) {
     for (int64_t t = 0; 2 * t < rows; t++) {
-        const float *lo = src + 2 * t * lds;
-        const float *hi = 2 * t + 1 < rows ? lo + lds : NULL;
-        uint32_t *out = dst + t * ldd;
+        const float *lo = src + 2 * t * ld;
+        const float *hi = 2 * t + 1 < rows ? lo + ld : NULL;
+        uint32_t *out = dst + t * ld;
         int64_t i = 0;
         for (; i + VLEN <= n; i += VLEN)
             vbf_store(out + i, vbf_pair(vf_load(lo + i), hi ? vf_load(hi + i) : vf_zero()));
         for (; i < n; i++)
             out[i] = fa_bf16_pair(lo[i], hi ? hi[i] : 0.0f);
-        for (; i < npad; i++)
-            out[i] = 0;
     }
 }
 #else
@@ -253,27 +251,23 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
                 memset(blk + d * FA_BC + jn, 0, (size_t)(FA_BC - jn) * sizeof(float));
 #ifdef FA_HAVE_BF16_DOT
         if (FA_PAIRS(a)) {
-            fa_pair_rows(blk, FA_BC, dk, FA_BC, FA_BC, (uint32_t *)(void *)blk, FA_BC);
+            fa_pair_rows(blk, dk, FA_BC, FA_BC, (uint32_t *)(void *)blk);
             continue;
         }
 #endif
         if (fa_bf16(a)) fa_round_bf16(blk, dk * FA_BC);
     }
-    /* pass 2: V rows, padded to dvp with zeros (bfloat16 pairs: straight
-     * from V's rows) */
-#ifdef FA_HAVE_BF16_DOT
-    if (vp && FA_PAIRS(a)) {
-        fa_pair_rows(vb, a->v_ss, nkeys, dv, dvp, (uint32_t *)(void *)vp, dvp);
-        return;
-    }
-#endif
+    /* pass 2: V rows, padded to dvp with zeros */
     for (int64_t j = 0; vp && j < nkeys; j++) {
         float *row = vp + j * dvp;
         memcpy(row, vb + j * a->v_ss, (size_t)dv * sizeof(float));
-        if (fa_bf16(a)) fa_round_bf16(row, dv);
+        if (fa_bf16(a) && !FA_PAIRS(a)) fa_round_bf16(row, dv);
         for (int64_t d = dv; d < dvp; d++)
             row[d] = 0.0f;
     }
+#ifdef FA_HAVE_BF16_DOT
+    if (vp && FA_PAIRS(a)) fa_pair_rows(vp, nkeys, dvp, dvp, (uint32_t *)(void *)vp);
+#endif
 }
 
 /* The operand forms of the two products, by name prefix:
@@ -774,7 +768,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     fa_transpose_rows(qb + i0 * a->q_ss, a->q_ss, br, dk, qp, FA_BR);
     if (FA_PAIRS(a)) {
 #ifdef FA_HAVE_BF16_DOT
-        fa_pair_rows(qp, FA_BR, dk, br, br, (uint32_t *)(void *)qp, FA_BR);
+        fa_pair_rows(qp, dk, br, FA_BR, (uint32_t *)(void *)qp);
 #endif
     } else if (fa_bf16(a)) {
         for (int64_t d = 0; d < dk; d++)
