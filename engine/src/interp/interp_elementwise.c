@@ -204,9 +204,10 @@ static mha_status elem_binary(interp_ctx *c, elem_binary_kind kind, const tensor
     if (elem_binary_same_f32(kind, x, y, *res) || elem_binary_rows_f32(kind, &b, x, y, *res) ||
         (kind == ELEM_POW && elem_pow_scalar_f32(x, y, *res)))
         return MHA_OK;
-    for (int64_t i = 0; i < b.numel; i++) {
-        int64_t off[2];
-        interp_bcast_offsets(&b, i, off);
+    interp_bcast_walk w;
+    interp_bcast_walk_start(&b, &w);
+    for (int64_t i = 0; i < b.numel; i++, interp_bcast_walk_step(&b, &w)) {
+        const int64_t *off = w.off;
         if (float_math || kind == ELEM_POW) {
             double v =
                 elem_float_binary(kind, tensor_get_f64(x, off[0]), tensor_get_f64(y, off[1]));
@@ -457,9 +458,10 @@ static mha_status elem_compare_op(interp_ctx *c, elem_cmp_kind kind) {
     if (st != MHA_OK) return st;
     int float_math = interp_is_float(x->dtype);
     uint8_t *out = z->data;
-    for (int64_t i = 0; i < b.numel; i++) {
-        int64_t off[2];
-        interp_bcast_offsets(&b, i, off);
+    interp_bcast_walk w;
+    interp_bcast_walk_start(&b, &w);
+    for (int64_t i = 0; i < b.numel; i++, interp_bcast_walk_step(&b, &w)) {
+        const int64_t *off = w.off;
         int r = 0;
         if (float_math) {
             double p = tensor_get_f64(x, off[0]), q = tensor_get_f64(y, off[1]);
@@ -578,9 +580,10 @@ mha_status interp_op_where(interp_ctx *c) {
     if (st == MHA_OK) st = interp_out_new(c, 0, x->dtype, b.rank, b.dims, &z);
     if (st != MHA_OK) return st;
     size_t es = mha_dtype_size(x->dtype);
-    for (int64_t i = 0; i < b.numel; i++) {
-        int64_t off[3];
-        interp_bcast_offsets(&b, i, off);
+    interp_bcast_walk w;
+    interp_bcast_walk_start(&b, &w);
+    for (int64_t i = 0; i < b.numel; i++, interp_bcast_walk_step(&b, &w)) {
+        const int64_t *off = w.off;
         const tensor *src = ((const uint8_t *)cond->data)[off[0]] ? x : y;
         int64_t so = src == x ? off[1] : off[2];
         memcpy((char *)z->data + (size_t)i * es, (const char *)src->data + (size_t)so * es, es);

@@ -294,3 +294,20 @@ void interp_bcast_offsets(const interp_bcast *b, int64_t i, int64_t *off) {
             off[k] += idx * b->strides[k][a];
     }
 }
+
+void interp_bcast_walk_start(const interp_bcast *b, interp_bcast_walk *w) {
+    (void)b; /* every axis starts at 0 */
+    memset(w, 0, sizeof *w);
+}
+
+void interp_bcast_walk_step(const interp_bcast *b, interp_bcast_walk *w) {
+    for (int a = b->rank - 1; a >= 0; a--) {
+        for (int k = 0; k < b->n_ops; k++)
+            w->off[k] += b->strides[k][a];
+        if (++w->idx[a] < b->dims[a]) return;
+        /* the axis wraps: back to its start, carry into the one before */
+        for (int k = 0; k < b->n_ops; k++)
+            w->off[k] -= b->dims[a] * b->strides[k][a];
+        w->idx[a] = 0;
+    }
+}

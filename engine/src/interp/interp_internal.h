@@ -114,6 +114,17 @@ mha_status interp_bcast_init(const interp_ctx *c, interp_bcast *b, int n_ops,
 /* Offsets into each operand of output element i. */
 void interp_bcast_offsets(const interp_bcast *b, int64_t i, int64_t *off);
 
+/* The same offsets for the elements in order, by carrying an index per axis
+ * (no division per element): start at element 0, then step once after each
+ * element. */
+typedef struct interp_bcast_walk {
+    int64_t idx[MHA_MAX_RANK];
+    int64_t off[3];
+} interp_bcast_walk;
+
+void interp_bcast_walk_start(const interp_bcast *b, interp_bcast_walk *w);
+void interp_bcast_walk_step(const interp_bcast *b, interp_bcast_walk *w);
+
 /* ---- op functions, one per ONNX op (files: interp_elementwise.c,
  * interp_shape.c, interp_math.c, interp_attention.c) ---- */
 mha_status interp_op_identity(interp_ctx *c);

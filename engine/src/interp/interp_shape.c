@@ -785,9 +785,10 @@ mha_status interp_op_expand(interp_ctx *c) {
     st = interp_out_new(c, 0, x->dtype, b.rank, b.dims, &y);
     if (st != MHA_OK) return st;
     size_t es = mha_dtype_size(x->dtype);
-    for (int64_t i = 0; i < b.numel; i++) {
-        int64_t off[2];
-        interp_bcast_offsets(&b, i, off);
+    interp_bcast_walk w;
+    interp_bcast_walk_start(&b, &w);
+    for (int64_t i = 0; i < b.numel; i++, interp_bcast_walk_step(&b, &w)) {
+        const int64_t *off = w.off;
         memcpy((char *)y->data + (size_t)i * es, (const char *)x->data + (size_t)off[0] * es, es);
     }
     return MHA_OK;
