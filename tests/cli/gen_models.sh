@@ -48,8 +48,11 @@ grep -q '^form: *plan' "$T/enc.txt" || fail "encoder: not a plan: $(cat "$T/enc.
 grep -q '^attention layers: 2' "$T/enc.txt" || fail "encoder: layers: $(cat "$T/enc.txt")"
 [ "$(grep -c 'fused, ' "$T/enc.txt")" = 2 ] || fail "encoder: layers not fused: $(cat "$T/enc.txt")"
 # 2 layers x (FFN up, FFN down) GEMM steps besides the fused Q/K/V/O
-# projections; embeddings + 2 x 2 norms; nothing of weight interpreted
-grep -q '^plan: .* 2 attention, 4 GEMM, 5 norm' "$T/enc.txt" || fail "encoder plan: $(cat "$T/enc.txt")"
+# projections; embeddings + 2 x 2 norms, the one after each FFN in its
+# second GEMM's epilogue, the one after each layer in the layer's step;
+# nothing of weight interpreted
+grep -q '^plan: .* 2 attention, 4 GEMM, 1 norm' "$T/enc.txt" || fail "encoder plan: $(cat "$T/enc.txt")"
+grep -q 'gemm+bias+residual+layernorm  *x2' "$T/enc.txt" || fail "encoder: post-norm epilogue: $(cat "$T/enc.txt")"
 grep -q 'gemm+bias+Div+Erf+Add+Mul+Mul  *x2' "$T/enc.txt" || fail "encoder: GELU epilogue: $(cat "$T/enc.txt")"
 grep -q '^FLOPs: .* 0.0 % interpreted' "$T/enc.txt" || fail "encoder: interpreted FLOPs: $(cat "$T/enc.txt")"
 grep -q 'input *input_ids *token_ids *int64' "$T/enc.txt" || fail "encoder: input_ids: $(cat "$T/enc.txt")"
@@ -77,8 +80,10 @@ echo "== a decoder (GPT-style: pre-norm, causal, GELU tanh, GQA, LM head)"
 [ "$(grep -c 'fused, ' "$T/dec.txt")" = 2 ] || fail "decoder: layers not fused: $(cat "$T/dec.txt")"
 grep -q '^causal: *yes' "$T/dec.txt" || fail "decoder: not causal: $(cat "$T/dec.txt")"
 grep -q '^heads: *4 query, 2 key/value' "$T/dec.txt" || fail "decoder: heads: $(cat "$T/dec.txt")"
-# FFN up and down per layer, and the LM head
-grep -q '^plan: .* 2 attention, 5 GEMM, 5 norm' "$T/dec.txt" || fail "decoder plan: $(cat "$T/dec.txt")"
+# FFN up and down per layer, and the LM head; the final norm in the last
+# FFN's epilogue (nothing else reads that output)
+grep -q '^plan: .* 2 attention, 5 GEMM, 4 norm' "$T/dec.txt" || fail "decoder plan: $(cat "$T/dec.txt")"
+grep -q 'gemm+bias+residual+layernorm  *x1' "$T/dec.txt" || fail "decoder: final norm: $(cat "$T/dec.txt")"
 grep -q 'gemm+bias+Mul+Pow+Mul+Add+Mul+Tanh+Add+Mul  *x2' "$T/dec.txt" ||
   fail "decoder: GELU tanh epilogue: $(cat "$T/dec.txt")"
 grep -q 'output *logits .*float32 *\[?, ?, 40\]' "$T/dec.txt" || fail "decoder: logits: $(cat "$T/dec.txt")"
@@ -111,8 +116,10 @@ for opts in "--model encoder --norm layernorm-op --act relu" \
 done
 grep -q 'gemm+bias+Relu  *x2' "$T/v1.txt" || fail "ReLU epilogue: $(cat "$T/v1.txt")"
 grep -q 'gemm+Sigmoid+Mul  *x2' "$T/v3.txt" || fail "SwiGLU gate epilogue: $(cat "$T/v3.txt")"
-# RMSNorm as norm steps: 2 per pre-norm layer and the final one
-grep -q '^plan: .* 5 norm' "$T/v4.txt" || fail "RMSNorm steps: $(cat "$T/v4.txt")"
+# RMSNorm as norm steps: 2 per pre-norm layer, and the final one in the
+# last FFN's epilogue
+grep -q '^plan: .* 4 norm' "$T/v4.txt" || fail "RMSNorm steps: $(cat "$T/v4.txt")"
+grep -q 'gemm+bias+residual+rmsnorm  *x1' "$T/v4.txt" || fail "final RMSNorm: $(cat "$T/v4.txt")"
 echo "ok: $n variants load fused"
 
 echo "== every backend-test folder: the fast backend against scalar"

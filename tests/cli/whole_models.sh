@@ -52,10 +52,14 @@ echo "ok: info"
 echo "== mha info prints the plan"
 grep -q '^attention layers: 2' "$T/info.txt" || fail "info: no layer count: $(cat "$T/info.txt")"
 [ "$(grep -c 'fused, ' "$T/info.txt")" = 2 ] || fail "info: BERT layers not fused: $(cat "$T/info.txt")"
-grep -q '^plan: .* 2 attention, 5 GEMM, 5 norm' "$T/info.txt" || fail "info: no plan line: $(cat "$T/info.txt")"
-# what the GEMM steps fuse: the erf GELU after W1, the residual after W2
+# the norm after each FFN is its second GEMM's; the residual and the norm
+# after each layer the layer's
+grep -q '^plan: .* 2 attention, 5 GEMM, 1 norm' "$T/info.txt" || fail "info: no plan line: $(cat "$T/info.txt")"
+[ "$(grep -c 'fused, .*+residual+layernorm' "$T/info.txt")" = 2 ] || fail "info: residuals not in the layers: $(cat "$T/info.txt")"
+# what the GEMM steps fuse: the erf GELU after W1, the residual and the
+# post-norm LayerNorm after W2
 grep -q 'gemm+bias+Div+Erf+Add+Mul+Mul  *x2' "$T/info.txt" || fail "info: GELU epilogue: $(cat "$T/info.txt")"
-grep -q 'gemm+bias+residual  *x2' "$T/info.txt" || fail "info: residual epilogue: $(cat "$T/info.txt")"
+grep -q 'gemm+bias+residual+layernorm  *x2' "$T/info.txt" || fail "info: residual epilogue: $(cat "$T/info.txt")"
 # a causal decoder: both layers fused, causal
 "$MHA" info "$M/gpt2_preln_causal_l2_d64_h4/model.onnx" >"$T/info2.txt"
 [ "$(grep -c 'fused, ' "$T/info2.txt")" = 2 ] || fail "info: GPT-2 layers not fused: $(cat "$T/info2.txt")"

@@ -670,6 +670,8 @@ typedef struct exec_state {
     exec_rope_plan rope;
     exec_attn_plan attn;
     exec_gemm_family out;
+    atomic_int *out_pieces; /* env->y_rows: [out.m_tiles] (exec_gemm_pieces_init) */
+    int64_t out_pieces_cap;
     const float *alibi_pos; /* [B, Skv] ALiBi key positions of the run, or NULL */
     char *workspace;        /* threads x ws_stride bytes */
     size_t ws_stride, ws_size, ws_capacity;
@@ -759,6 +761,22 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
             f->n_units += f->tail_tiles * (f->tail_split - f->n_tiles);
         }
     }
+}
+
+void exec_gemm_pieces_init(const exec_gemm_family *f, atomic_int *pieces) {
+    for (int64_t t = 0; t < f->m_tiles; t++)
+        atomic_init(&pieces[t], 0);
+    for (int64_t u = 0; u < f->n_units; u++) {
+        int64_t seg, r[4];
+        exec_gemm_unit_range(f, u, &seg, r);
+        atomic_fetch_add_explicit(&pieces[r[0] / f->m_tile], 1, memory_order_relaxed);
+    }
+}
+
+int exec_gemm_piece_done(const exec_gemm_family *f, atomic_int *pieces, int64_t u, int64_t r[4]) {
+    int64_t seg;
+    exec_gemm_unit_range(f, u, &seg, r);
+    return atomic_fetch_sub_explicit(&pieces[r[0] / f->m_tile], 1, memory_order_acq_rel) == 1;
 }
 
 /* Query blocks: when batch x heads alone gives fewer than two units per
@@ -1020,8 +1038,13 @@ static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_err
         return exec_rope_unit(s, u, err);
     case EXEC_PHASE_ATTN:
         return exec_attn_unit(s, u, worker, err);
-    case EXEC_PHASE_OUT:
-        return exec_gemm_unit(s, &s->out, u, err);
+    case EXEC_PHASE_OUT: {
+        mha_status st = exec_gemm_unit(s, &s->out, u, err);
+        int64_t r[4];
+        if (st == MHA_OK && s->out_pieces && exec_gemm_piece_done(&s->out, s->out_pieces, u, r))
+            s->env->y_rows->rows(s->env->y_rows->user, s->out.C, s->out.W->N, r[0], r[1]);
+        return st;
+    }
     }
     return mha_fail(err, MHA_ERR_INTERNAL, "exec: unknown phase %d", phase);
 }
@@ -1047,6 +1070,8 @@ static mha_status exec_phases_self_parallel(exec_state *s, mha_error *err) {
                 if (f->n_units == 0) continue;
                 for (int64_t seg = 0; seg < f->n_segs && st == MHA_OK; seg++)
                     st = exec_gemm_call(s, f, seg, 0, f->M, 0, f->W->N, s->threads, err);
+                if (st == MHA_OK && f == &s->out && s->env->y_rows)
+                    s->env->y_rows->rows(s->env->y_rows->user, f->C, f->W->N, 0, f->M);
             }
             break;
         }
@@ -1615,6 +1640,23 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         /* the model's residual connection, laid out as Y (exec_env) */
         f->R = s->env->residual ? s->env->residual + (f->C - y) : NULL;
         exec_gemm_plan(f, s->plugin, threads_plan);
+        if (s->env->y_rows && !self_parallel) { /* whole rows of Y: batch-first only */
+            if (f->n_segs != 1) {
+                st = mha_fail(err, MHA_ERR_INTERNAL, "exec: a row epilogue on a seq-first layer");
+                break;
+            }
+            if (f->m_tiles > s->out_pieces_cap) {
+                mha_free(a, s->out_pieces);
+                s->out_pieces_cap = 0;
+                s->out_pieces = mha_calloc(a, (size_t)f->m_tiles, sizeof *s->out_pieces);
+                if (!s->out_pieces) {
+                    st = mha_fail(err, MHA_ERR_NO_MEMORY, "exec: out of memory");
+                    break;
+                }
+                s->out_pieces_cap = f->m_tiles;
+            }
+            exec_gemm_pieces_init(f, s->out_pieces);
+        }
         s->phase_kind[ph++] = EXEC_PHASE_OUT;
         s->n_phases = ph;
 
@@ -1624,6 +1666,9 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
 done:
     pool_scratch_give(s->env->pool, a, EXEC_SCRATCH_INTERMEDIATES, scratch);
     mha_free(a, offsets);
+    mha_free(a, s->out_pieces);
+    s->out_pieces = NULL;
+    s->out_pieces_cap = 0;
     return st;
 }
 

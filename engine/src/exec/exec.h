@@ -12,6 +12,8 @@
 #ifndef MHA_EXEC_H
 #define MHA_EXEC_H
 
+#include <stdatomic.h>
+
 #include "layer.h"
 #include "layer_bind.h"
 #include "mha/plugin.h"
@@ -79,6 +81,11 @@ typedef struct exec_env {
      * residual connection): by the output projection's epilogue, or after
      * the layer when it has none; NULL: nothing added */
     const float *residual;
+    /* NULL, or its rows callback run on rows [m0, m1) of the layer's one
+     * output Y (batch-first [rows, d_out], C = the first row of the batch
+     * chunk) once each row is complete, residual added: a LayerNorm after
+     * the layer (exec_gemm_epilogue.rows) */
+    const struct exec_gemm_epilogue *y_rows;
 } exec_env;
 
 /* Packs the side-by-side concatenation of n_parts weight matrices
@@ -98,6 +105,10 @@ void exec_weights_free(const mha_alloc_ctx *a, exec_gemm_weights *w);
 typedef struct exec_gemm_epilogue {
     void (*fn)(void *user, float *C, int64_t N, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
     void *user;
+    /* NULL, or called once on rows [m0, m1) of C once every column of
+     * them is done (tile and fn), on the thread that finished the last
+     * piece: what needs whole rows (a LayerNorm after the product) */
+    void (*rows)(void *user, float *C, int64_t N, int64_t m0, int64_t m1);
 } exec_gemm_epilogue;
 
 /* The part of a GEMM's epilogue the plugin applies on its tiles
@@ -128,6 +139,9 @@ mha_status exec_pool_units(const exec_env *env, pool_unit_fn fn, void *ctx, int6
  * MHA_OP_NORM, else on the built-in scalar's, split into row blocks over
  * the pool (a self-parallel plugin gets them whole). */
 mha_status exec_norm_run(const exec_env *env, const mha_norm_args *args, mha_error *err);
+/* The same on the calling thread alone, rows [args->r0, args->r1) (a
+ * GEMM's row epilogue: exec_gemm_epilogue.rows). */
+mha_status exec_norm_rows(const exec_env *env, const mha_norm_args *args, mha_error *err);
 
 /* The fused part for a GEMM whose epilogue is act(y) [+ residual]
  * (act MHA_ACT_*, residual [M, ldr] or NULL): 1 and *out when env's plugin
@@ -156,6 +170,13 @@ typedef struct exec_gemm_family {
     int64_t n_units;
 } exec_gemm_family;
 
+/* Row tiles whose every column is done (exec.c): pieces [m_tiles] set to
+ * the units of each row tile of f (n_segs 1); exec_gemm_piece_done after
+ * unit u's tile: 1 when it was the tile's last piece (its rows r[0], r[1]
+ * then complete; acq_rel: the other pieces' writes are seen). */
+void exec_gemm_pieces_init(const exec_gemm_family *f, atomic_int *pieces);
+int exec_gemm_piece_done(const exec_gemm_family *f, atomic_int *pieces, int64_t u, int64_t r[4]);
+
 /* Cuts f (W, M and n_segs set) into units for `threads` (exec.c): row tiles
  * of the kernels' row block, so that each pass over the weights serves as
  * many rows of a batch as the kernel can; columns split only when the rows
@@ -168,7 +189,8 @@ void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, in
 /* One GEMM on given buffers (exec_gemm.c): C [M, N] = A [M, K] . W + bias,
  * then fused (NULL = none) inside the plugin, cut by exec_gemm_plan over
  * the pool (a self-parallel plugin gets it whole), each tile followed by
- * the host's ep (NULL = none). Each tile writes its own part of C. */
+ * the host's ep->fn and each completed row tile by ep->rows (ep NULL, or
+ * either NULL: none). Each tile writes its own part of C. */
 mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const float *A, int64_t M,
                          float *C, const exec_gemm_fused *fused, const exec_gemm_epilogue *ep,
                          mha_error *err);

@@ -662,16 +662,20 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
     const int ext = exec_ext_wanted(L, inputs, n_inputs);
     /* a residual the output projection cannot add (no projection, or a
      * path of its own here): added to the one float32 output afterwards */
-    if (env->residual && (ext || !L->has_proj)) {
-        if (n_outputs != 1 || outputs[0].dtype != MHA_DTYPE_FLOAT32)
+    if ((env->residual || env->y_rows) && (ext || !L->has_proj)) {
+        if (n_outputs != 1 || outputs[0].dtype != MHA_DTYPE_FLOAT32 || outputs[0].rank < 1)
             return mha_fail(err, MHA_ERR_INTERNAL,
-                            "run: a residual needs the layer's one float32 output");
+                            "run: a residual or row epilogue needs the layer's one float32 output");
         exec_env plain = *env;
         plain.residual = NULL;
+        plain.y_rows = NULL;
         mha_status st = exec_run(&plain, L, pk, inputs, n_inputs, outputs, n_outputs, err);
         float *y = outputs[0].data;
-        for (int64_t i = 0, n = mha_tensor_numel(&outputs[0]); st == MHA_OK && i < n; i++)
+        const int64_t n = mha_tensor_numel(&outputs[0]), d = outputs[0].shape[outputs[0].rank - 1];
+        for (int64_t i = 0; st == MHA_OK && env->residual && i < n; i++)
             y[i] += env->residual[i];
+        if (st == MHA_OK && env->y_rows && d > 0)
+            env->y_rows->rows(env->y_rows->user, y, d, 0, n / d);
         return st;
     }
     /* KV cache, key lengths, windows, float16, extra outputs: here */

@@ -6,6 +6,7 @@
  * the step's form (activation, residual: exec_gemm_fuse), else the host's
  * elementwise program right after the call. Every tile writes its own part
  * of C, so the result is bitwise the same for any thread count. */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "exec.h"
@@ -16,6 +17,10 @@ typedef struct gemm_job {
     exec_gemm_family f;
     const exec_gemm_fused *fused;
     const exec_gemm_epilogue *ep;
+    /* [m_tiles] with ep->rows: the column pieces of each row tile not yet
+     * done; the unit that takes one to 0 runs ep->rows on the tile's rows
+     * (acq_rel: it sees the other pieces' writes to C) */
+    atomic_int *pieces;
 } gemm_job;
 
 static mha_status gemm_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
@@ -27,7 +32,10 @@ static mha_status gemm_unit(void *ctx, int phase, int64_t u, int worker, mha_err
     exec_gemm_unit_range(f, u, &seg, r);
     mha_status st = exec_gemm_tile(j->env, f->W, f->M, f->A, f->lda, f->C, f->ldc, r[0], r[1], r[2],
                                    r[3], 1, j->fused, err);
-    if (st == MHA_OK && j->ep) j->ep->fn(j->ep->user, f->C, f->W->N, r[0], r[1], r[2], r[3]);
+    if (st == MHA_OK && j->ep && j->ep->fn)
+        j->ep->fn(j->ep->user, f->C, f->W->N, r[0], r[1], r[2], r[3]);
+    if (st == MHA_OK && j->pieces && exec_gemm_piece_done(f, j->pieces, u, r))
+        j->ep->rows(j->ep->user, f->C, f->W->N, r[0], r[1]);
     return st;
 }
 
@@ -54,7 +62,7 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
     memset(&j, 0, sizeof j);
     j.env = env;
     j.fused = fused;
-    j.ep = ep && ep->fn ? ep : NULL;
+    j.ep = ep && (ep->fn || ep->rows) ? ep : NULL;
     j.f.W = W;
     j.f.A = A;
     j.f.lda = W->K;
@@ -67,13 +75,22 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
         mha_status st = exec_gemm_tile(env, W, M, A, W->K, C, W->N, 0, M, 0, W->N,
                                        reserved ? threads : 1, fused, err);
         if (reserved) pool_release(env->pool);
-        if (st == MHA_OK && j.ep) j.ep->fn(j.ep->user, C, W->N, 0, M, 0, W->N);
+        if (st == MHA_OK && j.ep && j.ep->fn) j.ep->fn(j.ep->user, C, W->N, 0, M, 0, W->N);
+        if (st == MHA_OK && j.ep && j.ep->rows) j.ep->rows(j.ep->user, C, W->N, 0, M);
         return st;
     }
     /* the layer executor's tiles: a batch of short sequences shares each
      * pass over the weights (one per kernel row block) */
     exec_gemm_plan(&j.f, p, threads);
-    return exec_pool_units(env, gemm_unit, &j, j.f.n_units, threads, err);
+    if (j.ep && j.ep->rows) {
+        j.pieces =
+            mha_calloc(env->alloc, (size_t)(j.f.m_tiles > 0 ? j.f.m_tiles : 1), sizeof *j.pieces);
+        if (!j.pieces) return mha_fail(err, MHA_ERR_NO_MEMORY, "exec: out of memory");
+        exec_gemm_pieces_init(&j.f, j.pieces);
+    }
+    mha_status st = exec_pool_units(env, gemm_unit, &j, j.f.n_units, threads, err);
+    mha_free(env->alloc, j.pieces);
+    return st;
 }
 
 mha_status exec_pool_units(const exec_env *env, pool_unit_fn fn, void *ctx, int64_t units,

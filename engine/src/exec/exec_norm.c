@@ -39,15 +39,28 @@ static mha_status norm_unit(void *ctx, int phase, int64_t u, int worker, mha_err
     return norm_call(j, r0, r1, 1, err);
 }
 
+/* The plugin's norm entry, else the built-in scalar's; 1 when the plugin's. */
+static int norm_job_init(const exec_env *env, const mha_norm_args *args, norm_job *j) {
+    const mha_plugin *p = env->plugin;
+    *j = (norm_job){registry_plugin_norm(p), env->plugin_state, p->name, args};
+    if (j->fn) return 1;
+    j->fn = mha_scalar_plugin_table()->norm;
+    j->state = NULL;
+    j->name = "scalar (built-in)";
+    return 0;
+}
+
+mha_status exec_norm_rows(const exec_env *env, const mha_norm_args *args, mha_error *err) {
+    norm_job j;
+    norm_job_init(env, args, &j);
+    if (args->r1 <= args->r0 || args->D <= 0) return MHA_OK;
+    return norm_call(&j, args->r0, args->r1, 1, err);
+}
+
 mha_status exec_norm_run(const exec_env *env, const mha_norm_args *args, mha_error *err) {
     const mha_plugin *p = env->plugin;
-    norm_job j = {registry_plugin_norm(p), env->plugin_state, p->name, args};
-    const int own = j.fn != NULL;
-    if (!own) {
-        j.fn = mha_scalar_plugin_table()->norm;
-        j.state = NULL;
-        j.name = "scalar (built-in)";
-    }
+    norm_job j;
+    const int own = norm_job_init(env, args, &j);
     if (args->r1 <= args->r0 || args->D <= 0) return MHA_OK;
     int threads = env->pool ? pool_threads(env->pool) : 1;
     if (env->num_threads > 0 && env->num_threads < threads) threads = env->num_threads;

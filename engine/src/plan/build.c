@@ -436,9 +436,15 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     /* norms: the last of their nodes makes the step */
     for (size_t i = 0; i < P->n_norms; i++) {
         const plan_norm *nm = &P->norms[i];
+        /* a norm in an attention step: its nodes are the step's, the step
+         * placed at its last (not in pl->nodes: the norm's gamma and beta
+         * are the plan's, not the layer's) */
+        int by_layer = -1;
+        for (size_t li = 0; nm->in_step && li < P->n_layers; li++)
+            if (P->layers[li].recognised && P->layers[li].norm == (int)i) by_layer = (int)li;
         for (size_t k = 0; k < nm->n_nodes; k++)
-            owner[nm->nodes[k]] = -2;
-        owner[nm->nodes[nm->n_nodes - 1]] = -1000 - (int)i;
+            owner[nm->nodes[k]] = by_layer >= 0 ? by_layer : -2;
+        if (!nm->in_step) owner[nm->nodes[nm->n_nodes - 1]] = -1000 - (int)i;
     }
     P->n_steps = 0;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
@@ -583,6 +589,7 @@ static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp
     build_take_layers(P, taken); /* the Transposes folded into layers */
     if (st == MHA_OK) st = plan_fuse_residuals(P, u, shp, taken, err);
     if (st == MHA_OK) st = plan_find_norms(P, u, shp, taken, err);
+    if (st == MHA_OK) plan_fuse_gemm_norms(P, u);
     mha_free(&P->alloc, taken);
     return st;
 }

@@ -151,6 +151,7 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, u
             continue;
         plan_gemm pg;
         memset(&pg, 0, sizeof pg);
+        pg.norm = -1;
         pg.node = (int)ni;
         pg.bias_node = -1;
         pg.in_value = n->inputs[0];

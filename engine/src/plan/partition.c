@@ -499,6 +499,7 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
         plan_layer *pl = &P->layers[P->n_layers++];
         pl->core_node = (int)core;
         pl->out_value = -1;
+        pl->norm = -1;
         memset(in_set, 0, g->n_nodes);
         ir_graph sub;
         memset(&sub, 0, sizeof sub);

@@ -37,6 +37,10 @@ typedef struct plan_layer {
     /* 1: the Add after the layer (Y + in_values[L.n_inputs], residual.c)
      * is the last of nodes, done in the output projection's epilogue */
     int residual;
+    /* the norm step (into plan.norms) run on each row of Y (+ residual)
+     * once complete, in place (a post-norm LayerNorm: postnorm.c); -1:
+     * none. out_value is then the norm's. */
+    int norm;
     char desc[48]; /* the form and what the step fuses ("onnx-decomposed+residual"), or "" */
     int *nodes;    /* graph nodes the step replaces, graph order */
     size_t n_nodes;
@@ -122,6 +126,10 @@ typedef struct plan_gemm {
      * is the Transpose's output. */
     int conv_rows;
     char desc[96]; /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
+    /* the norm step (into plan.norms) run on each row of the product once
+     * all its columns are done, in place, after the epilogue (a post-norm
+     * LayerNorm: postnorm.c); -1: none. out_value is then the norm's. */
+    int norm;
     int *ep_nodes; /* the graph nodes the epilogue computes */
     size_t n_ep_nodes;
     uint64_t w_hash; /* W released (NULL): a hash of its bytes (release.c) */
@@ -143,6 +151,8 @@ typedef struct plan_norm {
     int nodes[PLAN_NORM_MAX_NODES]; /* the graph nodes it computes, the last makes the step */
     size_t n_nodes;
     char desc[40]; /* "residual+rmsnorm", "layernorm (no affine)", for mha info */
+    int in_step;   /* 1: computed by the epilogue of the GEMM or attention step before it
+                      (plan_gemm.norm, plan_layer.norm), no step of its own */
 } plan_norm;
 
 typedef struct plan_step {
@@ -285,7 +295,9 @@ typedef struct plan_backend {
 } plan_backend;
 
 /* The plugin arguments of norm step nm over x (+ res, or NULL), y [rows,
- * D] (every row). */
+ * D] (every row). A GEMM step with a norm (plan_gemm.norm): gemm runs it on
+ * the rows of C in place after the epilogue (plan_gemm_norm_rows on the
+ * reference). */
 void plan_norm_args(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows,
                     mha_norm_args *out);
 

@@ -136,6 +136,10 @@ void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t
 mha_status plan_fuse_residuals(plan *P, const plan_uses *u, const plan_shape *shp,
                                unsigned char *taken, mha_error *err);
 
+/* Each norm step without a residual whose input is made by a GEMM step
+ * and read by it alone becomes that GEMM's row epilogue (postnorm.c). */
+void plan_fuse_gemm_norms(plan *P, const plan_uses *u);
+
 /* Finds the norm steps among the nodes not taken (norm.c); marks theirs. */
 mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err);

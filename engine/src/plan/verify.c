@@ -27,6 +27,15 @@ static mha_status verify_reference_layer(void *user, const plan *P, size_t li,
         for (int64_t i = 0, n = mha_tensor_numel(&outputs[0]); i < n; i++)
             y[i] += residual[i];
     }
+    /* a post-norm LayerNorm taken into the step: on Y's rows, in place */
+    const int ni = P->layers[li].norm;
+    if (st == MHA_OK && ni >= 0 && n_outputs > 0) {
+        const int64_t D = P->norms[ni].D, rows = D > 0 ? mha_tensor_numel(&outputs[0]) / D : 0;
+        if (plan_norm_rows(&P->norms[ni], outputs[0].data, NULL, outputs[0].data, rows) != 0)
+            st = mha_fail(err, MHA_ERR_SHAPE,
+                          "verify: attention step %zu: its norm's eps %g refused", li,
+                          (double)P->norms[ni].eps);
+    }
     return st;
 }
 
@@ -51,6 +60,10 @@ static mha_status verify_reference_gemm(void *user, const plan *P, size_t gi, co
                                  .ldc = g->N};
     mha_status st = interp_gemm_f32(&P->alloc, &ga, err);
     if (st == MHA_OK && ep) plan_ep_tile(ep, C, g->N, 0, M, 0, g->N);
+    /* a post-norm LayerNorm taken into the step: on the rows, in place */
+    if (st == MHA_OK && g->norm >= 0 && plan_norm_rows(&P->norms[g->norm], C, NULL, C, M) != 0)
+        st = mha_fail(err, MHA_ERR_SHAPE, "verify: GEMM step %zu: its norm's eps %g refused", gi,
+                      (double)P->norms[g->norm].eps);
     return st;
 }
 

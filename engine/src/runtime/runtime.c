@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,21 +259,59 @@ static const int64_t *runtime_plan_kv_lengths(const runtime_plan_ctx *pc, const 
     return pc->env->kv_lengths;
 }
 
-static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const mha_tensor *inputs,
-                                     size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
-                                     const float *residual, mha_error *err) {
-    const runtime_plan_ctx *pc = user;
-    exec_env env = *pc->env;
-    env.residual = residual;
-    env.kv_lengths = runtime_plan_kv_lengths(pc, &P->layers[li].L, inputs, n_inputs);
-    if (pc->flops) *pc->flops += runtime_layer_flops(&P->layers[li].L, inputs, n_inputs, n_outputs);
-    return exec_run(&env, &P->layers[li].L, pc->pk->layer_packed[li], inputs, n_inputs, outputs,
-                    n_outputs, err);
+/* What a GEMM or attention step runs after its product: the host's
+ * epilogue program per tile (ep, or NULL when the plugin fuses it), the
+ * norm (nm, or NULL) per completed row tile; the first norm failure kept
+ * for the step. */
+typedef struct runtime_gemm_after {
+    const plan_ep *ep;
+    const plan_norm *nm;
+    const exec_env *env;
+    atomic_int failed;
+    mha_error err;
+} runtime_gemm_after;
+
+/* The step's status after its run: a norm failure of a row tile. */
+static mha_status runtime_after_status(runtime_gemm_after *after, mha_status st, mha_error *err) {
+    if (st != MHA_OK || !atomic_load(&after->failed)) return st;
+    if (err) *err = after->err;
+    return after->err.status;
 }
 
 static void runtime_plan_ep_tile(void *user, float *C, int64_t N, int64_t m0, int64_t m1,
                                  int64_t n0, int64_t n1) {
-    plan_ep_tile(user, C, N, m0, m1, n0, n1);
+    const runtime_gemm_after *a = user;
+    plan_ep_tile(a->ep, C, N, m0, m1, n0, n1);
+}
+
+static void runtime_plan_norm_tile(void *user, float *C, int64_t N, int64_t m0, int64_t m1) {
+    runtime_gemm_after *a = user;
+    mha_norm_args args;
+    mha_error err;
+    (void)N;
+    plan_norm_args(a->nm, C, NULL, C, m1, &args);
+    args.r0 = m0;
+    args.r1 = m1;
+    if (exec_norm_rows(a->env, &args, &err) != MHA_OK && atomic_exchange(&a->failed, 1) == 0)
+        a->err = err;
+}
+
+static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const mha_tensor *inputs,
+                                     size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
+                                     const float *residual, mha_error *err) {
+    const runtime_plan_ctx *pc = user;
+    const plan_layer *pl = &P->layers[li];
+    exec_env env = *pc->env;
+    env.residual = residual;
+    env.kv_lengths = runtime_plan_kv_lengths(pc, &pl->L, inputs, n_inputs);
+    /* a post-norm LayerNorm after the layer: on each completed row tile */
+    runtime_gemm_after after = {NULL, pl->norm >= 0 ? &P->norms[pl->norm] : NULL, pc->env, 0, {0}};
+    exec_gemm_epilogue rows = {NULL, &after, runtime_plan_norm_tile};
+    env.y_rows = after.nm ? &rows : NULL;
+    if (pc->flops) *pc->flops += runtime_layer_flops(&pl->L, inputs, n_inputs, n_outputs);
+    mha_status st =
+        exec_run(&env, &pl->L, pc->pk->layer_packed[li], inputs, n_inputs, outputs, n_outputs, err);
+    return runtime_after_status(&after, st, err);
 }
 
 /* A norm step of a plan on the runtime's plugin (or the built-in
@@ -295,11 +334,13 @@ static mha_status runtime_plan_gemm(void *user, const plan *P, size_t gi, const 
     const exec_gemm_weights *W = &pc->pk->gemm_packed[gi];
     if (pc->flops) *pc->flops += 2.0 * (double)M * (double)W->N * (double)W->K;
     exec_gemm_fused fused;
-    if (ep &&
-        exec_gemm_fuse(pc->env, pg->fused_act, pg->fused_residual ? ep->ext : NULL, pg->N, &fused))
-        return exec_gemm_run(pc->env, W, A, M, C, &fused, NULL, err);
-    exec_gemm_epilogue host = {runtime_plan_ep_tile, (void *)ep};
-    return exec_gemm_run(pc->env, W, A, M, C, NULL, ep ? &host : NULL, err);
+    const int in_kernel = ep && exec_gemm_fuse(pc->env, pg->fused_act,
+                                               pg->fused_residual ? ep->ext : NULL, pg->N, &fused);
+    runtime_gemm_after after = {ep, pg->norm >= 0 ? &P->norms[pg->norm] : NULL, pc->env, 0, {0}};
+    exec_gemm_epilogue host = {ep && !in_kernel ? runtime_plan_ep_tile : NULL, &after,
+                               after.nm ? runtime_plan_norm_tile : NULL};
+    mha_status st = exec_gemm_run(pc->env, W, A, M, C, in_kernel ? &fused : NULL, &host, err);
+    return runtime_after_status(&after, st, err);
 }
 
 MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_tensor *inputs,
