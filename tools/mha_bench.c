@@ -52,6 +52,7 @@ enum {
     BENCH_OPT_BATCH_DELAY_MS,
     BENCH_OPT_BATCH_MS,
     BENCH_OPT_DISPATCHERS,
+    BENCH_OPT_RUN_THREADS,
     BENCH_OPT_SERVER_RATE,
     BENCH_OPT_SEED,
     BENCH_OPT_PLUGIN_PATH,
@@ -99,6 +100,10 @@ static const cli_opt bench_opts[] = {
      "server: the queue's num_dispatchers: batches computed at\n"
      "once, sharing the runtime's threads (default 0: one per\n"
      "runtime thread)"},
+    {BENCH_OPT_RUN_THREADS, "run-threads", 0, "N",
+     "server: the queue's num_threads: threads of each batch's\n"
+     "run (default 0: the runtime's, shared out between the\n"
+     "runs in progress; 1: every batch on one core)"},
     {BENCH_OPT_SERVER_RATE, "server-rate", 0, "R",
      "server: one trial of --server-time at R requests/s instead\n"
      "of the search (above what it sustains: saturation); its\n"
@@ -219,6 +224,7 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
     o->server_time = 0.5;
     o->clients = 4;
     o->dispatchers = 0;
+    o->run_threads = 0;
     o->batch_delay_ms = 1.0;
     o->timeout = 600.0;
 
@@ -311,6 +317,10 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
         case BENCH_OPT_DISPATCHERS:
             if (!cli_parse_int(c, "--dispatchers", val, 0, 64, &n)) return CLI_USAGE;
             o->dispatchers = (int)n;
+            break;
+        case BENCH_OPT_RUN_THREADS:
+            if (!cli_parse_int(c, "--run-threads", val, 0, 1024, &n)) return CLI_USAGE;
+            o->run_threads = (int)n;
             break;
         case BENCH_OPT_SERVER_RATE:
             if (parse_double(val, 1e-3, 1e7, &o->server_rate) != 0)
@@ -882,8 +892,11 @@ int mha_cmd_bench(int argc, char **argv) {
     /* the result files are checked (a missing folder named) and locked
      * before minutes of timing, not after */
     const char *outs[3] = {o.json_path, o.csv_path, o.plot_path};
+    const char *ins[2] = {o.model_path, o.plugin_path};
+    int rc = cli_outputs_spare_inputs(&c, outs, 3, ins, 2, "input");
+    if (rc != CLI_OK) return rc;
     cli_outputs claimed;
-    int rc = cli_outputs_claim(&c, outs, 3, 1, &claimed);
+    rc = cli_outputs_claim(&c, outs, 3, 1, &claimed);
     if (rc != CLI_OK) return rc;
     rc = bench_run(o);
     cli_outputs_release(&claimed);

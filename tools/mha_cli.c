@@ -255,6 +255,19 @@ void cli_outputs_release(cli_outputs *o) {
     memset(o, 0, sizeof *o);
 }
 
+int cli_outputs_spare_inputs(const cli_common *c, const char *const *outs, size_t n_out,
+                             const char *const *ins, size_t n_in, const char *what) {
+    struct stat o, i;
+    for (size_t k = 0; k < n_out; k++) {
+        if (!outs[k] || stat(outs[k], &o) != 0 || !S_ISREG(o.st_mode)) continue;
+        for (size_t j = 0; j < n_in; j++)
+            if (ins[j] && stat(ins[j], &i) == 0 && i.st_dev == o.st_dev && i.st_ino == o.st_ino)
+                return cli_usage_error(c, "the output '%s' is also the %s '%s'", outs[k], what,
+                                       ins[j]);
+    }
+    return CLI_OK;
+}
+
 /* ---- signals ------------------------------------------------------------- */
 
 static volatile sig_atomic_t cli_caught_signal;

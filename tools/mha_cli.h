@@ -123,6 +123,14 @@ typedef struct cli_outputs {
 int cli_outputs_claim(const cli_common *c, const char *const *paths, size_t n, int lock,
                       cli_outputs *out);
 void cli_outputs_release(cli_outputs *o);
+/* Refuses (CLI_USAGE, the one line printed) an output that is one of the
+ * files the command reads: the same file by device and inode (a symlink
+ * or hard link to it included), as writing it would replace the input --
+ * the model, a dataset, a shard -- with the result; `what` names the
+ * inputs in the message ("input", "shard"). Paths that do not exist
+ * (yet) and NULLs match nothing. */
+int cli_outputs_spare_inputs(const cli_common *c, const char *const *outs, size_t n_out,
+                             const char *const *ins, size_t n_in, const char *what);
 
 /* SIGINT and SIGTERM recorded instead of ending the process, so that a long
  * loop stops at a safe point (a checkpoint, removing a temporary):

@@ -146,14 +146,16 @@ int mha_cmd_merge(int argc, char **argv) {
     /* the output checked and locked first; what a merge killed with -9
      * left of it is removed (the lock says no other merge is writing it) */
     if ((rc = cli_outputs_claim(&c, &out_path, 1, 1, &claimed)) != CLI_OK) goto done;
-    struct stat out_sb, shard_sb;
-    for (size_t k = 0; k < n && stat(out_path, &out_sb) == 0; k++)
-        if (stat(sh[k].path, &shard_sb) == 0 && shard_sb.st_dev == out_sb.st_dev &&
-            shard_sb.st_ino == out_sb.st_ino) {
-            rc =
-                cli_usage_error(&c, "the output '%s' is also the shard '%s'", out_path, sh[k].path);
-            goto done;
-        }
+    const char **shard_paths = calloc(n, sizeof *shard_paths);
+    if (!shard_paths) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+    for (size_t k = 0; k < n; k++)
+        shard_paths[k] = sh[k].path;
+    rc = cli_outputs_spare_inputs(&c, &out_path, 1, shard_paths, n, "shard");
+    free(shard_paths);
+    if (rc != CLI_OK) goto done;
     mha_output_clean_stale(out_path);
     double t0 = cli_now();
     for (size_t k = 0; k < n; k++)

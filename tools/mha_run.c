@@ -194,6 +194,29 @@ static int run_fail_inputs(const run_state *s, const char *model_path, const mha
     return cli_fail_err(i < s->n_in ? s->in_file[i] : model_path, err);
 }
 
+/* The files a run reads: the model, each INPUT argument both as it is
+ * and, for NAME=FILE, as the FILE after the '=' (only files that exist
+ * match, so the reading that is not the file costs nothing), --lengths.
+ * An output that is one of them is refused before any work: the run
+ * would replace its own input. */
+static int run_spare_inputs(const cli_common *c, const char *const *outs, size_t n_out,
+                            const char *model_path, const char **in_args, size_t n_in_args,
+                            const char *lengths_path) {
+    const char **ins = calloc(2 * n_in_args + 2, sizeof *ins);
+    if (!ins) return cli_fail("out of memory");
+    size_t n = 0;
+    ins[n++] = model_path;
+    ins[n++] = lengths_path;
+    for (size_t k = 0; k < n_in_args; k++) {
+        const char *eq = strchr(in_args[k], '=');
+        ins[n++] = in_args[k];
+        if (eq) ins[n++] = eq + 1;
+    }
+    int rc = cli_outputs_spare_inputs(c, outs, n_out, ins, n, "input");
+    free(ins);
+    return rc;
+}
+
 /* Checks every output before the work: -o files resolved, distinct and
  * locked (not under --mpi, where every rank runs this; rank 0 alone creates
  * the files); --out-dir an existing writable folder, or one that can be
@@ -220,6 +243,7 @@ static int run_claim_outputs(const cli_common *c, const char **out_args, size_t 
  * the work, as `mkdir -p` would be) and DIR/output_<i>.pb claimed like -o
  * files. */
 static int run_claim_out_dir(const cli_common *c, const char *out_dir, size_t n,
+                             const char *model_path, const char **in_args, size_t n_in_args,
                              cli_outputs *claimed) {
     if (mkdir(out_dir, 0777) != 0 && errno != EEXIST)
         return cli_fail("%s: cannot create the folder: %s", out_dir, strerror(errno));
@@ -232,6 +256,9 @@ static int run_claim_out_dir(const cli_common *c, const char *out_dir, size_t n,
         else
             snprintf(paths[i], len, "%s/output_%zu.pb", out_dir, i);
     }
+    if (rc == CLI_OK)
+        rc = run_spare_inputs(c, (const char *const *)paths, n, model_path, in_args, n_in_args,
+                              NULL);
     if (rc == CLI_OK) rc = cli_outputs_claim(c, (const char *const *)paths, n, 1, claimed);
     for (size_t i = 0; paths && i < n; i++)
         free(paths[i]);
@@ -352,6 +379,9 @@ int cli_cmd_run(int argc, char **argv) {
         }
 
     /* -- outputs checked, distinct and locked before any work -- */
+    if ((rc = run_spare_inputs(&c, out_args, n_out_args, model_path, in_args, n_in_args,
+                               ds.lengths_path)) != CLI_OK)
+        goto done;
     if ((rc = run_claim_outputs(&c, out_args, n_out_args, out_dir, ds.mpi, &claimed)) != CLI_OK)
         goto done;
 
@@ -451,7 +481,9 @@ int cli_cmd_run(int argc, char **argv) {
             goto done;
         }
     }
-    if (out_dir && (rc = run_claim_out_dir(&c, out_dir, n_write, &claimed)) != CLI_OK) goto done;
+    if (out_dir && (rc = run_claim_out_dir(&c, out_dir, n_write, model_path, in_args, n_in_args,
+                                           &claimed)) != CLI_OK)
+        goto done;
 
     for (size_t i = 0; i < s.n_out; i++) {
         int ok;

@@ -6,7 +6,8 @@
 #      model (tools/make_minilm.py) at S 16; the sustained rate as a share
 #      of what the two-core FMA peak (`mha peak`, measured right before each
 #      number) allows for that request's FLOPs; batching on also with each
-#      batch's run bounded by a fifth of the bound (`--batch-ms`)
+#      batch's run bounded by a fifth of the bound (`--batch-ms`), and
+#      that with every batch's run on one core (`--run-threads 1`)
 #   2. several clients on one runtime (no queue): 1, 2 and 8 client threads,
 #      the runtime at 1 thread and at its default (every CPU): the rate at
 #      the bound, and at saturation (`--server-rate 1000000`: every client
@@ -14,7 +15,8 @@
 #   3. `mha serve` under serve-load (tools/serve_load.c: HTTP on libcurl,
 #      open loop): batching off
 #      and on at the rate the queue sustained, then overload at twice it
-#      (--max-queue-ms of half the bound): the accepted requests' p99, what was refused,
+#      (--max-queue-ms of half the bound, each batch's run within a fifth of
+#      it, --max-batch-ms): the accepted requests' p99, what was refused,
 #      every request id answered exactly once; then requests of mixed lengths
 #      (32, 24, 16, 8 tokens in turn) batched as one padded run
 #      (--max-padding 1) and as runs of similar lengths (the default)
@@ -198,6 +200,12 @@ while [ $r -le "$REPS" ]; do
   bench "layer S32 batch16 batch-ms" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms"
   bench "layer S8 batch16 batch-ms" "$T/layer768.onnx" 8 16 4 2 --batch-ms "$bms"
   [ -z "$MINILM" ] || bench "minilm S16 batch16 batch-ms" "$MINILM" 16 16 4 2 --batch-ms "$bms"
+  # the same with every batch's run on one core (the queue's num_threads 1):
+  # a lone batch then leaves the other core idle, but no run pays the
+  # phases' barriers between two threads (S 8 alone: a fifth more CPU on
+  # two threads than on one)
+  bench "layer S32 batch16 batch-ms run1" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms" --run-threads 1
+  bench "layer S8 batch16 batch-ms run1" "$T/layer768.onnx" 8 16 4 2 --batch-ms "$bms" --run-threads 1
   # clients x runtime threads (no queue)
   for c in 1 2 8; do
     for th in 1 2; do bench "clients$c threads$th" "$T/layer768.onnx" 32 0 $c $th; done
@@ -212,7 +220,7 @@ while [ $r -le "$REPS" ]; do
     serve_run "http S32 batch16" "$T/layer768.onnx" "$T/x32.npy" "$q" --max-batch 16
     serve_run "http S32 overload2x" "$T/layer768.onnx" "$T/x32.npy" \
       "$(awk -v q="$q" 'BEGIN { print 2 * q }')" --max-batch 16 \
-      --max-queue-ms "$(awk -v p="$P99" 'BEGIN { print p / 2 }')"
+      --max-queue-ms "$(awk -v p="$P99" 'BEGIN { print p / 2 }')" --max-batch-ms "$bms"
     # mixed lengths (20 tokens on average): 1.5 x the S 32 rate
     mixed="$T/x32.npy $T/x24.npy $T/x16.npy $T/x8.npy"
     mr=$(awk -v q="$q" 'BEGIN { print 1.5 * q }')

@@ -18,6 +18,7 @@ int avx512_gemm_bf16_dpbf16(const mha_gemm_args *args) {
     return gemm_bf16_run(args);
 }
 
+#define FA_BC AVX512_FA_BC_BF16
 #include "avx512/avx512_attention_kernels.h"
 
 int avx512_attention_dpbf16(const mha_attn_args *args, void *workspace, size_t workspace_size) {

@@ -67,16 +67,20 @@ int avx512_gemm(void *state, const mha_gemm_args *args) {
 
 #include "avx512/avx512_attention_kernels.h"
 
+/* float32 here (64-key blocks); bfloat16 in its own sources (128-key
+ * blocks, avx512_attention_kernels.h), each with its workspace. */
 size_t avx512_attention_workspace_size(void *state, const mha_attn_args *args) {
     (void)state;
+    if (args && fa_bf16(args)) return avx512_attention_bf16_workspace_size(args);
     return fa_workspace_size(args);
 }
 
 int avx512_attention(void *state, const mha_attn_args *args, void *workspace,
                      size_t workspace_size) {
     const avx512_state *s = state;
-    if (s && s->has_dpbf16 && args && fa_bf16(args))
-        return avx512_attention_dpbf16(args, workspace, workspace_size);
+    if (args && fa_bf16(args))
+        return s && s->has_dpbf16 ? avx512_attention_dpbf16(args, workspace, workspace_size)
+                                  : avx512_attention_bf16_emul(args, workspace, workspace_size);
     return fa_attention_run(args, workspace, workspace_size);
 }
 

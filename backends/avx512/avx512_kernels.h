@@ -22,9 +22,12 @@ int avx512_gemm_pack_b(void *state, int precision, int64_t K, int64_t N, const f
                        int64_t ldb, void *packed);
 /* The bfloat16 GEMM with VDPBF16PS (avx512_bf16_kernels.c); args checked. */
 int avx512_gemm_bf16_dpbf16(const mha_gemm_args *args);
-/* The attention with VDPBF16PS for bfloat16 calls (avx512_bf16_kernels.c);
- * the same template and bits as the emulated form. */
+/* The attention of bfloat16 calls: with VDPBF16PS (avx512_bf16_kernels.c)
+ * or its exact emulation (avx512_bf16_emul_kernels.c), the same template,
+ * 128-key blocks and bits; the workspace either form needs. */
 int avx512_attention_dpbf16(const mha_attn_args *args, void *workspace, size_t workspace_size);
+int avx512_attention_bf16_emul(const mha_attn_args *args, void *workspace, size_t workspace_size);
+size_t avx512_attention_bf16_workspace_size(const mha_attn_args *args);
 int avx512_gemm(void *state, const mha_gemm_args *args);
 size_t avx512_attention_workspace_size(void *state, const mha_attn_args *args);
 int avx512_attention(void *state, const mha_attn_args *args, void *workspace,

@@ -21,9 +21,12 @@
  *                             lane that is NaN, +inf or -inf (plain rows
  *                             then skip the per-vector branches)
  *   FA_HAVE_GT_BITS (optional) and vf_gt_bits(a, b): bit per lane a > b
- *   FA_MR  rows of the score micro-tile (registers: FA_MR x FA_BC/VLEN)
+ *   FA_MR  rows of the score micro-tile (registers: FA_MR x FA_SCV)
  *   FA_BR  query rows per block (a multiple of FA_MR)
  *   FA_BC  keys per block (a multiple of VLEN)
+ *   FA_SCV (optional) key vectors of the score micro-tile, dividing
+ *          FA_BC/VLEN and at most 4 (default: FA_BC/VLEN up to 4); a wider
+ *          block is scored in column pieces, each element's chain the same
  *   FA_PVR, FA_PVW (optional) rows and vectors of the P.V micro-tile
  *   FA_HAVE_TRANSPOSE (optional) and
  *   vf_transpose_tile(src, lds, dst, ldd): dst[i*ldd + j] = src[j*lds + i]
@@ -79,6 +82,11 @@
 #include "common/kernel_common.h"
 
 #define FA_NCV (FA_BC / VLEN) /* vectors per key block */
+#ifndef FA_SCV
+/* vectors of keys per score micro-tile (FA_MR x FA_SCV accumulators); a
+ * wider key block is computed in FA_NCV / FA_SCV column pieces */
+#define FA_SCV (FA_NCV < 4 ? FA_NCV : 4)
+#endif
 #define FA_LOG2E 1.44269504088896341f
 #ifndef FA_PVR
 #define FA_PVR 4 /* rows of the P.V micro-tile */
@@ -311,30 +319,30 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
 #if FA_MR > 6
 #error "flash_attention.h: FA_MR above 6 needs more score tile variants"
 #endif
-#if FA_NCV > 4
-#error "flash_attention.h: FA_BC above 4 vectors needs more score tile variants"
+#if FA_SCV > 4 || FA_NCV % FA_SCV
+#error "flash_attention.h: FA_SCV must divide FA_NCV and be at most 4 (the score tile variants)"
 #endif
 /* The full tile over its first 1..3 vectors of keys (those at or above
- * FA_NCV are never called). */
+ * FA_SCV are never called). */
 #define FA_DEFINE_SCORE_NARROW(PRE, ET, VT, OPS)                                                   \
     FA_DEFINE_SCORE(PRE##_tile_v1, FA_MR, 1, ET, VT, OPS)                                          \
-    FA_DEFINE_SCORE(PRE##_tile_v2, FA_MR, (FA_NCV > 2 ? 2 : 1), ET, VT, OPS)                       \
-    FA_DEFINE_SCORE(PRE##_tile_v3, FA_MR, (FA_NCV > 3 ? 3 : 1), ET, VT, OPS)
+    FA_DEFINE_SCORE(PRE##_tile_v2, FA_MR, (FA_SCV > 2 ? 2 : 1), ET, VT, OPS)                       \
+    FA_DEFINE_SCORE(PRE##_tile_v3, FA_MR, (FA_SCV > 3 ? 3 : 1), ET, VT, OPS)
 /* PRE_tile_full, PRE_tile_1..5 (those above FA_MR are never called),
  * PRE_tile_v1..v3 and PRE_rows(nd, qp, kt, s, nr, nv): rows [0, nr) of a
  * score tile, nr <= FA_MR, over its first nv vectors (a full tile only;
  * short ones take every vector). */
 #define FA_DEFINE_SCORE_SET(PRE, ET, VT, OPS)                                                      \
-    FA_DEFINE_SCORE(PRE##_tile_full, FA_MR, FA_NCV, ET, VT, OPS)                                   \
-    FA_DEFINE_SCORE(PRE##_tile_1, 1, FA_NCV, ET, VT, OPS)                                          \
-    FA_DEFINE_SCORE(PRE##_tile_2, 2, FA_NCV, ET, VT, OPS)                                          \
-    FA_DEFINE_SCORE(PRE##_tile_3, 3, FA_NCV, ET, VT, OPS)                                          \
-    FA_DEFINE_SCORE(PRE##_tile_4, 4, FA_NCV, ET, VT, OPS)                                          \
-    FA_DEFINE_SCORE(PRE##_tile_5, 5, FA_NCV, ET, VT, OPS)                                          \
+    FA_DEFINE_SCORE(PRE##_tile_full, FA_MR, FA_SCV, ET, VT, OPS)                                   \
+    FA_DEFINE_SCORE(PRE##_tile_1, 1, FA_SCV, ET, VT, OPS)                                          \
+    FA_DEFINE_SCORE(PRE##_tile_2, 2, FA_SCV, ET, VT, OPS)                                          \
+    FA_DEFINE_SCORE(PRE##_tile_3, 3, FA_SCV, ET, VT, OPS)                                          \
+    FA_DEFINE_SCORE(PRE##_tile_4, 4, FA_SCV, ET, VT, OPS)                                          \
+    FA_DEFINE_SCORE(PRE##_tile_5, 5, FA_SCV, ET, VT, OPS)                                          \
     FA_DEFINE_SCORE_NARROW(PRE, ET, VT, OPS)                                                       \
     static inline void PRE##_rows(int64_t nd, const ET *qp, const ET *kt, float *s, int64_t nr,    \
                                   int nv) {                                                        \
-        if (nr >= FA_MR && nv >= FA_NCV)                                                           \
+        if (nr >= FA_MR && nv >= FA_SCV)                                                           \
             PRE##_tile_full(nd, qp, kt, s);                                                        \
         else if (nr >= FA_MR && nv == 1)                                                           \
             PRE##_tile_v1(nd, qp, kt, s);                                                          \
@@ -577,7 +585,7 @@ static inline void fa_row_update(const mha_attn_args *a, vf *x, float m_new, int
 #ifdef FA_HAVE_EXP2
     if (base2) {
         const vf vlog2e = vf_set1(FA_LOG2E), vneg_ml = vf_set1(-(m_new * FA_LOG2E));
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
             x[c] = vf_exp2(vf_fma(x[c], vlog2e, vneg_ml));
             psum = vf_add(psum, x[c]);
         }
@@ -585,7 +593,7 @@ static inline void fa_row_update(const mha_attn_args *a, vf *x, float m_new, int
 #endif
     {
         const vf vm = vf_set1(m_new), vneg_m = vf_set1(-m_new);
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
             x[c] = hidden ? vf_exp_or_zero(x[c], vm) : vf_exp(vf_add(x[c], vneg_m));
             psum = vf_add(psum, x[c]);
         }
@@ -593,12 +601,12 @@ static inline void fa_row_update(const mha_attn_args *a, vf *x, float m_new, int
 #ifdef FA_HAVE_BF16_DOT
     if (FA_PAIRS(a)) {
         uint32_t *prow = (uint32_t *)(void *)srow; /* [BC/2] pairs */
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c += 2)
+        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c += 2)
             vbf_store(prow + c / 2 * VLEN, vbf_pair_adjacent(x[c], x[c + 1]));
     } else
 #endif
     {
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) vf_store(srow + c * VLEN, x[c]);
+        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) vf_store(srow + c * VLEN, x[c]);
         if (fa_bf16(a)) fa_round_bf16(srow, FA_BC);
     }
     vf_store(lv, vf_fma(vf_load(lv), vf_set1(corr), psum));
@@ -628,7 +636,7 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, cons
 
     /* pass a: logits = scale * dot, softcap, + ALiBi, + mask; hidden keys
      * -> -inf */
-    _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+    _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
         int64_t lanes = nv - (int64_t)c * VLEN; /* visible lanes of this vector */
         vf t = vf_mul(vf_load(srow + c * VLEN), vscale);
         if (a->softcap > 0.0f)
@@ -675,7 +683,7 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, cons
 
     /* pass b: the block max; a row that sees nothing here keeps its state */
     vf vmax = x[0];
-    _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
+    _Pragma("GCC unroll 8") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
 #ifdef FA_HAVE_GT_BITS
     /* the horizontal max only when a lane beats the running max (after the
      * first few blocks most do not): the same m_new */
@@ -710,14 +718,14 @@ static inline int fa_row_softmax_plain(const mha_attn_args *a, float *srow, floa
     vf x[FA_NCV];
     unsigned odd = 0;
     const vf vscale = vf_set1(a->scale);
-    _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+    _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
         x[c] = vf_mul(vf_load(srow + c * VLEN), vscale);
         odd |= vf_nonfinite_bits(x[c]);
     }
     if (odd) return -1;
 
     vf vmax = x[0];
-    _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
+    _Pragma("GCC unroll 8") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
     /* every logit is finite: the max beats a running max of -inf */
     float m_new = *m;
     if (vf_gt_bits(vmax, vf_set1(*m))) m_new = vf_hmax(vmax);
@@ -791,22 +799,26 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             const int64_t seen = row_end[(r0 + FA_MR < br ? r0 + FA_MR : br) - 1] - j0;
             if (seen <= 0) continue; /* no row of the tile sees this block */
             const int nv = seen >= FA_BC ? FA_NCV : (int)((seen + VLEN - 1) / VLEN);
-            const int full = nv == FA_NCV && r0 + FA_MR <= br;
+            for (int c0 = 0; c0 < nv; c0 += FA_SCV) {
+                const int w = nv - c0 < FA_SCV ? nv - c0 : FA_SCV; /* vectors of this piece */
+                const int full = w == FA_SCV && r0 + FA_MR <= br;
+                float *sp = s + r0 * FA_BC + c0 * VLEN;
 #ifdef FA_HAVE_BF16_DOT
-            if (FA_PAIRS(a)) {
-                const uint32_t *qt = (const uint32_t *)(const void *)qp + r0;
-                const uint32_t *kp = (const uint32_t *)(const void *)ktb;
-                if (full)
-                    fa_score_bf16_tile_full((dk + 1) / 2, qt, kp, s + r0 * FA_BC);
-                else
-                    fa_score_bf16_rows((dk + 1) / 2, qt, kp, s + r0 * FA_BC, br - r0, nv);
-                continue;
-            }
+                if (FA_PAIRS(a)) {
+                    const uint32_t *qt = (const uint32_t *)(const void *)qp + r0;
+                    const uint32_t *kp = (const uint32_t *)(const void *)ktb + c0 * VLEN;
+                    if (full)
+                        fa_score_bf16_tile_full((dk + 1) / 2, qt, kp, sp);
+                    else
+                        fa_score_bf16_rows((dk + 1) / 2, qt, kp, sp, br - r0, w);
+                    continue;
+                }
 #endif
-            if (full)
-                fa_score_tile_full(dk, qp + r0, ktb, s + r0 * FA_BC);
-            else
-                fa_score_rows(dk, qp + r0, ktb, s + r0 * FA_BC, br - r0, nv);
+                if (full)
+                    fa_score_tile_full(dk, qp + r0, ktb + c0 * VLEN, sp);
+                else
+                    fa_score_rows(dk, qp + r0, ktb + c0 * VLEN, sp, br - r0, w);
+            }
         }
 
         /* pass 2: per row, the online softmax update; the rows the block

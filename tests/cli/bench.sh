@@ -298,6 +298,14 @@ run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backen
 check "server with --batch-ms exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
 check "server with --batch-ms says so" grep -q "delay 1 ms, batch time 0.5 ms), p99 bound" "$T/out.txt"
 check "server JSON has batch_ms" grep -q '"batch_ms": 0.5' "$T/qb.json"
+# every batch's run on one thread (the queue's num_threads)
+run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backend scalar \
+    --threads 2 --max-batch 8 --run-threads 1 --p99-ms 2000 --json "$T/qr.json"
+check "server with --run-threads exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "server with --run-threads says so" grep -q "delay 1 ms, 1 threads a run), p99 bound" "$T/out.txt"
+check "server JSON has run_threads" grep -q '"run_threads": 1' "$T/qr.json"
+run_mha bench "$MODEL" --shape 1,4 --scenario server --run-threads -1
+check "--run-threads -1 is a usage error (got $rc)" [ "$rc" -eq 2 ]
 check "queued server found a rate" grep -q '"server_found": true' "$T/q.json"
 check "queued server JSON names the batching" grep -q '"max_batch": 8, "batch_delay_ms": 0.5' "$T/q.json"
 # each trial through the queue says where a latency went: the p99 of the

@@ -1638,6 +1638,9 @@ static void test_attention_bf16(void **state) {
         {2, 4, 2, 33, 33, 64, 64, 0, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 71},
         {1, 2, 2, 7, 513, 80, 17, 0, MASK_KEYPAD, 1, 1, 0, 0.0f, 0, 0, 72},
         {3, 3, 1, 130, 200, 128, 128, 1, MASK_FULL, 0, 0, 1, 0.0f, 2, 0, 73},
+        /* causal S 300, GQA: blocks of 128 keys (avx512) scored in two
+         * 64-key pieces, the diagonal in either piece, a last block of 44 */
+        {1, 2, 1, 300, 300, 64, 64, 0, MASK_NONE, 1, 0, 0, 0.0f, 0, 0, 77},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         attn_bf16_case(&cs[i]);
@@ -1647,8 +1650,10 @@ static void test_attention_bf16(void **state) {
  * number of keys of a block ends on a pair whose second key it must not
  * see. V = +inf on that key (an overflowed value) must not reach the row
  * through 0 * inf: causal rows 0..64 of a 66- and a 70-key self-attention
- * (row 64 sees one key of the second block, key 65 is inf; 66 rows take the
- * one-row P.V path there, 70 the grouped one) stay finite and within the
+ * (with 64-key blocks row 64 sees one key of the second block, key 65 is
+ * inf; 66 rows take the one-row P.V path there, 70 the grouped one; with
+ * avx512's 128-key bfloat16 blocks row 64 ends on the pair (64, 65) inside
+ * the first block) stay finite and within the
  * bfloat16 bound of the reference, in every bfloat16 backend. */
 static void test_attention_bf16_unseen_inf(void **state) {
     (void)state;

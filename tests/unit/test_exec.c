@@ -898,23 +898,29 @@ static void test_threads_bitwise(void **state) {
     pool_destroy(pl);
 }
 
+/* exec_gemm_plan's cut of C [M, W->N] for `threads` threads, with the
+ * avx512 kernels' blocks (12 x 32). */
+static void plan_units(const exec_gemm_weights *W, int64_t M, int threads, exec_gemm_family *f) {
+    mha_plugin p;
+    memset(&p, 0, sizeof p);
+    p.gemm_m_block = 12;
+    p.gemm_n_block = 32;
+    memset(f, 0, sizeof *f);
+    f->W = W;
+    f->M = M;
+    f->n_segs = 1;
+    exec_gemm_plan(f, &p, threads);
+}
+
 /* exec_gemm_plan's units of one GEMM (blocks 12 x 32 as the avx512
  * kernels): every C element in exactly one unit; a weight of many MiB (the
  * [768 x 50257] logits of GPT-2, the FFN's [768 x 3072]) cut into column
  * slabs of at most ~2 MiB of B, each over many rows, their count a multiple
  * of the threads; a narrow or deep weight ([3072 x 768]) left whole-width. */
 static void check_gemm_units(int64_t M, int64_t K, int64_t N, int threads, int want_slabs) {
-    mha_plugin p;
-    memset(&p, 0, sizeof p);
-    p.gemm_m_block = 12;
-    p.gemm_n_block = 32;
     exec_gemm_weights W = {.K = K, .N = N};
     exec_gemm_family f;
-    memset(&f, 0, sizeof f);
-    f.W = &W;
-    f.M = M;
-    f.n_segs = 1;
-    exec_gemm_plan(&f, &p, threads);
+    plan_units(&W, M, threads, &f);
     const int64_t mb = (M + 11) / 12, nb = (N + 31) / 32;
     int *seen = calloc((size_t)(mb * nb), sizeof(int));
     assert_non_null(seen);
@@ -955,6 +961,44 @@ static void test_gemm_column_slabs(void **state) {
     }
     check_gemm_units(100, 64, 96, 1, 0); /* small (at 2 threads its columns split: too few rows) */
     check_gemm_units(5, 768, 50257, 2, 1); /* a few rows: slabs over all of them */
+}
+
+/* At 2 threads, exec_gemm_plan's units of the four models' GEMMs end
+ * small: a phase waits for its last unit, so the last 2 x threads units
+ * (in claim order) each hold at most end_share of the largest unit's
+ * elements of C (a whole-width tile's tail in 2 x threads column pieces,
+ * a slab's in halves), and a slab GEMM has at least 8 units per thread
+ * (BERT's Q|K|V was 8 units in all, its last ones as large as the rest). */
+static void check_gemm_balance(int64_t M, int64_t K, int64_t N, double end_share) {
+    const int threads = 2;
+    exec_gemm_weights W = {.K = K, .N = N};
+    exec_gemm_family f;
+    plan_units(&W, M, threads, &f);
+    int64_t largest = 0, last = 0;
+    for (int64_t u = 0; u < f.n_units; u++) {
+        int64_t seg, r[4];
+        exec_gemm_unit_range(&f, u, &seg, r);
+        const int64_t size = (r[1] - r[0]) * (r[3] - r[2]);
+        if (size > largest) largest = size;
+        if (u >= f.n_units - 2 * threads && size > last) last = size;
+    }
+    print_message("M %lld K %lld N %lld: %lld units, the last at most %.2f of the largest\n",
+                  (long long)M, (long long)K, (long long)N, (long long)f.n_units,
+                  (double)last / (double)largest);
+    assert_true((double)last <= end_share * (double)largest);
+    if (f.n_tiles > 1) assert_true(f.n_units >= 8 * threads);
+}
+
+static void test_gemm_balanced_end(void **state) {
+    (void)state;
+    check_gemm_balance(1024, 768, 2304, 0.5);  /* BERT Q|K|V: 4 slabs */
+    check_gemm_balance(1024, 768, 3072, 0.5);  /* BERT FFN up: 6 slabs */
+    check_gemm_balance(1576, 768, 2304, 0.5);  /* ViT Q|K|V */
+    check_gemm_balance(1576, 768, 3072, 0.5);  /* ViT FFN up */
+    check_gemm_balance(1024, 768, 768, 0.25);  /* BERT out: whole width */
+    check_gemm_balance(1024, 3072, 768, 0.25); /* BERT FFN down */
+    check_gemm_balance(1576, 3072, 768, 0.25); /* ViT FFN down */
+    check_gemm_balance(4096, 384, 1536, 0.25); /* MiniLM FFN up */
 }
 
 /* A tiny intermediate budget forces one batch item per chunk: same bits. */
@@ -1597,6 +1641,7 @@ int main(void) {
         cmocka_unit_test(test_reference_is_scalar_bits),
         cmocka_unit_test(test_threads_bitwise),
         cmocka_unit_test(test_gemm_column_slabs),
+        cmocka_unit_test(test_gemm_balanced_end),
         cmocka_unit_test(test_batch_chunks),
         cmocka_unit_test(test_plugin_sizes_checked),
         cmocka_unit_test(test_nan_stays_in_its_batch_item),

@@ -1930,6 +1930,68 @@ static void test_attention_errors(void **state) {
 /* Clip with scalar bound inputs (mean pooling's clamp(count, min=1e-9)),
  * one bound omitted; ArgMax / ArgMin along an axis, first or last of ties
  * (CLIP's EOS position). */
+/* Resize: the examples of the ONNX operator's page (linear half_pixel,
+ * nearest asymmetric floor) and PyTorch's F.interpolate of a [2, 3] image
+ * (bicubic to [3, 4]; bilinear align_corners to [3, 5]); an unsupported
+ * mode and scales with sizes are refused. */
+static void test_resize(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[4] = {0}, *y;
+    tn_init(&t, "Resize", 3, 1);
+    tn_attr(&t, "mode", IR_ATTR_STRING)->s = (char *)"linear";
+    in[0] = tf(4, D(1, 1, 2, 2), F(1, 2, 3, 4));
+    in[2] = tf(1, D(4), F(1, 1, 2, 2));
+    y = run1(13, &t, in);
+    expect_f(y, 4, D(1, 1, 4, 4),
+             F(1, 1.25, 1.75, 2, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3, 3.25, 3.75, 4),
+             1e-6);
+    tensor_free(y);
+    free_all(in, 4);
+
+    tn_init(&t, "Resize", 3, 1);
+    tn_attr(&t, "coordinate_transformation_mode", IR_ATTR_STRING)->s = (char *)"asymmetric";
+    tn_attr(&t, "nearest_mode", IR_ATTR_STRING)->s = (char *)"floor";
+    in[0] = ti(4, D(1, 1, 2, 2), I(1, 2, 3, 4));
+    in[2] = tf(1, D(4), F(1, 1, 2, 3));
+    y = run1(13, &t, in);
+    expect_i(y, 4, D(1, 1, 4, 6),
+             I(1, 1, 1, 2, 2, 2, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 3, 3, 3, 4, 4, 4));
+    tensor_free(y);
+    free_all(in, 4);
+
+    tn_init(&t, "Resize", 4, 1);
+    tn_attr(&t, "mode", IR_ATTR_STRING)->s = (char *)"cubic";
+    in[0] = tf(4, D(1, 1, 2, 3), F(1, 2, 4, 3, -1, 0.5f));
+    in[3] = ti1(4, I(1, 1, 3, 4));
+    y = run1(13, &t, in);
+    expect_f(y, 4, D(1, 1, 3, 4),
+             F(0.7234583497f, 1.5191679001f, 3.1543076038f, 4.4504904747f, 2.107666015625f,
+               0.8482666015625f, 0.9658203125f, 2.3756103515625f, 3.4918735027f, 0.1773658842f,
+               -1.2226657867f, 0.3007320464f),
+             1e-5);
+    tensor_free(y);
+    tensor_free(in[3]);
+    in[3] = ti1(2, I(3, 5));
+    tn_init(&t, "Resize", 4, 1);
+    tn_attr(&t, "mode", IR_ATTR_STRING)->s = (char *)"linear";
+    tn_attr(&t, "coordinate_transformation_mode", IR_ATTR_STRING)->s = (char *)"align_corners";
+    tn_ints(&t, "axes", I(2, 3), 2);
+    y = run1(18, &t, in);
+    expect_f(y, 4, D(1, 1, 3, 5),
+             F(1, 1.5, 2, 3, 4, 2, 1.25, 0.5, 1.375, 2.25, 3, 1, -1, -0.25, 0.5), 1e-6);
+    tensor_free(y);
+    /* scales and sizes both given */
+    in[2] = tf(1, D(2), F(2, 2));
+    run_err(18, &t, in, 4, MHA_ERR_MODEL_FORMAT);
+    tn_init(&t, "Resize", 3, 1);
+    tn_attr(&t, "mode", IR_ATTR_STRING)->s = (char *)"area";
+    in[0] = tf(4, D(1, 1, 2, 2), F(1, 2, 3, 4));
+    in[1] = NULL;
+    in[2] = tf(1, D(4), F(1, 1, 2, 2));
+    run_err(13, &t, in, 3, MHA_ERR_MODEL_UNSUPPORTED);
+}
+
 static void test_clip_argmax(void **state) {
     (void)state;
     tnode t;
@@ -2737,6 +2799,7 @@ int main(void) {
         cmocka_unit_test(test_attention_errors),
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_clip_argmax),
+        cmocka_unit_test(test_resize),
         cmocka_unit_test(test_layer_normalization),
         cmocka_unit_test(test_unsupported_and_outputs),
         cmocka_unit_test(test_msft_nan_rows),

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "interp.h"
 #include "model.h"
@@ -252,7 +253,9 @@ static void test_seq_first_transposes_folded(void **state) {
             const ir_graph *g = P->g;
             int prod = g->values[pl->in_values[0]].producer;
             assert_true(prod < 0 || strcmp(g->nodes[prod].op_type, "Transpose") != 0);
-            assert_string_equal(g->nodes[pl->nodes[pl->n_nodes - 1]].op_type, "Transpose");
+            /* the Transpose back, then the residual Add taken after it */
+            const size_t back = pl->n_nodes - 1 - (pl->residual ? 1 : 0);
+            assert_string_equal(g->nodes[pl->nodes[back]].op_type, "Transpose");
         }
         plan_free(P);
     }
@@ -319,9 +322,10 @@ static double ref_run_error(ref_model *r, mha_runtime *rt) {
  * reference interpreter of the original graph, on the plan's probe input. */
 static void test_models_on_every_backend(void **state) {
     (void)state;
-    const char *names[3] = {LLAMA, T5, VIT};
+    /* GPT-2 and RoBERTa: the residual after each layer in its step */
+    const char *names[5] = {LLAMA, T5, VIT, "gpt2_preln_causal_l2_d64_h4", "roberta_cls_l2_d32_h4"};
     const char *backends[4] = {"scalar", "avx2", "avx512", "openmp"};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 5; k++) {
         mha_error err;
         ref_model r;
         ref_load(names[k], &r);
@@ -352,6 +356,17 @@ static void test_models_on_every_backend(void **state) {
         assert_true(ran >= 2); /* the built-in scalar and at least the plugin of this build */
         ref_free(&r);
     }
+}
+
+/* A runtime of the defaults, and r's float32 output allocated (free
+ * out->data). */
+static mha_runtime *default_runtime(const ref_model *r, mha_tensor *out) {
+    mha_error err;
+    mha_runtime *rt = NULL;
+    assert_int_equal(mha_runtime_create(NULL, &rt, &err), MHA_OK);
+    assert_int_equal(mha_model_output_shapes(r->m, r->in, r->n_in, out, 1, &err), MHA_OK);
+    out->data = calloc((size_t)mha_tensor_numel(out), sizeof(float));
+    return rt;
 }
 
 /* FLOPs of g's products as the interpreter ran them (values): 2 x the
@@ -390,11 +405,8 @@ static void test_run_flops(void **state) {
         mha_model_info info;
         assert_int_equal(mha_model_get_info(r.m, &info), MHA_OK);
         const double want = graph_flops(r.g, r.values, info.causal);
-        mha_runtime *rt = NULL;
-        assert_int_equal(mha_runtime_create(NULL, &rt, &err), MHA_OK);
         mha_tensor out;
-        assert_int_equal(mha_model_output_shapes(r.m, r.in, r.n_in, &out, 1, &err), MHA_OK);
-        out.data = calloc((size_t)mha_tensor_numel(&out), sizeof(float));
+        mha_runtime *rt = default_runtime(&r, &out);
         double flops = -1.0;
         mha_run_options ro;
         mha_run_options_init(&ro);
@@ -410,6 +422,49 @@ static void test_run_flops(void **state) {
         mha_runtime_destroy(rt);
         ref_free(&r);
     }
+}
+
+/* mha_run_options.step_seconds of a whole model: one wall time per step
+ * (each step ran, so each is > 0), together no more than the run's wall
+ * time; a caller built before the field (struct_size without it) gets
+ * nothing written. */
+static void test_run_step_seconds(void **state) {
+    (void)state;
+    ref_model r;
+    ref_load(VIT, &r);
+    mha_error err;
+    mha_tensor out;
+    mha_runtime *rt = default_runtime(&r, &out);
+    const size_t n = mha_model_num_steps(r.m);
+    assert_true(n > 1);
+    double *sec = malloc(n * sizeof *sec);
+    for (size_t s = 0; s < n; s++)
+        sec[s] = -1.0;
+    mha_run_options ro;
+    mha_run_options_init(&ro);
+    ro.step_seconds = sec;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(mha_run(rt, r.m, r.in, r.n_in, &out, 1, &ro, &err), MHA_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double wall = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    double sum = 0.0;
+    for (size_t s = 0; s < n; s++) {
+        if (!(sec[s] > 0.0)) fail_msg("step %zu of %zu: %g s", s, n, sec[s]);
+        sum += sec[s];
+    }
+    print_message("%zu steps, %.3f ms of %.3f ms\n", n, 1e3 * sum, 1e3 * wall);
+    assert_true(sum <= wall);
+    for (size_t s = 0; s < n; s++)
+        sec[s] = -1.0;
+    ro.struct_size = (uint32_t)offsetof(mha_run_options, step_seconds);
+    assert_int_equal(mha_run(rt, r.m, r.in, r.n_in, &out, 1, &ro, &err), MHA_OK);
+    for (size_t s = 0; s < n; s++)
+        assert_true(sec[s] == -1.0);
+    free(sec);
+    free(out.data);
+    mha_runtime_destroy(rt);
+    ref_free(&r);
 }
 
 /* GPT-2's causal mask, sliced out of its [1, 1, n, n] buffer and cast
@@ -480,6 +535,7 @@ int main(void) {
         cmocka_unit_test(test_patch_conv_gemm),
         cmocka_unit_test(test_models_on_every_backend),
         cmocka_unit_test(test_run_flops),
+        cmocka_unit_test(test_run_step_seconds),
         cmocka_unit_test(test_unread_steps_dropped),
         cmocka_unit_test(test_seq_first_transposes_folded),
         cmocka_unit_test(test_arena_reused_across_inputs),

@@ -654,6 +654,81 @@ static void test_deadline_admission(void **state) {
     mha_model_free(m);
 }
 
+/* A callback that holds its dispatcher until the test lets it go. */
+typedef struct held_callback {
+    atomic_int entered, release;
+} held_callback;
+
+static void hold_dispatcher(void *user, mha_request *r) {
+    held_callback *h = user;
+    (void)r;
+    atomic_store(&h->entered, 1);
+    while (!atomic_load(&h->release)) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+}
+
+/* Admission by queue delay: a request is refused when the oldest waiting
+ * request has already waited past its hold (max_delay_ms, 0 here) for
+ * longer than max_queue_ms, though the work ahead at the priced cost per
+ * token (one short request of a d_model 64 layer: microseconds) is far
+ * within it. The queue's only dispatcher is held in a callback, so the
+ * waiting request cannot start; once it runs, a request is accepted
+ * again. */
+static void test_admission_by_queue_delay(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(1);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.num_dispatchers = 1;
+    o.max_delay_ms = 0;
+    o.max_queue_ms = 20;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    float x[16 * 64];
+    tu_fill_random(x, 16 * 64, 9);
+    held_callback h = {0};
+    mha_submit_options so;
+    mha_submit_options_init(&so);
+    so.done = hold_dispatcher;
+    so.done_user = &h;
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {16, 64}, x};
+    mha_request *held = NULL, *a = NULL, *b = NULL, *c = NULL;
+    mha_error err = {0};
+    assert_int_equal(mha_queue_submit(q, &in, &so, &held, &err), MHA_OK);
+    while (!atomic_load(&h.entered)) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    /* the queue has priced a token; a waits behind the held dispatcher */
+    assert_int_equal(mha_queue_submit(q, &in, NULL, &a, &err), MHA_OK);
+    struct timespec wait = {0, 60 * 1000000};
+    nanosleep(&wait, NULL);
+    assert_int_equal(mha_queue_submit(q, &in, NULL, &b, &err), MHA_ERR_QUEUE_FULL);
+    assert_null(b);
+    assert_non_null(strstr(err.message, "has waited"));
+    mha_queue_stats s;
+    mha_queue_get_stats(q, &s);
+    assert_int_equal(s.rejected_full, 1);
+    assert_int_equal(s.depth, 1);
+    atomic_store(&h.release, 1);
+    assert_int_equal(mha_request_wait(a, -1, NULL), MHA_OK);
+    /* nothing waits any more: accepted */
+    assert_int_equal(mha_queue_submit(q, &in, NULL, &c, &err), MHA_OK);
+    assert_int_equal(mha_request_wait(c, -1, NULL), MHA_OK);
+    float *ref = run_alone(rt, m, x, 16, 64);
+    assert_memory_equal(mha_request_output(a)->data, ref, sizeof x);
+    free(ref);
+    mha_request_free(held);
+    mha_request_free(a);
+    mha_request_free(c);
+    mha_queue_destroy(q);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
 /* max_batch_ms: once a batch has priced a token, a batch takes requests
  * only while they would compute within the time, and a waiting list that
  * fills that time is a full batch (no wait for max_delay_ms): here a time
@@ -1159,6 +1234,7 @@ int main(void) {
         cmocka_unit_test(test_cancel_deadline_shutdown),
         cmocka_unit_test(test_time_bound),
         cmocka_unit_test(test_deadline_admission),
+        cmocka_unit_test(test_admission_by_queue_delay),
         cmocka_unit_test(test_batch_time),
         cmocka_unit_test(test_idle_goes_at_once),
         cmocka_unit_test(test_dispatcher_per_thread),

@@ -493,6 +493,13 @@ typedef struct mha_run_options {
      * interpreter and norms are not counted (`mha info` gives their share).
      * FLOPs over the time of the run: its GFLOP/s, as `mha bench` reports. */
     double *flops;
+    /* Appended in 0.4 (read only when struct_size covers it). For a whole
+     * model (a plan), when not NULL: mha_model_num_steps(model) doubles
+     * that receive the wall time of each step of the run in seconds, in
+     * mha_model_step's order (0 for a step that did not run: the run
+     * failed before it). Where a run's time goes, step by step; timing
+     * costs two clock reads per step. Ignored for a one-layer model. */
+    double *step_seconds;
 } mha_run_options;
 
 /* Compute precisions of mha_run_options.precision (the same values as the
@@ -600,8 +607,13 @@ typedef struct mha_queue_options {
     double max_queue_ms;      /* 0 = off; else submit also refuses (MHA_ERR_QUEUE_FULL)
                                  when the tokens ahead of the request would take longer
                                  than this to compute, at the cost per token the last
-                                 batches took: a queue bounded in time, so that under
-                                 overload the accepted requests keep their latency */
+                                 batches took, or when the oldest waiting request has
+                                 already waited longer than this past max_delay_ms (the
+                                 queue's delay as seen, which follows a machine that
+                                 slows at once): a queue bounded in time, so that under
+                                 overload the accepted requests keep their latency. A
+                                 request also waits for its own batch's run: bound that
+                                 with max_batch_ms */
     double max_padding;       /* share of a run's rows that may be padding; default
                                  0.125. A batch of requests whose lengths differ more is
                                  run as several runs of similar lengths (longest first):
@@ -679,9 +691,11 @@ MHA_API void mha_submit_options_init(mha_submit_options *opts);
  *  success *out is a request the caller owns and releases with
  *  mha_request_free (also when a callback is used). opts may be NULL.
  *  Fails at once, with no request made, with: MHA_ERR_QUEUE_FULL (capacity
- *  requests are waiting, or the work ahead exceeds max_queue_ms or would
- *  keep the request from starting before its deadline_ms, at the cost per
- *  token the last batches took: back-pressure, try later or refuse),
+ *  requests are waiting, or the expected wait exceeds max_queue_ms or would
+ *  keep the request from starting before its deadline_ms: the work ahead
+ *  at the cost per token the last batches took, or what the oldest waiting
+ *  request has waited already, the larger: back-pressure, try later or
+ *  refuse),
  *  MHA_ERR_SHUTDOWN (the queue no longer accepts), MHA_ERR_SHAPE,
  *  MHA_ERR_DTYPE, MHA_ERR_INVALID_ARGUMENT, MHA_ERR_NO_MEMORY.
  *  Thread-safe: any number of threads may submit at once. */

@@ -54,6 +54,14 @@
  * left whole, its 256-column slabs were no faster. */
 #define EXEC_GEMM_SLAB_BYTES ((int64_t)2 << 20)
 #define EXEC_GEMM_SLAB_MIN_N 512
+/* With several threads, a slab GEMM's rows are halved until it has this
+ * many units per thread (row tiles of at least 2 x EXEC_GEMM_TILE_M): a
+ * phase ends when its last unit does, so a thread that falls behind (a
+ * late wake-up, an interrupt, a unit whose B came from memory) leaves the
+ * others idle for up to one unit. BERT-base's Q|K|V [1024 x 2304] at 2
+ * threads was 8 units of ~4.5 ms each, ViT-B/16's [1576 x 2304] 8 of ~7 ms;
+ * now 16 units, each row tile rereading its slab from L3. */
+#define EXEC_GEMM_UNITS_PER_THREAD 8
 /* Causal attention, when it splits queries at all, uses blocks of at least
  * this many rows, so the heavy late rows can be spread over threads. */
 #define EXEC_CAUSAL_Q_BLOCK 64
@@ -536,7 +544,7 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     if (n == 0) return MHA_OK;
 
     if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32 &&
-        !exec_mask_has_lowest(views[0].t)) {
+        !exec_mask_has_lowest(views[0].t) && !L->mask_clamped) {
         /* a float mask is used as it is, through its strides (one with
          * finfo.min terms is copied below, exec_mask_float_term) */
         m->data = views[0].t->data;
@@ -580,6 +588,9 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
                      * not overflow to -inf together */
                     if (m->causal_folded && L->causal_finite == 2 && sum < -FLT_MAX)
                         sum = L->causal_fill;
+                    /* the file's clamp (a NaN stays NaN, as in its Max) */
+                    if (L->mask_clamped && sum < L->mask_floor)
+                        sum = exec_mask_float_term(L->mask_floor);
                     *dst++ = sum;
                 }
     m->data = m->owned;
@@ -707,8 +718,9 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
          * balance the threads (each row tile rereads its B slab) */
         mt = exec_round_up(M, mb);
         while (threads > 1 &&
-               f->n_segs * exec_ceil_div(M, mt) * exec_ceil_div(N, nt) < 4 * (int64_t)threads &&
-               mt > 4 * EXEC_GEMM_TILE_M)
+               f->n_segs * exec_ceil_div(M, mt) * exec_ceil_div(N, nt) <
+                   EXEC_GEMM_UNITS_PER_THREAD * (int64_t)threads &&
+               mt > 2 * EXEC_GEMM_TILE_M)
             mt = exec_round_up(mt / 2, mb);
     }
     for (;;) {
@@ -729,17 +741,22 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
     f->tail_tiles = 0;
     f->tail_split = 1;
     f->tail_n_tile = nt;
-    /* Whole-width row tiles, several per thread: split the last `threads`
-     * of them into `threads` column pieces (W4's 2048 rows are 22 tiles;
-     * without this one thread computes 11 of them, the other 10 and a
-     * third of one, and waits). */
-    if (threads > 1 && f->n_tiles == 1 && f->m_tiles >= 2 * (int64_t)threads) {
-        const int64_t piece = exec_round_up(exec_ceil_div(N, threads), nbk);
-        if (piece < N) {
+    /* Row tiles, several per thread: the last `threads` of them go out
+     * last as column pieces, so the threads that finish the body early
+     * share the end (W4's 2048 rows are 22 whole-width tiles; without
+     * this one thread computes 11 of them, the other 10 and a third of
+     * one, and waits). A whole-width tile is cut into 2 x threads pieces
+     * (BERT's FFN down [1024 x 3072] . [3072 x 768]: the last pieces ~1 ms
+     * of one core instead of ~2.3), a slab's tile into halves; each piece
+     * repacks its rows of A, which only the tail pays. */
+    if (threads > 1 && f->m_tiles >= 2 * (int64_t)threads) {
+        const int64_t cut = f->n_tiles == 1 ? 2 * (int64_t)threads : 2;
+        const int64_t piece = exec_round_up(exec_ceil_div(nt, cut), nbk);
+        if (piece < nt) {
             f->tail_tiles = threads;
             f->tail_n_tile = piece;
             f->tail_split = exec_ceil_div(N, piece);
-            f->n_units += f->tail_tiles * (f->tail_split - 1);
+            f->n_units += f->tail_tiles * (f->tail_split - f->n_tiles);
         }
     }
 }
@@ -878,11 +895,23 @@ mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64
     return MHA_OK;
 }
 
+/* A family's call over rows [m0, m1), columns [n0, n1) of segment seg; its
+ * residual (f->R) added by the plugin's kernel when it declares that
+ * epilogue, else here right after, while the tile is in cache (the same
+ * float addition either way). */
 static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f, int64_t seg,
                                  int64_t m0, int64_t m1, int64_t n0, int64_t n1, int num_threads,
                                  mha_error *err) {
-    return exec_gemm_tile(s->env, f->W, f->M, f->A + seg * f->a_seg, f->lda, f->C + seg * f->c_seg,
-                          f->ldc, m0, m1, n0, n1, num_threads, NULL, err);
+    float *C = f->C + seg * f->c_seg;
+    const float *R = f->R ? f->R + seg * f->c_seg : NULL;
+    exec_gemm_fused fused = {MHA_ACT_NONE, R, f->ldc};
+    const int in_kernel = R && registry_plugin_epilogue(s->plugin, MHA_ACT_NONE, 1);
+    mha_status st = exec_gemm_tile(s->env, f->W, f->M, f->A + seg * f->a_seg, f->lda, C, f->ldc, m0,
+                                   m1, n0, n1, num_threads, in_kernel ? &fused : NULL, err);
+    for (int64_t m = m0; st == MHA_OK && R && !in_kernel && m < m1; m++)
+        for (int64_t n = n0; n < n1; n++)
+            C[m * f->ldc + n] += R[m * f->ldc + n];
+    return st;
 }
 
 void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]) {
@@ -1588,6 +1617,8 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
             f->ldc = d_out;
             f->c_seg = 0;
         }
+        /* the model's residual connection, laid out as Y (exec_env) */
+        f->R = s->env->residual ? s->env->residual + (f->C - y) : NULL;
         exec_gemm_plan(f, s->plugin, threads_plan);
         s->phase_kind[ph++] = EXEC_PHASE_OUT;
         s->n_phases = ph;

@@ -75,6 +75,10 @@ typedef struct exec_env {
     size_t chunk_bytes;        /* bound on the intermediates; 0 = 64 MiB */
     const int64_t *kv_lengths; /* [B] valid keys per batch item, or NULL */
     int precision;             /* MHA_PRECISION_*: of every GEMM and attention call */
+    /* float32 laid out as the layer's one output Y, added to it (a model's
+     * residual connection): by the output projection's epilogue, or after
+     * the layer when it has none; NULL: nothing added */
+    const float *residual;
 } exec_env;
 
 /* Packs the side-by-side concatenation of n_parts weight matrices
@@ -141,6 +145,7 @@ typedef struct exec_gemm_family {
     int64_t lda, a_seg;
     float *C;
     int64_t ldc, c_seg;
+    const float *R; /* added to C after the product (laid out as C: ldc, c_seg), or NULL */
     int64_t M, n_segs;
     int64_t m_tile, n_tile, m_tiles, n_tiles;
     /* The last tail_tiles row tiles (of the last segment) go out as

@@ -659,8 +659,22 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
                     size_t n_outputs, mha_error *err) {
     if (!env || !env->plugin || !L || (n_outputs && !outputs) || (n_inputs && !inputs))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run: NULL argument");
+    const int ext = exec_ext_wanted(L, inputs, n_inputs);
+    /* a residual the output projection cannot add (no projection, or a
+     * path of its own here): added to the one float32 output afterwards */
+    if (env->residual && (ext || !L->has_proj)) {
+        if (n_outputs != 1 || outputs[0].dtype != MHA_DTYPE_FLOAT32)
+            return mha_fail(err, MHA_ERR_INTERNAL,
+                            "run: a residual needs the layer's one float32 output");
+        exec_env plain = *env;
+        plain.residual = NULL;
+        mha_status st = exec_run(&plain, L, pk, inputs, n_inputs, outputs, n_outputs, err);
+        float *y = outputs[0].data;
+        for (int64_t i = 0, n = mha_tensor_numel(&outputs[0]); st == MHA_OK && i < n; i++)
+            y[i] += env->residual[i];
+        return st;
+    }
     /* KV cache, key lengths, windows, float16, extra outputs: here */
-    if (exec_ext_wanted(L, inputs, n_inputs))
-        return exec_ext_run(env, L, pk, inputs, n_inputs, outputs, n_outputs, err);
+    if (ext) return exec_ext_run(env, L, pk, inputs, n_inputs, outputs, n_outputs, err);
     return exec_run_core(env, L, pk, inputs, n_inputs, outputs, n_outputs, err);
 }

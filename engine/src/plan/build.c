@@ -353,7 +353,7 @@ static void build_drop_probe_results(plan *P) {
 
 /* The values step st reads. */
 static const int *build_step_reads(const plan *P, const plan_step *st, size_t *n) {
-    *n = st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].L.n_inputs
+    *n = st->kind == PLAN_STEP_ATTENTION ? plan_layer_n_reads(&P->layers[st->index])
          : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].n_reads
          : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].n_reads
                                          : P->g->nodes[st->index].n_inputs;
@@ -544,6 +544,10 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
                         build_id_extent(P, shp, &g->nodes[ni], &P->id_extent[i]);
                     }
                 io->role = gathered ? MHA_ROLE_TOKEN_IDS : MHA_ROLE_ATTN_MASK;
+                /* a mask by its name that indexes nothing (not ids cast
+                 * first, not position ids going into arithmetic) */
+                if (!gathered && strstr(io->name, "mask") && plan_probe_index_bound(P, v) == 0)
+                    P->id_extent[i] = PLAN_IDS_MASK01;
             } else {
                 io->role = io->dtype == MHA_DTYPE_BOOL ? MHA_ROLE_ATTN_MASK : MHA_ROLE_QUERY;
             }
@@ -553,21 +557,29 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
     return plan_dim_rules(P, shp, qdims, err);
 }
 
-/* GEMMs first (their epilogues take the residual adds), then norms, over
- * the nodes no attention layer owns; then the Transposes around
- * sequence-first layers folded into them. */
+/* Marks the nodes of every recognised layer taken. */
+static void build_take_layers(const plan *P, unsigned char *taken) {
+    for (size_t li = 0; li < P->n_layers; li++)
+        for (size_t k = 0; P->layers[li].recognised && k < P->layers[li].n_nodes; k++)
+            taken[P->layers[li].nodes[k]] = 1;
+}
+
+/* GEMMs first (their epilogues take the residual adds), over the nodes no
+ * attention layer owns; then the Transposes around sequence-first layers
+ * folded into them (a layer's output is then the batch-first one); then
+ * the residual Add after each layer into its step; then norms. */
 static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
     unsigned char *taken = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
     if (!taken) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
-    for (size_t li = 0; li < P->n_layers; li++)
-        for (size_t k = 0; P->layers[li].recognised && k < P->layers[li].n_nodes; k++)
-            taken[P->layers[li].nodes[k]] = 1;
+    build_take_layers(P, taken);
     mha_status st = plan_find_gemms(P, u, shp, taken, err);
-    if (st == MHA_OK) st = plan_find_norms(P, u, shp, taken, err);
-    mha_free(&P->alloc, taken);
     size_t folded = 0;
     if (st == MHA_OK) st = plan_fold_layouts(P, u, shp, &folded, err);
+    build_take_layers(P, taken); /* the Transposes folded into layers */
+    if (st == MHA_OK) st = plan_fuse_residuals(P, u, shp, taken, err);
+    if (st == MHA_OK) st = plan_find_norms(P, u, shp, taken, err);
+    mha_free(&P->alloc, taken);
     return st;
 }
 
@@ -642,6 +654,12 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
          * failure before it leaves no probe axes to fit */
         st = build_shapes(P, shp, err);
         if (st != MHA_OK && st != MHA_ERR_NO_MEMORY) st = build_shapes_fitted(P, shp, st, err);
+    }
+    if (st == MHA_OK) {
+        /* sizes the same at both probes, then what is computed from them */
+        size_t folded = 0;
+        st = plan_fold_static_dims(P, shp, &folded, err);
+        if (st == MHA_OK && folded) st = build_fold(P, err);
     }
     if (st == MHA_OK) st = build_axis_probes(P, shp, &qdims, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);

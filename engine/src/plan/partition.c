@@ -246,6 +246,46 @@ static int part_same_shape(const part_ctx *c, int v, int x) {
     return 1;
 }
 
+/* Whether Shape node `sn` of a value v outside the layer may read X's shape
+ * instead: v has X's shape at every probe, or every reader of its output
+ * that is not folded is a Gather of constant indices picking only axes on
+ * which v and X agree at every probe (DeiT's `b` read from the patch
+ * tokens, [B, 16, D], beside X [B, 18, D]). */
+static int part_same_read_shape(const part_ctx *c, const ir_node *sn, int x) {
+    const int v = sn->inputs[0], s = sn->outputs[0];
+    if (part_same_shape(c, v, x)) return 1;
+    const plan_shape *a = &c->shp[v], *b = &c->shp[x];
+    if (s < 0 || a->rank < 1 || b->rank < 1 || sn->n_attrs > 0) return 0;
+    const ir_graph *g = c->P->g;
+    int readers = 0;
+    for (int u = c->u->first[s]; u < c->u->first[s + 1]; u++) {
+        const ir_node *n = &g->nodes[c->u->node[u]];
+        if (n->n_outputs > 0 && n->outputs[0] >= 0 && plan_const(c->P, n->outputs[0])) continue;
+        const tensor *idx = n->n_inputs == 2 ? plan_const(c->P, n->inputs[1]) : NULL;
+        if (!part_is(n, "Gather") || n->inputs[0] != s || ir_attr_int(n, "axis", 0) != 0 || !idx ||
+            (idx->dtype != MHA_DTYPE_INT64 && idx->dtype != MHA_DTYPE_INT32))
+            return 0;
+        for (int64_t k = 0, nk = tensor_numel(idx); k < nk; k++) {
+            int64_t d = tensor_get_i64(idx, k);
+            d = d < 0 ? d + a->rank : d;
+            if (d < 0 || d >= a->rank || d >= b->rank) return 0;
+            for (int p = 0; p < PLAN_PROBES; p++)
+                if (a->dims[p][d] != b->dims[p][d]) return 0;
+        }
+        readers++;
+    }
+    return readers > 0;
+}
+
+/* Whether every input of node p is known at load (a constant folded from
+ * the shape of data is not: its producer reads a Shape of a value). */
+static int plan_node_inputs_const(const plan *P, int p) {
+    const ir_node *n = &P->g->nodes[p];
+    for (size_t k = 0; k < n->n_inputs; k++)
+        if (n->inputs[k] >= 0 && !plan_const(P, n->inputs[k])) return 0;
+    return 1;
+}
+
 /* Input k of node ni as the layer's graph reads it. */
 static int part_input(const part_ctx *c, size_t ni, size_t k) {
     return c->shape_of[ni] >= 0 ? c->shape_of[ni] : c->P->g->nodes[ni].inputs[k];
@@ -295,7 +335,7 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
          * earlier layer reshaping its own values by the same shape) */
         if (part_is_shape(n) && n->n_inputs == 1 && n->inputs[0] >= 0 && !any)
             for (int i = 0; i < nx && c->shape_of[ni] < 0; i++)
-                if (part_same_shape(c, n->inputs[0], x[i])) c->shape_of[ni] = x[i];
+                if (part_same_read_shape(c, n, x[i])) c->shape_of[ni] = x[i];
         if (c->shape_of[ni] >= 0 || (!any && shape8 && !foreign)) any = 8;
         for (size_t k = 0; any && k < n->n_outputs; k++)
             if (n->outputs[k] >= 0) dsc[n->outputs[k]] = any;
@@ -314,6 +354,10 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
         dsc[v] |= 2;
         if (v == x[0] || (nx == 2 && v == x[1]) || g->values[v].init) continue;
         int p = g->values[v].producer;
+        if (p >= 0 && P->consts[v] && !(dsc[v] & (1 | 8)) && !plan_node_inputs_const(P, p)) {
+            dsc[v] |= 16; /* folded from sizes (shape_fold.c): a constant of the layer */
+            continue;
+        }
         if (p >= 0 && ((dsc[v] & (1 | 8)) || P->consts[v])) {
             in_set[p] = 1;
             const ir_node *n = &g->nodes[p];
@@ -379,6 +423,8 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
         if (c->shape_of[ni] >= 0) sub->nodes[sub->n_nodes].inputs = &c->shape_of[ni];
         sub->n_nodes++;
     }
+    for (size_t v = 0; v < g->n_values; v++)
+        if (dsc[v] & 16) sub->values[v].init = (tensor *)P->consts[v]; /* borrowed */
     for (size_t i = 0; i < nb; i++) {
         ir_value *v = &sub->values[bound[i]];
         if (c->shp[bound[i]].rank < 0) {

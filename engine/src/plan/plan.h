@@ -30,9 +30,15 @@ typedef struct plan_layer {
     int recognised;   /* 1: L is valid and the nodes below run as one step */
     char reason[256]; /* why it was not recognised (recognised == 0) */
     layer L;
-    int *in_values; /* graph value id of each input of L, [L.n_inputs] */
-    int out_value;  /* graph value id of the layer's output Y */
-    int *nodes;     /* graph nodes the step replaces, graph order */
+    /* graph value id of each input of L, [L.n_inputs], then (residual)
+     * the residual the step adds to Y: what the step reads */
+    int *in_values;
+    int out_value; /* graph value id of the step's output: Y, or Y + residual */
+    /* 1: the Add after the layer (Y + in_values[L.n_inputs], residual.c)
+     * is the last of nodes, done in the output projection's epilogue */
+    int residual;
+    char desc[48]; /* the form and what the step fuses ("onnx-decomposed+residual"), or "" */
+    int *nodes;    /* graph nodes the step replaces, graph order */
     size_t n_nodes;
     double flops; /* at the first probe's sizes */
     /* W_q, W_k, W_v, W_o of L freed after packing (release.c): L's weight
@@ -165,6 +171,8 @@ typedef struct plan_dim_rule {
 #define PLAN_PROBES 2
 /* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */
 #define PLAN_MAX_SYMS 4
+/* plan.id_extent of an integer 0 / 1 mask input */
+#define PLAN_IDS_MASK01 (-1)
 
 /* Where the outputs of fused steps go in a run's arena, for one set of
  * input sizes (arena.c). */
@@ -220,10 +228,15 @@ typedef struct plan {
      * axis per index over the inputs, not one per input (probe.c) */
     int merge_unnamed;
     layer_io *inputs, *outputs; /* the graph's, with roles, for mha_model_input/output */
-    /* [g->n_inputs]: a token-id input's ids must lie in [-x, x) (the
-     * smallest extent of the constant tables it indexes, as ONNX Gather
-     * allows negative ids); 0 = not checked. Checked before a run so a bad
-     * id is reported against the input, not deep inside the graph. */
+    /* [g->n_inputs]: x > 0, a token-id input's ids must lie in [0, x) (the
+     * smallest extent of the constant tables it indexes; ONNX Gather would
+     * take [-x, 0) from the table's end, but the embedding a model was
+     * exported from refuses negative ids, and -1 / -100 are padding and
+     * ignore markers, not tokens); PLAN_IDS_MASK01, an integer mask input
+     * (named so, and probed and verified with 0 and 1 only: the fused
+     * layers read it as keep / drop, not as the graph's (1 - m) * c)
+     * must hold 0 or 1; 0 = not checked. Checked before a run so a bad
+     * value is reported against the input, not deep inside the graph. */
     int64_t *id_extent;
     int keep_graph; /* PLAN_KEEP_GRAPH: no initializer freed while building */
     /* While plan_build runs: per probe, its inputs [g->n_inputs] and the
@@ -243,9 +256,15 @@ typedef struct plan_ep {
 void plan_ep_tile(const plan_ep *ep, float *C, int64_t N, int64_t m0, int64_t m1, int64_t n0,
                   int64_t n1);
 
+/* Values step `layer` reads: L's inputs, then its residual. */
+static inline size_t plan_layer_n_reads(const plan_layer *pl) {
+    return pl->L.n_inputs + (pl->residual ? 1u : 0u);
+}
+
 /* What runs the fused steps: the runtime's executor, or the reference.
  * attention: one recognised layer, inputs as L's, outputs[0] allocated with
- * layer_output_shapes' shape; gemm: C [M, N] = A [M, K] . W + bias, then
+ * layer_output_shapes' shape, plus residual (NULL: none), float32 laid out
+ * as outputs[0], added to it; gemm: C [M, N] = A [M, K] . W + bias, then
  * the step's epilogue ep (NULL: none): by plan_ep_tile on each tile of C on
  * the thread that computed it, or by the plugin's GEMM when it declares
  * the step's fused form (plan_gemm.fused_act); norm (NULL: the host's
@@ -253,12 +272,16 @@ void plan_ep_tile(const plan_ep *ep, float *C, int64_t N, int64_t m0, int64_t m1
  * norm_index of x (+ res, its fused residual, or NULL). */
 typedef struct plan_backend {
     mha_status (*attention)(void *user, const plan *P, size_t layer_index, const mha_tensor *inputs,
-                            size_t n_inputs, mha_tensor *outputs, size_t n_outputs, mha_error *err);
+                            size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
+                            const float *residual, mha_error *err);
     mha_status (*gemm)(void *user, const plan *P, size_t gemm_index, const float *A, int64_t M,
                        float *C, const plan_ep *ep, mha_error *err);
     void *user;
     mha_status (*norm)(void *user, const plan *P, size_t norm_index, const float *x,
                        const float *res, float *y, int64_t rows, mha_error *err);
+    /* [n_steps] wall seconds of each step of the run (0 for a step that did
+     * not run), or NULL: the steps are not timed. */
+    double *step_seconds;
 } plan_backend;
 
 /* The plugin arguments of norm step nm over x (+ res, or NULL), y [rows,

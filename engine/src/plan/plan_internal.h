@@ -25,6 +25,11 @@ typedef struct plan_uses {
     int *node;
 } plan_uses;
 
+/* Folds the nodes reading one Shape output (their other inputs constant)
+ * that give the same value at both probes (shape_fold.c); *n_folded of
+ * them. */
+mha_status plan_fold_static_dims(plan *P, const plan_shape *shp, size_t *n_folded, mha_error *err);
+
 mha_status plan_uses_build(const mha_alloc_ctx *a, const ir_graph *g, plan_uses *u, mha_error *err);
 void plan_uses_free(const mha_alloc_ctx *a, plan_uses *u);
 
@@ -125,6 +130,12 @@ void plan_ew_classify(const plan_ew_prog *prog, int *act, int *residual);
 void plan_ew_apply(const plan_ew_prog *prog, float *x, const float *ext, int64_t count, int64_t N,
                    int64_t col0);
 
+/* The residual Add after each recognised attention layer taken into its
+ * step (residual.c) when it is the only reader of the layer's output;
+ * marks the Adds taken. */
+mha_status plan_fuse_residuals(plan *P, const plan_uses *u, const plan_shape *shp,
+                               unsigned char *taken, mha_error *err);
+
 /* Finds the norm steps among the nodes not taken (norm.c); marks theirs. */
 mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err);
@@ -160,6 +171,11 @@ mha_status plan_probe_sizes(plan *P, mha_error *err);
  * forward pass at full size, so the probes are batches of 1 and 2, only
  * the first is verified, and the second only gives shapes. */
 int plan_probe_items_fixed(const plan *P);
+/* The smallest extent of the constant tables the integer value v indexes
+ * through Gathers, directly or after Cast / Reshape / Unsqueeze / Squeeze
+ * / Flatten / Identity; 0 when it indexes none (probe.c: the probes feed
+ * such an input 0 and 1 only, as a mask). */
+int64_t plan_probe_index_bound(const plan *P, int v);
 /* The nodes whose arithmetic a run for shapes alone may skip (probe.c):
  * skip[ni] = 1 for a MatMul, Gemm or Conv none of whose outputs reaches,
  * through any chain of nodes, an input that decides a shape or picks

@@ -424,7 +424,7 @@ static uint64_t probe_rand(uint64_t *s) {
 /* Rows of the smallest constant table the integer input v indexes through
  * Gather (following Cast / Reshape / Unsqueeze / Squeeze / Flatten /
  * Identity), or 0 when it indexes none. */
-static int64_t probe_index_bound(const plan *P, int v, int depth) {
+static int64_t probe_index_bound_at(const plan *P, int v, int depth) {
     const ir_graph *g = P->g;
     int64_t bound = 0;
     if (depth > 8) return 0;
@@ -443,11 +443,15 @@ static int64_t probe_index_bound(const plan *P, int v, int depth) {
                    (strcmp(n->op_type, "Cast") == 0 || strcmp(n->op_type, "Reshape") == 0 ||
                     strcmp(n->op_type, "Unsqueeze") == 0 || strcmp(n->op_type, "Squeeze") == 0 ||
                     strcmp(n->op_type, "Flatten") == 0 || strcmp(n->op_type, "Identity") == 0)) {
-            int64_t b = probe_index_bound(P, n->outputs[0], depth + 1);
+            int64_t b = probe_index_bound_at(P, n->outputs[0], depth + 1);
             if (b > 0 && (bound == 0 || b < bound)) bound = b;
         }
     }
     return bound;
+}
+
+int64_t plan_probe_index_bound(const plan *P, int v) {
+    return probe_index_bound_at(P, v, 0);
 }
 
 mha_status plan_probe_inputs(const plan *P, int p, tensor **in, mha_error *err) {
@@ -482,7 +486,7 @@ mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t
         if (st != MHA_OK) return st;
         int64_t n = tensor_numel(in[i]);
         int is_int = v->dtype == MHA_DTYPE_INT64 || v->dtype == MHA_DTYPE_INT32;
-        int64_t bound = is_int ? probe_index_bound(P, g->inputs[i], 0) : 0;
+        int64_t bound = is_int ? plan_probe_index_bound(P, g->inputs[i]) : 0;
         /* an integer mask keeps the first key of each row, as a batch padded
          * on the right does: a causal row before every kept key is hidden
          * whole, which the engine makes 0 and the graph's softmax NaN

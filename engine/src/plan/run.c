@@ -4,6 +4,7 @@
  * that reads it. Also the input checks and output shapes of a run. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "layer_bind.h"
 #include "plan_internal.h"
@@ -123,6 +124,17 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
         tensor_as_mha(t, &min[i]);
     }
     mha_status st = layer_output_shapes(L, min, L->n_inputs, &mout, 1, err);
+    /* the residual the step adds to Y: float32 of Y's shape (residual.c) */
+    const float *res = NULL;
+    if (st == MHA_OK && pl->residual) {
+        const tensor *r = values[pl->in_values[L->n_inputs]];
+        if (!r || r->dtype != MHA_DTYPE_FLOAT32 || mout.dtype != MHA_DTYPE_FLOAT32 ||
+            r->rank != mout.rank || memcmp(r->dims, mout.shape, sizeof(int64_t) * (size_t)r->rank))
+            return mha_fail(err, MHA_ERR_SHAPE,
+                            "plan: attention step %zu: the residual is not of the output's shape",
+                            li);
+        res = r->data;
+    }
     tensor *y = NULL;
     if (st == MHA_OK && mout.dtype != MHA_DTYPE_FLOAT32)
         st = tensor_new(&P->alloc, mout.dtype, mout.rank, mout.shape, &y, err);
@@ -132,7 +144,7 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
         /* no zeroing of an arena view: a layer writes every element of its
          * output (mha_run's callers hand it unzeroed buffers) */
         mout.data = y->data;
-        st = be->attention(be->user, P, li, min, L->n_inputs, &mout, 1, err);
+        st = be->attention(be->user, P, li, min, L->n_inputs, &mout, 1, res, err);
     }
     if (st != MHA_OK) {
         tensor_free(y);
@@ -286,7 +298,7 @@ static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
         return P->gemms[s->index].reads;
     }
     if (s->kind == PLAN_STEP_ATTENTION) {
-        *n = P->layers[s->index].L.n_inputs;
+        *n = plan_layer_n_reads(&P->layers[s->index]);
         return P->layers[s->index].in_values;
     }
     *n = P->g->nodes[s->index].n_inputs;
@@ -334,6 +346,13 @@ static void run_observe(const plan *P, const plan_step *s, tensor *const *values
         }
 }
 
+/* Monotonic wall time in seconds (plan_backend.step_seconds). */
+static double run_clock(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* The steps in order; keep_all: no value freed (verification). */
 static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend *be, int keep_all,
                             const plan_observer *obs, const plan_run_arena *ar,
@@ -358,8 +377,12 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
         values[v] = (tensor *)plan_const(P, (int)v);
     for (size_t i = 0; i < g->n_inputs; i++)
         values[g->inputs[i]] = in[i];
+    double *const seconds = be ? be->step_seconds : NULL;
+    for (size_t s = 0; seconds && s < P->n_steps; s++)
+        seconds[s] = 0.0;
     for (size_t s = 0; s < P->n_steps && st == MHA_OK; s++) {
         const plan_step *step = &P->steps[s];
+        const double t0 = seconds ? run_clock() : 0.0;
         if (step->kind == PLAN_STEP_ATTENTION)
             st = run_attention(P, (size_t)step->index, values, be, ar, err);
         else if (step->kind == PLAN_STEP_GEMM)
@@ -369,6 +392,7 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
         else
             st = run_interp(P, step->index, values, nin, nout,
                             obs && obs->shape_only && obs->shape_only[step->index], err);
+        if (seconds) seconds[s] = run_clock() - t0;
         if (st == MHA_OK && obs) {
             run_observe(P, step, values, obs, &made);
             if (obs->max_elements > 0 && made > obs->max_elements)
@@ -411,16 +435,18 @@ done:
     return MHA_OK;
 }
 
-/* Token ids outside the vocabulary of the tables input i indexes: the
- * first one, by its place in the input ([row, position] for [B, S]). */
+/* Token ids outside the vocabulary of the tables input i indexes, or a
+ * 0 / 1 mask holding another value: the first one, by its place in the
+ * input ([row, position] for [B, S]). */
 static mha_status run_check_ids(const plan *P, size_t i, const mha_tensor *t, mha_error *err) {
     const int64_t x = P->id_extent ? P->id_extent[i] : 0;
-    if (x <= 0 || (t->dtype != MHA_DTYPE_INT64 && t->dtype != MHA_DTYPE_INT32)) return MHA_OK;
+    if (x == 0 || (t->dtype != MHA_DTYPE_INT64 && t->dtype != MHA_DTYPE_INT32)) return MHA_OK;
+    const int64_t hi = x > 0 ? x : 2;
     const int64_t n = mha_tensor_numel(t);
     for (int64_t e = 0; e < n; e++) {
         int64_t id = t->dtype == MHA_DTYPE_INT64 ? ((const int64_t *)t->data)[e]
                                                  : ((const int32_t *)t->data)[e];
-        if (id >= -x && id < x) continue;
+        if (id >= 0 && id < hi) continue;
         int64_t idx[MHA_MAX_RANK], rest = e; /* e as an index, last axis fastest */
         for (int d = t->rank - 1; d >= 0; d--) {
             idx[d] = rest % t->shape[d];
@@ -431,11 +457,14 @@ static mha_status run_check_ids(const plan *P, size_t i, const mha_tensor *t, mh
         for (int d = 0; d < t->rank && len < sizeof at - 24; d++)
             len += (size_t)snprintf(at + len, sizeof at - len, "%s%lld", d ? ", " : "",
                                     (long long)idx[d]);
+        if (x == PLAN_IDS_MASK01)
+            return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                            "input '%s' [%s]: mask value %lld is neither 0 nor 1",
+                            P->inputs[i].name, at, (long long)id);
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "input '%s' [%s]: token id %lld is outside the vocabulary of %lld "
-                        "(ids in [0, %lld), or [-%lld, 0) from its end)",
-                        P->inputs[i].name, at, (long long)id, (long long)x, (long long)x,
-                        (long long)x);
+                        "(ids in [0, %lld))",
+                        P->inputs[i].name, at, (long long)id, (long long)x, (long long)x);
     }
     return MHA_OK;
 }

@@ -16,10 +16,18 @@
 
 static mha_status verify_reference_layer(void *user, const plan *P, size_t li,
                                          const mha_tensor *inputs, size_t n_inputs,
-                                         mha_tensor *outputs, size_t n_outputs, mha_error *err) {
+                                         mha_tensor *outputs, size_t n_outputs,
+                                         const float *residual, mha_error *err) {
     (void)user;
-    return layer_reference_forward(&P->alloc, &P->layers[li].L, inputs, n_inputs, outputs,
-                                   n_outputs, err);
+    mha_status st = layer_reference_forward(&P->alloc, &P->layers[li].L, inputs, n_inputs, outputs,
+                                            n_outputs, err);
+    /* the fused residual: the graph's Add, after the layer */
+    if (st == MHA_OK && residual && n_outputs > 0) {
+        float *y = outputs[0].data;
+        for (int64_t i = 0, n = mha_tensor_numel(&outputs[0]); i < n; i++)
+            y[i] += residual[i];
+    }
+    return st;
 }
 
 /* C = A . W + bias, each sum in double, starting from the bias and adding
@@ -48,7 +56,7 @@ static mha_status verify_reference_gemm(void *user, const plan *P, size_t gi, co
 
 /* norm NULL: the host's reference norm on the calling thread */
 const plan_backend plan_reference_backend = {verify_reference_layer, verify_reference_gemm, NULL,
-                                             NULL};
+                                             NULL, NULL};
 
 /* Largest error of got against want relative to want's scale (its largest
  * finite magnitude, at least 1); INFINITY when shapes or the places of

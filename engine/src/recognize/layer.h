@@ -130,6 +130,12 @@ typedef struct layer {
     /* ---- appended for different key and value inputs (issue 14) ---- */
     int v_input; /* cross: the V projection reads its own input (MHA_ROLE_VALUE_INPUT,
                     the shape of the MHA_ROLE_KEY_VALUE one), K reads the key/value input */
+    /* ---- appended for a clamp of the masked scores (issue 15) ---- */
+    int mask_clamped; /* the file clamps the masked scores from below at mask_floor (OPT's
+                         torch.max(w, finfo.min)): a mask term below it -- two finfo.min
+                         terms that overflowed to -inf -- counts as mask_floor, so every
+                         key stays finite and a row of hidden keys averages all of them */
+    float mask_floor; /* mask_clamped: the floor, a finite float at or below -1e30 */
 } layer;
 
 /* A projected layer with a KV cache: past_key / past_value [B, kv_heads, P,

@@ -1,7 +1,8 @@
 /* recognize_effect.c -- the effective term a Softmax core's mask terms put
  * on its scores (see recognize_mask.c): at score [slot n, query i, key j],
  * the sum of the added values times the factors applied after each, or the
- * fill value of a Where where it replaces the score, evaluated from a set
+ * fill value of a Where where it replaces the score, raised to the floor of
+ * a Max that clamps the scores from below, evaluated from a set
  * of the graph's values. Shared by the mask reader (recognize_mask.c) and
  * the relative-position bias (recognize_relbias.c). */
 #include "recognize_internal.h"
@@ -99,6 +100,19 @@ mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, cons
                             term->kind == RZ_TERM_WHERE ? "condition or fill value" : "added mask");
         for (int64_t i = 0; i < numel; i++) {
             double v = cf[t] * tensor_get_f64(M, rz_bcast_offset(T, ms, i));
+            if (term->kind == RZ_TERM_CLAMP) {
+                /* max(score + term, floor) is max(term, floor) on top of the
+                 * score only for a floor that no unmasked score goes below
+                 * and that still hides its key: a finite float32 at or
+                 * below RZ_MASKED (finfo.min) */
+                if (!rz_is_masked_value(v) || v < -(double)FLT_MAX)
+                    return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                                    "%s: clamps the scores at %g (only a finite float32 floor "
+                                    "at or below %g, such as finfo.min, is supported)",
+                                    rz_node_desc(z, term->add_node, d, sizeof d), v, RZ_MASKED);
+                if (e->raw[i] < v) e->raw[i] = v;
+                continue;
+            }
             if (term->kind == RZ_TERM_ADD) {
                 e->raw[i] += v;
                 continue;

@@ -310,13 +310,15 @@ static int rz_reaches_scores_walk(const rz_ctx *z, int v, int depth, int *budget
     const ir_node *n = rz_producer(z, v);
     if (!n) return 0;
     if (rz_is_op(n, "MatMul") || rz_is_op(n, "Einsum")) return rz_is_product(z, n);
-    if ((rz_is_op(n, "Identity") || rz_is_op(n, "Cast") || rz_is_flat_layout_op(n)) &&
+    if ((rz_is_op(n, "Identity") || rz_is_op(n, "Cast") || rz_is_op(n, "Tanh") ||
+         rz_is_flat_layout_op(n)) &&
         n->n_inputs >= 1)
         return rz_reaches_scores_walk(z, n->inputs[0], depth + 1, budget);
     if (rz_is_op(n, "Where") && n->n_inputs == 3)
         return rz_reaches_scores_walk(z, n->inputs[1], depth + 1, budget) ||
                rz_reaches_scores_walk(z, n->inputs[2], depth + 1, budget);
-    if ((rz_is_op(n, "Mul") || rz_is_op(n, "Div") || rz_is_op(n, "Add")) && n->n_inputs == 2)
+    if ((rz_is_op(n, "Mul") || rz_is_op(n, "Div") || rz_is_op(n, "Add") || rz_is_op(n, "Max")) &&
+        n->n_inputs == 2)
         return rz_reaches_scores_walk(z, n->inputs[0], depth + 1, budget) ||
                rz_reaches_scores_walk(z, n->inputs[1], depth + 1, budget);
     return 0;
@@ -605,6 +607,33 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
             cur = p->inputs[r1 ? 1 : 2];
             continue;
         }
+        if (rz_is_op(p, "Tanh") && p->n_inputs == 1 && p->inputs[0] >= 0) {
+            if (c->softcap_on)
+                return rz_refuse_node(z, pid, "a second Tanh on the scores", "scores");
+            c->softcap_on = 1;
+            c->softcap_at = c->n_score_steps;
+            cur = p->inputs[0];
+            continue;
+        }
+        if (rz_is_op(p, "Max") && p->n_inputs == 2 && p->inputs[0] >= 0 && p->inputs[1] >= 0 &&
+            rz_reaches_scores(z, p->inputs[0]) != rz_reaches_scores(z, p->inputs[1])) {
+            /* torch.max(scores, floor): the floor a constant (what it
+             * clamps, recognize_effect.c reads and checks) */
+            const int r0 = rz_reaches_scores(z, p->inputs[0]);
+            const int floor_v = p->inputs[r0 ? 1 : 0];
+            if (z->deps[floor_v] != 0)
+                return rz_refuse_node(z, pid, "a Max on the scores must clamp them at a constant",
+                                      "scores");
+            if (c->n_masks == RZ_MAX_MASK_TERMS)
+                return rz_refuse_node(z, pid, "too many mask terms", "scores");
+            rz_mask_term *t = &c->masks[c->n_masks++];
+            t->kind = RZ_TERM_CLAMP;
+            t->value = floor_v;
+            t->above = c->n_score_steps;
+            t->add_node = pid;
+            cur = p->inputs[r0 ? 0 : 1];
+            continue;
+        }
         int in_slot = 0;
         if ((rz_is_op(p, "Mul") || rz_is_op(p, "Div")) && p->n_inputs == 2 && p->inputs[0] >= 0 &&
             z->deps[p->inputs[0]] == 0)
@@ -624,6 +653,13 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
         c->score_steps[c->n_score_steps++] = s;
         cur = p->inputs[s.data_in];
     }
+    /* a mask term inside the soft-capping would be capped with the scores */
+    for (int t = 0; c->softcap_on && t < c->n_masks; t++)
+        if (c->masks[t].above > c->softcap_at || c->masks[t].kind == RZ_TERM_CLAMP)
+            return rz_refuse_node(z, c->masks[t].add_node,
+                                  "a mask term or clamp inside the soft-capping (tanh) of the "
+                                  "scores",
+                                  "scores");
     /* Softmax -> the P.V MatMul, through casts back to the data type
      * (softmax computed in float32) and reshapes that keep the flat order
      * (BLOOM's [B, H, S, S] probabilities viewed as [B*H, S, S]); maybe also

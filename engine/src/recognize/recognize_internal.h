@@ -79,17 +79,20 @@ typedef struct rz_view {
     int64_t s_row, s_col;
 } rz_view;
 
-/* A term on the scores: an Add of a mask (scores + value), or a Where that
- * replaces masked scores by a fill value (masked_fill, torch.where). */
-typedef enum rz_term_kind { RZ_TERM_ADD = 0, RZ_TERM_WHERE } rz_term_kind;
+/* A term on the scores: an Add of a mask (scores + value), a Where that
+ * replaces masked scores by a fill value (masked_fill, torch.where), or a
+ * Max that clamps the masked scores from below at a huge negative constant
+ * (OPT's torch.max(w, finfo.min): two hiding terms that overflowed to -inf
+ * come back to finfo.min, so every key stays finite). */
+typedef enum rz_term_kind { RZ_TERM_ADD = 0, RZ_TERM_WHERE, RZ_TERM_CLAMP } rz_term_kind;
 
 typedef struct rz_mask_term {
     rz_term_kind kind;
-    int value;     /* the added value, or the Where's fill value */
+    int value;     /* the added value, the Where's fill value or the Max's floor */
     int cond;      /* Where: its condition */
     int fill_when; /* Where: the condition value (0 or 1) that selects the fill */
     int above;     /* number of score-path factor steps applied after it */
-    int add_node;  /* the Add or Where */
+    int add_node;  /* the Add, Where or Max */
 } rz_mask_term;
 
 typedef struct rz_core {
@@ -101,6 +104,10 @@ typedef struct rz_core {
     int mask_input;                    /* Attention core: the attn_mask graph input value, or -1 */
     rz_step score_steps[RZ_MAX_STEPS]; /* Softmax input back to the QK MatMul */
     int n_score_steps;
+    /* soft-capping c * tanh(s / c) on the scores (Gemma-2): the Tanh sits
+     * below the first softcap_at score steps (those after it, the outer
+     * factor c) and above the rest (the inner factors, 1 / c among them) */
+    int softcap_on, softcap_at;
     rz_step p_steps[RZ_MAX_STEPS]; /* Softmax output to the P.V MatMul (casts) */
     int n_p_steps;
     int weights_out;  /* graph output of the probabilities (need_weights), or -1 */

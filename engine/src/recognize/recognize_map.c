@@ -1176,7 +1176,9 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
             if (c->score_steps[i].kind == RZ_STEP_LAYOUT) L->idioms |= LAYER_IDIOM_SCORE_RESHAPE;
         }
         if (q.factor != 1.0 && k.factor != 1.0) L->idioms |= LAYER_IDIOM_QK_FACTORS;
-        double fs = 1.0;
+        /* with soft-capping, c * tanh(s * f / c) is the ONNX Attention's
+         * softcap c over scale f: c the factors after the Tanh */
+        double fs = 1.0, cap = 1.0;
         for (int i = 0; i < c->n_score_steps; i++) {
             rz_chain one;
             one.n = 1;
@@ -1185,9 +1187,14 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
             st = rz_chain_factor(z, &one, &f);
             if (st != MHA_OK) goto done;
             fs *= f;
+            if (c->softcap_on && i < c->softcap_at) cap *= f;
         }
         L->scale = (float)(fs * fqk);
-        L->softcap = 0.0f;
+        L->softcap = c->softcap_on ? (float)cap : 0.0f;
+        if (c->softcap_on && !(cap > 0.0 && isfinite(cap))) {
+            st = rz_unsupported(z, "soft-capping of the scores by %g (must be positive)", cap);
+            goto done;
+        }
         st = rz_place_masks(z, L, q.bat, H.head_of, vs.q.n_slots);
     }
 done:

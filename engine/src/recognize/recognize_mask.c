@@ -721,6 +721,29 @@ static mha_status rz_causal_finite(rz_ctx *z, layer *L, const double *cf, const 
     return st;
 }
 
+/* A Max clamping the scores (RZ_TERM_CLAMP): its floor, one constant
+ * value times the factors after it, a finite float32 that hides its key
+ * (rz_eff_eval_in checks the same on every score). */
+static mha_status rz_take_clamp(rz_ctx *z, layer *L, const rz_mask_term *t, double cf) {
+    const tensor *F = z->probe[t->value];
+    char d[160];
+    const int64_t n = F ? tensor_numel(F) : 0;
+    double v = n > 0 ? tensor_get_f64(F, 0) : 0.0;
+    int same = n > 0 && (F->dtype == MHA_DTYPE_FLOAT32 || F->dtype == MHA_DTYPE_FLOAT64);
+    for (int64_t k = 1; same && k < n; k++)
+        same = tensor_get_f64(F, k) == v;
+    v *= cf;
+    if (!same || !rz_is_masked_value(v) || v < -(double)FLT_MAX ||
+        (L->mask_clamped && (float)v != L->mask_floor))
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: clamps the scores at something other than one finite float32 "
+                        "floor at or below -1e30 (such as finfo.min)",
+                        rz_node_desc(z, t->add_node, d, sizeof d));
+    L->mask_clamped = 1;
+    L->mask_floor = (float)v;
+    return MHA_OK;
+}
+
 mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t *head,
                           int64_t n_slots) {
     const rz_core *c = &z->core;
@@ -747,6 +770,10 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
                             "%s: the mask is scaled by %g afterwards (must be positive)",
                             rz_node_desc(z, c->masks[t].add_node, d, sizeof d), cf[t]);
         deps |= z->deps[c->masks[t].value];
+        if (c->masks[t].kind == RZ_TERM_CLAMP) {
+            mha_status st = rz_take_clamp(z, L, &c->masks[t], cf[t]);
+            if (st != MHA_OK) return st;
+        }
         if (c->masks[t].kind == RZ_TERM_WHERE) {
             deps |= z->deps[c->masks[t].cond];
             L->idioms |= LAYER_IDIOM_WHERE_MASK;

@@ -386,7 +386,7 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
     if (s->kind == PLAN_STEP_ATTENTION) {
         const plan_layer *pl = &P->layers[s->index];
         out->kind = "attention";
-        out->op = pl->L.form ? pl->L.form : "";
+        out->op = pl->desc[0] ? pl->desc : pl->L.form ? pl->L.form : "";
         out->name = P->g->nodes[pl->core_node].name;
         out->num_nodes = pl->n_nodes;
     } else if (s->kind == PLAN_STEP_NORM) {
@@ -420,7 +420,7 @@ MHA_API mha_status mha_model_layer(const mha_model *m, size_t i, mha_layer_info 
     const plan_layer *pl = &m->plan->layers[i];
     memset(out, 0, sizeof *out);
     out->recognised = pl->recognised;
-    out->form = pl->recognised && pl->L.form ? pl->L.form : "";
+    out->form = !pl->recognised ? "" : pl->desc[0] ? pl->desc : pl->L.form ? pl->L.form : "";
     out->core = m->plan->g->nodes[pl->core_node].name;
     out->reason = pl->recognised ? "" : pl->reason;
     return MHA_OK;

@@ -258,19 +258,37 @@ static void request_finish(mha_request *r) {
 typedef struct queue_admission {
     mha_status status; /* MHA_OK, MHA_ERR_SHUTDOWN or MHA_ERR_QUEUE_FULL */
     int depth;         /* the requests waiting */
-    double wait_ms;    /* the estimated wait behind the work ahead */
+    double wait_ms;    /* the expected wait: the larger of the two below */
+    double ahead_ms;   /* the work ahead at the last batches' cost per token */
+    double oldest_ms;  /* how long the oldest waiting request has waited past its hold */
 } queue_admission;
 
+/* How long the oldest waiting request has waited beyond the hold a
+ * dispatcher may give it for company (max_delay_ms), in ms; 0 when none
+ * waits. What a new request will wait too, seen rather than estimated: the
+ * estimate from the cost per token lags when the machine slows (other
+ * processes, the server's own threads) and ignores the run a request joins
+ * behind. (mutex held) */
+static double queue_oldest_wait(const mha_queue *q) {
+    if (!q->head) return 0.0;
+    const double ms = (queue_now() - q->head->submit) * 1e3 - q->opts.max_delay_ms;
+    return ms > 0 ? ms : 0.0;
+}
+
 /* May a request whose deadline is deadline_ms from now (0: none) join? It
- * may not when capacity requests wait, or the estimated wait passes
+ * may not when capacity requests wait, or the expected wait passes
  * max_queue_ms or its deadline: it would expire in the queue, so it is
- * refused at once instead (counted as rejected_full). (mutex held) */
+ * refused at once instead (counted as rejected_full). The expected wait is
+ * the larger of the estimate (the work ahead) and what the oldest waiting
+ * request has already waited (admission by queue delay). (mutex held) */
 static queue_admission queue_admit_locked(mha_queue *q, double deadline_ms) {
-    queue_admission a = {MHA_OK, q->stats.depth, queue_wait_estimate(q)};
+    queue_admission a = {MHA_OK, q->stats.depth, 0.0, queue_wait_estimate(q), 0.0};
     if (!q->accepting) {
         a.status = MHA_ERR_SHUTDOWN;
         return a;
     }
+    if (q->opts.max_queue_ms > 0 || deadline_ms > 0) a.oldest_ms = queue_oldest_wait(q);
+    a.wait_ms = a.ahead_ms > a.oldest_ms ? a.ahead_ms : a.oldest_ms;
     int late = (q->opts.max_queue_ms > 0 && a.wait_ms > q->opts.max_queue_ms) ||
                (deadline_ms > 0 && a.wait_ms > deadline_ms);
     if (q->stats.depth < q->opts.capacity && !late) return a;
@@ -285,6 +303,12 @@ static mha_status queue_refuse(const mha_queue *q, const queue_admission *a, dou
     if (st == MHA_ERR_SHUTDOWN) return mha_fail(err, st, "queue submit: the queue is shut down");
     if (a->depth >= q->opts.capacity)
         return mha_fail(err, st, "queue submit: %d requests are waiting, the capacity", a->depth);
+    if (q->opts.max_queue_ms > 0 && a->oldest_ms > q->opts.max_queue_ms &&
+        a->oldest_ms >= a->ahead_ms)
+        return mha_fail(err, st,
+                        "queue submit: the oldest of the %d requests waiting has waited %.3g ms "
+                        "past its hold, more than %g ms",
+                        a->depth, a->oldest_ms, q->opts.max_queue_ms);
     if (q->opts.max_queue_ms > 0 && a->wait_ms > q->opts.max_queue_ms)
         return mha_fail(err, st,
                         "queue submit: the %d requests ahead would take more than %g ms "

@@ -260,9 +260,10 @@ static const int64_t *runtime_plan_kv_lengths(const runtime_plan_ctx *pc, const 
 
 static mha_status runtime_plan_layer(void *user, const plan *P, size_t li, const mha_tensor *inputs,
                                      size_t n_inputs, mha_tensor *outputs, size_t n_outputs,
-                                     mha_error *err) {
+                                     const float *residual, mha_error *err) {
     const runtime_plan_ctx *pc = user;
     exec_env env = *pc->env;
+    env.residual = residual;
     env.kv_lengths = runtime_plan_kv_lengths(pc, &P->layers[li].L, inputs, n_inputs);
     if (pc->flops) *pc->flops += runtime_layer_flops(&P->layers[li].L, inputs, n_inputs, n_outputs);
     return exec_run(&env, &P->layers[li].L, pc->pk->layer_packed[li], inputs, n_inputs, outputs,
@@ -371,7 +372,10 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
             pc.B = inputs[0].shape[0];
             pc.S = inputs[0].shape[1];
         }
-        plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc, runtime_plan_norm};
+        plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc, runtime_plan_norm, NULL};
+        /* step_seconds was appended after flops */
+        if (opts->struct_size >= offsetof(mha_run_options, step_seconds) + sizeof(double *))
+            be.step_seconds = opts->step_seconds;
         st = plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, &be, err);
     } else {
         if (flops) *flops = runtime_layer_flops(&model->L, inputs, num_inputs, num_outputs);
