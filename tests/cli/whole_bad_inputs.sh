@@ -1,9 +1,11 @@
 #!/bin/sh
 # whole_bad_inputs.sh -- bad datasets for a whole model (the BERT of
 # tests/data/models, token ids, a 0/1 attention mask and token types, all
-# int64 [5, 6]) and outputs that would replace an input: each is refused
-# before any work with exit 1 (bad data) or 2 (a usage error), one stderr
-# line naming the file, no output left and every input unchanged.
+# int64 [5, 6]; a GPT-2 for token ids alone), sequences longer than the
+# models' positions, outputs that would replace an input and read-only
+# output files: each is refused with exit 1 (bad data) or 2 (a usage
+# error, before any work), one stderr line naming the file, no output left
+# and every input unchanged.
 # Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
 : "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
@@ -53,6 +55,16 @@ refused 1 "token id -1" "^mha: $T/neg_ids.npy: input 'input_ids' \[2, 3\]: token
 refused 1 "token id -1, chunked" "^mha: $T/neg_ids.npy: rows 2-3: input 'input_ids' \[0, 3\]: token id -1" \
   run_bert "$T/neg_ids.npy" "$D/attention_mask.npy" -o "$T/out/y.npy" --batch-size 2
 
+# ids cast before their Gather (int32 ids widened in the graph) are token
+# ids too: the same check, and mha info says so
+I32="$MHA_TEST_DATA/models/z_bert_idsonly_int32_op13/model.onnx"
+"$MHA" info "$I32" | grep -q "input_ids  *token_ids  *int32" || fail "cast ids: not token ids: $("$MHA" info "$I32")"
+. "$(dirname "$0")/lib/npy_zeros.sh"
+npy_zeros "$T/ids32.npy" '<i4' '(1, 4)' 16
+printf '\377\377\377\377' | dd of="$T/ids32.npy" bs=1 seek=$((128 + 8)) conv=notrunc 2>/dev/null
+refused 1 "cast token id -1" "^mha: $T/ids32.npy: input 'input_ids' \[0, 2\]: token id -1 is outside the vocabulary of 64" \
+  "$MHA" run -q "$I32" "$T/ids32.npy" -o "$T/out/y.npy"
+
 echo "== a 0/1 attention mask holding another value"
 # the graph computes (1 - m) * c: a 2 would add -c (a huge positive score)
 # where the fused layers read 'keep'; the plan was verified on 0 and 1
@@ -67,6 +79,17 @@ refused 1 "mask value 2, chunked" "^mha: $T/mask_TWO.npy: rows 0-2: input 'atten
 # the same model's good run still goes through
 run_bert "$D/input_ids.npy" "$D/attention_mask.npy" -o "$T/good.npy" || fail "the good run"
 [ -s "$T/good.npy" ] || fail "the good run wrote nothing"
+
+echo "== a sequence longer than the model's positions is blamed on the ids file"
+# both models have 32 positions: BERT slices its position buffer (then an
+# Add does not broadcast), GPT-2 gathers past its table; zeros are valid
+# ids, mask and token types
+for f in ids mask tt; do npy_zeros "$T/long_$f.npy" '<i8' '(2, 40)' 640; done
+refused 1 "BERT, 40 tokens" "^mha: $T/long_ids.npy: input 'input_ids' (shape 2x40): the model cannot run on it: " \
+  "$MHA" run -q "$B/model.onnx" "$T/long_ids.npy" "$T/long_mask.npy" "$T/long_tt.npy" -o "$T/out/y.npy"
+refused 1 "GPT-2, 40 tokens, by rows" "^mha: $T/long_ids.npy: row 1: input 'input_ids' (shape 1x40): the model cannot run on it: .*out of range" \
+  "$MHA" run -q "$MHA_TEST_DATA/models/gpt2_preln_causal_l2_d64_h4/model.onnx" "$T/long_ids.npy" \
+  -o "$T/out/y.npy" --batch-size 1 --shard 1/2
 
 echo "== an output that is an input is refused, the input kept"
 cp "$D/input_ids.npy" "$T/ids.npy"
@@ -117,5 +140,24 @@ for opt in --json --csv --plot; do
     --min-time 0.01 --quiet "$opt" "$T/model.onnx"
   intact "bench $opt"
 done
+
+echo "== a read-only output file is not replaced"
+# chmod a-w says "keep this": refused before any work, even for root (by
+# the mode bits), directly, through a symlink, by rows and by mha gen
+echo old >"$T/ro.npy"
+chmod 444 "$T/ro.npy"
+ln -s ro.npy "$T/ro_link.npy"
+for o in ro.npy ro_link.npy; do
+  for bs in 64 2; do
+    refused 1 "-o $o (read-only), --batch-size $bs" "^mha: $T/$o: the file is read-only; it is not replaced" \
+      run_bert "$D/input_ids.npy" "$D/attention_mask.npy" -o "$T/$o" --batch-size $bs
+  done
+done
+refused 1 "gen --data over a read-only file" "^mha: $T/ro.npy: the file is read-only" \
+  "$MHA" gen -d 16 -H 2 -o "$T/out/g.onnx" --data "$T/ro.npy" --batch 1 --seq 2
+[ "$(cat "$T/ro.npy")" = old ] || fail "the read-only file was replaced"
+chmod 644 "$T/ro.npy"
+run_bert "$D/input_ids.npy" "$D/attention_mask.npy" -o "$T/ro_link.npy" || fail "made writable again"
+cmp -s "$T/ro.npy" "$T/good.npy" || fail "the writable file does not hold the output"
 
 echo "whole_bad_inputs.sh: all passed"

@@ -2623,6 +2623,7 @@ static const struct {
     {"NegativeLogLikelihoodLoss", 3, 1, 2},
     {"ReduceProd", 1, 1, 0},
     {"Attention", 4, 4, 64},
+    {"Resize", 4, 1, 8},
 };
 
 static const char *const fuzz_attr_names[] = {"axis",
@@ -2655,7 +2656,8 @@ static const char *const fuzz_attr_names[] = {"axis",
                                               "left_window_size",
                                               "shape",
                                               "starts",
-                                              "ends"};
+                                              "ends",
+                                              "exclude_outside"};
 
 static int64_t fuzz_small(uint64_t *rng) {
     uint64_t r = tu_rand_u64(rng);

@@ -203,6 +203,27 @@ static void test_partition_sizes_read_outside(void **state) {
     plan_free(P);
 }
 
+/* Sizes read from the shape of data, the same at both probes, folded
+ * (shape_fold.c): nn.TransformerDecoder's cross-attention slices its packed
+ * in_proj_weight by query.size(-1) (torch 1.13), so its Q projection has a
+ * constant weight only then -- all four layers fuse, the cross ones with
+ * their own key/value input; DeiT's reshape [B, N, 3, H, d] reads N from the
+ * patch tokens (16) outside the layer, B from them too: both layers fuse. */
+static void test_sizes_folded_from_shapes(void **state) {
+    (void)state;
+    plan *P = build_n("z_torchdec_cross_op17", 0, 4);
+    assert_int_equal(P->n_layers, 4);
+    for (size_t i = 0; i < 4; i++) {
+        if (!P->layers[i].recognised) fail_msg("layer %zu: %s", i, P->layers[i].reason);
+        assert_int_equal(P->layers[i].L.cross, (int)(i % 2));
+    }
+    plan_free(P);
+    P = build("z_deit_disttoken_op14", 0);
+    for (size_t i = 0; i < 2; i++)
+        if (!P->layers[i].recognised) fail_msg("layer %zu: %s", i, P->layers[i].reason);
+    plan_free(P);
+}
+
 static void test_gemm_steps(void **state) {
     (void)state;
     plan *P = build(BERT, 1);
@@ -1314,6 +1335,7 @@ int main(void) {
         cmocka_unit_test(test_extended_mask_beside_causal_where),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),
         cmocka_unit_test(test_partition_sizes_read_outside),
+        cmocka_unit_test(test_sizes_folded_from_shapes),
         cmocka_unit_test(test_gemm_steps),
         cmocka_unit_test(test_gemm_epilogues),
         cmocka_unit_test(test_norm_steps),

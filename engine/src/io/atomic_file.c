@@ -179,6 +179,16 @@ static mha_status af_resolve(const mha_alloc_ctx *a, const char *path, int follo
     if (missing || S_ISREG(sb.st_mode) || S_ISLNK(sb.st_mode)) { /* a link: follow = 0 */
         out->kind = ATOMIC_DEST_FILE;
         st = af_check_folder(path, dir, err);
+        /* the rename would replace a file its owner made read-only (or one
+         * this user may not write) as if it were writable: refused, as
+         * opening it for writing would be -- by its mode bits too, which
+         * root's access() ignores */
+        if (st == MHA_OK && follow && !missing && S_ISREG(sb.st_mode) &&
+            ((sb.st_mode & 0222) == 0 || access(out->target, W_OK) != 0))
+            st = mha_fail(err, MHA_ERR_IO,
+                          "%s: the file is read-only; it is not replaced (make it writable, or "
+                          "remove it, to write it)",
+                          path);
     } else if (follow && (S_ISFIFO(sb.st_mode) || S_ISCHR(sb.st_mode))) {
         out->kind = ATOMIC_DEST_STREAM;
         out->shareable = S_ISCHR(sb.st_mode);

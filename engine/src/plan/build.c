@@ -543,10 +543,14 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
                         gathered = 1;
                         build_id_extent(P, shp, &g->nodes[ni], &P->id_extent[i]);
                     }
-                io->role = gathered ? MHA_ROLE_TOKEN_IDS : MHA_ROLE_ATTN_MASK;
-                /* a mask by its name that indexes nothing (not ids cast
-                 * first, not position ids going into arithmetic) */
-                if (!gathered && strstr(io->name, "mask") && plan_probe_index_bound(P, v) == 0)
+                /* ids cast or reshaped before their Gather are ids too
+                 * (their extent the tables', as the probes feed them) */
+                const int64_t bound = gathered ? 0 : plan_probe_index_bound(P, v);
+                if (bound > 0) P->id_extent[i] = bound;
+                io->role = gathered || bound > 0 ? MHA_ROLE_TOKEN_IDS : MHA_ROLE_ATTN_MASK;
+                /* a mask by its name that indexes nothing (not position
+                 * ids going into arithmetic) */
+                if (!gathered && bound == 0 && strstr(io->name, "mask"))
                     P->id_extent[i] = PLAN_IDS_MASK01;
             } else {
                 io->role = io->dtype == MHA_DTYPE_BOOL ? MHA_ROLE_ATTN_MASK : MHA_ROLE_QUERY;

@@ -572,6 +572,31 @@ static void run_arena_key(const plan *P, const mha_tensor *inputs, int64_t *key)
             if (P->in_syms[i][d] >= 0) key[P->in_syms[i][d]] = inputs[i].shape[d];
 }
 
+/* A step that fails on shapes in a run of a verified plan fails on what
+ * this run's inputs are (a sequence past the model's position table, a
+ * position computed from the mask): the message is put against the first
+ * input with a symbolic axis, with its shape, so that a caller reports it
+ * against that input's file, not the model's -- unless it names an input
+ * already. */
+static void run_blame_input(const plan *P, const mha_tensor *inputs, size_t n_inputs,
+                            mha_error *err) {
+    if (!err) return;
+    for (size_t i = 0; i < n_inputs; i++) {
+        char quoted[MHA_ERROR_MESSAGE_MAX];
+        snprintf(quoted, sizeof quoted, "'%s'", P->inputs[i].name);
+        if (strstr(err->message, quoted)) return;
+    }
+    for (size_t i = 0; i < n_inputs; i++)
+        for (int d = 0; d < inputs[i].rank; d++)
+            if (P->in_syms[i][d] >= 0) {
+                char shape[96];
+                mha_error_prefix(
+                    err, "input '%s' (shape %s): the model cannot run on it", P->inputs[i].name,
+                    tensor_shape_str(inputs[i].rank, inputs[i].shape, shape, sizeof shape));
+                return;
+            }
+}
+
 mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mha_tensor *outputs,
                     size_t n_outputs, const plan_backend *be, mha_error *err) {
     const ir_graph *g = P->g;
@@ -629,6 +654,7 @@ mha_status plan_run(const plan *P, const mha_tensor *inputs, size_t n_inputs, mh
         ar.record = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *ar.record);
     }
     st = plan_exec_arena(P, in, be, &ar, &values, err);
+    if (st == MHA_ERR_SHAPE) run_blame_input(P, inputs, n_inputs, err);
     if (st == MHA_OK && ar.record) {
         plan_arena *A = NULL;
         mha_error ignored; /* without a layout the next run records again */
