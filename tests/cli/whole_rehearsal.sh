@@ -67,3 +67,15 @@ in_layers=$(grep -c 'fused, .*+layernorm$' "$T/info_ln.txt")
 [ "$((norms + in_layers))" = 5 ] || fail "info: fused norms $norms + $in_layers, want 5: $(cat "$T/info_ln.txt")"
 if grep -q '^  \(ReduceMean\|Sqrt\) ' "$T/info_ln.txt"; then fail "info: norm nodes interpreted: $(cat "$T/info_ln.txt")"; fi
 echo "ok: hand-written LayerNorm"
+
+echo "== GPT-2's Conv1D (addmm over flat rows, viewed back): the GELU and the residual fuse"
+G="$M/w_gpt2_addmm_score_op17/model.onnx"
+"$MHA" info "$G" >"$T/info_g.txt" || fail "info: $(cat "$T/info_g.txt")"
+grep -q 'gemm+bias+Mul+Pow+Mul+Add+Mul+Tanh+Add+Mul  *x2' "$T/info_g.txt" || fail "info: GELU epilogue: $(cat "$T/info_g.txt")"
+grep -q 'gemm+bias+residual  *x2' "$T/info_g.txt" || fail "info: residual epilogue: $(cat "$T/info_g.txt")"
+if grep -q '^  \(Tanh\|Pow\) ' "$T/info_g.txt"; then fail "info: GELU interpreted: $(cat "$T/info_g.txt")"; fi
+# the scorer: logits [B, S, V] and each next token's log-probability [B, S - 1]
+# int32 ids into its int64 input (converted as docs/DATASETS.md says)
+"$MHA" run -q "$G" "$T/ids.npy" -o "$T/logits.npy" "$T/lp.npy" || fail "run: scorer"
+head -c 128 "$T/lp.npy" | grep -q "'shape': (2, 4)" || fail "run: log-probs shape: $(head -c 128 "$T/lp.npy")"
+echo "ok: Conv1D epilogues"

@@ -1343,6 +1343,11 @@ static mha_status exec_rope_tables_given(const mha_alloc_ctx *a, const layer *L,
             memcpy(sn + r * half, src.sin + p * half, row_bytes);
             continue;
         }
+        if (L->rotary_tables_input == 2) { /* one column per pair: the angles as they are */
+            memcpy(cs + r * half, (const float *)bd->rotary_cos->data + r * half, row_bytes);
+            memcpy(sn + r * half, (const float *)bd->rotary_sin->data + r * half, row_bytes);
+            continue;
+        }
         const float *c = (const float *)bd->rotary_cos->data + r * 2 * half;
         const float *s = (const float *)bd->rotary_sin->data + r * 2 * half;
         if (!exec_rope_row_given(L->rotary, c, half, cs + r * half) ||

@@ -339,11 +339,12 @@ static mha_status layer_bind_rotary_inputs(const layer *L, exec_binding *bd,
         if (st != MHA_OK) return st;
         const int rank = t->rank == 4 || t->rank == 2 ? t->rank : 3;
         const int64_t b = t->rank >= 1 && t->shape[0] == 1 ? 1 : bd->B;
-        const int64_t want3[3] = {b, bd->Sq, L->rotary_dim};
+        /* a column per turning dim, or one per pair */
+        const int64_t W = L->rotary_tables_input == 2 ? L->rotary_dim / 2 : L->rotary_dim;
+        const int64_t want3[3] = {b, bd->Sq, W};
         /* the 1 before the tokens, or after them (GPT-J's [B, S, 1, d]): one layout */
         const int tokens_first = rank == 4 && t->shape[1] != 1 && t->shape[2] == 1;
-        const int64_t want4[4] = {b, tokens_first ? bd->Sq : 1, tokens_first ? 1 : bd->Sq,
-                                  L->rotary_dim};
+        const int64_t want4[4] = {b, tokens_first ? bd->Sq : 1, tokens_first ? 1 : bd->Sq, W};
         /* [S, rotary_dim]: one table for the whole batch */
         const int64_t *want = rank == 4 ? want4 : rank == 3 ? want3 : want3 + 1;
         st = layer_expect_shape(

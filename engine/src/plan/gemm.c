@@ -56,6 +56,51 @@ static int gemm_bias_add(const plan *P, const plan_uses *u, const plan_shape *sh
     return ai;
 }
 
+/* The one reader of v (Shape nodes aside: they need no data), v no graph
+ * output: the node, or -1. */
+static int gemm_data_reader(const plan *P, const plan_uses *u, int v) {
+    const ir_graph *g = P->g;
+    int found = -1;
+    for (size_t k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] == v) return -1;
+    for (int e = u->first[v]; e < u->first[v + 1]; e++) {
+        const int ni = u->node[e];
+        if (strcmp(g->nodes[ni].op_type, "Shape") == 0) continue;
+        if (found >= 0 && found != ni) return -1;
+        found = ni;
+    }
+    return found;
+}
+
+/* GPT-2's Conv1D, torch.addmm over flat rows: A = Reshape(X [.., K] ->
+ * [M, K]), the product [M, N] reshaped back to X's leading axes [.., N].
+ * The step reads X and writes the rows as [.., N] itself (the same rows),
+ * so the epilogue after the view (GELU, the residual add) fuses too. The
+ * two Reshapes become the step's (view[0..2)); 0 when the form is not there. */
+static int gemm_row_views(const plan *P, const plan_uses *u, const plan_shape *shp,
+                          const unsigned char *taken, const plan_gemm *pg, int view[2]) {
+    const ir_graph *g = P->g;
+    const int ri = g->values[pg->in_value].producer, ro = gemm_data_reader(P, u, pg->out_value);
+    if (ri < 0 || ro < 0 || taken[ri] || taken[ro] ||
+        gemm_data_reader(P, u, pg->in_value) != pg->node)
+        return 0;
+    const ir_node *in = &g->nodes[ri], *out = &g->nodes[ro];
+    if (strcmp(in->op_type, "Reshape") != 0 || strcmp(out->op_type, "Reshape") != 0 ||
+        in->n_inputs < 1 || in->inputs[0] < 0 || out->inputs[0] != pg->out_value ||
+        out->n_outputs != 1 || out->outputs[0] < 0 || shp[pg->in_value].rank != 2)
+        return 0;
+    const plan_shape *x = &shp[in->inputs[0]], *y = &shp[out->outputs[0]];
+    if (!gemm_input_ok(x, pg->K, 0) || x->rank < 2 || y->rank != x->rank ||
+        y->dtype != MHA_DTYPE_FLOAT32)
+        return 0;
+    for (int p = 0; p < PLAN_PROBES; p++)
+        for (int d = 0; d < x->rank; d++)
+            if (y->dims[p][d] != (d == x->rank - 1 ? pg->N : x->dims[p][d])) return 0;
+    view[0] = ri;
+    view[1] = ro;
+    return 2;
+}
+
 /* "gemm", "+bias", then the epilogue's op types in order, "residual" for
  * the external operand's Add, "gated" for its Mul (the second GEMM of
  * SwiGLU / GeGLU, times the first one's activated output). */
@@ -65,6 +110,7 @@ static void gemm_describe(const ir_graph *g, plan_gemm *pg) {
     used = w > 0 ? (size_t)w : 0;
     for (size_t k = 0; k < pg->n_ep_nodes && used < sizeof pg->desc; k++) {
         const ir_node *n = &g->nodes[pg->ep_nodes[k]];
+        if (strcmp(n->op_type, "Reshape") == 0) continue; /* a row view: no op */
         int ext = 0;
         for (size_t j = 0; j < n->n_inputs; j++)
             ext |= n->inputs[j] >= 0 && n->inputs[j] == pg->epilogue.ext_value;
@@ -208,11 +254,19 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, u
             pg.W = W->data;
         }
         taken[ni] = 1;
+        int ep_nodes[PLAN_EW_MAX_OPS + 2], last;
+        size_t n_ep = 0, n_view = (size_t)gemm_row_views(P, u, shp, taken, &pg, ep_nodes);
+        if (n_view) {
+            pg.in_value = g->nodes[ep_nodes[0]].inputs[0];
+            pg.out_value = g->nodes[ep_nodes[1]].outputs[0];
+            taken[ep_nodes[0]] = taken[ep_nodes[1]] = 1;
+        }
         pg.reads[pg.n_reads++] = pg.in_value;
-        int ep_nodes[PLAN_EW_MAX_OPS], last;
-        size_t n_ep = 0;
-        if (plan_ew_compile(P, u, shp, taken, (int)ni, pg.out_value, pg.N, reg, &pg.epilogue, &last,
-                            ep_nodes, &n_ep)) {
+        /* an operand of the epilogue is made before the GEMM node (the step runs there) */
+        int ew = plan_ew_compile(P, u, shp, taken, (int)ni, pg.out_value, pg.N, reg, &pg.epilogue,
+                                 &last, ep_nodes + n_view, &n_ep);
+        n_ep += n_view;
+        if (n_ep > 0) {
             pg.ep_nodes = mha_calloc(&P->alloc, n_ep, sizeof *pg.ep_nodes);
             if (!pg.ep_nodes) {
                 mha_free(&P->alloc, pg.W_owned);
@@ -223,7 +277,7 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, u
             pg.n_ep_nodes = n_ep;
             for (size_t k = 0; k < n_ep; k++)
                 taken[ep_nodes[k]] = 1;
-            pg.out_value = last;
+            if (ew) pg.out_value = last;
             if (pg.epilogue.ext_value >= 0) pg.reads[pg.n_reads++] = pg.epilogue.ext_value;
         }
         plan_ew_classify(&pg.epilogue, &pg.fused_act, &pg.fused_residual);

@@ -120,7 +120,9 @@ typedef struct layer {
 
     /* ---- appended for rotary inputs (issue 14) ---- */
     int rotary_tables_input; /* the cos / sin of every token come in as inputs
-                                (MHA_ROLE_ROTARY_COS / _SIN): the layer has no tables */
+                                (MHA_ROLE_ROTARY_COS / _SIN): the layer has no tables;
+                                1: a column per turning dim [.., rotary_dim], 2: one per
+                                pair [.., rotary_dim / 2] */
     /* ---- appended for a cached cross-attention (issue 14) ---- */
     int kv_given; /* has_proj and cross, but K and V come in already projected, in head
                      layout [B, kv_heads, Skv, d] (roles MHA_ROLE_K / _V); only Q and the

@@ -523,23 +523,24 @@ static mha_status rz_rot_given_tables(rz_ctx *z, const rz_rot_found *f, layer *L
     const int is = rz_rot_role_input(L, MHA_ROLE_ROTARY_SIN);
     const tensor *tc = z->inputs[ic], *ts = z->inputs[is];
     const int64_t half = f->rd / 2;
+    /* a column per turning dim, or (Meta's LLaMA, llama2.c: the angles of
+     * the pairs, outer(t, freqs)) one per pair */
+    const int64_t W = tc->dims[tc->rank - 1] == half ? half : f->rd;
     /* tokens per batch item: [S, d], [B, S, d], [B, 1, S, d], [B, S, 1, d] */
     const int64_t items = tc->rank == 2 ? 1 : tc->dims[0];
-    const int64_t tokens = items > 0 && f->rd > 0 ? tensor_numel(tc) / items / f->rd : 0;
-    if (tc->dims[tc->rank - 1] != f->rd || tokens < f->n_pos ||
-        tensor_numel(ts) != tensor_numel(tc))
+    const int64_t tokens = items > 0 && W > 0 ? tensor_numel(tc) / items / W : 0;
+    if (tc->dims[tc->rank - 1] != W || tokens < f->n_pos || tensor_numel(ts) != tensor_numel(tc))
         return rz_rot_refuse(z, 0,
                              "its cos / sin inputs are not [.., S, rotary_dim] tables of the "
-                             "turning dims");
-    const int64_t W = f->rd;
+                             "turning dims, nor [.., S, rotary_dim / 2] of their pairs");
     int as_named = 1, swapped = 1;
     for (int64_t p = 0; p < f->n_pos; p++)
         for (int64_t t = 0; t < half; t++) {
             const float c = f->cos[p * half + t], sn = f->sin[p * half + t];
             const float *vc = (const float *)tc->data + p * W,
                         *vs = (const float *)ts->data + p * W;
-            const int64_t c1 = f->kind == MHA_ROTARY_HALF ? t : 2 * t;
-            const int64_t c2 = f->kind == MHA_ROTARY_HALF ? t + half : 2 * t + 1;
+            const int64_t c1 = W == half ? t : f->kind == MHA_ROTARY_HALF ? t : 2 * t;
+            const int64_t c2 = W == half ? t : f->kind == MHA_ROTARY_HALF ? t + half : 2 * t + 1;
             as_named &= c == vc[c1] && c == vc[c2] && sn == vs[c1] && sn == vs[c2];
             swapped &= c == vs[c1] && c == vs[c2] && sn == vc[c1] && sn == vc[c2];
         }
@@ -551,9 +552,43 @@ static mha_status rz_rot_given_tables(rz_ctx *z, const rz_rot_found *f, layer *L
         L->inputs[ic].role = MHA_ROLE_ROTARY_SIN;
         L->inputs[is].role = MHA_ROLE_ROTARY_COS;
     }
-    L->rotary_tables_input = 1;
+    L->rotary_tables_input = W == half ? 2 : 1;
     L->rotary_n_pos = 0;
     return MHA_OK;
+}
+
+/* Meta's LLaMA (and llama2.c) turn the pairs of a [.., d / 2, 2] view of
+ * the features: x = Reshape(q) splits the last axis, the halves are
+ * unbound, turned and stacked, and the one reader of y (Reshape, Flatten;
+ * Shape nodes aside) merges the last two axes back. The rotation is then read on the head's
+ * features: from the Reshape's input to the merged value, the same shape. */
+static void rz_rot_widen(rz_ctx *z, int side, int64_t d_head) {
+    const ir_graph *g = z->g;
+    const int x = z->core.rot_x[side], y = z->core.rot_y[side], xp = rz_rot_producer(z, x);
+    const tensor *tx = z->probe[x], *ty = z->probe[y];
+    if (xp < 0 || !tx || !ty || tx->rank < 3 || tx->dims[tx->rank - 1] != 2 ||
+        !rz_is_op(&g->nodes[xp], "Reshape") || g->nodes[xp].n_inputs < 1)
+        return;
+    int reader = -1;
+    for (size_t ni = (size_t)rz_rot_producer(z, y) + 1; ni < g->n_nodes; ni++)
+        for (size_t k = 0; k < g->nodes[ni].n_inputs; k++)
+            if (g->nodes[ni].inputs[k] == y && !rz_is_op(&g->nodes[ni], "Shape")) {
+                if (reader >= 0 && reader != (int)ni) return;
+                reader = (int)ni;
+            }
+    if (reader < 0 || g->nodes[reader].n_outputs < 1 ||
+        (!rz_is_op(&g->nodes[reader], "Reshape") && !rz_is_op(&g->nodes[reader], "Flatten")))
+        return;
+    const int x2 = g->nodes[xp].inputs[0], y2 = g->nodes[reader].outputs[0];
+    const tensor *tx2 = x2 >= 0 ? z->probe[x2] : NULL, *ty2 = y2 >= 0 ? z->probe[y2] : NULL;
+    if (!tx2 || !ty2 || tx2->rank != tx->rank - 1 || tx2->dims[tx2->rank - 1] != d_head ||
+        2 * tx->dims[tx->rank - 2] != d_head || ty->rank != tx->rank || ty2->rank != tx2->rank ||
+        memcmp(ty->dims, tx->dims, sizeof(int64_t) * (size_t)tx->rank) != 0 ||
+        memcmp(ty2->dims, tx2->dims, sizeof(int64_t) * (size_t)tx2->rank) != 0 ||
+        memcmp(tx2->dims, tx->dims, sizeof(int64_t) * (size_t)(tx2->rank - 1)) != 0)
+        return;
+    z->core.rot_x[side] = x2;
+    z->core.rot_y[side] = y2;
 }
 
 mha_status rz_rotary_build(rz_ctx *z, layer *L) {
@@ -566,6 +601,8 @@ mha_status rz_rotary_build(rz_ctx *z, layer *L) {
         return rz_rot_refuse(z, 0, "a rotary embedding on cross-attention is not supported");
     rz_rot_found f[2];
     memset(f, 0, sizeof f);
+    rz_rot_widen(z, 0, L->d_head);
+    rz_rot_widen(z, 1, L->d_head);
     mha_status st = rz_rot_side(z, 0, &f[0]);
     if (st == MHA_OK) st = rz_rot_side(z, 1, &f[1]);
     if (st == MHA_OK && (f[0].kind != f[1].kind || f[0].rd != f[1].rd))

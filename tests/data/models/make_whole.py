@@ -573,6 +573,14 @@ def case_bert_packed(size, g, B, S):
     return m, [x, tt, mask], names, ["hidden", "pooled"], dyn, 13
 
 
+def case_bert_packed_lists(size, g, B, S):
+    # three inputs of two unnamed axes each: six symbols apart
+    m, inputs, names, outs, dyn, _ = case_bert_packed(size, g, B, S)
+    dyn = {n: [0, 1] for n in names}
+    dyn.update({"hidden": [0, 1], "pooled": [0]})
+    return m, inputs, names, outs, dyn, 14
+
+
 def case_distil(size, g, B, S):
     z = TINY if size == "tiny" else FULL["bert"]
     m = DistilSinus(*z)
@@ -638,6 +646,7 @@ def case_llama(size, g, B, S):
 CASES = {
     "w_bert_sep_inf_f32softmax_i32_op15": (case_bert_sep, 21),
     "w_bert_packed_handln_ext1e4_op13": (case_bert_packed, 22),
+    "w_bert_packed_lists_op14": (case_bert_packed_lists, 32),
     "w_distilbert_sinus_expandinf_op14": (case_distil, 23),
     "w_gpt2_addmm_score_mask_op14": (case_gpt2_score(True, 14), 24),
     "w_gpt2_addmm_score_op17": (case_gpt2_score(False, 17), 25),

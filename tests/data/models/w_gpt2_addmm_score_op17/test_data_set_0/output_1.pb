@@ -1,0 +1,1 @@
+Btoken_logprobsJ0!UÀI„bÀýéfÀRÀJ³ZÀ«WÀ¤SÀËÜOÀþ½WÀL`À[#^À]-cÀ
