@@ -645,49 +645,6 @@ static void test_runs_wait_at_the_door(void **state) {
     pool_destroy(p);
 }
 
-/* Inside a unit of a lone run's job: the spin limit its waits use. */
-typedef struct spin_seen {
-    pool *p;
-    atomic_int limit;
-} spin_seen;
-
-static mha_status record_spin_limit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
-    spin_seen *c = ctx;
-    (void)phase, (void)u, (void)worker, (void)err;
-    atomic_store(&c->limit, pool_spin_limit(c->p));
-    return MHA_OK;
-}
-
-/* Waits spin long (~1 ms) only while one run is alone in the pool: inside
- * it and between its jobs, nobody else could use a core a waiter keeps;
- * outside a run, or with two runs sharing the cores, they block after the
- * brief spin as before. */
-static void test_lone_run_spins(void **state) {
-    (void)state;
-    pool *p = NULL;
-    assert_int_equal(pool_create(NULL, 1, 0, &p, NULL), MHA_OK);
-    const int brief = pool_spin_limit(p);
-    assert_int_equal(pool_run_begin(p), 2);
-    const int lone = pool_spin_limit(p);
-    assert_true(lone >= 10 * brief);
-    spin_seen c = {p, 0};
-    pool_job job;
-    memset(&job, 0, sizeof job);
-    job.fn = record_spin_limit;
-    job.ctx = &c;
-    job.n_phases = 1;
-    job.n_units[0] = 1;
-    assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
-    assert_int_equal(atomic_load(&c.limit), lone); /* its own job published */
-    assert_int_equal(pool_run_begin(p), 1);        /* a second run: the cores are shared */
-    assert_int_equal(pool_spin_limit(p), brief);
-    pool_run_end(p);
-    assert_int_equal(pool_spin_limit(p), lone);
-    pool_run_end(p);
-    assert_int_equal(pool_spin_limit(p), brief);
-    pool_destroy(p);
-}
-
 int main(void) {
     /* clang-format off */
     const struct CMUnitTest tests[] = {
@@ -705,7 +662,6 @@ int main(void) {
         cmocka_unit_test(test_runs_share_the_cores),
         cmocka_unit_test(test_helper_leaves_for_a_new_run),
         cmocka_unit_test(test_runs_wait_at_the_door),
-        cmocka_unit_test(test_lone_run_spins),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -27,8 +27,7 @@
  * attached (helpers > 0), and the caller unpublishes it only once helpers
  * is 0, both under the mutex.
  *
- * Sleeping: every wait spins a while on atomics (~50 us; ~1 ms while a
- * lone run holds the pool: pool_spin_limit), then sleeps on a
+ * Sleeping: every wait spins a short while on atomics, then sleeps on a
  * condition variable with its `sleepers` count raised: idle workers on one
  * (woken by a new job or a phase opened, and only while a core is free),
  * callers on the other (woken by a phase opened or a helper detached). A
@@ -76,17 +75,8 @@
 
 /* Condition variables of the door of runs (sleepers by ticket). */
 #define POOL_DOORS 8
-/* Iterations of the pause loop before a waiter blocks: about 50 us (a
- * pause takes ~26 ns on the Zen 5 of the benchmarks). */
+/* Iterations of the pause loop before a waiter blocks: about 10-50 us. */
 #define POOL_SPIN_ITERATIONS 2000
-/* The same while one run is alone in the pool (pool_spin_limit): about
- * 1 ms. A whole model's run is one job after another, with phases whose
- * last unit (1-4 ms of a GEMM) ends a while after the other threads ran
- * out of units; a waiter that blocked there was woken once the phase or
- * the step ended, and on a virtual machine a sleeping vCPU takes tens of
- * microseconds to wake -- BERT-base at 2 threads slept ~140 times per run.
- * No other job could have used the core meanwhile. */
-#define POOL_RUN_SPIN_ITERATIONS 40000
 #define POOL_DEFAULT_STACK ((size_t)1 << 20)
 /* Kernels keep their packing buffers on the stack (plugin.h: up to 256 KiB);
  * a smaller worker stack than this is raised to it. */
@@ -150,13 +140,6 @@ static int pool_share(const struct pool *p) {
     const int runs = atomic_load_explicit(&p->runs, memory_order_relaxed);
     if (runs <= 1) return size;
     return size / runs > 1 ? size / runs : 1;
-}
-
-int pool_spin_limit(const pool *p) {
-    if (atomic_load_explicit(&p->runs, memory_order_relaxed) == 1 &&
-        atomic_load_explicit(&p->n_jobs, memory_order_relaxed) <= 1)
-        return POOL_RUN_SPIN_ITERATIONS;
-    return POOL_SPIN_ITERATIONS;
 }
 
 static void pool_cpu_relax(void) {
@@ -356,7 +339,7 @@ static void pool_work_own(struct pool *p, pool_job *job) {
             break;
         }
         int spins = 0;
-        while (atomic_load(&job->phase) == ph && spins < pool_spin_limit(p)) {
+        while (atomic_load(&job->phase) == ph && spins < POOL_SPIN_ITERATIONS) {
             pool_cpu_relax();
             spins++;
         }
@@ -405,7 +388,7 @@ static void pool_help(struct pool *p, pool_job *job, int slot) {
         int r = pool_work_phase(p, job, slot);
         if (r <= 0) return;
         int spins = 0;
-        while (atomic_load(&job->phase) == ph && spins < pool_spin_limit(p)) {
+        while (atomic_load(&job->phase) == ph && spins < POOL_SPIN_ITERATIONS) {
             pool_cpu_relax();
             spins++;
         }
@@ -440,7 +423,7 @@ static void *pool_worker_main(void *arg) {
         unsigned gen = atomic_load(&p->work_gen);
         pthread_mutex_unlock(&p->mutex);
         int moved = 0;
-        for (int i = 0; i < pool_spin_limit(p) && !moved; i++) {
+        for (int i = 0; i < POOL_SPIN_ITERATIONS && !moved; i++) {
             if (atomic_load_explicit(&p->working, memory_order_relaxed) >= p->n_workers + 1 ||
                 pool_share(p) <= 1)
                 break; /* the cores are taken (or every one has its run): no reason to spin */
@@ -546,7 +529,7 @@ static mha_status pool_run_entered(pool *p, pool_job *job, mha_error *err) {
         pool_work_own(p, job);
 
         int spins = 0;
-        while (atomic_load(&job->helpers) > 0 && spins < pool_spin_limit(p)) {
+        while (atomic_load(&job->helpers) > 0 && spins < POOL_SPIN_ITERATIONS) {
             pool_cpu_relax();
             spins++;
         }
@@ -680,18 +663,7 @@ mha_status pool_create(const mha_alloc_ctx *a, int n_workers, size_t stack_bytes
         }
     }
     pthread_mutex_init(&p->busy, NULL);
-    /* Adaptive where the C library has it: the mutex is held for a few
-     * instructions at a time (publishing a job, attaching a helper), and a
-     * thread that found it taken blocked in the kernel -- a voluntary
-     * context switch and a wake-up for every such collision (about one in
-     * two jobs of a run at 2 threads). It spins briefly first instead. */
-    pthread_mutexattr_t mattr;
-    pthread_mutexattr_init(&mattr);
-#if defined(PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP)
-    pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
-#endif
-    pthread_mutex_init(&p->mutex, &mattr);
-    pthread_mutexattr_destroy(&mattr);
+    pthread_mutex_init(&p->mutex, NULL);
     pthread_cond_init(&p->idle.cond, NULL);
     pthread_cond_init(&p->callers.cond, NULL);
     pthread_cond_init(&p->gate.cond, NULL);

@@ -124,13 +124,6 @@ void pool_run_end(pool *p);
 int pool_try_reserve(pool *p);
 void pool_release(pool *p);
 
-/* Pause iterations a waiter of p spins now before it blocks: ~1 ms
- * while one run is alone in the pool (pool_run_begin; at most its own job
- * published: nobody else could use a core its waits keep), else ~50 us.
- * Read at every spin, so a second caller arriving cuts a long spin short.
- * p is not NULL. */
-int pool_spin_limit(const pool *p);
-
 /* Sets FTZ and DAZ in the calling thread's FP control register; returns the
  * previous value for fp_restore. A no-op (returning 0) off x86. */
 unsigned pool_fp_flush_denormals(void);
