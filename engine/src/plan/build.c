@@ -8,40 +8,6 @@
 
 #include "plan_internal.h"
 
-mha_status plan_uses_build(const mha_alloc_ctx *a, const ir_graph *g, plan_uses *u,
-                           mha_error *err) {
-    memset(u, 0, sizeof *u);
-    size_t total = 0;
-    for (size_t i = 0; i < g->n_nodes; i++)
-        total += g->nodes[i].n_inputs;
-    u->first = mha_calloc(a, g->n_values + 1, sizeof *u->first);
-    u->node = mha_calloc(a, total ? total : 1, sizeof *u->node);
-    int *fill = mha_calloc(a, g->n_values + 1, sizeof *fill);
-    if (!u->first || !u->node || !fill) {
-        mha_free(a, fill);
-        plan_uses_free(a, u);
-        return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
-    }
-    for (size_t i = 0; i < g->n_nodes; i++)
-        for (size_t k = 0; k < g->nodes[i].n_inputs; k++)
-            if (g->nodes[i].inputs[k] >= 0) u->first[g->nodes[i].inputs[k] + 1]++;
-    for (size_t v = 0; v < g->n_values; v++)
-        u->first[v + 1] += u->first[v];
-    for (size_t i = 0; i < g->n_nodes; i++)
-        for (size_t k = 0; k < g->nodes[i].n_inputs; k++) {
-            int v = g->nodes[i].inputs[k];
-            if (v >= 0) u->node[u->first[v] + fill[v]++] = (int)i;
-        }
-    mha_free(a, fill);
-    return MHA_OK;
-}
-
-void plan_uses_free(const mha_alloc_ctx *a, plan_uses *u) {
-    mha_free(a, u->first);
-    mha_free(a, u->node);
-    memset(u, 0, sizeof *u);
-}
-
 static void build_drop_probe_results(plan *P);
 
 void plan_free(plan *P) {

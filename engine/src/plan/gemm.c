@@ -56,22 +56,6 @@ static int gemm_bias_add(const plan *P, const plan_uses *u, const plan_shape *sh
     return ai;
 }
 
-/* The one reader of v (Shape nodes aside: they need no data), v no graph
- * output: the node, or -1. */
-static int gemm_data_reader(const plan *P, const plan_uses *u, int v) {
-    const ir_graph *g = P->g;
-    int found = -1;
-    for (size_t k = 0; k < g->n_outputs; k++)
-        if (g->outputs[k] == v) return -1;
-    for (int e = u->first[v]; e < u->first[v + 1]; e++) {
-        const int ni = u->node[e];
-        if (strcmp(g->nodes[ni].op_type, "Shape") == 0) continue;
-        if (found >= 0 && found != ni) return -1;
-        found = ni;
-    }
-    return found;
-}
-
 /* GPT-2's Conv1D, torch.addmm over flat rows: A = Reshape(X [.., K] ->
  * [M, K]), the product [M, N] reshaped back to X's leading axes [.., N].
  * The step reads X and writes the rows as [.., N] itself (the same rows),
@@ -80,9 +64,9 @@ static int gemm_data_reader(const plan *P, const plan_uses *u, int v) {
 static int gemm_row_views(const plan *P, const plan_uses *u, const plan_shape *shp,
                           const unsigned char *taken, const plan_gemm *pg, int view[2]) {
     const ir_graph *g = P->g;
-    const int ri = g->values[pg->in_value].producer, ro = gemm_data_reader(P, u, pg->out_value);
+    const int ri = g->values[pg->in_value].producer, ro = plan_data_reader(P, u, pg->out_value);
     if (ri < 0 || ro < 0 || taken[ri] || taken[ro] ||
-        gemm_data_reader(P, u, pg->in_value) != pg->node)
+        plan_data_reader(P, u, pg->in_value) != pg->node)
         return 0;
     const ir_node *in = &g->nodes[ri], *out = &g->nodes[ro];
     if (strcmp(in->op_type, "Reshape") != 0 || strcmp(out->op_type, "Reshape") != 0 ||

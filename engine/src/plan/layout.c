@@ -37,16 +37,10 @@ static int layout_is_swap01(const plan_shape *shp, const ir_node *n) {
            perm->ints[1] == 0 && perm->ints[2] == 2 && shp[n->inputs[0]].rank == 3;
 }
 
-static int layout_is_output(const ir_graph *g, int v) {
-    for (size_t k = 0; k < g->n_outputs; k++)
-        if (g->outputs[k] == v) return 1;
-    return 0;
-}
-
 /* The node swapping the first two axes of Y when it is Y's only reader
  * and Y no graph output, else -1. */
 static int layout_back_swap(const plan *P, const plan_uses *u, const plan_shape *shp, int y) {
-    if (y < 0 || layout_is_output(P->g, y) || u->first[y + 1] - u->first[y] != 1) return -1;
+    if (y < 0 || plan_is_output(P->g, y) || u->first[y + 1] - u->first[y] != 1) return -1;
     int ni = u->node[u->first[y]];
     return layout_is_swap01(shp, &P->g->nodes[ni]) ? ni : -1;
 }
@@ -110,20 +104,6 @@ static mha_status layout_fold_layer(plan *P, const plan_uses *u, const plan_shap
     return MHA_OK;
 }
 
-/* The single node reading v's data, when the others are Shape nodes, and
- * v no graph output; else -1. */
-static int layout_data_reader(const plan *P, const plan_uses *u, int v) {
-    if (v < 0 || layout_is_output(P->g, v)) return -1;
-    int found = -1;
-    for (int e = u->first[v]; e < u->first[v + 1]; e++) {
-        int ni = u->node[e];
-        if (strcmp(P->g->nodes[ni].op_type, "Shape") == 0) continue;
-        if (found >= 0 && found != ni) return -1;
-        found = ni;
-    }
-    return found;
-}
-
 /* Whether value v has the same dims as `want` (rank 3) at every probe. */
 static int layout_dims_are(const plan_shape *shp, int v, const int64_t want[][3]) {
     if (shp[v].rank != 3) return 0;
@@ -142,11 +122,11 @@ static mha_status layout_fold_patch(plan *P, const plan_uses *u, const plan_shap
     *folded = 0;
     if (pg->conv_kh <= 0 || pg->conv_rows || pg->n_ep_nodes > 0) return MHA_OK;
     const int c = pg->out_value;
-    const int r = layout_data_reader(P, u, c);
+    const int r = plan_data_reader(P, u, c);
     if (r < 0 || strcmp(g->nodes[r].op_type, "Reshape") != 0 || g->nodes[r].inputs[0] != c ||
         g->nodes[r].n_outputs != 1 || shp[c].rank != 4)
         return MHA_OK;
-    const int t = layout_data_reader(P, u, g->nodes[r].outputs[0]);
+    const int t = plan_data_reader(P, u, g->nodes[r].outputs[0]);
     if (t < 0 || strcmp(g->nodes[t].op_type, "Transpose") != 0 || g->nodes[t].n_outputs != 1 ||
         g->nodes[t].outputs[0] < 0)
         return MHA_OK;

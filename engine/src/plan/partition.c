@@ -58,12 +58,6 @@ size_t plan_count_cores(const ir_graph *g) {
     return n;
 }
 
-static int part_is_output(const ir_graph *g, int v) {
-    for (size_t k = 0; k < g->n_outputs; k++)
-        if (g->outputs[k] == v) return 1;
-    return 0;
-}
-
 /* A MatMul / Gemm reading `v` as data and a constant as weights. */
 static int part_is_proj(const plan *P, const ir_node *n, int v) {
     return (part_is(n, "MatMul") || part_is(n, "Gemm")) && n->n_inputs >= 2 && n->inputs[0] == v &&
@@ -89,7 +83,7 @@ static int part_data_consumer(const part_ctx *c, int v, int *count) {
  * a 3-D output), so Y takes in that Reshape. */
 static int part_unflatten_y(const part_ctx *c, int y) {
     int count;
-    if (c->shp[y].rank != 2 || part_is_output(c->P->g, y)) return y;
+    if (c->shp[y].rank != 2 || plan_is_output(c->P->g, y)) return y;
     int ni = part_data_consumer(c, y, &count);
     if (ni < 0 || count != 1) return y;
     const ir_node *n = &c->P->g->nodes[ni];
@@ -128,7 +122,7 @@ static int part_find_y(part_ctx *c, int core, int *pv, const char **why) {
     for (int step = 0; step < PART_MAX_WALK && v >= 0; step++) {
         int count;
         int ni = part_data_consumer(c, v, &count);
-        if (part_is_output(P->g, v) || count != 1) {
+        if (plan_is_output(P->g, v) || count != 1) {
             *why = "the attention output does not go through a single chain to an output "
                    "projection";
             return -1;
@@ -137,7 +131,7 @@ static int part_find_y(part_ctx *c, int core, int *pv, const char **why) {
         if (part_is_proj(P, n, v)) {
             int y = n->outputs[0], add_count;
             int add = y >= 0 ? part_data_consumer(c, y, &add_count) : -1;
-            if (part_is(n, "MatMul") && add >= 0 && add_count == 1 && !part_is_output(P->g, y)) {
+            if (part_is(n, "MatMul") && add >= 0 && add_count == 1 && !plan_is_output(P->g, y)) {
                 const ir_node *an = &P->g->nodes[add];
                 if (part_is(an, "Add") && an->n_inputs == 2 &&
                     plan_const(P, an->inputs[an->inputs[0] == y ? 1 : 0]) != NULL)
@@ -379,7 +373,7 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
         for (size_t k = 0; k < n->n_outputs && !*why; k++) {
             int o = n->outputs[k];
             if (o < 0 || o == y || !(dsc[o] & 4)) continue;
-            if (part_is_output(g, o)) *why = "a value inside it is a graph output";
+            if (plan_is_output(g, o)) *why = "a value inside it is a graph output";
             for (int e = c->u->first[o]; e < c->u->first[o + 1] && !*why; e++)
                 if (!in_set[c->u->node[e]]) {
                     char d[160];

@@ -33,6 +33,12 @@ mha_status plan_fold_static_dims(plan *P, const plan_shape *shp, size_t *n_folde
 mha_status plan_uses_build(const mha_alloc_ctx *a, const ir_graph *g, plan_uses *u, mha_error *err);
 void plan_uses_free(const mha_alloc_ctx *a, plan_uses *u);
 
+/* Whether value v is one of the graph's outputs. */
+int plan_is_output(const ir_graph *g, int v);
+/* The single node reading v's data (Shape nodes aside: they need no data),
+ * v no graph output; else -1. */
+int plan_data_reader(const plan *P, const plan_uses *u, int v);
+
 /* Whether the value is known at load (initializer or folded constant). */
 static inline const tensor *plan_const(const plan *P, int v) {
     if (v < 0) return NULL;

@@ -16,8 +16,7 @@
 /* Whether every reader of value v is one of nm's nodes, and v no graph
  * output. */
 static int postnorm_reads_alone(const plan *P, const plan_uses *u, const plan_norm *nm, int v) {
-    for (size_t k = 0; k < P->g->n_outputs; k++)
-        if (P->g->outputs[k] == v) return 0;
+    if (plan_is_output(P->g, v)) return 0;
     for (int e = u->first[v]; e < u->first[v + 1]; e++) {
         int inside = 0;
         for (size_t k = 0; k < nm->n_nodes; k++)

@@ -22,19 +22,13 @@ static int residual_same(const plan_shape *a, const plan_shape *b) {
     return 1;
 }
 
-static int residual_is_output(const ir_graph *g, int v) {
-    for (size_t k = 0; k < g->n_outputs; k++)
-        if (g->outputs[k] == v) return 1;
-    return 0;
-}
-
 /* The Add node taking layer pl's output as its one reader, with *other
  * its residual operand; -1 when there is none to fuse. */
 static int residual_add(const plan *P, const plan_uses *u, const plan_shape *shp,
                         const unsigned char *taken, const plan_layer *pl, int *other) {
     const ir_graph *g = P->g;
     const int y = pl->out_value;
-    if (y < 0 || residual_is_output(g, y) || u->first[y + 1] - u->first[y] != 1) return -1;
+    if (y < 0 || plan_is_output(g, y) || u->first[y + 1] - u->first[y] != 1) return -1;
     const int ai = u->node[u->first[y]];
     const ir_node *a = &g->nodes[ai];
     if (taken[ai] || strcmp(a->op_type, "Add") != 0 || a->domain[0] != '\0' || a->n_inputs != 2 ||
