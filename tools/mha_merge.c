@@ -172,6 +172,11 @@ int mha_cmd_merge(int argc, char **argv) {
     int64_t dims[MHA_MAX_RANK];
     memcpy(dims, h0->dims, sizeof dims);
     dims[0] = h0->shard_total;
+    /* SIGINT / SIGTERM stop between two copies: the temporary is removed.
+     * Caught before the temporary exists: a signal between its creation
+     * and the catch would end the process and leave it behind. */
+    cli_signals_catch(&sigs);
+    catching = 1;
     if (mha_npy_writer_begin(out_path, h0->dtype, h0->rank, dims, NULL, &w, &err) != MHA_OK) {
         rc = cli_fail_err(out_path, &err);
         goto done;
@@ -184,9 +189,6 @@ int mha_cmd_merge(int argc, char **argv) {
         rc = cli_fail("out of memory for a %zu-byte copy buffer", buf_bytes);
         goto done;
     }
-    /* SIGINT / SIGTERM stop between two copies: the temporary is removed */
-    cli_signals_catch(&sigs);
-    catching = 1;
     for (size_t k = 0; k < n; k++)
         for (int64_t r = 0; r < sh[k].h.rows; r += per) {
             int64_t m = sh[k].h.rows - r < per ? sh[k].h.rows - r : per;
