@@ -23,6 +23,9 @@ typedef enum plan_step_kind {
     PLAN_STEP_NORM           /* LayerNorm / RMSNorm over the last axis: plan_norm */
 } plan_step_kind;
 
+/* Graph outputs an attention step writes beside Y: present key, value. */
+#define PLAN_LAYER_MAX_EXTRA 2
+
 /* One attention layer found in the graph. A refused one (recognised == 0)
  * keeps its nodes in the interpreted stream and says why. */
 typedef struct plan_layer {
@@ -34,6 +37,12 @@ typedef struct plan_layer {
      * the residual the step adds to Y: what the step reads */
     int *in_values;
     int out_value; /* graph value id of the step's output: Y, or Y + residual */
+    /* A decoding step with a KV cache: the graph outputs inside the layer
+     * that its step writes too, L's outputs 1 .. n_extra (L's output 0 is
+     * Y): the present keys and values (the past with the new ones
+     * appended), -1 unused */
+    int extra_out[PLAN_LAYER_MAX_EXTRA];
+    size_t n_extra;
     /* 1: the Add after the layer (Y + in_values[L.n_inputs], residual.c)
      * is the last of nodes, done in the output projection's epilogue */
     int residual;
@@ -272,9 +281,10 @@ static inline size_t plan_layer_n_reads(const plan_layer *pl) {
 }
 
 /* What runs the fused steps: the runtime's executor, or the reference.
- * attention: one recognised layer, inputs as L's, outputs[0] allocated with
- * layer_output_shapes' shape, plus residual (NULL: none), float32 laid out
- * as outputs[0], added to it; gemm: C [M, N] = A [M, K] . W + bias, then
+ * attention: one recognised layer, inputs as L's, outputs as L's (Y first,
+ * then the present keys and values of a cache) allocated with
+ * layer_output_shapes' shapes, plus residual (NULL: none), float32 laid
+ * out as outputs[0], added to it; gemm: C [M, N] = A [M, K] . W + bias, then
  * the step's epilogue ep (NULL: none): by plan_ep_tile on each tile of C on
  * the thread that computed it, or by the plugin's GEMM when it declares
  * the step's fused form (plan_gemm.fused_act); norm (NULL: the host's
