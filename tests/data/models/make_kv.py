@@ -28,7 +28,7 @@ from torch import nn
 import make_zoo
 from make_models import RmsNorm, rotate_half
 from make_variants import gelu_new, merge_heads, split_heads
-from make_zoo import Conv1D, repeat_kv
+from make_zoo import repeat_kv
 
 D, H, FF, L, VOCAB, MAXPOS = 32, 4, 64, 2, 64, 16
 DH = D // H
@@ -47,31 +47,14 @@ def run_layers(layers, x, caches, *args):
 
 # ----------------------------------------------------------------- GPT-2 ----
 
-class Gpt2Block(nn.Module):
-    """Hugging Face's GPT2Block with layer_past: Conv1D projections over
-    flat rows, c_attn split, the cache concatenated on the key axis, the
-    tril buffer sliced [k-q:k, :k], torch.where with a 0-d finfo.min, the
-    extended mask added."""
-
-    def __init__(self):
-        super().__init__()
-        self.ln_1, self.ln_2 = nn.LayerNorm(D), nn.LayerNorm(D)
-        self.c_attn, self.c_proj = Conv1D(3 * D, D), Conv1D(D, D)
-        self.c_fc, self.mlp_proj = Conv1D(FF, D), Conv1D(D, FF)
-        self.register_buffer("bias", torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool))
-                             .view(1, 1, MAXPOS, MAXPOS), persistent=False)
+class Gpt2Block(make_zoo.Gpt2PastBlock):
+    """Hugging Face's GPT2Block with layer_past (make_zoo's): Conv1D
+    projections over flat rows, c_attn split, the cache concatenated on the
+    key axis, the tril buffer sliced [k-q:k, :k], torch.where with a 0-d
+    finfo.min, the extended mask added."""
 
     def forward(self, x, ext, past_k, past_v):
-        q, k, v = self.c_attn(self.ln_1(x)).split(D, dim=2)
-        q, k, v = split_heads(q, H), split_heads(k, H), split_heads(v, H)
-        k, v = torch.cat((past_k, k), dim=-2), torch.cat((past_v, v), dim=-2)
-        w = torch.matmul(q, k.transpose(-1, -2))
-        w = w / torch.full([], v.size(-1) ** 0.5, dtype=w.dtype)
-        ql, kl = q.size(-2), k.size(-2)
-        causal = self.bias[:, :, kl - ql:kl, :kl]
-        w = torch.where(causal, w, torch.full([], FMIN, dtype=w.dtype)) + ext
-        x = x + self.c_proj(merge_heads(torch.matmul(F.softmax(w, dim=-1), v)))
-        return x + self.mlp_proj(gelu_new(self.c_fc(self.ln_2(x)))), k, v
+        return super().forward(x, past_k, past_v, ext)
 
 
 class Gpt2PastPositions(nn.Module):
