@@ -285,6 +285,46 @@ static int part_input(const part_ctx *c, size_t ni, size_t k) {
     return c->shape_of[ni] >= 0 ? c->shape_of[ni] : c->P->g->nodes[ni].inputs[k];
 }
 
+/* Whether every reader of v is a node of the layer (in_set). */
+static int part_read_inside(const part_ctx *c, const unsigned char *in_set, int v) {
+    for (int e = c->u->first[v]; e < c->u->first[v + 1]; e++)
+        if (!in_set[c->u->node[e]]) return 0;
+    return c->u->first[v + 1] > c->u->first[v] && !plan_is_output(c->P->g, v);
+}
+
+/* A layer input (bound[nx..]) that is a Transpose of a graph input, read by
+ * the layer alone -- the keys of a cached cross-attention given as
+ * [B, H, T, d] and transposed to K^T outside the nodes that descend from X
+ * -- becomes that graph input, the Transposes nodes of the layer: the
+ * recogniser then sees the cache in its own layout. */
+static void part_take_input_layouts(part_ctx *c, unsigned char *in_set, int *bound, size_t *nb,
+                                    int nx) {
+    const ir_graph *g = c->P->g;
+    for (size_t i = (size_t)nx; i < *nb; i++) {
+        int v = bound[i], hops = 0;
+        for (int p = g->values[v].producer; p >= 0 && hops < 4; p = g->values[v].producer) {
+            const ir_node *n = &g->nodes[p];
+            if (!part_is(n, "Transpose") || n->n_inputs != 1 || n->inputs[0] < 0 ||
+                plan_const(c->P, n->inputs[0]) || !part_read_inside(c, in_set, v))
+                break;
+            v = n->inputs[0];
+            hops++;
+        }
+        if (hops == 0 || g->values[v].producer >= 0 || g->values[v].graph_input < 0) continue;
+        int seen = 0;
+        for (size_t j = 0; j < *nb; j++)
+            seen |= bound[j] == v;
+        for (int w = bound[i]; w != v; w = g->nodes[g->values[w].producer].inputs[0]) {
+            in_set[g->values[w].producer] = 1;
+            c->mark[w] |= 1 | 2 | 4; /* computed from the layer's data, inside */
+        }
+        if (seen) /* the same input taken twice: once is enough */
+            bound[i--] = bound[--*nb];
+        else
+            bound[i] = v;
+    }
+}
+
 /* Carves the layer of core `core` into pl and its nodes into in_set[]. */
 static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned char *in_set,
                              ir_graph *sub, const char **why) {
@@ -363,6 +403,7 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
             bound[nb++] = v;
         }
     }
+    part_take_input_layouts(c, in_set, bound, &nb, nx);
     /* nothing computed inside may be needed outside, but Y -- and graph
      * outputs nothing else reads, up to two: the sub-graph gives them
      * back too, and the recogniser takes them as the present keys and

@@ -171,7 +171,8 @@ typedef struct plan_step {
 } plan_step;
 
 /* An axis of a graph output: fixed, or floor((mul * x + offset) / div) of
- * the size x of an input's axis (dims.c): x itself, x plus a constant (a
+ * the size x of an input's axis (or x + y + offset of two, plus_input)
+ * (dims.c): x itself, x plus a constant (a
  * class token concatenated before the patches: N + 1), the output length
  * of a strided Conv or pooling (Whisper's ceil(frames / 2)). */
 typedef struct plan_dim_rule {
@@ -180,6 +181,10 @@ typedef struct plan_dim_rule {
     int axis;         /* ... and its axis */
     int64_t mul, div; /* ... times mul, divided by div (>= 1) ... */
     int64_t offset;   /* ... after adding this */
+    /* >= 0 (mul = div = 1): plus the size of this input's axis plus_axis,
+     * another symbolic axis (a decoding step's present keys and values:
+     * past + new tokens, when no input has that many); -1: none */
+    int plus_input, plus_axis;
 } plan_dim_rule;
 
 /* Largest probe input, in elements (16 MiB of float32), as the

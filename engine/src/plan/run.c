@@ -565,7 +565,8 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
         outputs[k].rank = io->rank;
         for (int d = 0; d < io->rank; d++) {
             const plan_dim_rule *r = &P->out_rules[k][d];
-            const int64_t x = r->fixed >= 0 ? 0 : inputs[r->input].shape[r->axis];
+            int64_t x = r->fixed >= 0 ? 0 : inputs[r->input].shape[r->axis];
+            if (r->fixed < 0 && r->plus_input >= 0) x += inputs[r->plus_input].shape[r->plus_axis];
             outputs[k].shape[d] = plan_dim_apply(r, x);
             if (outputs[k].shape[d] < 0)
                 return mha_fail(err, MHA_ERR_SHAPE,

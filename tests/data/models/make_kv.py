@@ -5,7 +5,9 @@ use: the first step of a generation (an empty past, P = 0, the prompt
 left-padded) and a later one, a position_ids input beside the mask over
 the P + S keys, rotary tables computed in the graph from the positions
 (inv_freq @ position_ids, as Hugging Face's LLaMA has done since 4.38), a
-present key given back through a Cast (GPT-J's key.to(dtype)).
+present key given back through a Cast (GPT-J's key.to(dtype)), Whisper's
+decoder as optimum's decoder_with_past (the cross-attention's keys and
+values cached as inputs, the present keys longer than any input).
 
 Each is d 32, 4 heads, FFN 64, 2 layers, vocabulary 64, seeded, with
 PyTorch's outputs for two data sets: set 0 the first step (batch 2, no
@@ -184,6 +186,59 @@ class GptjPast(make_zoo.Gptj):
         return (self.lm_head(self.ln_f(x)),) + presents
 
 
+# --------------------------------------------------------------- Whisper ----
+
+class WhisperPastBlock(make_zoo.WhisperDecBlock):
+    def heads(self, t):
+        # [B, T, D] -> [B, H, T, dh] (Hugging Face's _shape)
+        return t.view(t.shape[0], t.shape[1], H, DH).transpose(1, 2)
+
+    def forward(self, x, causal, pk, pv, ek, ev):
+        b, s, _ = x.shape
+        h = self.self_attn_layer_norm(x)
+        q = self.heads(self.p["q"](h) * DH ** -0.5).reshape(b * H, s, DH)
+        k = torch.cat([pk, self.heads(self.p["k"](h))], dim=2)
+        v = torch.cat([pv, self.heads(self.p["v"](h))], dim=2)
+        t = k.shape[2]
+        w = torch.bmm(q, k.reshape(b * H, t, DH).transpose(1, 2))
+        w = (w.view(b, H, s, t) + causal).view(b * H, s, t)
+        ctx = torch.bmm(w.softmax(-1), v.reshape(b * H, t, DH))
+        x = x + self.p["o"](ctx.view(b, H, s, DH).transpose(1, 2).reshape(b, s, D))
+        # cross-attention on the encoder's keys and values as cached
+        h = self.encoder_attn_layer_norm(x)
+        q = self.heads(self.p["cq"](h) * DH ** -0.5)
+        w = torch.matmul(q, ek.transpose(2, 3)).softmax(-1)
+        x = x + self.p["co"](torch.matmul(w, ev).transpose(1, 2).reshape(b, s, D))
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x)))), k, v
+
+
+class WhisperDecoderWithPast(nn.Module):
+    """Whisper's decoder as optimum exports decoder_with_past: the
+    self-attention cache of each layer in and present out, the
+    cross-attention's keys and values projected from the encoder once and
+    given as inputs (no encoder_hidden_states), learned positions sliced
+    at P .. P + S - 1, the causal mask of the new rows (-inf triu) with
+    zeros for the P cached keys concatenated in front, (B*H, S, d) bmm."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens, self.embed_positions = nn.Embedding(VOCAB, D), nn.Embedding(MAXPOS, D)
+        self.layers = nn.ModuleList([WhisperPastBlock() for _ in range(L)])
+        self.layer_norm = nn.LayerNorm(D)
+
+    def forward(self, input_ids, pk0, pv0, ek0, ev0, pk1, pv1, ek1, ev1):
+        b, s = input_ids.shape
+        p = pk0.shape[2]
+        x = self.embed_tokens(input_ids) + self.embed_positions.weight[p:p + s]
+        causal = torch.full((s, s), float("-inf")).triu(1)
+        causal = torch.cat([torch.zeros(s, p), causal], dim=-1)
+        presents = ()
+        for layer, cache in zip(self.layers, ((pk0, pv0, ek0, ev0), (pk1, pv1, ek1, ev1))):
+            x, k, v = layer(x, causal, *cache)
+            presents += (k, v)
+        return (torch.matmul(self.layer_norm(x), self.embed_tokens.weight.t()),) + presents
+
+
 # ------------------------------------------------------------------ data ----
 
 def step_inputs(seed, kv, later_new=1):
@@ -211,6 +266,22 @@ def step_axes(past, present):
     return dyn
 
 
+def whisper_inputs(seed):
+    """make(b, s): (2, 7) the first step with the decoder cache empty (3
+    tokens, the start of the transcript), (3, 5) one token after 4; the
+    encoder's keys and values of s + 4 frames in both."""
+    def make(b, s):
+        p, new = (0, 3) if s == 7 else (4, 1)
+        g = torch.Generator().manual_seed(seed + s)
+        ids = torch.randint(2, VOCAB, (b, new), generator=g)
+        caches = []
+        for _ in range(L):
+            caches += [torch.randn(b, H, p, DH, generator=g) for _ in range(2)]
+            caches += [torch.randn(b, H, s + 4, DH, generator=g) for _ in range(2)]
+        return [ids] + caches
+    return make
+
+
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     make_zoo.PREFIXES.extend(sys.argv[2:])
@@ -225,6 +296,18 @@ def main():
                     step_inputs(42, 2, later_new=2), ins + past, present, 17, dynamic=dyn)
     make_zoo.export(outdir, "k_gptj_castkey_posids_op14", GptjPast(), 403, step_inputs(43, H),
                     ins + past, present, 14, dynamic=dyn)
+    cache = []
+    for i in range(L):
+        cache += ["past_key_values.%d.decoder.%s" % (i, n) for n in ("key", "value")]
+        cache += ["past_key_values.%d.encoder.%s" % (i, n) for n in ("key", "value")]
+    pres = ["logits"] + ["present.%d.decoder.%s" % (i, n) for i in range(L) for n in ("key", "value")]
+    wdyn = {"input_ids": {0: "batch_size", 1: "decoder_sequence_length"},
+            "logits": {0: "batch_size", 1: "decoder_sequence_length"}}
+    wdyn.update({n: {0: "batch_size", 2: "past_decoder_sequence_length" if ".decoder." in n
+                     else "encoder_sequence_length_out"} for n in cache})
+    wdyn.update({n: {0: "batch_size", 2: "past_decoder_sequence_length + 1"} for n in pres[1:]})
+    make_zoo.export(outdir, "k_whisper_dec_withpast_crosscache_op15", WhisperDecoderWithPast(), 404,
+                    whisper_inputs(44), ["input_ids"] + cache, pres, 15, dynamic=wdyn)
 
 
 if __name__ == "__main__":
