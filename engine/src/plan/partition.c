@@ -585,6 +585,10 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
                 snprintf(pl->reason, sizeof pl->reason, "%.250s", e.message);
             } else {
                 pl->recognised = 1;
+                /* a decoding step: it writes the present keys and values */
+                if (pl->n_extra)
+                    snprintf(pl->desc, sizeof pl->desc, "%.30s+kv-cache",
+                             pl->L.form ? pl->L.form : "");
             }
         } else if (why) {
             snprintf(pl->reason, sizeof pl->reason, "%s", why);

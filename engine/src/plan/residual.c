@@ -74,7 +74,9 @@ mha_status plan_fuse_residuals(plan *P, const plan_uses *u, const plan_shape *sh
         pl->nodes = nodes;
         pl->n_nodes++;
         pl->residual = 1;
-        snprintf(pl->desc, sizeof pl->desc, "%s+residual", L->form ? L->form : "");
+        char form[sizeof pl->desc];
+        snprintf(form, sizeof form, "%s", pl->desc[0] ? pl->desc : L->form ? L->form : "");
+        snprintf(pl->desc, sizeof pl->desc, "%.38s+residual", form);
         pl->out_value = P->g->nodes[ai].outputs[0];
         taken[ai] = 1;
     }
