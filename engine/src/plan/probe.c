@@ -524,16 +524,21 @@ mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t
          * one (an extended [B, 1, 1, S] one holds additive terms: any
          * float) */
         if (!is_int && v->rank == 2 && plan_probe_float_mask(P, i)) is_int = 1;
-        /* an integer mask keeps the first key of each row, as a batch padded
-         * on the right does: a causal row before every kept key is hidden
-         * whole, which the engine makes 0 and the graph's softmax NaN
-         * (docs/ARCHITECTURE.md) -- a difference by design, not a fault */
+        /* an integer mask [B, S] keeps the first key of each row, as a batch
+         * padded on the right does, but for the last of two or more items:
+         * padded on the left, its first half hidden and its last key kept,
+         * so that a causal model's first rows see nothing but padding (NaN
+         * in a graph hiding with -inf, an average of the finite terms with
+         * finfo.min) and the plan must give what the graph gives there */
         const int64_t keys = is_int && bound == 0 && v->rank >= 2 ? in[i]->dims[v->rank - 1] : 0;
+        const int64_t left_from = v->rank == 2 && in[i]->dims[0] >= 2 ? n - keys : n;
         for (int64_t e = 0; e < n; e++) {
             uint64_t r = probe_rand(&seed);
             double x;
             if (bound > 0)
                 x = (double)(r % (uint64_t)bound);
+            else if (keys > 0 && e >= left_from)
+                x = e - left_from < (keys + 1) / 2 ? 0.0 : e == n - 1 || (r & 3) != 0;
             else if (keys > 0 && e % keys == 0)
                 x = 1.0;
             else if (is_int || v->dtype == MHA_DTYPE_BOOL)

@@ -18,6 +18,10 @@ batch 2 of 7 tokens, the second row padded):
   Linear, softmax over the classes;
 - sentence-transformers over a float32 0 / 1 mask: `(1 - m) * -10000`, masked
   mean pooling clamped at 1e-9, `F.normalize`;
+- a decoder hiding the causal and the padding keys with `-inf` in one
+  `masked_fill`, left padding: the rows inside the padding see no key, and
+  the graph (as PyTorch) gives NaN there and, through P.V, on every row of
+  that item in the next layer;
 - a BERT whose second output weighs its rows by the count of 8-token blocks,
   `S // 8` read by `Shape(start=1, end=2)` and divided (appended to the
   export, as graph tools write it): 0 at both load-time probe lengths, 2 at
@@ -251,12 +255,18 @@ class GPT2Block(nn.Module):
         return x + self.c_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
 
-class GPT2CumsumScore(nn.Module):
-    def __init__(self):
+class GPT2Body(nn.Module):
+    # token and position tables, L blocks of the given kind, the final norm
+    def __init__(self, block):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(V, D), nn.Embedding(MAXPOS, D)
-        self.h = nn.ModuleList(GPT2Block(D, H, FF) for _ in range(L))
+        self.h = nn.ModuleList(block(D, H, FF) for _ in range(L))
         self.ln_f = nn.LayerNorm(D)
+
+
+class GPT2CumsumScore(GPT2Body):
+    def __init__(self):
+        super().__init__(GPT2Block)
 
     def forward(self, input_ids, attention_mask):
         pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -267,6 +277,37 @@ class GPT2CumsumScore(nn.Module):
         logits = F.linear(self.ln_f(x), self.wte.weight)
         lp = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
         return logits, lp * attention_mask[:, 1:].float()
+
+
+# ---- a decoder hiding with -inf, left padding: NaN as its graph gives -------
+class InfAttn(GPT2Attn):
+    # causal and padding one bool, masked_fill(~keep, -inf): a query row
+    # inside the left padding keeps no key, and its softmax is NaN
+    def forward(self, x, keep):
+        b, s, d = x.shape
+        q, k, v = (t.view(b, s, self.h, self.dh).transpose(1, 2) for t in self.c_attn(x).split(d, dim=2))
+        w = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.dh))
+        w = w.masked_fill(~keep, float("-inf"))
+        return self.c_proj((w.softmax(-1) @ v).transpose(1, 2).reshape(b, s, d))
+
+
+class InfBlock(GPT2Block):
+    def __init__(self, d, h, f):
+        super().__init__(d, h, f)
+        self.attn = InfAttn(d, h)
+
+
+class InfDecoder(GPT2Body):
+    def __init__(self):
+        super().__init__(InfBlock)
+
+    def forward(self, input_ids, attention_mask):
+        s = input_ids.shape[1]
+        keep = torch.ones(s, s, dtype=torch.bool).tril()[None, None] & attention_mask.bool()[:, None, None, :]
+        x = self.wte(input_ids) + self.wpe(torch.arange(s))
+        for blk in self.h:
+            x = blk(x, keep)
+        return F.linear(self.ln_f(x), self.wte.weight)
 
 
 def ids(g, B, S):
@@ -313,6 +354,11 @@ def case_gpt2(g, B, S):
             {"input_ids": AX, "attention_mask": AX, "logits": AX, "token_logprobs": {0: "batch", 1: "seq_1"}}, 14)
 
 
+def case_inf_leftpad(g, B, S):
+    return (InfDecoder(), [ids(g, B, S), padded_mask(B, S, left=True)], ["input_ids", "attention_mask"], ["logits"],
+            {"input_ids": AX, "attention_mask": AX, "logits": AX}, 14)
+
+
 # name: (maker, seed)
 CASES = {
     "m_bert_hf_ext4d_fmin_input_op14": (case_bert_ext4d, 41),
@@ -321,6 +367,7 @@ CASES = {
     "m_bert_cls_boolmask_softmax_op14": (case_bert_cls, 44),
     "m_st_floatmask_meanpool_l2norm_op14": (case_st, 45),
     "m_bert_shape_blocks_seqdiv8_op15": (case_rows, 46),
+    "m_gpt_inf_leftpad_nan_op14": (case_inf_leftpad, 47),
 }
 
 
