@@ -525,7 +525,11 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
                 if (!gathered && bound == 0 && strstr(io->name, "mask"))
                     P->id_extent[i] = PLAN_IDS_MASK01;
             } else {
-                io->role = io->dtype == MHA_DTYPE_BOOL ? MHA_ROLE_ATTN_MASK : MHA_ROLE_QUERY;
+                /* a float mask beside the ids is a mask, not data (it
+                 * is what `mha run --lengths` makes) */
+                io->role = io->dtype == MHA_DTYPE_BOOL || plan_probe_float_mask(P, i)
+                               ? MHA_ROLE_ATTN_MASK
+                               : MHA_ROLE_QUERY;
             }
         }
     }

@@ -570,6 +570,10 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
             mha_error e;
             mha_error_clear(&e);
             mha_status rs = layer_recognize(a, &sub, &pl->L, &e);
+            /* a whole model's rows of hidden keys give what its graph gives */
+            if (rs == MHA_OK)
+                pl->L.softmax_nan =
+                    pl->L.has_proj && strcmp(g->nodes[core].op_type, "Softmax") == 0;
             if (rs == MHA_OK) rs = layer_verify(a, &sub, &pl->L, &e);
             if (rs == MHA_OK && !part_outputs_served(&pl->L, pl->n_extra)) {
                 rs = MHA_ERR_MODEL_UNSUPPORTED;
