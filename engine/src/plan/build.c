@@ -648,9 +648,13 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
     if (st == MHA_OK) st = build_steps(P, NULL, err); /* every node interpreted */
     if (st == MHA_OK) {
         /* only a failed shape pass is fitted again: a fold or probe-size
-         * failure before it leaves no probe axes to fit */
+         * failure before it leaves no probe axes to fit; nor is one over a
+         * limit (the probe's work budget: a fixed axis of 10^6 in a
+         * malformed file), which the fitting's tries at other sizes of the
+         * same axes would each run into again */
         st = build_shapes(P, shp, err);
-        if (st != MHA_OK && st != MHA_ERR_NO_MEMORY) st = build_shapes_fitted(P, shp, st, err);
+        if (st != MHA_OK && st != MHA_ERR_NO_MEMORY && st != MHA_ERR_LIMIT)
+            st = build_shapes_fitted(P, shp, st, err);
     }
     if (st == MHA_OK) {
         /* sizes the same at both probes, then what is computed from them */
