@@ -1141,6 +1141,28 @@ static void test_probe_inputs_in_range(void **state) {
     plan_free(P);
 }
 
+/* A decoder hiding the causal and the padding keys with -inf: a query row
+ * inside a left padding sees no key, NaN in the graph. Its Softmax layers
+ * give NaN there too (softmax_nan), and the plan's probes hold such rows
+ * (the last probe item padded on the left): a layer giving zeros there
+ * instead, as the kernels' contract does, is caught. */
+static void test_verify_rows_of_hidden_keys(void **state) {
+    (void)state;
+    plan *P = build("m_gpt_inf_leftpad_nan_op14", PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH);
+    mha_error err;
+    mha_error_clear(&err);
+    assert_int_equal(P->n_layers, 2);
+    for (size_t i = 0; i < 2; i++) {
+        if (!P->layers[i].recognised) fail_msg("layer %zu: %s", i, P->layers[i].reason);
+        assert_true(P->layers[i].L.softmax_nan);
+    }
+    if (plan_verify(P, &err) != MHA_OK) fail_msg("%s", err.message);
+    P->layers[0].L.softmax_nan = 0; /* zeros on the rows of padding */
+    assert_int_equal(plan_verify(P, &err), MHA_ERR_MODEL_VERIFY);
+    assert_non_null(strstr(err.message, "differs from the graph"));
+    plan_free(P);
+}
+
 static void test_verify_catches_a_wrong_layer(void **state) {
     (void)state;
     plan *P = build(BERT, PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH); /* verified below */
@@ -1369,6 +1391,7 @@ int main(void) {
         cmocka_unit_test(test_verify_reads_the_shape_pass),
         cmocka_unit_test(test_shape_probe_skips_contractions),
         cmocka_unit_test(test_load_alloc_failures),
+        cmocka_unit_test(test_verify_rows_of_hidden_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

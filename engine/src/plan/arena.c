@@ -27,6 +27,8 @@ static int arena_def_step(const plan *P, int v) {
                   : st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].out_value
                                                     : -1;
         if (out == v) return (int)s;
+        for (size_t k = 0; st->kind == PLAN_STEP_ATTENTION && k < P->layers[st->index].n_extra; k++)
+            if (P->layers[st->index].extra_out[k] == v) return (int)s;
     }
     return -1;
 }

@@ -550,7 +550,11 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
                 if (!gathered && bound == 0 && strstr(io->name, "mask"))
                     P->id_extent[i] = PLAN_IDS_MASK01;
             } else {
-                io->role = io->dtype == MHA_DTYPE_BOOL ? MHA_ROLE_ATTN_MASK : MHA_ROLE_QUERY;
+                /* a float mask beside the ids is a mask, not data (it
+                 * is what `mha run --lengths` makes) */
+                io->role = io->dtype == MHA_DTYPE_BOOL || plan_probe_float_mask(P, i)
+                               ? MHA_ROLE_ATTN_MASK
+                               : MHA_ROLE_QUERY;
             }
         }
     }
@@ -655,9 +659,13 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
     if (st == MHA_OK) st = build_steps(P, NULL, err); /* every node interpreted */
     if (st == MHA_OK) {
         /* only a failed shape pass is fitted again: a fold or probe-size
-         * failure before it leaves no probe axes to fit */
+         * failure before it leaves no probe axes to fit; nor is one over a
+         * limit (the probe's work budget: a fixed axis of 10^6 in a
+         * malformed file), which the fitting's tries at other sizes of the
+         * same axes would each run into again */
         st = build_shapes(P, shp, err);
-        if (st != MHA_OK && st != MHA_ERR_NO_MEMORY) st = build_shapes_fitted(P, shp, st, err);
+        if (st != MHA_OK && st != MHA_ERR_NO_MEMORY && st != MHA_ERR_LIMIT)
+            st = build_shapes_fitted(P, shp, st, err);
     }
     if (st == MHA_OK) {
         /* sizes the same at both probes, then what is computed from them */

@@ -25,6 +25,9 @@ typedef enum plan_step_kind {
     PLAN_STEP_GATHER         /* rows of a constant float32 table by ids: plan_gather */
 } plan_step_kind;
 
+/* Graph outputs an attention step writes beside Y: present key, value. */
+#define PLAN_LAYER_MAX_EXTRA 2
+
 /* One attention layer found in the graph. A refused one (recognised == 0)
  * keeps its nodes in the interpreted stream and says why. */
 typedef struct plan_layer {
@@ -36,6 +39,12 @@ typedef struct plan_layer {
      * the residual the step adds to Y: what the step reads */
     int *in_values;
     int out_value; /* graph value id of the step's output: Y, or Y + residual */
+    /* A decoding step with a KV cache: the graph outputs inside the layer
+     * that its step writes too, L's outputs 1 .. n_extra (L's output 0 is
+     * Y): the present keys and values (the past with the new ones
+     * appended), -1 unused */
+    int extra_out[PLAN_LAYER_MAX_EXTRA];
+    size_t n_extra;
     /* 1: the Add after the layer (Y + in_values[L.n_inputs], residual.c)
      * is the last of nodes, done in the output projection's epilogue */
     int residual;
@@ -188,7 +197,8 @@ typedef struct plan_step {
 } plan_step;
 
 /* An axis of a graph output: fixed, or floor((mul * x + offset) / div) of
- * the size x of an input's axis (dims.c): x itself, x plus a constant (a
+ * the size x of an input's axis (or x + y + offset of two, plus_input)
+ * (dims.c): x itself, x plus a constant (a
  * class token concatenated before the patches: N + 1), the output length
  * of a strided Conv or pooling (Whisper's ceil(frames / 2)). */
 typedef struct plan_dim_rule {
@@ -197,6 +207,10 @@ typedef struct plan_dim_rule {
     int axis;         /* ... and its axis */
     int64_t mul, div; /* ... times mul, divided by div (>= 1) ... */
     int64_t offset;   /* ... after adding this */
+    /* >= 0 (mul = div = 1): plus the size of this input's axis plus_axis,
+     * another symbolic axis (a decoding step's present keys and values:
+     * past + new tokens, when no input has that many); -1: none */
+    int plus_input, plus_axis;
 } plan_dim_rule;
 
 /* Largest probe input, in elements (16 MiB of float32), as the
@@ -302,9 +316,10 @@ static inline size_t plan_layer_n_reads(const plan_layer *pl) {
 }
 
 /* What runs the fused steps: the runtime's executor, or the reference.
- * attention: one recognised layer, inputs as L's, outputs[0] allocated with
- * layer_output_shapes' shape, plus residual (NULL: none), float32 laid out
- * as outputs[0], added to it; gemm: C [M, N] = A [M, K] . W + bias, then
+ * attention: one recognised layer, inputs as L's, outputs as L's (Y first,
+ * then the present keys and values of a cache) allocated with
+ * layer_output_shapes' shapes, plus residual (NULL: none), float32 laid
+ * out as outputs[0], added to it; gemm: C [M, N] = A [M, K] . W + bias, then
  * the step's epilogue ep (NULL: none): by plan_ep_tile on each tile of C on
  * the thread that computed it, or by the plugin's GEMM when it declares
  * the step's fused form (plan_gemm.fused_act); norm (NULL: the host's

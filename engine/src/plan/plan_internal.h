@@ -203,6 +203,10 @@ int plan_probe_items_fixed(const plan *P);
  * / Flatten / Identity; 0 when it indexes none (probe.c: the probes feed
  * such an input 0 and 1 only, as a mask). */
 int64_t plan_probe_index_bound(const plan *P, int v);
+/* Whether graph input i is a float attention mask (probe.c): float32
+ * [B, S] or [B, 1, 1 | S, S] over the batch and tokens of a token ids
+ * input (one that indexes an embedding table). */
+int plan_probe_float_mask(const plan *P, size_t i);
 /* The nodes whose arithmetic a run for shapes alone may skip (probe.c):
  * skip[ni] = 1 for a MatMul, Gemm or Conv none of whose outputs reaches,
  * through any chain of nodes, an input that decides a shape or picks

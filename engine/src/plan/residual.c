@@ -39,7 +39,10 @@ mha_status plan_fuse_residuals(plan *P, const plan_uses *u, const plan_shape *sh
         plan_layer *pl = &P->layers[li];
         const layer *L = &pl->L;
         int x = -1;
-        if (!pl->recognised || pl->residual || L->n_outputs != 1 || L->n_inputs == 0) continue;
+        /* Y is L's output 0; the others are the present keys and values
+         * of a cache (partition.c) */
+        if (!pl->recognised || pl->residual || L->n_outputs != 1 + pl->n_extra || L->n_inputs == 0)
+            continue;
         const int ai = residual_add(P, u, shp, taken, pl, &x);
         if (ai < 0) continue;
         /* the step reads the residual as one more value after L's inputs,
@@ -61,7 +64,9 @@ mha_status plan_fuse_residuals(plan *P, const plan_uses *u, const plan_shape *sh
         pl->nodes = nodes;
         pl->n_nodes++;
         pl->residual = 1;
-        snprintf(pl->desc, sizeof pl->desc, "%s+residual", L->form ? L->form : "");
+        char form[sizeof pl->desc];
+        snprintf(form, sizeof form, "%s", pl->desc[0] ? pl->desc : L->form ? L->form : "");
+        snprintf(pl->desc, sizeof pl->desc, "%.38s+residual", form);
         pl->out_value = P->g->nodes[ai].outputs[0];
         taken[ai] = 1;
     }
