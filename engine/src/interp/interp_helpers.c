@@ -295,6 +295,20 @@ void interp_bcast_offsets(const interp_bcast *b, int64_t i, int64_t *off) {
     }
 }
 
+void interp_bcast_rows(const interp_bcast *b, interp_bcast *outer, int64_t *row_len,
+                       int64_t row_stride[3]) {
+    *outer = *b;
+    *row_len = 1;
+    for (int k = 0; k < 3; k++)
+        row_stride[k] = 0;
+    if (b->rank < 1) return;
+    const int last = b->rank - 1;
+    *row_len = b->dims[last];
+    for (int k = 0; k < b->n_ops; k++)
+        row_stride[k] = b->strides[k][last];
+    outer->rank = last;
+}
+
 void interp_bcast_walk_start(const interp_bcast *b, interp_bcast_walk *w) {
     (void)b; /* every axis starts at 0 */
     memset(w, 0, sizeof *w);

@@ -132,6 +132,16 @@ void interp_bcast_walk_step(const interp_bcast *b, interp_bcast_walk *w);
 mha_status interp_element_at(const interp_ctx *c, const tensor *x, const tensor *idx, int axis,
                              int64_t i, int64_t *off);
 
+/* Row by row of the last axis (extent *row_len, operand k stepping by
+ * row_stride[k] along it, 0 where it broadcasts): *outer walks the other
+ * axes, so after interp_bcast_walk_start(outer, w) w->off holds each
+ * operand's offset at the first row's start and interp_bcast_walk_step
+ * (outer, w) moves it to the next row's. Per-element work then needs no
+ * carry over the axes, which costs most for short last axes (a [10^6, 3]
+ * mask broadcast). A rank-0 b is one row of one element. */
+void interp_bcast_rows(const interp_bcast *b, interp_bcast *outer, int64_t *row_len,
+                       int64_t row_stride[3]);
+
 /* ---- op functions, one per ONNX op (files: interp_elementwise.c,
  * interp_shape.c, interp_math.c, interp_attention.c) ---- */
 mha_status interp_op_identity(interp_ctx *c);
