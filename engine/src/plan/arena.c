@@ -22,6 +22,7 @@ static int arena_def_step(const plan *P, int v) {
         const plan_step *st = &P->steps[s];
         int out = st->kind == PLAN_STEP_GEMM        ? P->gemms[st->index].out_value
                   : st->kind == PLAN_STEP_NORM      ? P->norms[st->index].out_value
+                  : st->kind == PLAN_STEP_ADD       ? P->adds[st->index].out_value
                   : st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].out_value
                                                     : -1;
         if (out == v) return (int)s;

@@ -58,6 +58,43 @@ size_t plan_count_cores(const ir_graph *g) {
     return n;
 }
 
+/* How far (nodes of data flow) a Softmax's probabilities are followed to
+ * the P.V product, and how many values at once. */
+#define PART_PV_DEPTH 6
+#define PART_PV_WIDTH 16
+
+/* Whether the Softmax `core` weighs values: its probabilities reach, within
+ * PART_PV_DEPTH nodes, a MatMul or Einsum whose other operand is not a
+ * constant (P.V). A mixture-of-experts router's softmax over its experts
+ * (TopK after it) and a head's output probabilities do not: they are nodes
+ * of the graph, not attention layers. Other cores weigh values. */
+static int part_weighs_values(const part_ctx *c, int core) {
+    const ir_graph *g = c->P->g;
+    const ir_node *cn = &g->nodes[core];
+    if (!part_is(cn, "Softmax")) return 1;
+    int frontier[PART_PV_WIDTH], next[PART_PV_WIDTH], nf = 0;
+    if (cn->n_outputs >= 1 && cn->outputs[0] >= 0) frontier[nf++] = cn->outputs[0];
+    for (int depth = 0; depth < PART_PV_DEPTH && nf > 0; depth++) {
+        int nn = 0;
+        for (int f = 0; f < nf; f++) {
+            const int v = frontier[f];
+            for (int k = c->u->first[v]; k < c->u->first[v + 1]; k++) {
+                const ir_node *n = &g->nodes[c->u->node[k]];
+                const int product = part_is(n, "MatMul") || part_is(n, "Einsum");
+                for (size_t i = 0; product && i < n->n_inputs; i++)
+                    if (n->inputs[i] >= 0 && n->inputs[i] != v && !plan_const(c->P, n->inputs[i]))
+                        return 1;
+                if (product || part_is_shape(n)) continue;
+                for (size_t o = 0; o < n->n_outputs && nn < PART_PV_WIDTH; o++)
+                    if (n->outputs[o] >= 0) next[nn++] = n->outputs[o];
+            }
+        }
+        memcpy(frontier, next, (size_t)nn * sizeof *next);
+        nf = nn;
+    }
+    return 0;
+}
+
 /* A MatMul / Gemm reading `v` as data and a constant as weights. */
 static int part_is_proj(const plan *P, const ir_node *n, int v) {
     return (part_is(n, "MatMul") || part_is(n, "Gemm")) && n->n_inputs >= 2 && n->inputs[0] == v &&
@@ -556,7 +593,7 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
     for (size_t ni = 0; ni < g->n_nodes; ni++)
         c.owner[ni] = -1;
     for (size_t core = 0; core < g->n_nodes && st == MHA_OK; core++) {
-        if (!part_is_core(&g->nodes[core])) continue;
+        if (!part_is_core(&g->nodes[core]) || !part_weighs_values(&c, (int)core)) continue;
         plan_layer *pl = &P->layers[P->n_layers++];
         pl->core_node = (int)core;
         pl->out_value = -1;
@@ -570,6 +607,10 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
             mha_error e;
             mha_error_clear(&e);
             mha_status rs = layer_recognize(a, &sub, &pl->L, &e);
+            /* a whole model's rows of hidden keys give what its graph gives */
+            if (rs == MHA_OK)
+                pl->L.softmax_nan =
+                    pl->L.has_proj && strcmp(g->nodes[core].op_type, "Softmax") == 0;
             if (rs == MHA_OK) rs = layer_verify(a, &sub, &pl->L, &e);
             if (rs == MHA_OK && !part_outputs_served(&pl->L, pl->n_extra)) {
                 rs = MHA_ERR_MODEL_UNSUPPORTED;

@@ -20,7 +20,8 @@ typedef enum plan_step_kind {
     PLAN_STEP_ATTENTION = 1, /* a recognised layer: plan_layer */
     PLAN_STEP_INTERP,        /* one node of the graph, interpreted */
     PLAN_STEP_GEMM,          /* MatMul / Gemm with constant weights (+ bias): plan_gemm */
-    PLAN_STEP_NORM           /* LayerNorm / RMSNorm over the last axis: plan_norm */
+    PLAN_STEP_NORM,          /* LayerNorm / RMSNorm over the last axis: plan_norm */
+    PLAN_STEP_ADD            /* a float32 Add no other step takes: plan_add */
 } plan_step_kind;
 
 /* Graph outputs an attention step writes beside Y: present key, value. */
@@ -164,9 +165,23 @@ typedef struct plan_norm {
                       (plan_gemm.norm, plan_layer.norm), no step of its own */
 } plan_norm;
 
+/* y = a + b over float32 values (add.c): a of y's shape, b of y's shape
+ * too or a constant over y's last axes, the same for every leading index
+ * (a position table [1, S, D] over a batch [B, S, D]). The Adds that stay
+ * once every other step has taken its own: the position embeddings'
+ * (GPT-2's token + position rows, ViT's table over the class token and
+ * patches), written into the arena, not a fresh allocation per run. */
+typedef struct plan_add {
+    int node; /* the Add */
+    int a_value, b_value, out_value;
+    int reads[2]; /* a_value, b_value: what the step reads */
+    size_t n_reads;
+} plan_add;
+
 typedef struct plan_step {
     plan_step_kind kind;
-    int index;    /* ATTENTION: into plan.layers; GEMM: plan.gemms; INTERP: graph node */
+    int index;    /* ATTENTION: into plan.layers; GEMM: plan.gemms; NORM: plan.norms; ADD:
+                     plan.adds; INTERP: graph node */
     double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
 } plan_step;
 
@@ -230,6 +245,8 @@ typedef struct plan {
     size_t n_gemms;
     plan_norm *norms;
     size_t n_norms;
+    plan_add *adds;
+    size_t n_adds;
     plan_step *steps;
     size_t n_steps;
     int *last_step; /* [n_values]: last step reading the value, -1 none */

@@ -12,16 +12,6 @@
 
 #include "plan_internal.h"
 
-/* Same rank, float32 and the same dims on every probe. */
-static int residual_same(const plan_shape *a, const plan_shape *b) {
-    if (a->rank < 0 || a->rank != b->rank || a->dtype != MHA_DTYPE_FLOAT32 ||
-        b->dtype != MHA_DTYPE_FLOAT32)
-        return 0;
-    for (int p = 0; p < PLAN_PROBES; p++)
-        if (memcmp(a->dims[p], b->dims[p], sizeof(int64_t) * (size_t)a->rank) != 0) return 0;
-    return 1;
-}
-
 /* The Add node taking layer pl's output as its one reader, with *other
  * its residual operand; -1 when there is none to fuse. */
 static int residual_add(const plan *P, const plan_uses *u, const plan_shape *shp,
@@ -36,8 +26,8 @@ static int residual_add(const plan *P, const plan_uses *u, const plan_shape *shp
         return -1;
     const int x = a->inputs[0] == y ? a->inputs[1] : a->inputs[0];
     /* the residual is computed before the Add (graph order), read as it is */
-    if (x < 0 || x == y || plan_const(P, x) || !residual_same(&shp[x], &shp[y]) ||
-        !residual_same(&shp[a->outputs[0]], &shp[y]))
+    if (x < 0 || x == y || plan_const(P, x) || !plan_shape_same(&shp[x], &shp[y]) ||
+        !plan_shape_same(&shp[a->outputs[0]], &shp[y]))
         return -1;
     *other = x;
     return ai;

@@ -296,6 +296,38 @@ static mha_status run_norm(const plan *P, size_t i, tensor **values, const plan_
     return MHA_OK;
 }
 
+/* Whether b runs along a's last axes (after its leading 1s) and divides it. */
+static int run_add_fits(const tensor *a, const tensor *b) {
+    if (!a || !b || a->dtype != MHA_DTYPE_FLOAT32 || b->dtype != MHA_DTYPE_FLOAT32 ||
+        b->rank > a->rank || tensor_numel(b) < 1)
+        return 0;
+    int d = 0;
+    while (d < b->rank && b->dims[d] == 1)
+        d++;
+    for (; d < b->rank; d++)
+        if (b->dims[d] != a->dims[a->rank - b->rank + d]) return 0;
+    return 1;
+}
+
+/* An add step: y = a + b (b of a's shape, or a constant over its last
+ * axes), on the calling thread (a pass over a few MB). */
+static mha_status run_add(const plan *P, size_t i, tensor **values, const plan_run_arena *ar,
+                          mha_error *err) {
+    const plan_add *ad = &P->adds[i];
+    const tensor *a = values[ad->a_value], *b = values[ad->b_value];
+    if (!run_add_fits(a, b)) {
+        char d[160];
+        return mha_fail(err, MHA_ERR_SHAPE, "plan: %s: operands not float32 of one shape",
+                        ir_node_desc(&P->g->nodes[ad->node], d, sizeof d));
+    }
+    tensor *y = NULL;
+    mha_status st = run_output(P, ar, ad->out_value, a->rank, a->dims, &y, err);
+    if (st != MHA_OK) return st;
+    plan_add_values(a->data, b->data, y->data, tensor_numel(a), tensor_numel(b));
+    values[ad->out_value] = y;
+    return MHA_OK;
+}
+
 /* The values step s reads: the node's inputs, or the layer's. */
 static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     if (s->kind == PLAN_STEP_NORM) {
@@ -305,6 +337,10 @@ static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     if (s->kind == PLAN_STEP_GEMM) {
         *n = P->gemms[s->index].n_reads;
         return P->gemms[s->index].reads;
+    }
+    if (s->kind == PLAN_STEP_ADD) {
+        *n = P->adds[s->index].n_reads;
+        return P->adds[s->index].reads;
     }
     if (s->kind == PLAN_STEP_ATTENTION) {
         *n = plan_layer_n_reads(&P->layers[s->index]);
@@ -340,6 +376,7 @@ static void run_observe(const plan *P, const plan_step *s, tensor *const *values
     if (s->kind != PLAN_STEP_INTERP) {
         int v = s->kind == PLAN_STEP_ATTENTION ? P->layers[s->index].out_value
                 : s->kind == PLAN_STEP_GEMM    ? P->gemms[s->index].out_value
+                : s->kind == PLAN_STEP_ADD     ? P->adds[s->index].out_value
                                                : P->norms[s->index].out_value;
         if (v >= 0 && values[v]) {
             obs->value(obs->user, v, values[v]);
@@ -405,6 +442,8 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
             st = run_gemm(P, (size_t)step->index, values, be, ar, err);
         else if (step->kind == PLAN_STEP_NORM)
             st = run_norm(P, (size_t)step->index, values, be, ar, err);
+        else if (step->kind == PLAN_STEP_ADD)
+            st = run_add(P, (size_t)step->index, values, ar, err);
         else
             st = run_interp(P, step->index, values, nin, nout,
                             obs && obs->shape_only && obs->shape_only[step->index], err);
