@@ -1618,7 +1618,8 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         }
 
         /* (1c) a KV cache: the projections first, then K' / V' gathered
-         * (and written to the present outputs), then the rest */
+         * straight into the present outputs when the graph gives them back
+         * (else into the scratch kc), attended from there, then the rest */
         const float *k_att = kbase, *v_att = kbase + Hkv * dk;
         int64_t k_sb = Skv * ldkv, k_ss = ldkv, k_sh = dk, v_sb = k_sb, v_ss = ldkv, v_sh = dv;
         if (cached) {
@@ -1626,17 +1627,12 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
             st = exec_phases_run(s, self_parallel, err);
             if (st != MHA_OK) break;
             ph = 0;
-            float *vc = kc + n * Hkv * T * dk;
-            exec_cache_append(bd->past_key->data, b0, n, Hkv, P, Skv, dk, kbase, ldkv, kc);
+            float *kd = present[0] ? present[0] + b0 * Hkv * T * dk : kc;
+            float *vd = present[1] ? present[1] + b0 * Hkv * T * dv : kc + n * Hkv * T * dk;
+            exec_cache_append(bd->past_key->data, b0, n, Hkv, P, Skv, dk, kbase, ldkv, kd);
             exec_cache_append(bd->past_value->data, b0, n, Hkv, P, Skv, dv, kbase + Hkv * dk, ldkv,
-                              vc);
-            if (present[0])
-                memcpy(present[0] + b0 * Hkv * T * dk, kc,
-                       (size_t)(n * Hkv * T * dk) * sizeof(float));
-            if (present[1])
-                memcpy(present[1] + b0 * Hkv * T * dv, vc,
-                       (size_t)(n * Hkv * T * dv) * sizeof(float));
-            k_att = kc, v_att = vc;
+                              vd);
+            k_att = kd, v_att = vd;
             k_sb = Hkv * T * dk, k_sh = T * dk, k_ss = dk;
             v_sb = Hkv * T * dv, v_sh = T * dv, v_ss = dv;
         }
