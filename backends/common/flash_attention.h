@@ -70,6 +70,13 @@
  * is then one chain over the pairs ascending, the odd product added first.
  * The others keep the rounded floats and one FMA per product (the same
  * products, summed one by one).
+ *
+ * bfloat16 rows with no mask, softcap or ALiBi (FA_HAVE_LAZY_MAX) keep a
+ * lazy reference max instead of the exact running max: p = 2^(dot c2 -
+ * m2) may reach 2^FA_LAZY_SLACK, and m2 moves only past that (see
+ * fa_row_softmax_lazy); whole score tiles of such rows do that softmax on
+ * their accumulators (fa_score_bf16_fused). float32 keeps the exact max
+ * and its bits.
  */
 #ifndef MHA_BACKENDS_FLASH_ATTENTION_H
 #define MHA_BACKENDS_FLASH_ATTENTION_H
