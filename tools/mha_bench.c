@@ -851,6 +851,10 @@ static int bench_run(bench_options o) {
     if (!o.quiet) bench_report_table(&rep, stdout);
     fflush(stdout);
     bench_report_warnings(&rep, stderr);
+    /* a signal while a result file is written ends the command once the
+     * file is whole, never with its temporary left behind */
+    cli_signals sigs;
+    cli_signals_catch(&sigs);
     if (o.json_path && bench_report_json(&rep, o.json_path, msg, sizeof msg) != 0) {
         fprintf(stderr, "mha bench: %s\n", msg);
         rc = 1;
@@ -863,6 +867,7 @@ static int bench_run(bench_options o) {
         fprintf(stderr, "mha bench: %s\n", msg);
         rc = 1;
     }
+    rc = cli_signals_end(&sigs, rc);
     for (int i = 0; i < n_results; i++) {
         if (!results[i].ran)
             fprintf(stderr, "mha bench: %s with %d thread%s could not run: %s\n",

@@ -295,6 +295,19 @@ void cli_signals_restore(cli_signals *saved) {
     sigaction(SIGTERM, &saved->old_term, NULL);
 }
 
+int cli_signal_stop(const char *path) {
+    int sig = cli_signal_caught();
+    if (!sig) return 0;
+    cli_fail("%s: interrupted by %s; nothing written", path, sig == SIGINT ? "SIGINT" : "SIGTERM");
+    return CLI_SIGNALED(sig);
+}
+
+int cli_signals_end(cli_signals *saved, int rc) {
+    cli_signals_restore(saved);
+    int sig = cli_signal_caught();
+    return sig ? CLI_SIGNALED(sig) : rc;
+}
+
 /* ---- JSON ---- */
 
 /* Bytes of the well-formed UTF-8 sequence at p (1 to 4), 0 when the bytes

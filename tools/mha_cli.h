@@ -146,6 +146,16 @@ typedef struct cli_signals {
 void cli_signals_catch(cli_signals *saved);
 int cli_signal_caught(void);
 void cli_signals_restore(cli_signals *saved);
+/* For writers: when a signal was caught, says "PATH: interrupted by
+ * SIGTERM; nothing written" and returns CLI_SIGNALED(N), else 0. A writer
+ * catches before its first temporary exists (a signal between the
+ * temporary's creation and the catch would end the process and leave it
+ * behind), checks this before publishing, and removes its temporaries. */
+int cli_signal_stop(const char *path);
+/* Restores the old handlers and returns rc, or CLI_SIGNALED(N) when signal
+ * N arrived meanwhile (say, while a whole file was being renamed into
+ * place): the command still ends by the signal it was sent. */
+int cli_signals_end(cli_signals *saved, int rc);
 
 /* Seconds on the monotonic clock. */
 double cli_now(void);

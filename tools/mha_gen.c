@@ -264,8 +264,9 @@ static int gen_write_model(const gen_options *o) {
     if (!buf) return cli_fail("%s: out of memory for the model", o->out);
     mha_error err;
     mha_error_clear(&err);
-    int rc = CLI_OK;
-    if (mha_output_save(o->out, buf, size, &err) != MHA_OK) rc = cli_fail_err(o->out, &err);
+    int rc = cli_signal_stop(o->out); /* building a big model takes a while */
+    if (rc == CLI_OK && mha_output_save(o->out, buf, size, &err) != MHA_OK)
+        rc = cli_fail_err(o->out, &err);
     free(buf);
     return rc;
 }
@@ -351,6 +352,7 @@ static int gen_write_data(const gen_options *o) {
     uint64_t len_seed = p->seed ^ 0x1e6c7415a5eed0daull;
     const int64_t dims[3] = {o->batch, o->seq, p->d};
     const char *failed = NULL;
+    int rc = CLI_OK;
     if (gen_sink_begin(&data, o->data, whole ? "input_ids" : "query",
                        whole ? MHA_DTYPE_INT64 : MHA_DTYPE_FLOAT32, whole ? 2 : 3, dims,
                        &err) != MHA_OK)
@@ -358,7 +360,8 @@ static int gen_write_data(const gen_options *o) {
     else if (mask && gen_sink_begin(&msk, o->mask, "attention_mask", MHA_DTYPE_INT64, 2, dims,
                                     &err) != MHA_OK)
         failed = o->mask;
-    for (long long b = 0; b < o->batch && !failed; b++) {
+    for (long long b = 0; b < o->batch && !failed && rc == CLI_OK; b++) {
+        if ((rc = cli_signal_stop(o->data)) != CLI_OK) break;
         if (!whole) {
             for (size_t i = 0; i < row; i++)
                 x[i] = (float)(2.0 * cli_rng_uniform(&seed) - 1.0);
@@ -376,12 +379,12 @@ static int gen_write_data(const gen_options *o) {
         else if (mask && gen_sink_row(&msk, mask, &err) != MHA_OK)
             failed = o->mask;
     }
-    if (!failed && gen_sink_commit(&data, &err) != MHA_OK) failed = o->data;
-    if (!failed && mask && gen_sink_commit(&msk, &err) != MHA_OK) failed = o->mask;
+    if (rc == CLI_OK && !failed && gen_sink_commit(&data, &err) != MHA_OK) failed = o->data;
+    if (rc == CLI_OK && !failed && mask && gen_sink_commit(&msk, &err) != MHA_OK) failed = o->mask;
     gen_sink_abort(&data);
     gen_sink_abort(&msk);
     free(x), free(ids), free(mask);
-    return failed ? cli_fail_err(failed, &err) : CLI_OK;
+    return failed ? cli_fail_err(failed, &err) : rc;
 }
 
 /* --model, --norm, --act, --form: one of a list of names. */
@@ -504,8 +507,13 @@ int cli_cmd_gen(int argc, char **argv) {
     cli_outputs claimed;
     rc = cli_outputs_claim(&c, outs, 3, 1, &claimed);
     if (rc != CLI_OK) return rc;
+    /* SIGINT / SIGTERM: caught before the first temporary exists, so that
+     * the one being written is removed (cli_signal_stop) */
+    cli_signals sigs;
+    cli_signals_catch(&sigs);
     rc = gen_write_model(&o);
     if (rc == CLI_OK && o.data) rc = gen_write_data(&o);
+    rc = cli_signals_end(&sigs, rc);
     cli_outputs_release(&claimed);
     return rc;
 }

@@ -192,13 +192,7 @@ int mha_cmd_merge(int argc, char **argv) {
     for (size_t k = 0; k < n; k++)
         for (int64_t r = 0; r < sh[k].h.rows; r += per) {
             int64_t m = sh[k].h.rows - r < per ? sh[k].h.rows - r : per;
-            if (cli_signal_caught()) {
-                int sig = cli_signal_caught();
-                cli_fail("%s: interrupted by %s; nothing written", out_path,
-                         sig == SIGINT ? "SIGINT" : "SIGTERM");
-                rc = CLI_SIGNALED(sig);
-                goto done;
-            }
+            if ((rc = cli_signal_stop(out_path)) != CLI_OK) goto done;
             if (mha_npy_reader_read_rows(sh[k].reader, r, r + m, MHA_DTYPE_UNDEFINED, buf,
                                          buf_bytes, &err) != MHA_OK) {
                 rc = cli_fail_err(sh[k].path, &err);
@@ -221,7 +215,7 @@ int mha_cmd_merge(int argc, char **argv) {
 
 done:
     mha_npy_writer_abort(w);
-    if (catching) cli_signals_restore(&sigs);
+    if (catching) rc = cli_signals_end(&sigs, rc);
     cli_outputs_release(&claimed);
     for (size_t k = 0; k < n; k++)
         mha_npy_reader_close(sh[k].reader);

@@ -352,7 +352,12 @@ int mha_cmd_peak(int argc, char **argv) {
             fprintf(of.f, "}");
         }
         fprintf(of.f, "}\n");
-        if (cli_out_commit(&of, msg, sizeof msg) != 0) return cli_fail("%s", msg);
+        /* a signal while the file is written ends the command once it is
+         * whole, never with its temporary left behind */
+        cli_signals sigs;
+        cli_signals_catch(&sigs);
+        int rc = cli_out_commit(&of, msg, sizeof msg) != 0 ? cli_fail("%s", msg) : CLI_OK;
+        return cli_signals_end(&sigs, rc);
     }
     return CLI_OK;
 }

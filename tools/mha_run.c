@@ -273,7 +273,8 @@ int cli_cmd_run(int argc, char **argv) {
     const char **in_args = calloc((size_t)argc, sizeof *in_args);
     const char **out_args = calloc((size_t)argc, sizeof *out_args);
     size_t n_in_args = 0, n_out_args = 0;
-    int quiet = 0, in_outputs = 0, rc = CLI_OK;
+    int quiet = 0, in_outputs = 0, rc = CLI_OK, catching = 0;
+    cli_signals sigs;
     run_state s = {0};
     cli_outputs claimed = {0};
     ds_options ds;
@@ -507,6 +508,8 @@ int cli_cmd_run(int argc, char **argv) {
     double seconds = cli_now() - t0;
 
     /* -- write every output to a temporary, then publish them all -- */
+    cli_signals_catch(&sigs); /* before the first temporary: cli_signal_stop */
+    catching = 1;
     for (size_t i = 0; i < n_write; i++) {
         if (out_dir)
             cli_format(path, sizeof path, "%s/output_%zu.pb", out_dir, i); /* fit above */
@@ -519,6 +522,7 @@ int cli_cmd_run(int argc, char **argv) {
             goto done;
         }
     }
+    if (n_write && (rc = cli_signal_stop(out_dir ? out_dir : out_args[0])) != CLI_OK) goto done;
     for (size_t i = 0; i < n_write; i++) {
         mha_output_file *f = s.pending[i];
         s.pending[i] = NULL;
@@ -561,7 +565,8 @@ int cli_cmd_run(int argc, char **argv) {
     }
 
 done:
-    run_state_free(&s);
+    run_state_free(&s); /* removes the temporaries not published */
+    if (catching) rc = cli_signals_end(&sigs, rc);
     cli_outputs_release(&claimed);
     free(in_args);
     free(out_args);

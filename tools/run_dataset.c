@@ -1122,10 +1122,18 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
     size_t complete = 0, n_files = 0;
     if ((rc = ds_prepare_outputs(c, s, &found)) != CLI_OK) return rc;
     if (found && (rc = ds_verify_rows(s, bs, skv)) != CLI_OK) return rc;
-    if ((rc = ds_open_writers(s, found, &complete)) != CLI_OK) return rc;
+    /* caught before the partial files exist: a signal in between would end
+     * the process and leave them behind */
+    cli_signals sigs;
+    cli_signals_catch(&sigs);
+    if ((rc = ds_open_writers(s, found, &complete)) != CLI_OK) {
+        cli_signals_restore(&sigs);
+        return rc;
+    }
     for (size_t i = 0; i < s->n_out; i++)
         n_files += s->out[i].file != NULL;
     if (found && complete == n_files) {
+        cli_signals_restore(&sigs);
         unlink(s->ckpt_path);
         if (!o->quiet)
             fprintf(stderr,
@@ -1135,8 +1143,6 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
         return CLI_OK;
     }
 
-    cli_signals sigs;
-    cli_signals_catch(&sigs);
     mha_error err;
     mha_error_clear(&err);
     ds_progress prog = {0};

@@ -236,6 +236,131 @@ static void test_binary_broadcast_rows_f32(void **state) {
         }
 }
 
+/* The flat index into an operand of shape in[in_rank] of output element i
+ * of shape out[rank] under numpy broadcasting (an axis of 1 repeats). */
+static int64_t bcast_src(const int64_t *out, int rank, const int64_t *in, int in_rank, int64_t i) {
+    int64_t src = 0, stride = 1;
+    for (int a = rank - 1; a >= 0; a--) {
+        int64_t idx = i % out[a];
+        i /= out[a];
+        int ax = a - (rank - in_rank);
+        if (ax < 0) continue;
+        if (in[ax] != 1) src += idx * stride;
+        stride *= in[ax];
+    }
+    return src;
+}
+
+/* Int64 Add, Where and Expand walk the output row by row of its last axis
+ * (a [N, 1, 1, 3] mask against [N, 1, 3, 3] scores, an operand broadcast
+ * along the last axis, a scalar): every element as the broadcasting rule
+ * says. */
+static void test_broadcast_rows(void **state) {
+    (void)state;
+    static const int64_t shapes[][2][4] = {
+        {{4, 1, 1, 3}, {4, 1, 3, 3}}, {{2, 1, 3, 0}, {3, 1, 0, 0}}, {{1, 0, 0, 0}, {2, 3, 4, 0}}};
+    static const int ranks[][2] = {{4, 4}, {3, 2}, {1, 3}};
+    for (int c = 0; c < 3; c++)
+        for (int swap = 0; swap < 2; swap++) {
+            const int64_t *dx = shapes[c][swap], *dy = shapes[c][!swap];
+            const int rx = ranks[c][swap], ry = ranks[c][!swap];
+            int64_t vx[64], vy[64];
+            uint8_t vc[64];
+            for (int k = 0; k < 64; k++) {
+                vx[k] = 1000 + k, vy[k] = 7 * k;
+                vc[k] = (uint8_t)(k % 3 == 1);
+            }
+            int64_t out[4];
+            int rank = rx > ry ? rx : ry;
+            for (int a = 0; a < rank; a++) {
+                int ax = a - (rank - rx), ay = a - (rank - ry);
+                int64_t ex = ax >= 0 ? dx[ax] : 1, ey = ay >= 0 ? dy[ay] : 1;
+                out[a] = ex > ey ? ex : ey;
+            }
+            int64_t n = 1;
+            for (int a = 0; a < rank; a++)
+                n *= out[a];
+            int64_t want[64];
+            float wantf[64];
+            tnode t;
+            tensor *in[3], *y;
+            /* Add of int64 (the generic loop) */
+            tn_init(&t, "Add", 2, 1);
+            in[0] = ti(rx, dx, vx);
+            in[1] = ti(ry, dy, vy);
+            for (int64_t i = 0; i < n; i++)
+                want[i] = vx[bcast_src(out, rank, dx, rx, i)] + vy[bcast_src(out, rank, dy, ry, i)];
+            y = run1(13, &t, in);
+            expect_i(y, rank, out, want);
+            tensor_free(y);
+            free_all(in, 2);
+            /* Where(cond of x's shape, float of y's shape, a scalar) */
+            tn_init(&t, "Where", 3, 1);
+            float fy[64];
+            for (int k = 0; k < 64; k++)
+                fy[k] = (float)vy[k];
+            in[0] = tb(rx, dx, vc);
+            in[1] = tf(ry, dy, fy);
+            in[2] = tf0(-1);
+            for (int64_t i = 0; i < n; i++)
+                wantf[i] = vc[bcast_src(out, rank, dx, rx, i)] ? fy[bcast_src(out, rank, dy, ry, i)]
+                                                               : -1.0f;
+            y = run1(13, &t, in);
+            expect_f(y, rank, out, wantf, 0);
+            tensor_free(y);
+            free_all(in, 3);
+            /* Expand x to the broadcast shape */
+            tn_init(&t, "Expand", 2, 1);
+            in[0] = ti(rx, dx, vx);
+            in[1] = ti1((size_t)rank, out);
+            for (int64_t i = 0; i < n; i++)
+                want[i] = vx[bcast_src(out, rank, dx, rx, i)];
+            y = run1(13, &t, in);
+            expect_i(y, rank, out, want);
+            tensor_free(y);
+            free_all(in, 2);
+        }
+}
+
+/* The typed Cast loops give what the loop through double gives: int64 to
+ * float32 rounds twice (2^60 + 2^36 + 1 becomes 2^60, where one rounding
+ * gives 2^60 + 2^37), NaN casts to true, int32 widens with its sign. */
+static void test_cast_typed(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[1], *y;
+    tn_init(&t, "Cast", 1, 1);
+    tn_int(&t, "to", MHA_DTYPE_FLOAT32);
+    const int64_t big = ((int64_t)1 << 60) + ((int64_t)1 << 36) + 1;
+    in[0] = ti(1, D(4), I(big, -3, 0, -big));
+    y = run1(13, &t, in);
+    expect_f(y, 1, D(4), F(0x1p60f, -3, 0, -0x1p60f), 0);
+    tensor_free(y);
+    free_all(in, 1);
+    in[0] = tb(1, D(3), B(1, 0, 1));
+    y = run1(13, &t, in);
+    expect_f(y, 1, D(3), F(1, 0, 1), 0);
+    tensor_free(y);
+    free_all(in, 1);
+    tn_init(&t, "Cast", 1, 1);
+    tn_int(&t, "to", MHA_DTYPE_BOOL);
+    in[0] = tf(1, D(4), F(NAN, -0.0f, 0.5f, 0));
+    y = run1(13, &t, in);
+    expect_i(y, 1, D(4), I(1, 0, 1, 0));
+    tensor_free(y);
+    free_all(in, 1);
+    tn_init(&t, "Cast", 1, 1);
+    tn_int(&t, "to", MHA_DTYPE_INT64);
+    in[0] = mk(MHA_DTYPE_INT32, 1, D(3));
+    ((int32_t *)in[0]->data)[0] = -2147483647 - 1;
+    ((int32_t *)in[0]->data)[1] = -5;
+    ((int32_t *)in[0]->data)[2] = 2147483647;
+    y = run1(13, &t, in);
+    expect_i(y, 1, D(3), I(-2147483648LL, -5, 2147483647));
+    tensor_free(y);
+    free_all(in, 1);
+}
+
 static void test_add_broadcast(void **state) {
     (void)state;
     tnode t;
@@ -2034,6 +2159,61 @@ static void test_clip_argmax(void **state) {
     free_all(in, 1);
 }
 
+/* TopK and ScatterElements as Mixtral's router writes them: the top 2 of
+ * each row (a tie kept in index order, NaN the largest), the smallest with
+ * largest = 0; the weights scattered back over the experts, and scatter's
+ * add reduction with a repeated index; a K past the axis is refused.
+ * InstanceNormalization (GroupNorm of one group per channel): each (n, c)
+ * over its own elements, then scale and B of the channel. */
+static void test_topk_scatter_instnorm(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3] = {0}, *out[2] = {0};
+    tn_init(&t, "TopK", 2, 2);
+    in[0] = tf(2, D(2, 4), F(0.1f, 0.7f, 0.2f, 0.7f, 3, NAN, -1, 2));
+    in[1] = ti1(1, I(2));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_i(out[1], 2, D(2, 2), I(1, 3, 1, 0));
+    assert_float_equal(((const float *)out[0]->data)[0], 0.7f, 0);
+    assert_true(isnan(((const float *)out[0]->data)[2]));
+    assert_float_equal(((const float *)out[0]->data)[3], 3, 0);
+    free_all(out, 2);
+    tn_int(&t, "largest", 0);
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 2, D(2, 2), F(0.1f, 0.2f, -1, 2), 0);
+    expect_i(out[1], 2, D(2, 2), I(0, 2, 2, 3));
+    free_all(out, 2);
+    tensor_free(in[1]);
+    in[1] = ti1(1, I(5));
+    assert_int_equal(eval(17, &t, in, out), MHA_ERR_SHAPE);
+    free_all(out, 2);
+    free_all(in, 2);
+
+    tn_init(&t, "ScatterElements", 3, 1);
+    tn_int(&t, "axis", -1);
+    in[0] = tf(2, D(2, 4), F(0, 0, 0, 0, 1, 1, 1, 1));
+    in[1] = ti(2, D(2, 2), I(3, 1, 0, 0));
+    in[2] = tf(2, D(2, 2), F(0.6f, 0.4f, 2, 5));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 2, D(2, 4), F(0, 0.4f, 0, 0.6f, 5, 1, 1, 1), 0);
+    free_all(out, 1);
+    tn_attr(&t, "reduction", IR_ATTR_STRING)->s = (char *)"add";
+    assert_int_equal(eval(18, &t, in, out), MHA_OK);
+    expect_f(out[0], 2, D(2, 4), F(0, 0.4f, 0, 0.6f, 8, 1, 1, 1), 0);
+    free_all(out, 1);
+    free_all(in, 3);
+
+    tn_init(&t, "InstanceNormalization", 3, 1);
+    tn_float(&t, "epsilon", 0);
+    in[0] = tf(3, D(1, 2, 2), F(1, 3, 10, 10.5f));
+    in[1] = tf(1, D(2), F(2, 1));
+    in[2] = tf(1, D(2), F(0, 5));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 3, D(1, 2, 2), F(-2, 2, 4, 6), 1e-6);
+    free_all(out, 1);
+    free_all(in, 3);
+}
+
 static void test_conv(void **state) {
     (void)state;
     tnode t;
@@ -2769,6 +2949,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_broadcast),
         cmocka_unit_test(test_binary_broadcast_rows_f32),
+        cmocka_unit_test(test_broadcast_rows),
+        cmocka_unit_test(test_cast_typed),
         cmocka_unit_test(test_arith),
         cmocka_unit_test(test_unary),
         cmocka_unit_test(test_cumsum),
@@ -2801,6 +2983,7 @@ int main(void) {
         cmocka_unit_test(test_attention_errors),
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_clip_argmax),
+        cmocka_unit_test(test_topk_scatter_instnorm),
         cmocka_unit_test(test_resize),
         cmocka_unit_test(test_layer_normalization),
         cmocka_unit_test(test_unsupported_and_outputs),

@@ -123,15 +123,17 @@ static int elem_binary_rows_f32(elem_binary_kind kind, const interp_bcast *bc, c
     if (x->dtype != MHA_DTYPE_FLOAT32 || y->dtype != MHA_DTYPE_FLOAT32 || bc->rank < 1 ||
         (kind != ELEM_ADD && kind != ELEM_SUB && kind != ELEM_MUL && kind != ELEM_DIV))
         return 0;
-    const int64_t D = bc->dims[bc->rank - 1];
+    interp_bcast outer;
+    int64_t D, rs[3];
+    interp_bcast_rows(bc, &outer, &D, rs);
     if (D <= 0) return 1;
-    const int64_t sa = bc->strides[0][bc->rank - 1], sb = bc->strides[1][bc->rank - 1];
+    const int64_t sa = rs[0], sb = rs[1];
     const float *a = x->data, *b = y->data;
     float *r = res->data;
-    for (int64_t i0 = 0; i0 < bc->numel; i0 += D) {
-        int64_t off[2];
-        interp_bcast_offsets(bc, i0, off);
-        const float *pa = a + off[0], *pb = b + off[1];
+    interp_bcast_walk w;
+    interp_bcast_walk_start(&outer, &w);
+    for (int64_t i0 = 0; i0 < bc->numel; i0 += D, interp_bcast_walk_step(&outer, &w)) {
+        const float *pa = a + w.off[0], *pb = b + w.off[1];
         float *pr = r + i0;
         switch (kind) {
         case ELEM_ADD:
@@ -204,10 +206,18 @@ static mha_status elem_binary(interp_ctx *c, elem_binary_kind kind, const tensor
     if (elem_binary_same_f32(kind, x, y, *res) || elem_binary_rows_f32(kind, &b, x, y, *res) ||
         (kind == ELEM_POW && elem_pow_scalar_f32(x, y, *res)))
         return MHA_OK;
+    /* row by row of the last axis (interp_bcast_rows) */
+    interp_bcast outer;
+    int64_t D, rs[3];
+    interp_bcast_rows(&b, &outer, &D, rs);
     interp_bcast_walk w;
-    interp_bcast_walk_start(&b, &w);
-    for (int64_t i = 0; i < b.numel; i++, interp_bcast_walk_step(&b, &w)) {
-        const int64_t *off = w.off;
+    interp_bcast_walk_start(&outer, &w);
+    for (int64_t i = 0, j = 0; D > 0 && i < b.numel; i++, j++) {
+        if (j == D) { /* the next row */
+            j = 0;
+            interp_bcast_walk_step(&outer, &w);
+        }
+        const int64_t off[2] = {w.off[0] + j * rs[0], w.off[1] + j * rs[1]};
         if (float_math || kind == ELEM_POW) {
             double v =
                 elem_float_binary(kind, tensor_get_f64(x, off[0]), tensor_get_f64(y, off[1]));
@@ -579,15 +589,22 @@ mha_status interp_op_where(interp_ctx *c) {
     st = interp_bcast_init(c, &b, 3, ops);
     if (st == MHA_OK) st = interp_out_new(c, 0, x->dtype, b.rank, b.dims, &z);
     if (st != MHA_OK) return st;
-    size_t es = mha_dtype_size(x->dtype);
+    /* row by row of the last axis (interp_bcast_rows) */
+    const size_t es = mha_dtype_size(x->dtype);
+    const uint8_t *pc = cond->data;
+    const char *px = x->data, *py = y->data;
+    char *pz = z->data;
+    interp_bcast outer;
+    int64_t D, rs[3];
+    interp_bcast_rows(&b, &outer, &D, rs);
     interp_bcast_walk w;
-    interp_bcast_walk_start(&b, &w);
-    for (int64_t i = 0; i < b.numel; i++, interp_bcast_walk_step(&b, &w)) {
-        const int64_t *off = w.off;
-        const tensor *src = ((const uint8_t *)cond->data)[off[0]] ? x : y;
-        int64_t so = src == x ? off[1] : off[2];
-        memcpy((char *)z->data + (size_t)i * es, (const char *)src->data + (size_t)so * es, es);
-    }
+    interp_bcast_walk_start(&outer, &w);
+    for (int64_t i0 = 0; D > 0 && i0 < b.numel; i0 += D, interp_bcast_walk_step(&outer, &w))
+        for (int64_t j = 0; j < D; j++) {
+            const char *src = pc[w.off[0] + j * rs[0]] ? px + (size_t)(w.off[1] + j * rs[1]) * es
+                                                       : py + (size_t)(w.off[2] + j * rs[2]) * es;
+            memcpy(pz + (size_t)(i0 + j) * es, src, es);
+        }
     return MHA_OK;
 }
 
@@ -662,12 +679,48 @@ static int64_t elem_float_to_int(double v, mha_dtype to) {
     return (int64_t)v;
 }
 
+/* The casts a whole model's probes run on every mask and id element
+ * (int64 or bool to float32, float32 to bool, int32 or int64 to int64):
+ * typed loops, where the loop below goes through double and two switches
+ * per element. The same values as that loop. 1 if done. */
+static int elem_cast_typed(const tensor *x, tensor *y) {
+    const int64_t n = tensor_numel(x);
+    const mha_dtype from = x->dtype, to = y->dtype;
+    if (to == MHA_DTYPE_FLOAT32 && from == MHA_DTYPE_INT64) {
+        const int64_t *a = x->data;
+        float *r = y->data;
+        for (int64_t i = 0; i < n; i++)
+            r[i] = (float)(double)a[i]; /* rounded twice, as tensor_set_f64 does */
+    } else if (to == MHA_DTYPE_FLOAT32 && from == MHA_DTYPE_BOOL) {
+        const uint8_t *a = x->data;
+        float *r = y->data;
+        for (int64_t i = 0; i < n; i++)
+            r[i] = a[i] ? 1.0f : 0.0f;
+    } else if (to == MHA_DTYPE_BOOL && from == MHA_DTYPE_FLOAT32) {
+        const float *a = x->data;
+        uint8_t *r = y->data;
+        for (int64_t i = 0; i < n; i++)
+            r[i] = (double)a[i] != 0.0; /* NaN is true */
+    } else if (to == MHA_DTYPE_INT64 && from == MHA_DTYPE_INT64) {
+        memcpy(y->data, x->data, (size_t)n * sizeof(int64_t));
+    } else if (to == MHA_DTYPE_INT64 && from == MHA_DTYPE_INT32) {
+        const int32_t *a = x->data;
+        int64_t *r = y->data;
+        for (int64_t i = 0; i < n; i++)
+            r[i] = a[i];
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 static mha_status elem_cast(interp_ctx *c, const tensor *x, mha_dtype to) {
     tensor *y;
     if (mha_dtype_size(to) == 0)
         return interp_fail(c, MHA_ERR_DTYPE, "cast to unsupported data type %d", (int)to);
     mha_status st = interp_out_new(c, 0, to, x->rank, x->dims, &y);
     if (st != MHA_OK) return st;
+    if (elem_cast_typed(x, y)) return MHA_OK;
     int64_t n = tensor_numel(x);
     int from_float = interp_is_float(x->dtype);
     for (int64_t i = 0; i < n; i++) {

@@ -295,6 +295,20 @@ void interp_bcast_offsets(const interp_bcast *b, int64_t i, int64_t *off) {
     }
 }
 
+void interp_bcast_rows(const interp_bcast *b, interp_bcast *outer, int64_t *row_len,
+                       int64_t row_stride[3]) {
+    *outer = *b;
+    *row_len = 1;
+    for (int k = 0; k < 3; k++)
+        row_stride[k] = 0;
+    if (b->rank < 1) return;
+    const int last = b->rank - 1;
+    *row_len = b->dims[last];
+    for (int k = 0; k < b->n_ops; k++)
+        row_stride[k] = b->strides[k][last];
+    outer->rank = last;
+}
+
 void interp_bcast_walk_start(const interp_bcast *b, interp_bcast_walk *w) {
     (void)b; /* every axis starts at 0 */
     memset(w, 0, sizeof *w);
@@ -310,4 +324,24 @@ void interp_bcast_walk_step(const interp_bcast *b, interp_bcast_walk *w) {
             w->off[k] -= b->dims[a] * b->strides[k][a];
         w->idx[a] = 0;
     }
+}
+
+mha_status interp_element_at(const interp_ctx *c, const tensor *x, const tensor *idx, int axis,
+                             int64_t i, int64_t *off) {
+    const int64_t extent = x->dims[axis];
+    int64_t k = tensor_get_i64(idx, i);
+    if (k < -extent || k >= extent)
+        return interp_fail(c, MHA_ERR_SHAPE,
+                           "index %lld is out of range for axis %d of extent %lld", (long long)k,
+                           axis, (long long)extent);
+    if (k < 0) k += extent;
+    int64_t rem = i, o = 0, stride = 1;
+    for (int a = x->rank - 1; a >= 0; a--) {
+        const int64_t coord = rem % idx->dims[a];
+        rem /= idx->dims[a];
+        o += (a == axis ? k : coord) * stride;
+        stride *= x->dims[a];
+    }
+    *off = o;
+    return MHA_OK;
 }

@@ -330,22 +330,10 @@ mha_status interp_op_gather_elements(interp_ctx *c) {
     st = interp_out_new(c, 0, x->dtype, idx->rank, idx->dims, &y);
     if (st != MHA_OK) return st;
     size_t es = mha_dtype_size(x->dtype);
-    const int64_t extent = x->dims[axis];
     for (int64_t i = 0, n = tensor_numel(idx); i < n; i++) {
-        int64_t k = tensor_get_i64(idx, i);
-        if (k < -extent || k >= extent)
-            return interp_fail(c, MHA_ERR_SHAPE,
-                               "index %lld is out of range for axis %d of extent %lld",
-                               (long long)k, axis, (long long)extent);
-        if (k < 0) k += extent;
-        /* the element of x at i's coordinates, axis `axis` replaced by k */
-        int64_t rem = i, off = 0, stride = 1;
-        for (int a = x->rank - 1; a >= 0; a--) {
-            int64_t coord = rem % idx->dims[a];
-            rem /= idx->dims[a];
-            off += (a == axis ? k : coord) * stride;
-            stride *= x->dims[a];
-        }
+        int64_t off;
+        st = interp_element_at(c, x, idx, axis, i, &off);
+        if (st != MHA_OK) return st;
         memcpy((char *)y->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
     }
     return MHA_OK;
@@ -784,12 +772,23 @@ mha_status interp_op_expand(interp_ctx *c) {
     tensor *y;
     st = interp_out_new(c, 0, x->dtype, b.rank, b.dims, &y);
     if (st != MHA_OK) return st;
-    size_t es = mha_dtype_size(x->dtype);
+    /* row by row of the last axis (interp_bcast_rows): one copy per row
+     * when x's last axis is not broadcast */
+    const size_t es = mha_dtype_size(x->dtype);
+    const char *px = x->data;
+    char *py = y->data;
+    interp_bcast outer;
+    int64_t D, rs[3];
+    interp_bcast_rows(&b, &outer, &D, rs);
     interp_bcast_walk w;
-    interp_bcast_walk_start(&b, &w);
-    for (int64_t i = 0; i < b.numel; i++, interp_bcast_walk_step(&b, &w)) {
-        const int64_t *off = w.off;
-        memcpy((char *)y->data + (size_t)i * es, (const char *)x->data + (size_t)off[0] * es, es);
+    interp_bcast_walk_start(&outer, &w);
+    for (int64_t i0 = 0; D > 0 && i0 < b.numel; i0 += D, interp_bcast_walk_step(&outer, &w)) {
+        const char *src = px + (size_t)w.off[0] * es;
+        if (rs[0] == 1)
+            memcpy(py + (size_t)i0 * es, src, (size_t)D * es);
+        else
+            for (int64_t j = 0; j < D; j++)
+                memcpy(py + (size_t)(i0 + j) * es, src, es);
     }
     return MHA_OK;
 }

@@ -39,6 +39,9 @@ int plan_is_output(const ir_graph *g, int v);
  * v no graph output; else -1. */
 int plan_data_reader(const plan *P, const plan_uses *u, int v);
 
+/* Whether a and b are float32 of the same rank and dims on every probe. */
+int plan_shape_same(const plan_shape *a, const plan_shape *b);
+
 /* Whether the value is known at load (initializer or folded constant). */
 static inline const tensor *plan_const(const plan *P, int v) {
     if (v < 0) return NULL;
@@ -153,6 +156,18 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
  * built-in scalar's norm entry; nonzero when it refuses the arguments (a
  * negative or NaN eps). */
 int plan_norm_rows(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows);
+
+/* Finds the add steps among the nodes not taken (add.c); marks theirs. */
+mha_status plan_find_adds(plan *P, const plan_shape *shp, unsigned char *taken, mha_error *err);
+/* An add step's arithmetic (run.c): y [n] = a [n] + b [i mod nb], nb
+ * dividing n. Here, not in add.c: the run calls it, and add.c is called by
+ * the build, which the run's callers call. */
+static inline void plan_add_values(const float *a, const float *b, float *y, int64_t n,
+                                   int64_t nb) {
+    for (int64_t i0 = 0; i0 < n; i0 += nb)
+        for (int64_t j = 0; j < nb; j++)
+            y[i0 + j] = a[i0 + j] + b[j];
+}
 
 /* Finds the GEMM steps among the nodes no layer owns (gemm.c). */
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
