@@ -112,3 +112,14 @@ grep -q 'input  *attention_mask  *attn_mask  *float32  *\[?, ?\]' "$T/info_f.txt
 cmp "$T/fh.npy" "$T/fh_len.npy" || fail "run: --lengths hidden states differ from the float mask's"
 cmp "$T/fp.npy" "$T/fp_len.npy" || fail "run: --lengths pooled output differs from the float mask's"
 echo "ok: float mask"
+
+echo "== a row whose every key is padding, hidden with -inf: NaN as the graph gives"
+# BERT's masked_fill(mask == 0, -inf): the second item's mask all 0, so each
+# of its query rows sees no key; the graph's softmax (and ONNX Runtime)
+# gives NaN there, through every layer after
+npy_i32 "$T/mask0.npy" 2 5 1 1 1 1 1 0 0 0 0 0
+"$MHA" run "$B" "$T/ids.npy" "$T/mask0.npy" -o "$T/y0.npy" "$T/pool0.npy" 2>"$T/sum0.txt" || fail "run: a row of padding: $(cat "$T/sum0.txt")"
+grep -q ' 1 rows with non-finite outputs' "$T/sum0.txt" || fail "run: a row of padding: $(cat "$T/sum0.txt")"
+"$MHA" run "$B" "$T/ids.npy" "$T/mask.npy" -o "$T/y1.npy" "$T/pool1.npy" 2>"$T/sum1.txt" || fail "run: $(cat "$T/sum1.txt")"
+grep -q ' 0 rows with non-finite outputs' "$T/sum1.txt" || fail "run: rows of tokens: $(cat "$T/sum1.txt")"
+echo "ok: a row of padding"
