@@ -791,11 +791,14 @@ static int ds_setup(const cli_common *c, ds_state *s) {
     for (size_t i = 0; i < s->n_in; i++)
         if (s->in[i].file && (rc = ds_open_input(s, i)) != CLI_OK) return rc;
 
-    /* rows: the batch of the query (or of the first file) */
+    /* rows: the batch of the query, a whole model's of its token ids (its
+     * float inputs -- a KV cache's past keys [B, H, P, d] -- are no query),
+     * else of the first file */
     size_t qi = s->n_in;
     for (size_t i = 0; i < s->n_in && qi == s->n_in; i++)
         if (s->in[i].file &&
-            (s->in_info[i].role == MHA_ROLE_QUERY || s->in_info[i].role == MHA_ROLE_Q))
+            (s->whole ? s->in_info[i].role == MHA_ROLE_TOKEN_IDS
+                      : s->in_info[i].role == MHA_ROLE_QUERY || s->in_info[i].role == MHA_ROLE_Q))
             qi = i;
     for (size_t i = 0; i < s->n_in && qi == s->n_in; i++)
         if (s->in[i].file) qi = i;
@@ -943,6 +946,9 @@ static void ds_seq_lengths(const ds_state *s, int64_t *sq, int64_t *skv) {
         int64_t len = h->rank == 4 ? h->dims[2] : h->dims[1];
         mha_io_role role = s->in_info[i].role;
         if (role == MHA_ROLE_TOKEN_IDS && *sq < 0) *sq = *skv = h->dims[1]; /* [B, S] */
+        /* a whole model's float inputs are no sequence of its own (a KV
+         * cache's past keys [B, H, P, d]: P may be 0): the ids say */
+        if (s->whole) continue;
         if (role == MHA_ROLE_QUERY || role == MHA_ROLE_Q) {
             *sq = len;
             if (*skv < 0) *skv = len;

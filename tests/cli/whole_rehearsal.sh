@@ -13,9 +13,9 @@ M="$MHA_TEST_DATA/models"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# npy_header DESCR ROWS COLS: a .npy v1 header of 128 bytes
+# npy_header DESCR SHAPE: a .npy v1 header of 128 bytes ("2, 5": [2, 5])
 npy_header() {
-  hdr="{'descr': '$1', 'fortran_order': False, 'shape': ($2, $3), }"
+  hdr="{'descr': '$1', 'fortran_order': False, 'shape': ($2), }"
   printf '\223NUMPY\001\000\166\000%s' "$hdr"
   printf '%*s\n' $((118 - ${#hdr} - 1)) ''
 }
@@ -25,7 +25,7 @@ npy_i32() {
   f=$1 rows=$2 cols=$3
   shift 3
   {
-    npy_header '<i4' "$rows" "$cols"
+    npy_header '<i4' "$rows, $cols"
     for v in "$@"; do
       printf "$(printf '\\%03o' "$v")\000\000\000"
     done
@@ -94,7 +94,7 @@ npy_f01() {
   f=$1 rows=$2 cols=$3
   shift 3
   {
-    npy_header '<f4' "$rows" "$cols"
+    npy_header '<f4' "$rows, $cols"
     for v in "$@"; do
       if [ "$v" = 1 ]; then printf '\000\000\200\077'; else printf '\000\000\000\000'; fi
     done
@@ -112,3 +112,30 @@ grep -q 'input  *attention_mask  *attn_mask  *float32  *\[?, ?\]' "$T/info_f.txt
 cmp "$T/fh.npy" "$T/fh_len.npy" || fail "run: --lengths hidden states differ from the float mask's"
 cmp "$T/fp.npy" "$T/fp_len.npy" || fail "run: --lengths pooled output differs from the float mask's"
 echo "ok: float mask"
+
+echo "== a row whose every key is padding, hidden with -inf: NaN as the graph gives"
+# BERT's masked_fill(mask == 0, -inf): the second item's mask all 0, so each
+# of its query rows sees no key; the graph's softmax (and ONNX Runtime)
+# gives NaN there, through every layer after
+npy_i32 "$T/mask0.npy" 2 5 1 1 1 1 1 0 0 0 0 0
+"$MHA" run "$B" "$T/ids.npy" "$T/mask0.npy" -o "$T/y0.npy" "$T/pool0.npy" 2>"$T/sum0.txt" || fail "run: a row of padding: $(cat "$T/sum0.txt")"
+grep -q ' 1 rows with non-finite outputs' "$T/sum0.txt" || fail "run: a row of padding: $(cat "$T/sum0.txt")"
+"$MHA" run "$B" "$T/ids.npy" "$T/mask.npy" -o "$T/y1.npy" "$T/pool1.npy" 2>"$T/sum1.txt" || fail "run: $(cat "$T/sum1.txt")"
+grep -q ' 0 rows with non-finite outputs' "$T/sum1.txt" || fail "run: rows of tokens: $(cat "$T/sum1.txt")"
+echo "ok: a row of padding"
+
+echo "== --lengths beside a KV cache's first step (past keys of 0 positions): the ids' length"
+K="$M/k_gpt2_hf_posids_firststep_op14/model.onnx"
+# past keys / values [2, 4, 0, 8]: no data
+npy_header '<f4' '2, 4, 0, 8' >"$T/past.npy"
+# positions 0 .. 4, and 0 .. 2 then 1s under the padding
+npy_i32 "$T/pos.npy" 2 5 0 1 2 3 4 0 1 2 1 1
+npy_i32 "$T/kmask.npy" 2 5 1 1 1 1 1 1 1 1 0 0
+P="$T/past.npy"
+"$MHA" run -q "$K" "$T/ids.npy" "$T/kmask.npy" "$T/pos.npy" "$P" "$P" "$P" "$P" -o "$T/kl.npy" ||
+  fail "run: the first step with a mask file"
+"$MHA" run -q "$K" "input_ids=$T/ids.npy" "position_ids=$T/pos.npy" "past_key_0=$P" "past_value_0=$P" \
+  "past_key_1=$P" "past_value_1=$P" --lengths "$T/lengths.npy" -o "$T/kl_len.npy" ||
+  fail "run: the first step with --lengths"
+cmp "$T/kl.npy" "$T/kl_len.npy" || fail "run: --lengths logits differ from the mask's"
+echo "ok: --lengths beside a KV cache"
