@@ -23,9 +23,8 @@ static mha_alloc_ctx g_alloc;
 #define BERT "bert_postln_l2_d64_h4"
 #define GPT2 "gpt2_preln_causal_l2_d64_h4"
 
-static plan *build_n(const char *name, int skip_verify, size_t cores) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/models/%s/model.onnx", MHA_TEST_DATA, name);
+/* the plan of the model file at `path`, which has `cores` attention cores */
+static plan *build_file(const char *path, int skip_verify, size_t cores) {
     ir_graph *g = NULL;
     mha_error err;
     mha_error_clear(&err);
@@ -34,13 +33,43 @@ static plan *build_n(const char *name, int skip_verify, size_t cores) {
     assert_int_equal(plan_count_cores(g), cores);
     plan *P = NULL;
     if (plan_build(&g_alloc, &g, skip_verify, &P, &err) != MHA_OK)
-        fail_msg("plan of %s: %s", name, err.message);
+        fail_msg("plan of %s: %s", path, err.message);
     assert_null(g); /* the plan owns the graph */
     return P;
 }
 
+static plan *build_n(const char *name, int skip_verify, size_t cores) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/%s/model.onnx", MHA_TEST_DATA, name);
+    return build_file(path, skip_verify, cores);
+}
+
 static plan *build(const char *name, int skip_verify) {
     return build_n(name, skip_verify, 2);
+}
+
+/* A step's kind and index do not depend on how many steps of another kind
+ * there are: a thousand GEMMs (tests/data/plan/gemm_chain_1000.onnx) are a
+ * thousand GEMM steps in graph order, then the one LayerNorm step (the
+ * 990th GEMM was once read as norm 0, and the plan refused the model). */
+static void test_steps_past_a_thousand_gemms(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/plan/gemm_chain_1000.onnx", MHA_TEST_DATA);
+    plan *P = build_file(path, 0, 2);
+    size_t gemms = 0, norms = 0;
+    for (size_t s = 0; s < P->n_steps; s++) {
+        const plan_step *st = &P->steps[s];
+        if (st->kind == PLAN_STEP_GEMM) assert_int_equal(st->index, (int)gemms++);
+        if (st->kind == PLAN_STEP_NORM) {
+            assert_int_equal(st->index, 0);
+            assert_int_equal(gemms, 1000); /* after every GEMM */
+            norms++;
+        }
+    }
+    assert_int_equal(gemms, 1000);
+    assert_int_equal(norms, 1);
+    plan_free(P);
 }
 
 static void test_partition_finds_every_layer(void **state) {
@@ -1392,6 +1421,7 @@ int main(void) {
         cmocka_unit_test(test_shape_probe_skips_contractions),
         cmocka_unit_test(test_load_alloc_failures),
         cmocka_unit_test(test_verify_rows_of_hidden_keys),
+        cmocka_unit_test(test_steps_past_a_thousand_gemms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

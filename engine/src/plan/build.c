@@ -378,16 +378,23 @@ static mha_status build_drop_dead(plan *P, mha_error *err) {
     return MHA_OK;
 }
 
-/* build_steps' owner of a node: -1 none, -2 inside another step, a layer
- * index, -10 - GEMM index, -1000 - norm index, BUILD_OWNER_ADD - add index,
- * BUILD_OWNER_GATHER - gather index */
-#define BUILD_OWNER_ADD (-1000000)
-#define BUILD_OWNER_GATHER (-100000000)
+/* build_steps' owner of a node: the kind of step it makes (or OWN_NONE: an
+ * interpreted node; OWN_INSIDE: a node inside another node's step) and that
+ * step's index among its kind (a layer, GEMM, norm, add or gather index) */
+enum { OWN_NONE, OWN_INSIDE, OWN_LAYER, OWN_GEMM, OWN_NORM, OWN_ADD, OWN_GATHER };
+typedef struct build_owner {
+    int kind, index;
+} build_owner;
+
+static void build_own(build_owner *o, int kind, size_t index) {
+    o->kind = kind;
+    o->index = (int)index;
+}
 
 /* Steps in graph order: an attention step where its output is made. */
 static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
-    int *owner = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *owner);
+    build_owner *owner = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *owner);
     mha_free(&P->alloc, P->steps);
     P->steps = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *P->steps);
     if (!owner || !P->steps) {
@@ -395,21 +402,21 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
         return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     }
     for (size_t ni = 0; ni < g->n_nodes; ni++)
-        owner[ni] = -1;
+        build_own(&owner[ni], OWN_NONE, 0);
     for (size_t li = 0; li < P->n_layers; li++) {
         plan_layer *pl = &P->layers[li];
         pl->flops = 0.0;
         for (size_t k = 0; pl->recognised && k < pl->n_nodes; k++) {
-            owner[pl->nodes[k]] = (int)li;
+            build_own(&owner[pl->nodes[k]], OWN_LAYER, li);
             pl->flops += build_node_flops(P, shp, &g->nodes[pl->nodes[k]]);
         }
     }
     /* GEMMs: the MatMul / Gemm makes the step, its bias Add has none */
     for (size_t gi = 0; gi < P->n_gemms; gi++) {
-        owner[P->gemms[gi].node] = -10 - (int)gi;
-        if (P->gemms[gi].bias_node >= 0) owner[P->gemms[gi].bias_node] = -2;
+        build_own(&owner[P->gemms[gi].node], OWN_GEMM, gi);
+        if (P->gemms[gi].bias_node >= 0) build_own(&owner[P->gemms[gi].bias_node], OWN_INSIDE, 0);
         for (size_t k = 0; k < P->gemms[gi].n_ep_nodes; k++)
-            owner[P->gemms[gi].ep_nodes[k]] = -2;
+            build_own(&owner[P->gemms[gi].ep_nodes[k]], OWN_INSIDE, 0);
     }
     /* norms: the last of their nodes makes the step */
     for (size_t i = 0; i < P->n_norms; i++) {
@@ -420,49 +427,56 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
         int by_layer = -1;
         for (size_t li = 0; nm->in_step && li < P->n_layers; li++)
             if (P->layers[li].recognised && P->layers[li].norm == (int)i) by_layer = (int)li;
-        for (size_t k = 0; k < nm->n_nodes; k++)
-            owner[nm->nodes[k]] = by_layer >= 0 ? by_layer : -2;
-        if (!nm->in_step) owner[nm->nodes[nm->n_nodes - 1]] = -1000 - (int)i;
+        for (size_t k = 0; k < nm->n_nodes; k++) {
+            if (by_layer >= 0)
+                build_own(&owner[nm->nodes[k]], OWN_LAYER, (size_t)by_layer);
+            else
+                build_own(&owner[nm->nodes[k]], OWN_INSIDE, 0);
+        }
+        if (!nm->in_step) build_own(&owner[nm->nodes[nm->n_nodes - 1]], OWN_NORM, i);
     }
-    /* adds: the Add makes the step */
+    /* adds and gathers: the node makes the step */
     for (size_t i = 0; i < P->n_adds; i++)
-        owner[P->adds[i].node] = BUILD_OWNER_ADD - (int)i;
+        build_own(&owner[P->adds[i].node], OWN_ADD, i);
     for (size_t i = 0; i < P->n_gathers; i++)
-        owner[P->gathers[i].node] = BUILD_OWNER_GATHER - (int)i;
+        build_own(&owner[P->gathers[i].node], OWN_GATHER, i);
     P->n_steps = 0;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
-        if (plan_node_folded(P, n) || owner[ni] == -2) continue;
+        const build_owner *o = &owner[ni];
+        if (plan_node_folded(P, n) || o->kind == OWN_INSIDE) continue;
         plan_step *s = &P->steps[P->n_steps];
-        if (owner[ni] <= BUILD_OWNER_GATHER) {
+        s->index = o->index;
+        s->flops = 0.0;
+        switch (o->kind) {
+        case OWN_GATHER:
             s->kind = PLAN_STEP_GATHER;
-            s->index = BUILD_OWNER_GATHER - owner[ni];
-            s->flops = 0.0;
-        } else if (owner[ni] <= BUILD_OWNER_ADD) {
+            break;
+        case OWN_ADD:
             s->kind = PLAN_STEP_ADD;
-            s->index = BUILD_OWNER_ADD - owner[ni];
-            s->flops = 0.0;
-        } else if (owner[ni] <= -1000) {
+            break;
+        case OWN_NORM:
             s->kind = PLAN_STEP_NORM;
-            s->index = -1000 - owner[ni];
-            s->flops = 0.0;
-        } else if (owner[ni] <= -10) {
+            break;
+        case OWN_GEMM:
             s->kind = PLAN_STEP_GEMM;
-            s->index = -10 - owner[ni];
             s->flops = shp ? build_node_flops(P, shp, n) : 0.0;
-        } else if (owner[ni] >= 0) {
-            const plan_layer *pl = &P->layers[owner[ni]];
+            break;
+        case OWN_LAYER: {
+            const plan_layer *pl = &P->layers[o->index];
             int last = 0;
             for (size_t k = 0; k < n->n_outputs; k++)
                 last |= n->outputs[k] == pl->out_value;
             if (!last) continue;
             s->kind = PLAN_STEP_ATTENTION;
-            s->index = owner[ni];
             s->flops = pl->flops;
-        } else {
+            break;
+        }
+        default:
             s->kind = PLAN_STEP_INTERP;
             s->index = (int)ni;
             s->flops = shp ? build_node_flops(P, shp, n) : 0.0;
+            break;
         }
         P->n_steps++;
     }
