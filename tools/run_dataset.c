@@ -284,6 +284,27 @@ static int ds_open_input(ds_state *s, size_t i) {
                                  ds_role_is_sequence(info->role) && !s->whole);
 }
 
+/* A whole model's mask made from --lengths is [B, S] over the token ids'
+ * tokens: refused when the model's mask covers other keys (its axis 1 not
+ * the ids' axis 1 -- an encoder's tokens for a cross-attention, a cache's
+ * past and new tokens), where a [B, S] mask would broadcast silently. */
+static int ds_check_made_masks(const ds_state *s, size_t ids) {
+    const int seq = mha_model_input_axis_symbol(s->model, ids, 1);
+    for (size_t i = 0; i < s->n_in; i++) {
+        if (s->in[i].file) continue;
+        const int k = mha_model_input_axis_symbol(s->model, i, 1);
+        const int64_t fixed = s->in_info[i].shape[1];
+        const int same = s->in[ids].h.rank < 2 ? 0
+                         : seq >= 0            ? k == seq
+                                               : k < 0 && fixed == s->in[ids].h.dims[1];
+        if (!same)
+            return cli_fail("%s: --lengths: input '%s' masks keys other than the tokens of "
+                            "input '%s' (an encoder's or a cache's): give it as a file",
+                            s->o->model_path, s->in_info[i].name, s->in_info[ids].name);
+    }
+    return CLI_OK;
+}
+
 /* --lengths FILE.npy: one int32/int64 per row, each in [0, S]. */
 static int ds_read_lengths(ds_state *s, int64_t S) {
     const char *path = s->o->lengths_path;
@@ -816,6 +837,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
             (s->in_info[i].role == MHA_ROLE_KEY_VALUE || s->in_info[i].role == MHA_ROLE_K))
             skv = h->rank == 4 ? h->dims[2] : h->rank >= 2 ? h->dims[1] : skv;
     }
+    if (o->lengths_path && s->whole && (rc = ds_check_made_masks(s, qi)) != CLI_OK) return rc;
     if (o->lengths_path && (rc = ds_read_lengths(s, skv)) != CLI_OK) return rc;
 
     /* which inputs are chunked; buffers for those not read in place */

@@ -72,6 +72,45 @@ static void test_steps_past_a_thousand_gemms(void **state) {
     plan_free(P);
 }
 
+/* mha_model_input_axis_symbol: the ids' and their padding mask's tokens
+ * share a symbol; a decoder's mask over its encoder's tokens does not (what
+ * `mha run --lengths` asks before it makes a mask of the ids' length). */
+static void test_input_axis_symbols(void **state) {
+    (void)state;
+    static const struct {
+        const char *model;
+        int same; /* axis 1 of input 0 (the ids) and of the mask */
+        size_t mask;
+    } cases[] = {{"v_bert_hf_int32mask_bmm_op14", 1, 1},
+                 {"w_bert_packed_lists_op14", 1, 2}, /* unnamed axes merged per index */
+                 {"z_t5_dec_past_op16", 0, 2}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/models/%s/model.onnx", MHA_TEST_DATA, cases[c].model);
+        mha_model *m = NULL;
+        mha_error err;
+        mha_error_clear(&err);
+        if (mha_model_load_file(path, NULL, &m, &err) != MHA_OK) fail_msg("%s", err.message);
+        mha_io_info mask;
+        assert_int_equal(mha_model_input(m, cases[c].mask, &mask), MHA_OK);
+        assert_int_equal(mask.role, MHA_ROLE_ATTN_MASK);
+        const int ids = mha_model_input_axis_symbol(m, 0, 1);
+        const int keys = mha_model_input_axis_symbol(m, cases[c].mask, 1);
+        if (cases[c].same && (ids < 0 || ids != keys))
+            fail_msg("%s: symbols %d, %d", cases[c].model, ids, keys);
+        /* the decoder's ids are [B, 1], fixed; its mask covers the encoder's */
+        if (!cases[c].same && (keys < 0 || ids == keys))
+            fail_msg("%s: symbols %d, %d", cases[c].model, ids, keys);
+        /* the batch is one symbol over the inputs; past the rank, -1 */
+        assert_int_equal(mha_model_input_axis_symbol(m, 0, 0),
+                         mha_model_input_axis_symbol(m, cases[c].mask, 0));
+        assert_int_equal(mha_model_input_axis_symbol(m, 0, 5), -1);
+        assert_int_equal(mha_model_input_axis_symbol(m, 99, 0), -1);
+        mha_model_free(m);
+    }
+    assert_int_equal(mha_model_input_axis_symbol(NULL, 0, 0), -1);
+}
+
 static void test_partition_finds_every_layer(void **state) {
     (void)state;
     plan *P = build(BERT, 0);
@@ -1422,6 +1461,7 @@ int main(void) {
         cmocka_unit_test(test_load_alloc_failures),
         cmocka_unit_test(test_verify_rows_of_hidden_keys),
         cmocka_unit_test(test_steps_past_a_thousand_gemms),
+        cmocka_unit_test(test_input_axis_symbols),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -429,6 +429,14 @@ MHA_API size_t mha_model_num_steps(const mha_model *model);
 MHA_API mha_status mha_model_step(const mha_model *model, size_t i, mha_step_info *out);
 MHA_API size_t mha_model_num_layers(const mha_model *model);
 MHA_API mha_status mha_model_layer(const mha_model *model, size_t i, mha_layer_info *out);
+/** Which axes of a whole model's inputs must have the same extent in a run:
+ *  axis `axis` of input i gets an id, the same for every input axis of the
+ *  same size symbol (the file's dim_params; axes it leaves unnamed merged
+ *  per index when the plan had to). -1 for a fixed axis, an argument out of
+ *  range, or a one-layer model. E.g. the token ids' and a padding mask's
+ *  axis 1 share an id; an encoder's states or a cache's past keys (the keys
+ *  a decoder's mask may cover) have their own. Thread-safe. */
+MHA_API int mha_model_input_axis_symbol(const mha_model *model, size_t i, int axis);
 /** Bytes of the activation arena of a whole model: the outputs of its
  *  fused steps in one block laid out by their lifetimes, planned on the
  *  first run at each set of input sizes; the largest planned so far (0

@@ -377,6 +377,13 @@ MHA_API size_t mha_model_num_steps(const mha_model *m) {
     return m && m->plan ? m->plan->n_steps : 0;
 }
 
+MHA_API int mha_model_input_axis_symbol(const mha_model *m, size_t i, int axis) {
+    if (!m || !m->plan || !m->plan->in_syms || i >= m->plan->g->n_inputs || axis < 0 ||
+        axis >= MHA_MAX_RANK)
+        return -1;
+    return m->plan->in_syms[i][axis];
+}
+
 MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *out) {
     if (!m || !m->plan || !out || i >= m->plan->n_steps) return MHA_ERR_INVALID_ARGUMENT;
     const plan *P = m->plan;
