@@ -69,7 +69,7 @@ static void print_plan(const mha_model *m) {
             printf("  layer %-3zu %-28s interpreted: %s\n", i, li.core, li.reason);
     }
     double total = 0.0, interp = 0.0, gemm = 0.0;
-    size_t n_attn = 0, n_gemm = 0, n_norm = 0, n_interp = 0;
+    size_t n_attn = 0, n_gemm = 0, n_norm = 0, n_add = 0, n_interp = 0;
     for (size_t i = 0; i < n_steps; i++) {
         mha_step_info si;
         if (mha_model_step(m, i, &si) != MHA_OK) continue;
@@ -81,13 +81,16 @@ static void print_plan(const mha_model *m) {
             n_gemm++;
         } else if (strcmp(si.kind, "norm") == 0) {
             n_norm++;
+        } else if (strcmp(si.kind, "add") == 0) {
+            n_add++;
         } else {
             interp += si.flops;
             n_interp++;
         }
     }
-    printf("plan:         %zu steps: %zu attention, %zu GEMM, %zu norm, %zu interpreted nodes\n",
-           n_steps, n_attn, n_gemm, n_norm, n_interp);
+    printf("plan:         %zu steps: %zu attention, %zu GEMM, %zu norm, %zu add, %zu interpreted "
+           "nodes\n",
+           n_steps, n_attn, n_gemm, n_norm, n_add, n_interp);
     printf(
         "FLOPs:        %.1f %% attention layers, %.1f %% GEMM steps, %.1f %% interpreted (at the "
         "probe's sizes)\n",
@@ -100,7 +103,8 @@ static void print_plan(const mha_model *m) {
 }
 
 static int step_is(const mha_step_info *s, const char *kind) {
-    int fused = strcmp(s->kind, "gemm") == 0 || strcmp(s->kind, "norm") == 0;
+    int fused =
+        strcmp(s->kind, "gemm") == 0 || strcmp(s->kind, "norm") == 0 || strcmp(s->kind, "add") == 0;
     return strcmp(kind, "fused") == 0 ? fused : strcmp(s->kind, kind) == 0;
 }
 

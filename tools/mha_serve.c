@@ -3,7 +3,9 @@
  * libmicrohttpd (the HTTP parsing is the library's, not ours).
  *
  *   POST /run      body: one sequence as .npy (float32 [S, D] or [1, S, D],
- *                  or a whole model's token ids int64 [S] or [1, S];
+ *                  or a whole model's token ids int64 [S] or [1, S]; as
+ *                  `mha run` takes them, narrower integer ids widened and
+ *                  other float types converted: serve_convert_body;
  *                  Content-Type application/x-npy or application/octet-stream)
  *                  or as JSON nested arrays (application/json, serve_json.c)
  *                  -> 200, the output the same way, of the same rank (.npy:
@@ -117,7 +119,9 @@ static const cli_spec serve_spec = {
     "                  [[x, ...], ...] (application/json; for small requests).\n"
     "                  A whole model: its token ids, .npy int64 [S] or [1, S], or\n"
     "                  JSON [id, ...] or [[id, ...]]; its masks are all ones and\n"
-    "                  other ids (token types) zero.\n"
+    "                  other ids (token types) zero. As for mha run, narrower\n"
+    "                  integer ids (int32, int8, ...) are widened and other float\n"
+    "                  types converted to float32.\n"
     "                  Answer: the output the same way, same rank (JSON numbers\n"
     "                  have 9 digits: the float32 exactly); .npy: the output named\n"
     "                  by ?output=NAME (default the first); JSON: every output,\n"
@@ -370,6 +374,30 @@ static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s,
 }
 
 /* POST /run once the whole body is in. */
+/* A .npy body of another dtype than the model's (in->dtype), converted as
+ * `mha run` converts its files: narrower integer token ids (int32, int16,
+ * int8, uint8) widened to int64, other float types to float32. in->data
+ * points at the body's `bytes` of data; on success it points at a new
+ * buffer (*owned, freed by the caller). Returns 0, or -1 with msg. */
+static int serve_convert_body(mha_tensor *in, mha_dtype from, size_t bytes, void **owned, char *msg,
+                              size_t msg_size) {
+    const int64_t n = mha_tensor_numel(in);
+    const size_t from_size = mha_dtype_size(from), to_size = mha_dtype_size(in->dtype);
+    if (n < 0 || from_size == 0 || (uint64_t)n > bytes / from_size) {
+        snprintf(msg, msg_size, "the body holds fewer elements than its header's shape");
+        return -1;
+    }
+    void *buf = malloc(n > 0 ? (size_t)n * to_size : 1);
+    if (!buf) {
+        snprintf(msg, msg_size, "out of memory for %lld elements", (long long)n);
+        return -1;
+    }
+    mha_dtype_convert(in->data, from, buf, in->dtype, (size_t)n);
+    in->data = buf;
+    *owned = buf;
+    return 0;
+}
+
 static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, serve_call *call) {
     if (call->too_big)
         return serve_text(conn, s, call, 413, "error: the body is larger than %zu bytes",
@@ -419,13 +447,18 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
         mha_npy_header h;
         if (mha_npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
             return serve_text(conn, s, call, 400, "error: %s", err.message);
-        if (h.dtype != s->in_dtype)
-            return serve_text(conn, s, call, 400, "error: the %s must be %s, not %s",
+        if (!mha_dtype_can_convert(h.dtype, s->in_dtype))
+            return serve_text(conn, s, call, 400, "error: the %s must be %s (or %s), not %s",
                               s->ids ? "token ids" : "sequence", mha_dtype_name(s->in_dtype),
+                              s->ids ? "a narrower integer type" : "another float type",
                               mha_dtype_name(h.dtype));
         in.rank = h.rank;
         memcpy(in.shape, h.dims, sizeof in.shape);
         in.data = call->body + h.header_bytes;
+        if (h.dtype != s->in_dtype &&
+            serve_convert_body(&in, h.dtype, call->size - h.header_bytes, &parsed, err.message,
+                               sizeof err.message) != 0)
+            return serve_text(conn, s, call, 400, "error: %s", err.message);
     }
     mha_submit_options so;
     mha_submit_options_init(&so);

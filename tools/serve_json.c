@@ -8,6 +8,7 @@
  * back exactly. */
 #include "serve_json.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,9 +50,12 @@ static int json_number(json_reader *r) {
     float v = 0.0f;
     long long id = 0;
     if (r->ids) {
+        errno = 0;
         id = k && !strpbrk(buf, ".eE") ? strtoll(buf, &end, 10) : 0;
         if (!k || !end || *end || strpbrk(buf, ".eE"))
             return json_fail(r, "not an integer token id");
+        /* strtoll clamps: 2^63 would be read, and reported, as 2^63 - 1 */
+        if (errno == ERANGE) return json_fail(r, "token id outside the int64 range");
     } else {
         v = k ? strtof(buf, &end) : 0.0f;
         if (!k || !end || *end || !isfinite(v)) return json_fail(r, "not a finite number");

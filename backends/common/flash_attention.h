@@ -541,6 +541,29 @@ typedef struct fa_alibi {
 static _Alignas(64) const
     float fa_lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
+/* The probabilities x [FA_NCV] of a row's block to srow, as P.V reads
+ * them: bfloat16 pairs of neighbours, rounded floats, or floats. */
+static inline void fa_store_p(const mha_attn_args *a, const vf *x, float *srow) {
+#ifdef FA_HAVE_BF16_DOT
+    if (FA_PAIRS(a)) {
+        uint32_t *prow = (uint32_t *)(void *)srow; /* [BC/2] pairs */
+        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c += 2)
+            vbf_store(prow + c / 2 * VLEN, vbf_pair_adjacent(x[c], x[c + 1]));
+    } else
+#endif
+    {
+#ifdef FA_HAVE_ROUND_BF16
+        /* fa_round_bf16's rounding, vector by vector (FA_BC is whole vectors) */
+        const int rnd = fa_bf16(a);
+        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++)
+            vf_store(srow + c * VLEN, rnd ? vf_round_bf16(x[c]) : x[c]);
+#else
+        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) vf_store(srow + c * VLEN, x[c]);
+        if (fa_bf16(a)) fa_round_bf16(srow, FA_BC);
+#endif
+    }
+}
+
 /*
  * The end of a row's online softmax update, shared by fa_row_softmax and
  * fa_row_softmax_plain: x [FA_NCV] holds the block's logits (hidden keys
@@ -598,20 +621,23 @@ static inline void fa_row_update(const mha_attn_args *a, vf *x, float m_new, int
             psum = vf_add(psum, x[c]);
         }
     }
-#ifdef FA_HAVE_BF16_DOT
-    if (FA_PAIRS(a)) {
-        uint32_t *prow = (uint32_t *)(void *)srow; /* [BC/2] pairs */
-        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c += 2)
-            vbf_store(prow + c / 2 * VLEN, vbf_pair_adjacent(x[c], x[c + 1]));
-    } else
-#endif
-    {
-        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) vf_store(srow + c * VLEN, x[c]);
-        if (fa_bf16(a)) fa_round_bf16(srow, FA_BC);
-    }
+    fa_store_p(a, x, srow);
     vf_store(lv, vf_fma(vf_load(lv), vf_set1(corr), psum));
     *m = m_new;
     *corr_out = corr;
+}
+
+/* *vmax = the lane-wise max of a block's logits x [FA_NCV]; 0 with
+ * *poisoned set when bad flags a NaN or +inf among them. */
+static inline int fa_block_max(const vf *x, unsigned bad, int *poisoned, vf *vmax) {
+    if (bad) {
+        *poisoned = 1;
+        return 0;
+    }
+    vf v = x[0];
+    _Pragma("GCC unroll 8") for (int c = 1; c < FA_NCV; c++) v = vf_max(v, x[c]);
+    *vmax = v;
+    return 1;
 }
 
 /*
@@ -676,14 +702,9 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, cons
         bad |= vf_bad_bits(t);
         x[c] = t;
     }
-    if (bad) {
-        *poisoned = 1;
-        return 0;
-    }
-
     /* pass b: the block max; a row that sees nothing here keeps its state */
-    vf vmax = x[0];
-    _Pragma("GCC unroll 8") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
+    vf vmax;
+    if (!fa_block_max(x, bad, poisoned, &vmax)) return 0;
 #ifdef FA_HAVE_GT_BITS
     /* the horizontal max only when a lane beats the running max (after the
      * first few blocks most do not): the same m_new */
@@ -734,6 +755,138 @@ static inline int fa_row_softmax_plain(const mha_attn_args *a, float *srow, floa
 }
 #endif
 
+#if defined(FA_HAVE_EXP2) && defined(FA_HAVE_NONFINITE_BITS) && defined(FA_HAVE_GT_BITS)
+#define FA_HAVE_LAZY_MAX 1
+/* How far (in base 2) a probability may pass 1 before the row takes a new
+ * reference max: p <= 2^8, so l and acc stay far from overflow. */
+#define FA_LAZY_SLACK 8.0f
+
+/* bfloat16 rows with no softcap, ALiBi or mask, when 0 < scale log2(e) <= 1
+ * (fa_lazy_ok): the online softmax with a lazy reference max, in base 2 on
+ * the raw dot products, p = 2^(dot c2 - m2) with c2 = scale log2(e). */
+static inline int fa_lazy_ok(const mha_attn_args *a, float c2) {
+    return fa_bf16(a) && !kernel_alibi_slopes(a) && !a->mask && !(a->softcap > 0.0f) && c2 > 0.0f &&
+           c2 <= 1.0f;
+}
+
+/*
+ * One row meets one key block in the lazy form. The exact online softmax
+ * takes a new max m whenever a block holds a larger score (a horizontal
+ * max, an exp for the factor, and a rescale of the row's accumulator in
+ * P.V: ~3 times per row in 16 blocks of random data, each a mispredicted
+ * branch); here the reference m2 moves only when a dot passes *thr =
+ * (m2 + FA_LAZY_SLACK) / c2, so p may reach 2^FA_LAZY_SLACK instead of 1.
+ * bfloat16 rounds p relative to its own size, so p / l and the bound
+ * against the scalar reference are unchanged; the row's arithmetic still
+ * depends on its own blocks only (split-invariant). srow [BC]: raw dots in
+ * (lanes past nv hidden), probabilities out as fa_store_p; m2 starts at
+ * -inf and *thr at -inf. Returns 0 when the block shows the row nothing
+ * (state untouched) or a dot is NaN or +inf (*poisoned set), else 1 with
+ * *corr the accumulator's factor (1 unless m2 moved). A -inf dot is a 0
+ * probability, as in fa_row_softmax.
+ */
+static inline int fa_row_softmax_lazy(float c2, int64_t nv, float *srow, float *m2, float *thr,
+                                      float *lv, float *corr_out, int *poisoned,
+                                      const mha_attn_args *a) {
+    vf x[FA_NCV];
+    unsigned bad = 0;
+    _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
+        vf t = vf_load(srow + c * VLEN);
+        const int64_t lanes = nv - (int64_t)c * VLEN;
+        if (lanes < VLEN) t = vf_hide_tail(t, lanes); /* stale lanes never read as scores */
+        bad |= vf_bad_bits(t);
+        x[c] = t;
+    }
+    vf vmax;
+    if (!fa_block_max(x, bad, poisoned, &vmax)) return 0;
+    float mn = *m2, corr = 1.0f;
+    if (vf_gt_bits(vmax, vf_set1(*thr))) {
+        /* past the slack, or the row's first visible key: the block's max
+         * is the new reference (finite: c2 <= 1 and the max is finite) */
+        mn = vf_hmax(vmax) * c2;
+        if (*m2 != -INFINITY) {
+            _Alignas(64) float e[VLEN];
+            vf_store(e, vf_exp2(vf_set1(*m2 - mn)));
+            corr = e[0];
+        } else {
+            corr = 0.0f;
+        }
+        *thr = (mn + FA_LAZY_SLACK) / c2;
+    } else if (mn == -INFINITY) {
+        return 0;
+    }
+    const vf vc = vf_set1(c2), vneg = vf_set1(-mn);
+    vf psum = vf_zero();
+    _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
+        x[c] = vf_exp2(vf_fma(x[c], vc, vneg)); /* -inf -> 0 */
+        psum = vf_add(psum, x[c]);
+    }
+    fa_store_p(a, x, srow);
+    vf_store(lv, vf_fma(vf_load(lv), vf_set1(corr), psum));
+    *m2 = mn;
+    *corr_out = corr;
+    return 1;
+}
+
+#ifdef FA_HAVE_BF16_DOT
+#define FA_HAVE_FUSED_TILE 1
+/*
+ * A full bfloat16 score tile (FA_MR rows x FA_SCV vectors of keys: one
+ * column piece of a key block every row sees whole) with the lazy softmax
+ * done on its accumulators, for rows whose reference m2 is set: the scores
+ * never go to memory and back, and the block skips fa_row_softmax_lazy.
+ * The same operations on the same values as there, piece by piece (t =
+ * dot c2 - m2 by one FMA, 2^t, the sum over the vectors in key order
+ * carried in psum across the pieces, neighbours paired), so a row gets the
+ * same bits whichever path its tile took. Returns 0 -- psum partly
+ * updated, nothing of the row state touched -- when a dot passes its row's
+ * thr (m2 must move) or a sum is not finite (a NaN or +inf dot): the caller
+ * then scores the tile again and gives it to fa_row_softmax_lazy. Else 1,
+ * the probabilities stored as pairs at p (row r at p + r * FA_BC, this
+ * piece's pairs at its offset). negm [FA_MR]: -m2; thr [FA_MR].
+ */
+static inline int fa_score_bf16_fused(int64_t nd, const uint32_t *qp, const uint32_t *kt,
+                                      uint32_t *p, const float *negm, const float *thr, float c2,
+                                      vf *psum) {
+    vf acc[FA_MR][FA_SCV];
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_SCV; c++) acc[r][c] = vf_zero();
+    for (int64_t d = 0; d < nd; d++) {
+        vbf kv[FA_SCV];
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_SCV; c++) kv[c] =
+            vbf_load(kt + d * FA_BC + c * VLEN);
+        _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+            vbf qb = vbf_set1(qp[d * FA_BR + r]);
+            _Pragma("GCC unroll 4") for (int c = 0; c < FA_SCV; c++) acc[r][c] =
+                vf_dot_bf16(acc[r][c], qb, kv[c]);
+        }
+    }
+    unsigned over = 0;
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+        vf vmax = acc[r][0];
+        _Pragma("GCC unroll 4") for (int c = 1; c < FA_SCV; c++) vmax = vf_max(vmax, acc[r][c]);
+        over |= vf_gt_bits(vmax, vf_set1(thr[r]));
+    }
+    if (over) return 0;
+    const vf vc = vf_set1(c2);
+    unsigned bad = 0;
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+        const vf vneg = vf_set1(negm[r]);
+        vf ps = psum[r];
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_SCV; c++) {
+            acc[r][c] = vf_exp2(vf_fma(acc[r][c], vc, vneg));
+            ps = vf_add(ps, acc[r][c]);
+        }
+        psum[r] = ps;
+        bad |= vf_nonfinite_bits(ps);
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_SCV; c += 2)
+            vbf_store(p + r * FA_BC + c / 2 * VLEN, vbf_pair_adjacent(acc[r][c], acc[r][c + 1]));
+    }
+    return !bad;
+}
+#endif
+#endif
+
 /*
  * Query rows [i0, i0 + br) of head (b, h), br <= FA_BR. kt already holds
  * the kv head g = h / (Hq / Hkv) for at least the keys these rows may see;
@@ -756,6 +909,13 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 #ifdef FA_HAVE_NONFINITE_BITS
     /* rows with no softcap, ALiBi or mask take fa_row_softmax_plain */
     const int plain = !slopes && !a->mask && !(a->softcap > 0.0f);
+#endif
+#ifdef FA_HAVE_LAZY_MAX
+    /* bfloat16 plain rows: the lazy max; mx then holds m2, thr the dots
+     * past which m2 moves */
+    const float c2 = a->scale * FA_LOG2E;
+    const int lazy = fa_lazy_ok(a, c2);
+    float thr[FA_BR];
 #endif
 
     for (int64_t t = 0; t < FA_BC + dvp; t++)
@@ -783,6 +943,9 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         }
         if (row_end[r] > blk_end) blk_end = row_end[r];
         mx[r] = -INFINITY;
+#ifdef FA_HAVE_LAZY_MAX
+        thr[r] = -INFINITY;
+#endif
         poisoned[r] = 0;
         vf_store(lv + r * VLEN, vf_zero());
         memset(acc + r * dvp, 0, (size_t)dvp * sizeof(float));
@@ -795,10 +958,40 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
          * the key vectors its rows may see (row_end grows with the row, so
          * the tile's last row sees most; vectors past them stay unwritten,
          * and pass 2 hides those lanes without reading them as scores) */
+#ifdef FA_HAVE_FUSED_TILE
+        char fused[FA_BR] = {0}; /* rows whose block the fused tile did */
+#endif
         for (int64_t r0 = 0; r0 < br; r0 += FA_MR) {
             const int64_t seen = row_end[(r0 + FA_MR < br ? r0 + FA_MR : br) - 1] - j0;
             if (seen <= 0) continue; /* no row of the tile sees this block */
             const int nv = seen >= FA_BC ? FA_NCV : (int)((seen + VLEN - 1) / VLEN);
+#ifdef FA_HAVE_FUSED_TILE
+            /* a whole tile of rows past their first block that all see
+             * every key of it: scores and softmax at once */
+            if (lazy && FA_PAIRS(a) && j0 > 0 && r0 + FA_MR <= br && row_end[r0] - j0 >= FA_BC) {
+                int ok = 1;
+                float negm[FA_MR];
+                vf psum[FA_MR];
+                for (int r = 0; r < FA_MR; r++) {
+                    ok &= mx[r0 + r] != -INFINITY && !poisoned[r0 + r];
+                    negm[r] = -mx[r0 + r];
+                    psum[r] = vf_zero();
+                }
+                for (int c0 = 0; ok && c0 < FA_NCV; c0 += FA_SCV)
+                    ok = fa_score_bf16_fused((dk + 1) / 2, (const uint32_t *)(const void *)qp + r0,
+                                             (const uint32_t *)(const void *)ktb + c0 * VLEN,
+                                             (uint32_t *)(void *)(s + r0 * FA_BC) + c0 / 2 * VLEN,
+                                             negm, thr + r0, c2, psum);
+                if (ok) {
+                    for (int r = 0; r < FA_MR; r++) {
+                        float *l = lv + (r0 + r) * VLEN;
+                        vf_store(l, vf_add(vf_load(l), psum[r]));
+                        fused[r0 + r] = 1;
+                    }
+                    continue;
+                }
+            }
+#endif
             for (int c0 = 0; c0 < nv; c0 += FA_SCV) {
                 const int w = nv - c0 < FA_SCV ? nv - c0 : FA_SCV; /* vectors of this piece */
                 const int full = w == FA_SCV && r0 + FA_MR <= br;
@@ -828,6 +1021,26 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             int64_t nv = row_end[r] - j0;
             if (nv <= 0 || poisoned[r]) continue;
             if (nv > FA_BC) nv = FA_BC;
+#ifdef FA_HAVE_LAZY_MAX
+            if (lazy) {
+#ifdef FA_HAVE_FUSED_TILE
+                if (fused[r]) {
+                    corr[n_live] = 1.0f;
+                    live[n_live] = r;
+                    live_nv[n_live] = nv;
+                    n_live++;
+                    continue;
+                }
+#endif
+                if (fa_row_softmax_lazy(c2, nv, s + r * FA_BC, &mx[r], &thr[r], lv + r * VLEN,
+                                        &corr[n_live], &poisoned[r], a)) {
+                    live[n_live] = r;
+                    live_nv[n_live] = nv;
+                    n_live++;
+                }
+                continue;
+            }
+#endif
 #ifdef FA_HAVE_NONFINITE_BITS
             int shown = -1;
             if (plain && nv == FA_BC)

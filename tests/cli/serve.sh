@@ -107,6 +107,22 @@ for want in 'mha_http_requests_total{code="200"} 3' 'mha_http_requests_total{cod
 done
 echo "ok: /metrics"
 
+# float64 rows, as mha run takes them: converted to float32, the same answer
+python3 - "$T/x.npy" "$T/x64.npy" <<'PY'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+hl = struct.unpack("<H", b[8:10])[0]
+head = b[10:10 + hl].decode().replace("<f4", "<f8")
+v = struct.unpack("<%df" % ((len(b) - 10 - hl) // 4), b[10 + hl:])
+with open(sys.argv[2], "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode())
+    f.write(struct.pack("<%dd" % len(v), *v))
+PY
+code=$(post "$T/x64.npy" "$T/y64.npy")
+[ "$code" = 200 ] || fail "float64 rows: $code $(cat "$T/y64.npy")"
+cmp -s "$T/y64.npy" "$T/ref.npy" || fail "float64 rows: the answer differs from mha run's output"
+echo "ok: float64 rows converted"
+
 # JSON in and out (small requests): the same numbers as .npy, bitwise
 python3 - "$T/x.npy" >"$T/x.json" <<'PY'
 import struct, sys

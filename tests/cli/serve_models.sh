@@ -4,7 +4,8 @@
 # last_hidden_state, pooler_output out) on loopback: token ids as .npy and
 # as JSON, each output equal to what `mha run` gives for the sequence alone
 # (mask of ones, segment ids zero), requests of different lengths batched,
-# clear 400s for bodies a token model cannot take.
+# int32 / int8 ids widened as mha run widens them, clear 400s for bodies a
+# token model cannot take (an id of 2^63 among them).
 # Exit 77 (skipped) when `mha serve` was built without libmicrohttpd or curl
 # is missing. Env: MHA, MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
@@ -20,15 +21,17 @@ M="$MHA_TEST_DATA/models/minilm_postln_l3_d48_h6/model.onnx"
 python3 - "$T" 3 11 29 <<'PY'
 import struct, sys
 d = sys.argv[1]
-def npy(path, vals):
-    head = "{'descr': '<i8', 'fortran_order': False, 'shape': (1, %d), }" % len(vals)
+def npy(path, vals, descr="<i8", code="q"):
+    head = "{'descr': '%s', 'fortran_order': False, 'shape': (1, %d), }" % (descr, len(vals))
     head += " " * (63 - (10 + len(head)) % 64) + "\n"
     with open(path, "wb") as f:
         f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode())
-        f.write(struct.pack("<%dq" % len(vals), *vals))
+        f.write(struct.pack("<%d%s" % (len(vals), code), *vals))
 for n in map(int, sys.argv[2:]):
     ids = [(7 * j + 3 * n) % 100 for j in range(n)]
     npy("%s/ids_%d.npy" % (d, n), ids)
+    npy("%s/ids32_%d.npy" % (d, n), ids, "<i4", "i")  # what mha run widens
+    npy("%s/ids8_%d.npy" % (d, n), ids, "|i1", "b")
     npy("%s/ones_%d.npy" % (d, n), [1] * n)
     npy("%s/zeros_%d.npy" % (d, n), [0] * n)
     open("%s/ids_%d.json" % (d, n), "w").write(str(ids))
@@ -77,6 +80,14 @@ code=$(post "$T/ids_11.npy" "$T/got_pool.npy" application/x-npy "?output=pooler_
 cmp -s "$T/got_pool.npy" "$T/pool_11.npy" || fail "pooler_output differs from mha run"
 echo "ok: ?output= picks the output"
 
+# int32 and int8 ids, as mha run takes them: widened, the same answer
+for w in 32 8; do
+  code=$(post "$T/ids${w}_11.npy" "$T/got_w.npy" application/x-npy)
+  [ "$code" = 200 ] || fail "int$w ids: $code $(cat "$T/got_w.npy")"
+  cmp -s "$T/got_w.npy" "$T/hid_11.npy" || fail "int$w ids: last_hidden_state differs from mha run"
+done
+echo "ok: int32 and int8 token ids widened"
+
 # JSON: [id, ...] in, {"last_hidden_state": [[...]], "pooler_output": [...]} out
 code=$(post "$T/ids_11.json" "$T/got.json" application/json)
 [ "$code" = 200 ] || fail "JSON ids: $code $(cat "$T/got.json")"
@@ -106,6 +117,9 @@ grep -q "must be int64" "$T/r" || fail "400 without the reason: $(cat "$T/r")"
 printf '[1, 99999999]' >"$T/oov.json"
 [ "$(post "$T/oov.json" "$T/r" application/json)" = 400 ] || fail "an id outside the vocabulary: wanted 400"
 grep -q "token id 99999999 is outside the vocabulary" "$T/r" || fail "400 without the reason: $(cat "$T/r")"
+printf '[1, 9223372036854775808]' >"$T/big.json"
+[ "$(post "$T/big.json" "$T/r" application/json)" = 400 ] || fail "an id of 2^63: wanted 400"
+grep -q "token id outside the int64 range" "$T/r" || fail "2^63: 400 without the reason: $(cat "$T/r")"
 echo "ok: 400 for bad token-id bodies"
 
 kill -TERM $SRV

@@ -64,6 +64,11 @@ grep -q 'gemm+bias+residual+layernorm  *x2' "$T/info.txt" || fail "info: residua
 "$MHA" info "$M/gpt2_preln_causal_l2_d64_h4/model.onnx" >"$T/info2.txt"
 [ "$(grep -c 'fused, ' "$T/info2.txt")" = 2 ] || fail "info: GPT-2 layers not fused: $(cat "$T/info2.txt")"
 grep -q '^causal: *yes' "$T/info2.txt" || fail "info: GPT-2 not causal: $(cat "$T/info2.txt")"
+# a decoding step with a KV cache: each layer one fused step that writes the
+# present keys and values too
+"$MHA" info "$M/z_gpt2_past_op14/model.onnx" >"$T/info_past.txt"
+[ "$(grep -c 'fused, .*+kv-cache+residual' "$T/info_past.txt")" = 2 ] ||
+  fail "info: cache layers not fused: $(cat "$T/info_past.txt")"
 # a layer the recogniser refuses (today the ViT's) is interpreted, with the
 # reason, and the plan says what share of the FLOPs the interpreter carries
 "$MHA" info "$M/vit_preln_l2_d64_h4_p4/model.onnx" >"$T/info3.txt"

@@ -13,14 +13,19 @@ M="$MHA_TEST_DATA/models"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+# npy_header DESCR ROWS COLS: a .npy v1 header of 128 bytes
+npy_header() {
+  hdr="{'descr': '$1', 'fortran_order': False, 'shape': ($2, $3), }"
+  printf '\223NUMPY\001\000\166\000%s' "$hdr"
+  printf '%*s\n' $((118 - ${#hdr} - 1)) ''
+}
+
 # npy_i32 FILE ROWS COLS V...: an int32 [ROWS, COLS] .npy of the values
 npy_i32() {
   f=$1 rows=$2 cols=$3
   shift 3
-  hdr="{'descr': '<i4', 'fortran_order': False, 'shape': ($rows, $cols), }"
   {
-    printf '\223NUMPY\001\000\166\000%s' "$hdr"
-    printf '%*s\n' $((118 - ${#hdr} - 1)) ''
+    npy_header '<i4' "$rows" "$cols"
     for v in "$@"; do
       printf "$(printf '\\%03o' "$v")\000\000\000"
     done
@@ -82,3 +87,28 @@ if grep -q '^  \(Tanh\|Pow\) ' "$T/info_g.txt"; then fail "info: GELU interprete
 "$MHA" run -q "$G" "$T/ids.npy" -o "$T/logits.npy" "$T/lp.npy" || fail "run: scorer"
 head -c 128 "$T/lp.npy" | grep -q "'shape': (2, 4)" || fail "run: log-probs shape: $(head -c 128 "$T/lp.npy")"
 echo "ok: Conv1D epilogues"
+
+echo "== a float32 0 / 1 mask [B, S] beside the ids is an attention mask: --lengths makes it"
+# npy_f01 FILE ROWS COLS V...: a float32 [ROWS, COLS] .npy of 0 / 1 values
+npy_f01() {
+  f=$1 rows=$2 cols=$3
+  shift 3
+  {
+    npy_header '<f4' "$rows" "$cols"
+    for v in "$@"; do
+      if [ "$v" = 1 ]; then printf '\000\000\200\077'; else printf '\000\000\000\000'; fi
+    done
+  } >"$f"
+}
+npy_f01 "$T/fmask.npy" 2 5 1 1 1 1 1 1 1 1 0 0
+npy_i32 "$T/types.npy" 2 5 0 0 0 1 1 0 0 1 1 1
+F="$M/w_bert_packed_handln_ext1e4_op13/model.onnx"
+"$MHA" info "$F" >"$T/info_f.txt" || fail "info: $(cat "$T/info_f.txt")"
+grep -q 'input  *attention_mask  *attn_mask  *float32  *\[?, ?\]' "$T/info_f.txt" ||
+  fail "info: the float mask's role: $(grep attention_mask "$T/info_f.txt")"
+"$MHA" run -q "$F" "$T/ids.npy" "$T/types.npy" "$T/fmask.npy" -o "$T/fh.npy" "$T/fp.npy" || fail "run: float mask"
+"$MHA" run -q "$F" "input_ids=$T/ids.npy" "token_type_ids=$T/types.npy" --lengths "$T/lengths.npy" \
+  -o "$T/fh_len.npy" "$T/fp_len.npy" || fail "run: --lengths beside a float mask input"
+cmp "$T/fh.npy" "$T/fh_len.npy" || fail "run: --lengths hidden states differ from the float mask's"
+cmp "$T/fp.npy" "$T/fp_len.npy" || fail "run: --lengths pooled output differs from the float mask's"
+echo "ok: float mask"

@@ -1578,9 +1578,13 @@ static void test_bf16_rounding_rows(void **state) {
  * kernels after a running max), each within 2^-8 of the exact p: the
  * outputs differ by at most 2^-7 max|v| (plus the float32 error the float32
  * test allows). bfloat16 must differ from float32 and be split-invariant. */
-static void attn_bf16_case(const attn_case *c) {
+/* edit (or NULL) changes the data first; with huge logits (edit_big) the
+ * rounding of q and k alone moves them by ~1, so bfloat16 and float32 are
+ * no longer within 2^-6 max|v| of each other and that check is skipped. */
+static void attn_bf16_case_with(const attn_case *c, void (*edit)(attn_data *), int edit_big) {
     attn_data D;
     attn_make(c, &D);
+    if (edit) edit(&D);
     float *ref = malloc((D.n_o + 1) * sizeof(float)), *f32 = malloc((D.n_o + 1) * sizeof(float));
     float *out = malloc((D.n_o + 1) * sizeof(float)), *out2 = malloc((D.n_o + 1) * sizeof(float));
     attn_full(REF, NULL, &D, f32, 1);
@@ -1596,7 +1600,7 @@ static void attn_bf16_case(const attn_case *c) {
             for (int64_t j = 0; j < c->Skv; j++)
                 for (int64_t d = 0; d < c->dv; d++)
                     vmax = fmax(vmax, fabs(D.v[b * D.a.v_sb + g * D.a.v_sh + j * D.a.v_ss + d]));
-    assert_true(diff32 > 0.0 && diff32 <= ldexp(1.0, -6) * vmax);
+    assert_true(diff32 > 0.0 && (edit_big || diff32 <= ldexp(1.0, -6) * vmax));
     const double tol = ldexp(1.0, -7) * vmax + 1e-5 * scale;
 
     bf16_backend bb[MAX_BACKENDS + 1];
@@ -1629,6 +1633,10 @@ static void attn_bf16_case(const attn_case *c) {
     attn_free(&D);
 }
 
+static void attn_bf16_case(const attn_case *c) {
+    attn_bf16_case_with(c, NULL, 0);
+}
+
 static void test_attention_bf16(void **state) {
     (void)state;
     /* B Hq Hkv Sq Skv dk dv, bshd, mask, causal offsets kv_len, softcap, alibi pos, seed:
@@ -1644,6 +1652,63 @@ static void test_attention_bf16(void **state) {
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         attn_bf16_case(&cs[i]);
+}
+
+/* Keys of the third 128-key block and past scaled by 4 (or 64): every
+ * row's max jumps there by far more than the lazy max's slack (2^8 in base
+ * 2), so rows change their reference max after their first block, in the
+ * fused score tiles' fallback (avx512) and in the per-row path. Without the
+ * move the factor is wrong (x 4); without the slack test in the fused tile
+ * p overflows (x 64: logits ~150 above the first block's max). */
+static void attn_edit_keys_by(attn_data *D, float by) {
+    const mha_attn_args *a = &D->a;
+    for (int64_t b = 0; b < a->B; b++)
+        for (int64_t g = 0; g < a->Hkv; g++)
+            for (int64_t j = 256; j < a->Skv; j++)
+                for (int64_t d = 0; d < a->dk; d++)
+                    D->k[b * a->k_sb + g * a->k_sh + j * a->k_ss + d] *= by;
+}
+static void attn_edit_late_keys(attn_data *D) {
+    attn_edit_keys_by(D, 4.0f);
+}
+static void attn_edit_late_keys_64(attn_data *D) {
+    attn_edit_keys_by(D, 64.0f);
+}
+
+/* bfloat16 rows with no mask (the lazy reference max, scores and softmax
+ * fused in the score tile on avx512): within the bound of the reference and
+ * split-invariant when the max moves late in the row, then a NaN key in a
+ * late block poisons exactly the rows the reference makes NaN (its head's),
+ * the same in every split. */
+static void test_attention_bf16_lazy_max(void **state) {
+    (void)state;
+    const attn_case c = {1, 2, 1, 100, 700, 64, 64, 0, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 78};
+    attn_bf16_case_with(&c, attn_edit_late_keys, 0);
+    attn_bf16_case_with(&c, attn_edit_late_keys_64, 1);
+
+    const attn_case cn = {1, 2, 2, 100, 600, 64, 64, 0, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 79};
+    attn_data D;
+    attn_make(&cn, &D);
+    D.a.precision = MHA_PRECISION_BFLOAT16;
+    D.k[1 * D.a.k_sh + 450 * D.a.k_ss + 3] = NAN; /* head 1, key 450 */
+    float *ref = malloc(D.n_o * sizeof(float)), *out = malloc(D.n_o * sizeof(float));
+    float *out2 = malloc(D.n_o * sizeof(float));
+    attn_full(REF, NULL, &D, ref, 1);
+    assert_true(nonfinite_count(ref, D.n_o) == cn.Sq * cn.dv); /* head 1's rows */
+    bf16_backend bb[MAX_BACKENDS + 1];
+    const int nb = bf16_backends(bb, MAX_BACKENDS + 1);
+    for (int bi = 0; bi < nb; bi++) {
+        attn_full(bb[bi].p, bb[bi].state, &D, out, 1);
+        for (size_t i = 0; i < D.n_o; i++)
+            if (!isnan(out[i]) != !isnan(ref[i]))
+                fail_msg("%s: element %zu is %g, the reference %g", bb[bi].label, i, (double)out[i],
+                         (double)ref[i]);
+        attn_split(bb[bi].p, bb[bi].state, &D, out2, 80);
+        assert_memory_equal(out, out2, D.n_o * sizeof(float));
+    }
+    bf16_backends_free(bb, nb);
+    free(ref), free(out), free(out2);
+    attn_free(&D);
 }
 
 /* bfloat16 pairs keys two by two in P.V: a causal row that sees an odd
@@ -1737,8 +1802,11 @@ static void test_bf16_declared(void **state) {
 
 /* Rows with no mask, softcap or ALiBi take a shorter softmax path in the
  * flash kernels (fa_row_softmax_plain) that must give the general path's
- * bits: each backend, float32 and bfloat16, no mask against an all-zero
- * [B, 1, 1, Skv] mask (the general path; s + 0 is s), bitwise. Then key
+ * bits in float32: each backend, no mask against an all-zero [B, 1, 1, Skv]
+ * mask (the general path; s + 0 is s), bitwise. In bfloat16 such rows take
+ * a lazy reference max (p up to 2^8, rounded at other points than the
+ * general path's): the two within twice the bfloat16 bound of the
+ * reference (2^-6 max |v|), NaN in the same places. Then key
  * 77's elements are -3e38 and rows 5 and 6 of each head have q = 1 and
  * q = -1: in float their scores there overflow to -inf (a zero
  * probability: row 5 stays finite) and +inf (row 6 is NaN in the float
@@ -1777,7 +1845,18 @@ static void test_attention_plain_rows(void **state) {
                 D.a.mask = zeros; /* [B, 1, 1, Skv] */
                 D.a.m_sb = c.Skv, D.a.m_sh = 0, D.a.m_sq = 0, D.a.m_sk = 1;
                 attn_full(p, st, &D, general, 1);
-                assert_memory_equal(plain, general, D.n_o * sizeof(float));
+                if (!prec) {
+                    assert_memory_equal(plain, general, D.n_o * sizeof(float));
+                } else {
+                    double vmax = 0.0;
+                    for (size_t i = 0; i < (size_t)(c.B * c.Hkv * c.Skv * c.dv); i++)
+                        vmax = fmax(vmax, fabs(D.v[i]));
+                    for (size_t i = 0; i < D.n_o; i++)
+                        if (!isnan(plain[i]) != !isnan(general[i]) ||
+                            fabs((double)plain[i] - (double)general[i]) > ldexp(vmax, -6))
+                            fail_msg("%s bf16: element %zu: plain %g, general %g", bb[bi].label, i,
+                                     (double)plain[i], (double)general[i]);
+                }
                 if (!overflow) continue;
                 for (int64_t b = 0; b < c.B; b++)
                     for (int64_t h = 0; h < c.Hq; h++)
@@ -1851,6 +1930,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_rounding_rows),
         cmocka_unit_test(test_gemm_bf16),
         cmocka_unit_test(test_attention_bf16),
+        cmocka_unit_test(test_attention_bf16_lazy_max),
         cmocka_unit_test(test_attention_bf16_unseen_inf),
         cmocka_unit_test(test_expected_backends_present),
         cmocka_unit_test(test_gemm_odd_sizes),

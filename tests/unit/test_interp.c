@@ -2159,6 +2159,61 @@ static void test_clip_argmax(void **state) {
     free_all(in, 1);
 }
 
+/* TopK and ScatterElements as Mixtral's router writes them: the top 2 of
+ * each row (a tie kept in index order, NaN the largest), the smallest with
+ * largest = 0; the weights scattered back over the experts, and scatter's
+ * add reduction with a repeated index; a K past the axis is refused.
+ * InstanceNormalization (GroupNorm of one group per channel): each (n, c)
+ * over its own elements, then scale and B of the channel. */
+static void test_topk_scatter_instnorm(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3] = {0}, *out[2] = {0};
+    tn_init(&t, "TopK", 2, 2);
+    in[0] = tf(2, D(2, 4), F(0.1f, 0.7f, 0.2f, 0.7f, 3, NAN, -1, 2));
+    in[1] = ti1(1, I(2));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_i(out[1], 2, D(2, 2), I(1, 3, 1, 0));
+    assert_float_equal(((const float *)out[0]->data)[0], 0.7f, 0);
+    assert_true(isnan(((const float *)out[0]->data)[2]));
+    assert_float_equal(((const float *)out[0]->data)[3], 3, 0);
+    free_all(out, 2);
+    tn_int(&t, "largest", 0);
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 2, D(2, 2), F(0.1f, 0.2f, -1, 2), 0);
+    expect_i(out[1], 2, D(2, 2), I(0, 2, 2, 3));
+    free_all(out, 2);
+    tensor_free(in[1]);
+    in[1] = ti1(1, I(5));
+    assert_int_equal(eval(17, &t, in, out), MHA_ERR_SHAPE);
+    free_all(out, 2);
+    free_all(in, 2);
+
+    tn_init(&t, "ScatterElements", 3, 1);
+    tn_int(&t, "axis", -1);
+    in[0] = tf(2, D(2, 4), F(0, 0, 0, 0, 1, 1, 1, 1));
+    in[1] = ti(2, D(2, 2), I(3, 1, 0, 0));
+    in[2] = tf(2, D(2, 2), F(0.6f, 0.4f, 2, 5));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 2, D(2, 4), F(0, 0.4f, 0, 0.6f, 5, 1, 1, 1), 0);
+    free_all(out, 1);
+    tn_attr(&t, "reduction", IR_ATTR_STRING)->s = (char *)"add";
+    assert_int_equal(eval(18, &t, in, out), MHA_OK);
+    expect_f(out[0], 2, D(2, 4), F(0, 0.4f, 0, 0.6f, 8, 1, 1, 1), 0);
+    free_all(out, 1);
+    free_all(in, 3);
+
+    tn_init(&t, "InstanceNormalization", 3, 1);
+    tn_float(&t, "epsilon", 0);
+    in[0] = tf(3, D(1, 2, 2), F(1, 3, 10, 10.5f));
+    in[1] = tf(1, D(2), F(2, 1));
+    in[2] = tf(1, D(2), F(0, 5));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 3, D(1, 2, 2), F(-2, 2, 4, 6), 1e-6);
+    free_all(out, 1);
+    free_all(in, 3);
+}
+
 static void test_conv(void **state) {
     (void)state;
     tnode t;
@@ -2928,6 +2983,7 @@ int main(void) {
         cmocka_unit_test(test_attention_errors),
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_clip_argmax),
+        cmocka_unit_test(test_topk_scatter_instnorm),
         cmocka_unit_test(test_resize),
         cmocka_unit_test(test_layer_normalization),
         cmocka_unit_test(test_unsupported_and_outputs),

@@ -928,7 +928,7 @@ static void test_arena_by_lifetimes(void **state) {
             placed++;
             assert_true(A->offset[v] + A->size[v] <= A->bytes);
         }
-    /* every GEMM, norm and attention output of the model but the graph
+    /* every GEMM, norm, add and attention output of the model but the graph
      * outputs (BERT's last hidden state, made by a norm step) */
     size_t direct = 0;
     for (size_t k = 0; k < P->g->n_outputs; k++) {
@@ -943,7 +943,7 @@ static void test_arena_by_lifetimes(void **state) {
     size_t norm_steps = 0; /* a norm in a GEMM's epilogue has no output of its own */
     for (size_t i = 0; i < P->n_norms; i++)
         norm_steps += !P->norms[i].in_step;
-    assert_int_equal(placed, P->n_gemms + norm_steps + 2 - direct);
+    assert_int_equal(placed, P->n_gemms + norm_steps + P->n_adds + 2 - direct);
     assert_true(A->bytes < all);
     plan_run_probe(P, 0, b); /* through the arena */
     plan_run_probe(P, 0, c);
@@ -1138,6 +1138,28 @@ static void test_probe_inputs_in_range(void **state) {
         }
         assert_true(seen_max[0] > 1); /* ids are not just a mask */
     }
+    plan_free(P);
+}
+
+/* A decoder hiding the causal and the padding keys with -inf: a query row
+ * inside a left padding sees no key, NaN in the graph. Its Softmax layers
+ * give NaN there too (softmax_nan), and the plan's probes hold such rows
+ * (the last probe item padded on the left): a layer giving zeros there
+ * instead, as the kernels' contract does, is caught. */
+static void test_verify_rows_of_hidden_keys(void **state) {
+    (void)state;
+    plan *P = build("m_gpt_inf_leftpad_nan_op14", PLAN_SKIP_VERIFY | PLAN_KEEP_GRAPH);
+    mha_error err;
+    mha_error_clear(&err);
+    assert_int_equal(P->n_layers, 2);
+    for (size_t i = 0; i < 2; i++) {
+        if (!P->layers[i].recognised) fail_msg("layer %zu: %s", i, P->layers[i].reason);
+        assert_true(P->layers[i].L.softmax_nan);
+    }
+    if (plan_verify(P, &err) != MHA_OK) fail_msg("%s", err.message);
+    P->layers[0].L.softmax_nan = 0; /* zeros on the rows of padding */
+    assert_int_equal(plan_verify(P, &err), MHA_ERR_MODEL_VERIFY);
+    assert_non_null(strstr(err.message, "differs from the graph"));
     plan_free(P);
 }
 
@@ -1369,6 +1391,7 @@ int main(void) {
         cmocka_unit_test(test_verify_reads_the_shape_pass),
         cmocka_unit_test(test_shape_probe_skips_contractions),
         cmocka_unit_test(test_load_alloc_failures),
+        cmocka_unit_test(test_verify_rows_of_hidden_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -261,10 +261,10 @@ static void test_seq_first_transposes_folded(void **state) {
     }
 }
 
-/* The probe inputs of P's graph (probe 0), as mha tensors over t[]. */
-static size_t probe_inputs(const plan *P, tensor **t, mha_tensor *in) {
+/* The probe inputs of P's graph (probe p), as mha tensors over t[]. */
+static size_t probe_inputs(const plan *P, int p, tensor **t, mha_tensor *in) {
     mha_error err;
-    assert_int_equal(plan_probe_inputs(P, 0, t, &err), MHA_OK);
+    assert_int_equal(plan_probe_inputs(P, p, t, &err), MHA_OK);
     for (size_t i = 0; i < P->g->n_inputs; i++)
         tensor_as_mha(t[i], &in[i]);
     return P->g->n_inputs;
@@ -281,17 +281,22 @@ typedef struct ref_model {
     tensor **values;
 } ref_model;
 
-static void ref_load(const char *name, ref_model *r) {
+/* ref_load at probe p (the second: a batch of 2 where the first has 1). */
+static void ref_load_probe(const char *name, int p, ref_model *r) {
     char path[1024];
     model_path(name, path, sizeof path);
     mha_error err;
     memset(r, 0, sizeof *r);
     if (mha_model_load_file(path, NULL, &r->m, &err) != MHA_OK)
         fail_msg("%s: %s", name, err.message);
-    r->n_in = probe_inputs(r->m->plan, r->t, r->in);
+    r->n_in = probe_inputs(r->m->plan, p, r->t, r->in);
     r->g = load_graph(name);
     if (interp_run(&g_alloc, r->g, (const tensor *const *)r->t, &r->values, &err) != MHA_OK)
         fail_msg("interp %s: %s", name, err.message);
+}
+
+static void ref_load(const char *name, ref_model *r) {
+    ref_load_probe(name, 0, r);
 }
 
 static void ref_free(ref_model *r) {
@@ -316,6 +321,51 @@ static double ref_run_error(ref_model *r, mha_runtime *rt) {
     double e = tu_max_rel_err(out.data, want->data, (size_t)tensor_numel(want));
     free(out.data);
     return e;
+}
+
+/* Value id of the value named as P's value v in graph g. */
+static int same_value(const plan *P, int v, const ir_graph *g) {
+    for (size_t w = 0; w < g->n_values; w++)
+        if (strcmp(g->values[w].name, P->g->values[v].name) == 0) return (int)w;
+    fail_msg("no value %s", P->g->values[v].name);
+    return -1;
+}
+
+/* The position embeddings' Add (GPT-2: token rows + position rows; ViT:
+ * the position table over the class token and the patches) is an add step
+ * and no Add stays interpreted; the step's sum of the interpreter's
+ * operands (the table broadcast over the batch) is bitwise the
+ * interpreter's Add. */
+static void test_position_add_step(void **state) {
+    (void)state;
+    const char *names[3] = {VIT, "gpt2_preln_causal_l2_d64_h4", "h_vit_torchvision_op13"};
+    for (int k = 0; k < 3; k++) {
+        ref_model r;
+        ref_load_probe(names[k], 1, &r);
+        const plan *P = r.m->plan;
+        if (P->n_adds != 1 || interpreted(P, "Add") != 0)
+            fail_msg("%s: %zu add steps, %zu Adds interpreted", names[k], P->n_adds,
+                     interpreted(P, "Add"));
+        const plan_add *ad = &P->adds[0];
+        const int a = same_value(P, ad->a_value, r.g), b = same_value(P, ad->b_value, r.g),
+                  y = same_value(P, ad->out_value, r.g);
+        const tensor *ta = r.values[a], *tb = r.values[b] ? r.values[b] : r.g->values[b].init,
+                     *want = r.values[y];
+        assert_non_null(ta);
+        assert_non_null(tb);
+        assert_non_null(want);
+        const int64_t n = tensor_numel(want);
+        assert_int_equal(tensor_numel(ta), n);
+        /* the table or the position rows are one item's, the second
+         * probe's batch several items */
+        assert_true(tb->dims[0] == 1 && ta->dims[0] >= 2 && tensor_numel(tb) * ta->dims[0] == n);
+        float *got = calloc((size_t)n, sizeof *got);
+        assert_non_null(got);
+        plan_add_values(ta->data, tb->data, got, n, tensor_numel(tb));
+        assert_memory_equal(got, want->data, sizeof(float) * (size_t)n);
+        free(got);
+        ref_free(&r);
+    }
 }
 
 /* The whole model on every backend found (scalar at least) against the
@@ -534,6 +584,7 @@ int main(void) {
         cmocka_unit_test(test_swiglu_gated_epilogue),
         cmocka_unit_test(test_patch_conv_gemm),
         cmocka_unit_test(test_models_on_every_backend),
+        cmocka_unit_test(test_position_add_step),
         cmocka_unit_test(test_run_flops),
         cmocka_unit_test(test_run_step_seconds),
         cmocka_unit_test(test_unread_steps_dropped),

@@ -520,19 +520,26 @@ static void *run_beside(void *arg) {
     return NULL;
 }
 
+/* Starts run_beside on *th and returns once its run began. */
+static void start_run_beside(run_thread *t, pool *p, pthread_t *th) {
+    memset(t, 0, sizeof *t);
+    t->p = p;
+    atomic_init(&t->begun, 0);
+    atomic_init(&t->release, 0);
+    assert_int_equal(pthread_create(th, NULL, run_beside, t), 0);
+    while (!atomic_load(&t->begun))
+        sched_yield();
+}
+
 static void runs_share(int n_workers) {
     pool *p = NULL;
     assert_int_equal(pool_create(NULL, n_workers, 0, &p, NULL), MHA_OK);
     const int size = n_workers + 1;
     assert_int_equal(pool_run_begin(p), size);
     assert_int_equal(pool_threads(p), size);
-    run_thread t = {.p = p};
-    atomic_init(&t.begun, 0);
-    atomic_init(&t.release, 0);
+    run_thread t;
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, run_beside, &t), 0);
-    while (!atomic_load(&t.begun))
-        sched_yield();
+    start_run_beside(&t, p, &th);
     assert_int_equal(t.share, size / 2);
     assert_int_equal(pool_threads(p), size / 2);
     const int64_t n[1] = {64};
@@ -635,6 +642,100 @@ static void test_helper_leaves_for_a_new_run(void **state) {
     pool_destroy(p);
 }
 
+/* An idle worker is woken only when there is something it may join: not
+ * by the phases of a job its caller works alone (a run beside another on
+ * a two-thread pool gets one thread: its jobs are not published), and not
+ * while more runs than cores pass through the door (a run waiting there
+ * counts in the share, so the runs inside never see a core to spare when
+ * one of them ends and lets the next in). Each such wake-up was a context
+ * switch for nothing, about one a run with 8 clients on 2 cores. */
+static mha_status wake_unit(void *vctx, int phase, int64_t unit, int worker, mha_error *err) {
+    (void)phase, (void)unit, (void)worker, (void)err;
+    atomic_fetch_add((atomic_int *)vctx, 1);
+    /* 20 us of work: a worker woken meanwhile has time to run */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 20000);
+    return MHA_OK;
+}
+
+typedef struct wake_client {
+    pool *p;
+    atomic_int *units;
+    int runs;
+    mha_status st;
+} wake_client;
+
+static void wake_job(pool_job *job, atomic_int *units) {
+    memset(job, 0, sizeof *job);
+    job->fn = wake_unit;
+    job->ctx = units;
+    job->n_phases = POOL_MAX_PHASES;
+    for (int ph = 0; ph < POOL_MAX_PHASES; ph++)
+        job->n_units[ph] = 8;
+}
+
+static void *wake_client_main(void *arg) {
+    wake_client *c = arg;
+    for (int r = 0; r < c->runs && c->st == MHA_OK; r++) {
+        pool_run_begin(c->p);
+        pool_job job;
+        wake_job(&job, c->units);
+        c->st = pool_run(c->p, &job, NULL);
+        pool_run_end(c->p);
+    }
+    return NULL;
+}
+
+static void test_no_wakeups_for_nothing(void **state) {
+    (void)state;
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 1, 0, &p, NULL), MHA_OK);
+    atomic_int units;
+    atomic_init(&units, 0);
+    /* a run beside: every job of this thread's runs is worked alone */
+    run_thread t;
+    pthread_t th;
+    start_run_beside(&t, p, &th);
+    struct timespec ts = {0, 2000000}; /* the worker goes to sleep meanwhile */
+    nanosleep(&ts, NULL);
+    const unsigned long long w0 = pool_worker_wakeups(p);
+    wake_client self = {p, &units, 100, MHA_OK};
+    wake_client_main(&self);
+    assert_int_equal(self.st, MHA_OK);
+    assert_int_equal(atomic_load(&units), 100 * POOL_MAX_PHASES * 8);
+    nanosleep(&ts, NULL); /* a worker woken at the end has counted */
+    const unsigned long long alone = pool_worker_wakeups(p) - w0;
+    atomic_store(&t.release, 1);
+    pthread_join(th, NULL);
+
+    /* more clients than the door lets in, each run after run */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    enum { MAX_CLIENTS = 64, RUNS = 100 };
+    int n = cpus > 0 && cpus + 3 < MAX_CLIENTS ? (int)cpus + 3 : MAX_CLIENTS;
+    wake_client c[MAX_CLIENTS];
+    pthread_t ct[MAX_CLIENTS];
+    atomic_store(&units, 0);
+    const unsigned long long w1 = pool_worker_wakeups(p);
+    for (int i = 0; i < n; i++) {
+        c[i] = (wake_client){p, &units, RUNS, MHA_OK};
+        assert_int_equal(pthread_create(&ct[i], NULL, wake_client_main, &c[i]), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        pthread_join(ct[i], NULL);
+        assert_int_equal(c[i].st, MHA_OK);
+    }
+    nanosleep(&ts, NULL);
+    const unsigned long long crowd = pool_worker_wakeups(p) - w1;
+    assert_int_equal(atomic_load(&units), n * RUNS * POOL_MAX_PHASES * 8);
+    pool_destroy(p);
+    if (alone > 2) fail_msg("%llu worker wake-ups for 100 runs worked alone", alone);
+    if (crowd > (unsigned long long)n * RUNS / 20)
+        fail_msg("%llu worker wake-ups for %d runs of %d clients", crowd, n * RUNS, n);
+}
+
 /* Runs beyond the cores wait at the door: at most max(pool size, online
  * CPUs) are in progress at once, and every one gets in (each run holds a
  * while with nothing else to do, so runs let in would pile up). */
@@ -662,6 +763,7 @@ int main(void) {
         cmocka_unit_test(test_runs_share_the_cores),
         cmocka_unit_test(test_helper_leaves_for_a_new_run),
         cmocka_unit_test(test_runs_wait_at_the_door),
+        cmocka_unit_test(test_no_wakeups_for_nothing),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);

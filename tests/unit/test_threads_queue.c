@@ -2,16 +2,22 @@
  * bitwise equal to each request run alone, back-pressure when full,
  * cancels, deadlines, shutdown that drains or cancels (and says which),
  * many submitters with random cancels and deadlines, bad inputs and
- * models, the waiting requests shared out between free dispatchers. Runs under TSan (label
+ * models, the waiting requests shared out between free dispatchers, one
+ * sleep a lone request for its submitter. Runs under TSan (label
  * "threads"). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* RUSAGE_THREAD */
+#endif
 #include "testutil.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <mha/mha.h>
@@ -834,6 +840,49 @@ static void test_idle_goes_at_once(void **state) {
     mha_model_free(m);
 }
 
+/* A lone request costs its submitter one sleep: the dispatcher wakes the
+ * waiter after letting go of the queue's mutex. Woken under it, the waiter
+ * ran at once and slept a second time on the mutex still held (2.0
+ * voluntary switches a request against 1.0, on a 1-thread runtime). */
+static void test_one_sleep_a_request(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    /* every thread on one CPU (the dispatcher inherits the mask): the
+     * woken waiter then always runs before the completing thread goes on */
+    cpu_set_t all, one;
+    assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu() >= 0 ? sched_getcpu() : 0, &one);
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+    mha_runtime *rt = runtime_new(1);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.max_batch = 1;
+    o.num_dispatchers = 1;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    enum { N = 200, S = 8 };
+    float *x = malloc((size_t)S * 64 * sizeof(float));
+    tu_fill_random(x, (size_t)S * 64, 5);
+    struct rusage u0, u1;
+    getrusage(RUSAGE_THREAD, &u0);
+    for (int i = 0; i < N; i++) {
+        mha_status st;
+        mha_request *r = submit_one(q, x, S, 64, 0, &st);
+        assert_int_equal(st, MHA_OK);
+        assert_int_equal(mha_request_wait(r, -1, NULL), MHA_OK);
+        mha_request_free(r);
+    }
+    getrusage(RUSAGE_THREAD, &u1);
+    const double per = (double)(u1.ru_nvcsw - u0.ru_nvcsw) / N;
+    mha_queue_destroy(q);
+    free(x);
+    mha_runtime_destroy(rt);
+    assert_int_equal(sched_setaffinity(0, sizeof all, &all), 0);
+    if (per > 1.4) fail_msg("%.2f voluntary context switches a lone request, wanted ~1", per);
+    mha_model_free(m);
+}
+
 /* Two requests' callbacks that each wait (up to 10 s) for the other's to
  * start: both start only if two dispatchers run batches at once. */
 typedef struct meet_state {
@@ -1237,6 +1286,7 @@ int main(void) {
         cmocka_unit_test(test_admission_by_queue_delay),
         cmocka_unit_test(test_batch_time),
         cmocka_unit_test(test_idle_goes_at_once),
+        cmocka_unit_test(test_one_sleep_a_request),
         cmocka_unit_test(test_dispatcher_per_thread),
         cmocka_unit_test(test_free_dispatchers_share_a_batch),
         cmocka_unit_test(test_request_memory_reused),

@@ -106,8 +106,9 @@ struct pool {
     pool_waitq callers;    /* callers waiting for a phase to end or helpers to leave */
     pool_job *jobs;        /* published jobs, oldest first */
     atomic_int n_jobs;
-    atomic_uint work_gen; /* moves when work appears: a job, a phase */
-    atomic_int working;   /* threads computing (see above) */
+    atomic_uint work_gen;         /* moves when work appears: a job, a phase */
+    atomic_int working;           /* threads computing (see above) */
+    atomic_ullong worker_wakeups; /* idle workers' returns from a wait (pool_worker_wakeups) */
     atomic_int stop;
     /* callers inside pool_run, at most max_callers (pool_enter) */
     atomic_int callers_in;
@@ -120,6 +121,7 @@ struct pool {
     atomic_ullong run_tickets;
     atomic_ullong runs_done;
     atomic_int door_sleepers;
+    pthread_mutex_t door_mutex; /* the door's own: see pool_run_end */
     pthread_cond_t door[POOL_DOORS];
 
     /* pool_scratch_take/give: each a buffer whose first POOL_SCRATCH_HEADER
@@ -276,7 +278,11 @@ static void pool_job_next_phase(struct pool *p, pool_job *job, int ph) {
     while (next < job->n_phases && job->n_units[next] == 0)
         next++;
     atomic_store(&job->phase, next);
-    if (p) {
+    /* A job worked alone (not published: its share was one thread) has no
+     * helper or sleeping caller to tell, and its phases give an idle worker
+     * nothing to join: waking one would only put it back to sleep (a
+     * switch per phase, with many callers about once a run). */
+    if (p && job->threads_used > 1) {
         atomic_fetch_add(&p->work_gen, 1);
         pool_wake(p, &p->callers);
         pool_wake_workers(p);
@@ -432,7 +438,14 @@ static void *pool_worker_main(void *arg) {
             pool_cpu_relax();
         }
         pthread_mutex_lock(&p->mutex);
-        if (!moved) pool_sleep_locked(p, &p->idle, pool_worker_may_go, NULL);
+        if (!moved) {
+            atomic_fetch_add(&p->idle.sleepers, 1);
+            while (!pool_worker_may_go(p, NULL)) {
+                pthread_cond_wait(&p->idle.cond, &p->mutex);
+                atomic_fetch_add_explicit(&p->worker_wakeups, 1, memory_order_relaxed);
+            }
+            atomic_fetch_sub(&p->idle.sleepers, 1);
+        }
     }
     pthread_mutex_unlock(&p->mutex);
     return NULL;
@@ -555,17 +568,18 @@ static mha_status pool_run_entered(pool *p, pool_job *job, mha_error *err) {
 
 int pool_run_begin(pool *p) {
     if (!p) return 1;
+    /* counted from the ticket on, waiting or not: see pool_share */
+    atomic_fetch_add(&p->runs, 1);
     const unsigned long long t = atomic_fetch_add(&p->run_tickets, 1);
     const unsigned long long most = (unsigned long long)p->max_callers;
     if (t >= atomic_load(&p->runs_done) + most) {
-        pthread_mutex_lock(&p->mutex);
+        pthread_mutex_lock(&p->door_mutex);
         atomic_fetch_add(&p->door_sleepers, 1);
         while (t >= atomic_load(&p->runs_done) + most)
-            pthread_cond_wait(&p->door[t % POOL_DOORS], &p->mutex);
+            pthread_cond_wait(&p->door[t % POOL_DOORS], &p->door_mutex);
         atomic_fetch_sub(&p->door_sleepers, 1);
-        pthread_mutex_unlock(&p->mutex);
+        pthread_mutex_unlock(&p->door_mutex);
     }
-    atomic_fetch_add(&p->runs, 1);
     return pool_share(p);
 }
 
@@ -575,9 +589,15 @@ void pool_run_end(pool *p) {
     /* the ticket this run's end lets in: done + max_callers - 1 */
     const unsigned long long done = atomic_fetch_add(&p->runs_done, 1) + 1;
     if (atomic_load(&p->door_sleepers) == 0) return;
-    pthread_mutex_lock(&p->mutex);
+    /* The lock and unlock order this after the check of a sleeper that
+     * is not yet inside its wait, so the wake-up is not lost; the signal
+     * itself is given without the mutex: the woken caller often runs at
+     * once on this core, and finding the mutex still held it slept again
+     * (with 8 clients on 2 cores that was a third of the switches). The
+     * door has its own mutex, apart from the pool's job list. */
+    pthread_mutex_lock(&p->door_mutex);
+    pthread_mutex_unlock(&p->door_mutex);
     pthread_cond_broadcast(&p->door[(done + (unsigned long long)p->max_callers - 1) % POOL_DOORS]);
-    pthread_mutex_unlock(&p->mutex);
 }
 
 int pool_try_reserve(pool *p) {
@@ -598,6 +618,10 @@ void pool_release(pool *p) {
 }
 
 /* ---- life cycle ---- */
+
+unsigned long long pool_worker_wakeups(pool *p) {
+    return p ? atomic_load_explicit(&p->worker_wakeups, memory_order_relaxed) : 0;
+}
 
 int pool_size(const pool *p) {
     return p ? p->n_workers + 1 : 1;
@@ -630,6 +654,7 @@ void pool_destroy(pool *p) {
     pool_stop_workers(p);
     pthread_mutex_destroy(&p->busy);
     pthread_mutex_destroy(&p->mutex);
+    pthread_mutex_destroy(&p->door_mutex);
     pthread_cond_destroy(&p->idle.cond);
     pthread_cond_destroy(&p->callers.cond);
     pthread_cond_destroy(&p->gate.cond);
@@ -675,6 +700,7 @@ mha_status pool_create(const mha_alloc_ctx *a, int n_workers, size_t stack_bytes
     atomic_init(&p->run_tickets, 0);
     atomic_init(&p->runs_done, 0);
     atomic_init(&p->door_sleepers, 0);
+    pthread_mutex_init(&p->door_mutex, NULL);
     for (int i = 0; i < POOL_DOORS; i++)
         pthread_cond_init(&p->door[i], NULL);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -683,6 +709,7 @@ mha_status pool_create(const mha_alloc_ctx *a, int n_workers, size_t stack_bytes
     atomic_init(&p->n_jobs, 0);
     atomic_init(&p->work_gen, 0);
     atomic_init(&p->working, 0);
+    atomic_init(&p->worker_wakeups, 0);
     atomic_init(&p->stop, 0);
     for (int i = 0; i < POOL_SCRATCH_SLOTS; i++)
         atomic_init(&p->scratch[i], NULL);

@@ -101,7 +101,9 @@ mha_status pool_run(pool *p, pool_job *job, mha_error *err);
 
 /* A run: the jobs of one caller that belong together (one mha_run).
  * While several runs are in progress each takes its share of the cores,
- * pool_size / runs (at least 1): on a two-thread pool two runs compute one
+ * pool_size / runs (at least 1; runs waiting at the door below count too,
+ * so a run's end that lets the next one in never shows the runs inside a
+ * core to spare for a moment): on a two-thread pool two runs compute one
  * core each, their jobs unpublished (no handoffs, no worker spinning on
  * someone else's phase), and a lone run gets every thread. The share is
  * read again at every pool_run, so a run that started alone gives up its
@@ -123,6 +125,11 @@ void pool_run_end(pool *p);
  * working (or p is NULL); the caller then runs one thread. */
 int pool_try_reserve(pool *p);
 void pool_release(pool *p);
+
+/* How many times an idle worker woke from its sleep (for whatever
+ * reason, found work or not) since pool_create: what the pool's wake-ups
+ * cost in context switches, for tests and measurements. */
+unsigned long long pool_worker_wakeups(pool *p);
 
 /* Sets FTZ and DAZ in the calling thread's FP control register; returns the
  * previous value for fp_restore. A no-op (returning 0) off x86. */

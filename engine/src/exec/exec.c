@@ -1164,6 +1164,61 @@ static void exec_attn_set_mask(mha_attn_args *a, const exec_mask *m, int64_t b0)
     a->m_sk = m->sk;
 }
 
+/* Whether query row i of batch item b, head h sees no key: keys before
+ * the item's length (none: zeros, the contract), the causal frontier, then
+ * each visible key's mask term hides it (-inf, as the kernels read it). */
+static int exec_row_sees_nothing(const mha_attn_args *a, int64_t b, int64_t h, int64_t i) {
+    int64_t end = a->Skv;
+    if (a->kv_len && a->kv_len[b] < end) end = a->kv_len[b];
+    if (end <= 0) return 0;
+    if (a->causal) {
+        const int64_t off = a->causal_offset ? a->causal_offset[b] : 0;
+        if (off < -i) return 1;
+        if (i + off + 1 < end) end = i + off + 1;
+    }
+    if (!a->mask) return 0;
+    const float *m = a->mask + b * a->m_sb + h * a->m_sh + i * a->m_sq;
+    for (int64_t j = 0; j < end; j++)
+        if (!(m[j * a->m_sk] <= -FLT_MAX)) return 0;
+    return 1;
+}
+
+/* Whether the values of batch item b (keys before its length) hold a NaN. */
+static int exec_values_have_nan(const mha_attn_args *a, int64_t b) {
+    int64_t end = a->Skv;
+    if (a->kv_len && a->kv_len[b] < end) end = a->kv_len[b];
+    int nan = 0;
+    for (int64_t g = 0; g < a->Hkv; g++)
+        for (int64_t j = 0; j < end; j++) {
+            const float *v = a->v + b * a->v_sb + g * a->v_sh + j * a->v_ss;
+            for (int64_t d = 0; d < a->dv; d++)
+                nan |= v[d] != v[d];
+        }
+    return nan;
+}
+
+/* A softmax_nan layer (layer.h) after its chunk of n batch items ran:
+ * rows of Y (d_out wide, row (b, i) at f's C + b * c_seg + i * ldc, or
+ * (b * Sq + i) * ldc batch-first) set to NaN where the graph's softmax and
+ * P.V give NaN and the kernels gave a finite row. */
+static void exec_softmax_nan_rows(const mha_attn_args *a, const exec_gemm_family *f, int64_t n,
+                                  int64_t d_out) {
+    const int heads_alike = !a->mask || a->m_sh == 0;
+    for (int64_t b = 0; b < n; b++) {
+        const int item = exec_values_have_nan(a, b);
+        for (int64_t i = 0; i < a->Sq; i++) {
+            int nan = item;
+            for (int64_t h = 0; h < (heads_alike ? 1 : a->Hq) && !nan; h++)
+                nan = exec_row_sees_nothing(a, b, h, i);
+            if (!nan) continue;
+            float *y =
+                f->C + (f->n_segs > 1 ? b * f->c_seg + i * f->ldc : (b * a->Sq + i) * f->ldc);
+            for (int64_t c = 0; c < d_out; c++)
+                y[c] = NAN;
+        }
+    }
+}
+
 /* A bare Attention node: one attention phase on the caller's tensors. */
 static mha_status exec_run_bare(exec_state *s, const layer *L, const exec_binding *bd,
                                 const exec_mask *m, float *y, int self_parallel, mha_error *err) {
@@ -1666,6 +1721,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         s->n_phases = ph;
 
         st = exec_phases_run(s, self_parallel, err);
+        if (st == MHA_OK && L->softmax_nan && T > 0) exec_softmax_nan_rows(at, f, n, d_out);
     }
 
 done:

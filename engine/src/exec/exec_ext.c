@@ -661,11 +661,20 @@ mha_status exec_run(const exec_env *env, const layer *L, const exec_packed *pk,
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "run: NULL argument");
     const int ext = exec_ext_wanted(L, inputs, n_inputs);
     /* a residual the output projection cannot add (no projection, or a
-     * path of its own here): added to the one float32 output afterwards */
+     * path of its own here): added to the float32 output Y afterwards (the
+     * layer's one output, or the first beside the present keys and values
+     * of a cache) */
     if ((env->residual || env->y_rows) && (ext || !L->has_proj)) {
-        if (n_outputs != 1 || outputs[0].dtype != MHA_DTYPE_FLOAT32 || outputs[0].rank < 1)
+        int others = 0;
+        for (size_t k = 1; k < n_outputs && k < L->n_outputs; k++)
+            others |= L->outputs[k].role != MHA_ROLE_PRESENT_KEY &&
+                      L->outputs[k].role != MHA_ROLE_PRESENT_VALUE;
+        if (n_outputs < 1 || n_outputs != L->n_outputs || others ||
+            L->outputs[0].role != MHA_ROLE_OUTPUT || outputs[0].dtype != MHA_DTYPE_FLOAT32 ||
+            outputs[0].rank < 1)
             return mha_fail(err, MHA_ERR_INTERNAL,
-                            "run: a residual or row epilogue needs the layer's one float32 output");
+                            "run: a residual or row epilogue needs the layer's float32 output "
+                            "first, beside present keys and values only");
         exec_env plain = *env;
         plain.residual = NULL;
         plain.y_rows = NULL;

@@ -325,3 +325,23 @@ void interp_bcast_walk_step(const interp_bcast *b, interp_bcast_walk *w) {
         w->idx[a] = 0;
     }
 }
+
+mha_status interp_element_at(const interp_ctx *c, const tensor *x, const tensor *idx, int axis,
+                             int64_t i, int64_t *off) {
+    const int64_t extent = x->dims[axis];
+    int64_t k = tensor_get_i64(idx, i);
+    if (k < -extent || k >= extent)
+        return interp_fail(c, MHA_ERR_SHAPE,
+                           "index %lld is out of range for axis %d of extent %lld", (long long)k,
+                           axis, (long long)extent);
+    if (k < 0) k += extent;
+    int64_t rem = i, o = 0, stride = 1;
+    for (int a = x->rank - 1; a >= 0; a--) {
+        const int64_t coord = rem % idx->dims[a];
+        rem /= idx->dims[a];
+        o += (a == axis ? k : coord) * stride;
+        stride *= x->dims[a];
+    }
+    *off = o;
+    return MHA_OK;
+}

@@ -125,6 +125,13 @@ typedef struct interp_bcast_walk {
 void interp_bcast_walk_start(const interp_bcast *b, interp_bcast_walk *w);
 void interp_bcast_walk_step(const interp_bcast *b, interp_bcast_walk *w);
 
+/* GatherElements / ScatterElements: the element of x (its offset) at the
+ * coordinates of element i of idx (same rank, no larger on the other
+ * axes), axis `axis` replaced by the index idx holds there (negative from
+ * the end; out of range fails naming it). */
+mha_status interp_element_at(const interp_ctx *c, const tensor *x, const tensor *idx, int axis,
+                             int64_t i, int64_t *off);
+
 /* Row by row of the last axis (extent *row_len, operand k stepping by
  * row_stride[k] along it, 0 where it broadcasts): *outer walks the other
  * axes, so after interp_bcast_walk_start(outer, w) w->off holds each
@@ -183,6 +190,9 @@ mha_status interp_op_min(interp_ctx *c);
 mha_status interp_op_clip(interp_ctx *c);
 mha_status interp_op_argmax(interp_ctx *c);
 mha_status interp_op_argmin(interp_ctx *c);
+/* interp_route.c */
+mha_status interp_op_topk(interp_ctx *c);
+mha_status interp_op_scatter_elements(interp_ctx *c);
 mha_status interp_op_equal(interp_ctx *c);
 mha_status interp_op_less(interp_ctx *c);
 mha_status interp_op_greater(interp_ctx *c);
@@ -208,6 +218,7 @@ mha_status interp_op_negative_log_likelihood_loss(interp_ctx *c);
 mha_status interp_op_reduce_sum(interp_ctx *c);
 mha_status interp_op_reduce_mean(interp_ctx *c);
 mha_status interp_op_layer_normalization(interp_ctx *c);
+mha_status interp_op_instance_normalization(interp_ctx *c); /* interp_norm.c */
 mha_status interp_op_reduce_max(interp_ctx *c);
 mha_status interp_op_reduce_min(interp_ctx *c);
 mha_status interp_op_reduce_prod(interp_ctx *c);

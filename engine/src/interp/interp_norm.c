@@ -1,5 +1,6 @@
-/* interp_norm.c -- LayerNormalization (opset 17) for the reference
- * interpreter: over the axes [axis, rank) of X,
+/* interp_norm.c -- LayerNormalization (opset 17) and
+ * InstanceNormalization for the reference interpreter. LayerNormalization,
+ * over the axes [axis, rank) of X,
  *     Y = (X - mean) / sqrt(var + epsilon) * Scale + B
  * with the optional Mean and InvStdDev outputs (X's shape with those axes
  * set to 1). Scale and B hold the normalized shape's elements (or one).
@@ -69,5 +70,54 @@ mha_status interp_op_layer_normalization(interp_ctx *c) {
         if (M) tensor_set_f64(M, o, mean);
         if (R) tensor_set_f64(R, o, inv);
     }
+    return MHA_OK;
+}
+
+/* InstanceNormalization(X [N, C, D1...], scale [C], B [C]): each (n, c)
+ * normalised over its spatial elements, y = scale[c] * (x - mean) /
+ * sqrt(var + epsilon) + B[c]. What PyTorch writes for GroupNorm with one
+ * group per channel (Wav2Vec2's first feature Conv), and inside the
+ * Reshape pair of any GroupNorm. In double, like LayerNormalization. */
+mha_status interp_op_instance_normalization(interp_ctx *c) {
+    const tensor *X, *S, *Bias;
+    float eps;
+    char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
+    mha_status st = interp_check_arity(c, 3, 3, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &X);
+    if (st == MHA_OK) st = interp_in_req(c, 1, &S);
+    if (st == MHA_OK) st = interp_in_req(c, 2, &Bias);
+    if (st == MHA_OK) st = interp_attr_float(c, "epsilon", 1e-5f, &eps);
+    if (st != MHA_OK) return st;
+    if (!interp_is_float(X->dtype) || S->dtype != X->dtype || Bias->dtype != X->dtype)
+        return interp_fail(c, MHA_ERR_DTYPE, "input, scale and B must share one float type (%s)",
+                           mha_dtype_name(X->dtype));
+    if (X->rank < 2) return interp_fail(c, MHA_ERR_SHAPE, "input must be [N, C, ...]");
+    const int64_t ch = X->dims[1];
+    if (tensor_numel(S) != ch || tensor_numel(Bias) != ch)
+        return interp_fail(c, MHA_ERR_SHAPE,
+                           "scale %s and B %s must hold one value per channel (%lld)",
+                           interp_shape(S, s0), interp_shape(Bias, s1), (long long)ch);
+    int64_t outer, inner;
+    interp_around_axis(X, 1, &outer, &inner);
+    tensor *Y;
+    st = interp_out_new(c, 0, X->dtype, X->rank, X->dims, &Y);
+    if (st != MHA_OK) return st;
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t k = 0; k < ch; k++) {
+            const int64_t base = (o * ch + k) * inner;
+            double mean = 0.0, var = 0.0;
+            for (int64_t i = 0; i < inner; i++)
+                mean += tensor_get_f64(X, base + i);
+            mean /= inner > 0 ? (double)inner : 1.0;
+            for (int64_t i = 0; i < inner; i++) {
+                const double d = tensor_get_f64(X, base + i) - mean;
+                var += d * d;
+            }
+            var /= inner > 0 ? (double)inner : 1.0;
+            const double a = tensor_get_f64(S, k) / sqrt(var + (double)eps);
+            const double b = tensor_get_f64(Bias, k);
+            for (int64_t i = 0; i < inner; i++)
+                tensor_set_f64(Y, base + i, (tensor_get_f64(X, base + i) - mean) * a + b);
+        }
     return MHA_OK;
 }

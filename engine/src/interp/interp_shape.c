@@ -330,22 +330,10 @@ mha_status interp_op_gather_elements(interp_ctx *c) {
     st = interp_out_new(c, 0, x->dtype, idx->rank, idx->dims, &y);
     if (st != MHA_OK) return st;
     size_t es = mha_dtype_size(x->dtype);
-    const int64_t extent = x->dims[axis];
     for (int64_t i = 0, n = tensor_numel(idx); i < n; i++) {
-        int64_t k = tensor_get_i64(idx, i);
-        if (k < -extent || k >= extent)
-            return interp_fail(c, MHA_ERR_SHAPE,
-                               "index %lld is out of range for axis %d of extent %lld",
-                               (long long)k, axis, (long long)extent);
-        if (k < 0) k += extent;
-        /* the element of x at i's coordinates, axis `axis` replaced by k */
-        int64_t rem = i, off = 0, stride = 1;
-        for (int a = x->rank - 1; a >= 0; a--) {
-            int64_t coord = rem % idx->dims[a];
-            rem /= idx->dims[a];
-            off += (a == axis ? k : coord) * stride;
-            stride *= x->dims[a];
-        }
+        int64_t off;
+        st = interp_element_at(c, x, idx, axis, i, &off);
+        if (st != MHA_OK) return st;
         memcpy((char *)y->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
     }
     return MHA_OK;

@@ -22,9 +22,12 @@ static int arena_def_step(const plan *P, int v) {
         const plan_step *st = &P->steps[s];
         int out = st->kind == PLAN_STEP_GEMM        ? P->gemms[st->index].out_value
                   : st->kind == PLAN_STEP_NORM      ? P->norms[st->index].out_value
+                  : st->kind == PLAN_STEP_ADD       ? P->adds[st->index].out_value
                   : st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].out_value
                                                     : -1;
         if (out == v) return (int)s;
+        for (size_t k = 0; st->kind == PLAN_STEP_ATTENTION && k < P->layers[st->index].n_extra; k++)
+            if (P->layers[st->index].extra_out[k] == v) return (int)s;
     }
     return -1;
 }

@@ -32,6 +32,7 @@ void plan_free(plan *P) {
     }
     mha_free(&a, P->gemms);
     mha_free(&a, P->norms);
+    mha_free(&a, P->adds);
     if (P->g && P->consts)
         for (size_t v = 0; v < P->g->n_values; v++)
             tensor_free(P->consts[v]);
@@ -322,10 +323,12 @@ static const int *build_step_reads(const plan *P, const plan_step *st, size_t *n
     *n = st->kind == PLAN_STEP_ATTENTION ? plan_layer_n_reads(&P->layers[st->index])
          : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].n_reads
          : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].n_reads
+         : st->kind == PLAN_STEP_ADD     ? P->adds[st->index].n_reads
                                          : P->g->nodes[st->index].n_inputs;
     return st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].in_values
            : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].reads
            : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].reads
+           : st->kind == PLAN_STEP_ADD     ? P->adds[st->index].reads
                                            : P->g->nodes[st->index].inputs;
 }
 
@@ -372,6 +375,10 @@ static mha_status build_drop_dead(plan *P, mha_error *err) {
     return MHA_OK;
 }
 
+/* build_steps' owner of a node: -1 none, -2 inside another step, a layer
+ * index, -10 - GEMM index, -1000 - norm index, BUILD_OWNER_ADD - add index */
+#define BUILD_OWNER_ADD (-1000000)
+
 /* Steps in graph order: an attention step where its output is made. */
 static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
@@ -412,12 +419,19 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
             owner[nm->nodes[k]] = by_layer >= 0 ? by_layer : -2;
         if (!nm->in_step) owner[nm->nodes[nm->n_nodes - 1]] = -1000 - (int)i;
     }
+    /* adds: the Add makes the step */
+    for (size_t i = 0; i < P->n_adds; i++)
+        owner[P->adds[i].node] = BUILD_OWNER_ADD - (int)i;
     P->n_steps = 0;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
         if (plan_node_folded(P, n) || owner[ni] == -2) continue;
         plan_step *s = &P->steps[P->n_steps];
-        if (owner[ni] <= -1000) {
+        if (owner[ni] <= BUILD_OWNER_ADD) {
+            s->kind = PLAN_STEP_ADD;
+            s->index = BUILD_OWNER_ADD - owner[ni];
+            s->flops = 0.0;
+        } else if (owner[ni] <= -1000) {
             s->kind = PLAN_STEP_NORM;
             s->index = -1000 - owner[ni];
             s->flops = 0.0;
@@ -525,7 +539,11 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
                 if (!gathered && bound == 0 && strstr(io->name, "mask"))
                     P->id_extent[i] = PLAN_IDS_MASK01;
             } else {
-                io->role = io->dtype == MHA_DTYPE_BOOL ? MHA_ROLE_ATTN_MASK : MHA_ROLE_QUERY;
+                /* a float mask beside the ids is a mask, not data (it
+                 * is what `mha run --lengths` makes) */
+                io->role = io->dtype == MHA_DTYPE_BOOL || plan_probe_float_mask(P, i)
+                               ? MHA_ROLE_ATTN_MASK
+                               : MHA_ROLE_QUERY;
             }
         }
     }
@@ -543,7 +561,8 @@ static void build_take_layers(const plan *P, unsigned char *taken) {
 /* GEMMs first (their epilogues take the residual adds), over the nodes no
  * attention layer owns; then the Transposes around sequence-first layers
  * folded into them (a layer's output is then the batch-first one); then
- * the residual Add after each layer into its step; then norms. */
+ * the residual Add after each layer into its step; then norms; then the
+ * float32 Adds left. */
 static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
     unsigned char *taken = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
@@ -556,6 +575,7 @@ static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp
     if (st == MHA_OK) st = plan_fuse_residuals(P, u, shp, taken, err);
     if (st == MHA_OK) st = plan_find_norms(P, u, shp, taken, err);
     if (st == MHA_OK) plan_fuse_gemm_norms(P, u);
+    if (st == MHA_OK) st = plan_find_adds(P, shp, taken, err);
     mha_free(&P->alloc, taken);
     return st;
 }
@@ -670,8 +690,10 @@ size_t plan_weight_bytes(const plan *P) {
     unsigned char *read = mha_calloc(&P->alloc, P->g->n_values ? P->g->n_values : 1, 1);
     if (!read) return bytes;
     for (size_t s = 0; s < P->n_steps; s++) {
-        if (P->steps[s].kind != PLAN_STEP_INTERP) continue;
-        const ir_node *n = &P->g->nodes[P->steps[s].index];
+        if (P->steps[s].kind != PLAN_STEP_INTERP && P->steps[s].kind != PLAN_STEP_ADD) continue;
+        const ir_node *n =
+            &P->g->nodes[P->steps[s].kind == PLAN_STEP_ADD ? P->adds[P->steps[s].index].node
+                                                           : P->steps[s].index];
         for (size_t k = 0; k < n->n_inputs; k++)
             if (n->inputs[k] >= 0) read[n->inputs[k]] = 1;
     }

@@ -18,7 +18,9 @@
  * first (the batch, mostly), whose axes follow it as they are: only when an
  * output axis none of the other probes moved is not it. An output axis
  * follows the one symbolic axis whose growth changes it (else the first,
- * as it is), by the simplest rule that fits the three sizes it took. A rule that a later input does
+ * as it is), by the simplest rule that fits the three sizes it took; or,
+ * when the growth of two changes it one for one, their sum plus a
+ * constant (past + new keys). A rule that a later input does
  * not obey is caught at run time (plan_run compares the graph's shapes with it). */
 #include <string.h>
 
@@ -143,6 +145,29 @@ int plan_dim_need_probe0(const plan *P, const plan_shape *shp, const int64_t *qd
     return 0;
 }
 
+/* Output axis d of s as the sum of the two symbolic axes a and b plus a
+ * constant (a decoding step's present keys: past + new tokens, when no
+ * input has that many): both probes and each extra probe of a or b (the
+ * other sizes at probe 0) agree with it, and the extra probe of any other
+ * axis leaves it alone. Fills r's inputs, axes and offset. */
+static int dims_two_axis_sum(const plan *P, const plan_shape *s, size_t k, int d,
+                             const int64_t *qdims, int a, int b, plan_dim_rule *r) {
+    const int64_t c = s->dims[0][d] - P->probe_sizes[0][a] - P->probe_sizes[0][b];
+    if (s->dims[1][d] != P->probe_sizes[1][a] + P->probe_sizes[1][b] + c) return 0;
+    for (int q = 0; q < P->n_syms; q++) {
+        const int64_t yq = qdims[(k * PLAN_MAX_SYMS + (size_t)q) * MHA_MAX_RANK + d];
+        int64_t sizes[PLAN_MAX_SYMS];
+        plan_dim_probe_sizes(P, q, sizes);
+        if (yq != PLAN_DIM_NOT_PROBED && yq != sizes[a] + sizes[b] + c) return 0;
+    }
+    if (!dims_input_axis(P, a, &r->input, &r->axis) ||
+        !dims_input_axis(P, b, &r->plus_input, &r->plus_axis))
+        return 0;
+    r->mul = r->div = 1;
+    r->offset = c;
+    return 1;
+}
+
 /* Without the extra probes (they failed to run): the first symbolic input
  * axis whose two sizes the output axis takes, else that plus a constant. */
 static int dims_two_probe_rule(const plan *P, const plan_shape *shp, const plan_shape *s, int d,
@@ -175,6 +200,7 @@ mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, 
             plan_dim_rule *r = &P->out_rules[k][d];
             memset(r, 0, sizeof *r);
             r->mul = r->div = 1;
+            r->plus_input = r->plus_axis = -1;
             const int64_t y0 = s->dims[0][d];
             int changed[PLAN_MAX_SYMS], n_changed = 0, moves = s->dims[1][d] != y0;
             for (int q = 0; qdims && q < P->n_syms; q++) {
@@ -203,6 +229,8 @@ mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, 
             if (!qdims || (n_changed == 0 &&
                            qdims[(k * PLAN_MAX_SYMS) * MHA_MAX_RANK + d] == PLAN_DIM_NOT_PROBED))
                 changed[n_changed++] = 0;
+            if (n_changed == 2 && dims_two_axis_sum(P, s, k, d, qdims, changed[0], changed[1], r))
+                continue;
             if (n_changed != 1)
                 return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
                                 n_changed ? "graph output '%s': axis %d follows several symbolic "

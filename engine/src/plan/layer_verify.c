@@ -40,17 +40,18 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
         return;
     }
     if (io->role == MHA_ROLE_KEY_PADDING_MASK && t->rank == 2) {
-        /* batch item b pads its last min(b + 1, Skv - 1) keys; when a
-         * causal layer's padding hides with a finite value, the last item
-         * pads its first keys instead, so that its first query rows see
-         * only padding (where finite and -inf causal masks part ways) */
+        /* batch item b pads its last min(b + 1, Skv - 1) keys; in a causal
+         * layer the last item pads its first keys instead, so that its
+         * first query rows see only padding, as a left-padded batch's do:
+         * where finite and -inf causal masks part ways, and where a graph
+         * hiding with -inf gives NaN (its softmax over -inf alone) */
         int64_t skv = t->dims[1];
-        int finite_causal_pad = 0;
+        int finite_pad = 0;
         for (int v = 0; v < 2; v++)
-            finite_causal_pad |=
-                L->kpm_valued && L->kpm_add[v] <= -1e30f && isfinite(L->kpm_add[v]);
-        /* (a position bias other than ALiBi is not folded: exec_fold_causal) */
-        finite_causal_pad &= L->causal && !L->bias;
+            finite_pad |= L->kpm_valued && L->kpm_add[v] <= -1e30f && isfinite(L->kpm_add[v]);
+        /* (a position bias other than ALiBi is not folded with a finite
+         * padding: exec_fold_causal) */
+        const int finite_causal_pad = L->causal && !(finite_pad && L->bias);
         /* with a KV cache of P = Skv - Sq keys, row 0 sees keys 0 .. P */
         const int64_t past = layer_has_cache(L) && skv > Sq ? skv - Sq : 0;
         for (int64_t b = 0; b < t->dims[0]; b++) {
@@ -82,19 +83,25 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
             tensor_set_f64(t, i, ((i % last) == 0 || (rz_rand(seed) >> 62) != 0) ? 1.0 : 0.0);
         return;
     }
+    /* a layer of a graph's softmax (softmax_nan): the mask's last row hides
+     * every key, where the graph gives NaN */
+    const int64_t hide_from = io->role == MHA_ROLE_ATTN_MASK && L->softmax_nan ? n - last : n;
     if (t->dtype == MHA_DTYPE_BOOL) {
         /* True = attend, or True = hidden (attn_bool_ignore_true) */
         unsigned char *m = t->data;
         const int flip = io->role == MHA_ROLE_ATTN_MASK && L->attn_bool_ignore_true;
-        for (int64_t i = 0; i < n; i++)
-            m[i] = (unsigned char)(((i % last) == 0 || (rz_rand(seed) >> 62) != 0) != flip);
+        for (int64_t i = 0; i < n; i++) {
+            const int attend = i < hide_from && ((i % last) == 0 || (rz_rand(seed) >> 62) != 0);
+            m[i] = (unsigned char)(attend != flip);
+        }
         return;
     }
     /* floats of any width: random values, rounded to the tensor's type */
     for (int64_t i = 0; i < n; i++) {
         float x;
         rz_fill_random(&x, 1, seed);
-        if (io->role == MHA_ROLE_ATTN_MASK && (i % last) != 0 && (rz_rand(seed) & 3) == 0)
+        if (io->role == MHA_ROLE_ATTN_MASK &&
+            (i >= hide_from || ((i % last) != 0 && (rz_rand(seed) & 3) == 0)))
             x = -INFINITY;
         tensor_set_f64(t, i, (double)x);
     }

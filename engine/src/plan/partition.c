@@ -58,6 +58,43 @@ size_t plan_count_cores(const ir_graph *g) {
     return n;
 }
 
+/* How far (nodes of data flow) a Softmax's probabilities are followed to
+ * the P.V product, and how many values at once. */
+#define PART_PV_DEPTH 6
+#define PART_PV_WIDTH 16
+
+/* Whether the Softmax `core` weighs values: its probabilities reach, within
+ * PART_PV_DEPTH nodes, a MatMul or Einsum whose other operand is not a
+ * constant (P.V). A mixture-of-experts router's softmax over its experts
+ * (TopK after it) and a head's output probabilities do not: they are nodes
+ * of the graph, not attention layers. Other cores weigh values. */
+static int part_weighs_values(const part_ctx *c, int core) {
+    const ir_graph *g = c->P->g;
+    const ir_node *cn = &g->nodes[core];
+    if (!part_is(cn, "Softmax")) return 1;
+    int frontier[PART_PV_WIDTH], next[PART_PV_WIDTH], nf = 0;
+    if (cn->n_outputs >= 1 && cn->outputs[0] >= 0) frontier[nf++] = cn->outputs[0];
+    for (int depth = 0; depth < PART_PV_DEPTH && nf > 0; depth++) {
+        int nn = 0;
+        for (int f = 0; f < nf; f++) {
+            const int v = frontier[f];
+            for (int k = c->u->first[v]; k < c->u->first[v + 1]; k++) {
+                const ir_node *n = &g->nodes[c->u->node[k]];
+                const int product = part_is(n, "MatMul") || part_is(n, "Einsum");
+                for (size_t i = 0; product && i < n->n_inputs; i++)
+                    if (n->inputs[i] >= 0 && n->inputs[i] != v && !plan_const(c->P, n->inputs[i]))
+                        return 1;
+                if (product || part_is_shape(n)) continue;
+                for (size_t o = 0; o < n->n_outputs && nn < PART_PV_WIDTH; o++)
+                    if (n->outputs[o] >= 0) next[nn++] = n->outputs[o];
+            }
+        }
+        memcpy(frontier, next, (size_t)nn * sizeof *next);
+        nf = nn;
+    }
+    return 0;
+}
+
 /* A MatMul / Gemm reading `v` as data and a constant as weights. */
 static int part_is_proj(const plan *P, const ir_node *n, int v) {
     return (part_is(n, "MatMul") || part_is(n, "Gemm")) && n->n_inputs >= 2 && n->inputs[0] == v &&
@@ -285,6 +322,46 @@ static int part_input(const part_ctx *c, size_t ni, size_t k) {
     return c->shape_of[ni] >= 0 ? c->shape_of[ni] : c->P->g->nodes[ni].inputs[k];
 }
 
+/* Whether every reader of v is a node of the layer (in_set). */
+static int part_read_inside(const part_ctx *c, const unsigned char *in_set, int v) {
+    for (int e = c->u->first[v]; e < c->u->first[v + 1]; e++)
+        if (!in_set[c->u->node[e]]) return 0;
+    return c->u->first[v + 1] > c->u->first[v] && !plan_is_output(c->P->g, v);
+}
+
+/* A layer input (bound[nx..]) that is a Transpose of a graph input, read by
+ * the layer alone -- the keys of a cached cross-attention given as
+ * [B, H, T, d] and transposed to K^T outside the nodes that descend from X
+ * -- becomes that graph input, the Transposes nodes of the layer: the
+ * recogniser then sees the cache in its own layout. */
+static void part_take_input_layouts(part_ctx *c, unsigned char *in_set, int *bound, size_t *nb,
+                                    int nx) {
+    const ir_graph *g = c->P->g;
+    for (size_t i = (size_t)nx; i < *nb; i++) {
+        int v = bound[i], hops = 0;
+        for (int p = g->values[v].producer; p >= 0 && hops < 4; p = g->values[v].producer) {
+            const ir_node *n = &g->nodes[p];
+            if (!part_is(n, "Transpose") || n->n_inputs != 1 || n->inputs[0] < 0 ||
+                plan_const(c->P, n->inputs[0]) || !part_read_inside(c, in_set, v))
+                break;
+            v = n->inputs[0];
+            hops++;
+        }
+        if (hops == 0 || g->values[v].producer >= 0 || g->values[v].graph_input < 0) continue;
+        int seen = 0;
+        for (size_t j = 0; j < *nb; j++)
+            seen |= bound[j] == v;
+        for (int w = bound[i]; w != v; w = g->nodes[g->values[w].producer].inputs[0]) {
+            in_set[g->values[w].producer] = 1;
+            c->mark[w] |= 1 | 2 | 4; /* computed from the layer's data, inside */
+        }
+        if (seen) /* the same input taken twice: once is enough */
+            bound[i--] = bound[--*nb];
+        else
+            bound[i] = v;
+    }
+}
+
 /* Carves the layer of core `core` into pl and its nodes into in_set[]. */
 static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned char *in_set,
                              ir_graph *sub, const char **why) {
@@ -363,8 +440,13 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
             bound[nb++] = v;
         }
     }
-    /* nothing computed inside may be needed outside, but Y */
+    part_take_input_layouts(c, in_set, bound, &nb, nx);
+    /* nothing computed inside may be needed outside, but Y -- and graph
+     * outputs nothing else reads, up to two: the sub-graph gives them
+     * back too, and the recogniser takes them as the present keys and
+     * values of a cache or refuses the layer */
     mha_status st = MHA_OK;
+    pl->n_extra = 0;
     for (size_t ni = 0; ni < g->n_nodes && !*why; ni++) {
         if (!in_set[ni]) continue;
         const ir_node *n = &g->nodes[ni];
@@ -373,7 +455,10 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
         for (size_t k = 0; k < n->n_outputs && !*why; k++) {
             int o = n->outputs[k];
             if (o < 0 || o == y || !(dsc[o] & 4)) continue;
-            if (plan_is_output(g, o)) *why = "a value inside it is a graph output";
+            if (plan_is_output(g, o) && pl->n_extra == PLAN_LAYER_MAX_EXTRA)
+                *why = "a value inside it is a graph output";
+            else if (plan_is_output(g, o))
+                pl->extra_out[pl->n_extra++] = o;
             for (int e = c->u->first[o]; e < c->u->first[o + 1] && !*why; e++)
                 if (!in_set[c->u->node[e]]) {
                     char d[160];
@@ -394,7 +479,7 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     sub->values = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *sub->values);
     sub->nodes = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, sizeof *sub->nodes);
     sub->inputs = mha_calloc(a, nb ? nb : 1, sizeof *sub->inputs);
-    sub->outputs = mha_calloc(a, 1, sizeof *sub->outputs);
+    sub->outputs = mha_calloc(a, 1 + PLAN_LAYER_MAX_EXTRA, sizeof *sub->outputs);
     if (!sub->values || !sub->nodes || !sub->inputs || !sub->outputs) {
         st = mha_fail(c->err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         goto done;
@@ -434,12 +519,31 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     part_declare(&c->shp[y], &sub->values[y]);
     sub->outputs[0] = y;
     sub->n_outputs = 1;
+    for (size_t k = 0; k < pl->n_extra; k++) {
+        if (c->shp[pl->extra_out[k]].rank < 0) {
+            *why = "an output of it was not computed by the probe";
+            goto done;
+        }
+        part_declare(&c->shp[pl->extra_out[k]], &sub->values[pl->extra_out[k]]);
+        sub->outputs[sub->n_outputs++] = pl->extra_out[k];
+    }
     pl->in_values = bound;
     bound = NULL;
     pl->out_value = y;
 done:
     mha_free(a, bound);
     return st;
+}
+
+/* Whether the step can write L's outputs: Y first, then (n_extra) the
+ * present keys and values of its cache. */
+static int part_outputs_served(const layer *L, size_t n_extra) {
+    if (L->n_outputs != 1 + n_extra || L->outputs[0].role != MHA_ROLE_OUTPUT) return 0;
+    for (size_t k = 1; k < L->n_outputs; k++)
+        if (L->outputs[k].role != MHA_ROLE_PRESENT_KEY &&
+            L->outputs[k].role != MHA_ROLE_PRESENT_VALUE)
+            return 0;
+    return 1;
 }
 
 /* Right after attention layer li was recognised (owner[node] >= 0 for the
@@ -489,7 +593,7 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
     for (size_t ni = 0; ni < g->n_nodes; ni++)
         c.owner[ni] = -1;
     for (size_t core = 0; core < g->n_nodes && st == MHA_OK; core++) {
-        if (!part_is_core(&g->nodes[core])) continue;
+        if (!part_is_core(&g->nodes[core]) || !part_weighs_values(&c, (int)core)) continue;
         plan_layer *pl = &P->layers[P->n_layers++];
         pl->core_node = (int)core;
         pl->out_value = -1;
@@ -503,10 +607,17 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
             mha_error e;
             mha_error_clear(&e);
             mha_status rs = layer_recognize(a, &sub, &pl->L, &e);
+            /* a whole model's rows of hidden keys give what its graph gives */
+            if (rs == MHA_OK)
+                pl->L.softmax_nan =
+                    pl->L.has_proj && strcmp(g->nodes[core].op_type, "Softmax") == 0;
             if (rs == MHA_OK) rs = layer_verify(a, &sub, &pl->L, &e);
-            if (rs == MHA_OK && pl->L.n_outputs != 1) {
+            if (rs == MHA_OK && !part_outputs_served(&pl->L, pl->n_extra)) {
                 rs = MHA_ERR_MODEL_UNSUPPORTED;
-                snprintf(e.message, sizeof e.message, "the layer has %zu outputs", pl->L.n_outputs);
+                snprintf(e.message, sizeof e.message, "%s",
+                         pl->n_extra ? "a value inside it is a graph output (not the present "
+                                       "keys and values of a cache)"
+                                     : "the layer has more than one output");
             }
             if (rs == MHA_ERR_NO_MEMORY) {
                 st = mha_fail(err, rs, "%s", e.message);
@@ -515,11 +626,16 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
                 snprintf(pl->reason, sizeof pl->reason, "%.250s", e.message);
             } else {
                 pl->recognised = 1;
+                /* a decoding step: it writes the present keys and values */
+                if (pl->n_extra)
+                    snprintf(pl->desc, sizeof pl->desc, "%.30s+kv-cache",
+                             pl->L.form ? pl->L.form : "");
             }
         } else if (why) {
             snprintf(pl->reason, sizeof pl->reason, "%s", why);
         }
         part_sub_free(a, &sub);
+        if (!pl->recognised) pl->n_extra = 0;
         if (st != MHA_OK || !pl->recognised) continue;
         /* the nodes the step replaces: the layer's, but for constants and
          * shape computations */

@@ -20,8 +20,12 @@ typedef enum plan_step_kind {
     PLAN_STEP_ATTENTION = 1, /* a recognised layer: plan_layer */
     PLAN_STEP_INTERP,        /* one node of the graph, interpreted */
     PLAN_STEP_GEMM,          /* MatMul / Gemm with constant weights (+ bias): plan_gemm */
-    PLAN_STEP_NORM           /* LayerNorm / RMSNorm over the last axis: plan_norm */
+    PLAN_STEP_NORM,          /* LayerNorm / RMSNorm over the last axis: plan_norm */
+    PLAN_STEP_ADD            /* a float32 Add no other step takes: plan_add */
 } plan_step_kind;
+
+/* Graph outputs an attention step writes beside Y: present key, value. */
+#define PLAN_LAYER_MAX_EXTRA 2
 
 /* One attention layer found in the graph. A refused one (recognised == 0)
  * keeps its nodes in the interpreted stream and says why. */
@@ -34,6 +38,12 @@ typedef struct plan_layer {
      * the residual the step adds to Y: what the step reads */
     int *in_values;
     int out_value; /* graph value id of the step's output: Y, or Y + residual */
+    /* A decoding step with a KV cache: the graph outputs inside the layer
+     * that its step writes too, L's outputs 1 .. n_extra (L's output 0 is
+     * Y): the present keys and values (the past with the new ones
+     * appended), -1 unused */
+    int extra_out[PLAN_LAYER_MAX_EXTRA];
+    size_t n_extra;
     /* 1: the Add after the layer (Y + in_values[L.n_inputs], residual.c)
      * is the last of nodes, done in the output projection's epilogue */
     int residual;
@@ -155,14 +165,29 @@ typedef struct plan_norm {
                       (plan_gemm.norm, plan_layer.norm), no step of its own */
 } plan_norm;
 
+/* y = a + b over float32 values (add.c): a of y's shape, b of y's shape
+ * too or a constant over y's last axes, the same for every leading index
+ * (a position table [1, S, D] over a batch [B, S, D]). The Adds that stay
+ * once every other step has taken its own: the position embeddings'
+ * (GPT-2's token + position rows, ViT's table over the class token and
+ * patches), written into the arena, not a fresh allocation per run. */
+typedef struct plan_add {
+    int node; /* the Add */
+    int a_value, b_value, out_value;
+    int reads[2]; /* a_value, b_value: what the step reads */
+    size_t n_reads;
+} plan_add;
+
 typedef struct plan_step {
     plan_step_kind kind;
-    int index;    /* ATTENTION: into plan.layers; GEMM: plan.gemms; INTERP: graph node */
+    int index;    /* ATTENTION: into plan.layers; GEMM: plan.gemms; NORM: plan.norms; ADD:
+                     plan.adds; INTERP: graph node */
     double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
 } plan_step;
 
 /* An axis of a graph output: fixed, or floor((mul * x + offset) / div) of
- * the size x of an input's axis (dims.c): x itself, x plus a constant (a
+ * the size x of an input's axis (or x + y + offset of two, plus_input)
+ * (dims.c): x itself, x plus a constant (a
  * class token concatenated before the patches: N + 1), the output length
  * of a strided Conv or pooling (Whisper's ceil(frames / 2)). */
 typedef struct plan_dim_rule {
@@ -171,6 +196,10 @@ typedef struct plan_dim_rule {
     int axis;         /* ... and its axis */
     int64_t mul, div; /* ... times mul, divided by div (>= 1) ... */
     int64_t offset;   /* ... after adding this */
+    /* >= 0 (mul = div = 1): plus the size of this input's axis plus_axis,
+     * another symbolic axis (a decoding step's present keys and values:
+     * past + new tokens, when no input has that many); -1: none */
+    int plus_input, plus_axis;
 } plan_dim_rule;
 
 /* Largest probe input, in elements (16 MiB of float32), as the
@@ -216,6 +245,8 @@ typedef struct plan {
     size_t n_gemms;
     plan_norm *norms;
     size_t n_norms;
+    plan_add *adds;
+    size_t n_adds;
     plan_step *steps;
     size_t n_steps;
     int *last_step; /* [n_values]: last step reading the value, -1 none */
@@ -272,9 +303,10 @@ static inline size_t plan_layer_n_reads(const plan_layer *pl) {
 }
 
 /* What runs the fused steps: the runtime's executor, or the reference.
- * attention: one recognised layer, inputs as L's, outputs[0] allocated with
- * layer_output_shapes' shape, plus residual (NULL: none), float32 laid out
- * as outputs[0], added to it; gemm: C [M, N] = A [M, K] . W + bias, then
+ * attention: one recognised layer, inputs as L's, outputs as L's (Y first,
+ * then the present keys and values of a cache) allocated with
+ * layer_output_shapes' shapes, plus residual (NULL: none), float32 laid
+ * out as outputs[0], added to it; gemm: C [M, N] = A [M, K] . W + bias, then
  * the step's epilogue ep (NULL: none): by plan_ep_tile on each tile of C on
  * the thread that computed it, or by the plugin's GEMM when it declares
  * the step's fused form (plan_gemm.fused_act); norm (NULL: the host's

@@ -39,6 +39,9 @@ int plan_is_output(const ir_graph *g, int v);
  * v no graph output; else -1. */
 int plan_data_reader(const plan *P, const plan_uses *u, int v);
 
+/* Whether a and b are float32 of the same rank and dims on every probe. */
+int plan_shape_same(const plan_shape *a, const plan_shape *b);
+
 /* Whether the value is known at load (initializer or folded constant). */
 static inline const tensor *plan_const(const plan *P, int v) {
     if (v < 0) return NULL;
@@ -154,6 +157,18 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
  * negative or NaN eps). */
 int plan_norm_rows(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows);
 
+/* Finds the add steps among the nodes not taken (add.c); marks theirs. */
+mha_status plan_find_adds(plan *P, const plan_shape *shp, unsigned char *taken, mha_error *err);
+/* An add step's arithmetic (run.c): y [n] = a [n] + b [i mod nb], nb
+ * dividing n. Here, not in add.c: the run calls it, and add.c is called by
+ * the build, which the run's callers call. */
+static inline void plan_add_values(const float *a, const float *b, float *y, int64_t n,
+                                   int64_t nb) {
+    for (int64_t i0 = 0; i0 < n; i0 += nb)
+        for (int64_t j = 0; j < nb; j++)
+            y[i0 + j] = a[i0 + j] + b[j];
+}
+
 /* Finds the GEMM steps among the nodes no layer owns (gemm.c). */
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err);
@@ -186,6 +201,10 @@ int plan_probe_items_fixed(const plan *P);
  * / Flatten / Identity; 0 when it indexes none (probe.c: the probes feed
  * such an input 0 and 1 only, as a mask). */
 int64_t plan_probe_index_bound(const plan *P, int v);
+/* Whether graph input i is a float attention mask (probe.c): float32
+ * [B, S] or [B, 1, 1 | S, S] over the batch and tokens of a token ids
+ * input (one that indexes an embedding table). */
+int plan_probe_float_mask(const plan *P, size_t i);
 /* The nodes whose arithmetic a run for shapes alone may skip (probe.c):
  * skip[ni] = 1 for a MatMul, Gemm or Conv none of whose outputs reaches,
  * through any chain of nodes, an input that decides a shape or picks

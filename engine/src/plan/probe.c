@@ -454,6 +454,39 @@ int64_t plan_probe_index_bound(const plan *P, int v) {
     return probe_index_bound_at(P, v, 0);
 }
 
+/* Whether axis a of input i and axis b of input j are one axis of the
+ * model: the same symbol, or the same fixed size. */
+static int probe_same_axis(const plan *P, size_t i, int a, size_t j, int b) {
+    const ir_graph *g = P->g;
+    const int si = P->in_syms[i][a], sj = P->in_syms[j][b];
+    if (si >= 0 || sj >= 0) return si == sj;
+    return g->values[g->inputs[i]].dims[a] == g->values[g->inputs[j]].dims[b];
+}
+
+int plan_probe_float_mask(const plan *P, size_t i) {
+    const ir_graph *g = P->g;
+    const ir_value *v = &g->values[g->inputs[i]];
+    if (!P->in_syms || v->dtype != MHA_DTYPE_FLOAT32 || (v->rank != 2 && v->rank != 4)) return 0;
+    /* the walk to the tables is over the whole graph: a few candidates
+     * only (a malformed file may declare a thousand alike inputs) */
+    int tried = 0;
+    for (size_t j = 0; j < g->n_inputs && tried < 4; j++) {
+        const ir_value *ids = &g->values[g->inputs[j]];
+        if (j == i || ids->rank != 2 ||
+            (ids->dtype != MHA_DTYPE_INT64 && ids->dtype != MHA_DTYPE_INT32))
+            continue;
+        /* [B, S], or [B, 1, 1 or S, S]: the ids' batch, then their tokens */
+        if (!probe_same_axis(P, i, 0, j, 0) || !probe_same_axis(P, i, v->rank - 1, j, 1)) continue;
+        if (v->rank == 4 &&
+            (P->in_syms[i][1] >= 0 || v->dims[1] != 1 ||
+             !(probe_same_axis(P, i, 2, j, 1) || (P->in_syms[i][2] < 0 && v->dims[2] == 1))))
+            continue;
+        tried++;
+        if (plan_probe_index_bound(P, g->inputs[j]) > 0) return 1;
+    }
+    return 0;
+}
+
 mha_status plan_probe_inputs(const plan *P, int p, tensor **in, mha_error *err) {
     return plan_probe_inputs_sized(P, P->probe_sizes[p], 0x706c616e70726f62ull + (uint64_t)p, in,
                                    err);
@@ -487,16 +520,25 @@ mha_status plan_probe_inputs_sized(const plan *P, const int64_t *sizes, uint64_t
         int64_t n = tensor_numel(in[i]);
         int is_int = v->dtype == MHA_DTYPE_INT64 || v->dtype == MHA_DTYPE_INT32;
         int64_t bound = is_int ? plan_probe_index_bound(P, g->inputs[i]) : 0;
-        /* an integer mask keeps the first key of each row, as a batch padded
-         * on the right does: a causal row before every kept key is hidden
-         * whole, which the engine makes 0 and the graph's softmax NaN
-         * (docs/ARCHITECTURE.md) -- a difference by design, not a fault */
+        /* a float 0 / 1 mask [B, S] beside the ids is probed as an integer
+         * one (an extended [B, 1, 1, S] one holds additive terms: any
+         * float) */
+        if (!is_int && v->rank == 2 && plan_probe_float_mask(P, i)) is_int = 1;
+        /* an integer mask [B, S] keeps the first key of each row, as a batch
+         * padded on the right does, but for the last of two or more items:
+         * padded on the left, its first half hidden and its last key kept,
+         * so that a causal model's first rows see nothing but padding (NaN
+         * in a graph hiding with -inf, an average of the finite terms with
+         * finfo.min) and the plan must give what the graph gives there */
         const int64_t keys = is_int && bound == 0 && v->rank >= 2 ? in[i]->dims[v->rank - 1] : 0;
+        const int64_t left_from = v->rank == 2 && in[i]->dims[0] >= 2 ? n - keys : n;
         for (int64_t e = 0; e < n; e++) {
             uint64_t r = probe_rand(&seed);
             double x;
             if (bound > 0)
                 x = (double)(r % (uint64_t)bound);
+            else if (keys > 0 && e >= left_from)
+                x = e - left_from < (keys + 1) / 2 ? 0.0 : e == n - 1 || (r & 3) != 0;
             else if (keys > 0 && e % keys == 0)
                 x = 1.0;
             else if (is_int || v->dtype == MHA_DTYPE_BOOL)

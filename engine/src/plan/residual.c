@@ -12,16 +12,6 @@
 
 #include "plan_internal.h"
 
-/* Same rank, float32 and the same dims on every probe. */
-static int residual_same(const plan_shape *a, const plan_shape *b) {
-    if (a->rank < 0 || a->rank != b->rank || a->dtype != MHA_DTYPE_FLOAT32 ||
-        b->dtype != MHA_DTYPE_FLOAT32)
-        return 0;
-    for (int p = 0; p < PLAN_PROBES; p++)
-        if (memcmp(a->dims[p], b->dims[p], sizeof(int64_t) * (size_t)a->rank) != 0) return 0;
-    return 1;
-}
-
 /* The Add node taking layer pl's output as its one reader, with *other
  * its residual operand; -1 when there is none to fuse. */
 static int residual_add(const plan *P, const plan_uses *u, const plan_shape *shp,
@@ -36,8 +26,8 @@ static int residual_add(const plan *P, const plan_uses *u, const plan_shape *shp
         return -1;
     const int x = a->inputs[0] == y ? a->inputs[1] : a->inputs[0];
     /* the residual is computed before the Add (graph order), read as it is */
-    if (x < 0 || x == y || plan_const(P, x) || !residual_same(&shp[x], &shp[y]) ||
-        !residual_same(&shp[a->outputs[0]], &shp[y]))
+    if (x < 0 || x == y || plan_const(P, x) || !plan_shape_same(&shp[x], &shp[y]) ||
+        !plan_shape_same(&shp[a->outputs[0]], &shp[y]))
         return -1;
     *other = x;
     return ai;
@@ -49,7 +39,10 @@ mha_status plan_fuse_residuals(plan *P, const plan_uses *u, const plan_shape *sh
         plan_layer *pl = &P->layers[li];
         const layer *L = &pl->L;
         int x = -1;
-        if (!pl->recognised || pl->residual || L->n_outputs != 1 || L->n_inputs == 0) continue;
+        /* Y is L's output 0; the others are the present keys and values
+         * of a cache (partition.c) */
+        if (!pl->recognised || pl->residual || L->n_outputs != 1 + pl->n_extra || L->n_inputs == 0)
+            continue;
         const int ai = residual_add(P, u, shp, taken, pl, &x);
         if (ai < 0) continue;
         /* the step reads the residual as one more value after L's inputs,
@@ -71,7 +64,9 @@ mha_status plan_fuse_residuals(plan *P, const plan_uses *u, const plan_shape *sh
         pl->nodes = nodes;
         pl->n_nodes++;
         pl->residual = 1;
-        snprintf(pl->desc, sizeof pl->desc, "%s+residual", L->form ? L->form : "");
+        char form[sizeof pl->desc];
+        snprintf(form, sizeof form, "%s", pl->desc[0] ? pl->desc : L->form ? L->form : "");
+        snprintf(pl->desc, sizeof pl->desc, "%.38s+residual", form);
         pl->out_value = P->g->nodes[ai].outputs[0];
         taken[ai] = 1;
     }

@@ -113,9 +113,17 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
                                 const plan_run_arena *ar, mha_error *err) {
     const plan_layer *pl = &P->layers[li];
     const layer *L = &pl->L;
-    mha_tensor min[RUN_MAX_LAYER_INPUTS], mout;
-    if (L->n_inputs > RUN_MAX_LAYER_INPUTS || L->n_outputs != 1 || !be)
+    enum { NOUT = 1 + PLAN_LAYER_MAX_EXTRA };
+    mha_tensor min[RUN_MAX_LAYER_INPUTS], mout[NOUT];
+    tensor *y[NOUT] = {NULL};
+    /* the graph value of each output of L: Y, then the present keys and
+     * values of a cache (partition.c) */
+    int ov[NOUT] = {pl->out_value};
+    const size_t nout = L->n_outputs;
+    if (L->n_inputs > RUN_MAX_LAYER_INPUTS || nout != 1 + pl->n_extra || nout > NOUT || !be)
         return mha_fail(err, MHA_ERR_INTERNAL, "plan: attention step %zu cannot run", li);
+    for (size_t k = 0; k < pl->n_extra; k++)
+        ov[1 + k] = pl->extra_out[k];
     for (size_t i = 0; i < L->n_inputs; i++) {
         const tensor *t = values[pl->in_values[i]];
         if (!t)
@@ -123,35 +131,36 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
                             li, i);
         tensor_as_mha(t, &min[i]);
     }
-    mha_status st = layer_output_shapes(L, min, L->n_inputs, &mout, 1, err);
+    mha_status st = layer_output_shapes(L, min, L->n_inputs, mout, nout, err);
     /* the residual the step adds to Y: float32 of Y's shape (residual.c) */
     const float *res = NULL;
     if (st == MHA_OK && pl->residual) {
         const tensor *r = values[pl->in_values[L->n_inputs]];
-        if (!r || r->dtype != MHA_DTYPE_FLOAT32 || mout.dtype != MHA_DTYPE_FLOAT32 ||
-            r->rank != mout.rank || memcmp(r->dims, mout.shape, sizeof(int64_t) * (size_t)r->rank))
+        if (!r || r->dtype != MHA_DTYPE_FLOAT32 || mout[0].dtype != MHA_DTYPE_FLOAT32 ||
+            r->rank != mout[0].rank ||
+            memcmp(r->dims, mout[0].shape, sizeof(int64_t) * (size_t)r->rank))
             return mha_fail(err, MHA_ERR_SHAPE,
                             "plan: attention step %zu: the residual is not of the output's shape",
                             li);
         res = r->data;
     }
-    tensor *y = NULL;
-    if (st == MHA_OK && mout.dtype != MHA_DTYPE_FLOAT32)
-        st = tensor_new(&P->alloc, mout.dtype, mout.rank, mout.shape, &y, err);
-    else if (st == MHA_OK)
-        st = run_output(P, ar, pl->out_value, mout.rank, mout.shape, &y, err);
-    if (st == MHA_OK) {
+    for (size_t k = 0; k < nout && st == MHA_OK; k++) {
+        if (mout[k].dtype != MHA_DTYPE_FLOAT32)
+            st = tensor_new(&P->alloc, mout[k].dtype, mout[k].rank, mout[k].shape, &y[k], err);
+        else
+            st = run_output(P, ar, ov[k], mout[k].rank, mout[k].shape, &y[k], err);
         /* no zeroing of an arena view: a layer writes every element of its
-         * output (mha_run's callers hand it unzeroed buffers) */
-        mout.data = y->data;
-        st = be->attention(be->user, P, li, min, L->n_inputs, &mout, 1, res, err);
+         * outputs (mha_run's callers hand it unzeroed buffers) */
+        if (st == MHA_OK) mout[k].data = y[k]->data;
     }
-    if (st != MHA_OK) {
-        tensor_free(y);
-        return st;
+    if (st == MHA_OK) st = be->attention(be->user, P, li, min, L->n_inputs, mout, nout, res, err);
+    for (size_t k = 0; k < nout; k++) {
+        if (st == MHA_OK)
+            values[ov[k]] = y[k];
+        else
+            tensor_free(y[k]);
     }
-    values[pl->out_value] = y;
-    return MHA_OK;
+    return st;
 }
 
 /* A patch Conv as a GEMM (plan_gemm.conv_kh): x [B, C, H, W] cut into
@@ -287,6 +296,38 @@ static mha_status run_norm(const plan *P, size_t i, tensor **values, const plan_
     return MHA_OK;
 }
 
+/* Whether b runs along a's last axes (after its leading 1s) and divides it. */
+static int run_add_fits(const tensor *a, const tensor *b) {
+    if (!a || !b || a->dtype != MHA_DTYPE_FLOAT32 || b->dtype != MHA_DTYPE_FLOAT32 ||
+        b->rank > a->rank || tensor_numel(b) < 1)
+        return 0;
+    int d = 0;
+    while (d < b->rank && b->dims[d] == 1)
+        d++;
+    for (; d < b->rank; d++)
+        if (b->dims[d] != a->dims[a->rank - b->rank + d]) return 0;
+    return 1;
+}
+
+/* An add step: y = a + b (b of a's shape, or a constant over its last
+ * axes), on the calling thread (a pass over a few MB). */
+static mha_status run_add(const plan *P, size_t i, tensor **values, const plan_run_arena *ar,
+                          mha_error *err) {
+    const plan_add *ad = &P->adds[i];
+    const tensor *a = values[ad->a_value], *b = values[ad->b_value];
+    if (!run_add_fits(a, b)) {
+        char d[160];
+        return mha_fail(err, MHA_ERR_SHAPE, "plan: %s: operands not float32 of one shape",
+                        ir_node_desc(&P->g->nodes[ad->node], d, sizeof d));
+    }
+    tensor *y = NULL;
+    mha_status st = run_output(P, ar, ad->out_value, a->rank, a->dims, &y, err);
+    if (st != MHA_OK) return st;
+    plan_add_values(a->data, b->data, y->data, tensor_numel(a), tensor_numel(b));
+    values[ad->out_value] = y;
+    return MHA_OK;
+}
+
 /* The values step s reads: the node's inputs, or the layer's. */
 static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     if (s->kind == PLAN_STEP_NORM) {
@@ -296,6 +337,10 @@ static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     if (s->kind == PLAN_STEP_GEMM) {
         *n = P->gemms[s->index].n_reads;
         return P->gemms[s->index].reads;
+    }
+    if (s->kind == PLAN_STEP_ADD) {
+        *n = P->adds[s->index].n_reads;
+        return P->adds[s->index].reads;
     }
     if (s->kind == PLAN_STEP_ATTENTION) {
         *n = plan_layer_n_reads(&P->layers[s->index]);
@@ -331,10 +376,18 @@ static void run_observe(const plan *P, const plan_step *s, tensor *const *values
     if (s->kind != PLAN_STEP_INTERP) {
         int v = s->kind == PLAN_STEP_ATTENTION ? P->layers[s->index].out_value
                 : s->kind == PLAN_STEP_GEMM    ? P->gemms[s->index].out_value
+                : s->kind == PLAN_STEP_ADD     ? P->adds[s->index].out_value
                                                : P->norms[s->index].out_value;
         if (v >= 0 && values[v]) {
             obs->value(obs->user, v, values[v]);
             plan_add_elements(made, values[v]);
+        }
+        for (size_t k = 0; s->kind == PLAN_STEP_ATTENTION && k < P->layers[s->index].n_extra; k++) {
+            int e = P->layers[s->index].extra_out[k];
+            if (values[e]) {
+                obs->value(obs->user, e, values[e]);
+                plan_add_elements(made, values[e]);
+            }
         }
         return;
     }
@@ -389,6 +442,8 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
             st = run_gemm(P, (size_t)step->index, values, be, ar, err);
         else if (step->kind == PLAN_STEP_NORM)
             st = run_norm(P, (size_t)step->index, values, be, ar, err);
+        else if (step->kind == PLAN_STEP_ADD)
+            st = run_add(P, (size_t)step->index, values, ar, err);
         else
             st = run_interp(P, step->index, values, nin, nout,
                             obs && obs->shape_only && obs->shape_only[step->index], err);
@@ -549,7 +604,8 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
         outputs[k].rank = io->rank;
         for (int d = 0; d < io->rank; d++) {
             const plan_dim_rule *r = &P->out_rules[k][d];
-            const int64_t x = r->fixed >= 0 ? 0 : inputs[r->input].shape[r->axis];
+            int64_t x = r->fixed >= 0 ? 0 : inputs[r->input].shape[r->axis];
+            if (r->fixed < 0 && r->plus_input >= 0) x += inputs[r->plus_input].shape[r->plus_axis];
             outputs[k].shape[d] = plan_dim_apply(r, x);
             if (outputs[k].shape[d] < 0)
                 return mha_fail(err, MHA_ERR_SHAPE,

@@ -57,3 +57,12 @@ int plan_data_reader(const plan *P, const plan_uses *u, int v) {
     }
     return found;
 }
+
+int plan_shape_same(const plan_shape *a, const plan_shape *b) {
+    if (a->rank < 0 || a->rank != b->rank || a->dtype != MHA_DTYPE_FLOAT32 ||
+        b->dtype != MHA_DTYPE_FLOAT32)
+        return 0;
+    for (int p = 0; p < PLAN_PROBES; p++)
+        if (memcmp(a->dims[p], b->dims[p], sizeof(int64_t) * (size_t)a->rank) != 0) return 0;
+    return 1;
+}

@@ -136,6 +136,14 @@ typedef struct layer {
                          terms that overflowed to -inf -- counts as mask_floor, so every
                          key stays finite and a row of hidden keys averages all of them */
     float mask_floor; /* mask_clamped: the floor, a finite float at or below -1e30 */
+    /* ---- appended for rows of hidden keys in whole models (issue 15) ---- */
+    int softmax_nan; /* the layer is a graph's Softmax over its masked scores, then P.V
+                        (a projected layer of a plan), and gives what that graph gives
+                        where the kernels' contract gives zeros: NaN on a query row whose
+                        every key is hidden (a softmax over -inf alone), and NaN on every
+                        row of a batch item whose values hold a NaN (0 x NaN in P.V: the
+                        rows a row of hidden keys made in the layer before); the output
+                        projection then spreads it over the whole output row */
 } layer;
 
 /* A projected layer with a KV cache: past_key / past_value [B, kv_heads, P,

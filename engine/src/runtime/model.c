@@ -395,6 +395,11 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
         out->op = nm->desc;
         out->name = P->g->nodes[nm->nodes[0]].name;
         out->num_nodes = nm->n_nodes;
+    } else if (s->kind == PLAN_STEP_ADD) {
+        out->kind = "add";
+        out->op = "add";
+        out->name = P->g->nodes[P->adds[s->index].node].name;
+        out->num_nodes = 1;
     } else if (s->kind == PLAN_STEP_GEMM) {
         const plan_gemm *g = &P->gemms[s->index];
         out->kind = "gemm";

@@ -245,11 +245,16 @@ static void request_complete_locked(mha_queue *q, mha_request *r, mha_status st,
         q->stats.failed++;
         break;
     }
-    pthread_cond_broadcast(&r->cond);
 }
 
-/* The callback, then the queue's reference goes. */
+/* The waiters woken, the callback, then the queue's reference goes. The
+ * wake-up is given here, outside the queue's mutex: a waiter woken under
+ * it often ran at once on the completing thread's core and slept again on
+ * the mutex still held (two more switches a request). It is not lost: the
+ * state became DONE under the mutex, which a waiter holds from its check
+ * of the state until it is inside its wait. */
 static void request_finish(mha_request *r) {
+    pthread_cond_broadcast(&r->cond);
     if (r->done) r->done(r->done_user, r);
     request_unref(r);
 }
@@ -417,8 +422,11 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     /* a dispatcher waits for the first request, or for a full batch (a
      * batch short of it leaves at max_delay_ms by itself): waking it at
      * every request in between cost a wakeup each */
-    if (q->stats.depth == 1 || queue_batch_full(q)) pthread_cond_signal(&q->work_cond);
+    const int wake = q->stats.depth == 1 || queue_batch_full(q);
     pthread_mutex_unlock(&q->mutex);
+    /* after the unlock, as request_finish does (a dispatcher checks the
+     * list under the mutex before it waits, so the signal is not lost) */
+    if (wake) pthread_cond_signal(&q->work_cond);
     *out = r;
     return MHA_OK;
 }
