@@ -928,7 +928,7 @@ static void test_arena_by_lifetimes(void **state) {
             placed++;
             assert_true(A->offset[v] + A->size[v] <= A->bytes);
         }
-    /* every GEMM, norm, add and attention output of the model but the graph
+    /* every GEMM, norm, add, gather and attention output of the model but the graph
      * outputs (BERT's last hidden state, made by a norm step) */
     size_t direct = 0;
     for (size_t k = 0; k < P->g->n_outputs; k++) {
@@ -943,7 +943,7 @@ static void test_arena_by_lifetimes(void **state) {
     size_t norm_steps = 0; /* a norm in a GEMM's epilogue has no output of its own */
     for (size_t i = 0; i < P->n_norms; i++)
         norm_steps += !P->norms[i].in_step;
-    assert_int_equal(placed, P->n_gemms + norm_steps + P->n_adds + 2 - direct);
+    assert_int_equal(placed, P->n_gemms + norm_steps + P->n_adds + P->n_gathers + 2 - direct);
     assert_true(A->bytes < all);
     plan_run_probe(P, 0, b); /* through the arena */
     plan_run_probe(P, 0, c);

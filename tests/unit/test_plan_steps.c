@@ -368,6 +368,58 @@ static void test_position_add_step(void **state) {
     }
 }
 
+/* The embedding lookups (BERT's and MiniLM's token, position and segment
+ * rows, GPT-2's token and position rows) are gather steps and no Gather of
+ * a float table stays interpreted; each step's rows, in a run of the plan
+ * on the reference backend at the second probe (a batch of several
+ * items), are bitwise the interpreter's Gather. */
+static void test_embedding_gather_steps(void **state) {
+    (void)state;
+    const char *names[3] = {"bert_postln_l2_d64_h4", "gpt2_preln_causal_l2_d64_h4",
+                            "minilm_postln_l3_d48_h6"};
+    const size_t want[3] = {3, 2, 3};
+    for (int k = 0; k < 3; k++) {
+        plan *P = build(names[k]);
+        if (P->n_gathers != want[k]) fail_msg("%s: %zu gather steps", names[k], P->n_gathers);
+        for (size_t s = 0; s < P->n_steps; s++) {
+            const ir_node *n = &P->g->nodes[P->steps[s].index];
+            const tensor *t = P->steps[s].kind == PLAN_STEP_INTERP && n->n_inputs > 0
+                                  ? plan_const(P, n->inputs[0])
+                                  : NULL;
+            if (t && strcmp(n->op_type, "Gather") == 0 && t->dtype == MHA_DTYPE_FLOAT32)
+                fail_msg("%s: %s interpreted", names[k], n->name);
+        }
+        mha_error err;
+        tensor *in[4] = {0};
+        assert_true(P->g->n_inputs <= 4);
+        assert_int_equal(plan_probe_inputs(P, 1, in, &err), MHA_OK);
+        tensor **got = NULL, **ref = NULL;
+        if (plan_exec(P, in, &plan_reference_backend, 1, &got, &err) != MHA_OK)
+            fail_msg("%s: %s", names[k], err.message);
+        ir_graph *g = load_graph(names[k]);
+        if (interp_run(&g_alloc, g, (const tensor *const *)in, &ref, &err) != MHA_OK)
+            fail_msg("interp %s: %s", names[k], err.message);
+        size_t batched = 0;
+        for (size_t i = 0; i < P->n_gathers; i++) {
+            const tensor *y = got[P->gathers[i].out_value],
+                         *w = ref[same_value(P, P->gathers[i].out_value, g)];
+            assert_non_null(y);
+            assert_non_null(w);
+            assert_int_equal(y->rank, w->rank);
+            batched += y->dims[0] >= 2; /* the token rows; position rows may be [1, S, D] */
+            assert_memory_equal(y->dims, w->dims, sizeof(int64_t) * (size_t)y->rank);
+            assert_memory_equal(y->data, w->data, w->nbytes);
+        }
+        assert_true(batched >= 1);
+        interp_values_free(g, ref);
+        ir_free(g);
+        plan_values_free(P, in, got);
+        for (size_t i = 0; i < P->g->n_inputs; i++)
+            tensor_free(in[i]);
+        plan_free(P);
+    }
+}
+
 /* The whole model on every backend found (scalar at least) against the
  * reference interpreter of the original graph, on the plan's probe input. */
 static void test_models_on_every_backend(void **state) {
@@ -585,6 +637,7 @@ int main(void) {
         cmocka_unit_test(test_patch_conv_gemm),
         cmocka_unit_test(test_models_on_every_backend),
         cmocka_unit_test(test_position_add_step),
+        cmocka_unit_test(test_embedding_gather_steps),
         cmocka_unit_test(test_run_flops),
         cmocka_unit_test(test_run_step_seconds),
         cmocka_unit_test(test_unread_steps_dropped),

@@ -33,6 +33,7 @@ void plan_free(plan *P) {
     mha_free(&a, P->gemms);
     mha_free(&a, P->norms);
     mha_free(&a, P->adds);
+    mha_free(&a, P->gathers);
     if (P->g && P->consts)
         for (size_t v = 0; v < P->g->n_values; v++)
             tensor_free(P->consts[v]);
@@ -324,11 +325,13 @@ static const int *build_step_reads(const plan *P, const plan_step *st, size_t *n
          : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].n_reads
          : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].n_reads
          : st->kind == PLAN_STEP_ADD     ? P->adds[st->index].n_reads
+         : st->kind == PLAN_STEP_GATHER  ? P->gathers[st->index].n_reads
                                          : P->g->nodes[st->index].n_inputs;
     return st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].in_values
            : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].reads
            : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].reads
            : st->kind == PLAN_STEP_ADD     ? P->adds[st->index].reads
+           : st->kind == PLAN_STEP_GATHER  ? P->gathers[st->index].reads
                                            : P->g->nodes[st->index].inputs;
 }
 
@@ -376,8 +379,10 @@ static mha_status build_drop_dead(plan *P, mha_error *err) {
 }
 
 /* build_steps' owner of a node: -1 none, -2 inside another step, a layer
- * index, -10 - GEMM index, -1000 - norm index, BUILD_OWNER_ADD - add index */
+ * index, -10 - GEMM index, -1000 - norm index, BUILD_OWNER_ADD - add index,
+ * BUILD_OWNER_GATHER - gather index */
 #define BUILD_OWNER_ADD (-1000000)
+#define BUILD_OWNER_GATHER (-100000000)
 
 /* Steps in graph order: an attention step where its output is made. */
 static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
@@ -422,12 +427,18 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     /* adds: the Add makes the step */
     for (size_t i = 0; i < P->n_adds; i++)
         owner[P->adds[i].node] = BUILD_OWNER_ADD - (int)i;
+    for (size_t i = 0; i < P->n_gathers; i++)
+        owner[P->gathers[i].node] = BUILD_OWNER_GATHER - (int)i;
     P->n_steps = 0;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
         if (plan_node_folded(P, n) || owner[ni] == -2) continue;
         plan_step *s = &P->steps[P->n_steps];
-        if (owner[ni] <= BUILD_OWNER_ADD) {
+        if (owner[ni] <= BUILD_OWNER_GATHER) {
+            s->kind = PLAN_STEP_GATHER;
+            s->index = BUILD_OWNER_GATHER - owner[ni];
+            s->flops = 0.0;
+        } else if (owner[ni] <= BUILD_OWNER_ADD) {
             s->kind = PLAN_STEP_ADD;
             s->index = BUILD_OWNER_ADD - owner[ni];
             s->flops = 0.0;
@@ -562,7 +573,7 @@ static void build_take_layers(const plan *P, unsigned char *taken) {
  * attention layer owns; then the Transposes around sequence-first layers
  * folded into them (a layer's output is then the batch-first one); then
  * the residual Add after each layer into its step; then norms; then the
- * float32 Adds left. */
+ * float32 Adds left and the embedding Gathers. */
 static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err) {
     const ir_graph *g = P->g;
     unsigned char *taken = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, 1);
@@ -575,7 +586,7 @@ static mha_status build_fused(plan *P, const plan_uses *u, const plan_shape *shp
     if (st == MHA_OK) st = plan_fuse_residuals(P, u, shp, taken, err);
     if (st == MHA_OK) st = plan_find_norms(P, u, shp, taken, err);
     if (st == MHA_OK) plan_fuse_gemm_norms(P, u);
-    if (st == MHA_OK) st = plan_find_adds(P, shp, taken, err);
+    if (st == MHA_OK) st = plan_find_node_steps(P, shp, taken, err);
     mha_free(&P->alloc, taken);
     return st;
 }
@@ -690,10 +701,15 @@ size_t plan_weight_bytes(const plan *P) {
     unsigned char *read = mha_calloc(&P->alloc, P->g->n_values ? P->g->n_values : 1, 1);
     if (!read) return bytes;
     for (size_t s = 0; s < P->n_steps; s++) {
-        if (P->steps[s].kind != PLAN_STEP_INTERP && P->steps[s].kind != PLAN_STEP_ADD) continue;
-        const ir_node *n =
-            &P->g->nodes[P->steps[s].kind == PLAN_STEP_ADD ? P->adds[P->steps[s].index].node
-                                                           : P->steps[s].index];
+        const plan_step *st = &P->steps[s];
+        /* the constants a step of one node reads (not a GEMM's or a layer's:
+         * counted above) */
+        const int ni = st->kind == PLAN_STEP_INTERP   ? st->index
+                       : st->kind == PLAN_STEP_ADD    ? P->adds[st->index].node
+                       : st->kind == PLAN_STEP_GATHER ? P->gathers[st->index].node
+                                                      : -1;
+        if (ni < 0) continue;
+        const ir_node *n = &P->g->nodes[ni];
         for (size_t k = 0; k < n->n_inputs; k++)
             if (n->inputs[k] >= 0) read[n->inputs[k]] = 1;
     }

@@ -21,7 +21,8 @@ typedef enum plan_step_kind {
     PLAN_STEP_INTERP,        /* one node of the graph, interpreted */
     PLAN_STEP_GEMM,          /* MatMul / Gemm with constant weights (+ bias): plan_gemm */
     PLAN_STEP_NORM,          /* LayerNorm / RMSNorm over the last axis: plan_norm */
-    PLAN_STEP_ADD            /* a float32 Add no other step takes: plan_add */
+    PLAN_STEP_ADD,           /* a float32 Add no other step takes: plan_add */
+    PLAN_STEP_GATHER         /* rows of a constant float32 table by ids: plan_gather */
 } plan_step_kind;
 
 /* Graph outputs an attention step writes beside Y: present key, value. */
@@ -165,7 +166,7 @@ typedef struct plan_norm {
                       (plan_gemm.norm, plan_layer.norm), no step of its own */
 } plan_norm;
 
-/* y = a + b over float32 values (add.c): a of y's shape, b of y's shape
+/* y = a + b over float32 values (node_steps.c): a of y's shape, b of y's shape
  * too or a constant over y's last axes, the same for every leading index
  * (a position table [1, S, D] over a batch [B, S, D]). The Adds that stay
  * once every other step has taken its own: the position embeddings'
@@ -178,10 +179,20 @@ typedef struct plan_add {
     size_t n_reads;
 } plan_add;
 
+/* y [ids..., D] = table [V, D] rows by ids (node_steps.c): a Gather on axis 0
+ * of a constant float32 table by computed int64 / int32 ids (negative ids
+ * count from the end, as ONNX says; others out of range fail the run). */
+typedef struct plan_gather {
+    int node; /* the Gather */
+    int table_value, ids_value, out_value;
+    int reads[1]; /* ids_value: what the step reads (the table is the plan's) */
+    size_t n_reads;
+} plan_gather;
+
 typedef struct plan_step {
     plan_step_kind kind;
     int index;    /* ATTENTION: into plan.layers; GEMM: plan.gemms; NORM: plan.norms; ADD:
-                     plan.adds; INTERP: graph node */
+                     plan.adds; GATHER: plan.gathers; INTERP: graph node */
     double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
 } plan_step;
 
@@ -247,6 +258,8 @@ typedef struct plan {
     size_t n_norms;
     plan_add *adds;
     size_t n_adds;
+    plan_gather *gathers;
+    size_t n_gathers;
     plan_step *steps;
     size_t n_steps;
     int *last_step; /* [n_values]: last step reading the value, -1 none */

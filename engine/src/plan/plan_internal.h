@@ -157,11 +157,13 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
  * negative or NaN eps). */
 int plan_norm_rows(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows);
 
-/* Finds the add steps among the nodes not taken (add.c); marks theirs. */
-mha_status plan_find_adds(plan *P, const plan_shape *shp, unsigned char *taken, mha_error *err);
+/* Finds the add and gather steps among the nodes not taken
+ * (node_steps.c); marks theirs. */
+mha_status plan_find_node_steps(plan *P, const plan_shape *shp, unsigned char *taken,
+                                mha_error *err);
 /* An add step's arithmetic (run.c): y [n] = a [n] + b [i mod nb], nb
- * dividing n. Here, not in add.c: the run calls it, and add.c is called by
- * the build, which the run's callers call. */
+ * dividing n. Here, not in node_steps.c: the run calls it, and node_steps.c is
+ * called by the build, which the run's callers call. */
 static inline void plan_add_values(const float *a, const float *b, float *y, int64_t n,
                                    int64_t nb) {
     for (int64_t i0 = 0; i0 < n; i0 += nb)

@@ -328,6 +328,43 @@ static mha_status run_add(const plan *P, size_t i, tensor **values, const plan_r
     return MHA_OK;
 }
 
+/* A gather step: rows of the table by ids into y [ids..., D]; an id
+ * outside [-V, V) fails the run, as the interpreter's Gather does. */
+static mha_status run_gather(const plan *P, size_t i, tensor **values, const plan_run_arena *ar,
+                             mha_error *err) {
+    const plan_gather *ga = &P->gathers[i];
+    const tensor *tab = values[ga->table_value], *ids = values[ga->ids_value];
+    char d[160];
+    if (!tab || !ids || tab->dtype != MHA_DTYPE_FLOAT32 || tab->rank != 2 ||
+        (ids->dtype != MHA_DTYPE_INT64 && ids->dtype != MHA_DTYPE_INT32) ||
+        ids->rank + 1 > MHA_MAX_RANK)
+        return mha_fail(err, MHA_ERR_SHAPE, "plan: %s: not a table and ids",
+                        ir_node_desc(&P->g->nodes[ga->node], d, sizeof d));
+    const int64_t V = tab->dims[0], D = tab->dims[1], n = tensor_numel(ids);
+    for (int64_t k = 0; k < n; k++) {
+        const int64_t id = tensor_get_i64(ids, k);
+        if (id < -V || id >= V)
+            return mha_fail(err, MHA_ERR_SHAPE,
+                            "plan: %s: index %lld is out of range for axis 0 of extent %lld",
+                            ir_node_desc(&P->g->nodes[ga->node], d, sizeof d), (long long)id,
+                            (long long)V);
+    }
+    int64_t dims[MHA_MAX_RANK];
+    memcpy(dims, ids->dims, sizeof(int64_t) * (size_t)ids->rank);
+    dims[ids->rank] = D;
+    tensor *y = NULL;
+    mha_status st = run_output(P, ar, ga->out_value, ids->rank + 1, dims, &y, err);
+    if (st != MHA_OK) return st;
+    const float *rows = tab->data;
+    float *out = y->data;
+    for (int64_t k = 0; k < n; k++) {
+        const int64_t id = tensor_get_i64(ids, k);
+        memcpy(out + k * D, rows + (id < 0 ? id + V : id) * D, sizeof(float) * (size_t)D);
+    }
+    values[ga->out_value] = y;
+    return MHA_OK;
+}
+
 /* The values step s reads: the node's inputs, or the layer's. */
 static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     if (s->kind == PLAN_STEP_NORM) {
@@ -341,6 +378,10 @@ static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     if (s->kind == PLAN_STEP_ADD) {
         *n = P->adds[s->index].n_reads;
         return P->adds[s->index].reads;
+    }
+    if (s->kind == PLAN_STEP_GATHER) {
+        *n = P->gathers[s->index].n_reads;
+        return P->gathers[s->index].reads;
     }
     if (s->kind == PLAN_STEP_ATTENTION) {
         *n = plan_layer_n_reads(&P->layers[s->index]);
@@ -377,6 +418,7 @@ static void run_observe(const plan *P, const plan_step *s, tensor *const *values
         int v = s->kind == PLAN_STEP_ATTENTION ? P->layers[s->index].out_value
                 : s->kind == PLAN_STEP_GEMM    ? P->gemms[s->index].out_value
                 : s->kind == PLAN_STEP_ADD     ? P->adds[s->index].out_value
+                : s->kind == PLAN_STEP_GATHER  ? P->gathers[s->index].out_value
                                                : P->norms[s->index].out_value;
         if (v >= 0 && values[v]) {
             obs->value(obs->user, v, values[v]);
@@ -444,6 +486,8 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
             st = run_norm(P, (size_t)step->index, values, be, ar, err);
         else if (step->kind == PLAN_STEP_ADD)
             st = run_add(P, (size_t)step->index, values, ar, err);
+        else if (step->kind == PLAN_STEP_GATHER)
+            st = run_gather(P, (size_t)step->index, values, ar, err);
         else
             st = run_interp(P, step->index, values, nin, nout,
                             obs && obs->shape_only && obs->shape_only[step->index], err);

@@ -400,6 +400,11 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
         out->op = "add";
         out->name = P->g->nodes[P->adds[s->index].node].name;
         out->num_nodes = 1;
+    } else if (s->kind == PLAN_STEP_GATHER) {
+        out->kind = "gather";
+        out->op = "gather rows";
+        out->name = P->g->nodes[P->gathers[s->index].node].name;
+        out->num_nodes = 1;
     } else if (s->kind == PLAN_STEP_GEMM) {
         const plan_gemm *g = &P->gemms[s->index];
         out->kind = "gemm";

@@ -578,9 +578,11 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
     d->batch[n] = NULL;
     q->stats.running += n;
     if (n > 0) q->busy_dispatchers++;
-    /* more requests than this batch took: wake another dispatcher */
-    if (q->head) pthread_cond_signal(&q->work_cond);
+    /* more requests than this batch took: wake another dispatcher (after
+     * the unlock, as request_finish wakes) */
+    const int more = q->head != NULL;
     pthread_mutex_unlock(&q->mutex);
+    if (more) pthread_cond_signal(&q->work_cond);
     return n > 0 ? n : -1;
 }
 
@@ -718,8 +720,9 @@ static void *queue_dispatcher_main(void *arg) {
         if (q->stats.depth == 0 && q->stats.running == 0) pthread_cond_broadcast(&q->idle_cond);
         /* the cores are free: a dispatcher holding requests for company
          * (queue_hold) takes them now */
-        if (q->stats.running == 0 && q->head) pthread_cond_signal(&q->work_cond);
+        const int held = q->stats.running == 0 && q->head;
         pthread_mutex_unlock(&q->mutex);
+        if (held) pthread_cond_signal(&q->work_cond);
         for (int i = 0; i < n; i++)
             request_finish(d->batch[i]);
     }
