@@ -792,7 +792,13 @@ static int bench_run(bench_options o) {
             return 1;
         }
         if (!probe.ok) {
-            fprintf(stderr, "mha bench: %s: %s\n", o.model_path, probe.error);
+            /* a load failure's message names the model already (a long
+             * path by its end: mha_failv keeps that) */
+            const size_t n = strlen(o.model_path);
+            const int named = strstr(probe.error, o.model_path) ||
+                              (n > 64 && strstr(probe.error, o.model_path + n - 64));
+            fprintf(stderr, "mha bench: %s%s%s\n", named ? "" : o.model_path, named ? "" : ": ",
+                    probe.error);
             free(ref);
             return 1;
         }

@@ -27,15 +27,31 @@ int cli_usage_error(const cli_common *c, const char *fmt, ...) {
     return CLI_USAGE;
 }
 
+/* The longest error line printed. A longer one keeps its first quarter
+ * and its end around " ... ": a file name of thousands of bytes (PATH_MAX
+ * is 4096) must not push out the reason that follows it. */
+#define CLI_FAIL_LINE_MAX 2048
+
 int cli_fail(const char *fmt, ...) {
-    char msg[2048];
+    char msg[4 * 4096];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     /* one line, and no byte of a model's names a terminal would act on */
-    char safe[2048];
-    fprintf(stderr, "mha: %s\n", cli_escape(msg, safe, sizeof safe));
+    char safe[4 * 4096];
+    cli_escape(msg, safe, sizeof safe);
+    size_t n = strlen(safe);
+    if (n >= CLI_FAIL_LINE_MAX) {
+        size_t head = CLI_FAIL_LINE_MAX / 4, tail = n - (CLI_FAIL_LINE_MAX - 1 - head - 5);
+        while (head > 0 && ((unsigned char)safe[head] & 0xC0) == 0x80) /* whole characters */
+            head--;
+        while (tail < n && ((unsigned char)safe[tail] & 0xC0) == 0x80)
+            tail++;
+        fprintf(stderr, "mha: %.*s ... %s\n", (int)head, safe, safe + tail);
+    } else {
+        fprintf(stderr, "mha: %s\n", safe);
+    }
     return CLI_FAIL;
 }
 
@@ -45,7 +61,10 @@ const char *cli_escape(const char *s, char *buf, size_t n) {
 
 int cli_fail_err(const char *file, const mha_error *err) {
     const char *msg = err->message[0] ? err->message : mha_status_text(err->status);
-    if (!file || strstr(msg, file)) return cli_fail("%s", msg);
+    /* a long path in the library's message keeps its end (mha_failv) */
+    const size_t n = file ? strlen(file) : 0;
+    if (!file || strstr(msg, file) || (n > 64 && strstr(msg, file + n - 64)))
+        return cli_fail("%s", msg);
     return cli_fail("%s: %s", file, msg);
 }
 

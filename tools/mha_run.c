@@ -127,12 +127,15 @@ static void run_state_free(run_state *s) {
     mha_runtime_destroy(s->rt);
 }
 
+/* Shards a dataset may be cut into (--shard, SLURM_ARRAY_TASK_COUNT). */
+#define RUN_MAX_SHARDS 1000000
+
 /* "I/N" with 0 <= I < N into ds. */
 static int run_parse_shard(const cli_common *c, const char *opt, const char *v, ds_options *ds) {
     long long i = -1, n = 0;
     int used = 0;
-    if (sscanf(v, "%lld/%lld%n", &i, &n, &used) != 2 || v[used] != '\0' || n < 1 || n > 1000000 ||
-        i < 0 || i >= n)
+    if (sscanf(v, "%lld/%lld%n", &i, &n, &used) != 2 || v[used] != '\0' || n < 1 ||
+        n > RUN_MAX_SHARDS || i < 0 || i >= n)
         return cli_usage_error(c, "%s: '%s' is not I/N with 0 <= I < N", opt, v);
     ds->shard_index = (int)i;
     ds->shard_count = (int)n;
@@ -147,9 +150,14 @@ static int run_shard_from_slurm(const cli_common *c, ds_options *ds) {
     if (!id || !*id || !count || !*count) return CLI_OK;
     const char *min = getenv("SLURM_ARRAY_TASK_MIN");
     char *e1 = NULL, *e2 = NULL, *e3 = NULL;
+    errno = 0;
     long long i = strtoll(id, &e1, 10), n = strtoll(count, &e2, 10);
     long long m = min && *min ? strtoll(min, &e3, 10) : 0;
-    if (*e1 || *e2 || (e3 && *e3) || n < 1 || i - m < 0 || i - m >= n)
+    /* out of range saturates (ERANGE): a count of 10^20 became LLONG_MAX,
+     * then -1 as an int, and the whole dataset was written as if unsharded;
+     * the bounds of --shard, and i - m formed only when both are >= 0 */
+    if (errno == ERANGE || *e1 || *e2 || (e3 && *e3) || n < 1 || n > RUN_MAX_SHARDS || i < 0 ||
+        m < 0 || i < m || i - m >= n)
         return cli_usage_error(c,
                                "SLURM_ARRAY_TASK_ID=%s, SLURM_ARRAY_TASK_COUNT=%s, "
                                "SLURM_ARRAY_TASK_MIN=%s do not name a shard",

@@ -1207,8 +1207,12 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
         int finished = s->lo + s->done >= s->hi;
         if (s->ckpt_path && !finished &&
             (cli_signal_caught() || now - last_ckpt >= o->checkpoint_seconds)) {
+            /* a checkpoint that cannot be written (a full disk) leaves the
+             * previous one in place, which still describes the partial
+             * files up to its rows: they are kept for --resume, not
+             * removed from under it */
             rc = ds_checkpoint(s);
-            s->have_ckpt = rc == CLI_OK;
+            if (rc == CLI_OK) s->have_ckpt = 1;
             last_ckpt = now;
         }
         if (cli_signal_caught() && !finished) break;

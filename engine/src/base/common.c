@@ -214,12 +214,41 @@ MHA_API char *mha_text_escape(char *dst, size_t dst_size, const char *src) {
     return dst;
 }
 
+/* Room to format a message before it is fitted: a path of PATH_MAX bytes
+ * and the text around it. */
+#define ERROR_RAW_MAX 8192
+
+/* src escaped into dst (dst_size = MHA_ERROR_MESSAGE_MAX): one that does
+ * not fit keeps its start and its end around " ... ", so that a path of
+ * thousands of bytes still leaves the reason after it ("...: File name too
+ * long") rather than cutting it off; the cuts fall between UTF-8
+ * characters. */
+static void error_fit(char *dst, size_t dst_size, const char *src) {
+    char esc[ERROR_RAW_MAX];
+    mha_text_escape(esc, sizeof esc, src);
+    const size_t n = strlen(esc);
+    if (n < dst_size) {
+        memcpy(dst, esc, n + 1);
+        return;
+    }
+    static const char gap[] = " ... ";
+    size_t head = (dst_size - sizeof gap) / 4; /* the rest for the tail */
+    size_t tail = n - (dst_size - sizeof gap - head);
+    while (head > 0 && ((unsigned char)esc[head] & 0xC0) == 0x80)
+        head--;
+    while (tail < n && ((unsigned char)esc[tail] & 0xC0) == 0x80)
+        tail++;
+    memcpy(dst, esc, head);
+    memcpy(dst + head, gap, sizeof gap - 1);
+    memcpy(dst + head + sizeof gap - 1, esc + tail, n - tail + 1);
+}
+
 mha_status mha_failv(mha_error *err, mha_status st, const char *fmt, va_list ap) {
     if (err) {
         err->status = st;
-        char raw[MHA_ERROR_MESSAGE_MAX];
+        char raw[ERROR_RAW_MAX];
         vsnprintf(raw, sizeof raw, fmt, ap);
-        mha_text_escape(err->message, sizeof err->message, raw);
+        error_fit(err->message, sizeof err->message, raw);
     }
     return st;
 }
@@ -234,14 +263,14 @@ mha_status mha_fail(mha_error *err, mha_status st, const char *fmt, ...) {
 
 void mha_error_prefix(mha_error *err, const char *fmt, ...) {
     if (!err) return;
-    char prefix[MHA_ERROR_MESSAGE_MAX], joined[MHA_ERROR_MESSAGE_MAX];
+    char prefix[ERROR_RAW_MAX], joined[ERROR_RAW_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    /* a prefix filling the buffer leaves only the prefix */
+    /* a long prefix keeps its start and the message's end (error_fit) */
     if (snprintf(joined, sizeof joined, "%s: %s", prefix, err->message) < 0) joined[0] = '\0';
-    mha_text_escape(err->message, sizeof err->message, joined);
+    error_fit(err->message, sizeof err->message, joined);
 }
 
 /* ---- allocation ---- */
