@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mha/tensor_file.h"
 #include "model.h"
 
 #define N_THREADS 4
@@ -136,9 +137,63 @@ static void test_plan_shared_by_threads(void **state) {
     mha_runtime_destroy(rt);
 }
 
+/* A decoder's rows of hidden keys (m_gpt_inf_leftpad_nan_op14: item 1 is
+ * padded on the left, its padding rows are NaN in the graph, and so every
+ * row of that item after the next layer's P.V, 0 x NaN): the scan of each
+ * layer's values for a NaN is shared out among the attention units, each
+ * kv head by the unit that holds its first query head. At 1, 2 and 3
+ * threads the output is the graph's pattern (item 1 NaN in every element,
+ * item 0 in none), bitwise the same at each count. */
+static void test_plan_nan_values_at_any_thread_count(void **state) {
+    (void)state;
+    const char *dir = MHA_TEST_DATA "/models/m_gpt_inf_leftpad_nan_op14";
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    mha_model *m = NULL;
+    mha_error err;
+    if (mha_model_load_file(path, NULL, &m, &err) != MHA_OK) fail_msg("%s", err.message);
+    mha_tensor_file *f[2] = {NULL, NULL};
+    mha_tensor in[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/test_data_set_0/input_%d.pb", dir, i);
+        if (mha_tensor_file_read(path, NULL, &f[i], &err) != MHA_OK) fail_msg("%s", err.message);
+        in[i] = *mha_tensor_file_tensor(f[i]);
+    }
+    mha_tensor out[3];
+    float *first = NULL;
+    for (int t = 1; t <= 3; t++) {
+        mha_runtime_options o;
+        mha_runtime_options_init(&o);
+        o.num_threads = t;
+        mha_runtime *rt = NULL;
+        assert_int_equal(mha_runtime_create(&o, &rt, &err), MHA_OK);
+        assert_int_equal(mha_model_output_shapes(m, in, 2, out, 1, &err), MHA_OK);
+        const int64_t n = mha_tensor_numel(&out[0]), B = out[0].shape[0];
+        float *y = calloc((size_t)n, sizeof *y);
+        assert_non_null(y);
+        out[0].data = y;
+        if (mha_run(rt, m, in, 2, out, 1, NULL, &err) != MHA_OK) fail_msg("%s", err.message);
+        assert_int_equal(B, 2);
+        for (int64_t e = 0; e < n; e++)
+            assert_int_equal(y[e] != y[e], e >= n / B); /* item 1 NaN, item 0 finite */
+        if (!first)
+            first = y;
+        else {
+            assert_memory_equal(y, first, (size_t)n * sizeof *y);
+            free(y);
+        }
+        mha_runtime_destroy(rt);
+    }
+    free(first);
+    for (int i = 0; i < 2; i++)
+        mha_tensor_file_free(f[i]);
+    mha_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_shared_by_threads),
+        cmocka_unit_test(test_plan_nan_values_at_any_thread_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

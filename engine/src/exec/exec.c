@@ -672,6 +672,14 @@ typedef struct exec_state {
     exec_gemm_family out;
     atomic_int *out_pieces; /* env->y_rows: [out.m_tiles] (exec_gemm_pieces_init) */
     int64_t out_pieces_cap;
+    /* A softmax_nan layer on the pool: [chunk's batch items], nonzero when
+     * the item's values hold a NaN, set by the attention units (each kv
+     * head scanned once, by the unit of query block 0 holding its first
+     * query head, while its values are in cache); NULL: scanned after the
+     * phases (exec_softmax_nan_rows). */
+    atomic_int *v_nan;
+    atomic_int *v_nan_buf; /* v_nan's allocation, v_nan_cap flags */
+    int64_t v_nan_cap;
     const float *alibi_pos; /* [B, Skv] ALiBi key positions of the run, or NULL */
     char *workspace;        /* threads x ws_stride bytes */
     size_t ws_stride, ws_size, ws_capacity;
@@ -984,6 +992,34 @@ static mha_status exec_attn_call(const exec_state *s, const mha_attn_args *a, in
     return exec_kernel_failed(s, "attention", "queries", r, shape, err);
 }
 
+/* Whether kv heads [g0, g1) of batch item b (keys before its length) hold
+ * a NaN in their values. */
+static int exec_values_have_nan(const mha_attn_args *a, int64_t b, int64_t g0, int64_t g1) {
+    int64_t end = a->Skv;
+    if (a->kv_len && a->kv_len[b] < end) end = a->kv_len[b];
+    int nan = 0;
+    for (int64_t g = g0; g < g1; g++)
+        for (int64_t j = 0; j < end; j++) {
+            const float *v = a->v + b * a->v_sb + g * a->v_sh + j * a->v_ss;
+            for (int64_t d = 0; d < a->dv; d++)
+                nan |= v[d] != v[d];
+        }
+    return nan;
+}
+
+/* The part of a softmax_nan layer's value scan that a unit of query block
+ * 0 over batch item a->b0, heads [a->h0, a->h1) owns: the kv heads whose
+ * first query head (g * Hq / Hkv) it holds. After the unit's kernel call,
+ * while those values are in cache; on one thread after the phases the scan
+ * of MiniLM-L6's values (B 32, S 128, 12 heads of 32 in rows of 1152) took
+ * ~2.5 % of a bfloat16 run and left the second thread idle. */
+static void exec_attn_unit_v_nan(const mha_attn_args *a, atomic_int *flag) {
+    const int64_t group = a->Hkv > 0 && a->Hq >= a->Hkv ? a->Hq / a->Hkv : 1;
+    const int64_t g0 = (a->h0 + group - 1) / group, g1 = (a->h1 + group - 1) / group;
+    if (g0 < g1 && exec_values_have_nan(a, a->b0, g0, exec_min(g1, a->Hkv)))
+        atomic_store_explicit(flag, 1, memory_order_relaxed);
+}
+
 static mha_status exec_attn_unit(const exec_state *s, int64_t u, int worker, mha_error *err) {
     const exec_attn_plan *pl = &s->attn;
     const int64_t per_qb = pl->args.B * pl->n_hb;
@@ -998,7 +1034,9 @@ static mha_status exec_attn_unit(const exec_state *s, int64_t u, int worker, mha
     a.q0 = qb * pl->q_block;
     a.q1 = exec_min(a.Sq, a.q0 + pl->q_block);
     a.num_threads = 1;
-    return exec_attn_call(s, &a, worker, err);
+    mha_status st = exec_attn_call(s, &a, worker, err);
+    if (st == MHA_OK && s->v_nan && a.q0 == 0) exec_attn_unit_v_nan(&a, s->v_nan + a.b0);
+    return st;
 }
 
 static mha_status exec_rope_call(const exec_state *s, const mha_rotary_args *a, mha_error *err) {
@@ -1183,29 +1221,16 @@ static int exec_row_sees_nothing(const mha_attn_args *a, int64_t b, int64_t h, i
     return 1;
 }
 
-/* Whether the values of batch item b (keys before its length) hold a NaN. */
-static int exec_values_have_nan(const mha_attn_args *a, int64_t b) {
-    int64_t end = a->Skv;
-    if (a->kv_len && a->kv_len[b] < end) end = a->kv_len[b];
-    int nan = 0;
-    for (int64_t g = 0; g < a->Hkv; g++)
-        for (int64_t j = 0; j < end; j++) {
-            const float *v = a->v + b * a->v_sb + g * a->v_sh + j * a->v_ss;
-            for (int64_t d = 0; d < a->dv; d++)
-                nan |= v[d] != v[d];
-        }
-    return nan;
-}
-
 /* A softmax_nan layer (layer.h) after its chunk of n batch items ran:
  * rows of Y (d_out wide, row (b, i) at f's C + b * c_seg + i * ldc, or
  * (b * Sq + i) * ldc batch-first) set to NaN where the graph's softmax and
  * P.V give NaN and the kernels gave a finite row. */
 static void exec_softmax_nan_rows(const mha_attn_args *a, const exec_gemm_family *f, int64_t n,
-                                  int64_t d_out) {
+                                  int64_t d_out, atomic_int *v_nan) {
     const int heads_alike = !a->mask || a->m_sh == 0;
     for (int64_t b = 0; b < n; b++) {
-        const int item = exec_values_have_nan(a, b);
+        const int item = v_nan ? atomic_load_explicit(&v_nan[b], memory_order_relaxed) != 0
+                               : exec_values_have_nan(a, b, 0, a->Hkv);
         for (int64_t i = 0; i < a->Sq; i++) {
             int nan = item;
             for (int64_t h = 0; h < (heads_alike ? 1 : a->Hq) && !nan; h++)
@@ -1715,9 +1740,26 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         }
         s->phase_kind[ph++] = EXEC_PHASE_OUT;
         s->n_phases = ph;
+        s->v_nan = NULL;
+        if (L->softmax_nan && T > 0 && !self_parallel && at->Hkv > 0 && at->Hq % at->Hkv == 0) {
+            if (n > s->v_nan_cap) {
+                mha_free(a, s->v_nan_buf);
+                s->v_nan_cap = 0;
+                s->v_nan_buf = mha_calloc(a, (size_t)n, sizeof *s->v_nan_buf);
+                if (!s->v_nan_buf) {
+                    st = mha_fail(err, MHA_ERR_NO_MEMORY, "exec: out of memory");
+                    break;
+                }
+                s->v_nan_cap = n;
+            }
+            s->v_nan = s->v_nan_buf;
+            for (int64_t b = 0; b < n; b++)
+                atomic_init(&s->v_nan[b], 0);
+        }
 
         st = exec_phases_run(s, self_parallel, err);
-        if (st == MHA_OK && L->softmax_nan && T > 0) exec_softmax_nan_rows(at, f, n, d_out);
+        if (st == MHA_OK && L->softmax_nan && T > 0)
+            exec_softmax_nan_rows(at, f, n, d_out, s->v_nan);
     }
 
 done:
@@ -1726,6 +1768,9 @@ done:
     mha_free(a, s->out_pieces);
     s->out_pieces = NULL;
     s->out_pieces_cap = 0;
+    mha_free(a, s->v_nan_buf);
+    s->v_nan_buf = s->v_nan = NULL;
+    s->v_nan_cap = 0;
     return st;
 }
 
