@@ -1,7 +1,7 @@
 /* plan_bench.c -- where a whole model's run spends its time, step by step,
  * at several thread counts (a program, not a test: it prints figures and
  * checks nothing but that the outputs of every thread count are the same
- * bits).
+ * bits; it prints a hash of them, to compare two builds).
  *
  * The model is loaded once (no verification); one runtime per thread
  * count shares it. Runs alternate between the thread counts (t1, t2, t1,
@@ -27,6 +27,7 @@
  *
  * Usage: plan_bench MODEL [--batch B] [--seq S] [--threads 1,2] [--runs N]
  *                   [--backend NAME] [--precision float32|bfloat16] [--steps] */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +243,17 @@ int main(int argc, char **argv) {
                        (size_t)mha_tensor_numel(&out[0][k]) * mha_dtype_size(out[0][k].dtype)))
                 printf("!! output %zu differs between %d and %d threads\n", k, threads[0],
                        threads[t]);
+
+    /* a hash of the outputs' bytes (FNV-1a): two builds that should give
+     * the same bits can be compared run against run */
+    uint64_t hash = 1469598103934665603u;
+    for (size_t k = 0; k < info.num_outputs; k++) {
+        const unsigned char *b = out[0][k].data;
+        const size_t n = (size_t)mha_tensor_numel(&out[0][k]) * mha_dtype_size(out[0][k].dtype);
+        for (size_t e = 0; e < n; e++)
+            hash = (hash ^ b[e]) * 1099511628211u;
+    }
+    printf("outputs hash %016llx\n", (unsigned long long)hash);
 
     /* the kinds, in first-seen order */
     const char *kinds[PB_MAX_KINDS];
