@@ -1001,6 +1001,40 @@ static void test_gemm_balanced_end(void **state) {
     check_gemm_balance(4096, 384, 1536, 0.25); /* MiniLM FFN up */
 }
 
+/* Slabs count a packed weight's own bytes: BERT's FFN up [768 x 3072] is
+ * 9 MiB in float32 (6 slabs at 2 threads) and 4.5 MiB in bfloat16 (4 slabs:
+ * counted as float32 it was 6, each repacking A); its Q|K|V [768 x 2304],
+ * 3.4 MiB in bfloat16, is under two slabs and stays whole-width, as a
+ * float32 weight of that size does. */
+static void test_gemm_slabs_bfloat16(void **state) {
+    (void)state;
+    const struct {
+        int64_t K, N;
+        int weight_bytes;
+        int64_t tiles;
+    } want[] = {
+        {768, 3072, 4, 6}, {768, 3072, 0, 6}, {768, 3072, 2, 4},
+        {768, 2304, 4, 4}, {768, 2304, 2, 1}, {1536, 2304, 2, 4},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        exec_gemm_weights W = {.K = want[i].K, .N = want[i].N};
+        W.weight_bytes = want[i].weight_bytes;
+        exec_gemm_family f;
+        plan_units(&W, 1024, 2, &f);
+        if (f.n_tiles != want[i].tiles)
+            fail_msg("K %lld N %lld, %d bytes a weight: %lld column tiles, want %lld",
+                     (long long)want[i].K, (long long)want[i].N, want[i].weight_bytes,
+                     (long long)f.n_tiles, (long long)want[i].tiles);
+        int64_t area = 0; /* the units tile C: their areas add up to M x N */
+        for (int64_t u = 0; u < f.n_units; u++) {
+            int64_t seg, r[4];
+            exec_gemm_unit_range(&f, u, &seg, r);
+            area += (r[1] - r[0]) * (r[3] - r[2]);
+        }
+        assert_int_equal(area, 1024 * want[i].N);
+    }
+}
+
 /* A tiny intermediate budget forces one batch item per chunk: same bits. */
 static void test_batch_chunks(void **state) {
     (void)state;
@@ -1642,6 +1676,7 @@ int main(void) {
         cmocka_unit_test(test_threads_bitwise),
         cmocka_unit_test(test_gemm_column_slabs),
         cmocka_unit_test(test_gemm_balanced_end),
+        cmocka_unit_test(test_gemm_slabs_bfloat16),
         cmocka_unit_test(test_batch_chunks),
         cmocka_unit_test(test_plugin_sizes_checked),
         cmocka_unit_test(test_nan_stays_in_its_batch_item),

@@ -131,6 +131,7 @@ mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, void *st
                         what, p->name, packed_size, (long long)K, (long long)N, kn);
     out->packed = mha_malloc(a, packed_size ? packed_size : 1);
     out->packed_bytes = packed_size;
+    out->weight_bytes = precision == MHA_PRECISION_BFLOAT16 ? 2 : (int)sizeof(float);
     if (!out->packed)
         return mha_fail(err, MHA_ERR_NO_MEMORY,
                         "packing %s: out of memory for the %zu bytes backend '%s' asks for", what,
@@ -685,13 +686,16 @@ typedef struct exec_state {
     size_t ws_stride, ws_size, ws_capacity;
 } exec_state;
 
-/* How many column slabs a K x N weight is cut into (1: none): enough for
- * EXEC_GEMM_SLAB_BYTES each, a multiple of the thread count, no slab
- * narrower than EXEC_GEMM_SLAB_MIN_N; none for a weight under two slabs'
- * bytes (MiniLM's [384 x 1536], 2.4 MB, stays in L3 whole: in slabs its
- * run was ~2 % slower, alternated with the whole-width build). */
-static int64_t exec_gemm_slabs(int64_t K, int64_t N, int threads) {
-    const int64_t bytes = K * (int64_t)sizeof(float);
+/* How many column slabs a K x N weight of weight_bytes a packed weight is
+ * cut into (1: none): enough for EXEC_GEMM_SLAB_BYTES each, a multiple of
+ * the thread count, no slab narrower than EXEC_GEMM_SLAB_MIN_N; none for
+ * a weight under two slabs' bytes (MiniLM's [384 x 1536], 2.4 MB, stays
+ * in L3 whole: in slabs its run was ~2 % slower, alternated with the
+ * whole-width build). A bfloat16 weight is half the bytes of its float32
+ * one: counted as float32, BERT's [768 x 3072] was 6 slabs of 0.8 MB, each
+ * repacking A, where 2 MB slabs need 4. */
+static int64_t exec_gemm_slabs(int64_t K, int64_t N, int weight_bytes, int threads) {
+    const int64_t bytes = K * (int64_t)(weight_bytes > 0 ? weight_bytes : (int)sizeof(float));
     if (K <= 0 || N < 2 * EXEC_GEMM_SLAB_MIN_N ||
         bytes > EXEC_GEMM_SLAB_BYTES / EXEC_GEMM_SLAB_MIN_N ||
         N < 2 * (EXEC_GEMM_SLAB_BYTES / bytes))
@@ -721,7 +725,7 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
     int64_t mt = exec_min(exec_round_up(EXEC_GEMM_TILE_M, mb), exec_round_up(M, mb));
     int64_t nt = exec_round_up(exec_min(EXEC_GEMM_TILE_N, N), nbk);
     const int64_t want = threads > 1 ? 2 * (int64_t)threads : 1;
-    const int64_t slabs = exec_gemm_slabs(f->W->K, N, threads);
+    const int64_t slabs = exec_gemm_slabs(f->W->K, N, f->W->weight_bytes, threads);
     if (slabs > 1) {
         nt = exec_round_up(exec_ceil_div(N, slabs), nbk);
         /* row tiles: all rows, halved while the units are too few to

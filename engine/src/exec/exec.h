@@ -25,6 +25,7 @@ typedef struct exec_gemm_weights {
     void *packed;        /* packed_bytes bytes (the plugin's packed size), or NULL */
     size_t packed_bytes; /* in the pack's precision */
     float *bias;         /* [N] or NULL */
+    int weight_bytes;    /* of one packed weight: 4 float32, 2 bfloat16 (0: 4) */
 } exec_gemm_weights;
 
 /* Every projection of a layer packed for one plugin. Self-attention packs
