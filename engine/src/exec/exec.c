@@ -456,8 +456,8 @@ static void exec_mask_view_computed(exec_mask_kind kind, int64_t heads, const ex
  * [B, H', Sq, Skv], a row whose every visible key is hidden), where the two
  * part ways. */
 static int exec_fold_causal(const layer *L, const exec_binding *bd, const exec_mask_view *kpm) {
-    if (!L->causal || !L->causal_finite || !kpm || (L->has_left_window && L->causal_finite != 2) ||
-        L->bias || bd->Sq != bd->Skv)
+    if (!L->causal || !L->causal_finite || L->causal_finite == 3 || !kpm ||
+        (L->has_left_window && L->causal_finite != 2) || L->bias || bd->Sq != bd->Skv)
         return 0;
     const int64_t *s = kpm->strides;
     for (int64_t b = 0; b < kpm->dims[0]; b++)
@@ -644,6 +644,9 @@ typedef struct exec_attn_plan {
     int64_t h_block, n_hb; /* heads per unit, head groups per batch item */
     int heaviest_first;
     int64_t n_units;
+    int fill_rows; /* a causal_finite 3 layer (layer.h): rows of left padding
+                      computed again after the kernel (exec_fill_rows) */
+    float fill;    /* its causal fill */
 } exec_attn_plan;
 
 /* Rotary embedding of Q and K of the chunk, in place: units are (batch
@@ -973,10 +976,77 @@ static mha_status exec_kernel_failed(const exec_state *s, const char *kernel, co
                     (long long)r[3], rows, (long long)r[4], (long long)r[5], shape);
 }
 
+/* A causal_finite 3 layer (layer.h: older GPT-2's torch.where(causal, w,
+ * -1e4), then + (1 - m) * -1e4): the file replaces a future key's score by
+ * the fill and adds the mask's term to it; the kernels hide future keys.
+ * The two agree on a row where some visible key's term is above the fill
+ * (future keys weigh exp(fill - score) = 0 beside it for any score above
+ * fill + 104), not on a row whose every visible key carries a term at or
+ * below the fill (left padding): there the filled future keys compete.
+ * Those rows of a's range are computed again here, as the file does, over
+ * every key before the item's length; the rest is the kernel's. */
+/* The file's term on key j of query row q (batch item b, kv head g): the
+ * fill where the key is in the future, else its scaled score, then the
+ * mask's term added. */
+static float exec_fill_term(const mha_attn_args *a, const float *q, int64_t b, int64_t g, int64_t j,
+                            int future, float fill, float mask) {
+    if (future) return fill + mask;
+    const float *k = a->k + b * a->k_sb + g * a->k_sh + j * a->k_ss;
+    double dot = 0.0;
+    for (int64_t d = 0; d < a->dk; d++)
+        dot += (double)q[d] * k[d];
+    return (float)(a->scale * dot) + mask;
+}
+
+static void exec_fill_rows(const mha_attn_args *a, float fill) {
+    if (!a->mask || a->Skv <= 0) return;
+    const int64_t group = a->Hkv > 0 && a->Hq >= a->Hkv ? a->Hq / a->Hkv : 1;
+    for (int64_t b = a->b0; b < a->b1; b++) {
+        const int64_t off = a->causal_offset ? a->causal_offset[b] : 0;
+        int64_t end = a->Skv;
+        if (a->kv_len && a->kv_len[b] < end) end = a->kv_len[b];
+        for (int64_t h = a->h0; h < a->h1; h++)
+            for (int64_t i = a->q0; i < a->q1; i++) {
+                const float *m = a->mask + b * a->m_sb + h * a->m_sh + i * a->m_sq;
+                const int64_t front = i + off; /* keys after it are filled */
+                int own = 0;                   /* a visible key whose term is above the fill */
+                for (int64_t j = 0; j <= front && j < end && !own; j++)
+                    own = m[j * a->m_sk] > fill;
+                if (own) continue;
+                const float *q = a->q + b * a->q_sb + h * a->q_sh + i * a->q_ss;
+                const int64_t g = h / group;
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < end; j++) {
+                    const float t = exec_fill_term(a, q, b, g, j, j > front, fill, m[j * a->m_sk]);
+                    if (t > mx) mx = t;
+                }
+                float *o = a->o + b * a->o_sb + h * a->o_sh + i * a->o_ss;
+                for (int64_t d = 0; d < a->dv; d++)
+                    o[d] = 0.0f;
+                if (!(mx > -INFINITY)) continue; /* every key hidden: zeros (plugin.h) */
+                double sum = 0.0;
+                for (int64_t j = 0; j < end; j++) {
+                    const float t = exec_fill_term(a, q, b, g, j, j > front, fill, m[j * a->m_sk]);
+                    const float p = expf(t - mx);
+                    if (p == 0.0f) continue;
+                    sum += p;
+                    const float *v = a->v + b * a->v_sb + g * a->v_sh + j * a->v_ss;
+                    for (int64_t d = 0; d < a->dv; d++)
+                        o[d] += p * v[d];
+                }
+                for (int64_t d = 0; d < a->dv; d++)
+                    o[d] = (float)(o[d] / sum);
+            }
+    }
+}
+
 static mha_status exec_attn_call(const exec_state *s, const mha_attn_args *a, int worker,
                                  mha_error *err) {
     void *ws = s->workspace ? s->workspace + (size_t)worker * s->ws_stride : NULL;
-    if (s->plugin->attention(s->env->plugin_state, a, ws, s->ws_size) == 0) return MHA_OK;
+    if (s->plugin->attention(s->env->plugin_state, a, ws, s->ws_size) == 0) {
+        if (s->attn.fill_rows) exec_fill_rows(a, s->attn.fill);
+        return MHA_OK;
+    }
     const int64_t r[6] = {a->b0, a->b1, a->h0, a->h1, a->q0, a->q1};
     char shape[96];
     snprintf(shape, sizeof shape, "Sq %lld, Skv %lld, d_head %lld", (long long)a->Sq,
@@ -1154,6 +1224,11 @@ static void exec_attn_args_common(mha_attn_args *a, const layer *L, const exec_b
     a->alibi_relative = L->alibi_relative;
 }
 
+static void exec_attn_fill_set(exec_attn_plan *pl, const layer *L) {
+    pl->fill_rows = L->causal && L->causal_finite == 3;
+    pl->fill = L->causal_fill;
+}
+
 static void exec_attn_set_mask(mha_attn_args *a, const exec_mask *m, int64_t b0) {
     if (!m->data) return;
     if (m->causal_folded) a->causal = 0; /* in the mask this run */
@@ -1226,6 +1301,7 @@ static mha_status exec_run_bare(exec_state *s, const layer *L, const exec_bindin
     const int64_t Sq = bd->Sq, Skv = bd->Skv;
     mha_attn_args *a = &s->attn.args;
     exec_attn_args_common(a, L, bd, bd->B);
+    exec_attn_fill_set(&s->attn, L);
     a->precision = s->env->precision;
     a->alibi_pos = s->alibi_pos;
     a->alibi_pos_sb = bd->Skv;
@@ -1646,6 +1722,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         /* (2) attention, reading Q/K/V in place through strides */
         mha_attn_args *at = &s->attn.args;
         exec_attn_args_common(at, L, bd, n);
+        exec_attn_fill_set(&s->attn, L);
         at->Skv = T; /* Skv without a cache */
         at->causal_offset = cached ? offsets + b0 : NULL;
         at->precision = s->env->precision;

@@ -113,6 +113,12 @@ typedef struct layer {
                           torch.where then + (1 - m) * finfo.min; a padded future key
                           overflows to -inf), 2 they merge into one finfo.min (LLaMA's
                           masked_fill of the causal mask: every key stays finite);
+                          3 the file replaces a future key's score by causal_fill, a
+                          fill too small to hide it by itself, then adds the mask's
+                          term (older GPT-2: torch.where(causal, w, masked_bias -1e4)
+                          then + (1 - m) * -1e4): a row whose every visible key has a
+                          term at or below the fill weighs the future keys by their
+                          terms (exec computes those rows as the file does);
                           0 hidden outright */
     float causal_fill; /* causal_finite: the term on a future key's scaled score (GPT-J
                           divides finfo.min by its scale: then such keys win over the

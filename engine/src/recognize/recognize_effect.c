@@ -63,6 +63,15 @@ static int rz_is_float_tensor(const tensor *t) {
     return t && (t->dtype == MHA_DTYPE_FLOAT32 || t->dtype == MHA_DTYPE_FLOAT64);
 }
 
+/* Whether term t is a Where applied before every other term (the terms
+ * are listed from the Softmax back), each of the others an added one. */
+static int rz_soft_fill_first(const rz_core *c, int t) {
+    if (t != c->n_masks - 1) return 0;
+    for (int k = 0; k < t; k++)
+        if (c->masks[k].kind != RZ_TERM_ADD) return 0;
+    return 1;
+}
+
 /* The effective terms from values vals (the probe's, or a part of the
  * graph run apart). The terms were collected from the Softmax back to
  * Q.K^T, so they apply in reverse order; the score path only reshapes (flat
@@ -120,13 +129,22 @@ mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, cons
             int on = ((const unsigned char *)C->data)[rz_bcast_offset(T, cs, i)] != 0;
             if (on != term->fill_when) continue;
             /* a fill replaces the score: the same as adding it only when
-             * it hides the key */
-            if (!rz_is_masked_value(v) && !(c->n_masks == 1 && v <= RZ_FILL_HIDES))
+             * it hides the key. A smaller one applied before added terms
+             * is recorded for rz_place_masks (the causal fill of older
+             * GPT-2 beside its padding), which reads it as hiding here. */
+            const int soft = !rz_is_masked_value(v) && v <= RZ_FILL_HIDES;
+            if (soft && c->n_masks > 1 && rz_soft_fill_first(c, t) &&
+                (!z->soft_fill_on || (z->soft_fill == v && z->soft_fill_cond == term->cond))) {
+                z->soft_fill_on = 1;
+                z->soft_fill = v;
+                z->soft_fill_cond = term->cond;
+            } else if (!rz_is_masked_value(v) && !(c->n_masks == 1 && soft)) {
                 return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                                 "%s: fills scores with %g, which does not hide them (only "
-                                "-inf or huge negative fills, or with no other mask term a "
-                                "fill at or below %g, are supported)",
+                                "-inf or huge negative fills, or a fill at or below %g with no "
+                                "other mask term or before added ones, are supported)",
                                 rz_node_desc(z, term->add_node, d, sizeof d), v, RZ_FILL_HIDES);
+            }
             e->raw[i] = rz_is_masked_value(v) ? v : -(double)FLT_MAX;
         }
     }

@@ -140,6 +140,13 @@ typedef struct rz_ctx {
     int64_t B, Sq, Skv; /* probe sizes (Skv: every key, past ones included) */
     int64_t P;          /* probe past length of a KV cache (0 without one) */
     rz_core core;
+    /* a Where fill too small to hide its key by itself (older GPT-2's
+     * masked_bias, -1e4) applied first, other terms added after it: seen by
+     * rz_eff_eval_in (times the factors after it), taken by rz_place_masks
+     * as the causal fill that replaces a future key's score */
+    int soft_fill_on;
+    double soft_fill;
+    int soft_fill_cond; /* the Where's condition value */
 } rz_ctx;
 
 /* Probe sizes for the symbolic axes of the layer's inputs. */

@@ -721,6 +721,28 @@ static mha_status rz_causal_finite(rz_ctx *z, layer *L, const double *cf, const 
     return st;
 }
 
+/* A Where fill that does not hide its key by itself, applied before the
+ * other terms (rz_ctx soft_fill): older GPT-2's torch.where(causal, w,
+ * masked_bias = -1e4), then + (1 - m) * -1e4. Taken only as the causal
+ * mask beside one mask input (the padding), the condition a constant: a future
+ * key's score is replaced by the fill, then the padding's term is added
+ * (layer.h causal_finite 3). */
+static mha_status rz_take_soft_fill(rz_ctx *z, layer *L, int count, int pat, const rz_found *f) {
+    const rz_core *c = &z->core;
+    const int cond = z->soft_fill_cond;
+    char d[160];
+    if (count != 1 || !f || pat != RZ_PAT_CAUSAL || L->bias || L->alibi_slopes || c->softcap_on ||
+        cond < 0 || (size_t)cond >= z->g->n_values || z->deps[cond] != 0)
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: fills scores with %g before another term, which does not hide "
+                        "them (supported as the causal mask's fill beside one mask input)",
+                        rz_node_desc(z, c->masks[c->n_masks - 1].add_node, d, sizeof d),
+                        z->soft_fill);
+    L->causal_finite = 3;
+    L->causal_fill = (float)z->soft_fill;
+    return MHA_OK;
+}
+
 /* A Max clamping the scores (RZ_TERM_CLAMP): its floor, one constant
  * value times the factors after it, a finite float32 that hides its key
  * (rz_eff_eval_in checks the same on every score). */
@@ -749,6 +771,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     const rz_core *c = &z->core;
     char d[160];
     L->causal = 0;
+    z->soft_fill_on = 0;
     if (c->n_masks == 0) return MHA_OK;
 
     /* factor applied to each term: the score-path factors above it */
@@ -811,6 +834,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
         st = rz_eff_eval(z, cf, &base);
         if (st == MHA_OK) st = rz_take_base(z, L, &base, bat, head, cf, -1, &pat, &window, &biased);
         rz_eff_free(z, &base);
+        if (st == MHA_OK && z->soft_fill_on) st = rz_take_soft_fill(z, L, 0, pat, NULL);
         if (st != MHA_OK || biased) return st;
         st = rz_recheck_pattern(z, L, cf, NULL, 0, sq0, &pat, &window);
         if (st == MHA_OK) rz_set_pattern(L, pat, window);
@@ -907,7 +931,10 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
             if (z->inputs[found[f].mi]->rank == 3)
                 L->attn_mask_batch_first = found[f].rd.batch_first;
     }
-    if (count == 1 && (pat == RZ_PAT_CAUSAL || pat == RZ_PAT_WINDOW) && !L->bias) {
+    if (z->soft_fill_on) {
+        st = rz_take_soft_fill(z, L, count, pat, &found[0]);
+        if (st != MHA_OK) return st;
+    } else if (count == 1 && (pat == RZ_PAT_CAUSAL || pat == RZ_PAT_WINDOW) && !L->bias) {
         st = rz_causal_finite(z, L, cf, &found[0]);
         if (st != MHA_OK) return st;
     }
