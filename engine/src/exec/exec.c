@@ -339,6 +339,16 @@ static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, int b
     v->kind = EXEC_MASK_TENSOR;
     v->t = t;
     v->attend_when_true = attend_when_true;
+    if (batch_first == 4 && t->rank == 4) { /* [B, Sq, H, Skv] as [B, H, Sq, Skv] */
+        const int ax[4] = {0, 2, 1, 3};
+        int64_t stride = 1;
+        for (int k = 3; k >= 0; k--) {
+            v->dims[ax[k]] = t->shape[k];
+            v->strides[ax[k]] = t->shape[k] == 1 ? 0 : stride;
+            stride *= t->shape[k];
+        }
+        return;
+    }
     if (batch_first == 2 && t->rank == 3) { /* [B*H, Sq, Skv] as [B, H, Sq, Skv] */
         v->dims[0] = t->shape[0] / heads, v->dims[1] = heads;
         v->dims[2] = t->shape[1], v->dims[3] = t->shape[2];

@@ -85,6 +85,14 @@ static mha_status layer_check_attn_mask(const layer *L, const layer_io *io, cons
         const int64_t want[3] = {bd->B, bd->Sq, bd->T};
         return layer_expect_shape(io, t, 3, want, "mask_index [B, S, T]", err);
     }
+    if (L->attn_mask_batch_first == 4 && t->rank == 4) { /* [B, Sq, H, Skv], each may be 1 */
+        const int64_t want[4] = {bd->B, bd->Sq, L->q_heads, bd->T};
+        int fits = 1;
+        for (int i = 0; i < 4; i++)
+            fits = fits && (t->shape[i] == want[i] || t->shape[i] == 1);
+        if (fits) return MHA_OK;
+        return layer_expect_shape(io, t, 4, want, "attn_mask [B, Sq, heads, Skv]", err);
+    }
     if (L->attn_mask_batch_first && t->rank == 3) { /* [B | B*H, Sq, Skv], Sq, Skv may be 1 */
         const int64_t want[3] = {L->attn_mask_batch_first == 2 ? bd->B * L->q_heads : bd->B, bd->Sq,
                                  bd->T};

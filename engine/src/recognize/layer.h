@@ -84,7 +84,9 @@ typedef struct layer {
                                   input does (any type; Keras (1 - m) * -1e9) */
     int attn_mask_batch_first; /* a 3-D attn_mask is, instead of right-aligned: 1 [B, Sq,
                                   Skv] (Keras), 2 [B * q_heads, Sq, Skv] (PyTorch); 3 only
-                                  while recognising: probed as [1, Sq, Skv] */
+                                  while recognising: probed as [1, Sq, Skv]; 4 a 4-D one
+                                  is [B, Sq, q_heads, Skv] (GPT-BigCode's scores of heads
+                                  folded into the query rows, viewed so) */
     unsigned idioms;           /* LAYER_IDIOM_* found by the recogniser (mha info) */
 
     /* ---- appended for rotary embeddings and ALiBi (issue 14) ---- */

@@ -72,6 +72,10 @@ static int rz_soft_fill_first(const rz_core *c, int t) {
     return 1;
 }
 
+static mha_status rz_eff_terms(rz_ctx *z, const double *cf, tensor *const *vals,
+                               const tensor *target, int64_t numel, rz_eff *e);
+static mha_status rz_eff_unfold(rz_ctx *z, rz_eff *e);
+
 /* The effective terms from values vals (the probe's, or a part of the
  * graph run apart). The terms were collected from the Softmax back to
  * Q.K^T, so they apply in reverse order; the score path only reshapes (flat
@@ -81,7 +85,6 @@ mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, cons
                           rz_eff *e) {
     const rz_core *c = &z->core;
     const tensor *S = target ? target : vals[z->g->nodes[c->score_mm].outputs[0]];
-    char d[160];
     rz_eff_free(z, e);
     int r = S->rank;
     e->sq = S->dims[r - 2];
@@ -91,6 +94,39 @@ mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, cons
     e->n_slots = (e->sq > 0 && e->skv > 0) ? numel / (e->sq * e->skv) : 0;
     e->raw = mha_calloc(z->a, (size_t)(numel ? numel : 1), sizeof *e->raw);
     if (!e->raw) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
+    mha_status st = rz_eff_terms(z, cf, vals, target, numel, e);
+    if (st == MHA_OK && z->fold > 1) st = rz_eff_unfold(z, e);
+    return st;
+}
+
+/* Scores whose rows fold query heads ([n, S*f, skv], row t*f + h; z->fold)
+ * as the map unfolded them: [n*f, S, skv], slot n*f + h. */
+static mha_status rz_eff_unfold(rz_ctx *z, rz_eff *e) {
+    const int64_t f = z->fold, n = e->n_slots, S = e->sq / f, kv = e->skv;
+    if (e->sq % f != 0)
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "the scores have %lld rows, not a whole number of %lld heads",
+                        (long long)e->sq, (long long)f);
+    const size_t numel = (size_t)(n * e->sq * kv);
+    double *raw = mha_calloc(z->a, numel ? numel : 1, sizeof *raw);
+    if (!raw) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t t = 0; t < S; t++)
+            for (int64_t h = 0; h < f; h++)
+                memcpy(raw + ((s * f + h) * S + t) * kv, e->raw + (s * e->sq + t * f + h) * kv,
+                       (size_t)kv * sizeof *raw);
+    mha_free(z->a, e->raw);
+    e->raw = raw;
+    e->n_slots = n * f;
+    e->sq = S;
+    return MHA_OK;
+}
+
+/* The terms' sum into e->raw (numel scores, the shape e says). */
+static mha_status rz_eff_terms(rz_ctx *z, const double *cf, tensor *const *vals,
+                               const tensor *target, int64_t numel, rz_eff *e) {
+    const rz_core *c = &z->core;
+    char d[160];
     for (int t = c->n_masks - 1; t >= 0; t--) {
         const rz_mask_term *term = &c->masks[t];
         const ir_node *n = &z->g->nodes[term->add_node];

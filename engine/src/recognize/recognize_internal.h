@@ -147,6 +147,8 @@ typedef struct rz_ctx {
     int soft_fill_on;
     double soft_fill;
     int soft_fill_cond; /* the Where's condition value */
+    int64_t fold;       /* query heads folded into the scores' rows (GPT-BigCode: [B, S*H,
+                           S], row t*H + h), unfolded by the map; 1 (or 0) when not */
 } rz_ctx;
 
 /* Probe sizes for the symbolic axes of the layer's inputs. */

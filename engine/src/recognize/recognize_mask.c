@@ -96,9 +96,21 @@ static int rz_cand_valued(rz_cand c) {
 
 /* Strides of M broadcast against [B, H, Sq, Skv]; 0 if it does not. A
  * 3-D M is [B, Sq, Skv] with batch_first 1 (Keras), [B*H, Sq, Skv] with 2
- * (PyTorch), else M is right-aligned. */
+ * (PyTorch), a 4-D one [B, Sq, H, Skv] with 4 (GPT-BigCode), else M is
+ * right-aligned. */
 static int rz_attn_strides(const tensor *M, const int64_t *target, int batch_first,
                            int64_t *stride) {
+    if (batch_first == 4) { /* [B, Sq, H, Skv] (folded heads' scores viewed so) */
+        const int ax[4] = {0, 2, 1, 3};
+        int64_t st = 1;
+        if (M->rank != 4) return 0;
+        for (int k = 3; k >= 0; k--) {
+            if (M->dims[k] != 1 && M->dims[k] != target[ax[k]]) return 0;
+            stride[ax[k]] = M->dims[k] == 1 ? 0 : st;
+            st *= M->dims[k];
+        }
+        return 1;
+    }
     if (batch_first == 2) {
         if (M->rank != 3 || M->dims[0] != target[0] * target[1]) return 0;
         for (int k = 1; k < 3; k++)
@@ -615,7 +627,9 @@ static mha_status rz_find_reading(rz_ctx *z, layer *L, const double *cf, tensor 
         /* a static first axis of B * heads: PyTorch's [B*H, Sq, Skv] (an
          * export without dynamic axes, never probed as [1, Sq, Skv]) */
         if (bf && M->rank == 3 && target[1] > 1 && M->dims[0] == target[0] * target[1]) bf = 2;
-        if ((!neutral && !rz_cand_valued(cand)) || (bf && M->rank != 3) ||
+        /* the scores of folded heads are viewed [B, Sq, H, Skv] (z->fold) */
+        if (bf && M->rank == 4 && z->fold > 1) bf = 4;
+        if ((!neutral && !rz_cand_valued(cand)) || (bf && M->rank != 3 && bf != 4) ||
             !rz_cand_fits(M, cand, target, bf))
             continue;
         st = rz_try_candidate(z, L, cf, M, cand, neutral, bf, target, bat, head, &f->rd, base, ok);
@@ -826,7 +840,8 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     memset(&base, 0, sizeof base);
     mha_status st = MHA_OK;
     const tensor *S0 = z->probe[z->g->nodes[c->score_mm].outputs[0]];
-    const int64_t sq0 = S0->dims[S0->rank - 2];
+    /* (rows of folded heads: z->fold) */
+    const int64_t sq0 = S0->dims[S0->rank - 2] / (z->fold > 1 ? z->fold : 1);
     rz_pattern pat;
     int64_t window;
     int biased;
@@ -852,8 +867,8 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
      * attend everywhere for PyTorch's bool masks, or its neutral fill once
      * read) */
     const tensor *S = z->probe[z->g->nodes[c->score_mm].outputs[0]];
-    int64_t target[4] = {z->B, n_slots / (z->B ? z->B : 1), S->dims[S->rank - 2],
-                         S->dims[S->rank - 1]};
+    int64_t target[4] = {z->B, n_slots / (z->B ? z->B : 1),
+                         S->dims[S->rank - 2] / (z->fold > 1 ? z->fold : 1), S->dims[S->rank - 1]};
     rz_found found[2];
     memset(found, 0, sizeof found);
     for (int f = 0; f < count && st == MHA_OK; f++) {
