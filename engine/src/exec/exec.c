@@ -1441,8 +1441,13 @@ static mha_status exec_rope_tables_given(const mha_alloc_ctx *a, const layer *L,
     memset(t, 0, sizeof *t);
     const mha_tensor *in = bd->position_ids ? bd->position_ids : bd->rotary_cos;
     const int64_t half = L->rotary_dim / 2, S = bd->Sq, B = bd->B;
-    /* [S, rotary_dim] tables (no batch axis) broadcast too */
-    const int64_t nb = in->shape[0] == 1 || (!bd->position_ids && in->rank == 2) ? 1 : B;
+    /* [S, rotary_dim] tables (no batch axis) broadcast too; a stacked
+     * cache [S, B | 1, half, 2] has its items on axis 1 */
+    const int stacked = !bd->position_ids && L->rotary_tables_input == 3;
+    const int64_t items = stacked && in->rank == 4 ? in->shape[1] : 1;
+    const int64_t nb = stacked ? (items == 1 ? 1 : B)
+                       : in->shape[0] == 1 || (!bd->position_ids && in->rank == 2) ? 1
+                                                                                   : B;
     const int64_t rows = nb * S;
     exec_rope_tables src;
     memset(&src, 0, sizeof src);
@@ -1482,6 +1487,14 @@ static mha_status exec_rope_tables_given(const mha_alloc_ctx *a, const layer *L,
             const int64_t p = exec_int_at(in, r);
             memcpy(cs + r * half, src.cos + p * half, row_bytes);
             memcpy(sn + r * half, src.sin + p * half, row_bytes);
+            continue;
+        }
+        if (stacked) { /* token s of item b: pairs at ((s * items + b) * half + t) * 2 */
+            const float *x = (const float *)in->data + (r % S * items + r / S) * half * 2;
+            for (int64_t k = 0; k < half; k++) {
+                cs[r * half + k] = x[2 * k];
+                sn[r * half + k] = x[2 * k + 1];
+            }
             continue;
         }
         if (L->rotary_tables_input == 2) { /* one column per pair: the angles as they are */

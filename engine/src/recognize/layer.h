@@ -130,7 +130,8 @@ typedef struct layer {
     int rotary_tables_input; /* the cos / sin of every token come in as inputs
                                 (MHA_ROLE_ROTARY_COS / _SIN): the layer has no tables;
                                 1: a column per turning dim [.., rotary_dim], 2: one per
-                                pair [.., rotary_dim / 2] */
+                                pair [.., rotary_dim / 2]; 3: one input (_COS) holding
+                                both, [S, B | 1, rotary_dim / 2, 2] (ChatGLM's cache) */
     /* ---- appended for a cached cross-attention (issue 14) ---- */
     int kv_given; /* has_proj and cross, but K and V come in already projected, in head
                      layout [B, kv_heads, Skv, d] (roles MHA_ROLE_K / _V); only Q and the

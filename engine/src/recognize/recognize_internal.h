@@ -241,8 +241,8 @@ int rz_batch_only(const layer *L);
  * reading them through the sequence index shows). max_pos > 0 bounds the
  * positions. first: the past length of a KV cache, where a step's
  * positions start. */
-void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos,
-                          int64_t first);
+void rz_fill_rotary_input(const layer *L, const layer_io *io, tensor *t, int vary_batch,
+                          int64_t max_pos, int64_t first);
 /* Seeded uniform [-1, 1) floats. */
 void rz_fill_random(float *x, int64_t n, uint64_t *state);
 uint64_t rz_rand(uint64_t *state);
