@@ -64,8 +64,16 @@ static int rz_qkn_input(const rz_ctx *z, int y) {
         if (n == 1) {
             const int pid = rz_producer_id(z, front[0]);
             if (pid < 0) return -1;
-            if (!rz_qkn_is_norm_op(&z->g->nodes[pid]))
-                return reduced && front[0] != y ? front[0] : -1;
+            const ir_node *p = &z->g->nodes[pid];
+            if (!rz_qkn_is_norm_op(p)) return reduced && front[0] != y ? front[0] : -1;
+            /* below the reduction, an op of one data value with a constant
+             * (the projection's bias Add) is not the norm's: x is above it
+             * (a Cast to float32 may be either) */
+            int data = 0;
+            for (size_t k = 0; k < p->n_inputs; k++)
+                data += p->inputs[k] >= 0 && z->deps[p->inputs[k]] != 0;
+            if (reduced && data == 1 && !rz_is_op(p, "Cast") && !rz_is_op(p, "Identity"))
+                return front[0];
         }
         int best = 0;
         for (int i = 1; i < n; i++)
