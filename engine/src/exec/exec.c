@@ -659,13 +659,17 @@ typedef struct exec_attn_plan {
     float fill;    /* its causal fill */
 } exec_attn_plan;
 
-/* Rotary embedding of Q and K of the chunk, in place: units are (batch
- * item, Q or K, block of rows). args[0] rotates Q, args[1] K; each covers
- * the whole chunk. */
+/* Q and K of the chunk between their projections and attention, in
+ * place: the norm of each head (or of all heads) when the layer has one
+ * (layer.qk_norm), then the rotary embedding. Units are (batch item, Q or
+ * K, block of rows). args[0] covers Q, args[1] K, each the whole chunk. */
 typedef struct exec_rope_plan {
     mha_rotary_args args[2];
+    int rotate;            /* the layer has a rotary embedding */
     registry_rotary_fn fn; /* the plugin's, or the built-in scalar's */
     void *fn_state;
+    registry_norm_fn norm_fn; /* the same for the norms */
+    void *norm_state;
     int64_t s_block[2], n_sb[2];
     int64_t n_units;
 } exec_rope_plan;
@@ -675,6 +679,7 @@ enum { EXEC_PHASE_PROJ, EXEC_PHASE_ROPE, EXEC_PHASE_ATTN, EXEC_PHASE_OUT };
 typedef struct exec_state {
     const exec_env *env;
     const mha_plugin *plugin;
+    const layer *layer; /* the layer of a projected run (its norms of Q and K) */
     int threads;
     int phase_kind[POOL_MAX_PHASES];
     int n_phases;
@@ -1123,6 +1128,49 @@ static mha_status exec_rope_call(const exec_state *s, const mha_rotary_args *a, 
     return exec_kernel_failed(s, "rotary embedding", "rows", r, shape, err);
 }
 
+/* The norm of side `which` (0 Q, 1 K) on the rows of a (batch items [b0,
+ * b1), rows [s0, s1)) before the rotary, on the plugin's norm entry (or
+ * the scalar's): a call per batch item and head over the rows, the head's
+ * features contiguous in a row; one per batch item over all heads when the
+ * norm takes the whole row (OLMo-2). */
+static mha_status exec_qk_norm(const exec_state *s, const layer *L, int which,
+                               const mha_rotary_args *a, mha_error *err) {
+    const int64_t width = L->qk_norm_whole[which] ? a->H * a->d : a->d;
+    const int64_t groups = L->qk_norm_whole[which] ? 1 : a->H;
+    for (int64_t b = a->b0; b < a->b1; b++)
+        for (int64_t g = 0; g < groups; g++) {
+            float *x = a->x + b * a->x_sb + g * a->x_sh + a->s0 * a->x_ss;
+            mha_norm_args n;
+            memset(&n, 0, sizeof n);
+            n.struct_size = sizeof n;
+            n.kind = L->qk_norm[which] == LAYER_QK_NORM_LAYER ? MHA_NORM_LAYER : MHA_NORM_RMS;
+            n.rows = a->s1 - a->s0, n.D = width;
+            n.x = x, n.ldx = a->x_ss, n.y = x, n.ldy = a->x_ss;
+            n.gamma = L->qk_norm_w[which] + g * width;
+            n.eps = L->qk_norm_eps[which];
+            n.r0 = 0, n.r1 = n.rows;
+            n.num_threads = 1;
+            if (n.rows > 0 && s->rope.norm_fn(s->rope.norm_state, &n) != 0) {
+                const int64_t r[6] = {b, b + 1, g, g + 1, a->s0, a->s1};
+                char shape[96];
+                snprintf(shape, sizeof shape, "S %lld, %lld features", (long long)a->S,
+                         (long long)width);
+                return exec_kernel_failed(s, which ? "norm of K" : "norm of Q", "rows", r, shape,
+                                          err);
+            }
+        }
+    return MHA_OK;
+}
+
+/* Side `which` of a part a: its norm, then its rotation. */
+static mha_status exec_qk_part(const exec_state *s, int which, const mha_rotary_args *a,
+                               mha_error *err) {
+    const layer *L = s->layer;
+    mha_status st = L->qk_norm[which] ? exec_qk_norm(s, L, which, a, err) : MHA_OK;
+    if (st == MHA_OK && s->rope.rotate) st = exec_rope_call(s, a, err);
+    return st;
+}
+
 /* Unit u: Q units first ((b, row block), b-major), then K's. */
 static mha_status exec_rope_unit(const exec_state *s, int64_t u, mha_error *err) {
     const exec_rope_plan *pl = &s->rope;
@@ -1135,7 +1183,7 @@ static mha_status exec_rope_unit(const exec_state *s, int64_t u, mha_error *err)
     a.s0 = (u % pl->n_sb[which]) * pl->s_block[which];
     a.s1 = exec_min(a.S, a.s0 + pl->s_block[which]);
     a.num_threads = 1;
-    return exec_rope_call(s, &a, err);
+    return exec_qk_part(s, which, &a, err);
 }
 
 static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
@@ -1191,8 +1239,9 @@ static mha_status exec_phases_self_parallel(exec_state *s, mha_error *err) {
         case EXEC_PHASE_ROPE:
             for (int w = 0; w < 2 && st == MHA_OK; w++) {
                 mha_rotary_args a = s->rope.args[w];
+                if (s->layer->qk_norm[w]) st = exec_qk_norm(s, s->layer, w, &a, err);
                 a.num_threads = s->threads;
-                st = exec_rope_call(s, &a, err);
+                if (st == MHA_OK && s->rope.rotate) st = exec_rope_call(s, &a, err);
             }
             break;
         case EXEC_PHASE_ATTN: {
@@ -1726,8 +1775,8 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         const int64_t ldq = self ? nq + nkv : nq, ldkv = self ? nq + nkv : nkv;
         float *kbase = self ? proj + nq : projkv;
 
-        /* (1b) rotary embedding of Q and K, in place */
-        if (L->rotary) {
+        /* (1b) the norms and the rotary embedding of Q and K, in place */
+        if (L->rotary || L->qk_norm[0] || L->qk_norm[1]) {
             float *const x[2] = {proj, kbase};
             const int64_t S[2] = {Sq, Skv}, ld[2] = {ldq, ldkv};
             /* positions given as inputs: rows of per-token tables; a cache:
@@ -1983,9 +2032,18 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
     memset(&s, 0, sizeof s);
     s.env = env;
     s.plugin = p;
+    s.layer = L;
+    /* norms of Q and K: the plugin's norm entry, else the reference's */
+    s.rope.norm_fn = registry_plugin_norm(p);
+    s.rope.norm_state = env->plugin_state;
+    if (!s.rope.norm_fn) {
+        s.rope.norm_fn = mha_scalar_plugin_table()->norm;
+        s.rope.norm_state = NULL;
+    }
     /* rotary: the plugin's kernel when it declares one, else the reference's */
     exec_rope_tables rope;
     memset(&rope, 0, sizeof rope);
+    s.rope.rotate = L->rotary != MHA_ROTARY_NONE;
     if (L->rotary) {
         s.rope.fn = registry_plugin_rotary(p);
         s.rope.fn_state = env->plugin_state;

@@ -2,6 +2,7 @@
  * and checked (dtype, rank, widths, batch and sequence agreement, mask
  * broadcastability), and so the output shapes a run will write. Messages
  * name the input and both shapes. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -411,6 +412,14 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
                         "rows, is inconsistent",
                         L->rotary, (long long)L->rotary_dim, (long long)L->d_head,
                         (long long)L->rotary_n_pos);
+    for (int s = 0; s < 2; s++)
+        if (L->qk_norm[s] != LAYER_QK_NORM_NONE &&
+            ((L->qk_norm[s] != LAYER_QK_NORM_RMS && L->qk_norm[s] != LAYER_QK_NORM_LAYER) ||
+             !L->has_proj || !L->qk_norm_w[s] || !(L->qk_norm_eps[s] >= 0.0f) ||
+             !isfinite(L->qk_norm_eps[s]) || L->need_weights || (s == 1 && L->kv_given)))
+            return mha_fail(err, MHA_ERR_INTERNAL,
+                            "layer: the norm of %s before the rotary (kind %d) is inconsistent",
+                            s ? "K" : "Q", L->qk_norm[s]);
     if (n_inputs != L->n_inputs)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "the model has %zu inputs, %zu given",
                         L->n_inputs, n_inputs);

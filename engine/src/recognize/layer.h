@@ -153,7 +153,23 @@ typedef struct layer {
                         row of a batch item whose values hold a NaN (0 x NaN in P.V: the
                         rows a row of hidden keys made in the layer before); the output
                         projection then spreads it over the whole output row */
+    /* ---- appended for q / k norms before the rotary (issue 15) ---- */
+    int qk_norm[2];       /* Q (0) and K (1) after their projections (and biases), before
+                             the rotary: LAYER_QK_NORM_* over each group of features */
+    int qk_norm_whole[2]; /* 0: a group is one head's d_head features (Qwen3, Gemma-3,
+                             Cohere); 1: the whole row of that side's heads (OLMo-2) */
+    float qk_norm_eps[2]; /* added to the mean square (variance) */
+    float *qk_norm_w[2];  /* [q_heads * d_head] and [kv_heads * d_head] in the layer's head
+                             order, owned: each feature's weight (a Gemma-style 1 + w
+                             already added; per head when the file's weight is [heads, d]) */
 } layer;
+
+/* What normalises a group of Q or K features (layer.qk_norm). */
+enum {
+    LAYER_QK_NORM_NONE = 0,
+    LAYER_QK_NORM_RMS = 1,  /* w * x / sqrt(mean(x^2) + eps) */
+    LAYER_QK_NORM_LAYER = 2 /* w * (x - mean) / sqrt(var + eps), no bias */
+};
 
 /* A projected layer with a KV cache: past_key / past_value [B, kv_heads, P,
  * d] inputs hold the keys and values of P earlier positions, the new ones

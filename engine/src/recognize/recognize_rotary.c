@@ -148,76 +148,21 @@ mha_status rz_rotary_pass(rz_ctx *z, int side, const char *what, rz_chain *ch) {
     if (x < 0 && rz_is_op(&z->g->nodes[pid], "Add")) return rz_rot_inputs_refusal(z, pid, what);
     if (x < 0) return MHA_OK; /* the projection parser refuses the node */
     z->core.rot_inputs |= others;
+    const int y = ch->src;
     rz_chain lower;
-    mha_status st = rz_walk_back(z, x, 1, what, &lower);
-    if (st != MHA_OK) return st;
-    if (lower.n + ch->n > RZ_MAX_STEPS) {
-        char d[160];
-        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "%s: more than %d layout ops on the %s path",
-                        rz_node_desc(z, pid, d, sizeof d), RZ_MAX_STEPS, what);
-    }
     /* lower (projection -> x), then the steps after y */
-    memmove(ch->steps + lower.n, ch->steps, (size_t)ch->n * sizeof ch->steps[0]);
-    memcpy(ch->steps, lower.steps, (size_t)lower.n * sizeof ch->steps[0]);
-    ch->n += lower.n;
+    mha_status st = rz_walk_back(z, x, 1, what, &lower);
+    if (st == MHA_OK) st = rz_chain_splice(z, ch, &lower, 0, pid, what);
+    if (st != MHA_OK) return st;
     z->core.rot_on[side] = 1;
     z->core.rot_x[side] = x;
-    z->core.rot_y[side] = ch->src;
-    ch->src = lower.src;
+    z->core.rot_y[side] = y;
     return MHA_OK;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Meaning                                                                   */
 /* ------------------------------------------------------------------------ */
-
-/* y = the subgraph x -> y of the graph re-run with x replaced by `xin`
- * (borrowed); every other value is the probe's. *out is new. */
-static mha_status rz_rot_eval(rz_ctx *z, int x, int y, const tensor *xin, tensor **out) {
-    const ir_graph *g = z->g;
-    *out = NULL;
-    tensor **over = mha_calloc(z->a, g->n_values, sizeof *over);
-    if (!over) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory probing a rotation");
-    const int first = rz_rot_producer(z, x) + 1, last = rz_rot_producer(z, y);
-    mha_status st = MHA_OK;
-    for (int ni = first; ni <= last && st == MHA_OK; ni++) {
-        const ir_node *n = &g->nodes[ni];
-        int touched = 0;
-        for (size_t k = 0; k < n->n_inputs; k++)
-            touched |= n->inputs[k] == x || (n->inputs[k] >= 0 && over[n->inputs[k]]);
-        if (!touched) continue;
-        tensor *in[16] = {0}, *outs[16] = {0};
-        if (n->n_inputs > 16 || n->n_outputs > 16) {
-            st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED, "rotation: a node of %zu inputs",
-                          n->n_inputs);
-            break;
-        }
-        for (size_t k = 0; k < n->n_inputs; k++) {
-            const int v = n->inputs[k];
-            in[k] = v < 0 ? NULL : v == x ? (tensor *)xin : over[v] ? over[v] : z->probe[v];
-        }
-        st = interp_eval_node(z->a, g, n, in, outs, z->err);
-        for (size_t k = 0; k < n->n_outputs; k++) {
-            const int v = n->outputs[k];
-            if (st == MHA_OK && v >= 0)
-                over[v] = outs[k];
-            else
-                tensor_free(outs[k]);
-        }
-    }
-    if (st == MHA_OK && !over[y])
-        st = mha_fail(z->err, MHA_ERR_INTERNAL, "rotation: '%s' was not recomputed",
-                      g->values[y].name);
-    if (st == MHA_OK) {
-        *out = over[y];
-        over[y] = NULL;
-    }
-    for (size_t v = 0; v < g->n_values; v++)
-        tensor_free(over[v]);
-    mha_free(z->a, over);
-    return st;
-}
 
 /* What one side's probing found: cos / sin [n_pos][half] at the probed
  * positions. */
@@ -234,12 +179,10 @@ static void rz_rot_found_free(rz_ctx *z, rz_rot_found *f) {
 }
 
 static mha_status rz_rot_refuse(rz_ctx *z, int side, const char *why) {
-    char d[160];
-    const int y = z->core.rot_y[side];
-    return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                    "%s on the %s path mixes the projection with itself, but not as a rotary "
-                    "position embedding does: %s",
-                    rz_node_desc(z, rz_rot_producer(z, y), d, sizeof d), side ? "K" : "Q", why);
+    return rz_refuse_on_path(z, z->core.rot_y[side], side,
+                             "mixes the projection with itself, but not as a rotary position "
+                             "embedding does",
+                             why);
 }
 
 /* Entry (row i, column k) of M at flat row r: cols[k][r * d + i]. */
@@ -334,7 +277,7 @@ static mha_status rz_rot_side(rz_ctx *z, int side, rz_rot_found *f) {
         for (int64_t r = 0; r < rows; r++)
             for (int64_t i = 0; i < d; i++)
                 p[r * d + i] = i == k ? 1.0f : 0.0f;
-        st = rz_rot_eval(z, c->rot_x[side], c->rot_y[side], e, &cols[k]);
+        st = rz_subgraph_eval(z, c->rot_x[side], c->rot_y[side], e, &cols[k]);
         if (st == MHA_OK && (cols[k]->dtype != MHA_DTYPE_FLOAT32 || cols[k]->rank != x->rank ||
                              memcmp(cols[k]->dims, x->dims, sizeof(int64_t) * (size_t)x->rank)))
             st = rz_rot_refuse(z, side, "its output is not shaped like its input");
