@@ -53,6 +53,7 @@ enum {
     SERVE_DISPATCHERS,
     SERVE_RUN_THREADS,
     SERVE_MAX_BODY,
+    SERVE_MIN_BODY_RATE,
     SERVE_MAX_CONN, /* the integer options: the order of serve_ints */
     SERVE_HOST,
     SERVE_PORT_FILE,
@@ -109,8 +110,12 @@ static const cli_opt serve_opts[] = {
      "connection's start or of its last answer, else the\n"
      "connection is closed (default 5000; 0: off): clients that\n"
      "send headers slowly, or keep a connection idle, cannot\n"
-     "hold the connections; a connection idle for 30 s in the\n"
-     "middle of a body is closed too"},
+     "hold the connections"},
+    {SERVE_MIN_BODY_RATE, "min-body-rate", 0, "B",
+     "then the body must arrive at B bytes a second on average\n"
+     "at least, after a grace of --header-timeout-ms (default\n"
+     "65536; 0: only the 30 s idle timeout; neither bound with\n"
+     "--header-timeout-ms 0)"},
     {0},
 };
 
@@ -319,8 +324,8 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn, serve_state *s
          (unsigned long long)q.rejected_full},
         {"mha_queue_expired_total", "counter", "Requests whose deadline passed in the queue.",
          (unsigned long long)q.expired},
-        {"mha_http_header_timeouts_total", "counter",
-         "Connections closed because a request's headers did not arrive in time.",
+        {"mha_http_read_timeouts_total", "counter",
+         "Connections closed because a request's headers or body did not arrive in time.",
          (unsigned long long)serve_guard_timeouts(s->guard)},
     };
     for (size_t i = 0; i < sizeof queue_metrics / sizeof queue_metrics[0]; i++)
@@ -525,6 +530,10 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
         }
         return MHD_YES;
     }
+    if (*upload_size)
+        serve_guard_body(s->guard, conn, *upload_size);
+    else
+        serve_guard_body_in(s->guard, conn);
     if (strcmp(url, "/run") == 0) {
         if (strcmp(method, "POST") != 0)
             return serve_text(conn, s, call, 405, "error: /run takes POST");
@@ -585,7 +594,8 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
 
 typedef struct serve_options {
     const char *host, *port_file;
-    long long port, max_batch, max_tokens, capacity, dispatchers, run_threads, max_body, max_conn;
+    long long port, max_batch, max_tokens, capacity, dispatchers, run_threads, max_body, max_conn,
+        min_body_rate;
     double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms, header_timeout_ms;
     int hold_when_idle;
 } serve_options;
@@ -612,6 +622,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
                 [SERVE_DISPATCHERS] = {0, 64, &o->dispatchers},
                 [SERVE_RUN_THREADS] = {0, 1024, &o->run_threads},
                 [SERVE_MAX_BODY] = {64, 1LL << 40, &o->max_body},
+                [SERVE_MIN_BODY_RATE] = {0, 1LL << 40, &o->min_body_rate},
                 [SERVE_MAX_CONN] = {1, 65536, &o->max_conn}};
     cli_parser p;
     if (cli_parse_begin(&p, &serve_spec, c, argc, argv) != 0) return cli_fail("too many options");
@@ -662,7 +673,8 @@ int mha_cmd_serve(int argc, char **argv) {
                        .max_conn = 256,
                        .max_delay_ms = 1.0,
                        .max_padding = 0.125,
-                       .header_timeout_ms = 5000};
+                       .header_timeout_ms = 5000,
+                       .min_body_rate = 65536};
     const char *model_path = NULL;
     int rc = serve_parse_args(&c, argc, argv, &o, &model_path);
     if (rc >= 0) return rc;
@@ -730,7 +742,8 @@ int mha_cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (o.header_timeout_ms > 0 && !(s.guard = serve_guard_start(o.header_timeout_ms))) {
+    if (o.header_timeout_ms > 0 &&
+        !(s.guard = serve_guard_start(o.header_timeout_ms, (double)o.min_body_rate))) {
         cli_fail("serve: cannot start the header timeout's thread");
         goto done;
     }

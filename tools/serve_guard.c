@@ -1,10 +1,16 @@
 /* serve_guard.c -- the header deadline of `mha serve`'s connections (see
  * serve_guard.h).
  *
- * Every open connection has a watch entry: its socket and the time its
- * request headers became due (its start, or its last answer). A thread
- * looks every quarter of the bound (at most every 100 ms) and shuts down
- * the socket of each connection whose headers are overdue; libmicrohttpd's
+ * Every open connection has a watch entry: its socket, what it is waiting
+ * for and since when:
+ *
+ *   headers  since its start or its last answer    overdue after the bound
+ *   body     since its headers, bytes so far        overdue after the bound
+ *                                                   + bytes / min_body_rate
+ *   (none)   while the request is computed and answered
+ *
+ * A thread looks every quarter of the bound (at most every 100 ms) and
+ * shuts down the socket of each overdue connection; libmicrohttpd's
  * thread for that connection then reads end of file and closes it. The
  * socket is touched only under the guard's mutex while its entry exists,
  * and libmicrohttpd tells of a connection's close (the entry removed under
@@ -20,12 +26,15 @@
 #include <sys/socket.h>
 #include <time.h>
 
+typedef enum { GUARD_HEADERS, GUARD_BODY, GUARD_BUSY } guard_phase;
+
 typedef struct guard_entry {
     struct guard_entry *prev, *next;
     int fd;
-    int waiting; /* its headers are due (not yet all in) */
-    int cut;     /* shut down already */
-    double due;  /* monotonic seconds: when the headers were first due */
+    guard_phase phase;
+    int cut;      /* shut down already */
+    double since; /* monotonic seconds: when the phase began */
+    double bytes; /* of the body so far */
 } guard_entry;
 
 struct serve_guard {
@@ -34,6 +43,7 @@ struct serve_guard {
     pthread_t thread;
     guard_entry *head;
     double bound_s;
+    double min_body_rate; /* bytes a second; 0: bodies unbounded */
     int stop;
     uint64_t timeouts;
 };
@@ -51,12 +61,18 @@ static void *guard_main(void *arg) {
     pthread_mutex_lock(&g->mutex);
     while (!g->stop) {
         double now = guard_now();
-        for (guard_entry *e = g->head; e; e = e->next)
-            if (e->waiting && !e->cut && now - e->due > g->bound_s) {
+        for (guard_entry *e = g->head; e; e = e->next) {
+            const double late = now - e->since - g->bound_s;
+            const int overdue = e->phase == GUARD_HEADERS ? late > 0
+                                : e->phase == GUARD_BODY
+                                    ? g->min_body_rate > 0 && late > e->bytes / g->min_body_rate
+                                    : 0;
+            if (overdue && !e->cut) {
                 shutdown(e->fd, SHUT_RDWR);
                 e->cut = 1;
                 g->timeouts++;
             }
+        }
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
         long ns = until.tv_nsec + (long)(period * 1e9);
@@ -68,10 +84,11 @@ static void *guard_main(void *arg) {
     return NULL;
 }
 
-serve_guard *serve_guard_start(double header_ms) {
+serve_guard *serve_guard_start(double header_ms, double min_body_rate) {
     serve_guard *g = calloc(1, sizeof *g);
     if (!g) return NULL;
     g->bound_s = header_ms / 1e3;
+    g->min_body_rate = min_body_rate;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -114,8 +131,8 @@ void serve_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_co
         *socket_context = e;
         if (!e) return; /* unwatched: the idle timeout still applies */
         e->fd = fi->connect_fd;
-        e->waiting = 1;
-        e->due = guard_now();
+        e->phase = GUARD_HEADERS;
+        e->since = guard_now();
         pthread_mutex_lock(&g->mutex);
         e->next = g->head;
         if (g->head) g->head->prev = e;
@@ -136,25 +153,43 @@ void serve_guard_notify(void *cls, struct MHD_Connection *conn, void **socket_co
     }
 }
 
-/* Sets whether conn's headers are due (from now). */
-static void guard_set_waiting(serve_guard *g, struct MHD_Connection *conn, int waiting) {
-    if (!g) return;
+/* conn's entry (called on its own thread: the entry lives while it runs). */
+static guard_entry *guard_entry_of(serve_guard *g, struct MHD_Connection *conn) {
+    if (!g) return NULL;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    guard_entry *e = ci ? ci->socket_context : NULL;
+    return ci ? ci->socket_context : NULL;
+}
+
+/* conn waits for `phase` from now. */
+static void guard_set_phase(serve_guard *g, struct MHD_Connection *conn, guard_phase phase) {
+    guard_entry *e = guard_entry_of(g, conn);
     if (!e) return;
     pthread_mutex_lock(&g->mutex);
-    e->waiting = waiting;
-    e->due = guard_now();
+    e->phase = phase;
+    e->since = guard_now();
+    e->bytes = 0;
     pthread_mutex_unlock(&g->mutex);
 }
 
 void serve_guard_headers_in(serve_guard *g, struct MHD_Connection *conn) {
-    guard_set_waiting(g, conn, 0);
+    guard_set_phase(g, conn, GUARD_BODY);
+}
+
+void serve_guard_body(serve_guard *g, struct MHD_Connection *conn, size_t bytes) {
+    guard_entry *e = guard_entry_of(g, conn);
+    if (!e) return;
+    pthread_mutex_lock(&g->mutex);
+    e->bytes += (double)bytes;
+    pthread_mutex_unlock(&g->mutex);
+}
+
+void serve_guard_body_in(serve_guard *g, struct MHD_Connection *conn) {
+    guard_set_phase(g, conn, GUARD_BUSY);
 }
 
 void serve_guard_request_done(serve_guard *g, struct MHD_Connection *conn) {
-    guard_set_waiting(g, conn, 1);
+    guard_set_phase(g, conn, GUARD_HEADERS);
 }
 
 uint64_t serve_guard_timeouts(serve_guard *g) {
