@@ -204,7 +204,7 @@ static void tensor_external(Onnx__TensorProto *t, const char *loc, const char *o
                             const char *len) {
     t->has_data_location = 1;
     t->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
-    t->external_data = ta(3 * sizeof *t->external_data);
+    t->external_data = ta(4 * sizeof *t->external_data); /* room for one key more */
     const char *keys[3] = {"location", "offset", "length"};
     const char *vals[3] = {loc, off, len};
     for (int i = 0; i < 3; i++) {
@@ -1137,6 +1137,23 @@ static void test_external_data(void **state) {
     tensor_external(amb.g->initializer[0], "w.bin", "8", "24");
     amb.g->initializer[0]->has_data_location = 0;
     expect_fail(&amb, dir, MHA_ERR_MODEL_FORMAT, "data_location is not EXTERNAL");
+
+    /* a key given twice: two places for one tensor, refused (the second
+     * offset was read: the tensor held the 0xee padding, no error) */
+    const char *twice[] = {"offset", "location", "length"};
+    const char *twice_value[] = {"0", "../outside.bin", "24"};
+    for (int k = 0; k < 3; k++) {
+        gb dup = base_model();
+        Onnx__TensorProto *dw = mk_tensor("W", 1, 2, dims23, NULL, 0);
+        tensor_external(dw, "w.bin", "8", "24");
+        Onnx__StringStringEntryProto *kv = ta(sizeof *kv);
+        onnx__string_string_entry_proto__init(kv);
+        kv->key = ts(twice[k]);
+        kv->value = ts(twice_value[k]);
+        dw->external_data[dw->n_external_data++] = kv;
+        dup.g->initializer[0] = dw;
+        expect_fail(&dup, dir, MHA_ERR_MODEL_FORMAT, "is given twice");
+    }
 
     /* from memory without a folder: refused; with one: resolved there */
     size_t size;
