@@ -1609,6 +1609,31 @@ static void test_graph_errors(void **state) {
     gb_output(&b, "s");
     expect_fail(&b, NULL, MHA_ERR_MODEL_FORMAT, "cycle through Add node 'self'");
 
+    /* the default domain imported twice (as '' and as 'ai.onnx'): at two
+     * versions refused (the first was overridden by the last, in silence);
+     * at one version only redundant */
+    for (int same = 0; same < 2; same++) {
+        b = base_model();
+        Onnx__OperatorSetIdProto *again = ta(sizeof *again);
+        onnx__operator_set_id_proto__init(again);
+        again->domain = ts("ai.onnx");
+        again->has_version = 1;
+        again->version = same ? 17 : 23;
+        Onnx__OperatorSetIdProto **two = ta(2 * sizeof *two);
+        two[0] = b.m->opset_import[0];
+        two[1] = again;
+        b.m->opset_import = two;
+        b.m->n_opset_import = 2;
+        if (!same) {
+            expect_fail(&b, NULL, MHA_ERR_MODEL_FORMAT,
+                        "imports domain 'ai.onnx' twice, as opset 17 and 23");
+        } else {
+            assert_int_equal(gb_load(&b, NULL, &g, &err), MHA_OK);
+            assert_int_equal(g->opset, 17);
+            ir_free(g);
+        }
+    }
+
     /* an input nobody defines */
     b = base_model();
     b.g->node[1]->input[1] = ts("nope");
