@@ -84,7 +84,9 @@ typedef struct layer {
                                   input does (any type; Keras (1 - m) * -1e9) */
     int attn_mask_batch_first; /* a 3-D attn_mask is, instead of right-aligned: 1 [B, Sq,
                                   Skv] (Keras), 2 [B * q_heads, Sq, Skv] (PyTorch); 3 only
-                                  while recognising: probed as [1, Sq, Skv] */
+                                  while recognising: probed as [1, Sq, Skv]; 4 a 4-D one
+                                  is [B, Sq, q_heads, Skv] (GPT-BigCode's scores of heads
+                                  folded into the query rows, viewed so) */
     unsigned idioms;           /* LAYER_IDIOM_* found by the recogniser (mha info) */
 
     /* ---- appended for rotary embeddings and ALiBi (issue 14) ---- */
@@ -113,6 +115,12 @@ typedef struct layer {
                           torch.where then + (1 - m) * finfo.min; a padded future key
                           overflows to -inf), 2 they merge into one finfo.min (LLaMA's
                           masked_fill of the causal mask: every key stays finite);
+                          3 the file replaces a future key's score by causal_fill, a
+                          fill too small to hide it by itself, then adds the mask's
+                          term (older GPT-2: torch.where(causal, w, masked_bias -1e4)
+                          then + (1 - m) * -1e4): a row whose every visible key has a
+                          term at or below the fill weighs the future keys by their
+                          terms (exec computes those rows as the file does);
                           0 hidden outright */
     float causal_fill; /* causal_finite: the term on a future key's scaled score (GPT-J
                           divides finfo.min by its scale: then such keys win over the
@@ -122,7 +130,8 @@ typedef struct layer {
     int rotary_tables_input; /* the cos / sin of every token come in as inputs
                                 (MHA_ROLE_ROTARY_COS / _SIN): the layer has no tables;
                                 1: a column per turning dim [.., rotary_dim], 2: one per
-                                pair [.., rotary_dim / 2] */
+                                pair [.., rotary_dim / 2]; 3: one input (_COS) holding
+                                both, [S, B | 1, rotary_dim / 2, 2] (ChatGLM's cache) */
     /* ---- appended for a cached cross-attention (issue 14) ---- */
     int kv_given; /* has_proj and cross, but K and V come in already projected, in head
                      layout [B, kv_heads, Skv, d] (roles MHA_ROLE_K / _V); only Q and the

@@ -55,7 +55,7 @@ static mha_status rz_probe_with(rz_ctx *z, const layer *L, rz_sizes sz) {
         if (st != MHA_OK) break;
         if (io->dtype == MHA_DTYPE_FLOAT32)
             rz_fill_random(z->inputs[i]->data, tensor_numel(z->inputs[i]), &seed);
-        rz_fill_rotary_input(io, z->inputs[i], 0, 0, sz.P);
+        rz_fill_rotary_input(L, io, z->inputs[i], 0, 0, sz.P);
     }
     mha_free(z->a, dims);
     if (st != MHA_OK) return st;

@@ -144,6 +144,15 @@ typedef struct rz_ctx {
     int64_t B, Sq, Skv; /* probe sizes (Skv: every key, past ones included) */
     int64_t P;          /* probe past length of a KV cache (0 without one) */
     rz_core core;
+    /* a Where fill too small to hide its key by itself (older GPT-2's
+     * masked_bias, -1e4) applied first, other terms added after it: seen by
+     * rz_eff_eval_in (times the factors after it), taken by rz_place_masks
+     * as the causal fill that replaces a future key's score */
+    int soft_fill_on;
+    double soft_fill;
+    int soft_fill_cond; /* the Where's condition value */
+    int64_t fold;       /* query heads folded into the scores' rows (GPT-BigCode: [B, S*H,
+                           S], row t*H + h), unfolded by the map; 1 (or 0) when not */
 } rz_ctx;
 
 /* Probe sizes for the symbolic axes of the layer's inputs. */
@@ -244,8 +253,8 @@ int rz_batch_only(const layer *L);
  * reading them through the sequence index shows). max_pos > 0 bounds the
  * positions. first: the past length of a KV cache, where a step's
  * positions start. */
-void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos,
-                          int64_t first);
+void rz_fill_rotary_input(const layer *L, const layer_io *io, tensor *t, int vary_batch,
+                          int64_t max_pos, int64_t first);
 /* Seeded uniform [-1, 1) floats. */
 void rz_fill_random(float *x, int64_t n, uint64_t *state);
 uint64_t rz_rand(uint64_t *state);

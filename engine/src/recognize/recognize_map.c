@@ -651,6 +651,48 @@ static mha_status rz_softmax_views(rz_ctx *z, rz_views *vs) {
     return MHA_OK;
 }
 
+/* GPT-BigCode's multi-query attention folds the query heads into the rows
+ * of one bmm: Q [B, S*H, d] (row t*H + h is token t of head h) against
+ * the one key head K^T [B, d, S], scores [B, S*H, S], P.V [B, S*H, dv].
+ * Q and the output then have f = H rows per token, K and V one: each slot
+ * becomes f, slot n*f + h reading rows h, h + f, .. of Q and of the output
+ * and K and V as they are (heads are then told apart by their columns, one
+ * key/value head shared by all). z->fold = f says the scores' rows are
+ * folded too (rz_eff_eval_in); 1 when nothing is. */
+static mha_status rz_unfold_heads(rz_ctx *z, rz_views *vs) {
+    const rz_core *c = &z->core;
+    z->fold = 1;
+    if (c->qp.given || c->kp.given || c->vp.given || c->cache_on[0] || c->cache_on[1])
+        return MHA_OK;
+    const tensor *X = rz_val(z, z->g->inputs[c->qp.x_input]);
+    const tensor *Y = rz_val(z, z->g->inputs[c->kp.x_input]);
+    if (!X || X->rank != 3 || !Y || Y->rank != 3 || X->dims[1] <= 0) return MHA_OK;
+    const int64_t seq = X->dims[1], f = vs->q.rows / seq;
+    if (f < 2 || vs->q.rows != f * seq || vs->o.rows != vs->q.rows || vs->k.rows != Y->dims[1])
+        return MHA_OK;
+    rz_view *all[4] = {&vs->q, &vs->o, &vs->k, &vs->v};
+    const int64_t n = vs->q.n_slots;
+    for (int i = 0; i < 4; i++) {
+        rz_view old = *all[i];
+        mha_status st = rz_view_alloc(z, all[i], n * f);
+        if (st != MHA_OK) {
+            all[i]->base = old.base;
+            return st;
+        }
+        const int rows = i < 2; /* Q and the output: their rows unfold */
+        for (int64_t s = 0; s < n; s++)
+            for (int64_t h = 0; h < f; h++)
+                all[i]->base[s * f + h] = old.base[s] + (rows ? h * old.s_row : 0);
+        if (rows) {
+            all[i]->rows = seq;
+            all[i]->s_row = old.s_row * f;
+        }
+        mha_free(z->a, old.base);
+    }
+    z->fold = f;
+    return MHA_OK;
+}
+
 static mha_status rz_attention_views(rz_ctx *z, rz_views *vs, int64_t *hq_out, int64_t *hkv_out,
                                      int *rank_out) {
     const rz_core *c = &z->core;
@@ -1101,6 +1143,8 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
      * first rows are the past's; an Attention node appends them itself */
     const int cache = c->cache_on[0] && c->cache_on[1];
     const int in_chain = cache && c->kind == RZ_CORE_SOFTMAX;
+    z->fold = 1;
+    if (st == MHA_OK && c->kind == RZ_CORE_SOFTMAX) st = rz_unfold_heads(z, &vs);
     if (st == MHA_OK)
         st = rz_trace_side(z, &c->qp, &c->qchain, &vs.q, "Q", -1, c->qkn_on[0] ? 0 : -1, &q);
     if (st == MHA_OK)

@@ -413,6 +413,13 @@ static int rz_rot_role_input(const layer *L, mha_io_role r) {
     return -1;
 }
 
+/* Whether io may be ChatGLM's rotary cache: float [S, B | 1, r / 2, 2] or
+ * [S, r / 2, 2], the sequence first, cos and sin of a pair side by side. */
+static int rz_rot_stacked_shape(const layer_io *io) {
+    return io->dtype == MHA_DTYPE_FLOAT32 && (io->rank == 3 || io->rank == 4) &&
+           io->dims[io->rank - 1] == 2;
+}
+
 mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used) {
     const uint64_t in = z->core.rot_inputs;
     int ints[2], floats[3], ni = 0, nf = 0;
@@ -439,6 +446,13 @@ mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used) {
         }
     }
     if (ni == 0 && nf == 0) return MHA_OK;
+    if (ni == 0 && nf == 1 && rz_rot_stacked_shape(&L->inputs[floats[0]])) {
+        /* ChatGLM's cache: cos and sin of each pair stacked, [S, B | 1, r / 2, 2] */
+        L->inputs[floats[0]].role = MHA_ROLE_ROTARY_COS;
+        L->rotary_tables_input = 3;
+        used[floats[0]] = 1;
+        return MHA_OK;
+    }
     if (!(ni == 1 && nf == 0) && !(ni == 0 && nf == 2))
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "the rotary embedding reads %d integer and %d float graph inputs: one "
@@ -456,6 +470,33 @@ mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used) {
     return MHA_OK;
 }
 
+/* ChatGLM's stacked cache tc [S, B', r / 2, 2] (or [S, r / 2, 2]): the
+ * probed angles must be its values, batch item 0's, pair by pair, and it
+ * turns interleaved pairs (2t, 2t + 1). */
+static mha_status rz_rot_stacked_table(rz_ctx *z, const rz_rot_found *f, layer *L,
+                                       const tensor *tc) {
+    const int64_t half = f->rd / 2;
+    const int64_t items = tc->rank == 4 ? tc->dims[1] : 1;
+    if (f->kind != MHA_ROTARY_INTERLEAVED || tc->dims[tc->rank - 2] != half ||
+        tc->dims[0] < f->n_pos || items < 1)
+        return rz_rot_refuse(z, 0,
+                             "its one float input is not a [S, B, rotary_dim / 2, 2] cache of "
+                             "the cos and sin of interleaved pairs");
+    const float *x = tc->data;
+    int same = 1;
+    for (int64_t p = 0; p < f->n_pos; p++)
+        for (int64_t t = 0; t < half; t++) {
+            const float *c = x + (p * items * half + t) * 2;
+            same &= f->cos[p * half + t] == c[0] && f->sin[p * half + t] == c[1];
+        }
+    if (!same)
+        return rz_rot_refuse(z, 0,
+                             "its angles are not the values of the cos / sin cache input at "
+                             "each token's row");
+    L->rotary_n_pos = 0;
+    return MHA_OK;
+}
+
 /* The rotation reads its cos / sin from inputs: the probed angles must be
  * the probe's table values, token by token, with both columns of a pair
  * alike (rotate-half pairs (t, t + half) turn by columns t and t + half,
@@ -464,6 +505,7 @@ mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used) {
 static mha_status rz_rot_given_tables(rz_ctx *z, const rz_rot_found *f, layer *L) {
     const int ic = rz_rot_role_input(L, MHA_ROLE_ROTARY_COS);
     const int is = rz_rot_role_input(L, MHA_ROLE_ROTARY_SIN);
+    if (L->rotary_tables_input == 3) return rz_rot_stacked_table(z, f, L, z->inputs[ic]);
     const tensor *tc = z->inputs[ic], *ts = z->inputs[is];
     const int64_t half = f->rd / 2;
     /* a column per turning dim, or (Meta's LLaMA, llama2.c: the angles of
