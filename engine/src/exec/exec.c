@@ -331,12 +331,15 @@ typedef struct exec_mask_view {
     float hide;           /* EXEC_MASK_WINDOW: the term on a key outside the window */
     int64_t off;          /* computed kinds: query i is at key position i + off (the past
                              length of a KV cache) */
+    int64_t windows;      /* > 0: batch item b reads entry b % windows of axis 0 (a bias
+                             per window of a batch of windows, layer.bias_windows) */
 } exec_mask_view;
 
 /* An attention mask right-aligned to [B, H, Sq, Skv] -- or, batch_first
  * and 3-D, [B, Sq, Skv] as [B, 1, Sq, Skv]. */
 static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, int batch_first,
                                 int64_t heads, exec_mask_view *v) {
+    memset(v, 0, sizeof *v);
     v->kind = EXEC_MASK_TENSOR;
     v->t = t;
     v->attend_when_true = attend_when_true;
@@ -374,6 +377,7 @@ static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, int b
 
 static void exec_mask_view_padding(const mha_tensor *t, int true_means_ignore, int valued,
                                    exec_mask_view *v) {
+    memset(v, 0, sizeof *v);
     /* [B', Skv] -> [B', 1, 1, Skv] */
     v->kind = valued ? EXEC_MASK_VALUED : EXEC_MASK_TENSOR;
     v->t = t;
@@ -536,15 +540,24 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         /* [1, heads, Sq, Skv] from the diagonals (layer_bind checked the lengths) */
         exec_mask_view_computed(EXEC_MASK_RELATIVE, L->bias_heads, bd, &views[n++]);
     } else if (L->bias) {
-        /* [bias_heads, Sq, Skv], fixed lengths (layer_bind checked them) */
+        /* [bias_heads, Sq, Skv], fixed lengths (layer_bind checked them);
+         * over a batch of windows [windows, bias_heads, Sq, Skv], item b
+         * taking window b % windows */
+        const int w = L->bias_windows > 1;
         memset(&bias, 0, sizeof bias);
         bias.dtype = MHA_DTYPE_FLOAT32;
-        bias.rank = 3;
-        bias.shape[0] = L->bias_heads;
-        bias.shape[1] = L->bias_sq;
-        bias.shape[2] = L->bias_skv;
+        bias.rank = 3 + w;
+        if (w) bias.shape[0] = L->bias_windows;
+        bias.shape[w] = L->bias_heads;
+        bias.shape[w + 1] = L->bias_sq;
+        bias.shape[w + 2] = L->bias_skv;
         bias.data = L->bias;
-        exec_mask_view_attn(&bias, 1, 0, 1, &views[n++]);
+        exec_mask_view_attn(&bias, 1, 0, 1, &views[n]);
+        if (w) {
+            views[n].dims[0] = bd->B;
+            views[n].windows = L->bias_windows;
+        }
+        n++;
     }
     if (L->has_proj && L->has_left_window) {
         /* with the causal term folded in (merged terms), the window's
@@ -554,8 +567,9 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     }
     if (n == 0) return MHA_OK;
 
-    if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && views[0].t->dtype == MHA_DTYPE_FLOAT32 &&
-        !exec_mask_has_lowest(views[0].t) && !L->mask_clamped) {
+    if (n == 1 && views[0].kind == EXEC_MASK_TENSOR && !views[0].windows &&
+        views[0].t->dtype == MHA_DTYPE_FLOAT32 && !exec_mask_has_lowest(views[0].t) &&
+        !L->mask_clamped) {
         /* a float mask is used as it is, through its strides (one with
          * finfo.min terms is copied below, exec_mask_float_term) */
         m->data = views[0].t->data;
@@ -592,7 +606,8 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
                     float sum = 0.0f;
                     for (int k = 0; k < n; k++) {
                         const int64_t *s = views[k].strides;
-                        int64_t off = i0 * s[0] + i1 * s[1] + i2 * s[2] + i3 * s[3];
+                        const int64_t b = views[k].windows ? i0 % views[k].windows : i0;
+                        int64_t off = b * s[0] + i1 * s[1] + i2 * s[2] + i3 * s[3];
                         sum += exec_mask_value(L, &views[k], off, i1, i2, i3);
                     }
                     /* terms merged into one finfo.min (causal_finite 2) do

@@ -566,6 +566,11 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
                         "bias is for query length %lld, key length %lld only",
                         (long long)bd->Sq, (long long)bd->Skv, (long long)L->bias_sq,
                         (long long)L->bias_skv);
+    if (L->bias_windows > 1 && bd->B % L->bias_windows)
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "a batch of %lld windows: the model's layer takes %lld windows per "
+                        "image",
+                        (long long)bd->B, (long long)L->bias_windows);
     if (t_role[MHA_ROLE_KEY_PADDING_MASK]) {
         bd->key_padding = t_role[MHA_ROLE_KEY_PADDING_MASK];
         st = layer_check_key_padding(L, io_role[MHA_ROLE_KEY_PADDING_MASK], bd->key_padding, bd,

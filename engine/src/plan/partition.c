@@ -627,14 +627,17 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
             } else {
                 pl->recognised = 1;
                 /* a norm of Q and K before the rotary (per head, or over the
-                 * row: "-row"); a decoding step writes the present keys and
-                 * values */
+                 * row: "-row"), a mask per window of a batch of windows; a
+                 * decoding step writes the present keys and values */
                 const layer *L = &pl->L;
                 const int qkn = L->qk_norm[0] ? 0 : 1;
                 if (L->qk_norm[qkn])
                     snprintf(pl->desc, sizeof pl->desc, "%.20s+qk-%s%s", L->form ? L->form : "",
                              L->qk_norm[qkn] == LAYER_QK_NORM_LAYER ? "layernorm" : "rmsnorm",
                              L->qk_norm_whole[qkn] ? "-row" : "");
+                else if (L->bias && L->bias_windows > 1)
+                    snprintf(pl->desc, sizeof pl->desc, "%.20s+window-mask",
+                             L->form ? L->form : "");
                 if (pl->n_extra) {
                     char form[sizeof pl->desc];
                     snprintf(form, sizeof form, "%s",

@@ -162,6 +162,13 @@ typedef struct layer {
     float *qk_norm_w[2];  /* [q_heads * d_head] and [kv_heads * d_head] in the layer's head
                              order, owned: each feature's weight (a Gemma-style 1 + w
                              already added; per head when the file's weight is [heads, d]) */
+    /* ---- appended for Swin's shifted windows (issue 15) ---- */
+    int64_t bias_windows; /* > 1: the layer's batch is windows of images, bias_windows
+                             each (the graph views its scores [B / bias_windows,
+                             bias_windows, H, N, N]); a constant bias is then
+                             [bias_windows, bias_heads, bias_sq, bias_skv], and batch item
+                             b takes window b % bias_windows (Swin's -100 region mask of
+                             the shifted windows beside the relative position bias) */
 } layer;
 
 /* What normalises a group of Q or K features (layer.qk_norm). */

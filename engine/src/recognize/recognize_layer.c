@@ -476,6 +476,24 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
         st = rz_run_probe(z, L, 2, 3, 5);
         if (st != MHA_OK) L->attn_mask_batch_first = 0;
     }
+    /* a batch of windows of images (Swin: the scores viewed [B / nW, nW,
+     * H, N, N]) runs only at a multiple of the windows per image: the
+     * usual counts of windows (grids of 2 x 2 to 8 x 8 windows) */
+    static const int64_t windows[] = {4, 16, 64, 9, 25, 36, 49, 144};
+    const mha_error first = *z->err; /* the refusal if none runs */
+    int64_t width = 1;               /* the widest input row: a retry's cost is its projections' */
+    for (size_t i = 0; i < L->n_inputs; i++)
+        if (L->inputs[i].rank >= 1 && L->inputs[i].dims[L->inputs[i].rank - 1] > width)
+            width = L->inputs[i].dims[L->inputs[i].rank - 1];
+    for (size_t k = 0; st == MHA_ERR_SHAPE && k < sizeof windows / sizeof windows[0]; k++) {
+        /* 2 images of windows of 64 tokens: at most ~2^31 multiply-adds */
+        if ((double)(2 * windows[k] * 64) * (double)width * (double)width > 2147483648.0) continue;
+        L->bias_windows = windows[k];
+        mha_error_clear(z->err);
+        st = rz_run_probe(z, L, 2, 3, 5);
+        if (st != MHA_OK) L->bias_windows = 0;
+    }
+    if (st == MHA_ERR_SHAPE) *z->err = first;
     /* PyTorch's multi_head_attention_forward folds heads into the batch
      * axis ([B*H, S, d] scores); a 4D score MatMul is a hand-written or
      * converter-made decomposition. Both mean the same layer. (Read now:

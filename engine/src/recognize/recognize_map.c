@@ -367,7 +367,10 @@ static mha_status rz_trace_side(rz_ctx *z, const rz_proj *p, const rz_chain *ch,
                 for (int64_t c = 0; c < s->n; c++)
                     e[r * s->n + c] = xrow[r] * s->n + c;
             if (norm_side >= 0) st = rz_trace_norm(z, norm_side, ch, enc, s);
-            if (st == MHA_OK) st = rz_chain_eval(z, ch, enc, &op);
+            if (st == MHA_OK)
+                st = rz_chain_eval(z, ch, enc, &op); /* takes enc */
+            else
+                tensor_free(enc);
         }
         mha_free(z->a, xrow);
     }

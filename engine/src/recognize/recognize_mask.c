@@ -394,6 +394,36 @@ static mha_status rz_recheck_pattern(rz_ctx *z, const layer *L, const double *cf
     return st;
 }
 
+/* The smallest period P of base's bias over the batch items (P divides the
+ * probe's batch; the batch itself when there is none): item b has item b %
+ * P's bias, head by head -- 1 for a bias of the heads alone, the windows per
+ * image for Swin's shifted windows. -1: out of memory. */
+static int64_t rz_bias_period(rz_ctx *z, const rz_eff *base, const int64_t *bat,
+                              const int64_t *head, int64_t H) {
+    const int64_t B = z->B, per = base->sq * base->skv;
+    int64_t *slot = mha_malloc(z->a, rz_count(B * H) * sizeof *slot);
+    if (!slot) return -1;
+    for (int64_t i = 0; i < B * H; i++)
+        slot[i] = -1;
+    for (int64_t n = 0; n < base->n_slots; n++)
+        if (bat[n] >= 0 && bat[n] < B && head[n] >= 0 && head[n] < H)
+            slot[bat[n] * H + head[n]] = n;
+    int64_t P = 1;
+    for (; P < B; P++) {
+        if (B % P) continue;
+        int same = 1;
+        for (int64_t i = P * H; i < B * H && same; i++) {
+            const int64_t a = slot[i], b = slot[i % (P * H)];
+            if (a < 0 || b < 0) continue;
+            for (int64_t k = 0; k < per && same; k++)
+                same = rz_close(base->raw[a * per + k], base->raw[b * per + k]);
+        }
+        if (same) break;
+    }
+    mha_free(z->a, slot);
+    return P;
+}
+
 /* A constant bias: base's values per head (the same for every batch item),
  * for the probe's sequence lengths -- which must be the file's own. */
 static mha_status rz_take_bias(rz_ctx *z, layer *L, const rz_eff *base, const int64_t *bat,
@@ -407,17 +437,32 @@ static mha_status rz_take_bias(rz_ctx *z, layer *L, const rz_eff *base, const in
     if (alibi < 0) return MHA_ERR_NO_MEMORY;
     if (alibi > 0) return MHA_OK;
     if (rz_has_dynamic_seq(L)) return rz_relbias_take(z, L, cf, mi, head);
+    /* a batch of windows (L->bias_windows): a bias per window and head,
+     * item b taking window b % windows (Swin's shifted windows) */
     const int64_t H = L->q_heads, per = base->sq * base->skv;
-    L->bias = mha_calloc(z->a, rz_count(H * per), sizeof(float));
-    unsigned char *seen = mha_calloc(z->a, rz_count(H), 1);
+    /* the windows: those the graph needs the batch in multiples of (the
+     * probe's), else the bias's own period (a static batch of windows) */
+    const int64_t period = rz_bias_period(z, base, bat, head, H);
+    if (period < 0) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
+    if (L->bias_windows > 1 && L->bias_windows % period)
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: the bias on the scores repeats every %lld batch items, not every "
+                        "%lld windows",
+                        rz_node_desc(z, add, d, sizeof d), (long long)period,
+                        (long long)L->bias_windows);
+    if (L->bias_windows <= 1 && period > 1 && period < z->B) L->bias_windows = period;
+    const int64_t W = L->bias_windows > 1 ? L->bias_windows : 1;
+    L->bias = mha_calloc(z->a, rz_count(W * H * per), sizeof(float));
+    unsigned char *seen = mha_calloc(z->a, rz_count(W * H), 1);
     mha_status st = MHA_OK;
     if (!L->bias || !seen) st = mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
     for (int64_t n = 0; n < base->n_slots && st == MHA_OK; n++) {
-        float *dst = L->bias + head[n] * per;
+        const int64_t slot = (bat[n] % W) * H + head[n];
+        float *dst = L->bias + slot * per;
         const double *src = base->raw + n * per;
         for (int64_t k = 0; k < per; k++) {
             float v = rz_as_float_additive(src[k]);
-            if (!seen[head[n]])
+            if (!seen[slot])
                 dst[k] = v;
             else if (!rz_close(dst[k], v)) {
                 st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
@@ -427,8 +472,13 @@ static mha_status rz_take_bias(rz_ctx *z, layer *L, const rz_eff *base, const in
                 break;
             }
         }
-        seen[head[n]] = 1;
+        seen[slot] = 1;
     }
+    for (int64_t s = 0; s < W * H && st == MHA_OK; s++)
+        if (!seen[s])
+            st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                          "%s: the probe saw no batch item of window %lld",
+                          rz_node_desc(z, add, d, sizeof d), (long long)(s / H));
     mha_free(z->a, seen);
     if (st != MHA_OK) {
         mha_free(z->a, L->bias);

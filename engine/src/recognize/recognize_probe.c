@@ -124,6 +124,8 @@ mha_status rz_probe_dims(const layer *L, int self, rz_sizes *sz, int64_t (*dims)
         else
             sz->Sq = sz->Skv = fixed[RZ_SYM_SKV] ? sz->Skv : sz->Sq;
     }
+    /* a batch of windows: B items of every window (the graph reshapes it) */
+    if (!fixed[RZ_SYM_B] && L->bias_windows > 1) sz->B *= L->bias_windows;
     if (!cache) sz->P = 0;
     if (cache && self) sz->Skv = sz->Sq + sz->P; /* P earlier positions, then Sq new ones */
     /* Pass 2: every dynamic axis gets its size. */

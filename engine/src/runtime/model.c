@@ -56,6 +56,12 @@ static void model_describe(const layer *L, char *buf, size_t size) {
                     "relative position bias per head and key - query distance (lengths up to "
                     "%lld)",
                     (long long)L->bias_rel_len);
+    else if (L->bias && L->bias_windows > 1)
+        model_idiom(buf, size,
+                    "constant bias per window [%lld windows, %lld heads, %lld, %lld] over a "
+                    "batch of windows (item b takes window b %% %lld)",
+                    (long long)L->bias_windows, (long long)L->bias_heads, (long long)L->bias_sq,
+                    (long long)L->bias_skv, (long long)L->bias_windows);
     else if (L->bias)
         model_idiom(buf, size, "constant position bias [%lld heads, %lld, %lld]",
                     (long long)L->bias_heads, (long long)L->bias_sq, (long long)L->bias_skv);
