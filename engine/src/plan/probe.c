@@ -357,9 +357,11 @@ mha_status plan_probe_fit_images(plan *P, mha_error *err) {
 }
 
 /* Tries every axis k as the sum of two others a < b, then as another plus
- * a constant 1 .. PROBE_MAX_SUM_CONST (a step of a fixed number of new
- * tokens: "past_sequence_length + 1"), each a shape-only run of both probes
- * (at most 4 axes: 60 tries); the first under which both run stands. */
+ * a constant 0 .. PROBE_MAX_SUM_CONST (0: one axis the file names twice, a
+ * cross-attention mask's keys and the encoder states'; else a step of a
+ * fixed number of new tokens: "past_sequence_length + 1"), each a
+ * shape-only run of both probes (at most 4 axes: 72 tries); the first under
+ * which both run stands; plan_run holds the inputs to it. */
 #define PROBE_MAX_SUM_CONST 4
 
 /* One candidate k = a (+ b) + c: set, tried, kept when both probes run. */
@@ -400,7 +402,7 @@ mha_status plan_probe_fit_sums(plan *P, mha_error *err) {
             for (int a = 0; a < P->n_syms && st == MHA_OK && !found; a++)
                 for (int b = two ? a + 1 : -1; b < (two ? P->n_syms : 0) && st == MHA_OK && !found;
                      b++)
-                    for (int c = two ? 0 : 1; c <= (two ? 0 : PROBE_MAX_SUM_CONST) && !found; c++) {
+                    for (int c = 0; c <= (two ? 0 : PROBE_MAX_SUM_CONST) && !found; c++) {
                         if (a == k || b == k || made > budget) continue;
                         st = probe_try_sum(P, skip, k, a, b, c, &made, &found, err);
                         if (st != MHA_OK) break;
