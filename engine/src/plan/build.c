@@ -558,10 +558,13 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
                  * (their extent the tables', as the probes feed them) */
                 const int64_t bound = gathered ? 0 : plan_probe_index_bound(P, v);
                 if (bound > 0) P->id_extent[i] = bound;
-                io->role = gathered || bound > 0 ? MHA_ROLE_TOKEN_IDS : MHA_ROLE_ATTN_MASK;
+                /* labels of a loss are ids too (any value: -100 is ignored) */
+                const int labels = !gathered && bound == 0 && plan_probe_is_loss_target(P, v);
+                io->role =
+                    gathered || bound > 0 || labels ? MHA_ROLE_TOKEN_IDS : MHA_ROLE_ATTN_MASK;
                 /* a mask by its name that indexes nothing (not position
                  * ids going into arithmetic) */
-                if (!gathered && bound == 0 && strstr(io->name, "mask"))
+                if (!gathered && bound == 0 && !labels && strstr(io->name, "mask"))
                     P->id_extent[i] = PLAN_IDS_MASK01;
             } else {
                 /* a float mask beside the ids is a mask, not data (it

@@ -456,6 +456,33 @@ int64_t plan_probe_index_bound(const plan *P, int v) {
     return probe_index_bound_at(P, v, 0);
 }
 
+int plan_probe_is_loss_target(const plan *P, int v) {
+    const ir_graph *g = P->g;
+    /* the values v reaches through ops that keep its elements (a walk over
+     * the nodes in order: each node once, as nodes come after their inputs) */
+    unsigned char *reach = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, 1);
+    if (!reach || v < 0 || (size_t)v >= g->n_values) {
+        mha_free(&P->alloc, reach);
+        return 0;
+    }
+    static const char *const keep[] = {"Slice",   "Reshape",   "Flatten",  "Cast",
+                                       "Squeeze", "Unsqueeze", "Identity", "Transpose"};
+    int found = 0;
+    reach[v] = 1;
+    for (size_t ni = 0; ni < g->n_nodes && !found; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        if (n->n_inputs < 1 || n->inputs[0] < 0) continue;
+        const int loss = strcmp(n->op_type, "SoftmaxCrossEntropyLoss") == 0 ||
+                         strcmp(n->op_type, "NegativeLogLikelihoodLoss") == 0;
+        if (loss && n->n_inputs >= 2 && n->inputs[1] >= 0 && reach[n->inputs[1]]) found = 1;
+        if (!reach[n->inputs[0]] || n->n_outputs < 1 || n->outputs[0] < 0) continue;
+        for (size_t k = 0; k < sizeof keep / sizeof keep[0]; k++)
+            if (strcmp(n->op_type, keep[k]) == 0) reach[n->outputs[0]] = 1;
+    }
+    mha_free(&P->alloc, reach);
+    return found;
+}
+
 /* Whether axis a of input i and axis b of input j are one axis of the
  * model: the same symbol, or the same fixed size. */
 static int probe_same_axis(const plan *P, size_t i, int a, size_t j, int b) {
