@@ -45,8 +45,8 @@ static const cli_spec check_spec = {
     CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE | CLI_COMMON_PRECISION,
     "Prints one line per failing case and finally 'N passed, M failed' on stdout.\n"
     "A CASE_DIR that names no case (missing, not a folder, no model.onnx inside) is\n"
-    "an error found before any case runs: one line on stderr, nothing on stdout.\n"
-    "Exit status 0 only when at least one case ran and none failed.\n",
+    "an error found before any case runs: one line on stderr, nothing on stdout. The\n"
+    "exit status is 0 only when at least one case ran and none failed.\n",
 };
 
 /* ------------------------------------------------------------------------ */

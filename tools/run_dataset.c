@@ -235,6 +235,14 @@ int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
             }
             if (slot < n_in && in_file[slot])
                 return cli_usage_error(c, "input '%s' is given twice", info[slot].name);
+            /* NAME=FILE naming no input: a file of that whole name is still
+             * taken in order; otherwise the name is the mistake, not a
+             * missing file "NAME=FILE" */
+            struct stat sb;
+            if (slot == n_in && stat(a, &sb) != 0)
+                return cli_usage_error(c, "%s: the model has no input '%.*s'; it takes: %s", a,
+                                       (int)(eq - a), a,
+                                       ds_input_names(info, n_in, names, sizeof names));
         }
         if (slot == n_in) {
             for (size_t i = 0; i < n_in && slot == n_in; i++)
