@@ -49,4 +49,8 @@ grep -q 'output every8 .*\[?, ?, 16\]' "$T/info.txt" || fail "info: every8 taken
 echo "== GPT-2 with a loss: its labels are ids, not a mask --lengths would make"
 "$MHA" info "$M/r_gpt2_labels_loss_op14/model.onnx" >"$T/info.txt" 2>&1 || fail "info: $(cat "$T/info.txt")"
 grep -q 'input  *labels  *token_ids ' "$T/info.txt" || fail "info: labels: $(cat "$T/info.txt")"
+echo "== wav2vec2 with its samples symbolic: refused, saying why"
+"$MHA" check "$M/z3_wav2vec2_posconv_op14" >"$T/out" 2>&1 && fail "wav2vec2 with symbolic samples passed: list it no longer in REFUSED"
+grep -q "input 'input_values': axis 1 ('samples') is symbolic, .* shorter than Conv .*kernel of 10" "$T/out" ||
+  fail "wav2vec2 refusal names not the reason: $(cat "$T/out")"
 echo "round3: ok"

@@ -456,6 +456,46 @@ int64_t plan_probe_index_bound(const plan *P, int v) {
     return probe_index_bound_at(P, v, 0);
 }
 
+void plan_probe_explain_short(const plan *P, mha_error *err) {
+    const ir_graph *g = P->g;
+    if (!err || !P->in_syms) return;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        if (strcmp(n->op_type, "Conv") != 0 || n->n_inputs < 2 || n->inputs[0] < 0) continue;
+        const tensor *w = plan_const(P, n->inputs[1]);
+        if (!w || w->rank < 3) continue;
+        /* the Conv's data back to a graph input through ops that keep its
+         * last axis (wav2vec2's Unsqueeze of the samples) */
+        int v = n->inputs[0];
+        for (int hops = 0; hops < 4 && v >= 0 && g->values[v].graph_input < 0; hops++) {
+            const int pid = g->values[v].producer;
+            const ir_node *p = pid >= 0 ? &g->nodes[pid] : NULL;
+            v = p && p->n_inputs >= 1 &&
+                        (strcmp(p->op_type, "Unsqueeze") == 0 || strcmp(p->op_type, "Cast") == 0 ||
+                         strcmp(p->op_type, "Identity") == 0)
+                    ? p->inputs[0]
+                    : -1;
+        }
+        if (v < 0 || g->values[v].graph_input < 0) continue;
+        const size_t i = (size_t)g->values[v].graph_input;
+        const ir_value *in = &g->values[v];
+        const int last = in->rank - 1, k = last >= 0 ? P->in_syms[i][last] : -1;
+        const int64_t kernel = w->dims[w->rank - 1];
+        if (k < 0 || kernel <= P->probe_sizes[1][k]) continue;
+        mha_error_prefix(err,
+                         "input '%s': axis %d%s%.40s%s is symbolic, and the load's probes of it "
+                         "(%lld and %lld) are shorter than Conv '%.60s''s kernel of %lld: a "
+                         "length through strided Convs is served with the axis fixed only "
+                         "(export with a fixed length)",
+                         in->name, last, in->dim_params[last] ? " ('" : "",
+                         in->dim_params[last] ? in->dim_params[last] : "",
+                         in->dim_params[last] ? "')" : "", (long long)P->probe_sizes[0][k],
+                         (long long)P->probe_sizes[1][k], n->name ? n->name : "",
+                         (long long)kernel);
+        return;
+    }
+}
+
 int plan_probe_is_loss_target(const plan *P, int v) {
     const ir_graph *g = P->g;
     /* the values v reaches through ops that keep its elements (a walk over
