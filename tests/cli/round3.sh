@@ -53,4 +53,8 @@ echo "== wav2vec2 with its samples symbolic: refused, saying why"
 "$MHA" check "$M/z3_wav2vec2_posconv_op14" >"$T/out" 2>&1 && fail "wav2vec2 with symbolic samples passed: list it no longer in REFUSED"
 grep -q "input 'input_values': axis 1 ('samples') is symbolic, .* shorter than Conv .*kernel of 10" "$T/out" ||
   fail "wav2vec2 refusal names not the reason: $(cat "$T/out")"
+echo "== optimum's merged decoder (an If on use_cache_branch): refused, naming what to run"
+expect 1 "a merged decoder" "$MHA" info "$MHA_TEST_DATA/plan/merged_if.onnx"
+grep -q "If node 'optimum::if'.*decoder_model_merged.*decoder_with_past_model.onnx" "$T/err" ||
+  fail "merged decoder refusal: $(cat "$T/err")"
 echo "round3: ok"
