@@ -451,6 +451,15 @@ static mha_status convert_attr(builder *b, const ir_node *n, Onnx__AttributeProt
         }
         return MHA_OK;
     default:
+        /* optimum's decoder_model_merged: an If on use_cache_branch */
+        if (type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH && n->op_type &&
+            strcmp(n->op_type, "If") == 0)
+            return mha_fail(b->err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "%s has type GRAPH: an If choosing between subgraphs (optimum's "
+                            "decoder_model_merged on use_cache_branch) is not supported; run "
+                            "its decoder_model.onnx for the first step and "
+                            "decoder_with_past_model.onnx for the cached ones",
+                            role);
         st = mha_fail(b->err, MHA_ERR_MODEL_UNSUPPORTED,
                       "%s has type %s, which the engine does not support (no subgraphs, "
                       "tensor lists or type attributes)",

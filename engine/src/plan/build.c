@@ -244,6 +244,7 @@ static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, m
         fs = build_shapes_merged(P, shp, &fit_err);
         if (fs == MHA_OK) mha_error_clear(err);
         if (fs == MHA_ERR_NO_MEMORY && err) *err = fit_err;
+        if (fs == MHA_ERR_MODEL_UNSUPPORTED) plan_probe_explain_short(P, err);
         return fs == MHA_ERR_MODEL_UNSUPPORTED ? st : fs;
     }
     if (fs != MHA_OK) {
@@ -558,10 +559,13 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
                  * (their extent the tables', as the probes feed them) */
                 const int64_t bound = gathered ? 0 : plan_probe_index_bound(P, v);
                 if (bound > 0) P->id_extent[i] = bound;
-                io->role = gathered || bound > 0 ? MHA_ROLE_TOKEN_IDS : MHA_ROLE_ATTN_MASK;
+                /* labels of a loss are ids too (any value: -100 is ignored) */
+                const int labels = !gathered && bound == 0 && plan_probe_is_loss_target(P, v);
+                io->role =
+                    gathered || bound > 0 || labels ? MHA_ROLE_TOKEN_IDS : MHA_ROLE_ATTN_MASK;
                 /* a mask by its name that indexes nothing (not position
                  * ids going into arithmetic) */
-                if (!gathered && bound == 0 && strstr(io->name, "mask"))
+                if (!gathered && bound == 0 && !labels && strstr(io->name, "mask"))
                     P->id_extent[i] = PLAN_IDS_MASK01;
             } else {
                 /* a float mask beside the ids is a mask, not data (it

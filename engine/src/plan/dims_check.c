@@ -59,7 +59,8 @@ static mha_status check_run(plan *P, const unsigned char *skip, int k, int c, in
     tensor **values = NULL;
     int64_t here = 0;
     const int64_t budget = plan_probe_run_budget(g);
-    plan_observer obs = {check_count, &here, skip, budget - *made};
+    /* > 0 always: 0 would be no limit */
+    plan_observer obs = {check_count, &here, skip, budget > *made ? budget - *made : 1};
     mha_error e;
     mha_error_clear(&e);
     mha_status st = plan_probe_inputs_sized(P, sizes, 0x636865636bull + (uint64_t)k, in, &e);

@@ -203,6 +203,14 @@ int plan_probe_items_fixed(const plan *P);
  * / Flatten / Identity; 0 when it indexes none (probe.c: the probes feed
  * such an input 0 and 1 only, as a mask). */
 int64_t plan_probe_index_bound(const plan *P, int v);
+/* Whether integer value v is (sliced, reshaped, cast) the target of a loss
+ * (SoftmaxCrossEntropyLoss, NegativeLogLikelihoodLoss): labels, ids of the
+ * text (-100 ignored), not a mask. */
+int plan_probe_is_loss_target(const plan *P, int v);
+/* The shape pass failed: when a Conv reads an input whose symbolic last
+ * axis the probes made shorter than its kernel (wav2vec2's samples), says
+ * so in front of err's message. */
+void plan_probe_explain_short(const plan *P, mha_error *err);
 /* Whether graph input i is a float attention mask (probe.c): float32
  * [B, S] or [B, 1, 1 | S, S] over the batch and tokens of a token ids
  * input (one that indexes an embedding table). */

@@ -357,9 +357,11 @@ mha_status plan_probe_fit_images(plan *P, mha_error *err) {
 }
 
 /* Tries every axis k as the sum of two others a < b, then as another plus
- * a constant 1 .. PROBE_MAX_SUM_CONST (a step of a fixed number of new
- * tokens: "past_sequence_length + 1"), each a shape-only run of both probes
- * (at most 4 axes: 60 tries); the first under which both run stands. */
+ * a constant 0 .. PROBE_MAX_SUM_CONST (0: one axis the file names twice, a
+ * cross-attention mask's keys and the encoder states'; else a step of a
+ * fixed number of new tokens: "past_sequence_length + 1"), each a
+ * shape-only run of both probes (at most 4 axes: 72 tries); the first under
+ * which both run stands; plan_run holds the inputs to it. */
 #define PROBE_MAX_SUM_CONST 4
 
 /* One candidate k = a (+ b) + c: set, tried, kept when both probes run. */
@@ -400,7 +402,7 @@ mha_status plan_probe_fit_sums(plan *P, mha_error *err) {
             for (int a = 0; a < P->n_syms && st == MHA_OK && !found; a++)
                 for (int b = two ? a + 1 : -1; b < (two ? P->n_syms : 0) && st == MHA_OK && !found;
                      b++)
-                    for (int c = two ? 0 : 1; c <= (two ? 0 : PROBE_MAX_SUM_CONST) && !found; c++) {
+                    for (int c = 0; c <= (two ? 0 : PROBE_MAX_SUM_CONST) && !found; c++) {
                         if (a == k || b == k || made > budget) continue;
                         st = probe_try_sum(P, skip, k, a, b, c, &made, &found, err);
                         if (st != MHA_OK) break;
@@ -452,6 +454,73 @@ static int64_t probe_index_bound_at(const plan *P, int v, int depth) {
 
 int64_t plan_probe_index_bound(const plan *P, int v) {
     return probe_index_bound_at(P, v, 0);
+}
+
+void plan_probe_explain_short(const plan *P, mha_error *err) {
+    const ir_graph *g = P->g;
+    if (!err || !P->in_syms) return;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        if (strcmp(n->op_type, "Conv") != 0 || n->n_inputs < 2 || n->inputs[0] < 0) continue;
+        const tensor *w = plan_const(P, n->inputs[1]);
+        if (!w || w->rank < 3) continue;
+        /* the Conv's data back to a graph input through ops that keep its
+         * last axis (wav2vec2's Unsqueeze of the samples) */
+        int v = n->inputs[0];
+        for (int hops = 0; hops < 4 && v >= 0 && g->values[v].graph_input < 0; hops++) {
+            const int pid = g->values[v].producer;
+            const ir_node *p = pid >= 0 ? &g->nodes[pid] : NULL;
+            v = p && p->n_inputs >= 1 &&
+                        (strcmp(p->op_type, "Unsqueeze") == 0 || strcmp(p->op_type, "Cast") == 0 ||
+                         strcmp(p->op_type, "Identity") == 0)
+                    ? p->inputs[0]
+                    : -1;
+        }
+        if (v < 0 || g->values[v].graph_input < 0) continue;
+        const size_t i = (size_t)g->values[v].graph_input;
+        const ir_value *in = &g->values[v];
+        const int last = in->rank - 1, k = last >= 0 ? P->in_syms[i][last] : -1;
+        const int64_t kernel = w->dims[w->rank - 1];
+        if (k < 0 || kernel <= P->probe_sizes[1][k]) continue;
+        mha_error_prefix(err,
+                         "input '%s': axis %d%s%.40s%s is symbolic, and the load's probes of it "
+                         "(%lld and %lld) are shorter than Conv '%.60s''s kernel of %lld: a "
+                         "length through strided Convs is served with the axis fixed only "
+                         "(export with a fixed length)",
+                         in->name, last, in->dim_params[last] ? " ('" : "",
+                         in->dim_params[last] ? in->dim_params[last] : "",
+                         in->dim_params[last] ? "')" : "", (long long)P->probe_sizes[0][k],
+                         (long long)P->probe_sizes[1][k], n->name ? n->name : "",
+                         (long long)kernel);
+        return;
+    }
+}
+
+int plan_probe_is_loss_target(const plan *P, int v) {
+    const ir_graph *g = P->g;
+    /* the values v reaches through ops that keep its elements (a walk over
+     * the nodes in order: each node once, as nodes come after their inputs) */
+    unsigned char *reach = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, 1);
+    if (!reach || v < 0 || (size_t)v >= g->n_values) {
+        mha_free(&P->alloc, reach);
+        return 0;
+    }
+    static const char *const keep[] = {"Slice",   "Reshape",   "Flatten",  "Cast",
+                                       "Squeeze", "Unsqueeze", "Identity", "Transpose"};
+    int found = 0;
+    reach[v] = 1;
+    for (size_t ni = 0; ni < g->n_nodes && !found; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        if (n->n_inputs < 1 || n->inputs[0] < 0) continue;
+        const int loss = strcmp(n->op_type, "SoftmaxCrossEntropyLoss") == 0 ||
+                         strcmp(n->op_type, "NegativeLogLikelihoodLoss") == 0;
+        if (loss && n->n_inputs >= 2 && n->inputs[1] >= 0 && reach[n->inputs[1]]) found = 1;
+        if (!reach[n->inputs[0]] || n->n_outputs < 1 || n->outputs[0] < 0) continue;
+        for (size_t k = 0; k < sizeof keep / sizeof keep[0]; k++)
+            if (strcmp(n->op_type, keep[k]) == 0) reach[n->outputs[0]] = 1;
+    }
+    mha_free(&P->alloc, reach);
+    return found;
 }
 
 /* Whether axis a of input i and axis b of input j are one axis of the

@@ -568,6 +568,42 @@ static mha_status run_check_ids(const plan *P, size_t i, const mha_tensor *t, mh
     return MHA_OK;
 }
 
+/* Each symbolic axis the load found to be another (plus one more, plus a
+ * constant) -- a cross-attention mask's keys named apart from the encoder
+ * states', a cache's keys (past + new) -- must be that in these inputs:
+ * the graph would otherwise broadcast or fail deep inside. One line naming
+ * the input, its axis and the size the other inputs make it. */
+static mha_status run_check_sums(const plan *P, const mha_tensor *inputs, const int64_t *sym,
+                                 const size_t *sym_from, mha_error *err) {
+    const ir_graph *g = P->g;
+    for (int k = 0; k < P->n_syms && k < PLAN_MAX_SYMS; k++) {
+        const int a = P->sym_sum[k][0], b = P->sym_sum[k][1];
+        if (a < 0 || sym[k] < 0 || sym[a] < 0 || (b >= 0 && sym[b] < 0)) continue;
+        const int64_t want = sym[a] + (b >= 0 ? sym[b] : 0) + P->sym_sum[k][2];
+        if (sym[k] == want) continue;
+        const size_t i = sym_from[k], j = sym_from[a];
+        const ir_value *v = &g->values[g->inputs[i]];
+        int d = 0, e = 0;
+        while (d < v->rank && P->in_syms[i][d] != k)
+            d++;
+        while (e < MHA_MAX_RANK && P->in_syms[j][e] != a)
+            e++;
+        char s1[96], more[160] = "";
+        if (b >= 0 || P->sym_sum[k][2])
+            snprintf(more, sizeof more, "%s%s%s plus %d", b >= 0 ? " plus that of input '" : "",
+                     b >= 0 ? g->values[g->inputs[sym_from[b]]].name : "", b >= 0 ? "'" : "",
+                     P->sym_sum[k][2]);
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "input '%s': axis %d%s%.40s%s is %lld, but the model takes %lld there "
+                        "(axis %d of input '%s'%s: the same keys; got %s)",
+                        v->name, d, v->dim_params[d] ? " ('" : "",
+                        v->dim_params[d] ? v->dim_params[d] : "", v->dim_params[d] ? "')" : "",
+                        (long long)sym[k], (long long)want, e, g->values[g->inputs[j]].name, more,
+                        tensor_shape_str(inputs[i].rank, inputs[i].shape, s1, sizeof s1));
+    }
+    return MHA_OK;
+}
+
 mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_inputs,
                               mha_tensor *outputs, size_t n_outputs, mha_error *err) {
     const ir_graph *g = P->g;
@@ -642,6 +678,8 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
         mha_status st = run_check_ids(P, i, t, err);
         if (st != MHA_OK) return st;
     }
+    mha_status st = run_check_sums(P, inputs, sym, sym_from, err);
+    if (st != MHA_OK) return st;
     for (size_t k = 0; k < n_outputs; k++) {
         const layer_io *io = &P->outputs[k];
         outputs[k].dtype = io->dtype;
