@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -195,6 +196,7 @@ typedef struct serve_call {
     char *body;
     size_t size, cap;
     int too_big;
+    const char *bad_framing; /* why the body's length is ambiguous, or NULL */
     double start;
 } serve_call;
 
@@ -233,6 +235,8 @@ static enum MHD_Result serve_reply(struct MHD_Connection *conn, serve_state *s, 
      * answer belongs to (serve-load checks each id is answered once) */
     const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
     if (id && strlen(id) <= SERVE_MAX_ID) MHD_add_response_header(r, "X-Request-Id", id);
+    /* where the body ends is unknown: nothing more is read from here */
+    if (call && call->bad_framing) MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)code, r);
     MHD_destroy_response(r);
     if (call) serve_count(s, code, cli_now() - call->start, batch_size);
@@ -422,6 +426,7 @@ static int serve_convert_body(mha_tensor *in, mha_dtype from, size_t bytes, void
 }
 
 static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, serve_call *call) {
+    if (call->bad_framing) return serve_text(conn, s, call, 400, "error: %s", call->bad_framing);
     if (call->too_big)
         return serve_text(conn, s, call, 413, "error: the body is larger than %zu bytes",
                           s->max_body);
@@ -468,6 +473,9 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
         in.data = parsed;
     } else {
         mha_npy_header h;
+        if (call->size == 0)
+            return serve_text(conn, s, call, 400,
+                              "error: the body is empty: send one sequence as .npy or JSON");
         if (mha_npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
             return serve_text(conn, s, call, 400, "error: %s", err.message);
         if (!mha_dtype_can_convert(h.dtype, s->in_dtype))
@@ -510,6 +518,32 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
     return ret;
 }
 
+/* The headers that say where a request's body ends. */
+typedef struct serve_framing {
+    const char *length; /* the first Content-Length */
+    int lengths_differ; /* a second Content-Length with another value */
+    int chunked;        /* any Transfer-Encoding */
+    int other_coding;   /* a Transfer-Encoding other than chunked alone */
+} serve_framing;
+
+static enum MHD_Result serve_framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                            const char *value) {
+    (void)kind;
+    serve_framing *fr = cls;
+    if (!key) return MHD_YES;
+    if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        fr->chunked = 1;
+        fr->other_coding |= !value || strcasecmp(value, "chunked") != 0;
+    }
+    if (strcasecmp(key, "Content-Length") == 0) {
+        if (!fr->length)
+            fr->length = value ? value : "";
+        else if (strcmp(fr->length, value ? value : "") != 0)
+            fr->lengths_differ = 1;
+    }
+    return MHD_YES;
+}
+
 static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, const char *url,
                                     const char *method, const char *version,
                                     const char *upload_data, size_t *upload_size, void **con_cls) {
@@ -526,6 +560,21 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
         s->in_flight++;
         pthread_mutex_unlock(&s->mutex);
         if (strcmp(method, "POST") == 0 && strcmp(url, "/run") == 0) {
+            serve_framing fr = {NULL, 0, 0, 0};
+            MHD_get_connection_values(conn, MHD_HEADER_KIND, serve_framing_header, &fr);
+            /* two lengths, or a length beside chunked: a proxy in front may
+             * have read another body than this server would (request
+             * smuggling), so the request is refused and the connection
+             * closed (RFC 9112 section 6.3) */
+            /* a coding this server cannot undo (gzip, chunked) left the
+             * connection waiting for its timeout */
+            if (fr.lengths_differ || (fr.length && fr.chunked) || fr.other_coding) {
+                call->bad_framing =
+                    fr.lengths_differ ? "Content-Length given twice with different values"
+                    : fr.other_coding ? "a Transfer-Encoding other than chunked"
+                                      : "both Content-Length and Transfer-Encoding given";
+                return serve_run(conn, s, call);
+            }
             const char *len = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
             /* refused before the body is sent (no "100 Continue") */
             if (len && strtoull(len, NULL, 10) > s->max_body) {

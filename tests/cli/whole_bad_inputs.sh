@@ -17,7 +17,7 @@ D="$B/dataset"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # refused RC WHAT PATTERN CMD...: exit RC, one stderr line matching the
-# grep pattern, nothing in $T/out
+# grep pattern, nothing on stdout, nothing in $T/out
 refused() {
   want=$1 what=$2 pattern=$3
   shift 3
@@ -27,6 +27,7 @@ refused() {
   set -e
   [ "$got" = "$want" ] || fail "$what: exit $got, wanted $want ($(cat "$T/stderr"))"
   [ "$(wc -l <"$T/stderr")" = 1 ] || fail "$what: not one line: $(cat "$T/stderr")"
+  [ ! -s "$T/stdout" ] || fail "$what: wrote on stdout: $(head -c 300 "$T/stdout")"
   grep -q -- "$pattern" "$T/stderr" || fail "$what: $(cat "$T/stderr")"
   [ -z "$(ls -A "$T/out")" ] || fail "$what: left $(ls -A "$T/out")"
   echo "ok: $what: $(cat "$T/stderr")"
@@ -79,6 +80,34 @@ refused 1 "mask value 2, chunked" "^mha: $T/mask_TWO.npy: rows 0-2: input 'atten
 # the same model's good run still goes through
 run_bert "$D/input_ids.npy" "$D/attention_mask.npy" -o "$T/good.npy" || fail "the good run"
 [ -s "$T/good.npy" ] || fail "the good run wrote nothing"
+
+echo "== masks and token types of another kind"
+# a mask of other columns, of float32 or bool; a token type past the
+# model's two; the token types left out; --lengths beside a mask file
+npy_zeros "$T/mask_5cols.npy" '<i8' '(5, 5)' 200
+refused 1 "mask of 5 columns beside 6 ids" "^mha: $T/mask_5cols.npy: input 'attention_mask': axis 1 ('seq') is 5, but 6" \
+  run_bert "$D/input_ids.npy" "$T/mask_5cols.npy" -o "$T/out/y.npy"
+npy_zeros "$T/mask_f32.npy" '<f4' '(5, 6)' 120
+refused 1 "float32 mask" "^mha: $T/mask_f32.npy: float32 data cannot be used as input 'attention_mask' (int64)" \
+  run_bert "$D/input_ids.npy" "$T/mask_f32.npy" -o "$T/out/y.npy"
+npy_zeros "$T/mask_bool.npy" '|b1' '(5, 6)' 30
+refused 1 "bool mask" "^mha: $T/mask_bool.npy: bool data cannot be used as input 'attention_mask'" \
+  run_bert "$D/input_ids.npy" "$T/mask_bool.npy" -o "$T/out/y.npy"
+cp "$D/token_type_ids.npy" "$T/tt_two.npy"
+poke "$T/tt_two.npy" 2 3 "$TWO"
+refused 1 "token type 2 of 2" "^mha: $T/tt_two.npy: input 'token_type_ids' \[2, 3\]: token id 2 is outside the vocabulary of 2" \
+  "$MHA" run -q "$B/model.onnx" "$D/input_ids.npy" "$D/attention_mask.npy" "$T/tt_two.npy" -o "$T/out/y.npy"
+refused 2 "token types left out" "input 'token_type_ids' (token_ids) has no file" \
+  "$MHA" run -q "$B/model.onnx" "$D/input_ids.npy" "$D/attention_mask.npy" -o "$T/out/y.npy"
+npy_zeros "$T/len5.npy" '<i8' '(5,)' 40
+refused 2 "--lengths beside the mask file" "beside --lengths, which makes the mask" \
+  "$MHA" run -q "$B/model.onnx" "$D/input_ids.npy" "$D/attention_mask.npy" "$D/token_type_ids.npy" \
+  --lengths "$T/len5.npy" -o "$T/out/y.npy"
+
+# NAME=FILE naming no input: was "foo=...: No such file or directory"
+refused 2 "NAME= of no input" "input_ids.npy: the model has no input 'foo'; it takes: input_ids, attention_mask, token_type_ids" \
+  "$MHA" run -q "$B/model.onnx" "foo=$D/input_ids.npy" "$D/attention_mask.npy" "$D/token_type_ids.npy" \
+  -o "$T/out/y.npy"
 
 echo "== a sequence longer than the model's positions is blamed on the ids file"
 # both models have 32 positions: BERT slices its position buffer (then an
