@@ -73,6 +73,7 @@ typedef struct bench_options {
     double batch_ms;       /* the queue's max_batch_ms (0: off) */
     int dispatchers;       /* the queue's num_dispatchers (0: one per runtime thread) */
     int run_threads;       /* the queue's num_threads per batch run (0: the runtime's) */
+    int caller_runs;       /* the queue's caller_runs */
     double server_rate;    /* > 0: one trial at this rate instead of the search */
     int precision;         /* MHA_PRECISION_* of every timed run (the reference: float32) */
 } bench_options;

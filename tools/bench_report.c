@@ -137,6 +137,7 @@ void bench_report_table(const bench_report *r, FILE *out) {
         if (o->run_threads > 0)
             snprintf(bms + strlen(bms), sizeof bms - strlen(bms), ", %d threads a run",
                      o->run_threads);
+        if (o->caller_runs) snprintf(bms + strlen(bms), sizeof bms - strlen(bms), ", caller runs");
         fprintf(out,
                 "  shape %s, server: batch-1 requests, Poisson arrivals, request queue (max "
                 "batch %d, delay %.3g ms%s), p99 bound %.3g ms, %.3g s per rate, seed %llu\n",
@@ -380,7 +381,8 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
         json_num(f, o->batch_delay_ms);
         fputs(", \"batch_ms\": ", f);
         json_num(f, o->batch_ms);
-        fprintf(f, ", \"dispatchers\": %d, \"run_threads\": %d", o->dispatchers, o->run_threads);
+        fprintf(f, ", \"dispatchers\": %d, \"run_threads\": %d, \"caller_runs\": %d",
+                o->dispatchers, o->run_threads, o->caller_runs);
     }
     fputs("},\n", f);
     fputs("  \"context\": {\n", f);

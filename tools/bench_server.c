@@ -372,6 +372,7 @@ int bench_server_run(mha_runtime *rt, const mha_model *model, bench_tensors *t,
         qo.max_batch_ms = o->batch_ms;
         qo.num_dispatchers = o->dispatchers;
         qo.num_threads = o->run_threads;
+        qo.caller_runs = o->caller_runs;
         qo.max_batch_tokens = (int64_t)o->max_batch * t->inputs[0].shape[1];
         qo.capacity = 4096;
         if (mha_queue_create(rt, model, &qo, &queue, &err) != MHA_OK) {

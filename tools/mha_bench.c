@@ -53,6 +53,7 @@ enum {
     BENCH_OPT_BATCH_MS,
     BENCH_OPT_DISPATCHERS,
     BENCH_OPT_RUN_THREADS,
+    BENCH_OPT_CALLER_RUNS,
     BENCH_OPT_SERVER_RATE,
     BENCH_OPT_SEED,
     BENCH_OPT_PLUGIN_PATH,
@@ -104,6 +105,9 @@ static const cli_opt bench_opts[] = {
      "server: the queue's num_threads: threads of each batch's\n"
      "run (default 0: the runtime's, shared out between the\n"
      "runs in progress; 1: every batch on one core)"},
+    {BENCH_OPT_CALLER_RUNS, "caller-runs", 0, NULL,
+     "server: the queue's caller_runs: a client waiting on its\n"
+     "request computes the next batch itself while a core is free"},
     {BENCH_OPT_SERVER_RATE, "server-rate", 0, "R",
      "server: one trial of --server-time at R requests/s instead\n"
      "of the search (above what it sustains: saturation); its\n"
@@ -321,6 +325,9 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
         case BENCH_OPT_RUN_THREADS:
             if (!cli_parse_int(c, "--run-threads", val, 0, 1024, &n)) return CLI_USAGE;
             o->run_threads = (int)n;
+            break;
+        case BENCH_OPT_CALLER_RUNS:
+            o->caller_runs = 1;
             break;
         case BENCH_OPT_SERVER_RATE:
             if (parse_double(val, 1e-3, 1e7, &o->server_rate) != 0)

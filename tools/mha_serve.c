@@ -65,6 +65,7 @@ enum {
     SERVE_MAX_BATCH_MS,
     SERVE_HOLD_WHEN_IDLE,
     SERVE_HEADER_TIMEOUT_MS,
+    SERVE_CALLER_RUNS,
 };
 
 static const cli_opt serve_opts[] = {
@@ -101,6 +102,10 @@ static const cli_opt serve_opts[] = {
      "threads of each batch's run (default 0: the runtime's,\n"
      "shared out between the batches running; 1: every batch on\n"
      "one core, even alone: no barriers between two threads)"},
+    {SERVE_CALLER_RUNS, "caller-runs", 0, NULL,
+     "a connection's thread waiting on its request computes\n"
+     "the next batch itself while a core is free (no hand-off\n"
+     "to a dispatcher and back for a lone request)"},
     {SERVE_DEADLINE_MS, "deadline-ms", 0, "X",
      "a request not started by then gets 504, and one the work\n"
      "waiting would delay past it 503 at once (default: none)"},
@@ -646,7 +651,7 @@ typedef struct serve_options {
     long long port, max_batch, max_tokens, capacity, dispatchers, run_threads, max_body, max_conn,
         min_body_rate;
     double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms, header_timeout_ms;
-    int hold_when_idle;
+    int hold_when_idle, caller_runs;
 } serve_options;
 
 static int serve_parse_ms(const cli_common *c, const char *opt, const char *v, double *out) {
@@ -691,6 +696,8 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
             o->port_file = v;
         } else if (id == SERVE_HOLD_WHEN_IDLE) {
             o->hold_when_idle = 1;
+        } else if (id == SERVE_CALLER_RUNS) {
+            o->caller_runs = 1;
         } else if (id == SERVE_MAX_PADDING) {
             char *end = NULL;
             double x = strtod(v, &end);
@@ -774,6 +781,7 @@ int mha_cmd_serve(int argc, char **argv) {
     qo.max_queue_ms = o.max_queue_ms;
     qo.max_padding = o.max_padding;
     qo.max_batch_ms = o.max_batch_ms;
+    qo.caller_runs = o.caller_runs;
     rc = CLI_FAIL;
     struct MHD_Daemon *d = NULL;
     if (mha_queue_create(rt, m, &qo, &s.queue, &err) != MHA_OK) {
@@ -796,13 +804,16 @@ int mha_cmd_serve(int argc, char **argv) {
         cli_fail("serve: cannot start the header timeout's thread");
         goto done;
     }
+    /* a connection's thread computes batches with --caller-runs: the stack
+     * mha_run needs (512 KiB free), else a small one per connection */
+    const size_t stack = o.caller_runs ? (size_t)2 << 20 : (size_t)256 << 10;
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
                      (ipv6 ? MHD_USE_IPv6 : 0);
     d = MHD_start_daemon(
         flags, (uint16_t)o.port, NULL, NULL, serve_handle, &s, MHD_OPTION_SOCK_ADDR,
         ipv6 ? (struct sockaddr *)&a6 : (struct sockaddr *)&a4, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)o.max_conn, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)256 << 10, MHD_OPTION_NOTIFY_COMPLETED, serve_completed, &s,
+        stack, MHD_OPTION_NOTIFY_COMPLETED, serve_completed, &s,
         s.guard ? MHD_OPTION_NOTIFY_CONNECTION : MHD_OPTION_END, serve_guard_notify, s.guard,
         MHD_OPTION_END);
     if (!d) {

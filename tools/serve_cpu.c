@@ -17,6 +17,8 @@
  *              requests' key lengths; a whole model's masks 1 at each
  *              request's tokens, other ids 0), the arithmetic of one-run and
  *              nothing else; one-run minus this is what the queue costs
+ *   caller     alone with caller_runs: the thread that waits computes each
+ *              request itself while the dispatcher is idle (no hand-off)
  *
  * Beside the CPU time, the context switches and page faults of the process
  * per request (getrusage): the queue's handoffs and its memory's first
@@ -295,15 +297,16 @@ int main(int argc, char **argv) {
                 model);
         goto done;
     }
-    static const char *const names[4] = {"alone", "one-run", "by-length", "mha_run"};
+    static const char *const names[5] = {"alone", "one-run", "by-length", "mha_run", "caller"};
     for (int round = 0; round < rounds; round++) {
-        for (int mode = 0; mode < 4; mode++) {
+        for (int mode = 0; mode < 5; mode++) {
             mha_queue_options qo;
             mha_queue_options_init(&qo);
             qo.num_dispatchers = 1; /* the burst's batches one after another */
-            if (mode == 0) {
+            if (mode == 0 || mode == 4) {
                 qo.max_batch = 1;
                 qo.max_delay_ms = 0;
+                qo.caller_runs = mode == 4;
             } else {
                 qo.max_batch = n;
                 qo.max_delay_ms = 1000; /* the burst closes the batch */
@@ -312,8 +315,8 @@ int main(int argc, char **argv) {
                 if (mode == 1) qo.max_padding = 1.0;
             }
             cpu_cost c;
-            if ((mode < 3 ? cpu_measure(rt, &cm, &qo, S, n, reps, &c)
-                          : cpu_run_alone(rt, &cm, S, n, reps, &c)) != 0)
+            if ((mode != 3 ? cpu_measure(rt, &cm, &qo, S, n, reps, &c)
+                           : cpu_run_alone(rt, &cm, S, n, reps, &c)) != 0)
                 goto done;
             printf("round %d, lengths %s, %-9s: %.4f CPU ms per request (%.2f requests a run), "
                    "%.2f context switches, %.2f page faults\n",

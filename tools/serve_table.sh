@@ -7,7 +7,8 @@
 #      of what the two-core FMA peak (`mha peak`, measured right before each
 #      number) allows for that request's FLOPs; batching on also with each
 #      batch's run bounded by a fifth of the bound (`--batch-ms`), and
-#      that with every batch's run on one core (`--run-threads 1`)
+#      that with every batch's run on one core (`--run-threads 1`) and
+#      with the waiting clients computing batches (`--caller-runs`)
 #   2. several clients on one runtime (no queue): 1, 2 and 8 client threads,
 #      the runtime at 1 thread and at its default (every CPU): the rate at
 #      the bound, and at saturation (`--server-rate 1000000`: every client
@@ -55,7 +56,7 @@ while [ $# -gt 0 ]; do
   --out) OUT=$2; shift 2 ;;
   --server-time) STIME=$2; shift 2 ;;
   --p99-ms) P99=$2; shift 2 ;;
-  -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,45p' "$0"; exit 0 ;;
   *) echo "serve_table.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -206,6 +207,10 @@ while [ $r -le "$REPS" ]; do
   # two threads than on one)
   bench "layer S32 batch16 batch-ms run1" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms" --run-threads 1
   bench "layer S8 batch16 batch-ms run1" "$T/layer768.onnx" 8 16 4 2 --batch-ms "$bms" --run-threads 1
+  # the same with caller_runs: a client waiting on its request computes the
+  # next batch itself while a core is free (no hand-off to a dispatcher)
+  bench "layer S32 batch16 batch-ms caller" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms" --caller-runs
+  bench "layer S8 batch16 batch-ms caller" "$T/layer768.onnx" 8 16 4 2 --batch-ms "$bms" --caller-runs
   # clients x runtime threads (no queue)
   for c in 1 2 8; do
     for th in 1 2; do bench "clients$c threads$th" "$T/layer768.onnx" 32 0 $c $th; done

@@ -196,6 +196,23 @@ serve_wait_exit
 grep -q "drained 1 waiting" "$T/err" || fail "no drain report: $(cat "$T/err")"
 echo "ok: SIGTERM drains"
 
+# --caller-runs: the connections' threads compute the batches (8 requests
+# at once), each answer still what mha run gives
+serve_start "$T/m.onnx" --caller-runs
+PIDS=
+for k in 1 2 3 4 5 6 7 8; do
+  (post "$T/x.npy" "$T/c$k.npy" >"$T/code_c$k") &
+  PIDS="$PIDS $!"
+done
+for p in $PIDS; do wait "$p" || true; done
+for k in 1 2 3 4 5 6 7 8; do
+  [ "$(cat "$T/code_c$k")" = 200 ] || fail "--caller-runs: request $k answered $(cat "$T/code_c$k")"
+  cmp -s "$T/c$k.npy" "$T/ref.npy" || fail "--caller-runs: answer $k differs from mha run's"
+done
+kill -TERM $SRV
+serve_wait_exit
+echo "ok: --caller-runs"
+
 set +e
 "$MHA" serve "$T/m.onnx" --host not-an-address >/dev/null 2>&1
 [ $? = 2 ] || fail "a bad --host: wanted exit 2"

@@ -408,6 +408,20 @@ static mha_request *submit_one(mha_queue *q, const float *x, int64_t S, int64_t 
     return r;
 }
 
+/* Submits x's first S rows of 64 with a completion callback; must be
+ * accepted. */
+static mha_request *submit_with_done(mha_queue *q, float *x, int64_t S, mha_request_done_fn done,
+                                     void *user) {
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {S, 64}, x};
+    mha_submit_options so;
+    mha_submit_options_init(&so);
+    so.done = done;
+    so.done_user = user;
+    mha_request *r = NULL;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &r, NULL), MHA_OK);
+    return r;
+}
+
 static void test_full_then_drain(void **state) {
     (void)state;
     mha_model *m = gen_model(0);
@@ -533,16 +547,8 @@ static void test_cancel_deadline_shutdown(void **state) {
     memset(&cnt, 0, sizeof cnt);
     mha_queue_destroy(q);
     q = queue_new(rt, m, 16, 10000.0, 64);
-    for (int i = 0; i < 10; i++) {
-        mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {4, 64}, x};
-        mha_submit_options so;
-        mha_submit_options_init(&so);
-        so.done = count_done;
-        so.done_user = &cnt;
-        mha_request *r = NULL;
-        assert_int_equal(mha_queue_submit(q, &in, &so, &r, NULL), MHA_OK);
-        (void)r; /* freed by the callback */
-    }
+    for (int i = 0; i < 10; i++)
+        (void)submit_with_done(q, x, 4, count_done, &cnt); /* freed by the callback */
     mha_request *e = submit_one(q, x, 4, 64, 0, &st);
     mha_request_free(e); /* still pending: cancelled, memory released on completion */
     uint64_t drained = 99, cancelled = 99;
@@ -883,6 +889,62 @@ static void test_one_sleep_a_request(void **state) {
     mha_model_free(m);
 }
 
+/* The thread a request's batch ran on (its callback runs there, right
+ * after the batch; a waiter woken by a dispatcher may return before it). */
+typedef struct ran_on {
+    pthread_t thread;
+    atomic_int set;
+} ran_on;
+
+static void note_thread(void *user, mha_request *req) {
+    (void)req;
+    ran_on *r = user;
+    r->thread = pthread_self();
+    atomic_store_explicit(&r->set, 1, memory_order_release);
+}
+
+/* caller_runs: a lone request on an idle queue is computed by the thread
+ * that waits on it (its callback runs there), bitwise what it gives alone;
+ * without caller_runs never. The submit still wakes a dispatcher, which
+ * may win the race now and then, so most, not all. */
+static void test_caller_runs(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(2);
+    enum { N = 100, S = 8 };
+    float *x = malloc((size_t)S * 64 * sizeof(float));
+    tu_fill_random(x, (size_t)S * 64, 6);
+    float *ref = run_alone(rt, m, x, S, 64);
+    for (int caller = 0; caller < 2; caller++) {
+        mha_queue_options o;
+        mha_queue_options_init(&o);
+        o.caller_runs = caller;
+        mha_queue *q = NULL;
+        assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+        int mine = 0;
+        for (int i = 0; i < N; i++) {
+            ran_on ran;
+            atomic_init(&ran.set, 0);
+            mha_request *r = submit_with_done(q, x, S, note_thread, &ran);
+            assert_int_equal(mha_request_wait(r, -1, NULL), MHA_OK);
+            assert_memory_equal(mha_request_output(r)->data, ref, sizeof(float) * S * 64);
+            while (!atomic_load_explicit(&ran.set, memory_order_acquire))
+                sched_yield();
+            mine += pthread_equal(ran.thread, pthread_self()) != 0;
+            mha_request_free(r);
+        }
+        mha_queue_destroy(q);
+        if (caller && mine < N / 4)
+            fail_msg("caller_runs: %d of %d lone requests computed by their waiter", mine, N);
+        if (!caller && mine != 0)
+            fail_msg("without caller_runs %d of %d requests ran on the waiter", mine, N);
+    }
+    free(ref);
+    free(x);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
 /* Two requests' callbacks that each wait (up to 10 s) for the other's to
  * start: both start only if two dispatchers run batches at once. */
 typedef struct meet_state {
@@ -1117,13 +1179,15 @@ static void test_many_submitters(void **state) {
 #else
     sh.per_thread = 300;
 #endif
-    for (int round = 0; round < 2; round++) {
+    /* rounds 2 and 3: the waiting submitters compute batches too */
+    for (int round = 0; round < 4; round++) {
         mha_queue_options o;
         mha_queue_options_init(&o);
         o.max_batch = 8;
         o.max_delay_ms = 0.5;
         o.capacity = 16; /* small: some submits find it full */
-        o.num_dispatchers = round + 1;
+        o.num_dispatchers = round % 2 + 1;
+        o.caller_runs = round >= 2;
         mha_error err = {0};
         assert_int_equal(mha_queue_create(rt, m, &o, &sh.q, &err), MHA_OK);
         memset(&sh.cnt, 0, sizeof sh.cnt);
@@ -1135,8 +1199,8 @@ static void test_many_submitters(void **state) {
             st[i] = (stress_thread){&sh, 1000 + (uint64_t)i + 100 * (uint64_t)round};
             assert_int_equal(pthread_create(&th[i], NULL, stress_main, &st[i]), 0);
         }
-        /* round 1 shuts down while the submitters are busy (mid-batch) */
-        if (round == 1) {
+        /* rounds 1 and 3 shut down while the submitters are busy (mid-batch) */
+        if (round % 2 == 1) {
             struct timespec ts = {0, 20 * 1000 * 1000};
             nanosleep(&ts, NULL);
             uint64_t drained, cancelled;
@@ -1287,6 +1351,7 @@ int main(void) {
         cmocka_unit_test(test_batch_time),
         cmocka_unit_test(test_idle_goes_at_once),
         cmocka_unit_test(test_one_sleep_a_request),
+        cmocka_unit_test(test_caller_runs),
         cmocka_unit_test(test_dispatcher_per_thread),
         cmocka_unit_test(test_free_dispatchers_share_a_batch),
         cmocka_unit_test(test_request_memory_reused),

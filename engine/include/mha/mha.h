@@ -654,6 +654,17 @@ typedef struct mha_queue_options {
                                  the next batch by themselves). 1: the first request
                                  waits max_delay_ms for company even on an idle queue.
                                  (Appended after max_batch_ms.) */
+    int caller_runs;          /* 0 (the default): dispatcher threads compute every
+                                 batch. 1: a thread in mha_request_wait (timeout < 0)
+                                 whose request still waits, while fewer batches run
+                                 than there are dispatchers (a core is free), takes
+                                 the next batch and computes it itself, its own
+                                 request in it or not, until its request has left the
+                                 list: a lone request then runs on its submitter's
+                                 thread with no hand-off to a dispatcher and back.
+                                 Such a waiter calls mha_run (the stack it needs) and
+                                 runs other requests' callbacks. Not with
+                                 hold_when_idle. (Appended after hold_when_idle.) */
 } mha_queue_options;
 
 MHA_API void mha_queue_options_init(mha_queue_options *opts);

@@ -86,6 +86,7 @@ typedef struct queue_dispatcher {
     const void **xs;    /* [max_batch] each request's sequence */
     mha_status *status; /* [max_batch] each request's result */
     mha_request **batch;
+    int in_use; /* a caller slot (caller_runs) lent to a waiting thread (mutex) */
 } queue_dispatcher;
 
 struct mha_queue {
@@ -108,8 +109,11 @@ struct mha_queue {
     int64_t tokens_waiting; /* max_batch_ms: the tokens of the requests in the list */
     double ms_per_token;
     int n_dispatchers;
-    int busy_dispatchers; /* with a batch taken and not yet completed */
+    int busy_dispatchers; /* batches taken and not yet completed (callers' too) */
     queue_dispatcher *dispatchers;
+    /* caller_runs: the buffers of waiting threads that compute a batch, one
+     * per dispatcher (batches at once stay within num_dispatchers) */
+    queue_dispatcher *callers;
 };
 
 static double queue_now(void) {
@@ -257,6 +261,16 @@ static void request_finish(mha_request *r) {
     pthread_cond_broadcast(&r->cond);
     if (r->done) r->done(r->done_user, r);
     request_unref(r);
+}
+
+/* request_finish for each request of a list through next. */
+static void queue_finish_list(mha_request *r) {
+    while (r) {
+        mha_request *next = r->next;
+        r->next = NULL;
+        request_finish(r);
+        r = next;
+    }
 }
 
 /* Why a submission is refused (or not). */
@@ -435,12 +449,15 @@ static int request_done(const mha_request *r) {
     return atomic_load_explicit(&((mha_request *)r)->state, memory_order_acquire) == REQ_DONE;
 }
 
+static void queue_caller_runs_locked(mha_queue *q, mha_request *r);
+
 mha_status mha_request_wait(mha_request *r, double timeout_ms, mha_error *err) {
     if (!r) return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "request wait: NULL request");
     mha_queue *q = r->queue;
     if (request_done(r)) goto done;
     pthread_mutex_lock(&q->mutex);
     if (timeout_ms < 0) {
+        if (q->opts.caller_runs && !q->opts.hold_when_idle) queue_caller_runs_locked(q, r);
         while (r->state != REQ_DONE)
             pthread_cond_wait(&r->cond, &q->mutex);
     } else {
@@ -520,13 +537,16 @@ static int queue_cancel_batch(void *user) {
     return 1;
 }
 
+static int queue_form_batch_locked(mha_queue *q, queue_dispatcher *d, mha_request **expired);
+
 /* Waits for and takes the next batch into d->batch (NULL-terminated);
  * returns its size, 0 when the dispatcher should stop. Requests found past
  * their deadline are completed into *expired (a list through next). */
 static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **expired) {
     pthread_mutex_lock(&q->mutex);
     for (;;) {
-        while (!q->head && !q->stopping)
+        /* a core free: with caller_runs a waiting thread may hold one */
+        while ((!q->head || q->busy_dispatchers >= q->n_dispatchers) && !q->stopping)
             pthread_cond_wait(&q->work_cond, &q->mutex);
         if (!q->head) {
             pthread_mutex_unlock(&q->mutex);
@@ -545,8 +565,24 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
             ts.tv_nsec = (long)((end - (double)ts.tv_sec) * 1e9);
             pthread_cond_timedwait(&q->work_cond, &q->mutex, &ts);
         }
-        if (q->head) break; /* another dispatcher (or a cancel) may have emptied it */
+        /* another dispatcher (or a cancel) may have emptied it, a caller
+         * taken the last free core */
+        if (q->head && (q->busy_dispatchers < q->n_dispatchers || q->stopping)) break;
     }
+    const int n = queue_form_batch_locked(q, d, expired);
+    /* more requests than this batch took: wake another dispatcher (after
+     * the unlock, as request_finish wakes) */
+    const int more = q->head != NULL;
+    pthread_mutex_unlock(&q->mutex);
+    if (more) pthread_cond_signal(&q->work_cond);
+    return n > 0 ? n : -1;
+}
+
+/* Takes the next batch from the head of the list into d->batch
+ * (NULL-terminated) and counts it running; returns its size (0 if every
+ * request looked at was past its deadline: those are completed into
+ * *expired). (mutex held) */
+static int queue_form_batch_locked(mha_queue *q, queue_dispatcher *d, mha_request **expired) {
     double now = queue_now();
     int n = 0;
     int64_t longest = 0, tokens = 0;
@@ -578,12 +614,7 @@ static int queue_take_batch(mha_queue *q, queue_dispatcher *d, mha_request **exp
     d->batch[n] = NULL;
     q->stats.running += n;
     if (n > 0) q->busy_dispatchers++;
-    /* more requests than this batch took: wake another dispatcher (after
-     * the unlock, as request_finish wakes) */
-    const int more = q->head != NULL;
-    pthread_mutex_unlock(&q->mutex);
-    if (more) pthread_cond_signal(&q->work_cond);
-    return n > 0 ? n : -1;
+    return n;
 }
 
 /* Runs the n requests of items (a run of d->batch): pads, runs, copies
@@ -679,67 +710,114 @@ static int queue_run_batch(mha_queue *q, queue_dispatcher *d, int n) {
     return runs;
 }
 
+/* Runs d's batch of n requests, completes them and finishes them (their
+ * waiters woken, their callbacks run). */
+static void queue_compute_batch(mha_queue *q, queue_dispatcher *d, int n) {
+    double t0 = queue_now();
+    const int runs = queue_run_batch(q, d, n);
+    mha_status st = d->status[0];
+    double ms = (queue_now() - t0) * 1e3;
+    int64_t tokens = 0;
+    for (int i = 0; i < n; i++)
+        tokens += d->batch[i]->S;
+    pthread_mutex_lock(&q->mutex);
+    q->stats.batches += (uint64_t)runs;
+    q->stats.batched += (uint64_t)n;
+    if (st == MHA_OK) { /* a moving average: the cost follows the load */
+        double per = ms / (double)tokens;
+        q->ms_per_token = q->ms_per_token > 0 ? 0.75 * q->ms_per_token + 0.25 * per : per;
+    }
+    for (int i = 0; i < n; i++) {
+        mha_request *r = d->batch[i];
+        if (atomic_load(&r->cancel_asked))
+            request_complete_locked(q, r, MHA_ERR_CANCELLED,
+                                    "request cancelled while its batch ran");
+        else
+            request_complete_locked(q, r, d->status[i], NULL);
+    }
+    q->stats.running -= n;
+    q->busy_dispatchers--;
+    if (q->stats.depth == 0 && q->stats.running == 0) pthread_cond_broadcast(&q->idle_cond);
+    /* the cores are free: a dispatcher holding requests for company
+     * (queue_hold) takes them now; with caller_runs one may be waiting
+     * for a core that this batch held */
+    const int held = (q->stats.running == 0 || q->opts.caller_runs) && q->head;
+    pthread_mutex_unlock(&q->mutex);
+    if (held) pthread_cond_signal(&q->work_cond);
+    for (int i = 0; i < n; i++)
+        request_finish(d->batch[i]);
+}
+
 static void *queue_dispatcher_main(void *arg) {
     queue_dispatcher *d = arg;
     mha_queue *q = d->queue;
     for (;;) {
         mha_request *expired = NULL;
         int n = queue_take_batch(q, d, &expired);
-        while (expired) {
-            mha_request *next = expired->next;
-            expired->next = NULL;
-            request_finish(expired);
-            expired = next;
-        }
+        queue_finish_list(expired);
         if (n == 0) break;
-        if (n < 0) continue;
-        double t0 = queue_now();
-        const int runs = queue_run_batch(q, d, n);
-        mha_status st = d->status[0];
-        double ms = (queue_now() - t0) * 1e3;
-        int64_t tokens = 0;
-        for (int i = 0; i < n; i++)
-            tokens += d->batch[i]->S;
-        pthread_mutex_lock(&q->mutex);
-        q->stats.batches += (uint64_t)runs;
-        q->stats.batched += (uint64_t)n;
-        if (st == MHA_OK) { /* a moving average: the cost follows the load */
-            double per = ms / (double)tokens;
-            q->ms_per_token = q->ms_per_token > 0 ? 0.75 * q->ms_per_token + 0.25 * per : per;
-        }
-        for (int i = 0; i < n; i++) {
-            mha_request *r = d->batch[i];
-            if (atomic_load(&r->cancel_asked))
-                request_complete_locked(q, r, MHA_ERR_CANCELLED,
-                                        "request cancelled while its batch ran");
-            else
-                request_complete_locked(q, r, d->status[i], NULL);
-        }
-        q->stats.running -= n;
-        q->busy_dispatchers--;
-        if (q->stats.depth == 0 && q->stats.running == 0) pthread_cond_broadcast(&q->idle_cond);
-        /* the cores are free: a dispatcher holding requests for company
-         * (queue_hold) takes them now */
-        const int held = q->stats.running == 0 && q->head;
-        pthread_mutex_unlock(&q->mutex);
-        if (held) pthread_cond_signal(&q->work_cond);
-        for (int i = 0; i < n; i++)
-            request_finish(d->batch[i]);
+        if (n > 0) queue_compute_batch(q, d, n);
     }
     return NULL;
 }
 
+/* caller_runs: while r waits and a core is free (fewer batches taken than
+ * dispatchers), the waiting thread takes the next batch into a free caller
+ * slot and computes it, r in it or not. (mutex held on entry and return) */
+static void queue_caller_runs_locked(mha_queue *q, mha_request *r) {
+    while (atomic_load(&r->state) == REQ_WAITING && q->busy_dispatchers < q->n_dispatchers) {
+        queue_dispatcher *d = NULL;
+        for (int i = 0; i < q->n_dispatchers && !d; i++)
+            if (!q->callers[i].in_use) d = &q->callers[i];
+        if (!d) return;
+        mha_request *expired = NULL;
+        const int n = queue_form_batch_locked(q, d, &expired);
+        d->in_use = n > 0;
+        const int more = n > 0 && q->head != NULL;
+        pthread_mutex_unlock(&q->mutex);
+        if (more) pthread_cond_signal(&q->work_cond);
+        queue_finish_list(expired);
+        if (n > 0) queue_compute_batch(q, d, n);
+        pthread_mutex_lock(&q->mutex);
+        d->in_use = 0;
+    }
+}
+
 /* ---- life cycle ---- */
 
-static void queue_free_memory(mha_queue *q) {
-    for (int i = 0; q->dispatchers && i < q->opts.num_dispatchers; i++) {
-        queue_batch_free(&q->dispatchers[i].buf);
-        mha_free(NULL, q->dispatchers[i].xs);
-        mha_free(NULL, q->dispatchers[i].status);
-        mha_free(NULL, q->dispatchers[i].lengths);
-        mha_free(NULL, q->dispatchers[i].batch);
+static void queue_dispatchers_free(queue_dispatcher *ds, int n) {
+    for (int i = 0; ds && i < n; i++) {
+        queue_batch_free(&ds[i].buf);
+        mha_free(NULL, ds[i].xs);
+        mha_free(NULL, ds[i].status);
+        mha_free(NULL, ds[i].lengths);
+        mha_free(NULL, ds[i].batch);
     }
-    mha_free(NULL, q->dispatchers);
+    mha_free(NULL, ds);
+}
+
+/* n dispatchers' buffers for batches of up to max_batch requests; NULL
+ * when out of memory. */
+static queue_dispatcher *queue_dispatchers_new(mha_queue *q, int n, int max_batch) {
+    queue_dispatcher *ds = mha_calloc(NULL, (size_t)n, sizeof *ds);
+    for (int i = 0; ds && i < n; i++) {
+        queue_dispatcher *d = &ds[i];
+        d->queue = q;
+        d->lengths = mha_calloc(NULL, (size_t)max_batch, sizeof *d->lengths);
+        d->batch = mha_calloc(NULL, (size_t)max_batch + 1, sizeof *d->batch);
+        d->xs = mha_calloc(NULL, (size_t)max_batch, sizeof *d->xs);
+        d->status = mha_calloc(NULL, (size_t)max_batch, sizeof *d->status);
+        if (!d->lengths || !d->batch || !d->xs || !d->status) {
+            queue_dispatchers_free(ds, n);
+            return NULL;
+        }
+    }
+    return ds;
+}
+
+static void queue_free_memory(mha_queue *q) {
+    queue_dispatchers_free(q->dispatchers, q->opts.num_dispatchers);
+    queue_dispatchers_free(q->callers, q->opts.num_dispatchers);
     queue_spares_close(q->spares);
     pthread_mutex_destroy(&q->mutex);
     pthread_cond_destroy(&q->work_cond);
@@ -778,12 +856,12 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
         !(o.max_delay_ms >= 0 && o.max_delay_ms <= 60000) || o.capacity < 1 ||
         o.num_dispatchers < 0 || o.num_dispatchers > 64 || o.num_threads < 0 ||
         !(o.max_queue_ms >= 0) || !(o.max_padding >= 0 && o.max_padding <= 1) ||
-        !(o.max_batch_ms >= 0))
+        !(o.max_batch_ms >= 0) || o.caller_runs < 0 || o.caller_runs > 1)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue create: options out of range (max_batch 1..4096, "
                         "max_batch_tokens >= 1, max_delay_ms 0..60000, capacity >= 1, "
                         "num_dispatchers 0..64, num_threads >= 0, max_queue_ms >= 0, "
-                        "max_padding 0..1, max_batch_ms >= 0)");
+                        "max_padding 0..1, max_batch_ms >= 0, caller_runs 0 or 1)");
     /* 0: one dispatcher per runtime thread, so that under load every core
      * computes a batch of its own (the pool gives a lone batch them all) */
     if (o.num_dispatchers == 0) {
@@ -810,20 +888,9 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
         queue_free_memory(q);
         return st;
     }
-    q->dispatchers = mha_calloc(NULL, (size_t)o.num_dispatchers, sizeof *q->dispatchers);
-    for (int i = 0; q->dispatchers && i < o.num_dispatchers; i++) {
-        queue_dispatcher *d = &q->dispatchers[i];
-        d->queue = q;
-        d->lengths = mha_calloc(NULL, (size_t)o.max_batch, sizeof *d->lengths);
-        d->batch = mha_calloc(NULL, (size_t)o.max_batch + 1, sizeof *d->batch);
-        d->xs = mha_calloc(NULL, (size_t)o.max_batch, sizeof *d->xs);
-        d->status = mha_calloc(NULL, (size_t)o.max_batch, sizeof *d->status);
-        if (!d->lengths || !d->batch || !d->xs || !d->status) {
-            queue_free_memory(q);
-            return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
-        }
-    }
-    if (!q->dispatchers) {
+    q->dispatchers = queue_dispatchers_new(q, o.num_dispatchers, o.max_batch);
+    if (o.caller_runs) q->callers = queue_dispatchers_new(q, o.num_dispatchers, o.max_batch);
+    if (!q->dispatchers || (o.caller_runs && !q->callers)) {
         queue_free_memory(q);
         return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
     }

@@ -9,6 +9,7 @@ if ! "$MHA" serve --help >/dev/null 2>&1; then echo "skip: mha serve not built";
 if ! command -v curl >/dev/null; then echo "skip: curl not installed"; exit 77; fi
 
 serve_start() {
+  rm -f "$T/port" # a server started before left its port there
   timeout -k 5 120 "$MHA" serve "$@" --port 0 --port-file "$T/port" >"$T/out" 2>"$T/err" &
   SRV=$!
   i=0
