@@ -22,8 +22,11 @@
  * [-1, 1); symbolic axes: the first is the batch (--batch), the others the
  * sequence (--seq).
  *
+ * --precision bfloat16 runs the bfloat16 compute mode (the bits then
+ * compared are those of that mode at every thread count).
+ *
  * Usage: plan_bench MODEL [--batch B] [--seq S] [--threads 1,2] [--runs N]
- *                   [--backend NAME] [--steps] */
+ *                   [--backend NAME] [--precision float32|bfloat16] [--steps] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +127,7 @@ int main(int argc, char **argv) {
     const char *path = NULL, *backend = "auto";
     int64_t B = 8, S = 128;
     int threads[PB_MAX_THREADS] = {1, 2}, n_threads = 2, runs = 5, per_step = 0;
+    int precision = MHA_PRECISION_FLOAT32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--batch") && v) {
@@ -134,6 +138,10 @@ int main(int argc, char **argv) {
             runs = atoi(v), i++;
         } else if (!strcmp(a, "--backend") && v) {
             backend = v, i++;
+        } else if (!strcmp(a, "--precision") && v &&
+                   (!strcmp(v, "float32") || !strcmp(v, "bfloat16"))) {
+            precision = strcmp(v, "bfloat16") ? MHA_PRECISION_FLOAT32 : MHA_PRECISION_BFLOAT16;
+            i++;
         } else if (!strcmp(a, "--steps")) {
             per_step = 1;
         } else if (!strcmp(a, "--threads") && v) {
@@ -146,7 +154,8 @@ int main(int argc, char **argv) {
             path = a;
         } else {
             fprintf(stderr, "usage: plan_bench MODEL [--batch B] [--seq S] [--threads 1,2] "
-                            "[--runs N] [--backend NAME] [--steps]\n");
+                            "[--runs N] [--backend NAME] [--precision float32|bfloat16] "
+                            "[--steps]\n");
             return 2;
         }
     }
@@ -206,6 +215,7 @@ int main(int argc, char **argv) {
                                  : step_s; /* overwritten later */
             opt.step_seconds = sec;
             opt.flops = &flops;
+            opt.precision = precision;
             pb_mark m0, m1;
             pb_now(&m0);
             if (mha_run(rt[t], m, in, info.num_inputs, out[t], info.num_outputs, &opt, &err) !=
@@ -246,8 +256,9 @@ int main(int argc, char **argv) {
         if (j == n_kinds && n_kinds < PB_MAX_KINDS) kinds[n_kinds++] = k;
         kind_of[s] = j < n_kinds ? j : n_kinds - 1;
     }
-    printf("%s: batch %lld, seq %lld, backend %s, %d runs per thread count, %.1f GFLOP\n", path,
-           (long long)B, (long long)S, backend, runs, flops * 1e-9);
+    printf("%s: batch %lld, seq %lld, backend %s, %s, %d runs per thread count, %.1f GFLOP\n", path,
+           (long long)B, (long long)S, backend,
+           precision == MHA_PRECISION_BFLOAT16 ? "bfloat16" : "float32", runs, flops * 1e-9);
     double base[PB_MAX_KINDS + 1] = {0};
     printf("%-18s", "step kind");
     for (int t = 0; t < n_threads; t++)

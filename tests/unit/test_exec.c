@@ -1129,6 +1129,59 @@ static void test_nan_stays_in_its_batch_item(void **state) {
     pool_destroy(pl);
 }
 
+/* A softmax_nan layer (a plan's Softmax layer): values holding a NaN in a
+ * key a row does not see (the causal frontier) still make every row of that
+ * batch item NaN, as 0 x NaN does in the graph's P.V, and no row of the other
+ * item. The NaN is in the second kv head only (GQA, 2 query heads per kv
+ * head), so the attention units that check the values (exec_attn_unit_values)
+ * must cover every kv head, at every thread count and batch chunk. */
+static void test_softmax_nan_values_per_head(void **state) {
+    (void)state;
+    backend_list bl;
+    backends_open(&bl);
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 3, 0, &pl, NULL), MHA_OK);
+    cfg c = make_cfg(2); /* GQA, causal */
+    fixture f;
+    fixture_make(&f, &c, 1300);
+    f.L.softmax_nan = 1;
+    const int64_t D = c.D, Sq = c.Sq, nv = c.Hkv * c.dv, per_item = f.out_numel / c.B;
+    /* the last token of item 1: components 0 and 1 at +inf; V's columns of
+     * kv head 1 weigh them +1 and -1 (+inf + -inf = NaN, in float or double
+     * sums), kv head 0's +1 and +1 (+inf, not a NaN) */
+    for (int64_t col = 0; col < nv; col++) {
+        f.L.wv[0 * nv + col] = 1.0f;
+        f.L.wv[1 * nv + col] = col >= c.dv ? -1.0f : 1.0f;
+    }
+    float *x = f.in[0].data;
+    for (int p = 0; p < bl.n; p++) {
+        x[(1 * Sq + Sq - 1) * D + 0] = x[(1 * Sq + Sq - 1) * D + 1] = 0.5f;
+        float *clean = out_buffer(&f);
+        const run_opts ro1 = {.pool = pl, .threads = 1};
+        assert_int_equal(run_exec_state(bl.plugin[p], bl.state[p], &ro1, &f, clean, NULL), MHA_OK);
+        x[(1 * Sq + Sq - 1) * D + 0] = x[(1 * Sq + Sq - 1) * D + 1] = INFINITY;
+        for (int t = 1; t <= 3; t++)
+            for (int chunked = 0; chunked < 2; chunked++) {
+                const run_opts ro = {.pool = pl, .threads = t, .chunk_bytes = chunked ? 1 : 0};
+                float *y = out_buffer(&f);
+                assert_int_equal(run_exec_state(bl.plugin[p], bl.state[p], &ro, &f, y, NULL),
+                                 MHA_OK);
+                assert_memory_equal(clean, y, (size_t)per_item * sizeof(float));
+                for (int64_t i = per_item; i < f.out_numel; i++)
+                    if (!isnan(y[i]))
+                        fail_msg("%s, threads %d, chunked %d: element %lld of item 1 is %g, "
+                                 "not NaN",
+                                 bl.plugin[p]->name, t, chunked, (long long)(i - per_item),
+                                 (double)y[i]);
+                free(y);
+            }
+        free(clean);
+    }
+    fixture_free(&f);
+    pool_destroy(pl);
+    backends_close(&bl);
+}
+
 /* A float mask the graph adds: a row whose keys are all finfo.min
  * (-FLT_MAX) or -inf averages V over the finfo.min keys, as the graph's
  * float32 softmax does (CLIP's causal + padding terms summed); a row of
@@ -1645,6 +1698,7 @@ int main(void) {
         cmocka_unit_test(test_batch_chunks),
         cmocka_unit_test(test_plugin_sizes_checked),
         cmocka_unit_test(test_nan_stays_in_its_batch_item),
+        cmocka_unit_test(test_softmax_nan_values_per_head),
         cmocka_unit_test(test_lowest_mask_rows),
         cmocka_unit_test(test_zero_mask_dropped),
         cmocka_unit_test(test_finite_causal_row_mask),
