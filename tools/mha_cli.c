@@ -303,6 +303,7 @@ void cli_signals_catch(cli_signals *saved) {
     cli_caught_signal = 0;
     sigaction(SIGINT, &sa, &saved->old_int);
     sigaction(SIGTERM, &sa, &saved->old_term);
+    sigaction(SIGHUP, &sa, &saved->old_hup);
 }
 
 int cli_signal_caught(void) {
@@ -312,12 +313,17 @@ int cli_signal_caught(void) {
 void cli_signals_restore(cli_signals *saved) {
     sigaction(SIGINT, &saved->old_int, NULL);
     sigaction(SIGTERM, &saved->old_term, NULL);
+    sigaction(SIGHUP, &saved->old_hup, NULL);
+}
+
+const char *cli_signal_name(int sig) {
+    return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
 }
 
 int cli_signal_stop(const char *path) {
     int sig = cli_signal_caught();
     if (!sig) return 0;
-    cli_fail("%s: interrupted by %s; nothing written", path, sig == SIGINT ? "SIGINT" : "SIGTERM");
+    cli_fail("%s: interrupted by %s; nothing written", path, cli_signal_name(sig));
     return CLI_SIGNALED(sig);
 }
 

@@ -132,7 +132,8 @@ void cli_outputs_release(cli_outputs *o);
 int cli_outputs_spare_inputs(const cli_common *c, const char *const *outs, size_t n_out,
                              const char *const *ins, size_t n_in, const char *what);
 
-/* SIGINT and SIGTERM recorded instead of ending the process, so that a long
+/* SIGINT, SIGTERM and SIGHUP (the terminal closed, an ssh session dropped)
+ * recorded instead of ending the process, so that a long
  * loop stops at a safe point (a checkpoint, removing a temporary):
  * cli_signals_catch installs the handler, cli_signal_caught gives the
  * signal number (0: none), cli_signals_restore puts the old handlers back.
@@ -141,10 +142,12 @@ int cli_outputs_spare_inputs(const cli_common *c, const char *const *outs, size_
  * around the command stops as it would for any interrupted program. */
 #define CLI_SIGNALED(sig) (128 + (sig))
 typedef struct cli_signals {
-    struct sigaction old_int, old_term;
+    struct sigaction old_int, old_term, old_hup;
 } cli_signals;
 void cli_signals_catch(cli_signals *saved);
 int cli_signal_caught(void);
+/* "SIGINT", "SIGTERM" or "SIGHUP": the name of a signal caught. */
+const char *cli_signal_name(int sig);
 void cli_signals_restore(cli_signals *saved);
 /* For writers: when a signal was caught, says "PATH: interrupted by
  * SIGTERM; nothing written" and returns CLI_SIGNALED(N), else 0. A writer

@@ -25,7 +25,7 @@
  * after kill -9 the partial file holds at least what the checkpoint says;
  * --resume checks that the rows already scored hash as recorded (a dataset
  * replaced by another of the same size and time is refused), truncates the
- * partial file to that length and continues. SIGINT / SIGTERM stop after
+ * partial file to that length and continues. SIGINT / SIGTERM / SIGHUP stop after
  * the current chunk with a fresh checkpoint and exit 128 + N. A last
  * checkpoint saying every row is done precedes the renames, so a stale one
  * after a finished run resumes to "already complete". Outputs written
@@ -1230,7 +1230,7 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
     ds_progress_draw(&prog, s->done, s->hi - s->lo, 1);
     if (stopped) {
         cli_signals_restore(&sigs);
-        const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+        const char *name = cli_signal_name(sig);
         if (s->ckpt_path)
             cli_fail("interrupted by %s after %lld of %lld rows; checkpoint %s: run the same "
                      "command with --resume to continue",
@@ -1280,7 +1280,7 @@ static int ds_mpi_fail(int rc) {
 }
 
 /* What every rank does next, agreed at a collective point: 0 go on, a
- * signal number (SIGINT or SIGTERM caught on some rank: stop, remove the
+ * signal number (SIGINT, SIGTERM or SIGHUP caught on some rank: stop, remove the
  * partial outputs), or DS_MPI_FAILED (some rank failed and said why). A
  * rank alone cannot stop: the others would wait in the next collective. */
 #define DS_MPI_FAILED 1000
@@ -1410,7 +1410,7 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
             first_out = s->out[i].file;
         if (stop != DS_MPI_FAILED && s->rank == 0)
             cli_fail("%s: interrupted by %s; nothing written (--mpi keeps no partial output)",
-                     first_out ? first_out : o->model_path, stop == SIGINT ? "SIGINT" : "SIGTERM");
+                     first_out ? first_out : o->model_path, cli_signal_name(stop));
         /* a rank that failed printed why and returns its status */
         rc = stop == DS_MPI_FAILED ? (rc != CLI_OK ? rc : CLI_FAIL) : CLI_SIGNALED(stop);
         memset(partial, 0, s->n_out * sizeof *partial);

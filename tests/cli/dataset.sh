@@ -205,6 +205,26 @@ ASAN_OPTIONS="$MPI_ASAN" mpirun --oversubscribe --allow-run-as-root -n 3 "$MPI_B
   "$T/m.onnx" "$T/x.npy" -o "$T/mpi3.npy" --batch-size 5 --threads 1 --quiet
 cmp -s "$T/ref.npy" "$T/mpi3.npy" || fail "mpirun -n 3 differs"
 echo "ok: mpirun -n 2 and -n 3 byte-identical"
+# a rank that fails (a token id past the vocabulary in the last row, rank
+# 1's) stops the others at the next collective step and no partial file
+# is left (MPI_Abort left rank 0's behind)
+BD="$MHA_TEST_DATA/models/bert_postln_l2_d64_h4"
+cp "$BD/dataset/input_ids.npy" "$T/bad_ids.npy"
+printf '\377\377\377\000\000\000\000\000' | dd of="$T/bad_ids.npy" bs=1 seek=$((128 + (4 * 6 + 2) * 8)) \
+  conv=notrunc 2>/dev/null
+set +e
+ASAN_OPTIONS="$MPI_ASAN" mpirun --oversubscribe --allow-run-as-root -n 2 "$MPI_BIN" run --mpi \
+  "$BD/model.onnx" "$T/bad_ids.npy" "$BD/dataset/attention_mask.npy" "$BD/dataset/token_type_ids.npy" \
+  -o "$T/mh.npy" "$T/mp.npy" --batch-size 1 --threads 1 --quiet >"$T/mpi.out" 2>"$T/mpi.err"
+rc=$?
+set -e
+[ "$rc" -ne 0 ] || fail "mpirun with a bad row: exit 0"
+grep -q "^mha: .*bad_ids.npy: row 4: input 'input_ids' \[0, 2\]: token id 16777215 is outside" "$T/mpi.err" ||
+  fail "mpirun with a bad row: $(cat "$T/mpi.err")"
+[ "$(grep -c '^mha' "$T/mpi.err")" = 1 ] || fail "mpirun with a bad row: not one line: $(cat "$T/mpi.err")"
+left=$(ls -A "$T" | grep -e '^mh\.npy' -e '^mp\.npy' || true)
+[ -z "$left" ] || fail "mpirun with a bad row left: $left"
+echo "ok: a failing rank stops every rank, nothing left"
 
 echo "== --lengths: a padded row equals the row alone at its length"
 npy "$T/len.npy" '<i8' "($B,)"

@@ -36,7 +36,6 @@ echo "== mha bench: no progress line before a load error"
 one_line 1 "/dev/zero: not a regular file" "$MHA" bench /dev/zero --shape 1,4
 one_line 1 "g.onnx" "$MHA" bench "$T/g.onnx" --shape 1,4
 one_line 1 "nonexistent.onnx" "$MHA" bench "$T/nonexistent.onnx" --shape 1,4
-one_line 1 "out of memory for" "$MHA" bench "$T/m.onnx" --shape 100000000,4 --backend scalar
 # still said once the reference has run
 "$MHA" bench "$T/m.onnx" --shape 1,4 --backend scalar --threads 1 --warmup 0 --min-time 0.01 \
   >/dev/null 2>"$T/err"

@@ -40,6 +40,7 @@ try:
         got += c
 except socket.timeout:
     got += b"<timeout>"
+s.close()
 sys.stdout.write(got.decode("latin-1"))
 PY
   head -n 1 "$T/answer" | grep -q "^HTTP/1.1 $want" || fail "$name: $(head -c 300 "$T/answer")"

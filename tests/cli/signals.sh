@@ -1,5 +1,5 @@
 #!/bin/sh
-# signals.sh -- SIGTERM / SIGINT sent the moment a writer's temporary file
+# signals.sh -- SIGTERM / SIGINT (and SIGHUP) sent the moment a writer's temporary file
 # exists (a preload library raises it right after mkostemp returns, so the
 # window is hit every time, not by luck): every command that writes a file
 # -- run (one shot and dataset), gen (model and data), merge, bench --json,
@@ -105,6 +105,24 @@ signalled "$STERM 1" 143 "peak --json, SIGTERM" "$MHA" peak --threads 1 --second
   --json "$T/p.json"
 [ -z "$(leftovers "$T")" ] || fail "peak SIGTERM left: $(leftovers "$T")"
 echo "ok: peak"
+
+echo "== SIGHUP (the terminal closed, an ssh session dropped) as SIGTERM"
+# it ended the process by default: the temporary and the lock were left
+SHUP=1
+signalled "$SHUP 1" 129 "run -o y.pb, SIGHUP" "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/y.pb" --quiet
+[ ! -e "$T/y.pb" ] && [ -z "$(leftovers "$T")" ] || fail "run SIGHUP left: $(leftovers "$T")"
+grep -q "y.pb: interrupted by SIGHUP; nothing written" "$T/err" || fail "run SIGHUP: $(cat "$T/err")"
+signalled "$SHUP 1" 129 "dataset run, SIGHUP" "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/d.npy" \
+  --batch-size 2 --checkpoint-every 0 --quiet
+[ "$(leftovers "$T" | grep -c -e 'd.npy.ckpt' -e 'd.npy.partial.')" = 2 ] ||
+  fail "dataset SIGHUP left '$(leftovers "$T")' (want a checkpoint and its partial file)"
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/d.npy" --batch-size 2 --resume --quiet
+cmp -s "$T/d.npy" "$T/ref.npy" && [ -z "$(leftovers "$T")" ] || fail "resume after SIGHUP"
+rm -f "$T/d.npy"
+signalled "$SHUP 1" 129 "gen, SIGHUP" "$MHA" gen -d 16 -H 2 --seed 3 -o "$T/g.onnx"
+[ -z "$(leftovers "$T")" ] || fail "gen SIGHUP left: $(leftovers "$T")"
+rm -f "$T/g.onnx"
+echo "ok: SIGHUP ends a writer as SIGTERM does, nothing left"
 
 echo "== mha run --mpi: rank 0's partial file"
 # MPI-IO writes the partial file in place, so there is nothing to resume:

@@ -740,6 +740,22 @@ static void test_wire_errors(void **state) {
     assert_non_null(strstr(err.message, "length past end of file at byte offset 2"));
     assert_non_null(strstr(err.message, "<memory>"));
 
+    /* a NUL inside a string: the node name "re\0u" (protobuf-c would have
+     * cut it to "re"; a location "w.bin\0../x" would have read w.bin) */
+    {
+        gb nb = base_model();
+        size_t nsize;
+        unsigned char *nbuf = gb_pack(&nb, &nsize);
+        unsigned char *at = memmem(nbuf, nsize, "relu", 4);
+        assert_non_null(at);
+        at[2] = 0;
+        assert_int_equal(ir_load_memory(NULL, nbuf, nsize, NULL, NULL, &g, &err),
+                         MHA_ERR_MODEL_FORMAT);
+        assert_non_null(strstr(err.message, "string field 'name' of onnx.NodeProto"));
+        assert_non_null(strstr(err.message, "holds a NUL byte"));
+        assert_null(g);
+    }
+
     /* ir_version (field 1) varint cut off */
     const unsigned char trunc[] = {0x08, 0xff, 0xff};
     assert_int_equal(ir_load_memory(NULL, trunc, sizeof trunc, NULL, NULL, &g, &err),

@@ -402,6 +402,16 @@ mha_status onnx_wire_prescan_release(const mha_alloc_ctx *alloc, const void *dat
                 break;
             }
             if (!fd || fd->type != PROTOBUF_C_TYPE_MESSAGE) {
+                /* protobuf-c ends a string at its first NUL: "w.bin\0../x"
+                 * would be read as "w.bin", and two names differing after a
+                 * NUL as one -- another model than other readers see */
+                if (fd && fd->type == PROTOBUF_C_TYPE_STRING && len &&
+                    memchr(buf + pos, 0, (size_t)len)) {
+                    st = mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                                  "string field '%s' of %s at byte offset %zu holds a NUL byte",
+                                  fd->name, top->desc->name, tag_at);
+                    break;
+                }
                 if (rel && fd && fd->type == PROTOBUF_C_TYPE_BYTES &&
                     len >= ONNX_RELEASE_MIN_BYTES &&
                     (st = release_note(alloc, rel, pos, (size_t)len, err)) != MHA_OK)
