@@ -1008,13 +1008,9 @@ static int exec_values_have_nan(const mha_attn_args *a, int64_t b, int64_t g0, i
  * the pool's threads, from cache (one pass over the chunk's V after the
  * phases, on one thread from memory, was 1.3 % of MiniLM-L6's run). */
 static void exec_attn_unit_values(const exec_state *s, const mha_attn_args *a, int64_t qb) {
-    if (!s->v_nan || qb != 0 || a->Hkv <= 0) return;
-    int64_t g0 = 0, g1 = a->h0 == 0 ? a->Hkv : 0; /* no head-to-group map: all at once */
-    if (a->Hq % a->Hkv == 0) {
-        const int64_t group = a->Hq / a->Hkv;
-        g0 = (a->h0 + group - 1) / group;
-        g1 = (a->h1 + group - 1) / group;
-    }
+    if (!s->v_nan || qb != 0 || a->Hkv <= 0 || a->Hq % a->Hkv != 0) return;
+    const int64_t group = a->Hq / a->Hkv;
+    const int64_t g0 = (a->h0 + group - 1) / group, g1 = (a->h1 + group - 1) / group;
     if (g0 < g1 && exec_values_have_nan(a, a->b0, g0, g1))
         atomic_store_explicit(&s->v_nan[a->b0], 1, memory_order_relaxed);
 }
