@@ -29,7 +29,8 @@ static const cli_spec backends_spec = {
     "folder beside libmha, the installed plugin folder; plus the built-in scalar),\n"
     "with its version, path and probe score on this CPU, or why it is unusable, and\n"
     "which one 'auto' picks. With --backend NAME (or $MHA_BACKEND) also checks that\n"
-    "NAME can be selected.\n",
+    "NAME can be selected; when it cannot, nothing is listed and one line on stderr\n"
+    "names the backends usable here (exit 1).\n",
     backends_opts,
     CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE,
     NULL,
@@ -135,19 +136,36 @@ int cli_cmd_backends(int argc, char **argv) {
             selected = NULL;
     }
 
+    size_t n = mha_runtime_plugin_count(rt);
+    if (!selected) {
+        /* a backend that cannot be selected is an error: its one line names
+         * what auto would find here, and no table is printed */
+        char usable[1024] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < n; i++) {
+            mha_plugin_info pi;
+            if (mha_runtime_plugin(rt, i, &pi) != MHA_OK || !pi.usable || !pi.name) continue;
+            if (strstr(usable, pi.name)) continue; /* the built-in scalar beside its file */
+            int k =
+                snprintf(usable + used, sizeof usable - used, "%s%s", used ? ", " : "", pi.name);
+            if (k < 0 || (size_t)k >= sizeof usable - used) break;
+            used += (size_t)k;
+        }
+        char *found = strstr(sel_err.message, "; found: "); /* the list below says more */
+        if (found) *found = '\0';
+        rc = cli_fail("%s; usable here: %s", sel_err.message, usable);
+        mha_runtime_destroy(rt);
+        return rc;
+    }
     char features[256];
     mha_cpu_features_string(mha_runtime_cpu_features(rt), features, sizeof features);
-    size_t n = mha_runtime_plugin_count(rt);
     if (json) {
         printf("{\"cpu_features\": ");
         cli_json_string(stdout, features);
         printf(", \"auto\": ");
         cli_json_string(stdout, auto_name);
         printf(", \"selected\": ");
-        if (selected)
-            cli_json_string(stdout, selected);
-        else
-            printf("null");
+        cli_json_string(stdout, selected);
         printf(", \"plugins\": [");
         for (size_t i = 0; i < n; i++) {
             mha_plugin_info pi;
@@ -199,7 +217,6 @@ int cli_cmd_backends(int argc, char **argv) {
         printf("features via scalar path (engine, every backend): %s\n", backends_scalar_path);
     }
     fflush(stdout);
-    if (!selected) rc = cli_fail_err(NULL, &sel_err);
     mha_runtime_destroy(rt_sel);
     mha_runtime_destroy(rt);
     return rc;

@@ -786,7 +786,9 @@ static int bench_run(bench_options o) {
     {
         child_job job = {0, &o, NULL, NULL, NULL, 0};
         memset(&probe, 0, sizeof probe);
-        if (!o.quiet) fprintf(stderr, "mha bench: reference run (scalar) on %s\n", o.model_path);
+        /* said once the probe has run: a model that does not load is then
+         * one line, its error, not a progress line and the error */
+        const double t_probe = cli_now();
         if (run_child(&job, &probe, sizeof probe, &ref, NULL, msg, sizeof msg) != 0) {
             fprintf(stderr, "mha bench: %s: probing the model failed: %s\n", o.model_path, msg);
             return 1;
@@ -802,6 +804,9 @@ static int bench_run(bench_options o) {
             free(ref);
             return 1;
         }
+        if (!o.quiet)
+            fprintf(stderr, "mha bench: reference run (scalar) on %s: %.3g s\n", o.model_path,
+                    cli_now() - t_probe);
     }
     bench_context_fill(&ctx, probe.cpu_features);
 

@@ -43,8 +43,10 @@ static const cli_spec check_spec = {
     "to 8 significant bits, 2^-7 each; docs/PERFORMANCE.md).\n",
     check_opts,
     CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE | CLI_COMMON_PRECISION,
-    "Prints one line per failing case and finally 'N passed, M failed'. Exit status 0\n"
-    "only when at least one case ran and none failed.\n",
+    "Prints one line per failing case and finally 'N passed, M failed' on stdout.\n"
+    "A CASE_DIR that names no case (missing, not a folder, no model.onnx inside) is\n"
+    "an error found before any case runs: one line on stderr, nothing on stdout.\n"
+    "Exit status 0 only when at least one case ran and none failed.\n",
 };
 
 /* ------------------------------------------------------------------------ */
@@ -454,22 +456,23 @@ static void check_case(check_ctx *cx, const char *dir, const char *label) {
     mha_model_free(model);
 }
 
-/* A case folder, or a folder of case folders. */
-static void check_path(check_ctx *cx, const char *arg) {
+/* A case folder, or a folder of case folders: its cases are run, or with
+ * cx NULL only counted. Returns the number of cases; 0 (a bad argument,
+ * not a failing case) has printed its one line on stderr. */
+static size_t check_path(check_ctx *cx, const char *arg) {
     char p[4096];
     snprintf(p, sizeof p, "%s/model.onnx", arg);
     if (is_file(p)) {
         const char *label = strrchr(arg, '/');
         label = label && label[1] ? label + 1 : arg;
-        check_case(cx, arg, label);
-        return;
+        if (cx) check_case(cx, arg, label);
+        return 1;
     }
     struct stat sb;
     int st = stat(arg, &sb);
     if (st != 0 || !S_ISDIR(sb.st_mode)) {
-        cx->failed++;
-        printf("FAIL %s: %s\n", arg, st != 0 ? strerror(errno) : "not a case folder");
-        return;
+        cli_fail("%s: %s", arg, st != 0 ? strerror(errno) : "not a case folder");
+        return 0;
     }
     name_list subs = {0};
     list_subdirs(arg, "", &subs);
@@ -478,14 +481,12 @@ static void check_path(check_ctx *cx, const char *arg) {
         snprintf(p, sizeof p, "%s/%s/model.onnx", arg, subs.v[i]);
         if (!is_file(p)) continue;
         snprintf(p, sizeof p, "%s/%s", arg, subs.v[i]);
-        check_case(cx, p, subs.v[i]);
+        if (cx) check_case(cx, p, subs.v[i]);
         found++;
     }
-    if (!found) {
-        cx->failed++;
-        printf("FAIL %s: no model.onnx and no case folders\n", arg);
-    }
+    if (!found) cli_fail("%s: no model.onnx and no case folders", arg);
     name_list_free(&subs);
+    return found;
 }
 
 int cli_cmd_check(int argc, char **argv) {
@@ -524,6 +525,13 @@ int cli_cmd_check(int argc, char **argv) {
         cli_usage_error(&c, "no case folder given");
         goto usage;
     }
+    /* every argument names cases before any runs: a bad one is an error
+     * (one line, nothing on stdout), not a failing case */
+    for (size_t k = 0; k < n_dirs; k++)
+        if (check_path(NULL, dirs[k]) == 0) {
+            free(dirs);
+            return CLI_FAIL;
+        }
     cx.run = cli_run_options(&c);
     if (c.precision == MHA_PRECISION_BFLOAT16) cx.tol.of_max = CHECK_BF16_OF_MAX;
     if ((rc = cli_runtime_create(&c, &cx.rt)) != CLI_OK) {

@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -41,6 +42,7 @@
 
 #include "mha_cli.h"
 #include "cli_options.h"
+#include "serve_guard.h"
 #include "serve_json.h"
 #include "mha/npy.h"
 
@@ -52,6 +54,7 @@ enum {
     SERVE_DISPATCHERS,
     SERVE_RUN_THREADS,
     SERVE_MAX_BODY,
+    SERVE_MIN_BODY_RATE,
     SERVE_MAX_CONN, /* the integer options: the order of serve_ints */
     SERVE_HOST,
     SERVE_PORT_FILE,
@@ -61,6 +64,7 @@ enum {
     SERVE_MAX_PADDING,
     SERVE_MAX_BATCH_MS,
     SERVE_HOLD_WHEN_IDLE,
+    SERVE_HEADER_TIMEOUT_MS,
 };
 
 static const cli_opt serve_opts[] = {
@@ -102,6 +106,17 @@ static const cli_opt serve_opts[] = {
      "waiting would delay past it 503 at once (default: none)"},
     {SERVE_MAX_BODY, "max-body-bytes", 0, "N", "largest request body (default 16777216)"},
     {SERVE_MAX_CONN, "max-connections", 0, "N", "connections at once (default 256)"},
+    {SERVE_HEADER_TIMEOUT_MS, "header-timeout-ms", 0, "X",
+     "a request's headers must all arrive within X ms of the\n"
+     "connection's start or of its last answer, else the\n"
+     "connection is closed (default 5000; 0: off): clients that\n"
+     "send headers slowly, or keep a connection idle, cannot\n"
+     "hold the connections"},
+    {SERVE_MIN_BODY_RATE, "min-body-rate", 0, "B",
+     "then the body must arrive at B bytes a second on average\n"
+     "at least, after a grace of --header-timeout-ms (default\n"
+     "65536; 0: only the 30 s idle timeout; neither bound with\n"
+     "--header-timeout-ms 0)"},
     {0},
 };
 
@@ -168,6 +183,7 @@ typedef struct serve_state {
     uint64_t refusal_count[SERVE_N_LATENCY + 1];
     double refusal_sum;
     uint64_t batch_count[SERVE_N_BATCH + 1];
+    serve_guard *guard; /* the header deadline (NULL: off) */
 } serve_state;
 
 /* One HTTP request in flight (libmicrohttpd's per-connection pointer). */
@@ -175,6 +191,7 @@ typedef struct serve_call {
     char *body;
     size_t size, cap;
     int too_big;
+    const char *bad_framing; /* why the body's length is ambiguous, or NULL */
     double start;
 } serve_call;
 
@@ -213,6 +230,8 @@ static enum MHD_Result serve_reply(struct MHD_Connection *conn, serve_state *s, 
      * answer belongs to (serve-load checks each id is answered once) */
     const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
     if (id && strlen(id) <= SERVE_MAX_ID) MHD_add_response_header(r, "X-Request-Id", id);
+    /* where the body ends is unknown: nothing more is read from here */
+    if (call && call->bad_framing) MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)code, r);
     MHD_destroy_response(r);
     if (call) serve_count(s, code, cli_now() - call->start, batch_size);
@@ -309,6 +328,9 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn, serve_state *s
          (unsigned long long)q.rejected_full},
         {"mha_queue_expired_total", "counter", "Requests whose deadline passed in the queue.",
          (unsigned long long)q.expired},
+        {"mha_http_read_timeouts_total", "counter",
+         "Connections closed because a request's headers or body did not arrive in time.",
+         (unsigned long long)serve_guard_timeouts(s->guard)},
     };
     for (size_t i = 0; i < sizeof queue_metrics / sizeof queue_metrics[0]; i++)
         OUT("# HELP %s %s\n# TYPE %s %s\n%s %llu\n", queue_metrics[i].name, queue_metrics[i].help,
@@ -399,6 +421,7 @@ static int serve_convert_body(mha_tensor *in, mha_dtype from, size_t bytes, void
 }
 
 static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, serve_call *call) {
+    if (call->bad_framing) return serve_text(conn, s, call, 400, "error: %s", call->bad_framing);
     if (call->too_big)
         return serve_text(conn, s, call, 413, "error: the body is larger than %zu bytes",
                           s->max_body);
@@ -445,6 +468,9 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
         in.data = parsed;
     } else {
         mha_npy_header h;
+        if (call->size == 0)
+            return serve_text(conn, s, call, 400,
+                              "error: the body is empty: send one sequence as .npy or JSON");
         if (mha_npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
             return serve_text(conn, s, call, 400, "error: %s", err.message);
         if (!mha_dtype_can_convert(h.dtype, s->in_dtype))
@@ -487,6 +513,32 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
     return ret;
 }
 
+/* The headers that say where a request's body ends. */
+typedef struct serve_framing {
+    const char *length; /* the first Content-Length */
+    int lengths_differ; /* a second Content-Length with another value */
+    int chunked;        /* any Transfer-Encoding */
+    int other_coding;   /* a Transfer-Encoding other than chunked alone */
+} serve_framing;
+
+static enum MHD_Result serve_framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                            const char *value) {
+    (void)kind;
+    serve_framing *fr = cls;
+    if (!key) return MHD_YES;
+    if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        fr->chunked = 1;
+        fr->other_coding |= !value || strcasecmp(value, "chunked") != 0;
+    }
+    if (strcasecmp(key, "Content-Length") == 0) {
+        if (!fr->length)
+            fr->length = value ? value : "";
+        else if (strcmp(fr->length, value ? value : "") != 0)
+            fr->lengths_differ = 1;
+    }
+    return MHD_YES;
+}
+
 static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, const char *url,
                                     const char *method, const char *version,
                                     const char *upload_data, size_t *upload_size, void **con_cls) {
@@ -494,6 +546,7 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
     serve_state *s = cls;
     serve_call *call = *con_cls;
     if (!call) { /* the headers are in: start the call */
+        serve_guard_headers_in(s->guard, conn);
         call = calloc(1, sizeof *call);
         if (!call) return MHD_NO;
         call->start = cli_now();
@@ -502,6 +555,21 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
         s->in_flight++;
         pthread_mutex_unlock(&s->mutex);
         if (strcmp(method, "POST") == 0 && strcmp(url, "/run") == 0) {
+            serve_framing fr = {NULL, 0, 0, 0};
+            MHD_get_connection_values(conn, MHD_HEADER_KIND, serve_framing_header, &fr);
+            /* two lengths, or a length beside chunked: a proxy in front may
+             * have read another body than this server would (request
+             * smuggling), so the request is refused and the connection
+             * closed (RFC 9112 section 6.3) */
+            /* a coding this server cannot undo (gzip, chunked) left the
+             * connection waiting for its timeout */
+            if (fr.lengths_differ || (fr.length && fr.chunked) || fr.other_coding) {
+                call->bad_framing =
+                    fr.lengths_differ ? "Content-Length given twice with different values"
+                    : fr.other_coding ? "a Transfer-Encoding other than chunked"
+                                      : "both Content-Length and Transfer-Encoding given";
+                return serve_run(conn, s, call);
+            }
             const char *len = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
             /* refused before the body is sent (no "100 Continue") */
             if (len && strtoull(len, NULL, 10) > s->max_body) {
@@ -511,6 +579,10 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
         }
         return MHD_YES;
     }
+    if (*upload_size)
+        serve_guard_body(s->guard, conn, *upload_size);
+    else
+        serve_guard_body_in(s->guard, conn);
     if (strcmp(url, "/run") == 0) {
         if (strcmp(method, "POST") != 0)
             return serve_text(conn, s, call, 405, "error: /run takes POST");
@@ -555,9 +627,10 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
 
 static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                             enum MHD_RequestTerminationCode code) {
-    (void)conn, (void)code;
+    (void)code;
     serve_state *s = cls;
     serve_call *call = *con_cls;
+    serve_guard_request_done(s->guard, conn);
     if (call) {
         free(call->body);
         free(call);
@@ -570,8 +643,9 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
 
 typedef struct serve_options {
     const char *host, *port_file;
-    long long port, max_batch, max_tokens, capacity, dispatchers, run_threads, max_body, max_conn;
-    double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms;
+    long long port, max_batch, max_tokens, capacity, dispatchers, run_threads, max_body, max_conn,
+        min_body_rate;
+    double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms, header_timeout_ms;
     int hold_when_idle;
 } serve_options;
 
@@ -597,6 +671,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
                 [SERVE_DISPATCHERS] = {0, 64, &o->dispatchers},
                 [SERVE_RUN_THREADS] = {0, 1024, &o->run_threads},
                 [SERVE_MAX_BODY] = {64, 1LL << 40, &o->max_body},
+                [SERVE_MIN_BODY_RATE] = {0, 1LL << 40, &o->min_body_rate},
                 [SERVE_MAX_CONN] = {1, 65536, &o->max_conn}};
     cli_parser p;
     if (cli_parse_begin(&p, &serve_spec, c, argc, argv) != 0) return cli_fail("too many options");
@@ -623,10 +698,11 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
                 return cli_usage_error(c, "--max-padding wants a share in [0, 1], got '%s'", v);
             o->max_padding = x;
         } else {
-            double *ms = id == SERVE_MAX_DELAY_MS   ? &o->max_delay_ms
-                         : id == SERVE_MAX_QUEUE_MS ? &o->max_queue_ms
-                         : id == SERVE_MAX_BATCH_MS ? &o->max_batch_ms
-                                                    : &o->deadline_ms;
+            double *ms = id == SERVE_MAX_DELAY_MS        ? &o->max_delay_ms
+                         : id == SERVE_MAX_QUEUE_MS      ? &o->max_queue_ms
+                         : id == SERVE_MAX_BATCH_MS      ? &o->max_batch_ms
+                         : id == SERVE_HEADER_TIMEOUT_MS ? &o->header_timeout_ms
+                                                         : &o->deadline_ms;
             if (serve_parse_ms(c, opt, v, ms)) return CLI_USAGE;
         }
     }
@@ -645,7 +721,9 @@ int mha_cmd_serve(int argc, char **argv) {
                        .max_body = 16 << 20,
                        .max_conn = 256,
                        .max_delay_ms = 1.0,
-                       .max_padding = 0.125};
+                       .max_padding = 0.125,
+                       .header_timeout_ms = 5000,
+                       .min_body_rate = 65536};
     const char *model_path = NULL;
     int rc = serve_parse_args(&c, argc, argv, &o, &model_path);
     if (rc >= 0) return rc;
@@ -713,13 +791,20 @@ int mha_cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (o.header_timeout_ms > 0 &&
+        !(s.guard = serve_guard_start(o.header_timeout_ms, (double)o.min_body_rate))) {
+        cli_fail("serve: cannot start the header timeout's thread");
+        goto done;
+    }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
                      (ipv6 ? MHD_USE_IPv6 : 0);
     d = MHD_start_daemon(
         flags, (uint16_t)o.port, NULL, NULL, serve_handle, &s, MHD_OPTION_SOCK_ADDR,
         ipv6 ? (struct sockaddr *)&a6 : (struct sockaddr *)&a4, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)o.max_conn, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)256 << 10, MHD_OPTION_NOTIFY_COMPLETED, serve_completed, &s, MHD_OPTION_END);
+        (size_t)256 << 10, MHD_OPTION_NOTIFY_COMPLETED, serve_completed, &s,
+        s.guard ? MHD_OPTION_NOTIFY_CONNECTION : MHD_OPTION_END, serve_guard_notify, s.guard,
+        MHD_OPTION_END);
     if (!d) {
         cli_fail("serve: cannot listen on %s port %lld: %s", o.host, o.port, strerror(errno));
         goto done;
@@ -779,6 +864,7 @@ int mha_cmd_serve(int argc, char **argv) {
     rc = CLI_OK;
 done:
     if (d) MHD_stop_daemon(d);
+    serve_guard_stop(s.guard);
     mha_queue_destroy(s.queue);
     pthread_mutex_destroy(&s.mutex);
     pthread_cond_destroy(&s.idle);

@@ -1271,6 +1271,17 @@ static int ds_mpi_fail(int rc) {
     return rc;
 }
 
+/* What every rank does next, agreed at a collective point: 0 go on, a
+ * signal number (SIGINT or SIGTERM caught on some rank: stop, remove the
+ * partial outputs), or DS_MPI_FAILED (some rank failed and said why). A
+ * rank alone cannot stop: the others would wait in the next collective. */
+#define DS_MPI_FAILED 1000
+static int ds_mpi_agree(int local_rc) {
+    int mine = local_rc != CLI_OK ? DS_MPI_FAILED : cli_signal_caught(), all = 0;
+    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return all;
+}
+
 static int ds_run_mpi(const cli_common *c, ds_state *s) {
     const ds_options *o = s->o;
     int inited = 0;
@@ -1296,6 +1307,11 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
             s->outs[i].data = s->out[i].buf;
         }
 
+    /* caught before rank 0 creates the partial files: from here a signal on
+     * any rank stops every rank at the next agreement, and rank 0 removes
+     * them (MPI-IO writes in place: there is nothing to resume from) */
+    cli_signals sigs;
+    cli_signals_catch(&sigs);
     /* open every output collectively; rank 0 writes the headers */
     MPI_File *fh = ds_calloc(s->n_out, sizeof *fh);
     uint64_t *head_bytes = ds_calloc(s->n_out, sizeof *head_bytes);
@@ -1332,6 +1348,7 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
             ds_mpi_fail(cli_fail("%s: writing the header failed", name));
     }
 
+    int stop = ds_mpi_agree(CLI_OK);
     /* every rank makes the same number of collective writes */
     long long mine = (s->hi - s->lo + bs - 1) / bs, rounds = 0;
     MPI_Allreduce(&mine, &rounds, 1, MPI_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
@@ -1339,37 +1356,58 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
     prog.on = s->rank == 0 && !o->quiet && isatty(STDERR_FILENO);
     prog.t0 = prog.last = cli_now();
     double t0 = MPI_Wtime();
-    for (long long k = 0; k < rounds; k++) {
+    for (long long k = 0; k < rounds && !stop; k++) {
         const int64_t r = s->lo + k * bs;
         const int64_t n = r < s->hi ? (s->hi - r < bs ? s->hi - r : bs) : 0;
         if (n > 0) {
             ds_advise(s, r + n, r + 2 * n, MHA_NPY_WILLNEED);
-            ds_mpi_fail(ds_compute_chunk(s, r, n, sq, skv));
+            rc = ds_compute_chunk(s, r, n, sq, skv);
         }
+        /* a failed chunk writes nothing, but still joins the collectives */
+        const int64_t n_ok = rc == CLI_OK ? n : 0;
         for (size_t i = 0; i < s->n_out; i++) {
             if (!s->out[i].file) continue;
-            size_t bytes = (size_t)n * s->out[i].row_bytes;
-            if (bytes > (size_t)2147483647)
-                ds_mpi_fail(cli_fail("%s: a chunk of %zu bytes is too large for one MPI write; "
-                                     "lower --batch-size",
-                                     s->out[i].file, bytes));
+            size_t bytes = (size_t)n_ok * s->out[i].row_bytes;
+            if (bytes > (size_t)2147483647) {
+                if (rc == CLI_OK)
+                    rc = cli_fail("%s: a chunk of %zu bytes is too large for one MPI write; "
+                                  "lower --batch-size",
+                                  s->out[i].file, bytes);
+                bytes = 0;
+            }
             MPI_Offset off = (MPI_Offset)(head_bytes[i] + (uint64_t)r * s->out[i].row_bytes);
-            if (MPI_File_write_at_all(fh[i], n > 0 ? off : 0, s->out[i].buf, (int)bytes, MPI_BYTE,
-                                      MPI_STATUS_IGNORE) != MPI_SUCCESS)
-                ds_mpi_fail(cli_fail("%s: MPI_File_write_at_all failed", s->out[i].file));
+            if (MPI_File_write_at_all(fh[i], bytes > 0 ? off : 0, s->out[i].buf, (int)bytes,
+                                      MPI_BYTE, MPI_STATUS_IGNORE) != MPI_SUCCESS &&
+                rc == CLI_OK)
+                rc = cli_fail("%s: MPI_File_write_at_all failed", s->out[i].file);
         }
-        if (n > 0) {
+        if (n > 0 && rc == CLI_OK) {
             ds_advise(s, r, r + n, MHA_NPY_DONTNEED);
             s->done += n;
         }
         ds_progress_draw(&prog, s->done, s->hi - s->lo, 0);
+        stop = ds_mpi_agree(rc);
     }
     ds_progress_draw(&prog, s->done, s->hi - s->lo, 1);
     for (size_t i = 0; i < s->n_out; i++) {
         if (!s->out[i].file) continue;
-        MPI_File_sync(fh[i]);
+        if (!stop) MPI_File_sync(fh[i]);
         MPI_File_close(&fh[i]);
     }
+    if (stop) { /* nothing published: rank 0 removes the partial files */
+        for (size_t i = 0; i < s->n_out; i++)
+            if (partial[i]) mha_output_file_abort(partial[i]);
+        const char *first_out = NULL;
+        for (size_t i = 0; i < s->n_out && !first_out; i++)
+            first_out = s->out[i].file;
+        if (stop != DS_MPI_FAILED && s->rank == 0)
+            cli_fail("%s: interrupted by %s; nothing written (--mpi keeps no partial output)",
+                     first_out ? first_out : o->model_path, stop == SIGINT ? "SIGINT" : "SIGTERM");
+        /* a rank that failed printed why and returns its status */
+        rc = stop == DS_MPI_FAILED ? (rc != CLI_OK ? rc : CLI_FAIL) : CLI_SIGNALED(stop);
+        memset(partial, 0, s->n_out * sizeof *partial);
+    }
+    cli_signals_restore(&sigs);
     double seconds = MPI_Wtime() - t0;
     long long rows = s->done, all_rows = 0, bad = s->nonfinite_rows, all_bad = 0;
     MPI_Reduce(&rows, &all_rows, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);

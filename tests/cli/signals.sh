@@ -105,3 +105,25 @@ signalled "$STERM 1" 143 "peak --json, SIGTERM" "$MHA" peak --threads 1 --second
   --json "$T/p.json"
 [ -z "$(leftovers "$T")" ] || fail "peak SIGTERM left: $(leftovers "$T")"
 echo "ok: peak"
+
+echo "== mha run --mpi: rank 0's partial file"
+# MPI-IO writes the partial file in place, so there is nothing to resume:
+# a signal on any rank stops every rank at the next collective step, and
+# rank 0 removes the partial file (it was left behind, exit 143).
+MPI_BIN="$(dirname "$MHA")/mha-mpi"
+[ -x "$MPI_BIN" ] || fail "no $MPI_BIN (Open MPI missing: install libopenmpi-dev openmpi-bin)"
+command -v mpirun >/dev/null 2>&1 || fail "no mpirun (install openmpi-bin)"
+for spec in "$STERM 143 SIGTERM" "$SINT 130 SIGINT"; do
+  set -- $spec
+  # the shim in the ranks only (mpirun's own temporaries are not counted)
+  set +e
+  ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" mpirun --oversubscribe --allow-run-as-root -n 2 \
+    env LD_PRELOAD="$SHIM" MHA_TEST_SIGNAL_AT_TMP="$1 1" "$MPI_BIN" run --mpi "$T/m.onnx" \
+    "$T/x.npy" -o "$T/mp.npy" --batch-size 2 --threads 1 --quiet >"$T/out" 2>"$T/err"
+  got=$?
+  set -e
+  [ "$got" -eq "$2" ] || fail "run --mpi, $3: exit $got, wanted $2 ($(cat "$T/err"))"
+  [ ! -e "$T/mp.npy" ] && [ -z "$(leftovers "$T")" ] || fail "run --mpi $3 left: $(leftovers "$T")"
+  grep -q "mp.npy: interrupted by $3; nothing written" "$T/err" || fail "run --mpi $3: $(cat "$T/err")"
+done
+echo "ok: run --mpi ends by the signal and leaves no partial file"

@@ -204,7 +204,7 @@ static void tensor_external(Onnx__TensorProto *t, const char *loc, const char *o
                             const char *len) {
     t->has_data_location = 1;
     t->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
-    t->external_data = ta(3 * sizeof *t->external_data);
+    t->external_data = ta(4 * sizeof *t->external_data); /* room for one key more */
     const char *keys[3] = {"location", "offset", "length"};
     const char *vals[3] = {loc, off, len};
     for (int i = 0; i < 3; i++) {
@@ -1138,6 +1138,23 @@ static void test_external_data(void **state) {
     amb.g->initializer[0]->has_data_location = 0;
     expect_fail(&amb, dir, MHA_ERR_MODEL_FORMAT, "data_location is not EXTERNAL");
 
+    /* a key given twice: two places for one tensor, refused (the second
+     * offset was read: the tensor held the 0xee padding, no error) */
+    const char *twice[] = {"offset", "location", "length"};
+    const char *twice_value[] = {"0", "../outside.bin", "24"};
+    for (int k = 0; k < 3; k++) {
+        gb dup = base_model();
+        Onnx__TensorProto *dw = mk_tensor("W", 1, 2, dims23, NULL, 0);
+        tensor_external(dw, "w.bin", "8", "24");
+        Onnx__StringStringEntryProto *kv = ta(sizeof *kv);
+        onnx__string_string_entry_proto__init(kv);
+        kv->key = ts(twice[k]);
+        kv->value = ts(twice_value[k]);
+        dw->external_data[dw->n_external_data++] = kv;
+        dup.g->initializer[0] = dw;
+        expect_fail(&dup, dir, MHA_ERR_MODEL_FORMAT, "is given twice");
+    }
+
     /* from memory without a folder: refused; with one: resolved there */
     size_t size;
     void *buf = tu_read_file(tu_path(dir, "ok.onnx"), &size);
@@ -1591,6 +1608,31 @@ static void test_graph_errors(void **state) {
     gb_node(&b, "Add", "self", "x,s", "s");
     gb_output(&b, "s");
     expect_fail(&b, NULL, MHA_ERR_MODEL_FORMAT, "cycle through Add node 'self'");
+
+    /* the default domain imported twice (as '' and as 'ai.onnx'): at two
+     * versions refused (the first was overridden by the last, in silence);
+     * at one version only redundant */
+    for (int same = 0; same < 2; same++) {
+        b = base_model();
+        Onnx__OperatorSetIdProto *again = ta(sizeof *again);
+        onnx__operator_set_id_proto__init(again);
+        again->domain = ts("ai.onnx");
+        again->has_version = 1;
+        again->version = same ? 17 : 23;
+        Onnx__OperatorSetIdProto **two = ta(2 * sizeof *two);
+        two[0] = b.m->opset_import[0];
+        two[1] = again;
+        b.m->opset_import = two;
+        b.m->n_opset_import = 2;
+        if (!same) {
+            expect_fail(&b, NULL, MHA_ERR_MODEL_FORMAT,
+                        "imports domain 'ai.onnx' twice, as opset 17 and 23");
+        } else {
+            assert_int_equal(gb_load(&b, NULL, &g, &err), MHA_OK);
+            assert_int_equal(g->opset, 17);
+            ir_free(g);
+        }
+    }
 
     /* an input nobody defines */
     b = base_model();

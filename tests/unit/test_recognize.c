@@ -54,6 +54,23 @@ static mha_status recognise(const char *family, const char *name, layer *L, mha_
     return st;
 }
 
+/* The layer of tests/data/recognize/<name>.onnx; *gout keeps the graph. */
+static mha_status recognise_graph(const char *name, layer *L, mha_error *err, ir_graph **gout) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/recognize/%s.onnx", MHA_TEST_DATA, name);
+    *gout = load_graph(path);
+    mha_error_clear(err);
+    return layer_recognize(&g_alloc, *gout, L, err);
+}
+
+/* recognise_graph() that must succeed: the graph. */
+static ir_graph *recognise_graph_ok(const char *name, layer *L) {
+    ir_graph *g;
+    mha_error err;
+    if (recognise_graph(name, L, &err, &g) != MHA_OK) fail_msg("%s: %s", name, err.message);
+    return g;
+}
+
 /* recognise() that must succeed. */
 static void recognise_ok(const char *family, const char *name, layer *L, ir_graph **g) {
     mha_error err;
@@ -531,6 +548,56 @@ static void test_refusals(void **state) {
     }
 }
 
+/* Norms of Q and K between the projections and the scores, read by their
+ * meaning: an RMSNorm of each head of both (weights [DH] of their own), a
+ * LayerNormalization node over all of Q's row and none on K; each must
+ * verify against its graph (without the norm in the step, they differ). A
+ * per-head LayerNorm with a bias is refused, saying so. */
+static void test_qk_norms(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        int kind[2], whole[2];
+        float eps;
+    } cases[] = {
+        {"qknorm_head_rms", {LAYER_QK_NORM_RMS, LAYER_QK_NORM_RMS}, {0, 0}, 1e-6f},
+        {"qknorm_row_ln", {LAYER_QK_NORM_LAYER, LAYER_QK_NORM_NONE}, {1, 0}, 1e-5f},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        layer L;
+        mha_error err;
+        ir_graph *g = recognise_graph_ok(cases[i].name, &L);
+        mha_status st;
+        for (int s = 0; s < 2; s++) {
+            if (L.qk_norm[s] != cases[i].kind[s] || L.qk_norm_whole[s] != cases[i].whole[s] ||
+                (L.qk_norm_w[s] != NULL) != (cases[i].kind[s] != 0))
+                fail_msg("%s: side %d: kind %d whole %d, want %d / %d", cases[i].name, s,
+                         L.qk_norm[s], L.qk_norm_whole[s], cases[i].kind[s], cases[i].whole[s]);
+            if (cases[i].kind[s] && fabsf(L.qk_norm_eps[s] - cases[i].eps) > 1e-3f * cases[i].eps)
+                fail_msg("%s: side %d: eps %g", cases[i].name, s, (double)L.qk_norm_eps[s]);
+        }
+        st = layer_verify(&g_alloc, g, &L, &err);
+        if (st != MHA_OK) fail_msg("%s: verify: %s", cases[i].name, err.message);
+        /* the weights are the file's, not ones: without them it differs */
+        for (int64_t c = 0; c < L.q_heads * L.d_head; c++)
+            L.qk_norm_w[0][c] = 1.0f;
+        st = layer_verify(&g_alloc, g, &L, &err);
+        if (st != MHA_ERR_MODEL_VERIFY)
+            fail_msg("%s: verified with the Q norm's weights all 1: %s", cases[i].name,
+                     mha_status_name(st));
+        layer_clear(&g_alloc, &L);
+        ir_free(g);
+    }
+    ir_graph *g;
+    layer L;
+    mha_error err;
+    mha_status st = recognise_graph("qknorm_head_ln_bias", &L, &err, &g);
+    if (st != MHA_ERR_MODEL_UNSUPPORTED || !strstr(err.message, "'q_head_ln'") ||
+        !strstr(err.message, "adds a bias"))
+        fail_msg("qknorm_head_ln_bias: %s: %s", mha_status_name(st), err.message);
+    ir_free(g);
+}
+
 /* Forms read through something other than a projection of [B, S, D] rows:
  * sequence-first inputs (nn.MultiheadAttention's default), K / V given in
  * head layout (a cached cross-attention), rotary positions or tables as
@@ -733,14 +800,10 @@ static void test_unusual_plumbing(void **state) {
         {"bh_mask", 4, 4, 0, 1, 0, 0, 0, 0, 1, -1, 0, 0, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char path[1024];
-        snprintf(path, sizeof path, "%s/recognize/%s.onnx", MHA_TEST_DATA, cases[i].name);
-        ir_graph *g = load_graph(path);
         layer L;
         mha_error err;
-        mha_error_clear(&err);
-        mha_status st = layer_recognize(&g_alloc, g, &L, &err);
-        if (st != MHA_OK) fail_msg("%s: %s", cases[i].name, err.message);
+        ir_graph *g = recognise_graph_ok(cases[i].name, &L);
+        mha_status st;
         check_plumbing(&cases[i], &L);
         st = layer_verify(&g_alloc, g, &L, &err);
         if (st != MHA_OK) fail_msg("%s: verify: %s", cases[i].name, err.message);
@@ -1213,6 +1276,7 @@ int main(void) {
         cmocka_unit_test(test_relative_bias_from_buffer),
         cmocka_unit_test(test_msft_forms),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_qk_norms),
         cmocka_unit_test(test_inputs_beyond_projections),
         cmocka_unit_test(test_separate_value_input),
         cmocka_unit_test(test_bias_input_beside_mask),

@@ -339,6 +339,16 @@ static void exec_mask_view_attn(const mha_tensor *t, int attend_when_true, int b
     v->kind = EXEC_MASK_TENSOR;
     v->t = t;
     v->attend_when_true = attend_when_true;
+    if (batch_first == 4 && t->rank == 4) { /* [B, Sq, H, Skv] as [B, H, Sq, Skv] */
+        const int ax[4] = {0, 2, 1, 3};
+        int64_t stride = 1;
+        for (int k = 3; k >= 0; k--) {
+            v->dims[ax[k]] = t->shape[k];
+            v->strides[ax[k]] = t->shape[k] == 1 ? 0 : stride;
+            stride *= t->shape[k];
+        }
+        return;
+    }
     if (batch_first == 2 && t->rank == 3) { /* [B*H, Sq, Skv] as [B, H, Sq, Skv] */
         v->dims[0] = t->shape[0] / heads, v->dims[1] = heads;
         v->dims[2] = t->shape[1], v->dims[3] = t->shape[2];
@@ -456,8 +466,8 @@ static void exec_mask_view_computed(exec_mask_kind kind, int64_t heads, const ex
  * [B, H', Sq, Skv], a row whose every visible key is hidden), where the two
  * part ways. */
 static int exec_fold_causal(const layer *L, const exec_binding *bd, const exec_mask_view *kpm) {
-    if (!L->causal || !L->causal_finite || !kpm || (L->has_left_window && L->causal_finite != 2) ||
-        L->bias || bd->Sq != bd->Skv)
+    if (!L->causal || !L->causal_finite || L->causal_finite == 3 || !kpm ||
+        (L->has_left_window && L->causal_finite != 2) || L->bias || bd->Sq != bd->Skv)
         return 0;
     const int64_t *s = kpm->strides;
     for (int64_t b = 0; b < kpm->dims[0]; b++)
@@ -644,15 +654,22 @@ typedef struct exec_attn_plan {
     int64_t h_block, n_hb; /* heads per unit, head groups per batch item */
     int heaviest_first;
     int64_t n_units;
+    int fill_rows; /* a causal_finite 3 layer (layer.h): rows of left padding
+                      computed again after the kernel (exec_fill_rows) */
+    float fill;    /* its causal fill */
 } exec_attn_plan;
 
-/* Rotary embedding of Q and K of the chunk, in place: units are (batch
- * item, Q or K, block of rows). args[0] rotates Q, args[1] K; each covers
- * the whole chunk. */
+/* Q and K of the chunk between their projections and attention, in
+ * place: the norm of each head (or of all heads) when the layer has one
+ * (layer.qk_norm), then the rotary embedding. Units are (batch item, Q or
+ * K, block of rows). args[0] covers Q, args[1] K, each the whole chunk. */
 typedef struct exec_rope_plan {
     mha_rotary_args args[2];
+    int rotate;            /* the layer has a rotary embedding */
     registry_rotary_fn fn; /* the plugin's, or the built-in scalar's */
     void *fn_state;
+    registry_norm_fn norm_fn; /* the same for the norms */
+    void *norm_state;
     int64_t s_block[2], n_sb[2];
     int64_t n_units;
 } exec_rope_plan;
@@ -662,6 +679,7 @@ enum { EXEC_PHASE_PROJ, EXEC_PHASE_ROPE, EXEC_PHASE_ATTN, EXEC_PHASE_OUT };
 typedef struct exec_state {
     const exec_env *env;
     const mha_plugin *plugin;
+    const layer *layer; /* the layer of a projected run (its norms of Q and K) */
     int threads;
     int phase_kind[POOL_MAX_PHASES];
     int n_phases;
@@ -975,10 +993,77 @@ static mha_status exec_kernel_failed(const exec_state *s, const char *kernel, co
                     (long long)r[3], rows, (long long)r[4], (long long)r[5], shape);
 }
 
+/* A causal_finite 3 layer (layer.h: older GPT-2's torch.where(causal, w,
+ * -1e4), then + (1 - m) * -1e4): the file replaces a future key's score by
+ * the fill and adds the mask's term to it; the kernels hide future keys.
+ * The two agree on a row where some visible key's term is above the fill
+ * (future keys weigh exp(fill - score) = 0 beside it for any score above
+ * fill + 104), not on a row whose every visible key carries a term at or
+ * below the fill (left padding): there the filled future keys compete.
+ * Those rows of a's range are computed again here, as the file does, over
+ * every key before the item's length; the rest is the kernel's. */
+/* The file's term on key j of query row q (batch item b, kv head g): the
+ * fill where the key is in the future, else its scaled score, then the
+ * mask's term added. */
+static float exec_fill_term(const mha_attn_args *a, const float *q, int64_t b, int64_t g, int64_t j,
+                            int future, float fill, float mask) {
+    if (future) return fill + mask;
+    const float *k = a->k + b * a->k_sb + g * a->k_sh + j * a->k_ss;
+    double dot = 0.0;
+    for (int64_t d = 0; d < a->dk; d++)
+        dot += (double)q[d] * k[d];
+    return (float)(a->scale * dot) + mask;
+}
+
+static void exec_fill_rows(const mha_attn_args *a, float fill) {
+    if (!a->mask || a->Skv <= 0) return;
+    const int64_t group = a->Hkv > 0 && a->Hq >= a->Hkv ? a->Hq / a->Hkv : 1;
+    for (int64_t b = a->b0; b < a->b1; b++) {
+        const int64_t off = a->causal_offset ? a->causal_offset[b] : 0;
+        int64_t end = a->Skv;
+        if (a->kv_len && a->kv_len[b] < end) end = a->kv_len[b];
+        for (int64_t h = a->h0; h < a->h1; h++)
+            for (int64_t i = a->q0; i < a->q1; i++) {
+                const float *m = a->mask + b * a->m_sb + h * a->m_sh + i * a->m_sq;
+                const int64_t front = i + off; /* keys after it are filled */
+                int own = 0;                   /* a visible key whose term is above the fill */
+                for (int64_t j = 0; j <= front && j < end && !own; j++)
+                    own = m[j * a->m_sk] > fill;
+                if (own) continue;
+                const float *q = a->q + b * a->q_sb + h * a->q_sh + i * a->q_ss;
+                const int64_t g = h / group;
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < end; j++) {
+                    const float t = exec_fill_term(a, q, b, g, j, j > front, fill, m[j * a->m_sk]);
+                    if (t > mx) mx = t;
+                }
+                float *o = a->o + b * a->o_sb + h * a->o_sh + i * a->o_ss;
+                for (int64_t d = 0; d < a->dv; d++)
+                    o[d] = 0.0f;
+                if (!(mx > -INFINITY)) continue; /* every key hidden: zeros (plugin.h) */
+                double sum = 0.0;
+                for (int64_t j = 0; j < end; j++) {
+                    const float t = exec_fill_term(a, q, b, g, j, j > front, fill, m[j * a->m_sk]);
+                    const float p = expf(t - mx);
+                    if (p == 0.0f) continue;
+                    sum += p;
+                    const float *v = a->v + b * a->v_sb + g * a->v_sh + j * a->v_ss;
+                    for (int64_t d = 0; d < a->dv; d++)
+                        o[d] += p * v[d];
+                }
+                for (int64_t d = 0; d < a->dv; d++)
+                    o[d] = (float)(o[d] / sum);
+            }
+    }
+}
+
 static mha_status exec_attn_call(const exec_state *s, const mha_attn_args *a, int worker,
                                  mha_error *err) {
     void *ws = s->workspace ? s->workspace + (size_t)worker * s->ws_stride : NULL;
-    if (s->plugin->attention(s->env->plugin_state, a, ws, s->ws_size) == 0) return MHA_OK;
+    if (s->plugin->attention(s->env->plugin_state, a, ws, s->ws_size) == 0) {
+        if (s->attn.fill_rows) exec_fill_rows(a, s->attn.fill);
+        return MHA_OK;
+    }
     const int64_t r[6] = {a->b0, a->b1, a->h0, a->h1, a->q0, a->q1};
     char shape[96];
     snprintf(shape, sizeof shape, "Sq %lld, Skv %lld, d_head %lld", (long long)a->Sq,
@@ -1043,6 +1128,49 @@ static mha_status exec_rope_call(const exec_state *s, const mha_rotary_args *a, 
     return exec_kernel_failed(s, "rotary embedding", "rows", r, shape, err);
 }
 
+/* The norm of side `which` (0 Q, 1 K) on the rows of a (batch items [b0,
+ * b1), rows [s0, s1)) before the rotary, on the plugin's norm entry (or
+ * the scalar's): a call per batch item and head over the rows, the head's
+ * features contiguous in a row; one per batch item over all heads when the
+ * norm takes the whole row (OLMo-2). */
+static mha_status exec_qk_norm(const exec_state *s, const layer *L, int which,
+                               const mha_rotary_args *a, mha_error *err) {
+    const int64_t width = L->qk_norm_whole[which] ? a->H * a->d : a->d;
+    const int64_t groups = L->qk_norm_whole[which] ? 1 : a->H;
+    for (int64_t b = a->b0; b < a->b1; b++)
+        for (int64_t g = 0; g < groups; g++) {
+            float *x = a->x + b * a->x_sb + g * a->x_sh + a->s0 * a->x_ss;
+            mha_norm_args n;
+            memset(&n, 0, sizeof n);
+            n.struct_size = sizeof n;
+            n.kind = L->qk_norm[which] == LAYER_QK_NORM_LAYER ? MHA_NORM_LAYER : MHA_NORM_RMS;
+            n.rows = a->s1 - a->s0, n.D = width;
+            n.x = x, n.ldx = a->x_ss, n.y = x, n.ldy = a->x_ss;
+            n.gamma = L->qk_norm_w[which] + g * width;
+            n.eps = L->qk_norm_eps[which];
+            n.r0 = 0, n.r1 = n.rows;
+            n.num_threads = 1;
+            if (n.rows > 0 && s->rope.norm_fn(s->rope.norm_state, &n) != 0) {
+                const int64_t r[6] = {b, b + 1, g, g + 1, a->s0, a->s1};
+                char shape[96];
+                snprintf(shape, sizeof shape, "S %lld, %lld features", (long long)a->S,
+                         (long long)width);
+                return exec_kernel_failed(s, which ? "norm of K" : "norm of Q", "rows", r, shape,
+                                          err);
+            }
+        }
+    return MHA_OK;
+}
+
+/* Side `which` of a part a: its norm, then its rotation. */
+static mha_status exec_qk_part(const exec_state *s, int which, const mha_rotary_args *a,
+                               mha_error *err) {
+    const layer *L = s->layer;
+    mha_status st = L->qk_norm[which] ? exec_qk_norm(s, L, which, a, err) : MHA_OK;
+    if (st == MHA_OK && s->rope.rotate) st = exec_rope_call(s, a, err);
+    return st;
+}
+
 /* Unit u: Q units first ((b, row block), b-major), then K's. */
 static mha_status exec_rope_unit(const exec_state *s, int64_t u, mha_error *err) {
     const exec_rope_plan *pl = &s->rope;
@@ -1055,7 +1183,7 @@ static mha_status exec_rope_unit(const exec_state *s, int64_t u, mha_error *err)
     a.s0 = (u % pl->n_sb[which]) * pl->s_block[which];
     a.s1 = exec_min(a.S, a.s0 + pl->s_block[which]);
     a.num_threads = 1;
-    return exec_rope_call(s, &a, err);
+    return exec_qk_part(s, which, &a, err);
 }
 
 static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
@@ -1111,8 +1239,9 @@ static mha_status exec_phases_self_parallel(exec_state *s, mha_error *err) {
         case EXEC_PHASE_ROPE:
             for (int w = 0; w < 2 && st == MHA_OK; w++) {
                 mha_rotary_args a = s->rope.args[w];
+                if (s->layer->qk_norm[w]) st = exec_qk_norm(s, s->layer, w, &a, err);
                 a.num_threads = s->threads;
-                st = exec_rope_call(s, &a, err);
+                if (st == MHA_OK && s->rope.rotate) st = exec_rope_call(s, &a, err);
             }
             break;
         case EXEC_PHASE_ATTN: {
@@ -1187,6 +1316,11 @@ static void exec_attn_args_common(mha_attn_args *a, const layer *L, const exec_b
     a->alibi_relative = L->alibi_relative;
 }
 
+static void exec_attn_fill_set(exec_attn_plan *pl, const layer *L) {
+    pl->fill_rows = L->causal && L->causal_finite == 3;
+    pl->fill = L->causal_fill;
+}
+
 static void exec_attn_set_mask(mha_attn_args *a, const exec_mask *m, int64_t b0) {
     if (!m->data) return;
     if (m->causal_folded) a->causal = 0; /* in the mask this run */
@@ -1246,6 +1380,7 @@ static mha_status exec_run_bare(exec_state *s, const layer *L, const exec_bindin
     const int64_t Sq = bd->Sq, Skv = bd->Skv;
     mha_attn_args *a = &s->attn.args;
     exec_attn_args_common(a, L, bd, bd->B);
+    exec_attn_fill_set(&s->attn, L);
     a->precision = s->env->precision;
     a->alibi_pos = s->alibi_pos;
     a->alibi_pos_sb = bd->Skv;
@@ -1375,8 +1510,13 @@ static mha_status exec_rope_tables_given(const mha_alloc_ctx *a, const layer *L,
     memset(t, 0, sizeof *t);
     const mha_tensor *in = bd->position_ids ? bd->position_ids : bd->rotary_cos;
     const int64_t half = L->rotary_dim / 2, S = bd->Sq, B = bd->B;
-    /* [S, rotary_dim] tables (no batch axis) broadcast too */
-    const int64_t nb = in->shape[0] == 1 || (!bd->position_ids && in->rank == 2) ? 1 : B;
+    /* [S, rotary_dim] tables (no batch axis) broadcast too; a stacked
+     * cache [S, B | 1, half, 2] has its items on axis 1 */
+    const int stacked = !bd->position_ids && L->rotary_tables_input == 3;
+    const int64_t items = stacked && in->rank == 4 ? in->shape[1] : 1;
+    const int64_t nb = stacked ? (items == 1 ? 1 : B)
+                       : in->shape[0] == 1 || (!bd->position_ids && in->rank == 2) ? 1
+                                                                                   : B;
     const int64_t rows = nb * S;
     exec_rope_tables src;
     memset(&src, 0, sizeof src);
@@ -1416,6 +1556,14 @@ static mha_status exec_rope_tables_given(const mha_alloc_ctx *a, const layer *L,
             const int64_t p = exec_int_at(in, r);
             memcpy(cs + r * half, src.cos + p * half, row_bytes);
             memcpy(sn + r * half, src.sin + p * half, row_bytes);
+            continue;
+        }
+        if (stacked) { /* token s of item b: pairs at ((s * items + b) * half + t) * 2 */
+            const float *x = (const float *)in->data + (r % S * items + r / S) * half * 2;
+            for (int64_t k = 0; k < half; k++) {
+                cs[r * half + k] = x[2 * k];
+                sn[r * half + k] = x[2 * k + 1];
+            }
             continue;
         }
         if (L->rotary_tables_input == 2) { /* one column per pair: the angles as they are */
@@ -1627,8 +1775,8 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         const int64_t ldq = self ? nq + nkv : nq, ldkv = self ? nq + nkv : nkv;
         float *kbase = self ? proj + nq : projkv;
 
-        /* (1b) rotary embedding of Q and K, in place */
-        if (L->rotary) {
+        /* (1b) the norms and the rotary embedding of Q and K, in place */
+        if (L->rotary || L->qk_norm[0] || L->qk_norm[1]) {
             float *const x[2] = {proj, kbase};
             const int64_t S[2] = {Sq, Skv}, ld[2] = {ldq, ldkv};
             /* positions given as inputs: rows of per-token tables; a cache:
@@ -1669,6 +1817,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         /* (2) attention, reading Q/K/V in place through strides */
         mha_attn_args *at = &s->attn.args;
         exec_attn_args_common(at, L, bd, n);
+        exec_attn_fill_set(&s->attn, L);
         at->Skv = T; /* Skv without a cache */
         at->causal_offset = cached ? offsets + b0 : NULL;
         at->precision = s->env->precision;
@@ -1883,9 +2032,18 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
     memset(&s, 0, sizeof s);
     s.env = env;
     s.plugin = p;
+    s.layer = L;
+    /* norms of Q and K: the plugin's norm entry, else the reference's */
+    s.rope.norm_fn = registry_plugin_norm(p);
+    s.rope.norm_state = env->plugin_state;
+    if (!s.rope.norm_fn) {
+        s.rope.norm_fn = mha_scalar_plugin_table()->norm;
+        s.rope.norm_state = NULL;
+    }
     /* rotary: the plugin's kernel when it declares one, else the reference's */
     exec_rope_tables rope;
     memset(&rope, 0, sizeof rope);
+    s.rope.rotate = L->rotary != MHA_ROTARY_NONE;
     if (L->rotary) {
         s.rope.fn = registry_plugin_rotary(p);
         s.rope.fn_state = env->plugin_state;

@@ -2,6 +2,7 @@
  * and checked (dtype, rank, widths, batch and sequence agreement, mask
  * broadcastability), and so the output shapes a run will write. Messages
  * name the input and both shapes. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -84,6 +85,14 @@ static mha_status layer_check_attn_mask(const layer *L, const layer_io *io, cons
         /* com.microsoft mask_index [B, S, T]: batch first, not right-aligned */
         const int64_t want[3] = {bd->B, bd->Sq, bd->T};
         return layer_expect_shape(io, t, 3, want, "mask_index [B, S, T]", err);
+    }
+    if (L->attn_mask_batch_first == 4 && t->rank == 4) { /* [B, Sq, H, Skv], each may be 1 */
+        const int64_t want[4] = {bd->B, bd->Sq, L->q_heads, bd->T};
+        int fits = 1;
+        for (int i = 0; i < 4; i++)
+            fits = fits && (t->shape[i] == want[i] || t->shape[i] == 1);
+        if (fits) return MHA_OK;
+        return layer_expect_shape(io, t, 4, want, "attn_mask [B, Sq, heads, Skv]", err);
     }
     if (L->attn_mask_batch_first && t->rank == 3) { /* [B | B*H, Sq, Skv], Sq, Skv may be 1 */
         const int64_t want[3] = {L->attn_mask_batch_first == 2 ? bd->B * L->q_heads : bd->B, bd->Sq,
@@ -305,6 +314,24 @@ static mha_status layer_bind_cache(const layer *L, exec_binding *bd, const layer
     return MHA_OK;
 }
 
+/* ChatGLM's rotary cache: cos and sin of each pair stacked, [Sq, B or 1,
+ * rotary_dim / 2, 2] or [Sq, rotary_dim / 2, 2] (layer.h rotary_tables_input
+ * 3), as the role ROTARY_COS. */
+static mha_status layer_bind_rotary_stacked(const layer *L, exec_binding *bd, const layer_io *io,
+                                            const mha_tensor *t, mha_error *err) {
+    mha_status st = layer_expect_float(L, io, t, err);
+    if (st != MHA_OK) return st;
+    const int rank = t->rank == 3 ? 3 : 4;
+    const int64_t b = rank == 4 && t->shape[1] == 1 ? 1 : bd->B;
+    const int64_t want4[4] = {bd->Sq, b, L->rotary_dim / 2, 2};
+    const int64_t want3[3] = {bd->Sq, L->rotary_dim / 2, 2};
+    st = layer_expect_shape(io, t, rank, rank == 4 ? want4 : want3,
+                            rank == 4 ? "[S, B or 1, rotary_dim / 2, 2]" : "[S, rotary_dim / 2, 2]",
+                            err);
+    if (st == MHA_OK) bd->rotary_cos = t;
+    return st;
+}
+
 /* Rotary positions [B or 1, Sq] (integer), or the cos / sin tables
  * [B or 1, Sq, rotary_dim] or [B or 1, 1, Sq, rotary_dim] given as inputs:
  * only to a rotary self-attention layer, and never both. */
@@ -314,6 +341,8 @@ static mha_status layer_bind_rotary_inputs(const layer *L, exec_binding *bd,
     const mha_tensor *pos = t_role[MHA_ROLE_POSITION_IDS];
     const mha_tensor *cs = t_role[MHA_ROLE_ROTARY_COS], *sn = t_role[MHA_ROLE_ROTARY_SIN];
     if (!pos && !cs && !sn) return MHA_OK;
+    if (cs && !sn && !pos && L->rotary && L->has_proj && !L->cross && L->rotary_tables_input == 3)
+        return layer_bind_rotary_stacked(L, bd, io_role[MHA_ROLE_ROTARY_COS], cs, err);
     if (!L->rotary || !L->has_proj || L->cross || (pos && (cs || sn)) || (!pos && (!cs || !sn)))
         return mha_fail(err, MHA_ERR_INTERNAL,
                         "layer: rotary inputs (positions %d, cos %d, sin %d) do not fit a %s layer",
@@ -383,6 +412,14 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
                         "rows, is inconsistent",
                         L->rotary, (long long)L->rotary_dim, (long long)L->d_head,
                         (long long)L->rotary_n_pos);
+    for (int s = 0; s < 2; s++)
+        if (L->qk_norm[s] != LAYER_QK_NORM_NONE &&
+            ((L->qk_norm[s] != LAYER_QK_NORM_RMS && L->qk_norm[s] != LAYER_QK_NORM_LAYER) ||
+             !L->has_proj || !L->qk_norm_w[s] || !(L->qk_norm_eps[s] >= 0.0f) ||
+             !isfinite(L->qk_norm_eps[s]) || L->need_weights || (s == 1 && L->kv_given)))
+            return mha_fail(err, MHA_ERR_INTERNAL,
+                            "layer: the norm of %s before the rotary (kind %d) is inconsistent",
+                            s ? "K" : "Q", L->qk_norm[s]);
     if (n_inputs != L->n_inputs)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "the model has %zu inputs, %zu given",
                         L->n_inputs, n_inputs);

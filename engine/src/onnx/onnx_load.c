@@ -775,6 +775,13 @@ static mha_status read_opsets(builder *b, const Onnx__ModelProto *m) {
         if (!op->has_version || op->version <= 0)
             return mha_fail(b->err, MHA_ERR_MODEL_FORMAT,
                             "opset import of domain '%s' has no valid version", dom);
+        /* two versions of one domain give two meanings to its operators
+         * (which one is a guess): refused; the same version twice is only
+         * redundant */
+        if (*slot && *slot != op->version)
+            return mha_fail(b->err, MHA_ERR_MODEL_FORMAT,
+                            "the model imports domain '%s' twice, as opset %lld and %lld",
+                            *dom ? dom : "ai.onnx", (long long)*slot, (long long)op->version);
         *slot = op->version;
     }
     return check_versions(b, m);

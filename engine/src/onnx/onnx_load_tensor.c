@@ -214,12 +214,19 @@ static mha_status tensor_read_external(onnx_load_ctx *lc, const Onnx__TensorProt
     for (size_t i = 0; i < tp->n_external_data; i++) {
         const Onnx__StringStringEntryProto *kv = tp->external_data[i];
         if (!kv->key) continue;
-        if (strcmp(kv->key, "location") == 0)
-            loc = kv->value ? kv->value : "";
-        else if (strcmp(kv->key, "offset") == 0)
-            off_s = kv->value ? kv->value : "";
-        else if (strcmp(kv->key, "length") == 0)
-            len_s = kv->value ? kv->value : "";
+        const char **slot = strcmp(kv->key, "location") == 0 ? &loc
+                            : strcmp(kv->key, "offset") == 0 ? &off_s
+                            : strcmp(kv->key, "length") == 0 ? &len_s
+                                                             : NULL;
+        if (!slot) continue; /* checksum and keys of other tools */
+        /* a key given twice names two places: which one is the data is a
+         * guess (ONNX's Python takes the last, a reader may take the
+         * first), so it is refused */
+        if (*slot)
+            return mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                            "%s: external data key '%s' is given twice ('%s' and '%s')", label,
+                            kv->key, *slot, kv->value ? kv->value : "");
+        *slot = kv->value ? kv->value : "";
     }
     mha_status st = check_location(label, loc, err);
     if (st != MHA_OK) return st;

@@ -661,7 +661,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
     plan_uses u;
     memset(&u, 0, sizeof u);
     plan_shape *shp = NULL;
-    int64_t *qdims = NULL;
+    int64_t *qdims = NULL, *cdims = NULL;
     mha_status st = MHA_OK;
     P->consts = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *P->consts);
     P->last_step = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *P->last_step);
@@ -688,16 +688,19 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
         if (st == MHA_OK && folded) st = build_fold(P, err);
     }
     if (st == MHA_OK) st = build_axis_probes(P, shp, &qdims, err);
+    if (st == MHA_OK) st = plan_dim_check_probes(P, &cdims, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);
     if (st == MHA_OK) st = plan_partition(P, &u, shp, err);
     if (st == MHA_OK) st = build_fused(P, &u, shp, err);
     if (st == MHA_OK) st = build_steps(P, shp, err);
     if (st == MHA_OK) st = build_io(P, shp, qdims, err);
+    if (st == MHA_OK) st = plan_dim_check(P, shp, cdims, err);
     if (st == MHA_OK && !skip_verify) st = plan_verify(P, err);
     build_drop_probe_results(P);
     plan_uses_free(a, &u);
     mha_free(a, shp);
     mha_free(a, qdims);
+    mha_free(a, cdims);
     if (st != MHA_OK) {
         plan_free(P);
         return st;

@@ -39,7 +39,8 @@ static int64_t dims_floor_div(int64_t n, int64_t d) {
 int64_t plan_dim_apply(const plan_dim_rule *r, int64_t x) {
     if (r->fixed >= 0) return r->fixed;
     const int64_t div = r->div > 0 ? r->div : 1, mul = r->mul > 0 ? r->mul : 1;
-    return dims_floor_div(mul * x + r->offset, div);
+    const int64_t y = dims_floor_div(mul * x + r->offset, div);
+    return r->cap > 0 && y > r->cap ? r->cap : y;
 }
 
 void plan_dim_sums(const plan *P, int64_t *sizes) {
@@ -98,8 +99,7 @@ int plan_dim_fit(const int64_t *x, const int64_t *y, int n, int general, plan_di
     return 0;
 }
 
-/* The first input axis carrying symbolic axis s: *input, *axis. */
-static int dims_input_axis(const plan *P, int s, int *input, int *axis) {
+int plan_dim_input_axis(const plan *P, int s, int *input, int *axis) {
     for (size_t i = 0; i < P->g->n_inputs; i++)
         for (int a = 0; a < MHA_MAX_RANK; a++)
             if (P->in_syms[i][a] == s) {
@@ -160,8 +160,8 @@ static int dims_two_axis_sum(const plan *P, const plan_shape *s, size_t k, int d
         plan_dim_probe_sizes(P, q, sizes);
         if (yq != PLAN_DIM_NOT_PROBED && yq != sizes[a] + sizes[b] + c) return 0;
     }
-    if (!dims_input_axis(P, a, &r->input, &r->axis) ||
-        !dims_input_axis(P, b, &r->plus_input, &r->plus_axis))
+    if (!plan_dim_input_axis(P, a, &r->input, &r->axis) ||
+        !plan_dim_input_axis(P, b, &r->plus_input, &r->plus_axis))
         return 0;
     r->mul = r->div = 1;
     r->offset = c;
@@ -214,7 +214,7 @@ mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, 
             }
             r->fixed = -1;
             const int summed = dims_summed_axis(P, s, k, d, qdims);
-            if (summed >= 0 && dims_input_axis(P, summed, &r->input, &r->axis)) {
+            if (summed >= 0 && plan_dim_input_axis(P, summed, &r->input, &r->axis)) {
                 r->offset = 0; /* that input axis as it is */
                 continue;
             }
@@ -246,7 +246,7 @@ mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, 
                 y0, s->dims[1][d],
                 qdims ? qdims[(k * PLAN_MAX_SYMS + (size_t)sym) * MHA_MAX_RANK + d] : 0};
             const int three = qdims && y[2] != PLAN_DIM_NOT_PROBED;
-            if (!dims_input_axis(P, sym, &r->input, &r->axis) ||
+            if (!plan_dim_input_axis(P, sym, &r->input, &r->axis) ||
                 !plan_dim_fit(x, y, three ? 3 : 2, three, r))
                 return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
                                 "graph output '%s': axis %d (%lld, %lld at sizes %lld, %lld of an "

@@ -23,7 +23,7 @@ static void verify_fill_input(const layer *L, const layer_io *io, tensor *t, int
     if (io->role == MHA_ROLE_POSITION_IDS || io->role == MHA_ROLE_ROTARY_COS ||
         io->role == MHA_ROLE_ROTARY_SIN) {
         /* positions other than 0 .. S - 1, different per batch item */
-        rz_fill_rotary_input(io, t, 1, L->rotary_inv_freq ? 0 : L->rotary_n_pos, 0);
+        rz_fill_rotary_input(L, io, t, 1, L->rotary_inv_freq ? 0 : L->rotary_n_pos, 0);
         return;
     }
     if (io->role == MHA_ROLE_NONPAD_KV_SEQLEN) {

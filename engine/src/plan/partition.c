@@ -626,10 +626,23 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
                 snprintf(pl->reason, sizeof pl->reason, "%.250s", e.message);
             } else {
                 pl->recognised = 1;
-                /* a decoding step: it writes the present keys and values */
-                if (pl->n_extra)
-                    snprintf(pl->desc, sizeof pl->desc, "%.30s+kv-cache",
-                             pl->L.form ? pl->L.form : "");
+                /* a norm of Q and K before the rotary (per head, or over the
+                 * row: "-row"); a decoding step writes the present keys and
+                 * values */
+                const layer *L = &pl->L;
+                const int qkn = L->qk_norm[0] ? 0 : 1;
+                if (L->qk_norm[qkn])
+                    snprintf(pl->desc, sizeof pl->desc, "%.20s+qk-%s%s", L->form ? L->form : "",
+                             L->qk_norm[qkn] == LAYER_QK_NORM_LAYER ? "layernorm" : "rmsnorm",
+                             L->qk_norm_whole[qkn] ? "-row" : "");
+                if (pl->n_extra) {
+                    char form[sizeof pl->desc];
+                    snprintf(form, sizeof form, "%s",
+                             pl->desc[0] ? pl->desc
+                             : L->form   ? L->form
+                                         : "");
+                    snprintf(pl->desc, sizeof pl->desc, "%.36s+kv-cache", form);
+                }
             }
         } else if (why) {
             snprintf(pl->reason, sizeof pl->reason, "%s", why);

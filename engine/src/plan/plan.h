@@ -211,6 +211,8 @@ typedef struct plan_dim_rule {
      * another symbolic axis (a decoding step's present keys and values:
      * past + new tokens, when no input has that many); -1: none */
     int plus_input, plus_axis;
+    /* > 0: at most this (a truncation, `x[:, :4]`: min(S, 4)); 0: none */
+    int64_t cap;
 } plan_dim_rule;
 
 /* Largest probe input, in elements (16 MiB of float32), as the

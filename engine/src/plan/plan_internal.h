@@ -256,5 +256,16 @@ void plan_dim_probe_sizes(const plan *P, int k, int64_t *sizes);
 mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, mha_error *err);
 int plan_dim_fit(const int64_t *x, const int64_t *y, int n, int general, plan_dim_rule *r);
 int64_t plan_dim_apply(const plan_dim_rule *r, int64_t x);
+/* The first input axis carrying symbolic axis s: *input, *axis; 0: none. */
+int plan_dim_input_axis(const plan *P, int s, int *input, int *axis);
+
+/* The rules checked at sizes past the probes (dims_check.c).
+ * plan_dim_check_probes runs the graph for shapes with each symbolic axis
+ * alone at PLAN_DIM_CHECKS sizes (1, 2, a long one) into *cdims (NULL: not
+ * needed); plan_dim_check then fits again (or refuses by name) each output
+ * axis rule that a check contradicts. */
+#define PLAN_DIM_CHECKS 3
+mha_status plan_dim_check_probes(plan *P, int64_t **cdims, mha_error *err);
+mha_status plan_dim_check(plan *P, const plan_shape *shp, const int64_t *cdims, mha_error *err);
 
 #endif

@@ -84,7 +84,9 @@ typedef struct layer {
                                   input does (any type; Keras (1 - m) * -1e9) */
     int attn_mask_batch_first; /* a 3-D attn_mask is, instead of right-aligned: 1 [B, Sq,
                                   Skv] (Keras), 2 [B * q_heads, Sq, Skv] (PyTorch); 3 only
-                                  while recognising: probed as [1, Sq, Skv] */
+                                  while recognising: probed as [1, Sq, Skv]; 4 a 4-D one
+                                  is [B, Sq, q_heads, Skv] (GPT-BigCode's scores of heads
+                                  folded into the query rows, viewed so) */
     unsigned idioms;           /* LAYER_IDIOM_* found by the recogniser (mha info) */
 
     /* ---- appended for rotary embeddings and ALiBi (issue 14) ---- */
@@ -113,6 +115,12 @@ typedef struct layer {
                           torch.where then + (1 - m) * finfo.min; a padded future key
                           overflows to -inf), 2 they merge into one finfo.min (LLaMA's
                           masked_fill of the causal mask: every key stays finite);
+                          3 the file replaces a future key's score by causal_fill, a
+                          fill too small to hide it by itself, then adds the mask's
+                          term (older GPT-2: torch.where(causal, w, masked_bias -1e4)
+                          then + (1 - m) * -1e4): a row whose every visible key has a
+                          term at or below the fill weighs the future keys by their
+                          terms (exec computes those rows as the file does);
                           0 hidden outright */
     float causal_fill; /* causal_finite: the term on a future key's scaled score (GPT-J
                           divides finfo.min by its scale: then such keys win over the
@@ -122,7 +130,8 @@ typedef struct layer {
     int rotary_tables_input; /* the cos / sin of every token come in as inputs
                                 (MHA_ROLE_ROTARY_COS / _SIN): the layer has no tables;
                                 1: a column per turning dim [.., rotary_dim], 2: one per
-                                pair [.., rotary_dim / 2] */
+                                pair [.., rotary_dim / 2]; 3: one input (_COS) holding
+                                both, [S, B | 1, rotary_dim / 2, 2] (ChatGLM's cache) */
     /* ---- appended for a cached cross-attention (issue 14) ---- */
     int kv_given; /* has_proj and cross, but K and V come in already projected, in head
                      layout [B, kv_heads, Skv, d] (roles MHA_ROLE_K / _V); only Q and the
@@ -144,7 +153,23 @@ typedef struct layer {
                         row of a batch item whose values hold a NaN (0 x NaN in P.V: the
                         rows a row of hidden keys made in the layer before); the output
                         projection then spreads it over the whole output row */
+    /* ---- appended for q / k norms before the rotary (issue 15) ---- */
+    int qk_norm[2];       /* Q (0) and K (1) after their projections (and biases), before
+                             the rotary: LAYER_QK_NORM_* over each group of features */
+    int qk_norm_whole[2]; /* 0: a group is one head's d_head features (Qwen3, Gemma-3,
+                             Cohere); 1: the whole row of that side's heads (OLMo-2) */
+    float qk_norm_eps[2]; /* added to the mean square (variance) */
+    float *qk_norm_w[2];  /* [q_heads * d_head] and [kv_heads * d_head] in the layer's head
+                             order, owned: each feature's weight (a Gemma-style 1 + w
+                             already added; per head when the file's weight is [heads, d]) */
 } layer;
+
+/* What normalises a group of Q or K features (layer.qk_norm). */
+enum {
+    LAYER_QK_NORM_NONE = 0,
+    LAYER_QK_NORM_RMS = 1,  /* w * x / sqrt(mean(x^2) + eps) */
+    LAYER_QK_NORM_LAYER = 2 /* w * (x - mean) / sqrt(var + eps), no bias */
+};
 
 /* A projected layer with a KV cache: past_key / past_value [B, kv_heads, P,
  * d] inputs hold the keys and values of P earlier positions, the new ones

@@ -225,3 +225,25 @@ mha_status rz_walk_forward(rz_ctx *z, int v, const char *what, rz_chain *ch, int
     ch->n = n;
     return MHA_OK;
 }
+
+mha_status rz_chain_splice(rz_ctx *z, rz_chain *ch, const rz_chain *lower, int skip, int node,
+                           const char *what) {
+    if (lower->n + ch->n - skip > RZ_MAX_STEPS) {
+        char d[160];
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: more than %d layout ops on the %s path",
+                        rz_node_desc(z, node, d, sizeof d), RZ_MAX_STEPS, what);
+    }
+    memmove(ch->steps + lower->n, ch->steps + skip, (size_t)(ch->n - skip) * sizeof ch->steps[0]);
+    memcpy(ch->steps, lower->steps, (size_t)lower->n * sizeof ch->steps[0]);
+    ch->n += lower->n - skip;
+    ch->src = lower->src;
+    return MHA_OK;
+}
+
+mha_status rz_refuse_on_path(rz_ctx *z, int y, int side, const char *does, const char *why) {
+    char d[160];
+    return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED, "%s on the %s path %s: %s",
+                    rz_node_desc(z, rz_producer_id(z, y), d, sizeof d), side ? "K" : "Q", does,
+                    why);
+}

@@ -63,6 +63,19 @@ static int rz_is_float_tensor(const tensor *t) {
     return t && (t->dtype == MHA_DTYPE_FLOAT32 || t->dtype == MHA_DTYPE_FLOAT64);
 }
 
+/* Whether term t is a Where applied before every other term (the terms
+ * are listed from the Softmax back), each of the others an added one. */
+static int rz_soft_fill_first(const rz_core *c, int t) {
+    if (t != c->n_masks - 1) return 0;
+    for (int k = 0; k < t; k++)
+        if (c->masks[k].kind != RZ_TERM_ADD) return 0;
+    return 1;
+}
+
+static mha_status rz_eff_terms(rz_ctx *z, const double *cf, tensor *const *vals,
+                               const tensor *target, int64_t numel, rz_eff *e);
+static mha_status rz_eff_unfold(rz_ctx *z, rz_eff *e);
+
 /* The effective terms from values vals (the probe's, or a part of the
  * graph run apart). The terms were collected from the Softmax back to
  * Q.K^T, so they apply in reverse order; the score path only reshapes (flat
@@ -72,7 +85,6 @@ mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, cons
                           rz_eff *e) {
     const rz_core *c = &z->core;
     const tensor *S = target ? target : vals[z->g->nodes[c->score_mm].outputs[0]];
-    char d[160];
     rz_eff_free(z, e);
     int r = S->rank;
     e->sq = S->dims[r - 2];
@@ -82,6 +94,39 @@ mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, cons
     e->n_slots = (e->sq > 0 && e->skv > 0) ? numel / (e->sq * e->skv) : 0;
     e->raw = mha_calloc(z->a, (size_t)(numel ? numel : 1), sizeof *e->raw);
     if (!e->raw) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
+    mha_status st = rz_eff_terms(z, cf, vals, target, numel, e);
+    if (st == MHA_OK && z->fold > 1) st = rz_eff_unfold(z, e);
+    return st;
+}
+
+/* Scores whose rows fold query heads ([n, S*f, skv], row t*f + h; z->fold)
+ * as the map unfolded them: [n*f, S, skv], slot n*f + h. */
+static mha_status rz_eff_unfold(rz_ctx *z, rz_eff *e) {
+    const int64_t f = z->fold, n = e->n_slots, S = e->sq / f, kv = e->skv;
+    if (e->sq % f != 0)
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "the scores have %lld rows, not a whole number of %lld heads",
+                        (long long)e->sq, (long long)f);
+    const size_t numel = (size_t)(n * e->sq * kv);
+    double *raw = mha_calloc(z->a, numel ? numel : 1, sizeof *raw);
+    if (!raw) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory");
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t t = 0; t < S; t++)
+            for (int64_t h = 0; h < f; h++)
+                memcpy(raw + ((s * f + h) * S + t) * kv, e->raw + (s * e->sq + t * f + h) * kv,
+                       (size_t)kv * sizeof *raw);
+    mha_free(z->a, e->raw);
+    e->raw = raw;
+    e->n_slots = n * f;
+    e->sq = S;
+    return MHA_OK;
+}
+
+/* The terms' sum into e->raw (numel scores, the shape e says). */
+static mha_status rz_eff_terms(rz_ctx *z, const double *cf, tensor *const *vals,
+                               const tensor *target, int64_t numel, rz_eff *e) {
+    const rz_core *c = &z->core;
+    char d[160];
     for (int t = c->n_masks - 1; t >= 0; t--) {
         const rz_mask_term *term = &c->masks[t];
         const ir_node *n = &z->g->nodes[term->add_node];
@@ -120,13 +165,22 @@ mha_status rz_eff_eval_in(rz_ctx *z, const double *cf, tensor *const *vals, cons
             int on = ((const unsigned char *)C->data)[rz_bcast_offset(T, cs, i)] != 0;
             if (on != term->fill_when) continue;
             /* a fill replaces the score: the same as adding it only when
-             * it hides the key */
-            if (!rz_is_masked_value(v) && !(c->n_masks == 1 && v <= RZ_FILL_HIDES))
+             * it hides the key. A smaller one applied before added terms
+             * is recorded for rz_place_masks (the causal fill of older
+             * GPT-2 beside its padding), which reads it as hiding here. */
+            const int soft = !rz_is_masked_value(v) && v <= RZ_FILL_HIDES;
+            if (soft && c->n_masks > 1 && rz_soft_fill_first(c, t) &&
+                (!z->soft_fill_on || (z->soft_fill == v && z->soft_fill_cond == term->cond))) {
+                z->soft_fill_on = 1;
+                z->soft_fill = v;
+                z->soft_fill_cond = term->cond;
+            } else if (!rz_is_masked_value(v) && !(c->n_masks == 1 && soft)) {
                 return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                                 "%s: fills scores with %g, which does not hide them (only "
-                                "-inf or huge negative fills, or with no other mask term a "
-                                "fill at or below %g, are supported)",
+                                "-inf or huge negative fills, or a fill at or below %g with no "
+                                "other mask term or before added ones, are supported)",
                                 rz_node_desc(z, term->add_node, d, sizeof d), v, RZ_FILL_HIDES);
+            }
             e->raw[i] = rz_is_masked_value(v) ? v : -(double)FLT_MAX;
         }
     }

@@ -55,7 +55,7 @@ static mha_status rz_probe_with(rz_ctx *z, const layer *L, rz_sizes sz) {
         if (st != MHA_OK) break;
         if (io->dtype == MHA_DTYPE_FLOAT32)
             rz_fill_random(z->inputs[i]->data, tensor_numel(z->inputs[i]), &seed);
-        rz_fill_rotary_input(io, z->inputs[i], 0, 0, sz.P);
+        rz_fill_rotary_input(L, io, z->inputs[i], 0, 0, sz.P);
     }
     mha_free(z->a, dims);
     if (st != MHA_OK) return st;
@@ -114,4 +114,54 @@ mha_status rz_chain_factor(rz_ctx *z, const rz_chain *ch, double *f) {
         *f *= c;
     }
     return MHA_OK;
+}
+
+mha_status rz_subgraph_eval(rz_ctx *z, int x, int y, const tensor *xin, tensor **out) {
+    const ir_graph *g = z->g;
+    *out = NULL;
+    tensor **over = mha_calloc(z->a, g->n_values, sizeof *over);
+    if (!over) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory probing a subgraph");
+    if (x < 0 || (size_t)x >= g->n_values || y < 0 || (size_t)y >= g->n_values) {
+        mha_free(z->a, over);
+        return mha_fail(z->err, MHA_ERR_INTERNAL, "a probed subgraph between unknown values");
+    }
+    /* nodes are in topological order: those after x's producer, up to y's */
+    const int first = g->values[x].producer + 1, last = g->values[y].producer;
+    mha_status st = MHA_OK;
+    for (int ni = first; ni <= last && st == MHA_OK; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        int touched = 0;
+        for (size_t k = 0; k < n->n_inputs; k++)
+            touched |= n->inputs[k] == x || (n->inputs[k] >= 0 && over[n->inputs[k]]);
+        if (!touched) continue;
+        tensor *in[16] = {0}, *outs[16] = {0};
+        if (n->n_inputs > 16 || n->n_outputs > 16) {
+            st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                          "a node of %zu inputs on a probed subgraph", n->n_inputs);
+            break;
+        }
+        for (size_t k = 0; k < n->n_inputs; k++) {
+            const int v = n->inputs[k];
+            in[k] = v < 0 ? NULL : v == x ? (tensor *)xin : over[v] ? over[v] : z->probe[v];
+        }
+        st = interp_eval_node(z->a, g, n, in, outs, z->err);
+        for (size_t k = 0; k < n->n_outputs; k++) {
+            const int v = n->outputs[k];
+            if (st == MHA_OK && v >= 0)
+                over[v] = outs[k];
+            else
+                tensor_free(outs[k]);
+        }
+    }
+    if (st == MHA_OK && !over[y])
+        st = mha_fail(z->err, MHA_ERR_INTERNAL, "a probed subgraph: '%s' was not recomputed",
+                      g->values[y].name);
+    if (st == MHA_OK) {
+        *out = over[y];
+        over[y] = NULL;
+    }
+    for (size_t v = 0; v < g->n_values; v++)
+        tensor_free(over[v]);
+    mha_free(z->a, over);
+    return st;
 }

@@ -383,6 +383,7 @@ static mha_status rz_parse_operands(rz_ctx *z) {
         mha_status st = rz_walk_back(z, ops[i], 1, names[i], chains[i]);
         if (st == MHA_OK && i > 0) st = rz_cache_pass(z, i - 1, names[i], chains[i]);
         if (st == MHA_OK && i < 2) st = rz_rotary_pass(z, i, names[i], chains[i]);
+        if (st == MHA_OK && i < 2) st = rz_qknorm_pass(z, i, names[i], chains[i]);
         if (st == MHA_OK) st = rz_parse_in_proj(z, chains[i]->src, names[i], projs[i]);
         if (st != MHA_OK) return st;
     }

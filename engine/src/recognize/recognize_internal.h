@@ -127,6 +127,10 @@ typedef struct rz_core {
      * the new rows, and its output (present_key / present_value when it is a
      * graph output) (recognize_graph.c) */
     int cache_on[2], cache_node[2], past_v[2], present_v[2];
+    /* a norm of Q (0) or K (1) before the rotary: the value normalised, the
+     * norm's output, and how many steps of the side's chain lie below it
+     * (projection -> x, recognize_qknorm.c) */
+    int qkn_on[2], qkn_x[2], qkn_y[2], qkn_lower[2];
 } rz_core;
 
 typedef struct rz_ctx {
@@ -140,6 +144,15 @@ typedef struct rz_ctx {
     int64_t B, Sq, Skv; /* probe sizes (Skv: every key, past ones included) */
     int64_t P;          /* probe past length of a KV cache (0 without one) */
     rz_core core;
+    /* a Where fill too small to hide its key by itself (older GPT-2's
+     * masked_bias, -1e4) applied first, other terms added after it: seen by
+     * rz_eff_eval_in (times the factors after it), taken by rz_place_masks
+     * as the causal fill that replaces a future key's score */
+    int soft_fill_on;
+    double soft_fill;
+    int soft_fill_cond; /* the Where's condition value */
+    int64_t fold;       /* query heads folded into the scores' rows (GPT-BigCode: [B, S*H,
+                           S], row t*H + h), unfolded by the map; 1 (or 0) when not */
 } rz_ctx;
 
 /* Probe sizes for the symbolic axes of the layer's inputs. */
@@ -200,6 +213,14 @@ mha_status rz_walk_back(rz_ctx *z, int v, int allow_factors, const char *what, r
  * output. */
 mha_status rz_walk_forward(rz_ctx *z, int v, const char *what, rz_chain *ch, int *stop_node);
 
+/* ch goes on below its source: lower (ending at a value the chain skipped
+ * to, under a rotation or a norm) then ch's steps past its first `skip`.
+ * node names the refusal of a chain too long. */
+mha_status rz_chain_splice(rz_ctx *z, rz_chain *ch, const rz_chain *lower, int skip, int node,
+                           const char *what);
+/* MHA_ERR_MODEL_UNSUPPORTED: "<producer of y> on the Q / K path <does>: <why>". */
+mha_status rz_refuse_on_path(rz_ctx *z, int y, int side, const char *does, const char *why);
+
 /* ---- recognize_graph.c: static analysis ---- */
 mha_status rz_analyse_deps(rz_ctx *z);
 /* Parses the input projection that produces `v`. */
@@ -232,8 +253,8 @@ int rz_batch_only(const layer *L);
  * reading them through the sequence index shows). max_pos > 0 bounds the
  * positions. first: the past length of a KV cache, where a step's
  * positions start. */
-void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos,
-                          int64_t first);
+void rz_fill_rotary_input(const layer *L, const layer_io *io, tensor *t, int vary_batch,
+                          int64_t max_pos, int64_t first);
 /* Seeded uniform [-1, 1) floats. */
 void rz_fill_random(float *x, int64_t n, uint64_t *state);
 uint64_t rz_rand(uint64_t *state);
@@ -247,6 +268,10 @@ mha_status rz_rerun(rz_ctx *z);
 void rz_free_probe(rz_ctx *z);
 /* Scalar factors of a chain (product). */
 mha_status rz_chain_factor(rz_ctx *z, const rz_chain *ch, double *f);
+/* y = the subgraph x -> y of the graph re-run with x replaced by `xin`
+ * (borrowed); every other value is the probe's. *out is new (rotations and
+ * per-head norms are read this way). */
+mha_status rz_subgraph_eval(rz_ctx *z, int x, int y, const tensor *xin, tensor **out);
 /* The probe's value v, or NULL when v is out of range. */
 static inline const tensor *rz_val(const rz_ctx *z, int v) {
     return (v >= 0 && (size_t)v < z->g->n_values) ? z->probe[v] : NULL;
@@ -267,6 +292,30 @@ mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used);
 /* Phase 3 (after the probe): the rotation's kind, dims and tables into L,
  * or a refusal saying what the subgraph is not. */
 mha_status rz_rotary_build(rz_ctx *z, layer *L);
+
+/* ---- recognize_qknorm.c: a norm of each head's Q or K before the rotary ---- */
+/* Phase 1: when ch (side 0 = Q, 1 = K) starts at the output of a norm --
+ * elementwise ops and a reduction whose data paths all meet again in one
+ * tensor x -- the chain goes on below x (recorded in z->core.qkn_*). A
+ * no-op otherwise. */
+mha_status rz_qknorm_pass(rz_ctx *z, int side, const char *what, rz_chain *ch);
+/* What the norm of one side is, read by probing it (phase 3). */
+typedef struct rz_qkn {
+    int kind; /* LAYER_QK_NORM_* */
+    float eps;
+    int64_t group; /* features per group: the last axis of x */
+    int64_t n;     /* the projection's output columns */
+    float *w;      /* [n] the weight of each projection column (NaN: not normalised) */
+    tensor *xi;    /* x's elements as projection output indices (token * n + column) */
+} rz_qkn;
+void rz_qknorm_free(rz_ctx *z, rz_qkn *f);
+/* The norm of side `side` from the probe: xi (taken over) numbers x's
+ * elements as the projection's output (token * n + column). */
+mha_status rz_qknorm_fit(rz_ctx *z, int side, tensor *xi, int64_t n, rz_qkn *f);
+/* The norm into L for the final heads: head h feature d is projection
+ * column col[rep[h] * width + d]; a group must be one head or all of them. */
+mha_status rz_qknorm_place(rz_ctx *z, int side, const rz_qkn *f, const int64_t *col,
+                           const int64_t *rep, int64_t heads, int64_t width, layer *L);
 
 /* ---- recognize_alibi.c: ALiBi from the term on the scores ---- */
 /* raw [n_slots, sq, skv]: the additive on the scaled scores (hidden keys

@@ -148,6 +148,7 @@ typedef struct rz_side {
     int64_t seq;        /* tokens of the input it reads */
     int64_t past;       /* KV cache: the operand's first `past` rows are the cache's */
     int64_t *past_head; /* [n_slots] KV cache: the head of the past input a slot reads */
+    rz_qkn qkn;         /* Q or K: a norm before the rotary (qkn.w NULL: none) */
 } rz_side;
 
 static void rz_side_free(rz_ctx *z, rz_side *s) {
@@ -156,6 +157,7 @@ static void rz_side_free(rz_ctx *z, rz_side *s) {
     mha_free(z->a, s->col);
     mha_free(z->a, s->bat);
     mha_free(z->a, s->past_head);
+    rz_qknorm_free(z, &s->qkn);
     memset(s, 0, sizeof *s);
 }
 
@@ -312,17 +314,40 @@ static mha_status rz_trace_past(rz_ctx *z, const tensor *past, const char *what,
     return MHA_OK;
 }
 
+/* A norm on the side (0 Q, 1 K) before the rotary: the chain's steps
+ * below it run on a copy of the projection's index tensor enc, numbering
+ * the norm's input by projection columns and tokens, then the norm is read
+ * (recognize_qknorm.c). */
+static mha_status rz_trace_norm(rz_ctx *z, int side, const rz_chain *ch, const tensor *enc,
+                                rz_side *s) {
+    rz_chain lower = *ch;
+    lower.n = z->core.qkn_lower[side];
+    lower.dst = z->core.qkn_x[side];
+    tensor *copy = NULL, *xi = NULL;
+    mha_status st = tensor_new(z->a, MHA_DTYPE_INT64, enc->rank, enc->dims, &copy, z->err);
+    if (st != MHA_OK) return st;
+    memcpy(copy->data, enc->data, (size_t)tensor_numel(enc) * sizeof(int64_t));
+    st = rz_chain_eval(z, &lower, copy, &xi);
+    if (st != MHA_OK) return st;
+    return rz_qknorm_fit(z, side, xi, s->n, &s->qkn);
+}
+
 /* Traces one input side (Q, K or V) into s->col / s->bat through view vw;
  * with a KV cache (cache_side 0 for K, 1 for V; else -1), its rows come
- * after the cache's. */
+ * after the cache's. norm_side: 0 (Q) or 1 (K) when a norm sits on the
+ * side before the rotary, else -1. */
 static mha_status rz_trace_side(rz_ctx *z, const rz_proj *p, const rz_chain *ch, const rz_view *vw,
-                                const char *what, int cache_side, rz_side *s) {
+                                const char *what, int cache_side, int norm_side, rz_side *s) {
     tensor *enc = NULL, *op = NULL;
     mha_status st = p->given ? rz_given_side(z, p, what, s, &enc) : rz_proj_weights(z, p, what, s);
     if (st == MHA_OK) st = rz_chain_factor(z, ch, &s->factor);
     if (st != MHA_OK) {
         tensor_free(enc);
         return st;
+    }
+    if (p->given && norm_side >= 0) {
+        tensor_free(enc);
+        return rz_unsupported(z, "a norm on the %s input given in head layout", what);
     }
     if (p->given) {
         st = rz_chain_eval(z, ch, enc, &op);
@@ -341,7 +366,8 @@ static mha_status rz_trace_side(rz_ctx *z, const rz_proj *p, const rz_chain *ch,
             for (int64_t r = 0; r < R; r++)
                 for (int64_t c = 0; c < s->n; c++)
                     e[r * s->n + c] = xrow[r] * s->n + c;
-            st = rz_chain_eval(z, ch, enc, &op);
+            if (norm_side >= 0) st = rz_trace_norm(z, norm_side, ch, enc, s);
+            if (st == MHA_OK) st = rz_chain_eval(z, ch, enc, &op);
         }
         mha_free(z->a, xrow);
     }
@@ -622,6 +648,48 @@ static mha_status rz_softmax_views(rz_ctx *z, rz_views *vs) {
         Bm->dims[Bm->rank - 1] != Skv || V->dims[V->rank - 2] != Skv)
         return rz_unsupported(z, "%s operands do not line up as Q.K^T and P.V",
                               "the attention MatMul");
+    return MHA_OK;
+}
+
+/* GPT-BigCode's multi-query attention folds the query heads into the rows
+ * of one bmm: Q [B, S*H, d] (row t*H + h is token t of head h) against
+ * the one key head K^T [B, d, S], scores [B, S*H, S], P.V [B, S*H, dv].
+ * Q and the output then have f = H rows per token, K and V one: each slot
+ * becomes f, slot n*f + h reading rows h, h + f, .. of Q and of the output
+ * and K and V as they are (heads are then told apart by their columns, one
+ * key/value head shared by all). z->fold = f says the scores' rows are
+ * folded too (rz_eff_eval_in); 1 when nothing is. */
+static mha_status rz_unfold_heads(rz_ctx *z, rz_views *vs) {
+    const rz_core *c = &z->core;
+    z->fold = 1;
+    if (c->qp.given || c->kp.given || c->vp.given || c->cache_on[0] || c->cache_on[1])
+        return MHA_OK;
+    const tensor *X = rz_val(z, z->g->inputs[c->qp.x_input]);
+    const tensor *Y = rz_val(z, z->g->inputs[c->kp.x_input]);
+    if (!X || X->rank != 3 || !Y || Y->rank != 3 || X->dims[1] <= 0) return MHA_OK;
+    const int64_t seq = X->dims[1], f = vs->q.rows / seq;
+    if (f < 2 || vs->q.rows != f * seq || vs->o.rows != vs->q.rows || vs->k.rows != Y->dims[1])
+        return MHA_OK;
+    rz_view *all[4] = {&vs->q, &vs->o, &vs->k, &vs->v};
+    const int64_t n = vs->q.n_slots;
+    for (int i = 0; i < 4; i++) {
+        rz_view old = *all[i];
+        mha_status st = rz_view_alloc(z, all[i], n * f);
+        if (st != MHA_OK) {
+            all[i]->base = old.base;
+            return st;
+        }
+        const int rows = i < 2; /* Q and the output: their rows unfold */
+        for (int64_t s = 0; s < n; s++)
+            for (int64_t h = 0; h < f; h++)
+                all[i]->base[s * f + h] = old.base[s] + (rows ? h * old.s_row : 0);
+        if (rows) {
+            all[i]->rows = seq;
+            all[i]->s_row = old.s_row * f;
+        }
+        mha_free(z->a, old.base);
+    }
+    z->fold = f;
     return MHA_OK;
 }
 
@@ -1075,9 +1143,15 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
      * first rows are the past's; an Attention node appends them itself */
     const int cache = c->cache_on[0] && c->cache_on[1];
     const int in_chain = cache && c->kind == RZ_CORE_SOFTMAX;
-    if (st == MHA_OK) st = rz_trace_side(z, &c->qp, &c->qchain, &vs.q, "Q", -1, &q);
-    if (st == MHA_OK) st = rz_trace_side(z, &c->kp, &c->kchain, &vs.k, "K", in_chain ? 0 : -1, &k);
-    if (st == MHA_OK) st = rz_trace_side(z, &c->vp, &c->vchain, &vs.v, "V", in_chain ? 1 : -1, &v);
+    z->fold = 1;
+    if (st == MHA_OK && c->kind == RZ_CORE_SOFTMAX) st = rz_unfold_heads(z, &vs);
+    if (st == MHA_OK)
+        st = rz_trace_side(z, &c->qp, &c->qchain, &vs.q, "Q", -1, c->qkn_on[0] ? 0 : -1, &q);
+    if (st == MHA_OK)
+        st = rz_trace_side(z, &c->kp, &c->kchain, &vs.k, "K", in_chain ? 0 : -1,
+                           c->qkn_on[1] ? 1 : -1, &k);
+    if (st == MHA_OK)
+        st = rz_trace_side(z, &c->vp, &c->vchain, &vs.v, "V", in_chain ? 1 : -1, -1, &v);
     if (st == MHA_OK) st = rz_trace_output(z, &vs.o, q.bat, &o);
     if (st == MHA_OK) st = rz_assemble_heads(z, vs.q.n_slots, &q, &k, &v, &o, vs.dh, vs.dv, &H);
     /* the cache's heads in the layer's kv head order: slot n reads head
@@ -1123,6 +1197,12 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
     if (st == MHA_OK) st = rz_gather(z, &k, H.kv_rep, H.hkv, 1.0, &L->wk, &L->bk);
     if (st == MHA_OK) st = rz_gather(z, &v, H.kv_rep, H.hkv, v.factor, &L->wv, &L->bv);
     if (st == MHA_OK && c->kp.given) st = rz_given_heads(z, L);
+    if (st == MHA_OK && q.qkn.w) st = rz_qknorm_place(z, 0, &q.qkn, q.col, H.rep, H.hq, q.width, L);
+    if (st == MHA_OK && k.qkn.w)
+        st = rz_qknorm_place(z, 1, &k.qkn, k.col, H.kv_rep, H.hkv, k.width, L);
+    if (st == MHA_OK && (q.qkn.w || k.qkn.w) && L->need_weights)
+        st = rz_unsupported(z, "a norm of Q or K with the attention weights as an output is not "
+                               "supported");
     if (st != MHA_OK) goto done;
     /* Wo rows in head order: row (h, e) is Z column o.col[rep(h), e]. */
     int64_t zin = H.hq * vs.dv;

@@ -96,9 +96,21 @@ static int rz_cand_valued(rz_cand c) {
 
 /* Strides of M broadcast against [B, H, Sq, Skv]; 0 if it does not. A
  * 3-D M is [B, Sq, Skv] with batch_first 1 (Keras), [B*H, Sq, Skv] with 2
- * (PyTorch), else M is right-aligned. */
+ * (PyTorch), a 4-D one [B, Sq, H, Skv] with 4 (GPT-BigCode), else M is
+ * right-aligned. */
 static int rz_attn_strides(const tensor *M, const int64_t *target, int batch_first,
                            int64_t *stride) {
+    if (batch_first == 4) { /* [B, Sq, H, Skv] (folded heads' scores viewed so) */
+        const int ax[4] = {0, 2, 1, 3};
+        int64_t st = 1;
+        if (M->rank != 4) return 0;
+        for (int k = 3; k >= 0; k--) {
+            if (M->dims[k] != 1 && M->dims[k] != target[ax[k]]) return 0;
+            stride[ax[k]] = M->dims[k] == 1 ? 0 : st;
+            st *= M->dims[k];
+        }
+        return 1;
+    }
     if (batch_first == 2) {
         if (M->rank != 3 || M->dims[0] != target[0] * target[1]) return 0;
         for (int k = 1; k < 3; k++)
@@ -615,7 +627,9 @@ static mha_status rz_find_reading(rz_ctx *z, layer *L, const double *cf, tensor 
         /* a static first axis of B * heads: PyTorch's [B*H, Sq, Skv] (an
          * export without dynamic axes, never probed as [1, Sq, Skv]) */
         if (bf && M->rank == 3 && target[1] > 1 && M->dims[0] == target[0] * target[1]) bf = 2;
-        if ((!neutral && !rz_cand_valued(cand)) || (bf && M->rank != 3) ||
+        /* the scores of folded heads are viewed [B, Sq, H, Skv] (z->fold) */
+        if (bf && M->rank == 4 && z->fold > 1) bf = 4;
+        if ((!neutral && !rz_cand_valued(cand)) || (bf && M->rank != 3 && bf != 4) ||
             !rz_cand_fits(M, cand, target, bf))
             continue;
         st = rz_try_candidate(z, L, cf, M, cand, neutral, bf, target, bat, head, &f->rd, base, ok);
@@ -721,6 +735,28 @@ static mha_status rz_causal_finite(rz_ctx *z, layer *L, const double *cf, const 
     return st;
 }
 
+/* A Where fill that does not hide its key by itself, applied before the
+ * other terms (rz_ctx soft_fill): older GPT-2's torch.where(causal, w,
+ * masked_bias = -1e4), then + (1 - m) * -1e4. Taken only as the causal
+ * mask beside one mask input (the padding), the condition a constant: a future
+ * key's score is replaced by the fill, then the padding's term is added
+ * (layer.h causal_finite 3). */
+static mha_status rz_take_soft_fill(rz_ctx *z, layer *L, int count, int pat, const rz_found *f) {
+    const rz_core *c = &z->core;
+    const int cond = z->soft_fill_cond;
+    char d[160];
+    if (count != 1 || !f || pat != RZ_PAT_CAUSAL || L->bias || L->alibi_slopes || c->softcap_on ||
+        cond < 0 || (size_t)cond >= z->g->n_values || z->deps[cond] != 0)
+        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "%s: fills scores with %g before another term, which does not hide "
+                        "them (supported as the causal mask's fill beside one mask input)",
+                        rz_node_desc(z, c->masks[c->n_masks - 1].add_node, d, sizeof d),
+                        z->soft_fill);
+    L->causal_finite = 3;
+    L->causal_fill = (float)z->soft_fill;
+    return MHA_OK;
+}
+
 /* A Max clamping the scores (RZ_TERM_CLAMP): its floor, one constant
  * value times the factors after it, a finite float32 that hides its key
  * (rz_eff_eval_in checks the same on every score). */
@@ -749,6 +785,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     const rz_core *c = &z->core;
     char d[160];
     L->causal = 0;
+    z->soft_fill_on = 0;
     if (c->n_masks == 0) return MHA_OK;
 
     /* factor applied to each term: the score-path factors above it */
@@ -803,7 +840,8 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     memset(&base, 0, sizeof base);
     mha_status st = MHA_OK;
     const tensor *S0 = z->probe[z->g->nodes[c->score_mm].outputs[0]];
-    const int64_t sq0 = S0->dims[S0->rank - 2];
+    /* (rows of folded heads: z->fold) */
+    const int64_t sq0 = S0->dims[S0->rank - 2] / (z->fold > 1 ? z->fold : 1);
     rz_pattern pat;
     int64_t window;
     int biased;
@@ -811,6 +849,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
         st = rz_eff_eval(z, cf, &base);
         if (st == MHA_OK) st = rz_take_base(z, L, &base, bat, head, cf, -1, &pat, &window, &biased);
         rz_eff_free(z, &base);
+        if (st == MHA_OK && z->soft_fill_on) st = rz_take_soft_fill(z, L, 0, pat, NULL);
         if (st != MHA_OK || biased) return st;
         st = rz_recheck_pattern(z, L, cf, NULL, 0, sq0, &pat, &window);
         if (st == MHA_OK) rz_set_pattern(L, pat, window);
@@ -828,8 +867,8 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
      * attend everywhere for PyTorch's bool masks, or its neutral fill once
      * read) */
     const tensor *S = z->probe[z->g->nodes[c->score_mm].outputs[0]];
-    int64_t target[4] = {z->B, n_slots / (z->B ? z->B : 1), S->dims[S->rank - 2],
-                         S->dims[S->rank - 1]};
+    int64_t target[4] = {z->B, n_slots / (z->B ? z->B : 1),
+                         S->dims[S->rank - 2] / (z->fold > 1 ? z->fold : 1), S->dims[S->rank - 1]};
     rz_found found[2];
     memset(found, 0, sizeof found);
     for (int f = 0; f < count && st == MHA_OK; f++) {
@@ -907,7 +946,10 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
             if (z->inputs[found[f].mi]->rank == 3)
                 L->attn_mask_batch_first = found[f].rd.batch_first;
     }
-    if (count == 1 && (pat == RZ_PAT_CAUSAL || pat == RZ_PAT_WINDOW) && !L->bias) {
+    if (z->soft_fill_on) {
+        st = rz_take_soft_fill(z, L, count, pat, &found[0]);
+        if (st != MHA_OK) return st;
+    } else if (count == 1 && (pat == RZ_PAT_CAUSAL || pat == RZ_PAT_WINDOW) && !L->bias) {
         st = rz_causal_finite(z, L, cf, &found[0]);
         if (st != MHA_OK) return st;
     }

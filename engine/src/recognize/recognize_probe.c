@@ -54,8 +54,12 @@ static rz_sym rz_axis_symbol(const layer *L, const layer_io *io, int axis, int c
         return axis == 0   ? (io->dims[0] == 1 ? RZ_SYM_FIXED : RZ_SYM_B)
                : axis == 1 ? RZ_SYM_SQ
                            : RZ_SYM_FIXED;
-    case MHA_ROLE_ROTARY_COS: /* [S, d] (LLaMA's, made from the length), */
-    case MHA_ROLE_ROTARY_SIN: /* [B, S, d], [B, 1, S, d] or [B, S, 1, d] (GPT-J's) */
+    case MHA_ROLE_ROTARY_COS:            /* [S, d] (LLaMA's, made from the length), */
+    case MHA_ROLE_ROTARY_SIN:            /* [B, S, d], [B, 1, S, d] or [B, S, 1, d] (GPT-J's) */
+        if (L->rotary_tables_input == 3) /* [S, B | 1, r / 2, 2] or [S, r / 2, 2] */
+            return axis == 0             ? RZ_SYM_SQ
+                   : axis == 1 && r == 4 ? (io->dims[1] == 1 ? RZ_SYM_FIXED : RZ_SYM_B)
+                                         : RZ_SYM_FIXED;
         if (r == 4 && io->dims[2] == 1 && io->dims[1] != 1)
             return axis == 1   ? RZ_SYM_SQ
                    : axis == 0 ? (io->dims[0] == 1 ? RZ_SYM_FIXED : RZ_SYM_B)
@@ -193,10 +197,31 @@ int rz_batch_only(const layer *L) {
     return dynamic;
 }
 
-void rz_fill_rotary_input(const layer_io *io, tensor *t, int vary_batch, int64_t max_pos,
-                          int64_t first) {
+/* ChatGLM's stacked cache [S, B', half, 2] (or [S, half, 2]): the cos and
+ * sin of angle (p + 1) * (0.31 + 0.67 t / half) at position p of pair t. */
+static void rz_fill_stacked(tensor *t, int vary_batch, int64_t max_pos, int64_t first) {
+    const int64_t n = tensor_numel(t);
+    if (t->rank < 3 || n <= 0) return;
+    const int64_t half = t->dims[t->rank - 2], items = t->rank == 4 ? t->dims[1] : 1;
+    if (half <= 0 || items <= 0) return;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t c = i % 2, pair = i / 2 % half, b = i / (2 * half) % items;
+        const int64_t s = i / (2 * half * items);
+        int64_t p = first + (vary_batch ? 2 * s + 3 * b : s);
+        if (max_pos > 0) p %= max_pos;
+        const float angle = (float)(p + 1) * (0.31f + 0.67f * (float)pair / (float)half);
+        tensor_set_f64(t, i, c == 0 ? cos(angle) : sin(angle));
+    }
+}
+
+void rz_fill_rotary_input(const layer *L, const layer_io *io, tensor *t, int vary_batch,
+                          int64_t max_pos, int64_t first) {
     const int pos = io->role == MHA_ROLE_POSITION_IDS;
     if (!pos && io->role != MHA_ROLE_ROTARY_COS && io->role != MHA_ROLE_ROTARY_SIN) return;
+    if (!pos && L->rotary_tables_input == 3) {
+        rz_fill_stacked(t, vary_batch, max_pos, first);
+        return;
+    }
     const int64_t n = tensor_numel(t);
     if (t->rank < 2 || n <= 0) return;
     const int64_t W = pos ? 1 : t->dims[t->rank - 1];

@@ -148,76 +148,21 @@ mha_status rz_rotary_pass(rz_ctx *z, int side, const char *what, rz_chain *ch) {
     if (x < 0 && rz_is_op(&z->g->nodes[pid], "Add")) return rz_rot_inputs_refusal(z, pid, what);
     if (x < 0) return MHA_OK; /* the projection parser refuses the node */
     z->core.rot_inputs |= others;
+    const int y = ch->src;
     rz_chain lower;
-    mha_status st = rz_walk_back(z, x, 1, what, &lower);
-    if (st != MHA_OK) return st;
-    if (lower.n + ch->n > RZ_MAX_STEPS) {
-        char d[160];
-        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "%s: more than %d layout ops on the %s path",
-                        rz_node_desc(z, pid, d, sizeof d), RZ_MAX_STEPS, what);
-    }
     /* lower (projection -> x), then the steps after y */
-    memmove(ch->steps + lower.n, ch->steps, (size_t)ch->n * sizeof ch->steps[0]);
-    memcpy(ch->steps, lower.steps, (size_t)lower.n * sizeof ch->steps[0]);
-    ch->n += lower.n;
+    mha_status st = rz_walk_back(z, x, 1, what, &lower);
+    if (st == MHA_OK) st = rz_chain_splice(z, ch, &lower, 0, pid, what);
+    if (st != MHA_OK) return st;
     z->core.rot_on[side] = 1;
     z->core.rot_x[side] = x;
-    z->core.rot_y[side] = ch->src;
-    ch->src = lower.src;
+    z->core.rot_y[side] = y;
     return MHA_OK;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Meaning                                                                   */
 /* ------------------------------------------------------------------------ */
-
-/* y = the subgraph x -> y of the graph re-run with x replaced by `xin`
- * (borrowed); every other value is the probe's. *out is new. */
-static mha_status rz_rot_eval(rz_ctx *z, int x, int y, const tensor *xin, tensor **out) {
-    const ir_graph *g = z->g;
-    *out = NULL;
-    tensor **over = mha_calloc(z->a, g->n_values, sizeof *over);
-    if (!over) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory probing a rotation");
-    const int first = rz_rot_producer(z, x) + 1, last = rz_rot_producer(z, y);
-    mha_status st = MHA_OK;
-    for (int ni = first; ni <= last && st == MHA_OK; ni++) {
-        const ir_node *n = &g->nodes[ni];
-        int touched = 0;
-        for (size_t k = 0; k < n->n_inputs; k++)
-            touched |= n->inputs[k] == x || (n->inputs[k] >= 0 && over[n->inputs[k]]);
-        if (!touched) continue;
-        tensor *in[16] = {0}, *outs[16] = {0};
-        if (n->n_inputs > 16 || n->n_outputs > 16) {
-            st = mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED, "rotation: a node of %zu inputs",
-                          n->n_inputs);
-            break;
-        }
-        for (size_t k = 0; k < n->n_inputs; k++) {
-            const int v = n->inputs[k];
-            in[k] = v < 0 ? NULL : v == x ? (tensor *)xin : over[v] ? over[v] : z->probe[v];
-        }
-        st = interp_eval_node(z->a, g, n, in, outs, z->err);
-        for (size_t k = 0; k < n->n_outputs; k++) {
-            const int v = n->outputs[k];
-            if (st == MHA_OK && v >= 0)
-                over[v] = outs[k];
-            else
-                tensor_free(outs[k]);
-        }
-    }
-    if (st == MHA_OK && !over[y])
-        st = mha_fail(z->err, MHA_ERR_INTERNAL, "rotation: '%s' was not recomputed",
-                      g->values[y].name);
-    if (st == MHA_OK) {
-        *out = over[y];
-        over[y] = NULL;
-    }
-    for (size_t v = 0; v < g->n_values; v++)
-        tensor_free(over[v]);
-    mha_free(z->a, over);
-    return st;
-}
 
 /* What one side's probing found: cos / sin [n_pos][half] at the probed
  * positions. */
@@ -234,12 +179,10 @@ static void rz_rot_found_free(rz_ctx *z, rz_rot_found *f) {
 }
 
 static mha_status rz_rot_refuse(rz_ctx *z, int side, const char *why) {
-    char d[160];
-    const int y = z->core.rot_y[side];
-    return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                    "%s on the %s path mixes the projection with itself, but not as a rotary "
-                    "position embedding does: %s",
-                    rz_node_desc(z, rz_rot_producer(z, y), d, sizeof d), side ? "K" : "Q", why);
+    return rz_refuse_on_path(z, z->core.rot_y[side], side,
+                             "mixes the projection with itself, but not as a rotary position "
+                             "embedding does",
+                             why);
 }
 
 /* Entry (row i, column k) of M at flat row r: cols[k][r * d + i]. */
@@ -334,7 +277,7 @@ static mha_status rz_rot_side(rz_ctx *z, int side, rz_rot_found *f) {
         for (int64_t r = 0; r < rows; r++)
             for (int64_t i = 0; i < d; i++)
                 p[r * d + i] = i == k ? 1.0f : 0.0f;
-        st = rz_rot_eval(z, c->rot_x[side], c->rot_y[side], e, &cols[k]);
+        st = rz_subgraph_eval(z, c->rot_x[side], c->rot_y[side], e, &cols[k]);
         if (st == MHA_OK && (cols[k]->dtype != MHA_DTYPE_FLOAT32 || cols[k]->rank != x->rank ||
                              memcmp(cols[k]->dims, x->dims, sizeof(int64_t) * (size_t)x->rank)))
             st = rz_rot_refuse(z, side, "its output is not shaped like its input");
@@ -470,6 +413,13 @@ static int rz_rot_role_input(const layer *L, mha_io_role r) {
     return -1;
 }
 
+/* Whether io may be ChatGLM's rotary cache: float [S, B | 1, r / 2, 2] or
+ * [S, r / 2, 2], the sequence first, cos and sin of a pair side by side. */
+static int rz_rot_stacked_shape(const layer_io *io) {
+    return io->dtype == MHA_DTYPE_FLOAT32 && (io->rank == 3 || io->rank == 4) &&
+           io->dims[io->rank - 1] == 2;
+}
+
 mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used) {
     const uint64_t in = z->core.rot_inputs;
     int ints[2], floats[3], ni = 0, nf = 0;
@@ -496,6 +446,13 @@ mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used) {
         }
     }
     if (ni == 0 && nf == 0) return MHA_OK;
+    if (ni == 0 && nf == 1 && rz_rot_stacked_shape(&L->inputs[floats[0]])) {
+        /* ChatGLM's cache: cos and sin of each pair stacked, [S, B | 1, r / 2, 2] */
+        L->inputs[floats[0]].role = MHA_ROLE_ROTARY_COS;
+        L->rotary_tables_input = 3;
+        used[floats[0]] = 1;
+        return MHA_OK;
+    }
     if (!(ni == 1 && nf == 0) && !(ni == 0 && nf == 2))
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "the rotary embedding reads %d integer and %d float graph inputs: one "
@@ -513,6 +470,33 @@ mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used) {
     return MHA_OK;
 }
 
+/* ChatGLM's stacked cache tc [S, B', r / 2, 2] (or [S, r / 2, 2]): the
+ * probed angles must be its values, batch item 0's, pair by pair, and it
+ * turns interleaved pairs (2t, 2t + 1). */
+static mha_status rz_rot_stacked_table(rz_ctx *z, const rz_rot_found *f, layer *L,
+                                       const tensor *tc) {
+    const int64_t half = f->rd / 2;
+    const int64_t items = tc->rank == 4 ? tc->dims[1] : 1;
+    if (f->kind != MHA_ROTARY_INTERLEAVED || tc->dims[tc->rank - 2] != half ||
+        tc->dims[0] < f->n_pos || items < 1)
+        return rz_rot_refuse(z, 0,
+                             "its one float input is not a [S, B, rotary_dim / 2, 2] cache of "
+                             "the cos and sin of interleaved pairs");
+    const float *x = tc->data;
+    int same = 1;
+    for (int64_t p = 0; p < f->n_pos; p++)
+        for (int64_t t = 0; t < half; t++) {
+            const float *c = x + (p * items * half + t) * 2;
+            same &= f->cos[p * half + t] == c[0] && f->sin[p * half + t] == c[1];
+        }
+    if (!same)
+        return rz_rot_refuse(z, 0,
+                             "its angles are not the values of the cos / sin cache input at "
+                             "each token's row");
+    L->rotary_n_pos = 0;
+    return MHA_OK;
+}
+
 /* The rotation reads its cos / sin from inputs: the probed angles must be
  * the probe's table values, token by token, with both columns of a pair
  * alike (rotate-half pairs (t, t + half) turn by columns t and t + half,
@@ -521,6 +505,7 @@ mha_status rz_rotary_roles(rz_ctx *z, layer *L, unsigned char *used) {
 static mha_status rz_rot_given_tables(rz_ctx *z, const rz_rot_found *f, layer *L) {
     const int ic = rz_rot_role_input(L, MHA_ROLE_ROTARY_COS);
     const int is = rz_rot_role_input(L, MHA_ROLE_ROTARY_SIN);
+    if (L->rotary_tables_input == 3) return rz_rot_stacked_table(z, f, L, z->inputs[ic]);
     const tensor *tc = z->inputs[ic], *ts = z->inputs[is];
     const int64_t half = f->rd / 2;
     /* a column per turning dim, or (Meta's LLaMA, llama2.c: the angles of

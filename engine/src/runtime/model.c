@@ -91,6 +91,13 @@ static void model_describe(const layer *L, char *buf, size_t size) {
                     : L->rotary_inv_freq   ? "angles from the model's inverse frequencies"
                                            : "the model's cos / sin tables",
                     pos_input ? " at positions given as an input" : "");
+    for (int s = 0; s < 2; s++)
+        if (L->qk_norm[s])
+            model_idiom(buf, size, "%s of %s before the rotary (eps %g)",
+                        L->qk_norm[s] == LAYER_QK_NORM_LAYER ? "LayerNorm" : "RMSNorm",
+                        s ? (L->qk_norm_whole[s] ? "K's row" : "each head of K")
+                          : (L->qk_norm_whole[s] ? "Q's row" : "each head of Q"),
+                        (double)L->qk_norm_eps[s]);
     if (L->alibi_slopes)
         model_idiom(buf, size, "ALiBi, slope %g to %g, %s%s", (double)L->alibi_slopes[0],
                     (double)L->alibi_slopes[L->q_heads - 1],

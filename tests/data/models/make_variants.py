@@ -775,6 +775,51 @@ def old_gpt2_cases(outdir):
            [ids, mask], ["input_ids", "attention_mask"], ["logits"], 13)
 
 
+class OldGpt2FillBlock(HfGpt2Block):
+    """The older GPT-2 block written another way: the causal mask by
+    masked_fill(~causal, masked_bias) (-1e4), the scale a product, the
+    padding term added after it as given (finfo.min here)."""
+
+    def __init__(self):
+        super().__init__(old=True)
+
+    def attn(self, x, ext):
+        q, k, v = self.c_attn(x).split(D, dim=2)
+        q, k, v = split_heads(q, H), split_heads(k, H), split_heads(v, H)
+        w = torch.matmul(q, k.transpose(-1, -2)) * (v.size(-1) ** -0.5)
+        ql, kl = q.size(-2), k.size(-2)
+        w = w.masked_fill(~self.bias[:, :, kl - ql: kl, :kl], self.masked_bias)
+        p = nn.functional.softmax(w + ext, dim=-1)
+        return self.c_proj(merge_heads(torch.matmul(p, v)))
+
+
+class OldGpt2FminPad(HfGpt2):
+    """HfGpt2 (old) with the blocks above and the padding (1 - m) * finfo.min:
+    a left-padded row's visible keys then sit at finfo.min, below the
+    future keys' -1e4, so the file's softmax averages the future real keys."""
+
+    def __init__(self):
+        super().__init__(with_mask=True, last_only=False, old=True)
+        self.h = nn.ModuleList(OldGpt2FillBlock() for _ in range(L))
+
+    def forward(self, input_ids, attention_mask):
+        self.lm_head.weight = self.wte.weight
+        pos = torch.arange(0, input_ids.size(-1), dtype=torch.long).unsqueeze(0)
+        x = self.wte(input_ids) + self.wpe(pos)
+        ext = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * FMIN
+        for b in self.h:
+            x = b(x, ext)
+        return self.lm_head(self.ln_f(x))
+
+
+def gpt2_oldpad_cases(outdir):
+    ids, mask = ids_mask(126, 3, 9)
+    mask[0, :3] = 0  # left padding; item 2 right padding (ids_mask)
+    mask[1, :1] = 0
+    export(outdir, "v_gpt2_hf_old_fill_fminpad_op17", OldGpt2FminPad(), 126,
+           [ids, mask], ["input_ids", "attention_mask"], ["logits"], 17)
+
+
 def vit_cases(outdir):
     g = torch.Generator().manual_seed(131)
     px = torch.randn(2, 3, 16, 16, generator=g)
@@ -849,7 +894,7 @@ def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     torch.manual_seed(0)
     only = sys.argv[2] if len(sys.argv) > 2 else ""
-    for f in (bert_cases, torch_encoder_cases, gpt2_cases, old_gpt2_cases, vit_cases, more_cases, sdpa_cases):
+    for f in (bert_cases, torch_encoder_cases, gpt2_cases, old_gpt2_cases, gpt2_oldpad_cases, vit_cases, more_cases, sdpa_cases):
         if only in f.__name__:
             f(outdir)
 

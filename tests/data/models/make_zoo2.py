@@ -273,6 +273,48 @@ class BigCode(nn.Module):
         return torch.matmul(self.ln_f(x), self.wte.weight.t())
 
 
+class BigCodeHfBlock(BigCodeBlock):
+    """The same layer as Hugging Face's GPTBigCodeAttention writes it: q
+    and one kv split from c_attn, the kv split again, the scores by
+    baddbmm(empty, query, key, beta=0, alpha=scale), viewed [B, S, H, S],
+    where(mask, w, mask_value) with a finfo.min tensor, the softmax in
+    float32, the probabilities viewed back for the bmm."""
+
+    def forward(self, x, keep):
+        b, s, _ = x.shape
+        q, kv = self.c_attn(self.ln_1(x)).split((D, 2 * DH), dim=2)
+        k, v = kv.split((DH, DH), dim=-1)
+        query = q.reshape(b, s * H, DH)
+        empty = torch.empty((b, s * H, s), dtype=x.dtype)
+        att = torch.baddbmm(empty, query, k.transpose(-1, -2), beta=0, alpha=1.0 / math.sqrt(DH))
+        att = att.view(b, s, H, s)
+        att = torch.where(keep, att, torch.full([], FMIN, dtype=att.dtype))
+        att = F.softmax(att.float(), dim=-1).to(x.dtype).view(b, s * H, s)
+        o = torch.bmm(att, v).view(b, s, D)
+        x = x + self.c_proj(o)
+        return x + self.mlp_proj(gelu_new(self.c_fc(self.ln_2(x))))
+
+
+class BigCodeHf(BigCode):
+    """BigCode with the blocks above, the causal mask a registered bool
+    buffer sliced to the length and joined with the padding as
+    [B, S, 1, S] (bias[None, :s, :s] & mask[:, None, :], unsqueezed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.h = nn.ModuleList(BigCodeHfBlock() for _ in range(L))
+        self.register_buffer("bias", torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool)))
+
+    def forward(self, input_ids, attention_mask):
+        s = input_ids.shape[1]
+        pos = attention_mask.long().cumsum(-1) - 1
+        x = self.wte(input_ids) + self.wpe(pos.clamp(min=0))
+        keep = (self.bias[None, :s, :s] & attention_mask.bool()[:, None, :]).unsqueeze(2)
+        for block in self.h:
+            x = block(x, keep)
+        return torch.matmul(self.ln_f(x), self.wte.weight.t())
+
+
 # ---------------------------------------------------------------- CodeGen ----
 
 class CodeGenBlock(nn.Module):
@@ -836,6 +878,8 @@ def main():
     export(outdir, "z2_qwen3_qknorm_gqa_op17", qwen3, 402, ids_mask(42), lm, ["logits"], 17)
     export(outdir, "z2_gemma2_softcap_window_op17", Gemma2(), 403, ids_mask(43), lm, ["logits"], 17)
     export(outdir, "z2_bigcode_mqa_op14", BigCode(), 404, ids_mask(44), lm, ["logits"], 14)
+    export(outdir, "z2_bigcode_hf_baddbmm_leftpad_op17", BigCodeHf(), 414, make_zoo.ids_mask_left(54), lm,
+           ["logits"], 17)
     export(outdir, "z2_codegen_mpsplit_op13", CodeGen(), 405, ids_mask(45), lm, ["logits"], 13)
     export(outdir, "z2_modernbert_local_op17", ModernBert(), 406, ids_mask(46), lm,
            ["last_hidden_state"], 17)

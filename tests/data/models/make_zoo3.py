@@ -331,6 +331,9 @@ class ChatGlm2(nn.Module):
         theta = 1.0 / (10000 ** (torch.arange(0, r, 2, dtype=torch.float) / r))
         idx = torch.outer(torch.arange(s, dtype=torch.float), theta)
         cache = torch.stack([torch.cos(idx), torch.sin(idx)], dim=-1)[:, None]
+        return self.blocks(input_ids, attention_mask, cache, b, s)
+
+    def blocks(self, input_ids, attention_mask, cache, b, s):
         full = torch.ones(b, s, s).tril()
         m = attention_mask.float()
         full = full * m.unsqueeze(1)
@@ -340,6 +343,27 @@ class ChatGlm2(nn.Module):
         for layer in self.layers:
             x = layer(x, cache, hide)
         return self.output_layer(self.final_layernorm(x)).transpose(0, 1)
+
+
+class ChatGlm2Pos(ChatGlm2):
+    """ChatGLM2 as its modelling code feeds the cache: built once for the
+    longest length (seq_length), gathered by position_ids [B, S] and
+    transposed to [S, B, r / 2, 2]; two key / value groups (GQA, its
+    multi_query_group_num 2); the padding on the left."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList(GlmBlock(2) for _ in range(L))
+        r = DH // 2
+        theta = 1.0 / (10000 ** (torch.arange(0, r, 2, dtype=torch.float) / r))
+        idx = torch.outer(torch.arange(16, dtype=torch.float), theta)
+        self.register_buffer("rotary_cache", torch.stack([torch.cos(idx), torch.sin(idx)], dim=-1))
+
+    def forward(self, input_ids, attention_mask):
+        b, s = input_ids.shape
+        position_ids = torch.arange(s).unsqueeze(0).expand(b, s)
+        cache = self.rotary_cache[position_ids].transpose(0, 1).contiguous()
+        return self.blocks(input_ids, attention_mask, cache, b, s)
 
 
 # ----------------------------------------------- Phi-3, StableLM, Cohere ----
@@ -647,6 +671,8 @@ def cases():
         ("z3_mixtral_moe_top2_op17", Llama3(SparseMoe), 510, ids_mask(70), LM, ["logits"], 17, {}),
         ("z3_longformer_global_op14", Longformer(), 511, ids_mask_global(71),
          LM + ["global_attention_mask"], ["last_hidden_state"], 14, {}),
+        ("z3_chatglm2_poscache_gqa_leftpad_op17", ChatGlm2Pos(), 513, make_zoo.ids_mask_left(73), LM,
+         ["logits"], 17, {}),
     ]
 
 

@@ -18,6 +18,8 @@ Graphs that must be REFUSED (MHA_ERR_MODEL_UNSUPPORTED naming op and node):
   kv_cache_after      past keys and values appended after the new ones (a cache holds the
                       earlier positions first)
   residual_block      the layer's input added to its output (the block around the layer)
+  qknorm_head_ln_bias each head of q and k LayerNorm'ed with a bias (a norm before the
+                      rotary has none)
 Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   where_mask          the causal mask applied with Where instead of Add (GPT-2)
   const_bias_mask     a constant per-head bias on the scores, static sizes (T5)
@@ -45,6 +47,10 @@ Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
   attention_past      an ONNX Attention node (opset 23) between projections with its own
                       past_key / past_value inputs and present outputs (GQA, causal)
   ms_mha_past         com.microsoft MultiHeadAttention the same way (unidirectional)
+  qknorm_head_rms     each head of q and k RMS-normalised (weight [DH], eps 1e-6) after
+                      the head split (Qwen3)
+  qknorm_row_ln       q alone LayerNorm'ed over its whole row (a LayerNormalization node)
+                      before the head split, k not
 Graphs that must be refused too:
   alibi_counted_float the same with a float mask m (fractional m would count
                       fractional positions)
@@ -105,6 +111,50 @@ def causal_mask(nodes, inits, x, out):
               helper.make_node("Where", ["c_future", "c_ninf", "c_zf"], [out], name="c_where")]
 
 
+norm_rng = np.random.default_rng(151)  # the q / k norms' weights (the graphs above keep theirs)
+
+
+def rms_norm(nodes, inits, src, dst, w, eps, p):
+    # w * (x / sqrt(mean(x^2, -1) + eps)), as Qwen3's RMSNorm is exported
+    inits += [init(p + "_two", np.array(2.0, np.float32)), init(p + "_eps", np.array(eps, np.float32)),
+              init(p + "_w", w)]
+    nodes += [helper.make_node("Pow", [src, p + "_two"], [p + "_sq"], name=p + "_pow"),
+              helper.make_node("ReduceMean", [p + "_sq"], [p + "_ms"], axes=[-1], name=p + "_mean"),
+              helper.make_node("Add", [p + "_ms", p + "_eps"], [p + "_mse"], name=p + "_add_eps"),
+              helper.make_node("Sqrt", [p + "_mse"], [p + "_rms"], name=p + "_sqrt"),
+              helper.make_node("Div", [src, p + "_rms"], [p + "_n"], name=p + "_div"),
+              helper.make_node("Mul", [p + "_w", p + "_n"], [dst], name=p + "_mul_w")]
+
+
+def qk_norms(nodes, after, inits, variant):
+    """The norms of qknorm_* on the Q and K paths, into nodes (before the
+    head split) or after (behind it); {t: (reshape input, reshape output)}
+    for the split."""
+    src = {t: (t, t + "_4d") for t in "qkv"}
+    if variant == "qknorm_head_rms":
+        # each head of q and k RMS-normalised over its DH features (Qwen3)
+        for t in "qk":
+            src[t] = (t, t + "_4r")
+            rms_norm(after, inits, t + "_4r", t + "_4d",
+                     (1.0 + 0.5 * norm_rng.standard_normal(DH)).astype(np.float32), 1e-6, t + "_rms")
+    elif variant == "qknorm_row_ln":
+        # q alone LayerNorm'ed over all of its D features before the split
+        # (a LayerNormalization node, as OLMo-2 normalises the whole row)
+        inits += [init("qln_w", (1.0 + 0.5 * norm_rng.standard_normal(D)).astype(np.float32))]
+        nodes.append(helper.make_node("LayerNormalization", ["q", "qln_w"], ["q_ln"], axis=-1,
+                                      epsilon=1e-5, name="q_layernorm"))
+        src["q"] = ("q_ln", "q_4d")
+    elif variant == "qknorm_head_ln_bias":
+        # a per-head LayerNorm with a bias (not supported: refused)
+        for t in "qk":
+            inits += [init(t + "_hw", norm_rng.standard_normal(DH).astype(np.float32)),
+                      init(t + "_hb", norm_rng.standard_normal(DH).astype(np.float32))]
+            after.append(helper.make_node("LayerNormalization", [t + "_4r", t + "_hw", t + "_hb"],
+                                          [t + "_4d"], axis=-1, epsilon=1e-5, name=t + "_head_ln"))
+            src[t] = (t, t + "_4r")
+    return src
+
+
 def layer(variant):
     """A decomposed self-attention layer [B, S, D] -> [B, S, D] with variations."""
     nodes, inits = [], []
@@ -159,8 +209,12 @@ def layer(variant):
         nodes.append(helper.make_node("Transpose", ["v_4d"], ["v_t"], perm=[0, 2, 1, 3], name="v_transpose"))
     else:
         inits.append(init("shape_bshd", np.array([0, 0, H, DH], np.int64)))
+        after = []  # the per-head norms, after the split
+        src = qk_norms(nodes, after, inits, variant)
         for t in "qkv":
-            nodes.append(helper.make_node("Reshape", [t, "shape_bshd"], [t + "_4d"], name=t + "_reshape"))
+            nodes.append(helper.make_node("Reshape", [src[t][0], "shape_bshd"], [src[t][1]],
+                                          name=t + "_reshape"))
+        nodes += after
         nodes.append(helper.make_node("Transpose", ["q_4d"], ["q_t0"], perm=[0, 2, 1, 3], name="q_transpose"))
         k4 = "k_4d"
         v4 = "v_4d"
@@ -483,3 +537,6 @@ def ms_mha_past():
 
 attention_past()
 ms_mha_past()
+# after every graph above, whose random weights they leave as they were
+for v in ("qknorm_head_rms", "qknorm_row_ln", "qknorm_head_ln_bias"):
+    save(layer(v), v)
