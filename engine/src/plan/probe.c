@@ -49,16 +49,26 @@ int plan_probe_has_unnamed(const plan *P) {
     return 0;
 }
 
+/* Which stream an input's unnamed sequence axes belong to: an
+ * encoder-decoder's `decoder_*` inputs (decoder_input_ids,
+ * decoder_attention_mask) have a length of their own, the other inputs
+ * share the source's; the batch axis is one for all. */
+static int probe_stream(const char *input) {
+    static const char dec[] = "decoder_";
+    return input && strncmp(input, dec, sizeof dec - 1) == 0;
+}
+
 /* P->in_syms from the inputs' axes: one symbol per name; with
  * P->merge_unnamed an unnamed axis takes the symbol of the first symbolic
- * axis of its index (the ids' and the mask's batch and sequence).
+ * axis of its index (the ids' and the mask's batch and sequence) among the
+ * inputs of its stream (the first axis: among all inputs).
  * *too_many when there are more than PLAN_MAX_SYMS. */
 static mha_status probe_assign_syms(plan *P, int *too_many, mha_error *err) {
     const ir_graph *g = P->g;
     const char *names[PLAN_MAX_SYMS] = {0};
-    int at[MHA_MAX_RANK];
+    int at[2][MHA_MAX_RANK];
     for (int d = 0; d < MHA_MAX_RANK; d++)
-        at[d] = -1;
+        at[0][d] = at[1][d] = -1;
     P->n_syms = 0;
     *too_many = 0;
     for (size_t i = 0; i < g->n_inputs; i++) {
@@ -68,11 +78,13 @@ static mha_status probe_assign_syms(plan *P, int *too_many, mha_error *err) {
                             "graph input '%s' has no declared type and shape", v->name);
         for (int d = 0; d < MHA_MAX_RANK; d++)
             P->in_syms[i][d] = -1;
+        const int stream = probe_stream(v->name);
         for (int d = 0; d < v->rank; d++) {
             if (v->dims[d] >= 0) continue;
+            int *first = &at[d == 0 ? 0 : stream][d];
             int k = -1;
-            if (P->merge_unnamed && at[d] >= 0 && probe_axis_unnamed(v->name, v->dim_params[d]))
-                k = at[d];
+            if (P->merge_unnamed && *first >= 0 && probe_axis_unnamed(v->name, v->dim_params[d]))
+                k = *first;
             for (int s = 0; s < P->n_syms && k < 0 && v->dim_params[d]; s++)
                 if (names[s] && strcmp(names[s], v->dim_params[d]) == 0) k = s;
             if (k < 0) {
@@ -86,7 +98,7 @@ static mha_status probe_assign_syms(plan *P, int *too_many, mha_error *err) {
                 k = P->n_syms++;
                 names[k] = v->dim_params[d];
             }
-            if (at[d] < 0) at[d] = k;
+            if (*first < 0) *first = k;
             P->in_syms[i][d] = k;
         }
     }

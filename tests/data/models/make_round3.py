@@ -13,7 +13,8 @@ batch 3 of 19 tokens, rows padded on the right unless said):
   RMS norms, einsum attention, tied head scaled by d^-0.5) whose
   encoder_attention_mask names its axis `src_len` and the encoder states
   theirs `enc_len`: one axis the file names twice;
-- T5 encoder and decoder in one graph, decoder_input_ids an input;
+- T5 encoder and decoder in one graph, decoder_input_ids an input; the
+  same with dynamic_axes as index lists (every axis unnamed);
 - DistilBERT for sequence classification with its own mask expansion
   (`(mask == 0).view(..).expand_as(scores)`, -inf or finfo.min);
 - BERT with token_type_ids and a pooler; LLaMA-2 with a tied LM head at
@@ -226,6 +227,14 @@ def case_t5_full(g, B, S):
     dyn = {"input_ids": bs, "attention_mask": bs, "decoder_input_ids": bt, "logits": bt}
     return (T5Full(), [ids, padded_mask(B, S), dec], ["input_ids", "attention_mask", "decoder_input_ids"],
             ["logits"], dyn, 14)
+
+
+def case_t5_full_listaxes(g, B, S):
+    # the same graph with dynamic_axes given as index lists: torch names
+    # every axis apart ("input_ids_dynamic_axes_1", ...), six unnamed ones
+    model, inputs, ins, outs, _, opset = case_t5_full(g, B, S)
+    dyn = {n: [0, 1] for n in ins + outs}
+    return model, inputs, ins, outs, dyn, opset
 
 
 # ---- DistilBERT for sequence classification, its own mask expansion ---------
@@ -442,6 +451,7 @@ CASES = {
     "r_enc_rows_stride8_div8_head4_op14": (case_rows, 61),
     "r_t5dec_cross_mask_axis_apart_op14": (case_t5_dec_apart, 62),
     "r_t5_encdec_onegraph_tied_op14": (case_t5_full, 63),
+    "r_t5_encdec_listaxes_op14": (case_t5_full_listaxes, 69),
     "r_distilbert_cls_expandinf_op14": (case_distil_inf, 64),
     "r_distilbert_cls_expandfmin_op16": (case_distil_fmin, 65),
     "r_bert_tokentypes_pooler_op14": (case_bert_tt, 66),
@@ -451,7 +461,7 @@ CASES = {
 
 
 # more test sets of a case, at these lengths (batch 2)
-MORE_LENGTHS = {"r_enc_rows_stride8_div8_head4_op14": (3, 33)}
+MORE_LENGTHS = {"r_enc_rows_stride8_div8_head4_op14": (3, 33), "r_t5_encdec_listaxes_op14": (7,)}
 
 
 # a dataset of .npy inputs for `mha run` (rows, source length, decoder
