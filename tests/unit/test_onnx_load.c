@@ -1684,6 +1684,9 @@ static void test_graph_errors(void **state) {
     b = base_model();
     b.m->n_opset_import = 0;
     expect_fail(&b, NULL, MHA_ERR_MODEL_FORMAT, "imports no operator set");
+    b = base_model();
+    b.m->has_ir_version = 0;
+    expect_fail(&b, NULL, MHA_ERR_MODEL_FORMAT, "declares no IR version");
 
     /* unnamed things and unsupported attributes */
     b = base_model();

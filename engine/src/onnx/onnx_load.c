@@ -742,6 +742,11 @@ static mha_status add_graph_outputs(builder *b, Onnx__GraphProto *gp) {
 
 static mha_status check_versions(builder *b, const Onnx__ModelProto *m) {
     const ir_graph *g = b->g;
+    /* the IR version says how every other field reads; the format requires
+     * it, and a file without it is no exporter's output */
+    if (!m->has_ir_version)
+        return mha_fail(b->err, MHA_ERR_MODEL_FORMAT,
+                        "the model declares no IR version (ModelProto.ir_version is required)");
     if (m->has_ir_version && (m->ir_version <= 0 || m->ir_version > ONNX_IR_VERSION_MAX))
         return mha_fail(b->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "IR version %lld is not supported (this engine reads IR versions 1 to "
