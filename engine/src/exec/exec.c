@@ -1171,6 +1171,7 @@ static mha_status exec_qk_norm(const exec_state *s, const layer *L, int which,
             n.rows = a->s1 - a->s0, n.D = width;
             n.x = x, n.ldx = a->x_ss, n.y = x, n.ldy = a->x_ss;
             n.gamma = L->qk_norm_w[which] + g * width;
+            n.beta = L->qk_norm_b[which] ? L->qk_norm_b[which] + g * width : NULL;
             n.eps = L->qk_norm_eps[which];
             n.r0 = 0, n.r1 = n.rows;
             n.num_threads = 1;

@@ -169,6 +169,9 @@ typedef struct layer {
                              [bias_windows, bias_heads, bias_sq, bias_skv], and batch item
                              b takes window b % bias_windows (Swin's -100 region mask of
                              the shifted windows beside the relative position bias) */
+    /* ---- appended for a q / k norm with a bias (issue 15) ---- */
+    float *qk_norm_b[2]; /* NULL, or as qk_norm_w: each feature's bias after the norm's
+                            weight (Persimmon's LayerNorm of each head of q and k); owned */
 } layer;
 
 /* What normalises a group of Q or K features (layer.qk_norm). */

@@ -10,10 +10,11 @@
 
 void layer_clear(const mha_alloc_ctx *a, layer *L) {
     if (!L) return;
-    float *weights[] = {L->wq,           L->bq,           L->wk,          L->bk,
-                        L->wv,           L->bv,           L->wo,          L->bo,
-                        L->bias,         L->rotary_cos,   L->rotary_sin,  L->rotary_inv_freq,
-                        L->alibi_slopes, L->qk_norm_w[0], L->qk_norm_w[1]};
+    float *weights[] = {L->wq,           L->bq,           L->wk,           L->bk,
+                        L->wv,           L->bv,           L->wo,           L->bo,
+                        L->bias,         L->rotary_cos,   L->rotary_sin,   L->rotary_inv_freq,
+                        L->alibi_slopes, L->qk_norm_w[0], L->qk_norm_w[1], L->qk_norm_b[0],
+                        L->qk_norm_b[1]};
     for (size_t i = 0; i < sizeof weights / sizeof weights[0]; i++)
         mha_free(a, weights[i]);
     for (size_t i = 0; L->inputs && i < L->n_inputs; i++)
@@ -51,5 +52,7 @@ size_t layer_weight_bytes(const layer *L) {
     if (L->bo) n += d_out;
     if (L->qk_norm_w[0]) n += nq;
     if (L->qk_norm_w[1]) n += nk;
+    if (L->qk_norm_b[0]) n += nq;
+    if (L->qk_norm_b[1]) n += nk;
     return (size_t)n * sizeof(float);
 }

@@ -306,6 +306,7 @@ typedef struct rz_qkn {
     int64_t group; /* features per group: the last axis of x */
     int64_t n;     /* the projection's output columns */
     float *w;      /* [n] the weight of each projection column (NaN: not normalised) */
+    float *b;      /* [n] the bias of each projection column, or NULL: none */
     tensor *xi;    /* x's elements as projection output indices (token * n + column) */
 } rz_qkn;
 void rz_qknorm_free(rz_ctx *z, rz_qkn *f);

@@ -1,7 +1,7 @@
 /* recognize_qknorm.c -- a norm of Q and K between their projections and
  * the rotary (Qwen3, OLMo-2, Gemma-3: RMSNorm; Cohere: LayerNorm without a
- * bias, its weight [heads, d]), recognised by meaning in the recogniser's
- * two phases, as the rotation is (recognize_rotary.c):
+ * bias, its weight [heads, d]; Persimmon: LayerNorm with one), recognised by meaning in the
+ * recogniser's two phases, as the rotation is (recognize_rotary.c):
  *
  *   static (rz_qknorm_pass): the Q or K path starts at a value made by
  *     elementwise ops and at least one reduction whose data paths all meet
@@ -9,8 +9,8 @@
  *     on below x as if the norm were not there: a norm moves no element.
  *   meaning (rz_qknorm_fit): the subgraph x -> y is re-run on chosen x
  *     along its last axis (the group): +-1 alternating (mean 0, mean square
- *     1) gives the weight of every element, its negation shows a bias (not
- *     supported), a shift by 3 tells a LayerNorm (unchanged) from an
+ *     1) gives the weight of every element, its negation the bias (half
+ *     the sum: Persimmon's LayerNorm has one), a shift by 3 tells a LayerNorm (unchanged) from an
  *     RMSNorm, a small multiple picks the epsilon among the graph's
  *     constants. The whole reading must then give the probe's y from the
  *     probe's x, or the norm is refused.
@@ -131,6 +131,7 @@ mha_status rz_qknorm_pass(rz_ctx *z, int side, const char *what, rz_chain *ch) {
 
 void rz_qknorm_free(rz_ctx *z, rz_qkn *f) {
     mha_free(z->a, f->w);
+    mha_free(z->a, f->b);
     tensor_free(f->xi);
     memset(f, 0, sizeof *f);
 }
@@ -197,9 +198,10 @@ static double rz_qkn_err(const float *a, const float *b, int64_t n, double tol_a
     return e;
 }
 
-/* What the fitted norm makes of x (per element weights we [numel]). */
+/* What the fitted norm makes of x (per element weights we and biases
+ * be [numel], be NULL: none). */
 static void rz_qkn_apply(const float *x, int64_t rows, int64_t G, int kind, double eps,
-                         const double *we, float *y) {
+                         const double *we, const double *be, float *y) {
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * G;
         double mean = 0.0, ms = 0.0;
@@ -212,7 +214,8 @@ static void rz_qkn_apply(const float *x, int64_t rows, int64_t G, int kind, doub
             ms += (xr[i] - mean) * (xr[i] - mean);
         const double inv = 1.0 / sqrt(ms / (double)G + eps);
         for (int64_t i = 0; i < G; i++)
-            y[r * G + i] = (float)(we[r * G + i] * (xr[i] - mean) * inv);
+            y[r * G + i] =
+                (float)(we[r * G + i] * (xr[i] - mean) * inv + (be ? be[r * G + i] : 0.0));
     }
 }
 
@@ -230,7 +233,7 @@ mha_status rz_qknorm_fit(rz_ctx *z, int side, tensor *xi, int64_t n, rz_qkn *f) 
         return rz_qkn_refuse(z, side, "its last axis is not an even number of features");
     f->group = G;
     tensor *yp = NULL, *yn = NULL, *ys = NULL, *yt = NULL;
-    double *we = NULL;
+    double *we = NULL, *be = NULL;
     float *pred = NULL;
     const double t_small = 1e-3;
     mha_status st = rz_qkn_probe(z, side, x, 1.0, 0.0, &yp);
@@ -238,14 +241,29 @@ mha_status rz_qknorm_fit(rz_ctx *z, int side, tensor *xi, int64_t n, rz_qkn *f) 
     if (st == MHA_OK) st = rz_qkn_probe(z, side, x, 1.0, 3.0, &ys);
     if (st == MHA_OK) st = rz_qkn_probe(z, side, x, t_small, 0.0, &yt);
     if (st != MHA_OK) goto done;
-    const float *p = yp->data, *q = yn->data, *s = ys->data, *tt = yt->data;
+    float *p = yp->data, *s = ys->data, *tt = yt->data;
+    const float *q = yn->data;
     double big = 0.0;
+    int biased = 0;
     for (int64_t i = 0; i < numel; i++)
         big = fmax(big, fabs((double)p[i]));
-    for (int64_t i = 0; i < numel && st == MHA_OK; i++)
-        if (!(fabs((double)p[i] + (double)q[i]) <= 1e-5 * big))
-            st = rz_qkn_refuse(z, side, "it adds a bias (or is not odd in its input)");
-    if (st != MHA_OK) goto done;
+    for (int64_t i = 0; i < numel; i++)
+        biased |= !(fabs((double)p[i] + (double)q[i]) <= 1e-5 * big);
+    if (biased) {
+        /* a bias: half the sum of y(a) and y(-a), read off every output
+         * (then y - b is odd in a, as without one) */
+        be = mha_malloc(z->a, (size_t)numel * sizeof *be);
+        if (!be) {
+            st = mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory reading a norm");
+            goto done;
+        }
+        for (int64_t i = 0; i < numel; i++) {
+            be[i] = 0.5 * ((double)p[i] + (double)q[i]);
+            p[i] = (float)((double)p[i] - be[i]);
+            s[i] = (float)((double)s[i] - be[i]);
+            tt[i] = (float)((double)tt[i] - be[i]);
+        }
+    }
     /* a LayerNorm removes the mean: the shifted input gives the same */
     f->kind = rz_qkn_err(s, p, numel, 1e-6 * big + 1e-30) <= 1e-4 ? LAYER_QK_NORM_LAYER
                                                                   : LAYER_QK_NORM_RMS;
@@ -272,12 +290,15 @@ mha_status rz_qknorm_fit(rz_ctx *z, int side, tensor *xi, int64_t n, rz_qkn *f) 
     we = mha_malloc(z->a, (size_t)numel * sizeof *we);
     pred = mha_malloc(z->a, (size_t)numel * sizeof *pred);
     f->w = mha_malloc(z->a, (size_t)n * sizeof *f->w);
-    if (!we || !pred || !f->w) {
+    if (be) f->b = mha_malloc(z->a, (size_t)n * sizeof *f->b);
+    if (!we || !pred || !f->w || (be && !f->b)) {
         st = mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory reading a norm");
         goto done;
     }
-    for (int64_t c = 0; c < n; c++)
+    for (int64_t c = 0; c < n; c++) {
         f->w[c] = NAN;
+        if (f->b) f->b[c] = NAN;
+    }
     const int64_t *ix = xi->data;
     for (int64_t i = 0; i < numel && st == MHA_OK; i++) {
         const double a = (i % G) % 2 ? -1.0 : 1.0;
@@ -290,10 +311,16 @@ mha_status rz_qknorm_fit(rz_ctx *z, int side, tensor *xi, int64_t n, rz_qkn *f) 
         } else if (!(fabs((double)f->w[col] - we[i]) <= 1e-6 * (1.0 + fabs(we[i])))) {
             st = rz_qkn_refuse(z, side, "its weight differs between tokens");
         }
+        if (st == MHA_OK && f->b && col >= 0) {
+            if (isnan(f->b[col]))
+                f->b[col] = (float)be[i];
+            else if (!(fabs((double)f->b[col] - be[i]) <= 1e-6 * (1.0 + fabs(be[i]))))
+                st = rz_qkn_refuse(z, side, "its bias differs between tokens");
+        }
     }
     if (st != MHA_OK) goto done;
     /* the reading must give the probe's own y from its x */
-    rz_qkn_apply(x->data, numel / G, G, f->kind, eps, we, pred);
+    rz_qkn_apply(x->data, numel / G, G, f->kind, eps, we, be, pred);
     if (!(rz_qkn_err(pred, y->data, numel, 1e-4) <= 1e-3))
         st = rz_qkn_refuse(z, side,
                            "read as a norm over its last axis, it does not give its "
@@ -304,6 +331,7 @@ done:
     tensor_free(ys);
     tensor_free(yt);
     mha_free(z->a, we);
+    mha_free(z->a, be);
     mha_free(z->a, pred);
     return st;
 }
@@ -314,8 +342,9 @@ mha_status rz_qknorm_place(rz_ctx *z, int side, const rz_qkn *f, const int64_t *
     int64_t *std_of = mha_malloc(z->a, rz_count(f->n) * sizeof *std_of);
     unsigned char *covered = mha_calloc(z->a, rz_count(N), 1);
     float *w = mha_malloc(z->a, rz_count(N) * sizeof *w);
+    float *b = f->b ? mha_malloc(z->a, rz_count(N) * sizeof *b) : NULL;
     mha_status st = MHA_OK;
-    if (!std_of || !covered || !w) {
+    if (!std_of || !covered || !w || (f->b && !b)) {
         st = mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory placing a norm");
         goto done;
     }
@@ -335,6 +364,7 @@ mha_status rz_qknorm_place(rz_ctx *z, int side, const rz_qkn *f, const int64_t *
             }
             std_of[c] = h * width + d;
             w[h * width + d] = f->w[c];
+            if (b) b[h * width + d] = f->b[c];
         }
     /* each group: one token's features of one head (or of all heads) */
     const int64_t *ix = f->xi->data;
@@ -350,17 +380,19 @@ mha_status rz_qknorm_place(rz_ctx *z, int side, const rz_qkn *f, const int64_t *
         }
     }
     for (int64_t c = 0; c < N && st == MHA_OK; c++)
-        if (!covered[c] || !isfinite(w[c]))
+        if (!covered[c] || !isfinite(w[c]) || (b && !isfinite(b[c])))
             st = rz_qkn_refuse(z, side, "a feature of a head is not normalised");
     if (st != MHA_OK) goto done;
     L->qk_norm[side] = f->kind;
     L->qk_norm_whole[side] = G != width;
     L->qk_norm_eps[side] = f->eps;
     L->qk_norm_w[side] = w;
-    w = NULL;
+    L->qk_norm_b[side] = b;
+    w = b = NULL;
 done:
     mha_free(z->a, std_of);
     mha_free(z->a, covered);
     mha_free(z->a, w);
+    mha_free(z->a, b);
     return st;
 }

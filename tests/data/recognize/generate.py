@@ -18,9 +18,8 @@ Graphs that must be REFUSED (MHA_ERR_MODEL_UNSUPPORTED naming op and node):
   kv_cache_after      past keys and values appended after the new ones (a cache holds the
                       earlier positions first)
   residual_block      the layer's input added to its output (the block around the layer)
-  qknorm_head_ln_bias each head of q and k LayerNorm'ed with a bias (a norm before the
-                      rotary has none)
 Graphs that must be RECOGNISED and verified (same layer, unusual plumbing):
+  qknorm_head_ln_bias each head of q and k LayerNorm'ed with a bias (Persimmon)
   where_mask          the causal mask applied with Where instead of Add (GPT-2)
   const_bias_mask     a constant per-head bias on the scores, static sizes (T5)
   ext_mask_i64        int64 [B, S] mask as (1 - m) * finfo.min added (BERT)
@@ -145,7 +144,7 @@ def qk_norms(nodes, after, inits, variant):
                                       epsilon=1e-5, name="q_layernorm"))
         src["q"] = ("q_ln", "q_4d")
     elif variant == "qknorm_head_ln_bias":
-        # a per-head LayerNorm with a bias (not supported: refused)
+        # a per-head LayerNorm with a bias (Persimmon)
         for t in "qk":
             inits += [init(t + "_hw", norm_rng.standard_normal(DH).astype(np.float32)),
                       init(t + "_hb", norm_rng.standard_normal(DH).astype(np.float32))]
