@@ -168,6 +168,14 @@ static mha_status layer_bind_projected(const layer *L, exec_binding *bd, const l
             if (!w) bd->Skv = bd->k->shape[2];
         }
     } else if (L->cross) {
+        if (L->k_from_query) { /* K from the query input */
+            if (bd->x_kv)
+                return mha_fail(err, MHA_ERR_INTERNAL,
+                                "layer keyed by its query has a key/value input '%s'",
+                                layer_io_name(io_kv));
+            bd->x_kv = bd->x_q;
+            io_kv = io_q;
+        }
         if (!bd->x_kv)
             return mha_fail(err, MHA_ERR_INTERNAL, "cross-attention layer has no key/value input");
         st = layer_expect_float(L, io_kv, bd->x_kv, err);
@@ -207,7 +215,7 @@ static mha_status layer_bind_value_input(const layer *L, exec_binding *bd, const
                             layer_io_name(io));
         return MHA_OK;
     }
-    if (!t || !bd->x_kv || bd->x_kv == bd->x_q)
+    if (!t || !bd->x_kv || (bd->x_kv == bd->x_q && !L->k_from_query))
         return mha_fail(err, MHA_ERR_INTERNAL, "layer with a value input lacks it or a key input");
     mha_status st = layer_expect_float(L, io, t, err);
     if (st != MHA_OK) return st;

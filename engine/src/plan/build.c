@@ -4,6 +4,7 @@
  * and recognised (partition.c), the remaining nodes become interpreted
  * steps, each value gets the last step that reads it, and the plan is
  * verified against the reference interpreter (verify.c). */
+#include <stdio.h>
 #include <string.h>
 
 #include "plan_internal.h"
@@ -587,6 +588,22 @@ static void build_take_layers(const plan *P, unsigned char *taken) {
             taken[P->layers[li].nodes[k]] = 1;
 }
 
+/* A layer the load computed once (every input of its core a constant of
+ * the model or of its sizes: DETR's first decoder layer reads only its
+ * object queries) has no attention step: it is not run, so not fused. */
+static void build_drop_folded_layers(plan *P) {
+    for (size_t li = 0; li < P->n_layers; li++) {
+        plan_layer *pl = &P->layers[li];
+        int stepped = 0;
+        for (size_t k = 0; k < P->n_steps && !stepped; k++)
+            stepped = P->steps[k].kind == PLAN_STEP_ATTENTION && P->steps[k].index == (int)li;
+        if (!pl->recognised || stepped) continue;
+        pl->recognised = 0;
+        snprintf(pl->reason, sizeof pl->reason,
+                 "its inputs are constants of the model: computed once at load");
+    }
+}
+
 /* GEMMs first (their epilogues take the residual adds), over the nodes no
  * attention layer owns; then the Transposes around sequence-first layers
  * folded into them (a layer's output is then the batch-first one); then
@@ -697,6 +714,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
     if (st == MHA_OK) st = plan_partition(P, &u, shp, err);
     if (st == MHA_OK) st = build_fused(P, &u, shp, err);
     if (st == MHA_OK) st = build_steps(P, shp, err);
+    if (st == MHA_OK) build_drop_folded_layers(P);
     if (st == MHA_OK) st = build_io(P, shp, qdims, err);
     if (st == MHA_OK) st = plan_dim_check(P, shp, cdims, err);
     if (st == MHA_OK && !skip_verify) st = plan_verify(P, err);

@@ -129,9 +129,10 @@ size_t plan_release_gemm_weight(plan *P, size_t i) {
 
 /* The layer's shape as the packing reads it. */
 static int release_same_layer(const layer *a, const layer *b) {
-    return a->has_proj == b->has_proj && a->cross == b->cross && a->d_model == b->d_model &&
-           a->d_kv == b->d_kv && a->q_heads == b->q_heads && a->kv_heads == b->kv_heads &&
-           a->d_head == b->d_head && layer_dv(a) == layer_dv(b) && layer_dout(a) == layer_dout(b);
+    return a->has_proj == b->has_proj && a->cross == b->cross &&
+           a->k_from_query == b->k_from_query && a->d_model == b->d_model && a->d_kv == b->d_kv &&
+           a->q_heads == b->q_heads && a->kv_heads == b->kv_heads && a->d_head == b->d_head &&
+           layer_dv(a) == layer_dv(b) && layer_dout(a) == layer_dout(b);
 }
 
 int plan_weights_match(const plan *P, const plan *fresh) {

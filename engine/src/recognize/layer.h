@@ -172,6 +172,10 @@ typedef struct layer {
     /* ---- appended for a q / k norm with a bias (issue 15) ---- */
     float *qk_norm_b[2]; /* NULL, or as qk_norm_w: each feature's bias after the norm's
                             weight (Persimmon's LayerNorm of each head of q and k); owned */
+    /* ---- appended for the key projection on the query input (issue 15) ---- */
+    int k_from_query; /* cross and v_input, but K reads the query input (role QUERY) and no
+                         key/value input exists: DETR's self-attention, q = k = x + pos and
+                         v = x; MobileBERT's q and k from one bottleneck, v from the state */
 } layer;
 
 /* What normalises a group of Q or K features (layer.qk_norm). */

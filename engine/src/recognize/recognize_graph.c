@@ -408,10 +408,9 @@ static mha_status rz_parse_operands(rz_ctx *z) {
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "K and V are both read from graph input '%s' without a projection",
                         z->g->values[z->g->inputs[c->kp.x_input]].name);
-    /* different key and value inputs (DETR) are served; the query input
-     * feeding only one of them is not */
-    if (c->kp.x_input != c->vp.x_input && !c->kp.given &&
-        (c->kp.x_input == c->qp.x_input || c->vp.x_input == c->qp.x_input)) {
+    /* different key and value inputs (DETR) are served, the key's the
+     * query's too (layer.k_from_query); the value's the query's is not */
+    if (c->kp.x_input != c->vp.x_input && !c->kp.given && c->vp.x_input == c->qp.x_input) {
         char d[160];
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                         "%s (V projection): the K and V projections read different graph inputs "

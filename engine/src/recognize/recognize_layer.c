@@ -404,6 +404,9 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
             used[c->vp.x_input] = 1;
             L->inputs[c->vp.x_input].role = MHA_ROLE_VALUE_INPUT;
         }
+    } else if (c->vp.x_input != c->qp.x_input) { /* layer.k_from_query */
+        used[c->vp.x_input] = 1;
+        L->inputs[c->vp.x_input].role = MHA_ROLE_VALUE_INPUT;
     }
     mha_status st = MHA_OK;
     for (int side = 0; cache && side < 2; side++) {

@@ -1186,6 +1186,10 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
     L->d_head_v = vs.dv;
     L->cross = c->qp.x_input != c->kp.x_input;
     L->v_input = !c->kp.given && c->kp.x_input != c->vp.x_input;
+    /* K on the query input, V on its own: a cross layer whose key input is
+     * the query's (the two GEMMs apart) */
+    L->k_from_query = L->v_input && !L->cross;
+    if (L->k_from_query) L->cross = 1;
     if (L->v_input && v.din != k.din) {
         st = rz_unsupported(z,
                             "the key input is %lld wide, the value input %lld: one width is "

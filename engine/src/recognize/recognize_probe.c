@@ -29,8 +29,12 @@ static rz_sym rz_axis_symbol(const layer *L, const layer_io *io, int axis, int c
     case MHA_ROLE_QUERY:
         return axis == ax_b ? RZ_SYM_B : axis == ax_s && r == 3 ? RZ_SYM_SQ : RZ_SYM_FIXED;
     case MHA_ROLE_KEY_VALUE:
-    case MHA_ROLE_VALUE_INPUT:
-        return axis == ax_b ? RZ_SYM_B : axis == ax_s && r == 3 ? RZ_SYM_SKV : RZ_SYM_FIXED;
+    case MHA_ROLE_VALUE_INPUT: {
+        /* beside K on the query input, V's rows are the query's */
+        const rz_sym s =
+            io->role == MHA_ROLE_VALUE_INPUT && L->k_from_query ? RZ_SYM_SQ : RZ_SYM_SKV;
+        return axis == ax_b ? RZ_SYM_B : axis == ax_s && r == 3 ? s : RZ_SYM_FIXED;
+    }
     case MHA_ROLE_Q:
     case MHA_ROLE_K:
     case MHA_ROLE_V: {
