@@ -42,4 +42,37 @@ one_line 1 "backend nosuch: no such backend usable here; usable here: scalar" \
 one_line 1 "backend nosuch: no such backend" \
   "$MHA" bench "$T/p5.onnx" --shape 1,4 --backend nosuch --threads 1 -q
 
+echo "== mha serve: a port it cannot bind"
+if "$MHA" serve --help >/dev/null 2>&1 && command -v python3 >/dev/null; then
+  # a listener holding a port the system picked, for as long as it lives
+  python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+open(sys.argv[1], "w").write(str(s.getsockname()[1])); time.sleep(60)' "$T/held" &
+  HOLDER=$!
+  i=0
+  while [ ! -s "$T/held" ]; do
+    i=$((i + 1)); [ $i -le 200 ] || { kill $HOLDER; fail "no listener after 20 s"; }
+    sleep 0.1
+  done
+  PORT=$(cat "$T/held")
+  # was "cannot listen on 127.0.0.1 port N": named now as a client dials it
+  expect 1 "serve on a port in use" timeout 60 "$MHA" serve "$T/p5.onnx" --port "$PORT"
+  kill $HOLDER
+  grep -q "cannot listen on 127.0.0.1:$PORT: Address already in use" "$T/err" ||
+    fail "serve on a port in use: $(cat "$T/err")"
+  echo "ok: $(cat "$T/err")"
+  # a port under 1024 is the system's to allow: root binds it, others are
+  # refused in one line (here as nobody, when this test runs as root)
+  NOBODY="setpriv --reuid=65534 --regid=65534 --clear-groups"
+  chmod 755 "$T" && chmod 644 "$T/p5.onnx"
+  if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null &&
+    $NOBODY "$MHA" info "$T/p5.onnx" >/dev/null 2>&1; then
+    expect 1 "serve on port 1 as nobody" timeout 60 $NOBODY "$MHA" serve "$T/p5.onnx" --port 1
+    grep -q "cannot listen on 127.0.0.1:1: Permission denied" "$T/err" ||
+      fail "serve on port 1 as nobody: $(cat "$T/err")"
+    echo "ok: $(cat "$T/err")"
+  fi
+fi
+
 echo "cli_round4.sh: ok"
