@@ -42,6 +42,17 @@ one_line 1 "backend nosuch: no such backend usable here; usable here: scalar" \
 one_line 1 "backend nosuch: no such backend" \
   "$MHA" bench "$T/p5.onnx" --shape 1,4 --backend nosuch --threads 1 -q
 
+echo "== mha run: the summary of rows of 0 tokens"
+# a layer's rows of no token ran to an empty output, but the summary said
+# "2 rows (2 tokens)"
+# shellcheck source=lib/npy_zeros.sh
+. "$(dirname "$0")/lib/npy_zeros.sh"
+"$MHA" gen -d 16 -H 2 -o "$T/layer.onnx" >/dev/null
+npy_zeros "$T/q0.npy" '<f4' '(2, 0, 16)' 0
+expect 0 "a layer on 2 rows of 0 tokens" "$MHA" run "$T/layer.onnx" "$T/q0.npy" -o "$T/y0.npy"
+grep -q "2 rows (0 tokens)" "$T/err" || fail "rows of 0 tokens: $(cat "$T/err")"
+echo "ok: $(cut -c1-40 "$T/err")"
+
 echo "== mha serve: a port it cannot bind"
 if "$MHA" serve --help >/dev/null 2>&1 && command -v python3 >/dev/null; then
   # a listener holding a port the system picked, for as long as it lives
