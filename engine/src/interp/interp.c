@@ -89,6 +89,8 @@ static const interp_op_entry interp_ops[] = {
     {"ReduceSum", interp_op_reduce_sum},
     {"ReduceMean", interp_op_reduce_mean},
     {"LayerNormalization", interp_op_layer_normalization},
+    {"RMSNormalization", interp_op_rms_normalization},
+    {"RotaryEmbedding", interp_op_rotary_embedding},
     {"InstanceNormalization", interp_op_instance_normalization},
     {"ReduceMax", interp_op_reduce_max},
     {"ReduceMin", interp_op_reduce_min},
