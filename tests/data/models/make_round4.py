@@ -155,6 +155,30 @@ def case_ort(base, level, static=False):
     return make
 
 
+# ---- a batch fixed at 1 ---------------------------------------------------
+def case_batch1(base):
+    """base exported with its batch fixed at 1 (the sequence left symbolic),
+    as `torch.onnx.export` without a batch in dynamic_axes writes it; the
+    test set its first row, dataset/ its rows as .npy for `mha run`."""
+    def make():
+        m = onnx.load(os.path.join(HERE, base, "model.onnx"))
+        ins, outs = load_sets(base)[0]
+        for vi in list(m.graph.input) + list(m.graph.output):
+            d = vi.type.tensor_type.shape.dim[0]
+            d.Clear()
+            d.dim_value = 1
+        return m, [([a[:1] for a in ins], [a[:1] for a in outs])]
+    return make
+
+
+def write_dataset(name, base):
+    d = os.path.join(HERE, name, "dataset")
+    os.makedirs(d)
+    m = onnx.load(os.path.join(HERE, base, "model.onnx"))
+    for n, a in zip(data_inputs(m), load_sets(base)[0][0]):
+        np.save(os.path.join(d, n + ".npy"), a)
+
+
 # ---- opset 23: Attention, RMSNormalization, RotaryEmbedding ---------------
 D, FF, L, V, MAXPOS = 32, 64, 2, 64, 64
 
@@ -258,6 +282,7 @@ CASES = {
     "q_vit_ortbasic_shapeperm_op12": case_ort("h_vit_cls_tanhgelu_op12", "basic"),
     "q_bert_ortext_fusedmatmul_biasgelu_op14": case_ort("r_bert_tokentypes_pooler_op14", "extended"),
     "q_minilm_ortext_static_skipln_op16": case_ort("h_minilm_st_boolinf_op16_nofold", "extended", True),
+    "q_bert_batch1_dataset_op14": case_batch1("r_bert_tokentypes_pooler_op14"),
     "q_llama_ops_rope_gqa_causal_op23": case_onnx23(71, 4, 2, 1, 1, 0, 0, 0),
     "q_llama_ops_ropepairs_posids_mask_op23": case_onnx23(72, 4, 2, 1, 1, 1, 1, 1),
     "q_enc_ops_rmsnorm_boolmask_op23": case_onnx23(73, 4, 4, 0, 0, 0, 1, 0),
@@ -268,6 +293,8 @@ def main():
     for name in sys.argv[1:] or list(CASES):
         m, sets = CASES[name]()
         write_case(name, m, sets)
+        if name == "q_bert_batch1_dataset_op14":
+            write_dataset(name, "r_bert_tokentypes_pooler_op14")
         print(name, os.path.getsize(os.path.join(HERE, name, "model.onnx")), "bytes", flush=True)
 
 
