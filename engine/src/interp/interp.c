@@ -37,6 +37,7 @@ static const interp_op_entry interp_ops[] = {
     {"Trilu", interp_op_trilu},
     {"Flatten", interp_op_flatten},
     {"Tile", interp_op_tile},
+    {"Pad", interp_op_pad},
     {"Resize", interp_op_resize},
     {"Cast", interp_op_cast},
     {"CastLike", interp_op_cast_like},

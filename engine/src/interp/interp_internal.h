@@ -163,6 +163,7 @@ mha_status interp_op_range(interp_ctx *c);
 mha_status interp_op_trilu(interp_ctx *c);
 mha_status interp_op_flatten(interp_ctx *c);
 mha_status interp_op_tile(interp_ctx *c);
+mha_status interp_op_pad(interp_ctx *c);
 mha_status interp_op_resize(interp_ctx *c); /* interp_resize.c */
 
 mha_status interp_op_cast(interp_ctx *c);

@@ -163,7 +163,7 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
  * negative or NaN eps). */
 int plan_norm_rows(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows);
 
-/* Finds the add and gather steps among the nodes not taken
+/* Finds the add, gather and concat steps among the nodes not taken
  * (node_steps.c); marks theirs. */
 mha_status plan_find_node_steps(plan *P, const plan_shape *shp, unsigned char *taken,
                                 mha_error *err);
