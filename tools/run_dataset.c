@@ -94,6 +94,10 @@ typedef struct ds_state {
     mha_model *model;
     mha_model_info mi;
     int whole; /* a whole model (a plan): its inputs declare the batch axis */
+    /* rows per chunk: --batch-size, or 1 for a whole model exported with
+     * its batch fixed at 1 (a dataset of more rows goes one row a run) */
+    int64_t batch_rows;
+    int batch_fixed_one;
     mha_runtime *rt;
     size_t n_in, n_out;
     mha_io_info *in_info, *out_info;
@@ -167,10 +171,11 @@ static int ds_role_is_sequence(mha_io_role r) {
  * rows. A whole model (a plan) declares its batch axis: every input of the
  * file's rank whose axis 0 is dynamic (token ids, 0/1 masks [B, S], token
  * types, images [B, C, H, W]) goes by rows. */
-static int ds_is_batch_major(const mha_io_info *info, const mha_npy_header *h, int64_t B,
-                             int whole) {
+static int ds_is_batch_major(const mha_io_info *info, const mha_npy_header *h, int64_t B, int whole,
+                             int fixed_one) {
     if (h->rank < 1 || h->dims[0] != B) return 0;
-    if (whole) return info->rank == h->rank && info->shape[0] < 0;
+    if (whole)
+        return info->rank == h->rank && (info->shape[0] < 0 || (fixed_one && info->shape[0] == 1));
     switch (info->role) {
     case MHA_ROLE_KEY_PADDING_MASK:
         return h->rank == 2;
@@ -847,9 +852,15 @@ static int ds_setup(const cli_common *c, ds_state *s) {
     }
     if (o->lengths_path && s->whole && (rc = ds_check_made_masks(s, qi)) != CLI_OK) return rc;
     if (o->lengths_path && (rc = ds_read_lengths(s, skv)) != CLI_OK) return rc;
+    /* a whole model whose token ids declare a batch of 1: streamed a row
+     * at a time (the inputs declaring the same fixed 1 go by rows too) */
+    s->batch_rows = o->batch_rows;
+    s->batch_fixed_one = s->whole && s->in_info[qi].rank == s->in[qi].h.rank &&
+                         s->in_info[qi].rank >= 1 && s->in_info[qi].shape[0] == 1;
+    if (s->batch_fixed_one) s->batch_rows = 1;
 
     /* which inputs are chunked; buffers for those not read in place */
-    int64_t bs = o->batch_rows;
+    int64_t bs = s->batch_rows;
     for (size_t i = 0; i < s->n_in; i++) {
         ds_input *in = &s->in[i];
         const mha_io_info *info = &s->in_info[i];
@@ -868,7 +879,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
         t->dtype = info->dtype;
         t->rank = in->h.rank;
         memcpy(t->shape, in->h.dims, sizeof t->shape);
-        in->batch_major = ds_is_batch_major(info, &in->h, s->B, s->whole);
+        in->batch_major = ds_is_batch_major(info, &in->h, s->B, s->whole, s->batch_fixed_one);
         /* a whole model's input with a batch axis goes by rows: one of
          * another number of rows than the first is refused here, by name,
          * not at the first chunk as an axis of another size */
@@ -1139,7 +1150,7 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
         s->lo = s->B * o->shard_index / o->shard_count;
         s->hi = s->B * (o->shard_index + 1) / o->shard_count;
     }
-    int64_t bs = o->batch_rows;
+    int64_t bs = s->batch_rows;
     int64_t first = s->hi - s->lo < bs ? s->hi - s->lo : bs;
     if (first == 0) first = bs < s->B ? bs : s->B; /* an empty shard still has a shape */
     if (first == 0 && !o->dataset_options) return DS_ONE_SHOT;
@@ -1302,7 +1313,7 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
     int rc = ds_mpi_fail(ds_setup(c, s));
     s->lo = s->B * s->rank / s->size;
     s->hi = s->B * (s->rank + 1) / s->size;
-    int64_t bs = o->batch_rows;
+    int64_t bs = s->batch_rows;
     int64_t first = bs < s->B ? bs : s->B;
     if (first == 0) ds_mpi_fail(cli_fail("%s: the dataset has no rows", o->model_path));
     int64_t sq, skv;

@@ -112,6 +112,14 @@ static const struct {
 } interp_msft_ops[] = {
     {"MultiHeadAttention", interp_op_ms_multihead_attention},
     {"Attention", interp_op_ms_attention},
+    {"FusedMatMul", interp_op_ms_fused_matmul},
+    {"FusedGemm", interp_op_ms_fused_gemm},
+    {"Gelu", interp_op_ms_gelu},
+    {"BiasGelu", interp_op_ms_bias_gelu},
+    {"FastGelu", interp_op_ms_fast_gelu},
+    {"SkipLayerNormalization", interp_op_ms_skip_layer_norm},
+    {"SkipSimplifiedLayerNormalization", interp_op_ms_skip_simplified_layer_norm},
+    {"SimplifiedLayerNormalization", interp_op_ms_simplified_layer_norm},
 };
 
 static interp_op_fn interp_find_op(const char *domain, const char *op_type) {

@@ -222,6 +222,15 @@ mha_status interp_op_layer_normalization(interp_ctx *c);
 mha_status interp_op_instance_normalization(interp_ctx *c); /* interp_norm.c */
 mha_status interp_op_rms_normalization(interp_ctx *c);      /* interp_norm.c */
 mha_status interp_op_rotary_embedding(interp_ctx *c);       /* interp_rotary.c */
+/* interp_msft_fused.c: what ONNX Runtime's optimizer saves */
+mha_status interp_op_ms_fused_matmul(interp_ctx *c);
+mha_status interp_op_ms_fused_gemm(interp_ctx *c);
+mha_status interp_op_ms_gelu(interp_ctx *c);
+mha_status interp_op_ms_bias_gelu(interp_ctx *c);
+mha_status interp_op_ms_fast_gelu(interp_ctx *c);
+mha_status interp_op_ms_skip_layer_norm(interp_ctx *c);
+mha_status interp_op_ms_skip_simplified_layer_norm(interp_ctx *c);
+mha_status interp_op_ms_simplified_layer_norm(interp_ctx *c);
 mha_status interp_op_reduce_max(interp_ctx *c);
 mha_status interp_op_reduce_min(interp_ctx *c);
 mha_status interp_op_reduce_prod(interp_ctx *c);

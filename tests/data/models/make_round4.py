@@ -8,6 +8,9 @@ the export, not out of the exporter itself:
   onnxsim and optimum's ORTOptimizer build on), level `basic`: constants
   folded, MatMul + Add made Gemm, and its transpose optimizer moving a Shape
   before a Transpose (`Gather(Shape(x), perm)` instead of `Shape(x^T)`);
+- the same optimizer at level `extended`: the com.microsoft ops it fuses
+  to (FusedMatMul, FusedGemm, Gelu, BiasGelu, SkipLayerNormalization), with
+  the shapes left symbolic or fixed first (onnxsim's static shapes);
 - whole models written with the opset-23 standard ops `Attention`,
   `RMSNormalization` and `RotaryEmbedding` (3-D inputs, q_num_heads /
   kv_num_heads, is_causal, a bool mask, position_ids as an input, pairs
@@ -129,13 +132,51 @@ def write_case(name, m, sets):
 
 
 # ---- ONNX Runtime's offline optimizer -------------------------------------
-def case_ort_basic(base):
+def fix_dims(m, inputs, outputs):
+    """Every axis of the graph's inputs and outputs fixed to these arrays'
+    (what onnxsim's --overwrite-input-shape and a static export give)."""
+    ins = [i for i in m.graph.input if i.name in data_inputs(m)]
+    for vi, a in list(zip(ins, inputs)) + list(zip(m.graph.output, outputs)):
+        for d, n in zip(vi.type.tensor_type.shape.dim, a.shape):
+            d.Clear()
+            d.dim_value = n
+    return m
+
+
+def case_ort(base, level, static=False):
     def make():
         m = onnx.load(os.path.join(HERE, base, "model.onnx"))
         sets = load_sets(base)
-        _, opt = ort_run(m, sets[0][0], "basic", save=True)
+        if static:
+            sets = sets[:1]
+            m = fix_dims(m, *sets[0])
+        _, opt = ort_run(m, sets[0][0], level, save=True)
         return opt, sets
     return make
+
+
+# ---- a batch fixed at 1 ---------------------------------------------------
+def case_batch1(base):
+    """base exported with its batch fixed at 1 (the sequence left symbolic),
+    as `torch.onnx.export` without a batch in dynamic_axes writes it; the
+    test set its first row, dataset/ its rows as .npy for `mha run`."""
+    def make():
+        m = onnx.load(os.path.join(HERE, base, "model.onnx"))
+        ins, outs = load_sets(base)[0]
+        for vi in list(m.graph.input) + list(m.graph.output):
+            d = vi.type.tensor_type.shape.dim[0]
+            d.Clear()
+            d.dim_value = 1
+        return m, [([a[:1] for a in ins], [a[:1] for a in outs])]
+    return make
+
+
+def write_dataset(name, base):
+    d = os.path.join(HERE, name, "dataset")
+    os.makedirs(d)
+    m = onnx.load(os.path.join(HERE, base, "model.onnx"))
+    for n, a in zip(data_inputs(m), load_sets(base)[0][0]):
+        np.save(os.path.join(d, n + ".npy"), a)
 
 
 # ---- opset 23: Attention, RMSNormalization, RotaryEmbedding ---------------
@@ -238,7 +279,10 @@ def case_onnx23(seed, *how):
 
 CASES = {
     # heads, kv heads, causal, rotary, interleaved, mask, position_ids
-    "q_vit_ortbasic_shapeperm_op12": case_ort_basic("h_vit_cls_tanhgelu_op12"),
+    "q_vit_ortbasic_shapeperm_op12": case_ort("h_vit_cls_tanhgelu_op12", "basic"),
+    "q_bert_ortext_fusedmatmul_biasgelu_op14": case_ort("r_bert_tokentypes_pooler_op14", "extended"),
+    "q_minilm_ortext_static_skipln_op16": case_ort("h_minilm_st_boolinf_op16_nofold", "extended", True),
+    "q_bert_batch1_dataset_op14": case_batch1("r_bert_tokentypes_pooler_op14"),
     "q_llama_ops_rope_gqa_causal_op23": case_onnx23(71, 4, 2, 1, 1, 0, 0, 0),
     "q_llama_ops_ropepairs_posids_mask_op23": case_onnx23(72, 4, 2, 1, 1, 1, 1, 1),
     "q_enc_ops_rmsnorm_boolmask_op23": case_onnx23(73, 4, 4, 0, 0, 0, 1, 0),
@@ -249,6 +293,8 @@ def main():
     for name in sys.argv[1:] or list(CASES):
         m, sets = CASES[name]()
         write_case(name, m, sets)
+        if name == "q_bert_batch1_dataset_op14":
+            write_dataset(name, "r_bert_tokentypes_pooler_op14")
         print(name, os.path.getsize(os.path.join(HERE, name, "model.onnx")), "bytes", flush=True)
 
 
