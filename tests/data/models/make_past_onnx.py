@@ -13,7 +13,8 @@ the new rows (key j <= P + i, from Range over the lengths) and the padding
 (1 - m) * finfo.min over P + S keys, Softmax, the heads merged, the output
 projection, residual, an FFN (erf GELU), residual; a final norm and tied
 logits. Positions P .. P + S - 1 from the past's length. --where-fill X:
-the causal frontier as GPT-2 before transformers 4.21 wrote it, the future
+the causal frontier as GPT-2 before transformers 4.21 wrote it (a tril buffer
+sliced by each layer's K and Q lengths), the future
 keys' scores replaced by X (masked_bias, -1e4) through Where.
 
     make_past_onnx.py OUTDIR NAME [--d D] [--heads H] [--kv-heads G]
@@ -78,6 +79,9 @@ def build(a, rng):
     const("c_half", np.float32(0.5))
     if a.where_fill is not None:
         const("c_wfill", np.float32(a.where_fill))
+        const("tril", np.tril(np.ones((a.maxpos, a.maxpos), bool))[None, None])
+        const("c_zero1", np.array([0], np.int64))
+        const("c_ax3", np.array([3], np.int64))
 
     # lengths: P from past_key_0, S from input_ids, T = P + S
     node("Shape", ["past_key_0"], ["past_shape"])
@@ -147,8 +151,18 @@ def build(a, rng):
         s = node("Mul", [s, "c_scale"], [p + "_s1"])
         if a.where_fill is None:
             s = node("Add", [s, "causal_bias"], [p + "_s2"])
-        else:  # the old GPT-2: the future keys' scores replaced by masked_bias
-            s = node("Where", ["future", "c_wfill", s], [p + "_s2"])
+        else:  # the old GPT-2: the future keys' scores replaced by masked_bias,
+            # the tril buffer sliced [k - q:k, :k] by the lengths of this layer's K and Q
+            node("Shape", [kc], [p + "_ks"])
+            node("Gather", [p + "_ks", "c_i2s"], [p + "_kl"], axis=0)
+            node("Shape", [heads["q"]], [p + "_qs"])
+            node("Gather", [p + "_qs", "c_i2s"], [p + "_ql"], axis=0)
+            node("Sub", [p + "_kl", p + "_ql"], [p + "_k0"])
+            node("Unsqueeze", [p + "_k0", "c_ax0"], [p + "_k0u"])
+            node("Unsqueeze", [p + "_kl", "c_ax0"], [p + "_klu"])
+            node("Slice", ["tril", p + "_k0u", p + "_klu", "c_ax2"], [p + "_tr"])
+            node("Slice", [p + "_tr", "c_zero1", p + "_klu", "c_ax3"], [p + "_tc"])
+            s = node("Where", [p + "_tc", s, "c_wfill"], [p + "_s2"])
         s = node("Add", [s, "pad_bias"], [p + "_s3"])
         pr = node("Softmax", [s], [p + "_p"], axis=-1)
         o = node("MatMul", [pr, vc], [p + "_o"])
