@@ -24,7 +24,7 @@
 
 #include "common.h"
 
-#define POOL_MAX_PHASES 4
+#define POOL_MAX_PHASES 5
 #define POOL_MAX_THREADS 1024
 
 /* One unit of work. worker is in [0, threads used): index for per-worker

@@ -695,7 +695,22 @@ typedef struct exec_rope_plan {
     int64_t n_units;
 } exec_rope_plan;
 
-enum { EXEC_PHASE_PROJ, EXEC_PHASE_ROPE, EXEC_PHASE_ATTN, EXEC_PHASE_OUT };
+/* A KV cache's K' and V' of the chunk gathered: [n, Hkv, T, d] each, the
+ * past rows [B, Hkv, P, d] of items b0 .. b0 + n then the S new rows of
+ * each head (row (b, s) of the projections at (b * S + s) * ld, head g at
+ * g * d). Units are (K or V, item, head, block of t_block rows of T): a
+ * long past is copied by every thread, each unit a disjoint part of dst. */
+typedef struct exec_cache_plan {
+    const float *past[2]; /* past_key, past_value: the whole [B, Hkv, P, d] */
+    const float *rows[2]; /* the new K, V rows of the chunk */
+    float *dst[2];
+    int64_t d[2];
+    int64_t b0, n, Hkv, P, S, ld;
+    int64_t t_block, n_tb; /* rows per unit; blocks per (K or V, item, head) */
+    int64_t n_units;
+} exec_cache_plan;
+
+enum { EXEC_PHASE_PROJ, EXEC_PHASE_ROPE, EXEC_PHASE_CACHE, EXEC_PHASE_ATTN, EXEC_PHASE_OUT };
 
 typedef struct exec_state {
     const exec_env *env;
@@ -707,6 +722,7 @@ typedef struct exec_state {
     exec_gemm_family proj[3]; /* QKV; or Q, KV; or Q, K, V (a separate value input) */
     int n_proj;
     exec_rope_plan rope;
+    exec_cache_plan cache;
     exec_attn_plan attn;
     exec_gemm_family out;
     atomic_int *out_pieces; /* env->y_rows: [out.m_tiles] (exec_gemm_pieces_init) */
@@ -1211,6 +1227,39 @@ static mha_status exec_rope_unit(const exec_state *s, int64_t u, mha_error *err)
     return exec_qk_part(s, which, &a, err);
 }
 
+/* Unit u of the gather (exec_cache_plan): rows [t0, t1) of one head of K'
+ * or V', those under P from the past, the rest from the new rows. */
+static void exec_cache_unit(const exec_cache_plan *pl, int64_t u) {
+    const int64_t per_kv = pl->n * pl->Hkv * pl->n_tb;
+    const int w = u >= per_kv;
+    if (w) u -= per_kv;
+    const int64_t tb = u % pl->n_tb, bg = u / pl->n_tb; /* bg = b * Hkv + g */
+    const int64_t b = bg / pl->Hkv, g = bg % pl->Hkv;
+    const int64_t P = pl->P, T = P + pl->S, d = pl->d[w];
+    const int64_t t0 = tb * pl->t_block, t1 = exec_min(T, t0 + pl->t_block);
+    float *o = pl->dst[w] + bg * T * d;
+    const int64_t p1 = exec_min(t1, P);
+    if (t0 < p1)
+        memcpy(o + t0 * d, pl->past[w] + ((pl->b0 + b) * pl->Hkv + g) * P * d + t0 * d,
+               (size_t)((p1 - t0) * d) * sizeof(float));
+    for (int64_t t = exec_max(t0, P); t < t1; t++)
+        memcpy(o + t * d, pl->rows[w] + (b * pl->S + t - P) * pl->ld + g * d,
+               (size_t)d * sizeof(float));
+}
+
+/* The gather's units: enough for every thread (at least 4 each) when the
+ * heads alone are too few, no block under EXEC_CACHE_MIN_ROWS rows. */
+#define EXEC_CACHE_MIN_ROWS 64
+static void exec_cache_plan_make(exec_cache_plan *pl, int threads) {
+    const int64_t T = pl->P + pl->S, heads = 2 * pl->n * pl->Hkv;
+    const int64_t want = threads > 1 ? 4 * (int64_t)threads : 1;
+    int64_t n_tb = exec_ceil_div(want, exec_max(heads, 1));
+    n_tb = exec_max(1, exec_min(n_tb, exec_ceil_div(T, EXEC_CACHE_MIN_ROWS)));
+    pl->t_block = T > 0 ? exec_ceil_div(T, n_tb) : 1;
+    pl->n_tb = T > 0 ? exec_ceil_div(T, pl->t_block) : 0;
+    pl->n_units = heads * pl->n_tb;
+}
+
 static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
     const exec_state *s = ctx;
     switch (s->phase_kind[phase]) {
@@ -1222,6 +1271,9 @@ static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_err
     }
     case EXEC_PHASE_ROPE:
         return exec_rope_unit(s, u, err);
+    case EXEC_PHASE_CACHE:
+        exec_cache_unit(&s->cache, u);
+        return MHA_OK;
     case EXEC_PHASE_ATTN:
         return exec_attn_unit(s, u, worker, err);
     case EXEC_PHASE_OUT: {
@@ -1269,6 +1321,10 @@ static mha_status exec_phases_self_parallel(exec_state *s, mha_error *err) {
                 if (st == MHA_OK && s->rope.rotate) st = exec_rope_call(s, &a, err);
             }
             break;
+        case EXEC_PHASE_CACHE: /* copies: this thread, before the plugin's call */
+            for (int64_t u = 0; u < s->cache.n_units; u++)
+                exec_cache_unit(&s->cache, u);
+            break;
         case EXEC_PHASE_ATTN: {
             if (s->attn.n_units == 0) break;
             mha_attn_args a = s->attn.args;
@@ -1297,6 +1353,9 @@ static mha_status exec_phases_run(exec_state *s, int self_parallel, mha_error *e
             break;
         case EXEC_PHASE_ROPE:
             job.n_units[ph] = s->rope.n_units;
+            break;
+        case EXEC_PHASE_CACHE:
+            job.n_units[ph] = s->cache.n_units;
             break;
         case EXEC_PHASE_ATTN:
             job.n_units[ph] = s->attn.n_units;
@@ -1651,22 +1710,6 @@ static void exec_rope_plan_make(exec_rope_plan *pl, const layer *L, const exec_r
     }
 }
 
-/* K' or V' [n, Hkv, T, d] of a chunk with a KV cache: the past rows [B,
- * Hkv, P, d] of batch items b0 .. b0 + n, then the S new rows of each head,
- * row (b, s) of the projection buffer at (b * S + s) * ld, head g at g * d. */
-static void exec_cache_append(const float *past, int64_t b0, int64_t n, int64_t Hkv, int64_t P,
-                              int64_t S, int64_t d, const float *rows, int64_t ld, float *dst) {
-    const int64_t T = P + S;
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t g = 0; g < Hkv; g++) {
-            float *o = dst + (b * Hkv + g) * T * d;
-            if (P > 0)
-                memcpy(o, past + ((b0 + b) * Hkv + g) * P * d, (size_t)(P * d) * sizeof(float));
-            for (int64_t t = 0; t < S; t++)
-                memcpy(o + (P + t) * d, rows + (b * S + t) * ld + g * d, (size_t)d * sizeof(float));
-        }
-}
-
 /* present[0] / present[1]: the present_key / present_value outputs of a
  * KV cache (float32 [B, Hkv, T, dk|dv]), or NULL. */
 static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_binding *bd,
@@ -1813,21 +1856,23 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
             s->phase_kind[ph++] = EXEC_PHASE_ROPE;
         }
 
-        /* (1c) a KV cache: the projections first, then K' / V' gathered
-         * straight into the present outputs when the graph gives them back
-         * (else into the scratch kc), attended from there, then the rest */
+        /* (1c) a KV cache: after the projections (and rotary), K' / V'
+         * gathered on the pool straight into the present outputs when the
+         * graph gives them back (else into the scratch kc), attended from
+         * there; one job for every phase */
         const float *k_att = kbase, *v_att = kbase + Hkv * dk;
         int64_t k_sb = Skv * ldkv, k_ss = ldkv, k_sh = dk, v_sb = k_sb, v_ss = ldkv, v_sh = dv;
         if (cached) {
-            s->n_phases = ph;
-            st = exec_phases_run(s, self_parallel, err);
-            if (st != MHA_OK) break;
-            ph = 0;
             float *kd = present[0] ? present[0] + b0 * Hkv * T * dk : kc;
             float *vd = present[1] ? present[1] + b0 * Hkv * T * dv : kc + n * Hkv * T * dk;
-            exec_cache_append(bd->past_key->data, b0, n, Hkv, P, Skv, dk, kbase, ldkv, kd);
-            exec_cache_append(bd->past_value->data, b0, n, Hkv, P, Skv, dv, kbase + Hkv * dk, ldkv,
-                              vd);
+            exec_cache_plan *cp = &s->cache;
+            cp->past[0] = bd->past_key->data, cp->past[1] = bd->past_value->data;
+            cp->rows[0] = kbase, cp->rows[1] = kbase + Hkv * dk;
+            cp->dst[0] = kd, cp->dst[1] = vd;
+            cp->d[0] = dk, cp->d[1] = dv;
+            cp->b0 = b0, cp->n = n, cp->Hkv = Hkv, cp->P = P, cp->S = Skv, cp->ld = ldkv;
+            exec_cache_plan_make(cp, threads_plan);
+            s->phase_kind[ph++] = EXEC_PHASE_CACHE;
             k_att = kd, v_att = vd;
             k_sb = Hkv * T * dk, k_sh = T * dk, k_ss = dk;
             v_sb = Hkv * T * dv, v_sh = T * dv, v_ss = dv;
