@@ -15,7 +15,11 @@
 /* K and the Q block are packed by register transposes */
 #define FA_HAVE_TRANSPOSE 1
 #define FA_MR 6  /* score tile: 6 rows x 4 vectors = 24 accumulators */
-#define FA_BR 48 /* query rows per block */
+/* query rows per block: 96 (16 score tiles) read each key block's K^T and V
+ * once for twice the rows of 48 (W3's bare float32 Attention node -1 to
+ * -1.5 % on a 2-FMA-pipe core; bfloat16 level); a row's arithmetic does not
+ * depend on it, so neither do the bits */
+#define FA_BR 96
 /* keys per block: 64 in float32 (its bits are those of 64-key blocks);
  * 128 in bfloat16, whose products take half the slots of float32's, so the
  * per-row work of a block (its max, the running-max test, the factor and
