@@ -788,6 +788,7 @@ static int bench_run(bench_options o) {
     float *ref = NULL;
     char msg[BENCH_ERROR_MAX];
     int n_results = 0, rc = 0;
+    double t_reference = 0.0;
 
     /* the probe: model info, backends, reference */
     {
@@ -811,9 +812,7 @@ static int bench_run(bench_options o) {
             free(ref);
             return 1;
         }
-        if (!o.quiet)
-            fprintf(stderr, "mha bench: reference run (scalar) on %s: %.3g s\n", o.model_path,
-                    cli_now() - t_probe);
+        t_reference = cli_now() - t_probe;
     }
     bench_context_fill(&ctx, probe.cpu_features);
 
@@ -830,6 +829,26 @@ static int bench_run(bench_options o) {
         }
         o.n_backends = k;
     }
+    /* a named backend that is not usable here is a wrong option, said in
+     * one line before any timing -- not an ERROR row among the results */
+    for (int b = 0; !o.backend_all && b < o.n_backends; b++) {
+        int usable = 0;
+        for (int k = 0; k < probe.n_backends; k++)
+            usable |= strcmp(probe.backends[k], o.backends[b]) == 0;
+        if (usable) continue;
+        char list[BENCH_MAX_BACKENDS * (BENCH_NAME_MAX + 2) + 1] = "";
+        for (int k = 0; k < probe.n_backends; k++) {
+            if (k) strcat(list, ", ");
+            strcat(list, probe.backends[k]);
+        }
+        fprintf(stderr, "mha bench: --backend %s: no such backend usable here; usable here: %s\n",
+                o.backends[b], probe.n_backends ? list : "none");
+        free(ref);
+        return 1;
+    }
+    if (!o.quiet)
+        fprintf(stderr, "mha bench: reference run (scalar) on %s: %.3g s\n", o.model_path,
+                t_reference);
     if (o.backend_all) {
         /* the default leaves out the scalar reference (it already ran once,
          * in the probe) unless nothing else is usable */

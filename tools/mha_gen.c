@@ -73,7 +73,7 @@ static const cli_opt gen_opts[] = {
     {GEN_CAUSAL, "causal", 0, NULL, "causal (each position sees itself and earlier ones)"},
     {GEN_NO_BIAS, "no-bias", 0, NULL, "Linear layers without the Add of a bias"},
     {GEN_VOCAB, "vocab", 0, "V", "vocabulary size of a whole model (default 1000)"},
-    {GEN_MAX_POS, "max-pos", 0, "P", "positions of a whole model (default 512)"},
+    {GEN_MAX_POS, "max-pos", 0, "P", "positions of a whole model (at least 5; default 512)"},
     {GEN_NO_LM_HEAD, "no-lm-head", 0, NULL, "a decoder without the LM head (no logits output)"},
     {GEN_SEED, "seed", 0, "S", "seed of the weights and the data (default 0)"},
     {GEN_FORM, "form", 0, "F",
@@ -203,6 +203,12 @@ static int gen_resolve(const cli_common *c, gen_options *o) {
         gen_set_ll(&p->ffn, 4 * p->d);
         gen_set_ll(&p->vocab, 1000);
         gen_set_ll(&p->max_pos, 512);
+        /* the whole-model plan probes sequences of up to 5 tokens: with
+         * fewer positions it fits the sequence to the batch, and the model
+         * written would refuse every other shape */
+        if (p->max_pos < 5)
+            return cli_usage_error(c, "--max-pos %lld: a whole model needs at least 5 positions",
+                                   p->max_pos);
         gen_set_int(&p->norm, GEN_NORM_LAYERNORM);
         gen_set_int(&p->pre_norm, decoder);
         gen_set_int(&p->act, decoder ? GEN_ACT_GELU_TANH : GEN_ACT_GELU);

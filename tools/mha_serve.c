@@ -817,7 +817,11 @@ int mha_cmd_serve(int argc, char **argv) {
         s.guard ? MHD_OPTION_NOTIFY_CONNECTION : MHD_OPTION_END, serve_guard_notify, s.guard,
         MHD_OPTION_END);
     if (!d) {
-        cli_fail("serve: cannot listen on %s port %lld: %s", o.host, o.port, strerror(errno));
+        /* named as the address a client would dial; a port under 1024 is
+         * the system's to allow (root or CAP_NET_BIND_SERVICE) */
+        const int e = errno;
+        cli_fail("serve: cannot listen on %s%s%s:%lld: %s", ipv6 ? "[" : "", o.host,
+                 ipv6 ? "]" : "", o.port, e ? strerror(e) : "the server did not start");
         goto done;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);

@@ -991,7 +991,8 @@ static void ds_summary(const ds_state *s, long long rows, double seconds, double
                        long long nonfinite) {
     int64_t sq, skv;
     ds_seq_lengths(s, &sq, &skv);
-    long long tokens = rows * (sq > 0 ? sq : 1);
+    /* a length of 0 is 0 tokens; unknown (no ids, no query) counts rows */
+    long long tokens = rows * (sq >= 0 ? sq : 1);
     double per = seconds > 0 ? 1.0 / seconds : 0.0;
     char where[4200] = "";
     size_t n_write = s->o->n_out_files;

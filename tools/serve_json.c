@@ -38,10 +38,35 @@ static int json_fail(json_reader *r, const char *what) {
     return -1;
 }
 
+/* 1 when s is a number as JSON spells it (RFC 8259 section 6):
+ * -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? -- no '+' in front, no
+ * leading zero, no bare '.', which strtoll and strtof would take */
+static int json_number_syntax(const char *s) {
+    if (*s == '-') s++;
+    if (*s == '0')
+        s++;
+    else if (*s >= '1' && *s <= '9')
+        while (*s >= '0' && *s <= '9') s++;
+    else
+        return 0;
+    if (*s == '.') {
+        if (!(*++s >= '0' && *s <= '9')) return 0;
+        while (*s >= '0' && *s <= '9') s++;
+    }
+    if (*s == 'e' || *s == 'E') {
+        if (*++s == '+' || *s == '-') s++;
+        if (!(*s >= '0' && *s <= '9')) return 0;
+        while (*s >= '0' && *s <= '9') s++;
+    }
+    return *s == '\0';
+}
+
 static int json_number(json_reader *r) {
     char buf[64];
     size_t k = 0;
-    while (r->at + k < r->n && k + 1 < sizeof buf && strchr("+-0123456789.eE", r->s[r->at + k])) {
+    /* a NUL byte is no digit (strchr would find the string's end) */
+    while (r->at + k < r->n && k + 1 < sizeof buf && r->s[r->at + k] != '\0' &&
+           strchr("+-0123456789.eE", r->s[r->at + k])) {
         buf[k] = r->s[r->at + k];
         k++;
     }
@@ -49,6 +74,8 @@ static int json_number(json_reader *r) {
     char *end = NULL;
     float v = 0.0f;
     long long id = 0;
+    if (k && !json_number_syntax(buf))
+        return json_fail(r, "not a number as JSON writes it");
     if (r->ids) {
         errno = 0;
         id = k && !strpbrk(buf, ".eE") ? strtoll(buf, &end, 10) : 0;
@@ -134,8 +161,8 @@ int serve_json_parse(const char *text, size_t n, int ids, void **data, int *rank
     }
     json_skip_space(&r);
     if (r.at != n || (!ids && r.rank < 2)) {
-        json_fail(&r, r.rank < 2 ? "one row is not a sequence: [[x, ...], ...]"
-                                 : "text after the array");
+        json_fail(&r, r.at != n ? "text after the array"
+                                : "one row is not a sequence: [[x, ...], ...]");
         free(r.data);
         return -1;
     }

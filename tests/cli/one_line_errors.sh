@@ -11,15 +11,6 @@ T="$MHA_TEST_TMP"
 rm -rf "$T" && mkdir -p "$T/empty"
 # shellcheck source=lib/refusal.sh
 . "$(dirname "$0")/lib/refusal.sh"
-# one_line RC PATTERN CMD...: exit RC, stdout empty, one stderr line
-# matching PATTERN
-one_line() {
-  want=$1 pattern=$2
-  shift 2
-  expect "$want" "$*" "$@"
-  grep -q -- "$pattern" "$T/err" || fail "$*: $(cat "$T/err")"
-  echo "ok: $(cat "$T/err")"
-}
 "$MHA" gen -d 16 -H 2 --seed 3 -o "$T/m.onnx" --data "$T/x.npy" --batch 2 --seq 4
 printf 'garbage' >"$T/g.onnx"
 C="$MHA_TEST_DATA/conformance/mha_self_d16_h1_b1_s1"

@@ -406,8 +406,8 @@ MHA_API mha_status mha_model_output(const mha_model *model, size_t i, mha_io_inf
 
 /** One step of a plan, in run order. Strings live as long as the model. */
 typedef struct mha_step_info {
-    /* "attention" (a recognised layer, fused), "gemm", "norm", "add", "gather" or
-     * "interpreted" */
+    /* "attention" (a recognised layer, fused), "gemm", "norm", "add", "gather",
+     * "concat" or "interpreted" */
     const char *kind;
     const char *op;   /* attention: the layer's form; interpreted: the node's op type */
     const char *name; /* the graph node (attention: its Softmax / Attention node) */

@@ -18,3 +18,12 @@ expect() {
     fail "$name: a refusal wrote on stdout: $(head -c 300 "$T/out")"
   fi
 }
+# one_line RC PATTERN CMD...: exit RC, stdout empty, one stderr line
+# matching PATTERN
+one_line() {
+  want=$1 pattern=$2
+  shift 2
+  expect "$want" "$*" "$@"
+  grep -q -- "$pattern" "$T/err" || fail "$*: $(cat "$T/err")"
+  echo "ok: $(cat "$T/err")"
+}
