@@ -21,6 +21,14 @@
 #      every request id answered exactly once; then requests of mixed lengths
 #      (32, 24, 16, 8 tokens in turn) batched as one padded run
 #      (--max-padding 1) and as runs of similar lengths (the default)
+#   4. overloaded through the queue (`--server-rate` at twice the rate the
+#      batched search found, at least 100/s; --batch-ms): the rate answered,
+#      the mean batch and the CPU time per request (a whole model whose one
+#      request takes longer than --batch-ms batches only when behind)
+#   5. with --soak SEC: tools/serve_soak.sh --duration SEC after the rounds
+#      (`mha serve` at the sustainable rate for SEC s: every request id
+#      answered exactly once, RSS at the start and end of the soak, then 2x
+#      overload); its table and checks are appended
 #
 # Every row has the CPU time per request (bench: the whole process, by
 # getrusage; HTTP: the server process, from /proc), which a shared machine
@@ -32,7 +40,7 @@
 # read the numbers with the load beside them.
 #
 #   tools/serve_table.sh [--reps N] [--out FILE] [--server-time SEC] [--p99-ms X]
-#                        [--quick]
+#                        [--quick] [--soak SEC]
 #
 # --quick: one round, 0.3 s per tried rate, 5 s HTTP runs (a few minutes).
 #
@@ -49,6 +57,7 @@ OUT=
 STIME=0.5
 P99=10
 HTTP_S=10
+SOAK=0
 while [ $# -gt 0 ]; do
   case "$1" in
   --quick) REPS=1; STIME=0.3; HTTP_S=5; shift ;;
@@ -56,7 +65,8 @@ while [ $# -gt 0 ]; do
   --out) OUT=$2; shift 2 ;;
   --server-time) STIME=$2; shift 2 ;;
   --p99-ms) P99=$2; shift 2 ;;
-  -h | --help) sed -n '2,45p' "$0"; exit 0 ;;
+  --soak) SOAK=$2; shift 2 ;;
+  -h | --help) sed -n '2,55p' "$0"; exit 0 ;;
   *) echo "serve_table.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -134,6 +144,23 @@ saturate() {
   row "$cfg" sat_rate "$rate" "$ld"
   row "$cfg" cpu "$cpu" "$ld"
   echo "  $cfg: saturated $rate req/s, $cpu CPU ms/request, load $ld" >&2
+}
+
+# overload CONFIG MODEL S RATE [BENCH-OPTIONS...]: the queue (max batch
+# 16) offered RATE requests/s for the trial's time even past saturation:
+# the rate answered, the mean batch, the CPU time per request
+overload() {
+  cfg=$1 model=$2 s=$3 orate=$4
+  shift 4
+  ld=$(load1)
+  "$MHA" bench "$model" --shape "1,$s" --scenario server --backend auto --threads 2 \
+    --max-batch 16 --server-rate "$orate" --server-time "$STIME" "$@" \
+    --json "$T/b.json" >"$T/b.txt" 2>&1 || { echo "bench $cfg failed: $(tail -3 "$T/b.txt")" >&2; return 0; }
+  for f in achieved_rps mean_batch cpu_ms_per_request p99_ms; do
+    row "$cfg" "$f" "$(json "$T/b.json" "d['results'][0]['trials'][-1]['$f'] or 0")" "$ld"
+  done
+  row "$cfg" offered "$orate" "$ld"
+  echo "  $cfg: offered $orate/s: $(json "$T/b.json" "'%.0f/s answered, mean batch %.2f, %.3f CPU ms/request' % tuple(d['results'][0]['trials'][-1][k] or 0 for k in ('achieved_rps', 'mean_batch', 'cpu_ms_per_request'))"), load $ld" >&2
 }
 
 # cpu_ticks PID: user + system clock ticks of a process so far
@@ -236,6 +263,15 @@ while [ $r -le "$REPS" ]; do
   if [ -n "$MINILM" ] && [ "${m%.*}" -gt 0 ] 2>/dev/null; then
     serve_run "http minilm S16 batch16" "$MINILM" "$T/ids16.npy" "$m" --max-batch 16
   fi
+  # overloaded through the queue: twice the batched rate found (>= 100/s)
+  for o in "layer S32|$T/layer768.onnx|32" "layer S8|$T/layer768.onnx|8" "minilm S16|$MINILM|16"; do
+    name=${o%%|*} rest=${o#*|}
+    model=${rest%%|*} s=${rest#*|}
+    [ -n "$model" ] || continue
+    f=$(awk -F '\t' -v c="$name batch16 batch-ms" '$1 == c && $2 == "rate" { v = $3 } END { print 2 * v }' "$ROWS")
+    f=$(awk -v f="$f" 'BEGIN { printf "%.0f", f < 100 ? 100 : f }')
+    overload "overload $name batch-ms" "$model" "$s" "$f" --batch-ms "$bms"
+  done
   r=$((r + 1))
 done
 
@@ -255,7 +291,7 @@ print("Rounds: %s (median of the rounds; load: the 1-minute load averages seen)\
 print("| configuration | max rate at p99 <= %s ms | p99 ms | %% of the 2-core FMA peak | peak GFLOP/s | CPU ms / request | load |" % sys.argv[3])
 print("|---|---|---|---|---|---|---|")
 for c in cfgs:
-    if not c.startswith("http") and not c.startswith("saturated"):
+    if not c.startswith(("http", "saturated", "overload")):
         print("| %s | %.0f | %.2f | %.0f %% | %.1f | %.3f | %s |" % (c, med(c, "rate"), med(c, "p99"),
               med(c, "pct"), med(c, "peak"), med(c, "cpu"), ld(c)))
 print("\n| saturated (every client busy, S 32, no queue) | requests/s | CPU ms / request | load |")
@@ -263,6 +299,12 @@ print("|---|---|---|---|")
 for c in cfgs:
     if c.startswith("saturated"):
         print("| %s | %.0f | %.3f | %s |" % (c[len("saturated "):], med(c, "sat_rate"), med(c, "cpu"), ld(c)))
+print("\n| overloaded through the queue (max batch 16, batch-ms) | offered/s | answered/s | mean batch | CPU ms / request | p99 ms | load |")
+print("|---|---|---|---|---|---|---|")
+for c in cfgs:
+    if c.startswith("overload"):
+        print("| %s | %.0f | %.0f | %.2f | %.3f | %.0f | %s |" % (c[len("overload "):], med(c, "offered"),
+              med(c, "achieved_rps"), med(c, "mean_batch"), med(c, "cpu_ms_per_request"), med(c, "p99_ms"), ld(c)))
 print("\n| HTTP (serve-load) | offered/s | answered 200/s | refused (503) | p50 ms | p99 ms | p99.9 ms | unanswered, twice | server CPU ms / request | load |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for c in cfgs:
@@ -272,5 +314,21 @@ for c in cfgs:
             med(c, "p99_ms"), med(c, "p99.9_ms"), max(vals[(c, "unanswered")]),
             max(vals[(c, "answered_twice")]), med(c, "cpu"), ld(c)))
 PY
+RC=0
+if [ "$SOAK" != 0 ]; then
+  echo "== soak: tools/serve_soak.sh --duration $SOAK" >&2
+  MHA="$MHA" SERVE_LOAD="$SERVE_LOAD" "$HERE/serve_soak.sh" --duration "$SOAK" --p99-ms "$P99" \
+    --out "$T/soak.md" >"$T/soak.txt" 2>&1 || RC=1
+  cat "$T/soak.txt" >&2
+  {
+    echo
+    echo "Soak (tools/serve_soak.sh --duration $SOAK; unanswered / twice: lost / duplicated responses):"
+    echo
+    [ -s "$T/soak.md" ] && cat "$T/soak.md" || echo "(the soak did not finish: $(tail -1 "$T/soak.txt"))"
+    echo
+    grep -E '^(ok|FAILED):' "$T/soak.txt" | sed 's/^/- /'
+  } >>"$T/table.md"
+fi
 cat "$T/table.md"
 [ -z "$OUT" ] || cp "$T/table.md" "$OUT"
+exit $RC

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""queue_bound.py -- what rate a request queue can sustain at a p99 bound.
+
+A simulation of Poisson arrivals served by SERVERS batch servers (a server
+free takes every request waiting, up to --cap, as one batch; a batch of B
+requests takes A + C * B ms). It prints the highest rate (requests/s, in
+steps of --step) whose p99 latency (arrival to the end of its batch) stays
+within --p99-ms, and that rate as a share of --peak-rps (the rate the FMA
+peak allows, if given). docs/SERVING.md quotes it for MiniLM S 16:
+
+  tools/queue_bound.py --servers 1 --c 1.4953 --peak-rps 669   # at the peak, both cores
+  tools/queue_bound.py --servers 2 --a 0.8 --c 3.7 --peak-rps 669  # today's costs, a core each
+"""
+import argparse
+import random
+
+
+def p99(lam_per_ms, a, c, cap, servers, n, seed):
+    rnd = random.Random(seed)
+    t, arrivals = 0.0, []
+    for _ in range(n):
+        t += rnd.expovariate(lam_per_ms)
+        arrivals.append(t)
+    free = [0.0] * servers
+    lat, i = [], 0
+    while i < n:
+        s = min(range(servers), key=lambda k: free[k])
+        start = max(free[s], arrivals[i])
+        j = i + 1
+        while j < n and j - i < cap and arrivals[j] <= start:
+            j += 1
+        end = start + a + c * (j - i)
+        lat.extend(end - arrivals[k] for k in range(i, j))
+        free[s] = end
+        i = j
+    lat.sort()
+    return lat[int(0.99 * len(lat))]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--servers", type=int, default=2)
+    ap.add_argument("--a", type=float, default=0.0, help="ms a batch costs beyond its requests")
+    ap.add_argument("--c", type=float, required=True, help="ms a request costs in a batch")
+    ap.add_argument("--cap", type=int, nargs="*", default=[1, 2, 4, 16], help="max batch sizes")
+    ap.add_argument("--p99-ms", type=float, default=10.0)
+    ap.add_argument("--step", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=40000)
+    ap.add_argument("--peak-rps", type=float, default=0.0)
+    o = ap.parse_args()
+    for cap in o.cap:
+        best = 0
+        for rate in range(o.step, 20000, o.step):
+            if p99(rate / 1000.0, o.a, o.c, cap, o.servers, o.requests, 1) > o.p99_ms:
+                break
+            best = rate
+        share = " (%.0f %% of %.0f)" % (100.0 * best / o.peak_rps, o.peak_rps) if o.peak_rps else ""
+        print("servers %d, batch <= %d: %d requests/s at p99 <= %g ms%s" % (o.servers, cap, best, o.p99_ms, share))
+
+
+if __name__ == "__main__":
+    main()
