@@ -69,7 +69,7 @@ static void print_plan(const mha_model *m) {
             printf("  layer %-3zu %-28s interpreted: %s\n", i, li.core, li.reason);
     }
     double total = 0.0, interp = 0.0, gemm = 0.0;
-    size_t n_attn = 0, n_gemm = 0, n_norm = 0, n_add = 0, n_gather = 0, n_interp = 0;
+    size_t n_attn = 0, n_gemm = 0, n_norm = 0, n_add = 0, n_gather = 0, n_concat = 0, n_interp = 0;
     for (size_t i = 0; i < n_steps; i++) {
         mha_step_info si;
         if (mha_model_step(m, i, &si) != MHA_OK) continue;
@@ -85,14 +85,16 @@ static void print_plan(const mha_model *m) {
             n_add++;
         } else if (strcmp(si.kind, "gather") == 0) {
             n_gather++;
+        } else if (strcmp(si.kind, "concat") == 0) {
+            n_concat++;
         } else {
             interp += si.flops;
             n_interp++;
         }
     }
     printf("plan:         %zu steps: %zu attention, %zu GEMM, %zu norm, %zu add, %zu gather, %zu "
-           "interpreted nodes\n",
-           n_steps, n_attn, n_gemm, n_norm, n_add, n_gather, n_interp);
+           "concat, %zu interpreted nodes\n",
+           n_steps, n_attn, n_gemm, n_norm, n_add, n_gather, n_concat, n_interp);
     printf(
         "FLOPs:        %.1f %% attention layers, %.1f %% GEMM steps, %.1f %% interpreted (at the "
         "probe's sizes)\n",
@@ -106,7 +108,8 @@ static void print_plan(const mha_model *m) {
 
 static int step_is(const mha_step_info *s, const char *kind) {
     int fused = strcmp(s->kind, "gemm") == 0 || strcmp(s->kind, "norm") == 0 ||
-                strcmp(s->kind, "add") == 0 || strcmp(s->kind, "gather") == 0;
+                strcmp(s->kind, "add") == 0 || strcmp(s->kind, "gather") == 0 ||
+                strcmp(s->kind, "concat") == 0;
     return strcmp(kind, "fused") == 0 ? fused : strcmp(s->kind, kind) == 0;
 }
 

@@ -1310,7 +1310,7 @@ static void test_split(void **state) {
 static void test_expand_range_tile(void **state) {
     (void)state;
     tnode t;
-    tensor *in[3], *y;
+    tensor *in[4] = {0}, *y;
     tn_init(&t, "Expand", 2, 1);
     in[0] = tf(2, D(3, 1), F(1, 2, 3));
     in[1] = ti1(3, I(2, 1, 2));
@@ -1357,6 +1357,49 @@ static void test_expand_range_tile(void **state) {
     tensor_free(in[1]);
     in[1] = ti1(1, I(2));
     run_err(13, &t, in, 2, MHA_ERR_SHAPE);
+
+    /* Pad: a constant, a crop by a negative pad, edge and reflect; opset 2
+     * with attributes; opset 18 with axes (MobileBERT's trigram input) */
+    tn_init(&t, "Pad", 3, 1);
+    in[0] = tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6));
+    in[1] = ti1(4, I(0, 1, 1, -1));
+    in[2] = tf0(9);
+    y = run1(13, &t, in);
+    expect_f(y, 2, D(3, 3), F(9, 1, 2, 9, 4, 5, 9, 9, 9), 0);
+    tensor_free(y);
+    tensor_free(in[2]);
+    in[2] = NULL;
+    tensor_free(in[1]);
+    tn_attr(&t, "mode", IR_ATTR_STRING)->s = (char *)"edge";
+    in[1] = ti1(4, I(0, 2, 0, 1));
+    y = run1(13, &t, in);
+    expect_f(y, 2, D(2, 6), F(1, 1, 1, 2, 3, 3, 4, 4, 4, 5, 6, 6), 0);
+    tensor_free(y);
+    tensor_free(in[1]);
+    tn_init(&t, "Pad", 2, 1);
+    tn_attr(&t, "mode", IR_ATTR_STRING)->s = (char *)"reflect";
+    in[1] = ti1(4, I(0, 2, 0, 2));
+    y = run1(13, &t, in);
+    expect_f(y, 2, D(2, 7), F(3, 2, 1, 2, 3, 2, 1, 6, 5, 4, 5, 6, 5, 4), 0);
+    tensor_free(y);
+    tensor_free(in[1]);
+    in[1] = ti1(3, I(0, 2, 0));
+    run_err(13, &t, in, 2, MHA_ERR_SHAPE);
+    in[0] = tf(2, D(2, 3), F(1, 2, 3, 4, 5, 6));
+    tn_init(&t, "Pad", 1, 1);
+    tn_ints(&t, "pads", I(1, 0, 0, 0), 4);
+    tn_float(&t, "value", 7);
+    y = run1(2, &t, in);
+    expect_f(y, 2, D(3, 3), F(7, 7, 7, 1, 2, 3, 4, 5, 6), 0);
+    tensor_free(y);
+    tn_init(&t, "Pad", 4, 1);
+    in[1] = ti1(2, I(1, 0));
+    in[2] = NULL;
+    in[3] = ti1(1, I(-1));
+    y = run1(18, &t, in);
+    expect_f(y, 2, D(2, 4), F(0, 1, 2, 3, 0, 4, 5, 6), 0);
+    tensor_free(y);
+    free_all(in, 4);
 
     tn_init(&t, "Flatten", 1, 1);
     in[0] = tf(3, D(2, 1, 3), F(1, 2, 3, 4, 5, 6));
@@ -2757,6 +2800,7 @@ static const struct {
     {"Trilu", 2, 1, 2},
     {"Flatten", 1, 1, 0},
     {"Tile", 2, 1, 2},
+    {"Pad", 2, 1, 2},
     {"Cast", 1, 1, 0},
     {"CastLike", 2, 1, 0},
     {"Add", 2, 1, 0},

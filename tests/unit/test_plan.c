@@ -1011,7 +1011,8 @@ static void test_arena_by_lifetimes(void **state) {
     size_t norm_steps = 0; /* a norm in a GEMM's epilogue has no output of its own */
     for (size_t i = 0; i < P->n_norms; i++)
         norm_steps += !P->norms[i].in_step;
-    assert_int_equal(placed, P->n_gemms + norm_steps + P->n_adds + P->n_gathers + 2 - direct);
+    assert_int_equal(placed, P->n_gemms + norm_steps + P->n_adds + P->n_gathers + P->n_concats + 2 -
+                                 direct);
     assert_true(A->bytes < all);
     plan_run_probe(P, 0, b); /* through the arena */
     plan_run_probe(P, 0, c);

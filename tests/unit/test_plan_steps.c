@@ -368,6 +368,31 @@ static void test_position_add_step(void **state) {
     }
 }
 
+/* Plan P of model name run on the reference backend at the second probe
+ * (a batch of several items; inputs in[4]) into *got, and the original
+ * graph interpreted on the same inputs into *ref: the graph returned. */
+static ir_graph *run_plan_and_graph(const char *name, plan *P, tensor **in, tensor ***got,
+                                    tensor ***ref) {
+    mha_error err;
+    assert_true(P->g->n_inputs <= 4);
+    assert_int_equal(plan_probe_inputs(P, 1, in, &err), MHA_OK);
+    if (plan_exec(P, in, &plan_reference_backend, 1, got, &err) != MHA_OK)
+        fail_msg("%s: %s", name, err.message);
+    ir_graph *g = load_graph(name);
+    if (interp_run(&g_alloc, g, (const tensor *const *)in, ref, &err) != MHA_OK)
+        fail_msg("interp %s: %s", name, err.message);
+    return g;
+}
+
+static void free_plan_and_graph(plan *P, tensor **in, tensor **got, ir_graph *g, tensor **ref) {
+    interp_values_free(g, ref);
+    ir_free(g);
+    plan_values_free(P, in, got);
+    for (size_t i = 0; i < P->g->n_inputs; i++)
+        tensor_free(in[i]);
+    plan_free(P);
+}
+
 /* The embedding lookups (BERT's and MiniLM's token, position and segment
  * rows, GPT-2's token and position rows) are gather steps and no Gather of
  * a float table stays interpreted; each step's rows, in a run of the plan
@@ -389,16 +414,9 @@ static void test_embedding_gather_steps(void **state) {
             if (t && strcmp(n->op_type, "Gather") == 0 && t->dtype == MHA_DTYPE_FLOAT32)
                 fail_msg("%s: %s interpreted", names[k], n->name);
         }
-        mha_error err;
         tensor *in[4] = {0};
-        assert_true(P->g->n_inputs <= 4);
-        assert_int_equal(plan_probe_inputs(P, 1, in, &err), MHA_OK);
         tensor **got = NULL, **ref = NULL;
-        if (plan_exec(P, in, &plan_reference_backend, 1, &got, &err) != MHA_OK)
-            fail_msg("%s: %s", names[k], err.message);
-        ir_graph *g = load_graph(names[k]);
-        if (interp_run(&g_alloc, g, (const tensor *const *)in, &ref, &err) != MHA_OK)
-            fail_msg("interp %s: %s", names[k], err.message);
+        ir_graph *g = run_plan_and_graph(names[k], P, in, &got, &ref);
         size_t batched = 0;
         for (size_t i = 0; i < P->n_gathers; i++) {
             const tensor *y = got[P->gathers[i].out_value],
@@ -411,12 +429,42 @@ static void test_embedding_gather_steps(void **state) {
             assert_memory_equal(y->data, w->data, w->nbytes);
         }
         assert_true(batched >= 1);
-        interp_values_free(g, ref);
-        ir_free(g);
-        plan_values_free(P, in, got);
-        for (size_t i = 0; i < P->g->n_inputs; i++)
-            tensor_free(in[i]);
-        plan_free(P);
+        free_plan_and_graph(P, in, got, g, ref);
+    }
+}
+
+/* ViT's class token before its patches is a concat step and no float32
+ * Concat stays interpreted (the Concats of shapes do); the step's output, in
+ * a run of the plan on the reference backend at the second probe (several
+ * images), is bitwise the interpreter's Concat, a class row first in each
+ * image. */
+static void test_class_token_concat_step(void **state) {
+    (void)state;
+    const char *names[3] = {"vit_preln_l2_d64_h4_p4", "h_vit_torchvision_op13",
+                            "v_vit_hf_cls_op14"};
+    for (int k = 0; k < 3; k++) {
+        plan *P = build(names[k]);
+        if (P->n_concats != 1) fail_msg("%s: %zu concat steps", names[k], P->n_concats);
+        assert_int_equal(P->concats[0].axis, 1);
+        tensor *in[4] = {0};
+        tensor **got = NULL, **ref = NULL;
+        ir_graph *g = run_plan_and_graph(names[k], P, in, &got, &ref);
+        for (size_t s = 0; s < P->n_steps; s++) {
+            const ir_node *n = &P->g->nodes[P->steps[s].index];
+            if (P->steps[s].kind == PLAN_STEP_INTERP && strcmp(n->op_type, "Concat") == 0 &&
+                ref[same_value(P, n->outputs[0], g)]->dtype == MHA_DTYPE_FLOAT32)
+                fail_msg("%s: %s interpreted", names[k], n->name);
+        }
+        const tensor *y = got[P->concats[0].out_value],
+                     *w = ref[same_value(P, P->concats[0].out_value, g)];
+        assert_non_null(y);
+        assert_non_null(w);
+        assert_int_equal(y->rank, 3);
+        assert_int_equal(w->rank, 3);
+        assert_true(y->dims[0] >= 2); /* several images: the class row repeats per image */
+        assert_memory_equal(y->dims, w->dims, sizeof(int64_t) * 3);
+        assert_memory_equal(y->data, w->data, w->nbytes);
+        free_plan_and_graph(P, in, got, g, ref);
     }
 }
 
@@ -638,6 +686,7 @@ int main(void) {
         cmocka_unit_test(test_models_on_every_backend),
         cmocka_unit_test(test_position_add_step),
         cmocka_unit_test(test_embedding_gather_steps),
+        cmocka_unit_test(test_class_token_concat_step),
         cmocka_unit_test(test_run_flops),
         cmocka_unit_test(test_run_step_seconds),
         cmocka_unit_test(test_unread_steps_dropped),

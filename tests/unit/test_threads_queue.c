@@ -792,6 +792,60 @@ static void test_batch_time(void **state) {
     mha_model_free(m);
 }
 
+/* Batch while behind: max_batch_ms bounds a batch's run, but requests that
+ * piled up while the dispatcher computed go together once their oldest has
+ * waited longer than their batch would take (a whole model's one request
+ * can take longer than max_batch_ms: it never batched, even seconds
+ * behind). Four short requests submitted while a long one runs form one
+ * batch (each alone without the change), each result bitwise its own. */
+static void test_batch_while_behind(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(1);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.max_batch = 16;
+    o.max_delay_ms = 0.0;
+    o.num_dispatchers = 1;
+    o.max_batch_ms = 1e-9; /* alone, every batch is one request */
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    enum { LONG = 1024, SHORT = 8, N = 4, D = 64 };
+    float *xl = malloc(sizeof(float) * LONG * D);
+    float *xs = malloc(sizeof(float) * N * SHORT * D);
+    assert_true(xl && xs);
+    tu_fill_random(xl, (size_t)LONG * D, 31);
+    tu_fill_random(xs, (size_t)N * SHORT * D, 37);
+    mha_status st;
+    /* the cost per token, known from a first batch */
+    mha_request *first = submit_one(q, xl, LONG, D, 0, &st);
+    assert_int_equal(mha_request_wait(first, -1, NULL), MHA_OK);
+    mha_request_free(first);
+    mha_request *lr = submit_one(q, xl, LONG, D, 0, &st);
+    mha_request *r[N];
+    for (int i = 0; i < N; i++)
+        r[i] = submit_one(q, xs + (size_t)i * SHORT * D, SHORT, D, 0, &st);
+    assert_int_equal(mha_request_wait(lr, -1, NULL), MHA_OK);
+    mha_request_free(lr);
+    int biggest = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(mha_request_wait(r[i], -1, NULL), MHA_OK);
+        mha_request_info info;
+        mha_request_get_info(r[i], &info);
+        if (info.batch_size > biggest) biggest = info.batch_size;
+        float *ref = run_alone(rt, m, xs + (size_t)i * SHORT * D, SHORT, D);
+        assert_memory_equal(mha_request_output(r[i])->data, ref, sizeof(float) * SHORT * D);
+        free(ref);
+        mha_request_free(r[i]);
+    }
+    assert_true(biggest > 1);
+    mha_queue_destroy(q);
+    free(xs);
+    free(xl);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
 /* By default a request that finds the queue idle goes at once, however
  * long max_delay_ms (10 s here): the cores are free, and holding it would
  * add the delay to it and to every request behind it. Requests submitted
@@ -1349,6 +1403,7 @@ int main(void) {
         cmocka_unit_test(test_deadline_admission),
         cmocka_unit_test(test_admission_by_queue_delay),
         cmocka_unit_test(test_batch_time),
+        cmocka_unit_test(test_batch_while_behind),
         cmocka_unit_test(test_idle_goes_at_once),
         cmocka_unit_test(test_one_sleep_a_request),
         cmocka_unit_test(test_caller_runs),

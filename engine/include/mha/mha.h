@@ -406,8 +406,8 @@ MHA_API mha_status mha_model_output(const mha_model *model, size_t i, mha_io_inf
 
 /** One step of a plan, in run order. Strings live as long as the model. */
 typedef struct mha_step_info {
-    /* "attention" (a recognised layer, fused), "gemm", "norm", "add", "gather" or
-     * "interpreted" */
+    /* "attention" (a recognised layer, fused), "gemm", "norm", "add", "gather",
+     * "concat" or "interpreted" */
     const char *kind;
     const char *op;   /* attention: the layer's form; interpreted: the node's op type */
     const char *name; /* the graph node (attention: its Softmax / Attention node) */
@@ -644,8 +644,13 @@ typedef struct mha_queue_options {
                                  took; the first request always), and counts as full
                                  once the waiting ones would: a batch's run is what a
                                  request arriving behind it waits, so a latency target
-                                 bounds it (about a fifth of the target). (Appended
-                                 after max_padding.) */
+                                 bounds it (about a fifth of the target). When the
+                                 queue is behind, a batch may take as long as its
+                                 oldest request has already waited past
+                                 max_delay_ms: requests that piled up while every
+                                 dispatcher computed go together (a whole model whose
+                                 one request takes longer than max_batch_ms batches
+                                 then too). (Appended after max_padding.) */
     int hold_when_idle;       /* 0 (the default): a request that finds no batch of the
                                  queue running goes at once, with whatever waits, and
                                  max_delay_ms applies only while another dispatcher's

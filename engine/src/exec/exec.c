@@ -471,21 +471,26 @@ static void exec_mask_view_computed(exec_mask_kind kind, int64_t heads, const ex
  * [B, H', Sq, Skv], a row whose every visible key is hidden), where the two
  * part ways. */
 static int exec_fold_causal(const layer *L, const exec_binding *bd, const exec_mask_view *kpm) {
-    if (!L->causal || !L->causal_finite || L->causal_finite == 3 || !kpm ||
-        (L->has_left_window && L->causal_finite != 2) || L->bias || bd->Sq != bd->Skv)
+    if (!L->causal || !L->causal_finite || L->causal_finite == 3 || !kpm || L->bias ||
+        bd->Sq != bd->Skv)
         return 0;
     const int64_t *s = kpm->strides;
+    /* under a sliding window row i sees keys i - left_window .. i: a row
+     * of key padding alone ([B, 1, 1, Skv]) is read for every query row */
+    const int64_t rows = L->has_left_window ? bd->Sq : kpm->dims[2];
     for (int64_t b = 0; b < kpm->dims[0]; b++)
         for (int64_t h = 0; h < kpm->dims[1]; h++)
-            for (int64_t i = 0; i < kpm->dims[2]; i++) {
+            for (int64_t i = 0; i < rows; i++) {
+                const int64_t j0 =
+                    L->has_left_window && i > L->left_window ? i - L->left_window : 0;
                 int64_t hidden = 0, finite = 0;
-                for (int64_t j = 0; j <= i && j < kpm->dims[3]; j++) {
+                for (int64_t j = j0; j <= i && j < kpm->dims[3]; j++) {
                     const float v =
                         exec_mask_value(L, kpm, b * s[0] + h * s[1] + i * s[2] + j * s[3], h, i, j);
                     hidden += v <= -1e30f;
                     finite += v > -INFINITY;
                 }
-                if (hidden == i + 1 && finite > 0) return 1;
+                if (hidden == i - j0 + 1 && finite > 0) return 1;
             }
     return 0;
 }

@@ -163,6 +163,7 @@ mha_status interp_op_range(interp_ctx *c);
 mha_status interp_op_trilu(interp_ctx *c);
 mha_status interp_op_flatten(interp_ctx *c);
 mha_status interp_op_tile(interp_ctx *c);
+mha_status interp_op_pad(interp_ctx *c);
 mha_status interp_op_resize(interp_ctx *c); /* interp_resize.c */
 
 mha_status interp_op_cast(interp_ctx *c);
@@ -219,6 +220,8 @@ mha_status interp_op_reduce_sum(interp_ctx *c);
 mha_status interp_op_reduce_mean(interp_ctx *c);
 mha_status interp_op_layer_normalization(interp_ctx *c);
 mha_status interp_op_instance_normalization(interp_ctx *c); /* interp_norm.c */
+mha_status interp_op_rms_normalization(interp_ctx *c);      /* interp_norm.c */
+mha_status interp_op_rotary_embedding(interp_ctx *c);       /* interp_rotary.c */
 mha_status interp_op_reduce_max(interp_ctx *c);
 mha_status interp_op_reduce_min(interp_ctx *c);
 mha_status interp_op_reduce_prod(interp_ctx *c);

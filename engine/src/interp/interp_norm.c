@@ -1,4 +1,4 @@
-/* interp_norm.c -- LayerNormalization (opset 17) and
+/* interp_norm.c -- LayerNormalization (opset 17), RMSNormalization (opset 23) and
  * InstanceNormalization for the reference interpreter. LayerNormalization,
  * over the axes [axis, rank) of X,
  *     Y = (X - mean) / sqrt(var + epsilon) * Scale + B
@@ -9,6 +9,21 @@
 #include <math.h>
 
 #include "interp_internal.h"
+
+/* X seen as [outer, inner] rows normalised over the axes [axis, rank). */
+static mha_status norm_rows(interp_ctx *c, const tensor *X, int64_t axis_attr, int *axis,
+                            int64_t *outer, int64_t *inner) {
+    if (X->rank < 1) return interp_fail(c, MHA_ERR_SHAPE, "X must have an axis");
+    mha_status st = interp_axis(c, axis_attr, X->rank, "axis", axis);
+    if (st != MHA_OK) return st;
+    *outer = *inner = 1;
+    for (int a = 0; a < X->rank; a++)
+        if (a < *axis)
+            *outer *= X->dims[a];
+        else
+            *inner *= X->dims[a];
+    return MHA_OK;
+}
 
 mha_status interp_op_layer_normalization(interp_ctx *c) {
     const tensor *X, *S, *Bias;
@@ -26,15 +41,9 @@ mha_status interp_op_layer_normalization(interp_ctx *c) {
     if (!interp_is_float(X->dtype) || S->dtype != X->dtype || (Bias && Bias->dtype != X->dtype))
         return interp_fail(c, MHA_ERR_DTYPE, "X, Scale and B must share one float type (X is %s)",
                            mha_dtype_name(X->dtype));
-    if (X->rank < 1) return interp_fail(c, MHA_ERR_SHAPE, "X must have an axis");
-    st = interp_axis(c, axis_attr, X->rank, "axis", &axis);
-    if (st != MHA_OK) return st;
     int64_t outer = 1, inner = 1;
-    for (int a = 0; a < X->rank; a++)
-        if (a < axis)
-            outer *= X->dims[a];
-        else
-            inner *= X->dims[a];
+    st = norm_rows(c, X, axis_attr, &axis, &outer, &inner);
+    if (st != MHA_OK) return st;
     int64_t ns = tensor_numel(S), nb = Bias ? tensor_numel(Bias) : 1;
     if ((ns != inner && ns != 1) || (nb != inner && nb != 1))
         return interp_fail(
@@ -119,5 +128,50 @@ mha_status interp_op_instance_normalization(interp_ctx *c) {
             for (int64_t i = 0; i < inner; i++)
                 tensor_set_f64(Y, base + i, (tensor_get_f64(X, base + i) - mean) * a + b);
         }
+    return MHA_OK;
+}
+
+/* RMSNormalization (opset 23), over the axes [axis, rank) of X,
+ *     Y = X / sqrt(mean(X^2) + epsilon) * scale
+ * scale holding the normalized shape's elements (or one). In double, like
+ * LayerNormalization (stash_type only asks for at least float32). */
+mha_status interp_op_rms_normalization(interp_ctx *c) {
+    const tensor *X, *S;
+    int64_t axis_attr;
+    float eps;
+    int axis;
+    char s0[INTERP_SHAPE_BUF];
+    mha_status st = interp_check_arity(c, 2, 2, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &X);
+    if (st == MHA_OK) st = interp_in_req(c, 1, &S);
+    if (st == MHA_OK) st = interp_attr_int(c, "axis", -1, &axis_attr);
+    if (st == MHA_OK) st = interp_attr_float(c, "epsilon", 1e-5f, &eps);
+    if (st != MHA_OK) return st;
+    if (!interp_is_float(X->dtype) || S->dtype != X->dtype)
+        return interp_fail(c, MHA_ERR_DTYPE, "X and scale must share one float type (X is %s)",
+                           mha_dtype_name(X->dtype));
+    int64_t outer = 1, inner = 1;
+    st = norm_rows(c, X, axis_attr, &axis, &outer, &inner);
+    if (st != MHA_OK) return st;
+    const int64_t ns = tensor_numel(S);
+    if (ns != inner && ns != 1)
+        return interp_fail(c, MHA_ERR_SHAPE,
+                           "scale %s must hold the %lld normalized elements (or one)",
+                           interp_shape(S, s0), (long long)inner);
+    tensor *Y;
+    st = interp_out_new(c, 0, X->dtype, X->rank, X->dims, &Y);
+    if (st != MHA_OK) return st;
+    for (int64_t o = 0; o < outer; o++) {
+        double ss = 0.0;
+        for (int64_t i = 0; i < inner; i++) {
+            const double x = tensor_get_f64(X, o * inner + i);
+            ss += x * x;
+        }
+        const double inv = 1.0 / sqrt(ss / (inner > 0 ? (double)inner : 1.0) + (double)eps);
+        for (int64_t i = 0; i < inner; i++)
+            tensor_set_f64(Y, o * inner + i,
+                           tensor_get_f64(X, o * inner + i) * inv *
+                               tensor_get_f64(S, ns == 1 ? 0 : i));
+    }
     return MHA_OK;
 }

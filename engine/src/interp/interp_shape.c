@@ -914,3 +914,131 @@ mha_status interp_op_tile(interp_ctx *c) {
     }
     return MHA_OK;
 }
+
+/* Pad (opsets 2 and 11+; axes from 18, wrap from 19): y[i] reads x[i -
+ * begin] along each axis; an index outside x takes the constant value
+ * (mode constant), the nearest edge element (edge), its mirror image
+ * without the edge repeated (reflect) or x's other end (wrap). A negative
+ * pad crops. */
+mha_status interp_op_pad(interp_ctx *c) {
+    const tensor *x;
+    int64_t pads[2 * MHA_MAX_RANK], axes[MHA_MAX_RANK];
+    size_t np = 0, na = 0;
+    double value = 0.0;
+    mha_status st;
+    if (c->opset >= 11) {
+        const tensor *tp, *tv, *ta;
+        st = interp_check_arity(c, 2, 4, 1, 1);
+        if (st == MHA_OK) st = interp_in_req(c, 0, &x);
+        if (st == MHA_OK) st = interp_in_req(c, 1, &tp);
+        if (st == MHA_OK) st = interp_read_ints(c, tp, "pads", pads, 2 * MHA_MAX_RANK, &np);
+        if (st == MHA_OK && (tv = interp_in(c, 2)) != NULL) {
+            if (tensor_numel(tv) != 1 || tv->dtype != x->dtype)
+                st = interp_fail(c, MHA_ERR_SHAPE,
+                                 "constant_value must be one value of the data's type");
+            else
+                value = tensor_get_f64(tv, 0);
+        }
+        if (st == MHA_OK && (ta = interp_in(c, 3)) != NULL)
+            st = interp_read_ints(c, ta, "axes", axes, MHA_MAX_RANK, &na);
+        else if (st == MHA_OK)
+            na = (size_t)x->rank;
+        if (st == MHA_OK && interp_in(c, 3) == NULL)
+            for (size_t a = 0; a < na; a++)
+                axes[a] = (int64_t)a;
+    } else {
+        const int64_t *vp;
+        float fv;
+        st = interp_check_arity(c, 1, 1, 1, 1);
+        if (st == MHA_OK) st = interp_in_req(c, 0, &x);
+        if (st == MHA_OK) st = interp_attr_ints(c, "pads", &vp, &np);
+        if (st == MHA_OK && np > 2 * MHA_MAX_RANK)
+            st = interp_fail(c, MHA_ERR_SHAPE, "pads has %zu values", np);
+        if (st == MHA_OK) st = interp_attr_float(c, "value", 0.0f, &fv);
+        if (st == MHA_OK) {
+            for (size_t i = 0; i < np; i++)
+                pads[i] = vp[i];
+            value = fv;
+            na = (size_t)x->rank;
+            for (size_t a = 0; a < na; a++)
+                axes[a] = (int64_t)a;
+        }
+    }
+    if (st != MHA_OK) return st;
+    enum { PAD_CONSTANT, PAD_EDGE, PAD_REFLECT, PAD_WRAP } mode = PAD_CONSTANT;
+    const ir_attr *am = ir_node_attr(c->n, "mode");
+    if (am) {
+        const char *s = am->type == IR_ATTR_STRING && am->s ? am->s : "";
+        if (strcmp(s, "edge") == 0)
+            mode = PAD_EDGE;
+        else if (strcmp(s, "reflect") == 0)
+            mode = PAD_REFLECT;
+        else if (strcmp(s, "wrap") == 0 && c->opset >= 19)
+            mode = PAD_WRAP;
+        else if (strcmp(s, "constant") != 0)
+            return interp_fail(c, MHA_ERR_MODEL_UNSUPPORTED, "mode '%s' is not a Pad mode", s);
+    }
+    if (np != 2 * na)
+        return interp_fail(c, MHA_ERR_SHAPE, "pads has %zu values for %zu axes", np, na);
+    int64_t begin[MHA_MAX_RANK] = {0}, end[MHA_MAX_RANK] = {0}, dims[MHA_MAX_RANK];
+    int seen[MHA_MAX_RANK] = {0};
+    for (size_t k = 0; k < na; k++) {
+        int ax;
+        st = interp_axis(c, axes[k], x->rank, "axes", &ax);
+        if (st != MHA_OK) return st;
+        if (seen[ax]) return interp_fail(c, MHA_ERR_SHAPE, "axis %d is padded twice", ax);
+        seen[ax] = 1;
+        begin[ax] = pads[k];
+        end[ax] = pads[k + na];
+    }
+    for (int a = 0; a < x->rank; a++) {
+        int64_t d;
+        if (__builtin_add_overflow(x->dims[a], begin[a], &d) ||
+            __builtin_add_overflow(d, end[a], &dims[a]) || dims[a] < 0)
+            return interp_fail(c, MHA_ERR_SHAPE, "axis %d of %lld padded by %lld and %lld", a,
+                               (long long)x->dims[a], (long long)begin[a], (long long)end[a]);
+        if (mode != PAD_CONSTANT && x->dims[a] == 0 && dims[a] > 0)
+            return interp_fail(c, MHA_ERR_SHAPE, "axis %d is empty: nothing to pad it with", a);
+    }
+    int64_t xs[MHA_MAX_RANK];
+    shape_strides(x->rank, x->dims, xs);
+    tensor *y;
+    st = interp_out_new(c, 0, x->dtype, x->rank, dims, &y);
+    if (st != MHA_OK) return st;
+    const size_t es = mha_dtype_size(x->dtype);
+    const int64_t total = tensor_numel(y);
+    for (int64_t i = 0; i < total; i++) {
+        int64_t rem = i, off = 0;
+        int outside = 0;
+        for (int a = x->rank - 1; a >= 0; a--) {
+            const int64_t n = x->dims[a];
+            int64_t s = rem % dims[a] - begin[a];
+            rem /= dims[a];
+            if (s < 0 || s >= n) {
+                if (mode == PAD_CONSTANT) {
+                    outside = 1;
+                    continue;
+                }
+                if (mode == PAD_EDGE) {
+                    s = s < 0 ? 0 : n - 1;
+                } else if (mode == PAD_WRAP) {
+                    s %= n;
+                    if (s < 0) s += n;
+                } else if (n == 1) {
+                    s = 0;
+                } else { /* reflect: period 2 (n - 1) */
+                    const int64_t p = 2 * (n - 1);
+                    s %= p;
+                    if (s < 0) s += p;
+                    if (s >= n) s = p - s;
+                }
+            }
+            off += s * xs[a];
+        }
+        if (outside)
+            tensor_set_f64(y, i, value);
+        else
+            memcpy((char *)y->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
+    }
+    return MHA_OK;
+}

@@ -24,6 +24,7 @@ static int arena_def_step(const plan *P, int v) {
                   : st->kind == PLAN_STEP_NORM      ? P->norms[st->index].out_value
                   : st->kind == PLAN_STEP_ADD       ? P->adds[st->index].out_value
                   : st->kind == PLAN_STEP_GATHER    ? P->gathers[st->index].out_value
+                  : st->kind == PLAN_STEP_CONCAT    ? P->concats[st->index].out_value
                   : st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].out_value
                                                     : -1;
         if (out == v) return (int)s;

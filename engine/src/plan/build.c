@@ -34,6 +34,7 @@ void plan_free(plan *P) {
     mha_free(&a, P->norms);
     mha_free(&a, P->adds);
     mha_free(&a, P->gathers);
+    mha_free(&a, P->concats);
     if (P->g && P->consts)
         for (size_t v = 0; v < P->g->n_values; v++)
             tensor_free(P->consts[v]);
@@ -327,12 +328,14 @@ static const int *build_step_reads(const plan *P, const plan_step *st, size_t *n
          : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].n_reads
          : st->kind == PLAN_STEP_ADD     ? P->adds[st->index].n_reads
          : st->kind == PLAN_STEP_GATHER  ? P->gathers[st->index].n_reads
+         : st->kind == PLAN_STEP_CONCAT  ? P->concats[st->index].n_reads
                                          : P->g->nodes[st->index].n_inputs;
     return st->kind == PLAN_STEP_ATTENTION ? P->layers[st->index].in_values
            : st->kind == PLAN_STEP_GEMM    ? P->gemms[st->index].reads
            : st->kind == PLAN_STEP_NORM    ? P->norms[st->index].reads
            : st->kind == PLAN_STEP_ADD     ? P->adds[st->index].reads
            : st->kind == PLAN_STEP_GATHER  ? P->gathers[st->index].reads
+           : st->kind == PLAN_STEP_CONCAT  ? P->concats[st->index].reads
                                            : P->g->nodes[st->index].inputs;
 }
 
@@ -382,7 +385,7 @@ static mha_status build_drop_dead(plan *P, mha_error *err) {
 /* build_steps' owner of a node: the kind of step it makes (or OWN_NONE: an
  * interpreted node; OWN_INSIDE: a node inside another node's step) and that
  * step's index among its kind (a layer, GEMM, norm, add or gather index) */
-enum { OWN_NONE, OWN_INSIDE, OWN_LAYER, OWN_GEMM, OWN_NORM, OWN_ADD, OWN_GATHER };
+enum { OWN_NONE, OWN_INSIDE, OWN_LAYER, OWN_GEMM, OWN_NORM, OWN_ADD, OWN_GATHER, OWN_CONCAT };
 typedef struct build_owner {
     int kind, index;
 } build_owner;
@@ -436,11 +439,13 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
         }
         if (!nm->in_step) build_own(&owner[nm->nodes[nm->n_nodes - 1]], OWN_NORM, i);
     }
-    /* adds and gathers: the node makes the step */
+    /* adds, gathers and concats: the node makes the step */
     for (size_t i = 0; i < P->n_adds; i++)
         build_own(&owner[P->adds[i].node], OWN_ADD, i);
     for (size_t i = 0; i < P->n_gathers; i++)
         build_own(&owner[P->gathers[i].node], OWN_GATHER, i);
+    for (size_t i = 0; i < P->n_concats; i++)
+        build_own(&owner[P->concats[i].node], OWN_CONCAT, i);
     P->n_steps = 0;
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
@@ -452,6 +457,9 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
         switch (o->kind) {
         case OWN_GATHER:
             s->kind = PLAN_STEP_GATHER;
+            break;
+        case OWN_CONCAT:
+            s->kind = PLAN_STEP_CONCAT;
             break;
         case OWN_ADD:
             s->kind = PLAN_STEP_ADD;
@@ -728,6 +736,7 @@ size_t plan_weight_bytes(const plan *P) {
         const int ni = st->kind == PLAN_STEP_INTERP   ? st->index
                        : st->kind == PLAN_STEP_ADD    ? P->adds[st->index].node
                        : st->kind == PLAN_STEP_GATHER ? P->gathers[st->index].node
+                       : st->kind == PLAN_STEP_CONCAT ? P->concats[st->index].node
                                                       : -1;
         if (ni < 0) continue;
         const ir_node *n = &P->g->nodes[ni];

@@ -68,6 +68,11 @@ static int gemm_row_views(const plan *P, const plan_uses *u, const plan_shape *s
     if (ri < 0 || ro < 0 || taken[ri] || taken[ro] ||
         plan_data_reader(P, u, pg->in_value) != pg->node)
         return 0;
+    /* the flat rows in and out are made no more: their sizes may feed only
+     * the view back */
+    if (!plan_shape_reads_end_at(P, u, pg->in_value, ro) ||
+        !plan_shape_reads_end_at(P, u, pg->out_value, ro))
+        return 0;
     const ir_node *in = &g->nodes[ri], *out = &g->nodes[ro];
     if (strcmp(in->op_type, "Reshape") != 0 || strcmp(out->op_type, "Reshape") != 0 ||
         in->n_inputs < 1 || in->inputs[0] < 0 || out->inputs[0] != pg->out_value ||

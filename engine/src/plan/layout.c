@@ -134,6 +134,11 @@ static mha_status layout_fold_patch(plan *P, const plan_uses *u, const plan_shap
     if (!perm || perm->type != IR_ATTR_INTS || perm->n != 3 || perm->ints[0] != 0 ||
         perm->ints[1] != 2 || perm->ints[2] != 1)
         return MHA_OK;
+    /* the Conv's output and the flat view are made no more: their sizes may
+     * feed only the view's own target shape */
+    if (!plan_shape_reads_end_at(P, u, c, r) ||
+        !plan_shape_reads_end_at(P, u, g->nodes[r].outputs[0], r))
+        return MHA_OK;
     int64_t flat[PLAN_PROBES][3], rows[PLAN_PROBES][3];
     for (int p = 0; p < PLAN_PROBES; p++) {
         const int64_t *d = shp[c].dims[p];

@@ -22,7 +22,8 @@ typedef enum plan_step_kind {
     PLAN_STEP_GEMM,          /* MatMul / Gemm with constant weights (+ bias): plan_gemm */
     PLAN_STEP_NORM,          /* LayerNorm / RMSNorm over the last axis: plan_norm */
     PLAN_STEP_ADD,           /* a float32 Add no other step takes: plan_add */
-    PLAN_STEP_GATHER         /* rows of a constant float32 table by ids: plan_gather */
+    PLAN_STEP_GATHER,        /* rows of a constant float32 table by ids: plan_gather */
+    PLAN_STEP_CONCAT         /* a float32 Concat of computed values: plan_concat */
 } plan_step_kind;
 
 /* Graph outputs an attention step writes beside Y: present key, value. */
@@ -189,10 +190,24 @@ typedef struct plan_gather {
     size_t n_reads;
 } plan_gather;
 
+/* y = Concat(x_0, x_1, ...) along axis over float32 values (node_steps.c):
+ * every input of y's rank, computed or constant; the pieces of each
+ * outer index copied one after another. ViT's class token before its
+ * patches ([B, 1, D] and [B, P, D] into [B, 1 + P, D], 4.8 MB at B 8 for
+ * ViT-B/16), written into the arena, not a fresh allocation per run. */
+typedef struct plan_concat {
+    int node; /* the Concat */
+    int out_value;
+    int axis;         /* in [0, rank) */
+    const int *reads; /* the node's inputs, in order: what the step reads */
+    size_t n_reads;
+} plan_concat;
+
 typedef struct plan_step {
     plan_step_kind kind;
     int index;    /* ATTENTION: into plan.layers; GEMM: plan.gemms; NORM: plan.norms; ADD:
-                     plan.adds; GATHER: plan.gathers; INTERP: graph node */
+                     plan.adds; GATHER: plan.gathers; CONCAT: plan.concats; INTERP: graph
+                     node */
     double flops; /* at the first probe's sizes (MatMul, Gemm, attention) */
 } plan_step;
 
@@ -262,6 +277,8 @@ typedef struct plan {
     size_t n_adds;
     plan_gather *gathers;
     size_t n_gathers;
+    plan_concat *concats;
+    size_t n_concats;
     plan_step *steps;
     size_t n_steps;
     int *last_step; /* [n_values]: last step reading the value, -1 none */

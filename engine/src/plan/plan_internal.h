@@ -38,6 +38,12 @@ int plan_is_output(const ir_graph *g, int v);
 /* The single node reading v's data (Shape nodes aside: they need no data),
  * v no graph output; else -1. */
 int plan_data_reader(const plan *P, const plan_uses *u, int v);
+/* Whether the sizes read from v (its Shape / Size nodes) go only to node
+ * `stop` or to nothing live (no graph output reached from them): a step
+ * that makes v no more (it writes a view of v instead) keeps them right. A
+ * Shape of v read on (ONNX Runtime's transpose optimizer moves Shape nodes
+ * before Transposes) would find no value there at run. */
+int plan_shape_reads_end_at(const plan *P, const plan_uses *u, int v, int stop);
 
 /* Whether a and b are float32 of the same rank and dims on every probe. */
 int plan_shape_same(const plan_shape *a, const plan_shape *b);
@@ -157,7 +163,7 @@ mha_status plan_find_norms(plan *P, const plan_uses *u, const plan_shape *shp, u
  * negative or NaN eps). */
 int plan_norm_rows(const plan_norm *nm, const float *x, const float *res, float *y, int64_t rows);
 
-/* Finds the add and gather steps among the nodes not taken
+/* Finds the add, gather and concat steps among the nodes not taken
  * (node_steps.c); marks theirs. */
 mha_status plan_find_node_steps(plan *P, const plan_shape *shp, unsigned char *taken,
                                 mha_error *err);

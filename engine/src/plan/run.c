@@ -365,6 +365,48 @@ static mha_status run_gather(const plan *P, size_t i, tensor **values, const pla
     return MHA_OK;
 }
 
+/* A concat step: y = the inputs one after another along the axis, every
+ * input float32 of y's rank and of the first input's dims off the axis
+ * (the interpreter's Concat refuses the rest the same way). */
+static mha_status run_concat(const plan *P, size_t i, tensor **values, const plan_run_arena *ar,
+                             mha_error *err) {
+    const plan_concat *cc = &P->concats[i];
+    const tensor *x0 = values[cc->reads[0]];
+    char d[160];
+    int64_t dims[MHA_MAX_RANK];
+    int ok = x0 && x0->dtype == MHA_DTYPE_FLOAT32 && x0->rank > cc->axis;
+    if (ok) memcpy(dims, x0->dims, sizeof(int64_t) * (size_t)x0->rank);
+    for (size_t k = 1; ok && k < cc->n_reads; k++) {
+        const tensor *x = values[cc->reads[k]];
+        ok = x && x->dtype == MHA_DTYPE_FLOAT32 && x->rank == x0->rank;
+        for (int a = 0; ok && a < x0->rank; a++)
+            ok = a == cc->axis || x->dims[a] == x0->dims[a];
+        if (ok) dims[cc->axis] += x->dims[cc->axis];
+    }
+    if (!ok)
+        return mha_fail(err, MHA_ERR_SHAPE, "plan: %s: inputs not float32 of one shape off axis %d",
+                        ir_node_desc(&P->g->nodes[cc->node], d, sizeof d), cc->axis);
+    tensor *y = NULL;
+    mha_status st = run_output(P, ar, cc->out_value, x0->rank, dims, &y, err);
+    if (st != MHA_OK) return st;
+    /* outer: the product of the dims before the axis; each input's piece of
+     * an outer index is its dims from the axis on, contiguous */
+    int64_t outer = 1;
+    for (int a = 0; a < cc->axis; a++)
+        outer *= dims[a];
+    float *out = y->data;
+    for (int64_t o = 0; o < outer; o++)
+        for (size_t k = 0; k < cc->n_reads; k++) {
+            const tensor *x = values[cc->reads[k]];
+            const int64_t piece = outer > 0 ? tensor_numel(x) / outer : 0;
+            if (piece > 0)
+                memcpy(out, (const float *)x->data + o * piece, sizeof(float) * (size_t)piece);
+            out += piece;
+        }
+    values[cc->out_value] = y;
+    return MHA_OK;
+}
+
 /* The values step s reads: the node's inputs, or the layer's. */
 static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     if (s->kind == PLAN_STEP_NORM) {
@@ -382,6 +424,10 @@ static const int *run_step_reads(const plan *P, const plan_step *s, size_t *n) {
     if (s->kind == PLAN_STEP_GATHER) {
         *n = P->gathers[s->index].n_reads;
         return P->gathers[s->index].reads;
+    }
+    if (s->kind == PLAN_STEP_CONCAT) {
+        *n = P->concats[s->index].n_reads;
+        return P->concats[s->index].reads;
     }
     if (s->kind == PLAN_STEP_ATTENTION) {
         *n = plan_layer_n_reads(&P->layers[s->index]);
@@ -419,6 +465,7 @@ static void run_observe(const plan *P, const plan_step *s, tensor *const *values
                 : s->kind == PLAN_STEP_GEMM    ? P->gemms[s->index].out_value
                 : s->kind == PLAN_STEP_ADD     ? P->adds[s->index].out_value
                 : s->kind == PLAN_STEP_GATHER  ? P->gathers[s->index].out_value
+                : s->kind == PLAN_STEP_CONCAT  ? P->concats[s->index].out_value
                                                : P->norms[s->index].out_value;
         if (v >= 0 && values[v]) {
             obs->value(obs->user, v, values[v]);
@@ -488,6 +535,8 @@ static mha_status run_steps(const plan *P, tensor *const *in, const plan_backend
             st = run_add(P, (size_t)step->index, values, ar, err);
         else if (step->kind == PLAN_STEP_GATHER)
             st = run_gather(P, (size_t)step->index, values, ar, err);
+        else if (step->kind == PLAN_STEP_CONCAT)
+            st = run_concat(P, (size_t)step->index, values, ar, err);
         else
             st = run_interp(P, step->index, values, nin, nout,
                             obs && obs->shape_only && obs->shape_only[step->index], err);

@@ -66,3 +66,40 @@ int plan_shape_same(const plan_shape *a, const plan_shape *b) {
         if (memcmp(a->dims[p], b->dims[p], sizeof(int64_t) * (size_t)a->rank) != 0) return 0;
     return 1;
 }
+
+/* How many nodes plan_shape_reads_end_at follows from one value before it
+ * gives up (and answers no). */
+#define USES_SHAPE_WALK 64
+
+int plan_shape_reads_end_at(const plan *P, const plan_uses *u, int v, int stop) {
+    const ir_graph *g = P->g;
+    int seen[USES_SHAPE_WALK], todo[USES_SHAPE_WALK];
+    int n_seen = 0, n_todo = 0;
+    if (v < 0) return 1;
+    for (int e = u->first[v]; e < u->first[v + 1]; e++) {
+        const ir_node *n = &g->nodes[u->node[e]];
+        if (strcmp(n->op_type, "Shape") != 0 && strcmp(n->op_type, "Size") != 0) continue;
+        if (n_todo == USES_SHAPE_WALK) return 0;
+        todo[n_todo++] = u->node[e];
+    }
+    while (n_todo > 0) {
+        const int ni = todo[--n_todo];
+        int known = ni == stop;
+        for (int s = 0; s < n_seen && !known; s++)
+            known = seen[s] == ni;
+        if (known) continue;
+        if (n_seen == USES_SHAPE_WALK) return 0;
+        seen[n_seen++] = ni;
+        const ir_node *n = &g->nodes[ni];
+        for (size_t o = 0; o < n->n_outputs; o++) {
+            const int w = n->outputs[o];
+            if (w < 0) continue;
+            if (plan_is_output(g, w)) return 0;
+            for (int e = u->first[w]; e < u->first[w + 1]; e++) {
+                if (n_todo == USES_SHAPE_WALK) return 0;
+                todo[n_todo++] = u->node[e];
+            }
+        }
+    }
+    return 1;
+}

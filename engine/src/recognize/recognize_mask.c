@@ -1006,7 +1006,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
     if (biased) return MHA_OK;
     st = rz_recheck_pattern(z, L, cf, found, count, sq0, &pat, &window);
     if (st == MHA_OK) rz_set_pattern(L, pat, window);
-    /* a window only with merged terms (exec_fold_causal) */
-    if (L->has_left_window && L->causal_finite != 2) L->causal_finite = 0;
+    /* a window with the causal term's fill (exec_fold_causal), not a soft one */
+    if (L->has_left_window && L->causal_finite == 3) L->causal_finite = 0;
     return st;
 }

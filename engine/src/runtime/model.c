@@ -425,6 +425,11 @@ MHA_API mha_status mha_model_step(const mha_model *m, size_t i, mha_step_info *o
         out->op = "gather rows";
         out->name = P->g->nodes[P->gathers[s->index].node].name;
         out->num_nodes = 1;
+    } else if (s->kind == PLAN_STEP_CONCAT) {
+        out->kind = "concat";
+        out->op = "concat";
+        out->name = P->g->nodes[P->concats[s->index].node].name;
+        out->num_nodes = 1;
     } else if (s->kind == PLAN_STEP_GEMM) {
         const plan_gemm *g = &P->gemms[s->index];
         out->kind = "gemm";

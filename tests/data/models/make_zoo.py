@@ -646,8 +646,10 @@ class Gemma(nn.Module):
 # ------------------------------------------------------------------- OPT ----
 
 class OptBlock(nn.Module):
-    def __init__(self):
+    # act: ReLU (OPT); XGLM's block is the same with GELU (make_zoo4.py)
+    def __init__(self, act=F.relu):
         super().__init__()
+        self.act = act
         self.self_attn_layer_norm, self.final_layer_norm = nn.LayerNorm(D), nn.LayerNorm(D)
         self.q_proj, self.k_proj = nn.Linear(D, D), nn.Linear(D, D)
         self.v_proj, self.out_proj = nn.Linear(D, D), nn.Linear(D, D)
@@ -663,7 +665,7 @@ class OptBlock(nn.Module):
         w = torch.max(w, torch.tensor(FMIN)).view(b * H, s, s)
         ctx = torch.bmm(F.softmax(w, dim=-1), v).view(b, H, s, DH).transpose(1, 2).reshape(b, s, D)
         x = x + self.out_proj(ctx)
-        return x + self.fc2(F.relu(self.fc1(self.final_layer_norm(x))))
+        return x + self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
 
 
 class Opt(nn.Module):
