@@ -46,17 +46,20 @@ static int json_number_syntax(const char *s) {
     if (*s == '0')
         s++;
     else if (*s >= '1' && *s <= '9')
-        while (*s >= '0' && *s <= '9') s++;
+        while (*s >= '0' && *s <= '9')
+            s++;
     else
         return 0;
     if (*s == '.') {
         if (!(*++s >= '0' && *s <= '9')) return 0;
-        while (*s >= '0' && *s <= '9') s++;
+        while (*s >= '0' && *s <= '9')
+            s++;
     }
     if (*s == 'e' || *s == 'E') {
         if (*++s == '+' || *s == '-') s++;
         if (!(*s >= '0' && *s <= '9')) return 0;
-        while (*s >= '0' && *s <= '9') s++;
+        while (*s >= '0' && *s <= '9')
+            s++;
     }
     return *s == '\0';
 }
@@ -74,8 +77,7 @@ static int json_number(json_reader *r) {
     char *end = NULL;
     float v = 0.0f;
     long long id = 0;
-    if (k && !json_number_syntax(buf))
-        return json_fail(r, "not a number as JSON writes it");
+    if (k && !json_number_syntax(buf)) return json_fail(r, "not a number as JSON writes it");
     if (r->ids) {
         errno = 0;
         id = k && !strpbrk(buf, ".eE") ? strtoll(buf, &end, 10) : 0;
