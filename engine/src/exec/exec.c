@@ -213,8 +213,8 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
             st = exec_pack_parts(a, plugin, state, precision, L->d_kv, L->v_input ? 1 : 2, w, cols,
                                  b, L->v_input ? "W_k" : "W_k|W_v", &pk->kv, err);
             if (st == MHA_OK && L->v_input)
-                st = exec_pack_parts(a, plugin, state, precision, L->d_kv, 1, w + 1, cols + 1,
-                                     b + 1, "W_v", &pk->v, err);
+                st = exec_pack_parts(a, plugin, state, precision, layer_v_rows(L), 1, w + 1,
+                                     cols + 1, b + 1, "W_v", &pk->v, err);
         }
     }
     if (st == MHA_OK) {
@@ -1832,7 +1832,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         if (L->v_input) { /* V from its own input, into the V columns of projkv */
             exec_gemm_family *f = &s->proj[2];
             f->W = &pk->v;
-            exec_family_rows(f, xv, b0, n, B, Skv, L->d_kv, seq_first);
+            exec_family_rows(f, xv, b0, n, B, Skv, layer_v_rows(L), seq_first);
             f->C = projkv + Hkv * dk;
             f->ldc = nkv;
             f->c_seg = seq_first ? Skv * nkv : 0;

@@ -219,8 +219,9 @@ static mha_status layer_bind_value_input(const layer *L, exec_binding *bd, const
         return mha_fail(err, MHA_ERR_INTERNAL, "layer with a value input lacks it or a key input");
     mha_status st = layer_expect_float(L, io, t, err);
     if (st != MHA_OK) return st;
-    st = layer_expect_shape(io, t, 3, bd->x_kv->shape,
-                            "the key input's shape ([B, S_kv, d_kv] or [S_kv, B, d_kv])", err);
+    const int64_t want[3] = {bd->x_kv->shape[0], bd->x_kv->shape[1], layer_v_rows(L)};
+    st = layer_expect_shape(
+        io, t, 3, want, "the key input's rows, V's width ([B, S_kv, d_v] or [S_kv, B, d_v])", err);
     if (st == MHA_OK) bd->x_v = t;
     return st;
 }

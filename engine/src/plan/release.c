@@ -38,7 +38,7 @@ static void release_layer_parts(layer *L, float ***w, int64_t (*rc)[2]) {
     w[3] = &L->wo;
     rc[0][0] = L->d_model, rc[0][1] = L->q_heads * dk;
     rc[1][0] = d_kv, rc[1][1] = L->kv_heads * dk;
-    rc[2][0] = d_kv, rc[2][1] = L->kv_heads * dv;
+    rc[2][0] = L->d_v_in > 0 ? L->d_v_in : d_kv, rc[2][1] = L->kv_heads * dv;
     rc[3][0] = L->q_heads * dv, rc[3][1] = layer_dout(L);
 }
 
@@ -130,9 +130,10 @@ size_t plan_release_gemm_weight(plan *P, size_t i) {
 /* The layer's shape as the packing reads it. */
 static int release_same_layer(const layer *a, const layer *b) {
     return a->has_proj == b->has_proj && a->cross == b->cross &&
-           a->k_from_query == b->k_from_query && a->d_model == b->d_model && a->d_kv == b->d_kv &&
-           a->q_heads == b->q_heads && a->kv_heads == b->kv_heads && a->d_head == b->d_head &&
-           layer_dv(a) == layer_dv(b) && layer_dout(a) == layer_dout(b);
+           a->k_from_query == b->k_from_query && a->d_v_in == b->d_v_in &&
+           a->d_model == b->d_model && a->d_kv == b->d_kv && a->q_heads == b->q_heads &&
+           a->kv_heads == b->kv_heads && a->d_head == b->d_head && layer_dv(a) == layer_dv(b) &&
+           layer_dout(a) == layer_dout(b);
 }
 
 int plan_weights_match(const plan *P, const plan *fresh) {

@@ -176,7 +176,15 @@ typedef struct layer {
     int k_from_query; /* cross and v_input, but K reads the query input (role QUERY) and no
                          key/value input exists: DETR's self-attention, q = k = x + pos and
                          v = x; MobileBERT's q and k from one bottleneck, v from the state */
+    /* ---- appended for a value input of its own width (issue 15) ---- */
+    int64_t d_v_in; /* v_input: the width of V's input when it is not d_kv (MobileBERT: q and
+                       k from a 32-wide bottleneck, v from the 64-wide state); 0: d_kv */
 } layer;
+
+/* The rows of W_v: the width of the input V is projected from. */
+static inline int64_t layer_v_rows(const layer *L) {
+    return L->d_v_in > 0 ? L->d_v_in : L->d_kv;
+}
 
 /* What normalises a group of Q or K features (layer.qk_norm). */
 enum {

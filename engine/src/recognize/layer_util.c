@@ -46,7 +46,7 @@ size_t layer_weight_bytes(const layer *L) {
     if (L->bq) n += nq;
     if (L->wk) n += L->d_kv * nk;
     if (L->bk) n += nk;
-    if (L->wv) n += L->d_kv * nv;
+    if (L->wv) n += layer_v_rows(L) * nv;
     if (L->bv) n += nv;
     if (L->wo) n += natt * d_out;
     if (L->bo) n += d_out;

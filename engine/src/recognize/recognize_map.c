@@ -1190,13 +1190,7 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
      * the query's (the two GEMMs apart) */
     L->k_from_query = L->v_input && !L->cross;
     if (L->k_from_query) L->cross = 1;
-    if (L->v_input && v.din != k.din) {
-        st = rz_unsupported(z,
-                            "the key input is %lld wide, the value input %lld: one width is "
-                            "supported",
-                            (long long)k.din, (long long)v.din);
-        goto done;
-    }
+    if (L->v_input && v.din != k.din) L->d_v_in = v.din;
     if (!c->kp.given && (c->qp.node == c->kp.node || c->kp.node == c->vp.node))
         L->idioms |= LAYER_IDIOM_FUSED_QKV;
     L->seq_first = 0;
