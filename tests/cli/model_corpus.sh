@@ -6,7 +6,7 @@
 # shrinks as the engine grows); each passing case's plan has the number of
 # attention layers and of fused attention steps tests/data/models/FUSED
 # gives it.
-# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
+# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP, MHA_TEST_SANITIZED.
 set -eu
 fail() { echo "FAIL: $*" >&2; exit 1; }
 # a list file without its comments and blank lines
@@ -28,7 +28,12 @@ missing=$(cut -d' ' -f1 "$T/fused.txt" | cat - "$T/refused.txt" | sort | comm -1
 [ -z "$missing" ] || fail "cases in neither REFUSED nor FUSED: $missing"
 
 "$MHA" backends >"$T/backends.txt"
-for backend in scalar avx2 avx512 openmp; do
+# under a sanitizer (MHA_TEST_SANITIZED=1) the reference and the fast
+# backend only: the four take 150 s there, and avx2 / openmp run under ASan in
+# the conformance, families and precision scripts
+backends="scalar avx2 avx512 openmp"
+[ "${MHA_TEST_SANITIZED:-0}" = 1 ] && backends="scalar avx512"
+for backend in $backends; do
   if ! grep -Eq "^$backend +[^ ]+ +[0-9]+ +usable" "$T/backends.txt"; then
     echo "skip: backend $backend is not usable on this machine"
     continue
