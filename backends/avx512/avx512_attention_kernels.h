@@ -14,7 +14,7 @@
 
 /* K and the Q block are packed by register transposes */
 #define FA_HAVE_TRANSPOSE 1
-#define FA_MR 6  /* score tile: 6 rows x 4 vectors = 24 accumulators */
+#define FA_MR 6 /* score tile: 6 rows x 4 vectors = 24 accumulators */
 /* query rows per block: 96 (16 score tiles) read each key block's K^T and V
  * once for twice the rows of 48 (W3's bare float32 Attention node -1 to
  * -1.5 % on a 2-FMA-pipe core; bfloat16 level); a row's arithmetic does not

@@ -1383,8 +1383,9 @@ static void check_load_peak(const char *dirname, const int64_t *counts, int n, d
         if (rss0 < 0 || peak < 0) _exit(3);
         long added = peak - rss0;
         if (MHA_TEST_UNDER_ASAN) { /* its shadow of every mapping counts in VmHWM */
-            fprintf(stderr, "under ASan: weights checked, the peak bound (%.1fx) only in the "
-                            "Release build (added %ld KiB for %zu KiB)\n",
+            fprintf(stderr,
+                    "under ASan: weights checked, the peak bound (%.1fx) only in the "
+                    "Release build (added %ld KiB for %zu KiB)\n",
                     bound, added, size / 1024);
             _exit(0);
         }
