@@ -333,6 +333,9 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn, serve_state *s
          (unsigned long long)q.rejected_full},
         {"mha_queue_expired_total", "counter", "Requests whose deadline passed in the queue.",
          (unsigned long long)q.expired},
+        {"mha_queue_refused_deadline_total", "counter",
+         "Requests refused at once because the work ahead would pass their deadline.",
+         (unsigned long long)q.rejected_deadline},
         {"mha_http_read_timeouts_total", "counter",
          "Connections closed because a request's headers or body did not arrive in time.",
          (unsigned long long)serve_guard_timeouts(s->guard)},
@@ -872,10 +875,11 @@ int mha_cmd_serve(int argc, char **argv) {
     mha_queue_get_stats(s.queue, &qs);
     fprintf(stderr,
             "mha serve: %s: drained %llu waiting requests; %llu answered, %llu refused (queue "
-            "full), %llu past their deadline\n",
+            "full), %llu refused (the work ahead past their deadline), %llu past their deadline "
+            "in the queue\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)drained,
             (unsigned long long)qs.completed_ok, (unsigned long long)qs.rejected_full,
-            (unsigned long long)qs.expired);
+            (unsigned long long)qs.rejected_deadline, (unsigned long long)qs.expired);
     rc = CLI_OK;
 done:
     if (d) MHD_stop_daemon(d);

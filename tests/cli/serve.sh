@@ -196,6 +196,30 @@ serve_wait_exit
 grep -q "drained 1 waiting" "$T/err" || fail "no drain report: $(cat "$T/err")"
 echo "ok: SIGTERM drains"
 
+# A refusal for the request's own deadline (the work ahead would pass it)
+# is not a full queue: with room for 256 and no --max-queue-ms, every 503
+# under a burst is a deadline refusal, and the SIGTERM summary (and
+# /metrics) count them apart from the queue-full ones.
+if [ -x "$(dirname "$MHA")/serve-load" ]; then
+  serve_start "$T/m.onnx" --deadline-ms 0.2 --max-delay-ms 0 --dispatchers 1 --max-batch 1 --run-threads 1
+  n503=0
+  for try in 1 2 3 4 5; do
+    "$(dirname "$MHA")/serve-load" --url "$U/run" --body "$T/x.npy" --rate 800 --duration 0.5 \
+      --connections 16 >"$T/load.txt" || true
+    k=$(sed -n 's/.*[{ ]503: \([0-9]*\).*/\1/p' "$T/load.txt")
+    n503=$((n503 + ${k:-0}))
+    [ $n503 = 0 ] || break
+  done
+  [ $n503 -gt 0 ] || fail "no deadline refusal in 5 bursts: $(cat "$T/load.txt")"
+  $C "$U/metrics" | grep -qx "mha_queue_refused_deadline_total $n503" ||
+    fail "/metrics: not $n503 deadline refusals: $($C "$U/metrics" | grep refused)"
+  kill -TERM $SRV
+  serve_wait_exit
+  grep -q " 0 refused (queue full), $n503 refused (the work ahead past their deadline)," "$T/err" ||
+    fail "the SIGTERM summary, $n503 deadline refusals: $(cat "$T/err")"
+  echo "ok: deadline refusals counted apart from a full queue ($n503)"
+fi
+
 # --caller-runs: the connections' threads compute the batches (8 requests
 # at once), each answer still what mha run gives
 serve_start "$T/m.onnx" --caller-runs
