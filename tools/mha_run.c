@@ -235,6 +235,10 @@ static int run_claim_outputs(const cli_common *c, const char **out_args, size_t 
     struct stat sb;
     if (stat(out_dir, &sb) == 0) {
         if (!S_ISDIR(sb.st_mode)) return cli_fail("%s: --out-dir: not a folder", out_dir);
+        if ((sb.st_mode & 0222) == 0) /* by its mode bits, for root too */
+            return cli_fail("%s: --out-dir: cannot create files in the folder: it is read-only "
+                            "(mode %04o)",
+                            out_dir, (unsigned)(sb.st_mode & 07777));
         if (access(out_dir, W_OK | X_OK) != 0)
             return cli_fail("%s: --out-dir: cannot create files in the folder: %s", out_dir,
                             strerror(errno));
