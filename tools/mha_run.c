@@ -84,9 +84,13 @@ static const cli_spec run_spec = {
     "once over the given inputs.\n"
     "\n"
     "  INPUT  a .npy or ONNX TensorProto .pb file per model input, in the model's\n"
-    "         input order, or NAME=FILE to bind by input name. float64 and\n"
-    "         float16 files are converted to the model's float type; integer\n"
-    "         files to bool masks.\n",
+    "         input order, or NAME=FILE to bind by input name. float64,\n"
+    "         float16 and bfloat16 files are converted to the model's float\n"
+    "         type; int32, int8 and uint8 token ids and masks widened to the\n"
+    "         model's int64 (or int32); any integer file to a bool mask.\n"
+    "         Nothing else is converted. Token ids outside the vocabulary\n"
+    "         (negative ones too) and 0/1 masks holding another value are\n"
+    "         refused.\n",
     run_opts,
     CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE | CLI_COMMON_PRECISION,
     "Outputs appear only once every one of them is complete (OUT.partial.XXXXXX\n"

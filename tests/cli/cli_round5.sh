@@ -24,4 +24,12 @@ done
 expect 0 "gen -o m.onnx" "$MHA" gen -d 16 -H 2 -o "$T/m.onnx"
 echo "ok: a model is not written under an .npy name"
 
+echo "== mha run --help says which input files are converted"
+# it said only "integer files to bool masks"; int32 / int8 token ids are
+# widened (and the serve help said "as for mha run")
+"$MHA" run --help >"$T/help"
+tr '\n' ' ' <"$T/help" | tr -s ' ' | grep -q "int32, int8 and uint8 token ids and masks widened to the model's int64 (or int32)" ||
+  fail "mha run --help: no word of widened token ids"
+echo "ok: mha run --help names the widened integer inputs"
+
 echo "cli_round5.sh: all passed"
