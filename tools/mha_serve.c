@@ -823,7 +823,12 @@ int mha_cmd_serve(int argc, char **argv) {
     rc = CLI_FAIL;
     struct MHD_Daemon *d = NULL;
     if (mha_queue_create(rt, m, &qo, &s.queue, &err) != MHA_OK) {
-        cli_fail_err(model_path, &err);
+        if (err.status == MHA_ERR_MODEL_UNSUPPORTED) /* a ViT, a cache: say what serve takes */
+            cli_fail("%s: cannot be served: %s (mha serve takes one attention layer, or a model "
+                     "whose inputs are token ids and masks [batch, sequence]; 'mha run' runs it)",
+                     model_path, err.message);
+        else
+            cli_fail_err(model_path, &err);
         goto done;
     }
     serve_describe_model(&s, m);
