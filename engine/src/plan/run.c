@@ -614,10 +614,22 @@ static mha_status run_check_ids(const plan *P, size_t i, const mha_tensor *t, mh
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                             "input '%s' [%s]: mask value %lld is neither 0 nor 1",
                             P->inputs[i].name, at, (long long)id);
+        /* the table the ids index, as the input's name says it: positions
+         * and token types are not the vocabulary */
+        const char *name = P->inputs[i].name;
+        const char *what = "token id";
+        char table[64];
+        snprintf(table, sizeof table, "the vocabulary of %lld", (long long)x);
+        if (strstr(name, "position") || strstr(name, "pos_ids")) {
+            what = "position id";
+            snprintf(table, sizeof table, "the model's %lld positions", (long long)x);
+        } else if (strstr(name, "token_type") || strstr(name, "segment")) {
+            what = "token type";
+            snprintf(table, sizeof table, "the model's %lld token types", (long long)x);
+        }
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
-                        "input '%s' [%s]: token id %lld is outside the vocabulary of %lld "
-                        "(ids in [0, %lld))",
-                        P->inputs[i].name, at, (long long)id, (long long)x, (long long)x);
+                        "input '%s' [%s]: %s %lld is outside %s (ids in [0, %lld))", name, at, what,
+                        (long long)id, table, (long long)x);
     }
     return MHA_OK;
 }
