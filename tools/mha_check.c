@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -289,6 +290,39 @@ static size_t count_numbered(const char *dir, const char *prefix, int *gap) {
     return max_plus_one;
 }
 
+/* What is wrong with the numbering of a data set's PREFIX_<k>.pb files when
+ * count_numbered found a gap: the first number missing (below max, the
+ * highest there), or a number given twice (input_0.pb beside input_00.pb).
+ * Written to buf. */
+static void numbered_gap(const char *dir, const char *prefix, size_t max, char *buf, size_t n) {
+    enum { CAP = 1 << 16 };
+    const size_t len = max < CAP ? max : CAP;
+    unsigned char *have = calloc(len + 1, 1);
+    DIR *d = have ? opendir(dir) : NULL;
+    unsigned long twice = ULONG_MAX;
+    const size_t pl = strlen(prefix);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        const char *s = e->d_name;
+        if (strncmp(s, prefix, pl) != 0 || s[pl] != '_') continue;
+        char *end;
+        unsigned long k = strtoul(s + pl + 1, &end, 10);
+        if (end == s + pl + 1 || strcmp(end, ".pb") != 0 || k >= len) continue;
+        if (have[k] && twice == ULONG_MAX) twice = k;
+        have[k] = 1;
+    }
+    if (d) closedir(d);
+    size_t k = 0;
+    while (have && k < len && have[k])
+        k++;
+    if (have && k < len)
+        snprintf(buf, n, "%s_%zu.pb is missing (%s_%zu.pb is there)", prefix, k, prefix, max - 1);
+    else if (twice != ULONG_MAX)
+        snprintf(buf, n, "two %s files are numbered %lu", prefix, twice);
+    else
+        snprintf(buf, n, "the %s files are not numbered 0, 1, 2, ...", prefix);
+    free(have);
+}
+
 /* ------------------------------------------------------------------------ */
 /* one case                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -343,7 +377,14 @@ static void check_dataset(check_ctx *cx, const mha_model *model, const char *dse
     size_t files_in = count_numbered(dset, "input", &gap_in);
     size_t files_out = count_numbered(dset, "output", &gap_out);
     const char *name = strrchr(dset, '/') ? strrchr(dset, '/') + 1 : dset;
-    if (gap_in || gap_out || files_in != n_in || files_out > n_out || files_out == 0) {
+    if (gap_in || gap_out) {
+        char what[160];
+        numbered_gap(dset, gap_in ? "input" : "output", gap_in ? files_in : files_out, what,
+                     sizeof what);
+        append(why, why_n, "%s%s: %s", *why ? " | " : "", name, what);
+        return;
+    }
+    if (files_in != n_in || files_out > n_out || files_out == 0) {
         append(why, why_n,
                "%s%s: %zu input and %zu output files for a model of %zu inputs and %zu "
                "outputs",

@@ -45,4 +45,17 @@ else
   echo "skipped: mha serve not built"
 fi
 
+echo "== mha check of a data set with a file missing from its numbering"
+# output_0.pb removed beside output_1.pb: "3 input and 2 output files for a
+# model of 3 inputs and 2 outputs" -- the count was the highest number + 1
+mkdir -p "$T/case" && cp "$MHA_TEST_DATA/models/bert_postln_l2_d64_h4/model.onnx" "$T/case/"
+cp -r "$MHA_TEST_DATA/models/bert_postln_l2_d64_h4/test_data_set_0" "$T/case/"
+cp -r "$T/case/test_data_set_0" "$T/case/test_data_set_1"
+rm "$T/case/test_data_set_0/output_0.pb"
+cp "$T/case/test_data_set_1/input_0.pb" "$T/case/test_data_set_1/input_00.pb"
+if "$MHA" check "$T/case" >"$T/out" 2>"$T/err"; then fail "check passed a broken case"; fi
+grep -qF "FAIL case: test_data_set_0: output_0.pb is missing (output_1.pb is there) | test_data_set_1: two input files are numbered 0" "$T/out" ||
+  fail "mha check: $(cat "$T/out" "$T/err")"
+echo "ok: $(head -1 "$T/out")"
+
 echo "cli_round5.sh: all passed"

@@ -133,6 +133,21 @@ refused 1 "position id 16 of 16" "^mha: $T/pos16.npy: input 'position_ids' \[1, 
   "position_ids=$T/pos16.npy" "past_key_0=$KD/input_3.pb" "past_value_0=$KD/input_4.pb" \
   "past_key_1=$KD/input_5.pb" "past_value_1=$KD/input_6.pb" -o "$T/out/y.npy"
 
+echo "== a cache whose length puts the new tokens past the positions is named"
+# a GPT-2 of 16 positions taking its KV cache: 16 cached + 1 new token; the
+# line named only the ids file of shape 2x1, which holds no position at all
+Z="$MHA_TEST_DATA/models/z_gpt2_past_op14"
+npy_zeros "$T/id1.npy" '<i8' '(2, 1)' 16
+{ printf '\223NUMPY\001\000\166\000%s' "{'descr': '<i8', 'fortran_order': False, 'shape': (2, 17), }"
+  printf '%*s\n' $((118 - 60 - 1)) ''
+  i=0; while [ $i -lt 34 ]; do printf '\001\000\000\000\000\000\000\000'; i=$((i + 1)); done
+} >"$T/mask17.npy"
+npy_zeros "$T/past16.npy" '<f4' '(2, 4, 16, 8)' 4096
+refused 1 "cache of 16 + 1 token past 16 positions" "^mha: $T/id1.npy: input 'input_ids' (shape 2x1, beside 'attention_mask' of shape 2x17): the model cannot run on it: .*index 16 is out of range" \
+  "$MHA" run -q "$Z/model.onnx" "input_ids=$T/id1.npy" "attention_mask=$T/mask17.npy" \
+  "past_key_0=$T/past16.npy" "past_value_0=$T/past16.npy" "past_key_1=$T/past16.npy" \
+  "past_value_1=$T/past16.npy" -o "$T/out/y.npy"
+
 echo "== an output that is an input is refused, the input kept"
 cp "$D/input_ids.npy" "$T/ids.npy"
 cp "$B/model.onnx" "$T/model.onnx"

@@ -793,10 +793,24 @@ static void run_blame_input(const plan *P, const mha_tensor *inputs, size_t n_in
     for (size_t i = 0; i < n_inputs; i++)
         for (int d = 0; d < inputs[i].rank; d++)
             if (P->in_syms[i][d] >= 0) {
-                char shape[96];
+                char shape[96], beside[MHA_ERROR_MESSAGE_MAX / 2] = "";
+                /* the first input with an axis of its own (a cache's past
+                 * length): the sizes may fail together (past + new tokens
+                 * beyond the positions) */
+                for (size_t j = 0; j < n_inputs && !beside[0]; j++)
+                    for (int e = 0; j != i && e < inputs[j].rank && !beside[0]; e++) {
+                        int own = P->in_syms[j][e] >= 0;
+                        for (int f = 0; own && f < inputs[i].rank; f++)
+                            own = P->in_syms[i][f] != P->in_syms[j][e];
+                        if (!own) continue;
+                        char s2[96];
+                        snprintf(beside, sizeof beside, ", beside '%s' of shape %s",
+                                 P->inputs[j].name,
+                                 tensor_shape_str(inputs[j].rank, inputs[j].shape, s2, sizeof s2));
+                    }
                 mha_error_prefix(
-                    err, "input '%s' (shape %s): the model cannot run on it", P->inputs[i].name,
-                    tensor_shape_str(inputs[i].rank, inputs[i].shape, shape, sizeof shape));
+                    err, "input '%s' (shape %s%s): the model cannot run on it", P->inputs[i].name,
+                    tensor_shape_str(inputs[i].rank, inputs[i].shape, shape, sizeof shape), beside);
                 return;
             }
 }
