@@ -6,7 +6,7 @@
 # plugin does not declare bfloat16 (avx2) is refused by name; run writes
 # bfloat16 results that differ from float32 ones; an unknown precision is a
 # usage error.
-# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
+# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP, MHA_TEST_SANITIZED.
 set -u
 : "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
 T="$MHA_TEST_TMP"
@@ -51,8 +51,15 @@ for d in "$MHA_TEST_DATA"/models/*/; do
 done
 mha check "$M" --backend avx512 --precision bfloat16
 [ "$rc" -eq 0 ] || fail "whole models in bfloat16: $(tail -n 3 "$T/out.txt")"
-mha check "$M" --backend avx512 --precision bfloat16 --rtol 1e-4 --atol 1e-5
-[ "$rc" -eq 1 ] || fail "whole models: bfloat16 passed the float32 tolerance (not used?)"
+# The same run judged by the float32 tolerance must fail. Under a sanitizer
+# (MHA_TEST_SANITIZED=1) it is left to the release run: it repeats the run
+# above step for step (half of this script's 41 s under ASan), and the
+# failing comparison is reached under the sanitizer by the conformance
+# folder's check with that tolerance above.
+if [ "${MHA_TEST_SANITIZED:-0}" != 1 ]; then
+  mha check "$M" --backend avx512 --precision bfloat16 --rtol 1e-4 --atol 1e-5
+  [ "$rc" -eq 1 ] || fail "whole models: bfloat16 passed the float32 tolerance (not used?)"
+fi
 echo "ok: whole models in bfloat16"
 
 # ---- run
