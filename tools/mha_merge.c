@@ -83,15 +83,25 @@ static int merge_check(merge_shard *sh, size_t n) {
             return cli_fail("%s holds rows %lld:%lld, overlapping %s (rows %lld:%lld)", sh[k].path,
                             (long long)h->shard_r0, (long long)h->shard_r1, sh[k - 1].path,
                             (long long)sh[k - 1].h.shard_r0, (long long)sh[k - 1].h.shard_r1);
+        /* a gap: named by the shards around it */
+        if (h->shard_r0 > next && k == 0)
+            return cli_fail("%s: rows 0:%lld of %lld are in no shard given: the first shard "
+                            "starts at row %lld (missing shard?)",
+                            sh[k].path, (long long)h->shard_r0, (long long)h->shard_total,
+                            (long long)h->shard_r0);
         if (h->shard_r0 > next)
-            return cli_fail("rows %lld:%lld of %lld are in no shard given (missing shard?)",
-                            (long long)next, (long long)h->shard_r0, (long long)h->shard_total);
+            return cli_fail("%s: rows %lld:%lld of %lld are in no shard given: %s ends at row "
+                            "%lld, %s starts at row %lld (missing shard?)",
+                            sh[k].path, (long long)next, (long long)h->shard_r0,
+                            (long long)h->shard_total, sh[k - 1].path, (long long)next,
+                            sh[k].path, (long long)h->shard_r0);
         next = h->shard_r1;
     }
     if (next != sh[0].h.shard_total)
-        return cli_fail("rows %lld:%lld of %lld are in no shard given (missing shard?)",
-                        (long long)next, (long long)sh[0].h.shard_total,
-                        (long long)sh[0].h.shard_total);
+        return cli_fail("%s: rows %lld:%lld of %lld are in no shard given: the last shard ends "
+                        "at row %lld (missing shard?)",
+                        sh[n - 1].path, (long long)next, (long long)sh[0].h.shard_total,
+                        (long long)sh[0].h.shard_total, (long long)next);
     return CLI_OK;
 }
 

@@ -84,9 +84,13 @@ static const cli_spec run_spec = {
     "once over the given inputs.\n"
     "\n"
     "  INPUT  a .npy or ONNX TensorProto .pb file per model input, in the model's\n"
-    "         input order, or NAME=FILE to bind by input name. float64 and\n"
-    "         float16 files are converted to the model's float type; integer\n"
-    "         files to bool masks.\n",
+    "         input order, or NAME=FILE to bind by input name. float64,\n"
+    "         float16 and bfloat16 files are converted to the model's float\n"
+    "         type; int32, int8 and uint8 token ids and masks widened to the\n"
+    "         model's int64 (or int32); any integer file to a bool mask.\n"
+    "         Nothing else is converted. Token ids outside the vocabulary\n"
+    "         (negative ones too) and 0/1 masks holding another value are\n"
+    "         refused.\n",
     run_opts,
     CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE | CLI_COMMON_PRECISION,
     "Outputs appear only once every one of them is complete (OUT.partial.XXXXXX\n"
@@ -235,6 +239,10 @@ static int run_claim_outputs(const cli_common *c, const char **out_args, size_t 
     struct stat sb;
     if (stat(out_dir, &sb) == 0) {
         if (!S_ISDIR(sb.st_mode)) return cli_fail("%s: --out-dir: not a folder", out_dir);
+        if ((sb.st_mode & 0222) == 0) /* by its mode bits, for root too */
+            return cli_fail("%s: --out-dir: cannot create files in the folder: it is read-only "
+                            "(mode %04o)",
+                            out_dir, (unsigned)(sb.st_mode & 07777));
         if (access(out_dir, W_OK | X_OK) != 0)
             return cli_fail("%s: --out-dir: cannot create files in the folder: %s", out_dir,
                             strerror(errno));

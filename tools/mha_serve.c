@@ -37,6 +37,9 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <microhttpd.h>
 
@@ -168,6 +171,10 @@ static const int serve_batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128};
 #define SERVE_MAX_ID 128 /* longest X-Request-Id echoed */
 static const int serve_codes[SERVE_N_CODES] = {200, 400, 404, 405, 413, 415, 503, 504};
 
+/* A backlog of this many HTTP requests at once, drained, gives the heap's
+ * free memory back (serve_trim). */
+#define SERVE_TRIM_AFTER 8
+
 typedef struct serve_state {
     mha_queue *queue;
     mha_dtype in_dtype; /* of the sequence a request gives */
@@ -178,6 +185,8 @@ typedef struct serve_state {
     size_t max_body;
     int draining;
     int in_flight;                       /* HTTP requests begun and not yet completed */
+    int peak_in_flight;                  /* the most at once since the last trim */
+    uint64_t trims;                      /* serve_trim calls */
     pthread_mutex_t mutex;               /* guards the metrics below, draining, in_flight */
     pthread_cond_t idle;                 /* in_flight fell to 0 */
     uint64_t by_code[SERVE_N_CODES + 1]; /* the last: other codes (500) */
@@ -318,6 +327,7 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn, serve_state *s
     total = cum + s->batch_count[SERVE_N_BATCH];
     OUT("mha_request_batch_size_bucket{le=\"+Inf\"} %llu\nmha_request_batch_size_count %llu\n",
         (unsigned long long)total, (unsigned long long)total);
+    const uint64_t trims = s->trims;
     pthread_mutex_unlock(&s->mutex);
     const struct {
         const char *name, *type, *help;
@@ -333,9 +343,15 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn, serve_state *s
          (unsigned long long)q.rejected_full},
         {"mha_queue_expired_total", "counter", "Requests whose deadline passed in the queue.",
          (unsigned long long)q.expired},
+        {"mha_queue_refused_deadline_total", "counter",
+         "Requests refused at once because the work ahead would pass their deadline.",
+         (unsigned long long)q.rejected_deadline},
         {"mha_http_read_timeouts_total", "counter",
          "Connections closed because a request's headers or body did not arrive in time.",
          (unsigned long long)serve_guard_timeouts(s->guard)},
+        {"mha_memory_trims_total", "counter",
+         "Times a drained backlog's free heap memory was given back to the system.",
+         (unsigned long long)trims},
     };
     for (size_t i = 0; i < sizeof queue_metrics / sizeof queue_metrics[0]; i++)
         OUT("# HELP %s %s\n# TYPE %s %s\n%s %llu\n", queue_metrics[i].name, queue_metrics[i].help,
@@ -557,7 +573,7 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
         call->start = cli_now();
         *con_cls = call;
         pthread_mutex_lock(&s->mutex);
-        s->in_flight++;
+        if (++s->in_flight > s->peak_in_flight) s->peak_in_flight = s->in_flight;
         pthread_mutex_unlock(&s->mutex);
         if (strcmp(method, "POST") == 0 && strcmp(url, "/run") == 0) {
             serve_framing fr = {NULL, 0, 0, 0};
@@ -630,6 +646,19 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
                       url);
 }
 
+/* Once a backlog has drained, the free memory it leaves in the C library's
+ * heaps goes back to the system: the bodies, copies and answers of the
+ * requests that were in flight at once were freed, but the allocator kept
+ * their pages (a 10-minute soak on a loaded machine: RSS 37 MiB after the
+ * warm-up, 76 MiB at the end, no request waiting; after four bursts of a
+ * 4-second backlog 84-96 MiB, 47-60 MiB trimmed). Only where glibc has
+ * malloc_trim; elsewhere a no-op. */
+static void serve_trim(void) {
+#if defined(__GLIBC__)
+    (void)malloc_trim(0);
+#endif
+}
+
 static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                             enum MHD_RequestTerminationCode code) {
     (void)code;
@@ -640,9 +669,18 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
         free(call->body);
         free(call);
         *con_cls = NULL;
+        int trim = 0;
         pthread_mutex_lock(&s->mutex);
-        if (--s->in_flight == 0) pthread_cond_broadcast(&s->idle);
+        if (--s->in_flight == 0) {
+            pthread_cond_broadcast(&s->idle);
+            trim = s->peak_in_flight >= SERVE_TRIM_AFTER;
+            if (trim) {
+                s->peak_in_flight = 0;
+                s->trims++;
+            }
+        }
         pthread_mutex_unlock(&s->mutex);
+        if (trim) serve_trim();
     }
 }
 
@@ -785,7 +823,12 @@ int mha_cmd_serve(int argc, char **argv) {
     rc = CLI_FAIL;
     struct MHD_Daemon *d = NULL;
     if (mha_queue_create(rt, m, &qo, &s.queue, &err) != MHA_OK) {
-        cli_fail_err(model_path, &err);
+        if (err.status == MHA_ERR_MODEL_UNSUPPORTED) /* a ViT, a cache: say what serve takes */
+            cli_fail("%s: cannot be served: %s (mha serve takes one attention layer, or a model "
+                     "whose inputs are token ids and masks [batch, sequence]; 'mha run' runs it)",
+                     model_path, err.message);
+        else
+            cli_fail_err(model_path, &err);
         goto done;
     }
     serve_describe_model(&s, m);
@@ -872,10 +915,11 @@ int mha_cmd_serve(int argc, char **argv) {
     mha_queue_get_stats(s.queue, &qs);
     fprintf(stderr,
             "mha serve: %s: drained %llu waiting requests; %llu answered, %llu refused (queue "
-            "full), %llu past their deadline\n",
+            "full), %llu refused (the work ahead past their deadline), %llu past their deadline "
+            "in the queue\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)drained,
             (unsigned long long)qs.completed_ok, (unsigned long long)qs.rejected_full,
-            (unsigned long long)qs.expired);
+            (unsigned long long)qs.rejected_deadline, (unsigned long long)qs.expired);
     rc = CLI_OK;
 done:
     if (d) MHD_stop_daemon(d);

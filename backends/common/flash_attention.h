@@ -730,6 +730,19 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, cons
 }
 
 #ifdef FA_HAVE_NONFINITE_BITS
+/* The end of fa_row_softmax_plain (below) once its logits x [FA_NCV]
+ * (scale * dot, every one finite) are known: the block max, then
+ * fa_row_update. */
+static inline void fa_row_softmax_plain_x(const mha_attn_args *a, vf *x, float *srow, float *m,
+                                          float *lv, float *corr_out) {
+    vf vmax = x[0];
+    _Pragma("GCC unroll 8") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
+    /* every logit is finite: the max beats a running max of -inf */
+    float m_new = *m;
+    if (vf_gt_bits(vmax, vf_set1(*m))) m_new = vf_hmax(vmax);
+    fa_row_update(a, x, m_new, 0, srow, m, lv, corr_out);
+}
+
 /*
  * fa_row_softmax for a plain row -- no softcap, ALiBi or mask, and every key
  * of the block visible (nv = FA_BC) -- with the same arithmetic, so the same
@@ -751,15 +764,81 @@ static inline int fa_row_softmax_plain(const mha_attn_args *a, float *srow, floa
         odd |= vf_nonfinite_bits(x[c]);
     }
     if (odd) return -1;
-
-    vf vmax = x[0];
-    _Pragma("GCC unroll 8") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, x[c]);
-    /* every logit is finite: the max beats a running max of -inf */
-    float m_new = *m;
-    if (vf_gt_bits(vmax, vf_set1(*m))) m_new = vf_hmax(vmax);
-    fa_row_update(a, x, m_new, 0, srow, m, lv, corr_out);
+    fa_row_softmax_plain_x(a, x, srow, m, lv, corr_out);
     return 1;
 }
+
+#if defined(FA_HAVE_GT_BITS) && FA_SCV == FA_NCV && FA_MR <= VLEN
+#define FA_HAVE_PLAIN_TILE 1
+/*
+ * A full float32 score tile (FA_MR rows x the whole key block, every row
+ * seeing every key) of plain rows with the softmax done on its
+ * accumulators. The same FMA chain as fa_score_tile_full, then per row
+ * fa_row_softmax_plain's arithmetic (the same bits) laid out for the
+ * tile: no store and reload of the scores, no branch per row on whether
+ * its max moved (the row's max always taken: max(m, block max) is the
+ * same m_new), and the factors exp(m - m_new) of the tile's rows in one
+ * vf_exp instead of one each. Returns 0 with nothing written when a logit
+ * is NaN or +-inf (the caller scores the tile again and gives its rows to
+ * the row pass, as before); else 1, the probabilities at s + r * FA_BC,
+ * each row's state (m, lv) updated and corr[r] its accumulator's factor.
+ */
+static inline int fa_score_plain_tile(const mha_attn_args *a, int64_t nd, const float *qp,
+                                      const float *kt, float *s, float *m, float *lv, float *corr) {
+    vf acc[FA_MR][FA_NCV];
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] = vf_zero();
+    for (int64_t d = 0; d < nd; d++) {
+        vf kv[FA_NCV];
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) kv[c] =
+            FA_F32_LOAD(kt + d * FA_BC + c * VLEN);
+        _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+            vf qb = FA_F32_SET1(qp[d * FA_BR + r]);
+            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] =
+                FA_F32_MAC(acc[r][c], qb, kv[c]);
+        }
+    }
+    /* logits; a tile holding a NaN or +-inf goes back to the row pass */
+    const vf vscale = vf_set1(a->scale);
+    unsigned odd = 0;
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+            acc[r][c] = vf_mul(acc[r][c], vscale);
+            odd |= vf_nonfinite_bits(acc[r][c]);
+        }
+    if (odd) return 0;
+    /* new maxima without a branch per row: max(m, the block's max) is
+     * fa_row_softmax_plain's m_new (it takes the block's max only when a
+     * lane beats m); the factors exp(m - m_new) of the FMA_MR rows in one
+     * vf_exp, lane r for row r (vf_exp works lane by lane: the value
+     * fa_row_update computes alone; 1 exactly where m did not move, 0
+     * while m was -inf) */
+    _Alignas(64) float dm[VLEN] = {0}, e[VLEN];
+    float m_new[FA_MR];
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+        vf vmax = acc[r][0];
+        _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, acc[r][c]);
+        const float h = vf_hmax(vmax);
+        m_new[r] = h > m[r] ? h : m[r];
+        dm[r] = m[r] == -INFINITY ? 0.0f : m[r] - m_new[r];
+    }
+    vf_store(e, vf_exp(vf_load(dm)));
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+        const float cr = m[r] == m_new[r] ? 1.0f : m[r] == -INFINITY ? 0.0f : e[r];
+        const vf vneg_m = vf_set1(-m_new[r]);
+        vf psum = vf_zero();
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+            const vf p = vf_exp(vf_add(acc[r][c], vneg_m));
+            psum = vf_add(psum, p);
+            vf_store(s + r * FA_BC + c * VLEN, p);
+        }
+        vf_store(lv + r * VLEN, vf_fma(vf_load(lv + r * VLEN), vf_set1(cr), psum));
+        m[r] = m_new[r];
+        corr[r] = cr;
+    }
+    return 1;
+}
+#endif
 #endif
 
 #if defined(FA_HAVE_EXP2) && defined(FA_HAVE_NONFINITE_BITS) && defined(FA_HAVE_GT_BITS)
@@ -924,6 +1003,14 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     const int lazy = fa_lazy_ok(a, c2);
     float thr[FA_BR];
 #endif
+#ifdef FA_HAVE_PLAIN_TILE
+    /* float32 plain rows: whole score tiles do their softmax on their
+     * accumulators (fa_score_plain_tile); pdone / pcorr: the rows of this
+     * key block it did and their factors */
+    const int plain_tile = plain && !fa_bf16(a);
+    char pdone[FA_BR];
+    float pcorr[FA_BR];
+#endif
 
     for (int64_t t = 0; t < FA_BC + dvp; t++)
         pad[t] = 0.0f;
@@ -999,6 +1086,17 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                 }
             }
 #endif
+#ifdef FA_HAVE_PLAIN_TILE
+            if (plain_tile) {
+                /* a whole tile of rows that all see every key of it */
+                const int done = r0 + FA_MR <= br && row_end[r0] - j0 >= FA_BC &&
+                                 fa_score_plain_tile(a, dk, qp + r0, ktb, s + r0 * FA_BC, mx + r0,
+                                                     lv + r0 * VLEN, pcorr + r0);
+                for (int64_t r = r0; r < r0 + FA_MR && r < br; r++)
+                    pdone[r] = (char)done;
+                if (done) continue;
+            }
+#endif
             for (int c0 = 0; c0 < nv; c0 += FA_SCV) {
                 const int w = nv - c0 < FA_SCV ? nv - c0 : FA_SCV; /* vectors of this piece */
                 const int full = w == FA_SCV && r0 + FA_MR <= br;
@@ -1028,6 +1126,15 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             int64_t nv = row_end[r] - j0;
             if (nv <= 0 || poisoned[r]) continue;
             if (nv > FA_BC) nv = FA_BC;
+#ifdef FA_HAVE_PLAIN_TILE
+            if (plain_tile && pdone[r]) {
+                corr[n_live] = pcorr[r];
+                live[n_live] = r;
+                live_nv[n_live] = nv;
+                n_live++;
+                continue;
+            }
+#endif
 #ifdef FA_HAVE_LAZY_MAX
             if (lazy) {
 #ifdef FA_HAVE_FUSED_TILE

@@ -177,8 +177,16 @@ set +e
 "$MHA" merge "$T/bad.npy" "$T/s0.npy" "$T/s2.npy" 2>"$T/stderr"; rc1=$?
 "$MHA" merge "$T/bad.npy" "$T/s0.npy" "$T/s1.npy" "$T/s1.npy" "$T/s2.npy" 2>"$T/stderr2"; rc2=$?
 "$MHA" merge "$T/bad.npy" "$T/ref.npy" 2>"$T/stderr3"; rc3=$?
+"$MHA" merge "$T/bad.npy" "$T/s1.npy" "$T/s2.npy" 2>"$T/stderr4"; rc4=$?
+"$MHA" merge "$T/bad.npy" "$T/s1.npy" "$T/s0.npy" 2>"$T/stderr5"; rc5=$?
 set -e
-[ $rc1 -eq 1 ] && grep -q "rows 7:15 of 23 are in no shard" "$T/stderr" || fail "missing shard: $(cat "$T/stderr")"
+# a gap names the shards around it (the line named no file)
+[ $rc1 -eq 1 ] && grep -q "^mha: $T/s2.npy: rows 7:15 of 23 are in no shard given: $T/s0.npy ends at row 7, $T/s2.npy starts at row 15" "$T/stderr" ||
+  fail "missing shard: $(cat "$T/stderr")"
+[ $rc4 -eq 1 ] && grep -q "^mha: $T/s1.npy: rows 0:7 of 23 are in no shard given: the first shard starts at row 7" "$T/stderr4" ||
+  fail "missing first shard: $(cat "$T/stderr4")"
+[ $rc5 -eq 1 ] && grep -q "^mha: $T/s1.npy: rows 15:23 of 23 are in no shard given: the last shard ends at row 15" "$T/stderr5" ||
+  fail "missing last shard: $(cat "$T/stderr5")"
 [ $rc2 -eq 1 ] && grep -q "overlapping" "$T/stderr2" || fail "overlap: $(cat "$T/stderr2")"
 [ $rc3 -eq 1 ] && grep -q "not a shard file" "$T/stderr3" || fail "not a shard: $(cat "$T/stderr3")"
 [ ! -e "$T/bad.npy" ] || fail "a failed merge wrote its output"

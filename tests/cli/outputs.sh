@@ -154,12 +154,25 @@ for opt in --json --csv --plot; do
 done
 expect 1 "peak --json into a missing folder" "$MHA" peak --json "$T/nodir/p.json"
 grep -q "nodir' does not exist" "$T/err" && [ ! -s "$T/out" ] || fail "peak: $(cat "$T/err")"
-if [ "$(id -u)" -ne 0 ]; then # root writes into read-only folders anyway
-  mkdir "$T/ro" && chmod 555 "$T/ro"
-  expect 1 "run into a read-only folder" "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ro/y.npy"
-  grep -q "cannot create files in the folder '$T/ro'" "$T/err" || fail "read-only: $(cat "$T/err")"
-  chmod 755 "$T/ro"
-fi
+# a folder without write bits is refused by its mode, for root too (whose
+# access() would let it write there), as a read-only file is not replaced
+mkdir "$T/ro" && chmod 555 "$T/ro"
+ro_msg="cannot create files in the folder '$T/ro': it is read-only (mode 0555)"
+expect 1 "run into a read-only folder" "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ro/y.npy"
+grep -q "$ro_msg" "$T/err" || fail "read-only: $(cat "$T/err")"
+expect 1 "--out-dir a read-only folder" "$MHA" run "$T/m.onnx" "$T/x.npy" --out-dir "$T/ro"
+grep -q "$T/ro: --out-dir: cannot create files in the folder: it is read-only (mode 0555)" "$T/err" ||
+  fail "--out-dir read-only: $(cat "$T/err")"
+expect 1 "--out-dir inside a read-only folder" "$MHA" run "$T/m.onnx" "$T/x.npy" --out-dir "$T/ro/od"
+grep -q "$ro_msg" "$T/err" || fail "--out-dir inside read-only: $(cat "$T/err")"
+expect 1 "gen into a read-only folder" "$MHA" gen -d 8 -H 2 -o "$T/ro/m.onnx"
+grep -q "$ro_msg" "$T/err" || fail "gen read-only: $(cat "$T/err")"
+expect 1 "bench --json into a read-only folder" "$MHA" bench "$T/m.onnx" --shape 1,4 --json "$T/ro/b.json"
+grep -q "$ro_msg" "$T/err" || fail "bench read-only: $(cat "$T/err")"
+[ -z "$(ls -A "$T/ro")" ] || fail "read-only folder: left $(ls -A "$T/ro")"
+[ "$(wc -l <"$T/err")" = 1 ] || fail "read-only folder: not one line: $(cat "$T/err")"
+chmod 755 "$T/ro"
+echo "ok: read-only folders refused by their mode (as root too): $(cat "$T/err")"
 expect 1 "--out-dir in a missing folder" "$MHA" run "$T/m.onnx" "$T/x.npy" --out-dir "$T/nodir/od"
 grep -q "the folder '$T/nodir' does not exist" "$T/err" || fail "--out-dir: $(cat "$T/err")"
 mkdir "$T/od" && ln -s ../victim "$T/od/output_0.pb.lock" # --out-dir files are locked too

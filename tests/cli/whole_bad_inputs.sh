@@ -95,7 +95,7 @@ refused 1 "bool mask" "^mha: $T/mask_bool.npy: bool data cannot be used as input
   run_bert "$D/input_ids.npy" "$T/mask_bool.npy" -o "$T/out/y.npy"
 cp "$D/token_type_ids.npy" "$T/tt_two.npy"
 poke "$T/tt_two.npy" 2 3 "$TWO"
-refused 1 "token type 2 of 2" "^mha: $T/tt_two.npy: input 'token_type_ids' \[2, 3\]: token id 2 is outside the vocabulary of 2" \
+refused 1 "token type 2 of 2" "^mha: $T/tt_two.npy: input 'token_type_ids' \[2, 3\]: token type 2 is outside the model's 2 token types (ids in \[0, 2))" \
   "$MHA" run -q "$B/model.onnx" "$D/input_ids.npy" "$D/attention_mask.npy" "$T/tt_two.npy" -o "$T/out/y.npy"
 refused 2 "token types left out" "input 'token_type_ids' (token_ids) has no file" \
   "$MHA" run -q "$B/model.onnx" "$D/input_ids.npy" "$D/attention_mask.npy" -o "$T/out/y.npy"
@@ -119,6 +119,19 @@ refused 1 "BERT, 40 tokens" "^mha: $T/long_ids.npy: input 'input_ids' (shape 2x4
 refused 1 "GPT-2, 40 tokens, by rows" "^mha: $T/long_ids.npy: row 1: input 'input_ids' (shape 1x40): the model cannot run on it: .*out of range" \
   "$MHA" run -q "$MHA_TEST_DATA/models/gpt2_preln_causal_l2_d64_h4/model.onnx" "$T/long_ids.npy" \
   -o "$T/out/y.npy" --batch-size 1 --shard 1/2
+
+echo "== position ids past the model's positions are named as positions"
+# a GPT-2 taking position_ids beside its (empty) cache: [2, 5] ids, 16
+# positions; the message said "token id 16 is outside the vocabulary of 16"
+K="$MHA_TEST_DATA/models/k_gpt2_hf_posids_firststep_op14"
+KD="$K/test_data_set_0"
+npy_zeros "$T/pos16.npy" '<i8' '(2, 5)' 80
+printf '\020\000\000\000\000\000\000\000' |
+  dd of="$T/pos16.npy" bs=1 seek=$((128 + (1 * 5 + 2) * 8)) conv=notrunc 2>/dev/null
+refused 1 "position id 16 of 16" "^mha: $T/pos16.npy: input 'position_ids' \[1, 2\]: position id 16 is outside the model's 16 positions (ids in \[0, 16))" \
+  "$MHA" run -q "$K/model.onnx" "input_ids=$KD/input_0.pb" "attention_mask=$KD/input_1.pb" \
+  "position_ids=$T/pos16.npy" "past_key_0=$KD/input_3.pb" "past_value_0=$KD/input_4.pb" \
+  "past_key_1=$KD/input_5.pb" "past_value_1=$KD/input_6.pb" -o "$T/out/y.npy"
 
 echo "== an output that is an input is refused, the input kept"
 cp "$D/input_ids.npy" "$T/ids.npy"

@@ -25,27 +25,28 @@ for t in onnx_model tensor_proto npy external_data; do
     mkdir -p "$out/work/$t"
 done
 
+# Each file list goes through one tar pipe (renaming on the way) rather than
+# one cp per file: a process costs tens of milliseconds on a busy CI machine,
+# and the corpora hold thousands of files.
+# copy <from dir> <to dir> <tar --transform> : the files named on stdin
+# (relative to <from dir>) copied under their transformed names
+copy() {
+    tar -C "$1" -cf - --transform="$3" -T - | tar -C "$2" -xf - --no-same-owner
+}
 # name each copy after its folder so that cases do not overwrite each other
-find "$data" -name model.onnx -size -257k | sort | while read -r f; do
-    case_name=$(basename "$(dirname "$f")")
-    cp "$f" "$seeds/onnx_model/$case_name.onnx"
-done
-find "$data" -name '*.pb' | sort | while read -r f; do
-    rel=${f#"$data"/}
-    cp "$f" "$seeds/tensor_proto/$(printf '%s' "$rel" | tr '/' '_')"
-done
+(cd "$data" && find . -name model.onnx -size -257k -printf '%P\n' | sort) |
+    copy "$data" "$seeds/onnx_model" 's|^\(.*/\)\{0,1\}\([^/]*\)/model\.onnx$|\2.onnx|'
+(cd "$data" && find . -name '*.pb' -printf '%P\n' | sort) |
+    copy "$data" "$seeds/tensor_proto" 's|/|_|g'
 cp "$fuzz"/seeds/onnx_model/*.onnx "$seeds/onnx_model/"
 cp "$fuzz"/seeds/npy/*.npy "$seeds/npy/"
 cp "$fuzz"/seeds/external_data/* "$seeds/external_data/"
 for t in onnx_model tensor_proto npy external_data; do
-    for f in "$fuzz/corpus/$t"/*; do
-        [ -f "$f" ] || continue
-        cp "$f" "$seeds/$t/corpus-$(basename "$f")"
-    done
-    for f in "$fuzz/regressions/$t"/*; do
-        [ -f "$f" ] || continue
-        case $(basename "$f") in README*) continue ;; esac
-        cp "$f" "$seeds/$t/regression-$(basename "$f")"
+    for kind in corpus:corpus regressions:regression; do
+        dir=$fuzz/${kind%%:*}/$t
+        [ -d "$dir" ] || continue
+        (cd "$dir" && find . -maxdepth 1 -type f ! -name 'README*' ! -name '.*' -printf '%P\n' |
+            sort) | copy "$dir" "$seeds/$t" "s|^|${kind#*:}-|"
     done
 done
 for t in onnx_model tensor_proto npy external_data; do

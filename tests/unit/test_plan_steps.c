@@ -1,8 +1,9 @@
 /* test_plan_steps.c -- the step kinds of a plan beyond attention, GEMM and
  * LayerNorm: the RMSNorm of LLaMA and T5 (Pow / ReduceMean / Add / Sqrt and
  * a Div or a Mul by 1 / s, times gamma) as one norm step, SwiGLU's second
- * GEMM multiplying by the first one's SiLU in its epilogue, and ViT's
- * patch-embedding Conv (kernel = stride) as a GEMM over its patches. Each
+ * GEMM multiplying by the first one's SiLU in its epilogue, ViT's
+ * patch-embedding Conv (kernel = stride) as a GEMM over its patches, and
+ * SqueezeBERT's grouped Conv1d of kernel 1 as a block-diagonal GEMM. Each
  * model with such steps runs on every backend this machine has and matches
  * the reference interpreter of its graph. */
 #include "testutil.h"
@@ -24,6 +25,7 @@ static mha_alloc_ctx g_alloc;
 #define LLAMA "llama_gqa_l2_d32_h4_kv2"
 #define T5 "t5enc_relbias_l2_d32_h4"
 #define VIT "vit_preln_l2_d64_h4_p4"
+#define SQUEEZEBERT "z4_squeezebert_groupconv_op14"
 
 static void model_path(const char *name, char *path, size_t size) {
     snprintf(path, size, "%s/models/%s/model.onnx", MHA_TEST_DATA, name);
@@ -226,6 +228,49 @@ static void test_patch_conv_gemm(void **state) {
     mha_error err;
     if (plan_build(&g_alloc, &g, 0, &P, &err) != MHA_OK) fail_msg("padded: %s", err.message);
     assert_int_equal(interpreted(P, "Conv"), 1);
+    plan_free(P);
+}
+
+/* SqueezeBERT's projections are Conv1d of kernel 1 over [B, C, S], most
+ * of them in 4 groups: each one a GEMM step (K = C, N = the out channels)
+ * whose weight is block-diagonal -- output channel c reads only the input
+ * channels of its group -- and no Conv left to the interpreter. */
+static void test_grouped_conv1d_gemm(void **state) {
+    (void)state;
+    plan *P = build(SQUEEZEBERT);
+    size_t convs = 0, grouped = 0;
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        const plan_gemm *pg = &P->gemms[i];
+        if (pg->conv_kh == 0) continue;
+        const ir_node *n = &P->g->nodes[pg->node];
+        assert_string_equal(n->op_type, "Conv");
+        convs++;
+        assert_int_equal(pg->conv_kh, 1);
+        assert_int_equal(pg->conv_kw, 1);
+        assert_non_null(pg->bias);
+        assert_int_equal(pg->epilogue.n_ops, 0);
+        const int64_t groups = ir_attr_int(n, "group", 1);
+        assert_int_equal(pg->K % groups, 0);
+        assert_int_equal(pg->N % groups, 0);
+        grouped += groups > 1;
+        assert_non_null(strstr(pg->desc, "conv1d gemm+bias"));
+        /* zero off the diagonal blocks, and not all zero on them */
+        const int64_t Kg = pg->K / groups, Ng = pg->N / groups;
+        double off = 0.0, on = 0.0;
+        for (int64_t k = 0; k < pg->K; k++)
+            for (int64_t c = 0; c < pg->N; c++) {
+                const double w = fabs((double)pg->W[k * pg->N + c]);
+                if (k / Kg == c / Ng)
+                    on += w;
+                else
+                    off += w;
+            }
+        assert_true(off == 0.0);
+        assert_true(on > 0.0);
+    }
+    assert_int_equal(convs, 12);
+    assert_int_equal(grouped, 10);
+    assert_int_equal(interpreted(P, "Conv"), 0);
     plan_free(P);
 }
 
@@ -683,6 +728,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm_forms),
         cmocka_unit_test(test_swiglu_gated_epilogue),
         cmocka_unit_test(test_patch_conv_gemm),
+        cmocka_unit_test(test_grouped_conv1d_gemm),
         cmocka_unit_test(test_models_on_every_backend),
         cmocka_unit_test(test_position_add_step),
         cmocka_unit_test(test_embedding_gather_steps),

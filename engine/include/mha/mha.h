@@ -791,7 +791,8 @@ MHA_API void mha_request_free(mha_request *req);
 /** Counters since the queue was created. */
 typedef struct mha_queue_stats {
     uint64_t submitted;     /* accepted by submit */
-    uint64_t rejected_full; /* MHA_ERR_QUEUE_FULL */
+    uint64_t rejected_full; /* MHA_ERR_QUEUE_FULL: capacity or max_queue_ms (the
+                               deadline refusals are rejected_deadline) */
     uint64_t completed_ok;
     uint64_t failed; /* completed with a run error */
     uint64_t cancelled;
@@ -801,6 +802,10 @@ typedef struct mha_queue_stats {
     uint64_t batched; /* requests that ran in them (mean batch = batched / batches) */
     int depth;        /* waiting now */
     int running;      /* in batches running now */
+    /* Appended after 0.1.0: MHA_ERR_QUEUE_FULL from submit because the work
+     * ahead would pass the request's own deadline_ms (the queue neither
+     * full nor behind max_queue_ms); not counted in rejected_full. */
+    uint64_t rejected_deadline;
 } mha_queue_stats;
 
 MHA_API void mha_queue_get_stats(mha_queue *q, mha_queue_stats *out);

@@ -116,6 +116,13 @@ static mha_status af_check_folder(const char *path, const char *dir, mha_error *
     }
     if (!S_ISDIR(sb.st_mode))
         return mha_fail(err, MHA_ERR_IO, "%s: '%s' is not a folder", path, dir);
+    /* a folder without any write bit was made read-only by its owner:
+     * refused by its mode bits too, which root's access() ignores (as a
+     * read-only file is not replaced) */
+    if ((sb.st_mode & 0222) == 0)
+        return mha_fail(err, MHA_ERR_IO,
+                        "%s: cannot create files in the folder '%s': it is read-only (mode %04o)",
+                        path, dir, (unsigned)(sb.st_mode & 07777));
     if (access(dir, W_OK | X_OK) != 0)
         return mha_fail(err, MHA_ERR_IO, "%s: cannot create files in the folder '%s': %s", path,
                         dir, strerror(errno));

@@ -3,9 +3,9 @@
  * Gemm with constant B and C, that no attention layer owns, each with the
  * elementwise epilogue that follows it (epilogue.c). Its input is
  * float32 with K as the last axis on both probes; a Gemm with transB gets a
- * transposed copy of B. A Conv whose kernel is its stride (no padding,
- * dilation or groups: ViT's patch embedding) is a GEMM over the patches
- * too. Everything else stays interpreted. */
+ * transposed copy of B. A Conv whose kernel is its stride (no padding or
+ * dilation: ViT's patch embedding; SqueezeBERT's grouped Conv1d of kernel
+ * 1) is a GEMM over the patches too. Everything else stays interpreted. */
 #include <stdio.h>
 #include <string.h>
 
@@ -128,26 +128,37 @@ static int gemm_ints_are(const ir_node *n, const char *name, const int64_t *want
     return 1;
 }
 
-/* A 2-D Conv, kernel = stride, no padding, dilation 1, one group, constant
- * float32 weight [N, C, kh, kw] and bias [N], over a float32 [B, C, H, W]
- * input: *pg filled (W transposed to [C kh kw, N]), 1. Else 0. */
+/* A 1-D or 2-D Conv, kernel = stride, no padding, dilation 1, constant
+ * float32 weight [N, C / group, (kh,) kw] and bias [N], over a float32
+ * [B, C, (H,) W] input: *pg filled, 1 (a 1-D Conv is one of height 1:
+ * kh = 1). Else 0. W becomes the kernel as [C kh kw, N]; with groups it is
+ * block-diagonal, zero where an output channel does not read an input
+ * channel (SqueezeBERT's grouped Conv1d projections of kernel 1: a GEMM of
+ * `group` times the Conv's multiply-adds, on the GEMM kernels instead of
+ * the interpreter's Conv). */
 static int gemm_patch_conv(plan *P, const plan_shape *shp, const ir_node *n, plan_gemm *pg,
                            int *no_memory) {
     const tensor *W = plan_const(P, n->inputs[1]);
-    if (!gemm_is_f32(W, 4) || n->n_outputs != 1) return 0;
+    if (!W || (!gemm_is_f32(W, 4) && !gemm_is_f32(W, 3)) || n->n_outputs != 1) return 0;
+    const int sp = W->rank - 2; /* spatial axes: 1 or 2 */
     const ir_attr *ks = ir_node_attr(n, "kernel_shape"), *ap = ir_node_attr(n, "auto_pad");
-    const int64_t kh = W->dims[2], kw = W->dims[3], kern[2] = {kh, kw}, zeros[4] = {0};
-    const int64_t ones[2] = {1, 1};
-    if ((ks && !gemm_ints_are(n, "kernel_shape", kern, 2, 0)) ||
-        !gemm_ints_are(n, "strides", kern, 2, 1) || !gemm_ints_are(n, "pads", zeros, 4, 0) ||
-        !gemm_ints_are(n, "dilations", ones, 2, 1) || ir_attr_int(n, "group", 1) != 1 ||
+    const int64_t kh = sp == 2 ? W->dims[2] : 1, kw = W->dims[W->rank - 1];
+    const int64_t kern[2] = {sp == 2 ? kh : kw, kw}, zeros[4] = {0}, ones[2] = {1, 1};
+    const size_t nsp = (size_t)sp;
+    const int64_t groups = ir_attr_int(n, "group", 1);
+    if ((ks && !gemm_ints_are(n, "kernel_shape", kern, nsp, 0)) ||
+        !gemm_ints_are(n, "strides", kern, nsp, 1) ||
+        !gemm_ints_are(n, "pads", zeros, 2 * nsp, 0) ||
+        !gemm_ints_are(n, "dilations", ones, nsp, 1) || groups < 1 || W->dims[0] % groups != 0 ||
         (ap && (ap->type != IR_ATTR_STRING || (strcmp(ap->s, "NOTSET") && strcmp(ap->s, "VALID")))))
         return 0;
     const plan_shape *x = &shp[n->inputs[0]];
-    if (x->rank != 4 || x->dtype != MHA_DTYPE_FLOAT32) return 0;
+    const int64_t C = W->dims[1] * groups, N = W->dims[0];
+    if (x->rank != W->rank || x->dtype != MHA_DTYPE_FLOAT32) return 0;
     for (int p = 0; p < PLAN_PROBES; p++)
-        if (x->dims[p][1] != W->dims[1] || x->dims[p][2] < kh || x->dims[p][3] < kw) return 0;
-    const int64_t N = W->dims[0], K = W->dims[1] * kh * kw;
+        if (x->dims[p][1] != C || (sp == 2 && x->dims[p][2] < kh) || x->dims[p][x->rank - 1] < kw)
+            return 0;
+    const int64_t K = C * kh * kw, Kg = W->dims[1] * kh * kw, Ng = N / groups;
     const tensor *bias = n->n_inputs > 2 && n->inputs[2] >= 0 ? plan_const(P, n->inputs[2]) : NULL;
     if (n->n_inputs > 2 && n->inputs[2] >= 0 && !(pg->bias = gemm_bias(bias, N))) return 0;
     pg->K = K;
@@ -159,10 +170,12 @@ static int gemm_patch_conv(plan *P, const plan_shape *shp, const ir_node *n, pla
         *no_memory = 1;
         return 0;
     }
-    const float *w = W->data; /* [N, K] */
-    for (int64_t k = 0; k < K; k++)
-        for (int64_t c = 0; c < N; c++)
-            pg->W_owned[k * N + c] = w[c * K + k];
+    /* w [N, Kg]: output channel c of group c / Ng reads rows
+     * [(c / Ng) Kg, (c / Ng + 1) Kg) of the patch */
+    const float *w = W->data;
+    for (int64_t c = 0; c < N; c++)
+        for (int64_t k = 0; k < Kg; k++)
+            pg->W_owned[((c / Ng) * Kg + k) * N + c] = w[c * Kg + k];
     pg->W = pg->W_owned;
     return 1;
 }
@@ -201,7 +214,9 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, u
             taken[ni] = 1;
             pg.reads[pg.n_reads++] = pg.in_value;
             pg.fused_act = -1;
-            snprintf(pg.desc, sizeof pg.desc, "patch-conv gemm%s", pg.bias ? "+bias" : "");
+            snprintf(pg.desc, sizeof pg.desc, "%s gemm%s%s",
+                     shp[pg.in_value].rank == 3 ? "conv1d" : "patch-conv", pg.bias ? "+bias" : "",
+                     ir_attr_int(n, "group", 1) > 1 ? " (groups block-diagonal)" : "");
             P->gemms[P->n_gemms++] = pg;
             continue;
         }

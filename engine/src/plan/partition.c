@@ -191,8 +191,20 @@ static int part_find_y(part_ctx *c, int core, int *pv, const char **why) {
     return -1;
 }
 
+/* The most data inputs a layer's projections read: the query's, the key's
+ * and the value's (DETR's cross-attention: tgt + query_pos, memory + pos,
+ * memory). */
+#define PART_MAX_X 3
+
+/* Whether v is one of the layer's data inputs x[0..nx). */
+static int part_is_x(const int *x, int nx, int v) {
+    for (int i = 0; i < nx; i++)
+        if (x[i] == v) return 1;
+    return 0;
+}
+
 /* Backward from the core to the data inputs of its input projections. */
-static int part_find_x(part_ctx *c, int core, int pv, int x[2], const char **why) {
+static int part_find_x(part_ctx *c, int core, int pv, int x[PART_MAX_X], const char **why) {
     const plan *P = c->P;
     const ir_graph *g = P->g;
     const ir_node *cn = &g->nodes[core];
@@ -219,11 +231,9 @@ static int part_find_x(part_ctx *c, int core, int pv, int x[2], const char **why
             return 0;
         }
         if (n->n_inputs >= 1 && part_is_proj(P, n, n->inputs[0])) {
-            int in = part_flat_x(c, n->inputs[0]), seen = 0;
-            for (int i = 0; i < nx; i++)
-                seen |= x[i] == in;
-            if (!seen && nx == 2) {
-                *why = "its projections read more than two inputs";
+            int in = part_flat_x(c, n->inputs[0]), seen = part_is_x(x, nx, in);
+            if (!seen && nx == PART_MAX_X) {
+                *why = "its projections read more than three inputs";
                 return 0;
             }
             if (!seen) x[nx++] = in;
@@ -368,7 +378,7 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     plan *P = c->P;
     const ir_graph *g = P->g;
     const mha_alloc_ctx *a = &P->alloc;
-    int pv, x[2];
+    int pv, x[PART_MAX_X];
     int y = part_find_y(c, core, &pv, why);
     if (y < 0) return MHA_OK;
     int nx = part_find_x(c, core, pv, x, why);
@@ -378,7 +388,13 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
      * so they stay interpreted steps as well. Bit 8: computed from the
      * shape of values shaped as X (and constants) alone, taken in as if
      * from X's (part_same_shape); it spreads to nothing else, so the data
-     * of another layer shaped by such sizes stays outside. */
+     * of another layer shaped by such sizes stays outside. Bit 32 (cleared
+     * after): computed after another attention core, so outside this layer
+     * whatever it descends from -- DETR's decoder reads the memory in every
+     * cross-attention, and the next layer's state, computed from the
+     * memory through this one, is then the data of neither (the shape of
+     * that state is read as X's, not carved with the layer before); its
+     * shape is still read as the shape of a value outside. */
     unsigned char *dsc = c->mark;
     memset(dsc, 0, g->n_values);
     for (int i = 0; i < nx; i++)
@@ -386,20 +402,25 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     for (size_t ni = 0; ni < g->n_nodes; ni++) {
         const ir_node *n = &g->nodes[ni];
         unsigned char any = 0;
-        int shape8 = 0, foreign = 0;
+        int shape8 = 0, foreign = 0, after_core = 0;
         c->shape_of[ni] = -1;
         for (size_t k = 0; k < n->n_inputs; k++) {
             int v = n->inputs[k];
             if (v < 0) continue;
             any |= dsc[v] & (1 | 4);
             shape8 |= (dsc[v] & 8) != 0;
-            foreign |= !dsc[v] && !plan_const(P, v);
+            foreign |= !(dsc[v] & ~32) && !plan_const(P, v);
+            after_core |= (dsc[v] & 32) != 0;
+        }
+        if ((after_core && !part_is_shape(n)) ||
+            ((int)ni != core && part_is_core(n) && part_weighs_values(c, (int)ni))) {
+            for (size_t k = 0; k < n->n_outputs; k++)
+                if (n->outputs[k] >= 0 && !part_is_x(x, nx, n->outputs[k])) dsc[n->outputs[k]] = 32;
+            continue;
         }
         /* the shape of X itself is known outside the layer; the shape of
          * a value inside is not */
-        if (part_is_shape(n) && n->n_inputs == 1 &&
-            (n->inputs[0] == x[0] || (nx == 2 && n->inputs[0] == x[1])))
-            any &= 1;
+        if (part_is_shape(n) && n->n_inputs == 1 && part_is_x(x, nx, n->inputs[0])) any &= 1;
         /* the shape of a value outside that has X's shape is read from X
          * (bit 8), and so is what is computed from such shapes and
          * constants alone -- not a node reading other data outside (an
@@ -411,6 +432,8 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
         for (size_t k = 0; any && k < n->n_outputs; k++)
             if (n->outputs[k] >= 0) dsc[n->outputs[k]] = any;
     }
+    for (size_t v = 0; v < g->n_values; v++)
+        dsc[v] &= (unsigned char)~32;
     /* ancestors of Y among them (or constant); 2 marks "visited" */
     int *bound = mha_calloc(a, g->n_values ? g->n_values : 1, sizeof *bound);
     if (!bound) return mha_fail(c->err, MHA_ERR_NO_MEMORY, "plan: out of memory");
@@ -423,7 +446,7 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
         int v = c->stack[--top];
         if (dsc[v] & 2) continue;
         dsc[v] |= 2;
-        if (v == x[0] || (nx == 2 && v == x[1]) || g->values[v].init) continue;
+        if (part_is_x(x, nx, v) || g->values[v].init) continue;
         int p = g->values[v].producer;
         if (p >= 0 && P->consts[v] && !(dsc[v] & (1 | 8)) && !plan_node_inputs_const(P, p)) {
             dsc[v] |= 16; /* folded from sizes (shape_fold.c): a constant of the layer */
@@ -450,8 +473,9 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     for (size_t ni = 0; ni < g->n_nodes && !*why; ni++) {
         if (!in_set[ni]) continue;
         const ir_node *n = &g->nodes[ni];
-        if (c->owner[ni] >= 0 && part_reads_data(c, n))
+        if (c->owner[ni] >= 0 && part_reads_data(c, n)) {
             *why = "its nodes overlap another attention layer";
+        }
         for (size_t k = 0; k < n->n_outputs && !*why; k++) {
             int o = n->outputs[k];
             if (o < 0 || o == y || !(dsc[o] & 4)) continue;

@@ -166,24 +166,29 @@ static mha_status run_attention(const plan *P, size_t li, tensor **values, const
 /* A patch Conv as a GEMM (plan_gemm.conv_kh): x [B, C, H, W] cut into
  * patch rows [B Hp Wp, C kh kw] (row b Hp Wp + i Wp + j, column (c kh + u)
  * kw + v = x[b, c, i kh + u, j kw + v]), the product [B Hp Wp, N] written
- * back as y [B, N, Hp, Wp], or (conv_rows) y [B, Hp Wp, N] is the product. */
+ * back as y [B, N, Hp, Wp], or (conv_rows) y [B, Hp Wp, N] is the product.
+ * A 1-D Conv's x [B, C, W] is one of height 1, its y [B, N, Wp]. */
 static mha_status run_patch_conv(const plan *P, size_t gi, tensor **values, const plan_backend *be,
                                  const plan_run_arena *ar, mha_error *err) {
     const plan_gemm *pg = &P->gemms[gi];
     const tensor *x = values[pg->in_value];
     const int64_t kh = pg->conv_kh, kw = pg->conv_kw;
     char d[160];
-    if (!x || !be || x->dtype != MHA_DTYPE_FLOAT32 || x->rank != 4 ||
-        x->dims[1] * kh * kw != pg->K || x->dims[2] < kh || x->dims[3] < kw)
+    /* a 1-D Conv: x [B, C, W], an image of height 1 */
+    const int one_d = x && x->rank == 3;
+    if (!x || !be || x->dtype != MHA_DTYPE_FLOAT32 || (x->rank != 4 && !(one_d && kh == 1)) ||
+        x->dims[1] * kh * kw != pg->K || (!one_d && x->dims[2] < kh) || x->dims[x->rank - 1] < kw)
         return mha_fail(err, MHA_ERR_SHAPE,
                         "plan: %s: input is not float32 [B, %lld, >= %lld, >= %lld]",
                         ir_node_desc(&P->g->nodes[pg->node], d, sizeof d),
                         (long long)(pg->K / (kh * kw)), (long long)kh, (long long)kw);
-    const int64_t B = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+    const int64_t B = x->dims[0], C = x->dims[1], H = one_d ? 1 : x->dims[2];
+    const int64_t W = x->dims[x->rank - 1];
     const int64_t Hp = H / kh, Wp = W / kw, rows = Hp * Wp, M = B * rows, N = pg->N;
-    const int64_t dims[4] = {B, N, Hp, Wp}, rows_dims[3] = {B, rows, N};
+    const int64_t dims[4] = {B, N, Hp, Wp}, dims_1d[3] = {B, N, Wp}, rows_dims[3] = {B, rows, N};
     tensor *y = NULL;
     mha_status st = pg->conv_rows ? run_output(P, ar, pg->out_value, 3, rows_dims, &y, err)
+                    : one_d       ? run_output(P, ar, pg->out_value, 3, dims_1d, &y, err)
                                   : run_output(P, ar, pg->out_value, 4, dims, &y, err);
     float *A = st == MHA_OK ? mha_malloc(&P->alloc, sizeof(float) * (size_t)(M * pg->K + 1)) : NULL;
     /* patch rows: the product is the output itself */
@@ -609,10 +614,22 @@ static mha_status run_check_ids(const plan *P, size_t i, const mha_tensor *t, mh
             return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                             "input '%s' [%s]: mask value %lld is neither 0 nor 1",
                             P->inputs[i].name, at, (long long)id);
+        /* the table the ids index, as the input's name says it: positions
+         * and token types are not the vocabulary */
+        const char *name = P->inputs[i].name;
+        const char *what = "token id";
+        char table[64];
+        snprintf(table, sizeof table, "the vocabulary of %lld", (long long)x);
+        if (strstr(name, "position") || strstr(name, "pos_ids")) {
+            what = "position id";
+            snprintf(table, sizeof table, "the model's %lld positions", (long long)x);
+        } else if (strstr(name, "token_type") || strstr(name, "segment")) {
+            what = "token type";
+            snprintf(table, sizeof table, "the model's %lld token types", (long long)x);
+        }
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
-                        "input '%s' [%s]: token id %lld is outside the vocabulary of %lld "
-                        "(ids in [0, %lld))",
-                        P->inputs[i].name, at, (long long)id, (long long)x, (long long)x);
+                        "input '%s' [%s]: %s %lld is outside %s (ids in [0, %lld))", name, at, what,
+                        (long long)id, table, (long long)x);
     }
     return MHA_OK;
 }

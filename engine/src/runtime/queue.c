@@ -306,7 +306,8 @@ static double queue_oldest_wait(const mha_queue *q) {
 /* May a request whose deadline is deadline_ms from now (0: none) join? It
  * may not when capacity requests wait, or the expected wait passes
  * max_queue_ms or its deadline: it would expire in the queue, so it is
- * refused at once instead (counted as rejected_full). The expected wait is
+ * refused at once instead (counted as rejected_full, or rejected_deadline
+ * when only the request's own deadline refused it). The expected wait is
  * the larger of the estimate (the work ahead) and what the oldest waiting
  * request has already waited (admission by queue delay). (mutex held) */
 static queue_admission queue_admit_locked(mha_queue *q, double deadline_ms) {
@@ -317,10 +318,14 @@ static queue_admission queue_admit_locked(mha_queue *q, double deadline_ms) {
     }
     if (q->opts.max_queue_ms > 0 || deadline_ms > 0) a.oldest_ms = queue_oldest_wait(q);
     a.wait_ms = a.ahead_ms > a.oldest_ms ? a.ahead_ms : a.oldest_ms;
-    int late = (q->opts.max_queue_ms > 0 && a.wait_ms > q->opts.max_queue_ms) ||
-               (deadline_ms > 0 && a.wait_ms > deadline_ms);
-    if (q->stats.depth < q->opts.capacity && !late) return a;
-    q->stats.rejected_full++;
+    const int full = q->stats.depth >= q->opts.capacity ||
+                     (q->opts.max_queue_ms > 0 && a.wait_ms > q->opts.max_queue_ms);
+    const int late = deadline_ms > 0 && a.wait_ms > deadline_ms;
+    if (!full && !late) return a;
+    if (full)
+        q->stats.rejected_full++;
+    else
+        q->stats.rejected_deadline++;
     a.status = MHA_ERR_QUEUE_FULL;
     return a;
 }
