@@ -191,7 +191,7 @@ static const cli_spec peak_spec = {
     "thread count; and the bfloat16 dot-product peak (VDPBF16PS, avx512bf16: the\n"
     "bound of --precision bfloat16). Prints the median and the range of --reps\n"
     "measurements. With --gemm, only the peak of --precision, then the GEMM at\n"
-    "each shape (the rows in 96-row units claimed by the threads).\n",
+    "each shape (the rows in 72-row units claimed by the threads).\n",
     peak_opts,
     CLI_COMMON_PRECISION,
     NULL,

@@ -5,7 +5,7 @@
  *
  * Through the plugin ABI only, as the plugin test kit: B [K, N] packed once
  * in the asked precision, then C = A . B + bias over [0, M) x [0, N), timed.
- * The rows are cut into units of 96 (a multiple of the plugin's m block),
+ * The rows are cut into units of 72 (a multiple of the plugin's m block),
  * each whole-width; threads claim the units in order, as the engine's pool
  * does for a GEMM step whose weight is not cut into column slabs (the
  * engine slabs a weight wider than 2 MiB of float32 columns: ViT's 768 x
@@ -25,7 +25,7 @@
 #include "mha_cli.h"
 #include "plugin_kit.h"
 
-#define PG_UNIT_ROWS 96
+#define PG_UNIT_ROWS 72
 
 typedef struct pg_shared {
     const mha_plugin *p;

@@ -10,14 +10,18 @@
 
 #define GEMM_MR 12
 #define GEMM_NR 32
-#define GEMM_KC 512
-/* 96-row blocks, one exec unit: each B panel slice (KC x 32 floats, 64 KiB,
- * L1/L2) meets 8 slivers of a 192 KiB A block held in L2 before the next
- * slice streams in. At 48 rows B's traffic from L3 was twice this and W1 ran
- * ~10 % slower at 2 threads; KC 512 instead of 256 halves the passes over C
- * (a 96 x 3072 C block is larger than L2): +2-4 % on the d_model 768 and
- * 1024 projections. The A block lives on the stack (plugin.h: <= 256 KiB). */
-#define GEMM_MC (8 * GEMM_MR)
+#define GEMM_KC 768
+/* 72-row blocks (the exec unit's rows, EXEC_GEMM_TILE_M), k-blocks of 768:
+ * a d_model 768 projection is one k-block, so C is stored once, never
+ * reloaded, and K 3072 is 4 passes over C instead of 6; each B panel slice
+ * (KC x 32 floats, 96 KiB, L2) meets the 6 slivers of a 216 KiB A block held
+ * in L2. The A block lives on the stack (plugin.h: <= 256 KiB), so 96 rows
+ * of 768 (288 KiB) do not fit. CPU time, BERT-base B 8 S 128, 1 thread,
+ * alternated with the 96 x 512 build: 1179 ms against 1256 (medians of 7;
+ * the same bits: a block boundary stores and reloads the chain). At 48 rows
+ * B's traffic from L3 was twice that of 96 and W1 ran ~10 % slower at 2
+ * threads. */
+#define GEMM_MC (6 * GEMM_MR)
 
 /*
  * C[0:R, 0:32] (+)= ap . bp for rows r < mr only (mr <= R; the packed

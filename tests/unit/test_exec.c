@@ -943,7 +943,7 @@ static void check_gemm_units(int64_t M, int64_t K, int64_t N, int threads, int w
     if (want_slabs) {
         assert_true(f.n_tiles > 1);
         assert_true(widest * K * (int64_t)sizeof(float) <= ((int64_t)2 << 20) + 32 * K * 4);
-        assert_true(rows_min >= 96 || rows_min == M);
+        assert_true(rows_min >= 72 || rows_min == M);
         assert_int_equal(f.n_units % threads, 0);
     } else {
         assert_int_equal(widest, N);

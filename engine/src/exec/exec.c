@@ -37,17 +37,21 @@
  * row blocks of the plugin by every column. The plugin packs a tile's A rows
  * once per k-block and reuses them across all its columns, so splitting N
  * costs a repack of A per column tile; M is split first, N only when M alone
- * gives too few units (small batches). 96 rows match the row block of the
- * avx512 and avx2 kernels (each B panel is reused by all 96 rows, halving
- * B's traffic against 48) and still give W1's [4096 x 2304] GEMM 43 units,
- * enough for claiming from one counter to balance two or more threads. */
-#define EXEC_GEMM_TILE_M 96
+ * gives too few units (small batches). 72 rows are the row block of the
+ * avx512 kernels (GEMM_MC: 72 rows of a whole 768-deep k-block fill the
+ * 216 KiB of stack the A block may take); a 96-row tile was one 72-row block
+ * and one of 24, whose B panels served 2 slivers: BERT-base at 1 thread was
+ * 5 % slower with it than with 72 (CPU time, alternated). The avx2 kernels'
+ * 96-row block sees one 72-row block (12 of its slivers per B panel). W1's
+ * [4096 x 2304] GEMM has 57 units, enough for claiming from one counter to
+ * balance two or more threads. */
+#define EXEC_GEMM_TILE_M 72
 #define EXEC_GEMM_TILE_N INT64_MAX
 /* Column slabs: a packed weight larger than this is cut into slabs of
  * columns of about this size, each slab a unit over many row tiles. Its
  * part of B is read from memory once and stays in cache while every row
- * block of A passes (whole-width tiles stream all of B once per 96 rows: the
- * [768 x 50257] logits of GPT-2, 154 MB, eleven times per run), and a row
+ * block of A passes (whole-width tiles stream all of B once per 72 rows: the
+ * [768 x 50257] logits of GPT-2, 154 MB, fifteen times per run), and a row
  * block's C slab stays in L2 between k-blocks. Slabs keep at least
  * EXEC_GEMM_SLAB_MIN_N columns, as each one repacks A. CPU time, one
  * thread, M 1024: K 768 N 3072 +6 %, N 2304 +8 %; K 3072 N 768 (9 MB) is
