@@ -182,8 +182,9 @@ static int gen_resolve(const cli_common *c, gen_options *o) {
     if (!o->out) return cli_usage_error(c, "-o MODEL.onnx is required");
     /* an .npy model is a mistake: mha run would read it as a dataset */
     if (mha_file_format_of(o->out) == MHA_FILE_NPY)
-        return cli_usage_error(c, "-o writes the model as ONNX, not '%s' (.npy is data: --data "
-                                  "writes it)",
+        return cli_usage_error(c,
+                               "-o writes the model as ONNX, not '%s' (.npy is data: --data "
+                               "writes it)",
                                o->out);
     gen_set_ll(&p->kv_heads, p->heads);
     if (p->d % p->heads)

@@ -93,8 +93,8 @@ static int merge_check(merge_shard *sh, size_t n) {
             return cli_fail("%s: rows %lld:%lld of %lld are in no shard given: %s ends at row "
                             "%lld, %s starts at row %lld (missing shard?)",
                             sh[k].path, (long long)next, (long long)h->shard_r0,
-                            (long long)h->shard_total, sh[k - 1].path, (long long)next,
-                            sh[k].path, (long long)h->shard_r0);
+                            (long long)h->shard_total, sh[k - 1].path, (long long)next, sh[k].path,
+                            (long long)h->shard_r0);
         next = h->shard_r1;
     }
     if (next != sh[0].h.shard_total)

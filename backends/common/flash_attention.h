@@ -801,11 +801,12 @@ static inline int fa_score_plain_tile(const mha_attn_args *a, int64_t nd, const 
     /* logits; a tile holding a NaN or +-inf goes back to the row pass */
     const vf vscale = vf_set1(a->scale);
     unsigned odd = 0;
-    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
         _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
             acc[r][c] = vf_mul(acc[r][c], vscale);
             odd |= vf_nonfinite_bits(acc[r][c]);
         }
+    }
     if (odd) return 0;
     /* new maxima without a branch per row: max(m, the block's max) is
      * fa_row_softmax_plain's m_new (it takes the block's max only when a

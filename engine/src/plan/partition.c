@@ -473,9 +473,8 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
     for (size_t ni = 0; ni < g->n_nodes && !*why; ni++) {
         if (!in_set[ni]) continue;
         const ir_node *n = &g->nodes[ni];
-        if (c->owner[ni] >= 0 && part_reads_data(c, n)) {
+        if (c->owner[ni] >= 0 && part_reads_data(c, n))
             *why = "its nodes overlap another attention layer";
-        }
         for (size_t k = 0; k < n->n_outputs && !*why; k++) {
             int o = n->outputs[k];
             if (o < 0 || o == y || !(dsc[o] & 4)) continue;
