@@ -376,9 +376,10 @@ def ids_mask(g, b, s, kind, left=False):
     return ids, m
 
 
-def save(outdir, name, model, seed, sets, in_names, out_names, opset, dyn, fold):
+def save(outdir, name, model, seed, sets, in_names, out_names, opset, dyn, fold, keep_init=False):
     """sets: the input tuples (the first exports); dyn: the dynamic_axes
-    or None for fixed shapes."""
+    or None for fixed shapes; keep_init: every weight a graph input too
+    (keep_initializers_as_inputs, as exports before opset 9 wrote them)."""
     randomize(model, seed)
     model.eval()
     d = os.path.join(outdir, name)
@@ -386,7 +387,8 @@ def save(outdir, name, model, seed, sets, in_names, out_names, opset, dyn, fold)
     path = os.path.join(d, "model.onnx")
     with torch.no_grad():
         torch.onnx.export(model, tuple(sets[0]), path, input_names=in_names, output_names=out_names,
-                          dynamic_axes=dyn, opset_version=min(opset, 17), do_constant_folding=fold)
+                          dynamic_axes=dyn, opset_version=min(opset, 17), do_constant_folding=fold,
+                          keep_initializers_as_inputs=keep_init)
     if opset == 18:
         onnx.save(to_opset18(onnx.load(path)), path)
     else:
@@ -406,15 +408,16 @@ def save(outdir, name, model, seed, sets, in_names, out_names, opset, dyn, fold)
 BS = {0: "batch", 1: "sequence"}
 
 
-def enc_case(outdir, name, model, seed, opset, kind, dynamic=True, fold=True, outs=("last_hidden_state",), left=False):
+def enc_case(outdir, name, model, seed, opset, kind, dynamic=True, fold=True, left=False, keep_init=False):
     g = torch.Generator().manual_seed(seed)
+    outs = ("last_hidden_state", "pooler_output") if isinstance(model, Bert) else ("last_hidden_state",)
     sets = [ids_mask(g, 2, 7, kind, left), ids_mask(g, 3, 5, kind, left)]
     names = ["input_ids", "attention_mask"]
     dyn = None
     if dynamic:
         dyn = {n: BS for n in names + [outs[0]]}
         dyn.update({o: {0: "batch"} for o in outs[1:]})
-    save(outdir, name, model, seed, sets, names, list(outs), opset, dyn, fold)
+    save(outdir, name, model, seed, sets, names, list(outs), opset, dyn, fold, keep_init)
 
 
 def gpt2_case(outdir, name, model, seed, opset, dynamic=True, fold=True):
@@ -463,11 +466,13 @@ def past_case(outdir, name, model, seed, opset, kvh, fold=True):
 
 CASES = [
     # BERT: the mask's type, opsets, folding, fixed shapes
-    ("f6_bert_int64_op11", lambda o, n: enc_case(o, n, Bert("int64"), 601, 11, "int64", outs=("last_hidden_state", "pooler_output"))),
+    ("f6_bert_int64_op11", lambda o, n: enc_case(o, n, Bert("int64"), 601, 11, "int64")),
     ("f6_bert_bool_op13_nofold", lambda o, n: enc_case(o, n, Bert("bool"), 602, 13, "bool", fold=False)),
     ("f6_bert_float_op14_static", lambda o, n: enc_case(o, n, Bert("float"), 603, 14, "float", dynamic=False)),
     ("f6_bert_int64_op17_nofold", lambda o, n: enc_case(o, n, Bert("int64"), 604, 17, "int64", fold=False)),
     ("f6_bert_handln_float_op18", lambda o, n: enc_case(o, n, Bert("float", hand_ln=True), 605, 18, "float")),
+    ("f6_bert_int64_op14_keepinit",
+     lambda o, n: enc_case(o, n, Bert("int64"), 606, 14, "int64", keep_init=True)),
     # DistilBERT
     ("f6_distilbert_int64_op11", lambda o, n: enc_case(o, n, Distil(), 611, 11, "int64")),
     ("f6_distilbert_bool_op14_static", lambda o, n: enc_case(o, n, Distil(), 612, 14, "bool", dynamic=False)),
@@ -482,6 +487,7 @@ CASES = [
     ("f6_gpt2_old_causalinput_op13", lambda o, n: gpt2_case(o, n, Gpt2(old=True, causal_input=True), 626, 13)),
     ("f6_gpt2_old_causalinput_mask_op14_nofold",
      lambda o, n: gpt2_case(o, n, Gpt2(old=True, with_mask=True, causal_input=True), 627, 14, fold=False)),
+    ("f6_gpt2_past_op11_nofold", lambda o, n: past_case(o, n, Gpt2(cache=True), 628, 11, H, fold=False)),
     # LLaMA: GQA, rope_theta, cache
     ("f6_llama_gqa_op11", lambda o, n: gen_llama(o, n, Llama(kvh=2, triu=False), 631, 11)),
     ("f6_llama_mqa_theta5e5_op13_nofold", lambda o, n: gen_llama(o, n, Llama(kvh=1, theta=500000.0, triu=False), 632, 13, fold=False)),
@@ -489,10 +495,12 @@ CASES = [
     ("f6_llama_gqa_theta1e6_op18", lambda o, n: gen_llama(o, n, Llama(kvh=2, theta=1e6), 634, 18)),
     ("f6_llama_past_gqa_mask_op14", lambda o, n: past_case(o, n, Llama(kvh=2, cache=True, with_mask=True), 635, 14, 2)),
     ("f6_llama_past_mha_op17_nofold", lambda o, n: past_case(o, n, Llama(kvh=4, cache=True), 636, 17, 4, fold=False)),
+    ("f6_llama_past_gqa_op13", lambda o, n: past_case(o, n, Llama(kvh=2, cache=True, triu=False), 637, 13, 2)),
     # T5 encoder: the bias of layer 0 shared
     ("f6_t5enc_op11", lambda o, n: enc_case(o, n, T5Encoder(), 641, 11, "int64")),
     ("f6_t5enc_op14_nofold", lambda o, n: enc_case(o, n, T5Encoder(), 642, 14, "int64", fold=False)),
     ("f6_t5enc_op17_static", lambda o, n: enc_case(o, n, T5Encoder(), 643, 17, "int64", dynamic=False)),
+    ("f6_t5enc_op13_keepinit_nofold", lambda o, n: enc_case(o, n, T5Encoder(), 645, 13, "int64", fold=False, keep_init=True)),
     ("f6_t5enc_op18", lambda o, n: enc_case(o, n, T5Encoder(), 644, 18, "int64")),
 ]
 
