@@ -936,6 +936,16 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
         found[f].mi = mis[f];
         int ok = 0;
         st = rz_find_reading(z, L, cf, z->inputs[mis[f]], target, bat, head, &found[f], &base, &ok);
+        tensor *other = count == 2 && f == 0 ? z->inputs[mis[1]] : NULL;
+        if (st == MHA_OK && !ok && other && other->dtype == MHA_DTYPE_BOOL) {
+            /* zeros hide every key of a True = attend bool mask (GPT-2's
+             * causal buffer handed in): this one read beside it all True */
+            memset(other->data, 1, (size_t)tensor_numel(other));
+            st = rz_rerun(z);
+            if (st == MHA_OK)
+                st = rz_find_reading(z, L, cf, z->inputs[mis[f]], target, bat, head, &found[f],
+                                     &base, &ok);
+        }
         if (st == MHA_OK && !ok)
             return rz_mask_refusal(z, &base,
                                    "mask input '%s' changes the scores, but not as a key padding "
