@@ -200,3 +200,17 @@ for i in d["inputs"]:
 PY
 done
 echo "ok: bench feeds whole models"
+
+echo "== GPT-2's causal buffer handed in by the caller"
+# transformers < 4.21 with `bias` [1, 1, 16, 16] a graph input shared by the
+# layers, sliced to the lengths: fused, the buffer read as a window (the
+# corpus's test set 2 passes a band, not the tril); beside a padding mask
+# the -1e4 fill keeps the layers interpreted, and info says why
+"$MHA" info "$M/f6_gpt2_old_causalinput_op13/model.onnx" >"$T/causal_in.txt"
+[ "$(grep -c 'fused, ' "$T/causal_in.txt")" = 2 ] || fail "causal input: $(cat "$T/causal_in.txt")"
+grep -q 'input  causal .*attn_mask .*bool .*\[1, 1, 16, 16\]' "$T/causal_in.txt" ||
+  fail "causal input role: $(cat "$T/causal_in.txt")"
+"$MHA" info "$M/f6_gpt2_old_causalinput_mask_op14_nofold/model.onnx" >"$T/causal_in_pad.txt"
+[ "$(grep -c 'interpreted: Where node .*fills scores with -10000 before another term' \
+  "$T/causal_in_pad.txt")" = 2 ] || fail "causal input + padding: $(cat "$T/causal_in_pad.txt")"
+echo "ok: a causal buffer input"
