@@ -257,10 +257,10 @@ static void serve_count(serve_state *s, int code, double seconds, int batch_size
     pthread_mutex_unlock(&s->mutex);
 }
 
-static enum MHD_Result serve_reply(struct MHD_Connection *conn, serve_state *s, serve_call *call,
-                                   int code, const char *type, void *body, size_t size,
-                                   enum MHD_ResponseMemoryMode mode, int batch_size) {
-    struct MHD_Response *r = MHD_create_response_from_buffer(size, body, mode);
+/* Sends the response r (destroyed here; NULL: out of memory). */
+static enum MHD_Result serve_send(struct MHD_Connection *conn, serve_state *s, serve_call *call,
+                                  int code, const char *type, struct MHD_Response *r,
+                                  int batch_size) {
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
     if (code == 503) MHD_add_response_header(r, "Retry-After", "1");
@@ -274,6 +274,13 @@ static enum MHD_Result serve_reply(struct MHD_Connection *conn, serve_state *s, 
     MHD_destroy_response(r);
     if (call) serve_count(s, code, cli_now() - call->start, batch_size);
     return ret;
+}
+
+static enum MHD_Result serve_reply(struct MHD_Connection *conn, serve_state *s, serve_call *call,
+                                   int code, const char *type, void *body, size_t size,
+                                   enum MHD_ResponseMemoryMode mode, int batch_size) {
+    return serve_send(conn, s, call, code, type, MHD_create_response_from_buffer(size, body, mode),
+                      batch_size);
 }
 
 static enum MHD_Result serve_text(struct MHD_Connection *conn, serve_state *s, serve_call *call,
@@ -409,8 +416,20 @@ static void serve_describe_model(serve_state *s, const mha_model *m) {
     }
 }
 
+/* A .npy answer: its header, and the request whose output follows it. */
+typedef struct serve_npy_answer {
+    mha_request *req;
+    char head[256];
+} serve_npy_answer;
+
+static void serve_npy_free(void *cls) {
+    serve_npy_answer *a = cls;
+    mha_request_free(a->req);
+    free(a);
+}
+
 /* The answer to a completed request: its output as .npy, or as JSON when
- * the request came as JSON. */
+ * the request came as JSON. Frees the request (a .npy answer once sent). */
 static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s, serve_call *call,
                                     mha_request *req, int json, size_t which) {
     mha_tensor ys[8];
@@ -420,24 +439,30 @@ static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s,
     const mha_tensor *y = &ys[which];
     mha_request_info info;
     mha_request_get_info(req, &info);
-    size_t n = 0;
-    char *out = NULL;
-    if (json) {
-        out = serve_json_format(ys, s->out_names, n_out, &n);
-    } else {
-        size_t data = (size_t)mha_tensor_numel(y) * sizeof(float);
-        char head[256];
-        size_t hn = mha_npy_format_header(y->dtype, y->rank, y->shape, head, sizeof head);
-        out = hn ? malloc(hn + data) : NULL;
-        if (out) {
-            memcpy(out, head, hn);
-            memcpy(out + hn, y->data, data);
-            n = hn + data;
+    if (!json) {
+        /* the .npy header, then the request's own output: sent from where
+         * the queue left it, the request freed with the response */
+        serve_npy_answer *a = malloc(sizeof *a);
+        size_t hn =
+            a ? mha_npy_format_header(y->dtype, y->rank, y->shape, a->head, sizeof a->head) : 0;
+        struct MHD_Response *r = NULL;
+        if (hn) {
+            a->req = req;
+            const struct MHD_IoVec iov[2] = {
+                {a->head, hn}, {y->data, (size_t)mha_tensor_numel(y) * sizeof(float)}};
+            r = MHD_create_response_from_iovec(iov, 2, serve_npy_free, a);
         }
+        if (r) return serve_send(conn, s, call, 200, "application/x-npy", r, info.batch_size);
+        free(a);
+        mha_request_free(req);
+        return serve_text(conn, s, call, 500, "error: out of memory for the answer");
     }
+    size_t n = 0;
+    char *out = serve_json_format(ys, s->out_names, n_out, &n);
+    mha_request_free(req);
     if (!out) return serve_text(conn, s, call, 500, "error: out of memory for the answer");
-    return serve_reply(conn, s, call, 200, json ? "application/json" : "application/x-npy", out, n,
-                       MHD_RESPMEM_MUST_FREE, info.batch_size);
+    return serve_reply(conn, s, call, 200, "application/json", out, n, MHD_RESPMEM_MUST_FREE,
+                       info.batch_size);
 }
 
 /* POST /run once the whole body is in. */
@@ -590,9 +615,8 @@ static enum MHD_Result serve_finish(struct MHD_Connection *conn, serve_state *s,
                                     mha_request *req, int json, size_t which, mha_status st,
                                     const mha_error *err) {
     enum MHD_Result ret;
-    if (st == MHA_OK)
-        ret = serve_answer(conn, s, call, req, json, which);
-    else if (st == MHA_ERR_DEADLINE)
+    if (st == MHA_OK) return serve_answer(conn, s, call, req, json, which);
+    if (st == MHA_ERR_DEADLINE)
         ret = serve_text(conn, s, call, 504, "error: %s", err->message);
     else if (st == MHA_ERR_SHUTDOWN || st == MHA_ERR_CANCELLED)
         ret = serve_text(conn, s, call, 503, "error: %s", err->message);
