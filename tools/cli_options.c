@@ -137,6 +137,31 @@ static int cli_refused(cli_parser *p) {
     return cli_parse_error(p);
 }
 
+/* An option that takes several arguments ("OUTPUT..."), as opposed to one
+ * value or a comma list of values ("NAME,..."). */
+static int cli_row_repeats(const cli_opt *o) {
+    size_t n = o->value ? strlen(o->value) : 0;
+    return n > 3 && strcmp(o->value + n - 3, "...") == 0 && o->value[n - 4] != ',';
+}
+
+/* An option with one value given a second time with another value: which
+ * one was meant is not ours to guess (the last silently won: `gen -o a.onnx
+ * -o b.onnx` wrote b.onnx alone). The same value again is harmless. */
+static int cli_given_twice(cli_parser *p, int row, const char *v) {
+    const cli_opt *o = p->rows[row];
+    if (!o->value || cli_row_repeats(o)) return 0;
+    const char *was = p->given[row];
+    p->given[row] = v;
+    if (!was || strcmp(was, v) == 0) return 0;
+    if (o->short_name)
+        cli_usage_error(p->c, "-%c/--%s is given twice, as '%s' and '%s': give it once",
+                        o->short_name, o->name, was, v);
+    else
+        cli_usage_error(p->c, "--%s is given twice, as '%s' and '%s': give it once", o->name, was,
+                        v);
+    return 1;
+}
+
 static int cli_parse_threads(const char *s, int *out) {
     char *end;
     errno = 0;
@@ -262,6 +287,7 @@ int cli_parse_next(cli_parser *p) {
         const cli_opt *o = p->rows[row];
         p->value = o->value ? optarg : NULL;
         p->name = o->name;
+        if (cli_given_twice(p, row, p->value)) return cli_parse_error(p);
         if (o->id < CLI_OPT_COMMON_BASE) return o->id;
         int r = cli_common_apply(p, o->id, p->value);
         if (r) return r;
@@ -332,7 +358,8 @@ int cli_print_help(const cli_spec *spec) {
     if (spec->epilog) printf("\n%s", spec->epilog);
     fputs("\nOptions with a value take it as --name VALUE or --name=VALUE (-xVALUE or\n"
           "-x VALUE for a short one); a long name may be shortened to any prefix that\n"
-          "names one option; -- ends the options.\n"
+          "names one option; one given twice with two values is refused; -- ends the\n"
+          "options.\n"
           "Exit status: 0 success, 1 failure (one line on stderr), 2 usage error,\n"
           "128 + N stopped by signal N (130: SIGINT).\n",
           stdout);

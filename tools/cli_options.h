@@ -42,7 +42,11 @@ typedef struct cli_opt {
     const char *name;  /* long name without "--" (NULL: a heading row) */
     char short_name;   /* 0: no short form */
     const char *value; /* the value's placeholder in --help ("N", "FILE");
-                          NULL: a flag that takes no value */
+                          NULL: a flag that takes no value. One ending in
+                          "..." (not ",...": a comma list is one value) takes
+                          several arguments, so it may be given again; any
+                          other option given twice with two values is a
+                          usage error (the first would be dropped) */
     const char *help;  /* lines separated by '\n' */
 } cli_opt;
 
@@ -78,6 +82,7 @@ typedef struct cli_parser {
     int after_dashdash; /* the arguments now come after `--` */
     int n_rows;         /* options in use: the spec's, then the shared ones */
     const cli_opt *rows[CLI_PARSE_MAX_OPTS];
+    const char *given[CLI_PARSE_MAX_OPTS]; /* each row's value so far (NULL: not given) */
     struct option longopts[CLI_PARSE_MAX_OPTS + 1]; /* getopt_long's view of rows */
     char shortopts[3 * CLI_PARSE_MAX_OPTS + 4];
 } cli_parser;

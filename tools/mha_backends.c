@@ -140,17 +140,8 @@ int cli_cmd_backends(int argc, char **argv) {
     if (!selected) {
         /* a backend that cannot be selected is an error: its one line names
          * what auto would find here, and no table is printed */
-        char usable[1024] = "";
-        size_t used = 0;
-        for (size_t i = 0; i < n; i++) {
-            mha_plugin_info pi;
-            if (mha_runtime_plugin(rt, i, &pi) != MHA_OK || !pi.usable || !pi.name) continue;
-            if (strstr(usable, pi.name)) continue; /* the built-in scalar beside its file */
-            int k =
-                snprintf(usable + used, sizeof usable - used, "%s%s", used ? ", " : "", pi.name);
-            if (k < 0 || (size_t)k >= sizeof usable - used) break;
-            used += (size_t)k;
-        }
+        char usable[1024];
+        cli_usable_backends(rt, usable, sizeof usable);
         char *found = strstr(sel_err.message, "; found: "); /* the list below says more */
         if (found) *found = '\0';
         rc = cli_fail("%s; usable here: %s", sel_err.message, usable);

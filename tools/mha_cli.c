@@ -117,8 +117,49 @@ int cli_runtime_create(const cli_common *c, mha_runtime **rt) {
     }
     mha_error err;
     mha_error_clear(&err);
-    if (mha_runtime_create(&o, rt, &err) != MHA_OK) return cli_fail_err(NULL, &err);
-    return CLI_OK;
+    mha_status st = mha_runtime_create(&o, rt, &err);
+    if (st == MHA_OK) return CLI_OK;
+    const char *named = c->backend ? c->backend : getenv("MHA_BACKEND");
+    if (st != MHA_ERR_BACKEND || !named || !*named || strcmp(named, "auto") == 0)
+        return cli_fail_err(NULL, &err);
+    /* A named backend opens no other plugin file, so the library's list
+     * holds what it opened -- the built-in scalar alone, though avx2 may
+     * be usable here. Say which option or variable named it, and what a
+     * search of every plugin finds usable. */
+    char *list = strstr(err.message, "; found: ");
+    if (!list) list = strstr(err.message, "; usable: ");
+    if (list) *list = '\0';
+    mha_runtime_options all;
+    mha_runtime_options_init(&all);
+    all.backend = "auto";
+    all.num_threads = 1;
+    mha_runtime *probe = NULL;
+    mha_error probe_err;
+    mha_error_clear(&probe_err);
+    char usable[512] = "none";
+    if (mha_runtime_create(&all, &probe, &probe_err) == MHA_OK) {
+        cli_usable_backends(probe, usable, sizeof usable);
+        mha_runtime_destroy(probe);
+    }
+    return cli_fail("%s%s: %s; usable here: %s", c->backend ? "--backend " : "MHA_BACKEND=", named,
+                    err.message, usable);
+}
+
+void cli_usable_backends(mha_runtime *rt, char *buf, size_t n) {
+    size_t used = 0, count = mha_runtime_plugin_count(rt);
+    buf[0] = '\0';
+    for (size_t i = 0; i < count; i++) {
+        mha_plugin_info pi;
+        if (mha_runtime_plugin(rt, i, &pi) != MHA_OK || !pi.usable || !pi.name) continue;
+        if (strstr(buf, pi.name)) continue; /* the built-in scalar beside its file */
+        int k = snprintf(buf + used, n - used, "%s%s", used ? ", " : "", pi.name);
+        if (k < 0 || (size_t)k >= n - used) {
+            buf[used] = '\0';
+            break;
+        }
+        used += (size_t)k;
+    }
+    if (!used) snprintf(buf, n, "none");
 }
 
 int cli_check_input_shape(const char *file, const mha_io_info *info, int rank, const int64_t *dims,

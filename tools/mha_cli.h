@@ -70,8 +70,12 @@ size_t cli_utf8_sequence(const unsigned char *p);
  * are not UTF-8 written as U+FFFD, so any name gives valid JSON. */
 void cli_json_string(FILE *f, const char *s);
 
-/* Creates the runtime the common options ask for. Prints the error. */
+/* Creates the runtime the common options ask for. Prints the error (a
+ * backend named by --backend or $MHA_BACKEND that is not usable: that
+ * option and the backends usable here). */
 int cli_runtime_create(const cli_common *c, mha_runtime **rt);
+/* The names of rt's usable backends, "scalar, avx2, ..." ("none"). */
+void cli_usable_backends(mha_runtime *rt, char *buf, size_t n);
 
 /* "2x8x32" or "?x?x32" into buf. */
 const char *cli_shape_str(int rank, const int64_t *dims, char *buf, size_t n);

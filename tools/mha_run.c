@@ -6,6 +6,7 @@
  * them, or none). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,28 @@ static int run_read_input(run_state *s, size_t i) {
 
 /* A library message about the inputs names a model input ('query'); report
  * it against that input's file. */
+/* Rows (axis 0) of a float32 output holding a NaN or an infinity -- what
+ * the summary of a dataset run counts: a NaN input (or overflow) must not
+ * pass unsaid because the output is one .pb file. */
+static long long run_nonfinite_rows(const mha_tensor *y) {
+    if (!y || !y->data || y->dtype != MHA_DTYPE_FLOAT32) return 0;
+    size_t numel = 1;
+    for (int a = 0; a < y->rank; a++)
+        numel *= (size_t)y->shape[a];
+    size_t rows = y->rank >= 1 ? (size_t)y->shape[0] : 1;
+    if (!rows || !numel) return 0;
+    size_t per_row = numel / rows;
+    const float *data = y->data;
+    long long bad = 0;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t k = 0; k < per_row; k++)
+            if (!isfinite(data[r * per_row + k])) {
+                bad++;
+                break;
+            }
+    return bad;
+}
+
 static int run_fail_inputs(const run_state *s, const char *model_path, const mha_error *err) {
     const size_t i = cli_message_input(err->message, s->in_info, s->n_in);
     return cli_fail_err(i < s->n_in ? s->in_file[i] : model_path, err);
@@ -574,9 +597,9 @@ int cli_cmd_run(int argc, char **argv) {
                      mha_model_arena_bytes(s.model), mha_runtime_scratch_bytes(s.rt));
         fprintf(stderr,
                 "mha run: %lld rows (%lld tokens) in %.3f s: %.1f rows/s, %.0f tokens/s; "
-                "backend %s, %d thread%s; %.3f s with I/O%s%s\n",
+                "%lld rows with non-finite outputs; backend %s, %d thread%s; %.3f s with I/O%s%s\n",
                 rows, tokens, seconds, (double)rows * per, (double)tokens * per,
-                mha_runtime_backend(s.rt), mha_runtime_num_threads(s.rt),
+                run_nonfinite_rows(s.n_out ? &s.outs[0] : NULL), mha_runtime_backend(s.rt), mha_runtime_num_threads(s.rt),
                 mha_runtime_num_threads(s.rt) == 1 ? "" : "s", cli_now() - t_start, arena, where);
     }
 

@@ -490,6 +490,19 @@ static int serve_convert_body(mha_tensor *in, mha_dtype from, size_t bytes, void
     return 0;
 }
 
+/* Whether a Content-Type value names the media type `want` (lower case):
+ * type and subtype compare without regard to case (RFC 9110 8.3.1), and
+ * only parameters (";charset=utf-8") may follow -- not more name
+ * ("application/json-seq" is another type). */
+static int serve_media_is(const char *type, const char *want) {
+    type += strspn(type, " \t");
+    size_t n = strlen(want);
+    if (strncasecmp(type, want, n) != 0) return 0;
+    type += n;
+    type += strspn(type, " \t");
+    return *type == '\0' || *type == ';';
+}
+
 static void serve_done(void *user, mha_request *req);
 static enum MHD_Result serve_finish(struct MHD_Connection *conn, serve_state *s, serve_call *call,
                                     mha_request *req, int json, size_t which, mha_status st,
@@ -501,9 +514,9 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
         return serve_text(conn, s, call, 413, "error: the body is larger than %zu bytes",
                           s->max_body);
     const char *type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
-    int json = type && strncmp(type, "application/json", 16) == 0;
-    if (type && !json && strncmp(type, "application/x-npy", 17) != 0 &&
-        strncmp(type, "application/octet-stream", 24) != 0)
+    int json = type && serve_media_is(type, "application/json");
+    if (type && !json && !serve_media_is(type, "application/x-npy") &&
+        !serve_media_is(type, "application/octet-stream"))
         return serve_text(conn, s, call, 415,
                           "error: Content-Type '%s': send the sequence as application/x-npy "
                           "or application/json",

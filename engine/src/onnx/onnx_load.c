@@ -858,6 +858,14 @@ static const char *onnx_not_a_model(const unsigned char *p, size_t n) {
     return NULL;
 }
 
+/* Whether the first byte is the tag of a TensorProto's dims (packed or
+ * not) or data_type. Read only once a load failed: a buffer being decoded
+ * gives its pages back, and touching one again would map it anew. */
+static int onnx_starts_as_tensor(const void *data, size_t size) {
+    unsigned char first = size ? *(const unsigned char *)data : 0;
+    return first == 0x08 || first == 0x0a || first == 0x10;
+}
+
 /* Unpacks and builds. `owned` (may be NULL) is the file buffer holding
  * `data` (a mapping of the file when owned_mapped), released as it is
  * decoded and freed right after unpacking, to lower the peak memory. */
@@ -883,6 +891,20 @@ static mha_status load_common(ir_graph *g, const void *data, size_t size, void *
     if (owned == data) pa.release = &rel;
     ProtobufCMessage *msg = NULL;
     mha_status st = onnx_unpack(&onnx__model_proto__descriptor, data, size, depth, &pa, &msg, err);
+    /* a tensor file given as the model (input_0.pb of a test case) fails
+     * as a ModelProto at some field of the wrong wire type; said as what it
+     * is when it starts as writers start a TensorProto (its dims, packed or
+     * not, or its data_type: fields go in number order) and reads as one
+     * (unpacking, which gives pages of a buffer back, did not start then:
+     * the scan refused it first) */
+    mha_error as_tensor;
+    if (st == MHA_ERR_MODEL_FORMAT && err && strstr(err->message, "has wire type") &&
+        onnx_starts_as_tensor(data, size) &&
+        onnx_wire_prescan(&g->alloc, data, size, &onnx__tensor_proto__descriptor, depth,
+                          &as_tensor) == MHA_OK)
+        st = mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                      "not an ONNX model: an ONNX TensorProto (a tensor file, as input_0.pb of "
+                      "a test case; the model is the .onnx file)");
     mha_free(&g->alloc, rel.at);
     mha_free(&g->alloc, rel.len);
     if (owned) onnx_file_free(&g->alloc, owned, size, owned_mapped);
