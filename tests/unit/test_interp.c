@@ -2317,6 +2317,112 @@ static void test_conv(void **state) {
     free_all(in, 2);
 }
 
+/* AveragePool and MaxPool: Funnel's pooling of 7 rows by pairs in ceil
+ * mode (the last row alone, averaged over itself), count_include_pad, a
+ * ceil-mode window that would start past the input dropped, dilations; the
+ * forms the interpreter refuses. */
+static void test_pool(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[1] = {0}, *out[2] = {0};
+    tn_init(&t, "AveragePool", 1, 1);
+    tn_ints(&t, "kernel_shape", D(2, 1), 2);
+    tn_ints(&t, "strides", D(2, 1), 2);
+    in[0] = tf(4, D(1, 1, 7, 1), F(1, 2, 3, 4, 5, 6, 7));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 4, D(1, 1, 3, 1), F(1.5f, 3.5f, 5.5f), 0);
+    free_all(out, 1);
+    tn_int(&t, "ceil_mode", 1);
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 4, D(1, 1, 4, 1), F(1.5f, 3.5f, 5.5f, 7), 0);
+    free_all(out, 1);
+    /* one row under a kernel of 2 in ceil mode: one window (PyTorch's) */
+    free_all(in, 1);
+    in[0] = tf(4, D(1, 1, 1, 1), F(3));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 4, D(1, 1, 1, 1), F(3), 0);
+    free_all(out, 1);
+    /* MaxPool of the same rows negated: the minimum of each pair */
+    tn_init(&t, "MaxPool", 1, 1);
+    tn_ints(&t, "kernel_shape", D(2, 1), 2);
+    tn_ints(&t, "strides", D(2, 1), 2);
+    tn_int(&t, "ceil_mode", 1);
+    free_all(in, 1);
+    in[0] = tf(4, D(1, 1, 7, 1), F(-1, -0, -1, -1, -1, -0, -0));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 4, D(1, 1, 4, 1), F(0, -1, 0, 0), 0);
+    free_all(out, 1);
+    free_all(in, 1);
+    /* 1-D, pads 1 and 1: windows (pad, 1) and (2, 3); the pad counted or not */
+    tn_init(&t, "AveragePool", 1, 1);
+    tn_ints(&t, "kernel_shape", (int64_t[]){2}, 1);
+    tn_ints(&t, "strides", (int64_t[]){2}, 1);
+    tn_ints(&t, "pads", (int64_t[]){1, 1}, 2);
+    in[0] = tf(3, D(1, 1, 3), F(1, 2, 3));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 3, D(1, 1, 2), F(1, 2.5f), 0);
+    free_all(out, 1);
+    tn_int(&t, "count_include_pad", 1);
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 3, D(1, 1, 2), F(0.5f, 2.5f), 0);
+    free_all(out, 1);
+    free_all(in, 1);
+    /* kernel 3, stride 4, end pad 2, ceil: a second window would start at
+     * 4, past the input: one output */
+    tn_init(&t, "AveragePool", 1, 1);
+    tn_ints(&t, "kernel_shape", (int64_t[]){3}, 1);
+    tn_ints(&t, "strides", (int64_t[]){4}, 1);
+    tn_ints(&t, "pads", (int64_t[]){0, 2}, 2);
+    tn_int(&t, "ceil_mode", 1);
+    in[0] = tf(3, D(1, 1, 4), F(1, 2, 3, 4));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 3, D(1, 1, 1), F(2), 0);
+    free_all(out, 1);
+    free_all(in, 1);
+    /* MaxPool, kernel 2 dilated by 2: (x0, x2), (x1, x3), (x2, x4) */
+    tn_init(&t, "MaxPool", 1, 1);
+    tn_ints(&t, "kernel_shape", (int64_t[]){2}, 1);
+    tn_ints(&t, "dilations", (int64_t[]){2}, 1);
+    in[0] = tf(3, D(1, 1, 5), F(3, -1, 4, 1, 5));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 3, D(1, 1, 3), F(4, 1, 5), 0);
+    free_all(out, 1);
+    /* no kernel_shape; MaxPool's Indices; 3-D pooling */
+    tn_init(&t, "MaxPool", 1, 1);
+    assert_int_equal(eval(17, &t, in, out), MHA_ERR_MODEL_FORMAT);
+    tn_init(&t, "MaxPool", 1, 2);
+    tn_ints(&t, "kernel_shape", (int64_t[]){2}, 1);
+    assert_int_equal(eval(17, &t, in, out), MHA_ERR_MODEL_UNSUPPORTED);
+    free_all(out, 2);
+    free_all(in, 1);
+    tn_init(&t, "AveragePool", 1, 1);
+    tn_ints(&t, "kernel_shape", D(1, 1, 1), 3);
+    in[0] = tf(5, D(1, 1, 1, 1, 2), F(1, 2));
+    assert_int_equal(eval(17, &t, in, out), MHA_ERR_MODEL_UNSUPPORTED);
+    free_all(in, 1);
+}
+
+/* EyeLike: ones on the k-th diagonal of the input's shape, in the dtype
+ * attribute's type or the input's; a rank other than 2 refused. */
+static void test_eye_like(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[1], *y;
+    tn_init(&t, "EyeLike", 1, 1);
+    in[0] = tf(2, D(2, 3), F(5, 5, 5, 5, 5, 5));
+    y = run1(17, &t, in);
+    expect_f(y, 2, D(2, 3), F(1, 0, 0, 0, 1, 0), 0);
+    tensor_free(y);
+    tn_int(&t, "k", 1);
+    tn_int(&t, "dtype", MHA_DTYPE_INT64);
+    y = run1(17, &t, in);
+    expect_i(y, 2, D(2, 3), I(0, 1, 0, 0, 0, 1));
+    tensor_free(y);
+    free_all(in, 1);
+    in[0] = tf(1, D(3), F(1, 2, 3));
+    run_err(17, &t, in, 1, MHA_ERR_SHAPE);
+}
+
 /* LayerNormalization over the last axis, with Scale, B and the Mean /
  * InvStdDev outputs; over the last two axes; a Scale that does not fit. */
 static void test_layer_normalization(void **state) {
@@ -2798,6 +2904,9 @@ static const struct {
     {"Expand", 2, 1, 2},
     {"Range", 3, 1, 7},
     {"Trilu", 2, 1, 2},
+    {"EyeLike", 1, 1, 0},
+    {"AveragePool", 1, 1, 0},
+    {"MaxPool", 1, 1, 0},
     {"Flatten", 1, 1, 0},
     {"Tile", 2, 1, 2},
     {"Pad", 2, 1, 2},
@@ -3026,6 +3135,8 @@ int main(void) {
         cmocka_unit_test(test_attention_3d),
         cmocka_unit_test(test_attention_errors),
         cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_eye_like),
         cmocka_unit_test(test_clip_argmax),
         cmocka_unit_test(test_topk_scatter_instnorm),
         cmocka_unit_test(test_resize),

@@ -7,23 +7,6 @@
 
 #include "interp_internal.h"
 
-/* Reads an INTS attribute of exactly n values, or fills dflt. */
-static mha_status conv_ints(interp_ctx *c, const char *name, size_t n, int64_t dflt, int64_t *out) {
-    const int64_t *v;
-    size_t got;
-    mha_status st = interp_attr_ints(c, name, &v, &got);
-    if (st != MHA_OK) return st;
-    if (!v) {
-        for (size_t i = 0; i < n; i++)
-            out[i] = dflt;
-        return MHA_OK;
-    }
-    if (got != n)
-        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "%s has %zu values, wanted %zu", name, got, n);
-    memcpy(out, v, n * sizeof *v);
-    return MHA_OK;
-}
-
 /* Without padding every tap reads the input, so a Conv is a GEMM per image
  * and group: Y [Mg, OH * OW] = bias + W [Mg, K] . cols [K, OH * OW], K =
  * Cg * kH * kW in the order (ci, i, j) the loop in interp_op_conv sums
@@ -83,9 +66,9 @@ mha_status interp_op_conv(interp_ctx *c) {
     const size_t nsp = one_d ? 1 : 2;
     int64_t p1[2] = {0, 0};
     if (st == MHA_OK) st = interp_attr_int(c, "group", 1, &group);
-    if (st == MHA_OK) st = conv_ints(c, "strides", nsp, 1, strides + 2 - nsp);
-    if (st == MHA_OK) st = conv_ints(c, "dilations", nsp, 1, dil + 2 - nsp);
-    if (st == MHA_OK) st = conv_ints(c, "pads", 2 * nsp, 0, one_d ? p1 : pads);
+    if (st == MHA_OK) st = interp_attr_ints_n(c, "strides", nsp, 1, strides + 2 - nsp);
+    if (st == MHA_OK) st = interp_attr_ints_n(c, "dilations", nsp, 1, dil + 2 - nsp);
+    if (st == MHA_OK) st = interp_attr_ints_n(c, "pads", 2 * nsp, 0, one_d ? p1 : pads);
     if (st != MHA_OK) return st;
     if (one_d) {
         pads[1] = p1[0];

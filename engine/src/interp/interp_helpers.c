@@ -139,6 +139,23 @@ mha_status interp_attr_ints(const interp_ctx *c, const char *name, const int64_t
     return MHA_OK;
 }
 
+mha_status interp_attr_ints_n(const interp_ctx *c, const char *name, size_t n, int64_t dflt,
+                              int64_t *out) {
+    const int64_t *v;
+    size_t got;
+    mha_status st = interp_attr_ints(c, name, &v, &got);
+    if (st != MHA_OK) return st;
+    if (!v) {
+        for (size_t i = 0; i < n; i++)
+            out[i] = dflt;
+        return MHA_OK;
+    }
+    if (got != n)
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "%s has %zu values, wanted %zu", name, got, n);
+    memcpy(out, v, n * sizeof *v);
+    return MHA_OK;
+}
+
 mha_status interp_read_ints(const interp_ctx *c, const tensor *t, const char *what, int64_t *buf,
                             size_t max, size_t *n) {
     char sb[INTERP_SHAPE_BUF];

@@ -64,6 +64,10 @@ mha_status interp_attr_int(const interp_ctx *c, const char *name, int64_t dflt, 
 mha_status interp_attr_float(const interp_ctx *c, const char *name, float dflt, float *v);
 /* *ints = NULL, *n = 0 when absent. */
 mha_status interp_attr_ints(const interp_ctx *c, const char *name, const int64_t **ints, size_t *n);
+/* An INTS attribute of exactly n values into out, or n times dflt when it
+ * is absent (a kernel's strides, pads, dilations). */
+mha_status interp_attr_ints_n(const interp_ctx *c, const char *name, size_t n, int64_t dflt,
+                              int64_t *out);
 int interp_has_attr(const interp_ctx *c, const char *name);
 
 /* Reads a 0-D or 1-D integer tensor (int32 / int64) of at most max values
@@ -161,6 +165,7 @@ mha_status interp_op_split(interp_ctx *c);
 mha_status interp_op_expand(interp_ctx *c);
 mha_status interp_op_range(interp_ctx *c);
 mha_status interp_op_trilu(interp_ctx *c);
+mha_status interp_op_eye_like(interp_ctx *c);
 mha_status interp_op_flatten(interp_ctx *c);
 mha_status interp_op_tile(interp_ctx *c);
 mha_status interp_op_pad(interp_ctx *c);
@@ -211,6 +216,8 @@ mha_status interp_op_matmul(interp_ctx *c);
 mha_status interp_op_einsum(interp_ctx *c);
 mha_status interp_op_gemm(interp_ctx *c);
 mha_status interp_op_conv(interp_ctx *c);
+mha_status interp_op_average_pool(interp_ctx *c);
+mha_status interp_op_max_pool(interp_ctx *c);
 mha_status interp_op_softmax(interp_ctx *c);
 mha_status interp_op_log_softmax(interp_ctx *c);
 /* interp_loss.c */

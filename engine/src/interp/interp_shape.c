@@ -863,6 +863,33 @@ mha_status interp_op_trilu(interp_ctx *c) {
     return MHA_OK;
 }
 
+/* EyeLike: the input's 2-D shape, ones where j - i == k, zeros elsewhere;
+ * the dtype attribute's type, else the input's (XLNet's -eye(S) of the
+ * rows that always see themselves). */
+mha_status interp_op_eye_like(interp_ctx *c) {
+    const tensor *x;
+    int64_t k, to;
+    char sb[INTERP_SHAPE_BUF];
+    mha_status st = interp_check_arity(c, 1, 1, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &x);
+    if (st == MHA_OK) st = interp_attr_int(c, "k", 0, &k);
+    if (st == MHA_OK) st = interp_attr_int(c, "dtype", (int64_t)x->dtype, &to);
+    if (st != MHA_OK) return st;
+    if (x->rank != 2)
+        return interp_fail(c, MHA_ERR_SHAPE, "input must have rank 2, has shape %s",
+                           interp_shape(x, sb));
+    if (to <= 0 || to > 64 || mha_dtype_size((mha_dtype)to) == 0)
+        return interp_fail(c, MHA_ERR_DTYPE, "unsupported data type %lld", (long long)to);
+    tensor *y;
+    st = interp_out_new(c, 0, (mha_dtype)to, 2, x->dims, &y);
+    if (st != MHA_OK) return st;
+    for (int64_t i = 0; i < x->dims[0]; i++) {
+        const int64_t j = i + k;
+        if (j >= 0 && j < x->dims[1]) interp_set_i64(y, i * x->dims[1] + j, 1);
+    }
+    return MHA_OK;
+}
+
 mha_status interp_op_flatten(interp_ctx *c) {
     const tensor *x;
     int64_t axis;
