@@ -17,11 +17,15 @@
  *   Every answer carries the request's X-Request-Id header back (up to
  *   128 bytes).
  *
- * Threads: libmicrohttpd runs one thread per connection (bounded by
- * --max-connections); a handler copies the body into the queue, blocks in
- * mha_request_wait and answers. The queue's dispatcher threads do the
- * computing. SIGTERM / SIGINT: stop accepting connections, drain the queue
- * (every accepted request is answered), stop, exit 0. */
+ * Threads: libmicrohttpd's own few threads (--http-threads, default 1, each
+ * an epoll loop over its share of the connections) read the requests and
+ * write the answers; a request's connection is suspended while the queue
+ * computes it (no thread waits on it) and resumed from the request's
+ * completion callback, which the queue's dispatcher runs. With
+ * --caller-runs a connection has a thread of its own instead, which blocks
+ * in mha_request_wait and computes batches itself. SIGTERM / SIGINT: stop
+ * accepting connections, drain the queue (every accepted request is
+ * answered), stop, exit 0. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -31,6 +35,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +63,8 @@ enum {
     SERVE_RUN_THREADS,
     SERVE_MAX_BODY,
     SERVE_MIN_BODY_RATE,
-    SERVE_MAX_CONN, /* the integer options: the order of serve_ints */
+    SERVE_MAX_CONN,
+    SERVE_HTTP_THREADS, /* the integer options: the order of serve_ints */
     SERVE_HOST,
     SERVE_PORT_FILE,
     SERVE_MAX_DELAY_MS,
@@ -114,6 +120,11 @@ static const cli_opt serve_opts[] = {
      "waiting would delay past it 503 at once (default: none)"},
     {SERVE_MAX_BODY, "max-body-bytes", 0, "N", "largest request body (default 16777216)"},
     {SERVE_MAX_CONN, "max-connections", 0, "N", "connections at once (default 256)"},
+    {SERVE_HTTP_THREADS, "http-threads", 0, "N",
+     "threads reading requests and writing answers, each over\n"
+     "its share of the connections (default 1; the queue's\n"
+     "dispatchers compute); not with --caller-runs, where each\n"
+     "connection has a thread"},
     {SERVE_HEADER_TIMEOUT_MS, "header-timeout-ms", 0, "X",
      "a request's headers must all arrive within X ms of the\n"
      "connection's start or of its last answer, else the\n"
@@ -198,7 +209,15 @@ typedef struct serve_state {
     double refusal_sum;
     uint64_t batch_count[SERVE_N_BATCH + 1];
     serve_guard *guard; /* the header deadline (NULL: off) */
+    int blocking;       /* --caller-runs: a connection's thread waits on its request */
 } serve_state;
+
+/* Where a submitted request stands (serve_call.stage): the handler
+ * suspends the connection, then marks it SUSPENDED unless the request is
+ * DONE already; the completion callback marks it DONE and resumes a
+ * SUSPENDED connection. ORPHAN: the connection ended first (the callback
+ * frees the call). */
+enum { CALL_PENDING, CALL_SUSPENDED, CALL_DONE, CALL_ORPHAN };
 
 /* One HTTP request in flight (libmicrohttpd's per-connection pointer). */
 typedef struct serve_call {
@@ -207,6 +226,11 @@ typedef struct serve_call {
     int too_big;
     const char *bad_framing; /* why the body's length is ambiguous, or NULL */
     double start;
+    mha_request *req; /* submitted, not yet answered */
+    struct MHD_Connection *conn;
+    atomic_int stage; /* CALL_* once req is submitted */
+    int json;         /* the answer as JSON */
+    size_t which;     /* the output a .npy answer carries */
 } serve_call;
 
 static void serve_count(serve_state *s, int code, double seconds, int batch_size) {
@@ -233,10 +257,10 @@ static void serve_count(serve_state *s, int code, double seconds, int batch_size
     pthread_mutex_unlock(&s->mutex);
 }
 
-static enum MHD_Result serve_reply(struct MHD_Connection *conn, serve_state *s, serve_call *call,
-                                   int code, const char *type, void *body, size_t size,
-                                   enum MHD_ResponseMemoryMode mode, int batch_size) {
-    struct MHD_Response *r = MHD_create_response_from_buffer(size, body, mode);
+/* Sends the response r (destroyed here; NULL: out of memory). */
+static enum MHD_Result serve_send(struct MHD_Connection *conn, serve_state *s, serve_call *call,
+                                  int code, const char *type, struct MHD_Response *r,
+                                  int batch_size) {
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
     if (code == 503) MHD_add_response_header(r, "Retry-After", "1");
@@ -250,6 +274,13 @@ static enum MHD_Result serve_reply(struct MHD_Connection *conn, serve_state *s, 
     MHD_destroy_response(r);
     if (call) serve_count(s, code, cli_now() - call->start, batch_size);
     return ret;
+}
+
+static enum MHD_Result serve_reply(struct MHD_Connection *conn, serve_state *s, serve_call *call,
+                                   int code, const char *type, void *body, size_t size,
+                                   enum MHD_ResponseMemoryMode mode, int batch_size) {
+    return serve_send(conn, s, call, code, type, MHD_create_response_from_buffer(size, body, mode),
+                      batch_size);
 }
 
 static enum MHD_Result serve_text(struct MHD_Connection *conn, serve_state *s, serve_call *call,
@@ -385,8 +416,20 @@ static void serve_describe_model(serve_state *s, const mha_model *m) {
     }
 }
 
+/* A .npy answer: its header, and the request whose output follows it. */
+typedef struct serve_npy_answer {
+    mha_request *req;
+    char head[256];
+} serve_npy_answer;
+
+static void serve_npy_free(void *cls) {
+    serve_npy_answer *a = cls;
+    mha_request_free(a->req);
+    free(a);
+}
+
 /* The answer to a completed request: its output as .npy, or as JSON when
- * the request came as JSON. */
+ * the request came as JSON. Frees the request (a .npy answer once sent). */
 static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s, serve_call *call,
                                     mha_request *req, int json, size_t which) {
     mha_tensor ys[8];
@@ -396,24 +439,30 @@ static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s,
     const mha_tensor *y = &ys[which];
     mha_request_info info;
     mha_request_get_info(req, &info);
-    size_t n = 0;
-    char *out = NULL;
-    if (json) {
-        out = serve_json_format(ys, s->out_names, n_out, &n);
-    } else {
-        size_t data = (size_t)mha_tensor_numel(y) * sizeof(float);
-        char head[256];
-        size_t hn = mha_npy_format_header(y->dtype, y->rank, y->shape, head, sizeof head);
-        out = hn ? malloc(hn + data) : NULL;
-        if (out) {
-            memcpy(out, head, hn);
-            memcpy(out + hn, y->data, data);
-            n = hn + data;
+    if (!json) {
+        /* the .npy header, then the request's own output: sent from where
+         * the queue left it, the request freed with the response */
+        serve_npy_answer *a = malloc(sizeof *a);
+        size_t hn =
+            a ? mha_npy_format_header(y->dtype, y->rank, y->shape, a->head, sizeof a->head) : 0;
+        struct MHD_Response *r = NULL;
+        if (hn) {
+            a->req = req;
+            const struct MHD_IoVec iov[2] = {
+                {a->head, hn}, {y->data, (size_t)mha_tensor_numel(y) * sizeof(float)}};
+            r = MHD_create_response_from_iovec(iov, 2, serve_npy_free, a);
         }
+        if (r) return serve_send(conn, s, call, 200, "application/x-npy", r, info.batch_size);
+        free(a);
+        mha_request_free(req);
+        return serve_text(conn, s, call, 500, "error: out of memory for the answer");
     }
+    size_t n = 0;
+    char *out = serve_json_format(ys, s->out_names, n_out, &n);
+    mha_request_free(req);
     if (!out) return serve_text(conn, s, call, 500, "error: out of memory for the answer");
-    return serve_reply(conn, s, call, 200, json ? "application/json" : "application/x-npy", out, n,
-                       MHD_RESPMEM_MUST_FREE, info.batch_size);
+    return serve_reply(conn, s, call, 200, "application/json", out, n, MHD_RESPMEM_MUST_FREE,
+                       info.batch_size);
 }
 
 /* POST /run once the whole body is in. */
@@ -440,6 +489,11 @@ static int serve_convert_body(mha_tensor *in, mha_dtype from, size_t bytes, void
     *owned = buf;
     return 0;
 }
+
+static void serve_done(void *user, mha_request *req);
+static enum MHD_Result serve_finish(struct MHD_Connection *conn, serve_state *s, serve_call *call,
+                                    mha_request *req, int json, size_t which, mha_status st,
+                                    const mha_error *err);
 
 static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, serve_call *call) {
     if (call->bad_framing) return serve_text(conn, s, call, 400, "error: %s", call->bad_framing);
@@ -510,26 +564,68 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
     mha_submit_options so;
     mha_submit_options_init(&so);
     so.deadline_ms = s->deadline_ms;
+    if (!s->blocking) {
+        so.done = serve_done;
+        so.done_user = call;
+        call->conn = conn;
+        call->json = json;
+        call->which = which;
+        atomic_store(&call->stage, CALL_PENDING);
+    }
     mha_request *req = NULL;
     mha_status st = mha_queue_submit(s->queue, &in, &so, &req, &err);
     free(parsed); /* the queue keeps a copy */
     if (st == MHA_ERR_QUEUE_FULL || st == MHA_ERR_SHUTDOWN)
         return serve_text(conn, s, call, 503, "error: %s", err.message);
     if (st != MHA_OK) return serve_text(conn, s, call, 400, "error: %s", err.message);
+    if (!s->blocking) {
+        /* no thread waits: the connection sleeps until serve_done resumes
+         * it, and the handler's next call answers (serve_finish). Suspended
+         * first, so that a resume never comes before the suspension. */
+        call->req = req;
+        MHD_suspend_connection(conn);
+        int was = CALL_PENDING;
+        if (!atomic_compare_exchange_strong(&call->stage, &was, CALL_SUSPENDED))
+            MHD_resume_connection(conn); /* done already: answered at once */
+        return MHD_YES;
+    }
     st = mha_request_wait(req, -1, &err);
+    return serve_finish(conn, s, call, req, json, which, st, &err);
+}
+
+/* The completion callback (on the thread that completed the request): a
+ * suspended connection is resumed to answer; the call of a connection that
+ * ended meanwhile is freed. */
+static void serve_done(void *user, mha_request *req) {
+    serve_call *call = user;
+    struct MHD_Connection *conn = call->conn;
+    int was = atomic_exchange(&call->stage, CALL_DONE);
+    if (was == CALL_SUSPENDED) {
+        MHD_resume_connection(conn);
+    } else if (was == CALL_ORPHAN) {
+        mha_request_free(req);
+        free(call->body);
+        free(call);
+    }
+}
+
+/* The answer to a completed request (status st, err its message), which is
+ * freed. */
+static enum MHD_Result serve_finish(struct MHD_Connection *conn, serve_state *s, serve_call *call,
+                                    mha_request *req, int json, size_t which, mha_status st,
+                                    const mha_error *err) {
     enum MHD_Result ret;
-    if (st == MHA_OK)
-        ret = serve_answer(conn, s, call, req, json, which);
-    else if (st == MHA_ERR_DEADLINE)
-        ret = serve_text(conn, s, call, 504, "error: %s", err.message);
+    if (st == MHA_OK) return serve_answer(conn, s, call, req, json, which);
+    if (st == MHA_ERR_DEADLINE)
+        ret = serve_text(conn, s, call, 504, "error: %s", err->message);
     else if (st == MHA_ERR_SHUTDOWN || st == MHA_ERR_CANCELLED)
-        ret = serve_text(conn, s, call, 503, "error: %s", err.message);
+        ret = serve_text(conn, s, call, 503, "error: %s", err->message);
     else if (st == MHA_ERR_INVALID_ARGUMENT || st == MHA_ERR_SHAPE || st == MHA_ERR_DTYPE)
         /* the request's own values (a token id outside the vocabulary): it
          * failed alone, after its batch did */
-        ret = serve_text(conn, s, call, 400, "error: %s", err.message);
+        ret = serve_text(conn, s, call, 400, "error: %s", err->message);
     else
-        ret = serve_text(conn, s, call, 500, "error: %s", err.message);
+        ret = serve_text(conn, s, call, 500, "error: %s", err->message);
     mha_request_free(req);
     return ret;
 }
@@ -597,8 +693,19 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
                 call->too_big = 1;
                 return serve_run(conn, s, call);
             }
+            /* the body's buffer at its size at once (no growing copies) */
+            size_t want = len ? (size_t)strtoull(len, NULL, 10) : 0;
+            if (want > 0 && (call->body = malloc(want)) != NULL) call->cap = want;
         }
         return MHD_YES;
+    }
+    if (call->req) { /* resumed: the request completed */
+        mha_request *req = call->req;
+        mha_error err;
+        mha_error_clear(&err);
+        call->req = NULL;
+        mha_status st = mha_request_wait(req, 0, &err);
+        return serve_finish(conn, s, call, req, call->json, call->which, st, &err);
     }
     if (*upload_size)
         serve_guard_body(s->guard, conn, *upload_size);
@@ -666,8 +773,14 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
     serve_call *call = *con_cls;
     serve_guard_request_done(s->guard, conn);
     if (call) {
-        free(call->body);
-        free(call);
+        /* a request still computing when its connection ended: the
+         * completion callback frees the call */
+        int orphan = call->req && atomic_exchange(&call->stage, CALL_ORPHAN) != CALL_DONE;
+        if (!orphan) {
+            mha_request_free(call->req);
+            free(call->body);
+            free(call);
+        }
         *con_cls = NULL;
         int trim = 0;
         pthread_mutex_lock(&s->mutex);
@@ -687,7 +800,7 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
 typedef struct serve_options {
     const char *host, *port_file;
     long long port, max_batch, max_tokens, capacity, dispatchers, run_threads, max_body, max_conn,
-        min_body_rate;
+        min_body_rate, http_threads;
     double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms, header_timeout_ms;
     int hold_when_idle, caller_runs;
 } serve_options;
@@ -715,7 +828,8 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
                 [SERVE_RUN_THREADS] = {0, 1024, &o->run_threads},
                 [SERVE_MAX_BODY] = {64, 1LL << 40, &o->max_body},
                 [SERVE_MIN_BODY_RATE] = {0, 1LL << 40, &o->min_body_rate},
-                [SERVE_MAX_CONN] = {1, 65536, &o->max_conn}};
+                [SERVE_MAX_CONN] = {1, 65536, &o->max_conn},
+                [SERVE_HTTP_THREADS] = {1, 64, &o->http_threads}};
     cli_parser p;
     if (cli_parse_begin(&p, &serve_spec, c, argc, argv) != 0) return cli_fail("too many options");
     for (int id; (id = cli_parse_next(&p)) != CLI_PARSE_END;) {
@@ -726,7 +840,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
         if (id == CLI_PARSE_ARG) {
             if (*model) return cli_usage_error(c, "one model at a time ('%s' is extra)", v);
             *model = v;
-        } else if (id >= SERVE_PORT && id <= SERVE_MAX_CONN) {
+        } else if (id >= SERVE_PORT && id <= SERVE_HTTP_THREADS) {
             if (!cli_parse_int(c, opt, v, ints[id].lo, ints[id].hi, ints[id].dst)) return CLI_USAGE;
         } else if (id == SERVE_HOST) {
             o->host = v;
@@ -765,6 +879,7 @@ int mha_cmd_serve(int argc, char **argv) {
                        .dispatchers = 0,
                        .max_body = 16 << 20,
                        .max_conn = 256,
+                       .http_threads = 1,
                        .max_delay_ms = 1.0,
                        .max_padding = 0.125,
                        .header_timeout_ms = 5000,
@@ -847,16 +962,23 @@ int mha_cmd_serve(int argc, char **argv) {
         cli_fail("serve: cannot start the header timeout's thread");
         goto done;
     }
-    /* a connection's thread computes batches with --caller-runs: the stack
-     * mha_run needs (512 KiB free), else a small one per connection */
+    /* --caller-runs: a thread per connection, which computes batches (the
+     * stack mha_run needs, 512 KiB free); else --http-threads event loops,
+     * each connection suspended while its request computes: a fixed set of
+     * threads whatever the connections (a thread per connection cost a
+     * thread's wake-up and switch per request, and its stack and heap arena
+     * stayed after it exited) */
+    s.blocking = o.caller_runs;
     const size_t stack = o.caller_runs ? (size_t)2 << 20 : (size_t)256 << 10;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-                     (ipv6 ? MHD_USE_IPv6 : 0);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | (ipv6 ? MHD_USE_IPv6 : 0);
+    flags |=
+        o.caller_runs ? MHD_USE_THREAD_PER_CONNECTION : MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     d = MHD_start_daemon(
         flags, (uint16_t)o.port, NULL, NULL, serve_handle, &s, MHD_OPTION_SOCK_ADDR,
         ipv6 ? (struct sockaddr *)&a6 : (struct sockaddr *)&a4, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)o.max_conn, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_THREAD_STACK_SIZE,
-        stack, MHD_OPTION_NOTIFY_COMPLETED, serve_completed, &s,
+        stack, MHD_OPTION_THREAD_POOL_SIZE, o.caller_runs ? 0u : (unsigned)o.http_threads,
+        MHD_OPTION_NOTIFY_COMPLETED, serve_completed, &s,
         s.guard ? MHD_OPTION_NOTIFY_CONNECTION : MHD_OPTION_END, serve_guard_notify, s.guard,
         MHD_OPTION_END);
     if (!d) {

@@ -53,7 +53,8 @@ typedef struct load_call {
     CURL *easy;
     struct curl_slist *headers;
     size_t id;
-    uint64_t hash; /* FNV-1a of the answer's body */
+    uint64_t hash; /* of the answer's body (load_on_body) */
+    uint64_t word; /* its bytes not yet hashed, fewer than 8 */
     size_t size;
     long echoed; /* X-Request-Id of the answer, -1 = none */
 } load_call;
@@ -120,12 +121,35 @@ static int load_read_file(const char *path, load_body *b) {
     return 0;
 }
 
+/* The answer's body hashed 8 bytes at a time (FNV-1a's step on words; the
+ * bytes of a last part word are folded in by load_hash_end), the same for
+ * the same bytes however they are cut into pieces: byte by byte, hashing
+ * the answers took a quarter of serve-load's CPU time, which it takes from
+ * the server's cores. */
 static size_t load_on_body(char *p, size_t one, size_t n, void *user) {
     load_call *c = user;
-    for (size_t k = 0; k < n * one; k++)
-        c->hash = (c->hash ^ (unsigned char)p[k]) * 0x100000001b3ULL;
-    c->size += n * one;
-    return n * one;
+    const size_t len = n * one;
+    size_t k = 0, have = c->size % 8;
+    for (; have && k < len; k++, have = (have + 1) % 8) { /* finish a part word */
+        c->word |= (uint64_t)(unsigned char)p[k] << (8 * have);
+        if (have == 7) {
+            c->hash = (c->hash ^ c->word) * 0x100000001b3ULL;
+            c->word = 0;
+        }
+    }
+    for (; k + 8 <= len; k += 8) {
+        uint64_t w;
+        memcpy(&w, p + k, 8);
+        c->hash = (c->hash ^ w) * 0x100000001b3ULL;
+    }
+    for (size_t b = 0; k < len; k++, b++) /* a part word, finished by the next piece */
+        c->word |= (uint64_t)(unsigned char)p[k] << (8 * b);
+    c->size += len;
+    return len;
+}
+
+static uint64_t load_hash_end(const load_call *c) {
+    return c->size % 8 ? (c->hash ^ c->word) * 0x100000001b3ULL : c->hash;
 }
 
 static size_t load_on_header(char *p, size_t one, size_t n, void *user) {
@@ -168,6 +192,7 @@ static int load_start(load_state *s, CURLM *multi, size_t id) {
     if (!c->headers) return -1;
     c->id = id;
     c->hash = 0xcbf29ce484222325ULL;
+    c->word = 0;
     c->size = 0;
     c->echoed = -1;
     CURL *e = c->easy;
@@ -204,10 +229,11 @@ static void load_finish(load_state *s, CURLM *multi, CURL *e, CURLcode result, d
         if (c->echoed >= 0 && (size_t)c->echoed < s->n) s->answers[c->echoed]++;
         load_body *b = &s->bodies[c->id % (size_t)s->n_bodies];
         if (code == 200) {
+            const uint64_t hash = load_hash_end(c);
             if (!b->answer_size) {
-                b->answer_hash = c->hash;
+                b->answer_hash = hash;
                 b->answer_size = c->size;
-            } else if (b->answer_hash != c->hash || b->answer_size != c->size) {
+            } else if (b->answer_hash != hash || b->answer_size != c->size) {
                 s->body_mismatch++;
             }
         }

@@ -7,7 +7,8 @@
 #   1. the sustainable rate: serve-load at 25, 50, 100, ... requests/s
 #      (RATE_STEP s each) until a step's p99 passes the bound or one is
 #      refused; the last good step (or --rate R)
-#   2. the soak: one server, that rate for --duration seconds (default 600),
+#   2. the soak: one server, full batches for 2 s (2000 requests/s), then
+#      that rate for --duration seconds (default 600),
 #      its RSS sampled every 5 s (first after the warm-up, last, max); the
 #      p99 per minute; /health after; SIGTERM drains and exits 0
 #   3. overload: a fresh server with --max-queue-ms of half the bound (and
@@ -26,7 +27,7 @@
 #
 # --quick: a 60 s soak, 10 s overload, 3 s search steps (about 2 minutes).
 # Exit 1 when a check fails (an id unanswered or answered twice, a wrong
-# id, differing answers, RSS grown more than 10 % after the warm-up, the
+# id, differing answers, RSS at the end over 10 % above the warm-up's, the
 # overload bounds, /health, the drain). Env: MHA (default build/bin/mha),
 # SERVE_LOAD (default beside it). Not part of `make test` (`make serve-soak`).
 set -eu
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
   --p99-ms) P99=$2; shift 2 ;;
   --quick) QUICK=1; shift ;;
   --out) OUT=$2; shift 2 ;;
-  -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
   *) echo "serve_soak.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -129,6 +130,13 @@ if [ -z "$RATE" ]; then
     RATE=25
   fi
 fi
+# Full batches once before the soak (64 requests in flight at most, so
+# none refused): the buffers sized for the largest batch (the queue's and
+# the engine's, kept for the next ones) are then in the RSS after the
+# warm-up, and a backlog in the soak (other processes taking the cores)
+# grows nothing that stays.
+echo "== full batches: 2000 requests/s for 2 s, load $(load1)"
+load 2000 2 "$T/burst.json"
 echo "== soak: $RATE requests/s for $DURATION s, load $(load1)"
 PID=$SRV
 (while kill -0 "$PID" 2>/dev/null; do
@@ -142,13 +150,15 @@ SAMPLER=
 check "soak /health answers 200 after" "$([ "$(health)" = 200 ] && echo 1 || echo 0)"
 serve_stop
 # RSS (kB): the first sample after the warm-up (a tenth of the run, at
-# least 10 s), the last and the largest after the warm-up
+# least 10 s), the last and the largest after the warm-up. The bound is on
+# the last: the largest includes the requests in flight in a backlog
+# (bodies, copies, answers: up to 64 here), given back once it drains.
 WARM=$((DURATION / 10 > 10 ? DURATION / 10 : 10))
 rss=$(awk -v w="$WARM" 'NR == 1 { t0 = $1 } $2 != "" && $1 - t0 >= w {
   if (!n++) first = $2; last = $2; if ($2 > max) max = $2 } END { print first + 0, last + 0, max + 0, n + 0 }' "$T/rss.txt")
 set -- $rss
 echo "  RSS after the warm-up ($WARM s): first $(($1 / 1024)) MiB, last $(($2 / 1024)) MiB, max $(($3 / 1024)) MiB ($4 samples)"
-check "RSS does not grow after the warm-up (max <= first + 10 %)" "$(awk -v f="$1" -v m="$3" 'BEGIN { print (f > 0 && m <= f * 1.10) ? 1 : 0 }')"
+check "RSS does not grow after the warm-up (last <= first + 10 %)" "$(awk -v f="$1" -v l="$2" 'BEGIN { print (f > 0 && l <= f * 1.10) ? 1 : 0 }')"
 json "$T/soak.json" "'\n'.join('  minute %d: %d requests, p50 %s ms, p99 %s ms, max %s ms' % (i, m['requests'], m['p50_ms'], m['p99_ms'], m['max_ms']) for i, m in enumerate(d['intervals']))"
 check "soak: every id answered exactly once, with its own id and the same answer per body" \
   "$(json "$T/soak.json" "int(d['unanswered'] == 0 and d['answered_twice'] == 0 and d['wrong_id'] == 0 and d['differing_answers'] == 0)")"

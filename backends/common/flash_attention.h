@@ -1209,6 +1209,25 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     }
 }
 
+/* A (b, h) whose Q, V and O rows take at most this many bytes has them
+ * prefetched at its start (fa_attention_run) */
+#define FA_PREFETCH_BYTES ((int64_t)256 << 10)
+
+/* Prefetch into L2 of rows [0, rows) of row_bytes each, stride floats
+ * apart (write: for a store). Bits: none change, only when lines arrive. */
+static inline void fa_prefetch_rows(const float *p, int64_t stride, int64_t rows, int64_t row_bytes,
+                                    int write) {
+    for (int64_t r = 0; r < rows; r++) {
+        const uintptr_t start = (uintptr_t)(const void *)(p + r * stride);
+        for (uintptr_t c = start & ~(uintptr_t)63; c < start + (uintptr_t)row_bytes; c += 64) {
+            if (write)
+                __builtin_prefetch((const void *)c, 1, 2);
+            else
+                __builtin_prefetch((const void *)c, 0, 2);
+        }
+    }
+}
+
 /* The whole call: for each (b, h) in range, pack its kv head (unless the
  * previous head of the same GQA group already did), then the query blocks. */
 static inline int fa_attention_run(const mha_attn_args *a, void *workspace, size_t workspace_size) {
@@ -1229,10 +1248,28 @@ static inline int fa_attention_run(const mha_attn_args *a, void *workspace, size
     for (int64_t b = a->b0; b < a->b1; b++) {
         /* keys any row of this call may see: row_end grows with i */
         const int64_t nkeys = kernel_row_key_end(a, b, a->q1 - 1);
+        /* a head whose Q, V (read in place) and O rows fit in L2 many times
+         * over (MiniLM's, BERT's: 48-96 KB at S 128) is prefetched whole;
+         * a long one (W3's 1.5 MB) is left to the hardware, and so are
+         * calls of a few queries (a decode step's one) */
+        const int64_t nq = a->q1 - a->q0;
+        const int64_t head_bytes =
+            (nq * (a->dk + a->dv) + (v_in_place ? nkeys * a->dv : 0)) * (int64_t)sizeof(float);
+        const int small = nq >= VLEN && head_bytes <= FA_PREFETCH_BYTES;
         int64_t packed_g = -1;
         for (int64_t h = a->h0; h < a->h1; h++) {
             const int64_t g = h / group;
             const float *vb = a->v + b * a->v_sb + g * a->v_sh;
+            /* a small head: its Q, V and O rows requested now, while K
+             * is packed (they are read and written right after) */
+            if (small) {
+                fa_prefetch_rows(a->q + b * a->q_sb + h * a->q_sh + a->q0 * a->q_ss, a->q_ss, nq,
+                                 a->dk * (int64_t)sizeof(float), 0);
+                if (v_in_place && g != packed_g)
+                    fa_prefetch_rows(vb, a->v_ss, nkeys, a->dv * (int64_t)sizeof(float), 0);
+                fa_prefetch_rows(a->o + b * a->o_sb + h * a->o_sh + a->q0 * a->o_ss, a->o_ss, nq,
+                                 a->dv * (int64_t)sizeof(float), 1);
+            }
             if (g != packed_g && nkeys > 0) {
                 fa_pack_kv(a, &L, a->k + b * a->k_sb + g * a->k_sh, vb, nkeys, ws + L.kt,
                            v_in_place ? NULL : ws + L.vp);

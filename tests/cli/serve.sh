@@ -247,6 +247,36 @@ kill -TERM $SRV
 serve_wait_exit
 echo "ok: a drained backlog trims the heap"
 
+# A fixed set of threads whatever the connections: 12 requests waiting at
+# once (held for company) start no thread (a thread per connection: 12
+# more, each with its stack, one wake-up and switch more a request)
+serve_start "$T/m.onnx" --max-batch 16 --max-delay-ms 3000 --hold-when-idle --capacity 64
+pid=$(awk '{ print $1 }' "/proc/$SRV/task/$SRV/children")
+threads() { awk '/^Threads:/ { print $2 }' "/proc/$pid/status"; }
+depth() { $C "$U/metrics" | sed -n 's/^mha_queue_depth //p'; }
+[ "$($C "$U/health")" = ok ] || fail "/health"
+t0=$(threads)
+PIDS=
+for k in $(seq 12); do
+  (post "$T/x.npy" "$T/t$k.npy" >"$T/code_t$k") &
+  PIDS="$PIDS $!"
+done
+i=0
+until [ "$(depth)" = 12 ]; do
+  i=$((i + 1)); [ $i -le 100 ] || fail "12 requests at once: queue depth $(depth)"
+  sleep 0.02
+done
+t1=$(threads)
+for p in $PIDS; do wait "$p" || true; done
+for k in $(seq 12); do
+  [ "$(cat "$T/code_t$k")" = 200 ] || fail "12 at once: request $k answered $(cat "$T/code_t$k")"
+  cmp -s "$T/t$k.npy" "$T/ref.npy" || fail "12 at once: answer $k differs from mha run's"
+done
+[ "$t1" -le $((t0 + 2)) ] || fail "12 requests waiting took $((t1 - t0)) more threads ($t0 -> $t1)"
+kill -TERM $SRV
+serve_wait_exit
+echo "ok: 12 requests waiting at once take no thread each ($t0 -> $t1 threads)"
+
 # --caller-runs: the connections' threads compute the batches (8 requests
 # at once), each answer still what mha run gives
 serve_start "$T/m.onnx" --caller-runs

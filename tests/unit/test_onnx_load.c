@@ -775,11 +775,22 @@ static void test_wire_errors(void **state) {
                      MHA_ERR_MODEL_FORMAT);
     assert_non_null(strstr(err.message, "past end of the enclosing message at byte offset 2"));
 
-    /* the right framing but a field of the wrong type: graph as a varint */
+    /* the right framing but a field of the wrong type: graph as a varint,
+     * named with its place (protobuf-c only says the message failed) */
     const unsigned char wrongtype[] = {0x38, 0x01};
     assert_int_equal(ir_load_memory(NULL, wrongtype, sizeof wrongtype, NULL, NULL, &g, &err),
                      MHA_ERR_MODEL_FORMAT);
-    assert_non_null(strstr(err.message, "malformed protobuf"));
+    assert_non_null(strstr(err.message, "field 'graph' of onnx.ModelProto at byte offset 0 has "
+                                        "wire type 0 (varint); a field of its type takes wire "
+                                        "type 2 (length-delimited)"));
+    /* a singular number sent as a length-delimited run (only repeated
+     * ones may come packed): opset_import's version */
+    const unsigned char packed_single[] = {0x42, 0x04, 0x12, 0x02, 0x01, 0x02};
+    assert_int_equal(
+        ir_load_memory(NULL, packed_single, sizeof packed_single, NULL, NULL, &g, &err),
+        MHA_ERR_MODEL_FORMAT);
+    assert_non_null(strstr(err.message, "field 'version' of onnx.OperatorSetIdProto at byte "
+                                        "offset 2 has wire type 2 (length-delimited)"));
 
     /* 2^24 + 1 empty producer_name fields: 32 MiB that protobuf-c would turn
      * into 2^24 allocations (~550 MiB); refused by the scan's memory bound

@@ -524,6 +524,10 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     if (bd->attn_mask) {
         exec_mask_view_attn(bd->attn_mask, !L->attn_bool_ignore_true, L->attn_mask_batch_first,
                             L->q_heads, &views[n]);
+        if (L->attn_mask_window) { /* its first Sq rows and T columns, by its strides */
+            if (views[n].dims[2] > bd->Sq) views[n].dims[2] = bd->Sq;
+            if (views[n].dims[3] > bd->T) views[n].dims[3] = bd->T;
+        }
         if (L->attn_valued) views[n].kind = EXEC_MASK_VALUED;
         n++;
     }

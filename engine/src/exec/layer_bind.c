@@ -110,10 +110,18 @@ static mha_status layer_check_attn_mask(const layer *L, const layer_io *io, cons
     int ok = t->rank <= 4;
     for (int i = 0; ok && i < t->rank; i++) {
         int64_t d = t->shape[t->rank - 1 - i], want = target[3 - i];
-        ok = d == want || d == 1 || (i == 0 && L->mask_pads_keys && d <= want);
+        ok = d == want || d == 1 || (i == 0 && L->mask_pads_keys && d <= want) ||
+             (i <= 1 && L->attn_mask_window && d > want);
     }
     if (ok) return MHA_OK;
     char got[128], want[128];
+    if (L->attn_mask_window)
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "input '%s' (attn_mask): shape %s covers fewer positions than "
+                        "[B, heads, Sq, Skv] = %s (the layer reads its first Sq rows and "
+                        "Skv columns)",
+                        layer_io_name(io), layer_shape(t, got, sizeof got),
+                        tensor_shape_str(4, target, want, sizeof want));
     return mha_fail(err, MHA_ERR_SHAPE,
                     "input '%s' (attn_mask): shape %s does not broadcast to "
                     "[B, heads, Sq, Skv] = %s",

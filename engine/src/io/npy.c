@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -80,6 +81,32 @@ static mha_dtype npy_dtype_from_descr(const char *d) {
     default:
         return MHA_DTYPE_UNDEFINED;
     }
+}
+
+/* A refused descr in words for its message, " (big-endian uint16)", or ""
+ * when it is not a numeric one ("|O", "<U8", ...: the descr says enough). */
+static const char *npy_descr_name(const char *d, char *buf, size_t n) {
+    const char *kind = NULL;
+    size_t len = strlen(d);
+    if (len >= 3 && len <= 4 && strspn(d + 2, "0123456789") == len - 2) {
+        switch (d[1]) {
+        case 'i':
+            kind = "int";
+            break;
+        case 'u':
+            kind = "uint";
+            break;
+        case 'f':
+            kind = "float";
+            break;
+        case 'c':
+            kind = "complex";
+            break;
+        }
+    }
+    if (!kind) return "";
+    snprintf(buf, n, " (%s%s%d)", d[0] == '>' ? "big-endian " : "", kind, 8 * atoi(d + 2));
+    return buf;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -286,8 +313,14 @@ mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, c
         return mha_fail(err, MHA_ERR_DATA_FORMAT,
                         "%s: fortran_order arrays are not supported (save in C order)", what);
     out->dtype = npy_dtype_from_descr(descr);
-    if (out->dtype == MHA_DTYPE_UNDEFINED)
-        return mha_fail(err, MHA_ERR_DTYPE, "%s: unsupported dtype '%s'", what, descr);
+    if (out->dtype == MHA_DTYPE_UNDEFINED) {
+        char name[48];
+        return mha_fail(err, MHA_ERR_DTYPE,
+                        "%s: unsupported dtype '%s'%s; .npy files of float32, float64, float16, "
+                        "int64, int32, int8, uint8 or bool, little-endian, are read (numpy's "
+                        "astype converts)",
+                        what, descr, npy_descr_name(descr, name, sizeof name));
+    }
 
     char shape[160];
     tensor_shape_str(out->rank, out->dims, shape, sizeof shape);

@@ -238,6 +238,78 @@ static uint64_t wire_field_memory(const ProtobufCFieldDescriptor *fd, unsigned w
     }
 }
 
+/* The wire type a field of type t is written with (0 varint, 1 fixed64,
+ * 2 length-delimited, 5 fixed32). */
+static unsigned wire_type_of(ProtobufCType t) {
+    switch (t) {
+    case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_FIXED32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+        return 5;
+    case PROTOBUF_C_TYPE_DOUBLE:
+    case PROTOBUF_C_TYPE_FIXED64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        return 1;
+    case PROTOBUF_C_TYPE_STRING:
+    case PROTOBUF_C_TYPE_BYTES:
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return 2;
+    default:
+        return 0;
+    }
+}
+
+static const char *wire_type_name(unsigned wire) {
+    switch (wire) {
+    case 0:
+        return "varint";
+    case 1:
+        return "fixed64";
+    case 2:
+        return "length-delimited";
+    default:
+        return "fixed32";
+    }
+}
+
+/* A known field sent with a wire type its type does not take (a repeated
+ * number may also come packed, as one length-delimited run), or a packed
+ * run that is not whole numbers: protobuf-c refuses the message without
+ * saying where. Names the field and the offset instead; payload (the
+ * bytes of a packed run) is checked only for wire type 2. */
+static mha_status wire_check_type(const ProtobufCFieldDescriptor *fd, const char *msg,
+                                  unsigned wire, size_t tag_at, const unsigned char *payload,
+                                  size_t len, mha_error *err) {
+    unsigned want = wire_type_of(fd->type);
+    int packed = wire == 2 && want != 2 && fd->label == PROTOBUF_C_LABEL_REPEATED;
+    if (wire != want && !packed)
+        return mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                        "field '%s' of %s at byte offset %zu has wire type %u (%s); a field of "
+                        "its type takes wire type %u (%s)%s",
+                        fd->name, msg, tag_at, wire, wire_type_name(wire), want,
+                        wire_type_name(want),
+                        want != 2 && fd->label == PROTOBUF_C_LABEL_REPEATED ? " or 2 (packed)"
+                                                                             : "");
+    if (!packed || !payload) return MHA_OK;
+    size_t width = want == 5 ? 4 : want == 1 ? 8 : 0;
+    if (width && len % width != 0)
+        return mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                        "packed field '%s' of %s at byte offset %zu holds %zu bytes, not a "
+                        "whole number of %zu-byte elements",
+                        fd->name, msg, tag_at, len, width);
+    for (size_t p = 0; !width && p < len;) {
+        uint64_t v;
+        int r = wire_read_varint(payload, len, &p, 10, &v);
+        if (r <= 0)
+            return mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                            "packed field '%s' of %s at byte offset %zu: %s", fd->name, msg,
+                            tag_at,
+                            r == 0 ? "its last varint runs past its end"
+                                   : "a varint longer than 10 bytes");
+    }
+    return MHA_OK;
+}
+
 static const char *wire_bound_name(size_t end, size_t size) {
     return end == size ? "end of file" : "end of the enclosing message";
 }
@@ -326,6 +398,9 @@ mha_status onnx_wire_prescan_release(const mha_alloc_ctx *alloc, const void *dat
                           ONNX_MAX_ALLOCATING_FIELDS, tag_at);
             break;
         }
+        if (fd && wire != 2 && (wire == 0 || wire == 1 || wire == 5) &&
+            (st = wire_check_type(fd, top->desc->name, wire, tag_at, NULL, 0, err)) != MHA_OK)
+            break;
         memory += wire_field_memory(fd, wire, buf, top->end, pos);
         if (memory > memory_max) {
             st = mha_fail(err, MHA_ERR_LIMIT,
@@ -401,6 +476,9 @@ mha_status onnx_wire_prescan_release(const mha_alloc_ctx *alloc, const void *dat
                                   (unsigned long long)len, top->end - pos);
                 break;
             }
+            if (fd && (st = wire_check_type(fd, top->desc->name, wire, tag_at, buf + pos,
+                                            (size_t)len, err)) != MHA_OK)
+                break;
             if (!fd || fd->type != PROTOBUF_C_TYPE_MESSAGE) {
                 /* protobuf-c ends a string at its first NUL: "w.bin\0../x"
                  * would be read as "w.bin", and two names differing after a

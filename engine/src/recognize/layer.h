@@ -61,6 +61,11 @@ typedef struct layer {
                                               is padded with -inf (ONNX), not broadcast */
     int int_mask_attend_nonzero;           /* integer masks (com.microsoft mask_index):
                                               nonzero = attend */
+    int attn_mask_window;                  /* the attn_mask's query / key axes may be
+                                              longer than the scores': its first Sq rows
+                                              and T columns are read (a causal buffer
+                                              the graph slices to the lengths, GPT-2's
+                                              `bias` as a graph input) */
 
     /* ---- appended for the model families' forms (issue 14) ---- */
     int kpm_valued;            /* the key padding input m [B, Skv] (bool, integer or float)
@@ -241,6 +246,17 @@ size_t layer_weight_bytes(const layer *L);
 
 /* The value head size and the output width, where the layer leaves them 0
  * (equal to d_head, d_model). */
+/* Whether the layer's query rows come in a dynamic length (the sequence
+ * axis of its QUERY or Q input is not fixed in the file). */
+static inline int layer_query_len_dynamic(const layer *L) {
+    for (size_t i = 0; i < L->n_inputs; i++) {
+        const layer_io *io = &L->inputs[i];
+        if (io->role == MHA_ROLE_QUERY && io->rank == 3) return io->dims[L->seq_first ? 0 : 1] < 0;
+        if (io->role == MHA_ROLE_Q && io->rank >= 3) return io->dims[io->rank - 2] < 0;
+    }
+    return 0;
+}
+
 static inline int64_t layer_dv(const layer *L) {
     return L->d_head_v > 0 ? L->d_head_v : L->d_head;
 }

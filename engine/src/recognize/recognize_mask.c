@@ -141,7 +141,11 @@ static int rz_attn_strides(const tensor *M, const int64_t *target, int batch_fir
             stride[ax] = 0;
             continue;
         }
-        if (M->dims[mx] != 1 && M->dims[mx] != target[ax]) return 0;
+        /* a query or key axis longer than the scores': the window of its
+         * first rows / columns (a buffer the graph slices [:Sq, :Skv]; the
+         * probes then check that the graph reads it so) */
+        const int window = ax >= 2 && M->dims[mx] > target[ax];
+        if (M->dims[mx] != 1 && M->dims[mx] != target[ax] && !window) return 0;
         stride[ax] = M->dims[mx] == 1 ? 0 : st;
         st *= M->dims[mx];
     }
@@ -725,7 +729,14 @@ static void rz_assign_reading(layer *L, const rz_found *f) {
         io->role = MHA_ROLE_ATTN_MASK;
         L->attn_bool_ignore_true = cand == RZ_CAND_ATTN_BOOL_IGN;
     }
-    if (io->role == MHA_ROLE_ATTN_MASK) L->attn_mask_batch_first = f->rd.batch_first;
+    if (io->role == MHA_ROLE_ATTN_MASK) {
+        L->attn_mask_batch_first = f->rd.batch_first;
+        /* a static query or key axis beside a dynamic length: read as a
+         * window (the probes had the graph slice it, rz_attn_strides) */
+        const int r = io->rank;
+        L->attn_mask_window = !f->rd.batch_first && r >= 2 && layer_query_len_dynamic(L) &&
+                              (io->dims[r - 1] > 1 || io->dims[r - 2] > 1);
+    }
 }
 
 /* Left padding under a causal mask the file writes with finfo.min (GPT-2's

@@ -76,6 +76,12 @@ static rz_sym rz_axis_symbol(const layer *L, const layer_io *io, int axis, int c
         /* com.microsoft integer masks are [B, S, T], not right-aligned */
         if ((io->dtype == MHA_DTYPE_INT32 || io->dtype == MHA_DTYPE_INT64) && r == 3)
             return axis == 0 ? RZ_SYM_B : axis == 1 ? RZ_SYM_SQ : RZ_SYM_SKV;
+        /* a static query or key axis longer than 1 beside a dynamic query
+         * length: a buffer the graph slices to the lengths (GPT-2's causal
+         * `bias` [1, 1, n, n] handed in by the caller), read as a window
+         * (layer.h attn_mask_window); it fixes no length */
+        if (from_end <= 1 && r >= 2 && io->dims[axis] > 1 && layer_query_len_dynamic(L))
+            return RZ_SYM_FIXED;
         /* Broadcast against [B, H, Sq, Skv] from the right -- but a dynamic
          * first axis of a 3-D mask is the batch (Keras [B, Sq, Skv]) */
         if (from_end == 0) return RZ_SYM_SKV;
