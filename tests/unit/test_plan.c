@@ -666,7 +666,7 @@ static void test_values_freed_after_last_step(void **state) {
     assert_int_equal(plan_probe_inputs(P, 1, in, &err), MHA_OK);
     tensor **values = NULL;
     int calls = 0;
-    plan_backend be = {reference_layer, plan_reference_backend.gemm, &calls, NULL, NULL};
+    plan_backend be = {reference_layer, plan_reference_backend.gemm, &calls, NULL, NULL, NULL};
     assert_int_equal(plan_exec(P, in, &be, 0, &values, &err), MHA_OK);
     assert_int_equal(calls, 2);
     /* what is left: outputs, inputs, initializers and folded constants */

@@ -438,6 +438,71 @@ static void free_plan_and_graph(plan *P, tensor **in, tensor **got, ir_graph *g,
     plan_free(P);
 }
 
+/* A backend's parallel pass that records its calls and runs the pieces
+ * last first, 3 items each (any split must give the same bits). */
+typedef struct pieces_seen {
+    int calls;
+    int64_t n, grain;
+} pieces_seen;
+
+static mha_status pieces_backwards(void *user, void (*fn)(void *ctx, int64_t i0, int64_t i1),
+                                   void *ctx, int64_t n, int64_t grain, mha_error *err) {
+    pieces_seen *seen = user;
+    (void)err;
+    seen->calls++;
+    seen->n = n;
+    seen->grain = grain;
+    for (int64_t i0 = (n - 1) / 3 * 3; i0 >= 0; i0 -= 3)
+        fn(ctx, i0, i0 + 3 < n ? i0 + 3 : n);
+    return MHA_OK;
+}
+
+/* ViT's patch rows (the patch Conv's A) are built through the backend's
+ * parallel pass, one call over every patch of the batch, into a block the
+ * plan keeps for the next run; the step's output is bitwise that of the
+ * rows built in one piece (the reference backend has no parallel pass). */
+static void test_patch_rows_in_pieces(void **state) {
+    (void)state;
+    plan *P = build(VIT);
+    tensor *in[4] = {0};
+    tensor **one = NULL, **split = NULL;
+    mha_error err;
+    assert_int_equal(plan_probe_inputs(P, 1, in, &err), MHA_OK);
+    assert_int_equal(plan_exec(P, in, &plan_reference_backend, 1, &one, &err), MHA_OK);
+    pieces_seen seen = {0, 0, 0};
+    plan_backend be = plan_reference_backend;
+    be.user = &seen;
+    be.parallel = pieces_backwards;
+    if (plan_exec(P, in, &be, 1, &split, &err) != MHA_OK) fail_msg("%s", err.message);
+    const plan_gemm *conv = NULL;
+    for (size_t i = 0; i < P->n_gemms; i++)
+        if (P->gemms[i].conv_kh > 0) conv = &P->gemms[i];
+    assert_non_null(conv);
+    const tensor *x = in[0], *a = one[conv->out_value], *b = split[conv->out_value];
+    assert_non_null(a);
+    assert_non_null(b);
+    /* [B, 3, 16, 16] in 4 x 4 patches: 16 per item */
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.n, x->dims[0] * 16);
+    assert_true(x->dims[0] >= 2 && seen.grain >= 1);
+    assert_int_equal(tensor_numel(a), tensor_numel(b));
+    assert_memory_equal(a->data, b->data, sizeof(float) * (size_t)tensor_numel(a));
+    /* the rows' block is kept by the plan and taken again by the next run
+     * (no fresh pages a run) */
+    const void *kept = P->rows_block;
+    assert_non_null(kept);
+    assert_true(P->rows_bytes >= sizeof(float) * (size_t)(seen.n * conv->K));
+    tensor **again = NULL;
+    assert_int_equal(plan_exec(P, in, &be, 0, &again, &err), MHA_OK);
+    assert_ptr_equal(P->rows_block, kept);
+    plan_values_free(P, in, again);
+    plan_values_free(P, in, one);
+    plan_values_free(P, in, split);
+    for (size_t i = 0; i < P->g->n_inputs; i++)
+        tensor_free(in[i]);
+    plan_free(P);
+}
+
 /* The embedding lookups (BERT's and MiniLM's token, position and segment
  * rows, GPT-2's token and position rows) are gather steps and no Gather of
  * a float table stays interpreted; each step's rows, in a run of the plan
@@ -728,6 +793,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm_forms),
         cmocka_unit_test(test_swiglu_gated_epilogue),
         cmocka_unit_test(test_patch_conv_gemm),
+        cmocka_unit_test(test_patch_rows_in_pieces),
         cmocka_unit_test(test_grouped_conv1d_gemm),
         cmocka_unit_test(test_models_on_every_backend),
         cmocka_unit_test(test_position_add_step),

@@ -171,10 +171,42 @@ void plan_arena_block_give(plan *P, void *block, size_t bytes) {
     mha_free(&P->alloc, drop);
 }
 
+void *plan_rows_block_take(plan *P, size_t bytes, size_t *got) {
+    pthread_mutex_lock(&P->arena_lock);
+    void *b = P->rows_block;
+    size_t have = P->rows_bytes;
+    P->rows_block = NULL;
+    P->rows_bytes = 0;
+    pthread_mutex_unlock(&P->arena_lock);
+    if (b && have >= bytes) {
+        *got = have;
+        return b;
+    }
+    mha_free(&P->alloc, b);
+    b = mha_malloc(&P->alloc, bytes);
+    *got = b ? bytes : 0;
+    return b;
+}
+
+void plan_rows_block_give(plan *P, void *block, size_t bytes) {
+    if (!block) return;
+    pthread_mutex_lock(&P->arena_lock);
+    if (!P->rows_block) {
+        P->rows_block = block;
+        P->rows_bytes = bytes;
+        block = NULL;
+    }
+    pthread_mutex_unlock(&P->arena_lock);
+    mha_free(&P->alloc, block);
+}
+
 void plan_arena_blocks_free(plan *P) {
     for (int i = 0; i < PLAN_IDLE_BLOCKS; i++) {
         mha_free(&P->alloc, P->idle[i]);
         P->idle[i] = NULL;
         P->idle_bytes[i] = 0;
     }
+    mha_free(&P->alloc, P->rows_block);
+    P->rows_block = NULL;
+    P->rows_bytes = 0;
 }

@@ -265,6 +265,10 @@ typedef struct plan {
      * 10% of a MiniLM run); idle_bytes[i] 0 = an empty slot */
     void *idle[PLAN_IDLE_BLOCKS];
     size_t idle_bytes[PLAN_IDLE_BLOCKS];
+    /* a patch Conv's rows (its GEMM's A) of the last run that built them,
+     * kept for the next one (plan_rows_block_take); rows_bytes 0 = none */
+    void *rows_block;
+    size_t rows_bytes;
     ir_graph *g;     /* owned: nodes of interpreted steps, initializers */
     tensor **consts; /* [n_values]: folded constants (owned), NULL elsewhere */
     plan_layer *layers;
@@ -356,6 +360,13 @@ typedef struct plan_backend {
     /* [n_steps] wall seconds of each step of the run (0 for a step that did
      * not run), or NULL: the steps are not timed. */
     double *step_seconds;
+    /* Runs fn over [0, n) cut into pieces of at least `grain` items, the
+     * pieces on the runtime's threads (fn(ctx, i0, i1) per piece; pieces
+     * are disjoint, so fn must not care which thread runs which), or NULL:
+     * the caller runs fn(ctx, 0, n) itself. For passes of a step that move
+     * data only (a patch Conv's rows): any split gives the same bits. */
+    mha_status (*parallel)(void *user, void (*fn)(void *ctx, int64_t i0, int64_t i1), void *ctx,
+                           int64_t n, int64_t grain, mha_error *err);
 } plan_backend;
 
 /* The plugin arguments of norm step nm over x (+ res, or NULL), y [rows,

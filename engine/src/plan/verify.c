@@ -67,9 +67,10 @@ static mha_status verify_reference_gemm(void *user, const plan *P, size_t gi, co
     return st;
 }
 
-/* norm NULL: the host's reference norm on the calling thread */
-const plan_backend plan_reference_backend = {verify_reference_layer, verify_reference_gemm, NULL,
-                                             NULL, NULL};
+/* norm NULL: the host's reference norm on the calling thread; parallel
+ * NULL: a step's data passes on it too */
+const plan_backend plan_reference_backend = {
+    verify_reference_layer, verify_reference_gemm, NULL, NULL, NULL, NULL};
 
 /* Largest error of got against want relative to want's scale (its largest
  * finite magnitude, at least 1); INFINITY when shapes or the places of

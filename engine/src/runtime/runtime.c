@@ -324,6 +324,43 @@ static mha_status runtime_plan_norm(void *user, const plan *P, size_t ni, const 
     return exec_norm_run(pc->env, &a, err);
 }
 
+/* A data pass of a plan step (plan_backend.parallel) on the runtime's
+ * pool: [0, n) in pieces of `grain` items, about 4 per thread, one pool
+ * unit each. */
+typedef struct runtime_pieces {
+    void (*fn)(void *ctx, int64_t i0, int64_t i1);
+    void *ctx;
+    int64_t n, piece;
+} runtime_pieces;
+
+static mha_status runtime_piece_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
+    const runtime_pieces *rp = ctx;
+    (void)phase;
+    (void)worker;
+    (void)err;
+    const int64_t i0 = u * rp->piece;
+    rp->fn(rp->ctx, i0, rp->n - i0 < rp->piece ? rp->n : i0 + rp->piece);
+    return MHA_OK;
+}
+
+static mha_status runtime_plan_parallel(void *user, void (*fn)(void *ctx, int64_t i0, int64_t i1),
+                                        void *ctx, int64_t n, int64_t grain, mha_error *err) {
+    const runtime_plan_ctx *pc = user;
+    const exec_env *env = pc->env;
+    if (n <= 0) return MHA_OK;
+    int threads = env->pool ? pool_threads(env->pool) : 1;
+    if (env->num_threads > 0 && env->num_threads < threads) threads = env->num_threads;
+    if (grain < 1) grain = 1;
+    if (threads <= 1 || n < 2 * grain) {
+        fn(ctx, 0, n);
+        return MHA_OK;
+    }
+    int64_t piece = (n + 4 * (int64_t)threads - 1) / (4 * (int64_t)threads);
+    if (piece < grain) piece = grain;
+    runtime_pieces rp = {fn, ctx, n, piece};
+    return exec_pool_units(env, runtime_piece_unit, &rp, (n + piece - 1) / piece, threads, err);
+}
+
 /* A GEMM step of a plan; its epilogue inside the plugin's kernel when the
  * plugin declares the step's fused form, else on the host after each
  * tile. */
@@ -413,7 +450,8 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
             pc.B = inputs[0].shape[0];
             pc.S = inputs[0].shape[1];
         }
-        plan_backend be = {runtime_plan_layer, runtime_plan_gemm, &pc, runtime_plan_norm, NULL};
+        plan_backend be = {runtime_plan_layer, runtime_plan_gemm,       &pc,
+                           runtime_plan_norm,  NULL /* step_seconds */, runtime_plan_parallel};
         /* step_seconds was appended after flops */
         if (opts->struct_size >= offsetof(mha_run_options, step_seconds) + sizeof(double *))
             be.step_seconds = opts->step_seconds;
