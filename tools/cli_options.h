@@ -82,7 +82,7 @@ typedef struct cli_parser {
     int after_dashdash; /* the arguments now come after `--` */
     int n_rows;         /* options in use: the spec's, then the shared ones */
     const cli_opt *rows[CLI_PARSE_MAX_OPTS];
-    const char *given[CLI_PARSE_MAX_OPTS]; /* each row's value so far (NULL: not given) */
+    const char *given[CLI_PARSE_MAX_OPTS];          /* each row's value so far (NULL: not given) */
     struct option longopts[CLI_PARSE_MAX_OPTS + 1]; /* getopt_long's view of rows */
     char shortopts[3 * CLI_PARSE_MAX_OPTS + 4];
 } cli_parser;

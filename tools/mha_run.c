@@ -599,8 +599,9 @@ int cli_cmd_run(int argc, char **argv) {
                 "mha run: %lld rows (%lld tokens) in %.3f s: %.1f rows/s, %.0f tokens/s; "
                 "%lld rows with non-finite outputs; backend %s, %d thread%s; %.3f s with I/O%s%s\n",
                 rows, tokens, seconds, (double)rows * per, (double)tokens * per,
-                run_nonfinite_rows(s.n_out ? &s.outs[0] : NULL), mha_runtime_backend(s.rt), mha_runtime_num_threads(s.rt),
-                mha_runtime_num_threads(s.rt) == 1 ? "" : "s", cli_now() - t_start, arena, where);
+                run_nonfinite_rows(s.n_out ? &s.outs[0] : NULL), mha_runtime_backend(s.rt),
+                mha_runtime_num_threads(s.rt), mha_runtime_num_threads(s.rt) == 1 ? "" : "s",
+                cli_now() - t_start, arena, where);
     }
 
 done:

@@ -283,13 +283,12 @@ static mha_status wire_check_type(const ProtobufCFieldDescriptor *fd, const char
     unsigned want = wire_type_of(fd->type);
     int packed = wire == 2 && want != 2 && fd->label == PROTOBUF_C_LABEL_REPEATED;
     if (wire != want && !packed)
-        return mha_fail(err, MHA_ERR_MODEL_FORMAT,
-                        "field '%s' of %s at byte offset %zu has wire type %u (%s); a field of "
-                        "its type takes wire type %u (%s)%s",
-                        fd->name, msg, tag_at, wire, wire_type_name(wire), want,
-                        wire_type_name(want),
-                        want != 2 && fd->label == PROTOBUF_C_LABEL_REPEATED ? " or 2 (packed)"
-                                                                             : "");
+        return mha_fail(
+            err, MHA_ERR_MODEL_FORMAT,
+            "field '%s' of %s at byte offset %zu has wire type %u (%s); a field of "
+            "its type takes wire type %u (%s)%s",
+            fd->name, msg, tag_at, wire, wire_type_name(wire), want, wire_type_name(want),
+            want != 2 && fd->label == PROTOBUF_C_LABEL_REPEATED ? " or 2 (packed)" : "");
     if (!packed || !payload) return MHA_OK;
     size_t width = want == 5 ? 4 : want == 1 ? 8 : 0;
     if (width && len % width != 0)
@@ -302,8 +301,7 @@ static mha_status wire_check_type(const ProtobufCFieldDescriptor *fd, const char
         int r = wire_read_varint(payload, len, &p, 10, &v);
         if (r <= 0)
             return mha_fail(err, MHA_ERR_MODEL_FORMAT,
-                            "packed field '%s' of %s at byte offset %zu: %s", fd->name, msg,
-                            tag_at,
+                            "packed field '%s' of %s at byte offset %zu: %s", fd->name, msg, tag_at,
                             r == 0 ? "its last varint runs past its end"
                                    : "a varint longer than 10 bytes");
     }
