@@ -465,10 +465,9 @@ static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s,
                        info.batch_size);
 }
 
-/* POST /run once the whole body is in. */
 /* A .npy body of another dtype than the model's (in->dtype), converted as
- * `mha run` converts its files: narrower integer token ids (int32, int16,
- * int8, uint8) widened to int64, other float types to float32. in->data
+ * `mha run` converts its files: narrower integer token ids (int32, int8,
+ * uint8) widened to int64, other float types to float32. in->data
  * points at the body's `bytes` of data; on success it points at a new
  * buffer (*owned, freed by the caller). Returns 0, or -1 with msg. */
 static int serve_convert_body(mha_tensor *in, mha_dtype from, size_t bytes, void **owned, char *msg,
@@ -508,6 +507,7 @@ static enum MHD_Result serve_finish(struct MHD_Connection *conn, serve_state *s,
                                     mha_request *req, int json, size_t which, mha_status st,
                                     const mha_error *err);
 
+/* POST /run once the whole body is in. */
 static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, serve_call *call) {
     if (call->bad_framing) return serve_text(conn, s, call, 400, "error: %s", call->bad_framing);
     if (call->too_big)
