@@ -6,7 +6,6 @@
  * them, or none). */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,16 +211,7 @@ static long long run_nonfinite_rows(const mha_tensor *y) {
         numel *= (size_t)y->shape[a];
     size_t rows = y->rank >= 1 ? (size_t)y->shape[0] : 1;
     if (!rows || !numel) return 0;
-    size_t per_row = numel / rows;
-    const float *data = y->data;
-    long long bad = 0;
-    for (size_t r = 0; r < rows; r++)
-        for (size_t k = 0; k < per_row; k++)
-            if (!isfinite(data[r * per_row + k])) {
-                bad++;
-                break;
-            }
-    return bad;
+    return ds_nonfinite_rows(y->data, rows, numel / rows);
 }
 
 static int run_fail_inputs(const run_state *s, const char *model_path, const mha_error *err) {

@@ -765,14 +765,18 @@ static void ds_finish_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
                     memset(data + (size_t)b * per_row + (size_t)((h * sq + i) * width), 0,
                            (size_t)width * sizeof(float));
     }
-    for (int64_t b = 0; b < n; b++) {
-        const float *row = data + (size_t)b * per_row;
+    s->nonfinite_rows += ds_nonfinite_rows(data, (size_t)n, per_row);
+}
+
+long long ds_nonfinite_rows(const float *data, size_t rows, size_t per_row) {
+    long long bad = 0;
+    for (size_t r = 0; r < rows; r++)
         for (size_t k = 0; k < per_row; k++)
-            if (!isfinite(row[k])) {
-                s->nonfinite_rows++;
+            if (!isfinite(data[r * per_row + k])) {
+                bad++;
                 break;
             }
-    }
+    return bad;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -53,4 +53,8 @@ int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
 /* Whether this binary was built with MPI (mha-mpi). */
 int ds_have_mpi(void);
 
+/* How many of `rows` rows of per_row floats hold a NaN or an infinity (the
+ * summary's "rows with non-finite outputs"). */
+long long ds_nonfinite_rows(const float *data, size_t rows, size_t per_row);
+
 #endif
