@@ -241,6 +241,7 @@ static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, m
     mha_error_clear(&fit_err);
     build_drop_probe_results(P);
     mha_status fs = plan_probe_fit_images(P, &fit_err);
+    if (fs == MHA_ERR_MODEL_UNSUPPORTED) fs = plan_probe_fit_convlen(P, &fit_err);
     if (fs == MHA_ERR_MODEL_UNSUPPORTED) fs = plan_probe_fit_sums(P, &fit_err);
     if (fs == MHA_ERR_MODEL_UNSUPPORTED) {
         fs = build_shapes_merged(P, shp, &fit_err);

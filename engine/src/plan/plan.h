@@ -238,6 +238,7 @@ typedef struct plan_dim_rule {
 #define PLAN_PROBES 2
 /* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */
 #define PLAN_MAX_SYMS 4
+#define PLAN_MAX_CONVLEN 8
 /* plan.id_extent of an integer 0 / 1 mask input */
 #define PLAN_IDS_MASK01 (-1)
 
@@ -300,6 +301,12 @@ typedef struct plan {
      * the constant [2] (a decoding step's keys: past + new tokens, or past +
      * 1); [0] -1 when it is free (probe.c) */
     int sym_sum[PLAN_MAX_SYMS][3];
+    /* symbolic axis k is a length through strided 1-D Convs (convlen.c):
+     * the candidate rules floor((x + [1]) / [0]) of each prefix of the
+     * chain, n_convlen[k] of them (0: none) */
+    int64_t convlen[PLAN_MAX_SYMS][PLAN_MAX_CONVLEN][2];
+    int n_convlen[PLAN_MAX_SYMS];
+    int64_t convlen_min[PLAN_MAX_SYMS]; /* the fewest samples making a frame */
     /* unnamed symbolic axes (no name, or torch.onnx.export's
      * "<input>_dynamic_axes_<n>" for an axis given by index alone) are one
      * axis per index over the inputs, not one per input (probe.c) */
