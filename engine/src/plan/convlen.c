@@ -70,8 +70,9 @@ int plan_convlen_rules(const plan *P, size_t input, int64_t (*rules)[2], int max
             !reach[nd->inputs[0]] || !convlen_conv(P, nd, &c, &s))
             continue;
         int64_t cd, nd_div, noff;
-        if (!mha_mul_i64(c, div, &cd) || !mha_mul_i64(div, s, &nd_div) || nd_div > CONVLEN_MAX_DIV ||
-            cd > CONVLEN_MAX_DIV * CONVLEN_MAX_DIV || cd < -CONVLEN_MAX_DIV * CONVLEN_MAX_DIV)
+        if (!mha_mul_i64(c, div, &cd) || !mha_mul_i64(div, s, &nd_div) ||
+            nd_div > CONVLEN_MAX_DIV || cd > CONVLEN_MAX_DIV * CONVLEN_MAX_DIV ||
+            cd < -CONVLEN_MAX_DIV * CONVLEN_MAX_DIV)
             break;
         noff = off + cd;
         div = nd_div;

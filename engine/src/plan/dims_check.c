@@ -164,7 +164,8 @@ static int64_t check_apply(const plan *P, const plan_dim_rule *r, int k, int64_t
 }
 
 /* r fitted again through the n points of axis k: a length rule of the
- * Convs k passes through (convlen.c), else floor((a x + c) / b), else that below a cap (the points at the largest size set aside). */
+ * Convs k passes through (convlen.c), else floor((a x + c) / b), else
+ * that below a cap (the points at the largest size set aside). */
 static int check_refit(const plan *P, int k, const int64_t *x, const int64_t *y, int n,
                        plan_dim_rule *r) {
     if (plan_convlen_match(P, k, x, y, n, r)) return 1;

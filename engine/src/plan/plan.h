@@ -451,6 +451,10 @@ void plan_free_tensors(const mha_alloc_ctx *a, tensor **t, size_t n);
 /* Weight bytes of the plan: float weights of recognised layers plus
  * initializers read by interpreted steps. */
 size_t plan_weight_bytes(const plan *P);
+/* Whether GEMM steps i and j multiply by the same weight and bias (a
+ * weight released after packing read from fresh, a fresh build of the
+ * file, or NULL: then not alike). */
+int plan_gemms_alike(const plan *P, const plan *fresh, size_t i, size_t j);
 double plan_flops(const plan *P, double *interp_flops);
 
 #endif
