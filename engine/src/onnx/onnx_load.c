@@ -801,13 +801,30 @@ static mha_status read_opsets(builder *b, const Onnx__ModelProto *m) {
     return check_versions(b, m);
 }
 
+static mha_status build_graph_nodes(builder *b, Onnx__GraphProto *gp);
+
 static mha_status build_graph(builder *b, Onnx__ModelProto *m) {
-    ir_graph *g = b->g;
-    const mha_alloc_ctx *a = &g->alloc;
     mha_status st;
     if ((st = read_opsets(b, m)) != MHA_OK) return st;
     Onnx__GraphProto *gp = m->graph;
     if (!gp) return mha_fail(b->err, MHA_ERR_MODEL_FORMAT, "the model has no graph");
+    if (m->n_functions == 0) return build_graph_nodes(b, gp);
+    /* model-local functions: the graph seen with their calls inlined */
+    onnx_inlined inl;
+    st = onnx_inline_functions(&b->g->alloc, m, b->g->opset, &inl, b->err);
+    if (st != MHA_OK) return st;
+    Onnx__GraphProto view = *gp;
+    view.node = inl.nodes;
+    view.n_node = inl.n;
+    st = build_graph_nodes(b, &view);
+    onnx_inlined_free(&b->g->alloc, &inl);
+    return st;
+}
+
+static mha_status build_graph_nodes(builder *b, Onnx__GraphProto *gp) {
+    ir_graph *g = b->g;
+    const mha_alloc_ctx *a = &g->alloc;
+    mha_status st;
 
     /* every value is an initializer, a graph input or a node output */
     size_t cap = gp->n_initializer + gp->n_sparse_initializer + gp->n_input;
