@@ -144,4 +144,15 @@ mha_status onnx_inline_functions(const mha_alloc_ctx *a, const Onnx__ModelProto 
                                  onnx_inlined *out, mha_error *err);
 void onnx_inlined_free(const mha_alloc_ctx *a, onnx_inlined *in);
 
+/* A whole float16 model (onnx_load_half.c): float16 initializers and no
+ * float32 / float64 / bfloat16 ones. */
+int onnx_half_model(const Onnx__GraphProto *gp);
+/* The nodes of such a model computed in float32: its float16 graph inputs
+ * Cast to float32 first, its float16 outputs Cast to float16 last, every
+ * Cast to float16 in between a Cast to float32. The importer widens the
+ * float16 tensors it loads. */
+mha_status onnx_half_view(const mha_alloc_ctx *a, const Onnx__GraphProto *gp,
+                          Onnx__NodeProto *const *nodes, size_t n, onnx_inlined *out,
+                          mha_error *err);
+
 #endif
