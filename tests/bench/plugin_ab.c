@@ -104,31 +104,43 @@ int main(int argc, char **argv) {
         fprintf(stderr, "plugin_ab: %s\n", err.message);
         return 1;
     }
+    /* the plugin files by absolute path (the runtime never searches the
+     * current folder, so a relative name would find its namesake elsewhere),
+     * and each runtime's backend checked to come from its file */
+    char path[2][PATH_MAX];
     mha_runtime *rt[2] = {NULL, NULL};
     for (int k = 0; k < 2; k++) {
+        if (!realpath(plugin[k], path[k])) {
+            fprintf(stderr, "plugin_ab: %s: no such plugin file\n", plugin[k]);
+            mha_runtime_destroy(rt[0]);
+            mha_model_free(model);
+            return 1;
+        }
         mha_runtime_options ro;
         mha_runtime_options_init(&ro);
         ro.num_threads = threads;
         ro.backend = backend;
-        ro.plugin_path = plugin[k];
+        ro.plugin_path = path[k];
         ro.no_env = 1;
+        const char *chosen = NULL;
+        char got[PATH_MAX];
         if (mha_runtime_create(&ro, &rt[k], &err) != MHA_OK) {
             fprintf(stderr, "plugin_ab: %s: %s\n", plugin[k], err.message);
-            return 1;
+        } else {
+            for (size_t i = 0; i < mha_runtime_plugin_count(rt[k]); i++) {
+                mha_plugin_info pi;
+                if (mha_runtime_plugin(rt[k], i, &pi) == MHA_OK && pi.selected) chosen = pi.path;
+            }
+            if (!chosen || !realpath(chosen, got) || strcmp(path[k], got))
+                fprintf(stderr, "plugin_ab: %s: not the %s backend the runtime chose (%s)\n",
+                        plugin[k], backend, chosen ? chosen : "none");
+            else
+                continue;
         }
-        /* the backend must come from this very file: a missing one would
-         * leave the runtime to find its namesake elsewhere */
-        char want[PATH_MAX], got[PATH_MAX];
-        const char *chosen = NULL;
-        for (size_t i = 0; i < mha_runtime_plugin_count(rt[k]); i++) {
-            mha_plugin_info pi;
-            if (mha_runtime_plugin(rt[k], i, &pi) == MHA_OK && pi.selected) chosen = pi.path;
-        }
-        if (!realpath(plugin[k], want) || !chosen || !realpath(chosen, got) || strcmp(want, got)) {
-            fprintf(stderr, "plugin_ab: %s: not the %s backend the runtime chose (%s)\n", plugin[k],
-                    backend, chosen ? chosen : "none");
-            return 1;
-        }
+        mha_runtime_destroy(rt[0]);
+        mha_runtime_destroy(rt[1]);
+        mha_model_free(model);
+        return 1;
     }
 
     mha_model_info info;
