@@ -35,27 +35,14 @@
 
 #include "mha/mha.h"
 
+#include "bench_util.h"
+
 #define AB_MAX_TENSORS 16
 
 static double ab_clock(clockid_t id) {
     struct timespec t;
     clock_gettime(id, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int ab_cmp(const void *x, const void *y) {
-    const double a = *(const double *)x, b = *(const double *)y;
-    return a < b ? -1 : a > b;
-}
-
-static uint64_t ab_hash(const void *p, size_t n) {
-    const unsigned char *c = p;
-    uint64_t h = UINT64_C(1469598103934665603);
-    for (size_t i = 0; i < n; i++) {
-        h ^= c[i];
-        h *= UINT64_C(1099511628211);
-    }
-    return h;
 }
 
 static int ab_usage(void) {
@@ -242,11 +229,11 @@ int main(int argc, char **argv) {
     uint64_t hash[2];
     for (int k = 0; k < 2; k++) {
         const mha_tensor *o = &out[k][0];
-        hash[k] = ab_hash(o->data, (size_t)mha_tensor_numel(o) * mha_dtype_size(o->dtype));
-        qsort(cpu[k], (size_t)pairs, sizeof(double), ab_cmp);
-        qsort(wall[k], (size_t)pairs, sizeof(double), ab_cmp);
+        hash[k] = bench_fnv1a(o->data, (size_t)mha_tensor_numel(o) * mha_dtype_size(o->dtype));
+        qsort(cpu[k], (size_t)pairs, sizeof(double), bench_cmp_double);
+        qsort(wall[k], (size_t)pairs, sizeof(double), bench_cmp_double);
     }
-    qsort(ratio, (size_t)pairs, sizeof(double), ab_cmp);
+    qsort(ratio, (size_t)pairs, sizeof(double), bench_cmp_double);
     printf("%s batch %lld seq %lld, %d thread(s), %s, %d pairs\n", model_path, (long long)batch,
            (long long)seq, threads, precision == MHA_PRECISION_BFLOAT16 ? "bfloat16" : "float32",
            pairs);

@@ -1,0 +1,25 @@
+/* bench_util.h -- helpers the bench programs share (the programs of tests/bench):
+ * doubles in ascending order for qsort (medians, quartiles) and the FNV-1a
+ * hash of a buffer's bytes (two builds' outputs compared bit for bit). */
+#ifndef MHA_TESTS_BENCH_UTIL_H
+#define MHA_TESTS_BENCH_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+static inline int bench_cmp_double(const void *x, const void *y) {
+    const double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+static inline uint64_t bench_fnv1a(const void *p, size_t n) {
+    const unsigned char *c = p;
+    uint64_t h = UINT64_C(1469598103934665603);
+    for (size_t i = 0; i < n; i++) {
+        h ^= c[i];
+        h *= UINT64_C(1099511628211);
+    }
+    return h;
+}
+
+#endif
