@@ -86,8 +86,9 @@ static const cli_spec run_spec = {
     "  INPUT  a .npy or ONNX TensorProto .pb file per model input, in the model's\n"
     "         input order, or NAME=FILE to bind by input name. float64,\n"
     "         float16 and bfloat16 files are converted to the model's float\n"
-    "         type; int32, int8 and uint8 token ids and masks widened to the\n"
-    "         model's int64 (or int32); any integer file to a bool mask.\n"
+    "         type; int32, int16, int8, uint32, uint16 and uint8 token ids\n"
+    "         and masks widened to the model's int64 (or int32, from the\n"
+    "         narrower ones); any integer file to a bool mask.\n"
     "         Nothing else is converted. Token ids outside the vocabulary\n"
     "         (negative ones too) and 0/1 masks holding another value are\n"
     "         refused.\n",

@@ -466,8 +466,8 @@ static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s,
 }
 
 /* A .npy body of another dtype than the model's (in->dtype), converted as
- * `mha run` converts its files: narrower integer token ids (int32, int8,
- * uint8) widened to int64, other float types to float32. in->data
+ * `mha run` converts its files: narrower integer token ids (int32, int16,
+ * int8, uint32, uint16, uint8) widened to int64, other float types to float32. in->data
  * points at the body's `bytes` of data; on success it points at a new
  * buffer (*owned, freed by the caller). Returns 0, or -1 with msg. */
 static int serve_convert_body(mha_tensor *in, mha_dtype from, size_t bytes, void **owned, char *msg,

@@ -132,7 +132,14 @@ typedef enum mha_dtype {
     MHA_DTYPE_BOOL = 9,
     MHA_DTYPE_FLOAT16 = 10,
     MHA_DTYPE_FLOAT64 = 11,
-    MHA_DTYPE_BFLOAT16 = 16
+    MHA_DTYPE_BFLOAT16 = 16,
+    /* Storage types of token ids in files (.npy, .pb), added in 0.x without
+     * changing a value above: the readers widen them to a model's int32 /
+     * int64 (mha_dtype_can_convert); no model computes in them, so a model
+     * declaring one is refused as before. */
+    MHA_DTYPE_UINT16 = 4,
+    MHA_DTYPE_INT16 = 5,
+    MHA_DTYPE_UINT32 = 12
 } mha_dtype;
 
 /** Bytes per element of dtype, 0 for an unknown dtype. */

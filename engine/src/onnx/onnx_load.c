@@ -200,7 +200,7 @@ static mha_status value_apply_info(builder *b, int v, const Onnx__ValueInfoProto
         return MHA_OK;
     const Onnx__TypeProto__Tensor *tt = vi->type->tensor_type;
     if (val->dtype == MHA_DTYPE_UNDEFINED && tt->has_elem_type &&
-        mha_dtype_size((mha_dtype)tt->elem_type) > 0)
+        mha_dtype_in_models((mha_dtype)tt->elem_type))
         val->dtype = (mha_dtype)tt->elem_type;
     if (val->rank >= 0 || !tt->shape) return MHA_OK;
     const Onnx__TensorShapeProto *sh = tt->shape;
