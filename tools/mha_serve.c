@@ -821,7 +821,7 @@ typedef struct serve_options {
 static int serve_parse_ms(const cli_common *c, const char *opt, const char *v, double *out) {
     char *end = NULL;
     double d = strtod(v, &end);
-    if (!end || *end || !(d >= 0 && d <= 600000))
+    if (!cli_number_text(v) || !end || *end || !(d >= 0 && d <= 600000))
         return cli_usage_error(c, "%s wants milliseconds in [0, 600000], got '%s'", opt, v);
     *out = d;
     return 0;
@@ -866,7 +866,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
         } else if (id == SERVE_MAX_PADDING) {
             char *end = NULL;
             double x = strtod(v, &end);
-            if (!end || *end || end == v || !(x >= 0 && x <= 1))
+            if (!cli_number_text(v) || !end || *end || end == v || !(x >= 0 && x <= 1))
                 return cli_usage_error(c, "--max-padding wants a share in [0, 1], got '%s'", v);
             o->max_padding = x;
         } else {

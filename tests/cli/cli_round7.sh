@@ -58,4 +58,67 @@ one_line 1 "^mha: $T/ids_u64.npy: unsupported dtype '<u8' (uint64); .npy files o
   "$MHA" run "$B/model.onnx" "$T/ids_u64.npy" "$MASK" "$TT" -o "$T/y.npy"
 echo "ok: uint16 / int16 / uint32 ids widened (run, check), ids past the vocabulary named"
 
+echo "== mha run's token count with --lengths"
+# the summary counted rows x sequence (30 tokens) whatever --lengths said:
+# lengths 6, 1, 0, 3, 2 are 12 tokens
+# an int64 [5] .npy of lengths 6, 1, 0, 3, 2 (each value one byte, then 7 zero bytes)
+h="{'descr': '<i8', 'fortran_order': False, 'shape': (5,), }"
+{
+  printf '\223NUMPY\001\000\166\000%-117s\n' "$h"
+  for v in 6 1 0 3 2; do
+    printf "\\$(printf '%03o' "$v")"
+    head -c 7 /dev/zero
+  done
+} >"$T/len.npy"
+"$MHA" run "$B/model.onnx" "$B/dataset/input_ids.npy" "$TT" --lengths "$T/len.npy" -o "$T/yl.npy" \
+  2>"$T/err" || fail "run --lengths: $(cat "$T/err")"
+grep -q "^mha run: 5 rows (12 tokens) in " "$T/err" || fail "token count with --lengths: $(cat "$T/err")"
+"$MHA" run "$B/model.onnx" "$B/dataset/input_ids.npy" "$TT" "$MASK" -o "$T/yl.npy" 2>"$T/err"
+grep -q "^mha run: 5 rows (30 tokens) in " "$T/err" || fail "token count without --lengths: $(cat "$T/err")"
+echo "ok: $(cut -c1-40 "$T/err")"
+
+echo "== a graph input declaring a negative dimension other than -1"
+# 'dim_value: -5' loaded as a symbolic axis; ONNX dims are >= 0 (-1 is what
+# older converters wrote for unknown, and still reads so)
+one_line 1 "^mha: $R/neg_dim_layer.onnx: value 'query': declared dimension -5 at axis 0 is negative (ONNX dimensions are >= 0; -1 is read as unknown)$" \
+  "$MHA" info "$R/neg_dim_layer.onnx"
+echo "ok: refused"
+
+echo "== numbers with a leading space, a hexadecimal float"
+# strtol / strtod skip leading white space and strtod reads hex: --threads
+# ' 2', --rtol 0x1p-3, --shard ' 0/2' ran
+D="$B/dataset/input_ids.npy $MASK $TT"
+# shellcheck disable=SC2086
+one_line 2 "^mha run: --threads: ' 2' is not a thread count in \[0, 1024\]" "$MHA" run "$B/model.onnx" $D -o "$T/y.npy" --threads ' 2'
+# shellcheck disable=SC2086
+one_line 2 "^mha run: --shard: ' 0/2' is not I/N" "$MHA" run "$B/model.onnx" $D -o "$T/y.npy" --shard ' 0/2'
+# shellcheck disable=SC2086
+one_line 2 "^mha run: --shard: '0/ 2' is not I/N" "$MHA" run "$B/model.onnx" $D -o "$T/y.npy" --shard '0/ 2'
+# shellcheck disable=SC2086
+one_line 2 "^mha run: --checkpoint-every: ' 1' is not a number of seconds" "$MHA" run "$B/model.onnx" $D -o "$T/y.npy" --checkpoint-every ' 1'
+# shellcheck disable=SC2086
+one_line 2 "SLURM_ARRAY_TASK_ID= 0, SLURM_ARRAY_TASK_COUNT=2, SLURM_ARRAY_TASK_MIN=(unset) do not name a shard" \
+  env SLURM_ARRAY_TASK_ID=' 0' SLURM_ARRAY_TASK_COUNT=2 "$MHA" run "$B/model.onnx" $D -o "$T/y.npy"
+[ ! -e "$T/y.npy" ] || fail "a refused option left an output"
+one_line 2 "^mha check: --rtol wants a number >= 0, not '0x1p-3'" "$MHA" check --rtol 0x1p-3 "$B"
+one_line 2 "^mha check: --atol wants a number >= 0, not ' 1'" "$MHA" check --atol ' 1' "$B"
+one_line 2 "^mha bench: --shape wants B,S or B,S,S_kv" "$MHA" bench "$B/model.onnx" --shape ' 1,4'
+one_line 2 "^mha peak: --seconds wants a number in \[0.01, 60\], not ' 1'" "$MHA" peak --seconds ' 1'
+one_line 2 "^mha gen: --d-model wants an integer in \[1, 65536\], not ' 16'" "$MHA" gen -d ' 16' -H 2 -o "$T/g.onnx"
+# (timeout: a server that took the option would serve on)
+one_line 2 "^mha serve: --max-delay-ms wants milliseconds in \[0, 600000\], got '0x10'" \
+  timeout 20 "$MHA" serve "$B/model.onnx" --max-delay-ms 0x10
+one_line 2 "^mha serve: --max-padding wants a share in \[0, 1\], got ' 0.5'" timeout 20 "$MHA" serve "$B/model.onnx" --max-padding ' 0.5'
+# shellcheck disable=SC2086
+expect 0 "--threads +1 (a sign is a number as written)" "$MHA" run "$B/model.onnx" $D -o "$T/y.npy" --threads +1 -q
+echo "ok: every number is a number as a person writes it"
+
+echo "== mha gen -o m.pb"
+# wrote the ONNX model under the tensor files' extension: 'mha run M m.pb'
+# then reads it as an input
+one_line 2 "^mha gen: -o writes the model as ONNX, not '$T/m.pb' (.pb is a tensor file: --data writes it; name the model .onnx)" \
+  "$MHA" gen -d 16 -H 2 -o "$T/m.pb"
+[ ! -e "$T/m.pb" ] || fail "gen -o m.pb wrote it"
+echo "ok: refused, nothing written"
+
 echo "cli_round7.sh: all passed"
