@@ -514,6 +514,12 @@ static int ds_make_fingerprint(ds_state *s) {
         return cli_fail("%s: cannot read the model again: %s", s->o->model_path, strerror(errno));
     }
     DS_APPEND("mha-checkpoint 2\nmodel %s hash %016llx\n", line, (unsigned long long)hash);
+    /* its external data: the model file names it, but a replaced data file
+     * leaves the model's bytes as they were (only with external data, so
+     * the checkpoints of other models read as before) */
+    if (mha_model_external_data_id(s->model))
+        DS_APPEND("external data %016llx\n",
+                  (unsigned long long)mha_model_external_data_id(s->model));
     for (size_t i = 0; i < s->n_in; i++) {
         const ds_input *in = &s->in[i];
         if (!in->file) {

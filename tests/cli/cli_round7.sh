@@ -121,4 +121,115 @@ one_line 2 "^mha gen: -o writes the model as ONNX, not '$T/m.pb' (.pb is a tenso
 [ ! -e "$T/m.pb" ] || fail "gen -o m.pb wrote it"
 echo "ok: refused, nothing written"
 
+echo "== --resume after the model's external data was replaced"
+# the checkpoint held the model file's hash, not its external data's: a
+# resumed run finished the dataset with other weights, exit 0
+mkdir -p "$T/ext"
+cp "$R/ext_bert/model.onnx" "$R/ext_bert/w.data" "$T/ext/"
+X="$R/ext_ids.npy $R/ext_mask.npy $R/ext_tt.npy"
+set +e
+# shellcheck disable=SC2086
+MHA_TEST_DATASET_CRASH_ROWS=4 "$MHA_TESTHOOKS" run "$T/ext/model.onnx" $X -o "$T/e.npy" --batch-size 2 \
+  --checkpoint-every 0 -q 2>/dev/null
+rc=$?
+set -e
+[ $rc -ne 0 ] && [ -s "$T/e.npy.ckpt" ] || fail "no checkpoint after the crash hook (exit $rc): $(ls "$T")"
+cp "$T/e.npy.ckpt" "$T/e.ckpt.kept"
+# the same bytes at another place (a new inode and time), as a copy or a
+# re-export writes them
+cp "$T/ext/w.data" "$T/ext/w.new" && rm "$T/ext/w.data"
+sleep 0.01
+cp "$T/ext/w.new" "$T/ext/w.data" && rm "$T/ext/w.new"
+# shellcheck disable=SC2086
+one_line 1 "^mha: $T/e.npy.ckpt: cannot resume: the checkpoint has 'external data [0-9a-f]*' where this run has 'external data [0-9a-f]*' (remove the .ckpt file to start over)$" \
+  "$MHA" run "$T/ext/model.onnx" $X -o "$T/e.npy" --batch-size 2 --resume
+[ ! -e "$T/e.npy" ] && cmp -s "$T/e.npy.ckpt" "$T/e.ckpt.kept" || fail "the refused resume touched the outputs: $(ls "$T")"
+# a run without the replacement resumes (the checkpoint's own file again)
+rm -f "$T"/e.npy.* "$T/e.ckpt.kept"
+set +e
+# shellcheck disable=SC2086
+MHA_TEST_DATASET_CRASH_ROWS=4 "$MHA_TESTHOOKS" run "$T/ext/model.onnx" $X -o "$T/e.npy" --batch-size 2 \
+  --checkpoint-every 0 -q 2>/dev/null
+set -e
+# shellcheck disable=SC2086
+"$MHA" run "$T/ext/model.onnx" $X -o "$T/e.npy" --batch-size 2 --resume -q 2>"$T/err" ||
+  fail "resume with the same external data: $(cat "$T/err")"
+# shellcheck disable=SC2086
+"$MHA" run "$T/ext/model.onnx" $X -o "$T/whole.npy" -q
+cmp -s "$T/e.npy" "$T/whole.npy" || fail "the resumed output differs from a whole run"
+echo "ok: refused after the replacement, resumed byte-identical without it"
+
+echo "== external data through a symlinked folder inside the model's folder"
+mkdir -p "$T/sym" "$T/outside"
+cp "$R/ext_bert/model_subdir.onnx" "$T/sym/model.onnx"
+cp "$R/ext_bert/w.data" "$T/outside/w.data"
+ln -s "$T/outside" "$T/sym/sub"
+one_line 1 "^mha: $T/sym/model.onnx: initializer 't0': external data 'sub/w.data' resolves outside the model folder '$T/sym' (symlink or magic link refused)$" \
+  "$MHA" info "$T/sym/model.onnx"
+echo "ok: refused"
+
+if "$MHA" serve --help >/dev/null 2>&1 && command -v curl >/dev/null; then
+  echo "== mha serve: uint16 / uint32 .npy ids, a body at and one byte over the limit, pipelining"
+  # serve_start, SRV, U, C, PORT (and its own fail)
+  . "$(dirname "$0")/lib/serve_start.sh"
+  serve_start "$B/model.onnx" --threads 1 --max-body-bytes 64
+  # ids [[5, 7, 9]] as .npy of int64, uint16, uint32: the same answer
+  ids_npy() { # DESCR BYTES-PER-ID FILE
+    h="{'descr': '$1', 'fortran_order': False, 'shape': (1, 3), }"
+    printf '\223NUMPY\001\000\166\000%-117s\n' "$h" >"$3"
+    for v in 5 7 9; do
+      printf "\\$(printf '%03o' "$v")" >>"$3"
+      head -c $(($2 - 1)) /dev/zero >>"$3"
+    done
+  }
+  ids_npy '<i8' 8 "$T/b64.npy"
+  ids_npy '<u2' 2 "$T/b16.npy"
+  ids_npy '<u4' 4 "$T/b32.npy"
+  # the .npy bodies are over 64 bytes: another server with the default limit
+  kill "$SRV"
+  serve_wait_exit
+  serve_start "$B/model.onnx" --threads 1
+  for f in b64 b16 b32; do
+    code=$($C -o "$T/a_$f" -w '%{http_code}' -H 'Content-Type: application/x-npy' --data-binary "@$T/$f.npy" "$U/run")
+    [ "$code" = 200 ] || fail "$f.npy: $code $(head -c 200 "$T/a_$f")"
+  done
+  cmp -s "$T/a_b64" "$T/a_b16" && cmp -s "$T/a_b64" "$T/a_b32" || fail "uint16 / uint32 ids answered otherwise"
+  # pipelined: two requests and a health check in one write, answered in order
+  python3 - "$PORT" >"$T/pipe" <<'PY' || fail "pipelined: no answer"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+post = "POST /run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+s.sendall((post % (5, "[5,7]") + post % (7, "[100,7]") +
+           "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").encode())
+got = b""
+while True:
+    c = s.recv(65536)
+    if not c:
+        break
+    got += c
+sys.stdout.write(got.decode("latin-1"))
+PY
+  [ "$(grep '^HTTP/1.1' "$T/pipe" | tr -d '\r' | tr '\n' ' ')" = "HTTP/1.1 200 OK HTTP/1.1 400 Bad Request HTTP/1.1 200 OK " ] ||
+    fail "pipelined answers: $(grep '^HTTP/1.1' "$T/pipe")"
+  grep -q "token id 100 is outside the vocabulary of 100" "$T/pipe" || fail "pipelined 400: $(cat "$T/pipe")"
+  kill "$SRV"
+  serve_wait_exit
+  serve_start "$B/model.onnx" --threads 1 --max-body-bytes 64
+  for n in 64 65; do
+    printf '[5,7,9]%*s' $((n - 7)) '' >"$T/body"
+    for te in "" "Transfer-Encoding: chunked"; do
+      code=$($C -o "$T/answer" -w '%{http_code}' -H 'Content-Type: application/json' ${te:+-H "$te"} \
+        --data-binary "@$T/body" "$U/run")
+      want=200
+      [ $n = 64 ] || want=413
+      [ "$code" = $want ] || fail "a body of $n bytes (limit 64) ${te:-with Content-Length}: $code, wanted $want"
+    done
+  done
+  kill "$SRV"
+  serve_wait_exit
+  echo "ok: widened ids answered as int64, pipelined in order, 64 bytes 200, 65 bytes 413"
+else
+  echo "skipped: mha serve not built or curl missing"
+fi
+
 echo "cli_round7.sh: all passed"

@@ -450,6 +450,13 @@ MHA_API int mha_model_input_axis_symbol(const mha_model *model, size_t i, int ax
  *  before the first run, and for a one-layer model). Interpreted steps'
  *  values and the backend's scratch are not in it. Thread-safe. */
 MHA_API size_t mha_model_arena_bytes(const mha_model *model);
+/** Which external data files the load read, as they were then: a hash of
+ *  each file's device, inode, size and modification time (and the offsets
+ *  read). 0 for a model without external data (or NULL). A file replaced
+ *  or rewritten since gives another value when the model is loaded again:
+ *  `mha run --resume` keeps it in its checkpoint, so a dataset is not
+ *  finished with other weights than it was begun with. Thread-safe. */
+MHA_API uint64_t mha_model_external_data_id(const mha_model *model);
 /** Bytes of the per-run buffers the runtime keeps between runs (an
  *  attention layer's projections, kernel workspaces), with
  *  mha_model_arena_bytes a run's activation memory. Call it while no run

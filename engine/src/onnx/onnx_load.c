@@ -929,6 +929,7 @@ static mha_status load_common(ir_graph *g, const void *data, size_t size, void *
     b.lc = &lc;
     b.err = err;
     st = build_graph(&b, (Onnx__ModelProto *)msg);
+    g->external_id = lc.external_id;
     onnx_load_ctx_close(&lc);
     mha_free(&g->alloc, b.slots);
     mha_free(&g->alloc, b.declared_input);

@@ -305,6 +305,16 @@ static mha_status tensor_read_external(onnx_load_ctx *lc, const Onnx__TensorProt
         *out = NULL;
         return MHA_OK;
     }
+    /* which file, as it is now (see onnx_load_ctx.external_id) */
+    const uint64_t parts[6] = {(uint64_t)sb.st_dev,          (uint64_t)sb.st_ino,
+                               (uint64_t)sb.st_size,         (uint64_t)sb.st_mtim.tv_sec,
+                               (uint64_t)sb.st_mtim.tv_nsec, (uint64_t)offset};
+    for (int k = 0; k < 6; k++) {
+        lc->external_id ^= parts[k] + 0x9e3779b97f4a7c15ull;
+        lc->external_id *= 0xbf58476d1ce4e5b9ull;
+        lc->external_id ^= lc->external_id >> 31;
+    }
+    if (lc->external_id == 0) lc->external_id = 1;
     tensor *t = NULL;
     st = tensor_new(lc->alloc, dt, rank, dims, &t, err);
     if (st != MHA_OK) {
