@@ -132,7 +132,14 @@ typedef enum mha_dtype {
     MHA_DTYPE_BOOL = 9,
     MHA_DTYPE_FLOAT16 = 10,
     MHA_DTYPE_FLOAT64 = 11,
-    MHA_DTYPE_BFLOAT16 = 16
+    MHA_DTYPE_BFLOAT16 = 16,
+    /* Storage types of token ids in files (.npy, .pb), added in 0.x without
+     * changing a value above: the readers widen them to a model's int32 /
+     * int64 (mha_dtype_can_convert); no model computes in them, so a model
+     * declaring one is refused as before. */
+    MHA_DTYPE_UINT16 = 4,
+    MHA_DTYPE_INT16 = 5,
+    MHA_DTYPE_UINT32 = 12
 } mha_dtype;
 
 /** Bytes per element of dtype, 0 for an unknown dtype. */
@@ -443,6 +450,13 @@ MHA_API int mha_model_input_axis_symbol(const mha_model *model, size_t i, int ax
  *  before the first run, and for a one-layer model). Interpreted steps'
  *  values and the backend's scratch are not in it. Thread-safe. */
 MHA_API size_t mha_model_arena_bytes(const mha_model *model);
+/** Which external data files the load read, as they were then: a hash of
+ *  each file's device, inode, size and modification time (and the offsets
+ *  read). 0 for a model without external data (or NULL). A file replaced
+ *  or rewritten since gives another value when the model is loaded again:
+ *  `mha run --resume` keeps it in its checkpoint, so a dataset is not
+ *  finished with other weights than it was begun with. Thread-safe. */
+MHA_API uint64_t mha_model_external_data_id(const mha_model *model);
 /** Bytes of the per-run buffers the runtime keeps between runs (an
  *  attention layer's projections, kernel workspaces), with
  *  mha_model_arena_bytes a run's activation memory. Call it while no run
