@@ -215,6 +215,15 @@ grep -q 'input  causal .*attn_mask .*bool .*\[1, 1, 16, 16\]' "$T/causal_in.txt"
   "$T/causal_in_pad.txt")" = 2 ] || fail "causal input + padding: $(cat "$T/causal_in_pad.txt")"
 echo "ok: a causal buffer input"
 
+echo "== attention layers counted as Softmaxes over a product of two activations"
+# ConvBERT's dynamic convolution weighs its unfolded values by a Softmax
+# over a Linear of the activations: a node of the graph, not a layer; its
+# attention's Softmax (scores Q.K^T) is one
+"$MHA" info "$M/z6_convbert_spanconv_op14/model.onnx" >"$T/convbert.txt"
+grep -q '^attention layers: 2$' "$T/convbert.txt" || fail "ConvBERT layers: $(cat "$T/convbert.txt")"
+[ "$(grep -c '^  layer [0-9] *\/layers\.[01]\/Softmax_1 ' "$T/convbert.txt")" = 2 ] ||
+  fail "ConvBERT: the layers are not the attention's Softmaxes: $(cat "$T/convbert.txt")"
+echo "ok: ConvBERT's conv-kernel Softmax is no attention layer"
 echo "== deployment-tool forms (make_deploy7.py)"
 # an int8 model's case-local tolerance file: without it the per-channel
 # case's one activation on a rounding boundary (0.004) fails the float32
