@@ -716,6 +716,11 @@ typedef struct mha_submit_options {
                                  work ahead would already take longer); 0 = none */
     mha_request_done_fn done; /* NULL: use mha_request_wait */
     void *done_user;
+    /* Appended after 0.1.0: how long the request already waited before
+     * this submit (a server reading its body, say), in ms; 0 = none. It
+     * counts against max_queue_ms: the request is refused at once
+     * (MHA_ERR_QUEUE_FULL) when waited_ms plus the expected wait passes it. */
+    double waited_ms;
 } mha_submit_options;
 
 MHA_API void mha_submit_options_init(mha_submit_options *opts);
