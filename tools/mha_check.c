@@ -39,6 +39,9 @@ static const cli_spec check_spec = {
     "float64 1e-9 + 1e-7 |want|. -inf or the lowest finite value in the expected output\n"
     "matches either of them; NaN must meet NaN and +inf +inf; integers and bools must\n"
     "be equal. A model the engine refuses fails with the engine's message.\n"
+    "A case folder may hold a file 'tolerance' with lines 'rtol R' / 'atol A'\n"
+    "('#' comments): the floor that case's outputs are compared under (a quantized\n"
+    "model's outputs from another runtime); --rtol / --atol override it.\n"
     "With --precision bfloat16 a float32 output is judged by\n"
     "|got - want| <= 3 * 2^-7 max |want| (three chained products of operands rounded\n"
     "to 8 significant bits, 2^-7 each; docs/PERFORMANCE.md).\n",
@@ -57,6 +60,9 @@ static const cli_spec check_spec = {
 typedef struct check_tol {
     double rtol, atol; /* < 0: the dtype's default */
     double of_max;     /* > 0 (bfloat16 compute): atol = of_max * max |want|, rtol 0 */
+    /* the case's own floor (its `tolerance` file; 0: none): what the
+     * defaults above loosen to, below the command line's --rtol / --atol */
+    double case_rtol, case_atol;
 } check_tol;
 
 /* The bound of a bfloat16 run against float32 expectations (as mha
@@ -159,6 +165,8 @@ static const char *check_compare(const mha_tensor *want, const mha_tensor *got, 
         rtol = 0.0;
         atol = tol.of_max * m;
     }
+    if (rtol < tol.case_rtol) rtol = tol.case_rtol;
+    if (atol < tol.case_atol) atol = tol.case_atol;
     if (tol.rtol >= 0) rtol = tol.rtol;
     if (tol.atol >= 0) atol = tol.atol;
 
@@ -204,7 +212,7 @@ static const char *check_compare(const mha_tensor *want, const mha_tensor *got, 
 
 const char *cli_compare_tensors(const mha_tensor *want, const mha_tensor *got, char *buf,
                                 size_t n) {
-    check_tol tol = {-1.0, -1.0, 0.0};
+    check_tol tol = {-1.0, -1.0, 0.0, 0.0, 0.0};
     return check_compare(want, got, tol, buf, n);
 }
 
@@ -463,6 +471,44 @@ done:
     free(outs);
 }
 
+/* A case's `tolerance` file, when it has one: lines "rtol R" / "atol A"
+ * ('#' starts a comment), the floor its outputs are compared under (a
+ * quantized model's expected outputs from another runtime: a value on a
+ * rounding boundary may quantize one step apart). 0 when it is fine (or
+ * absent); else 1 with the reason in why. */
+static int check_case_tolerance(const char *dir, check_tol *tol, char *why, size_t why_n) {
+    char path[4096], line[256];
+    tol->case_rtol = tol->case_atol = 0.0;
+    if (!cli_format(path, sizeof path, "%s/tolerance", dir) || !is_file(path)) return 0;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(why, why_n, "%.3000s: %s", path, strerror(errno));
+        return 1;
+    }
+    int n = 0, bad = 0;
+    while (!bad && fgets(line, sizeof line, f)) {
+        n++;
+        char *hash = strchr(line, '#');
+        if (hash) *hash = '\0';
+        char key[16];
+        double v;
+        char extra;
+        int got = sscanf(line, "%15s %lf %c", key, &v, &extra);
+        if (got <= 0) continue; /* blank or comment */
+        if (got == 2 && v >= 0 && v < 1 && strcmp(key, "rtol") == 0)
+            tol->case_rtol = v;
+        else if (got == 2 && v >= 0 && v < 1 && strcmp(key, "atol") == 0)
+            tol->case_atol = v;
+        else
+            bad = n;
+    }
+    fclose(f);
+    if (bad)
+        snprintf(why, why_n, "%.3000s: line %d is not 'rtol R' or 'atol A' (0 <= value < 1)", path,
+                 bad);
+    return bad != 0;
+}
+
 static void check_case(check_ctx *cx, const char *dir, const char *label) {
     char why[4096] = "", path[4096];
     mha_model *model = NULL;
@@ -471,6 +517,8 @@ static void check_case(check_ctx *cx, const char *dir, const char *label) {
     name_list sets = {0};
     if (!cli_format(path, sizeof path, "%s/model.onnx", dir)) {
         snprintf(why, sizeof why, "path too long");
+    } else if (check_case_tolerance(dir, &cx->tol, why, sizeof why)) {
+        /* why says what is wrong with the file */
     } else if (mha_model_load_file(path, NULL, &model, &err) != MHA_OK) {
         snprintf(why, sizeof why, "%s", err.message);
     } else if (!list_subdirs(dir, "test_data_set_", &sets)) {

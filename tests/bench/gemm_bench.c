@@ -22,7 +22,15 @@
  * as in a whole model's run (each layer's weights are read once per run),
  * not from the L3 the previous call left them in.
  *
+ * --precision bfloat16 packs W and runs the GEMM in the bfloat16 compute
+ * mode; "% peak" is then against the avx512bf16 (VDPBF16PS) row of
+ * --peak-json.
+ * --act gelu|gelu-tanh|relu|silu adds that activation to the epilogue
+ * (in the plugin's kernel, as a fused FFN-up step runs it), so its cost
+ * shows against the bias-only call of the same shape.
+ *
  * Usage: gemm_bench [--backend NAME] [--threads 1,2] [--min-time S] [--cold]
+ *                   [--precision float32|bfloat16] [--act NAME]
  *                   [--peak-json FILE] [--shape MxKxN]... */
 #include <pthread.h>
 #include <stdio.h>
@@ -75,6 +83,7 @@ typedef struct gb_call {
     const float *A;
     float *C;
     int64_t M, m0, m1;
+    const exec_gemm_fused *fused;
     mha_status st;
 } gb_call;
 
@@ -82,16 +91,22 @@ static void *gb_kernel_part(void *arg) {
     gb_call *c = arg;
     mha_error err;
     c->st = exec_gemm_tile(c->env, c->W, c->M, c->A, c->W->K, c->C, c->W->N, c->m0, c->m1, 0,
-                           c->W->N, 1, NULL, &err);
+                           c->W->N, 1, c->fused, &err);
     return NULL;
 }
 
 /* One call of the measured path: the kernel (threads split the rows in
  * halves at the row block) or the executor. */
+/* The epilogue's activation (--act; MHA_ACT_NONE: bias only). */
+static int gb_act = MHA_ACT_NONE;
+
 static mha_status gb_once(int exec_path, const exec_env *env, const exec_gemm_weights *W,
                           const float *A, int64_t M, float *C, int threads) {
     mha_error err;
-    if (exec_path) return exec_gemm_run(env, W, A, M, C, NULL, NULL, &err);
+    exec_gemm_fused fused;
+    const exec_gemm_fused *fp =
+        gb_act != MHA_ACT_NONE && exec_gemm_fuse(env, gb_act, NULL, 0, &fused) ? &fused : NULL;
+    if (exec_path) return exec_gemm_run(env, W, A, M, C, fp, NULL, &err);
     exec_env bare = *env;
     bare.pool = NULL;
     const int64_t mb = env->plugin->gemm_m_block > 0 ? env->plugin->gemm_m_block : 1;
@@ -100,7 +115,7 @@ static mha_status gb_once(int exec_path, const exec_env *env, const exec_gemm_we
     int64_t cut = parts == 2 ? (M / 2 + mb - 1) / mb * mb : M;
     if (cut > M) cut = M;
     for (int i = 0; i < parts; i++)
-        part[i] = (gb_call){&bare, W, A, C, M, i ? cut : 0, i ? M : cut, MHA_OK};
+        part[i] = (gb_call){&bare, W, A, C, M, i ? cut : 0, i ? M : cut, fp, MHA_OK};
     pthread_t th;
     int spawned = parts == 2 && pthread_create(&th, NULL, gb_kernel_part, &part[1]) == 0;
     if (parts == 2 && !spawned) gb_kernel_part(&part[1]);
@@ -158,6 +173,7 @@ static void gb_read_peak(const char *path, const char *isa, double peak[3]) {
 
 static int gb_usage(void) {
     fprintf(stderr, "usage: gemm_bench [--backend NAME] [--threads 1,2] [--min-time S] [--cold] "
+                    "[--precision float32|bfloat16] [--act gelu|gelu-tanh|relu|silu] "
                     "[--peak-json FILE] [--shape MxKxN]...\n");
     return 2;
 }
@@ -166,6 +182,7 @@ int main(int argc, char **argv) {
     const char *backend = "avx512", *peak_json = NULL;
     float *flush = NULL;
     double min_time = 1.0, peak[3] = {0, 0, 0};
+    int precision = MHA_PRECISION_FLOAT32;
     int threads[2] = {1, 2}, n_threads = 2;
     gb_shape shapes[GB_MAX_SHAPES];
     size_t n_shapes = 0;
@@ -180,6 +197,21 @@ int main(int argc, char **argv) {
         i++;
         if (strcmp(o, "--backend") == 0) {
             backend = v;
+        } else if (strcmp(o, "--precision") == 0) {
+            if (strcmp(v, "float32") == 0)
+                precision = MHA_PRECISION_FLOAT32;
+            else if (strcmp(v, "bfloat16") == 0)
+                precision = MHA_PRECISION_BFLOAT16;
+            else
+                return gb_usage();
+        } else if (strcmp(o, "--act") == 0) {
+            static const char *names[] = {"gelu", "gelu-tanh", "relu", "silu"};
+            static const int acts[] = {MHA_ACT_GELU_ERF, MHA_ACT_GELU_TANH, MHA_ACT_RELU,
+                                       MHA_ACT_SILU};
+            gb_act = -1;
+            for (size_t a = 0; a < sizeof names / sizeof names[0]; a++)
+                if (strcmp(v, names[a]) == 0) gb_act = acts[a];
+            if (gb_act < 0) return gb_usage();
         } else if (strcmp(o, "--threads") == 0) {
             n_threads = sscanf(v, "%d,%d", &threads[0], &threads[1]);
             if (n_threads < 1 || threads[0] < 1 || threads[0] > 2 ||
@@ -203,7 +235,11 @@ int main(int argc, char **argv) {
         n_shapes = sizeof gb_default / sizeof gb_default[0];
         memcpy(shapes, gb_default, sizeof gb_default);
     }
-    gb_read_peak(peak_json, strcmp(backend, "avx2") == 0 ? "avx2" : "avx512", peak);
+    gb_read_peak(peak_json,
+                 precision == MHA_PRECISION_BFLOAT16 ? "avx512bf16"
+                 : strcmp(backend, "avx2") == 0      ? "avx2"
+                                                     : "avx512",
+                 peak);
 
     mha_alloc_ctx A;
     mha_alloc_ctx_init(&A, NULL);
@@ -232,9 +268,23 @@ int main(int argc, char **argv) {
     env.plugin = pe->plugin;
     env.plugin_state = state;
     env.pool = pl;
+    env.precision = precision;
+    exec_gemm_fused probe;
+    if (gb_act != MHA_ACT_NONE && !exec_gemm_fuse(&env, gb_act, NULL, 0, &probe)) {
+        fprintf(stderr, "gemm_bench: backend %s does not run --act in its GEMM epilogue\n",
+                backend);
+        return 1;
+    }
 
-    printf("backend %s; peak %.1f / %.1f GFLOP/s (1 / 2 threads); medians, min-time %.1f s\n",
-           backend, peak[1], peak[2], min_time);
+    printf("backend %s, %s, epilogue bias%s; peak %.1f / %.1f GFLOP/s (1 / 2 threads); medians, "
+           "min-time %.1f s\n",
+           backend, precision == MHA_PRECISION_BFLOAT16 ? "bfloat16" : "float32",
+           gb_act == MHA_ACT_GELU_ERF    ? " + gelu"
+           : gb_act == MHA_ACT_GELU_TANH ? " + gelu-tanh"
+           : gb_act == MHA_ACT_RELU      ? " + relu"
+           : gb_act == MHA_ACT_SILU      ? " + silu"
+                                         : "",
+           peak[1], peak[2], min_time);
     printf("%-12s %5s %5s %6s %3s  %-14s %-14s %s\n", "shape", "M", "K", "N", "thr",
            "kernel GF (%)", "exec GF (%)",
            "1 thread: GF by CPU time, kernel / exec: median (%), best");
@@ -258,8 +308,8 @@ int main(int argc, char **argv) {
             memset(C, 0, sizeof(float) * (size_t)(sh->M * sh->N));
             const float *w[1] = {Wm}, *b[1] = {bias};
             int64_t cols[1] = {sh->N};
-            if (exec_pack_parts(&A, pe->plugin, state, MHA_PRECISION_FLOAT32, sh->K, 1, w, cols, b,
-                                "W", &W, &err) != MHA_OK) {
+            if (exec_pack_parts(&A, pe->plugin, state, precision, sh->K, 1, w, cols, b, "W", &W,
+                                &err) != MHA_OK) {
                 fprintf(stderr, "gemm_bench: %s\n", err.message);
                 rc = 1;
             }

@@ -49,10 +49,31 @@ grep -q 'output every8 .*\[?, ?, 16\]' "$T/info.txt" || fail "info: every8 taken
 echo "== GPT-2 with a loss: its labels are ids, not a mask --lengths would make"
 "$MHA" info "$M/r_gpt2_labels_loss_op14/model.onnx" >"$T/info.txt" 2>&1 || fail "info: $(cat "$T/info.txt")"
 grep -q 'input  *labels  *token_ids ' "$T/info.txt" || fail "info: labels: $(cat "$T/info.txt")"
-echo "== wav2vec2 with its samples symbolic: refused, saying why"
-"$MHA" check "$M/z3_wav2vec2_posconv_op14" >"$T/out" 2>&1 && fail "wav2vec2 with symbolic samples passed: list it no longer in REFUSED"
-grep -q "input 'input_values': axis 1 ('samples') is symbolic, .* shorter than Conv .*kernel of 10" "$T/out" ||
-  fail "wav2vec2 refusal names not the reason: $(cat "$T/out")"
+echo "== wav2vec2 with its samples symbolic: frames floor((T - 10) / 20) from its feature Convs"
+C="$M/z3_wav2vec2_posconv_op14"
+"$MHA" info "$C/model.onnx" >"$T/info.txt" 2>&1 || fail "info: $(cat "$T/info.txt")"
+grep -q 'output last_hidden_state .*\[?, ?, 32\]' "$T/info.txt" || fail "info: frames: $(cat "$T/info.txt")"
+# wav T: a float32 .npy of 1 x T zero samples
+wav() {
+  text="{'descr': '<f4', 'fortran_order': False, 'shape': (1, $1), }"
+  { printf '\223NUMPY\001\000v\000%s' "$text"
+    head -c $((118 - ${#text} - 1)) /dev/zero | tr '\000' ' '
+    printf '\n'
+    head -c $(($1 * 4)) /dev/zero; } >"$T/wav$1.npy"
+}
+# the receptive field (1 frame), the phases of the stride 20 past the probes
+for t in 30:1 49:1 50:2 1009:49 1010:50; do
+  wav "${t%:*}"
+  "$MHA" run "$C/model.onnx" "$T/wav${t%:*}.npy" -o "$T/frames.npy" -q 2>"$T/err" ||
+    fail "run at ${t%:*} samples: $(cat "$T/err")"
+  head -c 128 "$T/frames.npy" | grep -q "'shape': (1, ${t#*:}, 32)" ||
+    fail "${t%:*} samples: not ${t#*:} frames: $(head -c 128 "$T/frames.npy")"
+done
+wav 29
+expect 1 "29 samples" "$MHA" run "$C/model.onnx" "$T/wav29.npy" -o "$T/short.npy" -q
+grep -q "input 'input_values': axis 1 ('samples') is 29, shorter than the 30 the model's strided Convs take" "$T/err" ||
+  fail "29 samples: $(cat "$T/err")"
+[ ! -e "$T/short.npy" ] || fail "a refused run wrote its output"
 echo "== optimum's merged decoder (an If on use_cache_branch): refused, naming what to run"
 expect 1 "a merged decoder" "$MHA" info "$MHA_TEST_DATA/plan/merged_if.onnx"
 grep -q "If node 'optimum::if'.*decoder_model_merged.*decoder_with_past_model.onnx" "$T/err" ||

@@ -214,3 +214,36 @@ grep -q 'input  causal .*attn_mask .*bool .*\[1, 1, 16, 16\]' "$T/causal_in.txt"
 [ "$(grep -c 'interpreted: Where node .*fills scores with -10000 before another term' \
   "$T/causal_in_pad.txt")" = 2 ] || fail "causal input + padding: $(cat "$T/causal_in_pad.txt")"
 echo "ok: a causal buffer input"
+
+echo "== attention layers counted as Softmaxes over a product of two activations"
+# ConvBERT's dynamic convolution weighs its unfolded values by a Softmax
+# over a Linear of the activations: a node of the graph, not a layer; its
+# attention's Softmax (scores Q.K^T) is one
+"$MHA" info "$M/z6_convbert_spanconv_op14/model.onnx" >"$T/convbert.txt"
+grep -q '^attention layers: 2$' "$T/convbert.txt" || fail "ConvBERT layers: $(cat "$T/convbert.txt")"
+[ "$(grep -c '^  layer [0-9] *\/layers\.[01]\/Softmax_1 ' "$T/convbert.txt")" = 2 ] ||
+  fail "ConvBERT: the layers are not the attention's Softmaxes: $(cat "$T/convbert.txt")"
+echo "ok: ConvBERT's conv-kernel Softmax is no attention layer"
+echo "== deployment-tool forms (make_deploy7.py)"
+# an int8 model's case-local tolerance file: without it the per-channel
+# case's one activation on a rounding boundary (0.004) fails the float32
+# default; a malformed file fails the case, naming the file and the line
+set +e
+"$MHA" check --atol 1e-5 --rtol 1e-4 "$M/d7_bert_ortdyn_int8_perchannel_op14" >"$T/tol_cli.txt" 2>&1
+rc=$?
+set -e
+[ "$rc" = 1 ] || fail "--atol did not override the case's tolerance: $(cat "$T/tol_cli.txt")"
+mkdir -p "$T/tolcase"
+cp -r "$M/d7_bert_ortdyn_int8_pertensor_op14/." "$T/tolcase/"
+printf 'atol 0.02\nrtol 2 # too loose\n' >"$T/tolcase/tolerance"
+set +e
+"$MHA" check "$T/tolcase" >"$T/tol_bad.txt" 2>&1
+rc=$?
+set -e
+[ "$rc" = 1 ] && grep -q "tolcase/tolerance: line 2 is not 'rtol R' or 'atol A'" "$T/tol_bad.txt" ||
+  fail "bad tolerance file: exit $rc, $(cat "$T/tol_bad.txt")"
+# a whole float16 model keeps float16 outputs, its layers fused
+"$MHA" info "$M/d7_bert_half_softmaxf32_op14/model.onnx" >"$T/half.txt"
+grep -q 'output last_hidden_state .*float16' "$T/half.txt" || fail "float16 output: $(cat "$T/half.txt")"
+[ "$(grep -c 'fused, ' "$T/half.txt")" = 2 ] || fail "float16 layers: $(cat "$T/half.txt")"
+echo "ok: deployment-tool forms"

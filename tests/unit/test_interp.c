@@ -1767,6 +1767,245 @@ static void test_reduce(void **state) {
     free_all(in, 1);
 }
 
+/* ---- quantization (interp_quant.c) and the opset 18-20 ops ---- */
+
+/* an 8-bit / int32 tensor from int64 literals */
+static tensor *tq(mha_dtype dt, int rank, const int64_t *dims, const int64_t *v) {
+    tensor *t = mk(dt, rank, dims);
+    for (int64_t i = 0, n = tensor_numel(t); i < n; i++)
+        if (dt == MHA_DTYPE_UINT8)
+            ((uint8_t *)t->data)[i] = (uint8_t)v[i];
+        else if (dt == MHA_DTYPE_INT8)
+            ((int8_t *)t->data)[i] = (int8_t)v[i];
+        else
+            ((int32_t *)t->data)[i] = (int32_t)v[i];
+    return t;
+}
+
+/* DynamicQuantizeLinear: the specification's example (range widened to
+ * hold 0, scale 5 / 255, zero point 153); an all-zero input keeps scale 1
+ * as ONNX Runtime does */
+static void test_dynamic_quantize_linear(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[1], *out[3] = {0};
+    tn_init(&t, "DynamicQuantizeLinear", 1, 3);
+    in[0] = tf(2, D(2, 3), F(0, 2, -3, -2.5f, 1.34f, 0.5f));
+    assert_int_equal(eval(11, &t, in, out), MHA_OK);
+    assert_int_equal(out[0]->dtype, MHA_DTYPE_UINT8);
+    expect_i(out[0], 2, D(2, 3), I(153, 255, 0, 26, 221, 179));
+    expect_f(out[1], 0, NULL, F(5.0f / 255.0f), 1e-7);
+    assert_int_equal(out[2]->dtype, MHA_DTYPE_UINT8);
+    expect_i(out[2], 0, NULL, I(153));
+    free_all(out, 3);
+    free_all(in, 1);
+    in[0] = tf(1, D(2), F(0, 0));
+    assert_int_equal(eval(11, &t, in, out), MHA_OK);
+    expect_i(out[0], 1, D(2), I(0, 0));
+    expect_f(out[1], 0, NULL, F(1), 0);
+    free_all(out, 3);
+    free_all(in, 1);
+}
+
+/* QuantizeLinear: halves round to even, saturation at the type's ends,
+ * per tensor (uint8 without a zero point) and per axis (opset 13) */
+static void test_quantize_linear(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3], *y;
+    tn_init(&t, "QuantizeLinear", 3, 1);
+    in[0] = tf(1, D(7), F(0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 300, -300));
+    in[1] = tf0(1);
+    in[2] = tq(MHA_DTYPE_INT8, 0, NULL, I(0));
+    y = run1(13, &t, in);
+    assert_int_equal(y->dtype, MHA_DTYPE_INT8);
+    expect_i(y, 1, D(7), I(0, 2, 2, 0, -2, 127, -128));
+    tensor_free(y);
+    free_all(in, 3);
+    tn_init(&t, "QuantizeLinear", 2, 1);
+    in[0] = tf(1, D(4), F(0.5f, 3, -1, 1000));
+    in[1] = tf0(2);
+    y = run1(13, &t, in);
+    assert_int_equal(y->dtype, MHA_DTYPE_UINT8);
+    expect_i(y, 1, D(4), I(0, 2, 0, 255));
+    tensor_free(y);
+    free_all(in, 2);
+    /* per axis 1 of [2, 3]: scales 1, 2, 4, zero points 0, 1, -1 */
+    tn_init(&t, "QuantizeLinear", 3, 1);
+    tn_int(&t, "axis", 1);
+    in[0] = tf(2, D(2, 3), F(2, 2, 2, -6, 6, 10));
+    in[1] = tf(1, D(3), F(1, 2, 4));
+    in[2] = tq(MHA_DTYPE_INT8, 1, D(3), I(0, 1, -1));
+    y = run1(13, &t, in);
+    expect_i(y, 2, D(2, 3), I(2, 2, -1, -6, 4, 1));
+    tensor_free(y);
+    /* a per-axis scale before opset 13, a scale of the wrong length */
+    run_err(10, &t, in, 0, MHA_ERR_SHAPE);
+    tn_init(&t, "QuantizeLinear", 3, 1);
+    tn_int(&t, "axis", 0);
+    run_err(13, &t, in, 0, MHA_ERR_SHAPE);
+    /* blocked quantization (opset 21) is refused by name */
+    tn_init(&t, "QuantizeLinear", 3, 1);
+    tn_int(&t, "block_size", 2);
+    run_err(21, &t, in, 3, MHA_ERR_MODEL_UNSUPPORTED);
+}
+
+/* DequantizeLinear: (x - zero point) * scale, per axis and per tensor */
+static void test_dequantize_linear(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3], *y;
+    tn_init(&t, "DequantizeLinear", 3, 1);
+    tn_int(&t, "axis", 1);
+    in[0] = tq(MHA_DTYPE_INT8, 2, D(2, 3), I(2, 2, -1, -6, 4, 1));
+    in[1] = tf(1, D(3), F(1, 2, 4));
+    in[2] = tq(MHA_DTYPE_INT8, 1, D(3), I(0, 1, -1));
+    y = run1(13, &t, in);
+    expect_f(y, 2, D(2, 3), F(2, 2, 0, -6, 6, 8), 0);
+    tensor_free(y);
+    free_all(in, 3);
+    tn_init(&t, "DequantizeLinear", 3, 1);
+    in[0] = tq(MHA_DTYPE_UINT8, 1, D(3), I(0, 128, 255));
+    in[1] = tf0(0.5f);
+    in[2] = tq(MHA_DTYPE_UINT8, 0, NULL, I(128));
+    y = run1(10, &t, in);
+    expect_f(y, 1, D(3), F(-64, 0, 63.5f), 0);
+    tensor_free(y);
+    tensor_free(in[2]);
+    /* the zero point's type must be x's */
+    in[2] = tq(MHA_DTYPE_INT8, 0, NULL, I(0));
+    run_err(13, &t, in, 3, MHA_ERR_DTYPE);
+}
+
+/* MatMulInteger (uint8 A, zero point 1; int8 B, zero point per column),
+ * com.microsoft MatMulIntegerToFloat (scales, bias) and
+ * DynamicQuantizeMatMul (A quantized as DynamicQuantizeLinear does) */
+static void test_matmul_integer(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[7], *y;
+    tn_init(&t, "MatMulInteger", 4, 1);
+    in[0] = tq(MHA_DTYPE_UINT8, 3, D(1, 2, 3), I(1, 2, 3, 4, 5, 7));
+    in[1] = tq(MHA_DTYPE_INT8, 2, D(3, 2), I(1, -1, 2, 0, -3, 4));
+    in[2] = tq(MHA_DTYPE_UINT8, 0, NULL, I(1));
+    in[3] = tq(MHA_DTYPE_INT8, 1, D(2), I(0, 1));
+    y = run1(10, &t, in);
+    assert_int_equal(y->dtype, MHA_DTYPE_INT32);
+    expect_i(y, 3, D(1, 2, 2), I(-4, 5, -7, 8));
+    tensor_free(y);
+    /* ONNX Runtime's fused form: scales and bias applied to the sums */
+    tn_init(&t, "MatMulIntegerToFloat", 7, 1);
+    t.n.domain = (char *)"com.microsoft";
+    in[6] = tf(1, D(2), F(10, 20));
+    in[5] = in[3];
+    in[4] = in[2];
+    in[2] = tf0(0.5f);
+    in[3] = tf(1, D(2), F(1, 2));
+    y = run1(10, &t, in);
+    expect_f(y, 3, D(1, 2, 2), F(8, 25, 6.5f, 28), 1e-6);
+    tensor_free(y);
+    free_all(in, 7);
+    tn_init(&t, "DynamicQuantizeMatMul", 3, 1);
+    t.n.domain = (char *)"com.microsoft";
+    in[0] = tf(2, D(2, 3), F(0, 2, -3, -2.5f, 1.34f, 0.5f));
+    in[1] = tq(MHA_DTYPE_INT8, 2, D(3, 1), I(1, 1, 1));
+    in[2] = tf0(1);
+    y = run1(10, &t, in);
+    /* row sums of the quantized rows less 153, times 5 / 255 */
+    expect_f(y, 2, D(2, 1), F(-51.0f * (5.0f / 255.0f), -33.0f * (5.0f / 255.0f)), 1e-6);
+    tensor_free(y);
+    free_all(in, 3);
+    /* K mismatch */
+    tn_init(&t, "MatMulInteger", 2, 1);
+    in[0] = tq(MHA_DTYPE_UINT8, 2, D(1, 2), I(1, 2));
+    in[1] = tq(MHA_DTYPE_INT8, 2, D(3, 1), I(1, 1, 1));
+    run_err(10, &t, in, 2, MHA_ERR_SHAPE);
+}
+
+/* Gelu (opset 20): erf by default, the tanh form with approximate */
+static void test_gelu_op20(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[1], *y;
+    tn_init(&t, "Gelu", 1, 1);
+    in[0] = tf(1, D(4), F(-1, 0, 1, 2));
+    y = run1(20, &t, in);
+    expect_f(y, 1, D(4), F(-0.15865525f, 0, 0.84134475f, 1.95449974f), 1e-6);
+    tensor_free(y);
+    ir_attr *a = tn_attr(&t, "approximate", IR_ATTR_STRING);
+    a->s = (char *)"tanh";
+    y = run1(20, &t, in);
+    expect_f(y, 1, D(4), F(-0.15880801f, 0, 0.84119199f, 1.95459769f), 1e-6);
+    tensor_free(y);
+    a->s = (char *)"fast";
+    run_err(20, &t, in, 1, MHA_ERR_MODEL_FORMAT);
+}
+
+/* GroupNormalization: 4 channels in 2 groups; scale and bias per channel
+ * at opset 21, per group at opset 18 */
+static void test_group_normalization(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3], *y;
+    tn_init(&t, "GroupNormalization", 3, 1);
+    tn_int(&t, "num_groups", 2);
+    tn_float(&t, "epsilon", 0);
+    in[0] = tf(3, D(1, 4, 2), F(1, 2, 3, 4, 0, 0, 0, 4));
+    in[1] = tf(1, D(4), F(1, 2, 1, 1));
+    in[2] = tf(1, D(4), F(0, 0, 1, 0));
+    y = run1(21, &t, in);
+    expect_f(y, 3, D(1, 4, 2),
+             F(-1.3416408f, -0.4472136f, 0.8944272f, 2.6832816f, 0.42264974f, 0.42264974f,
+               -0.57735027f, 1.7320508f),
+             1e-6);
+    tensor_free(y);
+    /* opset 18 wants [num_groups] */
+    run_err(18, &t, in, 0, MHA_ERR_SHAPE);
+    tensor_free(in[1]);
+    tensor_free(in[2]);
+    in[1] = tf(1, D(2), F(2, 1));
+    in[2] = tf(1, D(2), F(0, 1));
+    y = run1(18, &t, in);
+    expect_f(y, 3, D(1, 4, 2),
+             F(-2.6832816f, -0.8944272f, 0.8944272f, 2.6832816f, 0.42264974f, 0.42264974f,
+               0.42264974f, 2.7320508f),
+             1e-6);
+    tensor_free(y);
+    tn_init(&t, "GroupNormalization", 3, 1);
+    tn_int(&t, "num_groups", 3);
+    run_err(18, &t, in, 3, MHA_ERR_SHAPE);
+}
+
+/* ScatterND: whole rows by [n, 1] indices (a negative one from the end),
+ * with reduction add; one element by a full index; an index out of range */
+static void test_scatter_nd(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3], *y;
+    tn_init(&t, "ScatterND", 3, 1);
+    in[0] = tf(2, D(4, 2), F(1, 2, 3, 4, 5, 6, 7, 8));
+    in[1] = ti(2, D(2, 1), I(1, -1));
+    in[2] = tf(2, D(2, 2), F(10, 11, 12, 13));
+    y = run1(18, &t, in);
+    expect_f(y, 2, D(4, 2), F(1, 2, 10, 11, 5, 6, 12, 13), 0);
+    tensor_free(y);
+    ir_attr *a = tn_attr(&t, "reduction", IR_ATTR_STRING);
+    a->s = (char *)"add";
+    y = run1(18, &t, in);
+    expect_f(y, 2, D(4, 2), F(1, 2, 13, 15, 5, 6, 19, 21), 0);
+    tensor_free(y);
+    free_all(in + 1, 2);
+    tn_init(&t, "ScatterND", 3, 1);
+    in[1] = ti(2, D(1, 2), I(0, 1));
+    in[2] = tf(1, D(1), F(100));
+    y = run1(18, &t, in);
+    expect_f(y, 2, D(4, 2), F(1, 100, 3, 4, 5, 6, 7, 8), 0);
+    tensor_free(y);
+    tensor_free(in[1]);
+    in[1] = ti(2, D(1, 2), I(4, 0));
+    run_err(18, &t, in, 3, MHA_ERR_SHAPE);
+}
+
 /* ReduceL1 / ReduceL2 / ReduceSumSquare / ReduceMin / ReduceProd:
  * F.normalize (sentence-transformers pooling) writes ReduceL2, x.std()
  * ReduceProd, with the axes an attribute before opset 18 */
@@ -2957,6 +3196,13 @@ static const struct {
     {"ReduceProd", 1, 1, 0},
     {"Attention", 4, 4, 64},
     {"Resize", 4, 1, 8},
+    {"ScatterND", 3, 1, 2},
+    {"GroupNormalization", 3, 1, 0},
+    {"Gelu", 1, 1, 0},
+    {"QuantizeLinear", 3, 1, 0},
+    {"DequantizeLinear", 3, 1, 1},
+    {"MatMulInteger", 4, 1, 0},
+    {"DynamicQuantizeLinear", 1, 3, 0},
 };
 
 static const char *const fuzz_attr_names[] = {"axis",
@@ -2990,7 +3236,9 @@ static const char *const fuzz_attr_names[] = {"axis",
                                               "shape",
                                               "starts",
                                               "ends",
-                                              "exclude_outside"};
+                                              "exclude_outside",
+                                              "num_groups",
+                                              "block_size"};
 
 static int64_t fuzz_small(uint64_t *rng) {
     uint64_t r = tu_rand_u64(rng);
@@ -3130,6 +3378,13 @@ int main(void) {
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_reduce),
         cmocka_unit_test(test_reduce_norms),
+        cmocka_unit_test(test_dynamic_quantize_linear),
+        cmocka_unit_test(test_quantize_linear),
+        cmocka_unit_test(test_dequantize_linear),
+        cmocka_unit_test(test_matmul_integer),
+        cmocka_unit_test(test_gelu_op20),
+        cmocka_unit_test(test_group_normalization),
+        cmocka_unit_test(test_scatter_nd),
         cmocka_unit_test(test_attention_basic),
         cmocka_unit_test(test_attention_causal_past_gqa),
         cmocka_unit_test(test_attention_3d),

@@ -582,6 +582,47 @@ static mha_status run_with(mha_runtime *rt, mha_model *m, case_data *c, const mh
     return mha_run(rt, m, c->in, c->n_in, &y, 1, ro, err);
 }
 
+/* The model.onnx of a case folder, loaded (the test fails if it does not). */
+static mha_model *load_dir_model(const char *dir) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    mha_model *m = NULL;
+    mha_error err = {0};
+    if (mha_model_load_file(path, NULL, &m, &err) != MHA_OK) fail_msg("load: %s", err.message);
+    return m;
+}
+
+/* ALBERT runs one layer's weights in every layer: the plan's layers and
+ * their feed-forward GEMM steps are packed once and shared, so the packed
+ * bytes stay near the file's weights (45,952 bytes of initializers; packed
+ * per layer they were 112,840), and the outputs are still PyTorch's. */
+static void test_albert_packed_once(void **state) {
+    (void)state;
+    mha_error err = {0};
+    const char *dir = data_path("models/z_albert_shared_op14");
+    mha_model *m = load_dir_model(dir);
+    assert_int_equal(mha_model_num_layers(m), 3);
+    case_data c;
+    case_load(dir, 3, &c);
+    mha_tensor out[2];
+    assert_int_equal(mha_model_output_shapes(m, c.in, c.n_in, out, 2, &err), MHA_OK);
+    for (int k = 0; k < 2; k++)
+        out[k].data = calloc((size_t)mha_tensor_numel(&out[k]), sizeof(float));
+    mha_runtime *rt = runtime_new("scalar", 1);
+    if (mha_run(rt, m, c.in, c.n_in, out, 2, NULL, &err) != MHA_OK)
+        fail_msg("run: %s", err.message);
+    const double e = tu_max_rel_err(out[0].data, c.want.data, (size_t)mha_tensor_numel(&out[0]));
+    if (!(e <= 1e-4)) fail_msg("max rel err %g", e);
+    const size_t packed = model_packed_bytes(m);
+    if (!(packed * 5 <= (size_t)45952 * 6))
+        fail_msg("packed %zu bytes for 45952 bytes of weights (over 1.2 x)", packed);
+    for (int k = 0; k < 2; k++)
+        free(out[k].data);
+    mha_runtime_destroy(rt);
+    case_free(&c);
+    mha_model_free(m);
+}
+
 /* mha_run_options.precision: float32 (explicit, or a caller built before
  * the field) gives the default's bits; bfloat16 runs on the backends that
  * declare it, differs from float32 within the bench bound 3 * 2^-7, packs
@@ -589,12 +630,9 @@ static mha_status run_with(mha_runtime *rt, mha_model *m, case_data *c, const mh
  * named; an unknown precision is an argument error. */
 static void test_run_precision(void **state) {
     (void)state;
-    mha_model *m = NULL;
     mha_error err = {0};
     const char *dir = data_path("conformance/mha_self_d32_h2_b2_s8");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/model.onnx", dir);
-    assert_int_equal(mha_model_load_file(path, NULL, &m, &err), MHA_OK);
+    mha_model *m = load_dir_model(dir);
     case_data c;
     case_load(dir, 1, &c);
     const size_t n = (size_t)mha_tensor_numel(&c.want);
@@ -651,6 +689,7 @@ int main(void) {
         cmocka_unit_test(test_runtime_queries),
         cmocka_unit_test(test_model_idioms),
         cmocka_unit_test(test_run_precision),
+        cmocka_unit_test(test_albert_packed_once),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -368,6 +368,109 @@ static void check_graph_invariants(const ir_graph *g) {
     }
 }
 
+/* ---- model-local functions (onnx_load_functions.c) ---- */
+
+static Onnx__FunctionProto *fn_new(gb *b, const char *name, const char *ins, const char *outs,
+                                   int64_t opset) {
+    Onnx__FunctionProto *f = ta(sizeof *f);
+    onnx__function_proto__init(f);
+    f->name = ts(name);
+    f->domain = ts("fn");
+    f->input = split_names(ins, &f->n_input);
+    f->output = split_names(outs, &f->n_output);
+    f->node = ta(8 * sizeof *f->node);
+    f->opset_import = ta(2 * sizeof *f->opset_import);
+    Onnx__OperatorSetIdProto *op = ta(sizeof *op);
+    onnx__operator_set_id_proto__init(op);
+    op->domain = ts("");
+    op->has_version = 1;
+    op->version = opset;
+    f->opset_import[f->n_opset_import++] = op;
+    if (!b->m->functions) b->m->functions = ta(8 * sizeof *b->m->functions);
+    b->m->functions[b->m->n_functions++] = f;
+    return f;
+}
+
+static Onnx__NodeProto *fn_node(Onnx__FunctionProto *f, const char *op, const char *domain,
+                                const char *ins, const char *outs) {
+    Onnx__NodeProto *n = ta(sizeof *n);
+    onnx__node_proto__init(n);
+    n->op_type = ts(op);
+    n->domain = ts(domain);
+    n->name = ts(op);
+    n->input = split_names(ins, &n->n_input);
+    n->output = split_names(outs, &n->n_output);
+    n->attribute = ta(4 * sizeof *n->attribute);
+    f->node[f->n_node++] = n;
+    return n;
+}
+
+/* An attribute of a function body's node that refers to the function's. */
+static void fn_attr_ref(Onnx__NodeProto *n, const char *name, const char *ref, int type) {
+    Onnx__AttributeProto *a = node_attr(n, name, type);
+    a->ref_attr_name = ts(ref);
+}
+
+/* y = Outer(x; a = 0.5): Outer(x) = Relu(Inner(x; a = a)), Inner(x) =
+ * LeakyRelu(x; alpha = a): two nested calls inline to LeakyRelu (alpha 0.5)
+ * then Relu, the inner value renamed per call, the graph's names kept */
+static gb fn_model(void) {
+    gb b = gb_new(17);
+    gb_input(&b, "x", 1, 2, dims23);
+    Onnx__NodeProto *call = gb_node(&b, "Outer", "call", "x", "y");
+    call->domain = ts("fn");
+    Onnx__AttributeProto *a = node_attr(call, "a", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    a->has_f = 1;
+    a->f = 0.5f;
+    gb_output(&b, "y");
+    Onnx__FunctionProto *outer = fn_new(&b, "Outer", "x", "y", 17);
+    fn_attr_ref(fn_node(outer, "Inner", "fn", "x", "t"), "a", "a",
+                ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    fn_node(outer, "Relu", "", "t", "y");
+    Onnx__FunctionProto *inner = fn_new(&b, "Inner", "x", "y", 17);
+    fn_attr_ref(fn_node(inner, "LeakyRelu", "", "x", "y"), "alpha", "a",
+                ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    return b;
+}
+
+static void test_model_local_functions(void **state) {
+    (void)state;
+    gb b = fn_model();
+    ir_graph *g = NULL;
+    mha_error err;
+    mha_status st = gb_load(&b, NULL, &g, &err);
+    if (st != MHA_OK) print_error("%s\n", err.message);
+    assert_int_equal(st, MHA_OK);
+    assert_int_equal(g->n_nodes, 2);
+    assert_string_equal(g->nodes[0].op_type, "LeakyRelu");
+    assert_string_equal(g->nodes[1].op_type, "Relu");
+    assert_true(ir_attr_float(&g->nodes[0], "alpha", 0.01f) == 0.5f);
+    assert_int_equal(g->nodes[0].inputs[0], value_id(g, "x"));
+    assert_int_equal(g->nodes[1].outputs[0], value_id(g, "y"));
+    assert_int_equal(g->nodes[0].outputs[0], g->nodes[1].inputs[0]);
+    assert_string_not_equal(g->values[g->nodes[0].outputs[0]].name, "t");
+    check_graph_invariants(g);
+    ir_free(g);
+    /* without the call's attribute the reference is left out: the op's default */
+    b = fn_model();
+    b.g->node[0]->n_attribute = 0;
+    assert_int_equal(gb_load(&b, NULL, &g, &err), MHA_OK);
+    assert_false(ir_node_attr(&g->nodes[0], "alpha"));
+    ir_free(g);
+    /* a function calling itself */
+    b = fn_model();
+    fn_node(b.m->functions[1], "Outer", "fn", "y", "z");
+    expect_fail(&b, NULL, MHA_ERR_MODEL_UNSUPPORTED, "function 'fn.Outer' calls itself");
+    /* a call of a function the model does not define, in the functions' domain */
+    b = fn_model();
+    b.g->node[0]->op_type = ts("Missing");
+    expect_fail(&b, NULL, MHA_ERR_MODEL_FORMAT, "calls function 'fn.Missing', which the model");
+    /* a function body at another opset than the model's */
+    b = fn_model();
+    b.m->functions[1]->opset_import[0]->version = 13;
+    expect_fail(&b, NULL, MHA_ERR_MODEL_UNSUPPORTED, "imports opset 13 of the default domain");
+}
+
 static void test_real_model_facts(void **state) {
     (void)state;
     for (size_t f = 0; f < sizeof facts / sizeof facts[0]; f++) {
@@ -1830,6 +1933,7 @@ static void test_allocation_failures(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_real_model_facts, arena_teardown),
+        cmocka_unit_test_teardown(test_model_local_functions, arena_teardown),
         cmocka_unit_test_teardown(test_real_model_details, arena_teardown),
         cmocka_unit_test_teardown(test_every_model_loads, arena_teardown),
         cmocka_unit_test_teardown(test_every_test_data_tensor_loads, arena_teardown),

@@ -252,7 +252,7 @@ void exec_packed_free(const mha_alloc_ctx *a, exec_packed *pk) {
     mha_free(a, pk);
 }
 
-static size_t exec_weights_bytes(const exec_gemm_weights *w) {
+size_t exec_weights_bytes(const exec_gemm_weights *w) {
     if (!w->packed) return 0;
     size_t n = w->packed_bytes;
     if (w->bias) n += (size_t)w->N * sizeof(float);

@@ -52,6 +52,8 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
                              void *plugin_state, int precision, exec_packed **out, mha_error *err);
 void exec_packed_free(const mha_alloc_ctx *a, exec_packed *pk); /* accepts NULL */
 size_t exec_packed_bytes(const exec_packed *pk);
+/* Bytes of one packed weight (its packing and bias). */
+size_t exec_weights_bytes(const exec_gemm_weights *w);
 
 /* The services table lent to a plugin's init(): its allocator is `alloc`
  * (any power-of-two alignment up to 4096), its logger forwards messages up

@@ -102,6 +102,13 @@ static const interp_op_entry interp_ops[] = {
     {"ReduceL2", interp_op_reduce_l2},
     {"ReduceSumSquare", interp_op_reduce_sum_square},
     {"Attention", interp_op_attention},
+    {"QuantizeLinear", interp_op_quantize_linear},
+    {"DequantizeLinear", interp_op_dequantize_linear},
+    {"DynamicQuantizeLinear", interp_op_dynamic_quantize_linear},
+    {"MatMulInteger", interp_op_matmul_integer},
+    {"Gelu", interp_op_gelu},
+    {"GroupNormalization", interp_op_group_normalization},
+    {"ScatterND", interp_op_scatter_nd},
 };
 
 static int interp_default_domain(const char *domain) {
@@ -123,6 +130,10 @@ static const struct {
     {"SkipLayerNormalization", interp_op_ms_skip_layer_norm},
     {"SkipSimplifiedLayerNormalization", interp_op_ms_skip_simplified_layer_norm},
     {"SimplifiedLayerNormalization", interp_op_ms_simplified_layer_norm},
+    {"MatMulIntegerToFloat", interp_op_ms_matmul_integer_to_float},
+    {"DynamicQuantizeMatMul", interp_op_ms_dynamic_quantize_matmul},
+    {"QuantizeLinear", interp_op_quantize_linear},
+    {"DequantizeLinear", interp_op_dequantize_linear},
 };
 
 static interp_op_fn interp_find_op(const char *domain, const char *op_type) {

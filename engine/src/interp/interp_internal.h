@@ -249,5 +249,16 @@ mha_status interp_op_attention(interp_ctx *c);
 /* com.microsoft (interp_msft.c) */
 mha_status interp_op_ms_multihead_attention(interp_ctx *c);
 mha_status interp_op_ms_attention(interp_ctx *c);
+/* interp_quant.c: 8-bit quantization as ONNX Runtime's tools write it */
+mha_status interp_op_quantize_linear(interp_ctx *c);
+mha_status interp_op_dequantize_linear(interp_ctx *c);
+mha_status interp_op_dynamic_quantize_linear(interp_ctx *c);
+mha_status interp_op_matmul_integer(interp_ctx *c);
+mha_status interp_op_ms_matmul_integer_to_float(interp_ctx *c);
+mha_status interp_op_ms_dynamic_quantize_matmul(interp_ctx *c);
+/* opset 18-20 forms */
+mha_status interp_op_gelu(interp_ctx *c);                /* interp_msft_fused.c */
+mha_status interp_op_group_normalization(interp_ctx *c); /* interp_norm.c */
+mha_status interp_op_scatter_nd(interp_ctx *c);          /* interp_route.c */
 
 #endif

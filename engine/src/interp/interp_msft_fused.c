@@ -116,6 +116,19 @@ mha_status interp_op_ms_fast_gelu(interp_ctx *c) {
     return fused_gelu(c, 2, 1, 0);
 }
 
+/* The default domain's Gelu (opset 20): approximate 'none' (erf) or 'tanh',
+ * which PyTorch 2.1+ writes for F.gelu at opset 20. */
+mha_status interp_op_gelu(interp_ctx *c) {
+    const ir_attr *a = ir_node_attr(c->n, "approximate");
+    if (a && (a->type != IR_ATTR_STRING || !a->s))
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "attribute 'approximate' must be a string");
+    const int tanh_form = a && strcmp(a->s, "tanh") == 0;
+    if (a && !tanh_form && strcmp(a->s, "none") != 0)
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "approximate '%.40s' is not none or tanh",
+                           a->s);
+    return fused_gelu(c, 1, tanh_form, 0);
+}
+
 /* ---- the norms ---- */
 
 /* (Skip)(Simplified)LayerNormalization over the last axis. first_gamma:

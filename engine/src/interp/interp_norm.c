@@ -25,6 +25,22 @@ static mha_status norm_rows(interp_ctx *c, const tensor *X, int64_t axis_attr, i
     return MHA_OK;
 }
 
+/* The mean and 1 / sqrt(variance + eps) of X's elements [base, base + len). */
+static void norm_stats(const tensor *X, int64_t base, int64_t len, float eps, double *mean,
+                       double *inv) {
+    double m = 0.0, var = 0.0;
+    for (int64_t i = 0; i < len; i++)
+        m += tensor_get_f64(X, base + i);
+    m /= len > 0 ? (double)len : 1.0;
+    for (int64_t i = 0; i < len; i++) {
+        const double d = tensor_get_f64(X, base + i) - m;
+        var += d * d;
+    }
+    var /= len > 0 ? (double)len : 1.0;
+    *mean = m;
+    *inv = 1.0 / sqrt(var + (double)eps);
+}
+
 mha_status interp_op_layer_normalization(interp_ctx *c) {
     const tensor *X, *S, *Bias;
     int64_t axis_attr;
@@ -60,16 +76,8 @@ mha_status interp_op_layer_normalization(interp_ctx *c) {
         st = interp_out_new(c, 2, MHA_DTYPE_FLOAT32, X->rank, stat_dims, &R);
     if (st != MHA_OK) return st;
     for (int64_t o = 0; o < outer; o++) {
-        double mean = 0.0, var = 0.0;
-        for (int64_t i = 0; i < inner; i++)
-            mean += tensor_get_f64(X, o * inner + i);
-        mean /= inner > 0 ? (double)inner : 1.0;
-        for (int64_t i = 0; i < inner; i++) {
-            double d = tensor_get_f64(X, o * inner + i) - mean;
-            var += d * d;
-        }
-        var /= inner > 0 ? (double)inner : 1.0;
-        double inv = 1.0 / sqrt(var + (double)eps);
+        double mean, inv;
+        norm_stats(X, o * inner, inner, eps, &mean, &inv);
         for (int64_t i = 0; i < inner; i++) {
             double y = (tensor_get_f64(X, o * inner + i) - mean) * inv *
                        tensor_get_f64(S, ns == 1 ? 0 : i);
@@ -114,16 +122,9 @@ mha_status interp_op_instance_normalization(interp_ctx *c) {
     for (int64_t o = 0; o < outer; o++)
         for (int64_t k = 0; k < ch; k++) {
             const int64_t base = (o * ch + k) * inner;
-            double mean = 0.0, var = 0.0;
-            for (int64_t i = 0; i < inner; i++)
-                mean += tensor_get_f64(X, base + i);
-            mean /= inner > 0 ? (double)inner : 1.0;
-            for (int64_t i = 0; i < inner; i++) {
-                const double d = tensor_get_f64(X, base + i) - mean;
-                var += d * d;
-            }
-            var /= inner > 0 ? (double)inner : 1.0;
-            const double a = tensor_get_f64(S, k) / sqrt(var + (double)eps);
+            double mean, inv;
+            norm_stats(X, base, inner, eps, &mean, &inv);
+            const double a = tensor_get_f64(S, k) * inv;
             const double b = tensor_get_f64(Bias, k);
             for (int64_t i = 0; i < inner; i++)
                 tensor_set_f64(Y, base + i, (tensor_get_f64(X, base + i) - mean) * a + b);
@@ -173,5 +174,54 @@ mha_status interp_op_rms_normalization(interp_ctx *c) {
                            tensor_get_f64(X, o * inner + i) * inv *
                                tensor_get_f64(S, ns == 1 ? 0 : i));
     }
+    return MHA_OK;
+}
+
+/* GroupNormalization (opset 18, 21): X [N, C, D...] with its C channels in
+ * num_groups groups of C / num_groups, each (n, group) normalised over its
+ * channels' elements, then y = scale * xhat + bias per channel (opset 21:
+ * scale and bias [C]) or per group (opset 18: [num_groups]). In double. */
+mha_status interp_op_group_normalization(interp_ctx *c) {
+    const tensor *X, *S, *Bias;
+    int64_t groups;
+    float eps;
+    char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
+    mha_status st = interp_check_arity(c, 3, 3, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &X);
+    if (st == MHA_OK) st = interp_in_req(c, 1, &S);
+    if (st == MHA_OK) st = interp_in_req(c, 2, &Bias);
+    if (st == MHA_OK) st = interp_attr_int(c, "num_groups", 0, &groups);
+    if (st == MHA_OK) st = interp_attr_float(c, "epsilon", 1e-5f, &eps);
+    if (st != MHA_OK) return st;
+    if (!interp_is_float(X->dtype) || S->dtype != X->dtype || Bias->dtype != X->dtype)
+        return interp_fail(c, MHA_ERR_DTYPE, "X, scale and bias must share one float type (%s)",
+                           mha_dtype_name(X->dtype));
+    if (X->rank < 2) return interp_fail(c, MHA_ERR_SHAPE, "X must be [N, C, ...]");
+    const int64_t ch = X->dims[1];
+    if (groups <= 0 || ch % groups != 0)
+        return interp_fail(c, MHA_ERR_SHAPE, "num_groups %lld must divide the %lld channels",
+                           (long long)groups, (long long)ch);
+    const int64_t per = c->opset >= 21 ? ch : groups;
+    if (tensor_numel(S) != per || tensor_numel(Bias) != per)
+        return interp_fail(c, MHA_ERR_SHAPE, "scale %s and bias %s must hold %lld values",
+                           interp_shape(S, s0), interp_shape(Bias, s1), (long long)per);
+    int64_t outer, inner;
+    interp_around_axis(X, 1, &outer, &inner);
+    const int64_t cpg = ch / groups, len = cpg * inner;
+    tensor *Y;
+    st = interp_out_new(c, 0, X->dtype, X->rank, X->dims, &Y);
+    if (st != MHA_OK) return st;
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t g = 0; g < groups; g++) {
+            const int64_t base = (o * ch + g * cpg) * inner;
+            double mean, inv;
+            norm_stats(X, base, len, eps, &mean, &inv);
+            for (int64_t i = 0; i < len; i++) {
+                const int64_t p = per == ch ? g * cpg + i / inner : g;
+                tensor_set_f64(Y, base + i,
+                               (tensor_get_f64(X, base + i) - mean) * inv * tensor_get_f64(S, p) +
+                                   tensor_get_f64(Bias, p));
+            }
+        }
     return MHA_OK;
 }

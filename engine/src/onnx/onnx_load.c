@@ -118,6 +118,7 @@ typedef struct builder {
     const char **used;             /* names read by a node or a graph output: an
                                       open-addressing set, NULL = empty slot */
     size_t n_used_slots;           /* a power of two */
+    int half;                      /* a whole float16 model: its tensors widened */
 } builder;
 
 static mha_status oom(builder *b) {
@@ -202,6 +203,8 @@ static mha_status value_apply_info(builder *b, int v, const Onnx__ValueInfoProto
     if (val->dtype == MHA_DTYPE_UNDEFINED && tt->has_elem_type &&
         mha_dtype_size((mha_dtype)tt->elem_type) > 0)
         val->dtype = (mha_dtype)tt->elem_type;
+    /* a whole float16 model's values inside are float32 */
+    if (b->half && !strict && val->dtype == MHA_DTYPE_FLOAT16) val->dtype = MHA_DTYPE_FLOAT32;
     if (val->rank >= 0 || !tt->shape) return MHA_OK;
     const Onnx__TensorShapeProto *sh = tt->shape;
     if (sh->n_dim > MHA_MAX_RANK) {
@@ -223,6 +226,19 @@ static mha_status value_apply_info(builder *b, int v, const Onnx__ValueInfoProto
         }
     }
     val->rank = (int)sh->n_dim;
+    return MHA_OK;
+}
+
+/* A whole float16 model's float16 tensor *t replaced by its float32 copy. */
+static mha_status half_widen(builder *b, tensor **t) {
+    if (!b->half || !*t || (*t)->dtype != MHA_DTYPE_FLOAT16) return MHA_OK;
+    tensor *w = NULL;
+    mha_status st = tensor_new(&b->g->alloc, MHA_DTYPE_FLOAT32, (*t)->rank, (*t)->dims, &w, b->err);
+    if (st != MHA_OK) return st;
+    for (int64_t i = 0, n = tensor_numel(w); i < n; i++)
+        ((float *)w->data)[i] = mha_half_to_float(((const uint16_t *)(*t)->data)[i]);
+    tensor_free(*t);
+    *t = w;
     return MHA_OK;
 }
 
@@ -284,6 +300,10 @@ static mha_status add_initializers(builder *b, Onnx__GraphProto *gp) {
         st = onnx_tensor_load(b->lc, tp, "initializer", &t, b->err);
         b->lc->skip_external_read = 0;
         if (st != MHA_OK) return st;
+        if (t && (st = half_widen(b, &t)) != MHA_OK) {
+            tensor_free(t);
+            return st;
+        }
         if (t) {
             value_set_init(b, v, t);
         } else { /* unread: the value keeps its declared type only */
@@ -415,6 +435,7 @@ static mha_status convert_attr(builder *b, const ir_node *n, Onnx__AttributeProt
             return mha_fail(b->err, MHA_ERR_MODEL_FORMAT, "%s: TENSOR attribute without a tensor",
                             role);
         st = onnx_tensor_load(b->lc, ap->t, "tensor", &at->t, b->err);
+        if (st == MHA_OK) st = half_widen(b, &at->t);
         if (st != MHA_OK) mha_error_prefix(b->err, "%s", role);
         return st;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__SPARSE_TENSOR:
@@ -801,13 +822,40 @@ static mha_status read_opsets(builder *b, const Onnx__ModelProto *m) {
     return check_versions(b, m);
 }
 
+static mha_status build_graph_nodes(builder *b, Onnx__GraphProto *gp);
+
 static mha_status build_graph(builder *b, Onnx__ModelProto *m) {
-    ir_graph *g = b->g;
-    const mha_alloc_ctx *a = &g->alloc;
     mha_status st;
     if ((st = read_opsets(b, m)) != MHA_OK) return st;
     Onnx__GraphProto *gp = m->graph;
     if (!gp) return mha_fail(b->err, MHA_ERR_MODEL_FORMAT, "the model has no graph");
+    b->half = onnx_half_model(gp);
+    if (m->n_functions == 0 && !b->half) return build_graph_nodes(b, gp);
+    /* the graph seen with the calls of model-local functions inlined, and a
+     * whole float16 model's edges cast for float32 inside */
+    onnx_inlined inl = {0}, half = {0};
+    Onnx__GraphProto view = *gp;
+    st = MHA_OK;
+    if (m->n_functions > 0) {
+        st = onnx_inline_functions(&b->g->alloc, m, b->g->opset, &inl, b->err);
+        view.node = inl.nodes;
+        view.n_node = inl.n;
+    }
+    if (st == MHA_OK && b->half) {
+        st = onnx_half_view(&b->g->alloc, gp, view.node, view.n_node, &half, b->err);
+        view.node = half.nodes;
+        view.n_node = half.n;
+    }
+    if (st == MHA_OK) st = build_graph_nodes(b, &view);
+    onnx_inlined_free(&b->g->alloc, &half);
+    onnx_inlined_free(&b->g->alloc, &inl);
+    return st;
+}
+
+static mha_status build_graph_nodes(builder *b, Onnx__GraphProto *gp) {
+    ir_graph *g = b->g;
+    const mha_alloc_ctx *a = &g->alloc;
+    mha_status st;
 
     /* every value is an initializer, a graph input or a node output */
     size_t cap = gp->n_initializer + gp->n_sparse_initializer + gp->n_input;

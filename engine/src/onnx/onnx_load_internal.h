@@ -128,4 +128,31 @@ int onnx_open_beneath(int dir_fd, const char *rel, int force_fallback);
 /* "float32", "string", "complex64", ... for any ONNX TensorProto.DataType. */
 const char *onnx_dtype_name(int32_t onnx_type);
 
+/* The graph's nodes with every call of a model-local function replaced by
+ * the function's body (onnx_load_functions.c): a flat list of node
+ * pointers, the graph's own nodes and new ones owned by `blocks`. opset:
+ * the model's default-domain opset (a function importing another is
+ * refused). Messages name the function and the calling node. */
+typedef struct onnx_inlined {
+    Onnx__NodeProto **nodes;
+    size_t n, cap;
+    void **blocks;
+    size_t n_blocks, cap_blocks;
+} onnx_inlined;
+
+mha_status onnx_inline_functions(const mha_alloc_ctx *a, const Onnx__ModelProto *m, int64_t opset,
+                                 onnx_inlined *out, mha_error *err);
+void onnx_inlined_free(const mha_alloc_ctx *a, onnx_inlined *in);
+
+/* A whole float16 model (onnx_load_half.c): float16 initializers and no
+ * float32 / float64 / bfloat16 ones. */
+int onnx_half_model(const Onnx__GraphProto *gp);
+/* The nodes of such a model computed in float32: its float16 graph inputs
+ * Cast to float32 first, its float16 outputs Cast to float16 last, every
+ * Cast to float16 in between a Cast to float32. The importer widens the
+ * float16 tensors it loads. */
+mha_status onnx_half_view(const mha_alloc_ctx *a, const Onnx__GraphProto *gp,
+                          Onnx__NodeProto *const *nodes, size_t n, onnx_inlined *out,
+                          mha_error *err);
+
 #endif

@@ -241,6 +241,7 @@ static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, m
     mha_error_clear(&fit_err);
     build_drop_probe_results(P);
     mha_status fs = plan_probe_fit_images(P, &fit_err);
+    if (fs == MHA_ERR_MODEL_UNSUPPORTED) fs = plan_probe_fit_convlen(P, &fit_err);
     if (fs == MHA_ERR_MODEL_UNSUPPORTED) fs = plan_probe_fit_sums(P, &fit_err);
     if (fs == MHA_ERR_MODEL_UNSUPPORTED) {
         fs = build_shapes_merged(P, shp, &fit_err);
@@ -739,12 +740,32 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
     return MHA_OK;
 }
 
+int plan_gemms_alike(const plan *P, const plan *fresh, size_t i, size_t j) {
+    const plan_gemm *g = &P->gemms[i], *h = &P->gemms[j];
+    const float *w = g->W ? g->W : fresh ? fresh->gemms[i].W : NULL;
+    const float *v = h->W ? h->W : fresh ? fresh->gemms[j].W : NULL;
+    if (!w || !v || g->K != h->K || g->N != h->N || !g->bias != !h->bias) return 0;
+    const size_t n = (size_t)g->K * (size_t)g->N;
+    return (w == v || memcmp(w, v, n * sizeof *w) == 0) &&
+           (g->bias == h->bias || memcmp(g->bias, h->bias, (size_t)g->N * sizeof *w) == 0);
+}
+
 size_t plan_weight_bytes(const plan *P) {
     size_t bytes = 0;
-    for (size_t i = 0; i < P->n_layers; i++)
-        if (P->layers[i].recognised) bytes += layer_weight_bytes(&P->layers[i].L);
-    for (size_t i = 0; i < P->n_gemms; i++)
-        bytes += (size_t)(P->gemms[i].K + 1) * (size_t)P->gemms[i].N * sizeof(float);
+    /* layers and steps with the same weights (ALBERT's) count once, as
+     * they are packed once (runtime/model.c) */
+    for (size_t i = 0; i < P->n_layers; i++) {
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen && P->layers[i].recognised; j++)
+            seen = P->layers[j].recognised && layer_weights_alike(&P->layers[i].L, &P->layers[j].L);
+        if (P->layers[i].recognised && !seen) bytes += layer_weight_bytes(&P->layers[i].L);
+    }
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = plan_gemms_alike(P, NULL, i, j);
+        if (!seen) bytes += (size_t)(P->gemms[i].K + 1) * (size_t)P->gemms[i].N * sizeof(float);
+    }
     unsigned char *read = mha_calloc(&P->alloc, P->g->n_values ? P->g->n_values : 1, 1);
     if (!read) return bytes;
     for (size_t s = 0; s < P->n_steps; s++) {

@@ -20,7 +20,9 @@
  * follows the one symbolic axis whose growth changes it (else the first,
  * as it is), by the simplest rule that fits the three sizes it took; or,
  * when the growth of two changes it one for one, their sum plus a
- * constant (past + new keys). A rule that a later input does
+ * constant (past + new keys). A length through strided Convs takes the
+ * Convs' composed rule that the probes agree with (convlen.c), not a fit.
+ * A rule that a later input does
  * not obey is caught at run time (plan_run compares the graph's shapes with it). */
 #include <string.h>
 
@@ -107,6 +109,29 @@ int plan_dim_input_axis(const plan *P, int s, int *input, int *axis) {
                 *axis = a;
                 return 1;
             }
+    return 0;
+}
+
+/* The candidates of P->convlen are convlen.c's (a length through strided
+ * Convs); matched here, where every output axis rule is made. */
+int plan_convlen_match(const plan *P, int sym, const int64_t *x, const int64_t *y, int n,
+                       plan_dim_rule *r) {
+    for (int c = 0; c < P->n_convlen[sym]; c++) {
+        plan_dim_rule f = *r;
+        f.fixed = -1;
+        f.mul = 1;
+        f.div = P->convlen[sym][c][0];
+        f.offset = P->convlen[sym][c][1];
+        f.plus_input = f.plus_axis = -1;
+        f.cap = 0;
+        int ok = n > 0;
+        for (int p = 0; p < n && ok; p++)
+            ok = y[p] == PLAN_DIM_NOT_PROBED || plan_dim_apply(&f, x[p]) == y[p];
+        if (ok && plan_dim_input_axis(P, sym, &f.input, &f.axis)) {
+            *r = f;
+            return 1;
+        }
+    }
     return 0;
 }
 
@@ -246,6 +271,8 @@ mha_status plan_dim_rules(plan *P, const plan_shape *shp, const int64_t *qdims, 
                 y0, s->dims[1][d],
                 qdims ? qdims[(k * PLAN_MAX_SYMS + (size_t)sym) * MHA_MAX_RANK + d] : 0};
             const int three = qdims && y[2] != PLAN_DIM_NOT_PROBED;
+            /* a length through strided Convs: their composed rule */
+            if (plan_convlen_match(P, sym, x, y, three ? 3 : 2, r)) continue;
             if (!plan_dim_input_axis(P, sym, &r->input, &r->axis) ||
                 !plan_dim_fit(x, y, three ? 3 : 2, three, r))
                 return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,

@@ -18,6 +18,8 @@
  * load by name, with its sizes, when its rule is wrong at the long size
  * (most texts would fail); wrong only at 1 or 2 tokens, it keeps its rule
  * and a run at those lengths fails by name (plan_run), as before.
+ * A length through strided Convs (convlen.c) is checked past its
+ * receptive field instead: at three more phases of the widest stride.
  * The runs are bounded together by the probes' work budget; a check that
  * does not run (a position table shorter than the size) checks nothing. */
 #include <stdio.h>
@@ -118,6 +120,20 @@ mha_status plan_dim_check_probes(plan *P, int64_t **cdims_out, mha_error *err) {
     for (int k = 0; k < P->n_syms && st == MHA_OK; k++) {
         if (P->sym_sum[k][0] >= 0) continue; /* sized by the axes it sums */
         int ran = 0;
+        if (P->n_convlen[k] > 0) {
+            /* a length through strided Convs: 1 and 2 samples make no
+             * frame; three lengths past probe 0 at other phases of the
+             * widest stride instead */
+            int64_t wide = 1;
+            for (int c = 0; c < P->n_convlen[k]; c++)
+                wide = P->convlen[k][c][0] > wide ? P->convlen[k][c][0] : wide;
+            const int64_t at[PLAN_DIM_CHECKS] = {P->probe_sizes[0][k] + wide / 2 + 1,
+                                                 P->probe_sizes[0][k] + 7 * wide + wide / 3,
+                                                 P->probe_sizes[0][k] + 14 * wide - 1};
+            for (int c = 0; c < PLAN_DIM_CHECKS && st == MHA_OK && made <= budget; c++)
+                st = check_run(P, skip, k, c, at[c], &made, cdims, &ran, err);
+            continue;
+        }
         for (int c = 0; c < CHECK_SMALL && st == MHA_OK && made <= budget; c++)
             st = check_run(P, skip, k, c, check_small[c], &made, cdims, &ran, err);
         ran = check_is_batch(P, k);
@@ -147,10 +163,12 @@ static int64_t check_apply(const plan *P, const plan_dim_rule *r, int k, int64_t
     return plan_dim_apply(r, v);
 }
 
-/* r fitted again through the n points of axis k: floor((a x + c) / b),
- * else that below a cap (the points at the largest size set aside). */
+/* r fitted again through the n points of axis k: a length rule of the
+ * Convs k passes through (convlen.c), else floor((a x + c) / b), else
+ * that below a cap (the points at the largest size set aside). */
 static int check_refit(const plan *P, int k, const int64_t *x, const int64_t *y, int n,
                        plan_dim_rule *r) {
+    if (plan_convlen_match(P, k, x, y, n, r)) return 1;
     plan_dim_rule f = *r;
     f.fixed = -1;
     f.plus_input = f.plus_axis = -1;
@@ -196,7 +214,7 @@ mha_status plan_dim_check(plan *P, const plan_shape *shp, const int64_t *cdims, 
                      * at run time whatever the graph makes of it */
                     if (want != y[n] && want >= 0) {
                         wrong = 1;
-                        wrong_long |= c >= CHECK_SMALL;
+                        wrong_long |= c >= CHECK_SMALL || P->n_convlen[k] > 0;
                     }
                     n++;
                 }

@@ -95,6 +95,60 @@ static int part_weighs_values(const part_ctx *c, int core) {
     return 0;
 }
 
+/* How far (nodes of data flow) back a Softmax's scores are followed to
+ * the product that made them, and how many values at once. */
+#define PART_QK_DEPTH 8
+#define PART_QK_WIDTH 16
+
+/* Whether node n multiplies two values the graph computes (Q.K^T): a
+ * MatMul, Einsum or com.microsoft FusedMatMul with two inputs that are
+ * not constants, or a ReduceSum of such an elementwise Mul. */
+static int part_is_act_product(const plan *P, const ir_node *n) {
+    const ir_graph *g = P->g;
+    if (part_is(n, "ReduceSum") && n->n_inputs >= 1 && n->inputs[0] >= 0) {
+        const int pid = g->values[n->inputs[0]].producer;
+        if (pid < 0 || !part_is(&g->nodes[pid], "Mul")) return 0;
+        n = &g->nodes[pid];
+    } else if (!part_is(n, "MatMul") && !part_is(n, "Einsum") && !part_is(n, "FusedMatMul")) {
+        return 0;
+    }
+    int acts = 0;
+    for (size_t i = 0; i < n->n_inputs && i < 2; i++)
+        acts += n->inputs[i] >= 0 && !plan_const(P, n->inputs[i]);
+    return acts == 2;
+}
+
+/* Whether the scores of the Softmax `core` come from a product of two
+ * computed values (Q.K^T), within PART_QK_DEPTH nodes back through any
+ * ops but products and shape reads: an attention layer. ConvBERT's
+ * dynamic convolution weighs its unfolded values by a Softmax over a
+ * Linear of the activations (a product with a constant weight): a node
+ * of the graph, not an attention layer. Other cores pass. */
+static int part_scores_of_product(const part_ctx *c, int core) {
+    const ir_graph *g = c->P->g;
+    const ir_node *cn = &g->nodes[core];
+    if (!part_is(cn, "Softmax")) return 1;
+    int frontier[PART_QK_WIDTH], next[PART_QK_WIDTH], nf = 0;
+    if (cn->n_inputs >= 1 && cn->inputs[0] >= 0) frontier[nf++] = cn->inputs[0];
+    for (int depth = 0; depth < PART_QK_DEPTH && nf > 0; depth++) {
+        int nn = 0;
+        for (int f = 0; f < nf; f++) {
+            const int pid = g->values[frontier[f]].producer;
+            if (pid < 0 || plan_const(c->P, frontier[f])) continue;
+            const ir_node *n = &g->nodes[pid];
+            if (part_is_act_product(c->P, n)) return 1;
+            if (part_is(n, "MatMul") || part_is(n, "Einsum") || part_is(n, "FusedMatMul") ||
+                part_is(n, "Gemm") || part_is_shape(n))
+                continue;
+            for (size_t i = 0; i < n->n_inputs && nn < PART_QK_WIDTH; i++)
+                if (n->inputs[i] >= 0 && !plan_const(c->P, n->inputs[i])) next[nn++] = n->inputs[i];
+        }
+        memcpy(frontier, next, (size_t)nn * sizeof *next);
+        nf = nn;
+    }
+    return 0;
+}
+
 /* A MatMul / Gemm reading `v` as data and a constant as weights. */
 static int part_is_proj(const plan *P, const ir_node *n, int v) {
     return (part_is(n, "MatMul") || part_is(n, "Gemm")) && n->n_inputs >= 2 && n->inputs[0] == v &&
@@ -616,7 +670,9 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
     for (size_t ni = 0; ni < g->n_nodes; ni++)
         c.owner[ni] = -1;
     for (size_t core = 0; core < g->n_nodes && st == MHA_OK; core++) {
-        if (!part_is_core(&g->nodes[core]) || !part_weighs_values(&c, (int)core)) continue;
+        if (!part_is_core(&g->nodes[core]) || !part_weighs_values(&c, (int)core) ||
+            !part_scores_of_product(&c, (int)core))
+            continue;
         plan_layer *pl = &P->layers[P->n_layers++];
         pl->core_node = (int)core;
         pl->out_value = -1;

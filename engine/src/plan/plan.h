@@ -238,6 +238,7 @@ typedef struct plan_dim_rule {
 #define PLAN_PROBES 2
 /* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */
 #define PLAN_MAX_SYMS 4
+#define PLAN_MAX_CONVLEN 8
 /* plan.id_extent of an integer 0 / 1 mask input */
 #define PLAN_IDS_MASK01 (-1)
 
@@ -300,6 +301,12 @@ typedef struct plan {
      * the constant [2] (a decoding step's keys: past + new tokens, or past +
      * 1); [0] -1 when it is free (probe.c) */
     int sym_sum[PLAN_MAX_SYMS][3];
+    /* symbolic axis k is a length through strided 1-D Convs (convlen.c):
+     * the candidate rules floor((x + [1]) / [0]) of each prefix of the
+     * chain, n_convlen[k] of them (0: none) */
+    int64_t convlen[PLAN_MAX_SYMS][PLAN_MAX_CONVLEN][2];
+    int n_convlen[PLAN_MAX_SYMS];
+    int64_t convlen_min[PLAN_MAX_SYMS]; /* the fewest samples making a frame */
     /* unnamed symbolic axes (no name, or torch.onnx.export's
      * "<input>_dynamic_axes_<n>" for an axis given by index alone) are one
      * axis per index over the inputs, not one per input (probe.c) */
@@ -444,6 +451,10 @@ void plan_free_tensors(const mha_alloc_ctx *a, tensor **t, size_t n);
 /* Weight bytes of the plan: float weights of recognised layers plus
  * initializers read by interpreted steps. */
 size_t plan_weight_bytes(const plan *P);
+/* Whether GEMM steps i and j multiply by the same weight and bias (a
+ * weight released after packing read from fresh, a fresh build of the
+ * file, or NULL: then not alike). */
+int plan_gemms_alike(const plan *P, const plan *fresh, size_t i, size_t j);
 double plan_flops(const plan *P, double *interp_flops);
 
 #endif

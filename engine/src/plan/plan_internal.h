@@ -251,6 +251,20 @@ mha_status plan_probe_fit_images(plan *P, mha_error *err);
  * when none does. plan_dim_sums (dims.c): sizes[k] of every summed axis k
  * from its terms. */
 mha_status plan_probe_fit_sums(plan *P, mha_error *err);
+/* The shape pass failed: a float32 input's symbolic last axis (audio
+ * samples) read by strided 1-D Convs whose receptive field the probes fall
+ * short of. The probes set past it (both must run, shape-only) and the
+ * Convs' composed length rules kept for dims.c (P->convlen);
+ * MHA_ERR_MODEL_UNSUPPORTED (sizes as they were) when no such input runs
+ * (convlen.c). plan_convlen_rules: the rules {div, offset} of each prefix
+ * of the Convs input i reaches, at most max; plan_convlen_match (dims.c):
+ * the candidate of axis sym through the n points (x, y) as *r (y
+ * PLAN_DIM_NOT_PROBED: no point), 0 none. plan_probe_runs_at: whether the
+ * graph runs (for shapes: skip) at the given sizes (probe.c). */
+mha_status plan_probe_fit_convlen(plan *P, mha_error *err);
+int plan_convlen_rules(const plan *P, size_t input, int64_t (*rules)[2], int max);
+mha_status plan_probe_runs_at(plan *P, const int64_t *sizes, const unsigned char *skip, int *runs,
+                              int64_t *made, mha_error *err);
 /* Whether a symbolic axis of the graph inputs is unnamed (P->merge_unnamed). */
 int plan_probe_has_unnamed(const plan *P);
 void plan_dim_sums(const plan *P, int64_t *sizes);
@@ -279,6 +293,8 @@ int plan_dim_fit(const int64_t *x, const int64_t *y, int n, int general, plan_di
 int64_t plan_dim_apply(const plan_dim_rule *r, int64_t x);
 /* The first input axis carrying symbolic axis s: *input, *axis; 0: none. */
 int plan_dim_input_axis(const plan *P, int s, int *input, int *axis);
+int plan_convlen_match(const plan *P, int sym, const int64_t *x, const int64_t *y, int n,
+                       plan_dim_rule *r);
 
 /* The rules checked at sizes past the probes (dims_check.c).
  * plan_dim_check_probes runs the graph for shapes with each symbolic axis

@@ -124,6 +124,7 @@ mha_status plan_probe_sizes(plan *P, mha_error *err) {
         P->probe_sizes[1][k] = 3 + 2 * k;
         P->sym_sum[k][0] = P->sym_sum[k][1] = -1;
         P->sym_sum[k][2] = 0;
+        P->n_convlen[k] = 0;
     }
     /* A batch of fixed-size items (images, fixed-length texts): each probe
      * item costs a whole forward pass at full size, where a symbolic
@@ -231,6 +232,11 @@ static mha_status probe_runs_at(plan *P, const int64_t *sizes, const unsigned ch
     plan_free_tensors(&P->alloc, in, g->n_inputs);
     *runs = st == MHA_OK;
     return st == MHA_ERR_NO_MEMORY ? mha_fail(err, st, "%s", e.message) : MHA_OK;
+}
+
+mha_status plan_probe_runs_at(plan *P, const int64_t *sizes, const unsigned char *skip, int *runs,
+                              int64_t *made, mha_error *err) {
+    return probe_runs_at(P, sizes, skip, runs, made, err);
 }
 
 /* The image input the probes failed on: input i, its symbolic axes kh, kw

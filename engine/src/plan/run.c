@@ -695,6 +695,31 @@ static mha_status run_check_sums(const plan *P, const mha_tensor *inputs, const 
     return MHA_OK;
 }
 
+/* A length through strided Convs (convlen.c) shorter than their receptive
+ * field makes no frame: one line naming the input, its axis and the
+ * fewest samples the Convs take. */
+static mha_status run_check_convlen(const plan *P, const mha_tensor *inputs, const int64_t *sym,
+                                    const size_t *sym_from, mha_error *err) {
+    const ir_graph *g = P->g;
+    for (int k = 0; k < P->n_syms && k < PLAN_MAX_SYMS; k++) {
+        if (P->n_convlen[k] == 0 || sym[k] < 0 || sym[k] >= P->convlen_min[k]) continue;
+        const size_t i = sym_from[k];
+        const ir_value *v = &g->values[g->inputs[i]];
+        int d = 0;
+        while (d < v->rank && P->in_syms[i][d] != k)
+            d++;
+        char s1[96];
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "input '%s': axis %d%s%.40s%s is %lld, shorter than the %lld the model's "
+                        "strided Convs take for one frame (got %s)",
+                        v->name, d, v->dim_params[d] ? " ('" : "",
+                        v->dim_params[d] ? v->dim_params[d] : "", v->dim_params[d] ? "')" : "",
+                        (long long)sym[k], (long long)P->convlen_min[k],
+                        tensor_shape_str(inputs[i].rank, inputs[i].shape, s1, sizeof s1));
+    }
+    return MHA_OK;
+}
+
 mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_inputs,
                               mha_tensor *outputs, size_t n_outputs, mha_error *err) {
     const ir_graph *g = P->g;
@@ -770,6 +795,7 @@ mha_status plan_output_shapes(const plan *P, const mha_tensor *inputs, size_t n_
         if (st != MHA_OK) return st;
     }
     mha_status st = run_check_sums(P, inputs, sym, sym_from, err);
+    if (st == MHA_OK) st = run_check_convlen(P, inputs, sym, sym_from, err);
     if (st != MHA_OK) return st;
     for (size_t k = 0; k < n_outputs; k++) {
         const layer_io *io = &P->outputs[k];

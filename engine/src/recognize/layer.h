@@ -243,6 +243,10 @@ void layer_clear(const mha_alloc_ctx *a, layer *L);
 void layer_rotary_fill(const float *inv_freq, int64_t half, int64_t p0, int64_t n, float *cos,
                        float *sin);
 size_t layer_weight_bytes(const layer *L);
+/* Whether A and B project with the same weights (the same sizes and
+ * values; both with projections): ALBERT's one layer run N times, packed
+ * and counted once. */
+int layer_weights_alike(const layer *A, const layer *B);
 
 /* The value head size and the output width, where the layer leaves them 0
  * (equal to d_head, d_model). */

@@ -56,3 +56,28 @@ size_t layer_weight_bytes(const layer *L) {
     if (L->qk_norm_b[1]) n += nk;
     return (size_t)n * sizeof(float);
 }
+
+/* n floats at a and at b alike (both absent, or the same values). */
+static int layer_same_floats(const float *a, const float *b, int64_t n) {
+    if (!a || !b) return a == b;
+    return a == b || memcmp(a, b, (size_t)n * sizeof *a) == 0;
+}
+
+int layer_weights_alike(const layer *A, const layer *B) {
+    if (!A->has_proj || !B->has_proj || !A->wq || !B->wq || A->cross != B->cross ||
+        A->kv_given != B->kv_given || !A->v_input != !B->v_input || A->d_head != B->d_head ||
+        A->q_heads != B->q_heads || A->kv_heads != B->kv_heads || A->d_model != B->d_model ||
+        A->d_kv != B->d_kv || layer_dv(A) != layer_dv(B) || layer_dout(A) != layer_dout(B) ||
+        layer_v_rows(A) != layer_v_rows(B))
+        return 0;
+    const int64_t nq = A->q_heads * A->d_head, nk = A->kv_heads * A->d_head;
+    const int64_t nv = A->kv_heads * layer_dv(A), natt = A->q_heads * layer_dv(A);
+    const int64_t kv_rows = A->cross ? A->d_kv : A->d_model;
+    const int64_t v_rows = !A->cross ? A->d_model : A->v_input ? layer_v_rows(A) : A->d_kv;
+    return layer_same_floats(A->wq, B->wq, A->d_model * nq) &&
+           layer_same_floats(A->bq, B->bq, nq) && layer_same_floats(A->wk, B->wk, kv_rows * nk) &&
+           layer_same_floats(A->bk, B->bk, nk) && layer_same_floats(A->wv, B->wv, v_rows * nv) &&
+           layer_same_floats(A->bv, B->bv, nv) &&
+           layer_same_floats(A->wo, B->wo, natt * layer_dout(A)) &&
+           layer_same_floats(A->bo, B->bo, layer_dout(A));
+}

@@ -151,15 +151,66 @@ mha_status model_create_from_plan(const mha_allocator *alloc, plan *P, mha_model
     return MHA_OK;
 }
 
+/* Whether layer i / GEMM step i of pack p packed its own weights (not
+ * another's it shares). */
+static int model_pack_owns_layer(const model_pack *p, size_t i) {
+    return !p->layer_alias || p->layer_alias[i] < 0;
+}
+
+static int model_pack_owns_gemm(const model_pack *p, size_t i) {
+    return !p->gemm_alias || p->gemm_alias[i] < 0;
+}
+
 static void model_pack_free(const mha_alloc_ctx *a, const mha_model *m, model_pack *p) {
     exec_packed_free(a, p->packed);
     for (size_t i = 0; p->layer_packed && i < m->plan->n_layers; i++)
-        exec_packed_free(a, p->layer_packed[i]);
+        if (model_pack_owns_layer(p, i)) exec_packed_free(a, p->layer_packed[i]);
     mha_free(a, p->layer_packed);
     for (size_t i = 0; p->gemm_packed && i < m->plan->n_gemms; i++)
-        exec_weights_free(a, &p->gemm_packed[i]);
+        if (model_pack_owns_gemm(p, i)) exec_weights_free(a, &p->gemm_packed[i]);
     mha_free(a, p->gemm_packed);
+    mha_free(a, p->layer_alias);
+    mha_free(a, p->gemm_alias);
     mha_free(a, p);
+}
+
+/* Plan layer i's weights as packing reads them: a released layer's from
+ * the fresh build of the file. */
+static layer model_pack_layer(const plan *P, const plan *fresh, size_t i) {
+    layer L = P->layers[i].L;
+    if (P->layers[i].w_released) {
+        const layer *F = &fresh->layers[i].L;
+        L.wq = F->wq, L.wk = F->wk, L.wv = F->wv, L.wo = F->wo;
+    }
+    return L;
+}
+
+/* e->layer_alias and e->gemm_alias: for each recognised layer and each
+ * GEMM step, the first earlier one with the same weights, else -1. Found
+ * before any packing releases the unpacked weights. */
+static mha_status model_pack_aliases(const mha_model *m, const plan *fresh, model_pack *e,
+                                     mha_error *err) {
+    const plan *P = m->plan;
+    e->layer_alias = mha_calloc(&m->alloc, P->n_layers ? P->n_layers : 1, sizeof *e->layer_alias);
+    e->gemm_alias = mha_calloc(&m->alloc, P->n_gemms ? P->n_gemms : 1, sizeof *e->gemm_alias);
+    if (!e->layer_alias || !e->gemm_alias)
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
+    for (size_t i = 0; i < P->n_layers; i++) {
+        e->layer_alias[i] = -1;
+        if (!P->layers[i].recognised) continue;
+        const layer L = model_pack_layer(P, fresh, i);
+        for (size_t j = 0; j < i && e->layer_alias[i] < 0; j++) {
+            if (!P->layers[j].recognised || e->layer_alias[j] >= 0) continue;
+            const layer J = model_pack_layer(P, fresh, j);
+            if (layer_weights_alike(&L, &J)) e->layer_alias[i] = (int)j;
+        }
+    }
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        e->gemm_alias[i] = -1;
+        for (size_t j = 0; j < i && e->gemm_alias[i] < 0; j++)
+            if (e->gemm_alias[j] < 0 && plan_gemms_alike(P, fresh, i, j)) e->gemm_alias[i] = (int)j;
+    }
+    return MHA_OK;
 }
 
 void model_give_back_memory(const mha_alloc_ctx *a) {
@@ -180,19 +231,22 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
     e->gemm_packed = mha_calloc(&m->alloc, P->n_gemms ? P->n_gemms : 1, sizeof *e->gemm_packed);
     if (!e->layer_packed || !e->gemm_packed)
         return mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
+    /* layers and steps with the same weights share one packing */
+    mha_status ast = model_pack_aliases(m, fresh, e, err);
+    if (ast != MHA_OK) return ast;
     /* the first packing frees each unpacked weight as soon as it is packed
      * (when the file can give it back): the two copies never coexist for
      * the whole model */
     const int release = m->reload && !fresh;
     for (size_t i = 0; i < P->n_layers; i++) {
         if (!P->layers[i].recognised) continue;
-        layer L = P->layers[i].L; /* a released layer's weights come from the fresh build */
-        if (P->layers[i].w_released) {
-            const layer *F = &fresh->layers[i].L;
-            L.wq = F->wq, L.wk = F->wk, L.wv = F->wv, L.wo = F->wo;
+        mha_status st = MHA_OK;
+        if (e->layer_alias[i] >= 0) {
+            e->layer_packed[i] = e->layer_packed[e->layer_alias[i]];
+        } else {
+            const layer L = model_pack_layer(P, fresh, i);
+            st = exec_pack_weights(&m->alloc, &L, p, state, precision, &e->layer_packed[i], err);
         }
-        mha_status st =
-            exec_pack_weights(&m->alloc, &L, p, state, precision, &e->layer_packed[i], err);
         if (st != MHA_OK) return st;
         if (release && plan_release_layer_weights(m->plan, i)) {
             ((mha_model *)m)->weights_released = 1;
@@ -204,8 +258,12 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
         /* a released weight comes from the fresh build of the file */
         const float *w[1] = {g->W ? g->W : fresh->gemms[i].W}, *b[1] = {g->bias};
         int64_t cols[1] = {g->N};
-        mha_status st = exec_pack_parts(&m->alloc, p, state, precision, g->K, 1, w, cols, b,
-                                        "a GEMM step", &e->gemm_packed[i], err);
+        mha_status st = MHA_OK;
+        if (e->gemm_alias[i] >= 0)
+            e->gemm_packed[i] = e->gemm_packed[e->gemm_alias[i]];
+        else
+            st = exec_pack_parts(&m->alloc, p, state, precision, g->K, 1, w, cols, b, "a GEMM step",
+                                 &e->gemm_packed[i], err);
         if (st != MHA_OK) return st;
         if (release && plan_release_gemm_weight(m->plan, i)) {
             ((mha_model *)m)->weights_released = 1;
@@ -292,6 +350,21 @@ size_t model_pack_count(const mha_model *cm) {
     pthread_mutex_lock(&m->pack_lock);
     for (const model_pack *e = m->packs; e; e = e->next)
         n++;
+    pthread_mutex_unlock(&m->pack_lock);
+    return n;
+}
+
+size_t model_packed_bytes(const mha_model *cm) {
+    mha_model *m = (mha_model *)cm;
+    size_t n = 0;
+    pthread_mutex_lock(&m->pack_lock);
+    for (const model_pack *e = m->packs; e; e = e->next) {
+        n += exec_packed_bytes(e->packed);
+        for (size_t i = 0; e->layer_packed && i < m->plan->n_layers; i++)
+            if (model_pack_owns_layer(e, i)) n += exec_packed_bytes(e->layer_packed[i]);
+        for (size_t i = 0; e->gemm_packed && i < m->plan->n_gemms; i++)
+            if (model_pack_owns_gemm(e, i)) n += exec_weights_bytes(&e->gemm_packed[i]);
+    }
     pthread_mutex_unlock(&m->pack_lock);
     return n;
 }

@@ -19,6 +19,9 @@ typedef struct model_pack {
     exec_packed *packed;            /* the one layer (plan == NULL) */
     exec_packed **layer_packed;     /* plan: per plan layer, NULL for refused ones */
     exec_gemm_weights *gemm_packed; /* plan: per GEMM step */
+    /* plan: per layer / GEMM step, the earlier one whose packing it shares
+     * (the same weights: ALBERT's layers), -1 its own */
+    int *layer_alias, *gemm_alias;
     struct model_pack *next;
 } model_pack;
 
@@ -79,5 +82,8 @@ void model_give_back_memory(const mha_alloc_ctx *a);
 
 /* Number of plugins the model holds packed weights for (tests). */
 size_t model_pack_count(const mha_model *m);
+/* Bytes of the packed weights the model holds (each shared packing once),
+ * over every plugin and precision (tests). */
+size_t model_packed_bytes(const mha_model *m);
 
 #endif
