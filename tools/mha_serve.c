@@ -577,6 +577,10 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
     mha_submit_options so;
     mha_submit_options_init(&so);
     so.deadline_ms = s->deadline_ms;
+    /* the time since the headers came (the body's read, the HTTP thread's
+     * turn) counts against --max-queue-ms: at 2x overload on a starved
+     * machine a request could wait a long time here and still be accepted */
+    so.waited_ms = (cli_now() - call->start) * 1e3;
     if (!s->blocking) {
         so.done = serve_done;
         so.done_user = call;

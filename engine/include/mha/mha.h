@@ -544,10 +544,14 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  callers on an N-thread runtime each run on one core with no handoff
  *  between threads, and a lone run uses every thread (a run that started
  *  beside another widens at its next step once that one ends). At most
- *  max(num_threads, online CPUs) runs are in progress at once; later
- *  callers wait their turn in arrival order. The calling thread
- *  always works too (it needs 512 KiB of free stack: kernels use up to
- *  256 KiB of it); it
+ *  max(num_threads, online CPUs) runs are in progress at once; a later
+ *  caller hands its run over and sleeps until it is done: the thread of
+ *  the next run to end computes it, in arrival order, on the core it
+ *  holds (bitwise the same result; a run with a cancel callback waits for
+ *  a core and computes on its own thread). A thread computes at most one
+ *  other caller's run after its own before it hands its core on. The
+ *  calling thread works (it needs 512 KiB of free stack: kernels use up
+ *  to 256 KiB of it); it
  *  flushes denormals to zero during the run (FTZ/DAZ, as the workers do)
  *  and gets its floating-point mode back on return.
  *  Dimensions the model declares for batch and sequence lengths are not
@@ -726,6 +730,11 @@ typedef struct mha_submit_options {
                                  work ahead would already take longer); 0 = none */
     mha_request_done_fn done; /* NULL: use mha_request_wait */
     void *done_user;
+    /* Appended after 0.1.0: how long the request already waited before
+     * this submit (a server reading its body, say), in ms; 0 = none. It
+     * counts against max_queue_ms: the request is refused at once
+     * (MHA_ERR_QUEUE_FULL) when waited_ms plus the expected wait passes it. */
+    double waited_ms;
 } mha_submit_options;
 
 MHA_API void mha_submit_options_init(mha_submit_options *opts);
