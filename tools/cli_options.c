@@ -166,7 +166,7 @@ static int cli_parse_threads(const char *s, int *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < 0 || v > CLI_THREADS_MAX) return 0;
+    if (!cli_number_text(s) || errno || end == s || *end || v < 0 || v > CLI_THREADS_MAX) return 0;
     *out = (int)v;
     return 1;
 }

@@ -140,7 +140,7 @@ static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    if (!cli_number_text(s) || errno || end == s || *end || v < lo || v > hi) return -1;
     *out = v;
     return 0;
 }
@@ -149,7 +149,7 @@ static int parse_double(const char *s, double lo, double hi, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
+    if (!cli_number_text(s) || errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
     *out = v;
     return 0;
 }

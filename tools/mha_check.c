@@ -4,6 +4,7 @@
  * ../shared/conformance/check.py. Prints one line per failing case, then
  * exactly "N passed, M failed". */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <float.h>
@@ -288,6 +289,8 @@ static size_t count_numbered(const char *dir, const char *prefix, int *gap) {
         const char *s = e->d_name;
         if (strncmp(s, prefix, pl) != 0 || s[pl] != '_') continue;
         char *end;
+        /* digits only: strtoul also skips spaces and takes a sign */
+        if (!isdigit((unsigned char)s[pl + 1])) continue;
         unsigned long k = strtoul(s + pl + 1, &end, 10);
         if (end == s + pl + 1 || strcmp(end, ".pb") != 0) continue;
         seen++;
@@ -313,6 +316,7 @@ static void numbered_gap(const char *dir, const char *prefix, size_t max, char *
         const char *s = e->d_name;
         if (strncmp(s, prefix, pl) != 0 || s[pl] != '_') continue;
         char *end;
+        if (!isdigit((unsigned char)s[pl + 1])) continue;
         unsigned long k = strtoul(s + pl + 1, &end, 10);
         if (end == s + pl + 1 || strcmp(end, ".pb") != 0 || k >= len) continue;
         if (have[k] && twice == ULONG_MAX) twice = k;
@@ -604,7 +608,7 @@ int cli_cmd_check(int argc, char **argv) {
         } else if (tol) {
             char *end;
             *tol = strtod(p.value, &end);
-            if (end == p.value || *end || !(*tol >= 0)) {
+            if (!cli_number_text(p.value) || end == p.value || *end || !(*tol >= 0)) {
                 cli_usage_error(&c, "--%s wants a number >= 0, not '%s'", p.name, p.value);
                 goto usage;
             }

@@ -5,6 +5,7 @@
 
 #include "mha/tensor_file.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -79,12 +80,19 @@ double cli_rng_uniform(uint64_t *state) {
     return (double)(cli_rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+int cli_number_text(const char *s) {
+    if (!s) return 0;
+    const char *p = s + (*s == '+' || *s == '-');
+    if (!(isdigit((unsigned char)p[0]) || (p[0] == '.' && isdigit((unsigned char)p[1])))) return 0;
+    return strpbrk(p, "xX") == NULL;
+}
+
 int cli_parse_int(const cli_common *c, const char *opt, const char *s, long long lo, long long hi,
                   long long *out) {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
+    if (!cli_number_text(s) || errno || end == s || *end != '\0' || v < lo || v > hi) {
         cli_usage_error(c, "%s wants an integer in [%lld, %lld], not '%s'", opt, lo, hi, s);
         return 0;
     }

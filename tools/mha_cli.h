@@ -47,6 +47,13 @@ mha_run_options cli_run_options(const cli_common *c);
 uint64_t cli_rng_next(uint64_t *state);
 double cli_rng_uniform(uint64_t *state); /* [0, 1) */
 
+/* Whether s is a number as a person writes one on a command line: an
+ * optional sign, then a digit (or '.' and a digit), and no 'x' -- strtol
+ * and strtod skip leading white space (--threads ' 2') and strtod reads
+ * hexadecimal ('0x1p3'), which no option means. Every numeric option and
+ * variable of the command is checked with it before strtol/strtod. */
+int cli_number_text(const char *s);
+
 /* Parses a decimal integer in [lo, hi]; 0 and a usage error otherwise. */
 int cli_parse_int(const cli_common *c, const char *opt, const char *s, long long lo, long long hi,
                   long long *out);

@@ -180,11 +180,18 @@ static int gen_resolve(const cli_common *c, gen_options *o) {
     const int whole = p->kind != GEN_KIND_LAYER, decoder = p->kind == GEN_KIND_DECODER;
     if (p->d < 0 || p->heads < 0) return cli_usage_error(c, "-d D and -H H are required");
     if (!o->out) return cli_usage_error(c, "-o MODEL.onnx is required");
-    /* an .npy model is a mistake: mha run would read it as a dataset */
+    /* an .npy or .pb model is a mistake: those are the command's tensor
+     * files (mha run reads a .pb argument as one TensorProto, mha check's
+     * cases hold them), and --data writes them */
     if (mha_file_format_of(o->out) == MHA_FILE_NPY)
         return cli_usage_error(c,
                                "-o writes the model as ONNX, not '%s' (.npy is data: --data "
                                "writes it)",
+                               o->out);
+    if (mha_file_format_of(o->out) == MHA_FILE_PB)
+        return cli_usage_error(c,
+                               "-o writes the model as ONNX, not '%s' (.pb is a tensor file: "
+                               "--data writes it; name the model .onnx)",
                                o->out);
     gen_set_ll(&p->kv_heads, p->heads);
     if (p->d % p->heads)

@@ -218,7 +218,7 @@ int mha_cmd_peak(int argc, char **argv) {
             break;
         case PEAK_SECONDS:
             seconds = strtod(v, &end);
-            if (end == v || *end || !(seconds >= 0.01 && seconds <= 60.0))
+            if (!cli_number_text(v) || end == v || *end || !(seconds >= 0.01 && seconds <= 60.0))
                 return cli_usage_error(&c, "--seconds wants a number in [0.01, 60], not '%s'", v);
             break;
         case PEAK_REPS:

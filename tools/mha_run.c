@@ -86,8 +86,9 @@ static const cli_spec run_spec = {
     "  INPUT  a .npy or ONNX TensorProto .pb file per model input, in the model's\n"
     "         input order, or NAME=FILE to bind by input name. float64,\n"
     "         float16 and bfloat16 files are converted to the model's float\n"
-    "         type; int32, int8 and uint8 token ids and masks widened to the\n"
-    "         model's int64 (or int32); any integer file to a bool mask.\n"
+    "         type; int32, int16, int8, uint32, uint16 and uint8 token ids\n"
+    "         and masks widened to the model's int64 (or int32, from the\n"
+    "         narrower ones); any integer file to a bool mask.\n"
     "         Nothing else is converted. Token ids outside the vocabulary\n"
     "         (negative ones too) and 0/1 masks holding another value are\n"
     "         refused.\n",
@@ -138,7 +139,11 @@ static void run_state_free(run_state *s) {
 static int run_parse_shard(const cli_common *c, const char *opt, const char *v, ds_options *ds) {
     long long i = -1, n = 0;
     int used = 0;
-    if (sscanf(v, "%lld/%lld%n", &i, &n, &used) != 2 || v[used] != '\0' || n < 1 ||
+    /* digits '/' digits: sscanf alone skips spaces (' 0/ 2') and takes signs */
+    size_t d1 = strspn(v, "0123456789");
+    size_t d2 = v[d1] == '/' ? strspn(v + d1 + 1, "0123456789") : 0;
+    if (d1 == 0 || d1 > 9 || v[d1] != '/' || d2 == 0 || d2 > 9 || v[d1 + 1 + d2] != '\0' ||
+        sscanf(v, "%lld/%lld%n", &i, &n, &used) != 2 || v[used] != '\0' || n < 1 ||
         n > RUN_MAX_SHARDS || i < 0 || i >= n)
         return cli_usage_error(c, "%s: '%s' is not I/N with 0 <= I < N", opt, v);
     ds->shard_index = (int)i;
@@ -160,8 +165,9 @@ static int run_shard_from_slurm(const cli_common *c, ds_options *ds) {
     /* out of range saturates (ERANGE): a count of 10^20 became LLONG_MAX,
      * then -1 as an int, and the whole dataset was written as if unsharded;
      * the bounds of --shard, and i - m formed only when both are >= 0 */
-    if (errno == ERANGE || *e1 || *e2 || (e3 && *e3) || n < 1 || n > RUN_MAX_SHARDS || i < 0 ||
-        m < 0 || i < m || i - m >= n)
+    if (errno == ERANGE || !cli_number_text(id) || !cli_number_text(count) ||
+        (min && *min && !cli_number_text(min)) || *e1 || *e2 || (e3 && *e3) || n < 1 ||
+        n > RUN_MAX_SHARDS || i < 0 || m < 0 || i < m || i - m >= n)
         return cli_usage_error(c,
                                "SLURM_ARRAY_TASK_ID=%s, SLURM_ARRAY_TASK_COUNT=%s, "
                                "SLURM_ARRAY_TASK_MIN=%s do not name a shard",
@@ -368,7 +374,7 @@ int cli_cmd_run(int argc, char **argv) {
         case RUN_CHECKPOINT_EVERY: {
             char *end = NULL;
             double sec = strtod(v, &end);
-            if (end == v || *end != '\0' || !(sec >= 0.0 && sec < 1e9)) {
+            if (!cli_number_text(v) || end == v || *end != '\0' || !(sec >= 0.0 && sec < 1e9)) {
                 rc = cli_usage_error(&c, "--checkpoint-every: '%s' is not a number of seconds >= 0",
                                      v);
                 goto done;

@@ -466,8 +466,8 @@ static enum MHD_Result serve_answer(struct MHD_Connection *conn, serve_state *s,
 }
 
 /* A .npy body of another dtype than the model's (in->dtype), converted as
- * `mha run` converts its files: narrower integer token ids (int32, int8,
- * uint8) widened to int64, other float types to float32. in->data
+ * `mha run` converts its files: narrower integer token ids (int32, int16,
+ * int8, uint32, uint16, uint8) widened to int64, other float types to float32. in->data
  * points at the body's `bytes` of data; on success it points at a new
  * buffer (*owned, freed by the caller). Returns 0, or -1 with msg. */
 static int serve_convert_body(mha_tensor *in, mha_dtype from, size_t bytes, void **owned, char *msg,
@@ -577,6 +577,10 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
     mha_submit_options so;
     mha_submit_options_init(&so);
     so.deadline_ms = s->deadline_ms;
+    /* the time since the headers came (the body's read, the HTTP thread's
+     * turn) counts against --max-queue-ms: at 2x overload on a starved
+     * machine a request could wait a long time here and still be accepted */
+    so.waited_ms = (cli_now() - call->start) * 1e3;
     if (!s->blocking) {
         so.done = serve_done;
         so.done_user = call;
@@ -821,7 +825,7 @@ typedef struct serve_options {
 static int serve_parse_ms(const cli_common *c, const char *opt, const char *v, double *out) {
     char *end = NULL;
     double d = strtod(v, &end);
-    if (!end || *end || !(d >= 0 && d <= 600000))
+    if (!cli_number_text(v) || !end || *end || !(d >= 0 && d <= 600000))
         return cli_usage_error(c, "%s wants milliseconds in [0, 600000], got '%s'", opt, v);
     *out = d;
     return 0;
@@ -866,7 +870,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
         } else if (id == SERVE_MAX_PADDING) {
             char *end = NULL;
             double x = strtod(v, &end);
-            if (!end || *end || end == v || !(x >= 0 && x <= 1))
+            if (!cli_number_text(v) || !end || *end || end == v || !(x >= 0 && x <= 1))
                 return cli_usage_error(c, "--max-padding wants a share in [0, 1], got '%s'", v);
             o->max_padding = x;
         } else {

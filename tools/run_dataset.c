@@ -113,9 +113,10 @@ typedef struct ds_state {
     char *ckpt_path;   /* FIRST_OUTPUT.ckpt, NULL without outputs */
     char *fingerprint; /* what must match for a resume */
     long long nonfinite_rows;
-    int rank, size;    /* MPI; 0 and 1 otherwise */
-    int have_ckpt;     /* a checkpoint on disk describes the partials */
-    int keep_partials; /* leave the partial files for a later --resume */
+    long long tokens_done; /* tokens of the rows run here (--lengths: their lengths) */
+    int rank, size;        /* MPI; 0 and 1 otherwise */
+    int have_ckpt;         /* a checkpoint on disk describes the partials */
+    int keep_partials;     /* leave the partial files for a later --resume */
 } ds_state;
 
 static void *ds_calloc(size_t n, size_t size) {
@@ -513,6 +514,12 @@ static int ds_make_fingerprint(ds_state *s) {
         return cli_fail("%s: cannot read the model again: %s", s->o->model_path, strerror(errno));
     }
     DS_APPEND("mha-checkpoint 2\nmodel %s hash %016llx\n", line, (unsigned long long)hash);
+    /* its external data: the model file names it, but a replaced data file
+     * leaves the model's bytes as they were (only with external data, so
+     * the checkpoints of other models read as before) */
+    if (mha_model_external_data_id(s->model))
+        DS_APPEND("external data %016llx\n",
+                  (unsigned long long)mha_model_external_data_id(s->model));
     for (size_t i = 0; i < s->n_in; i++) {
         const ds_input *in = &s->in[i];
         if (!in->file) {
@@ -962,6 +969,21 @@ static int ds_setup_outputs(ds_state *s, int64_t n, int64_t file_rows, int64_t s
     return CLI_OK;
 }
 
+/* The tokens of rows [r, r+n) for the summary: with --lengths over the
+ * sequence itself (a self-attention layer, a whole model's ids), each row's
+ * length -- the padding after it is no token of the row; else rows x the
+ * query length (a length of 0 is 0 tokens; unknown, no ids nor query: one
+ * a row). */
+static long long ds_chunk_tokens(const ds_state *s, int64_t r, int64_t n, int64_t sq, int64_t skv) {
+    if (s->lengths && (s->whole || sq == skv)) {
+        long long sum = 0;
+        for (int64_t b = r; b < r + n; b++)
+            sum += (long long)s->lengths[b];
+        return sum;
+    }
+    return (long long)n * (sq >= 0 ? sq : 1);
+}
+
 /* Runs rows [r, r+n) into the chunk outputs. */
 static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64_t skv) {
     int rc = ds_bind_chunk(s, r, n, skv);
@@ -979,6 +1001,7 @@ static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
     if (mha_run(s->rt, s->model, s->ins, s->n_in, s->outs, s->n_out, &ro, &err) != MHA_OK)
         return ds_fail_chunk(s, r, n, &err);
     ds_finish_chunk(s, r, n, sq, skv);
+    s->tokens_done += ds_chunk_tokens(s, r, n, sq, skv);
     return CLI_OK;
 }
 
@@ -1002,12 +1025,8 @@ static void ds_seq_lengths(const ds_state *s, int64_t *sq, int64_t *skv) {
     }
 }
 
-static void ds_summary(const ds_state *s, long long rows, double seconds, double t_start,
-                       long long nonfinite) {
-    int64_t sq, skv;
-    ds_seq_lengths(s, &sq, &skv);
-    /* a length of 0 is 0 tokens; unknown (no ids, no query) counts rows */
-    long long tokens = rows * (sq >= 0 ? sq : 1);
+static void ds_summary(const ds_state *s, long long rows, long long tokens, double seconds,
+                       double t_start, long long nonfinite) {
     double per = seconds > 0 ? 1.0 / seconds : 0.0;
     char where[4200] = "";
     size_t n_write = s->o->n_out_files;
@@ -1280,7 +1299,9 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
         return rc;
     }
     if (s->ckpt_path) unlink(s->ckpt_path);
-    if (!o->quiet) ds_summary(s, (long long)rows_here, cli_now() - t0, t_start, s->nonfinite_rows);
+    if (!o->quiet)
+        ds_summary(s, (long long)rows_here, s->tokens_done, cli_now() - t0, t_start,
+                   s->nonfinite_rows);
     return CLI_OK;
 }
 
@@ -1434,7 +1455,9 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
     cli_signals_restore(&sigs);
     double seconds = MPI_Wtime() - t0;
     long long rows = s->done, all_rows = 0, bad = s->nonfinite_rows, all_bad = 0;
+    long long tokens = s->tokens_done, all_tokens = 0;
     MPI_Reduce(&rows, &all_rows, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
+    MPI_Reduce(&tokens, &all_tokens, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
     MPI_Reduce(&bad, &all_bad, 1, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
     MPI_Barrier(MPI_COMM_WORLD);
     for (size_t i = 0; i < s->n_out; i++) { /* rank 0: fsync and rename into place */
@@ -1448,7 +1471,7 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
             mha_output_file_abort(f);
     }
     if (rc == CLI_OK && s->rank == 0 && !o->quiet)
-        ds_summary(s, all_rows, seconds, t_start, all_bad);
+        ds_summary(s, all_rows, all_tokens, seconds, t_start, all_bad);
     free(fh);
     free(head_bytes);
     free(partial);

@@ -1011,6 +1011,16 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     const int plain_tile = plain && !fa_bf16(a);
     char pdone[FA_BR];
     float pcorr[FA_BR];
+    /* A key block whose rows the plain tile all did, no row poisoned yet,
+     * skips pass 2: its P.V list is then every row in order, each seeing
+     * the whole block, with the tile's factors -- the list pass 2 would
+     * build, entry by entry (W3's node -1.2 %, its layer -1.1 %). */
+    int64_t all_rows[FA_BR], all_nv[FA_BR];
+    int any_poisoned = 0;
+    for (int64_t r = 0; r < br; r++) {
+        all_rows[r] = r;
+        all_nv[r] = FA_BC;
+    }
 #endif
 
     for (int64_t t = 0; t < FA_BC + dvp; t++)
@@ -1056,6 +1066,9 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 #ifdef FA_HAVE_FUSED_TILE
         char fused[FA_BR] = {0}; /* rows whose block the fused tile did */
 #endif
+#ifdef FA_HAVE_PLAIN_TILE
+        int64_t n_pdone = 0; /* rows the plain tile did in this block */
+#endif
         for (int64_t r0 = 0; r0 < br; r0 += FA_MR) {
             const int64_t seen = row_end[(r0 + FA_MR < br ? r0 + FA_MR : br) - 1] - j0;
             if (seen <= 0) continue; /* no row of the tile sees this block */
@@ -1095,7 +1108,10 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                                                      lv + r0 * VLEN, pcorr + r0);
                 for (int64_t r = r0; r < r0 + FA_MR && r < br; r++)
                     pdone[r] = (char)done;
-                if (done) continue;
+                if (done) {
+                    n_pdone += FA_MR;
+                    continue;
+                }
             }
 #endif
             for (int c0 = 0; c0 < nv; c0 += FA_SCV) {
@@ -1120,6 +1136,14 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             }
         }
 
+#ifdef FA_HAVE_PLAIN_TILE
+        if (n_pdone == br && !any_poisoned) {
+            /* a tile is done only when its first row, so every row of it,
+             * sees the whole block */
+            fa_pv_block(s, acc, pad, all_rows, all_nv, pcorr, br, vp + j0 * vs, vs, dvp);
+            continue;
+        }
+#endif
         /* pass 2: per row, the online softmax update; the rows the block
          * shows something join the P.V list */
         int64_t n_live = 0;
@@ -1175,6 +1199,9 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                 live_nv[n_live] = nv;
                 n_live++;
             }
+#ifdef FA_HAVE_PLAIN_TILE
+            any_poisoned |= poisoned[r]; /* only fa_row_softmax poisons a row */
+#endif
         }
 
         /* pass 3: acc = acc*corr + P.V */

@@ -28,7 +28,7 @@ echo "== mha run --help says which input files are converted"
 # it said only "integer files to bool masks"; int32 / int8 token ids are
 # widened (and the serve help said "as for mha run")
 "$MHA" run --help >"$T/help"
-tr '\n' ' ' <"$T/help" | tr -s ' ' | grep -q "int32, int8 and uint8 token ids and masks widened to the model's int64 (or int32)" ||
+tr '\n' ' ' <"$T/help" | tr -s ' ' | grep -q "int32, int16, int8, uint32, uint16 and uint8 token ids and masks widened to the model's int64 (or int32" ||
   fail "mha run --help: no word of widened token ids"
 echo "ok: mha run --help names the widened integer inputs"
 

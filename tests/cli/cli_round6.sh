@@ -81,12 +81,13 @@ npy() {
 }
 rm -f "$T/y.npy"
 REST="$B/dataset/attention_mask.npy $B/dataset/token_type_ids.npy"
-npy '<u2' "$T/ids_u16.npy"
+# uint16 ids are read since round 7 (widened; cli_round7.sh): uint64 is not
+npy '<u8' "$T/ids_u64.npy"
 npy '>i2' "$T/ids_i16be.npy"
 npy '|O' "$T/ids_obj.npy"
 # shellcheck disable=SC2086
-one_line 1 "^mha: $T/ids_u16.npy: unsupported dtype '<u2' (uint16); .npy files of float32, float64, float16, int64, int32, int8, uint8 or bool, little-endian, are read (numpy's astype converts)$" \
-  "$MHA" run "$B/model.onnx" "$T/ids_u16.npy" $REST -o "$T/y.npy"
+one_line 1 "^mha: $T/ids_u64.npy: unsupported dtype '<u8' (uint64); .npy files of float32, float64, float16, int64, int32, int16, int8, uint32, uint16, uint8 or bool, little-endian, are read (numpy's astype converts)$" \
+  "$MHA" run "$B/model.onnx" "$T/ids_u64.npy" $REST -o "$T/y.npy"
 # shellcheck disable=SC2086
 one_line 1 "unsupported dtype '>i2' (big-endian int16); .npy files of" "$MHA" run "$B/model.onnx" "$T/ids_i16be.npy" $REST -o "$T/y.npy"
 # shellcheck disable=SC2086

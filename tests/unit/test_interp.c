@@ -2006,6 +2006,33 @@ static void test_scatter_nd(void **state) {
     run_err(18, &t, in, 3, MHA_ERR_SHAPE);
 }
 
+/* com.microsoft EmbedLayerNormalization (what ONNX Runtime's BERT
+ * optimizer writes): word + position embeddings normalised, mask_index
+ * the count of each row's ones (as ONNX Runtime 1.30 gives it), the sum
+ * before the norm as the third output */
+static void test_embed_layer_norm(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[8] = {0}, *out[3] = {0};
+    tn_init(&t, "EmbedLayerNormalization", 8, 3);
+    t.n.domain = (char *)"com.microsoft";
+    tn_float(&t, "epsilon", 0);
+    in[0] = tq(MHA_DTYPE_INT32, 2, D(1, 2), I(1, 2));
+    in[2] = tf(2, D(3, 2), F(1, 2, 3, 5, 0, 0));
+    in[3] = tf(2, D(2, 2), F(0, 1, 1, 0));
+    in[5] = tf(1, D(2), F(1, 1));
+    in[6] = tf(1, D(2), F(0, 0));
+    in[7] = tq(MHA_DTYPE_INT32, 2, D(1, 2), I(1, 0));
+    assert_int_equal(eval(17, &t, in, out), MHA_OK);
+    expect_f(out[0], 3, D(1, 2, 2), F(-1, 1, 1, -1), 1e-6);
+    expect_i(out[1], 1, D(1), I(1));
+    expect_f(out[2], 3, D(1, 2, 2), F(3, 6, 1, 0), 0);
+    free_all(out, 3);
+    /* an id past the word table */
+    ((int32_t *)in[0]->data)[1] = 3;
+    run_err(17, &t, in, 8, MHA_ERR_SHAPE);
+}
+
 /* ReduceL1 / ReduceL2 / ReduceSumSquare / ReduceMin / ReduceProd:
  * F.normalize (sentence-transformers pooling) writes ReduceL2, x.std()
  * ReduceProd, with the axes an attribute before opset 18 */
@@ -3385,6 +3412,7 @@ int main(void) {
         cmocka_unit_test(test_gelu_op20),
         cmocka_unit_test(test_group_normalization),
         cmocka_unit_test(test_scatter_nd),
+        cmocka_unit_test(test_embed_layer_norm),
         cmocka_unit_test(test_attention_basic),
         cmocka_unit_test(test_attention_causal_past_gqa),
         cmocka_unit_test(test_attention_3d),

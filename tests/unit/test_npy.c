@@ -594,7 +594,7 @@ static void test_bad_files(void **state) {
     write_bytes(p, buf, n);
     expect_refused(p, MHA_ERR_LIMIT, "more than 8 dimensions");
 
-    const char *bad_descrs[] = {"<c8", ">f4", "<f16", "<U8", "O", "<M8", "|b2", "<u4"};
+    const char *bad_descrs[] = {"<c8", ">f4", "<f16", "<U8", "O", "<M8", "|b2", "<u8", ">u2"};
     for (size_t k = 0; k < sizeof bad_descrs / sizeof bad_descrs[0]; k++) {
         char text[200], needle[64];
         snprintf(text, sizeof text, "{'descr': '%s', 'fortran_order': False, 'shape': (2, 3), }\n",

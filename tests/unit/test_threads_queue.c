@@ -625,6 +625,46 @@ static void test_time_bound(void **state) {
     mha_model_free(m);
 }
 
+/* The time a request waited before its submit (waited_ms: an HTTP server
+ * reading its body) counts against max_queue_ms: on an idle queue with
+ * max_queue_ms 5, a request that already waited 6 ms is refused at once,
+ * one that waited 1 ms is accepted and computes. */
+static void test_waited_before_submit(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(0);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.max_batch = 2;
+    o.max_queue_ms = 5;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    float x[16 * 64];
+    tu_fill_random(x, 16 * 64, 5);
+    mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {16, 64}, x};
+    mha_submit_options so;
+    mha_submit_options_init(&so);
+    so.waited_ms = 6;
+    mha_error err = {0};
+    mha_request *r = NULL;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &r, &err), MHA_ERR_QUEUE_FULL);
+    assert_null(r);
+    assert_non_null(strstr(err.message, "waited 6 ms before it came"));
+    so.waited_ms = 1;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &r, &err), MHA_OK);
+    assert_int_equal(mha_request_wait(r, -1, &err), MHA_OK);
+    mha_request_free(r);
+    so.waited_ms = -1;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &r, &err), MHA_ERR_INVALID_ARGUMENT);
+    mha_queue_stats st;
+    mha_queue_get_stats(q, &st);
+    assert_int_equal(st.rejected_full, 1);
+    assert_int_equal(st.completed_ok, 1);
+    mha_queue_destroy(q);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
 /* Admission against the request's own deadline: once a batch has priced a
  * token, a request whose deadline comes before the work ahead would be
  * done is refused at once (not left to expire in the queue), while one
@@ -1405,6 +1445,7 @@ int main(void) {
         cmocka_unit_test(test_time_bound),
         cmocka_unit_test(test_deadline_admission),
         cmocka_unit_test(test_admission_by_queue_delay),
+        cmocka_unit_test(test_waited_before_submit),
         cmocka_unit_test(test_batch_time),
         cmocka_unit_test(test_batch_while_behind),
         cmocka_unit_test(test_idle_goes_at_once),

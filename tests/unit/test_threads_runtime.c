@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "run_slots.h"
 
 #define N_THREADS 16
 #define N_SHAPES 24
@@ -387,6 +388,138 @@ static void test_allocator_and_logger(void **state) {
     assert_int_equal(atomic_load(&c.live), 0);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Runs beyond the cores are handed to the threads computing (run_slots.h):
+ * every slot of a 1-thread runtime is held by a run whose cancel callback
+ * (called only on its caller's thread) waits for a gate; 6 more callers
+ * queue. Once the gate opens, each holder computes the oldest waiting run
+ * itself on the core it holds (no wake-up of another thread to compute it)
+ * and passes its slot on after RUN_SLOTS_HANDED_MAX of them; every waiting
+ * run is handed or passed exactly once, and every result is bitwise what
+ * the run gives alone. */
+/* ------------------------------------------------------------------------ */
+
+#define HAND_QUEUED 6
+
+static void hand_sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+typedef struct hand_case {
+    mha_runtime *rt;
+    mha_model *m;
+    shape_case *shape;
+    atomic_int *gate;    /* 0: holders wait in their cancel callback */
+    atomic_int *holding; /* holders inside their run */
+    pthread_t self;
+    atomic_int wrong_thread; /* the cancel callback ran on another thread */
+    int hold;                /* a holder: polls the gate */
+    int polled;
+    mha_status st;
+    int mismatch;
+} hand_case;
+
+static int hand_cancel(void *user) {
+    hand_case *c = user;
+    if (!pthread_equal(pthread_self(), c->self)) atomic_store(&c->wrong_thread, 1);
+    if (c->hold && !c->polled++) {
+        atomic_fetch_add(c->holding, 1);
+        while (!atomic_load(c->gate))
+            hand_sleep_ms(1);
+    }
+    return 0;
+}
+
+static void *hand_main(void *p) {
+    hand_case *c = p;
+    c->self = pthread_self();
+    float y[12 * 3 * 32];
+    mha_tensor out = c->shape->out;
+    out.data = y;
+    mha_run_options ro;
+    mha_run_options_init(&ro);
+    if (c->hold) {
+        ro.cancel = hand_cancel;
+        ro.cancel_user = c;
+    }
+    mha_error err = {0};
+    c->st = mha_run(c->rt, c->m, c->shape->in, 3, &out, 1, &ro, &err);
+    c->mismatch = c->st == MHA_OK && memcmp(y, c->shape->expect, c->shape->n_out * sizeof(float));
+    return NULL;
+}
+
+static void test_runs_handed_to_busy_cores(void **state) {
+    (void)state;
+    mha_runtime *rt = runtime_new(1);
+    mha_model *m = load_model("mha_cross_padmask_d32_h4_b2_q6_kv9");
+    static shape_case shape;
+    shape_make(&shape, 3);
+    mha_tensor out = shape.out;
+    out.data = shape.expect;
+    mha_error err = {0};
+    assert_int_equal(mha_run(rt, m, shape.in, 3, &out, 1, NULL, &err), MHA_OK);
+
+    run_slots_counts c0;
+    runtime_run_slots_count(rt, &c0);
+    const int slots = c0.slots; /* max(1, online CPUs) */
+    assert_true(slots >= 1 && slots <= 256);
+    const int n = slots + HAND_QUEUED;
+    hand_case *cs = calloc((size_t)n, sizeof *cs);
+    pthread_t *th = calloc((size_t)n, sizeof *th);
+    atomic_int gate = 0, holding = 0;
+    for (int i = 0; i < n; i++) {
+        cs[i] = (hand_case){.rt = rt,
+                            .m = m,
+                            .shape = &shape,
+                            .gate = &gate,
+                            .holding = &holding,
+                            .hold = i < slots};
+        atomic_init(&cs[i].wrong_thread, 0);
+    }
+    for (int i = 0; i < slots; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, hand_main, &cs[i]), 0);
+    while (atomic_load(&holding) < slots)
+        hand_sleep_ms(1);
+    for (int i = slots; i < n; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, hand_main, &cs[i]), 0);
+    run_slots_counts c1;
+    do {
+        hand_sleep_ms(1);
+        runtime_run_slots_count(rt, &c1);
+    } while (c1.waiting < HAND_QUEUED);
+    assert_int_equal(c1.computing, slots);
+    atomic_store(&gate, 1);
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+
+    run_slots_counts c2;
+    runtime_run_slots_count(rt, &c2);
+    const unsigned long handed = c2.handed - c0.handed, passed = c2.passed - c0.passed;
+    fprintf(stderr,
+            "%d slots, %d queued: %lu computed by a thread already computing, %lu "
+            "slots passed on\n",
+            slots, HAND_QUEUED, handed, passed);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(cs[i].st, MHA_OK);
+        assert_int_equal(cs[i].mismatch, 0);
+        assert_int_equal(atomic_load(&cs[i].wrong_thread), 0);
+    }
+    /* each waiting run was computed by a thread that held a core, or got
+     * the core passed to it, once; a thread computes one before it passes
+     * its core on (at the pool's door every one was passed: 0 handed) */
+    assert_int_equal(handed + passed, HAND_QUEUED);
+    assert_true(handed >= HAND_QUEUED / 2);
+    assert_true(passed <= handed);
+    assert_int_equal(c2.computing, 0);
+    assert_int_equal(c2.waiting, 0);
+    free(cs);
+    free(th);
+    shape_free(&shape);
+    mha_model_free(m);
+    mha_runtime_destroy(rt);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_threads_one_runtime),
@@ -394,6 +527,7 @@ int main(void) {
         cmocka_unit_test(test_cancel_mid_batch),
         cmocka_unit_test(test_forked_child),
         cmocka_unit_test(test_allocator_and_logger),
+        cmocka_unit_test(test_runs_handed_to_busy_cores),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -132,7 +132,14 @@ typedef enum mha_dtype {
     MHA_DTYPE_BOOL = 9,
     MHA_DTYPE_FLOAT16 = 10,
     MHA_DTYPE_FLOAT64 = 11,
-    MHA_DTYPE_BFLOAT16 = 16
+    MHA_DTYPE_BFLOAT16 = 16,
+    /* Storage types of token ids in files (.npy, .pb), added in 0.x without
+     * changing a value above: the readers widen them to a model's int32 /
+     * int64 (mha_dtype_can_convert); no model computes in them, so a model
+     * declaring one is refused as before. */
+    MHA_DTYPE_UINT16 = 4,
+    MHA_DTYPE_INT16 = 5,
+    MHA_DTYPE_UINT32 = 12
 } mha_dtype;
 
 /** Bytes per element of dtype, 0 for an unknown dtype. */
@@ -443,6 +450,13 @@ MHA_API int mha_model_input_axis_symbol(const mha_model *model, size_t i, int ax
  *  before the first run, and for a one-layer model). Interpreted steps'
  *  values and the backend's scratch are not in it. Thread-safe. */
 MHA_API size_t mha_model_arena_bytes(const mha_model *model);
+/** Which external data files the load read, as they were then: a hash of
+ *  each file's device, inode, size and modification time (and the offsets
+ *  read). 0 for a model without external data (or NULL). A file replaced
+ *  or rewritten since gives another value when the model is loaded again:
+ *  `mha run --resume` keeps it in its checkpoint, so a dataset is not
+ *  finished with other weights than it was begun with. Thread-safe. */
+MHA_API uint64_t mha_model_external_data_id(const mha_model *model);
 /** Bytes of the per-run buffers the runtime keeps between runs (an
  *  attention layer's projections, kernel workspaces), with
  *  mha_model_arena_bytes a run's activation memory. Call it while no run
@@ -530,10 +544,14 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  callers on an N-thread runtime each run on one core with no handoff
  *  between threads, and a lone run uses every thread (a run that started
  *  beside another widens at its next step once that one ends). At most
- *  max(num_threads, online CPUs) runs are in progress at once; later
- *  callers wait their turn in arrival order. The calling thread
- *  always works too (it needs 512 KiB of free stack: kernels use up to
- *  256 KiB of it); it
+ *  max(num_threads, online CPUs) runs are in progress at once; a later
+ *  caller hands its run over and sleeps until it is done: the thread of
+ *  the next run to end computes it, in arrival order, on the core it
+ *  holds (bitwise the same result; a run with a cancel callback waits for
+ *  a core and computes on its own thread). A thread computes at most one
+ *  other caller's run after its own before it hands its core on. The
+ *  calling thread works (it needs 512 KiB of free stack: kernels use up
+ *  to 256 KiB of it); it
  *  flushes denormals to zero during the run (FTZ/DAZ, as the workers do)
  *  and gets its floating-point mode back on return.
  *  Dimensions the model declares for batch and sequence lengths are not
@@ -712,6 +730,11 @@ typedef struct mha_submit_options {
                                  work ahead would already take longer); 0 = none */
     mha_request_done_fn done; /* NULL: use mha_request_wait */
     void *done_user;
+    /* Appended after 0.1.0: how long the request already waited before
+     * this submit (a server reading its body, say), in ms; 0 = none. It
+     * counts against max_queue_ms: the request is refused at once
+     * (MHA_ERR_QUEUE_FULL) when waited_ms plus the expected wait passes it. */
+    double waited_ms;
 } mha_submit_options;
 
 MHA_API void mha_submit_options_init(mha_submit_options *opts);

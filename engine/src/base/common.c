@@ -51,6 +51,11 @@ MHA_API void mha_error_clear(mha_error *err) {
     err->message[0] = '\0';
 }
 
+int mha_dtype_in_models(mha_dtype dtype) {
+    return mha_dtype_size(dtype) > 0 && dtype != MHA_DTYPE_UINT16 && dtype != MHA_DTYPE_INT16 &&
+           dtype != MHA_DTYPE_UINT32;
+}
+
 MHA_API size_t mha_dtype_size(mha_dtype dtype) {
     switch (dtype) {
     case MHA_DTYPE_FLOAT32:
@@ -65,7 +70,11 @@ MHA_API size_t mha_dtype_size(mha_dtype dtype) {
         return 8;
     case MHA_DTYPE_FLOAT16:
     case MHA_DTYPE_BFLOAT16:
+    case MHA_DTYPE_UINT16:
+    case MHA_DTYPE_INT16:
         return 2;
+    case MHA_DTYPE_UINT32:
+        return 4;
     case MHA_DTYPE_UNDEFINED:
         break;
     }
@@ -92,6 +101,12 @@ MHA_API const char *mha_dtype_name(mha_dtype dtype) {
         return "float64";
     case MHA_DTYPE_BFLOAT16:
         return "bfloat16";
+    case MHA_DTYPE_UINT16:
+        return "uint16";
+    case MHA_DTYPE_INT16:
+        return "int16";
+    case MHA_DTYPE_UINT32:
+        return "uint32";
     case MHA_DTYPE_UNDEFINED:
         break;
     }

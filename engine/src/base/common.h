@@ -56,6 +56,11 @@ void mha_alloc_fail_at(long n, int persistent);
 long mha_alloc_count(void);
 #endif
 
+/* Whether a model may compute in dtype: a known size, and not one of the
+ * file-only storage types of token ids (uint16, int16, uint32), which the
+ * readers widen and the importer and interpreter refuse as before. */
+int mha_dtype_in_models(mha_dtype dtype);
+
 /* Checked arithmetic: return 0 on overflow. */
 int mha_mul_size(size_t a, size_t b, size_t *out);
 int mha_add_size(size_t a, size_t b, size_t *out);

@@ -88,6 +88,12 @@ double tensor_get_f64(const tensor *t, int64_t i) {
         return ((const int8_t *)t->data)[i];
     case MHA_DTYPE_UINT8:
         return ((const uint8_t *)t->data)[i];
+    case MHA_DTYPE_UINT16:
+        return ((const uint16_t *)t->data)[i];
+    case MHA_DTYPE_INT16:
+        return ((const int16_t *)t->data)[i];
+    case MHA_DTYPE_UINT32:
+        return ((const uint32_t *)t->data)[i];
     case MHA_DTYPE_BOOL:
         return ((const uint8_t *)t->data)[i] ? 1.0 : 0.0;
     case MHA_DTYPE_UNDEFINED:
@@ -150,6 +156,9 @@ void tensor_set_f64(tensor *t, int64_t i, double v) {
     case MHA_DTYPE_BOOL:
         ((uint8_t *)t->data)[i] = v != 0.0;
         break;
+    case MHA_DTYPE_UINT16: /* file-only types: no model computes in them */
+    case MHA_DTYPE_INT16:
+    case MHA_DTYPE_UINT32:
     case MHA_DTYPE_UNDEFINED:
         break;
     }

@@ -132,6 +132,7 @@ static const struct {
     {"SimplifiedLayerNormalization", interp_op_ms_simplified_layer_norm},
     {"MatMulIntegerToFloat", interp_op_ms_matmul_integer_to_float},
     {"DynamicQuantizeMatMul", interp_op_ms_dynamic_quantize_matmul},
+    {"EmbedLayerNormalization", interp_op_ms_embed_layer_norm},
     {"QuantizeLinear", interp_op_quantize_linear},
     {"DequantizeLinear", interp_op_dequantize_linear},
 };

@@ -716,7 +716,7 @@ static int elem_cast_typed(const tensor *x, tensor *y) {
 
 static mha_status elem_cast(interp_ctx *c, const tensor *x, mha_dtype to) {
     tensor *y;
-    if (mha_dtype_size(to) == 0)
+    if (!mha_dtype_in_models(to))
         return interp_fail(c, MHA_ERR_DTYPE, "cast to unsupported data type %d", (int)to);
     mha_status st = interp_out_new(c, 0, to, x->rank, x->dims, &y);
     if (st != MHA_OK) return st;
@@ -753,7 +753,7 @@ mha_status interp_op_cast(interp_ctx *c) {
         return interp_fail(c, MHA_ERR_MODEL_FORMAT, "attribute 'to' is required");
     st = interp_attr_int(c, "to", 0, &to);
     if (st != MHA_OK) return st;
-    if (to <= 0 || to > 64 || mha_dtype_size((mha_dtype)to) == 0)
+    if (to <= 0 || to > 64 || !mha_dtype_in_models((mha_dtype)to))
         return interp_fail(c, MHA_ERR_DTYPE, "cast to unsupported data type %lld", (long long)to);
     return elem_cast(c, x, (mha_dtype)to);
 }

@@ -238,6 +238,7 @@ mha_status interp_op_ms_fast_gelu(interp_ctx *c);
 mha_status interp_op_ms_skip_layer_norm(interp_ctx *c);
 mha_status interp_op_ms_skip_simplified_layer_norm(interp_ctx *c);
 mha_status interp_op_ms_simplified_layer_norm(interp_ctx *c);
+mha_status interp_op_ms_embed_layer_norm(interp_ctx *c);
 mha_status interp_op_reduce_max(interp_ctx *c);
 mha_status interp_op_reduce_min(interp_ctx *c);
 mha_status interp_op_reduce_prod(interp_ctx *c);

@@ -131,6 +131,20 @@ mha_status interp_op_gelu(interp_ctx *c) {
 
 /* ---- the norms ---- */
 
+/* One row s[0..D) normalised about mean into Y[off..off + D): (s - mean) /
+ * sqrt(mean((s - mean)^2) + eps) * gamma + beta; *inv the 1 / sqrt. */
+static void fused_norm_row(const double *s, int64_t D, double mean, float eps, const tensor *G,
+                           const tensor *Beta, tensor *Y, int64_t off, double *inv) {
+    double var = 0.0;
+    for (int64_t i = 0; i < D; i++)
+        var += (s[i] - mean) * (s[i] - mean);
+    *inv = 1.0 / sqrt(var / (double)(D > 0 ? D : 1) + (double)eps);
+    for (int64_t i = 0; i < D; i++)
+        tensor_set_f64(Y, off + i,
+                       (s[i] - mean) * *inv * tensor_get_f64(G, i) +
+                           (Beta ? tensor_get_f64(Beta, i) : 0.0));
+}
+
 /* (Skip)(Simplified)LayerNormalization over the last axis. first_gamma:
  * the input index of gamma (2 with a skip, 1 without). */
 static mha_status fused_norm(interp_ctx *c, int skip, int rms) {
@@ -182,7 +196,7 @@ static mha_status fused_norm(interp_ctx *c, int skip, int rms) {
     if (!s)
         return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for a row of %lld", (long long)D);
     for (int64_t r = 0; r < rows; r++) {
-        double mean = 0.0, var = 0.0;
+        double mean = 0.0;
         for (int64_t i = 0; i < D; i++) {
             s[i] = tensor_get_f64(X, r * D + i);
             if (Skip) s[i] += tensor_get_f64(Skip, (r % skip_rows) * D + i);
@@ -190,14 +204,9 @@ static mha_status fused_norm(interp_ctx *c, int skip, int rms) {
             if (Sum) tensor_set_f64(Sum, r * D + i, s[i]);
             mean += s[i];
         }
+        double inv;
         mean = rms ? 0.0 : mean / (double)(D > 0 ? D : 1);
-        for (int64_t i = 0; i < D; i++)
-            var += (s[i] - mean) * (s[i] - mean);
-        const double inv = 1.0 / sqrt(var / (double)(D > 0 ? D : 1) + (double)eps);
-        for (int64_t i = 0; i < D; i++)
-            tensor_set_f64(Y, r * D + i,
-                           (s[i] - mean) * inv * tensor_get_f64(G, i) +
-                               (Beta ? tensor_get_f64(Beta, i) : 0.0));
+        fused_norm_row(s, D, mean, eps, G, Beta, Y, r * D, &inv);
         if (M) tensor_set_f64(M, r, mean);
         if (R) tensor_set_f64(R, r, inv);
     }
@@ -213,4 +222,92 @@ mha_status interp_op_ms_skip_simplified_layer_norm(interp_ctx *c) {
 }
 mha_status interp_op_ms_simplified_layer_norm(interp_ctx *c) {
     return fused_norm(c, 0, 1);
+}
+
+/* EmbedLayerNormalization(input_ids, segment_ids?, word_embedding,
+ * position_embedding, segment_embedding?, gamma, beta?, mask?,
+ * position_ids?) -> output, mask_index?, embedding_sum?: BERT's embeddings
+ * as ONNX Runtime's optimizer fuses them (ids int32):
+ *     e = word[ids] + position[position_ids or s] + segment[segment_ids]
+ *     output = LayerNorm(e) * gamma + beta (epsilon, default 1e-12)
+ * mask_index [B] int32: the count of each row's ones in mask (0 without). */
+mha_status interp_op_ms_embed_layer_norm(interp_ctx *c) {
+    const tensor *ids, *W, *P, *G;
+    float eps;
+    char s0[INTERP_SHAPE_BUF];
+    mha_status st = interp_check_arity(c, 6, 9, 1, 3);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &ids);
+    if (st == MHA_OK) st = interp_in_req(c, 2, &W);
+    if (st == MHA_OK) st = interp_in_req(c, 3, &P);
+    if (st == MHA_OK) st = interp_in_req(c, 5, &G);
+    if (st == MHA_OK) st = interp_attr_float(c, "epsilon", 1e-12f, &eps);
+    if (st != MHA_OK) return st;
+    const tensor *seg = interp_in(c, 1), *SE = interp_in(c, 4), *Beta = interp_in(c, 6);
+    const tensor *mask = interp_in(c, 7), *pos = interp_in(c, 8);
+    if (ids->rank != 2 || !interp_is_int(ids->dtype))
+        return interp_fail(c, MHA_ERR_SHAPE, "input_ids must be integer [B, S], not %s %s",
+                           mha_dtype_name(ids->dtype), interp_shape(ids, s0));
+    const int64_t B = ids->dims[0], S = ids->dims[1];
+    if (W->rank != 2 || W->dtype != MHA_DTYPE_FLOAT32)
+        return interp_fail(c, MHA_ERR_SHAPE, "word_embedding must be float32 [V, H], not %s",
+                           interp_shape(W, s0));
+    const int64_t H = W->dims[1];
+    const tensor *tables[2] = {P, SE};
+    for (int k = 0; k < 2; k++)
+        if (tables[k] && (tables[k]->rank != 2 || tables[k]->dims[1] != H ||
+                          tables[k]->dtype != MHA_DTYPE_FLOAT32))
+            return interp_fail(c, MHA_ERR_SHAPE, "the embedding tables must be float32 [*, %lld]",
+                               (long long)H);
+    if (tensor_numel(G) != H || (Beta && tensor_numel(Beta) != H))
+        return interp_fail(c, MHA_ERR_SHAPE, "gamma and beta must hold %lld values", (long long)H);
+    const tensor *rows[3] = {seg, mask, pos};
+    for (int k = 0; k < 3; k++)
+        if (rows[k] && (!interp_is_int(rows[k]->dtype) ||
+                        (tensor_numel(rows[k]) != B * S && (k != 2 || tensor_numel(rows[k]) != S))))
+            return interp_fail(c, MHA_ERR_SHAPE,
+                               "segment_ids, mask and position_ids must be integer [%lld, %lld]",
+                               (long long)B, (long long)S);
+    if (seg && !SE)
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "segment_ids without a segment_embedding");
+    const int64_t odims[3] = {B, S, H};
+    tensor *Y, *MI = NULL, *Sum = NULL;
+    st = interp_out_new(c, 0, MHA_DTYPE_FLOAT32, 3, odims, &Y);
+    if (st == MHA_OK && c->n_out > 1 && c->n->outputs[1] >= 0)
+        st = interp_out_new(c, 1, MHA_DTYPE_INT32, 1, odims, &MI);
+    if (st == MHA_OK && c->n_out > 2 && c->n->outputs[2] >= 0)
+        st = interp_out_new(c, 2, MHA_DTYPE_FLOAT32, 3, odims, &Sum);
+    if (st != MHA_OK) return st;
+    double *s = mha_malloc(c->a, (size_t)(H > 0 ? H : 1) * sizeof *s);
+    if (!s)
+        return interp_fail(c, MHA_ERR_NO_MEMORY, "out of memory for a row of %lld", (long long)H);
+    for (int64_t r = 0; r < B * S && st == MHA_OK; r++) {
+        const int64_t at[3] = {tensor_get_i64(ids, r),
+                               pos ? tensor_get_i64(pos, tensor_numel(pos) == S ? r % S : r)
+                                   : r % S,
+                               seg ? tensor_get_i64(seg, r) : 0};
+        const tensor *tab[3] = {W, P, seg ? SE : NULL};
+        double mean = 0.0, inv;
+        for (int k = 0; k < 3; k++)
+            if (tab[k] && (at[k] < 0 || at[k] >= tab[k]->dims[0]))
+                st =
+                    interp_fail(c, MHA_ERR_SHAPE, "index %lld out of range of table %d (%lld rows)",
+                                (long long)at[k], k, (long long)tab[k]->dims[0]);
+        for (int64_t i = 0; i < H && st == MHA_OK; i++) {
+            s[i] = 0.0;
+            for (int k = 0; k < 3; k++)
+                if (tab[k]) s[i] += tensor_get_f64(tab[k], at[k] * H + i);
+            if (Sum) tensor_set_f64(Sum, r * H + i, s[i]);
+            mean += s[i];
+        }
+        if (st == MHA_OK)
+            fused_norm_row(s, H, mean / (double)(H > 0 ? H : 1), eps, G, Beta, Y, r * H, &inv);
+    }
+    for (int64_t b = 0; MI && b < B; b++) {
+        int64_t n = 0;
+        for (int64_t j = 0; mask && j < S; j++)
+            n += tensor_get_i64(mask, b * S + j) == 1;
+        ((int32_t *)MI->data)[b] = (int32_t)n;
+    }
+    mha_free(c->a, s);
+    return st;
 }

@@ -878,7 +878,7 @@ mha_status interp_op_eye_like(interp_ctx *c) {
     if (x->rank != 2)
         return interp_fail(c, MHA_ERR_SHAPE, "input must have rank 2, has shape %s",
                            interp_shape(x, sb));
-    if (to <= 0 || to > 64 || mha_dtype_size((mha_dtype)to) == 0)
+    if (to <= 0 || to > 64 || !mha_dtype_in_models((mha_dtype)to))
         return interp_fail(c, MHA_ERR_DTYPE, "unsupported data type %lld", (long long)to);
     tensor *y;
     st = interp_out_new(c, 0, (mha_dtype)to, 2, x->dims, &y);

@@ -14,7 +14,8 @@ static int dtype_is_float(mha_dtype d) {
 
 static int dtype_is_integer(mha_dtype d) {
     return d == MHA_DTYPE_INT64 || d == MHA_DTYPE_INT32 || d == MHA_DTYPE_INT8 ||
-           d == MHA_DTYPE_UINT8 || d == MHA_DTYPE_BOOL;
+           d == MHA_DTYPE_UINT8 || d == MHA_DTYPE_BOOL || d == MHA_DTYPE_INT16 ||
+           d == MHA_DTYPE_UINT16 || d == MHA_DTYPE_UINT32;
 }
 
 int tensorfile_can_convert(mha_dtype from, mha_dtype to) {
@@ -60,22 +61,17 @@ static double convert_get(const void *src, mha_dtype d, size_t i) {
     }
 }
 
-/* Integer element i of src (int8 signed, uint8 not). */
+/* Integer element i of src: its 1, 2, 4 or 8 little-endian bytes (the
+ * engine runs on little-endian hosts only), sign-extended for int8 / 16 /
+ * 32 / 64, zero-extended for uint8 / 16 / 32. */
 static int64_t convert_get_int(const void *src, mha_dtype d, size_t i) {
-    int64_t l;
-    int32_t w;
-    switch (d) {
-    case MHA_DTYPE_INT64:
-        convert_load(src, i, sizeof l, &l);
-        return l;
-    case MHA_DTYPE_INT32:
-        convert_load(src, i, sizeof w, &w);
-        return w;
-    case MHA_DTYPE_INT8:
-        return ((const int8_t *)src)[i];
-    default: /* MHA_DTYPE_UINT8 */
-        return ((const uint8_t *)src)[i];
-    }
+    const size_t size = mha_dtype_size(d);
+    uint64_t u = 0;
+    convert_load(src, i, size, &u);
+    if (size == 8) return (int64_t)u;
+    const int is_signed = d == MHA_DTYPE_INT32 || d == MHA_DTYPE_INT16 || d == MHA_DTYPE_INT8;
+    const uint64_t sign = (uint64_t)1 << (8 * size - 1);
+    return is_signed ? (int64_t)(u ^ sign) - (int64_t)sign : (int64_t)u;
 }
 
 static int convert_nonzero(const void *src, mha_dtype d, size_t i) {

@@ -47,6 +47,12 @@ const char *npy_dtype_descr(mha_dtype dtype) {
         return "|i1";
     case MHA_DTYPE_UINT8:
         return "|u1";
+    case MHA_DTYPE_UINT16:
+        return "<u2";
+    case MHA_DTYPE_INT16:
+        return "<i2";
+    case MHA_DTYPE_UINT32:
+        return "<u4";
     default:
         return NULL;
     }
@@ -72,10 +78,14 @@ static mha_dtype npy_dtype_from_descr(const char *d) {
     case 'i':
         return d[2] == '8'   ? MHA_DTYPE_INT64
                : d[2] == '4' ? MHA_DTYPE_INT32
+               : d[2] == '2' ? MHA_DTYPE_INT16
                : d[2] == '1' ? MHA_DTYPE_INT8
                              : MHA_DTYPE_UNDEFINED;
-    case 'u':
-        return d[2] == '1' ? MHA_DTYPE_UINT8 : MHA_DTYPE_UNDEFINED;
+    case 'u': /* uint16 / uint32: token ids, widened to the model's ids */
+        return d[2] == '1'   ? MHA_DTYPE_UINT8
+               : d[2] == '2' ? MHA_DTYPE_UINT16
+               : d[2] == '4' ? MHA_DTYPE_UINT32
+                             : MHA_DTYPE_UNDEFINED;
     case 'b':
         return d[2] == '1' ? MHA_DTYPE_BOOL : MHA_DTYPE_UNDEFINED;
     default:
@@ -317,8 +327,8 @@ mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, c
         char name[48];
         return mha_fail(err, MHA_ERR_DTYPE,
                         "%s: unsupported dtype '%s'%s; .npy files of float32, float64, float16, "
-                        "int64, int32, int8, uint8 or bool, little-endian, are read (numpy's "
-                        "astype converts)",
+                        "int64, int32, int16, int8, uint32, uint16, uint8 or bool, "
+                        "little-endian, are read (numpy's astype converts)",
                         what, descr, npy_descr_name(descr, name, sizeof name));
     }
 

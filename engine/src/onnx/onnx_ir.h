@@ -68,9 +68,10 @@ typedef struct ir_graph {
     size_t n_inputs;
     int *outputs; /* value ids of graph outputs */
     size_t n_outputs;
-    int64_t opset;    /* default-domain opset version */
-    int64_t ms_opset; /* com.microsoft opset version, 0 if not imported */
-    char *path;       /* the model file, "" when loaded from memory; for messages */
+    int64_t opset;        /* default-domain opset version */
+    int64_t ms_opset;     /* com.microsoft opset version, 0 if not imported */
+    char *path;           /* the model file, "" when loaded from memory; for messages */
+    uint64_t external_id; /* the external data files read (onnx_load_ctx.external_id) */
 } ir_graph;
 
 typedef struct ir_load_options {

@@ -201,7 +201,7 @@ static mha_status value_apply_info(builder *b, int v, const Onnx__ValueInfoProto
         return MHA_OK;
     const Onnx__TypeProto__Tensor *tt = vi->type->tensor_type;
     if (val->dtype == MHA_DTYPE_UNDEFINED && tt->has_elem_type &&
-        mha_dtype_size((mha_dtype)tt->elem_type) > 0)
+        mha_dtype_in_models((mha_dtype)tt->elem_type))
         val->dtype = (mha_dtype)tt->elem_type;
     /* a whole float16 model's values inside are float32 */
     if (b->half && !strict && val->dtype == MHA_DTYPE_FLOAT16) val->dtype = MHA_DTYPE_FLOAT32;
@@ -216,6 +216,17 @@ static mha_status value_apply_info(builder *b, int v, const Onnx__ValueInfoProto
     for (size_t d = 0; d < sh->n_dim; d++) {
         const Onnx__TensorShapeProto__Dimension *dim = sh->dim[d];
         val->dims[d] = -1;
+        /* ONNX's dim_value is >= 0; -1 is what older converters wrote for
+         * "unknown" (ONNX Runtime reads it so), and is read as a symbolic
+         * axis. Any other negative value of a graph input or output is a
+         * broken declaration, not a symbol: refused (an intermediate
+         * value's declaration is a hint, left unknown). */
+        if (dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE &&
+            dim->dim_value < -1 && strict)
+            return mha_fail(b->err, MHA_ERR_MODEL_FORMAT,
+                            "value '%s': declared dimension %lld at axis %zu is negative "
+                            "(ONNX dimensions are >= 0; -1 is read as unknown)",
+                            val->name, (long long)dim->dim_value, d);
         if (dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE &&
             dim->dim_value >= 0) {
             val->dims[d] = dim->dim_value;
@@ -966,6 +977,7 @@ static mha_status load_common(ir_graph *g, const void *data, size_t size, void *
     b.lc = &lc;
     b.err = err;
     st = build_graph(&b, (Onnx__ModelProto *)msg);
+    g->external_id = lc.external_id;
     onnx_load_ctx_close(&lc);
     mha_free(&g->alloc, b.slots);
     mha_free(&g->alloc, b.declared_input);

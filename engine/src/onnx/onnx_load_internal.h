@@ -93,6 +93,11 @@ typedef struct onnx_load_ctx {
     uint64_t external_bytes;    /* external data read so far */
     int skip_external_read;     /* check external data (location, file, bounds) but read
                                    nothing: onnx_tensor_load then gives *out = NULL */
+    int tensor_file;            /* a TensorProto file, not a model: the file-only id
+                                   dtypes (uint16, int16, uint32) are read too */
+    uint64_t external_id;       /* the external data files read, as they were: a hash of
+                                   each one's device, inode, size and modification time
+                                   (and the offset read); 0 when none was read */
 } onnx_load_ctx;
 
 void onnx_load_ctx_init(onnx_load_ctx *lc, const mha_alloc_ctx *alloc, const char *base_dir,

@@ -32,8 +32,15 @@ const char *onnx_dtype_name(int32_t onnx_type) {
     return "unknown";
 }
 
-static int dtype_supported(int32_t onnx_type) {
+/* tensor_file: a TensorProto file (mha run's inputs, mha check's cases),
+ * which may also hold token ids stored as uint16, int16 or uint32; a
+ * model's tensors may not (no operator computes in them). */
+static int dtype_supported(int32_t onnx_type, int tensor_file) {
     switch (onnx_type) {
+    case MHA_DTYPE_UINT16:
+    case MHA_DTYPE_INT16:
+    case MHA_DTYPE_UINT32:
+        return tensor_file;
     case MHA_DTYPE_FLOAT32:
     case MHA_DTYPE_UINT8:
     case MHA_DTYPE_INT8:
@@ -74,6 +81,8 @@ void onnx_load_ctx_init(onnx_load_ctx *lc, const mha_alloc_ctx *alloc, const cha
     lc->max_bytes = max_bytes ? max_bytes : ONNX_DEFAULT_MAX_FILE_BYTES;
     lc->external_bytes = 0;
     lc->skip_external_read = 0;
+    lc->tensor_file = 0;
+    lc->external_id = 0;
 }
 
 void onnx_load_ctx_close(onnx_load_ctx *lc) {
@@ -296,6 +305,16 @@ static mha_status tensor_read_external(onnx_load_ctx *lc, const Onnx__TensorProt
         *out = NULL;
         return MHA_OK;
     }
+    /* which file, as it is now (see onnx_load_ctx.external_id) */
+    const uint64_t parts[6] = {(uint64_t)sb.st_dev,          (uint64_t)sb.st_ino,
+                               (uint64_t)sb.st_size,         (uint64_t)sb.st_mtim.tv_sec,
+                               (uint64_t)sb.st_mtim.tv_nsec, (uint64_t)offset};
+    for (int k = 0; k < 6; k++) {
+        lc->external_id ^= parts[k] + 0x9e3779b97f4a7c15ull;
+        lc->external_id *= 0xbf58476d1ce4e5b9ull;
+        lc->external_id ^= lc->external_id >> 31;
+    }
+    if (lc->external_id == 0) lc->external_id = 1;
     tensor *t = NULL;
     st = tensor_new(lc->alloc, dt, rank, dims, &t, err);
     if (st != MHA_OK) {
@@ -387,7 +406,11 @@ static mha_status typed_from_int32(const Onnx__TensorProto *tp, const char *labe
         break;
     case MHA_DTYPE_FLOAT16:
     case MHA_DTYPE_BFLOAT16:
+    case MHA_DTYPE_UINT16:
         lo = 0, hi = 65535;
+        break;
+    case MHA_DTYPE_INT16:
+        lo = -32768, hi = 32767;
         break;
     default:
         lo = INT32_MIN, hi = INT32_MAX;
@@ -410,7 +433,11 @@ static mha_status typed_from_int32(const Onnx__TensorProto *tp, const char *labe
             break;
         case MHA_DTYPE_FLOAT16:
         case MHA_DTYPE_BFLOAT16:
+        case MHA_DTYPE_UINT16:
             ((uint16_t *)t->data)[i] = (uint16_t)v;
+            break;
+        case MHA_DTYPE_INT16:
+            ((int16_t *)t->data)[i] = (int16_t)v;
             break;
         default:
             ((int32_t *)t->data)[i] = v;
@@ -445,11 +472,13 @@ mha_status onnx_tensor_load(onnx_load_ctx *lc, Onnx__TensorProto *tp, const char
     /* dtype */
     if (!tp->has_data_type || tp->data_type == 0)
         return mha_fail(err, MHA_ERR_DTYPE, "%s: no data type", label);
-    if (!dtype_supported(tp->data_type))
+    if (!dtype_supported(tp->data_type, lc->tensor_file))
         return mha_fail(err, MHA_ERR_DTYPE,
                         "%s: data type %s (%d) is not supported (float32, float16, bfloat16, "
-                        "float64, int64, int32, int8, uint8 and bool are)",
-                        label, onnx_dtype_name(tp->data_type), (int)tp->data_type);
+                        "float64, int64, int32, %sint8, %suint8 and bool are)",
+                        label, onnx_dtype_name(tp->data_type), (int)tp->data_type,
+                        lc->tensor_file ? "int16, " : "",
+                        lc->tensor_file ? "uint32, uint16, " : "");
     mha_dtype dt = (mha_dtype)tp->data_type;
     size_t esize = mha_dtype_size(dt);
 
@@ -479,6 +508,11 @@ mha_status onnx_tensor_load(onnx_load_ctx *lc, Onnx__TensorProto *tp, const char
 
     if (tp->segment)
         return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED, "%s: segmented tensors are not supported",
+                        label);
+    if (dt == MHA_DTYPE_UINT32 && !tp->has_raw_data)
+        return mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                        "%s: a uint32 tensor is read from raw_data only (numpy_helper.from_array "
+                        "writes it so)",
                         label);
     if (tp->n_string_data || tp->n_uint64_data)
         return mha_fail(err, MHA_ERR_MODEL_FORMAT, "%s: %s tensor carries %s", label,
@@ -710,6 +744,7 @@ mha_status ir_load_tensor_proto(const mha_alloc_ctx *alloc, const void *data, si
         Onnx__TensorProto *tp = (Onnx__TensorProto *)msg;
         onnx_load_ctx lc;
         onnx_load_ctx_init(&lc, alloc, NULL, 0);
+        lc.tensor_file = 1;
         st = onnx_tensor_load(&lc, tp, "tensor", out, err);
         onnx_load_ctx_close(&lc);
         if (st == MHA_OK && name_out) {

@@ -534,6 +534,10 @@ MHA_API mha_status mha_model_layer(const mha_model *m, size_t i, mha_layer_info 
     return MHA_OK;
 }
 
+MHA_API uint64_t mha_model_external_data_id(const mha_model *m) {
+    return m ? m->external_id : 0;
+}
+
 MHA_API size_t mha_model_arena_bytes(const mha_model *m) {
     if (!m || !m->plan) return 0;
     plan *P = m->plan; /* the arena list is the plan's one mutable part */

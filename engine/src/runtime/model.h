@@ -42,6 +42,7 @@ struct mha_model {
     mha_status (*reload)(const struct mha_model *m, plan **fresh, mha_error *err);
     int weights_released; /* under pack_lock */
     char idioms[768];     /* mha_model_idioms, written at creation */
+    uint64_t external_id; /* mha_model_external_data_id: the graph's, set by the loader */
 };
 
 /* Makes a model from a layer built in memory (tests, tools). Takes

@@ -118,7 +118,9 @@ MHA_API mha_status mha_model_load_file(const char *path, const mha_model_options
     ir_graph *g = NULL;
     st = ir_load_file(&a, path, &ir_opts, &g, err);
     if (st != MHA_OK) return st;
+    const uint64_t external_id = g->external_id; /* g is freed by model_from_graph */
     st = model_from_graph(opts, &a, &g, skip_verify, path, out, err);
+    if (st == MHA_OK) (*out)->external_id = external_id;
     if (st == MHA_OK && (*out)->plan &&
         (st = model_set_source(*out, path, &ir_opts, model_reload_plan, err)) != MHA_OK) {
         mha_model_free(*out);
@@ -143,7 +145,9 @@ MHA_API mha_status mha_model_load_memory(const void *data, size_t size, const ch
     ir_graph *g = NULL;
     st = ir_load_memory(&a, data, size, base_dir, &ir_opts, &g, err);
     if (st != MHA_OK) return st;
+    const uint64_t external_id = g->external_id;
     st = model_from_graph(opts, &a, &g, skip_verify, "<memory>", out, err);
+    if (st == MHA_OK) (*out)->external_id = external_id;
     model_give_back_memory(&a);
     return st;
 }

@@ -289,6 +289,7 @@ typedef struct queue_admission {
     double wait_ms;    /* the expected wait: the larger of the two below */
     double ahead_ms;   /* the work ahead at the last batches' cost per token */
     double oldest_ms;  /* how long the oldest waiting request has waited past its hold */
+    double before_ms;  /* what the request waited before its submit (waited_ms) */
 } queue_admission;
 
 /* How long the oldest waiting request has waited beyond the hold a
@@ -310,8 +311,8 @@ static double queue_oldest_wait(const mha_queue *q) {
  * when only the request's own deadline refused it). The expected wait is
  * the larger of the estimate (the work ahead) and what the oldest waiting
  * request has already waited (admission by queue delay). (mutex held) */
-static queue_admission queue_admit_locked(mha_queue *q, double deadline_ms) {
-    queue_admission a = {MHA_OK, q->stats.depth, 0.0, queue_wait_estimate(q), 0.0};
+static queue_admission queue_admit_locked(mha_queue *q, double deadline_ms, double waited_ms) {
+    queue_admission a = {MHA_OK, q->stats.depth, 0.0, queue_wait_estimate(q), 0.0, waited_ms};
     if (!q->accepting) {
         a.status = MHA_ERR_SHUTDOWN;
         return a;
@@ -319,7 +320,7 @@ static queue_admission queue_admit_locked(mha_queue *q, double deadline_ms) {
     if (q->opts.max_queue_ms > 0 || deadline_ms > 0) a.oldest_ms = queue_oldest_wait(q);
     a.wait_ms = a.ahead_ms > a.oldest_ms ? a.ahead_ms : a.oldest_ms;
     const int full = q->stats.depth >= q->opts.capacity ||
-                     (q->opts.max_queue_ms > 0 && a.wait_ms > q->opts.max_queue_ms);
+                     (q->opts.max_queue_ms > 0 && a.wait_ms + a.before_ms > q->opts.max_queue_ms);
     const int late = deadline_ms > 0 && a.wait_ms > deadline_ms;
     if (!full && !late) return a;
     if (full)
@@ -342,6 +343,12 @@ static mha_status queue_refuse(const mha_queue *q, const queue_admission *a, dou
                         "queue submit: the oldest of the %d requests waiting has waited %.3g ms "
                         "past its hold, more than %g ms",
                         a->depth, a->oldest_ms, q->opts.max_queue_ms);
+    if (q->opts.max_queue_ms > 0 && a->before_ms > 0 &&
+        a->wait_ms + a->before_ms > q->opts.max_queue_ms)
+        return mha_fail(err, st,
+                        "queue submit: the request waited %.3g ms before it came and the %d "
+                        "ahead would take about %.3g ms, more than %g ms",
+                        a->before_ms, a->depth, a->wait_ms, q->opts.max_queue_ms);
     if (q->opts.max_queue_ms > 0 && a->wait_ms > q->opts.max_queue_ms)
         return mha_fail(err, st,
                         "queue submit: the %d requests ahead would take more than %g ms "
@@ -358,9 +365,15 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     if (out) *out = NULL;
     if (!q || !input || !out)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: NULL argument");
-    if (opts && opts->struct_size < sizeof *opts)
+    /* waited_ms was appended: callers built before it pass a smaller size */
+    if (opts && opts->struct_size < offsetof(mha_submit_options, waited_ms))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue submit: options not initialised (mha_submit_options_init)");
+    double waited_ms = 0.0;
+    if (opts && opts->struct_size >= offsetof(mha_submit_options, waited_ms) + sizeof(double))
+        waited_ms = opts->waited_ms;
+    if (waited_ms < 0 || waited_ms != waited_ms)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: negative waited_ms");
     const queue_layout *lay = &q->layout;
     int64_t S = 0;
     mha_status cst = queue_layout_check(lay, input, &S, err);
@@ -394,7 +407,7 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
      * when the request joins) */
     const double deadline_ms = opts ? opts->deadline_ms : 0.0;
     pthread_mutex_lock(&q->mutex);
-    queue_admission adm = queue_admit_locked(q, deadline_ms);
+    queue_admission adm = queue_admit_locked(q, deadline_ms, waited_ms);
     pthread_mutex_unlock(&q->mutex);
     if (adm.status != MHA_OK) return queue_refuse(q, &adm, deadline_ms, err);
 
@@ -429,7 +442,7 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     atomic_init(&r->state, REQ_WAITING);
 
     pthread_mutex_lock(&q->mutex);
-    adm = queue_admit_locked(q, deadline_ms);
+    adm = queue_admit_locked(q, deadline_ms, waited_ms);
     if (adm.status != MHA_OK) {
         pthread_mutex_unlock(&q->mutex);
         atomic_store(&r->refs, 1);

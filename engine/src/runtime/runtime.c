@@ -7,6 +7,7 @@
  * MHA_ERR_FORKED, and destroying it there frees memory without joining the
  * threads (which would wait forever). */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -20,6 +21,7 @@
 #include "model.h"
 #include "pool.h"
 #include "registry.h"
+#include "run_slots.h"
 
 struct mha_runtime {
     mha_alloc_ctx alloc;
@@ -30,6 +32,8 @@ struct mha_runtime {
     int plugin_ready;       /* init() succeeded: fini() is owed */
     exec_services services; /* lent to the plugin; lives here */
     pool *pool;
+    run_slots slots; /* who computes the runs (run_slots.h) */
+    int slots_ready;
     int num_threads;
     pid_t pid; /* the process that created the runtime */
     mha_log_fn log;
@@ -136,6 +140,13 @@ MHA_API mha_status mha_runtime_create(const mha_runtime_options *opts, mha_runti
     }
     if (st == MHA_OK)
         st = pool_create(&rt->alloc, rt->num_threads - 1, opts->worker_stack_bytes, &rt->pool, err);
+    if (st == MHA_OK) {
+        /* as many runs at once as the pool's door lets in */
+        const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        run_slots_init(&rt->slots, rt->pool,
+                       cpus > rt->num_threads && cpus < INT_MAX ? (int)cpus : rt->num_threads);
+        rt->slots_ready = 1;
+    }
     if (st != MHA_OK) {
         mha_runtime_destroy(rt);
         return st;
@@ -152,6 +163,7 @@ MHA_API void mha_runtime_destroy(mha_runtime *rt) {
         pool_abandon(rt->pool); /* the workers live only in the parent */
     else
         pool_destroy(rt->pool);
+    if (rt->slots_ready) run_slots_destroy(&rt->slots);
     if (rt->plugin_ready && rt->plugin->fini) rt->plugin->fini(rt->plugin_state);
     registry_free(rt->reg);
     mha_alloc_ctx a = rt->alloc;
@@ -380,6 +392,50 @@ static mha_status runtime_plan_gemm(void *user, const plan *P, size_t gi, const 
     return runtime_after_status(&after, st, err);
 }
 
+/* One run's arguments, for whichever thread computes it (run_slots.h). */
+typedef struct runtime_run_ctx {
+    const exec_env *env;
+    const mha_model *model;
+    const model_pack *pk;
+    const mha_run_options *opts;
+    const mha_tensor *inputs;
+    size_t num_inputs;
+    mha_tensor *outputs;
+    size_t num_outputs;
+} runtime_run_ctx;
+
+static mha_status runtime_run_body(void *ctx, mha_error *err) {
+    const runtime_run_ctx *rc = ctx;
+    const mha_run_options *opts = rc->opts;
+    const mha_model *model = rc->model;
+    mha_status st;
+    /* flops was appended after precision */
+    double *flops = NULL;
+    if (opts->struct_size >= offsetof(mha_run_options, flops) + sizeof(double *))
+        flops = opts->flops;
+    if (flops) *flops = 0.0;
+    if (model->plan) {
+        runtime_plan_ctx pc = {rc->env, rc->pk, -1, -1, flops};
+        if (rc->num_inputs > 0 && rc->inputs && rc->inputs[0].rank >= 2) {
+            pc.B = rc->inputs[0].shape[0];
+            pc.S = rc->inputs[0].shape[1];
+        }
+        plan_backend be = {runtime_plan_layer, runtime_plan_gemm,       &pc,
+                           runtime_plan_norm,  NULL /* step_seconds */, runtime_plan_parallel};
+        /* step_seconds was appended after flops */
+        if (opts->struct_size >= offsetof(mha_run_options, step_seconds) + sizeof(double *))
+            be.step_seconds = opts->step_seconds;
+        st = plan_run(model->plan, rc->inputs, rc->num_inputs, rc->outputs, rc->num_outputs, &be,
+                      err);
+    } else {
+        if (flops)
+            *flops = runtime_layer_flops(&model->L, rc->inputs, rc->num_inputs, rc->num_outputs);
+        st = exec_run(rc->env, &model->L, rc->pk->packed, rc->inputs, rc->num_inputs, rc->outputs,
+                      rc->num_outputs, err);
+    }
+    return st;
+}
+
 MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_tensor *inputs,
                            size_t num_inputs, mha_tensor *outputs, size_t num_outputs,
                            const mha_run_options *opts, mha_error *err) {
@@ -431,35 +487,19 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
     env.pool = rt->pool;
     env.num_threads = opts->num_threads && opts->num_threads < rt->num_threads ? opts->num_threads
                                                                                : rt->num_threads;
-    /* a run among others gets its share of the cores, step by step
-     * (pool.h: each step plans for pool_threads, the share at its start) */
-    (void)pool_run_begin(rt->pool);
     env.cancel = opts->cancel;
     env.cancel_user = opts->cancel_user;
     if (opts->struct_size >= offsetof(mha_run_options, kv_lengths) + sizeof(void *))
         env.kv_lengths = opts->kv_lengths;
     env.precision = precision;
-    /* flops was appended after precision */
-    double *flops = NULL;
-    if (opts->struct_size >= offsetof(mha_run_options, flops) + sizeof(double *))
-        flops = opts->flops;
-    if (flops) *flops = 0.0;
-    if (model->plan) {
-        runtime_plan_ctx pc = {&env, pk, -1, -1, flops};
-        if (num_inputs > 0 && inputs && inputs[0].rank >= 2) {
-            pc.B = inputs[0].shape[0];
-            pc.S = inputs[0].shape[1];
-        }
-        plan_backend be = {runtime_plan_layer, runtime_plan_gemm,       &pc,
-                           runtime_plan_norm,  NULL /* step_seconds */, runtime_plan_parallel};
-        /* step_seconds was appended after flops */
-        if (opts->struct_size >= offsetof(mha_run_options, step_seconds) + sizeof(double *))
-            be.step_seconds = opts->step_seconds;
-        st = plan_run(model->plan, inputs, num_inputs, outputs, num_outputs, &be, err);
-    } else {
-        if (flops) *flops = runtime_layer_flops(&model->L, inputs, num_inputs, num_outputs);
-        st = exec_run(&env, &model->L, pk->packed, inputs, num_inputs, outputs, num_outputs, err);
-    }
-    pool_run_end(rt->pool);
-    return st;
+    runtime_run_ctx rc = {&env, model, pk, opts, inputs, num_inputs, outputs, num_outputs};
+    /* a run among others gets its share of the cores, step by step (pool.h:
+     * each step plans for pool_threads, the share at its start); with every
+     * core taken the run is handed to the next one free (run_slots.h),
+     * unless its cancel callback must be called on this thread */
+    return run_slots_run(&rt->slots, runtime_run_body, &rc, opts->cancel != NULL, err);
+}
+
+void runtime_run_slots_count(mha_runtime *rt, run_slots_counts *out) {
+    run_slots_count(&rt->slots, out);
 }

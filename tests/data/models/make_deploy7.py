@@ -348,7 +348,76 @@ def to_fp16(model):
     return model
 
 
+def ort_optimized_bert(model):
+    """The BERT as ONNX Runtime's transformer optimizer (optimizer.py,
+    model_type bert) saves it, written from the contrib-op documentation:
+    com.microsoft EmbedLayerNormalization (int32 ids, the mask's counts as
+    mask_index), Attention (one [D, 3D] QKV weight, num_heads), MatMul,
+    SkipLayerNormalization (the projection's bias folded in), BiasGelu;
+    the pooler as plain ops."""
+    def w(name, t):
+        return numpy_helper.from_array(t.detach().numpy().astype(np.float32), name)
+    inits, nodes = [], []
+    ms = {"domain": "com.microsoft"}
+    e = model
+    inits += [w("word", e.tok.weight), w("pos", e.pos.weight), w("seg_table", e.seg.weight),
+              w("ln0_g", e.ln.weight), w("ln0_b", e.ln.bias),
+              numpy_helper.from_array(np.zeros((1, 1), np.int32), "zeros_shape_unused")]
+    nodes += [helper.make_node("Shape", ["input_ids"], ["ids_shape"], name="ids_shape"),
+              helper.make_node("ConstantOfShape", ["ids_shape"], ["segment_ids"], name="segments",
+                               value=numpy_helper.from_array(np.zeros(1, np.int32))),
+              helper.make_node("EmbedLayerNormalization",
+                               ["input_ids", "segment_ids", "word", "pos", "seg_table", "ln0_g",
+                                "ln0_b", "attention_mask"], ["emb", "mask_index"],
+                               name="EmbedLayerNormalization_0", epsilon=1e-12, **ms)]
+    x = "emb"
+    for i, b in enumerate(e.blocks):
+        p = "l%d_" % i
+        qkv_w = torch.cat([b.q.weight, b.k.weight, b.v.weight], 0).t()
+        qkv_b = torch.cat([b.q.bias, b.k.bias, b.v.bias], 0)
+        inits += [w(p + "qkv_w", qkv_w), w(p + "qkv_b", qkv_b), w(p + "o_w", b.o.weight.t()),
+                  w(p + "o_b", b.o.bias), w(p + "ln1_g", b.ln1.weight), w(p + "ln1_b", b.ln1.bias),
+                  w(p + "up_w", b.up.weight.t()), w(p + "up_b", b.up.bias),
+                  w(p + "down_w", b.down.weight.t()), w(p + "down_b", b.down.bias),
+                  w(p + "ln2_g", b.ln2.weight), w(p + "ln2_b", b.ln2.bias)]
+        nodes += [helper.make_node("Attention", [x, p + "qkv_w", p + "qkv_b", "mask_index"],
+                                   [p + "att"], name=p + "Attention", num_heads=4, **ms),
+                  helper.make_node("MatMul", [p + "att", p + "o_w"], [p + "o"], name=p + "o"),
+                  helper.make_node("SkipLayerNormalization",
+                                   [p + "o", x, p + "ln1_g", p + "ln1_b", p + "o_b"], [p + "x1"],
+                                   name=p + "SkipLayerNorm_1", epsilon=1e-12, **ms),
+                  helper.make_node("MatMul", [p + "x1", p + "up_w"], [p + "up"], name=p + "up"),
+                  helper.make_node("BiasGelu", [p + "up", p + "up_b"], [p + "gelu"],
+                                   name=p + "BiasGelu", **ms),
+                  helper.make_node("MatMul", [p + "gelu", p + "down_w"], [p + "down"],
+                                   name=p + "down"),
+                  helper.make_node("SkipLayerNormalization",
+                                   [p + "down", p + "x1", p + "ln2_g", p + "ln2_b", p + "down_b"],
+                                   [p + "x2"], name=p + "SkipLayerNorm_2", epsilon=1e-12, **ms)]
+        x = p + "x2"
+    inits += [w("pool_w", e.pool.weight.t()), w("pool_b", e.pool.bias),
+              numpy_helper.from_array(np.array(0, np.int64), "row0")]
+    nodes += [helper.make_node("Identity", [x], ["last_hidden_state"], name="last"),
+              helper.make_node("Gather", [x, "row0"], ["cls"], name="cls", axis=1),
+              helper.make_node("MatMul", ["cls", "pool_w"], ["pool_mm"], name="pool_mm"),
+              helper.make_node("Add", ["pool_mm", "pool_b"], ["pool_add"], name="pool_add"),
+              helper.make_node("Tanh", ["pool_add"], ["pooler_output"], name="pool_tanh")]
+    inits = [t for t in inits if t.name != "zeros_shape_unused"]
+    g = helper.make_graph(
+        nodes, "bert_ort_optimized",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", "sequence"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT32, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", 32]),
+         helper.make_tensor_value_info("pooler_output", TensorProto.FLOAT, ["batch", 32])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 14),
+                                               helper.make_opsetid("com.microsoft", 1)],
+                             ir_version=8)
+
+
 # ------------------------------------------------------------- cases ----
+
+ORT_OPT = []  # (model, int32 input sets, outputs) of the first export
+
 
 def export(seed, opset):
     torch.manual_seed(seed)
@@ -365,6 +434,8 @@ def export(seed, opset):
         m = onnx.load(path)
     with torch.no_grad():
         want = [[t.numpy() for t in model(*s)] for s in sets]
+        ORT_OPT.append((ort_optimized_bert(model), [[t.int().numpy() for t in s] for s in sets],
+                        [list(o) for o in want]))
         # float16 weights computed in float32, the outputs rounded to float16
         for p in model.parameters():
             p.copy_(p.half().float())
@@ -422,6 +493,8 @@ def main():
     ort_case(outdir, "d7_bert_ortopt_dynquantmatmul_op14", quant_dynamic(clone(m), True, True), sets, True)
     ort_case(outdir, "d7_bert_qdq_perchannel_op13", quant_qdq(clone(m), sets[0]), sets, True)
     ort_case(outdir, "d7_bert_half_softmaxf32_op14", to_fp16(clone(m)), sets)
+    om, osets, owant = ORT_OPT[0]
+    torch_case(outdir, "d7_bert_ortopt_embedln_attention_op14", om, osets, owant)
     m17, sets17, want17, _ = export(72, 17)
     torch_case(outdir, "d7_bert_gelu_stash_op20", to_opset20(clone(m17)), sets17, want17)
     torch_case(outdir, "d7_bert_localfunctions_op17", to_functions(clone(m17)), sets17, want17)
