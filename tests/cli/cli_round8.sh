@@ -1,0 +1,25 @@
+#!/bin/sh
+# cli_round8.sh -- defects found by the eighth adversarial round (and the
+# items the seventh's review left), each as the rule for bad input has it:
+# a non-zero exit, one stderr line naming the file or option and the
+# problem, nothing on stdout and no output file -- or, where the input is
+# good after all, the answer the same input in its usual form gives.
+# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP, MHA_BUILD_DIR.
+set -eu
+: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}" "${MHA_BUILD_DIR:?}"
+T="$MHA_TEST_TMP"
+rm -rf "$T" && mkdir -p "$T"
+# fail, expect, one_line
+# shellcheck source=lib/refusal.sh
+. "$(dirname "$0")/lib/refusal.sh"
+R="$MHA_TEST_DATA/round8"
+
+echo "== a function-inlining bomb"
+# 20 model-local functions, each calling the next twice (1373 bytes), inline
+# to 524 288 nodes: refused only after the graph was built (8.6 s quiet,
+# 909 MB); now counted before anything is inlined and held to the file
+one_line 1 "^mha: $R/fn_bomb20.onnx: the model's functions would inline to 524288 nodes from the 40 its file holds (at most 65536: the larger of 65536 and 100 per node of the file, up to 4194304)$" \
+  timeout 20 "$MHA" info "$R/fn_bomb20.onnx"
+# a model written with functions still loads
+expect 0 "model-local functions" "$MHA" info "$MHA_TEST_DATA/models/d7_bert_localfunctions_op17/model.onnx"
+echo "ok: refused before inlining; the functions of a real model load"
