@@ -23,3 +23,23 @@ one_line 1 "^mha: $R/fn_bomb20.onnx: the model's functions would inline to 52428
 # a model written with functions still loads
 expect 0 "model-local functions" "$MHA" info "$MHA_TEST_DATA/models/d7_bert_localfunctions_op17/model.onnx"
 echo "ok: refused before inlining; the functions of a real model load"
+
+echo "== a relative plugin path"
+# registry.c checked the trust of ./mha-plugin-wrong.so but dlopen'ed the
+# bare name, which the dynamic loader looks up in the library path: the
+# file named was never loaded ("no such backend usable here"); a missing
+# --plugin-path ran on the default plugins in silence
+"$MHA" gen -d 16 -H 2 -o "$T/l.onnx"
+mkdir -p "$T/pl"
+cp "$MHA_BUILD_DIR/lib/mha/testing-plugins/mha-plugin-wrong.so" "$T/pl/"
+# (the test plugin 'wrong' computes wrong answers on purpose: loaded, it
+# fails bench's accuracy check)
+(cd "$T/pl" && "$MHA" bench "$T/l.onnx" --plugin-path mha-plugin-wrong.so --backend wrong \
+  --shape 1,4 --warmup 0 -q --threads 1 >"$T/out" 2>"$T/err") && fail "the wrong plugin passed"
+grep -q "^mha bench: wrong with 1 thread FAILED the accuracy check" "$T/err" ||
+  fail "relative --plugin-path not loaded: $(cat "$T/err")"
+cd "$T/pl"
+one_line 1 "^mha bench: $T/l.onnx: listing the backends: plugin path 'nosuch.so' (in $T/pl): No such file or directory$" \
+  "$MHA" bench "$T/l.onnx" --plugin-path nosuch.so --backend scalar --shape 1,4 --warmup 0 -q
+cd - >/dev/null
+echo "ok: a relative plugin path is the current folder's; a missing one named"
