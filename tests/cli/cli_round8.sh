@@ -43,3 +43,26 @@ one_line 1 "^mha bench: $T/l.onnx: listing the backends: plugin path 'nosuch.so'
   "$MHA" bench "$T/l.onnx" --plugin-path nosuch.so --backend scalar --shape 1,4 --warmup 0 -q
 cd - >/dev/null
 echo "ok: a relative plugin path is the current folder's; a missing one named"
+
+echo "== a float16 graph input (a whole float16 layer, widened to float32)"
+H="$R/half_layer"
+# ONNX Runtime's float16 output (test_data_set_0, from make_round8.py)
+"$MHA" check "$H" >"$T/out" 2>"$T/err" || fail "check of the float16 layer: $(cat "$T/out" "$T/err")"
+grep -q "^1 passed, 0 failed" "$T/out" || fail "check: $(cat "$T/out")"
+# .npy: the summary counted 2 tokens for [2, 5, 32] (a float16 model runs
+# as a plan, whose token count looked for ids only) ...
+"$MHA" run "$H/model.onnx" "$R/half_x.npy" -o "$T/y16.npy" 2>"$T/err" || fail "run: $(cat "$T/err")"
+grep -q "^mha run: 2 rows (10 tokens) in .*; 0 rows with non-finite outputs;" "$T/err" ||
+  fail "float16 summary: $(cat "$T/err")"
+# ... and a NaN in row 1 gave "0 rows with non-finite outputs" (only
+# float32 outputs were looked at)
+"$MHA" run "$H/model.onnx" "$R/half_x_nan.npy" -o "$T/ynan.npy" 2>"$T/err" || fail "run: $(cat "$T/err")"
+grep -q "; 1 rows with non-finite outputs;" "$T/err" || fail "float16 NaN row unsaid: $(cat "$T/err")"
+# the same values as float32 are converted: the same output bytes
+"$MHA" run "$H/model.onnx" "$R/half_x_f32.npy" -o "$T/y32.npy" -q
+cmp -s "$T/y16.npy" "$T/y32.npy" || fail "float32 input: another output than the float16 one"
+rm -f "$T/y.npy"
+one_line 1 "^mha: $R/half_x_i64.npy: int64 data cannot be used as input 'query' (float16)$" \
+  "$MHA" run "$H/model.onnx" "$R/half_x_i64.npy" -o "$T/y.npy"
+[ ! -e "$T/y.npy" ] || fail "a refused input left an output"
+echo "ok: float16 in and out as ONNX Runtime; tokens and NaN rows counted"

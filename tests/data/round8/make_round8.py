@@ -84,7 +84,8 @@ def half_case():
         with open(os.path.join(case, "test_data_set_0", name), "wb") as f:
             f.write(t.SerializeToString())
     np.save(os.path.join(HERE, "half_x.npy"), x)
-    np.save(os.path.join(HERE, "half_y_ort.npy"), y)
+    np.save(os.path.join(HERE, "half_x_f32.npy"), x.astype(np.float32))  # the same values
+    np.save(os.path.join(HERE, "half_x_i64.npy"), np.zeros(x.shape, np.int64))
     xn = x.copy()
     xn[1, 2, 3] = np.nan  # row 1 gets a NaN
     np.save(os.path.join(HERE, "half_x_nan.npy"), xn)
