@@ -66,3 +66,34 @@ one_line 1 "^mha: $R/half_x_i64.npy: int64 data cannot be used as input 'query' 
   "$MHA" run "$H/model.onnx" "$R/half_x_i64.npy" -o "$T/y.npy"
 [ ! -e "$T/y.npy" ] || fail "a refused input left an output"
 echo "ok: float16 in and out as ONNX Runtime; tokens and NaN rows counted"
+
+echo "== the tolerance file of a case"
+# sscanf read 'rtol 0x1p-3' as 0.125, the last of two 'rtol' lines won,
+# fgets split a line over 255 bytes into two lines (a third value passed
+# as a line of its own) and stopped at a NUL byte
+Q="$MHA_TEST_DATA/models/d7_bert_ortdyn_int8_pertensor_op14"
+mkdir -p "$T/tc"
+cp -r "$Q/model.onnx" "$Q/test_data_set_0" "$T/tc/"
+tol_refused() { # CONTENT (printf format) and the reason wanted
+  # shellcheck disable=SC2059
+  printf "$1" >"$T/tc/tolerance"
+  "$MHA" check "$T/tc" >"$T/out" 2>"$T/err" && fail "tolerance '$1' passed: $(cat "$T/out")"
+  grep -q "^FAIL tc: $T/tc/tolerance: $2$" "$T/out" || fail "tolerance '$1': $(cat "$T/out" "$T/err")"
+}
+tol_refused 'rtol 0x1p-3\n' "line 1 is not 'rtol R' or 'atol A' (0 <= value < 1)"
+tol_refused 'rtol  0.02\natol 0x.1\n' "line 2 is not 'rtol R' or 'atol A' (0 <= value < 1)"
+tol_refused 'rtol 0.01\natol 0.02\nrtol 0.5\n' "line 3 gives 'rtol' a second time"
+tol_refused "rtol 0.02$(printf '%260s' '')atol 0.5\\n" "line 1 is longer than 256 bytes"
+tol_refused 'atol 0.02\000\nrtol 0.5\n' "line 1 holds a NUL byte"
+tol_refused 'rtol nan\n' "line 1 is not 'rtol R' or 'atol A' (0 <= value < 1)"
+# what was read still is
+printf '# a comment\n\natol 0.02   # trailing\nrtol 2e-2' >"$T/tc/tolerance"
+"$MHA" check "$T/tc" >"$T/out" 2>"$T/err" || fail "a good tolerance file: $(cat "$T/out" "$T/err")"
+echo "ok: every tolerance line a number as written, once"
+
+echo "== MatMulInteger's b_zero_point [N, 1]"
+# taken as one per column (32 values); ONNX has a scalar or one per column
+# of B ([N], as ONNX Runtime also [1, N]); ONNX Runtime refuses it
+one_line 1 "^mha: $R/mmi_bzp_column.onnx: evaluating the graph on a probe input: MatMulInteger node '/blocks.0/q/MatMul_quant': b_zero_point 32x1 must be int8 with one value or one per column (32)$" \
+  "$MHA" info "$R/mmi_bzp_column.onnx"
+echo "ok: refused"
