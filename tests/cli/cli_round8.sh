@@ -97,3 +97,16 @@ echo "== MatMulInteger's b_zero_point [N, 1]"
 one_line 1 "^mha: $R/mmi_bzp_column.onnx: evaluating the graph on a probe input: MatMulInteger node '/blocks.0/q/MatMul_quant': b_zero_point 32x1 must be int8 with one value or one per column (32)$" \
   "$MHA" info "$R/mmi_bzp_column.onnx"
 echo "ok: refused"
+
+echo "== the list of model-local functions"
+# a function defined twice (the first used in silence), one in the default
+# domain named as the operator it would shadow (never called: the operator
+# ran), an attribute reference to an attribute the function does not
+# declare (left out in silence): each loaded
+one_line 1 "^mha: $R/fn_twice.onnx: function 'local.Sm' is defined twice (functions 0 and 1)$" \
+  "$MHA" info "$R/fn_twice.onnx"
+one_line 1 "^mha: $R/fn_default_domain.onnx: function 'Softmax' is defined in the domain '' of the operators it would shadow; model-local functions need a domain of their own$" \
+  "$MHA" info "$R/fn_default_domain.onnx"
+one_line 1 "^mha: $R/fn_undeclared_ref.onnx: function 'local.Sm': attribute 'axis' of node '' refers to 'nosuch', which the function does not declare$" \
+  "$MHA" info "$R/fn_undeclared_ref.onnx"
+echo "ok: refused"

@@ -14,7 +14,9 @@
  * function that calls itself (directly or through others), a call of a
  * function the model does not define in a domain its functions use, a
  * function that imports another version of the default domain than the
- * model, nesting or node counts past the limits. Before anything is
+ * model, nesting or node counts past the limits; a function defined twice,
+ * in the default (or com.microsoft) domain, or referring to an attribute
+ * it does not declare. Before anything is
  * inlined, the nodes the calls would make are counted (each function once,
  * memoised) and the count is held to the file: at most the larger of
  * FN_FLOOR_NODES and FN_PER_FILE_NODE times the nodes the file holds (its
@@ -311,6 +313,52 @@ static mha_status fn_measure_call(fn_ctx *c, fn_measure *ms, const Onnx__NodePro
     return MHA_OK;
 }
 
+/* What ONNX asks of the function list itself: each (domain, name,
+ * overload) once; a domain of its own (a function in the default domain
+ * or com.microsoft is never called here -- the operator of that name runs
+ * -- so it would be ignored in silence); every attribute reference naming
+ * an attribute the function declares. */
+static mha_status fn_check_list(fn_ctx *c) {
+    const Onnx__ModelProto *m = c->m;
+    for (size_t i = 0; i < m->n_functions; i++) {
+        const Onnx__FunctionProto *f = m->functions[i];
+        const char *dom = fn_str(f->domain);
+        if (fn_default_domain(dom) || strcmp(dom, "com.microsoft") == 0)
+            return mha_fail(c->err, MHA_ERR_MODEL_FORMAT,
+                            "function '%s' is defined in the domain '%s' of the operators it "
+                            "would shadow; model-local functions need a domain of their own",
+                            fn_str(f->name), dom);
+        for (size_t j = 0; j < i; j++) {
+            const Onnx__FunctionProto *g = m->functions[j];
+            if (strcmp(fn_str(g->name), fn_str(f->name)) == 0 &&
+                strcmp(fn_str(g->domain), dom) == 0 &&
+                strcmp(fn_str(g->overload), fn_str(f->overload)) == 0)
+                return mha_fail(c->err, MHA_ERR_MODEL_FORMAT,
+                                "function '%s.%s'%s%s is defined twice (functions %zu and %zu)",
+                                dom, fn_str(f->name), *fn_str(f->overload) ? " overload " : "",
+                                fn_str(f->overload), j, i);
+        }
+        for (size_t k = 0; k < f->n_node; k++)
+            for (size_t a = 0; a < f->node[k]->n_attribute; a++) {
+                const char *ref = f->node[k]->attribute[a]->ref_attr_name;
+                if (!ref || !*ref) continue;
+                int declared = 0;
+                for (size_t d = 0; !declared && d < f->n_attribute; d++)
+                    declared = strcmp(fn_str(f->attribute[d]), ref) == 0;
+                for (size_t d = 0; !declared && d < f->n_attribute_proto; d++)
+                    declared = strcmp(fn_str(f->attribute_proto[d]->name), ref) == 0;
+                if (!declared)
+                    return mha_fail(c->err, MHA_ERR_MODEL_FORMAT,
+                                    "function '%s.%s': attribute '%s' of node '%s' refers to "
+                                    "'%s', which the function does not declare",
+                                    dom, fn_str(f->name),
+                                    fn_str(f->node[k]->attribute[a]->name),
+                                    fn_str(f->node[k]->name), ref);
+            }
+    }
+    return MHA_OK;
+}
+
 /* Refuses a model whose calls would inline to more nodes than its file
  * justifies, before any is made. */
 static mha_status fn_check_size(fn_ctx *c) {
@@ -350,7 +398,8 @@ mha_status onnx_inline_functions(const mha_alloc_ctx *a, const Onnx__ModelProto 
     memset(out, 0, sizeof *out);
     fn_ctx c = {.a = a, .m = m, .opset = opset, .err = err, .out = out};
     const Onnx__GraphProto *gp = m->graph;
-    mha_status st = fn_check_size(&c);
+    mha_status st = fn_check_list(&c);
+    if (st == MHA_OK) st = fn_check_size(&c);
     if (st != MHA_OK) return st;
     for (size_t i = 0; st == MHA_OK && i < gp->n_node; i++)
         st = fn_expand(&c, gp->node[i]);

@@ -103,10 +103,81 @@ def mmi_zero_point_rows():
     onnx.save(m, os.path.join(HERE, "mmi_bzp_column.onnx"))
 
 
+def conv_layer(name, **attrs):
+    """`mha gen --model encoder -d 16 -H 2 -L 1` with a Conv over its output (Transpose to
+    [B, 16, S], W [16, 16, 3], pads 1, 1, Transpose back); attrs override
+    the Conv's."""
+    mha = os.environ.get("MHA", "mha")
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "l.onnx")
+        subprocess.run([mha, "gen", "--model", "encoder", "-d", "16", "-H", "2", "-L", "1",
+                        "--vocab", "16", "--max-pos", "8", "-o", p], check=True)
+        m = onnx.load(p)
+    g = m.graph
+    y = g.output[0].name
+    for n in g.node:
+        n.output[:] = [o + "_attn" if o == y else o for o in n.output]
+    w = np.random.default_rng(8).uniform(-0.2, 0.2, (16, 16, 3)).astype(np.float32)
+    g.initializer.append(nh.from_array(w, "conv_w"))
+    a = {"pads": [1, 1], "strides": [1], "dilations": [1], "kernel_shape": [3]}
+    a.update(attrs)
+    g.node.extend([
+        h.make_node("Transpose", [y + "_attn"], ["to_ch"], name="to_ch", perm=[0, 2, 1]),
+        h.make_node("Conv", ["to_ch", "conv_w"], ["conv_y"], name="conv", **a),
+        h.make_node("Transpose", ["conv_y"], [y], name="to_seq", perm=[0, 2, 1])])
+    onnx.save(m, os.path.join(HERE, name))
+
+
+def fn_lists():
+    """`mha gen -d 16 -H 2 --form decomposed` with its Softmax a call of a
+    model-local function: defined twice, in the default domain, referring
+    to an attribute it does not declare."""
+    mha = os.environ.get("MHA", "mha")
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "l.onnx")
+        subprocess.run([mha, "gen", "-d", "16", "-H", "2", "--form", "decomposed", "-o", p],
+                       check=True)
+        base = onnx.load(p)
+    op = [h.make_opsetid("", 17)]
+
+    def softmax_fn(dom="local", name="Sm", axis=-1):
+        return h.make_function(dom, name, ["x"], ["y"],
+                               [h.make_node("Softmax", ["x"], ["y"], axis=axis)], op)
+
+    def with_fn(fns, dom="local", name="Sm", attrs=None):
+        m = onnx.ModelProto()
+        m.CopyFrom(base)
+        for n in m.graph.node:
+            if n.op_type == "Softmax":
+                n.op_type, n.domain = name, dom
+                del n.attribute[:]
+                for k, v in (attrs or {}).items():
+                    n.attribute.append(h.make_attribute(k, v))
+        m.functions.extend(fns)
+        if dom not in [o.domain for o in m.opset_import]:
+            m.opset_import.append(h.make_opsetid(dom, 1))
+        m.ir_version = 8
+        return m
+
+    onnx.save(with_fn([softmax_fn(), softmax_fn(axis=0)]), os.path.join(HERE, "fn_twice.onnx"))
+    onnx.save(with_fn([softmax_fn("", "Softmax", 0)], dom="", name="Softmax"),
+              os.path.join(HERE, "fn_default_domain.onnx"))
+    f = h.make_function("local", "Sm", ["x"], ["y"], [h.make_node("Softmax", ["x"], ["y"])], op,
+                        attributes=["ax"])
+    ref = onnx.AttributeProto()
+    ref.name, ref.ref_attr_name, ref.type = "axis", "nosuch", onnx.AttributeProto.INT
+    f.node[0].attribute.append(ref)
+    onnx.save(with_fn([f], attrs={"ax": -1}), os.path.join(HERE, "fn_undeclared_ref.onnx"))
+
+
 def main():
     fn_bomb(20, os.path.join(HERE, "fn_bomb20.onnx"))
     mmi_zero_point_rows()
     half_case()
+    conv_layer("conv_kernel_shape.onnx", kernel_shape=[5])
+    conv_layer("conv_dilation_2e62.onnx", dilations=[1 << 62])
+    conv_layer("conv_ok.onnx")
+    fn_lists()
 
 
 if __name__ == "__main__":
