@@ -1091,6 +1091,38 @@ static void test_rotary_families(void **state) {
     }
 }
 
+/* The opset-23 RotaryEmbedding op (3-D rows, num_heads, interleaved pairs,
+ * 4 of each head's 8 dims) read as a rotary of the layer, its tables the
+ * model's 48-row caches; com.microsoft FusedMatMul with transB = 1 read as
+ * Q.K^T with its alpha as the scale. Each verified, and caught when
+ * changed. */
+static void test_rotary_op_and_fused_matmul(void **state) {
+    (void)state;
+    layer L;
+    mha_error err;
+    ir_graph *g = recognise_graph_ok("ropeop_3d_pairs_partial", &L);
+    if (L.rotary != MHA_ROTARY_INTERLEAVED || L.rotary_dim != 4 || L.rotary_n_pos != 48 ||
+        L.q_heads != 4 || L.d_head != 8)
+        fail_msg("rotary op: kind %d dims %lld positions %lld heads %lld d %lld", L.rotary,
+                 (long long)L.rotary_dim, (long long)L.rotary_n_pos, (long long)L.q_heads,
+                 (long long)L.d_head);
+    assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+    L.rotary = MHA_ROTARY_HALF;
+    expect_verify_fails(g, &L, "rotary op: pairs as halves");
+    L.rotary = MHA_ROTARY_NONE;
+    expect_verify_fails(g, &L, "rotary op: rotation dropped");
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
+
+    g = recognise_graph_ok("fusedmatmul_transb", &L);
+    assert_true(fabsf(L.scale - 0.3f) < 1e-6f);
+    assert_int_equal(layer_verify(&g_alloc, g, &L, &err), MHA_OK);
+    L.scale = 1.0f / sqrtf(8.0f);
+    expect_verify_fails(g, &L, "FusedMatMul: alpha dropped");
+    layer_clear(&g_alloc, &L);
+    ir_free(g);
+}
+
 /* ---- ALiBi ---- */
 
 /* One slope per head as the file computes it, the form (key position or
@@ -1282,6 +1314,7 @@ int main(void) {
         cmocka_unit_test(test_onnx_attention_in_scope),
         cmocka_unit_test(test_onnx_attention_whole_operator),
         cmocka_unit_test(test_rotary_families),
+        cmocka_unit_test(test_rotary_op_and_fused_matmul),
         cmocka_unit_test(test_alibi),
         cmocka_unit_test(test_finite_causal_left_padding),
         cmocka_unit_test(test_relative_bias_from_buffer),

@@ -586,6 +586,19 @@ mha_status rz_parse_softmax_core(rz_ctx *z, int node) {
             cur = p->inputs[r0 ? 0 : 1];
             continue;
         }
+        if (rz_is_op(p, "Sub") && p->n_inputs == 2 && p->inputs[0] >= 0 && p->inputs[1] >= 0 &&
+            rz_reaches_scores(z, p->inputs[0]) && !rz_reaches_scores(z, p->inputs[1])) {
+            /* scores minus a term computed apart from them: the term negated */
+            if (c->n_masks == RZ_MAX_MASK_TERMS)
+                return rz_refuse_node(z, pid, "too many additive mask terms", "scores");
+            rz_mask_term *t = &c->masks[c->n_masks++];
+            t->value = p->inputs[1];
+            t->negated = 1;
+            t->above = c->n_score_steps;
+            t->add_node = pid;
+            cur = p->inputs[0];
+            continue;
+        }
         if (rz_is_op(p, "Where") && p->n_inputs == 3 && p->inputs[0] >= 0 && p->inputs[1] >= 0 &&
             p->inputs[2] >= 0) {
             /* masked_fill / torch.where: the scores on one side, a fill value

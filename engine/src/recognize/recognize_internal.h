@@ -92,7 +92,9 @@ typedef struct rz_mask_term {
     int cond;      /* Where: its condition */
     int fill_when; /* Where: the condition value (0 or 1) that selects the fill */
     int above;     /* number of score-path factor steps applied after it */
-    int add_node;  /* the Add, Where or Max */
+    int add_node;  /* the Add, Where or Max (or a Sub: see negated) */
+    int negated;   /* RZ_TERM_ADD of a Sub: the value is subtracted from the scores
+                      (Funnel's `score - 1e6 * (1 - m)`) */
 } rz_mask_term;
 
 typedef struct rz_core {

@@ -867,6 +867,7 @@ mha_status rz_place_masks(rz_ctx *z, layer *L, const int64_t *bat, const int64_t
             return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
                             "%s: the mask is scaled by %g afterwards (must be positive)",
                             rz_node_desc(z, c->masks[t].add_node, d, sizeof d), cf[t]);
+        if (c->masks[t].negated) cf[t] = -cf[t]; /* subtracted from the scores */
         deps |= z->deps[c->masks[t].value];
         if (c->masks[t].kind == RZ_TERM_CLAMP) {
             mha_status st = rz_take_clamp(z, L, &c->masks[t], cf[t]);

@@ -26,6 +26,7 @@ expected outputs come from ONNX Runtime 1.30 (the project's oracle,
 as PyTorch exports neither op (but for the subtracted mask: PyTorch's).
 
     /usr/bin/python3 make_fusion14.py [CASE...]     the cases, into this folder
+    /usr/bin/python3 make_fusion14.py single        the one-layer graphs of ../recognize
 """
 import os
 import sys
@@ -298,6 +299,45 @@ def case_torch_submask():
                     ["input_ids", "attention_mask"], ["last_hidden_state"], 14)
 
 
+def single_layers():
+    """One layer each, x [B, S, D] -> y, for tests/unit/test_recognize.c
+    (into ../recognize): the RotaryEmbedding op on 3-D rows turning 4 of
+    each head's 8 dims in interleaved pairs before the Attention op, and
+    FusedMatMul(q, k, transB=1, alpha=0.3) before a Softmax."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", D])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", D])
+    out = {}
+    g = Graph(145)
+    cos, sin = tables(g, 2)
+    shape = g.op("Shape", ["x"])
+    sl = g.op("Slice", [shape, g.const("s0", np.array([0], np.int64)), g.const("s2", np.array([2], np.int64))])
+    s = g.op("Gather", [shape, g.const("one", np.array(1, np.int64))])
+    pos = g.op("Range", [g.const("zero", np.array(0, np.int64)), s, "one"])
+    pos = g.op("Expand", [g.op("Unsqueeze", [pos, g.const("ax0", np.array([0], np.int64))]), sl])
+    q = g.op("RotaryEmbedding", [g.linear("x", "q", D, D), cos, sin, pos], num_heads=H,
+             interleaved=1, rotary_embedding_dim=4)
+    k = g.op("RotaryEmbedding", [g.linear("x", "k", D, D), cos, sin, pos], num_heads=H,
+             interleaved=1, rotary_embedding_dim=4)
+    a = g.op("Attention", [q, k, g.linear("x", "v", D, D)], q_num_heads=H, kv_num_heads=H)
+    g.nodes.append(helper.make_node("MatMul", [a, g.const("o_w", g.w(D, D))], ["y"], name="o"))
+    out["ropeop_3d_pairs_partial"] = g.model([x], [y], 23)
+    g = Graph(146)
+    heads = g.const("heads_shape", np.array([0, 0, H, DH], np.int64))
+    flat = g.const("flat_shape", np.array([0, 0, D], np.int64))
+
+    def head_view(v):
+        return g.op("Transpose", [g.op("Reshape", [v, heads])], perm=[0, 2, 1, 3])
+    q, k, v = (head_view(g.linear("x", n, D, D)) for n in "qkv")
+    sc = g.op("FusedMatMul", [q, k], domain="com.microsoft", alpha=0.3, transB=1)
+    o = g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [g.op("Softmax", [sc], axis=-1), v])],
+                              perm=[0, 2, 1, 3]), flat])
+    g.nodes.append(helper.make_node("MatMul", [o, g.const("o_w", g.w(D, D))], ["y"], name="o"))
+    out["fusedmatmul_transb"] = g.model([x], [y], 17, ms=True)
+    for name, m in out.items():
+        onnx.save(m, os.path.join(HERE, "..", "recognize", name + ".onnx"))
+        print("../recognize/%s.onnx" % name, flush=True)
+
+
 CASES = {
     "fa14_qwen_ropeop_4d_partial_causal_op23": case_ops(rope_4d_partial, 1),
     "fa14_enc_ropeop_3d_gathered_pairs_op23": case_ops(rope_3d_gathered, 2),
@@ -307,6 +347,8 @@ CASES = {
 
 
 def main():
+    if not sys.argv[1:] or "single" in sys.argv[1:]:
+        single_layers()
     if not sys.argv[1:] or "fa14_funnel_submask_einsum_op14" in sys.argv[1:]:
         case_torch_submask()
         print("fa14_funnel_submask_einsum_op14", flush=True)
