@@ -202,9 +202,13 @@ typedef struct mha_runtime_options {
     const char *backend;            /* "auto" (NULL), or a plugin name such as
                                        "scalar", "avx2", "avx512", "openmp" */
     const char *plugin_path;        /* a plugin file or folder searched first;
-                                       NULL = none. Then MHA_PLUGIN_PATH (':'-separated),
+                                       NULL = none (a relative path is taken from
+                                       the current directory; a missing one fails
+                                       mha_runtime_create with MHA_ERR_BACKEND).
+                                       Then MHA_PLUGIN_PATH (':'-separated),
                                        then the folder beside libmha, then the
-                                       installed plugin folder. Never the CWD. */
+                                       installed plugin folder. Never the CWD
+                                       otherwise. */
     int no_env;                     /* nonzero: ignore MHA_BACKEND, MHA_PLUGIN_PATH
                                        and MHA_CPU_MASK */
     uint64_t cpu_feature_mask;      /* features hidden from plugin probes
@@ -742,9 +746,12 @@ typedef struct mha_submit_options {
     mha_request_done_fn done; /* NULL: use mha_request_wait */
     void *done_user;
     /* Appended after 0.1.0: how long the request already waited before
-     * this submit (a server reading its body, say), in ms; 0 = none. It
-     * counts against max_queue_ms: the request is refused at once
-     * (MHA_ERR_QUEUE_FULL) when waited_ms plus the expected wait passes it. */
+     * this submit (a server reading its body, say), in ms; 0 = none. The
+     * part of it during which the queue had work (requests waiting or
+     * running, without a break up to this submit) counts against
+     * max_queue_ms: the request is refused at once (MHA_ERR_QUEUE_FULL)
+     * when that part plus the expected wait passes it. Time the queue sat
+     * idle (a slow client's own upload) does not count. */
     double waited_ms;
 } mha_submit_options;
 
