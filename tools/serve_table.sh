@@ -26,7 +26,8 @@
 #      the mean batch and the CPU time per request (a whole model whose one
 #      request takes longer than --batch-ms batches only when behind)
 #   4b. in bfloat16 (`--precision bfloat16`: the queue's and each run's
-#      precision): the rows of 1 again, batching off and on with --batch-ms,
+#      precision): the rows of 1 again, batching off and on with --batch-ms
+#      (and every batch on one core, --run-threads 1),
 #      each rate as a share of the same two-core FMA (float32) peak and of
 #      the two-core bfloat16 peak (`mha peak`'s avx512bf16 row: VDPBF16PS),
 #      in a table of their own
@@ -71,7 +72,7 @@ while [ $# -gt 0 ]; do
   --server-time) STIME=$2; shift 2 ;;
   --p99-ms) P99=$2; shift 2 ;;
   --soak) SOAK=$2; shift 2 ;;
-  -h | --help) sed -n '2,58p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,59p' "$0"; exit 0 ;;
   *) echo "serve_table.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -257,6 +258,8 @@ while [ $r -le "$REPS" ]; do
     [ -n "$model" ] || continue
     bench "bf16 $name batch0" "$model" "$s" 0 4 2 --precision bfloat16
     bench "bf16 $name batch16 batch-ms" "$model" "$s" 16 4 2 --batch-ms "$bms" --precision bfloat16
+    bench "bf16 $name batch16 batch-ms run1" "$model" "$s" 16 4 2 --batch-ms "$bms" --run-threads 1 \
+      --precision bfloat16
   done
   # clients x runtime threads (no queue)
   for c in 1 2 8; do
