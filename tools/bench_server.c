@@ -48,7 +48,8 @@ typedef struct server_trial_state {
     mha_runtime *rt;
     const mha_model *model;
     const bench_tensors *t;
-    const double *arrival; /* seconds after start, ascending */
+    mha_run_options run_opts; /* without the queue: each request's run (its precision) */
+    const double *arrival;    /* seconds after start, ascending */
     size_t n;
     double *latency_ms; /* [n] */
     double *wait_ms;    /* [n] through the queue: submit to the batch's start */
@@ -113,7 +114,7 @@ static void *server_client(void *arg) {
         double due = s->start + s->arrival[i];
         sleep_until(due);
         mha_status st = mha_run(s->rt, s->model, s->t->inputs, s->t->n_inputs, outputs,
-                                s->t->n_outputs, NULL, &err);
+                                s->t->n_outputs, &s->run_opts, &err);
         double done = bench_now();
         if (st != MHA_OK) {
             pthread_mutex_lock(&s->lock);
@@ -241,6 +242,8 @@ static int server_trial(mha_runtime *rt, const mha_model *model, mha_queue *queu
     s.rt = rt;
     s.model = model;
     s.t = t;
+    mha_run_options_init(&s.run_opts);
+    s.run_opts.precision = o->precision;
     atomic_init(&s.next, 0);
     atomic_init(&s.failed, 0);
     pthread_mutex_init(&s.lock, NULL);
@@ -346,10 +349,13 @@ int bench_server_run(mha_runtime *rt, const mha_model *model, bench_tensors *t,
     double alone[5];
     mha_error err;
     bench_stats st;
+    mha_run_options ro;
+    mha_run_options_init(&ro);
+    ro.precision = o->precision;
     /* one request alone: where the search starts, and a floor for p99 */
     for (int i = 0; i < 5; i++) {
         double t0 = bench_now();
-        if (mha_run(rt, model, t->inputs, t->n_inputs, t->outputs, t->n_outputs, NULL, &err) !=
+        if (mha_run(rt, model, t->inputs, t->n_inputs, t->outputs, t->n_outputs, &ro, &err) !=
             MHA_OK) {
             snprintf(res->error, sizeof res->error, "server warm-up: %s", err.message);
             return -1;
@@ -373,6 +379,7 @@ int bench_server_run(mha_runtime *rt, const mha_model *model, bench_tensors *t,
         qo.num_dispatchers = o->dispatchers;
         qo.num_threads = o->run_threads;
         qo.caller_runs = o->caller_runs;
+        qo.precision = o->precision;
         qo.max_batch_tokens = (int64_t)o->max_batch * t->inputs[0].shape[1];
         qo.capacity = 4096;
         if (mha_queue_create(rt, model, &qo, &queue, &err) != MHA_OK) {

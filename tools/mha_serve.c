@@ -167,7 +167,10 @@ static const cli_spec serve_spec = {
     "  GET  /metrics   Prometheus text format\n"
     "Every answer carries the request's X-Request-Id header back.\n",
     serve_opts,
-    CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE,
+    CLI_COMMON_RUNTIME | CLI_COMMON_VERBOSE | CLI_COMMON_PRECISION,
+    "--precision bfloat16 runs every batch in bfloat16 (about 2x the float32 rate\n"
+    "where the CPU has avx512bf16); each answer is still bitwise what the request\n"
+    "gives alone ('mha run --precision bfloat16').\n"
     "SIGTERM or SIGINT drains: no new connections, every accepted request is\n"
     "answered, then the command exits 0.\n",
 };
@@ -954,6 +957,7 @@ int mha_cmd_serve(int argc, char **argv) {
     qo.max_padding = o.max_padding;
     qo.max_batch_ms = o.max_batch_ms;
     qo.caller_runs = o.caller_runs;
+    qo.precision = c.precision;
     rc = CLI_FAIL;
     struct MHD_Daemon *d = NULL;
     if (mha_queue_create(rt, m, &qo, &s.queue, &err) != MHA_OK) {
@@ -1027,10 +1031,11 @@ int mha_cmd_serve(int argc, char **argv) {
     if (o.run_threads > 0)
         snprintf(runs, sizeof runs, ", each batch on %lld thread%s", o.run_threads,
                  o.run_threads > 1 ? "s" : "");
-    printf("mha serve: %s on http://%s%s%s:%u/ (backend %s, %d threads, max batch %lld, "
+    printf("mha serve: %s on http://%s%s%s:%u/ (backend %s%s, %d threads, max batch %lld, "
            "max delay %g ms%s)\n",
            model_path, ipv6 ? "[" : "", o.host, ipv6 ? "]" : "", port, mha_runtime_backend(rt),
-           mha_runtime_num_threads(rt), o.max_batch, o.max_delay_ms, runs);
+           c.precision == MHA_PRECISION_BFLOAT16 ? " in bfloat16" : "", mha_runtime_num_threads(rt),
+           o.max_batch, o.max_delay_ms, runs);
     fflush(stdout);
 
     int sig = 0;

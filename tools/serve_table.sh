@@ -25,6 +25,12 @@
 #      batched search found, at least 100/s; --batch-ms): the rate answered,
 #      the mean batch and the CPU time per request (a whole model whose one
 #      request takes longer than --batch-ms batches only when behind)
+#   4b. in bfloat16 (`--precision bfloat16`: the queue's and each run's
+#      precision): the rows of 1 again, batching off and on with --batch-ms
+#      (and every batch on one core, --run-threads 1),
+#      each rate as a share of the same two-core FMA (float32) peak and of
+#      the two-core bfloat16 peak (`mha peak`'s avx512bf16 row: VDPBF16PS),
+#      in a table of their own
 #   5. with --soak SEC: tools/serve_soak.sh --duration SEC after the rounds
 #      (`mha serve` at the sustainable rate for SEC s: every request id
 #      answered exactly once, RSS at the start and end of the soak, then 2x
@@ -66,7 +72,7 @@ while [ $# -gt 0 ]; do
   --server-time) STIME=$2; shift 2 ;;
   --p99-ms) P99=$2; shift 2 ;;
   --soak) SOAK=$2; shift 2 ;;
-  -h | --help) sed -n '2,55p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,59p' "$0"; exit 0 ;;
   *) echo "serve_table.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -88,6 +94,9 @@ json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)"
 peak2() { # the two-thread FMA peak now, GFLOP/s (avx512, else avx2)
   "$MHA" peak --threads 2 --reps 3 --seconds 0.2 --json "$T/peak.json" >/dev/null
   json "$T/peak.json" '(d.get("avx512") or d["avx2"])["2"]'
+}
+peak2bf16() { # the two-thread bfloat16 peak of the last peak2, GFLOP/s (0: none)
+  json "$T/peak.json" '(d.get("avx512bf16") or {}).get("2", 0)'
 }
 row() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$ROWS"; }
 
@@ -123,6 +132,10 @@ bench() {
   cpu=$(json "$T/b.json" 'd["results"][0]["cpu_ms_per_request"] or 0')
   [ "$flops" = 0 ] || [ "$flops" = 0.0 ] && flops=$(minilm_flops "$s")
   pct=$(awk -v r="$rate" -v f="$flops" -v p="$pk" 'BEGIN { printf "%.0f", 100 * r * f / (p * 1e9) }')
+  pk16=$(peak2bf16)
+  pct16=$(awk -v r="$rate" -v f="$flops" -v p="$pk16" 'BEGIN { printf "%.0f", p > 0 ? 100 * r * f / (p * 1e9) : 0 }')
+  row "$cfg" peak16 "$pk16" "$ld"
+  row "$cfg" pct16 "$pct16" "$ld"
   row "$cfg" rate "$rate" "$ld"
   row "$cfg" p99 "$p99" "$ld"
   row "$cfg" peak "$pk" "$ld"
@@ -238,6 +251,16 @@ while [ $r -le "$REPS" ]; do
   # next batch itself while a core is free (no hand-off to a dispatcher)
   bench "layer S32 batch16 batch-ms caller" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms" --caller-runs
   bench "layer S8 batch16 batch-ms caller" "$T/layer768.onnx" 8 16 4 2 --batch-ms "$bms" --caller-runs
+  # bfloat16: every run (and the queue's batches) in bfloat16
+  for m in "layer S32|$T/layer768.onnx|32" "layer S8|$T/layer768.onnx|8" "minilm S16|$MINILM|16"; do
+    name=${m%%|*} rest=${m#*|}
+    model=${rest%%|*} s=${rest#*|}
+    [ -n "$model" ] || continue
+    bench "bf16 $name batch0" "$model" "$s" 0 4 2 --precision bfloat16
+    bench "bf16 $name batch16 batch-ms" "$model" "$s" 16 4 2 --batch-ms "$bms" --precision bfloat16
+    bench "bf16 $name batch16 batch-ms run1" "$model" "$s" 16 4 2 --batch-ms "$bms" --run-threads 1 \
+      --precision bfloat16
+  done
   # clients x runtime threads (no queue)
   for c in 1 2 8; do
     for th in 1 2; do bench "clients$c threads$th" "$T/layer768.onnx" 32 0 $c $th; done
@@ -291,9 +314,15 @@ print("Rounds: %s (median of the rounds; load: the 1-minute load averages seen)\
 print("| configuration | max rate at p99 <= %s ms | p99 ms | %% of the 2-core FMA peak | peak GFLOP/s | CPU ms / request | load |" % sys.argv[3])
 print("|---|---|---|---|---|---|---|")
 for c in cfgs:
-    if not c.startswith(("http", "saturated", "overload")):
+    if not c.startswith(("http", "saturated", "overload", "bf16")):
         print("| %s | %.0f | %.2f | %.0f %% | %.1f | %.3f | %s |" % (c, med(c, "rate"), med(c, "p99"),
               med(c, "pct"), med(c, "peak"), med(c, "cpu"), ld(c)))
+print("\n| bfloat16 (--precision bfloat16) | max rate at p99 <= %s ms | p99 ms | %% of the 2-core FMA (float32) peak | %% of the 2-core bf16 peak | FMA peak GFLOP/s | bf16 peak GFLOP/s | CPU ms / request | load |" % sys.argv[3])
+print("|---|---|---|---|---|---|---|---|---|")
+for c in cfgs:
+    if c.startswith("bf16"):
+        print("| %s | %.0f | %.2f | %.0f %% | %.0f %% | %.1f | %.1f | %.3f | %s |" % (c[len("bf16 "):], med(c, "rate"),
+              med(c, "p99"), med(c, "pct"), med(c, "pct16"), med(c, "peak"), med(c, "peak16"), med(c, "cpu"), ld(c)))
 print("\n| saturated (every client busy, S 32, no queue) | requests/s | CPU ms / request | load |")
 print("|---|---|---|---|")
 for c in cfgs:

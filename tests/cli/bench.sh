@@ -256,8 +256,21 @@ check "bfloat16 max_rel_err ($maxerr) is between 1e-5 and 3/128" \
 check "JSON has mean_rel_err" grep -q '"mean_rel_err": [0-9]' "$T/bf.json"
 run_mha bench "$MODEL" --shape 2,16 --precision float16
 check "an unknown precision is a usage error" [ "$rc" -eq 2 ]
-run_mha bench "$MODEL" --shape 1,4 --scenario server --precision bfloat16
-check "bfloat16 in the server scenario is a usage error" [ "$rc" -eq 2 ]
+# bfloat16 in the server scenario: each request and the queue's batches in
+# bfloat16 (one trial at a fixed rate, through the queue), its accuracy still
+# against the float32 reference; avx2 (float32 only) refused by name
+run_mha bench "$MODEL" --shape 1,4 --scenario server --precision bfloat16 --backend scalar \
+    --threads 1 --max-batch 4 --server-rate 200 --server-time 0.05 --json "$T/sb.json"
+check "bfloat16 in the server scenario exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "server JSON says bfloat16" grep -q '"precision": "bfloat16"' "$T/sb.json"
+check "bfloat16 server max_rel_err is above float32's" python3 -c "
+import json, sys
+r = json.load(open('$T/sb.json'))['results'][0]
+sys.exit(0 if r['max_rel_err'] > 1e-5 and r['trials'] and r['trials'][-1]['mean_batch'] >= 1 else 1)"
+run_mha bench "$MODEL" --shape 1,4 --scenario server --precision bfloat16 --backend avx2 \
+    --threads 1 --max-batch 4 --server-rate 200 --server-time 0.05
+check "bfloat16 server on avx2 fails naming it (rc $rc)" \
+    sh -c "[ $rc -ne 0 ] && grep -q \"'avx2' does not serve precision bfloat16\" '$T/err.txt' '$T/out.txt'"
 
 # ---- server scenario, kept short ---------------------------------------------
 # a loose bound: with the default 10 ms, a slow (sanitizer, loaded) build whose

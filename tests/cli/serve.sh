@@ -294,6 +294,44 @@ kill -TERM $SRV
 serve_wait_exit
 echo "ok: --caller-runs"
 
+# --precision bfloat16: every batch in bfloat16, each answer bitwise what
+# `mha run --precision bfloat16` gives for the request alone (which is not
+# the float32 answer): four requests of 8 and 5 tokens held into one batch
+"$MHA" gen -d 64 -H 4 --causal -o "$T/m5.onnx" --data "$T/x5.npy" --batch 1 --seq 5 >/dev/null
+cmp -s "$T/m.onnx" "$T/m5.onnx" || fail "mha gen gave two models for one seed"
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ref16.npy" --precision bfloat16 >/dev/null 2>&1
+"$MHA" run "$T/m.onnx" "$T/x5.npy" -o "$T/ref16_5.npy" --precision bfloat16 >/dev/null 2>&1
+! cmp -s "$T/ref16.npy" "$T/ref.npy" || fail "bfloat16 and float32 answers alike: the test shows nothing"
+serve_start "$T/m.onnx" --precision bfloat16 --max-batch 16 --max-delay-ms 1500 --hold-when-idle \
+  --dispatchers 1 --max-padding 1 --max-batch-ms 60000
+i=0
+while ! grep -q "in bfloat16" "$T/out" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+grep -q "(backend [a-z0-9]* in bfloat16," "$T/out" || fail "--precision bfloat16 not in effect: $(cat "$T/out")"
+PIDS=
+for k in 1 2 3 4; do
+  if [ $((k % 2)) = 1 ]; then body="$T/x.npy"; else body="$T/x5.npy"; fi
+  (post "$body" "$T/b$k.npy" >"$T/code_b$k") &
+  PIDS="$PIDS $!"
+done
+for p in $PIDS; do wait "$p" || true; done
+for k in 1 2 3 4; do
+  [ "$(cat "$T/code_b$k")" = 200 ] || fail "bfloat16: request $k answered $(cat "$T/code_b$k")"
+  if [ $((k % 2)) = 1 ]; then ref="$T/ref16.npy"; else ref="$T/ref16_5.npy"; fi
+  cmp -s "$T/b$k.npy" "$ref" || fail "bfloat16: answer $k differs from mha run --precision bfloat16"
+done
+batches=$($C "$U/metrics" | sed -n 's/^mha_batches_total //p')
+kill -TERM $SRV
+serve_wait_exit
+[ "${batches:-0}" -lt 4 ] || fail "bfloat16: 4 requests held together ran as $batches batches"
+echo "ok: --precision bfloat16 (4 requests in $batches batch(es), each what mha run gives alone)"
+set +e
+"$MHA" serve "$T/m.onnx" --backend avx2 --precision bfloat16 >"$T/out" 2>"$T/err"
+rc=$?
+set -e
+[ $rc = 1 ] && [ "$(wc -l <"$T/err")" = 1 ] && grep -q "'avx2' does not serve precision bfloat16" "$T/err" ||
+  fail "serve bfloat16 on avx2: rc $rc, $(cat "$T/err")"
+echo "ok: --precision bfloat16 on a backend without it refused"
+
 set +e
 "$MHA" serve "$T/m.onnx" --host not-an-address >/dev/null 2>&1
 [ $? = 2 ] || fail "a bad --host: wanted exit 2"

@@ -3,8 +3,8 @@
  * cancels, deadlines, shutdown that drains or cancels (and says which),
  * many submitters with random cancels and deadlines, bad inputs and
  * models, the waiting requests shared out between free dispatchers, one
- * sleep a lone request for its submitter. Runs under TSan (label
- * "threads"). */
+ * sleep a lone request for its submitter, a queue in bfloat16. Runs under
+ * TSan (label "threads"). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* RUSAGE_THREAD */
 #endif
@@ -39,6 +39,17 @@ static mha_model *load(const char *path) {
     return m;
 }
 
+/* The compute precision of the queues these tests make and of their
+ * references alone (test_bfloat16_batched_equals_alone sets it). */
+static int test_precision = MHA_PRECISION_FLOAT32;
+
+static mha_run_options run_options(void) {
+    mha_run_options o;
+    mha_run_options_init(&o);
+    o.precision = test_precision;
+    return o;
+}
+
 static mha_runtime *runtime_new(int threads) {
     mha_runtime_options o;
     mha_runtime_options_init(&o);
@@ -66,7 +77,8 @@ static float *run_alone(mha_runtime *rt, const mha_model *m, const float *x, int
     mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {1, S, D}, (void *)x};
     mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {1, S, D}, y};
     mha_error err = {0};
-    if (mha_run(rt, m, &in, 1, &out, 1, NULL, &err) != MHA_OK) fail_msg("run: %s", err.message);
+    const mha_run_options ro = run_options();
+    if (mha_run(rt, m, &in, 1, &out, 1, &ro, &err) != MHA_OK) fail_msg("run: %s", err.message);
     return y;
 }
 
@@ -80,6 +92,7 @@ static mha_queue *queue_new_padded(mha_runtime *rt, const mha_model *m, int max_
     o.num_dispatchers = 1;
     o.capacity = capacity;
     o.max_padding = max_padding;
+    o.precision = test_precision;
     mha_queue *q = NULL;
     mha_error err = {0};
     if (mha_queue_create(rt, m, &o, &q, &err) != MHA_OK) fail_msg("queue: %s", err.message);
@@ -269,7 +282,8 @@ static mha_status wm_alone(mha_runtime *rt, const mha_model *m, const int64_t *i
         ref[k] = out[k].data = malloc(bytes[k]);
     }
     *n_out = info.num_outputs;
-    mha_status st = mha_run(rt, m, in, info.num_inputs, out, info.num_outputs, NULL, &err);
+    const mha_run_options ro = run_options();
+    mha_status st = mha_run(rt, m, in, info.num_inputs, out, info.num_outputs, &ro, &err);
     for (size_t i = 0; i < info.num_inputs; i++)
         free(fill[i]);
     return st;
@@ -354,6 +368,82 @@ static void test_whole_model_batched_equals_alone(void **state) {
     snprintf(path, sizeof path, "%s/models/gpt2_preln_causal_l2_d64_h4/model.onnx", MHA_TEST_DATA);
     m = load(path);
     check_whole_model_batched(m, WM_VOCAB, WM_MAX_S, 0, 8);
+    mha_model_free(m);
+}
+
+/* ------------------------------------------------------------------------ */
+/* bfloat16: the batches' runs in the queue's precision                      */
+/* ------------------------------------------------------------------------ */
+
+/* After the bfloat16 test, pass or fail: the other tests' queues in float32. */
+static int precision_reset(void **state) {
+    (void)state;
+    test_precision = MHA_PRECISION_FLOAT32;
+    return 0;
+}
+
+/* A float32 sequence alone in float32 and in bfloat16: 1 when they differ
+ * (leaves test_precision bfloat16). */
+static int alone_differs(mha_runtime *rt, const mha_model *m, int64_t S, int64_t D) {
+    float *x = malloc((size_t)(S * D) * sizeof(float));
+    tu_fill_random(x, (size_t)(S * D), 77);
+    test_precision = MHA_PRECISION_FLOAT32;
+    float *y32 = run_alone(rt, m, x, S, D);
+    test_precision = MHA_PRECISION_BFLOAT16;
+    float *y16 = run_alone(rt, m, x, S, D);
+    const int differs = memcmp(y32, y16, (size_t)(S * D) * sizeof(float)) != 0;
+    free(x), free(y32), free(y16);
+    return differs;
+}
+
+/* A queue made with precision bfloat16 runs its batches in bfloat16: every
+ * request's result (layers, causal or not; a whole model's every output;
+ * 1 and every thread) bitwise what mha_run in bfloat16 gives for it alone
+ * -- which differs from float32, so a queue that ran its batches in
+ * float32 fails here. A backend without bfloat16 is refused at create. */
+static void test_bfloat16_batched_equals_alone(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(1);
+    assert_true(alone_differs(rt, m, 24, 64)); /* leaves test_precision bfloat16 */
+    mha_runtime_destroy(rt);
+    check_batched_equals_alone(m, 64, 0);
+    check_batched_equals_alone(m, 64, 1);
+    mha_model_free(m);
+    m = gen_model(1);
+    check_batched_equals_alone(m, 64, 0);
+    mha_model_free(m);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/gpt2_preln_causal_l2_d64_h4/model.onnx", MHA_TEST_DATA);
+    m = load(path);
+    check_whole_model_batched(m, WM_VOCAB, WM_MAX_S, 0, 8);
+    check_whole_model_batched(m, WM_VOCAB, WM_MAX_S, 1, 5);
+    test_precision = MHA_PRECISION_FLOAT32;
+    mha_model_free(m);
+
+    /* avx2 declares float32 only: refused at create, naming the backend */
+    m = gen_model(0);
+    mha_runtime_options ro;
+    mha_runtime_options_init(&ro);
+    ro.backend = "avx2";
+    ro.num_threads = 1;
+    ro.no_env = 1;
+    ro.plugin_path = MHA_PLUGIN_BUILD_DIR;
+    mha_error err = {0};
+    assert_int_equal(mha_runtime_create(&ro, &rt, &err), MHA_OK);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.precision = MHA_PRECISION_BFLOAT16;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_BACKEND);
+    assert_null(q);
+    assert_non_null(strstr(err.message, "'avx2'"));
+    o.precision = 7;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_INVALID_ARGUMENT);
+    o.precision = MHA_PRECISION_FLOAT32;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_OK);
+    mha_queue_destroy(q);
+    mha_runtime_destroy(rt);
     mha_model_free(m);
 }
 
@@ -1473,6 +1563,7 @@ int main(void) {
         cmocka_unit_test(test_whole_model_kv_lengths),
         cmocka_unit_test(test_whole_model_batched_equals_alone),
         cmocka_unit_test(test_whole_model_refusals),
+        cmocka_unit_test_teardown(test_bfloat16_batched_equals_alone, precision_reset),
         cmocka_unit_test(test_full_then_drain),
         cmocka_unit_test(test_cancel_deadline_shutdown),
         cmocka_unit_test(test_time_bound),

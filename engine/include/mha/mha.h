@@ -692,6 +692,16 @@ typedef struct mha_queue_options {
                                  Such a waiter calls mha_run (the stack it needs) and
                                  runs other requests' callbacks. Not with
                                  hold_when_idle. (Appended after hold_when_idle.) */
+    int precision;            /* MHA_PRECISION_FLOAT32 (the default) or
+                                 MHA_PRECISION_BFLOAT16: every batch's run in that
+                                 precision (mha_run_options.precision). In bfloat16 a
+                                 one-layer model's results are bitwise what mha_run in
+                                 bfloat16 gives for the request alone; a whole model's
+                                 may differ in the last bits (docs/SERVING.md,
+                                 "Serving in bfloat16"). The weights are packed at
+                                 create; a backend that does not serve it is refused
+                                 there with MHA_ERR_BACKEND. (Appended after
+                                 caller_runs.) */
 } mha_queue_options;
 
 MHA_API void mha_queue_options_init(mha_queue_options *opts);
@@ -715,7 +725,8 @@ MHA_API void mha_queue_options_init(mha_queue_options *opts);
  *  queue's memory (requests, batch buffers) comes from malloc, not the
  *  runtime's allocator.
  *  Errors: MHA_ERR_INVALID_ARGUMENT (bad options), MHA_ERR_NO_MEMORY,
- *  MHA_ERR_MODEL_UNSUPPORTED. Thread-safe. */
+ *  MHA_ERR_MODEL_UNSUPPORTED, MHA_ERR_BACKEND (the runtime's backend does
+ *  not serve the options' precision). Thread-safe. */
 MHA_API mha_status mha_queue_create(mha_runtime *rt, const mha_model *model,
                                     const mha_queue_options *opts, mha_queue **out, mha_error *err);
 

@@ -76,6 +76,12 @@ mha_status model_packed_for(const mha_model *m, const mha_plugin *p, void *plugi
                             uint64_t features, int precision, const model_pack **out,
                             mha_error *err);
 
+/* The model's weights packed for rt's backend in `precision` now, as the
+ * first mha_run in it would (runtime.c): the request queue packs at create,
+ * so that a precision its backend does not serve is refused there
+ * (MHA_ERR_BACKEND) and no request pays the packing. */
+mha_status runtime_pack_model(mha_runtime *rt, const mha_model *m, int precision, mha_error *err);
+
 /* Gives the pages of freed memory back to the system when the C library's
  * allocator is in use (glibc keeps them otherwise): after a load, after
  * unpacked weights were released. */

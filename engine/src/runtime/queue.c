@@ -44,6 +44,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "model.h" /* runtime_pack_model */
 #include "queue_batch.h"
 #include "queue_spares.h"
 
@@ -683,6 +684,7 @@ static mha_status queue_run_items(mha_queue *q, queue_dispatcher *d, mha_request
     ro.cancel_user = d;
     /* every item's length, even for a batch of one: the same run either way */
     ro.kv_lengths = d->lengths;
+    ro.precision = q->opts.precision;
     st = mha_run(q->rt, q->model, d->buf.tin, lay->n_in, d->buf.tout, lay->n_out, &ro, err);
     if (st != MHA_OK) return st;
     for (int i = 0; i < n; i++)
@@ -902,12 +904,18 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
         !(o.max_delay_ms >= 0 && o.max_delay_ms <= 60000) || o.capacity < 1 ||
         o.num_dispatchers < 0 || o.num_dispatchers > 64 || o.num_threads < 0 ||
         !(o.max_queue_ms >= 0) || !(o.max_padding >= 0 && o.max_padding <= 1) ||
-        !(o.max_batch_ms >= 0) || o.caller_runs < 0 || o.caller_runs > 1)
+        !(o.max_batch_ms >= 0) || o.caller_runs < 0 || o.caller_runs > 1 ||
+        (o.precision != MHA_PRECISION_FLOAT32 && o.precision != MHA_PRECISION_BFLOAT16))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue create: options out of range (max_batch 1..4096, "
                         "max_batch_tokens >= 1, max_delay_ms 0..60000, capacity >= 1, "
                         "num_dispatchers 0..64, num_threads >= 0, max_queue_ms >= 0, "
-                        "max_padding 0..1, max_batch_ms >= 0, caller_runs 0 or 1)");
+                        "max_padding 0..1, max_batch_ms >= 0, caller_runs 0 or 1, "
+                        "precision MHA_PRECISION_FLOAT32 or MHA_PRECISION_BFLOAT16)");
+    /* the weights packed in the batches' precision now: a backend that does
+     * not serve it is refused here, and no request pays the packing */
+    mha_status pst = runtime_pack_model(rt, model, o.precision, err);
+    if (pst != MHA_OK) return pst;
     /* 0: one dispatcher per runtime thread, so that under load every core
      * computes a batch of its own (the pool gives a lone batch them all) */
     if (o.num_dispatchers == 0) {

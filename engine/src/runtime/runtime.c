@@ -516,6 +516,12 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
     return run_slots_run(&rt->slots, runtime_run_body, &rc, opts->cancel != NULL, err);
 }
 
+mha_status runtime_pack_model(mha_runtime *rt, const mha_model *m, int precision, mha_error *err) {
+    const model_pack *pk = NULL;
+    return model_packed_for(m, rt->plugin, rt->plugin_state, rt->reg->cpu_features, precision, &pk,
+                            err);
+}
+
 void runtime_run_slots_count(mha_runtime *rt, run_slots_counts *out) {
     run_slots_count(&rt->slots, out);
 }
