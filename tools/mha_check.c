@@ -478,10 +478,12 @@ done:
 /* A case's `tolerance` file, when it has one: lines "rtol R" / "atol A"
  * ('#' starts a comment), the floor its outputs are compared under (a
  * quantized model's expected outputs from another runtime: a value on a
- * rounding boundary may quantize one step apart). 0 when it is fine (or
- * absent); else 1 with the reason in why. */
+ * rounding boundary may quantize one step apart). A number as a person
+ * writes it (no hexadecimal, no leading space: cli_number_text), each key
+ * once, lines of text (no NUL byte, at most 255 bytes). 0 when it is fine
+ * (or absent); else 1 with the reason in why. */
 static int check_case_tolerance(const char *dir, check_tol *tol, char *why, size_t why_n) {
-    char path[4096], line[256];
+    char path[4096], line[258];
     tol->case_rtol = tol->case_atol = 0.0;
     if (!cli_format(path, sizeof path, "%s/tolerance", dir) || !is_file(path)) return 0;
     FILE *f = fopen(path, "r");
@@ -489,28 +491,51 @@ static int check_case_tolerance(const char *dir, check_tol *tol, char *why, size
         snprintf(why, why_n, "%.3000s: %s", path, strerror(errno));
         return 1;
     }
-    int n = 0, bad = 0;
-    while (!bad && fgets(line, sizeof line, f)) {
+    int n = 0, seen_rtol = 0, seen_atol = 0;
+    const char *bad = NULL;
+    while (!bad) {
+        /* a line by hand: fgets would split a long one into two and stop
+         * reading at a NUL byte in silence */
+        size_t len = 0;
+        int ch = EOF;
+        while (len < sizeof line - 1 && (ch = getc(f)) != EOF && ch != '\n' && ch != '\0')
+            line[len++] = (char)ch;
+        line[len] = '\0';
+        if (ch == EOF && len == 0) break;
         n++;
+        if (ch == '\0') {
+            bad = "holds a NUL byte";
+            break;
+        }
+        if (len == sizeof line - 1) {
+            bad = "is longer than 256 bytes";
+            break;
+        }
         char *hash = strchr(line, '#');
         if (hash) *hash = '\0';
-        char key[16];
-        double v;
-        char extra;
-        int got = sscanf(line, "%15s %lf %c", key, &v, &extra);
+        char key[16], num[64], extra;
+        int got = sscanf(line, "%15s %63s %c", key, num, &extra);
         if (got <= 0) continue; /* blank or comment */
-        if (got == 2 && v >= 0 && v < 1 && strcmp(key, "rtol") == 0)
+        int is_rtol = strcmp(key, "rtol") == 0, is_atol = strcmp(key, "atol") == 0;
+        char *end = NULL;
+        errno = 0;
+        double v = got == 2 && cli_number_text(num) ? strtod(num, &end) : -1.0;
+        if (got != 2 || (!is_rtol && !is_atol) || !end || *end || errno || !(v >= 0 && v < 1)) {
+            bad = "is not 'rtol R' or 'atol A' (0 <= value < 1)";
+        } else if ((is_rtol && seen_rtol) || (is_atol && seen_atol)) {
+            bad = is_rtol ? "gives 'rtol' a second time" : "gives 'atol' a second time";
+        } else if (is_rtol) {
             tol->case_rtol = v;
-        else if (got == 2 && v >= 0 && v < 1 && strcmp(key, "atol") == 0)
+            seen_rtol = n;
+        } else {
             tol->case_atol = v;
-        else
-            bad = n;
+            seen_atol = n;
+        }
+        if (ch == EOF) break;
     }
     fclose(f);
-    if (bad)
-        snprintf(why, why_n, "%.3000s: line %d is not 'rtol R' or 'atol A' (0 <= value < 1)", path,
-                 bad);
-    return bad != 0;
+    if (bad) snprintf(why, why_n, "%.3000s: line %d %s", path, n, bad);
+    return bad != NULL;
 }
 
 static void check_case(check_ctx *cx, const char *dir, const char *label) {

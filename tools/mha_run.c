@@ -207,17 +207,17 @@ static int run_read_input(run_state *s, size_t i) {
 
 /* A library message about the inputs names a model input ('query'); report
  * it against that input's file. */
-/* Rows (axis 0) of a float32 output holding a NaN or an infinity -- what
+/* Rows (axis 0) of a float output holding a NaN or an infinity -- what
  * the summary of a dataset run counts: a NaN input (or overflow) must not
  * pass unsaid because the output is one .pb file. */
 static long long run_nonfinite_rows(const mha_tensor *y) {
-    if (!y || !y->data || y->dtype != MHA_DTYPE_FLOAT32) return 0;
+    if (!y || !y->data) return 0;
     size_t numel = 1;
     for (int a = 0; a < y->rank; a++)
         numel *= (size_t)y->shape[a];
     size_t rows = y->rank >= 1 ? (size_t)y->shape[0] : 1;
     if (!rows || !numel) return 0;
-    return ds_nonfinite_rows(y->data, rows, numel / rows);
+    return ds_nonfinite_rows(y->data, y->dtype, rows, numel / rows);
 }
 
 static int run_fail_inputs(const run_state *s, const char *model_path, const mha_error *err) {

@@ -757,8 +757,12 @@ static void ds_progress_draw(ds_progress *p, int64_t done, int64_t total, int fi
  * query position is a key position) and counts rows holding NaN or Inf. */
 static void ds_finish_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64_t skv) {
     mha_tensor *y = &s->outs[s->y_index];
-    if (y->dtype != MHA_DTYPE_FLOAT32 || y->rank < 1 || n == 0) return;
+    if (y->rank < 1 || n == 0) return;
     size_t per_row = (size_t)(mha_tensor_numel(y) / n);
+    if (y->dtype != MHA_DTYPE_FLOAT32) { /* a float16 model's outputs: counted */
+        s->nonfinite_rows += ds_nonfinite_rows(y->data, y->dtype, (size_t)n, per_row);
+        return;
+    }
     float *data = y->data;
     /* (a whole model's outputs stay as computed: the same bits as with the
      * mask given as a file) */
@@ -772,17 +776,29 @@ static void ds_finish_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
                     memset(data + (size_t)b * per_row + (size_t)((h * sq + i) * width), 0,
                            (size_t)width * sizeof(float));
     }
-    s->nonfinite_rows += ds_nonfinite_rows(data, (size_t)n, per_row);
+    s->nonfinite_rows += ds_nonfinite_rows(data, y->dtype, (size_t)n, per_row);
 }
 
-long long ds_nonfinite_rows(const float *data, size_t rows, size_t per_row) {
+/* Whether element i of a float16 / bfloat16 array has its exponent all
+ * ones (an infinity or a NaN). */
+static int ds_half_nonfinite(const uint16_t *h, size_t i, uint16_t exp_mask) {
+    return (h[i] & exp_mask) == exp_mask;
+}
+
+long long ds_nonfinite_rows(const void *data, mha_dtype dt, size_t rows, size_t per_row) {
     long long bad = 0;
+    const float *f = data;
+    const uint16_t *h = data;
+    if (dt != MHA_DTYPE_FLOAT32 && dt != MHA_DTYPE_FLOAT16 && dt != MHA_DTYPE_BFLOAT16) return 0;
+    const uint16_t exp_mask = dt == MHA_DTYPE_FLOAT16 ? 0x7c00u : 0x7f80u;
     for (size_t r = 0; r < rows; r++)
-        for (size_t k = 0; k < per_row; k++)
-            if (!isfinite(data[r * per_row + k])) {
+        for (size_t k = 0; k < per_row; k++) {
+            const size_t i = r * per_row + k;
+            if (dt == MHA_DTYPE_FLOAT32 ? !isfinite(f[i]) : ds_half_nonfinite(h, i, exp_mask)) {
                 bad++;
                 break;
             }
+        }
     return bad;
 }
 
@@ -1022,6 +1038,14 @@ static void ds_seq_lengths(const ds_state *s, int64_t *sq, int64_t *skv) {
             if (*skv < 0) *skv = len;
         }
         if (role == MHA_ROLE_KEY_VALUE || role == MHA_ROLE_K) *skv = len;
+    }
+    /* a whole model without ids whose input is a query [B, S, D] (one
+     * attention layer in float16, run as a plan): its S tokens a row */
+    for (size_t i = 0; s->whole && *sq < 0 && i < s->n_in; i++) {
+        const mha_npy_header *h = &s->in[i].h;
+        mha_io_role role = s->in_info[i].role;
+        if (s->in[i].file && h->rank == 3 && (role == MHA_ROLE_QUERY || role == MHA_ROLE_Q))
+            *sq = *skv = h->dims[1];
     }
 }
 

@@ -53,8 +53,9 @@ int ds_bind_inputs(const cli_common *c, const mha_io_info *info, size_t n_in,
 /* Whether this binary was built with MPI (mha-mpi). */
 int ds_have_mpi(void);
 
-/* How many of `rows` rows of per_row floats hold a NaN or an infinity (the
- * summary's "rows with non-finite outputs"). */
-long long ds_nonfinite_rows(const float *data, size_t rows, size_t per_row);
+/* How many of `rows` rows of per_row elements of dtype dt hold a NaN or an
+ * infinity (the summary's "rows with non-finite outputs"): float32,
+ * float16 (a whole float16 model's outputs) and bfloat16; 0 for others. */
+long long ds_nonfinite_rows(const void *data, mha_dtype dt, size_t rows, size_t per_row);
 
 #endif

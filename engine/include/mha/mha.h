@@ -202,9 +202,13 @@ typedef struct mha_runtime_options {
     const char *backend;            /* "auto" (NULL), or a plugin name such as
                                        "scalar", "avx2", "avx512", "openmp" */
     const char *plugin_path;        /* a plugin file or folder searched first;
-                                       NULL = none. Then MHA_PLUGIN_PATH (':'-separated),
+                                       NULL = none (a relative path is taken from
+                                       the current directory; a missing one fails
+                                       mha_runtime_create with MHA_ERR_BACKEND).
+                                       Then MHA_PLUGIN_PATH (':'-separated),
                                        then the folder beside libmha, then the
-                                       installed plugin folder. Never the CWD. */
+                                       installed plugin folder. Never the CWD
+                                       otherwise. */
     int no_env;                     /* nonzero: ignore MHA_BACKEND, MHA_PLUGIN_PATH
                                        and MHA_CPU_MASK */
     uint64_t cpu_feature_mask;      /* features hidden from plugin probes

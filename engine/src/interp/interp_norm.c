@@ -90,6 +90,28 @@ mha_status interp_op_layer_normalization(interp_ctx *c) {
     return MHA_OK;
 }
 
+/* What InstanceNormalization and GroupNormalization read first: X [N, C,
+ * ...], scale and bias of X's float type, num_groups (when `groups` is not
+ * NULL) and epsilon. x_name, b_name: X and the bias as the op's
+ * specification names them, for the messages. */
+static mha_status norm_channel_args(interp_ctx *c, const char *x_name, const char *b_name,
+                                    const tensor **X, const tensor **S, const tensor **Bias,
+                                    float *eps, int64_t *groups) {
+    mha_status st = interp_check_arity(c, 3, 3, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, X);
+    if (st == MHA_OK) st = interp_in_req(c, 1, S);
+    if (st == MHA_OK) st = interp_in_req(c, 2, Bias);
+    if (st == MHA_OK && groups) st = interp_attr_int(c, "num_groups", 0, groups);
+    if (st == MHA_OK) st = interp_attr_float(c, "epsilon", 1e-5f, eps);
+    if (st != MHA_OK) return st;
+    const mha_dtype dt = (*X)->dtype;
+    if (!interp_is_float(dt) || (*S)->dtype != dt || (*Bias)->dtype != dt)
+        return interp_fail(c, MHA_ERR_DTYPE, "%s, scale and %s must share one float type (%s)",
+                           x_name, b_name, mha_dtype_name(dt));
+    if ((*X)->rank < 2) return interp_fail(c, MHA_ERR_SHAPE, "%s must be [N, C, ...]", x_name);
+    return MHA_OK;
+}
+
 /* InstanceNormalization(X [N, C, D1...], scale [C], B [C]): each (n, c)
  * normalised over its spatial elements, y = scale[c] * (x - mean) /
  * sqrt(var + epsilon) + B[c]. What PyTorch writes for GroupNorm with one
@@ -99,16 +121,8 @@ mha_status interp_op_instance_normalization(interp_ctx *c) {
     const tensor *X, *S, *Bias;
     float eps;
     char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
-    mha_status st = interp_check_arity(c, 3, 3, 1, 1);
-    if (st == MHA_OK) st = interp_in_req(c, 0, &X);
-    if (st == MHA_OK) st = interp_in_req(c, 1, &S);
-    if (st == MHA_OK) st = interp_in_req(c, 2, &Bias);
-    if (st == MHA_OK) st = interp_attr_float(c, "epsilon", 1e-5f, &eps);
+    mha_status st = norm_channel_args(c, "input", "B", &X, &S, &Bias, &eps, NULL);
     if (st != MHA_OK) return st;
-    if (!interp_is_float(X->dtype) || S->dtype != X->dtype || Bias->dtype != X->dtype)
-        return interp_fail(c, MHA_ERR_DTYPE, "input, scale and B must share one float type (%s)",
-                           mha_dtype_name(X->dtype));
-    if (X->rank < 2) return interp_fail(c, MHA_ERR_SHAPE, "input must be [N, C, ...]");
     const int64_t ch = X->dims[1];
     if (tensor_numel(S) != ch || tensor_numel(Bias) != ch)
         return interp_fail(c, MHA_ERR_SHAPE,
@@ -186,17 +200,8 @@ mha_status interp_op_group_normalization(interp_ctx *c) {
     int64_t groups;
     float eps;
     char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
-    mha_status st = interp_check_arity(c, 3, 3, 1, 1);
-    if (st == MHA_OK) st = interp_in_req(c, 0, &X);
-    if (st == MHA_OK) st = interp_in_req(c, 1, &S);
-    if (st == MHA_OK) st = interp_in_req(c, 2, &Bias);
-    if (st == MHA_OK) st = interp_attr_int(c, "num_groups", 0, &groups);
-    if (st == MHA_OK) st = interp_attr_float(c, "epsilon", 1e-5f, &eps);
+    mha_status st = norm_channel_args(c, "X", "bias", &X, &S, &Bias, &eps, &groups);
     if (st != MHA_OK) return st;
-    if (!interp_is_float(X->dtype) || S->dtype != X->dtype || Bias->dtype != X->dtype)
-        return interp_fail(c, MHA_ERR_DTYPE, "X, scale and bias must share one float type (%s)",
-                           mha_dtype_name(X->dtype));
-    if (X->rank < 2) return interp_fail(c, MHA_ERR_SHAPE, "X must be [N, C, ...]");
     const int64_t ch = X->dims[1];
     if (groups <= 0 || ch % groups != 0)
         return interp_fail(c, MHA_ERR_SHAPE, "num_groups %lld must divide the %lld channels",

@@ -259,11 +259,14 @@ static mha_status quant_matmul(interp_ctx *c, const quant_mm *q) {
     }
     /* zero points and scales */
     const int64_t naz = q->azp ? tensor_numel(q->azp) : 0, nbz = q->bzp ? tensor_numel(q->bzp) : 0;
-    if (q->azp && (q->azp->dtype != A->dtype || (naz != 1 && naz != M)))
+    /* one per row is [M], one per column [N] (or [1, ..., 1, N], ONNX
+     * Runtime's batched form): a [N, 1] of N values is no column's */
+    if (q->azp && (q->azp->dtype != A->dtype || (naz != 1 && (naz != M || q->azp->rank != 1))))
         return interp_fail(c, MHA_ERR_SHAPE,
                            "a_zero_point %s must be %s with one value or one per row (%lld)",
                            interp_shape(q->azp, s0), mha_dtype_name(A->dtype), (long long)M);
-    if (q->bzp && (q->bzp->dtype != B->dtype || (nbz != 1 && nbz != N)))
+    if (q->bzp && (q->bzp->dtype != B->dtype ||
+                   (nbz != 1 && (nbz != N || q->bzp->dims[q->bzp->rank - 1] != N))))
         return interp_fail(c, MHA_ERR_SHAPE,
                            "b_zero_point %s must be %s with one value or one per column (%lld)",
                            interp_shape(q->bzp, s0), mha_dtype_name(B->dtype), (long long)N);
@@ -306,10 +309,14 @@ static mha_status quant_matmul(interp_ctx *c, const quant_mm *q) {
             const int64_t za = q->azp ? tensor_get_i64(q->azp, naz == 1 ? 0 : m) : 0;
             for (int64_t n = 0; n < N; n++) {
                 const int64_t zb = q->bzp ? tensor_get_i64(q->bzp, nbz == 1 ? 0 : n) : 0;
-                int32_t acc = 0;
+                /* int32 as ONNX says, wrapping as ONNX Runtime's int32
+                 * sums do past 2^31 (K over 33025 of 255 x 255): summed
+                 * in uint32, where wrapping is defined */
+                uint32_t sum = 0;
                 for (int64_t k = 0; k < K; k++)
-                    acc += (int32_t)((tensor_get_i64(A, ao + m * K + k) - za) *
-                                     (tensor_get_i64(B, bo + k * N + n) - zb));
+                    sum += (uint32_t)((tensor_get_i64(A, ao + m * K + k) - za) *
+                                      (tensor_get_i64(B, bo + k * N + n) - zb));
+                const int32_t acc = (int32_t)sum;
                 const int64_t o = (b * M + m) * N + n;
                 if (!q->scaled) {
                     ((int32_t *)Y->data)[o] = acc;

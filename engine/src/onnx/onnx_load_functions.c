@@ -14,8 +14,15 @@
  * function that calls itself (directly or through others), a call of a
  * function the model does not define in a domain its functions use, a
  * function that imports another version of the default domain than the
- * model, nesting or node counts past the limits. The rest of the importer
- * then sees one flat list of nodes. */
+ * model, nesting or node counts past the limits; a function defined twice,
+ * in the default (or com.microsoft) domain, or referring to an attribute
+ * it does not declare. Before anything is
+ * inlined, the nodes the calls would make are counted (each function once,
+ * memoised) and the count is held to the file: at most the larger of
+ * FN_FLOOR_NODES and FN_PER_FILE_NODE times the nodes the file holds (its
+ * graph's and its functions' bodies'), so a file of a few hundred bytes
+ * cannot ask for millions of nodes (a function calling the next twice, 20
+ * deep). The rest of the importer then sees one flat list of nodes. */
 #include <stdio.h>
 #include <string.h>
 
@@ -23,6 +30,8 @@
 
 #define FN_MAX_DEPTH 32
 #define FN_MAX_NODES ((size_t)1 << 22)
+#define FN_FLOOR_NODES ((size_t)1 << 16)
+#define FN_PER_FILE_NODE 100
 
 typedef struct fn_ctx {
     const mha_alloc_ctx *a;
@@ -234,12 +243,164 @@ static mha_status fn_expand(fn_ctx *c, Onnx__NodeProto *np) {
     return fn_push(c, np); /* some other domain: refused later by op */
 }
 
+/* The count before inlining: per function, the nodes one call makes
+ * (saturating) and the calls it nests (1 for a body of ops alone). */
+typedef struct fn_measure {
+    size_t nodes;
+    int height;
+    unsigned char state; /* 0 not seen, 1 being measured, 2 done */
+} fn_measure;
+
+static size_t fn_sat_add(size_t a, size_t b) {
+    return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
+
+static mha_status fn_measure_call(fn_ctx *c, fn_measure *ms, const Onnx__NodeProto *np,
+                                  int depth, size_t *nodes, int *height);
+
+/* The nodes a list of nodes (a body, or the graph) at call depth `depth`
+ * inlines to, and its deepest nesting. */
+static mha_status fn_measure_nodes(fn_ctx *c, fn_measure *ms, Onnx__NodeProto *const *nodes,
+                                   size_t n, int depth, size_t *total, int *height) {
+    *total = 0;
+    *height = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = 1;
+        int h = 0;
+        mha_status st = fn_measure_call(c, ms, nodes[i], depth, &k, &h);
+        if (st != MHA_OK) return st;
+        *total = fn_sat_add(*total, k);
+        if (h > *height) *height = h;
+    }
+    return MHA_OK;
+}
+
+/* What one node inlines to: itself (1) or its function's count. The
+ * recursion and depth refusals are fn_inline_call's, found here first. */
+static mha_status fn_measure_call(fn_ctx *c, fn_measure *ms, const Onnx__NodeProto *np,
+                                  int depth, size_t *nodes, int *height) {
+    const char *dom = fn_str(np->domain);
+    const Onnx__FunctionProto *f = NULL;
+    if (!fn_default_domain(dom) && strcmp(dom, "com.microsoft") != 0) f = fn_find(c, np);
+    if (!f) return MHA_OK; /* an op (or a missing function fn_expand names) */
+    size_t fi = 0;
+    while (c->m->functions[fi] != f)
+        fi++;
+    fn_measure *m = &ms[fi];
+    if (m->state == 1)
+        return mha_fail(c->err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "function '%s.%s' calls itself (node '%s'): recursive functions are "
+                        "not supported",
+                        fn_str(f->domain), fn_str(f->name), fn_str(np->name));
+    if (m->state == 0) {
+        if (depth == FN_MAX_DEPTH)
+            return mha_fail(c->err, MHA_ERR_LIMIT,
+                            "functions nest deeper than %d calls (at '%s.%s')", FN_MAX_DEPTH,
+                            fn_str(f->domain), fn_str(f->name));
+        m->state = 1;
+        mha_status st = fn_measure_nodes(c, ms, f->node, f->n_node, depth + 1, &m->nodes,
+                                         &m->height);
+        if (st != MHA_OK) return st;
+        m->height += 1;
+        m->state = 2;
+    } else if (depth + m->height > FN_MAX_DEPTH) {
+        return mha_fail(c->err, MHA_ERR_LIMIT,
+                        "functions nest deeper than %d calls (through '%s.%s')", FN_MAX_DEPTH,
+                        fn_str(f->domain), fn_str(f->name));
+    }
+    *nodes = m->nodes;
+    *height = m->height;
+    return MHA_OK;
+}
+
+/* What ONNX asks of the function list itself: each (domain, name,
+ * overload) once; a domain of its own (a function in the default domain
+ * or com.microsoft is never called here -- the operator of that name runs
+ * -- so it would be ignored in silence); every attribute reference naming
+ * an attribute the function declares. */
+static mha_status fn_check_list(fn_ctx *c) {
+    const Onnx__ModelProto *m = c->m;
+    for (size_t i = 0; i < m->n_functions; i++) {
+        const Onnx__FunctionProto *f = m->functions[i];
+        const char *dom = fn_str(f->domain);
+        if (fn_default_domain(dom) || strcmp(dom, "com.microsoft") == 0)
+            return mha_fail(c->err, MHA_ERR_MODEL_FORMAT,
+                            "function '%s' is defined in the domain '%s' of the operators it "
+                            "would shadow; model-local functions need a domain of their own",
+                            fn_str(f->name), dom);
+        for (size_t j = 0; j < i; j++) {
+            const Onnx__FunctionProto *g = m->functions[j];
+            if (strcmp(fn_str(g->name), fn_str(f->name)) == 0 &&
+                strcmp(fn_str(g->domain), dom) == 0 &&
+                strcmp(fn_str(g->overload), fn_str(f->overload)) == 0)
+                return mha_fail(c->err, MHA_ERR_MODEL_FORMAT,
+                                "function '%s.%s'%s%s is defined twice (functions %zu and %zu)",
+                                dom, fn_str(f->name), *fn_str(f->overload) ? " overload " : "",
+                                fn_str(f->overload), j, i);
+        }
+        for (size_t k = 0; k < f->n_node; k++)
+            for (size_t a = 0; a < f->node[k]->n_attribute; a++) {
+                const char *ref = f->node[k]->attribute[a]->ref_attr_name;
+                if (!ref || !*ref) continue;
+                int declared = 0;
+                for (size_t d = 0; !declared && d < f->n_attribute; d++)
+                    declared = strcmp(fn_str(f->attribute[d]), ref) == 0;
+                for (size_t d = 0; !declared && d < f->n_attribute_proto; d++)
+                    declared = strcmp(fn_str(f->attribute_proto[d]->name), ref) == 0;
+                if (!declared)
+                    return mha_fail(c->err, MHA_ERR_MODEL_FORMAT,
+                                    "function '%s.%s': attribute '%s' of node '%s' refers to "
+                                    "'%s', which the function does not declare",
+                                    dom, fn_str(f->name),
+                                    fn_str(f->node[k]->attribute[a]->name),
+                                    fn_str(f->node[k]->name), ref);
+            }
+    }
+    return MHA_OK;
+}
+
+/* Refuses a model whose calls would inline to more nodes than its file
+ * justifies, before any is made. */
+static mha_status fn_check_size(fn_ctx *c) {
+    const Onnx__ModelProto *m = c->m;
+    fn_measure *ms = mha_calloc(c->a, m->n_functions, sizeof *ms);
+    if (!ms) return fn_oom(c);
+    size_t total = 0;
+    int height = 0;
+    mha_status st =
+        fn_measure_nodes(c, ms, m->graph->node, m->graph->n_node, 0, &total, &height);
+    mha_free(c->a, ms);
+    if (st != MHA_OK) return st;
+    size_t held = m->graph->n_node;
+    for (size_t i = 0; i < m->n_functions; i++)
+        held = fn_sat_add(held, m->functions[i]->n_node);
+    size_t limit = held > FN_MAX_NODES / FN_PER_FILE_NODE ? FN_MAX_NODES
+                                                           : held * FN_PER_FILE_NODE;
+    if (limit < FN_FLOOR_NODES) limit = FN_FLOOR_NODES;
+    if (total > limit) {
+        if (total == SIZE_MAX)
+            return mha_fail(c->err, MHA_ERR_LIMIT,
+                            "the model's functions would inline to 2^64 - 1 nodes or more from "
+                            "the %zu its file holds (at most %zu: the larger of %zu and %d per "
+                            "node of the file, up to %zu)",
+                            held, limit, FN_FLOOR_NODES, FN_PER_FILE_NODE, FN_MAX_NODES);
+        return mha_fail(c->err, MHA_ERR_LIMIT,
+                        "the model's functions would inline to %zu nodes from the %zu its file "
+                        "holds (at most %zu: the larger of %zu and %d per node of the file, up "
+                        "to %zu)",
+                        total, held, limit, FN_FLOOR_NODES, FN_PER_FILE_NODE, FN_MAX_NODES);
+    }
+    return MHA_OK;
+}
+
 mha_status onnx_inline_functions(const mha_alloc_ctx *a, const Onnx__ModelProto *m, int64_t opset,
                                  onnx_inlined *out, mha_error *err) {
     memset(out, 0, sizeof *out);
     fn_ctx c = {.a = a, .m = m, .opset = opset, .err = err, .out = out};
     const Onnx__GraphProto *gp = m->graph;
-    mha_status st = MHA_OK;
+    mha_status st = fn_check_list(&c);
+    if (st == MHA_OK) st = fn_check_size(&c);
+    if (st != MHA_OK) return st;
     for (size_t i = 0; st == MHA_OK && i < gp->n_node; i++)
         st = fn_expand(&c, gp->node[i]);
     if (st != MHA_OK) onnx_inlined_free(a, out);

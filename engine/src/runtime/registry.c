@@ -2,7 +2,8 @@
  * their ABI, probes them against the CPU features, and picks one.
  *
  * Search order (first found wins for a name; never the current directory):
- *   1. registry_options.plugin_path: a plugin file or a folder
+ *   1. registry_options.plugin_path: a plugin file or a folder (a relative
+ *      path is the caller's, taken from the current directory)
  *   2. MHA_PLUGIN_PATH (secure_getenv: ignored in setuid/setgid programs),
  *      ':'-separated absolute files or folders (empty and relative items
  *      skipped: unlike PATH, an empty item does NOT mean ".")
@@ -443,14 +444,17 @@ static mha_status reg_load_file(reg_build *b, const char *path) {
         goto skipped;
     }
     if (!reg_path_trusted(e, real)) goto skipped;
-    if (b->isolate && !reg_preflight(e, path, r->cpu_features,
+    /* from here on the file whose path was checked: dlopen of a name
+     * without a slash ("myplugin.so", a relative plugin_path) would search
+     * the library path instead and load another file, or none */
+    if (b->isolate && !reg_preflight(e, real, r->cpu_features,
                                      b->opts->probe_timeout_ms > 0 ? b->opts->probe_timeout_ms
                                                                    : REG_PREFLIGHT_TIMEOUT_MS))
         goto skipped;
 
     /* 1. dlopen: resolve every symbol now so a broken file fails here */
     dlerror();
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    void *h = dlopen(real, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *why = dlerror();
         reg_set_reason(e, "dlopen failed: %s", why ? why : path);

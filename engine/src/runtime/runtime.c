@@ -7,6 +7,7 @@
  * MHA_ERR_FORKED, and destroying it there frees memory without joining the
  * threads (which would wait forever). */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "exec_ext.h"
@@ -113,6 +115,20 @@ MHA_API mha_status mha_runtime_create(const mha_runtime_options *opts, mha_runti
     rt->log_level = opts->log_level;
     rt->num_threads = opts->num_threads ? opts->num_threads : runtime_online_cpus();
     if (rt->num_threads > POOL_MAX_THREADS) rt->num_threads = POOL_MAX_THREADS;
+
+    /* a plugin file or folder the caller names must be there: a missing
+     * one would leave the run on the default plugins in silence */
+    struct stat psb;
+    if (opts->plugin_path && opts->plugin_path[0] && stat(opts->plugin_path, &psb) != 0) {
+        const int e = errno;
+        char cwd[PATH_MAX];
+        const int rel = opts->plugin_path[0] != '/' && getcwd(cwd, sizeof cwd);
+        mha_status st = mha_fail(err, MHA_ERR_BACKEND, "plugin path '%s'%s%s%s: %s",
+                                 opts->plugin_path, rel ? " (in " : "", rel ? cwd : "",
+                                 rel ? ")" : "", strerror(e));
+        mha_free(&a, rt);
+        return st;
+    }
 
     const char *backend = opts->backend;
     if (!backend && !opts->no_env) backend = getenv("MHA_BACKEND");
