@@ -6,6 +6,7 @@
  * the runtime without hanging; the allocator and logger hooks. */
 #include "testutil.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -394,9 +395,9 @@ static void test_allocator_and_logger(void **state) {
  * (called only on its caller's thread) waits for a gate; 6 more callers
  * queue. Once the gate opens, each holder computes the oldest waiting run
  * itself on the core it holds (no wake-up of another thread to compute it)
- * and passes its slot on after RUN_SLOTS_HANDED_MAX of them; every waiting
- * run is handed or passed exactly once, and every result is bitwise what
- * the run gives alone. */
+ * and leaves its slot free after RUN_SLOTS_HANDED_MAX of them (a waiting
+ * caller told of it takes it); every waiting run is computed exactly once,
+ * and every result is bitwise what the run gives alone. */
 /* ------------------------------------------------------------------------ */
 
 #define HAND_QUEUED 6
@@ -498,19 +499,20 @@ static void test_runs_handed_to_busy_cores(void **state) {
     const unsigned long handed = c2.handed - c0.handed, passed = c2.passed - c0.passed;
     fprintf(stderr,
             "%d slots, %d queued: %lu computed by a thread already computing, %lu "
-            "slots passed on\n",
-            slots, HAND_QUEUED, handed, passed);
+            "slots passed on, %lu left free\n",
+            slots, HAND_QUEUED, handed, passed, c2.freed - c0.freed);
     for (int i = 0; i < n; i++) {
         assert_int_equal(cs[i].st, MHA_OK);
         assert_int_equal(cs[i].mismatch, 0);
         assert_int_equal(atomic_load(&cs[i].wrong_thread), 0);
     }
-    /* each waiting run was computed by a thread that held a core, or got
-     * the core passed to it, once; a thread computes one before it passes
-     * its core on (at the pool's door every one was passed: 0 handed) */
-    assert_int_equal(handed + passed, HAND_QUEUED);
-    assert_true(handed >= HAND_QUEUED / 2);
-    assert_true(passed <= handed);
+    /* each holder computed one waiting run on its core before it left it
+     * free (at the pool's door none was: each caller was woken to compute
+     * its own); no slot is passed to a run without a cancel callback */
+    const unsigned long most = slots < HAND_QUEUED ? (unsigned long)slots : HAND_QUEUED;
+    assert_true(handed >= most);
+    assert_true(handed <= HAND_QUEUED);
+    assert_int_equal(passed, 0);
     assert_int_equal(c2.computing, 0);
     assert_int_equal(c2.waiting, 0);
     free(cs);
@@ -518,6 +520,134 @@ static void test_runs_handed_to_busy_cores(void **state) {
     shape_free(&shape);
     mha_model_free(m);
     mha_runtime_destroy(rt);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A slot left free goes to the first caller that comes (run_slots.h): one
+ * slot; A holds it (its run waits for a gate), B and C wait in line. C's
+ * thread is then held in a signal handler, so it cannot wake. Once the gate
+ * opens, A computes its run and B's, and leaves the slot free (C is told);
+ * A's thread comes back with a second run at once, takes the free slot and
+ * computes C's run (the oldest) and its own, while C's thread is still
+ * held: no core waits for a woken caller. Before, the slot was passed to C
+ * and A's second run waited until C's thread ran (here: until the handler
+ * is let go, which the test does only after the check). */
+/* ------------------------------------------------------------------------ */
+
+typedef struct free_slot_run {
+    atomic_int *gate; /* non-NULL: wait until it is 1 */
+    pthread_t by;     /* the thread that computed it */
+    atomic_int done;
+} free_slot_run;
+
+static mha_status free_slot_fn(void *ctx, mha_error *err) {
+    (void)err;
+    free_slot_run *r = ctx;
+    while (r->gate && !atomic_load(r->gate))
+        hand_sleep_ms(1);
+    r->by = pthread_self();
+    atomic_store(&r->done, 1);
+    return MHA_OK;
+}
+
+typedef struct free_slot_caller {
+    run_slots *slots;
+    free_slot_run *first, *second; /* second may be NULL */
+    mha_status st1, st2;
+} free_slot_caller;
+
+static void *free_slot_main(void *p) {
+    free_slot_caller *c = p;
+    mha_error err = {0};
+    c->st1 = run_slots_run(c->slots, free_slot_fn, c->first, 0, &err);
+    if (c->second) c->st2 = run_slots_run(c->slots, free_slot_fn, c->second, 0, &err);
+    return NULL;
+}
+
+static atomic_int free_slot_in_handler, free_slot_release;
+
+static void free_slot_hold(int sig) {
+    (void)sig;
+    const int saved = errno;
+    atomic_store(&free_slot_in_handler, 1);
+    while (!atomic_load(&free_slot_release)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    errno = saved;
+}
+
+static void wait_line(run_slots *s, int waiting) {
+    run_slots_counts c;
+    do {
+        hand_sleep_ms(1);
+        run_slots_count(s, &c);
+    } while (c.waiting < waiting);
+}
+
+static void test_free_slot_taken_by_returning_caller(void **state) {
+    (void)state;
+    run_slots s;
+    run_slots_init(&s, NULL, 1);
+    atomic_int gate = 0;
+    free_slot_run a1 = {.gate = &gate}, a2 = {0}, b = {0}, c = {0};
+    atomic_init(&a1.done, 0);
+    atomic_init(&a2.done, 0);
+    atomic_init(&b.done, 0);
+    atomic_init(&c.done, 0);
+    free_slot_caller ca = {&s, &a1, &a2, MHA_ERR_INTERNAL, MHA_ERR_INTERNAL};
+    free_slot_caller cb = {&s, &b, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    free_slot_caller cc = {&s, &c, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = free_slot_hold;
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGUSR2, &sa, &old), 0);
+    atomic_store(&free_slot_in_handler, 0);
+    atomic_store(&free_slot_release, 0);
+
+    pthread_t ta, tb, tc;
+    assert_int_equal(pthread_create(&ta, NULL, free_slot_main, &ca), 0);
+    run_slots_counts k;
+    do {
+        hand_sleep_ms(1);
+        run_slots_count(&s, &k);
+    } while (k.computing < 1);
+    assert_int_equal(pthread_create(&tb, NULL, free_slot_main, &cb), 0);
+    wait_line(&s, 1);
+    assert_int_equal(pthread_create(&tc, NULL, free_slot_main, &cc), 0);
+    wait_line(&s, 2);
+    assert_int_equal(pthread_kill(tc, SIGUSR2), 0);
+    while (!atomic_load(&free_slot_in_handler))
+        hand_sleep_ms(1);
+    atomic_store(&gate, 1);
+    /* A's second run finishes while C's thread is held (10 s at most) */
+    for (int i = 0; i < 10000 && !atomic_load(&a2.done); i++)
+        hand_sleep_ms(1);
+    const int a2_done = atomic_load(&a2.done), c_done = atomic_load(&c.done);
+    atomic_store(&free_slot_release, 1);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    pthread_join(tc, NULL);
+    assert_int_equal(sigaction(SIGUSR2, &old, NULL), 0);
+    run_slots_count(&s, &k);
+    fprintf(stderr, "free slot: A's second run %s, C's run %s while C's thread was held\n",
+            a2_done ? "done" : "not done", c_done ? "done" : "not done");
+    assert_true(a2_done);
+    assert_true(c_done);
+    assert_true(pthread_equal(b.by, ta));
+    assert_true(pthread_equal(c.by, ta));
+    assert_true(pthread_equal(a2.by, ta));
+    assert_int_equal(ca.st1, MHA_OK);
+    assert_int_equal(ca.st2, MHA_OK);
+    assert_int_equal(cb.st1, MHA_OK);
+    assert_int_equal(cc.st1, MHA_OK);
+    assert_int_equal(k.handed, 2);
+    assert_int_equal(k.passed, 0);
+    assert_int_equal(k.freed, 1);
+    assert_int_equal(k.computing, 0);
+    assert_int_equal(k.waiting, 0);
+    run_slots_destroy(&s);
 }
 
 int main(void) {
@@ -528,6 +658,7 @@ int main(void) {
         cmocka_unit_test(test_forked_child),
         cmocka_unit_test(test_allocator_and_logger),
         cmocka_unit_test(test_runs_handed_to_busy_cores),
+        cmocka_unit_test(test_free_slot_taken_by_returning_caller),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,21 +5,36 @@
 #include <errno.h>
 #include <semaphore.h>
 
-enum { RUN_WAITING, RUN_DONE, RUN_YOUR_SLOT };
+enum {
+    RUN_WAITING,  /* in the line */
+    RUN_CLAIMED,  /* being computed (by its caller or another thread) */
+    RUN_DONE,     /* status set */
+    RUN_YOUR_SLOT /* an own_thread run: a slot passed to its caller */
+};
 
-/* A caller waiting for a slot; on its own stack until it returns. */
+/* A caller's run; on its caller's stack until it returns. */
 struct run_slot_wait {
     run_slot_wait *next;
     run_slots_fn fn;
     void *ctx;
     mha_error *err;
     int own_thread;
-    int state; /* RUN_*: written before the post, read after the wait */
+    int state;    /* RUN_*, under the mutex */
+    int hinted;   /* a free slot was announced to this caller, not yet seen */
+    int begin;    /* RUN_YOUR_SLOT: the slot comes without its pool run */
+    unsigned posts; /* posts promised under the mutex: all are waited for
+                     * before the caller returns (its stack goes with it) */
     mha_status status;
-    /* posted once, outside the mutex: a waiter woken while the poster
-     * still held it went back to sleep on the mutex (two more switches) */
+    /* posted outside the mutex: a waiter woken while the poster still held
+     * it went back to sleep on the mutex (two more switches) */
     sem_t posted;
 };
+
+/* Waiters to post once the mutex is released (at most a few at a time). */
+typedef struct run_slots_posts {
+    run_slot_wait *w[4];
+    int n;
+} run_slots_posts;
 
 void run_slots_init(run_slots *s, pool *p, int max) {
     pthread_mutex_init(&s->mutex, NULL);
@@ -27,78 +42,218 @@ void run_slots_init(run_slots *s, pool *p, int max) {
     s->max = max > 0 ? max : 1;
     s->computing = 0;
     s->waiting = 0;
+    s->free_held = 0;
     s->head = s->tail = NULL;
-    s->handed = s->passed = 0;
+    s->handed = s->passed = s->freed = 0;
 }
 
 void run_slots_destroy(run_slots *s) {
     pthread_mutex_destroy(&s->mutex);
 }
 
-/* The slot of the calling thread serves the waiting runs (see the top of
- * run_slots.h), then is freed or passed on. s->mutex is not held. */
-static void run_slots_drain(run_slots *s) {
-    int handed = 0;
-    pthread_mutex_lock(&s->mutex);
-    while (s->head) {
-        run_slot_wait *w = s->head;
+/* mutex held */
+static void run_slots_promise(run_slots_posts *ps, run_slot_wait *w) {
+    w->posts++;
+    ps->w[ps->n++] = w;
+}
+
+/* mutex released: the promised posts (w may return once posted) */
+static void run_slots_post(run_slots_posts *ps) {
+    for (int i = 0; i < ps->n; i++)
+        sem_post(&ps->w[i]->posted);
+    ps->n = 0;
+}
+
+static void run_slots_unlink(run_slots *s, run_slot_wait *prev, run_slot_wait *w) {
+    if (prev)
+        prev->next = w->next;
+    else
         s->head = w->next;
-        if (!s->head) s->tail = NULL;
-        s->waiting--;
-        if (w->own_thread || handed >= RUN_SLOTS_HANDED_MAX) {
-            /* the slot and its pool run go to w */
-            w->state = RUN_YOUR_SLOT;
-            s->passed++;
-            pthread_mutex_unlock(&s->mutex);
-            sem_post(&w->posted);
+    if (s->tail == w) s->tail = prev;
+    w->next = NULL;
+    s->waiting--;
+}
+
+/* The pool's runs of free slots are kept only while runs wait (the runs in
+ * progress must not widen between a slot's release and its next taker);
+ * with the line empty they end. (mutex held) */
+static void run_slots_end_held(run_slots *s) {
+    if (s->head) return;
+    for (; s->free_held > 0; s->free_held--)
+        pool_run_end(s->pool);
+}
+
+/* The oldest waiting run this thread may compute (mine: its own, which may
+ * be an own_thread run), with the entry before it; NULL if none.
+ * (mutex held) */
+static run_slot_wait *run_slots_first(const run_slots *s, const run_slot_wait *mine,
+                                      run_slot_wait **prev_out) {
+    run_slot_wait *prev = NULL;
+    for (run_slot_wait *w = s->head; w; prev = w, w = w->next)
+        if (!w->own_thread || w == mine) {
+            *prev_out = prev;
+            return w;
+        }
+    return NULL;
+}
+
+/* run_slots_first, taken out of the line. (mutex held) */
+static run_slot_wait *run_slots_take(run_slots *s, const run_slot_wait *mine) {
+    run_slot_wait *prev = NULL;
+    run_slot_wait *w = run_slots_first(s, mine, &prev);
+    if (!w) return NULL;
+    run_slots_unlink(s, prev, w);
+    w->state = RUN_CLAIMED;
+    run_slots_end_held(s);
+    return w;
+}
+
+/* A free slot taken by this thread; 1 if it must begin a pool run.
+ * (mutex held, computing < max) */
+static int run_slots_claim(run_slots *s) {
+    s->computing++;
+    if (s->free_held > 0) {
+        s->free_held--;
+        return 0;
+    }
+    return 1;
+}
+
+/* This thread gives up its slot (held: with the pool's run it began): to
+ * the oldest own_thread run (which only its own caller may compute), else
+ * it is freed: any caller may take it and compute the oldest run, and a
+ * waiting caller not yet told of a free slot is told (it may be asleep).
+ * (mutex held) */
+static void run_slots_leave(run_slots *s, int held, run_slots_posts *ps) {
+    run_slot_wait *prev = NULL;
+    for (run_slot_wait *w = s->head; w; prev = w, w = w->next) {
+        if (!w->own_thread) continue;
+        run_slots_unlink(s, prev, w);
+        w->state = RUN_YOUR_SLOT;
+        w->begin = !held;
+        s->passed++;
+        run_slots_promise(ps, w);
+        return;
+    }
+    s->computing--;
+    if (!s->head) {
+        if (held) pool_run_end(s->pool);
+        return;
+    }
+    if (held) s->free_held++;
+    s->freed++;
+    for (run_slot_wait *w = s->head; w; w = w->next)
+        if (!w->hinted) {
+            w->hinted = 1;
+            run_slots_promise(ps, w);
             return;
         }
-        s->handed++;
-        pthread_mutex_unlock(&s->mutex);
-        const mha_status st = w->fn(w->ctx, w->err);
-        handed++;
-        w->status = st;
-        w->state = RUN_DONE;
-        sem_post(&w->posted); /* w may be gone from here on */
-        pthread_mutex_lock(&s->mutex);
-    }
-    /* ended before the slot is free, so a caller taking it never finds the
-     * pool's door still closed */
-    pool_run_end(s->pool);
-    s->computing--;
+}
+
+/* Computes w (taken, CLAIMED) on this thread; its caller, if another,
+ * is told. Returns with the mutex held. (mutex held) */
+static void run_slots_compute(run_slots *s, run_slot_wait *w, const run_slot_wait *mine,
+                              int *begin, run_slots_posts *ps) {
     pthread_mutex_unlock(&s->mutex);
+    run_slots_post(ps);
+    if (*begin) {
+        (void)pool_run_begin(s->pool);
+        *begin = 0;
+    }
+    const mha_status st = w->fn(w->ctx, w->err);
+    pthread_mutex_lock(&s->mutex);
+    w->status = st;
+    w->state = RUN_DONE;
+    if (w != mine) {
+        s->handed++;
+        run_slots_promise(ps, w);
+    }
 }
 
 mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_thread, mha_error *err) {
+    run_slot_wait w = {.fn = fn,
+                       .ctx = ctx,
+                       .err = err,
+                       .own_thread = own_thread,
+                       .state = RUN_WAITING,
+                       .status = MHA_OK};
+    sem_init(&w.posted, 0, 0);
+    run_slots_posts ps = {.n = 0};
+    unsigned seen = 0; /* posts consumed */
+    int have = 0, begin = 0;
     pthread_mutex_lock(&s->mutex);
-    if (s->computing < s->max && !s->head) {
-        s->computing++;
-        pthread_mutex_unlock(&s->mutex);
-        (void)pool_run_begin(s->pool);
+    if (s->computing < s->max) {
+        begin = run_slots_claim(s);
+        have = 1;
+    }
+    if (have && !s->head) {
+        w.state = RUN_CLAIMED;
+        run_slots_compute(s, &w, &w, &begin, &ps);
     } else {
-        run_slot_wait w = {.fn = fn,
-                           .ctx = ctx,
-                           .err = err,
-                           .own_thread = own_thread,
-                           .state = RUN_WAITING,
-                           .status = MHA_OK};
-        sem_init(&w.posted, 0, 0);
+        /* in line, oldest first: with a slot, this thread computes the
+         * runs ahead of its own (each handed back to its caller), then its
+         * own */
         if (s->tail)
             s->tail->next = &w;
         else
             s->head = &w;
         s->tail = &w;
         s->waiting++;
+    }
+    while (w.state != RUN_DONE) {
+        if (w.state == RUN_YOUR_SLOT) {
+            have = 1;
+            begin = w.begin;
+            w.state = RUN_CLAIMED;
+            run_slots_compute(s, &w, &w, &begin, &ps);
+            break;
+        }
+        run_slot_wait *unused;
+        if (!have && s->computing < s->max && run_slots_first(s, &w, &unused)) {
+            /* a free slot and a run this thread may compute (its own, or
+             * the oldest: awake, it computes rather than sleeps) */
+            begin = run_slots_claim(s);
+            have = 1;
+        }
+        if (have) {
+            run_slot_wait *next = run_slots_take(s, &w);
+            if (next) {
+                run_slots_compute(s, next, &w, &begin, &ps);
+                continue;
+            }
+            /* mine is computed by another thread and nothing else can be
+             * computed here: the slot goes on, this thread waits */
+            run_slots_leave(s, !begin, &ps);
+            begin = 0;
+            have = 0;
+        }
+        w.hinted = 0;
         pthread_mutex_unlock(&s->mutex);
+        run_slots_post(&ps);
         while (sem_wait(&w.posted) != 0 && errno == EINTR) {
         }
-        sem_destroy(&w.posted);
-        if (w.state == RUN_DONE) return w.status;
-        /* RUN_YOUR_SLOT: the slot (and the pool's run) came with it */
+        seen++;
+        pthread_mutex_lock(&s->mutex);
     }
-    const mha_status st = fn(ctx, err);
-    run_slots_drain(s);
-    return st;
+    if (have) {
+        /* a run or more of others on the core this thread holds: a caller
+         * woken to compute its own would start only once the scheduler
+         * placed it (RUN_SLOTS_HANDED_MAX) */
+        for (int k = 0; k < RUN_SLOTS_HANDED_MAX; k++) {
+            run_slot_wait *next = run_slots_take(s, NULL);
+            if (!next) break;
+            run_slots_compute(s, next, &w, &begin, &ps);
+        }
+        run_slots_leave(s, !begin, &ps);
+    }
+    const unsigned promised = w.posts;
+    pthread_mutex_unlock(&s->mutex);
+    run_slots_post(&ps);
+    for (; seen < promised; seen++)
+        while (sem_wait(&w.posted) != 0 && errno == EINTR) {
+        }
+    sem_destroy(&w.posted);
+    return w.status;
 }
 
 void run_slots_count(run_slots *s, run_slots_counts *out) {
@@ -108,5 +263,6 @@ void run_slots_count(run_slots *s, run_slots_counts *out) {
     out->waiting = s->waiting;
     out->handed = s->handed;
     out->passed = s->passed;
+    out->freed = s->freed;
     pthread_mutex_unlock(&s->mutex);
 }

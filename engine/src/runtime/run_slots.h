@@ -1,35 +1,41 @@
 /* run_slots.h -- who computes the runs of a runtime (run_slots.c).
  *
  * At most `max` runs compute at once (max(runtime threads, online CPUs),
- * the pool's door). A caller that finds a slot free computes its run on its
- * own thread. A caller that finds every slot taken hands its run over and
- * sleeps until it is done: the next thread whose run ends computes it on
- * the core it already holds, then wakes its caller:
+ * the pool's door). Callers beyond them wait in one line, oldest first, and
+ * a thread that holds a slot computes the runs of the line in its order,
+ * whosever they are, on the core it already holds, waking each run's
+ * caller once its answer is ready:
  *
- *   run(r):  lock; if a slot is free and nobody waits: take it, compute r
- *            else: append r; sleep until r is done (return its status)
- *                  or the slot is passed to r (compute r)
- *            then drain
- *   drain:   while runs wait: pop the oldest w
- *              if w must compute itself, or this thread computed
- *              RUN_SLOTS_HANDED_MAX runs of others since its own: pass the
- *              slot to w (wake it) and return
- *              compute w; mark it done; wake its caller
- *            free the slot
+ *   run(r):  lock; take a free slot if there is one
+ *            slot and an empty line: compute r
+ *            else: r joins the line; until r is done:
+ *              with a slot: compute the oldest run of the line (r at last),
+ *                wake its caller; nothing to compute (r taken by another
+ *                thread): leave the slot, sleep until r is done
+ *              without one: sleep until r is done or a slot is free (take it)
+ *            r done, with a slot: compute RUN_SLOTS_HANDED_MAX more; leave
+ *   leave:   an own_thread run waiting gets the slot (passed, woken)
+ *            else the slot is free: the first caller to come takes it (a
+ *            thread coming back with its next run, most often), and one
+ *            waiting caller is told (woken) in case none comes
  *
- * Before, a caller beyond the slots slept at the pool's door and a run's
- * end woke it to compute: every such run began with a wake-up on the
- * critical path of a core (the scheduler placing the woken thread, often
- * on the other core, which was computing, while this one went idle). Now
- * a core whose run ends goes straight on to the next one; the only
- * wake-up is the caller's, once its answer is ready. Runs still start in
- * arrival order; each result is bitwise what its caller would compute (a
- * run does not depend on the thread that computes it). The bound on runs
- * of others keeps a thread's own caller from waiting behind a long line.
+ * Before (serve13), a thread that left passed its slot to the oldest
+ * waiting caller and woke it to compute: every second run of a slot began
+ * with a wake-up on a core's critical path, and with 8 saturated clients
+ * on 2 cores the scheduler left half the cores' time idle (the woken thread
+ * queued behind the other core's run, or behind other processes, while
+ * the freed core had nothing). Now a caller that comes back with its next
+ * run finds the slot free and computes at once (the oldest run first); the
+ * woken caller, finding its run taken, sleeps again, its answer ready later.
+ * Each result is bitwise what its caller would compute (a run does not
+ * depend on the thread that computes it), and runs start in arrival order.
+ * A thread computes runs of others before its own only while its own waits
+ * in the line, and at most RUN_SLOTS_HANDED_MAX after it.
  *
- * A slot holds the pool's run (pool_run_begin/end) for its whole tenure,
- * passed with the slot, so the pool never sees the runs in progress drop
- * between two runs of one slot (the other run would widen for a moment). */
+ * A slot holds the pool's run (pool_run_begin/end) for its whole tenure;
+ * a slot passed or freed while runs wait keeps it (free_held) until it is
+ * taken or the line empties, so the runs in progress never widen for a
+ * moment between two tenures of one slot. */
 #ifndef MHA_RUN_SLOTS_H
 #define MHA_RUN_SLOTS_H
 
@@ -38,8 +44,8 @@
 #include "mha/mha.h"
 #include "pool.h"
 
-/* Runs of other callers a thread computes after its own before it passes
- * its slot on (each delays its own caller's return by about one run). */
+/* Runs of other callers a thread computes after its own before it leaves
+ * its slot (each delays its own caller's return by about one run). */
 #define RUN_SLOTS_HANDED_MAX 1
 
 typedef struct run_slot_wait run_slot_wait;
@@ -52,26 +58,29 @@ typedef struct run_slots {
     int max;       /* slots */
     int computing; /* slots taken */
     int waiting;
+    int free_held;       /* free slots whose pool run is kept (runs wait) */
     run_slot_wait *head; /* runs waiting for a slot, oldest first */
     run_slot_wait *tail;
     unsigned long handed; /* runs computed by another caller's thread */
-    unsigned long passed; /* slots passed to a waiting caller */
+    unsigned long passed; /* slots passed to a waiting own_thread caller */
+    unsigned long freed;  /* slots left free while runs waited */
 } run_slots;
 
 void run_slots_init(run_slots *s, pool *p, int max);
 void run_slots_destroy(run_slots *s);
 
 /* fn(ctx, err) computed once, on this thread or (every slot taken) on the
- * thread of a run that ends; own_thread: always on this thread (a run with
- * a cancel callback, which mha.h promises is called only there). Returns
- * fn's status. */
+ * thread of another caller that holds a slot; own_thread: always on this
+ * thread (a run with a cancel callback, which mha.h promises is called
+ * only there). Returns fn's status. */
 mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_thread, mha_error *err);
 
 /* What the slots hold now, and since run_slots_init: runs computed on
- * another caller's thread, and slots passed to a waiting caller. */
+ * another caller's thread, slots passed to a waiting own_thread caller,
+ * slots left free while runs waited. */
 typedef struct run_slots_counts {
     int slots, computing, waiting;
-    unsigned long handed, passed;
+    unsigned long handed, passed, freed;
 } run_slots_counts;
 void run_slots_count(run_slots *s, run_slots_counts *out);
 
