@@ -578,8 +578,10 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
     mha_submit_options_init(&so);
     so.deadline_ms = s->deadline_ms;
     /* the time since the headers came (the body's read, the HTTP thread's
-     * turn) counts against --max-queue-ms: at 2x overload on a starved
-     * machine a request could wait a long time here and still be accepted */
+     * turn) counts against --max-queue-ms while the queue had work: at 2x
+     * overload on a starved machine a request could wait a long time here
+     * and still be accepted; a slow upload to an idle server is the
+     * client's own time (the queue counts only its busy part) */
     so.waited_ms = (cli_now() - call->start) * 1e3;
     if (!s->blocking) {
         so.done = serve_done;

@@ -958,6 +958,8 @@ static void test_gemm_column_slabs(void **state) {
         check_gemm_units(1576, 768, 2304, t, 1);  /* ViT's Q|K|V */
         check_gemm_units(4096, 384, 1536, t, 0);  /* MiniLM FFN up: 2.4 MB, whole width */
         check_gemm_units(1024, 3072, 768, t, 0);  /* FFN down: deep, whole width */
+        check_gemm_units(4096, 768, 2304, t, 1);  /* W1's Q|K|V: row pieces last */
+        check_gemm_units(4000, 768, 2304, t, 1);  /* a short last tile: column pieces */
     }
     check_gemm_units(100, 64, 96, 1, 0); /* small (at 2 threads its columns split: too few rows) */
     check_gemm_units(5, 768, 50257, 2, 1); /* a few rows: slabs over all of them */
@@ -967,8 +969,9 @@ static void test_gemm_column_slabs(void **state) {
  * small: a phase waits for its last unit, so the last 2 x threads units
  * (in claim order) each hold at most end_share of the largest unit's
  * elements of C (a whole-width tile's tail in 2 x threads column pieces,
- * a slab's in halves), and a slab GEMM has at least 8 units per thread
- * (BERT's Q|K|V was 8 units in all, its last ones as large as the rest). */
+ * a slab's in halves, a tall slab tile's in row quarters), and a slab
+ * GEMM has at least 8 units per thread (BERT's Q|K|V was 8 units in all,
+ * its last ones as large as the rest). */
 static void check_gemm_balance(int64_t M, int64_t K, int64_t N, double end_share) {
     const int threads = 2;
     exec_gemm_weights W = {.K = K, .N = N};
@@ -999,6 +1002,9 @@ static void test_gemm_balanced_end(void **state) {
     check_gemm_balance(1024, 3072, 768, 0.25); /* BERT FFN down */
     check_gemm_balance(1576, 3072, 768, 0.25); /* ViT FFN down */
     check_gemm_balance(4096, 384, 1536, 0.25); /* MiniLM FFN up */
+    /* W1's Q|K|V: 4 slabs over tiles of 1032 rows, the last cut into row
+     * pieces of 264 (the column halves were 0.5) */
+    check_gemm_balance(4096, 768, 2304, 0.26);
 }
 
 /* Slabs count a packed weight's own bytes: BERT's FFN up [768 x 3072] is

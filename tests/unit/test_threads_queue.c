@@ -625,17 +625,37 @@ static void test_time_bound(void **state) {
     mha_model_free(m);
 }
 
+/* A callback that holds its dispatcher until the test lets it go. */
+typedef struct held_callback {
+    atomic_int entered, release;
+} held_callback;
+
+static void hold_dispatcher(void *user, mha_request *r) {
+    held_callback *h = user;
+    (void)r;
+    atomic_store(&h->entered, 1);
+    while (!atomic_load(&h->release)) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+}
+
 /* The time a request waited before its submit (waited_ms: an HTTP server
- * reading its body) counts against max_queue_ms: on an idle queue with
- * max_queue_ms 5, a request that already waited 6 ms is refused at once,
- * one that waited 1 ms is accepted and computes. */
+ * reading its body) counts against max_queue_ms only while the queue had
+ * work. On an idle queue with max_queue_ms 5 a request that waited 6 ms (a
+ * slow client's upload: nothing was ahead of it) is accepted and computes.
+ * With the only dispatcher held in a callback and a request waiting behind
+ * it for 20 ms, a request that waited 6 ms is refused at once, and one that
+ * waited 1 ms is accepted. */
 static void test_waited_before_submit(void **state) {
     (void)state;
     mha_model *m = gen_model(0);
-    mha_runtime *rt = runtime_new(0);
+    mha_runtime *rt = runtime_new(1);
     mha_queue_options o;
     mha_queue_options_init(&o);
+    o.num_dispatchers = 1;
     o.max_batch = 2;
+    o.max_delay_ms = 10000; /* no admission by the oldest's wait here */
     o.max_queue_ms = 5;
     mha_queue *q = NULL;
     assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
@@ -644,22 +664,50 @@ static void test_waited_before_submit(void **state) {
     mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {16, 64}, x};
     mha_submit_options so;
     mha_submit_options_init(&so);
-    so.waited_ms = 6;
     mha_error err = {0};
-    mha_request *r = NULL;
-    assert_int_equal(mha_queue_submit(q, &in, &so, &r, &err), MHA_ERR_QUEUE_FULL);
-    assert_null(r);
-    assert_non_null(strstr(err.message, "waited 6 ms before it came"));
-    so.waited_ms = 1;
+    mha_request *r = NULL, *held = NULL, *a = NULL, *b = NULL;
+    /* idle: the 6 ms were the client's own */
+    so.waited_ms = 6;
     assert_int_equal(mha_queue_submit(q, &in, &so, &r, &err), MHA_OK);
     assert_int_equal(mha_request_wait(r, -1, &err), MHA_OK);
-    mha_request_free(r);
+    /* busy: the dispatcher held, a waiting behind it */
+    held_callback h = {0};
+    mha_submit_options hold;
+    mha_submit_options_init(&hold);
+    hold.done = hold_dispatcher;
+    hold.done_user = &h;
+    assert_int_equal(mha_queue_submit(q, &in, &hold, &held, &err), MHA_OK);
+    while (!atomic_load(&h.entered)) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    assert_int_equal(mha_queue_submit(q, &in, NULL, &a, &err), MHA_OK);
+    struct timespec busy = {0, 20 * 1000000};
+    nanosleep(&busy, NULL);
+    so.waited_ms = 6;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &b, &err), MHA_ERR_QUEUE_FULL);
+    assert_null(b);
+    assert_non_null(strstr(err.message, "waited 6 ms before it came while the queue had work"));
+    so.waited_ms = 1;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &b, &err), MHA_OK);
+    atomic_store(&h.release, 1);
+    assert_int_equal(mha_request_wait(a, -1, &err), MHA_OK);
+    assert_int_equal(mha_request_wait(b, -1, &err), MHA_OK);
+    float *ref = run_alone(rt, m, x, 16, 64);
+    assert_memory_equal(mha_request_output(r)->data, ref, sizeof x);
+    assert_memory_equal(mha_request_output(b)->data, ref, sizeof x);
+    free(ref);
     so.waited_ms = -1;
-    assert_int_equal(mha_queue_submit(q, &in, &so, &r, &err), MHA_ERR_INVALID_ARGUMENT);
+    mha_request *bad = NULL;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &bad, &err), MHA_ERR_INVALID_ARGUMENT);
     mha_queue_stats st;
     mha_queue_get_stats(q, &st);
     assert_int_equal(st.rejected_full, 1);
-    assert_int_equal(st.completed_ok, 1);
+    assert_int_equal(st.completed_ok, 4);
+    mha_request_free(r);
+    mha_request_free(held);
+    mha_request_free(a);
+    mha_request_free(b);
     mha_queue_destroy(q);
     mha_runtime_destroy(rt);
     mha_model_free(m);
@@ -707,21 +755,6 @@ static void test_deadline_admission(void **state) {
     mha_queue_destroy(q);
     mha_runtime_destroy(rt);
     mha_model_free(m);
-}
-
-/* A callback that holds its dispatcher until the test lets it go. */
-typedef struct held_callback {
-    atomic_int entered, release;
-} held_callback;
-
-static void hold_dispatcher(void *user, mha_request *r) {
-    held_callback *h = user;
-    (void)r;
-    atomic_store(&h->entered, 1);
-    while (!atomic_load(&h->release)) {
-        struct timespec ms = {0, 1000000};
-        nanosleep(&ms, NULL);
-    }
 }
 
 /* Admission by queue delay: a request is refused when the oldest waiting

@@ -735,9 +735,12 @@ typedef struct mha_submit_options {
     mha_request_done_fn done; /* NULL: use mha_request_wait */
     void *done_user;
     /* Appended after 0.1.0: how long the request already waited before
-     * this submit (a server reading its body, say), in ms; 0 = none. It
-     * counts against max_queue_ms: the request is refused at once
-     * (MHA_ERR_QUEUE_FULL) when waited_ms plus the expected wait passes it. */
+     * this submit (a server reading its body, say), in ms; 0 = none. The
+     * part of it during which the queue had work (requests waiting or
+     * running, without a break up to this submit) counts against
+     * max_queue_ms: the request is refused at once (MHA_ERR_QUEUE_FULL)
+     * when that part plus the expected wait passes it. Time the queue sat
+     * idle (a slow client's own upload) does not count. */
     double waited_ms;
 } mha_submit_options;
 

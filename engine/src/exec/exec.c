@@ -775,6 +775,7 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
         f->tail_tiles = 0;
         f->tail_split = 1;
         f->tail_n_tile = nbk;
+        f->tail_m_tile = mb;
         f->n_units = 0;
         return;
     }
@@ -811,6 +812,7 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
     f->tail_tiles = 0;
     f->tail_split = 1;
     f->tail_n_tile = nt;
+    f->tail_m_tile = mt;
     /* Row tiles, several per thread: the last `threads` of them go out
      * last as column pieces, so the threads that finish the body early
      * share the end (W4's 2048 rows are 22 whole-width tiles; without
@@ -818,8 +820,25 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
      * one, and waits). A whole-width tile is cut into 2 x threads pieces
      * (BERT's FFN down [1024 x 3072] . [3072 x 768]: the last pieces ~1 ms
      * of one core instead of ~2.3), a slab's tile into halves; each piece
-     * repacks its rows of A, which only the tail pays. */
-    if (threads > 1 && f->m_tiles >= 2 * (int64_t)threads) {
+     * repacks its rows of A, which only the tail pays. A slab GEMM's tall
+     * tiles (of 864 rows or more) are cut by rows instead, a quarter of
+     * the tile by a slab each: W1's Q|K|V [4096 x 2304] had 1032 x 288
+     * pieces last (~2.3 ms of one core: a thread could wait that long for
+     * the other's last one); 264 x 576 pieces are half that, and no piece
+     * packs the same rows of A for a slab twice (each rereads its slab of
+     * B from L3). W1 at 2 threads: 0.991 of the wall time before (pairs in
+     * one process, same bits). Shorter pieces would reread their slab
+     * for fewer rows (ViT's 396-row tiles stay in halves). Only when every
+     * piece of the last tile has rows. */
+    const int64_t row_piece = exec_round_up(mt / 4, mb);
+    if (threads > 1 && f->m_tiles >= 2 * (int64_t)threads && f->n_tiles > 1 &&
+        row_piece >= 3 * EXEC_GEMM_TILE_M &&
+        M - (f->m_tiles - 1) * mt > (exec_ceil_div(mt, row_piece) - 1) * row_piece) {
+        f->tail_tiles = threads;
+        f->tail_m_tile = row_piece;
+        f->tail_split = f->n_tiles * exec_ceil_div(mt, row_piece);
+        f->n_units += f->tail_tiles * (f->tail_split - f->n_tiles);
+    } else if (threads > 1 && f->m_tiles >= 2 * (int64_t)threads) {
         const int64_t cut = f->n_tiles == 1 ? 2 * (int64_t)threads : 2;
         const int64_t piece = exec_round_up(exec_ceil_div(nt, cut), nbk);
         if (piece < nt) {
@@ -844,7 +863,10 @@ void exec_gemm_pieces_init(const exec_gemm_family *f, atomic_int *pieces) {
 int exec_gemm_piece_done(const exec_gemm_family *f, atomic_int *pieces, int64_t u, int64_t r[4]) {
     int64_t seg;
     exec_gemm_unit_range(f, u, &seg, r);
-    return atomic_fetch_sub_explicit(&pieces[r[0] / f->m_tile], 1, memory_order_acq_rel) == 1;
+    const int64_t tile = r[0] / f->m_tile;
+    r[0] = tile * f->m_tile; /* a row piece: the whole tile's rows are complete */
+    r[1] = exec_min(f->M, r[0] + f->m_tile);
+    return atomic_fetch_sub_explicit(&pieces[tile], 1, memory_order_acq_rel) == 1;
 }
 
 /* Query blocks: when batch x heads alone gives fewer than two units per
@@ -1003,22 +1025,26 @@ static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f,
 void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]) {
     const int64_t per_seg = f->m_tiles * f->n_tiles;
     const int64_t body = f->n_segs * per_seg - f->tail_tiles * f->n_tiles;
-    int64_t m0, n0, n_tile;
-    if (u >= body) { /* a column piece of one of the last row tiles */
-        const int64_t t = u - body;
-        m0 = (f->m_tiles - f->tail_tiles + t / f->tail_split) * f->m_tile;
-        n0 = (t % f->tail_split) * f->tail_n_tile;
+    int64_t m0, m_end, n0, n_tile;
+    if (u >= body) { /* a piece of one of the last row tiles: rows outer, columns inner */
+        const int64_t t = u - body, piece = t % f->tail_split;
+        const int64_t cols = exec_ceil_div(f->W->N, f->tail_n_tile);
+        const int64_t tile0 = (f->m_tiles - f->tail_tiles + t / f->tail_split) * f->m_tile;
+        m0 = tile0 + (piece / cols) * f->tail_m_tile;
+        m_end = exec_min(tile0 + f->m_tile, m0 + f->tail_m_tile);
+        n0 = (piece % cols) * f->tail_n_tile;
         n_tile = f->tail_n_tile;
         *seg = f->n_segs - 1;
     } else {
         const int64_t k = u % per_seg;
         m0 = (k / f->n_tiles) * f->m_tile;
+        m_end = m0 + f->m_tile;
         n0 = (k % f->n_tiles) * f->n_tile;
         n_tile = f->n_tile;
         *seg = u / per_seg;
     }
     r[0] = m0;
-    r[1] = exec_min(f->M, m0 + f->m_tile);
+    r[1] = exec_min(f->M, m_end);
     r[2] = n0;
     r[3] = exec_min(f->W->N, n0 + n_tile);
 }

@@ -166,10 +166,11 @@ typedef struct exec_gemm_family {
     int64_t M, n_segs;
     int64_t m_tile, n_tile, m_tiles, n_tiles;
     /* The last tail_tiles row tiles (of the last segment) go out as
-     * tail_split column pieces each, after every other unit: the threads
-     * that finish the body early share the end instead of one of them
-     * computing a whole last tile alone. */
+     * tail_split pieces each (tail_m_tile rows by tail_n_tile columns),
+     * after every other unit: the threads that finish the body early share
+     * the end instead of one of them computing a whole last tile alone. */
     int64_t tail_tiles, tail_split, tail_n_tile;
+    int64_t tail_m_tile; /* m_tile: column pieces only */
     int64_t n_units;
 } exec_gemm_family;
 

@@ -4,7 +4,8 @@
  * documentation defines them:
  *
  *   FusedMatMul(A, B)        alpha * op(A) . op(B) (MatMul broadcasting;
- *                            transA / transB of the last two axes)
+ *                            transA / transB swap the last two axes;
+ *                            transBatchA / B are refused)
  *   FusedGemm(A, B, C)       activation(Gemm(A, B, C)): Relu, Tanh,
  *                            Sigmoid, LeakyRelu (activation_alpha)
  *   Gelu(X)                  0.5 x (1 + erf(x / sqrt 2))
@@ -40,11 +41,45 @@ mha_status interp_op_ms_fused_matmul(interp_ctx *c) {
     if (st == MHA_OK) st = interp_attr_int(c, "transBatchB", 0, &tbb);
     if (st == MHA_OK) st = interp_attr_float(c, "alpha", 1.0f, &alpha);
     if (st != MHA_OK) return st;
-    if (ta || tb || tba || tbb)
+    if (tba || tbb)
         return interp_fail(c, MHA_ERR_MODEL_UNSUPPORTED,
-                           "transA / transB / transBatchA / transBatchB are not supported "
-                           "(only a scaled MatMul)");
-    st = interp_op_matmul(c);
+                           "transBatchA / transBatchB are not supported (only transA / transB "
+                           "of the last two axes)");
+    /* op(A), op(B): the last two axes of a transposed operand swapped into
+     * a copy, then the MatMul of the copies */
+    tensor *tin[2] = {NULL, NULL}, *ins[2];
+    const int trans[2] = {ta != 0, tb != 0};
+    for (int i = 0; i < 2 && st == MHA_OK; i++) {
+        ins[i] = i < (int)c->n_in ? c->in[i] : NULL;
+        if (!trans[i] || !ins[i]) continue;
+        const tensor *x = ins[i];
+        if (x->rank < 2) {
+            st = interp_fail(c, MHA_ERR_SHAPE, "transA / transB on an input of rank %d", x->rank);
+            break;
+        }
+        int64_t dims[MHA_MAX_RANK];
+        memcpy(dims, x->dims, sizeof(int64_t) * (size_t)x->rank);
+        const int64_t r = dims[x->rank - 2], k = dims[x->rank - 1];
+        dims[x->rank - 2] = k, dims[x->rank - 1] = r;
+        st = tensor_new(c->a, x->dtype, x->rank, dims, &tin[i], c->err);
+        if (st != MHA_OK) break;
+        const size_t es = mha_dtype_size(x->dtype);
+        const int64_t mats = r * k > 0 ? tensor_numel(x) / (r * k) : 0;
+        for (int64_t m = 0; m < mats; m++)
+            for (int64_t a = 0; a < r; a++)
+                for (int64_t b = 0; b < k; b++)
+                    memcpy((char *)tin[i]->data + (size_t)(m * r * k + b * r + a) * es,
+                           (const char *)x->data + (size_t)(m * r * k + a * k + b) * es, es);
+        ins[i] = tin[i];
+    }
+    if (st == MHA_OK) {
+        interp_ctx t = *c;
+        t.in = ins;
+        t.n_in = c->n_in < 2 ? c->n_in : 2;
+        st = interp_op_matmul(&t);
+    }
+    tensor_free(tin[0]);
+    tensor_free(tin[1]);
     if (st == MHA_OK && interp_is_float(c->out[0]->dtype)) fused_scale(c->out[0], alpha);
     return st;
 }

@@ -12,6 +12,10 @@ int rz_is_op(const ir_node *n, const char *op) {
     return n && n->domain[0] == '\0' && strcmp(n->op_type, op) == 0;
 }
 
+int rz_is_fused_matmul(const ir_node *n) {
+    return n && strcmp(n->domain, "com.microsoft") == 0 && strcmp(n->op_type, "FusedMatMul") == 0;
+}
+
 int rz_is_shape_op(const ir_node *n) {
     return rz_is_op(n, "Shape") || rz_is_op(n, "Size");
 }

@@ -42,12 +42,13 @@ int rz_einsum_proj_k(const rz_ctx *z, const ir_node *n) {
     return k;
 }
 
-/* A product of two data values: MatMul, or a two-operand Einsum. */
+/* A product of two data values: MatMul, a two-operand Einsum, or
+ * com.microsoft FusedMatMul (Q.K^T with its scale, recognize_map.c). */
 static int rz_is_product(const rz_ctx *z, const ir_node *n) {
     interp_einsum e;
     int two = n->n_inputs == 2 && n->inputs[0] >= 0 && n->inputs[1] >= 0;
     if (!two || z->deps[n->inputs[0]] == 0 || z->deps[n->inputs[1]] == 0) return 0;
-    return rz_is_op(n, "MatMul") || (rz_einsum_of(n, &e) && e.n_in == 2);
+    return rz_is_op(n, "MatMul") || rz_is_fused_matmul(n) || (rz_einsum_of(n, &e) && e.n_in == 2);
 }
 
 /* A projection: MatMul, Gemm, or an Einsum with a constant second operand
@@ -309,7 +310,8 @@ static int rz_reaches_scores_walk(const rz_ctx *z, int v, int depth, int *budget
     if (depth > RZ_MAX_STEPS || v < 0 || --*budget < 0) return 0;
     const ir_node *n = rz_producer(z, v);
     if (!n) return 0;
-    if (rz_is_op(n, "MatMul") || rz_is_op(n, "Einsum")) return rz_is_product(z, n);
+    if (rz_is_op(n, "MatMul") || rz_is_op(n, "Einsum") || rz_is_fused_matmul(n))
+        return rz_is_product(z, n);
     if ((rz_is_op(n, "Identity") || rz_is_op(n, "Cast") || rz_is_op(n, "Tanh") ||
          rz_is_flat_layout_op(n)) &&
         n->n_inputs >= 1)

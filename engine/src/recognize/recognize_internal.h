@@ -123,6 +123,9 @@ typedef struct rz_core {
     int rot_on[2], rot_x[2], rot_y[2];
     uint64_t rot_inputs; /* graph inputs the rotations read besides the rotated data:
                             positions or cos / sin tables given by the caller */
+    /* the rotation is one opset-23 RotaryEmbedding node: it turns each head
+     * of a [.., heads * d] row alike, so it is probed on every head at once */
+    int rot_op[2];
     /* a KV cache on K (0) and V (1): the Concat of the past graph input and
      * the new rows, and its output (present_key / present_value when it is a
      * graph output) (recognize_graph.c) */
@@ -186,6 +189,9 @@ mha_status rz_recognize_seq_first(const mha_alloc_ctx *a, const ir_graph *g, lay
 
 /* ---- recognize_chain.c: data-flow primitives ---- */
 int rz_is_op(const ir_node *n, const char *op);
+/* com.microsoft FusedMatMul: alpha * op(A) . op(B) (ONNX Runtime's optimizer
+ * at level extended writes Q.K^T and its scale so) */
+int rz_is_fused_matmul(const ir_node *n);
 int rz_is_shape_op(const ir_node *n);  /* Shape or Size */
 int rz_is_layout_op(const ir_node *n); /* moves elements only; input 0 is the data */
 const char *rz_node_desc(const rz_ctx *z, int node, char *buf, size_t size);

@@ -759,10 +759,11 @@ mha_status rz_recognize_once(const mha_alloc_ctx *a, const ir_graph *g, layer *o
     for (size_t i = 0; i < g->n_nodes; i++) {
         const ir_node *n = &g->nodes[i];
         const int ms = strcmp(n->domain, "com.microsoft") == 0;
-        if (ms && !rz_is_ms_op(n, "MultiHeadAttention") && !rz_is_ms_op(n, "Attention")) {
+        if (ms && !rz_is_ms_op(n, "MultiHeadAttention") && !rz_is_ms_op(n, "Attention") &&
+            !rz_is_fused_matmul(n)) {
             st = mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
-                          "%s: of the com.microsoft operators only MultiHeadAttention and "
-                          "Attention are supported",
+                          "%s: of the com.microsoft operators only MultiHeadAttention, "
+                          "Attention and FusedMatMul (the scores) are supported",
                           ir_node_desc(n, d1, sizeof d1));
             goto done;
         }
@@ -773,7 +774,8 @@ mha_status rz_recognize_once(const mha_alloc_ctx *a, const ir_graph *g, layer *o
                           ir_node_desc(n, d1, sizeof d1), n->domain);
             goto done;
         }
-        if (!rz_is_op(n, "Attention") && !rz_is_op(n, "Softmax") && !ms) continue;
+        if (!rz_is_op(n, "Attention") && !rz_is_op(n, "Softmax") && (!ms || rz_is_fused_matmul(n)))
+            continue;
         if (n_cores++ == 0) {
             core = (int)i;
             continue;

@@ -628,8 +628,17 @@ static mha_status rz_softmax_views(rz_ctx *z, rz_views *vs) {
     const int64_t *bs = grouping->dims;
     if (O->rank == S->rank && memcmp(O->dims, S->dims, sizeof(int64_t) * (size_t)nb) != 0)
         return rz_unsupported(z, "%s broadcasts the probabilities to more heads", "the P.V MatMul");
+    /* FusedMatMul: op(A) and op(B) swap their last two axes where transA /
+     * transB say (transBatchA / B, which move the batch axes, are not read) */
+    const ir_node *qk = &z->g->nodes[c->score_mm];
+    const int fused = rz_is_fused_matmul(qk);
+    const int ta = fused && ir_attr_int(qk, "transA", 0) != 0;
+    const int tb = fused && ir_attr_int(qk, "transB", 0) != 0;
+    if (fused && (ir_attr_int(qk, "transBatchA", 0) || ir_attr_int(qk, "transBatchB", 0)))
+        return rz_unsupported(z, "FusedMatMul with transBatchA / transBatchB on the scores is not "
+                                 "supported");
     int64_t Sq = S->dims[S->rank - 2], Skv = S->dims[S->rank - 1];
-    vs->dh = A->dims[A->rank - 1];
+    vs->dh = A->dims[A->rank - (ta ? 2 : 1)];
     vs->dv = V->dims[V->rank - 1];
     int64_t n_slots = rz_prod(bs, nb);
     mha_status st = MHA_OK;
@@ -639,16 +648,18 @@ static mha_status rz_softmax_views(rz_ctx *z, rz_views *vs) {
     if (st != MHA_OK) return st;
     /* Q_h [.., Sq, dh]; K_h^T [.., dh, Skv] read as (slot, key j, feature d);
      * V_h [.., Skv, dv]; O [.., Sq, dv]. */
-    vs->q.rows = Sq, vs->q.cols = vs->dh, vs->q.s_row = vs->dh, vs->q.s_col = 1;
-    vs->k.rows = Skv, vs->k.cols = vs->dh, vs->k.s_row = 1, vs->k.s_col = Skv;
+    vs->q.rows = Sq, vs->q.cols = vs->dh, vs->q.s_row = ta ? 1 : vs->dh, vs->q.s_col = ta ? Sq : 1;
+    vs->k.rows = Skv, vs->k.cols = vs->dh, vs->k.s_row = tb ? vs->dh : 1;
+    vs->k.s_col = tb ? 1 : Skv;
     vs->v.rows = Skv, vs->v.cols = vs->dv, vs->v.s_row = vs->dv, vs->v.s_col = 1;
     vs->o.rows = Sq, vs->o.cols = vs->dv, vs->o.s_row = vs->dv, vs->o.s_col = 1;
     int ok = rz_bcast_bases(A, bs, nb, Sq * vs->dh, vs->q.base) &&
              rz_bcast_bases(Bm, bs, nb, vs->dh * Skv, vs->k.base) &&
              rz_bcast_bases(V, bs, nb, Skv * vs->dv, vs->v.base) &&
              rz_bcast_bases(O, bs, nb, Sq * vs->dv, vs->o.base);
-    if (!ok || A->dims[A->rank - 2] != Sq || Bm->dims[Bm->rank - 2] != vs->dh ||
-        Bm->dims[Bm->rank - 1] != Skv || V->dims[V->rank - 2] != Skv)
+    if (!ok || A->dims[A->rank - (ta ? 1 : 2)] != Sq ||
+        Bm->dims[Bm->rank - (tb ? 1 : 2)] != vs->dh || Bm->dims[Bm->rank - (tb ? 2 : 1)] != Skv ||
+        V->dims[V->rank - 2] != Skv)
         return rz_unsupported(z, "%s operands do not line up as Q.K^T and P.V",
                               "the attention MatMul");
     return MHA_OK;
@@ -1270,7 +1281,10 @@ mha_status rz_build_projected(rz_ctx *z, layer *L) {
             fs *= f;
             if (c->softcap_on && i < c->softcap_at) cap *= f;
         }
-        L->scale = (float)(fs * fqk);
+        /* FusedMatMul's alpha: the scale it multiplies Q.K^T by */
+        const ir_node *qk = &z->g->nodes[c->score_mm];
+        const double alpha = rz_is_fused_matmul(qk) ? ir_attr_float(qk, "alpha", 1.0f) : 1.0;
+        L->scale = (float)(fs * fqk * alpha);
         L->softcap = c->softcap_on ? (float)cap : 0.0f;
         if (c->softcap_on && !(cap > 0.0 && isfinite(cap))) {
             st = rz_unsupported(z, "soft-capping of the scores by %g (must be positive)", cap);

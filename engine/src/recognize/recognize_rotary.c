@@ -6,7 +6,10 @@
  *   static (rz_rotary_pass): the Q or K path meets an Add or Concat that
  *     mixes two data-dependent values. Walking back from it, the first value
  *     every data path goes through (its dominator) is the tensor x that was
- *     rotated; the chain continues below x as if the rotation were not there
+ *     rotated -- or it meets the opset-23 RotaryEmbedding op, whose input 0
+ *     is x (its cos / sin caches and position_ids are read by meaning below,
+ *     its heads of a 3-D [B, S, heads * d] input probed all at once); the
+ *     chain continues below x as if the rotation were not there
  *     (a rotation moves no element to another position: the index tracing of
  *     recognize_map.c is the same with or without it).
  *   meaning (rz_rotary_build): the subgraph x -> y is re-run on unit vectors
@@ -139,11 +142,28 @@ static int rz_rot_dominator_of_one(const rz_ctx *z, int y, uint64_t *others) {
     return -1;
 }
 
+/* The opset-23 RotaryEmbedding node n: the tensor it turns (its input 0,
+ * computed from the data), or -1; *others: the graph inputs its other
+ * inputs read (position_ids, cos / sin caches). */
+static int rz_rot_op_input(const rz_ctx *z, const ir_node *n, uint64_t *others) {
+    if (!rz_is_op(n, "RotaryEmbedding") || n->n_inputs < 3 || n->n_outputs < 1 ||
+        n->inputs[0] < 0 || z->deps[n->inputs[0]] == 0)
+        return -1;
+    for (size_t k = 1; k < n->n_inputs; k++)
+        if (n->inputs[k] >= 0) *others |= z->deps[n->inputs[k]];
+    return n->inputs[0];
+}
+
 mha_status rz_rotary_pass(rz_ctx *z, int side, const char *what, rz_chain *ch) {
     const int pid = rz_rot_producer(z, ch->src);
-    if (pid < 0 || !rz_rot_candidate(z, &z->g->nodes[pid])) return MHA_OK;
+    if (pid < 0) return MHA_OK;
     uint64_t others = 0;
-    int x = rz_rot_dominator(z, ch->src, ~(uint64_t)0);
+    /* the op turns its input 0 by the model's tables, which are read by
+     * meaning below as the decomposed forms' are */
+    int x = rz_rot_op_input(z, &z->g->nodes[pid], &others);
+    z->core.rot_op[side] = x >= 0;
+    if (x < 0 && !rz_rot_candidate(z, &z->g->nodes[pid])) return MHA_OK;
+    if (x < 0) x = rz_rot_dominator(z, ch->src, ~(uint64_t)0);
     if (x < 0) x = rz_rot_dominator_of_one(z, ch->src, &others);
     if (x < 0 && rz_is_op(&z->g->nodes[pid], "Add")) return rz_rot_inputs_refusal(z, pid, what);
     if (x < 0) return MHA_OK; /* the projection parser refuses the node */
@@ -261,13 +281,24 @@ static mha_status rz_rot_classify(rz_ctx *z, int side, const tensor *x, const te
     return MHA_OK;
 }
 
-/* One side: probe with every e_k and classify. */
-static mha_status rz_rot_side(rz_ctx *z, int side, rz_rot_found *f) {
+/* One side: probe with every e_k and classify. The RotaryEmbedding op
+ * turns every head of a [.., heads * d_head] row alike: e_k is then set in
+ * every head at once and the maps read on the [.., heads, d_head] view. */
+static mha_status rz_rot_side(rz_ctx *z, int side, int64_t d_head, rz_rot_found *f) {
     const rz_core *c = &z->core;
     const tensor *x = z->probe[c->rot_x[side]];
     if (!x || x->dtype != MHA_DTYPE_FLOAT32 || x->rank < 2 || x->dims[x->rank - 1] < 2)
         return rz_rot_refuse(z, side, "the rotated tensor is not float32 with a feature axis");
-    const int64_t d = x->dims[x->rank - 1], rows = tensor_numel(x) / d;
+    const int64_t full = x->dims[x->rank - 1];
+    const int per_head = c->rot_op[side] && d_head > 1 && full > d_head && full % d_head == 0 &&
+                         x->rank < MHA_MAX_RANK;
+    const int64_t d = per_head ? d_head : full, rows = tensor_numel(x) / d;
+    tensor view = *x; /* the shape the maps are read on (no data of its own) */
+    if (per_head) {
+        view.dims[x->rank - 1] = full / d_head;
+        view.dims[x->rank] = d_head;
+        view.rank = x->rank + 1;
+    }
     tensor **cols = mha_calloc(z->a, (size_t)d, sizeof *cols);
     tensor *e = NULL;
     mha_status st = cols ? tensor_new(z->a, MHA_DTYPE_FLOAT32, x->rank, x->dims, &e, z->err)
@@ -282,7 +313,7 @@ static mha_status rz_rot_side(rz_ctx *z, int side, rz_rot_found *f) {
                              memcmp(cols[k]->dims, x->dims, sizeof(int64_t) * (size_t)x->rank)))
             st = rz_rot_refuse(z, side, "its output is not shaped like its input");
     }
-    if (st == MHA_OK) st = rz_rot_classify(z, side, x, (const tensor *const *)cols, f);
+    if (st == MHA_OK) st = rz_rot_classify(z, side, &view, (const tensor *const *)cols, f);
     for (int64_t k = 0; cols && k < d; k++)
         tensor_free(cols[k]);
     mha_free(z->a, cols);
@@ -588,8 +619,8 @@ mha_status rz_rotary_build(rz_ctx *z, layer *L) {
     memset(f, 0, sizeof f);
     rz_rot_widen(z, 0, L->d_head);
     rz_rot_widen(z, 1, L->d_head);
-    mha_status st = rz_rot_side(z, 0, &f[0]);
-    if (st == MHA_OK) st = rz_rot_side(z, 1, &f[1]);
+    mha_status st = rz_rot_side(z, 0, L->d_head, &f[0]);
+    if (st == MHA_OK) st = rz_rot_side(z, 1, L->d_head, &f[1]);
     if (st == MHA_OK && (f[0].kind != f[1].kind || f[0].rd != f[1].rd))
         st = rz_rot_refuse(z, 1, "Q and K turn differently");
     if (st == MHA_OK && (f[0].d != L->d_head || f[0].rd > L->d_head))

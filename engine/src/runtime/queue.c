@@ -106,6 +106,9 @@ struct mha_queue {
     /* max_queue_ms: tokens waiting or running, and the cost of one token
      * (milliseconds, a moving average over the batches; 0 until one ran) */
     int64_t tokens_ahead;
+    /* waited_ms: when tokens_ahead last rose from 0 (queue_now), the start
+     * of the stretch in which the queue has had work without a break */
+    double busy_since;
     int64_t tokens_waiting; /* max_batch_ms: the tokens of the requests in the list */
     double ms_per_token;
     int n_dispatchers;
@@ -289,8 +292,21 @@ typedef struct queue_admission {
     double wait_ms;    /* the expected wait: the larger of the two below */
     double ahead_ms;   /* the work ahead at the last batches' cost per token */
     double oldest_ms;  /* how long the oldest waiting request has waited past its hold */
-    double before_ms;  /* what the request waited before its submit (waited_ms) */
+    double before_ms;  /* the part of waited_ms the queue had work (queue_waited_busy) */
 } queue_admission;
+
+/* The part of what a request waited before its submit (waited_ms: a server
+ * reading its body) that counts against max_queue_ms: only the time the
+ * queue has had work since, without a break. The time before the submit
+ * matters when the server was behind (its HTTP thread starved by the
+ * batches computing); on an idle queue it is the client's own (a slow
+ * upload), and refusing that request would refuse one nothing waits
+ * ahead of. (mutex held) */
+static double queue_waited_busy(const mha_queue *q, double waited_ms) {
+    if (q->tokens_ahead <= 0 || waited_ms <= 0) return 0.0;
+    const double busy_ms = (queue_now() - q->busy_since) * 1e3;
+    return busy_ms < waited_ms ? busy_ms : waited_ms;
+}
 
 /* How long the oldest waiting request has waited beyond the hold a
  * dispatcher may give it for company (max_delay_ms), in ms; 0 when none
@@ -312,7 +328,8 @@ static double queue_oldest_wait(const mha_queue *q) {
  * the larger of the estimate (the work ahead) and what the oldest waiting
  * request has already waited (admission by queue delay). (mutex held) */
 static queue_admission queue_admit_locked(mha_queue *q, double deadline_ms, double waited_ms) {
-    queue_admission a = {MHA_OK, q->stats.depth, 0.0, queue_wait_estimate(q), 0.0, waited_ms};
+    queue_admission a = {MHA_OK, q->stats.depth, 0.0, queue_wait_estimate(q), 0.0,
+                         queue_waited_busy(q, waited_ms)};
     if (!q->accepting) {
         a.status = MHA_ERR_SHUTDOWN;
         return a;
@@ -346,8 +363,8 @@ static mha_status queue_refuse(const mha_queue *q, const queue_admission *a, dou
     if (q->opts.max_queue_ms > 0 && a->before_ms > 0 &&
         a->wait_ms + a->before_ms > q->opts.max_queue_ms)
         return mha_fail(err, st,
-                        "queue submit: the request waited %.3g ms before it came and the %d "
-                        "ahead would take about %.3g ms, more than %g ms",
+                        "queue submit: the request waited %.3g ms before it came while the queue "
+                        "had work, and the %d ahead would take about %.3g ms, more than %g ms",
                         a->before_ms, a->depth, a->wait_ms, q->opts.max_queue_ms);
     if (q->opts.max_queue_ms > 0 && a->wait_ms > q->opts.max_queue_ms)
         return mha_fail(err, st,
@@ -458,6 +475,7 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     q->tail = r;
     q->stats.depth++;
     q->stats.submitted++;
+    if (q->tokens_ahead == 0) q->busy_since = r->submit;
     q->tokens_ahead += S;
     q->tokens_waiting += S;
     /* a dispatcher waits for the first request, or for a full batch (a
