@@ -110,3 +110,16 @@ one_line 1 "^mha: $R/fn_default_domain.onnx: function 'Softmax' is defined in th
 one_line 1 "^mha: $R/fn_undeclared_ref.onnx: function 'local.Sm': attribute 'axis' of node '' refers to 'nosuch', which the function does not declare$" \
   "$MHA" info "$R/fn_undeclared_ref.onnx"
 echo "ok: refused"
+
+echo "== Conv attributes past what a Conv means"
+# a kernel_shape other than the weight's loaded (the weight's 3 used;
+# ONNX Runtime refuses it); a dilation of 2^62 overflowed the span
+# dilation x (kernel - 1) (undefined behaviour); and a one-layer model
+# whose plan found such a fault reported the layer recogniser's "Add node
+# ... on the Q path" instead
+one_line 1 "^mha: $R/conv_kernel_shape.onnx: evaluating the graph on a probe input: Conv node 'conv': kernel_shape (1 values, the last 5) is not the kernel of W 16x16x3$" \
+  "$MHA" info "$R/conv_kernel_shape.onnx"
+one_line 1 "^mha: $R/conv_dilation_2e62.onnx: evaluating the graph on a probe input: Conv node 'conv': strides, dilations and pads must be at most 2^31 (1, 4611686018427387904, 1 and 1 on axis 0)$" \
+  "$MHA" info "$R/conv_dilation_2e62.onnx"
+expect 0 "the same Conv with its own kernel_shape" "$MHA" info "$R/conv_ok.onnx"
+echo "ok: refused naming the Conv"

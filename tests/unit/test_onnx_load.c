@@ -411,6 +411,11 @@ static void fn_attr_ref(Onnx__NodeProto *n, const char *name, const char *ref, i
     a->ref_attr_name = ts(ref);
 }
 
+/* f declares an attribute `names` (what a reference may name). */
+static void fn_declare(Onnx__FunctionProto *f, const char *names) {
+    f->attribute = split_names(names, &f->n_attribute);
+}
+
 /* y = Outer(x; a = 0.5): Outer(x) = Relu(Inner(x; a = a)), Inner(x) =
  * LeakyRelu(x; alpha = a): two nested calls inline to LeakyRelu (alpha 0.5)
  * then Relu, the inner value renamed per call, the graph's names kept */
@@ -424,10 +429,12 @@ static gb fn_model(void) {
     a->f = 0.5f;
     gb_output(&b, "y");
     Onnx__FunctionProto *outer = fn_new(&b, "Outer", "x", "y", 17);
+    fn_declare(outer, "a");
     fn_attr_ref(fn_node(outer, "Inner", "fn", "x", "t"), "a", "a",
                 ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
     fn_node(outer, "Relu", "", "t", "y");
     Onnx__FunctionProto *inner = fn_new(&b, "Inner", "x", "y", 17);
+    fn_declare(inner, "a");
     fn_attr_ref(fn_node(inner, "LeakyRelu", "", "x", "y"), "alpha", "a",
                 ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
     return b;

@@ -52,6 +52,8 @@ static mha_status conv_as_gemm(interp_ctx *c, const float *x, const float *w, co
     return st;
 }
 
+#define CONV_ATTR_MAX ((int64_t)1 << 31)
+
 mha_status interp_op_conv(interp_ctx *c) {
     const tensor *X, *W, *B;
     char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
@@ -97,6 +99,23 @@ mha_status interp_op_conv(interp_ctx *c) {
             return interp_fail(c, MHA_ERR_MODEL_FORMAT,
                                "strides, dilations and pads must be "
                                "positive");
+    /* past 2^31 no convolution is meant, and the spans below would
+     * overflow (a dilation of 2^62 times the kernel) */
+    for (int i = 0; i < 2; i++)
+        if (strides[i] > CONV_ATTR_MAX || dil[i] > CONV_ATTR_MAX || pads[i] > CONV_ATTR_MAX ||
+            pads[i + 2] > CONV_ATTR_MAX)
+            return interp_fail(c, MHA_ERR_MODEL_FORMAT,
+                               "strides, dilations and pads must be at most 2^31 (%lld, %lld, "
+                               "%lld and %lld on axis %d)",
+                               (long long)strides[i], (long long)dil[i], (long long)pads[i],
+                               (long long)pads[i + 2], i - (one_d ? 1 : 0));
+    /* kernel_shape, when given, is W's: ONNX Runtime refuses another */
+    const ir_attr *ks = ir_node_attr(c->n, "kernel_shape");
+    if (ks && (ks->n != nsp || !ks->ints || ks->ints[nsp - 1] != kW || (!one_d && ks->ints[0] != kH)))
+        return interp_fail(c, MHA_ERR_SHAPE,
+                           "kernel_shape (%zu values, the last %lld) is not the kernel of W %s",
+                           ks->n, ks->n && ks->ints ? (long long)ks->ints[ks->n - 1] : 0LL,
+                           interp_shape(W, s0));
     /* OH = (H + pad_top + pad_bottom - dil (kH - 1) - 1) / stride + 1 */
     const int64_t span_h = dil[0] * (kH - 1) + 1, span_w = dil[1] * (kW - 1) + 1;
     const int64_t OH =

@@ -73,7 +73,10 @@ static mha_status model_from_graph(const mha_model_options *opts, const mha_allo
         plan_free(P); /* NULL when plan_build failed */
         P = NULL;
     }
-    if (pst != MHA_OK && cores == 1) {
+    /* one layer that neither path takes: the layer's reason, unless the
+     * plan found the file itself wrong (an operator's attributes or
+     * shapes), which no path would take */
+    if (pst != MHA_OK && cores == 1 && pst != MHA_ERR_MODEL_FORMAT && pst != MHA_ERR_SHAPE) {
         if (err) *err = layer_err;
         pst = st;
     }
