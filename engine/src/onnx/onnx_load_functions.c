@@ -255,8 +255,8 @@ static size_t fn_sat_add(size_t a, size_t b) {
     return a > SIZE_MAX - b ? SIZE_MAX : a + b;
 }
 
-static mha_status fn_measure_call(fn_ctx *c, fn_measure *ms, const Onnx__NodeProto *np,
-                                  int depth, size_t *nodes, int *height);
+static mha_status fn_measure_call(fn_ctx *c, fn_measure *ms, const Onnx__NodeProto *np, int depth,
+                                  size_t *nodes, int *height);
 
 /* The nodes a list of nodes (a body, or the graph) at call depth `depth`
  * inlines to, and its deepest nesting. */
@@ -277,8 +277,8 @@ static mha_status fn_measure_nodes(fn_ctx *c, fn_measure *ms, Onnx__NodeProto *c
 
 /* What one node inlines to: itself (1) or its function's count. The
  * recursion and depth refusals are fn_inline_call's, found here first. */
-static mha_status fn_measure_call(fn_ctx *c, fn_measure *ms, const Onnx__NodeProto *np,
-                                  int depth, size_t *nodes, int *height) {
+static mha_status fn_measure_call(fn_ctx *c, fn_measure *ms, const Onnx__NodeProto *np, int depth,
+                                  size_t *nodes, int *height) {
     const char *dom = fn_str(np->domain);
     const Onnx__FunctionProto *f = NULL;
     if (!fn_default_domain(dom) && strcmp(dom, "com.microsoft") != 0) f = fn_find(c, np);
@@ -298,8 +298,8 @@ static mha_status fn_measure_call(fn_ctx *c, fn_measure *ms, const Onnx__NodePro
                             "functions nest deeper than %d calls (at '%s.%s')", FN_MAX_DEPTH,
                             fn_str(f->domain), fn_str(f->name));
         m->state = 1;
-        mha_status st = fn_measure_nodes(c, ms, f->node, f->n_node, depth + 1, &m->nodes,
-                                         &m->height);
+        mha_status st =
+            fn_measure_nodes(c, ms, f->node, f->n_node, depth + 1, &m->nodes, &m->height);
         if (st != MHA_OK) return st;
         m->height += 1;
         m->state = 2;
@@ -351,8 +351,7 @@ static mha_status fn_check_list(fn_ctx *c) {
                     return mha_fail(c->err, MHA_ERR_MODEL_FORMAT,
                                     "function '%s.%s': attribute '%s' of node '%s' refers to "
                                     "'%s', which the function does not declare",
-                                    dom, fn_str(f->name),
-                                    fn_str(f->node[k]->attribute[a]->name),
+                                    dom, fn_str(f->name), fn_str(f->node[k]->attribute[a]->name),
                                     fn_str(f->node[k]->name), ref);
             }
     }
@@ -367,15 +366,13 @@ static mha_status fn_check_size(fn_ctx *c) {
     if (!ms) return fn_oom(c);
     size_t total = 0;
     int height = 0;
-    mha_status st =
-        fn_measure_nodes(c, ms, m->graph->node, m->graph->n_node, 0, &total, &height);
+    mha_status st = fn_measure_nodes(c, ms, m->graph->node, m->graph->n_node, 0, &total, &height);
     mha_free(c->a, ms);
     if (st != MHA_OK) return st;
     size_t held = m->graph->n_node;
     for (size_t i = 0; i < m->n_functions; i++)
         held = fn_sat_add(held, m->functions[i]->n_node);
-    size_t limit = held > FN_MAX_NODES / FN_PER_FILE_NODE ? FN_MAX_NODES
-                                                           : held * FN_PER_FILE_NODE;
+    size_t limit = held > FN_MAX_NODES / FN_PER_FILE_NODE ? FN_MAX_NODES : held * FN_PER_FILE_NODE;
     if (limit < FN_FLOOR_NODES) limit = FN_FLOOR_NODES;
     if (total > limit) {
         if (total == SIZE_MAX)

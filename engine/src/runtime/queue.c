@@ -329,8 +329,8 @@ static double queue_oldest_wait(const mha_queue *q) {
  * the larger of the estimate (the work ahead) and what the oldest waiting
  * request has already waited (admission by queue delay). (mutex held) */
 static queue_admission queue_admit_locked(mha_queue *q, double deadline_ms, double waited_ms) {
-    queue_admission a = {MHA_OK, q->stats.depth, 0.0, queue_wait_estimate(q), 0.0,
-                         queue_waited_busy(q, waited_ms)};
+    queue_admission a = {
+        MHA_OK, q->stats.depth, 0.0, queue_wait_estimate(q), 0.0, queue_waited_busy(q, waited_ms)};
     if (!q->accepting) {
         a.status = MHA_ERR_SHUTDOWN;
         return a;

@@ -19,9 +19,9 @@ struct run_slot_wait {
     void *ctx;
     mha_error *err;
     int own_thread;
-    int state;    /* RUN_*, under the mutex */
-    int hinted;   /* a free slot was announced to this caller, not yet seen */
-    int begin;    /* RUN_YOUR_SLOT: the slot comes without its pool run */
+    int state;      /* RUN_*, under the mutex */
+    int hinted;     /* a free slot was announced to this caller, not yet seen */
+    int begin;      /* RUN_YOUR_SLOT: the slot comes without its pool run */
     unsigned posts; /* posts promised under the mutex: all are waited for
                      * before the caller returns (its stack goes with it) */
     mha_status status;
@@ -152,8 +152,8 @@ static void run_slots_leave(run_slots *s, int held, run_slots_posts *ps) {
 
 /* Computes w (taken, CLAIMED) on this thread; its caller, if another,
  * is told. Returns with the mutex held. (mutex held) */
-static void run_slots_compute(run_slots *s, run_slot_wait *w, const run_slot_wait *mine,
-                              int *begin, run_slots_posts *ps) {
+static void run_slots_compute(run_slots *s, run_slot_wait *w, const run_slot_wait *mine, int *begin,
+                              run_slots_posts *ps) {
     pthread_mutex_unlock(&s->mutex);
     run_slots_post(ps);
     if (*begin) {

@@ -123,9 +123,9 @@ MHA_API mha_status mha_runtime_create(const mha_runtime_options *opts, mha_runti
         const int e = errno;
         char cwd[PATH_MAX];
         const int rel = opts->plugin_path[0] != '/' && getcwd(cwd, sizeof cwd);
-        mha_status st = mha_fail(err, MHA_ERR_BACKEND, "plugin path '%s'%s%s%s: %s",
-                                 opts->plugin_path, rel ? " (in " : "", rel ? cwd : "",
-                                 rel ? ")" : "", strerror(e));
+        mha_status st =
+            mha_fail(err, MHA_ERR_BACKEND, "plugin path '%s'%s%s%s: %s", opts->plugin_path,
+                     rel ? " (in " : "", rel ? cwd : "", rel ? ")" : "", strerror(e));
         mha_free(&a, rt);
         return st;
     }
