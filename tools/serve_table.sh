@@ -133,7 +133,7 @@ bench() {
   [ "$flops" = 0 ] || [ "$flops" = 0.0 ] && flops=$(minilm_flops "$s")
   pct=$(awk -v r="$rate" -v f="$flops" -v p="$pk" 'BEGIN { printf "%.0f", 100 * r * f / (p * 1e9) }')
   pk16=$(peak2bf16)
-  pct16=$(awk -v r="$rate" -v f="$flops" -v p="$pk16" 'BEGIN { printf "%.0f", p > 0 ? 100 * r * f / (p * 1e9) : 0 }')
+  pct16=$(awk -v r="$rate" -v f="$flops" -v p="$pk16" 'BEGIN { printf "%.0f", (p > 0 ? 100 * r * f / (p * 1e9) : 0) }')
   row "$cfg" peak16 "$pk16" "$ld"
   row "$cfg" pct16 "$pct16" "$ld"
   row "$cfg" rate "$rate" "$ld"
