@@ -5,7 +5,8 @@
  * workers staying out when callers take every core, FTZ/DAZ in the
  * workers, many create/destroy cycles, and runs (pool_run_begin/end)
  * splitting the cores between them, a helper leaving a run's job when a
- * second run begins, and runs beyond the cores waiting at the door. Runs under TSan (label
+ * second run begins, runs beyond the cores waiting at the door, and two
+ * threads claiming paired units from both ends. Runs under TSan (label
  * "threads"). */
 #include "testutil.h"
 
@@ -746,6 +747,84 @@ static void test_runs_wait_at_the_door(void **state) {
     pool_destroy(p);
 }
 
+/* Two threads and paired units (pool_job.paired): the caller claims them
+ * from the front, the helper from the back, so the caller's units of a
+ * phase are a prefix and the helper's a suffix of [0, paired); the units
+ * after `paired` go out only once every paired one is claimed. Unit 0
+ * (the caller's first) holds until the helper ran a unit, so both take
+ * part; each unit lasts ~20 us, so they alternate. With three threads the
+ * ends are not paired (every unit still runs once). */
+enum { PAIR_UNITS = 40 };
+typedef struct pair_ctx {
+    atomic_int by_helper;
+    atomic_int seq;                          /* claims so far */
+    int worker[POOL_MAX_PHASES][PAIR_UNITS]; /* who ran each unit */
+    int order[POOL_MAX_PHASES][PAIR_UNITS];  /* when it began */
+    atomic_int hits[POOL_MAX_PHASES][PAIR_UNITS];
+} pair_ctx;
+
+static mha_status pair_unit(void *vctx, int phase, int64_t unit, int worker, mha_error *err) {
+    (void)err;
+    pair_ctx *c = vctx;
+    c->order[phase][unit] = atomic_fetch_add(&c->seq, 1);
+    c->worker[phase][unit] = worker;
+    atomic_fetch_add(&c->hits[phase][unit], 1);
+    if (worker > 0) atomic_fetch_add(&c->by_helper, 1);
+    if (phase == 0 && unit == 0 && worker == 0)
+        while (!atomic_load(&c->by_helper))
+            sched_yield();
+    struct timespec ts = {0, 20000};
+    nanosleep(&ts, NULL);
+    return MHA_OK;
+}
+
+static void test_two_threads_pair_the_ends(void **state) {
+    (void)state;
+    pool *p = NULL;
+    assert_int_equal(pool_create(NULL, 2, 0, &p, NULL), MHA_OK);
+    static pair_ctx c;
+    for (int threads = 2; threads <= 3; threads++) {
+        memset(&c, 0, sizeof c);
+        pool_job job;
+        memset(&job, 0, sizeof job);
+        job.fn = pair_unit;
+        job.ctx = &c;
+        job.n_phases = 2;
+        job.n_units[0] = job.n_units[1] = PAIR_UNITS;
+        job.paired[0] = PAIR_UNITS;     /* every unit from both ends */
+        job.paired[1] = PAIR_UNITS - 8; /* the last 8 after them */
+        job.num_threads = threads;
+        assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
+        for (int ph = 0; ph < 2; ph++)
+            for (int u = 0; u < PAIR_UNITS; u++)
+                assert_int_equal(atomic_load(&c.hits[ph][u]), 1);
+        if (threads == 3) break; /* in order: nothing more to check */
+        assert_int_equal(job.threads_used, 2);
+        assert_true(atomic_load(&c.by_helper) > 0);
+        for (int ph = 0; ph < 2; ph++) {
+            const int paired = (int)job.paired[ph];
+            int k = 0; /* the caller's prefix */
+            while (k < paired && c.worker[ph][k] == 0)
+                k++;
+            for (int u = k; u < paired; u++)
+                if (c.worker[ph][u] == 0)
+                    fail_msg("phase %d: unit %d ran on the caller after the helper's unit %d", ph,
+                             u, k);
+            /* a unit after `paired` is claimed once every paired one is; at
+             * most the other thread's last claim may not have begun yet */
+            for (int u = paired; u < PAIR_UNITS; u++) {
+                int later = 0;
+                for (int v = 0; v < paired; v++)
+                    later += c.order[ph][v] > c.order[ph][u];
+                if (later > 1)
+                    fail_msg("phase %d: unit %d began before %d paired units", ph, u, later);
+            }
+        }
+        assert_true(c.worker[0][PAIR_UNITS - 1] > 0); /* the helper began at the back */
+    }
+    pool_destroy(p);
+}
+
 int main(void) {
     /* clang-format off */
     const struct CMUnitTest tests[] = {
@@ -764,6 +843,7 @@ int main(void) {
         cmocka_unit_test(test_helper_leaves_for_a_new_run),
         cmocka_unit_test(test_runs_wait_at_the_door),
         cmocka_unit_test(test_no_wakeups_for_nothing),
+        cmocka_unit_test(test_two_threads_pair_the_ends),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);

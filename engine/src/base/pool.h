@@ -39,7 +39,15 @@ typedef struct pool_job {
     void *ctx;
     int n_phases;                     /* 1..POOL_MAX_PHASES */
     int64_t n_units[POOL_MAX_PHASES]; /* units per phase (may be 0) */
-    int num_threads;                  /* wanted, 0 = all; capped to the pool */
+    /* Units [0, paired[ph]) of phase ph go out from both ends when the job
+     * runs on two threads: the caller claims them from the front, the
+     * helper from the back, and the rest [paired, n_units) after them, in
+     * order, to either. Rows of consecutive phases and jobs then stay on
+     * one core: the caller computes the first rows (batch items) of every
+     * step, the helper the last ones, and only the units about where they
+     * meet read what the other core wrote. 0 (memset): in order only. */
+    int64_t paired[POOL_MAX_PHASES];
+    int num_threads; /* wanted, 0 = all; capped to the pool */
     /* Polled on the calling thread only: before the job starts, before
      * each unit it claims, when a phase it worked on runs out of units, and
      * once the job is over (how often in all depends on how many units
@@ -55,6 +63,7 @@ typedef struct pool_job {
     /* internal: the claim state, read by every participant */
     atomic_int phase; /* current phase; n_phases once the job is over */
     atomic_llong next_unit[POOL_MAX_PHASES];
+    atomic_ullong ends[POOL_MAX_PHASES]; /* paired units: front | back << 32 */
     atomic_llong done_units[POOL_MAX_PHASES];
     atomic_int status;      /* MHA_OK until a unit fails */
     atomic_int message_set; /* err holds a unit's message */

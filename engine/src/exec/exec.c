@@ -1049,6 +1049,10 @@ void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, in
     r[3] = exec_min(f->W->N, n0 + n_tile);
 }
 
+int64_t exec_gemm_body_units(const exec_gemm_family *f) {
+    return f->n_segs * f->m_tiles * f->n_tiles - f->tail_tiles * f->n_tiles;
+}
+
 static mha_status exec_gemm_unit(const exec_state *s, const exec_gemm_family *f, int64_t u,
                                  mha_error *err) {
     int64_t seg, r[4];
@@ -1384,6 +1388,8 @@ static mha_status exec_phases_run(exec_state *s, int self_parallel, mha_error *e
         switch (s->phase_kind[ph]) {
         case EXEC_PHASE_PROJ:
             job.n_units[ph] = s->proj[0].n_units + s->proj[1].n_units + s->proj[2].n_units;
+            /* one family's rows (self-attention's Q|K|V) from both ends */
+            if (s->n_proj == 1) job.paired[ph] = exec_gemm_body_units(&s->proj[0]);
             break;
         case EXEC_PHASE_ROPE:
             job.n_units[ph] = s->rope.n_units;
@@ -1393,9 +1399,13 @@ static mha_status exec_phases_run(exec_state *s, int self_parallel, mha_error *e
             break;
         case EXEC_PHASE_ATTN:
             job.n_units[ph] = s->attn.n_units;
+            /* batch items in order (exec_attn_unit); a causal run's heaviest
+             * query blocks go first, in order only */
+            if (!s->attn.heaviest_first) job.paired[ph] = s->attn.n_units;
             break;
         case EXEC_PHASE_OUT:
             job.n_units[ph] = s->out.n_units;
+            job.paired[ph] = exec_gemm_body_units(&s->out);
             break;
         }
     }

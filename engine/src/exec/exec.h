@@ -133,9 +133,11 @@ mha_status exec_gemm_tile(const exec_env *env, const exec_gemm_weights *W, int64
 
 /* One phase of `units` pool units fn(ctx, 0, u, worker, err) on env's pool
  * (exec_gemm.c), at most `threads` wide, with env's cancel hook and
- * denormals flushed as on the pool's workers. */
+ * denormals flushed as on the pool's workers; the first `paired` from both
+ * ends on two threads (pool_job.paired: units in the order of the rows
+ * they touch). */
 mha_status exec_pool_units(const exec_env *env, pool_unit_fn fn, void *ctx, int64_t units,
-                           int threads, mha_error *err);
+                           int64_t paired, int threads, mha_error *err);
 
 /* One normalisation (exec_norm.c): rows [args->r0, args->r1) of
  * args->x normalised into args->y on env's plugin when it declares
@@ -189,6 +191,9 @@ int exec_gemm_piece_done(const exec_gemm_family *f, atomic_int *pieces, int64_t 
 void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads);
 /* Unit u of f: its segment and its rows [r[0], r[1]), columns [r[2], r[3]). */
 void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]);
+/* The units of f before its end pieces (tail_tiles), in the order of their
+ * rows: what may go out from both ends (pool_job.paired). */
+int64_t exec_gemm_body_units(const exec_gemm_family *f);
 
 /* One GEMM on given buffers (exec_gemm.c): C [M, N] = A [M, K] . W + bias,
  * then fused (NULL = none) inside the plugin, cut by exec_gemm_plan over

@@ -88,19 +88,21 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
         if (!j.pieces) return mha_fail(err, MHA_ERR_NO_MEMORY, "exec: out of memory");
         exec_gemm_pieces_init(&j.f, j.pieces);
     }
-    mha_status st = exec_pool_units(env, gemm_unit, &j, j.f.n_units, threads, err);
+    mha_status st =
+        exec_pool_units(env, gemm_unit, &j, j.f.n_units, exec_gemm_body_units(&j.f), threads, err);
     mha_free(env->alloc, j.pieces);
     return st;
 }
 
 mha_status exec_pool_units(const exec_env *env, pool_unit_fn fn, void *ctx, int64_t units,
-                           int threads, mha_error *err) {
+                           int64_t paired, int threads, mha_error *err) {
     pool_job job;
     memset(&job, 0, sizeof job);
     job.fn = fn;
     job.ctx = ctx;
     job.n_phases = 1;
     job.n_units[0] = units;
+    job.paired[0] = paired;
     job.num_threads = threads;
     job.cancel = env->cancel;
     job.cancel_user = env->cancel_user;

@@ -70,7 +70,6 @@ mha_status exec_norm_run(const exec_env *env, const mha_norm_args *args, mha_err
         if (reserved) pool_release(env->pool);
         return st;
     }
-    return exec_pool_units(env, norm_unit, &j,
-                           (args->r1 - args->r0 + EXEC_NORM_ROWS - 1) / EXEC_NORM_ROWS, threads,
-                           err);
+    const int64_t units = (args->r1 - args->r0 + EXEC_NORM_ROWS - 1) / EXEC_NORM_ROWS;
+    return exec_pool_units(env, norm_unit, &j, units, units, threads, err);
 }

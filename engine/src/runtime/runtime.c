@@ -386,7 +386,8 @@ static mha_status runtime_plan_parallel(void *user, void (*fn)(void *ctx, int64_
     int64_t piece = (n + 4 * (int64_t)threads - 1) / (4 * (int64_t)threads);
     if (piece < grain) piece = grain;
     runtime_pieces rp = {fn, ctx, n, piece};
-    return exec_pool_units(env, runtime_piece_unit, &rp, (n + piece - 1) / piece, threads, err);
+    const int64_t units = (n + piece - 1) / piece;
+    return exec_pool_units(env, runtime_piece_unit, &rp, units, units, threads, err);
 }
 
 /* A GEMM step of a plan; its epilogue inside the plugin's kernel when the
