@@ -39,12 +39,6 @@
 
 #define AB_MAX_TENSORS 16
 
-static double ab_clock(clockid_t id) {
-    struct timespec t;
-    clock_gettime(id, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int ab_usage(void) {
     fprintf(stderr, "usage: plugin_ab MODEL PLUGIN_A PLUGIN_B [--backend NAME] [--batch B] "
                     "[--seq S] [--threads N] [--pairs N] [--precision float32|bfloat16]\n");
@@ -214,14 +208,15 @@ int main(int argc, char **argv) {
     for (int p = 0; p < pairs; p++) {
         for (int j = 0; j < 2; j++) {
             const int k = (p & 1) ? 1 - j : j;
-            const double c0 = ab_clock(CLOCK_PROCESS_CPUTIME_ID), w0 = ab_clock(CLOCK_MONOTONIC);
+            const double c0 = bench_clock(CLOCK_PROCESS_CPUTIME_ID),
+                         w0 = bench_clock(CLOCK_MONOTONIC);
             if (mha_run(rt[k], model, in, info.num_inputs, out[k], info.num_outputs, &run, &err) !=
                 MHA_OK) {
                 fprintf(stderr, "plugin_ab: %s: %s\n", plugin[k], err.message);
                 return 1;
             }
-            cpu[k][p] = ab_clock(CLOCK_PROCESS_CPUTIME_ID) - c0;
-            wall[k][p] = ab_clock(CLOCK_MONOTONIC) - w0;
+            cpu[k][p] = bench_clock(CLOCK_PROCESS_CPUTIME_ID) - c0;
+            wall[k][p] = bench_clock(CLOCK_MONOTONIC) - w0;
         }
         ratio[p] = threads == 1 ? cpu[1][p] / cpu[0][p] : wall[1][p] / wall[0][p];
     }
