@@ -1,0 +1,30 @@
+#!/bin/sh
+# cli_round9.sh -- defects found by the ninth adversarial round (and the
+# items the eighth left), each as the rule for bad input has it: a
+# non-zero exit, one stderr line naming the file or option and the
+# problem, nothing on stdout and no output file.
+# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
+set -eu
+: "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
+T="$MHA_TEST_TMP"
+rm -rf "$T" && mkdir -p "$T"
+# fail, expect, one_line
+# shellcheck source=lib/refusal.sh
+. "$(dirname "$0")/lib/refusal.sh"
+R="$MHA_TEST_DATA/round9"
+
+echo "== a relative MHA_PLUGIN_PATH item in mha backends"
+# the registry ignored it with a warning at WARN level, which mha backends
+# (no log) never printed: the listing did not say the item was ignored
+cd "$T"
+MHA_PLUGIN_PATH="mha-plugin-x.so:/nonexistent:./plugins" "$MHA" backends >"$T/out" 2>"$T/err" ||
+  fail "backends: $(cat "$T/err")"
+for item in mha-plugin-x.so ./plugins; do
+  grep -q "^-  *-  *0  unusable  $item  (MHA_PLUGIN_PATH item '$item' is not an absolute path: ignored (plugins are never loaded relative to the current directory))$" "$T/out" ||
+    fail "the ignored item $item is not listed: $(cat "$T/out")"
+done
+MHA_PLUGIN_PATH="mha-plugin-x.so" "$MHA" backends --json >"$T/out" 2>"$T/err" || fail "backends --json: $(cat "$T/err")"
+grep -q '"path": "mha-plugin-x.so", "score": 0, "usable": false, "auto": false, "reason": "MHA_PLUGIN_PATH item' "$T/out" ||
+  fail "the ignored item is not in the JSON: $(cat "$T/out")"
+cd - >/dev/null
+echo "ok: listed as unusable, with the reason"
