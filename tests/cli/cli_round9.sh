@@ -28,3 +28,16 @@ grep -q '"path": "mha-plugin-x.so", "score": 0, "usable": false, "auto": false, 
   fail "the ignored item is not in the JSON: $(cat "$T/out")"
 cd - >/dev/null
 echo "ok: listed as unusable, with the reason"
+
+echo "== a Conv's own fault behind a symbolic length"
+# a HuBERT-shaped front end on symbolic samples whose Conv has strides 0
+# or a kernel_shape other than its weight's: the line started with the
+# conv-length probe's "the load's probes of it (3 and 5) are shorter than
+# Conv ...'s kernel of 10 ... (export with a fixed length)" -- advice that
+# would not help -- before the Conv's own reason
+one_line 1 "^mha: $R/audio_conv_strides0.onnx: evaluating the graph on a probe input: Conv node '/convs.0/Conv': strides, dilations and pads must be positive$" \
+  "$MHA" info "$R/audio_conv_strides0.onnx"
+one_line 1 "^mha: $R/audio_conv_kernel_shape7.onnx: evaluating the graph on a probe input: Conv node '/convs.0/Conv': kernel_shape (1 values, the last 7) is not the kernel of W 8x1x10$" \
+  "$MHA" info "$R/audio_conv_kernel_shape7.onnx"
+expect 0 "the same front end with a good Conv" "$MHA" info "$R/audio_ok.onnx"
+echo "ok: the Conv's own reason alone"
