@@ -41,3 +41,14 @@ one_line 1 "^mha: $R/audio_conv_kernel_shape7.onnx: evaluating the graph on a pr
   "$MHA" info "$R/audio_conv_kernel_shape7.onnx"
 expect 0 "the same front end with a good Conv" "$MHA" info "$R/audio_ok.onnx"
 echo "ok: the Conv's own reason alone"
+
+echo "== RotaryEmbedding's interleaved 2 and a negative rotary_embedding_dim"
+# both loaded: interleaved 2 ran as 1 (ONNX Runtime reads it as 0: outputs
+# 4.7 apart), a rotary_embedding_dim of -2 as the whole head (ONNX Runtime
+# refuses it)
+one_line 1 "^mha: $R/rope_interleaved2.onnx: evaluating the graph on a probe input: RotaryEmbedding node 'RotaryEmbedding_10': interleaved is 2, not 0 or 1$" \
+  "$MHA" info "$R/rope_interleaved2.onnx"
+one_line 1 "^mha: $R/rope_dim_negative.onnx: evaluating the graph on a probe input: RotaryEmbedding node 'RotaryEmbedding_10': rotary_embedding_dim -2 is negative$" \
+  "$MHA" info "$R/rope_dim_negative.onnx"
+expect 0 "the same model with interleaved 1" "$MHA" info "$R/rope_ok.onnx"
+echo "ok: refused naming the node"
