@@ -52,3 +52,15 @@ one_line 1 "^mha: $R/rope_dim_negative.onnx: evaluating the graph on a probe inp
   "$MHA" info "$R/rope_dim_negative.onnx"
 expect 0 "the same model with interleaved 1" "$MHA" info "$R/rope_ok.onnx"
 echo "ok: refused naming the node"
+
+echo "== mha serve of a float16 layer"
+# "queue: input 'query' is not [batch, sequence]: a batch cannot be padded"
+# -- the token-id rule's words for a layer's [B, S, 32] sequence
+H="$MHA_TEST_DATA/round8/half_layer/model.onnx"
+if "$MHA" serve --help >/dev/null 2>&1; then
+  one_line 1 "^mha: $H: cannot be served: queue: input 'query' is a float16 sequence \[B, S, 32\]: a layer is served on float32 sequences only (mha serve takes" \
+    timeout 20 "$MHA" serve "$H" --port 0
+  echo "ok: the dtype named"
+else
+  echo "skip: mha built without serve"
+fi
