@@ -42,16 +42,22 @@ one_line 1 "^mha: $R/audio_conv_kernel_shape7.onnx: evaluating the graph on a pr
 expect 0 "the same front end with a good Conv" "$MHA" info "$R/audio_ok.onnx"
 echo "ok: the Conv's own reason alone"
 
-echo "== RotaryEmbedding's interleaved 2 and a negative rotary_embedding_dim"
-# both loaded: interleaved 2 ran as 1 (ONNX Runtime reads it as 0: outputs
-# 4.7 apart), a rotary_embedding_dim of -2 as the whole head (ONNX Runtime
-# refuses it)
-one_line 1 "^mha: $R/rope_interleaved2.onnx: evaluating the graph on a probe input: RotaryEmbedding node 'RotaryEmbedding_10': interleaved is 2, not 0 or 1$" \
+echo "== truth-value attributes of 2: RotaryEmbedding's interleaved, Attention's is_causal, com.microsoft Attention's unidirectional; a negative rotary_embedding_dim"
+# each loaded, the int taken as true as ONNX's reference does -- where
+# ONNX Runtime takes only 1 as true: interleaved 2 outputs 4.7 apart from
+# ONNX Runtime's, is_causal 2 2.4, unidirectional 2 0.087 (a BERT); a
+# rotary_embedding_dim of -2 ran as the whole head (ONNX Runtime refuses it)
+one_line 1 "^mha: $R/rope_interleaved2.onnx: evaluating the graph on a probe input: RotaryEmbedding node 'RotaryEmbedding_10': attribute 'interleaved' is 2, not 0 or 1$" \
   "$MHA" info "$R/rope_interleaved2.onnx"
 one_line 1 "^mha: $R/rope_dim_negative.onnx: evaluating the graph on a probe input: RotaryEmbedding node 'RotaryEmbedding_10': rotary_embedding_dim -2 is negative$" \
   "$MHA" info "$R/rope_dim_negative.onnx"
-expect 0 "the same model with interleaved 1" "$MHA" info "$R/rope_ok.onnx"
-echo "ok: refused naming the node"
+one_line 1 "^mha: $R/attention_causal2.onnx: Attention node 'Attention_12': attribute 'is_causal' is 2, not 0 or 1$" \
+  "$MHA" info "$R/attention_causal2.onnx"
+one_line 1 "^mha: $R/ms_attention_unidirectional2.onnx: Attention (com.microsoft) node 'attn': attribute 'unidirectional' is 2, not 0 or 1$" \
+  "$MHA" info "$R/ms_attention_unidirectional2.onnx"
+expect 0 "the same model with interleaved 1, is_causal 1" "$MHA" info "$R/rope_ok.onnx"
+expect 0 "unidirectional 1" "$MHA" info "$R/ms_attention_ok.onnx"
+echo "ok: refused naming the node and attribute"
 
 echo "== mha serve of a float16 layer"
 # "queue: input 'query' is not [batch, sequence]: a batch cannot be padded"

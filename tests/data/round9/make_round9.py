@@ -56,6 +56,30 @@ def rope_models():
     save(set_attr(m, "RotaryEmbedding", "rotary_embedding_dim", -2), "rope_dim_negative.onnx")
 
 
+def causal_flag_models():
+    """is_causal 2 on rope_ok.onnx's Attention-23 (ONNX Runtime reads it as
+    0, the reference as 1: outputs 2.4 apart), and a com.microsoft
+    Attention layer (packed QKV weight, d 8, 2 heads) with unidirectional
+    1 (loads) and 2 (outputs 0.087 apart on a BERT)."""
+    base = onnx.load(os.path.join(HERE, "rope_ok.onnx"))
+    save(set_attr(base, "Attention", "is_causal", 2), "attention_causal2.onnx")
+    r = np.random.RandomState(19)
+    D = 8
+    for flag, name in ((1, "ms_attention_ok.onnx"), (2, "ms_attention_unidirectional2.onnx")):
+        inits = [nh.from_array((r.randn(D, 3 * D) * 0.3).astype(np.float32), "w"),
+                 nh.from_array((r.randn(3 * D) * 0.1).astype(np.float32), "b")]
+        n = h.make_node("Attention", ["x", "w", "b"], ["y"], name="attn", domain="com.microsoft",
+                        num_heads=2, unidirectional=flag)
+        g = h.make_graph([n], "ms_attention",
+                         [h.make_tensor_value_info("x", TP.FLOAT, ["batch", "seq", D])],
+                         [h.make_tensor_value_info("y", TP.FLOAT, ["batch", "seq", D])], inits)
+        m = h.make_model(g, opset_imports=[h.make_opsetid("", 14),
+                                           h.make_opsetid("com.microsoft", 1)],
+                         producer_name="make_round9")
+        m.ir_version = 8
+        save(m, name)
+
+
 def audio_model(strides=5, kernel_shape=None):
     """A HuBERT-shaped front end on symbolic samples: input_values [batch,
     samples] -> Unsqueeze -> Conv (W [8, 1, 10], stride 5) -> Transpose ->
@@ -112,6 +136,7 @@ def conv_models():
 
 def main():
     rope_models()
+    causal_flag_models()
     conv_models()
 
 
