@@ -3,7 +3,7 @@
 # items the eighth left), each as the rule for bad input has it: a
 # non-zero exit, one stderr line naming the file or option and the
 # problem, nothing on stdout and no output file.
-# Env: MHA (the binary), MHA_TEST_DATA, MHA_TEST_TMP.
+# Env: MHA (the binary), MHA_TESTHOOKS, MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
 : "${MHA:?set MHA to the mha binary}" "${MHA_TEST_DATA:?}" "${MHA_TEST_TMP:?}"
 T="$MHA_TEST_TMP"
@@ -70,3 +70,31 @@ if "$MHA" serve --help >/dev/null 2>&1; then
 else
   echo "skip: mha built without serve"
 fi
+
+echo "== mha run --resume in another precision"
+# the checkpoint named the backend but not the precision: a run stopped
+# after 2 rows in float32 was finished in bfloat16 (or the reverse), exit
+# 0 -- rows of both precisions in one output (0.01 apart in a MiniLM)
+: "${MHA_TESTHOOKS:?}"
+"$MHA" gen --model encoder -d 16 -H 2 -L 1 --vocab 16 --max-pos 8 -o "$T/e.onnx" \
+  --data "$T/ids.npy" --mask "$T/mask.npy" --batch 6 --seq 4
+for first in float32 bfloat16; do
+  second=bfloat16
+  [ "$first" = float32 ] || second=float32
+  rm -f "$T"/y.npy*
+  # killed (SIGKILL) after 2 rows, a checkpoint after every chunk of 1
+  if MHA_TEST_DATASET_CRASH_ROWS=2 "$MHA_TESTHOOKS" run "$T/e.onnx" "$T/ids.npy" "$T/mask.npy" -o "$T/y.npy" \
+    --batch-size 1 --checkpoint-every 0 -q --precision "$first" 2>/dev/null; then
+    fail "the test hook did not stop the run"
+  fi
+  [ -f "$T/y.npy.ckpt" ] || fail "no checkpoint after the first rows"
+  one_line 1 "^mha: $T/y.npy.ckpt: cannot resume: the checkpoint has '.*' where this run has '.*' (remove the .ckpt file to start over)$" \
+    "$MHA" run "$T/e.onnx" "$T/ids.npy" "$T/mask.npy" -o "$T/y.npy" --resume --precision "$second"
+  [ ! -e "$T/y.npy" ] || fail "--resume in $second after $first wrote the output"
+  # in its own precision it finishes: the bytes of one run
+  "$MHA" run "$T/e.onnx" "$T/ids.npy" "$T/mask.npy" -o "$T/y.npy" --resume --precision "$first" -q
+  "$MHA" run "$T/e.onnx" "$T/ids.npy" "$T/mask.npy" -o "$T/one.npy" --precision "$first" -q
+  cmp -s "$T/y.npy" "$T/one.npy" || fail "resumed in $first: not the bytes of one run"
+  rm -f "$T/one.npy"
+done
+echo "ok: refused; resumed in its own precision, the same bytes"
