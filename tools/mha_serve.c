@@ -981,6 +981,14 @@ int mha_cmd_serve(int argc, char **argv) {
     int rc = serve_parse_args(&c, argc, argv, &o, &model_path);
     if (rc >= 0) return rc;
     if (!model_path) return cli_usage_error(&c, "no model given");
+    /* the port file is written once listening: named as the model (or as
+     * data), it replaced the model with the port number */
+    if (o.port_file) {
+        const char *outs[1] = {o.port_file}, *ins[1] = {model_path};
+        if (cli_outputs_spare_inputs(&c, outs, 1, ins, 1, "model") != CLI_OK ||
+            cli_report_path_check(&c, "--port-file", "the port number", o.port_file) != CLI_OK)
+            return CLI_USAGE;
+    }
 
     /* the address first: a typo is a usage error, before any loading */
     struct sockaddr_in a4;

@@ -99,6 +99,33 @@ for first in float32 bfloat16; do
 done
 echo "ok: refused; resumed in its own precision, the same bytes"
 
+echo "== a report or port file named as the model or data"
+# mha peak --json M.onnx, mha bench M --json x.npy (--csv, --plot) wrote the
+# JSON over the model or the dataset, exit 0; mha serve M --port-file M (or
+# a link to M) replaced the model with the port number once listening
+"$MHA" gen -d 4 -H 2 -o "$T/m.onnx" --data "$T/x.npy" --batch 1 --seq 2
+cp "$T/m.onnx" "$T/m.orig"
+cp "$T/x.npy" "$T/x.orig"
+one_line 2 "^mha peak: --json writes a report, not '$T/m.onnx' (.onnx is a model) (see 'mha peak --help')$" \
+  "$MHA" peak --json "$T/m.onnx" --seconds 0.01
+for opt in --json --csv --plot; do
+  one_line 2 "^mha bench: $opt writes a report, not '$T/x.npy' (.npy is data) (see 'mha bench --help')$" \
+    "$MHA" bench "$T/m.onnx" --shape 1,2 "$opt" "$T/x.npy"
+done
+if "$MHA" serve --help >/dev/null 2>&1; then
+  one_line 2 "^mha serve: the output '$T/m.onnx' is also the model '$T/m.onnx' (see 'mha serve --help')$" \
+    timeout 20 "$MHA" serve "$T/m.onnx" --port 0 --port-file "$T/m.onnx"
+  cp "$T/m.onnx" "$T/other.onnx"
+  one_line 2 "^mha serve: --port-file writes the port number, not '$T/other.onnx' (.onnx is a model) (see 'mha serve --help')$" \
+    timeout 20 "$MHA" serve "$T/m.onnx" --port 0 --port-file "$T/other.onnx"
+  cmp -s "$T/m.onnx" "$T/other.onnx" || fail "the other model was written"
+  ln -s m.onnx "$T/link"
+  one_line 2 "^mha serve: the output '$T/link' is also the model '$T/m.onnx' (see 'mha serve --help')$" \
+    timeout 20 "$MHA" serve "$T/m.onnx" --port 0 --port-file "$T/link"
+fi
+cmp -s "$T/m.onnx" "$T/m.orig" && cmp -s "$T/x.npy" "$T/x.orig" || fail "the model or the data was written"
+echo "ok: refused before any work, the files kept"
+
 if "$MHA" serve --help >/dev/null 2>&1 && command -v curl >/dev/null; then
   echo "== mha serve: a body where none is taken; ?output= with a NUL byte or given twice"
   # POST /health, PUT or GET /run, POST /nosuch, a GET /health with a body:
