@@ -126,6 +126,31 @@ fi
 cmp -s "$T/m.onnx" "$T/m.orig" && cmp -s "$T/x.npy" "$T/x.orig" || fail "the model or the data was written"
 echo "ok: refused before any work, the files kept"
 
+echo "== a NUL byte inside a string of an .npy header"
+# '<f4\0junk' read as '<f4' and 'descr\0x' as 'descr' (the C string ended
+# at the NUL): exit 0, where numpy refuses the header
+"$MHA" gen -d 4 -H 2 -o "$T/n.onnx"
+npy_header() { # DICT-TEXT (printf format) FILE: [1, 2, 4] float32 zeros
+  # shellcheck disable=SC2059
+  h=$(printf "$1" | tr '\000' '@') # the length without the NUL's printf quirks
+  { printf '\223NUMPY\001\000\166\000'
+    # shellcheck disable=SC2059
+    printf "$1"
+    printf '%*s\n' $((117 - ${#h})) ''
+    head -c 32 /dev/zero; } >"$2"
+}
+npy_header "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 4), }" "$T/ok.npy"
+expect 0 "a good header" "$MHA" run "$T/n.onnx" "$T/ok.npy" -o "$T/y.npy" -q
+rm -f "$T/y.npy"
+npy_header "{'descr': '<f4\\000junk', 'fortran_order': False, 'shape': (1, 2, 4), }" "$T/nul.npy"
+one_line 1 "^mha: $T/nul.npy: malformed .npy header: a string holds a NUL byte$" \
+  "$MHA" run "$T/n.onnx" "$T/nul.npy" -o "$T/y.npy"
+npy_header "{'descr\\000x': '<f4', 'fortran_order': False, 'shape': (1, 2, 4), }" "$T/nulkey.npy"
+one_line 1 "^mha: $T/nulkey.npy: malformed .npy header: a string holds a NUL byte$" \
+  "$MHA" run "$T/n.onnx" "$T/nulkey.npy" -o "$T/y.npy"
+[ ! -e "$T/y.npy" ] || fail "a refused input left an output"
+echo "ok: refused"
+
 if "$MHA" serve --help >/dev/null 2>&1 && command -v curl >/dev/null; then
   echo "== mha serve: a body where none is taken; ?output= with a NUL byte or given twice"
   # POST /health, PUT or GET /run, POST /nosuch, a GET /health with a body:
