@@ -151,6 +151,23 @@ one_line 1 "^mha: $T/nulkey.npy: malformed .npy header: a string holds a NUL byt
 [ ! -e "$T/y.npy" ] || fail "a refused input left an output"
 echo "ok: refused"
 
+echo "== mha run --batch-size / --checkpoint-every with a .pb file or --out-dir"
+# dropped in silence: the run went in one piece (the memory bound the
+# chunk size promises with it), exit 0
+"$MHA" gen -d 4 -H 2 -o "$T/b.onnx" --data "$T/b.pb" --batch 2 --seq 3
+"$MHA" gen -d 4 -H 2 -o "$T/b.onnx" --data "$T/b.npy" --batch 2 --seq 3
+for args in "$T/b.pb -o $T/y.npy --batch-size 1" "$T/b.npy -o $T/y.pb --batch-size 1" \
+  "$T/b.npy --out-dir $T/od --checkpoint-every 1"; do
+  opt=--batch-size
+  case $args in *checkpoint*) opt=--checkpoint-every ;; esac
+  # shellcheck disable=SC2086
+  one_line 2 "^mha run: $opt needs .npy inputs and .npy outputs (-o): a .pb file or --out-dir runs in one piece (see 'mha run --help')$" \
+    "$MHA" run "$T/b.onnx" $args
+done
+[ ! -e "$T/y.npy" ] && [ ! -e "$T/y.pb" ] && [ ! -e "$T/od" ] || fail "a refused run wrote"
+expect 0 ".npy in and out" "$MHA" run "$T/b.onnx" "$T/b.npy" -o "$T/y.npy" --batch-size 1 -q
+echo "ok: refused; with .npy files it runs"
+
 if "$MHA" serve --help >/dev/null 2>&1 && command -v curl >/dev/null; then
   echo "== mha serve: a body where none is taken; ?output= with a NUL byte or given twice"
   # POST /health, PUT or GET /run, POST /nosuch, a GET /health with a body:
