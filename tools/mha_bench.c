@@ -934,7 +934,12 @@ int mha_cmd_bench(int argc, char **argv) {
      * before minutes of timing, not after */
     const char *outs[3] = {o.json_path, o.csv_path, o.plot_path};
     const char *ins[2] = {o.model_path, o.plugin_path};
+    static const char *const opts[3] = {"--json", "--csv", "--plot"};
+    /* the model itself named first (the more precise line), then any
+     * model or data file by its name */
     int rc = cli_outputs_spare_inputs(&c, outs, 3, ins, 2, "input");
+    for (int k = 0; k < 3 && rc == CLI_OK; k++)
+        rc = cli_report_path_check(&c, opts[k], "a report", outs[k]);
     if (rc != CLI_OK) return rc;
     cli_outputs claimed;
     rc = cli_outputs_claim(&c, outs, 3, 1, &claimed);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -321,6 +322,19 @@ void cli_outputs_release(cli_outputs *o) {
         mha_output_lock_release(o->locks[i]);
     free(o->locks);
     memset(o, 0, sizeof *o);
+}
+
+int cli_report_path_check(const cli_common *c, const char *option, const char *what,
+                          const char *path) {
+    static const char *const data[][2] = {
+        {".onnx", "a model"}, {".npy", "data"}, {".npz", "data"}, {".pb", "a tensor file"}};
+    const char *dot = path ? strrchr(path, '.') : NULL;
+    if (!dot || strchr(dot, '/')) return CLI_OK;
+    for (size_t k = 0; k < sizeof data / sizeof data[0]; k++)
+        if (strcasecmp(dot, data[k][0]) == 0)
+            return cli_usage_error(c, "%s writes %s, not '%s' (%s is %s)", option, what, path, dot,
+                                   data[k][1]);
+    return CLI_OK;
 }
 
 int cli_outputs_spare_inputs(const cli_common *c, const char *const *outs, size_t n_out,

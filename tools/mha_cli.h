@@ -134,6 +134,14 @@ typedef struct cli_outputs {
 int cli_outputs_claim(const cli_common *c, const char *const *paths, size_t n, int lock,
                       cli_outputs *out);
 void cli_outputs_release(cli_outputs *o);
+/* A report (--json, --csv, --plot; `what` says what the option writes:
+ * "a report", "the port number") named as a model or tensor file (.onnx,
+ * .npy, .npz, .pb, any case) is a usage error naming the option: it would
+ * replace the model or dataset (mha bench --json x.npy). CLI_OK otherwise,
+ * and for NULL. */
+int cli_report_path_check(const cli_common *c, const char *option, const char *what,
+                          const char *path);
+
 /* Refuses (CLI_USAGE, the one line printed) an output that is one of the
  * files the command reads: the same file by device and inode (a symlink
  * or hard link to it included), as writing it would replace the input --

@@ -238,6 +238,7 @@ int mha_cmd_peak(int argc, char **argv) {
     }
     if (!gemm && (backend || c.precision != MHA_PRECISION_FLOAT32))
         return cli_usage_error(&c, "--backend and --precision go with --gemm");
+    if (cli_report_path_check(&c, "--json", "a report", json) != CLI_OK) return CLI_USAGE;
     if (n_threads == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         threads[n_threads++] = 1;

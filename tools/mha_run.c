@@ -309,6 +309,7 @@ int cli_cmd_run(int argc, char **argv) {
     const char **out_args = calloc((size_t)argc, sizeof *out_args);
     size_t n_in_args = 0, n_out_args = 0;
     int quiet = 0, in_outputs = 0, rc = CLI_OK, catching = 0;
+    int batch_size_given = 0, checkpoint_given = 0; /* dataset options, .npy only */
     cli_signals sigs;
     run_state s = {0};
     cli_outputs claimed = {0};
@@ -366,6 +367,7 @@ int cli_cmd_run(int argc, char **argv) {
                 goto done;
             }
             ds.batch_rows = n;
+            batch_size_given = 1;
             break;
         case RUN_LENGTHS:
             ds.lengths_path = v;
@@ -380,6 +382,7 @@ int cli_cmd_run(int argc, char **argv) {
                 goto done;
             }
             ds.checkpoint_seconds = sec;
+            checkpoint_given = 1;
             break;
         }
         case RUN_SHARD:
@@ -440,6 +443,15 @@ int cli_cmd_run(int argc, char **argv) {
     if ((ds.dataset_options || ds.mpi) && !all_npy) {
         rc = cli_usage_error(&c, "--lengths, --resume, --shard and --mpi need .npy inputs and "
                                  ".npy outputs (-o)");
+        goto done;
+    }
+    /* a .pb file runs in one piece: a chunk size or a checkpoint period
+     * would be dropped in silence (and the memory bound with it) */
+    if ((batch_size_given || checkpoint_given) && !all_npy) {
+        rc = cli_usage_error(&c,
+                             "%s needs .npy inputs and .npy outputs (-o): a .pb file or "
+                             "--out-dir runs in one piece",
+                             batch_size_given ? "--batch-size" : "--checkpoint-every");
         goto done;
     }
     if (ds.lengths_path && mha_file_format_of(ds.lengths_path) != MHA_FILE_NPY) {

@@ -510,6 +510,28 @@ static enum MHD_Result serve_finish(struct MHD_Connection *conn, serve_state *s,
                                     mha_request *req, int json, size_t which, mha_status st,
                                     const mha_error *err);
 
+/* Every value of one query argument: the first, and whether another
+ * differs from it. */
+typedef struct serve_query_arg {
+    const char *key;
+    const char *first;
+    int seen;
+    int values_differ;
+} serve_query_arg;
+
+static enum MHD_Result serve_query_value(void *cls, enum MHD_ValueKind kind, const char *key,
+                                         const char *value) {
+    (void)kind;
+    serve_query_arg *q = cls;
+    if (!key || strcmp(key, q->key) != 0) return MHD_YES;
+    if (!q->seen)
+        q->first = value ? value : "";
+    else if (strcmp(q->first, value ? value : "") != 0)
+        q->values_differ = 1;
+    q->seen = 1;
+    return MHD_YES;
+}
+
 /* POST /run once the whole body is in. */
 static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, serve_call *call) {
     if (call->bad_framing) return serve_text(conn, s, call, 400, "error: %s", call->bad_framing);
@@ -524,14 +546,33 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
                           "error: Content-Type '%s': send the sequence as application/x-npy "
                           "or application/json",
                           type);
-    /* the output a .npy answer carries */
-    size_t which = 0;
-    const char *want = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "output");
-    if (want) {
-        while (which < s->n_out && strcmp(s->out_names[which], want) != 0)
+    /* the output a .npy answer carries: one name, compared whole (a %00
+     * in it ended the string: 'output%00x' answered as 'output') */
+    size_t which = 0, want_len = 0;
+    const char *want = NULL;
+    serve_query_arg arg = {"output", NULL, 0, 0};
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, serve_query_value, &arg);
+    if (arg.values_differ)
+        return serve_text(conn, s, call, 400, "error: ?output= is given twice with two names");
+    if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "output", 6, &want, &want_len) ==
+            MHD_YES &&
+        want) {
+        while (which < s->n_out && (strlen(s->out_names[which]) != want_len ||
+                                    memcmp(s->out_names[which], want, want_len) != 0))
             which++;
-        if (which == s->n_out)
-            return serve_text(conn, s, call, 400, "error: the model has no output '%s'", want);
+        if (which == s->n_out) {
+            /* shown escaped, its NUL bytes as \x00 */
+            char shown[256] = "";
+            size_t used = 0;
+            for (size_t at = 0; at <= want_len && used + 8 < sizeof shown;) {
+                mha_text_escape(shown + used, sizeof shown - used, want + at);
+                used += strlen(shown + used);
+                at += strlen(want + at) + 1;
+                if (at <= want_len && used + 5 < sizeof shown)
+                    used += (size_t)sprintf(shown + used, "\\x00");
+            }
+            return serve_text(conn, s, call, 400, "error: the model has no output '%s'", shown);
+        }
     }
     mha_error err;
     mha_error_clear(&err);
@@ -678,6 +719,35 @@ static enum MHD_Result serve_framing_header(void *cls, enum MHD_ValueKind kind, 
     return MHD_YES;
 }
 
+/* A request this server does not take: 405 for /run other than POST and
+ * for /health or /metrics other than GET / HEAD, 404 for any other path;
+ * 0 for POST /run, GET / HEAD /health and /metrics. */
+static int serve_route_refused(const char *url, const char *method) {
+    if (strcmp(url, "/run") == 0) return strcmp(method, "POST") != 0 ? 405 : 0;
+    if (strcmp(url, "/health") == 0 || strcmp(url, "/metrics") == 0)
+        return strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 ? 405 : 0;
+    return 404;
+}
+
+static enum MHD_Result serve_route_refusal(struct MHD_Connection *conn, serve_state *s,
+                                           serve_call *call, const char *url, int code) {
+    if (code == 404)
+        return serve_text(conn, s, NULL, 404,
+                          "error: no %s here (POST /run, GET /health, /metrics)", url);
+    if (strcmp(url, "/run") == 0) return serve_text(conn, s, call, 405, "error: /run takes POST");
+    return serve_text(conn, s, NULL, 405, "error: %s takes GET", url);
+}
+
+/* GET / HEAD /health or /metrics. */
+static enum MHD_Result serve_get(struct MHD_Connection *conn, serve_state *s, const char *url) {
+    if (url[1] == 'm') return serve_metrics(conn, s);
+    pthread_mutex_lock(&s->mutex);
+    int draining = s->draining;
+    pthread_mutex_unlock(&s->mutex);
+    return draining ? serve_text(conn, s, NULL, 503, "draining")
+                    : serve_text(conn, s, NULL, 200, "ok");
+}
+
 static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, const char *url,
                                     const char *method, const char *version,
                                     const char *upload_data, size_t *upload_size, void **con_cls) {
@@ -718,6 +788,18 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
             /* the body's buffer at its size at once (no growing copies) */
             size_t want = len ? (size_t)strtoull(len, NULL, 10) : 0;
             if (want > 0 && (call->body = malloc(want)) != NULL) call->cap = want;
+        } else {
+            /* a body sent where none is taken (POST /health, PUT /run, a
+             * GET with a body): answered now, before it is read, as a body
+             * over the limit is (an answer queued on one of its pieces
+             * closed the connection without any answer) */
+            const char *len = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+            if ((len && strtoull(len, NULL, 10) > 0) ||
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding")) {
+                const int refused = serve_route_refused(url, method);
+                return refused ? serve_route_refusal(conn, s, call, url, refused)
+                               : serve_get(conn, s, url);
+            }
         }
         return MHD_YES;
     }
@@ -733,9 +815,9 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
         serve_guard_body(s->guard, conn, *upload_size);
     else
         serve_guard_body_in(s->guard, conn);
+    const int refused = serve_route_refused(url, method);
+    if (refused) return serve_route_refusal(conn, s, call, url, refused);
     if (strcmp(url, "/run") == 0) {
-        if (strcmp(method, "POST") != 0)
-            return serve_text(conn, s, call, 405, "error: /run takes POST");
         if (*upload_size) { /* a piece of the body */
             size_t n = *upload_size;
             *upload_size = 0;
@@ -761,18 +843,7 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
         }
         return serve_run(conn, s, call);
     }
-    if (strcmp(url, "/health") == 0 || strcmp(url, "/metrics") == 0) {
-        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-            return serve_text(conn, s, NULL, 405, "error: %s takes GET", url);
-        if (url[1] == 'm') return serve_metrics(conn, s);
-        pthread_mutex_lock(&s->mutex);
-        int draining = s->draining;
-        pthread_mutex_unlock(&s->mutex);
-        return draining ? serve_text(conn, s, NULL, 503, "draining")
-                        : serve_text(conn, s, NULL, 200, "ok");
-    }
-    return serve_text(conn, s, NULL, 404, "error: no %s here (POST /run, GET /health, /metrics)",
-                      url);
+    return serve_get(conn, s, url);
 }
 
 /* Once a backlog has drained, the free memory it leaves in the C library's
@@ -910,6 +981,14 @@ int mha_cmd_serve(int argc, char **argv) {
     int rc = serve_parse_args(&c, argc, argv, &o, &model_path);
     if (rc >= 0) return rc;
     if (!model_path) return cli_usage_error(&c, "no model given");
+    /* the port file is written once listening: named as the model (or as
+     * data), it replaced the model with the port number */
+    if (o.port_file) {
+        const char *outs[1] = {o.port_file}, *ins[1] = {model_path};
+        if (cli_outputs_spare_inputs(&c, outs, 1, ins, 1, "model") != CLI_OK ||
+            cli_report_path_check(&c, "--port-file", "the port number", o.port_file) != CLI_OK)
+            return CLI_USAGE;
+    }
 
     /* the address first: a typo is a usage error, before any loading */
     struct sockaddr_in a4;

@@ -490,8 +490,8 @@ static int ds_file_id(const char *path, char *buf, size_t n) {
 /* Everything that must be the same for a resumed run to append exactly
  * what this one would: model (its bytes), inputs (their sizes here; the
  * bytes of inputs read whole; the rows already scored are hashed per
- * checkpoint), lengths, backend (kernels differ in their last bits), row
- * range, outputs. The chunk size and thread count do not change a bit of
+ * checkpoint), lengths, backend (kernels differ in their last bits),
+ * precision, row range, outputs. The chunk size and thread count do not change a bit of
  * the result, so they may differ. */
 static int ds_make_fingerprint(ds_state *s) {
     size_t cap = 4096 + (s->n_in + s->n_out) * 4200;
@@ -546,8 +546,11 @@ static int ds_make_fingerprint(ds_state *s) {
         hash = ds_hash_bytes(DS_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
         DS_APPEND("lengths %s hash %016llx\n", line, (unsigned long long)hash);
     }
-    DS_APPEND("backend %s\nrows %lld:%lld of %lld\n", mha_runtime_backend(s->rt), (long long)s->lo,
-              (long long)s->hi, (long long)s->B);
+    DS_APPEND("backend %s\n", mha_runtime_backend(s->rt));
+    /* the precision changes every bit as a backend does (only when not
+     * float32, so that the checkpoints of float32 runs read as before) */
+    if (s->precision != MHA_PRECISION_FLOAT32) DS_APPEND("precision bfloat16\n");
+    DS_APPEND("rows %lld:%lld of %lld\n", (long long)s->lo, (long long)s->hi, (long long)s->B);
     for (size_t i = 0; i < s->n_out; i++)
         if (s->out[i].file) DS_APPEND("output %zu %s\n", i, s->out[i].file);
 #undef DS_APPEND

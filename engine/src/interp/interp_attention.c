@@ -215,7 +215,7 @@ mha_status interp_op_attention(interp_ctx *c) {
     if (st == MHA_OK) st = interp_in_req(c, 2, &V);
     if (st == MHA_OK) st = interp_attr_int(c, "q_num_heads", 0, &q_heads);
     if (st == MHA_OK) st = interp_attr_int(c, "kv_num_heads", 0, &kv_heads);
-    if (st == MHA_OK) st = interp_attr_int(c, "is_causal", 0, &p.is_causal);
+    if (st == MHA_OK) st = interp_attr_flag(c, "is_causal", 0, &p.is_causal);
     if (st == MHA_OK) st = interp_attr_int(c, "qk_matmul_output_mode", 0, &p.mode);
     if (st == MHA_OK) st = interp_attr_int(c, "softmax_precision", 0, &softmax_precision);
     if (st == MHA_OK) st = interp_attr_int(c, "left_window_size", -1, &p.left);

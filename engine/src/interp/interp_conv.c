@@ -109,13 +109,15 @@ mha_status interp_op_conv(interp_ctx *c) {
                                "%lld and %lld on axis %d)",
                                (long long)strides[i], (long long)dil[i], (long long)pads[i],
                                (long long)pads[i + 2], i - (one_d ? 1 : 0));
-    /* kernel_shape, when given, is W's: ONNX Runtime refuses another */
+    /* kernel_shape, when given, is W's: ONNX Runtime refuses another (a
+     * fault of the file, as the attributes above: not of the input's size) */
     const ir_attr *ks = ir_node_attr(c->n, "kernel_shape");
     if (ks &&
         (ks->n != nsp || !ks->ints || ks->ints[nsp - 1] != kW || (!one_d && ks->ints[0] != kH)))
-        return interp_fail(
-            c, MHA_ERR_SHAPE, "kernel_shape (%zu values, the last %lld) is not the kernel of W %s",
-            ks->n, ks->n && ks->ints ? (long long)ks->ints[ks->n - 1] : 0LL, interp_shape(W, s0));
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT,
+                           "kernel_shape (%zu values, the last %lld) is not the kernel of W %s",
+                           ks->n, ks->n && ks->ints ? (long long)ks->ints[ks->n - 1] : 0LL,
+                           interp_shape(W, s0));
     /* OH = (H + pad_top + pad_bottom - dil (kH - 1) - 1) / stride + 1 */
     const int64_t span_h = dil[0] * (kH - 1) + 1, span_w = dil[1] * (kW - 1) + 1;
     const int64_t OH =

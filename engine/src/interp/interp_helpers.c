@@ -110,6 +110,14 @@ mha_status interp_attr_int(const interp_ctx *c, const char *name, int64_t dflt, 
     return MHA_OK;
 }
 
+mha_status interp_attr_flag(const interp_ctx *c, const char *name, int64_t dflt, int64_t *v) {
+    mha_status st = interp_attr_int(c, name, dflt, v);
+    if (st == MHA_OK && *v != 0 && *v != 1)
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "attribute '%s' is %lld, not 0 or 1", name,
+                           (long long)*v);
+    return st;
+}
+
 mha_status interp_attr_float(const interp_ctx *c, const char *name, float dflt, float *v) {
     const ir_attr *at = ir_node_attr(c->n, name);
     *v = dflt;

@@ -62,6 +62,11 @@ mha_status interp_tensor_new(const interp_ctx *c, mha_dtype dt, int rank, const 
  * MHA_ERR_MODEL_FORMAT error naming it. */
 mha_status interp_attr_int(const interp_ctx *c, const char *name, int64_t dflt, int64_t *v);
 mha_status interp_attr_float(const interp_ctx *c, const char *name, float dflt, float *v);
+/* An int attribute that is a truth value: 0 or 1, anything else an
+ * MHA_ERR_MODEL_FORMAT error (readers differ on 2: ONNX's reference takes
+ * any non-zero, ONNX Runtime only 1, for is_causal, unidirectional,
+ * interleaved). */
+mha_status interp_attr_flag(const interp_ctx *c, const char *name, int64_t dflt, int64_t *v);
 /* *ints = NULL, *n = 0 when absent. */
 mha_status interp_attr_ints(const interp_ctx *c, const char *name, const int64_t **ints, size_t *n);
 /* An INTS attribute of exactly n values into out, or n times dflt when it

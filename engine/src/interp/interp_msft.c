@@ -177,7 +177,7 @@ mha_status interp_op_ms_multihead_attention(interp_ctx *c) {
     if (st == MHA_OK) st = interp_in_req(c, 1, &K);
     if (st == MHA_OK) st = interp_in_req(c, 2, &V);
     if (st == MHA_OK) st = interp_attr_int(c, "num_heads", 0, &heads);
-    if (st == MHA_OK) st = interp_attr_int(c, "unidirectional", 0, &causal);
+    if (st == MHA_OK) st = interp_attr_flag(c, "unidirectional", 0, &causal);
     if (st == MHA_OK) st = interp_attr_float(c, "scale", 0.0f, &scale);
     if (st != MHA_OK) return st;
     const tensor *bias = interp_in(c, 3), *kpm = interp_in(c, 4), *ab = interp_in(c, 5);
@@ -255,7 +255,7 @@ mha_status interp_op_ms_attention(interp_ctx *c) {
     if (st == MHA_OK) st = interp_in_req(c, 0, &X);
     if (st == MHA_OK) st = interp_in_req(c, 1, &W);
     if (st == MHA_OK) st = interp_attr_int(c, "num_heads", 0, &heads);
-    if (st == MHA_OK) st = interp_attr_int(c, "unidirectional", 0, &causal);
+    if (st == MHA_OK) st = interp_attr_flag(c, "unidirectional", 0, &causal);
     if (st == MHA_OK) st = interp_attr_float(c, "scale", 0.0f, &scale);
     if (st != MHA_OK) return st;
     const tensor *bias = interp_in(c, 2), *mask = interp_in(c, 3), *ab = interp_in(c, 5);

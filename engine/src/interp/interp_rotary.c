@@ -21,10 +21,15 @@ mha_status interp_op_rotary_embedding(interp_ctx *c) {
     if (st == MHA_OK) st = interp_in_req(c, 0, &X);
     if (st == MHA_OK) st = interp_in_req(c, 1, &C);
     if (st == MHA_OK) st = interp_in_req(c, 2, &Sn);
-    if (st == MHA_OK) st = interp_attr_int(c, "interleaved", 0, &interleaved);
+    if (st == MHA_OK) st = interp_attr_flag(c, "interleaved", 0, &interleaved);
     if (st == MHA_OK) st = interp_attr_int(c, "rotary_embedding_dim", 0, &rdim);
     if (st == MHA_OK) st = interp_attr_int(c, "num_heads", 0, &heads);
     if (st != MHA_OK) return st;
+    /* a negative rotary_embedding_dim means nothing (ONNX Runtime refuses
+     * it too); interleaved is a flag (interp_attr_flag) */
+    if (rdim < 0)
+        return interp_fail(c, MHA_ERR_MODEL_FORMAT, "rotary_embedding_dim %lld is negative",
+                           (long long)rdim);
     Pos = interp_in(c, 3);
     if (!interp_is_float(X->dtype) || C->dtype != X->dtype || Sn->dtype != X->dtype)
         return interp_fail(c, MHA_ERR_DTYPE,

@@ -158,6 +158,11 @@ static mha_status npy_text_string(npy_text *t, char *buf, size_t cap) {
     size_t n = 0;
     while (t->p < t->end && *t->p != quote) {
         if (*t->p == '\\' || n + 1 >= cap) return npy_text_fail(t, "unexpected string");
+        /* a NUL would end the C string early ('<f4\0junk' read as '<f4':
+         * numpy refuses the header); a line break ends a Python string
+         * literal without closing it */
+        if (*t->p == '\0') return npy_text_fail(t, "a string holds a NUL byte");
+        if (*t->p == '\n' || *t->p == '\r') return npy_text_fail(t, "unterminated string");
         buf[n++] = *t->p++;
     }
     if (t->p >= t->end) return npy_text_fail(t, "unterminated string");

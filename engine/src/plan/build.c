@@ -247,7 +247,10 @@ static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, m
         fs = build_shapes_merged(P, shp, &fit_err);
         if (fs == MHA_OK) mha_error_clear(err);
         if (fs == MHA_ERR_NO_MEMORY && err) *err = fit_err;
-        if (fs == MHA_ERR_MODEL_UNSUPPORTED) plan_probe_explain_short(P, err);
+        /* a fault of the file (a Conv's strides, pads or kernel_shape) is
+         * its own reason, whatever the probes' lengths */
+        if (fs == MHA_ERR_MODEL_UNSUPPORTED && st != MHA_ERR_MODEL_FORMAT)
+            plan_probe_explain_short(P, err);
         return fs == MHA_ERR_MODEL_UNSUPPORTED ? st : fs;
     }
     if (fs != MHA_OK) {

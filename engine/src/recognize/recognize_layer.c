@@ -86,6 +86,11 @@ static mha_status rz_check_attention_features(rz_ctx *z, int node, int bare) {
     if (mode < 0 || mode > 3)
         return mha_fail(z->err, MHA_ERR_MODEL_FORMAT, "%s: qk_matmul_output_mode %lld is not 0..3",
                         rz_node_desc(z, node, d, sizeof d), (long long)mode);
+    const int64_t causal = ir_attr_int(n, "is_causal", 0);
+    if (causal != 0 && causal != 1) /* as interp_attr_flag */
+        return mha_fail(z->err, MHA_ERR_MODEL_FORMAT,
+                        "%s: attribute 'is_causal' is %lld, not 0 or 1",
+                        rz_node_desc(z, node, d, sizeof d), (long long)causal);
     if (left < -1 || right < -1)
         return mha_fail(z->err, MHA_ERR_MODEL_FORMAT,
                         "%s: left_window_size %lld / right_window_size %lld must be >= -1",
@@ -703,6 +708,11 @@ static mha_status rz_check_ms_features(rz_ctx *z, int node) {
     if (ir_attr_int(n, "num_heads", 0) <= 0)
         return mha_fail(z->err, MHA_ERR_MODEL_FORMAT, "%s: num_heads must be > 0",
                         rz_node_desc(z, node, d, sizeof d));
+    const int64_t causal = ir_attr_int(n, "unidirectional", 0);
+    if (causal != 0 && causal != 1) /* as interp_attr_flag */
+        return mha_fail(z->err, MHA_ERR_MODEL_FORMAT,
+                        "%s: attribute 'unidirectional' is %lld, not 0 or 1",
+                        rz_node_desc(z, node, d, sizeof d), (long long)causal);
     if (is_mha) {
         static const char *const names[] = {"bias", "key_padding_mask", "attention_bias",
                                             "past_key", "past_value"};

@@ -157,6 +157,13 @@ mha_status queue_layout_make(const mha_model *model, queue_layout *lay, mha_erro
         lay->in[0].row = x->shape[2];
         lay->primary_rank = 3;
         lay->d_in = x->shape[2];
+    } else if (info.num_inputs == 1 && x->role == MHA_ROLE_QUERY && x->rank == 3) {
+        /* a layer of another float type (a float16 model runs as a plan):
+         * its sequences are not token ids, whatever the plan says */
+        return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "queue: input '%s' is a %s sequence [B, S, %lld]: a layer is served on "
+                        "float32 sequences only",
+                        x->name, mha_dtype_name(x->dtype), (long long)x->shape[2]);
     } else if (plan) {
         st = queue_layout_tokens(model, &info, lay, ins, err);
         if (st != MHA_OK) return st;

@@ -694,12 +694,16 @@ static mha_status reg_scan_all(reg_build *b, const registry_options *o) {
                 memcpy(item, p, len);
                 item[len] = '\0';
                 /* a relative item would resolve in the current directory,
-                 * which is never searched */
+                 * which is never searched; it is listed (unusable, with the
+                 * reason) so that `mha backends` shows it was ignored */
                 if (item[0] != '/') {
-                    reg_log(o, MHA_LOG_WARN,
-                            "MHA_PLUGIN_PATH item '%s' is not an absolute path: ignored (plugins "
-                            "are never loaded relative to the current directory)",
-                            item);
+                    plugin_entry *ent = reg_add_entry(b, item);
+                    if (!ent) return MHA_ERR_NO_MEMORY;
+                    reg_set_reason(ent,
+                                   "MHA_PLUGIN_PATH item '%s' is not an absolute path: ignored "
+                                   "(plugins are never loaded relative to the current directory)",
+                                   item);
+                    reg_log(o, MHA_LOG_WARN, "%s", ent->reason);
                 } else {
                     st = reg_scan_location(b, item, "MHA_PLUGIN_PATH item", 0);
                     if (st) return st;
