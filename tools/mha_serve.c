@@ -903,19 +903,24 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
 }
 
 /* The threads that compute -- the runtime's workers and the queue's
- * dispatchers -- are started by a thread of their own whose priority is a
- * step below the server's, and inherit it; the HTTP threads, started later
- * by the main thread, keep the server's. A request is then read, admitted
- * or refused, and answered while batches compute: at twice the
- * sustainable rate with every thread at one real-time priority
- * (`chrt -f 10`) the dispatchers kept both cores and the HTTP thread read
- * the requests only between batches, after they had waited unseen in the
- * connections' buffers (docs/SERVING.md, "The HTTP threads first"). */
+ * dispatchers -- run a step below the HTTP threads. Under SCHED_FIFO /
+ * SCHED_RR the main thread first raises itself one real-time priority
+ * where it may (the HTTP threads, started by it later, inherit that) and
+ * the compute threads are started by a thread of their own at the
+ * server's priority; where it may not, that thread lowers itself one step
+ * instead. Under the normal policy the compute threads run --compute-nice
+ * steps below. A request is then read, admitted or refused, and answered
+ * while batches compute: at twice the sustainable rate with every thread
+ * at one real-time priority (`chrt -f 10`) the dispatchers kept both cores
+ * and the HTTP thread read the requests only between batches, after they
+ * had waited unseen in the connections' buffers (docs/SERVING.md, "The
+ * HTTP threads first"). */
 typedef struct serve_setup {
     const cli_common *c;
     const mha_model *m;
     const mha_queue_options *qo;
-    int nice; /* --compute-nice */
+    int nice;    /* --compute-nice */
+    int rt_prio; /* the server's real-time priority to run at; -1: lower a step */
     mha_runtime *rt;
     mha_queue *queue;
     int runtime_rc;
@@ -923,19 +928,38 @@ typedef struct serve_setup {
     mha_error err;
 } serve_setup;
 
-/* Lowers the calling thread's priority: one real-time step under
- * SCHED_FIFO / SCHED_RR (above the lowest), else `nice` steps of its nice
- * value (Linux: per thread). Lowering needs no privilege; a failure leaves
- * the priority as it was. */
-static void serve_lower_priority(int nice) {
-    int policy;
+/* The calling thread's real-time priority, or -1 under another policy;
+ * *policy receives the policy. */
+static int serve_rt_priority(int *policy) {
     struct sched_param sp;
-    if (pthread_getschedparam(pthread_self(), &policy, &sp) == 0 &&
-        (policy == SCHED_FIFO || policy == SCHED_RR)) {
-        if (sp.sched_priority > sched_get_priority_min(policy)) {
-            sp.sched_priority--;
+    if (pthread_getschedparam(pthread_self(), policy, &sp) != 0) return -1;
+    return *policy == SCHED_FIFO || *policy == SCHED_RR ? sp.sched_priority : -1;
+}
+
+/* Under a real-time policy, raises the calling thread one priority (the
+ * threads it starts next inherit it) and returns the priority it had; -1
+ * when it is not real-time or may not rise (no CAP_SYS_NICE, a low
+ * RLIMIT_RTPRIO, the top priority already). */
+static int serve_raise_priority(void) {
+    int policy;
+    const int prio = serve_rt_priority(&policy);
+    if (prio < 0 || prio >= sched_get_priority_max(policy)) return -1;
+    struct sched_param sp = {.sched_priority = prio + 1};
+    return pthread_setschedparam(pthread_self(), policy, &sp) == 0 ? prio : -1;
+}
+
+/* Sets the calling thread a step below the HTTP threads: to rt_prio when
+ * the main thread rose above it, else one real-time priority lower (above
+ * the lowest), or under the normal policy `nice` steps of its nice value
+ * (Linux: per thread). Lowering needs no privilege; a failure leaves the
+ * priority as it was. */
+static void serve_lower_priority(int rt_prio, int nice) {
+    int policy;
+    const int prio = serve_rt_priority(&policy);
+    if (prio >= 0) {
+        struct sched_param sp = {.sched_priority = rt_prio >= 0 ? rt_prio : prio - 1};
+        if (sp.sched_priority >= sched_get_priority_min(policy) && sp.sched_priority < prio)
             (void)pthread_setschedparam(pthread_self(), policy, &sp);
-        }
         return;
     }
 #if defined(__linux__)
@@ -952,7 +976,7 @@ static void serve_lower_priority(int nice) {
 
 static void *serve_setup_main(void *arg) {
     serve_setup *st = arg;
-    serve_lower_priority(st->nice);
+    serve_lower_priority(st->rt_prio, st->nice);
     st->runtime_rc = cli_runtime_create(st->c, &st->rt);
     if (st->runtime_rc == CLI_OK)
         st->queue_st = mha_queue_create(st->rt, st->m, st->qo, &st->queue, &st->err);
@@ -1035,7 +1059,8 @@ int mha_cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    serve_setup setup = {&c, m, &qo, (int)o.compute_nice, NULL, NULL, CLI_FAIL, MHA_OK, {0}};
+    serve_setup setup = {
+        &c, m, &qo, (int)o.compute_nice, serve_raise_priority(), NULL, NULL, CLI_FAIL, MHA_OK, {0}};
     mha_error_clear(&setup.err);
     pthread_t setup_thread;
     if (pthread_create(&setup_thread, NULL, serve_setup_main, &setup) != 0) {
