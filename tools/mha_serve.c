@@ -40,8 +40,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -64,7 +68,8 @@ enum {
     SERVE_MAX_BODY,
     SERVE_MIN_BODY_RATE,
     SERVE_MAX_CONN,
-    SERVE_HTTP_THREADS, /* the integer options: the order of serve_ints */
+    SERVE_HTTP_THREADS,
+    SERVE_COMPUTE_NICE, /* the integer options: the order of serve_ints */
     SERVE_HOST,
     SERVE_PORT_FILE,
     SERVE_MAX_DELAY_MS,
@@ -125,6 +130,12 @@ static const cli_opt serve_opts[] = {
      "its share of the connections (default 1; the queue's\n"
      "dispatchers compute); not with --caller-runs, where each\n"
      "connection has a thread"},
+    {SERVE_COMPUTE_NICE, "compute-nice", 0, "N",
+     "the threads that compute (the runtime's and the queue's)\n"
+     "run N nice steps below the HTTP threads (default 0; under\n"
+     "SCHED_FIFO or SCHED_RR, as under 'chrt -f', they always run\n"
+     "one real-time priority below them): a request is read,\n"
+     "admitted or refused, and answered while batches compute"},
     {SERVE_HEADER_TIMEOUT_MS, "header-timeout-ms", 0, "X",
      "a request's headers must all arrive within X ms of the\n"
      "connection's start or of its last answer, else the\n"
@@ -893,7 +904,7 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
 typedef struct serve_options {
     const char *host, *port_file;
     long long port, max_batch, max_tokens, capacity, dispatchers, run_threads, max_body, max_conn,
-        min_body_rate, http_threads;
+        min_body_rate, http_threads, compute_nice;
     double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms, header_timeout_ms;
     int hold_when_idle, caller_runs;
 } serve_options;
@@ -922,7 +933,8 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
                 [SERVE_MAX_BODY] = {64, 1LL << 40, &o->max_body},
                 [SERVE_MIN_BODY_RATE] = {0, 1LL << 40, &o->min_body_rate},
                 [SERVE_MAX_CONN] = {1, 65536, &o->max_conn},
-                [SERVE_HTTP_THREADS] = {1, 64, &o->http_threads}};
+                [SERVE_HTTP_THREADS] = {1, 64, &o->http_threads},
+                [SERVE_COMPUTE_NICE] = {0, 19, &o->compute_nice}};
     cli_parser p;
     if (cli_parse_begin(&p, &serve_spec, c, argc, argv) != 0) return cli_fail("too many options");
     for (int id; (id = cli_parse_next(&p)) != CLI_PARSE_END;) {
@@ -933,7 +945,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
         if (id == CLI_PARSE_ARG) {
             if (*model) return cli_usage_error(c, "one model at a time ('%s' is extra)", v);
             *model = v;
-        } else if (id >= SERVE_PORT && id <= SERVE_HTTP_THREADS) {
+        } else if (id >= SERVE_PORT && id <= SERVE_COMPUTE_NICE) {
             if (!cli_parse_int(c, opt, v, ints[id].lo, ints[id].hi, ints[id].dst)) return CLI_USAGE;
         } else if (id == SERVE_HOST) {
             o->host = v;
@@ -959,6 +971,87 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
         }
     }
     return -1;
+}
+
+/* The threads that compute -- the runtime's workers and the queue's
+ * dispatchers -- run a step below the HTTP threads. Under SCHED_FIFO /
+ * SCHED_RR the main thread first raises itself one real-time priority
+ * where it may (the HTTP threads, started by it later, inherit that) and
+ * the compute threads are started by a thread of their own at the
+ * server's priority; where it may not, that thread lowers itself one step
+ * instead. Under the normal policy the compute threads run --compute-nice
+ * steps below. A request is then read, admitted or refused, and answered
+ * while batches compute: at twice the sustainable rate with every thread
+ * at one real-time priority (`chrt -f 10`) the dispatchers kept both cores
+ * and the HTTP thread read the requests only between batches, after they
+ * had waited unseen in the connections' buffers (docs/SERVING.md, "The
+ * HTTP threads first"). */
+typedef struct serve_setup {
+    const cli_common *c;
+    const mha_model *m;
+    const mha_queue_options *qo;
+    int nice;    /* --compute-nice */
+    int rt_prio; /* the server's real-time priority to run at; -1: lower a step */
+    mha_runtime *rt;
+    mha_queue *queue;
+    int runtime_rc;
+    mha_status queue_st;
+    mha_error err;
+} serve_setup;
+
+/* The calling thread's real-time priority, or -1 under another policy;
+ * *policy receives the policy. */
+static int serve_rt_priority(int *policy) {
+    struct sched_param sp;
+    if (pthread_getschedparam(pthread_self(), policy, &sp) != 0) return -1;
+    return *policy == SCHED_FIFO || *policy == SCHED_RR ? sp.sched_priority : -1;
+}
+
+/* Under a real-time policy, raises the calling thread one priority (the
+ * threads it starts next inherit it) and returns the priority it had; -1
+ * when it is not real-time or may not rise (no CAP_SYS_NICE, a low
+ * RLIMIT_RTPRIO, the top priority already). */
+static int serve_raise_priority(void) {
+    int policy;
+    const int prio = serve_rt_priority(&policy);
+    if (prio < 0 || prio >= sched_get_priority_max(policy)) return -1;
+    struct sched_param sp = {.sched_priority = prio + 1};
+    return pthread_setschedparam(pthread_self(), policy, &sp) == 0 ? prio : -1;
+}
+
+/* Sets the calling thread a step below the HTTP threads: to rt_prio when
+ * the main thread rose above it, else one real-time priority lower (above
+ * the lowest), or under the normal policy `nice` steps of its nice value
+ * (Linux: per thread). Lowering needs no privilege; a failure leaves the
+ * priority as it was. */
+static void serve_lower_priority(int rt_prio, int nice) {
+    int policy;
+    const int prio = serve_rt_priority(&policy);
+    if (prio >= 0) {
+        struct sched_param sp = {.sched_priority = rt_prio >= 0 ? rt_prio : prio - 1};
+        if (sp.sched_priority >= sched_get_priority_min(policy) && sp.sched_priority < prio)
+            (void)pthread_setschedparam(pthread_self(), policy, &sp);
+        return;
+    }
+#if defined(__linux__)
+    if (nice > 0) {
+        const id_t tid = (id_t)syscall(SYS_gettid);
+        errno = 0;
+        const int now = getpriority(PRIO_PROCESS, tid);
+        if (errno == 0) (void)setpriority(PRIO_PROCESS, tid, now + nice);
+    }
+#else
+    (void)nice;
+#endif
+}
+
+static void *serve_setup_main(void *arg) {
+    serve_setup *st = arg;
+    serve_lower_priority(st->rt_prio, st->nice);
+    st->runtime_rc = cli_runtime_create(st->c, &st->rt);
+    if (st->runtime_rc == CLI_OK)
+        st->queue_st = mha_queue_create(st->rt, st->m, st->qo, &st->queue, &st->err);
+    return NULL;
 }
 
 int mha_cmd_serve(int argc, char **argv) {
@@ -1013,10 +1106,6 @@ int mha_cmd_serve(int argc, char **argv) {
     mha_error_clear(&err);
     if (mha_model_load_file(model_path, NULL, &m, &err) != MHA_OK)
         return cli_fail_err(model_path, &err);
-    if (cli_runtime_create(&c, &rt) != CLI_OK) {
-        mha_model_free(m);
-        return CLI_FAIL;
-    }
     serve_state s;
     memset(&s, 0, sizeof s);
     pthread_mutex_init(&s.mutex, NULL);
@@ -1039,16 +1128,6 @@ int mha_cmd_serve(int argc, char **argv) {
     qo.precision = c.precision;
     rc = CLI_FAIL;
     struct MHD_Daemon *d = NULL;
-    if (mha_queue_create(rt, m, &qo, &s.queue, &err) != MHA_OK) {
-        if (err.status == MHA_ERR_MODEL_UNSUPPORTED) /* a ViT, a cache: say what serve takes */
-            cli_fail("%s: cannot be served: %s (mha serve takes one attention layer, or a model "
-                     "whose inputs are token ids and masks [batch, sequence]; 'mha run' runs it)",
-                     model_path, err.message);
-        else
-            cli_fail_err(model_path, &err);
-        goto done;
-    }
-    serve_describe_model(&s, m);
 
     /* Signals are taken by sigwait below: block them before any thread
      * starts, so every thread inherits the mask. */
@@ -1058,6 +1137,30 @@ int mha_cmd_serve(int argc, char **argv) {
     sigaddset(&stop_signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    serve_setup setup = {
+        &c, m, &qo, (int)o.compute_nice, serve_raise_priority(), NULL, NULL, CLI_FAIL, MHA_OK, {0}};
+    mha_error_clear(&setup.err);
+    pthread_t setup_thread;
+    if (pthread_create(&setup_thread, NULL, serve_setup_main, &setup) != 0) {
+        cli_fail("serve: cannot start a thread");
+        goto done;
+    }
+    pthread_join(setup_thread, NULL);
+    rt = setup.rt;
+    s.queue = setup.queue;
+    err = setup.err;
+    if (setup.runtime_rc != CLI_OK) goto done; /* said by cli_runtime_create */
+    if (setup.queue_st != MHA_OK) {
+        if (err.status == MHA_ERR_MODEL_UNSUPPORTED) /* a ViT, a cache: say what serve takes */
+            cli_fail("%s: cannot be served: %s (mha serve takes one attention layer, or a model "
+                     "whose inputs are token ids and masks [batch, sequence]; 'mha run' runs it)",
+                     model_path, err.message);
+        else
+            cli_fail_err(model_path, &err);
+        goto done;
+    }
+    serve_describe_model(&s, m);
 
     if (o.header_timeout_ms > 0 &&
         !(s.guard = serve_guard_start(o.header_timeout_ms, (double)o.min_body_rate))) {

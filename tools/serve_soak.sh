@@ -4,9 +4,11 @@
 # libcurl, every request id checked to be answered exactly once, every
 # answer to the same body checked to be the same bytes):
 #
-#   1. the sustainable rate: serve-load at 25, 50, 100, ... requests/s
-#      (RATE_STEP s each) until a step's p99 passes the bound or one is
-#      refused; the last good step (or --rate R)
+#   1. the sustainable rate: serve-load at 25 requests/s, then 1.25 x
+#      the last step (STEP s each), until a step's p99 passes the bound or
+#      a request is refused twice at one rate (a miss is tried once more:
+#      one another process's time slice caused seldom comes again); the
+#      last good step (or --rate R)
 #   2. the soak: one server, full batches for 2 s (2000 requests/s), then
 #      that rate for --duration seconds (default 600),
 #      its RSS sampled every 5 s (first after the warm-up, last, max); the
@@ -29,7 +31,10 @@
 # Exit 1 when a check fails (an id unanswered or answered twice, a wrong
 # id, differing answers, RSS at the end over 10 % above the warm-up's, the
 # overload bounds, /health, the drain). Env: MHA (default build/bin/mha),
-# SERVE_LOAD (default beside it). Not part of `make test` (`make serve-soak`).
+# SERVE_LOAD (default beside it), SERVE_CHRT (a command the server and
+# serve-load run under, such as `chrt -f 10`; default none: a 10-minute
+# soak under SCHED_FIFO would take the cores from every other process).
+# Not part of `make test` (`make serve-soak`).
 set -eu
 DURATION=600
 RATE=
@@ -43,7 +48,7 @@ while [ $# -gt 0 ]; do
   --p99-ms) P99=$2; shift 2 ;;
   --quick) QUICK=1; shift ;;
   --out) OUT=$2; shift 2 ;;
-  -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,37p' "$0"; exit 0 ;;
   *) echo "serve_soak.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -58,6 +63,7 @@ SERVE_LOAD=${SERVE_LOAD:-$(dirname "$MHA")/serve-load}
   echo "serve_soak.sh: no serve-load at $SERVE_LOAD (needs libcurl4-openssl-dev, then make build)" >&2
   exit 1
 }
+CHRT=${SERVE_CHRT:-}
 T=$(mktemp -d "${TMPDIR:-/tmp}/serve_soak.XXXXXX")
 SRV=
 SAMPLER=
@@ -79,7 +85,8 @@ done
 # serve_start [OPTIONS...]: the server on a free port; sets SRV and URL
 serve_start() {
   rm -f "$T/port"
-  "$MHA" serve "$T/layer.onnx" --port 0 --port-file "$T/port" --max-batch 16 --max-delay-ms 1 \
+  # shellcheck disable=SC2086 # CHRT is a command and its options, or nothing
+  $CHRT "$MHA" serve "$T/layer.onnx" --port 0 --port-file "$T/port" --max-batch 16 --max-delay-ms 1 \
     --capacity 1024 "$@" >"$T/serve.out" 2>"$T/serve.err" &
   SRV=$!
   i=0
@@ -106,7 +113,7 @@ load() {
   r=$1 d=$2 j=$3
   shift 3
   # shellcheck disable=SC2086 # BODIES is a list of options
-  "$SERVE_LOAD" --url "$URL/run" $BODIES --rate "$r" --duration "$d" --connections 64 \
+  $CHRT "$SERVE_LOAD" --url "$URL/run" $BODIES --rate "$r" --duration "$d" --connections 64 \
     --json "$j" "$@" >"$T/load.txt" 2>&1 || true
   cat "$T/load.txt"
 }
@@ -117,13 +124,19 @@ if [ -z "$RATE" ]; then
   echo "== the sustainable rate (p99 <= $P99 ms, nothing refused; $STEP s a step)"
   r=25
   RATE=0
+  tries=0
   while [ "$r" -le 20000 ]; do
     printf '  %5d/s: ' "$r"
     load "$r" "$STEP" "$T/step.json"
     good=$(json "$T/step.json" "int(d['p99_ms'] is not None and d['p99_ms'] <= $P99 and d['codes'].get('200', 0) == d['requests'])")
-    [ "$good" = 1 ] || break
-    RATE=$r
-    r=$((r * 2))
+    if [ "$good" = 1 ]; then
+      RATE=$r
+      r=$(awk -v r="$r" 'BEGIN { printf "%.0f", r * 1.25 }')
+      tries=0
+    else
+      tries=$((tries + 1))
+      [ $tries -lt 2 ] || break
+    fi
   done
   if [ "$RATE" = 0 ]; then
     echo "serve_soak.sh: no rate met p99 <= $P99 ms at this load ($(load1)); soaking at 25/s" >&2

@@ -14,13 +14,17 @@
 #      the bound, and at saturation (`--server-rate 1000000`: every client
 #      busy) the rate and the CPU time per request
 #   3. `mha serve` under serve-load (tools/serve_load.c: HTTP on libcurl,
-#      open loop): batching off
-#      and on at the rate the queue sustained, then overload at twice it
-#      (--max-queue-ms of half the bound, each batch's run within a fifth of
-#      it, --max-batch-ms): the accepted requests' p99, what was refused,
-#      every request id answered exactly once; then requests of mixed lengths
-#      (32, 24, 16, 8 tokens in turn) batched as one padded run
-#      (--max-padding 1) and as runs of similar lengths (the default)
+#      open loop; both under SERVE_CHRT): the sustainable HTTP rate (100/s,
+#      then 1.25 x a step while p99 <= the bound and nothing is refused; a
+#      miss tried twice) batching off (--max-batch 1) and on (--max-batch
+#      16, --max-batch-ms a fifth of the bound), on 1 and 2 HTTP threads
+#      (--http-threads), with the server's and serve-load's CPU time a
+#      request; then overload at twice the best batched rate (--max-queue-ms
+#      of half the bound): the accepted requests' p99, what was refused and
+#      how fast, every request id answered exactly once; then requests of
+#      mixed lengths (32, 24, 16, 8 tokens in turn) at 1.5 x that rate,
+#      batched as one padded run (--max-padding 1) and as runs of similar
+#      lengths (the default)
 #   4. overloaded through the queue (`--server-rate` at twice the rate the
 #      batched search found, at least 100/s; --batch-ms): the rate answered,
 #      the mean batch and the CPU time per request (a whole model whose one
@@ -46,16 +50,18 @@
 # read the numbers with the load beside them.
 #
 #   tools/serve_table.sh [--reps N] [--out FILE] [--server-time SEC] [--p99-ms X]
-#                        [--quick] [--soak SEC]
+#                        [--quick] [--http-only] [--soak SEC]
 #
-# --quick: one round, 0.3 s per tried rate, 5 s HTTP runs (a few minutes).
+# --quick: one round, 0.3 s per tried rate, 5 s HTTP runs, 2 s HTTP search
+# steps (a few minutes). --http-only: the HTTP rows (3) alone.
 #
 # --p99-ms (default 10) is the latency bound of the rate search; a machine
 # too loaded for one request to finish within it finds no rate (0).
 #
-# Env: MHA (default build/bin/mha), PY_TORCH (a Python with torch and onnx
-# for the MiniLM model; default /usr/bin/python3; without it that row is
-# skipped). Takes about 10 minutes per rep on a quiet 2-core machine.
+# Env: SERVE_CHRT (default `chrt -f 10` where allowed: the HTTP rows'
+# server and serve-load; empty: none), MHA (default build/bin/mha),
+# PY_TORCH (a Python with torch and onnx for the MiniLM model; default
+# /usr/bin/python3; without it that row is skipped). Takes about 10 minutes per rep on a quiet 2-core machine.
 # Not part of `make test` (`make serve-table` runs it).
 set -eu
 REPS=3
@@ -63,16 +69,19 @@ OUT=
 STIME=0.5
 P99=10
 HTTP_S=10
+SEARCH_S=4
+HTTP_ONLY=0
 SOAK=0
 while [ $# -gt 0 ]; do
   case "$1" in
-  --quick) REPS=1; STIME=0.3; HTTP_S=5; shift ;;
+  --quick) REPS=1; STIME=0.3; HTTP_S=5; SEARCH_S=2; shift ;;
   --reps) REPS=$2; shift 2 ;;
   --out) OUT=$2; shift 2 ;;
   --server-time) STIME=$2; shift 2 ;;
   --p99-ms) P99=$2; shift 2 ;;
   --soak) SOAK=$2; shift 2 ;;
-  -h | --help) sed -n '2,59p' "$0"; exit 0 ;;
+  --http-only) HTTP_ONLY=1; shift ;;
+  -h | --help) sed -n '2,65p' "$0"; exit 0 ;;
   *) echo "serve_table.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -82,6 +91,16 @@ PY_TORCH=${PY_TORCH:-/usr/bin/python3}
 SERVE_LOAD=${SERVE_LOAD:-$(dirname "$MHA")/serve-load}
 [ -x "$MHA" ] || { echo "serve_table.sh: no mha at $MHA (make build)" >&2; exit 1; }
 [ -x "$SERVE_LOAD" ] || { echo "serve_table.sh: no serve-load at $SERVE_LOAD (libcurl4-openssl-dev)" >&2; exit 1; }
+# the HTTP rows' server and serve-load under SCHED_FIFO where allowed
+# (SERVE_CHRT: another command, or empty for none): the two share the
+# cores, and with every thread at one priority other processes' time
+# slices decide the p99; mha serve then runs its compute threads a step
+# below its HTTP threads
+if [ -z "${SERVE_CHRT+set}" ]; then
+  SERVE_CHRT=
+  chrt -f 10 true 2>/dev/null && SERVE_CHRT="chrt -f 10"
+fi
+CHRT=$SERVE_CHRT
 T=$(mktemp -d "${TMPDIR:-/tmp}/serve_table.XXXXXX")
 SRV=
 trap '[ -n "$SRV" ] && kill "$SRV" 2>/dev/null; rm -rf "$T"' EXIT INT TERM
@@ -103,7 +122,9 @@ row() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$ROWS"; }
 echo "== models" >&2
 "$MHA" gen -d 768 -H 12 --seed 1 -o "$T/layer768.onnx" >/dev/null
 MINILM=
-if "$PY_TORCH" "$HERE/make_minilm.py" "$T/minilm.onnx" >/dev/null 2>&1; then
+if [ "$HTTP_ONLY" = 1 ]; then
+  : # no MiniLM row without its queue rate
+elif "$PY_TORCH" "$HERE/make_minilm.py" "$T/minilm.onnx" >/dev/null 2>&1; then
   MINILM="$T/minilm.onnx"
 else
   echo "serve_table.sh: no MiniLM model ($PY_TORCH lacks torch or onnx): its row is skipped" >&2
@@ -119,6 +140,7 @@ minilm_flops() {
 # bench CONFIG MODEL S MAXBATCH CLIENTS THREADS [BENCH-OPTIONS...]: one
 # server search, its row
 bench() {
+  [ "$HTTP_ONLY" = 0 ] || return 0
   cfg=$1 model=$2 s=$3 mb=$4 clients=$5 threads=$6
   shift 6
   ld=$(load1)
@@ -147,6 +169,7 @@ bench() {
 # saturate CONFIG CLIENTS THREADS: every client busy (no queue), the S 32
 # layer: the rate and the CPU time per request
 saturate() {
+  [ "$HTTP_ONLY" = 0 ] || return 0
   cfg=$1 clients=$2 threads=$3
   ld=$(load1)
   "$MHA" bench "$T/layer768.onnx" --shape 1,32 --scenario server --backend auto \
@@ -163,6 +186,7 @@ saturate() {
 # 16) offered RATE requests/s for the trial's time even past saturation:
 # the rate answered, the mean batch, the CPU time per request
 overload() {
+  [ "$HTTP_ONLY" = 0 ] || return 0
   cfg=$1 model=$2 s=$3 orate=$4
   shift 4
   ld=$(load1)
@@ -179,38 +203,120 @@ overload() {
 # cpu_ticks PID: user + system clock ticks of a process so far
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
-# serve_run CONFIG MODEL "BODY..." RATE SERVE-OPTIONS...: mha serve under load
-serve_run() {
-  cfg=$1 model=$2 bodies=$3 rate=$4
-  shift 4
+# serve_up MODEL SERVE-OPTIONS...: mha serve on a free port (under $CHRT);
+# sets SRV (timeout's pid), PID (the server's) and URL; 1 when it did not start
+serve_up() {
+  model=$1
+  shift
   rm -f "$T/port"
-  timeout -k 5 300 "$MHA" serve "$model" --port 0 --port-file "$T/port" --capacity 4096 \
+  # shellcheck disable=SC2086 # CHRT is a command and its options, or nothing
+  timeout -k 5 600 $CHRT "$MHA" serve "$model" --port 0 --port-file "$T/port" --capacity 4096 \
     "$@" >"$T/serve.out" 2>"$T/serve.err" &
   SRV=$!
   i=0
   while [ ! -s "$T/port" ]; do
-    i=$((i + 1)); [ $i -le 600 ] || { echo "serve $cfg: no port" >&2; kill $SRV; SRV=; return 0; }
+    i=$((i + 1)); [ $i -le 600 ] || { kill $SRV; SRV=; return 1; }
     sleep 0.1
   done
-  ld=$(load1)
-  pid=$(cat "/proc/$SRV/task/$SRV/children" 2>/dev/null | awk '{ print $1 }')
-  c0=$(cpu_ticks "$pid")
+  PID=$(cat "/proc/$SRV/task/$SRV/children" 2>/dev/null | awk '{ print $1 }')
+  URL="http://127.0.0.1:$(cat "$T/port")/run"
+}
+serve_down() { kill -TERM $SRV 2>/dev/null; wait $SRV 2>/dev/null || true; SRV=; }
+
+# children_ms: the CPU time (user + system, ms) of this shell's waited-for
+# children so far (the second line of `times`, run in this shell: in a
+# $(...) subshell it would count the subshell's children)
+children_ms() {
+  times >"$T/times"
+  awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); t += a[1] * 60 + a[2] }
+    printf "%.0f", t * 1e3 }' "$T/times"
+}
+
+# load_step "BODY..." RATE SECONDS: serve-load against $URL (under $CHRT);
+# $T/l.json, $T/l.txt; SRV_MS and LOAD_MS the server's and serve-load's CPU
+# ms over the step (its variables ls_*: sh has no local ones)
+load_step() {
+  ls_bodies=$1 ls_rate=$2 ls_secs=$3
+  ls_c0=$(cpu_ticks "$PID")
+  children_ms >"$T/m0"
   set -- # the bodies, each after --body
-  for b in $bodies; do set -- "$@" --body "$b"; done
-  "$SERVE_LOAD" --url "http://127.0.0.1:$(cat "$T/port")/run" "$@" \
-    --rate "$rate" --duration "$HTTP_S" --connections 64 --json "$T/l.json" >"$T/l.txt" 2>&1 || true
-  c1=$(cpu_ticks "$pid")
-  kill -TERM $SRV 2>/dev/null; wait $SRV 2>/dev/null || true
-  SRV=
-  [ -s "$T/l.json" ] || { echo "load $cfg failed: $(cat "$T/l.txt")" >&2; return 0; }
-  for f in achieved_rps p50_ms p99_ms p99.9_ms unanswered answered_twice; do
-    row "$cfg" "$f" "$(json "$T/l.json" "d['$f']")" "$ld"
+  for b in $ls_bodies; do set -- "$@" --body "$b"; done
+  rm -f "$T/l.json"
+  # shellcheck disable=SC2086
+  $CHRT "$SERVE_LOAD" --url "$URL" "$@" --rate "$ls_rate" --duration "$ls_secs" --connections 64 \
+    --json "$T/l.json" >"$T/l.txt" 2>&1 || true
+  children_ms >"$T/m1"
+  ls_c1=$(cpu_ticks "$PID")
+  SRV_MS=$(awk -v a="$ls_c0" -v b="$ls_c1" -v t="$(getconf CLK_TCK)" 'BEGIN { print (b - a) * 1e3 / t }')
+  LOAD_MS=$(($(cat "$T/m1") - $(cat "$T/m0")))
+  [ -s "$T/l.json" ]
+}
+
+# http_rows CONFIG RATE: the rows of the last load_step
+http_rows() {
+  cfg=$1 rate=$2
+  for f in achieved_rps p50_ms p99_ms p99.9_ms unanswered answered_twice refused_p50_ms; do
+    row "$cfg" "$f" "$(json "$T/l.json" "d['$f'] if d['$f'] is not None else float('nan')")" "$ld"
   done
   row "$cfg" refused "$(json "$T/l.json" "d['codes'].get('503', 0)")" "$ld"
   row "$cfg" offered "$rate" "$ld"
-  row "$cfg" cpu "$(json "$T/l.json" "($c1 - $c0) * 1e3 / $(getconf CLK_TCK) / max(1, d['codes'].get('200', 0))")" "$ld"
-  echo "  $cfg: $(cat "$T/l.txt"), load $ld" >&2
-  rm -f "$T/l.json"
+  row "$cfg" cpu "$(json "$T/l.json" "$SRV_MS / max(1, d['codes'].get('200', 0))")" "$ld"
+  row "$cfg" load_cpu "$(json "$T/l.json" "$LOAD_MS / max(1, d['requests'])")" "$ld"
+}
+
+# serve_run CONFIG MODEL "BODY..." RATE SERVE-OPTIONS...: mha serve under load
+serve_run() {
+  cfg=$1 model=$2 bodies=$3 rate=$4
+  shift 4
+  serve_up "$model" "$@" || { echo "serve $cfg: no port" >&2; return 0; }
+  ld=$(load1)
+  # a warm-up (connections, the buffers of a batch), not counted
+  load_step "$bodies" 200 1 || true
+  load_step "$bodies" "$rate" "$HTTP_S" || { serve_down; echo "load $cfg failed: $(cat "$T/l.txt")" >&2; return 0; }
+  serve_down
+  http_rows "$cfg" "$rate"
+  echo "  $cfg: $(cat "$T/l.txt"), server $(json "$T/l.json" "'%.3f' % ($SRV_MS / max(1, d['codes'].get('200', 0)))") CPU ms/answer, serve-load $(json "$T/l.json" "'%.3f' % ($LOAD_MS / max(1, d['requests']))") CPU ms/request, load $ld" >&2
+}
+
+# http_search CONFIG MODEL "BODY..." SERVE-OPTIONS...: the sustainable HTTP
+# rate: serve-load at 100/s, then each step 1.25 x the last, SEARCH_S
+# seconds a step on one server, while the p99 stays within the bound and
+# nothing is refused; a step that misses is tried once more (a miss that
+# queueing causes comes again, one another process's time slice caused
+# seldom does). The row: the last good step
+http_search() {
+  cfg=$1 model=$2 bodies=$3
+  shift 3
+  serve_up "$model" "$@" || { echo "serve $cfg: no port" >&2; return 0; }
+  ld=$(load1)
+  load_step "$bodies" 200 1 || true
+  r=100 good=0 tries=0
+  while [ "$r" -le 50000 ]; do
+    ok=0
+    if load_step "$bodies" "$r" "$SEARCH_S"; then
+      ok=$(json "$T/l.json" "int(d['p99_ms'] is not None and d['p99_ms'] <= $P99 and d['codes'].get('200', 0) == d['requests'])")
+    fi
+    echo "    $cfg $r/s: $(cat "$T/l.txt")" >&2
+    if [ "$ok" = 1 ]; then
+      good=$r
+      cp "$T/l.json" "$T/good.json"
+      GOOD_SRV=$SRV_MS GOOD_LOAD=$LOAD_MS
+      r=$(awk -v r="$r" 'BEGIN { printf "%.0f", r * 1.25 }')
+      tries=0
+    else
+      tries=$((tries + 1))
+      [ $tries -lt 2 ] || break
+    fi
+  done
+  serve_down
+  if [ "$good" = 0 ]; then
+    echo "  $cfg: no rate met p99 <= $P99 ms at this load" >&2
+    return 0
+  fi
+  cp "$T/good.json" "$T/l.json"
+  SRV_MS=$GOOD_SRV LOAD_MS=$GOOD_LOAD
+  http_rows "$cfg" "$good"
+  echo "  $cfg: $good/s sustained (p99 $(json "$T/l.json" "d['p99_ms']") ms), server $(json "$T/l.json" "'%.3f' % ($SRV_MS / max(1, d['codes'].get('200', 0)))") CPU ms/answer, serve-load $(json "$T/l.json" "'%.3f' % ($LOAD_MS / max(1, d['requests']))") CPU ms/request, load $ld" >&2
 }
 
 for s in 32 24 16 8; do
@@ -268,17 +374,27 @@ while [ $r -le "$REPS" ]; do
   for c in 1 2 8; do
     for th in 1 2; do saturate "saturated clients$c threads$th" $c $th; done
   done
-  # HTTP: batching off and on at the rate the queue sustained, then 2x
-  q=$(awk -F '\t' '$1 == "layer S32 batch16" && $2 == "rate" { v = $3 } END { print v + 0 }' "$ROWS")
-  if [ "${q%.*}" -gt 0 ] 2>/dev/null; then
-    serve_run "http S32 batch1" "$T/layer768.onnx" "$T/x32.npy" "$q" --max-batch 1
-    serve_run "http S32 batch16" "$T/layer768.onnx" "$T/x32.npy" "$q" --max-batch 16
-    serve_run "http S32 overload2x" "$T/layer768.onnx" "$T/x32.npy" \
-      "$(awk -v q="$q" 'BEGIN { print 2 * q }')" --max-batch 16 \
+  # HTTP: the sustainable rate over HTTP (p99 within the bound, nothing
+  # refused), batching off and on (each batch's run within a fifth of the
+  # bound), on 1 and 2 HTTP threads; then twice the best batched one
+  for ht in 1 2; do
+    http_search "http S32 batch1 threads$ht" "$T/layer768.onnx" "$T/x32.npy" --max-batch 1 \
+      --http-threads $ht
+    http_search "http S32 batch16 threads$ht" "$T/layer768.onnx" "$T/x32.npy" --max-batch 16 \
+      --max-batch-ms "$bms" --http-threads $ht
+  done
+  h=0 hht=1
+  for ht in 1 2; do
+    v=$(awk -F '\t' -v c="http S32 batch16 threads$ht" '$1 == c && $2 == "offered" { v = $3 } END { print v + 0 }' "$ROWS")
+    [ "${v%.*}" -gt "${h%.*}" ] && h=$v hht=$ht
+  done
+  if [ "${h%.*}" -gt 0 ] 2>/dev/null; then
+    serve_run "http S32 overload2x threads$hht" "$T/layer768.onnx" "$T/x32.npy" \
+      "$(awk -v h="$h" 'BEGIN { print 2 * h }')" --max-batch 16 --http-threads $hht \
       --max-queue-ms "$(awk -v p="$P99" 'BEGIN { print p / 2 }')" --max-batch-ms "$bms"
     # mixed lengths (20 tokens on average): 1.5 x the S 32 rate
     mixed="$T/x32.npy $T/x24.npy $T/x16.npy $T/x8.npy"
-    mr=$(awk -v q="$q" 'BEGIN { print 1.5 * q }')
+    mr=$(awk -v h="$h" 'BEGIN { print 1.5 * h }')
     serve_run "http mixed batch16 one-run" "$T/layer768.onnx" "$mixed" "$mr" --max-batch 16 --max-padding 1
     serve_run "http mixed batch16 by-length" "$T/layer768.onnx" "$mixed" "$mr" --max-batch 16
   fi
@@ -334,14 +450,14 @@ for c in cfgs:
     if c.startswith("overload"):
         print("| %s | %.0f | %.0f | %.2f | %.3f | %.0f | %s |" % (c[len("overload "):], med(c, "offered"),
               med(c, "achieved_rps"), med(c, "mean_batch"), med(c, "cpu_ms_per_request"), med(c, "p99_ms"), ld(c)))
-print("\n| HTTP (serve-load) | offered/s | answered 200/s | refused (503) | p50 ms | p99 ms | p99.9 ms | unanswered, twice | server CPU ms / request | load |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("\n| HTTP (serve-load; batch1 / batch16 threadsN: the highest rate at p99 <= %s ms, nothing refused) | offered/s | answered 200/s | refused (503) | p50 ms | p99 ms | p99.9 ms | 503 p50 ms | unanswered, twice | server CPU ms / answer | serve-load CPU ms / request | load |" % sys.argv[3])
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for c in cfgs:
     if c.startswith("http"):
-        print("| %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.0f, %.0f | %.3f | %s |" % (
+        print("| %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %.0f, %.0f | %.3f | %.3f | %s |" % (
             c, med(c, "offered"), med(c, "achieved_rps"), med(c, "refused"), med(c, "p50_ms"),
-            med(c, "p99_ms"), med(c, "p99.9_ms"), max(vals[(c, "unanswered")]),
-            max(vals[(c, "answered_twice")]), med(c, "cpu"), ld(c)))
+            med(c, "p99_ms"), med(c, "p99.9_ms"), med(c, "refused_p50_ms"), max(vals[(c, "unanswered")]),
+            max(vals[(c, "answered_twice")]), med(c, "cpu"), med(c, "load_cpu"), ld(c)))
 PY
 RC=0
 if [ "$SOAK" != 0 ]; then
