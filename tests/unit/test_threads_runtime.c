@@ -650,6 +650,153 @@ static void test_free_slot_taken_by_returning_caller(void **state) {
     run_slots_destroy(&s);
 }
 
+/* ------------------------------------------------------------------------ */
+/* A slot left free while another slot computes is not announced at once
+ * (run_slots.h): two slots, A and B hold them (their runs wait for gates),
+ * C and D wait in line. Once A's gate opens, A computes its run and C's and
+ * leaves its slot free with D waiting and B still computing; A's thread
+ * comes back with a second run, takes the slot and computes D's run and its
+ * own. No waiting caller was woken to take the slot (before, D was told,
+ * and woke to find the slot taken or took it and left A's run waiting),
+ * and D's thread woke only for its answer. */
+/* ------------------------------------------------------------------------ */
+
+static void start_caller(pthread_t *t, free_slot_caller *c, run_slots *s, int computing,
+                         int waiting) {
+    assert_int_equal(pthread_create(t, NULL, free_slot_main, c), 0);
+    run_slots_counts k;
+    do {
+        hand_sleep_ms(1);
+        run_slots_count(s, &k);
+    } while (k.computing < computing || k.waiting < waiting);
+}
+
+static void wait_done(free_slot_run *r) {
+    for (int i = 0; i < 10000 && !atomic_load(&r->done); i++) /* 10 s at most */
+        hand_sleep_ms(1);
+}
+
+static void test_free_slot_kept_for_returning_caller(void **state) {
+    (void)state;
+    run_slots s;
+    run_slots_init(&s, NULL, 2);
+    s.tell_late_ms = 1e9; /* every run counts as brief, however the test is scheduled */
+    atomic_int gate_a = 0, gate_b = 0;
+    free_slot_run a1 = {.gate = &gate_a}, a2 = {0}, b = {.gate = &gate_b}, c = {0}, d = {0};
+    free_slot_run *runs[] = {&a1, &a2, &b, &c, &d};
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++)
+        atomic_init(&runs[i]->done, 0);
+    free_slot_caller ca = {&s, &a1, &a2, MHA_ERR_INTERNAL, MHA_ERR_INTERNAL};
+    free_slot_caller cb = {&s, &b, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    free_slot_caller cc = {&s, &c, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    free_slot_caller cd = {&s, &d, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    pthread_t ta, tb, tc, td;
+    start_caller(&ta, &ca, &s, 1, 0);
+    start_caller(&tb, &cb, &s, 2, 0);
+    start_caller(&tc, &cc, &s, 2, 1);
+    start_caller(&td, &cd, &s, 2, 2);
+    atomic_store(&gate_a, 1);
+    wait_done(&a2);
+    run_slots_counts k;
+    run_slots_count(&s, &k);
+    const int a2_done = atomic_load(&a2.done), b_done = atomic_load(&b.done);
+    fprintf(stderr,
+            "kept slot: A's second run %s with B's run %s; %lu waiting callers told of a free "
+            "slot, %lu woken for nothing\n",
+            a2_done ? "done" : "not done", b_done ? "done" : "not done", k.told, k.futile);
+    atomic_store(&gate_b, 1);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    pthread_join(tc, NULL);
+    pthread_join(td, NULL);
+    assert_true(a2_done);
+    assert_false(b_done);
+    assert_int_equal(k.told, 0);
+    assert_int_equal(k.futile, 0);
+    assert_true(pthread_equal(c.by, ta));
+    assert_true(pthread_equal(d.by, ta));
+    assert_true(pthread_equal(a2.by, ta));
+    assert_int_equal(ca.st1, MHA_OK);
+    assert_int_equal(ca.st2, MHA_OK);
+    assert_int_equal(cb.st1, MHA_OK);
+    assert_int_equal(cc.st1, MHA_OK);
+    assert_int_equal(cd.st1, MHA_OK);
+    run_slots_count(&s, &k);
+    assert_int_equal(k.computing, 0);
+    assert_int_equal(k.waiting, 0);
+    run_slots_destroy(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A slot left free untold is announced once another slot's run ends (no
+ * run waits behind a free core for long): two slots held by A and B (gated
+ * runs), C, D and E wait. A computes its run and C's and leaves, not to
+ * come back: the slot is free, nobody told. B's gate opens: B computes its
+ * run and takes D's (which waits for a gate of its own); E still waits with
+ * the slot free, so E is told now, takes the slot and computes its run
+ * while D's is held. Without the announcement E would wait for D's gate. */
+/* ------------------------------------------------------------------------ */
+
+static void test_free_slot_told_when_not_taken(void **state) {
+    (void)state;
+    run_slots s;
+    run_slots_init(&s, NULL, 2);
+    s.tell_late_ms = 1e9;
+    atomic_int gate_a = 0, gate_b = 0, gate_d = 0;
+    free_slot_run a = {.gate = &gate_a}, b = {.gate = &gate_b}, c = {0}, d = {.gate = &gate_d},
+                  e = {0};
+    free_slot_run *runs[] = {&a, &b, &c, &d, &e};
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++)
+        atomic_init(&runs[i]->done, 0);
+    free_slot_caller ca = {&s, &a, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    free_slot_caller cb = {&s, &b, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    free_slot_caller cc = {&s, &c, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    free_slot_caller cd = {&s, &d, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    free_slot_caller ce = {&s, &e, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    pthread_t ta, tb, tc, td, te;
+    start_caller(&ta, &ca, &s, 1, 0);
+    start_caller(&tb, &cb, &s, 2, 0);
+    start_caller(&tc, &cc, &s, 2, 1);
+    start_caller(&td, &cd, &s, 2, 2);
+    start_caller(&te, &ce, &s, 2, 3);
+    atomic_store(&gate_a, 1);
+    pthread_join(ta, NULL);
+    run_slots_counts k1;
+    run_slots_count(&s, &k1);
+    atomic_store(&gate_b, 1);
+    wait_done(&e);
+    run_slots_counts k2;
+    run_slots_count(&s, &k2);
+    const int e_done = atomic_load(&e.done), d_done = atomic_load(&d.done);
+    fprintf(stderr,
+            "slot left untold: %lu told after A left (%d waiting); after B's run E's run %s "
+            "with D's %s, %lu told, %lu woken for nothing\n",
+            k1.told, k1.waiting, e_done ? "done" : "not done", d_done ? "done" : "not done",
+            k2.told, k2.futile);
+    atomic_store(&gate_d, 1);
+    pthread_join(tb, NULL);
+    pthread_join(tc, NULL);
+    pthread_join(td, NULL);
+    pthread_join(te, NULL);
+    assert_int_equal(k1.told, 0);
+    assert_int_equal(k1.computing, 1);
+    assert_int_equal(k1.waiting, 2);
+    assert_true(pthread_equal(c.by, ta));
+    assert_true(e_done);
+    assert_false(d_done);
+    assert_int_equal(k2.told, 1);
+    assert_int_equal(k2.futile, 0);
+    assert_true(pthread_equal(d.by, tb));
+    assert_true(pthread_equal(e.by, te));
+    assert_int_equal(cd.st1, MHA_OK);
+    assert_int_equal(ce.st1, MHA_OK);
+    run_slots_counts k;
+    run_slots_count(&s, &k);
+    assert_int_equal(k.computing, 0);
+    assert_int_equal(k.waiting, 0);
+    run_slots_destroy(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_threads_one_runtime),
@@ -659,6 +806,8 @@ int main(void) {
         cmocka_unit_test(test_allocator_and_logger),
         cmocka_unit_test(test_runs_handed_to_busy_cores),
         cmocka_unit_test(test_free_slot_taken_by_returning_caller),
+        cmocka_unit_test(test_free_slot_kept_for_returning_caller),
+        cmocka_unit_test(test_free_slot_told_when_not_taken),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

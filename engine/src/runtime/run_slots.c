@@ -4,6 +4,11 @@
 
 #include <errno.h>
 #include <semaphore.h>
+#include <time.h>
+
+/* Posts a thread owes that wait for the mutex's release (a handed run, a
+ * passed slot, the callers told of free slots). */
+#define RUN_SLOTS_POSTS 8
 
 enum {
     RUN_WAITING,  /* in the line */
@@ -32,7 +37,7 @@ struct run_slot_wait {
 
 /* Waiters to post once the mutex is released (at most a few at a time). */
 typedef struct run_slots_posts {
-    run_slot_wait *w[4];
+    run_slot_wait *w[RUN_SLOTS_POSTS];
     int n;
 } run_slots_posts;
 
@@ -43,18 +48,15 @@ void run_slots_init(run_slots *s, pool *p, int max) {
     s->computing = 0;
     s->waiting = 0;
     s->free_held = 0;
+    s->untold = 0;
+    s->tell_late_ms = RUN_SLOTS_TELL_LATE_MS;
+    s->recent_ms = 0.0;
     s->head = s->tail = NULL;
-    s->handed = s->passed = s->freed = 0;
+    s->handed = s->passed = s->freed = s->told = s->futile = 0;
 }
 
 void run_slots_destroy(run_slots *s) {
     pthread_mutex_destroy(&s->mutex);
-}
-
-/* mutex held */
-static void run_slots_promise(run_slots_posts *ps, run_slot_wait *w) {
-    w->posts++;
-    ps->w[ps->n++] = w;
 }
 
 /* mutex released: the promised posts (w may return once posted) */
@@ -62,6 +64,15 @@ static void run_slots_post(run_slots_posts *ps) {
     for (int i = 0; i < ps->n; i++)
         sem_post(&ps->w[i]->posted);
     ps->n = 0;
+}
+
+/* A post owed to w, given once the mutex is released (or now, under it,
+ * when more are owed than ps holds: a wake-up costlier, none lost).
+ * (mutex held) */
+static void run_slots_promise(run_slots_posts *ps, run_slot_wait *w) {
+    w->posts++;
+    if (ps->n == RUN_SLOTS_POSTS) run_slots_post(ps);
+    ps->w[ps->n++] = w;
 }
 
 static void run_slots_unlink(run_slots *s, run_slot_wait *prev, run_slot_wait *w) {
@@ -97,14 +108,30 @@ static run_slot_wait *run_slots_first(const run_slots *s, const run_slot_wait *m
     return NULL;
 }
 
-/* run_slots_first, taken out of the line. (mutex held) */
-static run_slot_wait *run_slots_take(run_slots *s, const run_slot_wait *mine) {
+/* Waiting callers not yet told of a free slot are told, one per untold
+ * free slot. (mutex held) */
+static void run_slots_tell(run_slots *s, run_slots_posts *ps) {
+    for (run_slot_wait *w = s->head; w && s->untold > 0; w = w->next) {
+        if (w->hinted) continue;
+        w->hinted = 1;
+        s->told++;
+        s->untold--;
+        run_slots_promise(ps, w);
+    }
+    s->untold = 0; /* every waiting caller knows of one */
+}
+
+/* run_slots_first, taken out of the line; runs still waiting beyond it
+ * and a slot left free untold: a waiting caller is told now (the slot has
+ * stayed free for a run). (mutex held) */
+static run_slot_wait *run_slots_take(run_slots *s, const run_slot_wait *mine, run_slots_posts *ps) {
     run_slot_wait *prev = NULL;
     run_slot_wait *w = run_slots_first(s, mine, &prev);
     if (!w) return NULL;
     run_slots_unlink(s, prev, w);
     w->state = RUN_CLAIMED;
     run_slots_end_held(s);
+    if (s->untold > 0) run_slots_tell(s, ps);
     return w;
 }
 
@@ -112,6 +139,7 @@ static run_slot_wait *run_slots_take(run_slots *s, const run_slot_wait *mine) {
  * (mutex held, computing < max) */
 static int run_slots_claim(run_slots *s) {
     s->computing++;
+    if (s->untold > s->max - s->computing) s->untold = s->max - s->computing;
     if (s->free_held > 0) {
         s->free_held--;
         return 0;
@@ -121,9 +149,13 @@ static int run_slots_claim(run_slots *s) {
 
 /* This thread gives up its slot (held: with the pool's run it began): to
  * the oldest own_thread run (which only its own caller may compute), else
- * it is freed: any caller may take it and compute the oldest run, and a
- * waiting caller not yet told of a free slot is told (it may be asleep).
- * (mutex held) */
+ * it is freed: any caller may take it and compute the oldest run. While
+ * another slot computes and recent runs were brief, nobody is told: this
+ * thread's caller mostly comes back with its next run at once and takes
+ * it, and a caller woken for it would find it taken (or take it, and that
+ * caller's next run would wait asleep); a slot's thread tells one when it
+ * takes its next run if the slot is still free then (within about a run).
+ * The last slot to leave tells at once. (mutex held) */
 static void run_slots_leave(run_slots *s, int held, run_slots_posts *ps) {
     run_slot_wait *prev = NULL;
     for (run_slot_wait *w = s->head; w; prev = w, w = w->next) {
@@ -142,12 +174,16 @@ static void run_slots_leave(run_slots *s, int held, run_slots_posts *ps) {
     }
     if (held) s->free_held++;
     s->freed++;
-    for (run_slot_wait *w = s->head; w; w = w->next)
-        if (!w->hinted) {
-            w->hinted = 1;
-            run_slots_promise(ps, w);
-            return;
-        }
+    s->untold++;
+    if (s->computing == 0 || s->recent_ms > s->tell_late_ms) run_slots_tell(s, ps);
+}
+
+/* This thread's CPU time: a run's length as the workload makes it, not
+ * as other processes stretch it on a shared machine. */
+static double run_slots_cpu_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return 1e3 * (double)t.tv_sec + 1e-6 * (double)t.tv_nsec;
 }
 
 /* Computes w (taken, CLAIMED) on this thread; its caller, if another,
@@ -160,8 +196,12 @@ static void run_slots_compute(run_slots *s, run_slot_wait *w, const run_slot_wai
         (void)pool_run_begin(s->pool);
         *begin = 0;
     }
+    const double t0 = run_slots_cpu_ms();
     const mha_status st = w->fn(w->ctx, w->err);
+    const double took = run_slots_cpu_ms() - t0;
     pthread_mutex_lock(&s->mutex);
+    /* the longest of the recent runs, forgotten by 1/8 a run */
+    s->recent_ms = took > s->recent_ms * 0.875 ? took : s->recent_ms * 0.875;
     w->status = st;
     w->state = RUN_DONE;
     if (w != mine) {
@@ -216,7 +256,7 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
             have = 1;
         }
         if (have) {
-            run_slot_wait *next = run_slots_take(s, &w);
+            run_slot_wait *next = run_slots_take(s, &w, &ps);
             if (next) {
                 run_slots_compute(s, next, &w, &begin, &ps);
                 continue;
@@ -234,13 +274,16 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
         }
         seen++;
         pthread_mutex_lock(&s->mutex);
+        if (w.state != RUN_DONE && w.state != RUN_YOUR_SLOT &&
+            !(s->computing < s->max && run_slots_first(s, &w, &unused)))
+            s->futile++;
     }
     if (have) {
         /* a run or more of others on the core this thread holds: a caller
          * woken to compute its own would start only once the scheduler
          * placed it (RUN_SLOTS_HANDED_MAX) */
         for (int k = 0; k < RUN_SLOTS_HANDED_MAX; k++) {
-            run_slot_wait *next = run_slots_take(s, NULL);
+            run_slot_wait *next = run_slots_take(s, NULL, &ps);
             if (!next) break;
             run_slots_compute(s, next, &w, &begin, &ps);
         }
@@ -264,5 +307,7 @@ void run_slots_count(run_slots *s, run_slots_counts *out) {
     out->handed = s->handed;
     out->passed = s->passed;
     out->freed = s->freed;
+    out->told = s->told;
+    out->futile = s->futile;
     pthread_mutex_unlock(&s->mutex);
 }

@@ -16,8 +16,10 @@
  *            r done, with a slot: compute RUN_SLOTS_HANDED_MAX more; leave
  *   leave:   an own_thread run waiting gets the slot (passed, woken)
  *            else the slot is free: the first caller to come takes it (a
- *            thread coming back with its next run, most often), and one
- *            waiting caller is told (woken) in case none comes
+ *            thread coming back with its next run, most often); one
+ *            waiting caller is told (woken) in case none comes: at once
+ *            if no slot computes (or runs are long), else once a slot's
+ *            thread takes its next run with the slot still free
  *
  * Before (serve13), a thread that left passed its slot to the oldest
  * waiting caller and woke it to compute: every second run of a slot began
@@ -25,8 +27,14 @@
  * on 2 cores the scheduler left half the cores' time idle (the woken thread
  * queued behind the other core's run, or behind other processes, while
  * the freed core had nothing). Now a caller that comes back with its next
- * run finds the slot free and computes at once (the oldest run first); the
- * woken caller, finding its run taken, sleeps again, its answer ready later.
+ * run finds the slot free and computes at once (the oldest run first).
+ * serveB14 still told a waiting caller of every slot left free: with 8
+ * clients on 2 cores it woke, took the slot before the leaving thread came
+ * back, and that thread's next run then waited asleep (0.93 voluntary
+ * switches a request). While another slot computes (and runs are short:
+ * RUN_SLOTS_TELL_LATE_MS), the tell now waits for that slot's next run:
+ * by then the leaving thread is back (0.80 switches a request), or the
+ * slot has stayed free about a run and a waiting caller takes it.
  * Each result is bitwise what its caller would compute (a run does not
  * depend on the thread that computes it), and runs start in arrival order.
  * A thread computes runs of others before its own only while its own waits
@@ -48,6 +56,12 @@
  * its slot (each delays its own caller's return by about one run). */
 #define RUN_SLOTS_HANDED_MAX 1
 
+/* A slot left free while another computes is announced to a waiting
+ * caller at once only if a recent run took longer than this (ms of its
+ * thread's CPU time); else when a slot's thread takes its next run, if the
+ * slot is still free. */
+#define RUN_SLOTS_TELL_LATE_MS 2.0
+
 typedef struct run_slot_wait run_slot_wait;
 
 typedef mha_status (*run_slots_fn)(void *ctx, mha_error *err);
@@ -59,11 +73,17 @@ typedef struct run_slots {
     int computing; /* slots taken */
     int waiting;
     int free_held;       /* free slots whose pool run is kept (runs wait) */
+    int untold;          /* free slots no waiting caller was told of */
+    double tell_late_ms; /* RUN_SLOTS_TELL_LATE_MS (tests change it) */
+    double recent_ms;    /* the longest recent run (CPU ms), decaying */
     run_slot_wait *head; /* runs waiting for a slot, oldest first */
     run_slot_wait *tail;
     unsigned long handed; /* runs computed by another caller's thread */
     unsigned long passed; /* slots passed to a waiting own_thread caller */
     unsigned long freed;  /* slots left free while runs waited */
+    unsigned long told;   /* waiting callers woken to take a free slot */
+    unsigned long futile; /* wake-ups that found neither the run done nor a
+                           * slot to compute in (the caller slept again) */
 } run_slots;
 
 void run_slots_init(run_slots *s, pool *p, int max);
@@ -80,7 +100,7 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
  * slots left free while runs waited. */
 typedef struct run_slots_counts {
     int slots, computing, waiting;
-    unsigned long handed, passed, freed;
+    unsigned long handed, passed, freed, told, futile;
 } run_slots_counts;
 void run_slots_count(run_slots *s, run_slots_counts *out);
 
