@@ -413,6 +413,12 @@ static void test_bfloat16_batched_equals_alone(void **state) {
     m = gen_model(1);
     check_batched_equals_alone(m, 64, 0);
     mha_model_free(m);
+    /* the MiniLM-shaped model: the queue's mask hides the padding, the
+     * request alone has a mask of ones (no mask at all to the kernels) */
+    m = load(whole_model());
+    check_whole_model_batched(m, WM_VOCAB, WM_MAX_S, 0, 8);
+    check_whole_model_batched(m, WM_VOCAB, WM_MAX_S, 1, 5);
+    mha_model_free(m);
     char path[1024];
     snprintf(path, sizeof path, "%s/models/gpt2_preln_causal_l2_d64_h4/model.onnx", MHA_TEST_DATA);
     m = load(path);

@@ -504,19 +504,36 @@ static int exec_fold_causal(const layer *L, const exec_binding *bd, const exec_m
  * zero, which no exp(score - max) sees, so the kernels' unmasked path (no
  * mask load and select per key vector) gives the same bits. Dropped then,
  * unless the causal mask was folded into it (the kernels' own would come
- * back). dims [B', H', Sq', Skv'] over m's strides; a NaN is not a zero. */
-static void exec_mask_drop_zeros(exec_mask *m, const int64_t dims[4]) {
+ * back). dims [B', H', Sq', Skv'] over m's strides; a NaN is not a zero.
+ *
+ * With key lengths (kv_len [B], a batch of right-padded items: mha_queue's)
+ * only the terms the kernels read count -- keys j < kv_len[b] of item b,
+ * every head and query row; the keys past it are ignored as if masked --
+ * so a mask that hides nothing but the padding is dropped too, and each
+ * item runs the kernels' unmasked path, as it does alone with its mask of
+ * ones (bfloat16 on avx512: the lazy-max softmax, whose bits differ from
+ * the masked path's). */
+static void exec_mask_drop_zeros(exec_mask *m, const int64_t dims[4], int64_t B,
+                                 const int64_t *kv_len) {
     if (!m->data || m->causal_folded) return;
-    for (int64_t i0 = 0; i0 < dims[0]; i0++)
+    const int64_t items = kv_len ? B : dims[0];
+    for (int64_t b = 0; b < items; b++) {
+        const float *mb = m->data + (dims[0] == 1 ? 0 : b) * m->sb;
+        int64_t keys = dims[3];
+        if (kv_len && kv_len[b] <= 0)
+            keys = 0;
+        else if (kv_len && dims[3] > 1 && kv_len[b] < keys)
+            keys = kv_len[b];
         for (int64_t i1 = 0; i1 < dims[1]; i1++)
             for (int64_t i2 = 0; i2 < dims[2]; i2++)
-                for (int64_t i3 = 0; i3 < dims[3]; i3++)
-                    if (m->data[i0 * m->sb + i1 * m->sh + i2 * m->sq + i3 * m->sk] != 0.0f) return;
+                for (int64_t i3 = 0; i3 < keys; i3++)
+                    if (mb[i1 * m->sh + i2 * m->sq + i3 * m->sk] != 0.0f) return;
+    }
     m->data = NULL;
 }
 
 mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
-                           exec_mask *m, mha_error *err) {
+                           const int64_t *kv_len, exec_mask *m, mha_error *err) {
     memset(m, 0, sizeof *m);
     exec_mask_view views[6];
     mha_tensor bias;
@@ -590,7 +607,7 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
         m->sh = views[0].strides[1];
         m->sq = views[0].strides[2];
         m->sk = views[0].strides[3];
-        exec_mask_drop_zeros(m, views[0].dims);
+        exec_mask_drop_zeros(m, views[0].dims, bd->B, kv_len);
         return MHA_OK;
     }
     /* bool masks become 0 / -inf, valued key padding its additive; several
@@ -637,7 +654,7 @@ mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_bi
     m->sh = strides[1];
     m->sq = strides[2];
     m->sk = strides[3];
-    exec_mask_drop_zeros(m, dims);
+    exec_mask_drop_zeros(m, dims, bd->B, kv_len);
     return MHA_OK;
 }
 
@@ -2184,7 +2201,7 @@ mha_status exec_run_core(const exec_env *env, const layer *L, const exec_packed 
 
     exec_mask mask;
     float *alibi_pos = NULL;
-    st = exec_mask_build(env->alloc, L, &bd, &mask, err);
+    st = exec_mask_build(env->alloc, L, &bd, env->kv_lengths, &mask, err);
     if (st == MHA_OK) st = exec_alibi_positions(env->alloc, L, &bd, &alibi_pos, err);
     if (st != MHA_OK) {
         if (reserved) pool_release(env->pool);

@@ -225,9 +225,11 @@ typedef struct exec_mask {
 } exec_mask;
 
 /* The mask inputs, the layer's constant bias and (with
- * projections) its sliding window summed into one additive view. */
+ * projections) its sliding window summed into one additive view; none
+ * (data NULL) when it adds nothing to the keys the run reads: kv_len [B]
+ * (the run's key lengths, or NULL: every key) limits those. */
 mha_status exec_mask_build(const mha_alloc_ctx *a, const layer *L, const exec_binding *bd,
-                           exec_mask *m, mha_error *err);
+                           const int64_t *kv_len, exec_mask *m, mha_error *err);
 
 /* One attention phase over args (b/h/q ranges covering
  * the whole problem) with env's plugin, pool and threads. */

@@ -482,7 +482,7 @@ static mha_status ext_head_weights(const exec_env *env, const layer *L, const mh
     exec_mask m;
     memset(&m, 0, sizeof m);
     mha_status st = layer_bind(L, inputs, n_inputs, n_outputs, &bd, err);
-    if (st == MHA_OK) st = exec_mask_build(a, L, &bd, &m, err);
+    if (st == MHA_OK) st = exec_mask_build(a, L, &bd, NULL, &m, err);
     if (st != MHA_OK) return st;
     const int64_t B = bd.B, Sq = bd.Sq, Skv = bd.Skv, dk = bd.dk;
     const int64_t Hq = L->q_heads, Hkv = L->kv_heads, G = Hq / Hkv, nq = Hq * dk, nk = Hkv * dk;
