@@ -1976,6 +1976,59 @@ static void test_group_normalization(void **state) {
     run_err(18, &t, in, 3, MHA_ERR_SHAPE);
 }
 
+/* HardSwish (opset 14) and HardSigmoid with its default and given
+ * alpha / beta: both ends clamped, NaN kept */
+static void test_hard_activations(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[1], *y;
+    tn_init(&t, "HardSwish", 1, 1);
+    in[0] = tf(1, D(5), F(-4, -1.5f, 0.5f, 3.5f, NAN));
+    y = run1(14, &t, in);
+    expect_f(y, 1, D(5), F(0, -0.375f, 0.29166667f, 3.5f, NAN), 1e-6);
+    tensor_free(y);
+    tn_init(&t, "HardSigmoid", 1, 1);
+    y = run1(14, &t, in);
+    expect_f(y, 1, D(5), F(0, 0.2f, 0.6f, 1, NAN), 1e-6);
+    tensor_free(y);
+    tn_float(&t, "alpha", 0.5f);
+    tn_float(&t, "beta", 0.25f);
+    y = run1(14, &t, in);
+    expect_f(y, 1, D(5), F(0, 0, 0.5f, 1, NAN), 1e-6);
+    tensor_free(y);
+    free_all(in, 1);
+    in[0] = ti1(1, I(1));
+    run_err(14, &t, in, 1, MHA_ERR_DTYPE);
+}
+
+/* BatchNormalization in inference: per channel (x - mean) / sqrt(var + eps)
+ * * scale + B over [N, C, L]; a statistic not [C] and training_mode = 1
+ * refused */
+static void test_batch_normalization(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[5], *y;
+    tn_init(&t, "BatchNormalization", 5, 1);
+    tn_float(&t, "epsilon", 0.5f);
+    in[0] = tf(3, D(2, 2, 2), F(1, 2, 3, 4, 5, 6, 7, 8));
+    in[1] = tf(1, D(2), F(2, -1));
+    in[2] = tf(1, D(2), F(0.5f, 0));
+    in[3] = tf(1, D(2), F(1, 4));
+    in[4] = tf(1, D(2), F(3.5f, 0.5f));
+    y = run1(15, &t, in);
+    /* channel 0: (x - 1) * 2 / sqrt(4) + 0.5; channel 1: -(x - 4) / 1 */
+    expect_f(y, 3, D(2, 2, 2), F(0.5f, 1.5f, 1, 0, 4.5f, 5.5f, -3, -4), 1e-6);
+    tensor_free(y);
+    tensor_free(in[4]);
+    in[4] = tf(1, D(3), F(1, 1, 1));
+    run_err(15, &t, in, 5, MHA_ERR_SHAPE);
+    in[0] = tf(3, D(1, 2, 1), F(1, 2));
+    for (size_t i = 1; i < 5; i++)
+        in[i] = tf(1, D(2), F(1, 1));
+    tn_int(&t, "training_mode", 1);
+    run_err(15, &t, in, 5, MHA_ERR_MODEL_UNSUPPORTED);
+}
+
 /* ScatterND: whole rows by [n, 1] indices (a negative one from the end),
  * with reduction add; one element by a full index; an index out of range */
 static void test_scatter_nd(void **state) {
@@ -3225,6 +3278,9 @@ static const struct {
     {"Resize", 4, 1, 8},
     {"ScatterND", 3, 1, 2},
     {"GroupNormalization", 3, 1, 0},
+    {"BatchNormalization", 5, 1, 0},
+    {"HardSwish", 1, 1, 0},
+    {"HardSigmoid", 1, 1, 0},
     {"Gelu", 1, 1, 0},
     {"QuantizeLinear", 3, 1, 0},
     {"DequantizeLinear", 3, 1, 1},
@@ -3411,6 +3467,8 @@ int main(void) {
         cmocka_unit_test(test_matmul_integer),
         cmocka_unit_test(test_gelu_op20),
         cmocka_unit_test(test_group_normalization),
+        cmocka_unit_test(test_hard_activations),
+        cmocka_unit_test(test_batch_normalization),
         cmocka_unit_test(test_scatter_nd),
         cmocka_unit_test(test_embed_layer_norm),
         cmocka_unit_test(test_attention_basic),

@@ -431,6 +431,42 @@ mha_status interp_op_abs(interp_ctx *c) {
     return elem_unary_op(c, ELEM_ABS, 1);
 }
 
+/* HardSigmoid(X; alpha = 0.2, beta = 0.5) = max(0, min(1, alpha x + beta));
+ * HardSwish(X) = x HardSigmoid(x; 1/6, 1/2) (opset 14; PyTorch writes
+ * hardswish as HardSigmoid times x below it). NaN stays NaN. */
+static mha_status elem_hard(interp_ctx *c, int swish) {
+    const tensor *x;
+    tensor *y;
+    float alpha = 1.0f / 6.0f, beta = 0.5f;
+    mha_status st = interp_check_arity(c, 1, 1, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &x);
+    if (st == MHA_OK && !swish) st = interp_attr_float(c, "alpha", 0.2f, &alpha);
+    if (st == MHA_OK && !swish) st = interp_attr_float(c, "beta", 0.5f, &beta);
+    if (st != MHA_OK) return st;
+    if (!interp_is_float(x->dtype))
+        return interp_fail(c, MHA_ERR_DTYPE, "input of type %s is not supported",
+                           mha_dtype_name(x->dtype));
+    st = interp_out_new(c, 0, x->dtype, x->rank, x->dims, &y);
+    if (st != MHA_OK) return st;
+    /* HardSwish's constants exactly (1/6 is not a float) */
+    const double a = swish ? 1.0 / 6.0 : (double)alpha, b = swish ? 0.5 : (double)beta;
+    const int64_t n = tensor_numel(x);
+    for (int64_t i = 0; i < n; i++) {
+        const double v = tensor_get_f64(x, i);
+        double h = a * v + b;
+        if (!isnan(h)) h = h < 0.0 ? 0.0 : (h > 1.0 ? 1.0 : h);
+        tensor_set_f64(y, i, swish ? v * h : h);
+    }
+    return MHA_OK;
+}
+
+mha_status interp_op_hard_sigmoid(interp_ctx *c) {
+    return elem_hard(c, 0);
+}
+mha_status interp_op_hard_swish(interp_ctx *c) {
+    return elem_hard(c, 1);
+}
+
 /* ---- comparisons and logic (bool results) ---- */
 
 typedef enum elem_cmp_kind {

@@ -190,6 +190,8 @@ mha_status interp_op_sin(interp_ctx *c);
 mha_status interp_op_erf(interp_ctx *c);
 mha_status interp_op_relu(interp_ctx *c);
 mha_status interp_op_sigmoid(interp_ctx *c);
+mha_status interp_op_hard_sigmoid(interp_ctx *c);
+mha_status interp_op_hard_swish(interp_ctx *c);
 mha_status interp_op_abs(interp_ctx *c);
 mha_status interp_op_max(interp_ctx *c);
 mha_status interp_op_min(interp_ctx *c);
@@ -227,6 +229,7 @@ mha_status interp_op_reduce_sum(interp_ctx *c);
 mha_status interp_op_reduce_mean(interp_ctx *c);
 mha_status interp_op_layer_normalization(interp_ctx *c);
 mha_status interp_op_instance_normalization(interp_ctx *c); /* interp_norm.c */
+mha_status interp_op_batch_normalization(interp_ctx *c);    /* interp_norm.c */
 mha_status interp_op_rms_normalization(interp_ctx *c);      /* interp_norm.c */
 mha_status interp_op_rotary_embedding(interp_ctx *c);       /* interp_rotary.c */
 /* interp_msft_fused.c: what ONNX Runtime's optimizer saves */
