@@ -389,9 +389,13 @@ def iterative_inv(m, n_iter=6):
 
 
 class NystromAttention(nn.Module):
-    def __init__(self, landmarks):
+    """As both published implementations write it: the segments' length a
+    constant, the configuration's sequence length (max_seq_len /
+    segment_means_seq_len) over the landmarks -- the inputs padded to it."""
+
+    def __init__(self, landmarks, seq_len):
         super().__init__()
-        self.m = landmarks
+        self.m, self.seq_len = landmarks, seq_len
         self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
         self.conv = nn.Conv2d(H, H, (3, 1), padding=(1, 0), groups=H, bias=False)
 
@@ -404,8 +408,8 @@ class NystromAttention(nn.Module):
         q = hd(self.q(x)) / math.sqrt(math.sqrt(DH))
         k = hd(self.k(x)) / math.sqrt(math.sqrt(DH))
         v = hd(self.v(x))
-        ql = q.reshape(-1, H, self.m, s // self.m, DH).mean(dim=-2)
-        kl = k.reshape(-1, H, self.m, s // self.m, DH).mean(dim=-2)
+        ql = q.reshape(-1, H, self.m, self.seq_len // self.m, DH).mean(dim=-2)
+        kl = k.reshape(-1, H, self.m, self.seq_len // self.m, DH).mean(dim=-2)
         k1 = F.softmax(torch.matmul(q, kl.transpose(-1, -2)), dim=-1)
         k2 = F.softmax(torch.matmul(ql, kl.transpose(-1, -2)), dim=-1)
         k3 = F.softmax(torch.matmul(ql, k.transpose(-1, -2)) + mask, dim=-1)
@@ -417,7 +421,7 @@ class NystromAttention(nn.Module):
 class NystromLayer(nn.Module):
     def __init__(self):
         super().__init__()
-        self.attn = NystromAttention(4)
+        self.attn = NystromAttention(4, NYSTROM_LEN)
         self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
         self.fc1, self.fc2 = nn.Linear(D, FF), nn.Linear(FF, D)
 
@@ -429,8 +433,8 @@ class NystromLayer(nn.Module):
 class Nystromformer(nn.Module):
     """NystromformerModel: BERT's embeddings (positions offset by 2 as its
     position_ids buffer has them), post-LN layers of landmark attention (4
-    landmarks: the sequence a multiple of 4), the padding `(1 - m) * -1e4`
-    added to the third kernel's scores only."""
+    landmarks over a sequence of 8: the batch the only symbolic axis), the
+    padding `(1 - m) * -1e4` added to the third kernel's scores only."""
 
     def __init__(self):
         super().__init__()
@@ -448,9 +452,12 @@ class Nystromformer(nn.Module):
         return x
 
 
-def ids_mask_by4(seed):
-    # the sequence a multiple of the 4 landmarks: 8 and 12 tokens
-    return lambda b, s: list(data(seed + s, b, 8 if s == 7 else 12))
+NYSTROM_LEN = 8
+
+
+def ids_mask_padded(seed):
+    # padded to the model's sequence length, as its tokenizer pads
+    return lambda b, s: list(data(seed + b, b, NYSTROM_LEN, 3 if b == 2 else 5))
 
 
 # ------------------------------------------------------------ MobileViT ----
@@ -740,8 +747,6 @@ def ids_mask_image(seed):
 
 def cases():
     pix = {"pixel_values": {0: "batch"}, "logits": {0: "batch"}, "last_hidden_state": {0: "batch"}}
-    seq = {"batch": 0}
-    del seq
     feats = {"input_features": {0: "batch", 1: "frames"}, "last_hidden_state": {0: "batch", 1: "frames"}}
     blip = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
             "encoder_hidden_states": {0: "batch", 1: "image_tokens"}}
@@ -759,8 +764,10 @@ def cases():
          ["last_hidden_state"], 14, {"dynamic": feats}),
         ("z8_w2v2conformer_rotary_op17", Conformer("rotary"), 1006, features(406), ["input_features"],
          ["last_hidden_state"], 17, {"dynamic": feats}),
-        ("z8_nystromformer_landmarks_op14", Nystromformer(), 1007, ids_mask_by4(407),
-         ["input_ids", "attention_mask"], ["last_hidden_state"], 14, {}),
+        ("z8_nystromformer_landmarks_op14", Nystromformer(), 1007, ids_mask_padded(407),
+         ["input_ids", "attention_mask"], ["last_hidden_state"], 14,
+         {"dynamic": {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"},
+                      "last_hidden_state": {0: "batch"}}}),
         ("z8_mobilevit_unfold_op14", MobileVit(), 1008, images(408), ["pixel_values"], ["logits"], 14,
          {"dynamic": pix}),
         ("z8_poolformer_pool_op14", PoolFormer(), 1009, images(409), ["pixel_values"], ["logits"], 14,
