@@ -2029,6 +2029,55 @@ static void test_batch_normalization(void **state) {
     run_err(15, &t, in, 5, MHA_ERR_MODEL_UNSUPPORTED);
 }
 
+/* DFT: [1, 2, 3, 4] real along axis 1 (opset 17's attribute) is 10, -2 + 2i,
+ * -2, -2 - 2i; onesided keeps the first three; the inverse of the complex
+ * result gives the signal back; dft_length 2 cuts it to [1, 2] (3, -1);
+ * opset 20 reads the axis from its third input (-2); an input not ending
+ * in 1 or 2 and a onesided complex transform are refused */
+static void test_dft(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3], *y;
+    tn_init(&t, "DFT", 1, 1);
+    in[0] = tf(3, D(1, 4, 1), F(1, 2, 3, 4));
+    y = run1(17, &t, in);
+    expect_f(y, 3, D(1, 4, 2), F(10, 0, -2, 2, -2, 0, -2, -2), 1e-6);
+    tensor_free(y);
+    tn_int(&t, "onesided", 1);
+    y = run1(17, &t, in);
+    expect_f(y, 3, D(1, 3, 2), F(10, 0, -2, 2, -2, 0), 1e-6);
+    tensor_free(y);
+    tensor_free(in[0]);
+    tn_init(&t, "DFT", 1, 1);
+    tn_int(&t, "inverse", 1);
+    in[0] = tf(3, D(1, 4, 2), F(10, 0, -2, 2, -2, 0, -2, -2));
+    y = run1(17, &t, in);
+    expect_f(y, 3, D(1, 4, 2), F(1, 0, 2, 0, 3, 0, 4, 0), 1e-6);
+    tensor_free(y);
+    tn_int(&t, "onesided", 1);
+    run_err(17, &t, in, 1, MHA_ERR_MODEL_UNSUPPORTED);
+    tn_init(&t, "DFT", 2, 1);
+    in[0] = tf(3, D(1, 4, 1), F(1, 2, 3, 4));
+    in[1] = ti0(2);
+    y = run1(17, &t, in);
+    expect_f(y, 3, D(1, 2, 2), F(3, 0, -1, 0), 1e-6);
+    tensor_free(y);
+    free_all(in, 2);
+    /* opset 20: [2, 2, 1], axis -2 (the middle one) as the third input */
+    tn_init(&t, "DFT", 3, 1);
+    in[0] = tf(3, D(2, 2, 1), F(1, 2, 5, 1));
+    in[1] = NULL;
+    in[2] = ti0(-2);
+    y = run1(20, &t, in);
+    expect_f(y, 3, D(2, 2, 2), F(3, 0, -1, 0, 6, 0, 4, 0), 1e-6);
+    tensor_free(y);
+    tensor_free(in[0]);
+    tensor_free(in[2]);
+    tn_init(&t, "DFT", 1, 1);
+    in[0] = tf(3, D(1, 2, 3), F(1, 2, 3, 4, 5, 6));
+    run_err(17, &t, in, 1, MHA_ERR_SHAPE);
+}
+
 /* ScatterND: whole rows by [n, 1] indices (a negative one from the end),
  * with reduction add; one element by a full index; an index out of range */
 static void test_scatter_nd(void **state) {
@@ -3281,6 +3330,7 @@ static const struct {
     {"BatchNormalization", 5, 1, 0},
     {"HardSwish", 1, 1, 0},
     {"HardSigmoid", 1, 1, 0},
+    {"DFT", 2, 1, 2},
     {"Gelu", 1, 1, 0},
     {"QuantizeLinear", 3, 1, 0},
     {"DequantizeLinear", 3, 1, 1},
@@ -3469,6 +3519,7 @@ int main(void) {
         cmocka_unit_test(test_group_normalization),
         cmocka_unit_test(test_hard_activations),
         cmocka_unit_test(test_batch_normalization),
+        cmocka_unit_test(test_dft),
         cmocka_unit_test(test_scatter_nd),
         cmocka_unit_test(test_embed_layer_norm),
         cmocka_unit_test(test_attention_basic),

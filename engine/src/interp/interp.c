@@ -56,6 +56,7 @@ static const interp_op_entry interp_ops[] = {
     {"Cos", interp_op_cos},
     {"Sin", interp_op_sin},
     {"CumSum", interp_op_cumsum},
+    {"DFT", interp_op_dft},
     {"Erf", interp_op_erf},
     {"Relu", interp_op_relu},
     {"Sigmoid", interp_op_sigmoid},

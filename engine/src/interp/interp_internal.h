@@ -232,6 +232,7 @@ mha_status interp_op_instance_normalization(interp_ctx *c); /* interp_norm.c */
 mha_status interp_op_batch_normalization(interp_ctx *c);    /* interp_norm.c */
 mha_status interp_op_rms_normalization(interp_ctx *c);      /* interp_norm.c */
 mha_status interp_op_rotary_embedding(interp_ctx *c);       /* interp_rotary.c */
+mha_status interp_op_dft(interp_ctx *c);                    /* interp_dft.c */
 /* interp_msft_fused.c: what ONNX Runtime's optimizer saves */
 mha_status interp_op_ms_fused_matmul(interp_ctx *c);
 mha_status interp_op_ms_fused_gemm(interp_ctx *c);

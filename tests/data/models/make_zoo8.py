@@ -7,7 +7,9 @@ strided, the CLS token kept apart from the Convs); LeViT (Linear + BatchNorm
 projections, hard swish, an attention bias table gathered at the
 offsets between the grid's positions); FNet (Fourier mixing, no attention:
 the real part of the 2-D DFT written as products with cos / sin matrices,
-as the paper's TPU path does, the sequence's matrices made in the graph);
+as the paper's TPU path does, the sequence's matrices made in the graph;
+and Hugging Face's `torch.fft.fftn(x, dim=(1, 2)).real`, exported as DFT
+ops through a symbolic registered for it);
 wav2vec2-conformer (half-step FFNs, the convolution module with GLU, a
 depthwise Conv, BatchNorm and SiLU; the relative-position attention of
 Transformer-XL with its rel_shift, and the rotary form); Nystromformer
@@ -213,9 +215,30 @@ def dft_real_imag(n, dtype=torch.float32):
     return torch.cos(ang), -torch.sin(ang)
 
 
+def onnx_fftn(g, x, s, dim, norm):
+    """aten::fft_fftn as ONNX DFT ops (torch 1.13's exporter has none): the
+    real input given a trailing [re] axis, one DFT per transformed axis."""
+    y = g.op("Unsqueeze", x, g.op("Constant", value_t=torch.tensor([-1])))
+    for d in torch.onnx.symbolic_helper._parse_arg(dim, "is"):
+        y = g.op("DFT", y, axis_i=d, inverse_i=0, onesided_i=0)
+    return y
+
+
+def onnx_real(g, x):
+    """aten::real: the [re, im] axis's first element."""
+    def c(v):
+        return g.op("Constant", value_t=torch.tensor([v]))
+    return g.op("Squeeze", g.op("Slice", x, c(0), c(1), c(-1)), c(-1))
+
+
+torch.onnx.register_custom_op_symbolic("aten::fft_fftn", onnx_fftn, 17)
+torch.onnx.register_custom_op_symbolic("aten::real", onnx_real, 17)
+
+
 class FnetLayer(nn.Module):
-    def __init__(self):
+    def __init__(self, fft=False):
         super().__init__()
+        self.fft = fft
         self.mix_ln, self.out_ln = nn.LayerNorm(D), nn.LayerNorm(D)
         self.fc1, self.fc2 = nn.Linear(D, FF), nn.Linear(FF, D)
         cr, ci = dft_real_imag(D)
@@ -223,28 +246,33 @@ class FnetLayer(nn.Module):
         self.register_buffer("hid_im", ci, persistent=False)
 
     def forward(self, x, sr, si):
-        # Re(F_s X F_d) = F_s.re X F_d.re - F_s.im X F_d.im (X real)
-        f = torch.matmul(torch.matmul(sr, x), self.hid_re) - torch.matmul(torch.matmul(si, x), self.hid_im)
+        if self.fft:  # Hugging Face's FNetBasicFourierTransform
+            f = torch.fft.fftn(x, dim=(1, 2)).real
+        else:  # Re(F_s X F_d) = F_s.re X F_d.re - F_s.im X F_d.im (X real)
+            f = torch.matmul(torch.matmul(sr, x), self.hid_re) - torch.matmul(torch.matmul(si, x), self.hid_im)
         x = self.mix_ln(x + f)
         return self.out_ln(x + self.fc2(F.gelu(self.fc1(x), approximate="tanh")))
 
 
 class Fnet(nn.Module):
     """FNetModel: word, position and token-type embeddings, LayerNorm, the
-    embedding projection; Fourier layers (post-LN, gelu_new); the pooler."""
+    embedding projection; Fourier layers (post-LN, gelu_new); the pooler.
+    fft: the mixing as `torch.fft.fftn(x, dim=(1, 2)).real`, exported as
+    two DFT ops; else by the DFT matrices."""
 
-    def __init__(self):
+    def __init__(self, fft=False):
         super().__init__()
+        self.fft = fft
         self.word, self.pos, self.tok_type = nn.Embedding(VOCAB, D), nn.Embedding(16, D), nn.Embedding(2, D)
         self.ln, self.proj = nn.LayerNorm(D), nn.Linear(D, D)
-        self.layers = nn.ModuleList(FnetLayer() for _ in range(L))
+        self.layers = nn.ModuleList(FnetLayer(fft) for _ in range(L))
         self.pool = nn.Linear(D, D)
 
     def forward(self, input_ids, token_type_ids):
         s = input_ids.shape[1]
         pos = torch.arange(s, device=input_ids.device)
         x = self.proj(self.ln(self.word(input_ids) + self.pos(pos)[None] + self.tok_type(token_type_ids)))
-        sr, si = dft_real_imag(s)
+        sr, si = (None, None) if self.fft else dft_real_imag(s)
         for layer in self.layers:
             x = layer(x, sr, si)
         return x, torch.tanh(self.pool(x[:, 0]))
@@ -760,6 +788,8 @@ def cases():
          ["logits", "last_hidden_state"], 14, {"dynamic": pix}),
         ("z8_fnet_dftmatmul_op14", Fnet(), 1004, ids_types(404), ["input_ids", "token_type_ids"],
          ["last_hidden_state", "pooler_output"], 14, {}),
+        ("z8_fnet_fftn_dft_op17", Fnet(fft=True), 1013, ids_types(413), ["input_ids", "token_type_ids"],
+         ["last_hidden_state", "pooler_output"], 17, {}),
         ("z8_w2v2conformer_relpos_op14", Conformer("relative"), 1005, features(405), ["input_features"],
          ["last_hidden_state"], 14, {"dynamic": feats}),
         ("z8_w2v2conformer_rotary_op17", Conformer("rotary"), 1006, features(406), ["input_features"],
