@@ -3,7 +3,8 @@
 tests/data/models): families the earlier rounds do not write, each from its
 published architecture, in its authors' idioms:
 CvT (Q / K / V from depthwise Convs + BatchNorm over the token grid, K / V
-strided, the CLS token kept apart from the Convs); LeViT (Linear + BatchNorm
+strided, the CLS row kept apart from the Convs and concatenated before the
+Linears); LeViT (Linear + BatchNorm
 projections, hard swish, an attention bias table gathered at the
 offsets between the grid's positions); FNet (Fourier mixing, no attention:
 the real part of the 2-D DFT written as products with cos / sin matrices,
@@ -63,22 +64,24 @@ def images(seed, c=3, hw=16):
 
 class CvtProjection(nn.Module):
     """CvtSelfAttentionProjection: a depthwise Conv (no bias) + BatchNorm on
-    the [B, D, h, w] grid, flattened to rows, then a Linear."""
+    the [B, D, h, w] grid, flattened back to rows."""
 
     def __init__(self, stride, seed):
         super().__init__()
         self.conv = nn.Conv2d(D, D, 3, stride, 1, groups=D, bias=False)
         self.bn = bn_stats(nn.BatchNorm2d(D), seed)
-        self.linear = nn.Linear(D, D)
 
     def forward(self, x, h, w):
         b = x.shape[0]
         g = x.transpose(1, 2).reshape(b, D, h, w)
-        g = self.bn(self.conv(g))
-        return self.linear(g.flatten(2).transpose(1, 2))
+        return self.bn(self.conv(g)).flatten(2).transpose(1, 2)
 
 
 class CvtLayer(nn.Module):
+    """CvtLayer: the Conv projections of the grid rows, the CLS row (if any)
+    concatenated in front of each, then the q / k / v Linears (Hugging
+    Face's projection_query / _key / _value), einsum attention."""
+
     def __init__(self, cls, seed):
         super().__init__()
         self.cls = cls
@@ -86,6 +89,7 @@ class CvtLayer(nn.Module):
         self.q = CvtProjection(1, seed)
         self.k = CvtProjection(2, seed + 1)
         self.v = CvtProjection(2, seed + 2)
+        self.q_lin, self.k_lin, self.v_lin = nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, D)
         self.out = nn.Linear(D, D)
         self.fc1, self.fc2 = nn.Linear(D, FF), nn.Linear(FF, D)
 
@@ -96,6 +100,7 @@ class CvtLayer(nn.Module):
         q, k, v = self.q(y, h, w), self.k(y, h, w), self.v(y, h, w)
         if self.cls:
             q, k, v = torch.cat((c, q), 1), torch.cat((c, k), 1), torch.cat((c, v), 1)
+        q, k, v = self.q_lin(q), self.k_lin(k), self.v_lin(v)
         b = x.shape[0]
 
         def hd(t):
