@@ -1542,9 +1542,25 @@ static void test_einsum(void **state) {
     expect_f(y, 3, D(1, 1, 3), F(21, 42, 63), 0);
     tensor_free(y);
     free_all(in, 2);
-    /* refused: an ellipsis, an implicit output, letters of two sizes, a rank
-     * that differs from the term */
-    static const char *const bad[] = {"...c,cd->...d", "ab,bc", "ab,bc->ac", "abc,cd->abd"};
+    /* an ellipsis (LongT5's blocks): the leading axes, as letters of their
+     * own; one of another length on each side */
+    eq->s = (char *)"...qd,...kd->...qk";
+    in[0] = tf(3, D(2, 1, 2), F(1, 2, 3, 4));
+    in[1] = tf(3, D(2, 2, 2), F(1, 0, 0, 1, 1, 1, 2, 0));
+    y = run1(14, &t, in);
+    expect_f(y, 3, D(2, 1, 2), F(1, 2, 7, 6), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    eq->s = (char *)"...d,d->...";
+    in[0] = tf(2, D(2, 2), F(1, 2, 3, 4));
+    in[1] = tf(1, D(2), F(1, 10));
+    y = run1(14, &t, in);
+    expect_f(y, 1, D(2), F(21, 43), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    /* refused: an ellipsis over fewer axes than its letters, an implicit
+     * output, letters of two sizes, a rank that differs from the term */
+    static const char *const bad[] = {"...abc,cd->...abd", "ab,bc", "ab,bc->ac", "abc,cd->abd"};
     static const mha_status bad_st[] = {MHA_ERR_MODEL_UNSUPPORTED, MHA_ERR_MODEL_UNSUPPORTED,
                                         MHA_ERR_SHAPE, MHA_ERR_SHAPE};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -2027,6 +2043,36 @@ static void test_batch_normalization(void **state) {
         in[i] = tf(1, D(2), F(1, 1));
     tn_int(&t, "training_mode", 1);
     run_err(15, &t, in, 5, MHA_ERR_MODEL_UNSUPPORTED);
+}
+
+/* Mod: integers with the divisor's sign (fmod = 0, Python's %) or the
+ * dividend's (fmod = 1); floats as C's fmod; an integer modulo by zero is
+ * refused */
+static void test_mod(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[2], *y;
+    tn_init(&t, "Mod", 2, 1);
+    in[0] = ti1(4, I(-7, 7, -7, 7));
+    in[1] = ti1(4, I(3, -3, -3, 3));
+    y = run1(13, &t, in);
+    expect_i(y, 1, D(4), I(2, -2, -1, 1));
+    tensor_free(y);
+    tn_int(&t, "fmod", 1);
+    y = run1(13, &t, in);
+    expect_i(y, 1, D(4), I(-1, 1, -1, 1));
+    tensor_free(y);
+    free_all(in, 2);
+    in[0] = tf(1, D(2), F(-7.5f, 7.5f));
+    in[1] = tf(1, D(2), F(2, 2));
+    y = run1(13, &t, in);
+    expect_f(y, 1, D(2), F(-1.5f, 1.5f), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    tn_init(&t, "Mod", 2, 1);
+    in[0] = ti1(1, I(5));
+    in[1] = ti1(1, I(0));
+    run_err(13, &t, in, 2, MHA_ERR_MODEL_FORMAT);
 }
 
 /* DFT: [1, 2, 3, 4] real along axis 1 (opset 17's attribute) is 10, -2 + 2i,
@@ -3331,6 +3377,7 @@ static const struct {
     {"HardSwish", 1, 1, 0},
     {"HardSigmoid", 1, 1, 0},
     {"DFT", 2, 1, 2},
+    {"Mod", 2, 1, 0},
     {"Gelu", 1, 1, 0},
     {"QuantizeLinear", 3, 1, 0},
     {"DequantizeLinear", 3, 1, 1},
@@ -3520,6 +3567,7 @@ int main(void) {
         cmocka_unit_test(test_hard_activations),
         cmocka_unit_test(test_batch_normalization),
         cmocka_unit_test(test_dft),
+        cmocka_unit_test(test_mod),
         cmocka_unit_test(test_scatter_nd),
         cmocka_unit_test(test_embed_layer_norm),
         cmocka_unit_test(test_attention_basic),

@@ -47,6 +47,7 @@ static const interp_op_entry interp_ops[] = {
     {"Mul", interp_op_mul},
     {"Div", interp_op_div},
     {"Pow", interp_op_pow},
+    {"Mod", interp_op_mod},
     {"Sqrt", interp_op_sqrt},
     {"Neg", interp_op_neg},
     {"Reciprocal", interp_op_reciprocal},

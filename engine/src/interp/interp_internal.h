@@ -178,6 +178,7 @@ mha_status interp_op_sub(interp_ctx *c);
 mha_status interp_op_mul(interp_ctx *c);
 mha_status interp_op_div(interp_ctx *c);
 mha_status interp_op_pow(interp_ctx *c);
+mha_status interp_op_mod(interp_ctx *c);
 mha_status interp_op_sqrt(interp_ctx *c);
 mha_status interp_op_neg(interp_ctx *c);
 mha_status interp_op_reciprocal(interp_ctx *c);

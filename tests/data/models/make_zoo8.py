@@ -21,7 +21,9 @@ of each pixel position, folded back); PoolFormer (pooling as the token
 mixer, GroupNorm, no attention); ViTMAE (the random masking from a noise
 input: argsort, the kept patches gathered, the decoder unshuffling with mask
 tokens); BLIP's text encoder (BERT layers with cross-attention to image
-tokens of another width) and its causal text decoder.
+tokens of another width) and its causal text decoder; LongT5's local
+attention (blocks of 4 queries on their own and the two neighbouring
+blocks' keys, a 3-block relative bias).
 
 Each is small (d 32, 4 heads, FFN 64, 2 layers), seeded, with PyTorch's
 outputs for two data sets (make_zoo.export: batch 2, batch 3).
@@ -39,7 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import make_zoo
-from make_zoo import data, export, rotate_half
+from make_zoo import data, export, ids_mask, rel_bucket, rotate_half
+from make_models import RmsNorm
 
 D, H, FF, L, VOCAB = 32, 4, 64, 2, 64
 DH = D // H
@@ -778,6 +781,108 @@ def ids_mask_image(seed):
     return make
 
 
+# --------------------------------------------------------------- LongT5 ----
+
+def pad_to_multiple(x, block_len, dim, value=0):
+    pad_len = -x.shape[dim] % block_len
+    pad = [0, 0] * (x.dim() - 1 - dim) + [0, pad_len]
+    return F.pad(x, pad, value=value)
+
+
+def split_blocks(x, block_len, dim):
+    """LongT5's _split_into_blocks: padded to whole blocks (traced on a
+    length that needs padding: the pad is computed from the length), the
+    axis split into [blocks, block_len]."""
+    if x.shape[dim] % block_len != 0:
+        x = pad_to_multiple(x, block_len, dim)
+    shape = x.shape[:dim] + (x.shape[dim] // block_len, block_len) + x.shape[dim + 1:]
+    return x.reshape(shape)
+
+
+def concat_3_blocks(x, block_dim, seq_dim, value=0):
+    """Each block beside its neighbours: [.., blocks, 3 * block_len, ..]."""
+    n = x.shape[block_dim]
+    pad = [0, 0] * (x.dim() - 1 - block_dim) + [1, 1]
+    x = F.pad(x, pad, value=value)
+    parts = []
+    for i in range(3):
+        idx = [slice(0, None)] * x.dim()
+        idx[block_dim] = slice(i, i + n)
+        parts.append(x[tuple(idx)])
+    return torch.cat(parts, dim=seq_dim)
+
+
+def three_block_rel(block_len):
+    pos = torch.arange(3 * block_len, dtype=torch.int64)
+    return pos[None, :] - pos[block_len:-block_len][:, None]
+
+
+class LongT5LocalLayer(nn.Module):
+    def __init__(self, block_len, has_bias):
+        super().__init__()
+        self.bl = block_len
+        self.ln1, self.ln2 = RmsNorm(D, 1e-6), RmsNorm(D, 1e-6)
+        self.q, self.k, self.v, self.o = (nn.Linear(D, D, bias=False) for _ in range(4))
+        self.rel = nn.Embedding(8, H) if has_bias else None
+        self.wi0, self.wi1 = nn.Linear(D, D, bias=False), nn.Linear(D, D, bias=False)
+        self.wo = nn.Linear(D, D, bias=False)
+
+    def compute_bias(self):
+        buckets = rel_bucket(three_block_rel(self.bl), True)
+        return self.rel(buckets).permute(2, 0, 1)[None, None]  # [1, 1, H, bl, 3 bl]
+
+    def forward(self, x, mask, bias):
+        b, s, _ = x.shape
+        y = self.ln1(x)
+
+        def shape(t):
+            return t.view(b, -1, H, DH)
+
+        q = split_blocks(shape(self.q(y)), self.bl, 1)
+        k = concat_3_blocks(split_blocks(shape(self.k(y)), self.bl, 1), 1, 2)
+        v = concat_3_blocks(split_blocks(shape(self.v(y)), self.bl, 1), 1, 2)
+        if bias is None:
+            bias = self.compute_bias() + mask.transpose(1, 2)
+        scores = torch.einsum("...qhd,...khd->...hqk", q, k) + bias
+        w = F.softmax(scores.float(), dim=-1).type_as(scores)
+        o = torch.einsum("...hqk,...khd->...qhd", w, v)
+        o = o.reshape(b, -1, D)[:, :s]
+        x = x + self.o(o)
+        z = self.ln2(x)
+        return x + self.wo(F.gelu(self.wi0(z), approximate="tanh") * self.wi1(z)), bias
+
+
+class LongT5Local(nn.Module):
+    """LongT5EncoderModel with local attention (local_radius 3: blocks of 4):
+    each block's queries on the keys of it and its two neighbours, the
+    3-block relative bias of the first layer (bidirectional T5 buckets)
+    shared with the next, the mask `_get_local_attention_mask` (padding of
+    both sides and |distance| < block_len) as where(.., 0, -1e10) -- float64
+    under torch 1.13, as the bias added to it --, RMS norms, gated-GELU FFN
+    (width 32), no scaling; the rows padded to whole blocks are
+    cut after the attention."""
+
+    def __init__(self):
+        super().__init__()
+        self.bl = 4
+        self.embed = nn.Embedding(VOCAB, D)
+        self.layers = nn.ModuleList(LongT5LocalLayer(self.bl, i == 0) for i in range(L))
+        self.ln = RmsNorm(D, 1e-6)
+
+    def forward(self, input_ids, attention_mask):
+        x = self.embed(input_ids)
+        blocked = split_blocks(attention_mask, self.bl, 1)  # [B, nb, bl]
+        three = concat_3_blocks(blocked, 1, 2)  # [B, nb, 3 bl]
+        local = torch.logical_and(blocked.unsqueeze(-1), three.unsqueeze(-2))
+        near = (three_block_rel(self.bl).abs() < self.bl)[None, None]
+        local = torch.logical_and(local, near).unsqueeze(1)  # [B, 1, nb, bl, 3 bl]
+        mask = torch.where(local, 0.0, -1e10)
+        bias = None
+        for layer in self.layers:
+            x, bias = layer(x, mask, bias)
+        return self.ln(x)
+
+
 def cases():
     pix = {"pixel_values": {0: "batch"}, "logits": {0: "batch"}, "last_hidden_state": {0: "batch"}}
     feats = {"input_features": {0: "batch", 1: "frames"}, "last_hidden_state": {0: "batch", 1: "frames"}}
@@ -799,6 +904,8 @@ def cases():
          ["last_hidden_state"], 14, {"dynamic": feats}),
         ("z8_w2v2conformer_rotary_op17", Conformer("rotary"), 1006, features(406), ["input_features"],
          ["last_hidden_state"], 17, {"dynamic": feats}),
+        ("z8_longt5_local_op14", LongT5Local(), 1014, ids_mask(414), ["input_ids", "attention_mask"],
+         ["last_hidden_state"], 14, {}),
         ("z8_nystromformer_landmarks_op14", Nystromformer(), 1007, ids_mask_padded(407),
          ["input_ids", "attention_mask"], ["last_hidden_state"], 14,
          {"dynamic": {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"},
