@@ -212,6 +212,67 @@ static void print_json(const char *path, const mha_model *m, const mha_model_inf
     printf("]}\n");
 }
 
+/* The (first) attention layer's description: projections, heads, masks. */
+static void print_layer(const mha_model *m, const mha_model_info *mi) {
+    if (mi->has_projections) {
+        printf("d_model:      %lld\n", (long long)mi->d_model);
+        if (mi->cross || mi->d_kv != mi->d_model)
+            printf("d_kv:         %lld\n", (long long)mi->d_kv);
+    } else {
+        printf("projections:  none (bare attention: Q, K, V are inputs)\n");
+    }
+    const char *grouping = mi->kv_heads == mi->q_heads ? ""
+                           : mi->kv_heads == 1         ? " (MQA)"
+                                                       : " (GQA)";
+    printf("heads:        %lld query, %lld key/value%s\n", (long long)mi->q_heads,
+           (long long)mi->kv_heads, grouping);
+    if (mi->d_head_v != mi->d_head)
+        printf("head size:    %lld (q, k), %lld (v)\n", (long long)mi->d_head,
+               (long long)mi->d_head_v);
+    else
+        printf("head size:    %lld\n", (long long)mi->d_head);
+    printf("causal:       %s\n", yes_no(mi->causal));
+    double dflt = mi->d_head > 0 ? 1.0 / sqrt((double)mi->d_head) : 0.0;
+    printf("scale:        %.9g%s\n", (double)mi->scale,
+           fabs((double)mi->scale - dflt) <= 1e-6 * dflt ? " (1/sqrt(head size))" : "");
+    if (mi->softcap > 0)
+        printf("softcap:      %g\n", (double)mi->softcap);
+    else
+        printf("softcap:      none\n");
+
+    /* masks come from the inputs' roles */
+    char masks[512] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < mi->num_inputs; i++) {
+        mha_io_info io;
+        if (mha_model_input(m, i, &io) != MHA_OK) continue;
+        const char *what = NULL;
+        char buf[400], name[256];
+        cli_escape(io.name, name, sizeof name);
+        if (io.role == MHA_ROLE_ATTN_MASK) {
+            snprintf(buf, sizeof buf, "attention mask '%s' (%s)", name,
+                     io.dtype == MHA_DTYPE_BOOL ? "bool, true = attend" : "additive");
+            what = buf;
+        } else if (io.role == MHA_ROLE_KEY_PADDING_MASK) {
+            snprintf(buf, sizeof buf, "key padding mask '%s' (%s, true = %s)", name,
+                     mha_dtype_name(io.dtype),
+                     mi->key_padding_true_means_ignore ? "padding, ignored" : "real token");
+            what = buf;
+        } else if (io.role == MHA_ROLE_NONPAD_KV_SEQLEN) {
+            snprintf(buf, sizeof buf, "valid key lengths '%s'", name);
+            what = buf;
+        }
+        if (what && used < sizeof masks) {
+            int w = snprintf(masks + used, sizeof masks - used, "%s%s", used ? "; " : "", what);
+            if (w > 0) used += (size_t)w;
+        }
+    }
+    printf("masks:        %s\n", used ? masks : "none");
+    const char *idioms = mha_model_idioms(m);
+    printf("idioms:       %s\n", idioms && idioms[0] ? idioms : "none");
+    printf("cross:        %s\n", yes_no(mi->cross));
+}
+
 int cli_cmd_info(int argc, char **argv) {
     cli_common c = {0};
     c.cmd = "info";
@@ -247,60 +308,11 @@ int cli_cmd_info(int argc, char **argv) {
     char safe_path[1024];
     printf("model:        %s\n", cli_escape(model_path, safe_path, sizeof safe_path));
     printf("form:         %s\n", mi.form ? mi.form : "?");
-    if (mi.has_projections) {
-        printf("d_model:      %lld\n", (long long)mi.d_model);
-        if (mi.cross || mi.d_kv != mi.d_model) printf("d_kv:         %lld\n", (long long)mi.d_kv);
-    } else {
-        printf("projections:  none (bare attention: Q, K, V are inputs)\n");
-    }
-    const char *grouping = mi.kv_heads == mi.q_heads ? "" : mi.kv_heads == 1 ? " (MQA)" : " (GQA)";
-    printf("heads:        %lld query, %lld key/value%s\n", (long long)mi.q_heads,
-           (long long)mi.kv_heads, grouping);
-    if (mi.d_head_v != mi.d_head)
-        printf("head size:    %lld (q, k), %lld (v)\n", (long long)mi.d_head,
-               (long long)mi.d_head_v);
+    /* a plan without attention (FNet, PoolFormer): no layer to describe */
+    if (strcmp(mi.form ? mi.form : "", "plan") == 0 && mha_model_num_layers(m) == 0)
+        printf("attention:    none (every step a GEMM, a norm or interpreted)\n");
     else
-        printf("head size:    %lld\n", (long long)mi.d_head);
-    printf("causal:       %s\n", yes_no(mi.causal));
-    double dflt = mi.d_head > 0 ? 1.0 / sqrt((double)mi.d_head) : 0.0;
-    printf("scale:        %.9g%s\n", (double)mi.scale,
-           fabs((double)mi.scale - dflt) <= 1e-6 * dflt ? " (1/sqrt(head size))" : "");
-    if (mi.softcap > 0)
-        printf("softcap:      %g\n", (double)mi.softcap);
-    else
-        printf("softcap:      none\n");
-
-    /* masks come from the inputs' roles */
-    char masks[512] = "";
-    size_t used = 0;
-    for (size_t i = 0; i < mi.num_inputs; i++) {
-        mha_io_info io;
-        if (mha_model_input(m, i, &io) != MHA_OK) continue;
-        const char *what = NULL;
-        char buf[400], name[256];
-        cli_escape(io.name, name, sizeof name);
-        if (io.role == MHA_ROLE_ATTN_MASK) {
-            snprintf(buf, sizeof buf, "attention mask '%s' (%s)", name,
-                     io.dtype == MHA_DTYPE_BOOL ? "bool, true = attend" : "additive");
-            what = buf;
-        } else if (io.role == MHA_ROLE_KEY_PADDING_MASK) {
-            snprintf(buf, sizeof buf, "key padding mask '%s' (%s, true = %s)", name,
-                     mha_dtype_name(io.dtype),
-                     mi.key_padding_true_means_ignore ? "padding, ignored" : "real token");
-            what = buf;
-        } else if (io.role == MHA_ROLE_NONPAD_KV_SEQLEN) {
-            snprintf(buf, sizeof buf, "valid key lengths '%s'", name);
-            what = buf;
-        }
-        if (what && used < sizeof masks) {
-            int w = snprintf(masks + used, sizeof masks - used, "%s%s", used ? "; " : "", what);
-            if (w > 0) used += (size_t)w;
-        }
-    }
-    printf("masks:        %s\n", used ? masks : "none");
-    const char *idioms = mha_model_idioms(m);
-    printf("idioms:       %s\n", idioms && idioms[0] ? idioms : "none");
-    printf("cross:        %s\n", yes_no(mi.cross));
+        print_layer(m, &mi);
     printf("weights:      %zu bytes (%.2f MiB)\n", mi.weight_bytes,
            (double)mi.weight_bytes / (1024.0 * 1024.0));
     printf("inputs and outputs:\n");

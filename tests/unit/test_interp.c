@@ -1542,9 +1542,25 @@ static void test_einsum(void **state) {
     expect_f(y, 3, D(1, 1, 3), F(21, 42, 63), 0);
     tensor_free(y);
     free_all(in, 2);
-    /* refused: an ellipsis, an implicit output, letters of two sizes, a rank
-     * that differs from the term */
-    static const char *const bad[] = {"...c,cd->...d", "ab,bc", "ab,bc->ac", "abc,cd->abd"};
+    /* an ellipsis (LongT5's blocks): the leading axes, as letters of their
+     * own; one of another length on each side */
+    eq->s = (char *)"...qd,...kd->...qk";
+    in[0] = tf(3, D(2, 1, 2), F(1, 2, 3, 4));
+    in[1] = tf(3, D(2, 2, 2), F(1, 0, 0, 1, 1, 1, 2, 0));
+    y = run1(14, &t, in);
+    expect_f(y, 3, D(2, 1, 2), F(1, 2, 7, 6), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    eq->s = (char *)"...d,d->...";
+    in[0] = tf(2, D(2, 2), F(1, 2, 3, 4));
+    in[1] = tf(1, D(2), F(1, 10));
+    y = run1(14, &t, in);
+    expect_f(y, 1, D(2), F(21, 43), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    /* refused: an ellipsis over fewer axes than its letters, an implicit
+     * output, letters of two sizes, a rank that differs from the term */
+    static const char *const bad[] = {"...abc,cd->...abd", "ab,bc", "ab,bc->ac", "abc,cd->abd"};
     static const mha_status bad_st[] = {MHA_ERR_MODEL_UNSUPPORTED, MHA_ERR_MODEL_UNSUPPORTED,
                                         MHA_ERR_SHAPE, MHA_ERR_SHAPE};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -1974,6 +1990,138 @@ static void test_group_normalization(void **state) {
     tn_init(&t, "GroupNormalization", 3, 1);
     tn_int(&t, "num_groups", 3);
     run_err(18, &t, in, 3, MHA_ERR_SHAPE);
+}
+
+/* HardSwish (opset 14) and HardSigmoid with its default and given
+ * alpha / beta: both ends clamped, NaN kept */
+static void test_hard_activations(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[1], *y;
+    tn_init(&t, "HardSwish", 1, 1);
+    in[0] = tf(1, D(5), F(-4, -1.5f, 0.5f, 3.5f, NAN));
+    y = run1(14, &t, in);
+    expect_f(y, 1, D(5), F(0, -0.375f, 0.29166667f, 3.5f, NAN), 1e-6);
+    tensor_free(y);
+    tn_init(&t, "HardSigmoid", 1, 1);
+    y = run1(14, &t, in);
+    expect_f(y, 1, D(5), F(0, 0.2f, 0.6f, 1, NAN), 1e-6);
+    tensor_free(y);
+    tn_float(&t, "alpha", 0.5f);
+    tn_float(&t, "beta", 0.25f);
+    y = run1(14, &t, in);
+    expect_f(y, 1, D(5), F(0, 0, 0.5f, 1, NAN), 1e-6);
+    tensor_free(y);
+    free_all(in, 1);
+    in[0] = ti1(1, I(1));
+    run_err(14, &t, in, 1, MHA_ERR_DTYPE);
+}
+
+/* BatchNormalization in inference: per channel (x - mean) / sqrt(var + eps)
+ * * scale + B over [N, C, L]; a statistic not [C] and training_mode = 1
+ * refused */
+static void test_batch_normalization(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[5], *y;
+    tn_init(&t, "BatchNormalization", 5, 1);
+    tn_float(&t, "epsilon", 0.5f);
+    in[0] = tf(3, D(2, 2, 2), F(1, 2, 3, 4, 5, 6, 7, 8));
+    in[1] = tf(1, D(2), F(2, -1));
+    in[2] = tf(1, D(2), F(0.5f, 0));
+    in[3] = tf(1, D(2), F(1, 4));
+    in[4] = tf(1, D(2), F(3.5f, 0.5f));
+    y = run1(15, &t, in);
+    /* channel 0: (x - 1) * 2 / sqrt(4) + 0.5; channel 1: -(x - 4) / 1 */
+    expect_f(y, 3, D(2, 2, 2), F(0.5f, 1.5f, 1, 0, 4.5f, 5.5f, -3, -4), 1e-6);
+    tensor_free(y);
+    tensor_free(in[4]);
+    in[4] = tf(1, D(3), F(1, 1, 1));
+    run_err(15, &t, in, 5, MHA_ERR_SHAPE);
+    in[0] = tf(3, D(1, 2, 1), F(1, 2));
+    for (size_t i = 1; i < 5; i++)
+        in[i] = tf(1, D(2), F(1, 1));
+    tn_int(&t, "training_mode", 1);
+    run_err(15, &t, in, 5, MHA_ERR_MODEL_UNSUPPORTED);
+}
+
+/* Mod: integers with the divisor's sign (fmod = 0, Python's %) or the
+ * dividend's (fmod = 1); floats as C's fmod; an integer modulo by zero is
+ * refused */
+static void test_mod(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[2], *y;
+    tn_init(&t, "Mod", 2, 1);
+    in[0] = ti1(4, I(-7, 7, -7, 7));
+    in[1] = ti1(4, I(3, -3, -3, 3));
+    y = run1(13, &t, in);
+    expect_i(y, 1, D(4), I(2, -2, -1, 1));
+    tensor_free(y);
+    tn_int(&t, "fmod", 1);
+    y = run1(13, &t, in);
+    expect_i(y, 1, D(4), I(-1, 1, -1, 1));
+    tensor_free(y);
+    free_all(in, 2);
+    in[0] = tf(1, D(2), F(-7.5f, 7.5f));
+    in[1] = tf(1, D(2), F(2, 2));
+    y = run1(13, &t, in);
+    expect_f(y, 1, D(2), F(-1.5f, 1.5f), 0);
+    tensor_free(y);
+    free_all(in, 2);
+    tn_init(&t, "Mod", 2, 1);
+    in[0] = ti1(1, I(5));
+    in[1] = ti1(1, I(0));
+    run_err(13, &t, in, 2, MHA_ERR_MODEL_FORMAT);
+}
+
+/* DFT: [1, 2, 3, 4] real along axis 1 (opset 17's attribute) is 10, -2 + 2i,
+ * -2, -2 - 2i; onesided keeps the first three; the inverse of the complex
+ * result gives the signal back; dft_length 2 cuts it to [1, 2] (3, -1);
+ * opset 20 reads the axis from its third input (-2); an input not ending
+ * in 1 or 2 and a onesided complex transform are refused */
+static void test_dft(void **state) {
+    (void)state;
+    tnode t;
+    tensor *in[3], *y;
+    tn_init(&t, "DFT", 1, 1);
+    in[0] = tf(3, D(1, 4, 1), F(1, 2, 3, 4));
+    y = run1(17, &t, in);
+    expect_f(y, 3, D(1, 4, 2), F(10, 0, -2, 2, -2, 0, -2, -2), 1e-6);
+    tensor_free(y);
+    tn_int(&t, "onesided", 1);
+    y = run1(17, &t, in);
+    expect_f(y, 3, D(1, 3, 2), F(10, 0, -2, 2, -2, 0), 1e-6);
+    tensor_free(y);
+    tensor_free(in[0]);
+    tn_init(&t, "DFT", 1, 1);
+    tn_int(&t, "inverse", 1);
+    in[0] = tf(3, D(1, 4, 2), F(10, 0, -2, 2, -2, 0, -2, -2));
+    y = run1(17, &t, in);
+    expect_f(y, 3, D(1, 4, 2), F(1, 0, 2, 0, 3, 0, 4, 0), 1e-6);
+    tensor_free(y);
+    tn_int(&t, "onesided", 1);
+    run_err(17, &t, in, 1, MHA_ERR_MODEL_UNSUPPORTED);
+    tn_init(&t, "DFT", 2, 1);
+    in[0] = tf(3, D(1, 4, 1), F(1, 2, 3, 4));
+    in[1] = ti0(2);
+    y = run1(17, &t, in);
+    expect_f(y, 3, D(1, 2, 2), F(3, 0, -1, 0), 1e-6);
+    tensor_free(y);
+    free_all(in, 2);
+    /* opset 20: [2, 2, 1], axis -2 (the middle one) as the third input */
+    tn_init(&t, "DFT", 3, 1);
+    in[0] = tf(3, D(2, 2, 1), F(1, 2, 5, 1));
+    in[1] = NULL;
+    in[2] = ti0(-2);
+    y = run1(20, &t, in);
+    expect_f(y, 3, D(2, 2, 2), F(3, 0, -1, 0, 6, 0, 4, 0), 1e-6);
+    tensor_free(y);
+    tensor_free(in[0]);
+    tensor_free(in[2]);
+    tn_init(&t, "DFT", 1, 1);
+    in[0] = tf(3, D(1, 2, 3), F(1, 2, 3, 4, 5, 6));
+    run_err(17, &t, in, 1, MHA_ERR_SHAPE);
 }
 
 /* ScatterND: whole rows by [n, 1] indices (a negative one from the end),
@@ -3225,6 +3373,11 @@ static const struct {
     {"Resize", 4, 1, 8},
     {"ScatterND", 3, 1, 2},
     {"GroupNormalization", 3, 1, 0},
+    {"BatchNormalization", 5, 1, 0},
+    {"HardSwish", 1, 1, 0},
+    {"HardSigmoid", 1, 1, 0},
+    {"DFT", 2, 1, 2},
+    {"Mod", 2, 1, 0},
     {"Gelu", 1, 1, 0},
     {"QuantizeLinear", 3, 1, 0},
     {"DequantizeLinear", 3, 1, 1},
@@ -3411,6 +3564,10 @@ int main(void) {
         cmocka_unit_test(test_matmul_integer),
         cmocka_unit_test(test_gelu_op20),
         cmocka_unit_test(test_group_normalization),
+        cmocka_unit_test(test_hard_activations),
+        cmocka_unit_test(test_batch_normalization),
+        cmocka_unit_test(test_dft),
+        cmocka_unit_test(test_mod),
         cmocka_unit_test(test_scatter_nd),
         cmocka_unit_test(test_embed_layer_norm),
         cmocka_unit_test(test_attention_basic),

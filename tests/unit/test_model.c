@@ -623,6 +623,37 @@ static void test_albert_packed_once(void **state) {
     mha_model_free(m);
 }
 
+/* A whole model without attention (PoolFormer: pooling mixes the tokens)
+ * loads as a plan of GEMM, norm and interpreted steps, no layer, and runs
+ * to PyTorch's output; a plan without layers reports no layer. */
+static void test_plan_without_attention(void **state) {
+    (void)state;
+    mha_error err = {0};
+    const char *dir = data_path("models/z8_poolformer_pool_op14");
+    mha_model *m = load_dir_model(dir);
+    assert_int_equal(mha_model_num_layers(m), 0);
+    assert_true(mha_model_num_steps(m) > 0);
+    mha_model_info mi;
+    assert_int_equal(mha_model_get_info(m, &mi), MHA_OK);
+    assert_string_equal(mi.form, "plan");
+    mha_layer_info li;
+    assert_int_equal(mha_model_layer(m, 0, &li), MHA_ERR_INVALID_ARGUMENT);
+    case_data c;
+    case_load(dir, 1, &c);
+    mha_tensor out[1];
+    assert_int_equal(mha_model_output_shapes(m, c.in, c.n_in, out, 1, &err), MHA_OK);
+    out[0].data = calloc((size_t)mha_tensor_numel(&out[0]), sizeof(float));
+    mha_runtime *rt = runtime_new("scalar", 1);
+    if (mha_run(rt, m, c.in, c.n_in, out, 1, NULL, &err) != MHA_OK)
+        fail_msg("run: %s", err.message);
+    const double e = tu_max_rel_err(out[0].data, c.want.data, (size_t)mha_tensor_numel(&out[0]));
+    if (!(e <= 1e-4)) fail_msg("max rel err %g", e);
+    free(out[0].data);
+    mha_runtime_destroy(rt);
+    case_free(&c);
+    mha_model_free(m);
+}
+
 /* mha_run_options.precision: float32 (explicit, or a caller built before
  * the field) gives the default's bits; bfloat16 runs on the backends that
  * declare it, differs from float32 within the bench bound 3 * 2^-7, packs
@@ -690,6 +721,7 @@ int main(void) {
         cmocka_unit_test(test_model_idioms),
         cmocka_unit_test(test_run_precision),
         cmocka_unit_test(test_albert_packed_once),
+        cmocka_unit_test(test_plan_without_attention),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,9 @@
 /* interp_einsum.c -- Einsum in the reference interpreter, and the parser of
- * its equations the recogniser shares. Explicit equations of letters only
- * ("abc,cde->abde"): no ellipsis, no implicit output, each letter at most
- * once per operand. Plain loops, accumulated in double:
+ * its equations the recogniser shares. Explicit equations of letters
+ * ("abc,cde->abde"), each letter at most once per operand, no implicit
+ * output; the interpreter also takes an ellipsis ("...qhd,...khd->...hqk",
+ * LongT5's blocks), written out as letters for the operands' ranks (its
+ * axes must then agree in size: no broadcasting of 1). Plain loops, accumulated in double:
  *
  *   for every output element (its letters' indices):
  *       Y = sum over the contracted letters' indices of prod_k X_k[...]
@@ -65,15 +67,71 @@ int interp_einsum_parse(const char *eq, interp_einsum *e) {
     return e->n_in > 0;
 }
 
+/* eq with each "..." written out for the operands' ranks (numpy's rule:
+ * an operand's ellipsis stands for its axes the letters leave, aligned
+ * from the right across operands; the output's for them all): letters the
+ * equation does not use, into out. 0 when eq has no ellipsis or it cannot
+ * be written so (too few axes, no free letters, an implicit output). */
+static int einsum_expand_ellipsis(const char *eq, const interp_ctx *c, char *out, size_t cap) {
+    const char *arrow = eq ? strstr(eq, "->") : NULL;
+    if (!arrow || !strstr(eq, "...")) return 0;
+    unsigned char used[52] = {0};
+    for (const char *p = eq; *p; p++)
+        if (einsum_slot(*p) >= 0) used[einsum_slot(*p)] = 1;
+    /* each input term's ellipsis size */
+    int ell[INTERP_EINSUM_MAX_IN], n = 0, max_ell = 0;
+    for (const char *p = eq; p < arrow; n++) {
+        const char *end = p;
+        int letters = 0, has = 0;
+        for (; end < arrow && *end != ','; end++) {
+            letters += einsum_slot(*end) >= 0;
+            has |= *end == '.';
+        }
+        const tensor *x = interp_in(c, (size_t)n);
+        if (n == INTERP_EINSUM_MAX_IN || !x) return 0;
+        ell[n] = has ? x->rank - letters : 0;
+        if (ell[n] < 0) return 0;
+        if (ell[n] > max_ell) max_ell = ell[n];
+        p = end < arrow ? end + 1 : arrow;
+    }
+    char fresh[MHA_MAX_RANK];
+    for (int s = 51, k = max_ell - 1; k >= 0; s--) {
+        if (s < 0 || max_ell > MHA_MAX_RANK) return 0;
+        if (!used[s]) fresh[k--] = (char)(s < 26 ? 'a' + s : 'A' + (s - 26));
+    }
+    size_t o = 0;
+    int term = 0;
+    for (const char *p = eq; *p; p++) {
+        if (p == arrow) term = -1; /* the output from here */
+        if (*p == ',') term++;
+        if (strncmp(p, "...", 3) != 0) {
+            if (o + 1 >= cap) return 0;
+            out[o++] = *p;
+            continue;
+        }
+        const int k = term < 0 ? max_ell : ell[term];
+        for (int j = max_ell - k; j < max_ell; j++) {
+            if (o + 1 >= cap) return 0;
+            out[o++] = fresh[j];
+        }
+        p += 2;
+    }
+    out[o] = '\0';
+    return 1;
+}
+
 mha_status interp_op_einsum(interp_ctx *c) {
     mha_status st = interp_check_arity(c, 1, INTERP_EINSUM_MAX_IN, 1, 1);
     if (st != MHA_OK) return st;
     const ir_attr *at = ir_node_attr(c->n, "equation");
     interp_einsum e;
-    if (!at || at->type != IR_ATTR_STRING || !interp_einsum_parse(at->s, &e))
+    char expanded[256];
+    const char *eq = at && at->type == IR_ATTR_STRING ? at->s : NULL;
+    if (einsum_expand_ellipsis(eq, c, expanded, sizeof expanded)) eq = expanded;
+    if (!eq || !interp_einsum_parse(eq, &e))
         return interp_fail(c, MHA_ERR_MODEL_UNSUPPORTED,
-                           "equation '%s' is not supported (explicit letters only: "
-                           "\"abc,cde->abde\")",
+                           "equation '%s' is not supported (explicit letters or an "
+                           "ellipsis: \"abc,cde->abde\", \"...qd,...kd->...qk\")",
                            at && at->s ? at->s : "");
     if ((size_t)e.n_in != c->n_in)
         return interp_fail(c, MHA_ERR_MODEL_FORMAT, "the equation has %d operands, the node %zu",

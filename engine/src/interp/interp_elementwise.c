@@ -23,7 +23,9 @@ typedef enum elem_binary_kind {
     ELEM_DIV,
     ELEM_POW,
     ELEM_MAX,
-    ELEM_MIN
+    ELEM_MIN,
+    ELEM_MOD, /* Mod, fmod = 0: the remainder takes the divisor's sign */
+    ELEM_FMOD /* Mod, fmod = 1: the dividend's sign (C's fmod) */
 } elem_binary_kind;
 
 static double elem_float_binary(elem_binary_kind kind, double a, double b) {
@@ -42,6 +44,12 @@ static double elem_float_binary(elem_binary_kind kind, double a, double b) {
         return (isnan(a) || isnan(b)) ? NAN : (a > b ? a : b);
     case ELEM_MIN:
         return (isnan(a) || isnan(b)) ? NAN : (a < b ? a : b);
+    case ELEM_MOD: {
+        const double r = fmod(a, b);
+        return r != 0.0 && (r < 0.0) != (b < 0.0) ? r + b : r;
+    }
+    case ELEM_FMOD:
+        return fmod(a, b);
     }
     return 0.0;
 }
@@ -68,6 +76,16 @@ static int64_t elem_int_binary(elem_binary_kind kind, int64_t a, int64_t b, int 
         return a > b ? a : b;
     case ELEM_MIN:
         return a < b ? a : b;
+    case ELEM_MOD:
+    case ELEM_FMOD: {
+        if (b == 0) {
+            *ok = 0;
+            return 0;
+        }
+        if (b == -1) return 0;   /* INT64_MIN % -1 overflows in C */
+        const int64_t r = a % b; /* the dividend's sign */
+        return kind == ELEM_MOD && r != 0 && (r < 0) != (b < 0) ? r + b : r;
+    }
     case ELEM_POW:
         break; /* handled in floating point by the caller */
     }
@@ -75,7 +93,8 @@ static int64_t elem_int_binary(elem_binary_kind kind, int64_t a, int64_t b, int 
 }
 
 static const char *elem_binary_name(elem_binary_kind kind) {
-    static const char *const names[] = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"};
+    static const char *const names[] = {"Add", "Sub", "Mul", "Div", "Pow",
+                                        "Max", "Min", "Mod", "Mod"};
     return names[kind];
 }
 
@@ -238,7 +257,8 @@ static mha_status elem_binary(interp_ctx *c, elem_binary_kind kind, const tensor
             if (!ok) {
                 tensor_free(*res);
                 *res = NULL;
-                return interp_fail(c, MHA_ERR_MODEL_FORMAT, "integer division by zero");
+                return interp_fail(c, MHA_ERR_MODEL_FORMAT, "integer %s by zero",
+                                   kind == ELEM_DIV ? "division" : "modulo");
             }
             interp_set_i64(*res, i, v);
         }
@@ -271,6 +291,15 @@ mha_status interp_op_div(interp_ctx *c) {
 }
 mha_status interp_op_pow(interp_ctx *c) {
     return elem_binary_op(c, ELEM_POW);
+}
+/* Mod (opset 10, 13): integers as Python's % (fmod = 0) or C's (fmod = 1);
+ * floats as C's fmod, or with the divisor's sign when fmod = 0 (which the
+ * standard asks of integers only). */
+mha_status interp_op_mod(interp_ctx *c) {
+    int64_t fmod_attr;
+    mha_status st = interp_attr_int(c, "fmod", 0, &fmod_attr);
+    if (st != MHA_OK) return st;
+    return elem_binary_op(c, fmod_attr ? ELEM_FMOD : ELEM_MOD);
 }
 
 /* Max / Min take one or more inputs, folded left to right. */
@@ -429,6 +458,42 @@ mha_status interp_op_sigmoid(interp_ctx *c) {
 }
 mha_status interp_op_abs(interp_ctx *c) {
     return elem_unary_op(c, ELEM_ABS, 1);
+}
+
+/* HardSigmoid(X; alpha = 0.2, beta = 0.5) = max(0, min(1, alpha x + beta));
+ * HardSwish(X) = x HardSigmoid(x; 1/6, 1/2) (opset 14; PyTorch writes
+ * hardswish as HardSigmoid times x below it). NaN stays NaN. */
+static mha_status elem_hard(interp_ctx *c, int swish) {
+    const tensor *x;
+    tensor *y;
+    float alpha = 1.0f / 6.0f, beta = 0.5f;
+    mha_status st = interp_check_arity(c, 1, 1, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &x);
+    if (st == MHA_OK && !swish) st = interp_attr_float(c, "alpha", 0.2f, &alpha);
+    if (st == MHA_OK && !swish) st = interp_attr_float(c, "beta", 0.5f, &beta);
+    if (st != MHA_OK) return st;
+    if (!interp_is_float(x->dtype))
+        return interp_fail(c, MHA_ERR_DTYPE, "input of type %s is not supported",
+                           mha_dtype_name(x->dtype));
+    st = interp_out_new(c, 0, x->dtype, x->rank, x->dims, &y);
+    if (st != MHA_OK) return st;
+    /* HardSwish's constants exactly (1/6 is not a float) */
+    const double a = swish ? 1.0 / 6.0 : (double)alpha, b = swish ? 0.5 : (double)beta;
+    const int64_t n = tensor_numel(x);
+    for (int64_t i = 0; i < n; i++) {
+        const double v = tensor_get_f64(x, i);
+        double h = a * v + b;
+        if (!isnan(h)) h = h < 0.0 ? 0.0 : (h > 1.0 ? 1.0 : h);
+        tensor_set_f64(y, i, swish ? v * h : h);
+    }
+    return MHA_OK;
+}
+
+mha_status interp_op_hard_sigmoid(interp_ctx *c) {
+    return elem_hard(c, 0);
+}
+mha_status interp_op_hard_swish(interp_ctx *c) {
+    return elem_hard(c, 1);
 }
 
 /* ---- comparisons and logic (bool results) ---- */

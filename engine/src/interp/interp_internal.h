@@ -183,6 +183,7 @@ mha_status interp_op_sub(interp_ctx *c);
 mha_status interp_op_mul(interp_ctx *c);
 mha_status interp_op_div(interp_ctx *c);
 mha_status interp_op_pow(interp_ctx *c);
+mha_status interp_op_mod(interp_ctx *c);
 mha_status interp_op_sqrt(interp_ctx *c);
 mha_status interp_op_neg(interp_ctx *c);
 mha_status interp_op_reciprocal(interp_ctx *c);
@@ -195,6 +196,8 @@ mha_status interp_op_sin(interp_ctx *c);
 mha_status interp_op_erf(interp_ctx *c);
 mha_status interp_op_relu(interp_ctx *c);
 mha_status interp_op_sigmoid(interp_ctx *c);
+mha_status interp_op_hard_sigmoid(interp_ctx *c);
+mha_status interp_op_hard_swish(interp_ctx *c);
 mha_status interp_op_abs(interp_ctx *c);
 mha_status interp_op_max(interp_ctx *c);
 mha_status interp_op_min(interp_ctx *c);
@@ -232,8 +235,10 @@ mha_status interp_op_reduce_sum(interp_ctx *c);
 mha_status interp_op_reduce_mean(interp_ctx *c);
 mha_status interp_op_layer_normalization(interp_ctx *c);
 mha_status interp_op_instance_normalization(interp_ctx *c); /* interp_norm.c */
+mha_status interp_op_batch_normalization(interp_ctx *c);    /* interp_norm.c */
 mha_status interp_op_rms_normalization(interp_ctx *c);      /* interp_norm.c */
 mha_status interp_op_rotary_embedding(interp_ctx *c);       /* interp_rotary.c */
+mha_status interp_op_dft(interp_ctx *c);                    /* interp_dft.c */
 /* interp_msft_fused.c: what ONNX Runtime's optimizer saves */
 mha_status interp_op_ms_fused_matmul(interp_ctx *c);
 mha_status interp_op_ms_fused_gemm(interp_ctx *c);

@@ -1,5 +1,6 @@
-/* interp_norm.c -- LayerNormalization (opset 17), RMSNormalization (opset 23) and
- * InstanceNormalization for the reference interpreter. LayerNormalization,
+/* interp_norm.c -- LayerNormalization (opset 17), RMSNormalization (opset 23),
+ * InstanceNormalization and BatchNormalization (inference) for the reference
+ * interpreter. LayerNormalization,
  * over the axes [axis, rank) of X,
  *     Y = (X - mean) / sqrt(var + epsilon) * Scale + B
  * with the optional Mean and InvStdDev outputs (X's shape with those axes
@@ -143,6 +144,58 @@ mha_status interp_op_instance_normalization(interp_ctx *c) {
             for (int64_t i = 0; i < inner; i++)
                 tensor_set_f64(Y, base + i, (tensor_get_f64(X, base + i) - mean) * a + b);
         }
+    return MHA_OK;
+}
+
+/* BatchNormalization(X [N, C, D1...], scale, B, input_mean, input_var),
+ * inference form (each [C]):
+ *     y = scale[c] * (x - input_mean[c]) / sqrt(input_var[c] + epsilon) + B[c]
+ * What PyTorch writes for an eval-mode BatchNorm it could not fold into a
+ * Conv (LeViT's BatchNorm1d after a Linear). training_mode = 1 (batch
+ * statistics, the running ones as extra outputs) is refused. In double. */
+mha_status interp_op_batch_normalization(interp_ctx *c) {
+    const tensor *X, *P[4];
+    float eps;
+    int64_t training;
+    char s0[INTERP_SHAPE_BUF];
+    mha_status st = interp_check_arity(c, 5, 5, 1, 1);
+    if (st == MHA_OK) st = interp_in_req(c, 0, &X);
+    for (size_t i = 0; st == MHA_OK && i < 4; i++)
+        st = interp_in_req(c, 1 + i, &P[i]);
+    if (st == MHA_OK) st = interp_attr_float(c, "epsilon", 1e-5f, &eps);
+    if (st == MHA_OK) st = interp_attr_int(c, "training_mode", 0, &training);
+    if (st != MHA_OK) return st;
+    if (training != 0)
+        return interp_fail(c, MHA_ERR_MODEL_UNSUPPORTED, "training_mode %lld is not supported",
+                           (long long)training);
+    if (!interp_is_float(X->dtype))
+        return interp_fail(c, MHA_ERR_DTYPE, "X of type %s is not supported",
+                           mha_dtype_name(X->dtype));
+    if (X->rank < 2) return interp_fail(c, MHA_ERR_SHAPE, "X must be [N, C, ...]");
+    const int64_t ch = X->dims[1];
+    static const char *const names[4] = {"scale", "B", "input_mean", "input_var"};
+    for (size_t i = 0; i < 4; i++) {
+        if (!interp_is_float(P[i]->dtype))
+            return interp_fail(c, MHA_ERR_DTYPE, "%s of type %s is not supported", names[i],
+                               mha_dtype_name(P[i]->dtype));
+        if (P[i]->rank != 1 || P[i]->dims[0] != ch)
+            return interp_fail(c, MHA_ERR_SHAPE, "%s %s must be [%lld] (X's channels)", names[i],
+                               interp_shape(P[i], s0), (long long)ch);
+    }
+    int64_t outer, inner;
+    interp_around_axis(X, 1, &outer, &inner);
+    tensor *Y;
+    st = interp_out_new(c, 0, X->dtype, X->rank, X->dims, &Y);
+    if (st != MHA_OK) return st;
+    for (int64_t k = 0; k < ch; k++) {
+        const double a = tensor_get_f64(P[0], k) / sqrt(tensor_get_f64(P[3], k) + (double)eps);
+        const double m = tensor_get_f64(P[2], k), b = tensor_get_f64(P[1], k);
+        for (int64_t o = 0; o < outer; o++) {
+            const int64_t base = (o * ch + k) * inner;
+            for (int64_t i = 0; i < inner; i++)
+                tensor_set_f64(Y, base + i, (tensor_get_f64(X, base + i) - m) * a + b);
+        }
+    }
     return MHA_OK;
 }
 

@@ -230,7 +230,10 @@ static int part_find_y(part_ctx *c, int core, int *pv, const char **why) {
             }
             return part_unflatten_y(c, y);
         }
-        if (part_is(n, "MatMul") && !passed_pv && n->inputs[0] == v) {
+        /* P.V as a MatMul, or an Einsum of the two (CvT's
+         * 'bhlt,bhtv->bhlv'): its second input is V's path */
+        if ((part_is(n, "MatMul") || (part_is(n, "Einsum") && n->n_inputs == 2)) && !passed_pv &&
+            n->inputs[0] == v) {
             passed_pv = 1;
             *pv = ni;
         } else if (part_is(n, "MatMul") || part_is(n, "Gemm") || part_is_core(n) ||

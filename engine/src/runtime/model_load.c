@@ -46,7 +46,10 @@ static mha_status model_from_layer_graph(const mha_model_options *opts, const mh
 /* A graph with one attention core is a layer as before (same behaviour,
  * same speed); one that is not just the layer (embeddings, feed-forward
  * around it) becomes a plan if the plan recognises its layer, else the
- * layer's refusal stands. A graph with several cores is a plan. Takes
+ * layer's refusal stands. A graph with several cores is a plan; one with
+ * none (FNet's Fourier mixing, PoolFormer's pooling) a plan without
+ * attention layers, or the plan's refusal (what it could not run: the
+ * layer's "no attention found" would hide it). Takes
  * ownership of *g. `where` names the file for messages. */
 static mha_status model_from_graph(const mha_model_options *opts, const mha_alloc_ctx *a,
                                    ir_graph **g, int skip_verify, const char *where,
@@ -57,7 +60,7 @@ static mha_status model_from_graph(const mha_model_options *opts, const mha_allo
     mha_status st = MHA_ERR_MODEL_UNSUPPORTED;
     if (cores <= 1) {
         st = model_from_layer_graph(opts, a, *g, skip_verify, out, &layer_err);
-        if (st == MHA_OK || st != MHA_ERR_MODEL_UNSUPPORTED || cores == 0) {
+        if (st == MHA_OK || st != MHA_ERR_MODEL_UNSUPPORTED) {
             ir_free(*g);
             *g = NULL;
             if (err && st != MHA_OK) *err = layer_err;
