@@ -230,11 +230,40 @@ static mha_status build_shapes_merged(plan *P, plan_shape *shp, mha_error *err) 
     return st == MHA_OK ? MHA_ERR_MODEL_UNSUPPORTED : st;
 }
 
+/* The shape pass failed at the probes' small sizes, the fitting too: a
+ * graph traced for lengths that are multiples of a block runs only there
+ * (CANINE: 4 characters a molecule, the remainder a constant of the
+ * trace). Every symbolic size times 4, then 8 (the two probes still apart
+ * on every axis); MHA_ERR_MODEL_UNSUPPORTED, the sizes as they were, when
+ * neither runs. */
+static mha_status build_shapes_multiples(plan *P, plan_shape *shp, mha_error *err) {
+    int64_t saved[PLAN_PROBES][PLAN_MAX_SYMS];
+    memcpy(saved, P->probe_sizes, sizeof saved);
+    static const int64_t factors[] = {4, 8};
+    for (size_t f = 0; f < sizeof factors / sizeof factors[0]; f++) {
+        for (int p = 0; p < PLAN_PROBES; p++)
+            for (int k = 0; k < PLAN_MAX_SYMS; k++)
+                P->probe_sizes[p][k] = saved[p][k] * factors[f];
+        mha_error try_err;
+        mha_error_clear(&try_err);
+        mha_status st = build_shapes(P, shp, &try_err);
+        if (st == MHA_OK) return MHA_OK;
+        build_drop_probe_results(P);
+        if (st == MHA_ERR_NO_MEMORY) {
+            if (err) *err = try_err;
+            return st;
+        }
+    }
+    memcpy(P->probe_sizes, saved, sizeof saved);
+    return MHA_ERR_MODEL_UNSUPPORTED;
+}
+
 /* The shape pass failed with st: an image input whose height and width
  * are symbolic may work at one size only (the position table), which the
  * probes' small sizes missed -- sized from the graph (plan_probe_fit_images)
  * and run again; a symbolic axis may be the sum of two others
- * (plan_probe_fit_sums); unnamed axes may be one (build_shapes_merged).
+ * (plan_probe_fit_sums); unnamed axes may be one (build_shapes_merged);
+ * the lengths may have to be multiples of a block (build_shapes_multiples).
  * Else st and its message stand. */
 static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, mha_error *err) {
     mha_error fit_err;
@@ -245,6 +274,7 @@ static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, m
     if (fs == MHA_ERR_MODEL_UNSUPPORTED) fs = plan_probe_fit_sums(P, &fit_err);
     if (fs == MHA_ERR_MODEL_UNSUPPORTED) {
         fs = build_shapes_merged(P, shp, &fit_err);
+        if (fs == MHA_ERR_MODEL_UNSUPPORTED) fs = build_shapes_multiples(P, shp, &fit_err);
         if (fs == MHA_OK) mha_error_clear(err);
         if (fs == MHA_ERR_NO_MEMORY && err) *err = fit_err;
         /* a fault of the file (a Conv's strides, pads or kernel_shape) is
@@ -258,7 +288,14 @@ static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, m
         return fs;
     }
     mha_error_clear(err);
-    return build_shapes(P, shp, err);
+    st = build_shapes(P, shp, err);
+    if (st == MHA_OK || st == MHA_ERR_NO_MEMORY || st == MHA_ERR_LIMIT) return st;
+    /* fitted, and still not: the fitted sizes may need multiples too */
+    build_drop_probe_results(P);
+    fs = build_shapes_multiples(P, shp, &fit_err);
+    if (fs == MHA_OK) mha_error_clear(err);
+    if (fs == MHA_ERR_NO_MEMORY && err) *err = fit_err;
+    return fs == MHA_ERR_MODEL_UNSUPPORTED ? st : fs;
 }
 
 /* The sizes of every graph output axis on one more probe per symbolic axis

@@ -23,7 +23,9 @@ input: argsort, the kept patches gathered, the decoder unshuffling with mask
 tokens); BLIP's text encoder (BERT layers with cross-attention to image
 tokens of another width) and its causal text decoder; LongT5's local
 attention (blocks of 4 queries on their own and the two neighbouring
-blocks' keys, a 3-block relative bias).
+blocks' keys, a 3-block relative bias); CANINE (hashed code-point
+embeddings, characters downsampled to molecules by a strided Conv and
+upsampled back).
 
 Each is small (d 32, 4 heads, FFN 64, 2 layers), seeded, with PyTorch's
 outputs for two data sets (make_zoo.export: batch 2, batch 3).
@@ -883,6 +885,92 @@ class LongT5Local(nn.Module):
         return self.ln(x)
 
 
+# --------------------------------------------------------------- CANINE ----
+
+class CanineLayer(nn.Module):
+    """BERT's post-LN layer (FFN of width 16 here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
+        self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
+        self.fc1, self.fc2 = nn.Linear(D, 16), nn.Linear(16, D)
+
+    def forward(self, x, mask):
+        b, s, _ = x.shape
+
+        def hd(t):
+            return t.view(b, s, H, DH).permute(0, 2, 1, 3)
+
+        a = torch.matmul(hd(self.q(x)), hd(self.k(x)).transpose(-1, -2)) / math.sqrt(DH) + mask
+        o = torch.matmul(F.softmax(a, dim=-1), hd(self.v(x))).permute(0, 2, 1, 3).reshape(b, s, D)
+        x = self.ln1(x + self.o(o))
+        return self.ln2(x + self.fc2(F.gelu(self.fc1(x))))
+
+
+class Canine(nn.Module):
+    """CanineModel: code points hashed by 2 primes into 16 buckets each
+    (`((ids + 1) * prime) % buckets`, half the width each), positions and
+    token types, LayerNorm; the initial character layer (local attention in
+    chunks of 128: one chunk at these lengths); CharactersToMolecules (a
+    Conv1d of kernel and stride 4, GELU, the CLS character kept, LayerNorm)
+    under the mask max-pooled by 4; a deep layer on the molecules; the
+    molecules repeated 4 times each (and the last for the remainder),
+    concatenated with the characters, a 'same' Conv1d of kernel 4, GELU,
+    LayerNorm, the final character layer; the pooler on the molecules'
+    CLS. The remainder of the length over 4 is a Python number in Hugging
+    Face's code (`.item()`): traced on 8 characters, run on 8 and 12.
+    hf_repeat: the repetition by `repeat_interleave`, which torch 1.13
+    exports over a dynamic length as a Loop; else by expand + reshape."""
+
+    def __init__(self, hf_repeat):
+        super().__init__()
+        self.hf_repeat = hf_repeat
+        self.rate, self.buckets, self.primes = 4, 16, (31, 43)
+        self.hash = nn.ModuleList(nn.Embedding(self.buckets, D // 2) for _ in self.primes)
+        self.pos, self.tok_type = nn.Embedding(32, D), nn.Embedding(2, D)
+        self.ln = nn.LayerNorm(D)
+        self.initial, self.final = CanineLayer(), CanineLayer()
+        self.down = nn.Conv1d(D, D, self.rate, self.rate)
+        self.down_ln = nn.LayerNorm(D)
+        self.deep = nn.ModuleList([CanineLayer()])
+        self.up = nn.Conv1d(2 * D, D, self.rate)
+        self.up_ln = nn.LayerNorm(D)
+        self.pool = nn.Linear(D, D)
+
+    def forward(self, input_ids, attention_mask):
+        b, s = input_ids.shape
+        x = torch.cat([emb(((input_ids + 1) * p) % self.buckets) for emb, p in zip(self.hash, self.primes)], -1)
+        x = x + self.pos(torch.arange(s, device=input_ids.device))[None] + self.tok_type(torch.zeros_like(input_ids))
+        x = self.ln(x)
+        mask = (1.0 - attention_mask[:, None, None, :].float()) * FMIN
+        chars = self.initial(x, mask)
+        m = F.gelu(self.down(chars.transpose(1, 2)).transpose(1, 2))
+        m = self.down_ln(torch.cat([chars[:, 0:1], m], 1))
+        pooled_mask = F.max_pool1d(attention_mask.float().reshape(b, 1, s), self.rate, self.rate).squeeze(1)
+        mmask = torch.cat([torch.ones(b, 1), pooled_mask], 1)
+        mmask = (1.0 - mmask[:, None, None, :]) * FMIN
+        for layer in self.deep:
+            m = layer(m, mmask)
+        if self.hf_repeat:
+            rep = m[:, 1:].repeat_interleave(self.rate, dim=-2)
+        else:
+            n = m.shape[1] - 1
+            rep = m[:, 1:, None].expand(b, n, self.rate, D).reshape(b, n * self.rate, D)
+        rem = s % self.rate
+        if rem:
+            rep = torch.cat([rep, m[:, -1:].repeat_interleave(rem, dim=-2)], -2)
+        y = torch.cat([chars, rep], -1).transpose(1, 2)
+        y = F.gelu(self.up(F.pad(y, ((self.rate - 1) // 2, self.rate - 1 - (self.rate - 1) // 2))))
+        y = self.final(self.up_ln(y.transpose(1, 2)), mask)
+        return y, torch.tanh(self.pool(m[:, 0]))
+
+
+def chars_mask(seed):
+    # 8 and 12 code points (the last row padded): multiples of the rate
+    return lambda b, s: list(data(seed + b, b, 8 if b == 2 else 12, 3))
+
+
 def cases():
     pix = {"pixel_values": {0: "batch"}, "logits": {0: "batch"}, "last_hidden_state": {0: "batch"}}
     feats = {"input_features": {0: "batch", 1: "frames"}, "last_hidden_state": {0: "batch", 1: "frames"}}
@@ -904,6 +992,10 @@ def cases():
          ["last_hidden_state"], 14, {"dynamic": feats}),
         ("z8_w2v2conformer_rotary_op17", Conformer("rotary"), 1006, features(406), ["input_features"],
          ["last_hidden_state"], 17, {"dynamic": feats}),
+        ("z8_canine_hashdown_expand_op14", Canine(False), 1015, chars_mask(415),
+         ["input_ids", "attention_mask"], ["last_hidden_state", "pooler_output"], 14, {}),
+        ("z8_canine_hashdown_repeatinterleave_op14", Canine(True), 1016, chars_mask(416),
+         ["input_ids", "attention_mask"], ["last_hidden_state", "pooler_output"], 14, {}),
         ("z8_longt5_local_op14", LongT5Local(), 1014, ids_mask(414), ["input_ids", "attention_mask"],
          ["last_hidden_state"], 14, {}),
         ("z8_nystromformer_landmarks_op14", Nystromformer(), 1007, ids_mask_padded(407),
