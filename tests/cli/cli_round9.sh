@@ -42,6 +42,35 @@ one_line 1 "^mha: $R/audio_conv_kernel_shape7.onnx: evaluating the graph on a pr
 expect 0 "the same front end with a good Conv" "$MHA" info "$R/audio_ok.onnx"
 echo "ok: the Conv's own reason alone"
 
+echo "== a strided Conv front end whose graph runs on no frames"
+# the load's probes (3 and 5 samples) make no frame through the Conv
+# (kernel 10, stride 5), and nothing after it fails on empty frames: the
+# plan took the output's length from those empty probes and refused most
+# lengths at run time ("output 'y': the graph computed a shape other than
+# its rule gives": 10, 11, 29, 45, 1000 samples; 15, 20, 30 ran). The
+# probes are now set past the receptive field first, as for a graph that
+# fails on empty frames. ONNX Runtime's outputs at 29 and 1000 samples:
+"$MHA" check "$R/audio_case" >"$T/out" 2>"$T/err" || fail "check: $(cat "$T/out" "$T/err")"
+grep -q "^1 passed, 0 failed$" "$T/out" || fail "check: $(cat "$T/out")"
+wav() { # T: a float32 .npy of 1 x T zero samples
+  text="{'descr': '<f4', 'fortran_order': False, 'shape': (1, $1), }"
+  { printf '\223NUMPY\001\000v\000%s' "$text"
+    head -c $((118 - ${#text} - 1)) /dev/zero | tr '\000' ' '
+    printf '\n'
+    head -c $(($1 * 4)) /dev/zero; } >"$T/wav$1.npy"
+}
+for t in 10:1 11:1 14:1 15:2 45:8 1000:199; do
+  wav "${t%:*}"
+  "$MHA" run "$R/audio_ok.onnx" "$T/wav${t%:*}.npy" -o "$T/frames.npy" -q 2>"$T/err" ||
+    fail "${t%:*} samples: $(cat "$T/err")"
+  head -c 128 "$T/frames.npy" | grep -q "'shape': (1, ${t#*:}, 8)" ||
+    fail "${t%:*} samples: not ${t#*:} frames: $(head -c 128 "$T/frames.npy")"
+done
+wav 9
+one_line 1 "^mha: $T/wav9.npy: input 'input_values': axis 1 ('samples') is 9, shorter than the 10 the model's strided Convs take" \
+  "$MHA" run "$R/audio_ok.onnx" "$T/wav9.npy" -o "$T/short.npy"
+echo "ok: every length as ONNX Runtime frames it"
+
 echo "== truth-value attributes of 2: RotaryEmbedding's interleaved, Attention's is_causal, com.microsoft Attention's unidirectional; a negative rotary_embedding_dim"
 # each loaded, the int taken as true as ONNX's reference does -- where
 # ONNX Runtime takes only 1 as true: interleaved 2 outputs 4.7 apart from

@@ -270,7 +270,7 @@ static mha_status build_shapes_fitted(plan *P, plan_shape *shp, mha_status st, m
     mha_error_clear(&fit_err);
     build_drop_probe_results(P);
     mha_status fs = plan_probe_fit_images(P, &fit_err);
-    if (fs == MHA_ERR_MODEL_UNSUPPORTED) fs = plan_probe_fit_convlen(P, &fit_err);
+    if (fs == MHA_ERR_MODEL_UNSUPPORTED) fs = plan_probe_fit_convlen(P, 0, &fit_err);
     if (fs == MHA_ERR_MODEL_UNSUPPORTED) fs = plan_probe_fit_sums(P, &fit_err);
     if (fs == MHA_ERR_MODEL_UNSUPPORTED) {
         fs = build_shapes_merged(P, shp, &fit_err);
@@ -747,6 +747,20 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
          * limit (the probe's work budget: a fixed axis of 10^6 in a
          * malformed file), which the fitting's tries at other sizes of the
          * same axes would each run into again */
+        /* samples shorter than a strided Conv chain's receptive field make
+         * no frame: a graph that runs on the empty frames anyway (no norm
+         * over them) gave its output lengths from nothing, and refused
+         * most lengths at run time ("the graph computed a shape other than
+         * its rule gives"); the probes are set past the field first */
+        mha_error fit_err;
+        mha_error_clear(&fit_err);
+        mha_status fs = plan_probe_fit_convlen(P, 1, &fit_err);
+        if (fs != MHA_OK && fs != MHA_ERR_MODEL_UNSUPPORTED) {
+            st = fs;
+            if (err) *err = fit_err;
+        }
+    }
+    if (st == MHA_OK) {
         st = build_shapes(P, shp, err);
         if (st != MHA_OK && st != MHA_ERR_NO_MEMORY && st != MHA_ERR_LIMIT)
             st = build_shapes_fitted(P, shp, st, err);

@@ -85,7 +85,7 @@ int plan_convlen_rules(const plan *P, size_t input, int64_t (*rules)[2], int max
     return n;
 }
 
-mha_status plan_probe_fit_convlen(plan *P, mha_error *err) {
+mha_status plan_probe_fit_convlen(plan *P, int only_short, mha_error *err) {
     const ir_graph *g = P->g;
     for (size_t i = 0; i < g->n_inputs; i++) {
         const ir_value *v = &g->values[g->inputs[i]];
@@ -105,6 +105,7 @@ mha_status plan_probe_fit_convlen(plan *P, mha_error *err) {
         /* two frames at probe 0; probe 1 (and its + 1, dims.c) 3.5 strides
          * on, so that the phase of the widest stride shows */
         if (field > CONVLEN_MAX_DIV || wide > CONVLEN_MAX_DIV) continue;
+        if (only_short && P->probe_sizes[1][k] >= field) continue;
         const int64_t old0 = P->probe_sizes[0][k], old1 = P->probe_sizes[1][k];
         P->probe_sizes[0][k] = field + wide;
         P->probe_sizes[1][k] = field + 4 * wide + wide / 2;

@@ -256,12 +256,15 @@ mha_status plan_probe_fit_sums(plan *P, mha_error *err);
  * short of. The probes set past it (both must run, shape-only) and the
  * Convs' composed length rules kept for dims.c (P->convlen);
  * MHA_ERR_MODEL_UNSUPPORTED (sizes as they were) when no such input runs
- * (convlen.c). plan_convlen_rules: the rules {div, offset} of each prefix
- * of the Convs input i reaches, at most max; plan_convlen_match (dims.c):
+ * (convlen.c). only_short: only an input whose probes (both) are shorter
+ * than the field -- the Convs then make no frame, so a graph that runs
+ * on empty tensors would give the dims no length to fit (plan_build,
+ * before the first shape pass); 0: any (after a failed pass). plan_convlen_rules: the rules {div,
+ * offset} of each prefix of the Convs input i reaches, at most max; plan_convlen_match (dims.c):
  * the candidate of axis sym through the n points (x, y) as *r (y
  * PLAN_DIM_NOT_PROBED: no point), 0 none. plan_probe_runs_at: whether the
  * graph runs (for shapes: skip) at the given sizes (probe.c). */
-mha_status plan_probe_fit_convlen(plan *P, mha_error *err);
+mha_status plan_probe_fit_convlen(plan *P, int only_short, mha_error *err);
 int plan_convlen_rules(const plan *P, size_t input, int64_t (*rules)[2], int max);
 mha_status plan_probe_runs_at(plan *P, const int64_t *sizes, const unsigned char *skip, int *runs,
                               int64_t *made, mha_error *err);

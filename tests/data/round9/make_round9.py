@@ -128,8 +128,30 @@ def audio_model(strides=5, kernel_shape=None):
     return m
 
 
+def audio_case(m):
+    """audio_case/: the good front end as an ONNX test case, ONNX Runtime's
+    outputs at 29 samples (4 frames, a length the load's probes did not
+    fit) and 1000 (199 frames); needs node with onnxruntime-node."""
+    import make_deploy7 as d7  # ort_run: ONNX Runtime through ort_oracle.js
+    case = os.path.join(HERE, "audio_case")
+    os.makedirs(case, exist_ok=True)
+    onnx.save(m, os.path.join(case, "model.onnx"))
+    r = np.random.RandomState(29)
+    for k, T in enumerate((29, 1000)):
+        x = r.randn(1, T).astype(np.float32)
+        y = d7.ort_run(m, [x])[0]
+        d = os.path.join(case, "test_data_set_%d" % k)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "input_0.pb"), "wb") as f:
+            f.write(nh.from_array(x, "input_values").SerializeToString())
+        with open(os.path.join(d, "output_0.pb"), "wb") as f:
+            f.write(nh.from_array(y, "y").SerializeToString())
+        print("audio_case", T, "samples ->", y.shape)
+
+
 def conv_models():
     save(audio_model(), "audio_ok.onnx")
+    audio_case(audio_model())
     save(audio_model(strides=0), "audio_conv_strides0.onnx")
     save(audio_model(kernel_shape=7), "audio_conv_kernel_shape7.onnx")
 
