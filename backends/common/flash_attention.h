@@ -914,10 +914,11 @@ static inline int fa_mask_lazy(const fa_mask_scan *m, int64_t n) {
  * (lanes past nv hidden), probabilities out as fa_store_p; m2 starts at
  * -inf and *thr at -inf. mrow: the row's mask (fa_mask_lazy: every term
  * it reads 0, hidden or a fill) or NULL: a hidden or filled key's dot
- * becomes -inf, the others stay (x + 0 is x but for a zero's sign, which
- * 2^(x c2 - m2) does not see). Returns 0 when the block shows the row nothing (state untouched)
- * or a dot is NaN or +inf (*poisoned set), else 1 with *corr the
- * accumulator's factor (1 unless m2 moved). A -inf dot is a 0
+ * becomes -inf (a NaN or +inf one at a fill still poisons the row), the
+ * others stay (x + 0 is x but for a zero's sign, which 2^(x c2 - m2) does
+ * not see). Returns 0 when the block shows the row nothing (state
+ * untouched) or a dot is NaN or +inf (*poisoned set), else 1 with *corr
+ * the accumulator's factor (1 unless m2 moved). A -inf dot is a 0
  * probability, as in fa_row_softmax.
  */
 static inline int fa_row_softmax_lazy(float c2, int64_t nv, float *srow, float *m2, float *thr,
@@ -928,11 +929,18 @@ static inline int fa_row_softmax_lazy(float c2, int64_t nv, float *srow, float *
     _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
         vf t = vf_load(srow + c * VLEN);
         const int64_t lanes = nv - (int64_t)c * VLEN;
-        /* a fill times 2^30 overflows to -inf (2^30 1e30 > FLT_MAX), 0 stays 0 */
-        if (mrow && lanes > 0)
-            t = vf_hide_masked(t, vf_mul(fa_mask_vec(a, mrow, j0, c, lanes), vf_set1(0x1p30f)));
+        vf mv = vf_zero();
+        if (mrow && lanes > 0) {
+            /* dot + term as fa_row_softmax adds it: a NaN or +inf dot at a
+             * fill poisons the row, as in the graph; a hidden key is -inf */
+            mv = fa_mask_vec(a, mrow, j0, c, lanes);
+            t = vf_hide_masked(t, mv);
+        }
         if (lanes < VLEN) t = vf_hide_tail(t, lanes); /* stale lanes never read as scores */
         bad |= vf_bad_bits(t);
+        /* then a fill's key hidden too: its term times 2^30 is -inf
+         * (2^30 1e30 > FLT_MAX), a 0 stays 0 (x + 0 is x) */
+        if (mrow && lanes > 0) t = vf_hide_masked(t, vf_mul(mv, vf_set1(0x1p30f)));
         x[c] = t;
     }
     vf vmax;

@@ -1923,6 +1923,25 @@ static void test_attention_masked_padding(void **state) {
                                  name, prec ? "bfloat16" : "float32", causal,
                                  rows ? "[B, 1, Sq, Skv]" : "[B, 1, 1, Skv]");
                 }
+                if (causal) continue;
+                /* a NaN key in the padding: hidden under -inf (item 1),
+                 * every row NaN under a finite fill (item 3), as the
+                 * graph's softmax gives it */
+                float *k1 = D.k + 1 * D.a.k_sb + 150 * D.a.k_ss,
+                      *k3 = D.k + 3 * D.a.k_sb + 100 * D.a.k_ss;
+                const float keep1 = k1[0], keep3 = k3[0];
+                k1[0] = k3[0] = NAN;
+                attn_full(p, st, &D, hid, 1);
+                k1[0] = keep1, k3[0] = keep3;
+                const size_t per = D.n_o / B;
+                for (int64_t b = 0; b < B; b++) {
+                    const int64_t bad = nonfinite_count(hid + b * per, per);
+                    if (bad != (b == 3 ? (int64_t)per : 0))
+                        fail_msg("%s %s: item %lld: a NaN key in the padding gives %lld of %zu "
+                                 "non-finite",
+                                 name, prec ? "bfloat16" : "float32", (long long)b, (long long)bad,
+                                 per);
+                }
             }
         free(mask), free(cut), free(hid);
         attn_free(&D);
