@@ -71,12 +71,15 @@
  * The others keep the rounded floats and one FMA per product (the same
  * products, summed one by one).
  *
- * bfloat16 rows with no mask, softcap or ALiBi (FA_HAVE_LAZY_MAX) keep a
- * lazy reference max instead of the exact running max: p = 2^(dot c2 -
- * m2) may reach 2^FA_LAZY_SLACK, and m2 moves only past that (see
- * fa_row_softmax_lazy); whole score tiles of such rows do that softmax on
- * their accumulators (fa_score_bf16_fused). float32 keeps the exact max
- * and its bits.
+ * bfloat16 rows with no softcap or ALiBi, and no mask or one that only
+ * hides keys (FA_HAVE_LAZY_MAX), keep a lazy reference max instead of the
+ * exact running max: p = 2^(dot c2 - m2) may reach 2^FA_LAZY_SLACK, and m2
+ * moves only past that (see fa_row_softmax_lazy); whole score tiles of
+ * unmasked rows do that softmax on their accumulators
+ * (fa_score_bf16_fused). A hidden key is then a 0 probability as a key
+ * the row does not have is, so a padded batch item whose padding is
+ * masked gets the bits it gets alone. float32 keeps the exact max and its
+ * bits.
  */
 #ifndef MHA_BACKENDS_FLASH_ATTENTION_H
 #define MHA_BACKENDS_FLASH_ATTENTION_H
@@ -647,6 +650,21 @@ static inline int fa_block_max(const vf *x, unsigned bad, int *poisoned, vf *vma
     return 1;
 }
 
+/* The mask terms of vector c of a key block at j0 for one row (mrow: the
+ * row's mask, keys m_sk apart), lanes < lanes read (1 to VLEN), the rest
+ * 0. */
+static inline vf fa_mask_vec(const mha_attn_args *a, const float *mrow, int64_t j0, int c,
+                             int64_t lanes) {
+    const int64_t n = lanes < VLEN ? lanes : VLEN;
+    const float *mp = mrow + (j0 + (int64_t)c * VLEN) * a->m_sk;
+    if (a->m_sk == 1) return n == VLEN ? vf_load(mp) : vf_load_part(mp, n);
+    if (a->m_sk == 0) return vf_set1(mp[0]);
+    _Alignas(64) float tmp[VLEN];
+    for (int64_t t = 0; t < VLEN; t++)
+        tmp[t] = t < n ? mp[t * a->m_sk] : 0.0f;
+    return vf_load(tmp);
+}
+
 /*
  * One row of a query block meets one key block [j0, j0 + BC): the online
  * softmax update up to P.V. srow [BC]: raw dot products in, probabilities
@@ -689,22 +707,7 @@ static inline int fa_row_softmax(const mha_attn_args *a, const float *mrow, cons
             }
             t = vf_fma(vf_set1(al->slope), dist, t);
         }
-        if (mrow && lanes > 0) {
-            int64_t n = lanes < VLEN ? lanes : VLEN;
-            const float *mp = mrow + (j0 + (int64_t)c * VLEN) * a->m_sk;
-            vf mv;
-            if (a->m_sk == 1) {
-                mv = n == VLEN ? vf_load(mp) : vf_load_part(mp, n);
-            } else if (a->m_sk == 0) {
-                mv = vf_set1(mp[0]);
-            } else {
-                _Alignas(64) float tmp[VLEN];
-                for (int64_t t2 = 0; t2 < VLEN; t2++)
-                    tmp[t2] = t2 < n ? mp[t2 * a->m_sk] : 0.0f;
-                mv = vf_load(tmp);
-            }
-            t = vf_hide_masked(t, mv);
-        }
+        if (mrow && lanes > 0) t = vf_hide_masked(t, fa_mask_vec(a, mrow, j0, c, lanes));
         if (lanes < VLEN) t = vf_hide_tail(t, lanes);
         bad |= vf_bad_bits(t);
         x[c] = t;
@@ -848,12 +851,54 @@ static inline int fa_score_plain_tile(const mha_attn_args *a, int64_t nd, const 
  * reference max: p <= 2^8, so l and acc stay far from overflow. */
 #define FA_LAZY_SLACK 8.0f
 
-/* bfloat16 rows with no softcap, ALiBi or mask, when 0 < scale log2(e) <= 1
- * (fa_lazy_ok): the online softmax with a lazy reference max, in base 2 on
- * the raw dot products, p = 2^(dot c2 - m2) with c2 = scale log2(e). */
+/* bfloat16 rows with no softcap or ALiBi, when 0 < scale log2(e) <= 1
+ * (fa_lazy_ok), and no mask or one that only hides keys
+ * (fa_mask_lazy): the online softmax with a lazy reference max, in
+ * base 2 on the raw dot products, p = 2^(dot c2 - m2) with c2 = scale
+ * log2(e). */
 static inline int fa_lazy_ok(const mha_attn_args *a, float c2) {
-    return fa_bf16(a) && !kernel_alibi_slopes(a) && !a->mask && !(a->softcap > 0.0f) && c2 > 0.0f &&
-           c2 <= 1.0f;
+    return fa_bf16(a) && !kernel_alibi_slopes(a) && !(a->softcap > 0.0f) && c2 > 0.0f && c2 <= 1.0f;
+}
+
+/* A mask term at or below this is a padding fill (finfo.min, which the
+ * host passes as the next float up so that a row of such keys alone still
+ * averages them, or -1e30): beside a key of term 0 its weight is
+ * exp(scale dot + term - max) = 0 for scores below 1e29 in size. */
+#define FA_MASK_FILL (-1e30f)
+
+/* The terms of a row's mask over keys [0, n) (mrow[j * m_sk]): the first
+ * key whose term is neither 0, nor hidden (<= -FLT_MAX, -inf to the
+ * kernels) nor a fill (bad), the first of term 0 (zero) and the first fill
+ * (fill), each n when there is none. */
+typedef struct fa_mask_scan {
+    int64_t bad, zero, fill;
+} fa_mask_scan;
+
+static inline fa_mask_scan fa_mask_scan_row(const mha_attn_args *a, const float *mrow, int64_t n) {
+    fa_mask_scan m = {n, n, n};
+    for (int64_t j = 0; j < n; j++) {
+        const float v = mrow[j * a->m_sk];
+        if (v == 0.0f) {
+            if (m.zero == n) m.zero = j;
+        } else if (v <= FA_MASK_FILL && !kernel_mask_hides(v)) {
+            if (m.fill == n) m.fill = j;
+        } else if (!kernel_mask_hides(v)) {
+            m.bad = j;
+            break;
+        }
+    }
+    return m;
+}
+
+/* Whether a row that sees keys [0, n) takes the lazy form under its mask
+ * (scanned over at least n keys): every term 0, hidden or a fill, and a
+ * key of term 0 beside any fill. The lazy form hides fills as it hides
+ * -inf (fa_row_softmax_lazy), and a hidden key is a 0 probability as a
+ * key the row lacks is, so the row's bits are those of the row without
+ * them: a batch item's masked padding gives the item alone. A row of fills
+ * alone (which the graph averages) keeps fa_row_softmax. */
+static inline int fa_mask_lazy(const fa_mask_scan *m, int64_t n) {
+    return n <= m->bad && (m->fill >= n || m->zero < n);
 }
 
 /*
@@ -867,21 +912,35 @@ static inline int fa_lazy_ok(const mha_attn_args *a, float c2) {
  * against the scalar reference are unchanged; the row's arithmetic still
  * depends on its own blocks only (split-invariant). srow [BC]: raw dots in
  * (lanes past nv hidden), probabilities out as fa_store_p; m2 starts at
- * -inf and *thr at -inf. Returns 0 when the block shows the row nothing
- * (state untouched) or a dot is NaN or +inf (*poisoned set), else 1 with
- * *corr the accumulator's factor (1 unless m2 moved). A -inf dot is a 0
+ * -inf and *thr at -inf. mrow: the row's mask (fa_mask_lazy: every term
+ * it reads 0, hidden or a fill) or NULL: a hidden or filled key's dot
+ * becomes -inf (a NaN or +inf one at a fill still poisons the row), the
+ * others stay (x + 0 is x but for a zero's sign, which 2^(x c2 - m2) does
+ * not see). Returns 0 when the block shows the row nothing (state
+ * untouched) or a dot is NaN or +inf (*poisoned set), else 1 with *corr
+ * the accumulator's factor (1 unless m2 moved). A -inf dot is a 0
  * probability, as in fa_row_softmax.
  */
 static inline int fa_row_softmax_lazy(float c2, int64_t nv, float *srow, float *m2, float *thr,
                                       float *lv, float *corr_out, int *poisoned,
-                                      const mha_attn_args *a) {
+                                      const mha_attn_args *a, const float *mrow, int64_t j0) {
     vf x[FA_NCV];
     unsigned bad = 0;
     _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
         vf t = vf_load(srow + c * VLEN);
         const int64_t lanes = nv - (int64_t)c * VLEN;
+        vf mv = vf_zero();
+        if (mrow && lanes > 0) {
+            /* dot + term as fa_row_softmax adds it: a NaN or +inf dot at a
+             * fill poisons the row, as in the graph; a hidden key is -inf */
+            mv = fa_mask_vec(a, mrow, j0, c, lanes);
+            t = vf_hide_masked(t, mv);
+        }
         if (lanes < VLEN) t = vf_hide_tail(t, lanes); /* stale lanes never read as scores */
         bad |= vf_bad_bits(t);
+        /* then a fill's key hidden too: its term times 2^30 is -inf
+         * (2^30 1e30 > FLT_MAX), a 0 stays 0 (x + 0 is x) */
+        if (mrow && lanes > 0) t = vf_hide_masked(t, vf_mul(mv, vf_set1(0x1p30f)));
         x[c] = t;
     }
     vf vmax;
@@ -998,11 +1057,13 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     const int plain = !slopes && !a->mask && !(a->softcap > 0.0f);
 #endif
 #ifdef FA_HAVE_LAZY_MAX
-    /* bfloat16 plain rows: the lazy max; mx then holds m2, thr the dots
-     * past which m2 moves */
+    /* bfloat16 rows with no mask or one that only hides keys: the lazy
+     * max (lazy_row, set with the rows' ends); mx then holds m2, thr the
+     * dots past which m2 moves */
     const float c2 = a->scale * FA_LOG2E;
     const int lazy = fa_lazy_ok(a, c2);
     float thr[FA_BR];
+    char lazy_row[FA_BR];
 #endif
 #ifdef FA_HAVE_PLAIN_TILE
     /* float32 plain rows: whole score tiles do their softmax on their
@@ -1055,6 +1116,22 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         vf_store(lv + r * VLEN, vf_zero());
         memset(acc + r * dvp, 0, (size_t)dvp * sizeof(float));
     }
+#ifdef FA_HAVE_LAZY_MAX
+    /* under a mask, the rows whose terms only hide keys: one scan for a
+     * mask shared by the rows (a key padding row), else one per row */
+    if (lazy && a->mask && a->m_sq == 0) {
+        const fa_mask_scan ms = fa_mask_scan_row(a, kernel_mask_row(a, b, h, i0), blk_end);
+        for (int64_t r = 0; r < br; r++)
+            lazy_row[r] = (char)fa_mask_lazy(&ms, row_end[r]);
+    } else {
+        for (int64_t r = 0; r < br; r++) {
+            fa_mask_scan ms = {0, 0, 0};
+            if (lazy && a->mask)
+                ms = fa_mask_scan_row(a, kernel_mask_row(a, b, h, i0 + r), row_end[r]);
+            lazy_row[r] = (char)(lazy && (!a->mask || fa_mask_lazy(&ms, row_end[r])));
+        }
+    }
+#endif
 
     for (int64_t j0 = 0; j0 < blk_end; j0 += FA_BC) {
         const float *ktb = kt + (j0 / FA_BC) * dk * FA_BC;
@@ -1076,7 +1153,8 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 #ifdef FA_HAVE_FUSED_TILE
             /* a whole tile of rows past their first block that all see
              * every key of it: scores and softmax at once */
-            if (lazy && FA_PAIRS(a) && j0 > 0 && r0 + FA_MR <= br && row_end[r0] - j0 >= FA_BC) {
+            if (lazy && !a->mask && FA_PAIRS(a) && j0 > 0 && r0 + FA_MR <= br &&
+                row_end[r0] - j0 >= FA_BC) {
                 int ok = 1;
                 float negm[FA_MR];
                 vf psum[FA_MR];
@@ -1161,7 +1239,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             }
 #endif
 #ifdef FA_HAVE_LAZY_MAX
-            if (lazy) {
+            if (lazy_row[r]) {
 #ifdef FA_HAVE_FUSED_TILE
                 if (fused[r]) {
                     corr[n_live] = 1.0f;
@@ -1172,7 +1250,8 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                 }
 #endif
                 if (fa_row_softmax_lazy(c2, nv, s + r * FA_BC, &mx[r], &thr[r], lv + r * VLEN,
-                                        &corr[n_live], &poisoned[r], a)) {
+                                        &corr[n_live], &poisoned[r], a,
+                                        kernel_mask_row(a, b, h, i0 + r), j0)) {
                     live[n_live] = r;
                     live_nv[n_live] = nv;
                     n_live++;

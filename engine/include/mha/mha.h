@@ -694,11 +694,14 @@ typedef struct mha_queue_options {
                                  hold_when_idle. (Appended after hold_when_idle.) */
     int precision;            /* MHA_PRECISION_FLOAT32 (the default) or
                                  MHA_PRECISION_BFLOAT16: every batch's run in that
-                                 precision (mha_run_options.precision). In bfloat16 a
-                                 one-layer model's results are bitwise what mha_run in
-                                 bfloat16 gives for the request alone; a whole model's
-                                 may differ in the last bits (docs/SERVING.md,
-                                 "Serving in bfloat16"). The weights are packed at
+                                 precision (mha_run_options.precision). In bfloat16
+                                 too each result is bitwise what mha_run in bfloat16
+                                 gives for the request alone -- but for a whole
+                                 model's attention over padded keys that gets no key
+                                 lengths (a cross-attention's) and whose mask fills
+                                 the padding with a finite term above -1e30 (-10000,
+                                 say): there the last bits may differ
+                                 (docs/SERVING.md). The weights are packed at
                                  create; a backend that does not serve it is refused
                                  there with MHA_ERR_BACKEND. (Appended after
                                  caller_runs.) */
