@@ -31,9 +31,12 @@
 # Exit 1 when a check fails (an id unanswered or answered twice, a wrong
 # id, differing answers, RSS at the end over 10 % above the warm-up's, the
 # overload bounds, /health, the drain). Env: MHA (default build/bin/mha),
-# SERVE_LOAD (default beside it), SERVE_CHRT (a command the server and
-# serve-load run under, such as `chrt -f 10`; default none: a 10-minute
-# soak under SCHED_FIFO would take the cores from every other process).
+# SERVE_LOAD (default beside it), SERVE_CHRT (a command the server runs
+# under, such as `chrt -f 10`; default none: a 10-minute soak under
+# SCHED_FIFO would take the cores from every other process), LOAD_CHRT
+# (serve-load's; default `chrt -f 11` with SERVE_CHRT `chrt -f 10`, a step
+# above the server's compute threads as a client on another machine would
+# be, else SERVE_CHRT).
 # Not part of `make test` (`make serve-soak`).
 set -eu
 DURATION=600
@@ -48,7 +51,7 @@ while [ $# -gt 0 ]; do
   --p99-ms) P99=$2; shift 2 ;;
   --quick) QUICK=1; shift ;;
   --out) OUT=$2; shift 2 ;;
-  -h | --help) sed -n '2,37p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
   *) echo "serve_soak.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -64,6 +67,10 @@ SERVE_LOAD=${SERVE_LOAD:-$(dirname "$MHA")/serve-load}
   exit 1
 }
 CHRT=${SERVE_CHRT:-}
+if [ -z "${LOAD_CHRT+set}" ]; then
+  LOAD_CHRT=$CHRT
+  [ "$CHRT" = "chrt -f 10" ] && LOAD_CHRT="chrt -f 11"
+fi
 T=$(mktemp -d "${TMPDIR:-/tmp}/serve_soak.XXXXXX")
 SRV=
 SAMPLER=
@@ -113,7 +120,7 @@ load() {
   r=$1 d=$2 j=$3
   shift 3
   # shellcheck disable=SC2086 # BODIES is a list of options
-  $CHRT "$SERVE_LOAD" --url "$URL/run" $BODIES --rate "$r" --duration "$d" --connections 64 \
+  $LOAD_CHRT "$SERVE_LOAD" --url "$URL/run" $BODIES --rate "$r" --duration "$d" --connections 64 \
     --json "$j" "$@" >"$T/load.txt" 2>&1 || true
   cat "$T/load.txt"
 }

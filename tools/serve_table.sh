@@ -59,7 +59,8 @@
 # too loaded for one request to finish within it finds no rate (0).
 #
 # Env: SERVE_CHRT (default `chrt -f 10` where allowed: the HTTP rows'
-# server and serve-load; empty: none), MHA (default build/bin/mha),
+# server; empty: none), LOAD_CHRT (serve-load's; default `chrt -f 11` with
+# the default SERVE_CHRT, else SERVE_CHRT), MHA (default build/bin/mha),
 # PY_TORCH (a Python with torch and onnx for the MiniLM model; default
 # /usr/bin/python3; without it that row is skipped). Takes about 10 minutes per rep on a quiet 2-core machine.
 # Not part of `make test` (`make serve-table` runs it).
@@ -81,7 +82,7 @@ while [ $# -gt 0 ]; do
   --p99-ms) P99=$2; shift 2 ;;
   --soak) SOAK=$2; shift 2 ;;
   --http-only) HTTP_ONLY=1; shift ;;
-  -h | --help) sed -n '2,65p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,66p' "$0"; exit 0 ;;
   *) echo "serve_table.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -92,13 +93,20 @@ SERVE_LOAD=${SERVE_LOAD:-$(dirname "$MHA")/serve-load}
 [ -x "$MHA" ] || { echo "serve_table.sh: no mha at $MHA (make build)" >&2; exit 1; }
 [ -x "$SERVE_LOAD" ] || { echo "serve_table.sh: no serve-load at $SERVE_LOAD (libcurl4-openssl-dev)" >&2; exit 1; }
 # the HTTP rows' server and serve-load under SCHED_FIFO where allowed
-# (SERVE_CHRT: another command, or empty for none): the two share the
-# cores, and with every thread at one priority other processes' time
-# slices decide the p99; mha serve then runs its compute threads a step
-# below its HTTP threads
+# (SERVE_CHRT: another command, or empty for none): other processes' time
+# slices would otherwise decide the p99; mha serve then runs its HTTP
+# threads a step above its compute threads. serve-load (LOAD_CHRT) runs a
+# step above the compute threads too: it stands for clients on other
+# machines, and waiting behind a batch to send a request or read an answer
+# (a refusal's median 6 ms instead of 0.2 at 2x overload) is not the
+# server's latency
 if [ -z "${SERVE_CHRT+set}" ]; then
   SERVE_CHRT=
   chrt -f 10 true 2>/dev/null && SERVE_CHRT="chrt -f 10"
+fi
+if [ -z "${LOAD_CHRT+set}" ]; then
+  LOAD_CHRT=$SERVE_CHRT
+  [ "$SERVE_CHRT" = "chrt -f 10" ] && LOAD_CHRT="chrt -f 11"
 fi
 CHRT=$SERVE_CHRT
 T=$(mktemp -d "${TMPDIR:-/tmp}/serve_table.XXXXXX")
@@ -232,7 +240,7 @@ children_ms() {
     printf "%.0f", t * 1e3 }' "$T/times"
 }
 
-# load_step "BODY..." RATE SECONDS: serve-load against $URL (under $CHRT);
+# load_step "BODY..." RATE SECONDS: serve-load against $URL (under $LOAD_CHRT);
 # $T/l.json, $T/l.txt; SRV_MS and LOAD_MS the server's and serve-load's CPU
 # ms over the step (its variables ls_*: sh has no local ones)
 load_step() {
@@ -243,7 +251,7 @@ load_step() {
   for b in $ls_bodies; do set -- "$@" --body "$b"; done
   rm -f "$T/l.json"
   # shellcheck disable=SC2086
-  $CHRT "$SERVE_LOAD" --url "$URL" "$@" --rate "$ls_rate" --duration "$ls_secs" --connections 64 \
+  $LOAD_CHRT "$SERVE_LOAD" --url "$URL" "$@" --rate "$ls_rate" --duration "$ls_secs" --connections 64 \
     --json "$T/l.json" >"$T/l.txt" 2>&1 || true
   children_ms >"$T/m1"
   ls_c1=$(cpu_ticks "$PID")
