@@ -101,7 +101,16 @@ done <"$T/refused.txt"
 echo "ok: $n_refused refusals"
 
 echo "== mha info on the served cases: the layer's numbers"
+# The numbers are the recogniser's, the same in every build; under a
+# sanitizer (MHA_TEST_SANITIZED=1) every fourth case only (the check above
+# loaded each there twice; these calls were 3.5 of the script's 8.5 s under
+# ASan), the release run describes them all.
+step=1
+[ "${MHA_TEST_SANITIZED:-0}" = 1 ] && step=4
+i=0
 while read -r name; do
+  i=$((i + 1))
+  [ $(((i - 1) % step)) = 0 ] || continue
   facts=$(awk -v c="$name" '$1 == c { print $3, $4, $5, $6 }' "$F/cases.tsv")
   [ -n "$facts" ] || fail "$name: not in cases.tsv"
   "$MHA" info "$F/$name/model.onnx" >"$T/info.out" 2>"$T/info.err" ||
@@ -111,6 +120,6 @@ while read -r name; do
   [ "$got" = "$facts" ] ||
     fail "$name: mha info says d_model, heads, kv heads, head size = $got; the layer has $facts"
 done <"$T/served.txt"
-echo "ok: $n_served layers described"
+echo "ok: $(((n_served + step - 1) / step)) of $n_served layers described"
 
 echo "families.sh: all passed"

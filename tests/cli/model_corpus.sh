@@ -38,8 +38,20 @@ for backend in $backends; do
     echo "skip: backend $backend is not usable on this machine"
     continue
   fi
+  # under a sanitizer the fast backend checks every second case: its
+  # kernels at half the shapes, after the scalar pass ran every case there
+  # through the interpreter and plan code they share (8 of the two passes'
+  # 16 s under ASan, quiet); the release run checks every case on each
+  dir="$M"
+  cp "$T/cases.txt" "$T/these.txt"
+  if [ "${MHA_TEST_SANITIZED:-0}" = 1 ] && [ "$backend" != scalar ]; then
+    dir="$T/half"
+    rm -rf "$dir" && mkdir "$dir"
+    awk 'NR % 2 == 0' "$T/cases.txt" >"$T/these.txt"
+    while read -r name; do ln -s "$M/$name" "$dir/$name"; done <"$T/these.txt"
+  fi
   set +e
-  "$MHA" check --backend "$backend" "$M" >"$T/check.txt" 2>&1
+  "$MHA" check --backend "$backend" "$dir" >"$T/check.txt" 2>&1
   set -e
   while read -r name; do
     passed=1
@@ -49,9 +61,9 @@ for backend in $backends; do
     else
       [ "$passed" = 1 ] || fail "$backend: $name fails: $(grep "^FAIL $name:" "$T/check.txt")"
     fi
-  done <"$T/cases.txt"
-  n=$(wc -l <"$T/cases.txt")
-  r=$(wc -l <"$T/refused.txt")
+  done <"$T/these.txt"
+  n=$(wc -l <"$T/these.txt")
+  r=$(comm -12 "$T/refused.txt" "$T/these.txt" | wc -l)
   grep -qx "$((n - r)) passed, $r failed" "$T/check.txt" ||
     fail "$backend: wanted $((n - r)) passed, $r failed: $(tail -n 1 "$T/check.txt")"
   echo "ok: $backend: $((n - r)) whole models pass, $r refused as listed"

@@ -696,6 +696,10 @@ static void test_time_bound(void **state) {
     mha_queue_options o;
     mha_queue_options_init(&o);
     o.max_batch = 2;
+    /* one dispatcher: with two, each takes one of the two waiting requests
+     * (queue_batch_share) and the second waits out max_delay_ms for
+     * company (10 s of this test) */
+    o.num_dispatchers = 1;
     o.max_delay_ms = 10000.0; /* a lone request waits for a second one */
     o.hold_when_idle = 1;
     o.max_queue_ms = 1e-9;

@@ -22,6 +22,15 @@
 #endif
 #endif
 
+/* TEST_UNDER_ASAN: defined in AddressSanitizer builds (gcc or clang). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_UNDER_ASAN 1
+#endif
+#endif
+
 /* A fresh, empty folder MHA_TEST_TMP/<name> (created, old contents removed). */
 const char *tu_tmpdir(const char *name);
 /* path = dir + "/" + file, in a static rotating buffer (8 slots). */
