@@ -86,9 +86,13 @@ def build(name):
 
 
 def main():
-    if len(sys.argv) < 2:
-        sys.exit("usage: model_table_models.py OUTDIR [name ...]")
+    usage = "usage: model_table_models.py OUTDIR [name ...] (names: %s)" % ", ".join(sorted(SHAPES))
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+        sys.exit(usage)
     outdir = sys.argv[1]
+    for name in sys.argv[2:]:
+        if name not in SHAPES:
+            sys.exit("model_table_models.py: no model '%s' (%s)" % (name, usage))
     for name in sys.argv[2:] or list(SHAPES):
         path = os.path.join(outdir, name, "model.onnx")
         if os.path.exists(path):
