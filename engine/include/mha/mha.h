@@ -611,6 +611,15 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
  *  - Whole models over token ids (BERT-, MiniLM-, GPT-2-style exports) batch
  *    the same way: a request gives its ids, the queue fills the masks and
  *    the other ids and returns every output cut to the request.
+ *  - Padding never changes a result: the masks and key lengths keep it out
+ *    of attention, but a model may read it elsewhere (the last position's
+ *    logits, a pooling or an attention they do not reach). So
+ *    mha_queue_create runs a short sequence alone and padded beside a
+ *    longer one (the batches' own path) and compares every output
+ *    bitwise; if anything differs (or the probe cannot run), the queue
+ *    runs only requests of equal length together
+ *    (mha_queue_stats.equal_lengths_only). A lone attention layer is
+ *    not probed: its rows are its own.
  *  - `mha serve MODEL` is an HTTP face on this queue (docs/SERVING.md). */
 
 typedef struct mha_queue mha_queue;
@@ -850,6 +859,13 @@ typedef struct mha_queue_stats {
      * ahead would pass the request's own deadline_ms (the queue neither
      * full nor behind max_queue_ms); not counted in rejected_full. */
     uint64_t rejected_deadline;
+    /* Appended after 0.1.0: 1 when the probe at mha_queue_create found
+     * that padding changes a request's results (a model that reads the
+     * last position, or pools or attends where neither the masks nor the
+     * key lengths reach), or could not tell: the queue then runs only
+     * requests of equal length together (no padding). 0: lengths mixed
+     * within max_padding. Fixed for the queue's life. */
+    int equal_lengths_only;
 } mha_queue_stats;
 
 MHA_API void mha_queue_get_stats(mha_queue *q, mha_queue_stats *out);

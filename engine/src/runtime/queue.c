@@ -664,6 +664,27 @@ static int queue_form_batch_locked(mha_queue *q, queue_dispatcher *d, mha_reques
     return n;
 }
 
+/* One padded run of n sequences xs[i] of lengths S[i] (longest L) in buf,
+ * the way every batch runs; d (may be NULL) is asked for cancels. */
+static mha_status queue_run_padded(mha_queue *q, queue_batch *buf, queue_dispatcher *d, int n,
+                                   int64_t L, const void *const *xs, const int64_t *S,
+                                   mha_error *err) {
+    const queue_layout *lay = &q->layout;
+    mha_status st = queue_batch_fill(lay, buf, n, L, xs, S, err);
+    if (st != MHA_OK) return st;
+    mha_run_options ro;
+    mha_run_options_init(&ro);
+    ro.num_threads = q->opts.num_threads;
+    if (d) {
+        ro.cancel = queue_cancel_batch;
+        ro.cancel_user = d;
+    }
+    /* every item's length, even for a batch of one: the same run either way */
+    ro.kv_lengths = S;
+    ro.precision = q->opts.precision;
+    return mha_run(q->rt, q->model, buf->tin, lay->n_in, buf->tout, lay->n_out, &ro, err);
+}
+
 /* Runs the n requests of items (a run of d->batch): pads, runs, copies
  * each request's part out. */
 static mha_status queue_run_items(mha_queue *q, queue_dispatcher *d, mha_request *const *items,
@@ -675,17 +696,7 @@ static mha_status queue_run_items(mha_queue *q, queue_dispatcher *d, mha_request
         d->lengths[i] = items[i]->S;
         d->xs[i] = items[i]->x;
     }
-    mha_status st = queue_batch_fill(lay, &d->buf, n, L, d->xs, d->lengths, err);
-    if (st != MHA_OK) return st;
-    mha_run_options ro;
-    mha_run_options_init(&ro);
-    ro.num_threads = q->opts.num_threads;
-    ro.cancel = queue_cancel_batch;
-    ro.cancel_user = d;
-    /* every item's length, even for a batch of one: the same run either way */
-    ro.kv_lengths = d->lengths;
-    ro.precision = q->opts.precision;
-    st = mha_run(q->rt, q->model, d->buf.tin, lay->n_in, d->buf.tout, lay->n_out, &ro, err);
+    mha_status st = queue_run_padded(q, &d->buf, d, n, L, d->xs, d->lengths, err);
     if (st != MHA_OK) return st;
     for (int i = 0; i < n; i++)
         queue_batch_take(lay, &d->buf, i, L, items[i]->S, items[i]->y);
@@ -747,6 +758,7 @@ static int queue_run_batch(mha_queue *q, queue_dispatcher *d, int n) {
         while (g1 < n) {
             const double rows = (double)(g1 - g0 + 1) * (double)L;
             if (rows - (double)(tokens + b[g1]->S) > q->opts.max_padding * rows) break;
+            if (q->stats.equal_lengths_only && b[g1]->S != L) break; /* queue_probe_padding */
             tokens += b[g1++]->S;
         }
         /* the dispatcher's own until completion (published by the DONE store) */
@@ -863,6 +875,62 @@ static queue_dispatcher *queue_dispatchers_new(mha_queue *q, int n, int max_batc
     return ds;
 }
 
+/* A sequence of S of the primary input for the padding probe: token ids
+ * 1..3 (any vocabulary has them) or small float rows, varied by seed. */
+static void queue_probe_sequence(const queue_layout *lay, void *x, int64_t S, int seed) {
+    const queue_input *p = &lay->in[lay->primary];
+    for (int64_t j = 0; j < S * p->row; j++) {
+        const int v = (int)((j * 7 + seed * 5) % 3);
+        if (p->dtype == MHA_DTYPE_INT64)
+            ((int64_t *)x)[j] = v + 1;
+        else if (p->dtype == MHA_DTYPE_INT32)
+            ((int32_t *)x)[j] = v + 1;
+        else
+            ((float *)x)[j] = 0.25f * (float)(v - 1) + 0.125f * (float)(j % 5);
+    }
+}
+
+/* Whether padding changes a request's results: a sequence of 2 alone and
+ * padded to 3 beside a longer one, through the batches' own path (the same
+ * fill, masks and key lengths), every output compared bitwise. Padding is
+ * kept out only where the masks and kv_lengths reach: a model that reads
+ * the last position (or pools, or attends, without them) gives a padded
+ * request the padding's results. 1 when they differ or the runs fail (the
+ * queue then runs only equal lengths together), 0 when bitwise equal. A
+ * lone attention layer is padding-safe by construction and not probed. */
+static int queue_probe_padding(mha_queue *q) {
+    mha_model_info info;
+    if (mha_model_get_info(q->model, &info) != MHA_OK) return 1;
+    if (strcmp(info.form, "plan") != 0) return 0;
+    const queue_layout *lay = &q->layout;
+    const queue_input *p = &lay->in[lay->primary];
+    const size_t tok = (size_t)p->row * p->elem;
+    char *x = mha_calloc(NULL, 5, tok > 8 ? tok : 8);
+    if (!x) return 1;
+    queue_probe_sequence(lay, x, 3, 1);           /* the longer one */
+    queue_probe_sequence(lay, x + 3 * tok, 2, 2); /* the short one */
+    const void *pair[2] = {x, x + 3 * tok}, *alone[1] = {x + 3 * tok};
+    const int64_t S_pair[2] = {3, 2}, S_alone[1] = {2};
+    queue_batch a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    mha_error err;
+    mha_error_clear(&err);
+    int differs = queue_run_padded(q, &a, NULL, 1, 2, alone, S_alone, &err) != MHA_OK ||
+                  queue_run_padded(q, &b, NULL, 2, 3, pair, S_pair, &err) != MHA_OK;
+    for (size_t k = 0; !differs && k < lay->n_out; k++) {
+        const queue_output *o = &lay->out[k];
+        const size_t row = (size_t)o->row * o->elem;
+        const size_t item = (o->per_token ? 3 : 1) * row; /* in the padded run */
+        differs =
+            memcmp(a.out[k], (const char *)b.out[k] + item, (o->per_token ? 2 : 1) * row) != 0;
+    }
+    queue_batch_free(&a);
+    queue_batch_free(&b);
+    mha_free(NULL, x);
+    return differs;
+}
+
 static void queue_free_memory(mha_queue *q) {
     queue_dispatchers_free(q->dispatchers, q->opts.num_dispatchers);
     queue_dispatchers_free(q->callers, q->opts.num_dispatchers);
@@ -942,6 +1010,8 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
         queue_free_memory(q);
         return st;
     }
+    /* once, before any batch: may a request be padded beside others? */
+    q->stats.equal_lengths_only = queue_probe_padding(q);
     q->dispatchers = queue_dispatchers_new(q, o.num_dispatchers, o.max_batch);
     if (o.caller_runs) q->callers = queue_dispatchers_new(q, o.num_dispatchers, o.max_batch);
     if (!q->dispatchers || (o.caller_runs && !q->callers)) {
