@@ -380,14 +380,14 @@ static void test_whole_model_batched_equals_alone(void **state) {
 
 /* Two requests of token ids (lengths S0 > S1, ids below vocab) in one batch
  * of a queue of max_batch 2 held for company: each bitwise its result
- * alone; returns the batch size they ran in. equal_only: what the queue's
- * stats must say of its padding probe. */
+ * alone; returns the batch size they ran in. batching: what the queue's
+ * stats must say of its probe (mha_queue_batching). */
 static int pair_batched(mha_runtime *rt, mha_model *m, int64_t vocab, int64_t S0, int64_t S1,
-                        int equal_only) {
+                        int batching) {
     mha_queue *q = queue_new(rt, m, 2, 10000.0, 8); /* the batch closes at the 2nd */
     mha_queue_stats qs;
     mha_queue_get_stats(q, &qs);
-    assert_int_equal(qs.equal_lengths_only, equal_only);
+    assert_int_equal(qs.batching, batching);
     const int64_t S[2] = {S0, S1};
     int64_t ids[2][16];
     void *ref[2][4];
@@ -436,21 +436,29 @@ static int pair_batched(mha_runtime *rt, mha_model *m, int64_t vocab, int64_t S0
  * one would get the padding's logits. The queue's probe at create finds
  * it and runs only equal lengths together, so every request is bitwise
  * its result alone, in float32 and bfloat16; a model the padding cannot
- * reach (the layers' outputs per token) still mixes lengths in one run. */
+ * reach still mixes lengths in one run; one whose requests change each
+ * other's results runs them one at a time. */
 static void test_padding_probe(void **state) {
     (void)state;
     mha_runtime *rt = runtime_new(0);
     mha_model *m = load(conformance_model("models/h_gpt2_tied_lastrow_gemm_op14"));
-    assert_int_equal(pair_batched(rt, m, 32, 7, 3, 1), 1);
-    assert_int_equal(pair_batched(rt, m, 32, 5, 5, 1), 2); /* equal lengths still share */
+    assert_int_equal(pair_batched(rt, m, 32, 7, 3, MHA_BATCH_EQUAL_LENGTHS), 1);
+    /* equal lengths still share */
+    assert_int_equal(pair_batched(rt, m, 32, 5, 5, MHA_BATCH_EQUAL_LENGTHS), 2);
     /* lengths 1..14 at random (and one past the table), batches of 8 */
     assert_true(whole_model_batched(m, 32, 14, 0, 8) >= 2);
     test_precision = MHA_PRECISION_BFLOAT16;
-    assert_int_equal(pair_batched(rt, m, 32, 7, 3, 1), 1);
+    assert_int_equal(pair_batched(rt, m, 32, 7, 3, MHA_BATCH_EQUAL_LENGTHS), 1);
     test_precision = MHA_PRECISION_FLOAT32;
     mha_model_free(m);
     m = load(conformance_model("models/gpt2_preln_causal_l2_d64_h4"));
-    assert_int_equal(pair_batched(rt, m, WM_VOCAB, 7, 3, 0), 2);
+    assert_int_equal(pair_batched(rt, m, WM_VOCAB, 7, 3, MHA_BATCH_MIXED_LENGTHS), 2);
+    mha_model_free(m);
+    /* BERT with dynamic int8 quantization (vocabulary 64, 16 positions): one
+     * scale for the whole batch's activations, so even a request of equal
+     * length changes another's results: one request a run */
+    m = load(conformance_model("models/d7_bert_ortdyn_int8_pertensor_op14"));
+    assert_int_equal(pair_batched(rt, m, 64, 5, 5, MHA_BATCH_ALONE), 1);
     mha_model_free(m);
     mha_runtime_destroy(rt);
 }

@@ -758,7 +758,10 @@ static int queue_run_batch(mha_queue *q, queue_dispatcher *d, int n) {
         while (g1 < n) {
             const double rows = (double)(g1 - g0 + 1) * (double)L;
             if (rows - (double)(tokens + b[g1]->S) > q->opts.max_padding * rows) break;
-            if (q->stats.equal_lengths_only && b[g1]->S != L) break; /* queue_probe_padding */
+            /* what the probe at create allows (queue_probe_batching) */
+            if (q->stats.batching == MHA_BATCH_ALONE ||
+                (q->stats.batching == MHA_BATCH_EQUAL_LENGTHS && b[g1]->S != L))
+                break;
             tokens += b[g1++]->S;
         }
         /* the dispatcher's own until completion (published by the DONE store) */
@@ -875,7 +878,7 @@ static queue_dispatcher *queue_dispatchers_new(mha_queue *q, int n, int max_batc
     return ds;
 }
 
-/* A sequence of S of the primary input for the padding probe: token ids
+/* A sequence of S of the primary input for the batching probe: token ids
  * 1..3 (any vocabulary has them) or small float rows, varied by seed. */
 static void queue_probe_sequence(const queue_layout *lay, void *x, int64_t S, int seed) {
     const queue_input *p = &lay->in[lay->primary];
@@ -890,45 +893,64 @@ static void queue_probe_sequence(const queue_layout *lay, void *x, int64_t S, in
     }
 }
 
-/* Whether padding changes a request's results: a sequence of 2 alone and
- * padded to 3 beside a longer one, through the batches' own path (the same
- * fill, masks and key lengths), every output compared bitwise. Padding is
- * kept out only where the masks and kv_lengths reach: a model that reads
- * the last position (or pools, or attends, without them) gives a padded
- * request the padding's results. 1 when they differ or the runs fail (the
- * queue then runs only equal lengths together), 0 when bitwise equal. A
- * lone attention layer is padding-safe by construction and not probed. */
-static int queue_probe_padding(mha_queue *q) {
+/* Whether every output of item i of batch x equals item j of batch y (runs
+ * padded to Lx and Ly), for a request of S. */
+static int queue_probe_same(const queue_layout *lay, const queue_batch *x, int i, int64_t Lx,
+                            const queue_batch *y, int j, int64_t Ly, int64_t S) {
+    for (size_t k = 0; k < lay->n_out; k++) {
+        const queue_output *o = &lay->out[k];
+        const size_t row = (size_t)o->row * o->elem;
+        const int64_t per = o->per_token ? 1 : 0;
+        const char *a = (const char *)x->out[k] + (size_t)i * (size_t)(per ? Lx : 1) * row;
+        const char *b = (const char *)y->out[k] + (size_t)j * (size_t)(per ? Ly : 1) * row;
+        if (memcmp(a, b, (size_t)(per ? S : 1) * row) != 0) return 0;
+    }
+    return 1;
+}
+
+/* How requests may share a run (mha_queue_batching), found once through
+ * the batches' own path (the same fill, masks, key lengths, precision):
+ * sequences s and t of 2 each alone, together, and s padded to 3 beside a
+ * longer one, every output compared bitwise. The masks and key lengths
+ * keep padding out of attention only: a model that reads the last
+ * position (or pools, or attends, without them) gives a padded request
+ * the padding's results; one that quantizes its activations over the
+ * whole batch gives each request a scale set by the others. A run that
+ * fails leaves the queue unsure: one request a run. A lone attention
+ * layer's rows are its own by construction: not probed. */
+static mha_queue_batching queue_probe_batching(mha_queue *q) {
     mha_model_info info;
-    if (mha_model_get_info(q->model, &info) != MHA_OK) return 1;
-    if (strcmp(info.form, "plan") != 0) return 0;
+    if (mha_model_get_info(q->model, &info) != MHA_OK) return MHA_BATCH_ALONE;
+    if (strcmp(info.form, "plan") != 0) return MHA_BATCH_MIXED_LENGTHS;
     const queue_layout *lay = &q->layout;
     const queue_input *p = &lay->in[lay->primary];
     const size_t tok = (size_t)p->row * p->elem;
-    char *x = mha_calloc(NULL, 5, tok > 8 ? tok : 8);
-    if (!x) return 1;
-    queue_probe_sequence(lay, x, 3, 1);           /* the longer one */
-    queue_probe_sequence(lay, x + 3 * tok, 2, 2); /* the short one */
-    const void *pair[2] = {x, x + 3 * tok}, *alone[1] = {x + 3 * tok};
-    const int64_t S_pair[2] = {3, 2}, S_alone[1] = {2};
-    queue_batch a, b;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
+    char *x = mha_calloc(NULL, 7, tok > 8 ? tok : 8);
+    if (!x) return MHA_BATCH_ALONE;
+    const char *s = x, *t = x + 2 * tok, *l = x + 4 * tok;
+    queue_probe_sequence(lay, x, 2, 2);
+    queue_probe_sequence(lay, x + 2 * tok, 2, 3);
+    queue_probe_sequence(lay, x + 4 * tok, 3, 1);
+    const void *xs[4][2] = {{s}, {t}, {t, s}, {l, s}};
+    const int64_t S[4][2] = {{2}, {2}, {2, 2}, {3, 2}};
+    const int n[4] = {1, 1, 2, 2};
+    const int64_t L[4] = {2, 2, 2, 3};
+    queue_batch b[4];
+    memset(b, 0, sizeof b);
     mha_error err;
     mha_error_clear(&err);
-    int differs = queue_run_padded(q, &a, NULL, 1, 2, alone, S_alone, &err) != MHA_OK ||
-                  queue_run_padded(q, &b, NULL, 2, 3, pair, S_pair, &err) != MHA_OK;
-    for (size_t k = 0; !differs && k < lay->n_out; k++) {
-        const queue_output *o = &lay->out[k];
-        const size_t row = (size_t)o->row * o->elem;
-        const size_t item = (o->per_token ? 3 : 1) * row; /* in the padded run */
-        differs =
-            memcmp(a.out[k], (const char *)b.out[k] + item, (o->per_token ? 2 : 1) * row) != 0;
-    }
-    queue_batch_free(&a);
-    queue_batch_free(&b);
+    int ran = 1;
+    for (int r = 0; r < 4 && ran; r++)
+        ran = queue_run_padded(q, &b[r], NULL, n[r], L[r], xs[r], S[r], &err) == MHA_OK;
+    mha_queue_batching rule = MHA_BATCH_ALONE;
+    if (ran && queue_probe_same(lay, &b[0], 0, 2, &b[2], 1, 2, 2) &&
+        queue_probe_same(lay, &b[1], 0, 2, &b[2], 0, 2, 2))
+        rule = queue_probe_same(lay, &b[0], 0, 2, &b[3], 1, 3, 2) ? MHA_BATCH_MIXED_LENGTHS
+                                                                  : MHA_BATCH_EQUAL_LENGTHS;
+    for (int r = 0; r < 4; r++)
+        queue_batch_free(&b[r]);
     mha_free(NULL, x);
-    return differs;
+    return rule;
 }
 
 static void queue_free_memory(mha_queue *q) {
@@ -1011,7 +1033,7 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
         return st;
     }
     /* once, before any batch: may a request be padded beside others? */
-    q->stats.equal_lengths_only = queue_probe_padding(q);
+    q->stats.batching = (int)queue_probe_batching(q);
     q->dispatchers = queue_dispatchers_new(q, o.num_dispatchers, o.max_batch);
     if (o.caller_runs) q->callers = queue_dispatchers_new(q, o.num_dispatchers, o.max_batch);
     if (!q->dispatchers || (o.caller_runs && !q->callers)) {
