@@ -15,7 +15,9 @@
  *     count x longest <= max_batch_tokens (the first is always taken);
  *     a request past its deadline completes with MHA_ERR_DEADLINE instead
  *   order them longest first and cut them into runs of similar lengths
- *     (padding within max_padding of a run's rows: queue_run_batch); per run:
+ *     (padding within max_padding of a run's rows: queue_run_batch; equal
+ *     lengths only, or one request a run, where the probe at create found
+ *     that batching changes results: queue_probe_batching); per run:
  *   X[b, 0:S_b, :] = request b's rows, zero rows after; kv_lengths[b] = S_b
  *   (a whole model: its masks attend at 0:S_b, other ids zero; queue_batch.c)
  *   mha_run(X) -> Y; request b's output = Y[b, 0:S_b, :] (or Y[b] per item)
@@ -1032,7 +1034,7 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
         queue_free_memory(q);
         return st;
     }
-    /* once, before any batch: may a request be padded beside others? */
+    /* once, before any batch: how may requests share a run? */
     q->stats.batching = (int)queue_probe_batching(q);
     q->dispatchers = queue_dispatchers_new(q, o.num_dispatchers, o.max_batch);
     if (o.caller_runs) q->callers = queue_dispatchers_new(q, o.num_dispatchers, o.max_batch);
