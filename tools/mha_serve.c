@@ -1218,6 +1218,14 @@ int mha_cmd_serve(int argc, char **argv) {
            model_path, ipv6 ? "[" : "", o.host, ipv6 ? "]" : "", port, mha_runtime_backend(rt),
            c.precision == MHA_PRECISION_BFLOAT16 ? " in bfloat16" : "", mha_runtime_num_threads(rt),
            o.max_batch, o.max_delay_ms, runs);
+    mha_queue_stats probe;
+    mha_queue_get_stats(s.queue, &probe);
+    if (probe.batching == MHA_BATCH_EQUAL_LENGTHS)
+        printf("mha serve: padding changes this model's results (the queue's probe at start): "
+               "only requests of equal length share a batch\n");
+    else if (probe.batching == MHA_BATCH_ALONE)
+        printf("mha serve: a request's results depend on the others in its batch (the queue's "
+               "probe at start): one request a batch\n");
     fflush(stdout);
 
     int sig = 0;

@@ -293,8 +293,8 @@ static mha_status wm_alone(mha_runtime *rt, const mha_model *m, const int64_t *i
  * filled by the queue): every output of every request bitwise equal to the
  * request run alone; a request longer than the position table fails alone
  * and the others of its batch still succeed. */
-static void check_whole_model_batched(mha_model *m, int64_t vocab, int64_t max_s, int threads,
-                                      int max_batch) {
+static int whole_model_batched(mha_model *m, int64_t vocab, int64_t max_s, int threads,
+                               int max_batch) {
     mha_runtime *rt = runtime_new(threads);
     mha_queue *q = queue_new(rt, m, max_batch, 300.0, 64);
     enum { N = 20, BAD = 9 };
@@ -350,9 +350,16 @@ static void check_whole_model_batched(mha_model *m, int64_t vocab, int64_t max_s
         for (size_t k = 0; k < n_out[i]; k++)
             free(ref[i][k]);
     }
-    assert_int_equal(biggest, max_batch);
     mha_queue_destroy(q);
     mha_runtime_destroy(rt);
+    return biggest;
+}
+
+/* The same, every request's biggest batch the full max_batch (mixed
+ * lengths padded together). */
+static void check_whole_model_batched(mha_model *m, int64_t vocab, int64_t max_s, int threads,
+                                      int max_batch) {
+    assert_int_equal(whole_model_batched(m, vocab, max_s, threads, max_batch), max_batch);
 }
 
 static void test_whole_model_batched_equals_alone(void **state) {
@@ -369,6 +376,91 @@ static void test_whole_model_batched_equals_alone(void **state) {
     m = load(path);
     check_whole_model_batched(m, WM_VOCAB, WM_MAX_S, 0, 8);
     mha_model_free(m);
+}
+
+/* Two requests of token ids (lengths S0 > S1, ids below vocab) in one batch
+ * of a queue of max_batch 2 held for company: each bitwise its result
+ * alone; returns the batch size they ran in. batching: what the queue's
+ * stats must say of its probe (mha_queue_batching). */
+static int pair_batched(mha_runtime *rt, mha_model *m, int64_t vocab, int64_t S0, int64_t S1,
+                        int batching) {
+    mha_queue *q = queue_new(rt, m, 2, 10000.0, 8); /* the batch closes at the 2nd */
+    mha_queue_stats qs;
+    mha_queue_get_stats(q, &qs);
+    assert_int_equal(qs.batching, batching);
+    const int64_t S[2] = {S0, S1};
+    int64_t ids[2][16];
+    void *ref[2][4];
+    size_t bytes[2][4], n_out[2];
+    mha_request *req[2];
+    uint64_t rng = 41;
+    for (int i = 0; i < 2; i++) {
+        for (int64_t j = 0; j < S[i]; j++)
+            ids[i][j] = (int64_t)(tu_rand_u64(&rng) % (uint64_t)vocab);
+        assert_int_equal(wm_alone(rt, m, ids[i], S[i], ref[i], bytes[i], &n_out[i]), MHA_OK);
+    }
+    mha_error err = {0};
+    for (int i = 0; i < 2; i++) {
+        mha_tensor in = {MHA_DTYPE_INT64, 1, {S[i]}, ids[i]};
+        if (mha_queue_submit(q, &in, NULL, &req[i], &err) != MHA_OK)
+            fail_msg("submit %d: %s", i, err.message);
+    }
+    int batch = 0;
+    for (int i = 0; i < 2; i++) {
+        if (mha_request_wait(req[i], -1, &err) != MHA_OK) fail_msg("wait %d: %s", i, err.message);
+        mha_request_info info;
+        mha_request_get_info(req[i], &info);
+        if (i == 0) batch = info.batch_size;
+        assert_int_equal(info.batch_size, batch);
+        for (size_t k = 0; k < n_out[i]; k++) {
+            const mha_tensor *y = mha_request_output_at(req[i], k);
+            assert_non_null(y);
+            assert_int_equal((size_t)mha_tensor_numel(y) * sizeof(float), bytes[i][k]);
+            if (memcmp(y->data, ref[i][k], bytes[i][k]) != 0)
+                fail_msg("request of %lld beside one of %lld (batch of %d): output %zu differs "
+                         "from alone",
+                         (long long)S[i], (long long)S[1 - i], info.batch_size, k);
+            free(ref[i][k]);
+        }
+        mha_request_free(req[i]);
+    }
+    mha_queue_get_stats(q, &qs);
+    assert_int_equal(qs.batched, 2);
+    assert_int_equal(qs.batches, batch == 2 ? 1 : 2);
+    mha_queue_destroy(q);
+    return batch;
+}
+
+/* A model whose output is the last position's logits (GPT-2, tied head,
+ * vocabulary 32, 16 positions): padded beside a longer request, a short
+ * one would get the padding's logits. The queue's probe at create finds
+ * it and runs only equal lengths together, so every request is bitwise
+ * its result alone, in float32 and bfloat16; a model the padding cannot
+ * reach still mixes lengths in one run; one whose requests change each
+ * other's results runs them one at a time. */
+static void test_padding_probe(void **state) {
+    (void)state;
+    mha_runtime *rt = runtime_new(0);
+    mha_model *m = load(conformance_model("models/h_gpt2_tied_lastrow_gemm_op14"));
+    assert_int_equal(pair_batched(rt, m, 32, 7, 3, MHA_BATCH_EQUAL_LENGTHS), 1);
+    /* equal lengths still share */
+    assert_int_equal(pair_batched(rt, m, 32, 5, 5, MHA_BATCH_EQUAL_LENGTHS), 2);
+    /* lengths 1..14 at random (and one past the table), batches of 8 */
+    assert_true(whole_model_batched(m, 32, 14, 0, 8) >= 2);
+    test_precision = MHA_PRECISION_BFLOAT16;
+    assert_int_equal(pair_batched(rt, m, 32, 7, 3, MHA_BATCH_EQUAL_LENGTHS), 1);
+    test_precision = MHA_PRECISION_FLOAT32;
+    mha_model_free(m);
+    m = load(conformance_model("models/gpt2_preln_causal_l2_d64_h4"));
+    assert_int_equal(pair_batched(rt, m, WM_VOCAB, 7, 3, MHA_BATCH_MIXED_LENGTHS), 2);
+    mha_model_free(m);
+    /* BERT with dynamic int8 quantization (vocabulary 64, 16 positions): one
+     * scale for the whole batch's activations, so even a request of equal
+     * length changes another's results: one request a run */
+    m = load(conformance_model("models/d7_bert_ortdyn_int8_pertensor_op14"));
+    assert_int_equal(pair_batched(rt, m, 64, 5, 5, MHA_BATCH_ALONE), 1);
+    mha_model_free(m);
+    mha_runtime_destroy(rt);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1580,6 +1672,7 @@ int main(void) {
         cmocka_unit_test(test_whole_model_kv_lengths),
         cmocka_unit_test(test_whole_model_batched_equals_alone),
         cmocka_unit_test(test_whole_model_refusals),
+        cmocka_unit_test_teardown(test_padding_probe, precision_reset),
         cmocka_unit_test_teardown(test_bfloat16_batched_equals_alone, precision_reset),
         cmocka_unit_test(test_full_then_drain),
         cmocka_unit_test(test_cancel_deadline_shutdown),

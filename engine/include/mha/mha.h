@@ -611,6 +611,14 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
  *  - Whole models over token ids (BERT-, MiniLM-, GPT-2-style exports) batch
  *    the same way: a request gives its ids, the queue fills the masks and
  *    the other ids and returns every output cut to the request.
+ *  - Batching never changes a result: the masks and key lengths keep the
+ *    padding out of attention, but a model may read it elsewhere (the last
+ *    position's logits, a pooling or an attention they do not reach) or
+ *    mix the requests of a run (activations quantized over the batch). So
+ *    mha_queue_create probes the model once through the batches' own path
+ *    and runs only equal lengths together, or one request a run, when that
+ *    is what keeps every result bitwise the request's alone
+ *    (mha_queue_stats.batching). A lone attention layer is not probed.
  *  - `mha serve MODEL` is an HTTP face on this queue (docs/SERVING.md). */
 
 typedef struct mha_queue mha_queue;
@@ -832,6 +840,19 @@ MHA_API const mha_tensor *mha_request_output_at(const mha_request *req, size_t i
  *  runs once). Accepts NULL. Thread-safe with respect to the queue. */
 MHA_API void mha_request_free(mha_request *req);
 
+/** How a queue puts requests together in one run, decided once by a probe
+ *  at mha_queue_create (a short sequence alone, beside one of its length,
+ *  and padded beside a longer one; every output compared bitwise). */
+typedef enum mha_queue_batching {
+    MHA_BATCH_MIXED_LENGTHS = 0, /* nothing differed: lengths mixed within max_padding */
+    MHA_BATCH_EQUAL_LENGTHS = 1, /* padding changed a result (the model reads the last
+                                    position, or pools or attends where neither the masks
+                                    nor the key lengths reach): equal lengths only */
+    MHA_BATCH_ALONE = 2          /* a request's results depend on the others in its run
+                                    (activations quantized over the whole batch), or the
+                                    probe could not run: one request a run */
+} mha_queue_batching;
+
 /** Counters since the queue was created. */
 typedef struct mha_queue_stats {
     uint64_t submitted;     /* accepted by submit */
@@ -850,6 +871,9 @@ typedef struct mha_queue_stats {
      * ahead would pass the request's own deadline_ms (the queue neither
      * full nor behind max_queue_ms); not counted in rejected_full. */
     uint64_t rejected_deadline;
+    /* Appended after 0.1.0: how requests share a run, fixed at
+     * mha_queue_create by its probe (mha_queue_batching). */
+    int batching;
 } mha_queue_stats;
 
 MHA_API void mha_queue_get_stats(mha_queue *q, mha_queue_stats *out);

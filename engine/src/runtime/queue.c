@@ -15,7 +15,9 @@
  *     count x longest <= max_batch_tokens (the first is always taken);
  *     a request past its deadline completes with MHA_ERR_DEADLINE instead
  *   order them longest first and cut them into runs of similar lengths
- *     (padding within max_padding of a run's rows: queue_run_batch); per run:
+ *     (padding within max_padding of a run's rows: queue_run_batch; equal
+ *     lengths only, or one request a run, where the probe at create found
+ *     that batching changes results: queue_probe_batching); per run:
  *   X[b, 0:S_b, :] = request b's rows, zero rows after; kv_lengths[b] = S_b
  *   (a whole model: its masks attend at 0:S_b, other ids zero; queue_batch.c)
  *   mha_run(X) -> Y; request b's output = Y[b, 0:S_b, :] (or Y[b] per item)
@@ -664,6 +666,27 @@ static int queue_form_batch_locked(mha_queue *q, queue_dispatcher *d, mha_reques
     return n;
 }
 
+/* One padded run of n sequences xs[i] of lengths S[i] (longest L) in buf,
+ * the way every batch runs; d (may be NULL) is asked for cancels. */
+static mha_status queue_run_padded(mha_queue *q, queue_batch *buf, queue_dispatcher *d, int n,
+                                   int64_t L, const void *const *xs, const int64_t *S,
+                                   mha_error *err) {
+    const queue_layout *lay = &q->layout;
+    mha_status st = queue_batch_fill(lay, buf, n, L, xs, S, err);
+    if (st != MHA_OK) return st;
+    mha_run_options ro;
+    mha_run_options_init(&ro);
+    ro.num_threads = q->opts.num_threads;
+    if (d) {
+        ro.cancel = queue_cancel_batch;
+        ro.cancel_user = d;
+    }
+    /* every item's length, even for a batch of one: the same run either way */
+    ro.kv_lengths = S;
+    ro.precision = q->opts.precision;
+    return mha_run(q->rt, q->model, buf->tin, lay->n_in, buf->tout, lay->n_out, &ro, err);
+}
+
 /* Runs the n requests of items (a run of d->batch): pads, runs, copies
  * each request's part out. */
 static mha_status queue_run_items(mha_queue *q, queue_dispatcher *d, mha_request *const *items,
@@ -675,17 +698,7 @@ static mha_status queue_run_items(mha_queue *q, queue_dispatcher *d, mha_request
         d->lengths[i] = items[i]->S;
         d->xs[i] = items[i]->x;
     }
-    mha_status st = queue_batch_fill(lay, &d->buf, n, L, d->xs, d->lengths, err);
-    if (st != MHA_OK) return st;
-    mha_run_options ro;
-    mha_run_options_init(&ro);
-    ro.num_threads = q->opts.num_threads;
-    ro.cancel = queue_cancel_batch;
-    ro.cancel_user = d;
-    /* every item's length, even for a batch of one: the same run either way */
-    ro.kv_lengths = d->lengths;
-    ro.precision = q->opts.precision;
-    st = mha_run(q->rt, q->model, d->buf.tin, lay->n_in, d->buf.tout, lay->n_out, &ro, err);
+    mha_status st = queue_run_padded(q, &d->buf, d, n, L, d->xs, d->lengths, err);
     if (st != MHA_OK) return st;
     for (int i = 0; i < n; i++)
         queue_batch_take(lay, &d->buf, i, L, items[i]->S, items[i]->y);
@@ -747,6 +760,10 @@ static int queue_run_batch(mha_queue *q, queue_dispatcher *d, int n) {
         while (g1 < n) {
             const double rows = (double)(g1 - g0 + 1) * (double)L;
             if (rows - (double)(tokens + b[g1]->S) > q->opts.max_padding * rows) break;
+            /* what the probe at create allows (queue_probe_batching) */
+            if (q->stats.batching == MHA_BATCH_ALONE ||
+                (q->stats.batching == MHA_BATCH_EQUAL_LENGTHS && b[g1]->S != L))
+                break;
             tokens += b[g1++]->S;
         }
         /* the dispatcher's own until completion (published by the DONE store) */
@@ -863,6 +880,81 @@ static queue_dispatcher *queue_dispatchers_new(mha_queue *q, int n, int max_batc
     return ds;
 }
 
+/* A sequence of S of the primary input for the batching probe: token ids
+ * 1..3 (any vocabulary has them) or small float rows, varied by seed. */
+static void queue_probe_sequence(const queue_layout *lay, void *x, int64_t S, int seed) {
+    const queue_input *p = &lay->in[lay->primary];
+    for (int64_t j = 0; j < S * p->row; j++) {
+        const int v = (int)((j * 7 + seed * 5) % 3);
+        if (p->dtype == MHA_DTYPE_INT64)
+            ((int64_t *)x)[j] = v + 1;
+        else if (p->dtype == MHA_DTYPE_INT32)
+            ((int32_t *)x)[j] = v + 1;
+        else
+            ((float *)x)[j] = 0.25f * (float)(v - 1) + 0.125f * (float)(j % 5);
+    }
+}
+
+/* Whether every output of item i of batch x equals item j of batch y (runs
+ * padded to Lx and Ly), for a request of S. */
+static int queue_probe_same(const queue_layout *lay, const queue_batch *x, int i, int64_t Lx,
+                            const queue_batch *y, int j, int64_t Ly, int64_t S) {
+    for (size_t k = 0; k < lay->n_out; k++) {
+        const queue_output *o = &lay->out[k];
+        const size_t row = (size_t)o->row * o->elem;
+        const int64_t per = o->per_token ? 1 : 0;
+        const char *a = (const char *)x->out[k] + (size_t)i * (size_t)(per ? Lx : 1) * row;
+        const char *b = (const char *)y->out[k] + (size_t)j * (size_t)(per ? Ly : 1) * row;
+        if (memcmp(a, b, (size_t)(per ? S : 1) * row) != 0) return 0;
+    }
+    return 1;
+}
+
+/* How requests may share a run (mha_queue_batching), found once through
+ * the batches' own path (the same fill, masks, key lengths, precision):
+ * sequences s and t of 2 each alone, together, and s padded to 3 beside a
+ * longer one, every output compared bitwise. The masks and key lengths
+ * keep padding out of attention only: a model that reads the last
+ * position (or pools, or attends, without them) gives a padded request
+ * the padding's results; one that quantizes its activations over the
+ * whole batch gives each request a scale set by the others. A run that
+ * fails leaves the queue unsure: one request a run. A lone attention
+ * layer's rows are its own by construction: not probed. */
+static mha_queue_batching queue_probe_batching(mha_queue *q) {
+    mha_model_info info;
+    if (mha_model_get_info(q->model, &info) != MHA_OK) return MHA_BATCH_ALONE;
+    if (strcmp(info.form, "plan") != 0) return MHA_BATCH_MIXED_LENGTHS;
+    const queue_layout *lay = &q->layout;
+    const queue_input *p = &lay->in[lay->primary];
+    const size_t tok = (size_t)p->row * p->elem;
+    char *x = mha_calloc(NULL, 7, tok > 8 ? tok : 8);
+    if (!x) return MHA_BATCH_ALONE;
+    const char *s = x, *t = x + 2 * tok, *l = x + 4 * tok;
+    queue_probe_sequence(lay, x, 2, 2);
+    queue_probe_sequence(lay, x + 2 * tok, 2, 3);
+    queue_probe_sequence(lay, x + 4 * tok, 3, 1);
+    const void *xs[4][2] = {{s}, {t}, {t, s}, {l, s}};
+    const int64_t S[4][2] = {{2}, {2}, {2, 2}, {3, 2}};
+    const int n[4] = {1, 1, 2, 2};
+    const int64_t L[4] = {2, 2, 2, 3};
+    queue_batch b[4];
+    memset(b, 0, sizeof b);
+    mha_error err;
+    mha_error_clear(&err);
+    int ran = 1;
+    for (int r = 0; r < 4 && ran; r++)
+        ran = queue_run_padded(q, &b[r], NULL, n[r], L[r], xs[r], S[r], &err) == MHA_OK;
+    mha_queue_batching rule = MHA_BATCH_ALONE;
+    if (ran && queue_probe_same(lay, &b[0], 0, 2, &b[2], 1, 2, 2) &&
+        queue_probe_same(lay, &b[1], 0, 2, &b[2], 0, 2, 2))
+        rule = queue_probe_same(lay, &b[0], 0, 2, &b[3], 1, 3, 2) ? MHA_BATCH_MIXED_LENGTHS
+                                                                  : MHA_BATCH_EQUAL_LENGTHS;
+    for (int r = 0; r < 4; r++)
+        queue_batch_free(&b[r]);
+    mha_free(NULL, x);
+    return rule;
+}
+
 static void queue_free_memory(mha_queue *q) {
     queue_dispatchers_free(q->dispatchers, q->opts.num_dispatchers);
     queue_dispatchers_free(q->callers, q->opts.num_dispatchers);
@@ -942,6 +1034,8 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
         queue_free_memory(q);
         return st;
     }
+    /* once, before any batch: how may requests share a run? */
+    q->stats.batching = (int)queue_probe_batching(q);
     q->dispatchers = queue_dispatchers_new(q, o.num_dispatchers, o.max_batch);
     if (o.caller_runs) q->callers = queue_dispatchers_new(q, o.num_dispatchers, o.max_batch);
     if (!q->dispatchers || (o.caller_runs && !q->callers)) {
