@@ -1263,7 +1263,9 @@ static void test_caller_runs(void **state) {
             mha_request_free(r);
         }
         mha_queue_destroy(q);
-        if (caller && mine < N / 4)
+        /* a tenth: under TSan on a loaded 2-core machine the dispatcher
+         * won 85 of 100 races once (15 mine); without caller_runs it is 0 */
+        if (caller && mine < N / 10)
             fail_msg("caller_runs: %d of %d lone requests computed by their waiter", mine, N);
         if (!caller && mine != 0)
             fail_msg("without caller_runs %d of %d requests ran on the waiter", mine, N);
