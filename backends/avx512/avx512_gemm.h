@@ -87,34 +87,48 @@ static inline void gemm_ukernel_rows(int64_t kc, const float *ap, const float *b
 #define GEMM_HAVE_UKERNEL_ROWS 1
 
 /*
- * The full tile while the next B panel slice streams in: per k-step also
- * the two lines of next[k * 32 .. +32] requested (a hint; the same chain as
- * gemm_ukernel, the same bits). gemm_blocked.h gives it the slice after
- * this one to a short row block's first sliver: at 16 rows a weight byte
- * serves 8 FLOPs, so a slice left to come from memory when its kernel
- * starts stalls every k-step (MiniLM's 7 MB of weights a layer, no cache
- * holds six layers' of them), and the hardware prefetchers run only a few
- * lines ahead. Into L1 (T0): the slice is read within ~1 us, while the
- * current one's last reads (the short second sliver) hit L1 or L2; T1 gave
- * ~1.2x over no prefetch on MiniLM's S 16 shapes, T0 ~1.25x
- * (docs/PERFORMANCE.md, "serveB16").
+ * Rows [0, mr) of a full-width tile while the next B panel slice streams
+ * in: per k-step also the two lines of next[k * 32 .. +32] requested (a
+ * hint; each element the same chain as gemm_ukernel's, the same bits).
+ * gemm_blocked.h gives it the slice after this one for a short row
+ * block's first sliver: at 16 rows a weight byte serves 8 FLOPs, so a
+ * slice left to come from memory when its kernel starts stalls every
+ * k-step (MiniLM's 7 MB of weights a layer: no cache holds six layers'),
+ * and the hardware prefetchers run only a few lines ahead. Into L1 (T0):
+ * the slice is read within ~1 us, and the current one's last reads (the
+ * block's short second sliver) hit L1 or L2; in gemm_bench --cold T0 beat
+ * T1 and a distance of two slices (docs/PERFORMANCE.md, "serveB16").
  */
-static inline void gemm_ukernel_stream(int64_t kc, const float *ap, const float *bp, float *c,
-                                       int64_t ldc, int accumulate, const float *next) {
-    const int64_t mr = GEMM_MR;
-    AVX512_GEMM_ACC_LOAD(12)
-    for (int64_t k = 0; k < kc; k++) {
-        _mm_prefetch((const char *)(next + k * GEMM_NR), _MM_HINT_T0);
-        _mm_prefetch((const char *)(next + k * GEMM_NR + 16), _MM_HINT_T0);
-        vf b0 = _mm512_loadu_ps(bp + k * GEMM_NR);
-        vf b1 = _mm512_loadu_ps(bp + k * GEMM_NR + 16);
-        _Pragma("GCC unroll 12") for (int r = 0; r < 12; r++) {
-            vf a = _mm512_set1_ps(ap[k * GEMM_MR + r]);
-            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
-        }
+#define AVX512_GEMM_UKERNEL_STREAM(R)                                                              \
+    static inline void gemm_ukernel_stream_##R(int64_t kc, const float *ap, const float *bp,       \
+                                               float *c, int64_t ldc, int accumulate, int64_t mr,  \
+                                               const float *next) {                                \
+        AVX512_GEMM_ACC_LOAD(R)                                                                    \
+        for (int64_t k = 0; k < kc; k++) {                                                         \
+            _mm_prefetch((const char *)(next + k * GEMM_NR), _MM_HINT_T0);                         \
+            _mm_prefetch((const char *)(next + k * GEMM_NR + 16), _MM_HINT_T0);                    \
+            vf b0 = _mm512_loadu_ps(bp + k * GEMM_NR);                                             \
+            vf b1 = _mm512_loadu_ps(bp + k * GEMM_NR + 16);                                        \
+            _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                 \
+                vf a = _mm512_set1_ps(ap[k * GEMM_MR + r]);                                        \
+                acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);                                     \
+                acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);                                     \
+            }                                                                                      \
+        }                                                                                          \
+        AVX512_GEMM_ACC_STORE(R)                                                                   \
     }
-    AVX512_GEMM_ACC_STORE(12)
+AVX512_GEMM_UKERNEL_STREAM(4)
+AVX512_GEMM_UKERNEL_STREAM(8)
+AVX512_GEMM_UKERNEL_STREAM(12)
+
+static inline void gemm_ukernel_stream(int64_t kc, const float *ap, const float *bp, float *c,
+                                       int64_t ldc, int accumulate, int64_t mr, const float *next) {
+    if (mr <= 4)
+        gemm_ukernel_stream_4(kc, ap, bp, c, ldc, accumulate, mr, next);
+    else if (mr <= 8)
+        gemm_ukernel_stream_8(kc, ap, bp, c, ldc, accumulate, mr, next);
+    else
+        gemm_ukernel_stream_12(kc, ap, bp, c, ldc, accumulate, mr, next);
 }
 #define GEMM_HAVE_UKERNEL_STREAM 1
 

@@ -1,9 +1,10 @@
 /* test_gemm_stream.c -- the avx512 float32 GEMM's path for short row blocks
  * (a request of a few tokens), where the first sliver's kernel asks for the
  * B panel slice the driver reads next:
- *  - gemm_ukernel_stream (avx512_gemm.h): the full 12 x 32 tile, bit for bit
- *    a scalar fmaf chain per element (from 0 or from C), for kc 1 to 70 and
- *    around a 768 k-block, and nothing written outside the tile of a wider C;
+ *  - gemm_ukernel_stream (avx512_gemm.h): rows [0, mr) of a 12 x 32 tile
+ *    for mr 1 to 12, bit for bit a scalar fmaf chain per element (from 0 or
+ *    from C), for kc 1 to 70 and around a 768 k-block, and nothing written
+ *    outside those rows of a wider C;
  *  - gemm_blocked_next_slice (common/gemm_blocked.h): for every slice the
  *    driver reads (k-blocks outer, panels inner), the one it reads next, NULL
  *    after the last, for one and several k-blocks and ranges of panels;
@@ -49,24 +50,26 @@ static void test_stream_kernel_bits(void **state) {
     fill(bp, KMAX * GEMM_NR, 12, 0.25f);
     fill(next, KMAX * GEMM_NR, 13, 1.0f);
     for (int64_t kc = 1; kc <= KMAX; kc = kc < 70 ? kc + 1 : kc < 767 ? 767 : kc + 1)
-        for (int accumulate = 0; accumulate < 2; accumulate++) {
-            for (int i = 0; i < GEMM_MR * LDC; i++)
-                c[i] = i % LDC < GEMM_NR ? 0.25f * (float)(i % 13) - 1.0f : 7.0f;
-            for (int r = 0; r < GEMM_MR; r++)
-                for (int n = 0; n < LDC; n++) {
-                    float x = c[r * LDC + n];
-                    if (n < GEMM_NR) {
-                        x = accumulate ? x : 0.0f;
-                        for (int64_t k = 0; k < kc; k++)
-                            x = fmaf(ap[k * GEMM_MR + r], bp[k * GEMM_NR + n], x);
+        for (int64_t mr = 1; mr <= GEMM_MR; mr++)
+            for (int accumulate = 0; accumulate < 2; accumulate++) {
+                for (int i = 0; i < GEMM_MR * LDC; i++)
+                    c[i] = i % LDC < GEMM_NR ? 0.25f * (float)(i % 13) - 1.0f : 7.0f;
+                for (int r = 0; r < GEMM_MR; r++)
+                    for (int n = 0; n < LDC; n++) {
+                        float x = c[r * LDC + n];
+                        if (n < GEMM_NR && r < mr) {
+                            x = accumulate ? x : 0.0f;
+                            for (int64_t k = 0; k < kc; k++)
+                                x = fmaf(ap[k * GEMM_MR + r], bp[k * GEMM_NR + n], x);
+                        }
+                        want[r * LDC + n] = x;
                     }
-                    want[r * LDC + n] = x;
-                }
-            gemm_ukernel_stream(kc, ap, bp, c, LDC, accumulate, next);
-            if (memcmp(c, want, sizeof c) != 0)
-                fail_msg("kc %lld, accumulate %d: the tile differs from the fmaf chain",
-                         (long long)kc, accumulate);
-        }
+                gemm_ukernel_stream(kc, ap, bp, c, LDC, accumulate, mr, next);
+                if (memcmp(c, want, sizeof c) != 0)
+                    fail_msg(
+                        "kc %lld, %lld rows, accumulate %d: the tile differs from the fmaf chain",
+                        (long long)kc, (long long)mr, accumulate);
+            }
 }
 
 static void test_next_slice_order(void **state) {
