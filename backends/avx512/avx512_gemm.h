@@ -49,19 +49,25 @@
         _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);                                             \
     }
 
+/* Step k of the chain: two B vectors, R broadcasts of A, 2 R FMAs. */
+#define AVX512_GEMM_KSTEP(R, k)                                                                    \
+    {                                                                                              \
+        const int64_t kq = k;                                                                      \
+        vf b0 = _mm512_loadu_ps(bp + kq * GEMM_NR);                                                \
+        vf b1 = _mm512_loadu_ps(bp + kq * GEMM_NR + 16);                                           \
+        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                     \
+            vf a = _mm512_set1_ps(ap[kq * GEMM_MR + r]);                                           \
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);                                         \
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);                                         \
+        }                                                                                          \
+    }
+
 #define AVX512_GEMM_UKERNEL_ROWS(R)                                                                \
     static inline void gemm_ukernel_##R(int64_t kc, const float *ap, const float *bp, float *c,    \
                                         int64_t ldc, int accumulate, int64_t mr) {                 \
         AVX512_GEMM_ACC_LOAD(R)                                                                    \
-        for (int64_t k = 0; k < kc; k++) {                                                         \
-            vf b0 = _mm512_loadu_ps(bp + k * GEMM_NR);                                             \
-            vf b1 = _mm512_loadu_ps(bp + k * GEMM_NR + 16);                                        \
-            _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                 \
-                vf a = _mm512_set1_ps(ap[k * GEMM_MR + r]);                                        \
-                acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);                                     \
-                acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);                                     \
-            }                                                                                      \
-        }                                                                                          \
+        for (int64_t k = 0; k < kc; k++)                                                           \
+            AVX512_GEMM_KSTEP(R, k)                                                                \
         AVX512_GEMM_ACC_STORE(R)                                                                   \
     }
 AVX512_GEMM_UKERNEL_ROWS(4)
@@ -107,13 +113,7 @@ static inline void gemm_ukernel_rows(int64_t kc, const float *ap, const float *b
         for (int64_t k = 0; k < kc; k++) {                                                         \
             _mm_prefetch((const char *)(next + k * GEMM_NR), _MM_HINT_T0);                         \
             _mm_prefetch((const char *)(next + k * GEMM_NR + 16), _MM_HINT_T0);                    \
-            vf b0 = _mm512_loadu_ps(bp + k * GEMM_NR);                                             \
-            vf b1 = _mm512_loadu_ps(bp + k * GEMM_NR + 16);                                        \
-            _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                 \
-                vf a = _mm512_set1_ps(ap[k * GEMM_MR + r]);                                        \
-                acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);                                     \
-                acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);                                     \
-            }                                                                                      \
+            AVX512_GEMM_KSTEP(R, k)                                                                \
         }                                                                                          \
         AVX512_GEMM_ACC_STORE(R)                                                                   \
     }

@@ -133,24 +133,22 @@ static void test_short_blocks_bits(void **state) {
         gemm_blocked_pack_b(K, NMAX, B, NMAX, Bp);
         for (int64_t M = 1; M <= MMAX; M++)
             for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
-                mha_gemm_args a;
-                memset(&a, 0, sizeof a);
-                a.struct_size = sizeof a;
-                a.precision = MHA_PRECISION_FLOAT32;
-                a.M = M;
-                a.N = NMAX;
-                a.K = K;
-                a.A = A;
-                a.lda = K;
-                a.B_packed = Bp;
-                a.C = C;
-                a.ldc = NMAX;
-                a.m0 = 0;
-                a.m1 = M;
-                a.n0 = ranges[ri][0];
-                a.n1 = ranges[ri][1];
-                a.num_threads = 1;
-                a.bias = bias;
+                mha_gemm_args a = {.struct_size = sizeof a,
+                                   .precision = MHA_PRECISION_FLOAT32,
+                                   .M = M,
+                                   .N = NMAX,
+                                   .K = K,
+                                   .A = A,
+                                   .lda = K,
+                                   .B_packed = Bp,
+                                   .C = C,
+                                   .ldc = NMAX,
+                                   .m0 = 0,
+                                   .m1 = M,
+                                   .n0 = ranges[ri][0],
+                                   .n1 = ranges[ri][1],
+                                   .num_threads = 1,
+                                   .bias = bias};
                 for (int64_t i = 0; i < M * NMAX; i++)
                     C[i] = -3.0f;
                 assert_int_equal(gemm_blocked_run(&a), KERNEL_OK);
