@@ -1007,30 +1007,33 @@ static void test_gemm_balanced_end(void **state) {
     check_gemm_balance(4096, 768, 2304, 0.26);
 }
 
-/* At 2 threads a GEMM whose rows are one tile of a whole-width weight
- * (W2's output projection, a short request's or a decoding step's GEMMs)
- * is one column unit per thread, not two: each column unit packs all of A
- * again. Two row tiles, or a weight cut into slabs (W2's Q|K|V), keep two
- * units a thread, and every element of C is in one unit. */
+/* A GEMM whose rows are one tile of a whole-width weight (W2's output
+ * projection, a short request's or a decoding step's GEMMs) is one column
+ * unit per thread, not two: each column unit packs all of A again. Two
+ * row tiles, or a weight cut into slabs (W2's Q|K|V), keep two units a
+ * thread, and every element of C is in one unit. */
 static void test_gemm_one_row_tile_units(void **state) {
     (void)state;
     const struct {
-        int64_t M, K, N, units;
+        int64_t M, K, N;
+        int threads;
+        int64_t units;
     } want[] = {
-        {32, 768, 768, 2},  /* W2's output projection */
-        {1, 768, 768, 2},   /* a decoding step */
-        {16, 384, 1536, 2}, /* MiniLM-L6's FFN up at S 16 */
-        {128, 384, 384, 4}, /* two row tiles */
-        {32, 768, 2304, 4}, /* W2's Q|K|V: 4 slabs */
+        {32, 768, 768, 2, 2},  /* W2's output projection */
+        {32, 768, 768, 3, 3},  /* 3 of 256 columns */
+        {1, 768, 768, 2, 2},   /* a decoding step */
+        {16, 384, 1536, 2, 2}, /* MiniLM-L6's FFN up at S 16 */
+        {128, 384, 384, 2, 4}, /* two row tiles */
+        {32, 768, 2304, 2, 4}, /* W2's Q|K|V: 4 slabs */
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         exec_gemm_weights W = {.K = want[i].K, .N = want[i].N};
         exec_gemm_family f;
-        plan_units(&W, want[i].M, 2, &f);
+        plan_units(&W, want[i].M, want[i].threads, &f);
         if (f.n_units != want[i].units)
-            fail_msg("M %lld K %lld N %lld at 2 threads: %lld units, want %lld",
+            fail_msg("M %lld K %lld N %lld at %d threads: %lld units, want %lld",
                      (long long)want[i].M, (long long)want[i].K, (long long)want[i].N,
-                     (long long)f.n_units, (long long)want[i].units);
+                     want[i].threads, (long long)f.n_units, (long long)want[i].units);
         int64_t area = 0;
         for (int64_t u = 0; u < f.n_units; u++) {
             int64_t seg, r[4];
