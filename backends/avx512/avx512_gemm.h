@@ -118,6 +118,46 @@ static inline void gemm_ukernel_rows(int64_t kc, const float *ap, const float *b
 #define GEMM_HAVE_UKERNEL_ROWS 1
 
 /*
+ * Rows [0, mr) of a full-width tile while the next B panel slice streams
+ * in: per k-step also the two lines of next[k * 32 .. +32] requested (a
+ * hint; each element the same chain as gemm_ukernel's, the same bits).
+ * gemm_blocked.h gives it the slice after this one for a short row
+ * block's first sliver: at 16 rows a weight byte serves 8 FLOPs, so a
+ * slice left to come from memory when its kernel starts stalls every
+ * k-step (MiniLM's 7 MB of weights a layer: no cache holds six layers'),
+ * and the hardware prefetchers run only a few lines ahead. Into L1 (T0):
+ * the slice is read within ~1 us, and the current one's last reads (the
+ * block's short second sliver) hit L1 or L2; in gemm_bench --cold T0 beat
+ * T1 and a distance of two slices (docs/PERFORMANCE.md, "serveB16").
+ */
+#define AVX512_GEMM_UKERNEL_STREAM(R)                                                              \
+    static inline void gemm_ukernel_stream_##R(int64_t kc, const float *ap, const float *bp,       \
+                                               float *c, int64_t ldc, int accumulate, int64_t mr,  \
+                                               const float *next) {                                \
+        AVX512_GEMM_ACC_LOAD(R)                                                                    \
+        for (int64_t k = 0; k < kc; k++) {                                                         \
+            _mm_prefetch((const char *)(next + k * GEMM_NR), _MM_HINT_T0);                         \
+            _mm_prefetch((const char *)(next + k * GEMM_NR + 16), _MM_HINT_T0);                    \
+            AVX512_GEMM_KSTEP(R, k)                                                                \
+        }                                                                                          \
+        AVX512_GEMM_ACC_STORE(R)                                                                   \
+    }
+AVX512_GEMM_UKERNEL_STREAM(4)
+AVX512_GEMM_UKERNEL_STREAM(8)
+AVX512_GEMM_UKERNEL_STREAM(12)
+
+static inline void gemm_ukernel_stream(int64_t kc, const float *ap, const float *bp, float *c,
+                                       int64_t ldc, int accumulate, int64_t mr, const float *next) {
+    if (mr <= 4)
+        gemm_ukernel_stream_4(kc, ap, bp, c, ldc, accumulate, mr, next);
+    else if (mr <= 8)
+        gemm_ukernel_stream_8(kc, ap, bp, c, ldc, accumulate, mr, next);
+    else
+        gemm_ukernel_stream_12(kc, ap, bp, c, ldc, accumulate, mr, next);
+}
+#define GEMM_HAVE_UKERNEL_STREAM 1
+
+/*
  * A full sliver packed: dst[k * 12 + r] = A[r * lda + k] for r < 12, k < kc
  * (gemm_blocked.h's pass 1). The plain loop moves one float per load and
  * store with a 48-byte stride, some 5 % of a MiniLM run; here 4 rows x 8 k

@@ -110,6 +110,25 @@ static inline void gemm_prefetch_next_c(const mha_gemm_args *a, int64_t mb, int6
             __builtin_prefetch(c + r * a->ldc + j, 1, 3);
 }
 
+/* A short row block (at most GEMM_STREAM_ROWS, two slivers: a request of a
+ * few tokens) reads each B panel slice once, from memory for a model whose
+ * weights outgrow the caches; the slice it reads after panel p's at k-block
+ * k0 (the next panel's, after the last the first panel's of the next
+ * k-block; NULL after the last) is what its first sliver's kernel asks for
+ * while it computes, when the kernel file defines GEMM_HAVE_UKERNEL_STREAM and
+ *   void gemm_ukernel_stream(kc, ap, bp, c, ldc, accumulate, int64_t mr,
+ *                            const float *next):
+ *       gemm_ukernel_rows' rows r < mr (0 < mr <= MR), the same chains,
+ *       asking for next[k * NR .. +NR] at each k-step (a hint). */
+#define GEMM_STREAM_ROWS (2 * GEMM_MR)
+static inline const float *gemm_blocked_next_slice(const mha_gemm_args *a, int64_t p,
+                                                   int64_t p_first, int64_t p_last, int64_t k0) {
+    if (p < p_last) return (const float *)a->B_packed + ((p + 1) * a->K + k0) * GEMM_NR;
+    if (k0 + GEMM_KC < a->K)
+        return (const float *)a->B_packed + (p_first * a->K + k0 + GEMM_KC) * GEMM_NR;
+    return NULL;
+}
+
 /*
  * One row block against panels [p_first, p_last]: rows [mb, mb + GEMM_MC)
  * of C (clipped to m1), the panels' columns clipped to [n0, n1). Per
@@ -175,6 +194,16 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
                 const int64_t mr = rows - t * GEMM_MR < GEMM_MR ? rows - t * GEMM_MR : GEMM_MR;
                 const float *as = ap + t * kc * GEMM_MR;
                 gemm_prefetch_next_c(a, mb, rows, p, p_last, t, tiles);
+#ifdef GEMM_HAVE_UKERNEL_STREAM
+                const float *next = t == 0 && full_n && rows <= GEMM_STREAM_ROWS
+                                        ? gemm_blocked_next_slice(a, p, p_first, p_last, k0)
+                                        : NULL;
+                if (next) {
+                    gemm_ukernel_stream(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0,
+                                        mr, next);
+                    continue;
+                }
+#endif
                 if (mr == GEMM_MR && full_n) {
 #ifdef GEMM_HAVE_UKERNEL_PF
                     /* left <= 0: no lines, and no pointer past the slice */
