@@ -5,6 +5,11 @@
  *    and every 7th of [-2^-20, -2^-24], exactly 1 at +-0, exactly 0 at -inf and
  *    below -150 (no clamp: VREDUCEPS gives +0 for -inf), NaN kept, and never
  *    above 1;
+ *  - vf_exp2_f32, the float32 lazy softmax's 2^t for t <= 8: within 1.1 ulp
+ *    of exp2 in double over every 61st float of [-126, 8] (every float:
+ *    1.02 ulp at worst, measured once) and every float of [-2^-20, 2^-20]
+ *    near 0, exactly 1 at +-0, exact at integers, 0 at -inf and below
+ *    -150, NaN kept;
  *  - vf_exp, the float32 softmax's exp(x) for x <= 0: exactly 1 at 0, within
  *    4 ulp of exp in double on a sweep (the float32 softmax's bits depend on
  *    it: this pins the function).
@@ -84,6 +89,58 @@ static void test_exp2_bound(void **state) {
     /* just below 0, -2^-24 to -2^-20, where t - floor(t) rounds up to 1 */
     w = exp2_worst(0xb3800000u, 0xb5800000u, 7, &at);
     assert_true(w <= 8.6e-5);
+}
+
+/* the worst |vf_exp2_f32(t) - exp2(t)| in ulp of exp2(t) (2^(e - 24) for
+ * exp2(t) in [2^(e-1), 2^e)) over the floats of bits lo, lo + step, ... up
+ * to hi */
+static double exp2_f32_worst_ulp(uint32_t lo, uint32_t hi, uint32_t step, float *at) {
+    enum { N = 4096 };
+    float t[N], y[N];
+    double worst = 0.0;
+    uint64_t b = lo;
+    while (b <= hi) {
+        size_t n = 0;
+        for (; n < N && b <= hi; n++, b += step)
+            memcpy(&t[n], &(uint32_t){(uint32_t)b}, sizeof(float));
+        apply(vf_exp2_f32, t, y, n);
+        for (size_t i = 0; i < n; i++) {
+            const double want = exp2((double)t[i]);
+            int e;
+            frexp(want, &e);
+            const double u = fabs((double)y[i] - want) / ldexp(1.0, e - 24);
+            if (!(u <= worst)) {
+                worst = u;
+                *at = t[i];
+            }
+        }
+    }
+    return worst;
+}
+
+static void test_exp2_f32_bound(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    float at = 0.0f;
+    double w = exp2_f32_worst_ulp(0x80000000u, 0xc2fc0000u, 61, &at); /* -0 to -126 */
+    print_message("vf_exp2_f32: worst %.3g ulp at %.9g on [-126, 0]\n", w, (double)at);
+    assert_true(w <= 1.1);
+    w = exp2_f32_worst_ulp(0x00000000u, 0x41000000u, 61, &at); /* 0 to 8 */
+    print_message("vf_exp2_f32: worst %.3g ulp at %.9g on [0, 8]\n", w, (double)at);
+    assert_true(w <= 1.1);
+    /* every float of size 2^-20 or less, both signs (the table's index
+     * and the reduction at the boundary of a 1/16 step) */
+    assert_true(exp2_f32_worst_ulp(0x80000000u, 0xb5800000u, 1, &at) <= 1.1);
+    assert_true(exp2_f32_worst_ulp(0x00000000u, 0x35800000u, 1, &at) <= 1.1);
+    const float t[10] = {0.0f,     -0.0f, -INFINITY, -150.0f, -1e30f,
+                         -FLT_MAX, NAN,   -1.0f,     8.0f,    -3.0f};
+    float y[10];
+    apply(vf_exp2_f32, t, y, 10);
+    assert_true(y[0] == 1.0f && y[1] == 1.0f);
+    for (int i = 2; i < 6; i++)
+        assert_true(y[i] == 0.0f);
+    assert_true(isnan(y[6]));
+    assert_true(y[7] == 0.5f && y[8] == 256.0f && y[9] == 0.125f);
 }
 
 static void test_exp2_special_values(void **state) {
@@ -210,6 +267,7 @@ static void test_exp2_bound(void **state) {
     if (!cpu_has_avx512()) skip();
 }
 #define test_exp2_special_values test_exp2_bound
+#define test_exp2_f32_bound test_exp2_bound
 #define test_exp_pinned test_exp2_bound
 #define test_bf16_pack_sliver test_exp2_bound
 #define test_gemm_ukernel_pf test_exp2_bound
@@ -217,9 +275,9 @@ static void test_exp2_bound(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exp2_bound),      cmocka_unit_test(test_exp2_special_values),
-        cmocka_unit_test(test_exp_pinned),      cmocka_unit_test(test_bf16_pack_sliver),
-        cmocka_unit_test(test_gemm_ukernel_pf),
+        cmocka_unit_test(test_exp2_bound),       cmocka_unit_test(test_exp2_special_values),
+        cmocka_unit_test(test_exp2_f32_bound),   cmocka_unit_test(test_exp_pinned),
+        cmocka_unit_test(test_bf16_pack_sliver), cmocka_unit_test(test_gemm_ukernel_pf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
