@@ -119,11 +119,12 @@ MHA_API mha_status mha_npy_writer_begin(const char *path, mha_dtype dtype, int r
                               out);
 }
 
-MHA_API mha_status mha_npy_writer_begin_partial(const char *path, const char *partial_path,
-                                                mha_dtype dtype, int rank, const int64_t *dims,
-                                                int64_t shard_r0, int64_t shard_total,
-                                                int64_t rows_done, const mha_allocator *allocator,
-                                                mha_npy_writer **out, mha_error *err) {
+/* Both partial writers: the arguments checked, then npy_writer_begin_partial. */
+static mha_status npy_api_begin_partial(const char *path, const char *partial_path, mha_dtype dtype,
+                                        int rank, const int64_t *dims, int64_t shard_r0,
+                                        int64_t shard_total, const char *run, int64_t rows_done,
+                                        const mha_allocator *allocator, mha_npy_writer **out,
+                                        mha_error *err) {
     if (out) *out = NULL;
     if (!path || !out || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !dims) || rows_done < 0 ||
         (rows_done > 0 && !partial_path))
@@ -132,9 +133,18 @@ MHA_API mha_status mha_npy_writer_begin_partial(const char *path, const char *pa
     if (!w) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
     return npy_api_writer_out(w,
                               npy_writer_begin_partial(&w->alloc, path, partial_path, dtype, rank,
-                                                       dims, shard_r0, shard_total, NULL, rows_done,
+                                                       dims, shard_r0, shard_total, run, rows_done,
                                                        &w->w, err),
                               out);
+}
+
+MHA_API mha_status mha_npy_writer_begin_partial(const char *path, const char *partial_path,
+                                                mha_dtype dtype, int rank, const int64_t *dims,
+                                                int64_t shard_r0, int64_t shard_total,
+                                                int64_t rows_done, const mha_allocator *allocator,
+                                                mha_npy_writer **out, mha_error *err) {
+    return npy_api_begin_partial(path, partial_path, dtype, rank, dims, shard_r0, shard_total, NULL,
+                                 rows_done, allocator, out, err);
 }
 
 MHA_API const char *mha_npy_writer_partial_path(const mha_npy_writer *writer) {
@@ -178,16 +188,8 @@ MHA_API mha_status mha_npy_writer_begin_shard(const char *path, const char *part
     if (!shard || shard->struct_size < NPY_SHARD_V0 || shard->total <= 0)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "npy writer: shard not initialised (mha_npy_shard_init) or of no rows");
-    if (!path || !out || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !dims) || rows_done < 0 ||
-        (rows_done > 0 && !partial_path))
-        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy writer: bad argument");
-    mha_npy_writer *w = npy_api_writer_new(allocator);
-    if (!w) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
-    return npy_api_writer_out(w,
-                              npy_writer_begin_partial(&w->alloc, path, partial_path, dtype, rank,
-                                                       dims, shard->r0, shard->total, shard->run,
-                                                       rows_done, &w->w, err),
-                              out);
+    return npy_api_begin_partial(path, partial_path, dtype, rank, dims, shard->r0, shard->total,
+                                 shard->run, rows_done, allocator, out, err);
 }
 
 MHA_API size_t mha_npy_format_header_shard_run(mha_dtype dtype, int rank, const int64_t *dims,

@@ -54,20 +54,28 @@ static int batch_output_axis(const plan *P, const plan_shape *s, int sym) {
     return -1;
 }
 
+/* The sizes around axis d of t: outer (the axes before it), the bytes of
+ * one slice's run (the axes after it), for walking its slices. */
+static void batch_around(const tensor *t, int d, int64_t *outer, size_t *run) {
+    int64_t inner = 1;
+    *outer = 1;
+    for (int k = 0; k < d; k++)
+        *outer *= t->dims[k];
+    for (int k = d + 1; k < t->rank; k++)
+        inner *= t->dims[k];
+    *run = (size_t)inner * mha_dtype_size(t->dtype);
+}
+
 /* Whether want and got differ only in slice `keep` of axis d: 1 yes (and
  * *changed set when that slice differs), 0 another slice differs. */
 static int batch_only_slice(const tensor *want, const tensor *got, int d, int64_t keep,
                             int *changed) {
-    const size_t elem = mha_dtype_size(want->dtype);
-    int64_t outer = 1, inner = 1;
-    for (int k = 0; k < d; k++)
-        outer *= want->dims[k];
-    for (int k = d + 1; k < want->rank; k++)
-        inner *= want->dims[k];
-    const size_t run = (size_t)inner * elem;
+    int64_t outer;
+    size_t run;
+    batch_around(want, d, &outer, &run);
     for (int64_t o = 0; o < outer; o++)
         for (int64_t j = 0; j < want->dims[d]; j++) {
-            const size_t at = (size_t)((o * want->dims[d] + j) * inner) * elem;
+            const size_t at = (size_t)(o * want->dims[d] + j) * run;
             const int same =
                 memcmp((const char *)want->data + at, (const char *)got->data + at, run) == 0;
             if (j == keep && !same) *changed = 1;
@@ -78,15 +86,11 @@ static int batch_only_slice(const tensor *want, const tensor *got, int d, int64_
 
 /* Whether every slice of t along axis d is bitwise slice 0. */
 static int batch_slices_alike(const tensor *t, int d) {
-    const size_t elem = mha_dtype_size(t->dtype);
-    int64_t outer = 1, inner = 1;
-    for (int k = 0; k < d; k++)
-        outer *= t->dims[k];
-    for (int k = d + 1; k < t->rank; k++)
-        inner *= t->dims[k];
-    const size_t run = (size_t)inner * elem;
+    int64_t outer;
+    size_t run;
+    batch_around(t, d, &outer, &run);
     for (int64_t o = 0; o < outer; o++) {
-        const char *first = (const char *)t->data + (size_t)(o * t->dims[d] * inner) * elem;
+        const char *first = (const char *)t->data + (size_t)(o * t->dims[d]) * run;
         for (int64_t j = 1; j < t->dims[d]; j++)
             if (memcmp(first, first + (size_t)j * run, run) != 0) return 0;
     }
@@ -95,15 +99,11 @@ static int batch_slices_alike(const tensor *t, int d) {
 
 /* Every slice of t along axis d made slice 0's. */
 static void batch_copy_slice0(tensor *t, int d) {
-    const size_t elem = mha_dtype_size(t->dtype);
-    int64_t outer = 1, inner = 1;
-    for (int k = 0; k < d; k++)
-        outer *= t->dims[k];
-    for (int k = d + 1; k < t->rank; k++)
-        inner *= t->dims[k];
-    const size_t run = (size_t)inner * elem;
+    int64_t outer;
+    size_t run;
+    batch_around(t, d, &outer, &run);
     for (int64_t o = 0; o < outer; o++) {
-        char *first = (char *)t->data + (size_t)(o * t->dims[d] * inner) * elem;
+        char *first = (char *)t->data + (size_t)(o * t->dims[d]) * run;
         for (int64_t j = 1; j < t->dims[d]; j++)
             memcpy(first + (size_t)j * run, first, run);
     }
