@@ -902,10 +902,10 @@ static int queue_probe_same(const queue_layout *lay, const queue_batch *x, int i
     for (size_t k = 0; k < lay->n_out; k++) {
         const queue_output *o = &lay->out[k];
         const size_t row = (size_t)o->row * o->elem;
-        const int64_t per = o->per_token ? 1 : 0;
-        const char *a = (const char *)x->out[k] + (size_t)i * (size_t)(per ? Lx : 1) * row;
-        const char *b = (const char *)y->out[k] + (size_t)j * (size_t)(per ? Ly : 1) * row;
-        if (memcmp(a, b, (size_t)(per ? S : 1) * row) != 0) return 0;
+        for (int64_t s = 0; s < (o->per_token ? S : 1); s++)
+            if (memcmp(queue_output_at(lay, x, k, i, Lx, s), queue_output_at(lay, y, k, j, Ly, s),
+                       row) != 0)
+                return 0;
     }
     return 1;
 }
