@@ -57,6 +57,24 @@ one_line 1 "^mha: $T/big.npy: unsupported dtype '>f4' (big-endian float32); " \
 [ ! -e "$T/big_out.npy" ] || fail "a refused run wrote its output"
 echo "ok: the same bytes as '<f4' / '<i8'; big-endian still refused"
 
+echo "== .npy shapes numpy does not read as written: (02, 3, 16), (0x2, 3, 16)"
+# "02" was read as 2 where numpy (Python 3) refuses the header and Python
+# 2's numpy read "010" as 8; "0x2" was "shape tuple is not closed"
+with_descr '<f4' "(02, 3, 16)" "$T/x.npy" "$T/lead0.npy"
+one_line 1 "^mha: $T/lead0.npy: malformed .npy header: a dimension of the shape has a leading zero$" \
+  "$MHA" run "$T/m.onnx" "$T/lead0.npy" -o "$T/lead0_out.npy"
+with_descr '<f4' "(0x2, 3, 16)" "$T/x.npy" "$T/hex.npy"
+one_line 1 "^mha: $T/hex.npy: malformed .npy header: shape holds something other than decimal integers$" \
+  "$MHA" run "$T/m.onnx" "$T/hex.npy" -o "$T/hex_out.npy"
+[ ! -e "$T/lead0_out.npy" ] && [ ! -e "$T/hex_out.npy" ] || fail "a refused run wrote its output"
+
+echo "== a .pb input whose data is external"
+# "the model was loaded from memory without a folder": no model involved
+printf '\010\002\010\003\010\020\020\001\102\005query\152\021\012\010location\022\005x.npy\160\001' \
+  >"$T/ext.pb"
+one_line 1 "^mha: $T/ext.pb: tensor 'query': external data 'x.npy' is not read: a tensor file holds its data itself (save it without external data)$" \
+  "$MHA" run "$T/m.onnx" "$T/ext.pb" -o "$T/ext_out.npy"
+
 echo "== mha serve: --caller-runs beside --http-threads or --hold-when-idle"
 # each was dropped in silence (the server ran without it)
 if "$MHA" serve --help >/dev/null 2>&1; then

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "npy.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -257,12 +258,19 @@ static mha_status npy_text_shape(npy_text *t, int *rank, int64_t *dims) {
         if (t->p >= t->end || *t->p < '0' || *t->p > '9')
             return npy_text_fail(t, "shape holds something other than integers");
         int64_t v = 0;
+        const char *digits = t->p;
         while (t->p < t->end && *t->p >= '0' && *t->p <= '9') {
             if (!mha_mul_i64(v, 10, &v) || __builtin_add_overflow(v, (int64_t)(*t->p - '0'), &v))
                 return mha_fail(t->err, MHA_ERR_LIMIT, "%s: a dimension of the shape overflows",
                                 t->what);
             t->p++;
         }
+        /* "010": Python 3 (numpy) refuses the header, Python 2 read 8 */
+        if (*digits == '0' && t->p - digits > 1)
+            return npy_text_fail(t, "a dimension of the shape has a leading zero");
+        /* "0x2", "2L", "1_6": no decimal integer as numpy writes one */
+        if (t->p < t->end && (isalnum((unsigned char)*t->p) || *t->p == '_' || *t->p == '.'))
+            return npy_text_fail(t, "shape holds something other than decimal integers");
         if (n >= MHA_MAX_RANK)
             return mha_fail(t->err, MHA_ERR_LIMIT, "%s: shape has more than %d dimensions", t->what,
                             MHA_MAX_RANK);
