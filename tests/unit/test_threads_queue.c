@@ -10,6 +10,7 @@
 #endif
 #include "testutil.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -965,6 +966,16 @@ static void test_waited_before_submit(void **state) {
     so.waited_ms = -1;
     mha_request *bad = NULL;
     assert_int_equal(mha_queue_submit(q, &in, &so, &bad, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "waited_ms -1 is negative"));
+    so.waited_ms = NAN;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &bad, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "waited_ms nan is not a number"));
+    /* a deadline of NaN was taken as none (deadline_ms > 0 is false) */
+    so.waited_ms = 0;
+    so.deadline_ms = NAN;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &bad, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "deadline_ms nan is not a number"));
+    assert_null(bad);
     mha_queue_stats st;
     mha_queue_get_stats(q, &st);
     assert_int_equal(st.rejected_full, 1);
@@ -1709,6 +1720,13 @@ static void test_refusals(void **state) {
     mha_queue_options_init(&o);
     o.max_delay_ms = -1;
     assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_INVALID_ARGUMENT);
+    /* caller_runs beside hold_when_idle was dropped in silence */
+    mha_queue_options_init(&o);
+    o.caller_runs = 1;
+    o.hold_when_idle = 1;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "caller_runs does not go with hold_when_idle"));
+    assert_null(q);
     assert_int_equal(mha_queue_create(rt, m, NULL, &q, &err), MHA_OK);
     float x[3 * 32] = {0};
     mha_request *r = NULL;

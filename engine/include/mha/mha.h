@@ -715,7 +715,8 @@ typedef struct mha_queue_options {
                                  thread with no hand-off to a dispatcher and back.
                                  Such a waiter calls mha_run (the stack it needs) and
                                  runs other requests' callbacks. Not with
-                                 hold_when_idle. (Appended after hold_when_idle.) */
+                                 hold_when_idle (MHA_ERR_INVALID_ARGUMENT).
+                                 (Appended after hold_when_idle.) */
     int precision;            /* MHA_PRECISION_FLOAT32 (the default) or
                                  MHA_PRECISION_BFLOAT16: every batch's run in that
                                  precision (mha_run_options.precision). In bfloat16

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "npy.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -58,39 +59,96 @@ const char *npy_dtype_descr(mha_dtype dtype) {
     }
 }
 
-/* descr -> dtype. '<' little-endian, '|' not applicable (one byte), '='
- * native: this engine only runs on little-endian hosts. */
-static mha_dtype npy_dtype_from_descr(const char *d) {
-    if (strlen(d) != 3) return MHA_DTYPE_UNDEFINED;
-    char order = d[0];
-    int one_byte = d[2] == '1';
-    if (one_byte) {
-        if (order != '|' && order != '<' && order != '=') return MHA_DTYPE_UNDEFINED;
-    } else if (order != '<' && order != '=') {
-        return MHA_DTYPE_UNDEFINED;
-    }
-    switch (d[1]) {
+/* descr -> dtype, for the descrs numpy reads as one of the engine's dtypes
+ * in this host's (little-endian) order: an optional byte order ('<' little,
+ * '=' native, '|' not applicable -- numpy takes it for any size and writes
+ * it for one-byte types; '>' big, which only a one-byte type ignores), then
+ * a kind and a size in bytes ("f4", "f04": numpy reads the size as a
+ * number) or one of numpy's one-letter codes ("f", "e", "?"); or, without
+ * a byte order, a type name ("float32", "bool"). numpy writes "<f4", "|b1",
+ * "|i1"; the rest are what other writers and hand-made headers hold. */
+static mha_dtype npy_dtype_from_code(char code) {
+    switch (code) {
+    case 'e':
+        return MHA_DTYPE_FLOAT16;
     case 'f':
-        return d[2] == '4'   ? MHA_DTYPE_FLOAT32
-               : d[2] == '8' ? MHA_DTYPE_FLOAT64
-               : d[2] == '2' ? MHA_DTYPE_FLOAT16
-                             : MHA_DTYPE_UNDEFINED;
-    case 'i':
-        return d[2] == '8'   ? MHA_DTYPE_INT64
-               : d[2] == '4' ? MHA_DTYPE_INT32
-               : d[2] == '2' ? MHA_DTYPE_INT16
-               : d[2] == '1' ? MHA_DTYPE_INT8
-                             : MHA_DTYPE_UNDEFINED;
-    case 'u': /* uint16 / uint32: token ids, widened to the model's ids */
-        return d[2] == '1'   ? MHA_DTYPE_UINT8
-               : d[2] == '2' ? MHA_DTYPE_UINT16
-               : d[2] == '4' ? MHA_DTYPE_UINT32
-                             : MHA_DTYPE_UNDEFINED;
+        return MHA_DTYPE_FLOAT32;
+    case 'd':
+        return MHA_DTYPE_FLOAT64;
+    case '?':
+        return MHA_DTYPE_BOOL;
     case 'b':
-        return d[2] == '1' ? MHA_DTYPE_BOOL : MHA_DTYPE_UNDEFINED;
+        return MHA_DTYPE_INT8;
+    case 'B':
+        return MHA_DTYPE_UINT8;
+    case 'h':
+        return MHA_DTYPE_INT16;
+    case 'H':
+        return MHA_DTYPE_UINT16;
+    case 'i':
+        return MHA_DTYPE_INT32;
+    case 'I':
+        return MHA_DTYPE_UINT32;
+    case 'l': /* C long: 8 bytes on the LP64 hosts the engine builds on */
+    case 'q':
+        return MHA_DTYPE_INT64;
     default:
         return MHA_DTYPE_UNDEFINED;
     }
+}
+
+static mha_dtype npy_dtype_from_kind(char kind, long bytes) {
+    switch (kind) {
+    case 'f':
+        return bytes == 4   ? MHA_DTYPE_FLOAT32
+               : bytes == 8 ? MHA_DTYPE_FLOAT64
+               : bytes == 2 ? MHA_DTYPE_FLOAT16
+                            : MHA_DTYPE_UNDEFINED;
+    case 'i':
+        return bytes == 8   ? MHA_DTYPE_INT64
+               : bytes == 4 ? MHA_DTYPE_INT32
+               : bytes == 2 ? MHA_DTYPE_INT16
+               : bytes == 1 ? MHA_DTYPE_INT8
+                            : MHA_DTYPE_UNDEFINED;
+    case 'u': /* uint16 / uint32: token ids, widened to the model's ids */
+        return bytes == 1   ? MHA_DTYPE_UINT8
+               : bytes == 2 ? MHA_DTYPE_UINT16
+               : bytes == 4 ? MHA_DTYPE_UINT32
+                            : MHA_DTYPE_UNDEFINED;
+    case 'b':
+        return bytes == 1 ? MHA_DTYPE_BOOL : MHA_DTYPE_UNDEFINED;
+    default:
+        return MHA_DTYPE_UNDEFINED;
+    }
+}
+
+static mha_dtype npy_dtype_from_descr(const char *d) {
+    static const struct {
+        const char *name;
+        mha_dtype dtype;
+    } names[] = {
+        {"float16", MHA_DTYPE_FLOAT16}, {"float32", MHA_DTYPE_FLOAT32},
+        {"float64", MHA_DTYPE_FLOAT64}, {"int8", MHA_DTYPE_INT8},
+        {"int16", MHA_DTYPE_INT16},     {"int32", MHA_DTYPE_INT32},
+        {"int64", MHA_DTYPE_INT64},     {"uint8", MHA_DTYPE_UINT8},
+        {"uint16", MHA_DTYPE_UINT16},   {"uint32", MHA_DTYPE_UINT32},
+        {"bool", MHA_DTYPE_BOOL},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(d, names[i].name) == 0) return names[i].dtype;
+    const char *t = d;
+    char order = '=';
+    if (*t && strchr("<>=|", *t)) order = *t++;
+    mha_dtype dtype = MHA_DTYPE_UNDEFINED;
+    size_t len = strlen(t);
+    if (len == 1) {
+        dtype = npy_dtype_from_code(t[0]);
+    } else if (len >= 2 && len <= 8 && strspn(t + 1, "0123456789") == len - 1) {
+        dtype = npy_dtype_from_kind(t[0], strtol(t + 1, NULL, 10));
+    }
+    if (dtype == MHA_DTYPE_UNDEFINED) return dtype;
+    if (order == '>' && mha_dtype_size(dtype) > 1) return MHA_DTYPE_UNDEFINED;
+    return dtype;
 }
 
 /* A refused descr in words for its message, " (big-endian uint16)", or ""
@@ -200,12 +258,19 @@ static mha_status npy_text_shape(npy_text *t, int *rank, int64_t *dims) {
         if (t->p >= t->end || *t->p < '0' || *t->p > '9')
             return npy_text_fail(t, "shape holds something other than integers");
         int64_t v = 0;
+        const char *digits = t->p;
         while (t->p < t->end && *t->p >= '0' && *t->p <= '9') {
             if (!mha_mul_i64(v, 10, &v) || __builtin_add_overflow(v, (int64_t)(*t->p - '0'), &v))
                 return mha_fail(t->err, MHA_ERR_LIMIT, "%s: a dimension of the shape overflows",
                                 t->what);
             t->p++;
         }
+        /* "010": Python 3 (numpy) refuses the header, Python 2 read 8 */
+        if (*digits == '0' && t->p - digits > 1)
+            return npy_text_fail(t, "a dimension of the shape has a leading zero");
+        /* "0x2", "2L", "1_6": no decimal integer as numpy writes one */
+        if (t->p < t->end && (isalnum((unsigned char)*t->p) || *t->p == '_' || *t->p == '.'))
+            return npy_text_fail(t, "shape holds something other than decimal integers");
         if (n >= MHA_MAX_RANK)
             return mha_fail(t->err, MHA_ERR_LIMIT, "%s: shape has more than %d dimensions", t->what,
                             MHA_MAX_RANK);
