@@ -80,6 +80,31 @@ static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, fl
     gemm_ukernel_12(kc, ap, bp, c, ldc, accumulate, GEMM_MR);
 }
 
+/*
+ * The full tile, asking meanwhile for npf cache lines from pf into L2, one
+ * every two k-steps: gemm_blocked.h hands each sliver of a row block its
+ * share of the next B panel slice (96 KiB at KC 768), which otherwise comes
+ * from L3 or memory on the first sliver that reads it and stalls that
+ * kernel call. A hint only: each element is the same chain as
+ * gemm_ukernel's, the same bits. Paired, 1 thread, CPU time: BERT-base's
+ * FFN down GEMM (K 3072) ~7 % faster with its weight in memory, the whole
+ * model ~1.4 %; W1, W4 and MiniLM-L6 level (docs/PERFORMANCE.md, "gemm16").
+ */
+static inline void gemm_ukernel_pf(int64_t kc, const float *ap, const float *bp, float *c,
+                                   int64_t ldc, int accumulate, const char *pf, int64_t npf) {
+    const int64_t mr = GEMM_MR;
+    AVX512_GEMM_ACC_LOAD(12)
+    int64_t k = 0;
+    for (int64_t j = 0; k + 2 <= kc; k += 2, j++) {
+        if (j < npf) _mm_prefetch(pf + j * 64, _MM_HINT_T1);
+        AVX512_GEMM_KSTEP(12, k)
+        AVX512_GEMM_KSTEP(12, k + 1)
+    }
+    if (k < kc) AVX512_GEMM_KSTEP(12, k)
+    AVX512_GEMM_ACC_STORE(12)
+}
+#define GEMM_HAVE_UKERNEL_PF 1
+
 /* Rows [0, mr) of a full-width tile, 0 < mr < GEMM_MR. */
 static inline void gemm_ukernel_rows(int64_t kc, const float *ap, const float *bp, float *c,
                                      int64_t ldc, int accumulate, int64_t mr) {
