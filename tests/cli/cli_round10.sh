@@ -75,6 +75,13 @@ printf '\010\002\010\003\010\020\020\001\102\005query\152\021\012\010location\02
 one_line 1 "^mha: $T/ext.pb: tensor 'query': external data 'x.npy' is not read: a tensor file holds its data itself (save it without external data)$" \
   "$MHA" run "$T/m.onnx" "$T/ext.pb" -o "$T/ext_out.npy"
 
+echo "== mha bench --plugin-path naming a file that is no plugin"
+# exit 0: the file left out in silence and the other plugins timed (a
+# missing path was refused since round 8)
+: >"$T/empty.so"
+one_line 1 "^mha bench: $T/m.onnx: --plugin-path $T/empty.so: dlopen failed: " \
+  "$MHA" bench "$T/m.onnx" --shape 1,2 --plugin-path "$T/empty.so" --warmup 0 --threads 1 -q
+
 echo "== mha serve: --caller-runs beside --http-threads or --hold-when-idle"
 # each was dropped in silence (the server ran without it)
 if "$MHA" serve --help >/dev/null 2>&1; then
