@@ -27,7 +27,7 @@ export.
     /usr/bin/python3 make_zoo9.py [--real-vocab] [--all-forms] [OUTDIR [PREFIX...]]
 
 `--all-forms` writes the whole sweep of forms (5 families x 2 opsets x
-static / dynamic x mask / none x external data / not, ~90 cases); without
+static / dynamic x mask / none x external data / not: 104 cases); without
 it the subset the corpus keeps. Needs torch (1.13) and onnx (1.12); the
 same bytes for the same versions.
 """
@@ -162,6 +162,7 @@ class Gpt2Block(nn.Module):
     def attn(self, x, ext):
         q, k, v = self.c_attn(x).split(D, dim=2)
         q, k, v = heads(q, H), heads(k, H), heads(v, H)
+        self.present = (k, v)  # use_cache: `present` of the layer
         w = torch.matmul(q, k.transpose(-1, -2))
         w = w / torch.full([], v.size(-1) ** 0.5, dtype=w.dtype)
         q_len, k_len = q.size(-2), k.size(-2)
@@ -184,6 +185,7 @@ class Gpt2(nn.Module):
         self.wte, self.wpe = nn.Embedding(vocab, D), nn.Embedding(1024, D)
         self.h = nn.ModuleList([Gpt2Block() for _ in range(L)])
         self.ln_f = nn.LayerNorm(D, eps=1e-5)
+        self.use_cache = False
 
     def forward(self, input_ids, attention_mask=None):
         s = input_ids.size(-1)
@@ -195,7 +197,8 @@ class Gpt2(nn.Module):
         x = self.wte(input_ids) + self.wpe(position_ids)
         for block in self.h:
             x = block(x, ext)
-        return nn.functional.linear(self.ln_f(x), self.wte.weight)  # lm_head tied
+        logits = nn.functional.linear(self.ln_f(x), self.wte.weight)  # lm_head tied
+        return (logits,) + sum((blk.present for blk in self.h), ()) if self.use_cache else logits
 
 
 # ----------------------------------------------------------------- LLaMA ----
@@ -232,6 +235,7 @@ class LlamaLayer(nn.Module):
         v = self.v_proj(h).view(b, s, KV, DH).transpose(1, 2)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        self.present = (k, v)  # use_cache: cached after the rotary, before repeat_kv
         k = k[:, :, None, :, :].expand(b, KV, H // KV, s, DH).reshape(b, H, s, DH)  # repeat_kv
         v = v[:, :, None, :, :].expand(b, KV, H // KV, s, DH).reshape(b, H, s, DH)
         w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(DH)
@@ -251,6 +255,7 @@ class Llama(nn.Module):
         self.layers = nn.ModuleList([LlamaLayer() for _ in range(L)])
         self.norm = RMSNorm()
         self.lm_head = nn.Linear(D, vocab, bias=False)
+        self.use_cache = False
 
     def forward(self, input_ids, attention_mask=None):
         b, s = input_ids.shape
@@ -274,7 +279,8 @@ class Llama(nn.Module):
             causal[:, :, :, :s] = causal[:, :, :, :s].masked_fill(padding, FMIN)
         for layer in self.layers:
             x = layer(x, cos, sin, causal)
-        return self.lm_head(self.norm(x))
+        logits = self.lm_head(self.norm(x))
+        return (logits,) + sum((layer.present for layer in self.layers), ()) if self.use_cache else logits
 
 
 # -------------------------------------------------------------------- T5 ----
@@ -457,6 +463,19 @@ KEEP = {
     "t5enc": [(0, 14, True, True), (1, 17, False, False)],
     "t5": [(0, 17, True, False), (1, 14, True, True)],
 }
+
+
+def cache_forms(outdir, vocab_of):
+    """GPT-2 and LLaMA exported as their defaults leave them (use_cache=True):
+    the logits and each layer's present key and value as outputs."""
+    present = ["present.%d.%s" % (i, kv) for i in range(L) for kv in ("key", "value")]
+    for fam, cls, seed, opset in (("gpt2", Gpt2, 2, 14), ("llama", Llama, 3, 17)):
+        names = ["input_ids", "attention_mask"]
+        model = cls(vocab_of[fam])
+        model.use_cache = True
+        torch.manual_seed(0)
+        export_case(outdir, "f9_%s_ids_mask_present_dyn_op%d" % (fam, opset), Inputs(model, names), 900 + seed,
+                    family_inputs(fam, vocab_of[fam], names, 90 + seed), names, ["logits"] + present, opset)
 
 
 def families(outdir, real_vocab, all_forms):
@@ -909,6 +928,7 @@ def main():
     outdir = args[0] if args else os.path.dirname(os.path.abspath(__file__))
     PREFIXES.extend(args[1:])
     families(outdir, real_vocab, all_forms)
+    cache_forms(outdir, REAL_VOCAB if real_vocab else VOCAB)
     if not real_vocab and not all_forms:
         zoo9(outdir)
 
