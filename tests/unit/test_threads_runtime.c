@@ -825,25 +825,17 @@ static void test_free_slot_told_when_not_taken(void **state) {
  * reports no runtime) or refuses to set one (a seccomp filter). */
 /* ------------------------------------------------------------------------ */
 
-typedef struct slice_attr { /* the kernel's struct sched_attr, first version */
-    uint32_t size, policy;
-    uint64_t flags;
-    int32_t nice;
-    uint32_t priority;
-    uint64_t runtime, deadline, period;
-} slice_attr;
-
 static uint64_t slice_of(long tid) {
-    slice_attr a = {.size = sizeof a};
+    run_slots_sched_attr a = {.size = sizeof a};
     if (syscall(SYS_sched_getattr, (pid_t)tid, &a, sizeof a, 0) != 0) return 0;
     return a.policy == 0 ? a.runtime : 0;
 }
 
 /* 1 if this thread may set itself a slice (a seccomp filter may refuse) */
 static int slice_settable(uint64_t slice) {
-    slice_attr a = {.size = sizeof a};
+    run_slots_sched_attr a = {.size = sizeof a};
     if (syscall(SYS_sched_getattr, 0, &a, sizeof a, 0) != 0) return 0;
-    slice_attr b = a;
+    run_slots_sched_attr b = a;
     b.flags = 0;
     b.runtime = slice;
     if (syscall(SYS_sched_setattr, 0, &b, 0) != 0) return 0;

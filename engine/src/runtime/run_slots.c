@@ -26,16 +26,6 @@ enum {
     RUN_YOUR_SLOT /* an own_thread run: a slot passed to its caller */
 };
 
-/* A waiting caller's time slice (run_slots.h: RUN_SLOTS_WAIT_SLICE_US).
- * The kernel's struct sched_attr as of its first version (48 bytes). */
-typedef struct run_slots_sched_attr {
-    uint32_t size, policy;
-    uint64_t flags;
-    int32_t nice;
-    uint32_t priority;
-    uint64_t runtime, deadline, period;
-} run_slots_sched_attr;
-
 /* A caller's run; on its caller's stack until it returns. */
 struct run_slot_wait {
     run_slot_wait *next;

@@ -48,6 +48,7 @@
 #define MHA_RUN_SLOTS_H
 
 #include <pthread.h>
+#include <stdint.h>
 
 #include "mha/mha.h"
 #include "pool.h"
@@ -74,6 +75,16 @@
  * and a short slice would let it preempt the thread that left the slot
  * before that one returned. */
 #define RUN_SLOTS_WAIT_SLICE_US 100
+
+/* The kernel's struct sched_attr as of its first version (48 bytes): a
+ * thread's time slice is its runtime (sched_getattr, sched_setattr). */
+typedef struct run_slots_sched_attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+} run_slots_sched_attr;
 
 typedef struct run_slot_wait run_slot_wait;
 
