@@ -16,6 +16,9 @@
  *   vf_exp_or_zero(s, m)      s == -inf ? 0 : exp(s - m)
  *   FA_HAVE_EXP2 (optional) and vf_exp2(t) = 2^t for t <= 0, -inf -> 0:
  *                             the bfloat16 softmax then exponentiates in base 2
+ *   FA_HAVE_EXP2_F32 (optional, with FA_HAVE_EXP2) and vf_exp2_f32(t) =
+ *                             2^t to float32 accuracy for t <= 8, -inf -> 0:
+ *                             float32 rows then take the lazy form too
  *   vf_bad_bits(s)            bit per lane that is NaN or +inf
  *   FA_HAVE_NONFINITE_BITS (optional) and vf_nonfinite_bits(s): bit per
  *                             lane that is NaN, +inf or -inf (plain rows
@@ -78,8 +81,11 @@
  * unmasked rows do that softmax on their accumulators
  * (fa_score_bf16_fused). A hidden key is then a 0 probability as a key
  * the row does not have is, so a padded batch item whose padding is
- * masked gets the bits it gets alone. float32 keeps the exact max and its
- * bits.
+ * masked gets the bits it gets alone. With FA_HAVE_EXP2_F32 (avx512)
+ * float32 rows take the same lazy form with vf_exp2_f32 (float32
+ * accuracy, four FMA-pipe operations where vf_exp takes ten; whole score
+ * tiles through fa_score_f32_fused); the other float32 rows, and float32
+ * on the other backends, keep the exact max and base e.
  */
 #ifndef MHA_BACKENDS_FLASH_ATTENTION_H
 #define MHA_BACKENDS_FLASH_ATTENTION_H
@@ -851,13 +857,28 @@ static inline int fa_score_plain_tile(const mha_attn_args *a, int64_t nd, const 
  * reference max: p <= 2^8, so l and acc stay far from overflow. */
 #define FA_LAZY_SLACK 8.0f
 
-/* bfloat16 rows with no softcap or ALiBi, when 0 < scale log2(e) <= 1
- * (fa_lazy_ok), and no mask or one that only hides keys
+/* bfloat16 rows (and float32 ones with FA_HAVE_EXP2_F32) with no softcap
+ * or ALiBi, when 0 < scale log2(e) <= 1 (fa_lazy_ok), and no mask or one that only hides keys
  * (fa_mask_lazy): the online softmax with a lazy reference max, in
  * base 2 on the raw dot products, p = 2^(dot c2 - m2) with c2 = scale
  * log2(e). */
 static inline int fa_lazy_ok(const mha_attn_args *a, float c2) {
-    return fa_bf16(a) && !kernel_alibi_slopes(a) && !(a->softcap > 0.0f) && c2 > 0.0f && c2 <= 1.0f;
+#ifdef FA_HAVE_EXP2_F32
+    const int served = 1; /* float32 too, with its own 2^t */
+#else
+    const int served = fa_bf16(a);
+#endif
+    return served && !kernel_alibi_slopes(a) && !(a->softcap > 0.0f) && c2 > 0.0f && c2 <= 1.0f;
+}
+
+/* The lazy form's 2^t: bfloat16's short vf_exp2, float32's vf_exp2_f32
+ * (fine: float32 accuracy) where the backend has it. */
+static inline vf fa_exp2(int fine, vf t) {
+#ifdef FA_HAVE_EXP2_F32
+    if (fine) return vf_exp2_f32(t);
+#endif
+    (void)fine;
+    return vf_exp2(t);
 }
 
 /* A mask term at or below this is a padding fill (finfo.min, which the
@@ -945,6 +966,7 @@ static inline int fa_row_softmax_lazy(float c2, int64_t nv, float *srow, float *
     }
     vf vmax;
     if (!fa_block_max(x, bad, poisoned, &vmax)) return 0;
+    const int fine = !fa_bf16(a);
     float mn = *m2, corr = 1.0f;
     if (vf_gt_bits(vmax, vf_set1(*thr))) {
         /* past the slack, or the row's first visible key: the block's max
@@ -952,7 +974,7 @@ static inline int fa_row_softmax_lazy(float c2, int64_t nv, float *srow, float *
         mn = vf_hmax(vmax) * c2;
         if (*m2 != -INFINITY) {
             _Alignas(64) float e[VLEN];
-            vf_store(e, vf_exp2(vf_set1(*m2 - mn)));
+            vf_store(e, fa_exp2(fine, vf_set1(*m2 - mn)));
             corr = e[0];
         } else {
             corr = 0.0f;
@@ -964,7 +986,7 @@ static inline int fa_row_softmax_lazy(float c2, int64_t nv, float *srow, float *
     const vf vc = vf_set1(c2), vneg = vf_set1(-mn);
     vf psum = vf_zero();
     _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
-        x[c] = vf_exp2(vf_fma(x[c], vc, vneg)); /* -inf -> 0 */
+        x[c] = fa_exp2(fine, vf_fma(x[c], vc, vneg)); /* -inf -> 0 */
         psum = vf_add(psum, x[c]);
     }
     fa_store_p(a, x, srow);
@@ -1031,6 +1053,71 @@ static inline int fa_score_bf16_fused(int64_t nd, const uint32_t *qp, const uint
     return !bad;
 }
 #endif
+
+#if defined(FA_HAVE_EXP2_F32) && FA_SCV == FA_NCV && FA_MR <= VLEN
+#define FA_HAVE_FUSED_F32 1
+/*
+ * A full float32 score tile (FA_MR rows x the whole key block, every row
+ * seeing every key) with the lazy softmax done on its accumulators, for
+ * rows whose reference m2 is set: fa_row_softmax_lazy's operations on the
+ * same values (t = dot c2 - m2 by one FMA, vf_exp2_f32, the sum over the
+ * vectors in key order from 0; the caller adds it to l, as l * 1 + psum),
+ * so a row gets the same bits whichever path its tile took. The products
+ * are fa_score_tile_full's chain. Returns 1 with the probabilities at
+ * s + r * FA_BC and psum[r] each row's sum; 0 when a dot passes its row's
+ * thr (m2 must move): the raw dots are stored at s instead, for the row
+ * pass; -1 when a row's sum is not finite (a NaN dot; s then holds
+ * neither): the caller scores the tile again for the row pass. negm
+ * [FA_MR]: -m2; thr [FA_MR]. Not inlined: in fa_query_block the
+ * compiler kept the exp's constants in registers across the tiles, and two
+ * of the 24 accumulators went to the stack in the product loop (W3's node
+ * 0.99 of the plain tile's time instead of ~0.9).
+ */
+__attribute__((noinline)) static int fa_score_f32_fused(int64_t nd, const float *qp,
+                                                        const float *kt, float *s,
+                                                        const float *negm, const float *thr,
+                                                        float c2, vf *psum) {
+    vf acc[FA_MR][FA_NCV];
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] = vf_zero();
+    for (int64_t d = 0; d < nd; d++) {
+        vf kv[FA_NCV];
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) kv[c] =
+            FA_F32_LOAD(kt + d * FA_BC + c * VLEN);
+        _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+            vf qb = FA_F32_SET1(qp[d * FA_BR + r]);
+            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] =
+                FA_F32_MAC(acc[r][c], qb, kv[c]);
+        }
+    }
+    unsigned over = 0;
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+        vf vmax = acc[r][0];
+        _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, acc[r][c]);
+        over |= vf_gt_bits(vmax, vf_set1(thr[r]));
+    }
+    if (over) {
+        _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
+            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)
+                vf_store(s + r * FA_BC + c * VLEN, acc[r][c]);
+        return 0;
+    }
+    const vf vc = vf_set1(c2);
+    unsigned bad = 0;
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+        const vf vneg = vf_set1(negm[r]);
+        vf ps = vf_zero();
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
+            const vf p = vf_exp2_f32(vf_fma(acc[r][c], vc, vneg));
+            ps = vf_add(ps, p);
+            vf_store(s + r * FA_BC + c * VLEN, p);
+        }
+        psum[r] = ps;
+        bad |= vf_nonfinite_bits(ps);
+    }
+    return bad ? -1 : 1;
+}
+#endif
 #endif
 
 /*
@@ -1057,9 +1144,9 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     const int plain = !slopes && !a->mask && !(a->softcap > 0.0f);
 #endif
 #ifdef FA_HAVE_LAZY_MAX
-    /* bfloat16 rows with no mask or one that only hides keys: the lazy
-     * max (lazy_row, set with the rows' ends); mx then holds m2, thr the
-     * dots past which m2 moves */
+    /* bfloat16 rows (float32 too with FA_HAVE_EXP2_F32) with no mask or one
+     * that only hides keys: the lazy max (lazy_row, set with the rows'
+     * ends); mx then holds m2, thr the dots past which m2 moves */
     const float c2 = a->scale * FA_LOG2E;
     const int lazy = fa_lazy_ok(a, c2);
     float thr[FA_BR];
@@ -1069,7 +1156,10 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
     /* float32 plain rows: whole score tiles do their softmax on their
      * accumulators (fa_score_plain_tile); pdone / pcorr: the rows of this
      * key block it did and their factors */
-    const int plain_tile = plain && !fa_bf16(a);
+    int plain_tile = plain && !fa_bf16(a);
+#ifdef FA_HAVE_LAZY_MAX
+    plain_tile &= !lazy; /* float32 in the lazy form (FA_HAVE_EXP2_F32) */
+#endif
     char pdone[FA_BR];
     float pcorr[FA_BR];
     /* A key block whose rows the plain tile all did, no row poisoned yet,
@@ -1077,10 +1167,12 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
      * the whole block, with the tile's factors -- the list pass 2 would
      * build, entry by entry (W3's node -1.2 %, its layer -1.1 %). */
     int64_t all_rows[FA_BR], all_nv[FA_BR];
+    float ones[FA_BR];
     int any_poisoned = 0;
     for (int64_t r = 0; r < br; r++) {
         all_rows[r] = r;
         all_nv[r] = FA_BC;
+        ones[r] = 1.0f;
     }
 #endif
 
@@ -1140,11 +1232,11 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
          * the key vectors its rows may see (row_end grows with the row, so
          * the tile's last row sees most; vectors past them stay unwritten,
          * and pass 2 hides those lanes without reading them as scores) */
-#ifdef FA_HAVE_FUSED_TILE
+#if defined(FA_HAVE_FUSED_TILE) || defined(FA_HAVE_FUSED_F32)
         char fused[FA_BR] = {0}; /* rows whose block the fused tile did */
 #endif
 #ifdef FA_HAVE_PLAIN_TILE
-        int64_t n_pdone = 0; /* rows the plain tile did in this block */
+        int64_t n_pdone = 0; /* rows the plain tile (or the float32 fused one) did */
 #endif
         for (int64_t r0 = 0; r0 < br; r0 += FA_MR) {
             const int64_t seen = row_end[(r0 + FA_MR < br ? r0 + FA_MR : br) - 1] - j0;
@@ -1176,6 +1268,34 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                     }
                     continue;
                 }
+            }
+#endif
+#ifdef FA_HAVE_FUSED_F32
+            /* float32: a whole tile of rows past their first block that
+             * all see every key of it */
+            if (lazy && !a->mask && !fa_bf16(a) && j0 > 0 && r0 + FA_MR <= br &&
+                row_end[r0] - j0 >= FA_BC) {
+                int ok = 1;
+                float negm[FA_MR];
+                vf psum[FA_MR];
+                for (int r = 0; r < FA_MR; r++) {
+                    ok &= mx[r0 + r] != -INFINITY && !poisoned[r0 + r];
+                    negm[r] = -mx[r0 + r];
+                }
+                const int got = ok ? fa_score_f32_fused(dk, qp + r0, ktb, s + r0 * FA_BC, negm,
+                                                        thr + r0, c2, psum)
+                                   : -1;
+                if (got == 1) {
+                    for (int r = 0; r < FA_MR; r++) {
+                        float *l = lv + (r0 + r) * VLEN;
+                        vf_store(l, vf_add(vf_load(l), psum[r]));
+                        fused[r0 + r] = 1;
+                    }
+#ifdef FA_HAVE_PLAIN_TILE
+                    n_pdone += FA_MR;
+#endif
+                }
+                if (got >= 0) continue; /* done, or its dots stored for the row pass */
             }
 #endif
 #ifdef FA_HAVE_PLAIN_TILE
@@ -1217,8 +1337,10 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 #ifdef FA_HAVE_PLAIN_TILE
         if (n_pdone == br && !any_poisoned) {
             /* a tile is done only when its first row, so every row of it,
-             * sees the whole block */
-            fa_pv_block(s, acc, pad, all_rows, all_nv, pcorr, br, vp + j0 * vs, vs, dvp);
+             * sees the whole block (a fused tile's rows: factor 1, none
+             * poisoned) */
+            fa_pv_block(s, acc, pad, all_rows, all_nv, plain_tile ? pcorr : ones, br, vp + j0 * vs,
+                        vs, dvp);
             continue;
         }
 #endif
@@ -1240,7 +1362,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 #endif
 #ifdef FA_HAVE_LAZY_MAX
             if (lazy_row[r]) {
-#ifdef FA_HAVE_FUSED_TILE
+#if defined(FA_HAVE_FUSED_TILE) || defined(FA_HAVE_FUSED_F32)
                 if (fused[r]) {
                     corr[n_live] = 1.0f;
                     live[n_live] = r;

@@ -16,7 +16,11 @@
  *          block's rows: fused's work in tiles of 4 rows, each tile's
  *          softmax inside the next tile's product loop; piped - score is
  *          the softmax left over. Its bits are checked against fused's
- *          first (printed: the only check the program makes).
+ *          first (printed: the only check the program makes);
+ *   lazy   fa_score_f32_fused (FA_HAVE_FUSED_F32, the float32 rows' lazy
+ *          form): the same products and the lazy softmax with
+ *          vf_exp2_f32, each row's reference max set (no row passes its
+ *          slack); lazy - score is that softmax.
  * Each is 2 FA_MR FA_BC 64 FLOPs of products per tile; the ideal time
  * at --peak GFLOP/s (the FMA peak of `mha peak`, default 222) is printed
  * beside the measured one. The phases alternate in every repetition
@@ -216,7 +220,7 @@ __attribute__((noinline)) static int64_t fa_score_plain_pipe(const mha_attn_args
 #define TB_D 64
 #define TB_KBLOCKS 32
 #define TB_TILES (FA_BR / FA_MR)
-#define TB_PHASES 4
+#define TB_PHASES 5
 
 static double tb_now(void) {
     struct timespec t;
@@ -267,6 +271,26 @@ static double tb_phase(int phase, int blocks) {
                                     corr + r0);
         }
         if (phase == 2) fa_pv_block(sc, acc, pad, live, live_nv, corr, FA_BR, vb, TB_D, TB_D);
+#ifdef FA_HAVE_FUSED_F32
+        if (phase == 4) {
+            /* dots here are ~N(0, 2.7^2): a reference max of 10 c2, no
+             * row past its slack */
+            const float c2 = a.scale * FA_LOG2E;
+            float negm[FA_MR], thr[FA_MR];
+            for (int r = 0; r < FA_MR; r++) {
+                negm[r] = -10.0f * c2;
+                thr[r] = (10.0f * c2 + FA_LAZY_SLACK) / c2;
+            }
+            for (int r0 = 0; r0 < FA_BR; r0 += FA_MR) {
+                vf psum[FA_MR];
+                if (fa_score_f32_fused(TB_D, qp + r0, ktb, sc + r0 * FA_BC, negm, thr, c2, psum) ==
+                    1)
+                    for (int r = 0; r < FA_MR; r++)
+                        vf_store(lv + (r0 + r) * VLEN,
+                                 vf_add(vf_load(lv + (r0 + r) * VLEN), psum[r]));
+            }
+        }
+#endif
         __asm__ volatile("" ::: "memory");
     }
     return (tb_now() - t0) / ((double)blocks * TB_TILES) * 1e9;
@@ -302,11 +326,14 @@ int main(int argc, char **argv) {
         kt[i] = (float)(seed >> 8) / 16777216.0f * 2.0f - 1.0f;
         vv[i] = kt[i] * 0.5f;
     }
+    int run[TB_PHASES] = {1, 1, 1, 0, 0};
 #ifdef FA_HAVE_PIPE_TILE
-    const int phases = TB_PHASES;
-#else
-    const int phases = 3;
+    run[3] = 1;
 #endif
+#ifdef FA_HAVE_FUSED_F32
+    run[4] = 1;
+#endif
+    const int phases = TB_PHASES;
 #ifdef FA_HAVE_PIPE_TILE
     /* the pipelined tiles against the plain tile, bit for bit: the
      * probabilities and every row's m, l and factor over 8 key blocks */
@@ -341,23 +368,28 @@ int main(int argc, char **argv) {
         if (!(t[p] = malloc((size_t)reps * sizeof(double)))) return 1;
     for (int r = 0; r < reps; r++)
         for (int p = 0; p < phases; p++)
-            t[p][r] = tb_phase(p, blocks);
+            t[p][r] = run[p] ? tb_phase(p, blocks) : 0.0;
     const char *name[TB_PHASES] = {"score (products alone)", "fused (products + softmax)",
-                                   "pv (P.V products)", "piped (pipelined softmax)"};
+                                   "pv (P.V products)", "piped (pipelined softmax)",
+                                   "lazy (float32 lazy softmax)"};
     const double ideal = 2.0 * FA_MR * FA_BC * TB_D / peak; /* ns per tile at peak */
     printf("score tile %d rows x %d keys, d 64; ideal %.1f ns per tile's products at %.0f "
            "GFLOP/s\n",
            FA_MR, FA_BC, ideal, peak);
     for (int p = 0; p < phases; p++) {
+        if (!run[p]) continue;
         qsort(t[p], (size_t)reps, sizeof(double), tb_cmp);
         printf("  %-28s min %7.1f ns (%5.1f %% of peak), median %7.1f ns\n", name[p], t[p][0],
                100.0 * ideal / t[p][0], t[p][reps / 2]);
     }
     printf("  softmax (fused - score)      min %7.1f ns, median %7.1f ns\n", t[1][0] - t[0][0],
            t[1][reps / 2] - t[0][reps / 2]);
-    if (phases > 3)
+    if (run[3])
         printf("  softmax left (piped - score) min %7.1f ns, median %7.1f ns\n", t[3][0] - t[0][0],
                t[3][reps / 2] - t[0][reps / 2]);
+    if (run[4])
+        printf("  lazy softmax (lazy - score)  min %7.1f ns, median %7.1f ns\n", t[4][0] - t[0][0],
+               t[4][reps / 2] - t[0][reps / 2]);
     for (int p = 0; p < phases; p++)
         free(t[p]);
     return 0;

@@ -5,6 +5,11 @@
  *    and every 7th of [-2^-20, -2^-24], exactly 1 at +-0, exactly 0 at -inf and
  *    below -150 (no clamp: VREDUCEPS gives +0 for -inf), NaN kept, and never
  *    above 1;
+ *  - vf_exp2_f32, the float32 lazy softmax's 2^t for t <= 8: within 1.1 ulp
+ *    of exp2 in double over every 61st float of [-126, 8] (every float:
+ *    1.02 ulp at worst, measured once) and every float of [-2^-20, 2^-20]
+ *    near 0, exactly 1 at +-0, exact at integers, 0 at -inf and below
+ *    -150, NaN kept;
  *  - vf_exp, the float32 softmax's exp(x) for x <= 0: exactly 1 at 0, within
  *    4 ulp of exp in double on a sweep (the float32 softmax's bits depend on
  *    it: this pins the function).
@@ -13,6 +18,9 @@
  *    common/gemm_bf16.h (rounding, pairing, the zero past an odd k, the
  *    layout [pair][row]) for every kc from 1 to 70 and the models' 768 and
  *    1024, and nothing written past the sliver.
+ *  - gemm_ukernel_pf (avx512_gemm.h), the float32 GEMM's full tile with its
+ *    prefetch of the next B slice: bit for bit a scalar fmaf chain per
+ *    element, for odd and even kc and any count of lines to prefetch.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ the
  * tests report themselves skipped. */
 #include "testutil.h"
@@ -83,6 +91,58 @@ static void test_exp2_bound(void **state) {
     assert_true(w <= 8.6e-5);
 }
 
+/* the worst |vf_exp2_f32(t) - exp2(t)| in ulp of exp2(t) (2^(e - 24) for
+ * exp2(t) in [2^(e-1), 2^e)) over the floats of bits lo, lo + step, ... up
+ * to hi */
+static double exp2_f32_worst_ulp(uint32_t lo, uint32_t hi, uint32_t step, float *at) {
+    enum { N = 4096 };
+    float t[N], y[N];
+    double worst = 0.0;
+    uint64_t b = lo;
+    while (b <= hi) {
+        size_t n = 0;
+        for (; n < N && b <= hi; n++, b += step)
+            memcpy(&t[n], &(uint32_t){(uint32_t)b}, sizeof(float));
+        apply(vf_exp2_f32, t, y, n);
+        for (size_t i = 0; i < n; i++) {
+            const double want = exp2((double)t[i]);
+            int e;
+            frexp(want, &e);
+            const double u = fabs((double)y[i] - want) / ldexp(1.0, e - 24);
+            if (!(u <= worst)) {
+                worst = u;
+                *at = t[i];
+            }
+        }
+    }
+    return worst;
+}
+
+static void test_exp2_f32_bound(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    float at = 0.0f;
+    double w = exp2_f32_worst_ulp(0x80000000u, 0xc2fc0000u, 61, &at); /* -0 to -126 */
+    print_message("vf_exp2_f32: worst %.3g ulp at %.9g on [-126, 0]\n", w, (double)at);
+    assert_true(w <= 1.1);
+    w = exp2_f32_worst_ulp(0x00000000u, 0x41000000u, 61, &at); /* 0 to 8 */
+    print_message("vf_exp2_f32: worst %.3g ulp at %.9g on [0, 8]\n", w, (double)at);
+    assert_true(w <= 1.1);
+    /* every float of size 2^-20 or less, both signs (the table's index
+     * and the reduction at the boundary of a 1/16 step) */
+    assert_true(exp2_f32_worst_ulp(0x80000000u, 0xb5800000u, 1, &at) <= 1.1);
+    assert_true(exp2_f32_worst_ulp(0x00000000u, 0x35800000u, 1, &at) <= 1.1);
+    const float t[10] = {0.0f,     -0.0f, -INFINITY, -150.0f, -1e30f,
+                         -FLT_MAX, NAN,   -1.0f,     8.0f,    -3.0f};
+    float y[10];
+    apply(vf_exp2_f32, t, y, 10);
+    assert_true(y[0] == 1.0f && y[1] == 1.0f);
+    for (int i = 2; i < 6; i++)
+        assert_true(y[i] == 0.0f);
+    assert_true(isnan(y[6]));
+    assert_true(y[7] == 0.5f && y[8] == 256.0f && y[9] == 0.125f);
+}
+
 static void test_exp2_special_values(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
@@ -151,6 +211,52 @@ static void test_bf16_pack_sliver(void **state) {
     }
 }
 
+/* gemm_ukernel_pf (avx512_gemm.h), the full 12 x 32 tile of a packed A
+ * sliver, prefetching while it runs (two k-steps a turn, one more for an
+ * odd kc): every element the one FMA chain over k ascending, from 0 or from
+ * C, of a scalar fmaf loop, bit for bit, for kc 1 to 70 and around the 768
+ * of a k-block, any count of lines to prefetch (none, fewer than the
+ * turns, more), and nothing written outside the tile's 12 x 32 of a wider
+ * C. */
+static void test_gemm_ukernel_pf(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    enum { KMAX = 769, LDC = 40 };
+    static float ap[KMAX * GEMM_MR], bp[KMAX * GEMM_NR], c[GEMM_MR * LDC], want[GEMM_MR * LDC];
+    static char lines[64 * 512];
+    uint64_t s = 777;
+    for (int i = 0; i < KMAX * GEMM_MR; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        ap[i] = (float)((int32_t)(s >> 32)) * 0x1p-31f;
+    }
+    for (int i = 0; i < KMAX * GEMM_NR; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        bp[i] = (float)((int32_t)(s >> 32)) * 0x1p-33f;
+    }
+    static const int64_t npfs[] = {0, 1, 5, 512};
+    for (int64_t kc = 1; kc <= KMAX; kc = kc < 70 ? kc + 1 : kc < 767 ? 767 : kc + 1)
+        for (int accumulate = 0; accumulate < 2; accumulate++)
+            for (size_t q = 0; q < sizeof npfs / sizeof npfs[0]; q++) {
+                for (int i = 0; i < GEMM_MR * LDC; i++)
+                    c[i] = i % LDC < GEMM_NR ? 0.25f * (float)(i % 13) - 1.0f : 7.0f;
+                for (int r = 0; r < GEMM_MR; r++)
+                    for (int n = 0; n < LDC; n++) {
+                        float x = c[r * LDC + n];
+                        if (n < GEMM_NR) {
+                            x = accumulate ? x : 0.0f;
+                            for (int64_t k = 0; k < kc; k++)
+                                x = fmaf(ap[k * GEMM_MR + r], bp[k * GEMM_NR + n], x);
+                        }
+                        want[r * LDC + n] = x;
+                    }
+                gemm_ukernel_pf(kc, ap, bp, c, LDC, accumulate, lines, npfs[q]);
+                if (memcmp(c, want, sizeof c) != 0)
+                    fail_msg("kc %lld, accumulate %d, %lld lines: the tile differs from the "
+                             "fmaf chain",
+                             (long long)kc, accumulate, (long long)npfs[q]);
+            }
+}
+
 #else
 /* not built with the AVX-512 flags (not x86-64): nothing to run */
 static int cpu_has_avx512(void) {
@@ -161,16 +267,17 @@ static void test_exp2_bound(void **state) {
     if (!cpu_has_avx512()) skip();
 }
 #define test_exp2_special_values test_exp2_bound
+#define test_exp2_f32_bound test_exp2_bound
 #define test_exp_pinned test_exp2_bound
 #define test_bf16_pack_sliver test_exp2_bound
+#define test_gemm_ukernel_pf test_exp2_bound
 #endif
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exp2_bound),
-        cmocka_unit_test(test_exp2_special_values),
-        cmocka_unit_test(test_exp_pinned),
-        cmocka_unit_test(test_bf16_pack_sliver),
+        cmocka_unit_test(test_exp2_bound),       cmocka_unit_test(test_exp2_special_values),
+        cmocka_unit_test(test_exp2_f32_bound),   cmocka_unit_test(test_exp_pinned),
+        cmocka_unit_test(test_bf16_pack_sliver), cmocka_unit_test(test_gemm_ukernel_pf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1067,7 +1067,7 @@ static void gemm_check(int64_t M, int64_t N, int64_t K, int with_bias, uint64_t 
 static const int64_t GEMM_DIMS[][3] = {
     {1, 1, 1},     {1, 37, 5},     {13, 1, 7},    {5, 17, 3},    {12, 32, 64},
     {25, 49, 301}, {37, 100, 257}, {64, 80, 128}, {7, 33, 513},  {100, 3, 17},
-    {3, 200, 1},   {6, 16, 256},   {7, 33, 1025}, {97, 64, 768},
+    {3, 200, 1},   {6, 16, 256},   {7, 33, 1025}, {97, 64, 768}, {26, 70, 1601},
 };
 #define GEMM_NDIMS (sizeof GEMM_DIMS / sizeof GEMM_DIMS[0])
 
@@ -1711,6 +1711,62 @@ static void test_attention_bf16_lazy_max(void **state) {
     attn_free(&D);
 }
 
+/* float32 rows with no mask take the lazy reference max too where the
+ * backend has an exp to float32 accuracy (avx512, openmp's AVX-512
+ * variant: whole score tiles in fa_score_f32_fused, the rest in
+ * fa_row_softmax_lazy). With the late keys scaled by 4 and by 64 every
+ * row's max passes the slack after its first blocks: the fused tile must
+ * hand those tiles' dots to the row pass (without the slack test p
+ * overflows at x 64; without the dots stored the row reads stale
+ * probabilities). Every float32 backend: within 1e-5 of the reference
+ * (1e-4 at x 64: logits 64 times larger round 64 times coarser in float,
+ * the exact-max backends' too -- avx2 reads 1.8e-5 there), split-invariant,
+ * and bitwise the same under a mask of zeros (then no tile is fused: the
+ * row pass alone must give the fused tile's bits). */
+static void test_attention_f32_lazy_max(void **state) {
+    (void)state;
+    const attn_case c = {1, 2, 1, 100, 700, 64, 64, 0, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 93};
+    for (int big = 0; big <= 2; big++) {
+        attn_data D;
+        attn_make(&c, &D);
+        if (big) attn_edit_keys_by(&D, big == 1 ? 4.0f : 64.0f);
+        float *ref = malloc(D.n_o * sizeof(float)), *out = malloc(D.n_o * sizeof(float));
+        float *out2 = malloc(D.n_o * sizeof(float));
+        float *zeros = calloc((size_t)c.Skv, sizeof(float));
+        attn_full(REF, NULL, &D, ref, 1);
+        double scale = 0.0;
+        for (size_t i = 0; i < D.n_o; i++)
+            scale = fmax(scale, fabs(ref[i]));
+        for (int bi = 0; bi < NBK; bi++) {
+            D.a.mask = NULL;
+            attn_full(BK[bi].p, BK[bi].state, &D, out, 1);
+            double err = 0.0;
+            for (size_t i = 0; i < D.n_o; i++) {
+                const double d = fabs((double)out[i] - (double)ref[i]);
+                if (!(d <= err)) err = d;
+            }
+            const double tol = (big == 2 ? 1e-4 : 1e-5) * scale;
+            if (getenv("MHA_TEST_VERBOSE"))
+                fprintf(stderr, "%s, keys x %d: err %g, scale %g\n", BK[bi].name,
+                        big ? 1 << (4 * big - 2) : 1, err, scale);
+            if (!(err <= tol))
+                fail_msg("%s, keys x %d: err %g, scale %g", BK[bi].name,
+                         big ? 1 << (4 * big - 2) : 1, err, scale);
+            attn_split(BK[bi].p, BK[bi].state, &D, out2, 94);
+            assert_memory_equal(out, out2, D.n_o * sizeof(float));
+            D.a.mask = zeros; /* [1, 1, 1, Skv] */
+            D.a.m_sb = c.Skv, D.a.m_sh = 0, D.a.m_sq = 0, D.a.m_sk = 1;
+            attn_full(BK[bi].p, BK[bi].state, &D, out2, 1);
+            if (memcmp(out, out2, D.n_o * sizeof(float)) != 0)
+                fail_msg("%s, keys x %d: no mask and a mask of zeros differ", BK[bi].name,
+                         big ? 1 << (4 * big - 2) : 1);
+        }
+        D.a.mask = NULL;
+        free(ref), free(out), free(out2), free(zeros);
+        attn_free(&D);
+    }
+}
+
 /* bfloat16 pairs keys two by two in P.V: a causal row that sees an odd
  * number of keys of a block ends on a pair whose second key it must not
  * see. V = +inf on that key (an overflowed value) must not reach the row
@@ -2007,6 +2063,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_bf16),
         cmocka_unit_test(test_attention_bf16),
         cmocka_unit_test(test_attention_bf16_lazy_max),
+        cmocka_unit_test(test_attention_f32_lazy_max),
         cmocka_unit_test(test_attention_masked_padding),
         cmocka_unit_test(test_attention_bf16_unseen_inf),
         cmocka_unit_test(test_expected_backends_present),
