@@ -570,10 +570,10 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  another thread computes its run, a SCHED_OTHER calling thread has a
  *  0.1 ms time slice (Linux 6.12+), so that its wake-up preempts a
  *  computing thread at once; its own scheduling attributes are set back
- *  before mha_run returns. The calling thread works (it needs 512 KiB of free stack: kernels use up
- *  to 256 KiB of it); it
- *  flushes denormals to zero during the run (FTZ/DAZ, as the workers do)
- *  and gets its floating-point mode back on return.
+ *  before mha_run returns. The calling thread works (it needs 512 KiB of
+ *  free stack: kernels use up to 256 KiB of it); it flushes denormals to
+ *  zero during the run (FTZ/DAZ, as the workers do) and gets its
+ *  floating-point mode back on return.
  *  Dimensions the model declares for batch and sequence lengths are not
  *  binding: any B, S_q, S_kv consistent across the inputs run.
  *  Errors: MHA_ERR_SHAPE, MHA_ERR_DTYPE, MHA_ERR_INVALID_ARGUMENT,
