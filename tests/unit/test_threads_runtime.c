@@ -810,37 +810,32 @@ static void test_free_slot_told_when_not_taken(void **state) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* A caller asleep in the line has a short time slice (run_slots.h:
- * RUN_SLOTS_WAIT_SLICE_US), so the wake-up that brings its answer preempts
- * the thread that computed it and computes on; it gets its own slice back
- * before it returns. One slot held by A (a gated run), B waits in line: B's
- * thread's slice, read from outside (sched_getattr of its thread id), is
- * the short one while it sleeps; after its run, B's slice is what it was.
- * Without the short slice B sleeps with the kernel's default (1.4 ms on
- * 2 CPUs) and the test fails. Skipped where the kernel grants no custom
- * slice to a SCHED_OTHER thread (not Linux, before 6.12: its sched_getattr
+/* A caller whose run another thread computes has a short time slice while
+ * it waits (run_slots.h: RUN_SLOTS_WAIT_SLICE_US), so the wake-up that
+ * brings its answer preempts that thread, which computes on; it gets its
+ * own slice back before it returns. A caller merely in the line (it may be
+ * told of a slot and compute) keeps its own. One slot held by A (a gated
+ * run), B waits in line: B's thread's slice, read from outside
+ * (sched_getattr of its thread id), is its own; A's gate opens, A computes
+ * its run and then B's (held by a gate of its own): B's slice is the short
+ * one; after its run it is what it was. Without the short slice B waits
+ * with the kernel's default (1.4 ms on 2 CPUs) and the test fails. Skipped
+ * where the kernel grants no custom slice to a SCHED_OTHER thread (not
+ * Linux, before 6.12: its sched_getattr
  * reports no runtime) or refuses to set one (a seccomp filter). */
 /* ------------------------------------------------------------------------ */
 
-typedef struct slice_attr { /* the kernel's struct sched_attr, first version */
-    uint32_t size, policy;
-    uint64_t flags;
-    int32_t nice;
-    uint32_t priority;
-    uint64_t runtime, deadline, period;
-} slice_attr;
-
 static uint64_t slice_of(long tid) {
-    slice_attr a = {.size = sizeof a};
+    run_slots_sched_attr a = {.size = sizeof a};
     if (syscall(SYS_sched_getattr, (pid_t)tid, &a, sizeof a, 0) != 0) return 0;
     return a.policy == 0 ? a.runtime : 0;
 }
 
 /* 1 if this thread may set itself a slice (a seccomp filter may refuse) */
 static int slice_settable(uint64_t slice) {
-    slice_attr a = {.size = sizeof a};
+    run_slots_sched_attr a = {.size = sizeof a};
     if (syscall(SYS_sched_getattr, 0, &a, sizeof a, 0) != 0) return 0;
-    slice_attr b = a;
+    run_slots_sched_attr b = a;
     b.flags = 0;
     b.runtime = slice;
     if (syscall(SYS_sched_setattr, 0, &b, 0) != 0) return 0;
@@ -878,8 +873,8 @@ static void test_waiting_caller_short_slice(void **state) {
     }
     run_slots s;
     run_slots_init(&s, NULL, 1);
-    atomic_int gate = 0;
-    free_slot_run a = {.gate = &gate}, b = {0};
+    atomic_int gate_a = 0, gate_b = 0;
+    free_slot_run a = {.gate = &gate_a}, b = {.gate = &gate_b};
     atomic_init(&a.done, 0);
     atomic_init(&b.done, 0);
     free_slot_caller ca = {&s, &a, NULL, MHA_ERR_INTERNAL, MHA_OK};
@@ -889,23 +884,29 @@ static void test_waiting_caller_short_slice(void **state) {
     start_caller(&ta, &ca, &s, 1, 0);
     assert_int_equal(pthread_create(&tb, NULL, slice_main, &cb), 0);
     wait_line(&s, 1);
-    /* B sleeps just after it joins the line (5 s at most) */
-    uint64_t waiting = 0;
-    for (int i = 0; i < 5000 && waiting != slice; i++) {
-        waiting = slice_of(atomic_load(&cb.tid));
-        if (waiting != slice) hand_sleep_ms(1);
+    hand_sleep_ms(20); /* B asleep in the line */
+    const uint64_t in_line = slice_of(atomic_load(&cb.tid));
+    atomic_store(&gate_a, 1);
+    /* A takes B's run after its own (5 s at most) */
+    uint64_t claimed = 0;
+    for (int i = 0; i < 5000 && claimed != slice; i++) {
+        claimed = slice_of(atomic_load(&cb.tid));
+        if (claimed != slice) hand_sleep_ms(1);
     }
-    atomic_store(&gate, 1);
+    atomic_store(&gate_b, 1);
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
-    fprintf(stderr, "short slice: B's thread %llu ns before, %llu asleep in line, %llu after\n",
-            (unsigned long long)cb.before, (unsigned long long)waiting,
+    fprintf(stderr,
+            "short slice: B's thread %llu ns before, %llu in line, %llu while A computes its "
+            "run, %llu after\n",
+            (unsigned long long)cb.before, (unsigned long long)in_line, (unsigned long long)claimed,
             (unsigned long long)cb.after);
-    assert_int_equal(waiting, slice);
+    assert_int_equal(in_line, cb.before);
+    assert_int_equal(claimed, slice);
     assert_int_equal(cb.after, cb.before);
+    assert_true(pthread_equal(b.by, ta));
     assert_int_equal(ca.st1, MHA_OK);
     assert_int_equal(cb.st, MHA_OK);
-    assert_true(atomic_load(&b.done));
     run_slots_destroy(&s);
 }
 

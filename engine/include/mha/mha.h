@@ -566,14 +566,14 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  the next run to end computes it, in arrival order, on the core it
  *  holds (bitwise the same result; a run with a cancel callback waits for
  *  a core and computes on its own thread). A thread computes at most one
- *  other caller's run after its own before it hands its core on. While it
- *  sleeps so, a SCHED_OTHER calling thread asks Linux (6.12+) for a 0.1 ms
- *  time slice, so that its wake-up preempts a computing thread at once;
- *  its own scheduling attributes are set back before mha_run goes on. The
- *  calling thread works (it needs 512 KiB of free stack: kernels use up
- *  to 256 KiB of it); it
- *  flushes denormals to zero during the run (FTZ/DAZ, as the workers do)
- *  and gets its floating-point mode back on return.
+ *  other caller's run after its own before it hands its core on. While
+ *  another thread computes its run, a SCHED_OTHER calling thread has a
+ *  0.1 ms time slice (Linux 6.12+), so that its wake-up preempts a
+ *  computing thread at once; its own scheduling attributes are set back
+ *  before mha_run returns. The calling thread works (it needs 512 KiB of
+ *  free stack: kernels use up to 256 KiB of it); it flushes denormals to
+ *  zero during the run (FTZ/DAZ, as the workers do) and gets its
+ *  floating-point mode back on return.
  *  Dimensions the model declares for batch and sequence lengths are not
  *  binding: any B, S_q, S_kv consistent across the inputs run.
  *  Errors: MHA_ERR_SHAPE, MHA_ERR_DTYPE, MHA_ERR_INVALID_ARGUMENT,

@@ -33,11 +33,14 @@ struct run_slot_wait {
     void *ctx;
     mha_error *err;
     int own_thread;
-    int state;      /* RUN_*, under the mutex */
-    int hinted;     /* a free slot was announced to this caller, not yet seen */
-    int begin;      /* RUN_YOUR_SLOT: the slot comes without its pool run */
-    unsigned posts; /* posts promised under the mutex: all are waited for
-                     * before the caller returns (its stack goes with it) */
+    int state;                  /* RUN_*, under the mutex */
+    int hinted;                 /* a free slot was announced to this caller, not yet seen */
+    int begin;                  /* RUN_YOUR_SLOT: the slot comes without its pool run */
+    unsigned posts;             /* posts promised under the mutex: all are waited for
+                                 * before the caller returns (its stack goes with it) */
+    long tid;                   /* the caller's thread (for its time slice) */
+    int shortened;              /* its slice made short by the thread computing the run */
+    run_slots_sched_attr saved; /* its attributes before (shortened) */
     mha_status status;
     /* posted outside the mutex: a waiter woken while the poster still held
      * it went back to sleep on the mutex (two more switches) */
@@ -82,6 +85,50 @@ static void run_slots_promise(run_slots_posts *ps, run_slot_wait *w) {
     w->posts++;
     if (ps->n == RUN_SLOTS_POSTS) run_slots_post(ps);
     ps->w[ps->n++] = w;
+}
+
+/* 0 once the kernel refused sched_getattr or sched_setattr (too old, a
+ * seccomp filter): not asked again */
+static atomic_int run_slots_slices = 1;
+
+/* w's run is taken by another thread: the caller, asleep or about to be,
+ * gets the short slice (RUN_SLOTS_WAIT_SLICE_US), its attributes kept in
+ * w->saved for it to put back (run_slots_slice_restore). A SCHED_OTHER
+ * thread only. (mutex held: w's caller reads w->shortened under it) */
+static void run_slots_slice_shorten(run_slot_wait *w) {
+#if defined(__linux__) && defined(SYS_sched_getattr) && defined(SYS_sched_setattr)
+    if (!w->tid || !atomic_load_explicit(&run_slots_slices, memory_order_relaxed)) return;
+    w->saved = (run_slots_sched_attr){.size = sizeof w->saved};
+    if (syscall(SYS_sched_getattr, (pid_t)w->tid, &w->saved, sizeof w->saved, 0) != 0) {
+        atomic_store_explicit(&run_slots_slices, 0, memory_order_relaxed);
+        return;
+    }
+    /* SCHED_OTHER only (FIFO, RR, BATCH, IDLE and DEADLINE threads keep
+     * what their program chose); already as short: nothing to do */
+    const uint64_t slice = (uint64_t)RUN_SLOTS_WAIT_SLICE_US * 1000u;
+    if (w->saved.policy != 0 || w->saved.runtime <= slice) return;
+    run_slots_sched_attr a = w->saved;
+    a.size = sizeof a;
+    a.flags = 0;
+    a.runtime = slice;
+    if (syscall(SYS_sched_setattr, (pid_t)w->tid, &a, 0) == 0)
+        w->shortened = 1;
+    else
+        atomic_store_explicit(&run_slots_slices, 0, memory_order_relaxed);
+#else
+    (void)w;
+#endif
+}
+
+/* The caller's own attributes back (w->shortened, its run done). */
+static void run_slots_slice_restore(run_slot_wait *w) {
+#if defined(__linux__) && defined(SYS_sched_setattr)
+    w->saved.size = sizeof w->saved;
+    w->saved.flags = 0;
+    (void)syscall(SYS_sched_setattr, 0, &w->saved, 0);
+#else
+    (void)w;
+#endif
 }
 
 static void run_slots_unlink(run_slots *s, run_slot_wait *prev, run_slot_wait *w) {
@@ -139,6 +186,9 @@ static run_slot_wait *run_slots_take(run_slots *s, const run_slot_wait *mine, ru
     if (!w) return NULL;
     run_slots_unlink(s, prev, w);
     w->state = RUN_CLAIMED;
+    /* its caller waits for the answer only: woken, it preempts this
+     * thread at once (RUN_SLOTS_WAIT_SLICE_US) */
+    if (w != mine) run_slots_slice_shorten(w);
     run_slots_end_held(s);
     if (s->untold > 0) run_slots_tell(s, ps);
     return w;
@@ -185,58 +235,6 @@ static void run_slots_leave(run_slots *s, int held, run_slots_posts *ps) {
     s->freed++;
     s->untold++;
     if (s->computing == 0 || s->recent_ms > s->tell_late_ms) run_slots_tell(s, ps);
-}
-
-/* A waiting caller's time slice (run_slots.h: RUN_SLOTS_WAIT_SLICE_US).
- * The kernel's struct sched_attr as of its first version (48 bytes). */
-typedef struct run_slots_sched_attr {
-    uint32_t size, policy;
-    uint64_t flags;
-    int32_t nice;
-    uint32_t priority;
-    uint64_t runtime, deadline, period;
-} run_slots_sched_attr;
-
-/* 0 once the kernel refused sched_getattr or sched_setattr (too old, a
- * seccomp filter): not asked again */
-static atomic_int run_slots_slices = 1;
-
-/* Before a caller sleeps: its thread's scheduling attributes into *saved
- * and, a SCHED_OTHER thread, the short slice asked for; 1 if set (then
- * run_slots_slice_restore after the wake-up). */
-static int run_slots_slice_short(run_slots_sched_attr *saved) {
-#if defined(__linux__) && defined(SYS_sched_getattr) && defined(SYS_sched_setattr)
-    if (!atomic_load_explicit(&run_slots_slices, memory_order_relaxed)) return 0;
-    *saved = (run_slots_sched_attr){.size = sizeof *saved};
-    if (syscall(SYS_sched_getattr, 0, saved, sizeof *saved, 0) != 0) {
-        atomic_store_explicit(&run_slots_slices, 0, memory_order_relaxed);
-        return 0;
-    }
-    /* SCHED_OTHER only (FIFO, RR, BATCH, IDLE and DEADLINE threads keep
-     * what their program chose); already as short: nothing to do */
-    const uint64_t slice = (uint64_t)RUN_SLOTS_WAIT_SLICE_US * 1000u;
-    if (saved->policy != 0 || saved->runtime <= slice) return 0;
-    run_slots_sched_attr a = *saved;
-    a.size = sizeof a;
-    a.flags = 0;
-    a.runtime = slice;
-    if (syscall(SYS_sched_setattr, 0, &a, 0) == 0) return 1;
-    atomic_store_explicit(&run_slots_slices, 0, memory_order_relaxed);
-    return 0;
-#else
-    (void)saved;
-    return 0;
-#endif
-}
-
-static void run_slots_slice_restore(run_slots_sched_attr *saved) {
-#if defined(__linux__) && defined(SYS_sched_setattr)
-    saved->size = sizeof *saved;
-    saved->flags = 0;
-    (void)syscall(SYS_sched_setattr, 0, saved, 0);
-#else
-    (void)saved;
-#endif
 }
 
 /* This thread's CPU time: a run's length as the workload makes it, not
@@ -300,6 +298,9 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
             s->head = &w;
         s->tail = &w;
         s->waiting++;
+#if defined(__linux__) && defined(SYS_gettid)
+        w.tid = syscall(SYS_gettid);
+#endif
     }
     while (w.state != RUN_DONE) {
         if (w.state == RUN_YOUR_SLOT) {
@@ -331,14 +332,8 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
         w.hinted = 0;
         pthread_mutex_unlock(&s->mutex);
         run_slots_post(&ps);
-        /* asleep with a short slice: the wake-up that brings an answer
-         * (or a slot) takes a core from a computing thread at once rather
-         * than after its slice (RUN_SLOTS_WAIT_SLICE_US) */
-        run_slots_sched_attr saved;
-        const int short_slice = run_slots_slice_short(&saved);
         while (sem_wait(&w.posted) != 0 && errno == EINTR) {
         }
-        if (short_slice) run_slots_slice_restore(&saved);
         seen++;
         pthread_mutex_lock(&s->mutex);
         if (w.state != RUN_DONE && w.state != RUN_YOUR_SLOT &&
@@ -357,7 +352,9 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
         run_slots_leave(s, !begin, &ps);
     }
     const unsigned promised = w.posts;
+    const int shortened = w.shortened;
     pthread_mutex_unlock(&s->mutex);
+    if (shortened) run_slots_slice_restore(&w);
     run_slots_post(&ps);
     for (; seen < promised; seen++)
         while (sem_wait(&w.posted) != 0 && errno == EINTR) {

@@ -48,6 +48,7 @@
 #define MHA_RUN_SLOTS_H
 
 #include <pthread.h>
+#include <stdint.h>
 
 #include "mha/mha.h"
 #include "pool.h"
@@ -62,15 +63,28 @@
  * slot is still free. */
 #define RUN_SLOTS_TELL_LATE_MS 2.0
 
-/* A caller that sleeps in the line asks the kernel for this time slice
- * (microseconds; Linux 6.12+'s custom slice of a SCHED_OTHER thread, the
- * shortest it grants) until it wakes, then gets its own back. The run
- * ends on another thread, which posts the answer and computes on; the
- * woken caller waited for a core until that thread's slice ended (1.4 ms
- * by default on 2 CPUs, as long as a run at S 32). With a shorter slice
- * than the computing thread's, the kernel lets it preempt at once: it
- * returns its answer in microseconds. */
+/* A caller whose run another thread takes gets this time slice from the
+ * kernel (microseconds; Linux 6.12+'s custom slice of a SCHED_OTHER
+ * thread, the shortest it grants; set by the taking thread) until its
+ * answer is ready, then puts its own back. That thread posts the answer
+ * and computes on; the woken caller waited for a core until the computing
+ * thread's slice ended (1.4 ms by default on 2 CPUs, as long as a run at
+ * S 32). With a shorter slice than the computing thread's, the kernel lets
+ * it preempt at once: it returns its answer in microseconds. A caller
+ * merely in the line keeps its slice: told of a free slot, it computes,
+ * and a short slice would let it preempt the thread that left the slot
+ * before that one returned. */
 #define RUN_SLOTS_WAIT_SLICE_US 100
+
+/* The kernel's struct sched_attr as of its first version (48 bytes): a
+ * thread's time slice is its runtime (sched_getattr, sched_setattr). */
+typedef struct run_slots_sched_attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+} run_slots_sched_attr;
 
 typedef struct run_slot_wait run_slot_wait;
 
