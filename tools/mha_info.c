@@ -315,6 +315,12 @@ int cli_cmd_info(int argc, char **argv) {
         print_layer(m, &mi);
     printf("weights:      %zu bytes (%.2f MiB)\n", mi.weight_bytes,
            (double)mi.weight_bytes / (1024.0 * 1024.0));
+    const mha_layout layout = mha_model_layout(m);
+    printf("batch axis:   %s\n", layout == MHA_LAYOUT_SEQ_FIRST ? "1 (sequence first: [S, B, ...])"
+                                 : layout == MHA_LAYOUT_UNKNOWN
+                                     ? "unknown (one item's tokens change other items' "
+                                       "outputs along either axis of the ids)"
+                                     : "0 (batch first: [B, S, ...])");
     printf("inputs and outputs:\n");
     for (size_t i = 0; i < mi.num_inputs; i++) {
         mha_io_info io;

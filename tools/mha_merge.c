@@ -1,8 +1,9 @@
 /* mha_merge.c -- `mha merge OUT SHARD...`: checks that the shard files of a
  * split run (each a .npy whose header note names its rows, written by
- * `mha run --shard I/N`) agree in dtype and row shape, cover every row of
- * the dataset exactly once, and writes their rows in order into OUT (one
- * plain .npy, atomically): byte for byte what an unsplit run writes. */
+ * `mha run --shard I/N`) come from one run (their run notes: model,
+ * precision, dataset, lengths, output, shard count), agree in dtype and
+ * row shape, cover every row of the dataset exactly once, and writes their rows in order into OUT
+ * (one plain .npy, atomically): byte for byte what an unsplit run writes. */
 #define _GNU_SOURCE
 #include "mha_merge.h"
 
@@ -46,23 +47,75 @@ typedef struct merge_shard {
     const char *path;
     mha_npy_reader *reader;
     mha_npy_header h;
+    const char *run; /* its run note, "" when written without one */
 } merge_shard;
+
+/* The value of field `key` of a run note ("key value; key value"), copied
+ * into val; 0 when the note has no such field. */
+static int merge_run_field(const char *run, const char *key, char *val, size_t cap) {
+    const size_t kn = strlen(key);
+    for (const char *p = run; p && *p;) {
+        const char *end = strstr(p, "; ");
+        const size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > kn && strncmp(p, key, kn) == 0 && p[kn] == ' ') {
+            snprintf(val, cap, "%.*s", (int)(len - kn - 1), p + kn + 1);
+            return 1;
+        }
+        p = end ? end + 2 : NULL;
+    }
+    return 0;
+}
+
+/* Every shard comes from the run of the first: the same model, precision,
+ * dataset, lengths, output and number of shards (its own shard index
+ * aside), as their run notes say; a shard without a note beside one with
+ * is refused too. Shards all written without notes (by an older mha)
+ * merge as before. */
+static int merge_check_runs(const merge_shard *sh, size_t n) {
+    static const char *const keys[] = {"model", "precision", "data", "lengths", "output", "shard"};
+    static const char *const what[] = {"model",   "precision", "dataset",
+                                       "lengths", "output",    "number of shards"};
+    for (size_t k = 1; k < n; k++) {
+        const char *a = sh[0].run, *b = sh[k].run;
+        if (!*a != !*b)
+            return cli_fail("%s: a shard %s a run note, but %s %s: shards of different mha "
+                            "versions or runs",
+                            sh[k].path, *b ? "with" : "without", sh[0].path,
+                            *a ? "has one" : "has none");
+        for (size_t f = 0; *a && f < sizeof keys / sizeof keys[0]; f++) {
+            char va[MHA_NPY_SHARD_RUN_MAX] = "", vb[MHA_NPY_SHARD_RUN_MAX] = "";
+            const int ha = merge_run_field(a, keys[f], va, sizeof va),
+                      hb = merge_run_field(b, keys[f], vb, sizeof vb);
+            /* "shard K/N": the count must agree, the index differs */
+            const char *ca = f == 5 && strchr(va, '/') ? strchr(va, '/') + 1 : va;
+            const char *cb = f == 5 && strchr(vb, '/') ? strchr(vb, '/') + 1 : vb;
+            if (ha != hb || strcmp(ca, cb) != 0)
+                return cli_fail("%s: a shard of another run: its %s is %s, %s's is %s", sh[k].path,
+                                what[f], hb ? cb : "not named", sh[0].path, ha ? ca : "not named");
+        }
+    }
+    return CLI_OK;
+}
 
 static int merge_by_first_row(const void *a, const void *b) {
     const merge_shard *x = a, *y = b;
     return x->h.shard_r0 < y->h.shard_r0 ? -1 : x->h.shard_r0 > y->h.shard_r0;
 }
 
-/* Every shard agrees with the first on dtype, rank, row shape and total;
- * sorted by first row, they tile [0, total). */
+/* Every shard is one, of the first's run (merge_check_runs), agrees with
+ * the first on dtype, rank, row shape and total; sorted by first row, they
+ * tile [0, total). */
 static int merge_check(merge_shard *sh, size_t n) {
     char a[160], b[160];
-    for (size_t k = 0; k < n; k++) {
-        const mha_npy_header *h = &sh[k].h, *h0 = &sh[0].h;
-        if (!h->is_shard)
+    for (size_t k = 0; k < n; k++)
+        if (!sh[k].h.is_shard)
             return cli_fail("%s: not a shard file (its header names no rows; write shards "
                             "with 'mha run --shard I/N')",
                             sh[k].path);
+    int rc = merge_check_runs(sh, n);
+    if (rc != CLI_OK) return rc;
+    for (size_t k = 0; k < n; k++) {
+        const mha_npy_header *h = &sh[k].h, *h0 = &sh[0].h;
         int same = h->dtype == h0->dtype && h->rank == h0->rank;
         for (int d = 1; same && d < h->rank; d++)
             same = h->dims[d] == h0->dims[d];
@@ -174,6 +227,7 @@ int mha_cmd_merge(int argc, char **argv) {
             goto done;
         } else {
             sh[k].h = *mha_npy_reader_header(sh[k].reader);
+            sh[k].run = mha_npy_reader_shard_run(sh[k].reader);
         }
     if ((rc = merge_check(sh, n)) != CLI_OK) goto done;
 

@@ -119,7 +119,8 @@ static const cli_opt serve_opts[] = {
     {SERVE_CALLER_RUNS, "caller-runs", 0, NULL,
      "a connection's thread waiting on its request computes\n"
      "the next batch itself while a core is free (no hand-off\n"
-     "to a dispatcher and back for a lone request)"},
+     "to a dispatcher and back for a lone request); not with\n"
+     "--hold-when-idle or --http-threads"},
     {SERVE_DEADLINE_MS, "deadline-ms", 0, "X",
      "a request not started by then gets 504, and one the work\n"
      "waiting would delay past it 503 at once (default: none)"},
@@ -238,7 +239,8 @@ typedef struct serve_call {
     char *body;
     size_t size, cap;
     int too_big;
-    const char *bad_framing; /* why the body's length is ambiguous, or NULL */
+    const char *bad_framing; /* why the body's length or type is ambiguous, or NULL */
+    const char *coding;      /* a Content-Encoding other than identity, or NULL */
     double start;
     mha_request *req; /* submitted, not yet answered */
     struct MHD_Connection *conn;
@@ -282,8 +284,10 @@ static enum MHD_Result serve_send(struct MHD_Connection *conn, serve_state *s, s
      * answer belongs to (serve-load checks each id is answered once) */
     const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
     if (id && strlen(id) <= SERVE_MAX_ID) MHD_add_response_header(r, "X-Request-Id", id);
-    /* where the body ends is unknown: nothing more is read from here */
-    if (call && call->bad_framing) MHD_add_response_header(r, "Connection", "close");
+    /* where the body ends is unknown, or it is refused unread: nothing more
+     * is read from here */
+    if (call && (call->bad_framing || call->coding))
+        MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)code, r);
     MHD_destroy_response(r);
     if (call) serve_count(s, code, cli_now() - call->start, batch_size);
@@ -546,6 +550,11 @@ static enum MHD_Result serve_query_value(void *cls, enum MHD_ValueKind kind, con
 /* POST /run once the whole body is in. */
 static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, serve_call *call) {
     if (call->bad_framing) return serve_text(conn, s, call, 400, "error: %s", call->bad_framing);
+    if (call->coding)
+        return serve_text(conn, s, call, 415,
+                          "error: Content-Encoding '%s': send the body without a content coding "
+                          "(as the .npy or JSON bytes themselves)",
+                          call->coding);
     if (call->too_big)
         return serve_text(conn, s, call, 413, "error: the body is larger than %zu bytes",
                           s->max_body);
@@ -710,6 +719,9 @@ typedef struct serve_framing {
     int lengths_differ; /* a second Content-Length with another value */
     int chunked;        /* any Transfer-Encoding */
     int other_coding;   /* a Transfer-Encoding other than chunked alone */
+    const char *type;   /* the first Content-Type */
+    int types_differ;   /* a second Content-Type with another value */
+    const char *coding; /* the first Content-Encoding other than identity */
 } serve_framing;
 
 static enum MHD_Result serve_framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -727,6 +739,18 @@ static enum MHD_Result serve_framing_header(void *cls, enum MHD_ValueKind kind, 
         else if (strcmp(fr->length, value ? value : "") != 0)
             fr->lengths_differ = 1;
     }
+    /* Content-Type is one value (RFC 9110 8.3): two that differ leave the
+     * body's format to whichever a reader takes, as two lengths do */
+    if (strcasecmp(key, "Content-Type") == 0) {
+        if (!fr->type)
+            fr->type = value ? value : "";
+        else if (strcmp(fr->type, value ? value : "") != 0)
+            fr->types_differ = 1;
+    }
+    /* a coded body (gzip, ...) was read as if plain: the coding ignored */
+    if (strcasecmp(key, "Content-Encoding") == 0 && !fr->coding &&
+        strcasecmp(value ? value : "", "identity") != 0)
+        fr->coding = value ? value : "";
     return MHD_YES;
 }
 
@@ -775,7 +799,7 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
         if (++s->in_flight > s->peak_in_flight) s->peak_in_flight = s->in_flight;
         pthread_mutex_unlock(&s->mutex);
         if (strcmp(method, "POST") == 0 && strcmp(url, "/run") == 0) {
-            serve_framing fr = {NULL, 0, 0, 0};
+            serve_framing fr = {NULL, 0, 0, 0, NULL, 0, NULL};
             MHD_get_connection_values(conn, MHD_HEADER_KIND, serve_framing_header, &fr);
             /* two lengths, or a length beside chunked: a proxy in front may
              * have read another body than this server would (request
@@ -783,11 +807,18 @@ static enum MHD_Result serve_handle(void *cls, struct MHD_Connection *conn, cons
              * closed (RFC 9112 section 6.3) */
             /* a coding this server cannot undo (gzip, chunked) left the
              * connection waiting for its timeout */
-            if (fr.lengths_differ || (fr.length && fr.chunked) || fr.other_coding) {
+            if (fr.lengths_differ || (fr.length && fr.chunked) || fr.other_coding ||
+                fr.types_differ) {
                 call->bad_framing =
                     fr.lengths_differ ? "Content-Length given twice with different values"
                     : fr.other_coding ? "a Transfer-Encoding other than chunked"
+                    : fr.types_differ ? "Content-Type given twice with different types"
                                       : "both Content-Length and Transfer-Encoding given";
+                return serve_run(conn, s, call);
+            }
+            /* refused before the body is sent, as one too large is */
+            if (fr.coding) {
+                call->coding = fr.coding;
                 return serve_run(conn, s, call);
             }
             const char *len = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
@@ -906,7 +937,7 @@ typedef struct serve_options {
     long long port, max_batch, max_tokens, capacity, dispatchers, run_threads, max_body, max_conn,
         min_body_rate, http_threads, compute_nice;
     double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms, header_timeout_ms;
-    int hold_when_idle, caller_runs;
+    int hold_when_idle, caller_runs, http_threads_given;
 } serve_options;
 
 static int serve_parse_ms(const cli_common *c, const char *opt, const char *v, double *out) {
@@ -947,6 +978,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
             *model = v;
         } else if (id >= SERVE_PORT && id <= SERVE_COMPUTE_NICE) {
             if (!cli_parse_int(c, opt, v, ints[id].lo, ints[id].hi, ints[id].dst)) return CLI_USAGE;
+            o->http_threads_given |= id == SERVE_HTTP_THREADS;
         } else if (id == SERVE_HOST) {
             o->host = v;
         } else if (id == SERVE_PORT_FILE) {
@@ -970,6 +1002,15 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
             if (serve_parse_ms(c, opt, v, ms)) return CLI_USAGE;
         }
     }
+    /* each was dropped in silence: --caller-runs gives every connection a
+     * thread of its own, and the queue runs no waiter's batch when it
+     * holds requests on an idle queue */
+    if (o->caller_runs && o->http_threads_given)
+        return cli_usage_error(c, "--http-threads does not go with --caller-runs (each connection "
+                                  "then has a thread of its own)");
+    if (o->caller_runs && o->hold_when_idle)
+        return cli_usage_error(c, "--caller-runs does not go with --hold-when-idle (a waiting "
+                                  "connection computes only when no request is held)");
     return -1;
 }
 

@@ -112,6 +112,8 @@ typedef struct ds_state {
     int sharded;
     char *ckpt_path;   /* FIRST_OUTPUT.ckpt, NULL without outputs */
     char *fingerprint; /* what must match for a resume */
+    char
+        shard_run[MHA_NPY_SHARD_RUN_MAX - 32]; /* a shard's run note, "; output I" added per file */
     long long nonfinite_rows;
     long long tokens_done; /* tokens of the rows run here (--lengths: their lengths) */
     int rank, size;        /* MPI; 0 and 1 otherwise */
@@ -469,6 +471,73 @@ static int ds_hash_file(const char *path, uint64_t *out) {
     return ok;
 }
 
+/* The run a shard comes from, for `mha merge` to compare (the output index
+ * is added per file): which shard of how many, the model (its bytes and
+ * external data), the precision, the dataset (each input's name, dtype,
+ * shape and file size, its first and last rows; the bytes of inputs read
+ * whole) and the lengths.
+ * Not the backend, threads or chunk size: shards run on other machines
+ * merge into one run's rows (bitwise one run's on one backend). */
+static int ds_make_shard_run(ds_state *s) {
+    uint64_t model = 0, data = DS_HASH_SEED, lengths = 0;
+    if (!ds_hash_file(s->o->model_path, &model))
+        return cli_fail("%s: cannot read the model again: %s", s->o->model_path, strerror(errno));
+    const uint64_t ext = mha_model_external_data_id(s->model);
+    if (ext) model = ds_hash_bytes(model, &ext, sizeof ext);
+    for (size_t i = 0; i < s->n_in; i++) {
+        const ds_input *in = &s->in[i];
+        char line[512];
+        int n = snprintf(line, sizeof line, "%s %d", s->in_info[i].name, in->file ? 1 : 0);
+        data = ds_hash_bytes(data, line, n > 0 ? (size_t)n : 0);
+        if (!in->file) continue; /* made from the lengths */
+        struct stat sb;
+        if (stat(in->file, &sb) != 0) return cli_fail("%s: %s", in->file, strerror(errno));
+        const int64_t size = (int64_t)sb.st_size, dt = in->h.dtype;
+        data = ds_hash_bytes(data, &size, sizeof size);
+        data = ds_hash_bytes(data, &dt, sizeof dt);
+        data = ds_hash_bytes(data, in->h.dims, (size_t)in->h.rank * sizeof in->h.dims[0]);
+        if (!in->batch_major) {
+            data = ds_hash_bytes(data, in->buf, (size_t)in->h.rows * in->row_bytes);
+            continue;
+        }
+        /* rows are the batch: the first and the last as stored (another
+         * dataset of the same shape, or the same rows shuffled) */
+        const size_t rb = in->h.row_bytes;
+        void *row = malloc(rb ? rb : 1);
+        if (!row) return cli_fail("out of memory");
+        mha_error err;
+        mha_error_clear(&err);
+        for (int64_t r = 0; r<in->h.rows; r += in->h.rows> 1 ? in->h.rows - 1 : 1) {
+            if (mha_npy_reader_read_rows(in->reader, r, r + 1, MHA_DTYPE_UNDEFINED, row, rb,
+                                         &err) != MHA_OK) {
+                free(row);
+                return cli_fail_err(in->file, &err);
+            }
+            data = ds_hash_bytes(data, row, rb);
+        }
+        free(row);
+    }
+    if (s->lengths)
+        lengths = ds_hash_bytes(DS_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
+    char lens[24] = "none";
+    if (s->lengths) snprintf(lens, sizeof lens, "%016llx", (unsigned long long)lengths);
+    snprintf(s->shard_run, sizeof s->shard_run,
+             "shard %d/%d; model %016llx; precision %s; data %016llx; lengths %s",
+             s->o->shard_index, s->o->shard_count, (unsigned long long)model,
+             s->precision == MHA_PRECISION_BFLOAT16 ? "bfloat16" : "float32",
+             (unsigned long long)data, lens);
+    return CLI_OK;
+}
+
+/* Output i's shard: its rows and the run note naming the output. */
+static void ds_output_shard(const ds_state *s, size_t i, mha_npy_shard *sh, char *run, size_t cap) {
+    mha_npy_shard_init(sh);
+    sh->r0 = s->lo;
+    sh->total = s->B;
+    const int n = snprintf(run, cap, "%s; output %zu", s->shard_run, i);
+    sh->run = n > 0 && (size_t)n < cap ? run : NULL; /* the note fits: 32 bytes kept for it */
+}
+
 /* Hashes rows [0, n) of input i as the model sees them (rows of row_bytes
  * at data), one row at a time so that any chunking gives the same value. */
 static void ds_hash_rows(ds_input *in, const void *data, int64_t n) {
@@ -755,20 +824,35 @@ static void ds_progress_draw(ds_progress *p, int64_t done, int64_t total, int fi
 /* Outputs                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* A whole model's outputs per token [n, S, ...] (rank 3 or more, axis 1
+ * of the ids' S): the rows of positions past each row's length set to 0,
+ * as a layer's query rows are (the padding's results are no row's). */
+static void ds_zero_token_rows(ds_state *s, int64_t r, int64_t n, int64_t S) {
+    for (size_t k = 0; k < s->n_out; k++) {
+        mha_tensor *t = &s->outs[k];
+        if (t->rank < 3 || t->shape[0] != n || t->shape[1] != S || S < 1) continue;
+        const size_t elem = mha_dtype_size(t->dtype);
+        const size_t tok = (size_t)(mha_tensor_numel(t) / (n * S)) * elem;
+        for (int64_t b = 0; b < n; b++) {
+            const int64_t len = s->lengths[r + b] < S ? s->lengths[r + b] : S;
+            memset((char *)t->data + ((size_t)(b * S + len)) * tok, 0, (size_t)(S - len) * tok);
+        }
+    }
+}
+
 /* Zeroes the query rows of chunk output y past each row's length (query
  * position i is padding when i >= length; only for Sq == Skv, where a
  * query position is a key position) and counts rows holding NaN or Inf. */
 static void ds_finish_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64_t skv) {
     mha_tensor *y = &s->outs[s->y_index];
     if (y->rank < 1 || n == 0) return;
+    if (s->lengths && s->whole) ds_zero_token_rows(s, r, n, sq);
     size_t per_row = (size_t)(mha_tensor_numel(y) / n);
     if (y->dtype != MHA_DTYPE_FLOAT32) { /* a float16 model's outputs: counted */
         s->nonfinite_rows += ds_nonfinite_rows(y->data, y->dtype, (size_t)n, per_row);
         return;
     }
     float *data = y->data;
-    /* (a whole model's outputs stay as computed: the same bits as with the
-     * mask given as a file) */
     if (s->lengths && sq == skv && (y->rank == 3 || y->rank == 4) && !s->whole) {
         /* [n, Sq, w] or bare attention [n, H, Sq, dv] */
         int64_t heads = y->rank == 4 ? y->shape[1] : 1;
@@ -817,11 +901,16 @@ static int ds_setup(const cli_common *c, ds_state *s) {
         return cli_fail_err(o->model_path, &err);
     mha_model_get_info(s->model, &s->mi);
     s->whole = strcmp(s->mi.form, "plan") == 0;
-    const int seq_first = mha_model_layout(s->model) == MHA_LAYOUT_SEQ_FIRST;
-    if (seq_first && !o->dataset_options && !o->mpi) return DS_ONE_SHOT;
-    if (seq_first)
-        return cli_fail("%s: the model takes sequence-first inputs [S, B, D]; dataset runs "
+    const mha_layout layout = mha_model_layout(s->model);
+    if (layout != MHA_LAYOUT_BATCH_FIRST && !o->dataset_options && !o->mpi) return DS_ONE_SHOT;
+    if (layout == MHA_LAYOUT_SEQ_FIRST)
+        return cli_fail("%s: the model takes sequence-first inputs (%s); dataset runs "
                         "need the batch on axis 0 (use a .pb output to run it in one piece)",
+                        o->model_path, s->whole ? "token ids [S, B]" : "[S, B, D]");
+    if (layout == MHA_LAYOUT_UNKNOWN)
+        return cli_fail("%s: which axis of the model's token ids is the batch cannot be told "
+                        "(one item's tokens change other items' outputs along either axis); "
+                        "dataset runs split the batch (use a .pb output to run it in one piece)",
                         o->model_path);
     s->n_in = s->mi.num_inputs;
     s->n_out = s->mi.num_outputs;
@@ -1011,9 +1100,11 @@ static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
         s->outs[i].shape[0] = n;
     mha_run_options ro;
     mha_run_options_init(&ro);
-    /* a whole model reads the lengths from the mask made of them, the same
-     * bits as the mask given as a file */
-    ro.kv_lengths = s->lengths && !s->whole ? s->lengths + r : NULL;
+    /* a whole model reads the lengths from the mask made of them and, in
+     * its fused attention steps, as key lengths: a padded row's keys are
+     * its own, as alone (a -10000 fill in bfloat16 would still weigh the
+     * padding) */
+    ro.kv_lengths = s->lengths ? s->lengths + r : NULL;
     ro.precision = s->precision;
     mha_error err;
     mha_error_clear(&err);
@@ -1099,12 +1190,14 @@ static long ds_test_env(const char *name) {
  * checkpoint was left behind). */
 static int ds_output_complete(const ds_state *s, size_t i) {
     const ds_output *out = &s->out[i];
-    unsigned char head[640], have[640];
-    size_t hn = s->sharded
-                    ? mha_npy_format_header_shard(out->chunk.dtype, out->chunk.rank, out->dims,
-                                                  s->lo, s->hi, s->B, head, sizeof head)
-                    : mha_npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims, head,
-                                            sizeof head);
+    unsigned char head[1024], have[1024];
+    mha_npy_shard sh;
+    char run[MHA_NPY_SHARD_RUN_MAX];
+    ds_output_shard(s, i, &sh, run, sizeof run);
+    size_t hn = s->sharded ? mha_npy_format_header_shard_run(out->chunk.dtype, out->chunk.rank,
+                                                             out->dims, &sh, head, sizeof head)
+                           : mha_npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims,
+                                                   head, sizeof head);
     int fd = hn ? open(out->file, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
     if (fd < 0) return 0;
     struct stat sb;
@@ -1135,11 +1228,18 @@ static int ds_open_writers(ds_state *s, int found, size_t *complete) {
                             "file to start over)",
                             s->ckpt_path, out->resume_partial);
         }
-        if (mha_npy_writer_begin_partial(out->file, found ? out->resume_partial : NULL,
-                                         out->chunk.dtype, out->chunk.rank, out->dims, s->lo,
-                                         s->sharded ? s->B : 0, found ? s->done : 0, NULL,
-                                         &out->writer, &err) != MHA_OK)
-            return cli_fail_err(found ? out->resume_partial : out->file, &err);
+        mha_npy_shard sh;
+        char run[MHA_NPY_SHARD_RUN_MAX];
+        ds_output_shard(s, i, &sh, run, sizeof run);
+        mha_status st =
+            s->sharded
+                ? mha_npy_writer_begin_shard(out->file, found ? out->resume_partial : NULL,
+                                             out->chunk.dtype, out->chunk.rank, out->dims, &sh,
+                                             found ? s->done : 0, NULL, &out->writer, &err)
+                : mha_npy_writer_begin_partial(out->file, found ? out->resume_partial : NULL,
+                                               out->chunk.dtype, out->chunk.rank, out->dims, s->lo,
+                                               0, found ? s->done : 0, NULL, &out->writer, &err);
+        if (st != MHA_OK) return cli_fail_err(found ? out->resume_partial : out->file, &err);
     }
     return CLI_OK;
 }
@@ -1199,6 +1299,7 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
         s->sharded = 1;
         s->lo = s->B * o->shard_index / o->shard_count;
         s->hi = s->B * (o->shard_index + 1) / o->shard_count;
+        if ((rc = ds_make_shard_run(s)) != CLI_OK) return rc;
     }
     int64_t bs = s->batch_rows;
     int64_t first = s->hi - s->lo < bs ? s->hi - s->lo : bs;

@@ -21,7 +21,10 @@
  * ones (ms). --interval SEC adds, in the JSON, the same per SEC of arrivals.
  * Exit 1 when an id went unanswered, was answered twice or with another id,
  * a body's answers differed, or no request got a 200; 2 on a usage error.
- * Loopback only: the URL must name 127.0.0.1, [::1] or localhost. */
+ * Loopback only: the URL must name 127.0.0.1, [::1] or localhost. A body
+ * must be a regular file; the JSON report is checked before the run (not
+ * a model's or data's name, not a body, its folder there) and written
+ * whole by a rename, as `mha` writes its reports. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -34,6 +37,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,6 +51,7 @@
 #define LOAD_MAX_CODES 16
 
 typedef struct load_body {
+    const char *path;
     char *data;
     size_t size;
     uint64_t answer_hash; /* of the first 200 answer; 0 = none yet */
@@ -99,9 +107,23 @@ static double load_uniform(unsigned long long *s) {
     return ((double)(z >> 11) + 0.5) * (1.0 / 9007199254740992.0); /* (0, 1) */
 }
 
+/* A body: a regular file, read whole (a FIFO or /dev/zero was read
+ * without end, into memory). -1 with errno set. */
 static int load_read_file(const char *path, load_body *b) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0) return -1;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return -1;
+    }
     size_t cap = 1 << 16, n = 0;
     char *d = malloc(cap);
     for (size_t got; d && (got = fread(d + n, 1, cap - n, f)) > 0;) {
@@ -329,6 +351,75 @@ static int load_loopback(const char *url) {
     return 0;
 }
 
+/* --json, before any request: the report is written at the end, over
+ * whatever the name held -- a model, a dataset, the body being sent (all
+ * were replaced by the JSON) -- or into a folder that is not there (found
+ * only after the whole run). 0 if it may be written. */
+static int load_json_check(const load_state *s) {
+    static const char *const data[] = {".onnx", ".npy", ".npz", ".pb"};
+    const char *dot = strrchr(s->json, '.');
+    for (size_t k = 0; dot && !strchr(dot, '/') && k < sizeof data / sizeof data[0]; k++)
+        if (strcasecmp(dot, data[k]) == 0) {
+            fprintf(stderr,
+                    "serve-load: --json writes a report, not '%s' (%s is a model or data)\n",
+                    s->json, dot);
+            return -1;
+        }
+    struct stat j, b;
+    for (int i = 0; i < s->n_bodies && stat(s->json, &j) == 0; i++)
+        if (stat(s->bodies[i].path, &b) == 0 && b.st_dev == j.st_dev && b.st_ino == j.st_ino) {
+            fprintf(stderr, "serve-load: --json '%s' is the body '%s'\n", s->json,
+                    s->bodies[i].path);
+            return -1;
+        }
+    char *copy = strdup(s->json);
+    const char *dir = copy ? dirname(copy) : ".";
+    errno = 0;
+    int ok = stat(dir, &b) == 0 && S_ISDIR(b.st_mode) && access(dir, W_OK) == 0;
+    if (!ok)
+        fprintf(stderr, "serve-load: --json %s: cannot write in the folder '%s': %s\n", s->json,
+                dir, errno ? strerror(errno) : "not a folder");
+    free(copy);
+    return ok ? 0 : -1;
+}
+
+/* The report, whole or not at all: to a temporary beside the target
+ * (*dest: the target, a symlink's own), renamed over it at the end; a
+ * FIFO or device target is written directly. */
+static FILE *load_json_open(const char *path, char *tmp, char *dest, size_t n) {
+    struct stat st;
+    tmp[0] = '\0';
+    snprintf(dest, n, "%s", path);
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return fopen(path, "w");
+    char real[PATH_MAX];
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode) && realpath(path, real))
+        snprintf(dest, n, "%s", real);
+    char *copy = strdup(dest);
+    if (!copy) return NULL;
+    snprintf(tmp, n, "%s/.serve-load.json.XXXXXX", dirname(copy));
+    free(copy);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        tmp[0] = '\0';
+        return NULL;
+    }
+    mode_t mask = umask(0);
+    umask(mask);
+    if (fchmod(fd, 0666 & ~mask) != 0) { /* mkstemp's 0600 otherwise */
+        close(fd);
+        unlink(tmp);
+        tmp[0] = '\0';
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        unlink(tmp);
+        tmp[0] = '\0';
+    }
+    return f;
+}
+
 static int load_parse(load_state *s, int argc, char **argv) {
     static const struct option opts[] = {{"url", required_argument, 0, 'u'},
                                          {"body", required_argument, 0, 'b'},
@@ -343,7 +434,17 @@ static int load_parse(load_state *s, int argc, char **argv) {
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int idx = 0;
+    const char *given[128] = {0}; /* the value of each single-valued option */
     for (int o; (o = getopt_long(argc, argv, "", opts, &idx)) != -1;) {
+        /* one given twice took the last value in silence */
+        if (o != 'b' && o > 0 && o < 128 && optarg) {
+            if (given[o] && strcmp(given[o], optarg) != 0) {
+                fprintf(stderr, "serve-load: --%s is given twice, as '%s' and '%s': give it once\n",
+                        opts[idx].name, given[o], optarg);
+                return 2;
+            }
+            given[o] = optarg;
+        }
         char *end = NULL;
         double v = optarg ? strtod(optarg, &end) : 0;
         int num = optarg && end && *end == 0 && end != optarg;
@@ -357,10 +458,11 @@ static int load_parse(load_state *s, int argc, char **argv) {
                 return 2;
             }
             if (load_read_file(optarg, &s->bodies[s->n_bodies]) != 0) {
-                fprintf(stderr, "serve-load: %s: %s\n", optarg, strerror(errno));
+                fprintf(stderr, "serve-load: %s: %s\n", optarg,
+                        errno == EINVAL ? "not a regular file" : strerror(errno));
                 return 1;
             }
-            s->n_bodies++;
+            s->bodies[s->n_bodies++].path = optarg;
             break;
         case 'y':
             s->type = optarg;
@@ -391,10 +493,16 @@ static int load_parse(load_state *s, int argc, char **argv) {
             return o == 'h' ? 0 : 2;
         }
     }
+    if (s->url && s->n_bodies && optind == argc && (!(s->rate > 0) || s->connections < 1)) {
+        fprintf(stderr, "serve-load: --%s wants a number %s, got 0\n",
+                !(s->rate > 0) ? "rate" : "connections", !(s->rate > 0) ? "> 0" : ">= 1");
+        return 2;
+    }
     if (!s->url || !s->n_bodies || !(s->rate > 0) || optind != argc || s->connections < 1) {
         load_usage();
         return 2;
     }
+    if (s->json && load_json_check(s) != 0) return 2;
     if (!load_loopback(s->url)) {
         fprintf(stderr, "serve-load: loopback only (127.0.0.1, [::1], localhost), not %s\n",
                 s->url);
@@ -499,7 +607,8 @@ static void load_report(load_state *s, double elapsed, double *scratch) {
            unanswered, twice, s->wrong_id, s->body_mismatch, all.p50, all.p99, all.p999, all.max,
            all.refused_p50, all.refused_p99);
     if (!s->json) return;
-    FILE *f = fopen(s->json, "w");
+    char tmp[PATH_MAX + 32], dest[PATH_MAX + 32];
+    FILE *f = load_json_open(s->json, tmp, dest, sizeof tmp);
     if (!f) {
         fprintf(stderr, "serve-load: %s: %s\n", s->json, strerror(errno));
         return;
@@ -520,7 +629,13 @@ static void load_report(load_state *s, double elapsed, double *scratch) {
         fprintf(f, "}");
     }
     fprintf(f, "]}\n");
-    fclose(f);
+    int bad = ferror(f);
+    bad |= fclose(f) != 0;
+    if (!bad && tmp[0] && rename(tmp, dest) != 0) bad = 1;
+    if (bad) {
+        fprintf(stderr, "serve-load: %s: %s\n", s->json, strerror(errno));
+        if (tmp[0]) unlink(tmp);
+    }
 }
 
 int main(int argc, char **argv) {

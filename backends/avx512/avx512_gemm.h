@@ -49,19 +49,25 @@
         _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);                                             \
     }
 
+/* Step k of the chain: two B vectors, R broadcasts of A, 2 R FMAs. */
+#define AVX512_GEMM_KSTEP(R, k)                                                                    \
+    {                                                                                              \
+        const int64_t kq = k;                                                                      \
+        vf b0 = _mm512_loadu_ps(bp + kq * GEMM_NR);                                                \
+        vf b1 = _mm512_loadu_ps(bp + kq * GEMM_NR + 16);                                           \
+        _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                     \
+            vf a = _mm512_set1_ps(ap[kq * GEMM_MR + r]);                                           \
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);                                         \
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);                                         \
+        }                                                                                          \
+    }
+
 #define AVX512_GEMM_UKERNEL_ROWS(R)                                                                \
     static inline void gemm_ukernel_##R(int64_t kc, const float *ap, const float *bp, float *c,    \
                                         int64_t ldc, int accumulate, int64_t mr) {                 \
         AVX512_GEMM_ACC_LOAD(R)                                                                    \
-        for (int64_t k = 0; k < kc; k++) {                                                         \
-            vf b0 = _mm512_loadu_ps(bp + k * GEMM_NR);                                             \
-            vf b1 = _mm512_loadu_ps(bp + k * GEMM_NR + 16);                                        \
-            _Pragma("GCC unroll 12") for (int r = 0; r < R; r++) {                                 \
-                vf a = _mm512_set1_ps(ap[k * GEMM_MR + r]);                                        \
-                acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);                                     \
-                acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);                                     \
-            }                                                                                      \
-        }                                                                                          \
+        for (int64_t k = 0; k < kc; k++)                                                           \
+            AVX512_GEMM_KSTEP(R, k)                                                                \
         AVX512_GEMM_ACC_STORE(R)                                                                   \
     }
 AVX512_GEMM_UKERNEL_ROWS(4)
@@ -74,6 +80,31 @@ static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, fl
     gemm_ukernel_12(kc, ap, bp, c, ldc, accumulate, GEMM_MR);
 }
 
+/*
+ * The full tile, asking meanwhile for npf cache lines from pf into L2, one
+ * every two k-steps: gemm_blocked.h hands each sliver of a row block its
+ * share of the next B panel slice (96 KiB at KC 768), which otherwise comes
+ * from L3 or memory on the first sliver that reads it and stalls that
+ * kernel call. A hint only: each element is the same chain as
+ * gemm_ukernel's, the same bits. Paired, 1 thread, CPU time: BERT-base's
+ * FFN down GEMM (K 3072) ~7 % faster with its weight in memory, the whole
+ * model ~1.4 %; W1, W4 and MiniLM-L6 level (docs/PERFORMANCE.md, "gemm16").
+ */
+static inline void gemm_ukernel_pf(int64_t kc, const float *ap, const float *bp, float *c,
+                                   int64_t ldc, int accumulate, const char *pf, int64_t npf) {
+    const int64_t mr = GEMM_MR;
+    AVX512_GEMM_ACC_LOAD(12)
+    int64_t k = 0;
+    for (int64_t j = 0; k + 2 <= kc; k += 2, j++) {
+        if (j < npf) _mm_prefetch(pf + j * 64, _MM_HINT_T1);
+        AVX512_GEMM_KSTEP(12, k)
+        AVX512_GEMM_KSTEP(12, k + 1)
+    }
+    if (k < kc) AVX512_GEMM_KSTEP(12, k)
+    AVX512_GEMM_ACC_STORE(12)
+}
+#define GEMM_HAVE_UKERNEL_PF 1
+
 /* Rows [0, mr) of a full-width tile, 0 < mr < GEMM_MR. */
 static inline void gemm_ukernel_rows(int64_t kc, const float *ap, const float *bp, float *c,
                                      int64_t ldc, int accumulate, int64_t mr) {
@@ -85,6 +116,46 @@ static inline void gemm_ukernel_rows(int64_t kc, const float *ap, const float *b
         gemm_ukernel_12(kc, ap, bp, c, ldc, accumulate, mr);
 }
 #define GEMM_HAVE_UKERNEL_ROWS 1
+
+/*
+ * Rows [0, mr) of a full-width tile while the next B panel slice streams
+ * in: per k-step also the two lines of next[k * 32 .. +32] requested (a
+ * hint; each element the same chain as gemm_ukernel's, the same bits).
+ * gemm_blocked.h gives it the slice after this one for a short row
+ * block's first sliver: at 16 rows a weight byte serves 8 FLOPs, so a
+ * slice left to come from memory when its kernel starts stalls every
+ * k-step (MiniLM's 7 MB of weights a layer: no cache holds six layers'),
+ * and the hardware prefetchers run only a few lines ahead. Into L1 (T0):
+ * the slice is read within ~1 us, and the current one's last reads (the
+ * block's short second sliver) hit L1 or L2; in gemm_bench --cold T0 beat
+ * T1 and a distance of two slices (docs/PERFORMANCE.md, "serveB16").
+ */
+#define AVX512_GEMM_UKERNEL_STREAM(R)                                                              \
+    static inline void gemm_ukernel_stream_##R(int64_t kc, const float *ap, const float *bp,       \
+                                               float *c, int64_t ldc, int accumulate, int64_t mr,  \
+                                               const float *next) {                                \
+        AVX512_GEMM_ACC_LOAD(R)                                                                    \
+        for (int64_t k = 0; k < kc; k++) {                                                         \
+            _mm_prefetch((const char *)(next + k * GEMM_NR), _MM_HINT_T0);                         \
+            _mm_prefetch((const char *)(next + k * GEMM_NR + 16), _MM_HINT_T0);                    \
+            AVX512_GEMM_KSTEP(R, k)                                                                \
+        }                                                                                          \
+        AVX512_GEMM_ACC_STORE(R)                                                                   \
+    }
+AVX512_GEMM_UKERNEL_STREAM(4)
+AVX512_GEMM_UKERNEL_STREAM(8)
+AVX512_GEMM_UKERNEL_STREAM(12)
+
+static inline void gemm_ukernel_stream(int64_t kc, const float *ap, const float *bp, float *c,
+                                       int64_t ldc, int accumulate, int64_t mr, const float *next) {
+    if (mr <= 4)
+        gemm_ukernel_stream_4(kc, ap, bp, c, ldc, accumulate, mr, next);
+    else if (mr <= 8)
+        gemm_ukernel_stream_8(kc, ap, bp, c, ldc, accumulate, mr, next);
+    else
+        gemm_ukernel_stream_12(kc, ap, bp, c, ldc, accumulate, mr, next);
+}
+#define GEMM_HAVE_UKERNEL_STREAM 1
 
 /*
  * A full sliver packed: dst[k * 12 + r] = A[r * lda + k] for r < 12, k < kc

@@ -19,6 +19,12 @@
  *   optional: GEMM_HAVE_PACK_A and
  *   void gemm_pack_a(const float *A, int64_t lda, int64_t kc, float *dst):
  *       dst[k * MR + r] = A[r * lda + k] for r < MR, k < kc (a full sliver).
+ *   optional: GEMM_HAVE_UKERNEL_PF and
+ *   void gemm_ukernel_pf(kc, ap, bp, c, ldc, accumulate, const char *pf,
+ *                        int64_t npf):
+ *       gemm_ukernel's full tile, the same chain, prefetching the npf
+ *       64-byte lines from pf on (a hint; npf may be <= 0); the driver gives
+ *       each sliver its share of the next B slice it will read.
  *   optional: GEMM_HAVE_UKERNEL_ROWS and
  *   void gemm_ukernel_rows(kc, ap, bp, c, ldc, accumulate, int64_t mr):
  *       the same for rows r < mr only (0 < mr < MR; c has only mr rows),
@@ -104,6 +110,25 @@ static inline void gemm_prefetch_next_c(const mha_gemm_args *a, int64_t mb, int6
             __builtin_prefetch(c + r * a->ldc + j, 1, 3);
 }
 
+/* A short row block (at most GEMM_STREAM_ROWS, two slivers: a request of a
+ * few tokens) reads each B panel slice once, from memory for a model whose
+ * weights outgrow the caches; the slice it reads after panel p's at k-block
+ * k0 (the next panel's, after the last the first panel's of the next
+ * k-block; NULL after the last) is what its first sliver's kernel asks for
+ * while it computes, when the kernel file defines GEMM_HAVE_UKERNEL_STREAM and
+ *   void gemm_ukernel_stream(kc, ap, bp, c, ldc, accumulate, int64_t mr,
+ *                            const float *next):
+ *       gemm_ukernel_rows' rows r < mr (0 < mr <= MR), the same chains,
+ *       asking for next[k * NR .. +NR] at each k-step (a hint). */
+#define GEMM_STREAM_ROWS (2 * GEMM_MR)
+static inline const float *gemm_blocked_next_slice(const mha_gemm_args *a, int64_t p,
+                                                   int64_t p_first, int64_t p_last, int64_t k0) {
+    if (p < p_last) return (const float *)a->B_packed + ((p + 1) * a->K + k0) * GEMM_NR;
+    if (k0 + GEMM_KC < a->K)
+        return (const float *)a->B_packed + (p_first * a->K + k0 + GEMM_KC) * GEMM_NR;
+    return NULL;
+}
+
 /*
  * One row block against panels [p_first, p_last]: rows [mb, mb + GEMM_MC)
  * of C (clipped to m1), the panels' columns clipped to [n0, n1). Per
@@ -151,13 +176,44 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
             const int64_t cn1 = a->n1 < (p + 1) * GEMM_NR ? a->n1 : (p + 1) * GEMM_NR;
             const int full_n = cn0 == p * GEMM_NR && cn1 == (p + 1) * GEMM_NR;
             const float *bp = (const float *)a->B_packed + (p * a->K + k0) * GEMM_NR;
+#ifdef GEMM_HAVE_UKERNEL_PF
+            /* the B slice this loop reads next (the next panel's; after the
+             * last panel, the first panel's of the next k-block, or of
+             * k-block 0 for the next row block), its lines shared out over
+             * the slivers' kernel calls */
+            const int64_t nk0 = p < p_last ? k0 : k0 + GEMM_KC < a->K ? k0 + GEMM_KC : 0;
+            const int64_t nkc = a->K - nk0 < GEMM_KC ? a->K - nk0 : GEMM_KC;
+            const char *next =
+                (const char *)((const float *)a->B_packed +
+                               ((p < p_last ? p + 1 : p_first) * a->K + nk0) * GEMM_NR);
+            const int64_t lines = nkc * GEMM_NR * (int64_t)sizeof(float) / 64;
+            const int64_t share = (lines + tiles - 1) / tiles;
+#endif
             for (int64_t t = 0; t < tiles; t++) {
                 const int64_t m = mb + t * GEMM_MR;
                 const int64_t mr = rows - t * GEMM_MR < GEMM_MR ? rows - t * GEMM_MR : GEMM_MR;
                 const float *as = ap + t * kc * GEMM_MR;
                 gemm_prefetch_next_c(a, mb, rows, p, p_last, t, tiles);
+#ifdef GEMM_HAVE_UKERNEL_STREAM
+                const float *next = t == 0 && full_n && rows <= GEMM_STREAM_ROWS
+                                        ? gemm_blocked_next_slice(a, p, p_first, p_last, k0)
+                                        : NULL;
+                if (next) {
+                    gemm_ukernel_stream(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0,
+                                        mr, next);
+                    continue;
+                }
+#endif
                 if (mr == GEMM_MR && full_n) {
+#ifdef GEMM_HAVE_UKERNEL_PF
+                    /* left <= 0: no lines, and no pointer past the slice */
+                    const int64_t left = lines - t * share;
+                    gemm_ukernel_pf(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0,
+                                    left > 0 ? next + t * share * 64 : next,
+                                    left < share ? left : share);
+#else
                     gemm_ukernel(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0);
+#endif
                     continue;
                 }
 #ifdef GEMM_HAVE_UKERNEL_ROWS

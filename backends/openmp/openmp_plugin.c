@@ -13,7 +13,12 @@
  * Flags MHA_PLUGIN_SELF_PARALLEL: the host gives it whole problems on one
  * thread and the worker count in args->num_threads, so only one parallel
  * layer (OpenMP's) is ever active. */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/backend_scores.h"
@@ -27,12 +32,79 @@
 #define OPENMP_AVX512_NEEDS                                                                        \
     (OPENMP_AVX2_NEEDS | MHA_CPU_AVX512F | MHA_CPU_AVX512DQ | MHA_CPU_AVX512BW | MHA_CPU_AVX512VL)
 
+/* The stack size the OpenMP runtime gives its threads from the
+ * environment, read as libgomp (and libomp) read OMP_STACKSIZE, else
+ * GOMP_STACKSIZE: a number, then B, K, M or G (K without one), blanks
+ * around. 0 when unset or a value they refuse (they then warn and keep
+ * their default). *name receives the variable's name. */
+static unsigned long long openmp_env_stack_bytes(const char **name) {
+    static const char *const vars[] = {"OMP_STACKSIZE", "GOMP_STACKSIZE"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *v = getenv(vars[i]);
+        if (!v) continue;
+        *name = vars[i];
+        while (isspace((unsigned char)*v))
+            v++;
+        if (!isdigit((unsigned char)*v)) return 0;
+        errno = 0;
+        char *end = NULL;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (errno) return 0;
+        while (isspace((unsigned char)*end))
+            end++;
+        static const char units[] = "bkmg"; /* shifts 0, 10, 20, 30 */
+        const char *unit = *end ? strchr(units, tolower((unsigned char)*end)) : NULL;
+        int shift = unit ? 10 * (int)(unit - units) : 10;
+        if (unit) end++;
+        while (isspace((unsigned char)*end))
+            end++;
+        if (*end || ((n << shift) >> shift) != n) return 0;
+        return n << shift;
+    }
+    return 0;
+}
+
+static void *openmp_idle_thread(void *arg) {
+    return arg;
+}
+
+/* The OpenMP runtime ends the process when it cannot start a thread of a
+ * team ("libgomp: Thread creation failed", exit 1, at a run's first
+ * parallel region): with OMP_STACKSIZE=100000G, say, every run of this
+ * backend did, which a library must never do. So a thread with that stack
+ * is started here first, and the backend refused when it cannot be. (A
+ * stack each thread can have but not all of them together is still the
+ * runtime's to fail on.) */
+static int openmp_env_stack_usable(const char **reason) {
+    static _Thread_local char why[160];
+    const char *name = NULL;
+    unsigned long long bytes = openmp_env_stack_bytes(&name);
+    if (!bytes) return 1;
+    pthread_attr_t attr;
+    pthread_t t;
+    int e = pthread_attr_init(&attr);
+    if (e == 0) {
+        e = bytes > (unsigned long long)SIZE_MAX ? EINVAL
+                                                 : pthread_attr_setstacksize(&attr, (size_t)bytes);
+        if (e == 0) e = pthread_create(&t, &attr, openmp_idle_thread, NULL);
+        if (e == 0) pthread_join(t, NULL);
+        pthread_attr_destroy(&attr);
+    }
+    if (e == 0) return 1;
+    snprintf(why, sizeof why,
+             "%s=%s: the OpenMP runtime cannot start a thread with that stack (%s), and would end "
+             "the process",
+             name, getenv(name), strerror(e));
+    if (reason) *reason = why;
+    return 0;
+}
+
 static int openmp_probe(uint64_t cpu_features, const char **reason) {
+    if (!openmp_env_stack_usable(reason)) return 0;
 #if defined(__x86_64__) || defined(__i386__)
     return plugin_probe_require(cpu_features, MHA_CPU_SSE2, MHA_SCORE_OPENMP, reason);
 #else
     (void)cpu_features;
-    (void)reason;
     return MHA_SCORE_OPENMP;
 #endif
 }

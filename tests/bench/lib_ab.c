@@ -40,6 +40,7 @@
 
 #include "mha/mha.h"
 
+#include "bench_inputs.h"
 #include "bench_util.h"
 
 #define LAB_MAX_TENSORS 16
@@ -138,17 +139,7 @@ static int lab_inputs(lab_side *s, int64_t batch, int64_t seq) {
         const size_t es = a->dtype_size(io.dtype);
         t->data = calloc((size_t)(n > 0 ? n : 1), es ? es : 1);
         if (!t->data) return -1;
-        for (int64_t k = 0; k < n; k++) {
-            seed = seed * 1664525u + 1013904223u;
-            if (io.dtype == MHA_DTYPE_FLOAT32)
-                ((float *)t->data)[k] = (float)(seed >> 8) / 16777216.0f * 2.0f - 1.0f;
-            else if (io.dtype == MHA_DTYPE_INT64)
-                ((int64_t *)t->data)[k] = io.role == MHA_ROLE_TOKEN_IDS ? (seed >> 8) % 1000 : 1;
-            else if (io.dtype == MHA_DTYPE_INT32)
-                ((int32_t *)t->data)[k] = io.role == MHA_ROLE_TOKEN_IDS ? (seed >> 8) % 1000 : 1;
-            else if (io.dtype == MHA_DTYPE_BOOL)
-                ((unsigned char *)t->data)[k] = 1;
-        }
+        bench_fill_seeded(t->data, n, io.dtype, io.role == MHA_ROLE_TOKEN_IDS, &seed);
     }
     return 0;
 }

@@ -197,6 +197,41 @@ for i in 0 1 2; do
 done
 echo "ok: shards merge byte-identical; gaps and overlaps refused; SLURM array picks the shard"
 
+echo "== shards of another run are refused, naming the file and what differs"
+# each shard's header names its run: another model, precision, dataset of
+# the same shape or lengths, or another count of shards, is no shard of it
+grep -a -q "# mha-shard rows 7:15 of 23; run shard 1/3; model [0-9a-f]\{16\}; precision float32; data [0-9a-f]\{16\}; lengths none; output 0" "$T/s1.npy" ||
+  fail "shard run note: $(head -c 320 "$T/s1.npy")"
+"$MHA" gen -d $D -H 4 --kv-heads 2 --seed 6 -o "$T/m2.onnx" --data "$T/x2.npy" --batch $B --seq $S
+npy "$T/len1.npy" '<i8' "($B,)"
+for b in $(seq 0 $((B - 1))); do le64 $((S - b % 2)) >>"$T/len1.npy"; done
+"$MHA" run "$T/m2.onnx" "$T/x.npy" -o "$T/o_model.npy" --shard 1/3 --quiet
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/o_prec.npy" --shard 1/3 --precision bfloat16 --quiet
+"$MHA" run "$T/m.onnx" "$T/x2.npy" -o "$T/o_data.npy" --shard 1/3 --quiet
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/o_len.npy" --shard 1/3 --lengths "$T/len1.npy" --quiet
+"$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/o_n0.npy" --shard 0/2 --quiet
+for k in model:model prec:precision data:dataset len:lengths; do
+  f=${k%%:*} what=${k#*:}
+  set +e
+  "$MHA" merge "$T/bad.npy" "$T/s0.npy" "$T/o_$f.npy" "$T/s2.npy" 2>"$T/stderr"; rc=$?
+  set -e
+  [ $rc -eq 1 ] && [ "$(wc -l <"$T/stderr")" = 1 ] &&
+    grep -q "^mha: $T/o_$f.npy: a shard of another run: its $what is .*, $T/s0.npy's is " "$T/stderr" ||
+    fail "merge of a shard of another $what: exit $rc: $(cat "$T/stderr")"
+done
+set +e
+"$MHA" merge "$T/bad.npy" "$T/s0.npy" "$T/o_prec.npy" "$T/s2.npy" 2>"$T/stderr"
+set -e
+grep -q "its precision is bfloat16, $T/s0.npy's is float32$" "$T/stderr" ||
+  fail "precision not named: $(cat "$T/stderr")"
+set +e
+"$MHA" merge "$T/bad.npy" "$T/o_n0.npy" "$T/s2.npy" 2>"$T/stderr"; rc=$?
+set -e
+[ $rc -eq 1 ] && grep -q "its number of shards is 3, $T/o_n0.npy's is 2" "$T/stderr" ||
+  fail "merge of shards of 2 and 3: exit $rc: $(cat "$T/stderr")"
+[ ! -e "$T/bad.npy" ] || fail "a refused merge wrote its output"
+echo "ok: shards of another model, precision, dataset, lengths or shard count refused"
+
 echo "== MPI"
 MPI_BIN="$(dirname "$MHA")/mha-mpi"
 # The make targets install Open MPI, so mha-mpi is always built: its absence

@@ -5,7 +5,8 @@
 # as JSON, each output equal to what `mha run` gives for the sequence alone
 # (mask of ones, segment ids zero), requests of different lengths batched,
 # int32 / int8 ids widened as mha run widens them, clear 400s for bodies a
-# token model cannot take (an id of 2^63 among them).
+# token model cannot take (an id of 2^63 among them); a sequence-first
+# model's request one sequence.
 # Exit 77 (skipped) when `mha serve` was built without libmicrohttpd or curl
 # is missing. Env: MHA, MHA_TEST_DATA, MHA_TEST_TMP.
 set -eu
@@ -133,6 +134,37 @@ echo "ok: 400 for bad token-id bodies"
 kill -TERM $SRV
 serve_wait_exit
 echo "ok: SIGTERM"
+
+# a sequence-first model (PyTorch's tutorial language model, src [S, B]):
+# a request of 7 ids is one sequence of 7, what mha run gives on [7, 1]
+TL="$MHA_TEST_DATA/models/z_tutorial_lm_op17/model.onnx"
+python3 - "$T" <<'PY'
+import struct, sys
+ids = [(5 * j + 2) % 64 for j in range(7)]
+head = "{'descr': '<i8', 'fortran_order': False, 'shape': (7, 1), }"
+head += " " * (63 - (10 + len(head)) % 64) + "\n"
+open(sys.argv[1] + "/tl_ids.npy", "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) +
+                                              head.encode() + struct.pack("<7q", *ids))
+open(sys.argv[1] + "/tl_ids.json", "w").write(str(ids))
+PY
+"$MHA" run -q "$TL" "$T/tl_ids.npy" -o "$T/tl_ref.npy" || fail "mha run on the tutorial model"
+serve_start "$TL" --max-batch 2 --dispatchers 1
+code=$(post "$T/tl_ids.json" "$T/tl_got.json" application/json)
+[ "$code" = 200 ] || fail "tutorial model, JSON ids: $code $(cat "$T/tl_got.json")"
+python3 - "$T/tl_got.json" "$T/tl_ref.npy" <<'PY' || fail "tutorial model: the answer is not one sequence of 7"
+import json, struct, sys
+y = json.load(open(sys.argv[1]))  # one output: the array itself
+y = y["output"] if isinstance(y, dict) else y
+b = open(sys.argv[2], "rb").read()
+hl = struct.unpack("<H", b[8:10])[0]
+ref = struct.unpack("<%df" % ((len(b) - 10 - hl) // 4), b[10 + hl:])
+f32 = lambda x: struct.unpack("<f", struct.pack("<f", x))[0]
+got = [f32(x) for row in y for x in row]
+sys.exit(0 if len(y) == 7 and got == list(ref) else 1)
+PY
+kill -TERM $SRV
+serve_wait_exit
+echo "ok: a sequence-first model serves a request as one sequence"
 
 # serve-cpu on a whole model: requests of token ids, the floor (mha_run of
 # the padded batch with its masks) beside the queue's modes

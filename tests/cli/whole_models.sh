@@ -113,7 +113,22 @@ lens=$(od -An -v -t d8 -j 128 "$D/attention_mask.npy" | tr -s ' ' '\n' | sed '/^
 "$MHA" run -q "$B/model.onnx" "input_ids=$D/input_ids.npy" "token_type_ids=$D/token_type_ids.npy" \
   --lengths "$T/lengths.npy" -o "$T/y_len.npy" "$T/pool_len.npy" --batch-size 2 ||
   fail "run: --lengths in place of the attention mask"
-cmp "$T/y_all.npy" "$T/y_len.npy" || fail "run: --lengths hidden states differ from the mask's"
+# the hidden states the mask's up to each row's length, zero past it (as a
+# layer's query rows); the pooled output (one a row) the mask's
+python3 - "$T/y_all.npy" "$T/y_len.npy" $lens <<'PY' || fail "run: --lengths hidden states"
+import struct, sys
+def load(p):
+    b = open(p, "rb").read()
+    hl = struct.unpack("<H", b[8:10])[0]
+    return b[10 + hl:]
+a, l = load(sys.argv[1]), load(sys.argv[2])
+lens = [int(x) for x in sys.argv[3:]]
+row = len(a) // len(lens)
+tok = row // 6
+for b, n in enumerate(lens):
+    assert l[b * row:b * row + n * tok] == a[b * row:b * row + n * tok], "row %d differs" % b
+    assert l[b * row + n * tok:(b + 1) * row] == bytes(row - n * tok), "row %d not zero" % b
+PY
 cmp "$T/pool_all.npy" "$T/pool_len.npy" || fail "run: --lengths pooled outputs differ from the mask's"
 # a model with no mask input left to make has no use for --lengths: refused,
 # not ignored (here a decoder exported without attention_mask)
@@ -156,6 +171,82 @@ PY
   fail "run: int32 token ids and mask"
 cmp "$T/y_all.npy" "$T/y_32.npy" || fail "run: int32 ids give other hidden states"
 echo "ok: int32 ids and mask widen to int64"
+
+echo "== --lengths on a whole model: a padded row is the row alone at its length"
+# Hugging Face's BERT with a (1 - m) * -10000 mask: --lengths makes the mask
+# and gives the fused layers the key lengths, so a padded row's keys are its
+# own in bfloat16 too (the -10000 alone still weighs the padding there);
+# its hidden states past the length are 0, its pooled output the row's
+V="$M/v_bert_hf_ext1e4_op13_nofold/model.onnx"
+python3 - "$T/v" <<'PY'
+import struct, sys
+def save(path, shape, vals):
+    hdr = "{'descr': '<i8', 'fortran_order': False, 'shape': (%s), }" % "".join(
+        "%d, " % d for d in shape)
+    hdr = hdr + " " * (118 - len(hdr) - 1) + "\n"
+    open(path, "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode() +
+                           struct.pack("<%dq" % len(vals), *vals))
+lens = [8, 5, 2]
+ids = [1 + (7 * b + 3 * j) % 13 for b in range(3) for j in range(8)]
+save(sys.argv[1] + "_ids.npy", (3, 8), ids)
+save(sys.argv[1] + "_tt.npy", (3, 8), [0] * 24)
+save(sys.argv[1] + "_len.npy", (3,), lens)
+for b, n in enumerate(lens):
+    save("%s_ids%d.npy" % (sys.argv[1], b), (1, n), ids[b * 8:b * 8 + n])
+    save("%s_tt%d.npy" % (sys.argv[1], b), (1, n), [0] * n)
+    save("%s_mask%d.npy" % (sys.argv[1], b), (1, n), [1] * n)
+PY
+for prec in float32 bfloat16; do
+  "$MHA" run -q "$V" "input_ids=$T/v_ids.npy" "token_type_ids=$T/v_tt.npy" --lengths "$T/v_len.npy" \
+    --precision $prec -o "$T/v_y.npy" "$T/v_p.npy" --batch-size 2 || fail "run: --lengths $prec"
+  for b in 0 1 2; do
+    "$MHA" run -q "$V" "input_ids=$T/v_ids$b.npy" "token_type_ids=$T/v_tt$b.npy" \
+      "attention_mask=$T/v_mask$b.npy" --precision $prec -o "$T/v_y$b.npy" "$T/v_p$b.npy" ||
+      fail "run: row $b alone, $prec"
+  done
+  python3 - "$T/v" $prec <<'PY' || fail "run: --lengths $prec: a padded row is not the row alone"
+import struct, sys
+def load(p):
+    b = open(p, "rb").read()
+    hl = struct.unpack("<H", b[8:10])[0]
+    return b[10 + hl:]
+y, p = load(sys.argv[1] + "_y.npy"), load(sys.argv[1] + "_p.npy")
+row, prow = len(y) // 3, len(p) // 3
+tok = row // 8
+for b, n in enumerate([8, 5, 2]):
+    alone, palone = load("%s_y%d.npy" % (sys.argv[1], b)), load("%s_p%d.npy" % (sys.argv[1], b))
+    assert y[b * row:b * row + n * tok] == alone, "%s: row %d differs from alone" % (sys.argv[2], b)
+    assert y[b * row + n * tok:(b + 1) * row] == bytes(row - n * tok), "row %d not zero" % b
+    assert p[b * prow:(b + 1) * prow] == palone, "%s: pooled %d differs from alone" % (sys.argv[2], b)
+PY
+done
+echo "ok: --lengths rows equal the rows alone (float32, bfloat16), zero past their length"
+
+echo "== a sequence-first whole model: its batch on axis 1 of the ids"
+# PyTorch's tutorial language model takes src [S, B]: rows of axis 0 are no
+# items, so a dataset run (a shard, --resume, --lengths: they split axis 0)
+# is refused in one line, and a run in one piece computes it as the model
+# says (--batch-size alone does not split it)
+TL="$M/z_tutorial_lm_op17/model.onnx"
+python3 - "$T/tl_ids.npy" <<'PY'
+import struct, sys
+hdr = "{'descr': '<i8', 'fortran_order': False, 'shape': (6, 3), }"
+hdr = hdr + " " * (118 - len(hdr) - 1) + "\n"
+open(sys.argv[1], "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode() +
+                              struct.pack("<18q", *[(5 * i + 1) % 64 for i in range(18)]))
+PY
+set +e
+"$MHA" run -q "$TL" "$T/tl_ids.npy" -o "$T/tl_y.npy" --shard 0/2 2>"$T/tl.err"
+rc=$?
+set -e
+[ "$rc" = 1 ] && [ "$(wc -l <"$T/tl.err")" = 1 ] &&
+  grep -q "^mha: $TL: the model takes sequence-first inputs (token ids \[S, B\]); dataset runs need the batch on axis 0" \
+    "$T/tl.err" || fail "run: a sequence-first model streamed: exit $rc: $(cat "$T/tl.err")"
+[ ! -e "$T/tl_y.npy" ] || fail "run: a refused run left an output"
+"$MHA" run -q "$TL" "$T/tl_ids.npy" -o "$T/tl_y.npy" || fail "run: a sequence-first model in one piece"
+"$MHA" run -q "$TL" "$T/tl_ids.npy" -o "$T/tl_y2.npy" --batch-size 2 || fail "run: --batch-size 2"
+cmp "$T/tl_y.npy" "$T/tl_y2.npy" || fail "run: a sequence-first model split by --batch-size"
+echo "ok: a sequence-first model is not split on its sequence"
 # a token id outside the embedding table is an error naming the ids file,
 # the id's place and the vocabulary, before any layer runs; in a chunked
 # run the place is within the chunk's rows, which the message gives

@@ -18,6 +18,9 @@
  *    common/gemm_bf16.h (rounding, pairing, the zero past an odd k, the
  *    layout [pair][row]) for every kc from 1 to 70 and the models' 768 and
  *    1024, and nothing written past the sliver.
+ *  - gemm_ukernel_pf (avx512_gemm.h), the float32 GEMM's full tile with its
+ *    prefetch of the next B slice: bit for bit a scalar fmaf chain per
+ *    element, for odd and even kc and any count of lines to prefetch.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ the
  * tests report themselves skipped. */
 #include "testutil.h"
@@ -208,6 +211,52 @@ static void test_bf16_pack_sliver(void **state) {
     }
 }
 
+/* gemm_ukernel_pf (avx512_gemm.h), the full 12 x 32 tile of a packed A
+ * sliver, prefetching while it runs (two k-steps a turn, one more for an
+ * odd kc): every element the one FMA chain over k ascending, from 0 or from
+ * C, of a scalar fmaf loop, bit for bit, for kc 1 to 70 and around the 768
+ * of a k-block, any count of lines to prefetch (none, fewer than the
+ * turns, more), and nothing written outside the tile's 12 x 32 of a wider
+ * C. */
+static void test_gemm_ukernel_pf(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    enum { KMAX = 769, LDC = 40 };
+    static float ap[KMAX * GEMM_MR], bp[KMAX * GEMM_NR], c[GEMM_MR * LDC], want[GEMM_MR * LDC];
+    static char lines[64 * 512];
+    uint64_t s = 777;
+    for (int i = 0; i < KMAX * GEMM_MR; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        ap[i] = (float)((int32_t)(s >> 32)) * 0x1p-31f;
+    }
+    for (int i = 0; i < KMAX * GEMM_NR; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        bp[i] = (float)((int32_t)(s >> 32)) * 0x1p-33f;
+    }
+    static const int64_t npfs[] = {0, 1, 5, 512};
+    for (int64_t kc = 1; kc <= KMAX; kc = kc < 70 ? kc + 1 : kc < 767 ? 767 : kc + 1)
+        for (int accumulate = 0; accumulate < 2; accumulate++)
+            for (size_t q = 0; q < sizeof npfs / sizeof npfs[0]; q++) {
+                for (int i = 0; i < GEMM_MR * LDC; i++)
+                    c[i] = i % LDC < GEMM_NR ? 0.25f * (float)(i % 13) - 1.0f : 7.0f;
+                for (int r = 0; r < GEMM_MR; r++)
+                    for (int n = 0; n < LDC; n++) {
+                        float x = c[r * LDC + n];
+                        if (n < GEMM_NR) {
+                            x = accumulate ? x : 0.0f;
+                            for (int64_t k = 0; k < kc; k++)
+                                x = fmaf(ap[k * GEMM_MR + r], bp[k * GEMM_NR + n], x);
+                        }
+                        want[r * LDC + n] = x;
+                    }
+                gemm_ukernel_pf(kc, ap, bp, c, LDC, accumulate, lines, npfs[q]);
+                if (memcmp(c, want, sizeof c) != 0)
+                    fail_msg("kc %lld, accumulate %d, %lld lines: the tile differs from the "
+                             "fmaf chain",
+                             (long long)kc, accumulate, (long long)npfs[q]);
+            }
+}
+
 #else
 /* not built with the AVX-512 flags (not x86-64): nothing to run */
 static int cpu_has_avx512(void) {
@@ -221,13 +270,14 @@ static void test_exp2_bound(void **state) {
 #define test_exp2_f32_bound test_exp2_bound
 #define test_exp_pinned test_exp2_bound
 #define test_bf16_pack_sliver test_exp2_bound
+#define test_gemm_ukernel_pf test_exp2_bound
 #endif
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exp2_bound),       cmocka_unit_test(test_exp2_special_values),
         cmocka_unit_test(test_exp2_f32_bound),   cmocka_unit_test(test_exp_pinned),
-        cmocka_unit_test(test_bf16_pack_sliver),
+        cmocka_unit_test(test_bf16_pack_sliver), cmocka_unit_test(test_gemm_ukernel_pf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -184,9 +184,9 @@ static void test_partial_writer_resumes_from_checkpoint(void **state) {
     assert_int_equal(npy_writer_write_rows(w, data, 8, &err), MHA_OK);
     assert_int_equal(npy_writer_commit(w, &err), MHA_OK);
 
-    assert_int_equal(
-        npy_writer_begin_partial(&a, out, NULL, MHA_DTYPE_FLOAT32, 3, dims, 0, 0, 0, &w, &err),
-        MHA_OK);
+    assert_int_equal(npy_writer_begin_partial(&a, out, NULL, MHA_DTYPE_FLOAT32, 3, dims, 0, 0, NULL,
+                                              0, &w, &err),
+                     MHA_OK);
     /* a new partial file of its own name, beside the output */
     snprintf(partial, sizeof partial, "%s", npy_writer_partial_path(w));
     char head[1100];
@@ -206,18 +206,18 @@ static void test_partial_writer_resumes_from_checkpoint(void **state) {
 
     /* a different shape is refused, the partial file kept */
     const int64_t other[3] = {8, 3, 2};
-    assert_int_equal(
-        npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, other, 0, 0, 3, &w, &err),
-        MHA_ERR_DATA_FORMAT);
+    assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, other, 0, 0,
+                                              NULL, 3, &w, &err),
+                     MHA_ERR_DATA_FORMAT);
     /* more rows than the partial file holds is refused */
-    assert_int_equal(
-        npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0, 7, &w, &err),
-        MHA_ERR_IO);
+    assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0,
+                                              NULL, 7, &w, &err),
+                     MHA_ERR_IO);
     assert_int_equal(stat(partial, &sb), 0);
 
-    assert_int_equal(
-        npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0, 3, &w, &err),
-        MHA_OK);
+    assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0,
+                                              NULL, 3, &w, &err),
+                     MHA_OK);
     assert_int_equal(npy_writer_rows_written(w), 3);
     assert_int_equal(npy_writer_write_rows(w, data[3], 5, &err), MHA_OK);
     assert_int_equal(npy_writer_commit(w, &err), MHA_OK);
@@ -236,7 +236,8 @@ static void test_shard_header_round_trips(void **state) {
     (void)state;
     unsigned char buf[640];
     const int64_t dims[3] = {4, 5, 6};
-    size_t n = npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 10, 14, 40, buf, sizeof buf);
+    size_t n =
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 10, 14, 40, NULL, buf, sizeof buf);
     assert_true(n > 0 && n % 64 == 0);
     npy_header h;
     mha_error err;
@@ -250,7 +251,7 @@ static void test_shard_header_round_trips(void **state) {
     assert_int_equal(h.rows, 4);
     /* the range must match dims[0] */
     assert_int_equal(
-        npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 10, 15, 40, buf, sizeof buf), 0);
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 10, 15, 40, NULL, buf, sizeof buf), 0);
     /* a plain header is no shard; another comment is ignored */
     n = npy_format_header(MHA_DTYPE_FLOAT32, 3, dims, buf, sizeof buf);
     assert_int_equal(npy_parse_header(buf, n, file, "p.npy", &h, &err), MHA_OK);
@@ -271,6 +272,40 @@ static void test_shard_header_round_trips(void **state) {
     assert_false(h.is_shard);
 }
 
+/* A shard's run note (what `mha merge` compares) is written after its rows
+ * and read back as it was; one that could break the comment is refused. */
+static void test_shard_run_note_round_trips(void **state) {
+    (void)state;
+    unsigned char buf[1024];
+    const int64_t dims[2] = {4, 3};
+    const char *run = "shard 1/3; model 0123456789abcdef; precision bfloat16";
+    size_t n = npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, run, buf, sizeof buf);
+    assert_true(n > 0 && n % 64 == 0);
+    npy_header h;
+    char got[MHA_NPY_SHARD_RUN_MAX];
+    mha_error err;
+    mha_error_clear(&err);
+    assert_int_equal(npy_parse_header_run(buf, n, n + 48, "s.npy", &h, got, &err), MHA_OK);
+    assert_true(h.is_shard);
+    assert_int_equal(h.shard_r0, 4);
+    assert_int_equal(h.shard_total, 12);
+    assert_string_equal(got, run);
+    /* without a run: "" */
+    n = npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, NULL, buf, sizeof buf);
+    assert_int_equal(npy_parse_header_run(buf, n, n + 48, "s.npy", &h, got, &err), MHA_OK);
+    assert_string_equal(got, "");
+    /* a '#', a newline or an over-long note would not read back */
+    assert_int_equal(
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, "a # b", buf, sizeof buf), 0);
+    assert_int_equal(
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, "a\nb", buf, sizeof buf), 0);
+    char longer[MHA_NPY_SHARD_RUN_MAX + 1];
+    memset(longer, 'x', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    assert_int_equal(
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, longer, buf, sizeof buf), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows_do_not_depend_on_the_batch),
@@ -278,6 +313,7 @@ int main(void) {
         cmocka_unit_test(test_kv_lengths_checked),
         cmocka_unit_test(test_partial_writer_resumes_from_checkpoint),
         cmocka_unit_test(test_shard_header_round_trips),
+        cmocka_unit_test(test_shard_run_note_round_trips),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1007,6 +1007,43 @@ static void test_gemm_balanced_end(void **state) {
     check_gemm_balance(4096, 768, 2304, 0.26);
 }
 
+/* A GEMM whose rows are one tile of a whole-width weight (W2's output
+ * projection, a short request's or a decoding step's GEMMs) is one column
+ * unit per thread, not two: each column unit packs all of A again. Two
+ * row tiles, or a weight cut into slabs (W2's Q|K|V), keep two units a
+ * thread, and every element of C is in one unit. */
+static void test_gemm_one_row_tile_units(void **state) {
+    (void)state;
+    const struct {
+        int64_t M, K, N;
+        int threads;
+        int64_t units;
+    } want[] = {
+        {32, 768, 768, 2, 2},  /* W2's output projection */
+        {32, 768, 768, 3, 3},  /* 3 of 256 columns */
+        {1, 768, 768, 2, 2},   /* a decoding step */
+        {16, 384, 1536, 2, 2}, /* MiniLM-L6's FFN up at S 16 */
+        {128, 384, 384, 2, 4}, /* two row tiles */
+        {32, 768, 2304, 2, 4}, /* W2's Q|K|V: 4 slabs */
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        exec_gemm_weights W = {.K = want[i].K, .N = want[i].N};
+        exec_gemm_family f;
+        plan_units(&W, want[i].M, want[i].threads, &f);
+        if (f.n_units != want[i].units)
+            fail_msg("M %lld K %lld N %lld at %d threads: %lld units, want %lld",
+                     (long long)want[i].M, (long long)want[i].K, (long long)want[i].N,
+                     want[i].threads, (long long)f.n_units, (long long)want[i].units);
+        int64_t area = 0;
+        for (int64_t u = 0; u < f.n_units; u++) {
+            int64_t seg, r[4];
+            exec_gemm_unit_range(&f, u, &seg, r);
+            area += (r[1] - r[0]) * (r[3] - r[2]);
+        }
+        assert_int_equal(area, want[i].M * want[i].N);
+    }
+}
+
 /* Slabs count a packed weight's own bytes: BERT's FFN up [768 x 3072] is
  * 9 MiB in float32 (6 slabs at 2 threads) and 4.5 MiB in bfloat16 (4 slabs:
  * counted as float32 it was 6, each repacking A); its Q|K|V [768 x 2304],
@@ -1735,6 +1772,7 @@ int main(void) {
         cmocka_unit_test(test_threads_bitwise),
         cmocka_unit_test(test_gemm_column_slabs),
         cmocka_unit_test(test_gemm_balanced_end),
+        cmocka_unit_test(test_gemm_one_row_tile_units),
         cmocka_unit_test(test_gemm_slabs_bfloat16),
         cmocka_unit_test(test_batch_chunks),
         cmocka_unit_test(test_plugin_sizes_checked),

@@ -367,6 +367,22 @@ static void test_run_errors(void **state) {
     mha_tensor wrong = out;
     wrong.shape[1] += 1;
     assert_int_equal(mha_run(rt, m, c.in, 3, &wrong, 1, NULL, &err), MHA_ERR_SHAPE);
+    /* an output of a rank out of range: named by its rank; the message once
+     * showed the "dims" past shape[8] -- the data pointer and the stack
+     * beyond the caller's tensor */
+    struct {
+        mha_tensor t;
+        int64_t canary[4];
+    } far = {out, {0x5eed5eed, 0x5eed5eed, 0x5eed5eed, 0x5eed5eed}};
+    int ranks[] = {9, 1000, -5};
+    for (int i = 0; i < 3; i++) {
+        far.t.rank = ranks[i];
+        assert_int_equal(mha_run(rt, m, c.in, 3, &far.t, 1, NULL, &err), MHA_ERR_SHAPE);
+        char want[64];
+        snprintf(want, sizeof want, "got float32 of rank %d", ranks[i]);
+        assert_non_null(strstr(err.message, want));
+        assert_null(strstr(err.message, "1592614637")); /* 0x5eed5eed */
+    }
     mha_run_options ro;
     mha_run_options_init(&ro);
     ro.struct_size = 0;

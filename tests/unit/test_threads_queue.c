@@ -10,6 +10,7 @@
 #endif
 #include "testutil.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -260,11 +261,13 @@ static mha_status wm_alone(mha_runtime *rt, const mha_model *m, const int64_t *i
     int64_t *fill[4] = {NULL};
     assert_true(info.num_inputs <= 4 && info.num_outputs <= 4);
     int have_ids = 0;
+    const int seq_first = mha_model_layout(m) == MHA_LAYOUT_SEQ_FIRST; /* [S, 1] */
     for (size_t i = 0; i < info.num_inputs; i++) {
         mha_io_info io;
         assert_int_equal(mha_model_input(m, i, &io), MHA_OK);
         assert_int_equal(io.dtype, MHA_DTYPE_INT64);
-        in[i] = (mha_tensor){MHA_DTYPE_INT64, 2, {1, S}, (void *)ids};
+        in[i] =
+            (mha_tensor){MHA_DTYPE_INT64, 2, {seq_first ? S : 1, seq_first ? 1 : S}, (void *)ids};
         if (io.role == MHA_ROLE_TOKEN_IDS && !have_ids) {
             have_ids = 1;
             continue;
@@ -460,6 +463,70 @@ static void test_padding_probe(void **state) {
     m = load(conformance_model("models/d7_bert_ortdyn_int8_pertensor_op14"));
     assert_int_equal(pair_batched(rt, m, 64, 5, 5, MHA_BATCH_ALONE), 1);
     mha_model_free(m);
+    mha_runtime_destroy(rt);
+}
+
+/* PyTorch's tutorial language model takes `src` [S, B] (sequence first,
+ * causal, vocabulary 64): the model says so (mha_model_layout), and the
+ * queue serves a request of S ids as one sequence of S, not S sequences of
+ * one token -- alone, beside a shorter one and a longer one, in float32 and
+ * bfloat16, each bitwise the model run on [S, 1]; a request kept as [S, 1]
+ * gets [S, 1, 64] back. The other sequence-first models of the corpus
+ * transpose inside: their ids are [B, S]. A [S, S] mask input beside the
+ * ids cannot be padded per request: refused by name. */
+static void test_seq_first_whole_model(void **state) {
+    (void)state;
+    mha_runtime *rt = runtime_new(0);
+    mha_model *m = load(conformance_model("models/z_tutorial_lm_op17"));
+    assert_int_equal(mha_model_layout(m), MHA_LAYOUT_SEQ_FIRST);
+    assert_int_equal(pair_batched(rt, m, 64, 7, 3, MHA_BATCH_MIXED_LENGTHS), 2);
+    assert_int_equal(pair_batched(rt, m, 64, 4, 6, MHA_BATCH_MIXED_LENGTHS), 2);
+    test_precision = MHA_PRECISION_BFLOAT16;
+    assert_int_equal(pair_batched(rt, m, 64, 7, 3, MHA_BATCH_MIXED_LENGTHS), 2);
+    test_precision = MHA_PRECISION_FLOAT32;
+    /* [S, 1] in, [S, 1, 64] out; [1, S] refused */
+    mha_queue *q = queue_new(rt, m, 2, 0.0, 8);
+    int64_t ids[5] = {3, 1, 4, 1, 5};
+    void *ref[4];
+    size_t bytes[4], n_out = 0;
+    assert_int_equal(wm_alone(rt, m, ids, 5, ref, bytes, &n_out), MHA_OK);
+    mha_error err = {0};
+    mha_request *req = NULL;
+    mha_tensor in = {MHA_DTYPE_INT64, 2, {5, 1}, ids};
+    if (mha_queue_submit(q, &in, NULL, &req, &err) != MHA_OK) fail_msg("submit: %s", err.message);
+    assert_int_equal(mha_request_wait(req, -1, &err), MHA_OK);
+    const mha_tensor *y = mha_request_output_at(req, 0);
+    assert_int_equal(y->rank, 3);
+    assert_int_equal(y->shape[0], 5);
+    assert_int_equal(y->shape[1], 1);
+    assert_int_equal(y->shape[2], 64);
+    assert_memory_equal(y->data, ref[0], bytes[0]);
+    free(ref[0]);
+    mha_request_free(req);
+    in.shape[0] = 1;
+    in.shape[1] = 5;
+    assert_int_equal(mha_queue_submit(q, &in, NULL, &req, &err), MHA_ERR_SHAPE);
+    assert_non_null(strstr(err.message, "[S, 1]"));
+    mha_queue_destroy(q);
+    mha_model_free(m);
+
+    m = load(conformance_model("models/z_tutorial_lm_maskinput_op14"));
+    assert_int_equal(mha_model_layout(m), MHA_LAYOUT_SEQ_FIRST);
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_MODEL_UNSUPPORTED);
+    assert_non_null(strstr(err.message, "'src_mask'"));
+    mha_model_free(m);
+
+    static const char *const batch_first[] = {
+        "models/v_tenc_sf_preln_relu_mask_op14", "models/v_bert_mha_seqfirst_kpm_op14",
+        "models/z3_chatglm2_seqfirst_mqa_op14", "models/z6_xlnet_relshift_seqfirst_op14"};
+    for (size_t k = 0; k < sizeof batch_first / sizeof batch_first[0]; k++) {
+        m = load(conformance_model(batch_first[k]));
+        if (mha_model_layout(m) != MHA_LAYOUT_BATCH_FIRST)
+            fail_msg("%s: layout %d, not batch first", batch_first[k], (int)mha_model_layout(m));
+        mha_model_free(m);
+    }
     mha_runtime_destroy(rt);
 }
 
@@ -899,6 +966,16 @@ static void test_waited_before_submit(void **state) {
     so.waited_ms = -1;
     mha_request *bad = NULL;
     assert_int_equal(mha_queue_submit(q, &in, &so, &bad, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "waited_ms -1 is negative"));
+    so.waited_ms = NAN;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &bad, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "waited_ms nan is not a number"));
+    /* a deadline of NaN was taken as none (deadline_ms > 0 is false) */
+    so.waited_ms = 0;
+    so.deadline_ms = NAN;
+    assert_int_equal(mha_queue_submit(q, &in, &so, &bad, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "deadline_ms nan is not a number"));
+    assert_null(bad);
     mha_queue_stats st;
     mha_queue_get_stats(q, &st);
     assert_int_equal(st.rejected_full, 1);
@@ -1643,6 +1720,13 @@ static void test_refusals(void **state) {
     mha_queue_options_init(&o);
     o.max_delay_ms = -1;
     assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_INVALID_ARGUMENT);
+    /* caller_runs beside hold_when_idle was dropped in silence */
+    mha_queue_options_init(&o);
+    o.caller_runs = 1;
+    o.hold_when_idle = 1;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "caller_runs does not go with hold_when_idle"));
+    assert_null(q);
     assert_int_equal(mha_queue_create(rt, m, NULL, &q, &err), MHA_OK);
     float x[3 * 32] = {0};
     mha_request *r = NULL;
@@ -1675,6 +1759,7 @@ int main(void) {
         cmocka_unit_test(test_whole_model_batched_equals_alone),
         cmocka_unit_test(test_whole_model_refusals),
         cmocka_unit_test_teardown(test_padding_probe, precision_reset),
+        cmocka_unit_test_teardown(test_seq_first_whole_model, precision_reset),
         cmocka_unit_test_teardown(test_bfloat16_batched_equals_alone, precision_reset),
         cmocka_unit_test(test_full_then_drain),
         cmocka_unit_test(test_cancel_deadline_shutdown),

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -808,6 +809,106 @@ static void test_free_slot_told_when_not_taken(void **state) {
     run_slots_destroy(&s);
 }
 
+/* ------------------------------------------------------------------------ */
+/* A caller asleep in the line has a short time slice (run_slots.h:
+ * RUN_SLOTS_WAIT_SLICE_US), so the wake-up that brings its answer preempts
+ * the thread that computed it and computes on; it gets its own slice back
+ * before it returns. One slot held by A (a gated run), B waits in line: B's
+ * thread's slice, read from outside (sched_getattr of its thread id), is
+ * the short one while it sleeps; after its run, B's slice is what it was.
+ * Without the short slice B sleeps with the kernel's default (1.4 ms on
+ * 2 CPUs) and the test fails. Skipped where the kernel grants no custom
+ * slice to a SCHED_OTHER thread (not Linux, before 6.12: its sched_getattr
+ * reports no runtime) or refuses to set one (a seccomp filter). */
+/* ------------------------------------------------------------------------ */
+
+typedef struct slice_attr { /* the kernel's struct sched_attr, first version */
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+} slice_attr;
+
+static uint64_t slice_of(long tid) {
+    slice_attr a = {.size = sizeof a};
+    if (syscall(SYS_sched_getattr, (pid_t)tid, &a, sizeof a, 0) != 0) return 0;
+    return a.policy == 0 ? a.runtime : 0;
+}
+
+/* 1 if this thread may set itself a slice (a seccomp filter may refuse) */
+static int slice_settable(uint64_t slice) {
+    slice_attr a = {.size = sizeof a};
+    if (syscall(SYS_sched_getattr, 0, &a, sizeof a, 0) != 0) return 0;
+    slice_attr b = a;
+    b.flags = 0;
+    b.runtime = slice;
+    if (syscall(SYS_sched_setattr, 0, &b, 0) != 0) return 0;
+    a.flags = 0;
+    return syscall(SYS_sched_setattr, 0, &a, 0) == 0;
+}
+
+typedef struct slice_caller {
+    run_slots *slots;
+    free_slot_run *run;
+    atomic_long tid;
+    uint64_t before, after;
+    mha_status st;
+} slice_caller;
+
+static void *slice_main(void *p) {
+    slice_caller *c = p;
+    const long tid = syscall(SYS_gettid);
+    c->before = slice_of(tid);
+    atomic_store(&c->tid, tid);
+    mha_error err = {0};
+    c->st = run_slots_run(c->slots, free_slot_fn, c->run, 0, &err);
+    c->after = slice_of(tid);
+    return NULL;
+}
+
+static void test_waiting_caller_short_slice(void **state) {
+    (void)state;
+    const uint64_t mine = slice_of(syscall(SYS_gettid));
+    const uint64_t slice = (uint64_t)RUN_SLOTS_WAIT_SLICE_US * 1000u;
+    if (mine <= slice || !slice_settable(slice)) {
+        fprintf(stderr, "short slice: the kernel grants no custom slice (%llu ns): skipped\n",
+                (unsigned long long)mine);
+        skip();
+    }
+    run_slots s;
+    run_slots_init(&s, NULL, 1);
+    atomic_int gate = 0;
+    free_slot_run a = {.gate = &gate}, b = {0};
+    atomic_init(&a.done, 0);
+    atomic_init(&b.done, 0);
+    free_slot_caller ca = {&s, &a, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    slice_caller cb = {.slots = &s, .run = &b, .st = MHA_ERR_INTERNAL};
+    atomic_init(&cb.tid, 0);
+    pthread_t ta, tb;
+    start_caller(&ta, &ca, &s, 1, 0);
+    assert_int_equal(pthread_create(&tb, NULL, slice_main, &cb), 0);
+    wait_line(&s, 1);
+    /* B sleeps just after it joins the line (5 s at most) */
+    uint64_t waiting = 0;
+    for (int i = 0; i < 5000 && waiting != slice; i++) {
+        waiting = slice_of(atomic_load(&cb.tid));
+        if (waiting != slice) hand_sleep_ms(1);
+    }
+    atomic_store(&gate, 1);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    fprintf(stderr, "short slice: B's thread %llu ns before, %llu asleep in line, %llu after\n",
+            (unsigned long long)cb.before, (unsigned long long)waiting,
+            (unsigned long long)cb.after);
+    assert_int_equal(waiting, slice);
+    assert_int_equal(cb.after, cb.before);
+    assert_int_equal(ca.st1, MHA_OK);
+    assert_int_equal(cb.st, MHA_OK);
+    assert_true(atomic_load(&b.done));
+    run_slots_destroy(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_threads_one_runtime),
@@ -819,6 +920,7 @@ int main(void) {
         cmocka_unit_test(test_free_slot_taken_by_returning_caller),
         cmocka_unit_test(test_free_slot_kept_for_returning_caller),
         cmocka_unit_test(test_free_slot_told_when_not_taken),
+        cmocka_unit_test(test_waiting_caller_short_slice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

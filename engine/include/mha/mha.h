@@ -391,12 +391,23 @@ typedef struct mha_model_info {
 
 MHA_API mha_status mha_model_get_info(const mha_model *model, mha_model_info *out);
 /** Where the batch axis of the model's sequence inputs and outputs lies:
- *  MHA_LAYOUT_BATCH_FIRST ([B, S, D], the batch on axis 0: every whole model,
- *  ONNX Attention) or MHA_LAYOUT_SEQ_FIRST ([S, B, D], the batch on axis 1:
- *  nn.MultiheadAttention exported with batch_first=False). A dataset that
- *  streams rows of axis 0 needs the batch there. BATCH_FIRST for a NULL
- *  model. Thread-safe. */
-typedef enum mha_layout { MHA_LAYOUT_BATCH_FIRST = 0, MHA_LAYOUT_SEQ_FIRST = 1 } mha_layout;
+ *  MHA_LAYOUT_BATCH_FIRST ([B, S, D], the batch on axis 0: ONNX Attention,
+ *  most whole models' token ids [B, S]) or MHA_LAYOUT_SEQ_FIRST ([S, B, D],
+ *  the batch on axis 1: nn.MultiheadAttention exported with
+ *  batch_first=False; a whole model whose token ids are [S, B], as PyTorch's
+ *  tutorial language model takes `src`). A whole model's layout is read at
+ *  load from what a batch axis means: the load changes one item's tokens
+ *  along each axis of the ids ([sym, sym] integers indexing a table) and
+ *  keeps the axis whose change stays in that item's outputs.
+ *  MHA_LAYOUT_UNKNOWN (appended) when neither axis behaves so (the model
+ *  mixes items, or no output has an item axis): nothing can pad or split
+ *  its batches. A dataset that streams rows of axis 0 needs the batch
+ *  there. BATCH_FIRST for a NULL model. Thread-safe. */
+typedef enum mha_layout {
+    MHA_LAYOUT_BATCH_FIRST = 0,
+    MHA_LAYOUT_SEQ_FIRST = 1,
+    MHA_LAYOUT_UNKNOWN = 2
+} mha_layout;
 MHA_API mha_layout mha_model_layout(const mha_model *model);
 /** The idioms the recogniser found on its way to the layer, as one line of
  *  "; "-separated phrases (mask kinds, biases, grouped-query heads, fused
@@ -498,8 +509,10 @@ typedef struct mha_run_options {
     const int64_t *kv_lengths;
     /* For a whole model (a plan), the lengths apply to each fused
      * attention step over the model's sequence: batch B and S_q = S_kv =
-     * axis 1 of the model's first input (self-attention over the tokens;
-     * other steps compute each row on its own). */
+     * S of the token ids [B, S] ([S, B] when mha_model_layout is
+     * MHA_LAYOUT_SEQ_FIRST; the first input's axes 0 and 1 in a model
+     * without ids) -- self-attention over the tokens; other steps compute
+     * each row on its own. */
     /* Appended in 0.2 (issue 16; read only when struct_size covers it).
      * The compute precision: MHA_PRECISION_FLOAT32 (the default: the
      * results of earlier versions, bit for bit) or MHA_PRECISION_BFLOAT16:
@@ -553,7 +566,10 @@ MHA_API void mha_run_options_init(mha_run_options *opts);
  *  the next run to end computes it, in arrival order, on the core it
  *  holds (bitwise the same result; a run with a cancel callback waits for
  *  a core and computes on its own thread). A thread computes at most one
- *  other caller's run after its own before it hands its core on. The
+ *  other caller's run after its own before it hands its core on. While it
+ *  sleeps so, a SCHED_OTHER calling thread asks Linux (6.12+) for a 0.1 ms
+ *  time slice, so that its wake-up preempts a computing thread at once;
+ *  its own scheduling attributes are set back before mha_run goes on. The
  *  calling thread works (it needs 512 KiB of free stack: kernels use up
  *  to 256 KiB of it); it
  *  flushes denormals to zero during the run (FTZ/DAZ, as the workers do)
@@ -699,7 +715,8 @@ typedef struct mha_queue_options {
                                  thread with no hand-off to a dispatcher and back.
                                  Such a waiter calls mha_run (the stack it needs) and
                                  runs other requests' callbacks. Not with
-                                 hold_when_idle. (Appended after hold_when_idle.) */
+                                 hold_when_idle (MHA_ERR_INVALID_ARGUMENT).
+                                 (Appended after hold_when_idle.) */
     int precision;            /* MHA_PRECISION_FLOAT32 (the default) or
                                  MHA_PRECISION_BFLOAT16: every batch's run in that
                                  precision (mha_run_options.precision). In bfloat16

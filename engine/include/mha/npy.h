@@ -156,6 +156,46 @@ MHA_API size_t mha_npy_format_header_shard(mha_dtype dtype, int rank, const int6
                                            int64_t r0, int64_t r1, int64_t total, void *buf,
                                            size_t cap);
 
+/* ---- the run a shard comes from (appended) ----
+ * A shard file may name the run that wrote it after its rows:
+ * "# mha-shard rows R0:R1 of TOTAL; run TEXT". `mha run --shard` writes
+ * "shard K/N; model HASH; precision P; data HASH; lengths HASH; output I"
+ * and `mha merge` refuses shards whose runs differ, naming what differs
+ * (docs/DATASETS.md). Files without it read as before. */
+
+/** Bytes of a run note, its terminating NUL included, at most. */
+#define MHA_NPY_SHARD_RUN_MAX 240
+
+/** Where a shard lies and the run it comes from. Initialise with
+ *  mha_npy_shard_init; later versions append fields, read only when
+ *  struct_size covers them. */
+typedef struct mha_npy_shard {
+    uint32_t struct_size; /* set by mha_npy_shard_init */
+    int64_t r0;           /* the dataset row of the file's first row */
+    int64_t total;        /* rows of the whole dataset (> 0) */
+    /* NULL / "" (no run note) or printable ASCII without '#' or quotes,
+     * no space at either end, under MHA_NPY_SHARD_RUN_MAX bytes */
+    const char *run;
+} mha_npy_shard;
+
+MHA_API void mha_npy_shard_init(mha_npy_shard *shard);
+/** mha_npy_writer_begin_partial for a shard with its run note.
+ *  MHA_ERR_INVALID_ARGUMENT for an uninitialised struct or a note that
+ *  cannot stand in the header. */
+MHA_API mha_status mha_npy_writer_begin_shard(const char *path, const char *partial_path,
+                                              mha_dtype dtype, int rank, const int64_t *dims,
+                                              const mha_npy_shard *shard, int64_t rows_done,
+                                              const mha_allocator *allocator, mha_npy_writer **out,
+                                              mha_error *err);
+/** The header mha_npy_writer_begin_shard writes (rows [r0, r0 + dims[0])
+ *  of total, and the run note). 0 as mha_npy_format_header, and for a bad
+ *  shard. */
+MHA_API size_t mha_npy_format_header_shard_run(mha_dtype dtype, int rank, const int64_t *dims,
+                                               const mha_npy_shard *shard, void *buf, size_t cap);
+/** A shard file's run note ("" when it has none: not a shard, or written
+ *  without one); lives as long as the reader. NULL for a NULL reader. */
+MHA_API const char *mha_npy_reader_shard_run(const mha_npy_reader *reader);
+
 #ifdef __cplusplus
 }
 #endif

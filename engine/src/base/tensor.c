@@ -172,6 +172,12 @@ const char *tensor_shape_str(int rank, const int64_t *dims, char *buf, size_t n)
         snprintf(buf, n, "scalar");
         return buf;
     }
+    if (rank < 0 || rank > MHA_MAX_RANK) {
+        /* a caller's tensor with a rank out of range: its dims past
+         * MHA_MAX_RANK are other memory, never to be read (or shown) */
+        snprintf(buf, n, "of rank %d", rank);
+        return buf;
+    }
     for (int i = 0; i < rank && used < n; i++) {
         int w = dims[i] < 0
                     ? snprintf(buf + used, n - used, "%s?", i ? "x" : "")

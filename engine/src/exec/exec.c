@@ -798,8 +798,23 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
     }
     int64_t mt = exec_min(exec_round_up(EXEC_GEMM_TILE_M, mb), exec_round_up(M, mb));
     int64_t nt = exec_round_up(exec_min(EXEC_GEMM_TILE_N, N), nbk);
-    const int64_t want = threads > 1 ? 2 * (int64_t)threads : 1;
     const int64_t slabs = exec_gemm_slabs(f->W->K, N, f->W->weight_bytes, threads);
+    /* Units wanted: two per thread, so a thread that falls behind shares
+     * the end; but one per thread when all of C is one row tile of a
+     * whole-width weight (a short request, W2's output projection): its
+     * units are column pieces, and each packs all of A again, rows half
+     * of which the other core wrote in the step before. W2 at 2 threads
+     * (pairs in one process, same bits): its output projection's busy
+     * time was 220 us in 4 units against 184 in one at 1 thread; in 2
+     * units the run took 0.97-0.995 of the wall time, MiniLM-L6 at B 1,
+     * S 16 and S 64 0.95-0.97. Its columns are cut into `threads` equal
+     * pieces at once (3 threads: 3 of 256 columns, where halving gave 4
+     * for 3 threads). Two row tiles or more keep two units a thread (one
+     * per thread: level at S 128, and 3 units for 2 threads at S 200,
+     * 1.14x slower). */
+    const int one_tile = threads > 1 && slabs == 1 && f->n_segs * exec_ceil_div(M, mt) == 1;
+    const int64_t want = threads <= 1 ? 1 : one_tile ? (int64_t)threads : 2 * (int64_t)threads;
+    if (one_tile) nt = exec_max(nbk, exec_round_up(exec_ceil_div(N, threads), nbk));
     if (slabs > 1) {
         nt = exec_round_up(exec_ceil_div(N, slabs), nbk);
         /* row tiles: all rows, halved while the units are too few to

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "npy.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -58,39 +59,96 @@ const char *npy_dtype_descr(mha_dtype dtype) {
     }
 }
 
-/* descr -> dtype. '<' little-endian, '|' not applicable (one byte), '='
- * native: this engine only runs on little-endian hosts. */
-static mha_dtype npy_dtype_from_descr(const char *d) {
-    if (strlen(d) != 3) return MHA_DTYPE_UNDEFINED;
-    char order = d[0];
-    int one_byte = d[2] == '1';
-    if (one_byte) {
-        if (order != '|' && order != '<' && order != '=') return MHA_DTYPE_UNDEFINED;
-    } else if (order != '<' && order != '=') {
-        return MHA_DTYPE_UNDEFINED;
-    }
-    switch (d[1]) {
+/* descr -> dtype, for the descrs numpy reads as one of the engine's dtypes
+ * in this host's (little-endian) order: an optional byte order ('<' little,
+ * '=' native, '|' not applicable -- numpy takes it for any size and writes
+ * it for one-byte types; '>' big, which only a one-byte type ignores), then
+ * a kind and a size in bytes ("f4", "f04": numpy reads the size as a
+ * number) or one of numpy's one-letter codes ("f", "e", "?"); or, without
+ * a byte order, a type name ("float32", "bool"). numpy writes "<f4", "|b1",
+ * "|i1"; the rest are what other writers and hand-made headers hold. */
+static mha_dtype npy_dtype_from_code(char code) {
+    switch (code) {
+    case 'e':
+        return MHA_DTYPE_FLOAT16;
     case 'f':
-        return d[2] == '4'   ? MHA_DTYPE_FLOAT32
-               : d[2] == '8' ? MHA_DTYPE_FLOAT64
-               : d[2] == '2' ? MHA_DTYPE_FLOAT16
-                             : MHA_DTYPE_UNDEFINED;
-    case 'i':
-        return d[2] == '8'   ? MHA_DTYPE_INT64
-               : d[2] == '4' ? MHA_DTYPE_INT32
-               : d[2] == '2' ? MHA_DTYPE_INT16
-               : d[2] == '1' ? MHA_DTYPE_INT8
-                             : MHA_DTYPE_UNDEFINED;
-    case 'u': /* uint16 / uint32: token ids, widened to the model's ids */
-        return d[2] == '1'   ? MHA_DTYPE_UINT8
-               : d[2] == '2' ? MHA_DTYPE_UINT16
-               : d[2] == '4' ? MHA_DTYPE_UINT32
-                             : MHA_DTYPE_UNDEFINED;
+        return MHA_DTYPE_FLOAT32;
+    case 'd':
+        return MHA_DTYPE_FLOAT64;
+    case '?':
+        return MHA_DTYPE_BOOL;
     case 'b':
-        return d[2] == '1' ? MHA_DTYPE_BOOL : MHA_DTYPE_UNDEFINED;
+        return MHA_DTYPE_INT8;
+    case 'B':
+        return MHA_DTYPE_UINT8;
+    case 'h':
+        return MHA_DTYPE_INT16;
+    case 'H':
+        return MHA_DTYPE_UINT16;
+    case 'i':
+        return MHA_DTYPE_INT32;
+    case 'I':
+        return MHA_DTYPE_UINT32;
+    case 'l': /* C long: 8 bytes on the LP64 hosts the engine builds on */
+    case 'q':
+        return MHA_DTYPE_INT64;
     default:
         return MHA_DTYPE_UNDEFINED;
     }
+}
+
+static mha_dtype npy_dtype_from_kind(char kind, long bytes) {
+    switch (kind) {
+    case 'f':
+        return bytes == 4   ? MHA_DTYPE_FLOAT32
+               : bytes == 8 ? MHA_DTYPE_FLOAT64
+               : bytes == 2 ? MHA_DTYPE_FLOAT16
+                            : MHA_DTYPE_UNDEFINED;
+    case 'i':
+        return bytes == 8   ? MHA_DTYPE_INT64
+               : bytes == 4 ? MHA_DTYPE_INT32
+               : bytes == 2 ? MHA_DTYPE_INT16
+               : bytes == 1 ? MHA_DTYPE_INT8
+                            : MHA_DTYPE_UNDEFINED;
+    case 'u': /* uint16 / uint32: token ids, widened to the model's ids */
+        return bytes == 1   ? MHA_DTYPE_UINT8
+               : bytes == 2 ? MHA_DTYPE_UINT16
+               : bytes == 4 ? MHA_DTYPE_UINT32
+                            : MHA_DTYPE_UNDEFINED;
+    case 'b':
+        return bytes == 1 ? MHA_DTYPE_BOOL : MHA_DTYPE_UNDEFINED;
+    default:
+        return MHA_DTYPE_UNDEFINED;
+    }
+}
+
+static mha_dtype npy_dtype_from_descr(const char *d) {
+    static const struct {
+        const char *name;
+        mha_dtype dtype;
+    } names[] = {
+        {"float16", MHA_DTYPE_FLOAT16}, {"float32", MHA_DTYPE_FLOAT32},
+        {"float64", MHA_DTYPE_FLOAT64}, {"int8", MHA_DTYPE_INT8},
+        {"int16", MHA_DTYPE_INT16},     {"int32", MHA_DTYPE_INT32},
+        {"int64", MHA_DTYPE_INT64},     {"uint8", MHA_DTYPE_UINT8},
+        {"uint16", MHA_DTYPE_UINT16},   {"uint32", MHA_DTYPE_UINT32},
+        {"bool", MHA_DTYPE_BOOL},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(d, names[i].name) == 0) return names[i].dtype;
+    const char *t = d;
+    char order = '=';
+    if (*t && strchr("<>=|", *t)) order = *t++;
+    mha_dtype dtype = MHA_DTYPE_UNDEFINED;
+    size_t len = strlen(t);
+    if (len == 1) {
+        dtype = npy_dtype_from_code(t[0]);
+    } else if (len >= 2 && len <= 8 && strspn(t + 1, "0123456789") == len - 1) {
+        dtype = npy_dtype_from_kind(t[0], strtol(t + 1, NULL, 10));
+    }
+    if (dtype == MHA_DTYPE_UNDEFINED) return dtype;
+    if (order == '>' && mha_dtype_size(dtype) > 1) return MHA_DTYPE_UNDEFINED;
+    return dtype;
 }
 
 /* A refused descr in words for its message, " (big-endian uint16)", or ""
@@ -200,12 +258,19 @@ static mha_status npy_text_shape(npy_text *t, int *rank, int64_t *dims) {
         if (t->p >= t->end || *t->p < '0' || *t->p > '9')
             return npy_text_fail(t, "shape holds something other than integers");
         int64_t v = 0;
+        const char *digits = t->p;
         while (t->p < t->end && *t->p >= '0' && *t->p <= '9') {
             if (!mha_mul_i64(v, 10, &v) || __builtin_add_overflow(v, (int64_t)(*t->p - '0'), &v))
                 return mha_fail(t->err, MHA_ERR_LIMIT, "%s: a dimension of the shape overflows",
                                 t->what);
             t->p++;
         }
+        /* "010": Python 3 (numpy) refuses the header, Python 2 read 8 */
+        if (*digits == '0' && t->p - digits > 1)
+            return npy_text_fail(t, "a dimension of the shape has a leading zero");
+        /* "0x2", "2L", "1_6": no decimal integer as numpy writes one */
+        if (t->p < t->end && (isalnum((unsigned char)*t->p) || *t->p == '_' || *t->p == '.'))
+            return npy_text_fail(t, "shape holds something other than decimal integers");
         if (n >= MHA_MAX_RANK)
             return mha_fail(t->err, MHA_ERR_LIMIT, "%s: shape has more than %d dimensions", t->what,
                             MHA_MAX_RANK);
@@ -220,23 +285,33 @@ static mha_status npy_text_shape(npy_text *t, int *rank, int64_t *dims) {
 
 #define NPY_SHARD_NOTE "# mha-shard rows "
 
-/* "# mha-shard rows R0:R1 of TOTAL" (any other comment is ignored). */
+#define NPY_SHARD_RUN "; run "
+
+/* "# mha-shard rows R0:R1 of TOTAL", then "; run TEXT" naming the run
+ * (copied into run when not NULL, "" without); any other comment is
+ * ignored. */
 static mha_status npy_parse_shard_note(const char *c, size_t n, const char *what, npy_header *out,
-                                       mha_error *err) {
+                                       char *run, mha_error *err) {
     const size_t tag = sizeof NPY_SHARD_NOTE - 1;
     while (n > 0 && (c[n - 1] == ' ' || c[n - 1] == '\r' || c[n - 1] == '\t'))
         n--; /* the header's padding */
     if (n < tag || memcmp(c, NPY_SHARD_NOTE, tag) != 0) return MHA_OK;
-    char text[128];
-    size_t k = n - tag < sizeof text - 1 ? n - tag : sizeof text - 1;
-    memcpy(text, c + tag, k);
-    text[k] = '\0';
+    char text[64 + MHA_NPY_SHARD_RUN_MAX];
+    if (n - tag >= sizeof text)
+        return mha_fail(err, MHA_ERR_DATA_FORMAT, "%s: shard note of %zu bytes (%zu at most)", what,
+                        n - tag, sizeof text - 1);
+    memcpy(text, c + tag, n - tag);
+    text[n - tag] = '\0';
     long long r0, r1, total;
     int used = 0;
+    const size_t tail = sizeof NPY_SHARD_RUN - 1;
     if (sscanf(text, "%lld:%lld of %lld%n", &r0, &r1, &total, &used) != 3 || r0 < 0 || r1 < r0 ||
-        total < r1 || text[used] != '\0')
+        total < r1 ||
+        (text[used] != '\0' && (strncmp(text + used, NPY_SHARD_RUN, tail) != 0 ||
+                                strlen(text + used + tail) >= MHA_NPY_SHARD_RUN_MAX)))
         return mha_fail(err, MHA_ERR_DATA_FORMAT, "%s: malformed shard note '%.*s'", what, (int)n,
                         c);
+    if (run) strcpy(run, text[used] ? text + used + tail : "");
     out->is_shard = 1;
     out->shard_r0 = r0;
     out->shard_r1 = r1;
@@ -246,7 +321,13 @@ static mha_status npy_parse_shard_note(const char *c, size_t n, const char *what
 
 mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, const char *what,
                             npy_header *out, mha_error *err) {
+    return npy_parse_header_run(buf, avail, file_size, what, out, NULL, err);
+}
+
+mha_status npy_parse_header_run(const void *buf, size_t avail, uint64_t file_size, const char *what,
+                                npy_header *out, char *run, mha_error *err) {
     const unsigned char *b = buf;
+    if (run) run[0] = '\0';
     memset(out, 0, sizeof *out);
     if (avail > file_size) avail = (size_t)file_size;
 
@@ -314,7 +395,8 @@ mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, c
         const char *c = t.p;
         while (t.p < t.end && *t.p != '\n')
             t.p++;
-        if ((st = npy_parse_shard_note(c, (size_t)(t.p - c), what, out, err)) != MHA_OK) return st;
+        if ((st = npy_parse_shard_note(c, (size_t)(t.p - c), what, out, run, err)) != MHA_OK)
+            return st;
         npy_text_skip_space(&t);
     }
     while (t.p < t.end && *t.p == '\0')
@@ -387,12 +469,22 @@ size_t npy_format_header(mha_dtype dtype, int rank, const int64_t *dims, void *b
     return npy_format_header_note(dtype, rank, dims, "", buf, cap);
 }
 
+int npy_shard_run_ok(const char *run) {
+    if (!run) return 1;
+    size_t n = 0;
+    for (; run[n]; n++)
+        if (run[n] < ' ' || run[n] > '~' || run[n] == '#' || run[n] == '\'') return 0;
+    return n < MHA_NPY_SHARD_RUN_MAX && (n == 0 || (run[0] != ' ' && run[n - 1] != ' '));
+}
+
 size_t npy_format_header_shard(mha_dtype dtype, int rank, const int64_t *dims, int64_t r0,
-                               int64_t r1, int64_t total, void *buf, size_t cap) {
+                               int64_t r1, int64_t total, const char *run, void *buf, size_t cap) {
     if (rank < 1 || r0 < 0 || r1 < r0 || total < r1 || dims[0] != r1 - r0) return 0;
-    char note[96];
-    snprintf(note, sizeof note, "  " NPY_SHARD_NOTE "%lld:%lld of %lld", (long long)r0,
-             (long long)r1, (long long)total);
+    if (!npy_shard_run_ok(run)) return 0;
+    char note[96 + MHA_NPY_SHARD_RUN_MAX];
+    snprintf(note, sizeof note, "  " NPY_SHARD_NOTE "%lld:%lld of %lld%s%s", (long long)r0,
+             (long long)r1, (long long)total, run && *run ? NPY_SHARD_RUN : "",
+             run && *run ? run : "");
     return npy_format_header_note(dtype, rank, dims, note, buf, cap);
 }
 
@@ -400,7 +492,7 @@ static size_t npy_format_header_note(mha_dtype dtype, int rank, const int64_t *d
                                      const char *note, void *buf, size_t cap) {
     const char *descr = npy_dtype_descr(dtype);
     if (!descr || rank < 0 || rank > MHA_MAX_RANK) return 0;
-    char text[512];
+    char text[512 + MHA_NPY_SHARD_RUN_MAX];
     size_t n = (size_t)snprintf(text, sizeof text,
                                 "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
     for (int i = 0; i < rank; i++)
@@ -440,7 +532,8 @@ struct npy_reader {
     char *path;
     int fd;
     npy_header h;
-    void *map; /* whole file, read-only, or NULL */
+    char shard_run[MHA_NPY_SHARD_RUN_MAX]; /* a shard's run note, or "" */
+    void *map;                             /* whole file, read-only, or NULL */
     size_t map_len;
     void *bounce; /* pread + conversion scratch */
     size_t bounce_bytes;
@@ -491,8 +584,9 @@ mha_status npy_reader_open(const mha_alloc_ctx *a, const char *path, npy_mmap_mo
     unsigned char head[12 + NPY_MAX_HEADER_BYTES];
     size_t want = file_size < sizeof head ? (size_t)file_size : sizeof head;
     npy_header h;
+    char run[MHA_NPY_SHARD_RUN_MAX];
     mha_status st = npy_pread_all(fd, head, want, 0, path, err);
-    if (st == MHA_OK) st = npy_parse_header(head, want, file_size, path, &h, err);
+    if (st == MHA_OK) st = npy_parse_header_run(head, want, file_size, path, &h, run, err);
     if (st != MHA_OK) {
         close(fd);
         return st;
@@ -510,6 +604,7 @@ mha_status npy_reader_open(const mha_alloc_ctx *a, const char *path, npy_mmap_mo
     r->path = p;
     r->fd = fd;
     r->h = h;
+    memcpy(r->shard_run, run, sizeof run);
     int map = h.data_bytes > 0 && (mode == NPY_MMAP_ALWAYS ||
                                    (mode == NPY_MMAP_AUTO && h.data_bytes >= NPY_MMAP_MIN_BYTES));
     if (map && file_size <= SIZE_MAX) {
@@ -521,6 +616,10 @@ mha_status npy_reader_open(const mha_alloc_ctx *a, const char *path, npy_mmap_mo
     }
     *out = r;
     return MHA_OK;
+}
+
+const char *npy_reader_shard_run(const npy_reader *r) {
+    return r->shard_run;
 }
 
 const npy_header *npy_reader_header(const npy_reader *r) {
@@ -666,7 +765,8 @@ static mha_status npy_writer_shape(const char *path, mha_dtype dtype, int rank, 
 mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
                                     const char *partial_path, mha_dtype dtype, int rank,
                                     const int64_t *dims, int64_t shard_r0, int64_t shard_total,
-                                    int64_t rows_done, npy_writer **out, mha_error *err) {
+                                    const char *shard_run, int64_t rows_done, npy_writer **out,
+                                    mha_error *err) {
     *out = NULL;
     int64_t rows = 0;
     size_t row_bytes = 0;
@@ -675,10 +775,15 @@ mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
     if (rows_done < 0 || rows_done > rows)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: resuming after %lld of %lld rows", path,
                         (long long)rows_done, (long long)rows);
-    unsigned char head[640];
+    if (!npy_shard_run_ok(shard_run))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "%s: a shard's run note is printable ASCII without '#' or quotes, "
+                        "under %d bytes",
+                        path, MHA_NPY_SHARD_RUN_MAX);
+    unsigned char head[640 + MHA_NPY_SHARD_RUN_MAX];
     size_t hn = shard_total > 0
                     ? npy_format_header_shard(dtype, rank, dims, shard_r0, shard_r0 + rows,
-                                              shard_total, head, sizeof head)
+                                              shard_total, shard_run, head, sizeof head)
                     : npy_format_header(dtype, rank, dims, head, sizeof head);
     if (hn == 0) return mha_fail(err, MHA_ERR_INTERNAL, "%s: cannot format the header", path);
     if (rows_done > 0 && !partial_path)

@@ -37,6 +37,10 @@ typedef mha_npy_header npy_header;
  * 12 + NPY_MAX_HEADER_BYTES bytes). */
 mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, const char *what,
                             npy_header *out, mha_error *err);
+/* The same, copying a shard's run note ("; run TEXT" after its rows) into
+ * run (MHA_NPY_SHARD_RUN_MAX bytes; "" without one) when not NULL. */
+mha_status npy_parse_header_run(const void *buf, size_t avail, uint64_t file_size, const char *what,
+                                npy_header *out, char *run, mha_error *err);
 
 /* Formats a version 1.0 (or 2.0 when needed) header for dtype and shape into
  * buf; total length padded to a multiple of 64 as numpy does. Returns the
@@ -44,10 +48,15 @@ mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, c
 size_t npy_format_header(mha_dtype dtype, int rank, const int64_t *dims, void *buf, size_t cap);
 
 /* The same with a comment after the dict naming the rows a shard holds:
- * "{...}  # mha-shard rows R0:R1 of TOTAL". dims[0] must be r1 - r0. numpy
- * ignores the comment; npy_parse_header fills is_shard and the range. */
+ * "{...}  # mha-shard rows R0:R1 of TOTAL", then "; run TEXT" when run is
+ * neither NULL nor "" (the run it comes from: what `mha merge` compares).
+ * dims[0] must be r1 - r0, run pass npy_shard_run_ok. numpy ignores the
+ * comment; npy_parse_header fills is_shard and the range. */
 size_t npy_format_header_shard(mha_dtype dtype, int rank, const int64_t *dims, int64_t r0,
-                               int64_t r1, int64_t total, void *buf, size_t cap);
+                               int64_t r1, int64_t total, const char *run, void *buf, size_t cap);
+/* Whether run may stand in a shard note: NULL, or printable ASCII without
+ * '#' or quotes, no space at either end, under MHA_NPY_SHARD_RUN_MAX bytes. */
+int npy_shard_run_ok(const char *run);
 
 /* The numpy descr of a dtype ("<f4", "|b1", ...), NULL when none. */
 const char *npy_dtype_descr(mha_dtype dtype);
@@ -70,6 +79,8 @@ typedef struct npy_reader npy_reader;
 mha_status npy_reader_open(const mha_alloc_ctx *a, const char *path, npy_mmap_mode mode,
                            npy_reader **out, mha_error *err);
 const npy_header *npy_reader_header(const npy_reader *r);
+/* A shard's run note ("" when the file has none). */
+const char *npy_reader_shard_run(const npy_reader *r);
 /* The mapped data when the reader mapped the file and the data starts at a
  * multiple of its element size, else NULL. Read-only; valid until
  * npy_reader_close. */
@@ -116,12 +127,14 @@ mha_status npy_writer_write_rows(npy_writer *w, const void *data, int64_t rows, 
  * reopens that file, checks that its header is exactly the one this shape
  * (and shard note) gives and that it holds at least rows_done rows,
  * truncates it to rows_done rows and appends from there. shard_total > 0
- * writes the shard note of rows [shard_r0, shard_r0 + dims[0]) (see
- * npy_format_header_shard); 0 writes a plain header. */
+ * writes the shard note of rows [shard_r0, shard_r0 + dims[0]), with the
+ * run note shard_run (NULL: none; see npy_format_header_shard); 0 writes a
+ * plain header. */
 mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
                                     const char *partial_path, mha_dtype dtype, int rank,
                                     const int64_t *dims, int64_t shard_r0, int64_t shard_total,
-                                    int64_t rows_done, npy_writer **out, mha_error *err);
+                                    const char *shard_run, int64_t rows_done, npy_writer **out,
+                                    mha_error *err);
 /* The partial file being written (NULL when path is a stream). */
 const char *npy_writer_partial_path(const npy_writer *w);
 /* fsyncs what was written; *bytes (may be NULL) gets the file's length,

@@ -1,6 +1,7 @@
 /* npy_api.c -- the public face of .npy files (mha/npy.h) over npy.c: the
  * allocator kept beside the reader or writer it serves, the internal
  * objects kept out of the public header (the header struct is shared). */
+#include <stddef.h>
 #include <string.h>
 
 #include "mha/npy.h"
@@ -118,11 +119,12 @@ MHA_API mha_status mha_npy_writer_begin(const char *path, mha_dtype dtype, int r
                               out);
 }
 
-MHA_API mha_status mha_npy_writer_begin_partial(const char *path, const char *partial_path,
-                                                mha_dtype dtype, int rank, const int64_t *dims,
-                                                int64_t shard_r0, int64_t shard_total,
-                                                int64_t rows_done, const mha_allocator *allocator,
-                                                mha_npy_writer **out, mha_error *err) {
+/* Both partial writers: the arguments checked, then npy_writer_begin_partial. */
+static mha_status npy_api_begin_partial(const char *path, const char *partial_path, mha_dtype dtype,
+                                        int rank, const int64_t *dims, int64_t shard_r0,
+                                        int64_t shard_total, const char *run, int64_t rows_done,
+                                        const mha_allocator *allocator, mha_npy_writer **out,
+                                        mha_error *err) {
     if (out) *out = NULL;
     if (!path || !out || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !dims) || rows_done < 0 ||
         (rows_done > 0 && !partial_path))
@@ -131,9 +133,18 @@ MHA_API mha_status mha_npy_writer_begin_partial(const char *path, const char *pa
     if (!w) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
     return npy_api_writer_out(w,
                               npy_writer_begin_partial(&w->alloc, path, partial_path, dtype, rank,
-                                                       dims, shard_r0, shard_total, rows_done,
+                                                       dims, shard_r0, shard_total, run, rows_done,
                                                        &w->w, err),
                               out);
+}
+
+MHA_API mha_status mha_npy_writer_begin_partial(const char *path, const char *partial_path,
+                                                mha_dtype dtype, int rank, const int64_t *dims,
+                                                int64_t shard_r0, int64_t shard_total,
+                                                int64_t rows_done, const mha_allocator *allocator,
+                                                mha_npy_writer **out, mha_error *err) {
+    return npy_api_begin_partial(path, partial_path, dtype, rank, dims, shard_r0, shard_total, NULL,
+                                 rows_done, allocator, out, err);
 }
 
 MHA_API const char *mha_npy_writer_partial_path(const mha_npy_writer *writer) {
@@ -156,7 +167,42 @@ MHA_API size_t mha_npy_format_header_shard(mha_dtype dtype, int rank, const int6
                                            int64_t r0, int64_t r1, int64_t total, void *buf,
                                            size_t cap) {
     if (!buf || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !dims)) return 0;
-    return npy_format_header_shard(dtype, rank, dims, r0, r1, total, buf, cap);
+    return npy_format_header_shard(dtype, rank, dims, r0, r1, total, NULL, buf, cap);
+}
+
+MHA_API void mha_npy_shard_init(mha_npy_shard *shard) {
+    if (!shard) return;
+    memset(shard, 0, sizeof *shard);
+    shard->struct_size = sizeof *shard;
+}
+
+/* The first version's size: every field up to run. */
+#define NPY_SHARD_V0 (offsetof(mha_npy_shard, run) + sizeof(const char *))
+
+MHA_API mha_status mha_npy_writer_begin_shard(const char *path, const char *partial_path,
+                                              mha_dtype dtype, int rank, const int64_t *dims,
+                                              const mha_npy_shard *shard, int64_t rows_done,
+                                              const mha_allocator *allocator, mha_npy_writer **out,
+                                              mha_error *err) {
+    if (out) *out = NULL;
+    if (!shard || shard->struct_size < NPY_SHARD_V0 || shard->total <= 0)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "npy writer: shard not initialised (mha_npy_shard_init) or of no rows");
+    return npy_api_begin_partial(path, partial_path, dtype, rank, dims, shard->r0, shard->total,
+                                 shard->run, rows_done, allocator, out, err);
+}
+
+MHA_API size_t mha_npy_format_header_shard_run(mha_dtype dtype, int rank, const int64_t *dims,
+                                               const mha_npy_shard *shard, void *buf, size_t cap) {
+    if (!buf || rank < 1 || rank > MHA_MAX_RANK || !dims || !shard ||
+        shard->struct_size < NPY_SHARD_V0)
+        return 0;
+    return npy_format_header_shard(dtype, rank, dims, shard->r0, shard->r0 + dims[0], shard->total,
+                                   shard->run, buf, cap);
+}
+
+MHA_API const char *mha_npy_reader_shard_run(const mha_npy_reader *reader) {
+    return reader ? npy_reader_shard_run(reader->r) : NULL;
 }
 
 MHA_API mha_status mha_npy_writer_write_rows(mha_npy_writer *writer, const void *data, int64_t rows,

@@ -241,8 +241,11 @@ static mha_status tensor_read_external(onnx_load_ctx *lc, const Onnx__TensorProt
     if (st != MHA_OK) return st;
     if (!lc->base_dir)
         return mha_fail(err, MHA_ERR_MODEL_FORMAT,
-                        "%s: external data '%s' cannot be resolved: the model was loaded from "
-                        "memory without a folder",
+                        lc->tensor_file
+                            ? "%s: external data '%s' is not read: a tensor file holds its data "
+                              "itself (save it without external data)"
+                            : "%s: external data '%s' cannot be resolved: the model was loaded "
+                              "from memory without a folder",
                         label, loc);
     int64_t offset = 0, length = (int64_t)nbytes;
     if (off_s && !parse_decimal(off_s, &offset))

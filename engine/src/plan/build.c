@@ -772,6 +772,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
         if (st == MHA_OK && folded) st = build_fold(P, err);
     }
     if (st == MHA_OK) st = build_axis_probes(P, shp, &qdims, err);
+    if (st == MHA_OK) st = plan_find_batch_axis(P, shp, err);
     if (st == MHA_OK) st = plan_dim_check_probes(P, &cdims, err);
     if (st == MHA_OK) st = plan_uses_build(a, g, &u, err);
     if (st == MHA_OK) st = plan_partition(P, &u, shp, err);

@@ -236,6 +236,8 @@ typedef struct plan_dim_rule {
 
 /* Sizes a probe gives to each symbolic axis of the graph's inputs. */
 #define PLAN_PROBES 2
+/* plan.batch_axis when the probes cannot tell */
+#define PLAN_BATCH_UNKNOWN (-1)
 /* Distinct symbolic axes (batch, sequence, ...) over the graph inputs. */
 #define PLAN_MAX_SYMS 4
 #define PLAN_MAX_CONVLEN 8
@@ -323,6 +325,12 @@ typedef struct plan {
      * value is reported against the input, not deep inside the graph. */
     int64_t *id_extent;
     int keep_graph; /* PLAN_KEEP_GRAPH: no initializer freed while building */
+    /* The token ids' input (an integer [sym, sym] input indexing a table;
+     * -1 none) and which of its axes is the batch: 0, 1 (sequence first:
+     * the tutorial language model's `src` [S, B]) or PLAN_BATCH_UNKNOWN
+     * (batch_axis.c) */
+    int ids_input;
+    int batch_axis;
     /* While plan_build runs: per probe, its inputs [g->n_inputs] and the
      * graph outputs [g->n_outputs] the interpreter computed from them in
      * the shape pass (what plan_verify compares against); NULL after. */

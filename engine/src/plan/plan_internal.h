@@ -204,6 +204,10 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
 mha_status plan_fold_layouts(plan *P, const plan_uses *u, const plan_shape *shp, size_t *n_folded,
                              mha_error *err);
 
+/* Which axis of the token ids is the batch (batch_axis.c): sets
+ * P->ids_input and P->batch_axis from probe 0 and two runs more. */
+mha_status plan_find_batch_axis(plan *P, const plan_shape *shp, mha_error *err);
+
 /* The symbolic axes of the graph inputs (probe.c): fills P->probe_sizes. */
 mha_status plan_probe_sizes(plan *P, mha_error *err);
 /* Whether the graph's one symbolic axis is a batch of fixed-size items

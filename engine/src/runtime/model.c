@@ -401,6 +401,10 @@ static mha_status model_plan_info(const plan *P, mha_model_info *out) {
 }
 
 MHA_API mha_layout mha_model_layout(const mha_model *m) {
+    if (m && m->plan)
+        return m->plan->batch_axis == 1                    ? MHA_LAYOUT_SEQ_FIRST
+               : m->plan->batch_axis == PLAN_BATCH_UNKNOWN ? MHA_LAYOUT_UNKNOWN
+                                                           : MHA_LAYOUT_BATCH_FIRST;
     return m && m->L.seq_first ? MHA_LAYOUT_SEQ_FIRST : MHA_LAYOUT_BATCH_FIRST;
 }
 

@@ -392,16 +392,18 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     double waited_ms = 0.0;
     if (opts && opts->struct_size >= offsetof(mha_submit_options, waited_ms) + sizeof(double))
         waited_ms = opts->waited_ms;
-    if (waited_ms < 0 || waited_ms != waited_ms)
-        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: negative waited_ms");
+    if (!(waited_ms >= 0))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: waited_ms %g is %s",
+                        waited_ms, waited_ms < 0 ? "negative" : "not a number");
     const queue_layout *lay = &q->layout;
     int64_t S = 0;
     mha_status cst = queue_layout_check(lay, input, &S, err);
     if (cst != MHA_OK) return cst;
     if (!input->data)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: input data is NULL");
-    if (opts && opts->deadline_ms < 0)
-        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: negative deadline");
+    if (opts && !(opts->deadline_ms >= 0))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "queue submit: deadline_ms %g is %s",
+                        opts->deadline_ms, opts->deadline_ms < 0 ? "negative" : "not a number");
     int rank = input->rank;
     mha_tensor y[QUEUE_MAX_IO];
     queue_layout_request_outputs(lay, S, rank, y);
@@ -902,10 +904,10 @@ static int queue_probe_same(const queue_layout *lay, const queue_batch *x, int i
     for (size_t k = 0; k < lay->n_out; k++) {
         const queue_output *o = &lay->out[k];
         const size_t row = (size_t)o->row * o->elem;
-        const int64_t per = o->per_token ? 1 : 0;
-        const char *a = (const char *)x->out[k] + (size_t)i * (size_t)(per ? Lx : 1) * row;
-        const char *b = (const char *)y->out[k] + (size_t)j * (size_t)(per ? Ly : 1) * row;
-        if (memcmp(a, b, (size_t)(per ? S : 1) * row) != 0) return 0;
+        for (int64_t s = 0; s < (o->per_token ? S : 1); s++)
+            if (memcmp(queue_output_at(lay, x, k, i, Lx, s), queue_output_at(lay, y, k, j, Ly, s),
+                       row) != 0)
+                return 0;
     }
     return 1;
 }
@@ -1004,6 +1006,11 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
                         "num_dispatchers 0..64, num_threads >= 0, max_queue_ms >= 0, "
                         "max_padding 0..1, max_batch_ms >= 0, caller_runs 0 or 1, "
                         "precision MHA_PRECISION_FLOAT32 or MHA_PRECISION_BFLOAT16)");
+    /* caller_runs was dropped in silence beside hold_when_idle (a waiter
+     * never computes while the queue holds requests for company) */
+    if (o.caller_runs && o.hold_when_idle)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "queue create: caller_runs does not go with hold_when_idle");
     /* the weights packed in the batches' precision now: a backend that does
      * not serve it is refused here, and no request pays the packing */
     mha_status pst = runtime_pack_model(rt, model, o.precision, err);

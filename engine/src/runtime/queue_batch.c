@@ -10,9 +10,12 @@
  *   outputs        Y[i, 0:S_i, ...] (per token) or Y[i, ...] (per item)
  *
  * and mha_run gets kv_lengths[i] = S_i, so each request's keys are its own
- * (queue.c). The output axes are found by asking the model for its output
+ * (queue.c). A model taking its ids sequence first (mha_model_layout: the
+ * tutorial language model's `src` [S, B]) gets X[0:S_i, i] and masks
+ * likewise. The output axes are found by asking the model for its output
  * shapes at two (B, S) pairs: an axis that follows B is the batch, one that
- * follows S the sequence, anything else must stay fixed. */
+ * follows S the sequence (before or after the batch), anything else must
+ * stay fixed. */
 #include <string.h>
 
 #include "queue_batch.h"
@@ -36,8 +39,8 @@ static mha_status queue_probe_outputs(const mha_model *model, const queue_layout
         memset(&x[i], 0, sizeof x[i]);
         x[i].dtype = ins[i].dtype;
         x[i].rank = ins[i].rank;
-        x[i].shape[0] = B;
-        x[i].shape[1] = S;
+        x[i].shape[lay->seq_first] = B;
+        x[i].shape[!lay->seq_first] = S;
         if (ins[i].rank == 3) x[i].shape[2] = lay->in[i].row;
         x[i].data = zeros;
     }
@@ -60,9 +63,13 @@ static mha_status queue_layout_outputs(const mha_model *model, queue_layout *lay
         o->dtype = p->dtype;
         o->elem = mha_dtype_size(p->dtype);
         o->rank = p->rank;
-        int ok = p->rank >= 1 && p->rank == q->rank && o->elem > 0 && p->shape[0] == 2 &&
-                 q->shape[0] == 3;
-        o->per_token = ok && p->rank >= 2 && p->shape[1] == 3 && q->shape[1] == 2;
+        /* [B, S, ...] (or [B, ...] per item) or [S, B, ...]: at (2, 3) then (3, 2) */
+        const int two = p->rank >= 2 && p->rank == q->rank && o->elem > 0;
+        o->seq_first =
+            two && p->shape[0] == 3 && q->shape[0] == 2 && p->shape[1] == 2 && q->shape[1] == 3;
+        int ok = p->rank >= 1 && p->rank == q->rank && o->elem > 0 &&
+                 ((p->shape[0] == 2 && q->shape[0] == 3) || o->seq_first);
+        o->per_token = o->seq_first || (ok && two && p->shape[1] == 3 && q->shape[1] == 2);
         o->row = 1;
         for (int d = o->per_token ? 2 : 1; ok && d < p->rank; d++) {
             ok = p->shape[d] == q->shape[d];
@@ -72,17 +79,33 @@ static mha_status queue_layout_outputs(const mha_model *model, queue_layout *lay
         if (!ok)
             return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
                             "queue: output %zu does not have the batch on its first axis (and the "
-                            "sequence, if any, on its second): it cannot be cut per request",
+                            "sequence, if any, on its second; or the sequence then the batch): "
+                            "it cannot be cut per request",
                             k);
     }
     lay->d_out = lay->out[0].row;
     return MHA_OK;
 }
 
-/* Token ids [B, S] with masks and other ids [B, S] beside them. */
+/* Whether input i has the ids' batch axis symbol where the ids have their
+ * sequence, or the sequence's where they have the batch (a [S, S] mask
+ * beside [B, S] ids): its axes are not the ids'. */
+static int queue_axes_swapped(const mha_model *model, long ids, size_t i) {
+    const int a0 = mha_model_input_axis_symbol(model, (size_t)ids, 0),
+              a1 = mha_model_input_axis_symbol(model, (size_t)ids, 1),
+              b0 = mha_model_input_axis_symbol(model, i, 0),
+              b1 = mha_model_input_axis_symbol(model, i, 1);
+    return (b0 >= 0 && b0 == a1) || (b1 >= 0 && b1 == a0);
+}
+
+/* Token ids [B, S] (or [S, B]) with masks and other ids beside them. */
 static mha_status queue_layout_tokens(const mha_model *model, const mha_model_info *info,
                                       queue_layout *lay, const mha_io_info *ins, mha_error *err) {
     int have_primary = 0, have_mask = 0;
+    long ids = -1;
+    for (size_t i = 0; i < lay->n_in && ids < 0; i++)
+        if (ins[i].role == MHA_ROLE_TOKEN_IDS && ins[i].rank == 2 && queue_is_int(ins[i].dtype))
+            ids = (long)i;
     for (size_t i = 0; i < lay->n_in; i++) {
         const mha_io_info *io = &ins[i];
         queue_input *qi = &lay->in[i];
@@ -93,6 +116,12 @@ static mha_status queue_layout_tokens(const mha_model *model, const mha_model_in
             return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
                             "queue: input '%s' is not [batch, sequence]: a batch cannot be padded",
                             io->name);
+        if (ids >= 0 && queue_axes_swapped(model, ids, i))
+            return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                            "queue: input '%s' is not %s like the token ids '%s' (a [sequence, "
+                            "sequence] mask?): a batch cannot be padded",
+                            io->name, lay->seq_first ? "[sequence, batch]" : "[batch, sequence]",
+                            ins[ids].name);
         if (io->role == MHA_ROLE_TOKEN_IDS && queue_is_int(io->dtype)) {
             qi->fill = have_primary ? QUEUE_FILL_ZERO : QUEUE_FILL_REQUEST;
             if (!have_primary) lay->primary = i;
@@ -140,6 +169,14 @@ mha_status queue_layout_make(const mha_model *model, queue_layout *lay, mha_erro
             return mha_fail(err, MHA_ERR_INTERNAL, "queue: cannot read input %zu", i);
     lay->n_in = info.num_inputs;
     const int plan = strcmp(info.form, "plan") == 0;
+    const mha_layout layout = mha_model_layout(model);
+    if (layout == MHA_LAYOUT_UNKNOWN)
+        return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
+                        "queue: which axis of the token ids '%s' is the batch cannot be told (one "
+                        "item's tokens change other items' outputs along either axis): a batch "
+                        "cannot be padded",
+                        ins[0].name);
+    lay->seq_first = layout == MHA_LAYOUT_SEQ_FIRST;
     /* a layer's extra outputs (present keys, weights) are not returned;
      * a plan computes all of its outputs, so all are cut */
     lay->n_out = plan ? info.num_outputs : 1;
@@ -184,17 +221,17 @@ mha_status queue_layout_check(const queue_layout *lay, const mha_tensor *input, 
     if (input->dtype != p->dtype)
         return mha_fail(err, MHA_ERR_DTYPE, "queue submit: the sequence must be %s, not %s",
                         mha_dtype_name(p->dtype), mha_dtype_name(input->dtype));
-    if ((rank != full && rank != full - 1) || (rank == full && input->shape[0] != 1)) {
+    const int sf = lay->seq_first; /* the batch axis of 1 on axis 1: [S, 1(, D)] */
+    if ((rank != full && rank != full - 1) || (rank == full && input->shape[sf] != 1)) {
         if (full == 3)
             return mha_fail(err, MHA_ERR_SHAPE,
-                            "queue submit: one sequence is [S, %lld] or [1, S, %lld] (rank %d "
-                            "given)",
-                            (long long)lay->d_in, (long long)lay->d_in, rank);
+                            "queue submit: one sequence is [S, %lld] or %s (rank %d given)",
+                            (long long)lay->d_in, sf ? "[S, 1, D]" : "[1, S, D]", rank);
         return mha_fail(err, MHA_ERR_SHAPE,
-                        "queue submit: one sequence of token ids is [S] or [1, S] (rank %d given)",
-                        rank);
+                        "queue submit: one sequence of token ids is [S] or %s (rank %d given)",
+                        sf ? "[S, 1]" : "[1, S]", rank);
     }
-    int64_t s = input->shape[rank - full + 1];
+    int64_t s = rank == full && !sf ? input->shape[1] : input->shape[0];
     if (s < 1 || (full == 3 && input->shape[rank - 1] != lay->d_in))
         return mha_fail(err, MHA_ERR_SHAPE,
                         "queue submit: sequence of %lld x %lld, the model wants S >= 1 x %lld",
@@ -213,8 +250,9 @@ void queue_layout_request_outputs(const queue_layout *lay, int64_t S, int input_
         memset(t, 0, sizeof *t);
         t->dtype = o->dtype;
         int d = 0;
-        if (batch) t->shape[d++] = 1;
+        if (batch && !o->seq_first) t->shape[d++] = 1;
         if (o->per_token) t->shape[d++] = S;
+        if (batch && o->seq_first) t->shape[d++] = 1;
         for (int a = o->per_token ? 2 : 1; a < o->rank; a++)
             t->shape[d++] = o->shape[a];
         t->rank = d;
@@ -261,25 +299,24 @@ mha_status queue_batch_fill(const queue_layout *lay, queue_batch *b, int n, int6
             return mha_fail(err, MHA_ERR_NO_MEMORY, "queue: out of memory for a batch of %d x %lld",
                             n, (long long)L);
         char *base = b->in[k];
-        for (int i = 0; i < n; i++) {
-            char *dst = base + (size_t)i * item;
-            const size_t used = (size_t)S[i] * tok;
-            if (qi->fill == QUEUE_FILL_REQUEST) {
-                memcpy(dst, x[i], used);
-                memset(dst + used, 0, item - used);
-            } else if (qi->fill == QUEUE_FILL_MASK) {
-                queue_set(dst, qi->dtype, (size_t)S[i], qi->attend_value);
-                queue_set(dst + used, qi->dtype, (size_t)(L - S[i]), !qi->attend_value);
-            } else {
-                memset(dst, 0, item);
+        /* token j of request i: [n, L] at i L + j, sequence first [L, n] at j n + i */
+        const size_t i_step = lay->seq_first ? tok : item, j_step = lay->seq_first ? n * tok : tok;
+        for (int i = 0; i < n; i++)
+            for (int64_t j = 0; j < L; j++) {
+                char *dst = base + (size_t)i * i_step + (size_t)j * j_step;
+                if (qi->fill == QUEUE_FILL_REQUEST && j < S[i])
+                    memcpy(dst, (const char *)x[i] + (size_t)j * tok, tok);
+                else if (qi->fill == QUEUE_FILL_MASK)
+                    queue_set(dst, qi->dtype, 1, j < S[i] ? qi->attend_value : !qi->attend_value);
+                else
+                    memset(dst, 0, tok);
             }
-        }
         mha_tensor *t = &b->tin[k];
         memset(t, 0, sizeof *t);
         t->dtype = qi->dtype;
         t->rank = qi->row > 1 || lay->primary_rank == 3 ? 3 : 2;
-        t->shape[0] = n;
-        t->shape[1] = L;
+        t->shape[lay->seq_first] = n;
+        t->shape[!lay->seq_first] = L;
         if (t->rank == 3) t->shape[2] = qi->row;
         t->data = base;
     }
@@ -294,11 +331,20 @@ mha_status queue_batch_fill(const queue_layout *lay, queue_batch *b, int n, int6
         t->dtype = o->dtype;
         t->rank = o->rank;
         memcpy(t->shape, o->shape, sizeof t->shape);
-        t->shape[0] = n;
-        if (o->per_token) t->shape[1] = L;
+        t->shape[o->seq_first] = n;
+        if (o->per_token) t->shape[!o->seq_first] = L;
         t->data = b->out[k];
     }
+    b->n = n;
     return MHA_OK;
+}
+
+const char *queue_output_at(const queue_layout *lay, const queue_batch *b, size_t k, int i,
+                            int64_t L, int64_t s) {
+    const queue_output *o = &lay->out[k];
+    const size_t tok = (size_t)o->row * o->elem;
+    const int64_t at = !o->per_token ? i : o->seq_first ? s * b->n + i : (int64_t)i * L + s;
+    return (const char *)b->out[k] + (size_t)at * tok;
 }
 
 void queue_batch_take(const queue_layout *lay, const queue_batch *b, int i, int64_t L, int64_t S,
@@ -306,9 +352,13 @@ void queue_batch_take(const queue_layout *lay, const queue_batch *b, int i, int6
     for (size_t k = 0; k < lay->n_out; k++) {
         const queue_output *o = &lay->out[k];
         const size_t tok = (size_t)o->row * o->elem;
-        const size_t item = (size_t)(o->per_token ? L : 1) * tok;
-        memcpy(y[k].data, (const char *)b->out[k] + (size_t)i * item,
-               (size_t)(o->per_token ? S : 1) * tok);
+        if (!o->seq_first) { /* the request's rows in one piece */
+            memcpy(y[k].data, queue_output_at(lay, b, k, i, L, 0),
+                   (size_t)(o->per_token ? S : 1) * tok);
+            continue;
+        }
+        for (int64_t s = 0; s < S; s++)
+            memcpy((char *)y[k].data + (size_t)s * tok, queue_output_at(lay, b, k, i, L, s), tok);
     }
 }
 

@@ -31,7 +31,8 @@ typedef struct queue_output {
     mha_dtype dtype;
     size_t elem;
     int rank;                    /* the model's, batch axis included */
-    int per_token;               /* axis 1 is the sequence */
+    int per_token;               /* axes 0 and 1 are the batch and the sequence */
+    int seq_first;               /* per_token: axis 0 the sequence, axis 1 the batch */
     int64_t shape[MHA_MAX_RANK]; /* the fixed axes (after batch and sequence) */
     int64_t row;                 /* elements per token (per_token) or per batch item */
 } queue_output;
@@ -45,18 +46,21 @@ typedef struct queue_layout {
     queue_output out[QUEUE_MAX_IO];
     size_t primary;   /* the input a request gives */
     int primary_rank; /* its rank in the model, batch axis included (2 or 3) */
+    int seq_first;    /* the inputs are [S, B(, D)] (mha_model_layout) */
     int64_t d_in;     /* elements per token of it */
     int64_t d_out;    /* elements per token (or item) of output 0 */
 } queue_layout;
 
 /* Reads the model's inputs and outputs: either one float32 query sequence
  * [B, S, D] (a layer, or a plan over one), or token ids [B, S] with masks
- * and more token ids beside them (a whole model). MHA_ERR_MODEL_UNSUPPORTED
+ * and more token ids beside them (a whole model); sequence first [S, B]
+ * when mha_model_layout says so. MHA_ERR_MODEL_UNSUPPORTED
  * with the reason for anything a padded batch cannot serve. */
 mha_status queue_layout_make(const mha_model *model, queue_layout *lay, mha_error *err);
 
 /* Checks one request's sequence: [S, D] / [1, S, D] (or [S] / [1, S] for
- * token ids), in the primary input's dtype; *S receives its length. */
+ * token ids; [S, 1, D] / [S, 1] sequence first), in the primary input's
+ * dtype; *S receives its length. */
 mha_status queue_layout_check(const queue_layout *lay, const mha_tensor *input, int64_t *S,
                               mha_error *err);
 
@@ -67,6 +71,7 @@ void queue_layout_request_outputs(const queue_layout *lay, int64_t S, int input_
 
 /* A batch's buffers, grown as needed and kept by a dispatcher. */
 typedef struct queue_batch {
+    int n; /* requests in the batch (queue_batch_fill) */
     void *in[QUEUE_MAX_IO], *out[QUEUE_MAX_IO];
     size_t in_cap[QUEUE_MAX_IO], out_cap[QUEUE_MAX_IO]; /* bytes */
     mha_tensor tin[QUEUE_MAX_IO], tout[QUEUE_MAX_IO];
@@ -76,6 +81,11 @@ typedef struct queue_batch {
  * x[i] ([S[i], d_in] elements of the primary dtype). */
 mha_status queue_batch_fill(const queue_layout *lay, queue_batch *b, int n, int64_t L,
                             const void *const *x, const int64_t *S, mha_error *err);
+
+/* Where token s of request i lies in output k of batch b padded to L (s
+ * 0 for an output per item): [n, L, ...] or sequence first [L, n, ...]. */
+const char *queue_output_at(const queue_layout *lay, const queue_batch *b, size_t k, int i,
+                            int64_t L, int64_t s);
 
 /* Copies request i's part of every output into y (shaped by
  * queue_layout_request_outputs). */

@@ -1,10 +1,19 @@
 /* run_slots.c -- the computing slots of a runtime and the runs handed to
  * them (see run_slots.h for the design). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include "run_slots.h"
 
 #include <errno.h>
 #include <semaphore.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <time.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 /* Posts a thread owes that wait for the mutex's release (a handed run, a
  * passed slot, the callers told of free slots). */
@@ -178,6 +187,58 @@ static void run_slots_leave(run_slots *s, int held, run_slots_posts *ps) {
     if (s->computing == 0 || s->recent_ms > s->tell_late_ms) run_slots_tell(s, ps);
 }
 
+/* A waiting caller's time slice (run_slots.h: RUN_SLOTS_WAIT_SLICE_US).
+ * The kernel's struct sched_attr as of its first version (48 bytes). */
+typedef struct run_slots_sched_attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+} run_slots_sched_attr;
+
+/* 0 once the kernel refused sched_getattr or sched_setattr (too old, a
+ * seccomp filter): not asked again */
+static atomic_int run_slots_slices = 1;
+
+/* Before a caller sleeps: its thread's scheduling attributes into *saved
+ * and, a SCHED_OTHER thread, the short slice asked for; 1 if set (then
+ * run_slots_slice_restore after the wake-up). */
+static int run_slots_slice_short(run_slots_sched_attr *saved) {
+#if defined(__linux__) && defined(SYS_sched_getattr) && defined(SYS_sched_setattr)
+    if (!atomic_load_explicit(&run_slots_slices, memory_order_relaxed)) return 0;
+    *saved = (run_slots_sched_attr){.size = sizeof *saved};
+    if (syscall(SYS_sched_getattr, 0, saved, sizeof *saved, 0) != 0) {
+        atomic_store_explicit(&run_slots_slices, 0, memory_order_relaxed);
+        return 0;
+    }
+    /* SCHED_OTHER only (FIFO, RR, BATCH, IDLE and DEADLINE threads keep
+     * what their program chose); already as short: nothing to do */
+    const uint64_t slice = (uint64_t)RUN_SLOTS_WAIT_SLICE_US * 1000u;
+    if (saved->policy != 0 || saved->runtime <= slice) return 0;
+    run_slots_sched_attr a = *saved;
+    a.size = sizeof a;
+    a.flags = 0;
+    a.runtime = slice;
+    if (syscall(SYS_sched_setattr, 0, &a, 0) == 0) return 1;
+    atomic_store_explicit(&run_slots_slices, 0, memory_order_relaxed);
+    return 0;
+#else
+    (void)saved;
+    return 0;
+#endif
+}
+
+static void run_slots_slice_restore(run_slots_sched_attr *saved) {
+#if defined(__linux__) && defined(SYS_sched_setattr)
+    saved->size = sizeof *saved;
+    saved->flags = 0;
+    (void)syscall(SYS_sched_setattr, 0, saved, 0);
+#else
+    (void)saved;
+#endif
+}
+
 /* This thread's CPU time: a run's length as the workload makes it, not
  * as other processes stretch it on a shared machine. */
 static double run_slots_cpu_ms(void) {
@@ -270,8 +331,14 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
         w.hinted = 0;
         pthread_mutex_unlock(&s->mutex);
         run_slots_post(&ps);
+        /* asleep with a short slice: the wake-up that brings an answer
+         * (or a slot) takes a core from a computing thread at once rather
+         * than after its slice (RUN_SLOTS_WAIT_SLICE_US) */
+        run_slots_sched_attr saved;
+        const int short_slice = run_slots_slice_short(&saved);
         while (sem_wait(&w.posted) != 0 && errno == EINTR) {
         }
+        if (short_slice) run_slots_slice_restore(&saved);
         seen++;
         pthread_mutex_lock(&s->mutex);
         if (w.state != RUN_DONE && w.state != RUN_YOUR_SLOT &&

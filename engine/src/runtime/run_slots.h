@@ -62,6 +62,16 @@
  * slot is still free. */
 #define RUN_SLOTS_TELL_LATE_MS 2.0
 
+/* A caller that sleeps in the line asks the kernel for this time slice
+ * (microseconds; Linux 6.12+'s custom slice of a SCHED_OTHER thread, the
+ * shortest it grants) until it wakes, then gets its own back. The run
+ * ends on another thread, which posts the answer and computes on; the
+ * woken caller waited for a core until that thread's slice ended (1.4 ms
+ * by default on 2 CPUs, as long as a run at S 32). With a shorter slice
+ * than the computing thread's, the kernel lets it preempt at once: it
+ * returns its answer in microseconds. */
+#define RUN_SLOTS_WAIT_SLICE_US 100
+
 typedef struct run_slot_wait run_slot_wait;
 
 typedef mha_status (*run_slots_fn)(void *ctx, mha_error *err);

@@ -245,7 +245,9 @@ MHA_API mha_status mha_model_output_shapes(const mha_model *model, const mha_ten
 }
 
 /* An attention step of a plan, on the runtime's backend and pool. B and S:
- * axes 0 and 1 of the model's first input (-1 when it has fewer). */
+ * the batch and sequence axes of the model's token ids (axes 0 and 1, or 1
+ * and 0 sequence first; the first input's when it has no ids; -1 when it
+ * has fewer). */
 typedef struct runtime_plan_ctx {
     const exec_env *env;
     const model_pack *pk;
@@ -433,9 +435,13 @@ static mha_status runtime_run_body(void *ctx, mha_error *err) {
     if (flops) *flops = 0.0;
     if (model->plan) {
         runtime_plan_ctx pc = {rc->env, rc->pk, -1, -1, flops};
-        if (rc->num_inputs > 0 && rc->inputs && rc->inputs[0].rank >= 2) {
-            pc.B = rc->inputs[0].shape[0];
-            pc.S = rc->inputs[0].shape[1];
+        /* the token ids' batch and sequence, [B, S] or [S, B] */
+        const plan *P = model->plan;
+        const size_t ids = P->ids_input >= 0 ? (size_t)P->ids_input : 0;
+        if (ids < rc->num_inputs && rc->inputs && rc->inputs[ids].rank >= 2) {
+            const int b = P->batch_axis == 1;
+            pc.B = rc->inputs[ids].shape[b];
+            pc.S = rc->inputs[ids].shape[1 - b];
         }
         plan_backend be = {runtime_plan_layer, runtime_plan_gemm,       &pc,
                            runtime_plan_norm,  NULL /* step_seconds */, runtime_plan_parallel};

@@ -24,10 +24,10 @@ import sys
 
 import onnx
 import torch
-from onnx import numpy_helper
 from torch import nn
 
 from make_models import randomize
+from make_zoo import write_sets
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "families"))
 from generate import to_opset18  # noqa: E402
@@ -356,11 +356,6 @@ class T5Encoder(nn.Module):
 
 # ----------------------------------------------------------------- cases ----
 
-def write_pb(path, name, t):
-    with open(path, "wb") as f:
-        f.write(numpy_helper.from_array(t.numpy(), name).SerializeToString())
-
-
 def ids_mask(g, b, s, kind, left=False):
     ids = torch.randint(2, VOCAB, (b, s), generator=g)
     m = torch.ones(b, s, dtype=torch.long)
@@ -393,16 +388,7 @@ def save(outdir, name, model, seed, sets, in_names, out_names, opset, dyn, fold,
         onnx.save(to_opset18(onnx.load(path)), path)
     else:
         onnx.checker.check_model(onnx.load(path))
-    for k, inputs in enumerate(sets if dyn else sets[:1]):
-        sd = os.path.join(d, "test_data_set_%d" % k)
-        os.makedirs(sd, exist_ok=True)
-        with torch.no_grad():
-            outs = model(*inputs)
-        outs = outs if isinstance(outs, tuple) else (outs,)
-        for i, (n, t) in enumerate(zip(in_names, inputs)):
-            write_pb(os.path.join(sd, "input_%d.pb" % i), n, t)
-        for i, (n, t) in enumerate(zip(out_names, outs)):
-            write_pb(os.path.join(sd, "output_%d.pb" % i), n, t)
+    write_sets(d, model, sets if dyn else sets[:1], in_names, out_names)
 
 
 BS = {0: "batch", 1: "sequence"}

@@ -1135,6 +1135,20 @@ def write_pb(path, name, t):
         f.write(numpy_helper.from_array(t.numpy(), name).SerializeToString())
 
 
+def write_sets(d, model, sets, in_names, out_names):
+    """test_data_set_<k> of folder d: each set's inputs and the model's outputs."""
+    for k, inputs in enumerate(sets):
+        sd = os.path.join(d, "test_data_set_%d" % k)
+        os.makedirs(sd, exist_ok=True)
+        with torch.no_grad():
+            outs = model(*inputs)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        for i, (n, t) in enumerate(zip(in_names, inputs)):
+            write_pb(os.path.join(sd, "input_%d.pb" % i), n, t)
+        for i, (n, t) in enumerate(zip(out_names, outs)):
+            write_pb(os.path.join(sd, "output_%d.pb" % i), n, t)
+
+
 def export(outdir, name, model, seed, make_inputs, in_names, out_names, opset,
            dynamic=True, fold=True, op18=False, second=(3, 5)):
     """make_inputs(b, s) -> the input tensors; two data sets, (2, 7) and
@@ -1162,16 +1176,7 @@ def export(outdir, name, model, seed, make_inputs, in_names, out_names, opset,
         onnx.save(to_opset18(onnx.load(path)), path)  # onnx 1.12's checker knows no opset 18
     else:
         onnx.checker.check_model(onnx.load(path))
-    for k, inputs in enumerate(sets):
-        sd = os.path.join(d, "test_data_set_%d" % k)
-        os.makedirs(sd, exist_ok=True)
-        with torch.no_grad():
-            outs = model(*inputs)
-        outs = outs if isinstance(outs, tuple) else (outs,)
-        for i, (n, t) in enumerate(zip(in_names, inputs)):
-            write_pb(os.path.join(sd, "input_%d.pb" % i), n, t)
-        for i, (n, t) in enumerate(zip(out_names, outs)):
-            write_pb(os.path.join(sd, "output_%d.pb" % i), n, t)
+    write_sets(d, model, sets, in_names, out_names)
 
 
 PREFIXES = []

@@ -1,0 +1,197 @@
+/* test_gemm_stream.c -- the avx512 float32 GEMM's path for short row blocks
+ * (a request of a few tokens), where the first sliver's kernel asks for the
+ * B panel slice the driver reads next:
+ *  - gemm_ukernel_stream (avx512_gemm.h): rows [0, mr) of a 12 x 32 tile
+ *    for mr 1 to 12, bit for bit a scalar fmaf chain per element (from 0 or
+ *    from C), for kc 1 to 70 and around a 768 k-block, and nothing written
+ *    outside those rows of a wider C;
+ *  - gemm_blocked_next_slice (common/gemm_blocked.h): for every slice the
+ *    driver reads (k-blocks outer, panels inner), the one it reads next, NULL
+ *    after the last, for one and several k-blocks and ranges of panels;
+ *  - gemm_blocked_run on 1 to 30 rows (up to two slivers take the path; 25
+ *    and more do not), whole and partial column ranges, K of one and two
+ *    k-blocks: C bit for bit bias + the fmaf chain, nothing outside the range
+ *    written.
+ * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ the
+ * tests report themselves skipped. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include "avx512/avx512_vec.h"
+
+#include "avx512/avx512_gemm.h"
+
+#include "common/gemm_blocked.h"
+
+static int cpu_has_avx512(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+}
+
+/* uniform in [-scale, scale) from a 64-bit LCG */
+static void fill(float *x, size_t n, uint64_t seed, float scale) {
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005u + 1442695040888963407u;
+        x[i] = (float)((int32_t)(seed >> 32)) * 0x1p-31f * scale;
+    }
+}
+
+static void test_stream_kernel_bits(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    enum { KMAX = 769, LDC = 40 };
+    static float ap[KMAX * GEMM_MR], bp[KMAX * GEMM_NR], next[KMAX * GEMM_NR];
+    static float c[GEMM_MR * LDC], want[GEMM_MR * LDC];
+    fill(ap, KMAX * GEMM_MR, 11, 1.0f);
+    fill(bp, KMAX * GEMM_NR, 12, 0.25f);
+    fill(next, KMAX * GEMM_NR, 13, 1.0f);
+    for (int64_t kc = 1; kc <= KMAX; kc = kc < 70 ? kc + 1 : kc < 767 ? 767 : kc + 1)
+        for (int64_t mr = 1; mr <= GEMM_MR; mr++)
+            for (int accumulate = 0; accumulate < 2; accumulate++) {
+                for (int i = 0; i < GEMM_MR * LDC; i++)
+                    c[i] = i % LDC < GEMM_NR ? 0.25f * (float)(i % 13) - 1.0f : 7.0f;
+                for (int r = 0; r < GEMM_MR; r++)
+                    for (int n = 0; n < LDC; n++) {
+                        float x = c[r * LDC + n];
+                        if (n < GEMM_NR && r < mr) {
+                            x = accumulate ? x : 0.0f;
+                            for (int64_t k = 0; k < kc; k++)
+                                x = fmaf(ap[k * GEMM_MR + r], bp[k * GEMM_NR + n], x);
+                        }
+                        want[r * LDC + n] = x;
+                    }
+                gemm_ukernel_stream(kc, ap, bp, c, LDC, accumulate, mr, next);
+                if (memcmp(c, want, sizeof c) != 0)
+                    fail_msg(
+                        "kc %lld, %lld rows, accumulate %d: the tile differs from the fmaf chain",
+                        (long long)kc, (long long)mr, accumulate);
+            }
+}
+
+static void test_next_slice_order(void **state) {
+    (void)state;
+    static const int64_t shapes[][4] = {
+        /* K, N, n0, n1 */
+        {384, 1536, 0, 1536},  {384, 1536, 384, 768},        {1536, 384, 0, 384},
+        {1536, 384, 100, 200}, {2 * GEMM_KC + 1, 96, 0, 96}, {GEMM_KC, 32, 0, 32},
+        {5, 40, 33, 40},
+    };
+    static float packed[1]; /* only addresses are compared */
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        mha_gemm_args a;
+        memset(&a, 0, sizeof a);
+        a.K = shapes[s][0];
+        a.N = shapes[s][1];
+        a.n0 = shapes[s][2];
+        a.n1 = shapes[s][3];
+        a.B_packed = packed;
+        const int64_t p_first = a.n0 / GEMM_NR, p_last = (a.n1 - 1) / GEMM_NR;
+        const float *prev = NULL;
+        int64_t prev_p = 0, prev_k0 = 0, n = 0;
+        /* the driver's order of reads: k-blocks outer, panels inner */
+        for (int64_t k0 = 0; k0 < a.K; k0 += GEMM_KC)
+            for (int64_t p = p_first; p <= p_last; p++, n++) {
+                const float *slice = packed + (p * a.K + k0) * GEMM_NR;
+                if (prev && gemm_blocked_next_slice(&a, prev_p, p_first, p_last, prev_k0) != slice)
+                    fail_msg("K %lld, panels %lld-%lld: the slice after panel %lld at k %lld is "
+                             "not panel %lld at k %lld",
+                             (long long)a.K, (long long)p_first, (long long)p_last,
+                             (long long)prev_p, (long long)prev_k0, (long long)p, (long long)k0);
+                prev = slice;
+                prev_p = p;
+                prev_k0 = k0;
+            }
+        assert_true(n > 0);
+        if (gemm_blocked_next_slice(&a, prev_p, p_first, p_last, prev_k0) != NULL)
+            fail_msg("K %lld: a slice asked for after the last one", (long long)a.K);
+    }
+}
+
+static void test_short_blocks_bits(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    enum { MMAX = 30, NMAX = 96, KMAX = GEMM_KC + 40 };
+    static const int64_t ks[] = {5, 384, KMAX};
+    static const int64_t ranges[][2] = {{0, 96}, {0, 64}, {32, 96}, {7, 90}};
+    float *A = malloc(sizeof(float) * MMAX * KMAX), *B = malloc(sizeof(float) * KMAX * NMAX);
+    float *bias = malloc(sizeof(float) * NMAX), *C = malloc(sizeof(float) * MMAX * NMAX);
+    void *Bp = malloc(gemm_blocked_packed_size(KMAX, NMAX));
+    assert_non_null(A);
+    assert_non_null(B);
+    assert_non_null(bias);
+    assert_non_null(C);
+    assert_non_null(Bp);
+    fill(A, (size_t)MMAX * KMAX, 21, 1.0f);
+    fill(B, (size_t)KMAX * NMAX, 22, 0.25f);
+    fill(bias, NMAX, 23, 1.0f);
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+        const int64_t K = ks[ki];
+        gemm_blocked_pack_b(K, NMAX, B, NMAX, Bp);
+        for (int64_t M = 1; M <= MMAX; M++)
+            for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
+                mha_gemm_args a = {.struct_size = sizeof a,
+                                   .precision = MHA_PRECISION_FLOAT32,
+                                   .M = M,
+                                   .N = NMAX,
+                                   .K = K,
+                                   .A = A,
+                                   .lda = K,
+                                   .B_packed = Bp,
+                                   .C = C,
+                                   .ldc = NMAX,
+                                   .m0 = 0,
+                                   .m1 = M,
+                                   .n0 = ranges[ri][0],
+                                   .n1 = ranges[ri][1],
+                                   .num_threads = 1,
+                                   .bias = bias};
+                for (int64_t i = 0; i < M * NMAX; i++)
+                    C[i] = -3.0f;
+                assert_int_equal(gemm_blocked_run(&a), KERNEL_OK);
+                for (int64_t m = 0; m < M; m++)
+                    for (int64_t n = 0; n < NMAX; n++) {
+                        float want = -3.0f;
+                        if (n >= a.n0 && n < a.n1) {
+                            float x = 0.0f;
+                            for (int64_t k = 0; k < K; k++)
+                                x = fmaf(A[m * K + k], B[k * NMAX + n], x);
+                            want = x + bias[n];
+                        }
+                        if (memcmp(&C[m * NMAX + n], &want, sizeof want) != 0)
+                            fail_msg("M %lld, K %lld, columns %lld-%lld: C[%lld, %lld] = %.9g, "
+                                     "want %.9g",
+                                     (long long)M, (long long)K, (long long)a.n0, (long long)a.n1,
+                                     (long long)m, (long long)n, (double)C[m * NMAX + n],
+                                     (double)want);
+                    }
+            }
+    }
+    free(A);
+    free(B);
+    free(bias);
+    free(C);
+    free(Bp);
+}
+
+#else
+/* not built with the AVX-512 flags (not x86-64): nothing to run */
+static void test_stream_kernel_bits(void **state) {
+    (void)state;
+    skip();
+}
+#define test_next_slice_order test_stream_kernel_bits
+#define test_short_blocks_bits test_stream_kernel_bits
+#endif
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stream_kernel_bits),
+        cmocka_unit_test(test_next_slice_order),
+        cmocka_unit_test(test_short_blocks_bits),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
