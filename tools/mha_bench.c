@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -459,9 +460,27 @@ static void probe_child(const bench_options *o, int fd) {
         snprintf(p.error, sizeof p.error, "listing the backends: %s", err.message);
         goto send;
     }
+    /* a --plugin-path file that is no plugin usable here (an empty file, a
+     * FIFO, one for another CPU) was left out in silence, the others timed */
+    char named[PATH_MAX];
+    struct stat ns;
+    const int named_file = o->plugin_path && stat(o->plugin_path, &ns) == 0 &&
+                           !S_ISDIR(ns.st_mode) && realpath(o->plugin_path, named);
     for (size_t i = 0; i < mha_runtime_plugin_count(rt_all); i++) {
         mha_plugin_info pi;
-        if (mha_runtime_plugin(rt_all, i, &pi) != MHA_OK || !pi.usable || !pi.name) continue;
+        if (mha_runtime_plugin(rt_all, i, &pi) != MHA_OK) continue;
+        if (named_file && !pi.usable && pi.path &&
+            (strcmp(pi.path, o->plugin_path) == 0 || strcmp(pi.path, named) == 0)) {
+            const char *why = pi.reason && pi.reason[0] ? pi.reason : "not usable here";
+            /* the registry's reason mostly starts with the file: not twice */
+            if (strncmp(why, pi.path, strlen(pi.path)) == 0)
+                snprintf(p.error, sizeof p.error, "--plugin-path %s", why);
+            else
+                snprintf(p.error, sizeof p.error, "--plugin-path %s: %s", pi.path, why);
+            mha_runtime_destroy(rt_all);
+            goto send;
+        }
+        if (!pi.usable || !pi.name) continue;
         int dup = 0;
         for (int k = 0; k < p.n_backends; k++)
             dup |= strcmp(p.backends[k], pi.name) == 0;

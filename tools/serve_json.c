@@ -77,7 +77,13 @@ static int json_number(json_reader *r) {
     char *end = NULL;
     float v = 0.0f;
     long long id = 0;
-    if (k && !json_number_syntax(buf)) return json_fail(r, "not a number as JSON writes it");
+    /* were "not a finite number" (a ']' after a ',') and, for a number
+     * cut at the buffer, "',' or ']' expected" in the middle of it */
+    if (!k) return json_fail(r, "a number expected");
+    if (k + 1 == sizeof buf && r->at + k < r->n && r->s[r->at + k] != '\0' &&
+        strchr("+-0123456789.eE", r->s[r->at + k]))
+        return json_fail(r, "a number of more than 63 characters");
+    if (!json_number_syntax(buf)) return json_fail(r, "not a number as JSON writes it");
     if (r->ids) {
         errno = 0;
         id = k && !strpbrk(buf, ".eE") ? strtoll(buf, &end, 10) : 0;

@@ -195,12 +195,12 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
                 const float *as = ap + t * kc * GEMM_MR;
                 gemm_prefetch_next_c(a, mb, rows, p, p_last, t, tiles);
 #ifdef GEMM_HAVE_UKERNEL_STREAM
-                const float *next = t == 0 && full_n && rows <= GEMM_STREAM_ROWS
-                                        ? gemm_blocked_next_slice(a, p, p_first, p_last, k0)
-                                        : NULL;
-                if (next) {
+                const float *ahead = t == 0 && full_n && rows <= GEMM_STREAM_ROWS
+                                         ? gemm_blocked_next_slice(a, p, p_first, p_last, k0)
+                                         : NULL;
+                if (ahead) {
                     gemm_ukernel_stream(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0,
-                                        mr, next);
+                                        mr, ahead);
                     continue;
                 }
 #endif

@@ -75,6 +75,13 @@ printf '\010\002\010\003\010\020\020\001\102\005query\152\021\012\010location\02
 one_line 1 "^mha: $T/ext.pb: tensor 'query': external data 'x.npy' is not read: a tensor file holds its data itself (save it without external data)$" \
   "$MHA" run "$T/m.onnx" "$T/ext.pb" -o "$T/ext_out.npy"
 
+echo "== mha bench --plugin-path naming a file that is no plugin"
+# exit 0: the file left out in silence and the other plugins timed (a
+# missing path was refused since round 8)
+: >"$T/empty.so"
+one_line 1 "^mha bench: $T/m.onnx: --plugin-path $T/empty.so: dlopen failed: " \
+  "$MHA" bench "$T/m.onnx" --shape 1,2 --plugin-path "$T/empty.so" --warmup 0 --threads 1 -q
+
 echo "== mha serve: --caller-runs beside --http-threads or --hold-when-idle"
 # each was dropped in silence (the server ran without it)
 if "$MHA" serve --help >/dev/null 2>&1; then
@@ -86,7 +93,7 @@ else
   echo "skip: mha built without serve"
 fi
 
-echo "== mha serve: Content-Encoding gzip; two Content-Types"
+echo "== mha serve: Content-Encoding gzip; two Content-Types; JSON messages"
 # the body was read as if plain (200 for a plain body labelled gzip), and
 # of two Content-Types the first taken (a proxy may take the other)
 if "$MHA" serve --help >/dev/null 2>&1 && command -v curl >/dev/null; then
@@ -122,6 +129,15 @@ if "$MHA" serve --help >/dev/null 2>&1 && command -v curl >/dev/null; then
     -H "Content-Type: application/json" --data-binary "@$T/row.npy"
   grep -qi "^Connection: close" "$T/answer" || { kill $SRV; fail "two types: the connection is kept"; }
   grep -q "Content-Type given twice with different types" "$T/answer" || { kill $SRV; fail "two types: $(cat "$T/answer")"; }
+  # a ',' before ']' was "not a finite number"; a number of 70 characters
+  # (JSON allows any length) "',' or ']' expected" in its middle
+  post 400 "a trailing comma" -H "Content-Type: application/json" \
+    --data-binary "[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,]]"
+  grep -q "byte 34: a number expected" "$T/answer" || { kill $SRV; fail "trailing comma: $(cat "$T/answer")"; }
+  long="0.$(printf '%068d' 1)"
+  post 400 "a number of 70 characters" -H "Content-Type: application/json" \
+    --data-binary "[[$long,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]]"
+  grep -q "byte 2: a number of more than 63 characters" "$T/answer" || { kill $SRV; fail "long number: $(cat "$T/answer")"; }
   # shellcheck disable=SC2086
   post 200 "then a good request" $J
   kill $SRV
