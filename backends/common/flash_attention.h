@@ -792,9 +792,10 @@ static inline int fa_row_softmax_plain(const mha_attn_args *a, float *srow, floa
  * the row pass, as before); else 1, the probabilities at s + r * FA_BC,
  * each row's state (m, lv) updated and corr[r] its accumulator's factor.
  */
-static inline int fa_score_plain_tile(const mha_attn_args *a, int64_t nd, const float *qp,
-                                      const float *kt, float *s, float *m, float *lv, float *corr) {
-    vf acc[FA_MR][FA_NCV];
+/* The products of a full float32 score tile (FA_MR rows x the whole key
+ * block) into acc, kept in registers: fa_score_tile_full's chain. */
+static inline void fa_score_f32_acc(int64_t nd, const float *qp, const float *kt,
+                                    vf acc[FA_MR][FA_NCV]) {
     _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
         _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] = vf_zero();
     for (int64_t d = 0; d < nd; d++) {
@@ -807,6 +808,12 @@ static inline int fa_score_plain_tile(const mha_attn_args *a, int64_t nd, const 
                 FA_F32_MAC(acc[r][c], qb, kv[c]);
         }
     }
+}
+
+static inline int fa_score_plain_tile(const mha_attn_args *a, int64_t nd, const float *qp,
+                                      const float *kt, float *s, float *m, float *lv, float *corr) {
+    vf acc[FA_MR][FA_NCV];
+    fa_score_f32_acc(nd, qp, kt, acc);
     /* logits; a tile holding a NaN or +-inf goes back to the row pass */
     const vf vscale = vf_set1(a->scale);
     unsigned odd = 0;
@@ -996,6 +1003,39 @@ static inline int fa_row_softmax_lazy(float c2, int64_t nv, float *srow, float *
     return 1;
 }
 
+/* Whether a lane of a score tile's row r (FA_MR x FA_SCV accumulators)
+ * passes thr[r]: the tile's reference max must move. */
+static inline unsigned fa_tile_over(vf acc[FA_MR][FA_SCV], const float *thr) {
+    unsigned over = 0;
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+        vf vmax = acc[r][0];
+        _Pragma("GCC unroll 4") for (int c = 1; c < FA_SCV; c++) vmax = vf_max(vmax, acc[r][c]);
+        over |= vf_gt_bits(vmax, vf_set1(thr[r]));
+    }
+    return over;
+}
+
+/* A score tile's lazy probabilities in place, acc = 2^(acc c2 - m2)
+ * (negm [FA_MR]: -m2; fine: float32's exp), each row's sum over its
+ * vectors in key order added to psum[r]; returns a bit per row whose sum
+ * is not finite (a NaN dot). */
+static inline unsigned fa_tile_exp2(vf acc[FA_MR][FA_SCV], const float *negm, float c2, vf *psum,
+                                    int fine) {
+    const vf vc = vf_set1(c2);
+    unsigned bad = 0;
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+        const vf vneg = vf_set1(negm[r]);
+        vf ps = psum[r];
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_SCV; c++) {
+            acc[r][c] = fa_exp2(fine, vf_fma(acc[r][c], vc, vneg));
+            ps = vf_add(ps, acc[r][c]);
+        }
+        psum[r] = ps;
+        bad |= vf_nonfinite_bits(ps) ? 1u << r : 0u;
+    }
+    return bad;
+}
+
 #ifdef FA_HAVE_BF16_DOT
 #define FA_HAVE_FUSED_TILE 1
 /*
@@ -1029,27 +1069,11 @@ static inline int fa_score_bf16_fused(int64_t nd, const uint32_t *qp, const uint
                 vf_dot_bf16(acc[r][c], qb, kv[c]);
         }
     }
-    unsigned over = 0;
-    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
-        vf vmax = acc[r][0];
-        _Pragma("GCC unroll 4") for (int c = 1; c < FA_SCV; c++) vmax = vf_max(vmax, acc[r][c]);
-        over |= vf_gt_bits(vmax, vf_set1(thr[r]));
-    }
-    if (over) return 0;
-    const vf vc = vf_set1(c2);
-    unsigned bad = 0;
-    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
-        const vf vneg = vf_set1(negm[r]);
-        vf ps = psum[r];
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_SCV; c++) {
-            acc[r][c] = vf_exp2(vf_fma(acc[r][c], vc, vneg));
-            ps = vf_add(ps, acc[r][c]);
-        }
-        psum[r] = ps;
-        bad |= vf_nonfinite_bits(ps);
+    if (fa_tile_over(acc, thr)) return 0;
+    const unsigned bad = fa_tile_exp2(acc, negm, c2, psum, 0);
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
         _Pragma("GCC unroll 4") for (int c = 0; c < FA_SCV; c += 2)
             vbf_store(p + r * FA_BC + c / 2 * VLEN, vbf_pair_adjacent(acc[r][c], acc[r][c + 1]));
-    }
     return !bad;
 }
 #endif
@@ -1061,10 +1085,10 @@ static inline int fa_score_bf16_fused(int64_t nd, const uint32_t *qp, const uint
  * seeing every key) with the lazy softmax done on its accumulators, for
  * rows whose reference m2 is set: fa_row_softmax_lazy's operations on the
  * same values (t = dot c2 - m2 by one FMA, vf_exp2_f32, the sum over the
- * vectors in key order from 0; the caller adds it to l, as l * 1 + psum),
- * so a row gets the same bits whichever path its tile took. The products
- * are fa_score_tile_full's chain. Returns 1 with the probabilities at
- * s + r * FA_BC and psum[r] each row's sum; 0 when a dot passes its row's
+ * vectors in key order, added to psum[r] -- 0 from the caller, which adds
+ * it to l, as l * 1 + psum), so a row gets the same bits whichever path
+ * its tile took. The products are fa_score_tile_full's chain. Returns 1
+ * with the probabilities at s + r * FA_BC; 0 when a dot passes its row's
  * thr (m2 must move): the raw dots are stored at s instead, for the row
  * pass; -1 when a row's sum is not finite (a NaN dot; s then holds
  * neither): the caller scores the tile again for the row pass. negm
@@ -1078,44 +1102,42 @@ __attribute__((noinline)) static int fa_score_f32_fused(int64_t nd, const float 
                                                         const float *negm, const float *thr,
                                                         float c2, vf *psum) {
     vf acc[FA_MR][FA_NCV];
-    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] = vf_zero();
-    for (int64_t d = 0; d < nd; d++) {
-        vf kv[FA_NCV];
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) kv[c] =
-            FA_F32_LOAD(kt + d * FA_BC + c * VLEN);
-        _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
-            vf qb = FA_F32_SET1(qp[d * FA_BR + r]);
-            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] =
-                FA_F32_MAC(acc[r][c], qb, kv[c]);
-        }
-    }
-    unsigned over = 0;
-    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
-        vf vmax = acc[r][0];
-        _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, acc[r][c]);
-        over |= vf_gt_bits(vmax, vf_set1(thr[r]));
-    }
-    if (over) {
+    fa_score_f32_acc(nd, qp, kt, acc);
+    if (fa_tile_over(acc, thr)) {
         _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
             _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)
                 vf_store(s + r * FA_BC + c * VLEN, acc[r][c]);
         return 0;
     }
-    const vf vc = vf_set1(c2);
-    unsigned bad = 0;
-    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
-        const vf vneg = vf_set1(negm[r]);
-        vf ps = vf_zero();
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) {
-            const vf p = vf_exp2_f32(vf_fma(acc[r][c], vc, vneg));
-            ps = vf_add(ps, p);
-            vf_store(s + r * FA_BC + c * VLEN, p);
-        }
-        psum[r] = ps;
-        bad |= vf_nonfinite_bits(ps);
-    }
+    const unsigned bad = fa_tile_exp2(acc, negm, c2, psum, 1);
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)
+            vf_store(s + r * FA_BC + c * VLEN, acc[r][c]);
     return bad ? -1 : 1;
+}
+#endif
+
+#if defined(FA_HAVE_FUSED_TILE) || defined(FA_HAVE_FUSED_F32)
+/* A whole score tile's lazy softmax on its accumulators, in the call's
+ * form: 1 done (psum[r] added to by each row's sum), 0 the dots stored for
+ * the row pass (float32), -1 nothing usable written (score it again). */
+static inline int fa_fused_tile(const mha_attn_args *a, int64_t dk, const float *qp,
+                                const float *ktb, float *s, const float *negm, const float *thr,
+                                float c2, vf *psum) {
+#ifdef FA_HAVE_FUSED_F32
+    if (!fa_bf16(a)) return fa_score_f32_fused(dk, qp, ktb, s, negm, thr, c2, psum);
+#endif
+#ifdef FA_HAVE_FUSED_TILE
+    int ok = 1;
+    for (int c0 = 0; ok && c0 < FA_NCV; c0 += FA_SCV)
+        ok = fa_score_bf16_fused((dk + 1) / 2, (const uint32_t *)(const void *)qp,
+                                 (const uint32_t *)(const void *)ktb + c0 * VLEN,
+                                 (uint32_t *)(void *)s + c0 / 2 * VLEN, negm, thr, c2, psum);
+    return ok ? 1 : -1;
+#else
+    (void)a, (void)dk, (void)qp, (void)ktb, (void)s, (void)negm, (void)thr, (void)c2, (void)psum;
+    return -1;
+#endif
 }
 #endif
 #endif
@@ -1242,10 +1264,10 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             const int64_t seen = row_end[(r0 + FA_MR < br ? r0 + FA_MR : br) - 1] - j0;
             if (seen <= 0) continue; /* no row of the tile sees this block */
             const int nv = seen >= FA_BC ? FA_NCV : (int)((seen + VLEN - 1) / VLEN);
-#ifdef FA_HAVE_FUSED_TILE
+#if defined(FA_HAVE_FUSED_TILE) || defined(FA_HAVE_FUSED_F32)
             /* a whole tile of rows past their first block that all see
              * every key of it: scores and softmax at once */
-            if (lazy && !a->mask && FA_PAIRS(a) && j0 > 0 && r0 + FA_MR <= br &&
+            if (lazy && !a->mask && (FA_PAIRS(a) || !fa_bf16(a)) && j0 > 0 && r0 + FA_MR <= br &&
                 row_end[r0] - j0 >= FA_BC) {
                 int ok = 1;
                 float negm[FA_MR];
@@ -1255,35 +1277,8 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                     negm[r] = -mx[r0 + r];
                     psum[r] = vf_zero();
                 }
-                for (int c0 = 0; ok && c0 < FA_NCV; c0 += FA_SCV)
-                    ok = fa_score_bf16_fused((dk + 1) / 2, (const uint32_t *)(const void *)qp + r0,
-                                             (const uint32_t *)(const void *)ktb + c0 * VLEN,
-                                             (uint32_t *)(void *)(s + r0 * FA_BC) + c0 / 2 * VLEN,
-                                             negm, thr + r0, c2, psum);
-                if (ok) {
-                    for (int r = 0; r < FA_MR; r++) {
-                        float *l = lv + (r0 + r) * VLEN;
-                        vf_store(l, vf_add(vf_load(l), psum[r]));
-                        fused[r0 + r] = 1;
-                    }
-                    continue;
-                }
-            }
-#endif
-#ifdef FA_HAVE_FUSED_F32
-            /* float32: a whole tile of rows past their first block that
-             * all see every key of it */
-            if (lazy && !a->mask && !fa_bf16(a) && j0 > 0 && r0 + FA_MR <= br &&
-                row_end[r0] - j0 >= FA_BC) {
-                int ok = 1;
-                float negm[FA_MR];
-                vf psum[FA_MR];
-                for (int r = 0; r < FA_MR; r++) {
-                    ok &= mx[r0 + r] != -INFINITY && !poisoned[r0 + r];
-                    negm[r] = -mx[r0 + r];
-                }
-                const int got = ok ? fa_score_f32_fused(dk, qp + r0, ktb, s + r0 * FA_BC, negm,
-                                                        thr + r0, c2, psum)
+                const int got = ok ? fa_fused_tile(a, dk, qp + r0, ktb, s + r0 * FA_BC, negm,
+                                                   thr + r0, c2, psum)
                                    : -1;
                 if (got == 1) {
                     for (int r = 0; r < FA_MR; r++) {
@@ -1292,7 +1287,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                         fused[r0 + r] = 1;
                     }
 #ifdef FA_HAVE_PLAIN_TILE
-                    n_pdone += FA_MR;
+                    if (!fa_bf16(a)) n_pdone += FA_MR; /* float32: pass 2 may skip */
 #endif
                 }
                 if (got >= 0) continue; /* done, or its dots stored for the row pass */
