@@ -787,7 +787,9 @@ MHA_API void mha_submit_options_init(mha_submit_options *opts);
 
 /** Queues one sequence: a float32 tensor [S, d_model] or [1, S, d_model],
  *  or for a model taking token ids, the ids [S] or [1, S] (the model's
- *  integer type, int64 for exported transformers); S >= 1 (a whole model's
+ *  integer type, int64 for exported transformers); [S, 1, d_model] / [S, 1]
+ *  for a sequence-first model (mha_model_layout), whose outputs then keep
+ *  that order ([S, 1, ...]); S >= 1 (a whole model's
  *  limit, such as its position table, shows when it runs: a batch that
  *  fails is run again request by request, so only the request at fault
  *  fails). The data is copied: the caller may reuse `input` at once. On
