@@ -209,6 +209,29 @@ static void test_projection_over_flat_rows(void **state) {
     }
 }
 
+/* Hugging Face's GPT-2 and LLaMA exported with use_cache=True and no past
+ * input: each layer's new K (after the head split and rotary, before the
+ * GQA repeat) and V are graph outputs, taken as the present keys and values
+ * of an empty cache; every layer fuses (verified) and writes them. */
+static void test_present_without_past(void **state) {
+    (void)state;
+    const char *names[] = {"f9_gpt2_ids_mask_present_dyn_op14",
+                           "f9_llama_ids_mask_present_dyn_op17"};
+    for (size_t n = 0; n < 2; n++) {
+        plan *P = build(names[n], 0);
+        for (size_t i = 0; i < P->n_layers; i++) {
+            const plan_layer *pl = &P->layers[i];
+            if (!pl->recognised) fail_msg("%s layer %zu: %s", names[n], i, pl->reason);
+            assert_int_equal(pl->L.n_outputs, 3);
+            assert_int_equal(pl->L.outputs[1].role + pl->L.outputs[2].role,
+                             MHA_ROLE_PRESENT_KEY + MHA_ROLE_PRESENT_VALUE);
+            assert_false(layer_has_cache(&pl->L));
+            assert_true(layer_keeps_cache(&pl->L));
+        }
+        plan_free(P);
+    }
+}
+
 /* The same GPT-2 with its padding mask made once outside the layers:
  * (1 - m) * finfo.min as a float [B, 1, 1, S] added after the causal
  * torch.where. Its static 1 on the query axis broadcasts (the recogniser
@@ -1431,6 +1454,7 @@ int main(void) {
         cmocka_unit_test(test_causal_decoder_layers),
         cmocka_unit_test(test_dead_steps_dropped),
         cmocka_unit_test(test_projection_over_flat_rows),
+        cmocka_unit_test(test_present_without_past),
         cmocka_unit_test(test_extended_mask_beside_causal_where),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),
         cmocka_unit_test(test_partition_sizes_read_outside),

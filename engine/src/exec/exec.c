@@ -1801,8 +1801,9 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     const int threads_plan = self_parallel ? 1 : s->threads;
     /* a KV cache (self-attention, layer_bind): the keys are the P past ones
      * then the Skv new ones, gathered into K' / V' [n, Hkv, T, d]; query i
-     * is at position P + i (rotary angles, causal frontier) */
-    const int cached = bd->past_key != NULL;
+     * is at position P + i (rotary angles, causal frontier); without a
+     * past (P = 0) the present outputs are the new rows */
+    const int cached = bd->past_key != NULL || present[0] || present[1];
     const int64_t P = bd->P, T = bd->T;
 
     /* floats of intermediates per batch item; chunk the batch to bound them */
@@ -1942,7 +1943,8 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
             float *kd = present[0] ? present[0] + b0 * Hkv * T * dk : kc;
             float *vd = present[1] ? present[1] + b0 * Hkv * T * dv : kc + n * Hkv * T * dk;
             exec_cache_plan *cp = &s->cache;
-            cp->past[0] = bd->past_key->data, cp->past[1] = bd->past_value->data;
+            cp->past[0] = bd->past_key ? bd->past_key->data : NULL;
+            cp->past[1] = bd->past_value ? bd->past_value->data : NULL;
             cp->rows[0] = kbase, cp->rows[1] = kbase + Hkv * dk;
             cp->dst[0] = kd, cp->dst[1] = vd;
             cp->d[0] = dk, cp->d[1] = dv;

@@ -99,7 +99,7 @@ int exec_ext_wanted(const layer *L, const mha_tensor *inputs, size_t n_inputs) {
     /* a projected layer's window is a term of exec.c's mask */
     if (!L->has_proj && (L->has_left_window || L->has_right_window)) return 1;
     /* a projected layer's KV cache is the float32 core's (exec.c) */
-    const int core_cache = layer_has_cache(L);
+    const int core_cache = layer_keeps_cache(L);
     for (size_t i = 0; i < L->n_inputs; i++) {
         mha_io_role r = L->inputs[i].role;
         if (((r == MHA_ROLE_PAST_KEY || r == MHA_ROLE_PAST_VALUE) && !core_cache) ||

@@ -512,7 +512,7 @@ mha_status layer_bind(const layer *L, const mha_tensor *inputs, size_t n_inputs,
          * the cache of projected ones */
         int served = role == MHA_ROLE_ATTN_WEIGHTS ? L->has_proj && L->need_weights
                      : role == MHA_ROLE_PRESENT_KEY || role == MHA_ROLE_PRESENT_VALUE
-                         ? !L->has_proj || layer_has_cache(L)
+                         ? !L->has_proj || layer_keeps_cache(L)
                          : !L->has_proj;
         int ok = role == MHA_ROLE_OUTPUT ? !have_y : (extra && *extra < 0 && served);
         if (!ok)

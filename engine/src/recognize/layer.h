@@ -210,6 +210,16 @@ static inline int layer_has_cache(const layer *L) {
     return 0;
 }
 
+/* Whether a projected layer writes present keys or values: those of its
+ * cache, or (no past input) the new rows of an empty one. */
+static inline int layer_keeps_cache(const layer *L) {
+    for (size_t i = 0; L->has_proj && i < L->n_outputs; i++)
+        if (L->outputs[i].role == MHA_ROLE_PRESENT_KEY ||
+            L->outputs[i].role == MHA_ROLE_PRESENT_VALUE)
+            return 1;
+    return layer_has_cache(L);
+}
+
 /* What the recogniser met on the way (named by mha info). */
 enum {
     LAYER_IDIOM_WHERE_MASK = 1u << 0,    /* masked_fill / torch.where on the scores */

@@ -361,6 +361,29 @@ static int rz_copy_source(const rz_ctx *z, int v) {
     return v;
 }
 
+/* Whether v is the K (side 0) or V (side 1) path's value after a step of
+ * its chain or after the rotary of K, or a few layout ops off it (GPT-2's
+ * present key is a Transpose of the head split beside the one the scores
+ * read). */
+static int rz_on_new_rows(const rz_ctx *z, int side, int v) {
+    const rz_chain *ch = side ? &z->core.vchain : &z->core.kchain;
+    for (int hops = 0; v >= 0 && hops < 4; hops++) {
+        if (!side && z->core.rot_on[1] && z->core.rot_y[1] == v) return 1;
+        for (int k = 0; k < ch->n; k++) {
+            const ir_node *n = &z->g->nodes[ch->steps[k].node];
+            if ((size_t)ch->steps[k].data_out < n->n_outputs &&
+                n->outputs[ch->steps[k].data_out] == v)
+                return 1;
+        }
+        const ir_node *p = rz_producer(z, v);
+        if (!p || p->n_inputs < 1 ||
+            !(rz_is_op(p, "Transpose") || rz_is_op(p, "Reshape") || rz_is_op(p, "Identity")))
+            return 0;
+        v = p->inputs[0];
+    }
+    return 0;
+}
+
 /* The projected forms: roles, probe, then the meaning of the chains. */
 static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
     const ir_graph *g = z->g;
@@ -381,6 +404,17 @@ static mha_status rz_recognize_projected(rz_ctx *z, layer *L) {
             if (rz_copy_source(z, g->outputs[i]) == c->present_v[side]) {
                 L->outputs[i].role = side ? MHA_ROLE_PRESENT_VALUE : MHA_ROLE_PRESENT_KEY;
                 n_present++;
+            }
+    /* no past (Hugging Face's use_cache=True): a graph output that is the
+     * new K or V on its way to the scores is the present of an empty cache
+     * (the verifier checks it is the [B, kv_heads, S, d] the step writes) */
+    const int empty_cache = !cache && !weights && !c->kp.given && c->kp.x_input == c->qp.x_input;
+    for (size_t i = 0; empty_cache && i < g->n_outputs; i++)
+        for (int side = 0; side < 2; side++)
+            if (rz_on_new_rows(z, side, rz_copy_source(z, g->outputs[i]))) {
+                L->outputs[i].role = side ? MHA_ROLE_PRESENT_VALUE : MHA_ROLE_PRESENT_KEY;
+                n_present++;
+                break;
             }
     if (g->n_outputs != 1 + (size_t)weights + n_present)
         return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
