@@ -647,7 +647,11 @@ int main(int argc, char **argv) {
     s.connections = 64;
     s.seed = 1;
     int rc = load_parse(&s, argc, argv);
-    if (rc >= 0) return rc;
+    if (rc >= 0) { /* refused (or --help): the bodies read so far go */
+        for (int b = 0; b < s.n_bodies; b++)
+            free(s.bodies[b].data);
+        return rc;
+    }
     rc = 1;
     CURLM *multi = NULL;
     double *scratch = NULL;

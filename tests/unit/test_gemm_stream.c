@@ -80,7 +80,6 @@ static void test_next_slice_order(void **state) {
         {1536, 384, 100, 200}, {2 * GEMM_KC + 1, 96, 0, 96}, {GEMM_KC, 32, 0, 32},
         {5, 40, 33, 40},
     };
-    static float packed[1]; /* only addresses are compared */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         mha_gemm_args a;
         memset(&a, 0, sizeof a);
@@ -88,8 +87,12 @@ static void test_next_slice_order(void **state) {
         a.N = shapes[s][1];
         a.n0 = shapes[s][2];
         a.n1 = shapes[s][3];
-        a.B_packed = packed;
         const int64_t p_first = a.n0 / GEMM_NR, p_last = (a.n1 - 1) / GEMM_NR;
+        /* the packed panels up to p_last (only addresses are compared, but
+         * they must point into one object) */
+        float *packed = calloc((size_t)((p_last + 1) * a.K * GEMM_NR), sizeof *packed);
+        assert_non_null(packed);
+        a.B_packed = packed;
         const float *prev = NULL;
         int64_t prev_p = 0, prev_k0 = 0, n = 0;
         /* the driver's order of reads: k-blocks outer, panels inner */
@@ -108,6 +111,7 @@ static void test_next_slice_order(void **state) {
         assert_true(n > 0);
         if (gemm_blocked_next_slice(&a, prev_p, p_first, p_last, prev_k0) != NULL)
             fail_msg("K %lld: a slice asked for after the last one", (long long)a.K);
+        free(packed);
     }
 }
 
