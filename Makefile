@@ -72,7 +72,7 @@ test-asan: deps
 	  "-DCMAKE_C_FLAGS_DEBUG=-gline-tables-only -O1" "-DMHA_SANITIZE=address;undefined" $(CMAKE_ARGS) >/dev/null
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	  LSAN_OPTIONS=use_tls=0:suppressions=$(CURDIR)/tests/lsan.supp \
+	  LSAN_OPTIONS=use_tls=0:print_suppressions=0:suppressions=$(CURDIR)/tests/lsan.supp \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) -LE slow
 
