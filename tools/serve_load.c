@@ -28,6 +28,9 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "mha/mha.h"
+#include "mha/tensor_file.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -365,9 +368,9 @@ static int load_json_check(const load_state *s) {
                     s->json, dot);
             return -1;
         }
-    struct stat j, b;
-    for (int i = 0; i < s->n_bodies && stat(s->json, &j) == 0; i++)
-        if (stat(s->bodies[i].path, &b) == 0 && b.st_dev == j.st_dev && b.st_ino == j.st_ino) {
+    struct stat b;
+    for (int i = 0; i < s->n_bodies; i++)
+        if (mha_output_same_file(s->json, s->bodies[i].path)) {
             fprintf(stderr, "serve-load: --json '%s' is the body '%s'\n", s->json,
                     s->bodies[i].path);
             return -1;
@@ -381,43 +384,6 @@ static int load_json_check(const load_state *s) {
                 dir, errno ? strerror(errno) : "not a folder");
     free(copy);
     return ok ? 0 : -1;
-}
-
-/* The report, whole or not at all: to a temporary beside the target
- * (*dest: the target, a symlink's own), renamed over it at the end; a
- * FIFO or device target is written directly. */
-static FILE *load_json_open(const char *path, char *tmp, char *dest, size_t n) {
-    struct stat st;
-    tmp[0] = '\0';
-    snprintf(dest, n, "%s", path);
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return fopen(path, "w");
-    char real[PATH_MAX];
-    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode) && realpath(path, real))
-        snprintf(dest, n, "%s", real);
-    char *copy = strdup(dest);
-    if (!copy) return NULL;
-    snprintf(tmp, n, "%s/.serve-load.json.XXXXXX", dirname(copy));
-    free(copy);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        tmp[0] = '\0';
-        return NULL;
-    }
-    mode_t mask = umask(0);
-    umask(mask);
-    if (fchmod(fd, 0666 & ~mask) != 0) { /* mkstemp's 0600 otherwise */
-        close(fd);
-        unlink(tmp);
-        tmp[0] = '\0';
-        return NULL;
-    }
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        unlink(tmp);
-        tmp[0] = '\0';
-    }
-    return f;
 }
 
 static int load_parse(load_state *s, int argc, char **argv) {
@@ -607,8 +573,12 @@ static void load_report(load_state *s, double elapsed, double *scratch) {
            unanswered, twice, s->wrong_id, s->body_mismatch, all.p50, all.p99, all.p999, all.max,
            all.refused_p50, all.refused_p99);
     if (!s->json) return;
-    char tmp[PATH_MAX + 32], dest[PATH_MAX + 32];
-    FILE *f = load_json_open(s->json, tmp, dest, sizeof tmp);
+    /* the report whole or not at all: printed to memory, then saved by
+     * libmha's atomic writer (a temporary beside the target renamed into
+     * place; a FIFO or device written directly) */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
     if (!f) {
         fprintf(stderr, "serve-load: %s: %s\n", s->json, strerror(errno));
         return;
@@ -631,11 +601,13 @@ static void load_report(load_state *s, double elapsed, double *scratch) {
     fprintf(f, "]}\n");
     int bad = ferror(f);
     bad |= fclose(f) != 0;
-    if (!bad && tmp[0] && rename(tmp, dest) != 0) bad = 1;
-    if (bad) {
-        fprintf(stderr, "serve-load: %s: %s\n", s->json, strerror(errno));
-        if (tmp[0]) unlink(tmp);
-    }
+    mha_error err;
+    mha_error_clear(&err);
+    if (bad)
+        fprintf(stderr, "serve-load: %s: out of memory\n", s->json);
+    else if (mha_output_save(s->json, buf, len, &err) != MHA_OK)
+        fprintf(stderr, "serve-load: %s\n", err.message);
+    free(buf);
 }
 
 int main(int argc, char **argv) {
