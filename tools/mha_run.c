@@ -44,7 +44,8 @@ static const cli_opt run_opts[] = {
      "layout); DIR is created if missing."},
     {RUN_QUIET, "quiet", 'q', NULL, "no progress bar and no summary on stderr"},
     {0, NULL, 0, NULL,
-     "Datasets (every input and output a .npy file; rows = the batch axis, axis 0):"},
+     "Datasets (every input and output a .npy file; rows = the batch axis, axis 0,\n"
+     "or axis 1 for a whole model whose token ids are [S, B] -- outputs keep it):"},
     {RUN_BATCH_SIZE, "batch-size", 0, "N",
      "rows per chunk (default 64): memory stays bounded by the\n"
      "chunk whatever the dataset size; the result is bitwise the\n"

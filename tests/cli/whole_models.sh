@@ -323,6 +323,28 @@ d = json.load(open(sys.argv[1]))
 assert d["batch_axis"] == 1 and d["layout"] == "sequence-first", (d["batch_axis"], d["layout"])
 PY
 echo "ok: mha info says the batch axis (text, JSON)"
+
+echo "== use_cache=True without a past: no scratch for a cache copy"
+# GPT-2 exported with its present keys / values as outputs (d 64, 4 heads
+# of 16): K' / V' are gathered straight into them, so the run's scratch
+# holds the projections and attention rows of its 8 x 128 tokens
+# (Q 64 + K, V 128 + rows 64 floats a token), not a copy of the cache
+# beside them (128 floats a token more: 1.5 MiB before, 1 MiB now)
+python3 - "$T/pr_ids.npy" "$T/pr_mask.npy" <<'PY'
+import struct, sys
+for path, val in ((sys.argv[1], None), (sys.argv[2], 1)):
+    hdr = "{'descr': '<i8', 'fortran_order': False, 'shape': (8, 128), }"
+    hdr = hdr + " " * (118 - len(hdr) - 1) + "\n"
+    data = [(7 * i + 3) % 1000 if val is None else val for i in range(1024)]
+    open(path, "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode() +
+                           struct.pack("<1024q", *data))
+PY
+"$MHA" run "$M/f9_gpt2_ids_mask_present_dyn_op14/model.onnx" "$T/pr_ids.npy" "$T/pr_mask.npy" \
+  -o "$T/pr_y.npy" 2>"$T/pr.err" || fail "run: GPT-2 with presents: $(cat "$T/pr.err")"
+scratch=$(sed -n 's/.* scratch \([0-9]*\) bytes.*/\1/p' "$T/pr.err")
+[ -n "$scratch" ] && [ "$scratch" -gt 0 ] && [ "$scratch" -lt $((8 * 128 * (64 + 128 + 64 + 128) * 4)) ] ||
+  fail "run: GPT-2 with presents: scratch '$scratch' holds a cache copy: $(cat "$T/pr.err")"
+echo "ok: presents without a past take no cache scratch ($scratch bytes)"
 # a token id outside the embedding table is an error naming the ids file,
 # the id's place and the vocabulary, before any layer runs; in a chunked
 # run the place is within the chunk's rows, which the message gives
