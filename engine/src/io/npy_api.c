@@ -53,12 +53,19 @@ MHA_API const mha_npy_header *mha_npy_reader_header(const mha_npy_reader *reader
     return reader ? npy_reader_header(reader->r) : NULL;
 }
 
+/* Both row readers: the arguments checked, then rows of axis 0 or 1. */
+static mha_status npy_api_read_rows(mha_npy_reader *reader, int axis, int64_t r0, int64_t r1,
+                                    mha_dtype want, void *dst, size_t dst_bytes, mha_error *err) {
+    if (!reader || (!dst && r1 > r0))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy reader: NULL argument");
+    return axis ? npy_reader_read_rows_axis1(reader->r, r0, r1, want, dst, dst_bytes, err)
+                : npy_reader_read_rows(reader->r, r0, r1, want, dst, dst_bytes, err);
+}
+
 MHA_API mha_status mha_npy_reader_read_rows(mha_npy_reader *reader, int64_t r0, int64_t r1,
                                             mha_dtype want, void *dst, size_t dst_bytes,
                                             mha_error *err) {
-    if (!reader || (!dst && r1 > r0))
-        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy reader: NULL argument");
-    return npy_reader_read_rows(reader->r, r0, r1, want, dst, dst_bytes, err);
+    return npy_api_read_rows(reader, 0, r0, r1, want, dst, dst_bytes, err);
 }
 
 MHA_API const void *mha_npy_reader_mapped_rows(const mha_npy_reader *reader, int64_t r0,
@@ -230,9 +237,7 @@ MHA_API void mha_npy_writer_abort(mha_npy_writer *writer) {
 MHA_API mha_status mha_npy_reader_read_rows_axis1(mha_npy_reader *reader, int64_t r0, int64_t r1,
                                                   mha_dtype want, void *dst, size_t dst_bytes,
                                                   mha_error *err) {
-    if (!reader || (!dst && r1 > r0))
-        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy reader: NULL argument");
-    return npy_reader_read_rows_axis1(reader->r, r0, r1, want, dst, dst_bytes, err);
+    return npy_api_read_rows(reader, 1, r0, r1, want, dst, dst_bytes, err);
 }
 
 MHA_API int mha_npy_reader_shard_axis(const mha_npy_reader *reader) {
