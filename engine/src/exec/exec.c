@@ -1804,11 +1804,15 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
      * is at position P + i (rotary angles, causal frontier); without a
      * past (P = 0) the present outputs are the new rows */
     const int cached = bd->past_key != NULL || present[0] || present[1];
+    /* K' / V' gathered into the scratch unless both go straight into the
+     * present outputs (GPT-2 / LLaMA with use_cache=True: no scratch for
+     * them, and more batch items a chunk) */
+    const int cache_scratch = cached && !(present[0] && present[1]);
     const int64_t P = bd->P, T = bd->T;
 
     /* floats of intermediates per batch item; chunk the batch to bound them */
     size_t per_item, t1, t2, t_cache = 0;
-    int ok = !cached || mha_mul_size((size_t)T, (size_t)nkv, &t_cache);
+    int ok = !cache_scratch || mha_mul_size((size_t)T, (size_t)nkv, &t_cache);
     if (self) {
         ok = ok && mha_mul_size((size_t)Sq, (size_t)(nq + nkv), &t1) &&
              mha_mul_size((size_t)Sq, (size_t)natt, &t2) && mha_add_size(t1, t2, &per_item) &&
@@ -1836,7 +1840,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     size_t n_projkv = self || L->kv_given ? 0 : (size_t)(nb * Skv * nkv);
     size_t n_att = (size_t)(nb * Sq * natt);
     /* K' and V' of a cache go where the cross-attention's K/V rows would */
-    if (cached) n_projkv = (size_t)nb * t_cache;
+    if (cached) n_projkv = (size_t)nb * t_cache; /* 0 when both go to the presents */
     /* One buffer for the three, kept by the pool between runs (no page
      * faults per run); each part starts on a 64-byte boundary. Every
      * element is written (GEMM C ranges cover it, attention writes every
@@ -1853,7 +1857,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     if (scratch) {
         proj = scratch;
         projkv = self ? NULL : scratch + r_proj;
-        kc = cached ? scratch + r_proj : NULL;
+        kc = cache_scratch ? scratch + r_proj : NULL;
         att = scratch + r_proj + r_projkv;
     }
     if (cached) offsets = mha_malloc(a, (size_t)(B > 0 ? B : 1) * sizeof *offsets);
