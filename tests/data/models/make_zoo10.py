@@ -33,23 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import make_zoo3
 import make_zoo9
+from make_models import heads as split, merge as join
 from make_variants import gelu_new
 from make_zoo9 import export_case, token_data
 
 FMIN = torch.finfo(torch.float32).min
-
-
-def split(x, h):
-    # [B, S, h * dh] -> [B, h, S, dh]
-    b, s, _ = x.shape
-    return x.reshape(b, s, h, -1).transpose(1, 2)
-
-
-def join(x):
-    # [B, h, S, dh] -> [B, S, h * dh]
-    b, h, s, dh = x.shape
-    return x.transpose(1, 2).reshape(b, s, h * dh)
 
 
 # ------------------------------------------------------------------ f10_* ----
@@ -473,39 +463,28 @@ class TransfoXl(nn.Module):
         return (w.transpose(0, 1),) + tuple(new)
 
 
-class SpeechT5Enc(nn.Module):
-    """SpeechT5's speech encoder (SpeechT5ForSpeechToText's encoder): raw
-    audio through the wav2vec2 feature encoder (Conv k10 s5 with GroupNorm
-    of one group per channel, then k3 s2 and k2 s2, GELU), the feature
-    projection (LayerNorm + Linear), a positional Conv (k 8, 4 groups, its
-    last frame cut, GELU) added, the scaled sinusoids (alpha * pe), a
-    LayerNorm, post-LN layers whose scores add the relative position term:
-    q (scaled) times an embedding of the distances clipped at +-4 (pe_k,
-    [S, S, d]) over (S, B * H, d) matmuls."""
+class SpeechT5Enc(make_zoo3.Wav2Vec2):
+    """SpeechT5's speech encoder (SpeechT5ForSpeechToText's encoder): the
+    speech prenet is wav2vec2's (make_zoo3.Wav2Vec2.embed: the Conv feature
+    stack, the feature projection, the weight-normed positional Conv added),
+    then the scaled sinusoids (alpha * pe), a LayerNorm, post-LN layers whose
+    scores add the relative position term: q (scaled) times an embedding of
+    the distances clipped at +-4 (pe_k, [S, S, d]) over (S, B * H, d)
+    matmuls."""
 
     def __init__(self):
         super().__init__()
-        c = 8
-        self.conv0, self.gn = nn.Conv1d(1, c, 10, 5, bias=False), nn.GroupNorm(c, c)
-        self.conv1, self.conv2 = nn.Conv1d(c, c, 3, 2, bias=False), nn.Conv1d(c, c, 2, 2, bias=False)
-        self.fp_ln, self.fp = nn.LayerNorm(c), nn.Linear(c, ZD)
-        self.pos_conv = nn.Conv1d(ZD, ZD, 8, padding=4, groups=4)
         self.alpha = nn.Parameter(torch.ones(1))
         self.register_buffer("pe", make_zoo9.sinusoid_table(64, ZD)[None])
-        self.ln = nn.LayerNorm(ZD)
         self.pe_k = nn.Embedding(8, ZDH)
         self.layers = nn.ModuleList([nn.ModuleDict({
             "attn": attn_set(), "ln1": nn.LayerNorm(ZD), "fc1": nn.Linear(ZD, ZFF), "fc2": nn.Linear(ZFF, ZD),
             "ln2": nn.LayerNorm(ZD)}) for _ in range(2)])
 
     def forward(self, input_values):
-        x = F.gelu(self.gn(self.conv0(input_values[:, None])))
-        x = F.gelu(self.conv2(F.gelu(self.conv1(x)))).transpose(1, 2)
-        x = self.fp(self.fp_ln(x))
-        p = F.gelu(self.pos_conv(x.transpose(1, 2))[:, :, :-1]).transpose(1, 2)
-        x = x + p
+        x = self.embed(input_values)
         b, s, _ = x.shape
-        x = self.ln(x + self.alpha * self.pe[:, :s])
+        x = self.layer_norm(x + self.alpha * self.pe[:, :s])
         i = torch.arange(s)
         dist = (i[:, None] - i[None, :]).clamp(-4, 3) + 4
         pos_k = self.pe_k(dist)  # [S, S, dh]
