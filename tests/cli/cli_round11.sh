@@ -79,6 +79,9 @@ for o in k0 v0 k1 v1; do
   cmp -s "$T/gm_$o.npy" "$T/gl_$o.npy" || fail "--lengths: present $o differs from the mask's"
 done
 echo "ok: the presents as the mask gives them"
+# served, the same model is refused naming the output by its index alone
+one_line 1 "cannot be served: queue: output 1 ('present.0.key') does not have the batch on its first axis" \
+  "$MHA" serve "$G" --port 0
 
 echo "== --lengths 0 on a whole model: the row of a mask of zeros"
 # BERT with a pooler: a row of length 0 ran its fused layers on no key

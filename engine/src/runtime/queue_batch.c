@@ -77,12 +77,13 @@ static mha_status queue_layout_outputs(const mha_model *model, queue_layout *lay
             o->shape[d] = p->shape[d];
             o->row *= p->shape[d];
         }
+        mha_io_info io;
         if (!ok)
             return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
-                            "queue: output %zu does not have the batch on its first axis (and the "
-                            "sequence, if any, on its second; or the sequence then the batch): "
-                            "it cannot be cut per request",
-                            k);
+                            "queue: output %zu ('%s') does not have the batch on its first axis "
+                            "(and the sequence, if any, on its second; or the sequence then the "
+                            "batch): it cannot be cut per request",
+                            k, mha_model_output(model, k, &io) == MHA_OK ? io.name : "?");
     }
     lay->d_out = lay->out[0].row;
     return MHA_OK;
