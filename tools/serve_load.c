@@ -449,6 +449,14 @@ static int load_parse(load_state *s, int argc, char **argv) {
             s->bodies[s->n_bodies++].path = optarg;
             break;
         case 'y':
+            /* a header value: a CR or LF would end it and start headers of
+             * the caller's making (a second Content-Length, a request) */
+            for (const char *c = optarg; *c; c++)
+                if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+                    fprintf(stderr, "serve-load: --type holds a control byte (0x%02x)\n",
+                            (unsigned char)*c);
+                    return 2;
+                }
             s->type = optarg;
             break;
         case 'j':

@@ -102,7 +102,8 @@ echo "ok: pooled outputs as the mask of zeros gives them"
 
 echo "== serve-load: --json that cannot be written, --url through a user name"
 # --json '' or 'dir/' ran the whole load and said "not a file name" after
-# it, exit 0; --json /dev/full said "write failed" and exited 0; the URL
+# it, exit 0; --json /dev/full said "write failed" and exited 0; --type
+# took a CR LF into the request's headers; the URL
 # check was a prefix compare: http://127.0.0.1:x@HOST/run loads HOST (the
 # text before '@' is a user name); no server: exit 1 with nothing said
 LOAD="$(dirname "$MHA")/serve-load"
@@ -127,6 +128,10 @@ if [ -x "$LOAD" ]; then
     "$LOAD" $L --json "$T/rep"
   one_line 2 "^serve-load: loopback only (http to 127.0.0.1, \[::1\], localhost), not http://127.0.0.1:x@127.0.0.2:1/run: it names a user" \
     "$LOAD" --url "http://127.0.0.1:x@127.0.0.2:1/run" --rate 1 --duration 0.1 --body "$T/s_ids.npy"
+  # --type with a CR LF: headers of the caller's making after it
+  # shellcheck disable=SC2086
+  one_line 2 "^serve-load: --type holds a control byte (0x0d)$" \
+    "$LOAD" $L --type "$(printf 'application/json\r\nX-Evil: 1')"
   one_line 2 "^serve-load: loopback only (http to 127.0.0.1, \[::1\], localhost), not http://127.0.0.1:99999/run: " \
     "$LOAD" --url "http://127.0.0.1:99999/run" --rate 1 --duration 0.1 --body "$T/s_ids.npy"
   load_fails "^serve-load: http://127.0.0.1:1/run: \([0-9]*\) of \1 requests got no answer: " \
