@@ -254,9 +254,12 @@ static int is_dir(const char *p) {
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-static int is_file(const char *p) {
+/* Whether p names anything at all: a file, a folder, a FIFO, a symlink
+ * even to nothing. A case's model.onnx or tolerance of another kind is a
+ * fault of the case to say, not an absence to pass over in silence. */
+static int has_entry(const char *p) {
     struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+    return lstat(p, &sb) == 0;
 }
 
 /* Entries of dir (sorted by name) that are folders starting with prefix. */
@@ -485,7 +488,14 @@ done:
 static int check_case_tolerance(const char *dir, check_tol *tol, char *why, size_t why_n) {
     char path[4096], line[258];
     tol->case_rtol = tol->case_atol = 0.0;
-    if (!cli_format(path, sizeof path, "%s/tolerance", dir) || !is_file(path)) return 0;
+    if (!cli_format(path, sizeof path, "%s/tolerance", dir) || !has_entry(path)) return 0;
+    /* there, but no file to read: a link to nothing, a folder, a FIFO */
+    struct stat sb;
+    const int found = stat(path, &sb) == 0;
+    if (!found || !S_ISREG(sb.st_mode)) {
+        snprintf(why, why_n, "%.3000s: %s", path, found ? "not a regular file" : strerror(errno));
+        return 1;
+    }
     FILE *f = fopen(path, "r");
     if (!f) {
         snprintf(why, why_n, "%.3000s: %s", path, strerror(errno));
@@ -580,7 +590,7 @@ static void check_case(check_ctx *cx, const char *dir, const char *label) {
 static size_t check_path(check_ctx *cx, const char *arg) {
     char p[4096];
     snprintf(p, sizeof p, "%s/model.onnx", arg);
-    if (is_file(p)) {
+    if (has_entry(p)) { /* not a regular file: the case fails, saying so */
         const char *label = strrchr(arg, '/');
         label = label && label[1] ? label + 1 : arg;
         if (cx) check_case(cx, arg, label);
@@ -597,7 +607,7 @@ static size_t check_path(check_ctx *cx, const char *arg) {
     size_t found = 0;
     for (size_t i = 0; i < subs.n; i++) {
         snprintf(p, sizeof p, "%s/%s/model.onnx", arg, subs.v[i]);
-        if (!is_file(p)) continue;
+        if (!has_entry(p)) continue;
         snprintf(p, sizeof p, "%s/%s", arg, subs.v[i]);
         if (cx) check_case(cx, p, subs.v[i]);
         found++;

@@ -112,7 +112,12 @@ typedef struct ds_state {
     int64_t lo, hi;   /* this run's rows */
     int64_t done;     /* rows of [lo, hi) written */
     int64_t *lengths; /* [B] or NULL */
-    size_t y_index;   /* the MHA_ROLE_OUTPUT output */
+    /* [B] or NULL: the key lengths mha_run gets, the lengths but for a
+     * whole model's rows of length 0, which keep their S keys: the mask of
+     * zeros made for them decides, as given as a file (0 keys would make
+     * the fused layers' rows 0 and a pooler's output of the row another) */
+    int64_t *kv_lengths;
+    size_t y_index; /* the MHA_ROLE_OUTPUT output */
     int sharded;
     char *ckpt_path;   /* FIRST_OUTPUT.ckpt, NULL without outputs */
     char *fingerprint; /* what must match for a resume */
@@ -158,6 +163,7 @@ static void ds_state_free(ds_state *s, int keep_partials) {
     free(s->in_info);
     free(s->out_info);
     free(s->lengths);
+    free(s->kv_lengths);
     free(s->ckpt_path);
     free(s->fingerprint);
     mha_runtime_destroy(s->rt);
@@ -358,6 +364,10 @@ static int ds_read_lengths(ds_state *s, int64_t S) {
         }
     }
     mha_tensor_file_free(tf);
+    if (rc == CLI_OK && !(s->kv_lengths = ds_calloc((size_t)s->B, sizeof *s->kv_lengths)))
+        rc = cli_fail("%s: out of memory", path);
+    for (int64_t b = 0; rc == CLI_OK && b < s->B; b++)
+        s->kv_lengths[b] = s->whole && s->lengths[b] == 0 ? S : s->lengths[b];
     return rc;
 }
 
@@ -851,13 +861,28 @@ static void ds_progress_draw(ds_progress *p, int64_t done, int64_t total, int fi
 /* Outputs                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* A whole model's outputs per token [n, S, ...] (rank 3 or more, axis 1
- * of the ids' S): the rows of positions past each row's length set to 0,
- * as a layer's query rows are (the padding's results are no row's). */
+/* Whether output k of a whole model is one per token, [n, S, ...] (rank 3
+ * or more, axis 1 of the ids' S): an axis the model fixes where the ids'
+ * is dynamic is no sequence, though its size may equal this S -- the heads
+ * of a present key [n, H, S, d] at S == H. */
+static int ds_output_per_token(const ds_state *s, size_t k, int64_t n, int64_t S) {
+    const mha_tensor *t = &s->outs[k];
+    if (t->rank < 3 || t->shape[0] != n || t->shape[1] != S || S < 1) return 0;
+    const mha_io_info *o = &s->out_info[k];
+    if (o->rank != t->rank || o->shape[1] < 0) return 1;
+    for (size_t i = 0; i < s->n_in; i++)
+        if (s->in_info[i].role == MHA_ROLE_TOKEN_IDS && s->in_info[i].rank >= 2)
+            return s->in_info[i].shape[1] == o->shape[1]; /* the ids fixed as well */
+    return 1;
+}
+
+/* A whole model's outputs per token (ds_output_per_token): the rows of
+ * positions past each row's length set to 0, as a layer's query rows are
+ * (the padding's results are no row's). */
 static void ds_zero_token_rows(ds_state *s, int64_t r, int64_t n, int64_t S) {
     for (size_t k = 0; k < s->n_out; k++) {
         mha_tensor *t = &s->outs[k];
-        if (t->rank < 3 || t->shape[0] != n || t->shape[1] != S || S < 1) continue;
+        if (!ds_output_per_token(s, k, n, S)) continue;
         const size_t elem = mha_dtype_size(t->dtype);
         const size_t tok = (size_t)(mha_tensor_numel(t) / (n * S)) * elem;
         for (int64_t b = 0; b < n; b++) {
@@ -1182,8 +1207,8 @@ static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
     /* a whole model reads the lengths from the mask made of them and, in
      * its fused attention steps, as key lengths: a padded row's keys are
      * its own, as alone (a -10000 fill in bfloat16 would still weigh the
-     * padding) */
-    ro.kv_lengths = s->lengths ? s->lengths + r : NULL;
+     * padding); a row of length 0 keeps its keys (kv_lengths) */
+    ro.kv_lengths = s->kv_lengths ? s->kv_lengths + r : NULL;
     ro.precision = s->precision;
     mha_error err;
     mha_error_clear(&err);

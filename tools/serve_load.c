@@ -21,7 +21,8 @@
  * ones (ms). --interval SEC adds, in the JSON, the same per SEC of arrivals.
  * Exit 1 when an id went unanswered, was answered twice or with another id,
  * a body's answers differed, or no request got a 200; 2 on a usage error.
- * Loopback only: the URL must name 127.0.0.1, [::1] or localhost. A body
+ * Loopback only: the URL must name 127.0.0.1, [::1] or localhost as its
+ * host (as libcurl parses it: no user name before an @). A body
  * must be a regular file; the JSON report is checked before the run (not
  * a model's or data's name, not a body, its folder there) and written
  * whole by a rename, as `mha` writes its reports. */
@@ -41,7 +42,6 @@
 #include <string.h>
 #include <strings.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -91,7 +91,8 @@ typedef struct load_state {
     load_result *res;  /* [n] */
     unsigned *answers; /* [n] answers carrying id i */
     size_t wrong_id, body_mismatch, failed_transfers;
-    load_call **free_calls; /* idle calls, their handles kept for reuse */
+    const char *first_failure; /* libcurl's reason for the first failed transfer */
+    load_call **free_calls;    /* idle calls, their handles kept for reuse */
     size_t n_free;
 } load_state;
 
@@ -247,7 +248,7 @@ static void load_finish(load_state *s, CURLM *multi, CURL *e, CURLcode result, d
     if (result == CURLE_OK) curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
     load_result *r = &s->res[c->id];
     if (code == 0) {
-        s->failed_transfers++;
+        if (!s->failed_transfers++) s->first_failure = curl_easy_strerror(result);
     } else {
         r->code = (int)code;
         r->latency_ms = (load_now() - (start + s->due[c->id])) * 1e3;
@@ -346,18 +347,40 @@ static void load_usage(void) {
                     " [--interval SEC] [--type CONTENT-TYPE] [--json FILE]\n");
 }
 
-static int load_loopback(const char *url) {
-    static const char *const ok[] = {"http://127.0.0.1:", "http://127.0.0.1/", "http://[::1]:",
-                                     "http://[::1]/",     "http://localhost:", "http://localhost/"};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        if (strncmp(url, ok[i], strlen(ok[i])) == 0) return 1;
-    return 0;
+/* Whether url is one this tool may load: http to 127.0.0.1, [::1] or
+ * localhost, as libcurl itself parses it -- a prefix compare passed
+ * "http://127.0.0.1:x@example.com/run", whose host is example.com (the
+ * text before '@' is a user name and password). 1 yes; 0 with the reason
+ * in why. */
+static int load_loopback(const char *url, char *why, size_t why_n) {
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *user = NULL;
+    const char *bad = NULL;
+    CURLUcode rc = u ? curl_url_set(u, CURLUPART_URL, url, 0) : CURLUE_OUT_OF_MEMORY;
+    if (rc != CURLUE_OK)
+        bad = curl_url_strerror(rc);
+    else if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK)
+        bad = "it names a user ('@' before the host)";
+    else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+             strcmp(scheme, "http") != 0)
+        bad = "not http";
+    else if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+             (strcmp(host, "127.0.0.1") != 0 && strcmp(host, "[::1]") != 0 &&
+              strcasecmp(host, "localhost") != 0))
+        bad = "its host is not loopback";
+    if (bad) snprintf(why, why_n, "%s", bad);
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(user);
+    curl_url_cleanup(u);
+    return bad == NULL;
 }
 
 /* --json, before any request: the report is written at the end, over
  * whatever the name held -- a model, a dataset, the body being sent (all
- * were replaced by the JSON) -- or into a folder that is not there (found
- * only after the whole run). 0 if it may be written. */
+ * were replaced by the JSON) -- or into a folder that is not there, a
+ * name that is no file ("", "dir/"), a read-only file (found only after
+ * the whole run, and the run's exit was 0). 0 if it may be written. */
 static int load_json_check(const load_state *s) {
     static const char *const data[] = {".onnx", ".npy", ".npz", ".pb"};
     const char *dot = strrchr(s->json, '.');
@@ -368,22 +391,17 @@ static int load_json_check(const load_state *s) {
                     s->json, dot);
             return -1;
         }
-    struct stat b;
     for (int i = 0; i < s->n_bodies; i++)
         if (mha_output_same_file(s->json, s->bodies[i].path)) {
             fprintf(stderr, "serve-load: --json '%s' is the body '%s'\n", s->json,
                     s->bodies[i].path);
             return -1;
         }
-    char *copy = strdup(s->json);
-    const char *dir = copy ? dirname(copy) : ".";
-    errno = 0;
-    int ok = stat(dir, &b) == 0 && S_ISDIR(b.st_mode) && access(dir, W_OK) == 0;
-    if (!ok)
-        fprintf(stderr, "serve-load: --json %s: cannot write in the folder '%s': %s\n", s->json,
-                dir, errno ? strerror(errno) : "not a folder");
-    free(copy);
-    return ok ? 0 : -1;
+    mha_error err;
+    mha_error_clear(&err);
+    if (mha_output_check(s->json, &err) == MHA_OK) return 0;
+    fprintf(stderr, "serve-load: --json %s\n", err.message);
+    return -1;
 }
 
 static int load_parse(load_state *s, int argc, char **argv) {
@@ -431,6 +449,14 @@ static int load_parse(load_state *s, int argc, char **argv) {
             s->bodies[s->n_bodies++].path = optarg;
             break;
         case 'y':
+            /* a header value: a CR or LF would end it and start headers of
+             * the caller's making (a second Content-Length, a request) */
+            for (const char *c = optarg; *c; c++)
+                if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+                    fprintf(stderr, "serve-load: --type holds a control byte (0x%02x)\n",
+                            (unsigned char)*c);
+                    return 2;
+                }
             s->type = optarg;
             break;
         case 'j':
@@ -469,9 +495,11 @@ static int load_parse(load_state *s, int argc, char **argv) {
         return 2;
     }
     if (s->json && load_json_check(s) != 0) return 2;
-    if (!load_loopback(s->url)) {
-        fprintf(stderr, "serve-load: loopback only (127.0.0.1, [::1], localhost), not %s\n",
-                s->url);
+    char why[160];
+    if (!load_loopback(s->url, why, sizeof why)) {
+        fprintf(stderr,
+                "serve-load: loopback only (http to 127.0.0.1, [::1], localhost), not %s: %s\n",
+                s->url, why);
         return 2;
     }
     return -1;
@@ -556,7 +584,9 @@ static int load_drive(load_state *s, CURLM *multi, double start) {
     return 0;
 }
 
-static void load_report(load_state *s, double elapsed, double *scratch) {
+/* Prints the summary and writes --json; 0, or -1 when the report could
+ * not be written (said on stderr). */
+static int load_report(load_state *s, double elapsed, double *scratch) {
     load_summary all;
     load_summarise(s, 0, s->duration + 1, scratch, &all);
     size_t unanswered = 0, twice = 0;
@@ -572,7 +602,7 @@ static void load_report(load_state *s, double elapsed, double *scratch) {
            "ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms; 503 p50 %.2f ms, p99 %.2f ms\n",
            unanswered, twice, s->wrong_id, s->body_mismatch, all.p50, all.p99, all.p999, all.max,
            all.refused_p50, all.refused_p99);
-    if (!s->json) return;
+    if (!s->json) return 0;
     /* the report whole or not at all: printed to memory, then saved by
      * libmha's atomic writer (a temporary beside the target renamed into
      * place; a FIFO or device written directly) */
@@ -581,7 +611,7 @@ static void load_report(load_state *s, double elapsed, double *scratch) {
     FILE *f = open_memstream(&buf, &len);
     if (!f) {
         fprintf(stderr, "serve-load: %s: %s\n", s->json, strerror(errno));
-        return;
+        return -1;
     }
     fprintf(f, "{\"offered_rps\": %.3f, \"duration_s\": %.3f, \"achieved_rps\": %.3f, ", s->rate,
             s->duration, (double)all.ok / elapsed);
@@ -603,11 +633,16 @@ static void load_report(load_state *s, double elapsed, double *scratch) {
     bad |= fclose(f) != 0;
     mha_error err;
     mha_error_clear(&err);
-    if (bad)
+    int rc = 0;
+    if (bad) {
         fprintf(stderr, "serve-load: %s: out of memory\n", s->json);
-    else if (mha_output_save(s->json, buf, len, &err) != MHA_OK)
+        rc = -1;
+    } else if (mha_output_save(s->json, buf, len, &err) != MHA_OK) {
         fprintf(stderr, "serve-load: %s\n", err.message);
+        rc = -1;
+    }
     free(buf);
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -641,14 +676,24 @@ int main(int argc, char **argv) {
         goto done;
     }
     double elapsed = load_now() - start;
-    load_report(&s, elapsed > 1e-9 ? elapsed : 1e-9, scratch);
+    const int saved = load_report(&s, elapsed > 1e-9 ? elapsed : 1e-9, scratch);
     size_t unanswered = 0, twice = 0, ok = 0;
     for (size_t i = 0; i < s.n; i++) {
         unanswered += s.answers[i] == 0;
         twice += s.answers[i] > 1;
         ok += s.res[i].code == 200;
     }
-    rc = unanswered || twice || s.wrong_id || s.body_mismatch || !ok ? 1 : 0;
+    /* a report that could not be written fails the run (it said 0) */
+    rc = unanswered || twice || s.wrong_id || s.body_mismatch || !ok || saved != 0 ? 1 : 0;
+    /* and a failed run says why on stderr, not only in the summary */
+    if (s.failed_transfers)
+        fprintf(stderr, "serve-load: %s: %zu of %zu requests got no answer: %s\n", s.url,
+                s.failed_transfers, s.n, s.first_failure ? s.first_failure : "?");
+    else if (rc && saved == 0)
+        fprintf(stderr,
+                "serve-load: %s: %zu of %zu requests answered 200; unanswered %zu, twice %zu, "
+                "wrong id %zu, differing answers %zu\n",
+                s.url, ok, s.n, unanswered, twice, s.wrong_id, s.body_mismatch);
 done:
     for (size_t i = 0; i < s.n_free; i++) {
         curl_easy_cleanup(s.free_calls[i]->easy);

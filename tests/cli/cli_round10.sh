@@ -168,7 +168,7 @@ if [ -x "$LOAD" ]; then
   cmp -s "$T/x.npy" "$T/keep.npy" && cmp -s "$T/m.onnx" "$T/keep.onnx" && cmp -s "$T/x.npy" "$T/body.bin" ||
     fail "serve-load replaced a model, a dataset or a body"
   # shellcheck disable=SC2086
-  one_line 2 "^serve-load: --json $T/no/r.json: cannot write in the folder '$T/no': No such file or directory$" \
+  one_line 2 "^serve-load: --json $T/no/r.json: the folder '$T/no' does not exist$" \
     "$LOAD" $L --body "$T/x.npy" --json "$T/no/r.json"
   # shellcheck disable=SC2086
   one_line 1 "^serve-load: /dev/zero: not a regular file$" timeout 20 "$LOAD" $L --body /dev/zero

@@ -125,7 +125,10 @@ def main():
            'open="{"', 'close="}"', 'colon=": "', 'comma=", "', 'tuple_open="("',
            'tuple_close=")"', 'one_tuple="(1,)"', 'empty_tuple="()"', 'newline="\\x0a"',
            'pad="                "', 'big="9223372036854775807"', 'over="18446744073709551616"',
-           'neg="-1"']
+           'neg="-1"',
+           # the shard note mha run --shard writes after the dict (mha/npy.h)
+           'shard_note="# mha-shard rows "', 'shard_rows="0:2 of 5"', 'shard_of=" of "',
+           'shard_run="; run "', 'shard_run_fields="shard 0/2; model "']
     for d in ("<f4", "<f8", "<f2", "|b1", "<i8", "<i4", "|i1", "|u1", ">f4", "=f4", "<c8",
               "<U4", "|O", "<u2", "<i2"):
         npy.append('descr_%s="\'%s\'"' % (re.sub(r"\W", "_", d), d))

@@ -62,6 +62,16 @@ def npy_seeds():
     save("f4_big_endian.npy", rng.uniform(-1, 1, 3).astype(">f4"))
     save("c8_2.npy", np.array([1 + 2j, 3 - 1j], dtype="<c8"))
     save("f4_rank9.npy", np.zeros((1,) * 9, dtype="<f4"))
+    # a shard of a split run (mha run --shard): its rows and run noted after
+    # the dict, as npy.c writes them (numpy reads the comment as padding)
+    shard = rng.uniform(-1, 1, (2, 3)).astype("<f4")
+    text = ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }  # mha-shard rows 3:5 "
+            "of 5; run shard 1/2; model 0123456789abcdef; precision float32; data "
+            "fedcba9876543210; lengths none; output 0")
+    text += " " * (-(10 + len(text) + 1) % 64) + "\n"
+    with open(os.path.join(HERE, "seeds", "npy", "f4_shard_run.npy"), "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode() +
+                shard.tobytes())
 
 
 def ext_seeds():

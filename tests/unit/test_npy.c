@@ -896,6 +896,65 @@ static void test_public_resume(void **state) {
     assert_int_equal(g_live, 0);
 }
 
+/* A shard's rows must lie in its dataset: a first row below 0 or past the
+ * rows left, or one whose last row passes INT64_MAX, is the caller's
+ * mistake (MHA_ERR_INVALID_ARGUMENT naming the file), not an internal
+ * error; the sum r0 + rows was formed unchecked (signed overflow: a header
+ * "rows 9223372036854775806:-9223372036854775805" its own reader refuses). */
+static void test_public_shard_bounds(void **state) {
+    (void)state;
+    const char *dir = tu_tmpdir("npy_public_shard_bounds");
+    char path[1200];
+    snprintf(path, sizeof path, "%s", tu_path(dir, "s.npy"));
+    const int64_t dims[2] = {5, 4};
+    const struct {
+        int64_t r0, total;
+    } bad[] = {{-1, 10}, {6, 10}, {INT64_MAX - 1, INT64_MAX}, {INT64_MAX, 1}};
+    mha_npy_shard sh;
+    mha_npy_shard_init(&sh);
+    unsigned char head[1024];
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        mha_error err;
+        mha_error_clear(&err);
+        mha_npy_writer *w = (mha_npy_writer *)&sh;
+        sh.r0 = bad[k].r0;
+        sh.total = bad[k].total;
+        assert_int_equal(mha_npy_writer_begin_shard(path, NULL, MHA_DTYPE_FLOAT32, 2, dims, &sh, 0,
+                                                    NULL, &w, &err),
+                         MHA_ERR_INVALID_ARGUMENT);
+        assert_null(w);
+        assert_non_null(strstr(err.message, "does not lie in a dataset of"));
+        assert_int_equal(mha_npy_writer_begin_partial(path, NULL, MHA_DTYPE_FLOAT32, 2, dims,
+                                                      bad[k].r0, bad[k].total, 0, NULL, &w, &err),
+                         MHA_ERR_INVALID_ARGUMENT);
+        assert_int_equal(
+            mha_npy_format_header_shard_run(MHA_DTYPE_FLOAT32, 2, dims, &sh, head, sizeof head), 0);
+        struct stat sb;
+        assert_int_not_equal(stat(path, &sb), 0);
+    }
+    /* a shard of rank 0 holds no rows to place */
+    mha_error err;
+    mha_npy_writer *w = NULL;
+    sh.r0 = 0;
+    sh.total = 3;
+    assert_int_equal(
+        mha_npy_writer_begin_shard(path, NULL, MHA_DTYPE_FLOAT32, 0, dims, &sh, 0, NULL, &w, &err),
+        MHA_ERR_INVALID_ARGUMENT);
+    /* the last rows of a dataset at the top of the range still write */
+    sh.r0 = INT64_MAX - 5;
+    sh.total = INT64_MAX;
+    assert_true(
+        mha_npy_format_header_shard_run(MHA_DTYPE_FLOAT32, 2, dims, &sh, head, sizeof head) > 0);
+    /* quotes of either kind cannot stand in the note (mha/npy.h) */
+    sh.r0 = 0;
+    sh.total = 10;
+    sh.run = "model \"x\"";
+    assert_int_equal(
+        mha_npy_writer_begin_shard(path, NULL, MHA_DTYPE_FLOAT32, 2, dims, &sh, 0, NULL, &w, &err),
+        MHA_ERR_INVALID_ARGUMENT);
+    assert_null(w);
+}
+
 int main(void) {
     mha_alloc_ctx_init(&alloc, NULL);
     const struct CMUnitTest tests[] = {
@@ -914,6 +973,7 @@ int main(void) {
         cmocka_unit_test(test_allocation_failures),
         cmocka_unit_test(test_public_npy),
         cmocka_unit_test(test_public_resume),
+        cmocka_unit_test(test_public_shard_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

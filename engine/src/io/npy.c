@@ -483,7 +483,8 @@ int npy_shard_run_ok(const char *run) {
     if (!run) return 1;
     size_t n = 0;
     for (; run[n]; n++)
-        if (run[n] < ' ' || run[n] > '~' || run[n] == '#' || run[n] == '\'') return 0;
+        if (run[n] < ' ' || run[n] > '~' || run[n] == '#' || run[n] == '\'' || run[n] == '"')
+            return 0;
     return n < MHA_NPY_SHARD_RUN_MAX && (n == 0 || (run[0] != ' ' && run[n - 1] != ' '));
 }
 
@@ -870,6 +871,14 @@ mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
                         "%s: a shard's run note is printable ASCII without '#' or quotes, "
                         "under %d bytes",
                         path, MHA_NPY_SHARD_RUN_MAX);
+    /* rows [r0, r0 + rows) of total, checked before the sum is formed */
+    if (shard_total > 0 && rank < 1)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: a shard holds rows: rank 0", path);
+    if (shard_total > 0 && (shard_r0 < 0 || shard_r0 > shard_total - rows))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "%s: a shard of %lld rows from row %lld does not lie in a dataset of "
+                        "%lld rows",
+                        path, (long long)rows, (long long)shard_r0, (long long)shard_total);
     unsigned char head[640 + MHA_NPY_SHARD_RUN_MAX];
     size_t hn = shard_total > 0
                     ? npy_format_header_shard(dtype, rank, dims, shard_r0, shard_r0 + rows,

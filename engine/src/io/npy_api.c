@@ -204,6 +204,9 @@ MHA_API size_t mha_npy_format_header_shard_run(mha_dtype dtype, int rank, const 
     if (!buf || rank < 1 || rank > MHA_MAX_RANK || !dims || !shard ||
         shard->struct_size < NPY_SHARD_V0)
         return 0;
+    /* r0 + dims[0] formed only where it cannot overflow */
+    if (dims[0] < 0 || shard->r0 < 0 || shard->total < 0 || shard->r0 > shard->total - dims[0])
+        return 0;
     return npy_format_header_shard(dtype, rank, dims, shard->r0, shard->r0 + dims[0], shard->total,
                                    shard->run, 0, buf, cap);
 }

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "queue_batch.h"
+#include "tensor.h"
 
 static int queue_is_int(mha_dtype t) {
     return t == MHA_DTYPE_INT64 || t == MHA_DTYPE_INT32;
@@ -76,12 +77,13 @@ static mha_status queue_layout_outputs(const mha_model *model, queue_layout *lay
             o->shape[d] = p->shape[d];
             o->row *= p->shape[d];
         }
+        mha_io_info io;
         if (!ok)
             return mha_fail(err, MHA_ERR_MODEL_UNSUPPORTED,
-                            "queue: output %zu does not have the batch on its first axis (and the "
-                            "sequence, if any, on its second; or the sequence then the batch): "
-                            "it cannot be cut per request",
-                            k);
+                            "queue: output %zu ('%s') does not have the batch on its first axis "
+                            "(and the sequence, if any, on its second; or the sequence then the "
+                            "batch): it cannot be cut per request",
+                            k, mha_model_output(model, k, &io) == MHA_OK ? io.name : "?");
     }
     lay->d_out = lay->out[0].row;
     return MHA_OK;
@@ -222,20 +224,26 @@ mha_status queue_layout_check(const queue_layout *lay, const mha_tensor *input, 
         return mha_fail(err, MHA_ERR_DTYPE, "queue submit: the sequence must be %s, not %s",
                         mha_dtype_name(p->dtype), mha_dtype_name(input->dtype));
     const int sf = lay->seq_first; /* the batch axis of 1 on axis 1: [S, 1(, D)] */
+    /* the shape given, as messages show it (a rank out of range unread) */
+    char given[160];
+    tensor_shape_str(rank, input->shape, given, sizeof given);
     if ((rank != full && rank != full - 1) || (rank == full && input->shape[sf] != 1)) {
         if (full == 3)
             return mha_fail(err, MHA_ERR_SHAPE,
-                            "queue submit: one sequence is [S, %lld] or %s (rank %d given)",
-                            (long long)lay->d_in, sf ? "[S, 1, D]" : "[1, S, D]", rank);
+                            "queue submit: one sequence is [S, %lld] or %s, not %s",
+                            (long long)lay->d_in, sf ? "[S, 1, D]" : "[1, S, D]", given);
         return mha_fail(err, MHA_ERR_SHAPE,
-                        "queue submit: one sequence of token ids is [S] or %s (rank %d given)",
-                        sf ? "[S, 1]" : "[1, S]", rank);
+                        "queue submit: one sequence of token ids is [S] or %s, not %s",
+                        sf ? "[S, 1]" : "[1, S]", given);
     }
     int64_t s = rank == full && !sf ? input->shape[1] : input->shape[0];
+    if (full != 3 && s < 1)
+        return mha_fail(err, MHA_ERR_SHAPE,
+                        "queue submit: token ids %s hold %lld tokens; the model wants at least 1",
+                        given, (long long)s);
     if (s < 1 || (full == 3 && input->shape[rank - 1] != lay->d_in))
         return mha_fail(err, MHA_ERR_SHAPE,
-                        "queue submit: sequence of %lld x %lld, the model wants S >= 1 x %lld",
-                        (long long)s, (long long)(full == 3 ? input->shape[rank - 1] : 1),
+                        "queue submit: sequence %s, the model wants S >= 1 tokens of %lld", given,
                         (long long)lay->d_in);
     *S = s;
     return MHA_OK;
