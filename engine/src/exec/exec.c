@@ -798,7 +798,14 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
     }
     int64_t mt = exec_min(exec_round_up(EXEC_GEMM_TILE_M, mb), exec_round_up(M, mb));
     int64_t nt = exec_round_up(exec_min(EXEC_GEMM_TILE_N, N), nbk);
-    const int64_t slabs = exec_gemm_slabs(f->W->K, N, f->W->weight_bytes, threads);
+    /* At 1 thread, C of one row tile is not cut into slabs: a slab keeps B
+     * in L2 for the next row tile, and there is none; each slab's unit only
+     * packs all of A again and ends the plugin's stream of B slices (W2's
+     * Q|K|V [32 x 768] . [768 x 2304]: 4 units, now 1; W2 0.98x CPU time,
+     * paired, same bits). At 2 threads they stay: the units balance. */
+    const int64_t slabs = threads <= 1 && exec_ceil_div(M, mt) == 1
+                              ? 1
+                              : exec_gemm_slabs(f->W->K, N, f->W->weight_bytes, threads);
     /* Units wanted: two per thread, so a thread that falls behind shares
      * the end; but one per thread when all of C is one row tile of a
      * whole-width weight (a short request, W2's output projection): its
