@@ -929,6 +929,36 @@ static inline int fa_mask_lazy(const fa_mask_scan *m, int64_t n) {
     return n <= m->bad && (m->fill >= n || m->zero < n);
 }
 
+/* A term at or above this in size keeps a general mask's row in
+ * fa_row_softmax: its term log2(e) could overflow to an infinity the
+ * graph's logit does not have. */
+#define FA_MASK_GENERAL_MAX 1e30f
+
+/* Whether a row that sees keys [0, n) under a general additive mask
+ * (terms other than 0, hidden and fills: a bias, a relative position
+ * table) takes the lazy form in logit units (fa_row_softmax_lazy's
+ * general form): every term hidden or of size below FA_MASK_GENERAL_MAX
+ * (no fill, no NaN, no infinity but -inf). */
+static inline int fa_mask_general(const mha_attn_args *a, const float *mrow, int64_t n) {
+    int64_t j = 0;
+    if (a->m_sk == 1) {
+        /* whole vectors: a lane is refused when NaN or +inf, above the
+         * bound, or between -FLT_MAX and minus the bound (a fill) */
+        const vf hi = vf_set1(FA_MASK_GENERAL_MAX), lo = vf_set1(-FA_MASK_GENERAL_MAX);
+        const vf hide = vf_set1(-FLT_MAX);
+        for (; j + VLEN <= n; j += VLEN) {
+            const vf v = vf_load(mrow + j);
+            if (vf_bad_bits(v) | vf_gt_bits(v, hi) | (vf_gt_bits(lo, v) & vf_gt_bits(v, hide)))
+                return 0;
+        }
+    }
+    for (; j < n; j++) {
+        const float v = mrow[j * a->m_sk];
+        if (!kernel_mask_hides(v) && !(fabsf(v) < FA_MASK_GENERAL_MAX)) return 0;
+    }
+    return 1;
+}
+
 /*
  * One row meets one key block in the lazy form. The exact online softmax
  * takes a new max m whenever a block holds a larger score (a horizontal
@@ -948,13 +978,33 @@ static inline int fa_mask_lazy(const fa_mask_scan *m, int64_t n) {
  * untouched) or a dot is NaN or +inf (*poisoned set), else 1 with *corr
  * the accumulator's factor (1 unless m2 moved). A -inf dot is a 0
  * probability, as in fa_row_softmax.
+ *
+ * general (float32 rows under a general additive mask, fa_mask_general):
+ * the same in logit units of base 2, x = dot c2 + term log2(e) (a hidden
+ * key -inf; NaN or +inf poisons the row, as the graph's logit does), then
+ * the steps above with c2 taken as 1: m2 the block's max x, thr = m2 +
+ * FA_LAZY_SLACK, p = 2^(x - m2) (an FMA by 1 is that subtraction, exact).
  */
 static inline int fa_row_softmax_lazy(float c2, int64_t nv, float *srow, float *m2, float *thr,
                                       float *lv, float *corr_out, int *poisoned,
-                                      const mha_attn_args *a, const float *mrow, int64_t j0) {
+                                      const mha_attn_args *a, const float *mrow, int64_t j0,
+                                      int general) {
     vf x[FA_NCV];
     unsigned bad = 0;
-    _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
+    if (general) {
+        const vf vc = vf_set1(c2), vlog2e = vf_set1(FA_LOG2E);
+        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
+            const int64_t lanes = nv - (int64_t)c * VLEN;
+            vf t = vf_mul(vf_load(srow + c * VLEN), vc);
+            if (lanes > 0)
+                t = vf_hide_masked(t, vf_mul(fa_mask_vec(a, mrow, j0, c, lanes), vlog2e));
+            if (lanes < VLEN) t = vf_hide_tail(t, lanes);
+            bad |= vf_bad_bits(t);
+            x[c] = t;
+        }
+        c2 = 1.0f; /* x is in logit units already */
+    }
+    _Pragma("GCC unroll 8") for (int c = 0; !general && c < FA_NCV; c++) {
         vf t = vf_load(srow + c * VLEN);
         const int64_t lanes = nv - (int64_t)c * VLEN;
         vf mv = vf_zero();
@@ -1255,18 +1305,24 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         memset(acc + r * dvp, 0, (size_t)dvp * sizeof(float));
     }
 #ifdef FA_HAVE_LAZY_MAX
-    /* under a mask, the rows whose terms only hide keys: one scan for a
-     * mask shared by the rows (a key padding row), else one per row */
+    /* under a mask, the rows whose terms only hide keys (lazy_row 1), and
+     * in float32 those under a general additive mask (lazy_row 2: the lazy
+     * form in logit units): one scan for a mask shared by the rows (a key
+     * padding row), else one per row */
+    const int general = lazy && a->mask && !fa_bf16(a);
     if (lazy && a->mask && a->m_sq == 0) {
-        const fa_mask_scan ms = fa_mask_scan_row(a, kernel_mask_row(a, b, h, i0), blk_end);
+        const float *mrow = kernel_mask_row(a, b, h, i0);
+        const fa_mask_scan ms = fa_mask_scan_row(a, mrow, blk_end);
+        const int gen = general && fa_mask_general(a, mrow, blk_end);
         for (int64_t r = 0; r < br; r++)
-            lazy_row[r] = (char)fa_mask_lazy(&ms, row_end[r]);
+            lazy_row[r] = (char)(fa_mask_lazy(&ms, row_end[r]) ? 1 : gen ? 2 : 0);
     } else {
         for (int64_t r = 0; r < br; r++) {
             fa_mask_scan ms = {0, 0, 0};
-            if (lazy && a->mask)
-                ms = fa_mask_scan_row(a, kernel_mask_row(a, b, h, i0 + r), row_end[r]);
-            lazy_row[r] = (char)(lazy && (!a->mask || fa_mask_lazy(&ms, row_end[r])));
+            const float *mrow = a->mask ? kernel_mask_row(a, b, h, i0 + r) : NULL;
+            if (lazy && mrow) ms = fa_mask_scan_row(a, mrow, row_end[r]);
+            lazy_row[r] = (char)(lazy && (!mrow || fa_mask_lazy(&ms, row_end[r])));
+            if (!lazy_row[r] && general && fa_mask_general(a, mrow, row_end[r])) lazy_row[r] = 2;
         }
     }
 #endif
@@ -1405,7 +1461,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 #endif
                 if (fa_row_softmax_lazy(c2, nv, s + r * FA_BC, &mx[r], &thr[r], lv + r * VLEN,
                                         &corr[n_live], &poisoned[r], a,
-                                        kernel_mask_row(a, b, h, i0 + r), j0)) {
+                                        kernel_mask_row(a, b, h, i0 + r), j0, lazy_row[r] == 2)) {
                     live[n_live] = r;
                     live_nv[n_live] = nv;
                     n_live++;
