@@ -22,8 +22,10 @@ static const cli_spec info_spec = {
     "Loads MODEL (ONNX) and prints what was recognised: form, d_model, query and\n"
     "key/value heads, head sizes, causal, scale, softcap, masks (and the polarity of\n"
     "a key-padding mask), cross attention, every input and output with its role,\n"
-    "dtype and shape (? = dynamic), and the weight bytes; for a whole model, its\n"
-    "plan (attention layers, steps and their share of the FLOPs).\n",
+    "dtype and shape (? = dynamic), the weight bytes and the batch axis (0: [B, S, ...],\n"
+    "1: sequence first [S, B, ...]; --json: \"batch_axis\" 0, 1 or null when the\n"
+    "probes cannot tell, and \"layout\"); for a whole model, its plan (attention\n"
+    "layers, steps and their share of the FLOPs).\n",
     info_opts,
     0,
     NULL,
@@ -141,6 +143,13 @@ static void print_step_kinds(const mha_model *m, size_t n_steps, const char *kin
     }
 }
 
+/* The layout's name in the JSON ("batch_axis" gives its axis). */
+static const char *info_layout_name(mha_layout layout) {
+    return layout == MHA_LAYOUT_SEQ_FIRST ? "sequence-first"
+           : layout == MHA_LAYOUT_UNKNOWN ? "unknown"
+                                          : "batch-first";
+}
+
 static void json_io(const char *sep, const mha_io_info *io) {
     printf("%s{\"name\": ", sep);
     cli_json_string(stdout, io->name);
@@ -176,7 +185,13 @@ static void print_json(const char *path, const mha_model *m, const mha_model_inf
     printf(", \"idioms\": ");
     const char *idioms = mha_model_idioms(m);
     cli_json_string(stdout, idioms ? idioms : "");
-    printf(", \"weight_bytes\": %zu, \"inputs\": [", mi->weight_bytes);
+    const mha_layout layout = mha_model_layout(m);
+    printf(", \"weight_bytes\": %zu, \"batch_axis\": %s, \"layout\": \"%s\"", mi->weight_bytes,
+           layout == MHA_LAYOUT_SEQ_FIRST ? "1"
+           : layout == MHA_LAYOUT_UNKNOWN ? "null"
+                                          : "0",
+           info_layout_name(layout));
+    printf(", \"inputs\": [");
     for (size_t i = 0; i < mi->num_inputs; i++) {
         mha_io_info io;
         if (mha_model_input(m, i, &io) == MHA_OK) json_io(i ? ", " : "", &io);

@@ -32,7 +32,8 @@ static const cli_spec merge_spec = {
     "Joins the shard files of a split run ('mha run --shard I/N', or a SLURM job\n"
     "array) into OUT.npy. Every shard's header names the rows it holds; the shards\n"
     "must have the same dtype and row shape and cover every row exactly once (any\n"
-    "order on the command line). OUT appears only when it is complete: SIGINT or\n"
+    "order on the command line; a sequence-first model's shards hold theirs along\n"
+    "axis 1, and OUT too). OUT appears only when it is complete: SIGINT or\n"
     "SIGTERM remove the temporary file, and one left by kill -9 is removed by the\n"
     "next merge into the same OUT.\n",
     merge_opts,
@@ -48,6 +49,7 @@ typedef struct merge_shard {
     mha_npy_reader *reader;
     mha_npy_header h;
     const char *run; /* its run note, "" when written without one */
+    int axis;        /* its rows along axis 0, or 1 (a sequence-first model's) */
 } merge_shard;
 
 /* The value of field `key` of a run note ("key value; key value"), copied
@@ -116,9 +118,12 @@ static int merge_check(merge_shard *sh, size_t n) {
     if (rc != CLI_OK) return rc;
     for (size_t k = 0; k < n; k++) {
         const mha_npy_header *h = &sh[k].h, *h0 = &sh[0].h;
+        if (sh[k].axis != sh[0].axis)
+            return cli_fail("%s: a shard of rows along axis %d, but %s has them along axis %d",
+                            sh[k].path, sh[k].axis, sh[0].path, sh[0].axis);
         int same = h->dtype == h0->dtype && h->rank == h0->rank;
-        for (int d = 1; same && d < h->rank; d++)
-            same = h->dims[d] == h0->dims[d];
+        for (int d = 0; same && d < h->rank; d++)
+            same = d == sh[0].axis || h->dims[d] == h0->dims[d];
         if (!same)
             return cli_fail("%s: %s rows of [%s] do not match %s: %s rows of [%s]", sh[k].path,
                             mha_dtype_name(h->dtype), cli_shape_str(h->rank, h->dims, a, sizeof a),
@@ -228,37 +233,48 @@ int mha_cmd_merge(int argc, char **argv) {
         } else {
             sh[k].h = *mha_npy_reader_header(sh[k].reader);
             sh[k].run = mha_npy_reader_shard_run(sh[k].reader);
+            sh[k].axis = mha_npy_reader_shard_axis(sh[k].reader);
         }
     if ((rc = merge_check(sh, n)) != CLI_OK) goto done;
 
     /* the full file: the shards' rows in order under a plain header */
     const mha_npy_header *h0 = &sh[0].h;
+    const int axis = sh[0].axis; /* 1: [S, rows, ...], each shard's in place */
     int64_t dims[MHA_MAX_RANK];
     memcpy(dims, h0->dims, sizeof dims);
-    dims[0] = h0->shard_total;
+    dims[axis] = h0->shard_total;
     /* SIGINT / SIGTERM stop between two copies: the temporary is removed.
      * Caught before the temporary exists: a signal between its creation
      * and the catch would end the process and leave it behind. */
     cli_signals_catch(&sigs);
     catching = 1;
-    if (mha_npy_writer_begin(out_path, h0->dtype, h0->rank, dims, NULL, &w, &err) != MHA_OK) {
+    if ((axis ? mha_npy_writer_begin_axis1(out_path, NULL, h0->dtype, h0->rank, dims, NULL, 0, NULL,
+                                           &w, &err)
+              : mha_npy_writer_begin(out_path, h0->dtype, h0->rank, dims, NULL, &w, &err)) !=
+        MHA_OK) {
         rc = cli_fail_err(out_path, &err);
         goto done;
     }
-    int64_t per = h0->row_bytes ? (int64_t)(MERGE_COPY_BYTES / h0->row_bytes) : 1;
+    /* one row: along axis 1, its dims[0] runs */
+    const size_t row_bytes =
+        axis ? (h0->dims[1] ? h0->data_bytes / (size_t)h0->dims[1] : 0) : h0->row_bytes;
+    int64_t per = row_bytes ? (int64_t)(MERGE_COPY_BYTES / row_bytes) : 1;
     if (per < 1) per = 1;
-    size_t buf_bytes = (size_t)per * h0->row_bytes;
+    size_t buf_bytes = (size_t)per * row_bytes;
     buf = malloc(buf_bytes ? buf_bytes : 1);
     if (!buf) {
         rc = cli_fail("out of memory for a %zu-byte copy buffer", buf_bytes);
         goto done;
     }
-    for (size_t k = 0; k < n; k++)
-        for (int64_t r = 0; r < sh[k].h.rows; r += per) {
-            int64_t m = sh[k].h.rows - r < per ? sh[k].h.rows - r : per;
+    for (size_t k = 0; k < n; k++) {
+        const int64_t rows = sh[k].h.dims[axis];
+        for (int64_t r = 0; r < rows; r += per) {
+            int64_t m = rows - r < per ? rows - r : per;
             if ((rc = cli_signal_stop(out_path)) != CLI_OK) goto done;
-            if (mha_npy_reader_read_rows(sh[k].reader, r, r + m, MHA_DTYPE_UNDEFINED, buf,
-                                         buf_bytes, &err) != MHA_OK) {
+            if ((axis ? mha_npy_reader_read_rows_axis1(sh[k].reader, r, r + m, MHA_DTYPE_UNDEFINED,
+                                                       buf, buf_bytes, &err)
+                      : mha_npy_reader_read_rows(sh[k].reader, r, r + m, MHA_DTYPE_UNDEFINED, buf,
+                                                 buf_bytes, &err)) != MHA_OK) {
                 rc = cli_fail_err(sh[k].path, &err);
                 goto done;
             }
@@ -267,6 +283,7 @@ int mha_cmd_merge(int argc, char **argv) {
                 goto done;
             }
         }
+    }
     mha_npy_writer *done_w = w;
     w = NULL;
     if (mha_npy_writer_commit(done_w, &err) != MHA_OK) {

@@ -44,7 +44,8 @@ static const cli_opt run_opts[] = {
      "layout); DIR is created if missing."},
     {RUN_QUIET, "quiet", 'q', NULL, "no progress bar and no summary on stderr"},
     {0, NULL, 0, NULL,
-     "Datasets (every input and output a .npy file; rows = the batch axis, axis 0):"},
+     "Datasets (every input and output a .npy file; rows = the batch axis, axis 0,\n"
+     "or axis 1 for a whole model whose token ids are [S, B] -- outputs keep it):"},
     {RUN_BATCH_SIZE, "batch-size", 0, "N",
      "rows per chunk (default 64): memory stays bounded by the\n"
      "chunk whatever the dataset size; the result is bitwise the\n"
@@ -73,7 +74,9 @@ static const cli_opt run_opts[] = {
      "SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT choose it."},
     {RUN_MPI, "mpi", 0, NULL,
      "(mha-mpi only, under mpirun) each rank scores a row range\n"
-     "and all write one output file through MPI-IO"},
+     "and all write one output file through MPI-IO; with --shard\n"
+     "(or a SLURM array task) the ranks split the shard's rows\n"
+     "and write its shard file, as one process would"},
     {0},
 };
 
@@ -430,12 +433,8 @@ int cli_cmd_run(int argc, char **argv) {
         all_npy &= mha_file_output_format(out_args[k]) == MHA_FILE_NPY;
     for (size_t k = 0; k < n_in_args; k++)
         all_npy &= mha_file_format_of(in_args[k]) == MHA_FILE_NPY;
-    if (all_npy && !ds.shard_count && !ds.mpi && (rc = run_shard_from_slurm(&c, &ds)) != CLI_OK)
-        goto done;
-    if (ds.shard_count && ds.mpi) {
-        rc = cli_usage_error(&c, "--shard and --mpi split the rows two ways: give one");
-        goto done;
-    }
+    /* (with --mpi too: the ranks then split the shard's rows) */
+    if (all_npy && !ds.shard_count && (rc = run_shard_from_slurm(&c, &ds)) != CLI_OK) goto done;
     if (ds.mpi && ds.resume) {
         rc = cli_usage_error(&c, "--resume is not available with --mpi");
         goto done;

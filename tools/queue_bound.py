@@ -10,12 +10,28 @@ peak allows, if given). docs/SERVING.md quotes it for MiniLM S 16:
 
   tools/queue_bound.py --servers 1 --c 1.4953 --peak-rps 669   # at the peak, both cores
   tools/queue_bound.py --servers 2 --a 0.8 --c 3.7 --peak-rps 669  # today's costs, a core each
+
+--costs gives a batch's time by its size instead, as measured (serve-cpu's
+one-run rows: ms a request times the batch), the last one growing by its
+per-request cost beyond:
+
+  tools/queue_bound.py --servers 2 --costs 2.75,4.9,7.2,9.2 --peak-rps 1220
 """
 import argparse
 import random
 
 
-def p99(lam_per_ms, a, c, cap, servers, n, seed):
+def batch_ms(a, c, costs, b):
+    """A batch of b requests: A + C b, or the measured costs[b - 1] (beyond
+    the list: its last entry's cost a request, times b)."""
+    if not costs:
+        return a + c * b
+    if b <= len(costs):
+        return costs[b - 1]
+    return costs[-1] / len(costs) * b
+
+
+def p99(lam_per_ms, a, c, cap, servers, n, seed, costs=None):
     rnd = random.Random(seed)
     t, arrivals = 0.0, []
     for _ in range(n):
@@ -29,7 +45,7 @@ def p99(lam_per_ms, a, c, cap, servers, n, seed):
         j = i + 1
         while j < n and j - i < cap and arrivals[j] <= start:
             j += 1
-        end = start + a + c * (j - i)
+        end = start + batch_ms(a, c, costs, j - i)
         lat.extend(end - arrivals[k] for k in range(i, j))
         free[s] = end
         i = j
@@ -41,17 +57,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--servers", type=int, default=2)
     ap.add_argument("--a", type=float, default=0.0, help="ms a batch costs beyond its requests")
-    ap.add_argument("--c", type=float, required=True, help="ms a request costs in a batch")
+    ap.add_argument("--c", type=float, default=0.0, help="ms a request costs in a batch")
+    ap.add_argument("--costs", default="", help="ms of a batch of 1, 2, ... requests (measured), instead of --a / --c")
     ap.add_argument("--cap", type=int, nargs="*", default=[1, 2, 4, 16], help="max batch sizes")
     ap.add_argument("--p99-ms", type=float, default=10.0)
     ap.add_argument("--step", type=int, default=5)
     ap.add_argument("--requests", type=int, default=40000)
     ap.add_argument("--peak-rps", type=float, default=0.0)
     o = ap.parse_args()
+    costs = [float(v) for v in o.costs.split(",") if v] if o.costs else None
+    if not costs and o.c <= 0:
+        ap.error("--c or --costs is required")
     for cap in o.cap:
         best = 0
         for rate in range(o.step, 20000, o.step):
-            if p99(rate / 1000.0, o.a, o.c, cap, o.servers, o.requests, 1) > o.p99_ms:
+            if p99(rate / 1000.0, o.a, o.c, cap, o.servers, o.requests, 1, costs) > o.p99_ms:
                 break
             best = rate
         share = " (%.0f %% of %.0f)" % (100.0 * best / o.peak_rps, o.peak_rps) if o.peak_rps else ""

@@ -94,6 +94,10 @@ typedef struct ds_state {
     mha_model *model;
     mha_model_info mi;
     int whole; /* a whole model (a plan): its inputs declare the batch axis */
+    /* the batch axis: 0, or 1 for a sequence-first whole model (token ids
+     * [S, B]): its inputs are read and its outputs written by items of
+     * axis 1 (strided: [S, n, ...] a chunk) */
+    int axis;
     /* rows per chunk: --batch-size, or 1 for a whole model exported with
      * its batch fixed at 1 (a dataset of more rows goes one row a run) */
     int64_t batch_rows;
@@ -181,10 +185,11 @@ static int ds_role_is_sequence(mha_io_role r) {
  * file's rank whose axis 0 is dynamic (token ids, 0/1 masks [B, S], token
  * types, images [B, C, H, W]) goes by rows. */
 static int ds_is_batch_major(const mha_io_info *info, const mha_npy_header *h, int64_t B, int whole,
-                             int fixed_one) {
-    if (h->rank < 1 || h->dims[0] != B) return 0;
+                             int fixed_one, int axis) {
+    if (h->rank <= axis || h->dims[axis] != B) return 0;
     if (whole)
-        return info->rank == h->rank && (info->shape[0] < 0 || (fixed_one && info->shape[0] == 1));
+        return info->rank == h->rank &&
+               (info->shape[axis] < 0 || (fixed_one && info->shape[axis] == 1));
     switch (info->role) {
     case MHA_ROLE_KEY_PADDING_MASK:
         return h->rank == 2;
@@ -295,7 +300,10 @@ static int ds_open_input(ds_state *s, size_t i) {
     const mha_io_info *info = &s->in_info[i];
     mha_error err;
     mha_error_clear(&err);
-    if (mha_npy_reader_open(in->file, MHA_MMAP_AUTO, NULL, &in->reader, &err) != MHA_OK)
+    /* items of axis 1 are read by strided reads (a mapping would keep every
+     * page of the file resident as the chunks pass over it) */
+    if (mha_npy_reader_open(in->file, s->axis ? MHA_MMAP_NEVER : MHA_MMAP_AUTO, NULL, &in->reader,
+                            &err) != MHA_OK)
         return cli_fail_err(in->file, &err);
     in->h = *mha_npy_reader_header(in->reader);
     if (!mha_dtype_can_convert(in->h.dtype, info->dtype))
@@ -420,7 +428,14 @@ static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
             continue;
         }
         if (!in->batch_major) continue;
-        t->shape[0] = n;
+        t->shape[s->axis] = n;
+        if (s->axis) { /* [S, n, ...] */
+            if (mha_npy_reader_read_rows_axis1(in->reader, r, r + n, in->dtype, in->buf,
+                                               (size_t)n * in->row_bytes, &err) != MHA_OK)
+                return cli_fail_err(in->file, &err);
+            t->data = in->buf;
+            continue;
+        }
         if (in->zero_copy) {
             t->data = (void *)mha_npy_reader_mapped_rows(in->reader, r, r + n);
             continue;
@@ -436,8 +451,8 @@ static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
 static void ds_advise(ds_state *s, int64_t r0, int64_t r1, mha_npy_advice advice) {
     if (r1 > s->hi) r1 = s->hi;
     if (r0 >= r1) return;
-    for (size_t i = 0; i < s->n_in; i++)
-        if (s->in[i].reader && s->in[i].batch_major)
+    for (size_t i = 0; i < s->n_in; i++) /* (items of axis 1 are read, not mapped) */
+        if (s->in[i].reader && s->in[i].batch_major && !s->axis)
             mha_npy_reader_advise(s->in[i].reader, r0, r1, advice);
 }
 
@@ -511,15 +526,19 @@ static int ds_make_shard_run(ds_state *s) {
             continue;
         }
         /* rows are the batch: the first and the last as stored (another
-         * dataset of the same shape, or the same rows shuffled) */
-        const size_t rb = in->h.row_bytes;
+         * dataset of the same shape, or the same rows shuffled); items of
+         * axis 1 for a sequence-first model */
+        const int64_t rows = in->h.dims[s->axis];
+        const size_t rb = s->axis ? in->h.data_bytes / (size_t)rows : in->h.row_bytes;
         void *row = malloc(rb ? rb : 1);
         if (!row) return cli_fail("out of memory");
         mha_error err;
         mha_error_clear(&err);
-        for (int64_t r = 0; r<in->h.rows; r += in->h.rows> 1 ? in->h.rows - 1 : 1) {
-            if (mha_npy_reader_read_rows(in->reader, r, r + 1, MHA_DTYPE_UNDEFINED, row, rb,
-                                         &err) != MHA_OK) {
+        for (int64_t r = 0; r<rows; r += rows> 1 ? rows - 1 : 1) {
+            if ((s->axis ? mha_npy_reader_read_rows_axis1(in->reader, r, r + 1, MHA_DTYPE_UNDEFINED,
+                                                          row, rb, &err)
+                         : mha_npy_reader_read_rows(in->reader, r, r + 1, MHA_DTYPE_UNDEFINED, row,
+                                                    rb, &err)) != MHA_OK) {
                 free(row);
                 return cli_fail_err(in->file, &err);
             }
@@ -549,11 +568,15 @@ static void ds_output_shard(const ds_state *s, size_t i, mha_npy_shard *sh, char
 }
 
 /* Hashes rows [0, n) of input i as the model sees them (rows of row_bytes
- * at data), one row at a time so that any chunking gives the same value. */
-static void ds_hash_rows(ds_input *in, const void *data, int64_t n) {
+ * at data), one row at a time so that any chunking gives the same value.
+ * Along axis 1 (data [S, n, ...]) a row is S runs, hashed in order. */
+static void ds_hash_rows(ds_input *in, const void *data, int64_t n, int axis) {
     const unsigned char *p = data;
+    const int64_t outer = axis ? in->h.dims[0] : 1;
+    const size_t run = outer > 0 ? in->row_bytes / (size_t)outer : 0;
     for (int64_t b = 0; b < n; b++)
-        in->rows_hash = ds_hash_bytes(in->rows_hash, p + (size_t)b * in->row_bytes, in->row_bytes);
+        for (int64_t o = 0; o < outer; o++)
+            in->rows_hash = ds_hash_bytes(in->rows_hash, p + ((size_t)(o * n + b)) * run, run);
 }
 
 /* "PATH size N" of a file. The content decides whether a run may be
@@ -630,6 +653,9 @@ static int ds_make_fingerprint(ds_state *s) {
      * float32, so that the checkpoints of float32 runs read as before) */
     if (s->precision != MHA_PRECISION_FLOAT32) DS_APPEND("precision bfloat16\n");
     DS_APPEND("rows %lld:%lld of %lld\n", (long long)s->lo, (long long)s->hi, (long long)s->B);
+    /* (only for a sequence-first model: the checkpoints of others read as
+     * before) */
+    if (s->axis) DS_APPEND("rows along axis 1\n");
     for (size_t i = 0; i < s->n_out; i++)
         if (s->out[i].file) DS_APPEND("output %zu %s\n", i, s->out[i].file);
 #undef DS_APPEND
@@ -787,7 +813,8 @@ static int ds_verify_rows(ds_state *s, int64_t bs, int64_t skv) {
         int rc = ds_bind_chunk(s, r, n, skv);
         if (rc != CLI_OK) return rc;
         for (size_t i = 0; i < s->n_in; i++)
-            if (s->in[i].file && s->in[i].batch_major) ds_hash_rows(&s->in[i], s->ins[i].data, n);
+            if (s->in[i].file && s->in[i].batch_major)
+                ds_hash_rows(&s->in[i], s->ins[i].data, n, s->axis);
         ds_advise(s, r, r + n, MHA_NPY_DONTNEED);
         r += n;
     }
@@ -865,6 +892,23 @@ static void ds_zero_token_rows(ds_state *s, int64_t r, int64_t n, int64_t S) {
     }
 }
 
+/* How many of the n items of axis 1 of chunk output t ([S, n, ...]) hold a
+ * NaN or an infinity. */
+static long long ds_nonfinite_items_axis1(const mha_tensor *t, int64_t n) {
+    const int64_t outer = t->shape[0];
+    const size_t run = outer > 0 ? (size_t)(mha_tensor_numel(t) / (outer * n)) : 0;
+    const size_t elem = mha_dtype_size(t->dtype);
+    long long bad = 0;
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t o = 0; o < outer; o++)
+            if (ds_nonfinite_rows((const char *)t->data + ((size_t)(o * n + b)) * run * elem,
+                                  t->dtype, 1, run)) {
+                bad++;
+                break;
+            }
+    return bad;
+}
+
 /* Zeroes the query rows of chunk output y past each row's length (query
  * position i is padding when i >= length; only for Sq == Skv, where a
  * query position is a key position) and counts rows holding NaN or Inf. */
@@ -873,6 +917,10 @@ static void ds_finish_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
     if (y->rank < 1 || n == 0) return;
     if (s->lengths && s->whole) ds_zero_token_rows(s, r, n, sq);
     size_t per_row = (size_t)(mha_tensor_numel(y) / n);
+    if (s->axis) { /* [S, n, ...]: an item is S runs */
+        s->nonfinite_rows += ds_nonfinite_items_axis1(y, n);
+        return;
+    }
     if (y->dtype != MHA_DTYPE_FLOAT32) { /* a float16 model's outputs: counted */
         s->nonfinite_rows += ds_nonfinite_rows(y->data, y->dtype, (size_t)n, per_row);
         return;
@@ -927,11 +975,32 @@ static int ds_setup(const cli_common *c, ds_state *s) {
     mha_model_get_info(s->model, &s->mi);
     s->whole = strcmp(s->mi.form, "plan") == 0;
     const mha_layout layout = mha_model_layout(s->model);
-    if (layout != MHA_LAYOUT_BATCH_FIRST && !o->dataset_options && !o->mpi) return DS_ONE_SHOT;
-    if (layout == MHA_LAYOUT_SEQ_FIRST)
-        return cli_fail("%s: the model takes sequence-first inputs (%s); dataset runs "
+    /* a whole model whose ids are [S, B] goes by items of axis 1 */
+    s->axis = layout == MHA_LAYOUT_SEQ_FIRST && s->whole;
+    if (layout == MHA_LAYOUT_UNKNOWN && !o->dataset_options && !o->mpi) return DS_ONE_SHOT;
+    if (layout == MHA_LAYOUT_SEQ_FIRST && !s->whole && !o->dataset_options && !o->mpi)
+        return DS_ONE_SHOT;
+    if (layout == MHA_LAYOUT_SEQ_FIRST && !s->whole)
+        return cli_fail("%s: the model takes sequence-first inputs ([S, B, D]); dataset runs "
                         "need the batch on axis 0 (use a .pb output to run it in one piece)",
-                        o->model_path, s->whole ? "token ids [S, B]" : "[S, B, D]");
+                        o->model_path);
+    if (s->axis && !o->dataset_options && !o->mpi) {
+        /* an output written directly cannot take items of axis 1 in place:
+         * such a run goes in one piece, as before */
+        for (size_t i = 0; i < o->n_out_files; i++) {
+            int stream = 0;
+            if (mha_output_is_stream(o->out_files[i], &stream, &err) == MHA_OK && stream)
+                return DS_ONE_SHOT;
+        }
+    }
+    if (s->axis && o->mpi)
+        return cli_fail("%s: --mpi: the model takes sequence-first token ids [S, B], whose rows "
+                        "MPI-IO does not write (use --shard I/N and mha merge)",
+                        o->model_path);
+    if (s->axis && o->lengths_path)
+        return cli_fail("%s: --lengths: the model takes sequence-first token ids [S, B]; give "
+                        "its mask as a file",
+                        o->lengths_path);
     if (layout == MHA_LAYOUT_UNKNOWN)
         return cli_fail("%s: which axis of the model's token ids is the batch cannot be told "
                         "(one item's tokens change other items' outputs along either axis); "
@@ -980,11 +1049,12 @@ static int ds_setup(const cli_common *c, ds_state *s) {
             qi = i;
     for (size_t i = 0; i < s->n_in && qi == s->n_in; i++)
         if (s->in[i].file) qi = i;
-    if (qi == s->n_in || s->in[qi].h.rank < 1)
+    if (qi == s->n_in || s->in[qi].h.rank < 1 + s->axis)
         return cli_fail("%s: no input with a batch axis to split into rows", o->model_path);
-    s->B = s->in[qi].h.dims[0];
+    s->B = s->in[qi].h.dims[s->axis];
     /* sequence lengths, for --lengths and a generated mask */
-    int64_t sq = s->in[qi].h.rank == 4   ? s->in[qi].h.dims[2]
+    int64_t sq = s->axis                 ? s->in[qi].h.dims[0]
+                 : s->in[qi].h.rank == 4 ? s->in[qi].h.dims[2]
                  : s->in[qi].h.rank >= 2 ? s->in[qi].h.dims[1]
                                          : 1;
     int64_t skv = sq;
@@ -1000,7 +1070,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
      * at a time (the inputs declaring the same fixed 1 go by rows too) */
     s->batch_rows = o->batch_rows;
     s->batch_fixed_one = s->whole && s->in_info[qi].rank == s->in[qi].h.rank &&
-                         s->in_info[qi].rank >= 1 && s->in_info[qi].shape[0] == 1;
+                         s->in_info[qi].rank > s->axis && s->in_info[qi].shape[s->axis] == 1;
     if (s->batch_fixed_one) s->batch_rows = 1;
 
     /* which inputs are chunked; buffers for those not read in place */
@@ -1023,17 +1093,26 @@ static int ds_setup(const cli_common *c, ds_state *s) {
         t->dtype = info->dtype;
         t->rank = in->h.rank;
         memcpy(t->shape, in->h.dims, sizeof t->shape);
-        in->batch_major = ds_is_batch_major(info, &in->h, s->B, s->whole, s->batch_fixed_one);
+        in->batch_major =
+            ds_is_batch_major(info, &in->h, s->B, s->whole, s->batch_fixed_one, s->axis);
         /* a whole model's input with a batch axis goes by rows: one of
          * another number of rows than the first is refused here, by name,
          * not at the first chunk as an axis of another size */
-        if (s->whole && !in->batch_major && info->rank == in->h.rank && info->shape[0] < 0)
-            return cli_fail("%s: input '%s': axis 0 (the batch) has %lld rows, but %lld in "
+        if (s->whole && !in->batch_major && info->rank == in->h.rank && info->rank > s->axis &&
+            info->shape[s->axis] < 0)
+            return cli_fail("%s: input '%s': axis %d (the batch) has %lld rows, but %lld in "
                             "input '%s' (%s)",
-                            in->file, info->name, (long long)in->h.dims[0], (long long)s->B,
-                            s->in_info[qi].name, s->in[qi].file);
+                            in->file, info->name, s->axis, (long long)in->h.dims[s->axis],
+                            (long long)s->B, s->in_info[qi].name, s->in[qi].file);
         in->row_bytes = in->h.row_bytes / mha_dtype_size(in->h.dtype) * esize;
-        if (in->batch_major) {
+        if (in->batch_major && s->axis) { /* an item of axis 1: [S, 1, ...] */
+            in->row_bytes =
+                s->B > 0 ? in->h.data_bytes / (size_t)s->B / mha_dtype_size(in->h.dtype) * esize
+                         : 0;
+            if (!(in->buf = ds_calloc((size_t)bs, in->row_bytes)))
+                return cli_fail("%s: out of memory for %lld rows of %zu bytes", in->file,
+                                (long long)bs, in->row_bytes);
+        } else if (in->batch_major) {
             in->zero_copy = mha_npy_reader_mapped_rows(in->reader, 0, 0) &&
                             in->h.dtype == info->dtype && info->dtype != MHA_DTYPE_BOOL;
             if (!in->zero_copy && !(in->buf = ds_calloc((size_t)bs, in->row_bytes)))
@@ -1080,7 +1159,7 @@ static int ds_setup_outputs(ds_state *s, int64_t n, int64_t file_rows, int64_t s
     for (size_t i = 0; i < s->n_out; i++) {
         ds_output *out = &s->out[i];
         mha_tensor *t = &s->outs[i];
-        if (t->rank < 1 || t->shape[0] != n) {
+        if (t->rank <= s->axis || t->shape[s->axis] != n) {
             if (!s->o->dataset_options && !s->o->mpi) return DS_ONE_SHOT;
             char shape[160];
             cli_shape_str(t->rank, t->shape, shape, sizeof shape);
@@ -1093,7 +1172,7 @@ static int ds_setup_outputs(ds_state *s, int64_t n, int64_t file_rows, int64_t s
         out->row_bytes = n ? bytes / (size_t)n : 0;
         out->chunk = *t;
         memcpy(out->dims, t->shape, sizeof out->dims);
-        out->dims[0] = file_rows;
+        out->dims[s->axis] = file_rows;
         if (!ok || !(out->buf = ds_calloc(bytes, 1)))
             return cli_fail("%s: output '%s' of %zu bytes per chunk does not fit in memory",
                             s->o->model_path, s->out_info[i].name, bytes);
@@ -1122,7 +1201,7 @@ static int ds_compute_chunk(ds_state *s, int64_t r, int64_t n, int64_t sq, int64
     int rc = ds_bind_chunk(s, r, n, skv);
     if (rc != CLI_OK) return rc;
     for (size_t i = 0; i < s->n_out; i++)
-        s->outs[i].shape[0] = n;
+        s->outs[i].shape[s->axis] = n;
     mha_run_options ro;
     mha_run_options_init(&ro);
     /* a whole model reads the lengths from the mask made of them and, in
@@ -1148,7 +1227,8 @@ static void ds_seq_lengths(const ds_state *s, int64_t *sq, int64_t *skv) {
         if (!s->in[i].file || h->rank < 2) continue;
         int64_t len = h->rank == 4 ? h->dims[2] : h->dims[1];
         mha_io_role role = s->in_info[i].role;
-        if (role == MHA_ROLE_TOKEN_IDS && *sq < 0) *sq = *skv = h->dims[1]; /* [B, S] */
+        if (role == MHA_ROLE_TOKEN_IDS && *sq < 0) /* [B, S], or [S, B] */
+            *sq = *skv = h->dims[s->axis ? 0 : 1];
         /* a whole model's float inputs are no sequence of its own (a KV
          * cache's past keys [B, H, P, d]: P may be 0): the ids say */
         if (s->whole) continue;
@@ -1219,10 +1299,12 @@ static int ds_output_complete(const ds_state *s, size_t i) {
     mha_npy_shard sh;
     char run[MHA_NPY_SHARD_RUN_MAX];
     ds_output_shard(s, i, &sh, run, sizeof run);
-    size_t hn = s->sharded ? mha_npy_format_header_shard_run(out->chunk.dtype, out->chunk.rank,
-                                                             out->dims, &sh, head, sizeof head)
-                           : mha_npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims,
-                                                   head, sizeof head);
+    size_t hn = s->axis ? mha_npy_format_header_axis1(out->chunk.dtype, out->chunk.rank, out->dims,
+                                                      s->sharded ? &sh : NULL, head, sizeof head)
+                : s->sharded ? mha_npy_format_header_shard_run(out->chunk.dtype, out->chunk.rank,
+                                                               out->dims, &sh, head, sizeof head)
+                             : mha_npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims,
+                                                     head, sizeof head);
     int fd = hn ? open(out->file, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
     if (fd < 0) return 0;
     struct stat sb;
@@ -1257,13 +1339,20 @@ static int ds_open_writers(ds_state *s, int found, size_t *complete) {
         char run[MHA_NPY_SHARD_RUN_MAX];
         ds_output_shard(s, i, &sh, run, sizeof run);
         mha_status st =
-            s->sharded
-                ? mha_npy_writer_begin_shard(out->file, found ? out->resume_partial : NULL,
-                                             out->chunk.dtype, out->chunk.rank, out->dims, &sh,
-                                             found ? s->done : 0, NULL, &out->writer, &err)
-                : mha_npy_writer_begin_partial(out->file, found ? out->resume_partial : NULL,
-                                               out->chunk.dtype, out->chunk.rank, out->dims, s->lo,
-                                               0, found ? s->done : 0, NULL, &out->writer, &err);
+            s->axis /* items of axis 1, in place */
+                ? mha_npy_writer_begin_axis1(out->file, found ? out->resume_partial : NULL,
+                                             out->chunk.dtype, out->chunk.rank, out->dims,
+                                             s->sharded ? &sh : NULL, found ? s->done : 0, NULL,
+                                             &out->writer, &err)
+                : s->sharded
+                      ? mha_npy_writer_begin_shard(out->file, found ? out->resume_partial : NULL,
+                                                   out->chunk.dtype, out->chunk.rank, out->dims,
+                                                   &sh, found ? s->done : 0, NULL, &out->writer,
+                                                   &err)
+                      : mha_npy_writer_begin_partial(out->file, found ? out->resume_partial : NULL,
+                                                     out->chunk.dtype, out->chunk.rank, out->dims,
+                                                     s->lo, 0, found ? s->done : 0, NULL,
+                                                     &out->writer, &err);
         if (st != MHA_OK) return cli_fail_err(found ? out->resume_partial : out->file, &err);
     }
     return CLI_OK;
@@ -1384,7 +1473,8 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
         ds_advise(s, r + n, r + 2 * n, MHA_NPY_WILLNEED); /* read ahead while computing */
         if ((rc = ds_compute_chunk(s, r, n, sq, skv)) != CLI_OK) break;
         for (size_t i = 0; i < s->n_in; i++) /* what the checkpoint will vouch for */
-            if (s->in[i].file && s->in[i].batch_major) ds_hash_rows(&s->in[i], s->ins[i].data, n);
+            if (s->in[i].file && s->in[i].batch_major)
+                ds_hash_rows(&s->in[i], s->ins[i].data, n, s->axis);
         for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++)
             if (s->out[i].writer &&
                 mha_npy_writer_write_rows(s->out[i].writer, s->out[i].buf, n, &err) != MHA_OK)
@@ -1489,14 +1579,24 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
     MPI_Comm_size(MPI_COMM_WORLD, &s->size);
     double t_start = cli_now();
     int rc = ds_mpi_fail(ds_setup(c, s));
-    s->lo = s->B * s->rank / s->size;
-    s->hi = s->B * (s->rank + 1) / s->size;
+    /* the run's rows [L, H): a shard's (--shard, a SLURM array task: a
+     * shard file with its run note, as without MPI) or all; each rank a
+     * contiguous part of them */
+    int64_t L = 0, H = s->B;
+    if (o->shard_count > 0) {
+        s->sharded = 1;
+        L = s->B * o->shard_index / o->shard_count;
+        H = s->B * (o->shard_index + 1) / o->shard_count;
+        ds_mpi_fail(ds_make_shard_run(s));
+    }
+    s->lo = L + (H - L) * s->rank / s->size;
+    s->hi = L + (H - L) * (s->rank + 1) / s->size;
     int64_t bs = s->batch_rows;
     int64_t first = bs < s->B ? bs : s->B;
     if (first == 0) ds_mpi_fail(cli_fail("%s: the dataset has no rows", o->model_path));
     int64_t sq, skv;
     ds_seq_lengths(s, &sq, &skv);
-    rc = ds_mpi_fail(ds_setup_outputs(s, first, s->B, skv));
+    rc = ds_mpi_fail(ds_setup_outputs(s, first, H - L, skv));
     for (size_t i = 0; i < s->n_out; i++) /* chunk buffers: bs rows */
         if (first < bs) {
             free(s->out[i].buf);
@@ -1536,9 +1636,15 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
         if (MPI_File_open(MPI_COMM_WORLD, name, MPI_MODE_WRONLY, MPI_INFO_NULL, &fh[i]) !=
             MPI_SUCCESS)
             ds_mpi_fail(cli_fail("%s: MPI_File_open failed", name));
-        unsigned char head[640];
-        size_t hn =
-            mha_npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims, head, sizeof head);
+        unsigned char head[640 + MHA_NPY_SHARD_RUN_MAX];
+        mha_npy_shard sh;
+        char run[MHA_NPY_SHARD_RUN_MAX];
+        ds_output_shard(s, i, &sh, run, sizeof run);
+        sh.r0 = L; /* the shard's first row, not this rank's */
+        size_t hn = s->sharded ? mha_npy_format_header_shard_run(out->chunk.dtype, out->chunk.rank,
+                                                                 out->dims, &sh, head, sizeof head)
+                               : mha_npy_format_header(out->chunk.dtype, out->chunk.rank, out->dims,
+                                                       head, sizeof head);
         if (hn == 0) ds_mpi_fail(cli_fail("%s: cannot format the header", out->file));
         head_bytes[i] = hn;
         if (s->rank == 0 &&
@@ -1573,7 +1679,7 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
                                   s->out[i].file, bytes);
                 bytes = 0;
             }
-            MPI_Offset off = (MPI_Offset)(head_bytes[i] + (uint64_t)r * s->out[i].row_bytes);
+            MPI_Offset off = (MPI_Offset)(head_bytes[i] + (uint64_t)(r - L) * s->out[i].row_bytes);
             if (MPI_File_write_at_all(fh[i], bytes > 0 ? off : 0, s->out[i].buf, (int)bytes,
                                       MPI_BYTE, MPI_STATUS_IGNORE) != MPI_SUCCESS &&
                 rc == CLI_OK)

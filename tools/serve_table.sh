@@ -361,6 +361,10 @@ while [ $r -le "$REPS" ]; do
   # two threads than on one)
   bench "layer S32 batch16 batch-ms run1" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms" --run-threads 1
   bench "layer S8 batch16 batch-ms run1" "$T/layer768.onnx" 8 16 4 2 --batch-ms "$bms" --run-threads 1
+  # MiniLM at 16 tokens: a lone request costs a quarter more CPU on two
+  # threads than on one (docs/SERVING.md, serve17)
+  [ -z "$MINILM" ] || bench "minilm S16 batch16 batch-ms run1" "$MINILM" 16 16 4 2 --batch-ms "$bms" \
+    --run-threads 1
   # the same with caller_runs: a client waiting on its request computes the
   # next batch itself while a core is free (no hand-off to a dispatcher)
   bench "layer S32 batch16 batch-ms caller" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms" --caller-runs

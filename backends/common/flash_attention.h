@@ -929,6 +929,36 @@ static inline int fa_mask_lazy(const fa_mask_scan *m, int64_t n) {
     return n <= m->bad && (m->fill >= n || m->zero < n);
 }
 
+/* A term at or above this in size keeps a general mask's row in
+ * fa_row_softmax: its term log2(e) could overflow to an infinity the
+ * graph's logit does not have. */
+#define FA_MASK_GENERAL_MAX 1e30f
+
+/* Whether a row that sees keys [0, n) under a general additive mask
+ * (terms other than 0, hidden and fills: a bias, a relative position
+ * table) takes the lazy form in logit units (fa_row_softmax_lazy's
+ * general form): every term hidden or of size below FA_MASK_GENERAL_MAX
+ * (no fill, no NaN, no infinity but -inf). */
+static inline int fa_mask_general(const mha_attn_args *a, const float *mrow, int64_t n) {
+    int64_t j = 0;
+    if (a->m_sk == 1) {
+        /* whole vectors: a lane is refused when NaN or +inf, above the
+         * bound, or between -FLT_MAX and minus the bound (a fill) */
+        const vf hi = vf_set1(FA_MASK_GENERAL_MAX), lo = vf_set1(-FA_MASK_GENERAL_MAX);
+        const vf hide = vf_set1(-FLT_MAX);
+        for (; j + VLEN <= n; j += VLEN) {
+            const vf v = vf_load(mrow + j);
+            if (vf_bad_bits(v) | vf_gt_bits(v, hi) | (vf_gt_bits(lo, v) & vf_gt_bits(v, hide)))
+                return 0;
+        }
+    }
+    for (; j < n; j++) {
+        const float v = mrow[j * a->m_sk];
+        if (!kernel_mask_hides(v) && !(fabsf(v) < FA_MASK_GENERAL_MAX)) return 0;
+    }
+    return 1;
+}
+
 /*
  * One row meets one key block in the lazy form. The exact online softmax
  * takes a new max m whenever a block holds a larger score (a horizontal
@@ -948,13 +978,33 @@ static inline int fa_mask_lazy(const fa_mask_scan *m, int64_t n) {
  * untouched) or a dot is NaN or +inf (*poisoned set), else 1 with *corr
  * the accumulator's factor (1 unless m2 moved). A -inf dot is a 0
  * probability, as in fa_row_softmax.
+ *
+ * general (float32 rows under a general additive mask, fa_mask_general):
+ * the same in logit units of base 2, x = dot c2 + term log2(e) (a hidden
+ * key -inf; NaN or +inf poisons the row, as the graph's logit does), then
+ * the steps above with c2 taken as 1: m2 the block's max x, thr = m2 +
+ * FA_LAZY_SLACK, p = 2^(x - m2) (an FMA by 1 is that subtraction, exact).
  */
 static inline int fa_row_softmax_lazy(float c2, int64_t nv, float *srow, float *m2, float *thr,
                                       float *lv, float *corr_out, int *poisoned,
-                                      const mha_attn_args *a, const float *mrow, int64_t j0) {
+                                      const mha_attn_args *a, const float *mrow, int64_t j0,
+                                      int general) {
     vf x[FA_NCV];
     unsigned bad = 0;
-    _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
+    if (general) {
+        const vf vc = vf_set1(c2), vlog2e = vf_set1(FA_LOG2E);
+        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
+            const int64_t lanes = nv - (int64_t)c * VLEN;
+            vf t = vf_mul(vf_load(srow + c * VLEN), vc);
+            if (lanes > 0)
+                t = vf_hide_masked(t, vf_mul(fa_mask_vec(a, mrow, j0, c, lanes), vlog2e));
+            if (lanes < VLEN) t = vf_hide_tail(t, lanes);
+            bad |= vf_bad_bits(t);
+            x[c] = t;
+        }
+        c2 = 1.0f; /* x is in logit units already */
+    }
+    _Pragma("GCC unroll 8") for (int c = 0; !general && c < FA_NCV; c++) {
         vf t = vf_load(srow + c * VLEN);
         const int64_t lanes = nv - (int64_t)c * VLEN;
         vf mv = vf_zero();
@@ -1082,62 +1132,86 @@ static inline int fa_score_bf16_fused(int64_t nd, const uint32_t *qp, const uint
 #define FA_HAVE_FUSED_F32 1
 /*
  * A full float32 score tile (FA_MR rows x the whole key block, every row
- * seeing every key) with the lazy softmax done on its accumulators, for
- * rows whose reference m2 is set: fa_row_softmax_lazy's operations on the
- * same values (t = dot c2 - m2 by one FMA, vf_exp2_f32, the sum over the
- * vectors in key order, added to psum[r] -- 0 from the caller, which adds
- * it to l, as l * 1 + psum), so a row gets the same bits whichever path
- * its tile took. The products are fa_score_tile_full's chain. Returns 1
- * with the probabilities at s + r * FA_BC; 0 when a dot passes its row's
- * thr (m2 must move): the raw dots are stored at s instead, for the row
- * pass; -1 when a row's sum is not finite (a NaN dot; s then holds
- * neither): the caller scores the tile again for the row pass. negm
- * [FA_MR]: -m2; thr [FA_MR]. Not inlined: in fa_query_block the
- * compiler kept the exp's constants in registers across the tiles, and two
- * of the 24 accumulators went to the stack in the product loop (W3's node
- * 0.99 of the plain tile's time instead of ~0.9).
+ * seeing every key) with the lazy softmax done on its accumulators:
+ * fa_row_softmax_lazy's operations on the same values, so a row gets the
+ * same bits whichever path its tile took. The products are
+ * fa_score_tile_full's chain; then per row r:
+ *
+ *   vmax = max over the key vectors (lane by lane, vectors ascending)
+ *   if a lane of vmax passes thr[r] (the row's first block: thr = -inf):
+ *     mn = hmax(vmax) c2; corr = m2 == -inf ? 0 : 2^(m2 - mn);
+ *     thr = (mn + FA_LAZY_SLACK) / c2
+ *   else mn = m2, corr = 1
+ *   p = 2^(dot c2 - mn) (one FMA, vf_exp2_f32); l = l corr + sum of p
+ *   (the vectors in key order)
+ *
+ * so the first key block of a row and a block that moves its reference
+ * stay in registers too (at S 128 the first block is half the blocks; the
+ * row pass stored the dots, loaded them again and took a branch per row).
+ * The factors of the rows that moved a set reference come from one
+ * vf_exp2_f32, lane r for row r (it works lane by lane: the value the row
+ * pass computes alone). Returns 1 with the probabilities at s + r *
+ * FA_BC, m2, thr and lv [FA_MR][VLEN] updated and corr[r] each row's
+ * accumulator factor; -1 with the row state untouched and s holding
+ * nothing usable when a row's sum is not finite (a NaN or +inf dot, or a
+ * row of -inf ones): the caller scores the tile again for the row pass,
+ * which poisons or skips those rows. Not inlined: in fa_query_block the
+ * compiler kept the exp's constants in registers across the tiles, and
+ * two of the 24 accumulators went to the stack in the product loop (W3's
+ * node 0.99 of the plain tile's time instead of ~0.9).
  */
 __attribute__((noinline)) static int fa_score_f32_fused(int64_t nd, const float *qp,
-                                                        const float *kt, float *s,
-                                                        const float *negm, const float *thr,
-                                                        float c2, vf *psum) {
+                                                        const float *kt, float *s, float *m2,
+                                                        float *thr, float *lv, float *corr,
+                                                        float c2) {
     vf acc[FA_MR][FA_NCV];
     fa_score_f32_acc(nd, qp, kt, acc);
-    if (fa_tile_over(acc, thr)) {
-        _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
-            _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)
-                vf_store(s + r * FA_BC + c * VLEN, acc[r][c]);
-        return 0;
+    _Alignas(64) float dm[VLEN] = {0}, e[VLEN];
+    float mn[FA_MR], negm[FA_MR];
+    unsigned over = 0, moved = 0; /* rows taking a new reference; those that had one */
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
+        vf vmax = acc[r][0];
+        _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, acc[r][c]);
+        mn[r] = m2[r];
+        if (vf_gt_bits(vmax, vf_set1(thr[r]))) {
+            over |= 1u << r;
+            mn[r] = vf_hmax(vmax) * c2;
+            if (m2[r] != -INFINITY) {
+                moved |= 1u << r;
+                dm[r] = m2[r] - mn[r];
+            }
+        }
+        negm[r] = -mn[r];
     }
-    const unsigned bad = fa_tile_exp2(acc, negm, c2, psum, 1);
-    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
+    if (moved) vf_store(e, vf_exp2_f32(vf_load(dm)));
+    vf psum[FA_MR];
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) psum[r] = vf_zero();
+    if (fa_tile_exp2(acc, negm, c2, psum, 1)) return -1;
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
         _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++)
             vf_store(s + r * FA_BC + c * VLEN, acc[r][c]);
-    return bad ? -1 : 1;
+        const float cr = moved >> r & 1u ? e[r] : over >> r & 1u ? 0.0f : 1.0f;
+        vf_store(lv + r * VLEN, vf_fma(vf_load(lv + r * VLEN), vf_set1(cr), psum[r]));
+        if (over >> r & 1u) thr[r] = (mn[r] + FA_LAZY_SLACK) / c2;
+        m2[r] = mn[r];
+        corr[r] = cr;
+    }
+    return 1;
 }
 #endif
 
-#if defined(FA_HAVE_FUSED_TILE) || defined(FA_HAVE_FUSED_F32)
-/* A whole score tile's lazy softmax on its accumulators, in the call's
- * form: 1 done (psum[r] added to by each row's sum), 0 the dots stored for
- * the row pass (float32), -1 nothing usable written (score it again). */
-static inline int fa_fused_tile(const mha_attn_args *a, int64_t dk, const float *qp,
-                                const float *ktb, float *s, const float *negm, const float *thr,
-                                float c2, vf *psum) {
-#ifdef FA_HAVE_FUSED_F32
-    if (!fa_bf16(a)) return fa_score_f32_fused(dk, qp, ktb, s, negm, thr, c2, psum);
-#endif
 #ifdef FA_HAVE_FUSED_TILE
+/* A whole bfloat16 score tile's lazy softmax on its accumulators, piece by
+ * piece: 1 done (psum[r] added to by each row's sum), -1 nothing usable
+ * written (score it again for the row pass). */
+static inline int fa_fused_tile(int64_t dk, const float *qp, const float *ktb, float *s,
+                                const float *negm, const float *thr, float c2, vf *psum) {
     int ok = 1;
     for (int c0 = 0; ok && c0 < FA_NCV; c0 += FA_SCV)
         ok = fa_score_bf16_fused((dk + 1) / 2, (const uint32_t *)(const void *)qp,
                                  (const uint32_t *)(const void *)ktb + c0 * VLEN,
                                  (uint32_t *)(void *)s + c0 / 2 * VLEN, negm, thr, c2, psum);
     return ok ? 1 : -1;
-#else
-    (void)a, (void)dk, (void)qp, (void)ktb, (void)s, (void)negm, (void)thr, (void)c2, (void)psum;
-    return -1;
-#endif
 }
 #endif
 #endif
@@ -1177,24 +1251,24 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 #ifdef FA_HAVE_PLAIN_TILE
     /* float32 plain rows: whole score tiles do their softmax on their
      * accumulators (fa_score_plain_tile); pdone / pcorr: the rows of this
-     * key block it did and their factors */
+     * key block it did and their factors (pcorr: the float32 fused tile's
+     * too) */
     int plain_tile = plain && !fa_bf16(a);
 #ifdef FA_HAVE_LAZY_MAX
     plain_tile &= !lazy; /* float32 in the lazy form (FA_HAVE_EXP2_F32) */
 #endif
     char pdone[FA_BR];
     float pcorr[FA_BR];
-    /* A key block whose rows the plain tile all did, no row poisoned yet,
-     * skips pass 2: its P.V list is then every row in order, each seeing
-     * the whole block, with the tile's factors -- the list pass 2 would
-     * build, entry by entry (W3's node -1.2 %, its layer -1.1 %). */
+    /* A key block whose rows the plain tile (or the float32 fused one)
+     * all did, no row poisoned yet, skips pass 2: its P.V list is then
+     * every row in order, each seeing the whole block, with the tiles'
+     * factors -- the list pass 2 would build, entry by entry (W3's node
+     * -1.2 %, its layer -1.1 %). */
     int64_t all_rows[FA_BR], all_nv[FA_BR];
-    float ones[FA_BR];
     int any_poisoned = 0;
     for (int64_t r = 0; r < br; r++) {
         all_rows[r] = r;
         all_nv[r] = FA_BC;
-        ones[r] = 1.0f;
     }
 #endif
 
@@ -1231,18 +1305,24 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
         memset(acc + r * dvp, 0, (size_t)dvp * sizeof(float));
     }
 #ifdef FA_HAVE_LAZY_MAX
-    /* under a mask, the rows whose terms only hide keys: one scan for a
-     * mask shared by the rows (a key padding row), else one per row */
+    /* under a mask, the rows whose terms only hide keys (lazy_row 1), and
+     * in float32 those under a general additive mask (lazy_row 2: the lazy
+     * form in logit units): one scan for a mask shared by the rows (a key
+     * padding row), else one per row */
+    const int general = lazy && a->mask && !fa_bf16(a);
     if (lazy && a->mask && a->m_sq == 0) {
-        const fa_mask_scan ms = fa_mask_scan_row(a, kernel_mask_row(a, b, h, i0), blk_end);
+        const float *mrow = kernel_mask_row(a, b, h, i0);
+        const fa_mask_scan ms = fa_mask_scan_row(a, mrow, blk_end);
+        const int gen = general && fa_mask_general(a, mrow, blk_end);
         for (int64_t r = 0; r < br; r++)
-            lazy_row[r] = (char)fa_mask_lazy(&ms, row_end[r]);
+            lazy_row[r] = (char)(fa_mask_lazy(&ms, row_end[r]) ? 1 : gen ? 2 : 0);
     } else {
         for (int64_t r = 0; r < br; r++) {
             fa_mask_scan ms = {0, 0, 0};
-            if (lazy && a->mask)
-                ms = fa_mask_scan_row(a, kernel_mask_row(a, b, h, i0 + r), row_end[r]);
-            lazy_row[r] = (char)(lazy && (!a->mask || fa_mask_lazy(&ms, row_end[r])));
+            const float *mrow = a->mask ? kernel_mask_row(a, b, h, i0 + r) : NULL;
+            if (lazy && mrow) ms = fa_mask_scan_row(a, mrow, row_end[r]);
+            lazy_row[r] = (char)(lazy && (!mrow || fa_mask_lazy(&ms, row_end[r])));
+            if (!lazy_row[r] && general && fa_mask_general(a, mrow, row_end[r])) lazy_row[r] = 2;
         }
     }
 #endif
@@ -1264,10 +1344,26 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             const int64_t seen = row_end[(r0 + FA_MR < br ? r0 + FA_MR : br) - 1] - j0;
             if (seen <= 0) continue; /* no row of the tile sees this block */
             const int nv = seen >= FA_BC ? FA_NCV : (int)((seen + VLEN - 1) / VLEN);
-#if defined(FA_HAVE_FUSED_TILE) || defined(FA_HAVE_FUSED_F32)
-            /* a whole tile of rows past their first block that all see
-             * every key of it: scores and softmax at once */
-            if (lazy && !a->mask && (FA_PAIRS(a) || !fa_bf16(a)) && j0 > 0 && r0 + FA_MR <= br &&
+#ifdef FA_HAVE_FUSED_F32
+            /* float32: a whole tile of rows that all see every key of the
+             * block, their first one too: scores and softmax at once */
+            if (lazy && !a->mask && !fa_bf16(a) && r0 + FA_MR <= br && row_end[r0] - j0 >= FA_BC) {
+                int ok = 1;
+                for (int r = 0; r < FA_MR; r++)
+                    ok &= !poisoned[r0 + r];
+                if (ok && fa_score_f32_fused(dk, qp + r0, ktb, s + r0 * FA_BC, mx + r0, thr + r0,
+                                             lv + r0 * VLEN, pcorr + r0, c2) == 1) {
+                    for (int r = 0; r < FA_MR; r++)
+                        fused[r0 + r] = 1;
+                    n_pdone += FA_MR; /* pass 2 may skip */
+                    continue;
+                }
+            }
+#endif
+#ifdef FA_HAVE_FUSED_TILE
+            /* bfloat16 pairs: a whole tile of rows past their first block
+             * that all see every key of it */
+            if (lazy && !a->mask && FA_PAIRS(a) && j0 > 0 && r0 + FA_MR <= br &&
                 row_end[r0] - j0 >= FA_BC) {
                 int ok = 1;
                 float negm[FA_MR];
@@ -1277,20 +1373,15 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                     negm[r] = -mx[r0 + r];
                     psum[r] = vf_zero();
                 }
-                const int got = ok ? fa_fused_tile(a, dk, qp + r0, ktb, s + r0 * FA_BC, negm,
-                                                   thr + r0, c2, psum)
-                                   : -1;
-                if (got == 1) {
+                if (ok && fa_fused_tile(dk, qp + r0, ktb, s + r0 * FA_BC, negm, thr + r0, c2,
+                                        psum) == 1) {
                     for (int r = 0; r < FA_MR; r++) {
                         float *l = lv + (r0 + r) * VLEN;
                         vf_store(l, vf_add(vf_load(l), psum[r]));
                         fused[r0 + r] = 1;
                     }
-#ifdef FA_HAVE_PLAIN_TILE
-                    if (!fa_bf16(a)) n_pdone += FA_MR; /* float32: pass 2 may skip */
-#endif
+                    continue;
                 }
-                if (got >= 0) continue; /* done, or its dots stored for the row pass */
             }
 #endif
 #ifdef FA_HAVE_PLAIN_TILE
@@ -1332,10 +1423,8 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 #ifdef FA_HAVE_PLAIN_TILE
         if (n_pdone == br && !any_poisoned) {
             /* a tile is done only when its first row, so every row of it,
-             * sees the whole block (a fused tile's rows: factor 1, none
-             * poisoned) */
-            fa_pv_block(s, acc, pad, all_rows, all_nv, plain_tile ? pcorr : ones, br, vp + j0 * vs,
-                        vs, dvp);
+             * sees the whole block (a fused tile's rows: none poisoned) */
+            fa_pv_block(s, acc, pad, all_rows, all_nv, pcorr, br, vp + j0 * vs, vs, dvp);
             continue;
         }
 #endif
@@ -1359,7 +1448,11 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             if (lazy_row[r]) {
 #if defined(FA_HAVE_FUSED_TILE) || defined(FA_HAVE_FUSED_F32)
                 if (fused[r]) {
+#ifdef FA_HAVE_FUSED_F32
+                    corr[n_live] = fa_bf16(a) ? 1.0f : pcorr[r]; /* float32: the tile's factor */
+#else
                     corr[n_live] = 1.0f;
+#endif
                     live[n_live] = r;
                     live_nv[n_live] = nv;
                     n_live++;
@@ -1368,7 +1461,7 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 #endif
                 if (fa_row_softmax_lazy(c2, nv, s + r * FA_BC, &mx[r], &thr[r], lv + r * VLEN,
                                         &corr[n_live], &poisoned[r], a,
-                                        kernel_mask_row(a, b, h, i0 + r), j0)) {
+                                        kernel_mask_row(a, b, h, i0 + r), j0, lazy_row[r] == 2)) {
                     live[n_live] = r;
                     live_nv[n_live] = nv;
                     n_live++;

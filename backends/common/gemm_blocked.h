@@ -110,17 +110,24 @@ static inline void gemm_prefetch_next_c(const mha_gemm_args *a, int64_t mb, int6
             __builtin_prefetch(c + r * a->ldc + j, 1, 3);
 }
 
-/* A short row block (at most GEMM_STREAM_ROWS, two slivers: a request of a
- * few tokens) reads each B panel slice once, from memory for a model whose
- * weights outgrow the caches; the slice it reads after panel p's at k-block
- * k0 (the next panel's, after the last the first panel's of the next
- * k-block; NULL after the last) is what its first sliver's kernel asks for
- * while it computes, when the kernel file defines GEMM_HAVE_UKERNEL_STREAM and
+/* A short row block (at most GEMM_STREAM_ROWS, three slivers: a request of
+ * a few tokens, W2's 32 rows) reads each B panel slice once, from memory for
+ * a model whose weights outgrow the caches; the slice it reads after panel
+ * p's at k-block k0 (the next panel's, after the last the first panel's of
+ * the next k-block; NULL after the last) is what its first sliver's kernel
+ * asks for while it computes, when the kernel file defines
+ * GEMM_HAVE_UKERNEL_STREAM and
  *   void gemm_ukernel_stream(kc, ap, bp, c, ldc, accumulate, int64_t mr,
  *                            const float *next):
  *       gemm_ukernel_rows' rows r < mr (0 < mr <= MR), the same chains,
- *       asking for next[k * NR .. +NR] at each k-step (a hint). */
-#define GEMM_STREAM_ROWS (2 * GEMM_MR)
+ *       asking for next[k * NR .. +NR] at each k-step (a hint).
+ * Up to 24 rows at first; at 25-36 rows the full slivers' share of the
+ * slice (GEMM_HAVE_UKERNEL_PF, one line every two k-steps) covered half of
+ * it and W2 (32 rows) ran 1.02-1.03x slower with it than without; streamed,
+ * 0.89-0.90x main's CPU time, BERT-base at 32 tokens 0.89x (paired, same
+ * bits; docs/PERFORMANCE.md, "w2_17"). The other slivers keep their share:
+ * with both, 24 and 32 rows ran level with the stream alone. */
+#define GEMM_STREAM_ROWS (3 * GEMM_MR)
 static inline const float *gemm_blocked_next_slice(const mha_gemm_args *a, int64_t p,
                                                    int64_t p_first, int64_t p_last, int64_t k0) {
     if (p < p_last) return (const float *)a->B_packed + ((p + 1) * a->K + k0) * GEMM_NR;

@@ -18,10 +18,12 @@
  *
  * FLOPs counted: 4 B H S^2 d (Q.K^T and P.V), half that when causal.
  *
- * Usage: attn_core_bench B H S D [--causal] [--mask] [--reps N]
- *   --mask  an additive mask [B, 1, 1, S] of zeros but for the last key
- *           of each item (-10000: a padding mask), so rows take the
- *           masked path (a mask of zeros is dropped by exec).
+ * Usage: attn_core_bench B H S D [--causal] [--mask] [--per-head] [--reps N]
+ *   --mask      an additive mask [B, 1, 1, S] of zeros but for the last
+ *               key of each item (-10000: a padding mask), so rows take the
+ *               masked path (a mask of zeros is dropped by exec).
+ *   --per-head  one call per (batch item, head), in that order, as the
+ *               executor's units at these shapes; default one call.
  * Shapes of the session 13 notes: MiniLM-L6 32 12 128 32; GPT-2 small
  * 4 12 256 64 --causal; BERT-base 8 12 128 64. */
 #include <stdint.h>
@@ -71,22 +73,38 @@ static double cb_peak(void) {
     return (double)n * 16 * 32 / t * 1e-9;
 }
 
+/* The whole call, or one call per (b, h) in order (per_head) */
+static int cb_run(const mha_attn_args *a, int per_head, void *ws, size_t ws_size) {
+    if (!per_head) return fa_attention_run(a, ws, ws_size);
+    mha_attn_args u = *a;
+    for (int64_t b = 0; b < a->B; b++)
+        for (int64_t h = 0; h < a->Hq; h++) {
+            u.b0 = b, u.b1 = b + 1, u.h0 = h, u.h1 = h + 1;
+            const int rc = fa_attention_run(&u, ws, ws_size);
+            if (rc != KERNEL_OK) return rc;
+        }
+    return KERNEL_OK;
+}
+
 int main(int argc, char **argv) {
     if (!__builtin_cpu_supports("avx512f")) {
         puts("attn_core_bench: no AVX-512 here, skipped");
         return 0;
     }
     if (argc < 5) {
-        fprintf(stderr, "usage: attn_core_bench B H S D [--causal] [--mask] [--reps N]\n");
+        fprintf(stderr,
+                "usage: attn_core_bench B H S D [--causal] [--mask] [--per-head] [--reps N]\n");
         return 2;
     }
     const int64_t B = atol(argv[1]), H = atol(argv[2]), S = atol(argv[3]), d = atol(argv[4]);
-    int causal = 0, masked = 0, reps = 15;
+    int causal = 0, masked = 0, per_head = 0, reps = 15;
     for (int i = 5; i < argc; i++) {
         if (!strcmp(argv[i], "--causal"))
             causal = 1;
         else if (!strcmp(argv[i], "--mask"))
             masked = 1;
+        else if (!strcmp(argv[i], "--per-head"))
+            per_head = 1;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
         else {
@@ -138,10 +156,10 @@ int main(int argc, char **argv) {
 
     const double flops = 4.0 * (double)(B * H) * (double)(S * S) * (double)d * (causal ? 0.5 : 1.0);
     double t[CB_MAX_REPS], pk[CB_MAX_REPS], share[CB_MAX_REPS];
-    (void)fa_attention_run(&a, ws, ws_size); /* warm: pages touched */
+    (void)cb_run(&a, per_head, ws, ws_size); /* warm: pages touched */
     for (int r = 0; r < reps; r++) {
         const double t0 = cb_cpu();
-        if (fa_attention_run(&a, ws, ws_size) != KERNEL_OK) {
+        if (cb_run(&a, per_head, ws, ws_size) != KERNEL_OK) {
             fprintf(stderr, "attn_core_bench: the kernel refused the call\n");
             return 1;
         }
@@ -152,11 +170,11 @@ int main(int argc, char **argv) {
     qsort(t, (size_t)reps, sizeof(double), bench_cmp_double);
     qsort(pk, (size_t)reps, sizeof(double), bench_cmp_double);
     qsort(share, (size_t)reps, sizeof(double), bench_cmp_double);
-    printf("core B %lld H %lld S %lld d %lld%s%s: %.3f GFLOP, CPU median %.2f ms (min %.2f), "
+    printf("core B %lld H %lld S %lld d %lld%s%s%s: %.3f GFLOP, CPU median %.2f ms (min %.2f), "
            "%.1f GFLOP/s\n",
            (long long)B, (long long)H, (long long)S, (long long)d, causal ? " causal" : "",
-           masked ? " masked" : "", flops * 1e-9, t[reps / 2] * 1e3, t[0] * 1e3,
-           flops / t[reps / 2] * 1e-9);
+           masked ? " masked" : "", per_head ? " per head" : "", flops * 1e-9, t[reps / 2] * 1e3,
+           t[0] * 1e3, flops / t[reps / 2] * 1e-9);
     printf("  FMA peak beside it %.0f GFLOP/s (median); the core at %.1f %% of it (median of "
            "per-repetition shares, q1 %.1f, q3 %.1f)\n",
            pk[reps / 2], 100 * share[reps / 2], 100 * share[reps / 4], 100 * share[3 * reps / 4]);

@@ -276,19 +276,14 @@ static double tb_phase(int phase, int blocks) {
             /* dots here are ~N(0, 2.7^2): a reference max of 10 c2, no
              * row past its slack */
             const float c2 = a.scale * FA_LOG2E;
-            float negm[FA_MR], thr[FA_MR];
-            for (int r = 0; r < FA_MR; r++) {
-                negm[r] = -10.0f * c2;
+            float m2[FA_BR], thr[FA_BR];
+            for (int r = 0; r < FA_BR; r++) {
+                m2[r] = 10.0f * c2;
                 thr[r] = (10.0f * c2 + FA_LAZY_SLACK) / c2;
             }
-            for (int r0 = 0; r0 < FA_BR; r0 += FA_MR) {
-                vf psum[FA_MR];
-                if (fa_score_f32_fused(TB_D, qp + r0, ktb, sc + r0 * FA_BC, negm, thr, c2, psum) ==
-                    1)
-                    for (int r = 0; r < FA_MR; r++)
-                        vf_store(lv + (r0 + r) * VLEN,
-                                 vf_add(vf_load(lv + (r0 + r) * VLEN), psum[r]));
-            }
+            for (int r0 = 0; r0 < FA_BR; r0 += FA_MR)
+                (void)fa_score_f32_fused(TB_D, qp + r0, ktb, sc + r0 * FA_BC, m2 + r0, thr + r0,
+                                         lv + r0 * VLEN, corr + r0, c2);
         }
 #endif
         __asm__ volatile("" ::: "memory");

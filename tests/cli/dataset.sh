@@ -248,6 +248,19 @@ ASAN_OPTIONS="$MPI_ASAN" mpirun --oversubscribe --allow-run-as-root -n 3 "$MPI_B
   "$T/m.onnx" "$T/x.npy" -o "$T/mpi3.npy" --batch-size 5 --threads 1 --quiet
 cmp -s "$T/ref.npy" "$T/mpi3.npy" || fail "mpirun -n 3 differs"
 echo "ok: mpirun -n 2 and -n 3 byte-identical"
+# a shard under MPI (--shard, or a SLURM array task whose job runs
+# mpirun): the ranks split its rows and write its shard file, run note and
+# all, the bytes one process writes for it, which mha merge takes
+ASAN_OPTIONS="$MPI_ASAN" mpirun --oversubscribe --allow-run-as-root -n 2 "$MPI_BIN" run --mpi \
+  "$T/m.onnx" "$T/x.npy" -o "$T/mpi_s1.npy" --shard 1/3 --batch-size 3 --threads 1 --quiet
+cmp -s "$T/s1.npy" "$T/mpi_s1.npy" || fail "mpirun -n 2 --shard 1/3 differs from the shard of one process"
+SLURM_ARRAY_TASK_ID=2 SLURM_ARRAY_TASK_COUNT=3 ASAN_OPTIONS="$MPI_ASAN" mpirun --oversubscribe \
+  --allow-run-as-root -n 3 "$MPI_BIN" run --mpi "$T/m.onnx" "$T/x.npy" -o "$T/mpi_s2.npy" \
+  --batch-size 2 --threads 1 --quiet
+cmp -s "$T/s2.npy" "$T/mpi_s2.npy" || fail "mpirun -n 3 in SLURM array task 2/3 differs from --shard 2/3"
+"$MHA" merge -q "$T/mpi_merged.npy" "$T/s0.npy" "$T/mpi_s1.npy" "$T/mpi_s2.npy"
+cmp -s "$T/ref.npy" "$T/mpi_merged.npy" || fail "shards written under MPI merged differ"
+echo "ok: a shard under MPI is the shard file one process writes (--shard, SLURM array)"
 # a rank that fails (a token id past the vocabulary in the last row, rank
 # 1's) stops the others at the next collective step and no partial file
 # is left (MPI_Abort left rank 0's behind)

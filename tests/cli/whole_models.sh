@@ -46,7 +46,9 @@ assert any(s["kind"] == "gemm" for s in d["steps"]), d["steps"]
 roles = {i["name"]: i["role"] for i in d["inputs"]}
 assert roles.get("input_ids") == "token_ids", roles
 assert d["inputs"][0]["shape"][0] == -1, d["inputs"][0]
+assert d["batch_axis"] == 0 and d["layout"] == "batch-first", (d["batch_axis"], d["layout"])
 PY
+grep -q '^batch axis: *0 (batch first' "$T/info.txt" || fail "info: no batch axis: $(cat "$T/info.txt")"
 echo "ok: info"
 
 echo "== mha info prints the plan"
@@ -240,30 +242,109 @@ done
 echo "ok: --lengths rows equal the rows alone (float32, bfloat16), zero past their length"
 
 echo "== a sequence-first whole model: its batch on axis 1 of the ids"
-# PyTorch's tutorial language model takes src [S, B]: rows of axis 0 are no
-# items, so a dataset run (a shard, --resume, --lengths: they split axis 0)
-# is refused in one line, and a run in one piece computes it as the model
-# says (--batch-size alone does not split it)
+# PyTorch's tutorial language model takes src [S, B]: a dataset run streams
+# items of axis 1 (strided reads, outputs [S, B, ...] written in place),
+# bitwise the run in one piece (-o -: an output written directly goes in
+# one piece) for any --batch-size, after a kill -9 and --resume, and as
+# shards merged
 TL="$M/z_tutorial_lm_op17/model.onnx"
 python3 - "$T/tl_ids.npy" <<'PY'
 import struct, sys
-hdr = "{'descr': '<i8', 'fortran_order': False, 'shape': (6, 3), }"
+hdr = "{'descr': '<i8', 'fortran_order': False, 'shape': (6, 5), }"
 hdr = hdr + " " * (118 - len(hdr) - 1) + "\n"
 open(sys.argv[1], "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode() +
-                              struct.pack("<18q", *[(5 * i + 1) % 64 for i in range(18)]))
+                              struct.pack("<30q", *[(5 * i + 1) % 64 for i in range(30)]))
 PY
+"$MHA" run -q "$TL" "$T/tl_ids.npy" -o - >"$T/tl_ref.npy" || fail "run: a sequence-first model in one piece"
+python3 - "$T/tl_ref.npy" <<'PY' || fail "run: the one-piece output is not [S, B, ...]"
+import sys
+head = open(sys.argv[1], "rb").read(128).decode("latin1")
+assert "'shape': (6, 5, " in head, head
+PY
+for bs in 1 2 64; do
+  "$MHA" run -q "$TL" "$T/tl_ids.npy" -o "$T/tl_y$bs.npy" --batch-size $bs || fail "run: --batch-size $bs"
+  cmp "$T/tl_ref.npy" "$T/tl_y$bs.npy" || fail "run: a sequence-first model streamed by $bs differs"
+done
+# the summary counts the items of axis 1
+"$MHA" run "$TL" "$T/tl_ids.npy" -o "$T/tl_ys.npy" --batch-size 2 2>"$T/tl_sum.err"
+grep -q "^mha run: 5 rows (30 tokens)" "$T/tl_sum.err" || fail "run: summary: $(cat "$T/tl_sum.err")"
+echo "ok: streamed by items of axis 1, bitwise the run in one piece"
+: "${MHA_TESTHOOKS:?set MHA_TESTHOOKS to the mha-testhooks binary}"
 set +e
-"$MHA" run -q "$TL" "$T/tl_ids.npy" -o "$T/tl_y.npy" --shard 0/2 2>"$T/tl.err"
+MHA_TEST_DATASET_CRASH_ROWS=3 "$MHA_TESTHOOKS" run -q "$TL" "$T/tl_ids.npy" -o "$T/tl_k.npy" \
+  --batch-size 1 --checkpoint-every 0 2>/dev/null
 rc=$?
 set -e
-[ "$rc" = 1 ] && [ "$(wc -l <"$T/tl.err")" = 1 ] &&
-  grep -q "^mha: $TL: the model takes sequence-first inputs (token ids \[S, B\]); dataset runs need the batch on axis 0" \
-    "$T/tl.err" || fail "run: a sequence-first model streamed: exit $rc: $(cat "$T/tl.err")"
-[ ! -e "$T/tl_y.npy" ] || fail "run: a refused run left an output"
-"$MHA" run -q "$TL" "$T/tl_ids.npy" -o "$T/tl_y.npy" || fail "run: a sequence-first model in one piece"
-"$MHA" run -q "$TL" "$T/tl_ids.npy" -o "$T/tl_y2.npy" --batch-size 2 || fail "run: --batch-size 2"
-cmp "$T/tl_y.npy" "$T/tl_y2.npy" || fail "run: a sequence-first model split by --batch-size"
-echo "ok: a sequence-first model is not split on its sequence"
+[ $rc -ne 0 ] && [ ! -e "$T/tl_k.npy" ] && [ -s "$T/tl_k.npy.ckpt" ] || fail "after kill -9: exit $rc: $(ls "$T")"
+grep -q "^done 2$" "$T/tl_k.npy.ckpt" && grep -q "^rows along axis 1$" "$T/tl_k.npy.ckpt" ||
+  fail "checkpoint: $(cat "$T/tl_k.npy.ckpt")"
+"$MHA" run -q "$TL" "$T/tl_ids.npy" -o "$T/tl_k.npy" --batch-size 2 --resume || fail "run: --resume"
+cmp "$T/tl_ref.npy" "$T/tl_k.npy" || fail "run: a resumed sequence-first run differs"
+[ -z "$(ls -A "$T" | grep -e '^tl_.*\.partial\.' -e '^tl_.*\.ckpt$' -e '^tl_.*\.lock$')" ] ||
+  fail "left temporaries: $(ls -A "$T")"
+echo "ok: killed after 3 of 5 items, resumed byte-identical"
+for k in 0 1 2; do
+  "$MHA" run -q "$TL" "$T/tl_ids.npy" -o "$T/tl_s$k.npy" --shard $k/3 --batch-size 1 || fail "run: --shard $k/3"
+done
+grep -aq "# mha-shard rows 1:3 of 5 on axis 1; run shard 1/3; " "$T/tl_s1.npy" || fail "shard note: $(head -c 400 "$T/tl_s1.npy")"
+"$MHA" merge -q "$T/tl_m.npy" "$T/tl_s2.npy" "$T/tl_s0.npy" "$T/tl_s1.npy" || fail "merge"
+cmp "$T/tl_ref.npy" "$T/tl_m.npy" || fail "merged sequence-first shards differ"
+echo "ok: shards of items of axis 1 merge into the whole file"
+# what cannot stream refuses in one line naming the file, leaving nothing
+python3 - "$T/tl_len.npy" <<'PY'
+import struct, sys
+hdr = "{'descr': '<i8', 'fortran_order': False, 'shape': (5,), }"
+hdr = hdr + " " * (118 - len(hdr) - 1) + "\n"
+open(sys.argv[1], "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode() +
+                              struct.pack("<5q", 6, 6, 6, 6, 6))
+PY
+for bad in "tl_len.npy: --lengths:|-o $T/tl_bad.npy --lengths $T/tl_len.npy" \
+  "-: rows along axis 1 are written in place|-o - --shard 0/2"; do
+  want=${bad%%|*}
+  set +e
+  # shellcheck disable=SC2086
+  "$MHA" run -q "$TL" "$T/tl_ids.npy" ${bad#*|} >"$T/tl_bad.out" 2>"$T/tl_bad.err"
+  rc=$?
+  set -e
+  [ "$rc" = 1 ] && [ "$(wc -l <"$T/tl_bad.err")" = 1 ] && grep -q -e "$want" "$T/tl_bad.err" &&
+    [ ! -e "$T/tl_bad.npy" ] && [ ! -s "$T/tl_bad.out" ] ||
+    fail "run ${bad#*|}: exit $rc: $(cat "$T/tl_bad.err")"
+done
+[ -z "$(ls -A "$T" | grep -e '^tl_.*\.partial\.' -e '^tl_.*\.ckpt$' -e '^tl_.*\.lock$')" ] ||
+  fail "left temporaries: $(ls -A "$T")"
+echo "ok: a sequence-first model is streamed on its batch axis"
+# mha info names its batch axis, as text and as JSON
+"$MHA" info "$TL" >"$T/tl_info.txt"
+grep -q '^batch axis: *1 (sequence first' "$T/tl_info.txt" || fail "info: $(cat "$T/tl_info.txt")"
+"$MHA" info --json "$TL" >"$T/tl_info.json"
+python3 - "$T/tl_info.json" <<'PY' || fail "info --json: $(cat "$T/tl_info.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["batch_axis"] == 1 and d["layout"] == "sequence-first", (d["batch_axis"], d["layout"])
+PY
+echo "ok: mha info says the batch axis (text, JSON)"
+
+echo "== use_cache=True without a past: no scratch for a cache copy"
+# GPT-2 exported with its present keys / values as outputs (d 64, 4 heads
+# of 16): K' / V' are gathered straight into them, so the run's scratch
+# holds the projections and attention rows of its 8 x 128 tokens
+# (Q 64 + K, V 128 + rows 64 floats a token), not a copy of the cache
+# beside them (128 floats a token more: 1.5 MiB before, 1 MiB now)
+python3 - "$T/pr_ids.npy" "$T/pr_mask.npy" <<'PY'
+import struct, sys
+for path, val in ((sys.argv[1], None), (sys.argv[2], 1)):
+    hdr = "{'descr': '<i8', 'fortran_order': False, 'shape': (8, 128), }"
+    hdr = hdr + " " * (118 - len(hdr) - 1) + "\n"
+    data = [(7 * i + 3) % 1000 if val is None else val for i in range(1024)]
+    open(path, "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode() +
+                           struct.pack("<1024q", *data))
+PY
+"$MHA" run "$M/f9_gpt2_ids_mask_present_dyn_op14/model.onnx" "$T/pr_ids.npy" "$T/pr_mask.npy" \
+  -o "$T/pr_y.npy" 2>"$T/pr.err" || fail "run: GPT-2 with presents: $(cat "$T/pr.err")"
+scratch=$(sed -n 's/.* scratch \([0-9]*\) bytes.*/\1/p' "$T/pr.err")
+[ -n "$scratch" ] && [ "$scratch" -gt 0 ] && [ "$scratch" -lt $((8 * 128 * (64 + 128 + 64 + 128) * 4)) ] ||
+  fail "run: GPT-2 with presents: scratch '$scratch' holds a cache copy: $(cat "$T/pr.err")"
+echo "ok: presents without a past take no cache scratch ($scratch bytes)"
 # a token id outside the embedding table is an error naming the ids file,
 # the id's place and the vocabulary, before any layer runs; in a chunked
 # run the place is within the chunk's rows, which the message gives

@@ -1767,6 +1767,67 @@ static void test_attention_f32_lazy_max(void **state) {
     }
 }
 
+/* float32 rows under a general additive mask (terms other than 0, hidden
+ * and fills) take the lazy form in logit units where the backend has an
+ * exp to float32 accuracy (avx512, openmp's AVX-512 variant:
+ * fa_row_softmax_lazy's general form). Terms uniform in [-1, 1) with a
+ * sixteenth of the keys at -inf and as many at -FLT_MAX (hidden), for
+ * each row (m_sq = Skv) and shared by the rows of an item (a key padding
+ * row, m_sq = 0), then the terms of keys 256 on raised by 20 or by 100:
+ * the row's max passes the lazy slack through its mask alone (20 log2(e)
+ * = 29 > 8), so the reference must move in logit units, not in dots (a
+ * term not taken in base 2 moves it too late, and 100 overflows p).
+ * Every float32 backend within 1e-5 of the reference, split-invariant,
+ * and the rows of fully hidden keys 0. */
+static void test_attention_f32_general_mask(void **state) {
+    (void)state;
+    const attn_case cs[] = {
+        {1, 2, 1, 100, 700, 64, 64, 0, MASK_BCAST_ROWS, 0, 0, 0, 0.0f, 0, 0, 95},
+        {2, 2, 2, 70, 400, 32, 32, 1, MASK_KEYPAD, 0, 0, 0, 0.0f, 0, 0, 96},
+    };
+    for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+        for (int lift = 0; lift <= 2; lift++) {
+            const attn_case *c = &cs[ci];
+            attn_data D;
+            attn_make(c, &D);
+            const mha_attn_args *a = &D.a;
+            const float by = lift == 0 ? 0.0f : lift == 1 ? 20.0f : 100.0f;
+            const int64_t rows = a->m_sq ? c->Sq : 1, items = a->m_sb ? c->B : 1;
+            for (int64_t b = 0; b < items; b++)
+                for (int64_t i = 0; i < rows; i++)
+                    for (int64_t j = 256; j < c->Skv; j++) {
+                        float *m = D.mask + b * a->m_sb + i * a->m_sq + j;
+                        if (*m > -FLT_MAX) *m += by;
+                    }
+            float *ref = malloc(D.n_o * sizeof(float)), *out = malloc(D.n_o * sizeof(float));
+            float *out2 = malloc(D.n_o * sizeof(float));
+            attn_full(REF, NULL, &D, ref, 1);
+            assert_int_equal(nonfinite_count(ref, D.n_o), 0);
+            double scale = 0.0;
+            for (size_t i = 0; i < D.n_o; i++)
+                scale = fmax(scale, fabs(ref[i]));
+            for (int bi = 0; bi < NBK; bi++) {
+                attn_full(BK[bi].p, BK[bi].state, &D, out, 1);
+                double err = 0.0;
+                for (size_t i = 0; i < D.n_o; i++) {
+                    const double d = fabs((double)out[i] - (double)ref[i]);
+                    if (!(d <= err)) err = d;
+                }
+                if (getenv("MHA_TEST_VERBOSE"))
+                    fprintf(stderr, "%s, case %zu, late terms + %g: err %g, scale %g\n",
+                            BK[bi].name, ci, (double)by, err, scale);
+                if (!(err <= 1e-5 * scale))
+                    fail_msg("%s, case %zu, late terms + %g: err %g, scale %g", BK[bi].name, ci,
+                             (double)by, err, scale);
+                attn_split(BK[bi].p, BK[bi].state, &D, out2, 97);
+                assert_memory_equal(out, out2, D.n_o * sizeof(float));
+            }
+            free(ref), free(out), free(out2);
+            attn_free(&D);
+        }
+    }
+}
+
 /* bfloat16 pairs keys two by two in P.V: a causal row that sees an odd
  * number of keys of a block ends on a pair whose second key it must not
  * see. V = +inf on that key (an overflowed value) must not reach the row
@@ -2064,6 +2125,7 @@ int main(void) {
         cmocka_unit_test(test_attention_bf16),
         cmocka_unit_test(test_attention_bf16_lazy_max),
         cmocka_unit_test(test_attention_f32_lazy_max),
+        cmocka_unit_test(test_attention_f32_general_mask),
         cmocka_unit_test(test_attention_masked_padding),
         cmocka_unit_test(test_attention_bf16_unseen_inf),
         cmocka_unit_test(test_expected_backends_present),

@@ -185,7 +185,7 @@ static void test_partial_writer_resumes_from_checkpoint(void **state) {
     assert_int_equal(npy_writer_commit(w, &err), MHA_OK);
 
     assert_int_equal(npy_writer_begin_partial(&a, out, NULL, MHA_DTYPE_FLOAT32, 3, dims, 0, 0, NULL,
-                                              0, &w, &err),
+                                              0, 0, &w, &err),
                      MHA_OK);
     /* a new partial file of its own name, beside the output */
     snprintf(partial, sizeof partial, "%s", npy_writer_partial_path(w));
@@ -207,16 +207,16 @@ static void test_partial_writer_resumes_from_checkpoint(void **state) {
     /* a different shape is refused, the partial file kept */
     const int64_t other[3] = {8, 3, 2};
     assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, other, 0, 0,
-                                              NULL, 3, &w, &err),
+                                              NULL, 0, 3, &w, &err),
                      MHA_ERR_DATA_FORMAT);
     /* more rows than the partial file holds is refused */
     assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0,
-                                              NULL, 7, &w, &err),
+                                              NULL, 0, 7, &w, &err),
                      MHA_ERR_IO);
     assert_int_equal(stat(partial, &sb), 0);
 
     assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims, 0, 0,
-                                              NULL, 3, &w, &err),
+                                              NULL, 0, 3, &w, &err),
                      MHA_OK);
     assert_int_equal(npy_writer_rows_written(w), 3);
     assert_int_equal(npy_writer_write_rows(w, data[3], 5, &err), MHA_OK);
@@ -237,7 +237,7 @@ static void test_shard_header_round_trips(void **state) {
     unsigned char buf[640];
     const int64_t dims[3] = {4, 5, 6};
     size_t n =
-        npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 10, 14, 40, NULL, buf, sizeof buf);
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 10, 14, 40, NULL, 0, buf, sizeof buf);
     assert_true(n > 0 && n % 64 == 0);
     npy_header h;
     mha_error err;
@@ -251,7 +251,8 @@ static void test_shard_header_round_trips(void **state) {
     assert_int_equal(h.rows, 4);
     /* the range must match dims[0] */
     assert_int_equal(
-        npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 10, 15, 40, NULL, buf, sizeof buf), 0);
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 10, 15, 40, NULL, 0, buf, sizeof buf),
+        0);
     /* a plain header is no shard; another comment is ignored */
     n = npy_format_header(MHA_DTYPE_FLOAT32, 3, dims, buf, sizeof buf);
     assert_int_equal(npy_parse_header(buf, n, file, "p.npy", &h, &err), MHA_OK);
@@ -279,31 +280,126 @@ static void test_shard_run_note_round_trips(void **state) {
     unsigned char buf[1024];
     const int64_t dims[2] = {4, 3};
     const char *run = "shard 1/3; model 0123456789abcdef; precision bfloat16";
-    size_t n = npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, run, buf, sizeof buf);
+    size_t n =
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, run, 0, buf, sizeof buf);
     assert_true(n > 0 && n % 64 == 0);
     npy_header h;
     char got[MHA_NPY_SHARD_RUN_MAX];
+    int axis = -1;
     mha_error err;
     mha_error_clear(&err);
-    assert_int_equal(npy_parse_header_run(buf, n, n + 48, "s.npy", &h, got, &err), MHA_OK);
+    assert_int_equal(npy_parse_header_run(buf, n, n + 48, "s.npy", &h, got, &axis, &err), MHA_OK);
     assert_true(h.is_shard);
     assert_int_equal(h.shard_r0, 4);
     assert_int_equal(h.shard_total, 12);
     assert_string_equal(got, run);
     /* without a run: "" */
-    n = npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, NULL, buf, sizeof buf);
-    assert_int_equal(npy_parse_header_run(buf, n, n + 48, "s.npy", &h, got, &err), MHA_OK);
+    n = npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, NULL, 0, buf, sizeof buf);
+    assert_int_equal(npy_parse_header_run(buf, n, n + 48, "s.npy", &h, got, &axis, &err), MHA_OK);
     assert_string_equal(got, "");
     /* a '#', a newline or an over-long note would not read back */
     assert_int_equal(
-        npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, "a # b", buf, sizeof buf), 0);
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, "a # b", 0, buf, sizeof buf),
+        0);
     assert_int_equal(
-        npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, "a\nb", buf, sizeof buf), 0);
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, "a\nb", 0, buf, sizeof buf),
+        0);
     char longer[MHA_NPY_SHARD_RUN_MAX + 1];
     memset(longer, 'x', sizeof longer - 1);
     longer[sizeof longer - 1] = '\0';
     assert_int_equal(
-        npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, longer, buf, sizeof buf), 0);
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 2, dims, 4, 8, 12, longer, 0, buf, sizeof buf),
+        0);
+}
+
+/* Rows along axis 1 (a sequence-first [S, B, ...] file): the shard note
+ * says so and is checked against dims[1]; the reader takes items [r0, r1)
+ * of axis 1 under every index of axis 0; the writer puts chunks of them in
+ * place, keeps the file whole across a detach and a resume, and gives the
+ * bytes of one plain write of the whole array. */
+static void test_axis1_rows_read_and_written(void **state) {
+    (void)state;
+    unsigned char buf[640] = {0};      /* the text after the 10-byte preamble ends in NULs */
+    const int64_t dims[3] = {3, 5, 2}; /* S 3, B 5, 2 per item */
+    size_t n = npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 4, 9, 12, "shard 1/2", 1, buf,
+                                       sizeof buf);
+    assert_true(n > 0);
+    assert_non_null(
+        strstr((const char *)buf + 10, "# mha-shard rows 4:9 of 12 on axis 1; run shard 1/2"));
+    npy_header h;
+    char run[MHA_NPY_SHARD_RUN_MAX];
+    int axis = 0;
+    mha_error err;
+    mha_error_clear(&err);
+    assert_int_equal(npy_parse_header_run(buf, n, n + 3 * 5 * 2 * 4, "s.npy", &h, run, &axis, &err),
+                     MHA_OK);
+    assert_true(h.is_shard);
+    assert_int_equal(axis, 1);
+    assert_int_equal(h.shard_r1, 9);
+    assert_string_equal(run, "shard 1/2");
+    /* dims[1] must be the range (dims[0] is not) */
+    assert_int_equal(
+        npy_format_header_shard(MHA_DTYPE_FLOAT32, 3, dims, 4, 7, 12, NULL, 1, buf, sizeof buf), 0);
+
+    const char *dir = tu_tmpdir("dataset_axis1");
+    char whole[1024], out[1024], partial[1024];
+    snprintf(whole, sizeof whole, "%s/whole.npy", dir);
+    snprintf(out, sizeof out, "%s/y.npy", dir);
+    mha_alloc_ctx a;
+    mha_alloc_ctx_init(&a, NULL);
+    float data[30], got[30];
+    for (int i = 0; i < 30; i++)
+        data[i] = (float)i;
+    npy_writer *w = NULL;
+    assert_int_equal(npy_writer_begin(&a, whole, MHA_DTYPE_FLOAT32, 3, dims, &w, &err), MHA_OK);
+    assert_int_equal(npy_writer_write_rows(w, data, 3, &err), MHA_OK);
+    assert_int_equal(npy_writer_commit(w, &err), MHA_OK);
+    /* items 1:4 of axis 1: [3, 3, 2], converted to float64 on the way */
+    npy_reader *r = NULL;
+    assert_int_equal(npy_reader_open(&a, whole, NPY_MMAP_NEVER, &r, &err), MHA_OK);
+    double d[18];
+    assert_int_equal(npy_reader_read_rows_axis1(r, 1, 4, MHA_DTYPE_FLOAT64, d, sizeof d, &err),
+                     MHA_OK);
+    for (int s = 0; s < 3; s++)
+        for (int b = 0; b < 3; b++)
+            for (int k = 0; k < 2; k++)
+                assert_true(d[(s * 3 + b) * 2 + k] == data[(s * 5 + 1 + b) * 2 + k]);
+    assert_int_equal(npy_reader_read_rows_axis1(r, 4, 6, MHA_DTYPE_FLOAT64, d, sizeof d, &err),
+                     MHA_ERR_INVALID_ARGUMENT);
+    npy_reader_close(r);
+
+    /* written in chunks of 2, 1 (detached, resumed after 3), then 2 */
+    assert_int_equal(npy_writer_begin_partial(&a, out, NULL, MHA_DTYPE_FLOAT32, 3, dims, 0, 0, NULL,
+                                              1, 0, &w, &err),
+                     MHA_OK);
+    snprintf(partial, sizeof partial, "%s", npy_writer_partial_path(w));
+    float chunk[30];
+    int64_t done = 0;
+    for (int step = 0; step < 3; step++) {
+        const int64_t k = step == 1 ? 1 : 2;
+        if (step == 2) { /* a crash after 3 items: resumed on the partial file */
+            npy_writer_detach(w);
+            w = NULL;
+            assert_int_equal(npy_writer_begin_partial(&a, out, partial, MHA_DTYPE_FLOAT32, 3, dims,
+                                                      0, 0, NULL, 1, done, &w, &err),
+                             MHA_OK);
+        }
+        for (int s = 0; s < 3; s++)
+            memcpy(chunk + s * k * 2, data + (s * 5 + done) * 2, (size_t)k * 2 * sizeof(float));
+        assert_int_equal(npy_writer_write_rows(w, chunk, k, &err), MHA_OK);
+        done += k;
+    }
+    assert_int_equal(npy_writer_commit(w, &err), MHA_OK);
+    FILE *fa = fopen(whole, "rb"), *fb = fopen(out, "rb");
+    assert_non_null(fa);
+    assert_non_null(fb);
+    unsigned char ba[512], bb[512];
+    size_t na = fread(ba, 1, sizeof ba, fa), nb = fread(bb, 1, sizeof bb, fb);
+    fclose(fa);
+    fclose(fb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ba, bb, na);
+    (void)got;
 }
 
 int main(void) {
@@ -314,6 +410,7 @@ int main(void) {
         cmocka_unit_test(test_partial_writer_resumes_from_checkpoint),
         cmocka_unit_test(test_shard_header_round_trips),
         cmocka_unit_test(test_shard_run_note_round_trips),
+        cmocka_unit_test(test_axis1_rows_read_and_written),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

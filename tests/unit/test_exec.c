@@ -1011,7 +1011,8 @@ static void test_gemm_balanced_end(void **state) {
  * projection, a short request's or a decoding step's GEMMs) is one column
  * unit per thread, not two: each column unit packs all of A again. Two
  * row tiles, or a weight cut into slabs (W2's Q|K|V), keep two units a
- * thread, and every element of C is in one unit. */
+ * thread; at 1 thread one row tile is one unit, slabs or not. Every
+ * element of C is in one unit. */
 static void test_gemm_one_row_tile_units(void **state) {
     (void)state;
     const struct {
@@ -1019,12 +1020,15 @@ static void test_gemm_one_row_tile_units(void **state) {
         int threads;
         int64_t units;
     } want[] = {
-        {32, 768, 768, 2, 2},  /* W2's output projection */
-        {32, 768, 768, 3, 3},  /* 3 of 256 columns */
-        {1, 768, 768, 2, 2},   /* a decoding step */
-        {16, 384, 1536, 2, 2}, /* MiniLM-L6's FFN up at S 16 */
-        {128, 384, 384, 2, 4}, /* two row tiles */
-        {32, 768, 2304, 2, 4}, /* W2's Q|K|V: 4 slabs */
+        {32, 768, 768, 2, 2},   /* W2's output projection */
+        {32, 768, 768, 3, 3},   /* 3 of 256 columns */
+        {1, 768, 768, 2, 2},    /* a decoding step */
+        {16, 384, 1536, 2, 2},  /* MiniLM-L6's FFN up at S 16 */
+        {128, 384, 384, 2, 4},  /* two row tiles */
+        {32, 768, 2304, 2, 4},  /* W2's Q|K|V: 4 slabs */
+        {32, 768, 2304, 1, 1},  /* at 1 thread one unit: A packed once */
+        {1, 768, 50257, 1, 1},  /* a decoding step's logits at 1 thread */
+        {100, 768, 2304, 1, 4}, /* two row tiles: the slabs stay */
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         exec_gemm_weights W = {.K = want[i].K, .N = want[i].N};

@@ -8,10 +8,11 @@
  *  - gemm_blocked_next_slice (common/gemm_blocked.h): for every slice the
  *    driver reads (k-blocks outer, panels inner), the one it reads next, NULL
  *    after the last, for one and several k-blocks and ranges of panels;
- *  - gemm_blocked_run on 1 to 30 rows (up to two slivers take the path; 25
- *    and more do not), whole and partial column ranges, K of one and two
- *    k-blocks: C bit for bit bias + the fmaf chain, nothing outside the range
- *    written.
+ *  - gemm_blocked_run on 1 to 40 rows (up to three slivers, 36 rows, take
+ *    the path: W2's 32; 37 and more do not), whole and partial column
+ *    ranges, K of one and two k-blocks: the first sliver of each panel but
+ *    the last slice read through the stream kernel, and C bit for bit bias +
+ *    the fmaf chain, nothing outside the range written.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ the
  * tests report themselves skipped. */
 #include "testutil.h"
@@ -26,7 +27,20 @@
 
 #include "avx512/avx512_gemm.h"
 
+/* The driver's calls of the stream kernel counted (the same kernel, the
+ * same bits): which row blocks take the path. */
+static int64_t stream_calls;
+static inline void gemm_ukernel_stream_counted(int64_t kc, const float *ap, const float *bp,
+                                               float *c, int64_t ldc, int accumulate, int64_t mr,
+                                               const float *next) {
+    stream_calls++;
+    gemm_ukernel_stream(kc, ap, bp, c, ldc, accumulate, mr, next);
+}
+#define gemm_ukernel_stream gemm_ukernel_stream_counted
+
 #include "common/gemm_blocked.h"
+
+#undef gemm_ukernel_stream
 
 static int cpu_has_avx512(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
@@ -118,7 +132,7 @@ static void test_next_slice_order(void **state) {
 static void test_short_blocks_bits(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
-    enum { MMAX = 30, NMAX = 96, KMAX = GEMM_KC + 40 };
+    enum { MMAX = 40, NMAX = 96, KMAX = GEMM_KC + 40 };
     static const int64_t ks[] = {5, 384, KMAX};
     static const int64_t ranges[][2] = {{0, 96}, {0, 64}, {32, 96}, {7, 90}};
     float *A = malloc(sizeof(float) * MMAX * KMAX), *B = malloc(sizeof(float) * KMAX * NMAX);
@@ -155,7 +169,19 @@ static void test_short_blocks_bits(void **state) {
                                    .bias = bias};
                 for (int64_t i = 0; i < M * NMAX; i++)
                     C[i] = -3.0f;
+                stream_calls = 0;
                 assert_int_equal(gemm_blocked_run(&a), KERNEL_OK);
+                /* a block of up to three slivers streams every slice but
+                 * the last one's (nothing after it) when the range is
+                 * whole, some when not; a longer block none */
+                const int64_t slices = (K + GEMM_KC - 1) / GEMM_KC * (NMAX / GEMM_NR);
+                const int streams = M <= 3 * GEMM_MR;
+                if (streams ? (ri == 0 ? stream_calls != slices - 1 : stream_calls == 0)
+                            : stream_calls != 0)
+                    fail_msg("M %lld, K %lld, columns %lld-%lld: %lld stream kernel calls (%s)",
+                             (long long)M, (long long)K, (long long)a.n0, (long long)a.n1,
+                             (long long)stream_calls,
+                             streams ? "a short block's first slivers stream" : "none wanted");
                 for (int64_t m = 0; m < M; m++)
                     for (int64_t n = 0; n < NMAX; n++) {
                         float want = -3.0f;

@@ -252,6 +252,25 @@ static void test_extended_mask_beside_causal_where(void **state) {
     plan_free(P);
 }
 
+/* LED's encoder layers are two attentions (Longformer's local one and the
+ * global rows' own) merged by a Where before one output projection: each
+ * is refused naming the other core, not carved empty ("no attention found
+ * ... (0 nodes)" once); the decoder's four layers fuse. */
+static void test_partition_attentions_merged_before_projection(void **state) {
+    (void)state;
+    plan *P = build_n("z10_led_localglobal_encdec_op14", 0, 8);
+    assert_int_equal(P->n_layers, 8);
+    size_t fused = 0;
+    for (size_t i = 0; i < P->n_layers; i++) {
+        const plan_layer *pl = &P->layers[i];
+        fused += (size_t)pl->recognised;
+        if (!pl->recognised && !strstr(pl->reason, "reads another attention core's output"))
+            fail_msg("layer %zu: %s", i, pl->reason);
+    }
+    assert_int_equal(fused, 4);
+    plan_free(P);
+}
+
 /* ViT: nn.MultiheadAttention (batch first) reads the shape of its input X
  * outside the layer too (to put the output back in batch-first order);
  * the partition hands the layer to the recogniser anyway (the shape of X
@@ -1456,6 +1475,7 @@ int main(void) {
         cmocka_unit_test(test_projection_over_flat_rows),
         cmocka_unit_test(test_present_without_past),
         cmocka_unit_test(test_extended_mask_beside_causal_where),
+        cmocka_unit_test(test_partition_attentions_merged_before_projection),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),
         cmocka_unit_test(test_partition_sizes_read_outside),
         cmocka_unit_test(test_sizes_folded_from_shapes),

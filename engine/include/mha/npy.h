@@ -196,6 +196,41 @@ MHA_API size_t mha_npy_format_header_shard_run(mha_dtype dtype, int rank, const 
  *  without one); lives as long as the reader. NULL for a NULL reader. */
 MHA_API const char *mha_npy_reader_shard_run(const mha_npy_reader *reader);
 
+/* ---- rows along axis 1 (appended) ----
+ * A sequence-first file [S, B, ...] (a model whose batch is axis 1,
+ * mha_model_layout MHA_LAYOUT_SEQ_FIRST) holds its B items along axis 1:
+ * read and written in chunks of them, with bounded memory. A shard of such
+ * a file notes "# mha-shard rows R0:R1 of TOTAL on axis 1" (R1 - R0 =
+ * dims[1]); mha_npy_header.shard_r0 / _r1 / _total hold the range as for
+ * axis 0. */
+
+/** Reads items [r0, r1) of axis 1 under every index of axis 0 into dst as
+ *  [dims[0], r1 - r0, dims[2], ...], converted as mha_npy_reader_read_rows
+ *  does (one strided read per index of axis 0). MHA_ERR_INVALID_ARGUMENT
+ *  for a file of rank under 2, a bad range or a short dst. */
+MHA_API mha_status mha_npy_reader_read_rows_axis1(mha_npy_reader *reader, int64_t r0, int64_t r1,
+                                                  mha_dtype want, void *dst, size_t dst_bytes,
+                                                  mha_error *err);
+/** The axis a shard file's rows lie along: 1 when its note says "on axis
+ *  1", else 0 (a plain file too). 0 for a NULL reader. */
+MHA_API int mha_npy_reader_shard_axis(const mha_npy_reader *reader);
+/** mha_npy_writer_begin_partial (shard NULL) or _begin_shard whose rows
+ *  are the dims[1] items of axis 1: each mha_npy_writer_write_rows(rows)
+ *  gives [dims[0], rows, dims[2], ...] and puts every index of axis 0's
+ *  part in place. The partial file has its full size from the start; a
+ *  resume (rows_done > 0) keeps it and writes on after rows_done. A stream
+ *  (standard output, a FIFO, a device) is refused (MHA_ERR_INVALID_ARGUMENT). */
+MHA_API mha_status mha_npy_writer_begin_axis1(const char *path, const char *partial_path,
+                                              mha_dtype dtype, int rank, const int64_t *dims,
+                                              const mha_npy_shard *shard, int64_t rows_done,
+                                              const mha_allocator *allocator, mha_npy_writer **out,
+                                              mha_error *err);
+/** The header mha_npy_writer_begin_axis1 writes: plain (shard NULL) or
+ *  with the note of items [r0, r0 + dims[1]) of total on axis 1. 0 as
+ *  mha_npy_format_header, and for a rank under 2 or a bad shard. */
+MHA_API size_t mha_npy_format_header_axis1(mha_dtype dtype, int rank, const int64_t *dims,
+                                           const mha_npy_shard *shard, void *buf, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

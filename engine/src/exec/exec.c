@@ -798,7 +798,14 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
     }
     int64_t mt = exec_min(exec_round_up(EXEC_GEMM_TILE_M, mb), exec_round_up(M, mb));
     int64_t nt = exec_round_up(exec_min(EXEC_GEMM_TILE_N, N), nbk);
-    const int64_t slabs = exec_gemm_slabs(f->W->K, N, f->W->weight_bytes, threads);
+    /* At 1 thread, C of one row tile is not cut into slabs: a slab keeps B
+     * in L2 for the next row tile, and there is none; each slab's unit only
+     * packs all of A again and ends the plugin's stream of B slices (W2's
+     * Q|K|V [32 x 768] . [768 x 2304]: 4 units, now 1; W2 0.98x CPU time,
+     * paired, same bits). At 2 threads they stay: the units balance. */
+    const int64_t slabs = threads <= 1 && exec_ceil_div(M, mt) == 1
+                              ? 1
+                              : exec_gemm_slabs(f->W->K, N, f->W->weight_bytes, threads);
     /* Units wanted: two per thread, so a thread that falls behind shares
      * the end; but one per thread when all of C is one row tile of a
      * whole-width weight (a short request, W2's output projection): its
@@ -1804,11 +1811,15 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
      * is at position P + i (rotary angles, causal frontier); without a
      * past (P = 0) the present outputs are the new rows */
     const int cached = bd->past_key != NULL || present[0] || present[1];
+    /* K' / V' gathered into the scratch unless both go straight into the
+     * present outputs (GPT-2 / LLaMA with use_cache=True: no scratch for
+     * them, and more batch items a chunk) */
+    const int cache_scratch = cached && !(present[0] && present[1]);
     const int64_t P = bd->P, T = bd->T;
 
     /* floats of intermediates per batch item; chunk the batch to bound them */
     size_t per_item, t1, t2, t_cache = 0;
-    int ok = !cached || mha_mul_size((size_t)T, (size_t)nkv, &t_cache);
+    int ok = !cache_scratch || mha_mul_size((size_t)T, (size_t)nkv, &t_cache);
     if (self) {
         ok = ok && mha_mul_size((size_t)Sq, (size_t)(nq + nkv), &t1) &&
              mha_mul_size((size_t)Sq, (size_t)natt, &t2) && mha_add_size(t1, t2, &per_item) &&
@@ -1836,7 +1847,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     size_t n_projkv = self || L->kv_given ? 0 : (size_t)(nb * Skv * nkv);
     size_t n_att = (size_t)(nb * Sq * natt);
     /* K' and V' of a cache go where the cross-attention's K/V rows would */
-    if (cached) n_projkv = (size_t)nb * t_cache;
+    if (cached) n_projkv = (size_t)nb * t_cache; /* 0 when both go to the presents */
     /* One buffer for the three, kept by the pool between runs (no page
      * faults per run); each part starts on a 64-byte boundary. Every
      * element is written (GEMM C ranges cover it, attention writes every
@@ -1853,7 +1864,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
     if (scratch) {
         proj = scratch;
         projkv = self ? NULL : scratch + r_proj;
-        kc = cached ? scratch + r_proj : NULL;
+        kc = cache_scratch ? scratch + r_proj : NULL;
         att = scratch + r_proj + r_projkv;
     }
     if (cached) offsets = mha_malloc(a, (size_t)(B > 0 ? B : 1) * sizeof *offsets);

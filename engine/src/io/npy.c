@@ -287,11 +287,15 @@ static mha_status npy_text_shape(npy_text *t, int *rank, int64_t *dims) {
 
 #define NPY_SHARD_RUN "; run "
 
-/* "# mha-shard rows R0:R1 of TOTAL", then "; run TEXT" naming the run
- * (copied into run when not NULL, "" without); any other comment is
- * ignored. */
+/* After the total, a shard of a sequence-first file ([S, B, ...]: its rows
+ * lie along axis 1) says so. */
+#define NPY_SHARD_AXIS1 " on axis 1"
+
+/* "# mha-shard rows R0:R1 of TOTAL", " on axis 1" for rows along axis 1
+ * (*axis 1, else 0), then "; run TEXT" naming the run (copied into run
+ * when not NULL, "" without); any other comment is ignored. */
 static mha_status npy_parse_shard_note(const char *c, size_t n, const char *what, npy_header *out,
-                                       char *run, mha_error *err) {
+                                       char *run, int *axis, mha_error *err) {
     const size_t tag = sizeof NPY_SHARD_NOTE - 1;
     while (n > 0 && (c[n - 1] == ' ' || c[n - 1] == '\r' || c[n - 1] == '\t'))
         n--; /* the header's padding */
@@ -304,9 +308,11 @@ static mha_status npy_parse_shard_note(const char *c, size_t n, const char *what
     text[n - tag] = '\0';
     long long r0, r1, total;
     int used = 0;
-    const size_t tail = sizeof NPY_SHARD_RUN - 1;
-    if (sscanf(text, "%lld:%lld of %lld%n", &r0, &r1, &total, &used) != 3 || r0 < 0 || r1 < r0 ||
-        total < r1 ||
+    const size_t tail = sizeof NPY_SHARD_RUN - 1, on = sizeof NPY_SHARD_AXIS1 - 1;
+    int ok = sscanf(text, "%lld:%lld of %lld%n", &r0, &r1, &total, &used) == 3;
+    *axis = ok && strncmp(text + used, NPY_SHARD_AXIS1, on) == 0;
+    if (*axis) used += (int)on;
+    if (!ok || r0 < 0 || r1 < r0 || total < r1 ||
         (text[used] != '\0' && (strncmp(text + used, NPY_SHARD_RUN, tail) != 0 ||
                                 strlen(text + used + tail) >= MHA_NPY_SHARD_RUN_MAX)))
         return mha_fail(err, MHA_ERR_DATA_FORMAT, "%s: malformed shard note '%.*s'", what, (int)n,
@@ -321,13 +327,15 @@ static mha_status npy_parse_shard_note(const char *c, size_t n, const char *what
 
 mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, const char *what,
                             npy_header *out, mha_error *err) {
-    return npy_parse_header_run(buf, avail, file_size, what, out, NULL, err);
+    int axis;
+    return npy_parse_header_run(buf, avail, file_size, what, out, NULL, &axis, err);
 }
 
 mha_status npy_parse_header_run(const void *buf, size_t avail, uint64_t file_size, const char *what,
-                                npy_header *out, char *run, mha_error *err) {
+                                npy_header *out, char *run, int *axis, mha_error *err) {
     const unsigned char *b = buf;
     if (run) run[0] = '\0';
+    *axis = 0;
     memset(out, 0, sizeof *out);
     if (avail > file_size) avail = (size_t)file_size;
 
@@ -395,7 +403,7 @@ mha_status npy_parse_header_run(const void *buf, size_t avail, uint64_t file_siz
         const char *c = t.p;
         while (t.p < t.end && *t.p != '\n')
             t.p++;
-        if ((st = npy_parse_shard_note(c, (size_t)(t.p - c), what, out, run, err)) != MHA_OK)
+        if ((st = npy_parse_shard_note(c, (size_t)(t.p - c), what, out, run, axis, err)) != MHA_OK)
             return st;
         npy_text_skip_space(&t);
     }
@@ -442,11 +450,13 @@ mha_status npy_parse_header_run(const void *buf, size_t avail, uint64_t file_siz
                         "%s: shape %s needs %zu bytes but the file holds %llu (trailing data)",
                         what, shape, out->data_bytes, (unsigned long long)held);
     out->rows = out->rank == 0 ? 1 : out->dims[0];
-    if (out->is_shard && (out->rank == 0 || out->shard_r1 - out->shard_r0 != out->rows))
+    if (out->is_shard && (out->rank <= *axis || out->shard_r1 - out->shard_r0 !=
+                                                    out->dims[out->rank > *axis ? *axis : 0]))
         return mha_fail(err, MHA_ERR_DATA_FORMAT,
-                        "%s: shard note says rows %lld:%lld but the shape %s holds %lld", what,
-                        (long long)out->shard_r0, (long long)out->shard_r1, shape,
-                        (long long)out->rows);
+                        "%s: shard note says rows %lld:%lld%s but the shape %s holds %lld", what,
+                        (long long)out->shard_r0, (long long)out->shard_r1,
+                        *axis ? NPY_SHARD_AXIS1 : "", shape,
+                        (long long)(out->rank > *axis ? out->dims[*axis] : 0));
     out->row_bytes = out->rows > 0 ? out->data_bytes / (size_t)out->rows : 0;
     if (out->rows == 0) { /* no data at all: a row still has a size */
         size_t rb = esize;
@@ -479,13 +489,16 @@ int npy_shard_run_ok(const char *run) {
 }
 
 size_t npy_format_header_shard(mha_dtype dtype, int rank, const int64_t *dims, int64_t r0,
-                               int64_t r1, int64_t total, const char *run, void *buf, size_t cap) {
-    if (rank < 1 || r0 < 0 || r1 < r0 || total < r1 || dims[0] != r1 - r0) return 0;
+                               int64_t r1, int64_t total, const char *run, int axis, void *buf,
+                               size_t cap) {
+    if ((axis != 0 && axis != 1) || rank <= axis || r0 < 0 || r1 < r0 || total < r1 ||
+        dims[axis] != r1 - r0)
+        return 0;
     if (!npy_shard_run_ok(run)) return 0;
-    char note[96 + MHA_NPY_SHARD_RUN_MAX];
-    snprintf(note, sizeof note, "  " NPY_SHARD_NOTE "%lld:%lld of %lld%s%s", (long long)r0,
-             (long long)r1, (long long)total, run && *run ? NPY_SHARD_RUN : "",
-             run && *run ? run : "");
+    char note[112 + MHA_NPY_SHARD_RUN_MAX];
+    snprintf(note, sizeof note, "  " NPY_SHARD_NOTE "%lld:%lld of %lld%s%s%s", (long long)r0,
+             (long long)r1, (long long)total, axis ? NPY_SHARD_AXIS1 : "",
+             run && *run ? NPY_SHARD_RUN : "", run && *run ? run : "");
     return npy_format_header_note(dtype, rank, dims, note, buf, cap);
 }
 
@@ -533,6 +546,7 @@ struct npy_reader {
     char *path;
     int fd;
     npy_header h;
+    int shard_axis;                        /* a shard's rows along axis 0 or 1 */
     char shard_run[MHA_NPY_SHARD_RUN_MAX]; /* a shard's run note, or "" */
     void *map;                             /* whole file, read-only, or NULL */
     size_t map_len;
@@ -586,8 +600,9 @@ mha_status npy_reader_open(const mha_alloc_ctx *a, const char *path, npy_mmap_mo
     size_t want = file_size < sizeof head ? (size_t)file_size : sizeof head;
     npy_header h;
     char run[MHA_NPY_SHARD_RUN_MAX];
+    int axis = 0;
     mha_status st = npy_pread_all(fd, head, want, 0, path, err);
-    if (st == MHA_OK) st = npy_parse_header_run(head, want, file_size, path, &h, run, err);
+    if (st == MHA_OK) st = npy_parse_header_run(head, want, file_size, path, &h, run, &axis, err);
     if (st != MHA_OK) {
         close(fd);
         return st;
@@ -605,6 +620,7 @@ mha_status npy_reader_open(const mha_alloc_ctx *a, const char *path, npy_mmap_mo
     r->path = p;
     r->fd = fd;
     r->h = h;
+    r->shard_axis = axis;
     memcpy(r->shard_run, run, sizeof run);
     int map = h.data_bytes > 0 && (mode == NPY_MMAP_ALWAYS ||
                                    (mode == NPY_MMAP_AUTO && h.data_bytes >= NPY_MMAP_MIN_BYTES));
@@ -623,6 +639,10 @@ const char *npy_reader_shard_run(const npy_reader *r) {
     return r->shard_run;
 }
 
+int npy_reader_shard_axis(const npy_reader *r) {
+    return r->shard_axis;
+}
+
 const npy_header *npy_reader_header(const npy_reader *r) {
     return &r->h;
 }
@@ -638,6 +658,9 @@ static int npy_reader_map_aligned(const npy_reader *r) {
 const void *npy_reader_mapped_data(const npy_reader *r) {
     return npy_reader_map_aligned(r) ? (const unsigned char *)r->map + r->h.header_bytes : NULL;
 }
+
+static mha_status npy_reader_read_span(npy_reader *r, uint64_t offset, size_t n, mha_dtype want,
+                                       void *dst, mha_error *err);
 
 mha_status npy_reader_read_rows(npy_reader *r, int64_t r0, int64_t r1, mha_dtype want, void *dst,
                                 size_t dst_bytes, mha_error *err) {
@@ -659,8 +682,16 @@ mha_status npy_reader_read_rows(npy_reader *r, int64_t r0, int64_t r1, mha_dtype
                         "%s: buffer of %zu bytes too small for rows [%lld, %lld)", r->path,
                         dst_bytes, (long long)r0, (long long)r1);
     if (n == 0) return MHA_OK;
-    uint64_t offset = h->header_bytes + (uint64_t)r0 * h->row_bytes;
+    return npy_reader_read_span(r, h->header_bytes + (uint64_t)r0 * h->row_bytes, n, want, dst,
+                                err);
+}
 
+/* Reads n elements at offset into dst, converted from the file's dtype to
+ * want (checked by the caller). */
+static mha_status npy_reader_read_span(npy_reader *r, uint64_t offset, size_t n, mha_dtype want,
+                                       void *dst, mha_error *err) {
+    const mha_dtype from = r->h.dtype;
+    const size_t esize = mha_dtype_size(from), wsize = mha_dtype_size(want);
     if (r->map) {
         tensorfile_convert((const unsigned char *)r->map + offset, from, dst, want, n);
         return MHA_OK;
@@ -686,6 +717,39 @@ mha_status npy_reader_read_rows(npy_reader *r, int64_t r0, int64_t r1, mha_dtype
         if (st != MHA_OK) return st;
         tensorfile_convert(r->bounce, from, d + done * wsize, want, k);
         done += k;
+    }
+    return MHA_OK;
+}
+
+mha_status npy_reader_read_rows_axis1(npy_reader *r, int64_t r0, int64_t r1, mha_dtype want,
+                                      void *dst, size_t dst_bytes, mha_error *err) {
+    const npy_header *h = &r->h;
+    const mha_dtype from = h->dtype;
+    if (want == MHA_DTYPE_UNDEFINED) want = from;
+    if (h->rank < 2 || r0 < 0 || r1 < r0 || r1 > h->dims[1])
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "%s: rows [%lld, %lld) of axis 1 outside [0, %lld)", r->path, (long long)r0,
+                        (long long)r1, (long long)(h->rank < 2 ? 0 : h->dims[1]));
+    if (!tensorfile_can_convert(from, want))
+        return mha_fail(err, MHA_ERR_DTYPE, "%s: cannot convert %s to %s", r->path,
+                        mha_dtype_name(from), mha_dtype_name(want));
+    const size_t esize = mha_dtype_size(from), wsize = mha_dtype_size(want);
+    /* one item of axis 1 under one index of axis 0, in elements */
+    const size_t item = h->dims[1] > 0 ? h->row_bytes / esize / (size_t)h->dims[1] : 0;
+    const size_t span = (size_t)(r1 - r0) * item; /* elements per index of axis 0 */
+    size_t need;
+    if (!mha_mul_size(span * (size_t)h->rows, wsize, &need) || dst_bytes < need)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "%s: buffer of %zu bytes too small for rows [%lld, %lld) of axis 1",
+                        r->path, dst_bytes, (long long)r0, (long long)r1);
+    if (span == 0) return MHA_OK;
+    unsigned char *d = dst;
+    for (int64_t o = 0; o < h->rows; o++) {
+        const uint64_t offset =
+            h->header_bytes + (uint64_t)o * h->row_bytes + (uint64_t)r0 * item * esize;
+        mha_status st =
+            npy_reader_read_span(r, offset, span, want, d + (size_t)o * span * wsize, err);
+        if (st != MHA_OK) return st;
     }
     return MHA_OK;
 }
@@ -734,29 +798,53 @@ struct npy_writer {
     atomic_file *file;
     int64_t rows, rows_written;
     size_t row_bytes;
+    /* rows along axis 1 (a sequence-first [S, B, ...] file): row_bytes is
+     * one item under one of the `outer` indices of axis 0, each write puts
+     * `outer` runs at their places in the file, which has its full size
+     * from the start */
+    int axis;
+    int64_t outer;
+    uint64_t head_bytes;
 };
 
 /* Checks a shape for writing: *rows = dims[0] (1 for rank 0), *row_bytes
  * the bytes of one row. */
+static mha_status npy_writer_shape_axis(const char *path, mha_dtype dtype, int rank,
+                                        const int64_t *dims, int axis, int64_t *rows_out,
+                                        size_t *row_bytes_out, mha_error *err);
+
 static mha_status npy_writer_shape(const char *path, mha_dtype dtype, int rank, const int64_t *dims,
                                    int64_t *rows_out, size_t *row_bytes_out, mha_error *err) {
+    return npy_writer_shape_axis(path, dtype, rank, dims, 0, rows_out, row_bytes_out, err);
+}
+
+/* The same along axis (0, or 1: *rows = dims[1], *row_bytes one item of
+ * axis 1 under one index of axis 0). */
+static mha_status npy_writer_shape_axis(const char *path, mha_dtype dtype, int rank,
+                                        const int64_t *dims, int axis, int64_t *rows_out,
+                                        size_t *row_bytes_out, mha_error *err) {
     if (!npy_dtype_descr(dtype))
         return mha_fail(err, MHA_ERR_DTYPE, "%s: %s cannot be written as .npy", path,
                         mha_dtype_name(dtype));
     if (rank < 0 || rank > MHA_MAX_RANK)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: rank %d", path, rank);
+    if (rank <= axis)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: rank %d has no axis %d", path, rank,
+                        axis);
     size_t row_bytes = mha_dtype_size(dtype);
     for (int i = 0; i < rank; i++) {
         if (dims[i] < 0)
             return mha_fail(err, MHA_ERR_SHAPE, "%s: negative dimension %lld", path,
                             (long long)dims[i]);
-        if (i > 0 &&
+        if (i > axis &&
             ((uint64_t)dims[i] > SIZE_MAX || !mha_mul_size(row_bytes, (size_t)dims[i], &row_bytes)))
             return mha_fail(err, MHA_ERR_LIMIT, "%s: shape overflows", path);
     }
-    int64_t rows = rank == 0 ? 1 : dims[0];
+    int64_t rows = rank == 0 ? 1 : dims[axis];
     size_t total;
-    if ((uint64_t)rows > SIZE_MAX || !mha_mul_size(row_bytes, (size_t)rows, &total))
+    if ((uint64_t)rows > SIZE_MAX || !mha_mul_size(row_bytes, (size_t)rows, &total) ||
+        (axis == 1 &&
+         ((uint64_t)dims[0] > SIZE_MAX || !mha_mul_size(total, (size_t)dims[0], &total))))
         return mha_fail(err, MHA_ERR_LIMIT, "%s: shape overflows", path);
     *rows_out = rows;
     *row_bytes_out = row_bytes;
@@ -766,12 +854,14 @@ static mha_status npy_writer_shape(const char *path, mha_dtype dtype, int rank, 
 mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
                                     const char *partial_path, mha_dtype dtype, int rank,
                                     const int64_t *dims, int64_t shard_r0, int64_t shard_total,
-                                    const char *shard_run, int64_t rows_done, npy_writer **out,
-                                    mha_error *err) {
+                                    const char *shard_run, int axis, int64_t rows_done,
+                                    npy_writer **out, mha_error *err) {
     *out = NULL;
     int64_t rows = 0;
     size_t row_bytes = 0;
-    mha_status st = npy_writer_shape(path, dtype, rank, dims, &rows, &row_bytes, err);
+    if (axis != 0 && axis != 1)
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: rows along axis %d", path, axis);
+    mha_status st = npy_writer_shape_axis(path, dtype, rank, dims, axis, &rows, &row_bytes, err);
     if (st != MHA_OK) return st;
     if (rows_done < 0 || rows_done > rows)
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: resuming after %lld of %lld rows", path,
@@ -792,7 +882,7 @@ mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
     unsigned char head[640 + MHA_NPY_SHARD_RUN_MAX];
     size_t hn = shard_total > 0
                     ? npy_format_header_shard(dtype, rank, dims, shard_r0, shard_r0 + rows,
-                                              shard_total, shard_run, head, sizeof head)
+                                              shard_total, shard_run, axis, head, sizeof head)
                     : npy_format_header(dtype, rank, dims, head, sizeof head);
     if (hn == 0) return mha_fail(err, MHA_ERR_INTERNAL, "%s: cannot format the header", path);
     if (rows_done > 0 && !partial_path)
@@ -803,13 +893,32 @@ mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
     w->rows = rows;
     w->row_bytes = row_bytes;
     w->rows_written = rows_done;
-    uint64_t keep = rows_done > 0 ? hn + (uint64_t)rows_done * row_bytes : 0;
+    w->axis = axis;
+    w->outer = axis ? dims[0] : 1;
+    w->head_bytes = hn;
+    /* along axis 1 every row written so far is spread over the file, which
+     * has its full size from the start: a resumed one keeps all of it */
+    const uint64_t full = hn + (uint64_t)rows * row_bytes * (uint64_t)w->outer;
+    uint64_t keep = rows_done > 0 ? (axis ? full : hn + (uint64_t)rows_done * row_bytes) : 0;
     /* resuming: the partial file must have been started with this very
      * header (checked before it is truncated) */
     st = atomic_file_begin_partial(a, path, rows_done > 0 ? partial_path : NULL, keep, head, hn,
                                    &w->file, err);
+    if (st == MHA_OK && axis && !atomic_file_tmp_path(w->file))
+        st = mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                      "%s: rows along axis 1 are written in place: give a regular file, not "
+                      "standard output, a FIFO or a device",
+                      path);
+    if (st != MHA_OK && w->file) {
+        npy_writer_abort(w);
+        return st;
+    }
     if (st == MHA_OK && rows_done == 0) {
         st = atomic_file_write(w->file, head, hn, err);
+        /* the full size at once (a hole until written): the rows of axis 1
+         * land at their places, and a resume finds every byte it keeps */
+        if (st == MHA_OK && axis && full > hn)
+            st = atomic_file_pwrite(w->file, "", 1, full - 1, err);
         if (st != MHA_OK) {
             npy_writer_abort(w);
             return st;
@@ -825,7 +934,10 @@ mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
 
 mha_status npy_writer_sync(npy_writer *w, uint64_t *bytes, mha_error *err) {
     mha_status st = atomic_file_sync(w->file, err);
-    if (st == MHA_OK && bytes) *bytes = atomic_file_offset(w->file);
+    if (st == MHA_OK && bytes)
+        *bytes = w->axis
+                     ? w->head_bytes + (uint64_t)w->rows_written * w->row_bytes * (uint64_t)w->outer
+                     : atomic_file_offset(w->file);
     return st;
 }
 
@@ -874,7 +986,18 @@ mha_status npy_writer_write_rows(npy_writer *w, const void *data, int64_t rows, 
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "%s: writing %lld rows after %lld of %lld",
                         atomic_file_path(w->file), (long long)rows, (long long)w->rows_written,
                         (long long)w->rows);
-    mha_status st = atomic_file_write(w->file, data, (size_t)rows * w->row_bytes, err);
+    mha_status st = MHA_OK;
+    const size_t run = (size_t)rows * w->row_bytes;
+    if (!w->axis) {
+        st = atomic_file_write(w->file, data, run, err);
+    } else { /* data [outer, rows, ...]: each index of axis 0 its run */
+        for (int64_t o = 0; o < w->outer && st == MHA_OK && run > 0; o++)
+            st = atomic_file_pwrite(
+                w->file, (const unsigned char *)data + (size_t)o * run, run,
+                w->head_bytes +
+                    ((uint64_t)o * (uint64_t)w->rows + (uint64_t)w->rows_written) * w->row_bytes,
+                err);
+    }
     if (st == MHA_OK) w->rows_written += rows;
     return st;
 }

@@ -38,9 +38,11 @@ typedef mha_npy_header npy_header;
 mha_status npy_parse_header(const void *buf, size_t avail, uint64_t file_size, const char *what,
                             npy_header *out, mha_error *err);
 /* The same, copying a shard's run note ("; run TEXT" after its rows) into
- * run (MHA_NPY_SHARD_RUN_MAX bytes; "" without one) when not NULL. */
+ * run (MHA_NPY_SHARD_RUN_MAX bytes; "" without one) when not NULL; *axis
+ * gets the axis a shard's rows lie along (1 for a note "... on axis 1",
+ * checked against dims[1]; else 0). */
 mha_status npy_parse_header_run(const void *buf, size_t avail, uint64_t file_size, const char *what,
-                                npy_header *out, char *run, mha_error *err);
+                                npy_header *out, char *run, int *axis, mha_error *err);
 
 /* Formats a version 1.0 (or 2.0 when needed) header for dtype and shape into
  * buf; total length padded to a multiple of 64 as numpy does. Returns the
@@ -50,10 +52,13 @@ size_t npy_format_header(mha_dtype dtype, int rank, const int64_t *dims, void *b
 /* The same with a comment after the dict naming the rows a shard holds:
  * "{...}  # mha-shard rows R0:R1 of TOTAL", then "; run TEXT" when run is
  * neither NULL nor "" (the run it comes from: what `mha merge` compares).
- * dims[0] must be r1 - r0, run pass npy_shard_run_ok. numpy ignores the
- * comment; npy_parse_header fills is_shard and the range. */
+ * dims[axis] must be r1 - r0, run pass npy_shard_run_ok; axis 1 (rows
+ * along axis 1, a sequence-first file) adds " on axis 1" after TOTAL.
+ * numpy ignores the comment; npy_parse_header fills is_shard and the
+ * range. */
 size_t npy_format_header_shard(mha_dtype dtype, int rank, const int64_t *dims, int64_t r0,
-                               int64_t r1, int64_t total, const char *run, void *buf, size_t cap);
+                               int64_t r1, int64_t total, const char *run, int axis, void *buf,
+                               size_t cap);
 /* Whether run may stand in a shard note: NULL, or printable ASCII without
  * '#' or quotes, no space at either end, under MHA_NPY_SHARD_RUN_MAX bytes. */
 int npy_shard_run_ok(const char *run);
@@ -81,6 +86,8 @@ mha_status npy_reader_open(const mha_alloc_ctx *a, const char *path, npy_mmap_mo
 const npy_header *npy_reader_header(const npy_reader *r);
 /* A shard's run note ("" when the file has none). */
 const char *npy_reader_shard_run(const npy_reader *r);
+/* The axis a shard's rows lie along: 1 for "... on axis 1", else 0. */
+int npy_reader_shard_axis(const npy_reader *r);
 /* The mapped data when the reader mapped the file and the data starts at a
  * multiple of its element size, else NULL. Read-only; valid until
  * npy_reader_close. */
@@ -93,6 +100,13 @@ const void *npy_reader_mapped_data(const npy_reader *r);
  * that shrank since open. */
 mha_status npy_reader_read_rows(npy_reader *r, int64_t r0, int64_t r1, mha_dtype want, void *dst,
                                 size_t dst_bytes, mha_error *err);
+/* Rows [r0, r1) of axis 1 under every index of axis 0 (a sequence-first
+ * file [S, B, ...]: items of its batch) into dst as [dims[0], r1 - r0,
+ * ...], converted as npy_reader_read_rows does: one run per index of axis
+ * 0, so memory stays what dst holds. MHA_ERR_INVALID_ARGUMENT for a rank
+ * under 2, a bad range or a short dst. */
+mha_status npy_reader_read_rows_axis1(npy_reader *r, int64_t r0, int64_t r1, mha_dtype want,
+                                      void *dst, size_t dst_bytes, mha_error *err);
 /* Rows [r0, r1) as stored, straight from the mapping (zero-copy), or NULL
  * when the file is not mapped, its data is misaligned (as for
  * npy_reader_mapped_data) or the range is bad. Valid until close. */
@@ -129,12 +143,15 @@ mha_status npy_writer_write_rows(npy_writer *w, const void *data, int64_t rows, 
  * truncates it to rows_done rows and appends from there. shard_total > 0
  * writes the shard note of rows [shard_r0, shard_r0 + dims[0]), with the
  * run note shard_run (NULL: none; see npy_format_header_shard); 0 writes a
- * plain header. */
+ * plain header. axis 1: the rows are items of axis 1 (dims[1] of them; a
+ * sequence-first file [S, B, ...]); each write gives [dims[0], rows, ...]
+ * and lands in place (pwrite), the file has its full size from the start,
+ * a resume keeps it all and writes on after rows_done; not for streams. */
 mha_status npy_writer_begin_partial(const mha_alloc_ctx *a, const char *path,
                                     const char *partial_path, mha_dtype dtype, int rank,
                                     const int64_t *dims, int64_t shard_r0, int64_t shard_total,
-                                    const char *shard_run, int64_t rows_done, npy_writer **out,
-                                    mha_error *err);
+                                    const char *shard_run, int axis, int64_t rows_done,
+                                    npy_writer **out, mha_error *err);
 /* The partial file being written (NULL when path is a stream). */
 const char *npy_writer_partial_path(const npy_writer *w);
 /* fsyncs what was written; *bytes (may be NULL) gets the file's length,

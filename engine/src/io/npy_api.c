@@ -53,12 +53,19 @@ MHA_API const mha_npy_header *mha_npy_reader_header(const mha_npy_reader *reader
     return reader ? npy_reader_header(reader->r) : NULL;
 }
 
+/* Both row readers: the arguments checked, then rows of axis 0 or 1. */
+static mha_status npy_api_read_rows(mha_npy_reader *reader, int axis, int64_t r0, int64_t r1,
+                                    mha_dtype want, void *dst, size_t dst_bytes, mha_error *err) {
+    if (!reader || (!dst && r1 > r0))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy reader: NULL argument");
+    return axis ? npy_reader_read_rows_axis1(reader->r, r0, r1, want, dst, dst_bytes, err)
+                : npy_reader_read_rows(reader->r, r0, r1, want, dst, dst_bytes, err);
+}
+
 MHA_API mha_status mha_npy_reader_read_rows(mha_npy_reader *reader, int64_t r0, int64_t r1,
                                             mha_dtype want, void *dst, size_t dst_bytes,
                                             mha_error *err) {
-    if (!reader || (!dst && r1 > r0))
-        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT, "npy reader: NULL argument");
-    return npy_reader_read_rows(reader->r, r0, r1, want, dst, dst_bytes, err);
+    return npy_api_read_rows(reader, 0, r0, r1, want, dst, dst_bytes, err);
 }
 
 MHA_API const void *mha_npy_reader_mapped_rows(const mha_npy_reader *reader, int64_t r0,
@@ -122,9 +129,9 @@ MHA_API mha_status mha_npy_writer_begin(const char *path, mha_dtype dtype, int r
 /* Both partial writers: the arguments checked, then npy_writer_begin_partial. */
 static mha_status npy_api_begin_partial(const char *path, const char *partial_path, mha_dtype dtype,
                                         int rank, const int64_t *dims, int64_t shard_r0,
-                                        int64_t shard_total, const char *run, int64_t rows_done,
-                                        const mha_allocator *allocator, mha_npy_writer **out,
-                                        mha_error *err) {
+                                        int64_t shard_total, const char *run, int axis,
+                                        int64_t rows_done, const mha_allocator *allocator,
+                                        mha_npy_writer **out, mha_error *err) {
     if (out) *out = NULL;
     if (!path || !out || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !dims) || rows_done < 0 ||
         (rows_done > 0 && !partial_path))
@@ -133,8 +140,8 @@ static mha_status npy_api_begin_partial(const char *path, const char *partial_pa
     if (!w) return mha_fail(err, MHA_ERR_NO_MEMORY, "%s: out of memory", path);
     return npy_api_writer_out(w,
                               npy_writer_begin_partial(&w->alloc, path, partial_path, dtype, rank,
-                                                       dims, shard_r0, shard_total, run, rows_done,
-                                                       &w->w, err),
+                                                       dims, shard_r0, shard_total, run, axis,
+                                                       rows_done, &w->w, err),
                               out);
 }
 
@@ -144,7 +151,7 @@ MHA_API mha_status mha_npy_writer_begin_partial(const char *path, const char *pa
                                                 int64_t rows_done, const mha_allocator *allocator,
                                                 mha_npy_writer **out, mha_error *err) {
     return npy_api_begin_partial(path, partial_path, dtype, rank, dims, shard_r0, shard_total, NULL,
-                                 rows_done, allocator, out, err);
+                                 0, rows_done, allocator, out, err);
 }
 
 MHA_API const char *mha_npy_writer_partial_path(const mha_npy_writer *writer) {
@@ -167,7 +174,7 @@ MHA_API size_t mha_npy_format_header_shard(mha_dtype dtype, int rank, const int6
                                            int64_t r0, int64_t r1, int64_t total, void *buf,
                                            size_t cap) {
     if (!buf || rank < 0 || rank > MHA_MAX_RANK || (rank > 0 && !dims)) return 0;
-    return npy_format_header_shard(dtype, rank, dims, r0, r1, total, NULL, buf, cap);
+    return npy_format_header_shard(dtype, rank, dims, r0, r1, total, NULL, 0, buf, cap);
 }
 
 MHA_API void mha_npy_shard_init(mha_npy_shard *shard) {
@@ -189,7 +196,7 @@ MHA_API mha_status mha_npy_writer_begin_shard(const char *path, const char *part
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "npy writer: shard not initialised (mha_npy_shard_init) or of no rows");
     return npy_api_begin_partial(path, partial_path, dtype, rank, dims, shard->r0, shard->total,
-                                 shard->run, rows_done, allocator, out, err);
+                                 shard->run, 0, rows_done, allocator, out, err);
 }
 
 MHA_API size_t mha_npy_format_header_shard_run(mha_dtype dtype, int rank, const int64_t *dims,
@@ -201,7 +208,7 @@ MHA_API size_t mha_npy_format_header_shard_run(mha_dtype dtype, int rank, const 
     if (dims[0] < 0 || shard->r0 < 0 || shard->total < 0 || shard->r0 > shard->total - dims[0])
         return 0;
     return npy_format_header_shard(dtype, rank, dims, shard->r0, shard->r0 + dims[0], shard->total,
-                                   shard->run, buf, cap);
+                                   shard->run, 0, buf, cap);
 }
 
 MHA_API const char *mha_npy_reader_shard_run(const mha_npy_reader *reader) {
@@ -228,4 +235,38 @@ MHA_API void mha_npy_writer_abort(mha_npy_writer *writer) {
     mha_alloc_ctx a = writer->alloc;
     npy_writer_abort(writer->w);
     mha_free(&a, writer);
+}
+
+MHA_API mha_status mha_npy_reader_read_rows_axis1(mha_npy_reader *reader, int64_t r0, int64_t r1,
+                                                  mha_dtype want, void *dst, size_t dst_bytes,
+                                                  mha_error *err) {
+    return npy_api_read_rows(reader, 1, r0, r1, want, dst, dst_bytes, err);
+}
+
+MHA_API int mha_npy_reader_shard_axis(const mha_npy_reader *reader) {
+    return reader ? npy_reader_shard_axis(reader->r) : 0;
+}
+
+MHA_API mha_status mha_npy_writer_begin_axis1(const char *path, const char *partial_path,
+                                              mha_dtype dtype, int rank, const int64_t *dims,
+                                              const mha_npy_shard *shard, int64_t rows_done,
+                                              const mha_allocator *allocator, mha_npy_writer **out,
+                                              mha_error *err) {
+    if (out) *out = NULL;
+    if (shard && (shard->struct_size < NPY_SHARD_V0 || shard->total <= 0))
+        return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
+                        "npy writer: shard not initialised (mha_npy_shard_init) or of no rows");
+    return npy_api_begin_partial(path, partial_path, dtype, rank, dims, shard ? shard->r0 : 0,
+                                 shard ? shard->total : 0, shard ? shard->run : NULL, 1, rows_done,
+                                 allocator, out, err);
+}
+
+MHA_API size_t mha_npy_format_header_axis1(mha_dtype dtype, int rank, const int64_t *dims,
+                                           const mha_npy_shard *shard, void *buf, size_t cap) {
+    if (!buf || rank < 2 || rank > MHA_MAX_RANK || !dims ||
+        (shard && shard->struct_size < NPY_SHARD_V0))
+        return 0;
+    if (!shard) return npy_format_header(dtype, rank, dims, buf, cap);
+    return npy_format_header_shard(dtype, rank, dims, shard->r0, shard->r0 + dims[1], shard->total,
+                                   shard->run, 1, buf, cap);
 }

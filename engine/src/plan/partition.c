@@ -489,6 +489,15 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
         for (size_t k = 0; any && k < n->n_outputs; k++)
             if (n->outputs[k] >= 0) dsc[n->outputs[k]] = any;
     }
+    /* Y computed after another core (LED's local and global attentions
+     * merged row by row, BigBird's block contexts concatenated, before one
+     * output projection): the layer would be carved empty */
+    if (!(dsc[y] & (1 | 8))) {
+        *why = dsc[y] & 32 ? "its output projection also reads another attention core's output "
+                             "(attentions merged before one projection)"
+                           : "its output projection reads nothing computed from its inputs";
+        return MHA_OK;
+    }
     for (size_t v = 0; v < g->n_values; v++)
         dsc[v] &= (unsigned char)~32;
     /* ancestors of Y among them (or constant); 2 marks "visited" */

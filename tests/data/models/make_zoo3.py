@@ -197,12 +197,17 @@ class Wav2Vec2(nn.Module):
         self.layer_norm = nn.LayerNorm(D)
         self.layers = nn.ModuleList(Wav2Vec2Layer() for _ in range(L))
 
-    def forward(self, input_values):
+    def embed(self, input_values):
+        """The feature stack, its projection and the positional Conv added
+        (before the LayerNorm): SpeechT5's speech prenet too."""
         f = F.gelu(self.norm0(self.conv0(input_values[:, None])))
         f = F.gelu(self.conv2(F.gelu(self.conv1(f)))).transpose(1, 2)
         x = self.fp_proj(self.fp_norm(f))
         p = self.pos_conv(x.transpose(1, 2))[:, :, :-1]
-        x = self.layer_norm(x + F.gelu(p).transpose(1, 2))
+        return x + F.gelu(p).transpose(1, 2)
+
+    def forward(self, input_values):
+        x = self.layer_norm(self.embed(input_values))
         for layer in self.layers:
             x = layer(x)
         return x
