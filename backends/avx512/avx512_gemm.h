@@ -8,11 +8,6 @@
 #include <immintrin.h>
 #include <stdint.h>
 
-/* The GELU (erf) epilogue's span on ZMM vectors (below), in place of
- * kernel_common.h's plain loop: so defined before that header's first
- * inclusion (an earlier one keeps the loop: the same bits, slower). */
-static inline void gemm_gelu_erf_span(float *c, int64_t n0, int64_t n1);
-#define KERNEL_GELU_ERF_SPAN gemm_gelu_erf_span
 #include "common/kernel_common.h"
 
 #define GEMM_MR 12
@@ -204,7 +199,8 @@ static inline void gemm_pack_a(const float *A, int64_t lda, int64_t kc, float *d
 #define GEMM_HAVE_PACK_A 1
 
 /*
- * GELU (erf form) over c[n0, n1), in place: each element the operations of
+ * GELU (erf form) over c[n0, n1), in place (gemm_blocked.h's epilogue,
+ * through kernel_common.h's span): each element the operations of
  * kernel_gelu_erf (kernel_common.h) in the same order -- y = x * (1 / sqrt
  * 2), a = |y|, P(a^2) and E(a - 2.4596) by fused Horner steps, the select
  * on a, the sign of y, 0.5 x (1 + erf) -- so the same bits as the plain
@@ -215,7 +211,7 @@ static inline void gemm_pack_a(const float *A, int64_t lda, int64_t kc, float *d
  * time, alternated in one process): 0.75 of the plain loop's time.
  */
 #define GELU_SPAN_VECS 4
-static inline void gemm_gelu_erf_span(float *c, int64_t n0, int64_t n1) {
+static __attribute__((noinline, unused)) void gemm_gelu_erf_span(float *c, int64_t n0, int64_t n1) {
     const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
     const __m512 one = _mm512_set1_ps(1.0f);
     int64_t n = n0;
@@ -251,5 +247,6 @@ static inline void gemm_gelu_erf_span(float *c, int64_t n0, int64_t n1) {
     for (; n < n1; n++)
         c[n] = kernel_gelu_erf(c[n]);
 }
+#define GEMM_HAVE_GELU_ERF_SPAN 1
 
 #endif

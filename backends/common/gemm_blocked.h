@@ -25,6 +25,10 @@
  *       gemm_ukernel's full tile, the same chain, prefetching the npf
  *       64-byte lines from pf on (a hint; npf may be <= 0); the driver gives
  *       each sliver its share of the next B slice it will read.
+ *   optional: GEMM_HAVE_GELU_ERF_SPAN and
+ *   void gemm_gelu_erf_span(float *c, int64_t n0, int64_t n1):
+ *       the GELU (erf) epilogue over c[n0, n1) in place, bitwise
+ *       kernel_gelu_erf element by element.
  *   optional: GEMM_HAVE_UKERNEL_ROWS and
  *   void gemm_ukernel_rows(kc, ap, bp, c, ldc, accumulate, int64_t mr):
  *       the same for rows r < mr only (0 < mr < MR; c has only mr rows),
@@ -291,7 +295,11 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
 
     /* pass 3: the epilogue (bias, activation, residual), once after the
      * whole k chain, while the block is in cache */
-    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR);
+#ifdef GEMM_HAVE_GELU_ERF_SPAN
+    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR, gemm_gelu_erf_span);
+#else
+    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR, NULL);
+#endif
 }
 
 /* K == 0: the product is 0, C = epilogue(bias) over the range. */

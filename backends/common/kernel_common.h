@@ -91,7 +91,7 @@ static inline float kernel_horner(const float *c, int n, float t) {
 }
 
 /* kernel_erf's polynomials and break points (a SIMD copy of its steps, as
- * avx512_gemm.h's GELU span, reads them here: one set of numbers). */
+ * a kernel file's GELU span, reads them here: one set of numbers). */
 static const float KERNEL_ERF_P[7] = {1.283791660e-01f,  -3.761262464e-01f, 1.128357118e-01f,
                                       -2.685320599e-02f, 5.187138645e-03f,  -7.999440278e-04f,
                                       7.817408896e-05f};
@@ -194,13 +194,18 @@ static inline float kernel_act(int act, float x) {
     (MHA_EPILOGUE_ACT(MHA_ACT_GELU_ERF) | MHA_EPILOGUE_ACT(MHA_ACT_GELU_TANH) |                    \
      MHA_EPILOGUE_ACT(MHA_ACT_RELU) | MHA_EPILOGUE_ACT(MHA_ACT_SILU) | MHA_EPILOGUE_RESIDUAL)
 
+/* A kernel file's GELU (erf) over c[n0, n1) in place, bitwise the plain
+ * loop of kernel_gelu_erf (avx512_gemm.h's runs 4 vectors at a time). */
+typedef void (*kernel_gelu_span_fn)(float *c, int64_t n0, int64_t n1);
+
 /* The epilogue of one row's columns [n0, n1): each step a plain loop, its
  * test hoisted out (the compiler vectorises them: a test per element cost
  * 7 % of a projection GEMM); every element goes through the same
  * operations as one at a time, so the bits do not depend on the loop's
- * form. r: the residual row or NULL. */
+ * form. r: the residual row or NULL; gelu_erf: NULL or the GELU's span. */
 static inline void kernel_gemm_epilogue_span(float *c, const float *bias, int act, const float *r,
-                                             int64_t n0, int64_t n1, int from_zero) {
+                                             int64_t n0, int64_t n1, int from_zero,
+                                             kernel_gelu_span_fn gelu_erf) {
     if (from_zero) {
         for (int64_t n = n0; n < n1; n++)
             c[n] = bias ? bias[n] : 0.0f;
@@ -208,15 +213,11 @@ static inline void kernel_gemm_epilogue_span(float *c, const float *bias, int ac
         for (int64_t n = n0; n < n1; n++)
             c[n] = c[n] + bias[n];
     }
-    /* GELU erf in its own loop (this one vectorises), or a kernel file's
-     * span (KERNEL_GELU_ERF_SPAN: bitwise this loop's) */
-    if (act == MHA_ACT_GELU_ERF)
-#ifdef KERNEL_GELU_ERF_SPAN
-        KERNEL_GELU_ERF_SPAN(c, n0, n1);
-#else
+    if (act == MHA_ACT_GELU_ERF && gelu_erf)
+        gelu_erf(c, n0, n1);
+    else if (act == MHA_ACT_GELU_ERF) /* its own loop: this one vectorises */
         for (int64_t n = n0; n < n1; n++)
             c[n] = kernel_gelu_erf(c[n]);
-#endif
     else if (act == MHA_ACT_GELU_TANH) /* likewise */
         for (int64_t n = n0; n < n1; n++)
             c[n] = kernel_gelu_tanh(c[n]);
@@ -236,9 +237,11 @@ static inline void kernel_gemm_epilogue_span(float *c, const float *bias, int ac
 
 /* The epilogue of C[m0:m1, n0:n1] once its k chain is complete (`from_zero`:
  * K == 0, the product is 0 and C is not read): C = act(C + bias) +
- * residual, element by element, while the tile is in cache. */
-static inline void kernel_gemm_epilogue_range(const mha_gemm_args *a, int64_t m0, int64_t m1,
-                                              int64_t n0, int64_t n1, int from_zero) {
+ * residual, element by element, while the tile is in cache; gelu_erf as
+ * kernel_gemm_epilogue_span's. */
+static inline void kernel_gemm_epilogue_rows(const mha_gemm_args *a, int64_t m0, int64_t m1,
+                                             int64_t n0, int64_t n1, int from_zero,
+                                             kernel_gelu_span_fn gelu_erf) {
     if (!from_zero && !a->bias && a->activation == MHA_ACT_NONE && !a->residual) return;
     for (int64_t m = m0; m < m1; m++) {
         float *c = a->C + m * a->ldc;
@@ -246,18 +249,25 @@ static inline void kernel_gemm_epilogue_range(const mha_gemm_args *a, int64_t m0
         for (int64_t n = n0; n < n1; n += KERNEL_EPILOGUE_SPAN)
             kernel_gemm_epilogue_span(c, a->bias, a->activation, r, n,
                                       n1 - n < KERNEL_EPILOGUE_SPAN ? n1 : n + KERNEL_EPILOGUE_SPAN,
-                                      from_zero);
+                                      from_zero, gelu_erf);
     }
+}
+
+/* kernel_gemm_epilogue_rows with the plain GELU loop. */
+static inline void kernel_gemm_epilogue_range(const mha_gemm_args *a, int64_t m0, int64_t m1,
+                                              int64_t n0, int64_t n1, int from_zero) {
+    kernel_gemm_epilogue_rows(a, m0, m1, n0, n1, from_zero, NULL);
 }
 
 /* The epilogue of rows [mb, mb + rows) over the columns of panels
  * [p_first, p_last] (nr wide) inside [n0, n1): once, after the whole k
- * chain. */
+ * chain (gelu_erf: NULL, or the kernel file's GELU span). */
 static inline void kernel_gemm_epilogue(const mha_gemm_args *a, int64_t mb, int64_t rows,
-                                        int64_t p_first, int64_t p_last, int64_t nr) {
+                                        int64_t p_first, int64_t p_last, int64_t nr,
+                                        kernel_gelu_span_fn gelu_erf) {
     const int64_t n0 = a->n0 > p_first * nr ? a->n0 : p_first * nr;
     const int64_t n1 = a->n1 < (p_last + 1) * nr ? a->n1 : (p_last + 1) * nr;
-    kernel_gemm_epilogue_range(a, mb, mb + rows, n0, n1, 0);
+    kernel_gemm_epilogue_rows(a, mb, mb + rows, n0, n1, 0, gelu_erf);
 }
 
 /* The precision of a GEMM call (MHA_PRECISION_*). */
