@@ -99,9 +99,66 @@ int avx512_rotary(void *state, const mha_rotary_args *args) {
 /* Normalisation                                                             */
 /* ------------------------------------------------------------------------ */
 
-/* The shared reference of common/kernel_common.h: memory-bound, the host's
- * threads split the rows. */
+/*
+ * kernel_norm_sum over AVX512_NORM_ROWS rows at once, each row's result
+ * bitwise the reference's: its 8 partial sums are the 8 double lanes of one
+ * accumulator (column i into lane i mod 8, (double)x - mean, squared by a
+ * multiply, added), the tail and the pairwise combination as there. One
+ * row's sum is a chain of D / 8 dependent vector adds (4 cycles each), so a
+ * row at a time waited on it: a 384-wide LayerNorm ran at ~0.37 ns an
+ * element in MiniLM-L6 (1.3 % of its run at 1 thread); with 4 rows the
+ * chains overlap.
+ */
+#define AVX512_NORM_ROWS 4
+static void avx512_norm_sums(const float *const *x, int64_t D, const double *mean, int squares,
+                             double *out) {
+    __m512d s[AVX512_NORM_ROWS], m[AVX512_NORM_ROWS];
+    for (int u = 0; u < AVX512_NORM_ROWS; u++) {
+        s[u] = _mm512_setzero_pd();
+        m[u] = _mm512_set1_pd(mean[u]);
+    }
+    int64_t i = 0;
+    for (; i + 8 <= D; i += 8)
+        for (int u = 0; u < AVX512_NORM_ROWS; u++) {
+            const __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x[u] + i)), m[u]);
+            s[u] = _mm512_add_pd(s[u], squares ? _mm512_mul_pd(d, d) : d);
+        }
+    for (int u = 0; u < AVX512_NORM_ROWS; u++) {
+        double t[8];
+        _mm512_storeu_pd(t, s[u]);
+        for (int64_t k = i, j = 0; k < D; k++, j++) {
+            const double d = (double)x[u][k] - mean[u];
+            t[j] += squares ? d * d : d;
+        }
+        out[u] = ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]));
+    }
+}
+
+/* kernel_norm_run's rows, AVX512_NORM_ROWS at a time (the same bits: the
+ * same float passes per row, the sums above); the last few as there. */
 int avx512_norm(void *state, const mha_norm_args *args) {
     (void)state;
-    return kernel_norm_run(args);
+    const mha_norm_args *a = args;
+    if (!kernel_norm_args_ok(a)) return KERNEL_ERR_ARGS;
+    if (a->D == 0) return KERNEL_OK;
+    const double D = (double)a->D;
+    int64_t r = a->r0;
+    for (; r + AVX512_NORM_ROWS <= a->r1; r += AVX512_NORM_ROWS) {
+        const float *x[AVX512_NORM_ROWS];
+        double zero[AVX512_NORM_ROWS] = {0}, mean[AVX512_NORM_ROWS], var[AVX512_NORM_ROWS];
+        for (int u = 0; u < AVX512_NORM_ROWS; u++)
+            x[u] = kernel_norm_row_input(a, r + u);
+        if (a->kind == MHA_NORM_LAYER) {
+            avx512_norm_sums(x, a->D, zero, 0, mean);
+            for (int u = 0; u < AVX512_NORM_ROWS; u++)
+                mean[u] /= D;
+        } else {
+            memcpy(mean, zero, sizeof mean);
+        }
+        avx512_norm_sums(x, a->D, mean, 1, var);
+        for (int u = 0; u < AVX512_NORM_ROWS; u++)
+            kernel_norm_row_output(a, r + u, x[u], mean[u], var[u] / D);
+    }
+    kernel_norm_rows(a, r, a->r1);
+    return KERNEL_OK;
 }

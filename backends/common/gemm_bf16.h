@@ -158,7 +158,7 @@ static inline void gemm_bf16_rows(const mha_gemm_args *a, int64_t mb, int64_t p_
 
     /* pass 3: the epilogue (bias, activation, residual), once after the
      * whole k chain, while the block is in cache */
-    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR);
+    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR, NULL);
 }
 
 /* The whole range on the calling thread; args checked by the caller. */

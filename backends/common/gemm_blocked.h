@@ -25,6 +25,10 @@
  *       gemm_ukernel's full tile, the same chain, prefetching the npf
  *       64-byte lines from pf on (a hint; npf may be <= 0); the driver gives
  *       each sliver its share of the next B slice it will read.
+ *   optional: GEMM_HAVE_GELU_ERF_SPAN and
+ *   void gemm_gelu_erf_span(float *c, int64_t n0, int64_t n1):
+ *       the GELU (erf) epilogue over c[n0, n1) in place, bitwise
+ *       kernel_gelu_erf element by element.
  *   optional: GEMM_HAVE_UKERNEL_ROWS and
  *   void gemm_ukernel_rows(kc, ap, bp, c, ldc, accumulate, int64_t mr):
  *       the same for rows r < mr only (0 < mr < MR; c has only mr rows),
@@ -136,6 +140,62 @@ static inline const float *gemm_blocked_next_slice(const mha_gemm_args *a, int64
     return NULL;
 }
 
+/* The A rows a many-row block packs next (more than GEMM_STREAM_ROWS rows:
+ * the short blocks stream B instead), asked for while the current k-block's
+ * kernels run, when the kernel file defines GEMM_PREFETCH_NEXT_A: the same
+ * rows' next k-block, else the first k-block of the next row block (at one
+ * thread the next unit's rows, past m1 but inside A's M rows). Pass 1
+ * otherwise reads them from L3 (a whole model's activations, 6-25 MB, are
+ * written a step before) with a few loads in flight: MiniLM-L6's packing
+ * was ~4.6 % of its GEMM samples at 1 thread, most of it waiting. Spread
+ * as a share of lines before each full tile's kernel call (lpr lines a
+ * row). A hint only: no result changes. */
+typedef struct gemm_next_a {
+    const char *row0; /* the first row's first byte, or NULL: nothing next */
+    int64_t row_bytes, lpr, lines, share;
+} gemm_next_a;
+
+static inline gemm_next_a gemm_blocked_next_a(const mha_gemm_args *a, int64_t mb, int64_t rows,
+                                              int64_t k0, int64_t calls) {
+    gemm_next_a n = {NULL, 0, 0, 0, 0};
+#ifdef GEMM_PREFETCH_NEXT_A
+    int64_t r0 = mb, nr = rows, c0 = k0 + GEMM_KC;
+    if (c0 >= a->K) { /* the next row block's first k-block */
+        r0 = mb + GEMM_MC;
+        nr = a->M - r0 < GEMM_MC ? a->M - r0 : GEMM_MC;
+        c0 = 0;
+    }
+    if (rows <= GEMM_STREAM_ROWS || nr <= 0 || calls <= 0) return n;
+    const int64_t ckc = a->K - c0 < GEMM_KC ? a->K - c0 : GEMM_KC;
+    n.row0 = (const char *)(a->A + r0 * a->lda + c0);
+    n.row_bytes = a->lda * (int64_t)sizeof(float);
+    n.lpr = (ckc * (int64_t)sizeof(float) + 63) / 64;
+    n.lines = nr * n.lpr;
+    n.share = (n.lines + calls - 1) / calls;
+#else
+    (void)a, (void)mb, (void)rows, (void)k0, (void)calls;
+#endif
+    return n;
+}
+
+/* Lines [call * share, +share) of the next A rows (see gemm_next_a).
+ * Always inlined: gcc (12, -O1 and up) finds a function whose only effect
+ * is a prefetch free of side effects and deletes the call. */
+static inline __attribute__((always_inline)) void gemm_blocked_prefetch_a(const gemm_next_a *n,
+                                                                          int64_t call) {
+    if (!n->row0) return;
+    int64_t i = call * n->share, end = i + n->share < n->lines ? i + n->share : n->lines;
+    if (i >= end) return;
+    int64_t row = i / n->lpr, line = i % n->lpr;
+    for (; i < end; i++) {
+        __builtin_prefetch(n->row0 + row * n->row_bytes + line * 64, 0, 2);
+        if (++line == n->lpr) {
+            line = 0;
+            row++;
+        }
+    }
+}
+
 /*
  * One row block against panels [p_first, p_last]: rows [mb, mb + GEMM_MC)
  * of C (clipped to m1), the panels' columns clipped to [n0, n1). Per
@@ -178,6 +238,8 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
 
         /* pass 2: per panel, the micro-kernel per sliver, into C or (edge
          * tile) through ct */
+        const gemm_next_a next_a =
+            gemm_blocked_next_a(a, mb, rows, k0, (p_last - p_first + 1) * (rows / GEMM_MR));
         for (int64_t p = p_first; p <= p_last; p++) {
             const int64_t cn0 = a->n0 > p * GEMM_NR ? a->n0 : p * GEMM_NR;
             const int64_t cn1 = a->n1 < (p + 1) * GEMM_NR ? a->n1 : (p + 1) * GEMM_NR;
@@ -212,6 +274,7 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
                 }
 #endif
                 if (mr == GEMM_MR && full_n) {
+                    gemm_blocked_prefetch_a(&next_a, (p - p_first) * (rows / GEMM_MR) + t);
 #ifdef GEMM_HAVE_UKERNEL_PF
                     /* left <= 0: no lines, and no pointer past the slice */
                     const int64_t left = lines - t * share;
@@ -239,7 +302,11 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
 
     /* pass 3: the epilogue (bias, activation, residual), once after the
      * whole k chain, while the block is in cache */
-    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR);
+#ifdef GEMM_HAVE_GELU_ERF_SPAN
+    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR, gemm_gelu_erf_span);
+#else
+    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR, NULL);
+#endif
 }
 
 /* K == 0: the product is 0, C = epilogue(bias) over the range. */

@@ -90,25 +90,31 @@ static inline float kernel_horner(const float *c, int n, float t) {
     return r;
 }
 
+/* kernel_erf's polynomials and break points (a SIMD copy of its steps, as
+ * a kernel file's GELU span, reads them here: one set of numbers). */
+static const float KERNEL_ERF_P[7] = {1.283791660e-01f,  -3.761262464e-01f, 1.128357118e-01f,
+                                      -2.685320599e-02f, 5.187138645e-03f,  -7.999440278e-04f,
+                                      7.817408896e-05f};
+static const float KERNEL_ERF_E[15] = {
+    5.044171823e-04f,  -2.661468658e-03f, 6.546328516e-03f,  -9.848345143e-03f, 9.927787523e-03f,
+    -6.806526066e-03f, 2.938475217e-03f,  -4.583268309e-04f, -3.570151933e-04f, 3.000430636e-04f,
+    -7.568634089e-05f, -2.484151630e-05f, 1.731979097e-05f,  -8.039911426e-08f, -1.092574442e-06f};
+#define KERNEL_ERF_E_CENTRE 2.4596f /* E's argument is |x| - this */
+#define KERNEL_ERF_ONE_FROM 3.9192f /* erf rounds to 1 from here */
+#define KERNEL_GELU_ERF_SCALE 0.70710678118654752f
+
 static inline float kernel_erf(float x) {
-    static const float P[7] = {1.283791660e-01f,  -3.761262464e-01f, 1.128357118e-01f,
-                               -2.685320599e-02f, 5.187138645e-03f,  -7.999440278e-04f,
-                               7.817408896e-05f};
-    static const float E[15] = {5.044171823e-04f,  -2.661468658e-03f, 6.546328516e-03f,
-                                -9.848345143e-03f, 9.927787523e-03f,  -6.806526066e-03f,
-                                2.938475217e-03f,  -4.583268309e-04f, -3.570151933e-04f,
-                                3.000430636e-04f,  -7.568634089e-05f, -2.484151630e-05f,
-                                1.731979097e-05f,  -8.039911426e-08f, -1.092574442e-06f};
     const float a = fabsf(x);
-    const float p = kernel_horner(P, 7, a * a), q = kernel_horner(E, 15, a - 2.4596f);
+    const float p = kernel_horner(KERNEL_ERF_P, 7, a * a),
+                q = kernel_horner(KERNEL_ERF_E, 15, a - KERNEL_ERF_E_CENTRE);
     float r = a < 1.0f ? fmaf(a, p, a) : 1.0f - q;
-    r = a >= 3.9192f ? 1.0f : r;
+    r = a >= KERNEL_ERF_ONE_FROM ? 1.0f : r;
     return copysignf(r, x);
 }
 
 /* GELU in its erf form, on kernel_erf. */
 static inline float kernel_gelu_erf(float x) {
-    return 0.5f * x * (1.0f + kernel_erf(x * 0.70710678118654752f));
+    return 0.5f * x * (1.0f + kernel_erf(x * KERNEL_GELU_ERF_SCALE));
 }
 
 /*
@@ -188,13 +194,18 @@ static inline float kernel_act(int act, float x) {
     (MHA_EPILOGUE_ACT(MHA_ACT_GELU_ERF) | MHA_EPILOGUE_ACT(MHA_ACT_GELU_TANH) |                    \
      MHA_EPILOGUE_ACT(MHA_ACT_RELU) | MHA_EPILOGUE_ACT(MHA_ACT_SILU) | MHA_EPILOGUE_RESIDUAL)
 
+/* A kernel file's GELU (erf) over c[n0, n1) in place, bitwise the plain
+ * loop of kernel_gelu_erf (avx512_gemm.h's runs 4 vectors at a time). */
+typedef void (*kernel_gelu_span_fn)(float *c, int64_t n0, int64_t n1);
+
 /* The epilogue of one row's columns [n0, n1): each step a plain loop, its
  * test hoisted out (the compiler vectorises them: a test per element cost
  * 7 % of a projection GEMM); every element goes through the same
  * operations as one at a time, so the bits do not depend on the loop's
- * form. r: the residual row or NULL. */
+ * form. r: the residual row or NULL; gelu_erf: NULL or the GELU's span. */
 static inline void kernel_gemm_epilogue_span(float *c, const float *bias, int act, const float *r,
-                                             int64_t n0, int64_t n1, int from_zero) {
+                                             int64_t n0, int64_t n1, int from_zero,
+                                             kernel_gelu_span_fn gelu_erf) {
     if (from_zero) {
         for (int64_t n = n0; n < n1; n++)
             c[n] = bias ? bias[n] : 0.0f;
@@ -202,7 +213,9 @@ static inline void kernel_gemm_epilogue_span(float *c, const float *bias, int ac
         for (int64_t n = n0; n < n1; n++)
             c[n] = c[n] + bias[n];
     }
-    if (act == MHA_ACT_GELU_ERF) /* its own loop: this one vectorises */
+    if (act == MHA_ACT_GELU_ERF && gelu_erf)
+        gelu_erf(c, n0, n1);
+    else if (act == MHA_ACT_GELU_ERF) /* its own loop: this one vectorises */
         for (int64_t n = n0; n < n1; n++)
             c[n] = kernel_gelu_erf(c[n]);
     else if (act == MHA_ACT_GELU_TANH) /* likewise */
@@ -224,9 +237,11 @@ static inline void kernel_gemm_epilogue_span(float *c, const float *bias, int ac
 
 /* The epilogue of C[m0:m1, n0:n1] once its k chain is complete (`from_zero`:
  * K == 0, the product is 0 and C is not read): C = act(C + bias) +
- * residual, element by element, while the tile is in cache. */
-static inline void kernel_gemm_epilogue_range(const mha_gemm_args *a, int64_t m0, int64_t m1,
-                                              int64_t n0, int64_t n1, int from_zero) {
+ * residual, element by element, while the tile is in cache; gelu_erf as
+ * kernel_gemm_epilogue_span's. */
+static inline void kernel_gemm_epilogue_rows(const mha_gemm_args *a, int64_t m0, int64_t m1,
+                                             int64_t n0, int64_t n1, int from_zero,
+                                             kernel_gelu_span_fn gelu_erf) {
     if (!from_zero && !a->bias && a->activation == MHA_ACT_NONE && !a->residual) return;
     for (int64_t m = m0; m < m1; m++) {
         float *c = a->C + m * a->ldc;
@@ -234,18 +249,25 @@ static inline void kernel_gemm_epilogue_range(const mha_gemm_args *a, int64_t m0
         for (int64_t n = n0; n < n1; n += KERNEL_EPILOGUE_SPAN)
             kernel_gemm_epilogue_span(c, a->bias, a->activation, r, n,
                                       n1 - n < KERNEL_EPILOGUE_SPAN ? n1 : n + KERNEL_EPILOGUE_SPAN,
-                                      from_zero);
+                                      from_zero, gelu_erf);
     }
+}
+
+/* kernel_gemm_epilogue_rows with the plain GELU loop. */
+static inline void kernel_gemm_epilogue_range(const mha_gemm_args *a, int64_t m0, int64_t m1,
+                                              int64_t n0, int64_t n1, int from_zero) {
+    kernel_gemm_epilogue_rows(a, m0, m1, n0, n1, from_zero, NULL);
 }
 
 /* The epilogue of rows [mb, mb + rows) over the columns of panels
  * [p_first, p_last] (nr wide) inside [n0, n1): once, after the whole k
- * chain. */
+ * chain (gelu_erf: NULL, or the kernel file's GELU span). */
 static inline void kernel_gemm_epilogue(const mha_gemm_args *a, int64_t mb, int64_t rows,
-                                        int64_t p_first, int64_t p_last, int64_t nr) {
+                                        int64_t p_first, int64_t p_last, int64_t nr,
+                                        kernel_gelu_span_fn gelu_erf) {
     const int64_t n0 = a->n0 > p_first * nr ? a->n0 : p_first * nr;
     const int64_t n1 = a->n1 < (p_last + 1) * nr ? a->n1 : (p_last + 1) * nr;
-    kernel_gemm_epilogue_range(a, mb, mb + rows, n0, n1, 0);
+    kernel_gemm_epilogue_rows(a, mb, mb + rows, n0, n1, 0, gelu_erf);
 }
 
 /* The precision of a GEMM call (MHA_PRECISION_*). */
@@ -378,6 +400,30 @@ static inline double kernel_norm_sum(const float *x, int64_t D, double mean, int
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
+/* Row r's s of kernel_norm_rows: x + residual stored into y, or x. */
+static inline const float *kernel_norm_row_input(const mha_norm_args *a, int64_t r) {
+    const float *x = a->x + r * a->ldx;
+    if (!a->residual) return x;
+    const float *res = a->residual + r * a->ldr;
+    float *y = a->y + r * a->ldy;
+    for (int64_t i = 0; i < a->D; i++)
+        y[i] = x[i] + res[i];
+    return y;
+}
+
+/* Row r's output of kernel_norm_rows from its s (x) and its two sums. */
+static inline void kernel_norm_row_output(const mha_norm_args *a, int64_t r, const float *x,
+                                          double mean, double var) {
+    float *y = a->y + r * a->ldy;
+    const float inv = (float)(1.0 / sqrt(var + (double)a->eps)), mu = (float)mean;
+    for (int64_t i = 0; i < a->D; i++) {
+        float v = (x[i] - mu) * inv;
+        if (a->gamma) v *= a->gamma[i];
+        if (a->beta) v += a->beta[i];
+        y[i] = v;
+    }
+}
+
 /*
  * Rows [r0, r1) of the normalisation of plugin.h (args checked), the
  * reference every in-tree backend runs (a norm is a few passes over a row:
@@ -395,24 +441,11 @@ static inline double kernel_norm_sum(const float *x, int64_t D, double mean, int
 static inline void kernel_norm_rows(const mha_norm_args *a, int64_t r0, int64_t r1) {
     const int64_t D = a->D;
     for (int64_t r = r0; r < r1; r++) {
-        const float *x = a->x + r * a->ldx;
-        float *y = a->y + r * a->ldy;
-        if (a->residual) {
-            const float *res = a->residual + r * a->ldr;
-            for (int64_t i = 0; i < D; i++)
-                y[i] = x[i] + res[i];
-            x = y;
-        }
+        const float *x = kernel_norm_row_input(a, r);
         const double mean =
             a->kind == MHA_NORM_LAYER ? kernel_norm_sum(x, D, 0.0, 0) / (double)D : 0.0;
         const double var = kernel_norm_sum(x, D, mean, 1) / (double)D;
-        const float inv = (float)(1.0 / sqrt(var + (double)a->eps)), mu = (float)mean;
-        for (int64_t i = 0; i < D; i++) {
-            float v = (x[i] - mu) * inv;
-            if (a->gamma) v *= a->gamma[i];
-            if (a->beta) v += a->beta[i];
-            y[i] = v;
-        }
+        kernel_norm_row_output(a, r, x, mean, var);
     }
 }
 

@@ -21,6 +21,8 @@
  *  - gemm_ukernel_pf (avx512_gemm.h), the float32 GEMM's full tile with its
  *    prefetch of the next B slice: bit for bit a scalar fmaf chain per
  *    element, for odd and even kc and any count of lines to prefetch.
+ *  - gemm_gelu_erf_span (avx512_gemm.h), the GELU epilogue four vectors at
+ *    a time: bit for bit kernel_gelu_erf over a sweep of floats, any span.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ the
  * tests report themselves skipped. */
 #include "testutil.h"
@@ -257,6 +259,54 @@ static void test_gemm_ukernel_pf(void **state) {
             }
 }
 
+/* gemm_gelu_erf_span (avx512_gemm.h), the GELU epilogue's span: bit for bit
+ * kernel_gelu_erf element by element, over every 4099th float (both signs:
+ * each polynomial's range, the switch to 1, denormals, infinities, NaNs),
+ * the break points and their neighbours, and spans of every length from 0
+ * to 200 at every start offset mod 16 (the vector groups and the tail);
+ * nothing outside [n0, n1) written. */
+static void test_gelu_erf_span(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    enum { N = 1 << 20 };
+    float *x = malloc(N * sizeof(float)), *got = malloc(N * sizeof(float));
+    assert_non_null(x);
+    assert_non_null(got);
+    int n = 0;
+    for (uint64_t bits = 0; bits <= 0xffffffffu && n < N - 64; bits += 4099) {
+        const uint32_t b = (uint32_t)bits;
+        memcpy(&x[n++], &b, sizeof b);
+    }
+    static const float edges[] = {1.0f, KERNEL_ERF_ONE_FROM, KERNEL_ERF_E_CENTRE, 0.0f, FLT_MIN};
+    for (size_t e = 0; e < sizeof edges / sizeof edges[0]; e++)
+        for (int sign = -1; sign <= 1; sign += 2) {
+            /* |x / sqrt 2| at the edge: x near edge * sqrt 2 */
+            const float at = (float)sign * edges[e] * 1.41421356f;
+            x[n++] = at, x[n++] = nextafterf(at, 0.0f), x[n++] = nextafterf(at, 10.0f * at);
+        }
+    x[n++] = INFINITY, x[n++] = -INFINITY, x[n++] = NAN, x[n++] = -0.0f;
+    memcpy(got, x, (size_t)n * sizeof(float));
+    gemm_gelu_erf_span(got, 0, n);
+    for (int i = 0; i < n; i++) {
+        const float want = kernel_gelu_erf(x[i]);
+        if (memcmp(&got[i], &want, sizeof want) != 0)
+            fail_msg("x %a: %a, kernel_gelu_erf %a", (double)x[i], (double)got[i], (double)want);
+    }
+    for (int off = 0; off < 16; off++)
+        for (int len = 0; len <= 200; len++) {
+            memcpy(got, x + 1000, 256 * sizeof(float));
+            gemm_gelu_erf_span(got, off, off + len);
+            for (int i = 0; i < 256; i++) {
+                const float want =
+                    i >= off && i < off + len ? kernel_gelu_erf(x[1000 + i]) : x[1000 + i];
+                if (memcmp(&got[i], &want, sizeof want) != 0)
+                    fail_msg("span [%d, %d): element %d is %a, want %a", off, off + len, i,
+                             (double)got[i], (double)want);
+            }
+        }
+    free(x), free(got);
+}
+
 #else
 /* not built with the AVX-512 flags (not x86-64): nothing to run */
 static int cpu_has_avx512(void) {
@@ -271,6 +321,7 @@ static void test_exp2_bound(void **state) {
 #define test_exp_pinned test_exp2_bound
 #define test_bf16_pack_sliver test_exp2_bound
 #define test_gemm_ukernel_pf test_exp2_bound
+#define test_gelu_erf_span test_exp2_bound
 #endif
 
 int main(void) {
@@ -278,6 +329,7 @@ int main(void) {
         cmocka_unit_test(test_exp2_bound),       cmocka_unit_test(test_exp2_special_values),
         cmocka_unit_test(test_exp2_f32_bound),   cmocka_unit_test(test_exp_pinned),
         cmocka_unit_test(test_bf16_pack_sliver), cmocka_unit_test(test_gemm_ukernel_pf),
+        cmocka_unit_test(test_gelu_erf_span),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
