@@ -25,14 +25,20 @@ find "$OBJ/mha_objs.dir" "$OBJ/mha_common.dir" -name '*.c.o' -path '*/src/*' 2>/
 n=$(wc -l <"$T/objects")
 [ "$n" -ge 10 ] || die "found $n engine objects under $OBJ"
 
-# "D file symbol" for every definition, "U file symbol" for every need
-: >"$T/syms"
-while IFS= read -r o; do
-  f=${o#*/src/}
-  f=${f%.c.o}
-  nm -g --defined-only "$o" | awk -v f="$f" 'NF == 3 { print "D", f, $3 }' >>"$T/syms"
-  nm -u "$o" | awk -v f="$f" 'NF >= 2 { print "U", f, $2 }' >>"$T/syms"
-done <"$T/objects"
+# "D file symbol" for every definition, "U file symbol" for every need,
+# from one nm over all the objects for each kind (-A: each line begins
+# "OBJECT:"; an object path holds no ':'). Two nm per object cost 19 s of
+# CPU here: starting nm costs ~30 ms on this VM.
+syms() {
+  tr '\n' '\0' <"$T/objects" | xargs -0 nm -A "$@" |
+    awk -v kind="$1" '{
+      i = index($0, ":"); f = substr($0, 1, i - 1); sub(/.*\/src\//, "", f); sub(/\.c\.o$/, "", f)
+      n = split(substr($0, i + 1), w, " ")
+      if (kind == "-u" && n >= 2) print "U", f, w[2]
+      else if (kind != "-u" && n == 3) print "D", f, w[3]
+    }'
+}
+{ syms -g --defined-only && syms -u; } >"$T/syms"
 grep -q '^D base/common mha_status_name$' "$T/syms" || die "nm read no definitions"
 
 # the arrows, then every pair that reaches each other (closure by rounds)
