@@ -1188,9 +1188,10 @@ static inline int fa_score_bf16_fused(int64_t nd, const uint32_t *qp, const uint
  * FA_BC, m2, thr and lv [FA_MR][VLEN] updated and corr[r] each row's
  * accumulator factor; -1 with the row state untouched and s holding
  * nothing usable when a row's sum is not finite (a NaN or +inf dot, or a
- * row of -inf ones) or its reference is huge (FA_LAZY_HUGE): the caller
- * scores the tile again for the row pass, which poisons or skips those
- * rows, or takes the huge reference's t. Not inlined: in fa_query_block the
+ * row of -inf ones) or a row's new reference is huge (FA_LAZY_HUGE; the
+ * caller passes no row that has one): the caller scores the tile again
+ * for the row pass, which poisons or skips those rows, or takes the huge
+ * reference's t. Not inlined: in fa_query_block the
  * compiler kept the exp's constants in registers across the tiles, and
  * two of the 24 accumulators went to the stack in the product loop (W3's
  * node 0.99 of the plain tile's time instead of ~0.9).
@@ -1204,7 +1205,6 @@ __attribute__((noinline)) static int fa_score_f32_fused(int64_t nd, const float 
     _Alignas(64) float dm[VLEN] = {0}, e[VLEN];
     float mn[FA_MR], negm[FA_MR];
     unsigned over = 0, moved = 0; /* rows taking a new reference; those that had one */
-    int huge = 0;
     _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
         vf vmax = acc[r][0];
         _Pragma("GCC unroll 4") for (int c = 1; c < FA_NCV; c++) vmax = vf_max(vmax, acc[r][c]);
@@ -1217,10 +1217,16 @@ __attribute__((noinline)) static int fa_score_f32_fused(int64_t nd, const float 
                 dm[r] = m2[r] - mn[r];
             }
         }
-        huge |= !(fabsf(mn[r]) < FA_LAZY_HUGE); /* or none set: a row of -inf dots */
         negm[r] = -mn[r];
     }
-    if (huge) return -1; /* the row pass's t for a huge reference */
+    if (over) {
+        /* a row taking a huge reference: the row pass's t (rows within the
+         * bound as lanes, one test for the tile) */
+        const vf v = vf_load_part(mn, FA_MR);
+        const unsigned within =
+            vf_gt_bits(v, vf_set1(-FA_LAZY_HUGE)) & vf_gt_bits(vf_set1(FA_LAZY_HUGE), v);
+        if (over & ~within) return -1;
+    }
     if (moved) vf_store(e, vf_exp2_f32(vf_load(dm)));
     vf psum[FA_MR];
     _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) psum[r] = vf_zero();
@@ -1387,8 +1393,9 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
              * block, their first one too: scores and softmax at once */
             if (lazy && !a->mask && !fa_bf16(a) && r0 + FA_MR <= br && row_end[r0] - j0 >= FA_BC) {
                 int ok = 1;
-                for (int r = 0; r < FA_MR; r++)
-                    ok &= !poisoned[r0 + r];
+                for (int r = 0; r < FA_MR; r++) /* none with a huge reference (FA_LAZY_HUGE) */
+                    ok &= !poisoned[r0 + r] &&
+                          (mx[r0 + r] == -INFINITY || fabsf(mx[r0 + r]) < FA_LAZY_HUGE);
                 if (ok && fa_score_f32_fused(dk, qp + r0, ktb, s + r0 * FA_BC, mx + r0, thr + r0,
                                              lv + r0 * VLEN, pcorr + r0, c2) == 1) {
                     for (int r = 0; r < FA_MR; r++)

@@ -1829,26 +1829,27 @@ static void test_attention_f32_general_mask(void **state) {
 }
 
 /* Huge logits in the lazy max (avx512, openmp's AVX-512 variant; round 11
- * of docs/RELIABILITY.md): scaled dots of 1e10 and more in size, where the
- * reference m2 = max c2 rounds by more than 2^7 and 2^(dot c2 - m2) at the
- * max itself overflowed (NaN rows) or every key's underflowed (rows of 0).
- * query component 0 is 1; HUGE_KIND picks the keys: 0 every key times
- * 1e10 (row maxima ~ +8e10); 1 every key's component 0 -4e10, the others
- * times 1e9 (every dot ~ -4e10: maxima ~ -3e10); 2 keys 256 on as 0 (the
- * reference moves from a normal max to a huge one); 3 keys below 256 as 1
- * (from a huge negative one to a normal one); 4 as 0 with keys 256..511
- * copies of keys 0..255 and their values halves of theirs (a later block
- * ties the row's max without moving the reference: the fused score tiles
- * keep a huge one; a tied row is 3/4 of its first key's V); 5 queries
- * row i the unit vector i mod dk, keys times 1e11 and those copies 1 ulp
- * above (a dot is one component: a copy passes its row's max by 1 ulp,
- * where the row's thr
- * must be that max itself, not (m2 + FA_LAZY_SLACK) / c2 rounded up:
- * 2^t of 2^11 and more). Under a key
- * padding mask its terms other than hidden ones are set to 0 (the form
- * that only hides keys); with 4 the copies' mask terms are copied too.
- * The gaps between a row's largest dots are ~1e9, so every row is its
- * largest key's V (or the mean of two tied ones). */
+ * of docs/RELIABILITY.md): scaled dots of 1e10 and more, where the lazy
+ * form's reference m2 = max c2 rounds by more than 2^7, and 2^(dot c2 -
+ * m2) at the max itself overflowed (NaN rows) or every key's underflowed
+ * (rows of 0). Query component 0 is 1; HUGE_KIND picks the keys:
+ *  0  every key times 1e10 (row maxima ~ +8e10);
+ *  1  every key's component 0 -4e10, the others times 1e9 (maxima ~ -3e10);
+ *  2  keys 256 on as 0: the reference moves from a normal max to a huge one;
+ *  3  keys below 256 as 1: from a huge negative max to a normal one;
+ *  4  as 0, keys 256..511 copies of keys 0..255 and their V halves of
+ *     theirs: a later block ties the row's max without moving the
+ *     reference (the fused score tiles must not keep a huge one); a tied
+ *     row is 3/4 of its first key's V;
+ *  5  row i's query the unit vector i mod dk, keys times 1e11, the copies
+ *     as in 4 but 1 ulp above: a copy passes its row's max by 1 ulp, so
+ *     the row's thr must be the max itself (not (m2 + FA_LAZY_SLACK) / c2,
+ *     which rounds up past it for 7 % of maxima), and dot - max must not
+ *     round to 0 (dot c2 rounded first merges the two: 3/4 of V, not 1/2).
+ * Under a key padding mask its terms but hidden ones are set to 0 (the
+ * form that only hides keys); with 4 the copies' terms are copied too. The
+ * gaps between a row's largest dots are ~1e9, so every row is its largest
+ * key's V (or as said for the copies). */
 static int HUGE_KIND;
 static void attn_edit_huge(attn_data *D) {
     const mha_attn_args *a = &D->a;
