@@ -1767,6 +1767,36 @@ static void test_attention_f32_lazy_max(void **state) {
     }
 }
 
+/* Every float32 backend on D against the scalar reference (finite): max
+ * |err| <= rel * max |reference| (label and the figures on stderr when
+ * not, or with MHA_TEST_VERBOSE), and a split (split_seed) bitwise the
+ * same. */
+static void attn_f32_backends_check(attn_data *D, double rel, uint64_t split_seed,
+                                    const char *label) {
+    float *ref = malloc(D->n_o * sizeof(float)), *out = malloc(D->n_o * sizeof(float));
+    float *out2 = malloc(D->n_o * sizeof(float));
+    attn_full(REF, NULL, D, ref, 1);
+    assert_int_equal(nonfinite_count(ref, D->n_o), 0);
+    double scale = 0.0;
+    for (size_t i = 0; i < D->n_o; i++)
+        scale = fmax(scale, fabs(ref[i]));
+    for (int bi = 0; bi < NBK; bi++) {
+        attn_full(BK[bi].p, BK[bi].state, D, out, 1);
+        double err = 0.0;
+        for (size_t i = 0; i < D->n_o; i++) {
+            const double d = fabs((double)out[i] - (double)ref[i]);
+            if (!(d <= err)) err = d;
+        }
+        if (!(err <= rel * scale) || getenv("MHA_TEST_VERBOSE"))
+            fprintf(stderr, "%s, %s: err %g, scale %g, %lld not finite\n", BK[bi].name, label, err,
+                    scale, (long long)nonfinite_count(out, D->n_o));
+        if (!(err <= rel * scale)) fail();
+        attn_split(BK[bi].p, BK[bi].state, D, out2, split_seed);
+        assert_memory_equal(out, out2, D->n_o * sizeof(float));
+    }
+    free(ref), free(out), free(out2);
+}
+
 /* float32 rows under a general additive mask (terms other than 0, hidden
  * and fills) take the lazy form in logit units where the backend has an
  * exp to float32 accuracy (avx512, openmp's AVX-512 variant:
@@ -1799,30 +1829,9 @@ static void test_attention_f32_general_mask(void **state) {
                         float *m = D.mask + b * a->m_sb + i * a->m_sq + j;
                         if (*m > -FLT_MAX) *m += by;
                     }
-            float *ref = malloc(D.n_o * sizeof(float)), *out = malloc(D.n_o * sizeof(float));
-            float *out2 = malloc(D.n_o * sizeof(float));
-            attn_full(REF, NULL, &D, ref, 1);
-            assert_int_equal(nonfinite_count(ref, D.n_o), 0);
-            double scale = 0.0;
-            for (size_t i = 0; i < D.n_o; i++)
-                scale = fmax(scale, fabs(ref[i]));
-            for (int bi = 0; bi < NBK; bi++) {
-                attn_full(BK[bi].p, BK[bi].state, &D, out, 1);
-                double err = 0.0;
-                for (size_t i = 0; i < D.n_o; i++) {
-                    const double d = fabs((double)out[i] - (double)ref[i]);
-                    if (!(d <= err)) err = d;
-                }
-                if (getenv("MHA_TEST_VERBOSE"))
-                    fprintf(stderr, "%s, case %zu, late terms + %g: err %g, scale %g\n",
-                            BK[bi].name, ci, (double)by, err, scale);
-                if (!(err <= 1e-5 * scale))
-                    fail_msg("%s, case %zu, late terms + %g: err %g, scale %g", BK[bi].name, ci,
-                             (double)by, err, scale);
-                attn_split(BK[bi].p, BK[bi].state, &D, out2, 97);
-                assert_memory_equal(out, out2, D.n_o * sizeof(float));
-            }
-            free(ref), free(out), free(out2);
+            char label[64];
+            snprintf(label, sizeof label, "case %zu, late terms + %g", ci, (double)by);
+            attn_f32_backends_check(&D, 1e-5, 97, label);
             attn_free(&D);
         }
     }
@@ -1916,29 +1925,9 @@ static void test_attention_huge_logits(void **state) {
             attn_data D;
             attn_make(c, &D);
             attn_edit_huge(&D);
-            float *ref = malloc(D.n_o * sizeof(float)), *out = malloc(D.n_o * sizeof(float));
-            float *out2 = malloc(D.n_o * sizeof(float));
-            attn_full(REF, NULL, &D, ref, 1);
-            assert_int_equal(nonfinite_count(ref, D.n_o), 0);
-            double scale = 0.0;
-            for (size_t i = 0; i < D.n_o; i++)
-                scale = fmax(scale, fabs(ref[i]));
-            for (int bi = 0; bi < NBK; bi++) {
-                attn_full(BK[bi].p, BK[bi].state, &D, out, 1);
-                double err = 0.0;
-                for (size_t i = 0; i < D.n_o; i++) {
-                    const double d = fabs((double)out[i] - (double)ref[i]);
-                    if (!(d <= err)) err = d;
-                }
-                if (!(err <= 1e-5 * scale) || getenv("MHA_TEST_VERBOSE"))
-                    fprintf(stderr, "%s, case %zu, kind %d: err %g, scale %g, %lld not finite\n",
-                            BK[bi].name, ci, HUGE_KIND, err, scale,
-                            (long long)nonfinite_count(out, D.n_o));
-                if (!(err <= 1e-5 * scale)) fail();
-                attn_split(BK[bi].p, BK[bi].state, &D, out2, 105);
-                assert_memory_equal(out, out2, D.n_o * sizeof(float));
-            }
-            free(ref), free(out), free(out2);
+            char label[64];
+            snprintf(label, sizeof label, "case %zu, kind %d", ci, HUGE_KIND);
+            attn_f32_backends_check(&D, 1e-5, 105, label);
             attn_free(&D);
             /* bfloat16: the bound of the scalar bfloat16 reference */
             attn_bf16_case_with(c, attn_edit_huge, 1);
