@@ -593,10 +593,14 @@ static inline void fa_row_update(const mha_attn_args *a, vf *x, float m_new, int
     /* acc and l are still 0 while m == -inf; an unchanged max (most blocks
      * after the first few) needs no exp: exp(0) is exactly 1 */
 #ifdef FA_HAVE_EXP2
-    /* bfloat16 exponentiates in base 2 while m log2(e) is a float far from
-     * overflow (always, but for masks of huge finite values: base e then);
-     * float32 keeps base e, its bits unchanged */
-    const int base2 = fa_bf16(a) && fabsf(m_new) < 1e37f;
+    /* bfloat16 exponentiates in base 2 while m log2(e) rounds by at most
+     * 2^-5 (|m| < 2^19: always, but for huge logits -- masks of huge
+     * finite values, dots of 1e10 -- base e then: the FMA's t at the max
+     * itself is that rounding, which past 2^31 overflowed 2^t); float32
+     * keeps base e, its bits unchanged. A row crossing 2^19 by a small
+     * move keeps its old terms within 2^(2^-4) of the new base's, below
+     * what rounding such logits costs the reference. */
+    const int base2 = fa_bf16(a) && fabsf(m_new) < 0x1p19f;
 #endif
     float corr = 0.0f;
     if (*m == m_new) {
@@ -863,6 +867,18 @@ static inline int fa_score_plain_tile(const mha_attn_args *a, int64_t nd, const 
 /* How far (in base 2) a probability may pass 1 before the row takes a new
  * reference max: p <= 2^8, so l and acc stay far from overflow. */
 #define FA_LAZY_SLACK 8.0f
+/* A row whose reference max times c2 is this large in size (a logit of
+ * 2^20 in base 2, 7e5 in base e: far past any trained model's) keeps the
+ * max's raw dot as its reference m2 (in dot units: |m2| >= FA_LAZY_HUGE
+ * says which) and takes t = (dot - m2) c2: the lazy form's m2 = max c2
+ * rounded made the FMA's t at the max itself that rounding error, up to
+ * half an ulp of m2 -- past 2^7 at 2^31, where 2^t overflowed (or
+ * underflowed for every key: a row of 0); and rounding dot c2 first would
+ * merge dots an ulp apart that the reference's logits keep apart. Its thr
+ * is the max itself ((m2 + FA_LAZY_SLACK) / c2 rounds by more than the
+ * slack there). The fused score tiles leave such rows to the row pass
+ * (fa_row_softmax_lazy). */
+#define FA_LAZY_HUGE 0x1p20f
 
 /* bfloat16 rows (and float32 ones with FA_HAVE_EXP2_F32) with no softcap
  * or ALiBi, when 0 < scale log2(e) <= 1 (fa_lazy_ok), and no mask or one that only hides keys
@@ -1025,22 +1041,40 @@ static inline int fa_row_softmax_lazy(float c2, int64_t nv, float *srow, float *
     if (!fa_block_max(x, bad, poisoned, &vmax)) return 0;
     const int fine = !fa_bf16(a);
     float mn = *m2, corr = 1.0f;
+    int huge = !(fabsf(mn) < FA_LAZY_HUGE); /* *m2 a raw reference (or -inf) */
     if (vf_gt_bits(vmax, vf_set1(*thr))) {
         /* past the slack, or the row's first visible key: the block's max
          * is the new reference (finite: c2 <= 1 and the max is finite) */
-        mn = vf_hmax(vmax) * c2;
+        const float xm = vf_hmax(vmax);
+        const int was_huge = huge;
+        mn = xm * c2;
+        huge = !(fabsf(mn) < FA_LAZY_HUGE);
         if (*m2 != -INFINITY) {
+            /* the factor's exponent, old reference minus new in base 2 */
+            const float dt = !was_huge && !huge ? *m2 - mn
+                             : !was_huge        ? fmaf(-xm, c2, *m2)
+                             : huge             ? (*m2 - xm) * c2
+                                                : fmaf(*m2, c2, -mn);
             _Alignas(64) float e[VLEN];
-            vf_store(e, fa_exp2(fine, vf_set1(*m2 - mn)));
+            vf_store(e, fa_exp2(fine, vf_set1(dt)));
             corr = e[0];
         } else {
             corr = 0.0f;
         }
-        *thr = (mn + FA_LAZY_SLACK) / c2;
+        if (huge) mn = xm;
+        *thr = huge ? xm : (mn + FA_LAZY_SLACK) / c2;
     } else if (mn == -INFINITY) {
         return 0;
     }
-    const vf vc = vf_set1(c2), vneg = vf_set1(-mn);
+    float negm = -mn;
+    if (huge) {
+        /* a raw reference: t = (dot - m2) c2, 0 at the max itself */
+        const vf vc = vf_set1(c2), vneg = vf_set1(negm);
+        _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) x[c] =
+            vf_mul(vf_add(x[c], vneg), vc);
+        c2 = 1.0f, negm = 0.0f;
+    }
+    const vf vc = vf_set1(c2), vneg = vf_set1(negm);
     vf psum = vf_zero();
     _Pragma("GCC unroll 8") for (int c = 0; c < FA_NCV; c++) {
         x[c] = fa_exp2(fine, vf_fma(x[c], vc, vneg)); /* -inf -> 0 */
@@ -1154,8 +1188,10 @@ static inline int fa_score_bf16_fused(int64_t nd, const uint32_t *qp, const uint
  * FA_BC, m2, thr and lv [FA_MR][VLEN] updated and corr[r] each row's
  * accumulator factor; -1 with the row state untouched and s holding
  * nothing usable when a row's sum is not finite (a NaN or +inf dot, or a
- * row of -inf ones): the caller scores the tile again for the row pass,
- * which poisons or skips those rows. Not inlined: in fa_query_block the
+ * row of -inf ones) or a row's new reference is huge (FA_LAZY_HUGE; the
+ * caller passes no row that has one): the caller scores the tile again
+ * for the row pass, which poisons or skips those rows, or takes the huge
+ * reference's t. Not inlined: in fa_query_block the
  * compiler kept the exp's constants in registers across the tiles, and
  * two of the 24 accumulators went to the stack in the product loop (W3's
  * node 0.99 of the plain tile's time instead of ~0.9).
@@ -1182,6 +1218,14 @@ __attribute__((noinline)) static int fa_score_f32_fused(int64_t nd, const float 
             }
         }
         negm[r] = -mn[r];
+    }
+    if (over) {
+        /* a row taking a huge reference: the row pass's t (rows within the
+         * bound as lanes, one test for the tile) */
+        const vf v = vf_load_part(mn, FA_MR);
+        const unsigned within =
+            vf_gt_bits(v, vf_set1(-FA_LAZY_HUGE)) & vf_gt_bits(vf_set1(FA_LAZY_HUGE), v);
+        if (over & ~within) return -1;
     }
     if (moved) vf_store(e, vf_exp2_f32(vf_load(dm)));
     vf psum[FA_MR];
@@ -1349,8 +1393,9 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
              * block, their first one too: scores and softmax at once */
             if (lazy && !a->mask && !fa_bf16(a) && r0 + FA_MR <= br && row_end[r0] - j0 >= FA_BC) {
                 int ok = 1;
-                for (int r = 0; r < FA_MR; r++)
-                    ok &= !poisoned[r0 + r];
+                for (int r = 0; r < FA_MR; r++) /* none with a huge reference (FA_LAZY_HUGE) */
+                    ok &= !poisoned[r0 + r] &&
+                          (mx[r0 + r] == -INFINITY || fabsf(mx[r0 + r]) < FA_LAZY_HUGE);
                 if (ok && fa_score_f32_fused(dk, qp + r0, ktb, s + r0 * FA_BC, mx + r0, thr + r0,
                                              lv + r0 * VLEN, pcorr + r0, c2) == 1) {
                     for (int r = 0; r < FA_MR; r++)
@@ -1369,7 +1414,8 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                 float negm[FA_MR];
                 vf psum[FA_MR];
                 for (int r = 0; r < FA_MR; r++) {
-                    ok &= mx[r0 + r] != -INFINITY && !poisoned[r0 + r];
+                    /* a set reference, not a huge one (FA_LAZY_HUGE) */
+                    ok &= fabsf(mx[r0 + r]) < FA_LAZY_HUGE && !poisoned[r0 + r];
                     negm[r] = -mx[r0 + r];
                     psum[r] = vf_zero();
                 }

@@ -1767,6 +1767,36 @@ static void test_attention_f32_lazy_max(void **state) {
     }
 }
 
+/* Every float32 backend on D against the scalar reference (finite): max
+ * |err| <= rel * max |reference| (label and the figures on stderr when
+ * not, or with MHA_TEST_VERBOSE), and a split (split_seed) bitwise the
+ * same. */
+static void attn_f32_backends_check(attn_data *D, double rel, uint64_t split_seed,
+                                    const char *label) {
+    float *ref = malloc(D->n_o * sizeof(float)), *out = malloc(D->n_o * sizeof(float));
+    float *out2 = malloc(D->n_o * sizeof(float));
+    attn_full(REF, NULL, D, ref, 1);
+    assert_int_equal(nonfinite_count(ref, D->n_o), 0);
+    double scale = 0.0;
+    for (size_t i = 0; i < D->n_o; i++)
+        scale = fmax(scale, fabs(ref[i]));
+    for (int bi = 0; bi < NBK; bi++) {
+        attn_full(BK[bi].p, BK[bi].state, D, out, 1);
+        double err = 0.0;
+        for (size_t i = 0; i < D->n_o; i++) {
+            const double d = fabs((double)out[i] - (double)ref[i]);
+            if (!(d <= err)) err = d;
+        }
+        if (!(err <= rel * scale) || getenv("MHA_TEST_VERBOSE"))
+            fprintf(stderr, "%s, %s: err %g, scale %g, %lld not finite\n", BK[bi].name, label, err,
+                    scale, (long long)nonfinite_count(out, D->n_o));
+        if (!(err <= rel * scale)) fail();
+        attn_split(BK[bi].p, BK[bi].state, D, out2, split_seed);
+        assert_memory_equal(out, out2, D->n_o * sizeof(float));
+    }
+    free(ref), free(out), free(out2);
+}
+
 /* float32 rows under a general additive mask (terms other than 0, hidden
  * and fills) take the lazy form in logit units where the backend has an
  * exp to float32 accuracy (avx512, openmp's AVX-512 variant:
@@ -1799,33 +1829,109 @@ static void test_attention_f32_general_mask(void **state) {
                         float *m = D.mask + b * a->m_sb + i * a->m_sq + j;
                         if (*m > -FLT_MAX) *m += by;
                     }
-            float *ref = malloc(D.n_o * sizeof(float)), *out = malloc(D.n_o * sizeof(float));
-            float *out2 = malloc(D.n_o * sizeof(float));
-            attn_full(REF, NULL, &D, ref, 1);
-            assert_int_equal(nonfinite_count(ref, D.n_o), 0);
-            double scale = 0.0;
-            for (size_t i = 0; i < D.n_o; i++)
-                scale = fmax(scale, fabs(ref[i]));
-            for (int bi = 0; bi < NBK; bi++) {
-                attn_full(BK[bi].p, BK[bi].state, &D, out, 1);
-                double err = 0.0;
-                for (size_t i = 0; i < D.n_o; i++) {
-                    const double d = fabs((double)out[i] - (double)ref[i]);
-                    if (!(d <= err)) err = d;
-                }
-                if (getenv("MHA_TEST_VERBOSE"))
-                    fprintf(stderr, "%s, case %zu, late terms + %g: err %g, scale %g\n",
-                            BK[bi].name, ci, (double)by, err, scale);
-                if (!(err <= 1e-5 * scale))
-                    fail_msg("%s, case %zu, late terms + %g: err %g, scale %g", BK[bi].name, ci,
-                             (double)by, err, scale);
-                attn_split(BK[bi].p, BK[bi].state, &D, out2, 97);
-                assert_memory_equal(out, out2, D.n_o * sizeof(float));
-            }
-            free(ref), free(out), free(out2);
+            char label[64];
+            snprintf(label, sizeof label, "case %zu, late terms + %g", ci, (double)by);
+            attn_f32_backends_check(&D, 1e-5, 97, label);
             attn_free(&D);
         }
     }
+}
+
+/* Huge logits in the lazy max (avx512, openmp's AVX-512 variant; round 11
+ * of docs/RELIABILITY.md): scaled dots of 1e10 and more, where the lazy
+ * form's reference m2 = max c2 rounds by more than 2^7, and 2^(dot c2 -
+ * m2) at the max itself overflowed (NaN rows) or every key's underflowed
+ * (rows of 0). Query component 0 is 1; HUGE_KIND picks the keys:
+ *  0  every key times 1e10 (row maxima ~ +8e10);
+ *  1  every key's component 0 -4e10, the others times 1e9 (maxima ~ -3e10);
+ *  2  keys 256 on as 0: the reference moves from a normal max to a huge one;
+ *  3  keys below 256 as 1: from a huge negative max to a normal one;
+ *  4  as 0, keys 256..511 copies of keys 0..255 and their V halves of
+ *     theirs: a later block ties the row's max without moving the
+ *     reference (the fused score tiles must not keep a huge one); a tied
+ *     row is 3/4 of its first key's V;
+ *  5  row i's query the unit vector i mod dk, keys times 1e11, the copies
+ *     as in 4 but 1 ulp above: a copy passes its row's max by 1 ulp, so
+ *     the row's thr must be the max itself (not (m2 + FA_LAZY_SLACK) / c2,
+ *     which rounds up past it for 7 % of maxima), and dot - max must not
+ *     round to 0 (dot c2 rounded first merges the two: 3/4 of V, not 1/2).
+ * Under a key padding mask its terms but hidden ones are set to 0 (the
+ * form that only hides keys); with 4 the copies' terms are copied too. The
+ * gaps between a row's largest dots are ~1e9, so every row is its largest
+ * key's V (or as said for the copies). */
+static int HUGE_KIND;
+static void attn_edit_huge(attn_data *D) {
+    const mha_attn_args *a = &D->a;
+    const int kind = HUGE_KIND, negative = kind == 1 || kind == 3;
+    for (int64_t b = 0; b < a->B; b++)
+        for (int64_t h = 0; h < a->Hq; h++)
+            for (int64_t i = 0; i < a->Sq; i++)
+                for (int64_t d = 0; d < a->dk; d++)
+                    if (d == 0 || kind == 5)
+                        D->q[b * a->q_sb + h * a->q_sh + i * a->q_ss + d] =
+                            kind == 5 ? (float)(d == i % a->dk) : 1.0f;
+    for (int64_t b = 0; b < a->B; b++)
+        for (int64_t g = 0; g < a->Hkv; g++)
+            for (int64_t j = 0; j < a->Skv; j++) {
+                float *k = D->k + b * a->k_sb + g * a->k_sh + j * a->k_ss;
+                if ((kind == 2 && j < 256) || (kind == 3 && j >= 256)) continue;
+                if (kind >= 4 && j >= 256 && j < 512) {
+                    float *v = D->v + b * a->v_sb + g * a->v_sh + j * a->v_ss;
+                    for (int64_t d = 0; d < a->dk; d++)
+                        k[d] = k[d - 256 * a->k_ss];
+                    for (int64_t d = 0; d < a->dv; d++)
+                        v[d] = 0.5f * v[d - 256 * a->v_ss];
+                    for (int64_t d = 0; kind == 5 && d < a->dk; d++)
+                        k[d] = nextafterf(k[d], INFINITY);
+                    continue;
+                }
+                for (int64_t d = 0; d < a->dk; d++)
+                    k[d] *= negative ? 1e9f : kind == 5 ? 1e11f : 1e10f;
+                if (negative) k[0] = -4e10f;
+            }
+    if (a->mask && a->m_sq == 0)
+        for (int64_t b = 0; b < a->B; b++)
+            for (int64_t j = 0; j < a->Skv; j++) {
+                float *m = D->mask + b * a->m_sb + j * a->m_sk;
+                if (*m > -FLT_MAX) *m = 0.0f;
+            }
+    if (a->mask && kind == 4) /* the copies' terms too (a term of ~1 is below a logit's ulp) */
+        for (int64_t b = 0; b < a->B; b++)
+            for (int64_t h = 0; h < a->Hq; h++)
+                for (int64_t i = 0; i < a->Sq; i++)
+                    for (int64_t j = 256; j < 512; j++) {
+                        float *m = D->mask + b * a->m_sb + h * a->m_sh + i * a->m_sq;
+                        m[j * a->m_sk] = m[(j - 256) * a->m_sk];
+                    }
+}
+
+static void test_attention_huge_logits(void **state) {
+    (void)state;
+    /* no mask; causal; a key padding mask that only hides keys ([B, S, H,
+     * d]); a general additive mask (float32's lazy form in logit units) */
+    const attn_case cs[] = {
+        {1, 2, 1, 40, 600, 64, 64, 0, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 101},
+        {1, 2, 2, 600, 600, 64, 64, 0, MASK_NONE, 1, 0, 0, 0.0f, 0, 0, 102},
+        {2, 2, 2, 40, 600, 64, 64, 1, MASK_KEYPAD, 0, 0, 0, 0.0f, 0, 0, 103},
+        {1, 2, 1, 40, 600, 32, 32, 0, MASK_BCAST_ROWS, 0, 0, 0, 0.0f, 0, 0, 104},
+        /* kind 5 alone: 256 row maxima, 7 % of whose thr rounds up */
+        {2, 2, 2, 64, 600, 64, 64, 0, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 106},
+    };
+    const size_t nc = sizeof cs / sizeof cs[0];
+    for (size_t ci = 0; ci < nc; ci++)
+        for (HUGE_KIND = 0; HUGE_KIND <= 5; HUGE_KIND++) {
+            const attn_case *c = &cs[ci];
+            if ((HUGE_KIND == 5) != (ci == nc - 1)) continue;
+            attn_data D;
+            attn_make(c, &D);
+            attn_edit_huge(&D);
+            char label[64];
+            snprintf(label, sizeof label, "case %zu, kind %d", ci, HUGE_KIND);
+            attn_f32_backends_check(&D, 1e-5, 105, label);
+            attn_free(&D);
+            /* bfloat16: the bound of the scalar bfloat16 reference */
+            attn_bf16_case_with(c, attn_edit_huge, 1);
+        }
 }
 
 /* bfloat16 pairs keys two by two in P.V: a causal row that sees an odd
@@ -2126,6 +2232,7 @@ int main(void) {
         cmocka_unit_test(test_attention_bf16_lazy_max),
         cmocka_unit_test(test_attention_f32_lazy_max),
         cmocka_unit_test(test_attention_f32_general_mask),
+        cmocka_unit_test(test_attention_huge_logits),
         cmocka_unit_test(test_attention_masked_padding),
         cmocka_unit_test(test_attention_bf16_unseen_inf),
         cmocka_unit_test(test_expected_backends_present),
