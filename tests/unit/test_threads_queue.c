@@ -908,11 +908,14 @@ static void hold_dispatcher(void *user, mha_request *r) {
 
 /* The time a request waited before its submit (waited_ms: an HTTP server
  * reading its body) counts against max_queue_ms only while the queue had
- * work. On an idle queue with max_queue_ms 5 a request that waited 6 ms (a
- * slow client's upload: nothing was ahead of it) is accepted and computes.
- * With the only dispatcher held in a callback and a request waiting behind
- * it for 20 ms, a request that waited 6 ms is refused at once, and one that
- * waited 1 ms is accepted. */
+ * work. On an idle queue with max_queue_ms 100 a request that waited 150 ms
+ * (a slow client's upload: nothing was ahead of it) is accepted and
+ * computes. With the only dispatcher held in a callback and a request
+ * waiting behind it for 200 ms, a request that waited 150 ms is refused at
+ * once, and one that waited 1 ms is accepted. (The bound was 5 ms and the
+ * wait 20: under ASan at load the queue's estimate of the two runs ahead
+ * alone passed 4 ms and refused the 1 ms request -- a CI failure of
+ * 2026-12-07; the margins are now 100x the runs' cost.) */
 static void test_waited_before_submit(void **state) {
     (void)state;
     mha_model *m = gen_model(0);
@@ -922,7 +925,7 @@ static void test_waited_before_submit(void **state) {
     o.num_dispatchers = 1;
     o.max_batch = 2;
     o.max_delay_ms = 10000; /* no admission by the oldest's wait here */
-    o.max_queue_ms = 5;
+    o.max_queue_ms = 100;
     mha_queue *q = NULL;
     assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
     float x[16 * 64];
@@ -933,7 +936,7 @@ static void test_waited_before_submit(void **state) {
     mha_error err = {0};
     mha_request *r = NULL, *held = NULL, *a = NULL, *b = NULL;
     /* idle: the 6 ms were the client's own */
-    so.waited_ms = 6;
+    so.waited_ms = 150;
     assert_int_equal(mha_queue_submit(q, &in, &so, &r, &err), MHA_OK);
     assert_int_equal(mha_request_wait(r, -1, &err), MHA_OK);
     /* busy: the dispatcher held, a waiting behind it */
@@ -948,12 +951,12 @@ static void test_waited_before_submit(void **state) {
         nanosleep(&ms, NULL);
     }
     assert_int_equal(mha_queue_submit(q, &in, NULL, &a, &err), MHA_OK);
-    struct timespec busy = {0, 20 * 1000000};
+    struct timespec busy = {0, 200 * 1000000};
     nanosleep(&busy, NULL);
-    so.waited_ms = 6;
+    so.waited_ms = 150;
     assert_int_equal(mha_queue_submit(q, &in, &so, &b, &err), MHA_ERR_QUEUE_FULL);
     assert_null(b);
-    assert_non_null(strstr(err.message, "waited 6 ms before it came while the queue had work"));
+    assert_non_null(strstr(err.message, "waited 150 ms before it came while the queue had work"));
     so.waited_ms = 1;
     assert_int_equal(mha_queue_submit(q, &in, &so, &b, &err), MHA_OK);
     atomic_store(&h.release, 1);
