@@ -50,12 +50,11 @@
 #include <malloc.h>
 #endif
 
-#include <microhttpd.h>
-
 #include "mha_cli.h"
 #include "cli_options.h"
 #include "serve_guard.h"
 #include "serve_json.h"
+#include "serve_mhd.h"
 #include "mha/npy.h"
 
 enum {
@@ -1140,6 +1139,9 @@ int mha_cmd_serve(int argc, char **argv) {
     } else {
         return cli_usage_error(&c, "--host wants a numeric IPv4 or IPv6 address, got '%s'", o.host);
     }
+    /* the HTTP library, opened here only (serve_mhd.h) */
+    char mhd_msg[600];
+    if (serve_mhd_load(mhd_msg, sizeof mhd_msg) != 0) return cli_fail("serve: %s", mhd_msg);
 
     mha_model *m = NULL;
     mha_runtime *rt = NULL;

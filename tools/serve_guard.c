@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #endif
 #include "serve_guard.h"
+#include "serve_mhd.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -17,6 +17,25 @@ rm -rf "$T" && mkdir -p "$T"
 "$MHA" gen -d 64 -H 4 --causal -o "$T/m.onnx" --data "$T/x.npy" --batch 1 --seq 8 >/dev/null
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ref.npy" >/dev/null 2>&1
 
+# libmicrohttpd (and GnuTLS through it) is opened by `mha serve` only, not
+# by every `mha` call: the loader's list of the files it maps (glibc's
+# LD_DEBUG=files) names it for serve (opened before the model loads, so a
+# missing model is enough) and for no other subcommand
+if LD_DEBUG=files "$MHA" --version 2>&1 >/dev/null | grep -q "file=libc\.so"; then
+  for args in --version "info $T/m.onnx" "run $T/m.onnx $T/x.npy -o $T/ld.npy"; do
+    # shellcheck disable=SC2086 # the arguments split on purpose
+    LD_DEBUG=files "$MHA" $args >/dev/null 2>"$T/ld.txt" || fail "mha $args: $(cat "$T/ld.txt")"
+    ! grep -q "file=libmicrohttpd" "$T/ld.txt" || fail "mha $args loaded libmicrohttpd"
+  done
+  LD_DEBUG=files "$MHA" serve "$T/no-such.onnx" --port 0 >/dev/null 2>"$T/ld.txt" &&
+    fail "serve of a missing model: exit 0"
+  grep -q "file=libmicrohttpd.*dynamically loaded by" "$T/ld.txt" ||
+    fail "mha serve did not open libmicrohttpd: $(grep 'file=' "$T/ld.txt" | head -n 20)"
+  echo "ok: libmicrohttpd is opened by mha serve only"
+else
+  echo "skip: the loader has no LD_DEBUG=files (not glibc)"
+fi
+
 # serve-cpu (the queue's CPU time per request, batching off and on): two
 # requests alike share a run; 8 and 2 tokens (10 of 16 rows real) run apart
 CPU="$(dirname "$MHA")/serve-cpu"
