@@ -496,11 +496,36 @@ static int ds_hash_file(const char *path, uint64_t *out) {
     return ok;
 }
 
+/* Every byte of an input file's data as stored, read in blocks of whole
+ * rows (axis 0 of the file) of about 1 MiB: a dataset changed in any row
+ * between two shard runs hashes apart. A shard reads the whole dataset
+ * once for it, as it reads the whole model for the model's hash. */
+static int ds_hash_input_data(ds_input *in, uint64_t *h) {
+    const int64_t rows = in->h.rows;
+    const size_t rb = in->h.row_bytes;
+    if (rows <= 0 || rb == 0) return CLI_OK;
+    const int64_t per = rb < ((size_t)1 << 20) ? (int64_t)(((size_t)1 << 20) / rb) : 1;
+    void *buf = malloc((size_t)per * rb);
+    if (!buf) return cli_fail("%s: out of memory for a row of %zu bytes", in->file, rb);
+    mha_error err;
+    mha_error_clear(&err);
+    for (int64_t r = 0; r < rows; r += per) {
+        const int64_t n = rows - r < per ? rows - r : per;
+        if (mha_npy_reader_read_rows(in->reader, r, r + n, MHA_DTYPE_UNDEFINED, buf, (size_t)n * rb,
+                                     &err) != MHA_OK) {
+            free(buf);
+            return cli_fail_err(in->file, &err);
+        }
+        *h = ds_hash_bytes(*h, buf, (size_t)n * rb);
+    }
+    free(buf);
+    return CLI_OK;
+}
+
 /* The run a shard comes from, for `mha merge` to compare (the output index
  * is added per file): which shard of how many, the model (its bytes and
  * external data), the precision, the dataset (each input's name, dtype,
- * shape and file size, its first and last rows; the bytes of inputs read
- * whole) and the lengths.
+ * shape and file size and all its bytes) and the lengths.
  * Not the backend, threads or chunk size: shards run on other machines
  * merge into one run's rows (bitwise one run's on one backend). */
 static int ds_make_shard_run(ds_state *s) {
@@ -510,7 +535,7 @@ static int ds_make_shard_run(ds_state *s) {
     const uint64_t ext = mha_model_external_data_id(s->model);
     if (ext) model = ds_hash_bytes(model, &ext, sizeof ext);
     for (size_t i = 0; i < s->n_in; i++) {
-        const ds_input *in = &s->in[i];
+        ds_input *in = &s->in[i];
         char line[512];
         int n = snprintf(line, sizeof line, "%s %d", s->in_info[i].name, in->file ? 1 : 0);
         data = ds_hash_bytes(data, line, n > 0 ? (size_t)n : 0);
@@ -525,26 +550,10 @@ static int ds_make_shard_run(ds_state *s) {
             data = ds_hash_bytes(data, in->buf, (size_t)in->h.rows * in->row_bytes);
             continue;
         }
-        /* rows are the batch: the first and the last as stored (another
-         * dataset of the same shape, or the same rows shuffled); items of
-         * axis 1 for a sequence-first model */
-        const int64_t rows = in->h.dims[s->axis];
-        const size_t rb = s->axis ? in->h.data_bytes / (size_t)rows : in->h.row_bytes;
-        void *row = malloc(rb ? rb : 1);
-        if (!row) return cli_fail("out of memory");
-        mha_error err;
-        mha_error_clear(&err);
-        for (int64_t r = 0; r<rows; r += rows> 1 ? rows - 1 : 1) {
-            if ((s->axis ? mha_npy_reader_read_rows_axis1(in->reader, r, r + 1, MHA_DTYPE_UNDEFINED,
-                                                          row, rb, &err)
-                         : mha_npy_reader_read_rows(in->reader, r, r + 1, MHA_DTYPE_UNDEFINED, row,
-                                                    rb, &err)) != MHA_OK) {
-                free(row);
-                return cli_fail_err(in->file, &err);
-            }
-            data = ds_hash_bytes(data, row, rb);
-        }
-        free(row);
+        /* rows are the batch: every row, not only those of this shard (a
+         * dataset of the same shape with a row changed, or shuffled) */
+        int rc = ds_hash_input_data(in, &data);
+        if (rc != CLI_OK) return rc;
     }
     if (s->lengths)
         lengths = ds_hash_bytes(DS_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
