@@ -975,6 +975,16 @@ long long ds_nonfinite_rows(const void *data, mha_dtype dt, size_t rows, size_t 
 /* Setup shared by the file and MPI modes                                    */
 /* ------------------------------------------------------------------------ */
 
+/* A run that cannot go by rows goes in one piece (DS_ONE_SHOT), unless
+ * --batch-size or --checkpoint-every was given: the memory bound or the
+ * checkpoints would be dropped in silence, so it is refused saying why. */
+static int ds_one_shot(const ds_options *o, const char *why) {
+    if (!o->batch_size_given && !o->checkpoint_given) return DS_ONE_SHOT;
+    return cli_fail("%s: %s: %s, so the run goes in one piece (leave the option out)",
+                    o->model_path, o->batch_size_given ? "--batch-size" : "--checkpoint-every",
+                    why);
+}
+
 static int ds_setup(const cli_common *c, ds_state *s) {
     const ds_options *o = s->o;
     mha_error err;
@@ -986,9 +996,10 @@ static int ds_setup(const cli_common *c, ds_state *s) {
     const mha_layout layout = mha_model_layout(s->model);
     /* a whole model whose ids are [S, B] goes by items of axis 1 */
     s->axis = layout == MHA_LAYOUT_SEQ_FIRST && s->whole;
-    if (layout == MHA_LAYOUT_UNKNOWN && !o->dataset_options && !o->mpi) return DS_ONE_SHOT;
+    if (layout == MHA_LAYOUT_UNKNOWN && !o->dataset_options && !o->mpi)
+        return ds_one_shot(o, "which axis of the model's token ids is the batch cannot be told");
     if (layout == MHA_LAYOUT_SEQ_FIRST && !s->whole && !o->dataset_options && !o->mpi)
-        return DS_ONE_SHOT;
+        return ds_one_shot(o, "the model takes sequence-first inputs ([S, B, D])");
     if (layout == MHA_LAYOUT_SEQ_FIRST && !s->whole)
         return cli_fail("%s: the model takes sequence-first inputs ([S, B, D]); dataset runs "
                         "need the batch on axis 0 (use a .pb output to run it in one piece)",
@@ -998,8 +1009,14 @@ static int ds_setup(const cli_common *c, ds_state *s) {
          * such a run goes in one piece, as before */
         for (size_t i = 0; i < o->n_out_files; i++) {
             int stream = 0;
-            if (mha_output_is_stream(o->out_files[i], &stream, &err) == MHA_OK && stream)
-                return DS_ONE_SHOT;
+            if (mha_output_is_stream(o->out_files[i], &stream, &err) == MHA_OK && stream) {
+                char why[4200];
+                snprintf(why, sizeof why,
+                         "the model's batch is axis 1 of its token ids and output '%s' is "
+                         "written directly",
+                         o->out_files[i]);
+                return ds_one_shot(o, why);
+            }
         }
     }
     if (s->axis && o->mpi)
@@ -1169,9 +1186,11 @@ static int ds_setup_outputs(ds_state *s, int64_t n, int64_t file_rows, int64_t s
         ds_output *out = &s->out[i];
         mha_tensor *t = &s->outs[i];
         if (t->rank <= s->axis || t->shape[s->axis] != n) {
-            if (!s->o->dataset_options && !s->o->mpi) return DS_ONE_SHOT;
-            char shape[160];
+            char shape[160], why[400];
             cli_shape_str(t->rank, t->shape, shape, sizeof shape);
+            snprintf(why, sizeof why, "output '%s' [%s] has no batch axis", s->out_info[i].name,
+                     shape);
+            if (!s->o->dataset_options && !s->o->mpi) return ds_one_shot(s->o, why);
             return cli_fail("%s: output '%s' [%s] has no batch axis: it cannot be written by "
                             "rows (use a .pb output to run in one piece)",
                             s->o->model_path, s->out_info[i].name, shape);
@@ -1383,11 +1402,11 @@ static int ds_prepare_outputs(const cli_common *c, ds_state *s, int *found) {
         if (mha_output_is_stream(out->file, &out->stream, &err) != MHA_OK)
             return cli_fail_err(out->file, &err);
         streamed |= out->stream;
-        if (out->stream && o->resume)
+        if (out->stream && (o->resume || o->checkpoint_given))
             return cli_usage_error(c,
-                                   "--resume: output '%s' is written directly (standard "
+                                   "%s: output '%s' is written directly (standard "
                                    "output, a FIFO or a device) and keeps no checkpoint",
-                                   out->file);
+                                   o->resume ? "--resume" : "--checkpoint-every", out->file);
     }
     if (o->n_out_files && !streamed) {
         s->ckpt_path = ds_strcat2(o->out_files[0], ".ckpt");
