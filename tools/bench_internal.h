@@ -115,6 +115,10 @@ typedef struct bench_probe {
     int n_outputs; /* float32 outputs compared */
     size_t output_floats[BENCH_MAX_OUTPUTS];
     size_t n_ref_floats; /* sum of output_floats */
+    /* files of a --plugin-path folder that are no plugin (not for another
+     * CPU: none that loads), and the registry's reason for the first */
+    int n_broken;
+    char broken[BENCH_ERROR_MAX];
 } bench_probe;
 
 /* One tried arrival rate of the server scenario; latencies of its requests

@@ -461,14 +461,27 @@ static void probe_child(const bench_options *o, int fd) {
         goto send;
     }
     /* a --plugin-path file that is no plugin usable here (an empty file, a
-     * FIFO, one for another CPU) was left out in silence, the others timed */
+     * FIFO, one for another CPU) was left out in silence, the others timed:
+     * refused. Files of a --plugin-path folder that are no plugin at all
+     * (they cannot be opened, loaded or read as one; one that only refuses
+     * this CPU is left out as `auto` leaves it) were left out in silence
+     * too: counted, the first named, said in one line, the others timed */
     char named[PATH_MAX];
     struct stat ns;
-    const int named_file = o->plugin_path && stat(o->plugin_path, &ns) == 0 &&
-                           !S_ISDIR(ns.st_mode) && realpath(o->plugin_path, named);
+    const int named_ok =
+        o->plugin_path && stat(o->plugin_path, &ns) == 0 && realpath(o->plugin_path, named);
+    const int named_file = named_ok && !S_ISDIR(ns.st_mode), named_dir = named_ok && !named_file;
+    const size_t named_len = named_dir ? strlen(named) : 0;
     for (size_t i = 0; i < mha_runtime_plugin_count(rt_all); i++) {
         mha_plugin_info pi;
         if (mha_runtime_plugin(rt_all, i, &pi) != MHA_OK) continue;
+        if (named_dir && !pi.name && pi.path && strncmp(pi.path, named, named_len) == 0 &&
+            pi.path[named_len] == '/' && !strchr(pi.path + named_len + 1, '/')) {
+            if (!p.n_broken++)
+                snprintf(p.broken, sizeof p.broken, "%s",
+                         pi.reason && pi.reason[0] ? pi.reason : pi.path);
+            continue;
+        }
         if (named_file && !pi.usable && pi.path &&
             (strcmp(pi.path, o->plugin_path) == 0 || strcmp(pi.path, named) == 0)) {
             const char *why = pi.reason && pi.reason[0] ? pi.reason : "not usable here";
@@ -864,6 +877,15 @@ static int bench_run(bench_options o) {
         free(ref);
         return 1;
     }
+    if (probe.n_broken)
+        fprintf(stderr,
+                "mha bench: --plugin-path %s: %d file%s there load%s as no plugin, left out "
+                "(%s%s); timing the others\n",
+                o.plugin_path, probe.n_broken, probe.n_broken == 1 ? "" : "s",
+                probe.n_broken == 1 ? "s" : "", probe.broken,
+                probe.n_broken > 1 ? "; 'mha backends' with MHA_PLUGIN_PATH at the folder lists "
+                                     "every one"
+                                   : "");
     if (!o.quiet)
         fprintf(stderr, "mha bench: reference run (scalar) on %s: %.3g s\n", o.model_path,
                 t_reference);

@@ -370,7 +370,7 @@ int cli_cmd_run(int argc, char **argv) {
                 goto done;
             }
             ds.batch_rows = n;
-            batch_size_given = 1;
+            batch_size_given = ds.batch_size_given = 1;
             break;
         case RUN_LENGTHS:
             ds.lengths_path = v;
@@ -385,7 +385,7 @@ int cli_cmd_run(int argc, char **argv) {
                 goto done;
             }
             ds.checkpoint_seconds = sec;
-            checkpoint_given = 1;
+            checkpoint_given = ds.checkpoint_given = 1;
             break;
         }
         case RUN_SHARD:

@@ -496,11 +496,36 @@ static int ds_hash_file(const char *path, uint64_t *out) {
     return ok;
 }
 
+/* Every byte of an input file's data as stored, read in blocks of whole
+ * rows (axis 0 of the file) of about 1 MiB: a dataset changed in any row
+ * between two shard runs hashes apart. A shard reads the whole dataset
+ * once for it, as it reads the whole model for the model's hash. */
+static int ds_hash_input_data(ds_input *in, uint64_t *h) {
+    const int64_t rows = in->h.rows;
+    const size_t rb = in->h.row_bytes;
+    if (rows <= 0 || rb == 0) return CLI_OK;
+    const int64_t per = rb < ((size_t)1 << 20) ? (int64_t)(((size_t)1 << 20) / rb) : 1;
+    void *buf = malloc((size_t)per * rb);
+    if (!buf) return cli_fail("%s: out of memory for a row of %zu bytes", in->file, rb);
+    mha_error err;
+    mha_error_clear(&err);
+    for (int64_t r = 0; r < rows; r += per) {
+        const int64_t n = rows - r < per ? rows - r : per;
+        if (mha_npy_reader_read_rows(in->reader, r, r + n, MHA_DTYPE_UNDEFINED, buf, (size_t)n * rb,
+                                     &err) != MHA_OK) {
+            free(buf);
+            return cli_fail_err(in->file, &err);
+        }
+        *h = ds_hash_bytes(*h, buf, (size_t)n * rb);
+    }
+    free(buf);
+    return CLI_OK;
+}
+
 /* The run a shard comes from, for `mha merge` to compare (the output index
  * is added per file): which shard of how many, the model (its bytes and
  * external data), the precision, the dataset (each input's name, dtype,
- * shape and file size, its first and last rows; the bytes of inputs read
- * whole) and the lengths.
+ * shape and file size and all its bytes) and the lengths.
  * Not the backend, threads or chunk size: shards run on other machines
  * merge into one run's rows (bitwise one run's on one backend). */
 static int ds_make_shard_run(ds_state *s) {
@@ -510,7 +535,7 @@ static int ds_make_shard_run(ds_state *s) {
     const uint64_t ext = mha_model_external_data_id(s->model);
     if (ext) model = ds_hash_bytes(model, &ext, sizeof ext);
     for (size_t i = 0; i < s->n_in; i++) {
-        const ds_input *in = &s->in[i];
+        ds_input *in = &s->in[i];
         char line[512];
         int n = snprintf(line, sizeof line, "%s %d", s->in_info[i].name, in->file ? 1 : 0);
         data = ds_hash_bytes(data, line, n > 0 ? (size_t)n : 0);
@@ -525,26 +550,10 @@ static int ds_make_shard_run(ds_state *s) {
             data = ds_hash_bytes(data, in->buf, (size_t)in->h.rows * in->row_bytes);
             continue;
         }
-        /* rows are the batch: the first and the last as stored (another
-         * dataset of the same shape, or the same rows shuffled); items of
-         * axis 1 for a sequence-first model */
-        const int64_t rows = in->h.dims[s->axis];
-        const size_t rb = s->axis ? in->h.data_bytes / (size_t)rows : in->h.row_bytes;
-        void *row = malloc(rb ? rb : 1);
-        if (!row) return cli_fail("out of memory");
-        mha_error err;
-        mha_error_clear(&err);
-        for (int64_t r = 0; r<rows; r += rows> 1 ? rows - 1 : 1) {
-            if ((s->axis ? mha_npy_reader_read_rows_axis1(in->reader, r, r + 1, MHA_DTYPE_UNDEFINED,
-                                                          row, rb, &err)
-                         : mha_npy_reader_read_rows(in->reader, r, r + 1, MHA_DTYPE_UNDEFINED, row,
-                                                    rb, &err)) != MHA_OK) {
-                free(row);
-                return cli_fail_err(in->file, &err);
-            }
-            data = ds_hash_bytes(data, row, rb);
-        }
-        free(row);
+        /* rows are the batch: every row, not only those of this shard (a
+         * dataset of the same shape with a row changed, or shuffled) */
+        int rc = ds_hash_input_data(in, &data);
+        if (rc != CLI_OK) return rc;
     }
     if (s->lengths)
         lengths = ds_hash_bytes(DS_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
@@ -966,6 +975,16 @@ long long ds_nonfinite_rows(const void *data, mha_dtype dt, size_t rows, size_t 
 /* Setup shared by the file and MPI modes                                    */
 /* ------------------------------------------------------------------------ */
 
+/* A run that cannot go by rows goes in one piece (DS_ONE_SHOT), unless
+ * --batch-size or --checkpoint-every was given: the memory bound or the
+ * checkpoints would be dropped in silence, so it is refused saying why. */
+static int ds_one_shot(const ds_options *o, const char *why) {
+    if (!o->batch_size_given && !o->checkpoint_given) return DS_ONE_SHOT;
+    return cli_fail("%s: %s: %s, so the run goes in one piece (leave the option out)",
+                    o->model_path, o->batch_size_given ? "--batch-size" : "--checkpoint-every",
+                    why);
+}
+
 static int ds_setup(const cli_common *c, ds_state *s) {
     const ds_options *o = s->o;
     mha_error err;
@@ -977,9 +996,10 @@ static int ds_setup(const cli_common *c, ds_state *s) {
     const mha_layout layout = mha_model_layout(s->model);
     /* a whole model whose ids are [S, B] goes by items of axis 1 */
     s->axis = layout == MHA_LAYOUT_SEQ_FIRST && s->whole;
-    if (layout == MHA_LAYOUT_UNKNOWN && !o->dataset_options && !o->mpi) return DS_ONE_SHOT;
+    if (layout == MHA_LAYOUT_UNKNOWN && !o->dataset_options && !o->mpi)
+        return ds_one_shot(o, "which axis of the model's token ids is the batch cannot be told");
     if (layout == MHA_LAYOUT_SEQ_FIRST && !s->whole && !o->dataset_options && !o->mpi)
-        return DS_ONE_SHOT;
+        return ds_one_shot(o, "the model takes sequence-first inputs ([S, B, D])");
     if (layout == MHA_LAYOUT_SEQ_FIRST && !s->whole)
         return cli_fail("%s: the model takes sequence-first inputs ([S, B, D]); dataset runs "
                         "need the batch on axis 0 (use a .pb output to run it in one piece)",
@@ -989,8 +1009,14 @@ static int ds_setup(const cli_common *c, ds_state *s) {
          * such a run goes in one piece, as before */
         for (size_t i = 0; i < o->n_out_files; i++) {
             int stream = 0;
-            if (mha_output_is_stream(o->out_files[i], &stream, &err) == MHA_OK && stream)
-                return DS_ONE_SHOT;
+            if (mha_output_is_stream(o->out_files[i], &stream, &err) == MHA_OK && stream) {
+                char why[4200];
+                snprintf(why, sizeof why,
+                         "the model's batch is axis 1 of its token ids and output '%s' is "
+                         "written directly",
+                         o->out_files[i]);
+                return ds_one_shot(o, why);
+            }
         }
     }
     if (s->axis && o->mpi)
@@ -1160,9 +1186,11 @@ static int ds_setup_outputs(ds_state *s, int64_t n, int64_t file_rows, int64_t s
         ds_output *out = &s->out[i];
         mha_tensor *t = &s->outs[i];
         if (t->rank <= s->axis || t->shape[s->axis] != n) {
-            if (!s->o->dataset_options && !s->o->mpi) return DS_ONE_SHOT;
-            char shape[160];
+            char shape[160], why[400];
             cli_shape_str(t->rank, t->shape, shape, sizeof shape);
+            snprintf(why, sizeof why, "output '%s' [%s] has no batch axis", s->out_info[i].name,
+                     shape);
+            if (!s->o->dataset_options && !s->o->mpi) return ds_one_shot(s->o, why);
             return cli_fail("%s: output '%s' [%s] has no batch axis: it cannot be written by "
                             "rows (use a .pb output to run in one piece)",
                             s->o->model_path, s->out_info[i].name, shape);
@@ -1374,11 +1402,11 @@ static int ds_prepare_outputs(const cli_common *c, ds_state *s, int *found) {
         if (mha_output_is_stream(out->file, &out->stream, &err) != MHA_OK)
             return cli_fail_err(out->file, &err);
         streamed |= out->stream;
-        if (out->stream && o->resume)
+        if (out->stream && (o->resume || o->checkpoint_given))
             return cli_usage_error(c,
-                                   "--resume: output '%s' is written directly (standard "
+                                   "%s: output '%s' is written directly (standard "
                                    "output, a FIFO or a device) and keeps no checkpoint",
-                                   out->file);
+                                   o->resume ? "--resume" : "--checkpoint-every", out->file);
     }
     if (o->n_out_files && !streamed) {
         s->ckpt_path = ds_strcat2(o->out_files[0], ".ckpt");

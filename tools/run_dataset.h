@@ -31,11 +31,15 @@ typedef struct ds_options {
     int quiet;                    /* no progress bar, no summary */
     double checkpoint_seconds;    /* 0 = after every chunk */
     int dataset_options;          /* any of --lengths, --resume, --shard given */
+    /* --batch-size / --checkpoint-every given: a run that would go in one
+     * piece, or keep no checkpoint, is refused rather than drop them */
+    int batch_size_given, checkpoint_given;
 } ds_options;
 
 /* ds_run's answer when the model cannot be run by rows (sequence-first
- * inputs, an output without a batch axis, no rows) and no dataset option
- * asked for it: the caller runs it in one piece instead. */
+ * inputs, an output without a batch axis, no rows) and no dataset option,
+ * --batch-size or --checkpoint-every asked for it: the caller runs it in
+ * one piece instead. */
 #define DS_ONE_SHOT (-1)
 
 /* Runs the model over the dataset; prints its one error line itself and

@@ -68,6 +68,9 @@ typedef struct ir_graph {
     size_t n_inputs;
     int *outputs; /* value ids of graph outputs */
     size_t n_outputs;
+    /* the element type each graph output declares (an mha_dtype), or
+     * MHA_DTYPE_UNDEFINED when it declares none mha reads */
+    mha_dtype *output_declared;
     int64_t opset;        /* default-domain opset version */
     int64_t ms_opset;     /* com.microsoft opset version, 0 if not imported */
     char *path;           /* the model file, "" when loaded from memory; for messages */

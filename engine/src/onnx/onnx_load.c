@@ -97,6 +97,7 @@ void ir_free(ir_graph *g) {
     mha_free(a, g->nodes);
     mha_free(a, g->inputs);
     mha_free(a, g->outputs);
+    mha_free(a, g->output_declared);
     mha_free(a, g->path);
     /* g itself came from the same allocator */
     mha_alloc_ctx copy = g->alloc;
@@ -737,19 +738,44 @@ static mha_status add_graph_outputs(builder *b, Onnx__GraphProto *gp) {
     if (gp->n_output == 0)
         return mha_fail(b->err, MHA_ERR_MODEL_FORMAT, "the graph declares no outputs");
     g->outputs = mha_calloc(&g->alloc, gp->n_output, sizeof *g->outputs);
-    if (!g->outputs) return oom(b);
+    g->output_declared = mha_calloc(&g->alloc, gp->n_output, sizeof *g->output_declared);
+    /* outputs named twice: their answers are found by name (mha serve's
+     * JSON would hold a key twice) */
+    unsigned char *named = mha_calloc(&g->alloc, g->n_values ? g->n_values : 1, 1);
+    if (!g->outputs || !g->output_declared || !named) {
+        mha_free(&g->alloc, named);
+        return oom(b);
+    }
     for (size_t i = 0; i < gp->n_output; i++) {
         const Onnx__ValueInfoProto *vi = gp->output[i];
         const char *name = str_or_empty(vi->name);
         int v = *name ? name_lookup(b, name) : -1;
-        if (v < 0)
+        if (v < 0 || named[v]) {
+            mha_free(&g->alloc, named);
+            if (v >= 0)
+                return mha_fail(b->err, MHA_ERR_MODEL_FORMAT, "graph output '%s' is declared twice",
+                                name);
             return mha_fail(b->err, MHA_ERR_MODEL_FORMAT,
                             "graph output #%zu '%s' is not defined by any graph input, "
                             "initializer or node output",
                             i, name);
+        }
+        named[v] = 1;
+        const Onnx__TypeProto__Tensor *tt =
+            vi->type && vi->type->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE
+                ? vi->type->tensor_type
+                : NULL;
+        g->output_declared[g->n_outputs] =
+            tt && tt->has_elem_type && mha_dtype_in_models((mha_dtype)tt->elem_type)
+                ? (mha_dtype)tt->elem_type
+                : MHA_DTYPE_UNDEFINED;
         g->outputs[g->n_outputs++] = v;
-        if ((st = value_apply_info(b, v, vi, 1)) != MHA_OK) return st;
+        if ((st = value_apply_info(b, v, vi, 1)) != MHA_OK) {
+            mha_free(&g->alloc, named);
+            return st;
+        }
     }
+    mha_free(&g->alloc, named);
     /* value_info naming a value the graph does not define is harmless (some
      * exporters leave stale entries): it is ignored. */
     for (size_t i = 0; i < gp->n_value_info; i++) {

@@ -594,6 +594,16 @@ static mha_status build_io(plan *P, const plan_shape *shp, const int64_t *qdims,
             for (int d = 0; d < io->rank; d++)
                 io->dims[d] = shp[v].dims[0][d] == shp[v].dims[1][d] ? shp[v].dims[0][d] : -1;
             if (pass) {
+                /* a declared element type the graph does not compute:
+                 * another model than the declaration says (ONNX Runtime
+                 * refuses it), not written in silence as the computed one */
+                const mha_dtype said =
+                    g->output_declared ? g->output_declared[i] : MHA_DTYPE_UNDEFINED;
+                if (said != MHA_DTYPE_UNDEFINED && said != io->dtype)
+                    return mha_fail(err, MHA_ERR_MODEL_FORMAT,
+                                    "graph output '%s' is declared %s, but the graph computes %s "
+                                    "there",
+                                    io->name, mha_dtype_name(said), mha_dtype_name(io->dtype));
                 io->role = MHA_ROLE_OUTPUT;
                 continue;
             }
