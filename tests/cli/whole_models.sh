@@ -413,6 +413,18 @@ grep -q '^attention layers: 2$' "$T/convbert.txt" || fail "ConvBERT layers: $(ca
 [ "$(grep -c '^  layer [0-9] *\/layers\.[01]\/Softmax_1 ' "$T/convbert.txt")" = 2 ] ||
   fail "ConvBERT: the layers are not the attention's Softmaxes: $(cat "$T/convbert.txt")"
 echo "ok: ConvBERT's conv-kernel Softmax is no attention layer"
+
+echo "== a speech front end's Convs as GEMM steps"
+# Whisper's two Conv1d (kernel 3, padding 1; the second of stride 2), each
+# with its tanh GELU: GEMM steps over their receptive fields, nothing of the
+# model interpreted but shape nodes (the Convs were 19 % of its FLOPs, run
+# by the interpreter)
+"$MHA" info "$M/whisper_enc_hf_l2_d32_h4/model.onnx" >"$T/whisper_conv.txt"
+grep -q '^  conv1d k3 p1 gemm+bias+Mul+.*+Tanh+.* x1 ' "$T/whisper_conv.txt" &&
+  grep -q '^  conv1d k3 s2 p1 gemm+bias+Mul+.*+Tanh+.* x1 ' "$T/whisper_conv.txt" &&
+  grep -q '^FLOPs: .* 0\.0 % interpreted' "$T/whisper_conv.txt" ||
+  fail "Whisper's Convs: $(cat "$T/whisper_conv.txt")"
+echo "ok: Whisper's Convs are GEMM steps"
 echo "== deployment-tool forms (make_deploy7.py)"
 # an int8 model's case-local tolerance file: without it the per-channel
 # case's one activation on a rounding boundary (0.004) fails the float32

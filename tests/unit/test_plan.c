@@ -294,6 +294,62 @@ static void test_partition_shape_of_x_read_outside(void **state) {
     plan_free(P);
 }
 
+/* Whisper's front end: both Conv1d (kernel 3, padding 1; the second of
+ * stride 2) are GEMM steps over their receptive fields, each with the tanh
+ * GELU after it as its epilogue; no Conv is interpreted, and the plan
+ * verifies against the interpreter (the build). wav2vec2's feature Convs
+ * (kernel 10 stride 5, kernel 3 stride 2) too; its grouped positional Conv
+ * stays interpreted. Before, only a Conv of kernel = stride was a GEMM step,
+ * without its GELU. */
+static void test_general_conv_gemm_steps(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        int general, interpreted;
+    } cases[] = {{"whisper_enc_hf_l2_d32_h4", 2, 0}, {"z3_wav2vec2_fixedlen_op14", 2, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        plan *P = build(cases[c].name, 0);
+        int general = 0, interpreted = 0, gelu = 0;
+        for (size_t s = 0; s < P->n_steps; s++) {
+            const plan_step *st = &P->steps[s];
+            if (st->kind == PLAN_STEP_INTERP)
+                interpreted += strcmp(P->g->nodes[st->index].op_type, "Conv") == 0;
+            if (st->kind != PLAN_STEP_GEMM || P->gemms[st->index].conv_kh == 0) continue;
+            const plan_gemm *pg = &P->gemms[st->index];
+            gelu += pg->n_ep_nodes > 0;
+            if (!pg->conv_general) continue;
+            assert_string_equal(P->g->nodes[pg->node].op_type, "Conv");
+            assert_int_equal(pg->conv_kh, 1);
+            assert_true(strncmp(pg->desc, "conv1d k", 8) == 0);
+            general++;
+        }
+        assert_int_equal(general, cases[c].general);
+        assert_int_equal(interpreted, cases[c].interpreted);
+        /* a GELU after each of Whisper's Convs and after wav2vec2's second
+         * and third (its third, kernel 2 stride 2, a patch Conv; its first
+         * has a GroupNorm after it) */
+        assert_int_equal(gelu, 2);
+        plan_free(P);
+    }
+}
+
+/* LeViT: a hard swish between each attention's merged heads and its
+ * output projection; the layers run interpreted and the reason names the
+ * HardSwish (it named a Shape of its output read by the projection's
+ * BatchNorm). */
+static void test_levit_refusal_names_the_activation(void **state) {
+    (void)state;
+    plan *P = build("z8_levit_attnbias_hardswish_op14", PLAN_SKIP_VERIFY);
+    assert_int_equal(P->n_layers, 2);
+    for (size_t li = 0; li < P->n_layers; li++) {
+        assert_false(P->layers[li].recognised);
+        if (!strstr(P->layers[li].reason, "HardSwish") ||
+            !strstr(P->layers[li].reason, "output projection"))
+            fail_msg("layer %zu: %s", li, P->layers[li].reason);
+    }
+    plan_free(P);
+}
+
 /* BERT: W1 and W2 of both layers (MatMul + bias Add fused) and the pooler
  * (a Gemm with transB, its bias as C) become GEMM steps. */
 /* GPT-NeoX reads the sizes of its head reshape from the block's input x,
@@ -1477,6 +1533,8 @@ int main(void) {
         cmocka_unit_test(test_extended_mask_beside_causal_where),
         cmocka_unit_test(test_partition_attentions_merged_before_projection),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),
+        cmocka_unit_test(test_general_conv_gemm_steps),
+        cmocka_unit_test(test_levit_refusal_names_the_activation),
         cmocka_unit_test(test_partition_sizes_read_outside),
         cmocka_unit_test(test_sizes_folded_from_shapes),
         cmocka_unit_test(test_gemm_steps),

@@ -193,8 +193,8 @@ static void test_swiglu_gated_epilogue(void **state) {
 
 /* ViT's patch embedding (Conv 4x4, stride 4, over [B, 3, 16, 16]) is a
  * GEMM step: K = 3 * 4 * 4, N = d_model, its bias fused, no Conv left to
- * the interpreter; and a Conv with padding is not one (interpreted, the
- * plan still verified). */
+ * the interpreter; and a Conv with padding is one of receptive fields
+ * (conv_general: rows read past the edge are zeros), the plan verified. */
 static void test_patch_conv_gemm(void **state) {
     (void)state;
     plan *P = build(VIT);
@@ -227,7 +227,19 @@ static void test_patch_conv_gemm(void **state) {
     }
     mha_error err;
     if (plan_build(&g_alloc, &g, 0, &P, &err) != MHA_OK) fail_msg("padded: %s", err.message);
-    assert_int_equal(interpreted(P, "Conv"), 1);
+    assert_int_equal(interpreted(P, "Conv"), 0);
+    size_t general = 0;
+    for (size_t i = 0; i < P->n_gemms; i++) {
+        const plan_gemm *pg = &P->gemms[i];
+        if (!pg->conv_general) continue;
+        general++;
+        /* the top row padded alone: pads [h begin, w begin, h end, w end] */
+        assert_int_equal(pg->conv_pad[0], 1);
+        assert_int_equal(pg->conv_pad[1] + pg->conv_pad[2] + pg->conv_pad[3], 0);
+        assert_int_equal(pg->conv_stride[0], 4);
+        assert_int_equal(pg->conv_stride[1], 4);
+    }
+    assert_int_equal(general, 1);
     plan_free(P);
 }
 
@@ -238,7 +250,7 @@ static void test_patch_conv_gemm(void **state) {
 static void test_grouped_conv1d_gemm(void **state) {
     (void)state;
     plan *P = build(SQUEEZEBERT);
-    size_t convs = 0, grouped = 0;
+    size_t convs = 0, grouped = 0, with_epilogue = 0;
     for (size_t i = 0; i < P->n_gemms; i++) {
         const plan_gemm *pg = &P->gemms[i];
         if (pg->conv_kh == 0) continue;
@@ -248,7 +260,9 @@ static void test_grouped_conv1d_gemm(void **state) {
         assert_int_equal(pg->conv_kh, 1);
         assert_int_equal(pg->conv_kw, 1);
         assert_non_null(pg->bias);
-        assert_int_equal(pg->epilogue.n_ops, 0);
+        /* the GELU after the intermediate Convs, the residual Add after
+         * the output ones: run on the Conv's [B, N, S] output */
+        with_epilogue += pg->epilogue.n_ops > 0;
         const int64_t groups = ir_attr_int(n, "group", 1);
         assert_int_equal(pg->K % groups, 0);
         assert_int_equal(pg->N % groups, 0);
@@ -270,6 +284,7 @@ static void test_grouped_conv1d_gemm(void **state) {
     }
     assert_int_equal(convs, 12);
     assert_int_equal(grouped, 10);
+    assert_int_equal(with_epilogue, 6);
     assert_int_equal(interpreted(P, "Conv"), 0);
     plan_free(P);
 }

@@ -5,7 +5,10 @@
  * float32 with K as the last axis on both probes; a Gemm with transB gets a
  * transposed copy of B. A Conv whose kernel is its stride (no padding or
  * dilation: ViT's patch embedding; SqueezeBERT's grouped Conv1d of kernel
- * 1) is a GEMM over the patches too. Everything else stays interpreted. */
+ * 1) is a GEMM over the patches too; any other Conv of group 1 (speech
+ * front ends: kernels 3-10, strides 1-5, padding) a GEMM over the rows of
+ * its receptive fields, with the elementwise run after it (GELU).
+ * Everything else stays interpreted. */
 #include <stdio.h>
 #include <string.h>
 
@@ -180,6 +183,146 @@ static int gemm_patch_conv(plan *P, const plan_shape *shp, const ir_node *n, pla
     return 1;
 }
 
+/* The INTS attribute name of n (count values) into out, or dflt for each
+ * when absent; 0 when present with another count. */
+static int gemm_ints_get(const ir_node *n, const char *name, int64_t *out, size_t count,
+                         int64_t dflt) {
+    const ir_attr *a = ir_node_attr(n, name);
+    for (size_t k = 0; k < count; k++)
+        out[k] = a ? (a->type == IR_ATTR_INTS && a->n == count ? a->ints[k] : -1) : dflt;
+    return !a || (a->type == IR_ATTR_INTS && a->n == count);
+}
+
+/* Output extent of a Conv along one axis: floor((x + pads - dil (k - 1)
+ * - 1) / stride) + 1, or 0 when the input is shorter than the field. */
+static int64_t gemm_conv_extent(int64_t x, int64_t pad_sum, int64_t k, int64_t stride,
+                                int64_t dil) {
+    const int64_t span = x + pad_sum - dil * (k - 1) - 1;
+    return span < 0 ? 0 : span / stride + 1;
+}
+
+/* A 1-D or 2-D Conv of any kernel, stride, padding and dilation, group 1,
+ * constant float32 weight [N, C, (kh,) kw] and bias [N], over a float32
+ * [B, C, (H,) W] input that gives at least one output position on every
+ * probe: *pg filled (conv_general), 1. Else 0. W becomes the kernel as
+ * [C kh kw, N], the columns of x's receptive fields (run.c). */
+static int gemm_general_conv(plan *P, const plan_shape *shp, const ir_node *n, plan_gemm *pg,
+                             int *no_memory) {
+    const tensor *W = plan_const(P, n->inputs[1]);
+    if (!W || (!gemm_is_f32(W, 4) && !gemm_is_f32(W, 3)) || n->n_outputs != 1 ||
+        ir_attr_int(n, "group", 1) != 1)
+        return 0;
+    const int sp = W->rank - 2;
+    const size_t nsp = (size_t)sp;
+    const int64_t kh = sp == 2 ? W->dims[2] : 1, kw = W->dims[W->rank - 1];
+    const int64_t kern[2] = {sp == 2 ? kh : kw, kw};
+    const ir_attr *ap = ir_node_attr(n, "auto_pad");
+    int64_t st[2], dl[2], pd[4];
+    if ((ir_node_attr(n, "kernel_shape") && !gemm_ints_are(n, "kernel_shape", kern, nsp, 0)) ||
+        !gemm_ints_get(n, "strides", st, nsp, 1) || !gemm_ints_get(n, "dilations", dl, nsp, 1) ||
+        !gemm_ints_get(n, "pads", pd, 2 * nsp, 0) ||
+        (ap && (ap->type != IR_ATTR_STRING || (strcmp(ap->s, "NOTSET") && strcmp(ap->s, "VALID")))))
+        return 0;
+    for (size_t k = 0; k < nsp; k++)
+        if (st[k] < 1 || dl[k] < 1 || st[k] > INT32_MAX || dl[k] > INT32_MAX) return 0;
+    for (size_t k = 0; k < 2 * nsp; k++)
+        if (pd[k] < 0 || pd[k] > INT32_MAX) return 0;
+    /* [h, w]: a 1-D Conv is one of height 1 */
+    pg->conv_stride[0] = sp == 2 ? st[0] : 1;
+    pg->conv_stride[1] = st[nsp - 1];
+    pg->conv_dil[0] = sp == 2 ? dl[0] : 1;
+    pg->conv_dil[1] = dl[nsp - 1];
+    pg->conv_pad[0] = sp == 2 ? pd[0] : 0;
+    pg->conv_pad[1] = pd[nsp - 1];
+    pg->conv_pad[2] = sp == 2 ? pd[2] : 0;
+    pg->conv_pad[3] = pd[2 * nsp - 1];
+    const plan_shape *x = &shp[n->inputs[0]], *y = &shp[n->outputs[0]];
+    const int64_t C = W->dims[1], N = W->dims[0], K = C * kh * kw;
+    if (x->rank != W->rank || x->dtype != MHA_DTYPE_FLOAT32 || y->rank != x->rank) return 0;
+    for (int p = 0; p < PLAN_PROBES; p++) {
+        const int64_t H = sp == 2 ? x->dims[p][2] : 1, Wd = x->dims[p][x->rank - 1];
+        const int64_t ho = gemm_conv_extent(H, pg->conv_pad[0] + pg->conv_pad[2], kh,
+                                            pg->conv_stride[0], pg->conv_dil[0]);
+        const int64_t wo = gemm_conv_extent(Wd, pg->conv_pad[1] + pg->conv_pad[3], kw,
+                                            pg->conv_stride[1], pg->conv_dil[1]);
+        if (x->dims[p][1] != C || ho < 1 || wo < 1 || y->dims[p][1] != N ||
+            y->dims[p][x->rank - 1] != wo || (sp == 2 && y->dims[p][2] != ho))
+            return 0;
+    }
+    const tensor *bias = n->n_inputs > 2 && n->inputs[2] >= 0 ? plan_const(P, n->inputs[2]) : NULL;
+    if (n->n_inputs > 2 && n->inputs[2] >= 0 && !(pg->bias = gemm_bias(bias, N))) return 0;
+    pg->K = K;
+    pg->N = N;
+    pg->conv_kh = kh;
+    pg->conv_kw = kw;
+    pg->conv_general = 1;
+    pg->W_owned = mha_calloc(&P->alloc, (size_t)(K * N > 0 ? K * N : 1), sizeof(float));
+    if (!pg->W_owned) {
+        *no_memory = 1;
+        return 0;
+    }
+    const float *w = W->data;
+    for (int64_t c = 0; c < N; c++)
+        for (int64_t k = 0; k < K; k++)
+            pg->W_owned[k * N + c] = w[c * K + k];
+    pg->W = pg->W_owned;
+    return 1;
+}
+
+/* The elementwise run after a general Conv's output (its GELU), taken when
+ * its operands are scalars or a tensor of the output's shape (no vector
+ * along the last axis, which is not the channels'): pg's epilogue and
+ * ep_nodes. 0, or MHA_ERR_NO_MEMORY. */
+static mha_status gemm_conv_epilogue(plan *P, const plan_uses *u, const plan_shape *shp,
+                                     unsigned char *taken, int *reg, plan_gemm *pg,
+                                     mha_error *err) {
+    int nodes[PLAN_EW_MAX_OPS], last;
+    size_t n_ep = 0;
+    /* N -1: no constant vector is taken */
+    if (!plan_ew_compile(P, u, shp, taken, pg->node, pg->out_value, -1, reg, &pg->epilogue, &last,
+                         nodes, &n_ep) ||
+        n_ep == 0) {
+        memset(&pg->epilogue, 0, sizeof pg->epilogue);
+        pg->epilogue.ext_value = -1;
+        return MHA_OK;
+    }
+    pg->ep_nodes = mha_calloc(&P->alloc, n_ep, sizeof *pg->ep_nodes);
+    if (!pg->ep_nodes) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    memcpy(pg->ep_nodes, nodes, n_ep * sizeof *nodes);
+    pg->n_ep_nodes = n_ep;
+    for (size_t k = 0; k < n_ep; k++)
+        taken[nodes[k]] = 1;
+    pg->out_value = last;
+    if (pg->epilogue.ext_value >= 0) pg->reads[pg->n_reads++] = pg->epilogue.ext_value;
+    return MHA_OK;
+}
+
+/* "conv1d k3 s2 p1 gemm+bias+Div+Erf+Add+Mul+Mul": a general Conv's
+ * geometry (stride, pad, dilation when not 1 / 0), or "conv1d" /
+ * "patch-conv" for a Conv of kernel = stride, then the GEMM's. */
+static void gemm_conv_describe(const ir_graph *g, const plan_shape *shp, plan_gemm *pg) {
+    char geo[48];
+    const ir_node *n = &g->nodes[pg->node];
+    const int one_d = shp[n->inputs[0]].rank == 3;
+    int w = !pg->conv_general ? snprintf(geo, sizeof geo, "%s", one_d ? "conv1d" : "patch-conv")
+            : one_d           ? snprintf(geo, sizeof geo, "conv1d k%lld", (long long)pg->conv_kw)
+                    : snprintf(geo, sizeof geo, "conv2d k%lldx%lld", (long long)pg->conv_kh,
+                               (long long)pg->conv_kw);
+    size_t used = w > 0 ? (size_t)w : 0;
+    const int64_t s = pg->conv_stride[1], p = pg->conv_pad[1], d = pg->conv_dil[1];
+    if (pg->conv_general && used < sizeof geo && s != 1)
+        used += (size_t)snprintf(geo + used, sizeof geo - used, " s%lld", (long long)s);
+    if (pg->conv_general && used < sizeof geo && p != 0)
+        used += (size_t)snprintf(geo + used, sizeof geo - used, " p%lld", (long long)p);
+    if (pg->conv_general && used < sizeof geo && d != 1)
+        snprintf(geo + used, sizeof geo - used, " d%lld", (long long)d);
+    gemm_describe(g, pg);
+    char tail[96];
+    memcpy(tail, pg->desc, sizeof tail);
+    snprintf(pg->desc, sizeof pg->desc, "%s %s%s", geo, tail,
+             ir_attr_int(n, "group", 1) > 1 ? " (groups block-diagonal)" : "");
+}
+
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err) {
     const ir_graph *g = P->g;
@@ -205,18 +348,26 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, u
         pg.in_value = n->inputs[0];
         pg.out_value = n->outputs[0];
         if (cv) {
+            /* kernel = stride: patches; else any Conv of group 1 */
             int no_memory = 0;
-            if (!gemm_patch_conv(P, shp, n, &pg, &no_memory)) {
+            if (!gemm_patch_conv(P, shp, n, &pg, &no_memory) && !no_memory) {
+                pg.bias = NULL;
+                gemm_general_conv(P, shp, n, &pg, &no_memory);
+            }
+            if (!pg.W) {
                 if (no_memory) st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
                 continue;
             }
-            /* no epilogue: the output is not [.., N] */
+            /* the epilogue on the output [B, N, ..] (gemm_conv_epilogue) */
             taken[ni] = 1;
             pg.reads[pg.n_reads++] = pg.in_value;
             pg.fused_act = -1;
-            snprintf(pg.desc, sizeof pg.desc, "%s gemm%s%s",
-                     shp[pg.in_value].rank == 3 ? "conv1d" : "patch-conv", pg.bias ? "+bias" : "",
-                     ir_attr_int(n, "group", 1) > 1 ? " (groups block-diagonal)" : "");
+            st = gemm_conv_epilogue(P, u, shp, taken, reg, &pg, err);
+            if (st != MHA_OK) {
+                mha_free(&P->alloc, pg.W_owned);
+                break;
+            }
+            gemm_conv_describe(g, shp, &pg);
             P->gemms[P->n_gemms++] = pg;
             continue;
         }

@@ -156,7 +156,13 @@ static mha_status layout_fold_patch(plan *P, const plan_uses *u, const plan_shap
     pg->n_ep_nodes = 2;
     pg->out_value = g->nodes[t].outputs[0];
     pg->conv_rows = 1;
-    snprintf(pg->desc, sizeof pg->desc, "patch-conv gemm%s as rows", pg->bias ? "+bias" : "");
+    if (pg->conv_general) {
+        /* its geometry kept: "conv2d k3x3 s2 p1 gemm+bias as rows" */
+        const size_t used = strlen(pg->desc);
+        snprintf(pg->desc + used, sizeof pg->desc - used, " as rows");
+    } else {
+        snprintf(pg->desc, sizeof pg->desc, "patch-conv gemm%s as rows", pg->bias ? "+bias" : "");
+    }
     *folded = 1;
     return MHA_OK;
 }

@@ -430,6 +430,29 @@ static void part_take_input_layouts(part_ctx *c, unsigned char *in_set, int *bou
 }
 
 /* Carves the layer of core `core` into pl and its nodes into in_set[]. */
+/* A refused layer with an activation inside it, after its core (LeViT's
+ * hard swish between the merged heads and the output projection): no
+ * layer form has one there, so the reason says that rather than the first
+ * value found read outside. */
+static void part_explain_activation(part_ctx *c, const unsigned char *in_set, int core,
+                                    const char **why) {
+    static const char *const acts[] = {"HardSwish", "HardSigmoid", "Relu", "LeakyRelu", "Gelu"};
+    const ir_graph *g = c->P->g;
+    for (size_t ni = (size_t)core + 1; ni < g->n_nodes; ni++) {
+        if (!in_set[ni]) continue;
+        for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++)
+            if (part_is(&g->nodes[ni], acts[k])) {
+                char d[160];
+                snprintf(c->why_buf, sizeof c->why_buf,
+                         "%.80s between the attention's context and its output projection (no "
+                         "layer form has an activation there)",
+                         ir_node_desc(&g->nodes[ni], d, sizeof d));
+                *why = c->why_buf;
+                return;
+            }
+    }
+}
+
 static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned char *in_set,
                              ir_graph *sub, const char **why) {
     plan *P = c->P;
@@ -558,7 +581,10 @@ static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned cha
                 }
         }
     }
-    if (*why) goto done;
+    if (*why) {
+        part_explain_activation(c, in_set, core, why);
+        goto done;
+    }
     /* the layer's own graph */
     memset(sub, 0, sizeof *sub);
     sub->alloc = g->alloc;

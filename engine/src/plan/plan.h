@@ -137,6 +137,15 @@ typedef struct plan_gemm {
      * ep_nodes, layout.c): the product is written as those rows, out_value
      * is the Transpose's output. */
     int conv_rows;
+    /* conv_general 1: a Conv of any geometry, group 1 (speech front ends:
+     * Whisper's kernel 3 padded 1, wav2vec2's kernel 10 stride 5): x cut
+     * into rows of its receptive fields (im2col), a position outside x
+     * read as 0; strides, dilations [h, w] and pads [h begin, w begin, h
+     * end, w end] (a 1-D Conv: h 1, 1, 0). The epilogue (GELU) runs on the
+     * Conv's output [B, N, (Ho,) Wo] once written (scalar operands or a
+     * tensor of that shape only). */
+    int conv_general;
+    int64_t conv_stride[2], conv_dil[2], conv_pad[4];
     char desc[96]; /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
     /* the norm step (into plan.norms) run on each row of the product once
      * all its columns are done, in place, after the epilogue (a post-norm

@@ -184,6 +184,45 @@ static void run_patch_rows(void *ctx, int64_t p0, int64_t p1) {
     }
 }
 
+/* A general Conv's epilogue over elements [e0, e1) of its output. */
+typedef struct run_conv_ep {
+    const plan_ew_prog *prog;
+    float *y;
+    const float *ext;
+} run_conv_ep;
+
+static void run_conv_ep_part(void *ctx, int64_t e0, int64_t e1) {
+    const run_conv_ep *c = ctx;
+    plan_ew_apply(c->prog, c->y + e0, c->ext ? c->ext + e0 : NULL, e1 - e0, 1, 0);
+}
+
+/* The epilogue of a Conv step (the GELU after it) on its output y, in
+ * place: scalar operands, or a tensor of y's shape. */
+static mha_status run_conv_epilogue(const plan *P, const plan_gemm *pg, tensor *const *values,
+                                    tensor *y, const plan_backend *be, mha_error *err) {
+    if (pg->epilogue.n_ops == 0) return MHA_OK;
+    const tensor *ext = pg->epilogue.ext_value >= 0 ? values[pg->epilogue.ext_value] : NULL;
+    char d[160];
+    if (pg->epilogue.ext_value >= 0 &&
+        (!ext || ext->dtype != MHA_DTYPE_FLOAT32 || tensor_numel(ext) != tensor_numel(y)))
+        return mha_fail(err, MHA_ERR_SHAPE, "plan: %s: the epilogue's operand is not of %s",
+                        ir_node_desc(&P->g->nodes[pg->node], d, sizeof d), "the output's size");
+    run_conv_ep ep = {&pg->epilogue, y->data, ext ? ext->data : NULL};
+    if (!be->parallel) {
+        run_conv_ep_part(&ep, 0, tensor_numel(y));
+        return MHA_OK;
+    }
+    return be->parallel(be->user, run_conv_ep_part, &ep, tensor_numel(y), 4096, err);
+}
+
+/* A Conv's product rows Cm [B rows, N] as its output y [B, N, rows]. */
+static void run_rows_to_channels(const float *Cm, float *y, int64_t B, int64_t rows, int64_t N) {
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < N; c++)
+                y[(b * N + c) * rows + r] = Cm[(b * rows + r) * N + c];
+}
+
 /* A patch Conv as a GEMM (plan_gemm.conv_kh): x [B, C, H, W] cut into
  * patch rows [B Hp Wp, C kh kw] (row b Hp Wp + i Wp + j, column (c kh + u)
  * kw + v = x[b, c, i kh + u, j kw + v]), the product [B Hp Wp, N] written
@@ -235,15 +274,109 @@ static mha_status run_patch_conv(const plan *P, size_t gi, tensor **values, cons
             run_patch_rows(&pr, 0, M);
     }
     if (st == MHA_OK) st = be->gemm(be->user, P, gi, A, M, Cm, NULL, err);
-    if (st == MHA_OK && !pg->conv_rows) {
-        float *yd = y->data;
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t r = 0; r < rows; r++)
-                for (int64_t c = 0; c < N; c++)
-                    yd[(b * N + c) * rows + r] = Cm[(b * rows + r) * N + c];
-    }
+    if (st == MHA_OK && !pg->conv_rows) run_rows_to_channels(Cm, y->data, B, rows, N);
     plan_rows_block_give((plan *)P, A, a_bytes);
     if (!pg->conv_rows) mha_free(&P->alloc, Cm);
+    if (st == MHA_OK) st = run_conv_epilogue(P, pg, values, y, be, err);
+    if (st != MHA_OK) {
+        tensor_free(y);
+        return st;
+    }
+    values[pg->out_value] = y;
+    return MHA_OK;
+}
+
+/* The rows [p0, p1) of a general Conv's receptive fields (run_conv):
+ * row b Ho Wo + i Wo + j, column (c kh + u) kw + v = x[b, c, i sh - pt +
+ * u dh, j sw - pl + v dw], 0 outside x; rows counted from row0. */
+typedef struct run_fields {
+    const float *x;
+    float *A;
+    int64_t row0, C, H, W, Ho, Wo, kh, kw, K;
+    const int64_t *stride, *dil, *pad;
+} run_fields;
+
+static void run_field_rows(void *ctx, int64_t p0, int64_t p1) {
+    const run_fields *f = ctx;
+    const int64_t per_item = f->Ho * f->Wo;
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t q = f->row0 + p, b = q / per_item, i = q % per_item / f->Wo, j = q % f->Wo;
+        float *row = f->A + p * f->K;
+        for (int64_t c = 0; c < f->C; c++) {
+            const float *xc = f->x + (b * f->C + c) * f->H * f->W;
+            for (int64_t u = 0; u < f->kh; u++) {
+                const int64_t hi = i * f->stride[0] - f->pad[0] + u * f->dil[0];
+                float *out = row + (c * f->kh + u) * f->kw;
+                for (int64_t v = 0; v < f->kw; v++) {
+                    const int64_t wi = j * f->stride[1] - f->pad[1] + v * f->dil[1];
+                    out[v] = hi >= 0 && hi < f->H && wi >= 0 && wi < f->W ? xc[hi * f->W + wi] : 0;
+                }
+            }
+        }
+    }
+}
+
+/* Rows of the receptive fields a general Conv cuts at once: ~8 MiB of them
+ * (Whisper's 3,000 frames of 1,152 at a time), not B Ho Wo x K. */
+#define RUN_CONV_ROWS_BYTES ((int64_t)8 << 20)
+
+/* A general Conv as a GEMM (plan_gemm.conv_general): x [B, C, (H,) W]
+ * cut into the rows of its receptive fields [B Ho Wo, C kh kw] a block at
+ * a time, the product [B Ho Wo, N] written as y [B, N, (Ho,) Wo] (or
+ * conv_rows: the product is y [B, Ho Wo, N]), then the epilogue on y. */
+static mha_status run_conv(const plan *P, size_t gi, tensor **values, const plan_backend *be,
+                           const plan_run_arena *ar, mha_error *err) {
+    const plan_gemm *pg = &P->gemms[gi];
+    const tensor *x = values[pg->in_value];
+    const int64_t kh = pg->conv_kh, kw = pg->conv_kw;
+    const int one_d = x && x->rank == 3;
+    char d[160];
+    if (!x || !be || x->dtype != MHA_DTYPE_FLOAT32 || (x->rank != 4 && !(one_d && kh == 1)) ||
+        x->dims[1] * kh * kw != pg->K)
+        return mha_fail(err, MHA_ERR_SHAPE, "plan: %s: input is not float32 [B, %lld, ...]",
+                        ir_node_desc(&P->g->nodes[pg->node], d, sizeof d),
+                        (long long)(pg->K / (kh * kw)));
+    const int64_t B = x->dims[0], C = x->dims[1], H = one_d ? 1 : x->dims[2];
+    const int64_t W = x->dims[x->rank - 1], N = pg->N;
+    const int64_t hspan = H + pg->conv_pad[0] + pg->conv_pad[2] - pg->conv_dil[0] * (kh - 1) - 1;
+    const int64_t wspan = W + pg->conv_pad[1] + pg->conv_pad[3] - pg->conv_dil[1] * (kw - 1) - 1;
+    if (hspan < 0 || wspan < 0)
+        return mha_fail(err, MHA_ERR_SHAPE, "plan: %s: input of %lld x %lld is shorter than %s",
+                        ir_node_desc(&P->g->nodes[pg->node], d, sizeof d), (long long)H,
+                        (long long)W, "the kernel's field");
+    const int64_t Ho = hspan / pg->conv_stride[0] + 1, Wo = wspan / pg->conv_stride[1] + 1;
+    const int64_t rows = Ho * Wo, M = B * rows;
+    const int64_t dims[4] = {B, N, Ho, Wo}, dims_1d[3] = {B, N, Wo}, rows_dims[3] = {B, rows, N};
+    tensor *y = NULL;
+    mha_status st = pg->conv_rows ? run_output(P, ar, pg->out_value, 3, rows_dims, &y, err)
+                    : one_d       ? run_output(P, ar, pg->out_value, 3, dims_1d, &y, err)
+                                  : run_output(P, ar, pg->out_value, 4, dims, &y, err);
+    int64_t block = pg->K > 0 ? RUN_CONV_ROWS_BYTES / (int64_t)sizeof(float) / pg->K : M;
+    block = block < 64 ? 64 : block > M ? M : block;
+    size_t a_bytes = 0;
+    float *A =
+        st == MHA_OK
+            ? plan_rows_block_take((plan *)P, sizeof(float) * (size_t)(block * pg->K + 1), &a_bytes)
+            : NULL;
+    float *Cm = !A              ? NULL
+                : pg->conv_rows ? y->data
+                                : mha_malloc(&P->alloc, sizeof(float) * (size_t)(M * N + 1));
+    if (st == MHA_OK && !Cm) st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+    for (int64_t r0 = 0; st == MHA_OK && r0 < M; r0 += block) {
+        const int64_t n = M - r0 < block ? M - r0 : block;
+        run_fields f = {x->data,      A,           r0, C,  H,     W,
+                        Ho,           Wo,          kh, kw, pg->K, pg->conv_stride,
+                        pg->conv_dil, pg->conv_pad};
+        if (be->parallel)
+            st = be->parallel(be->user, run_field_rows, &f, n, 16, err);
+        else
+            run_field_rows(&f, 0, n);
+        if (st == MHA_OK) st = be->gemm(be->user, P, gi, A, n, Cm + r0 * N, NULL, err);
+    }
+    if (st == MHA_OK && !pg->conv_rows) run_rows_to_channels(Cm, y->data, B, rows, N);
+    plan_rows_block_give((plan *)P, A, a_bytes);
+    if (!pg->conv_rows) mha_free(&P->alloc, Cm);
+    if (st == MHA_OK) st = run_conv_epilogue(P, pg, values, y, be, err);
     if (st != MHA_OK) {
         tensor_free(y);
         return st;
@@ -256,6 +389,7 @@ static mha_status run_patch_conv(const plan *P, size_t gi, tensor **values, cons
 static mha_status run_gemm(const plan *P, size_t gi, tensor **values, const plan_backend *be,
                            const plan_run_arena *ar, mha_error *err) {
     const plan_gemm *pg = &P->gemms[gi];
+    if (pg->conv_general) return run_conv(P, gi, values, be, ar, err);
     if (pg->conv_kh > 0) return run_patch_conv(P, gi, values, be, ar, err);
     const tensor *A = values[pg->in_value];
     char d[160];
