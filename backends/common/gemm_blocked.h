@@ -222,10 +222,11 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
     /* Full slivers the first panel's kernel calls pack (each the next
      * one's), when its tiles are full: all but the first, else none. Pass
      * 1 alone read the block's A rows (a step's output, from L2 or L3) with
-     * the FMA pipes idle; MiniLM-L6 at 1 thread 0.996x the CPU time
-     * (docs/PERFORMANCE.md, "gemm18"). */
+     * the FMA pipes idle; at 1 thread BERT-base 0.982x the CPU time (each
+     * column slab packs A again), MiniLM-L6 0.989-0.996x, the same bits
+     * (paired; docs/PERFORMANCE.md, "gemm18"). */
     int64_t in_kernel = 0;
-#ifdef GEMM_HAVE_UKERNEL_PACK
+#if defined(GEMM_HAVE_UKERNEL_PACK) && defined(GEMM_HAVE_UKERNEL_PF)
     if (rows > GEMM_STREAM_ROWS && a->n0 <= p_first * GEMM_NR && a->n1 >= (p_first + 1) * GEMM_NR)
         in_kernel = rows / GEMM_MR - 1;
 #endif
