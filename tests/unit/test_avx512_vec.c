@@ -233,7 +233,7 @@ static void test_bf16_pack_sliver(void **state) {
 static void test_gemm_ukernel_pf(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
-    enum { KMAX = 769, LDC = 40, LDA = KMAX + 3 };
+    enum { KMAX = 769, LDC = 40, LDA = KMAX + 8 };
     static float ap[KMAX * GEMM_MR], bp[KMAX * GEMM_NR], c[GEMM_MR * LDC], want[GEMM_MR * LDC];
     static float A[GEMM_MR * LDA], packed[(KMAX + 1) * GEMM_MR], ref[(KMAX + 1) * GEMM_MR];
     static char lines[64 * 512];
