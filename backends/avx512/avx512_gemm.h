@@ -170,33 +170,70 @@ static inline void gemm_ukernel_stream(int64_t kc, const float *ap, const float 
  * 128-bit lane) and stored as 16-byte column pieces. Only data moves: the
  * packed sliver is the same bytes.
  */
+/* Rows p0 .. p0 + 3 lda, columns [k, k + 8), into dst's rows r0 .. r0 + 3. */
+static inline __attribute__((always_inline)) void gemm_pack_a_4x8(const float *p0, int64_t lda,
+                                                                  int64_t k, float *dst, int r0) {
+    const float *p1 = p0 + lda, *p2 = p1 + lda, *p3 = p2 + lda;
+    __m256 a0 = _mm256_loadu_ps(p0 + k), a1 = _mm256_loadu_ps(p1 + k);
+    __m256 a2 = _mm256_loadu_ps(p2 + k), a3 = _mm256_loadu_ps(p3 + k);
+    __m256 t0 = _mm256_unpacklo_ps(a0, a1); /* a0[0] a1[0] a0[1] a1[1] | k + 4 */
+    __m256 t1 = _mm256_unpackhi_ps(a0, a1); /* a0[2] a1[2] a0[3] a1[3] | k + 4 */
+    __m256 t2 = _mm256_unpacklo_ps(a2, a3);
+    __m256 t3 = _mm256_unpackhi_ps(a2, a3);
+    __m256 c[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                   _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+    for (int j = 0; j < 4; j++) { /* c[j]: column k + j | column k + 4 + j */
+        _mm_storeu_ps(dst + (k + j) * GEMM_MR + r0, _mm256_castps256_ps128(c[j]));
+        _mm_storeu_ps(dst + (k + 4 + j) * GEMM_MR + r0, _mm256_extractf128_ps(c[j], 1));
+    }
+}
+
 static inline void gemm_pack_a(const float *A, int64_t lda, int64_t kc, float *dst) {
     for (int r0 = 0; r0 < GEMM_MR; r0 += 4) {
-        const float *p0 = A + r0 * lda, *p1 = p0 + lda, *p2 = p1 + lda, *p3 = p2 + lda;
         int64_t k = 0;
-        for (; k + 8 <= kc; k += 8) {
-            __m256 a0 = _mm256_loadu_ps(p0 + k), a1 = _mm256_loadu_ps(p1 + k);
-            __m256 a2 = _mm256_loadu_ps(p2 + k), a3 = _mm256_loadu_ps(p3 + k);
-            __m256 t0 = _mm256_unpacklo_ps(a0, a1); /* a0[0] a1[0] a0[1] a1[1] | k + 4 */
-            __m256 t1 = _mm256_unpackhi_ps(a0, a1); /* a0[2] a1[2] a0[3] a1[3] | k + 4 */
-            __m256 t2 = _mm256_unpacklo_ps(a2, a3);
-            __m256 t3 = _mm256_unpackhi_ps(a2, a3);
-            __m256 c[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
-                           _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
-            for (int j = 0; j < 4; j++) { /* c[j]: column k + j | column k + 4 + j */
-                _mm_storeu_ps(dst + (k + j) * GEMM_MR + r0, _mm256_castps256_ps128(c[j]));
-                _mm_storeu_ps(dst + (k + 4 + j) * GEMM_MR + r0, _mm256_extractf128_ps(c[j], 1));
-            }
-        }
-        for (; k < kc; k++) {
-            dst[k * GEMM_MR + r0] = p0[k];
-            dst[k * GEMM_MR + r0 + 1] = p1[k];
-            dst[k * GEMM_MR + r0 + 2] = p2[k];
-            dst[k * GEMM_MR + r0 + 3] = p3[k];
-        }
+        for (; k + 8 <= kc; k += 8)
+            gemm_pack_a_4x8(A + r0 * lda, lda, k, dst, r0);
+        for (; k < kc; k++)
+            for (int r = r0; r < r0 + 4; r++)
+                dst[k * GEMM_MR + r] = A[r * lda + k];
     }
 }
 #define GEMM_HAVE_PACK_A 1
+
+/*
+ * gemm_ukernel_pf's full tile and prefetch, and meanwhile the next full
+ * sliver packed (gemm_pack_a's bytes: A's 12 rows, lda, columns [0, kc)
+ * into dst): each 8 k-steps pack the same 8 columns, 4 rows between two
+ * k-step pairs. gemm_blocked.h gives it the first panel of a many-row
+ * block, so that pass 1 packs only the block's first sliver and the loads
+ * of the others' rows (the activations a step wrote, from L2 or L3) wait
+ * beside the FMAs, not before them: the 4 x 4 transposes run on the shuffle
+ * ports, which the FMA loop leaves idle. Each element the same chain as
+ * gemm_ukernel's, the same bits.
+ */
+static inline void gemm_ukernel_pf_pack(int64_t kc, const float *ap, const float *bp, float *c,
+                                        int64_t ldc, int accumulate, const char *pf, int64_t npf,
+                                        const float *A, int64_t lda, float *dst) {
+    const int64_t mr = GEMM_MR;
+    AVX512_GEMM_ACC_LOAD(12)
+    int64_t k = 0, j = 0;
+    const float *a4 = A + 4 * lda, *a8 = A + 8 * lda;
+    for (; k + 8 <= kc; k += 8)
+        _Pragma("GCC unroll 4") for (int u = 0; u < 8; u += 2, j++) {
+            if (u < 6) gemm_pack_a_4x8(u == 0 ? A : u == 2 ? a4 : a8, lda, k, dst, u * 2);
+            if (j < npf) _mm_prefetch(pf + j * 64, _MM_HINT_T1);
+            AVX512_GEMM_KSTEP(12, k + u)
+            AVX512_GEMM_KSTEP(12, k + u + 1)
+        }
+    for (; k < kc; k++) {
+        for (int r = 0; r < GEMM_MR; r++)
+            dst[k * GEMM_MR + r] = A[r * lda + k];
+        if ((k & 1) == 0 && j < npf) _mm_prefetch(pf + j++ * 64, _MM_HINT_T1);
+        AVX512_GEMM_KSTEP(12, k)
+    }
+    AVX512_GEMM_ACC_STORE(12)
+}
+#define GEMM_HAVE_UKERNEL_PACK 1
 
 /*
  * GELU (erf form) over c[n0, n1), in place (gemm_blocked.h's epilogue,

@@ -25,6 +25,13 @@
  *       gemm_ukernel's full tile, the same chain, prefetching the npf
  *       64-byte lines from pf on (a hint; npf may be <= 0); the driver gives
  *       each sliver its share of the next B slice it will read.
+ *   optional: GEMM_HAVE_UKERNEL_PACK (with GEMM_HAVE_UKERNEL_PF) and
+ *   void gemm_ukernel_pf_pack(kc, ap, bp, c, ldc, accumulate, pf, npf,
+ *                             const float *A, int64_t lda, float *dst):
+ *       gemm_ukernel_pf's tile and hint, and meanwhile gemm_pack_a(A, lda,
+ *       kc, dst)'s bytes written: a many-row block's first panel packs
+ *       each next full sliver in the kernel call before it, and pass 1
+ *       only the first (and a short last) one.
  *   optional: GEMM_HAVE_GELU_ERF_SPAN and
  *   void gemm_gelu_erf_span(float *c, int64_t n0, int64_t n1):
  *       the GELU (erf) epilogue over c[n0, n1) in place, bitwise
@@ -212,12 +219,26 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
     const int64_t rows = a->m1 - mb < GEMM_MC ? a->m1 - mb : GEMM_MC;
     const int64_t tiles = (rows + GEMM_MR - 1) / GEMM_MR;
 
+    /* Full slivers the first panel's kernel calls pack (each the next
+     * one's), when its tiles are full: all but the first, else none. Pass
+     * 1 alone read the block's A rows (a step's output, from L2 or L3) with
+     * the FMA pipes idle; at 1 thread BERT-base 0.982x the CPU time (each
+     * column slab packs A again), MiniLM-L6 0.989-0.996x, the same bits
+     * (paired; docs/PERFORMANCE.md, "gemm18"). */
+    int64_t in_kernel = 0;
+#if defined(GEMM_HAVE_UKERNEL_PACK) && defined(GEMM_HAVE_UKERNEL_PF)
+    if (rows > GEMM_STREAM_ROWS && a->n0 <= p_first * GEMM_NR && a->n1 >= (p_first + 1) * GEMM_NR)
+        in_kernel = rows / GEMM_MR - 1;
+#endif
+
     for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_KC) {
         const int64_t kc = a->K - k0 < GEMM_KC ? a->K - k0 : GEMM_KC;
 
-        /* pass 1: pack the A slivers [tile][kc][MR], zero rows past the range */
+        /* pass 1: pack the A slivers [tile][kc][MR], zero rows past the range
+         * (slivers 1 .. in_kernel later, in the first panel's kernels) */
         for (int64_t t = 0; t < tiles; t++) {
             float *dst = ap + t * kc * GEMM_MR;
+            if (t >= 1 && t <= in_kernel) continue;
 #ifdef GEMM_HAVE_PACK_A
             if (t * GEMM_MR + GEMM_MR <= rows) { /* a full sliver: the kernel's packer */
                 gemm_pack_a(a->A + (mb + t * GEMM_MR) * a->lda + k0, a->lda, kc, dst);
@@ -278,6 +299,16 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
 #ifdef GEMM_HAVE_UKERNEL_PF
                     /* left <= 0: no lines, and no pointer past the slice */
                     const int64_t left = lines - t * share;
+#ifdef GEMM_HAVE_UKERNEL_PACK
+                    if (p == p_first && t < in_kernel) { /* and sliver t + 1 packed */
+                        gemm_ukernel_pf_pack(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc,
+                                             k0 > 0, left > 0 ? next + t * share * 64 : next,
+                                             left < share ? left : share,
+                                             a->A + (m + GEMM_MR) * a->lda + k0, a->lda,
+                                             ap + (t + 1) * kc * GEMM_MR);
+                        continue;
+                    }
+#endif
                     gemm_ukernel_pf(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0,
                                     left > 0 ? next + t * share * 64 : next,
                                     left < share ? left : share);

@@ -20,7 +20,10 @@
  *    1024, and nothing written past the sliver.
  *  - gemm_ukernel_pf (avx512_gemm.h), the float32 GEMM's full tile with its
  *    prefetch of the next B slice: bit for bit a scalar fmaf chain per
- *    element, for odd and even kc and any count of lines to prefetch.
+ *    element, for odd and even kc and any count of lines to prefetch; and
+ *    gemm_ukernel_pf_pack, the same tile while it packs the next sliver:
+ *    the same tile, and the packed sliver gemm_pack_a's bytes, nothing
+ *    written past it.
  *  - gemm_gelu_erf_span (avx512_gemm.h), the GELU epilogue four vectors at
  *    a time: bit for bit kernel_gelu_erf over a sweep of floats, any span.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ the
@@ -224,17 +227,24 @@ static void test_bf16_pack_sliver(void **state) {
  * C, of a scalar fmaf loop, bit for bit, for kc 1 to 70 and around the 768
  * of a k-block, any count of lines to prefetch (none, fewer than the
  * turns, more), and nothing written outside the tile's 12 x 32 of a wider
- * C. */
+ * C. gemm_ukernel_pf_pack the same, and the next sliver it packs from 12
+ * rows of A (lda not a multiple of 8: every column offset mod 8) gemm_pack_a's
+ * bytes, nothing past them written. */
 static void test_gemm_ukernel_pf(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
-    enum { KMAX = 769, LDC = 40 };
+    enum { KMAX = 769, LDC = 40, LDA = KMAX + 8 };
     static float ap[KMAX * GEMM_MR], bp[KMAX * GEMM_NR], c[GEMM_MR * LDC], want[GEMM_MR * LDC];
+    static float A[GEMM_MR * LDA], packed[(KMAX + 1) * GEMM_MR], ref[(KMAX + 1) * GEMM_MR];
     static char lines[64 * 512];
     uint64_t s = 777;
     for (int i = 0; i < KMAX * GEMM_MR; i++) {
         s = s * 6364136223846793005u + 1442695040888963407u;
         ap[i] = (float)((int32_t)(s >> 32)) * 0x1p-31f;
+    }
+    for (int i = 0; i < GEMM_MR * LDA; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        A[i] = (float)((int32_t)(s >> 32)) * 0x1p-30f;
     }
     for (int i = 0; i < KMAX * GEMM_NR; i++) {
         s = s * 6364136223846793005u + 1442695040888963407u;
@@ -256,11 +266,34 @@ static void test_gemm_ukernel_pf(void **state) {
                         }
                         want[r * LDC + n] = x;
                     }
+                float init[GEMM_MR * LDC];
+                memcpy(init, c, sizeof c);
                 gemm_ukernel_pf(kc, ap, bp, c, LDC, accumulate, lines, npfs[q]);
                 if (memcmp(c, want, sizeof c) != 0)
                     fail_msg("kc %lld, accumulate %d, %lld lines: the tile differs from the "
                              "fmaf chain",
                              (long long)kc, accumulate, (long long)npfs[q]);
+                /* the same tile while packing the next sliver, at A's
+                 * column offset kc % 8 (an unaligned start) */
+                const float *a0 = A + kc % 8;
+                memcpy(c, init, sizeof c);
+                memset(packed, 0xa5, sizeof packed);
+                memset(ref, 0xa5, sizeof ref);
+                gemm_pack_a(a0, LDA, kc, ref);
+                gemm_ukernel_pf_pack(kc, ap, bp, c, LDC, accumulate, lines, npfs[q], a0, LDA,
+                                     packed);
+                if (memcmp(c, want, sizeof c) != 0)
+                    fail_msg("kc %lld, accumulate %d, %lld lines: the packing tile differs "
+                             "from the fmaf chain",
+                             (long long)kc, accumulate, (long long)npfs[q]);
+                for (int64_t i = 0; i < kc * GEMM_MR; i++)
+                    if (packed[i] != a0[(i % GEMM_MR) * LDA + i / GEMM_MR])
+                        fail_msg("kc %lld: packed[%lld] is not A[%lld, %lld]", (long long)kc,
+                                 (long long)i, (long long)(i % GEMM_MR), (long long)(i / GEMM_MR));
+                if (memcmp(packed, ref, sizeof packed) != 0)
+                    fail_msg("kc %lld: the sliver packed in the kernel is not gemm_pack_a's "
+                             "bytes (or written past its end)",
+                             (long long)kc);
             }
 }
 

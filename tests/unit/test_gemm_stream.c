@@ -12,7 +12,11 @@
  *    the path: W2's 32; 37 and more do not), whole and partial column
  *    ranges, K of one and two k-blocks: the first sliver of each panel but
  *    the last slice read through the stream kernel, and C bit for bit bias +
- *    the fmaf chain, nothing outside the range written.
+ *    the fmaf chain, nothing outside the range written;
+ *  - gemm_blocked_run on many-row blocks (37 to 158 rows from row 0, 3 or
+ *    12): the first panel's kernels pack the next slivers
+ *    (gemm_ukernel_pf_pack, once for each full sliver but the last per
+ *    k-block when the first panel is whole, else never), C bit for bit.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ the
  * tests report themselves skipped. */
 #include "testutil.h"
@@ -38,9 +42,21 @@ static inline void gemm_ukernel_stream_counted(int64_t kc, const float *ap, cons
 }
 #define gemm_ukernel_stream gemm_ukernel_stream_counted
 
+/* Likewise the full tiles that pack the next sliver. */
+static int64_t pack_calls;
+static inline void gemm_ukernel_pf_pack_counted(int64_t kc, const float *ap, const float *bp,
+                                                float *c, int64_t ldc, int accumulate,
+                                                const char *pf, int64_t npf, const float *A,
+                                                int64_t lda, float *dst) {
+    pack_calls++;
+    gemm_ukernel_pf_pack(kc, ap, bp, c, ldc, accumulate, pf, npf, A, lda, dst);
+}
+#define gemm_ukernel_pf_pack gemm_ukernel_pf_pack_counted
+
 #include "common/gemm_blocked.h"
 
 #undef gemm_ukernel_stream
+#undef gemm_ukernel_pf_pack
 
 static int cpu_has_avx512(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
@@ -129,6 +145,28 @@ static void test_next_slice_order(void **state) {
     }
 }
 
+/* C of a run of gemm_blocked_run on A [M, K] (lda K), B [K, ldc] (bias)
+ * whose C was all -3 before: bit for bit bias + the fmaf chain over k
+ * ascending inside [m0, m1) x [n0, n1), -3 outside. */
+static void expect_c(const mha_gemm_args *a, const float *B, const float *bias) {
+    for (int64_t m = 0; m < a->M; m++)
+        for (int64_t n = 0; n < a->ldc; n++) {
+            float want = -3.0f;
+            if (m >= a->m0 && m < a->m1 && n >= a->n0 && n < a->n1) {
+                float x = 0.0f;
+                for (int64_t k = 0; k < a->K; k++)
+                    x = fmaf(a->A[m * a->lda + k], B[k * a->ldc + n], x);
+                want = x + bias[n];
+            }
+            if (memcmp(&a->C[m * a->ldc + n], &want, sizeof want) != 0)
+                fail_msg("M %lld (rows %lld-%lld), K %lld, columns %lld-%lld: C[%lld, %lld] = "
+                         "%.9g, want %.9g",
+                         (long long)a->M, (long long)a->m0, (long long)a->m1, (long long)a->K,
+                         (long long)a->n0, (long long)a->n1, (long long)m, (long long)n,
+                         (double)a->C[m * a->ldc + n], (double)want);
+        }
+}
+
 static void test_short_blocks_bits(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
@@ -182,22 +220,80 @@ static void test_short_blocks_bits(void **state) {
                              (long long)M, (long long)K, (long long)a.n0, (long long)a.n1,
                              (long long)stream_calls,
                              streams ? "a short block's first slivers stream" : "none wanted");
-                for (int64_t m = 0; m < M; m++)
-                    for (int64_t n = 0; n < NMAX; n++) {
-                        float want = -3.0f;
-                        if (n >= a.n0 && n < a.n1) {
-                            float x = 0.0f;
-                            for (int64_t k = 0; k < K; k++)
-                                x = fmaf(A[m * K + k], B[k * NMAX + n], x);
-                            want = x + bias[n];
-                        }
-                        if (memcmp(&C[m * NMAX + n], &want, sizeof want) != 0)
-                            fail_msg("M %lld, K %lld, columns %lld-%lld: C[%lld, %lld] = %.9g, "
-                                     "want %.9g",
-                                     (long long)M, (long long)K, (long long)a.n0, (long long)a.n1,
-                                     (long long)m, (long long)n, (double)C[m * NMAX + n],
-                                     (double)want);
-                    }
+                expect_c(&a, B, bias);
+            }
+    }
+    free(A);
+    free(B);
+    free(bias);
+    free(C);
+    free(Bp);
+}
+
+/* gemm_blocked_run on many-row blocks (37 rows and more), whose first
+ * panel's kernels pack the block's next slivers (gemm_ukernel_pf_pack):
+ * row ranges that start inside A and end in a short sliver or a short
+ * block, K of one and two k-blocks and under 8 columns, whole and partial
+ * column ranges. Every k-block of a block whose first panel is whole calls
+ * it once for each full sliver but the last (none for a partial first
+ * panel), and C is bit for bit bias + the fmaf chain, -3 outside the
+ * range. A sliver packed from the wrong rows or columns, or a kernel that
+ * reads a sliver before it is packed, changes C. */
+static void test_many_row_blocks_bits(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    enum { MMAX = 170, NMAX = 96, KMAX = GEMM_KC + 40 };
+    static const int64_t ks[] = {5, 384, KMAX};
+    static const int64_t rows[][2] = {{0, 37}, {0, 72}, {3, 83}, {0, 150}, {12, 170}};
+    static const int64_t ranges[][2] = {{0, 96}, {0, 64}, {32, 96}, {7, 90}};
+    float *A = malloc(sizeof(float) * MMAX * KMAX), *B = malloc(sizeof(float) * KMAX * NMAX);
+    float *bias = malloc(sizeof(float) * NMAX), *C = malloc(sizeof(float) * MMAX * NMAX);
+    void *Bp = malloc(gemm_blocked_packed_size(KMAX, NMAX));
+    assert_non_null(A);
+    assert_non_null(B);
+    assert_non_null(bias);
+    assert_non_null(C);
+    assert_non_null(Bp);
+    fill(A, (size_t)MMAX * KMAX, 31, 1.0f);
+    fill(B, (size_t)KMAX * NMAX, 32, 0.25f);
+    fill(bias, NMAX, 33, 1.0f);
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+        const int64_t K = ks[ki];
+        gemm_blocked_pack_b(K, NMAX, B, NMAX, Bp);
+        for (size_t mi = 0; mi < sizeof rows / sizeof rows[0]; mi++)
+            for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
+                mha_gemm_args a = {.struct_size = sizeof a,
+                                   .precision = MHA_PRECISION_FLOAT32,
+                                   .M = MMAX,
+                                   .N = NMAX,
+                                   .K = K,
+                                   .A = A,
+                                   .lda = K,
+                                   .B_packed = Bp,
+                                   .C = C,
+                                   .ldc = NMAX,
+                                   .m0 = rows[mi][0],
+                                   .m1 = rows[mi][1],
+                                   .n0 = ranges[ri][0],
+                                   .n1 = ranges[ri][1],
+                                   .num_threads = 1,
+                                   .bias = bias};
+                for (int64_t i = 0; i < MMAX * NMAX; i++)
+                    C[i] = -3.0f;
+                pack_calls = 0;
+                assert_int_equal(gemm_blocked_run(&a), KERNEL_OK);
+                int64_t want_calls = 0;
+                for (int64_t mb = a.m0; mb < a.m1; mb += GEMM_MC) {
+                    const int64_t r = a.m1 - mb < GEMM_MC ? a.m1 - mb : GEMM_MC;
+                    if (r > GEMM_STREAM_ROWS && a.n0 % GEMM_NR == 0)
+                        want_calls += (r / GEMM_MR - 1) * ((K + GEMM_KC - 1) / GEMM_KC);
+                }
+                if (pack_calls != want_calls)
+                    fail_msg("rows %lld-%lld, K %lld, columns %lld-%lld: %lld packing kernel "
+                             "calls, want %lld",
+                             (long long)a.m0, (long long)a.m1, (long long)K, (long long)a.n0,
+                             (long long)a.n1, (long long)pack_calls, (long long)want_calls);
+                expect_c(&a, B, bias);
             }
     }
     free(A);
@@ -215,6 +311,7 @@ static void test_stream_kernel_bits(void **state) {
 }
 #define test_next_slice_order test_stream_kernel_bits
 #define test_short_blocks_bits test_stream_kernel_bits
+#define test_many_row_blocks_bits test_stream_kernel_bits
 #endif
 
 int main(void) {
@@ -222,6 +319,7 @@ int main(void) {
         cmocka_unit_test(test_stream_kernel_bits),
         cmocka_unit_test(test_next_slice_order),
         cmocka_unit_test(test_short_blocks_bits),
+        cmocka_unit_test(test_many_row_blocks_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
