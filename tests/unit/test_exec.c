@@ -843,7 +843,7 @@ static void test_threads_bitwise(void **state) {
     (void)state;
     pool *pl = NULL;
     assert_int_equal(pool_create(NULL, 6, 0, &pl, NULL), MHA_OK);
-    cfg shapes[8];
+    cfg shapes[9];
     shapes[0] = base_self();
     shapes[0].B = 1, shapes[0].Hq = shapes[0].Hkv = 2, shapes[0].Sq = shapes[0].Skv = 37; /* BH 2 */
     shapes[1] = base_self();
@@ -860,6 +860,8 @@ static void test_threads_bitwise(void **state) {
     shapes[6] = make_cfg(16); /* rotary + ALiBi */
     shapes[7] = make_cfg(14); /* rotary, sequence-first */
     shapes[7].B = 1, shapes[7].Sq = shapes[7].Skv = 40;
+    shapes[8] = base_self(); /* 240 rows: 4 row tiles, the middle ones cut at 2 threads */
+    shapes[8].B = 4, shapes[8].Sq = shapes[8].Skv = 60;
     const int counts[4] = {1, 2, 3, 7};
     backend_list bl;
     backends_open(&bl);
@@ -867,7 +869,7 @@ static void test_threads_bitwise(void **state) {
     for (int i = 0; i < bl.n; i++)
         fprintf(stderr, " %s", bl.plugin[i]->name);
     fprintf(stderr, "\n");
-    for (int w = 0; w < 8; w++) {
+    for (int w = 0; w < 9; w++) {
         fixture f;
         fixture_make(&f, &shapes[w], 900 + (uint64_t)w);
         for (int pi = 0; pi < bl.n; pi++) {
@@ -1005,6 +1007,163 @@ static void test_gemm_balanced_end(void **state) {
     /* W1's Q|K|V: 4 slabs over tiles of 1032 rows, the last cut into row
      * pieces of 264 (the column halves were 0.5) */
     check_gemm_balance(4096, 768, 2304, 0.26);
+}
+
+/* At 2 threads a slab GEMM whose units go out from both ends (paired_ends:
+ * the caller claims from the first unit, the helper from the last) has
+ * its cut tiles in the middle: every unit is paired, the units are in row
+ * order, each end starts with whole tiles and meets the other in the
+ * pieces, each thread's rows are one range (the step after reads its own
+ * rows), and the pieces are one kernel row block (72 rows) by the slab.
+ * Simulated claims (a unit's time its elements) end within one piece.
+ * Without paired_ends, and for whole-width weights, the pieces stay last
+ * (test_gemm_balanced_end). */
+static void check_gemm_middle(int64_t M, int64_t K, int64_t N, double piece_share) {
+    exec_gemm_weights W = {.K = K, .N = N};
+    exec_gemm_family f;
+    mha_plugin p;
+    memset(&p, 0, sizeof p);
+    p.gemm_m_block = 12;
+    p.gemm_n_block = 32;
+    memset(&f, 0, sizeof f);
+    f.W = &W;
+    f.M = M;
+    f.n_segs = 1;
+    f.paired_ends = 1;
+    exec_gemm_plan(&f, &p, 2);
+    assert_true(f.tail_tiles > 0);
+    if (f.n_tiles == 1) { /* whole width: the pieces last, after the paired body */
+        assert_int_equal(f.tail_first, f.m_tiles - f.tail_tiles);
+        assert_true(exec_gemm_body_units(&f) < f.n_units);
+        return;
+    }
+    assert_int_equal(exec_gemm_body_units(&f), f.n_units);
+    int64_t *r = malloc(sizeof(int64_t) * 4 * (size_t)f.n_units);
+    assert_non_null(r);
+    int64_t largest = 0, area = 0;
+    for (int64_t u = 0; u < f.n_units; u++) {
+        int64_t seg, *q = r + 4 * u;
+        exec_gemm_unit_range(&f, u, &seg, q);
+        const int64_t size = (q[1] - q[0]) * (q[3] - q[2]);
+        area += size;
+        if (size > largest) largest = size;
+        if (u > 0) assert_true(q[0] >= r[4 * (u - 1)]); /* row order */
+    }
+    assert_int_equal(area, M * N);
+    const int64_t first = (r[1] - r[0]) * (r[3] - r[2]);
+    const int64_t n = f.n_units, *z = r + 4 * (n - 1);
+    assert_int_equal(r[1] - r[0], f.m_tile); /* the front starts on a whole tile */
+    assert_true(first == largest);
+    assert_true(z[0] >= f.m_tile * (f.m_tiles - 1)); /* the back on the last tile */
+    /* two threads of equal speed claiming from both ends */
+    int64_t front = 0, back = n, clock[2] = {0, 0}, lo[2] = {M, M}, hi[2] = {0, 0};
+    while (front < back) {
+        const int t = clock[1] < clock[0];
+        const int64_t u = t == 0 ? front++ : --back, *q = r + 4 * u;
+        const int64_t size = (q[1] - q[0]) * (q[3] - q[2]);
+        clock[t] += size;
+        if (q[0] < lo[t]) lo[t] = q[0];
+        if (q[1] > hi[t]) hi[t] = q[1];
+    }
+    const int64_t gap = clock[0] > clock[1] ? clock[0] - clock[1] : clock[1] - clock[0];
+    print_message("M %lld K %lld N %lld: %lld units, the caller's rows [%lld, %lld), the helper's "
+                  "[%lld, %lld), the end %.3f of the largest unit apart\n",
+                  (long long)M, (long long)K, (long long)N, (long long)n, (long long)lo[0],
+                  (long long)hi[0], (long long)lo[1], (long long)hi[1],
+                  (double)gap / (double)largest);
+    assert_true(lo[0] == 0 && hi[1] == M);
+    assert_true(hi[0] <= lo[1] + f.m_tile); /* they share at most the tile where they meet */
+    assert_true((double)gap <= piece_share * (double)largest);
+    assert_int_equal(f.tail_m_tile, 72);
+    free(r);
+}
+
+static void test_gemm_middle_pieces(void **state) {
+    (void)state;
+    check_gemm_middle(1024, 768, 2304, 0.3); /* BERT Q|K|V: 4 slabs, tiles of 256 rows */
+    check_gemm_middle(1024, 768, 3072, 0.3); /* BERT FFN up: 6 slabs */
+    check_gemm_middle(1576, 768, 2304, 0.3); /* ViT Q|K|V */
+    check_gemm_middle(4096, 768, 2304, 0.1); /* W1's Q|K|V: tiles of 1032 rows */
+    check_gemm_middle(1024, 3072, 768, 0);   /* BERT FFN down: whole width, pieces last */
+    check_gemm_middle(4096, 384, 1536, 0);   /* MiniLM FFN up: the same */
+}
+
+/* exec_gemm_run with a slab weight (2 threads: 72-row pieces in the
+ * middle) and a whole-width one (column pieces last) is bitwise the same
+ * at 1, 2 and 3 threads on every backend, and its rows epilogue sees every
+ * row once, after its last piece. The slab shape (629 MFLOP a run) skips
+ * the reference kernels (scalar, testk). */
+static void count_rows(void *user, float *C, int64_t N, int64_t m0, int64_t m1) {
+    (void)C;
+    (void)N;
+    atomic_int *count = user;
+    for (int64_t m = m0; m < m1; m++)
+        atomic_fetch_add(&count[m], 1);
+}
+
+static void test_gemm_middle_pieces_bitwise(void **state) {
+    (void)state;
+    const struct { int64_t M, K, N; } shapes[] = {{300, 64, 16384}, {300, 24, 96}};
+    backend_list bl;
+    backends_open(&bl);
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 2, 0, &pl, NULL), MHA_OK);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int64_t M = shapes[i].M, K = shapes[i].K, N = shapes[i].N;
+        float *w = malloc(sizeof(float) * (size_t)(K * N)),
+              *bias = malloc(sizeof(float) * (size_t)N);
+        float *A = malloc(sizeof(float) * (size_t)(M * K));
+        float *C[3];
+        atomic_int *seen = malloc(sizeof(atomic_int) * (size_t)M);
+        assert_true(w && bias && A && seen);
+        tu_fill_random(w, (size_t)(K * N), 31 + i);
+        tu_fill_random(bias, (size_t)N, 37 + i);
+        tu_fill_random(A, (size_t)(M * K), 41 + i);
+        for (int pi = 0; pi < bl.n; pi++) {
+            const mha_plugin *plugin = bl.plugin[pi];
+            if (i == 0 && (plugin == &testk_plugin || strcmp(plugin->name, "scalar") == 0))
+                continue;
+            exec_gemm_weights W;
+            memset(&W, 0, sizeof W);
+            const float *wp[1] = {w}, *bp[1] = {bias};
+            const int64_t cols[1] = {N};
+            mha_error err;
+            assert_int_equal(exec_pack_parts(NULL, plugin, bl.state[pi], MHA_PRECISION_FLOAT32, K,
+                                             1, wp, cols, bp, "W", &W, &err),
+                             MHA_OK);
+            for (int t = 0; t < 3; t++) {
+                C[t] = malloc(sizeof(float) * (size_t)(M * N));
+                assert_non_null(C[t]);
+                for (int64_t m = 0; m < M; m++)
+                    atomic_init(&seen[m], 0);
+                exec_env env;
+                memset(&env, 0, sizeof env);
+                env.plugin = plugin;
+                env.plugin_state = bl.state[pi];
+                env.pool = pl;
+                env.num_threads = t + 1;
+                exec_gemm_epilogue ep = {.rows = count_rows, .user = seen};
+                if (exec_gemm_run(&env, &W, A, M, C[t], NULL, &ep, &err) != MHA_OK)
+                    fail_msg("%s, %d threads: %s", plugin->name, t + 1, err.message);
+                for (int64_t m = 0; m < M; m++)
+                    if (atomic_load(&seen[m]) != 1)
+                        fail_msg("%s, %d threads: row %lld completed %d times", plugin->name, t + 1,
+                                 (long long)m, atomic_load(&seen[m]));
+                if (t > 0 && memcmp(C[0], C[t], sizeof(float) * (size_t)(M * N)) != 0)
+                    fail_msg("M %lld K %lld N %lld, %s: %d threads differ from 1 thread",
+                             (long long)M, (long long)K, (long long)N, plugin->name, t + 1);
+            }
+            for (int t = 0; t < 3; t++)
+                free(C[t]);
+            exec_weights_free(NULL, &W);
+        }
+        free(w);
+        free(bias);
+        free(A);
+        free(seen);
+    }
+    pool_destroy(pl);
+    backends_close(&bl);
 }
 
 /* A GEMM whose rows are one tile of a whole-width weight (W2's output
@@ -1777,6 +1936,8 @@ int main(void) {
         cmocka_unit_test(test_gemm_column_slabs),
         cmocka_unit_test(test_gemm_balanced_end),
         cmocka_unit_test(test_gemm_one_row_tile_units),
+        cmocka_unit_test(test_gemm_middle_pieces),
+        cmocka_unit_test(test_gemm_middle_pieces_bitwise),
         cmocka_unit_test(test_gemm_slabs_bfloat16),
         cmocka_unit_test(test_batch_chunks),
         cmocka_unit_test(test_plugin_sizes_checked),

@@ -69,6 +69,9 @@
  * enters once t < finished runs + max_callers; it sleeps on one of a few
  * condition variables chosen by t, and the run that lets it in wakes that
  * one only. */
+#if defined(MHA_POOL_TRACE) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* sched_getcpu */
+#endif
 #include "pool.h"
 
 #include <errno.h>
@@ -82,6 +85,36 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #define POOL_X86 1
+#endif
+
+/* MHA_POOL_TRACE (a build flag, off in every build the project makes):
+ * each unit, phase-end wait, helper's stay and job is recorded with its
+ * thread and times into the pool's buffer, and written out as text by
+ * pool_destroy to the file named by the environment variable
+ * MHA_POOL_TRACE_FILE: what a measurement of the threads' idle time reads
+ * (tools/pool_trace.py sums it per phase). */
+#if defined(MHA_POOL_TRACE)
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+typedef struct pool_trace_event {
+    uint64_t t0, t1;
+    int64_t job, unit;
+    int32_t phase, worker, cpu;
+    char kind; /* U unit, W phase-end wait, A helper's stay, J job, E end wait */
+} pool_trace_event;
+#define POOL_TRACE_CAP ((size_t)1 << 22)
+static uint64_t pool_trace_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+#define POOL_TRACE_NOW(v) const uint64_t v = pool_trace_now()
+#define POOL_TRACE(p, k, jb, ph, u, w, start) pool_trace_add(p, k, jb, ph, u, w, start)
+#else
+#define POOL_TRACE_NOW(v) ((void)0)
+#define POOL_TRACE(p, k, jb, ph, u, w, start) ((void)0)
 #endif
 
 /* Condition variables of the door of runs (sleepers by ticket). */
@@ -138,7 +171,50 @@ struct pool {
     /* pool_scratch_take/give: each a buffer whose first POOL_SCRATCH_HEADER
      * bytes hold its usable size, or NULL */
     _Atomic(void *) scratch[POOL_SCRATCH_SLOTS];
+#if defined(MHA_POOL_TRACE)
+    pool_trace_event *trace;
+    atomic_size_t trace_n;
+#endif
 };
+
+#if defined(MHA_POOL_TRACE)
+static void pool_trace_add(struct pool *p, char kind, const pool_job *job, int phase, int64_t unit,
+                           int worker, uint64_t t0) {
+    if (!p || !p->trace) return;
+    const uint64_t t1 = pool_trace_now();
+    const size_t i = atomic_fetch_add_explicit(&p->trace_n, 1, memory_order_relaxed);
+    if (i >= POOL_TRACE_CAP) return;
+    pool_trace_event *e = &p->trace[i];
+    e->t0 = t0;
+    e->t1 = t1;
+    e->job = (int64_t)(uintptr_t)job;
+    e->unit = unit;
+    e->phase = phase;
+    e->worker = worker;
+    e->kind = kind;
+    e->cpu = sched_getcpu();
+}
+
+static void pool_trace_write(struct pool *p) {
+    const char *path = getenv("MHA_POOL_TRACE_FILE");
+    if (!p->trace || !path) return;
+    FILE *f = fopen(path, "a");
+    if (f) {
+        size_t n = atomic_load(&p->trace_n);
+        if (n > POOL_TRACE_CAP) n = POOL_TRACE_CAP;
+        fprintf(f, "# pool %p threads %d events %zu\n", (void *)p, p->n_workers + 1, n);
+        for (size_t i = 0; i < n; i++) {
+            const pool_trace_event *e = &p->trace[i];
+            fprintf(f, "%c %lld %d %lld %d %llu %llu %d\n", e->kind, (long long)e->job, e->phase,
+                    (long long)e->unit, e->worker, (unsigned long long)e->t0,
+                    (unsigned long long)e->t1, e->cpu);
+        }
+        fclose(f);
+    }
+    free(p->trace);
+    p->trace = NULL;
+}
+#endif
 
 #define POOL_SCRATCH_HEADER 64 /* keeps the usable part 64-byte aligned */
 /* Smaller buffers are not kept: the C library reuses freed heap memory of
@@ -340,7 +416,9 @@ static int pool_work_phase(struct pool *p, pool_job *job, int worker) {
         if (atomic_load_explicit(&job->status, memory_order_relaxed) == MHA_OK) {
             unit_err.status = MHA_OK;
             unit_err.message[0] = '\0';
+            POOL_TRACE_NOW(t_unit);
             mha_status st = job->fn(job->ctx, ph, u, worker, &unit_err);
+            POOL_TRACE(p, 'U', job, ph, u, worker, t_unit);
             if (st != MHA_OK) pool_job_fail(job, st, &unit_err);
         }
         /* acq_rel: the thread that finishes the phase sees every unit's writes */
@@ -377,12 +455,16 @@ static void pool_work_own(struct pool *p, pool_job *job) {
             end_polled = 1;
             break;
         }
+        POOL_TRACE_NOW(t_wait);
         int spins = 0;
         while (atomic_load(&job->phase) == ph && spins < POOL_SPIN_ITERATIONS) {
             pool_cpu_relax();
             spins++;
         }
-        if (atomic_load(&job->phase) != ph) continue;
+        if (atomic_load(&job->phase) != ph) {
+            POOL_TRACE(p, 'W', job, ph, 0, 0, t_wait);
+            continue;
+        }
         atomic_fetch_sub(&p->working, 1);
         pool_wake_workers(p); /* this core is free while the caller sleeps */
         pthread_mutex_lock(&p->mutex);
@@ -390,6 +472,7 @@ static void pool_work_own(struct pool *p, pool_job *job) {
         pool_sleep_locked(p, &p->callers, pool_phase_moved, arg);
         pthread_mutex_unlock(&p->mutex);
         atomic_fetch_add(&p->working, 1);
+        POOL_TRACE(p, 'W', job, ph, 1, 0, t_wait);
     }
     if (!end_polled && atomic_load(&job->status) == MHA_OK) pool_job_cancel_requested(job);
 }
@@ -426,11 +509,13 @@ static void pool_help(struct pool *p, pool_job *job, int slot) {
         int ph = atomic_load(&job->phase);
         int r = pool_work_phase(p, job, slot);
         if (r <= 0) return;
+        POOL_TRACE_NOW(t_wait);
         int spins = 0;
         while (atomic_load(&job->phase) == ph && spins < POOL_SPIN_ITERATIONS) {
             pool_cpu_relax();
             spins++;
         }
+        POOL_TRACE(p, 'W', job, ph, atomic_load(&job->phase) == ph, slot, t_wait);
         if (atomic_load(&job->phase) == ph) return; /* a long unit elsewhere: look around */
     }
 }
@@ -449,7 +534,9 @@ static void *pool_worker_main(void *arg) {
             job->helped++;
             atomic_fetch_add(&p->working, 1);
             pthread_mutex_unlock(&p->mutex);
+            POOL_TRACE_NOW(t_attach);
             pool_help(p, job, slot);
+            POOL_TRACE(p, 'A', job, 0, 0, slot, t_attach);
             atomic_fetch_sub(&p->working, 1);
             pthread_mutex_lock(&p->mutex);
             job->slot_used[slot / 64] &= ~((uint64_t)1 << (slot % 64));
@@ -532,6 +619,11 @@ mha_status pool_run(pool *p, pool_job *job, mha_error *err) {
 }
 
 static mha_status pool_run_entered(pool *p, pool_job *job, mha_error *err) {
+    POOL_TRACE_NOW(t_job);
+#if defined(MHA_POOL_TRACE)
+    for (int i = 0; i < job->n_phases; i++)
+        POOL_TRACE(p, 'N', job, i, job->n_units[i], 0, t_job);
+#endif
     int cap = p ? p->n_workers + 1 : 1;
     if (job->num_threads > 0 && job->num_threads < cap) cap = job->num_threads;
     if (p && pool_share(p) < cap) cap = pool_share(p);
@@ -581,6 +673,7 @@ static mha_status pool_run_entered(pool *p, pool_job *job, mha_error *err) {
 
         pool_work_own(p, job);
 
+        POOL_TRACE_NOW(t_end);
         int spins = 0;
         while (atomic_load(&job->helpers) > 0 && spins < POOL_SPIN_ITERATIONS) {
             pool_cpu_relax();
@@ -596,7 +689,9 @@ static mha_status pool_run_entered(pool *p, pool_job *job, mha_error *err) {
         if (job->next) job->next->prev = job->prev;
         atomic_fetch_sub(&p->n_jobs, 1);
         pthread_mutex_unlock(&p->mutex);
+        POOL_TRACE(p, 'E', job, 0, 0, 0, t_end);
     }
+    POOL_TRACE(p, 'J', job, job->n_phases, cap, 0, t_job);
     if (p) atomic_fetch_sub(&p->working, 1); /* no wake-up: see the top of the file */
     job->ran_alone = job->helped == 0;
     job->err = NULL;
@@ -692,6 +787,9 @@ static void pool_free_memory(struct pool *p) {
 void pool_destroy(pool *p) {
     if (!p) return;
     pool_stop_workers(p);
+#if defined(MHA_POOL_TRACE)
+    pool_trace_write(p);
+#endif
     pthread_mutex_destroy(&p->busy);
     pthread_mutex_destroy(&p->mutex);
     pthread_mutex_destroy(&p->door_mutex);
@@ -753,6 +851,10 @@ mha_status pool_create(const mha_alloc_ctx *a, int n_workers, size_t stack_bytes
     atomic_init(&p->stop, 0);
     for (int i = 0; i < POOL_SCRATCH_SLOTS; i++)
         atomic_init(&p->scratch[i], NULL);
+#if defined(MHA_POOL_TRACE)
+    p->trace = getenv("MHA_POOL_TRACE_FILE") ? malloc(POOL_TRACE_CAP * sizeof *p->trace) : NULL;
+    atomic_init(&p->trace_n, 0);
+#endif
     if (n_workers == 0) {
         *out = p;
         return MHA_OK;

@@ -793,6 +793,7 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
         f->tail_split = 1;
         f->tail_n_tile = nbk;
         f->tail_m_tile = mb;
+        f->tail_first = 0;
         f->n_units = 0;
         return;
     }
@@ -884,6 +885,31 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
             f->tail_tiles = threads;
             f->tail_n_tile = piece;
             f->tail_split = exec_ceil_div(N, piece);
+            f->n_units += f->tail_tiles * (f->tail_split - f->n_tiles);
+        }
+    }
+    f->tail_first = f->m_tiles - f->tail_tiles;
+    /* Slab tiles on two threads claiming from both ends (paired_ends: the
+     * caller from the first rows, the helper from the last) are cut in the
+     * middle, where the two meet, not at the end: each thread keeps whole
+     * tiles of its own rows from the start and the pieces where they meet;
+     * its rows of C are then the rows the next step (attention by batch
+     * item, the next GEMM) reads on its core (BERT-base: the batch items of
+     * the last tiles' column pieces came half from each core). The pieces
+     * are EXEC_GEMM_TILE_M rows by a slab (the kernels' row block: each
+     * block reads its slab of B once whatever the tile), none repacking A,
+     * about half a column piece's time: BERT-base's Q|K|V and FFN up
+     * phases ended with one thread idle a median 340 us (the pieces of 256
+     * x 288), now ~20. A whole-width tile stays cut at the end: its last
+     * tile, often short, gives the smallest last pieces (W4's 32 rows). */
+    if (threads == 2 && f->paired_ends && f->n_segs == 1 && f->tail_tiles > 0 && f->n_tiles > 1) {
+        f->tail_first = (f->m_tiles - f->tail_tiles) / 2;
+        const int64_t rows = exec_round_up(EXEC_GEMM_TILE_M, mb);
+        if (rows < mt) {
+            f->n_units -= f->tail_tiles * (f->tail_split - f->n_tiles);
+            f->tail_m_tile = rows;
+            f->tail_n_tile = nt;
+            f->tail_split = f->n_tiles * exec_ceil_div(mt, rows);
             f->n_units += f->tail_tiles * (f->tail_split - f->n_tiles);
         }
     }
@@ -1063,18 +1089,21 @@ static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f,
 
 void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]) {
     const int64_t per_seg = f->m_tiles * f->n_tiles;
-    const int64_t body = f->n_segs * per_seg - f->tail_tiles * f->n_tiles;
+    /* units: the body before the cut tiles, their pieces, the body after */
+    const int64_t before = (f->n_segs - 1) * per_seg + f->tail_first * f->n_tiles;
+    const int64_t pieces = f->tail_tiles * f->tail_split;
     int64_t m0, m_end, n0, n_tile;
-    if (u >= body) { /* a piece of one of the last row tiles: rows outer, columns inner */
-        const int64_t t = u - body, piece = t % f->tail_split;
+    if (u >= before && u < before + pieces) { /* a cut tile's piece: rows outer, columns inner */
+        const int64_t t = u - before, piece = t % f->tail_split;
         const int64_t cols = exec_ceil_div(f->W->N, f->tail_n_tile);
-        const int64_t tile0 = (f->m_tiles - f->tail_tiles + t / f->tail_split) * f->m_tile;
+        const int64_t tile0 = (f->tail_first + t / f->tail_split) * f->m_tile;
         m0 = tile0 + (piece / cols) * f->tail_m_tile;
         m_end = exec_min(tile0 + f->m_tile, m0 + f->tail_m_tile);
         n0 = (piece % cols) * f->tail_n_tile;
         n_tile = f->tail_n_tile;
         *seg = f->n_segs - 1;
     } else {
+        if (u >= before + pieces) u -= pieces - f->tail_tiles * f->n_tiles;
         const int64_t k = u % per_seg;
         m0 = (k / f->n_tiles) * f->m_tile;
         m_end = m0 + f->m_tile;
@@ -1089,6 +1118,7 @@ void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, in
 }
 
 int64_t exec_gemm_body_units(const exec_gemm_family *f) {
+    if (f->tail_first + f->tail_tiles < f->m_tiles) return f->n_units; /* middle pieces */
     return f->n_segs * f->m_tiles * f->n_tiles - f->tail_tiles * f->n_tiles;
 }
 
@@ -1888,6 +1918,8 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
 
         /* (1) projections */
         memset(s->proj, 0, sizeof s->proj);
+        /* one family alone (exec_phases_run pairs its units) */
+        s->proj[0].paired_ends = (self || L->kv_given) && !L->v_input;
         if (self) {
             exec_gemm_family *f = &s->proj[0];
             f->W = &pk->qkv;
@@ -2006,6 +2038,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         /* (3) output projection, written straight into Y */
         exec_gemm_family *f = &s->out;
         memset(f, 0, sizeof *f);
+        f->paired_ends = 1;
         f->W = &pk->o;
         f->A = att;
         f->lda = natt;

@@ -173,6 +173,14 @@ typedef struct exec_gemm_family {
      * the end instead of one of them computing a whole last tile alone. */
     int64_t tail_tiles, tail_split, tail_n_tile;
     int64_t tail_m_tile; /* m_tile: column pieces only */
+    /* The first of the cut row tiles: m_tiles - tail_tiles (the last ones),
+     * or with paired_ends on two threads the middle ones of a slab weight,
+     * where the two ends meet (units then in row order: the body before
+     * them, their pieces, the body after them). */
+    int64_t tail_first;
+    /* Set before exec_gemm_plan: the units go out from both ends on two
+     * threads (pool_job.paired: exec_gemm_body_units of them). */
+    int paired_ends;
     int64_t n_units;
 } exec_gemm_family;
 
@@ -191,8 +199,9 @@ int exec_gemm_piece_done(const exec_gemm_family *f, atomic_int *pieces, int64_t 
 void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads);
 /* Unit u of f: its segment and its rows [r[0], r[1]), columns [r[2], r[3]). */
 void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]);
-/* The units of f before its end pieces (tail_tiles), in the order of their
- * rows: what may go out from both ends (pool_job.paired). */
+/* The units of f that may go out from both ends (pool_job.paired), in the
+ * order of their rows: those before its end pieces (tail_tiles), or every
+ * unit when the pieces are the middle tiles (paired_ends). */
 int64_t exec_gemm_body_units(const exec_gemm_family *f);
 
 /* One GEMM on given buffers (exec_gemm.c): C [M, N] = A [M, K] . W + bias,

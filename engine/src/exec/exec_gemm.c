@@ -70,6 +70,7 @@ mha_status exec_gemm_run(const exec_env *env, const exec_gemm_weights *W, const 
     j.f.ldc = W->N;
     j.f.M = M;
     j.f.n_segs = 1;
+    j.f.paired_ends = 1; /* exec_pool_units below pairs its body */
     if (p->flags & MHA_PLUGIN_SELF_PARALLEL) {
         int reserved = pool_try_reserve(env->pool);
         mha_status st = exec_gemm_tile(env, W, M, A, W->K, C, W->N, 0, M, 0, W->N,
