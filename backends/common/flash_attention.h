@@ -86,6 +86,16 @@
  * accuracy, four FMA-pipe operations where vf_exp takes ten; whole score
  * tiles through fa_score_f32_fused); the other float32 rows, and float32
  * on the other backends, keep the exact max and base e.
+ *
+ * Short heads (FA_HAVE_SHORT: avx512): float32 rows in the lazy form with
+ * no mask that all see the same at most FA_SHORT_KEYS keys -- BERT's,
+ * MiniLM's, ViT's heads -- go by tiles of FA_MR rows through every key
+ * block's fused score tile (Q read in place: no Q block transposed), then
+ * one P.V over every key with the accumulators in registers, the rows
+ * divided by l and stored to O from them (fa_short_head): the same
+ * operations on the same values as the block path, so the same bits; a
+ * tile leaving the common case (a NaN or infinite dot, a huge reference)
+ * is done again by fa_query_block.
  */
 #ifndef MHA_BACKENDS_FLASH_ATTENTION_H
 #define MHA_BACKENDS_FLASH_ATTENTION_H
@@ -1191,17 +1201,18 @@ static inline int fa_score_bf16_fused(int64_t nd, const uint32_t *qp, const uint
  * row of -inf ones) or a row's new reference is huge (FA_LAZY_HUGE; the
  * caller passes no row that has one): the caller scores the tile again
  * for the row pass, which poisons or skips those rows, or takes the huge
- * reference's t. Not inlined: in fa_query_block the
+ * reference's t. The softmax on the accumulators (fa_f32_fused_softmax)
+ * serves two product loops, each in its own function: fa_score_f32_fused
+ * (the Q block transposed) and fa_score_f32_fused_q (Q read in place, the
+ * short-head path). Not inlined: in fa_query_block the
  * compiler kept the exp's constants in registers across the tiles, and
  * two of the 24 accumulators went to the stack in the product loop (W3's
  * node 0.99 of the plain tile's time instead of ~0.9).
  */
-__attribute__((noinline)) static int fa_score_f32_fused(int64_t nd, const float *qp,
-                                                        const float *kt, float *s, float *m2,
-                                                        float *thr, float *lv, float *corr,
-                                                        float c2) {
-    vf acc[FA_MR][FA_NCV];
-    fa_score_f32_acc(nd, qp, kt, acc);
+__attribute__((always_inline)) static inline int fa_f32_fused_softmax(vf acc[FA_MR][FA_NCV],
+                                                                      float *s, float *m2,
+                                                                      float *thr, float *lv,
+                                                                      float *corr, float c2) {
     _Alignas(64) float dm[VLEN] = {0}, e[VLEN];
     float mn[FA_MR], negm[FA_MR];
     unsigned over = 0, moved = 0; /* rows taking a new reference; those that had one */
@@ -1241,6 +1252,75 @@ __attribute__((noinline)) static int fa_score_f32_fused(int64_t nd, const float 
         corr[r] = cr;
     }
     return 1;
+}
+
+__attribute__((noinline)) static int fa_score_f32_fused(int64_t nd, const float *qp,
+                                                        const float *kt, float *s, float *m2,
+                                                        float *thr, float *lv, float *corr,
+                                                        float c2) {
+    vf acc[FA_MR][FA_NCV];
+    fa_score_f32_acc(nd, qp, kt, acc);
+    return fa_f32_fused_softmax(acc, s, m2, thr, lv, corr, c2);
+}
+
+/* The products of a full float32 score tile with Q read where it is (row r
+ * of the tile at q + r * qs, d contiguous): fa_score_f32_acc's chain on
+ * the same values, so the same bits, without the Q block's transpose. */
+#define FA_DEFINE_SCORE_Q(NAME, NV)                                                                \
+    static inline void NAME(int64_t nd, const float *q, int64_t qs, const float *kt,               \
+                            vf acc[FA_MR][NV]) {                                                   \
+        _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)                                   \
+            _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++) acc[r][c] = vf_zero();            \
+        for (int64_t d = 0; d < nd; d++) {                                                         \
+            vf kv[NV];                                                                             \
+            _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++) kv[c] =                           \
+                vf_load(kt + d * FA_BC + c * VLEN);                                                \
+            _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {                             \
+                const vf qb = vf_set1(q[r * qs + d]);                                              \
+                _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++) acc[r][c] =                   \
+                    vf_fma(qb, kv[c], acc[r][c]);                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+FA_DEFINE_SCORE_Q(fa_score_q_acc, FA_NCV)
+/* The dot products of a key block's first NV vectors for a full tile of
+ * rows, Q in place, stored at s + r * FA_BC: the narrow tiles' chain (the
+ * same bits as fa_score_rows on the transposed block). */
+#define FA_DEFINE_SCORE_Q_STORE(NAME, NV)                                                          \
+    FA_DEFINE_SCORE_Q(NAME##_acc, NV)                                                              \
+    static inline void NAME(int64_t nd, const float *q, int64_t qs, const float *kt, float *s) {   \
+        vf acc[FA_MR][NV];                                                                         \
+        NAME##_acc(nd, q, qs, kt, acc);                                                            \
+        _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)                                   \
+            _Pragma("GCC unroll 4") for (int c = 0; c < NV; c++)                                   \
+                vf_store(s + r * FA_BC + c * VLEN, acc[r][c]);                                     \
+    }
+FA_DEFINE_SCORE_Q_STORE(fa_score_q_v1, 1)
+FA_DEFINE_SCORE_Q_STORE(fa_score_q_v2, 2)
+FA_DEFINE_SCORE_Q_STORE(fa_score_q_v3, 3)
+FA_DEFINE_SCORE_Q_STORE(fa_score_q_v4, 4)
+
+/* fa_score_f32_fused with Q read in place (fa_score_q_acc) */
+__attribute__((noinline)) static int fa_score_f32_fused_q(int64_t nd, const float *q, int64_t qs,
+                                                          const float *kt, float *s, float *m2,
+                                                          float *thr, float *lv, float *corr,
+                                                          float c2) {
+    vf acc[FA_MR][FA_NCV];
+    fa_score_q_acc(nd, q, qs, kt, acc);
+    return fa_f32_fused_softmax(acc, s, m2, thr, lv, corr, c2);
+}
+
+/* fa_score_q_v1..v4 by the key vectors nv (1 to 4) */
+static inline void fa_score_q_narrow(int64_t nd, const float *q, int64_t qs, const float *kt,
+                                     float *s, int nv) {
+    if (nv == 1)
+        fa_score_q_v1(nd, q, qs, kt, s);
+    else if (nv == 2)
+        fa_score_q_v2(nd, q, qs, kt, s);
+    else if (nv == 3)
+        fa_score_q_v3(nd, q, qs, kt, s);
+    else
+        fa_score_q_v4(nd, q, qs, kt, s);
 }
 #endif
 
@@ -1590,6 +1670,159 @@ static inline void fa_prefetch_rows(const float *p, int64_t stride, int64_t rows
     }
 }
 
+#if defined(FA_HAVE_FUSED_F32) && FA_NCV == 4
+#define FA_HAVE_SHORT 1
+/* Keys up to which a head whose rows all see every key takes fa_short_head */
+#define FA_SHORT_KEYS 256
+
+/*
+ * P.V of a tile of FA_PVR (= FA_MR) rows over every key at once, then the
+ * division by l, the outputs stored straight to O: the accumulators stay in
+ * registers from the first key to the store. p: the tile's probabilities
+ * per key block, block jb's row r at p + (jb * FA_MR + r) * FA_BC; corr
+ * [nb][FA_MR]: each block's factors; vp: V rows vs apart; l [FA_MR]: the
+ * rows' sums; o: row r at o + r * os, dv columns. Columns [v0, v0 + W VLEN)
+ * of dvp. Each element's chain is fa_pv_rows's across the blocks (acc*corr
+ * when a factor of the tile is not 1, then keys ascending; the acc's trip
+ * through memory between blocks was exact), then pass 4's division: the
+ * same bits.
+ */
+#define FA_DEFINE_SHORT_PV(W)                                                                      \
+    __attribute__((noinline)) static void fa_short_pv_##W(                                         \
+        const float *p, const float *corr, int64_t nkeys, const float *vp, int64_t vs, int64_t v0, \
+        const float *l, float *o, int64_t os, int64_t dv) {                                        \
+        vf x[FA_MR][W];                                                                            \
+        _Pragma("GCC unroll 8") for (int r = 0; r < FA_MR; r++)                                    \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[r][w] = vf_zero();               \
+        for (int64_t j0 = 0, jb = 0; j0 < nkeys; j0 += FA_BC, jb++) {                              \
+            const float *cb = corr + jb * FA_MR, *pb = p + jb * FA_MR * FA_BC;                     \
+            int scaled = 0;                                                                        \
+            _Pragma("GCC unroll 8") for (int r = 0; r < FA_MR; r++) scaled |= cb[r] != 1.0f;       \
+            if (scaled) {                                                                          \
+                _Pragma("GCC unroll 8") for (int r = 0; r < FA_MR; r++) {                          \
+                    const vf c = vf_set1(cb[r]);                                                   \
+                    _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[r][w] =                  \
+                        vf_mul(x[r][w], c);                                                        \
+                }                                                                                  \
+            }                                                                                      \
+            const int64_t nv = nkeys - j0 < FA_BC ? nkeys - j0 : FA_BC;                            \
+            const float *vb = vp + j0 * vs + v0;                                                   \
+            for (int64_t j = 0; j < nv; j++) {                                                     \
+                vf vv[W];                                                                          \
+                _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) vv[w] =                        \
+                    vf_load(vb + j * vs + w * VLEN);                                               \
+                _Pragma("GCC unroll 8") for (int r = 0; r < FA_MR; r++) {                          \
+                    const vf pj = vf_set1(pb[r * FA_BC + j]);                                      \
+                    _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[r][w] =                  \
+                        vf_fma(pj, vv[w], x[r][w]);                                                \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 8") for (int r = 0; r < FA_MR; r++) {                                  \
+            const vf vl = vf_set1(l[r]);                                                           \
+            _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) {                                  \
+                const int64_t n = dv - (v0 + w * VLEN);                                            \
+                if (n >= VLEN)                                                                     \
+                    vf_store(o + r * os + v0 + w * VLEN, vf_div(x[r][w], vl));                     \
+                else if (n > 0)                                                                    \
+                    vf_store_part(o + r * os + v0 + w * VLEN, vf_div(x[r][w], vl), n);             \
+            }                                                                                      \
+        }                                                                                          \
+    }
+FA_DEFINE_SHORT_PV(1)
+FA_DEFINE_SHORT_PV(2)
+FA_DEFINE_SHORT_PV(3)
+FA_DEFINE_SHORT_PV(4)
+
+/*
+ * Rows [i0, i0 + FA_MR) of head (b, h) when every row sees keys [0,
+ * nkeys) and takes the float32 lazy form with no mask: the key blocks'
+ * score tiles in turn (fa_score_f32_fused, Q read in place; a last short
+ * block through fa_row_softmax_lazy), their probabilities kept per block,
+ * then one P.V over every key with the accumulators in registers and the
+ * normalised rows stored to O (fa_short_pv). The operations of
+ * fa_query_block on the same values, so the same bits. Returns 0 with O
+ * untouched when a row leaves the common case (a NaN or infinite dot, a
+ * huge reference, a row that sees nothing or sums to 0): the caller gives
+ * the rows to fa_query_block.
+ */
+static inline int fa_short_tile(const mha_attn_args *a, const fa_layout *L, float *ws,
+                                const float *vp, int64_t vs, int64_t b, int64_t h, int64_t i0,
+                                int64_t nkeys) {
+    const int64_t dk = a->dk, dvp = L->dvp;
+    const float *q = a->q + b * a->q_sb + h * a->q_sh + i0 * a->q_ss;
+    const float *kt = ws + L->kt;
+    float *p = ws + L->s; /* [nb][FA_MR][FA_BC] <= [FA_BR][FA_BC] */
+    const float c2 = a->scale * FA_LOG2E;
+    float m2[FA_MR], thr[FA_MR], l[FA_MR], corr[FA_SHORT_KEYS / FA_BC * FA_MR];
+    _Alignas(64) float lv[FA_MR * VLEN];
+    for (int r = 0; r < FA_MR; r++) {
+        m2[r] = -INFINITY;
+        thr[r] = -INFINITY;
+        vf_store(lv + r * VLEN, vf_zero());
+    }
+    int64_t j0 = 0, jb = 0;
+    for (; j0 + FA_BC <= nkeys; j0 += FA_BC, jb++) {
+        for (int r = 0; r < FA_MR; r++) /* a huge reference is the row pass's */
+            if (m2[r] != -INFINITY && !(fabsf(m2[r]) < FA_LAZY_HUGE)) return 0;
+        if (fa_score_f32_fused_q(dk, q, a->q_ss, kt + jb * dk * FA_BC, p + jb * FA_MR * FA_BC, m2,
+                                 thr, lv, corr + jb * FA_MR, c2) != 1)
+            return 0;
+    }
+    if (j0 < nkeys) {
+        /* the last, short block: its key vectors scored, then the row pass */
+        const int64_t nv = nkeys - j0;
+        float *pb = p + jb * FA_MR * FA_BC;
+        fa_score_q_narrow(dk, q, a->q_ss, kt + jb * dk * FA_BC, pb, (int)((nv + VLEN - 1) / VLEN));
+        for (int r = 0; r < FA_MR; r++) {
+            int poisoned = 0;
+            if (fa_row_softmax_lazy(c2, nv, pb + r * FA_BC, &m2[r], &thr[r], lv + r * VLEN,
+                                    &corr[jb * FA_MR + r], &poisoned, a, NULL, j0, 0) != 1)
+                return 0;
+        }
+    }
+    for (int r = 0; r < FA_MR; r++) {
+        l[r] = vf_hsum(vf_load(lv + r * VLEN));
+        if (!(l[r] > 0.0f)) return 0;
+    }
+    float *o = a->o + b * a->o_sb + h * a->o_sh + i0 * a->o_ss;
+    for (int64_t v0 = 0; v0 < dvp; v0 += FA_PVW * VLEN) {
+        const int64_t w = (dvp - v0) / VLEN;
+        if (w >= 4)
+            fa_short_pv_4(p, corr, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else if (w == 3)
+            fa_short_pv_3(p, corr, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else if (w == 2)
+            fa_short_pv_2(p, corr, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else
+            fa_short_pv_1(p, corr, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+    }
+    return 1;
+}
+
+/* Whether the query rows of (b, h) in the call take fa_short_head: float32
+ * in the lazy form, no mask, at least FA_MR rows, each seeing the same
+ * nkeys keys (not causal within them), at most FA_SHORT_KEYS. */
+static inline int fa_short_ok(const mha_attn_args *a, int64_t b, int64_t nkeys) {
+    return FA_PVW == 4 && !fa_bf16(a) && !a->mask && fa_lazy_ok(a, a->scale * FA_LOG2E) &&
+           nkeys > 0 && nkeys <= FA_SHORT_KEYS && a->q1 - a->q0 >= FA_MR &&
+           kernel_row_key_end(a, b, a->q0) == nkeys;
+}
+
+/* The call's rows of head (b, h) by tiles of FA_MR rows (fa_short_tile; the
+ * last tile ends at q1, overlapping the one before when FA_MR does not
+ * divide the rows: the rows it does again get the same bits); a tile
+ * fa_short_tile refuses goes to fa_query_block. */
+static inline void fa_short_head(const mha_attn_args *a, const fa_layout *L, float *ws,
+                                 const float *vp, int64_t vs, int64_t b, int64_t h, int64_t nkeys) {
+    for (int64_t i0 = a->q0; i0 < a->q1; i0 += FA_MR) {
+        const int64_t t0 = i0 + FA_MR <= a->q1 ? i0 : a->q1 - FA_MR;
+        if (!fa_short_tile(a, L, ws, vp, vs, b, h, t0, nkeys))
+            fa_query_block(a, L, ws, vp, vs, b, h, t0, FA_MR);
+    }
+}
+#endif
+
 /* The whole call: for each (b, h) in range, pack its kv head (unless the
  * previous head of the same GQA group already did), then the query blocks. */
 static inline int fa_attention_run(const mha_attn_args *a, void *workspace, size_t workspace_size) {
@@ -1639,6 +1872,12 @@ static inline int fa_attention_run(const mha_attn_args *a, void *workspace, size
             }
             const float *vp = v_in_place ? vb : ws + L.vp;
             const int64_t vs = v_in_place ? a->v_ss : L.dvp;
+#ifdef FA_HAVE_SHORT
+            if (fa_short_ok(a, b, nkeys)) {
+                fa_short_head(a, &L, ws, vp, vs, b, h, nkeys);
+                continue;
+            }
+#endif
             for (int64_t i0 = a->q0; i0 < a->q1; i0 += FA_BR) {
                 int64_t br = a->q1 - i0 < FA_BR ? a->q1 - i0 : FA_BR;
                 fa_query_block(a, &L, ws, vp, vs, b, h, i0, br);

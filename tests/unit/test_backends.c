@@ -12,6 +12,9 @@
  *    rotary, per-batch position offsets, strided layouts; max |err| <=
  *    1e-6 * max |scalar|; positions past the tables and odd rotary_dim
  *    refused.
+ *  - heads of at most 256 keys every row sees (the avx512 float32
+ *    short-head path) at S 128, 197, 250, d 32 / 64 / 80, GQA, key lengths,
+ *    beside a padding mask and causal rows (test_attention_short_heads).
  *  - determinism: any split of the range (b, h, q) gives bitwise the same
  *    output as one call; GEMM splits at the plugin's m/n blocks likewise;
  *    the openmp plugin with num_threads 1 and 2 is bitwise identical.
@@ -2089,6 +2092,27 @@ static void test_attention_plain_rows(void **state) {
     }
 }
 
+/* Heads of at most 256 keys whose rows all see every key, no mask (the
+ * avx512 float32 short-head path: fa_short_head), at the models' shapes --
+ * ViT's S 197 (a last key block of 5), MiniLM's d 32, 250 rows (the last
+ * tile of 6 overlaps), d 80, GQA, key lengths -- and beside them the same
+ * shapes under a padding mask and causal (the block path): every backend
+ * within 1e-5 of the reference, and one call, a random split and one row
+ * per call (the block path) bitwise the same (attn_check_case). */
+static void test_attention_short_heads(void **state) {
+    (void)state;
+    const attn_case cs[] = {
+        {2, 3, 3, 197, 197, 64, 64, 1, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 201},
+        {2, 2, 2, 128, 128, 32, 32, 1, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 202},
+        {1, 4, 2, 250, 250, 80, 80, 0, MASK_NONE, 0, 0, 0, 0.0f, 0, 0, 203},
+        {3, 2, 2, 90, 200, 32, 32, 1, MASK_NONE, 0, 0, 1, 0.0f, 0, 0, 204},
+        {2, 2, 2, 197, 197, 32, 32, 1, MASK_KEYPAD, 0, 0, 0, 0.0f, 0, 0, 205},
+        {1, 2, 2, 128, 128, 64, 64, 1, MASK_NONE, 1, 0, 0, 0.0f, 0, 0, 206},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        attn_check_case(&cs[i]);
+}
+
 /* Key padding hidden by a mask gives the bits of the same keys cut off by
  * the key lengths (a batch item of mha_queue: its padding masked against
  * the item alone): a [B, 1, 1, Skv] mask (then the same as [B, 1, Sq, Skv])
@@ -2244,6 +2268,7 @@ int main(void) {
         cmocka_unit_test(test_attention_bad_args),
         cmocka_unit_test(test_attention_nan_rows),
         cmocka_unit_test(test_attention_plain_rows),
+        cmocka_unit_test(test_attention_short_heads),
         cmocka_unit_test(test_attention_random),
         cmocka_unit_test(test_attention_long),
         cmocka_unit_test(test_rotary),
