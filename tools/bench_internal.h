@@ -24,7 +24,7 @@
 #define BENCH_MAX_THREADS 32
 #define BENCH_MAX_INPUTS 16
 #define BENCH_MAX_OUTPUTS 8
-#define BENCH_MAX_TRIALS 40
+#define BENCH_MAX_TRIALS 64
 #define BENCH_MIN_REPS 10
 #define BENCH_MAX_REPS 1000000
 #define BENCH_TOLERANCE_REL 1e-4 /* max |y - ref| / max |ref| */
@@ -66,11 +66,12 @@ typedef struct bench_options {
     /* server scenario */
     double p99_ms;         /* latency bound of the rate search */
     double server_time;    /* seconds per tried rate */
+    int server_trials;     /* > 1: trials a rate, the median p99 decides */
     int clients;           /* client threads sharing one runtime */
     int max_batch;         /* 0: each client calls mha_run; else requests go
                               through an mha_queue batching up to this many */
     double batch_delay_ms; /* the queue's max_delay_ms */
-    double batch_ms;       /* the queue's max_batch_ms (0: off) */
+    double batch_ms;       /* the queue's max_batch_ms (0: its default, < 0: off) */
     int dispatchers;       /* the queue's num_dispatchers (0: one per runtime thread) */
     int run_threads;       /* the queue's num_threads per batch run (0: the runtime's) */
     int caller_runs;       /* the queue's caller_runs */

@@ -131,6 +131,7 @@ void bench_report_table(const bench_report *r, FILE *out) {
     else if (o->max_batch > 0) {
         char bms[64] = "";
         if (o->batch_ms > 0) snprintf(bms, sizeof bms, ", batch time %.3g ms", o->batch_ms);
+        if (o->batch_ms < 0) snprintf(bms, sizeof bms, ", no batch time bound");
         if (o->dispatchers > 0)
             snprintf(bms + strlen(bms), sizeof bms - strlen(bms), ", %d dispatchers",
                      o->dispatchers);
@@ -376,6 +377,7 @@ int bench_report_json(const bench_report *r, const char *path, char *msg, size_t
         json_num(f, o->p99_ms);
         fputs(", \"server_time_s\": ", f);
         json_num(f, o->server_time);
+        fprintf(f, ", \"server_trials\": %d", o->server_trials);
         fprintf(f, ", \"clients\": %d, \"max_batch\": %d, \"batch_delay_ms\": ", o->clients,
                 o->max_batch);
         json_num(f, o->batch_delay_ms);

@@ -105,16 +105,18 @@ static const cli_opt serve_opts[] = {
      "runs; 1 = one padded run per batch"},
     {SERVE_MAX_BATCH_MS, "max-batch-ms", 0, "X",
      "a batch takes requests while they would compute in X ms\n"
-     "(at the recent cost per token; default 0: off): what a\n"
-     "request arriving behind a batch waits; about a fifth of\n"
-     "the latency target"},
+     "(at the recent cost per token): what a request arriving\n"
+     "behind a batch waits; about a fifth of the latency target\n"
+     "(default 0: 0.4 x --max-queue-ms if set, else 2 ms; off:\n"
+     "no such bound)"},
     {SERVE_DISPATCHERS, "dispatchers", 0, "N",
      "batches computed at once, sharing the threads (default 0:\n"
      "one per runtime thread)"},
     {SERVE_RUN_THREADS, "run-threads", 0, "N",
-     "threads of each batch's run (default 0: the runtime's,\n"
-     "shared out between the batches running; 1: every batch on\n"
-     "one core, even alone: no barriers between two threads)"},
+     "threads of each batch's run (default 0: one while one core\n"
+     "computes the batch within --max-batch-ms, no barriers\n"
+     "between two threads; else the runtime's, shared out\n"
+     "between the batches running; 1: every batch on one core)"},
     {SERVE_CALLER_RUNS, "caller-runs", 0, NULL,
      "a connection's thread waiting on its request computes\n"
      "the next batch itself while a core is free (no hand-off\n"
@@ -998,7 +1000,10 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
                          : id == SERVE_MAX_BATCH_MS      ? &o->max_batch_ms
                          : id == SERVE_HEADER_TIMEOUT_MS ? &o->header_timeout_ms
                                                          : &o->deadline_ms;
-            if (serve_parse_ms(c, opt, v, ms)) return CLI_USAGE;
+            if (id == SERVE_MAX_BATCH_MS && !strcmp(v, "off"))
+                *ms = -1.0; /* mha.h: negative is off */
+            else if (serve_parse_ms(c, opt, v, ms))
+                return CLI_USAGE;
         }
     }
     /* each was dropped in silence: --caller-runs gives every connection a

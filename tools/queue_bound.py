@@ -3,8 +3,8 @@
 
 A simulation of Poisson arrivals served by SERVERS batch servers (a server
 free takes every request waiting, up to --cap, as one batch; a batch of B
-requests takes A + C * B ms). It prints the highest rate (requests/s, in
-steps of --step) whose p99 latency (arrival to the end of its batch) stays
+requests takes A + C * B ms). It prints the highest rate (requests/s, to
+--step, by bisection) whose p99 latency (arrival to the end of its batch) stays
 within --p99-ms, and that rate as a share of --peak-rps (the rate the FMA
 peak allows, if given). docs/SERVING.md quotes it for MiniLM S 16:
 
@@ -16,6 +16,12 @@ one-run rows: ms a request times the batch), the last one growing by its
 per-request cost beyond:
 
   tools/queue_bound.py --servers 2 --costs 2.75,4.9,7.2,9.2 --peak-rps 1220
+
+It also prints the fluid bound: SERVERS times the requests a ms of the
+cheapest batch that fits the bound (b / its time, over the b whose time is
+at most --p99-ms), the rate no queue of any policy can pass at those costs
+(every core busy all the time, no request ever waiting). `serve-cpu
+--ceiling` measures the costs (tools/serve_ceiling.sh runs both).
 """
 import argparse
 import random
@@ -61,21 +67,36 @@ def main():
     ap.add_argument("--costs", default="", help="ms of a batch of 1, 2, ... requests (measured), instead of --a / --c")
     ap.add_argument("--cap", type=int, nargs="*", default=[1, 2, 4, 16], help="max batch sizes")
     ap.add_argument("--p99-ms", type=float, default=10.0)
-    ap.add_argument("--step", type=int, default=5)
+    ap.add_argument("--step", type=int, default=0, help="resolution of the rate (default: 1/200 of the fluid bound, at least 5)")
     ap.add_argument("--requests", type=int, default=40000)
     ap.add_argument("--peak-rps", type=float, default=0.0)
     o = ap.parse_args()
     costs = [float(v) for v in o.costs.split(",") if v] if o.costs else None
     if not costs and o.c <= 0:
         ap.error("--c or --costs is required")
+    share = lambda r: " (%.0f %% of %.0f)" % (100.0 * r / o.peak_rps, o.peak_rps) if o.peak_rps else ""
+    fits = [(1000.0 * b / batch_ms(o.a, o.c, costs, b), b) for b in range(1, max(o.cap) + 1)
+            if batch_ms(o.a, o.c, costs, b) <= o.p99_ms]
+    # the cheapest a request; of equal ones the smallest batch
+    fluid, fluid_b = max(fits, key=lambda f: (round(f[0], 9), -f[1])) if fits else (0.0, 0)
+    fluid *= o.servers
+    step = o.step or max(5, int(fluid / 200))
+    top = 0
     for cap in o.cap:
-        best = 0
-        for rate in range(o.step, 20000, o.step):
-            if p99(rate / 1000.0, o.a, o.c, cap, o.servers, o.requests, 1, costs) > o.p99_ms:
-                break
-            best = rate
-        share = " (%.0f %% of %.0f)" % (100.0 * best / o.peak_rps, o.peak_rps) if o.peak_rps else ""
-        print("servers %d, batch <= %d: %d requests/s at p99 <= %g ms%s" % (o.servers, cap, best, o.p99_ms, share))
+        # bisection: the p99 grows with the rate (the same arrival seed)
+        meets = lambda r: p99(r / 1000.0, o.a, o.c, cap, o.servers, o.requests, 1, costs) <= o.p99_ms
+        best, bad = 0, int(fluid) + step
+        while bad - best > step:
+            mid = (best + bad) // 2
+            if meets(mid):
+                best = mid
+            else:
+                bad = mid
+        top = max(top, best)
+        print("servers %d, batch <= %d: %d requests/s at p99 <= %g ms%s" % (o.servers, cap, best, o.p99_ms, share(best)))
+    print("servers %d, the best batch cap: %d requests/s%s" % (o.servers, top, share(top)))
+    print("servers %d, fluid bound (batches of %d, every server busy, no wait): %.0f requests/s%s" % (
+        o.servers, fluid_b, fluid, share(fluid)))
 
 
 if __name__ == "__main__":

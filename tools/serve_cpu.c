@@ -3,6 +3,7 @@
  * together (a burst), through nothing but mha.h.
  *
  *   serve-cpu MODEL --lengths 32,24,16,8 [--reps N] [--rounds R] [--threads T]
+ *             [--precision float32|bfloat16] [--ceiling B]
  *
  * MODEL: a self-attention layer (one float32 query input [B, S, D]) or a
  * whole model over token ids (a request: ids [S]; `mha gen --preset
@@ -24,7 +25,17 @@
  * per request (getrusage): the queue's handoffs and its memory's first
  * touches. The modes alternate within each of R rounds; one line per mode
  * and round (CPU time is what a shared machine inflates least; still read
- * the medians of the rounds). Exit 1 on a failure, 2 on a usage error. */
+ * the medians of the rounds). --precision: every run in that precision.
+ *
+ * --ceiling B: instead of the modes, what a batch of b = 1..B requests of
+ * the first length costs as one mha_run (the arithmetic a queue cannot go
+ * below) on a runtime of 1 thread and one of T (default every CPU),
+ * alternating: one line per b with the medians over the rounds of the CPU
+ * ms a request and of the run's wall ms, then the batch times a queue
+ * simulation takes (tools/queue_bound.py --costs): on one core b x the CPU
+ * ms a request, on T cores b x the CPU ms a request / T (the run's time on
+ * an otherwise idle machine; the wall time a loaded one gives is not).
+ * Exit 1 on a failure, 2 on a usage error. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +45,7 @@
 #include <mha/mha.h>
 
 #define CPU_MAX_BURST 64
+#define CPU_MAX_ROUNDS 64
 
 static double cpu_seconds(void) {
     struct timespec t;
@@ -51,16 +63,23 @@ static void cpu_events(double *switches, double *faults) {
 
 /* What one mode measured, per request. */
 typedef struct cpu_cost {
-    double ms, switches, faults, per_run;
+    double ms, switches, faults, per_run, wall_ms; /* wall_ms: a run's (mha_run mode) */
 } cpu_cost;
 
 /* The process's counters at the start of a measure. */
 typedef struct cpu_meter {
-    double cpu, switches, faults;
+    double cpu, switches, faults, wall;
 } cpu_meter;
+
+static double wall_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static void cpu_meter_start(cpu_meter *m) {
     m->cpu = cpu_seconds();
+    m->wall = wall_seconds();
     cpu_events(&m->switches, &m->faults);
 }
 
@@ -69,6 +88,7 @@ static void cpu_meter_stop(const cpu_meter *m, double requests, cpu_cost *c) {
     double s1, f1;
     cpu_events(&s1, &f1);
     c->ms = (cpu_seconds() - m->cpu) * 1e3 / requests;
+    c->wall_ms = (wall_seconds() - m->wall) * 1e3;
     c->switches = (s1 - m->switches) / requests;
     c->faults = (f1 - m->faults) / requests;
 }
@@ -145,7 +165,7 @@ static size_t cpu_batch_inputs(const cpu_model *cm, const int64_t *S, int n, int
 /* The floor: reps bursts as one mha_run each, padded to the longest with
  * every request's key length. */
 static int cpu_run_alone(mha_runtime *rt, const cpu_model *cm, const int64_t *S, int n, int reps,
-                         cpu_cost *c) {
+                         int precision, cpu_cost *c) {
     int64_t L = 0;
     for (int i = 0; i < n; i++)
         L = S[i] > L ? S[i] : L;
@@ -170,6 +190,7 @@ static int cpu_run_alone(mha_runtime *rt, const cpu_model *cm, const int64_t *S,
     mha_run_options ro;
     mha_run_options_init(&ro);
     ro.kv_lengths = S;
+    ro.precision = precision;
     cpu_meter meter = {0};
     for (int k = 0; k < reps + 2 && rc == 0; k++) {
         if (k == 2) cpu_meter_start(&meter); /* two runs to warm up */
@@ -180,6 +201,7 @@ static int cpu_run_alone(mha_runtime *rt, const cpu_model *cm, const int64_t *S,
     }
     cpu_meter_stop(&meter, (double)reps * n, c);
     c->per_run = n;
+    c->wall_ms /= reps;
     for (size_t k = 0; k < 8; k++) {
         free(in[k].data);
         free(out[k].data);
@@ -250,9 +272,65 @@ static int cpu_model_read(cpu_model *cm, int64_t longest) {
     return 0;
 }
 
+static int cpu_cmp(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double cpu_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cpu_cmp);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* --ceiling: batches of b = 1..most requests of S tokens as one mha_run on
+ * rt[0] (1 thread) and rt[1] (T threads), alternating within each round;
+ * the medians over the rounds, and the batch times for queue_bound.py. */
+static int cpu_ceiling(mha_runtime *const rt[2], const int T[2], const cpu_model *cm, int64_t S,
+                       int most, int reps, int rounds, int precision) {
+    static double ms[2][CPU_MAX_BURST][CPU_MAX_ROUNDS], wall[2][CPU_MAX_BURST][CPU_MAX_ROUNDS];
+    int64_t lengths[CPU_MAX_BURST];
+    for (int b = 0; b < most; b++)
+        lengths[b] = S;
+    for (int r = 0; r < rounds; r++)
+        for (int b = 1; b <= most; b++)
+            for (int k = 0; k < 2; k++) {
+                cpu_cost c;
+                /* about reps requests a measure, at least 3 runs */
+                if (cpu_run_alone(rt[k], cm, lengths, b, reps / b > 3 ? reps / b : 3, precision,
+                                  &c) != 0)
+                    return -1;
+                ms[k][b - 1][r] = c.ms;
+                wall[k][b - 1][r] = c.wall_ms;
+            }
+    double cost[2][CPU_MAX_BURST];
+    printf("S %lld, %s: one mha_run of b requests, medians of %d rounds\n", (long long)S,
+           precision == MHA_PRECISION_BFLOAT16 ? "bfloat16" : "float32", rounds);
+    printf(
+        "   b | 1 thread: CPU ms a request, run wall ms | %d threads: CPU ms a request, run wall "
+        "ms\n",
+        T[1]);
+    for (int b = 1; b <= most; b++) {
+        double m[2], w[2];
+        for (int k = 0; k < 2; k++) {
+            m[k] = cpu_median(ms[k][b - 1], rounds);
+            w[k] = cpu_median(wall[k][b - 1], rounds);
+            cost[k][b - 1] = m[k] * b / T[k];
+        }
+        printf("  %2d | %8.4f %8.3f | %8.4f %8.3f\n", b, m[0], w[0], m[1], w[1]);
+    }
+    for (int k = 0; k < 2; k++) {
+        printf("costs %d thread%s (ms a batch of 1..%d: b x CPU ms a request / %d):", T[k],
+               T[k] > 1 ? "s" : "", most, T[k]);
+        for (int b = 0; b < most; b++)
+            printf("%s%.4f", b ? "," : " ", cost[k][b]);
+        printf("\n");
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *model = NULL, *lengths = "32,24,16,8";
-    int reps = 40, rounds = 3, threads = 0;
+    int reps = 40, rounds = 3, threads = 0, ceiling = 0, precision = MHA_PRECISION_FLOAT32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -264,6 +342,12 @@ int main(int argc, char **argv) {
             rounds = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && v)
             threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--ceiling") && v)
+            ceiling = atoi(argv[++i]);
+        else if (!strcmp(a, "--precision") && v && !strcmp(v, "float32"))
+            precision = MHA_PRECISION_FLOAT32, i++;
+        else if (!strcmp(a, "--precision") && v && !strcmp(v, "bfloat16"))
+            precision = MHA_PRECISION_BFLOAT16, i++;
         else if (a[0] != '-' && !model)
             model = a;
         else
@@ -271,9 +355,10 @@ int main(int argc, char **argv) {
     }
     int64_t S[CPU_MAX_BURST];
     int n = cpu_parse_lengths(lengths, S);
-    if (!model || !n || reps < 1 || rounds < 1 || threads < 0) {
+    if (!model || !n || reps < 1 || rounds < 1 || rounds > CPU_MAX_ROUNDS || threads < 0 ||
+        ceiling < 0 || ceiling > CPU_MAX_BURST) {
         fprintf(stderr, "usage: serve-cpu MODEL [--lengths S,S,...] [--reps N] [--rounds R] "
-                        "[--threads T]\n");
+                        "[--threads T] [--precision float32|bfloat16] [--ceiling B]\n");
         return 2;
     }
     mha_error err;
@@ -291,10 +376,22 @@ int main(int argc, char **argv) {
         longest = S[i] > longest ? S[i] : longest;
     cpu_model cm = {m, 0, MHA_DTYPE_FLOAT32, 0, sizeof(float), NULL};
     int rc = 1;
+    mha_runtime *rt1 = NULL;
     if (mha_runtime_create(&ro, &rt, &err) != MHA_OK || cpu_model_read(&cm, longest) != 0) {
         fprintf(stderr,
                 "serve-cpu: %s: wants a layer with one [B, S, D] input or token ids [B, S]\n",
                 model);
+        goto done;
+    }
+    if (ceiling) {
+        ro.num_threads = 1;
+        if (mha_runtime_create(&ro, &rt1, &err) != MHA_OK) {
+            fprintf(stderr, "serve-cpu: runtime: %s\n", err.message);
+            goto done;
+        }
+        mha_runtime *const rts[2] = {rt1, rt};
+        const int T[2] = {1, mha_runtime_num_threads(rt)};
+        rc = cpu_ceiling(rts, T, &cm, S[0], ceiling, reps, rounds, precision) != 0;
         goto done;
     }
     static const char *const names[5] = {"alone", "one-run", "by-length", "mha_run", "caller"};
@@ -303,6 +400,7 @@ int main(int argc, char **argv) {
             mha_queue_options qo;
             mha_queue_options_init(&qo);
             qo.num_dispatchers = 1; /* the burst's batches one after another */
+            qo.precision = precision;
             if (mode == 0 || mode == 4) {
                 qo.max_batch = 1;
                 qo.max_delay_ms = 0;
@@ -316,7 +414,7 @@ int main(int argc, char **argv) {
             }
             cpu_cost c;
             if ((mode != 3 ? cpu_measure(rt, &cm, &qo, S, n, reps, &c)
-                           : cpu_run_alone(rt, &cm, S, n, reps, &c)) != 0)
+                           : cpu_run_alone(rt, &cm, S, n, reps, precision, &c)) != 0)
                 goto done;
             printf("round %d, lengths %s, %-9s: %.4f CPU ms per request (%.2f requests a run), "
                    "%.2f context switches, %.2f page faults\n",
@@ -327,6 +425,7 @@ int main(int argc, char **argv) {
     rc = 0;
 done:
     free(cm.x);
+    mha_runtime_destroy(rt1);
     mha_runtime_destroy(rt);
     mha_model_free(m);
     return rc;

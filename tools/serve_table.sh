@@ -5,10 +5,14 @@
 #      d_model 768, 12-head layer at S 32 and S 8, and a MiniLM-shaped whole
 #      model (tools/make_minilm.py) at S 16; the sustained rate as a share
 #      of what the two-core FMA peak (`mha peak`, measured right before each
-#      number) allows for that request's FLOPs; batching on also with each
-#      batch's run bounded by a fifth of the bound (`--batch-ms`), and
-#      that with every batch's run on one core (`--run-threads 1`) and
-#      with the waiting clients computing batches (`--caller-runs`)
+#      number) allows for that request's FLOPs; batching on with the
+#      queue's defaults (batch16: each batch's run bounded by 2 ms, a fifth
+#      of the bound, and a batch that one core computes within it on one
+#      core), with the defaults before serve18 (batch16 former: no batch
+#      time bound, every batch on the runtime's threads), with
+#      `--batch-ms` a fifth of the bound given, and that with every batch's
+#      run on one core (`--run-threads 1`) and with the waiting clients
+#      computing batches (`--caller-runs`)
 #   2. several clients on one runtime (no queue): 1, 2 and 8 client threads,
 #      the runtime at 1 thread and at its default (every CPU): the rate at
 #      the bound, and at saturation (`--server-rate 1000000`: every client
@@ -52,8 +56,10 @@
 #   tools/serve_table.sh [--reps N] [--out FILE] [--server-time SEC] [--p99-ms X]
 #                        [--quick] [--http-only] [--soak SEC]
 #
-# --quick: one round, 0.3 s per tried rate, 5 s HTTP runs, 2 s HTTP search
-# steps (a few minutes). --http-only: the HTTP rows (3) alone.
+# --quick: one round, 0.3 s per tried rate with 3 trials a rate (the
+# median p99 decides: `mha bench --server-trials 3`; one lucky trial set a
+# row before), 5 s HTTP runs, 2 s HTTP search steps (about 10 minutes).
+# --http-only: the HTTP rows (3) alone.
 #
 # --p99-ms (default 10) is the latency bound of the rate search; a machine
 # too loaded for one request to finish within it finds no rate (0).
@@ -73,16 +79,17 @@ HTTP_S=10
 SEARCH_S=4
 HTTP_ONLY=0
 SOAK=0
+TRIALS=1
 while [ $# -gt 0 ]; do
   case "$1" in
-  --quick) REPS=1; STIME=0.3; HTTP_S=5; SEARCH_S=2; shift ;;
+  --quick) REPS=1; STIME=0.3; HTTP_S=5; SEARCH_S=2; TRIALS=3; shift ;;
   --reps) REPS=$2; shift 2 ;;
   --out) OUT=$2; shift 2 ;;
   --server-time) STIME=$2; shift 2 ;;
   --p99-ms) P99=$2; shift 2 ;;
   --soak) SOAK=$2; shift 2 ;;
   --http-only) HTTP_ONLY=1; shift ;;
-  -h | --help) sed -n '2,66p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,72p' "$0"; exit 0 ;;
   *) echo "serve_table.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -137,13 +144,8 @@ elif "$PY_TORCH" "$HERE/make_minilm.py" "$T/minilm.onnx" >/dev/null 2>&1; then
 else
   echo "serve_table.sh: no MiniLM model ($PY_TORCH lacks torch or onnx): its row is skipped" >&2
 fi
-# FLOPs of one MiniLM-shaped request of S tokens (docs/ARCHITECTURE.md
-# counts): per layer and token 2*(4 D^2 + 2 D F) for the projections and
-# the FFN, 4*S*D for attention; the pooler 2 D^2 per sequence
-minilm_flops() {
-  awk -v S="$1" 'BEGIN { D = 384; F = 1536; L = 6;
-    printf "%.0f", L * S * (2 * (4 * D * D + 2 * D * F) + 4 * S * D) + 2 * D * D }'
-}
+# minilm_flops: the FLOPs of one MiniLM-shaped request
+. "$HERE/serve_flops.sh"
 
 # bench CONFIG MODEL S MAXBATCH CLIENTS THREADS [BENCH-OPTIONS...]: one
 # server search, its row
@@ -154,7 +156,8 @@ bench() {
   ld=$(load1)
   pk=$(peak2)
   "$MHA" bench "$model" --shape "1,$s" --scenario server --backend auto --threads "$threads" \
-    --clients "$clients" --max-batch "$mb" --p99-ms "$P99" --server-time "$STIME" "$@" \
+    --clients "$clients" --max-batch "$mb" --p99-ms "$P99" --server-time "$STIME" \
+    --server-trials "$TRIALS" "$@" \
     --json "$T/b.json" >"$T/b.txt" 2>&1 || { echo "bench $cfg failed: $(tail -3 "$T/b.txt")" >&2; return 0; }
   rate=$(json "$T/b.json" 'd["results"][0]["max_rate_rps"] or 0')
   p99=$(json "$T/b.json" 'd["results"][0]["p99_ms"] or 0')
@@ -349,12 +352,17 @@ while [ $r -le "$REPS" ]; do
     bench "layer S8 batch$mb" "$T/layer768.onnx" 8 $mb 4 2
     [ -z "$MINILM" ] || bench "minilm S16 batch$mb" "$MINILM" 16 $mb 4 2
   done
+  bench "layer S32 batch16 former" "$T/layer768.onnx" 32 16 4 2 --batch-ms off --run-threads 2
+  bench "layer S8 batch16 former" "$T/layer768.onnx" 8 16 4 2 --batch-ms off --run-threads 2
+  [ -z "$MINILM" ] || bench "minilm S16 batch16 former" "$MINILM" 16 16 4 2 --batch-ms off --run-threads 2
   # batching with each batch's run bounded by a fifth of the latency bound
   # (the queue's max_batch_ms): a request arriving behind a batch waits it
   bms=$(awk -v p="$P99" 'BEGIN { print p / 5 }')
-  bench "layer S32 batch16 batch-ms" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms"
-  bench "layer S8 batch16 batch-ms" "$T/layer768.onnx" 8 16 4 2 --batch-ms "$bms"
-  [ -z "$MINILM" ] || bench "minilm S16 batch16 batch-ms" "$MINILM" 16 16 4 2 --batch-ms "$bms"
+  # (on the runtime's threads, as these rows were before the default chose)
+  bench "layer S32 batch16 batch-ms" "$T/layer768.onnx" 32 16 4 2 --batch-ms "$bms" --run-threads 2
+  bench "layer S8 batch16 batch-ms" "$T/layer768.onnx" 8 16 4 2 --batch-ms "$bms" --run-threads 2
+  [ -z "$MINILM" ] || bench "minilm S16 batch16 batch-ms" "$MINILM" 16 16 4 2 --batch-ms "$bms" \
+    --run-threads 2
   # the same with every batch's run on one core (the queue's num_threads 1):
   # a lone batch then leaves the other core idle, but no run pays the
   # phases' barriers between two threads (S 8 alone: a fifth more CPU on
@@ -375,7 +383,8 @@ while [ $r -le "$REPS" ]; do
     model=${rest%%|*} s=${rest#*|}
     [ -n "$model" ] || continue
     bench "bf16 $name batch0" "$model" "$s" 0 4 2 --precision bfloat16
-    bench "bf16 $name batch16 batch-ms" "$model" "$s" 16 4 2 --batch-ms "$bms" --precision bfloat16
+    bench "bf16 $name batch16 batch-ms" "$model" "$s" 16 4 2 --batch-ms "$bms" --run-threads 2 \
+      --precision bfloat16
     bench "bf16 $name batch16 batch-ms run1" "$model" "$s" 16 4 2 --batch-ms "$bms" --run-threads 1 \
       --precision bfloat16
   done

@@ -45,7 +45,7 @@ done
 
 # --max-padding 1: one padded run whatever the lengths (the padding is what
 # this test checks)
-serve_start "$M" --max-batch 3 --max-delay-ms 4000 --hold-when-idle --dispatchers 1 --max-padding 1
+serve_start "$M" --max-batch 3 --max-delay-ms 4000 --hold-when-idle --max-batch-ms off --dispatchers 1 --max-padding 1
 post() { # post BODYFILE OUTFILE CONTENT-TYPE [QUERY] -> prints the status code
   $C -o "$2" -w '%{http_code}' -H "Content-Type: $3" --data-binary @"$1" "$U/run${4:-}"
 }

@@ -56,7 +56,7 @@ echo "ok: a slow upload to an idle server is accepted"
 # one dispatcher that holds a lone request 30 s for a second one: request
 # A waits in the queue (seen in /metrics) while the slow upload B comes in,
 # so all of B's upload counts; C then completes A's batch of 2
-serve_start "$T/m.onnx" --max-queue-ms 50 --max-batch 2 --max-delay-ms 30000 --hold-when-idle \
+serve_start "$T/m.onnx" --max-queue-ms 50 --max-batch 2 --max-delay-ms 30000 --hold-when-idle --max-batch-ms off \
   --dispatchers 1
 post() { # post BODYFILE OUTFILE -> prints the status code
   $C -o "$2" -w '%{http_code}' -H "Content-Type: application/x-npy" --data-binary @"$1" "$U/run"

@@ -90,6 +90,7 @@ static mha_queue *queue_new_padded(mha_runtime *rt, const mha_model *m, int max_
     o.max_batch = max_batch;
     o.max_delay_ms = delay_ms;
     o.hold_when_idle = 1; /* these tests form their batches by the delay */
+    o.max_batch_ms = -1;  /* ... not by a batch's time (0: the default's 2 ms) */
     o.num_dispatchers = 1;
     o.capacity = capacity;
     o.max_padding = max_padding;
@@ -514,6 +515,7 @@ static void test_seq_first_whole_model(void **state) {
     assert_int_equal(mha_model_layout(m), MHA_LAYOUT_SEQ_FIRST);
     mha_queue_options o;
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_MODEL_UNSUPPORTED);
     assert_non_null(strstr(err.message, "'src_mask'"));
     mha_model_free(m);
@@ -605,6 +607,7 @@ static void test_bfloat16_batched_equals_alone(void **state) {
     assert_int_equal(mha_runtime_create(&ro, &rt, &err), MHA_OK);
     mha_queue_options o;
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     o.precision = MHA_PRECISION_BFLOAT16;
     mha_queue *q = NULL;
     assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_BACKEND);
@@ -854,6 +857,7 @@ static void test_time_bound(void **state) {
     mha_runtime *rt = runtime_new(0);
     mha_queue_options o;
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     o.max_batch = 2;
     /* one dispatcher: with two, each takes one of the two waiting requests
      * (queue_batch_share) and the second waits out max_delay_ms for
@@ -922,6 +926,7 @@ static void test_waited_before_submit(void **state) {
     mha_runtime *rt = runtime_new(1);
     mha_queue_options o;
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     o.num_dispatchers = 1;
     o.max_batch = 2;
     o.max_delay_ms = 10000; /* no admission by the oldest's wait here */
@@ -1049,6 +1054,7 @@ static void test_admission_by_queue_delay(void **state) {
     mha_runtime *rt = runtime_new(1);
     mha_queue_options o;
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     o.num_dispatchers = 1;
     o.max_delay_ms = 0;
     o.max_queue_ms = 20;
@@ -1140,9 +1146,63 @@ static void test_batch_time(void **state) {
     clock_gettime(CLOCK_MONOTONIC, &t1);
     assert_true(t1.tv_sec - t0.tv_sec < 5); /* not after the 10 s delay */
     mha_queue_destroy(q);
-    o.max_batch_ms = -1;
+    o.max_batch_ms = NAN;
     assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_ERR_INVALID_ARGUMENT);
     free(ref);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
+/* num_threads 0 (the default) runs a batch on one thread while one core
+ * computes it within max_batch_ms at the cost a token took on one core, and
+ * a longer one on the runtime's threads; 1 and N fix it. The first batch
+ * (no cost yet) goes on one core and prices a token; with max_batch_ms
+ * below any run every later batch is long. Requests one at a time: every
+ * batch one request, one run. */
+static size_t one_core_runs(mha_runtime *rt, const mha_model *m, int num_threads, double batch_ms,
+                            double queue_ms, int n) {
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.num_threads = num_threads;
+    o.max_batch_ms = batch_ms;
+    o.max_queue_ms = queue_ms;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+    float x[8 * 64];
+    tu_fill_random(x, 8 * 64, 5);
+    float *ref = run_alone(rt, m, x, 8, 64);
+    for (int i = 0; i < n; i++) {
+        mha_status st;
+        mha_request *r = submit_one(q, x, 8, 64, 0, &st);
+        assert_int_equal(mha_request_wait(r, -1, NULL), MHA_OK);
+        assert_memory_equal(mha_request_output(r)->data, ref, sizeof x);
+        mha_request_free(r);
+    }
+    mha_queue_stats qs;
+    mha_queue_get_stats(q, &qs);
+    assert_int_equal(qs.batches, n);
+    mha_queue_destroy(q);
+    free(ref);
+    return (size_t)qs.runs_one_core;
+}
+
+static void test_short_batches_one_core(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(2);
+    /* the defaults (2 ms): the first on one core; the others too unless a
+     * loaded machine stretched a run of 8 tokens of a d_model 64 layer */
+    assert_true(one_core_runs(rt, m, 0, 0, 0, 4) >= 1);
+    assert_true(one_core_runs(rt, m, 0, -1, 0, 4) >= 1); /* max_batch_ms off: 2 ms */
+    assert_int_equal(one_core_runs(rt, m, 0, 1000.0, 0, 4), 4);
+    /* every run past 1e-9 ms: the first alone on one core */
+    assert_int_equal(one_core_runs(rt, m, 0, 1e-9, 0, 4), 1);
+    /* max_batch_ms 0 with max_queue_ms: 0.4 x that (nothing ahead of a
+     * request one at a time: none refused) */
+    assert_int_equal(one_core_runs(rt, m, 0, 0, 2.5e-9, 4), 1);
+    assert_int_equal(one_core_runs(rt, m, 0, 0, 2500.0, 4), 4);
+    assert_int_equal(one_core_runs(rt, m, 1, 1e-9, 0, 4), 4);
+    assert_int_equal(one_core_runs(rt, m, 2, 0, 0, 4), 0);
     mha_runtime_destroy(rt);
     mha_model_free(m);
 }
@@ -1213,6 +1273,7 @@ static void test_idle_goes_at_once(void **state) {
     mha_runtime *rt = runtime_new(0);
     mha_queue_options o;
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     assert_int_equal(o.hold_when_idle, 0);
     o.max_batch = 16;
     o.max_delay_ms = 10000.0;
@@ -1272,6 +1333,7 @@ static void test_one_sleep_a_request(void **state) {
     mha_runtime *rt = runtime_new(1);
     mha_queue_options o;
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     o.max_batch = 1;
     o.num_dispatchers = 1;
     mha_queue *q = NULL;
@@ -1327,6 +1389,7 @@ static void test_caller_runs(void **state) {
     for (int caller = 0; caller < 2; caller++) {
         mha_queue_options o;
         mha_queue_options_init(&o);
+        o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
         o.caller_runs = caller;
         mha_queue *q = NULL;
         assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
@@ -1383,6 +1446,7 @@ static void test_dispatcher_per_thread(void **state) {
     mha_runtime *rt = runtime_new(2);
     mha_queue_options o;
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     assert_int_equal(o.num_dispatchers, 0);
     o.max_batch = 1;
     mha_queue *q = NULL;
@@ -1427,6 +1491,7 @@ static void test_free_dispatchers_share_a_batch(void **state) {
     mha_runtime *rt = runtime_new(2);
     mha_queue_options o;
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     o.max_batch = 16;
     o.max_delay_ms = 300.0; /* the 8 requests below wait together */
     o.hold_when_idle = 1;
@@ -1594,6 +1659,7 @@ static void test_many_submitters(void **state) {
     for (int round = 0; round < 4; round++) {
         mha_queue_options o;
         mha_queue_options_init(&o);
+        o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
         o.max_batch = 8;
         o.max_delay_ms = 0.5;
         o.capacity = 16; /* small: some submits find it full */
@@ -1653,6 +1719,7 @@ static void test_runs_by_length(void **state) {
     mha_runtime *rt = runtime_new(1);
     mha_queue_options o;
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     assert_true(o.max_padding > 0.1 && o.max_padding < 0.2); /* the default: 1/8 */
     /* the batch closes when the 8th arrives */
     mha_queue *q = queue_new_padded(rt, m, 8, 10000.0, 64, o.max_padding);
@@ -1693,6 +1760,7 @@ static void test_runs_by_length(void **state) {
     /* options of a caller built before max_padding: its default; a share
      * past 1 is refused */
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     o.max_padding = 5.0; /* beyond the size the caller says: not read */
     o.struct_size = (uint32_t)offsetof(mha_queue_options, max_padding);
     assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_OK);
@@ -1700,6 +1768,7 @@ static void test_runs_by_length(void **state) {
     o.struct_size = (uint32_t)offsetof(mha_queue_options, max_queue_ms);
     assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_INVALID_ARGUMENT);
     mha_queue_options_init(&o);
+    o.max_batch_ms = -1; /* as before its default bound (test_short_batches_one_core) */
     o.max_padding = 1.5;
     assert_int_equal(mha_queue_create(rt, m, &o, &q, &err), MHA_ERR_INVALID_ARGUMENT);
     mha_runtime_destroy(rt);
@@ -1781,6 +1850,7 @@ int main(void) {
         cmocka_unit_test(test_many_submitters),
         cmocka_unit_test(test_runs_by_length),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_short_batches_one_core),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);

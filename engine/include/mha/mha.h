@@ -658,15 +658,23 @@ typedef struct mha_queue_options {
                                  fifth less for a MiniLM-sized model at 16 tokens).
                                  Requests waiting while several dispatchers are free
                                  are shared out between them, an even part each */
-    int num_threads;          /* threads per batch run; 0 = the runtime's (a batch
-                                 running alone gets them all). 1 runs every batch on
-                                 one core even alone: slower alone, but a short run
-                                 split over two threads pays the phases' barriers
-                                 (a lone 8-token request of a d_model 768 layer cost
-                                 a fifth more CPU on two threads than on one, a
-                                 MiniLM-sized model at 16 tokens a quarter more), so
-                                 for short requests at a rate near the cores'
-                                 capacity 1 leaves more of it */
+    int num_threads;          /* threads per batch run. 0 (the default): a batch whose
+                                 tokens, at the cost a token took the last runs on
+                                 one thread, compute within max_batch_ms (2 ms when
+                                 that is off) runs on one thread (the first batch
+                                 too, measuring it); a longer one gets the runtime's
+                                 threads (a batch running alone gets them all). A
+                                 short run split over two threads pays the phases'
+                                 barriers (a lone 8-token request of a d_model 768
+                                 layer cost a fifth more CPU on two threads than on
+                                 one, at 32 tokens 0.96 against 0.78 ms, a
+                                 MiniLM-sized model at 16 tokens a quarter more),
+                                 and near the cores' capacity the other core takes
+                                 the next batch. 1: every batch on one core, even
+                                 alone. N (the runtime's thread count): every batch
+                                 on the runtime's threads, shared out between the
+                                 batches running (the former default: the lowest
+                                 latency alone, more CPU a request) */
     size_t stack_bytes;       /* stack of each dispatcher thread; 0 = 2 MiB */
     double max_queue_ms;      /* 0 = off; else submit also refuses (MHA_ERR_QUEUE_FULL)
                                  when the tokens ahead of the request would take longer
@@ -684,7 +692,10 @@ typedef struct mha_queue_options {
                                  a padded row costs as much as a real one. 1 = always one
                                  run. (Appended: a struct_size without it takes the
                                  default.) */
-    double max_batch_ms;      /* 0 = off (the default); else a batch takes requests
+    double max_batch_ms;      /* 0 (the default): a fifth of the latency target, taken
+                                 as twice max_queue_ms when that is set, else 10 ms
+                                 (2 ms); negative: off (the former default); else
+                                 a batch takes requests
                                  only while their tokens would take at most this long
                                  to compute (at the cost per token the last batches
                                  took; the first request always), and counts as full
@@ -893,6 +904,9 @@ typedef struct mha_queue_stats {
     /* Appended after 0.1.0: how requests share a run, fixed at
      * mha_queue_create by its probe (mha_queue_batching). */
     int batching;
+    /* Appended after batching: batch runs computed on one thread
+     * (num_threads 1, or 0 and the batch short). */
+    uint64_t runs_one_core;
 } mha_queue_stats;
 
 MHA_API void mha_queue_get_stats(mha_queue *q, mha_queue_stats *out);

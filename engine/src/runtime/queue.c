@@ -21,6 +21,10 @@
  *   X[b, 0:S_b, :] = request b's rows, zero rows after; kv_lengths[b] = S_b
  *   (a whole model: its masks attend at 0:S_b, other ids zero; queue_batch.c)
  *   mha_run(X) -> Y; request b's output = Y[b, 0:S_b, :] (or Y[b] per item)
+ *   on one thread when num_threads is 1, or 0 and the batch's tokens at the
+ *   cost a token took runs on one thread fit max_batch_ms (a short run
+ *   split over two threads pays the phases' barriers); else on the
+ *   runtime's threads
  *
  * Right padding with per-item key lengths gives each request what it gets
  * alone: its queries see only its own S_b keys (the padded keys are
@@ -35,6 +39,7 @@
  * first. One mutex per queue guards the list, the states and the counters;
  * completions (callbacks) run outside it. */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <signal.h>
@@ -49,6 +54,9 @@
 #include "model.h" /* runtime_pack_model */
 #include "queue_batch.h"
 #include "queue_spares.h"
+
+/* max_batch_ms 0 with no max_queue_ms: a fifth of a 10 ms latency target */
+#define QUEUE_AUTO_BATCH_MS 2.0
 
 enum { REQ_WAITING, REQ_RUNNING, REQ_DONE };
 
@@ -89,7 +97,8 @@ typedef struct queue_dispatcher {
     const void **xs;    /* [max_batch] each request's sequence */
     mha_status *status; /* [max_batch] each request's result */
     mha_request **batch;
-    int in_use; /* a caller slot (caller_runs) lent to a waiting thread (mutex) */
+    int in_use;   /* a caller slot (caller_runs) lent to a waiting thread (mutex) */
+    int one_core; /* the batch's runs on one thread (num_threads 1, or 0: short) */
 } queue_dispatcher;
 
 struct mha_queue {
@@ -114,6 +123,11 @@ struct mha_queue {
     double busy_since;
     int64_t tokens_waiting; /* max_batch_ms: the tokens of the requests in the list */
     double ms_per_token;
+    /* num_threads 0: what a token costs a run on one thread (ms, a moving
+     * average over such runs, lowered by what a wider run shows; 0 until
+     * one ran) and the longest run that goes on one thread */
+    double ms_per_token_1;
+    double one_core_ms;
     int n_dispatchers;
     int busy_dispatchers; /* batches taken and not yet completed (callers' too) */
     queue_dispatcher *dispatchers;
@@ -663,6 +677,13 @@ static int queue_form_batch_locked(mha_queue *q, queue_dispatcher *d, mha_reques
         r = next;
     }
     d->batch[n] = NULL;
+    /* num_threads 0: a batch that one core computes within one_core_ms
+     * (or before any such run measured it) runs on one thread: a short run
+     * split over two pays the phases' barriers, and a second batch can take
+     * the other core; a longer one gets the runtime's threads */
+    d->one_core =
+        q->opts.num_threads == 1 ||
+        (q->opts.num_threads == 0 && (double)tokens * q->ms_per_token_1 <= q->one_core_ms);
     q->stats.running += n;
     if (n > 0) q->busy_dispatchers++;
     return n;
@@ -678,7 +699,7 @@ static mha_status queue_run_padded(mha_queue *q, queue_batch *buf, queue_dispatc
     if (st != MHA_OK) return st;
     mha_run_options ro;
     mha_run_options_init(&ro);
-    ro.num_threads = q->opts.num_threads;
+    ro.num_threads = d && d->one_core ? 1 : q->opts.num_threads;
     if (d) {
         ro.cancel = queue_cancel_batch;
         ro.cancel_user = d;
@@ -793,7 +814,16 @@ static void queue_compute_batch(mha_queue *q, queue_dispatcher *d, int n) {
     if (st == MHA_OK) { /* a moving average: the cost follows the load */
         double per = ms / (double)tokens;
         q->ms_per_token = q->ms_per_token > 0 ? 0.75 * q->ms_per_token + 0.25 * per : per;
+        /* num_threads 0: on one core, the same; on T threads, T x its time
+         * bounds what one core takes (a wider run pays barriers), so it may
+         * only lower the estimate */
+        const double wide = per * mha_runtime_num_threads(q->rt);
+        if (d->one_core)
+            q->ms_per_token_1 = q->ms_per_token_1 > 0 ? 0.75 * q->ms_per_token_1 + 0.25 * per : per;
+        else if (wide < q->ms_per_token_1)
+            q->ms_per_token_1 = wide;
     }
+    if (d->one_core) q->stats.runs_one_core += (uint64_t)runs;
     for (int i = 0; i < n; i++) {
         mha_request *r = d->batch[i];
         if (atomic_load(&r->cancel_asked))
@@ -998,13 +1028,13 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
         !(o.max_delay_ms >= 0 && o.max_delay_ms <= 60000) || o.capacity < 1 ||
         o.num_dispatchers < 0 || o.num_dispatchers > 64 || o.num_threads < 0 ||
         !(o.max_queue_ms >= 0) || !(o.max_padding >= 0 && o.max_padding <= 1) ||
-        !(o.max_batch_ms >= 0) || o.caller_runs < 0 || o.caller_runs > 1 ||
+        isnan(o.max_batch_ms) || o.caller_runs < 0 || o.caller_runs > 1 ||
         (o.precision != MHA_PRECISION_FLOAT32 && o.precision != MHA_PRECISION_BFLOAT16))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue create: options out of range (max_batch 1..4096, "
                         "max_batch_tokens >= 1, max_delay_ms 0..60000, capacity >= 1, "
                         "num_dispatchers 0..64, num_threads >= 0, max_queue_ms >= 0, "
-                        "max_padding 0..1, max_batch_ms >= 0, caller_runs 0 or 1, "
+                        "max_padding 0..1, max_batch_ms a number, caller_runs 0 or 1, "
                         "precision MHA_PRECISION_FLOAT32 or MHA_PRECISION_BFLOAT16)");
     /* caller_runs was dropped in silence beside hold_when_idle (a waiter
      * never computes while the queue holds requests for company) */
@@ -1021,11 +1051,19 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
         const int n = mha_runtime_num_threads(rt);
         o.num_dispatchers = n < 1 ? 1 : n > 64 ? 64 : n;
     }
+    /* max_batch_ms 0: a fifth of the latency target, taken as twice
+     * max_queue_ms when that is set (mha.h's guidance), else 10 ms;
+     * negative: off */
+    if (o.max_batch_ms == 0)
+        o.max_batch_ms = o.max_queue_ms > 0 ? 0.4 * o.max_queue_ms : QUEUE_AUTO_BATCH_MS;
+    else if (o.max_batch_ms < 0)
+        o.max_batch_ms = 0;
     mha_queue *q = mha_calloc(NULL, 1, sizeof *q);
     if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
     q->rt = rt;
     q->model = model;
     q->opts = o;
+    q->one_core_ms = o.max_batch_ms > 0 ? o.max_batch_ms : QUEUE_AUTO_BATCH_MS;
     q->accepting = 1;
     pthread_mutex_init(&q->mutex, NULL);
     pthread_cond_init(&q->work_cond, NULL);
