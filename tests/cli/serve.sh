@@ -59,7 +59,7 @@ echo "ok: serve-cpu"
 # A long batching delay and room for two waiting requests: concurrent
 # requests meet in one batch (one dispatcher: two would share them out,
 # one each), a third finds the queue full.
-serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --hold-when-idle --max-batch-ms off --dispatchers 1 --max-body-bytes 100000 \
+serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --hold-when-idle --dispatchers 1 --max-body-bytes 100000 \
   --max-batch-ms 60000 --run-threads 1
 # the address line follows the port file: give it up to 10 s under load
 i=0
@@ -326,7 +326,7 @@ cmp -s "$T/m.onnx" "$T/m5.onnx" || fail "mha gen gave two models for one seed"
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ref16.npy" --precision bfloat16 >/dev/null 2>&1
 "$MHA" run "$T/m.onnx" "$T/x5.npy" -o "$T/ref16_5.npy" --precision bfloat16 >/dev/null 2>&1
 ! cmp -s "$T/ref16.npy" "$T/ref.npy" || fail "bfloat16 and float32 answers alike: the test shows nothing"
-serve_start "$T/m.onnx" --precision bfloat16 --max-batch 16 --max-delay-ms 1500 --hold-when-idle --max-batch-ms off \
+serve_start "$T/m.onnx" --precision bfloat16 --max-batch 16 --max-delay-ms 1500 --hold-when-idle \
   --dispatchers 1 --max-padding 1 --max-batch-ms 60000
 i=0
 while ! grep -q "in bfloat16" "$T/out" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
