@@ -47,6 +47,9 @@ void *mha_calloc_small(const mha_alloc_ctx *ctx, size_t n, size_t size); /* chec
  * them otherwise) when ctx is the C library's allocator; between the phases
  * of a load. */
 void mha_alloc_trim(const mha_alloc_ctx *ctx);
+/* What a load frees before a trim is worth its cost (mha_alloc_trim walks the
+ * heap; the pages it returns fault in again when reused). */
+#define MHA_TRIM_AFTER_BYTES ((size_t)4 << 20)
 
 #ifdef MHA_TEST_HOOKS
 /* Test hook, in test builds only (mha_static_testing): when set to N > 0,

@@ -667,8 +667,9 @@ static int part_outputs_served(const layer *L, size_t n_extra) {
  * holds the model's weights once plus one layer, not the graph's weights
  * beside every layer's copy; the whole graph cannot be interpreted after
  * it (plan.keep_graph keeps them). */
-static void part_release_inputs(plan *P, const plan_uses *u, const int *owner, size_t li) {
+static size_t part_release_inputs(plan *P, const plan_uses *u, const int *owner, size_t li) {
     ir_graph *g = P->g;
+    size_t freed = 0;
     const plan_layer *pl = &P->layers[li];
     for (size_t k = 0; k < pl->n_nodes; k++) {
         const ir_node *n = &g->nodes[pl->nodes[k]];
@@ -683,10 +684,12 @@ static void part_release_inputs(plan *P, const plan_uses *u, const int *owner, s
             for (size_t o = 0; o < g->n_outputs && only_layers; o++)
                 only_layers = g->outputs[o] != v;
             if (!only_layers) continue;
+            freed += g->values[v].init->nbytes;
             tensor_free(g->values[v].init);
             g->values[v].init = NULL;
         }
     }
+    return freed;
 }
 
 mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mha_error *err) {
@@ -701,6 +704,7 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
     unsigned char *in_set = mha_calloc(a, g->n_nodes ? g->n_nodes : 1, 1);
     P->layers = mha_calloc(a, n_cores ? n_cores : 1, sizeof *P->layers);
     mha_status st = MHA_OK;
+    size_t unreturned = 0; /* weight bytes freed since the last trim */
     if (!c.mark || !c.stack || !c.owner || !c.shape_of || !in_set || !P->layers) {
         st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
         goto done;
@@ -785,8 +789,11 @@ mha_status plan_partition(plan *P, const plan_uses *u, const plan_shape *shp, mh
                 pl->nodes[pl->n_nodes++] = (int)ni;
                 c.owner[ni] = (int)(P->n_layers - 1);
             }
-        if (!P->keep_graph) part_release_inputs(P, u, c.owner, P->n_layers - 1);
-        mha_alloc_trim(a); /* the recogniser's probe values, freed */
+        if (!P->keep_graph) unreturned += part_release_inputs(P, u, c.owner, P->n_layers - 1);
+        if (unreturned >= MHA_TRIM_AFTER_BYTES) { /* with the recogniser's probe values */
+            mha_alloc_trim(a);
+            unreturned = 0;
+        }
     }
 done:
     mha_free(a, c.mark);

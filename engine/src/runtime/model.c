@@ -220,11 +220,25 @@ void model_give_back_memory(const mha_alloc_ctx *a) {
     mha_alloc_trim(a);
 }
 
+/* Gives the freed pages back once the weights released since the last time
+ * add up to MHA_TRIM_AFTER_BYTES: a trim walks the whole heap and every page
+ * it returns faults in again at the next allocation, so trimming after each
+ * small weight cost a corpus of small models' checks a quarter of their CPU
+ * (system time), while what waits for the next trim is at most that much. */
+static void model_give_back_some(const mha_alloc_ctx *a, size_t *unreturned, size_t freed) {
+    *unreturned += freed;
+    if (*unreturned < MHA_TRIM_AFTER_BYTES) return;
+    *unreturned = 0;
+    model_give_back_memory(a);
+}
+
 /* Packs the one layer, or every recognised layer of the plan. */
 /* Every weight of the model packed for plugin p (state: its runtime's) in
  * `precision`. */
 static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mha_plugin *p,
-                                 void *state, int precision, model_pack *e, mha_error *err) {
+                                 void *state, int precision, model_pack *e, size_t *unpacked_bytes,
+                                 mha_error *err) {
+    *unpacked_bytes = 0;
     if (!m->plan) return exec_pack_weights(&m->alloc, &m->L, p, state, precision, &e->packed, err);
     const plan *P = m->plan;
     e->layer_packed = mha_calloc(&m->alloc, P->n_layers ? P->n_layers : 1, sizeof *e->layer_packed);
@@ -238,6 +252,7 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
      * (when the file can give it back): the two copies never coexist for
      * the whole model */
     const int release = m->reload && !fresh;
+    size_t unreturned = 0; /* bytes released since the last trim */
     for (size_t i = 0; i < P->n_layers; i++) {
         if (!P->layers[i].recognised) continue;
         mha_status st = MHA_OK;
@@ -245,12 +260,14 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
             e->layer_packed[i] = e->layer_packed[e->layer_alias[i]];
         } else {
             const layer L = model_pack_layer(P, fresh, i);
+            *unpacked_bytes += layer_weight_bytes(&L);
             st = exec_pack_weights(&m->alloc, &L, p, state, precision, &e->layer_packed[i], err);
         }
         if (st != MHA_OK) return st;
-        if (release && plan_release_layer_weights(m->plan, i)) {
+        const size_t freed = release ? plan_release_layer_weights(m->plan, i) : 0;
+        if (freed) {
             ((mha_model *)m)->weights_released = 1;
-            model_give_back_memory(&m->alloc); /* before the next packing grows the heap */
+            model_give_back_some(&m->alloc, &unreturned, freed); /* before the next packing */
         }
     }
     for (size_t i = 0; i < P->n_gemms; i++) {
@@ -261,13 +278,16 @@ static mha_status model_pack_all(const mha_model *m, const plan *fresh, const mh
         mha_status st = MHA_OK;
         if (e->gemm_alias[i] >= 0)
             e->gemm_packed[i] = e->gemm_packed[e->gemm_alias[i]];
-        else
+        else {
+            *unpacked_bytes += (size_t)g->K * (size_t)g->N * sizeof(float);
             st = exec_pack_parts(&m->alloc, p, state, precision, g->K, 1, w, cols, b, "a GEMM step",
                                  &e->gemm_packed[i], err);
+        }
         if (st != MHA_OK) return st;
-        if (release && plan_release_gemm_weight(m->plan, i)) {
+        const size_t freed = release ? plan_release_gemm_weight(m->plan, i) : 0;
+        if (freed) {
             ((mha_model *)m)->weights_released = 1;
-            model_give_back_memory(&m->alloc);
+            model_give_back_some(&m->alloc, &unreturned, freed);
         }
     }
     return MHA_OK;
@@ -323,9 +343,12 @@ mha_status model_packed_for(const mha_model *cm, const mha_plugin *p, void *plug
             st = mha_fail(err, MHA_ERR_NO_MEMORY, "model: out of memory for packed weights");
         } else {
             int had_released = m->weights_released;
-            st = model_pack_all(m, fresh, p, plugin_state, precision, e, err);
-            /* the unpacked weights just freed, or the fresh build's */
-            if (fresh || had_released != m->weights_released) model_give_back_memory(&m->alloc);
+            size_t unpacked = 0;
+            st = model_pack_all(m, fresh, p, plugin_state, precision, e, &unpacked, err);
+            /* the unpacked weights just freed, or the fresh build's (a small
+             * model's leave too little in the heap to pay for a trim) */
+            if ((fresh || had_released != m->weights_released) && unpacked >= MHA_TRIM_AFTER_BYTES)
+                model_give_back_memory(&m->alloc);
             if (st == MHA_OK) {
                 e->plugin = p;
                 e->features = features;
