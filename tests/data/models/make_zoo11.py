@@ -22,7 +22,11 @@ and sequence axes (ViT: batch):
             turns them into float32 ones)
   opset 13, 14 or 17
 
-In the corpus: d 64, 4 heads of 16, FFN 256, 2 layers, a vocabulary of 128
+z11_led_localonly_encdec_op14: make_zoo10.py's LED called without
+global_attention_mask (no global row: the band attention alone before the
+output projection), d 32.
+
+In the corpus (f11_): d 64, 4 heads of 16, FFN 256, 2 layers, a vocabulary of 128
 (ViT: 32 x 32 images in 8 x 8 patches). Each case holds PyTorch's outputs
 for two data sets (batch 2 of 9 tokens, the second row's last 3 padded;
 batch 3 of 6), a static export for the first.
@@ -31,6 +35,7 @@ batch 3 of 6), a static export for the first.
 
 Needs torch (1.13) and onnx (1.12); the same bytes for the same versions.
 """
+import math
 import os
 import sys
 
@@ -42,7 +47,8 @@ from torch import nn
 from make_models import randomize
 from make_zoo import write_sets
 from make_zoo9 import Bert, DistilBert, Inputs, Llama, T5Enc, T5EncDec, family_inputs
-from make_zoo10 import Cfg, JudgeGpt2, JudgeMiniLM, JudgeVit, f10_ids, f10_image, f10_text
+from make_models import heads as split, merge as join
+from make_zoo10 import FMIN, ZDH, ZH, Cfg, JudgeGpt2, JudgeMiniLM, JudgeVit, Led, f10_ids, f10_image, f10_text, z10_text
 
 VOCAB = 128
 CFG = Cfg(64, 4, 256, VOCAB, 32, 8)
@@ -97,6 +103,27 @@ def export11(outdir, name, model, seed, make_inputs, in_names, out_names, opset,
     write_sets(d, model, sets, in_names, out_names)
 
 
+class LedLocal(Led):
+    """LED called without global_attention_mask, as LEDModel runs then: no
+    row is global, so Longformer's attention is the band (keys within 1
+    either side, -inf outside) under the padding (finfo.min), the padded
+    rows' probabilities zeroed, and the global branch is not computed."""
+
+    def longformer(self, x, lyr, valid, is_global):
+        s = x.size(1)
+        q, k, v, o = lyr["local"]
+        i = torch.arange(s)
+        band = (i[:, None] - i[None, :]).abs() <= self.W
+        key_pad = (~valid)[:, None, None, :].float() * FMIN
+        ql = split(q(x), ZH) / math.sqrt(ZDH)
+        scores = (ql @ split(k(x), ZH).transpose(-1, -2)).masked_fill(~band[None, None], float("-inf")) + key_pad
+        probs = F.softmax(scores, dim=-1).masked_fill(~valid[:, None, :, None], 0.0)
+        return o(join(probs @ split(v(x), ZH)))
+
+    def forward(self, input_ids, attention_mask, decoder_input_ids):
+        return super().forward(input_ids, attention_mask, torch.zeros_like(attention_mask), decoder_input_ids)
+
+
 def text_axes(ins, outs, dec=False):
     seq = {0: "batch", 1: "sequence"}
     dyn = {n: seq for n in ins}
@@ -144,6 +171,7 @@ def zoo11(outdir):
          ["logits"], 17, ("axeslist", "nofold")),
         ("f11_distilbert_nonames_static_op17", lambda: Inputs(DistilBert(VOCAB), ids_mask), 1115,
          family_inputs("distilbert", VOCAB, ids_mask, 125), ids_mask, hidden, 17, ("nonames",)),
+        ("z11_led_localonly_encdec_op14", LedLocal, 1116, z10_text(126, dec=True), t5, ["logits"], 14, ()),
     ]
     for name, make, seed, inputs, ins, outs, opset, forms in cases:
         if "nonames" in forms:
