@@ -825,55 +825,6 @@ static void test_two_threads_pair_the_ends(void **state) {
     pool_destroy(p);
 }
 
-/* A lone run's phase ends spin rather than sleep: the caller's unit 0
- * takes 150 us, the helper's unit 1 nothing, so the helper waits 150 us
- * for the next phase, job after job. Blocking there (after a spin of
- * ~40 us) made the caller wake it at every phase end, and a wake-up held
- * the waker 42-47 us on the test machine; a lone run's helper now spins
- * through such a wait (up to ~400 us), so the worker is not woken once a
- * job. Allowed: a quarter of the jobs (a unit preempted past the spin). */
-static mha_status slow_first_unit(void *ctx, int phase, int64_t unit, int worker, mha_error *err) {
-    (void)ctx;
-    (void)worker;
-    (void)err;
-    if (phase == 0 && unit == 0) {
-        struct timespec t0, t;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        do
-            clock_gettime(CLOCK_MONOTONIC, &t);
-        while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 150000);
-    }
-    return MHA_OK;
-}
-
-static void test_lone_run_phase_ends_spin(void **state) {
-    (void)state;
-    pool *p = NULL;
-    assert_int_equal(pool_create(NULL, 1, 0, &p, NULL), MHA_OK);
-    enum { JOBS = 40 };
-    unsigned long long w0 = 0;
-    int helped = 0;
-    pool_run_begin(p);
-    for (int i = 0; i <= JOBS; i++) {
-        pool_job job;
-        memset(&job, 0, sizeof job);
-        job.fn = slow_first_unit;
-        job.n_phases = 2;
-        job.n_units[0] = job.n_units[1] = 2;
-        job.paired[0] = job.paired[1] = 2; /* unit 0 the caller's, unit 1 the helper's */
-        assert_int_equal(pool_run(p, &job, NULL), MHA_OK);
-        if (i == 0)
-            w0 = pool_worker_wakeups(p); /* the first job may wake the worker */
-        else
-            helped += !job.ran_alone;
-    }
-    const unsigned long long woken = pool_worker_wakeups(p) - w0;
-    pool_run_end(p);
-    pool_destroy(p);
-    print_message("%d of %d jobs helped, the worker woken %llu times\n", helped, JOBS, woken);
-    if (woken > JOBS / 4) fail_msg("the worker was woken %llu times in %d jobs", woken, JOBS);
-}
-
 int main(void) {
     /* clang-format off */
     const struct CMUnitTest tests[] = {
@@ -893,7 +844,6 @@ int main(void) {
         cmocka_unit_test(test_runs_wait_at_the_door),
         cmocka_unit_test(test_no_wakeups_for_nothing),
         cmocka_unit_test(test_two_threads_pair_the_ends),
-        cmocka_unit_test(test_lone_run_phase_ends_spin),
     };
     /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -121,9 +121,6 @@ static uint64_t pool_trace_now(void) {
 #define POOL_DOORS 8
 /* Iterations of the pause loop before a waiter blocks: about 10-50 us. */
 #define POOL_SPIN_ITERATIONS 2000
-/* A lone run's wait for the next phase of its own job spins up to this
- * (about 400 us): see pool_phase_spin. */
-#define POOL_SPIN_LONE_ITERATIONS 20000
 #define POOL_DEFAULT_STACK ((size_t)1 << 20)
 /* Kernels keep their packing buffers on the stack (plugin.h: up to 256 KiB);
  * a smaller worker stack than this is raised to it. */
@@ -240,34 +237,6 @@ static void pool_cpu_relax(void) {
 #endif
 }
 
-/* Spins while job's phase is ph: POOL_SPIN_ITERATIONS pauses, or while
- * this is the pool's one run and its job the one published, up to
- * POOL_SPIN_LONE_ITERATIONS (rechecked as it goes: a second run or job
- * ends the long spin at once). A phase end's wait is one unit of the
- * other thread at most; blocking made the thread that ends the phase wake
- * this one, and on this VM that wake-up held the waker 42-47 us (median)
- * in pthread_cond_broadcast, on the run's path, besides the sleeper's own
- * latency: BERT-base at 2 threads slept ~48 times a run. Nothing else
- * could use the core meanwhile. Returns 1 when the phase moved. */
-static int pool_phase_spin(const struct pool *p, pool_job *job, int ph) {
-    int limit = POOL_SPIN_ITERATIONS;
-    for (int spins = 0; atomic_load(&job->phase) == ph; spins++) {
-        if (spins == limit) {
-            if (limit == POOL_SPIN_LONE_ITERATIONS || !p ||
-                atomic_load_explicit(&p->runs, memory_order_relaxed) > 1 ||
-                atomic_load_explicit(&p->n_jobs, memory_order_relaxed) > 1)
-                return 0;
-            limit = POOL_SPIN_LONE_ITERATIONS;
-        }
-        if (limit > POOL_SPIN_ITERATIONS && spins % 256 == 0 &&
-            (atomic_load_explicit(&p->runs, memory_order_relaxed) > 1 ||
-             atomic_load_explicit(&p->n_jobs, memory_order_relaxed) > 1))
-            return 0;
-        pool_cpu_relax();
-    }
-    return 1;
-}
-
 unsigned pool_fp_flush_denormals(void) {
 #if defined(POOL_X86)
     unsigned saved = _mm_getcsr();
@@ -336,11 +305,9 @@ size_t pool_scratch_bytes(pool *p) {
 /* Called after a sequentially consistent change a sleeper may wait for. */
 static void pool_wake(struct pool *p, pool_waitq *q) {
     if (atomic_load(&q->sleepers) == 0) return;
-    POOL_TRACE_NOW(t_wake);
     pthread_mutex_lock(&p->mutex);
     pthread_cond_broadcast(&q->cond);
     pthread_mutex_unlock(&p->mutex);
-    POOL_TRACE(p, 'K', NULL, q == &p->idle, 0, 0, t_wake);
 }
 
 /* Idle workers, if a core is free for them. */
@@ -489,7 +456,12 @@ static void pool_work_own(struct pool *p, pool_job *job) {
             break;
         }
         POOL_TRACE_NOW(t_wait);
-        if (pool_phase_spin(p, job, ph)) {
+        int spins = 0;
+        while (atomic_load(&job->phase) == ph && spins < POOL_SPIN_ITERATIONS) {
+            pool_cpu_relax();
+            spins++;
+        }
+        if (atomic_load(&job->phase) != ph) {
             POOL_TRACE(p, 'W', job, ph, 0, 0, t_wait);
             continue;
         }
@@ -538,7 +510,11 @@ static void pool_help(struct pool *p, pool_job *job, int slot) {
         int r = pool_work_phase(p, job, slot);
         if (r <= 0) return;
         POOL_TRACE_NOW(t_wait);
-        pool_phase_spin(p, job, ph);
+        int spins = 0;
+        while (atomic_load(&job->phase) == ph && spins < POOL_SPIN_ITERATIONS) {
+            pool_cpu_relax();
+            spins++;
+        }
         POOL_TRACE(p, 'W', job, ph, atomic_load(&job->phase) == ph, slot, t_wait);
         if (atomic_load(&job->phase) == ph) return; /* a long unit elsewhere: look around */
     }

@@ -14,9 +14,7 @@
  * (callers inside pool_run and workers helping them) and a worker joins a
  * job only while that count is below pool_size; it leaves a job between
  * units when callers took the cores meanwhile. Waits spin briefly, then
- * block on a condition variable, so idle workers cost nothing; only a lone
- * run's threads waiting for the next phase of its job spin longer (~400
- * us), until a second run or job appears.
+ * block on a condition variable, so idle workers cost nothing.
  *
  * The pool keeps no global state; all of it lives in the struct pool. */
 #ifndef MHA_POOL_H
