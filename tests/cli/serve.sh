@@ -35,12 +35,22 @@ set +e
 rc=$?
 set -e
 [ $rc = 2 ] || fail "serve-cpu with bad lengths: exit $rc, wanted 2"
+# --ceiling: batches of 1..3 on 1 and 2 threads, and their times for
+# tools/queue_bound.py (b x CPU ms a request, / 2 on two threads)
+"$CPU" "$T/m.onnx" --lengths 8 --ceiling 3 --reps 3 --rounds 1 --threads 2 --precision float32 \
+  >"$T/cpu.txt" || fail "serve-cpu --ceiling: $(cat "$T/cpu.txt")"
+awk '$2 == "|" && $1 ~ /^[0-9]+$/ { n++; c1[$1] = $3; c2[$1] = $6 }
+  /^costs 1 thread / { split($NF, a, ","); k1 = length(a); x1 = a[3] }
+  /^costs 2 threads / { split($NF, b, ","); k2 = length(b); x2 = b[3] }
+  END { exit !(n == 3 && k1 == 3 && k2 == 3 && x1 + 0 > 0 &&
+    (x1 - 3 * c1[3]) ^ 2 < 1e-6 && (x2 - 1.5 * c2[3]) ^ 2 < 1e-6) }' "$T/cpu.txt" ||
+  fail "serve-cpu --ceiling 3: $(cat "$T/cpu.txt")"
 echo "ok: serve-cpu"
 
 # A long batching delay and room for two waiting requests: concurrent
 # requests meet in one batch (one dispatcher: two would share them out,
 # one each), a third finds the queue full.
-serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --hold-when-idle --max-batch-ms off --dispatchers 1 --max-body-bytes 100000 \
+serve_start "$T/m.onnx" --capacity 2 --max-batch 16 --max-delay-ms 1500 --hold-when-idle --dispatchers 1 --max-body-bytes 100000 \
   --max-batch-ms 60000 --run-threads 1
 # the address line follows the port file: give it up to 10 s under load
 i=0
@@ -307,7 +317,7 @@ cmp -s "$T/m.onnx" "$T/m5.onnx" || fail "mha gen gave two models for one seed"
 "$MHA" run "$T/m.onnx" "$T/x.npy" -o "$T/ref16.npy" --precision bfloat16 >/dev/null 2>&1
 "$MHA" run "$T/m.onnx" "$T/x5.npy" -o "$T/ref16_5.npy" --precision bfloat16 >/dev/null 2>&1
 ! cmp -s "$T/ref16.npy" "$T/ref.npy" || fail "bfloat16 and float32 answers alike: the test shows nothing"
-serve_start "$T/m.onnx" --precision bfloat16 --max-batch 16 --max-delay-ms 1500 --hold-when-idle --max-batch-ms off \
+serve_start "$T/m.onnx" --precision bfloat16 --max-batch 16 --max-delay-ms 1500 --hold-when-idle \
   --dispatchers 1 --max-padding 1 --max-batch-ms 60000
 i=0
 while ! grep -q "in bfloat16" "$T/out" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
