@@ -301,6 +301,21 @@ t = json.load(open('$T/m.json'))['results'][0]['trials']
 miss = [i for i, x in enumerate(t) if not x['ok']]
 twin = lambda i: any(0 <= j < len(t) and t[j]['target_rps'] == t[i]['target_rps'] for j in (i - 1, i + 1))
 sys.exit(0 if miss and all(twin(i) for i in miss) else 1)"
+# --server-trials 3: every tried rate three trials in a row, the last of
+# them the one of median p99 (it decides the rate and is reported)
+run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backend scalar \
+    --threads 1 --clients 1 --p99-ms "$bound" --server-trials 3 --json "$T/m3.json"
+check "server search with --server-trials 3 exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "--server-trials 3: threes of one rate, the median p99 last" python3 -c "
+import json, sys
+r = json.load(open('$T/m3.json'))
+t = r['results'][0]['trials']
+g = [t[i:i + 3] for i in range(0, len(t), 3)]
+ok = r['settings']['server_trials'] == 3 and len(t) % 3 == 0 and len(g) > 1
+for x in g:
+    ok = ok and len({y['target_rps'] for y in x}) == 1
+    ok = ok and x[2]['p99_ms'] == sorted(y['p99_ms'] for y in x)[1]
+sys.exit(0 if ok else 1)"
 
 # the same through the library's request queue (open loop, batches); a
 # loose bound, so that a slow (sanitizer) build still finds a rate. A search
@@ -320,6 +335,11 @@ run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backen
 check "server with --batch-ms exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
 check "server with --batch-ms says so" grep -q "delay 1 ms, batch time 0.5 ms), p99 bound" "$T/out.txt"
 check "server JSON has batch_ms" grep -q '"batch_ms": 0.5' "$T/qb.json"
+run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backend scalar \
+    --threads 1 --max-batch 8 --batch-ms off --server-rate 200 --json "$T/qo.json"
+check "server with --batch-ms off exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "server with --batch-ms off says so" grep -q "no batch time bound), p99 bound" "$T/out.txt"
+check "server JSON has batch_ms -1" grep -q '"batch_ms": -1' "$T/qo.json"
 # every batch's run on one thread (the queue's num_threads)
 run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.02 --backend scalar \
     --threads 2 --max-batch 8 --run-threads 1 --p99-ms "$QB" --json "$T/qr.json"

@@ -54,6 +54,16 @@ set +e
 rc=$?
 set -e
 [ $rc = 2 ] || fail "serve-cpu with bad lengths: exit $rc, wanted 2"
+# --ceiling: batches of 1..3 on 1 and 2 threads, and their times for
+# tools/queue_bound.py (b x CPU ms a request, / 2 on two threads)
+"$CPU" "$T/m.onnx" --lengths 8 --ceiling 3 --reps 3 --rounds 1 --threads 2 --precision float32 \
+  >"$T/cpu.txt" || fail "serve-cpu --ceiling: $(cat "$T/cpu.txt")"
+awk '$2 == "|" && $1 ~ /^[0-9]+$/ { n++; c1[$1] = $3; c2[$1] = $6 }
+  /^costs 1 thread / { split($NF, a, ","); k1 = length(a); x1 = a[3] }
+  /^costs 2 threads / { split($NF, b, ","); k2 = length(b); x2 = b[3] }
+  END { exit !(n == 3 && k1 == 3 && k2 == 3 && x1 + 0 > 0 &&
+    (x1 - 3 * c1[3]) ^ 2 < 1e-6 && (x2 - 1.5 * c2[3]) ^ 2 < 1e-6) }' "$T/cpu.txt" ||
+  fail "serve-cpu --ceiling 3: $(cat "$T/cpu.txt")"
 echo "ok: serve-cpu"
 
 # A long batching delay and room for two waiting requests: concurrent

@@ -613,11 +613,22 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
  *    of similar lengths (max_padding, default 1/8 of a run's rows): 16
  *    requests of 8 tokens share one run; requests of 32, 24, 16 and 8
  *    tokens run as three. A request arriving behind a batch waits for its
- *    whole run: bound the run with max_batch_ms (about a fifth of the
- *    latency target) rather than only with max_batch. Where a row costs
- *    the same in a batch (the layer above at S 32), bigger batches only
- *    lengthen every request's wait: at 900 S 32 requests/s on 2 cores the
- *    p50 was 7 ms with max_batch 16 unbounded and 3.4-3.9 ms at 2 ms.
+ *    whole run: the run is bounded by max_batch_ms (about a fifth of the
+ *    latency target; by default 2 ms, a fifth of 10 ms, or 0.4 x
+ *    max_queue_ms when that is set) rather than only by max_batch. Where a
+ *    row costs the same in a batch (the layer above at S 32), bigger
+ *    batches only lengthen every request's wait: at 900 S 32 requests/s on
+ *    2 cores the p50 was 7 ms with max_batch 16 unbounded and 3.4-3.9 ms at
+ *    2 ms. A batch that fits that bound on one core runs on one thread by
+ *    default (num_threads 0): a short run split over two threads pays the
+ *    phases' barriers (a fifth more CPU), and near the cores' capacity the
+ *    other core takes the next batch. For a latency target other than
+ *    10 ms set max_batch_ms to a fifth of it (or max_queue_ms to half).
+ *  - At a 10 ms p99 with Poisson arrivals no queue reaches the FMA peak's
+ *    rate: a d_model 768 layer at S 32 on two cores at 92 % of a core's
+ *    peak a request (0.78 ms) sustains at most 89 % of it with every core
+ *    busy and nobody waiting, 83 % simulated (docs/SERVING.md, "The float32
+ *    ceiling"); MHA_PRECISION_BFLOAT16 passes it.
  *  - The queue is bounded: submit fails at once with MHA_ERR_QUEUE_FULL, so
  *    an overloaded server refuses (HTTP 503) rather than building a backlog.
  *    Bound it in time as well as in count: max_queue_ms of about half the
