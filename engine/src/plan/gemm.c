@@ -131,6 +131,32 @@ static int gemm_ints_are(const ir_node *n, const char *name, const int64_t *want
     return 1;
 }
 
+/* A Conv step's bias, sizes and weight: w [N, Kg] (kernel kh x kw) as the
+ * GEMM's [K, N], output channel c of group c / Ng reading rows [(c / Ng) Kg,
+ * (c / Ng + 1) Kg) of the receptive field, zero elsewhere (one group: Kg = K,
+ * Ng = N). 0 for a bias of another size, or out of memory (*no_memory). */
+static int gemm_conv_weight(plan *P, const ir_node *n, const tensor *W, int64_t K, int64_t N,
+                            int64_t Kg, int64_t Ng, int64_t kh, int64_t kw, plan_gemm *pg,
+                            int *no_memory) {
+    const tensor *bias = n->n_inputs > 2 && n->inputs[2] >= 0 ? plan_const(P, n->inputs[2]) : NULL;
+    if (n->n_inputs > 2 && n->inputs[2] >= 0 && !(pg->bias = gemm_bias(bias, N))) return 0;
+    pg->K = K;
+    pg->N = N;
+    pg->conv_kh = kh;
+    pg->conv_kw = kw;
+    pg->W_owned = mha_calloc(&P->alloc, (size_t)(K * N > 0 ? K * N : 1), sizeof(float));
+    if (!pg->W_owned) {
+        *no_memory = 1;
+        return 0;
+    }
+    const float *w = W->data;
+    for (int64_t c = 0; c < N; c++)
+        for (int64_t k = 0; k < Kg; k++)
+            pg->W_owned[((c / Ng) * Kg + k) * N + c] = w[c * Kg + k];
+    pg->W = pg->W_owned;
+    return 1;
+}
+
 /* A 1-D or 2-D Conv, kernel = stride, no padding, dilation 1, constant
  * float32 weight [N, C / group, (kh,) kw] and bias [N], over a float32
  * [B, C, (H,) W] input: *pg filled, 1 (a 1-D Conv is one of height 1:
@@ -162,24 +188,7 @@ static int gemm_patch_conv(plan *P, const plan_shape *shp, const ir_node *n, pla
         if (x->dims[p][1] != C || (sp == 2 && x->dims[p][2] < kh) || x->dims[p][x->rank - 1] < kw)
             return 0;
     const int64_t K = C * kh * kw, Kg = W->dims[1] * kh * kw, Ng = N / groups;
-    const tensor *bias = n->n_inputs > 2 && n->inputs[2] >= 0 ? plan_const(P, n->inputs[2]) : NULL;
-    if (n->n_inputs > 2 && n->inputs[2] >= 0 && !(pg->bias = gemm_bias(bias, N))) return 0;
-    pg->K = K;
-    pg->N = N;
-    pg->conv_kh = kh;
-    pg->conv_kw = kw;
-    pg->W_owned = mha_calloc(&P->alloc, (size_t)(K * N > 0 ? K * N : 1), sizeof(float));
-    if (!pg->W_owned) {
-        *no_memory = 1;
-        return 0;
-    }
-    /* w [N, Kg]: output channel c of group c / Ng reads rows
-     * [(c / Ng) Kg, (c / Ng + 1) Kg) of the patch */
-    const float *w = W->data;
-    for (int64_t c = 0; c < N; c++)
-        for (int64_t k = 0; k < Kg; k++)
-            pg->W_owned[((c / Ng) * Kg + k) * N + c] = w[c * Kg + k];
-    pg->W = pg->W_owned;
+    if (!gemm_conv_weight(P, n, W, K, N, Kg, Ng, kh, kw, pg, no_memory)) return 0;
     return 1;
 }
 
@@ -249,23 +258,8 @@ static int gemm_general_conv(plan *P, const plan_shape *shp, const ir_node *n, p
             y->dims[p][x->rank - 1] != wo || (sp == 2 && y->dims[p][2] != ho))
             return 0;
     }
-    const tensor *bias = n->n_inputs > 2 && n->inputs[2] >= 0 ? plan_const(P, n->inputs[2]) : NULL;
-    if (n->n_inputs > 2 && n->inputs[2] >= 0 && !(pg->bias = gemm_bias(bias, N))) return 0;
-    pg->K = K;
-    pg->N = N;
-    pg->conv_kh = kh;
-    pg->conv_kw = kw;
+    if (!gemm_conv_weight(P, n, W, K, N, K, N, kh, kw, pg, no_memory)) return 0;
     pg->conv_general = 1;
-    pg->W_owned = mha_calloc(&P->alloc, (size_t)(K * N > 0 ? K * N : 1), sizeof(float));
-    if (!pg->W_owned) {
-        *no_memory = 1;
-        return 0;
-    }
-    const float *w = W->data;
-    for (int64_t c = 0; c < N; c++)
-        for (int64_t k = 0; k < K; k++)
-            pg->W_owned[k * N + c] = w[c * K + k];
-    pg->W = pg->W_owned;
     return 1;
 }
 
