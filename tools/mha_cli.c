@@ -220,6 +220,25 @@ const char *cli_shape_str(int rank, const int64_t *dims, char *buf, size_t n) {
     return buf;
 }
 
+int cli_warn_declared_shape(const char *model_path, const mha_model *m, size_t i, int rank,
+                            const int64_t *dims) {
+    mha_io_info said;
+    if (mha_model_output_declared(m, i, &said) != MHA_OK || said.rank < 0) return 0;
+    int differ = said.rank != rank;
+    for (int d = 0; d < rank && !differ; d++)
+        differ = said.shape[d] >= 0 && dims[d] >= 0 && said.shape[d] != dims[d];
+    if (!differ) return 0;
+    char want[160], have[160], msg[1024], safe[2048];
+    cli_shape_str(said.rank, said.shape, want, sizeof want);
+    cli_shape_str(rank, dims, have, sizeof have);
+    snprintf(msg, sizeof msg,
+             "%s: graph output '%s' is declared %s, but the graph computes %s: written as "
+             "computed",
+             model_path, said.name, want, have);
+    fprintf(stderr, "mha: warning: %s\n", cli_escape(msg, safe, sizeof safe));
+    return 1;
+}
+
 size_t cli_tensor_bytes(const mha_tensor *t, int *ok) {
     int64_t n = mha_tensor_numel(t);
     size_t es = mha_dtype_size(t->dtype), bytes;

@@ -69,9 +69,11 @@ typedef struct ds_input {
     mha_npy_header h;
     int batch_major;         /* axis 0 is the batch: read by chunks */
     int zero_copy;           /* mapped and stored as the model wants it */
-    mha_dtype dtype;         /* the model's dtype for it */
+    mha_dtype dtype;         /* the model's dtype for it (what the reader gives) */
     size_t row_bytes;        /* one row in the model's dtype */
     void *buf;               /* chunk rows (batch-major) or the whole tensor */
+    int64_t *wide;           /* int64 / uint32 ids for an int32 input: read as int64 */
+    size_t wide_bytes;       /* here, then narrowed into buf, every value checked */
     uint64_t rows_hash;      /* of the rows read so far (batch-major files) */
     uint64_t ckpt_rows_hash; /* what the checkpoint recorded for them */
 } ds_input;
@@ -147,6 +149,7 @@ static void ds_state_free(ds_state *s, int keep_partials) {
     for (size_t i = 0; s->in && i < s->n_in; i++) {
         mha_npy_reader_close(s->in[i].reader);
         free(s->in[i].buf);
+        free(s->in[i].wide);
     }
     for (size_t i = 0; s->out && i < s->n_out; i++) {
         if (keep_partials)
@@ -306,10 +309,15 @@ static int ds_open_input(ds_state *s, size_t i) {
                             &err) != MHA_OK)
         return cli_fail_err(in->file, &err);
     in->h = *mha_npy_reader_header(in->reader);
-    if (!mha_dtype_can_convert(in->h.dtype, info->dtype))
+    /* int64 (or uint32) integers for an int32 input -- token ids saved by
+     * numpy or torch as int64 for a model exported with int32 ids -- are
+     * narrowed, each value checked as it is read (ds_read_rows) */
+    const int narrow = info->dtype == MHA_DTYPE_INT32 &&
+                       (in->h.dtype == MHA_DTYPE_INT64 || in->h.dtype == MHA_DTYPE_UINT32);
+    if (!narrow && !mha_dtype_can_convert(in->h.dtype, info->dtype))
         return cli_fail("%s: %s data cannot be used as input '%s' (%s)", in->file,
                         mha_dtype_name(in->h.dtype), info->name, mha_dtype_name(info->dtype));
-    in->dtype = info->dtype;
+    in->dtype = narrow ? MHA_DTYPE_INT64 : info->dtype;
     return cli_check_input_shape(in->file, info, in->h.rank, in->h.dims,
                                  ds_role_is_sequence(info->role) && !s->whole);
 }
@@ -392,6 +400,52 @@ static void ds_put_one_or_zero(mha_dtype dtype, void *p, int one) {
     }
 }
 
+/* Rows [r0, r1) of input i into in->buf (dst_bytes, the model's dtype),
+ * along axis 1 of the file when axis1 ([S, n, ...]). The reader converts,
+ * but int64 ids for an int32 input are read as int64 and narrowed here: a
+ * value past int32 is refused by its row, never wrapped into another id. */
+static int ds_read_rows(ds_state *s, size_t i, int64_t r0, int64_t r1, int axis1,
+                        size_t dst_bytes) {
+    ds_input *in = &s->in[i];
+    mha_error err;
+    mha_error_clear(&err);
+    const int narrow = in->dtype != s->in_info[i].dtype;
+    void *dst = in->buf;
+    size_t bytes = dst_bytes;
+    if (narrow) { /* int64 [n elements] into wide, then int32 into buf */
+        bytes = dst_bytes / sizeof(int32_t) * sizeof(int64_t);
+        if (bytes > in->wide_bytes) {
+            free(in->wide);
+            in->wide_bytes = 0;
+            if (!(in->wide = malloc(bytes ? bytes : 1)))
+                return cli_fail("%s: out of memory for %zu bytes", in->file, bytes);
+            in->wide_bytes = bytes;
+        }
+        dst = in->wide;
+    }
+    mha_status st =
+        axis1 ? mha_npy_reader_read_rows_axis1(in->reader, r0, r1, in->dtype, dst, bytes, &err)
+              : mha_npy_reader_read_rows(in->reader, r0, r1, in->dtype, dst, bytes, &err);
+    if (st != MHA_OK) return cli_fail_err(in->file, &err);
+    if (!narrow) return CLI_OK;
+    const size_t n = dst_bytes / sizeof(int32_t), rows = (size_t)(r1 - r0);
+    int32_t *to = in->buf;
+    for (size_t e = 0; e < n; e++) {
+        const int64_t v = in->wide[e];
+        if (v < INT32_MIN || v > INT32_MAX) {
+            /* the dataset row of element e (rows > 0 here): of
+             * [rows, per] or [S, rows, per] */
+            const size_t per = axis1 ? n / rows / (size_t)in->h.dims[0] : n / rows;
+            const int64_t row = r0 + (int64_t)(axis1 ? e / per % rows : e / per);
+            return cli_fail("%s: row %lld holds %lld, past the int32 that input '%s' takes "
+                            "(its int64 values are narrowed when they fit)",
+                            in->file, (long long)row, (long long)v, s->in_info[i].name);
+        }
+        to[e] = (int32_t)v;
+    }
+    return CLI_OK;
+}
+
 /* Points ins[i] at rows [r, r+n) of every input (whole inputs stay). */
 static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
     mha_error err;
@@ -430,9 +484,8 @@ static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
         if (!in->batch_major) continue;
         t->shape[s->axis] = n;
         if (s->axis) { /* [S, n, ...] */
-            if (mha_npy_reader_read_rows_axis1(in->reader, r, r + n, in->dtype, in->buf,
-                                               (size_t)n * in->row_bytes, &err) != MHA_OK)
-                return cli_fail_err(in->file, &err);
+            int rc = ds_read_rows(s, i, r, r + n, 1, (size_t)n * in->row_bytes);
+            if (rc != CLI_OK) return rc;
             t->data = in->buf;
             continue;
         }
@@ -440,9 +493,8 @@ static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
             t->data = (void *)mha_npy_reader_mapped_rows(in->reader, r, r + n);
             continue;
         }
-        if (mha_npy_reader_read_rows(in->reader, r, r + n, in->dtype, in->buf,
-                                     (size_t)n * in->row_bytes, &err) != MHA_OK)
-            return cli_fail_err(in->file, &err);
+        int rc = ds_read_rows(s, i, r, r + n, 0, (size_t)n * in->row_bytes);
+        if (rc != CLI_OK) return rc;
         t->data = in->buf;
     }
     return CLI_OK;
@@ -1148,9 +1200,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
             size_t bytes = (size_t)in->h.rows * in->row_bytes;
             if (!(in->buf = ds_calloc(bytes, 1)))
                 return cli_fail("%s: out of memory for %zu bytes", in->file, bytes);
-            if (mha_npy_reader_read_rows(in->reader, 0, in->h.rows, info->dtype, in->buf, bytes,
-                                         &err) != MHA_OK)
-                return cli_fail_err(in->file, &err);
+            if ((rc = ds_read_rows(s, i, 0, in->h.rows, 0, bytes)) != CLI_OK) return rc;
             t->data = in->buf;
         }
     }
@@ -1205,6 +1255,13 @@ static int ds_setup_outputs(ds_state *s, int64_t n, int64_t file_rows, int64_t s
             return cli_fail("%s: output '%s' of %zu bytes per chunk does not fit in memory",
                             s->o->model_path, s->out_info[i].name, bytes);
         t->data = out->buf;
+        /* a declaration the computed shape contradicts: said once, for
+         * the whole dataset's rows (a shard's or a chunk's are no axis a
+         * model declares) */
+        int64_t whole[MHA_MAX_RANK];
+        memcpy(whole, out->dims, sizeof whole);
+        whole[s->axis] = s->B;
+        cli_warn_declared_shape(s->o->model_path, s->model, i, t->rank, whole);
     }
     return CLI_OK;
 }
