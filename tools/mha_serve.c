@@ -502,7 +502,18 @@ static int serve_convert_body(mha_tensor *in, mha_dtype from, size_t bytes, void
         snprintf(msg, msg_size, "out of memory for %lld elements", (long long)n);
         return -1;
     }
-    mha_dtype_convert(in->data, from, buf, in->dtype, (size_t)n);
+    int64_t bad = 0;
+    size_t at;
+    if (cli_narrows_to_int32(from, in->dtype) &&
+        (at = cli_narrow_ids(in->data, from, buf, (size_t)n, &bad)) != (size_t)n) {
+        free(buf);
+        snprintf(msg, msg_size,
+                 "token id %lld (element %zu) is past the int32 the model's ids take",
+                 (long long)bad, at);
+        return -1;
+    }
+    if (!cli_narrows_to_int32(from, in->dtype))
+        mha_dtype_convert(in->data, from, buf, in->dtype, (size_t)n);
     in->data = buf;
     *owned = buf;
     return 0;
@@ -626,7 +637,8 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
                               "error: the body is empty: send one sequence as .npy or JSON");
         if (mha_npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
             return serve_text(conn, s, call, 400, "error: %s", err.message);
-        if (!mha_dtype_can_convert(h.dtype, s->in_dtype))
+        if (!mha_dtype_can_convert(h.dtype, s->in_dtype) &&
+            !cli_narrows_to_int32(h.dtype, s->in_dtype))
             return serve_text(conn, s, call, 400, "error: the %s must be %s (or %s), not %s",
                               s->ids ? "token ids" : "sequence", mha_dtype_name(s->in_dtype),
                               s->ids ? "a narrower integer type" : "another float type",

@@ -312,8 +312,7 @@ static int ds_open_input(ds_state *s, size_t i) {
     /* int64 (or uint32) integers for an int32 input -- token ids saved by
      * numpy or torch as int64 for a model exported with int32 ids -- are
      * narrowed, each value checked as it is read (ds_read_rows) */
-    const int narrow = info->dtype == MHA_DTYPE_INT32 &&
-                       (in->h.dtype == MHA_DTYPE_INT64 || in->h.dtype == MHA_DTYPE_UINT32);
+    const int narrow = cli_narrows_to_int32(in->h.dtype, info->dtype);
     if (!narrow && !mha_dtype_can_convert(in->h.dtype, info->dtype))
         return cli_fail("%s: %s data cannot be used as input '%s' (%s)", in->file,
                         mha_dtype_name(in->h.dtype), info->name, mha_dtype_name(info->dtype));
@@ -429,21 +428,16 @@ static int ds_read_rows(ds_state *s, size_t i, int64_t r0, int64_t r1, int axis1
     if (st != MHA_OK) return cli_fail_err(in->file, &err);
     if (!narrow) return CLI_OK;
     const size_t n = dst_bytes / sizeof(int32_t), rows = (size_t)(r1 - r0);
-    int32_t *to = in->buf;
-    for (size_t e = 0; e < n; e++) {
-        const int64_t v = in->wide[e];
-        if (v < INT32_MIN || v > INT32_MAX) {
-            /* the dataset row of element e (rows > 0 here): of
-             * [rows, per] or [S, rows, per] */
-            const size_t per = axis1 ? n / rows / (size_t)in->h.dims[0] : n / rows;
-            const int64_t row = r0 + (int64_t)(axis1 ? e / per % rows : e / per);
-            return cli_fail("%s: row %lld holds %lld, past the int32 that input '%s' takes "
-                            "(its int64 values are narrowed when they fit)",
-                            in->file, (long long)row, (long long)v, s->in_info[i].name);
-        }
-        to[e] = (int32_t)v;
-    }
-    return CLI_OK;
+    int64_t v = 0;
+    const size_t e = cli_narrow_ids(in->wide, MHA_DTYPE_INT64, in->buf, n, &v);
+    if (e == n) return CLI_OK;
+    /* the dataset row of element e (rows > 0 here): of [rows, per] or
+     * [S, rows, per] */
+    const size_t per = axis1 ? n / rows / (size_t)in->h.dims[0] : n / rows;
+    const int64_t row = r0 + (int64_t)(axis1 ? e / per % rows : e / per);
+    return cli_fail("%s: row %lld holds %lld, past the int32 that input '%s' takes "
+                    "(its int64 values are narrowed when they fit)",
+                    in->file, (long long)row, (long long)v, s->in_info[i].name);
 }
 
 /* Points ins[i] at rows [r, r+n) of every input (whole inputs stay). */

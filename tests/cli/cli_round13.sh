@@ -146,4 +146,30 @@ for loc in ../outside.bin "$T/outside.bin" link.bin sub/../../outside.bin; do
     "$MHA" run -q "$T/big/m.onnx" "$T/ids.npy" -o "$T/big_h.npy" "$T/big_y.npy"
 done
 
+echo "== mha serve of the int32 model: int64 .npy ids"
+# 400 "the token ids must be int32 (or a narrower integer type), not
+# int64" where mha run now narrows them (mha serve takes what mha run
+# takes): narrowed, a value past int32 refused with its element
+npy "$T/r64.npy" '<i8' '(4,)' 19 9 14 14
+npy "$T/r32.npy" '<i4' '(4,)' 19 9 14 14
+npy "$T/rbig.npy" '<i8' '(3,)' 1 2 4294967303
+TM="$T"
+T="$T/srv" && mkdir -p "$T"
+# shellcheck source=lib/serve_start.sh
+. "$(dirname "$0")/lib/serve_start.sh"
+serve_start "$TM/d32.onnx" --threads 1
+T="$TM"
+post() { # BODY OUT: the status code
+  $C -o "$2" -w '%{http_code}' -H 'Content-Type: application/x-npy' --data-binary @"$1" "$U/run"
+}
+[ "$(post "$T/r64.npy" "$T/a64")" = 200 ] || fail "int64 body: $(cat "$T/a64")"
+[ "$(post "$T/r32.npy" "$T/a32")" = 200 ] || fail "int32 body: $(cat "$T/a32")"
+cmp "$T/a64" "$T/a32" || fail "the int64 body's answer differs from the int32 one's"
+code=$(post "$T/rbig.npy" "$T/abig")
+[ "$code" = 400 ] && grep -q "^error: token id 4294967303 (element 2) is past the int32 the model's ids take" "$T/abig" ||
+  fail "an id past int32: $code $(cat "$T/abig")"
+kill "$SRV"
+serve_wait_exit
+echo "ok: int64 ids served to the int32 model; $(cat "$T/abig")"
+
 echo "cli_round13.sh: all passed"
