@@ -146,6 +146,35 @@ for loc in ../outside.bin "$T/outside.bin" link.bin sub/../../outside.bin; do
     "$MHA" run -q "$T/big/m.onnx" "$T/ids.npy" -o "$T/big_h.npy" "$T/big_y.npy"
 done
 
+echo "== whole-model datasets of 0 rows and rows of 0 tokens"
+# a BERT given 0 rows (ids, mask and token types [0, 5]) failed, "plan:
+# Add node '/model/Add': operands not float32 of one shape", where the
+# decoder, GPT-2 and the layers write outputs of 0 rows; and rows of 0
+# tokens failed so on every whole model with an Add of positions
+# (the tutorial LM, with none, wrote [0, B, V]). An empty Add adds nothing
+B="$MHA_TEST_DATA/models/f9_bert_ids_mask_types_dyn_op14/model.onnx"
+npy "$T/e_ids.npy" '<i8' '(0, 5)'
+expect 0 "BERT, 0 rows" "$MHA" run -q "$B" "$T/e_ids.npy" "$T/e_ids.npy" "$T/e_ids.npy" \
+  -o "$T/e_h.npy" "$T/e_p.npy"
+[ "$(shape_of "$T/e_h.npy") $(shape_of "$T/e_p.npy")" = "(0, 5, 64) (0, 64)" ] ||
+  fail "BERT, 0 rows: $(shape_of "$T/e_h.npy") $(shape_of "$T/e_p.npy")"
+npy "$T/z_ids.npy" '<i8' '(2, 0)'
+expect 0 "decoder, 0 tokens" "$MHA" run -q "$T/d.onnx" "$T/z_ids.npy" -o "$T/z_h.npy" "$T/z_y.npy"
+[ "$(shape_of "$T/z_y.npy")" = "(2, 0, 20)" ] || fail "decoder, 0 tokens: $(shape_of "$T/z_y.npy")"
+rm -f "$T/z_h.npy" "$T/z_y.npy"
+# a BERT's pooler takes token 0 of each row: rows of 0 tokens have none
+one_line 1 "^mha: $T/z_ids.npy: input 'input_ids' (shape 2x0): the model cannot run on it: Gather node '/model/Gather_1': index 0 is out of range for axis 1 of extent 0$" \
+  "$MHA" run -q "$B" "$T/z_ids.npy" "$T/z_ids.npy" "$T/z_ids.npy" -o "$T/z_h.npy" "$T/z_p.npy"
+# masks and lengths that do not fit: refused by value, row and file
+npy "$T/m5.npy" '<i8' '(2, 5)' 1 1 1 1 1 1 1 2 1 1
+npy "$T/b_ids.npy" '<i8' '(2, 5)' 5 6 7 8 9 10 11 12 13 14
+one_line 1 "^mha: $T/m5.npy: input 'attention_mask' \[1, 2\]: mask value 2 is neither 0 nor 1$" \
+  "$MHA" run -q "$B" "$T/b_ids.npy" "$T/m5.npy" "$T/b_ids.npy" -o "$T/z_h.npy" "$T/z_p.npy"
+npy "$T/len6.npy" '<i8' '(2,)' 5 6
+one_line 1 "^mha: $T/len6.npy: row 1 has length 6, outside \[0, 5\]$" \
+  "$MHA" run -q "$B" "$T/b_ids.npy" "$T/b_ids.npy" --lengths "$T/len6.npy" -o "$T/z_h.npy" "$T/z_p.npy"
+[ ! -e "$T/z_h.npy" ] || fail "a refused run left an output"
+
 echo "== mha serve of the int32 model: int64 .npy ids"
 # 400 "the token ids must be int32 (or a narrower integer type), not
 # int64" where mha run now narrows them (mha serve takes what mha run
