@@ -88,6 +88,12 @@ typedef struct ds_output {
     size_t row_bytes;
     void *buf;
     uint64_t bytes_done; /* at the last checkpoint */
+    /* the rows written, hashed one at a time (outputs by rows, not items
+     * of axis 1): a checkpoint records it, a resume checks the partial
+     * file's rows against it -- a byte of them changed since is refused,
+     * not finished into a file of two runs */
+    uint64_t rows_hash, ckpt_rows_hash;
+    int has_ckpt_hash; /* the checkpoint has an 'out-hash' line for it */
 } ds_output;
 
 typedef struct ds_state {
@@ -741,6 +747,10 @@ static int ds_checkpoint(ds_state *s) {
         if (s->in[i].file && s->in[i].batch_major)
             used += (size_t)snprintf(text + used, cap - used, "rows-hash %zu %016llx\n", i,
                                      (unsigned long long)s->in[i].rows_hash);
+    for (size_t i = 0; i < s->n_out && !s->axis; i++)
+        if (s->out[i].writer)
+            used += (size_t)snprintf(text + used, cap - used, "out-hash %zu %016llx\n", i,
+                                     (unsigned long long)s->out[i].rows_hash);
     if (used >= cap) {
         free(text);
         return cli_fail("%s: checkpoint text too long", s->ckpt_path);
@@ -851,6 +861,18 @@ static int ds_checkpoint_load(ds_state *s, int *found) {
         s->in[i].ckpt_rows_hash = h;
         have += p2;
     }
+    /* the outputs' rows (a checkpoint of an earlier mha has none) */
+    for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++) {
+        size_t idx;
+        unsigned long long h = 0;
+        int p2 = 0;
+        if (!s->out[i].file || sscanf(have, "out-hash %zu %llx\n%n", &idx, &h, &p2) != 2 ||
+            idx != i)
+            continue;
+        s->out[i].ckpt_rows_hash = h;
+        s->out[i].has_ckpt_hash = 1;
+        have += p2;
+    }
     free(text);
     if (rc != CLI_OK) return rc;
     s->done = done;
@@ -880,6 +902,57 @@ static int ds_verify_rows(ds_state *s, int64_t bs, int64_t skv) {
                             ".ckpt file to start over",
                             s->in[i].file, (long long)s->lo, (long long)(s->lo + s->done),
                             s->ckpt_path);
+    return CLI_OK;
+}
+
+/* On resume: the rows of each partial file the checkpoint counts must be
+ * the rows it recorded (a byte changed since, by hand or by the disk, would
+ * be finished into the output in silence). Reads them once, as
+ * ds_verify_rows reads the inputs', and leaves each output's running hash
+ * where the next rows continue it. */
+static int ds_verify_outputs(ds_state *s) {
+    for (size_t i = 0; i < s->n_out && !s->axis; i++) {
+        ds_output *out = &s->out[i];
+        if (!out->file || !out->resume_partial) continue;
+        const uint64_t data = (uint64_t)s->done * out->row_bytes;
+        int fd = open(out->resume_partial, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) continue; /* gone or not a file: the writer says so */
+        struct stat sb;
+        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || out->bytes_done < data ||
+            (uint64_t)sb.st_size < out->bytes_done) {
+            close(fd);
+            continue; /* the writer refuses it by name */
+        }
+        char *row = malloc(out->row_bytes ? out->row_bytes : 1);
+        if (!row) {
+            close(fd);
+            return cli_fail("out of memory");
+        }
+        uint64_t h = DS_HASH_SEED, at = out->bytes_done - data;
+        int ok = 1;
+        for (int64_t r = 0; r < s->done && ok; r++, at += out->row_bytes) {
+            size_t got = 0;
+            while (got < out->row_bytes) {
+                ssize_t n = pread(fd, row + got, out->row_bytes - got, (off_t)(at + got));
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) break;
+                got += (size_t)n;
+            }
+            ok = got == out->row_bytes;
+            h = ds_hash_bytes(h, row, out->row_bytes);
+        }
+        free(row);
+        close(fd);
+        if (!ok)
+            return cli_fail("%s: cannot read the rows its checkpoint counts", out->resume_partial);
+        if (out->has_ckpt_hash && h != out->ckpt_rows_hash)
+            return cli_fail("%s: cannot resume: rows %lld:%lld, already written there, are not "
+                            "the rows the checkpoint %s recorded (the file changed); remove the "
+                            ".ckpt file to start over",
+                            out->resume_partial, (long long)s->lo, (long long)(s->lo + s->done),
+                            s->ckpt_path);
+        out->rows_hash = h;
+    }
     return CLI_OK;
 }
 
@@ -1513,7 +1586,10 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
     int found = 0;
     size_t complete = 0, n_files = 0;
     if ((rc = ds_prepare_outputs(c, s, &found)) != CLI_OK) return rc;
+    for (size_t i = 0; i < s->n_out; i++)
+        s->out[i].rows_hash = DS_HASH_SEED;
     if (found && (rc = ds_verify_rows(s, bs, skv)) != CLI_OK) return rc;
+    if (found && (rc = ds_verify_outputs(s)) != CLI_OK) return rc;
     /* caught before the partial files exist: a signal in between would end
      * the process and leave them behind */
     cli_signals sigs;
@@ -1554,10 +1630,16 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
         for (size_t i = 0; i < s->n_in; i++) /* what the checkpoint will vouch for */
             if (s->in[i].file && s->in[i].batch_major)
                 ds_hash_rows(&s->in[i], s->ins[i].data, n, s->axis);
-        for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++)
-            if (s->out[i].writer &&
-                mha_npy_writer_write_rows(s->out[i].writer, s->out[i].buf, n, &err) != MHA_OK)
-                rc = cli_fail_err(s->out[i].file, &err);
+        for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++) {
+            ds_output *out = &s->out[i];
+            if (!out->writer) continue;
+            if (mha_npy_writer_write_rows(out->writer, out->buf, n, &err) != MHA_OK)
+                rc = cli_fail_err(out->file, &err);
+            for (int64_t b = 0; b < n && !s->axis; b++) /* what the checkpoint vouches for */
+                out->rows_hash = ds_hash_bytes(out->rows_hash,
+                                               (const char *)out->buf + (size_t)b * out->row_bytes,
+                                               out->row_bytes);
+        }
         if (rc != CLI_OK) break;
         ds_advise(s, r, r + n, MHA_NPY_DONTNEED);
         s->done += n;

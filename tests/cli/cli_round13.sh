@@ -175,6 +175,29 @@ one_line 1 "^mha: $T/len6.npy: row 1 has length 6, outside \[0, 5\]$" \
   "$MHA" run -q "$B" "$T/b_ids.npy" "$T/b_ids.npy" --lengths "$T/len6.npy" -o "$T/z_h.npy" "$T/z_p.npy"
 [ ! -e "$T/z_h.npy" ] || fail "a refused run left an output"
 
+echo "== --resume over a partial file whose rows were changed since its checkpoint"
+# the checkpoint vouched for the inputs' rows (their hash) but not the
+# rows already written: a byte of them changed (by hand, by the disk)
+# resumed with exit 0 into an output of two runs. Their hash is in the
+# checkpoint now ("out-hash"), checked before anything is written
+HOOKS="${MHA_TESTHOOKS:-$(dirname "$MHA")/mha-testhooks}"
+"$MHA" gen -d 16 -H 2 -o "$T/c.onnx" --data "$T/cx.npy" --batch 16 --seq 3 >/dev/null
+"$MHA" run -q "$T/c.onnx" "$T/cx.npy" -o "$T/cref.npy"
+MHA_TEST_DATASET_CRASH_ROWS=10 "$HOOKS" run "$T/c.onnx" "$T/cx.npy" -o "$T/k.npy" --batch-size 4 \
+  --checkpoint-every 0 --quiet 2>/dev/null && fail "the crash hook did not kill the run"
+partial=$(ls "$T"/k.npy.partial.*)
+grep -q "^out-hash 0 [0-9a-f]*$" "$T/k.npy.ckpt" || fail "checkpoint: $(cat "$T/k.npy.ckpt")"
+cp "$partial" "$T/k.saved"
+# a byte of row 1 (8 of [16, 3, 16] float32 rows done, a 128-byte header)
+printf 'XXXX' | dd of="$partial" bs=1 seek=$((128 + 192 + 8)) conv=notrunc 2>/dev/null
+one_line 1 "^mha: $partial: cannot resume: rows 0:8, already written there, are not the rows the checkpoint $T/k.npy.ckpt recorded (the file changed); remove the .ckpt file to start over$" \
+  "$MHA" run -q "$T/c.onnx" "$T/cx.npy" -o "$T/k.npy" --resume
+[ ! -e "$T/k.npy" ] && [ -s "$T/k.npy.ckpt" ] && [ -s "$partial" ] || fail "the refused resume: $(ls "$T")"
+# the rows as written: resumed into the bytes of one run
+cp "$T/k.saved" "$partial"
+expect 0 "resume" "$MHA" run -q "$T/c.onnx" "$T/cx.npy" -o "$T/k.npy" --resume --batch-size 3
+cmp "$T/k.npy" "$T/cref.npy" || fail "resumed output differs from one run"
+
 echo "== mha serve of the int32 model: int64 .npy ids"
 # 400 "the token ids must be int32 (or a narrower integer type), not
 # int64" where mha run now narrows them (mha serve takes what mha run
