@@ -247,7 +247,7 @@ size_t cli_narrow_ids(const void *src, mha_dtype from, int32_t *dst, size_t n, i
 }
 
 int cli_warn_declared_shape(const char *model_path, const mha_model *m, size_t i, int rank,
-                            const int64_t *dims) {
+                            const int64_t *dims, const char *done) {
     mha_io_info said;
     if (mha_model_output_declared(m, i, &said) != MHA_OK || said.rank < 0) return 0;
     int differ = said.rank != rank;
@@ -258,9 +258,8 @@ int cli_warn_declared_shape(const char *model_path, const mha_model *m, size_t i
     cli_shape_str(said.rank, said.shape, want, sizeof want);
     cli_shape_str(rank, dims, have, sizeof have);
     snprintf(msg, sizeof msg,
-             "%s: graph output '%s' is declared %s, but the graph computes %s: written as "
-             "computed",
-             model_path, said.name, want, have);
+             "%s: graph output '%s' is declared %s, but the graph computes %s: %s as computed",
+             model_path, said.name, want, have, done);
     fprintf(stderr, "mha: warning: %s\n", cli_escape(msg, safe, sizeof safe));
     return 1;
 }

@@ -96,10 +96,11 @@ size_t cli_narrow_ids(const void *src, mha_dtype from, int32_t *dst, size_t n, i
 /* Output i of m computed as [dims] (rank axes; -1 = not known yet) where
  * the file declares another rank or another fixed size: one stderr line,
  * "mha: warning: MODEL: graph output 'y' is declared AxB, but the graph
- * computes CxD: written as computed" (ONNX Runtime warns likewise and runs
- * with the computed shape). Returns 1 when it warned. */
+ * computes CxD: DONE as computed" (DONE "written", "answered"; ONNX Runtime
+ * warns likewise and runs with the computed shape). Returns 1 when it
+ * warned. */
 int cli_warn_declared_shape(const char *model_path, const mha_model *m, size_t i, int rank,
-                            const int64_t *dims);
+                            const int64_t *dims, const char *done);
 /* An input file's shape (rank, dims) against what the model declares for
  * the input: CLI_OK, or one line "FILE: input 'NAME': ..." naming the
  * axis and the size the model takes against the one given (CLI_FAIL).

@@ -533,7 +533,7 @@ int cli_cmd_run(int argc, char **argv) {
         goto done;
 
     for (size_t i = 0; i < s.n_out; i++) {
-        cli_warn_declared_shape(model_path, s.model, i, s.outs[i].rank, s.outs[i].shape);
+        cli_warn_declared_shape(model_path, s.model, i, s.outs[i].rank, s.outs[i].shape, "written");
         int ok;
         size_t bytes = cli_tensor_bytes(&s.outs[i], &ok);
         s.outs[i].data = ok ? calloc(bytes ? bytes : 1, 1) : NULL;

@@ -1221,6 +1221,13 @@ int mha_cmd_serve(int argc, char **argv) {
         goto done;
     }
     serve_describe_model(&s, m);
+    /* a declared output shape the graph contradicts on an axis it fixes:
+     * said once, at load (a request's batch and length are its own) */
+    for (size_t k = 0;; k++) {
+        mha_io_info io;
+        if (mha_model_output(m, k, &io) != MHA_OK) break;
+        cli_warn_declared_shape(model_path, m, k, io.rank, io.shape, "answered");
+    }
 
     if (o.header_timeout_ms > 0 &&
         !(s.guard = serve_guard_start(o.header_timeout_ms, (double)o.min_body_rate))) {

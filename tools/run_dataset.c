@@ -1328,7 +1328,7 @@ static int ds_setup_outputs(ds_state *s, int64_t n, int64_t file_rows, int64_t s
         int64_t whole[MHA_MAX_RANK];
         memcpy(whole, out->dims, sizeof whole);
         whole[s->axis] = s->B;
-        cli_warn_declared_shape(s->o->model_path, s->model, i, t->rank, whole);
+        cli_warn_declared_shape(s->o->model_path, s->model, i, t->rank, whole, "written");
     }
     return CLI_OK;
 }
