@@ -112,6 +112,17 @@ one_line 1 "^mha: $T/ubig.npy: row 1 holds 4294967295, past the int32 " \
 # within int32 but past the vocabulary: the model's own refusal, as int64
 npy "$T/v20.npy" '<i8' '(2, 4)' 1 2 3 4 5 6 20 8
 one_line 1 "input_ids" "$MHA" run -q "$T/d32.onnx" "$T/v20.npy" -o "$T/b_h.npy" "$T/b_y.npy"
+# a sequence-first model (ids [S, B]): read by items of axis 1, the item named
+TL="$MHA_TEST_DATA/models/z_tutorial_lm_op17/model.onnx"
+cp "$TL" "$T/tl32.onnx" && "$PY" "$EDIT" "$T/tl32.onnx" input-type 0 6
+npy "$T/tl.npy" '<i8' '(4, 3)' 0 7 14 21 28 35 42 49 56 3 10 17
+"$MHA" run -q "$TL" "$T/tl.npy" -o "$T/tl_y.npy"
+expect 0 "sequence-first, int64 ids" "$MHA" run -q "$T/tl32.onnx" "$T/tl.npy" -o "$T/tl32_y.npy" --batch-size 1
+cmp "$T/tl32_y.npy" "$T/tl_y.npy" || fail "sequence-first, int64 ids narrowed: another output"
+npy "$T/tlbig.npy" '<i8' '(4, 3)' 0 7 14 21 28 35 42 8589934592 56 3 10 17
+one_line 1 "^mha: $T/tlbig.npy: row 1 holds 8589934592, past the int32 that input 'src' takes" \
+  "$MHA" run -q "$T/tl32.onnx" "$T/tlbig.npy" -o "$T/tl32_y.npy" --batch-size 1
+cmp "$T/tl32_y.npy" "$T/tl_y.npy" || fail "a refused run clobbered the output it would have replaced"
 # uint64 stays refused by its dtype (not read at all)
 npy "$T/u64.npy" '<u8' '(2, 4)' 1 2 3 4 5 6 7 8
 one_line 1 "^mha: $T/u64.npy: unsupported dtype '<u8' (uint64)" \
