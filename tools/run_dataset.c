@@ -866,9 +866,12 @@ static int ds_checkpoint_load(ds_state *s, int *found) {
         size_t idx;
         unsigned long long h = 0;
         int p2 = 0;
-        if (!s->out[i].file || sscanf(have, "out-hash %zu %llx\n%n", &idx, &h, &p2) != 2 ||
-            idx != i)
-            continue;
+        if (!s->out[i].file || strncmp(have, "out-hash ", 9) != 0) continue;
+        if (sscanf(have, "out-hash %zu %llx\n%n", &idx, &h, &p2) != 2 || idx != i || p2 == 0) {
+            rc = cli_fail("%s: malformed checkpoint (output %zu's 'out-hash' line)", s->ckpt_path,
+                          i);
+            break;
+        }
         s->out[i].ckpt_rows_hash = h;
         s->out[i].has_ckpt_hash = 1;
         have += p2;
@@ -917,9 +920,16 @@ static int ds_verify_outputs(ds_state *s) {
         const uint64_t data = (uint64_t)s->done * out->row_bytes;
         int fd = open(out->resume_partial, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) continue; /* gone or not a file: the writer says so */
+        /* the rows start after the file's own header (its preamble says
+         * how long), whatever the checkpoint's 'bytes' line holds */
+        unsigned char pre[12] = {0};
         struct stat sb;
-        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || out->bytes_done < data ||
-            (uint64_t)sb.st_size < out->bytes_done) {
+        const int v1 = pread(fd, pre, sizeof pre, 0) == (ssize_t)sizeof pre && pre[6] == 1;
+        const uint64_t head = v1 ? 10u + (pre[8] | (unsigned)pre[9] << 8)
+                                 : 12u + (pre[8] | (uint64_t)pre[9] << 8 | (uint64_t)pre[10] << 16 |
+                                          (uint64_t)pre[11] << 24);
+        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || memcmp(pre, "\x93NUMPY", 6) != 0 ||
+            (uint64_t)sb.st_size < head + data) {
             close(fd);
             continue; /* the writer refuses it by name */
         }
@@ -928,7 +938,7 @@ static int ds_verify_outputs(ds_state *s) {
             close(fd);
             return cli_fail("out of memory");
         }
-        uint64_t h = DS_HASH_SEED, at = out->bytes_done - data;
+        uint64_t h = DS_HASH_SEED, at = head;
         int ok = 1;
         for (int64_t r = 0; r < s->done && ok; r++, at += out->row_bytes) {
             size_t got = 0;

@@ -204,6 +204,16 @@ printf 'XXXX' | dd of="$partial" bs=1 seek=$((128 + 192 + 8)) conv=notrunc 2>/de
 one_line 1 "^mha: $partial: cannot resume: rows 0:8, already written there, are not the rows the checkpoint $T/k.npy.ckpt recorded (the file changed); remove the .ckpt file to start over$" \
   "$MHA" run -q "$T/c.onnx" "$T/cx.npy" -o "$T/k.npy" --resume
 [ ! -e "$T/k.npy" ] && [ -s "$T/k.npy.ckpt" ] && [ -s "$partial" ] || fail "the refused resume: $(ls "$T")"
+# whatever the checkpoint's 'bytes' line says (the rows start after the
+# partial file's own header); a malformed hash line is refused as such
+cp "$T/k.npy.ckpt" "$T/k.ckpt.saved"
+sed -i 's/^bytes 0 .*/bytes 0 0/' "$T/k.npy.ckpt"
+one_line 1 "^mha: $partial: cannot resume: rows 0:8, already written there, are not the rows" \
+  "$MHA" run -q "$T/c.onnx" "$T/cx.npy" -o "$T/k.npy" --resume
+sed 's/^out-hash 0 .*/out-hash 0 zz/' "$T/k.ckpt.saved" >"$T/k.npy.ckpt"
+one_line 1 "^mha: $T/k.npy.ckpt: malformed checkpoint (output 0's 'out-hash' line)$" \
+  "$MHA" run -q "$T/c.onnx" "$T/cx.npy" -o "$T/k.npy" --resume
+cp "$T/k.ckpt.saved" "$T/k.npy.ckpt"
 # the rows as written: resumed into the bytes of one run
 cp "$T/k.saved" "$partial"
 expect 0 "resume" "$MHA" run -q "$T/c.onnx" "$T/cx.npy" -o "$T/k.npy" --resume --batch-size 3
