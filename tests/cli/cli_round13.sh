@@ -123,6 +123,35 @@ npy "$T/tlbig.npy" '<i8' '(4, 3)' 0 7 14 21 28 35 42 8589934592 56 3 10 17
 one_line 1 "^mha: $T/tlbig.npy: row 1 holds 8589934592, past the int32 that input 'src' takes" \
   "$MHA" run -q "$T/tl32.onnx" "$T/tlbig.npy" -o "$T/tl32_y.npy" --batch-size 1
 cmp "$T/tl32_y.npy" "$T/tl_y.npy" || fail "a refused run clobbered the output it would have replaced"
+# a .pb input (a run in one piece) likewise; int16 still widens
+pb() { # FILE ELEM_TYPE STRUCT_LETTER DIMS VALUES...: a TensorProto, raw_data
+  "$PY" - "$@" <<'PY'
+import struct, sys
+path, elem, letter, dims = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+vals = [int(v) for v in sys.argv[5:]]
+def enc(n):
+    o = bytearray()
+    while True:
+        c, n = n & 0x7F, n >> 7
+        o.append(c | 0x80 if n else c)
+        if not n: return bytes(o)
+raw = struct.pack("<%d%s" % (len(vals), letter), *vals)
+b = b"".join(b"\x08" + enc(int(d)) for d in dims.split(","))
+b += b"\x10" + enc(elem) + b"\x42\x09input_ids" + b"\x4a" + enc(len(raw)) + raw
+open(path, "wb").write(b)
+PY
+}
+pb "$T/ids64.pb" 7 q 2,4 19 9 14 14 6 4 10 6
+pb "$T/ids16.pb" 5 h 2,4 19 9 14 14 6 4 10 6
+pb "$T/idsbig.pb" 7 q 2,4 19 9 14 14 6 4 10 2147483648
+"$MHA" run -q "$T/d.onnx" "$T/ids64.pb" -o "$T/p_h.pb" "$T/p_y.pb"
+for f in ids64 ids16; do
+  expect 0 "$f.pb, int32 model" "$MHA" run -q "$T/d32.onnx" "$T/$f.pb" -o "$T/p_h.pb" "$T/p32_y.pb"
+  cmp "$T/p32_y.pb" "$T/p_y.pb" || fail "$f.pb for the int32 model: another output"
+done
+one_line 1 "^mha: $T/idsbig.pb: element 7 holds 2147483648, past the int32 that input 'input_ids' takes" \
+  "$MHA" run -q "$T/d32.onnx" "$T/idsbig.pb" -o "$T/p_h.pb" "$T/pb_y.pb"
+[ ! -e "$T/pb_y.pb" ] || fail "a refused .pb run left an output"
 # uint64 stays refused by its dtype (not read at all)
 npy "$T/u64.npy" '<u8' '(2, 4)' 1 2 3 4 5 6 7 8
 one_line 1 "^mha: $T/u64.npy: unsupported dtype '<u8' (uint64)" \
