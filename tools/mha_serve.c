@@ -616,16 +616,15 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
                              dims, err.message, sizeof err.message) != 0)
             return serve_text(conn, s, call, 400, "error: %s", err.message);
         if (s->ids && s->in_dtype == MHA_DTYPE_INT32) { /* narrowed in place, range checked */
-            int64_t *v = parsed;
-            int32_t *w = parsed;
-            int64_t count = in.rank == 2 ? dims[0] * dims[1] : dims[0];
-            for (int64_t k = 0; k < count; k++) {
-                if (v[k] < INT32_MIN || v[k] > INT32_MAX) {
-                    free(parsed);
-                    return serve_text(conn, s, call, 400, "error: token id %lld out of range",
-                                      (long long)v[k]);
-                }
-                w[k] = (int32_t)v[k];
+            const int64_t count = in.rank == 2 ? dims[0] * dims[1] : dims[0];
+            int64_t bad = 0;
+            const size_t at = cli_narrow_ids(parsed, MHA_DTYPE_INT64, parsed, (size_t)count, &bad);
+            if (at != (size_t)count) { /* the value kept before the free (was read after it) */
+                free(parsed);
+                return serve_text(conn, s, call, 400,
+                                  "error: token id %lld (element %zu) is past the int32 the "
+                                  "model's ids take",
+                                  (long long)bad, at);
             }
         }
         memcpy(in.shape, dims, sizeof dims);
