@@ -220,6 +220,50 @@ const char *cli_shape_str(int rank, const int64_t *dims, char *buf, size_t n) {
     return buf;
 }
 
+int cli_narrows_to_int32(mha_dtype from, mha_dtype to) {
+    return to == MHA_DTYPE_INT32 && (from == MHA_DTYPE_INT64 || from == MHA_DTYPE_UINT32);
+}
+
+size_t cli_narrow_ids(const void *src, mha_dtype from, int32_t *dst, size_t n, int64_t *bad) {
+    const unsigned char *p = src;
+    const size_t es = mha_dtype_size(from);
+    for (size_t e = 0; e < n; e++) {
+        int64_t v;
+        if (from == MHA_DTYPE_UINT32) {
+            uint32_t u;
+            memcpy(&u, p + e * es, sizeof u);
+            v = u;
+        } else {
+            memcpy(&v, p + e * es, sizeof v);
+        }
+        if (v < INT32_MIN || v > INT32_MAX) {
+            *bad = v;
+            return e;
+        }
+        const int32_t w = (int32_t)v; /* element e is read before dst[e] is written */
+        memcpy(dst + e, &w, sizeof w);
+    }
+    return n;
+}
+
+int cli_warn_declared_shape(const char *model_path, const mha_model *m, size_t i, int rank,
+                            const int64_t *dims, const char *done) {
+    mha_io_info said;
+    if (mha_model_output_declared(m, i, &said) != MHA_OK || said.rank < 0) return 0;
+    int differ = said.rank != rank;
+    for (int d = 0; d < rank && !differ; d++)
+        differ = said.shape[d] >= 0 && dims[d] >= 0 && said.shape[d] != dims[d];
+    if (!differ) return 0;
+    char want[160], have[160], msg[1024], safe[2048];
+    cli_shape_str(said.rank, said.shape, want, sizeof want);
+    cli_shape_str(rank, dims, have, sizeof have);
+    snprintf(msg, sizeof msg,
+             "%s: graph output '%s' is declared %s, but the graph computes %s: %s as computed",
+             model_path, said.name, want, have, done);
+    fprintf(stderr, "mha: warning: %s\n", cli_escape(msg, safe, sizeof safe));
+    return 1;
+}
+
 size_t cli_tensor_bytes(const mha_tensor *t, int *ok) {
     int64_t n = mha_tensor_numel(t);
     size_t es = mha_dtype_size(t->dtype), bytes;

@@ -86,6 +86,21 @@ void cli_usable_backends(mha_runtime *rt, char *buf, size_t n);
 
 /* "2x8x32" or "?x?x32" into buf. */
 const char *cli_shape_str(int rank, const int64_t *dims, char *buf, size_t n);
+/* Token ids stored as int64 (or uint32) for a model taking int32 ids:
+ * narrowed when every value fits (numpy and torch save ids as int64). */
+int cli_narrows_to_int32(mha_dtype from, mha_dtype to);
+/* n ids of `from` at src (any alignment) narrowed to int32 at dst, which
+ * may be src itself. Returns n, or the index of the first value past
+ * int32 (in *bad; dst is then partly written). */
+size_t cli_narrow_ids(const void *src, mha_dtype from, int32_t *dst, size_t n, int64_t *bad);
+/* Output i of m computed as [dims] (rank axes; -1 = not known yet) where
+ * the file declares another rank or another fixed size: one stderr line,
+ * "mha: warning: MODEL: graph output 'y' is declared AxB, but the graph
+ * computes CxD: DONE as computed" (DONE "written", "answered"; ONNX Runtime
+ * warns likewise and runs with the computed shape). Returns 1 when it
+ * warned. */
+int cli_warn_declared_shape(const char *model_path, const mha_model *m, size_t i, int rank,
+                            const int64_t *dims, const char *done);
 /* An input file's shape (rank, dims) against what the model declares for
  * the input: CLI_OK, or one line "FILE: input 'NAME': ..." naming the
  * axis and the size the model takes against the one given (CLI_FAIL).

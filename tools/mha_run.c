@@ -112,6 +112,7 @@ typedef struct run_state {
     mha_io_info *in_info, *out_info;
     const char **in_file; /* bound file per model input */
     mha_tensor_file **in_tf;
+    int32_t **narrowed; /* int64 ids narrowed for an int32 input, per input */
     mha_tensor *ins, *outs;
     mha_output_file **pending;
     int whole; /* a whole model (a plan): the library checks every axis */
@@ -120,6 +121,9 @@ typedef struct run_state {
 static void run_state_free(run_state *s) {
     for (size_t i = 0; s->in_tf && i < s->n_in; i++)
         mha_tensor_file_free(s->in_tf[i]);
+    for (size_t i = 0; s->narrowed && i < s->n_in; i++)
+        free(s->narrowed[i]);
+    free(s->narrowed);
     for (size_t i = 0; s->outs && i < s->n_out; i++)
         free(s->outs[i].data);
     for (size_t i = 0; s->pending && i < s->n_out; i++)
@@ -191,9 +195,32 @@ static int run_read_input(run_state *s, size_t i) {
     o.want = info->dtype;
     mha_error err;
     mha_error_clear(&err);
+    /* int64 (or uint32) ids for an int32 input: read as stored, then
+     * narrowed with every value checked, as a dataset's are */
+    if (info->dtype == MHA_DTYPE_INT32) o.want = MHA_DTYPE_UNDEFINED;
     if (mha_tensor_file_read(file, &o, &s->in_tf[i], &err) != MHA_OK)
         return cli_fail_err(file, &err);
     const mha_tensor *t = mha_tensor_file_tensor(s->in_tf[i]);
+    if (info->dtype == MHA_DTYPE_INT32 && t->dtype != MHA_DTYPE_INT32) {
+        const int64_t n = mha_tensor_numel(t);
+        const int widen = mha_dtype_can_convert(t->dtype, info->dtype);
+        if ((!widen && !cli_narrows_to_int32(t->dtype, info->dtype)) || n < 0)
+            return cli_fail("%s: holds %s data but int32 is needed", file,
+                            mha_dtype_name(t->dtype));
+        if (!(s->narrowed[i] = malloc(n ? (size_t)n * sizeof(int32_t) : 1)))
+            return cli_fail("%s: out of memory", file);
+        if (widen) mha_dtype_convert(t->data, t->dtype, s->narrowed[i], info->dtype, (size_t)n);
+        int64_t bad = 0;
+        const size_t at =
+            widen ? (size_t)n : cli_narrow_ids(t->data, t->dtype, s->narrowed[i], (size_t)n, &bad);
+        if (at != (size_t)n)
+            return cli_fail("%s: element %zu holds %lld, past the int32 that input '%s' takes "
+                            "(its int64 values are narrowed when they fit)",
+                            file, at, (long long)bad, info->name);
+        s->ins[i] = *t;
+        s->ins[i].dtype = MHA_DTYPE_INT32;
+        s->ins[i].data = s->narrowed[i];
+    }
     /* Batch and sequence lengths a model declares are not binding (mha.h);
      * the feature width of a layer's sequence input is. The library checks
      * the rest (masks against the sequences, heads, a whole model's every
@@ -204,7 +231,7 @@ static int run_read_input(run_state *s, size_t i) {
                    info->role == MHA_ROLE_PAST_KEY || info->role == MHA_ROLE_PAST_VALUE;
     int rc = cli_check_input_shape(file, info, t->rank, t->shape, sequence && !s->whole);
     if (rc != CLI_OK) return rc;
-    s->ins[i] = *t;
+    if (!s->narrowed[i]) s->ins[i] = *t;
     return CLI_OK;
 }
 
@@ -486,10 +513,12 @@ int cli_cmd_run(int argc, char **argv) {
     s.out_info = calloc(s.n_out + 1, sizeof *s.out_info);
     s.in_file = calloc(s.n_in + 1, sizeof *s.in_file);
     s.in_tf = calloc(s.n_in + 1, sizeof *s.in_tf);
+    s.narrowed = calloc(s.n_in + 1, sizeof *s.narrowed);
     s.ins = calloc(s.n_in + 1, sizeof *s.ins);
     s.outs = calloc(s.n_out + 1, sizeof *s.outs);
     s.pending = calloc(s.n_out + 1, sizeof *s.pending);
-    if (!s.in_info || !s.out_info || !s.in_file || !s.in_tf || !s.ins || !s.outs || !s.pending) {
+    if (!s.in_info || !s.out_info || !s.in_file || !s.in_tf || !s.narrowed || !s.ins || !s.outs ||
+        !s.pending) {
         rc = cli_fail("out of memory");
         goto done;
     }
@@ -533,6 +562,7 @@ int cli_cmd_run(int argc, char **argv) {
         goto done;
 
     for (size_t i = 0; i < s.n_out; i++) {
+        cli_warn_declared_shape(model_path, s.model, i, s.outs[i].rank, s.outs[i].shape, "written");
         int ok;
         size_t bytes = cli_tensor_bytes(&s.outs[i], &ok);
         s.outs[i].data = ok ? calloc(bytes ? bytes : 1, 1) : NULL;

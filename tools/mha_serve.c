@@ -502,7 +502,18 @@ static int serve_convert_body(mha_tensor *in, mha_dtype from, size_t bytes, void
         snprintf(msg, msg_size, "out of memory for %lld elements", (long long)n);
         return -1;
     }
-    mha_dtype_convert(in->data, from, buf, in->dtype, (size_t)n);
+    int64_t bad = 0;
+    size_t at;
+    if (cli_narrows_to_int32(from, in->dtype) &&
+        (at = cli_narrow_ids(in->data, from, buf, (size_t)n, &bad)) != (size_t)n) {
+        free(buf);
+        snprintf(msg, msg_size,
+                 "token id %lld (element %zu) is past the int32 the model's ids take",
+                 (long long)bad, at);
+        return -1;
+    }
+    if (!cli_narrows_to_int32(from, in->dtype))
+        mha_dtype_convert(in->data, from, buf, in->dtype, (size_t)n);
     in->data = buf;
     *owned = buf;
     return 0;
@@ -605,16 +616,15 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
                              dims, err.message, sizeof err.message) != 0)
             return serve_text(conn, s, call, 400, "error: %s", err.message);
         if (s->ids && s->in_dtype == MHA_DTYPE_INT32) { /* narrowed in place, range checked */
-            int64_t *v = parsed;
-            int32_t *w = parsed;
-            int64_t count = in.rank == 2 ? dims[0] * dims[1] : dims[0];
-            for (int64_t k = 0; k < count; k++) {
-                if (v[k] < INT32_MIN || v[k] > INT32_MAX) {
-                    free(parsed);
-                    return serve_text(conn, s, call, 400, "error: token id %lld out of range",
-                                      (long long)v[k]);
-                }
-                w[k] = (int32_t)v[k];
+            const int64_t count = in.rank == 2 ? dims[0] * dims[1] : dims[0];
+            int64_t bad = 0;
+            const size_t at = cli_narrow_ids(parsed, MHA_DTYPE_INT64, parsed, (size_t)count, &bad);
+            if (at != (size_t)count) { /* the value kept before the free (was read after it) */
+                free(parsed);
+                return serve_text(conn, s, call, 400,
+                                  "error: token id %lld (element %zu) is past the int32 the "
+                                  "model's ids take",
+                                  (long long)bad, at);
             }
         }
         memcpy(in.shape, dims, sizeof dims);
@@ -626,7 +636,8 @@ static enum MHD_Result serve_run(struct MHD_Connection *conn, serve_state *s, se
                               "error: the body is empty: send one sequence as .npy or JSON");
         if (mha_npy_parse_header(call->body, call->size, call->size, "body", &h, &err) != MHA_OK)
             return serve_text(conn, s, call, 400, "error: %s", err.message);
-        if (!mha_dtype_can_convert(h.dtype, s->in_dtype))
+        if (!mha_dtype_can_convert(h.dtype, s->in_dtype) &&
+            !cli_narrows_to_int32(h.dtype, s->in_dtype))
             return serve_text(conn, s, call, 400, "error: the %s must be %s (or %s), not %s",
                               s->ids ? "token ids" : "sequence", mha_dtype_name(s->in_dtype),
                               s->ids ? "a narrower integer type" : "another float type",
@@ -1209,6 +1220,13 @@ int mha_cmd_serve(int argc, char **argv) {
         goto done;
     }
     serve_describe_model(&s, m);
+    /* a declared output shape the graph contradicts on an axis it fixes:
+     * said once, at load (a request's batch and length are its own) */
+    for (size_t k = 0;; k++) {
+        mha_io_info io;
+        if (mha_model_output(m, k, &io) != MHA_OK) break;
+        cli_warn_declared_shape(model_path, m, k, io.rank, io.shape, "answered");
+    }
 
     if (o.header_timeout_ms > 0 &&
         !(s.guard = serve_guard_start(o.header_timeout_ms, (double)o.min_body_rate))) {

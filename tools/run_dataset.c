@@ -69,9 +69,11 @@ typedef struct ds_input {
     mha_npy_header h;
     int batch_major;         /* axis 0 is the batch: read by chunks */
     int zero_copy;           /* mapped and stored as the model wants it */
-    mha_dtype dtype;         /* the model's dtype for it */
+    mha_dtype dtype;         /* the model's dtype for it (what the reader gives) */
     size_t row_bytes;        /* one row in the model's dtype */
     void *buf;               /* chunk rows (batch-major) or the whole tensor */
+    int64_t *wide;           /* int64 / uint32 ids for an int32 input: read as int64 */
+    size_t wide_bytes;       /* here, then narrowed into buf, every value checked */
     uint64_t rows_hash;      /* of the rows read so far (batch-major files) */
     uint64_t ckpt_rows_hash; /* what the checkpoint recorded for them */
 } ds_input;
@@ -86,6 +88,12 @@ typedef struct ds_output {
     size_t row_bytes;
     void *buf;
     uint64_t bytes_done; /* at the last checkpoint */
+    /* the rows written, hashed one at a time (outputs by rows, not items
+     * of axis 1): a checkpoint records it, a resume checks the partial
+     * file's rows against it -- a byte of them changed since is refused,
+     * not finished into a file of two runs */
+    uint64_t rows_hash, ckpt_rows_hash;
+    int has_ckpt_hash; /* the checkpoint has an 'out-hash' line for it */
 } ds_output;
 
 typedef struct ds_state {
@@ -147,6 +155,7 @@ static void ds_state_free(ds_state *s, int keep_partials) {
     for (size_t i = 0; s->in && i < s->n_in; i++) {
         mha_npy_reader_close(s->in[i].reader);
         free(s->in[i].buf);
+        free(s->in[i].wide);
     }
     for (size_t i = 0; s->out && i < s->n_out; i++) {
         if (keep_partials)
@@ -306,10 +315,14 @@ static int ds_open_input(ds_state *s, size_t i) {
                             &err) != MHA_OK)
         return cli_fail_err(in->file, &err);
     in->h = *mha_npy_reader_header(in->reader);
-    if (!mha_dtype_can_convert(in->h.dtype, info->dtype))
+    /* int64 (or uint32) integers for an int32 input -- token ids saved by
+     * numpy or torch as int64 for a model exported with int32 ids -- are
+     * narrowed, each value checked as it is read (ds_read_rows) */
+    const int narrow = cli_narrows_to_int32(in->h.dtype, info->dtype);
+    if (!narrow && !mha_dtype_can_convert(in->h.dtype, info->dtype))
         return cli_fail("%s: %s data cannot be used as input '%s' (%s)", in->file,
                         mha_dtype_name(in->h.dtype), info->name, mha_dtype_name(info->dtype));
-    in->dtype = info->dtype;
+    in->dtype = narrow ? MHA_DTYPE_INT64 : info->dtype;
     return cli_check_input_shape(in->file, info, in->h.rank, in->h.dims,
                                  ds_role_is_sequence(info->role) && !s->whole);
 }
@@ -392,6 +405,47 @@ static void ds_put_one_or_zero(mha_dtype dtype, void *p, int one) {
     }
 }
 
+/* Rows [r0, r1) of input i into in->buf (dst_bytes, the model's dtype),
+ * along axis 1 of the file when axis1 ([S, n, ...]). The reader converts,
+ * but int64 ids for an int32 input are read as int64 and narrowed here: a
+ * value past int32 is refused by its row, never wrapped into another id. */
+static int ds_read_rows(ds_state *s, size_t i, int64_t r0, int64_t r1, int axis1,
+                        size_t dst_bytes) {
+    ds_input *in = &s->in[i];
+    mha_error err;
+    mha_error_clear(&err);
+    const int narrow = in->dtype != s->in_info[i].dtype;
+    void *dst = in->buf;
+    size_t bytes = dst_bytes;
+    if (narrow) { /* int64 [n elements] into wide, then int32 into buf */
+        bytes = dst_bytes / sizeof(int32_t) * sizeof(int64_t);
+        if (bytes > in->wide_bytes) {
+            free(in->wide);
+            in->wide_bytes = 0;
+            if (!(in->wide = malloc(bytes ? bytes : 1)))
+                return cli_fail("%s: out of memory for %zu bytes", in->file, bytes);
+            in->wide_bytes = bytes;
+        }
+        dst = in->wide;
+    }
+    mha_status st =
+        axis1 ? mha_npy_reader_read_rows_axis1(in->reader, r0, r1, in->dtype, dst, bytes, &err)
+              : mha_npy_reader_read_rows(in->reader, r0, r1, in->dtype, dst, bytes, &err);
+    if (st != MHA_OK) return cli_fail_err(in->file, &err);
+    if (!narrow) return CLI_OK;
+    const size_t n = dst_bytes / sizeof(int32_t), rows = (size_t)(r1 - r0);
+    int64_t v = 0;
+    const size_t e = cli_narrow_ids(in->wide, MHA_DTYPE_INT64, in->buf, n, &v);
+    if (e == n) return CLI_OK;
+    /* the dataset row of element e (rows > 0 here): of [rows, per] or
+     * [S, rows, per] */
+    const size_t per = axis1 ? n / rows / (size_t)in->h.dims[0] : n / rows;
+    const int64_t row = r0 + (int64_t)(axis1 ? e / per % rows : e / per);
+    return cli_fail("%s: row %lld holds %lld, past the int32 that input '%s' takes "
+                    "(its int64 values are narrowed when they fit)",
+                    in->file, (long long)row, (long long)v, s->in_info[i].name);
+}
+
 /* Points ins[i] at rows [r, r+n) of every input (whole inputs stay). */
 static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
     mha_error err;
@@ -430,9 +484,8 @@ static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
         if (!in->batch_major) continue;
         t->shape[s->axis] = n;
         if (s->axis) { /* [S, n, ...] */
-            if (mha_npy_reader_read_rows_axis1(in->reader, r, r + n, in->dtype, in->buf,
-                                               (size_t)n * in->row_bytes, &err) != MHA_OK)
-                return cli_fail_err(in->file, &err);
+            int rc = ds_read_rows(s, i, r, r + n, 1, (size_t)n * in->row_bytes);
+            if (rc != CLI_OK) return rc;
             t->data = in->buf;
             continue;
         }
@@ -440,9 +493,8 @@ static int ds_bind_chunk(ds_state *s, int64_t r, int64_t n, int64_t skv) {
             t->data = (void *)mha_npy_reader_mapped_rows(in->reader, r, r + n);
             continue;
         }
-        if (mha_npy_reader_read_rows(in->reader, r, r + n, in->dtype, in->buf,
-                                     (size_t)n * in->row_bytes, &err) != MHA_OK)
-            return cli_fail_err(in->file, &err);
+        int rc = ds_read_rows(s, i, r, r + n, 0, (size_t)n * in->row_bytes);
+        if (rc != CLI_OK) return rc;
         t->data = in->buf;
     }
     return CLI_OK;
@@ -695,6 +747,10 @@ static int ds_checkpoint(ds_state *s) {
         if (s->in[i].file && s->in[i].batch_major)
             used += (size_t)snprintf(text + used, cap - used, "rows-hash %zu %016llx\n", i,
                                      (unsigned long long)s->in[i].rows_hash);
+    for (size_t i = 0; i < s->n_out && !s->axis; i++)
+        if (s->out[i].writer)
+            used += (size_t)snprintf(text + used, cap - used, "out-hash %zu %016llx\n", i,
+                                     (unsigned long long)s->out[i].rows_hash);
     if (used >= cap) {
         free(text);
         return cli_fail("%s: checkpoint text too long", s->ckpt_path);
@@ -805,6 +861,21 @@ static int ds_checkpoint_load(ds_state *s, int *found) {
         s->in[i].ckpt_rows_hash = h;
         have += p2;
     }
+    /* the outputs' rows (a checkpoint of an earlier mha has none) */
+    for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++) {
+        size_t idx;
+        unsigned long long h = 0;
+        int p2 = 0;
+        if (!s->out[i].file || strncmp(have, "out-hash ", 9) != 0) continue;
+        if (sscanf(have, "out-hash %zu %llx\n%n", &idx, &h, &p2) != 2 || idx != i || p2 == 0) {
+            rc = cli_fail("%s: malformed checkpoint (output %zu's 'out-hash' line)", s->ckpt_path,
+                          i);
+            break;
+        }
+        s->out[i].ckpt_rows_hash = h;
+        s->out[i].has_ckpt_hash = 1;
+        have += p2;
+    }
     free(text);
     if (rc != CLI_OK) return rc;
     s->done = done;
@@ -834,6 +905,64 @@ static int ds_verify_rows(ds_state *s, int64_t bs, int64_t skv) {
                             ".ckpt file to start over",
                             s->in[i].file, (long long)s->lo, (long long)(s->lo + s->done),
                             s->ckpt_path);
+    return CLI_OK;
+}
+
+/* On resume: the rows of each partial file the checkpoint counts must be
+ * the rows it recorded (a byte changed since, by hand or by the disk, would
+ * be finished into the output in silence). Reads them once, as
+ * ds_verify_rows reads the inputs', and leaves each output's running hash
+ * where the next rows continue it. */
+static int ds_verify_outputs(ds_state *s) {
+    for (size_t i = 0; i < s->n_out && !s->axis; i++) {
+        ds_output *out = &s->out[i];
+        if (!out->file || !out->resume_partial) continue;
+        const uint64_t data = (uint64_t)s->done * out->row_bytes;
+        int fd = open(out->resume_partial, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) continue; /* gone or not a file: the writer says so */
+        /* the rows start after the file's own header (its preamble says
+         * how long), whatever the checkpoint's 'bytes' line holds */
+        unsigned char pre[12] = {0};
+        struct stat sb;
+        const int v1 = pread(fd, pre, sizeof pre, 0) == (ssize_t)sizeof pre && pre[6] == 1;
+        const uint64_t head = v1 ? 10u + (pre[8] | (unsigned)pre[9] << 8)
+                                 : 12u + (pre[8] | (uint64_t)pre[9] << 8 | (uint64_t)pre[10] << 16 |
+                                          (uint64_t)pre[11] << 24);
+        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || memcmp(pre, "\x93NUMPY", 6) != 0 ||
+            (uint64_t)sb.st_size < head + data) {
+            close(fd);
+            continue; /* the writer refuses it by name */
+        }
+        char *row = malloc(out->row_bytes ? out->row_bytes : 1);
+        if (!row) {
+            close(fd);
+            return cli_fail("out of memory");
+        }
+        uint64_t h = DS_HASH_SEED, at = head;
+        int ok = 1;
+        for (int64_t r = 0; r < s->done && ok; r++, at += out->row_bytes) {
+            size_t got = 0;
+            while (got < out->row_bytes) {
+                ssize_t n = pread(fd, row + got, out->row_bytes - got, (off_t)(at + got));
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) break;
+                got += (size_t)n;
+            }
+            ok = got == out->row_bytes;
+            h = ds_hash_bytes(h, row, out->row_bytes);
+        }
+        free(row);
+        close(fd);
+        if (!ok)
+            return cli_fail("%s: cannot read the rows its checkpoint counts", out->resume_partial);
+        if (out->has_ckpt_hash && h != out->ckpt_rows_hash)
+            return cli_fail("%s: cannot resume: rows %lld:%lld, already written there, are not "
+                            "the rows the checkpoint %s recorded (the file changed); remove the "
+                            ".ckpt file to start over",
+                            out->resume_partial, (long long)s->lo, (long long)(s->lo + s->done),
+                            s->ckpt_path);
+        out->rows_hash = h;
+    }
     return CLI_OK;
 }
 
@@ -1148,9 +1277,7 @@ static int ds_setup(const cli_common *c, ds_state *s) {
             size_t bytes = (size_t)in->h.rows * in->row_bytes;
             if (!(in->buf = ds_calloc(bytes, 1)))
                 return cli_fail("%s: out of memory for %zu bytes", in->file, bytes);
-            if (mha_npy_reader_read_rows(in->reader, 0, in->h.rows, info->dtype, in->buf, bytes,
-                                         &err) != MHA_OK)
-                return cli_fail_err(in->file, &err);
+            if ((rc = ds_read_rows(s, i, 0, in->h.rows, 0, bytes)) != CLI_OK) return rc;
             t->data = in->buf;
         }
     }
@@ -1205,6 +1332,13 @@ static int ds_setup_outputs(ds_state *s, int64_t n, int64_t file_rows, int64_t s
             return cli_fail("%s: output '%s' of %zu bytes per chunk does not fit in memory",
                             s->o->model_path, s->out_info[i].name, bytes);
         t->data = out->buf;
+        /* a declaration the computed shape contradicts: said once, for
+         * the whole dataset's rows (a shard's or a chunk's are no axis a
+         * model declares) */
+        int64_t whole[MHA_MAX_RANK];
+        memcpy(whole, out->dims, sizeof whole);
+        whole[s->axis] = s->B;
+        cli_warn_declared_shape(s->o->model_path, s->model, i, t->rank, whole, "written");
     }
     return CLI_OK;
 }
@@ -1462,7 +1596,10 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
     int found = 0;
     size_t complete = 0, n_files = 0;
     if ((rc = ds_prepare_outputs(c, s, &found)) != CLI_OK) return rc;
+    for (size_t i = 0; i < s->n_out; i++)
+        s->out[i].rows_hash = DS_HASH_SEED;
     if (found && (rc = ds_verify_rows(s, bs, skv)) != CLI_OK) return rc;
+    if (found && (rc = ds_verify_outputs(s)) != CLI_OK) return rc;
     /* caught before the partial files exist: a signal in between would end
      * the process and leave them behind */
     cli_signals sigs;
@@ -1503,10 +1640,16 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
         for (size_t i = 0; i < s->n_in; i++) /* what the checkpoint will vouch for */
             if (s->in[i].file && s->in[i].batch_major)
                 ds_hash_rows(&s->in[i], s->ins[i].data, n, s->axis);
-        for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++)
-            if (s->out[i].writer &&
-                mha_npy_writer_write_rows(s->out[i].writer, s->out[i].buf, n, &err) != MHA_OK)
-                rc = cli_fail_err(s->out[i].file, &err);
+        for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++) {
+            ds_output *out = &s->out[i];
+            if (!out->writer) continue;
+            if (mha_npy_writer_write_rows(out->writer, out->buf, n, &err) != MHA_OK)
+                rc = cli_fail_err(out->file, &err);
+            for (int64_t b = 0; b < n && !s->axis; b++) /* what the checkpoint vouches for */
+                out->rows_hash = ds_hash_bytes(out->rows_hash,
+                                               (const char *)out->buf + (size_t)b * out->row_bytes,
+                                               out->row_bytes);
+        }
         if (rc != CLI_OK) break;
         ds_advise(s, r, r + n, MHA_NPY_DONTNEED);
         s->done += n;

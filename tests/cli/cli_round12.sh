@@ -76,61 +76,15 @@ one_line 2 "^mha run: --checkpoint-every: output '-' is written directly (standa
 # without the options both still run
 "$MHA" run -q "$TL" "$T/tl_ids.npy" -o - >/dev/null || fail "the sequence-first run to stdout"
 
-# proto FILE EDIT: a model's protobuf edited with the standard library
-# alone (no onnx package): "dup-output" declares graph output 0 twice,
-# "output-int64" declares it int64
-proto() {
-  "$PY" - "$1" "$2" <<'PY'
-import sys
-def varint(b, i):
-    r = s = 0
-    while True:
-        c = b[i]; i += 1; r |= (c & 0x7F) << s; s += 7
-        if c < 0x80: return r, i
-def enc(n):
-    o = bytearray()
-    while True:
-        c, n = n & 0x7F, n >> 7
-        o.append(c | 0x80 if n else c)
-        if not n: return bytes(o)
-def fields(b):
-    i, out = 0, []
-    while i < len(b):
-        k, i = varint(b, i)
-        f, w = k >> 3, k & 7
-        if w == 0: _, j = varint(b, i)
-        elif w == 2: n, i = varint(b, i); j = i + n
-        else: j = i + (8 if w == 1 else 4)
-        out.append([f, w, b[i:j]]); i = j
-    return out
-def build(fs):
-    return b"".join(enc(f << 3 | w) + (enc(len(v)) if w == 2 else b"") + v for f, w, v in fs)
-def edit(fs, f, fn):  # fn on the first field f (LEN)
-    for x in fs:
-        if x[0] == f: x[2] = fn(x[2]); return fs
-    raise SystemExit("no field %d" % f)
-path, what = sys.argv[1], sys.argv[2]
-model = fields(open(path, "rb").read())
-def graph(g):
-    gf = fields(g)
-    outs = [x for x in gf if x[0] == 12]
-    if what == "dup-output":
-        gf.append([12, 2, outs[0][2]])
-    else:  # ValueInfo.type(2).tensor_type(1).elem_type(1) = INT64
-        def tensor(t):
-            return build([[1, 0, enc(7)] if x[0] == 1 else x for x in fields(t)])
-        outs[0][2] = build(edit(fields(outs[0][2]), 2, lambda ty: build(edit(fields(ty), 1, tensor))))
-    return build(gf)
-open(path, "wb").write(build(edit(model, 7, graph)))
-PY
-}
+# the declarations edited with the standard library alone (no onnx package)
+EDIT="$(dirname "$0")/lib/onnx_edit.py"
 
 echo "== a whole model declaring an output twice"
 # exit 0: both written; mha serve answered {"logits": ..., "logits": ...}
 # (a JSON object with a key twice); inputs declared twice were refused
 "$MHA" gen --model decoder -L 1 -d 16 -H 2 --vocab 20 --max-pos 8 -o "$T/d.onnx" \
   --data "$T/d_ids.npy" --batch 2 --seq 4 >/dev/null
-cp "$T/d.onnx" "$T/dup.onnx" && proto "$T/dup.onnx" dup-output
+cp "$T/d.onnx" "$T/dup.onnx" && "$PY" "$EDIT" "$T/dup.onnx" output-twice 0
 one_line 1 "^mha: $T/dup.onnx: graph output 'last_hidden_state' is declared twice$" \
   "$MHA" run -q "$T/dup.onnx" "$T/d_ids.npy" -o "$T/dup_y.npy"
 [ ! -e "$T/dup_y.npy" ] || fail "a refused model wrote an output"
@@ -138,7 +92,7 @@ one_line 1 "^mha: $T/dup.onnx: graph output 'last_hidden_state' is declared twic
 echo "== a whole model whose output declares another element type than it computes"
 # exit 0: float32 written where the model says int64 (ONNX Runtime
 # refuses such a model: "Type Error")
-cp "$T/d.onnx" "$T/i64.onnx" && proto "$T/i64.onnx" output-int64
+cp "$T/d.onnx" "$T/i64.onnx" && "$PY" "$EDIT" "$T/i64.onnx" output-type 0 7
 one_line 1 "^mha: $T/i64.onnx: graph output 'last_hidden_state' is declared int64, but the graph computes float32 there$" \
   "$MHA" run -q "$T/i64.onnx" "$T/d_ids.npy" -o "$T/i64_y.npy"
 [ ! -e "$T/i64_y.npy" ] || fail "a refused model wrote an output"

@@ -420,6 +420,13 @@ MHA_API const char *mha_model_idioms(const mha_model *model);
  *  range. */
 MHA_API mha_status mha_model_input(const mha_model *model, size_t i, mha_io_info *out);
 MHA_API mha_status mha_model_output(const mha_model *model, size_t i, mha_io_info *out);
+/** Output i as the file declares it (its ValueInfo): rank -1 when it
+ *  declares no shape, -1 for a symbolic or missing dimension; name, role
+ *  and dtype as mha_model_output. A declaration the computed shape
+ *  contradicts is a hint, not an error (ONNX Runtime warns and runs): the
+ *  outputs are as computed, mha_model_output_shapes gives them, and the
+ *  `mha` command warns once. MHA_ERR_INVALID_ARGUMENT if out of range. */
+MHA_API mha_status mha_model_output_declared(const mha_model *model, size_t i, mha_io_info *out);
 
 /* ---- whole models: the plan (appended) ----
  * A graph with several attention layers (or one layer with the rest of a

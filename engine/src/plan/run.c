@@ -460,10 +460,11 @@ static mha_status run_norm(const plan *P, size_t i, tensor **values, const plan_
     return MHA_OK;
 }
 
-/* Whether b runs along a's last axes (after its leading 1s) and divides it. */
+/* Whether b runs along a's last axes (after its leading 1s) and divides it
+ * (an empty b fits an empty a of its axes: a batch of 0 rows adds nothing). */
 static int run_add_fits(const tensor *a, const tensor *b) {
     if (!a || !b || a->dtype != MHA_DTYPE_FLOAT32 || b->dtype != MHA_DTYPE_FLOAT32 ||
-        b->rank > a->rank || tensor_numel(b) < 1)
+        b->rank > a->rank || (tensor_numel(b) < 1 && tensor_numel(a) > 0))
         return 0;
     int d = 0;
     while (d < b->rank && b->dims[d] == 1)

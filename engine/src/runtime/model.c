@@ -478,6 +478,19 @@ MHA_API mha_status mha_model_output(const mha_model *m, size_t i, mha_io_info *o
     return MHA_OK;
 }
 
+/* A whole model's outputs hold the shapes the plan computes; the file's
+ * declaration is the graph value's (onnx_load.c keeps the output's own
+ * ValueInfo first). A one-layer model's outputs are the declared ones. */
+MHA_API mha_status mha_model_output_declared(const mha_model *m, size_t i, mha_io_info *out) {
+    mha_status st = mha_model_output(m, i, out);
+    if (st != MHA_OK || !m->plan) return st;
+    const ir_value *v = &m->plan->g->values[m->plan->g->outputs[i]];
+    out->rank = v->rank >= 0 && v->rank <= MHA_MAX_RANK ? v->rank : -1;
+    for (int d = 0; d < MHA_MAX_RANK; d++)
+        out->shape[d] = d < out->rank ? v->dims[d] : 0;
+    return MHA_OK;
+}
+
 MHA_API void mha_model_options_init(mha_model_options *opts) {
     if (!opts) return;
     memset(opts, 0, sizeof *opts);
