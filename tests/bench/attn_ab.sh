@@ -15,9 +15,14 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cc=${CC:-cc}
 flags="-std=c11 -D_GNU_SOURCE -O3 -ffp-contract=off -mavx512f -mavx512dq -mavx512bw -mavx512vl -mfma"
-inc="-I $root/plugins/include -I $root/engine/include -I $root/tests/bench"
 src=$root/tests/bench/attn_ab.c
-$cc $flags $inc -I "$a" -DATTN_AB_SIDE=a -c "$src" -o "$tmp/a.o"
-$cc $flags $inc -I "$b" -DATTN_AB_SIDE=b -c "$src" -o "$tmp/b.o"
-$cc $flags $inc -c "$src" -o "$tmp/main.o"
+# one compile of attn_ab.c: $1 the backends folder ("" for the driver), $2 the side, $3 the object
+build() {
+    # shellcheck disable=SC2086 # the flags are words
+    $cc $flags -I "$root/plugins/include" -I "$root/engine/include" -I "$root/tests/bench" \
+        ${1:+-I "$1"} ${2:+-DATTN_AB_SIDE=$2} -c "$src" -o "$3"
+}
+build "$a" a "$tmp/a.o"
+build "$b" b "$tmp/b.o"
+build "" "" "$tmp/main.o"
 $cc "$tmp/a.o" "$tmp/b.o" "$tmp/main.o" -o "$out" -lm
