@@ -310,8 +310,21 @@ static void run_field_rows(void *ctx, int64_t p0, int64_t p1) {
             for (int64_t u = 0; u < f->kh; u++) {
                 const int64_t hi = i * f->stride[0] - f->pad[0] + u * f->dil[0];
                 float *out = row + (c * f->kh + u) * f->kw;
+                const int64_t w0 = j * f->stride[1] - f->pad[1];
+                if (f->dil[1] == 1) {
+                    /* taps [v0, v1) inside x: one copy (wav2vec2's kernel of
+                     * 128), zeros either side */
+                    int64_t v0 = w0 < 0 ? -w0 : 0, v1 = f->W - w0 < f->kw ? f->W - w0 : f->kw;
+                    if (hi < 0 || hi >= f->H || v1 < v0) v0 = v1 = 0;
+                    memset(out, 0, sizeof(float) * (size_t)v0);
+                    if (v1 > v0)
+                        memcpy(out + v0, xc + hi * f->W + w0 + v0,
+                               sizeof(float) * (size_t)(v1 - v0));
+                    memset(out + v1, 0, sizeof(float) * (size_t)(f->kw - v1));
+                    continue;
+                }
                 for (int64_t v = 0; v < f->kw; v++) {
-                    const int64_t wi = j * f->stride[1] - f->pad[1] + v * f->dil[1];
+                    const int64_t wi = w0 + v * f->dil[1];
                     out[v] = hi >= 0 && hi < f->H && wi >= 0 && wi < f->W ? xc[hi * f->W + wi] : 0;
                 }
             }
