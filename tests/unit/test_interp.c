@@ -2712,6 +2712,32 @@ static void test_conv(void **state) {
     expect_f(out[0], 3, D(1, 1, 3), F(3.5f, 9.5f, 9.5f), 0);
     free_all(out, 1);
     free_all(in, 3);
+    /* auto_pad over 4 samples, kernel 3 of ones, stride 2 (tf2onnx's
+     * Convs): SAME_UPPER pads (0, 1) -- sums of (1, 2, 3), (3, 4, 0) --
+     * SAME_LOWER (1, 0) -- (0, 1, 2), (2, 3, 4) -- VALID none -- (1, 2, 3);
+     * another mode is refused */
+    static const struct {
+        const char *mode;
+        int64_t n;
+        float y[2];
+    } autopad[] = {{"SAME_UPPER", 2, {6, 7}}, {"SAME_LOWER", 2, {3, 9}}, {"VALID", 1, {6, 0}}};
+    for (size_t k = 0; k < 3; k++) {
+        tn_init(&t, "Conv", 2, 1);
+        tn_ints(&t, "strides", (int64_t[]){2}, 1);
+        tn_attr(&t, "auto_pad", IR_ATTR_STRING)->s = (char *)autopad[k].mode;
+        in[0] = tf(3, D(1, 1, 4), F(1, 2, 3, 4));
+        in[1] = tf(3, D(1, 1, 3), F(1, 1, 1));
+        assert_int_equal(eval(17, &t, in, out), MHA_OK);
+        expect_f(out[0], 3, D(1, 1, autopad[k].n), autopad[k].y, 0);
+        free_all(out, 1);
+        free_all(in, 2);
+    }
+    tn_init(&t, "Conv", 2, 1);
+    tn_attr(&t, "auto_pad", IR_ATTR_STRING)->s = (char *)"SAME_MIDDLE";
+    in[0] = tf(3, D(1, 1, 4), F(1, 2, 3, 4));
+    in[1] = tf(3, D(1, 1, 3), F(1, 1, 1));
+    assert_int_equal(eval(17, &t, in, out), MHA_ERR_MODEL_UNSUPPORTED);
+    free_all(in, 2);
     /* 1-D with two strides is malformed; 3-D convolution and channels that
      * do not fit are refused */
     tn_init(&t, "Conv", 2, 1);

@@ -2,8 +2,9 @@
  * LayerNorm: the RMSNorm of LLaMA and T5 (Pow / ReduceMean / Add / Sqrt and
  * a Div or a Mul by 1 / s, times gamma) as one norm step, SwiGLU's second
  * GEMM multiplying by the first one's SiLU in its epilogue, ViT's
- * patch-embedding Conv (kernel = stride) as a GEMM over its patches, and
- * SqueezeBERT's grouped Conv1d of kernel 1 as a block-diagonal GEMM. Each
+ * patch-embedding Conv (kernel = stride) as a GEMM over its patches,
+ * grouped Convs (SqueezeBERT's kernel 1, wav2vec2's positional one) as a
+ * GEMM per group, depthwise ones as a direct loop, auto_pad. Each
  * model with such steps runs on every backend this machine has and matches
  * the reference interpreter of its graph. */
 #include "testutil.h"
@@ -244,16 +245,18 @@ static void test_patch_conv_gemm(void **state) {
 }
 
 /* SqueezeBERT's projections are Conv1d of kernel 1 over [B, C, S], most
- * of them in 4 groups: each one a GEMM step (K = C, N = the out channels)
- * whose weight is block-diagonal -- output channel c reads only the input
- * channels of its group -- and no Conv left to the interpreter. */
+ * of them in 4 groups: each one a GEMM step (K = C, N = the out channels),
+ * a grouped one a GEMM per group (K = C / G, N = out / G: the entry of group
+ * 0 makes the step, gemms[i + g] hold group g's weight and bias, no step of
+ * their own) -- no longer a block-diagonal weight of G times the
+ * multiply-adds -- and no Conv left to the interpreter. */
 static void test_grouped_conv1d_gemm(void **state) {
     (void)state;
     plan *P = build(SQUEEZEBERT);
     size_t convs = 0, grouped = 0, with_epilogue = 0;
     for (size_t i = 0; i < P->n_gemms; i++) {
         const plan_gemm *pg = &P->gemms[i];
-        if (pg->conv_kh == 0) continue;
+        if (pg->conv_kw == 0 || pg->conv_group > 0) continue;
         const ir_node *n = &P->g->nodes[pg->node];
         assert_string_equal(n->op_type, "Conv");
         convs++;
@@ -264,29 +267,83 @@ static void test_grouped_conv1d_gemm(void **state) {
          * the output ones: run on the Conv's [B, N, S] output */
         with_epilogue += pg->epilogue.n_ops > 0;
         const int64_t groups = ir_attr_int(n, "group", 1);
-        assert_int_equal(pg->K % groups, 0);
-        assert_int_equal(pg->N % groups, 0);
-        grouped += groups > 1;
-        assert_non_null(strstr(pg->desc, "conv1d gemm+bias"));
-        /* zero off the diagonal blocks, and not all zero on them */
-        const int64_t Kg = pg->K / groups, Ng = pg->N / groups;
-        double off = 0.0, on = 0.0;
-        for (int64_t k = 0; k < pg->K; k++)
-            for (int64_t c = 0; c < pg->N; c++) {
-                const double w = fabs((double)pg->W[k * pg->N + c]);
-                if (k / Kg == c / Ng)
-                    on += w;
-                else
-                    off += w;
-            }
-        assert_true(off == 0.0);
-        assert_true(on > 0.0);
+        const tensor *w = P->g->values[n->inputs[1]].init;
+        assert_non_null(w);
+        assert_int_equal(pg->K, w->dims[1]);
+        assert_int_equal(pg->N * groups, w->dims[0]);
+        if (groups == 1) {
+            assert_non_null(strstr(pg->desc, "conv1d gemm+bias"));
+            continue;
+        }
+        grouped++;
+        assert_int_equal(pg->conv_groups, groups);
+        assert_non_null(strstr(pg->desc, "g4 gemm+bias"));
+        /* group g's weight [Kg, Ng] is w[g Ng + c, k] */
+        for (int64_t g = 0; g < groups; g++) {
+            const plan_gemm *q = &P->gemms[i + (size_t)g];
+            assert_int_equal(q->node, pg->node);
+            assert_int_equal(q->conv_group, g);
+            assert_int_equal(q->K, pg->K);
+            assert_int_equal(q->N, pg->N);
+            assert_ptr_equal(q->bias, pg->bias + g * pg->N);
+            for (int64_t k = 0; k < q->K; k++)
+                for (int64_t c = 0; c < q->N; c++)
+                    assert_true(q->W[k * q->N + c] ==
+                                ((const float *)w->data)[(g * pg->N + c) * pg->K + k]);
+        }
     }
     assert_int_equal(convs, 12);
     assert_int_equal(grouped, 10);
     assert_int_equal(with_epilogue, 6);
     assert_int_equal(interpreted(P, "Conv"), 0);
+    /* one step per Conv, not per group */
+    size_t conv_steps = 0;
+    for (size_t s = 0; s < P->n_steps; s++)
+        conv_steps += P->steps[s].kind == PLAN_STEP_GEMM &&
+                      strcmp(P->g->nodes[P->gemms[P->steps[s].index].node].op_type, "Conv") == 0;
+    assert_int_equal(conv_steps, 12);
     plan_free(P);
+}
+
+/* Round 12's grouped and depthwise Convs (make_zoo12.py) and the ones of
+ * earlier rounds: wav2vec2's positional Conv (8 groups of kernel 16; 4 of
+ * kernel 4) a GEMM per group; a conformer's depthwise Conv1d of two outputs
+ * per channel (kernel 7, dilation 2) and CvT's depthwise 3 x 3 projections
+ * (stride 1 and 2) the direct loop; Convs with auto_pad SAME_UPPER /
+ * SAME_LOWER / VALID steps too. No Conv left to the interpreter. */
+static void test_grouped_depthwise_autopad_steps(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        int grouped, depthwise, same;
+        const char *desc; /* one step's */
+    } cases[] = {
+        {"z12_w2v2_posconv_g8k16_op14", 1, 0, 0, "conv1d k16 p8 g8 gemm+bias"},
+        {"z3_wav2vec2_posconv_op14", 1, 0, 0, "conv1d k4 p2 g4 gemm+bias"},
+        {"z12_conformer_dwconv_mult2_op17", 1, 1, 0, "conv1d k7 p6 d2 depthwise direct"},
+        {"z8_cvt_convproj_cls_op14", 0, 6, 0, "conv2d k3x3 s2 p1 depthwise direct"},
+        {"z12_tf_autopad_conv1d_op13", 1, 1, 2, "conv1d k4 same-lower depthwise direct+bias"},
+        {"z12_tf_autopad_conv2d_op13", 1, 1, 2, "conv2d k3x3 s2 same-upper gemm+bias+Relu"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        plan *P = build(cases[c].name);
+        int grouped = 0, depthwise = 0, same = 0, desc = 0;
+        for (size_t s = 0; s < P->n_steps; s++) {
+            if (P->steps[s].kind != PLAN_STEP_GEMM) continue;
+            const plan_gemm *pg = &P->gemms[P->steps[s].index];
+            grouped += pg->conv_groups > 1;
+            depthwise += pg->conv_depthwise;
+            same += pg->conv_auto != 0;
+            desc += strncmp(pg->desc, cases[c].desc, strlen(cases[c].desc)) == 0;
+        }
+        if (interpreted(P, "Conv") != 0 || grouped != cases[c].grouped ||
+            depthwise != cases[c].depthwise || same != cases[c].same || desc < 1)
+            fail_msg("%s: %zu Convs interpreted, %d grouped, %d depthwise, %d auto_pad SAME, "
+                     "%d steps \"%s\"",
+                     cases[c].name, interpreted(P, "Conv"), grouped, depthwise, same, desc,
+                     cases[c].desc);
+        plan_free(P);
+    }
 }
 
 /* nn.MultiheadAttention in a batch-first model (torchvision's ViT, a
@@ -598,9 +655,18 @@ static void test_class_token_concat_step(void **state) {
 static void test_models_on_every_backend(void **state) {
     (void)state;
     /* GPT-2 and RoBERTa: the residual after each layer in its step */
-    const char *names[5] = {LLAMA, T5, VIT, "gpt2_preln_causal_l2_d64_h4", "roberta_cls_l2_d32_h4"};
+    /* and the grouped, depthwise and auto_pad Convs (make_zoo12.py) */
+    const char *names[] = {LLAMA,
+                           T5,
+                           VIT,
+                           "gpt2_preln_causal_l2_d64_h4",
+                           "roberta_cls_l2_d32_h4",
+                           "z12_w2v2_posconv_g8k16_op14",
+                           "z12_conformer_dwconv_mult2_op17",
+                           "z12_tf_autopad_conv1d_op13",
+                           "z12_tf_autopad_conv2d_op13"};
     const char *backends[4] = {"scalar", "avx2", "avx512", "openmp"};
-    for (int k = 0; k < 5; k++) {
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         mha_error err;
         ref_model r;
         ref_load(names[k], &r);
@@ -810,6 +876,7 @@ int main(void) {
         cmocka_unit_test(test_patch_conv_gemm),
         cmocka_unit_test(test_patch_rows_in_pieces),
         cmocka_unit_test(test_grouped_conv1d_gemm),
+        cmocka_unit_test(test_grouped_depthwise_autopad_steps),
         cmocka_unit_test(test_models_on_every_backend),
         cmocka_unit_test(test_position_add_step),
         cmocka_unit_test(test_embedding_gather_steps),

@@ -66,6 +66,13 @@ typedef struct interp_gemm_args {
 
 /* MHA_ERR_NO_MEMORY when its scratch (A's rows in doubles, up to 16 MiB,
  * and a block of B) cannot be had. */
+/* A Conv's pads along one axis of x by its auto_pad `mode`: SAME_UPPER /
+ * SAME_LOWER (ceil(x / stride) outputs, the odd pad at the end / the
+ * start), VALID (none): 1. NOTSET or NULL: 0 (the pads attribute holds).
+ * Another mode: -1. stride, dil >= 1. */
+int interp_conv_auto_pads(const char *mode, int64_t x, int64_t k, int64_t stride, int64_t dil,
+                          int64_t *begin, int64_t *end);
+
 mha_status interp_gemm_f32(const mha_alloc_ctx *a, const interp_gemm_args *g, mha_error *err);
 
 /* An Einsum equation of explicit letters ("abc,cde->abde"): the letters of

@@ -1,6 +1,7 @@
 /* interp_conv.c -- Conv for the reference interpreter: 1-D (NCW, run as
  * 2-D with H = 1: an audio encoder's stem) and 2-D, float32, NCHW,
- * explicit pads (auto_pad NOTSET), strides, dilations and groups; what a
+ * pads explicit or by auto_pad (SAME_UPPER, SAME_LOWER, VALID), strides,
+ * dilations and groups; what a
  * ViT's patch embedding (kernel = stride = patch size) and the usual
  * convolution stems are written as. Sums in double. */
 #include <string.h>
@@ -54,6 +55,23 @@ static mha_status conv_as_gemm(interp_ctx *c, const float *x, const float *w, co
 
 #define CONV_ATTR_MAX ((int64_t)1 << 31)
 
+int interp_conv_auto_pads(const char *mode, int64_t x, int64_t k, int64_t stride, int64_t dil,
+                          int64_t *begin, int64_t *end) {
+    *begin = *end = 0;
+    if (!mode || strcmp(mode, "NOTSET") == 0) return 0;
+    if (strcmp(mode, "VALID") == 0) return 1;
+    const int upper = strcmp(mode, "SAME_UPPER") == 0;
+    if (!upper && strcmp(mode, "SAME_LOWER") != 0) return -1;
+    /* out = ceil(x / stride); the pads that make the last field end at
+     * (out - 1) stride + dil (k - 1) + 1 */
+    const int64_t out = (x + stride - 1) / stride;
+    const int64_t need = (out - 1) * stride + dil * (k - 1) + 1 - x;
+    const int64_t total = need > 0 ? need : 0;
+    *begin = upper ? total / 2 : total - total / 2;
+    *end = total - *begin;
+    return 1;
+}
+
 mha_status interp_op_conv(interp_ctx *c) {
     const tensor *X, *W, *B;
     char s0[INTERP_SHAPE_BUF], s1[INTERP_SHAPE_BUF];
@@ -76,9 +94,6 @@ mha_status interp_op_conv(interp_ctx *c) {
         pads[1] = p1[0];
         pads[3] = p1[1];
     }
-    const ir_attr *ap = ir_node_attr(c->n, "auto_pad");
-    if (ap && ap->s && strcmp(ap->s, "NOTSET") != 0)
-        return interp_fail(c, MHA_ERR_MODEL_UNSUPPORTED, "auto_pad %s is not supported", ap->s);
     B = interp_in(c, 2);
     if (X->dtype != MHA_DTYPE_FLOAT32 || W->dtype != X->dtype || (B && B->dtype != X->dtype))
         return interp_fail(c, MHA_ERR_MODEL_UNSUPPORTED, "only float32 is supported (X is %s)",
@@ -91,6 +106,18 @@ mha_status interp_op_conv(interp_ctx *c) {
     const int64_t Wd = X->dims[X->rank - 1];
     const int64_t M = W->dims[0], Cg = W->dims[1], kH = one_d ? 1 : W->dims[2];
     const int64_t kW = W->dims[W->rank - 1];
+    /* auto_pad: pads from the input's size (explicit pads ignored) */
+    const ir_attr *ap = ir_node_attr(c->n, "auto_pad");
+    if (ap && ap->type == IR_ATTR_STRING && ap->s && strcmp(ap->s, "NOTSET") != 0) {
+        const int64_t xs[2] = {H, Wd}, ks[2] = {kH, kW};
+        for (int i = one_d ? 1 : 0; i < 2; i++)
+            if (strides[i] < 1 || dil[i] < 1 || strides[i] > CONV_ATTR_MAX ||
+                dil[i] > CONV_ATTR_MAX ||
+                interp_conv_auto_pads(ap->s, xs[i], ks[i], strides[i], dil[i], &pads[i],
+                                      &pads[i + 2]) < 0)
+                return interp_fail(c, MHA_ERR_MODEL_UNSUPPORTED, "auto_pad %s is not supported",
+                                   ap->s);
+    }
     if (group < 1 || C != Cg * group || M % group != 0 || (B && tensor_numel(B) != M))
         return interp_fail(c, MHA_ERR_SHAPE, "X %s, W %s, group %lld do not fit",
                            interp_shape(X, s0), interp_shape(W, s1), (long long)group);

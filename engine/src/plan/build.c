@@ -29,6 +29,7 @@ void plan_free(plan *P) {
     mha_free(&a, P->layers);
     for (size_t i = 0; P->gemms && i < P->n_gemms; i++) {
         mha_free(&a, P->gemms[i].W_owned);
+        mha_free(&a, P->gemms[i].dw_w);
         mha_free(&a, P->gemms[i].ep_nodes);
     }
     mha_free(&a, P->gemms);
@@ -459,6 +460,7 @@ static mha_status build_steps(plan *P, const plan_shape *shp, mha_error *err) {
     }
     /* GEMMs: the MatMul / Gemm makes the step, its bias Add has none */
     for (size_t gi = 0; gi < P->n_gemms; gi++) {
+        if (P->gemms[gi].conv_group > 0) continue; /* a grouped Conv's later group */
         build_own(&owner[P->gemms[gi].node], OWN_GEMM, gi);
         if (P->gemms[gi].bias_node >= 0) build_own(&owner[P->gemms[gi].bias_node], OWN_INSIDE, 0);
         for (size_t k = 0; k < P->gemms[gi].n_ep_nodes; k++)

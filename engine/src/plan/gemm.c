@@ -6,9 +6,12 @@
  * transposed copy of B. A Conv whose kernel is its stride (no padding or
  * dilation: ViT's patch embedding; SqueezeBERT's grouped Conv1d of kernel
  * 1) is a GEMM over the patches too; any other Conv of group 1 (speech
- * front ends: kernels 3-10, strides 1-5, padding) a GEMM over the rows of
- * its receptive fields, with the elementwise run after it (GELU).
- * Everything else stays interpreted. */
+ * front ends: kernels 3-10, strides 1-5, padding, auto_pad) a GEMM over
+ * the rows of its receptive fields, with the elementwise run after it
+ * (GELU); a grouped one G such GEMMs, one per group (wav2vec2's positional
+ * Conv); a depthwise one (one input channel per group: CvT's projections)
+ * a direct loop over its taps (conv_direct.c). Everything else stays
+ * interpreted. */
 #include <stdio.h>
 #include <string.h>
 
@@ -157,14 +160,11 @@ static int gemm_conv_weight(plan *P, const ir_node *n, const tensor *W, int64_t 
     return 1;
 }
 
-/* A 1-D or 2-D Conv, kernel = stride, no padding, dilation 1, constant
- * float32 weight [N, C / group, (kh,) kw] and bias [N], over a float32
+/* A 1-D or 2-D Conv of group 1, kernel = stride, no padding, dilation 1,
+ * constant float32 weight [N, C, (kh,) kw] and bias [N], over a float32
  * [B, C, (H,) W] input: *pg filled, 1 (a 1-D Conv is one of height 1:
- * kh = 1). Else 0. W becomes the kernel as [C kh kw, N]; with groups it is
- * block-diagonal, zero where an output channel does not read an input
- * channel (SqueezeBERT's grouped Conv1d projections of kernel 1: a GEMM of
- * `group` times the Conv's multiply-adds, on the GEMM kernels instead of
- * the interpreter's Conv). */
+ * kh = 1). Else 0. W becomes the kernel as [C kh kw, N]. (A grouped one is
+ * gemm_general_conv's: a GEMM per group.) */
 static int gemm_patch_conv(plan *P, const plan_shape *shp, const ir_node *n, plan_gemm *pg,
                            int *no_memory) {
     const tensor *W = plan_const(P, n->inputs[1]);
@@ -178,7 +178,7 @@ static int gemm_patch_conv(plan *P, const plan_shape *shp, const ir_node *n, pla
     if ((ks && !gemm_ints_are(n, "kernel_shape", kern, nsp, 0)) ||
         !gemm_ints_are(n, "strides", kern, nsp, 1) ||
         !gemm_ints_are(n, "pads", zeros, 2 * nsp, 0) ||
-        !gemm_ints_are(n, "dilations", ones, nsp, 1) || groups < 1 || W->dims[0] % groups != 0 ||
+        !gemm_ints_are(n, "dilations", ones, nsp, 1) || groups != 1 ||
         (ap && (ap->type != IR_ATTR_STRING || (strcmp(ap->s, "NOTSET") && strcmp(ap->s, "VALID")))))
         return 0;
     const plan_shape *x = &shp[n->inputs[0]];
@@ -187,8 +187,8 @@ static int gemm_patch_conv(plan *P, const plan_shape *shp, const ir_node *n, pla
     for (int p = 0; p < PLAN_PROBES; p++)
         if (x->dims[p][1] != C || (sp == 2 && x->dims[p][2] < kh) || x->dims[p][x->rank - 1] < kw)
             return 0;
-    const int64_t K = C * kh * kw, Kg = W->dims[1] * kh * kw, Ng = N / groups;
-    if (!gemm_conv_weight(P, n, W, K, N, Kg, Ng, kh, kw, pg, no_memory)) return 0;
+    const int64_t K = C * kh * kw;
+    if (!gemm_conv_weight(P, n, W, K, N, K, N, kh, kw, pg, no_memory)) return 0;
     return 1;
 }
 
@@ -210,33 +210,71 @@ static int64_t gemm_conv_extent(int64_t x, int64_t pad_sum, int64_t k, int64_t s
     return span < 0 ? 0 : span / stride + 1;
 }
 
-/* A 1-D or 2-D Conv of any kernel, stride, padding and dilation, group 1,
- * constant float32 weight [N, C, (kh,) kw] and bias [N], over a float32
- * [B, C, (H,) W] input that gives at least one output position on every
- * probe: *pg filled (conv_general), 1. Else 0. W becomes the kernel as
- * [C kh kw, N], the columns of x's receptive fields (run.c). */
+/* Group g's weight of a grouped Conv's w [N, Kg] (groups of Ng output
+ * channels) as its GEMM's [Kg, Ng]. */
+static void gemm_group_weight(const float *w, int64_t Kg, int64_t Ng, int64_t g, float *out) {
+    for (int64_t c = 0; c < Ng; c++)
+        for (int64_t k = 0; k < Kg; k++)
+            out[k * Ng + c] = w[(g * Ng + c) * Kg + k];
+}
+
+/* The auto_pad of Conv n: 0 NOTSET or absent, 1 SAME_UPPER, 2 SAME_LOWER,
+ * 3 VALID (no pads, whatever `pads` says); -1 another. */
+static int gemm_auto_pad(const ir_node *n) {
+    const ir_attr *ap = ir_node_attr(n, "auto_pad");
+    if (!ap) return 0;
+    if (ap->type != IR_ATTR_STRING || !ap->s) return -1;
+    static const char *const modes[] = {"NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"};
+    for (int k = 0; k < 4; k++)
+        if (strcmp(ap->s, modes[k]) == 0) return k;
+    return -1;
+}
+
+void plan_conv_pads(const plan_gemm *pg, int64_t H, int64_t W, int64_t pad[4]) {
+    memcpy(pad, pg->conv_pad, sizeof pg->conv_pad);
+    if (!pg->conv_auto) return;
+    const char *mode = pg->conv_auto == 1 ? "SAME_UPPER" : "SAME_LOWER";
+    interp_conv_auto_pads(mode, H, pg->conv_kh, pg->conv_stride[0], pg->conv_dil[0], &pad[0],
+                          &pad[2]);
+    interp_conv_auto_pads(mode, W, pg->conv_kw, pg->conv_stride[1], pg->conv_dil[1], &pad[1],
+                          &pad[3]);
+}
+
+/* A 1-D or 2-D Conv of any kernel, stride, padding (or auto_pad) and
+ * dilation, constant float32 weight [N, C / G, (kh,) kw] and bias [N],
+ * over a float32 [B, C, (H,) W] input that gives at least one output
+ * position on every probe: *pg filled (conv_general), 1. Else 0. Group 1:
+ * W becomes the kernel as [C kh kw, N], the columns of x's receptive
+ * fields (run.c). G groups of several channels: pg is group 0's GEMM [C /
+ * G kh kw, N / G] (conv_groups G; plan_find_gemms adds the others). One
+ * channel per group: a depthwise Conv (conv_depthwise, conv_direct.c). */
 static int gemm_general_conv(plan *P, const plan_shape *shp, const ir_node *n, plan_gemm *pg,
                              int *no_memory) {
     const tensor *W = plan_const(P, n->inputs[1]);
-    if (!W || (!gemm_is_f32(W, 4) && !gemm_is_f32(W, 3)) || n->n_outputs != 1 ||
-        ir_attr_int(n, "group", 1) != 1)
+    const int64_t groups = ir_attr_int(n, "group", 1);
+    const int mode = gemm_auto_pad(n);
+    if (!W || (!gemm_is_f32(W, 4) && !gemm_is_f32(W, 3)) || n->n_outputs != 1 || groups < 1 ||
+        W->dims[0] % groups != 0 || mode < 0)
         return 0;
+    const int64_t Cg = W->dims[1], depthwise = groups > 1 && Cg == 1;
+    if (groups > 1 && !depthwise && groups > PLAN_CONV_MAX_GROUPS) return 0;
     const int sp = W->rank - 2;
     const size_t nsp = (size_t)sp;
     const int64_t kh = sp == 2 ? W->dims[2] : 1, kw = W->dims[W->rank - 1];
     const int64_t kern[2] = {sp == 2 ? kh : kw, kw};
-    const ir_attr *ap = ir_node_attr(n, "auto_pad");
     int64_t st[2], dl[2], pd[4];
     if ((ir_node_attr(n, "kernel_shape") && !gemm_ints_are(n, "kernel_shape", kern, nsp, 0)) ||
         !gemm_ints_get(n, "strides", st, nsp, 1) || !gemm_ints_get(n, "dilations", dl, nsp, 1) ||
-        !gemm_ints_get(n, "pads", pd, 2 * nsp, 0) ||
-        (ap && (ap->type != IR_ATTR_STRING || (strcmp(ap->s, "NOTSET") && strcmp(ap->s, "VALID")))))
+        !gemm_ints_get(n, "pads", pd, 2 * nsp, 0))
         return 0;
+    if (mode != 0) memset(pd, 0, sizeof pd); /* auto_pad: `pads` is not read */
     for (size_t k = 0; k < nsp; k++)
         if (st[k] < 1 || dl[k] < 1 || st[k] > INT32_MAX || dl[k] > INT32_MAX) return 0;
     for (size_t k = 0; k < 2 * nsp; k++)
         if (pd[k] < 0 || pd[k] > INT32_MAX) return 0;
     /* [h, w]: a 1-D Conv is one of height 1 */
+    pg->conv_kh = kh;
+    pg->conv_kw = kw;
     pg->conv_stride[0] = sp == 2 ? st[0] : 1;
     pg->conv_stride[1] = st[nsp - 1];
     pg->conv_dil[0] = sp == 2 ? dl[0] : 1;
@@ -245,20 +283,54 @@ static int gemm_general_conv(plan *P, const plan_shape *shp, const ir_node *n, p
     pg->conv_pad[1] = pd[nsp - 1];
     pg->conv_pad[2] = sp == 2 ? pd[2] : 0;
     pg->conv_pad[3] = pd[2 * nsp - 1];
+    pg->conv_auto = mode == 1 || mode == 2 ? mode : 0;
     const plan_shape *x = &shp[n->inputs[0]], *y = &shp[n->outputs[0]];
-    const int64_t C = W->dims[1], N = W->dims[0], K = C * kh * kw;
+    const int64_t C = Cg * groups, N = W->dims[0], K = Cg * kh * kw;
     if (x->rank != W->rank || x->dtype != MHA_DTYPE_FLOAT32 || y->rank != x->rank) return 0;
     for (int p = 0; p < PLAN_PROBES; p++) {
         const int64_t H = sp == 2 ? x->dims[p][2] : 1, Wd = x->dims[p][x->rank - 1];
-        const int64_t ho = gemm_conv_extent(H, pg->conv_pad[0] + pg->conv_pad[2], kh,
-                                            pg->conv_stride[0], pg->conv_dil[0]);
-        const int64_t wo = gemm_conv_extent(Wd, pg->conv_pad[1] + pg->conv_pad[3], kw,
-                                            pg->conv_stride[1], pg->conv_dil[1]);
+        int64_t pad[4];
+        plan_conv_pads(pg, H, Wd, pad);
+        if (p == 0) memcpy(pg->conv_pad, pad, sizeof pad);
+        const int64_t ho =
+            gemm_conv_extent(H, pad[0] + pad[2], kh, pg->conv_stride[0], pg->conv_dil[0]);
+        const int64_t wo =
+            gemm_conv_extent(Wd, pad[1] + pad[3], kw, pg->conv_stride[1], pg->conv_dil[1]);
         if (x->dims[p][1] != C || ho < 1 || wo < 1 || y->dims[p][1] != N ||
             y->dims[p][x->rank - 1] != wo || (sp == 2 && y->dims[p][2] != ho))
             return 0;
     }
-    if (!gemm_conv_weight(P, n, W, K, N, K, N, kh, kw, pg, no_memory)) return 0;
+    const tensor *bias = n->n_inputs > 2 && n->inputs[2] >= 0 ? plan_const(P, n->inputs[2]) : NULL;
+    if (groups > 1 && !depthwise) {
+        /* group 0's GEMM; the bias of all N checked, its first N / G read */
+        const int64_t Ng = N / groups;
+        if (n->n_inputs > 2 && n->inputs[2] >= 0 && !(pg->bias = gemm_bias(bias, N))) return 0;
+        pg->K = K;
+        pg->N = Ng;
+        pg->W_owned = mha_calloc(&P->alloc, (size_t)(K * Ng > 0 ? K * Ng : 1), sizeof(float));
+        if (!pg->W_owned) {
+            *no_memory = 1;
+            return 0;
+        }
+        gemm_group_weight(W->data, K, Ng, 0, pg->W_owned);
+        pg->W = pg->W_owned;
+        pg->conv_groups = (int)groups;
+    } else if (!gemm_conv_weight(P, n, W, K, N, K, N, kh, kw, pg, no_memory)) {
+        return 0;
+    }
+    if (depthwise) {
+        /* its own copy of w [N, kh kw] for the direct loop (W is freed once packed) */
+        pg->dw_w = mha_malloc(&P->alloc, sizeof(float) * (size_t)(N * K > 0 ? N * K : 1));
+        if (!pg->dw_w) {
+            mha_free(&P->alloc, pg->W_owned);
+            pg->W = pg->W_owned = NULL;
+            *no_memory = 1;
+            return 0;
+        }
+        memcpy(pg->dw_w, W->data, sizeof(float) * (size_t)(N * K));
+        pg->conv_depthwise = 1;
+        pg->dw_channels = N;
+    }
     pg->conv_general = 1;
     return 1;
 }
@@ -292,8 +364,10 @@ static mha_status gemm_conv_epilogue(plan *P, const plan_uses *u, const plan_sha
 }
 
 /* "conv1d k3 s2 p1 gemm+bias+Div+Erf+Add+Mul+Mul": a general Conv's
- * geometry (stride, pad, dilation when not 1 / 0), or "conv1d" /
- * "patch-conv" for a Conv of kernel = stride, then the GEMM's. */
+ * geometry (stride, pad, dilation when not 1 / 0; "same-upper" /
+ * "same-lower" for auto_pad's pads; "g16" for 16 groups, "depthwise" and
+ * "direct" for the direct loop), or "conv1d" / "patch-conv" for a Conv of
+ * kernel = stride, then the GEMM's. */
 static void gemm_conv_describe(const ir_graph *g, const plan_shape *shp, plan_gemm *pg) {
     char geo[48];
     const ir_node *n = &g->nodes[pg->node];
@@ -306,22 +380,79 @@ static void gemm_conv_describe(const ir_graph *g, const plan_shape *shp, plan_ge
     const int64_t s = pg->conv_stride[1], p = pg->conv_pad[1], d = pg->conv_dil[1];
     if (pg->conv_general && used < sizeof geo && s != 1)
         used += (size_t)snprintf(geo + used, sizeof geo - used, " s%lld", (long long)s);
-    if (pg->conv_general && used < sizeof geo && p != 0)
+    if (pg->conv_general && used < sizeof geo && p != 0 && !pg->conv_auto)
         used += (size_t)snprintf(geo + used, sizeof geo - used, " p%lld", (long long)p);
     if (pg->conv_general && used < sizeof geo && d != 1)
-        snprintf(geo + used, sizeof geo - used, " d%lld", (long long)d);
+        used += (size_t)snprintf(geo + used, sizeof geo - used, " d%lld", (long long)d);
+    if (pg->conv_general && used < sizeof geo && pg->conv_auto)
+        used += (size_t)snprintf(geo + used, sizeof geo - used, " %s",
+                                 pg->conv_auto == 1 ? "same-upper" : "same-lower");
+    /* "g16" and G GEMMs; "depthwise" and its direct loop instead of "gemm" */
+    if (used < sizeof geo && pg->conv_groups > 1)
+        snprintf(geo + used, sizeof geo - used, " g%d", pg->conv_groups);
+    else if (used < sizeof geo && pg->conv_depthwise)
+        snprintf(geo + used, sizeof geo - used, " depthwise");
     gemm_describe(g, pg);
     char tail[96];
     memcpy(tail, pg->desc, sizeof tail);
-    snprintf(pg->desc, sizeof pg->desc, "%s %s%s", geo, tail,
-             ir_attr_int(n, "group", 1) > 1 ? " (groups block-diagonal)" : "");
+    /* cut short at sizeof desc */
+    if (snprintf(pg->desc, sizeof pg->desc, "%s %s%s", geo, pg->conv_depthwise ? "direct" : "",
+                 pg->conv_depthwise ? tail + 4 : tail) < 0)
+        pg->desc[0] = '\0';
+}
+
+/* Groups 1 .. G - 1 of grouped Conv head (P->gemms[gi]): an entry each
+ * after it, its weight [Kg, Ng] and its slice of the bias, no step of its
+ * own. 0, or MHA_ERR_NO_MEMORY. */
+static mha_status gemm_conv_groups(plan *P, size_t gi, mha_error *err) {
+    const plan_gemm *head = &P->gemms[gi];
+    const tensor *W = plan_const(P, P->g->nodes[head->node].inputs[1]);
+    for (int grp = 1; grp < head->conv_groups; grp++) {
+        plan_gemm *pg = &P->gemms[P->n_gemms];
+        memset(pg, 0, sizeof *pg);
+        pg->node = head->node;
+        pg->bias_node = -1;
+        pg->norm = -1;
+        pg->fused_act = -1;
+        pg->in_value = head->in_value;
+        pg->out_value = -1;
+        pg->epilogue.ext_value = -1;
+        pg->K = head->K;
+        pg->N = head->N;
+        pg->conv_group = grp;
+        pg->bias = head->bias ? head->bias + grp * head->N : NULL;
+        pg->W_owned =
+            mha_calloc(&P->alloc, (size_t)(pg->K * pg->N > 0 ? pg->K * pg->N : 1), sizeof(float));
+        if (!pg->W_owned) return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
+        gemm_group_weight(W->data, pg->K, pg->N, grp, pg->W_owned);
+        pg->W = pg->W_owned;
+        snprintf(pg->desc, sizeof pg->desc, "group %d of %.72s", grp, head->desc);
+        P->n_gemms++;
+    }
+    return MHA_OK;
+}
+
+/* The entries plan_find_gemms may fill: a node each, and a grouped Conv's
+ * groups past its first. */
+static size_t gemm_slots(const plan *P) {
+    const ir_graph *g = P->g;
+    size_t slots = g->n_nodes ? g->n_nodes : 1;
+    for (size_t ni = 0; ni < g->n_nodes; ni++) {
+        const ir_node *n = &g->nodes[ni];
+        const int64_t groups = ir_attr_int(n, "group", 1);
+        const tensor *W = n->n_inputs > 1 ? plan_const(P, n->inputs[1]) : NULL;
+        if (strcmp(n->op_type, "Conv") == 0 && W && W->rank >= 3 && W->dims[1] > 1 && groups > 1 &&
+            groups <= PLAN_CONV_MAX_GROUPS)
+            slots += (size_t)(groups - 1);
+    }
+    return slots;
 }
 
 mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, unsigned char *taken,
                            mha_error *err) {
     const ir_graph *g = P->g;
     int *reg = mha_calloc(&P->alloc, g->n_values ? g->n_values : 1, sizeof *reg);
-    P->gemms = mha_calloc(&P->alloc, g->n_nodes ? g->n_nodes : 1, sizeof *P->gemms);
+    P->gemms = mha_calloc(&P->alloc, gemm_slots(P), sizeof *P->gemms);
     if (!reg || !P->gemms) {
         mha_free(&P->alloc, reg);
         return mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
@@ -342,10 +473,12 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, u
         pg.in_value = n->inputs[0];
         pg.out_value = n->outputs[0];
         if (cv) {
-            /* kernel = stride: patches; else any Conv of group 1 */
+            /* kernel = stride: patches; else any Conv (grouped: a GEMM
+             * per group; depthwise: a direct loop) */
             int no_memory = 0;
             if (!gemm_patch_conv(P, shp, n, &pg, &no_memory) && !no_memory) {
                 pg.bias = NULL;
+                pg.conv_kh = pg.conv_kw = 0;
                 gemm_general_conv(P, shp, n, &pg, &no_memory);
             }
             if (!pg.W) {
@@ -359,10 +492,12 @@ mha_status plan_find_gemms(plan *P, const plan_uses *u, const plan_shape *shp, u
             st = gemm_conv_epilogue(P, u, shp, taken, reg, &pg, err);
             if (st != MHA_OK) {
                 mha_free(&P->alloc, pg.W_owned);
+                mha_free(&P->alloc, pg.dw_w);
                 break;
             }
             gemm_conv_describe(g, shp, &pg);
             P->gemms[P->n_gemms++] = pg;
+            if (pg.conv_groups > 1) st = gemm_conv_groups(P, P->n_gemms - 1, err);
             continue;
         }
         const tensor *W = plan_const(P, n->inputs[1]);

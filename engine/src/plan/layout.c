@@ -120,7 +120,9 @@ static mha_status layout_fold_patch(plan *P, const plan_uses *u, const plan_shap
     plan_gemm *pg = &P->gemms[gi];
     const ir_graph *g = P->g;
     *folded = 0;
-    if (pg->conv_kh <= 0 || pg->conv_rows || pg->n_ep_nodes > 0) return MHA_OK;
+    if (pg->conv_kh <= 0 || pg->conv_rows || pg->n_ep_nodes > 0 || pg->conv_groups > 1 ||
+        pg->conv_group > 0 || pg->conv_depthwise)
+        return MHA_OK;
     const int c = pg->out_value;
     const int r = plan_data_reader(P, u, c);
     if (r < 0 || strcmp(g->nodes[r].op_type, "Reshape") != 0 || g->nodes[r].inputs[0] != c ||

@@ -146,6 +146,23 @@ typedef struct plan_gemm {
      * tensor of that shape only). */
     int conv_general;
     int64_t conv_stride[2], conv_dil[2], conv_pad[4];
+    /* conv_auto: the pads by auto_pad from the input's size at run time
+     * (1 SAME_UPPER, 2 SAME_LOWER; conv_pad then holds the first probe's) */
+    int conv_auto;
+    /* conv_groups G > 1: a grouped Conv (wav2vec2's positional Conv, 16
+     * groups; SqueezeBERT's kernel-1 projections) as G GEMMs of [Kg = C / G
+     * kh kw, Ng = N / G], one packed weight each: this entry is group 0's
+     * and makes the step; gemms[gi + g] (conv_group g, 1 .. G - 1) hold
+     * group g's weight and bias and make no step of their own. */
+    int conv_groups, conv_group;
+    /* conv_depthwise: a Conv of one input channel per group (CvT's and
+     * ConvBERT's depthwise projections): a direct loop over the taps
+     * (conv_direct.c) on dw_w [Nc, kh kw] (its own copy, Nc = mult x C
+     * output channels), not the GEMM; K, N and W are that weight as [kh
+     * kw, Nc] for the packing. */
+    int conv_depthwise;
+    int64_t dw_channels; /* Nc */
+    float *dw_w;
     char desc[96]; /* "gemm+bias+Div+Erf+Add+Mul+Mul", for mha info */
     /* the norm step (into plan.norms) run on each row of the product once
      * all its columns are done, in place, after the epilogue (a post-norm

@@ -48,6 +48,27 @@ int plan_shape_reads_end_at(const plan *P, const plan_uses *u, int v, int stop);
 /* Whether a and b are float32 of the same rank and dims on every probe. */
 int plan_shape_same(const plan_shape *a, const plan_shape *b);
 
+/* A grouped Conv of at most this many groups is a GEMM per group (more:
+ * interpreted, unless depthwise) */
+#define PLAN_CONV_MAX_GROUPS 64
+
+/* The pads [h begin, w begin, h end, w end] of Conv step pg over an input
+ * of H x W (its auto_pad's, or the fixed ones) (gemm.c). */
+void plan_conv_pads(const plan_gemm *pg, int64_t H, int64_t W, int64_t pad[4]);
+
+/* A depthwise Conv's run (conv_direct.c): x [B, C, H, W], w [Nc, kh kw]
+ * (Nc = mult x C: output channel n reads input channel n / mult), bias
+ * [Nc] or NULL, y [B, Nc, Ho, Wo]; stride, dil [h, w], pad [h begin, w
+ * begin, h end, w end]. plan_dwconv_planes: the output planes (b Nc + n)
+ * [p0, p1), a pool unit's part. */
+typedef struct plan_dwconv {
+    const float *x, *w, *bias;
+    float *y;
+    int64_t C, H, W, Nc, Ho, Wo, kh, kw;
+    const int64_t *stride, *dil, *pad;
+} plan_dwconv;
+void plan_dwconv_planes(void *ctx, int64_t p0, int64_t p1);
+
 /* Whether the value is known at load (initializer or folded constant). */
 static inline const tensor *plan_const(const plan *P, int v) {
     if (v < 0) return NULL;

@@ -215,12 +215,14 @@ static mha_status run_conv_epilogue(const plan *P, const plan_gemm *pg, tensor *
     return be->parallel(be->user, run_conv_ep_part, &ep, tensor_numel(y), 4096, err);
 }
 
-/* A Conv's product rows Cm [B rows, N] as its output y [B, N, rows]. */
-static void run_rows_to_channels(const float *Cm, float *y, int64_t B, int64_t rows, int64_t N) {
+/* A Conv's product rows Cm [B rows, N] as channels [0, N) of its output y
+ * [B, Nall, rows] (a group's: y starts at its first channel). */
+static void run_rows_to_channels(const float *Cm, float *y, int64_t B, int64_t rows, int64_t N,
+                                 int64_t Nall) {
     for (int64_t b = 0; b < B; b++)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t c = 0; c < N; c++)
-                y[(b * N + c) * rows + r] = Cm[(b * rows + r) * N + c];
+                y[(b * Nall + c) * rows + r] = Cm[(b * rows + r) * N + c];
 }
 
 /* A patch Conv as a GEMM (plan_gemm.conv_kh): x [B, C, H, W] cut into
@@ -274,7 +276,7 @@ static mha_status run_patch_conv(const plan *P, size_t gi, tensor **values, cons
             run_patch_rows(&pr, 0, M);
     }
     if (st == MHA_OK) st = be->gemm(be->user, P, gi, A, M, Cm, NULL, err);
-    if (st == MHA_OK && !pg->conv_rows) run_rows_to_channels(Cm, y->data, B, rows, N);
+    if (st == MHA_OK && !pg->conv_rows) run_rows_to_channels(Cm, y->data, B, rows, N, N);
     plan_rows_block_give((plan *)P, A, a_bytes);
     if (!pg->conv_rows) mha_free(&P->alloc, Cm);
     if (st == MHA_OK) st = run_conv_epilogue(P, pg, values, y, be, err);
@@ -294,6 +296,7 @@ typedef struct run_fields {
     float *A;
     int64_t row0, C, H, W, Ho, Wo, kh, kw, K;
     const int64_t *stride, *dil, *pad;
+    int64_t c0, C_all; /* channels [c0, c0 + C) of x's C_all (a group's) */
 } run_fields;
 
 static void run_field_rows(void *ctx, int64_t p0, int64_t p1) {
@@ -303,12 +306,25 @@ static void run_field_rows(void *ctx, int64_t p0, int64_t p1) {
         const int64_t q = f->row0 + p, b = q / per_item, i = q % per_item / f->Wo, j = q % f->Wo;
         float *row = f->A + p * f->K;
         for (int64_t c = 0; c < f->C; c++) {
-            const float *xc = f->x + (b * f->C + c) * f->H * f->W;
+            const float *xc = f->x + (b * f->C_all + f->c0 + c) * f->H * f->W;
             for (int64_t u = 0; u < f->kh; u++) {
                 const int64_t hi = i * f->stride[0] - f->pad[0] + u * f->dil[0];
                 float *out = row + (c * f->kh + u) * f->kw;
+                const int64_t w0 = j * f->stride[1] - f->pad[1];
+                if (f->dil[1] == 1) {
+                    /* taps [v0, v1) inside x: one copy (wav2vec2's kernel of
+                     * 128), zeros either side */
+                    int64_t v0 = w0 < 0 ? -w0 : 0, v1 = f->W - w0 < f->kw ? f->W - w0 : f->kw;
+                    if (hi < 0 || hi >= f->H || v1 < v0) v0 = v1 = 0;
+                    memset(out, 0, sizeof(float) * (size_t)v0);
+                    if (v1 > v0)
+                        memcpy(out + v0, xc + hi * f->W + w0 + v0,
+                               sizeof(float) * (size_t)(v1 - v0));
+                    memset(out + v1, 0, sizeof(float) * (size_t)(f->kw - v1));
+                    continue;
+                }
                 for (int64_t v = 0; v < f->kw; v++) {
-                    const int64_t wi = j * f->stride[1] - f->pad[1] + v * f->dil[1];
+                    const int64_t wi = w0 + v * f->dil[1];
                     out[v] = hi >= 0 && hi < f->H && wi >= 0 && wi < f->W ? xc[hi * f->W + wi] : 0;
                 }
             }
@@ -320,37 +336,88 @@ static void run_field_rows(void *ctx, int64_t p0, int64_t p1) {
  * (Whisper's 3,000 frames of 1,152 at a time), not B Ho Wo x K. */
 #define RUN_CONV_ROWS_BYTES ((int64_t)8 << 20)
 
+/* A depthwise Conv (plan_gemm.conv_depthwise): the direct loop of
+ * conv_direct.c over the output planes, y [B, Nc, (Ho,) Wo]. */
+static mha_status run_dwconv(const plan *P, const plan_gemm *pg, const tensor *x, int64_t Ho,
+                             int64_t Wo, const int64_t pad[4], tensor *y, const plan_backend *be,
+                             mha_error *err) {
+    const int one_d = x->rank == 3;
+    plan_dwconv d = {x->data,
+                     pg->dw_w,
+                     pg->bias,
+                     y->data,
+                     x->dims[1],
+                     one_d ? 1 : x->dims[2],
+                     x->dims[x->rank - 1],
+                     pg->dw_channels,
+                     Ho,
+                     Wo,
+                     pg->conv_kh,
+                     pg->conv_kw,
+                     pg->conv_stride,
+                     pg->conv_dil,
+                     pad};
+    (void)P;
+    const int64_t planes = x->dims[0] * pg->dw_channels;
+    if (!be->parallel) {
+        plan_dwconv_planes(&d, 0, planes);
+        return MHA_OK;
+    }
+    return be->parallel(be->user, plan_dwconv_planes, &d, planes, 1, err);
+}
+
 /* A general Conv as a GEMM (plan_gemm.conv_general): x [B, C, (H,) W]
  * cut into the rows of its receptive fields [B Ho Wo, C kh kw] a block at
  * a time, the product [B Ho Wo, N] written as y [B, N, (Ho,) Wo] (or
- * conv_rows: the product is y [B, Ho Wo, N]), then the epilogue on y. */
+ * conv_rows: the product is y [B, Ho Wo, N]), then the epilogue on y. A
+ * grouped one: the same per group g, over its channels [g C / G, (g + 1) C
+ * / G) with its GEMM (gemms[gi + g]), into its output channels [g N, (g +
+ * 1) N) (N: a group's). A depthwise one: run_dwconv. */
 static mha_status run_conv(const plan *P, size_t gi, tensor **values, const plan_backend *be,
                            const plan_run_arena *ar, mha_error *err) {
     const plan_gemm *pg = &P->gemms[gi];
     const tensor *x = values[pg->in_value];
     const int64_t kh = pg->conv_kh, kw = pg->conv_kw;
+    const int64_t G = pg->conv_groups > 1 ? pg->conv_groups : 1;
+    /* channels in: a group's (a depthwise Conv's K is its taps) */
+    const int64_t Cg = pg->conv_depthwise ? 1 : pg->K / (kh * kw);
     const int one_d = x && x->rank == 3;
     char d[160];
     if (!x || !be || x->dtype != MHA_DTYPE_FLOAT32 || (x->rank != 4 && !(one_d && kh == 1)) ||
-        x->dims[1] * kh * kw != pg->K)
+        (pg->conv_depthwise ? x->dims[1] < 1 || pg->dw_channels % x->dims[1] != 0
+                            : x->dims[1] != Cg * G))
         return mha_fail(err, MHA_ERR_SHAPE, "plan: %s: input is not float32 [B, %lld, ...]",
-                        ir_node_desc(&P->g->nodes[pg->node], d, sizeof d),
-                        (long long)(pg->K / (kh * kw)));
+                        ir_node_desc(&P->g->nodes[pg->node], d, sizeof d), (long long)(Cg * G));
     const int64_t B = x->dims[0], C = x->dims[1], H = one_d ? 1 : x->dims[2];
     const int64_t W = x->dims[x->rank - 1], N = pg->N;
-    const int64_t hspan = H + pg->conv_pad[0] + pg->conv_pad[2] - pg->conv_dil[0] * (kh - 1) - 1;
-    const int64_t wspan = W + pg->conv_pad[1] + pg->conv_pad[3] - pg->conv_dil[1] * (kw - 1) - 1;
+    /* the output's channels: all groups', or the depthwise Conv's */
+    const int64_t Nall = pg->conv_depthwise ? pg->dw_channels : N * G;
+    int64_t pad[4];
+    plan_conv_pads(pg, H, W, pad);
+    const int64_t hspan = H + pad[0] + pad[2] - pg->conv_dil[0] * (kh - 1) - 1;
+    const int64_t wspan = W + pad[1] + pad[3] - pg->conv_dil[1] * (kw - 1) - 1;
     if (hspan < 0 || wspan < 0)
         return mha_fail(err, MHA_ERR_SHAPE, "plan: %s: input of %lld x %lld is shorter than %s",
                         ir_node_desc(&P->g->nodes[pg->node], d, sizeof d), (long long)H,
                         (long long)W, "the kernel's field");
     const int64_t Ho = hspan / pg->conv_stride[0] + 1, Wo = wspan / pg->conv_stride[1] + 1;
     const int64_t rows = Ho * Wo, M = B * rows;
-    const int64_t dims[4] = {B, N, Ho, Wo}, dims_1d[3] = {B, N, Wo}, rows_dims[3] = {B, rows, N};
+    const int64_t dims[4] = {B, Nall, Ho, Wo}, dims_1d[3] = {B, Nall, Wo};
+    const int64_t rows_dims[3] = {B, rows, N};
     tensor *y = NULL;
     mha_status st = pg->conv_rows ? run_output(P, ar, pg->out_value, 3, rows_dims, &y, err)
                     : one_d       ? run_output(P, ar, pg->out_value, 3, dims_1d, &y, err)
                                   : run_output(P, ar, pg->out_value, 4, dims, &y, err);
+    if (st == MHA_OK && pg->conv_depthwise) {
+        st = run_dwconv(P, pg, x, Ho, Wo, pad, y, be, err);
+        if (st == MHA_OK) st = run_conv_epilogue(P, pg, values, y, be, err);
+        if (st != MHA_OK) {
+            tensor_free(y);
+            return st;
+        }
+        values[pg->out_value] = y;
+        return MHA_OK;
+    }
     int64_t block = pg->K > 0 ? RUN_CONV_ROWS_BYTES / (int64_t)sizeof(float) / pg->K : M;
     block = block < 64 ? 64 : block > M ? M : block;
     size_t a_bytes = 0;
@@ -362,18 +429,23 @@ static mha_status run_conv(const plan *P, size_t gi, tensor **values, const plan
                 : pg->conv_rows ? y->data
                                 : mha_malloc(&P->alloc, sizeof(float) * (size_t)(M * N + 1));
     if (st == MHA_OK && !Cm) st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
-    for (int64_t r0 = 0; st == MHA_OK && r0 < M; r0 += block) {
-        const int64_t n = M - r0 < block ? M - r0 : block;
-        run_fields f = {x->data,      A,           r0, C,  H,     W,
-                        Ho,           Wo,          kh, kw, pg->K, pg->conv_stride,
-                        pg->conv_dil, pg->conv_pad};
-        if (be->parallel)
-            st = be->parallel(be->user, run_field_rows, &f, n, 16, err);
-        else
-            run_field_rows(&f, 0, n);
-        if (st == MHA_OK) st = be->gemm(be->user, P, gi, A, n, Cm + r0 * N, NULL, err);
+    for (int64_t g = 0; g < G && st == MHA_OK; g++) {
+        for (int64_t r0 = 0; st == MHA_OK && r0 < M; r0 += block) {
+            const int64_t n = M - r0 < block ? M - r0 : block;
+            run_fields f = {x->data,      A,   r0,     Cg, H,     W,
+                            Ho,           Wo,  kh,     kw, pg->K, pg->conv_stride,
+                            pg->conv_dil, pad, g * Cg, C};
+            if (be->parallel)
+                st = be->parallel(be->user, run_field_rows, &f, n, 16, err);
+            else
+                run_field_rows(&f, 0, n);
+            if (st == MHA_OK)
+                st = be->gemm(be->user, P, gi + (size_t)g, A, n, Cm + r0 * N, NULL, err);
+        }
+        /* group g's product [B rows, N] into its output channels */
+        if (st == MHA_OK && !pg->conv_rows)
+            run_rows_to_channels(Cm, (float *)y->data + g * N * rows, B, rows, N, Nall);
     }
-    if (st == MHA_OK && !pg->conv_rows) run_rows_to_channels(Cm, y->data, B, rows, N);
     plan_rows_block_give((plan *)P, A, a_bytes);
     if (!pg->conv_rows) mha_free(&P->alloc, Cm);
     if (st == MHA_OK) st = run_conv_epilogue(P, pg, values, y, be, err);
