@@ -1145,11 +1145,16 @@ static inline unsigned fa_tile_exp2(vf acc[FA_MR][FA_SCV], const float *negm, fl
  * thr (m2 must move) or a sum is not finite (a NaN or +inf dot): the caller
  * then scores the tile again and gives it to fa_row_softmax_lazy. Else 1,
  * the probabilities stored as pairs at p (row r at p + r * FA_BC, this
- * piece's pairs at its offset). negm [FA_MR]: -m2; thr [FA_MR].
+ * piece's pairs at its offset). negm [FA_MR]: -m2; thr [FA_MR]. Not
+ * inlined: inside fa_query_block the compiler kept other values in zmm
+ * registers across the product loop and one of the 24 accumulators went
+ * to the stack, a store and reload in every step's dependency chain (the
+ * float32 fused tile's lesson; docs/PERFORMANCE.md, "bf19").
  */
-static inline int fa_score_bf16_fused(int64_t nd, const uint32_t *qp, const uint32_t *kt,
-                                      uint32_t *p, const float *negm, const float *thr, float c2,
-                                      vf *psum) {
+__attribute__((noinline)) static int fa_score_bf16_fused(int64_t nd, const uint32_t *qp,
+                                                         const uint32_t *kt, uint32_t *p,
+                                                         const float *negm, const float *thr,
+                                                         float c2, vf *psum) {
     vf acc[FA_MR][FA_SCV];
     _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
         _Pragma("GCC unroll 4") for (int c = 0; c < FA_SCV; c++) acc[r][c] = vf_zero();

@@ -157,8 +157,16 @@ static inline void gemm_bf16_rows(const mha_gemm_args *a, int64_t mb, int64_t p_
     }
 
     /* pass 3: the epilogue (bias, activation, residual), once after the
-     * whole k chain, while the block is in cache */
+     * whole k chain, while the block is in cache; GELU (erf) through the
+     * kernel file's vector span when it has one, as gemm_blocked.h does
+     * (the same bits: kernel_gelu_erf element by element, test_avx512_vec)
+     * -- MiniLM-L6 in bfloat16 0.98x the CPU time (docs/PERFORMANCE.md,
+     * "bf19") */
+#ifdef GEMM_HAVE_GELU_ERF_SPAN
+    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR, gemm_gelu_erf_span);
+#else
     kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR, NULL);
+#endif
 }
 
 /* The whole range on the calling thread; args checked by the caller. */

@@ -1482,6 +1482,66 @@ static void gemm_bf16_check(int64_t M, int64_t N, int64_t K, int with_bias, uint
     free(g.A), free(g.B), free(g.bias), free(ref), free(f32), free(c1), free(c2), free(bound);
 }
 
+/* The bfloat16 GEMM's epilogues: on every bfloat16 backend (the avx512
+ * emulation too) and every activation it declares, with and without a
+ * residual, the output is bitwise the scalar reference's epilogue code run
+ * on the backend's own bfloat16 product (the avx512 driver takes GELU (erf)
+ * through its vector span, as the float32 one), and any split at the
+ * plugin's blocks gives the same bits. Sizes: many-row blocks, a column
+ * range not a multiple of the span's 64, a K past one k-block. */
+static void test_gemm_bf16_epilogues(void **state) {
+    (void)state;
+    static const int64_t dims[][3] = {{97, 100, 257}, {26, 70, 1601}};
+    bf16_backend bb[MAX_BACKENDS + 1];
+    const int nb = bf16_backends(bb, MAX_BACKENDS + 1);
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+        const int64_t M = dims[d][0], N = dims[d][1], K = dims[d][2];
+        gemm_data g = gemm_make(M, N, K, 1, 950 + d);
+        const size_t nc = (size_t)(M * g.ldc);
+        float *r = calloc(nc + 1, sizeof(float)), *x = calloc(nc + 1, sizeof(float));
+        float *y = calloc(nc + 1, sizeof(float)), *ye = calloc(nc + 1, sizeof(float));
+        float *ys = calloc(nc + 1, sizeof(float));
+        tu_fill_random(r, nc, 960 + d);
+        uint64_t rs = 970 + d;
+        for (int bi = 0; bi < nb; bi++) {
+            void *packed = pack_bf16_for(bb[bi].p, bb[bi].state, &g);
+            gemm_call_prec(bb[bi].p, bb[bi].state, &g, packed, x, 0, M, 0, N, 1,
+                           MHA_PRECISION_BFLOAT16);
+            for (int act = MHA_ACT_NONE; act < MHA_ACT_COUNT; act++)
+                for (int res = 0; res < 2; res++) {
+                    if (!registry_plugin_epilogue(bb[bi].p, act, res)) continue;
+                    const float *rr = res ? r : NULL;
+                    gemm_call_full(bb[bi].p, bb[bi].state, &g, packed, y, 0, M, 0, N, 1,
+                                   MHA_PRECISION_BFLOAT16, act, rr);
+                    epilogue_on(&g, x, rr, act, ye);
+                    for (int64_t m = 0; m < M; m++)
+                        if (memcmp(y + m * g.ldc, ye + m * g.ldc, (size_t)N * sizeof(float)))
+                            fail_msg("%s bf16 gemm M%lld K%lld act %d residual %d: row %lld "
+                                     "is not the reference epilogue of its own product",
+                                     bb[bi].label, (long long)M, (long long)K, act, res,
+                                     (long long)m);
+                    for (int64_t m0 = 0; m0 < M;) {
+                        const int64_t m1 = next_cut(&rs, m0, M, bb[bi].p->gemm_m_block);
+                        for (int64_t n0 = 0; n0 < N;) {
+                            const int64_t n1 = next_cut(&rs, n0, N, bb[bi].p->gemm_n_block);
+                            gemm_call_full(bb[bi].p, bb[bi].state, &g, packed, ys, m0, m1, n0, n1,
+                                           1, MHA_PRECISION_BFLOAT16, act, rr);
+                            n0 = n1;
+                        }
+                        m0 = m1;
+                    }
+                    for (int64_t m = 0; m < M; m++)
+                        assert_memory_equal(ys + m * g.ldc, y + m * g.ldc,
+                                            (size_t)N * sizeof(float));
+                }
+            free(packed);
+        }
+        free(r), free(x), free(y), free(ye), free(ys);
+        free(g.A), free(g.B), free(g.bias);
+    }
+    bf16_backends_free(bb, nb);
+}
+
 /* Rounding through each backend's own packing: C = x * 1 with K = 1 is x
  * rounded to bfloat16 (the product by 1 is exact). */
 static void test_bf16_rounding(void **state) {
@@ -2252,6 +2312,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_bf16_rounding_rows),
         cmocka_unit_test(test_gemm_bf16),
+        cmocka_unit_test(test_gemm_bf16_epilogues),
         cmocka_unit_test(test_attention_bf16),
         cmocka_unit_test(test_attention_bf16_lazy_max),
         cmocka_unit_test(test_attention_f32_lazy_max),
