@@ -141,7 +141,7 @@ def need(o, costs):
         if hi - lo < 1e-4 * hi:
             break
     print("servers %d, %.0f %% of %.0f = %.0f requests/s at p99 <= %g ms (batch <= %s): every batch %.3f x as"
-          " costly, the cheapest %.4f ms a request (now %.4f); the fluid bound needs %.4f" % (
+          " costly, the cheapest %.4f ms of a server's time a request (now %.4f); the fluid bound needs %.4f" % (
               o.servers, o.need, o.peak_rps, rate, o.p99_ms, max(o.cap), lo, lo * cheapest, cheapest,
               o.servers * 1000.0 / rate))
 
