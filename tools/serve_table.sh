@@ -61,7 +61,7 @@
 # row before), 5 s HTTP runs, 2 s HTTP search steps (13 minutes and more).
 # --http-only: the HTTP rows (3) alone.
 # --issue: issue 17's rows alone, each rate the median of 3 short trials,
-# and the issue's ratios (about 5 minutes quiet):
+# and the issue's ratios (5.5-6.6 minutes at load 16-23 on 2 cores):
 #   the queue's defaults (max batch 16) at the p99 bound: layer S 32 and S 8,
 #   MiniLM S 16, float32 and bfloat16 (% of the FMA peak's rate; bfloat16
 #   also of the bfloat16 peak's); 1, 2 and 8 clients without the queue
