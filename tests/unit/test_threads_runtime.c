@@ -688,6 +688,15 @@ static void wait_done(free_slot_run *r) {
         hand_sleep_ms(1);
 }
 
+/* every run over: no slot taken, nobody in line; then s is destroyed */
+static void slots_idle_destroy(run_slots *s) {
+    run_slots_counts k;
+    run_slots_count(s, &k);
+    assert_int_equal(k.computing, 0);
+    assert_int_equal(k.waiting, 0);
+    run_slots_destroy(s);
+}
+
 static void test_free_slot_kept_for_returning_caller(void **state) {
     (void)state;
     run_slots s;
@@ -733,10 +742,7 @@ static void test_free_slot_kept_for_returning_caller(void **state) {
     assert_int_equal(cb.st1, MHA_OK);
     assert_int_equal(cc.st1, MHA_OK);
     assert_int_equal(cd.st1, MHA_OK);
-    run_slots_count(&s, &k);
-    assert_int_equal(k.computing, 0);
-    assert_int_equal(k.waiting, 0);
-    run_slots_destroy(&s);
+    slots_idle_destroy(&s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -802,11 +808,7 @@ static void test_free_slot_told_when_not_taken(void **state) {
     assert_true(pthread_equal(e.by, te));
     assert_int_equal(cd.st1, MHA_OK);
     assert_int_equal(ce.st1, MHA_OK);
-    run_slots_counts k;
-    run_slots_count(&s, &k);
-    assert_int_equal(k.computing, 0);
-    assert_int_equal(k.waiting, 0);
-    run_slots_destroy(&s);
+    slots_idle_destroy(&s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -891,10 +893,7 @@ static void test_open_loop_returns_at_once(void **state) {
     assert_int_equal(oa.c.st2, MHA_OK);
     assert_int_equal(cb.st1, MHA_OK);
     assert_int_equal(cc.st1, MHA_OK);
-    run_slots_count(&s, &k);
-    assert_int_equal(k.computing, 0);
-    assert_int_equal(k.waiting, 0);
-    run_slots_destroy(&s);
+    slots_idle_destroy(&s);
 }
 
 /* ------------------------------------------------------------------------ */
