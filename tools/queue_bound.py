@@ -22,6 +22,14 @@ cheapest batch that fits the bound (b / its time, over the b whose time is
 at most --p99-ms), the rate no queue of any policy can pass at those costs
 (every core busy all the time, no request ever waiting). `serve-cpu
 --ceiling` measures the costs (tools/serve_ceiling.sh runs both).
+
+--need PCT (with --peak-rps) asks the other way round: what a request would
+have to cost for the best of the --cap batch caps to sustain PCT % of the
+peak's rate at the bound; every batch's time is scaled by one factor (the
+shape of the costs kept), found by bisection, and the cheapest batch's cost
+a request at that factor is printed (the fluid bound's need beside it):
+
+  tools/queue_bound.py --servers 2 --c 0.78 --peak-rps 2881 --cap 1 2 4 --need 90
 """
 import argparse
 import random
@@ -35,6 +43,11 @@ def batch_ms(a, c, costs, b):
     if b <= len(costs):
         return costs[b - 1]
     return costs[-1] / len(costs) * b
+
+
+def scaled(a, c, costs, f):
+    """Every batch's time times f."""
+    return a * f, c * f, [v * f for v in costs] if costs else None
 
 
 def p99(lam_per_ms, a, c, cap, servers, n, seed, costs=None):
@@ -70,10 +83,17 @@ def main():
     ap.add_argument("--step", type=int, default=0, help="resolution of the rate (default: 1/200 of the fluid bound, at least 5)")
     ap.add_argument("--requests", type=int, default=40000)
     ap.add_argument("--peak-rps", type=float, default=0.0)
+    ap.add_argument("--need", type=float, default=0.0,
+                    help="%% of --peak-rps to reach: what a request would need to cost")
     o = ap.parse_args()
     costs = [float(v) for v in o.costs.split(",") if v] if o.costs else None
     if not costs and o.c <= 0:
         ap.error("--c or --costs is required")
+    if o.need > 0:
+        if o.peak_rps <= 0:
+            ap.error("--need wants --peak-rps")
+        need(o, costs)
+        return
     share = lambda r: " (%.0f %% of %.0f)" % (100.0 * r / o.peak_rps, o.peak_rps) if o.peak_rps else ""
     fits = [(1000.0 * b / batch_ms(o.a, o.c, costs, b), b) for b in range(1, max(o.cap) + 1)
             if batch_ms(o.a, o.c, costs, b) <= o.p99_ms]
@@ -97,6 +117,33 @@ def main():
     print("servers %d, the best batch cap: %d requests/s%s" % (o.servers, top, share(top)))
     print("servers %d, fluid bound (batches of %d, every server busy, no wait): %.0f requests/s%s" % (
         o.servers, fluid_b, fluid, share(fluid)))
+
+
+def need(o, costs):
+    """--need: the largest factor f on every batch's time at which some cap
+    sustains o.need % of o.peak_rps at the bound (bisection on f: the p99
+    at a fixed rate grows with the costs, the same arrival seed)."""
+    rate = o.need / 100.0 * o.peak_rps
+    def meets(f):
+        a, c, fc = scaled(o.a, o.c, costs, f)
+        return any(p99(rate / 1000.0, a, c, cap, o.servers, o.requests, 1, fc) <= o.p99_ms for cap in o.cap)
+
+    cheapest = min(batch_ms(o.a, o.c, costs, b) / b for b in range(1, max(o.cap) + 1))
+    lo, hi = 0.0, 2.0
+    while meets(hi) and hi < 64:
+        lo, hi = hi, hi * 2
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        if meets(mid):
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-4 * hi:
+            break
+    print("servers %d, %.0f %% of %.0f = %.0f requests/s at p99 <= %g ms (batch <= %s): every batch %.3f x as"
+          " costly, the cheapest %.4f ms of a server's time a request (now %.4f); the fluid bound needs %.4f" % (
+              o.servers, o.need, o.peak_rps, rate, o.p99_ms, max(o.cap), lo, lo * cheapest, cheapest,
+              o.servers * 1000.0 / rate))
 
 
 if __name__ == "__main__":

@@ -58,8 +58,20 @@
 #
 # --quick: one round, 0.3 s per tried rate with 3 trials a rate (the
 # median p99 decides: `mha bench --server-trials 3`; one lucky trial set a
-# row before), 5 s HTTP runs, 2 s HTTP search steps (about 10 minutes).
+# row before), 5 s HTTP runs, 2 s HTTP search steps (13 minutes and more).
 # --http-only: the HTTP rows (3) alone.
+# --issue: issue 17's rows alone, each rate the median of 3 short trials,
+# and the issue's ratios (5.5-6.6 minutes at load 16-23 on 2 cores):
+#   the queue's defaults (max batch 16) at the p99 bound: layer S 32 and S 8,
+#   MiniLM S 16, float32 and bfloat16 (% of the FMA peak's rate; bfloat16
+#   also of the bfloat16 peak's); 1, 2 and 8 clients without the queue
+#   (layer S 32) at runtime threads 1 and the default, at the bound and
+#   saturated (x of the best num_threads; CPU a request against one
+#   client's lowest); `mha serve` open loop batching off and on (the search
+#   from half the queue's rate, 1 s steps of 3 trials: 2 must pass); and
+#   2x that batched rate (the unbatched one if the batched search found
+#   none; --max-queue-ms half the bound: the accepted p99 against the
+#   bound, what was refused and how fast).
 #
 # --p99-ms (default 10) is the latency bound of the rate search; a machine
 # too loaded for one request to finish within it finds no rate (0).
@@ -80,16 +92,20 @@ SEARCH_S=4
 HTTP_ONLY=0
 SOAK=0
 TRIALS=1
+ISSUE=0
+HTTP_TRIALS=1 # trials of an HTTP search step (> 1: the majority must pass)
+HTTP_FROM=    # the HTTP search's first rate (default 100/s)
 while [ $# -gt 0 ]; do
   case "$1" in
   --quick) REPS=1; STIME=0.3; HTTP_S=5; SEARCH_S=2; TRIALS=3; shift ;;
+  --issue) ISSUE=1; REPS=1; STIME=0.3; HTTP_S=3; SEARCH_S=1; TRIALS=3; HTTP_TRIALS=3; shift ;;
   --reps) REPS=$2; shift 2 ;;
   --out) OUT=$2; shift 2 ;;
   --server-time) STIME=$2; shift 2 ;;
   --p99-ms) P99=$2; shift 2 ;;
   --soak) SOAK=$2; shift 2 ;;
   --http-only) HTTP_ONLY=1; shift ;;
-  -h | --help) sed -n '2,72p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,84p' "$0"; exit 0 ;;
   *) echo "serve_table.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -125,8 +141,9 @@ ROWS="$T/rows.tsv" # config <TAB> field <TAB> value <TAB> load
 load1() { uptime | sed 's/.*load average: *\([0-9.]*\).*/\1/'; }
 # json FILE EXPR: one value of a JSON file (python3's json, no numpy)
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
-peak2() { # the two-thread FMA peak now, GFLOP/s (avx512, else avx2)
-  "$MHA" peak --threads 2 --reps 3 --seconds 0.2 --json "$T/peak.json" >/dev/null
+peak2() { # the two-thread FMA peak now, GFLOP/s (avx512, else avx2; --issue: measured once)
+  [ "$ISSUE" = 1 ] && [ -s "$T/peak.json" ] ||
+    "$MHA" peak --threads 2 --reps 3 --seconds 0.2 --json "$T/peak.json" >/dev/null
   json "$T/peak.json" '(d.get("avx512") or d["avx2"])["2"]'
 }
 peak2bf16() { # the two-thread bfloat16 peak of the last peak2, GFLOP/s (0: none)
@@ -174,6 +191,7 @@ bench() {
   row "$cfg" peak "$pk" "$ld"
   row "$cfg" pct "$pct" "$ld"
   row "$cfg" cpu "$cpu" "$ld"
+  row "$cfg" flops "$flops" "$ld"
   echo "  $cfg: $rate req/s (p99 $p99 ms), $pct % of a $pk GFLOP/s peak, $cpu CPU ms/request, load $ld" >&2
 }
 
@@ -301,22 +319,44 @@ http_search() {
   serve_up "$model" "$@" || { echo "serve $cfg: no port" >&2; return 0; }
   ld=$(load1)
   load_step "$bodies" 200 1 || true
-  r=100 good=0 tries=0
+  r=${HTTP_FROM:-100} good=0 tries=0
   while [ "$r" -le 50000 ]; do
-    ok=0
-    if load_step "$bodies" "$r" "$SEARCH_S"; then
-      ok=$(json "$T/l.json" "int(d['p99_ms'] is not None and d['p99_ms'] <= $P99 and d['codes'].get('200', 0) == d['requests'])")
-    fi
-    echo "    $cfg $r/s: $(cat "$T/l.txt")" >&2
-    if [ "$ok" = 1 ]; then
+    # HTTP_TRIALS runs at r: the step passes when the majority does (the
+    # median p99 within the bound); the row keeps its worst passing run
+    need=$((HTTP_TRIALS / 2 + 1)) pass=0 fail=0 worst=-1
+    while [ $pass -lt $need ] && [ $fail -le $((HTTP_TRIALS - need)) ]; do
+      ok=0
+      if load_step "$bodies" "$r" "$SEARCH_S"; then
+        ok=$(json "$T/l.json" "int(d['p99_ms'] is not None and d['p99_ms'] <= $P99 and d['codes'].get('200', 0) == d['requests'])")
+      fi
+      echo "    $cfg $r/s: $(cat "$T/l.txt")" >&2
+      if [ "$ok" = 1 ]; then
+        pass=$((pass + 1))
+        p=$(json "$T/l.json" "d['p99_ms']")
+        if awk -v p="$p" -v w="$worst" 'BEGIN { exit !(p > w) }'; then
+          worst=$p
+          cp "$T/l.json" "$T/step.json"
+          STEP_SRV=$SRV_MS STEP_LOAD=$LOAD_MS
+        fi
+      else
+        fail=$((fail + 1))
+      fi
+    done
+    if [ $pass -ge $need ]; then
       good=$r
-      cp "$T/l.json" "$T/good.json"
-      GOOD_SRV=$SRV_MS GOOD_LOAD=$LOAD_MS
+      cp "$T/step.json" "$T/good.json"
+      GOOD_SRV=$STEP_SRV GOOD_LOAD=$STEP_LOAD
       r=$(awk -v r="$r" 'BEGIN { printf "%.0f", r * 1.25 }')
       tries=0
     else
+      # one run: a miss is tried once more; several: the majority decided
+      # (a first rate missed is halved, down to 100/s)
       tries=$((tries + 1))
-      [ $tries -lt 2 ] || break
+      if [ "$good" = 0 ] && [ "$r" -gt 100 ]; then
+        r=$(awk -v r="$r" 'BEGIN { printf "%.0f", r / 2 < 100 ? 100 : r / 2 }')
+        continue
+      fi
+      [ $tries -lt 2 ] && [ "$HTTP_TRIALS" = 1 ] || break
     fi
   done
   serve_down
@@ -342,6 +382,44 @@ with open(sys.argv[1], "wb") as f:
     f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode())
     f.write(struct.pack("<16q", *ids))
 PY
+
+if [ "$ISSUE" = 1 ]; then
+  echo "== issue 17's rows (3 trials a rate)" >&2
+  # the queue's defaults at the bound, float32 and bfloat16
+  for prec in float32 bfloat16; do
+    pre=
+    [ $prec = float32 ] || pre="bf16 "
+    bench "${pre}layer S32 batch16" "$T/layer768.onnx" 32 16 4 2 --precision $prec
+    bench "${pre}layer S8 batch16" "$T/layer768.onnx" 8 16 4 2 --precision $prec
+    [ -z "$MINILM" ] || bench "${pre}minilm S16 batch16" "$MINILM" 16 16 4 2 --precision $prec
+  done
+  # 1, 2, 8 clients without the queue: runtime threads 1 and the default (0)
+  for c in 1 2 8; do
+    for th in 1 0; do bench "clients$c threads$th" "$T/layer768.onnx" 32 0 $c $th; done
+  done
+  for _ in 1 2 3; do
+    for c in 1 2 8; do
+      for th in 1 0; do saturate "saturated clients$c threads$th" $c $th; done
+    done
+  done
+  # HTTP open loop from half the queue's S 32 rate; then 2x the batched rate
+  q=$(awk -F '\t' '$1 == "layer S32 batch16" && $2 == "rate" { v = $3 } END { printf "%.0f", v / 2 }' "$ROWS")
+  HTTP_FROM=$q
+  [ "$q" -ge 100 ] || HTTP_FROM=100
+  http_search "http S32 batch1" "$T/layer768.onnx" "$T/x32.npy" --max-batch 1
+  http_search "http S32 batch16" "$T/layer768.onnx" "$T/x32.npy" --max-batch 16
+  # (the batched rate, else the unbatched one where the batched search found none)
+  h=$(awk -F '\t' '$2 == "offered" && ($1 == "http S32 batch16" || ($1 == "http S32 batch1" && v == "")) { v = $3 }
+    END { print v + 0 }' "$ROWS")
+  if [ "${h%.*}" -gt 0 ] 2>/dev/null; then
+    serve_run "http S32 overload2x" "$T/layer768.onnx" "$T/x32.npy" "$(awk -v h="$h" 'BEGIN { print 2 * h }')" \
+      --max-batch 16 --max-queue-ms "$(awk -v p="$P99" 'BEGIN { print p / 2 }')"
+  fi
+  python3 "$HERE/serve_issue_table.py" "$ROWS" "$P99" >"$T/table.md"
+  cat "$T/table.md"
+  [ -z "$OUT" ] || cp "$T/table.md" "$OUT"
+  exit 0
+fi
 
 r=1
 while [ $r -le "$REPS" ]; do

@@ -688,6 +688,15 @@ static void wait_done(free_slot_run *r) {
         hand_sleep_ms(1);
 }
 
+/* every run over: no slot taken, nobody in line; then s is destroyed */
+static void slots_idle_destroy(run_slots *s) {
+    run_slots_counts k;
+    run_slots_count(s, &k);
+    assert_int_equal(k.computing, 0);
+    assert_int_equal(k.waiting, 0);
+    run_slots_destroy(s);
+}
+
 static void test_free_slot_kept_for_returning_caller(void **state) {
     (void)state;
     run_slots s;
@@ -733,10 +742,7 @@ static void test_free_slot_kept_for_returning_caller(void **state) {
     assert_int_equal(cb.st1, MHA_OK);
     assert_int_equal(cc.st1, MHA_OK);
     assert_int_equal(cd.st1, MHA_OK);
-    run_slots_count(&s, &k);
-    assert_int_equal(k.computing, 0);
-    assert_int_equal(k.waiting, 0);
-    run_slots_destroy(&s);
+    slots_idle_destroy(&s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -802,11 +808,92 @@ static void test_free_slot_told_when_not_taken(void **state) {
     assert_true(pthread_equal(e.by, te));
     assert_int_equal(cd.st1, MHA_OK);
     assert_int_equal(ce.st1, MHA_OK);
+    slots_idle_destroy(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* An open loop's thread returns at once after its own run (run_slots.h:
+ * RUN_SLOTS_CLOSED_GAP_US): two slots; A's thread computes a run, sleeps
+ * 20 ms (a server's client between requests) and comes back with a gated
+ * run a2; B holds the other slot (gated); C waits in line. A's gate opens:
+ * A computes a2 and returns without computing C's run, and C is told at
+ * once, takes the free slot and computes its own run while B's gate is
+ * still shut. Before, A computed C's run too (C's run done by A's thread,
+ * A's answer a run later); leaving without the tell, C would wait for
+ * B's run. The closed loop is test_free_slot_kept_for_returning_caller. */
+/* ------------------------------------------------------------------------ */
+
+typedef struct open_loop_caller {
+    free_slot_caller c;
+    atomic_int second; /* about to call its second run */
+    atomic_int returned;
+} open_loop_caller;
+
+static void *open_loop_main(void *p) {
+    open_loop_caller *o = p;
+    mha_error err = {0};
+    o->c.st1 = run_slots_run(o->c.slots, free_slot_fn, o->c.first, 0, &err);
+    hand_sleep_ms(20);
+    atomic_store(&o->second, 1);
+    o->c.st2 = run_slots_run(o->c.slots, free_slot_fn, o->c.second, 0, &err);
+    atomic_store(&o->returned, 1);
+    return NULL;
+}
+
+static void test_open_loop_returns_at_once(void **state) {
+    (void)state;
+    run_slots s;
+    run_slots_init(&s, NULL, 2);
+    s.tell_late_ms = 1e9; /* every run counts as brief: only the open loop tells */
+    atomic_int gate_a = 0, gate_b = 0;
+    free_slot_run a1 = {0}, a2 = {.gate = &gate_a}, b = {.gate = &gate_b}, c = {0};
+    free_slot_run *runs[] = {&a1, &a2, &b, &c};
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++)
+        atomic_init(&runs[i]->done, 0);
+    open_loop_caller oa = {.c = {&s, &a1, &a2, MHA_ERR_INTERNAL, MHA_ERR_INTERNAL}};
+    atomic_init(&oa.second, 0);
+    atomic_init(&oa.returned, 0);
+    free_slot_caller cb = {&s, &b, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    free_slot_caller cc = {&s, &c, NULL, MHA_ERR_INTERNAL, MHA_OK};
+    pthread_t ta, tb, tc;
+    assert_int_equal(pthread_create(&ta, NULL, open_loop_main, &oa), 0);
+    while (!atomic_load(&oa.second))
+        hand_sleep_ms(1);
     run_slots_counts k;
+    do { /* a2 holds a slot */
+        hand_sleep_ms(1);
+        run_slots_count(&s, &k);
+    } while (k.computing < 1);
+    start_caller(&tb, &cb, &s, 2, 0);
+    start_caller(&tc, &cc, &s, 2, 1);
+    atomic_store(&gate_a, 1);
+    wait_done(&c);
+    for (int i = 0; i < 10000 && !atomic_load(&oa.returned); i++) /* 10 s at most */
+        hand_sleep_ms(1);
     run_slots_count(&s, &k);
-    assert_int_equal(k.computing, 0);
-    assert_int_equal(k.waiting, 0);
-    run_slots_destroy(&s);
+    const int c_done = atomic_load(&c.done), a_returned = atomic_load(&oa.returned),
+              b_done = atomic_load(&b.done);
+    const int c_by_own = c_done && pthread_equal(c.by, tc);
+    fprintf(stderr, "open loop: A %s; C's run %s%s with B's run %s; %lu told, %lu left at once\n",
+            a_returned ? "returned" : "did not return", c_done ? "done" : "not done",
+            c_done ? (c_by_own ? " by its own thread" : " by another thread") : "",
+            b_done ? "done" : "not done", k.told, k.opened);
+    atomic_store(&gate_b, 1);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    pthread_join(tc, NULL);
+    assert_true(a_returned);
+    assert_true(c_done);
+    assert_true(c_by_own);
+    assert_false(b_done);
+    assert_int_equal(k.told, 1);
+    assert_int_equal(k.opened, 1);
+    assert_true(pthread_equal(a2.by, ta));
+    assert_int_equal(oa.c.st1, MHA_OK);
+    assert_int_equal(oa.c.st2, MHA_OK);
+    assert_int_equal(cb.st1, MHA_OK);
+    assert_int_equal(cc.st1, MHA_OK);
+    slots_idle_destroy(&s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -921,6 +1008,7 @@ int main(void) {
         cmocka_unit_test(test_free_slot_taken_by_returning_caller),
         cmocka_unit_test(test_free_slot_kept_for_returning_caller),
         cmocka_unit_test(test_free_slot_told_when_not_taken),
+        cmocka_unit_test(test_open_loop_returns_at_once),
         cmocka_unit_test(test_waiting_caller_short_slice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -62,9 +62,10 @@ void run_slots_init(run_slots *s, pool *p, int max) {
     s->free_held = 0;
     s->untold = 0;
     s->tell_late_ms = RUN_SLOTS_TELL_LATE_MS;
+    s->closed_gap_us = RUN_SLOTS_CLOSED_GAP_US;
     s->recent_ms = 0.0;
     s->head = s->tail = NULL;
-    s->handed = s->passed = s->freed = s->told = s->futile = 0;
+    s->handed = s->passed = s->freed = s->told = s->futile = s->opened = 0;
 }
 
 void run_slots_destroy(run_slots *s) {
@@ -214,8 +215,10 @@ static int run_slots_claim(run_slots *s) {
  * it, and a caller woken for it would find it taken (or take it, and that
  * caller's next run would wait asleep); a slot's thread tells one when it
  * takes its next run if the slot is still free then (within about a run).
- * The last slot to leave tells at once. (mutex held) */
-static void run_slots_leave(run_slots *s, int held, run_slots_posts *ps) {
+ * The last slot to leave tells at once, and so does a thread that will not
+ * come back soon (tell: an open loop's, RUN_SLOTS_CLOSED_GAP_US). (mutex
+ * held) */
+static void run_slots_leave(run_slots *s, int held, int tell, run_slots_posts *ps) {
     run_slot_wait *prev = NULL;
     for (run_slot_wait *w = s->head; w; prev = w, w = w->next) {
         if (!w->own_thread) continue;
@@ -234,7 +237,7 @@ static void run_slots_leave(run_slots *s, int held, run_slots_posts *ps) {
     if (held) s->free_held++;
     s->freed++;
     s->untold++;
-    if (s->computing == 0 || s->recent_ms > s->tell_late_ms) run_slots_tell(s, ps);
+    if (tell || s->computing == 0 || s->recent_ms > s->tell_late_ms) run_slots_tell(s, ps);
 }
 
 /* This thread's CPU time: a run's length as the workload makes it, not
@@ -243,6 +246,16 @@ static double run_slots_cpu_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return 1e3 * (double)t.tv_sec + 1e-6 * (double)t.tv_nsec;
+}
+
+/* The clock (microseconds) when this thread last returned from
+ * run_slots_run (of any runtime); 0: never. */
+static _Thread_local double run_slots_returned_us;
+
+static double run_slots_clock_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return 1e6 * (double)t.tv_sec + 1e-3 * (double)t.tv_nsec;
 }
 
 /* Computes w (taken, CLAIMED) on this thread; its caller, if another,
@@ -277,6 +290,10 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
                        .state = RUN_WAITING,
                        .status = MHA_OK};
     sem_init(&w.posted, 0, 0);
+    /* a closed loop: this thread's caller came back at once (or this is
+     * its first run) */
+    const int closed = run_slots_returned_us == 0.0 ||
+                       run_slots_clock_us() - run_slots_returned_us <= s->closed_gap_us;
     run_slots_posts ps = {.n = 0};
     unsigned seen = 0; /* posts consumed */
     int have = 0, begin = 0;
@@ -325,7 +342,7 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
             }
             /* mine is computed by another thread and nothing else can be
              * computed here: the slot goes on, this thread waits */
-            run_slots_leave(s, !begin, &ps);
+            run_slots_leave(s, !begin, 0, &ps);
             begin = 0;
             have = 0;
         }
@@ -341,15 +358,19 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
             s->futile++;
     }
     if (have) {
-        /* a run or more of others on the core this thread holds: a caller
-         * woken to compute its own would start only once the scheduler
-         * placed it (RUN_SLOTS_HANDED_MAX) */
-        for (int k = 0; k < RUN_SLOTS_HANDED_MAX; k++) {
+        /* a closed loop: a run or more of others on the core this thread
+         * holds (a caller woken to compute its own would start only once
+         * the scheduler placed it: RUN_SLOTS_HANDED_MAX), then the slot is
+         * left for this thread's next run. An open loop returns at once
+         * (one more run would add a run to its answer) and a waiting
+         * caller is told. */
+        for (int k = 0; closed && k < RUN_SLOTS_HANDED_MAX; k++) {
             run_slot_wait *next = run_slots_take(s, NULL, &ps);
             if (!next) break;
             run_slots_compute(s, next, &w, &begin, &ps);
         }
-        run_slots_leave(s, !begin, &ps);
+        if (!closed && s->head) s->opened++;
+        run_slots_leave(s, !begin, !closed, &ps);
     }
     const unsigned promised = w.posts;
     const int shortened = w.shortened;
@@ -360,6 +381,7 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
         while (sem_wait(&w.posted) != 0 && errno == EINTR) {
         }
     sem_destroy(&w.posted);
+    run_slots_returned_us = run_slots_clock_us();
     return w.status;
 }
 
@@ -373,5 +395,6 @@ void run_slots_count(run_slots *s, run_slots_counts *out) {
     out->freed = s->freed;
     out->told = s->told;
     out->futile = s->futile;
+    out->opened = s->opened;
     pthread_mutex_unlock(&s->mutex);
 }

@@ -13,13 +13,16 @@
  *                wake its caller; nothing to compute (r taken by another
  *                thread): leave the slot, sleep until r is done
  *              without one: sleep until r is done or a slot is free (take it)
- *            r done, with a slot: compute RUN_SLOTS_HANDED_MAX more; leave
+ *            r done, with a slot: a closed loop (the caller came back at
+ *              once: RUN_SLOTS_CLOSED_GAP_US) computes RUN_SLOTS_HANDED_MAX
+ *              more and leaves; an open loop leaves at once and tells
  *   leave:   an own_thread run waiting gets the slot (passed, woken)
  *            else the slot is free: the first caller to come takes it (a
  *            thread coming back with its next run, most often); one
  *            waiting caller is told (woken) in case none comes: at once
- *            if no slot computes (or runs are long), else once a slot's
- *            thread takes its next run with the slot still free
+ *            if no slot computes (or runs are long, or the leaving thread
+ *            is an open loop's), else once a slot's thread takes its next
+ *            run with the slot still free
  *
  * Before (serve13), a thread that left passed its slot to the oldest
  * waiting caller and woke it to compute: every second run of a slot began
@@ -54,8 +57,22 @@
 #include "pool.h"
 
 /* Runs of other callers a thread computes after its own before it leaves
- * its slot (each delays its own caller's return by about one run). */
+ * its slot (each delays its own caller's return by about one run), when
+ * its caller is a closed loop (RUN_SLOTS_CLOSED_GAP_US). */
 #define RUN_SLOTS_HANDED_MAX 1
+
+/* A thread that came back to run_slots_run within this time (microseconds
+ * of the clock) of its last return is a closed loop: its caller computes
+ * runs back to back, so after its own run it computes RUN_SLOTS_HANDED_MAX
+ * waiting ones and leaves its slot untold (it comes back and takes it; a
+ * caller told would take it first and the returning thread's next run
+ * would wait asleep: serveA15). A thread that came back later (an open
+ * loop: a server's client that sleeps until its next request) returns at
+ * once after its own run and tells a waiting caller, which computes its own
+ * run in 0.1-0.3 ms (its wake-up) where the one more run had added a whole
+ * run (1-3 ms) to this caller's answer. A thread's first run counts as a
+ * closed loop. */
+#define RUN_SLOTS_CLOSED_GAP_US 200.0
 
 /* A slot left free while another computes is announced to a waiting
  * caller at once only if a recent run took longer than this (ms of its
@@ -96,11 +113,12 @@ typedef struct run_slots {
     int max;       /* slots */
     int computing; /* slots taken */
     int waiting;
-    int free_held;       /* free slots whose pool run is kept (runs wait) */
-    int untold;          /* free slots no waiting caller was told of */
-    double tell_late_ms; /* RUN_SLOTS_TELL_LATE_MS (tests change it) */
-    double recent_ms;    /* the longest recent run (CPU ms), decaying */
-    run_slot_wait *head; /* runs waiting for a slot, oldest first */
+    int free_held;        /* free slots whose pool run is kept (runs wait) */
+    int untold;           /* free slots no waiting caller was told of */
+    double tell_late_ms;  /* RUN_SLOTS_TELL_LATE_MS (tests change it) */
+    double closed_gap_us; /* RUN_SLOTS_CLOSED_GAP_US */
+    double recent_ms;     /* the longest recent run (CPU ms), decaying */
+    run_slot_wait *head;  /* runs waiting for a slot, oldest first */
     run_slot_wait *tail;
     unsigned long handed; /* runs computed by another caller's thread */
     unsigned long passed; /* slots passed to a waiting own_thread caller */
@@ -108,6 +126,8 @@ typedef struct run_slots {
     unsigned long told;   /* waiting callers woken to take a free slot */
     unsigned long futile; /* wake-ups that found neither the run done nor a
                            * slot to compute in (the caller slept again) */
+    unsigned long opened; /* runs whose thread left at once after its own
+                           * (an open loop: RUN_SLOTS_CLOSED_GAP_US) */
 } run_slots;
 
 void run_slots_init(run_slots *s, pool *p, int max);
@@ -124,7 +144,7 @@ mha_status run_slots_run(run_slots *s, run_slots_fn fn, void *ctx, int own_threa
  * slots left free while runs waited. */
 typedef struct run_slots_counts {
     int slots, computing, waiting;
-    unsigned long handed, passed, freed, told, futile;
+    unsigned long handed, passed, freed, told, futile, opened;
 } run_slots_counts;
 void run_slots_count(run_slots *s, run_slots_counts *out);
 
