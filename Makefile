@@ -66,12 +66,18 @@ test-fast: build-tests
 # inserted before optimisation): at -O0 the pass took 391-410 s of CI's 15
 # minutes. Line tables only (-gline-tables-only, what a sanitizer report's
 # file:line needs; no variables for a debugger): the build took 212 s of CPU
-# with -g, 165 s so.
+# with -g, 165 s so. A freed block waits in ASan's quarantine (still
+# poisoned, so a use after free is caught) up to 16 MiB of blocks, not the
+# default 256: every process of the shell suites then reuses the memory it
+# freed instead of faulting in fresh pages, and the CPU of cli_options,
+# cli_kv_generate and cli_precision under ASan fell from 129 to 103 s
+# (user + sys; 125 s with 64 MiB). A block bigger than the quarantine is
+# handed back at once under either size.
 test-asan: deps
 	cmake -S . -B $(BUILD_ASAN) $(call generator,$(BUILD_ASAN)) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 	  "-DCMAKE_C_FLAGS_DEBUG=-gline-tables-only -O1" "-DMHA_SANITIZE=address;undefined" $(CMAKE_ARGS) >/dev/null
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
-	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=16 \
 	  LSAN_OPTIONS=use_tls=0:print_suppressions=0:suppressions=$(CURDIR)/tests/lsan.supp \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) -LE slow
