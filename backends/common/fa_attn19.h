@@ -1,7 +1,11 @@
-/* fa_attn19.h -- the masked rows of the float32 short-head path
- * (fa_short_head in common/flash_attention.h, which includes this file
- * inside its FA_HAVE_SHORT block: a template by inclusion, after the lazy
- * row pass and the float32 fused score tiles it calls).
+/* fa_attn19.h -- the causal and masked rows of the float32 short-head
+ * path (fa_short_head in common/flash_attention.h, which includes this
+ * file inside its FA_HAVE_SHORT block: a template by inclusion, after the
+ * lazy row pass, the float32 fused score tiles and FA_DEFINE_SHORT_PV it
+ * calls). Heads whose rows all see every key with no mask keep
+ * fa_short_tile (a general tile in their place cost 5-7 % of the core at
+ * BERT's and MiniLM's shapes, paired, for reasons not found);
+ * fa_short_rows_tile takes a row's own key end and its mask.
  *
  * A row under an additive mask takes the lazy form in one of two ways
  * (fa_query_block's lazy_row): 1 when every term it reads is 0, hidden or
@@ -62,6 +66,117 @@ fa_short_fused_masked(const mha_attn_args *a, int64_t nd, const float *q, int64_
     }
     if (bad) return -1;
     return fa_f32_fused_softmax(acc, s, m2, thr, lv, corr, mode == 2 ? 1.0f : c2);
+}
+
+FA_DEFINE_SHORT_PV(fa_short_rows_pv, 1, 1)
+FA_DEFINE_SHORT_PV(fa_short_rows_pv, 2, 1)
+FA_DEFINE_SHORT_PV(fa_short_rows_pv, 3, 1)
+FA_DEFINE_SHORT_PV(fa_short_rows_pv, 4, 1)
+
+/*
+ * Rows [i0, i0 + FA_MR) of head (b, h) in the float32 lazy form, row r
+ * seeing keys [0, e_r) (e_r = kernel_row_key_end: the same for every row,
+ * or growing by row when causal) under no mask or one whose terms it reads
+ * take the lazy form (mode: the rows' fa_short_mask_mode when they share a
+ * mask row, else 0: each row's own). The key blocks any row sees in turn:
+ * one every row sees whole (unless the rows' modes differ) through a fused
+ * score tile (fa_score_f32_fused_q, Q read in place; under a mask
+ * fa_short_fused_masked), the others -- a block some row sees in part or
+ * not at all, or one the fused tile gave back -- scored and given row by
+ * row to fa_row_softmax_lazy over the keys each row sees, a row the block
+ * shows nothing skipping it; their probabilities kept per block, then one
+ * P.V over the blocks with the accumulators in registers, each row over
+ * its own keys, and the normalised rows stored to O (fa_short_rows_pv). The
+ * operations of fa_query_block on the same values, so the same bits.
+ * Returns 0 with O untouched when a row leaves the common case (a NaN or
+ * infinite logit, a mask the lazy form does not take, a row that sees
+ * nothing or sums to 0): the caller gives the rows to fa_query_block.
+ */
+static inline int fa_short_rows_tile(const mha_attn_args *a, const fa_layout *L, float *ws,
+                                     const float *vp, int64_t vs, int64_t b, int64_t h, int64_t i0,
+                                     int mode) {
+    const int64_t dk = a->dk, dvp = L->dvp;
+    const float *q = a->q + b * a->q_sb + h * a->q_sh + i0 * a->q_ss;
+    const float *kt = ws + L->kt;
+    float *p = ws + L->s; /* [nb][FA_MR][FA_BC] <= [FA_BR][FA_BC] */
+    const float c2 = a->scale * FA_LOG2E;
+    float m2[FA_MR], thr[FA_MR], l[FA_MR], corr[FA_SHORT_KEYS / FA_BC * FA_MR];
+    unsigned char cnt[FA_SHORT_KEYS / FA_BC * FA_MR];
+    int64_t e[FA_MR], e_lo = INT64_MAX, e_hi = 0;
+    const float *mrow[FA_MR];
+    int rmode[FA_MR], same = 1;
+    _Alignas(64) float lv[FA_MR * VLEN];
+    const int64_t e0 = kernel_row_key_end(a, b, i0); /* every row's unless causal */
+    for (int r = 0; r < FA_MR; r++) {
+        e[r] = a->causal ? kernel_row_key_end(a, b, i0 + r) : e0;
+        e_lo = e[r] < e_lo ? e[r] : e_lo;
+        e_hi = e[r] > e_hi ? e[r] : e_hi;
+        mrow[r] = NULL;
+        rmode[r] = 0;
+        if (a->mask) {
+            mrow[r] = kernel_mask_row(a, b, h, i0 + r);
+            rmode[r] = mode ? mode : fa_short_mask_mode(a, mrow[r], e[r]);
+            if (!rmode[r]) return 0; /* the exact row pass's */
+            same &= rmode[r] == rmode[0];
+        }
+        m2[r] = -INFINITY;
+        thr[r] = -INFINITY;
+        vf_store(lv + r * VLEN, vf_zero());
+    }
+    if (e_hi > FA_SHORT_KEYS) return 0;
+    int64_t jb = 0;
+    for (int64_t j0 = 0; j0 < e_hi; j0 += FA_BC, jb++) {
+        const float *ktb = kt + jb * dk * FA_BC;
+        float *pb = p + jb * FA_MR * FA_BC, *cb = corr + jb * FA_MR;
+        unsigned char *nb = cnt + jb * FA_MR;
+        if (same && j0 + FA_BC <= e_lo) {
+            int ok = 1, rc = 0;
+            for (int r = 0; r < FA_MR; r++) /* a huge reference is the row pass's */
+                ok &= m2[r] == -INFINITY || fabsf(m2[r]) < FA_LAZY_HUGE;
+            if (ok && rmode[0])
+                rc = fa_short_fused_masked(a, dk, q, a->q_ss, ktb, pb, m2, thr, lv, cb, c2, mrow,
+                                           j0, rmode[0]);
+            else if (ok)
+                rc = fa_score_f32_fused_q(dk, q, a->q_ss, ktb, pb, m2, thr, lv, cb, c2);
+            if (rc == 1) {
+                memset(nb, FA_BC, FA_MR);
+                continue;
+            }
+        }
+        /* the row pass: the key vectors the last row sees scored, then each row */
+        const int64_t seen = e_hi - j0;
+        fa_score_q_narrow(dk, q, a->q_ss, ktb, pb,
+                          seen >= FA_BC ? FA_NCV : (int)((seen + VLEN - 1) / VLEN));
+        for (int r = 0; r < FA_MR; r++) {
+            const int64_t nv = e[r] - j0 < FA_BC ? e[r] - j0 : FA_BC;
+            int poisoned = 0;
+            nb[r] = 0;
+            cb[r] = 1.0f;
+            if (nv <= 0) continue;
+            if (fa_row_softmax_lazy(c2, nv, pb + r * FA_BC, &m2[r], &thr[r], lv + r * VLEN, &cb[r],
+                                    &poisoned, a, mrow[r], j0, rmode[r] == 2))
+                nb[r] = (unsigned char)nv;
+            else if (poisoned)
+                return 0;
+        }
+    }
+    for (int r = 0; r < FA_MR; r++) {
+        l[r] = vf_hsum(vf_load(lv + r * VLEN));
+        if (!(l[r] > 0.0f)) return 0;
+    }
+    float *o = a->o + b * a->o_sb + h * a->o_sh + i0 * a->o_ss;
+    for (int64_t v0 = 0; v0 < dvp; v0 += FA_PVW * VLEN) {
+        const int64_t w = (dvp - v0) / VLEN;
+        if (w >= 4)
+            fa_short_rows_pv_4(p, corr, cnt, e_hi, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else if (w == 3)
+            fa_short_rows_pv_3(p, corr, cnt, e_hi, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else if (w == 2)
+            fa_short_rows_pv_2(p, corr, cnt, e_hi, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else
+            fa_short_rows_pv_1(p, corr, cnt, e_hi, vp, vs, v0, l, o, a->o_ss, a->dv);
+    }
+    return 1;
 }
 
 #endif

@@ -1678,15 +1678,15 @@ static inline void fa_prefetch_rows(const float *p, int64_t stride, int64_t rows
 /* Keys up to which a head whose rows all see every key takes fa_short_head */
 #define FA_SHORT_KEYS 256
 
-#include "common/fa_attn19.h" /* the masked rows */
-
 /*
  * P.V of a tile of FA_PVR (= FA_MR) rows over every key at once, then the
  * division by l, the outputs stored straight to O: the accumulators stay in
  * registers from the first key to the store. p: the tile's probabilities
  * per key block, block jb's row r at p + (jb * FA_MR + r) * FA_BC; corr
- * [nb][FA_MR]: each block's factors; cnt [nb][FA_MR]: the keys of each
- * block each row takes (0: the row skips the block, its factor then 1); vp:
+ * [nb][FA_MR]: each block's factors; nkeys: the keys the tile's rows see
+ * (the last row's); with ROWS, cnt [nb][FA_MR]: the keys of each block
+ * each row takes (0: the row skips the block, its factor then 1), else
+ * every row takes every key (cnt unused); vp:
  * V rows vs apart; l [FA_MR]: the rows' sums; o: row r at o + r * os, dv
  * columns. Columns [v0, v0 + W VLEN) of dvp. Each element's chain is
  * fa_pv_rows's across the blocks (acc*corr when a factor of the tile is not
@@ -1695,21 +1695,23 @@ static inline void fa_prefetch_rows(const float *p, int64_t stride, int64_t rows
  * trip through memory between blocks was exact), then pass 4's division:
  * the same bits.
  */
-#define FA_DEFINE_SHORT_PV(W)                                                                      \
-    __attribute__((noinline)) static void fa_short_pv_##W(                                         \
-        const float *p, const float *corr, const unsigned char *cnt, int64_t nb, const float *vp,  \
-        int64_t vs, int64_t v0, const float *l, float *o, int64_t os, int64_t dv) {                \
+#define FA_DEFINE_SHORT_PV(NAME, W, ROWS)                                                          \
+    __attribute__((noinline)) static void NAME##_##W(                                              \
+        const float *p, const float *corr, const unsigned char *cnt, int64_t nkeys,                \
+        const float *vp, int64_t vs, int64_t v0, const float *l, float *o, int64_t os,             \
+        int64_t dv) {                                                                              \
         vf x[FA_MR][W];                                                                            \
         _Pragma("GCC unroll 8") for (int r = 0; r < FA_MR; r++)                                    \
             _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[r][w] = vf_zero();               \
-        for (int64_t jb = 0; jb < nb; jb++) {                                                      \
+        for (int64_t j0 = 0, jb = 0; j0 < nkeys; j0 += FA_BC, jb++) {                              \
             const float *cb = corr + jb * FA_MR, *pb = p + jb * FA_MR * FA_BC;                     \
             const unsigned char *nr = cnt + jb * FA_MR;                                            \
-            int scaled = 0, lo = nr[0], hi = nr[0];                                                \
+            int64_t lo = nkeys - j0 < FA_BC ? nkeys - j0 : FA_BC, hi = lo;                         \
+            int scaled = 0;                                                                        \
             _Pragma("GCC unroll 8") for (int r = 0; r < FA_MR; r++) {                              \
                 scaled |= cb[r] != 1.0f;                                                           \
-                lo = nr[r] < lo ? nr[r] : lo;                                                      \
-                hi = nr[r] > hi ? nr[r] : hi;                                                      \
+                if (ROWS) lo = r == 0 || nr[r] < lo ? nr[r] : lo;                                  \
+                if (ROWS) hi = r == 0 || nr[r] > hi ? nr[r] : hi;                                  \
             }                                                                                      \
             if (scaled) {                                                                          \
                 _Pragma("GCC unroll 8") for (int r = 0; r < FA_MR; r++) {                          \
@@ -1718,8 +1720,8 @@ static inline void fa_prefetch_rows(const float *p, int64_t stride, int64_t rows
                         vf_mul(x[r][w], c);                                                        \
                 }                                                                                  \
             }                                                                                      \
-            const float *vb = vp + jb * FA_BC * vs + v0;                                           \
-            for (int j = 0; j < lo; j++) { /* keys every row takes */                              \
+            const float *vb = vp + j0 * vs + v0;                                                   \
+            for (int64_t j = 0; j < lo; j++) { /* keys every row takes */                          \
                 vf vv[W];                                                                          \
                 _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) vv[w] =                        \
                     vf_load(vb + j * vs + w * VLEN);                                               \
@@ -1729,7 +1731,7 @@ static inline void fa_prefetch_rows(const float *p, int64_t stride, int64_t rows
                         vf_fma(pj, vv[w], x[r][w]);                                                \
                 }                                                                                  \
             }                                                                                      \
-            for (int j = lo; j < hi; j++) { /* the rest: the rows that take key j */               \
+            for (int64_t j = lo; ROWS && j < hi; j++) { /* the rest: the rows that take key j */   \
                 vf vv[W];                                                                          \
                 _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) vv[w] =                        \
                     vf_load(vb + j * vs + w * VLEN);                                               \
@@ -1752,90 +1754,57 @@ static inline void fa_prefetch_rows(const float *p, int64_t stride, int64_t rows
             }                                                                                      \
         }                                                                                          \
     }
-FA_DEFINE_SHORT_PV(1)
-FA_DEFINE_SHORT_PV(2)
-FA_DEFINE_SHORT_PV(3)
-FA_DEFINE_SHORT_PV(4)
+FA_DEFINE_SHORT_PV(fa_short_pv, 1, 0)
+FA_DEFINE_SHORT_PV(fa_short_pv, 2, 0)
+FA_DEFINE_SHORT_PV(fa_short_pv, 3, 0)
+FA_DEFINE_SHORT_PV(fa_short_pv, 4, 0)
+
+#include "common/fa_attn19.h" /* causal and masked rows */
 
 /*
- * Rows [i0, i0 + FA_MR) of head (b, h) in the float32 lazy form, row r
- * seeing keys [0, e_r) (e_r = kernel_row_key_end: the same for every row,
- * or growing by row when causal) under no mask or one whose terms it reads
- * take the lazy form (mode: the rows' fa_short_mask_mode when they share a
- * mask row, else 0: each row's own). The key blocks any row sees in turn:
- * one every row sees whole (unless the rows' modes differ) through a fused
- * score tile (fa_score_f32_fused_q, Q read in place; under a mask
- * fa_short_fused_masked), the others -- a block some row sees in part or
- * not at all, or one the fused tile gave back -- scored and given row by
- * row to fa_row_softmax_lazy over the keys each row sees, a row the block
- * shows nothing skipping it; their probabilities kept per block, then one
- * P.V over the blocks with the accumulators in registers, each row over
- * its own keys, and the normalised rows stored to O (fa_short_pv). The
- * operations of fa_query_block on the same values, so the same bits.
- * Returns 0 with O untouched when a row leaves the common case (a NaN or
- * infinite logit, a mask the lazy form does not take, a row that sees
- * nothing or sums to 0): the caller gives the rows to fa_query_block.
+ * Rows [i0, i0 + FA_MR) of head (b, h) when every row sees keys [0,
+ * nkeys) and takes the float32 lazy form with no mask: the key blocks'
+ * score tiles in turn (fa_score_f32_fused, Q read in place; a last short
+ * block through fa_row_softmax_lazy), their probabilities kept per block,
+ * then one P.V over every key with the accumulators in registers and the
+ * normalised rows stored to O (fa_short_pv). The operations of
+ * fa_query_block on the same values, so the same bits. Returns 0 with O
+ * untouched when a row leaves the common case (a NaN or infinite dot, a
+ * huge reference, a row that sees nothing or sums to 0): the caller gives
+ * the rows to fa_query_block.
  */
 static inline int fa_short_tile(const mha_attn_args *a, const fa_layout *L, float *ws,
                                 const float *vp, int64_t vs, int64_t b, int64_t h, int64_t i0,
-                                int mode) {
+                                int64_t nkeys) {
     const int64_t dk = a->dk, dvp = L->dvp;
     const float *q = a->q + b * a->q_sb + h * a->q_sh + i0 * a->q_ss;
     const float *kt = ws + L->kt;
     float *p = ws + L->s; /* [nb][FA_MR][FA_BC] <= [FA_BR][FA_BC] */
     const float c2 = a->scale * FA_LOG2E;
     float m2[FA_MR], thr[FA_MR], l[FA_MR], corr[FA_SHORT_KEYS / FA_BC * FA_MR];
-    unsigned char cnt[FA_SHORT_KEYS / FA_BC * FA_MR];
-    int64_t e[FA_MR], e_lo = INT64_MAX, e_hi = 0;
-    const float *mrow[FA_MR];
-    int rmode[FA_MR], same = 1;
     _Alignas(64) float lv[FA_MR * VLEN];
     for (int r = 0; r < FA_MR; r++) {
-        e[r] = kernel_row_key_end(a, b, i0 + r);
-        e_lo = e[r] < e_lo ? e[r] : e_lo;
-        e_hi = e[r] > e_hi ? e[r] : e_hi;
-        mrow[r] = kernel_mask_row(a, b, h, i0 + r);
-        rmode[r] = !mrow[r] ? 0 : mode ? mode : fa_short_mask_mode(a, mrow[r], e[r]);
-        if (mrow[r] && !rmode[r]) return 0; /* the exact row pass's */
-        same &= rmode[r] == rmode[0];
         m2[r] = -INFINITY;
         thr[r] = -INFINITY;
         vf_store(lv + r * VLEN, vf_zero());
     }
-    if (e_hi > FA_SHORT_KEYS) return 0;
-    int64_t jb = 0;
-    for (int64_t j0 = 0; j0 < e_hi; j0 += FA_BC, jb++) {
-        const float *ktb = kt + jb * dk * FA_BC;
-        float *pb = p + jb * FA_MR * FA_BC, *cb = corr + jb * FA_MR;
-        unsigned char *nb = cnt + jb * FA_MR;
-        if (same && j0 + FA_BC <= e_lo) {
-            int ok = 1, rc = 0;
-            for (int r = 0; r < FA_MR; r++) /* a huge reference is the row pass's */
-                ok &= m2[r] == -INFINITY || fabsf(m2[r]) < FA_LAZY_HUGE;
-            if (ok && rmode[0])
-                rc = fa_short_fused_masked(a, dk, q, a->q_ss, ktb, pb, m2, thr, lv, cb, c2, mrow,
-                                           j0, rmode[0]);
-            else if (ok)
-                rc = fa_score_f32_fused_q(dk, q, a->q_ss, ktb, pb, m2, thr, lv, cb, c2);
-            if (rc == 1) {
-                memset(nb, FA_BC, FA_MR);
-                continue;
-            }
-        }
-        /* the row pass: the key vectors the last row sees scored, then each row */
-        const int64_t seen = e_hi - j0;
-        fa_score_q_narrow(dk, q, a->q_ss, ktb, pb,
-                          seen >= FA_BC ? FA_NCV : (int)((seen + VLEN - 1) / VLEN));
+    int64_t j0 = 0, jb = 0;
+    for (; j0 + FA_BC <= nkeys; j0 += FA_BC, jb++) {
+        for (int r = 0; r < FA_MR; r++) /* a huge reference is the row pass's */
+            if (m2[r] != -INFINITY && !(fabsf(m2[r]) < FA_LAZY_HUGE)) return 0;
+        if (fa_score_f32_fused_q(dk, q, a->q_ss, kt + jb * dk * FA_BC, p + jb * FA_MR * FA_BC, m2,
+                                 thr, lv, corr + jb * FA_MR, c2) != 1)
+            return 0;
+    }
+    if (j0 < nkeys) {
+        /* the last, short block: its key vectors scored, then the row pass */
+        const int64_t nv = nkeys - j0;
+        float *pb = p + jb * FA_MR * FA_BC;
+        fa_score_q_narrow(dk, q, a->q_ss, kt + jb * dk * FA_BC, pb, (int)((nv + VLEN - 1) / VLEN));
         for (int r = 0; r < FA_MR; r++) {
-            const int64_t nv = e[r] - j0 < FA_BC ? e[r] - j0 : FA_BC;
             int poisoned = 0;
-            nb[r] = 0;
-            cb[r] = 1.0f;
-            if (nv <= 0) continue;
-            if (fa_row_softmax_lazy(c2, nv, pb + r * FA_BC, &m2[r], &thr[r], lv + r * VLEN, &cb[r],
-                                    &poisoned, a, mrow[r], j0, rmode[r] == 2))
-                nb[r] = (unsigned char)nv;
-            else if (poisoned)
+            if (fa_row_softmax_lazy(c2, nv, pb + r * FA_BC, &m2[r], &thr[r], lv + r * VLEN,
+                                    &corr[jb * FA_MR + r], &poisoned, a, NULL, j0, 0) != 1)
                 return 0;
         }
     }
@@ -1847,13 +1816,13 @@ static inline int fa_short_tile(const mha_attn_args *a, const fa_layout *L, floa
     for (int64_t v0 = 0; v0 < dvp; v0 += FA_PVW * VLEN) {
         const int64_t w = (dvp - v0) / VLEN;
         if (w >= 4)
-            fa_short_pv_4(p, corr, cnt, jb, vp, vs, v0, l, o, a->o_ss, a->dv);
+            fa_short_pv_4(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
         else if (w == 3)
-            fa_short_pv_3(p, corr, cnt, jb, vp, vs, v0, l, o, a->o_ss, a->dv);
+            fa_short_pv_3(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
         else if (w == 2)
-            fa_short_pv_2(p, corr, cnt, jb, vp, vs, v0, l, o, a->o_ss, a->dv);
+            fa_short_pv_2(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
         else
-            fa_short_pv_1(p, corr, cnt, jb, vp, vs, v0, l, o, a->o_ss, a->dv);
+            fa_short_pv_1(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
     }
     return 1;
 }
@@ -1890,7 +1859,8 @@ static inline void fa_short_head(const mha_attn_args *a, const fa_layout *L, flo
     }
     for (int64_t i0 = a->q0; i0 < a->q1; i0 += FA_MR) {
         const int64_t t0 = i0 + FA_MR <= a->q1 ? i0 : a->q1 - FA_MR;
-        if (!fa_short_tile(a, L, ws, vp, vs, b, h, t0, mode))
+        if (!(a->mask || a->causal ? fa_short_rows_tile(a, L, ws, vp, vs, b, h, t0, mode)
+                                   : fa_short_tile(a, L, ws, vp, vs, b, h, t0, nkeys)))
             fa_query_block(a, L, ws, vp, vs, b, h, t0, FA_MR);
     }
 }

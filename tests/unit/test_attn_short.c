@@ -16,8 +16,17 @@
  *  - tiles it gives back to fa_query_block -- a query row of NaN, one of
  *    +inf, a key whose dots pass FA_LAZY_HUGE (a huge reference) -- the
  *    same bits as there (NaN rows included);
- *  - fa_short_ok false for a mask, causal rows, more than 256 keys, fewer
- *    than 6 rows, bfloat16, softcap.
+ *  - causal heads (GPT-2's S 256, 250 and 100 rows, a past, key lengths,
+ *    rows 0-6 where row 0 sees 1 key) and heads under masks the lazy form
+ *    takes (a key padding row of -inf / finfo.min or BERT's -10000, a bias
+ *    per row, a causal mask folded in, a tile's rows in both modes)
+ *    through fa_short_rows_tile (common/fa_attn19.h), bit for bit the
+ *    block path with every tile taken; a NaN in V past a causal row's end
+ *    or a key length never reaching the row, one at a hidden key as in the
+ *    block path; a NaN mask term and rows that see no key left to it;
+ *  - fa_short_ok false for a key padding row shared by causal rows, more
+ *    than 256 keys, fewer than 6 rows, bfloat16, softcap; true for a mask
+ *    and for causal rows.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ
  * the tests report themselves skipped. */
 #include "testutil.h"
