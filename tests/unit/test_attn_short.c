@@ -20,7 +20,7 @@
  *    rows 0-6 where row 0 sees 1 key) and heads under masks the lazy form
  *    takes (a key padding row of -inf / finfo.min or BERT's -10000, a bias
  *    per row, a causal mask folded in, a tile's rows in both modes)
- *    through fa_short_rows_tile (common/fa_attn19.h), bit for bit the
+ *    through fa_short_rows_tile, bit for bit the
  *    block path with every tile taken; a NaN in V past a causal row's end
  *    or a key length never reaching the row, one at a hidden key as in the
  *    block path; a NaN mask term and rows that see no key left to it;
