@@ -19,12 +19,15 @@
  * twice; the exit status is 3 when they differ.
  *
  * Inputs: floats uniform in [-1, 1) from a fixed seed, token ids 1, masks
- * that let every key through; a dimension the model leaves open is the batch (the first such
+ * that let every key through (--pad N: an integer attention mask [B, S]
+ * keeps S - (N b mod S) keys of item b, the rest 0: a padded batch, e.g.
+ * BERT's at B 8 S 128 N 13 keeps 128, 115, ..., 37); a dimension the
+ * model leaves open is the batch (the first such
  * dimension of an input, --batch) or the sequence (any later one, --seq).
  *
  * Usage: plugin_ab MODEL PLUGIN_A PLUGIN_B [--backend NAME] [--batch B]
  *                  [--seq S] [--threads N] [--pairs N]
- *                  [--precision float32|bfloat16]
+ *                  [--precision float32|bfloat16] [--pad N]
  * Exit: 0 done (same bits), 3 the bits differ, 1 a failure, 2 usage. */
 #include <limits.h>
 #include <stdint.h>
@@ -41,14 +44,15 @@
 
 static int ab_usage(void) {
     fprintf(stderr, "usage: plugin_ab MODEL PLUGIN_A PLUGIN_B [--backend NAME] [--batch B] "
-                    "[--seq S] [--threads N] [--pairs N] [--precision float32|bfloat16]\n");
+                    "[--seq S] [--threads N] [--pairs N] [--precision float32|bfloat16] "
+                    "[--pad N]\n");
     return 2;
 }
 
 int main(int argc, char **argv) {
     if (argc < 4 || argv[2][0] == '-' || argv[3][0] == '-') return ab_usage();
     const char *model_path = argv[1], *plugin[2] = {argv[2], argv[3]}, *backend = "avx512";
-    int64_t batch = 1, seq = 128;
+    int64_t batch = 1, seq = 128, pad = 0;
     int threads = 1, pairs = 41, precision = MHA_PRECISION_FLOAT32;
     for (int i = 4; i < argc; i++) {
         if (i + 1 >= argc) return ab_usage();
@@ -59,6 +63,8 @@ int main(int argc, char **argv) {
             batch = atoll(v);
         } else if (!strcmp(argv[i - 1], "--seq")) {
             seq = atoll(v);
+        } else if (!strcmp(argv[i - 1], "--pad")) {
+            pad = atoll(v);
         } else if (!strcmp(argv[i - 1], "--threads")) {
             threads = atoi(v);
         } else if (!strcmp(argv[i - 1], "--pairs")) {
@@ -74,7 +80,7 @@ int main(int argc, char **argv) {
             return ab_usage();
         }
     }
-    if (batch < 1 || seq < 1 || threads < 1 || pairs < 1) return ab_usage();
+    if (batch < 1 || seq < 1 || threads < 1 || pairs < 1 || pad < 0) return ab_usage();
 
     mha_error err;
     mha_model_options mo;
@@ -161,12 +167,17 @@ int main(int argc, char **argv) {
             const int ignore =
                 io.role == MHA_ROLE_KEY_PADDING_MASK && info.key_padding_true_means_ignore;
             memset(t->data, ignore ? 0 : 1, (size_t)n);
-        } else if (io.dtype == MHA_DTYPE_INT64) {
-            for (int64_t k = 0; k < n; k++)
-                ((int64_t *)t->data)[k] = 1;
-        } else if (io.dtype == MHA_DTYPE_INT32) {
-            for (int64_t k = 0; k < n; k++)
-                ((int32_t *)t->data)[k] = 1;
+        } else if (io.dtype == MHA_DTYPE_INT64 || io.dtype == MHA_DTYPE_INT32) {
+            /* 1, or with --pad an attention mask [B, S] of a padded batch */
+            const int padded = pad && io.role == MHA_ROLE_ATTN_MASK && t->rank == 2;
+            for (int64_t k = 0; k < n; k++) {
+                const int64_t s = padded ? t->shape[1] : 1, b = k / s;
+                const int keep = !padded || k % s < s - pad * b % s;
+                if (io.dtype == MHA_DTYPE_INT64)
+                    ((int64_t *)t->data)[k] = keep;
+                else
+                    ((int32_t *)t->data)[k] = keep;
+            }
         }
     }
     for (int k = 0; k < 2; k++) {

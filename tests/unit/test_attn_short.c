@@ -16,8 +16,17 @@
  *  - tiles it gives back to fa_query_block -- a query row of NaN, one of
  *    +inf, a key whose dots pass FA_LAZY_HUGE (a huge reference) -- the
  *    same bits as there (NaN rows included);
- *  - fa_short_ok false for a mask, causal rows, more than 256 keys, fewer
- *    than 6 rows, bfloat16, softcap.
+ *  - causal heads (GPT-2's S 256, 250 and 100 rows, a past, key lengths,
+ *    rows 0-6 where row 0 sees 1 key) and heads under masks the lazy form
+ *    takes (a key padding row of -inf / finfo.min or BERT's -10000, a bias
+ *    per row, a causal mask folded in, a tile's rows in both modes)
+ *    through fa_short_rows_tile, bit for bit the
+ *    block path with every tile taken; a NaN in V past a causal row's end
+ *    or a key length never reaching the row, one at a hidden key as in the
+ *    block path; a NaN mask term and rows that see no key left to it;
+ *  - fa_short_ok false for a key padding row shared by causal rows, more
+ *    than 256 keys, fewer than 6 rows, bfloat16, softcap; true for a mask
+ *    and for causal rows.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ
  * the tests report themselves skipped. */
 #include "testutil.h"
@@ -50,16 +59,33 @@ static void fill(float *x, size_t n, uint64_t seed, float scale) {
     }
 }
 
+/* masks of the cases (short_make) */
+enum {
+    SM_NONE,
+    SM_PAD_HIDE, /* [B, 1, 1, Skv]: 0, then the last 5 b + 3 keys hidden (-inf,
+                    the host's finfo.min fill on odd items): the lazy form's mode 1 */
+    SM_PAD_BERT, /* [B, 1, 1, Skv]: 0, then -10000 on the last 5 b + 3 keys (BERT's
+                    extended mask): mode 2, logit units */
+    SM_ROWS,     /* [B, Sq, Skv]: a bias in [-3, 0) per row, 1 key in 16 -inf: mode 2 */
+    SM_FOLDED,   /* [B, Sq, Skv]: 0 on keys j <= i, -inf after (a causal mask
+                    folded into the mask) and on the last 3 b keys: mode 1 */
+    SM_MIXED,    /* [B, Sq, Skv]: SM_FOLDED's rows on even i, SM_ROWS's on odd
+                    i: a tile's rows in both modes */
+    SM_NAN       /* SM_PAD_BERT with a NaN term on key 2: the exact row pass */
+};
+
 typedef struct short_case {
     int64_t B, Hq, Hkv, Sq, Skv, dk, dv;
     int64_t q0, q1; /* the call's query range (q1 0: Sq) */
     int kv_len;     /* per-item key lengths Skv, Skv - 3, ... */
+    int causal;     /* 1: causal; 2: causal with offsets Skv - Sq - 7 b (a past) */
+    int mask;       /* SM_* */
 } short_case;
 
 typedef struct short_data {
     mha_attn_args a;
-    float *q, *kv, *o;
-    int64_t kvl[8];
+    float *q, *kv, *o, *mask;
+    int64_t kvl[8], offs[8];
     size_t n_o;
 } short_data;
 
@@ -88,13 +114,43 @@ static void short_make(const short_case *c, short_data *D, uint64_t seed) {
             D->kvl[b] = c->Skv - 3 * b;
         a->kv_len = D->kvl;
     }
+    a->causal = c->causal != 0;
+    if (c->causal == 2) {
+        for (int64_t b = 0; b < c->B; b++)
+            D->offs[b] = c->Skv - c->Sq - 7 * b;
+        a->causal_offset = D->offs;
+    }
+    if (c->mask != SM_NONE) {
+        const int rows = c->mask >= SM_ROWS && c->mask <= SM_MIXED;
+        const int64_t sq = rows ? c->Sq : 1;
+        D->mask = malloc((size_t)(c->B * sq * c->Skv) * sizeof(float));
+        fill(D->mask, (size_t)(c->B * sq * c->Skv), seed + 2, 1.5f);
+        for (int64_t b = 0; b < c->B; b++)
+            for (int64_t i = 0; i < sq; i++)
+                for (int64_t j = 0; j < c->Skv; j++) {
+                    float *m = &D->mask[(b * sq + i) * c->Skv + j];
+                    const int pad = j >= c->Skv - 5 * b - 3, folded = j > i || j >= c->Skv - 3 * b;
+                    const int bias = c->mask == SM_ROWS || (c->mask == SM_MIXED && (i & 1));
+                    if (c->mask == SM_PAD_HIDE)
+                        *m = !pad ? 0.0f : b & 1 ? nextafterf(-FLT_MAX, 0.0f) : -INFINITY;
+                    else if (c->mask == SM_PAD_BERT || c->mask == SM_NAN)
+                        *m = !pad ? 0.0f : -10000.0f;
+                    else if (bias)
+                        *m = j % 16 == 5 ? -INFINITY : *m - 1.5f;
+                    else
+                        *m = folded ? -INFINITY : 0.0f;
+                }
+        if (c->mask == SM_NAN) D->mask[2] = NAN;
+        a->mask = D->mask, a->m_sb = sq * c->Skv, a->m_sh = 0, a->m_sq = rows ? c->Skv : 0;
+        a->m_sk = 1;
+    }
     a->b0 = 0, a->b1 = c->B, a->h0 = 0, a->h1 = c->Hq;
     a->q0 = c->q0, a->q1 = c->q1 ? c->q1 : c->Sq;
     a->num_threads = 1;
 }
 
 static void short_free(short_data *D) {
-    free(D->q), free(D->kv), free(D->o);
+    free(D->q), free(D->kv), free(D->o), free(D->mask);
 }
 
 static float *ws_align(void *w) {
@@ -166,15 +222,15 @@ static void check_case(const short_case *c, void (*edit)(short_data *), int take
     if (memcmp(want, D.o, D.n_o * sizeof(float)) != 0) {
         for (size_t i = 0; i < D.n_o; i++)
             if (memcmp(&want[i], &D.o[i], sizeof(float)) != 0)
-                fail_msg("B %lld Hq %lld Sq %lld Skv %lld dk %lld dv %lld q [%lld, %lld): O[%zu] "
-                         "%a, the block path %a",
+                fail_msg("B %lld Hq %lld Sq %lld Skv %lld dk %lld dv %lld q [%lld, %lld) causal "
+                         "%d mask %d: O[%zu] %a, the block path %a",
                          (long long)c->B, (long long)c->Hq, (long long)c->Sq, (long long)c->Skv,
                          (long long)c->dk, (long long)c->dv, (long long)D.a.q0, (long long)D.a.q1,
-                         i, (double)D.o[i], (double)want[i]);
+                         c->causal, c->mask, i, (double)D.o[i], (double)want[i]);
     }
     if (taken && !kept)
-        fail_msg("Sq %lld Skv %lld dk %lld: the short path was not taken", (long long)c->Sq,
-                 (long long)c->Skv, (long long)c->dk);
+        fail_msg("Sq %lld Skv %lld dk %lld causal %d mask %d: the short path was not taken",
+                 (long long)c->Sq, (long long)c->Skv, (long long)c->dk, c->causal, c->mask);
     free(want);
     short_free(&D);
 }
@@ -183,21 +239,105 @@ static void test_short_heads_bits(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
     const short_case cs[] = {
-        {2, 3, 3, 128, 128, 64, 64, 0, 0, 0},  /* BERT-base */
-        {2, 3, 3, 128, 128, 32, 32, 0, 0, 0},  /* MiniLM */
-        {1, 2, 2, 197, 197, 64, 64, 0, 0, 0},  /* ViT-B/16: 5 keys in the last block */
-        {1, 2, 2, 256, 256, 64, 64, 0, 0, 0},  /* W4 */
-        {1, 2, 2, 250, 250, 64, 64, 0, 0, 0},  /* the last tile overlaps */
-        {1, 2, 2, 40, 100, 64, 64, 0, 0, 0},   /* cross */
-        {1, 2, 2, 30, 70, 17, 17, 0, 0, 0},    /* V copied, O partial */
-        {1, 2, 2, 30, 90, 24, 40, 0, 0, 0},    /* dk != dv */
-        {1, 4, 2, 50, 130, 64, 64, 0, 0, 0},   /* GQA */
-        {3, 2, 2, 60, 150, 32, 32, 0, 0, 1},   /* key lengths 150, 147, 144 */
-        {1, 2, 2, 128, 128, 64, 64, 5, 83, 0}, /* a range inside the head */
-        {1, 2, 2, 197, 197, 64, 64, 190, 197, 0},
+        {2, 3, 3, 128, 128, 64, 64, 0, 0, 0, 0, SM_NONE},  /* BERT-base */
+        {2, 3, 3, 128, 128, 32, 32, 0, 0, 0, 0, SM_NONE},  /* MiniLM */
+        {1, 2, 2, 197, 197, 64, 64, 0, 0, 0, 0, SM_NONE},  /* ViT-B/16: 5 keys in the last block */
+        {1, 2, 2, 256, 256, 64, 64, 0, 0, 0, 0, SM_NONE},  /* W4 */
+        {1, 2, 2, 250, 250, 64, 64, 0, 0, 0, 0, SM_NONE},  /* the last tile overlaps */
+        {1, 2, 2, 40, 100, 64, 64, 0, 0, 0, 0, SM_NONE},   /* cross */
+        {1, 2, 2, 30, 70, 17, 17, 0, 0, 0, 0, SM_NONE},    /* V copied, O partial */
+        {1, 2, 2, 30, 90, 24, 40, 0, 0, 0, 0, SM_NONE},    /* dk != dv */
+        {1, 4, 2, 50, 130, 64, 64, 0, 0, 0, 0, SM_NONE},   /* GQA */
+        {3, 2, 2, 60, 150, 32, 32, 0, 0, 1, 0, SM_NONE},   /* key lengths 150, 147, 144 */
+        {1, 2, 2, 128, 128, 64, 64, 5, 83, 0, 0, SM_NONE}, /* a range inside the head */
+        {1, 2, 2, 197, 197, 64, 64, 190, 197, 0, 0, SM_NONE},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         check_case(&cs[i], NULL, 1, 100 + i);
+}
+
+/* Causal heads (GPT-2's: row i sees keys [0, i + 1), a tile's rows up to
+ * 6 keys apart, the blocks past its last row's keys skipped) and heads
+ * under masks the lazy form takes, bit for bit the block path, the short
+ * path taking every tile */
+static void test_short_heads_causal_masked_bits(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    const short_case cs[] = {
+        {1, 2, 2, 256, 256, 64, 64, 0, 0, 0, 1, SM_NONE},     /* GPT-2 */
+        {1, 2, 2, 250, 250, 64, 64, 0, 0, 0, 1, SM_NONE},     /* 6 does not divide the rows */
+        {1, 2, 2, 100, 100, 64, 64, 0, 0, 0, 1, SM_NONE},     /* keys not whole vectors */
+        {1, 2, 2, 61, 61, 32, 32, 0, 0, 0, 1, SM_NONE},       /* one short block */
+        {1, 2, 2, 70, 70, 17, 17, 0, 0, 0, 1, SM_NONE},       /* V copied, O partial */
+        {1, 4, 2, 128, 128, 64, 64, 0, 0, 0, 1, SM_NONE},     /* GQA */
+        {3, 2, 2, 40, 200, 32, 32, 0, 0, 0, 2, SM_NONE},      /* a past of 160, 153, 146 */
+        {3, 2, 2, 90, 90, 32, 32, 0, 0, 1, 1, SM_NONE},       /* key lengths 90, 87, 84 */
+        {1, 2, 2, 256, 256, 64, 64, 61, 197, 0, 1, SM_NONE},  /* a range inside the head */
+        {1, 2, 2, 256, 256, 64, 64, 0, 7, 0, 1, SM_NONE},     /* rows 0-6: row 0 sees 1 key */
+        {3, 3, 3, 128, 128, 64, 64, 0, 0, 0, 0, SM_PAD_HIDE}, /* padding hidden */
+        {3, 3, 3, 128, 128, 64, 64, 0, 0, 0, 0, SM_PAD_BERT}, /* BERT's -10000 */
+        {3, 2, 2, 197, 197, 64, 64, 0, 0, 0, 0, SM_PAD_BERT},
+        {3, 2, 2, 40, 150, 32, 32, 0, 0, 1, 0, SM_PAD_HIDE}, /* with key lengths */
+        {2, 2, 2, 130, 130, 64, 64, 0, 0, 0, 0, SM_ROWS},    /* a bias per row */
+        {2, 2, 2, 130, 130, 64, 64, 0, 0, 0, 1, SM_ROWS},    /* ... and causal */
+        {2, 2, 2, 200, 200, 32, 32, 0, 0, 0, 0, SM_FOLDED},  /* causal folded in */
+        {2, 2, 2, 100, 100, 64, 64, 0, 0, 0, 0, SM_MIXED},   /* modes 1 and 2 in a tile */
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        check_case(&cs[i], NULL, 1, 200 + i);
+}
+
+/* V of key 100 NaN (every item and kv head) */
+static void edit_nan_v(short_data *D) {
+    const mha_attn_args *a = &D->a;
+    float *v = D->kv + (a->v - D->kv);
+    for (int64_t b = 0; b < a->B; b++)
+        for (int64_t g = 0; g < a->Hkv; g++)
+            v[b * a->v_sb + g * a->v_sh + 100 * a->v_ss + 3] = NAN;
+}
+
+/* Keys a row does not see: a NaN in V past a causal row's last key or past
+ * a key length never reaches the row (finite, as in the block path); one
+ * at a hidden key in the row's range is 0 * NaN there (NaN, as in the
+ * graph): bit for bit the block path either way. A mask the lazy form does
+ * not take (a NaN term) and rows that see no key (a past of -2) go to the
+ * block path. */
+static void test_short_heads_unseen_keys(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    const short_case causal = {1, 2, 2, 200, 200, 64, 64, 0, 0, 0, 1, SM_NONE};
+    const short_case lens = {3, 2, 2, 60, 103, 64, 64, 0, 0, 1, 0, SM_NONE};
+    const short_case hidden = {3, 2, 2, 128, 128, 64, 64, 0, 0, 0, 0, SM_PAD_HIDE};
+    const short_case folded = {2, 2, 2, 128, 128, 64, 64, 0, 0, 0, 0, SM_FOLDED};
+    check_case(&causal, edit_nan_v, 1, 31);
+    check_case(&lens, edit_nan_v, 1, 32);
+    check_case(&hidden, edit_nan_v, 1, 33);
+    check_case(&folded, edit_nan_v, 1, 34);
+    const short_case nan_term = {2, 2, 2, 128, 128, 64, 64, 0, 0, 0, 0, SM_NAN};
+    check_case(&nan_term, NULL, 0, 35);
+    const short_case none_seen = {2, 2, 2, 30, 30, 64, 64, 0, 0, 0, 2, SM_NONE};
+    check_case(&none_seen, NULL, 0, 36);
+
+    short_data D;
+    short_make(&causal, &D, 31);
+    edit_nan_v(&D);
+    (void)run(&D, 1);
+    for (int64_t i = 0; i < causal.Sq; i++)
+        for (int64_t h = 0; h < causal.Hq; h++)
+            for (int64_t d = 0; d < causal.dv; d++) {
+                const float x = D.o[i * D.a.o_ss + h * D.a.o_sh + d];
+                assert_true(i >= 100 && d == 3 ? isnan(x) : isfinite(x));
+            }
+    short_free(&D);
+    short_make(&lens, &D, 32);
+    edit_nan_v(&D);
+    (void)run(&D, 1);
+    for (int64_t b = 0; b < lens.B; b++) /* items 1, 2 see 100, 97 keys */
+        for (int64_t i = 0; i < lens.Sq * lens.Hq * lens.dv; i++) {
+            const float x = D.o[b * D.a.o_sb + i];
+            assert_true(b == 0 && i % lens.dv == 3 ? isnan(x) : isfinite(x));
+        }
+    short_free(&D);
 }
 
 /* a query row of NaN (b 0, every head, row 9), one of +inf (row 20) */
@@ -225,8 +365,8 @@ static void edit_huge_key(short_data *D) {
 static void test_short_heads_refused_tiles(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
-    const short_case c = {1, 2, 2, 128, 128, 64, 64, 0, 0, 0};
-    const short_case t = {1, 2, 2, 100, 197, 64, 64, 0, 0, 0};
+    const short_case c = {1, 2, 2, 128, 128, 64, 64, 0, 0, 0, 0, SM_NONE};
+    const short_case t = {1, 2, 2, 100, 197, 64, 64, 0, 0, 0, 0, SM_NONE};
     check_case(&c, edit_nonfinite_q, 0, 7);
     check_case(&t, edit_nonfinite_q, 0, 8);
     check_case(&c, edit_huge_key, 0, 9);
@@ -247,7 +387,7 @@ static void test_short_heads_refused_tiles(void **state) {
 static void test_short_heads_not_taken(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
-    const short_case c = {1, 2, 2, 128, 128, 64, 64, 0, 0, 0};
+    const short_case c = {1, 2, 2, 128, 128, 64, 64, 0, 0, 0, 0, SM_NONE};
     short_data D;
     short_make(&c, &D, 3);
     mha_attn_args *a = &D.a;
@@ -255,10 +395,13 @@ static void test_short_heads_not_taken(void **state) {
     assert_false(fa_short_ok(a, 0, 257)); /* keys past FA_SHORT_KEYS */
     float zeros[128] = {0};
     a->mask = zeros, a->m_sk = 1;
-    assert_false(fa_short_ok(a, 0, 128));
-    a->mask = NULL;
+    assert_true(fa_short_ok(a, 0, 128)); /* a key padding row */
     a->causal = 1;
-    assert_false(fa_short_ok(a, 0, 128)); /* row 0 sees key 0 alone */
+    assert_false(fa_short_ok(a, 0, 128)); /* shared by rows that see different keys */
+    a->m_sq = 1;
+    assert_true(fa_short_ok(a, 0, 128)); /* a row each */
+    a->mask = NULL;
+    assert_true(fa_short_ok(a, 0, 128)); /* causal rows */
     a->causal = 0;
     a->q0 = 100, a->q1 = 105;
     assert_false(fa_short_ok(a, 0, 128)); /* 5 rows */
@@ -278,12 +421,16 @@ static void test_short_heads_bits(void **state) {
     skip();
 }
 #define test_short_heads_refused_tiles test_short_heads_bits
+#define test_short_heads_causal_masked_bits test_short_heads_bits
+#define test_short_heads_unseen_keys test_short_heads_bits
 #define test_short_heads_not_taken test_short_heads_bits
 #endif
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_short_heads_bits),
+        cmocka_unit_test(test_short_heads_causal_masked_bits),
+        cmocka_unit_test(test_short_heads_unseen_keys),
         cmocka_unit_test(test_short_heads_refused_tiles),
         cmocka_unit_test(test_short_heads_not_taken),
     };

@@ -2152,13 +2152,15 @@ static void test_attention_plain_rows(void **state) {
     }
 }
 
-/* Heads of at most 256 keys whose rows all see every key, no mask (the
- * avx512 float32 short-head path: fa_short_head), at the models' shapes --
- * ViT's S 197 (a last key block of 5), MiniLM's d 32, 250 rows (the last
- * tile of 6 overlaps), d 80, GQA, key lengths -- and beside them the same
- * shapes under a padding mask and causal (the block path): every backend
- * within 1e-5 of the reference, and one call, a random split and one row
- * per call (the block path) bitwise the same (attn_check_case). */
+/* Heads of at most 256 keys (the avx512 float32 short-head path:
+ * fa_short_head), at the models' shapes -- ViT's S 197 (a last key block
+ * of 5), MiniLM's d 32, 250 rows (the last tile of 6 overlaps), d 80, GQA,
+ * key lengths; causal rows (GPT-2's S 256, a past, key lengths); a key
+ * padding row and a mask per row of random additive terms with -inf and
+ * -FLT_MAX among them (the lazy form in logit units), rows of it fully
+ * masked (the block path then), causal too: every backend within 1e-5 of
+ * the reference, and one call, a random split and one row per call (the
+ * block path) bitwise the same (attn_check_case). */
 static void test_attention_short_heads(void **state) {
     (void)state;
     const attn_case cs[] = {
@@ -2168,6 +2170,11 @@ static void test_attention_short_heads(void **state) {
         {3, 2, 2, 90, 200, 32, 32, 1, MASK_NONE, 0, 0, 1, 0.0f, 0, 0, 204},
         {2, 2, 2, 197, 197, 32, 32, 1, MASK_KEYPAD, 0, 0, 0, 0.0f, 0, 0, 205},
         {1, 2, 2, 128, 128, 64, 64, 1, MASK_NONE, 1, 0, 0, 0.0f, 0, 0, 206},
+        {1, 2, 2, 256, 256, 64, 64, 1, MASK_NONE, 1, 0, 0, 0.0f, 0, 0, 207},
+        {3, 2, 1, 70, 190, 32, 32, 1, MASK_NONE, 1, 1, 1, 0.0f, 0, 0, 208},
+        {2, 2, 2, 128, 128, 64, 64, 1, MASK_KEYPAD, 0, 0, 0, 0.0f, 0, 0, 209},
+        {2, 2, 2, 100, 100, 64, 64, 0, MASK_FULL, 0, 0, 0, 0.0f, 0, 0, 210},
+        {1, 2, 2, 150, 150, 32, 32, 1, MASK_BCAST_ROWS, 1, 0, 0, 0.0f, 0, 0, 211},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         attn_check_case(&cs[i]);
