@@ -4,12 +4,14 @@
  * Layout of the intermediates of one chunk of nb batch items (row-major,
  * batch-major rows r = b*S + s whatever the input layout):
  *
- *   self:  proj [nb*Sq, Hq*dk | Hkv*dk | Hkv*dv]   Q | K | V side by side
+ *   self:  proj [nb*Sq, Hq*dk | Hkv*dk | Hkv*dv]   Q | K | V side by side,
+ *          or [nb*Sq, H*(dk | dk | dv)]           head by head (exec_qkv_by_head)
  *   cross: projq [nb*Sq, Hq*dk], projkv [nb*Skv, Hkv*dk | Hkv*dv]
  *   att   [nb*Sq, Hq*dv]                          heads side by side
  *
- * Q of head h is the column block [h*dk, (h+1)*dk) of its buffer: the
- * attention kernel reads it through strides (no transposes). Inputs given
+ * Q of head h is the column block [h*dk, (h+1)*dk) of its buffer (head by
+ * head: [h*(2dk+dv), +dk)): the attention kernel reads it through strides
+ * (no transposes). Inputs given
  * sequence-first ([S, B, D]) are read through strides too: one GEMM
  * "segment" per batch item, whose rows are B*D floats apart.
  *
@@ -19,6 +21,8 @@
  *     (rotary layers) unit = (b, Q or K, row block): rotate Q and K in place
  *     phase 2, unit = (query block, b, h), heaviest first if causal:
  *              att[b, rows, h] = softmax(scale Q K^T + mask) V
+ *              (one batch item at 2 threads: phases 1 and 2 are one,
+ *              EXEC_PHASE_PROJ_ATTN)
  *     phase 3, unit = GEMM tile:  Y = att . Wo + bo
  * A self-parallel plugin gets each phase as one call instead. */
 #include "exec.h"
