@@ -882,17 +882,10 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
      * in L2 for the next row tile, and there is none; each slab's unit only
      * packs all of A again and ends the plugin's stream of B slices (W2's
      * Q|K|V [32 x 768] . [768 x 2304]: 4 units, now 1; W2 0.98x CPU time,
-     * paired, same bits). Nor at 2 threads when there would be at most
-     * two slabs a thread (one_tile below: one column piece per thread, A
-     * packed once by each): W2's 4 slabs of 576 columns packed its 32
-     * rows of A twice on each core, and with Q|K|V head by head
-     * (exec_qkv_by_head) the two pieces are heads 0-5 and 6-11. Many
-     * slabs stay (a decoding step's logits, [768 x 50257] from memory:
-     * their units balance the threads). */
-    int64_t slabs = exec_gemm_slabs(f->W->K, N, f->W->weight_bytes, threads);
-    if (exec_ceil_div(M, mt) == 1 &&
-        (threads <= 1 || (f->n_segs == 1 && slabs <= 2 * (int64_t)threads)))
-        slabs = 1;
+     * paired, same bits). At 2 threads they stay: the units balance. */
+    const int64_t slabs = threads <= 1 && exec_ceil_div(M, mt) == 1
+                              ? 1
+                              : exec_gemm_slabs(f->W->K, N, f->W->weight_bytes, threads);
     /* Units wanted: two per thread, so a thread that falls behind shares
      * the end; but one per thread when all of C is one row tile of a
      * whole-width weight (a short request, W2's output projection): its
@@ -906,11 +899,19 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
      * for 3 threads). Two row tiles or more keep two units a thread (one
      * per thread: level at S 128, and 3 units for 2 threads at S 200,
      * 1.14x slower). */
-    const int one_tile = threads > 1 && slabs == 1 && f->n_segs * exec_ceil_div(M, mt) == 1;
+    /* Nor at 2 threads when one row tile would be at most two slabs a
+     * thread (one_tile: one column piece per thread, A packed once by
+     * each): W2's 4 slabs of 576 columns packed its 32 rows of A twice on
+     * each core, and with Q|K|V head by head (exec_qkv_by_head) the two
+     * pieces are heads 0-5 and 6-11. Many slabs stay (a decoding step's
+     * logits, [768 x 50257] from memory: their units balance the threads). */
+    const int64_t n_slabs =
+        f->n_segs * exec_ceil_div(M, mt) == 1 && slabs <= 2 * (int64_t)threads ? 1 : slabs;
+    const int one_tile = threads > 1 && n_slabs == 1 && f->n_segs * exec_ceil_div(M, mt) == 1;
     const int64_t want = threads <= 1 ? 1 : one_tile ? (int64_t)threads : 2 * (int64_t)threads;
     if (one_tile) nt = exec_max(nbk, exec_round_up(exec_ceil_div(N, threads), nbk));
-    if (slabs > 1) {
-        nt = exec_round_up(exec_ceil_div(N, slabs), nbk);
+    if (n_slabs > 1) {
+        nt = exec_round_up(exec_ceil_div(N, n_slabs), nbk);
         /* row tiles: all rows, halved while the units are too few to
          * balance the threads (each row tile rereads its B slab) */
         mt = exec_round_up(M, mb);
