@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "exec_ext.h"
 #include "layer.h"
@@ -1166,12 +1167,184 @@ static void test_gemm_middle_pieces_bitwise(void **state) {
     backends_close(&bl);
 }
 
+/* Self-attention's W_q|W_k|W_v is packed head by head (exec_qkv_by_head):
+ * columns [h (2 dk + dv), (h + 1)(2 dk + dv)) of the Q|K|V GEMM are Q_h,
+ * K_h and V_h, so a column slab of whole heads is all a core needs for
+ * those heads' attention. Checked: the packed columns hold each head's
+ * three parts there (else they are Q of other heads), and a run is
+ * bitwise the run of the side-by-side packing at 1, 2 and 3 threads on
+ * every backend (3 heads, dk 8, dv 4: odd units). Rotary layers keep the
+ * side-by-side packing. */
+static void test_qkv_by_head(void **state) {
+    (void)state;
+    cfg c = base_self();
+    c.B = 2, c.Sq = c.Skv = 29, c.Hq = c.Hkv = 3, c.dk = 8, c.dv = 4, c.D = 20, c.Dout = 12;
+    fixture f;
+    fixture_make(&f, &c, 4242);
+    const layer *L = &f.L;
+    const int64_t K = c.D, H = c.Hq, w3 = 2 * c.dk + c.dv, N = H * w3, M = c.B * c.Sq;
+    const float *x = fixture_input(&f, MHA_ROLE_QUERY)->data;
+    backend_list bl;
+    backends_open(&bl);
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 3, 0, &pl, NULL), MHA_OK);
+    float *C = malloc(sizeof(float) * (size_t)(M * N));
+    assert_non_null(C);
+    for (int pi = 0; pi < bl.n; pi++) {
+        const mha_plugin *plugin = bl.plugin[pi];
+        void *ps = bl.state[pi];
+        exec_packed *pk = NULL;
+        mha_error err = {0};
+        if (exec_pack_weights(NULL, L, plugin, ps, MHA_PRECISION_FLOAT32, &pk, &err) != MHA_OK)
+            fail_msg("%s: %s", plugin->name, err.message);
+        assert_true(pk->fused_qkv && pk->qkv_by_head);
+        exec_env env;
+        memset(&env, 0, sizeof env);
+        env.plugin = plugin;
+        env.plugin_state = ps;
+        assert_int_equal(exec_gemm_tile(&env, &pk->qkv, M, x, K, C, N, 0, M, 0, N, 1, NULL, &err),
+                         MHA_OK);
+        const float *w[3] = {L->wq, L->wk, L->wv}, *b[3] = {L->bq, L->bk, L->bv};
+        const int64_t d[3] = {c.dk, c.dk, c.dv}, at[3] = {0, c.dk, 2 * c.dk};
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t h = 0; h < H; h++)
+                for (int part = 0; part < 3; part++)
+                    for (int64_t j = 0; j < d[part]; j++) {
+                        const int64_t col = h * d[part] + j;
+                        double want = b[part] ? b[part][col] : 0.0;
+                        for (int64_t k = 0; k < K; k++)
+                            want += (double)x[m * K + k] * w[part][k * H * d[part] + col];
+                        const double got = C[m * N + h * w3 + at[part] + j];
+                        if (fabs(got - want) > 1e-4 * (1.0 + fabs(want)))
+                            fail_msg("%s: row %lld head %lld part %d dim %lld: %g, want %g",
+                                     plugin->name, (long long)m, (long long)h, part, (long long)j,
+                                     got, want);
+                    }
+        /* the same layer with Q | K | V side by side */
+        exec_packed side = *pk;
+        side.qkv_by_head = 0;
+        memset(&side.qkv, 0, sizeof side.qkv);
+        const int64_t cols[3] = {H * c.dk, H * c.dk, H * c.dv};
+        assert_int_equal(exec_pack_parts(NULL, plugin, ps, MHA_PRECISION_FLOAT32, K, 3, w, cols, b,
+                                         "W_q|W_k|W_v", &side.qkv, &err),
+                         MHA_OK);
+        float *first = NULL;
+        for (int t = 0; t < 6; t++) {
+            float *y = out_buffer(&f);
+            env.pool = pl;
+            env.num_threads = t % 3 + 1;
+            f.out.data = y;
+            if (exec_run(&env, L, t < 3 ? pk : &side, f.in, f.n_in, &f.out, 1, &err) != MHA_OK)
+                fail_msg("%s: %s", plugin->name, err.message);
+            f.out.data = NULL;
+            if (!first) {
+                first = y;
+                continue;
+            }
+            if (memcmp(first, y, (size_t)f.out_numel * sizeof(float)) != 0)
+                fail_msg("%s: %s at %d threads differs from head by head at 1 thread", plugin->name,
+                         t < 3 ? "head by head" : "side by side", t % 3 + 1);
+            free(y);
+        }
+        free(first);
+        exec_weights_free(NULL, &side.qkv);
+        exec_packed_free(NULL, pk);
+    }
+    free(C);
+    fixture_free(&f);
+    cfg r = make_cfg(14); /* self, 2 heads each side, rotary: side by side */
+    fixture_make(&f, &r, 4243);
+    exec_packed *pk = NULL;
+    assert_int_equal(
+        exec_pack_weights(NULL, &f.L, bl.plugin[0], bl.state[0], MHA_PRECISION_FLOAT32, &pk, NULL),
+        MHA_OK);
+    assert_false(pk->qkv_by_head);
+    exec_packed_free(NULL, pk);
+    fixture_free(&f);
+    pool_destroy(pl);
+    backends_close(&bl);
+}
+
+/* The testk kernels, each call stamped from one clock: the last end of a
+ * Q|K|V GEMM call (N == seqk_qkv_n; its second column piece held 30 ms)
+ * and the first start of an attention call. */
+static atomic_int seqk_clock, seqk_qkv_end, seqk_attn_start;
+static int64_t seqk_qkv_n;
+
+static int seqk_gemm(void *state, const mha_gemm_args *g) {
+    const int rc = testk_gemm(state, g);
+    if (g->N != seqk_qkv_n) return rc;
+    if (g->n0 > 0) nanosleep(&(struct timespec){0, 30000000}, NULL);
+    const int t = atomic_fetch_add(&seqk_clock, 1);
+    int at = atomic_load(&seqk_qkv_end);
+    while (t > at && !atomic_compare_exchange_weak(&seqk_qkv_end, &at, t))
+        ;
+    return rc;
+}
+
+static int seqk_attention(void *state, const mha_attn_args *a, void *ws, size_t ws_size) {
+    const int t = atomic_fetch_add(&seqk_clock, 1);
+    int at = atomic_load(&seqk_attn_start);
+    while (t < at && !atomic_compare_exchange_weak(&seqk_attn_start, &at, t))
+        ;
+    return testk_attention(state, a, ws, ws_size);
+}
+
+/* One batch item's Q|K|V at 2 threads is two column pieces (exec_merge):
+ * the attention of the heads in the first piece starts while the second
+ * piece is still being computed (its GEMM held 30 ms), on the caller, or
+ * on the helper when it is there first; with a phase end between them
+ * (1 thread, 3 threads, two batch items) every Q|K|V call ends first.
+ * The results are bitwise the same in every case. */
+static void test_qkv_attention_one_phase(void **state) {
+    (void)state;
+    mha_plugin seqk = testk_plugin;
+    seqk.name = "seqk";
+    seqk.gemm = seqk_gemm;
+    seqk.attention = seqk_attention;
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 3, 0, &pl, NULL), MHA_OK);
+    for (int64_t B = 1; B <= 2; B++) {
+        cfg c = base_self();
+        c.B = B, c.Sq = c.Skv = 7, c.Hq = c.Hkv = 4, c.dk = 8, c.dv = 6, c.D = 20, c.Dout = 12;
+        /* 88 columns: pieces of 48 and 40, head 2's columns [44, 66) in both */
+        seqk_qkv_n = c.Hq * (2 * c.dk + c.dv);
+        fixture f;
+        fixture_make(&f, &c, 77 + (uint64_t)B);
+        float *first = NULL;
+        for (int threads = 1; threads <= 3; threads++) {
+            atomic_store(&seqk_clock, 0);
+            atomic_store(&seqk_qkv_end, -1);
+            atomic_store(&seqk_attn_start, 1 << 30);
+            run_opts ro = {.pool = pl, .threads = threads};
+            float *y = out_buffer(&f);
+            mha_error err = {0};
+            if (run_exec(&seqk, &ro, &f, y, &err) != MHA_OK) fail_msg("%s", err.message);
+            const int overlap = atomic_load(&seqk_attn_start) < atomic_load(&seqk_qkv_end);
+            if (overlap != (B == 1 && threads == 2))
+                fail_msg("B %lld, %d threads: attention started %s the last Q|K|V call ended",
+                         (long long)B, threads, overlap ? "before" : "after");
+            if (!first) {
+                first = y;
+                continue;
+            }
+            if (memcmp(first, y, (size_t)f.out_numel * sizeof(float)) != 0)
+                fail_msg("B %lld: %d threads differ from 1 thread", (long long)B, threads);
+            free(y);
+        }
+        free(first);
+        fixture_free(&f);
+    }
+    pool_destroy(pl);
+}
+
 /* A GEMM whose rows are one tile of a whole-width weight (W2's output
- * projection, a short request's or a decoding step's GEMMs) is one column
- * unit per thread, not two: each column unit packs all of A again. Two
- * row tiles, or a weight cut into slabs (W2's Q|K|V), keep two units a
- * thread; at 1 thread one row tile is one unit, slabs or not. Every
- * element of C is in one unit. */
+ * projection, a short request's or a decoding step's GEMMs), or of a
+ * weight of at most two slabs a thread (W2's Q|K|V), is one column unit
+ * per thread, not two: each column unit packs all of A again. Two row
+ * tiles, or many slabs (a decoding step's logits), keep their units; at 1
+ * thread one row tile is one unit, slabs or not. Every element of C is in
+ * one unit. */
 static void test_gemm_one_row_tile_units(void **state) {
     (void)state;
     const struct {
@@ -1184,7 +1357,9 @@ static void test_gemm_one_row_tile_units(void **state) {
         {1, 768, 768, 2, 2},    /* a decoding step */
         {16, 384, 1536, 2, 2},  /* MiniLM-L6's FFN up at S 16 */
         {128, 384, 384, 2, 4},  /* two row tiles */
-        {32, 768, 2304, 2, 4},  /* W2's Q|K|V: 4 slabs */
+        {32, 768, 2304, 2, 2},  /* W2's Q|K|V: no slabs, heads 0-5 and 6-11 */
+        {32, 768, 2304, 3, 3},  /* 4 heads a thread */
+        {1, 768, 50257, 2, 72}, /* a decoding step's logits: 72 slabs balance */
         {32, 768, 2304, 1, 1},  /* at 1 thread one unit: A packed once */
         {1, 768, 50257, 1, 1},  /* a decoding step's logits at 1 thread */
         {100, 768, 2304, 1, 4}, /* two row tiles: the slabs stay */
@@ -1938,6 +2113,8 @@ int main(void) {
         cmocka_unit_test(test_gemm_one_row_tile_units),
         cmocka_unit_test(test_gemm_middle_pieces),
         cmocka_unit_test(test_gemm_middle_pieces_bitwise),
+        cmocka_unit_test(test_qkv_by_head),
+        cmocka_unit_test(test_qkv_attention_one_phase),
         cmocka_unit_test(test_gemm_slabs_bfloat16),
         cmocka_unit_test(test_batch_chunks),
         cmocka_unit_test(test_plugin_sizes_checked),

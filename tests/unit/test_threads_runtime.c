@@ -183,6 +183,69 @@ static void test_many_threads_one_runtime(void **state) {
     mha_runtime_destroy(rt);
 }
 
+/* A short self-attention request (B 1, S 32, 8 heads: W2's form) on two
+ * threads runs its Q|K|V head by head in two column pieces and the
+ * attention in the same phase, each head's unit starting once its piece
+ * is done, or computing the piece itself when nobody took it yet (the
+ * helper busy with another caller). Every result is bitwise the
+ * single-threaded one: one caller at a time, three callers sharing the
+ * two threads, and a runtime of three threads (no merged phase). */
+typedef struct short_arg {
+    mha_runtime *rt;
+    mha_model *m;
+    const mha_tensor *in;
+    const float *expect;
+    int runs, mismatches, failures;
+} short_arg;
+
+static void *short_main(void *p) {
+    short_arg *a = p;
+    float y[32 * 256];
+    for (int i = 0; i < a->runs; i++) {
+        mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {1, 32, 256}, y};
+        mha_error err = {0};
+        if (mha_run(a->rt, a->m, a->in, 1, &out, 1, NULL, &err) != MHA_OK)
+            a->failures++;
+        else if (memcmp(y, a->expect, sizeof y) != 0)
+            a->mismatches++;
+    }
+    return NULL;
+}
+
+static void test_short_self_attention_threads(void **state) {
+    (void)state;
+    mha_model *m = load_model("mha_self_d256_h8_b1_s32");
+    static float x[32 * 256], expect[32 * 256];
+    tu_fill_random(x, 32 * 256, 77);
+    const mha_tensor in = {MHA_DTYPE_FLOAT32, 3, {1, 32, 256}, x};
+    mha_runtime *rt1 = runtime_new(1);
+    mha_tensor out = {MHA_DTYPE_FLOAT32, 3, {1, 32, 256}, expect};
+    mha_error err = {0};
+    if (mha_run(rt1, m, &in, 1, &out, 1, NULL, &err) != MHA_OK) fail_msg("%s", err.message);
+    mha_runtime_destroy(rt1);
+    for (int threads = 2; threads <= 3; threads++) {
+        mha_runtime *rt = runtime_new(threads);
+        short_arg one = {.rt = rt, .m = m, .in = &in, .expect = expect, .runs = 200};
+        short_main(&one);
+        assert_int_equal(one.failures, 0);
+        assert_int_equal(one.mismatches, 0);
+        short_arg many[3];
+        pthread_t th[3];
+        for (int i = 0; i < 3; i++) {
+            many[i] = one;
+            many[i].runs = 50;
+            assert_int_equal(pthread_create(&th[i], NULL, short_main, &many[i]), 0);
+        }
+        for (int i = 0; i < 3; i++) {
+            pthread_join(th[i], NULL);
+            assert_int_equal(many[i].failures, 0);
+            assert_int_equal(many[i].mismatches, 0);
+        }
+        mha_runtime_destroy(rt);
+    }
+    mha_model_free(m);
+}
+
 /* 1,000 cycles in release (threads or descriptors leaked by a cycle pile
  * up); under ASan 100: its LeakSanitizer reports what any one cycle leaks,
  * and a cycle there cost 11 ms (the pool's threads made and joined: 11 of
@@ -1000,6 +1063,7 @@ static void test_waiting_caller_short_slice(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_threads_one_runtime),
+        cmocka_unit_test(test_short_self_attention_threads),
         cmocka_unit_test(test_create_destroy_cycles),
         cmocka_unit_test(test_cancel_mid_batch),
         cmocka_unit_test(test_forked_child),

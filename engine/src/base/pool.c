@@ -237,6 +237,13 @@ static void pool_cpu_relax(void) {
 #endif
 }
 
+void pool_wait_step(unsigned spins) {
+    if (spins % 64 == 63)
+        sched_yield();
+    else
+        pool_cpu_relax();
+}
+
 unsigned pool_fp_flush_denormals(void) {
 #if defined(POOL_X86)
     unsigned saved = _mm_getcsr();

@@ -161,4 +161,10 @@ void pool_scratch_give(pool *p, const mha_alloc_ctx *a, int slot, void *buf);
 /* Bytes of the scratch buffers p keeps (while no run takes or gives one). */
 size_t pool_scratch_bytes(pool *p);
 
+/* One step of a unit's wait for a unit of its job that another thread is
+ * running (exec's Q|K|V pieces): a pause, and every 64th step a yield of
+ * the CPU, so that a peer sharing it (an oversubscribed machine) runs.
+ * spins counts the steps so far. */
+void pool_wait_step(unsigned spins);
+
 #endif

@@ -4,12 +4,14 @@
  * Layout of the intermediates of one chunk of nb batch items (row-major,
  * batch-major rows r = b*S + s whatever the input layout):
  *
- *   self:  proj [nb*Sq, Hq*dk | Hkv*dk | Hkv*dv]   Q | K | V side by side
+ *   self:  proj [nb*Sq, Hq*dk | Hkv*dk | Hkv*dv]   Q | K | V side by side,
+ *          or [nb*Sq, H*(dk | dk | dv)]           head by head (exec_qkv_by_head)
  *   cross: projq [nb*Sq, Hq*dk], projkv [nb*Skv, Hkv*dk | Hkv*dv]
  *   att   [nb*Sq, Hq*dv]                          heads side by side
  *
- * Q of head h is the column block [h*dk, (h+1)*dk) of its buffer: the
- * attention kernel reads it through strides (no transposes). Inputs given
+ * Q of head h is the column block [h*dk, (h+1)*dk) of its buffer (head by
+ * head: [h*(2dk+dv), +dk)): the attention kernel reads it through strides
+ * (no transposes). Inputs given
  * sequence-first ([S, B, D]) are read through strides too: one GEMM
  * "segment" per batch item, whose rows are B*D floats apart.
  *
@@ -19,6 +21,8 @@
  *     (rotary layers) unit = (b, Q or K, row block): rotate Q and K in place
  *     phase 2, unit = (query block, b, h), heaviest first if causal:
  *              att[b, rows, h] = softmax(scale Q K^T + mask) V
+ *              (one batch item at 2 threads: phases 1 and 2 are one,
+ *              EXEC_PHASE_PROJ_ATTN)
  *     phase 3, unit = GEMM tile:  Y = att . Wo + bo
  * A self-parallel plugin gets each phase as one call instead. */
 #include "exec.h"
@@ -174,6 +178,67 @@ mha_status exec_pack_parts(const mha_alloc_ctx *a, const mha_plugin *p, void *st
     return MHA_OK;
 }
 
+/* Whether self-attention's W_q|W_k|W_v is packed head by head: the columns
+ * [Q_h | K_h | V_h] of each head side by side (the Q|K|V buffer then reads
+ * q, k and v of head h at h * (2 dk + dv) + 0, dk, 2 dk, every head
+ * stride 2 dk + dv). The GEMM's column slabs and pieces then hold whole
+ * heads (W2's Q|K|V at 2 threads: two pieces of 1152 columns, heads 0-5
+ * on the caller, 6-11 on the helper), so each core computes the Q, K and
+ * V of the heads whose attention it runs next and reads them from its own
+ * cache; side by side, a head's Q came from one core and its V from the
+ * other (two18: W2's attention units 4.9 us at 2 threads against 2.7 at
+ * 1). Each element of C is the same sum whatever its column, so
+ * the bits do not change. Only the plain form: one K and V head per query
+ * head, and no reader of the buffer that assumes [Q | K | V] (the rotary
+ * and the norms of Q and K, a KV cache's gather into its presents). */
+static int exec_qkv_by_head(const layer *L) {
+    if (L->cross || L->q_heads < 2 || L->kv_heads != L->q_heads || L->rotary || L->qk_norm[0] ||
+        L->qk_norm[1])
+        return 0;
+    for (size_t i = 0; i < L->n_inputs; i++)
+        if (L->inputs[i].role == MHA_ROLE_PAST_KEY || L->inputs[i].role == MHA_ROLE_PAST_VALUE)
+            return 0;
+    for (size_t i = 0; i < L->n_outputs; i++)
+        if (L->outputs[i].role == MHA_ROLE_PRESENT_KEY ||
+            L->outputs[i].role == MHA_ROLE_PRESENT_VALUE)
+            return 0;
+    return 1;
+}
+
+/* W_q|W_k|W_v [d_model, H (2 dk + dv)] head by head (exec_qkv_by_head),
+ * packed as one part. */
+static mha_status exec_pack_qkv_by_head(const mha_alloc_ctx *a, const layer *L,
+                                        const mha_plugin *plugin, void *state, int precision,
+                                        exec_gemm_weights *out, mha_error *err) {
+    const int64_t K = L->d_model, H = L->q_heads, dk = L->d_head, dv = layer_dv(L);
+    const int64_t w3 = 2 * dk + dv, N = H * w3;
+    float *cat = mha_malloc(a, (size_t)(K > 0 ? K : 1) * (size_t)N * sizeof(float));
+    float *bias = mha_calloc(a, (size_t)N, sizeof(float));
+    if (!cat || !bias) {
+        mha_free(a, cat);
+        mha_free(a, bias);
+        return mha_fail(err, MHA_ERR_NO_MEMORY, "packing W_q|W_k|W_v: out of memory");
+    }
+    const float *w[3] = {L->wq, L->wk, L->wv}, *b[3] = {L->bq, L->bk, L->bv};
+    const int64_t d[3] = {dk, dk, dv}, at[3] = {0, dk, 2 * dk};
+    for (int part = 0; part < 3; part++)
+        for (int64_t h = 0; h < H; h++) {
+            for (int64_t r = 0; r < K; r++)
+                memcpy(cat + r * N + h * w3 + at[part], w[part] + r * H * d[part] + h * d[part],
+                       (size_t)d[part] * sizeof(float));
+            if (b[part])
+                memcpy(bias + h * w3 + at[part], b[part] + h * d[part],
+                       (size_t)d[part] * sizeof(float));
+        }
+    const float *wc[1] = {cat}, *bc[1] = {L->bq || L->bk || L->bv ? bias : NULL};
+    const int64_t cols[1] = {N};
+    mha_status st =
+        exec_pack_parts(a, plugin, state, precision, K, 1, wc, cols, bc, "W_q|W_k|W_v", out, err);
+    mha_free(a, cat);
+    mha_free(a, bias);
+    return st;
+}
+
 mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_plugin *plugin,
                              void *state, int precision, exec_packed **out, mha_error *err) {
     *out = NULL;
@@ -203,8 +268,10 @@ mha_status exec_pack_weights(const mha_alloc_ctx *a, const layer *L, const mha_p
         const float *b[3] = {L->bq, L->bk, L->bv};
         const int64_t cols[3] = {nq, nk, nv};
         pk->fused_qkv = 1;
-        st = exec_pack_parts(a, plugin, state, precision, L->d_model, 3, w, cols, b, "W_q|W_k|W_v",
-                             &pk->qkv, err);
+        pk->qkv_by_head = exec_qkv_by_head(L);
+        st = pk->qkv_by_head ? exec_pack_qkv_by_head(a, L, plugin, state, precision, &pk->qkv, err)
+                             : exec_pack_parts(a, plugin, state, precision, L->d_model, 3, w, cols,
+                                               b, "W_q|W_k|W_v", &pk->qkv, err);
     } else {
         const float *wq[1] = {L->wq}, *bq[1] = {L->bq};
         const int64_t cq[1] = {nq};
@@ -735,7 +802,17 @@ typedef struct exec_cache_plan {
     int64_t n_units;
 } exec_cache_plan;
 
-enum { EXEC_PHASE_PROJ, EXEC_PHASE_ROPE, EXEC_PHASE_CACHE, EXEC_PHASE_ATTN, EXEC_PHASE_OUT };
+enum {
+    EXEC_PHASE_PROJ,
+    EXEC_PHASE_ROPE,
+    EXEC_PHASE_CACHE,
+    EXEC_PHASE_ATTN,
+    EXEC_PHASE_OUT,
+    EXEC_PHASE_PROJ_ATTN /* Q|K|V's two column pieces and the attention, one phase (exec_merge) */
+};
+
+/* A Q|K|V piece of the merged phase: free, being computed, done, failed. */
+enum { EXEC_PIECE_FREE, EXEC_PIECE_TAKEN, EXEC_PIECE_DONE, EXEC_PIECE_FAILED };
 
 typedef struct exec_state {
     const exec_env *env;
@@ -752,10 +829,12 @@ typedef struct exec_state {
     exec_gemm_family out;
     atomic_int *out_pieces; /* env->y_rows: [out.m_tiles] (exec_gemm_pieces_init) */
     int64_t out_pieces_cap;
-    atomic_int *v_nan;      /* a softmax_nan layer on the pool: [chunk items], whether the item's
-                               values hold a NaN (exec_attn_unit_values); else NULL */
-    const float *alibi_pos; /* [B, Skv] ALiBi key positions of the run, or NULL */
-    char *workspace;        /* threads x ws_stride bytes */
+    atomic_int *v_nan;       /* a softmax_nan layer on the pool: [chunk items], whether the item's
+                                values hold a NaN (exec_attn_unit_values); else NULL */
+    atomic_int *merge_piece; /* EXEC_PHASE_PROJ_ATTN: [2] EXEC_PIECE_* of Q|K|V's pieces */
+    int64_t head_cols;       /* EXEC_PHASE_PROJ_ATTN: a head's columns of Q|K|V, 2 dk + dv */
+    const float *alibi_pos;  /* [B, Skv] ALiBi key positions of the run, or NULL */
+    char *workspace;         /* threads x ws_stride bytes */
     size_t ws_stride, ws_size, ws_capacity;
 } exec_state;
 
@@ -820,11 +899,19 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
      * for 3 threads). Two row tiles or more keep two units a thread (one
      * per thread: level at S 128, and 3 units for 2 threads at S 200,
      * 1.14x slower). */
-    const int one_tile = threads > 1 && slabs == 1 && f->n_segs * exec_ceil_div(M, mt) == 1;
+    /* Nor at 2 threads when one row tile would be at most two slabs a
+     * thread (one_tile: one column piece per thread, A packed once by
+     * each): W2's 4 slabs of 576 columns packed its 32 rows of A twice on
+     * each core, and with Q|K|V head by head (exec_qkv_by_head) the two
+     * pieces are heads 0-5 and 6-11. Many slabs stay (a decoding step's
+     * logits, [768 x 50257] from memory: their units balance the threads). */
+    const int64_t n_slabs =
+        f->n_segs * exec_ceil_div(M, mt) == 1 && slabs <= 2 * (int64_t)threads ? 1 : slabs;
+    const int one_tile = threads > 1 && n_slabs == 1 && f->n_segs * exec_ceil_div(M, mt) == 1;
     const int64_t want = threads <= 1 ? 1 : one_tile ? (int64_t)threads : 2 * (int64_t)threads;
     if (one_tile) nt = exec_max(nbk, exec_round_up(exec_ceil_div(N, threads), nbk));
-    if (slabs > 1) {
-        nt = exec_round_up(exec_ceil_div(N, slabs), nbk);
+    if (n_slabs > 1) {
+        nt = exec_round_up(exec_ceil_div(N, n_slabs), nbk);
         /* row tiles: all rows, halved while the units are too few to
          * balance the threads (each row tile rereads its B slab) */
         mt = exec_round_up(M, mb);
@@ -1367,6 +1454,67 @@ static void exec_cache_plan_make(exec_cache_plan *pl, int threads) {
     pl->n_units = heads * pl->n_tb;
 }
 
+/* ---- Q|K|V and attention in one phase (two threads, one row tile) ----
+ *
+ * W2 (B 1, S 32, 12 heads) at 2 threads: Q|K|V head by head is two column
+ * pieces, heads 0-5 and 6-11, one per core; the attention of a head reads
+ * only its piece. So instead of a phase end between them (the thread
+ * done first waited ~8 us for the other's piece, then both passed a phase
+ * hand-off), the two pieces and the 12 attention units are one phase of
+ * 14 units listed [piece 0, heads 0 .. 11, piece 1] from both ends: the
+ * caller computes piece 0 then the heads from 0 up, the helper piece 1
+ * then the heads from 11 down, and whoever is done first takes the
+ * other's next heads. An attention unit first makes sure each piece its
+ * heads read is done: one nobody took yet it computes itself (one thread
+ * alone, or a helper not yet there, never waits for a unit nobody runs);
+ * one the other thread is computing it waits for. Same units, same
+ * results: only when each starts changes. */
+static mha_status exec_merge_piece(const exec_state *s, int64_t p, mha_error *err) {
+    int want = EXEC_PIECE_FREE;
+    if (!atomic_compare_exchange_strong_explicit(&s->merge_piece[p], &want, EXEC_PIECE_TAKEN,
+                                                 memory_order_relaxed, memory_order_relaxed))
+        return MHA_OK;
+    const mha_status st = exec_gemm_unit(s, &s->proj[0], p, err);
+    atomic_store_explicit(&s->merge_piece[p], st == MHA_OK ? EXEC_PIECE_DONE : EXEC_PIECE_FAILED,
+                          memory_order_release);
+    return st;
+}
+
+static mha_status exec_merge_unit(const exec_state *s, int64_t u, int worker, mha_error *err) {
+    const exec_attn_plan *pl = &s->attn;
+    if (u == 0 || u == pl->n_units + 1) return exec_merge_piece(s, u == 0 ? 0 : 1, err);
+    const int64_t h0 = ((u - 1) % pl->n_hb) * pl->h_block;
+    const int64_t h1 = exec_min(pl->args.Hq, h0 + pl->h_block);
+    const int64_t nt = s->proj[0].n_tile;
+    for (int64_t p = h0 * s->head_cols / nt; p <= (h1 * s->head_cols - 1) / nt; p++) {
+        mha_status st = exec_merge_piece(s, p, err);
+        if (st != MHA_OK) return st;
+        for (unsigned spins = 0;; spins++) {
+            const int at = atomic_load_explicit(&s->merge_piece[p], memory_order_acquire);
+            if (at == EXEC_PIECE_DONE) break;
+            if (at == EXEC_PIECE_FAILED)
+                return mha_fail(err, MHA_ERR_PLUGIN,
+                                "exec: the Q|K|V columns of heads %lld-%lld "
+                                "failed",
+                                (long long)h0, (long long)h1 - 1);
+            pool_wait_step(spins);
+        }
+    }
+    return exec_attn_unit(s, u - 1, worker, err);
+}
+
+/* Whether the chunk's Q|K|V and attention run as one phase (above): two
+ * threads, Q|K|V head by head in two column pieces of one row tile, one
+ * batch item whose attention units are whole heads in order. */
+static int exec_merge_fits(const exec_state *s, int by_head, int64_t n) {
+    const exec_gemm_family *f = &s->proj[0];
+    return by_head && s->threads == 2 && s->n_proj == 1 && n == 1 && f->n_segs == 1 &&
+           f->m_tiles == 1 && f->n_tiles == 2 && f->tail_tiles == 0 && f->n_units == 2 &&
+           s->attn.n_units > 0 && s->attn.n_qb == 1 && !s->attn.heaviest_first &&
+           s->n_phases == 3 && s->phase_kind[0] == EXEC_PHASE_PROJ &&
+           s->phase_kind[1] == EXEC_PHASE_ATTN;
+}
+
 static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_error *err) {
     const exec_state *s = ctx;
     switch (s->phase_kind[phase]) {
@@ -1383,6 +1531,8 @@ static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_err
         return MHA_OK;
     case EXEC_PHASE_ATTN:
         return exec_attn_unit(s, u, worker, err);
+    case EXEC_PHASE_PROJ_ATTN:
+        return exec_merge_unit(s, u, worker, err);
     case EXEC_PHASE_OUT: {
         mha_status st = exec_gemm_unit(s, &s->out, u, err);
         int64_t r[4];
@@ -1471,6 +1621,9 @@ static mha_status exec_phases_run(exec_state *s, int self_parallel, mha_error *e
             /* batch items in order (exec_attn_unit); a causal run's heaviest
              * query blocks go first, in order only */
             if (!s->attn.heaviest_first) job.paired[ph] = s->attn.n_units;
+            break;
+        case EXEC_PHASE_PROJ_ATTN:
+            job.n_units[ph] = job.paired[ph] = s->attn.n_units + 2;
             break;
         case EXEC_PHASE_OUT:
             job.n_units[ph] = s->out.n_units;
@@ -1962,6 +2115,16 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         s->phase_kind[ph++] = EXEC_PHASE_PROJ;
         const int64_t ldq = self ? nq + nkv : nq, ldkv = self ? nq + nkv : nkv;
         float *kbase = self ? proj + nq : projkv;
+        /* head by head (exec_qkv_by_head): Q_h | K_h | V_h, each head 2 dk + dv */
+        const int by_head = self && pk->qkv_by_head;
+        const int64_t q_sh = by_head ? 2 * dk + dv : dk;
+        if (by_head) kbase = proj + dk;
+        if (by_head && (cached || L->rotary || L->qk_norm[0] || L->qk_norm[1])) {
+            st = mha_fail(err, MHA_ERR_INTERNAL,
+                          "exec: Q|K|V packed head by head for a layer "
+                          "that reads them side by side");
+            break;
+        }
 
         /* (1b) the norms and the rotary embedding of Q and K, in place */
         if (L->rotary || L->qk_norm[0] || L->qk_norm[1]) {
@@ -1980,8 +2143,9 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
          * gathered on the pool straight into the present outputs when the
          * graph gives them back (else into the scratch kc), attended from
          * there; one job for every phase */
-        const float *k_att = kbase, *v_att = kbase + Hkv * dk;
-        int64_t k_sb = Skv * ldkv, k_ss = ldkv, k_sh = dk, v_sb = k_sb, v_ss = ldkv, v_sh = dv;
+        const float *k_att = kbase, *v_att = by_head ? kbase + dk : kbase + Hkv * dk;
+        int64_t k_sb = Skv * ldkv, k_ss = ldkv, k_sh = by_head ? q_sh : dk, v_sb = k_sb,
+                v_ss = ldkv, v_sh = by_head ? q_sh : dv;
         if (cached) {
             float *kd = present[0] ? present[0] + b0 * Hkv * T * dk : kc;
             float *vd = present[1] ? present[1] + b0 * Hkv * T * dv : kc + n * Hkv * T * dk;
@@ -2016,7 +2180,7 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         at->alibi_pos_sb = T;
         at->kv_len = s->env->kv_lengths ? s->env->kv_lengths + b0 : NULL; /* [n] of [B] */
         at->q = proj;
-        at->q_sb = Sq * ldq, at->q_ss = ldq, at->q_sh = dk;
+        at->q_sb = Sq * ldq, at->q_ss = ldq, at->q_sh = q_sh;
         at->k = k_att;
         at->k_sb = k_sb, at->k_ss = k_ss, at->k_sh = k_sh;
         at->v = v_att;
@@ -2079,8 +2243,20 @@ static mha_status exec_run_projected(exec_state *s, const layer *L, const exec_b
         }
         s->phase_kind[ph++] = EXEC_PHASE_OUT;
         s->n_phases = ph;
+        atomic_int pieces[2];
+        s->merge_piece = NULL;
+        if (!self_parallel && exec_merge_fits(s, by_head, n)) {
+            atomic_init(&pieces[0], EXEC_PIECE_FREE);
+            atomic_init(&pieces[1], EXEC_PIECE_FREE);
+            s->merge_piece = pieces;
+            s->head_cols = q_sh;
+            s->phase_kind[0] = EXEC_PHASE_PROJ_ATTN;
+            s->phase_kind[1] = EXEC_PHASE_OUT;
+            s->n_phases = 2;
+        }
 
         st = exec_phases_run(s, self_parallel, err);
+        s->merge_piece = NULL;
         if (st == MHA_OK && L->softmax_nan && T > 0) exec_softmax_nan_rows(s, at, f, n, d_out);
     }
 

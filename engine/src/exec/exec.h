@@ -35,6 +35,8 @@ typedef struct exec_packed {
     const mha_plugin *plugin;
     int precision; /* MHA_PRECISION_* the weights were packed in */
     int fused_qkv;
+    int qkv_by_head;       /* fused_qkv's columns head by head, [Q_h | K_h | V_h] for
+                              h = 0..H-1 (exec_qkv_by_head), else [Q | K | V] */
     exec_gemm_weights qkv; /* fused_qkv: [d_model, Hq*dk + Hkv*dk + Hkv*dv] */
     exec_gemm_weights q;   /* cross: [d_model, Hq*dk] */
     exec_gemm_weights kv;  /* cross: [d_kv, Hkv*dk + Hkv*dv]; [d_kv, Hkv*dk] (W_k alone)
