@@ -956,15 +956,12 @@ static void test_gemm_column_slabs(void **state) {
     (void)state;
     for (int t = 1; t <= 2; t++) {
         check_gemm_units(1024, 768, 50257, t, 1); /* GPT-2 logits */
-        /* at 1 thread a float32 weight of up to 16 MiB is whole (A packed
-         * once a row tile): slabs only at 2 threads */
-        check_gemm_units(1024, 768, 3072, t, t > 1); /* FFN up */
-        check_gemm_units(1576, 768, 2304, t, t > 1); /* ViT's Q|K|V */
-        check_gemm_units(4096, 384, 1536, t, 0);     /* MiniLM FFN up: 2.4 MB, whole width */
-        check_gemm_units(1024, 3072, 768, t, 0);     /* FFN down: deep, whole width */
-        check_gemm_units(4096, 768, 2304, t, t > 1); /* W1's Q|K|V: row pieces last */
-        check_gemm_units(4000, 768, 2304, t, t > 1); /* a short last tile: column pieces */
-        check_gemm_units(1024, 768, 6144, t, 1);     /* 18 MiB: slabs at 1 thread too */
+        check_gemm_units(1024, 768, 3072, t, 1);  /* FFN up */
+        check_gemm_units(1576, 768, 2304, t, 1);  /* ViT's Q|K|V */
+        check_gemm_units(4096, 384, 1536, t, 0);  /* MiniLM FFN up: 2.4 MB, whole width */
+        check_gemm_units(1024, 3072, 768, t, 0);  /* FFN down: deep, whole width */
+        check_gemm_units(4096, 768, 2304, t, 1);  /* W1's Q|K|V: row pieces last */
+        check_gemm_units(4000, 768, 2304, t, 1);  /* a short last tile: column pieces */
     }
     check_gemm_units(100, 64, 96, 1, 0); /* small (at 2 threads its columns split: too few rows) */
     check_gemm_units(5, 768, 50257, 2, 1); /* a few rows: slabs over all of them */
@@ -1173,9 +1170,8 @@ static void test_gemm_middle_pieces_bitwise(void **state) {
  * projection, a short request's or a decoding step's GEMMs) is one column
  * unit per thread, not two: each column unit packs all of A again. Two
  * row tiles, or a weight cut into slabs (W2's Q|K|V), keep two units a
- * thread; at 1 thread one row tile is one unit, slabs or not, and a
- * float32 weight of up to 16 MiB is never cut. Every element of C is in
- * one unit. */
+ * thread; at 1 thread one row tile is one unit, slabs or not. Every
+ * element of C is in one unit. */
 static void test_gemm_one_row_tile_units(void **state) {
     (void)state;
     const struct {
@@ -1183,17 +1179,15 @@ static void test_gemm_one_row_tile_units(void **state) {
         int threads;
         int64_t units;
     } want[] = {
-        {32, 768, 768, 2, 2},    /* W2's output projection */
-        {32, 768, 768, 3, 3},    /* 3 of 256 columns */
-        {1, 768, 768, 2, 2},     /* a decoding step */
-        {16, 384, 1536, 2, 2},   /* MiniLM-L6's FFN up at S 16 */
-        {128, 384, 384, 2, 4},   /* two row tiles */
-        {32, 768, 2304, 2, 4},   /* W2's Q|K|V: 4 slabs */
-        {32, 768, 2304, 1, 1},   /* at 1 thread one unit: A packed once */
-        {1, 768, 50257, 1, 1},   /* a decoding step's logits at 1 thread */
-        {100, 768, 2304, 2, 4},  /* two row tiles: the slabs stay */
-        {100, 768, 2304, 1, 2},  /* at 1 thread a 7 MB weight is whole: 2 row tiles */
-        {100, 768, 6144, 1, 10}, /* an 18 MiB one keeps its 10 slabs, over 1 row tile */
+        {32, 768, 768, 2, 2},   /* W2's output projection */
+        {32, 768, 768, 3, 3},   /* 3 of 256 columns */
+        {1, 768, 768, 2, 2},    /* a decoding step */
+        {16, 384, 1536, 2, 2},  /* MiniLM-L6's FFN up at S 16 */
+        {128, 384, 384, 2, 4},  /* two row tiles */
+        {32, 768, 2304, 2, 4},  /* W2's Q|K|V: 4 slabs */
+        {32, 768, 2304, 1, 1},  /* at 1 thread one unit: A packed once */
+        {1, 768, 50257, 1, 1},  /* a decoding step's logits at 1 thread */
+        {100, 768, 2304, 1, 4}, /* two row tiles: the slabs stay */
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         exec_gemm_weights W = {.K = want[i].K, .N = want[i].N};

@@ -58,9 +58,6 @@
  * left whole, its 256-column slabs were no faster. */
 #define EXEC_GEMM_SLAB_BYTES ((int64_t)2 << 20)
 #define EXEC_GEMM_SLAB_MIN_N 512
-/* At 1 thread a float32 weight up to this size is not cut into slabs
- * (exec_gemm_plan): it stays in L3 whole, as GPT-2's 154 MB logits do not. */
-#define EXEC_GEMM_WHOLE_1T_BYTES ((int64_t)16 << 20)
 /* With several threads, a slab GEMM's rows are halved until it has this
  * many units per thread (row tiles of at least 2 x EXEC_GEMM_TILE_M): a
  * phase ends when its last unit does, so a thread that falls behind (a
@@ -806,14 +803,8 @@ void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads) {
      * in L2 for the next row tile, and there is none; each slab's unit only
      * packs all of A again and ends the plugin's stream of B slices (W2's
      * Q|K|V [32 x 768] . [768 x 2304]: 4 units, now 1; W2 0.98x CPU time,
-     * paired, same bits). At 2 threads they stay: the units balance. Nor
-     * is a float32 weight of up to EXEC_GEMM_WHOLE_1T_BYTES at 1 thread:
-     * a slab of 2 MB does not stay in the 1 MiB L2 for the next row tile
-     * either, both read B from L3, and only the slabs pack each row tile's
-     * A again (BERT-base's Q|K|V in 4 slabs, FFN up in 5). */
-    const int whole_1t =
-        f->W->weight_bytes != 2 && f->W->K * N * (int64_t)sizeof(float) <= EXEC_GEMM_WHOLE_1T_BYTES;
-    const int64_t slabs = threads <= 1 && (exec_ceil_div(M, mt) == 1 || whole_1t)
+     * paired, same bits). At 2 threads they stay: the units balance. */
+    const int64_t slabs = threads <= 1 && exec_ceil_div(M, mt) == 1
                               ? 1
                               : exec_gemm_slabs(f->W->K, N, f->W->weight_bytes, threads);
     /* Units wanted: two per thread, so a thread that falls behind shares
