@@ -54,6 +54,31 @@
         _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);                                             \
     }
 
+/*
+ * A full 12 x 32 tile of C stored with the bias (gemm_blocked.h's
+ * GEMM_HAVE_UKERNEL_BIAS): in the kernel call of its last k-block, when the
+ * epilogue is the bias alone, bias[0:32] is added to the accumulators before
+ * the one store, each element x + bias as kernel_gemm_epilogue_rows adds it,
+ * so the same bits. The pass after the block read every row of C again from
+ * L2 (a 72 x 2304 block of Q|K|V is 648 KiB) for one add: BERT-base 0.989x
+ * the CPU time at 1 thread (paired, same bits). The residual in the same
+ * place cost more than that pass (1.010x: 12 rows of it read when the
+ * kernel ends, where the pass streams them), and the GELU made gcc spill in
+ * the FMA loop (1.19x); both stay in the pass.
+ */
+#define GEMM_HAVE_UKERNEL_BIAS 1
+
+/* The full tile's accumulators stored, bias (NULL: none) added first. */
+#define AVX512_GEMM_ACC_STORE_BIAS(bias)                                                           \
+    if (bias) {                                                                                    \
+        const vf bias0 = _mm512_loadu_ps(bias), bias1 = _mm512_loadu_ps(bias + 16);                \
+        _Pragma("GCC unroll 12") for (int r = 0; r < GEMM_MR; r++) {                               \
+            acc[r][0] = _mm512_add_ps(acc[r][0], bias0);                                           \
+            acc[r][1] = _mm512_add_ps(acc[r][1], bias1);                                           \
+        }                                                                                          \
+    }                                                                                              \
+    AVX512_GEMM_ACC_STORE(12)
+
 /* Step k of the chain: two B vectors, R broadcasts of A, 2 R FMAs. */
 #define AVX512_GEMM_KSTEP(R, k)                                                                    \
     {                                                                                              \
@@ -95,8 +120,9 @@ static inline void gemm_ukernel(int64_t kc, const float *ap, const float *bp, fl
  * FFN down GEMM (K 3072) ~7 % faster with its weight in memory, the whole
  * model ~1.4 %; W1, W4 and MiniLM-L6 level (docs/PERFORMANCE.md, "gemm16").
  */
-static inline void gemm_ukernel_pf(int64_t kc, const float *ap, const float *bp, float *c,
-                                   int64_t ldc, int accumulate, const char *pf, int64_t npf) {
+static inline void gemm_ukernel_pf_bias(int64_t kc, const float *ap, const float *bp, float *c,
+                                        int64_t ldc, int accumulate, const char *pf, int64_t npf,
+                                        const float *bias) {
     const int64_t mr = GEMM_MR;
     AVX512_GEMM_ACC_LOAD(12)
     int64_t k = 0;
@@ -106,7 +132,11 @@ static inline void gemm_ukernel_pf(int64_t kc, const float *ap, const float *bp,
         AVX512_GEMM_KSTEP(12, k + 1)
     }
     if (k < kc) AVX512_GEMM_KSTEP(12, k)
-    AVX512_GEMM_ACC_STORE(12)
+    AVX512_GEMM_ACC_STORE_BIAS(bias)
+}
+static inline void gemm_ukernel_pf(int64_t kc, const float *ap, const float *bp, float *c,
+                                   int64_t ldc, int accumulate, const char *pf, int64_t npf) {
+    gemm_ukernel_pf_bias(kc, ap, bp, c, ldc, accumulate, pf, npf, NULL);
 }
 #define GEMM_HAVE_UKERNEL_PF 1
 
@@ -211,9 +241,10 @@ static inline void gemm_pack_a(const float *A, int64_t lda, int64_t kc, float *d
  * ports, which the FMA loop leaves idle. Each element the same chain as
  * gemm_ukernel's, the same bits.
  */
-static inline void gemm_ukernel_pf_pack(int64_t kc, const float *ap, const float *bp, float *c,
-                                        int64_t ldc, int accumulate, const char *pf, int64_t npf,
-                                        const float *A, int64_t lda, float *dst) {
+static inline void gemm_ukernel_pf_pack_bias(int64_t kc, const float *ap, const float *bp, float *c,
+                                             int64_t ldc, int accumulate, const char *pf,
+                                             int64_t npf, const float *A, int64_t lda, float *dst,
+                                             const float *bias) {
     const int64_t mr = GEMM_MR;
     AVX512_GEMM_ACC_LOAD(12)
     int64_t k = 0, j = 0;
@@ -231,7 +262,12 @@ static inline void gemm_ukernel_pf_pack(int64_t kc, const float *ap, const float
         if ((k & 1) == 0 && j < npf) _mm_prefetch(pf + j++ * 64, _MM_HINT_T1);
         AVX512_GEMM_KSTEP(12, k)
     }
-    AVX512_GEMM_ACC_STORE(12)
+    AVX512_GEMM_ACC_STORE_BIAS(bias)
+}
+static inline void gemm_ukernel_pf_pack(int64_t kc, const float *ap, const float *bp, float *c,
+                                        int64_t ldc, int accumulate, const char *pf, int64_t npf,
+                                        const float *A, int64_t lda, float *dst) {
+    gemm_ukernel_pf_pack_bias(kc, ap, bp, c, ldc, accumulate, pf, npf, A, lda, dst, NULL);
 }
 #define GEMM_HAVE_UKERNEL_PACK 1
 

@@ -32,6 +32,13 @@
  *       kc, dst)'s bytes written: a many-row block's first panel packs
  *       each next full sliver in the kernel call before it, and pass 1
  *       only the first (and a short last) one.
+ *   optional: GEMM_HAVE_UKERNEL_BIAS (with GEMM_HAVE_UKERNEL_PACK) and
+ *   gemm_ukernel_pf_bias(..., const float *bias),
+ *   gemm_ukernel_pf_pack_bias(..., const float *bias):
+ *       the two kernels above, the tile stored as x + bias[n] when bias is
+ *       not NULL (the tile's first column). A many-row block whose
+ *       epilogue is the bias alone gives it every full tile of its last
+ *       k-block in a whole panel; the pass after the block does the rest.
  *   optional: GEMM_HAVE_GELU_ERF_SPAN and
  *   void gemm_gelu_erf_span(float *c, int64_t n0, int64_t n1):
  *       the GELU (erf) epilogue over c[n0, n1) in place, bitwise
@@ -230,6 +237,18 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
     if (rows > GEMM_STREAM_ROWS && a->n0 <= p_first * GEMM_NR && a->n1 >= (p_first + 1) * GEMM_NR)
         in_kernel = rows / GEMM_MR - 1;
 #endif
+    /* The bias of the full tiles in whole panels [fc0, fc1) of the range
+     * added in their last kernel call when it is the whole epilogue (the
+     * pass after the block does the rest; avx512_gemm.h, "GEMM_HAVE_
+     * UKERNEL_BIAS"). */
+    const int64_t rn0 = a->n0 > p_first * GEMM_NR ? a->n0 : p_first * GEMM_NR;
+    const int64_t rn1 = a->n1 < (p_last + 1) * GEMM_NR ? a->n1 : (p_last + 1) * GEMM_NR;
+    const int64_t fc0 = (rn0 + GEMM_NR - 1) / GEMM_NR * GEMM_NR, fc1 = rn1 / GEMM_NR * GEMM_NR;
+    int out = 0;
+#ifdef GEMM_HAVE_UKERNEL_BIAS
+    out = rows > GEMM_STREAM_ROWS && fc0 < fc1 && a->bias && !a->residual &&
+          a->activation == MHA_ACT_NONE;
+#endif
 
     for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_KC) {
         const int64_t kc = a->K - k0 < GEMM_KC ? a->K - k0 : GEMM_KC;
@@ -300,6 +319,21 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
                     /* left <= 0: no lines, and no pointer past the slice */
                     const int64_t left = lines - t * share;
 #ifdef GEMM_HAVE_UKERNEL_PACK
+#ifdef GEMM_HAVE_UKERNEL_BIAS
+                    const float *bias = out && k0 + kc == a->K ? a->bias + p * GEMM_NR : NULL;
+                    if (p == p_first && t < in_kernel) { /* and sliver t + 1 packed */
+                        gemm_ukernel_pf_pack_bias(
+                            kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0,
+                            left > 0 ? next + t * share * 64 : next, left < share ? left : share,
+                            a->A + (m + GEMM_MR) * a->lda + k0, a->lda, ap + (t + 1) * kc * GEMM_MR,
+                            bias);
+                        continue;
+                    }
+                    gemm_ukernel_pf_bias(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc,
+                                         k0 > 0, left > 0 ? next + t * share * 64 : next,
+                                         left < share ? left : share, bias);
+                    continue;
+#else
                     if (p == p_first && t < in_kernel) { /* and sliver t + 1 packed */
                         gemm_ukernel_pf_pack(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc,
                                              k0 > 0, left > 0 ? next + t * share * 64 : next,
@@ -308,6 +342,7 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
                                              ap + (t + 1) * kc * GEMM_MR);
                         continue;
                     }
+#endif
 #endif
                     gemm_ukernel_pf(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0,
                                     left > 0 ? next + t * share * 64 : next,
@@ -334,10 +369,19 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
     /* pass 3: the epilogue (bias, activation, residual), once after the
      * whole k chain, while the block is in cache */
 #ifdef GEMM_HAVE_GELU_ERF_SPAN
-    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR, gemm_gelu_erf_span);
+    kernel_gelu_span_fn gelu = gemm_gelu_erf_span;
 #else
-    kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR, NULL);
+    kernel_gelu_span_fn gelu = NULL;
 #endif
+    if (!out) {
+        kernel_gemm_epilogue(a, mb, rows, p_first, p_last, GEMM_NR, gelu);
+        return;
+    }
+    /* the columns outside the whole panels, and the short sliver's rows */
+    const int64_t full = rows / GEMM_MR * GEMM_MR;
+    if (rn0 < fc0) kernel_gemm_epilogue_rows(a, mb, mb + rows, rn0, fc0, 0, gelu);
+    if (fc1 < rn1) kernel_gemm_epilogue_rows(a, mb, mb + rows, fc1, rn1, 0, gelu);
+    if (full < rows) kernel_gemm_epilogue_rows(a, mb + full, mb + rows, fc0, fc1, 0, gelu);
 }
 
 /* K == 0: the product is 0, C = epilogue(bias) over the range. */

@@ -24,6 +24,9 @@
  *    gemm_ukernel_pf_pack, the same tile while it packs the next sliver:
  *    the same tile, and the packed sliver gemm_pack_a's bytes, nothing
  *    written past it.
+ *  - gemm_ukernel_pf_bias and gemm_ukernel_pf_pack_bias (avx512_gemm.h),
+ *    the full tile stored with the bias added: bit for bit the fmaf chain
+ *    + bias, nothing outside the 12 x 32 tile written.
  *  - gemm_gelu_erf_span (avx512_gemm.h), the GELU epilogue four vectors at
  *    a time: bit for bit kernel_gelu_erf over a sweep of floats, any span.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ the
@@ -297,6 +300,76 @@ static void test_gemm_ukernel_pf(void **state) {
             }
 }
 
+/* gemm_ukernel_pf_bias / gemm_ukernel_pf_pack_bias (avx512_gemm.h): the
+ * full tile of the last k-block stored with the bias added, from 0 or from
+ * C, kc around a k-block: each element the fmaf chain + bias, bit for bit;
+ * the rest of a wider C untouched; the packing kernel's sliver still
+ * gemm_pack_a's bytes; with no bias (NULL) the plain tile. */
+static void test_gemm_ukernel_bias(void **state) {
+    (void)state;
+    if (!cpu_has_avx512()) skip();
+    enum { KMAX = 769, LDC = 40, LDA = KMAX + 8 };
+    static float ap[KMAX * GEMM_MR], bp[KMAX * GEMM_NR], c[GEMM_MR * LDC], want[GEMM_MR * LDC];
+    static float bias[GEMM_NR], init[GEMM_MR * LDC];
+    static float A[GEMM_MR * LDA], packed[KMAX * GEMM_MR], ref[KMAX * GEMM_MR];
+    static char lines[64 * 64];
+    uint64_t s = 4242;
+    for (int i = 0; i < KMAX * GEMM_MR; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        ap[i] = (float)((int32_t)(s >> 32)) * 0x1p-31f;
+    }
+    for (int i = 0; i < KMAX * GEMM_NR; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        bp[i] = (float)((int32_t)(s >> 32)) * 0x1p-33f;
+    }
+    for (int i = 0; i < GEMM_MR * LDA; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        A[i] = (float)((int32_t)(s >> 32)) * 0x1p-30f;
+    }
+    for (int i = 0; i < GEMM_NR; i++)
+        bias[i] = 0.375f * (float)(i % 9) - 1.5f + 0x1p-20f * (float)i;
+    static const int64_t kcs[] = {1, 2, 7, 8, 9, 64, 767, 768, 769};
+    for (size_t ki = 0; ki < sizeof kcs / sizeof kcs[0]; ki++)
+        for (int with_bias = 0; with_bias < 2; with_bias++)
+            for (int accumulate = 0; accumulate < 2; accumulate++)
+                for (int pack = 0; pack < 2; pack++) {
+                    const int64_t kc = kcs[ki];
+                    for (int i = 0; i < GEMM_MR * LDC; i++)
+                        init[i] = i % LDC < GEMM_NR ? 0.25f * (float)(i % 13) - 1.0f : 7.0f;
+                    for (int r = 0; r < GEMM_MR; r++)
+                        for (int n = 0; n < LDC; n++) {
+                            float x = init[r * LDC + n];
+                            if (n < GEMM_NR) {
+                                x = accumulate ? x : 0.0f;
+                                for (int64_t k = 0; k < kc; k++)
+                                    x = fmaf(ap[k * GEMM_MR + r], bp[k * GEMM_NR + n], x);
+                                if (with_bias) x = x + bias[n];
+                            }
+                            want[r * LDC + n] = x;
+                        }
+                    memcpy(c, init, sizeof c);
+                    if (pack) {
+                        memset(packed, 0xa5, sizeof packed);
+                        memset(ref, 0xa5, sizeof ref);
+                        gemm_pack_a(A, LDA, kc, ref);
+                        gemm_ukernel_pf_pack_bias(kc, ap, bp, c, LDC, accumulate, lines, 3, A, LDA,
+                                                  packed, with_bias ? bias : NULL);
+                        if (memcmp(packed, ref, sizeof packed) != 0)
+                            fail_msg("kc %lld: the sliver packed is not gemm_pack_a's bytes",
+                                     (long long)kc);
+                    } else {
+                        gemm_ukernel_pf_bias(kc, ap, bp, c, LDC, accumulate, lines, 3,
+                                             with_bias ? bias : NULL);
+                    }
+                    for (int i = 0; i < GEMM_MR * LDC; i++)
+                        if (memcmp(&c[i], &want[i], sizeof want[i]) != 0)
+                            fail_msg("kc %lld, bias %d, accumulate %d, packing %d: C[%d, %d] = "
+                                     "%a, want %a",
+                                     (long long)kc, with_bias, accumulate, pack, i / LDC, i % LDC,
+                                     (double)c[i], (double)want[i]);
+                }
+}
+
 /* gemm_gelu_erf_span (avx512_gemm.h), the GELU epilogue's span: bit for bit
  * kernel_gelu_erf element by element, over every 4099th float (both signs:
  * each polynomial's range, the switch to 1, denormals, infinities, NaNs),
@@ -359,15 +432,16 @@ static void test_exp2_bound(void **state) {
 #define test_exp_pinned test_exp2_bound
 #define test_bf16_pack_sliver test_exp2_bound
 #define test_gemm_ukernel_pf test_exp2_bound
+#define test_gemm_ukernel_bias test_exp2_bound
 #define test_gelu_erf_span test_exp2_bound
 #endif
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exp2_bound),       cmocka_unit_test(test_exp2_special_values),
-        cmocka_unit_test(test_exp2_f32_bound),   cmocka_unit_test(test_exp_pinned),
-        cmocka_unit_test(test_bf16_pack_sliver), cmocka_unit_test(test_gemm_ukernel_pf),
-        cmocka_unit_test(test_gelu_erf_span),
+        cmocka_unit_test(test_exp2_bound),        cmocka_unit_test(test_exp2_special_values),
+        cmocka_unit_test(test_exp2_f32_bound),    cmocka_unit_test(test_exp_pinned),
+        cmocka_unit_test(test_bf16_pack_sliver),  cmocka_unit_test(test_gemm_ukernel_pf),
+        cmocka_unit_test(test_gemm_ukernel_bias), cmocka_unit_test(test_gelu_erf_span),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

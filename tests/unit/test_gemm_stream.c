@@ -16,7 +16,10 @@
  *  - gemm_blocked_run on many-row blocks (37 to 158 rows from row 0, 3 or
  *    12): the first panel's kernels pack the next slivers
  *    (gemm_ukernel_pf_pack, once for each full sliver but the last per
- *    k-block when the first panel is whole, else never), C bit for bit.
+ *    k-block when the first panel is whole, else never), and, when the
+ *    epilogue is the bias alone, the last k-block's full tiles in whole
+ *    panels add it in the kernel call (gemm_ukernel_pf_bias), C bit for
+ *    bit.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ the
  * tests report themselves skipped. */
 #include "testutil.h"
@@ -42,21 +45,31 @@ static inline void gemm_ukernel_stream_counted(int64_t kc, const float *ap, cons
 }
 #define gemm_ukernel_stream gemm_ukernel_stream_counted
 
-/* Likewise the full tiles that pack the next sliver. */
-static int64_t pack_calls;
-static inline void gemm_ukernel_pf_pack_counted(int64_t kc, const float *ap, const float *bp,
-                                                float *c, int64_t ldc, int accumulate,
-                                                const char *pf, int64_t npf, const float *A,
-                                                int64_t lda, float *dst) {
+/* Likewise the full tiles that pack the next sliver, and the full tiles
+ * stored with the bias added (either kernel). */
+static int64_t pack_calls, bias_calls;
+static inline void gemm_ukernel_pf_pack_bias_counted(int64_t kc, const float *ap, const float *bp,
+                                                     float *c, int64_t ldc, int accumulate,
+                                                     const char *pf, int64_t npf, const float *A,
+                                                     int64_t lda, float *dst, const float *bias) {
     pack_calls++;
-    gemm_ukernel_pf_pack(kc, ap, bp, c, ldc, accumulate, pf, npf, A, lda, dst);
+    bias_calls += bias != NULL;
+    gemm_ukernel_pf_pack_bias(kc, ap, bp, c, ldc, accumulate, pf, npf, A, lda, dst, bias);
 }
-#define gemm_ukernel_pf_pack gemm_ukernel_pf_pack_counted
+static inline void gemm_ukernel_pf_bias_counted(int64_t kc, const float *ap, const float *bp,
+                                                float *c, int64_t ldc, int accumulate,
+                                                const char *pf, int64_t npf, const float *bias) {
+    bias_calls += bias != NULL;
+    gemm_ukernel_pf_bias(kc, ap, bp, c, ldc, accumulate, pf, npf, bias);
+}
+#define gemm_ukernel_pf_pack_bias gemm_ukernel_pf_pack_bias_counted
+#define gemm_ukernel_pf_bias gemm_ukernel_pf_bias_counted
 
 #include "common/gemm_blocked.h"
 
 #undef gemm_ukernel_stream
-#undef gemm_ukernel_pf_pack
+#undef gemm_ukernel_pf_pack_bias
+#undef gemm_ukernel_pf_bias
 
 static int cpu_has_avx512(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
@@ -146,9 +159,11 @@ static void test_next_slice_order(void **state) {
 }
 
 /* C of a run of gemm_blocked_run on A [M, K] (lda K), B [K, ldc] (bias)
- * whose C was all -3 before: bit for bit bias + the fmaf chain over k
- * ascending inside [m0, m1) x [n0, n1), -3 outside. */
-static void expect_c(const mha_gemm_args *a, const float *B, const float *bias) {
+ * whose C was all -3 before: bit for bit the fmaf chain over k ascending,
+ * then a->bias, a->activation (none or GELU erf) and a->residual as
+ * kernel_gemm_epilogue_rows orders them, inside [m0, m1) x [n0, n1), -3
+ * outside. */
+static void expect_c(const mha_gemm_args *a, const float *B) {
     for (int64_t m = 0; m < a->M; m++)
         for (int64_t n = 0; n < a->ldc; n++) {
             float want = -3.0f;
@@ -156,7 +171,10 @@ static void expect_c(const mha_gemm_args *a, const float *B, const float *bias) 
                 float x = 0.0f;
                 for (int64_t k = 0; k < a->K; k++)
                     x = fmaf(a->A[m * a->lda + k], B[k * a->ldc + n], x);
-                want = x + bias[n];
+                if (a->bias) x = x + a->bias[n];
+                if (a->activation == MHA_ACT_GELU_ERF) x = kernel_gelu_erf(x);
+                if (a->residual) x = x + a->residual[m * a->ldr + n];
+                want = x;
             }
             if (memcmp(&a->C[m * a->ldc + n], &want, sizeof want) != 0)
                 fail_msg("M %lld (rows %lld-%lld), K %lld, columns %lld-%lld: C[%lld, %lld] = "
@@ -220,7 +238,7 @@ static void test_short_blocks_bits(void **state) {
                              (long long)M, (long long)K, (long long)a.n0, (long long)a.n1,
                              (long long)stream_calls,
                              streams ? "a short block's first slivers stream" : "none wanted");
-                expect_c(&a, B, bias);
+                expect_c(&a, B);
             }
     }
     free(A);
@@ -238,7 +256,13 @@ static void test_short_blocks_bits(void **state) {
  * it once for each full sliver but the last (none for a partial first
  * panel), and C is bit for bit bias + the fmaf chain, -3 outside the
  * range. A sliver packed from the wrong rows or columns, or a kernel that
- * reads a sliver before it is packed, changes C. */
+ * reads a sliver before it is packed, changes C. The epilogue turns over
+ * the runs (bias; bias and residual; bias and GELU erf; all three; the
+ * residual alone; none): with the bias alone the last k-block's full tiles
+ * in whole panels add it in the kernel call (gemm_ukernel_pf_bias /
+ * _pack_bias with a bias: one call each; none otherwise), the pass after
+ * the block the partial panels' columns and the short sliver's rows, and C
+ * is bit for bit the chain, + bias, GELU, + residual. */
 static void test_many_row_blocks_bits(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
@@ -247,16 +271,21 @@ static void test_many_row_blocks_bits(void **state) {
     static const int64_t rows[][2] = {{0, 37}, {0, 72}, {3, 83}, {0, 150}, {12, 170}};
     static const int64_t ranges[][2] = {{0, 96}, {0, 64}, {32, 96}, {7, 90}};
     float *A = malloc(sizeof(float) * MMAX * KMAX), *B = malloc(sizeof(float) * KMAX * NMAX);
+    enum { LDR = NMAX + 5 };
     float *bias = malloc(sizeof(float) * NMAX), *C = malloc(sizeof(float) * MMAX * NMAX);
+    float *res = malloc(sizeof(float) * MMAX * LDR);
     void *Bp = malloc(gemm_blocked_packed_size(KMAX, NMAX));
     assert_non_null(A);
     assert_non_null(B);
     assert_non_null(bias);
     assert_non_null(C);
+    assert_non_null(res);
     assert_non_null(Bp);
     fill(A, (size_t)MMAX * KMAX, 31, 1.0f);
     fill(B, (size_t)KMAX * NMAX, 32, 0.25f);
     fill(bias, NMAX, 33, 1.0f);
+    fill(res, (size_t)MMAX * LDR, 34, 2.0f);
+    int64_t runs_bias = 0;
     for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
         const int64_t K = ks[ki];
         gemm_blocked_pack_b(K, NMAX, B, NMAX, Bp);
@@ -276,30 +305,45 @@ static void test_many_row_blocks_bits(void **state) {
                                    .m1 = rows[mi][1],
                                    .n0 = ranges[ri][0],
                                    .n1 = ranges[ri][1],
-                                   .num_threads = 1,
-                                   .bias = bias};
+                                   .num_threads = 1};
+                const int e = (int)((ki + mi + ri) % 6);
+                a.bias = e == 0 || e == 1 || e == 2 || e == 3 ? bias : NULL;
+                a.activation = e == 2 || e == 3 ? MHA_ACT_GELU_ERF : MHA_ACT_NONE;
+                a.residual = e == 1 || e == 3 || e == 4 ? res : NULL;
+                a.ldr = LDR;
                 for (int64_t i = 0; i < MMAX * NMAX; i++)
                     C[i] = -3.0f;
-                pack_calls = 0;
+                pack_calls = bias_calls = 0;
                 assert_int_equal(gemm_blocked_run(&a), KERNEL_OK);
-                int64_t want_calls = 0;
+                int64_t want_calls = 0, want_bias = 0;
+                const int64_t whole = a.n1 / GEMM_NR - (a.n0 + GEMM_NR - 1) / GEMM_NR;
                 for (int64_t mb = a.m0; mb < a.m1; mb += GEMM_MC) {
                     const int64_t r = a.m1 - mb < GEMM_MC ? a.m1 - mb : GEMM_MC;
                     if (r > GEMM_STREAM_ROWS && a.n0 % GEMM_NR == 0)
                         want_calls += (r / GEMM_MR - 1) * ((K + GEMM_KC - 1) / GEMM_KC);
+                    if (r > GEMM_STREAM_ROWS && e == 0 && whole > 0)
+                        want_bias += r / GEMM_MR * whole;
                 }
+                if (bias_calls != want_bias)
+                    fail_msg("rows %lld-%lld, K %lld, columns %lld-%lld, epilogue %d: %lld tiles "
+                             "stored with the bias, want %lld",
+                             (long long)a.m0, (long long)a.m1, (long long)K, (long long)a.n0,
+                             (long long)a.n1, e, (long long)bias_calls, (long long)want_bias);
+                runs_bias += want_bias > 0;
                 if (pack_calls != want_calls)
                     fail_msg("rows %lld-%lld, K %lld, columns %lld-%lld: %lld packing kernel "
                              "calls, want %lld",
                              (long long)a.m0, (long long)a.m1, (long long)K, (long long)a.n0,
                              (long long)a.n1, (long long)pack_calls, (long long)want_calls);
-                expect_c(&a, B, bias);
+                expect_c(&a, B);
             }
     }
+    assert_true(runs_bias >= 8); /* the bias in the kernel was tried */
     free(A);
     free(B);
     free(bias);
     free(C);
+    free(res);
     free(Bp);
 }
 
