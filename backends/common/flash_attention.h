@@ -1710,7 +1710,7 @@ static inline void fa_prefetch_rows(const float *p, int64_t stride, int64_t rows
             _Pragma("GCC unroll 8") for (int w = 0; w < W; w++) x[r][w] = vf_zero();               \
         for (int64_t j0 = 0, jb = 0; j0 < nkeys; j0 += FA_BC, jb++) {                              \
             const float *cb = corr + jb * FA_MR, *pb = p + jb * FA_MR * FA_BC;                     \
-            const unsigned char *nr = cnt + jb * FA_MR;                                            \
+            const unsigned char *nr = ROWS ? cnt + jb * FA_MR : cnt;                               \
             int64_t lo = nkeys - j0 < FA_BC ? nkeys - j0 : FA_BC, hi = lo;                         \
             int scaled = 0;                                                                        \
             _Pragma("GCC unroll 8") for (int r = 0; r < FA_MR; r++) {                              \
