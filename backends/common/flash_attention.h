@@ -1833,6 +1833,43 @@ FA_DEFINE_SHORT_PV(fa_short_rows_pv, 2, 1)
 FA_DEFINE_SHORT_PV(fa_short_rows_pv, 3, 1)
 FA_DEFINE_SHORT_PV(fa_short_rows_pv, 4, 1)
 
+/* The end of a short-head tile (fa_short_tile, fa_short_rows_tile): each
+ * row's sum l from its lane sums lv (0 when a row is refused: a non-positive
+ * or NaN sum goes to the block path), then P.V by column groups of up to
+ * FA_PVW vectors, divided by l and stored to O -- every row over all nkeys
+ * keys when cnt is NULL, else each row over its own count per key block. */
+static inline int fa_short_finish(const mha_attn_args *a, int64_t b, int64_t h, int64_t i0,
+                                  int64_t dvp, const float *p, const float *corr,
+                                  const unsigned char *cnt, int64_t nkeys, const float *vp,
+                                  int64_t vs, const float *lv) {
+    float l[FA_MR];
+    for (int r = 0; r < FA_MR; r++) {
+        l[r] = vf_hsum(vf_load(lv + r * VLEN));
+        if (!(l[r] > 0.0f)) return 0;
+    }
+    float *o = a->o + b * a->o_sb + h * a->o_sh + i0 * a->o_ss;
+    for (int64_t v0 = 0; v0 < dvp; v0 += FA_PVW * VLEN) {
+        const int64_t w = (dvp - v0) / VLEN;
+        if (cnt && w >= 4)
+            fa_short_rows_pv_4(p, corr, cnt, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else if (cnt && w == 3)
+            fa_short_rows_pv_3(p, corr, cnt, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else if (cnt && w == 2)
+            fa_short_rows_pv_2(p, corr, cnt, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else if (cnt)
+            fa_short_rows_pv_1(p, corr, cnt, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else if (w >= 4)
+            fa_short_pv_4(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else if (w == 3)
+            fa_short_pv_3(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else if (w == 2)
+            fa_short_pv_2(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+        else
+            fa_short_pv_1(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
+    }
+    return 1;
+}
+
 /*
  * Rows [i0, i0 + FA_MR) of head (b, h) in the float32 lazy form, row r
  * seeing keys [0, e_r) (e_r = kernel_row_key_end: the same for every row,
@@ -1860,7 +1897,7 @@ static inline int fa_short_rows_tile(const mha_attn_args *a, const fa_layout *L,
     const float *kt = ws + L->kt;
     float *p = ws + L->s; /* [nb][FA_MR][FA_BC] <= [FA_BR][FA_BC] */
     const float c2 = a->scale * FA_LOG2E;
-    float m2[FA_MR], thr[FA_MR], l[FA_MR], corr[FA_SHORT_KEYS / FA_BC * FA_MR];
+    float m2[FA_MR], thr[FA_MR], corr[FA_SHORT_KEYS / FA_BC * FA_MR];
     unsigned char cnt[FA_SHORT_KEYS / FA_BC * FA_MR];
     int64_t e[FA_MR], e_lo = INT64_MAX, e_hi = 0;
     const float *mrow[FA_MR];
@@ -1920,23 +1957,7 @@ static inline int fa_short_rows_tile(const mha_attn_args *a, const fa_layout *L,
                 return 0;
         }
     }
-    for (int r = 0; r < FA_MR; r++) {
-        l[r] = vf_hsum(vf_load(lv + r * VLEN));
-        if (!(l[r] > 0.0f)) return 0;
-    }
-    float *o = a->o + b * a->o_sb + h * a->o_sh + i0 * a->o_ss;
-    for (int64_t v0 = 0; v0 < dvp; v0 += FA_PVW * VLEN) {
-        const int64_t w = (dvp - v0) / VLEN;
-        if (w >= 4)
-            fa_short_rows_pv_4(p, corr, cnt, e_hi, vp, vs, v0, l, o, a->o_ss, a->dv);
-        else if (w == 3)
-            fa_short_rows_pv_3(p, corr, cnt, e_hi, vp, vs, v0, l, o, a->o_ss, a->dv);
-        else if (w == 2)
-            fa_short_rows_pv_2(p, corr, cnt, e_hi, vp, vs, v0, l, o, a->o_ss, a->dv);
-        else
-            fa_short_rows_pv_1(p, corr, cnt, e_hi, vp, vs, v0, l, o, a->o_ss, a->dv);
-    }
-    return 1;
+    return fa_short_finish(a, b, h, i0, dvp, p, corr, cnt, e_hi, vp, vs, lv);
 }
 
 /*
@@ -1959,7 +1980,7 @@ static inline int fa_short_tile(const mha_attn_args *a, const fa_layout *L, floa
     const float *kt = ws + L->kt;
     float *p = ws + L->s; /* [nb][FA_MR][FA_BC] <= [FA_BR][FA_BC] */
     const float c2 = a->scale * FA_LOG2E;
-    float m2[FA_MR], thr[FA_MR], l[FA_MR], corr[FA_SHORT_KEYS / FA_BC * FA_MR];
+    float m2[FA_MR], thr[FA_MR], corr[FA_SHORT_KEYS / FA_BC * FA_MR];
     _Alignas(64) float lv[FA_MR * VLEN];
     for (int r = 0; r < FA_MR; r++) {
         m2[r] = -INFINITY;
@@ -1986,23 +2007,7 @@ static inline int fa_short_tile(const mha_attn_args *a, const fa_layout *L, floa
                 return 0;
         }
     }
-    for (int r = 0; r < FA_MR; r++) {
-        l[r] = vf_hsum(vf_load(lv + r * VLEN));
-        if (!(l[r] > 0.0f)) return 0;
-    }
-    float *o = a->o + b * a->o_sb + h * a->o_sh + i0 * a->o_ss;
-    for (int64_t v0 = 0; v0 < dvp; v0 += FA_PVW * VLEN) {
-        const int64_t w = (dvp - v0) / VLEN;
-        if (w >= 4)
-            fa_short_pv_4(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
-        else if (w == 3)
-            fa_short_pv_3(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
-        else if (w == 2)
-            fa_short_pv_2(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
-        else
-            fa_short_pv_1(p, corr, NULL, nkeys, vp, vs, v0, l, o, a->o_ss, a->dv);
-    }
-    return 1;
+    return fa_short_finish(a, b, h, i0, dvp, p, corr, NULL, nkeys, vp, vs, lv);
 }
 
 /* Whether the query rows of (b, h) in the call take fa_short_head: float32
