@@ -211,35 +211,25 @@ static inline __attribute__((always_inline)) void gemm_blocked_prefetch_a(const 
 }
 
 #if defined(GEMM_HAVE_UKERNEL_BIAS) && defined(GEMM_HAVE_GELU_ERF_TILE)
-/* A full MR x NR tile's epilogue after the bias its last kernel call added
- * (or without one) when the kernel file has GEMM_HAVE_GELU_ERF_TILE and
+/* A full MR x NR tile's GELU (erf) right after its last kernel call added
+ * the bias (or stored it without one), when the kernel file has
+ * GEMM_HAVE_GELU_ERF_TILE and
  *   void gemm_gelu_erf_tile(float *c, int64_t ldc):
  *       the GELU (erf) over C's MR x NR tile at c in place, bitwise
  *       kernel_gelu_erf element by element.
  * The tile is in L1 (just stored); the pass after the block read it again
  * from L2, or from L3 when a whole-width FFN up block (72 x 3072 floats)
- * outgrows L2. Any epilogue but the other activations: GELU (erf), then +
- * residual, as kernel_gemm_epilogue_span adds it, the same bits. */
+ * outgrows L2: BERT-base 0.984-0.99x the CPU time at 1 thread (paired, the
+ * same bits; docs/PERFORMANCE.md, "gemm20"). Not with a residual: its rows
+ * read tile by tile (12 x 128 bytes from L2 or L3 after each call) made
+ * MiniLM-L6's output projection [4096 x 384] . [384 x 384] 1.025-1.037x
+ * slower than the pass's streams. */
 #define GEMM_TILE_EPILOGUE 1
 static inline int gemm_blocked_tile_epilogue_ok(const mha_gemm_args *a) {
-    return (a->activation == MHA_ACT_GELU_ERF || a->residual) &&
-           (a->activation == MHA_ACT_NONE || a->activation == MHA_ACT_GELU_ERF);
+    return a->activation == MHA_ACT_GELU_ERF && !a->residual;
 }
-/* next: whether the same rows have another panel after this one, whose
- * residual lines are asked for into L2 meanwhile (a hint). */
-static inline void gemm_blocked_tile_epilogue(const mha_gemm_args *a, int64_t m, int64_t n,
-                                              int next) {
-    float *c = a->C + m * a->ldc + n;
-    if (a->activation == MHA_ACT_GELU_ERF) gemm_gelu_erf_tile(c, a->ldc);
-    if (!a->residual) return;
-    const float *r = a->residual + m * a->ldr + n;
-    for (int64_t i = 0; i < GEMM_MR; i++) {
-        if (next)
-            for (int64_t j = 0; j < GEMM_NR; j += 16)
-                __builtin_prefetch(r + i * a->ldr + GEMM_NR + j, 0, 2);
-        for (int64_t j = 0; j < GEMM_NR; j++)
-            c[i * a->ldc + j] = c[i * a->ldc + j] + r[i * a->ldr + j];
-    }
+static inline void gemm_blocked_tile_epilogue(const mha_gemm_args *a, int64_t m, int64_t n) {
+    gemm_gelu_erf_tile(a->C + m * a->ldc + n, a->ldc);
 }
 #endif
 
@@ -282,7 +272,7 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
     out = rows > GEMM_STREAM_ROWS && fc0 < fc1 && a->bias && !a->residual &&
           a->activation == MHA_ACT_NONE;
 #ifdef GEMM_TILE_EPILOGUE
-    /* and the rest of the epilogue on each such tile right after that call
+    /* and the GELU on each such tile right after that call
      * (gemm_blocked_tile_epilogue) */
     tile = rows > GEMM_STREAM_ROWS && fc0 < fc1 && gemm_blocked_tile_epilogue_ok(a);
     out = out || tile;
@@ -373,8 +363,7 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
                                              k0 > 0, left > 0 ? next + t * share * 64 : next,
                                              left < share ? left : share, bias);
 #ifdef GEMM_TILE_EPILOGUE
-                    if (last && tile)
-                        gemm_blocked_tile_epilogue(a, m, p * GEMM_NR, (p + 2) * GEMM_NR <= a->n1);
+                    if (last && tile) gemm_blocked_tile_epilogue(a, m, p * GEMM_NR);
 #endif
                     continue;
 #else
