@@ -285,42 +285,60 @@ static inline void gemm_ukernel_pf_pack(int64_t kc, const float *ap, const float
  * line: inlined into gemm_blocked_rows, MiniLM-L6 ran 1.6 % slower.
  */
 #define GELU_SPAN_VECS 4
-static __attribute__((noinline, unused)) void gemm_gelu_erf_span(float *c, int64_t n0, int64_t n1) {
+/* The GELU of the GELU_SPAN_VECS vectors at v[0 ..], in place, each step
+ * on all of them before the next. */
+static inline __attribute__((always_inline)) void gemm_gelu_erf_vecs(float *const *v) {
     const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
     const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 x[GELU_SPAN_VECS], y[GELU_SPAN_VECS], a[GELU_SPAN_VECS], a2[GELU_SPAN_VECS];
+    __m512 ac[GELU_SPAN_VECS], p[GELU_SPAN_VECS], q[GELU_SPAN_VECS];
+    for (int u = 0; u < GELU_SPAN_VECS; u++) {
+        x[u] = _mm512_loadu_ps(v[u]);
+        y[u] = _mm512_mul_ps(x[u], _mm512_set1_ps(KERNEL_GELU_ERF_SCALE));
+        a[u] = _mm512_and_ps(y[u], abs_mask);
+        a2[u] = _mm512_mul_ps(a[u], a[u]);
+        ac[u] = _mm512_sub_ps(a[u], _mm512_set1_ps(KERNEL_ERF_E_CENTRE));
+        p[u] = _mm512_set1_ps(KERNEL_ERF_P[6]);
+        q[u] = _mm512_set1_ps(KERNEL_ERF_E[14]);
+    }
+    for (int i = 13; i >= 0; i--) /* Horner from the top, both at once */
+        for (int u = 0; u < GELU_SPAN_VECS; u++) {
+            q[u] = _mm512_fmadd_ps(q[u], ac[u], _mm512_set1_ps(KERNEL_ERF_E[i]));
+            if (i < 6) p[u] = _mm512_fmadd_ps(p[u], a2[u], _mm512_set1_ps(KERNEL_ERF_P[i]));
+        }
+    for (int u = 0; u < GELU_SPAN_VECS; u++) {
+        const __mmask16 small = _mm512_cmp_ps_mask(a[u], one, _CMP_LT_OQ);
+        const __mmask16 whole =
+            _mm512_cmp_ps_mask(a[u], _mm512_set1_ps(KERNEL_ERF_ONE_FROM), _CMP_GE_OQ);
+        __m512 r = _mm512_mask_blend_ps(small, _mm512_sub_ps(one, q[u]),
+                                        _mm512_fmadd_ps(a[u], p[u], a[u]));
+        r = _mm512_mask_blend_ps(whole, r, one);
+        r = _mm512_or_ps(_mm512_and_ps(r, abs_mask), _mm512_andnot_ps(abs_mask, y[u]));
+        const __m512 half_x = _mm512_mul_ps(_mm512_set1_ps(0.5f), x[u]);
+        _mm512_storeu_ps(v[u], _mm512_mul_ps(half_x, _mm512_add_ps(one, r)));
+    }
+}
+
+static __attribute__((noinline, unused)) void gemm_gelu_erf_span(float *c, int64_t n0, int64_t n1) {
     int64_t n = n0;
     for (; n + 16 * GELU_SPAN_VECS <= n1; n += 16 * GELU_SPAN_VECS) {
-        __m512 x[GELU_SPAN_VECS], y[GELU_SPAN_VECS], a[GELU_SPAN_VECS], a2[GELU_SPAN_VECS];
-        __m512 ac[GELU_SPAN_VECS], p[GELU_SPAN_VECS], q[GELU_SPAN_VECS];
-        for (int u = 0; u < GELU_SPAN_VECS; u++) {
-            x[u] = _mm512_loadu_ps(c + n + 16 * u);
-            y[u] = _mm512_mul_ps(x[u], _mm512_set1_ps(KERNEL_GELU_ERF_SCALE));
-            a[u] = _mm512_and_ps(y[u], abs_mask);
-            a2[u] = _mm512_mul_ps(a[u], a[u]);
-            ac[u] = _mm512_sub_ps(a[u], _mm512_set1_ps(KERNEL_ERF_E_CENTRE));
-            p[u] = _mm512_set1_ps(KERNEL_ERF_P[6]);
-            q[u] = _mm512_set1_ps(KERNEL_ERF_E[14]);
-        }
-        for (int i = 13; i >= 0; i--) /* Horner from the top, both at once */
-            for (int u = 0; u < GELU_SPAN_VECS; u++) {
-                q[u] = _mm512_fmadd_ps(q[u], ac[u], _mm512_set1_ps(KERNEL_ERF_E[i]));
-                if (i < 6) p[u] = _mm512_fmadd_ps(p[u], a2[u], _mm512_set1_ps(KERNEL_ERF_P[i]));
-            }
-        for (int u = 0; u < GELU_SPAN_VECS; u++) {
-            const __mmask16 small = _mm512_cmp_ps_mask(a[u], one, _CMP_LT_OQ);
-            const __mmask16 whole =
-                _mm512_cmp_ps_mask(a[u], _mm512_set1_ps(KERNEL_ERF_ONE_FROM), _CMP_GE_OQ);
-            __m512 r = _mm512_mask_blend_ps(small, _mm512_sub_ps(one, q[u]),
-                                            _mm512_fmadd_ps(a[u], p[u], a[u]));
-            r = _mm512_mask_blend_ps(whole, r, one);
-            r = _mm512_or_ps(_mm512_and_ps(r, abs_mask), _mm512_andnot_ps(abs_mask, y[u]));
-            const __m512 half_x = _mm512_mul_ps(_mm512_set1_ps(0.5f), x[u]);
-            _mm512_storeu_ps(c + n + 16 * u, _mm512_mul_ps(half_x, _mm512_add_ps(one, r)));
-        }
+        float *const v[GELU_SPAN_VECS] = {c + n, c + n + 16, c + n + 32, c + n + 48};
+        gemm_gelu_erf_vecs(v);
     }
     for (; n < n1; n++)
         c[n] = kernel_gelu_erf(c[n]);
 }
 #define GEMM_HAVE_GELU_ERF_SPAN 1
+
+/* The GELU (erf) over a full 12 x 32 tile of C (ldc), in place: the
+ * span's operations on two rows' four vectors at a time, the same bits. */
+static inline void gemm_gelu_erf_tile(float *c, int64_t ldc) {
+    for (int r = 0; r < GEMM_MR; r += 2) {
+        float *const v[GELU_SPAN_VECS] = {c + r * ldc, c + r * ldc + 16, c + (r + 1) * ldc,
+                                          c + (r + 1) * ldc + 16};
+        gemm_gelu_erf_vecs(v);
+    }
+}
+#define GEMM_HAVE_GELU_ERF_TILE 1
 
 #endif

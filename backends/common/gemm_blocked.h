@@ -210,6 +210,31 @@ static inline __attribute__((always_inline)) void gemm_blocked_prefetch_a(const 
     }
 }
 
+#if defined(GEMM_HAVE_UKERNEL_BIAS) && defined(GEMM_HAVE_GELU_ERF_TILE)
+/* A full MR x NR tile's GELU (erf) right after its last kernel call added
+ * the bias (or stored it without one), when the kernel file has
+ * GEMM_HAVE_GELU_ERF_TILE and
+ *   void gemm_gelu_erf_tile(float *c, int64_t ldc):
+ *       the GELU (erf) over C's MR x NR tile at c in place, bitwise
+ *       kernel_gelu_erf element by element.
+ * The tile is in L1 (just stored); the pass after the block read it again
+ * from L2, or from L3 when a whole-width FFN up block (72 x 3072 floats)
+ * outgrows L2: BERT-base 0.984-0.99x the CPU time at 1 thread (paired, the
+ * same bits; docs/PERFORMANCE.md, "gemm20"). Not with a residual: its rows
+ * read tile by tile (12 x 128 bytes from L2 or L3 after each call) made
+ * MiniLM-L6's output projection [4096 x 384] . [384 x 384] 1.025-1.037x
+ * slower than the pass's streams. Nor when the last k-block is short of
+ * GEMM_KC: at K 384 (MiniLM-L6's FFN up, kernel calls of half the length)
+ * the model ran 1.006-1.010x, its FFN up alone 0.991-1.017x. */
+#define GEMM_TILE_EPILOGUE 1
+static inline int gemm_blocked_tile_epilogue_ok(const mha_gemm_args *a) {
+    return a->activation == MHA_ACT_GELU_ERF && !a->residual && a->K % GEMM_KC == 0;
+}
+static inline void gemm_blocked_tile_epilogue(const mha_gemm_args *a, int64_t m, int64_t n) {
+    gemm_gelu_erf_tile(a->C + m * a->ldc + n, a->ldc);
+}
+#endif
+
 /*
  * One row block against panels [p_first, p_last]: rows [mb, mb + GEMM_MC)
  * of C (clipped to m1), the panels' columns clipped to [n0, n1). Per
@@ -244,11 +269,18 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
     const int64_t rn0 = a->n0 > p_first * GEMM_NR ? a->n0 : p_first * GEMM_NR;
     const int64_t rn1 = a->n1 < (p_last + 1) * GEMM_NR ? a->n1 : (p_last + 1) * GEMM_NR;
     const int64_t fc0 = (rn0 + GEMM_NR - 1) / GEMM_NR * GEMM_NR, fc1 = rn1 / GEMM_NR * GEMM_NR;
-    int out = 0;
+    int out = 0, tile = 0;
 #ifdef GEMM_HAVE_UKERNEL_BIAS
     out = rows > GEMM_STREAM_ROWS && fc0 < fc1 && a->bias && !a->residual &&
           a->activation == MHA_ACT_NONE;
+#ifdef GEMM_TILE_EPILOGUE
+    /* and the GELU on each such tile right after that call
+     * (gemm_blocked_tile_epilogue) */
+    tile = rows > GEMM_STREAM_ROWS && fc0 < fc1 && gemm_blocked_tile_epilogue_ok(a);
+    out = out || tile;
 #endif
+#endif
+    (void)tile;
 
     for (int64_t k0 = 0; k0 < a->K; k0 += GEMM_KC) {
         const int64_t kc = a->K - k0 < GEMM_KC ? a->K - k0 : GEMM_KC;
@@ -320,18 +352,21 @@ static inline void gemm_blocked_rows(const mha_gemm_args *a, int64_t mb, int64_t
                     const int64_t left = lines - t * share;
 #ifdef GEMM_HAVE_UKERNEL_PACK
 #ifdef GEMM_HAVE_UKERNEL_BIAS
-                    const float *bias = out && k0 + kc == a->K ? a->bias + p * GEMM_NR : NULL;
-                    if (p == p_first && t < in_kernel) { /* and sliver t + 1 packed */
+                    const int last = out && k0 + kc == a->K;
+                    const float *bias = last && a->bias ? a->bias + p * GEMM_NR : NULL;
+                    if (p == p_first && t < in_kernel) /* and sliver t + 1 packed */
                         gemm_ukernel_pf_pack_bias(
                             kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc, k0 > 0,
                             left > 0 ? next + t * share * 64 : next, left < share ? left : share,
                             a->A + (m + GEMM_MR) * a->lda + k0, a->lda, ap + (t + 1) * kc * GEMM_MR,
                             bias);
-                        continue;
-                    }
-                    gemm_ukernel_pf_bias(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc,
-                                         k0 > 0, left > 0 ? next + t * share * 64 : next,
-                                         left < share ? left : share, bias);
+                    else
+                        gemm_ukernel_pf_bias(kc, as, bp, a->C + m * a->ldc + p * GEMM_NR, a->ldc,
+                                             k0 > 0, left > 0 ? next + t * share * 64 : next,
+                                             left < share ? left : share, bias);
+#ifdef GEMM_TILE_EPILOGUE
+                    if (last && tile) gemm_blocked_tile_epilogue(a, m, p * GEMM_NR);
+#endif
                     continue;
 #else
                     if (p == p_first && t < in_kernel) { /* and sliver t + 1 packed */

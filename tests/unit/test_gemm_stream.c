@@ -17,9 +17,9 @@
  *    12): the first panel's kernels pack the next slivers
  *    (gemm_ukernel_pf_pack, once for each full sliver but the last per
  *    k-block when the first panel is whole, else never), and, when the
- *    epilogue is the bias alone, the last k-block's full tiles in whole
- *    panels add it in the kernel call (gemm_ukernel_pf_bias), C bit for
- *    bit.
+ *    epilogue has no residual, the last k-block's full tiles in whole
+ *    panels add the bias in the kernel call (gemm_ukernel_pf_bias) and the
+ *    GELU (erf) right after it (gemm_gelu_erf_tile), C bit for bit.
  * Compiled with the avx512 kernels' flags; on a CPU without AVX-512F/DQ the
  * tests report themselves skipped. */
 #include "testutil.h"
@@ -62,14 +62,22 @@ static inline void gemm_ukernel_pf_bias_counted(int64_t kc, const float *ap, con
     bias_calls += bias != NULL;
     gemm_ukernel_pf_bias(kc, ap, bp, c, ldc, accumulate, pf, npf, bias);
 }
+/* And the full tiles whose GELU runs right after their last kernel call. */
+static int64_t gelu_tiles;
+static inline void gemm_gelu_erf_tile_counted(float *c, int64_t ldc) {
+    gelu_tiles++;
+    gemm_gelu_erf_tile(c, ldc);
+}
 #define gemm_ukernel_pf_pack_bias gemm_ukernel_pf_pack_bias_counted
 #define gemm_ukernel_pf_bias gemm_ukernel_pf_bias_counted
+#define gemm_gelu_erf_tile gemm_gelu_erf_tile_counted
 
 #include "common/gemm_blocked.h"
 
 #undef gemm_ukernel_stream
 #undef gemm_ukernel_pf_pack_bias
 #undef gemm_ukernel_pf_bias
+#undef gemm_gelu_erf_tile
 
 static int cpu_has_avx512(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
@@ -189,7 +197,7 @@ static void test_short_blocks_bits(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
     enum { MMAX = 40, NMAX = 96, KMAX = GEMM_KC + 40 };
-    static const int64_t ks[] = {5, 384, KMAX};
+    static const int64_t ks[] = {5, 384, GEMM_KC, KMAX};
     static const int64_t ranges[][2] = {{0, 96}, {0, 64}, {32, 96}, {7, 90}};
     float *A = malloc(sizeof(float) * MMAX * KMAX), *B = malloc(sizeof(float) * KMAX * NMAX);
     float *bias = malloc(sizeof(float) * NMAX), *C = malloc(sizeof(float) * MMAX * NMAX);
@@ -258,16 +266,18 @@ static void test_short_blocks_bits(void **state) {
  * range. A sliver packed from the wrong rows or columns, or a kernel that
  * reads a sliver before it is packed, changes C. The epilogue turns over
  * the runs (bias; bias and residual; bias and GELU erf; all three; the
- * residual alone; none): with the bias alone the last k-block's full tiles
- * in whole panels add it in the kernel call (gemm_ukernel_pf_bias /
- * _pack_bias with a bias: one call each; none otherwise), the pass after
- * the block the partial panels' columns and the short sliver's rows, and C
- * is bit for bit the chain, + bias, GELU, + residual. */
+ * residual alone; none): without a residual (and with the GELU, K a
+ * multiple of GEMM_KC), the last k-block's full tiles in whole panels add
+ * the bias in the kernel call (gemm_ukernel_pf_bias / _pack_bias with a
+ * bias: one call each) and the GELU right after it (gemm_gelu_erf_tile:
+ * one call each); the pass after
+ * the block does the rest (with a residual, all of it), and C is bit for
+ * bit the chain, + bias, GELU, + residual. */
 static void test_many_row_blocks_bits(void **state) {
     (void)state;
     if (!cpu_has_avx512()) skip();
     enum { MMAX = 170, NMAX = 96, KMAX = GEMM_KC + 40 };
-    static const int64_t ks[] = {5, 384, KMAX};
+    static const int64_t ks[] = {5, 384, GEMM_KC, KMAX};
     static const int64_t rows[][2] = {{0, 37}, {0, 72}, {3, 83}, {0, 150}, {12, 170}};
     static const int64_t ranges[][2] = {{0, 96}, {0, 64}, {32, 96}, {7, 90}};
     float *A = malloc(sizeof(float) * MMAX * KMAX), *B = malloc(sizeof(float) * KMAX * NMAX);
@@ -285,7 +295,7 @@ static void test_many_row_blocks_bits(void **state) {
     fill(B, (size_t)KMAX * NMAX, 32, 0.25f);
     fill(bias, NMAX, 33, 1.0f);
     fill(res, (size_t)MMAX * LDR, 34, 2.0f);
-    int64_t runs_bias = 0;
+    int64_t runs_bias = 0, runs_gelu = 0;
     for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
         const int64_t K = ks[ki];
         gemm_blocked_pack_b(K, NMAX, B, NMAX, Bp);
@@ -313,17 +323,27 @@ static void test_many_row_blocks_bits(void **state) {
                 a.ldr = LDR;
                 for (int64_t i = 0; i < MMAX * NMAX; i++)
                     C[i] = -3.0f;
-                pack_calls = bias_calls = 0;
+                pack_calls = bias_calls = gelu_tiles = 0;
                 assert_int_equal(gemm_blocked_run(&a), KERNEL_OK);
-                int64_t want_calls = 0, want_bias = 0;
+                int64_t want_calls = 0, want_bias = 0, want_gelu = 0;
                 const int64_t whole = a.n1 / GEMM_NR - (a.n0 + GEMM_NR - 1) / GEMM_NR;
                 for (int64_t mb = a.m0; mb < a.m1; mb += GEMM_MC) {
                     const int64_t r = a.m1 - mb < GEMM_MC ? a.m1 - mb : GEMM_MC;
                     if (r > GEMM_STREAM_ROWS && a.n0 % GEMM_NR == 0)
                         want_calls += (r / GEMM_MR - 1) * ((K + GEMM_KC - 1) / GEMM_KC);
-                    if (r > GEMM_STREAM_ROWS && e == 0 && whole > 0)
+                    if (r > GEMM_STREAM_ROWS && a.bias && !a.residual &&
+                        (!a.activation || K % GEMM_KC == 0) && whole > 0)
                         want_bias += r / GEMM_MR * whole;
+                    if (r > GEMM_STREAM_ROWS && a.activation && !a.residual && K % GEMM_KC == 0 &&
+                        whole > 0)
+                        want_gelu += r / GEMM_MR * whole;
                 }
+                if (gelu_tiles != want_gelu)
+                    fail_msg("rows %lld-%lld, K %lld, columns %lld-%lld, epilogue %d: %lld tiles "
+                             "through the GELU after their kernel, want %lld",
+                             (long long)a.m0, (long long)a.m1, (long long)K, (long long)a.n0,
+                             (long long)a.n1, e, (long long)gelu_tiles, (long long)want_gelu);
+                runs_gelu += want_gelu > 0;
                 if (bias_calls != want_bias)
                     fail_msg("rows %lld-%lld, K %lld, columns %lld-%lld, epilogue %d: %lld tiles "
                              "stored with the bias, want %lld",
@@ -339,6 +359,7 @@ static void test_many_row_blocks_bits(void **state) {
             }
     }
     assert_true(runs_bias >= 8); /* the bias in the kernel was tried */
+    assert_true(runs_gelu >= 3); /* and the GELU after it */
     free(A);
     free(B);
     free(bias);
