@@ -16,6 +16,13 @@ the gap to the next phase and the units' median time.
   tools/pool_trace.py /tmp/t.txt [--pool N]
 
 --pool N reads the N-th pool of the file only (1 = the first destroyed).
+
+--cross: which cache lines each thread reads that another thread wrote
+(the units' reads and writes recorded by pool_trace_touch: GEMM tiles'
+rows of A, residual and C, attention units' heads of Q, K, V and the
+output, norm rows), per kind of job and phase, in MB per job (medians): a
+line read once by a thread other than its last writer is counted once,
+then both hold it until the next write.
 """
 import argparse
 import bisect
@@ -67,11 +74,81 @@ def read(path, only_pool):
     return jobs
 
 
+def cross(path, only_pool):
+    """Lines read from another thread's writes, per kind of job and phase."""
+    import numpy as np
+
+    pools = defaultdict(list)
+    n = 0
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#"):
+                n += 1
+                continue
+            if only_pool and n != only_pool:
+                continue
+            v = line.split()
+            if v[0] in "RT" and len(v) >= 14:
+                pools[n].append((int(v[5]), v[0] == "T", int(v[1]), int(v[2]), int(v[4]), *map(int, v[8:14])))
+            elif v[0] == "N":
+                pools[n].append((int(v[5]), None, int(v[1]), int(v[2]), int(v[3]), 0, 0, 0, 0, 0, 0))
+    shared = 100
+    out = defaultdict(lambda: defaultdict(list))
+    for events in pools.values():
+        events.sort(key=lambda e: e[0])
+        pages = {}
+        sig_of, per_job = {}, defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        cur = {}
+        for t, write, job, ph, w, base, ld, r0, r1, c0, c1 in events:
+            if write is None:  # a job's phase sizes: its signature, a new instance
+                if ph == 0:
+                    cur[job] = (job, t)
+                    sig_of[cur[job]] = []
+                sig_of[cur[job]].append(w)
+                continue
+            key = cur.get(job)
+            if key is None:
+                continue
+            acc = per_job[key][ph]
+            for r in range(r0, r1):
+                a0 = (base + r * ld + c0) >> 6
+                a1 = (base + r * ld + c1 + 63) >> 6
+                while a0 < a1:
+                    pg, off = a0 >> 12, a0 & 4095
+                    end = min(a1 - (pg << 12), 4096)
+                    arr = pages.get(pg)
+                    if arr is None:
+                        arr = pages[pg] = np.full(4096, -1, dtype=np.int16)
+                    seg = arr[off:end]
+                    if write:
+                        seg[:] = w
+                    else:
+                        other = (seg >= 0) & (seg != w) & (seg != shared)
+                        acc[0] += int(other.sum())
+                        acc[1] += end - off
+                        seg[other] = shared
+                    a0 = (pg << 12) + end
+        for key, phs in per_job.items():
+            sig = tuple(sig_of.get(key, []))
+            for ph, (x, tot) in phs.items():
+                out[sig][ph].append((x, tot))
+    for sig, phs in sorted(out.items(), key=lambda kv: str(kv[0])):
+        for ph, v in sorted(phs.items()):
+            x = [a * 64 / 1e6 for a, _ in v]
+            tot = [b * 64 / 1e6 for _, b in v]
+            print(f"units {list(sig)} phase {ph}: {len(v)} jobs, read {med(tot):.2f} MB a job, "
+                  f"of it from another thread's writes {med(x):.3f} MB ({100 * med(x) / max(med(tot), 1e-9):.1f} %)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("trace")
     ap.add_argument("--pool", type=int, default=0)
+    ap.add_argument("--cross", action="store_true")
     args = ap.parse_args()
+    if args.cross:
+        cross(args.trace, args.pool)
+        return
     kinds = defaultdict(list)
     for j in read(args.trace, args.pool).values():
         if j["J"] is not None:

@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include <float.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1338,6 +1339,82 @@ static void test_qkv_attention_one_phase(void **state) {
     pool_destroy(pl);
 }
 
+/* The testk attention, each call's (batch item, head) stamped with its
+ * thread (the test's own, or another); a call waits (up to 10 s) until
+ * both threads have run one, so the helper takes part, then 1 ms. */
+static pthread_t pairk_main;
+static atomic_int pairk_seen, pairk_owner[4][8];
+
+static int pairk_attention(void *state, const mha_attn_args *a, void *ws, size_t ws_size) {
+    const int mine = pthread_equal(pthread_self(), pairk_main) ? 1 : 2;
+    atomic_fetch_or(&pairk_seen, mine);
+    for (int i = 0; i < 100000 && atomic_load(&pairk_seen) != 3; i++)
+        nanosleep(&(struct timespec){0, 100000}, NULL);
+    nanosleep(&(struct timespec){0, 1000000}, NULL); /* both threads take units meanwhile */
+    for (int64_t b = a->b0; b < a->b1; b++)
+        for (int64_t h = a->h0; h < a->h1; h++)
+            atomic_store(&pairk_owner[b][h], mine);
+    return testk_attention(state, a, ws, ws_size);
+}
+
+/* A causal layer whose heads are whole units (no query blocks: GPT-2 small
+ * at B 4, S 256 has 48 of them) costs the same per unit, so at 2 threads
+ * its units go out from both ends like a non-causal layer's: the caller
+ * computes the first (batch item, head) units, the helper the last, each
+ * on the rows of Q|K|V its own core wrote. Before, a causal layer's units
+ * were claimed in order by both threads, taking turns. The results are
+ * bitwise the same at 1, 2 and 3 threads. */
+static void test_causal_heads_paired(void **state) {
+    (void)state;
+    mha_plugin pairk = testk_plugin;
+    pairk.name = "pairk";
+    pairk.attention = pairk_attention;
+    pool *pl = NULL;
+    assert_int_equal(pool_create(NULL, 2, 0, &pl, NULL), MHA_OK);
+    cfg c = base_self();
+    c.causal = 1;
+    c.B = 2, c.Sq = c.Skv = 16, c.Hq = c.Hkv = 8, c.D = 64, c.Dout = 16;
+    fixture f;
+    fixture_make(&f, &c, 4711);
+    pairk_main = pthread_self();
+    float *first = NULL;
+    for (int threads = 1; threads <= 3; threads++) {
+        atomic_store(&pairk_seen, threads == 1 ? 3 : 0);
+        for (int b = 0; b < 4; b++)
+            for (int h = 0; h < 8; h++)
+                atomic_store(&pairk_owner[b][h], 0);
+        run_opts ro = {.pool = pl, .threads = threads};
+        float *y = out_buffer(&f);
+        mha_error err = {0};
+        if (run_exec(&pairk, &ro, &f, y, &err) != MHA_OK) fail_msg("%s", err.message);
+        if (threads == 2) { /* the caller's units first, then the helper's, in unit order */
+            int helper = 0, caller_after = 0;
+            for (int64_t u = 0; u < c.B * c.Hq; u++) {
+                const int who = atomic_load(&pairk_owner[u / c.Hq][u % c.Hq]);
+                if (who == 0)
+                    fail_msg("unit %lld (item %lld, head %lld) not run", (long long)u,
+                             (long long)(u / c.Hq), (long long)(u % c.Hq));
+                if (who == 2) helper++;
+                if (who == 1 && helper > 0) caller_after = 1;
+            }
+            if (helper == 0) fail_msg("the helper ran no attention unit");
+            if (caller_after)
+                fail_msg("2 threads: the caller ran a unit after one of the helper's (in order, "
+                         "not from both ends)");
+        }
+        if (!first) {
+            first = y;
+            continue;
+        }
+        if (memcmp(first, y, (size_t)f.out_numel * sizeof(float)) != 0)
+            fail_msg("%d threads differ from 1 thread", threads);
+        free(y);
+    }
+    free(first);
+    fixture_free(&f);
+    pool_destroy(pl);
+}
+
 /* A GEMM whose rows are one tile of a whole-width weight (W2's output
  * projection, a short request's or a decoding step's GEMMs), or of a
  * weight of at most two slabs a thread (W2's Q|K|V), is one column unit
@@ -2114,6 +2191,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_middle_pieces),
         cmocka_unit_test(test_gemm_middle_pieces_bitwise),
         cmocka_unit_test(test_qkv_by_head),
+        cmocka_unit_test(test_causal_heads_paired),
         cmocka_unit_test(test_qkv_attention_one_phase),
         cmocka_unit_test(test_gemm_slabs_bfloat16),
         cmocka_unit_test(test_batch_chunks),

@@ -102,7 +102,8 @@ typedef struct pool_trace_event {
     uint64_t t0, t1;
     int64_t job, unit;
     int32_t phase, worker, cpu;
-    char kind; /* U unit, W phase-end wait, A helper's stay, J job, E end wait */
+    char kind; /* U unit, W phase-end wait, A helper's stay, J job, E end wait, R / T touch */
+    int64_t touch[6]; /* R, T (pool_trace_touch): base, ld, r0, r1, c0, c1 */
 } pool_trace_event;
 #define POOL_TRACE_CAP ((size_t)1 << 22)
 static uint64_t pool_trace_now(void) {
@@ -110,9 +111,20 @@ static uint64_t pool_trace_now(void) {
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
+/* The unit this thread runs now (pool_trace_touch's job, phase, unit) */
+static _Thread_local struct {
+    struct pool *p;
+    const pool_job *job;
+    int phase, worker;
+    int64_t unit;
+} pool_trace_unit;
+#define POOL_TRACE_UNIT(pl, jb, ph, u, w)                                                          \
+    (pool_trace_unit.p = (pl), pool_trace_unit.job = (jb), pool_trace_unit.phase = (ph),           \
+     pool_trace_unit.unit = (u), pool_trace_unit.worker = (w))
 #define POOL_TRACE_NOW(v) const uint64_t v = pool_trace_now()
 #define POOL_TRACE(p, k, jb, ph, u, w, start) pool_trace_add(p, k, jb, ph, u, w, start)
 #else
+#define POOL_TRACE_UNIT(pl, jb, ph, u, w) ((void)0)
 #define POOL_TRACE_NOW(v) ((void)0)
 #define POOL_TRACE(p, k, jb, ph, u, w, start) ((void)0)
 #endif
@@ -195,6 +207,24 @@ static void pool_trace_add(struct pool *p, char kind, const pool_job *job, int p
     e->cpu = sched_getcpu();
 }
 
+void pool_trace_touch(const void *base, int64_t ld, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                      int write) {
+    struct pool *p = pool_trace_unit.p;
+    if (!p || !p->trace || r1 <= r0 || c1 <= c0) return;
+    const size_t i = atomic_fetch_add_explicit(&p->trace_n, 1, memory_order_relaxed);
+    if (i >= POOL_TRACE_CAP) return;
+    pool_trace_event *e = &p->trace[i];
+    e->t0 = e->t1 = pool_trace_now();
+    e->job = (int64_t)(uintptr_t)pool_trace_unit.job;
+    e->unit = pool_trace_unit.unit;
+    e->phase = pool_trace_unit.phase;
+    e->worker = pool_trace_unit.worker;
+    e->kind = write ? 'T' : 'R';
+    e->cpu = sched_getcpu();
+    const int64_t t[6] = {(int64_t)(uintptr_t)base, ld, r0, r1, c0, c1};
+    memcpy(e->touch, t, sizeof t);
+}
+
 static void pool_trace_write(struct pool *p) {
     const char *path = getenv("MHA_POOL_TRACE_FILE");
     if (!p->trace || !path) return;
@@ -205,9 +235,14 @@ static void pool_trace_write(struct pool *p) {
         fprintf(f, "# pool %p threads %d events %zu\n", (void *)p, p->n_workers + 1, n);
         for (size_t i = 0; i < n; i++) {
             const pool_trace_event *e = &p->trace[i];
-            fprintf(f, "%c %lld %d %lld %d %llu %llu %d\n", e->kind, (long long)e->job, e->phase,
+            fprintf(f, "%c %lld %d %lld %d %llu %llu %d", e->kind, (long long)e->job, e->phase,
                     (long long)e->unit, e->worker, (unsigned long long)e->t0,
                     (unsigned long long)e->t1, e->cpu);
+            if (e->kind == 'R' || e->kind == 'T')
+                fprintf(f, " %lld %lld %lld %lld %lld %lld", (long long)e->touch[0],
+                        (long long)e->touch[1], (long long)e->touch[2], (long long)e->touch[3],
+                        (long long)e->touch[4], (long long)e->touch[5]);
+            fputc('\n', f);
         }
         fclose(f);
     }
@@ -424,7 +459,9 @@ static int pool_work_phase(struct pool *p, pool_job *job, int worker) {
             unit_err.status = MHA_OK;
             unit_err.message[0] = '\0';
             POOL_TRACE_NOW(t_unit);
+            POOL_TRACE_UNIT(p, job, ph, u, worker);
             mha_status st = job->fn(job->ctx, ph, u, worker, &unit_err);
+            POOL_TRACE_UNIT(NULL, NULL, 0, 0, 0);
             POOL_TRACE(p, 'U', job, ph, u, worker, t_unit);
             if (st != MHA_OK) pool_job_fail(job, st, &unit_err);
         }

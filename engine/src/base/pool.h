@@ -161,6 +161,27 @@ void pool_scratch_give(pool *p, const mha_alloc_ctx *a, int slot, void *buf);
 /* Bytes of the scratch buffers p keeps (while no run takes or gives one). */
 size_t pool_scratch_bytes(pool *p);
 
+/* MHA_POOL_TRACE builds only (a measurement): the unit running on this
+ * thread read (write 0) or wrote (1) rows [r0, r1) of a matrix at base,
+ * row stride ld bytes, bytes [c0, c1) of each row; the trace then says
+ * which cache lines a thread reads that another wrote (tools/pool_trace.py
+ * --cross). A no-op in every other build. */
+#if defined(MHA_POOL_TRACE)
+void pool_trace_touch(const void *base, int64_t ld, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                      int write);
+#else
+static inline void pool_trace_touch(const void *base, int64_t ld, int64_t r0, int64_t r1,
+                                    int64_t c0, int64_t c1, int write) {
+    (void)base;
+    (void)ld;
+    (void)r0;
+    (void)r1;
+    (void)c0;
+    (void)c1;
+    (void)write;
+}
+#endif
+
 /* One step of a unit's wait for a unit of its job that another thread is
  * running (exec's Q|K|V pieces): a pause, and every 64th step a yield of
  * the CPU, so that a peer sharing it (an oversubscribed machine) runs.

@@ -760,7 +760,8 @@ static mha_status exec_alibi_positions(const mha_alloc_ctx *a, const layer *L,
 /* ------------------------------------------------------------------------ */
 
 /* Attention over the chunk: args covers it all; units are (query block,
- * batch item, head), heaviest query block first under a causal mask. */
+ * batch item, head), heaviest query block first when a causal head is
+ * cut into query blocks. */
 typedef struct exec_attn_plan {
     mha_attn_args args;
     int64_t q_block, n_qb;
@@ -1045,7 +1046,11 @@ static void exec_attn_plan_make(exec_attn_plan *pl, int threads) {
     if (qb < 1) qb = 1;
     pl->q_block = qb;
     pl->n_qb = Sq > 0 ? exec_ceil_div(Sq, qb) : 0;
-    pl->heaviest_first = a->causal != 0;
+    /* Whole causal heads cost the same: no order to keep, so at 2 threads
+     * they go out from both ends like any layer's, the caller's first batch
+     * items on the rows of Q|K|V its core wrote (GPT-2 small at B 4, S 256:
+     * 48 whole heads, taken in turns by the two threads before). */
+    pl->heaviest_first = a->causal != 0 && pl->n_qb > 1;
     /* Tiny heads (a few queries and keys: short-sequence batch scoring)
      * cost less than a unit's overhead (claim, call, per-call setup), so
      * a unit then takes several heads of one batch item -- as long as
@@ -1174,6 +1179,13 @@ static mha_status exec_gemm_call(const exec_state *s, const exec_gemm_family *f,
     return st;
 }
 
+void exec_gemm_touch(const exec_gemm_family *f, int64_t seg, const int64_t r[4], const float *R) {
+    const int64_t fl = (int64_t)sizeof(float);
+    pool_trace_touch(f->A + seg * f->a_seg, f->lda * fl, r[0], r[1], 0, f->W->K * fl, 0);
+    if (R) pool_trace_touch(R + seg * f->c_seg, f->ldc * fl, r[0], r[1], r[2] * fl, r[3] * fl, 0);
+    pool_trace_touch(f->C + seg * f->c_seg, f->ldc * fl, r[0], r[1], r[2] * fl, r[3] * fl, 1);
+}
+
 void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]) {
     const int64_t per_seg = f->m_tiles * f->n_tiles;
     /* units: the body before the cut tiles, their pieces, the body after */
@@ -1213,6 +1225,7 @@ static mha_status exec_gemm_unit(const exec_state *s, const exec_gemm_family *f,
                                  mha_error *err) {
     int64_t seg, r[4];
     exec_gemm_unit_range(f, u, &seg, r);
+    exec_gemm_touch(f, seg, r, f->R);
     return exec_gemm_call(s, f, seg, r[0], r[1], r[2], r[3], 1, err);
 }
 
@@ -1334,6 +1347,24 @@ static void exec_attn_unit_values(const exec_state *s, const mha_attn_args *a, i
         atomic_store_explicit(&s->v_nan[a->b0], 1, memory_order_relaxed);
 }
 
+/* The trace's record of a unit's rows (pool_trace_touch): a head's
+ * features are contiguous in its row of Q, K, V and the output. */
+static void exec_attn_touch(const mha_attn_args *a) {
+    const int64_t fl = (int64_t)sizeof(float);
+    for (int64_t b = a->b0; b < a->b1; b++)
+        for (int64_t h = a->h0; h < a->h1; h++) {
+            const int64_t g = h / (a->Hq / (a->Hkv > 0 ? a->Hkv : 1));
+            pool_trace_touch(a->q + b * a->q_sb, a->q_ss * fl, a->q0, a->q1, h * a->q_sh * fl,
+                             (h * a->q_sh + a->dk) * fl, 0);
+            pool_trace_touch(a->k + b * a->k_sb, a->k_ss * fl, 0, a->Skv, g * a->k_sh * fl,
+                             (g * a->k_sh + a->dk) * fl, 0);
+            pool_trace_touch(a->v + b * a->v_sb, a->v_ss * fl, 0, a->Skv, g * a->v_sh * fl,
+                             (g * a->v_sh + a->dv) * fl, 0);
+            pool_trace_touch(a->o + b * a->o_sb, a->o_ss * fl, a->q0, a->q1, h * a->o_sh * fl,
+                             (h * a->o_sh + a->dv) * fl, 1);
+        }
+}
+
 static mha_status exec_attn_unit(const exec_state *s, int64_t u, int worker, mha_error *err) {
     const exec_attn_plan *pl = &s->attn;
     const int64_t per_qb = pl->args.B * pl->n_hb;
@@ -1348,6 +1379,7 @@ static mha_status exec_attn_unit(const exec_state *s, int64_t u, int worker, mha
     a.q0 = qb * pl->q_block;
     a.q1 = exec_min(a.Sq, a.q0 + pl->q_block);
     a.num_threads = 1;
+    exec_attn_touch(&a);
     const mha_status st = exec_attn_call(s, &a, worker, err);
     if (st == MHA_OK) exec_attn_unit_values(s, &a, qb);
     return st;
@@ -1536,8 +1568,11 @@ static mha_status exec_unit(void *ctx, int phase, int64_t u, int worker, mha_err
     case EXEC_PHASE_OUT: {
         mha_status st = exec_gemm_unit(s, &s->out, u, err);
         int64_t r[4];
-        if (st == MHA_OK && s->out_pieces && exec_gemm_piece_done(&s->out, s->out_pieces, u, r))
+        if (st == MHA_OK && s->out_pieces && exec_gemm_piece_done(&s->out, s->out_pieces, u, r)) {
             s->env->y_rows->rows(s->env->y_rows->user, s->out.C, s->out.W->N, r[0], r[1]);
+            pool_trace_touch(s->out.C, s->out.ldc * (int64_t)sizeof(float), r[0], r[1], 0,
+                             s->out.W->N * (int64_t)sizeof(float), 1);
+        }
         return st;
     }
     }

@@ -201,6 +201,9 @@ int exec_gemm_piece_done(const exec_gemm_family *f, atomic_int *pieces, int64_t 
 void exec_gemm_plan(exec_gemm_family *f, const mha_plugin *p, int threads);
 /* Unit u of f: its segment and its rows [r[0], r[1]), columns [r[2], r[3]). */
 void exec_gemm_unit_range(const exec_gemm_family *f, int64_t u, int64_t *seg, int64_t r[4]);
+/* MHA_POOL_TRACE builds: the rows of A a unit over r (exec_gemm_unit_range)
+ * reads, R's and C's it writes (pool_trace_touch); nothing otherwise. */
+void exec_gemm_touch(const exec_gemm_family *f, int64_t seg, const int64_t r[4], const float *R);
 /* The units of f that may go out from both ends (pool_job.paired), in the
  * order of their rows: those before its end pieces (tail_tiles), or every
  * unit when the pieces are the middle tiles (paired_ends). */

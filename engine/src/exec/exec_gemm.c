@@ -32,10 +32,14 @@ static mha_status gemm_unit(void *ctx, int phase, int64_t u, int worker, mha_err
     exec_gemm_unit_range(f, u, &seg, r);
     mha_status st = exec_gemm_tile(j->env, f->W, f->M, f->A, f->lda, f->C, f->ldc, r[0], r[1], r[2],
                                    r[3], 1, j->fused, err);
+    exec_gemm_touch(f, 0, r, j->fused ? j->fused->residual : NULL);
     if (st == MHA_OK && j->ep && j->ep->fn)
         j->ep->fn(j->ep->user, f->C, f->W->N, r[0], r[1], r[2], r[3]);
-    if (st == MHA_OK && j->pieces && exec_gemm_piece_done(f, j->pieces, u, r))
+    if (st == MHA_OK && j->pieces && exec_gemm_piece_done(f, j->pieces, u, r)) {
         j->ep->rows(j->ep->user, f->C, f->W->N, r[0], r[1]);
+        pool_trace_touch(f->C, f->ldc * (int64_t)sizeof(float), r[0], r[1], 0,
+                         f->W->N * (int64_t)sizeof(float), 1);
+    }
     return st;
 }
 

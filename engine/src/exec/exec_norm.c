@@ -36,6 +36,11 @@ static mha_status norm_unit(void *ctx, int phase, int64_t u, int worker, mha_err
     (void)worker;
     const int64_t r0 = j->args->r0 + u * EXEC_NORM_ROWS;
     const int64_t r1 = r0 + EXEC_NORM_ROWS < j->args->r1 ? r0 + EXEC_NORM_ROWS : j->args->r1;
+    const int64_t fl = (int64_t)sizeof(float), D = j->args->D;
+    pool_trace_touch(j->args->x, j->args->ldx * fl, r0, r1, 0, D * fl, 0);
+    if (j->args->residual)
+        pool_trace_touch(j->args->residual, j->args->ldr * fl, r0, r1, 0, D * fl, 0);
+    pool_trace_touch(j->args->y, j->args->ldy * fl, r0, r1, 0, D * fl, 1);
     return norm_call(j, r0, r1, 1, err);
 }
 
