@@ -183,17 +183,22 @@ static inline vf vf_exp2(vf t) {
  * (test_avx512_vec's sweep).
  */
 #define FA_HAVE_EXP2_F32 1
+/* its constants: the table 2^(k / 16), k = 0..15, then 1.5 2^19 and the
+ * polynomial's c3, c2, c1 (one copy: common/fa_w3_20.h's scheduled tile
+ * reads them too) */
+static _Alignas(64) const float vf_exp2_f32_c[20] = {
+    0x1p+0f,        0x1.0b5586p+0f, 0x1.172b84p+0f, 0x1.2387a6p+0f, 0x1.306fe0p+0f,
+    0x1.3dea64p+0f, 0x1.4bfdaep+0f, 0x1.5ab07ep+0f, 0x1.6a09e6p+0f, 0x1.7a1148p+0f,
+    0x1.8ace54p+0f, 0x1.9c4918p+0f, 0x1.ae89fap+0f, 0x1.c199bep+0f, 0x1.d5818ep+0f,
+    0x1.ea4afap+0f, 0x1.8p19f,      0x1.d03d3ep-5f, 0x1.ebe5b8p-3f, 0x1.62e43ep-1f};
 static inline vf vf_exp2_f32(vf t) {
-    const vf tab = _mm512_setr_ps(0x1p+0f, 0x1.0b5586p+0f, 0x1.172b84p+0f, 0x1.2387a6p+0f,
-                                  0x1.306fe0p+0f, 0x1.3dea64p+0f, 0x1.4bfdaep+0f, 0x1.5ab07ep+0f,
-                                  0x1.6a09e6p+0f, 0x1.7a1148p+0f, 0x1.8ace54p+0f, 0x1.9c4918p+0f,
-                                  0x1.ae89fap+0f, 0x1.c199bep+0f, 0x1.d5818ep+0f, 0x1.ea4afap+0f);
+    const float *c = vf_exp2_f32_c;
     const vf f = _mm512_reduce_ps(t, (4 << 4) | _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const vf u = _mm512_add_round_ps(t, _mm512_set1_ps(0x1.8p19f),
-                                     _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const vf tk = _mm512_permutexvar_ps(_mm512_castps_si512(u), tab);
-    vf q = _mm512_fmadd_ps(_mm512_set1_ps(0x1.d03d3ep-5f), f, _mm512_set1_ps(0x1.ebe5b8p-3f));
-    q = _mm512_fmadd_ps(q, f, _mm512_set1_ps(0x1.62e43ep-1f));
+    const vf u =
+        _mm512_add_round_ps(t, _mm512_set1_ps(c[16]), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const vf tk = _mm512_permutexvar_ps(_mm512_castps_si512(u), _mm512_load_ps(c));
+    vf q = _mm512_fmadd_ps(_mm512_set1_ps(c[17]), f, _mm512_set1_ps(c[18]));
+    q = _mm512_fmadd_ps(q, f, _mm512_set1_ps(c[19]));
     q = _mm512_mul_ps(q, f);
     return _mm512_scalef_ps(_mm512_fmadd_ps(tk, q, tk), t);
 }

@@ -84,7 +84,9 @@
  * masked gets the bits it gets alone. With FA_HAVE_EXP2_F32 (avx512)
  * float32 rows take the same lazy form with vf_exp2_f32 (float32
  * accuracy, four FMA-pipe operations where vf_exp takes ten; whole score
- * tiles through fa_score_f32_fused); the other float32 rows, and float32
+ * tiles through fa_score_f32_fused, on avx512 fa_w3_20.h's fa_sch_tile:
+ * the same operations, a tile's exponentials scheduled into the next
+ * tile's products); the other float32 rows, and float32
  * on the other backends, keep the exact max and base e.
  *
  * Short heads (FA_HAVE_SHORT: avx512): float32 rows in the lazy form that
@@ -1262,10 +1264,12 @@ __attribute__((always_inline)) static inline int fa_f32_fused_softmax(vf acc[FA_
     return 1;
 }
 
-__attribute__((noinline)) static int fa_score_f32_fused(int64_t nd, const float *qp,
-                                                        const float *kt, float *s, float *m2,
-                                                        float *thr, float *lv, float *corr,
-                                                        float c2) {
+/* (unused where fa_w3_20.h's fa_sch_tile takes its place: attn_tile_bench
+ * measures the two side by side) */
+__attribute__((noinline, unused)) static int fa_score_f32_fused(int64_t nd, const float *qp,
+                                                                const float *kt, float *s,
+                                                                float *m2, float *thr, float *lv,
+                                                                float *corr, float c2) {
     vf acc[FA_MR][FA_NCV];
     fa_score_f32_acc(nd, qp, kt, acc);
     return fa_f32_fused_softmax(acc, s, m2, thr, lv, corr, c2);
@@ -1331,6 +1335,8 @@ static inline void fa_score_q_narrow(int64_t nd, const float *q, int64_t qs, con
         fa_score_q_v4(nd, q, qs, kt, s);
 }
 #endif
+
+#include "common/fa_w3_20.h" /* FA_HAVE_SCHED_F32: the scheduled fused tile */
 
 #ifdef FA_HAVE_FUSED_TILE
 /* A whole bfloat16 score tile's lazy softmax on its accumulators, piece by
@@ -1469,6 +1475,9 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
 #if defined(FA_HAVE_FUSED_TILE) || defined(FA_HAVE_FUSED_F32)
         char fused[FA_BR] = {0}; /* rows whose block the fused tile did */
 #endif
+#ifdef FA_HAVE_SCHED_F32
+        fa_sch_pend pend = {.on = 0, .r0 = 0};
+#endif
 #ifdef FA_HAVE_PLAIN_TILE
         int64_t n_pdone = 0; /* rows the plain tile (or the float32 fused one) did */
 #endif
@@ -1484,8 +1493,21 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                 for (int r = 0; r < FA_MR; r++) /* none with a huge reference (FA_LAZY_HUGE) */
                     ok &= !poisoned[r0 + r] &&
                           (mx[r0 + r] == -INFINITY || fabsf(mx[r0 + r]) < FA_LAZY_HUGE);
+#ifdef FA_HAVE_SCHED_F32
+                /* the exponentials of a tile keeping its references wait
+                 * for the next tile's products (fa_w3_20.h) */
+                int prev = 0;
+                const int64_t pr0 = pend.r0;
+                const int done =
+                    ok ? fa_sch_tile(dk, qp + r0, ktb, s + r0 * FA_BC, mx + r0, thr + r0,
+                                     lv + r0 * VLEN, pcorr + r0, c2, &pend, r0, &prev)
+                       : 0;
+                if (prev < 0) fa_sch_undo(dk, qp, ktb, s, fused, &n_pdone, pr0);
+                if (done > 0) {
+#else
                 if (ok && fa_score_f32_fused(dk, qp + r0, ktb, s + r0 * FA_BC, mx + r0, thr + r0,
                                              lv + r0 * VLEN, pcorr + r0, c2) == 1) {
+#endif
                     for (int r = 0; r < FA_MR; r++)
                         fused[r0 + r] = 1;
                     n_pdone += FA_MR; /* pass 2 may skip */
@@ -1554,6 +1576,12 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
             }
         }
 
+#ifdef FA_HAVE_SCHED_F32
+        if (pend.on) { /* the block's last pending tile */
+            const int64_t pr0 = pend.r0;
+            if (fa_sch_flush(&pend) < 0) fa_sch_undo(dk, qp, ktb, s, fused, &n_pdone, pr0);
+        }
+#endif
 #ifdef FA_HAVE_PLAIN_TILE
         if (n_pdone == br && !any_poisoned) {
             /* a tile is done only when its first row, so every row of it,

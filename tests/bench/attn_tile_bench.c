@@ -20,7 +20,10 @@
  *   lazy   fa_score_f32_fused (FA_HAVE_FUSED_F32, the float32 rows' lazy
  *          form): the same products and the lazy softmax with
  *          vf_exp2_f32, each row's reference max set (no row passes its
- *          slack); lazy - score is that softmax.
+ *          slack); lazy - score is that softmax;
+ *   sched  lazy's tiles through fa_sch_tile (FA_HAVE_SCHED_F32,
+ *          common/fa_w3_20.h): each tile's exponentials in the next
+ *          tile's product loop, the block's last tile's alone.
  * Each is 2 FA_MR FA_BC 64 FLOPs of products per tile; the ideal time
  * at --peak GFLOP/s (the FMA peak of `mha peak`, default 222) is printed
  * beside the measured one. The phases alternate in every repetition
@@ -220,7 +223,7 @@ __attribute__((noinline)) static int64_t fa_score_plain_pipe(const mha_attn_args
 #define TB_D 64
 #define TB_KBLOCKS 32
 #define TB_TILES (FA_BR / FA_MR)
-#define TB_PHASES 5
+#define TB_PHASES 6
 
 static double tb_now(void) {
     struct timespec t;
@@ -286,6 +289,24 @@ static double tb_phase(int phase, int blocks) {
                                          lv + r0 * VLEN, corr + r0, c2);
         }
 #endif
+#ifdef FA_HAVE_SCHED_F32
+        if (phase == 5) {
+            /* lazy's tiles through fa_sch_tile: each tile's exponentials
+             * in the next one's product loop, the last one's alone */
+            const float c2 = a.scale * FA_LOG2E;
+            float m2[FA_BR], thr[FA_BR];
+            for (int r = 0; r < FA_BR; r++) {
+                m2[r] = 10.0f * c2;
+                thr[r] = (10.0f * c2 + FA_LAZY_SLACK) / c2;
+            }
+            fa_sch_pend pend = {.on = 0, .r0 = 0};
+            int prev;
+            for (int r0 = 0; r0 < FA_BR; r0 += FA_MR)
+                (void)fa_sch_tile(TB_D, qp + r0, ktb, sc + r0 * FA_BC, m2 + r0, thr + r0,
+                                  lv + r0 * VLEN, corr + r0, c2, &pend, r0, &prev);
+            if (pend.on) (void)fa_sch_flush(&pend);
+        }
+#endif
         __asm__ volatile("" ::: "memory");
     }
     return (tb_now() - t0) / ((double)blocks * TB_TILES) * 1e9;
@@ -321,12 +342,15 @@ int main(int argc, char **argv) {
         kt[i] = (float)(seed >> 8) / 16777216.0f * 2.0f - 1.0f;
         vv[i] = kt[i] * 0.5f;
     }
-    int run[TB_PHASES] = {1, 1, 1, 0, 0};
+    int run[TB_PHASES] = {1, 1, 1, 0, 0, 0};
 #ifdef FA_HAVE_PIPE_TILE
     run[3] = 1;
 #endif
 #ifdef FA_HAVE_FUSED_F32
     run[4] = 1;
+#endif
+#ifdef FA_HAVE_SCHED_F32
+    run[5] = 1;
 #endif
     const int phases = TB_PHASES;
 #ifdef FA_HAVE_PIPE_TILE
@@ -364,9 +388,9 @@ int main(int argc, char **argv) {
     for (int r = 0; r < reps; r++)
         for (int p = 0; p < phases; p++)
             t[p][r] = run[p] ? tb_phase(p, blocks) : 0.0;
-    const char *name[TB_PHASES] = {"score (products alone)", "fused (products + softmax)",
-                                   "pv (P.V products)", "piped (pipelined softmax)",
-                                   "lazy (float32 lazy softmax)"};
+    const char *name[TB_PHASES] = {"score (products alone)",      "fused (products + softmax)",
+                                   "pv (P.V products)",           "piped (pipelined softmax)",
+                                   "lazy (float32 lazy softmax)", "sched (lazy, exps scheduled)"};
     const double ideal = 2.0 * FA_MR * FA_BC * TB_D / peak; /* ns per tile at peak */
     printf("score tile %d rows x %d keys, d 64; ideal %.1f ns per tile's products at %.0f "
            "GFLOP/s\n",
@@ -385,6 +409,9 @@ int main(int argc, char **argv) {
     if (run[4])
         printf("  lazy softmax (lazy - score)  min %7.1f ns, median %7.1f ns\n", t[4][0] - t[0][0],
                t[4][reps / 2] - t[0][reps / 2]);
+    if (run[5])
+        printf("  sched softmax (sched - score) min %7.1f ns, median %7.1f ns\n", t[5][0] - t[0][0],
+               t[5][reps / 2] - t[0][reps / 2]);
     for (int p = 0; p < phases; p++)
         free(t[p]);
     return 0;
