@@ -239,23 +239,8 @@ static inline uint32_t fa_bf16_pair(float lo, float hi) {
     return (uint32_t)bf16_from_float(lo) | ((uint32_t)bf16_from_float(hi) << 16);
 }
 
-/* dst[t][0:n] = pairs of src[2t][0:n] and src[2t+1][0:n] (rows ld apart,
- * dst rows too) for t < rows/2 rounded up; a missing last odd row is 0.
- * In place (dst == src) is allowed: row t is written after rows 2t and
- * 2t + 1, the ones it overwrites, were read. */
-static inline void fa_pair_rows(const float *src, int64_t rows, int64_t n, int64_t ld,
-                                uint32_t *dst) {
-    for (int64_t t = 0; 2 * t < rows; t++) {
-        const float *lo = src + 2 * t * ld;
-        const float *hi = 2 * t + 1 < rows ? lo + ld : NULL;
-        uint32_t *out = dst + t * ld;
-        int64_t i = 0;
-        for (; i + VLEN <= n; i += VLEN)
-            vbf_store(out + i, vbf_pair(vf_load(lo + i), hi ? vf_load(hi + i) : vf_zero()));
-        for (; i < n; i++)
-            out[i] = fa_bf16_pair(lo[i], hi ? hi[i] : 0.0f);
-    }
-}
+/* K, V and the Q block as pairs (fa_bf20_pair_transpose, fa_bf20_pair_v) */
+#include "common/fa_bf20.h"
 #else
 #define FA_PAIRS(a) 0
 #endif
@@ -272,6 +257,20 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
                               const float *vb, int64_t nkeys, float *kt, float *vp) {
     const int64_t dk = a->dk, dv = a->dv, dvp = L->dvp;
     const int64_t nblocks = (nkeys + FA_BC - 1) / FA_BC;
+#ifdef FA_HAVE_BF16_DOT
+    if (FA_PAIRS(a)) { /* pairs straight from K's and V's rows (fa_bf20.h) */
+        const int64_t np = (dk + 1) / 2;
+        for (int64_t jb = 0; jb < nblocks; jb++) {
+            uint32_t *blk = (uint32_t *)(void *)(kt + jb * dk * FA_BC);
+            const int64_t jn = nkeys - jb * FA_BC < FA_BC ? nkeys - jb * FA_BC : FA_BC;
+            fa_bf20_pair_transpose(kb + jb * FA_BC * a->k_ss, a->k_ss, jn, dk, blk, FA_BC);
+            for (int64_t t = 0; jn < FA_BC && t < np; t++)
+                memset(blk + t * FA_BC + jn, 0, (size_t)(FA_BC - jn) * sizeof(uint32_t));
+        }
+        if (vp) fa_bf20_pair_v(vb, a->v_ss, nkeys, dv, dvp, (uint32_t *)(void *)vp);
+        return;
+    }
+#endif
     /* pass 1: K^T per key block, so the score tile loads BC keys of one d */
     for (int64_t jb = 0; jb < nblocks; jb++) {
         float *blk = kt + jb * dk * FA_BC;
@@ -280,25 +279,16 @@ static inline void fa_pack_kv(const mha_attn_args *a, const fa_layout *L, const 
         if (jn < FA_BC)
             for (int64_t d = 0; d < dk; d++)
                 memset(blk + d * FA_BC + jn, 0, (size_t)(FA_BC - jn) * sizeof(float));
-#ifdef FA_HAVE_BF16_DOT
-        if (FA_PAIRS(a)) {
-            fa_pair_rows(blk, dk, FA_BC, FA_BC, (uint32_t *)(void *)blk);
-            continue;
-        }
-#endif
         if (fa_bf16(a)) fa_round_bf16(blk, dk * FA_BC);
     }
     /* pass 2: V rows, padded to dvp with zeros */
     for (int64_t j = 0; vp && j < nkeys; j++) {
         float *row = vp + j * dvp;
         memcpy(row, vb + j * a->v_ss, (size_t)dv * sizeof(float));
-        if (fa_bf16(a) && !FA_PAIRS(a)) fa_round_bf16(row, dv);
+        if (fa_bf16(a)) fa_round_bf16(row, dv);
         for (int64_t d = dv; d < dvp; d++)
             row[d] = 0.0f;
     }
-#ifdef FA_HAVE_BF16_DOT
-    if (vp && FA_PAIRS(a)) fa_pair_rows(vp, nkeys, dvp, dvp, (uint32_t *)(void *)vp);
-#endif
 }
 
 /* The operand forms of the two products, by name prefix:
@@ -1417,14 +1407,15 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
      * block has only (a short block -- one query of a decode step -- costs
      * what it uses; the score tiles read no row past br) */
     int64_t blk_end = 0;
-    fa_transpose_rows(qb + i0 * a->q_ss, a->q_ss, br, dk, qp, FA_BR);
     if (FA_PAIRS(a)) {
 #ifdef FA_HAVE_BF16_DOT
-        fa_pair_rows(qp, dk, br, FA_BR, (uint32_t *)(void *)qp);
+        fa_bf20_pair_transpose(qb + i0 * a->q_ss, a->q_ss, br, dk, (uint32_t *)(void *)qp, FA_BR);
 #endif
-    } else if (fa_bf16(a)) {
-        for (int64_t d = 0; d < dk; d++)
-            fa_round_bf16(qp + d * FA_BR, br);
+    } else {
+        fa_transpose_rows(qb + i0 * a->q_ss, a->q_ss, br, dk, qp, FA_BR);
+        if (fa_bf16(a))
+            for (int64_t d = 0; d < dk; d++)
+                fa_round_bf16(qp + d * FA_BR, br);
     }
     for (int64_t r = 0; r < br; r++) {
         row_end[r] = kernel_row_key_end(a, b, i0 + r);

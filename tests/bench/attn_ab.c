@@ -36,6 +36,9 @@
 #include "avx512/avx512_vec.h"
 #include "avx512/avx512_gemm.h"
 #include "avx512/avx512_gemm_bf16.h"
+#ifdef ATTN_AB_BF16
+#define FA_BC AVX512_FA_BC_BF16 /* as avx512_bf16_kernels.c */
+#endif
 #include "avx512/avx512_attention_kernels.h"
 
 #define ATTN_AB_JOIN2(x, y) x##y
@@ -124,7 +127,11 @@ int main(int argc, char **argv) {
     mha_attn_args a;
     memset(&a, 0, sizeof a);
     a.struct_size = sizeof a;
+#ifdef ATTN_AB_BF16
+    a.precision = MHA_PRECISION_BFLOAT16; /* attn_ab.sh with ATTN_AB_BF16=1 */
+#else
     a.precision = MHA_PRECISION_FLOAT32;
+#endif
     a.B = B, a.Hq = H, a.Hkv = H, a.Sq = S, a.Skv = S, a.dk = d, a.dv = d;
     if (qkv) {
         const int64_t ld = 3 * H * d; /* [B, S, 3, H, d] */

@@ -6,6 +6,8 @@
 # driver between them; OUT is the program. Flags as the avx512 plugin's
 # kernels are built (-O3 and its ISA flags, no FMA contraction).
 # Then: OUT B H S D [--pairs N] [--causal] [--qkv] [--per-head]
+# ATTN_AB_BF16=1 builds the bfloat16 core instead (-mavx512bf16, its
+# 128-key blocks, VDPBF16PS), the calls in precision bfloat16.
 set -e
 [ $# -ge 2 ] || { echo "usage: attn_ab.sh BACKENDS_A [BACKENDS_B] OUT" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,6 +17,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cc=${CC:-cc}
 flags="-std=c11 -D_GNU_SOURCE -O3 -ffp-contract=off -mavx512f -mavx512dq -mavx512bw -mavx512vl -mfma"
+[ "${ATTN_AB_BF16:-0}" = 1 ] && flags="$flags -mavx512bf16 -DATTN_AB_BF16"
 src=$root/tests/bench/attn_ab.c
 # one compile of attn_ab.c: $1 the backends folder ("" for the driver), $2 the side, $3 the object
 build() {
