@@ -75,6 +75,8 @@ typedef struct bench_options {
     int dispatchers;       /* the queue's num_dispatchers (0: one per runtime thread) */
     int run_threads;       /* the queue's num_threads per batch run (0: the runtime's) */
     int caller_runs;       /* the queue's caller_runs */
+    double max_queue_ms;   /* the queue's max_queue_ms (0: off) */
+    double max_latency_ms; /* the queue's max_latency_ms (0: its default) */
     double server_rate;    /* > 0: one trial at this rate instead of the search */
     int precision;         /* MHA_PRECISION_* of every timed run (the reference: float32) */
 } bench_options;
@@ -132,6 +134,10 @@ typedef struct bench_trial {
      * batch's start (the rest of a latency is the run and the submitter's
      * own lateness), and the mean batch run a request was in */
     double wait_p99_ms, mean_batch;
+    /* through the queue: the p99 of the requests it accepted (a refused one
+     * counts as infinitely late in p99_ms) and how many it refused */
+    double accepted_p99_ms;
+    long refused;
     double cpu_ms; /* the process's CPU time (every thread) per request */
     long requests;
     int ok; /* p99 within the bound */

@@ -287,6 +287,13 @@ static int server_trial(mha_runtime *rt, const mha_model *model, mha_queue *queu
     size_t done = 0; /* and of them, not refused by a full queue */
     for (size_t i = 0; i < served; i++)
         done += isfinite(s.latency_ms[i]) != 0;
+    bench_stats ast = {0}; /* the latencies of the requests the queue accepted */
+    size_t n_acc = 0;
+    double *acc = queue && done ? malloc(done * sizeof *acc) : NULL;
+    for (size_t i = 0; acc && i < served; i++)
+        if (isfinite(s.latency_ms[i])) acc[n_acc++] = s.latency_ms[i];
+    if (n_acc) bench_stats_compute(acc, n_acc, &ast);
+    free(acc);
     size_t waited = 0; /* the queue's waits of the requests it ran */
     for (size_t i = 0; i < s.n; i++)
         if (!isnan(s.wait_ms[i])) s.wait_ms[waited++] = s.wait_ms[i];
@@ -306,6 +313,8 @@ static int server_trial(mha_runtime *rt, const mha_model *model, mha_queue *queu
     out->max_ms = st.max;
     out->wait_p99_ms = waited ? wst.p99 : NAN;
     out->mean_batch = waited ? s.batch_sum / (double)waited : NAN;
+    out->accepted_p99_ms = n_acc ? ast.p99 : NAN;
+    out->refused = (long)(served - done);
     out->cpu_ms = done ? cpu * 1e3 / (double)done : NAN;
     out->ok = st.p99 <= o->p99_ms;
     free(arrival);
@@ -402,6 +411,8 @@ int bench_server_run(mha_runtime *rt, const mha_model *model, bench_tensors *t,
         qo.num_dispatchers = o->dispatchers;
         qo.num_threads = o->run_threads;
         qo.caller_runs = o->caller_runs;
+        qo.max_queue_ms = o->max_queue_ms;
+        qo.max_latency_ms = o->max_latency_ms;
         qo.precision = o->precision;
         qo.max_batch_tokens = (int64_t)o->max_batch * t->inputs[0].shape[1];
         qo.capacity = 4096;

@@ -56,6 +56,8 @@ enum {
     BENCH_OPT_DISPATCHERS,
     BENCH_OPT_RUN_THREADS,
     BENCH_OPT_CALLER_RUNS,
+    BENCH_OPT_MAX_QUEUE_MS,
+    BENCH_OPT_MAX_LATENCY_MS,
     BENCH_OPT_SERVER_RATE,
     BENCH_OPT_SEED,
     BENCH_OPT_PLUGIN_PATH,
@@ -115,6 +117,15 @@ static const cli_opt bench_opts[] = {
     {BENCH_OPT_CALLER_RUNS, "caller-runs", 0, NULL,
      "server: the queue's caller_runs: a client waiting on its\n"
      "request computes the next batch itself while a core is free"},
+    {BENCH_OPT_MAX_QUEUE_MS, "max-queue-ms", 0, "X",
+     "server: the queue's max_queue_ms: refuse a request when the\n"
+     "work ahead would take longer than X ms (default 0: off)"},
+    {BENCH_OPT_MAX_LATENCY_MS, "max-latency-ms", 0, "X",
+     "server: the queue's max_latency_ms: refuse a request whose\n"
+     "predicted completion passes X ms (default 0: twice\n"
+     "--max-queue-ms if given, else off; off: none). With\n"
+     "--server-rate past saturation: the overload row (accepted\n"
+     "p99, refused)"},
     {BENCH_OPT_SERVER_RATE, "server-rate", 0, "R",
      "server: one trial of --server-time at R requests/s instead\n"
      "of the search (above what it sustains: saturation); its\n"
@@ -346,6 +357,19 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
             if (parse_double(val, 1e-3, 1e7, &o->server_rate) != 0)
                 return cli_usage_error(c, "--server-rate wants requests per second > 0, not '%s'",
                                        val);
+            break;
+        case BENCH_OPT_MAX_QUEUE_MS:
+        case BENCH_OPT_MAX_LATENCY_MS:
+            if (id == BENCH_OPT_MAX_LATENCY_MS && !strcmp(val, "off")) {
+                o->max_latency_ms = -1.0; /* mha.h: negative is off */
+                break;
+            }
+            if (parse_double(val, 0.0, 60000.0,
+                             id == BENCH_OPT_MAX_QUEUE_MS ? &o->max_queue_ms
+                                                          : &o->max_latency_ms) != 0)
+                return cli_usage_error(
+                    c, "--%s wants milliseconds >= 0, not '%s'",
+                    id == BENCH_OPT_MAX_QUEUE_MS ? "max-queue-ms" : "max-latency-ms", val);
             break;
         case BENCH_OPT_BATCH_DELAY_MS:
         case BENCH_OPT_BATCH_MS:

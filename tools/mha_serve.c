@@ -73,6 +73,7 @@ enum {
     SERVE_PORT_FILE,
     SERVE_MAX_DELAY_MS,
     SERVE_MAX_QUEUE_MS,
+    SERVE_MAX_LATENCY_MS,
     SERVE_DEADLINE_MS,
     SERVE_MAX_PADDING,
     SERVE_MAX_BATCH_MS,
@@ -99,6 +100,11 @@ static const cli_opt serve_opts[] = {
     {SERVE_MAX_QUEUE_MS, "max-queue-ms", 0, "X",
      "also 503 when the work waiting would take longer than\n"
      "X ms (at the recent cost per token; default 0: off)"},
+    {SERVE_MAX_LATENCY_MS, "max-latency-ms", 0, "X",
+     "also 503 when a request would not complete within X ms\n"
+     "(the work ahead and its own at the rate the queue drained\n"
+     "lately; default 0: twice --max-queue-ms if set, else off):\n"
+     "the latency target, kept under overload"},
     {SERVE_MAX_PADDING, "max-padding", 0, "X",
      "share of a batch run's rows that may be padding (default\n"
      "0.125): requests of lengths further apart run as separate\n"
@@ -949,6 +955,7 @@ typedef struct serve_options {
     long long port, max_batch, max_tokens, capacity, dispatchers, run_threads, max_body, max_conn,
         min_body_rate, http_threads, compute_nice;
     double max_delay_ms, deadline_ms, max_queue_ms, max_padding, max_batch_ms, header_timeout_ms;
+    double max_latency_ms;
     int hold_when_idle, caller_runs, http_threads_given;
 } serve_options;
 
@@ -1008,6 +1015,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
         } else {
             double *ms = id == SERVE_MAX_DELAY_MS        ? &o->max_delay_ms
                          : id == SERVE_MAX_QUEUE_MS      ? &o->max_queue_ms
+                         : id == SERVE_MAX_LATENCY_MS    ? &o->max_latency_ms
                          : id == SERVE_MAX_BATCH_MS      ? &o->max_batch_ms
                          : id == SERVE_HEADER_TIMEOUT_MS ? &o->header_timeout_ms
                                                          : &o->deadline_ms;
@@ -1181,6 +1189,7 @@ int mha_cmd_serve(int argc, char **argv) {
     qo.num_dispatchers = (int)o.dispatchers;
     qo.num_threads = (int)o.run_threads;
     qo.max_queue_ms = o.max_queue_ms;
+    qo.max_latency_ms = o.max_latency_ms;
     qo.max_padding = o.max_padding;
     qo.max_batch_ms = o.max_batch_ms;
     qo.caller_runs = o.caller_runs;

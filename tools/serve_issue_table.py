@@ -14,7 +14,10 @@ prints the issue's ratios beside each number:
   the CPU time a request against one client's lowest;
 - HTTP open loop, batching off and on: the rate, its latencies and its share
   of the peak's rate; 2x overload: the accepted p99 against the bound and
-  what was refused.
+  what was refused;
+- 2x overload through the C API (`mha bench --scenario server
+  --max-latency-ms`, the bound as the queue's latency budget): the accepted
+  p99 against the bound and what was refused.
 """
 import statistics
 import sys
@@ -80,6 +83,17 @@ def main():
             med(c, "p50_ms"), med(c, "p99_ms"), med(c, "p99.9_ms"), med(c, "refused"),
             med(c, "refused_p50_ms"), ratio(med(c, "p99_ms"), bound), max(vals[(c, "unanswered")]),
             max(vals[(c, "answered_twice")]), med(c, "cpu")))
+
+    c = "overload2x C layer S32"
+    if (c, "offered") in vals:
+        print("\n| overload through the C API (layer S 32, max batch 16) | offered/s | answered/s |"
+              " accepted p99 ms | x the bound | refused | CPU ms / answer |")
+        print("|---|---|---|---|---|---|---|")
+        print("| 2x the queue's rate at the bound, --max-latency-ms %g | %.0f | %.0f | %.2f | %.2fx |"
+              " %.0f of %.0f | %.3f |" % (
+                  bound, med(c, "offered"), med(c, "achieved_rps"), med(c, "accepted_p99_ms"),
+                  ratio(med(c, "accepted_p99_ms"), bound), med(c, "refused"), med(c, "requests"),
+                  med(c, "cpu_ms_per_request")))
 
 
 if __name__ == "__main__":

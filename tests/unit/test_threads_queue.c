@@ -23,7 +23,8 @@
 
 #include <mha/mha.h>
 
-#include "common.h" /* mha_alloc_count: the library's allocations (test builds) */
+#include "common.h"      /* mha_alloc_count: the library's allocations (test builds) */
+#include "queue_admit.h" /* the drain rate on a fake clock; queue_test_price */
 
 #define MAX_S 40
 
@@ -1102,6 +1103,120 @@ static void test_admission_by_queue_delay(void **state) {
     mha_model_free(m);
 }
 
+/* The queue's drain rate on a fake clock (queue_admit.c): the tokens its
+ * dispatchers complete over the time it computes, two batches side by
+ * side counted once, a stretch with nothing running left out, a failed run
+ * only moving the stretch's start; and the predicted completion from it. */
+static void test_drain_rate(void **state) {
+    (void)state;
+    queue_drain d = {0};
+    assert_true(queue_drain_ms_per_token(&d) == 0.0);
+    /* unpriced (the first batch still runs): the delay as seen only */
+    assert_true(queue_predict_ms(0.0, 1000, 32, 50.0, 5.0) == 55.0);
+    queue_drain_start(&d, 1.000);       /* A starts: nothing ran */
+    queue_drain_done(&d, 64, 1.004, 1); /* A: 64 tokens in 4 ms (B started at 1.001) */
+    assert_true(fabs(queue_drain_ms_per_token(&d) - 4.0 / 64) < 1e-12);
+    queue_drain_done(&d, 32, 1.006, 1); /* B: 32 more, 2 ms after A */
+    /* decayed sums: 0.75 x 64 + 32 tokens over 0.75 x 4 + 2 ms */
+    assert_true(fabs(queue_drain_ms_per_token(&d) - 5.0 / 80) < 1e-12);
+    queue_drain_start(&d, 2.000);       /* idle for a second, then C */
+    queue_drain_done(&d, 16, 2.001, 0); /* C failed: not counted */
+    queue_drain_done(&d, 40, 2.003, 1); /* D (started beside C): 40 in the 2 ms after C */
+    const double c = (0.75 * 5.0 + 2.0) / (0.75 * 80 + 40);
+    assert_true(fabs(queue_drain_ms_per_token(&d) - c) < 1e-12);
+    /* 96 tokens ahead and 32 of its own at 0.0625 ms: 8 ms; the queue's
+     * delay as seen (10 ms past the hold, then its own 2) when longer;
+     * the busy part of its wait before the submit on top */
+    assert_true(fabs(queue_predict_ms(0.0625, 96, 32, 0.0, 0.0) - 8.0) < 1e-12);
+    assert_true(fabs(queue_predict_ms(0.0625, 96, 32, 10.0, 0.0) - 12.0) < 1e-12);
+    assert_true(fabs(queue_predict_ms(0.0625, 96, 32, 0.0, 1.5) - 9.5) < 1e-12);
+}
+
+/* Admission by predicted latency (max_latency_ms): with the only
+ * dispatcher held in a callback and the drain priced at 1 ms a token
+ * (queue_test_price: no dependence on how fast the runs are), requests of
+ * 16 tokens are accepted while the tokens ahead and their own fit 100 ms
+ * (6 of them: 96), the seventh is refused at once with the back-pressure
+ * status; a shorter one that still fits (4: 100) is accepted. The budget
+ * defaults to twice max_queue_ms (50 here, whose own estimate from the
+ * runs' real cost never refuses these), and negative turns it off. Every
+ * accepted request completes with its result alone once released. */
+static void test_admission_by_predicted_latency(void **state) {
+    (void)state;
+    mha_model *m = gen_model(0);
+    mha_runtime *rt = runtime_new(1);
+    float x[16 * 64];
+    tu_fill_random(x, 16 * 64, 13);
+    float *ref = run_alone(rt, m, x, 16, 64);
+    const struct {
+        double max_queue_ms, max_latency_ms;
+        int accepted; /* of the 7 of 16 tokens */
+    } cases[] = {{0, 100, 6}, {50, 0, 6}, {50, -1, 7}, {0, 0, 7}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        mha_queue_options o;
+        mha_queue_options_init(&o);
+        o.num_dispatchers = 1;
+        o.max_batch = 1;
+        o.max_delay_ms = 10000; /* no admission by the oldest's wait here */
+        o.max_queue_ms = cases[k].max_queue_ms;
+        o.max_latency_ms = cases[k].max_latency_ms;
+        mha_queue *q = NULL;
+        assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_OK);
+        held_callback h = {0};
+        mha_submit_options hold;
+        mha_submit_options_init(&hold);
+        hold.done = hold_dispatcher;
+        hold.done_user = &h;
+        mha_tensor in = {MHA_DTYPE_FLOAT32, 2, {16, 64}, x};
+        mha_error err = {0};
+        mha_request *held = NULL, *r[8] = {0};
+        assert_int_equal(mha_queue_submit(q, &in, &hold, &held, &err), MHA_OK);
+        while (!atomic_load(&h.entered)) {
+            struct timespec ms = {0, 1000000};
+            nanosleep(&ms, NULL);
+        }
+        queue_test_price(q, 1.0);
+        int accepted = 0;
+        for (int i = 0; i < 7; i++) {
+            mha_status st = mha_queue_submit(q, &in, NULL, &r[i], &err);
+            if (st == MHA_OK) {
+                accepted++;
+                continue;
+            }
+            assert_int_equal(st, MHA_ERR_QUEUE_FULL);
+            assert_null(r[i]);
+            assert_non_null(strstr(err.message, "past its latency budget of 100 ms"));
+        }
+        if (accepted != cases[k].accepted)
+            fail_msg("max_queue_ms %g, max_latency_ms %g: %d of 7 accepted, not %d",
+                     cases[k].max_queue_ms, cases[k].max_latency_ms, accepted, cases[k].accepted);
+        mha_queue_stats s;
+        mha_queue_get_stats(q, &s);
+        assert_int_equal(s.rejected_full, 7 - accepted);
+        if (accepted == 6) { /* 96 + 4 tokens: 100 ms, within the budget */
+            mha_tensor four = {MHA_DTYPE_FLOAT32, 2, {4, 64}, x};
+            assert_int_equal(mha_queue_submit(q, &four, NULL, &r[7], &err), MHA_OK);
+        }
+        atomic_store(&h.release, 1);
+        for (int i = 0; i < 8; i++) {
+            if (!r[i]) continue;
+            assert_int_equal(mha_request_wait(r[i], -1, &err), MHA_OK);
+            if (i < 7) assert_memory_equal(mha_request_output(r[i])->data, ref, sizeof x);
+            mha_request_free(r[i]);
+        }
+        mha_request_free(held);
+        mha_queue_destroy(q);
+    }
+    mha_queue_options o;
+    mha_queue_options_init(&o);
+    o.max_latency_ms = NAN;
+    mha_queue *q = NULL;
+    assert_int_equal(mha_queue_create(rt, m, &o, &q, NULL), MHA_ERR_INVALID_ARGUMENT);
+    free(ref);
+    mha_runtime_destroy(rt);
+    mha_model_free(m);
+}
+
 /* max_batch_ms: once a batch has priced a token, a batch takes requests
  * only while they would compute within the time, and a waiting list that
  * fills that time is a full batch (no wait for max_delay_ms): here a time
@@ -1838,6 +1953,8 @@ int main(void) {
         cmocka_unit_test(test_time_bound),
         cmocka_unit_test(test_deadline_admission),
         cmocka_unit_test(test_admission_by_queue_delay),
+        cmocka_unit_test(test_drain_rate),
+        cmocka_unit_test(test_admission_by_predicted_latency),
         cmocka_unit_test(test_waited_before_submit),
         cmocka_unit_test(test_batch_time),
         cmocka_unit_test(test_batch_while_behind),

@@ -638,10 +638,13 @@ MHA_API mha_status mha_run(mha_runtime *rt, const mha_model *model, const mha_te
  *    ceiling"); MHA_PRECISION_BFLOAT16 passes it.
  *  - The queue is bounded: submit fails at once with MHA_ERR_QUEUE_FULL, so
  *    an overloaded server refuses (HTTP 503) rather than building a backlog.
- *    Bound it in time as well as in count: max_queue_ms of about half the
- *    latency target keeps the accepted requests' latency under overload
- *    (the excess is refused at once instead of waiting in line). A
- *    request's deadline_ms is weighed the same way at submit.
+ *    Bound it in time as well as in count: max_latency_ms, the latency
+ *    target, refuses a request whose predicted completion (the tokens
+ *    ahead and its own at the rate the queue drained lately) passes it, so
+ *    that under overload the accepted requests keep their latency and the
+ *    excess is refused at once instead of waiting in line (max_queue_ms,
+ *    about half the target, bounds the wait alone and sets max_latency_ms
+ *    to twice itself). A request's deadline_ms is weighed at submit too.
  *  - Whole models over token ids (BERT-, MiniLM-, GPT-2-style exports) batch
  *    the same way: a request gives its ids, the queue fills the masks and
  *    the other ids and returns every output cut to the request.
@@ -759,6 +762,23 @@ typedef struct mha_queue_options {
                                  create; a backend that does not serve it is refused
                                  there with MHA_ERR_BACKEND. (Appended after
                                  caller_runs.) */
+    double max_latency_ms;    /* the latency budget of an accepted request, submit to
+                                 completion. 0 (the default): twice max_queue_ms when
+                                 that is set, else off; negative: off. Submit refuses
+                                 (MHA_ERR_QUEUE_FULL, counted in rejected_full) a
+                                 request whose predicted completion passes it: the
+                                 tokens waiting and running ahead of it plus its own,
+                                 at the rate the queue has drained tokens lately (its
+                                 dispatchers together, over the time it computed;
+                                 moving, so it follows the load), or the oldest
+                                 waiting request's delay plus its own tokens, if
+                                 longer; plus the part of waited_ms the queue had
+                                 work. An idle queue (nothing waiting or running)
+                                 accepts: no refusal shortens a lone run. A bounded
+                                 count is not a bounded wait: under overload the
+                                 excess is refused at once and the accepted requests
+                                 keep about this latency. Set it to the latency
+                                 target. (Appended after precision.) */
 } mha_queue_options;
 
 MHA_API void mha_queue_options_init(mha_queue_options *opts);

@@ -26,6 +26,12 @@
  *   split over two threads pays the phases' barriers); else on the
  *   runtime's threads
  *
+ * Admission (mha_queue_submit, before the request is copied): refused at
+ * once (MHA_ERR_QUEUE_FULL) when capacity requests wait, when the work
+ * ahead passes max_queue_ms, or when the request's predicted completion
+ * passes max_latency_ms (queue_admit.h: the tokens ahead and its own at
+ * the rate the dispatchers drained tokens lately).
+ *
  * Right padding with per-item key lengths gives each request what it gets
  * alone: its queries see only its own S_b keys (the padded keys are
  * ignored, a causal layer never sees later positions anyway), and every
@@ -52,6 +58,7 @@
 
 #include "common.h"
 #include "model.h" /* runtime_pack_model */
+#include "queue_admit.h"
 #include "queue_batch.h"
 #include "queue_spares.h"
 
@@ -123,6 +130,9 @@ struct mha_queue {
     double busy_since;
     int64_t tokens_waiting; /* max_batch_ms: the tokens of the requests in the list */
     double ms_per_token;
+    /* max_latency_ms: how fast the dispatchers together drain tokens
+     * (queue_admit.h) */
+    queue_drain drain;
     /* num_threads 0: what a token costs a run on one thread (ms, a moving
      * average over such runs, lowered by what a wider run shows; 0 until
      * one ran) and the longest run that goes on one thread */
@@ -304,12 +314,13 @@ static void queue_finish_list(mha_request *r) {
 
 /* Why a submission is refused (or not). */
 typedef struct queue_admission {
-    mha_status status; /* MHA_OK, MHA_ERR_SHUTDOWN or MHA_ERR_QUEUE_FULL */
-    int depth;         /* the requests waiting */
-    double wait_ms;    /* the expected wait: the larger of the two below */
-    double ahead_ms;   /* the work ahead at the last batches' cost per token */
-    double oldest_ms;  /* how long the oldest waiting request has waited past its hold */
-    double before_ms;  /* the part of waited_ms the queue had work (queue_waited_busy) */
+    mha_status status;   /* MHA_OK, MHA_ERR_SHUTDOWN or MHA_ERR_QUEUE_FULL */
+    int depth;           /* the requests waiting */
+    double wait_ms;      /* the expected wait: the larger of the two below */
+    double ahead_ms;     /* the work ahead at the last batches' cost per token */
+    double oldest_ms;    /* how long the oldest waiting request has waited past its hold */
+    double before_ms;    /* the part of waited_ms the queue had work (queue_waited_busy) */
+    double predicted_ms; /* max_latency_ms: the request's predicted completion (0: unpriced) */
 } queue_admission;
 
 /* The part of what a request waited before its submit (waited_ms: a server
@@ -344,17 +355,27 @@ static double queue_oldest_wait(const mha_queue *q) {
  * when only the request's own deadline refused it). The expected wait is
  * the larger of the estimate (the work ahead) and what the oldest waiting
  * request has already waited (admission by queue delay). (mutex held) */
-static queue_admission queue_admit_locked(mha_queue *q, double deadline_ms, double waited_ms) {
+static queue_admission queue_admit_locked(mha_queue *q, int64_t S, double deadline_ms,
+                                          double waited_ms) {
     queue_admission a = {
-        MHA_OK, q->stats.depth, 0.0, queue_wait_estimate(q), 0.0, queue_waited_busy(q, waited_ms)};
+        MHA_OK, q->stats.depth, 0.0, queue_wait_estimate(q), 0.0, queue_waited_busy(q, waited_ms),
+        0.0};
     if (!q->accepting) {
         a.status = MHA_ERR_SHUTDOWN;
         return a;
     }
-    if (q->opts.max_queue_ms > 0 || deadline_ms > 0) a.oldest_ms = queue_oldest_wait(q);
+    const double budget = q->opts.max_latency_ms;
+    if (q->opts.max_queue_ms > 0 || deadline_ms > 0 || budget > 0)
+        a.oldest_ms = queue_oldest_wait(q);
     a.wait_ms = a.ahead_ms > a.oldest_ms ? a.ahead_ms : a.oldest_ms;
+    /* an idle queue accepts: nothing ahead, the request's time is its own
+     * run, which no refusal shortens */
+    if (budget > 0 && q->tokens_ahead > 0)
+        a.predicted_ms = queue_predict_ms(queue_drain_ms_per_token(&q->drain), q->tokens_ahead, S,
+                                          a.oldest_ms, a.before_ms);
     const int full = q->stats.depth >= q->opts.capacity ||
-                     (q->opts.max_queue_ms > 0 && a.wait_ms + a.before_ms > q->opts.max_queue_ms);
+                     (q->opts.max_queue_ms > 0 && a.wait_ms + a.before_ms > q->opts.max_queue_ms) ||
+                     (budget > 0 && a.predicted_ms > budget);
     const int late = deadline_ms > 0 && a.wait_ms > deadline_ms;
     if (!full && !late) return a;
     if (full)
@@ -388,6 +409,11 @@ static mha_status queue_refuse(const mha_queue *q, const queue_admission *a, dou
                         "queue submit: the %d requests ahead would take more than %g ms "
                         "(about %.3g ms)",
                         a->depth, q->opts.max_queue_ms, a->wait_ms);
+    if (q->opts.max_latency_ms > 0 && a->predicted_ms > q->opts.max_latency_ms)
+        return mha_fail(err, st,
+                        "queue submit: the request would complete in about %.3g ms (%d waiting, "
+                        "at the queue's recent rate), past its latency budget of %g ms",
+                        a->predicted_ms, a->depth, q->opts.max_latency_ms);
     return mha_fail(err, st,
                     "queue submit: the %d requests ahead would take about %.3g ms, past the "
                     "request's deadline of %g ms",
@@ -443,7 +469,7 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
      * when the request joins) */
     const double deadline_ms = opts ? opts->deadline_ms : 0.0;
     pthread_mutex_lock(&q->mutex);
-    queue_admission adm = queue_admit_locked(q, deadline_ms, waited_ms);
+    queue_admission adm = queue_admit_locked(q, S, deadline_ms, waited_ms);
     pthread_mutex_unlock(&q->mutex);
     if (adm.status != MHA_OK) return queue_refuse(q, &adm, deadline_ms, err);
 
@@ -478,7 +504,7 @@ mha_status mha_queue_submit(mha_queue *q, const mha_tensor *input, const mha_sub
     atomic_init(&r->state, REQ_WAITING);
 
     pthread_mutex_lock(&q->mutex);
-    adm = queue_admit_locked(q, deadline_ms, waited_ms);
+    adm = queue_admit_locked(q, S, deadline_ms, waited_ms);
     if (adm.status != MHA_OK) {
         pthread_mutex_unlock(&q->mutex);
         atomic_store(&r->refs, 1);
@@ -684,6 +710,8 @@ static int queue_form_batch_locked(mha_queue *q, queue_dispatcher *d, mha_reques
     d->one_core =
         q->opts.num_threads == 1 ||
         (q->opts.num_threads == 0 && (double)tokens * q->ms_per_token_1 <= q->one_core_ms);
+    /* the queue computes again: its drain's time resumes */
+    if (n > 0 && q->stats.running == 0) queue_drain_start(&q->drain, now);
     q->stats.running += n;
     if (n > 0) q->busy_dispatchers++;
     return n;
@@ -809,6 +837,7 @@ static void queue_compute_batch(mha_queue *q, queue_dispatcher *d, int n) {
     for (int i = 0; i < n; i++)
         tokens += d->batch[i]->S;
     pthread_mutex_lock(&q->mutex);
+    queue_drain_done(&q->drain, tokens, queue_now(), st == MHA_OK);
     q->stats.batches += (uint64_t)runs;
     q->stats.batched += (uint64_t)n;
     if (st == MHA_OK) { /* a moving average: the cost follows the load */
@@ -1027,13 +1056,15 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
     if (o.max_batch < 1 || o.max_batch > 4096 || o.max_batch_tokens < 1 ||
         !(o.max_delay_ms >= 0 && o.max_delay_ms <= 60000) || o.capacity < 1 ||
         o.num_dispatchers < 0 || o.num_dispatchers > 64 || o.num_threads < 0 ||
-        !(o.max_queue_ms >= 0) || !(o.max_padding >= 0 && o.max_padding <= 1) ||
-        isnan(o.max_batch_ms) || o.caller_runs < 0 || o.caller_runs > 1 ||
+        !(o.max_queue_ms >= 0) || isnan(o.max_latency_ms) ||
+        !(o.max_padding >= 0 && o.max_padding <= 1) || isnan(o.max_batch_ms) || o.caller_runs < 0 ||
+        o.caller_runs > 1 ||
         (o.precision != MHA_PRECISION_FLOAT32 && o.precision != MHA_PRECISION_BFLOAT16))
         return mha_fail(err, MHA_ERR_INVALID_ARGUMENT,
                         "queue create: options out of range (max_batch 1..4096, "
                         "max_batch_tokens >= 1, max_delay_ms 0..60000, capacity >= 1, "
                         "num_dispatchers 0..64, num_threads >= 0, max_queue_ms >= 0, "
+                        "max_latency_ms a number, "
                         "max_padding 0..1, max_batch_ms a number, caller_runs 0 or 1, "
                         "precision MHA_PRECISION_FLOAT32 or MHA_PRECISION_BFLOAT16)");
     /* caller_runs was dropped in silence beside hold_when_idle (a waiter
@@ -1058,6 +1089,12 @@ mha_status mha_queue_create(mha_runtime *rt, const mha_model *model, const mha_q
         o.max_batch_ms = o.max_queue_ms > 0 ? 0.4 * o.max_queue_ms : QUEUE_AUTO_BATCH_MS;
     else if (o.max_batch_ms < 0)
         o.max_batch_ms = 0;
+    /* max_latency_ms 0: the same target, twice max_queue_ms, when set;
+     * negative: off */
+    if (o.max_latency_ms == 0)
+        o.max_latency_ms = 2.0 * o.max_queue_ms;
+    else if (o.max_latency_ms < 0)
+        o.max_latency_ms = 0;
     mha_queue *q = mha_calloc(NULL, 1, sizeof *q);
     if (!q) return mha_fail(err, MHA_ERR_NO_MEMORY, "queue create: out of memory");
     q->rt = rt;
@@ -1175,4 +1212,11 @@ void mha_queue_destroy(mha_queue *q) {
     mha_queue_shutdown(q, 0, NULL, NULL);
     queue_join(q);
     queue_free_memory(q);
+}
+
+void queue_test_price(mha_queue *q, double ms_per_token) {
+    pthread_mutex_lock(&q->mutex);
+    q->drain.tokens = 1000.0;
+    q->drain.ms = 1000.0 * ms_per_token;
+    pthread_mutex_unlock(&q->mutex);
 }
