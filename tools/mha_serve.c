@@ -204,6 +204,13 @@ static const int serve_batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128};
 #define SERVE_MAX_ID 128 /* longest X-Request-Id echoed */
 static const int serve_codes[SERVE_N_CODES] = {200, 400, 404, 405, 413, 415, 503, 504};
 
+/* libmicrohttpd's memory a connection (its default 32 KiB): its read
+ * buffer is half of it, and a body is read a buffer at a time, so a .npy
+ * request of the d 768 layer at S 32 (98 KiB) took 7 recv calls and as many
+ * handler calls at 32 KiB and takes one at 256 KiB (strace); pages are
+ * touched only as far as a connection's requests reach. */
+#define SERVE_CONNECTION_MEMORY (256 << 10)
+
 /* A backlog of this many HTTP requests at once, drained, gives the heap's
  * free memory back (serve_trim). */
 #define SERVE_TRIM_AFTER 8
@@ -1258,6 +1265,7 @@ int mha_cmd_serve(int argc, char **argv) {
         ipv6 ? (struct sockaddr *)&a6 : (struct sockaddr *)&a4, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)o.max_conn, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_THREAD_STACK_SIZE,
         stack, MHD_OPTION_THREAD_POOL_SIZE, o.caller_runs ? 0u : (unsigned)o.http_threads,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SERVE_CONNECTION_MEMORY,
         MHD_OPTION_NOTIFY_COMPLETED, serve_completed, &s,
         s.guard ? MHD_OPTION_NOTIFY_CONNECTION : MHD_OPTION_END, serve_guard_notify, s.guard,
         MHD_OPTION_END);

@@ -1,11 +1,17 @@
 /* serve_load.c -- `serve-load`: an open-loop (Poisson) HTTP load generator
- * for `mha serve`, on libcurl's multi interface (one thread, many
- * keep-alive connections; the HTTP is libcurl's).
+ * for `mha serve`: one thread, one epoll loop over a fixed pool of at most
+ * --connections keep-alive connections, each request's bytes written in
+ * one call (its few header lines, then the body file's own bytes, never
+ * copied) and its answer read as it comes. libcurl parses the URL only: its
+ * multi interface, the transfers before, cost 0.28-0.47 CPU ms a request
+ * (poll over every connection, per-request handles and header lists), time
+ * this client took from the two cores the server computes on
+ * (docs/SERVING.md, "serve-load on its own HTTP").
  *
  * Request i is due at t_i = t_{i-1} + Exp(rate) for DURATION seconds and
  * is started then, whatever the server does (open loop: a slow answer never
- * delays the next arrival); past --connections busy connections libcurl
- * holds it until one frees, and that wait counts in its latency, which runs
+ * delays the next arrival); past --connections busy connections it waits
+ * for one to free, and that wait counts in its latency, which runs
  * from t_i to the end of its answer. Request i carries "X-Request-Id: i";
  * the server echoes it, and the report checks that every id was answered
  * exactly once and each answer carried its own request's id. Requests take
@@ -18,7 +24,8 @@
  *
  * One line on stdout: offered and answered rate, answers by status code,
  * latency p50 / p99 / p99.9 / max of the 200 answers and the p99 of the 503
- * ones (ms). --interval SEC adds, in the JSON, the same per SEC of arrivals.
+ * ones (ms), the connections opened and serve-load's own CPU time a
+ * request. --interval SEC adds, in the JSON, the same per SEC of arrivals.
  * Exit 1 when an id went unanswered, was answered twice or with another id,
  * a body's answers differed, or no request got a 200; 2 on a usage error.
  * Loopback only: the URL must name 127.0.0.1, [::1] or localhost as its
@@ -43,8 +50,16 @@
 #include <strings.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +67,9 @@
 
 #define LOAD_MAX_BODIES 16
 #define LOAD_MAX_CODES 16
+#define LOAD_HEAD_MAX 8192  /* an answer's status line and headers at most */
+#define LOAD_READ (1 << 18) /* bytes a recv takes at most */
+#define LOAD_MAX_ADDRS 4    /* addresses tried for the URL's host */
 
 typedef struct load_body {
     const char *path;
@@ -61,16 +79,34 @@ typedef struct load_body {
     size_t answer_size;
 } load_body;
 
-/* One request in flight (its easy handle's private pointer). */
+/* One request in flight: its id and what its answer carried. */
 typedef struct load_call {
-    CURL *easy;
-    struct curl_slist *headers;
     size_t id;
     uint64_t hash; /* of the answer's body (load_on_body) */
     uint64_t word; /* its bytes not yet hashed, fewer than 8 */
     size_t size;
     long echoed; /* X-Request-Id of the answer, -1 = none */
 } load_call;
+
+enum { LOAD_CLOSED, LOAD_CONNECTING, LOAD_IDLE, LOAD_BUSY };
+
+/* One connection of the pool and the request it carries (state BUSY, or
+ * CONNECTING with a request waiting to be written). */
+typedef struct load_conn {
+    int fd, state;
+    int in_idle;     /* on the idle stack */
+    unsigned served; /* answers read on it: a kept-alive connection */
+    load_call call;
+    char head[320]; /* the request's header lines */
+    struct iovec iov[2];
+    size_t to_send;  /* bytes of iov not yet written */
+    int send_failed; /* the write failed: the connection is not reused */
+    char in[LOAD_HEAD_MAX];
+    size_t in_len; /* the answer's header bytes so far */
+    int have_head, close_after, got_any;
+    long code;
+    long long body_left; /* bytes of the answer's body to come; -1: until closed */
+} load_conn;
 
 typedef struct load_result {
     double latency_ms; /* < 0: unanswered */
@@ -91,9 +127,23 @@ typedef struct load_state {
     load_result *res;  /* [n] */
     unsigned *answers; /* [n] answers carrying id i */
     size_t wrong_id, body_mismatch, failed_transfers;
-    const char *first_failure; /* libcurl's reason for the first failed transfer */
-    load_call **free_calls;    /* idle calls, their handles kept for reuse */
-    size_t n_free;
+    char first_failure[160]; /* the reason of the first request that got no answer */
+
+    /* the URL, parsed once: where to dial, what the request line says */
+    struct sockaddr_storage addrs[LOAD_MAX_ADDRS];
+    socklen_t addr_len[LOAD_MAX_ADDRS];
+    int n_addrs, addr_at; /* the address dialled (the next on a refusal) */
+    char *target, *host;  /* path and query; the Host header's value */
+    /* the pool */
+    load_conn *conns;  /* [connections] */
+    int *idle, n_idle; /* connected and free, the last freed on top */
+    int *closed, n_closed;
+    size_t *pending; /* ids due and waiting for a connection: a ring */
+    size_t pend_head, pend_len;
+    size_t busy; /* requests on connections */
+    size_t opened, retried;
+    int epfd;
+    char *rbuf; /* [LOAD_READ] */
 } load_state;
 
 static double load_now(void) {
@@ -154,9 +204,7 @@ static int load_read_file(const char *path, load_body *b) {
  * the same bytes however they are cut into pieces: byte by byte, hashing
  * the answers took a quarter of serve-load's CPU time, which it takes from
  * the server's cores. */
-static size_t load_on_body(char *p, size_t one, size_t n, void *user) {
-    load_call *c = user;
-    const size_t len = n * one;
+static void load_on_body(load_call *c, const char *p, size_t len) {
     size_t k = 0, have = c->size % 8;
     for (; have && k < len; k++, have = (have + 1) % 8) { /* finish a part word */
         c->word |= (uint64_t)(unsigned char)p[k] << (8 * have);
@@ -173,100 +221,440 @@ static size_t load_on_body(char *p, size_t one, size_t n, void *user) {
     for (size_t b = 0; k < len; k++, b++) /* a part word, finished by the next piece */
         c->word |= (uint64_t)(unsigned char)p[k] << (8 * b);
     c->size += len;
-    return len;
 }
 
 static uint64_t load_hash_end(const load_call *c) {
     return c->size % 8 ? (c->hash ^ c->word) * 0x100000001b3ULL : c->hash;
 }
 
-static size_t load_on_header(char *p, size_t one, size_t n, void *user) {
-    load_call *c = user;
-    static const char name[] = "x-request-id:";
-    size_t len = n * one;
-    if (len > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
-        char buf[32];
-        size_t k = sizeof name - 1, m = 0;
-        while (k < len && (p[k] == ' ' || p[k] == '\t'))
-            k++;
-        while (k < len && m < sizeof buf - 1 && isdigit((unsigned char)p[k]))
-            buf[m++] = p[k++];
-        buf[m] = 0;
-        c->echoed = m ? strtol(buf, NULL, 10) : -1;
-    }
-    return len;
-}
-
-/* Starts request id now: a kept handle if one is idle, else a new one. */
-static int load_start(load_state *s, CURLM *multi, size_t id) {
-    load_call *c = s->n_free ? s->free_calls[--s->n_free] : calloc(1, sizeof *c);
-    if (!c) return -1;
-    if (!c->easy) {
-        c->easy = curl_easy_init();
-        if (!c->easy) {
-            free(c);
-            return -1;
-        }
-    }
-    const load_body *b = &s->bodies[id % (size_t)s->n_bodies];
-    char h_id[64], h_type[160];
-    snprintf(h_id, sizeof h_id, "X-Request-Id: %zu", id);
-    snprintf(h_type, sizeof h_type, "Content-Type: %s", s->type);
-    curl_slist_free_all(c->headers);
-    c->headers = curl_slist_append(NULL, h_id);
-    c->headers = c->headers ? curl_slist_append(c->headers, h_type) : NULL;
-    /* no "Expect: 100-continue" round trip before the body */
-    c->headers = c->headers ? curl_slist_append(c->headers, "Expect:") : NULL;
-    if (!c->headers) return -1;
-    c->id = id;
-    c->hash = 0xcbf29ce484222325ULL;
-    c->word = 0;
-    c->size = 0;
-    c->echoed = -1;
-    CURL *e = c->easy;
-    curl_easy_setopt(e, CURLOPT_URL, s->url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, b->data);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->size);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, load_on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, load_on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, c);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(s->timeout * 1e3));
-    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-    return curl_multi_add_handle(multi, e) == CURLM_OK ? 0 : -1;
-}
-
-/* A finished transfer: its answer counted and checked, its handle kept. */
-static void load_finish(load_state *s, CURLM *multi, CURL *e, CURLcode result, double start) {
-    load_call *c = NULL;
-    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&c);
-    curl_multi_remove_handle(multi, e);
-    long code = 0;
-    if (result == CURLE_OK) curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+/* A request done: its answer counted and checked (code > 0), or counted
+ * as unanswered with why (code 0). */
+static void load_finish(load_state *s, const load_call *c, long code, const char *why,
+                        double start) {
     load_result *r = &s->res[c->id];
     if (code == 0) {
-        if (!s->failed_transfers++) s->first_failure = curl_easy_strerror(result);
-    } else {
-        r->code = (int)code;
-        r->latency_ms = (load_now() - (start + s->due[c->id])) * 1e3;
-        /* the answer counts for the id it carries; it must be its own */
-        if (c->echoed != (long)c->id) s->wrong_id++;
-        if (c->echoed >= 0 && (size_t)c->echoed < s->n) s->answers[c->echoed]++;
-        load_body *b = &s->bodies[c->id % (size_t)s->n_bodies];
-        if (code == 200) {
-            const uint64_t hash = load_hash_end(c);
-            if (!b->answer_size) {
-                b->answer_hash = hash;
-                b->answer_size = c->size;
-            } else if (b->answer_hash != hash || b->answer_size != c->size) {
-                s->body_mismatch++;
-            }
+        if (!s->failed_transfers++)
+            snprintf(s->first_failure, sizeof s->first_failure, "%s", why ? why : "?");
+        return;
+    }
+    r->code = (int)code;
+    r->latency_ms = (load_now() - (start + s->due[c->id])) * 1e3;
+    /* the answer counts for the id it carries; it must be its own */
+    if (c->echoed != (long)c->id) s->wrong_id++;
+    if (c->echoed >= 0 && (size_t)c->echoed < s->n) s->answers[c->echoed]++;
+    load_body *b = &s->bodies[c->id % (size_t)s->n_bodies];
+    if (code == 200) {
+        const uint64_t hash = load_hash_end(c);
+        if (!b->answer_size) {
+            b->answer_hash = hash;
+            b->answer_size = c->size;
+        } else if (b->answer_hash != hash || b->answer_size != c->size) {
+            s->body_mismatch++;
         }
     }
-    s->free_calls[s->n_free++] = c;
+}
+
+/* The value of header line `line` (length n) if it is named `name` (lower
+ * case, with its colon), blanks skipped; else NULL. */
+static const char *load_header_value(const char *line, size_t n, const char *name) {
+    const size_t k = strlen(name);
+    if (n < k || strncasecmp(line, name, k) != 0) return NULL;
+    while (k < n && (line[k] == ' ' || line[k] == '\t'))
+        line++, n--;
+    return line + k;
+}
+
+/* An answer's status line and headers, c->in[0..end): its code, length,
+ * X-Request-Id and whether the connection closes after it. 0, or -1 with
+ * why. */
+static int load_parse_head(load_conn *c, size_t end, const char **why) {
+    const char *p = c->in, *stop = c->in + end;
+    if (end < 12 || strncmp(p, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)p[9])) {
+        *why = "not an HTTP/1.x answer";
+        return -1;
+    }
+    c->code = strtol(p + 9, NULL, 10);
+    c->close_after = p[7] == '0'; /* HTTP/1.0: one answer a connection */
+    c->body_left = -1;
+    for (const char *line = memchr(p, '\n', end) + 1; line < stop;) {
+        const char *eol = memchr(line, '\n', (size_t)(stop - line));
+        size_t n = (size_t)((eol ? eol : stop) - line);
+        const char *v;
+        if ((v = load_header_value(line, n, "content-length:")))
+            c->body_left = strtoll(v, NULL, 10);
+        else if ((v = load_header_value(line, n, "connection:")) && strncasecmp(v, "close", 5) == 0)
+            c->close_after = 1;
+        else if ((v = load_header_value(line, n, "transfer-encoding:"))) {
+            *why = "a chunked answer (not read)";
+            return -1;
+        } else if ((v = load_header_value(line, n, "x-request-id:"))) {
+            char *e = NULL;
+            long id = strtol(v, &e, 10);
+            c->call.echoed = e != v && isdigit((unsigned char)*v) ? id : -1;
+        }
+        line += n + 1;
+    }
+    return 0;
+}
+
+static void load_push_idle(load_state *s, load_conn *c) {
+    c->state = LOAD_IDLE;
+    if (!c->in_idle) {
+        c->in_idle = 1;
+        s->idle[s->n_idle++] = (int)(c - s->conns);
+    }
+}
+
+static void load_close(load_state *s, load_conn *c) {
+    if (c->fd >= 0) close(c->fd); /* leaves the epoll set with it */
+    if (c->state == LOAD_BUSY || c->state == LOAD_CONNECTING) s->busy--;
+    c->fd = -1;
+    c->state = LOAD_CLOSED;
+    s->closed[s->n_closed++] = (int)(c - s->conns);
+}
+
+/* The request on c got no answer: retried once on a new connection when a
+ * kept-alive one closed before any byte of it came (the server may close
+ * an idle connection as the request goes out), else counted unanswered. */
+static void load_lost(load_state *s, load_conn *c, const char *why, double start) {
+    const load_call call = c->call;
+    const int retry = c->served > 0 && !c->got_any;
+    load_close(s, c);
+    if (retry) {
+        s->retried++;
+        s->pend_head = (s->pend_head + s->n - 1) % s->n; /* first in line */
+        s->pending[s->pend_head] = call.id;
+        s->pend_len++;
+    } else {
+        load_finish(s, &call, 0, why, start);
+    }
+}
+
+/* Writes what is left of c's request, until the socket is full. A failed
+ * write ends the sending: the server may have answered and closed (a body
+ * refused early), and what came is read next. */
+static void load_send(load_conn *c) {
+    while (c->to_send) {
+        struct iovec *v = c->iov[0].iov_len ? c->iov : c->iov + 1;
+        struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)(c->iov + 2 - v)};
+        ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            c->to_send = 0;
+            c->send_failed = 1;
+            return;
+        }
+        c->to_send -= (size_t)w;
+        for (size_t left = (size_t)w; left;) {
+            struct iovec *x = c->iov[0].iov_len ? &c->iov[0] : &c->iov[1];
+            const size_t k = left < x->iov_len ? left : x->iov_len;
+            x->iov_base = (char *)x->iov_base + k;
+            x->iov_len -= k;
+            left -= k;
+        }
+    }
+}
+
+/* Starts request id on connection c (connected or connecting). */
+static void load_begin(load_state *s, load_conn *c, size_t id, double start) {
+    const load_body *b = &s->bodies[id % (size_t)s->n_bodies];
+    int n = snprintf(c->head, sizeof c->head,
+                     "POST %s HTTP/1.1\r\nHost: %s\r\nX-Request-Id: %zu\r\nContent-Type: "
+                     "%s\r\nContent-Length: %zu\r\n\r\n",
+                     s->target, s->host, id, s->type, b->size);
+    if (n < 0 || (size_t)n >= sizeof c->head) n = 0; /* never: the parts are bounded */
+    memset(&c->call, 0, sizeof c->call);
+    c->call.id = id;
+    c->call.hash = 0xcbf29ce484222325ULL;
+    c->call.echoed = -1;
+    c->iov[0] = (struct iovec){c->head, (size_t)n};
+    c->iov[1] = (struct iovec){b->data, b->size};
+    c->to_send = (size_t)n + b->size;
+    c->in_len = 0;
+    c->have_head = c->close_after = c->got_any = c->send_failed = 0;
+    c->code = 0;
+    c->body_left = -1;
+    s->busy++;
+    if (c->state == LOAD_IDLE) {
+        c->state = LOAD_BUSY;
+        load_send(c);
+    }
+}
+
+/* Opens connection c to the URL's address, for request id. */
+static void load_open(load_state *s, load_conn *c, size_t id, double start) {
+    const struct sockaddr_storage *a = &s->addrs[s->addr_at];
+    c->fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    c->state = LOAD_CONNECTING;
+    c->served = 0;
+    load_begin(s, c, id, start);
+    if (c->fd < 0) {
+        load_lost(s, c, strerror(errno), start);
+        return;
+    }
+    const int one = 1;
+    (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                             .data.u64 = (uint64_t)(c - s->conns)};
+    if ((connect(c->fd, (const struct sockaddr *)a, s->addr_len[s->addr_at]) != 0 &&
+         errno != EINPROGRESS) ||
+        epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+        char why[160];
+        snprintf(why, sizeof why, "Couldn't connect to server: %s", strerror(errno));
+        load_lost(s, c, why, start);
+        return;
+    }
+    s->opened++;
+}
+
+/* Reads what came on c; the answer checked once whole. */
+static void load_read(load_state *s, load_conn *c, double start) {
+    for (;;) {
+        ssize_t got = recv(c->fd, s->rbuf, LOAD_READ, 0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (got <= 0) { /* closed, or reset */
+            char why[160];
+            snprintf(why, sizeof why, "%s",
+                     got < 0      ? strerror(errno)
+                     : c->got_any ? "the connection closed in the middle of the answer"
+                                  : "Server returned nothing (no headers, no status line)");
+            if (c->have_head && c->body_left < 0) { /* the body ran to the close */
+                load_finish(s, &c->call, c->code, NULL, start);
+                c->served++;
+                load_close(s, c);
+            } else {
+                load_lost(s, c, why, start);
+            }
+            return;
+        }
+        c->got_any = 1;
+        const char *p = s->rbuf;
+        size_t n = (size_t)got;
+        while (!c->have_head && n) { /* the status line and headers */
+            size_t room = sizeof c->in - c->in_len, take = n < room ? n : room;
+            memcpy(c->in + c->in_len, p, take);
+            const size_t from = c->in_len > 3 ? c->in_len - 3 : 0;
+            c->in_len += take;
+            const char *end = NULL;
+            for (size_t k = from; k + 4 <= c->in_len && !end; k++)
+                if (memcmp(c->in + k, "\r\n\r\n", 4) == 0) end = c->in + k + 4;
+            if (!end) {
+                if (c->in_len == sizeof c->in) {
+                    load_lost(s, c, "the answer's headers are too long", start);
+                    return;
+                }
+                p += take;
+                n -= take;
+                continue;
+            }
+            const size_t used = (size_t)(end - c->in) - (c->in_len - take); /* of this piece */
+            const char *why = NULL;
+            if (load_parse_head(c, (size_t)(end - c->in), &why) != 0) {
+                c->got_any = 0, c->served = 0; /* counted, not retried */
+                load_lost(s, c, why, start);
+                return;
+            }
+            p += used;
+            n -= used;
+            if (c->code >= 100 && c->code < 200) { /* an interim answer: the next follows */
+                c->in_len = 0;
+                continue;
+            }
+            c->have_head = 1;
+        }
+        if (!c->have_head) continue;
+        size_t body =
+            c->body_left >= 0 && (unsigned long long)c->body_left < n ? (size_t)c->body_left : n;
+        load_on_body(&c->call, p, body);
+        if (c->body_left >= 0) c->body_left -= (long long)body;
+        if (c->body_left == 0) { /* whole */
+            load_finish(s, &c->call, c->code, NULL, start);
+            c->served++;
+            if (c->close_after || c->to_send ||
+                c->send_failed) { /* answered before the whole body went */
+                load_close(s, c);
+            } else {
+                s->busy--;
+                load_push_idle(s, c);
+            }
+            return;
+        }
+    }
+}
+
+/* An event on connection c. */
+static void load_event(load_state *s, load_conn *c, uint32_t events, double start) {
+    if (c->state == LOAD_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+        if (err == 0 && !(events & (EPOLLERR | EPOLLHUP))) {
+            c->state = LOAD_BUSY;
+        } else if (err == EINPROGRESS || err == EALREADY) {
+            return;
+        } else {
+            const size_t id = c->call.id;
+            if (s->addr_at + 1 < s->n_addrs) { /* localhost: ::1 refused, 127.0.0.1 next */
+                s->addr_at++;
+                load_close(s, c);
+                s->n_closed--; /* reopened at once */
+                load_open(s, c, id, start);
+                return;
+            }
+            char why[160];
+            snprintf(why, sizeof why, "Couldn't connect to server: %s",
+                     strerror(err ? err : ECONNREFUSED));
+            c->served = 0;
+            load_lost(s, c, why, start);
+            return;
+        }
+    }
+    if (c->state == LOAD_BUSY && c->to_send && (events & EPOLLOUT)) load_send(c);
+    if (c->state == LOAD_BUSY && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+        load_read(s, c, start);
+    else if (c->state == LOAD_IDLE && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+        /* an idle connection the server closed (its idle timeout) */
+        s->busy++; /* load_close counts it down again */
+        c->state = LOAD_BUSY;
+        load_close(s, c);
+    }
+}
+
+/* The requests waiting for a connection go on free ones: a kept-alive
+ * connection first, else a new one while the pool has room. */
+static void load_assign(load_state *s, double start) {
+    while (s->pend_len) {
+        load_conn *c = NULL;
+        while (s->n_idle && !c) {
+            load_conn *k = &s->conns[s->idle[--s->n_idle]];
+            k->in_idle = 0;
+            if (k->state == LOAD_IDLE) c = k;
+        }
+        if (!c && !s->n_closed) return;
+        const size_t id = s->pending[s->pend_head];
+        s->pend_head = (s->pend_head + 1) % s->n;
+        s->pend_len--;
+        if (c)
+            load_begin(s, c, id, start);
+        else
+            load_open(s, &s->conns[s->closed[--s->n_closed]], id, start);
+    }
+}
+
+/* Requests past --timeout on their connection: closed, counted unanswered. */
+static void load_expire(load_state *s, double start, double now) {
+    for (long i = 0; i < s->connections; i++) {
+        load_conn *c = &s->conns[i];
+        if ((c->state == LOAD_BUSY || c->state == LOAD_CONNECTING) &&
+            now - (start + s->due[c->call.id]) > s->timeout) {
+            c->served = 0; /* not retried */
+            load_lost(s, c, "Timeout was reached", start);
+        }
+    }
+}
+
+/* Sends every request at its time and waits for every answer. The next
+ * arrival's time is set on a timer that the epoll set watches beside the
+ * connections (a wait of whole milliseconds let arrivals slip, and polling
+ * out the part of a millisecond before one spun). */
+static int load_drive(load_state *s, double start) {
+    const int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct epoll_event tev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
+    if (tfd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, tfd, &tev) != 0) {
+        if (tfd >= 0) close(tfd);
+        return -1;
+    }
+    size_t next = 0;
+    double timer_at = -1, checked = 0;
+    for (;;) {
+        double now = load_now();
+        for (; next < s->n && start + s->due[next] <= now; next++) {
+            s->pending[(s->pend_head + s->pend_len) % s->n] = next;
+            s->pend_len++;
+        }
+        load_assign(s, start);
+        if (next >= s->n && !s->busy && !s->pend_len) break;
+        if (now - checked > 0.01) {
+            load_expire(s, start, now);
+            checked = now;
+            load_assign(s, start);
+        }
+        if (next < s->n && start + s->due[next] != timer_at) {
+            timer_at = start + s->due[next];
+            struct itimerspec it;
+            memset(&it, 0, sizeof it);
+            it.it_value.tv_sec = (time_t)timer_at;
+            it.it_value.tv_nsec = (long)((timer_at - (double)it.it_value.tv_sec) * 1e9);
+            if (it.it_value.tv_nsec > 999999999L) it.it_value.tv_nsec = 999999999L;
+            if (it.it_value.tv_sec == 0 && it.it_value.tv_nsec == 0) it.it_value.tv_nsec = 1;
+            (void)timerfd_settime(tfd, TFD_TIMER_ABSTIME, &it, NULL);
+        }
+        struct epoll_event ev[64];
+        const int k = epoll_wait(s->epfd, ev, 64, 100);
+        for (int i = 0; i < k; i++) {
+            if (ev[i].data.u64 == UINT64_MAX) {
+                uint64_t expirations;
+                if (read(tfd, &expirations, sizeof expirations) < 0) { /* not yet due */
+                }
+                continue;
+            }
+            load_conn *c = &s->conns[ev[i].data.u64];
+            if (c->fd >= 0) load_event(s, c, ev[i].events, start);
+        }
+    }
+    close(tfd);
+    return 0;
+}
+
+/* The URL's parts the requests need: the addresses of its host (127.0.0.1,
+ * ::1, localhost's), the Host header, the path and query. 0, or -1 said
+ * on stderr. */
+static int load_resolve(load_state *s) {
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL, *path = NULL, *query = NULL;
+    int rc = -1;
+    if (u && curl_url_set(u, CURLUPART_URL, s->url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK) {
+        (void)curl_url_get(u, CURLUPART_QUERY, &query, 0);
+        char name[64];
+        snprintf(name, sizeof name, "%s", host);
+        size_t len = strlen(name);
+        if (name[0] == '[' && len > 2 && name[len - 1] == ']') { /* [::1] */
+            memmove(name, name + 1, len - 2);
+            name[len - 2] = 0;
+        }
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+        int g = getaddrinfo(name, port, &hints, &res);
+        for (struct addrinfo *a = res; a && s->n_addrs < LOAD_MAX_ADDRS; a = a->ai_next) {
+            memcpy(&s->addrs[s->n_addrs], a->ai_addr, a->ai_addrlen);
+            s->addr_len[s->n_addrs++] = a->ai_addrlen;
+        }
+        if (res) freeaddrinfo(res);
+        size_t tn = strlen(path) + (query ? strlen(query) + 1 : 0) + 1;
+        s->target = malloc(tn);
+        s->host = malloc(strlen(host) + strlen(port) + 2);
+        if (s->target && s->host) {
+            snprintf(s->target, tn, "%s%s%s", path, query ? "?" : "", query ? query : "");
+            sprintf(s->host, "%s:%s", host, port);
+        }
+        if (g != 0 || !s->n_addrs)
+            fprintf(stderr, "serve-load: %s: cannot resolve %s: %s\n", s->url, name,
+                    g ? gai_strerror(g) : "no address");
+        else if (s->target && s->host && strlen(s->target) < 128 && strlen(s->host) < 64)
+            rc = 0;
+        else
+            fprintf(stderr, "serve-load: %s: the URL is too long\n", s->url);
+    }
+    curl_free(host);
+    curl_free(port);
+    curl_free(path);
+    curl_free(query);
+    curl_url_cleanup(u);
+    return rc;
 }
 
 static int load_cmp(const void *a, const void *b) {
@@ -526,61 +914,20 @@ static int load_arrivals(load_state *s) {
     size_t n = s->n ? s->n : 1;
     s->res = calloc(n, sizeof *s->res);
     s->answers = calloc(n, sizeof *s->answers);
-    s->free_calls = calloc(n, sizeof *s->free_calls);
-    if (!s->due || !s->res || !s->answers || !s->free_calls) return -1;
+    s->pending = calloc(n, sizeof *s->pending);
+    s->conns = calloc((size_t)s->connections, sizeof *s->conns);
+    s->idle = calloc((size_t)s->connections, sizeof *s->idle);
+    s->closed = calloc((size_t)s->connections, sizeof *s->closed);
+    s->rbuf = malloc(LOAD_READ);
+    if (!s->due || !s->res || !s->answers || !s->pending || !s->conns || !s->idle || !s->closed ||
+        !s->rbuf)
+        return -1;
+    for (long i = s->connections; i-- > 0;) { /* the first taken first */
+        s->conns[i].fd = -1;
+        s->closed[s->n_closed++] = (int)i;
+    }
     for (size_t i = 0; i < s->n; i++)
         s->res[i].latency_ms = -1;
-    return 0;
-}
-
-/* Sends every request at its time and waits for every answer. The next
- * arrival's time is set on a timer that the poll watches beside the
- * connections: curl_multi_poll waits whole milliseconds, and before the
- * timer the part of a millisecond left before an arrival was spent
- * polling with no wait, again and again (at 500 requests/s about 0.3 of
- * serve-load's 0.6 CPU ms a request, taken from the cores the server
- * computes on). */
-static int load_drive(load_state *s, CURLM *multi, double start) {
-    size_t next = 0;
-    int running = 0;
-    const int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    for (;;) {
-        double now = load_now();
-        for (; next < s->n && start + s->due[next] <= now; next++)
-            if (load_start(s, multi, next) != 0) {
-                if (tfd >= 0) close(tfd);
-                return -1;
-            }
-        curl_multi_perform(multi, &running);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(multi, &left)))
-            if (msg->msg == CURLMSG_DONE)
-                load_finish(s, multi, msg->easy_handle, msg->data.result, start);
-        if (next >= s->n && running == 0) break;
-        double wait = next < s->n ? start + s->due[next] - load_now() : 0.1;
-        if (wait <= 0) continue;
-        int ms = wait >= 0.1 ? 100 : (int)ceil(wait * 1e3);
-        struct curl_waitfd timer = {tfd, CURL_WAIT_POLLIN, 0};
-        if (tfd >= 0 && next < s->n) {
-            const double at = start + s->due[next];
-            struct itimerspec it;
-            memset(&it, 0, sizeof it);
-            it.it_value.tv_sec = (time_t)at;
-            it.it_value.tv_nsec = (long)((at - (double)it.it_value.tv_sec) * 1e9);
-            if (it.it_value.tv_nsec > 999999999L) it.it_value.tv_nsec = 999999999L;
-            if (timerfd_settime(tfd, TFD_TIMER_ABSTIME, &it, NULL) == 0) {
-                curl_multi_poll(multi, &timer, 1, ms, NULL);
-                uint64_t expirations;
-                if (read(tfd, &expirations, sizeof expirations) < 0) { /* not yet due */
-                }
-                continue;
-            }
-        }
-        /* no timer: wait the whole milliseconds, then poll without one */
-        curl_multi_poll(multi, NULL, 0, (int)(wait * 1e3), NULL);
-    }
-    if (tfd >= 0) close(tfd);
     return 0;
 }
 
@@ -598,10 +945,19 @@ static int load_report(load_state *s, double elapsed, double *scratch) {
            (double)all.ok / elapsed);
     for (size_t k = 0; k < all.n_codes; k++)
         printf("%s%d: %zu", k ? ", " : "", all.codes[k], all.codes_n[k]);
+    /* this process's own CPU time (user + system) a request: what the
+     * client takes from the cores the server computes on */
+    struct rusage ru;
+    double cpu_ms = NAN;
+    if (getrusage(RUSAGE_SELF, &ru) == 0 && s->n)
+        cpu_ms = ((double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                  1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec)) *
+                 1e3 / (double)s->n;
     printf("}; unanswered %zu, twice %zu, wrong id %zu, differing answers %zu; latency p50 %.2f "
-           "ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms; 503 p50 %.2f ms, p99 %.2f ms\n",
+           "ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms; 503 p50 %.2f ms, p99 %.2f ms; "
+           "%zu connections opened, %zu requests retried; serve-load CPU %.3f ms a request\n",
            unanswered, twice, s->wrong_id, s->body_mismatch, all.p50, all.p99, all.p999, all.max,
-           all.refused_p50, all.refused_p99);
+           all.refused_p50, all.refused_p99, s->opened, s->retried, cpu_ms);
     if (!s->json) return 0;
     /* the report whole or not at all: printed to memory, then saved by
      * libmha's atomic writer (a temporary beside the target renamed into
@@ -617,8 +973,11 @@ static int load_report(load_state *s, double elapsed, double *scratch) {
             s->duration, (double)all.ok / elapsed);
     fprintf(f,
             "\"unanswered\": %zu, \"answered_twice\": %zu, \"wrong_id\": %zu, "
-            "\"differing_answers\": %zu, \"failed_transfers\": %zu, ",
-            unanswered, twice, s->wrong_id, s->body_mismatch, s->failed_transfers);
+            "\"differing_answers\": %zu, \"failed_transfers\": %zu, \"connections_opened\": %zu, "
+            "\"retried\": %zu, ",
+            unanswered, twice, s->wrong_id, s->body_mismatch, s->failed_transfers, s->opened,
+            s->retried);
+    load_json_num(f, "cpu_ms_per_request", cpu_ms, ", ");
     load_json_summary(f, &all);
     fprintf(f, ",\n \"intervals\": [");
     for (double t = 0; s->interval > 0 && t < s->duration; t += s->interval) {
@@ -660,19 +1019,17 @@ int main(int argc, char **argv) {
         return rc;
     }
     rc = 1;
-    CURLM *multi = NULL;
     double *scratch = NULL;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || load_arrivals(&s) != 0 ||
-        !(scratch = malloc((s.n ? s.n : 1) * sizeof *scratch)) || !(multi = curl_multi_init())) {
+    s.epfd = -1;
+    if (load_resolve(&s) != 0) goto done;
+    if (load_arrivals(&s) != 0 || !(scratch = malloc((s.n ? s.n : 1) * sizeof *scratch))) {
         fprintf(stderr, "serve-load: out of memory for %zu requests\n", s.n);
         goto done;
     }
-    curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, s.connections);
-    curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, s.connections);
-    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, s.connections);
+    signal(SIGPIPE, SIG_IGN); /* a write to a closed connection fails, and is said */
     double start = load_now() + 0.05;
-    if (load_drive(&s, multi, start) != 0) {
-        fprintf(stderr, "serve-load: cannot start a request (out of memory)\n");
+    if ((s.epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 || load_drive(&s, start) != 0) {
+        fprintf(stderr, "serve-load: cannot wait for the connections: %s\n", strerror(errno));
         goto done;
     }
     double elapsed = load_now() - start;
@@ -688,26 +1045,28 @@ int main(int argc, char **argv) {
     /* and a failed run says why on stderr, not only in the summary */
     if (s.failed_transfers)
         fprintf(stderr, "serve-load: %s: %zu of %zu requests got no answer: %s\n", s.url,
-                s.failed_transfers, s.n, s.first_failure ? s.first_failure : "?");
+                s.failed_transfers, s.n, s.first_failure);
     else if (rc && saved == 0)
         fprintf(stderr,
                 "serve-load: %s: %zu of %zu requests answered 200; unanswered %zu, twice %zu, "
                 "wrong id %zu, differing answers %zu\n",
                 s.url, ok, s.n, unanswered, twice, s.wrong_id, s.body_mismatch);
 done:
-    for (size_t i = 0; i < s.n_free; i++) {
-        curl_easy_cleanup(s.free_calls[i]->easy);
-        curl_slist_free_all(s.free_calls[i]->headers);
-        free(s.free_calls[i]);
-    }
-    if (multi) curl_multi_cleanup(multi);
-    curl_global_cleanup();
+    for (long i = 0; s.conns && i < s.connections; i++)
+        if (s.conns[i].fd >= 0) close(s.conns[i].fd);
+    if (s.epfd >= 0) close(s.epfd);
     for (int b = 0; b < s.n_bodies; b++)
         free(s.bodies[b].data);
     free(s.due);
     free(s.res);
     free(s.answers);
-    free(s.free_calls);
+    free(s.pending);
+    free(s.conns);
+    free(s.idle);
+    free(s.closed);
+    free(s.rbuf);
+    free(s.target);
+    free(s.host);
     free(scratch);
     return rc;
 }

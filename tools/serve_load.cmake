@@ -1,7 +1,8 @@
 # The serving measurements' own programs, never installed:
 # serve-load (build/bin/serve-load): the open-loop HTTP load generator of
-# `make serve-soak` and `make serve-table`, on libcurl (Debian
-# libcurl4-openssl-dev); left out without it.
+# `make serve-soak` and `make serve-table`: its own HTTP/1.1 client on one
+# epoll loop, libcurl (Debian libcurl4-openssl-dev) parsing the URL; left
+# out without it.
 # serve-cpu (build/bin/serve-cpu): the request queue's CPU time per request,
 # batching off and on, through mha.h only (linked like an outside program).
 add_executable(serve_cpu ${CMAKE_CURRENT_SOURCE_DIR}/serve_cpu.c)

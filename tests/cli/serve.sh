@@ -328,6 +328,28 @@ kill -TERM $SRV
 serve_wait_exit
 echo "ok: --caller-runs"
 
+# serve-load's pool: at most --connections opened, each kept alive for the
+# next request (60 requests on 2 connections; the server closes none idle
+# for 5 s), and a connection the server closed while idle
+# (--header-timeout-ms) opened again: every request answered once
+if [ -x "$LOADGEN" ]; then
+  serve_start "$T/m.onnx"
+  "$LOADGEN" --url "$U/run" --body "$T/x.npy" --rate 60 --duration 1 --connections 2 \
+    --json "$T/ka.json" >"$T/ka.txt" || fail "serve-load on 2 connections: $(cat "$T/ka.txt")"
+  opened=$(sed -n 's/.*"connections_opened": \([0-9]*\).*/\1/p' "$T/ka.json")
+  [ -n "$opened" ] && [ "$opened" -ge 1 ] && [ "$opened" -le 2 ] ||
+    fail "serve-load opened '$opened' connections, 1 or 2 wanted: $(cat "$T/ka.txt")"
+  grep -q '"cpu_ms_per_request": [0-9.]*,' "$T/ka.json" || fail "no serve-load CPU: $(cat "$T/ka.json")"
+  kill -TERM $SRV
+  serve_wait_exit
+  serve_start "$T/m.onnx" --header-timeout-ms 100
+  "$LOADGEN" --url "$U/run" --body "$T/x.npy" --rate 4 --duration 2 --connections 1 \
+    --json "$T/ka.json" >"$T/ka.txt" || fail "serve-load, idle connections closed: $(cat "$T/ka.txt")"
+  kill -TERM $SRV
+  serve_wait_exit
+  echo "ok: serve-load keeps $opened connections alive, opens closed ones again: $(cat "$T/ka.txt")"
+fi
+
 # --precision bfloat16: every batch in bfloat16, each answer bitwise what
 # `mha run --precision bfloat16` gives for the request alone (which is not
 # the float32 answer): four requests of 8 and 5 tokens held into one batch
