@@ -348,7 +348,8 @@ static void test_layers_ending_at_merged_heads(void **state) {
         const char *name;
         size_t layers;
         int64_t heads;
-    } cases[] = {{"z13_gpt_karpathy_headlist_op14", 8, 1}};
+    } cases[] = {{"z8_levit_attnbias_hardswish_op14", 2, 4},
+                 {"z13_gpt_karpathy_headlist_op14", 8, 1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         plan *P = build_n(cases[c].name, 0, cases[c].layers);
         assert_int_equal(P->n_layers, cases[c].layers);
