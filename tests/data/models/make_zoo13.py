@@ -11,6 +11,10 @@ z13_bert_sdparef_boolfill_op17: BERT whose attention is the reference code
   `masked_fill`'ed with finfo.min where the bool mask [B, 1, 1, S] is
   False, `q @ k.transpose(-2, -1) * scale + attn_bias`, merged by
   `transpose(1, 2).flatten(2)`; post-LN, erf GELU, tanh pooler.
+z13_bert_headloop_slices_op14: BERT whose attention is a Python loop over
+  the heads: each a slice of the q / k / v Linears' columns, [B, S, d]
+  scores with `(1.0 - m[:, None, :]) * -10000.0`, a softmax each, the
+  contexts concatenated before the output Linear.
 z13_gpt2_conv1d_baddbmm_layeridx_op14: Hugging Face's GPT-2 with
   `reorder_and_upcast_attn` and `scale_attn_by_inverse_layer_idx`: Conv1D
   (addmm), c_attn split, the scores by `torch.baddbmm(torch.empty(..), q, k,
@@ -116,6 +120,35 @@ class SdpaRefBert(nn.Module):
         keep = mask[:, None, None, :].bool()
         for layer in self.layers:
             x = layer(x, keep)
+        return x, torch.tanh(self.pool(x[:, 0]))
+
+
+class HeadLoopBertLayer(SdpaRefBertLayer):
+    """the attention as a loop over heads, each a slice of the q / k / v
+    projections' columns, the contexts concatenated"""
+
+    def forward(self, x, ext):
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        heads = []
+        for h in range(H):
+            cols = slice(h * DH, (h + 1) * DH)
+            w = torch.matmul(q[:, :, cols], k[:, :, cols].transpose(1, 2)) / math.sqrt(DH)
+            heads.append(torch.matmul(torch.softmax(w + ext, dim=-1), v[:, :, cols]))
+        x = self.ln1(x + self.o(torch.cat(heads, dim=-1)))
+        return self.ln2(x + self.fc2(F.gelu(self.fc1(x))))
+
+
+class HeadLoopBert(SdpaRefBert):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList(HeadLoopBertLayer() for _ in range(L))
+
+    def forward(self, ids, mask):
+        pos = torch.arange(ids.size(1)).unsqueeze(0)
+        x = self.ln(self.tok(ids) + self.pos(pos) + self.typ(torch.zeros_like(ids)))
+        ext = (1.0 - mask[:, None, :].float()) * -10000.0
+        for layer in self.layers:
+            x = layer(x, ext)
         return x, torch.tanh(self.pool(x[:, 0]))
 
 
@@ -593,6 +626,9 @@ def zoo13(outdir):
     tok = ["input_ids", "attention_mask"]
     export13(outdir, "z13_bert_sdparef_boolfill_op17", SdpaRefBert(), 1301, ids_mask(1301), tok,
              ["last_hidden_state", "pooler_output"], 17,
+             axes(tok + ["last_hidden_state"], pooler_output={0: "batch"}))
+    export13(outdir, "z13_bert_headloop_slices_op14", HeadLoopBert(), 1311, ids_mask(1311), tok,
+             ["last_hidden_state", "pooler_output"], 14,
              axes(tok + ["last_hidden_state"], pooler_output={0: "batch"}))
     export13(outdir, "z13_gpt2_conv1d_baddbmm_layeridx_op14", UpcastGpt2(), 1302, ids_mask(1302),
              tok, ["logits"], 14, axes(tok + ["logits"]))
