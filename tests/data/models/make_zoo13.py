@@ -15,12 +15,12 @@ z13_bert_headloop_slices_op14: BERT whose attention is a Python loop over
   the heads: each a slice of the q / k / v Linears' columns, [B, S, d]
   scores with `(1.0 - m[:, None, :]) * -10000.0`, a softmax each, the
   contexts concatenated before the output Linear.
-z13_gpt2_conv1d_baddbmm_layeridx_op14: Hugging Face's GPT-2 with
-  `reorder_and_upcast_attn` and `scale_attn_by_inverse_layer_idx`: Conv1D
-  (addmm), c_attn split, the scores by `torch.baddbmm(torch.empty(..), q, k,
-  beta=0, alpha=1 / sqrt(d) / (layer + 1))` over [B * H, S, d], the causal
-  buffer sliced `[k - q:k, :k]` through `where` with finfo.min, `(1 - m) *
-  finfo.min` added, gelu_new, tied head.
+z13_gpt2_conv1d_baddbmm_layeridx_op14: make_zoo.py's GPT-2 with
+  `reorder_and_upcast_attn` and `scale_attn_by_inverse_layer_idx` as Hugging
+  Face writes it: the scores by `torch.baddbmm(torch.empty(..), q.float(),
+  k.float(), beta=0, alpha=1 / sqrt(d) / (layer + 1))` over [B * H, S, d],
+  the causal buffer sliced `[k - q:k, :k]` through `where` with finfo.min,
+  `(1 - m) * finfo.min` added, gelu_new, tied head.
 z13_gpt2_torchmha_squaremask_op14: GPT-2 written on nn.MultiheadAttention
   (batch first) with `nn.Transformer.generate_square_subsequent_mask(S)`
   as its float attn_mask, pre-LN, tanh GELU, tied head.
@@ -77,7 +77,7 @@ import make_zoo
 from make_deploy7 import ort_run
 from make_models import RmsNorm, randomize
 from make_variants import gelu_new
-from make_zoo import FMIN, Conv1D, data, rel_bucket
+from make_zoo import FMIN, data, rel_bucket
 
 D, H, FF, L, VOCAB, MAXPOS = 32, 4, 64, 2, 64, 16
 DH = D // H
@@ -154,15 +154,9 @@ class HeadLoopBert(SdpaRefBert):
 
 # ----------------------------------------------------------------- GPT-2 ----
 
-class UpcastGpt2Block(nn.Module):
-    def __init__(self, idx):
-        super().__init__()
-        self.idx = idx
-        self.ln_1, self.ln_2 = nn.LayerNorm(D), nn.LayerNorm(D)
-        self.c_attn, self.c_proj = Conv1D(3 * D, D), Conv1D(D, D)
-        self.c_fc, self.mlp_proj = Conv1D(FF, D), Conv1D(D, FF)
-        self.register_buffer("bias", torch.tril(torch.ones(MAXPOS, MAXPOS, dtype=torch.bool))
-                             .view(1, 1, MAXPOS, MAXPOS), persistent=False)
+class UpcastGpt2Block(make_zoo.Gpt2IdxBlock):
+    """make_zoo.py's block as Hugging Face writes it: torch.empty, the
+    operands upcast, the causal buffer sliced [k - q:k, :k]"""
 
     def split(self, t):
         return t.view(t.size()[:-1] + (H, DH)).permute(0, 2, 1, 3)
@@ -189,20 +183,10 @@ class UpcastGpt2Block(nn.Module):
         return x + self.mlp_proj(gelu_new(self.c_fc(self.ln_2(x))))
 
 
-class UpcastGpt2(nn.Module):
+class UpcastGpt2(make_zoo.Gpt2Idx):
     def __init__(self):
         super().__init__()
-        self.wte, self.wpe = nn.Embedding(VOCAB, D), nn.Embedding(MAXPOS, D)
         self.h = nn.ModuleList(UpcastGpt2Block(i) for i in range(L))
-        self.ln_f = nn.LayerNorm(D)
-
-    def forward(self, ids, mask):
-        pos = torch.arange(0, ids.size(-1), dtype=torch.long).unsqueeze(0)
-        x = self.wte(ids) + self.wpe(pos)
-        ext = (1.0 - mask[:, None, None, :].to(x.dtype)) * FMIN
-        for block in self.h:
-            x = block(x, ext)
-        return F.linear(self.ln_f(x), self.wte.weight)
 
 
 class TorchMhaGpt2Block(nn.Module):
@@ -352,13 +336,7 @@ class LucidVit(nn.Module):
 
 # ---------------------------------------------------------------- MiniLM ----
 
-class EinsumBshdLayer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
-        self.ln1, self.ln2 = nn.LayerNorm(D, eps=1e-12), nn.LayerNorm(D, eps=1e-12)
-        self.fc1, self.fc2 = nn.Linear(D, FF), nn.Linear(FF, D)
-
+class EinsumBshdLayer(SdpaRefBertLayer):
     def forward(self, x, ext):
         b, s, _ = x.shape
         q, k, v = (p(x).view(b, s, H, DH) for p in (self.q, self.k, self.v))
