@@ -333,21 +333,39 @@ static void test_general_conv_gemm_steps(void **state) {
     }
 }
 
-/* LeViT: a hard swish between each attention's merged heads and its
- * output projection; the layers run interpreted and the reason names the
- * HardSwish (it named a Shape of its output read by the projection's
- * BatchNorm). */
-static void test_levit_refusal_names_the_activation(void **state) {
+/* Layers that end at their merged heads, with no output projection of
+ * their own: LeViT's (a hard swish between the merged heads and the
+ * projection; they ran interpreted, no layer form had an activation
+ * there) and the heads of the "Let's build GPT" lecture's GPT (a module a
+ * head, each with its own softmax, concatenated before one projection;
+ * refused as attentions merged before one projection). Each is a layer
+ * whose output projection is the identity; the hard swish, the Concat and
+ * the projection are steps of the plan after it, which verifies against
+ * the interpreter (the build). */
+static void test_layers_ending_at_merged_heads(void **state) {
     (void)state;
-    plan *P = build("z8_levit_attnbias_hardswish_op14", PLAN_SKIP_VERIFY);
-    assert_int_equal(P->n_layers, 2);
-    for (size_t li = 0; li < P->n_layers; li++) {
-        assert_false(P->layers[li].recognised);
-        if (!strstr(P->layers[li].reason, "HardSwish") ||
-            !strstr(P->layers[li].reason, "output projection"))
-            fail_msg("layer %zu: %s", li, P->layers[li].reason);
+    static const struct {
+        const char *name;
+        size_t layers;
+        int64_t heads;
+    } cases[] = {{"z8_levit_attnbias_hardswish_op14", 2, 4},
+                 {"z13_gpt_karpathy_headlist_op14", 8, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        plan *P = build_n(cases[c].name, 0, cases[c].layers);
+        assert_int_equal(P->n_layers, cases[c].layers);
+        for (size_t li = 0; li < P->n_layers; li++) {
+            const layer *L = &P->layers[li].L;
+            if (!P->layers[li].recognised)
+                fail_msg("%s layer %zu: %s", cases[c].name, li, P->layers[li].reason);
+            assert_int_equal(L->q_heads, cases[c].heads);
+            const int64_t w = L->q_heads * layer_dv(L);
+            assert_int_equal(layer_dout(L), w);
+            for (int64_t i = 0; L->wo && i < w * w; i++)
+                assert_true(L->wo[i] == (i / w == i % w ? 1.0f : 0.0f));
+            assert_null(L->bo);
+        }
+        plan_free(P);
     }
-    plan_free(P);
 }
 
 /* BERT: W1 and W2 of both layers (MatMul + bias Add fused) and the pooler
@@ -764,7 +782,8 @@ static void test_values_freed_after_last_step(void **state) {
     assert_int_equal(plan_probe_inputs(P, 1, in, &err), MHA_OK);
     tensor **values = NULL;
     int calls = 0;
-    plan_backend be = {reference_layer, plan_reference_backend.gemm, &calls, NULL, NULL, NULL};
+    plan_backend be = {
+        reference_layer, plan_reference_backend.gemm, &calls, NULL, NULL, NULL, NULL};
     assert_int_equal(plan_exec(P, in, &be, 0, &values, &err), MHA_OK);
     assert_int_equal(calls, 2);
     /* what is left: outputs, inputs, initializers and folded constants */
@@ -1534,7 +1553,7 @@ int main(void) {
         cmocka_unit_test(test_partition_attentions_merged_before_projection),
         cmocka_unit_test(test_partition_shape_of_x_read_outside),
         cmocka_unit_test(test_general_conv_gemm_steps),
-        cmocka_unit_test(test_levit_refusal_names_the_activation),
+        cmocka_unit_test(test_layers_ending_at_merged_heads),
         cmocka_unit_test(test_partition_sizes_read_outside),
         cmocka_unit_test(test_sizes_folded_from_shapes),
         cmocka_unit_test(test_gemm_steps),

@@ -733,13 +733,14 @@ static double graph_flops(const ir_graph *g, tensor **values, int causal) {
 }
 
 /* mha_run_options.flops of a whole model (GPT-2: causal attention, a
- * logits GEMM; ViT: the patch Conv as a GEMM) equals the count of the
+ * logits GEMM; ViT: the patch Conv as a GEMM; the conformer: a depthwise
+ * Conv's direct loop, which calls no GEMM) equals the count of the
  * graph's products at the run's sizes; a caller built before the field
  * (struct_size without it) gets nothing written. */
 static void test_run_flops(void **state) {
     (void)state;
-    const char *names[2] = {"gpt2_preln_causal_l2_d64_h4", VIT};
-    for (int k = 0; k < 2; k++) {
+    const char *names[3] = {"gpt2_preln_causal_l2_d64_h4", VIT, "z12_conformer_dwconv_mult2_op17"};
+    for (int k = 0; k < 3; k++) {
         mha_error err;
         ref_model r;
         ref_load(names[k], &r);

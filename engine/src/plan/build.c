@@ -751,6 +751,7 @@ mha_status plan_build(const mha_alloc_ctx *a, ir_graph **gp, int flags, plan **o
     if (!P->consts || !P->last_step || !shp)
         st = mha_fail(err, MHA_ERR_NO_MEMORY, "plan: out of memory");
     if (st == MHA_OK) st = build_fold(P, err);
+    if (st == MHA_OK) plan_fold_batchnorm(P);
     if (st == MHA_OK) st = plan_probe_sizes(P, err);
     if (st == MHA_OK) st = build_steps(P, NULL, err); /* every node interpreted */
     if (st == MHA_OK) {

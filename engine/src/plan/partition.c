@@ -204,6 +204,15 @@ static int part_flat_x(const part_ctx *c, int x) {
 }
 
 /* Forward from the core to Y; *pv is the P.V MatMul (Softmax cores). */
+/* An activation no layer form has inside it (one data input, the shape
+ * kept): LeViT's hard swish between the merged heads and the projection. */
+static int part_is_activation(const ir_node *n) {
+    static const char *const acts[] = {"HardSwish", "HardSigmoid", "Relu", "LeakyRelu", "Gelu"};
+    for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++)
+        if (part_is(n, acts[k])) return 1;
+    return 0;
+}
+
 static int part_find_y(part_ctx *c, int core, int *pv, const char **why) {
     const plan *P = c->P;
     const ir_node *cn = &P->g->nodes[core];
@@ -219,6 +228,13 @@ static int part_find_y(part_ctx *c, int core, int *pv, const char **why) {
             return -1;
         }
         const ir_node *n = &P->g->nodes[ni];
+        /* an activation after P.V (LeViT's hard swish), or a Concat of
+         * this head's context with other heads' (each head a module of its
+         * own, its own softmax): the layer ends at its input (no projection
+         * of its own: the identity), and what follows, the projection too,
+         * are steps of the plan */
+        if (passed_pv && ((part_is_activation(n) && n->n_inputs == 1) || part_is(n, "Concat")))
+            return v;
         if (part_is_proj(P, n, v)) {
             int y = n->outputs[0], add_count;
             int add = y >= 0 ? part_data_consumer(c, y, &add_count) : -1;
@@ -436,21 +452,17 @@ static void part_take_input_layouts(part_ctx *c, unsigned char *in_set, int *bou
  * value found read outside. */
 static void part_explain_activation(part_ctx *c, const unsigned char *in_set, int core,
                                     const char **why) {
-    static const char *const acts[] = {"HardSwish", "HardSigmoid", "Relu", "LeakyRelu", "Gelu"};
     const ir_graph *g = c->P->g;
-    for (size_t ni = (size_t)core + 1; ni < g->n_nodes; ni++) {
-        if (!in_set[ni]) continue;
-        for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++)
-            if (part_is(&g->nodes[ni], acts[k])) {
-                char d[160];
-                snprintf(c->why_buf, sizeof c->why_buf,
-                         "%.80s between the attention's context and its output projection (no "
-                         "layer form has an activation there)",
-                         ir_node_desc(&g->nodes[ni], d, sizeof d));
-                *why = c->why_buf;
-                return;
-            }
-    }
+    for (size_t ni = (size_t)core + 1; ni < g->n_nodes; ni++)
+        if (in_set[ni] && part_is_activation(&g->nodes[ni])) {
+            char d[160];
+            snprintf(c->why_buf, sizeof c->why_buf,
+                     "%.80s between the attention's context and its output projection (no "
+                     "layer form has an activation there)",
+                     ir_node_desc(&g->nodes[ni], d, sizeof d));
+            *why = c->why_buf;
+            return;
+        }
 }
 
 static mha_status part_carve(part_ctx *c, int core, plan_layer *pl, unsigned char *in_set,

@@ -408,6 +408,10 @@ typedef struct plan_backend {
      * data only (a patch Conv's rows): any split gives the same bits. */
     mha_status (*parallel)(void *user, void (*fn)(void *ctx, int64_t i0, int64_t i1), void *ctx,
                            int64_t n, int64_t grain, mha_error *err);
+    /* The run's FLOP count (mha_run_options.flops), or NULL: the steps that
+     * compute without calling gemm or attention (a depthwise Conv's direct
+     * loop) add theirs to it. */
+    double *flops;
 } plan_backend;
 
 /* The plugin arguments of norm step nm over x (+ res, or NULL), y [rows,

@@ -69,6 +69,11 @@ typedef struct plan_dwconv {
 } plan_dwconv;
 void plan_dwconv_planes(void *ctx, int64_t p0, int64_t p1);
 
+/* Each BatchNormalization of a MatMul's rows (through a Flatten to 2-D, or
+ * none) folded into the MatMul's weight and a bias Add after it
+ * (bn_fold.c); before the shape probes. */
+void plan_fold_batchnorm(plan *P);
+
 /* Whether the value is known at load (initializer or folded constant). */
 static inline const tensor *plan_const(const plan *P, int v) {
     if (v < 0) return NULL;

@@ -359,6 +359,8 @@ static mha_status run_dwconv(const plan *P, const plan_gemm *pg, const tensor *x
                      pad};
     (void)P;
     const int64_t planes = x->dims[0] * pg->dw_channels;
+    /* a multiply-add per tap and output, as a GEMM's 2 M N K counts */
+    if (be->flops) *be->flops += 2.0 * (double)planes * (double)(Ho * Wo * d.kh * d.kw);
     if (!be->parallel) {
         plan_dwconv_planes(&d, 0, planes);
         return MHA_OK;

@@ -70,7 +70,7 @@ static mha_status verify_reference_gemm(void *user, const plan *P, size_t gi, co
 /* norm NULL: the host's reference norm on the calling thread; parallel
  * NULL: a step's data passes on it too */
 const plan_backend plan_reference_backend = {
-    verify_reference_layer, verify_reference_gemm, NULL, NULL, NULL, NULL};
+    verify_reference_layer, verify_reference_gemm, NULL, NULL, NULL, NULL, NULL};
 
 /* Largest error of got against want relative to want's scale (its largest
  * finite magnitude, at least 1); INFINITY when shapes or the places of

@@ -232,11 +232,17 @@ mha_status rz_parse_out_proj(rz_ctx *z, int node, int v, rz_proj *p, rz_chain *y
     p->b_v = -1;
     p->x_input = -1;
     const char *what = "output";
-    if (node < 0)
-        return mha_fail(z->err, MHA_ERR_MODEL_UNSUPPORTED,
-                        "the attention output '%s' reaches the graph output without an "
-                        "output projection",
-                        rz_value_name(z, v));
+    if (node < 0) {
+        /* the merged heads are the graph output: a layer whose projection
+         * is the identity (the map checks they are [B, S, H dv]) */
+        p->node = -1;
+        p->w_v = -1;
+        p->in_v = p->out_v = v;
+        p->identity = 1;
+        ych->src = ych->dst = v;
+        ych->n = 0;
+        return MHA_OK;
+    }
     const ir_node *n = &z->g->nodes[node];
     if (!rz_is_proj_op(z, n))
         return rz_refuse_node(z, node,

@@ -66,6 +66,9 @@ typedef struct rz_proj {
     rz_chain xchain; /* graph input -> in_v (input projections only) */
     int given;       /* K or V: a graph input [B, H, S, d] read with no projection
                         (a cached cross-attention); node, w_v are -1 */
+    int identity;    /* the output side: no projection, the merged heads are the
+                        graph output (LeViT's attention, carved before the hard swish
+                        its projection reads); node, w_v are -1, in_v = out_v */
 } rz_proj;
 
 typedef enum rz_core_kind { RZ_CORE_ATTENTION = 1, RZ_CORE_SOFTMAX } rz_core_kind;

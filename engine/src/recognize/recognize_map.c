@@ -161,7 +161,23 @@ static void rz_side_free(rz_ctx *z, rz_side *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* The identity weights [dz, dz] of an output side without a projection,
+ * dz the merged heads' width (the last axis of its value). */
+static mha_status rz_identity_weights(rz_ctx *z, const rz_proj *p, rz_side *s) {
+    const tensor *Z = rz_val(z, p->in_v);
+    if (!Z || Z->rank < 1 || Z->dims[Z->rank - 1] <= 0)
+        return rz_unsupported(z, "the attention output '%s' has no width",
+                              rz_value_name(z, p->in_v));
+    s->din = s->n = Z->dims[Z->rank - 1];
+    s->w = mha_calloc(z->a, rz_count(s->din * s->n), sizeof(float));
+    if (!s->w) return mha_fail(z->err, MHA_ERR_NO_MEMORY, "out of memory copying weights");
+    for (int64_t i = 0; i < s->din; i++)
+        s->w[i * s->n + i] = 1.0f;
+    return MHA_OK;
+}
+
 static mha_status rz_proj_weights(rz_ctx *z, const rz_proj *p, const char *what, rz_side *s) {
+    if (p->identity) return rz_identity_weights(z, p, s);
     const ir_node *n = &z->g->nodes[p->node];
     const tensor *W = rz_val(z, p->w_v);
     char d[160];

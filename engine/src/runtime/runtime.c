@@ -443,8 +443,8 @@ static mha_status runtime_run_body(void *ctx, mha_error *err) {
             pc.B = rc->inputs[ids].shape[b];
             pc.S = rc->inputs[ids].shape[1 - b];
         }
-        plan_backend be = {runtime_plan_layer, runtime_plan_gemm,       &pc,
-                           runtime_plan_norm,  NULL /* step_seconds */, runtime_plan_parallel};
+        plan_backend be = {runtime_plan_layer,      runtime_plan_gemm,     &pc,  runtime_plan_norm,
+                           NULL /* step_seconds */, runtime_plan_parallel, flops};
         /* step_seconds was appended after flops */
         if (opts->struct_size >= offsetof(mha_run_options, step_seconds) + sizeof(double *))
             be.step_seconds = opts->step_seconds;
