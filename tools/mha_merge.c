@@ -118,7 +118,7 @@ static int merge_hash_file(mha_npy_reader *r, const char *path, uint64_t *hash) 
     return CLI_OK;
 }
 
-int merge_shard_seal(const char *path) {
+int merge_shard_seal(const char *path, const uint64_t *rows_hash) {
     mha_npy_reader *r = NULL;
     mha_error err;
     mha_error_clear(&err);
@@ -132,7 +132,8 @@ int merge_shard_seal(const char *path) {
     uint64_t hash = 0;
     /* (a note too long for the field has none: merged unchecked, as an
      * earlier mha's shards are) */
-    int rc = at && h.is_shard ? merge_hash_file(r, path, &hash) : CLI_OK;
+    if (rows_hash) hash = *rows_hash;
+    int rc = at && h.is_shard && !rows_hash ? merge_hash_file(r, path, &hash) : CLI_OK;
     mha_npy_reader_close(r);
     if (rc != CLI_OK || !at || !h.is_shard) return rc;
     snprintf(at + strlen(MERGE_ROWS_HASH), 17, "%016llx", (unsigned long long)hash);

@@ -1698,7 +1698,8 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
     if (s->ckpt_path && (rc = ds_checkpoint(s)) == CLI_OK) s->have_ckpt = 1;
     for (size_t i = 0; i < s->n_out && rc == CLI_OK && s->sharded; i++)
         if (s->out[i].writer && !s->out[i].stream)
-            rc = merge_shard_seal(mha_npy_writer_partial_path(s->out[i].writer));
+            rc = merge_shard_seal(mha_npy_writer_partial_path(s->out[i].writer),
+                                  s->axis ? NULL : &s->out[i].rows_hash);
     for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++) {
         if (!s->out[i].writer) continue;
         mha_npy_writer *w = s->out[i].writer;
@@ -1893,7 +1894,8 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
         mha_error_clear(&err);
         mha_output_file *f = partial[i];
         partial[i] = NULL;
-        if (f && rc == CLI_OK && s->sharded) rc = merge_shard_seal(mha_output_file_tmp_path(f));
+        if (f && rc == CLI_OK && s->sharded) /* (the rows of every rank: read back) */
+            rc = merge_shard_seal(mha_output_file_tmp_path(f), NULL);
         if (f && rc == CLI_OK && mha_output_file_commit(f, &err) != MHA_OK)
             rc = cli_fail_err(s->out[i].file, &err);
         else if (f && rc != CLI_OK)
