@@ -52,12 +52,16 @@ static int bench_whole_model_shape(const mha_io_info *io, int64_t B, int64_t S, 
 }
 
 /* Token ids are drawn below this: inside any vocabulary a real model has
- * (the time of a Gather does not depend on which rows it reads). Segment
- * ids (an input named *type* or *segment*: tables of 1 or 2 rows) are 0. */
+ * (the time of a Gather does not depend on which rows it reads), and below
+ * the rows of the table the model gathers them from when it has fewer (a
+ * vocabulary of 20). Segment ids (an input named *type* or *segment*:
+ * tables of 1 or 2 rows) are 0. */
 #define BENCH_TOKEN_ID_BOUND 64
 
-static int64_t bench_token_id_bound(const char *name) {
-    return strstr(name, "type") || strstr(name, "segment") ? 1 : BENCH_TOKEN_ID_BOUND;
+static int64_t bench_token_id_bound(const mha_model *model, size_t i, const char *name) {
+    if (strstr(name, "type") || strstr(name, "segment")) return 1;
+    const int64_t table = mha_model_input_id_extent(model, i);
+    return table > 0 && table < BENCH_TOKEN_ID_BOUND ? table : BENCH_TOKEN_ID_BOUND;
 }
 
 /* Shape of input io under plan p into shape[]. Axes that carry batch or
@@ -160,7 +164,7 @@ static int mask_hides(uint64_t *rng, int64_t key) {
 }
 
 static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t Skv, mha_tensor *t,
-                      uint64_t seed, char *msg, size_t msg_size) {
+                      uint64_t seed, int64_t id_bound, char *msg, size_t msg_size) {
     int64_t n = mha_tensor_numel(t);
     size_t es = mha_dtype_size(t->dtype);
     uint64_t rng = seed;
@@ -174,7 +178,7 @@ static int fill_input(const mha_io_info *io, const mha_model_info *info, int64_t
         (io->role == MHA_ROLE_ATTN_MASK &&
          (t->dtype == MHA_DTYPE_INT64 || t->dtype == MHA_DTYPE_INT32))) {
         /* ids, or a 0 / 1 mask per token that attends everywhere */
-        uint64_t bound = (uint64_t)bench_token_id_bound(io->name);
+        uint64_t bound = (uint64_t)id_bound;
         for (int64_t e = 0; e < n; e++) {
             int64_t v = io->role == MHA_ROLE_ATTN_MASK ? 1 : (int64_t)(cli_rng_next(&rng) % bound);
             if (t->dtype == MHA_DTYPE_INT64)
@@ -345,8 +349,8 @@ int bench_tensors_make(const mha_model *model, int64_t B, int64_t Sq, int64_t Sk
             return fail_msg(msg, msg_size, "input '%s' has rank %d", ios[i].name, x->rank);
         }
         if (plan_input_shape(&ios[i], &plan, x->shape, msg, msg_size) != 0 ||
-            fill_input(&ios[i], &info, Skv, x, seed ^ (0xA0761D6478BD642Full * (i + 1)), msg,
-                       msg_size) != 0) {
+            fill_input(&ios[i], &info, Skv, x, seed ^ (0xA0761D6478BD642Full * (i + 1)),
+                       bench_token_id_bound(model, i, ios[i].name), msg, msg_size) != 0) {
             bench_tensors_free(t);
             return -1;
         }

@@ -90,6 +90,10 @@ int main(int argc, char **argv) {
         return CLI_USAGE;
     }
     if (!cmd) return unknown_command(name);
+    /* A write past the file size limit (ulimit -f) fails with EFBIG and is
+     * reported as any failed write, the temporaries removed; by default
+     * SIGXFSZ ended the process in silence and left them behind. */
+    signal(SIGXFSZ, SIG_IGN);
     int rc = cmd->main(argc - 1, argv + 1);
     if (rc > CLI_SIGNALED(0) && rc < CLI_SIGNALED(65)) {
         /* stopped by a signal after cleaning up: end by that signal, so a

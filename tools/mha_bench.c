@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -1005,6 +1006,24 @@ static int bench_run(bench_options o) {
     return rc;
 }
 
+/* A result file whose name says another format than the option writes
+ * (--plot chart.png, --json out.csv): refused before the timing, not
+ * written as the option's format under that name. */
+static int bench_report_format_check(const cli_common *c, const char *option, const char *path,
+                                     const char *ext, const char *what) {
+    static const char *const named[][2] = {{".json", "JSON"},        {".csv", "CSV"},
+                                           {".svg", "SVG"},          {".png", "a PNG image"},
+                                           {".jpg", "a JPEG image"}, {".jpeg", "a JPEG image"},
+                                           {".gif", "a GIF image"},  {".pdf", "a PDF document"}};
+    const char *dot = path ? strrchr(path, '.') : NULL;
+    if (!dot || strchr(dot, '/') || strcasecmp(dot, ext) == 0) return CLI_OK;
+    for (size_t k = 0; k < sizeof named / sizeof named[0]; k++)
+        if (strcasecmp(dot, named[k][0]) == 0)
+            return cli_usage_error(c, "%s writes %s, not '%s' (%s is %s)", option, what, path, dot,
+                                   named[k][1]);
+    return CLI_OK;
+}
+
 int mha_cmd_bench(int argc, char **argv) {
     bench_options o;
     cli_common c = {0};
@@ -1018,8 +1037,12 @@ int mha_cmd_bench(int argc, char **argv) {
     /* the model itself named first (the more precise line), then any
      * model or data file by its name */
     int rc = cli_outputs_spare_inputs(&c, outs, 3, ins, 2, "input");
+    static const char *const exts[3][2] = {
+        {".json", "a JSON report"}, {".csv", "a CSV table"}, {".svg", "an SVG chart"}};
     for (int k = 0; k < 3 && rc == CLI_OK; k++)
         rc = cli_report_path_check(&c, opts[k], "a report", outs[k]);
+    for (int k = 0; k < 3 && rc == CLI_OK; k++)
+        rc = bench_report_format_check(&c, opts[k], outs[k], exts[k][0], exts[k][1]);
     if (rc != CLI_OK) return rc;
     cli_outputs claimed;
     rc = cli_outputs_claim(&c, outs, 3, 1, &claimed);

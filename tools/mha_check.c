@@ -407,11 +407,12 @@ static void check_dataset(check_ctx *cx, const mha_model *model, const char *dse
         return;
     }
     mha_tensor_file **tin = calloc(n_in + 1, sizeof *tin);
+    int32_t **narrowed = calloc(n_in + 1, sizeof *narrowed);
     mha_tensor *ins = calloc(n_in + 1, sizeof *ins), *outs = calloc(n_out + 1, sizeof *outs);
     mha_error err;
     mha_error_clear(&err);
     char path[4096], reason[1024];
-    if (!tin || !ins || !outs) {
+    if (!tin || !narrowed || !ins || !outs) {
         append(why, why_n, "%sout of memory", *why ? " | " : "");
         goto done;
     }
@@ -420,7 +421,9 @@ static void check_dataset(check_ctx *cx, const mha_model *model, const char *dse
         mha_model_input(model, i, &info);
         mha_tensor_file_options o;
         mha_tensor_file_options_init(&o);
-        o.want = info.dtype;
+        /* int64 ids for an int32 input: narrowed, every value checked, as
+         * `mha run` narrows them (read as stored first) */
+        o.want = info.dtype == MHA_DTYPE_INT32 ? MHA_DTYPE_UNDEFINED : info.dtype;
         if (!cli_format(path, sizeof path, "%s/input_%zu.pb", dset, i)) {
             append(why, why_n, "%s%s: path too long", *why ? " | " : "", name);
             goto done;
@@ -430,6 +433,12 @@ static void check_dataset(check_ctx *cx, const mha_model *model, const char *dse
             goto done;
         }
         ins[i] = *mha_tensor_file_tensor(tin[i]);
+        if (info.dtype == MHA_DTYPE_INT32 &&
+            cli_ids_as_int32(mha_tensor_file_tensor(tin[i]), info.name, &ins[i], &narrowed[i],
+                             reason, sizeof reason) != 0) {
+            append(why, why_n, "%s%s: %s: %s", *why ? " | " : "", name, path, reason);
+            goto done;
+        }
     }
     if (mha_model_output_shapes(model, ins, n_in, outs, n_out, &err) != MHA_OK) {
         append(why, why_n, "%s%s: %s", *why ? " | " : "", name, err.message);
@@ -471,6 +480,9 @@ static void check_dataset(check_ctx *cx, const mha_model *model, const char *dse
 done:
     for (size_t i = 0; tin && i < n_in; i++)
         mha_tensor_file_free(tin[i]);
+    for (size_t i = 0; narrowed && i < n_in; i++)
+        free(narrowed[i]);
+    free(narrowed);
     for (size_t i = 0; outs && i < n_out; i++)
         free(outs[i].data);
     free(tin);

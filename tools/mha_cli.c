@@ -220,6 +220,23 @@ const char *cli_shape_str(int rank, const int64_t *dims, char *buf, size_t n) {
     return buf;
 }
 
+/* (far below the cost of scoring the rows it vouches for) */
+uint64_t cli_hash_bytes(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    const uint64_t k = 0x9e3779b97f4a7c15ull;
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * k;
+        h ^= h >> 29;
+    }
+    uint64_t tail = (uint64_t)n << 56; /* the length keeps "ab" and "ab\0" apart */
+    for (size_t i = 0; i < n; i++)
+        tail |= (uint64_t)p[i] << (8 * i);
+    h = (h ^ tail) * k;
+    return h ^ (h >> 29);
+}
+
 int cli_narrows_to_int32(mha_dtype from, mha_dtype to) {
     return to == MHA_DTYPE_INT32 && (from == MHA_DTYPE_INT64 || from == MHA_DTYPE_UINT32);
 }
@@ -244,6 +261,36 @@ size_t cli_narrow_ids(const void *src, mha_dtype from, int32_t *dst, size_t n, i
         memcpy(dst + e, &w, sizeof w);
     }
     return n;
+}
+
+int cli_ids_as_int32(const mha_tensor *t, const char *name, mha_tensor *out, int32_t **buf,
+                     char *msg, size_t cap) {
+    *out = *t;
+    *buf = NULL;
+    if (t->dtype == MHA_DTYPE_INT32) return 0;
+    const int64_t n = mha_tensor_numel(t);
+    const int widen = mha_dtype_can_convert(t->dtype, MHA_DTYPE_INT32);
+    if ((!widen && !cli_narrows_to_int32(t->dtype, MHA_DTYPE_INT32)) || n < 0) {
+        snprintf(msg, cap, "holds %s data but int32 is needed", mha_dtype_name(t->dtype));
+        return -1;
+    }
+    if (!(*buf = malloc(n ? (size_t)n * sizeof(int32_t) : 1))) {
+        snprintf(msg, cap, "out of memory");
+        return -1;
+    }
+    if (widen) mha_dtype_convert(t->data, t->dtype, *buf, MHA_DTYPE_INT32, (size_t)n);
+    int64_t bad = 0;
+    const size_t at = widen ? (size_t)n : cli_narrow_ids(t->data, t->dtype, *buf, (size_t)n, &bad);
+    if (at != (size_t)n) {
+        snprintf(msg, cap,
+                 "element %zu holds %lld, past the int32 that input '%s' takes (its int64 "
+                 "values are narrowed when they fit)",
+                 at, (long long)bad, name);
+        return -1;
+    }
+    out->dtype = MHA_DTYPE_INT32;
+    out->data = *buf;
+    return 0;
 }
 
 int cli_warn_declared_shape(const char *model_path, const mha_model *m, size_t i, int rank,
@@ -392,6 +439,82 @@ int cli_outputs_spare_inputs(const cli_common *c, const char *const *outs, size_
                                        ins[j]);
     }
     return CLI_OK;
+}
+
+/* ---- SIGBUS from a mapped input cut short ------------------------------ */
+
+typedef struct cli_bus_map {
+    const char *base;
+    size_t len;
+    char *line; /* "mha: PATH: ...\n", escaped and formed before any fault */
+} cli_bus_map;
+static cli_bus_map cli_bus_maps[CLI_BUS_MAX];
+static char *cli_bus_files[CLI_BUS_MAX];
+static char *cli_bus_keep;
+static volatile sig_atomic_t cli_bus_n_maps, cli_bus_n_files, cli_bus_on;
+
+/* Only async-signal-safe calls: write, access, unlink, _exit. */
+static void cli_on_bus(int sig, siginfo_t *si, void *ctx) {
+    (void)ctx;
+    const char *a = si ? (const char *)si->si_addr : NULL;
+    for (int i = 0; a && i < cli_bus_n_maps; i++) {
+        const cli_bus_map *m = &cli_bus_maps[i];
+        if (a < m->base || a >= m->base + m->len) continue;
+        ssize_t w = write(STDERR_FILENO, m->line, strlen(m->line));
+        (void)w;
+        if (!cli_bus_keep || access(cli_bus_keep, F_OK) != 0)
+            for (int k = 0; k < cli_bus_n_files; k++)
+                unlink(cli_bus_files[k]);
+        _exit(CLI_FAIL);
+    }
+    /* not a watched file's: the default action, when the access is retried */
+    signal(sig, SIG_DFL);
+}
+
+static void cli_bus_install(void) {
+    if (cli_bus_on) return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = cli_on_bus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGBUS, &sa, NULL) == 0) cli_bus_on = 1;
+}
+
+void cli_bus_watch(const void *base, size_t len, const char *path) {
+    if (!base || len == 0 || cli_bus_n_maps >= CLI_BUS_MAX) return;
+    char safe[4096], line[4352];
+    snprintf(line, sizeof line,
+             "mha: %s: the file became shorter while being read (changed during the run)\n",
+             cli_escape(path, safe, sizeof safe));
+    char *copy = strdup(line);
+    if (!copy) return;
+    cli_bus_maps[cli_bus_n_maps].base = base;
+    cli_bus_maps[cli_bus_n_maps].len = len;
+    cli_bus_maps[cli_bus_n_maps].line = copy;
+    cli_bus_n_maps++; /* visible to the handler once the entry is whole */
+    cli_bus_install();
+}
+
+void cli_bus_remove(const char *path, const char *keep_if) {
+    if (!path || cli_bus_n_files >= CLI_BUS_MAX) return;
+    char *copy = strdup(path);
+    if (!copy) return;
+    if (keep_if && !cli_bus_keep) cli_bus_keep = strdup(keep_if);
+    cli_bus_files[cli_bus_n_files] = copy;
+    cli_bus_n_files++;
+}
+
+void cli_bus_clear(void) {
+    const int maps = cli_bus_n_maps, files = cli_bus_n_files;
+    cli_bus_n_maps = 0;
+    cli_bus_n_files = 0;
+    for (int i = 0; i < maps; i++)
+        free(cli_bus_maps[i].line);
+    for (int i = 0; i < files; i++)
+        free(cli_bus_files[i]);
+    free(cli_bus_keep);
+    cli_bus_keep = NULL;
 }
 
 /* ---- signals ------------------------------------------------------------- */

@@ -86,6 +86,12 @@ void cli_usable_backends(mha_runtime *rt, char *buf, size_t n);
 
 /* "2x8x32" or "?x?x32" into buf. */
 const char *cli_shape_str(int rank, const int64_t *dims, char *buf, size_t n);
+/* The hash of checkpoints and shard files: n bytes at data folded into h
+ * (start from CLI_HASH_SEED), 8 bytes at a time, a multiply and a shift
+ * per word (several GB/s). It finds a file changed by accident or by hand
+ * since it was written, not an adversary's collision. */
+uint64_t cli_hash_bytes(uint64_t h, const void *data, size_t n);
+#define CLI_HASH_SEED 0x6d68612d636b7074ull /* "mha-ckpt" */
 /* Token ids stored as int64 (or uint32) for a model taking int32 ids:
  * narrowed when every value fits (numpy and torch save ids as int64). */
 int cli_narrows_to_int32(mha_dtype from, mha_dtype to);
@@ -93,6 +99,14 @@ int cli_narrows_to_int32(mha_dtype from, mha_dtype to);
  * may be src itself. Returns n, or the index of the first value past
  * int32 (in *bad; dst is then partly written). */
 size_t cli_narrow_ids(const void *src, mha_dtype from, int32_t *dst, size_t n, int64_t *bad);
+/* Tensor t, read as stored, for an int32 input `name`: a narrower integer
+ * type widened, int64 / uint32 narrowed with every value checked, into a
+ * new buffer (*buf, freed by the caller; NULL when t is int32 already).
+ * *out is t with that data. 0, or -1 with the reason in msg ("holds int64
+ * data but int32 is needed", "element 7 holds 2147483648, past the int32
+ * ..."), the file's name for the caller to put in front. */
+int cli_ids_as_int32(const mha_tensor *t, const char *name, mha_tensor *out, int32_t **buf,
+                     char *msg, size_t cap);
 /* Output i of m computed as [dims] (rank axes; -1 = not known yet) where
  * the file declares another rank or another fixed size: one stderr line,
  * "mha: warning: MODEL: graph output 'y' is declared AxB, but the graph
@@ -183,6 +197,19 @@ int cli_signal_caught(void);
 /* "SIGINT", "SIGTERM" or "SIGHUP": the name of a signal caught. */
 const char *cli_signal_name(int sig);
 void cli_signals_restore(cli_signals *saved);
+/* A mapped input file cut short while it is read (a dataset rewritten in
+ * place during a run) faults with SIGBUS where its pages are gone: by
+ * default the process ended in silence, its partial outputs left behind.
+ * Inputs watched (the mapped bytes [base, base + len) of path) make such a
+ * fault one stderr line, "mha: PATH: the file became shorter while being
+ * read (changed during the run)", the files given to cli_bus_remove
+ * removed unless the checkpoint `keep_if` (may be NULL) exists, and exit
+ * status 1. A fault anywhere else ends the process as before. Up to
+ * CLI_BUS_MAX of each; cli_bus_clear forgets them all. Strings are copied. */
+#define CLI_BUS_MAX 16
+void cli_bus_watch(const void *base, size_t len, const char *path);
+void cli_bus_remove(const char *path, const char *keep_if);
+void cli_bus_clear(void);
 /* For writers: when a signal was caught, says "PATH: interrupted by
  * SIGTERM; nothing written" and returns CLI_SIGNALED(N), else 0. A writer
  * catches before its first temporary exists (a signal between the

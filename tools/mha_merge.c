@@ -7,11 +7,14 @@
 #define _GNU_SOURCE
 #include "mha_merge.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli_options.h"
 #include "mha_cli.h"
@@ -48,9 +51,118 @@ typedef struct merge_shard {
     const char *path;
     mha_npy_reader *reader;
     mha_npy_header h;
-    const char *run; /* its run note, "" when written without one */
-    int axis;        /* its rows along axis 0, or 1 (a sequence-first model's) */
+    const char *run;    /* its run note, "" when written without one */
+    int axis;           /* its rows along axis 0, or 1 (a sequence-first model's) */
+    int sealed;         /* its note holds the hash of its rows (rows_hash) */
+    uint64_t rows_hash; /* (MERGE_ROWS_HASH) */
 } merge_shard;
+
+/* Bytes of one row of a shard (along axis 1: its dims[0] runs). */
+static size_t merge_row_bytes(const mha_npy_header *h, int axis) {
+    return axis ? (h->dims[1] ? h->data_bytes / (size_t)h->dims[1] : 0) : h->row_bytes;
+}
+
+/* Rows [r, r + m) of a shard into buf, as they lie in the file's data:
+ * [m, ...], or along axis 1 [dims[0], m, ...]. */
+static mha_status merge_read(mha_npy_reader *r, int axis, int64_t r0, int64_t m, void *buf,
+                             size_t cap, mha_error *err) {
+    return axis ? mha_npy_reader_read_rows_axis1(r, r0, r0 + m, MHA_DTYPE_UNDEFINED, buf, cap, err)
+                : mha_npy_reader_read_rows(r, r0, r0 + m, MHA_DTYPE_UNDEFINED, buf, cap, err);
+}
+
+/* The m rows read by merge_read folded into h one at a time (a row along
+ * axis 1 is its `outer` runs, in order): any chunking, the same hash. */
+static uint64_t merge_hash_rows(uint64_t h, const void *buf, int64_t m, int64_t outer,
+                                size_t row_bytes) {
+    const size_t run = outer > 0 ? row_bytes / (size_t)outer : 0;
+    for (int64_t b = 0; b < m && run > 0; b++)
+        for (int64_t o = 0; o < outer; o++)
+            h = cli_hash_bytes(h, (const char *)buf + (size_t)(o * m + b) * run, run);
+    return h;
+}
+
+/* A shard's hash of its rows, as its note says (MERGE_ROWS_HASH); 0 when
+ * it has none, -1 when the field is not 16 hex digits. */
+static int merge_note_hash(const char *run, uint64_t *hash) {
+    const char *at = strstr(run, MERGE_ROWS_HASH);
+    if (!at) return 0;
+    at += strlen(MERGE_ROWS_HASH);
+    if (strlen(at) != 16 || strspn(at, "0123456789abcdef") != 16) return -1;
+    *hash = strtoull(at, NULL, 16);
+    return 1;
+}
+
+/* Every row of shard file r (rows along axis) hashed as merge reads them. */
+static int merge_hash_file(mha_npy_reader *r, const char *path, uint64_t *hash) {
+    const mha_npy_header *h = mha_npy_reader_header(r);
+    const int axis = mha_npy_reader_shard_axis(r);
+    const size_t rb = merge_row_bytes(h, axis);
+    const int64_t rows = h->rank > axis ? h->dims[axis] : 0;
+    int64_t per = rb ? (int64_t)(MERGE_COPY_BYTES / rb) : 1;
+    if (per < 1) per = 1;
+    void *buf = malloc(rb ? (size_t)per * rb : 1);
+    if (!buf) return cli_fail("%s: out of memory for a row of %zu bytes", path, rb);
+    mha_error err;
+    mha_error_clear(&err);
+    uint64_t hv = CLI_HASH_SEED;
+    for (int64_t r0 = 0; r0 < rows && rb; r0 += per) {
+        const int64_t m = rows - r0 < per ? rows - r0 : per;
+        if (merge_read(r, axis, r0, m, buf, (size_t)per * rb, &err) != MHA_OK) {
+            free(buf);
+            return cli_fail_err(path, &err);
+        }
+        hv = merge_hash_rows(hv, buf, m, axis ? h->dims[0] : 1, rb);
+    }
+    free(buf);
+    *hash = hv;
+    return CLI_OK;
+}
+
+int merge_shard_seal(const char *path, const uint64_t *rows_hash) {
+    mha_npy_reader *r = NULL;
+    mha_error err;
+    mha_error_clear(&err);
+    if (mha_npy_reader_open(path, MHA_MMAP_NEVER, NULL, &r, &err) != MHA_OK)
+        return cli_fail_err(path, &err);
+    const mha_npy_header h = *mha_npy_reader_header(r);
+    const int axis = mha_npy_reader_shard_axis(r);
+    char run[MHA_NPY_SHARD_RUN_MAX];
+    snprintf(run, sizeof run, "%s", mha_npy_reader_shard_run(r));
+    char *at = strstr(run, MERGE_ROWS_HASH MERGE_ROWS_UNSEALED);
+    uint64_t hash = 0;
+    /* (a note too long for the field has none: merged unchecked, as an
+     * earlier mha's shards are) */
+    if (rows_hash) hash = *rows_hash;
+    int rc = at && h.is_shard && !rows_hash ? merge_hash_file(r, path, &hash) : CLI_OK;
+    mha_npy_reader_close(r);
+    if (rc != CLI_OK || !at || !h.is_shard) return rc;
+    snprintf(at + strlen(MERGE_ROWS_HASH), 17, "%016llx", (unsigned long long)hash);
+    mha_npy_shard sh;
+    mha_npy_shard_init(&sh);
+    sh.r0 = h.shard_r0;
+    sh.total = h.shard_total;
+    sh.run = run;
+    unsigned char head[640 + MHA_NPY_SHARD_RUN_MAX];
+    const size_t hn =
+        axis ? mha_npy_format_header_axis1(h.dtype, h.rank, h.dims, &sh, head, sizeof head)
+             : mha_npy_format_header_shard_run(h.dtype, h.rank, h.dims, &sh, head, sizeof head);
+    if (hn == 0 || hn != h.header_bytes)
+        return cli_fail("%s: the header with the hash of its rows is %zu bytes, not %zu", path, hn,
+                        h.header_bytes);
+    /* the same bytes but the 16 digits: the partial file's own header,
+     * rewritten in place before the commit fsyncs and renames it */
+    int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    ssize_t put = fd >= 0 ? pwrite(fd, head, hn, 0) : -1;
+    int e = errno;
+    if (fd >= 0 && close(fd) != 0 && put == (ssize_t)hn) {
+        e = errno;
+        put = -1;
+    }
+    if (put != (ssize_t)hn)
+        return cli_fail("%s: writing the hash of its rows: %s", path,
+                        put < 0 ? strerror(e) : "short write");
+    return CLI_OK;
+}
 
 /* The value of field `key` of a run note ("key value; key value"), copied
  * into val; 0 when the note has no such field. */
@@ -234,6 +346,19 @@ int mha_cmd_merge(int argc, char **argv) {
             sh[k].h = *mha_npy_reader_header(sh[k].reader);
             sh[k].run = mha_npy_reader_shard_run(sh[k].reader);
             sh[k].axis = mha_npy_reader_shard_axis(sh[k].reader);
+            sh[k].sealed = merge_note_hash(sh[k].run, &sh[k].rows_hash);
+            if (sh[k].sealed < 0) {
+                rc = cli_fail("%s: malformed shard header (its 'rows-hash' is not 16 hex digits)",
+                              sh[k].path);
+                goto done;
+            }
+            if (sh[k].sealed && strcmp(strstr(sh[k].run, MERGE_ROWS_HASH) + strlen(MERGE_ROWS_HASH),
+                                       MERGE_ROWS_UNSEALED) == 0) {
+                rc = cli_fail("%s: the partial file of a shard run that did not finish (its "
+                              "header holds no hash of its rows yet)",
+                              sh[k].path);
+                goto done;
+            }
         }
     if ((rc = merge_check(sh, n)) != CLI_OK) goto done;
 
@@ -256,8 +381,7 @@ int mha_cmd_merge(int argc, char **argv) {
         goto done;
     }
     /* one row: along axis 1, its dims[0] runs */
-    const size_t row_bytes =
-        axis ? (h0->dims[1] ? h0->data_bytes / (size_t)h0->dims[1] : 0) : h0->row_bytes;
+    const size_t row_bytes = merge_row_bytes(h0, axis);
     int64_t per = row_bytes ? (int64_t)(MERGE_COPY_BYTES / row_bytes) : 1;
     if (per < 1) per = 1;
     size_t buf_bytes = (size_t)per * row_bytes;
@@ -268,20 +392,29 @@ int mha_cmd_merge(int argc, char **argv) {
     }
     for (size_t k = 0; k < n; k++) {
         const int64_t rows = sh[k].h.dims[axis];
+        uint64_t hash = CLI_HASH_SEED;
         for (int64_t r = 0; r < rows; r += per) {
             int64_t m = rows - r < per ? rows - r : per;
             if ((rc = cli_signal_stop(out_path)) != CLI_OK) goto done;
-            if ((axis ? mha_npy_reader_read_rows_axis1(sh[k].reader, r, r + m, MHA_DTYPE_UNDEFINED,
-                                                       buf, buf_bytes, &err)
-                      : mha_npy_reader_read_rows(sh[k].reader, r, r + m, MHA_DTYPE_UNDEFINED, buf,
-                                                 buf_bytes, &err)) != MHA_OK) {
+            if (merge_read(sh[k].reader, axis, r, m, buf, buf_bytes, &err) != MHA_OK) {
                 rc = cli_fail_err(sh[k].path, &err);
                 goto done;
             }
+            if (sh[k].sealed)
+                hash = merge_hash_rows(hash, buf, m, axis ? h0->dims[0] : 1, row_bytes);
             if (mha_npy_writer_write_rows(w, buf, m, &err) != MHA_OK) {
                 rc = cli_fail_err(out_path, &err);
                 goto done;
             }
+        }
+        /* (the output, a temporary until the commit, is removed) */
+        if (sh[k].sealed && hash != sh[k].rows_hash) {
+            rc = cli_fail("%s: rows %lld:%lld are not the rows its run wrote (they hash to "
+                          "%016llx, its header says %016llx): the file changed after it was "
+                          "written",
+                          sh[k].path, (long long)sh[k].h.shard_r0, (long long)sh[k].h.shard_r1,
+                          (unsigned long long)hash, (unsigned long long)sh[k].rows_hash);
+            goto done;
         }
     }
     mha_npy_writer *done_w = w;

@@ -119,6 +119,7 @@ typedef struct run_state {
 } run_state;
 
 static void run_state_free(run_state *s) {
+    cli_bus_clear();
     for (size_t i = 0; s->in_tf && i < s->n_in; i++)
         mha_tensor_file_free(s->in_tf[i]);
     for (size_t i = 0; s->narrowed && i < s->n_in; i++)
@@ -201,25 +202,13 @@ static int run_read_input(run_state *s, size_t i) {
     if (mha_tensor_file_read(file, &o, &s->in_tf[i], &err) != MHA_OK)
         return cli_fail_err(file, &err);
     const mha_tensor *t = mha_tensor_file_tensor(s->in_tf[i]);
+    int sized;
+    const size_t bytes = cli_tensor_bytes(t, &sized);
+    if (sized) cli_bus_watch(t->data, bytes, file); /* (mapped when large) */
     if (info->dtype == MHA_DTYPE_INT32 && t->dtype != MHA_DTYPE_INT32) {
-        const int64_t n = mha_tensor_numel(t);
-        const int widen = mha_dtype_can_convert(t->dtype, info->dtype);
-        if ((!widen && !cli_narrows_to_int32(t->dtype, info->dtype)) || n < 0)
-            return cli_fail("%s: holds %s data but int32 is needed", file,
-                            mha_dtype_name(t->dtype));
-        if (!(s->narrowed[i] = malloc(n ? (size_t)n * sizeof(int32_t) : 1)))
-            return cli_fail("%s: out of memory", file);
-        if (widen) mha_dtype_convert(t->data, t->dtype, s->narrowed[i], info->dtype, (size_t)n);
-        int64_t bad = 0;
-        const size_t at =
-            widen ? (size_t)n : cli_narrow_ids(t->data, t->dtype, s->narrowed[i], (size_t)n, &bad);
-        if (at != (size_t)n)
-            return cli_fail("%s: element %zu holds %lld, past the int32 that input '%s' takes "
-                            "(its int64 values are narrowed when they fit)",
-                            file, at, (long long)bad, info->name);
-        s->ins[i] = *t;
-        s->ins[i].dtype = MHA_DTYPE_INT32;
-        s->ins[i].data = s->narrowed[i];
+        char why[512];
+        if (cli_ids_as_int32(t, info->name, &s->ins[i], &s->narrowed[i], why, sizeof why) != 0)
+            return cli_fail("%s: %s", file, why);
     }
     /* Batch and sequence lengths a model declares are not binding (mha.h);
      * the feature width of a layer's sequence input is. The library checks

@@ -32,6 +32,7 @@
  * directly (standard output, a FIFO, a device) keep no checkpoint. */
 #define _GNU_SOURCE
 #include "run_dataset.h"
+#include "mha_merge.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -315,6 +316,9 @@ static int ds_open_input(ds_state *s, size_t i) {
                             &err) != MHA_OK)
         return cli_fail_err(in->file, &err);
     in->h = *mha_npy_reader_header(in->reader);
+    /* a mapping cut short under the run: one line, not a silent SIGBUS */
+    cli_bus_watch(mha_npy_reader_mapped_rows(in->reader, 0, in->h.rows), in->h.data_bytes,
+                  in->file);
     /* int64 (or uint32) integers for an int32 input -- token ids saved by
      * numpy or torch as int64 for a model exported with int32 ids -- are
      * narrowed, each value checked as it is read (ds_read_rows) */
@@ -512,26 +516,7 @@ static void ds_advise(ds_state *s, int64_t r0, int64_t r1, mha_npy_advice advice
 /* Checkpoints                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* The checkpoint's hash: 8 bytes at a time, a multiply and a shift per
- * word (several GB/s, far below the cost of scoring the rows). It guards
- * against a dataset that changed between runs, not against an adversary. */
-static uint64_t ds_hash_bytes(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    const uint64_t k = 0x9e3779b97f4a7c15ull;
-    for (; n >= 8; n -= 8, p += 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ w) * k;
-        h ^= h >> 29;
-    }
-    uint64_t tail = (uint64_t)n << 56; /* the length keeps "ab" and "ab\0" apart */
-    for (size_t i = 0; i < n; i++)
-        tail |= (uint64_t)p[i] << (8 * i);
-    h = (h ^ tail) * k;
-    return h ^ (h >> 29);
-}
-
-#define DS_HASH_SEED 0x6d68612d636b7074ull /* "mha-ckpt" */
+#define DS_HASH_SEED CLI_HASH_SEED
 
 /* The hash of a whole file, streamed (the model). */
 static int ds_hash_file(const char *path, uint64_t *out) {
@@ -541,7 +526,7 @@ static int ds_hash_file(const char *path, uint64_t *out) {
     unsigned char buf[1 << 16];
     size_t got;
     while ((got = fread(buf, 1, sizeof buf, f)) > 0)
-        h = ds_hash_bytes(h, buf, got);
+        h = cli_hash_bytes(h, buf, got);
     int ok = !ferror(f);
     fclose(f);
     *out = h;
@@ -568,7 +553,7 @@ static int ds_hash_input_data(ds_input *in, uint64_t *h) {
             free(buf);
             return cli_fail_err(in->file, &err);
         }
-        *h = ds_hash_bytes(*h, buf, (size_t)n * rb);
+        *h = cli_hash_bytes(*h, buf, (size_t)n * rb);
     }
     free(buf);
     return CLI_OK;
@@ -585,21 +570,21 @@ static int ds_make_shard_run(ds_state *s) {
     if (!ds_hash_file(s->o->model_path, &model))
         return cli_fail("%s: cannot read the model again: %s", s->o->model_path, strerror(errno));
     const uint64_t ext = mha_model_external_data_id(s->model);
-    if (ext) model = ds_hash_bytes(model, &ext, sizeof ext);
+    if (ext) model = cli_hash_bytes(model, &ext, sizeof ext);
     for (size_t i = 0; i < s->n_in; i++) {
         ds_input *in = &s->in[i];
         char line[512];
         int n = snprintf(line, sizeof line, "%s %d", s->in_info[i].name, in->file ? 1 : 0);
-        data = ds_hash_bytes(data, line, n > 0 ? (size_t)n : 0);
+        data = cli_hash_bytes(data, line, n > 0 ? (size_t)n : 0);
         if (!in->file) continue; /* made from the lengths */
         struct stat sb;
         if (stat(in->file, &sb) != 0) return cli_fail("%s: %s", in->file, strerror(errno));
         const int64_t size = (int64_t)sb.st_size, dt = in->h.dtype;
-        data = ds_hash_bytes(data, &size, sizeof size);
-        data = ds_hash_bytes(data, &dt, sizeof dt);
-        data = ds_hash_bytes(data, in->h.dims, (size_t)in->h.rank * sizeof in->h.dims[0]);
+        data = cli_hash_bytes(data, &size, sizeof size);
+        data = cli_hash_bytes(data, &dt, sizeof dt);
+        data = cli_hash_bytes(data, in->h.dims, (size_t)in->h.rank * sizeof in->h.dims[0]);
         if (!in->batch_major) {
-            data = ds_hash_bytes(data, in->buf, (size_t)in->h.rows * in->row_bytes);
+            data = cli_hash_bytes(data, in->buf, (size_t)in->h.rows * in->row_bytes);
             continue;
         }
         /* rows are the batch: every row, not only those of this shard (a
@@ -608,7 +593,7 @@ static int ds_make_shard_run(ds_state *s) {
         if (rc != CLI_OK) return rc;
     }
     if (s->lengths)
-        lengths = ds_hash_bytes(DS_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
+        lengths = cli_hash_bytes(DS_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
     char lens[24] = "none";
     if (s->lengths) snprintf(lens, sizeof lens, "%016llx", (unsigned long long)lengths);
     snprintf(s->shard_run, sizeof s->shard_run,
@@ -619,13 +604,16 @@ static int ds_make_shard_run(ds_state *s) {
     return CLI_OK;
 }
 
-/* Output i's shard: its rows and the run note naming the output. */
+/* Output i's shard: its rows and the run note naming the output, with
+ * room for the hash of its rows (merge_shard_seal puts it there once every
+ * row is written; not in a stream, whose header is gone by then). */
 static void ds_output_shard(const ds_state *s, size_t i, mha_npy_shard *sh, char *run, size_t cap) {
     mha_npy_shard_init(sh);
     sh->r0 = s->lo;
     sh->total = s->B;
-    const int n = snprintf(run, cap, "%s; output %zu", s->shard_run, i);
-    sh->run = n > 0 && (size_t)n < cap ? run : NULL; /* the note fits: 32 bytes kept for it */
+    const int n = snprintf(run, cap, "%s; output %zu%s", s->shard_run, i,
+                           s->out[i].stream ? "" : MERGE_ROWS_HASH MERGE_ROWS_UNSEALED);
+    sh->run = n > 0 && (size_t)n < cap ? run : NULL; /* (~160 bytes of the 240) */
 }
 
 /* Hashes rows [0, n) of input i as the model sees them (rows of row_bytes
@@ -637,7 +625,7 @@ static void ds_hash_rows(ds_input *in, const void *data, int64_t n, int axis) {
     const size_t run = outer > 0 ? in->row_bytes / (size_t)outer : 0;
     for (int64_t b = 0; b < n; b++)
         for (int64_t o = 0; o < outer; o++)
-            in->rows_hash = ds_hash_bytes(in->rows_hash, p + ((size_t)(o * n + b)) * run, run);
+            in->rows_hash = cli_hash_bytes(in->rows_hash, p + ((size_t)(o * n + b)) * run, run);
 }
 
 /* "PATH size N" of a file. The content decides whether a run may be
@@ -696,7 +684,7 @@ static int ds_make_fingerprint(ds_state *s) {
         if (in->batch_major) {
             DS_APPEND("input %s %s by rows\n", s->in_info[i].name, line);
         } else {
-            uint64_t h = ds_hash_bytes(DS_HASH_SEED, in->buf, (size_t)in->h.rows * in->row_bytes);
+            uint64_t h = cli_hash_bytes(DS_HASH_SEED, in->buf, (size_t)in->h.rows * in->row_bytes);
             DS_APPEND("input %s %s hash %016llx\n", s->in_info[i].name, line,
                       (unsigned long long)h);
         }
@@ -706,7 +694,7 @@ static int ds_make_fingerprint(ds_state *s) {
             free(fp);
             return cli_fail("%s: %s", s->o->lengths_path, strerror(errno));
         }
-        hash = ds_hash_bytes(DS_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
+        hash = cli_hash_bytes(DS_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
         DS_APPEND("lengths %s hash %016llx\n", line, (unsigned long long)hash);
     }
     DS_APPEND("backend %s\n", mha_runtime_backend(s->rt));
@@ -949,7 +937,7 @@ static int ds_verify_outputs(ds_state *s) {
                 got += (size_t)n;
             }
             ok = got == out->row_bytes;
-            h = ds_hash_bytes(h, row, out->row_bytes);
+            h = cli_hash_bytes(h, row, out->row_bytes);
         }
         free(row);
         close(fd);
@@ -1472,9 +1460,13 @@ static int ds_output_complete(const ds_state *s, size_t i) {
     struct stat sb;
     int ok = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
              (uint64_t)sb.st_size == hn + (uint64_t)(s->hi - s->lo) * out->row_bytes &&
-             pread(fd, have, hn, 0) == (ssize_t)hn && memcmp(have, head, hn) == 0;
+             pread(fd, have, hn, 0) == (ssize_t)hn;
     close(fd);
-    return ok;
+    /* a shard's header holds the hash of its rows where this run's has
+     * the placeholder */
+    const char *slot = s->sharded ? memmem(head, hn, MERGE_ROWS_UNSEALED, 16) : NULL;
+    if (ok && slot) memcpy(have + (slot - (const char *)head), slot, 16);
+    return ok && memcmp(have, head, hn) == 0;
 }
 
 /* Opens the writers: afresh, or (found: a checkpoint was loaded) on the
@@ -1608,8 +1600,11 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
         cli_signals_restore(&sigs);
         return rc;
     }
-    for (size_t i = 0; i < s->n_out; i++)
+    for (size_t i = 0; i < s->n_out; i++) {
         n_files += s->out[i].file != NULL;
+        if (s->out[i].writer) /* (kept for --resume when a checkpoint exists) */
+            cli_bus_remove(mha_npy_writer_partial_path(s->out[i].writer), s->ckpt_path);
+    }
     if (found && complete == n_files) {
         cli_signals_restore(&sigs);
         unlink(s->ckpt_path);
@@ -1646,9 +1641,9 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
             if (mha_npy_writer_write_rows(out->writer, out->buf, n, &err) != MHA_OK)
                 rc = cli_fail_err(out->file, &err);
             for (int64_t b = 0; b < n && !s->axis; b++) /* what the checkpoint vouches for */
-                out->rows_hash = ds_hash_bytes(out->rows_hash,
-                                               (const char *)out->buf + (size_t)b * out->row_bytes,
-                                               out->row_bytes);
+                out->rows_hash = cli_hash_bytes(out->rows_hash,
+                                                (const char *)out->buf + (size_t)b * out->row_bytes,
+                                                out->row_bytes);
         }
         if (rc != CLI_OK) break;
         ds_advise(s, r, r + n, MHA_NPY_DONTNEED);
@@ -1701,6 +1696,10 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
      * interruption between the renames below leaves a checkpoint from
      * which --resume finishes them (or says the outputs are complete). */
     if (s->ckpt_path && (rc = ds_checkpoint(s)) == CLI_OK) s->have_ckpt = 1;
+    for (size_t i = 0; i < s->n_out && rc == CLI_OK && s->sharded; i++)
+        if (s->out[i].writer && !s->out[i].stream)
+            rc = merge_shard_seal(mha_npy_writer_partial_path(s->out[i].writer),
+                                  s->axis ? NULL : &s->out[i].rows_hash);
     for (size_t i = 0; i < s->n_out && rc == CLI_OK; i++) {
         if (!s->out[i].writer) continue;
         mha_npy_writer *w = s->out[i].writer;
@@ -1895,6 +1894,8 @@ static int ds_run_mpi(const cli_common *c, ds_state *s) {
         mha_error_clear(&err);
         mha_output_file *f = partial[i];
         partial[i] = NULL;
+        if (f && rc == CLI_OK && s->sharded) /* (the rows of every rank: read back) */
+            rc = merge_shard_seal(mha_output_file_tmp_path(f), NULL);
         if (f && rc == CLI_OK && mha_output_file_commit(f, &err) != MHA_OK)
             rc = cli_fail_err(s->out[i].file, &err);
         else if (f && rc != CLI_OK)
@@ -1928,6 +1929,7 @@ int ds_run(const cli_common *c, const ds_options *o) {
 #endif
     }
     int rc = ds_run_files(c, &s);
+    cli_bus_clear();
     ds_state_free(&s, s.keep_partials);
     return rc;
 }

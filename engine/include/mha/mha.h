@@ -427,6 +427,13 @@ MHA_API mha_status mha_model_output(const mha_model *model, size_t i, mha_io_inf
  *  outputs are as computed, mha_model_output_shapes gives them, and the
  *  `mha` command warns once. MHA_ERR_INVALID_ARGUMENT if out of range. */
 MHA_API mha_status mha_model_output_declared(const mha_model *model, size_t i, mha_io_info *out);
+/** How many ids input i of a whole model indexes: the rows of the constant
+ *  table its integer values are gathered from (the vocabulary of token
+ *  ids, the positions of position ids), ids being valid in [0, n); the
+ *  smallest such table when it indexes several. 0 when the input indexes
+ *  no constant table (a float input, a 0 / 1 mask, a one-layer model) or
+ *  i is out of range. Thread-safe. */
+MHA_API int64_t mha_model_input_id_extent(const mha_model *model, size_t i);
 
 /* ---- whole models: the plan (appended) ----
  * A graph with several attention layers (or one layer with the rest of a

@@ -921,9 +921,14 @@ mha_status pool_create(const mha_alloc_ctx *a, int n_workers, size_t stack_bytes
                         "thread pool: stack size %zu bytes refused: %s", stack, strerror(rc));
     }
     /* Workers block every signal (they inherit the mask at creation), so
-     * the program's signals go to its own threads. */
+     * the program's signals go to its own threads -- but the faults a
+     * worker's own access raises: blocked, they ended the process past the
+     * program's handlers (a mapped input cut short, a sanitizer's report). */
     sigset_t all, old;
     sigfillset(&all);
+    static const int faults[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
+        sigdelset(&all, faults[i]);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     for (int i = 0; i < n_workers; i++) {
         p->workers[i].pool = p;

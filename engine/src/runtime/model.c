@@ -491,6 +491,12 @@ MHA_API mha_status mha_model_output_declared(const mha_model *m, size_t i, mha_i
     return MHA_OK;
 }
 
+MHA_API int64_t mha_model_input_id_extent(const mha_model *m, size_t i) {
+    if (!m || !m->plan || !m->plan->id_extent || i >= m->plan->g->n_inputs) return 0;
+    const int64_t x = m->plan->id_extent[i];
+    return x > 0 ? x : 0; /* PLAN_IDS_MASK01: a mask, no table */
+}
+
 MHA_API void mha_model_options_init(mha_model_options *opts) {
     if (!opts) return;
     memset(opts, 0, sizeof *opts);
