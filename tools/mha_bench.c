@@ -365,11 +365,12 @@ static int parse_args(int argc, char **argv, bench_options *o, cli_common *c) {
                 o->max_latency_ms = -1.0; /* mha.h: negative is off */
                 break;
             }
-            if (parse_double(val, 0.0, 60000.0,
+            /* the bounds and words of `mha serve`'s same options */
+            if (parse_double(val, 0.0, 600000.0,
                              id == BENCH_OPT_MAX_QUEUE_MS ? &o->max_queue_ms
                                                           : &o->max_latency_ms) != 0)
                 return cli_usage_error(
-                    c, "--%s wants milliseconds >= 0, not '%s'",
+                    c, "--%s wants milliseconds in [0, 600000], got '%s'",
                     id == BENCH_OPT_MAX_QUEUE_MS ? "max-queue-ms" : "max-latency-ms", val);
             break;
         case BENCH_OPT_BATCH_DELAY_MS:

@@ -103,8 +103,8 @@ static const cli_opt serve_opts[] = {
     {SERVE_MAX_LATENCY_MS, "max-latency-ms", 0, "X",
      "also 503 when a request would not complete within X ms\n"
      "(the work ahead and its own at the rate the queue drained\n"
-     "lately; default 0: twice --max-queue-ms if set, else off):\n"
-     "the latency target, kept under overload"},
+     "lately; default 0: twice --max-queue-ms if set, else off;\n"
+     "'off': never): the latency target, kept under overload"},
     {SERVE_MAX_PADDING, "max-padding", 0, "X",
      "share of a batch run's rows that may be padding (default\n"
      "0.125): requests of lengths further apart run as separate\n"
@@ -1026,7 +1026,7 @@ static int serve_parse_args(cli_common *c, int argc, char **argv, serve_options 
                          : id == SERVE_MAX_BATCH_MS      ? &o->max_batch_ms
                          : id == SERVE_HEADER_TIMEOUT_MS ? &o->header_timeout_ms
                                                          : &o->deadline_ms;
-            if (id == SERVE_MAX_BATCH_MS && !strcmp(v, "off"))
+            if ((id == SERVE_MAX_BATCH_MS || id == SERVE_MAX_LATENCY_MS) && !strcmp(v, "off"))
                 *ms = -1.0; /* mha.h: negative is off */
             else if (serve_parse_ms(c, opt, v, ms))
                 return CLI_USAGE;
