@@ -219,13 +219,13 @@ static inline __attribute__((always_inline)) void gemm_blocked_prefetch_a(const 
  *       kernel_gelu_erf element by element.
  * The tile is in L1 (just stored); the pass after the block read it again
  * from L2, or from L3 when a whole-width FFN up block (72 x 3072 floats)
- * outgrows L2: BERT-base 0.984-0.99x the CPU time at 1 thread (paired, the
- * same bits; docs/PERFORMANCE.md, "gemm20"). Not with a residual: its rows
- * read tile by tile (12 x 128 bytes from L2 or L3 after each call) made
- * MiniLM-L6's output projection [4096 x 384] . [384 x 384] 1.025-1.037x
- * slower than the pass's streams. Nor when the last k-block is short of
- * GEMM_KC: at K 384 (MiniLM-L6's FFN up, kernel calls of half the length)
- * the model ran 1.006-1.010x, its FFN up alone 0.991-1.017x. */
+ * outgrows L2: BERT-base 0.982-0.994x the CPU time at 1 thread (0.985 over
+ * 31 pairs, the same bits; docs/PERFORMANCE.md, "gemm20"). Not with a
+ * residual: its rows read tile by tile (12 x 128 bytes from L2 or L3 after
+ * each call) made MiniLM-L6's output projection [4096 x 384] . [384 x 384]
+ * 1.025-1.037x slower than the pass's streams. Nor when the last k-block is
+ * short of GEMM_KC: at K 384 (MiniLM-L6's FFN up, kernel calls of half the
+ * length) the model ran 1.006-1.010x, its FFN up alone 0.991-1.017x. */
 #define GEMM_TILE_EPILOGUE 1
 static inline int gemm_blocked_tile_epilogue_ok(const mha_gemm_args *a) {
     return a->activation == MHA_ACT_GELU_ERF && !a->residual && a->K % GEMM_KC == 0;
