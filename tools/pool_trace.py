@@ -34,18 +34,23 @@ def med(v):
     return statistics.median(v) if v else float("nan")
 
 
-def read(path, only_pool):
-    """Events per job: (pool, job address, start) -> kind -> list."""
-    events, pools = [], 0
+def lines(path, only_pool):
+    """(pool number, fields) of each event line, of pool only_pool when set."""
+    pools = 0
     with open(path) as f:
         for line in f:
             if line.startswith("#"):
                 pools += 1
-                continue
-            if only_pool and pools != only_pool:
-                continue
-            kind, job, ph, unit, w, t0, t1 = line.split()[:7]
-            events.append((pools, int(job), kind, int(ph), int(unit), int(w), int(t0), int(t1)))
+            elif not only_pool or pools == only_pool:
+                yield pools, line.split()
+
+
+def read(path, only_pool):
+    """Events per job: (pool, job address, start) -> kind -> list."""
+    events = []
+    for pool, v in lines(path, only_pool):
+        kind, job, ph, unit, w, t0, t1 = v[:7]
+        events.append((pool, int(job), kind, int(ph), int(unit), int(w), int(t0), int(t1)))
     spans = defaultdict(list)
     for e in events:
         if e[2] == "J":
@@ -79,19 +84,11 @@ def cross(path, only_pool):
     import numpy as np
 
     pools = defaultdict(list)
-    n = 0
-    with open(path) as f:
-        for line in f:
-            if line.startswith("#"):
-                n += 1
-                continue
-            if only_pool and n != only_pool:
-                continue
-            v = line.split()
-            if v[0] in "RT" and len(v) >= 14:
-                pools[n].append((int(v[5]), v[0] == "T", int(v[1]), int(v[2]), int(v[4]), *map(int, v[8:14])))
-            elif v[0] == "N":
-                pools[n].append((int(v[5]), None, int(v[1]), int(v[2]), int(v[3]), 0, 0, 0, 0, 0, 0))
+    for n, v in lines(path, only_pool):
+        if v[0] in "RT" and len(v) >= 14:
+            pools[n].append((int(v[5]), v[0] == "T", int(v[1]), int(v[2]), int(v[4]), *map(int, v[8:14])))
+        elif v[0] == "N":
+            pools[n].append((int(v[5]), None, int(v[1]), int(v[2]), int(v[3]), 0, 0, 0, 0, 0, 0))
     shared = 100
     out = defaultdict(lambda: defaultdict(list))
     for events in pools.values():

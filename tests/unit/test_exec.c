@@ -1296,7 +1296,8 @@ static int seqk_attention(void *state, const mha_attn_args *a, void *ws, size_t 
  * piece is still being computed (its GEMM held 30 ms), on the caller, or
  * on the helper when it is there first; with a phase end between them
  * (1 thread, 3 threads, two batch items) every Q|K|V call ends first.
- * The results are bitwise the same in every case. */
+ * A causal layer's whole heads too. The results are bitwise the same in
+ * every case. */
 static void test_qkv_attention_one_phase(void **state) {
     (void)state;
     mha_plugin seqk = testk_plugin;
@@ -1305,13 +1306,15 @@ static void test_qkv_attention_one_phase(void **state) {
     seqk.attention = seqk_attention;
     pool *pl = NULL;
     assert_int_equal(pool_create(NULL, 3, 0, &pl, NULL), MHA_OK);
-    for (int64_t B = 1; B <= 2; B++) {
+    for (int64_t i = 0; i < 4; i++) {
+        const int64_t B = 1 + i % 2;
         cfg c = base_self();
         c.B = B, c.Sq = c.Skv = 7, c.Hq = c.Hkv = 4, c.dk = 8, c.dv = 6, c.D = 20, c.Dout = 12;
+        c.causal = i >= 2; /* whole causal heads too (test_causal_heads_paired) */
         /* 88 columns: pieces of 48 and 40, head 2's columns [44, 66) in both */
         seqk_qkv_n = c.Hq * (2 * c.dk + c.dv);
         fixture f;
-        fixture_make(&f, &c, 77 + (uint64_t)B);
+        fixture_make(&f, &c, 77 + (uint64_t)i);
         float *first = NULL;
         for (int threads = 1; threads <= 3; threads++) {
             atomic_store(&seqk_clock, 0);
@@ -1323,8 +1326,9 @@ static void test_qkv_attention_one_phase(void **state) {
             if (run_exec(&seqk, &ro, &f, y, &err) != MHA_OK) fail_msg("%s", err.message);
             const int overlap = atomic_load(&seqk_attn_start) < atomic_load(&seqk_qkv_end);
             if (overlap != (B == 1 && threads == 2))
-                fail_msg("B %lld, %d threads: attention started %s the last Q|K|V call ended",
-                         (long long)B, threads, overlap ? "before" : "after");
+                fail_msg("B %lld%s, %d threads: attention started %s the last Q|K|V call ended",
+                         (long long)B, c.causal ? " causal" : "", threads,
+                         overlap ? "before" : "after");
             if (!first) {
                 first = y;
                 continue;
