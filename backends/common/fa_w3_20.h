@@ -26,15 +26,16 @@
  * row gets the bits it gets without this file; test_attention_pipe checks
  * the exponential against vf_exp2_f32 and the deferred tiles' fallback.
  *
- * AVX-512 only, FA_MR 6 x FA_NCV 4 (the avx512 backend's float32 core and
+ * AVX-512 only, FA_MR 6 x FA_SCH_NV 4 (the avx512 backend's float32 core and
  * the openmp backend's AVX-512 variant).
  */
 #ifndef MHA_BACKENDS_FA_W3_20_H
 #define MHA_BACKENDS_FA_W3_20_H
 
-#if defined(FA_HAVE_FUSED_F32) && defined(__AVX512F__) && defined(__x86_64__) && VLEN == 16 &&     \
-    FA_MR == 6 && FA_NCV == 4 && FA_BC == 64
+#if defined(FA_HAVE_EXP2_F32) && defined(__AVX512F__) && defined(__x86_64__) && VLEN == 16 &&      \
+    FA_MR == 6 && FA_BC == 64
 #define FA_HAVE_SCHED_F32 1
+#define FA_SCH_NV 4 /* key vectors of a tile (FA_BC / VLEN) */
 
 /* A score tile whose exponentials wait for the next tile's product loop:
  * its raw dots at s (row r at s + r * FA_BC: vector e = 4 r + c at s + e
@@ -43,7 +44,7 @@
 typedef struct fa_sch_pend {
     float *s;
     float *lv;
-    float negx[2 * VLEN]; /* [FA_MR * FA_NCV] used */
+    float negx[2 * VLEN]; /* [FA_MR * FA_SCH_NV] used */
     float c2;
     int64_t r0;
     int on;
@@ -70,11 +71,11 @@ typedef struct fa_sch_pend {
     "add $64, %[x]\n\t"                                                                            \
     "add $4, %[n]\n\t"
 
-/* The pending tile's exponentials [e, FA_MR FA_NCV) alone */
+/* The pending tile's exponentials [e, FA_MR FA_SCH_NV) alone */
 static inline void fa_sch_exps(fa_sch_pend *p, int e) {
     float *x = p->s + e * VLEN;
     const float *n = p->negx + e;
-    for (; e < FA_MR * FA_NCV; e++)
+    for (; e < FA_MR * FA_SCH_NV; e++)
         __asm__ volatile(FA_SCH_EXP
                          : [x] "+r"(x), [n] "+r"(n)
                          : [c2] "r"(&p->c2), [c] "r"(vf_exp2_f32_c)
@@ -174,7 +175,7 @@ static inline int fa_sch_finish(fa_sch_pend *p) {
     p->on = 0;
     _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++) {
         vf ps = vf_zero();
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) ps =
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_SCH_NV; c++) ps =
             vf_add(ps, vf_load(p->s + r * FA_BC + c * VLEN));
         psum[r] = ps;
         bad |= vf_nonfinite_bits(ps) ? 1u << r : 0u;
@@ -192,50 +193,28 @@ static inline int fa_sch_flush(fa_sch_pend *p) {
     return fa_sch_finish(p);
 }
 
-/* A pending tile that failed (a NaN or infinite sum): its rows leave the
- * fused ones (n_pdone: the block's count of them) and its dots are made
- * again at s for the row pass, as fa_query_block's scoring loop makes a
- * tile's that fa_score_f32_fused sent back */
-static inline void fa_sch_undo(int64_t dk, const float *qp, const float *ktb, float *s, char *fused,
-                               int64_t *n_pdone, int64_t r0) {
-    fa_score_tile_full(dk, qp + r0, ktb, s + r0 * FA_BC);
-    for (int r = 0; r < FA_MR; r++)
-        fused[r0 + r] = 0;
-    *n_pdone -= FA_MR;
-}
-
 /*
  * fa_score_f32_fused with the pending tile's exponentials in its product
  * loop. *prev: the pending tile's result (1, -1 as fa_sch_finish; 0 when
  * none was pending). Then this tile: when no row's dots pass its thr (and
  * every m2 is set or the dots are not finite: the sums then fail), its dots
  * are stored raw at s, corr[r] = 1 (m2, thr stay), and it becomes the
- * pending tile (r0 its first row): returns 2. Else fa_f32_fused_softmax
- * on the accumulators: 1 or -1 as fa_score_f32_fused.
+ * pending tile (r0 its first row): returns 2. Else 3, the dots at s and
+ * nothing else touched: the caller does that tile's softmax on them
+ * (flash_attention.h, fa_f32_fused_stored).
  */
-/* A tile whose dots (at s) pass a row's thr: fa_f32_fused_softmax on them
- * (not inlined: fa_sch_tile keeps no accumulators) */
-__attribute__((noinline)) static int fa_sch_over(float *s, float *m2, float *thr, float *lv,
-                                                 float *corr, float c2) {
-    vf acc[FA_MR][FA_NCV];
-    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
-        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] =
-            vf_load(s + r * FA_BC + c * VLEN);
-    return fa_f32_fused_softmax(acc, s, m2, thr, lv, corr, c2);
-}
-
 __attribute__((noinline)) static int fa_sch_tile(int64_t nd, const float *qp, const float *kt,
                                                  float *s, float *m2, float *thr, float *lv,
                                                  float *corr, float c2, fa_sch_pend *pend,
                                                  int64_t r0, int *prev) {
-    const int64_t npair = !pend->on ? 0 : nd / 2 < FA_MR * FA_NCV ? nd / 2 : FA_MR * FA_NCV;
+    const int64_t npair = !pend->on ? 0 : nd / 2 < FA_MR * FA_SCH_NV ? nd / 2 : FA_MR * FA_SCH_NV;
     const unsigned over = fa_sch_products(nd, qp, kt, s, thr, pend, npair);
     *prev = 0;
     if (pend->on) {
         fa_sch_exps(pend, (int)npair);
         *prev = fa_sch_finish(pend);
     }
-    if (over) return fa_sch_over(s, m2, thr, lv, corr, c2);
+    if (over) return 3;
     /* -m2 of each vector's row (row r's lanes 4 r .. 4 r + 3) */
     const vf negm = _mm512_xor_ps(vf_load_part(m2, FA_MR), vf_set1(-0.0f));
     const __m512i lo = _mm512_srli_epi32(

@@ -1327,6 +1327,31 @@ static inline void fa_score_q_narrow(int64_t nd, const float *q, int64_t qs, con
 #endif
 
 #include "common/fa_w3_20.h" /* FA_HAVE_SCHED_F32: the scheduled fused tile */
+#ifdef FA_HAVE_SCHED_F32
+/* A tile fa_sch_tile gave back with its dots at s (a row's dots pass its
+ * thr): fa_score_f32_fused's softmax on them, 1 or -1 as there. Not
+ * inlined: fa_sch_tile's caller keeps no accumulators. */
+__attribute__((noinline)) static int fa_f32_fused_stored(float *s, float *m2, float *thr, float *lv,
+                                                         float *corr, float c2) {
+    vf acc[FA_MR][FA_NCV];
+    _Pragma("GCC unroll 16") for (int r = 0; r < FA_MR; r++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < FA_NCV; c++) acc[r][c] =
+            vf_load(s + r * FA_BC + c * VLEN);
+    return fa_f32_fused_softmax(acc, s, m2, thr, lv, corr, c2);
+}
+
+/* A pending tile whose sums failed (fa_sch_finish -1): its rows leave the
+ * fused ones (n_pdone: the block's count of them) and its dots are made
+ * again at s for the row pass, as the scoring loop makes a tile's that
+ * the fused tile sent back */
+static inline void fa_sch_undo(int64_t dk, const float *qp, const float *ktb, float *s, char *fused,
+                               int64_t *n_pdone, int64_t r0) {
+    fa_score_tile_full(dk, qp + r0, ktb, s + r0 * FA_BC);
+    for (int r = 0; r < FA_MR; r++)
+        fused[r0 + r] = 0;
+    *n_pdone -= FA_MR;
+}
+#endif
 
 #ifdef FA_HAVE_FUSED_TILE
 /* A whole bfloat16 score tile's lazy softmax on its accumulators, piece by
@@ -1489,10 +1514,12 @@ static inline void fa_query_block(const mha_attn_args *a, const fa_layout *L, fl
                  * for the next tile's products (fa_w3_20.h) */
                 int prev = 0;
                 const int64_t pr0 = pend.r0;
-                const int done =
-                    ok ? fa_sch_tile(dk, qp + r0, ktb, s + r0 * FA_BC, mx + r0, thr + r0,
-                                     lv + r0 * VLEN, pcorr + r0, c2, &pend, r0, &prev)
-                       : 0;
+                int done = ok ? fa_sch_tile(dk, qp + r0, ktb, s + r0 * FA_BC, mx + r0, thr + r0,
+                                            lv + r0 * VLEN, pcorr + r0, c2, &pend, r0, &prev)
+                              : 0;
+                if (done == 3)
+                    done = fa_f32_fused_stored(s + r0 * FA_BC, mx + r0, thr + r0, lv + r0 * VLEN,
+                                               pcorr + r0, c2);
                 if (prev < 0) fa_sch_undo(dk, qp, ktb, s, fused, &n_pdone, pr0);
                 if (done > 0) {
 #else

@@ -128,7 +128,11 @@ static void sched_block(sched_state *S, int sched, int64_t dk, const float *qp, 
         const int done = fa_sch_tile(dk, qp + r0, ktb, S->s + r0 * FA_BC, S->m2 + r0, S->thr + r0,
                                      S->lv + r0 * VLEN, S->corr + r0, c2, &pend, r0, &prev);
         if (prev) S->ok[pr0 / FA_MR] = prev;
-        S->ok[t] = done == 2 ? 0 : done;
+        if (done == 3)
+            S->ok[t] = fa_f32_fused_stored(S->s + r0 * FA_BC, S->m2 + r0, S->thr + r0,
+                                           S->lv + r0 * VLEN, S->corr + r0, c2);
+        else
+            S->ok[t] = done == 2 ? 0 : done;
     }
     if (pend.on) {
         const int64_t pr0 = pend.r0;
