@@ -2,7 +2,7 @@
  * (common/flash_attention.h with FA_HAVE_BF16_DOT): K per key block and the
  * Q block paired along d and transposed, V paired along the keys, each in
  * one pass from the rows where they lie. Included by flash_attention.h
- * (FA_HAVE_BF16_DOT: vbf, vbf_pair, vbf_pair_adjacent, fa_bf16_pair).
+ * (FA_HAVE_BF16_DOT: the backend's vbf, vbf_pair, vbf_pair_adjacent).
  *
  * The float path these replace copied first and paired after: K and Q
  * transposed as floats (16 x 16 register tiles over dk floats), then every
@@ -20,6 +20,16 @@
  */
 #ifndef MHA_BACKENDS_FA_BF20_H
 #define MHA_BACKENDS_FA_BF20_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "common/bf16.h"
+
+/* lo, hi rounded to bfloat16 as one pair: lo in the low half */
+static inline uint32_t fa_bf16_pair(float lo, float hi) {
+    return (uint32_t)bf16_from_float(lo) | ((uint32_t)bf16_from_float(hi) << 16);
+}
 
 /*
  * dst[t * ldd + j] = pair(src[j * lds + 2t], src[j * lds + 2t + 1], the

@@ -235,10 +235,6 @@ static inline void fa_round_bf16(float *x, int64_t n) {
  * pairs its rows j, j+1; P its neighbours p[j], p[j+1]). */
 #define FA_PAIRS(a) fa_bf16(a)
 
-static inline uint32_t fa_bf16_pair(float lo, float hi) {
-    return (uint32_t)bf16_from_float(lo) | ((uint32_t)bf16_from_float(hi) << 16);
-}
-
 /* K, V and the Q block as pairs (fa_bf20_pair_transpose, fa_bf20_pair_v) */
 #include "common/fa_bf20.h"
 #else
