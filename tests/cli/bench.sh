@@ -367,6 +367,25 @@ run_mha bench "$MODEL" --shape 1,4 --scenario server --server-rate 0
 check "--server-rate 0 is a usage error (got $rc)" [ "$rc" -eq 2 ]
 run_mha bench "$MODEL" --shape 1,4 --scenario server --max-batch -1
 check "--max-batch -1 is a usage error (got $rc)" [ "$rc" -eq 2 ]
+# overload through the queue with a latency budget (max_latency_ms): every
+# request arrives at once (1e6/s), and once the queue has work ahead a
+# request whose predicted completion passes 0.001 ms is refused at once;
+# the trial says how many and the accepted ones' p99 (a refused one counts
+# as infinitely late in p99_ms). How many are refused depends on the
+# machine (a loaded one may let the submitter start one request only): the
+# refusals themselves are test_threads_queue's
+# (test_admission_by_predicted_latency)
+run_mha bench "$MODEL" --shape 1,4 --scenario server --server-time 0.05 --backend scalar \
+    --threads 1 --max-batch 2 --server-rate 1000000 --max-latency-ms 0.001 --json "$T/ov.json"
+check "overload with --max-latency-ms exits 0 (got $rc; $(cat "$T/err.txt"))" [ "$rc" -eq 0 ]
+check "overload with --max-latency-ms says so" grep -q "latency budget 0.001 ms), p99 bound" "$T/out.txt"
+check "overload: the refused and the accepted ones' p99 apart" python3 -c "
+import json, sys
+t = json.load(open(sys.argv[1]))['results'][0]['trials'][-1]
+sys.exit(not (0 <= t['refused'] < t['requests'] and t['accepted_p99_ms'] > 0))" "$T/ov.json"
+check "overload prints the accepted p99" grep -q "accepted p99 .* refused [0-9]* of" "$T/out.txt"
+run_mha bench "$MODEL" --shape 1,4 --scenario server --max-latency-ms -1
+check "--max-latency-ms -1 is a usage error (got $rc)" [ "$rc" -eq 2 ]
 
 # a whole model over token ids (MiniLM-shaped): offline, and served
 # through the queue (token-id requests, masks filled by the queue)
