@@ -397,11 +397,20 @@ static void load_open(load_state *s, load_conn *c, size_t id, double start) {
     (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                              .data.u64 = (uint64_t)(c - s->conns)};
-    if ((connect(c->fd, (const struct sockaddr *)a, s->addr_len[s->addr_at]) != 0 &&
-         errno != EINPROGRESS) ||
-        epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+    const int err =
+        connect(c->fd, (const struct sockaddr *)a, s->addr_len[s->addr_at]) == 0 ? 0 : errno;
+    if (err && err != EINPROGRESS && s->addr_at + 1 < s->n_addrs) {
+        s->addr_at++; /* localhost: ::1 refused at once, 127.0.0.1 next */
+        close(c->fd);
+        c->fd = -1;
+        s->busy--; /* load_open's load_begin counts it again */
+        load_open(s, c, id, start);
+        return;
+    }
+    if ((err && err != EINPROGRESS) || epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
         char why[160];
-        snprintf(why, sizeof why, "Couldn't connect to server: %s", strerror(errno));
+        snprintf(why, sizeof why, "Couldn't connect to server: %s",
+                 strerror(err && err != EINPROGRESS ? err : errno));
         load_lost(s, c, why, start);
         return;
     }

@@ -342,8 +342,8 @@ if [ -x "$LOADGEN" ]; then
   grep -q '"cpu_ms_per_request": [0-9.]*,' "$T/ka.json" || fail "no serve-load CPU: $(cat "$T/ka.json")"
   kill -TERM $SRV
   serve_wait_exit
-  serve_start "$T/m.onnx" --header-timeout-ms 100
-  "$LOADGEN" --url "$U/run" --body "$T/x.npy" --rate 4 --duration 2 --connections 1 \
+  serve_start "$T/m.onnx" --header-timeout-ms 300
+  "$LOADGEN" --url "$U/run" --body "$T/x.npy" --rate 3 --duration 3 --connections 1 \
     --json "$T/ka.json" >"$T/ka.txt" || fail "serve-load, idle connections closed: $(cat "$T/ka.txt")"
   kill -TERM $SRV
   serve_wait_exit
