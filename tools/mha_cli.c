@@ -460,6 +460,11 @@ static void cli_on_bus(int sig, siginfo_t *si, void *ctx) {
     for (int i = 0; a && i < cli_bus_n_maps; i++) {
         const cli_bus_map *m = &cli_bus_maps[i];
         if (a < m->base || a >= m->base + m->len) continue;
+        /* one line however many threads fault: the first ends the process */
+        static int fired;
+        if (__atomic_exchange_n(&fired, 1, __ATOMIC_SEQ_CST))
+            for (;;)
+                pause();
         ssize_t w = write(STDERR_FILENO, m->line, strlen(m->line));
         (void)w;
         if (!cli_bus_keep || access(cli_bus_keep, F_OK) != 0)

@@ -142,9 +142,10 @@ echo "== a dataset cut short while mha run reads it"
 # its mapping faults (SIGBUS) where the pages are gone: the process ended
 # in silence (exit 135), its partial file left; and a pool worker, which
 # blocked every signal, died past any handler. One line now, the partial
-# file removed (no checkpoint to resume from)
+# file removed (no checkpoint to resume from). 8 chunks of 500 ms each: the
+# file is cut while 3.5 s of them are left, however late the poll sees it
 "$MHA" gen -d 16 -H 2 -o "$T/b.onnx" --data "$T/bx.npy" --batch 2048 --seq 8 >/dev/null
-MHA_TEST_DATASET_DELAY_MS=150 "$HOOKS" run -q "$T/b.onnx" "$T/bx.npy" -o "$T/by.npy" \
+MHA_TEST_DATASET_DELAY_MS=500 "$HOOKS" run -q "$T/b.onnx" "$T/bx.npy" -o "$T/by.npy" \
   --batch-size 256 --threads 2 >"$T/out" 2>"$T/err" &
 pid=$!
 n=0
