@@ -237,6 +237,14 @@ uint64_t cli_hash_bytes(uint64_t h, const void *data, size_t n) {
     return h ^ (h >> 29);
 }
 
+uint64_t cli_hash_rows(uint64_t h, const void *data, int64_t m, int64_t outer, size_t row_bytes) {
+    const size_t run = outer > 0 ? row_bytes / (size_t)outer : 0;
+    for (int64_t b = 0; b < m; b++)
+        for (int64_t o = 0; o < outer; o++)
+            h = cli_hash_bytes(h, (const char *)data + (size_t)(o * m + b) * run, run);
+    return h;
+}
+
 int cli_narrows_to_int32(mha_dtype from, mha_dtype to) {
     return to == MHA_DTYPE_INT32 && (from == MHA_DTYPE_INT64 || from == MHA_DTYPE_UINT32);
 }

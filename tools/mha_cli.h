@@ -92,6 +92,11 @@ const char *cli_shape_str(int rank, const int64_t *dims, char *buf, size_t n);
  * since it was written, not an adversary's collision. */
 uint64_t cli_hash_bytes(uint64_t h, const void *data, size_t n);
 #define CLI_HASH_SEED 0x6d68612d636b7074ull /* "mha-ckpt" */
+/* m rows of row_bytes folded into h one row at a time, so that any
+ * chunking of the rows gives the same hash. Rows along axis 1 (data
+ * [outer, m, ...], a sequence-first model's) are `outer` runs each, hashed
+ * in order; outer 1 is rows lying one after another. */
+uint64_t cli_hash_rows(uint64_t h, const void *data, int64_t m, int64_t outer, size_t row_bytes);
 /* Token ids stored as int64 (or uint32) for a model taking int32 ids:
  * narrowed when every value fits (numpy and torch save ids as int64). */
 int cli_narrows_to_int32(mha_dtype from, mha_dtype to);

@@ -70,17 +70,6 @@ static mha_status merge_read(mha_npy_reader *r, int axis, int64_t r0, int64_t m,
                 : mha_npy_reader_read_rows(r, r0, r0 + m, MHA_DTYPE_UNDEFINED, buf, cap, err);
 }
 
-/* The m rows read by merge_read folded into h one at a time (a row along
- * axis 1 is its `outer` runs, in order): any chunking, the same hash. */
-static uint64_t merge_hash_rows(uint64_t h, const void *buf, int64_t m, int64_t outer,
-                                size_t row_bytes) {
-    const size_t run = outer > 0 ? row_bytes / (size_t)outer : 0;
-    for (int64_t b = 0; b < m && run > 0; b++)
-        for (int64_t o = 0; o < outer; o++)
-            h = cli_hash_bytes(h, (const char *)buf + (size_t)(o * m + b) * run, run);
-    return h;
-}
-
 /* A shard's hash of its rows, as its note says (MERGE_ROWS_HASH); 0 when
  * it has none, -1 when the field is not 16 hex digits. */
 static int merge_note_hash(const char *run, uint64_t *hash) {
@@ -111,7 +100,7 @@ static int merge_hash_file(mha_npy_reader *r, const char *path, uint64_t *hash) 
             free(buf);
             return cli_fail_err(path, &err);
         }
-        hv = merge_hash_rows(hv, buf, m, axis ? h->dims[0] : 1, rb);
+        hv = cli_hash_rows(hv, buf, m, axis ? h->dims[0] : 1, rb);
     }
     free(buf);
     *hash = hv;
@@ -400,8 +389,7 @@ int mha_cmd_merge(int argc, char **argv) {
                 rc = cli_fail_err(sh[k].path, &err);
                 goto done;
             }
-            if (sh[k].sealed)
-                hash = merge_hash_rows(hash, buf, m, axis ? h0->dims[0] : 1, row_bytes);
+            if (sh[k].sealed) hash = cli_hash_rows(hash, buf, m, axis ? h0->dims[0] : 1, row_bytes);
             if (mha_npy_writer_write_rows(w, buf, m, &err) != MHA_OK) {
                 rc = cli_fail_err(out_path, &err);
                 goto done;

@@ -516,13 +516,11 @@ static void ds_advise(ds_state *s, int64_t r0, int64_t r1, mha_npy_advice advice
 /* Checkpoints                                                               */
 /* ------------------------------------------------------------------------ */
 
-#define DS_HASH_SEED CLI_HASH_SEED
-
 /* The hash of a whole file, streamed (the model). */
 static int ds_hash_file(const char *path, uint64_t *out) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
-    uint64_t h = DS_HASH_SEED;
+    uint64_t h = CLI_HASH_SEED;
     unsigned char buf[1 << 16];
     size_t got;
     while ((got = fread(buf, 1, sizeof buf, f)) > 0)
@@ -566,7 +564,7 @@ static int ds_hash_input_data(ds_input *in, uint64_t *h) {
  * Not the backend, threads or chunk size: shards run on other machines
  * merge into one run's rows (bitwise one run's on one backend). */
 static int ds_make_shard_run(ds_state *s) {
-    uint64_t model = 0, data = DS_HASH_SEED, lengths = 0;
+    uint64_t model = 0, data = CLI_HASH_SEED, lengths = 0;
     if (!ds_hash_file(s->o->model_path, &model))
         return cli_fail("%s: cannot read the model again: %s", s->o->model_path, strerror(errno));
     const uint64_t ext = mha_model_external_data_id(s->model);
@@ -593,7 +591,7 @@ static int ds_make_shard_run(ds_state *s) {
         if (rc != CLI_OK) return rc;
     }
     if (s->lengths)
-        lengths = cli_hash_bytes(DS_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
+        lengths = cli_hash_bytes(CLI_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
     char lens[24] = "none";
     if (s->lengths) snprintf(lens, sizeof lens, "%016llx", (unsigned long long)lengths);
     snprintf(s->shard_run, sizeof s->shard_run,
@@ -620,12 +618,7 @@ static void ds_output_shard(const ds_state *s, size_t i, mha_npy_shard *sh, char
  * at data), one row at a time so that any chunking gives the same value.
  * Along axis 1 (data [S, n, ...]) a row is S runs, hashed in order. */
 static void ds_hash_rows(ds_input *in, const void *data, int64_t n, int axis) {
-    const unsigned char *p = data;
-    const int64_t outer = axis ? in->h.dims[0] : 1;
-    const size_t run = outer > 0 ? in->row_bytes / (size_t)outer : 0;
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t o = 0; o < outer; o++)
-            in->rows_hash = cli_hash_bytes(in->rows_hash, p + ((size_t)(o * n + b)) * run, run);
+    in->rows_hash = cli_hash_rows(in->rows_hash, data, n, axis ? in->h.dims[0] : 1, in->row_bytes);
 }
 
 /* "PATH size N" of a file. The content decides whether a run may be
@@ -684,7 +677,7 @@ static int ds_make_fingerprint(ds_state *s) {
         if (in->batch_major) {
             DS_APPEND("input %s %s by rows\n", s->in_info[i].name, line);
         } else {
-            uint64_t h = cli_hash_bytes(DS_HASH_SEED, in->buf, (size_t)in->h.rows * in->row_bytes);
+            uint64_t h = cli_hash_bytes(CLI_HASH_SEED, in->buf, (size_t)in->h.rows * in->row_bytes);
             DS_APPEND("input %s %s hash %016llx\n", s->in_info[i].name, line,
                       (unsigned long long)h);
         }
@@ -694,7 +687,7 @@ static int ds_make_fingerprint(ds_state *s) {
             free(fp);
             return cli_fail("%s: %s", s->o->lengths_path, strerror(errno));
         }
-        hash = cli_hash_bytes(DS_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
+        hash = cli_hash_bytes(CLI_HASH_SEED, s->lengths, (size_t)s->B * sizeof *s->lengths);
         DS_APPEND("lengths %s hash %016llx\n", line, (unsigned long long)hash);
     }
     DS_APPEND("backend %s\n", mha_runtime_backend(s->rt));
@@ -926,7 +919,7 @@ static int ds_verify_outputs(ds_state *s) {
             close(fd);
             return cli_fail("out of memory");
         }
-        uint64_t h = DS_HASH_SEED, at = head;
+        uint64_t h = CLI_HASH_SEED, at = head;
         int ok = 1;
         for (int64_t r = 0; r < s->done && ok; r++, at += out->row_bytes) {
             size_t got = 0;
@@ -1589,7 +1582,7 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
     size_t complete = 0, n_files = 0;
     if ((rc = ds_prepare_outputs(c, s, &found)) != CLI_OK) return rc;
     for (size_t i = 0; i < s->n_out; i++)
-        s->out[i].rows_hash = DS_HASH_SEED;
+        s->out[i].rows_hash = CLI_HASH_SEED;
     if (found && (rc = ds_verify_rows(s, bs, skv)) != CLI_OK) return rc;
     if (found && (rc = ds_verify_outputs(s)) != CLI_OK) return rc;
     /* caught before the partial files exist: a signal in between would end
@@ -1640,10 +1633,8 @@ static int ds_run_files(const cli_common *c, ds_state *s) {
             if (!out->writer) continue;
             if (mha_npy_writer_write_rows(out->writer, out->buf, n, &err) != MHA_OK)
                 rc = cli_fail_err(out->file, &err);
-            for (int64_t b = 0; b < n && !s->axis; b++) /* what the checkpoint vouches for */
-                out->rows_hash = cli_hash_bytes(out->rows_hash,
-                                                (const char *)out->buf + (size_t)b * out->row_bytes,
-                                                out->row_bytes);
+            if (!s->axis) /* what the checkpoint vouches for */
+                out->rows_hash = cli_hash_rows(out->rows_hash, out->buf, n, 1, out->row_bytes);
         }
         if (rc != CLI_OK) break;
         ds_advise(s, r, r + n, MHA_NPY_DONTNEED);

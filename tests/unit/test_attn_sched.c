@@ -38,25 +38,13 @@
 #endif
 
 #ifdef FA_HAVE_SCHED_F32
-static int cpu_has_avx512(void) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-}
-
-/* uniform in [-scale, scale) from a 64-bit LCG */
-static void fill(float *x, size_t n, uint64_t seed, float scale) {
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 6364136223846793005u + 1442695040888963407u;
-        x[i] = (float)((int32_t)(seed >> 32)) * 0x1p-31f * scale;
-    }
-}
-
 static int same_bits(float x, float y) {
     return memcmp(&x, &y, sizeof x) == 0 || (isnan(x) && isnan(y));
 }
 
 static void test_sched_exp_bits(void **state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
+    if (!tu_cpu_has_avx512()) skip();
     _Alignas(64) float s[FA_MR * FA_BC], x[FA_MR * FA_BC], lv[FA_MR * VLEN];
     const float c2s[3] = {1.0f, 0.125f * FA_LOG2E, 0.1803369f};
     long n = 0;
@@ -163,7 +151,7 @@ static void sched_compare(const sched_state *A, const sched_state *B, int64_t dk
 
 static void test_sched_tiles_bits(void **state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
+    if (!tu_cpu_has_avx512()) skip();
     const int64_t dks[6] = {64, 128, 33, 16, 7, 1};
     enum { NBLK = 7 };
     int sent_back = 0, deferred_back = 0;
@@ -174,8 +162,8 @@ static void test_sched_tiles_bits(void **state) {
         float *kt = aligned_alloc(64, (size_t)(NBLK * dk * FA_BC) * sizeof(float));
         sched_state *A = aligned_alloc(64, sizeof *A), *B = aligned_alloc(64, sizeof *B);
         assert_true(qp && kt && A && B);
-        fill(qp, (size_t)(dk * FA_BR), 11 + (uint64_t)dk, 1.0f);
-        fill(kt, (size_t)(NBLK * dk * FA_BC), 12 + (uint64_t)dk, 1.0f);
+        tu_fill_lcg(qp, (size_t)(dk * FA_BR), 11 + (uint64_t)dk, 1.0f);
+        tu_fill_lcg(kt, (size_t)(NBLK * dk * FA_BC), 12 + (uint64_t)dk, 1.0f);
         for (int64_t d = 0; d < dk; d++) {
             float *kb = kt + d * FA_BC;
             /* block 2: key 5 large along Q's rows 0-29 (their references
@@ -235,15 +223,15 @@ static void node_run(const float *q, const float *k, const float *v, float *o, i
 
 static void test_sched_nan_query_row(void **state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
+    if (!tu_cpu_has_avx512()) skip();
     const int64_t S = 300, d = 64, n = 2 * S * d;
     float *q = malloc((size_t)n * sizeof(float)), *k = malloc((size_t)n * sizeof(float));
     float *v = malloc((size_t)n * sizeof(float)), *o1 = malloc((size_t)n * sizeof(float));
     float *o2 = malloc((size_t)n * sizeof(float));
     assert_true(q && k && v && o1 && o2);
-    fill(q, (size_t)n, 21, 1.0f);
-    fill(k, (size_t)n, 22, 1.0f);
-    fill(v, (size_t)n, 23, 1.0f);
+    tu_fill_lcg(q, (size_t)n, 21, 1.0f);
+    tu_fill_lcg(k, (size_t)n, 22, 1.0f);
+    tu_fill_lcg(v, (size_t)n, 23, 1.0f);
     node_run(q, k, v, o1, S, d);
     /* row 7 of head 1 (tile 1 of its first query block) */
     const int64_t row = S + 7;

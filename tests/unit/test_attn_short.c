@@ -47,18 +47,6 @@
 
 #include "avx512/avx512_attention_kernels.h"
 
-static int cpu_has_avx512(void) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-}
-
-/* uniform in [-scale, scale) from a 64-bit LCG */
-static void fill(float *x, size_t n, uint64_t seed, float scale) {
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 6364136223846793005u + 1442695040888963407u;
-        x[i] = (float)((int32_t)(seed >> 32)) * 0x1p-31f * scale;
-    }
-}
-
 /* masks of the cases (short_make) */
 enum {
     SM_NONE,
@@ -98,8 +86,8 @@ static void short_make(const short_case *c, short_data *D, uint64_t seed) {
     D->kv = malloc((size_t)(c->B * c->Skv * lkv) * sizeof(float));
     D->n_o = (size_t)(c->B * c->Sq * c->Hq * c->dv);
     D->o = malloc(D->n_o * sizeof(float));
-    fill(D->q, (size_t)(c->B * c->Sq * lq), seed, 1.0f);
-    fill(D->kv, (size_t)(c->B * c->Skv * lkv), seed + 1, 1.0f);
+    tu_fill_lcg(D->q, (size_t)(c->B * c->Sq * lq), seed, 1.0f);
+    tu_fill_lcg(D->kv, (size_t)(c->B * c->Skv * lkv), seed + 1, 1.0f);
     a->struct_size = sizeof *a;
     a->precision = MHA_PRECISION_FLOAT32;
     a->B = c->B, a->Hq = c->Hq, a->Hkv = c->Hkv, a->Sq = c->Sq, a->Skv = c->Skv;
@@ -124,7 +112,7 @@ static void short_make(const short_case *c, short_data *D, uint64_t seed) {
         const int rows = c->mask >= SM_ROWS && c->mask <= SM_MIXED;
         const int64_t sq = rows ? c->Sq : 1;
         D->mask = malloc((size_t)(c->B * sq * c->Skv) * sizeof(float));
-        fill(D->mask, (size_t)(c->B * sq * c->Skv), seed + 2, 1.5f);
+        tu_fill_lcg(D->mask, (size_t)(c->B * sq * c->Skv), seed + 2, 1.5f);
         for (int64_t b = 0; b < c->B; b++)
             for (int64_t i = 0; i < sq; i++)
                 for (int64_t j = 0; j < c->Skv; j++) {
@@ -237,7 +225,7 @@ static void check_case(const short_case *c, void (*edit)(short_data *), int take
 
 static void test_short_heads_bits(void **state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
+    if (!tu_cpu_has_avx512()) skip();
     const short_case cs[] = {
         {2, 3, 3, 128, 128, 64, 64, 0, 0, 0, 0, SM_NONE},  /* BERT-base */
         {2, 3, 3, 128, 128, 32, 32, 0, 0, 0, 0, SM_NONE},  /* MiniLM */
@@ -262,7 +250,7 @@ static void test_short_heads_bits(void **state) {
  * path taking every tile */
 static void test_short_heads_causal_masked_bits(void **state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
+    if (!tu_cpu_has_avx512()) skip();
     const short_case cs[] = {
         {1, 2, 2, 256, 256, 64, 64, 0, 0, 0, 1, SM_NONE},     /* GPT-2 */
         {1, 2, 2, 250, 250, 64, 64, 0, 0, 0, 1, SM_NONE},     /* 6 does not divide the rows */
@@ -304,7 +292,7 @@ static void edit_nan_v(short_data *D) {
  * block path. */
 static void test_short_heads_unseen_keys(void **state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
+    if (!tu_cpu_has_avx512()) skip();
     const short_case causal = {1, 2, 2, 200, 200, 64, 64, 0, 0, 0, 1, SM_NONE};
     const short_case lens = {3, 2, 2, 60, 103, 64, 64, 0, 0, 1, 0, SM_NONE};
     const short_case hidden = {3, 2, 2, 128, 128, 64, 64, 0, 0, 0, 0, SM_PAD_HIDE};
@@ -364,7 +352,7 @@ static void edit_huge_key(short_data *D) {
 
 static void test_short_heads_refused_tiles(void **state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
+    if (!tu_cpu_has_avx512()) skip();
     const short_case c = {1, 2, 2, 128, 128, 64, 64, 0, 0, 0, 0, SM_NONE};
     const short_case t = {1, 2, 2, 100, 197, 64, 64, 0, 0, 0, 0, SM_NONE};
     check_case(&c, edit_nonfinite_q, 0, 7);
@@ -386,7 +374,7 @@ static void test_short_heads_refused_tiles(void **state) {
 
 static void test_short_heads_not_taken(void **state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
+    if (!tu_cpu_has_avx512()) skip();
     const short_case c = {1, 2, 2, 128, 128, 64, 64, 0, 0, 0, 0, SM_NONE};
     short_data D;
     short_make(&c, &D, 3);

@@ -79,27 +79,15 @@ static inline void gemm_gelu_erf_tile_counted(float *c, int64_t ldc) {
 #undef gemm_ukernel_pf_bias
 #undef gemm_gelu_erf_tile
 
-static int cpu_has_avx512(void) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-}
-
-/* uniform in [-scale, scale) from a 64-bit LCG */
-static void fill(float *x, size_t n, uint64_t seed, float scale) {
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 6364136223846793005u + 1442695040888963407u;
-        x[i] = (float)((int32_t)(seed >> 32)) * 0x1p-31f * scale;
-    }
-}
-
 static void test_stream_kernel_bits(void **state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
+    if (!tu_cpu_has_avx512()) skip();
     enum { KMAX = 769, LDC = 40 };
     static float ap[KMAX * GEMM_MR], bp[KMAX * GEMM_NR], next[KMAX * GEMM_NR];
     static float c[GEMM_MR * LDC], want[GEMM_MR * LDC];
-    fill(ap, KMAX * GEMM_MR, 11, 1.0f);
-    fill(bp, KMAX * GEMM_NR, 12, 0.25f);
-    fill(next, KMAX * GEMM_NR, 13, 1.0f);
+    tu_fill_lcg(ap, KMAX * GEMM_MR, 11, 1.0f);
+    tu_fill_lcg(bp, KMAX * GEMM_NR, 12, 0.25f);
+    tu_fill_lcg(next, KMAX * GEMM_NR, 13, 1.0f);
     for (int64_t kc = 1; kc <= KMAX; kc = kc < 70 ? kc + 1 : kc < 767 ? 767 : kc + 1)
         for (int64_t mr = 1; mr <= GEMM_MR; mr++)
             for (int accumulate = 0; accumulate < 2; accumulate++) {
@@ -195,7 +183,7 @@ static void expect_c(const mha_gemm_args *a, const float *B) {
 
 static void test_short_blocks_bits(void **state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
+    if (!tu_cpu_has_avx512()) skip();
     enum { MMAX = 40, NMAX = 96, KMAX = GEMM_KC + 40 };
     static const int64_t ks[] = {5, 384, GEMM_KC, KMAX};
     static const int64_t ranges[][2] = {{0, 96}, {0, 64}, {32, 96}, {7, 90}};
@@ -207,9 +195,9 @@ static void test_short_blocks_bits(void **state) {
     assert_non_null(bias);
     assert_non_null(C);
     assert_non_null(Bp);
-    fill(A, (size_t)MMAX * KMAX, 21, 1.0f);
-    fill(B, (size_t)KMAX * NMAX, 22, 0.25f);
-    fill(bias, NMAX, 23, 1.0f);
+    tu_fill_lcg(A, (size_t)MMAX * KMAX, 21, 1.0f);
+    tu_fill_lcg(B, (size_t)KMAX * NMAX, 22, 0.25f);
+    tu_fill_lcg(bias, NMAX, 23, 1.0f);
     for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
         const int64_t K = ks[ki];
         gemm_blocked_pack_b(K, NMAX, B, NMAX, Bp);
@@ -275,7 +263,7 @@ static void test_short_blocks_bits(void **state) {
  * bit the chain, + bias, GELU, + residual. */
 static void test_many_row_blocks_bits(void **state) {
     (void)state;
-    if (!cpu_has_avx512()) skip();
+    if (!tu_cpu_has_avx512()) skip();
     enum { MMAX = 170, NMAX = 96, KMAX = GEMM_KC + 40 };
     static const int64_t ks[] = {5, 384, GEMM_KC, KMAX};
     static const int64_t rows[][2] = {{0, 37}, {0, 72}, {3, 83}, {0, 150}, {12, 170}};
@@ -291,10 +279,10 @@ static void test_many_row_blocks_bits(void **state) {
     assert_non_null(C);
     assert_non_null(res);
     assert_non_null(Bp);
-    fill(A, (size_t)MMAX * KMAX, 31, 1.0f);
-    fill(B, (size_t)KMAX * NMAX, 32, 0.25f);
-    fill(bias, NMAX, 33, 1.0f);
-    fill(res, (size_t)MMAX * LDR, 34, 2.0f);
+    tu_fill_lcg(A, (size_t)MMAX * KMAX, 31, 1.0f);
+    tu_fill_lcg(B, (size_t)KMAX * NMAX, 32, 0.25f);
+    tu_fill_lcg(bias, NMAX, 33, 1.0f);
+    tu_fill_lcg(res, (size_t)MMAX * LDR, 34, 2.0f);
     int64_t runs_bias = 0, runs_gelu = 0;
     for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
         const int64_t K = ks[ki];

@@ -122,3 +122,18 @@ mha_allocator tu_counting_allocator(int *live) {
     mha_allocator a = {tu_count_alloc, tu_count_free, live};
     return a;
 }
+
+void tu_fill_lcg(float *x, size_t n, uint64_t seed, float scale) {
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005u + 1442695040888963407u;
+        x[i] = (float)((int32_t)(seed >> 32)) * 0x1p-31f * scale;
+    }
+}
+
+int tu_cpu_has_avx512(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}

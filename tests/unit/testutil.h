@@ -41,6 +41,10 @@ void *tu_read_file(const char *path, size_t *size);
 /* Uniform [-1, 1) floats from a splitmix64 stream. */
 void tu_fill_random(float *x, size_t n, uint64_t seed);
 uint64_t tu_rand_u64(uint64_t *state);
+/* Uniform [-scale, scale) floats from a 64-bit LCG (the kernel tests' data). */
+void tu_fill_lcg(float *x, size_t n, uint64_t seed, float scale);
+/* 1 when this CPU runs the avx512 kernels (AVX-512 F and DQ). */
+int tu_cpu_has_avx512(void);
 /* max |a-b| / max(1, max |b|) -- relative to the reference's scale. */
 double tu_max_rel_err(const float *a, const float *b, size_t n);
 /* Runs a shell command, returns its exit status (or -1). */
